@@ -1,0 +1,128 @@
+"""Checkpoints: save atomically, load safely, rebuild the model they describe.
+
+The project's checkpoints are plain dicts (loadable with `torch.load(weights_only=True)`):
+
+    {"format": "image-sharpening-kd/1", "kind": "teacher" | "student",
+     "arch": "restormer" | <student name>, "arch_args": {...},
+     "model": state_dict, "ema": state_dict | None,
+     "step": int, "config": {...}, "metrics": {...},
+     # resume state, only in training checkpoints:
+     "optimizer": ..., "scheduler": ..., "rng": {...}}
+
+Teacher loading also accepts the official Restormer file ({"params": state_dict}) and a bare
+state dict. A checkpoint is untrusted input: never unpickle arbitrary objects.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn as nn
+
+FORMAT = "image-sharpening-kd/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file that cannot be used, with a message saying why."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """torch.save to a temp file in the same folder, then rename: an interrupted save never
+    leaves a truncated checkpoint behind."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """Load a checkpoint file with weights_only=True and clear errors for missing/bad files."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch raises many types for garbage input
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first})") from None
+    if not isinstance(obj, dict):
+        raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
+    return obj
+
+
+def extract_state_dict(obj: dict, path: str | os.PathLike = "<checkpoint>",
+                       prefer_ema: bool = True) -> dict[str, torch.Tensor]:
+    """The model weights from any accepted layout (project, official `params`, bare)."""
+    if obj.get("format") == FORMAT:
+        sd = obj.get("ema") if prefer_ema and obj.get("ema") else obj.get("model")
+    elif "params" in obj and isinstance(obj["params"], dict):
+        sd = obj["params"]
+    elif "params_ema" in obj and isinstance(obj["params_ema"], dict):
+        sd = obj["params_ema"]
+    elif "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        sd = obj["state_dict"]
+    else:
+        sd = obj
+    if not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise CheckpointError(f"{path} has no state dict of tensors (keys: {list(obj)[:8]})")
+    # DataParallel / DDP / torch.compile prefixes.
+    for prefix in ("module.", "_orig_mod."):
+        if all(k.startswith(prefix) for k in sd):
+            sd = {k[len(prefix):]: v for k, v in sd.items()}
+    return sd
+
+
+def load_weights(model: nn.Module, sd: dict[str, torch.Tensor],
+                 source: str | os.PathLike = "<checkpoint>") -> None:
+    """Strict load with a readable report of what does not match."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in sd]
+    unexpected = [k for k in sd if k not in own]
+    mismatched = [f"{k}: checkpoint {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}"
+                  for k in own if k in sd and sd[k].shape != own[k].shape]
+    if missing or unexpected or mismatched:
+        lines = [f"{source} does not match the {type(model).__name__} architecture:"]
+        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                             ("shape mismatches", mismatched)):
+            if items:
+                more = f" ... and {len(items) - 5} more" if len(items) > 5 else ""
+                lines.append(f"  {len(items)} {title}: {', '.join(items[:5])}{more}")
+        lines.append("  (wrong --config for these weights, or a checkpoint of another model?)")
+        raise CheckpointError("\n".join(lines))
+    model.load_state_dict(sd, strict=True)
+
+
+def make_checkpoint(model: nn.Module, *, kind: str, arch: str, arch_args: dict,
+                    ema: nn.Module | None = None, step: int = 0, config: dict | None = None,
+                    metrics: dict | None = None, **extra) -> dict:
+    return {"format": FORMAT, "kind": kind, "arch": arch, "arch_args": dict(arch_args),
+            "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
+            "step": int(step), "config": config or {}, "metrics": metrics or {}, **extra}
+
+
+def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.Module, dict]:
+    """Rebuild a student from a project checkpoint; returns (model in eval mode, checkpoint)."""
+    from .students import create_student, list_students
+
+    ckpt = read_checkpoint(path)
+    if ckpt.get("format") != FORMAT or ckpt.get("kind") != "student":
+        raise CheckpointError(f"{path} is not a student checkpoint of this project "
+                              f"(kind={ckpt.get('kind')!r}); students are written by "
+                              "`sharpen distill`")
+    if ckpt["arch"] not in list_students():
+        raise CheckpointError(f"{path}: unknown student architecture {ckpt['arch']!r}")
+    model = create_student(ckpt["arch"], **ckpt.get("arch_args", {}))
+    load_weights(model, extract_state_dict(ckpt, path, prefer_ema), path)
+    return model.eval(), ckpt

@@ -1,0 +1,145 @@
+"""Training configuration: YAML file + `key=value` overrides (dotted keys, YAML-typed values)."""
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+@dataclass
+class ModelConfig:
+    arch: str = "fast"            # "restormer" for the teacher, or a student name (sharpen models)
+    args: dict = field(default_factory=dict)   # restormer: {"config": "small"}; students: overrides
+
+
+@dataclass
+class DataConfig:
+    # Teacher training: a source SPEC with ground truth ("embedded", a paired folder, a GoPro root,
+    # or kind:path). Students: `labels` points to a pseudo-label cache made by `sharpen labels`.
+    train: str = "embedded"
+    val: str = "embedded"
+    labels: str = ""              # student: label cache of the training images
+    val_labels: str = ""          # student: label cache of the validation images
+    crop: int = 192
+    batch_size: int = 8
+    workers: int = 2
+    flips: bool = True
+    rot90: bool = False
+    brightness: float = 0.1
+    val_max_images: int = 8
+    val_max_side: int = 512       # validation images are centre-cropped to this side
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    betas: tuple = (0.9, 0.99)
+    warmup_steps: int = 200
+    steps: int = 20000
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    min_lr_ratio: float = 0.01
+
+
+@dataclass
+class LossConfig:
+    pixel: float = 1.0
+    ssim: float = 0.2
+    gt: float = 0.0
+    freq: float = 0.0
+
+
+@dataclass
+class TrainConfig:
+    task: str = "student"         # "student" (distillation) or "teacher" (ground truth)
+    out: str = "runs/student"
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True              # CUDA only
+    channels_last: bool = True    # CUDA only
+    val_every: int = 500
+    ckpt_every: int = 250
+    log_every: int = 10
+    max_minutes: float = 0.0      # stop cleanly (checkpoint saved) after this wall time; 0 = off
+    resume: str = "auto"          # "auto" (out/last.pt if present), "never", or a checkpoint path
+    init: str = ""                # start from these weights (fine-tuning), not a resume
+    teacher: str = ""             # teacher weights for the student's validation baseline
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["optim"]["betas"] = list(d["optim"]["betas"])
+        return d
+
+
+def _set(obj: Any, dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    for p in parts[:-1]:
+        if not hasattr(obj, p):
+            raise KeyError(f"unknown config section {p!r} in {dotted!r}")
+        obj = getattr(obj, p)
+    key = parts[-1]
+    if isinstance(obj, dict):
+        obj[key] = value
+        return
+    if not hasattr(obj, key):
+        names = [f.name for f in dataclasses.fields(obj)]
+        raise KeyError(f"unknown config key {dotted!r}; {type(obj).__name__} has {names}")
+    current = getattr(obj, key)
+    if dataclasses.is_dataclass(current):
+        if not isinstance(value, dict):
+            raise TypeError(f"{dotted} is a section; give a mapping")
+        for k, v in value.items():
+            _set(current, k, v)
+        return
+    if isinstance(current, bool) and not isinstance(value, bool):
+        raise TypeError(f"{dotted} must be true/false, got {value!r}")
+    if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if isinstance(current, tuple) and isinstance(value, list):
+        value = tuple(value)
+    setattr(obj, key, value)
+
+
+def apply_dict(cfg: TrainConfig, d: dict, prefix: str = "") -> TrainConfig:
+    for k, v in d.items():
+        _set(cfg, f"{prefix}{k}", v)
+    return cfg
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None,
+                base: TrainConfig | None = None) -> TrainConfig:
+    """Defaults <- YAML file <- `key=value` overrides (e.g. optim.lr=3e-4 data.crop=128)."""
+    cfg = base or TrainConfig()
+    if path:
+        p = Path(path)
+        if not p.exists():
+            raise FileNotFoundError(f"config file not found: {p}")
+        d = yaml.safe_load(p.read_text()) or {}
+        if not isinstance(d, dict):
+            raise ValueError(f"{p}: a config file must hold a mapping")
+        apply_dict(cfg, d)
+    for ov in overrides or []:
+        if "=" not in ov:
+            raise ValueError(f"override {ov!r} must look like key=value (e.g. optim.lr=3e-4)")
+        k, v = ov.split("=", 1)
+        _set(cfg, k.strip(), yaml.safe_load(v))
+    return cfg
+
+
+def from_dict(d: dict) -> TrainConfig:
+    return apply_dict(TrainConfig(), d)
+
+
+def save_config(cfg: TrainConfig, path: str | Path) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(path).with_suffix(".tmp")
+    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    tmp.replace(path)

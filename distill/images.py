@@ -1,0 +1,84 @@
+"""Image I/O: OpenCV decode to float32 RGB in [0, 1], atomic lossless writes."""
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+class ImageReadError(ValueError):
+    pass
+
+
+def is_image(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image(p))
+
+
+def to_rgb_float(img: np.ndarray, source: str = "<array>") -> np.ndarray:
+    """BGR/gray/BGRA uint8 or uint16 (OpenCV layout) -> HxWx3 float32 RGB in [0, 1]."""
+    if img.dtype == np.uint8:
+        scale = 255.0
+    elif img.dtype == np.uint16:
+        scale = 65535.0
+    elif img.dtype in (np.float32, np.float64):
+        scale = 1.0
+    else:
+        raise ImageReadError(f"{source}: unsupported pixel type {img.dtype} "
+                             "(expected uint8, uint16 or float)")
+    if img.ndim == 2:
+        warnings.warn(f"{source}: grayscale image converted to RGB", stacklevel=2)
+        img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    elif img.ndim == 3 and img.shape[2] == 4:
+        warnings.warn(f"{source}: alpha channel dropped (RGBA -> RGB)", stacklevel=2)
+        img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    elif img.ndim != 3 or img.shape[2] != 3:
+        raise ImageReadError(f"{source}: unsupported image shape {img.shape}")
+    rgb = img[..., ::-1].astype(np.float32) / scale
+    return np.ascontiguousarray(rgb)
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """Read an image file as HxWx3 float32 RGB in [0, 1] (8/16-bit, gray and RGBA accepted)."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageReadError(f"{path}: no such file")
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return to_rgb_float(img, str(path))
+
+
+def to_uint8_bgr(rgb: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray((np.clip(rgb, 0, 1) * 255.0 + 0.5).astype(np.uint8)[..., ::-1])
+
+
+def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8) -> Path:
+    """Write HxWx3 float RGB atomically (temp file + rename). PNG is lossless; bits=16 keeps the
+    full precision of a float result."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if bits == 16:
+        data = (np.clip(rgb, 0, 1) * 65535.0 + 0.5).astype(np.uint16)[..., ::-1]
+    else:
+        data = to_uint8_bgr(rgb)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png",
+                               dir=path.parent)
+    os.close(fd)
+    try:
+        if not cv2.imwrite(tmp, np.ascontiguousarray(data)):
+            raise OSError(f"OpenCV could not write {path}")
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

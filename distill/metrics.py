@@ -1,0 +1,18 @@
+"""PSNR/SSIM as published tables compute them: scikit-image on HxWx3 RGB in [0, 1]."""
+from __future__ import annotations
+
+import numpy as np
+from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(peak_signal_noise_ratio(np.clip(b, 0, 1), np.clip(a, 0, 1), data_range=1.0))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    return float(structural_similarity(np.clip(a, 0, 1), np.clip(b, 0, 1), channel_axis=-1,
+                                       data_range=1.0))
+
+
+def psnr_ssim(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    return {"psnr": psnr(a, b), "ssim": ssim(a, b)}

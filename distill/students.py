@@ -1,0 +1,189 @@
+"""Student CNNs and their registry.
+
+Every student maps NCHW RGB in [0, 1] to NCHW RGB (not clamped; clamp at the output) and needs H
+and W divisible by its `multiple`; `run_padded` pads (reflect) and crops back so any size works.
+Only operators that export cleanly to ONNX, full-integer TFLite and TensorRT are used: conv
+(incl. depthwise), ReLU, max-pool, nearest resize, pixel (un)shuffle, add, concat.
+
+Registry in the style of timm: `create_student(name, **overrides)`, `list_students()`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+class SeparableConv2d(nn.Sequential):
+    """Keras SeparableConv2D: depthwise 3x3 then pointwise 1x1 (bias on the pointwise only)."""
+
+    def __init__(self, cin: int, cout: int, k: int = 3):
+        super().__init__(
+            nn.Conv2d(cin, cin, k, padding=k // 2, groups=cin, bias=False),
+            nn.Conv2d(cin, cout, 1, bias=True),
+        )
+
+
+class SeedStudent(nn.Module):
+    """The seed project's student, exactly as described:
+
+    SepConv(32) -> SepConv(64) -> MaxPool(2) -> SepConv(128) x 2 -> UpSampling(2)
+    -> SepConv(64) -> SepConv(32) -> Conv2D(3), ReLU after every hidden layer.
+
+    residual: output = input + prediction. skip: add the 64-channel encoder features to the
+    decoder's 64-channel features (U-Net style). Both off in the exact seed configuration.
+    """
+
+    def __init__(self, residual: bool = False, skip: bool = False):
+        super().__init__()
+        self.residual, self.skip = residual, skip
+        self.multiple = 2
+        self.enc1 = SeparableConv2d(3, 32)
+        self.enc2 = SeparableConv2d(32, 64)
+        self.pool = nn.MaxPool2d(2)
+        self.mid1 = SeparableConv2d(64, 128)
+        self.mid2 = SeparableConv2d(128, 128)
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.dec1 = SeparableConv2d(128, 64)
+        self.dec2 = SeparableConv2d(64, 32)
+        self.head = nn.Conv2d(32, 3, 3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        e = F.relu(self.enc2(F.relu(self.enc1(x))))
+        m = F.relu(self.mid2(F.relu(self.mid1(self.pool(e)))))
+        d = F.relu(self.dec1(self.up(m)))
+        if self.skip:
+            d = d + e
+        y = self.head(F.relu(self.dec2(d)))
+        return x + y if self.residual else y
+
+
+class InvertedResidual(nn.Module):
+    """Depthwise kxk -> 1x1 expand -> ReLU -> 1x1 project, plus identity."""
+
+    def __init__(self, c: int, expand: int = 2, k: int = 3):
+        super().__init__()
+        self.dw = nn.Conv2d(c, c, k, padding=k // 2, groups=c, bias=True)
+        self.pw1 = nn.Conv2d(c, c * expand, 1)
+        self.pw2 = nn.Conv2d(c * expand, c, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.pw2(F.relu(self.pw1(self.dw(x))))
+
+
+class FastStudent(nn.Module):
+    """Real-time student: all work at 1/`scale` resolution, a second stage at 1/(2*scale) for a
+    large receptive field, pixel-shuffle back, global residual.
+
+    PixelUnshuffle(scale) -> 1x1 (3*s^2 -> width) -> `blocks` inverted residuals
+    -> [MaxPool(2) -> `low_blocks` inverted residuals -> nearest x2, add]
+    -> `blocks` inverted residuals -> 1x1 (width -> 3*s^2) -> PixelShuffle(scale) -> + input.
+
+    Full-resolution tensors are touched only by the (un)shuffles and the final add, which is what
+    makes 1080p cheap; the low-resolution stage with kernel `k` sees blur tens of pixels long.
+    """
+
+    def __init__(self, scale: int = 4, width: int = 32, blocks: int = 2, low_blocks: int = 3,
+                 expand: int = 2, k: int = 3, low_k: int = 5):
+        super().__init__()
+        self.scale, self.multiple = scale, scale * 2
+        self.unshuffle = nn.PixelUnshuffle(scale)
+        self.stem = nn.Conv2d(3 * scale * scale, width, 1)
+        self.enc = nn.Sequential(*[InvertedResidual(width, expand, k) for _ in range(blocks)])
+        self.pool = nn.MaxPool2d(2)
+        self.low = nn.Sequential(*[InvertedResidual(width, expand, low_k)
+                                   for _ in range(low_blocks)])
+        self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        self.dec = nn.Sequential(*[InvertedResidual(width, expand, k) for _ in range(blocks)])
+        self.head = nn.Conv2d(width, 3 * scale * scale, 1)
+        self.shuffle = nn.PixelShuffle(scale)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.enc(F.relu(self.stem(self.unshuffle(x))))
+        f = f + self.up(self.low(self.pool(f)))
+        return x + self.shuffle(self.head(self.dec(f)))
+
+
+@dataclass(frozen=True)
+class StudentSpec:
+    name: str
+    builder: Callable[..., nn.Module]
+    defaults: dict
+    description: str
+
+
+_REGISTRY: dict[str, StudentSpec] = {}
+
+
+def register(name: str, builder: Callable[..., nn.Module], description: str, **defaults) -> None:
+    _REGISTRY[name] = StudentSpec(name, builder, defaults, description)
+
+
+register("seed", SeedStudent, "the seed project's separable CNN, exact layout")
+register("seed-residual", SeedStudent, "seed layout + global residual + encoder-decoder skip",
+         residual=True, skip=True)
+register("fast", FastStudent, "pixel-unshuffle x4, width 32, 1/8-res stage (real time at 1080p)",
+         scale=4, width=32, blocks=2, low_blocks=3)
+register("fast-wide", FastStudent, "pixel-unshuffle x4, width 48, deeper",
+         scale=4, width=48, blocks=3, low_blocks=4)
+register("fast-s2", FastStudent, "pixel-unshuffle x2, width 24: finer detail, slower",
+         scale=2, width=24, blocks=2, low_blocks=3)
+
+
+def list_students() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def student_spec(name: str) -> StudentSpec:
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown student {name!r}; choose from {list_students()}")
+    return _REGISTRY[name]
+
+
+def create_student(name: str, **overrides) -> nn.Module:
+    spec = student_spec(name)
+    args = {**spec.defaults, **overrides}
+    model = spec.builder(**args)
+    model.arch_name, model.arch_args = name, args
+    return model
+
+
+def run_padded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Run any-size NCHW input: reflect-pad to the model's multiple, crop the output back."""
+    m = getattr(model, "multiple", 1)
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % m, (-w) % m
+    if ph or pw:
+        mode = "reflect" if ph < h and pw < w else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return model(x)[..., :h, :w]
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
+    """Multiply-accumulates of conv layers for one h x w frame (padded to the model's multiple),
+    measured with forward hooks on a real forward pass."""
+    m = getattr(model, "multiple", 1)
+    h, w = h + (-h) % m, w + (-w) % m
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        k = mod.kernel_size[0] * mod.kernel_size[1]
+        total += out.numel() * (mod.in_channels // mod.groups) * k
+
+    hooks = [mod.register_forward_hook(hook) for mod in model.modules()
+             if isinstance(mod, nn.Conv2d)]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, h, w))
+    finally:
+        for hk in hooks:
+            hk.remove()
+    return total

@@ -1,0 +1,118 @@
+"""The teacher: Restormer with full-resolution, Gaussian-blended tiled inference."""
+from __future__ import annotations
+
+import hashlib
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from runtime.tiling import tiled_apply
+
+from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weights,
+                         read_checkpoint)
+from .restormer import Restormer, build_restormer, get_config
+
+BUNDLED_TEACHER = "teacher-restormer-small.pt"
+OFFICIAL_WEIGHTS_HELP = (
+    "Get the official Restormer motion-deblurring weights (motion_deblurring.pth) from "
+    "https://github.com/swz30/Restormer/releases or the Google Drive link in "
+    "Motion_Deblurring/pretrained_models/README.md of that repository and pass "
+    "--teacher-weights PATH (with --config motion-deblur), or train one with "
+    "`sharpen train-teacher`.")
+
+
+def models_dir() -> Path:
+    """Where the shipped weights live: $SHARPEN_MODELS or the repository's models/ folder."""
+    env = os.environ.get("SHARPEN_MODELS")
+    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+
+
+def file_hash(path: str | os.PathLike, n: int = 16) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None) -> Restormer:
+    """Build Restormer for `weights`. Project checkpoints carry their config; the official file
+    and bare state dicts use `config` (default: motion-deblur)."""
+    ckpt = read_checkpoint(weights)
+    if ckpt.get("format") == FORMAT:
+        if ckpt.get("kind") != "teacher":
+            raise CheckpointError(f"{weights} is a {ckpt.get('kind')} checkpoint, not a teacher")
+        cfg = get_config(ckpt["arch_args"]) if config is None else get_config(config)
+    else:
+        cfg = get_config(config or "motion-deblur")
+    model = build_restormer(cfg)
+    load_weights(model, extract_state_dict(ckpt, weights), weights)
+    return model.eval()
+
+
+class Teacher:
+    """Restormer plus tiled inference. `sharpen` takes and returns HxWx3 float32 RGB [0, 1]."""
+
+    def __init__(self, model: Restormer, device: str = "auto", weights_id: str = "random",
+                 config_name: str = "custom"):
+        self.device = pick_device(device)
+        self.model = model.eval().to(self.device)
+        self.weights_id = weights_id
+        self.config_name = config_name
+        # fp16 on CUDA halves memory per tile; bf16 where supported avoids overflow in attention.
+        self.amp_dtype = None
+        if self.device.type == "cuda":
+            self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
+
+    @classmethod
+    def load(cls, weights: Optional[str | os.PathLike] = None, config: Optional[str] = None,
+             device: str = "auto") -> "Teacher":
+        if weights is None:
+            bundled = models_dir() / BUNDLED_TEACHER
+            if not bundled.exists():
+                raise CheckpointError(
+                    f"no teacher weights given and the bundled teacher ({bundled}) is not there. "
+                    + OFFICIAL_WEIGHTS_HELP)
+            weights = bundled
+        model = load_teacher_model(weights, config)
+        name = config or "checkpoint"
+        return cls(model, device, weights_id=file_hash(weights), config_name=name)
+
+    @torch.no_grad()
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(batch).to(self.device)
+        ctx = (torch.autocast(self.device.type, dtype=self.amp_dtype)
+               if self.amp_dtype else nullcontext())
+        with ctx:
+            y = self.model(x)
+        return y.float().clamp_(0, 1).cpu().numpy()
+
+    def sharpen(self, image: np.ndarray, tile: int = 256, overlap: int = 32, batch_size: int = 4,
+                progress: bool = False, desc: str = "tiles") -> np.ndarray:
+        bar = None
+        on_tile = None
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=0, desc=desc, unit="tile", leave=False)
+
+            def on_tile(done, total):
+                bar.total = total
+                bar.n = done
+                bar.refresh()
+        try:
+            return tiled_apply(image, self._run, tile=tile, overlap=overlap,
+                               multiple=Restormer.multiple, batch_size=batch_size,
+                               on_tile=on_tile)
+        finally:
+            if bar is not None:
+                bar.close()

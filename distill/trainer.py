@@ -1,0 +1,453 @@
+"""One training engine for the teacher (on ground truth) and the student (on pseudo-labels).
+
+AdamW, linear warmup + cosine decay, gradient clipping, EMA of weights, AMP and channels-last on
+CUDA, DistributedDataParallel under torchrun. Checkpoints carry architecture, config, metrics and
+the full resume state (model, EMA, optimizer, scheduler, step, RNG), written atomically, so an
+interrupted run continues exactly where it stopped.
+
+Batches are a pure function of (seed, step, rank): `StepSampler` hands out dataset indices by
+global step, which is what makes resume and multi-rank training reproducible (a shuffled
+DistributedSampler would need its epoch/offset state restored as well).
+"""
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import random
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .checkpoint import (atomic_save, extract_state_dict, load_weights, make_checkpoint,
+                         read_checkpoint)
+from .config import LossConfig, TrainConfig, save_config
+from .losses import LossWeights, combined_loss
+from .metrics import psnr, ssim
+
+
+# ---------------------------------------------------------------- model building
+
+def build_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict]:
+    """(model, arch name, arch args as stored in checkpoints)."""
+    if cfg.model.arch == "restormer":
+        from .restormer import build_restormer
+        model = build_restormer(cfg.model.args.get("config", "small"))
+        return model, "restormer", model.config.to_dict()
+    from .students import create_student
+    model = create_student(cfg.model.arch, **cfg.model.args)
+    return model, cfg.model.arch, dict(model.arch_args)
+
+
+def predict(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
+    """Whole-image inference, HxWx3 float in and out, padded to the model's multiple."""
+    from .students import run_padded
+    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
+    with torch.no_grad():
+        y = run_padded(model, x)
+    return y[0].float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
+
+
+# ---------------------------------------------------------------- data
+
+class StepSampler(Sampler[int]):
+    """Indices for steps start_step.. : batch b of rank r at step s gets
+    ((s * world + r) * b + j) mod len(dataset). Stateless, so resume needs only the step."""
+
+    def __init__(self, n: int, batch_size: int, start_step: int, total_steps: int,
+                 rank: int = 0, world: int = 1):
+        self.n, self.b, self.start, self.total = n, batch_size, start_step, total_steps
+        self.rank, self.world = rank, world
+
+    def __iter__(self) -> Iterator[int]:
+        for s in range(self.start, self.total):
+            base = (s * self.world + self.rank) * self.b
+            for j in range(self.b):
+                yield (base + j) % self.n
+
+    def __len__(self) -> int:
+        return max(0, self.total - self.start) * self.b
+
+
+@dataclass
+class ValItem:
+    name: str
+    input: np.ndarray
+    target: Optional[np.ndarray]   # teacher output (students) or None
+    gt: Optional[np.ndarray]
+
+
+def _centre_crop(a: Optional[np.ndarray], side: int) -> Optional[np.ndarray]:
+    if a is None or side <= 0:
+        return a
+    h, w = a.shape[:2]
+    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return a[y:y + side, x:x + side]
+
+
+def build_train_dataset(cfg: TrainConfig) -> Dataset:
+    d = cfg.data
+    if cfg.task == "teacher":
+        if d.train == "embedded":
+            from .data.embedded import EMBEDDED_BLUR, sharp_images
+            from .data.synthetic import SyntheticBlurDataset
+            return SyntheticBlurDataset([im for _, im in sharp_images("train")], crop=d.crop,
+                                        blur=EMBEDDED_BLUR, seed=cfg.seed,
+                                        brightness=d.brightness)
+        from .data.crops import CropDataset, pairs_from_source
+        from .data.sources import resolve_source
+        items = pairs_from_source(resolve_source(d.train, split="train"))
+    else:
+        if not d.labels:
+            raise ValueError("student training needs data.labels: the pseudo-label cache made "
+                             "by `sharpen labels` (e.g. data.labels=runs/labels/train)")
+        from .data.crops import CropDataset, pairs_from_labels
+        items = pairs_from_labels(d.labels)
+    if not items:
+        raise ValueError(f"no training images found for task {cfg.task!r}")
+    return CropDataset(items, crop=d.crop, flips=d.flips, rot90=d.rot90,
+                       brightness=d.brightness, seed=cfg.seed)
+
+
+def load_val_items(cfg: TrainConfig) -> list[ValItem]:
+    from .images import read_image
+    d = cfg.data
+    out: list[ValItem] = []
+    if cfg.task == "teacher":
+        if d.val == "embedded":
+            from .data.embedded import blurred_pairs
+            for name, blurred, sharp in blurred_pairs("val"):
+                out.append(ValItem(name, blurred, None, sharp))
+        elif d.val:
+            from .data.crops import pairs_from_source
+            from .data.sources import resolve_source
+            for inp, gt, _ in pairs_from_source(resolve_source(d.val, split="val")):
+                out.append(ValItem(Path(inp).stem, read_image(inp), None,
+                                   read_image(gt) if gt else None))
+    elif d.val_labels:
+        from .data.crops import pairs_from_labels
+        for inp, label, gt in pairs_from_labels(d.val_labels):
+            out.append(ValItem(Path(inp).stem, read_image(inp), read_image(label),
+                               read_image(gt) if gt else None))
+    out = out[:d.val_max_images] if d.val_max_images else out
+    s = d.val_max_side
+    return [ValItem(v.name, _centre_crop(v.input, s), _centre_crop(v.target, s),
+                    _centre_crop(v.gt, s)) for v in out]
+
+
+def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> dict[str, float]:
+    """Mean PSNR/SSIM of input, teacher (targets) and model vs ground truth, and model vs
+    teacher; keys like `model_gt_ssim`, `teacher_gt_psnr`, `model_teacher_ssim`."""
+    acc: dict[str, list[float]] = {}
+
+    def add(key, a, b):
+        acc.setdefault(f"{key}_psnr", []).append(psnr(a, b))
+        acc.setdefault(f"{key}_ssim", []).append(ssim(a, b))
+
+    model.eval()
+    for it in items:
+        out = predict(model, it.input, device)
+        if it.gt is not None:
+            add("input_gt", it.input, it.gt)
+            add("model_gt", out, it.gt)
+            if it.target is not None:
+                add("teacher_gt", it.target, it.gt)
+        if it.target is not None:
+            add("model_teacher", out, it.target)
+    return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+# ---------------------------------------------------------------- training state
+
+def lr_lambda(cfg: TrainConfig):
+    o = cfg.optim
+
+    def f(step: int) -> float:
+        if step < o.warmup_steps:
+            return (step + 1) / max(1, o.warmup_steps)
+        t = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
+        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1)))
+
+    return f
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_state(s: dict) -> None:
+    torch.set_rng_state(s["torch"])
+    random.setstate((3, tuple(s["python"]), None))
+    if s.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(s["cuda"])
+
+
+@torch.no_grad()
+def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
+        if e.dtype.is_floating_point:
+            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        else:
+            e.copy_(p)
+
+
+class DistInfo:
+    def __init__(self):
+        self.world = int(os.environ.get("WORLD_SIZE", "1"))
+        self.rank = int(os.environ.get("RANK", "0"))
+        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        self.enabled = self.world > 1
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+# ---------------------------------------------------------------- the loop
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, quiet: bool = False):
+        self.cfg, self.quiet = cfg, quiet
+        self.dist = DistInfo()
+        if self.dist.enabled and not dist.is_initialized():
+            backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
+            dist.init_process_group(backend)
+        if cfg.device == "auto":
+            self.device = torch.device(f"cuda:{self.dist.local_rank}"
+                                       if torch.cuda.is_available() else "cpu")
+        else:
+            self.device = torch.device(cfg.device)
+        self.cuda = self.device.type == "cuda"
+        self.out = Path(cfg.out)
+        seed_everything(cfg.seed)
+        model, self.arch, self.arch_args = build_model(cfg)
+        if cfg.init:
+            load_weights(model, extract_state_dict(read_checkpoint(cfg.init), cfg.init), cfg.init)
+        self.model = model.to(self.device)
+        if self.cuda and cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(self.model).eval()
+        for p in self.ema.parameters():
+            p.requires_grad_(False)
+        o = cfg.optim
+        self.opt = torch.optim.AdamW(self.model.parameters(), lr=o.lr, betas=tuple(o.betas),
+                                     weight_decay=o.weight_decay)
+        self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp)
+        self.step = 0
+        self.best: Optional[float] = None
+        self.metrics: dict = {}
+        self.weights = LossWeights(**vars(cfg.loss)) if isinstance(cfg.loss, LossConfig) \
+            else LossWeights(**cfg.loss)
+        self._stop = False
+        self._resume()
+        self.net = self.model
+        if self.dist.enabled:
+            self.net = nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.cuda else None)
+
+    # -- checkpoints
+    def _checkpoint(self, full: bool) -> dict:
+        extra = {}
+        if full:
+            extra = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
+                     "rng": rng_state(), "best": self.best}
+        return make_checkpoint(self.model, kind="teacher" if self.cfg.task == "teacher"
+                               else "student", arch=self.arch, arch_args=self.arch_args,
+                               ema=self.ema, step=self.step, config=self.cfg.to_dict(),
+                               metrics=self.metrics, **extra)
+
+    def save(self, name: str = "last.pt", full: bool = True) -> Path:
+        return atomic_save(self._checkpoint(full), self.out / name)
+
+    def _resume(self) -> None:
+        r = self.cfg.resume
+        path = None
+        if r == "auto":
+            path = self.out / "last.pt" if (self.out / "last.pt").exists() else None
+        elif r and r != "never":
+            path = Path(r)
+        if path is None:
+            return
+        ck = read_checkpoint(path)
+        if ck.get("arch") != self.arch or ck.get("arch_args") != self.arch_args:
+            raise ValueError(f"cannot resume from {path}: it holds {ck.get('arch')} "
+                             f"{ck.get('arch_args')}, this run builds {self.arch} "
+                             f"{self.arch_args}; use another out folder or resume=never")
+        self.model.load_state_dict(ck["model"])
+        self.ema.load_state_dict(ck["ema"])
+        if "optimizer" in ck:
+            self.opt.load_state_dict(ck["optimizer"])
+            self.sched.load_state_dict(ck["scheduler"])
+            set_rng_state(ck["rng"])
+            self.best = ck.get("best")
+        self.step = int(ck["step"])
+        self.metrics = ck.get("metrics", {})
+        self.log(f"resumed from {path} at step {self.step}")
+
+    # -- logging
+    def log(self, msg: str) -> None:
+        if self.dist.main and not self.quiet:
+            from tqdm import tqdm
+            tqdm.write(msg)
+
+    def _append_jsonl(self, rec: dict) -> None:
+        if not self.dist.main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "metrics.jsonl", "a") as f:
+            f.write(json.dumps(rec) + "\n")
+
+    # -- main loop
+    def fit(self) -> dict:
+        cfg = self.cfg
+        if self.dist.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
+        train_ds = build_train_dataset(cfg)
+        val_items = load_val_items(cfg) if self.dist.main else []
+        sampler = StepSampler(len(train_ds), cfg.data.batch_size, self.step, cfg.optim.steps,
+                              self.dist.rank, self.dist.world)
+        loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
+                            num_workers=cfg.data.workers, pin_memory=self.cuda,
+                            persistent_workers=False, drop_last=True)
+        handlers = self._install_signal_handlers()
+        t0 = time.time()
+        bar = None
+        if self.dist.main and not self.quiet:
+            from tqdm import tqdm
+            bar = tqdm(total=cfg.optim.steps, initial=self.step, desc=f"train {self.arch}",
+                       unit="step", dynamic_ncols=True)
+        try:
+            self.model.train()
+            for batch in loader:
+                loss, parts = self._train_step(batch)
+                self.step += 1
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.sched.get_last_lr()[0]:.1e}")
+                if self.step % cfg.log_every == 0:
+                    self._append_jsonl({"step": self.step, "loss": loss, **parts,
+                                        "lr": self.sched.get_last_lr()[0],
+                                        "time": time.time() - t0})
+                last = self.step >= cfg.optim.steps
+                over = cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60
+                if self.step % cfg.val_every == 0 or last or over or self._stop:
+                    self._validate(val_items)
+                if self.step % cfg.ckpt_every == 0 or last or over or self._stop:
+                    if self.dist.main:
+                        self.save()
+                if over or self._stop:
+                    self.log(f"stopping at step {self.step} ("
+                             f"{'time budget' if over else 'signal'}); resume with the same "
+                             "command")
+                    break
+        finally:
+            if bar is not None:
+                bar.close()
+            self._restore_signal_handlers(handlers)
+        if self.dist.main:
+            self.plot()
+        return self.metrics
+
+    def _train_step(self, batch: dict) -> tuple[float, dict]:
+        x = batch["input"].to(self.device, non_blocking=True)
+        y = batch["target"].to(self.device, non_blocking=True)
+        gt = batch.get("gt")
+        gt = gt.to(self.device, non_blocking=True) if isinstance(gt, torch.Tensor) else None
+        if self.cuda and self.cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast("cuda", dtype=torch.bfloat16,
+                            enabled=self.cuda and self.cfg.amp):
+            pred = self.net(x)
+        loss, parts = combined_loss(pred.float(), y, gt, self.weights)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.cfg.optim.grad_clip:
+            self.scaler.unscale_(self.opt)
+            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.sched.step()
+        ema_update(self.ema, self.model, self.cfg.optim.ema_decay)
+        return float(loss.detach()), parts
+
+    def _validate(self, items: list[ValItem]) -> None:
+        if not self.dist.main or not items:
+            return
+        m = evaluate(self.ema, items, self.device)
+        m["step"] = self.step
+        self.metrics = m
+        self._append_jsonl({"val": m, "step": self.step})
+        key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
+        summary = "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith("ssim"))
+        self.log(f"step {self.step}: {summary}")
+        if key in m and (self.best is None or m[key] > self.best):
+            self.best = m[key]
+            self.save("best.pt", full=False)
+
+    def _install_signal_handlers(self):
+        def stop(signum, frame):
+            self._stop = True
+        try:
+            return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        except ValueError:  # not the main thread
+            return {}
+
+    @staticmethod
+    def _restore_signal_handlers(h):
+        for s, old in h.items():
+            signal.signal(s, old)
+
+    def plot(self) -> Optional[Path]:
+        """Loss and validation curves to out/curves.png."""
+        path = self.out / "metrics.jsonl"
+        if not path.exists():
+            return None
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+        tr = [r for r in recs if "loss" in r]
+        va = [r for r in recs if "val" in r]
+        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        if tr:
+            ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr], lw=0.8)
+            ax[0].set_yscale("log")
+        ax[0].set(title="training loss", xlabel="step")
+        for key in sorted({k for r in va for k in r["val"] if k.endswith("_ssim")}):
+            pts = [(r["step"], r["val"][key]) for r in va if key in r["val"]]
+            ax[1].plot(*zip(*pts), marker=".", label=key)
+        ax[1].set(title="validation SSIM", xlabel="step")
+        if va:
+            ax[1].legend(fontsize=8)
+        fig.tight_layout()
+        out = self.out / "curves.png"
+        fig.savefig(out, dpi=100)
+        plt.close(fig)
+        return out
+
+
+def train(cfg: TrainConfig, quiet: bool = False) -> dict:
+    trainer = Trainer(cfg, quiet=quiet)
+    try:
+        return trainer.fit()
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()

@@ -1,0 +1,42 @@
+"""`sharpen`: the project's command line. Subcommands come from each package's own cli module;
+all heavy imports (torch, tensorflow) happen inside the handlers, so `sharpen run` on a device
+with only the runtime installed never imports torch."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from distill import cli as distill_cli
+    from runtime import cli as runtime_cli
+
+    from . import commands as optimize_commands
+
+    parser = argparse.ArgumentParser(
+        prog="sharpen",
+        description="Sharpen blurred images and video: Restormer teacher -> distilled CNN "
+                    "student -> ONNX / TFLite / TensorRT at 1920x1080.",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    distill_cli.add_commands(sub)
+    optimize_commands.add_commands(sub)
+    runtime_cli.add_commands(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
