@@ -46,8 +46,8 @@ class RestormerConfig:
 # training and inference practical.
 CONFIGS: dict[str, RestormerConfig] = {
     "motion-deblur": RestormerConfig(),
-    "small": RestormerConfig(dim=24, num_blocks=(2, 3, 3, 4), num_refinement_blocks=2,
-                             heads=(1, 2, 4, 8)),
+    "small": RestormerConfig(dim=24, num_blocks=(2, 2, 2, 3), num_refinement_blocks=1,
+                             heads=(1, 2, 4, 8), ffn_expansion_factor=2.0),
     "tiny": RestormerConfig(dim=16, num_blocks=(1, 1, 1, 1), num_refinement_blocks=1,
                             heads=(1, 2, 2, 4)),
 }

@@ -86,7 +86,27 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = 3
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
     th, tw = min(tile, H), min(tile, W)
     boxes = [(y, x) for y in tile_starts(H, th, overlap) for x in tile_starts(W, tw, overlap)]
-    window = gaussian_window(th, tw)
+    base = gaussian_window(th, tw)
+    # Zero the weight of a strip of overlap/2 px along every tile edge that lies inside the image:
+    # those pixels saw zero padding instead of their neighbours, and a neighbouring tile always
+    # covers them with full context. Edges on the image border keep their weight (nothing else
+    # covers them). This makes tiling exact for receptive fields up to overlap/2 while the
+    # Gaussian still hides seams of models whose receptive field is larger.
+    m = overlap // 2
+
+    def window(y: int, x: int) -> np.ndarray:
+        if m == 0:
+            return base
+        wt = base.copy()
+        if y > 0:
+            wt[:m] = 0
+        if y + th < H:
+            wt[th - m:] = 0
+        if x > 0:
+            wt[:, :m] = 0
+        if x + tw < W:
+            wt[:, tw - m:] = 0
+        return wt
     acc: Optional[np.ndarray] = None
     wsum = np.zeros((H, W), dtype=np.float32)
     for i in range(0, len(boxes), batch_size):
@@ -96,8 +116,9 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = 3
         if acc is None:
             acc = np.zeros((out.shape[1], H, W), dtype=np.float32)
         for (y, x), o in zip(chunk, out):
-            acc[:, y:y + th, x:x + tw] += o * window
-            wsum[y:y + th, x:x + tw] += window
+            wt = window(y, x)
+            acc[:, y:y + th, x:x + tw] += o * wt
+            wsum[y:y + th, x:x + tw] += wt
         if on_tile:
             on_tile(min(i + batch_size, len(boxes)), len(boxes))
     assert acc is not None

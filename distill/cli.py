@@ -1,0 +1,246 @@
+"""Subcommands of the distill package: teacher, models, synth, labels, train-teacher, distill.
+
+This module must import without torch (the `sharpen` parser is built on devices that only have
+the runtime); every handler imports what it needs."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _err(msg: str) -> int:
+    print(f"error: {msg}", file=sys.stderr)
+    return 2
+
+
+# ------------------------------------------------------------------ sharpen teacher
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .images import ImageReadError, is_image, list_images, read_image, write_image
+    from .teacher import Teacher
+
+    try:
+        teacher = Teacher.load(args.teacher_weights, args.config, device=args.device)
+    except (CheckpointError, ValueError) as e:
+        return _err(str(e))
+    files: list[tuple[Path, Path]] = []  # (input, relative output name)
+    for src in map(Path, args.inputs):
+        if src.is_dir():
+            files += [(p, Path(p.name)) for p in list_images(src)]
+        elif src.exists():
+            files.append((src, Path(src.name)))
+        else:
+            print(f"warning: {src}: no such file or folder", file=sys.stderr)
+            files.append((src, Path(src.name)))
+    if not files:
+        return _err("no input images")
+    out = Path(args.out)
+    failed = 0
+    from tqdm import tqdm
+    for src, rel in tqdm(files, desc="teacher", unit="img", disable=args.quiet):
+        try:
+            if not src.exists():
+                raise ImageReadError(f"{src}: no such file")
+            if not is_image(src):
+                raise ImageReadError(f"{src}: not an image file extension")
+            img = read_image(src)
+            y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
+                                batch_size=args.batch_size, progress=not args.quiet,
+                                desc=src.name)
+            dst = (out / rel).with_suffix(".png")
+            write_image(dst, y, bits=16 if args.bits16 else 8)
+        except (ImageReadError, OSError) as e:
+            failed += 1
+            tqdm.write(f"skipped: {e}", file=sys.stderr)
+    done = len(files) - failed
+    print(f"teacher: {done} image(s) written to {out}, {failed} failed")
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------ sharpen models
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .students import count_macs, count_params, create_student, list_students, student_spec
+
+    h, w = args.height, args.width
+    rows = []
+    for name in list_students():
+        m = create_student(name).eval()
+        rows.append((name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",
+                     str(m.multiple), student_spec(name).description))
+    if args.teacher:
+        from .restormer import CONFIGS, build_restormer
+        for cname in CONFIGS:
+            m = build_restormer(cname)
+            macs = count_macs(m, 256, 256) * (h * w) / (256 * 256)
+            rows.append((f"restormer:{cname}", f"{count_params(m):,}", f"~{macs / 1e9:.0f}",
+                         "8", "teacher (MACs of convs, scaled from 256x256 tiles)"))
+    try:
+        from rich.console import Console
+        from rich.table import Table
+        t = Table(title=f"Models (MACs per {w}x{h} frame)")
+        for col in ("name", "params", "GMAC", "multiple", "description"):
+            t.add_column(col, justify="right" if col in ("params", "GMAC", "multiple") else "left")
+        for r in rows:
+            t.add_row(*r)
+        Console().print(t)
+    except ImportError:
+        for r in rows:
+            print(" | ".join(r))
+    return 0
+
+
+# ------------------------------------------------------------------ sharpen synth
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    import numpy as np
+    from tqdm import tqdm
+
+    from .data.blur import BlurConfig, synthesize
+    from .images import ImageReadError, list_images, read_image, write_image
+
+    if args.embedded:
+        from .data.embedded import build_embedded
+        root = build_embedded(args.out)
+        print(f"embedded default dataset written to {root}/{{train,val,test}}/{{input,target}}")
+        return 0
+    if not args.sharp:
+        return _err("give a folder of sharp images (--sharp DIR) or --embedded")
+    src = Path(args.sharp)
+    if not src.is_dir():
+        return _err(f"--sharp {src}: not a folder")
+    files = list_images(src)
+    if not files:
+        return _err(f"--sharp {src}: no images found")
+    cfg = BlurConfig(mode=args.mode, kernel_kind=args.kernel, size_range=tuple(args.size),
+                     gamma=args.gamma, noise_sigma=(0.0, args.noise),
+                     jpeg_prob=args.jpeg_prob)
+    out = Path(args.out)
+    failed = 0
+    for i, f in enumerate(tqdm(files, desc="synth", unit="img")):
+        try:
+            sharp = read_image(f)
+        except ImageReadError as e:
+            failed += 1
+            tqdm.write(f"skipped: {e}", file=sys.stderr)
+            continue
+        for c in range(args.copies):
+            rng = np.random.default_rng([args.seed, i, c])
+            name = f"{f.stem}_{c}.png" if args.copies > 1 else f"{f.stem}.png"
+            write_image(out / "input" / name, synthesize(sharp, rng, cfg))
+            write_image(out / "target" / name, sharp)
+    print(f"synthetic pairs written to {out}/input and {out}/target ({failed} unreadable)")
+    return 1 if failed else 0
+
+
+# ------------------------------------------------------------------ training
+
+def _train(args: argparse.Namespace, task: str) -> int:
+    from .config import load_config
+
+    try:
+        cfg = load_config(args.config, args.overrides)
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
+        return _err(str(e))
+    cfg.task = task
+    if task == "teacher" and cfg.model.arch != "restormer":
+        cfg.model.arch = "restormer"
+        cfg.model.args = cfg.model.args or {"config": "small"}
+    if task == "student" and cfg.model.arch == "restormer":
+        return _err("`sharpen distill` trains students; use `sharpen train-teacher` for "
+                    "Restormer")
+    from .trainer import train
+    try:
+        metrics = train(cfg, quiet=args.quiet)
+    except (ValueError, FileNotFoundError) as e:
+        return _err(str(e))
+    keys = ("input_gt_ssim", "teacher_gt_ssim", "model_gt_ssim", "model_teacher_ssim",
+            "model_gt_psnr", "input_gt_psnr")
+    shown = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
+    print(f"done: {cfg.out}/best.pt, {cfg.out}/last.pt   {shown}")
+    return 0
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    return _train(args, "teacher")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    return _train(args, "student")
+
+
+# ------------------------------------------------------------------ registration
+
+def add_commands(sub) -> None:
+    fmt = argparse.ArgumentDefaultsHelpFormatter
+
+    p = sub.add_parser("teacher", formatter_class=fmt,
+                       help="sharpen images with the Restormer teacher (tiled, Gaussian-blended)",
+                       description="Run the Restormer teacher over images or folders at full "
+                       "resolution with Gaussian-blended tiles; output names keep the input's.")
+    p.add_argument("inputs", nargs="+", help="image files or folders of images")
+    p.add_argument("--out", required=True, help="output folder (PNG files)")
+    p.add_argument("--teacher-weights", default=None,
+                   help="Restormer weights: the official motion_deblurring.pth, a state dict, or "
+                   "a project checkpoint (default: the bundled models/teacher-restormer-small.pt)")
+    p.add_argument("--config", default=None,
+                   help="Restormer config for weights without one: motion-deblur (official), "
+                   "small, tiny")
+    p.add_argument("--tile", type=int, default=256, help="tile side in px; 0 = whole image")
+    p.add_argument("--overlap", type=int, default=32, help="overlap between tiles in px")
+    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--bits16", action="store_true", help="write 16-bit PNGs")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_teacher)
+
+    p = sub.add_parser("models", formatter_class=fmt, help="list student models (params, MACs)",
+                       description="Table of registered students with parameter counts and "
+                       "multiply-accumulates per frame.")
+    p.add_argument("--height", type=int, default=1080, help="frame height for MACs")
+    p.add_argument("--width", type=int, default=1920, help="frame width for MACs")
+    p.add_argument("--teacher", action="store_true", help="include Restormer configs")
+    p.set_defaults(func=cmd_models)
+
+    p = sub.add_parser("synth", formatter_class=fmt,
+                       help="write a synthetic blurred/sharp paired dataset",
+                       description="Blur sharp images with synthetic camera shake and write "
+                       "OUT/input + OUT/target (the paired-folder layout), or build the "
+                       "embedded default dataset with --embedded.")
+    p.add_argument("--sharp", help="folder of sharp images")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--embedded", action="store_true",
+                   help="build the embedded default (bundled photos + dead leaves) instead")
+    p.add_argument("--mode", default="mixed", choices=["kernel", "frames", "mixed"],
+                   help="kernel convolution, GoPro-style frame averaging, or both")
+    p.add_argument("--kernel", default="mixed", choices=["shake", "linear", "mixed"],
+                   help="camera-shake trajectories, linear motion, or both")
+    p.add_argument("--size", type=int, nargs=2, default=[7, 41], metavar=("MIN", "MAX"),
+                   help="kernel size range in px")
+    p.add_argument("--gamma", type=float, default=2.2, help="blur in linear light (1 = sRGB)")
+    p.add_argument("--noise", type=float, default=0.01, help="max sensor noise sigma")
+    p.add_argument("--jpeg-prob", type=float, default=0.0, help="probability of JPEG re-encode")
+    p.add_argument("--copies", type=int, default=1, help="blurred copies per sharp image")
+    p.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    p.set_defaults(func=cmd_synth)
+
+    for name, func, task in (("train-teacher", cmd_train_teacher, "Restormer on ground truth"),
+                             ("distill", cmd_distill, "a student on teacher pseudo-labels")):
+        p = sub.add_parser(name, formatter_class=fmt, help=f"train {task}",
+                           description=f"Train {task}. Settings come from the YAML --config "
+                           "(see configs/) and KEY=VALUE overrides, e.g. optim.steps=2000 "
+                           "data.batch_size=16 out=runs/x. Re-running the same command resumes "
+                           "from OUT/last.pt. Under torchrun it trains with DDP.")
+        p.add_argument("--config", default=None, help="YAML config file")
+        p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
+                       help="config overrides (dotted keys)")
+        p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.set_defaults(func=func)
+
+    try:
+        from .data.commands import add_commands as add_data_commands
+    except ImportError:
+        return
+    add_data_commands(sub)

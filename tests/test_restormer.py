@@ -1,0 +1,77 @@
+import re
+
+import pytest
+import torch
+
+from distill.checkpoint import CheckpointError, atomic_save, make_checkpoint
+from distill.restormer import CONFIGS, build_restormer
+from distill.teacher import Teacher, load_teacher_model
+
+
+def parse_listing(path):
+    entries = []
+    for line in path.read_text().splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, shape = line.split(":")
+        entries.append((name, tuple(int(x) for x in re.findall(r"\d+", shape))))
+    return entries
+
+
+def test_official_config_matches_checkpoint_listing(shared_dir):
+    expected = parse_listing(shared_dir / "restormer" / "motion_deblurring_state_dict.txt")
+    model = build_restormer("motion-deblur")
+    got = [(k, tuple(v.shape)) for k, v in model.state_dict().items()]
+    assert len(expected) == 494
+    assert got == expected  # name for name, shape for shape, in order
+    assert sum(v.numel() for v in model.state_dict().values()) == 26_126_644
+
+
+def test_official_layout_loads_strict(tmp_path):
+    model = build_restormer("tiny")
+    # The official file stores the state dict under "params".
+    torch.save({"params": model.state_dict()}, tmp_path / "official.pth")
+    loaded = load_teacher_model(tmp_path / "official.pth", config="tiny")
+    x = torch.rand(1, 3, 16, 16)
+    with torch.no_grad():
+        assert torch.allclose(loaded(x), model.eval()(x), atol=1e-6)
+    torch.save(model.state_dict(), tmp_path / "bare.pth")
+    load_teacher_model(tmp_path / "bare.pth", config="tiny")
+
+
+def test_project_checkpoint_needs_no_flags(tmp_path):
+    model = build_restormer("tiny")
+    atomic_save(make_checkpoint(model, kind="teacher", arch="restormer",
+                                arch_args=model.config.to_dict()), tmp_path / "t.pt")
+    t = Teacher.load(tmp_path / "t.pt", device="cpu")
+    assert t.model.config == CONFIGS["tiny"]
+
+
+def test_bad_checkpoints_clear_errors(tmp_path):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_teacher_model(tmp_path / "missing.pth")
+    (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_teacher_model(tmp_path / "junk.pth")
+    torch.save({"params": build_restormer("tiny").state_dict()}, tmp_path / "tiny.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_teacher_model(tmp_path / "tiny.pth", config="small")
+    msg = str(e.value)
+    assert "does not match" in msg and "shape mismatches" in msg and "patch_embed" in msg
+
+
+def test_untrusted_pickle_is_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("owned",))
+    torch.save({"params": Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(CheckpointError):
+        load_teacher_model(tmp_path / "evil.pth")
+
+
+def test_forward_shapes_and_multiple():
+    m = build_restormer("tiny").eval()
+    with torch.no_grad():
+        assert m(torch.rand(2, 3, 24, 40)).shape == (2, 3, 24, 40)
+        with pytest.raises(ValueError, match="divisible by 8"):
+            m(torch.rand(1, 3, 20, 20))
