@@ -1,0 +1,67 @@
+"""Subcommands of distill.data: `sharpen labels`. Importing this module must not import torch
+(`sharpen run` on an edge device builds the whole parser); handlers import what they need."""
+from __future__ import annotations
+
+import argparse
+
+LABELS_HELP = "run the teacher over a dataset at full resolution and cache its outputs"
+LABELS_DESCRIPTION = """\
+Run the teacher (Restormer, Gaussian-blended tiled inference) over every blurred image of a
+data source at its full resolution and cache the results as 16-bit PNGs plus a manifest:
+
+  OUT/labels/<name>.png   OUT/manifest.json   (OUT/frames/<name>.png for video sources)
+
+Re-running skips what is up to date and recomputes what changed (modified input, new teacher
+weights or architecture, other tile settings). Interrupting loses at most the image in flight.
+
+SPEC is a path whose layout is detected, or kind:path with kind one of
+  gopro     GOPRO_Large/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png
+  paired    input/ + target/ or blur/ + sharp/ (optionally under train/ val/ test/)
+  folder    blurred images without ground truth (searched recursively)
+  video     a video file; every frame is labelled
+  embedded  the embedded default dataset (the default when --data is omitted)
+
+Several GPUs: torchrun --nproc_per_node N -m distill.data.labels --data ... --out ...
+(each rank labels its share; one manifest is merged at the end).
+"""
+
+
+def add_labels_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data", metavar="SPEC", default="embedded",
+                   help="data source (see above; default: embedded)")
+    p.add_argument("--out", metavar="DIR", required=True, help="label cache folder")
+    p.add_argument("--teacher-weights", metavar="PATH", default=None,
+                   help="teacher checkpoint (project checkpoint or the official "
+                        "motion_deblurring.pth); default: the bundled teacher")
+    p.add_argument("--config", metavar="NAME", default=None,
+                   help="Restormer config (motion-deblur, small, tiny); project checkpoints "
+                        "carry their own, the official weights need motion-deblur (default)")
+    p.add_argument("--tile", type=int, default=512, metavar="N",
+                   help="tile side in pixels, 0 = whole image at once (default: 512)")
+    p.add_argument("--overlap", type=int, default=64, metavar="N",
+                   help="overlap of neighbouring tiles in pixels (default: 64)")
+    p.add_argument("--batch-size", type=int, default=2, metavar="N",
+                   help="tiles per forward pass (default: 2)")
+    p.add_argument("--split", default="train", metavar="NAME",
+                   help="split of GoPro (train, test) or of a paired root with split folders "
+                        "(train, val, test) (default: train)")
+    p.add_argument("--gopro-blur", choices=("blur", "blur_gamma"), default="blur",
+                   help="GoPro blurred images to use (default: blur)")
+    p.add_argument("--device", default="auto",
+                   help="auto, cpu, cuda or cuda:N (default: auto; under torchrun each rank "
+                        "uses cuda:LOCAL_RANK)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="label only the first N images of the source")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _labels_handler(args: argparse.Namespace) -> int:
+    from .labels import run_from_args
+    return run_from_args(args)
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser("labels", help=LABELS_HELP, description=LABELS_DESCRIPTION,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_labels_arguments(p)
+    p.set_defaults(func=_labels_handler)

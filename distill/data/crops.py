@@ -1,0 +1,244 @@
+"""Training batches: aligned random crops of (blurred input, target, optional ground truth).
+
+`CropDataset` yields identical crops, flips, optional 90-degree rotations and brightness changes
+for every image of an item, so the input stays pixel-aligned with its target. Files are decoded on
+access (nothing is opened in __init__), which suits DataLoader workers; a decoding error names the
+file in a warning and another sample is returned instead, so one bad file never ends a long run.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from collections import OrderedDict
+from pathlib import Path
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..images import ImageReadError, read_image
+from .sources import SourceInfo
+
+
+
+def _norm_items(items: Sequence) -> list[tuple[Path, Path, Optional[Path]]]:
+    out = []
+    for it in items:
+        if len(it) == 2:
+            inp, tgt, gt = it[0], it[1], None
+        elif len(it) == 3:
+            inp, tgt, gt = it
+        else:
+            raise ValueError(f"an item is (input, target[, gt]), got {it!r}")
+        out.append((Path(inp), Path(tgt), Path(gt) if gt is not None else None))
+    if not out:
+        raise ValueError("no training items (empty dataset)")
+    return out
+
+
+def _to_tensor(img: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1), dtype=np.float32))
+
+
+def _reflect_pad(img: np.ndarray, h: int, w: int) -> np.ndarray:
+    ph, pw = max(h - img.shape[0], 0), max(w - img.shape[1], 0)
+    if not (ph or pw):
+        return img
+    mode = "reflect" if min(img.shape[:2]) > 1 else "edge"
+    return np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=mode)
+
+
+class _DecodeMixin:
+    """Decoding with an optional per-process LRU cache and per-process bad-sample bookkeeping."""
+
+    items: list
+    cache_size: int
+
+    def _init_decode(self, cache_size: int) -> None:
+        self.cache_size = int(cache_size)
+        self._cache: Optional[OrderedDict] = None
+        self._bad: set[int] = set()
+        self._pid = None
+
+    def __getstate__(self):
+        # Never ship decoded images to worker processes.
+        state = dict(self.__dict__)
+        state["_cache"] = None
+        state["_pid"] = None
+        state["_rng"] = None
+        return state
+
+    def _read(self, path: Path) -> np.ndarray:
+        if self.cache_size <= 0:
+            return read_image(path)
+        if self._cache is None or self._pid != os.getpid():
+            self._cache, self._pid = OrderedDict(), os.getpid()
+        key = str(path)
+        if key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        img = read_image(path)
+        self._cache[key] = img
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+        return img
+
+    def _load(self, idx: int) -> list[np.ndarray]:
+        paths = [p for p in self.items[idx] if p is not None]
+        imgs = [self._read(p) for p in paths]
+        shape = imgs[0].shape
+        for p, im in zip(paths[1:], imgs[1:]):
+            if im.shape != shape:
+                raise ImageReadError(f"{p}: size {im.shape[1]}x{im.shape[0]} differs from "
+                                     f"{paths[0]} ({shape[1]}x{shape[0]})")
+        return imgs
+
+    def _load_with_fallback(self, idx: int, pick_other) -> tuple[int, list[np.ndarray]]:
+        n = len(self.items)
+        for _ in range(min(n, 50)):
+            if idx not in self._bad:
+                try:
+                    return idx, self._load(idx)
+                except (ImageReadError, OSError) as e:
+                    self._bad.add(idx)
+                    warnings.warn(f"skipping training sample {self.items[idx][0].name}: {e}",
+                                  stacklevel=3)
+            if len(self._bad) >= n:
+                break
+            idx = pick_other(idx)
+        raise RuntimeError(f"no readable sample found ({len(self._bad)} of {n} unreadable)")
+
+
+class CropDataset(_DecodeMixin, Dataset):
+    """Random aligned crops for training.
+
+    items: (input_path, target_path, gt_path_or_None) triples (see `pairs_from_labels`,
+        `pairs_from_source`).
+    crop: crop side; images smaller than that are reflect-padded.
+    flips: random horizontal and vertical flips. rot90: random multiples of 90 degrees.
+    brightness: max relative brightness change (factor in [1-b, 1+b], then clipped to [0, 1]).
+    seed: augmentation seed; each DataLoader worker derives its own stream from it and the
+        worker seed torch provides, so epochs and workers differ while staying reproducible.
+    length: samples per epoch (default: number of items); longer epochs draw more random crops.
+    cache_size: decoded images kept per process (LRU), 0 = none.
+
+    Yields {"input": CHW float32, "target": CHW, "gt": CHW (only when the item has one),
+    "name": str}.
+    """
+
+    def __init__(self, items: Sequence, crop: int = 192, flips: bool = True, rot90: bool = False,
+                 brightness: float = 0.1, seed: int = 0, length: Optional[int] = None,
+                 cache_size: int = 0):
+        if crop < 1:
+            raise ValueError(f"crop must be positive, got {crop}")
+        if not 0 <= brightness < 1:
+            raise ValueError(f"brightness must be in [0, 1), got {brightness}")
+        self.items = _norm_items(items)
+        self.crop = int(crop)
+        self.flips, self.rot90 = bool(flips), bool(rot90)
+        self.brightness = float(brightness)
+        self.seed = int(seed)
+        self.length = int(length) if length is not None else len(self.items)
+        self._rng: Optional[np.random.Generator] = None
+        self._rng_key = None
+        self._init_decode(cache_size)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _generator(self) -> np.random.Generator:
+        info = torch.utils.data.get_worker_info()
+        key = (os.getpid(), info.seed if info is not None else None)
+        if self._rng is None or self._rng_key != key:
+            extra = [info.seed % (2 ** 63)] if info is not None else []
+            self._rng = np.random.default_rng([self.seed, *extra])
+            self._rng_key = key
+        return self._rng
+
+    def augment(self, imgs: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
+        """Apply one random crop/flip/rotation/brightness to all images alike."""
+        c = self.crop
+        imgs = [_reflect_pad(im, c, c) for im in imgs]
+        h, w = imgs[0].shape[:2]
+        y = int(rng.integers(0, h - c + 1))
+        x = int(rng.integers(0, w - c + 1))
+        imgs = [im[y:y + c, x:x + c] for im in imgs]
+        if self.flips:
+            if rng.random() < 0.5:
+                imgs = [im[:, ::-1] for im in imgs]
+            if rng.random() < 0.5:
+                imgs = [im[::-1, :] for im in imgs]
+        if self.rot90:
+            k = int(rng.integers(0, 4))
+            if k:
+                imgs = [np.rot90(im, k, axes=(0, 1)) for im in imgs]
+        if self.brightness > 0:
+            f = float(rng.uniform(1 - self.brightness, 1 + self.brightness))
+            imgs = [np.clip(im * f, 0.0, 1.0) for im in imgs]
+        return imgs
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng = self._generator()
+        n = len(self.items)
+        idx, imgs = self._load_with_fallback(index % n, lambda i: int(rng.integers(0, n)))
+        imgs = self.augment(imgs, rng)
+        out = {"input": _to_tensor(imgs[0]), "target": _to_tensor(imgs[1])}
+        if len(imgs) > 2:
+            out["gt"] = _to_tensor(imgs[2])
+        out["name"] = _item_name(self.items[idx][0])
+        return out
+
+
+def _item_name(p: Path) -> str:
+    """The file stem; GoPro inputs (<sequence>/blur/<file>) get their sequence as a prefix."""
+    if p.parent.name in ("blur", "blur_gamma") and p.parent.parent.name:
+        return f"{p.parent.parent.name}/{p.stem}"
+    return p.stem
+
+
+class WholeImageDataset(_DecodeMixin, Dataset):
+    """Whole images, no augmentation, for validation (use batch_size=1: sizes differ). An
+    unreadable item is replaced by the next readable one, with a warning."""
+
+    def __init__(self, items: Sequence, cache_size: int = 0):
+        self.items = _norm_items(items)
+        self._init_decode(cache_size)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict:
+        if not 0 <= index < len(self.items):
+            raise IndexError(index)
+        n = len(self.items)
+        idx, imgs = self._load_with_fallback(index, lambda i: (i + 1) % n)
+        out = {"input": _to_tensor(imgs[0]), "target": _to_tensor(imgs[1])}
+        if len(imgs) > 2:
+            out["gt"] = _to_tensor(imgs[2])
+        out["name"] = _item_name(self.items[idx][0])
+        return out
+
+
+def pairs_from_labels(cache_dir: str | os.PathLike) -> list[tuple[Path, Path, Optional[Path]]]:
+    """(input, teacher label, gt or None) for every finished entry of a `sharpen labels` cache."""
+    from .labels import LabelCache
+    items = LabelCache(cache_dir).pairs()
+    if not items:
+        raise ValueError(f"{cache_dir}: no finished labels (run `sharpen labels --out "
+                         f"{cache_dir}` first)")
+    return items
+
+
+def pairs_from_source(info: SourceInfo) -> list[tuple[Path, Path, None]]:
+    """(input, gt, None) for the samples of a source that have ground truth (teacher training)."""
+    with_gt = [s for s in info.samples if s.gt is not None and s.frame is None]
+    if not with_gt:
+        raise ValueError(f"{info.kind} source {info.root} has no ground truth; training on "
+                         "ground truth needs a GoPro or paired source")
+    if len(with_gt) < len(info.samples):
+        warnings.warn(f"{len(info.samples) - len(with_gt)} samples without ground truth ignored",
+                      stacklevel=2)
+    return [(s.input, s.gt, None) for s in with_gt]

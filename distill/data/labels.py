@@ -1,0 +1,532 @@
+"""Teacher pseudo-labels, cached on disk.
+
+`sharpen labels --data SPEC --out DIR` runs the teacher's Gaussian-blended tiled inference over
+every blurred input at its full resolution and writes
+
+    DIR/labels/<name>.png     one 16-bit lossless PNG per input ('/' in a name makes subfolders)
+    DIR/frames/<name>.png     the decoded input frame, for video sources only (training reads it)
+    DIR/manifest.json         one entry per input (see `LabelRun._entry`)
+
+Every file is written atomically (temp file + rename) and the manifest is rewritten after each
+image, so an interrupted run loses at most the image in flight. A re-run skips entries whose input
+hash, teacher (weights hash and architecture) and tile settings match and whose label exists.
+
+Sharding: under `torchrun` (or with RANK/WORLD_SIZE set by hand) rank k labels samples[k::world]
+and writes its entries to DIR/manifest.rank<k>.json as it goes; at the end every rank merges all
+shards into manifest.json under a file lock (newest entry per name wins), so the last rank to
+finish leaves the complete manifest. When torchrun's rendezvous variables are present a gloo
+process group is used only for a final barrier, so that a rank that hit a corrupt image (and
+exits non-zero) does not make torchrun stop ranks that are still working. The output folder must
+be on a filesystem all ranks share.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .sources import Sample, SampleReader, SourceError, resolve_source
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "sharpen-labels/1"
+LABELS_DIR = "labels"
+FRAMES_DIR = "frames"
+LOCK_FILE = ".manifest.lock"
+
+
+# --- small helpers (torch-free) -----------------------------------------------------------------
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def sha256_array(arr: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype}{arr.shape}".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def atomic_write_json(path: str | os.PathLike, obj: Any) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=False)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def read_manifest_entries(path: str | os.PathLike) -> dict[str, dict]:
+    """Entries of a manifest (or shard) file; {} when missing; a warning when unreadable."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        obj = json.loads(path.read_text())
+        entries = obj["entries"]
+        if not isinstance(entries, dict):
+            raise TypeError("entries is not an object")
+        return entries
+    except Exception as e:  # a hand-edited or foreign file: start over rather than crash
+        warnings.warn(f"{path}: unreadable label manifest ({e}); its entries are ignored "
+                      "and will be recomputed", stacklevel=2)
+        return {}
+
+
+def _newer(a: Optional[dict], b: dict) -> bool:
+    """True when entry b should replace entry a (newest wins)."""
+    return a is None or b.get("created", 0) >= a.get("created", 0)
+
+
+def merge_entries(*sources: dict[str, dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for entries in sources:
+        for name, e in entries.items():
+            if _newer(out.get(name), e):
+                out[name] = e
+    return out
+
+
+def shard_paths(out_dir: Path) -> dict[int, Path]:
+    shards = {}
+    for p in out_dir.glob("manifest.rank*.json"):
+        try:
+            shards[int(p.name[len("manifest.rank"):-len(".json")])] = p
+        except ValueError:
+            continue
+    return shards
+
+
+@contextlib.contextmanager
+def _manifest_lock(out_dir: Path):
+    try:
+        import fcntl
+    except ImportError:  # Windows: no concurrent ranks there in practice
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_FILE, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def write_manifest(out_dir: Path, entries: dict[str, dict], path: Optional[Path] = None) -> Path:
+    ordered = {k: entries[k] for k in sorted(entries)}
+    return atomic_write_json(path or out_dir / MANIFEST, {
+        "format": MANIFEST_FORMAT,
+        "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "entries": ordered})
+
+
+def merge_shards(out_dir: str | os.PathLike, rank: int = 0, world: int = 1,
+                 all_finished: bool = False) -> dict[str, dict]:
+    """Merge manifest.json and every shard into manifest.json (under a file lock); delete this
+    rank's shard and shards of ranks that do not exist in this run (all shards when every rank
+    is known to have finished). Returns the merged entries."""
+    out_dir = Path(out_dir)
+    with _manifest_lock(out_dir):
+        shards = shard_paths(out_dir)
+        merged = merge_entries(read_manifest_entries(out_dir / MANIFEST),
+                               *(read_manifest_entries(p) for _, p in sorted(shards.items())))
+        write_manifest(out_dir, merged)
+        for k, p in shards.items():
+            if all_finished or k == rank or k >= world:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+    return merged
+
+
+def label_relpath(name: str, folder: str = LABELS_DIR) -> str:
+    parts = [p for p in name.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ValueError(f"bad sample name {name!r}")
+    return "/".join([folder, *parts]) + ".png"
+
+
+# --- reading the cache (for training) ---------------------------------------------------------
+
+class LabelCache:
+    """A labels folder written by `sharpen labels`, read back for training."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.root = Path(out_dir)
+        if not self.root.is_dir():
+            raise SourceError(f"label cache not found: {self.root}")
+        # Entries of an interrupted multi-rank run still sit in shards: include them.
+        self.entries: dict[str, dict] = merge_entries(
+            read_manifest_entries(self.root / MANIFEST),
+            *(read_manifest_entries(p) for _, p in sorted(shard_paths(self.root).items())))
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+    def items(self) -> list[tuple[Sample, Path]]:
+        """(Sample, label path) for every finished entry whose label file exists. For video
+        frames, Sample.input is the saved frame PNG (frame=None) so it reads like any image."""
+        out = []
+        for name in sorted(self.entries):
+            e = self.entries[name]
+            if e.get("status") != "ok":
+                continue
+            label = self.root / e["label"]
+            if not label.is_file():
+                continue
+            if e.get("frame") is not None:
+                if not e.get("input_file"):
+                    continue
+                inp, frame = self.root / e["input_file"], None
+                if not inp.is_file():
+                    continue
+            else:
+                inp, frame = Path(e["input"]), None
+            gt = Path(e["gt"]) if e.get("gt") else None
+            out.append((Sample(name, inp, gt, frame), label))
+        return out
+
+    def pairs(self) -> list[tuple[Path, Path, Optional[Path]]]:
+        """(input, label, gt or None) triples, the items of `distill.data.crops.CropDataset`."""
+        return [(s.input, label, s.gt) for s, label in self.items()]
+
+    def failed(self) -> dict[str, str]:
+        return {n: e.get("error", "") for n, e in self.entries.items()
+                if e.get("status") == "failed"}
+
+
+# --- the labelling run ------------------------------------------------------------------------
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @classmethod
+    def from_env(cls) -> "DistInfo":
+        def geti(key: str, default: int) -> int:
+            try:
+                return int(os.environ.get(key, default))
+            except ValueError:
+                raise SourceError(f"environment variable {key}={os.environ[key]!r} is not an "
+                                  "integer") from None
+        d = cls(geti("RANK", 0), geti("WORLD_SIZE", 1), geti("LOCAL_RANK", 0))
+        if d.world < 1 or not 0 <= d.rank < d.world:
+            raise SourceError(f"bad RANK={d.rank} / WORLD_SIZE={d.world}")
+        return d
+
+
+def _metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+    pred = np.clip(pred, 0, 1).astype(np.float32)
+    gt = np.clip(gt, 0, 1).astype(np.float32)
+    psnr = float(peak_signal_noise_ratio(gt, pred, data_range=1.0))
+    ssim = float(structural_similarity(gt, pred, channel_axis=-1, data_range=1.0))
+    return psnr, ssim
+
+
+def _mean(values: list[float]) -> Optional[float]:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+@dataclass
+class LabelStats:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    total: int = 0
+
+
+def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
+               config: Optional[str] = None, tile: int = 512, overlap: int = 64,
+               batch_size: int = 2, split: str = "train", gopro_blur: str = "blur",
+               device: str = "auto", limit: Optional[int] = None, progress: bool = True,
+               teacher=None, dist: Optional[DistInfo] = None) -> LabelStats:
+    """Label every sample of `data` (this rank's share) into `out`. `teacher` may be passed
+    already loaded (tests, notebooks); otherwise it is loaded from `teacher_weights`/`config`."""
+    dist = dist or DistInfo.from_env()
+    if tile < 0 or overlap < 0 or (tile and overlap >= tile):
+        raise SourceError(f"need 0 <= overlap < tile (or tile 0 for whole images), got "
+                          f"tile={tile} overlap={overlap}")
+    info = resolve_source(data, split=split, gopro_blur=gopro_blur)
+    samples = info.samples[:limit] if limit else info.samples
+    mine = samples[dist.rank::dist.world]
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tag = f"[rank {dist.rank}/{dist.world}] " if dist.world > 1 else ""
+
+    pg = _maybe_init_process_group(dist)
+    try:
+        if teacher is None:
+            from ..teacher import Teacher
+            if device == "auto" and dist.world > 1:
+                import torch
+                if torch.cuda.is_available():
+                    device = f"cuda:{dist.local_rank % torch.cuda.device_count()}"
+            teacher = Teacher.load(teacher_weights, config, device=device)
+        print(f"{tag}{info.describe()}; labelling {len(mine)} of {len(samples)} on "
+              f"{teacher.device} (tile {tile}, overlap {overlap})", flush=True)
+        run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist)
+        stats = run.process(mine, progress=progress, tag=tag)
+        if pg:
+            import torch.distributed as tdist
+            tdist.barrier()
+        merged = None
+        if not pg:
+            merged = merge_shards(out_dir, dist.rank, dist.world)
+        elif dist.rank == 0:   # after the barrier every shard is final
+            merged = merge_shards(out_dir, dist.rank, dist.world, all_finished=True)
+    finally:
+        if pg:
+            import torch.distributed as tdist
+            tdist.destroy_process_group()
+    run.summary(stats, mine, tag)
+    if merged is not None and dist.world > 1:
+        n_ok = sum(e.get("status") == "ok" for e in merged.values())
+        print(f"{tag}merged manifest: {out_dir / MANIFEST} ({n_ok} labels)", flush=True)
+    return stats
+
+
+def _maybe_init_process_group(dist: DistInfo) -> bool:
+    """A gloo group for the final barrier, only under torchrun (rendezvous vars present)."""
+    if dist.world <= 1 or not os.environ.get("MASTER_ADDR") or not os.environ.get("MASTER_PORT"):
+        return False
+    import torch.distributed as tdist
+    if not tdist.is_available():
+        return False
+    if tdist.is_initialized():
+        return False  # the caller owns it
+    # Ranks finish at different times; the barrier must outwait the slowest shard.
+    tdist.init_process_group("gloo", rank=dist.rank, world_size=dist.world,
+                             timeout=datetime.timedelta(days=7))
+    return True
+
+
+class LabelRun:
+    def __init__(self, out_dir: Path, teacher, tile: int, overlap: int, batch_size: int,
+                 dist: DistInfo):
+        self.out_dir = out_dir
+        self.teacher = teacher
+        self.tile, self.overlap, self.batch_size = int(tile), int(overlap), int(batch_size)
+        self.dist = dist
+        self.reader = SampleReader()
+        cfg = getattr(getattr(teacher, "model", None), "config", None)
+        self.teacher_arch = cfg.to_dict() if hasattr(cfg, "to_dict") else None
+        self.teacher_config = getattr(teacher, "config_name", None)
+        self.weights_id = str(getattr(teacher, "weights_id", "unknown"))
+        # What this run knows: the merged manifest plus shards of interrupted runs.
+        self.known = merge_entries(
+            read_manifest_entries(out_dir / MANIFEST),
+            *(read_manifest_entries(p) for _, p in sorted(shard_paths(out_dir).items())))
+        self.touched: dict[str, dict] = {}
+        self.target = (out_dir / MANIFEST if dist.world == 1
+                       else out_dir / f"manifest.rank{dist.rank}.json")
+
+    # One entry per input; see the module docstring for the files it points to.
+    def _entry(self, sample: Sample, input_hash: str, **extra) -> dict:
+        e = {
+            "name": sample.name,
+            "input": str(Path(sample.input).resolve()),
+            "frame": sample.frame,
+            "input_hash": input_hash,
+            "gt": str(Path(sample.gt).resolve()) if sample.gt else None,
+            "teacher_config": self.teacher_config,
+            "teacher_arch": self.teacher_arch,
+            "weights_hash": self.weights_id,
+            "tile": self.tile,
+            "overlap": self.overlap,
+            "label": label_relpath(sample.name),
+            "input_file": label_relpath(sample.name, FRAMES_DIR) if sample.frame is not None
+            else None,
+            "created": time.time(),
+        }
+        e.update(extra)
+        return e
+
+    def _up_to_date(self, e: Optional[dict], input_hash: str) -> bool:
+        if not e or e.get("status") != "ok":
+            return False
+        if (e.get("input_hash") != input_hash or e.get("weights_hash") != self.weights_id
+                or e.get("teacher_arch") != self.teacher_arch
+                or e.get("tile") != self.tile or e.get("overlap") != self.overlap):
+            return False
+        if not (self.out_dir / e["label"]).is_file():
+            return False
+        if e.get("input_file") and not (self.out_dir / e["input_file"]).is_file():
+            return False
+        return True
+
+    def _save(self) -> None:
+        if self.dist.world == 1:
+            write_manifest(self.out_dir, merge_entries(self.known, self.touched), self.target)
+        else:
+            write_manifest(self.out_dir, self.touched, self.target)
+
+    def _record(self, name: str, entry: dict) -> None:
+        self.touched[name] = entry
+        self.known[name] = entry
+        self._save()
+
+    def process(self, samples: list[Sample], progress: bool = True, tag: str = "") -> LabelStats:
+        from tqdm import tqdm
+
+        from ..images import ImageReadError, read_image, to_rgb_float, write_image
+
+        stats = LabelStats(total=len(samples))
+        bar = tqdm(samples, desc=f"{tag}labels", unit="img", disable=not progress,
+                   dynamic_ncols=True)
+        try:
+            for sample in bar:
+                # 1. read and hash the input
+                try:
+                    if sample.frame is None:
+                        input_hash = sha256_file(sample.input)
+                        image = read_image(sample.input)
+                        raw = None
+                    else:
+                        raw = self.reader.input_raw(sample)
+                        input_hash = sha256_array(raw)
+                        image = to_rgb_float(raw, f"{sample.input}[frame {sample.frame}]")
+                except (ImageReadError, OSError) as e:
+                    warnings.warn(f"skipping {sample.input}: {e}", stacklevel=2)
+                    bar.write(f"{tag}warning: skipping {sample.name}: {e}", file=sys.stderr)
+                    stats.failed += 1
+                    self._record(sample.name, {"name": sample.name,
+                                               "input": str(sample.input),
+                                               "frame": sample.frame, "status": "failed",
+                                               "error": str(e), "created": time.time()})
+                    continue
+                old = self.known.get(sample.name)
+                if self._up_to_date(old, input_hash):
+                    stats.skipped += 1
+                    if old.get("input") != str(Path(sample.input).resolve()):
+                        # same content at a new path: just repoint the entry
+                        self._record(sample.name, {**old, "input": str(Path(sample.input)
+                                                                           .resolve()),
+                                                   "created": time.time()})
+                    continue
+                # 2. teacher at full resolution (tiled, Gaussian-blended)
+                t0 = time.perf_counter()
+                try:
+                    label = self.teacher.sharpen(image, tile=self.tile, overlap=self.overlap,
+                                                 batch_size=self.batch_size)
+                except Exception as e:  # e.g. out of memory on one huge image: keep going
+                    bar.write(f"{tag}error: teacher failed on {sample.name}: "
+                              f"{type(e).__name__}: {e}", file=sys.stderr)
+                    stats.failed += 1
+                    self._record(sample.name, {"name": sample.name, "input": str(sample.input),
+                                               "frame": sample.frame, "status": "failed",
+                                               "error": f"{type(e).__name__}: {e}",
+                                               "created": time.time()})
+                    continue
+                entry_extra: dict[str, Any] = {"status": "ok", "height": int(image.shape[0]),
+                                               "width": int(image.shape[1])}
+                # 3. write the label (and the video frame) atomically, then the entry
+                rel = label_relpath(sample.name)
+                write_image(self.out_dir / rel, label, bits=16)
+                if raw is not None:
+                    write_image(self.out_dir / label_relpath(sample.name, FRAMES_DIR), image)
+                entry_extra["seconds"] = round(time.perf_counter() - t0, 4)
+                # 4. metrics against ground truth
+                if sample.gt is not None:
+                    try:
+                        gt = read_image(sample.gt)
+                        if gt.shape != image.shape:
+                            raise ImageReadError(f"{sample.gt}: size {gt.shape[1]}x{gt.shape[0]}"
+                                                 f" differs from the input's "
+                                                 f"{image.shape[1]}x{image.shape[0]}")
+                        tp, ts = _metrics(label, gt)
+                        ip, is_ = _metrics(image, gt)
+                        entry_extra.update(teacher_psnr=round(tp, 4), teacher_ssim=round(ts, 5),
+                                           input_psnr=round(ip, 4), input_ssim=round(is_, 5))
+                    except ImageReadError as e:
+                        warnings.warn(f"ground truth unusable, no metrics for {sample.name}: {e}",
+                                      stacklevel=2)
+                self._record(sample.name, self._entry(sample, input_hash, **entry_extra))
+                stats.done += 1
+                stats.seconds += time.perf_counter() - t0
+                if "teacher_psnr" in entry_extra:
+                    bar.set_postfix(psnr=f"{entry_extra['teacher_psnr']:.2f}")
+        finally:
+            bar.close()
+            self.reader.close()
+        return stats
+
+    def summary(self, stats: LabelStats, samples: list[Sample], tag: str = "") -> None:
+        ents = [self.known.get(s.name) for s in samples]
+        ents = [e for e in ents if e and e.get("status") == "ok"]
+        per = f", {stats.seconds / stats.done:.2f} s per image" if stats.done else ""
+        print(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date), "
+              f"{stats.failed} failed, of {stats.total}{per}", flush=True)
+        tp = _mean([e.get("teacher_psnr") for e in ents])
+        if tp is not None:
+            n = sum(e.get("teacher_psnr") is not None for e in ents)
+            ts = _mean([e.get("teacher_ssim") for e in ents])
+            ip = _mean([e.get("input_psnr") for e in ents])
+            is_ = _mean([e.get("input_ssim") for e in ents])
+            print(f"{tag}vs ground truth ({n} images): teacher PSNR {tp:.2f} dB SSIM {ts:.4f}; "
+                  f"input PSNR {ip:.2f} dB SSIM {is_:.4f}", flush=True)
+        if stats.failed:
+            print(f"{tag}{stats.failed} images failed (see warnings above); re-run to retry",
+                  file=sys.stderr, flush=True)
+
+
+# --- command line -----------------------------------------------------------------------------
+
+def run_from_args(args: argparse.Namespace) -> int:
+    try:
+        stats = run_labels(args.data, args.out, teacher_weights=args.teacher_weights,
+                           config=args.config, tile=args.tile, overlap=args.overlap,
+                           batch_size=args.batch_size, split=args.split,
+                           gopro_blur=args.gopro_blur, device=args.device, limit=args.limit,
+                           progress=not args.quiet)
+    except SourceError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        from ..checkpoint import CheckpointError
+        if isinstance(e, CheckpointError):
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        raise
+    return 1 if stats.failed else 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    from .commands import add_labels_arguments
+    p = argparse.ArgumentParser(prog="python -m distill.data.labels",
+                                description="Cache teacher pseudo-labels (same as "
+                                            "`sharpen labels`).")
+    add_labels_arguments(p)
+    return run_from_args(p.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""Where training images come from: detect a dataset's layout and list its samples.
+
+A source SPEC is a path whose layout is detected, or an explicit ``kind:path``:
+
+- ``gopro``  GoPro root: ``GOPRO_Large/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png``
+             (the folder holding ``GOPRO_Large`` or a single split folder also work); samples are
+             named ``<sequence>/<stem>``.
+- ``paired`` ``input/`` + ``target/`` (Restormer/NAFNet preprocessed GoPro, HIDE, RealBlur) or
+             ``blur/`` + ``sharp/``, matched by file name (relative path); also a root with split
+             subfolders ``root/{train,val,test}/{input,target}`` (what ``sharpen synth`` and the
+             embedded dataset write).
+- ``folder`` a folder of (blurred) images without ground truth, searched recursively.
+- ``video``  a video file; each frame is a sample named ``<video-stem>_<index:06d>``.
+- ``embedded`` the embedded default dataset (built on first use), in the paired layout.
+
+This module needs only numpy and OpenCV (no torch).
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Optional
+
+import cv2
+import numpy as np
+
+from ..images import ImageReadError, is_image, read_image, to_rgb_float
+
+KINDS = ("gopro", "paired", "folder", "video", "embedded")
+SPLITS = ("train", "val", "test")
+VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
+              ".ts", ".mts", ".m2ts", ".3gp", ".ogv"}
+PAIR_DIRS = (("input", "target"), ("blur", "sharp"))
+GOPRO_BLUR = ("blur", "blur_gamma")
+
+
+class SourceError(ValueError):
+    """A data source that cannot be used, with a message saying why."""
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One blurred input. `gt` is the sharp ground truth when the source has one; `frame` is the
+    frame index when `input` is a video file."""
+    name: str
+    input: Path
+    gt: Optional[Path] = None
+    frame: Optional[int] = None
+
+
+@dataclass
+class SourceInfo:
+    kind: str
+    root: Path
+    samples: list[Sample]
+    split: Optional[str] = None
+    unmatched_inputs: list[str] = field(default_factory=list)
+    unmatched_targets: list[str] = field(default_factory=list)
+
+    @property
+    def has_gt(self) -> bool:
+        return any(s.gt is not None for s in self.samples)
+
+    def describe(self) -> str:
+        n_gt = sum(s.gt is not None for s in self.samples)
+        split = f", split {self.split}" if self.split else ""
+        gt = f", {n_gt} with ground truth" if n_gt else ", no ground truth"
+        return f"{self.kind} source {self.root}{split}: {len(self.samples)} images{gt}"
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTS
+
+
+def _visible(rel: Path) -> bool:
+    return not any(part.startswith(".") for part in rel.parts)
+
+
+def _images_under(folder: Path, recursive: bool = True) -> list[Path]:
+    """Image files under `folder` as paths relative to it (hidden files and folders skipped, so
+    the temp files of interrupted atomic writes are never picked up)."""
+    it = folder.rglob("*") if recursive else folder.iterdir()
+    out = []
+    for p in it:
+        rel = p.relative_to(folder)
+        if _visible(rel) and is_image(p) and p.is_file():
+            out.append(rel)
+    return sorted(out, key=lambda r: r.as_posix())
+
+
+def _sample_names(rels: list[Path], prefix: str = "") -> dict[Path, str]:
+    """Names for files: the relative path without extension, or with it where two files differ
+    only by extension (a.png and a.jpg)."""
+    stems: dict[str, int] = {}
+    for r in rels:
+        key = r.with_suffix("").as_posix()
+        stems[key] = stems.get(key, 0) + 1
+    names = {}
+    for r in rels:
+        key = r.with_suffix("").as_posix()
+        names[r] = prefix + (key if stems[key] == 1 else r.as_posix())
+    return names
+
+
+def _few(items: list[str], n: int = 5) -> str:
+    more = f", ... ({len(items)} in all)" if len(items) > n else ""
+    return ", ".join(items[:n]) + more
+
+
+# --- layout detection -------------------------------------------------------------------------
+
+def _pair_dirs(root: Path) -> Optional[tuple[Path, Path]]:
+    for a, b in PAIR_DIRS:
+        if (root / a).is_dir() and (root / b).is_dir():
+            return root / a, root / b
+    return None
+
+
+def _gopro_sequences(split_dir: Path) -> list[Path]:
+    if not split_dir.is_dir():
+        return []
+    return sorted(p for p in split_dir.iterdir()
+                  if p.is_dir() and not p.name.startswith(".")
+                  and (p / "sharp").is_dir() and any((p / b).is_dir() for b in GOPRO_BLUR))
+
+
+def _gopro_root(path: Path) -> Optional[Path]:
+    """The GoPro root (the folder with train/ and test/) for `path`, if it is one."""
+    for cand in (path, path / "GOPRO_Large"):
+        if any(_gopro_sequences(cand / s) for s in ("train", "test")):
+            return cand
+    return None
+
+
+def _paired_split_root(path: Path) -> bool:
+    return any(_pair_dirs(path / s) for s in SPLITS if (path / s).is_dir())
+
+
+def detect_kind(path: Path) -> str:
+    if not path.exists():
+        raise SourceError(f"data source not found: {path}")
+    if path.is_file():
+        if is_video(path):
+            return "video"
+        if is_image(path):
+            return "folder"
+        raise SourceError(f"{path} is neither a video ({', '.join(sorted(VIDEO_EXTS))}) nor an "
+                          "image file nor a folder")
+    if _gopro_root(path) is not None or _gopro_sequences(path):
+        return "gopro"
+    if _pair_dirs(path) or _paired_split_root(path):
+        return "paired"
+    return "folder"
+
+
+def parse_spec(spec: str) -> tuple[Optional[str], str]:
+    """'kind:path' -> (kind, path); a plain path -> (None, path). A path that exists is never
+    split at a colon."""
+    if spec in KINDS:
+        return spec, ""
+    if ":" in spec and not Path(spec).exists():
+        kind, rest = spec.split(":", 1)
+        if kind in KINDS:
+            return kind, rest
+        if len(kind) > 1 and kind.isidentifier():   # not a Windows drive letter
+            raise SourceError(f"unknown data source kind {kind!r} in {spec!r}; "
+                              f"use one of {', '.join(KINDS)} (kind:path) or a plain path")
+    return None, spec
+
+
+def resolve_source(spec: str | os.PathLike, split: str = "train",
+                   gopro_blur: str = "blur") -> SourceInfo:
+    """Detect (or take from ``kind:path``) the layout of SPEC and list its samples."""
+    if gopro_blur not in GOPRO_BLUR:
+        raise SourceError(f"gopro_blur must be one of {GOPRO_BLUR}, got {gopro_blur!r}")
+    kind, raw = parse_spec(os.fspath(spec))
+    if kind == "embedded":
+        return _resolve_embedded(raw, split)
+    if not raw:
+        raise SourceError(f"no path given in data source spec {spec!r}")
+    path = Path(raw).expanduser()
+    if not path.exists():
+        raise SourceError(f"data source not found: {path}")
+    if kind is None:
+        kind = detect_kind(path)
+    if kind == "gopro":
+        return _resolve_gopro(path, split, gopro_blur)
+    if kind == "paired":
+        return _resolve_paired(path, split)
+    if kind == "video":
+        return _resolve_video(path)
+    return _resolve_folder(path)
+
+
+def _resolve_embedded(raw: str, split: str) -> SourceInfo:
+    try:
+        from . import embedded
+    except ImportError as e:
+        raise SourceError(f"the embedded dataset is not available ({e})") from None
+    if raw:
+        root = Path(raw).expanduser()
+    elif hasattr(embedded, "default_root"):
+        root = Path(embedded.default_root())
+    else:
+        root = Path(embedded.EMBEDDED_ROOT)
+    if split not in SPLITS:
+        raise SourceError(f"the embedded dataset has splits {', '.join(SPLITS)}, not {split!r}")
+    # build_embedded returns at once when the split is already built with the same settings
+    embedded.build_embedded(root, splits=(split,))
+    info = _resolve_paired(root, split)
+    info.kind = "embedded"
+    return info
+
+
+def _resolve_gopro(path: Path, split: str, blur: str) -> SourceInfo:
+    root = _gopro_root(path)
+    if root is not None:
+        if split not in ("train", "test"):
+            raise SourceError(f"GoPro has splits train and test, not {split!r}")
+        split_dir = root / split
+        seqs = _gopro_sequences(split_dir)
+        if not seqs:
+            raise SourceError(f"GoPro root {root} has no {split}/ sequences "
+                              f"(<sequence>/{{{','.join(GOPRO_BLUR)},sharp}}/*.png)")
+    else:
+        split_dir = path   # a single split folder given directly
+        seqs = _gopro_sequences(path)
+        if not seqs:
+            raise SourceError(f"{path} is not a GoPro folder: expected "
+                              f"GOPRO_Large/{{train,test}}/<sequence>/{{{','.join(GOPRO_BLUR)},"
+                              "sharp}/*.png")
+        root, split = path, None
+    samples: list[Sample] = []
+    unmatched_in: list[str] = []
+    unmatched_gt: list[str] = []
+    missing_blur = [s.name for s in seqs if not (s / blur).is_dir()]
+    if missing_blur:
+        raise SourceError(f"{len(missing_blur)} GoPro sequences have no {blur}/ folder: "
+                          f"{_few(missing_blur)}"
+                          + (" (try --gopro-blur blur)" if blur == "blur_gamma" else ""))
+    for seq in seqs:
+        ins = {r.as_posix(): r for r in _images_under(seq / blur, recursive=False)}
+        gts = {r.as_posix(): r for r in _images_under(seq / "sharp", recursive=False)}
+        both = [ins[k] for k in sorted(ins) if k in gts]
+        unmatched_in += [f"{seq.name}/{blur}/{k}" for k in sorted(ins) if k not in gts]
+        unmatched_gt += [f"{seq.name}/sharp/{k}" for k in sorted(gts) if k not in ins]
+        names = _sample_names(both, prefix=f"{seq.name}/")
+        samples += [Sample(names[r], seq / blur / r, seq / "sharp" / r) for r in both]
+    _report_unmatched(split_dir, unmatched_in, unmatched_gt, "sharp image", "blurred image")
+    if not samples:
+        raise SourceError(f"no blurred/sharp pairs found in {split_dir}")
+    return SourceInfo("gopro", root, samples, split, unmatched_in, unmatched_gt)
+
+
+def _report_unmatched(where: Path, ins: list[str], gts: list[str], gt_word: str = "target",
+                      in_word: str = "input") -> None:
+    if ins:
+        warnings.warn(f"{where}: {len(ins)} {in_word}s have no {gt_word} with the same name and "
+                      f"are ignored: {_few(ins)}", stacklevel=3)
+    if gts:
+        warnings.warn(f"{where}: {len(gts)} {gt_word}s have no {in_word} with the same name and "
+                      f"are ignored: {_few(gts)}", stacklevel=3)
+
+
+def _resolve_paired(path: Path, split: str) -> SourceInfo:
+    dirs = _pair_dirs(path)
+    used_split: Optional[str] = None
+    root = path
+    if dirs is None:
+        present = [s for s in SPLITS if (path / s).is_dir() and _pair_dirs(path / s)]
+        if not present:
+            raise SourceError(f"{path} is not a paired folder: expected input/ + target/ or "
+                              "blur/ + sharp/ (optionally under train/, val/, test/)")
+        if split not in present:
+            raise SourceError(f"{path} has no {split!r} split (it has: {', '.join(present)})")
+        dirs = _pair_dirs(path / split)
+        used_split = split
+    assert dirs is not None
+    in_dir, gt_dir = dirs
+    ins = {r.as_posix(): r for r in _images_under(in_dir)}
+    gts = {r.as_posix(): r for r in _images_under(gt_dir)}
+    both = [ins[k] for k in sorted(ins) if k in gts]
+    un_in = [f"{in_dir.name}/{k}" for k in sorted(ins) if k not in gts]
+    un_gt = [f"{gt_dir.name}/{k}" for k in sorted(gts) if k not in ins]
+    _report_unmatched(in_dir.parent, un_in, un_gt, gt_dir.name + " image", in_dir.name + " image")
+    if not ins:
+        raise SourceError(f"no images in {in_dir}")
+    if not both:
+        raise SourceError(f"no file in {in_dir} has a same-named file in {gt_dir}")
+    names = _sample_names(both)
+    samples = [Sample(names[r], in_dir / r, gt_dir / r) for r in both]
+    return SourceInfo("paired", root, samples, used_split, un_in, un_gt)
+
+
+def _resolve_folder(path: Path) -> SourceInfo:
+    if path.is_file():
+        if not is_image(path):
+            raise SourceError(f"{path} is not an image file")
+        return SourceInfo("folder", path.parent, [Sample(path.stem, path)])
+    if not path.is_dir():
+        raise SourceError(f"{path} is not a folder")
+    rels = _images_under(path)
+    if not rels:
+        raise SourceError(f"no images found in {path} (looked for "
+                          f"{', '.join(sorted(e.lstrip('.') for e in _image_exts()))})")
+    names = _sample_names(rels)
+    return SourceInfo("folder", path, [Sample(names[r], path / r) for r in rels])
+
+
+def _image_exts() -> Iterable[str]:
+    from ..images import IMAGE_EXTS
+    return IMAGE_EXTS
+
+
+def _resolve_video(path: Path) -> SourceInfo:
+    if not path.is_file():
+        raise SourceError(f"video not found: {path}")
+    cap = cv2.VideoCapture(str(path))
+    try:
+        if not cap.isOpened():
+            raise SourceError(f"{path}: OpenCV cannot open this video")
+        n = 0
+        while cap.grab():   # CAP_PROP_FRAME_COUNT is an estimate for many containers
+            n += 1
+    finally:
+        cap.release()
+    if n == 0:
+        raise SourceError(f"{path}: no decodable frames")
+    samples = [Sample(f"{path.stem}_{i:06d}", path, None, i) for i in range(n)]
+    return SourceInfo("video", path.parent, samples)
+
+
+# --- reading samples --------------------------------------------------------------------------
+
+class FrameReader:
+    """Sequential frame access to one video: reading forward never seeks (seeking is not
+    frame-accurate for many codecs); going back reopens the file."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._cap = None
+        self._next = 0
+
+    def _open(self) -> None:
+        self.close()
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise ImageReadError(f"{self.path}: OpenCV cannot open this video")
+        self._next = 0
+
+    def read_bgr(self, index: int) -> np.ndarray:
+        if self._cap is None or index < self._next:
+            self._open()
+        while self._next < index:
+            if not self._cap.grab():
+                raise ImageReadError(f"{self.path}: frame {index} not found (video has "
+                                     f"{self._next} frames)")
+            self._next += 1
+        ok, frame = self._cap.read()
+        if not ok or frame is None:
+            raise ImageReadError(f"{self.path}: cannot decode frame {index}")
+        self._next += 1
+        return frame
+
+    def read(self, index: int) -> np.ndarray:
+        return to_rgb_float(self.read_bgr(index), f"{self.path}[frame {index}]")
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+    def __del__(self):
+        self.close()
+
+
+class SampleReader:
+    """Reads samples' inputs (files or video frames), keeping one FrameReader per video open."""
+
+    def __init__(self):
+        self._videos: dict[Path, FrameReader] = {}
+
+    def input_raw(self, sample: Sample) -> np.ndarray:
+        """Video frames: the decoded uint8 BGR frame; files: raise (use read_image)."""
+        assert sample.frame is not None
+        reader = self._videos.get(sample.input)
+        if reader is None:
+            reader = self._videos[sample.input] = FrameReader(sample.input)
+        return reader.read_bgr(sample.frame)
+
+    def input(self, sample: Sample) -> np.ndarray:
+        if sample.frame is None:
+            return read_image(sample.input)
+        return to_rgb_float(self.input_raw(sample), f"{sample.input}[frame {sample.frame}]")
+
+    def close(self) -> None:
+        for r in self._videos.values():
+            r.close()
+        self._videos.clear()

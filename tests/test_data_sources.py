@@ -1,0 +1,236 @@
+"""Source detection and parsing on small generated trees."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from distill.data.sources import (Sample, SampleReader, SourceError, detect_kind,
+                                  resolve_source)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _png(path: Path, seed: int = 0, h: int = 8, w: int = 10) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def _gopro(root: Path) -> Path:
+    g = root / "GOPRO_Large"
+    for split, seqs in (("train", ["GOPR0372_07_00", "GOPR0374_11_00"]),
+                        ("test", ["GOPR0384_11_00"])):
+        for seq in seqs:
+            for i in range(3):
+                for sub in ("blur", "blur_gamma", "sharp"):
+                    _png(g / split / seq / sub / f"{i:06d}.png", i)
+    # one sharp frame without a blurred one, one blurred without a sharp one
+    _png(g / "train" / "GOPR0372_07_00" / "sharp" / "000099.png")
+    _png(g / "train" / "GOPR0374_11_00" / "blur" / "000077.png")
+    return g
+
+
+def test_gopro_parsing(tmp_path):
+    g = _gopro(tmp_path)
+    with pytest.warns(UserWarning) as rec:
+        info = resolve_source(str(g))
+    msgs = " ".join(str(w.message) for w in rec)
+    assert "000099.png" in msgs and "000077.png" in msgs
+    assert info.kind == "gopro" and info.split == "train"
+    assert len(info.samples) == 6
+    names = [s.name for s in info.samples]
+    assert names[0] == "GOPR0372_07_00/000000" and "GOPR0374_11_00/000002" in names
+    s = info.samples[0]
+    assert s.input == g / "train" / "GOPR0372_07_00" / "blur" / "000000.png"
+    assert s.gt == g / "train" / "GOPR0372_07_00" / "sharp" / "000000.png"
+    assert s.frame is None
+    assert info.unmatched_targets == ["GOPR0372_07_00/sharp/000099.png"]
+    assert info.unmatched_inputs == ["GOPR0374_11_00/blur/000077.png"]
+
+    # test split, blur_gamma, explicit kind, and the folder above GOPRO_Large
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        test = resolve_source(f"gopro:{tmp_path}", split="test", gopro_blur="blur_gamma")
+    assert test.kind == "gopro" and len(test.samples) == 3
+    assert all(s.input.parent.name == "blur_gamma" for s in test.samples)
+    assert test.samples[0].name == "GOPR0384_11_00/000000"
+    # a single split folder given directly
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        direct = resolve_source(str(g / "test"))
+    assert direct.kind == "gopro" and len(direct.samples) == 3
+    with pytest.raises(SourceError, match="train and test"):
+        resolve_source(str(g), split="val")
+
+
+def test_gopro_missing_blur_gamma(tmp_path):
+    g = tmp_path / "GOPRO_Large"
+    for sub in ("blur", "sharp"):
+        _png(g / "train" / "SEQ" / sub / "000000.png")
+    assert len(resolve_source(str(g)).samples) == 1
+    with pytest.raises(SourceError, match="blur_gamma"):
+        resolve_source(str(g), gopro_blur="blur_gamma")
+
+
+@pytest.mark.parametrize("dirs", [("input", "target"), ("blur", "sharp")])
+def test_paired_parsing_reports_unmatched(tmp_path, dirs):
+    a, b = dirs
+    for i in range(4):
+        _png(tmp_path / a / f"img{i}.png", i)
+        _png(tmp_path / b / f"img{i}.png", i + 10)
+    for i in range(7):
+        _png(tmp_path / a / f"lonely{i}.png", i)
+    _png(tmp_path / b / "orphan.png")
+    _png(tmp_path / a / ".hidden.png")      # temp files of atomic writes are never samples
+    (tmp_path / a / "notes.txt").write_text("x")
+    with pytest.warns(UserWarning) as rec:
+        info = resolve_source(str(tmp_path))
+    msgs = [str(w.message) for w in rec]
+    no_target = [m for m in msgs if "lonely0.png" in m]
+    assert no_target and "7" in no_target[0] and "(7 in all)" in no_target[0]
+    assert any("orphan.png" in m for m in msgs)
+    assert info.kind == "paired"
+    assert [s.name for s in info.samples] == [f"img{i}" for i in range(4)]
+    assert all(s.gt == tmp_path / b / s.input.name for s in info.samples)
+    assert len(info.unmatched_inputs) == 7 and info.unmatched_targets == [f"{b}/orphan.png"]
+
+
+def test_paired_matched_by_name_and_extension(tmp_path):
+    _png(tmp_path / "input" / "a.png")
+    _png(tmp_path / "input" / "a.jpg")
+    _png(tmp_path / "target" / "a.png")
+    _png(tmp_path / "target" / "b.png")
+    with pytest.warns(UserWarning):
+        info = resolve_source(f"paired:{tmp_path}")
+    assert [(s.input.name, s.gt.name) for s in info.samples] == [("a.png", "a.png")]
+
+
+def test_paired_split_root(tmp_path):
+    for split in ("train", "val", "test"):
+        for i in range(2 if split == "train" else 1):
+            _png(tmp_path / split / "input" / f"{split}{i}.png", i)
+            _png(tmp_path / split / "target" / f"{split}{i}.png", i)
+    info = resolve_source(str(tmp_path), split="val")
+    assert info.kind == "paired" and info.split == "val"
+    assert [s.name for s in info.samples] == ["val0"]
+    assert len(resolve_source(str(tmp_path)).samples) == 2
+    (tmp_path / "test" / "input" / "test0.png").unlink()
+    (tmp_path / "test" / "target" / "test0.png").unlink()
+    with pytest.raises(SourceError):
+        resolve_source(str(tmp_path), split="test")
+    with pytest.raises(SourceError, match="no 'other' split"):
+        resolve_source(str(tmp_path), split="other")
+
+
+def test_plain_folder(tmp_path):
+    _png(tmp_path / "a.png")
+    _png(tmp_path / "clip2" / "b.jpg")
+    _png(tmp_path / "c.png")
+    _png(tmp_path / "c.jpg")
+    _png(tmp_path / ".tmp" / "x.png")
+    info = resolve_source(str(tmp_path))
+    assert info.kind == "folder" and not info.has_gt
+    assert [s.name for s in info.samples] == ["a", "c.jpg", "c.png", "clip2/b"]
+    assert all(s.gt is None and s.frame is None for s in info.samples)
+    # a paired tree read explicitly as a plain folder: every image, no ground truth
+    p = tmp_path / "paired"
+    _png(p / "input" / "x.png")
+    _png(p / "target" / "x.png")
+    assert detect_kind(p) == "paired"
+    assert [s.name for s in resolve_source(f"folder:{p}").samples] == ["input/x", "target/x"]
+    # a single image file
+    single = resolve_source(str(tmp_path / "a.png"))
+    assert single.kind == "folder" and [s.name for s in single.samples] == ["a"]
+
+
+def test_errors(tmp_path):
+    with pytest.raises(SourceError, match="not found"):
+        resolve_source(str(tmp_path / "missing"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="no images"):
+        resolve_source(str(tmp_path / "empty"))
+    with pytest.raises(SourceError, match="unknown data source kind 'flickr'"):
+        resolve_source(f"flickr:{tmp_path}")
+    with pytest.raises(SourceError, match="not a paired folder"):
+        resolve_source(f"paired:{tmp_path}")
+    with pytest.raises(SourceError, match="not a GoPro"):
+        resolve_source(f"gopro:{tmp_path}")
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(SourceError):
+        resolve_source(str(tmp_path / "notes.txt"))
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00" * 100)
+    with pytest.raises(SourceError):
+        resolve_source(str(bad))
+
+
+def write_video(path: Path, n: int = 5, h: int = 32, w: int = 48) -> list[np.ndarray]:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (w, h))
+    assert vw.isOpened()
+    frames = []
+    for i in range(n):
+        f = np.full((h, w, 3), 20 + 40 * i, np.uint8)
+        f[:, : 4 + 6 * i] = 250
+        vw.write(f)
+        frames.append(f)
+    vw.release()
+    return frames
+
+
+def test_video(tmp_path):
+    path = tmp_path / "shaky clip.avi"
+    write_video(path, 5)
+    info = resolve_source(str(path))
+    assert info.kind == "video"
+    assert [s.name for s in info.samples] == [f"shaky clip_{i:06d}" for i in range(5)]
+    assert all(s.frame == i and s.gt is None for i, s in enumerate(info.samples))
+    reader = SampleReader()
+    means = [reader.input(s).mean() for s in info.samples]
+    assert np.all(np.diff(means) > 0)           # frames in order
+    again = reader.input(info.samples[1])       # going back reopens the video
+    assert abs(again.mean() - means[1]) < 1e-6
+    reader.close()
+    assert resolve_source(f"video:{path}").kind == "video"
+
+
+def test_sources_and_commands_import_without_torch():
+    code = ("import sys, argparse\n"
+            "import distill.data, distill.data.sources, distill.data.commands as c\n"
+            "p = argparse.ArgumentParser(); sub = p.add_subparsers()\n"
+            "c.add_commands(sub)\n"
+            "a = p.parse_args(['labels', '--data', 'x', '--out', 'y', '--tile', '64'])\n"
+            "assert a.tile == 64 and a.overlap == 64 and a.split == 'train' and a.func\n"
+            "assert 'torch' not in sys.modules, 'torch imported'\n")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_sample_is_hashable_and_frozen():
+    s = Sample("a", Path("a.png"))
+    assert {s: 1}[Sample("a", Path("a.png"))] == 1
+
+
+def test_embedded_spec(tmp_path, monkeypatch):
+    from distill.data import embedded
+    calls = []
+
+    def fake_build(root, splits=("train", "val", "test"), **kw):
+        calls.append((root, splits))
+        for i in range(2):
+            _png(root / splits[0] / "input" / f"e{i}.png")
+            _png(root / splits[0] / "target" / f"e{i}.png")
+        return root
+
+    monkeypatch.setattr(embedded, "build_embedded", fake_build)
+    monkeypatch.setattr(embedded, "default_root", lambda: tmp_path / "emb")
+    info = resolve_source("embedded", split="val")
+    assert info.kind == "embedded" and info.split == "val" and len(info.samples) == 2
+    assert calls == [(tmp_path / "emb", ("val",))]
+    assert resolve_source(f"embedded:{tmp_path / 'other'}").root == tmp_path / "other"

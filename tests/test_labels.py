@@ -1,0 +1,299 @@
+"""Teacher pseudo-label cache: resume, invalidation, interruption, corrupt inputs, sharding."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from distill.checkpoint import atomic_save, make_checkpoint
+from distill.data.crops import CropDataset, pairs_from_labels
+from distill.data.labels import (LabelCache, main, merge_entries, merge_shards, run_labels,
+                                 write_manifest)
+from distill.images import write_image
+from distill.restormer import build_restormer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # Two threads on a shared 2-core box make the tiny model ~20x slower (spin-waiting).
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _teacher(path: Path, seed: int) -> Path:
+    torch.manual_seed(seed)
+    m = build_restormer("tiny")
+    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
+                                arch_args=m.config.to_dict()), path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def teachers(tmp_path_factory):
+    d = tmp_path_factory.mktemp("teachers")
+    return _teacher(d / "t0.pt", 0), _teacher(d / "t1.pt", 1)
+
+
+def _paired(root: Path, n: int, h: int = 40, w: int = 56, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        sharp = rng.random((h, w, 3)).astype(np.float32)
+        blurred = cv2.blur(sharp, (5, 5))
+        write_image(root / "input" / f"im{i:02d}.png", blurred)
+        write_image(root / "target" / f"im{i:02d}.png", sharp)
+    return root
+
+
+def _env() -> dict:
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    for k in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
+        env.pop(k, None)
+    return env
+
+
+def _cli(data, out, weights, *extra) -> list[str]:
+    return [sys.executable, "-m", "distill.data.labels", "--data", str(data), "--out", str(out),
+            "--teacher-weights", str(weights), "--tile", "32", "--overlap", "8",
+            "--device", "cpu", "--quiet", *extra]
+
+
+def _manifest(out: Path) -> dict:
+    return json.loads((out / "manifest.json").read_text())["entries"]
+
+
+def _label_ok(path: Path, shape) -> bool:
+    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    return img is not None and img.dtype == np.uint16 and img.shape == shape
+
+
+def test_cache_resume_and_invalidation(tmp_path, teachers):
+    t0, t1 = teachers
+    data = _paired(tmp_path / "data", 3)
+    out = tmp_path / "cache"
+    kw = dict(tile=32, overlap=8, device="cpu", progress=False)
+
+    s = run_labels(str(data), out, teacher_weights=str(t0), **kw)
+    assert (s.done, s.skipped, s.failed) == (3, 0, 0)
+    entries = _manifest(out)
+    assert sorted(entries) == ["im00", "im01", "im02"]
+    e = entries["im01"]
+    assert e["status"] == "ok" and e["tile"] == 32 and e["overlap"] == 8
+    assert e["input"] == str((data / "input" / "im01.png").resolve())
+    assert len(e["input_hash"]) == 64 and e["weights_hash"] and e["teacher_arch"]["dim"] == 16
+    for k in ("teacher_psnr", "teacher_ssim", "input_psnr", "input_ssim"):
+        assert np.isfinite(e[k])
+    assert _label_ok(out / e["label"], (40, 56, 3))
+    mtimes = {n: (out / en["label"]).stat().st_mtime_ns for n, en in entries.items()}
+
+    # second run: everything up to date
+    s = run_labels(str(data), out, teacher_weights=str(t0), **kw)
+    assert (s.done, s.skipped) == (0, 3)
+    assert {n: (out / en["label"]).stat().st_mtime_ns for n, en in _manifest(out).items()} \
+        == mtimes
+
+    # modified input: only that one
+    write_image(data / "input" / "im01.png", np.full((40, 56, 3), 0.5, np.float32))
+    s = run_labels(str(data), out, teacher_weights=str(t0), **kw)
+    assert (s.done, s.skipped) == (1, 2)
+    new = _manifest(out)
+    assert new["im01"]["input_hash"] != e["input_hash"]
+    assert new["im00"]["created"] == entries["im00"]["created"]
+
+    # a deleted label file is recomputed
+    (out / "labels" / "im02.png").unlink()
+    s = run_labels(str(data), out, teacher_weights=str(t0), **kw)
+    assert (s.done, s.skipped) == (1, 2)
+
+    # new teacher weights: everything
+    s = run_labels(str(data), out, teacher_weights=str(t1), **kw)
+    assert (s.done, s.skipped) == (3, 0)
+    assert len({en["weights_hash"] for en in _manifest(out).values()}) == 1
+    assert _manifest(out)["im00"]["weights_hash"] != e["weights_hash"]
+
+    # other tile settings: everything
+    s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4})
+    assert (s.done, s.skipped) == (3, 0)
+
+    # the cache feeds training crops
+    items = pairs_from_labels(out)
+    assert [(i.name, l.name, g.name) for i, l, g in items] == \
+        [(f"im0{k}.png",) * 3 for k in range(3)]
+    batch = CropDataset(items, crop=16)[0]
+    assert set(batch) == {"input", "target", "gt", "name"}
+
+
+def test_corrupt_input_warns_and_fails_run(tmp_path, teachers, capsys):
+    data = tmp_path / "footage"
+    rng = np.random.default_rng(1)
+    for name in ("a", "c"):
+        write_image(data / f"{name}.png", rng.random((24, 32, 3)))
+    (data / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage, not an image")
+    out = tmp_path / "cache"
+    argv = ["--data", str(data), "--out", str(out), "--teacher-weights", str(teachers[0]),
+            "--tile", "32", "--overlap", "8", "--device", "cpu", "--quiet"]
+    with pytest.warns(UserWarning, match="b.png"):
+        rc = main(argv)
+    assert rc != 0
+    captured = capsys.readouterr()
+    assert "2 done" in captured.out and "1 failed" in captured.out
+    entries = _manifest(out)
+    assert entries["a"]["status"] == "ok" and entries["c"]["status"] == "ok"
+    assert entries["b"]["status"] == "failed" and "b.png" in entries["b"]["error"]
+    cache = LabelCache(out)
+    assert [s.name for s, _ in cache.items()] == ["a", "c"] and list(cache.failed()) == ["b"]
+    # fixed file: the re-run labels it and succeeds
+    write_image(data / "b.png", rng.random((24, 32, 3)))
+    assert main(argv) == 0
+    assert _manifest(out)["b"]["status"] == "ok"
+
+
+def test_bad_source_and_weights_exit_2(tmp_path, teachers, capsys):
+    assert main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
+                 "--teacher-weights", str(teachers[0])]) == 2
+    (tmp_path / "d").mkdir()
+    write_image(tmp_path / "d" / "a.png", np.zeros((8, 8, 3), np.float32))
+    assert main(["--data", str(tmp_path / "d"), "--out", str(tmp_path / "o"),
+                 "--teacher-weights", str(tmp_path / "missing.pt")]) == 2
+    err = capsys.readouterr().err
+    assert "not found" in err
+
+
+def test_interrupted_run_keeps_valid_files(tmp_path, teachers):
+    n, shape = 10, (48, 64, 3)
+    data = _paired(tmp_path / "data", n, h=shape[0], w=shape[1], seed=3)
+    out = tmp_path / "cache"
+    proc = subprocess.Popen(_cli(data, out, teachers[0]), cwd=REPO, env=_env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            # kill after the second label: the manifest then holds at least one entry
+            if (out / "labels").is_dir() and len(list((out / "labels").glob("[!.]*.png"))) >= 2:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None or proc.returncode == 0, proc.stderr.read().decode()
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    labels = sorted(p for p in (out / "labels").glob("[!.]*.png"))
+    assert labels
+    for p in labels:
+        assert _label_ok(p, shape), p
+    done_before = {}
+    if (out / "manifest.json").exists():
+        done_before = _manifest(out)     # must parse: written atomically
+        for e in done_before.values():
+            assert (out / e["label"]).is_file()
+    r = subprocess.run(_cli(data, out, teachers[0]), cwd=REPO, env=_env(), capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert f"{len(done_before)} skipped" in r.stdout
+    entries = _manifest(out)
+    assert len(entries) == n and all(e["status"] == "ok" for e in entries.values())
+    for e in entries.values():
+        assert _label_ok(out / e["label"], shape)
+
+
+def test_two_ranks_merge_into_one_manifest(tmp_path, teachers):
+    n = 5
+    data = _paired(tmp_path / "data", n, h=32, w=40, seed=4)
+    out = tmp_path / "cache"
+    procs = []
+    for rank in range(2):
+        env = dict(_env(), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
+        procs.append(subprocess.Popen(_cli(data, out, teachers[0]), cwd=REPO, env=env,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
+    outs = [p.communicate(timeout=300) for p in procs]
+    for p, (so, se) in zip(procs, outs):
+        assert p.returncode == 0, se
+    assert "labelling 3 of 5" in outs[0][0] and "labelling 2 of 5" in outs[1][0]
+    entries = _manifest(out)
+    assert sorted(entries) == [f"im{i:02d}" for i in range(n)]
+    assert all(e["status"] == "ok" and (out / e["label"]).is_file() for e in entries.values())
+    assert not list(out.glob("manifest.rank*.json"))
+    # a single-process re-run sees the merged cache as complete
+    s = run_labels(str(data), out, teacher_weights=str(teachers[0]), tile=32, overlap=8,
+                   device="cpu", progress=False)
+    assert (s.done, s.skipped) == (0, n)
+
+
+def test_merge_newest_entry_wins(tmp_path):
+    old = {"a": {"status": "ok", "created": 1.0, "v": "old"},
+           "b": {"status": "ok", "created": 5.0, "v": "b"}}
+    new = {"a": {"status": "ok", "created": 2.0, "v": "new"}}
+    assert merge_entries(new, old)["a"]["v"] == "new"
+    assert merge_entries(old, new)["a"]["v"] == "new"
+    # stale shard of an interrupted run with more ranks, plus this run's shard of rank 1
+    write_manifest(tmp_path, old)
+    write_manifest(tmp_path, new, tmp_path / "manifest.rank1.json")
+    write_manifest(tmp_path, {"c": {"status": "ok", "created": 3.0}},
+                   tmp_path / "manifest.rank5.json")
+    write_manifest(tmp_path, {"d": {"status": "ok", "created": 3.0}},
+                   tmp_path / "manifest.rank0.json")
+    merged = merge_shards(tmp_path, rank=1, world=2)
+    assert sorted(merged) == ["a", "b", "c", "d"] and merged["a"]["v"] == "new"
+    # this rank's shard and the stale one are gone; rank 0's (still running) is kept
+    assert sorted(p.name for p in tmp_path.glob("manifest.rank*.json")) == ["manifest.rank0.json"]
+    assert sorted(_manifest(tmp_path)) == ["a", "b", "c", "d"]
+
+
+class FakeTeacher:
+    device = "cpu"
+    config_name = "fake"
+    weights_id = "fake-weights"
+    model = None
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        return np.clip(image * 1.2, 0, 1)
+
+
+def test_video_frames_are_labelled_and_saved(tmp_path):
+    video = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for i in range(4):
+        vw.write(np.full((32, 48, 3), 30 + 50 * i, np.uint8))
+    vw.release()
+    out = tmp_path / "cache"
+    s = run_labels(str(video), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert (s.done, s.failed) == (4, 0)
+    e = _manifest(out)["clip_000002"]
+    assert e["frame"] == 2 and e["gt"] is None and e["input_file"] == "frames/clip_000002.png"
+    items = LabelCache(out).items()
+    assert [smp.name for smp, _ in items] == [f"clip_{i:06d}" for i in range(4)]
+    smp, label = items[2]
+    assert smp.input == out / "frames" / "clip_000002.png" and smp.frame is None
+    s = run_labels(str(video), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert (s.done, s.skipped) == (0, 4)
+    ds = CropDataset(pairs_from_labels(out), crop=16)
+    assert "gt" not in ds[0] and ds[0]["input"].shape == (3, 16, 16)
+
+
+def test_limit_and_split(tmp_path):
+    for split, n in (("train", 4), ("val", 2)):
+        _paired(tmp_path / "data" / split, n, h=16, w=16)
+    out = tmp_path / "cache"
+    s = run_labels(str(tmp_path / "data"), out, teacher=FakeTeacher(), tile=0, overlap=0,
+                   limit=3, progress=False)
+    assert (s.done, s.total) == (3, 3)
+    assert len(LabelCache(out)) == 3
+    s = run_labels(str(tmp_path / "data"), tmp_path / "val", teacher=FakeTeacher(), tile=0,
+                   overlap=0, split="val", progress=False)
+    assert (s.done, s.total) == (2, 2)
+    assert all("/val/input/" in e["input"] for e in _manifest(tmp_path / "val").values())
