@@ -1,6 +1,138 @@
-"""`sharpen run`. Placeholder until the runtime work lands."""
+"""`sharpen run`: sharpen a camera, stream, video or images with an exported model.
+
+Only argparse at import time: the handler imports the pipeline (numpy, cv2, the inference
+engine) when the command actually runs, and nothing here ever imports torch or tensorflow.
+"""
 from __future__ import annotations
 
+import argparse
+import os
+import sys
+from typing import Optional
 
-def add_commands(sub) -> None:
-    pass
+EPILOG = """examples:
+  sharpen run --model student.onnx --source 0 --show             # USB camera, live window
+  sharpen run --model student.onnx --source in.mp4 --output out.mp4 --stats stats.json
+  sharpen run --model student.engine --source "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1920,height=1080,framerate=30/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1" --show
+  sharpen run --model student.tflite --source photos/ --output sharp/ --threads 4
+"""
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register `run` on the `sharpen` subparsers."""
+    p = sub.add_parser(
+        "run", help="sharpen a camera, stream, video or images with an exported model",
+        description="Sharpen frames from a camera, stream, video file or images with an "
+                    "exported student model (.onnx, .engine/.plan, .tflite), streaming with "
+                    "capture, inference and output in parallel.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True,
+                   help="exported model: .onnx (ONNX Runtime), .engine/.plan (TensorRT), "
+                        ".tflite (LiteRT)")
+    p.add_argument("--source", required=True,
+                   help="camera index (0), V4L2 device (/dev/video0), video file, rtsp/http URL, "
+                        "GStreamer pipeline (contains '!'), image file, folder or glob, or "
+                        "synthetic[:WxH][@FPS]")
+    p.add_argument("--output", default=None,
+                   help="video file (.mp4, same size and fps as the source), image folder "
+                        "(same file names), or an image file for a single image input")
+    p.add_argument("--show", action="store_true",
+                   help="show original | sharpened in a window with fps overlay (q/Esc quits)")
+    p.add_argument("--view", choices=("side", "split"), default="side",
+                   help="window layout: side by side, or split (left original, right sharpened)")
+    p.add_argument("--stats", default=None, metavar="JSON",
+                   help="write latency percentiles, throughput and drops to this JSON file")
+    p.add_argument("--threads", type=int, default=None,
+                   help="CPU threads for ONNX Runtime / LiteRT (default: the engine's choice)")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
+                   help="ONNX Runtime execution provider (auto: TensorRT, CUDA, then CPU, "
+                        "whichever this build has)")
+    p.add_argument("--tile", type=int, default=0,
+                   help="run in Gaussian-blended tiles of this size (0: whole frame), for "
+                        "devices that cannot hold a full-frame activation")
+    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (with --tile)")
+    p.add_argument("--width", type=int, default=1920, help="camera capture width")
+    p.add_argument("--height", type=int, default=1080, help="camera capture height")
+    p.add_argument("--fps", type=float, default=0.0,
+                   help="camera capture fps (0: camera default); also the output fps when the "
+                        "source has none (images)")
+    p.add_argument("--max-frames", type=int, default=None,
+                   help="stop after this many frames")
+    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+                   help="force the live policy (drop stale frames) or --no-live for lossless; "
+                        "default: live for cameras and streams, lossless for files")
+    p.add_argument("--reconnect", type=int, default=5, metavar="N",
+                   help="attempts to reopen a live source that disconnects (exponential backoff)")
+    p.add_argument("--quiet", action="store_true", help="no live stats line")
+    p.set_defaults(func=handler)
+
+
+def _quiet_library_logs() -> None:
+    """OpenCV and FFmpeg print their own warnings ("moov atom not found", "can't open camera by
+    index") next to ours; the CLI's one-line error already says what failed. SHARPEN_DEBUG keeps
+    them."""
+    if os.environ.get("SHARPEN_DEBUG"):
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when FFmpeg is first used
+    import cv2
+    try:
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except AttributeError:  # very old OpenCV builds lack the logging module
+        pass
+
+
+def handler(args: argparse.Namespace) -> int:
+    """Run the stream; user errors become one line on stderr and a non-zero exit code."""
+    try:
+        _quiet_library_logs()
+        from .backends import ModelError
+        from .pipeline import run_stream
+        from .prepost import FrameError
+        from .sinks import SinkError
+        from .sources import SourceError
+    except ImportError as exc:  # e.g. opencv or numpy missing on the device
+        print(f"sharpen run: error: missing dependency: {exc}", file=sys.stderr)
+        return 1
+    expected = (ModelError, SourceError, SinkError, FrameError, ValueError, OSError)
+    try:
+        summary = run_stream(
+            args.model, args.source, args.output, show=args.show, view=args.view,
+            stats_path=args.stats, threads=args.threads, provider=args.provider, tile=args.tile,
+            overlap=args.overlap, width=args.width, height=args.height, fps=args.fps,
+            max_frames=args.max_frames, live=args.live, quiet=args.quiet,
+            reconnect_attempts=args.reconnect)
+    except expected as exc:
+        if os.environ.get("SHARPEN_DEBUG"):
+            raise
+        print(f"sharpen run: error: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc, (ModelError, SourceError, SinkError)) else 1
+    except Exception as exc:  # noqa: BLE001 - anything else: still one line, not a traceback
+        if os.environ.get("SHARPEN_DEBUG"):
+            raise
+        print(f"sharpen run: error: {type(exc).__name__}: {exc} "
+              "(set SHARPEN_DEBUG=1 for the traceback)", file=sys.stderr)
+        return 1
+    if summary.get("interrupted"):
+        print("sharpen run: interrupted, output closed cleanly", file=sys.stderr)
+    if not args.quiet:
+        b = summary.get("backend", {})
+        print(f"done: {summary['frames_processed']} frames, {summary['throughput_fps']:.1f} fps, "
+              f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
+              f"{b.get('provider')})", file=sys.stderr)
+    return 130 if summary.get("interrupted") else 0
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    """`python -m runtime.cli run ...`: the runtime alone, for devices without the training code."""
+    parser = argparse.ArgumentParser(prog="sharpen")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    add_commands(sub)
+    args = parser.parse_args(argv)
+    if not getattr(args, "func", None):
+        parser.print_help()
+        return 2
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

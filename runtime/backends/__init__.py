@@ -1,0 +1,41 @@
+"""Inference backends behind one interface; `load_backend` picks one from the file extension."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from .base import DEFAULT_MULTIPLE, Backend, ModelError
+
+__all__ = ["Backend", "ModelError", "DEFAULT_MULTIPLE", "load_backend", "BACKEND_BY_SUFFIX"]
+
+BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt",
+                     ".tflite": "litert"}
+
+
+def load_backend(path: Union[str, Path], threads: Optional[int] = None,
+                 providers: Union[None, str, Sequence[str]] = "auto") -> Backend:
+    """Load a model for inference.
+
+    path: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .tflite (LiteRT).
+    threads: CPU threads for ONNX Runtime / LiteRT (None: the engine's default).
+    providers: ONNX Runtime only: "auto", "cpu", "cuda", "tensorrt" or a list of provider names.
+    Raises ModelError with a user-facing message when the model is missing or cannot be loaded.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise ModelError(f"model not found: {p}")
+    if p.is_dir():
+        raise ModelError(f"model path is a folder, expected a file: {p}")
+    kind = BACKEND_BY_SUFFIX.get(p.suffix.lower())
+    # Imports stay inside the branches: each engine is an optional dependency on the device.
+    if kind == "onnxruntime":
+        from .onnxruntime_backend import OnnxRuntimeBackend
+        return OnnxRuntimeBackend(p, threads=threads, providers=providers)
+    if kind == "tensorrt":
+        from .tensorrt_backend import TensorRTBackend
+        return TensorRTBackend(p)
+    if kind == "litert":
+        from .litert_backend import LiteRTBackend
+        return LiteRTBackend(p, threads=threads)
+    raise ModelError(f"unknown model type {p.suffix or '(no extension)'!r} for {p}: expected "
+                     f"one of {', '.join(sorted(BACKEND_BY_SUFFIX))}")

@@ -1,0 +1,100 @@
+"""The one interface every inference backend implements.
+
+The pipeline only ever talks to a `Backend`: it hands over a float32 batch in the backend's
+layout (NCHW or NHWC, RGB in [0, 1], H and W already padded to `multiple`) and gets a float32
+batch of the same layout back (not clamped; post-processing clips).
+"""
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+DEFAULT_MULTIPLE = 8
+
+
+class ModelError(RuntimeError):
+    """A model that cannot be found, loaded or run. The message is meant for the user as is."""
+
+
+class Backend(ABC):
+    """An inference engine holding one loaded model.
+
+    Attributes reported in the stats: `name` (engine), `precision` (fp32/fp16/int8/unknown),
+    `provider` (where it actually runs, e.g. CPUExecutionProvider). `layout` is "NCHW" or "NHWC";
+    `multiple` is the size multiple H and W must be divisible by.
+    """
+
+    name: str = "backend"
+    precision: str = "unknown"
+    provider: str = "unknown"
+    layout: str = "NCHW"
+    multiple: int = DEFAULT_MULTIPLE
+
+    @abstractmethod
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        """Run the model on a float32 batch in `self.layout`; returns float32, same layout."""
+
+    def warmup(self, height: int, width: int, runs: int = 2) -> None:
+        """Run the model on a zero frame of the given (padded) size so that lazy initialisation
+        (kernel selection, engine builds, allocations) is not charged to the first real frame."""
+        shape = (1, 3, height, width) if self.layout == "NCHW" else (1, height, width, 3)
+        dummy = np.zeros(shape, dtype=np.float32)
+        for _ in range(max(runs, 1)):
+            self.infer(dummy)
+
+    def close(self) -> None:
+        """Release engine resources; the default has none beyond garbage collection."""
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "precision": self.precision, "provider": self.provider,
+                "layout": self.layout, "multiple": self.multiple}
+
+    def __enter__(self) -> "Backend":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def sidecar_path(model_path: str | Path) -> Path | None:
+    """The JSON sidecar written next to an exported model, if any.
+
+    Looked up as `<model>.<ext>.json` first (specific to this file), then `<model>.json`.
+    """
+    p = Path(model_path)
+    for cand in (p.with_name(p.name + ".json"), p.with_suffix(".json")):
+        if cand.is_file():
+            return cand
+    return None
+
+
+def read_sidecar(model_path: str | Path) -> dict[str, Any]:
+    """Contents of the model's sidecar JSON, or {} when there is none. A sidecar that exists but
+    is not valid JSON is an error: silently ignoring it would skip the engine compatibility check."""
+    path = sidecar_path(model_path)
+    if path is None:
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"cannot read the model sidecar {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ModelError(f"model sidecar {path} must hold a JSON object")
+    return data
+
+
+def parse_multiple(value: Any, where: str) -> int:
+    """A positive int from metadata (stored as a string in ONNX metadata_props)."""
+    if value is None or value == "":
+        return DEFAULT_MULTIPLE
+    try:
+        m = int(value)
+    except (TypeError, ValueError):
+        raise ModelError(f"{where}: size multiple must be an integer, got {value!r}") from None
+    if m < 1:
+        raise ModelError(f"{where}: size multiple must be >= 1, got {m}")
+    return m

@@ -1,0 +1,97 @@
+"""LiteRT (TFLite) backend for .tflite models, CPU with the XNNPACK delegate (LiteRT's default).
+
+Models exported from Keras are NHWC ([1,H,W,3]); the layout is read from the input shape so an
+NCHW-converted model works too. Integer models are (de)quantised here with the tensors' own
+scale and zero point, so the pipeline always sees float32 in [0, 1].
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from .base import Backend, ModelError, parse_multiple, read_sidecar
+
+
+def _interpreter_class() -> Any:
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    except ImportError:
+        raise ModelError("LiteRT is not installed: `pip install ai-edge-litert` "
+                         "(or use the .onnx model)") from None
+    return Interpreter
+
+
+def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
+    info = np.iinfo(dtype)
+    q = np.rint(x / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize(q: np.ndarray, scale: float, zero_point: int) -> np.ndarray:
+    return (q.astype(np.float32) - np.float32(zero_point)) * np.float32(scale)
+
+
+class LiteRTBackend(Backend):
+    name = "litert"
+
+    def __init__(self, path: Union[str, Path], threads: Optional[int] = None, **_: Any) -> None:
+        Interpreter = _interpreter_class()
+        path = Path(path)
+        try:
+            self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
+            self.interp.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"cannot load {path} with LiteRT (is it a .tflite model?): "
+                             f"{msg[:300]}") from None
+        ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
+        if len(ins) != 1 or not outs:
+            raise ModelError(f"{path}: expected one image input, got {len(ins)} inputs")
+        self.inp, self.out = ins[0], outs[0]
+        shape = list(self.inp["shape"])
+        if len(shape) != 4 or 3 not in (shape[-1], shape[1]):
+            raise ModelError(f"{path}: expected a 4-D RGB input, got shape {shape}")
+        self.layout = "NHWC" if shape[-1] == 3 else "NCHW"
+        self.in_dtype = np.dtype(self.inp["dtype"])
+        self.multiple = parse_multiple(read_sidecar(path).get("multiple"), str(path))
+        self.precision = self._precision()
+        self.provider = f"XNNPACK ({threads} threads)" if threads else "XNNPACK"
+        self.threads = threads
+        self._shape = tuple(shape)
+        self.path = path
+
+    def _precision(self) -> str:
+        if self.in_dtype in (np.int8, np.uint8):
+            return "int8"
+        dtypes = {np.dtype(t["dtype"]) for t in self.interp.get_tensor_details()}
+        if np.dtype(np.int8) in dtypes:
+            return "int8"  # float I/O around an int8 graph
+        if np.dtype(np.float16) in dtypes:
+            return "fp16"
+        return "fp32"
+
+    def _resize(self, shape: tuple[int, ...]) -> None:
+        # Re-allocating is expensive, so only when the frame size actually changes.
+        if shape == self._shape:
+            return
+        self.interp.resize_tensor_input(self.inp["index"], list(shape), strict=False)
+        self.interp.allocate_tensors()
+        self.out = self.interp.get_output_details()[0]
+        self._shape = shape
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self._resize(tuple(int(s) for s in batch.shape))
+        scale, zp = self.inp["quantization"]
+        if self.in_dtype.kind in "iu" and scale:
+            x = quantize(batch, scale, zp, self.in_dtype)
+        else:
+            x = np.ascontiguousarray(batch, dtype=self.in_dtype)
+        self.interp.set_tensor(self.inp["index"], x)
+        self.interp.invoke()
+        y = self.interp.get_tensor(self.out["index"])
+        oscale, ozp = self.out["quantization"]
+        if y.dtype.kind in "iu" and oscale:
+            return dequantize(y, oscale, ozp)
+        return y.astype(np.float32, copy=True)

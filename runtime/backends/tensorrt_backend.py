@@ -1,0 +1,170 @@
+"""TensorRT engine backend (.engine / .plan), written against the TensorRT 10 Python API.
+
+Engines are tied to the TensorRT version and the GPU they were built on, so the JSON sidecar
+written at build time (tensorrt_version, gpu_name, precision, profile) is checked before
+deserialising: a mismatch otherwise shows up as an opaque deserialisation failure.
+
+Device buffers and pinned host buffers are allocated once and only re-allocated when a frame
+needs more room; copies and the launch go on one CUDA stream, synchronised once per frame.
+"""
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import numpy as np
+
+from .base import Backend, ModelError, parse_multiple, read_sidecar
+
+TRT_MISSING = ("TensorRT is not installed: it ships with JetPack on Jetson; on x86 "
+               "`pip install tensorrt`; or use the .onnx model")
+
+
+def _import_tensorrt() -> Any:
+    try:
+        import tensorrt as trt  # noqa: PLC0415 - optional, only present on GPU devices
+    except ImportError:
+        raise ModelError(TRT_MISSING) from None
+    return trt
+
+
+def _import_cudart() -> Any:
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python layout
+        except ImportError:
+            raise ModelError("the TensorRT backend needs cuda-python for GPU memory and streams: "
+                             "`pip install cuda-python` (matching your CUDA version)") from None
+    return cudart
+
+
+class _Cuda:
+    """The handful of CUDA runtime calls the backend needs, with errors turned into exceptions."""
+
+    def __init__(self) -> None:
+        self.rt = _import_cudart()
+
+    def call(self, result: Any) -> Any:
+        err, *rest = result if isinstance(result, tuple) else (result,)
+        if err != self.rt.cudaError_t.cudaSuccess:
+            raise ModelError(f"CUDA error: {err}")
+        return rest[0] if len(rest) == 1 else (rest or None)
+
+    def gpu_name(self, device: int = 0) -> str:
+        props = self.call(self.rt.cudaGetDeviceProperties(device))
+        name = props.name
+        return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).strip("\x00 ")
+
+
+class _Buffer:
+    """A pinned host buffer and a device buffer of the same byte size."""
+
+    def __init__(self, cuda: _Cuda, nbytes: int, dtype: np.dtype) -> None:
+        self.cuda, self.nbytes, self.dtype = cuda, nbytes, np.dtype(dtype)
+        self.device = cuda.call(cuda.rt.cudaMalloc(nbytes))
+        self.host_ptr = cuda.call(cuda.rt.cudaMallocHost(nbytes))
+        count = nbytes // self.dtype.itemsize
+        ctype = ctypes.c_byte * nbytes
+        raw = np.ctypeslib.as_array(ctype.from_address(int(self.host_ptr)))
+        self.host = raw.view(self.dtype)[:count]
+
+    def free(self) -> None:
+        self.cuda.rt.cudaFree(self.device)
+        self.cuda.rt.cudaFreeHost(self.host_ptr)
+
+
+def check_sidecar(meta: dict[str, Any], trt_version: str, gpu_name: Optional[str], path: Path) -> None:
+    """Refuse an engine built for another TensorRT version or GPU, with the fix in the message."""
+    built_ver = meta.get("tensorrt_version")
+    if built_ver and str(built_ver) != trt_version:
+        raise ModelError(f"{path} was built with TensorRT {built_ver} but this device has "
+                         f"{trt_version}: rebuild the engine on this device from the .onnx model")
+    built_gpu = meta.get("gpu_name")
+    if built_gpu and gpu_name and str(built_gpu).strip() != gpu_name:
+        raise ModelError(f"{path} was built on GPU {built_gpu!r} but this device has "
+                         f"{gpu_name!r}: rebuild the engine on this device from the .onnx model")
+
+
+class TensorRTBackend(Backend):
+    name = "tensorrt"
+    layout = "NCHW"
+
+    def __init__(self, path: Union[str, Path], **_: Any) -> None:
+        trt = _import_tensorrt()
+        self.trt = trt
+        self.cuda = _Cuda()
+        path = Path(path)
+        meta = read_sidecar(path)
+        gpu = self.cuda.gpu_name()
+        check_sidecar(meta, trt.__version__, gpu, path)
+        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.runtime = trt.Runtime(self.logger)
+        try:
+            engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
+        except OSError as exc:
+            raise ModelError(f"cannot read engine {path}: {exc.strerror or exc}") from None
+        if engine is None:
+            raise ModelError(f"TensorRT could not deserialise {path}: not an engine, or built "
+                             "with another TensorRT version or GPU; rebuild it on this device")
+        self.engine = engine
+        self.context = engine.create_execution_context()
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
+        if len(ins) != 1 or not outs:
+            raise ModelError(f"{path}: expected one input and one output tensor, got {names}")
+        self.input_name, self.output_name = ins[0], outs[0]
+        self.in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
+        self.out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
+        self.stream = self.cuda.call(self.cuda.rt.cudaStreamCreate())
+        self._in: Optional[_Buffer] = None
+        self._out: Optional[_Buffer] = None
+        self.multiple = parse_multiple(meta.get("multiple"), str(path))
+        self.precision = str(meta.get("precision", "unknown"))
+        self.provider = f"TensorRT {trt.__version__} on {gpu}"
+        self.path = path
+
+    def _ensure(self, buf: Optional[_Buffer], nbytes: int, dtype: np.dtype) -> _Buffer:
+        # Grow only: a stream of same-sized frames never re-allocates.
+        if buf is not None and buf.nbytes >= nbytes:
+            return buf
+        if buf is not None:
+            buf.free()
+        return _Buffer(self.cuda, nbytes, dtype)
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        rt = self.cuda.rt
+        batch = np.ascontiguousarray(batch, dtype=self.in_dtype)
+        if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
+            raise ModelError(f"input shape {tuple(batch.shape)} is outside the engine's "
+                             "optimisation profile: rebuild it with a profile covering this size")
+        out_shape = tuple(self.context.get_tensor_shape(self.output_name))
+        out_bytes = int(np.prod(out_shape)) * self.out_dtype.itemsize
+        self._in = self._ensure(self._in, batch.nbytes, self.in_dtype)
+        self._out = self._ensure(self._out, out_bytes, self.out_dtype)
+        self._in.host[:batch.size] = batch.ravel()
+        c = self.cuda.call
+        c(rt.cudaMemcpyAsync(self._in.device, self._in.host_ptr, batch.nbytes,
+                             rt.cudaMemcpyKind.cudaMemcpyHostToDevice, self.stream))
+        self.context.set_tensor_address(self.input_name, int(self._in.device))
+        self.context.set_tensor_address(self.output_name, int(self._out.device))
+        if not self.context.execute_async_v3(int(self.stream)):
+            raise ModelError("TensorRT execution failed (see the TensorRT log above)")
+        c(rt.cudaMemcpyAsync(self._out.host_ptr, self._out.device, out_bytes,
+                             rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, self.stream))
+        c(rt.cudaStreamSynchronize(self.stream))
+        n = out_bytes // self.out_dtype.itemsize
+        # Copy out of the pinned buffer: the next frame overwrites it while this one is post-processed.
+        return self._out.host[:n].reshape(out_shape).astype(np.float32, copy=True)
+
+    def close(self) -> None:
+        for buf in (self._in, self._out):
+            if buf is not None:
+                buf.free()
+        self._in = self._out = None
+        if getattr(self, "stream", None) is not None:
+            self.cuda.rt.cudaStreamDestroy(self.stream)
+            self.stream = None

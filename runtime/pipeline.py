@@ -1,0 +1,270 @@
+"""The streaming pipeline: capture -> (pre, infer, post) -> output, each in its own thread.
+
+Queues between stages are bounded, so memory stays flat whatever the source does. Two policies:
+- lossless (files): a full queue blocks the producer; every frame is processed, in order.
+- live (cameras, streams): the capture queue keeps only the newest frames; older ones are
+  dropped and counted, so latency stays bounded when the model is slower than the camera.
+The output stage runs in the calling thread: GUI toolkits want windows driven from one thread,
+and signals are delivered there.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from collections import deque
+from itertools import chain
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence, Union
+
+from .backends import Backend, load_backend
+from .prepost import FrameProcessor, Timings
+from .sinks import MultiSink, NullSink, Sink, WindowSink, output_sink
+from .sources import ImageSource, Source, SourceError, open_source
+from .stats import LiveReporter, Stats, write_json_atomic
+
+_END = object()  # end-of-stream marker passed down the queues
+
+
+class FrameQueue:
+    """Bounded FIFO. With drop_oldest, put never blocks: the oldest item is discarded instead."""
+
+    def __init__(self, maxsize: int, drop_oldest: bool) -> None:
+        self.maxsize, self.drop_oldest = max(1, maxsize), drop_oldest
+        self._items: deque = deque()
+        self._cond = threading.Condition()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+    def put(self, item: Any, stop: threading.Event) -> int:
+        """Enqueue; returns the number of items dropped to make room (live policy). In lossless
+        mode a full queue blocks until there is room, or returns without enqueueing once `stop`
+        is set (the consumer then sees the end of the stream)."""
+        with self._cond:
+            dropped = 0
+            while len(self._items) >= self.maxsize:
+                if self.drop_oldest:
+                    self._items.popleft()
+                    dropped += 1
+                elif stop.is_set():
+                    return 0
+                else:
+                    self._cond.wait(0.05)
+            self._items.append(item)
+            self._cond.notify_all()
+            return dropped
+
+    def get(self, stop: threading.Event) -> Any:
+        """Next item, or _END once `stop` is set and nothing is queued."""
+        with self._cond:
+            while not self._items:
+                if stop.is_set():
+                    return _END
+                self._cond.wait(0.05)
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+
+class _SignalStop:
+    """Ctrl-C / SIGTERM set the stop event (clean shutdown, output finalised); a second Ctrl-C
+    raises KeyboardInterrupt for when something is stuck."""
+
+    def __init__(self, stop: threading.Event) -> None:
+        self.stop, self.interrupted = stop, False
+        self._old: dict = {}
+
+    def _handler(self, signum: int, _frame: Any) -> None:
+        if self.interrupted and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.interrupted = True
+        self.stop.set()
+
+    def __enter__(self) -> "_SignalStop":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handler)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+
+class _Worker(threading.Thread):
+    """A daemon thread whose exception is kept for the caller and stops the whole pipeline."""
+
+    def __init__(self, name: str, target: Callable[[], None], stop: threading.Event,
+                 errors: list) -> None:
+        super().__init__(name=name, daemon=True)
+        self._fn, self._stop_ev, self._errors = target, stop, errors
+
+    def run(self) -> None:
+        try:
+            self._fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises
+            self._errors.append(exc)
+            self._stop_ev.set()
+
+
+def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
+               output: Optional[Union[str, Path]] = None, *, show: bool = False,
+               view: str = "side", stats_path: Optional[Union[str, Path]] = None,
+               threads: Optional[int] = None, provider: Union[str, Sequence[str]] = "auto",
+               tile: int = 0, overlap: int = 32, width: int = 1920, height: int = 1080,
+               fps: float = 0.0, max_frames: Optional[int] = None, live: Optional[bool] = None,
+               quiet: bool = True, queue_size: Optional[int] = None,
+               reconnect_attempts: int = 5, stop_event: Optional[threading.Event] = None,
+               report_interval: float = 1.0) -> dict[str, Any]:
+    """Sharpen a stream end to end and return the stats dict (also written to `stats_path`).
+
+    model: a model path (.onnx/.engine/.plan/.tflite) or an already loaded Backend.
+    source: a source spec (see runtime.sources.open_source) or an opened Source.
+    output: video file (.mp4...), image folder, or image file for a single image; None: no file.
+    live: force the live (drop stale frames) or lossless policy; None picks from the source.
+    max_frames: stop after this many frames. queue_size: queue bound (default 1 live, 4 files).
+    quiet: no live stats line. stop_event: set it to stop the run from another thread.
+    Raises ModelError / SourceError / SinkError / FrameError with user-facing messages.
+    """
+    stop = stop_event or threading.Event()
+    stats = Stats()
+    errors: list[BaseException] = []
+    own_backend = not isinstance(model, Backend)
+    backend = load_backend(model, threads=threads, providers=provider) if own_backend else model
+    src: Optional[Source] = None
+    sink: Optional[Sink] = None
+    try:
+        src = source if isinstance(source, Source) else open_source(
+            source, width=width, height=height, fps=fps, live=live,
+            reconnect_attempts=reconnect_attempts)
+        if live is not None:
+            src.live = live
+        processor = FrameProcessor(backend, tile=tile, overlap=overlap)
+        sink = _make_sink(src, output, show, view, stop, fps, stats)
+        frames = src.frames(stop)
+        first = next(frames, None)
+        if first is None:
+            raise SourceError(f"source {src.spec!r} produced no frames")
+        processor.warmup(first.image)  # one-off costs (allocation, kernel selection) not timed
+        processor.warmup(first.image)
+        first.t_capture = time.perf_counter()
+
+        stats.info = {"backend": {k: v for k, v in backend.describe().items()},
+                      "source": src.describe(), "live": src.live,
+                      "output": str(output) if output else None, "show": show,
+                      "tile": tile, "overlap": overlap if tile else 0}
+        qsize = queue_size or (1 if src.live else 4)
+        q_in, q_out = FrameQueue(qsize, drop_oldest=src.live), FrameQueue(qsize, drop_oldest=False)
+        limit = max_frames if max_frames and max_frames > 0 else None
+
+        def capture() -> None:
+            try:
+                for n, fr in enumerate(chain([first], frames)):
+                    if stop.is_set():
+                        break
+                    stats.add("capture", fr.capture_s)
+                    stats.count("frames_captured")
+                    dropped = q_in.put(fr, stop)
+                    if dropped:
+                        stats.count("dropped_frames", dropped)
+                    stats.queue_len("capture", len(q_in))
+                    # Lossless runs stop reading at the limit; live runs stop when enough
+                    # frames were written (frames in between may be dropped).
+                    if limit and not src.live and n + 1 >= limit:
+                        break
+            finally:
+                stats.count("dropped_frames", q_in.put(_END, stop))
+
+        def process() -> None:
+            while True:
+                fr = q_in.get(stop)
+                if fr is _END:
+                    q_out.put(_END, stop)
+                    return
+                t = Timings()
+                result = processor(fr.image, t)
+                stats.add("pre", t.pre)
+                stats.add("infer", t.infer)
+                stats.add("post", t.post)
+                q_out.put((fr, result), stop)
+                stats.queue_len("output", len(q_out))
+
+        stats.start()
+        workers = [_Worker("capture", capture, stop, errors), _Worker("infer", process, stop, errors)]
+        reporter = None if quiet else LiveReporter(stats, report_interval).start()
+        with _SignalStop(stop) as sig:
+            for w in workers:
+                w.start()
+            try:
+                _write_loop(q_out, sink, stop, stats, limit if src.live else None)
+            except BaseException as exc:
+                errors.append(exc)
+                stop.set()
+            finally:
+                stop.set()  # the stream is over (or failed): let capture and infer wind down
+                for w in workers:
+                    w.join(timeout=10)
+                stats.stop()
+                if reporter is not None:
+                    reporter.close()
+        stats.info["interrupted"] = sig.interrupted
+    finally:
+        closers = [c for c in (sink.close if sink else None, src.close if src else None,
+                               backend.close if own_backend else None) if c]
+        for close in closers:
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - first error wins, the rest still close
+                errors.append(exc)
+    if errors:
+        raise errors[0]
+    summary = stats.summary()
+    if stats_path:
+        write_json_atomic(stats_path, summary)
+    return summary
+
+
+def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Stats,
+                live_limit: Optional[int]) -> None:
+    while True:
+        # After `stop`, frames already queued are still written, then the end marker comes.
+        item = q_out.get(stop)
+        if item is _END:
+            return
+        fr, result = item
+        t0 = time.perf_counter()
+        sink.write(fr.image, result, fr.name)
+        t1 = time.perf_counter()
+        stats.add("write", t1 - t0)
+        stats.add("end_to_end", t1 - fr.t_capture)
+        stats.count("frames_processed")
+        if live_limit and stats.frames_processed >= live_limit:
+            return
+
+
+def _make_sink(src: Source, output: Optional[Union[str, Path]], show: bool, view: str,
+               stop: threading.Event, fps: float, stats: Stats) -> Sink:
+    sinks: list[Sink] = []
+    if output:
+        single = isinstance(src, ImageSource) and src.frame_count == 1
+        sinks.append(output_sink(output, src.fps or fps or 30.0, single))
+    if show:
+        ema = {"fps": 0.0, "t": None}
+
+        def overlay() -> str:
+            # Cheap running estimate: the full percentile summary is too slow per frame.
+            now = time.perf_counter()
+            if ema["t"] is not None and now > ema["t"]:
+                inst = 1.0 / (now - ema["t"])
+                ema["fps"] = inst if not ema["fps"] else 0.9 * ema["fps"] + 0.1 * inst
+            ema["t"] = now
+            return f"{ema['fps']:.1f} fps  dropped {stats.dropped_frames}"
+
+        if view not in ("side", "split"):
+            raise ValueError(f"--view must be side or split, got {view!r}")
+        sinks.append(WindowSink(view, stop, overlay))
+    if not sinks:
+        return NullSink()
+    return sinks[0] if len(sinks) == 1 else MultiSink(sinks)

@@ -1,0 +1,159 @@
+"""Frame conversion around the model, vectorised with numpy/cv2 (no per-pixel Python).
+
+BGR uint8 frame -> RGB float32 [0,1] in the backend's layout, reflect-padded to the model's size
+multiple -> model -> cropped back, clipped, rounded -> BGR uint8 frame of the input's size.
+"""
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .backends.base import Backend
+from .tiling import pad_to_multiple, tiled_apply
+
+
+class FrameError(ValueError):
+    """A frame the pipeline cannot convert (unsupported shape or dtype)."""
+
+
+_warned: set[str] = set()
+
+
+def _warn_once(key: str, msg: str) -> None:
+    # Per-frame warnings would flood the terminal at 30 fps.
+    if key not in _warned:
+        _warned.add(key)
+        print(f"warning: {msg}", file=sys.stderr)
+
+
+def to_bgr8(frame: np.ndarray) -> np.ndarray:
+    """Any supported frame -> HxWx3 BGR uint8. Grayscale and BGRA are converted (warned once);
+    uint16 (e.g. 16-bit PNG) is scaled to 8 bit; anything else raises FrameError."""
+    if not isinstance(frame, np.ndarray):
+        raise FrameError(f"expected an image array, got {type(frame).__name__}")
+    if frame.dtype == np.uint16:
+        _warn_once("uint16", "16-bit frames are scaled to 8 bit")
+        frame = (frame >> 8).astype(np.uint8)
+    elif frame.dtype != np.uint8:
+        raise FrameError(f"unsupported frame dtype {frame.dtype}: expected uint8 or uint16")
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        _warn_once("gray", "grayscale frames are converted to BGR")
+        return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        _warn_once("bgra", "BGRA frames are converted to BGR (alpha dropped)")
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
+    if frame.ndim == 3 and frame.shape[2] == 3:
+        return frame
+    raise FrameError(f"unsupported frame shape {frame.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
+
+
+_SCALE = np.float32(1.0 / 255.0)
+
+
+def _to_u8(x: np.ndarray) -> np.ndarray:
+    """float [0,1] (any range) -> uint8, clipped and rounded, in two SIMD passes: cv2 saturates
+    at 255 and rounds, but takes |x|, so negatives are clamped to 0 first. About 10x faster
+    than the numpy clip/round/astype chain at 1080p."""
+    if x.dtype != np.float32:
+        x = x.astype(np.float32)
+    return cv2.convertScaleAbs(cv2.max(x, 0.0), alpha=255.0)
+
+
+def bgr8_to_rgbf(frame: np.ndarray) -> np.ndarray:
+    """HxWx3 BGR uint8 -> HxWx3 RGB float32 in [0, 1]."""
+    return np.multiply(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), _SCALE, dtype=np.float32)
+
+
+def rgbf_to_bgr8(img: np.ndarray) -> np.ndarray:
+    """HxWx3 RGB float (any range) -> BGR uint8, clipped and rounded."""
+    return cv2.cvtColor(_to_u8(np.ascontiguousarray(img)), cv2.COLOR_RGB2BGR)
+
+
+def to_batch(frame: np.ndarray, multiple: int, layout: str) -> tuple[np.ndarray, tuple[int, int]]:
+    """BGR uint8 frame -> (1-image float32 batch in `layout`, original (h, w)).
+
+    Padding happens on the uint8 frame (4x less memory traffic than on floats); NCHW planes are
+    written straight into the batch, so the frame is converted in one pass, never transposed."""
+    padded, hw = pad_to_multiple(frame, multiple)
+    if layout == "NCHW":
+        H, W = padded.shape[:2]
+        batch = np.empty((1, 3, H, W), np.float32)
+        b, g, r = cv2.split(padded)
+        for c, plane in enumerate((r, g, b)):
+            np.multiply(plane, _SCALE, out=batch[0, c])
+        return batch, hw
+    return bgr8_to_rgbf(padded)[None], hw
+
+
+def from_batch(out: np.ndarray, hw: tuple[int, int], layout: str) -> np.ndarray:
+    """Model output batch -> BGR uint8 frame cropped to `hw`."""
+    h, w = hw
+    if layout == "NCHW":
+        ok = out.ndim == 4 and out.shape[1] == 3 and out.shape[2] >= h and out.shape[3] >= w
+    else:
+        ok = out.ndim == 4 and out.shape[3] == 3 and out.shape[1] >= h and out.shape[2] >= w
+    if not ok:
+        raise FrameError(f"model returned shape {out.shape}, expected an RGB image of at least "
+                         f"{h}x{w} in {layout}")
+    if layout == "NCHW":
+        return cv2.merge([_to_u8(np.ascontiguousarray(out[0, c, :h, :w])) for c in (2, 1, 0)])
+    return rgbf_to_bgr8(out[0, :h, :w])
+
+
+@dataclass
+class Timings:
+    """Seconds spent in each stage for one frame."""
+    pre: float = 0.0
+    infer: float = 0.0
+    post: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class FrameProcessor:
+    """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
+    Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
+
+    def __init__(self, backend: Backend, tile: int = 0, overlap: int = 32) -> None:
+        if tile < 0 or overlap < 0:
+            raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
+        if tile and overlap >= tile:
+            raise ValueError(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
+        self.backend, self.tile, self.overlap = backend, tile, overlap
+
+    def _infer_nchw(self, batch: np.ndarray) -> np.ndarray:
+        # tiled_apply speaks NCHW; NHWC backends (TFLite) get transposed tiles.
+        if self.backend.layout == "NCHW":
+            return self.backend.infer(batch)
+        out = self.backend.infer(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
+        return out.transpose(0, 3, 1, 2)
+
+    def warmup(self, frame: np.ndarray) -> None:
+        """Run the real path once on a frame so one-off costs are not timed."""
+        self(frame)
+
+    def __call__(self, frame: np.ndarray, timings: Optional[Timings] = None) -> np.ndarray:
+        t = timings if timings is not None else Timings()
+        t0 = time.perf_counter()
+        bgr = to_bgr8(frame)
+        layout, multiple = self.backend.layout, self.backend.multiple
+        if self.tile:
+            img = bgr8_to_rgbf(bgr)
+            t1 = time.perf_counter()
+            out = tiled_apply(img, self._infer_nchw, tile=self.tile, overlap=self.overlap,
+                              multiple=multiple, batch_size=1)
+            t2 = time.perf_counter()
+            result = rgbf_to_bgr8(out)
+        else:
+            batch, hw = to_batch(bgr, multiple, layout)
+            t1 = time.perf_counter()
+            out = self.backend.infer(batch)
+            t2 = time.perf_counter()
+            result = from_batch(out, hw, layout)
+        t3 = time.perf_counter()
+        t.pre, t.infer, t.post = t1 - t0, t2 - t1, t3 - t2
+        return result

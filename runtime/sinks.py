@@ -1,0 +1,186 @@
+"""Frame sinks: video file, image folder/file, on-screen window, nothing.
+
+Every sink takes (original, sharpened, name) per frame and must be closed; the video sink
+writes to a temporary name and renames on close so an interrupted run still leaves a complete,
+playable file and never a half-written one under the final name.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .sources import IMAGE_EXTS, VIDEO_EXTS
+
+
+class SinkError(RuntimeError):
+    """An output that cannot be opened or written. The message is meant for the user as is."""
+
+
+class Sink:
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class NullSink(Sink):
+    """No output (benchmarking)."""
+
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        pass
+
+
+class VideoFileSink(Sink):
+    """mp4v video of the sharpened frames, same size and fps as the source."""
+
+    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+        self.path = Path(path)
+        self.fps = fps if fps and fps > 0 else 30.0
+        # Keep the real extension last: OpenCV picks the container from it.
+        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        self.writer: Optional[cv2.VideoWriter] = None
+        self.size: Optional[tuple[int, int]] = None
+        self.frames = 0
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create the output folder for {self.path}: {exc}") from None
+
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        h, w = sharpened.shape[:2]
+        if self.writer is None:
+            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"),
+                                          self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise SinkError(f"cannot open video writer for {self.path} (mp4v, {w}x{h})")
+            self.size = (w, h)
+        elif (w, h) != self.size:
+            # A video has one size; resizing keeps the file valid if a stream changes resolution.
+            sharpened = cv2.resize(sharpened, self.size, interpolation=cv2.INTER_AREA)
+        self.writer.write(sharpened)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.writer is None:
+            return
+        self.writer.release()
+        self.writer = None
+        os.replace(self.tmp, self.path)
+
+
+class ImageSink(Sink):
+    """Images named after the input files in a folder, or one image file for a single input."""
+
+    def __init__(self, path: str | os.PathLike, single_file: bool = False) -> None:
+        self.path, self.single = Path(path), single_file
+        try:
+            (self.path.parent if single_file else self.path).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot create output folder {self.path}: {exc}") from None
+
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        target = self.path if self.single else self.path / name
+        if target.suffix.lower() not in IMAGE_EXTS:
+            target = target.with_name(target.name + ".png")
+        if not cv2.imwrite(str(target), sharpened):
+            raise SinkError(f"cannot write image {target}")
+
+
+def has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True
+
+
+def compose(original: np.ndarray, sharpened: np.ndarray, view: str, max_width: int = 1920) -> np.ndarray:
+    """Side by side (original | sharpened) or split (left half original, right half sharpened)."""
+    if original.shape != sharpened.shape:
+        original = cv2.resize(original, (sharpened.shape[1], sharpened.shape[0]))
+    if view == "split":
+        out = sharpened.copy()
+        mid = out.shape[1] // 2
+        out[:, :mid] = original[:, :mid]
+        cv2.line(out, (mid, 0), (mid, out.shape[0] - 1), (255, 255, 255), 1)
+    else:
+        out = np.hstack([original, sharpened])
+    if out.shape[1] > max_width:  # two 1080p frames side by side do not fit a 1080p screen
+        scale = max_width / out.shape[1]
+        out = cv2.resize(out, (max_width, int(out.shape[0] * scale)), interpolation=cv2.INTER_AREA)
+    return out
+
+
+class WindowSink(Sink):
+    """An OpenCV window with an fps / latency overlay; q or Esc stops the run."""
+
+    def __init__(self, view: str, stop: threading.Event, overlay=None,
+                 title: str = "sharpen (original | sharpened)") -> None:
+        if not has_display():
+            raise SinkError("--show needs a display (DISPLAY/WAYLAND_DISPLAY is not set); run "
+                            "without --show, or use --output to save the result")
+        self.view, self.stop, self.overlay, self.title = view, stop, overlay, title
+        try:
+            cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
+        except cv2.error:
+            raise SinkError("--show needs an OpenCV build with GUI support (this one is headless:"
+                            " install opencv-python instead of opencv-python-headless, or use "
+                            "--output)") from None
+
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        img = compose(original, sharpened, self.view)
+        text = self.overlay() if self.overlay else ""
+        if text:
+            cv2.putText(img, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4, cv2.LINE_AA)
+            cv2.putText(img, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 1, cv2.LINE_AA)
+        cv2.imshow(self.title, img)
+        if (cv2.waitKey(1) & 0xFF) in (ord("q"), 27):
+            self.stop.set()
+
+    def close(self) -> None:
+        try:
+            cv2.destroyWindow(self.title)
+        except cv2.error:
+            pass
+
+
+class MultiSink(Sink):
+    def __init__(self, sinks: list[Sink]) -> None:
+        self.sinks = sinks
+
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        for s in self.sinks:
+            s.write(original, sharpened, name)
+
+    def close(self) -> None:
+        # Close all, even if one fails, so the video file is still finalised.
+        errors = []
+        for s in self.sinks:
+            try:
+                s.close()
+            except Exception as exc:  # noqa: BLE001 - re-raised below
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+
+
+def output_sink(output: str | os.PathLike, fps: float, single_image: bool) -> Sink:
+    """Pick the sink for --output: a video extension gives a video file, an image extension with
+    a single image input gives that file, anything else is a folder of images."""
+    p = Path(output)
+    ext = p.suffix.lower()
+    if ext in VIDEO_EXTS:
+        return VideoFileSink(p, fps)
+    if ext in IMAGE_EXTS:
+        if not single_image:
+            raise SinkError(f"--output {p} is an image file but the source has several frames: "
+                            "give a folder or a video file (.mp4)")
+        return ImageSink(p, single_file=True)
+    if p.exists() and not p.is_dir():
+        raise SinkError(f"--output {p} exists and is not a folder")
+    return ImageSink(p)

@@ -1,0 +1,281 @@
+"""Frame sources: camera, V4L2 device, video file, URL, GStreamer pipeline, images, synthetic.
+
+`open_source(spec)` classifies the string and returns a `Source`; iterating a source yields
+`Frame`s. `live` decides the pipeline's policy: live sources (cameras, streams) keep only the
+newest frame, files are processed losslessly.
+"""
+from __future__ import annotations
+
+import glob as globmod
+import os
+import re
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional
+
+import cv2
+import numpy as np
+
+IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
+VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv",
+              ".flv", ".h264", ".h265", ".hevc"}
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read. The message is meant for the user as is."""
+
+
+@dataclass
+class Frame:
+    index: int
+    image: np.ndarray
+    name: str            # file name for image sources, frame_<index> otherwise
+    t_capture: float     # perf_counter when the frame became available (end-to-end latency start)
+    capture_s: float = 0.0  # time spent reading/decoding this frame
+
+
+class Source:
+    """Base class: iterate to get frames; `close()` releases the device or file."""
+
+    live: bool = False
+    kind: str = "source"
+    fps: float = 0.0              # 0 when unknown
+    frame_count: Optional[int] = None
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> dict:
+        return {"spec": self.spec, "kind": self.kind, "live": self.live, "fps": self.fps,
+                "frame_count": self.frame_count}
+
+
+class ImageSource(Source):
+    kind = "images"
+
+    def __init__(self, spec: str, paths: list[Path]) -> None:
+        super().__init__(spec)
+        if not paths:
+            raise SourceError(f"no images found in {spec!r} (extensions: "
+                              f"{', '.join(sorted(IMAGE_EXTS))})")
+        self.paths = paths
+        self.frame_count = len(paths)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        for i, p in enumerate(self.paths):
+            if stop.is_set():
+                return
+            t0 = time.perf_counter()
+            # UNCHANGED keeps 16-bit and alpha so pre-processing converts them knowingly.
+            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
+            if img is None:
+                raise SourceError(f"cannot read image {p}: unsupported or corrupt file")
+            t1 = time.perf_counter()
+            yield Frame(i, img, p.name, t1, t1 - t0)
+
+
+class VideoSource(Source):
+    """cv2.VideoCapture wrapper. Live captures that fail are reopened with exponential backoff."""
+
+    def __init__(self, spec: str, target: object, api: int = cv2.CAP_ANY, live: bool = False,
+                 kind: str = "video", width: int = 0, height: int = 0, fps: float = 0.0,
+                 reconnect_attempts: int = 5, reconnect_delay: float = 0.5) -> None:
+        super().__init__(spec)
+        self.target, self.api, self.live, self.kind = target, api, live, kind
+        self.req = (width, height, fps)
+        self.reconnect_attempts, self.reconnect_delay = reconnect_attempts, reconnect_delay
+        self.cap = self._open()
+        # Probe one frame now so an unreadable source fails before the model is warmed up.
+        ok, first = self.cap.read()
+        if not ok or first is None:
+            self.cap.release()
+            raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
+                              + (" (is the camera in use by another program?)" if live else
+                                 " (corrupt or unsupported video?)"))
+        self._first: Optional[np.ndarray] = first
+        self.height, self.width = first.shape[:2]
+        fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps_prop) if fps_prop and np.isfinite(fps_prop) and 0 < fps_prop < 1000 else 0.0
+        if not live:
+            n = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+            self.frame_count = n if n > 0 else None
+
+    def _open(self) -> cv2.VideoCapture:
+        cap = cv2.VideoCapture(self.target, self.api)
+        if not cap.isOpened():
+            cap.release()
+            why = {"video": "corrupt or unsupported file?",
+                   "camera": "no camera with this index, or it is in use?",
+                   "v4l2": "not a capture device, or it is in use?",
+                   "stream": "unreachable URL or unsupported protocol?",
+                   "gstreamer": "check the pipeline with gst-launch-1.0; it must end in appsink"}
+            raise SourceError(f"cannot open {self.kind} source {self.spec!r} "
+                              f"({why.get(self.kind, 'unreadable')})")
+        if self.kind in ("camera", "v4l2"):
+            width, height, fps = self.req
+            # USB cameras only reach 1080p at full frame rate with MJPG; YUYV tops out at ~5 fps.
+            cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*"MJPG"))
+            if width:
+                cap.set(cv2.CAP_PROP_FRAME_WIDTH, width)
+            if height:
+                cap.set(cv2.CAP_PROP_FRAME_HEIGHT, height)
+            if fps:
+                cap.set(cv2.CAP_PROP_FPS, fps)
+        if self.live:
+            cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # driver-side queue: stale frames add latency
+        return cap
+
+    def _reconnect(self, stop: threading.Event) -> bool:
+        delay = self.reconnect_delay
+        for _attempt in range(self.reconnect_attempts):
+            if stop.wait(delay):
+                return False
+            delay = min(delay * 2, 10.0)
+            self.cap.release()
+            try:
+                self.cap = self._open()
+            except SourceError:
+                continue
+            ok, _ = self.cap.read()
+            if ok:
+                return True
+        raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
+                          f"{self.reconnect_attempts} attempts")
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        i = 0
+        # A file run with --live is paced at its own frame rate, so it behaves like a camera.
+        period = 1.0 / self.fps if (self.live and self.kind == "video" and self.fps) else 0.0
+        next_t = time.perf_counter()
+        while not stop.is_set():
+            if period:
+                next_t += period
+                stop.wait(max(0.0, next_t - time.perf_counter()))
+            t0 = time.perf_counter()
+            if self._first is not None:
+                ok, img, self._first = True, self._first, None
+            else:
+                ok, img = self.cap.read()
+            if not ok or img is None:
+                if not self.live or self.kind == "video":
+                    return  # end of file (a file run with --live ends too)
+                if not self._reconnect(stop):
+                    return
+                continue
+            t1 = time.perf_counter()
+            yield Frame(i, img, f"frame_{i:06d}", t1, t1 - t0)
+            i += 1
+
+    def close(self) -> None:
+        self.cap.release()
+
+    def describe(self) -> dict:
+        d = super().describe()
+        d.update(width=self.width, height=self.height)
+        return d
+
+
+class SyntheticSource(Source):
+    """Generated frames (moving gradient) for benchmarks and tests without a camera.
+
+    spec: synthetic[:WxH][@FPS]; fps 0 means as fast as possible. Live unless overridden."""
+
+    kind = "synthetic"
+
+    def __init__(self, spec: str = "synthetic", width: int = 1920, height: int = 1080,
+                 fps: float = 0.0, live: bool = True, count: Optional[int] = None) -> None:
+        super().__init__(spec)
+        self.width, self.height, self.fps, self.live = width, height, fps, live
+        self.frame_count = count
+        yy, xx = np.mgrid[0:height, 0:width]
+        self._base = ((xx + yy) % 256).astype(np.uint8)
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        i, period = 0, (1.0 / self.fps if self.fps else 0.0)
+        next_t = time.perf_counter()
+        while not stop.is_set() and (self.frame_count is None or i < self.frame_count):
+            if period:
+                next_t += period
+                stop.wait(max(0.0, next_t - time.perf_counter()))
+            t0 = time.perf_counter()
+            g = np.roll(self._base, i, axis=1)
+            img = np.dstack([g, np.flipud(g), np.full_like(g, (i * 7) % 256)])
+            t1 = time.perf_counter()
+            yield Frame(i, img, f"frame_{i:06d}", t1, t1 - t0)
+            i += 1
+
+
+_SYNTH = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?$")
+
+
+def _gstreamer_available() -> bool:
+    info = cv2.getBuildInformation()
+    m = re.search(r"GStreamer:\s*(\w+)", info)
+    return bool(m and m.group(1).upper() == "YES")
+
+
+def _image_list(paths: list[str]) -> list[Path]:
+    return sorted(Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_EXTS and Path(p).is_file())
+
+
+def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
+                live: Optional[bool] = None, reconnect_attempts: int = 5,
+                reconnect_delay: float = 0.5) -> Source:
+    """Open a source from its command-line spelling.
+
+    "0" camera index; "/dev/video0" V4L2 device; "rtsp://..", "http://.." stream; a string
+    containing "!" a GStreamer pipeline (e.g. nvarguscamerasrc ! ... ! appsink); a video file;
+    an image file, folder or glob; "synthetic[:WxH][@FPS]". width/height/fps apply to cameras.
+    live overrides the policy (None: live for cameras and streams, lossless for files).
+    """
+    spec = str(spec).strip()
+    if not spec:
+        raise SourceError("empty --source")
+    cam = dict(width=width, height=height, fps=fps, reconnect_attempts=reconnect_attempts,
+               reconnect_delay=reconnect_delay)
+
+    m = _SYNTH.match(spec)
+    if m:
+        w, h = (int(m.group(1)), int(m.group(2))) if m.group(1) else (width, height)
+        return SyntheticSource(spec, w, h, float(m.group(3) or 0), True if live is None else live)
+    if spec.isdigit():
+        return VideoSource(spec, int(spec), live=True if live is None else live, kind="camera", **cam)
+    if spec.startswith("/dev/video"):
+        if not os.path.exists(spec):
+            raise SourceError(f"camera device not found: {spec}")
+        return VideoSource(spec, spec, cv2.CAP_V4L2, live=True if live is None else live,
+                           kind="v4l2", **cam)
+    if "!" in spec:
+        if not _gstreamer_available():
+            raise SourceError("this OpenCV build has no GStreamer support, needed for pipeline "
+                              "sources (on Jetson use the system OpenCV from JetPack)")
+        return VideoSource(spec, spec, cv2.CAP_GSTREAMER, live=True if live is None else live,
+                           kind="gstreamer", **cam)
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
+        return VideoSource(spec, spec, cv2.CAP_FFMPEG, live=True if live is None else live,
+                           kind="stream", **cam)
+
+    p = Path(spec)
+    if p.is_dir():
+        return _maybe_live(ImageSource(spec, _image_list([str(q) for q in p.iterdir()])), live)
+    if any(c in spec for c in "*?["):
+        return _maybe_live(ImageSource(spec, _image_list(globmod.glob(spec))), live)
+    if not p.exists():
+        raise SourceError(f"source not found: {spec}")
+    if p.suffix.lower() in IMAGE_EXTS:
+        return _maybe_live(ImageSource(spec, [p]), live)
+    return VideoSource(spec, str(p), cv2.CAP_ANY, live=bool(live), kind="video", **cam)
+
+
+def _maybe_live(src: Source, live: Optional[bool]) -> Source:
+    if live:
+        src.live = True
+    return src

@@ -1,0 +1,161 @@
+"""Pipeline statistics: per-stage latency percentiles, throughput, drops; live print and JSON.
+
+Samples live in fixed-size ring buffers so a camera running for days keeps flat memory; the
+percentiles then describe the most recent `window` frames, the counters the whole run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+STAGES = ("capture", "pre", "infer", "post", "write", "end_to_end")
+
+
+class Stats:
+    """Thread-safe collector shared by the pipeline's threads."""
+
+    def __init__(self, window: int = 10000) -> None:
+        self._lock = threading.Lock()
+        self._samples: dict[str, deque] = {s: deque(maxlen=window) for s in STAGES}
+        self.frames_captured = 0
+        self.frames_processed = 0   # written to the sink (or discarded by a null sink)
+        self.dropped_frames = 0     # stale frames discarded under the live policy
+        self.max_queue_len: dict[str, int] = {}
+        self.t_start: Optional[float] = None
+        self.t_end: Optional[float] = None
+        self.info: dict[str, Any] = {}
+
+    def start(self) -> None:
+        self.t_start = time.perf_counter()
+
+    def stop(self) -> None:
+        self.t_end = time.perf_counter()
+
+    def add(self, stage: str, seconds: float) -> None:
+        with self._lock:
+            self._samples[stage].append(seconds)
+
+    def count(self, field: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, field, getattr(self, field) + n)
+
+    def queue_len(self, name: str, n: int) -> None:
+        with self._lock:
+            if n > self.max_queue_len.get(name, 0):
+                self.max_queue_len[name] = n
+
+    def elapsed(self) -> float:
+        if self.t_start is None:
+            return 0.0
+        return (self.t_end or time.perf_counter()) - self.t_start
+
+    def _percentiles(self, stage: str) -> dict[str, Optional[float]]:
+        vals = np.asarray(self._samples[stage], dtype=np.float64) * 1000.0
+        if vals.size == 0:
+            return {"p50": None, "p95": None, "p99": None, "mean": None, "n": 0}
+        p50, p95, p99 = np.percentile(vals, [50, 95, 99])
+        return {"p50": round(float(p50), 3), "p95": round(float(p95), 3),
+                "p99": round(float(p99), 3), "mean": round(float(vals.mean()), 3),
+                "n": int(vals.size)}
+
+    def summary(self) -> dict[str, Any]:
+        """Everything as a JSON-ready dict (the --stats file and run_stream's return value)."""
+        with self._lock:
+            elapsed = self.elapsed()
+            lat = {s: self._percentiles(s) for s in STAGES if s != "end_to_end"}
+            e2e = self._percentiles("end_to_end")
+            out = {
+                **self.info,
+                "frames_processed": self.frames_processed,
+                "frames_captured": self.frames_captured,
+                "dropped_frames": self.dropped_frames,
+                "elapsed_s": round(elapsed, 4),
+                "throughput_fps": round(self.frames_processed / elapsed, 3) if elapsed > 0 else 0.0,
+                "latency_ms": lat,
+                "end_to_end_ms": e2e,
+                "max_queue_len": dict(self.max_queue_len),
+            }
+        return out
+
+    def line(self) -> str:
+        """One-line live summary."""
+        s = self.summary()
+        lat = s["latency_ms"]
+
+        def ms(d: dict) -> str:
+            return "-" if d["p50"] is None else f"{d['p50']:.1f}"
+        return (f"{s['frames_processed']} frames  {s['throughput_fps']:.1f} fps  "
+                f"e2e p50 {ms(s['end_to_end_ms'])} ms  infer {ms(lat['infer'])}  "
+                f"pre {ms(lat['pre'])}  post {ms(lat['post'])}  cap {ms(lat['capture'])}  "
+                f"write {ms(lat['write'])}  dropped {s['dropped_frames']}")
+
+
+def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """Write JSON via a temp file in the same folder + rename, so readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(data, f, indent=2)
+            f.write("\n")
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+class LiveReporter:
+    """Prints `stats.line()` about once a second from its own thread; rich when available and
+    the terminal is interactive, plain lines otherwise (logs, pipes, devices without rich)."""
+
+    def __init__(self, stats: Stats, interval: float = 1.0, stream=None) -> None:
+        self.stats, self.interval = stats, interval
+        self.stream = stream or sys.stderr
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
+        self._live = None
+
+    def start(self) -> "LiveReporter":
+        if self.stream.isatty():
+            try:
+                from rich.console import Console
+                from rich.live import Live
+                self._live = Live("", console=Console(file=self.stream), refresh_per_second=2,
+                                  transient=False)
+                self._live.start()
+            except ImportError:
+                self._live = None
+        self._thread.start()
+        return self
+
+    def _emit(self) -> None:
+        text = self.stats.line()
+        if self._live is not None:
+            self._live.update(text)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._emit()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        self._emit()
+        if self._live is not None:
+            self._live.stop()

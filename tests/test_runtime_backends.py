@@ -1,0 +1,174 @@
+"""Backends: ONNX Runtime for real, LiteRT with a tiny converted model, TensorRT where present."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_runtime_fixtures import (band_index, lap_var, make_onnx_model,  # noqa: E402
+                                   onnx_model, textured_frame)
+
+from runtime.backends import ModelError, load_backend  # noqa: E402
+from runtime.backends.onnxruntime_backend import resolve_providers  # noqa: E402
+from runtime.backends.tensorrt_backend import TRT_MISSING, check_sidecar  # noqa: E402
+from runtime.prepost import FrameProcessor  # noqa: E402
+
+__all__ = ["onnx_model"]
+HAS_TRT = importlib.util.find_spec("tensorrt") is not None
+
+
+def test_onnx_backend_reports_and_runs(onnx_model):
+    b = load_backend(onnx_model, threads=1)
+    assert (b.name, b.precision, b.provider, b.layout, b.multiple) == \
+        ("onnxruntime", "fp32", "CPUExecutionProvider", "NCHW", 8)
+    x = np.random.default_rng(0).random((2, 3, 16, 24), dtype=np.float32)
+    y = b.infer(x)
+    assert y.shape == x.shape and y.dtype == np.float32
+    assert not np.allclose(x, y)
+
+
+@pytest.mark.parametrize("kind,expected", [("int8", "int8"), ("fp16", "fp16")])
+def test_onnx_precision_detection(tmp_path, kind, expected):
+    b = load_backend(make_onnx_model(tmp_path / f"{kind}.onnx", kind=kind, multiple=16))
+    assert b.precision == expected and b.multiple == 16
+    out = FrameProcessor(b)(textured_frame(4, h=40, w=60))  # 40x60: padded to 48x64
+    assert out.shape == (40, 60, 3) and out.dtype == np.uint8
+    assert band_index(out) == 4 and lap_var(out) > 1.5 * lap_var(textured_frame(4, h=40, w=60))
+
+
+def test_onnx_multiple_defaults_to_8(tmp_path):
+    assert load_backend(make_onnx_model(tmp_path / "m.onnx", multiple=None)).multiple == 8
+
+
+def test_provider_resolution():
+    avail = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert resolve_providers("auto", avail) == avail
+    assert resolve_providers("auto", ["AzureExecutionProvider", "CPUExecutionProvider"]) == \
+        ["CPUExecutionProvider"]
+    assert resolve_providers("cuda", avail) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    with pytest.raises(ModelError, match="not available"):
+        resolve_providers("tensorrt", ["CPUExecutionProvider"])
+
+
+def test_bad_models(tmp_path):
+    with pytest.raises(ModelError, match="model not found"):
+        load_backend(tmp_path / "missing.onnx")
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"\x00\x01 this is not a protobuf" * 50)
+    with pytest.raises(ModelError, match="cannot load .*ONNX"):
+        load_backend(junk)
+    other = tmp_path / "model.pt"
+    other.write_bytes(b"x")
+    with pytest.raises(ModelError, match="unknown model type"):
+        load_backend(other)
+    bad_tfl = tmp_path / "bad.tflite"
+    bad_tfl.write_bytes(b"nope" * 100)
+    with pytest.raises(ModelError, match="LiteRT"):
+        load_backend(bad_tfl)
+
+
+# --- TensorRT ------------------------------------------------------------------------------
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed: the missing-TensorRT message is moot")
+def test_tensorrt_missing_is_a_clear_error(tmp_path):
+    eng = tmp_path / "student.engine"
+    eng.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError) as ei:
+        load_backend(eng)
+    assert str(ei.value) == TRT_MISSING
+
+
+def test_tensorrt_sidecar_mismatch_message():
+    meta = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "precision": "fp16"}
+    check_sidecar(meta, "10.3.0", "Orin", Path("m.engine"))  # same: accepted
+    with pytest.raises(ModelError, match="TensorRT 10.3.0 .* 10.7.0: rebuild the engine"):
+        check_sidecar(meta, "10.7.0", "Orin", Path("m.engine"))
+    with pytest.raises(ModelError, match="GPU 'Orin' .*rebuild the engine"):
+        check_sidecar(meta, "10.3.0", "NVIDIA H100", Path("m.engine"))
+
+
+@pytest.mark.skipif(not HAS_TRT, reason="TensorRT not installed")
+def test_tensorrt_engine_runs(tmp_path, onnx_model):
+    """Builds an engine from the test ONNX model and runs it through the TensorRT backend."""
+    import tensorrt as trt
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    assert parser.parse(Path(onnx_model).read_bytes())
+    config = builder.create_builder_config()
+    profile = builder.create_optimization_profile()
+    profile.set_shape("input", (1, 3, 16, 16), (1, 3, 64, 96), (1, 3, 128, 128))
+    config.add_optimization_profile(profile)
+    eng = tmp_path / "student.engine"
+    eng.write_bytes(bytes(builder.build_serialized_network(network, config)))
+    b = load_backend(eng)
+    ref = load_backend(onnx_model)
+    for h, w in ((64, 96), (32, 48), (128, 128)):  # grows, shrinks, grows the buffers
+        x = np.random.default_rng(h).random((1, 3, h, w), dtype=np.float32)
+        np.testing.assert_allclose(b.infer(x), ref.infer(x), atol=1e-3)
+    (tmp_path / "student.engine.json").write_text(json.dumps({"tensorrt_version": "0.0.1"}))
+    with pytest.raises(ModelError, match="rebuild the engine"):
+        load_backend(eng)
+    b.close()
+
+
+# --- LiteRT --------------------------------------------------------------------------------
+
+def _make_tflite(path: Path, quantized: bool) -> Path:
+    """A Keras depthwise unsharp-mask conv on NHWC [None,None,None,3], converted to .tflite."""
+    tf = pytest.importorskip("tensorflow", reason="tensorflow is needed to build a .tflite model")
+    from test_runtime_fixtures import unsharp_kernel
+    inp = tf.keras.Input(shape=(None, None, 3), batch_size=1)
+    conv = tf.keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)
+    model = tf.keras.Model(inp, conv(inp))
+    conv.set_weights([np.repeat(unsharp_kernel()[:, :, None, None], 3, axis=2)])
+    try:
+        import warnings
+        warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+        conv_ = tf.lite.TFLiteConverter.from_keras_model(model)
+        if quantized:
+            def rep():
+                for i in range(8):
+                    img = textured_frame(i, h=32, w=32)[..., ::-1].astype(np.float32) / 255
+                    yield [img[None]]
+            conv_.optimizations = [tf.lite.Optimize.DEFAULT]
+            conv_.representative_dataset = rep
+            conv_.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            conv_.inference_input_type = tf.uint8
+            conv_.inference_output_type = tf.uint8
+        path.write_bytes(conv_.convert())
+    except Exception as exc:  # noqa: BLE001 - converter failures are environment problems
+        pytest.skip(f"could not make a .tflite model here: {type(exc).__name__}: {exc}")
+    return path
+
+
+@pytest.fixture(scope="module")
+def tflite_models(tmp_path_factory):
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed")
+    d = tmp_path_factory.mktemp("tflite")
+    return _make_tflite(d / "f32.tflite", False), _make_tflite(d / "u8.tflite", True)
+
+
+@pytest.mark.parametrize("which,precision,tol", [(0, "fp32", 1), (1, "int8", 12)])
+def test_litert_backend(tflite_models, onnx_model, which, precision, tol):
+    b = load_backend(tflite_models[which], threads=2)
+    assert b.name == "litert" and b.layout == "NHWC" and b.precision == precision
+    assert "XNNPACK" in b.provider
+    ref = FrameProcessor(load_backend(onnx_model))
+    proc = FrameProcessor(b)
+    # Two sizes: the input tensor is resized and re-allocated when the frame size changes.
+    for h, w in ((64, 96), (40, 56), (64, 96)):
+        f = textured_frame(5, h=h, w=w)
+        out = proc(f)
+        assert out.shape == f.shape
+        assert np.abs(out.astype(int) - ref(f).astype(int))[1:-1, 1:-1].mean() < tol
+        assert lap_var(out) > 1.3 * lap_var(f)
+    # Tiled mode transposes NCHW tiles for this NHWC backend.
+    tiled = FrameProcessor(b, tile=32, overlap=8)(textured_frame(5))
+    assert tiled.shape == (64, 96, 3) and lap_var(tiled) > 1.3 * lap_var(textured_frame(5))

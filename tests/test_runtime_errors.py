@@ -1,0 +1,155 @@
+"""User errors end in one clear line on stderr and a non-zero exit, never a traceback."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_runtime_fixtures import (onnx_model, run_cli, run_cli_subprocess,  # noqa: E402
+                                   textured_frame, write_video)
+
+from runtime.prepost import FrameError, to_bgr8  # noqa: E402
+from runtime.sources import SourceError, open_source  # noqa: E402
+
+__all__ = ["onnx_model"]
+
+
+def _run(capsys, *argv: str) -> tuple[int, str]:
+    rc = run_cli(["run", *argv, "--quiet"])
+    err = capsys.readouterr().err
+    return rc, err
+
+
+def _one_clear_line(err: str, *needles: str) -> None:
+    lines = [ln for ln in err.strip().splitlines() if ln]
+    assert len(lines) == 1, err
+    assert lines[0].startswith("sharpen run: error: "), err
+    assert "Traceback" not in err
+    for n in needles:
+        assert n in lines[0], err
+
+
+def test_missing_source(tmp_path, capsys, onnx_model):
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "nope.mp4"))
+    assert rc != 0
+    _one_clear_line(err, "source not found", "nope.mp4")
+
+
+def test_garbage_video_and_image(tmp_path, capsys, onnx_model):
+    bad = tmp_path / "garbage.mp4"
+    bad.write_bytes(np.random.default_rng(0).bytes(4096))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(bad))
+    assert rc != 0
+    _one_clear_line(err, "garbage.mp4")
+    img = tmp_path / "broken.png"
+    img.write_bytes(b"\x89PNG not really")
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img))
+    assert rc != 0
+    _one_clear_line(err, "cannot read image", "broken.png")
+
+
+def test_empty_folder_and_missing_camera(tmp_path, capsys, onnx_model):
+    (tmp_path / "empty").mkdir()
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "empty"))
+    assert rc != 0
+    _one_clear_line(err, "no images found")
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "/dev/video99")
+    assert rc != 0
+    _one_clear_line(err, "/dev/video99")
+
+
+def test_bad_models_cli(tmp_path, capsys):
+    src = tmp_path / "in.mp4"
+    write_video(src, n=3)
+    rc, err = _run(capsys, "--model", str(tmp_path / "missing.onnx"), "--source", str(src))
+    assert rc != 0
+    _one_clear_line(err, "model not found")
+    txt = tmp_path / "notonnx.onnx"
+    txt.write_text("hello, I am a text file\n" * 20)
+    rc, err = _run(capsys, "--model", str(txt), "--source", str(src))
+    assert rc != 0
+    _one_clear_line(err, "cannot load", "notonnx.onnx")
+
+
+def test_bad_model_subprocess(tmp_path):
+    txt = tmp_path / "x.onnx"
+    txt.write_text("not a model")
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), textured_frame(0))
+    r = run_cli_subprocess(["run", "--model", str(txt), "--source", str(img)])
+    assert r.returncode != 0
+    _one_clear_line(r.stderr, "cannot load")
+
+
+def test_show_without_display_fails_clearly(tmp_path, capsys, monkeypatch, onnx_model):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), textured_frame(0))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--show")
+    assert rc != 0
+    _one_clear_line(err, "--show needs a display")
+
+
+def test_bad_output_and_options(tmp_path, capsys, onnx_model):
+    src = tmp_path / "in.mp4"
+    write_video(src, n=3)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src),
+                   "--output", str(tmp_path / "x.png"))
+    assert rc != 0
+    _one_clear_line(err, "image file but the source has several frames")
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--tile", "32",
+                   "--overlap", "32")
+    assert rc != 0
+    _one_clear_line(err, "--overlap")
+
+
+def test_unsupported_frames():
+    with pytest.raises(FrameError, match="dtype float32"):
+        to_bgr8(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(FrameError, match="shape"):
+        to_bgr8(np.zeros((8, 8, 5), np.uint8))
+    with pytest.raises(FrameError, match="shape"):
+        to_bgr8(np.zeros((2, 8, 8, 3), np.uint8))
+
+
+def test_gstreamer_without_support_is_clear():
+    if "GStreamer:                   YES" in cv2.getBuildInformation():
+        pytest.skip("this OpenCV has GStreamer")
+    with pytest.raises(SourceError, match="no GStreamer support"):
+        open_source("videotestsrc ! videoconvert ! appsink")
+
+
+def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model):
+    """A live source that stops delivering is reopened with backoff; when it stays gone the run
+    ends with a clear SourceError. A video file opened as a 'stream' stands in for a camera:
+    reaching its end looks like a disconnect, deleting it makes reopening fail."""
+    import threading
+
+    from runtime.pipeline import run_stream
+    from runtime.sources import VideoSource
+
+    video = tmp_path / "cam.mp4"
+    write_video(video, n=4)
+    src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=3,
+                      reconnect_delay=0.01)
+    stop = threading.Event()
+    got = []
+    with pytest.raises(SourceError, match="disconnected and did not come back after 3 attempts"):
+        for fr in src.frames(stop):
+            got.append(fr.index)
+            if len(got) == 6:   # past the 4 frames of the file: it was reopened
+                video.unlink()  # now the "camera" is gone for good
+    assert len(got) >= 6
+    src.close()
+
+    write_video(video, n=4)
+    src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=2,
+                      reconnect_delay=0.01)
+    video.unlink()
+    with pytest.raises(SourceError, match="disconnected and did not come back after 2 attempts"):
+        run_stream(onnx_model, src)

@@ -1,0 +1,165 @@
+"""Shared helpers for the runtime tests: a tiny sharpening ONNX model and blurred test media.
+
+The model is a fixed depthwise unsharp-mask convolution built with the `onnx` helper API, so it
+really sharpens (tests can check the Laplacian variance) and builds in milliseconds.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # the project may not be pip-installed in the test environment
+    sys.path.insert(0, str(REPO))
+FRAME_H, FRAME_W = 64, 96
+BAND = 16          # rows at the top holding the frame index as a flat grey level
+LEVEL0, STEP = 20, 14  # up to 16 frames: levels 20..230
+
+
+def unsharp_kernel(amount: float = 1.5) -> np.ndarray:
+    g = cv2.getGaussianKernel(3, 0.8)
+    blur = (g @ g.T).astype(np.float32)
+    ident = np.zeros((3, 3), np.float32)
+    ident[1, 1] = 1.0
+    return (1 + amount) * ident - amount * blur
+
+
+def make_onnx_model(path: Path, kind: str = "fp32", multiple: int = 8) -> Path:
+    """NCHW depthwise unsharp-mask model with dynamic batch/height/width.
+
+    kind: fp32; int8 (QuantizeLinear/DequantizeLinear on the input); fp16 (float16 I/O)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    k = unsharp_kernel()
+    w = np.stack([k[None]] * 3).astype(np.float32)  # [3,1,3,3], group=3
+    io_type = TensorProto.FLOAT16 if kind == "fp16" else TensorProto.FLOAT
+    nodes, inits = [], [numpy_helper.from_array(w, "w")]
+    x = "input"
+    if kind == "fp16":
+        nodes.append(helper.make_node("Cast", [x], ["x32"], to=TensorProto.FLOAT))
+        x = "x32"
+    if kind == "int8":
+        inits += [numpy_helper.from_array(np.array(1 / 255, np.float32), "s"),
+                  numpy_helper.from_array(np.array(0, np.uint8), "zp")]
+        nodes += [helper.make_node("QuantizeLinear", [x, "s", "zp"], ["q"]),
+                  helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["dq"])]
+        x = "dq"
+    conv_out = "y32" if kind == "fp16" else "output"
+    nodes.append(helper.make_node("Conv", [x, "w"], [conv_out], group=3, pads=[1, 1, 1, 1],
+                                  kernel_shape=[3, 3]))
+    if kind == "fp16":
+        nodes.append(helper.make_node("Cast", ["y32"], ["output"], to=TensorProto.FLOAT16))
+    dims = ["batch", 3, "height", "width"]
+    graph = helper.make_graph(nodes, "unsharp",
+                              [helper.make_tensor_value_info("input", io_type, dims)],
+                              [helper.make_tensor_value_info("output", io_type, dims)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    if multiple is not None:
+        helper.set_model_props(model, {"multiple": str(multiple)})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def onnx_model(tmp_path_factory) -> Path:
+    return make_onnx_model(tmp_path_factory.mktemp("models") / "student.onnx")
+
+
+def textured_frame(idx: int, h: int = FRAME_H, w: int = FRAME_W, seed: int = 0) -> np.ndarray:
+    """Blurred random texture with the frame index encoded as the grey level of the top band."""
+    rng = np.random.default_rng(seed + idx)
+    tex = rng.integers(40, 216, size=(h // 4, w // 4, 3), dtype=np.uint8)
+    tex = cv2.resize(tex, (w, h), interpolation=cv2.INTER_NEAREST)
+    img = cv2.GaussianBlur(tex, (0, 0), 1.5)
+    img[:BAND] = LEVEL0 + STEP * idx
+    return img
+
+
+def write_video(path: Path, n: int = 12, fps: float = 10.0) -> list[np.ndarray]:
+    frames = [textured_frame(i) for i in range(n)]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), fps, (FRAME_W, FRAME_H))
+    assert vw.isOpened()
+    for f in frames:
+        vw.write(f)
+    vw.release()
+    return frames
+
+
+def read_video(path: Path) -> tuple[list[np.ndarray], float]:
+    cap = cv2.VideoCapture(str(path))
+    assert cap.isOpened(), f"cannot open {path}"
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames, fps
+
+
+def band_level(frame: np.ndarray) -> float:
+    """Grey level of the top band (inner part, away from the edge where the filter rings)."""
+    return float(frame[2:BAND - 3, 4:-4].mean())
+
+
+def band_index(frame: np.ndarray) -> int:
+    """Frame index of an image that went through no lossy codec (images, direct arrays)."""
+    return int(round((band_level(frame) - LEVEL0) / STEP))
+
+
+def assert_in_order(frames: list[np.ndarray], n: int) -> None:
+    """Frames 0..n-1, each exactly once, in order. mp4v shifts grey levels by a few units per
+    encode, so instead of absolute levels this checks that consecutive frames step up by one
+    index (STEP), which any drop, duplicate or swap breaks."""
+    assert len(frames) == n
+    steps = np.diff([band_level(f) for f in frames]) / STEP
+    assert np.all(np.abs(steps - 1) < 0.35), f"frame order broken: level steps {np.round(steps, 2)}"
+    assert abs(band_level(frames[0]) - LEVEL0) < STEP / 2, "first frame is not frame 0"
+
+
+def lap_var(frame: np.ndarray) -> float:
+    g = cv2.cvtColor(frame[BAND + 2:], cv2.COLOR_BGR2GRAY)
+    return float(cv2.Laplacian(g, cv2.CV_64F).var())
+
+
+def run_cli(argv: list[str]) -> int:
+    """`sharpen ...` in-process: optimize.cli when the full CLI can be built (distill.cli exists),
+    else runtime.cli alone (same `run` parser)."""
+    if (REPO / "distill" / "cli.py").exists():
+        from optimize.cli import main
+    else:
+        from runtime.cli import main
+    return main(argv)
+
+
+def cli_module() -> str:
+    return "optimize.cli" if (REPO / "distill" / "cli.py").exists() else "runtime.cli"
+
+
+def run_cli_subprocess(argv: list[str], timeout: float = 60) -> subprocess.CompletedProcess:
+    env = dict(os.environ, PYTHONPATH=str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    return subprocess.run([sys.executable, "-m", cli_module(), *argv], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_fixture_model_sharpens(onnx_model):
+    """Self-check of the helpers: the model increases the Laplacian variance of a blurred frame."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    f = textured_frame(3)
+    x = (f[..., ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
+    y = sess.run(None, {"input": x})[0][0].transpose(1, 2, 0)[..., ::-1]
+    out = np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
+    assert lap_var(out) > 1.5 * lap_var(f)
+    assert band_index(out) == 3

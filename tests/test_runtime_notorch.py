@@ -1,0 +1,95 @@
+"""The runtime ships without torch/tensorflow: import it and run a stream with those made
+unimportable (a meta-path finder that refuses them), in a fresh interpreter."""
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_runtime_fixtures import REPO, onnx_model, read_video, write_video  # noqa: E402
+
+__all__ = ["onnx_model"]
+
+SCRIPT = textwrap.dedent("""
+    import importlib.abc, importlib.util, sys
+    from pathlib import Path
+
+    BLOCKED = {"torch", "tensorflow", "keras", "distill", "optimize"}
+
+    class Blocker(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path, target=None):
+            if name.split(".")[0] in BLOCKED:
+                raise ImportError(f"import of {name} blocked by the no-torch test")
+            return None
+
+    sys.meta_path.insert(0, Blocker())
+    try:
+        import torch  # noqa: F401
+        raise SystemExit("the blocker does not work")
+    except ImportError:
+        pass
+    model, video, out = sys.argv[1], sys.argv[2], Path(sys.argv[3])
+
+    import runtime, runtime.cli, runtime.pipeline, runtime.sinks, runtime.stats
+    import runtime.backends.onnxruntime_backend, runtime.backends.litert_backend
+    import runtime.backends.tensorrt_backend
+    from runtime.backends import load_backend
+    from runtime.pipeline import run_stream
+
+    s = run_stream(model, video, out / "api.mp4", stats_path=out / "api.json")
+    assert s["frames_processed"] == 6, s
+    assert load_backend(model).precision == "fp32"
+    rc = runtime.cli.main(["run", "--model", model, "--source", video,
+                           "--output", str(out / "cli.mp4"), "--quiet"])
+    assert rc == 0, rc
+    if importlib.util.find_spec("ai_edge_litert") is not None:
+        from ai_edge_litert.interpreter import Interpreter  # LiteRT itself must not need TF
+
+    # The full `sharpen` CLI imports distill.cli and optimize at parse time: both must stay
+    # importable without torch/tensorflow too (their handlers import those lazily).
+    BLOCKED -= {"distill", "optimize"}
+    if (Path(runtime.__file__).parents[1] / "distill" / "cli.py").exists():
+        from optimize.cli import main
+        rc = main(["run", "--model", model, "--source", video,
+                   "--output", str(out / "sharpen.mp4"), "--quiet"])
+        assert rc == 0, rc
+        print("SHARPEN_CLI_OK")
+    leaked = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "tensorflow", "keras"})
+    assert not leaked, leaked
+    print("NO_TORCH_OK")
+""")
+
+
+def test_runtime_runs_without_torch_or_tensorflow(tmp_path, onnx_model):
+    video = tmp_path / "in.mp4"
+    write_video(video, n=6)
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", SCRIPT, str(onnx_model), str(video), str(tmp_path)],
+                       cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "NO_TORCH_OK" in r.stdout
+    if (REPO / "distill" / "cli.py").exists():
+        assert "SHARPEN_CLI_OK" in r.stdout, "optimize.cli run was not exercised"
+        assert len(read_video(tmp_path / "sharpen.mp4")[0]) == 6
+    assert len(read_video(tmp_path / "api.mp4")[0]) == 6
+    assert len(read_video(tmp_path / "cli.mp4")[0]) == 6
+
+
+def test_runtime_sources_never_import_training_stacks():
+    """Also lazy imports inside functions: none of runtime/ may import these packages."""
+    forbidden = {"torch", "tensorflow", "keras", "distill", "optimize"}
+    bad = []
+    for path in sorted((REPO / "runtime").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            bad += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
+                    if n.split(".")[0] in forbidden]
+    assert not bad, bad

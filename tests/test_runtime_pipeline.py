@@ -1,0 +1,242 @@
+"""End-to-end streaming: `sharpen run` on real videos and images with the ONNX backend."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_runtime_fixtures import (FRAME_H, FRAME_W, REPO, assert_in_order, cli_module,  # noqa: E402
+                                   lap_var, onnx_model, read_video, run_cli,
+                                   run_cli_subprocess, textured_frame, write_video)
+
+from runtime.backends import Backend, load_backend  # noqa: E402
+from runtime.pipeline import FrameQueue, run_stream  # noqa: E402
+from runtime.sources import SyntheticSource  # noqa: E402
+
+__all__ = ["onnx_model"]  # the fixture is used by name
+
+STAT_KEYS = {"backend", "source", "live", "frames_processed", "frames_captured",
+             "dropped_frames", "throughput_fps", "elapsed_s", "latency_ms", "end_to_end_ms",
+             "max_queue_len", "interrupted"}
+
+
+def check_sharpened_video(inp: list[np.ndarray], out_path: Path, fps: float) -> None:
+    out, out_fps = read_video(out_path)
+    assert len(out) == len(inp), "output frame count differs from the input's"
+    assert out[0].shape == inp[0].shape
+    assert out_fps == pytest.approx(fps, rel=0.01)
+    assert_in_order(out, len(inp))
+    for a, b in zip(inp, out):
+        assert np.abs(a.astype(int) - b.astype(int)).mean() > 1.0, "output equals the input"
+    ratio = np.mean([lap_var(b) for b in out]) / np.mean([lap_var(a) for a in inp])
+    assert ratio > 1.5, f"output not sharper (Laplacian variance ratio {ratio:.2f})"
+
+
+def test_video_in_video_out_cli(tmp_path, onnx_model):
+    src = tmp_path / "blurred.mp4"
+    frames = write_video(src, n=14, fps=12.0)
+    decoded, _ = read_video(src)  # compare against what the decoder gives, not what was encoded
+    out, stats = tmp_path / "out" / "sharp.mp4", tmp_path / "stats.json"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--output", str(out),
+                  "--stats", str(stats), "--threads", "1", "--quiet"])
+    assert rc == 0
+    assert out.exists() and not list(out.parent.glob(".*partial*")), "temp file left behind"
+    check_sharpened_video(decoded, out, 12.0)
+    data = json.loads(stats.read_text())
+    assert STAT_KEYS <= set(data)
+    assert set(data["latency_ms"]) == {"capture", "pre", "infer", "post", "write"}
+    for stage in ("capture", "pre", "infer", "post", "write"):
+        assert set(data["latency_ms"][stage]) >= {"p50", "p95", "p99"}
+        assert data["latency_ms"][stage]["n"] == len(frames)
+    assert data["frames_processed"] == len(frames) and data["dropped_frames"] == 0
+    assert data["live"] is False and data["interrupted"] is False
+    assert data["backend"]["name"] == "onnxruntime"
+    assert data["backend"]["precision"] == "fp32"
+    assert data["backend"]["provider"] == "CPUExecutionProvider"
+    assert data["throughput_fps"] > 0 and data["end_to_end_ms"]["p99"] >= data["end_to_end_ms"]["p50"]
+
+
+def test_video_subprocess(tmp_path, onnx_model):
+    src = tmp_path / "in.mp4"
+    write_video(src, n=10, fps=10.0)
+    decoded, _ = read_video(src)
+    out = tmp_path / "out.mp4"
+    r = run_cli_subprocess(["run", "--model", str(onnx_model), "--source", str(src),
+                            "--output", str(out), "--threads", "1"])
+    assert r.returncode == 0, r.stderr
+    assert "done: 10 frames" in r.stderr
+    check_sharpened_video(decoded, out, 10.0)
+
+
+def test_image_folder_in_folder_out(tmp_path, onnx_model):
+    src = tmp_path / "imgs"
+    src.mkdir()
+    names = ["b.png", "a.png", "c_10.jpg", "d.bmp"]
+    for i, n in enumerate(names):
+        cv2.imwrite(str(src / n), textured_frame(i))
+    (src / "notes.txt").write_text("not an image")
+    out = tmp_path / "sharp"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--output", str(out),
+                  "--quiet"])
+    assert rc == 0
+    assert sorted(p.name for p in out.iterdir()) == sorted(names)
+    for n in names:
+        a, b = cv2.imread(str(src / n)), cv2.imread(str(out / n))
+        assert a.shape == b.shape and lap_var(b) > 1.5 * lap_var(a)
+
+
+def test_glob_and_single_image(tmp_path, onnx_model):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), textured_frame(i))
+    stats = run_stream(onnx_model, str(tmp_path / "f*.png"), tmp_path / "g")
+    assert stats["frames_processed"] == 3
+    assert sorted(p.name for p in (tmp_path / "g").iterdir()) == ["f0.png", "f1.png", "f2.png"]
+    run_stream(onnx_model, str(tmp_path / "f1.png"), tmp_path / "one.png")
+    assert cv2.imread(str(tmp_path / "one.png")).shape == (FRAME_H, FRAME_W, 3)
+
+
+def test_odd_size_gray_bgra_uint16(tmp_path, onnx_model, capsys):
+    """Sizes that are not a multiple of 8 are padded and cropped back; grayscale, BGRA and
+    16-bit inputs are converted (with a warning) instead of failing."""
+    src = tmp_path / "in"
+    src.mkdir()
+    base = textured_frame(2, h=37, w=53)
+    cv2.imwrite(str(src / "gray.png"), cv2.cvtColor(base, cv2.COLOR_BGR2GRAY))
+    cv2.imwrite(str(src / "bgra.png"), cv2.cvtColor(base, cv2.COLOR_BGR2BGRA))
+    cv2.imwrite(str(src / "deep.png"), base.astype(np.uint16) * 257)
+    run_stream(onnx_model, str(src), tmp_path / "out")
+    for n in ("gray.png", "bgra.png", "deep.png"):
+        out = cv2.imread(str(tmp_path / "out" / n), cv2.IMREAD_UNCHANGED)
+        assert out.shape == (37, 53, 3), n
+    err = capsys.readouterr().err
+    assert "grayscale" in err and "BGRA" in err
+
+
+def test_tiled_matches_whole_frame(tmp_path, onnx_model):
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), textured_frame(1, h=96, w=128))
+    run_stream(onnx_model, str(src), tmp_path / "whole.png")
+    s = run_stream(onnx_model, str(src), tmp_path / "tiled.png", tile=48, overlap=16)
+    assert s["tile"] == 48
+    a = cv2.imread(str(tmp_path / "whole.png")).astype(int)
+    b = cv2.imread(str(tmp_path / "tiled.png")).astype(int)
+    # Tile borders see zero padding instead of their neighbours; the Gaussian blending weights
+    # them down (or out), so the result matches the whole-frame one closely.
+    diff = np.abs(a - b)
+    assert diff.mean() < 1.0 and np.percentile(diff, 50) == 0
+    assert lap_var(b.astype(np.uint8)) > 1.5 * lap_var(textured_frame(1, h=96, w=128))
+
+
+class SlowBackend(Backend):
+    """A real ONNX backend made slow, standing in for a model slower than the camera."""
+
+    def __init__(self, inner: Backend, delay: float) -> None:
+        self.inner, self.delay = inner, delay
+        self.name, self.precision, self.provider = "slow-" + inner.name, inner.precision, inner.provider
+        self.layout, self.multiple = inner.layout, inner.multiple
+
+    def infer(self, batch):
+        time.sleep(self.delay)
+        return self.inner.infer(batch)
+
+
+def test_live_policy_drops_stale_frames_bounded_queue(onnx_model):
+    backend = SlowBackend(load_backend(onnx_model, threads=1), delay=0.03)
+    src = SyntheticSource("synthetic", width=FRAME_W, height=FRAME_H, fps=0.0, live=True)
+    stats = run_stream(backend, src, max_frames=12)
+    assert stats["live"] is True
+    assert stats["frames_processed"] == 12
+    assert stats["dropped_frames"] > 12, "fast live source with a slow model must drop frames"
+    assert stats["max_queue_len"]["capture"] <= 1
+    assert stats["max_queue_len"].get("output", 0) <= 1
+    # Bounded latency: nothing waits behind a backlog of stale frames.
+    assert stats["end_to_end_ms"]["p95"] < 10 * 1000 * 0.03
+
+
+def test_file_policy_is_lossless_even_with_slow_model(tmp_path, onnx_model):
+    src = tmp_path / "in.mp4"
+    write_video(src, n=8)
+    backend = SlowBackend(load_backend(onnx_model), delay=0.02)
+    stats = run_stream(backend, str(src), tmp_path / "o.mp4", queue_size=2)
+    assert stats["frames_processed"] == 8 and stats["dropped_frames"] == 0
+    assert stats["max_queue_len"]["capture"] <= 2
+    assert_in_order(read_video(tmp_path / "o.mp4")[0], 8)
+
+
+def test_frame_queue_bounds():
+    stop = threading.Event()
+    q = FrameQueue(3, drop_oldest=True)
+    dropped = sum(q.put(i, stop) for i in range(100))
+    assert dropped == 97 and len(q) == 3 and q.get(stop) == 97
+    lossless = FrameQueue(2, drop_oldest=False)
+    lossless.put(1, stop)
+    lossless.put(2, stop)
+    stop.set()
+    assert lossless.put(3, stop) == 0 and len(lossless) == 2  # full + stopped: returns, no growth
+
+
+def test_stop_event_leaves_playable_video(tmp_path, onnx_model):
+    stop = threading.Event()
+    out = tmp_path / "live.mp4"
+    src = SyntheticSource("synthetic", width=FRAME_W, height=FRAME_H, fps=100.0, live=True)
+    threading.Timer(0.8, stop.set).start()
+    stats = run_stream(onnx_model, src, out, stop_event=stop, fps=25.0)
+    frames, fps = read_video(out)
+    assert stats["frames_processed"] > 5
+    assert len(frames) == stats["frames_processed"]
+    assert frames[0].shape == (FRAME_H, FRAME_W, 3)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_stops_cleanly(tmp_path, onnx_model):
+    out, stats = tmp_path / "term.mp4", tmp_path / "s.json"
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", cli_module(), "run", "--model", str(onnx_model),
+         "--source", f"synthetic:{FRAME_W}x{FRAME_H}@50", "--output", str(out),
+         "--stats", str(stats), "--quiet"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while time.time() < deadline and not list(tmp_path.glob(".term.partial*")):
+        time.sleep(0.1)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    frames, _ = read_video(out)
+    data = json.loads(stats.read_text())
+    assert data["interrupted"] is True
+    assert len(frames) == data["frames_processed"] > 0
+
+
+def test_compose_views():
+    from runtime.sinks import compose
+    a = np.zeros((20, 30, 3), np.uint8)
+    b = np.full((20, 30, 3), 200, np.uint8)
+    side = compose(a, b, "side")
+    assert side.shape == (20, 60, 3) and side[:, :30].max() == 0 and side[:, 31:].min() == 200
+    split = compose(a, b, "split")
+    assert split.shape == (20, 30, 3) and split[:, :14].max() == 0 and split[:, 16:].min() == 200
+    big = compose(np.zeros((1080, 1920, 3), np.uint8), np.zeros((1080, 1920, 3), np.uint8), "side")
+    assert big.shape[1] == 1920  # scaled to fit one screen
+
+
+def test_synthetic_source_cli_and_live_override(tmp_path, onnx_model):
+    stats = tmp_path / "s.json"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", f"synthetic:{FRAME_W}x{FRAME_H}",
+                  "--max-frames", "15", "--no-live", "--stats", str(stats), "--quiet"])
+    assert rc == 0
+    data = json.loads(stats.read_text())
+    assert data["live"] is False and data["frames_processed"] == 15 and data["dropped_frames"] == 0
+    assert data["source"]["kind"] == "synthetic"
