@@ -65,6 +65,7 @@ class TrainConfig:
     ckpt_every: int = 250
     log_every: int = 10
     max_minutes: float = 0.0      # stop cleanly (checkpoint saved) after this wall time; 0 = off
+    stop_after: int = 0           # stop cleanly after this many steps in this invocation; 0 = off
     resume: str = "auto"          # "auto" (out/last.pt if present), "never", or a checkpoint path
     init: str = ""                # start from these weights (fine-tuning), not a resume
     teacher: str = ""             # teacher weights for the student's validation baseline
@@ -101,6 +102,12 @@ def _set(obj: Any, dotted: str, value: Any) -> None:
         return
     if isinstance(current, bool) and not isinstance(value, bool):
         raise TypeError(f"{dotted} must be true/false, got {value!r}")
+    if isinstance(current, (int, float)) and not isinstance(current, bool) \
+            and isinstance(value, str):
+        try:  # YAML reads 1e-4 (no dot) as a string
+            value = type(current)(float(value)) if isinstance(current, float) else int(value)
+        except ValueError:
+            raise TypeError(f"{dotted} must be a number, got {value!r}") from None
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if isinstance(current, tuple) and isinstance(value, list):

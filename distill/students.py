@@ -168,8 +168,11 @@ def count_params(model: nn.Module) -> int:
 
 def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
     """Multiply-accumulates of conv layers for one h x w frame (padded to the model's multiple),
-    measured with forward hooks on a real forward pass."""
+    from forward hooks on a pass over the meta device (shapes only, no arithmetic)."""
+    import copy
+
     m = getattr(model, "multiple", 1)
+    model = copy.deepcopy(model).to("meta")
     h, w = h + (-h) % m, w + (-w) % m
     total = 0
 
@@ -182,7 +185,7 @@ def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
              if isinstance(mod, nn.Conv2d)]
     try:
         with torch.no_grad():
-            model(torch.zeros(1, 3, h, w))
+            model(torch.zeros(1, 3, h, w, device="meta"))
     finally:
         for hk in hooks:
             hk.remove()

@@ -268,7 +268,7 @@ class Trainer:
         if full:
             extra = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                      "rng": rng_state(), "best": self.best}
-        return make_checkpoint(self.model, kind="teacher" if self.cfg.task == "teacher"
+        return make_checkpoint(self.model, kind="teacher" if self.arch == "restormer"
                                else "student", arch=self.arch, arch_args=self.arch_args,
                                ema=self.ema, step=self.step, config=self.cfg.to_dict(),
                                metrics=self.metrics, **extra)
@@ -329,6 +329,7 @@ class Trainer:
                             persistent_workers=False, drop_last=True)
         handlers = self._install_signal_handlers()
         t0 = time.time()
+        start_step = self.step
         bar = None
         if self.dist.main and not self.quiet:
             from tqdm import tqdm
@@ -347,7 +348,8 @@ class Trainer:
                                         "lr": self.sched.get_last_lr()[0],
                                         "time": time.time() - t0})
                 last = self.step >= cfg.optim.steps
-                over = cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60
+                over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
+                            or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
                 if self.step % cfg.val_every == 0 or last or over or self._stop:
                     self._validate(val_items)
                 if self.step % cfg.ckpt_every == 0 or last or over or self._stop:
@@ -355,7 +357,7 @@ class Trainer:
                         self.save()
                 if over or self._stop:
                     self.log(f"stopping at step {self.step} ("
-                             f"{'time budget' if over else 'signal'}); resume with the same "
+                             f"{'budget reached' if over else 'signal'}); resume with the same "
                              "command")
                     break
         finally:

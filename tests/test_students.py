@@ -1,0 +1,69 @@
+import pytest
+import torch
+import torch.nn as nn
+
+from distill.students import (FastStudent, SeedStudent, count_macs, count_params, create_student,
+                              list_students, run_padded)
+
+ALLOWED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle)
+
+
+def test_seed_layer_list_matches_description():
+    m = create_student("seed")
+    convs = [mod for mod in m.modules() if isinstance(mod, nn.Conv2d)]
+    # 7 separable convs (depthwise 3x3 + pointwise 1x1) then Conv2D(3).
+    widths = [c.out_channels for c in convs if c.kernel_size == (1, 1)]
+    assert widths == [32, 64, 128, 128, 64, 32]
+    dws = [c for c in convs if c.groups > 1]
+    assert all(c.kernel_size == (3, 3) and c.groups == c.in_channels for c in dws)
+    assert len(dws) == 6 and convs[-1].out_channels == 3 and convs[-1].groups == 1
+    names = [n for n, _ in m.named_children()]
+    assert names == ["enc1", "enc2", "pool", "mid1", "mid2", "up", "dec1", "dec2", "head"]
+    assert not m.residual and not m.skip
+    assert isinstance(m.pool, nn.MaxPool2d) and m.up.scale_factor == 2
+
+
+def test_seed_macs_match_described_cost():
+    assert 44e9 < count_macs(create_student("seed")) < 47e9
+
+
+def test_fast_is_much_cheaper_and_sees_large_blur():
+    fast = create_student("fast")
+    assert count_macs(fast) < count_macs(create_student("seed")) / 10
+    # Receptive field: perturb one pixel, see how far the output changes.
+    torch.manual_seed(0)
+    for p in fast.parameters():
+        nn.init.normal_(p, std=0.3)
+    x = torch.zeros(1, 3, 192, 192)
+    x2 = x.clone()
+    x2[..., 96, 96] = 1
+    with torch.no_grad():
+        d = (fast(x2) - fast(x)).abs().sum(1)[0]
+    cols = torch.nonzero(d.sum(0) > 1e-6).flatten()
+    assert cols.max() - cols.min() >= 60  # covers blur tens of pixels long
+
+
+@pytest.mark.parametrize("name", list_students())
+def test_any_size_works(name):
+    m = create_student(name).eval()
+    for h, w in ((37, 51), (1, 1), (64, 64), (17, 8)):
+        with torch.no_grad():
+            assert run_padded(m, torch.rand(1, 3, h, w)).shape == (1, 3, h, w)
+
+
+@pytest.mark.parametrize("name", list_students())
+def test_only_exportable_operators(name):
+    m = create_student(name)
+    leaves = [mod for mod in m.modules() if not list(mod.children())]
+    assert all(isinstance(mod, ALLOWED) for mod in leaves), {type(x).__name__ for x in leaves}
+
+
+def test_registry():
+    assert {"seed", "fast"} <= set(list_students())
+    m = create_student("fast", width=16)
+    assert m.arch_args["width"] == 16 and m.arch_name == "fast"
+    with pytest.raises(ValueError, match="unknown student"):
+        create_student("nope")
+    assert count_params(create_student("seed")) > 0
+    assert isinstance(create_student("seed-residual"), SeedStudent)
+    assert isinstance(create_student("fast-wide"), FastStudent)

@@ -1,0 +1,124 @@
+"""The training engine: over-fitting, resume equivalence, DDP equivalence, loss weights."""
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from distill.checkpoint import load_student, read_checkpoint
+from distill.config import load_config
+from distill.losses import LossWeights, combined_loss
+from distill.trainer import Trainer, train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def tiny_cfg(out, steps, **extra):
+    ov = [f"out={out}", "task=teacher", "model.arch=fast", "model.args={width: 8, blocks: 1, "
+          "low_blocks: 1}", f"optim.steps={steps}", "optim.warmup_steps=2", "data.crop=32",
+          "data.batch_size=2", "data.workers=0", "val_every=1000", "ckpt_every=1000",
+          "data.val_max_images=1", "data.val_max_side=64", "log_every=1"]
+    ov += [f"{k}={v}" for k, v in extra.items()]
+    return load_config(None, ov)
+
+
+def test_resume_equals_uninterrupted(tmp_path):
+    train(tiny_cfg(tmp_path / "a", 6), quiet=True)
+    train(tiny_cfg(tmp_path / "b", 6, stop_after=3), quiet=True)   # interrupted at step 3
+    ck = read_checkpoint(tmp_path / "b" / "last.pt")
+    assert ck["step"] == 3 and "optimizer" in ck and "rng" in ck
+    train(tiny_cfg(tmp_path / "b", 6), quiet=True)                 # same command: resumes
+    a = read_checkpoint(tmp_path / "a" / "last.pt")
+    b = read_checkpoint(tmp_path / "b" / "last.pt")
+    assert b["step"] == a["step"] == 6
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-6), k
+        assert torch.allclose(a["ema"][k], b["ema"][k], atol=1e-6), k
+
+
+def test_signal_stop_then_resume(tmp_path):
+    """max_minutes acts like an interruption: state is saved and the same command continues."""
+    cfg = tiny_cfg(tmp_path / "r", 4, max_minutes=1e-9)
+    train(cfg, quiet=True)
+    assert read_checkpoint(tmp_path / "r" / "last.pt")["step"] == 1
+    train(tiny_cfg(tmp_path / "r", 4), quiet=True)
+    assert read_checkpoint(tmp_path / "r" / "last.pt")["step"] == 4
+    assert (tmp_path / "r" / "config.yaml").exists()
+    assert (tmp_path / "r" / "metrics.jsonl").read_text().count('"loss"') >= 4
+    assert (tmp_path / "r" / "curves.png").stat().st_size > 1000
+
+
+def test_overfit_tiny_batch():
+    torch.manual_seed(0)
+    from distill.students import create_student
+    m = create_student("seed-residual")
+    x = torch.rand(2, 3, 32, 32)
+    y = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # a learnable mapping of this batch
+    opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
+    w = LossWeights(pixel=1.0, ssim=0.0)
+    first = None
+    for i in range(200):
+        loss, _ = combined_loss(m(x), y, None, w)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        first = first if first is not None else float(loss.detach())
+    assert float(loss.detach()) < first / 4
+
+
+def test_zero_weights_disable_terms():
+    p, t, g = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
+    _, parts = combined_loss(p, t, g, LossWeights(pixel=1, ssim=0, gt=0, freq=0))
+    assert set(parts) == {"pixel"}
+    _, parts = combined_loss(p, t, g, LossWeights(pixel=0, ssim=0.5, gt=2, freq=0.1))
+    assert set(parts) == {"ssim", "gt", "freq"}
+    _, parts = combined_loss(p, t, None, LossWeights(pixel=0, ssim=0, gt=1, freq=0.1))
+    assert set(parts) == {"freq"}  # no ground truth in the batch: gt term absent
+    with pytest.raises(ValueError, match="zero"):
+        combined_loss(p, t, g, LossWeights(0, 0, 0, 0))
+
+
+def test_config_overrides_and_errors(tmp_path):
+    cfg = load_config(None, ["optim.lr=3e-4", "data.crop=128", "model.args={width: 8}"])
+    assert cfg.optim.lr == 3e-4 and cfg.data.crop == 128 and cfg.model.args == {"width": 8}
+    with pytest.raises(KeyError, match="unknown config key"):
+        load_config(None, ["optim.lrr=1"])
+    with pytest.raises(ValueError, match="key=value"):
+        load_config(None, ["optim.lr"])
+    (tmp_path / "c.yaml").write_text("optim:\n  steps: 7\n")
+    assert load_config(str(tmp_path / "c.yaml")).optim.steps == 7
+
+
+def test_student_checkpoint_loads(tmp_path):
+    train(tiny_cfg(tmp_path / "s", 2), quiet=True)
+    model, ck = load_student(tmp_path / "s" / "last.pt")
+    assert ck["arch"] == "fast" and ck["kind"] == "student" and ck["metrics"]
+    assert "model_gt_ssim" in ck["metrics"]
+
+
+def test_ddp_two_processes_identical_weights(tmp_path):
+    script = tmp_path / "ddp.py"
+    script.write_text(textwrap.dedent(f"""
+        import os, sys, torch
+        sys.path.insert(0, {str(ROOT)!r})
+        sys.path.insert(0, {str(ROOT / 'tests')!r})
+        from test_trainer import tiny_cfg
+        from distill.trainer import Trainer
+        import torch.distributed as dist
+        cfg = tiny_cfg({str(tmp_path / 'ddp')!r}, 3, device="cpu")
+        t = Trainer(cfg, quiet=True)
+        t.fit()
+        torch.save(t.model.state_dict(), {str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.pt")
+        dist.destroy_process_group()
+    """))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        "--master_port=29533", str(script)], capture_output=True, text=True,
+                       timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (tmp_path / "ddp" / "last.pt").exists()
