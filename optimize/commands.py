@@ -1,6 +1,143 @@
-"""Subcommands of the optimize package (export). Placeholder until the export work lands."""
+"""Subcommands of the optimize package: `sharpen export`.
+
+Heavy imports (torch, onnx, tensorflow, tensorrt) happen inside the handler.
+"""
 from __future__ import annotations
+
+import argparse
+import sys
+
+FORMAT_HELP = """\
+formats (comma-separated; default: every format this machine can build):
+  onnx          FP32 ONNX, dynamic batch/height/width, metadata (ONNX Runtime CPU/GPU)
+  onnx-int8     ONNX Runtime static INT8 QDQ, per-channel, reduce_range (CPU)
+  onnx-qdq-trt  NVIDIA ModelOpt INT8 QDQ ONNX (TensorRT INT8; needs the 'modelopt' extra)
+  tflite-int8   full-integer TFLite (LiteRT / XNNPACK, edge CPUs and NPUs)
+  tflite-fp16   TFLite with float16 weights (LiteRT CPU / GPU delegate)
+  engine        TensorRT FP16 engine (needs TensorRT and an NVIDIA GPU; else prints trtexec)
+  engine-int8   TensorRT INT8 engine from the ModelOpt QDQ model
+
+Every artifact is run on held-out real images at full resolution by the runtime's backend and
+compared with the FP32 PyTorch student; one under its threshold fails the export (exit 1).
+Exit codes: 0 all built artifacts passed, 1 a build or parity failure, 2 a usage error.
+"""
 
 
 def add_commands(sub) -> None:
-    pass
+    p = sub.add_parser(
+        "export", help="export a student to ONNX / INT8 / TFLite / TensorRT with a parity gate",
+        description="Turn a student checkpoint into deployment formats, each verified against "
+                    "the FP32 PyTorch model, and print a table of size, 1080p latency and "
+                    "PSNR/SSIM.",
+        epilog=FORMAT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--weights", required=True, metavar="CKPT",
+                   help="student checkpoint written by `sharpen distill` (.pt)")
+    p.add_argument("--format", dest="formats", default=None, metavar="LIST",
+                   help="comma-separated formats (see below) or 'all'; default: all that this "
+                        "machine can build")
+    p.add_argument("--out", required=True, metavar="DIR",
+                   help="output folder for the artifacts and export_report.json")
+    p.add_argument("--name", default=None,
+                   help="file name stem of the artifacts (default: the checkpoint's stem)")
+
+    g = p.add_argument_group("calibration (INT8 formats)")
+    g.add_argument("--calib", nargs="+", default=None, metavar="SRC",
+                   help="real calibration images: folder(s), glob(s), image files or a .npy/.npz "
+                        "array (N x 3 x H x W or N x H x W x 3, float in [0,1]); use the "
+                        "student's (blurred) training inputs. Default: scikit-image sample "
+                        "photos, blurred")
+    g.add_argument("--calib-count", type=int, default=64, metavar="N",
+                   help="number of random crops used for calibration (default 64)")
+    g.add_argument("--calib-size", type=int, default=256, metavar="PX",
+                   help="side of the square calibration crops (default 256)")
+    g.add_argument("--calib-blur", type=float, default=0.0, metavar="SIGMA",
+                   help="Gaussian blur applied to --calib images first, for sharp sources "
+                        "(default 0: images are used as they are)")
+    g.add_argument("--calib-method", choices=("percentile", "entropy", "minmax"), default=None,
+                   help="onnx-int8 calibration (default percentile, the best SSIM measured)")
+    g.add_argument("--percentile", type=float, default=None, metavar="P",
+                   help="percentile for --calib-method percentile (default 99.999)")
+    g.add_argument("--modelopt-method", choices=("entropy", "max"), default=None,
+                   help="onnx-qdq-trt calibration (default entropy)")
+
+    g = p.add_argument_group("parity gate")
+    g.add_argument("--parity-images", nargs="+", default=None, metavar="SRC",
+                   help="held-out images (folders, globs, files) run at full resolution; "
+                        "default: a fifth of the --calib images held out, else scikit-image "
+                        "sample photos")
+    g.add_argument("--parity-gt", default=None, metavar="DIR",
+                   help="sharp ground truth for the parity images (matched by file name): "
+                        "adds SSIM to ground truth")
+    g.add_argument("--parity-teacher", default=None, metavar="DIR",
+                   help="teacher outputs for the parity images (matched by file name): adds "
+                        "SSIM to the teacher")
+    g.add_argument("--max-abs-fp32", type=float, default=1e-4, metavar="E",
+                   help="FP32 artifacts: maximum abs error to PyTorch (default 1e-4)")
+    g.add_argument("--min-ssim", type=float, default=0.98, metavar="S",
+                   help="INT8/FP16 artifacts: minimum SSIM to the FP32 output (default 0.98)")
+    g.add_argument("--min-psnr", type=float, default=None, metavar="DB",
+                   help="INT8/FP16 artifacts: optional minimum PSNR to the FP32 output")
+
+    g = p.add_argument_group("TensorRT engines")
+    g.add_argument("--opt-shape", default="1080x1920", metavar="HxW",
+                   help="optimisation profile: shape TensorRT tunes for (default 1080x1920; "
+                        "rounded up to the model's size multiple)")
+    g.add_argument("--min-shape", default="64x64", metavar="HxW",
+                   help="optimisation profile: smallest input (default 64x64)")
+    g.add_argument("--max-shape", default="2160x3840", metavar="HxW",
+                   help="optimisation profile: largest input (default 2160x3840)")
+    g.add_argument("--workspace", type=float, default=4.0, metavar="GB",
+                   help="TensorRT workspace memory pool limit in GB (default 4)")
+
+    g = p.add_argument_group("other")
+    g.add_argument("--no-latency", action="store_true",
+                   help="skip the 1080p latency measurement")
+    g.add_argument("--latency-runs", type=int, default=5, metavar="N",
+                   help="timed 1080p runs per artifact, median reported (default 5)")
+    g.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for ONNX Runtime / LiteRT / PyTorch (default 0: all)")
+    g.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    g.add_argument("--no-simplify", action="store_true",
+                   help="do not run onnxslim on the FP32 ONNX model")
+    g.add_argument("--quiet", action="store_true", help="only print the final table and errors")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args) -> int:
+    def fail(msg: str) -> int:
+        print(f"sharpen export: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        from distill.checkpoint import CheckpointError
+
+        from .calibration import CalibrationError
+        from .export import ExportError, Thresholds, export, print_table
+    except ImportError as e:
+        return fail(f"missing dependency {e.name!r}; install the export extra: "
+                    "pip install -e '.[export]'")
+    if args.opset < 17:
+        return fail(f"--opset must be 17 or newer, got {args.opset}")
+    try:
+        report = export(
+            args.weights, args.formats, args.out, name=args.name,
+            calib=args.calib, calib_count=args.calib_count, calib_size=args.calib_size,
+            calib_blur=args.calib_blur, calib_method=args.calib_method,
+            percentile=args.percentile, modelopt_method=args.modelopt_method,
+            parity_images=args.parity_images, parity_gt=args.parity_gt,
+            parity_teacher=args.parity_teacher,
+            thresholds=Thresholds(args.max_abs_fp32, args.min_ssim, args.min_psnr),
+            opt_shape=args.opt_shape, min_shape=args.min_shape, max_shape=args.max_shape,
+            workspace_gb=args.workspace, latency=not args.no_latency,
+            latency_runs=args.latency_runs, threads=args.threads, opset=args.opset,
+            simplify=not args.no_simplify, quiet=args.quiet)
+    except (ExportError, CheckpointError, CalibrationError) as e:
+        msg = " ".join(line.strip() for line in str(e).strip().splitlines())
+        return fail(msg or type(e).__name__)
+    print_table(report)
+    print(f"report: {report.out_dir}/export_report.json")
+    if not report.ok:
+        names = ", ".join(f"{r.format} ({r.reason})" for r in report.failed)
+        print(f"sharpen export: FAILED: {names}", file=sys.stderr)
+        return 1
+    return 0

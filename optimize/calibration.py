@@ -1,0 +1,175 @@
+"""Calibration and parity data: real images, never random noise.
+
+Sources (`--calib`, `--parity-images`): a folder of images, a glob, image files, or a .npy/.npz
+array of crops (N x 3 x H x W or N x H x W x 3, float in [0, 1]). Without one, scikit-image's
+bundled photographs are used, blurred with a small Gaussian so they look like the blurred
+inputs the student sees (calibration and parity use disjoint photos).
+"""
+from __future__ import annotations
+
+import glob
+import os
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+
+class CalibrationError(ValueError):
+    """Calibration/parity data that cannot be used, with a one-line reason."""
+
+
+# Disjoint sets of scikit-image sample photos (all bundled with the package, no download).
+BUILTIN_CALIB = ("astronaut", "coffee", "rocket", "hubble_deep_field")
+BUILTIN_PARITY = ("chelsea", "immunohistochemistry")
+BUILTIN_BLUR_SIGMA = 1.2
+
+
+def gaussian_blur(img: np.ndarray, sigma: float) -> np.ndarray:
+    if sigma <= 0:
+        return img
+    import cv2
+
+    return cv2.GaussianBlur(img, (0, 0), sigmaX=sigma, sigmaY=sigma,
+                            borderType=cv2.BORDER_REFLECT_101)
+
+
+def sample_images(names: Sequence[str] = BUILTIN_CALIB,
+                  blur_sigma: float = BUILTIN_BLUR_SIGMA) -> list[tuple[str, np.ndarray]]:
+    """scikit-image's bundled photos as (name, HxWx3 float32 RGB in [0, 1]), Gaussian-blurred."""
+    try:
+        import skimage.data
+    except ImportError as e:
+        raise CalibrationError("no calibration images given (--calib) and scikit-image, which "
+                               "provides the built-in sample photos, is not installed") from e
+    out = []
+    for n in names:
+        img = getattr(skimage.data, n)()
+        if img.ndim == 2:
+            img = np.repeat(img[..., None], 3, axis=2)
+        img = img[..., :3].astype(np.float32) / 255.0
+        out.append((n, np.ascontiguousarray(gaussian_blur(img, blur_sigma))))
+    return out
+
+
+def resolve_paths(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
+    """Folders, globs and files -> sorted, de-duplicated list of files."""
+    from distill.images import is_image, list_images
+
+    if isinstance(specs, (str, os.PathLike)):
+        specs = [specs]
+    paths: list[Path] = []
+    for spec in specs:
+        s = str(spec)
+        p = Path(s)
+        if p.is_dir():
+            found = list_images(p)
+            if not found:
+                raise CalibrationError(f"no images in folder {p}")
+            paths += found
+        elif p.is_file():
+            paths.append(p)
+        elif any(ch in s for ch in "*?["):
+            found = sorted(Path(f) for f in glob.glob(s, recursive=True)
+                           if Path(f).is_file() and (is_image(f) or f.endswith((".npy", ".npz"))))
+            if not found:
+                raise CalibrationError(f"no images match {s!r}")
+            paths += found
+        else:
+            raise CalibrationError(f"no such file or folder: {s}")
+    seen, unique = set(), []
+    for p in paths:
+        if p.resolve() not in seen:
+            seen.add(p.resolve())
+            unique.append(p)
+    return unique
+
+
+def _array_images(path: Path) -> list[tuple[str, np.ndarray]]:
+    try:
+        arr = np.load(path)
+        if isinstance(arr, np.lib.npyio.NpzFile):
+            if not arr.files:
+                raise CalibrationError(f"{path}: empty .npz")
+            arr = arr[arr.files[0]]
+    except CalibrationError:
+        raise
+    except Exception as e:
+        raise CalibrationError(f"{path}: not a readable numpy array ({type(e).__name__})") from None
+    arr = np.asarray(arr)
+    if arr.ndim == 3:
+        arr = arr[None]
+    if arr.ndim != 4 or not (arr.shape[1] == 3 or arr.shape[3] == 3):
+        raise CalibrationError(f"{path}: calibration array has shape {tuple(arr.shape)}; expected "
+                               "N x 3 x H x W or N x H x W x 3 (RGB)")
+    if not np.issubdtype(arr.dtype, np.floating):
+        if arr.dtype == np.uint8:
+            arr = arr.astype(np.float32) / 255.0
+        else:
+            raise CalibrationError(f"{path}: calibration array has dtype {arr.dtype}; expected "
+                                   "float32 in [0, 1] or uint8")
+    arr = arr.astype(np.float32)
+    if arr.shape[1] == 3 and arr.shape[3] != 3:
+        arr = arr.transpose(0, 2, 3, 1)
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < -0.05 or hi > 1.05:
+        raise CalibrationError(f"{path}: values span [{lo:.3g}, {hi:.3g}]; expected RGB floats in "
+                               "[0, 1]")
+    return [(f"{path.stem}[{i}]", np.ascontiguousarray(a)) for i, a in enumerate(arr)]
+
+
+def load_images(paths: Sequence[Path], blur_sigma: float = 0.0) -> list[tuple[str, np.ndarray]]:
+    """Read image files / arrays as (name, HxWx3 float32 RGB in [0, 1])."""
+    from distill.images import ImageReadError, read_image
+
+    out = []
+    for p in paths:
+        if p.suffix.lower() in (".npy", ".npz"):
+            items = _array_images(p)
+        else:
+            try:
+                items = [(p.stem, read_image(p))]
+            except ImageReadError as e:
+                raise CalibrationError(str(e)) from None
+        for name, img in items:
+            if img.ndim != 3 or img.shape[2] != 3:
+                raise CalibrationError(f"{name}: image has shape {img.shape}; expected H x W x 3")
+            out.append((name, gaussian_blur(img, blur_sigma) if blur_sigma > 0 else img))
+    if not out:
+        raise CalibrationError("no calibration images")
+    return out
+
+
+def random_crops(images: Sequence[tuple[str, np.ndarray]], count: int, size: int,
+                 multiple: int = 8, seed: int = 0) -> np.ndarray:
+    """`count` crops (N x 3 x S x S float32) cycling over the images at random positions.
+    S is `size` rounded down to `multiple`, shrunk to fit the smallest image."""
+    if count < 1:
+        raise CalibrationError(f"calibration count must be >= 1, got {count}")
+    smallest = min(min(img.shape[:2]) for _, img in images)
+    s = min(size, smallest) // multiple * multiple
+    if s < max(multiple, 16):
+        name, img = min(images, key=lambda it: min(it[1].shape[:2]))
+        raise CalibrationError(f"calibration image {name} is only {img.shape[0]}x{img.shape[1]}; "
+                               f"crops need at least {max(multiple, 16)} pixels a side")
+    rng = np.random.default_rng(seed)
+    crops = np.empty((count, 3, s, s), dtype=np.float32)
+    order = rng.permutation(count) % len(images)
+    for k in range(count):
+        img = images[order[k]][1]
+        h, w = img.shape[:2]
+        y = int(rng.integers(0, h - s + 1))
+        x = int(rng.integers(0, w - s + 1))
+        crops[k] = img[y:y + s, x:x + s].transpose(2, 0, 1)
+    return crops
+
+
+def calibration_crops(source=None, count: int = 64, size: int = 256, multiple: int = 8,
+                      seed: int = 0, blur_sigma: float = 0.0) -> tuple[np.ndarray, list[str]]:
+    """Crops from `source` (paths/globs/folders/arrays; None = built-in photos).
+    Returns (N x 3 x S x S float32 in [0, 1], names of the images used)."""
+    if source is None or (not isinstance(source, (str, os.PathLike)) and not list(source)):
+        images = sample_images(BUILTIN_CALIB)
+    else:
+        images = load_images(resolve_paths(source), blur_sigma)
+    return random_crops(images, count, size, multiple, seed), [n for n, _ in images]

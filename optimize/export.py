@@ -1,0 +1,690 @@
+"""`sharpen export`: one student checkpoint -> every deployment format, each parity-gated.
+
+Formats (registry `FORMATS`, by name):
+    onnx          FP32 ONNX, dynamic N/H/W, metadata            CPU/GPU via ONNX Runtime
+    onnx-int8     ONNX Runtime static INT8 (QDQ, per-channel)   CPU (ONNX Runtime)
+    onnx-qdq-trt  ModelOpt INT8 QDQ ONNX                        TensorRT INT8 (input of engine-int8)
+    tflite-int8   full-integer TFLite                           LiteRT (XNNPACK), edge CPUs/NPUs
+    tflite-fp16   float16-weight TFLite                         LiteRT (XNNPACK / GPU delegate)
+    engine        TensorRT FP16 engine                          NVIDIA GPU / Jetson it was built on
+    engine-int8   TensorRT INT8 engine from the QDQ model       NVIDIA GPU / Jetson it was built on
+
+Each artifact is written atomically, then run on held-out real images at full resolution by
+the runtime's backend and compared with the FP32 PyTorch student (`optimize.parity`). An
+artifact under its threshold is reported as FAIL and makes the export exit non-zero. A table
+(format, file, size, 1080p latency, PSNR/SSIM, pass/fail) ends the run and `export_report.json`
+in the output folder holds everything.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+
+class ExportError(ValueError):
+    """A usage problem (bad option, missing input, unwritable output) with a one-line message."""
+
+
+# --------------------------------------------------------------------------- registry
+
+@dataclass(frozen=True)
+class FormatSpec:
+    name: str
+    suffix: str            # appended to the output stem
+    precision: str         # fp32 / fp16 / int8
+    gate: str              # "fp32": max-abs threshold; "reduced": SSIM threshold
+    target: str            # where it runs
+    needs_calibration: bool
+    available: Callable[[], str | None]
+    description: str
+
+
+def _always() -> str | None:
+    return None
+
+
+def _onnx_available() -> str | None:
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as e:
+        return f"{e.name} is not installed (pip install -e '.[export]')"
+    return None
+
+
+def _tflite_available() -> str | None:
+    from importlib.util import find_spec
+
+    # find_spec, not import: importing TensorFlow takes seconds and happens at build time.
+    if find_spec("tensorflow") is None:
+        return ("TensorFlow is not installed (tensorflow-cpu converts to TFLite; "
+                "pip install -e '.[export]')")
+    if find_spec("ai_edge_litert") is None:
+        return "ai-edge-litert is not installed (it runs .tflite models for the parity check)"
+    return None
+
+
+def _modelopt_available() -> str | None:
+    from .modelopt_qdq import availability
+
+    return _onnx_available() or availability()
+
+
+def _trt_available() -> str | None:
+    from .tensorrt_engine import availability
+
+    return availability()
+
+
+def _trt_int8_available() -> str | None:
+    return _trt_available() or _modelopt_available()
+
+
+FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
+    FormatSpec("onnx", ".onnx", "fp32", "fp32", "ONNX Runtime (CPU/GPU)", False,
+               _onnx_available, "FP32 ONNX, dynamic batch/height/width, with metadata"),
+    FormatSpec("onnx-int8", "_int8.onnx", "int8", "reduced", "ONNX Runtime CPU", True,
+               _onnx_available, "ONNX Runtime static INT8 QDQ, per-channel, reduce_range"),
+    FormatSpec("onnx-qdq-trt", "_qdq_trt.onnx", "int8", "reduced", "TensorRT INT8", True,
+               _modelopt_available, "NVIDIA ModelOpt INT8 QDQ ONNX for TensorRT"),
+    FormatSpec("tflite-int8", "_int8.tflite", "int8", "reduced", "LiteRT (XNNPACK)", True,
+               _tflite_available, "full-integer TFLite (int8 weights, activations and I/O)"),
+    FormatSpec("tflite-fp16", "_fp16.tflite", "fp16", "reduced", "LiteRT (XNNPACK / GPU)", False,
+               _tflite_available, "TFLite with float16 weights"),
+    FormatSpec("engine", "_fp16.engine", "fp16", "reduced", "TensorRT (this GPU)", False,
+               _trt_available, "TensorRT FP16 engine"),
+    FormatSpec("engine-int8", "_int8.engine", "int8", "reduced", "TensorRT (this GPU)", True,
+               _trt_int8_available, "TensorRT INT8 engine from the ModelOpt QDQ model"),
+)}
+
+
+def list_formats() -> list[str]:
+    return list(FORMATS)
+
+
+def parse_formats(text: str | Sequence[str] | None) -> list[str] | None:
+    """'onnx,tflite-int8' -> ['onnx', 'tflite-int8']; None/'all'/'' -> None (all buildable)."""
+    if text is None:
+        return None
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = [s.strip().lower() for s in items if s.strip()]
+    if not names or names == ["all"]:
+        return None
+    unknown = [n for n in names if n not in FORMATS]
+    if unknown:
+        raise ExportError(f"unknown format {', '.join(map(repr, unknown))}; choose from "
+                          f"{', '.join(FORMATS)} (or 'all')")
+    return list(dict.fromkeys(names))
+
+
+# --------------------------------------------------------------------------- options & report
+
+@dataclass
+class Thresholds:
+    fp32_max_abs: float = 1e-4   # FP32 artifacts: max abs error to the PyTorch output
+    min_ssim: float = 0.98       # INT8 / FP16 artifacts: SSIM to the FP32 PyTorch output
+    min_psnr: float | None = None  # optional extra gate for INT8 / FP16 artifacts (dB)
+
+
+@dataclass
+class FormatResult:
+    format: str
+    status: str                  # pass / fail / error / skipped
+    file: str | None = None
+    size_bytes: int | None = None
+    precision: str | None = None
+    target: str | None = None
+    runner: str | None = None
+    build_s: float | None = None
+    latency_ms_1080p: float | None = None
+    max_abs: float | None = None
+    psnr: float | None = None
+    ssim: float | None = None
+    ssim_gt: float | None = None
+    ssim_teacher: float | None = None
+    reason: str | None = None
+    extra: dict = field(default_factory=dict)
+    images: list = field(default_factory=list)
+
+
+@dataclass
+class ExportReport:
+    weights: str
+    student: str
+    out_dir: str
+    results: list[FormatResult]
+    reference: dict
+    settings: dict
+
+    @property
+    def ok(self) -> bool:
+        return all(r.status in ("pass", "skipped") for r in self.results)
+
+    @property
+    def failed(self) -> list[FormatResult]:
+        return [r for r in self.results if r.status in ("fail", "error")]
+
+    def result(self, fmt: str) -> FormatResult | None:
+        return next((r for r in self.results if r.format == fmt), None)
+
+    def to_dict(self) -> dict:
+        return {"weights": self.weights, "student": self.student, "out_dir": self.out_dir,
+                "ok": self.ok, "reference": self.reference, "settings": self.settings,
+                "results": [_finite(asdict(r)) for r in self.results]}
+
+
+def _finite(obj):
+    """JSON has no inf/nan: PSNR of identical outputs becomes the string "inf"."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return str(obj)
+    if isinstance(obj, dict):
+        return {k: _finite(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+class Progress:
+    """Step messages on stderr and tqdm bars (auto-hidden when stderr is not a terminal)."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def say(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
+
+    def bar(self, desc: str):
+        """A callback (done, total) driving a progress bar; call with done == total to close."""
+        if self.quiet:
+            return lambda done, total: None
+        try:
+            from tqdm import tqdm
+        except ImportError:
+            return lambda done, total: None
+        state: dict = {}
+
+        def update(done: int, total: int) -> None:
+            if "bar" not in state:
+                state["bar"] = tqdm(total=total, desc=f"  {desc}", unit="crop", leave=False,
+                                    disable=None, file=sys.stderr)
+            b = state["bar"]
+            b.update(done - b.n)
+            if done >= total:
+                b.close()
+
+        return update
+
+
+# --------------------------------------------------------------------------- checks
+
+def check_out_dir(out_dir: str | os.PathLike) -> Path:
+    """Create the folder and prove it is writable (a probe file), else ExportError."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"output path {out} exists and is not a folder")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".write-test-", dir=out)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as e:
+        raise ExportError(f"output folder {out} is not writable ({e.strerror or e})") from None
+    return out
+
+
+def default_formats() -> tuple[list[str], dict[str, str]]:
+    """Formats this machine can build, and the reason for each one it cannot."""
+    ok, skipped = [], {}
+    for name, spec in FORMATS.items():
+        reason = spec.available()
+        if reason:
+            skipped[name] = reason
+        else:
+            ok.append(name)
+    return ok, skipped
+
+
+# --------------------------------------------------------------------------- orchestration
+
+def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
+           out_dir: str | os.PathLike = "export", *,
+           calib=None, calib_count: int = 64, calib_size: int = 256, calib_blur: float = 0.0,
+           calib_method: str | None = None, percentile: float | None = None,
+           modelopt_method: str | None = None,
+           parity_images=None, parity_gt: str | os.PathLike | None = None,
+           parity_teacher: str | os.PathLike | None = None,
+           thresholds: Thresholds | None = None,
+           opt_shape: str | tuple[int, int] = "1080x1920",
+           min_shape: str | tuple[int, int] = "64x64",
+           max_shape: str | tuple[int, int] = "2160x3840", workspace_gb: float = 4.0,
+           latency: bool = True, latency_runs: int = 5, threads: int = 0,
+           simplify: bool = True, opset: int = 17, name: str | None = None,
+           quiet: bool = False, progress: Progress | None = None) -> ExportReport:
+    """Export `weights` (a student checkpoint) to `formats` in `out_dir`; see the module doc.
+
+    Raises ExportError / CheckpointError / CalibrationError for usage problems (before any
+    work); build failures and parity failures are reported in the returned report instead.
+    """
+    from distill.checkpoint import load_student
+
+    from . import calibration as cal
+    from .tensorrt_engine import Profile, parse_hw
+
+    prog = progress or Progress(quiet)
+    thresholds = thresholds or Thresholds()
+    requested = parse_formats(formats)
+    skipped: dict[str, str] = {}
+    if requested is None:
+        fmts, skipped = default_formats()
+        explicit = False
+    else:
+        fmts, explicit = requested, True
+        for f in list(fmts):
+            reason = FORMATS[f].available()
+            if reason:
+                skipped[f] = reason
+                fmts.remove(f)
+        # An engine that cannot be built here is built on the device from the ONNX model:
+        # export (and verify) that model so the printed trtexec line works as is.
+        for eng, src in (("engine", "onnx"), ("engine-int8", "onnx-qdq-trt")):
+            if eng in skipped and src not in fmts and not FORMATS[src].available():
+                fmts.append(src)
+                prog.say(f"{eng} cannot be built here; exporting {src} for building it on the "
+                         "target device")
+    try:
+        shapes = tuple(parse_hw(s) if isinstance(s, str) else tuple(s)
+                       for s in (min_shape, opt_shape, max_shape))
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    if calib_count < 1:
+        raise ExportError(f"--calib-count must be >= 1, got {calib_count}")
+    if calib_size < 16:
+        raise ExportError(f"--calib-size must be >= 16 pixels, got {calib_size}")
+    if percentile is not None and not 50 < percentile <= 100:
+        raise ExportError(f"--percentile must be in (50, 100], got {percentile}")
+    if workspace_gb <= 0:
+        raise ExportError(f"--workspace must be > 0 GB, got {workspace_gb}")
+    if latency_runs < 0 or threads < 0:
+        raise ExportError("--latency-runs and --threads must be >= 0")
+
+    weights = Path(weights)
+    model, ckpt = load_student(weights)   # CheckpointError: missing / not a student
+    out = check_out_dir(out_dir)
+    multiple = int(getattr(model, "multiple", 1))
+    stem = name or weights.stem
+    try:
+        profile = Profile.from_hw(*shapes, multiple=multiple)
+    except ValueError as e:
+        raise ExportError(str(e)) from None
+    prog.say(f"student {model.arch_name} {model.arch_args} (multiple {multiple}) from {weights}")
+
+    # ---- data: calibration crops and held-out parity images (fail early on bad data)
+    calib_paths = cal.resolve_paths(calib) if calib else None
+    parity_list = None
+    held_out_note = ""
+    if parity_images:
+        parity_list = cal.load_images(cal.resolve_paths(parity_images))
+    elif calib_paths is not None:
+        imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
+        if len(imgs) >= 2:
+            k = max(1, len(imgs) // 5)
+            held = imgs[-k:]
+            calib_paths = [p for p in calib_paths if p not in held]
+            parity_list = cal.load_images(held)
+            held_out_note = f"held out {len(held)} of the --calib images for parity"
+    if parity_list is None:
+        parity_list = cal.sample_images(cal.BUILTIN_PARITY)
+        held_out_note = held_out_note or ("parity on scikit-image sample photos "
+                                          f"{', '.join(cal.BUILTIN_PARITY)} (blurred)")
+    if held_out_note:
+        prog.say(held_out_note)
+    crops, calib_names = None, []
+    needs_calib = any(FORMATS[f].needs_calibration for f in fmts)
+    if needs_calib:
+        calib_images = (cal.load_images(calib_paths, calib_blur) if calib_paths
+                        else cal.sample_images(cal.BUILTIN_CALIB))
+        crops = cal.random_crops(calib_images, calib_count, calib_size, multiple)
+        calib_names = [n for n, _ in calib_images]
+        src = "--calib" if calib_paths else "built-in sample photos"
+        prog.say(f"calibration: {len(crops)} crops of {crops.shape[2]}x{crops.shape[3]} from "
+                 f"{len(calib_names)} images ({src})")
+    gt = _load_matching(parity_gt, parity_list, "ground truth", prog)
+    teacher = _load_matching(parity_teacher, parity_list, "teacher", prog)
+
+    # ---- FP32 PyTorch reference
+    from .parity import measure_latency, ssim, torch_runner
+
+    ref_runner = torch_runner(model)
+    refs = {n: ref_runner(img) for n, img in parity_list}
+    reference = {"images": [{"image": n, "shape": list(img.shape)} for n, img in parity_list]}
+    if gt:
+        reference["ssim_gt"] = min(ssim(np.clip(refs[n], 0, 1), gt[n]) for n in gt)
+    if teacher:
+        reference["ssim_teacher"] = min(ssim(np.clip(refs[n], 0, 1), teacher[n]) for n in teacher)
+    lat_image = _latency_image(parity_list[0][1]) if latency else None
+    if latency:
+        import torch
+
+        prev = torch.get_num_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        try:
+            reference["latency_ms_1080p"] = 1000 * measure_latency(
+                ref_runner, runs=max(1, min(latency_runs, 3)), image=lat_image)
+        finally:
+            torch.set_num_threads(prev)
+
+    settings = {
+        "formats_requested": requested or "all buildable", "calib_count": calib_count,
+        "calib_size": None if crops is None else int(crops.shape[2]),
+        "calib_images": calib_names, "calib_method": calib_method, "percentile": percentile,
+        "modelopt_method": modelopt_method, "thresholds": asdict(thresholds),
+        "profile": profile.to_dict(), "workspace_gb": workspace_gb, "threads": threads,
+        "parity_images": [n for n, _ in parity_list], "opset": opset,
+    }
+
+    # ---- build each format
+    results: list[FormatResult] = []
+    ctx = _BuildContext(model, ckpt, out, stem, crops, profile, workspace_gb, multiple,
+                        calib_method, percentile, modelopt_method, simplify, opset, prog)
+    total = len(fmts)
+    with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp:
+        ctx.tmp = Path(tmp)
+        ctx.requested = set(fmts)
+        for i, f in enumerate(fmts, 1):
+            spec = FORMATS[f]
+            prog.say(f"[{i}/{total}] {f}: {spec.description}")
+            res = FormatResult(f, "error", precision=spec.precision, target=spec.target)
+            t0 = time.perf_counter()
+            try:
+                path = ctx.build(f)
+            except Exception as e:
+                res.reason = f"build failed: {type(e).__name__}: {_first_line(e)}"
+                res.extra["traceback"] = traceback.format_exc(limit=6)
+                prog.say(f"  {res.reason}")
+                results.append(res)
+                continue
+            res.build_s = round(time.perf_counter() - t0, 2)
+            res.file = str(path)
+            res.size_bytes = path.stat().st_size
+            _gate(res, spec, path, parity_list, refs, gt, teacher, thresholds, threads,
+                  lat_image, latency_runs, prog)
+            results.append(res)
+    for f, reason in skipped.items():
+        res = FormatResult(f, "skipped", precision=FORMATS[f].precision,
+                           target=FORMATS[f].target, reason=reason)
+        if f in ("engine", "engine-int8"):
+            res.extra["trtexec"] = ctx.trtexec_line(f)
+        results.append(res)
+        if explicit or f in ("engine", "engine-int8"):
+            prog.say(f"skipped {f}: {reason}")
+            if "trtexec" in res.extra:
+                prog.say(f"  build it on the target device with:\n  {res.extra['trtexec']}")
+
+    report = ExportReport(str(weights), model.arch_name, str(out), results, reference, settings)
+    from .onnx_export import atomic_write_json
+
+    atomic_write_json(out / "export_report.json", report.to_dict())
+    return report
+
+
+def _first_line(e: BaseException) -> str:
+    s = str(e).strip()
+    return s.splitlines()[0][:300] if s else type(e).__name__
+
+
+def _latency_image(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return np.ascontiguousarray(cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_LINEAR))
+
+
+def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, np.ndarray]:
+    """Reference images (ground truth / teacher outputs) matched to parity images by stem."""
+    if not folder:
+        return {}
+    from distill.images import list_images, read_image
+
+    from .calibration import CalibrationError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibrationError(f"{what} folder not found: {folder}")
+    by_stem = {p.stem: p for p in list_images(folder)}
+    out = {}
+    for n, img in parity_list:
+        p = by_stem.get(n)
+        if p is None:
+            continue
+        ref = read_image(p)
+        if ref.shape != img.shape:
+            raise CalibrationError(f"{what} image {p} is {ref.shape[1]}x{ref.shape[0]} but the "
+                                   f"parity image {n} is {img.shape[1]}x{img.shape[0]}")
+        out[n] = ref
+    if not out:
+        prog.say(f"note: no {what} image in {folder} matches a parity image by name")
+    return out
+
+
+def _gate(res: FormatResult, spec: FormatSpec, path: Path, parity_list, refs, gt, teacher,
+          th: Thresholds, threads: int, lat_image, latency_runs: int, prog: Progress) -> None:
+    from .parity import load_runner, measure_latency, run_parity
+
+    try:
+        runner, res.runner = load_runner(path, threads=threads)
+    except Exception as e:
+        if path.suffix == ".engine":
+            res.status, res.reason = "error", f"cannot run the engine: {_first_line(e)}"
+        else:
+            res.status, res.reason = "error", f"cannot load: {_first_line(e)}"
+        prog.say(f"  {res.reason}")
+        return
+    try:
+        pr = run_parity(runner, parity_list, refs, gt, teacher)
+        res.max_abs, res.psnr, res.ssim = pr.max_abs, pr.psnr, pr.ssim
+        res.ssim_gt, res.ssim_teacher, res.images = pr.ssim_gt, pr.ssim_teacher, pr.images
+        if lat_image is not None and latency_runs > 0:
+            res.latency_ms_1080p = 1000 * measure_latency(runner, runs=latency_runs,
+                                                          image=lat_image)
+    except Exception as e:
+        res.status, res.reason = "error", f"parity run failed: {_first_line(e)}"
+        prog.say(f"  {res.reason}")
+        return
+    finally:
+        close = getattr(runner, "close", None)
+        if close:
+            close()
+    if spec.gate == "fp32":
+        ok = res.max_abs < th.fp32_max_abs
+        res.reason = None if ok else (f"max abs error {res.max_abs:.3g} >= "
+                                      f"{th.fp32_max_abs:g}")
+    else:
+        ok = res.ssim >= th.min_ssim
+        res.reason = None if ok else f"SSIM {res.ssim:.4f} < {th.min_ssim:g}"
+        if ok and th.min_psnr is not None and res.psnr < th.min_psnr:
+            ok, res.reason = False, f"PSNR {res.psnr:.2f} < {th.min_psnr:g} dB"
+    res.status = "pass" if ok else "fail"
+    lat = f", {res.latency_ms_1080p:.0f} ms @1080p" if res.latency_ms_1080p else ""
+    prog.say(f"  {res.status.upper()}: max abs {res.max_abs:.3g}, PSNR {res.psnr:.2f} dB, "
+             f"SSIM {res.ssim:.4f}{lat}" + (f" ({res.reason})" if res.reason else ""))
+
+
+class _BuildContext:
+    """Builds formats, sharing intermediates (FP32 ONNX, QDQ ONNX) between them."""
+
+    def __init__(self, model, ckpt, out: Path, stem: str, crops, profile, workspace_gb,
+                 multiple, calib_method, percentile, modelopt_method, simplify, opset,
+                 prog: Progress):
+        self.model, self.ckpt, self.out, self.stem, self.crops = model, ckpt, out, stem, crops
+        self.profile, self.workspace_gb, self.multiple = profile, workspace_gb, multiple
+        self.calib_method, self.percentile = calib_method, percentile
+        self.modelopt_method, self.simplify, self.opset = modelopt_method, simplify, opset
+        self.prog = prog
+        self.tmp: Path | None = None
+        self.requested: set[str] = set()
+        self.built: dict[str, Path] = {}
+
+    def path_for(self, fmt: str) -> Path:
+        """Final location when requested, else a temp location (intermediates)."""
+        base = self.out if fmt in self.requested or self.tmp is None else self.tmp
+        return base / f"{self.stem}{FORMATS[fmt].suffix}"
+
+    def trtexec_line(self, fmt: str) -> str:
+        from .tensorrt_engine import trtexec_command
+
+        source = "onnx" if fmt == "engine" else "onnx-qdq-trt"
+        src = self.out / f"{self.stem}{FORMATS[source].suffix}"
+        return trtexec_command(src, self.out / f"{self.stem}{FORMATS[fmt].suffix}", self.profile,
+                               "fp16" if fmt == "engine" else "int8", self.workspace_gb,
+                               self.out / "timing.cache")
+
+    def build(self, fmt: str) -> Path:
+        if fmt in self.built:
+            return self.built[fmt]
+        path = getattr(self, "_build_" + fmt.replace("-", "_"))(self.path_for(fmt))
+        self.built[fmt] = path
+        return path
+
+    def _build_onnx(self, path: Path) -> Path:
+        from .onnx_export import export_onnx
+
+        return export_onnx(self.model, path, self.ckpt, opset=self.opset, simplify=self.simplify)
+
+    def _build_onnx_int8(self, path: Path) -> Path:
+        from .onnx_int8 import DEFAULT_METHOD, DEFAULT_PERCENTILE, quantize_onnx_int8
+
+        method = self.calib_method or DEFAULT_METHOD
+        pct = self.percentile or DEFAULT_PERCENTILE
+        self.prog.say(f"  calibrating ({method}{f' {pct}' if method == 'percentile' else ''}) "
+                      f"on {len(self.crops)} crops")
+        return quantize_onnx_int8(self.build("onnx"), path, self.crops, method=method,
+                                  percentile=pct, on_batch=self.prog.bar("ORT calibration"))
+
+    def _build_onnx_qdq_trt(self, path: Path) -> Path:
+        from .modelopt_qdq import DEFAULT_METHOD, quantize_qdq_trt
+
+        method = self.modelopt_method or DEFAULT_METHOD
+        self.prog.say(f"  ModelOpt PTQ ({method} calibration, CPU) on {len(self.crops)} crops")
+        return quantize_qdq_trt(self.build("onnx"), path, self.crops, method=method)
+
+    def _build_tflite(self, path: Path, quantization: str) -> Path:
+        import contextlib
+        import io
+
+        from .tflite_export import export_tflite
+
+        self.prog.say(f"  Keras rebuild + TFLite conversion ({quantization})")
+        with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its SavedModel signature
+            return export_tflite(self.model, path, quantization, self.crops, self.ckpt,
+                                 on_sample=self.prog.bar("TFLite calibration")
+                                 if quantization == "int8" else None)
+
+    def _build_tflite_int8(self, path: Path) -> Path:
+        return self._build_tflite(path, "int8")
+
+    def _build_tflite_fp16(self, path: Path) -> Path:
+        return self._build_tflite(path, "fp16")
+
+    def _build_engine(self, path: Path) -> Path:
+        from .tensorrt_engine import build_engine
+
+        self.prog.say("  TensorRT build (FP16); this takes a while")
+        return build_engine(self.build("onnx"), path, self.profile, "fp16", self.workspace_gb,
+                            self.out / "timing.cache", self.multiple,
+                            {"student": self.model.arch_name})
+
+    def _build_engine_int8(self, path: Path) -> Path:
+        from .tensorrt_engine import build_engine
+
+        self.prog.say("  TensorRT build (INT8 from the QDQ model); this takes a while")
+        return build_engine(self.build("onnx-qdq-trt"), path, self.profile, "int8",
+                            self.workspace_gb, self.out / "timing.cache", self.multiple,
+                            {"student": self.model.arch_name})
+
+
+# --------------------------------------------------------------------------- table
+
+def _fmt_size(n: int | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "kB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def table_rows(report: ExportReport) -> list[list[str]]:
+    rows = []
+    ref_lat = report.reference.get("latency_ms_1080p")
+    rows.append(["pytorch (reference)", "FP32", Path(report.weights).name, "-",
+                 f"{ref_lat:.0f}" if ref_lat else "-", "-", "-", "-", "reference"])
+    for r in report.results:
+        psnr = "-" if r.psnr is None else ("inf" if math.isinf(r.psnr) else f"{r.psnr:.2f}")
+        rows.append([
+            r.format, (r.precision or "").upper(), Path(r.file).name if r.file else "-",
+            _fmt_size(r.size_bytes),
+            f"{r.latency_ms_1080p:.0f}" if r.latency_ms_1080p else "-",
+            "-" if r.max_abs is None else f"{r.max_abs:.2g}", psnr,
+            "-" if r.ssim is None else f"{r.ssim:.4f}",
+            r.status.upper() + (f": {_short(r.reason)}" if r.reason and r.status != "pass"
+                                else ""),
+        ])
+    return rows
+
+
+def _short(reason: str) -> str:
+    """Table cell: the reason without its parenthesised advice (kept in the report JSON)."""
+    return reason.split(" (")[0] if reason.count("(") and not reason.startswith("(") else reason
+
+
+HEADERS = ["format", "precision", "file", "size", "ms @1080p", "max abs", "PSNR dB", "SSIM",
+           "result"]
+
+
+def print_table(report: ExportReport, file=None) -> None:
+    """The final table: rich when installed, plain text otherwise."""
+    file = file or sys.stdout
+    rows = table_rows(report)
+    title = (f"sharpen export: {report.student} -> {report.out_dir} "
+             "(metrics vs the FP32 PyTorch output on held-out images; worst image)")
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        Console = None
+    if Console is not None:
+        table = Table(title=title)
+        for h in HEADERS:
+            table.add_column(h, justify="right" if h in ("size", "ms @1080p", "max abs",
+                                                           "PSNR dB", "SSIM") else "left",
+                             overflow="fold")
+        for row in rows:
+            res = row[-1]
+            style = ("green" if res == "PASS" else "red" if res.startswith(("FAIL", "ERROR"))
+                     else "yellow" if res.startswith("SKIPPED") else None)
+            table.add_row(*row, style=style)
+        Console(file=file, width=max(120, min(200, _term_width()))).print(table)
+        return
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
+    print(title, file=file)
+    print("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths)), file=file)
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)), file=file)
+
+
+def _term_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((160, 24)).columns

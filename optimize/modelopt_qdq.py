@@ -1,0 +1,179 @@
+"""INT8 QDQ ONNX for TensorRT with NVIDIA ModelOpt's ONNX post-training quantisation.
+
+`modelopt.onnx.quantization.quantize` inserts TensorRT-style Q/DQ pairs (int8, symmetric,
+per-channel weights) placed where TensorRT fuses them; TensorRT then builds INT8 kernels from
+the QDQ model (`engine-int8`). Calibration runs through ONNX Runtime on the CPU here
+(calibration_eps=["cpu"]) with a float32 high-precision dtype, so no GPU is needed to produce it.
+
+Traps handled here:
+- ModelOpt rewrites/annotates the model file it is given and drops intermediate files next to
+  it: it gets a copy in a temporary folder, never the exported FP32 file.
+- Its `[onnx]` extra pulls `onnxruntime-gpu`, which shares the `onnxruntime` folder with the CPU
+  package; the project declares `nvidia-modelopt` without that extra (see pyproject's `modelopt`
+  extra), so exactly one onnxruntime stays installed.
+- It does not keep the model's metadata_props: they are copied back from the FP32 model.
+"""
+from __future__ import annotations
+
+import contextlib
+import inspect
+import io
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+METHODS = ("entropy", "max")
+# On held-out photos with a trained `fast` student (min SSIM to FP32, run by ORT CPU):
+# entropy 0.9988, max 0.9979. (ModelOpt hands "entropy" to ORT's histogram calibrator.)
+DEFAULT_METHOD = "entropy"
+
+
+def availability() -> str | None:
+    """None when ModelOpt's ONNX quantisation can run here, else the reason it cannot."""
+    try:
+        import modelopt.onnx.quantization  # noqa: F401
+    except ImportError as e:
+        return (f"NVIDIA ModelOpt is not installed ({e.name or e}); install the project's "
+                "'modelopt' extra: pip install -e '.[modelopt]'")
+    except Exception as e:  # broken install (e.g. onnxruntime-gpu clobbering onnxruntime)
+        return f"NVIDIA ModelOpt cannot be imported: {type(e).__name__}: {e}"
+    try:
+        import onnxruntime
+
+        onnxruntime.InferenceSession  # noqa: B018 - a half-removed onnxruntime lacks it
+    except Exception as e:
+        return f"onnxruntime is broken ({e}); reinstall the CPU package 'onnxruntime'"
+    return None
+
+
+def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
+                     crops: np.ndarray, method: str = DEFAULT_METHOD) -> Path:
+    """ModelOpt INT8 PTQ of an FP32 ONNX file, calibrated on `crops` (N x 3 x H x W float32).
+    Writes `out_path` atomically and returns it."""
+    import onnx
+
+    from .onnx_export import atomic_write_bytes, read_metadata, set_metadata
+
+    reason = availability()
+    if reason:
+        raise RuntimeError(reason)
+    from modelopt.onnx.quantization import quantize
+
+    if method not in METHODS:
+        raise ValueError(f"unknown ModelOpt calibration method {method!r}; choose {METHODS}")
+    crops = np.ascontiguousarray(crops, dtype=np.float32)
+    if crops.ndim != 4 or crops.shape[1] != 3:
+        raise ValueError(f"calibration crops must be N x 3 x H x W, got {crops.shape}")
+    meta = read_metadata(fp32_path)
+    params = inspect.signature(quantize).parameters
+    with tempfile.TemporaryDirectory(prefix="sharpen-modelopt-") as tmp:
+        src = Path(tmp) / "model_fp32.onnx"
+        shutil.copyfile(fp32_path, src)  # ModelOpt modifies its input in place
+        dst = Path(tmp) / "model_qdq.onnx"
+        kwargs = dict(onnx_path=str(src), calibration_data=crops, calibration_method=method,
+                      output_path=str(dst))
+        # The mode argument was renamed across releases.
+        kwargs["quantize_mode" if "quantize_mode" in params else "quantization_mode"] = "int8"
+        optional = {"calibration_eps": ["cpu"], "high_precision_dtype": "fp32",
+                    "log_level": "CRITICAL"}
+        kwargs.update({k: v for k, v in optional.items() if k in params})
+        # ModelOpt/ORT calibration prints per-tensor progress bars; keep them for errors only.
+        log = io.StringIO()
+        try:
+            with _restore_ort_quantization(), contextlib.redirect_stdout(log), \
+                    contextlib.redirect_stderr(log):
+                quantize(**kwargs)
+        except Exception as e:
+            tail = " | ".join(log.getvalue().strip().splitlines()[-3:])
+            raise RuntimeError(f"ModelOpt quantization failed: {type(e).__name__}: {e}"
+                               + (f" ({tail})" if tail else "")) from e
+        if not dst.exists():
+            raise RuntimeError("ModelOpt finished without writing a quantized model")
+        proto = onnx.load(str(dst))
+    set_metadata(proto, {**meta, "precision": "int8",
+                         "quantization": f"int8 QDQ for TensorRT (NVIDIA ModelOpt, {method} "
+                                         "calibration)"})
+    onnx.checker.check_model(proto)
+    return atomic_write_bytes(out_path, proto.SerializeToString())
+
+
+_ORT_QUANT_MODULES = ("calibrate", "quantize", "qdq_quantizer", "base_quantizer",
+                      "onnx_quantizer", "quant_utils", "registry")
+
+
+@contextlib.contextmanager
+def _restore_ort_quantization():
+    """ModelOpt monkey-patches onnxruntime.quantization (calibrators, histogram collector,
+    create_calibrator, ...) for its own use and never undoes it, which breaks a later
+    `quantize_static` in the same process ("Histogram has not been collected"). Snapshot the
+    module and class namespaces and put them back afterwards."""
+    import importlib
+
+    saved = []
+    for name in _ORT_QUANT_MODULES:
+        try:
+            mod = importlib.import_module(f"onnxruntime.quantization.{name}")
+        except ImportError:
+            continue
+        saved.append((mod, dict(vars(mod))))
+        for obj in list(vars(mod).values()):
+            if isinstance(obj, type) and obj.__module__ == mod.__name__:
+                saved.append((obj, dict(vars(obj))))
+    try:
+        yield
+    finally:
+        for target, snapshot in saved:
+            current = vars(target)
+            for key in [k for k in current if k not in snapshot]:
+                if not key.startswith("__"):
+                    try:
+                        delattr(target, key)
+                    except (AttributeError, TypeError):
+                        pass
+            for key, value in snapshot.items():
+                if key.startswith("__") and key != "__init__":
+                    continue
+                if current.get(key, _MISSING) is not value:
+                    try:
+                        setattr(target, key, value)
+                    except (AttributeError, TypeError):
+                        pass
+
+
+_MISSING = object()
+
+
+def qdq_summary(path_or_proto) -> dict:
+    """Q/DQ node counts and the integer types they quantise to (zero-point / quantized
+    initializer dtypes), to check that a model really is INT8."""
+    import onnx
+
+    proto = path_or_proto if hasattr(path_or_proto, "graph") else onnx.load(str(path_or_proto))
+    inits = {i.name: i for i in proto.graph.initializer}
+    types: dict[str, int] = {}
+    counts = {"QuantizeLinear": 0, "DequantizeLinear": 0}
+    for node in proto.graph.node:
+        if node.op_type in counts:
+            counts[node.op_type] += 1
+            # DQ input 0 is the quantized tensor when it is an initializer; input 2 (zero point)
+            # carries the integer type for both Q and DQ.
+            cands = list(node.input[2:3])
+            if node.op_type == "DequantizeLinear":
+                cands.append(node.input[0])
+            for name in cands:
+                if name in inits and inits[name].data_type in (
+                        onnx.TensorProto.INT8, onnx.TensorProto.UINT8):
+                    t = onnx.TensorProto.DataType.Name(inits[name].data_type)
+                    types[t] = types.get(t, 0) + 1
+    conv_inputs_dq = 0
+    producers = {o: n for n in proto.graph.node for o in n.output}
+    for node in proto.graph.node:
+        if node.op_type == "Conv" and len(node.input) > 1:
+            p = producers.get(node.input[1])
+            if p is not None and p.op_type == "DequantizeLinear":
+                conv_inputs_dq += 1
+    return {**counts, "integer_types": types, "convs_with_quantized_weights": conv_inputs_dq,
+            "convs": sum(n.op_type == "Conv" for n in proto.graph.node)}

@@ -1,0 +1,139 @@
+"""FP32 ONNX export of a student: dynamic batch/height/width, one self-contained file, metadata.
+
+Metadata (model.metadata_props), read back by the runtime:
+    student   - registry name (e.g. "fast")
+    arch_args - JSON of the constructor arguments
+    layout    - "NCHW RGB float32 [0,1]"
+    multiple  - H and W must be divisible by this (string int); pad (reflect) and crop otherwise
+    metrics   - JSON of the training metrics stored in the checkpoint
+    precision - "fp32" here; "int8" in the quantised models derived from it
+Input "input" [N, 3, H, W], output "output" [N, 3, H, W] (not clamped).
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+
+LAYOUT = "NCHW RGB float32 [0,1]"
+INPUT_NAME, OUTPUT_NAME = "input", "output"
+DEFAULT_OPSET = 17
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Write to a temp file in the destination folder, then rename over the target."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    return atomic_write_bytes(path, (json.dumps(obj, indent=2, default=str) + "\n").encode())
+
+
+def student_metadata(model: nn.Module, ckpt: dict | None = None) -> dict[str, str]:
+    ckpt = ckpt or {}
+    return {
+        "student": str(getattr(model, "arch_name", ckpt.get("arch", type(model).__name__))),
+        "arch_args": json.dumps(getattr(model, "arch_args", ckpt.get("arch_args", {})),
+                                sort_keys=True),
+        "layout": LAYOUT,
+        "multiple": str(int(getattr(model, "multiple", 1))),
+        "metrics": json.dumps(ckpt.get("metrics", {}) or {}, sort_keys=True, default=str),
+        "precision": "fp32",
+    }
+
+
+def set_metadata(model_proto, meta: dict[str, str]) -> None:
+    existing = {p.key: p for p in model_proto.metadata_props}
+    for k, v in meta.items():
+        if k in existing:
+            existing[k].value = str(v)
+        else:
+            p = model_proto.metadata_props.add()
+            p.key, p.value = k, str(v)
+
+
+def read_metadata(path_or_proto) -> dict[str, str]:
+    import onnx
+
+    proto = path_or_proto
+    if not hasattr(proto, "metadata_props"):
+        proto = onnx.load(str(path_or_proto), load_external_data=False)
+    return {p.key: p.value for p in proto.metadata_props}
+
+
+def export_onnx(model: nn.Module, path: str | os.PathLike, ckpt: dict | None = None,
+                opset: int = DEFAULT_OPSET, simplify: bool = True,
+                sample_hw: tuple[int, int] = (64, 64)) -> Path:
+    """Export `model` (eval mode, CPU) to `path` as FP32 ONNX; returns the path.
+
+    Uses the TorchScript exporter (dynamo=False): with `dynamic_axes` it gives a clean,
+    fully dynamic graph for these conv nets. `simplify` runs onnxslim (constant folding, dead
+    code) when it is installed and keeps the result only if it still passes the checker.
+    """
+    import onnx
+
+    if opset < 17:
+        raise ValueError(f"opset {opset} is too old; use 17 or newer")
+    model = model.eval().cpu()
+    m = int(getattr(model, "multiple", 1))
+    h = max(m, sample_hw[0] // m * m)
+    w = max(m, sample_hw[1] // m * m)
+    dummy = torch.rand(1, 3, h, w)
+    buf = io.BytesIO()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            model, (dummy,), buf, dynamo=False, opset_version=opset,
+            input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch", 2: "height", 3: "width"},
+                          OUTPUT_NAME: {0: "batch", 2: "height", 3: "width"}},
+            do_constant_folding=True)
+    proto = onnx.load_from_string(buf.getvalue())
+    if simplify:
+        proto = _maybe_simplify(proto)
+    proto.producer_name = "image-sharpening-kd"
+    set_metadata(proto, student_metadata(model, ckpt))
+    onnx.checker.check_model(proto, full_check=True)
+    data = proto.SerializeToString()
+    if len(data) >= 2 ** 31 - 1:  # protobuf limit; students are a few hundred kB
+        raise ValueError("model too large for a single-file ONNX")
+    return atomic_write_bytes(path, data)
+
+
+def _maybe_simplify(proto):
+    import onnx
+
+    try:
+        import onnxslim
+    except ImportError:
+        return proto
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            slim = onnxslim.slim(proto)
+        onnx.checker.check_model(slim)
+        # onnxslim must not pin the dynamic dims.
+        dims = [d.dim_param or d.dim_value for d in slim.graph.input[0].type.tensor_type.shape.dim]
+        if any(isinstance(d, int) and d > 0 for i, d in enumerate(dims) if i != 1):
+            return proto
+        return slim
+    except Exception as e:  # a simplifier bug must never break the export
+        warnings.warn(f"onnxslim failed ({type(e).__name__}: {e}); keeping the unsimplified "
+                      "model")
+        return proto

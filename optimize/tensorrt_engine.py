@@ -1,0 +1,190 @@
+"""TensorRT engines from the exported ONNX models (TensorRT Python API, 8.6 / 10.x).
+
+- `engine` (FP16): the FP32 ONNX model with BuilderFlag.FP16.
+- `engine-int8`: the ModelOpt QDQ model (explicit quantisation) with INT8 + FP16 flags; the Q/DQ
+  scales come from the ONNX graph, so no TensorRT calibrator is involved.
+
+One optimisation profile on "input" covers min/opt/max shapes (default opt 1x3x1080x1920,
+rounded up to the model's size multiple, e.g. 1088x1920 for a multiple of 16, as the runtime pads),
+the workspace pool is limited, and a timing cache file in the output folder is reused between
+builds. The engine is written with a sidecar `<file>.engine.json` (tensorrt_version, gpu_name,
+precision, profile, multiple) that the runtime checks before deserialising: engines only load
+on the TensorRT version and GPU they were built with.
+
+TensorRT is imported lazily. Without it (or without an NVIDIA GPU) `availability()` says so,
+and `trtexec_command()` gives the equivalent command line to run on the target device (Jetson:
+trtexec ships with JetPack in /usr/src/tensorrt/bin).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+from .onnx_export import atomic_write_bytes, atomic_write_json
+
+DEFAULT_OPT = (1080, 1920)
+DEFAULT_MIN = (64, 64)
+DEFAULT_MAX = (2160, 3840)
+DEFAULT_WORKSPACE_GB = 4.0
+
+
+def parse_hw(text: str) -> tuple[int, int]:
+    """'1080x1920' -> (1080, 1920) (height x width)."""
+    try:
+        h, w = (int(v) for v in str(text).lower().replace("*", "x").split("x"))
+    except ValueError:
+        raise ValueError(f"shape {text!r} must be HEIGHTxWIDTH, e.g. 1080x1920") from None
+    if h < 1 or w < 1:
+        raise ValueError(f"shape {text!r} must be positive")
+    return h, w
+
+
+def _round_up(v: int, m: int) -> int:
+    return (v + m - 1) // m * m
+
+
+@dataclass(frozen=True)
+class Profile:
+    """Min/opt/max input shapes (N, 3, H, W) for the optimisation profile on "input"."""
+
+    min: tuple[int, int, int, int]
+    opt: tuple[int, int, int, int]
+    max: tuple[int, int, int, int]
+
+    @classmethod
+    def from_hw(cls, min_hw=DEFAULT_MIN, opt_hw=DEFAULT_OPT, max_hw=DEFAULT_MAX,
+                multiple: int = 8, batch: int = 1) -> "Profile":
+        shapes = [(batch, 3, _round_up(h, multiple), _round_up(w, multiple))
+                  for h, w in (min_hw, opt_hw, max_hw)]
+        for a, b, what in ((shapes[0], shapes[1], "min > opt"), (shapes[1], shapes[2],
+                                                                  "opt > max")):
+            if a[2] > b[2] or a[3] > b[3]:
+                raise ValueError(f"engine profile shapes: {what} ({a[2]}x{a[3]} vs {b[2]}x{b[3]})")
+        return cls(*shapes)
+
+    def to_dict(self) -> dict:
+        return {"input": "input", "min": list(self.min), "opt": list(self.opt),
+                "max": list(self.max)}
+
+    @staticmethod
+    def fmt(shape) -> str:
+        return "x".join(str(int(v)) for v in shape)
+
+
+def availability() -> str | None:
+    """None when an engine can be built here, else the reason."""
+    try:
+        import tensorrt  # noqa: F401
+    except ImportError:
+        return ("TensorRT is not installed (it ships with JetPack on Jetson and installs with "
+                "`pip install tensorrt` on x86 machines with an NVIDIA GPU)")
+    except Exception as e:
+        return f"TensorRT cannot be imported: {type(e).__name__}: {e}"
+    if gpu_name() is None:
+        return "no NVIDIA GPU found (TensorRT engines are built on the GPU they run on)"
+    return None
+
+
+def gpu_name() -> str | None:
+    """Name of GPU 0 via cuda-python, then torch, then nvidia-smi; None when there is none."""
+    try:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError:
+            from cuda import cudart  # type: ignore
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            name = props.name
+            return (name.decode(errors="replace") if isinstance(name, bytes)
+                    else str(name)).strip("\x00 ")
+    except Exception:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return torch.cuda.get_device_name(0)
+    except Exception:
+        pass
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        try:
+            out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
+                                 capture_output=True, text=True, timeout=20)
+            if out.returncode == 0 and out.stdout.strip():
+                return out.stdout.strip().splitlines()[0].strip()
+        except Exception:
+            pass
+    return None
+
+
+def trtexec_command(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
+                    profile: Profile, precision: str = "fp16",
+                    workspace_gb: float = DEFAULT_WORKSPACE_GB,
+                    timing_cache: str | os.PathLike | None = None) -> str:
+    """The trtexec command line equivalent to `build_engine`."""
+    flags = ["--fp16"] if precision == "fp16" else ["--int8", "--fp16"]
+    parts = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", *flags,
+             f"--minShapes=input:{Profile.fmt(profile.min)}",
+             f"--optShapes=input:{Profile.fmt(profile.opt)}",
+             f"--maxShapes=input:{Profile.fmt(profile.max)}",
+             f"--memPoolSize=workspace:{int(round(workspace_gb * 1024))}M"]
+    if timing_cache:
+        parts.append(f"--timingCacheFile={timing_cache}")
+    return " ".join(parts)
+
+
+def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, profile: Profile,
+                 precision: str = "fp16", workspace_gb: float = DEFAULT_WORKSPACE_GB,
+                 timing_cache: str | os.PathLike | None = None, multiple: int = 8,
+                 extra_meta: dict | None = None) -> Path:
+    """Build and serialise an engine (+ sidecar). precision: "fp16" or "int8" (QDQ model)."""
+    reason = availability()
+    if reason:
+        raise RuntimeError(reason)
+    import tensorrt as trt
+
+    if precision not in ("fp16", "int8"):
+        raise ValueError(f"engine precision must be fp16 or int8, got {precision!r}")
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    flags = 0
+    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    if explicit is not None and int(trt.__version__.split(".")[0]) < 10:
+        flags = 1 << int(explicit)  # TensorRT 10 networks are always explicit-batch
+    network = builder.create_network(flags)
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT could not parse {onnx_path}: {errors}")
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gb * (1 << 30)))
+    config.set_flag(trt.BuilderFlag.FP16)
+    if precision == "int8":
+        config.set_flag(trt.BuilderFlag.INT8)
+    prof = builder.create_optimization_profile()
+    prof.set_shape("input", profile.min, profile.opt, profile.max)
+    config.add_optimization_profile(prof)
+    cache_path = Path(timing_cache) if timing_cache else None
+    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.exists() else b""
+    cache = config.create_timing_cache(cache_bytes)
+    config.set_timing_cache(cache, ignore_mismatch=True)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError("TensorRT failed to build the engine (see its log above)")
+    if cache_path:
+        atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
+    engine_path = atomic_write_bytes(engine_path, bytes(serialized))
+    atomic_write_json(sidecar_path(engine_path), {
+        "tensorrt_version": trt.__version__, "gpu_name": gpu_name(), "precision": precision,
+        "profile": profile.to_dict(), "multiple": int(multiple), "layout": "NCHW RGB float32 [0,1]",
+        "workspace_gb": workspace_gb, "source": Path(onnx_path).name, **(extra_meta or {})})
+    return engine_path
+
+
+def sidecar_path(engine_path: str | os.PathLike) -> Path:
+    p = Path(engine_path)
+    return p.with_name(p.name + ".json")

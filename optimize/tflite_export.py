@@ -1,0 +1,151 @@
+"""TFLite / LiteRT export: full-integer INT8 and FP16 (and FP32 for checks).
+
+Route: the student is rebuilt in Keras with the PyTorch weights (`optimize.keras_student`, which
+explains the choice) and converted with `tf.lite.TFLiteConverter.from_keras_model`. With
+tensorflow-cpu 2.21 / Keras 3 this gives, with a representative dataset of real crops,
+`TFLITE_BUILTINS_INT8` and int8 input/output, a fully integer model whose every op has an int8
+XNNPACK kernel; FP16 stores float16 weights that are dequantised at load time.
+
+Runtime conventions (the runtime loads these with `ai_edge_litert` only, no TensorFlow):
+input NHWC RGB [1, H, W, 3] (resize the input tensor, then allocate_tensors), H and W divisible
+by `multiple`; int8 input/output use the scale/zero point in the tensor details. The sidecar
+`<file>.json` holds student, arch_args, multiple, layout, quantization, metrics.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch.nn as nn
+
+from .onnx_export import atomic_write_bytes, atomic_write_json
+
+QUANTIZATIONS = ("int8", "fp16", "fp32")
+
+
+def _quiet_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    import absl.logging
+
+    absl.logging.set_verbosity(absl.logging.ERROR)
+
+
+def convert_keras(keras_model, quantization: str, crops: np.ndarray | None = None,
+                  on_sample: Callable[[int, int], None] | None = None) -> bytes:
+    """Convert a Keras NHWC model to a .tflite flatbuffer.
+    crops: N x 3 x H x W float32 in [0, 1] (NCHW, as everywhere else), needed for int8."""
+    _quiet_tf()
+    import tensorflow as tf
+
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"unknown TFLite quantization {quantization!r}; choose {QUANTIZATIONS}")
+    conv = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    if quantization == "int8":
+        if crops is None or len(crops) == 0:
+            raise ValueError("int8 conversion needs calibration crops")
+        nhwc = np.ascontiguousarray(np.asarray(crops, np.float32).transpose(0, 2, 3, 1))
+
+        def representative():
+            for i in range(len(nhwc)):
+                if on_sample:
+                    on_sample(i + 1, len(nhwc))
+                yield [nhwc[i:i + 1]]
+
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.representative_dataset = representative
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        conv.inference_input_type = tf.int8
+        conv.inference_output_type = tf.int8
+    elif quantization == "fp16":
+        conv.optimizations = [tf.lite.Optimize.DEFAULT]
+        conv.target_spec.supported_types = [tf.float16]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return conv.convert()
+
+
+def set_default_input_shape(tflite_bytes: bytes, hw: tuple[int, int]) -> bytes:
+    """Give the size-agnostic input ([1, -1, -1, 3]) a valid default shape.
+
+    The converter stores [1, 1, 1, 3] as the default, which SPACE_TO_DEPTH / MAX_POOL cannot
+    prepare, so a plain `allocate_tensors()` right after loading (before any resize) fails.
+    The shape signature stays dynamic; runtimes still resize to the frame size."""
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    model = fbu.convert_bytearray_to_object(bytearray(tflite_bytes))
+    sg = model.subgraphs[0]
+    t = sg.tensors[sg.inputs[0]]
+    if len(t.shape) == 4 and int(t.shape[-1]) == 3:
+        t.shape = np.array([int(t.shape[0]) or 1, int(hw[0]), int(hw[1]), 3], dtype=np.int32)
+    return bytes(fbu.convert_object_to_bytearray(model))
+
+
+def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes: bytes) -> dict:
+    from .onnx_export import student_metadata
+
+    meta = student_metadata(model, ckpt)
+    info = {
+        "student": meta["student"],
+        "arch_args": json.loads(meta["arch_args"]),
+        "multiple": int(meta["multiple"]),
+        "layout": "NHWC RGB",
+        "input_range": "float [0,1]" if quantization != "int8" else
+                       "int8 = round(x / scale + zero_point), x RGB in [0,1]",
+        "quantization": {"int8": "full-integer int8 (weights, activations, input and output)",
+                         "fp16": "float16 weights, float32 input/output",
+                         "fp32": "float32"}[quantization],
+        "metrics": json.loads(meta["metrics"]),
+    }
+    info.update(tensor_io_quantization(tflite_bytes))
+    return info
+
+
+def tensor_io_quantization(tflite_bytes: bytes) -> dict:
+    """dtype/scale/zero point of the input and output tensors."""
+    from .parity import _litert_interpreter
+
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
+        f.write(tflite_bytes)
+        f.flush()
+        interp = _litert_interpreter(f.name, 1)
+        io = {}
+        for key, det in (("input", interp.get_input_details()[0]),
+                         ("output", interp.get_output_details()[0])):
+            scale, zp = det["quantization"]
+            io[key] = {"dtype": np.dtype(det["dtype"]).name, "scale": float(scale),
+                       "zero_point": int(zp)}
+    return io
+
+
+def export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str = "int8",
+                  crops: np.ndarray | None = None, ckpt: dict | None = None,
+                  on_sample: Callable[[int, int], None] | None = None) -> Path:
+    """Keras rebuild + conversion; writes `path` and `path.json` atomically."""
+    from .keras_student import build_keras_student
+
+    _quiet_tf()
+    km = build_keras_student(model.eval().cpu(), batch=1)
+    data = convert_keras(km, quantization, crops, on_sample)
+    m = int(getattr(model, "multiple", 1))
+    data = set_default_input_shape(data, (max(m, 256 // m * m), max(m, 256 // m * m)))
+    path = Path(path)
+    info = sidecar(model, ckpt, quantization, data)
+    atomic_write_bytes(path, data)
+    atomic_write_json(Path(str(path) + ".json"), info)
+    return path
+
+
+def tensor_types(path: str | os.PathLike) -> dict[str, int]:
+    """Count of tensor dtypes in a .tflite model (via the interpreter's tensor details)."""
+    from collections import Counter
+
+    from .parity import _litert_interpreter
+
+    interp = _litert_interpreter(str(path), 1)
+    return dict(Counter(np.dtype(d["dtype"]).name for d in interp.get_tensor_details()))

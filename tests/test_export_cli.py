@@ -1,0 +1,198 @@
+"""`sharpen export` usage errors: one clear line on stderr and a non-zero exit, before any work.
+Also the format registry, option help texts and the TensorRT fallback (trtexec line)."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch = pytest.importorskip("torch")
+
+from distill.checkpoint import atomic_save, make_checkpoint  # noqa: E402
+from distill.students import create_student  # noqa: E402
+from optimize.cli import build_parser, main  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    model = create_student("fast")
+    path = tmp_path_factory.mktemp("ckpt") / "student.pt"
+    atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
+                path)
+    return path
+
+
+def _run(argv, capsys):
+    rc = main(argv)
+    err = capsys.readouterr().err.strip()
+    return rc, err
+
+
+def _one_line_error(err: str) -> str:
+    lines = [ln for ln in err.splitlines() if ln.startswith("sharpen export: error:")]
+    assert len(lines) == 1, err
+    return lines[0]
+
+
+def test_missing_checkpoint(tmp_path, capsys):
+    rc, err = _run(["export", "--weights", str(tmp_path / "nope.pt"), "--format", "onnx",
+                    "--out", str(tmp_path / "out")], capsys)
+    assert rc == 2
+    assert "checkpoint not found" in _one_line_error(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_not_a_student_checkpoint(tmp_path, capsys):
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    rc, err = _run(["export", "--weights", str(bad), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "not a readable PyTorch checkpoint" in _one_line_error(err)
+
+
+def test_unknown_format(ckpt, tmp_path, capsys):
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx,coreml",
+                    "--out", str(tmp_path)], capsys)
+    assert rc == 2
+    line = _one_line_error(err)
+    assert "unknown format 'coreml'" in line and "tflite-int8" in line
+
+
+@pytest.mark.parametrize("kind", ["file", "below-file"])
+def test_unwritable_output_path(ckpt, tmp_path, capsys, kind):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    out = blocker if kind == "file" else blocker / "sub"
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(out)],
+                   capsys)
+    assert rc == 2
+    line = _one_line_error(err)
+    assert "not a folder" in line or "not writable" in line
+
+
+def test_calibration_array_of_wrong_shape(ckpt, tmp_path, capsys):
+    arr = tmp_path / "calib.npy"
+    np.save(arr, np.random.default_rng(0).random((4, 1, 64, 64), dtype=np.float32))
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                    str(tmp_path / "out"), "--calib", str(arr)], capsys)
+    assert rc == 2
+    line = _one_line_error(err)
+    assert "(4, 1, 64, 64)" in line and "N x 3 x H x W" in line
+    assert not list((tmp_path / "out").glob("*.onnx"))
+
+
+def test_calibration_images_too_small(ckpt, tmp_path, capsys):
+    import cv2
+
+    d = tmp_path / "tiny"
+    d.mkdir()
+    cv2.imwrite(str(d / "a.png"), np.zeros((6, 9, 3), np.uint8))
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "tflite-int8", "--out",
+                    str(tmp_path / "out"), "--calib", str(d)], capsys)
+    assert rc == 2 and "only 6x9" in _one_line_error(err)
+
+
+def test_calibration_values_out_of_range(ckpt, tmp_path, capsys):
+    arr = tmp_path / "c.npy"
+    np.save(arr, np.full((2, 3, 32, 32), 200.0, np.float32))
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                    str(tmp_path / "out"), "--calib", str(arr)], capsys)
+    assert rc == 2 and "expected RGB floats in [0, 1]" in _one_line_error(err)
+
+
+def test_missing_calibration_source(ckpt, tmp_path, capsys):
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                    str(tmp_path / "out"), "--calib", str(tmp_path / "nowhere")], capsys)
+    assert rc == 2 and "no such file or folder" in _one_line_error(err)
+
+
+def test_bad_engine_shape(ckpt, tmp_path, capsys):
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx", "--out",
+                    str(tmp_path), "--opt-shape", "1080by1920"], capsys)
+    assert rc == 2 and "HEIGHTxWIDTH" in _one_line_error(err)
+
+
+def test_every_option_has_help():
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    export = sub.choices["export"]
+    opts = [a for a in export._actions if a.option_strings and a.dest != "help"]
+    assert len(opts) > 20
+    for action in opts:
+        assert action.help and len(action.help) > 10, action.option_strings
+    text = export.format_help()
+    for fmt in ("onnx-int8", "onnx-qdq-trt", "tflite-int8", "tflite-fp16", "engine"):
+        assert fmt in text
+
+
+def test_format_registry_and_parsing():
+    from optimize.export import ExportError, FORMATS, parse_formats
+
+    assert list(FORMATS)[:5] == ["onnx", "onnx-int8", "onnx-qdq-trt", "tflite-int8",
+                                 "tflite-fp16"]
+    assert parse_formats("all") is None and parse_formats(None) is None
+    assert parse_formats(" ONNX, tflite-int8,onnx") == ["onnx", "tflite-int8"]
+    with pytest.raises(ExportError):
+        parse_formats("onnx,trt")
+
+
+def test_engine_profile_and_trtexec_line(tmp_path):
+    from optimize.tensorrt_engine import Profile, availability, trtexec_command
+
+    prof = Profile.from_hw((61, 97), (1080, 1920), (2160, 3840), multiple=8)
+    assert prof.min == (1, 3, 64, 104) and prof.opt == (1, 3, 1080, 1920)
+    with pytest.raises(ValueError, match="opt > max"):
+        Profile.from_hw((64, 64), (1080, 1920), (720, 1280), multiple=8)
+    line = trtexec_command(tmp_path / "m.onnx", tmp_path / "m.engine", prof, "fp16", 2.0,
+                           tmp_path / "timing.cache")
+    for part in (f"--onnx={tmp_path / 'm.onnx'}", f"--saveEngine={tmp_path / 'm.engine'}",
+                 "--fp16", "--minShapes=input:1x3x64x104", "--optShapes=input:1x3x1080x1920",
+                 "--maxShapes=input:1x3x2160x3840", "--memPoolSize=workspace:2048M",
+                 f"--timingCacheFile={tmp_path / 'timing.cache'}"):
+        assert part in line
+    assert "--int8" in trtexec_command("q.onnx", "q.engine", prof, "int8")
+    reason = availability()
+    if reason is not None:
+        assert "TensorRT" in reason or "GPU" in reason
+
+
+def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
+    from optimize.tensorrt_engine import availability
+
+    reason = availability()
+    if reason is None:
+        pytest.skip("TensorRT and a GPU are present: the engine is really built elsewhere")
+    rc = main(["export", "--weights", str(ckpt), "--format", "engine", "--out", str(tmp_path),
+               "--no-latency"])
+    cap = capsys.readouterr()
+    assert rc == 0  # nothing buildable failed; the skip is reported, not an error
+    assert reason in cap.err
+    assert "trtexec --onnx=" in cap.err and "--saveEngine=" in cap.err
+    assert "SKIPPED" in cap.out
+
+
+def test_tensorrt_engine_build(tmp_path):
+    from optimize.tensorrt_engine import availability
+
+    reason = availability()
+    if reason:
+        pytest.skip(reason)
+    from optimize.export import export
+
+    torch.manual_seed(0)
+    model = create_student("fast")
+    path = tmp_path / "s.pt"
+    atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
+                path)
+    rep = export(path, "engine", tmp_path / "out", min_shape="64x64", opt_shape="256x256",
+                 max_shape="512x512", latency=False, quiet=True)
+    res = rep.result("engine")
+    assert res.status == "pass", res.reason
+    assert (Path(res.file).with_name(Path(res.file).name + ".json")).is_file()

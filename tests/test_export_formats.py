@@ -1,0 +1,327 @@
+"""`sharpen export` end to end on a briefly trained `fast` student: every format this machine can
+build, parity-gated against PyTorch, dynamic shapes, integer kernels, the report and the CLI.
+
+One module-scoped export builds all artifacts once (the expensive part); the tests inspect them.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("skimage")
+
+from distill.checkpoint import atomic_save, make_checkpoint  # noqa: E402
+from distill.students import create_student, run_padded  # noqa: E402
+from optimize.calibration import gaussian_blur, sample_images  # noqa: E402
+
+BLUR = 1.5
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    from distill.images import write_image
+
+    write_image(path, rgb)
+
+
+def train_fast_student(steps: int = 80, seed: int = 0):
+    """A quick fit (blurred -> sharp on real photo crops) so activations are not degenerate."""
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    sharp = [img for _, img in sample_images(("astronaut", "coffee", "rocket"), blur_sigma=0)]
+    pairs = [(gaussian_blur(s, BLUR), s) for s in sharp]
+    model = create_student("fast")
+    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # tiny tensors: one thread is faster and steadier on a busy box
+    try:
+        for _ in range(steps):
+            xs, ys = [], []
+            for _ in range(8):
+                bl, sh = pairs[rng.integers(len(pairs))]
+                y0 = rng.integers(0, sh.shape[0] - 64)
+                x0 = rng.integers(0, sh.shape[1] - 64)
+                xs.append(bl[y0:y0 + 64, x0:x0 + 64].transpose(2, 0, 1))
+                ys.append(sh[y0:y0 + 64, x0:x0 + 64].transpose(2, 0, 1))
+            loss = (model(torch.from_numpy(np.stack(xs))) - torch.from_numpy(np.stack(ys))).abs()
+            opt.zero_grad()
+            loss.mean().backward()
+            opt.step()
+    finally:
+        torch.set_num_threads(threads)
+    return model.eval()
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("export-data")
+    (d / "calib").mkdir()
+    (d / "parity").mkdir()
+    (d / "gt").mkdir()
+    for name, img in sample_images(("astronaut", "coffee", "rocket"), blur_sigma=BLUR):
+        _write_png(d / "calib" / f"{name}.png", img)
+    # Held-out parity images at their full (odd) sizes, with sharp ground truth.
+    for name, sharp in sample_images(("chelsea", "immunohistochemistry"), blur_sigma=0):
+        sharp = sharp[:203, :301] if name == "immunohistochemistry" else sharp
+        _write_png(d / "parity" / f"{name}.png", gaussian_blur(sharp, BLUR))
+        _write_png(d / "gt" / f"{name}.png", sharp)
+    return d
+
+
+@pytest.fixture(scope="module")
+def student(tmp_path_factory):
+    model = train_fast_student()
+    path = tmp_path_factory.mktemp("export-ckpt") / "student.pt"
+    ckpt = make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args,
+                           metrics={"val_psnr": 27.5})
+    atomic_save(ckpt, path)
+    return model, path
+
+
+@pytest.fixture(scope="module")
+def report(student, data_dir, tmp_path_factory):
+    from optimize.export import default_formats, export
+
+    formats, _ = default_formats()
+    out = tmp_path_factory.mktemp("export-out")
+    rep = export(student[1], formats, out, calib=[str(data_dir / "calib")], calib_count=16,
+                 calib_size=128, parity_images=[str(data_dir / "parity")],
+                 parity_gt=data_dir / "gt", latency=False, quiet=True)
+    return rep
+
+
+def _built(report, fmt):
+    res = report.result(fmt)
+    if res is None or res.status == "skipped":
+        reason = res.reason if res else "not requested"
+        pytest.skip(f"{fmt} not built on this machine: {reason}")
+    return res
+
+
+def _torch_out(model, img: np.ndarray) -> np.ndarray:
+    x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None]
+    with torch.no_grad():
+        return run_padded(model, x)[0].permute(1, 2, 0).numpy()
+
+
+# --------------------------------------------------------------------------- report & parity
+
+def test_every_buildable_format_passes_parity(report):
+    assert report.ok, [(r.format, r.status, r.reason) for r in report.results]
+    built = [r for r in report.results if r.status != "skipped"]
+    assert {r.format for r in built} >= {"onnx", "onnx-int8", "tflite-int8", "tflite-fp16"}
+    for r in built:
+        assert r.status == "pass"
+        assert Path(r.file).is_file() and r.size_bytes == Path(r.file).stat().st_size
+        # run by the runtime's own backend, at full resolution, against ground truth too
+        assert r.runner.startswith("runtime.backends"), r.runner
+        assert {tuple(i["shape"]) for i in r.images} == {(300, 451, 3), (203, 301, 3)}
+        assert r.ssim_gt is not None and 0 < r.ssim_gt <= 1
+    onnx_fp32 = report.result("onnx")
+    assert onnx_fp32.max_abs < 1e-4
+    for fmt in ("onnx-int8", "tflite-int8", "tflite-fp16"):
+        r = report.result(fmt)
+        assert r.ssim >= 0.98 and r.psnr > 35
+        assert r.max_abs > 0  # really reduced precision, not a copy of the FP32 model
+
+
+def test_report_json_written(report):
+    data = json.loads((Path(report.out_dir) / "export_report.json").read_text())
+    assert data["ok"] is True
+    assert data["student"] == "fast"
+    fmts = {r["format"]: r for r in data["results"]}
+    assert fmts["onnx"]["status"] == "pass"
+    assert data["settings"]["profile"]["opt"] == [1, 3, 1080, 1920]
+    assert "ssim_gt" in data["reference"]
+    for name in ("engine", "engine-int8"):
+        if fmts.get(name, {}).get("status") == "skipped":
+            assert "trtexec --onnx=" in fmts[name]["extra"]["trtexec"]
+
+
+def test_table_has_every_format(report, capsys):
+    from optimize.export import print_table
+
+    print_table(report)
+    text = capsys.readouterr().out
+    for r in report.results:
+        assert r.format in text
+    assert "PASS" in text and "SSIM" in text
+
+
+# --------------------------------------------------------------------------- ONNX FP32
+
+def test_onnx_file_checker_metadata_and_dynamic_axes(report):
+    path = Path(_built(report, "onnx").file)
+    model = onnx.load(str(path))
+    onnx.checker.check_model(model, full_check=True)
+    assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+    # single self-contained file: no external data anywhere
+    assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["student"] == "fast"
+    assert json.loads(meta["arch_args"])["scale"] == 4
+    assert meta["layout"] == "NCHW RGB float32 [0,1]"
+    assert meta["multiple"] == "8"
+    assert json.loads(meta["metrics"]) == {"val_psnr": 27.5}
+    assert [i.name for i in model.graph.input] == ["input"]
+    assert [o.name for o in model.graph.output] == ["output"]
+    dims = model.graph.input[0].type.tensor_type.shape.dim
+    assert dims[1].dim_value == 3
+    assert all(d.dim_param and not d.dim_value for i, d in enumerate(dims) if i != 1)
+
+
+def test_onnx_dynamic_shapes_one_session(report, student):
+    """720p-ish, 1080p-ish and odd sizes, batch 2, and a real 1080x1920 frame, one session."""
+    from optimize.parity import OnnxRunner
+
+    model = student[0]
+    runner = OnnxRunner(_built(report, "onnx").file, threads=2)
+    rng = np.random.default_rng(1)
+    for h, w in ((72, 128), (108, 192), (61, 97), (1080, 1920)):
+        img = rng.random((h, w, 3), dtype=np.float32)
+        out = runner(img)
+        assert out.shape == (h, w, 3)
+        assert np.abs(out - _torch_out(model, img)).max() < 1e-4
+    batch = rng.random((2, 3, 48, 64), dtype=np.float32)
+    y = runner.session.run(None, {"input": batch})[0]
+    with torch.no_grad():
+        ref = model(torch.from_numpy(batch)).numpy()
+    assert y.shape == (2, 3, 48, 64) and np.abs(y - ref).max() < 1e-4
+
+
+# --------------------------------------------------------------------------- ONNX INT8
+
+def test_onnx_int8_has_integer_kernels(report):
+    from optimize.modelopt_qdq import qdq_summary
+    from optimize.onnx_int8 import integer_weight_initializers
+
+    path = _built(report, "onnx-int8").file
+    model = onnx.load(path)
+    summary = qdq_summary(model)
+    assert summary["QuantizeLinear"] > 0 and summary["DequantizeLinear"] > 0
+    assert summary["convs_with_quantized_weights"] == summary["convs"] > 0
+    weights = integer_weight_initializers(model)
+    assert {t for n, t in weights.items() if n.endswith("weight_quantized")} == {"INT8"}
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["precision"] == "int8" and meta["multiple"] == "8"
+    # ONNX Runtime really fuses them into integer kernels (QLinearConv) on this CPU
+    so = ort.SessionOptions()
+    opt_path = Path(path).with_name("optimized_int8_check.onnx")
+    so.optimized_model_filepath = str(opt_path)
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+    ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(opt_path)).graph.node]
+    opt_path.unlink()
+    assert ops.count("QLinearConv") == summary["convs"]
+    assert "Conv" not in ops
+
+
+def test_onnx_int8_dynamic_shapes(report, student):
+    from optimize.parity import OnnxRunner, compare
+
+    runner = OnnxRunner(_built(report, "onnx-int8").file, threads=2)
+    blurred = dict(sample_images(("chelsea",), blur_sigma=BLUR))["chelsea"]
+    for h, w in ((72, 128), (108, 192), (61, 97)):
+        img = np.ascontiguousarray(blurred[:h, :w])
+        out = runner(img)
+        assert out.shape == (h, w, 3)
+        assert compare(out, _torch_out(student[0], img))["psnr"] > 30
+
+
+def test_modelopt_qdq_model(report):
+    from optimize.modelopt_qdq import availability, qdq_summary
+
+    reason = availability()
+    if reason:
+        pytest.skip(reason)
+    res = _built(report, "onnx-qdq-trt")
+    model = onnx.load(res.file)
+    summary = qdq_summary(model)
+    assert summary["convs_with_quantized_weights"] == summary["convs"] > 0
+    assert summary["integer_types"].get("INT8", 0) > 0
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert meta["student"] == "fast" and meta["precision"] == "int8"
+    assert res.ssim >= 0.98
+
+
+# --------------------------------------------------------------------------- TFLite
+
+def test_tflite_int8_is_fully_integer(report):
+    from optimize.tflite_export import tensor_types
+
+    path = _built(report, "tflite-int8").file
+    types = tensor_types(path)
+    assert types.get("int8", 0) > 20
+    assert "float32" not in types and "float16" not in types
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=path)
+    assert interp.get_input_details()[0]["dtype"] == np.int8
+    assert interp.get_output_details()[0]["dtype"] == np.int8
+    assert list(interp.get_input_details()[0]["shape_signature"]) == [1, -1, -1, 3]
+    side = json.loads(Path(path + ".json").read_text())
+    assert side["student"] == "fast" and side["multiple"] == 8
+    assert side["layout"] == "NHWC RGB" and side["metrics"] == {"val_psnr": 27.5}
+    assert side["input"]["dtype"] == "int8"
+
+
+def test_tflite_dynamic_shapes_one_interpreter(report, student):
+    from optimize.parity import TFLiteRunner, compare
+
+    blurred = dict(sample_images(("coffee",), blur_sigma=BLUR))["coffee"]
+    for fmt, min_psnr in (("tflite-int8", 30), ("tflite-fp16", 60)):
+        runner = TFLiteRunner(_built(report, fmt).file, threads=2)
+        for h, w in ((72, 128), (108, 192), (61, 97), (72, 128)):
+            img = np.ascontiguousarray(blurred[:h, :w])
+            out = runner(img)
+            assert out.shape == (h, w, 3)
+            assert compare(out, _torch_out(student[0], img))["psnr"] > min_psnr, (fmt, h, w)
+
+
+def test_tflite_fp16_has_half_weights(report):
+    from optimize.tflite_export import tensor_types
+
+    types = tensor_types(_built(report, "tflite-fp16").file)
+    assert types.get("float16", 0) > 0
+
+
+# --------------------------------------------------------------------------- CLI
+
+def test_cli_export_onnx_with_latency(student, data_dir, tmp_path, capsys):
+    from optimize.cli import main
+
+    rc = main(["export", "--weights", str(student[1]), "--format", "onnx", "--out",
+               str(tmp_path), "--parity-images", str(data_dir / "parity" / "chelsea.png"),
+               "--latency-runs", "1", "--threads", "2", "--quiet"])
+    out = capsys.readouterr().out
+    assert rc == 0, out
+    assert (tmp_path / "student.onnx").is_file()
+    data = json.loads((tmp_path / "export_report.json").read_text())
+    (res,) = data["results"]
+    assert res["format"] == "onnx" and res["status"] == "pass"
+    assert res["latency_ms_1080p"] > 0  # measured (no speed claim here; see benchmarks)
+    assert "student.onnx" in out
+
+
+def test_cli_parity_failure_exits_nonzero(student, data_dir, tmp_path, capsys):
+    from optimize.cli import main
+
+    rc = main(["export", "--weights", str(student[1]), "--format", "onnx-int8", "--out",
+               str(tmp_path), "--calib", str(data_dir / "calib"), "--calib-count", "4",
+               "--calib-size", "64", "--parity-images", str(data_dir / "parity" / "chelsea.png"),
+               "--min-ssim", "0.99999", "--no-latency", "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 1
+    assert "FAIL" in captured.out and "onnx-int8" in captured.err
+    data = json.loads((tmp_path / "export_report.json").read_text())
+    assert data["ok"] is False and data["results"][0]["status"] == "fail"

@@ -1,0 +1,81 @@
+"""The Keras (NHWC) rebuild of the students used for TFLite: weight layouts and the pixel
+(un)shuffle channel permutation, checked against PyTorch (no training needed: FP32 paths)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+torch = pytest.importorskip("torch")
+tf = pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
+
+from distill.students import create_student  # noqa: E402
+from optimize.keras_student import build_keras_student, torch_to_tf_channel_perm  # noqa: E402
+
+
+def _seeded(name: str, seed: int = 0):
+    torch.manual_seed(seed)
+    model = create_student(name)
+    with torch.no_grad():  # non-zero biases everywhere so a wrong bias order would show
+        for m in model.modules():
+            if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
+                m.bias.uniform_(-0.1, 0.1)
+    return model.eval()
+
+
+@pytest.mark.parametrize("r", [2, 4])
+def test_channel_permutation_matches_pixel_unshuffle(r):
+    x = torch.rand(1, 3, 4 * r, 6 * r)
+    torch_s2d = torch.nn.functional.pixel_unshuffle(x, r)[0].permute(1, 2, 0).numpy()
+    tf_s2d = tf.nn.space_to_depth(x.permute(0, 2, 3, 1).numpy(), r)[0].numpy()
+    perm = torch_to_tf_channel_perm(3, r)
+    np.testing.assert_array_equal(tf_s2d, torch_s2d[..., perm])
+    # and the inverse: depth_to_space of TF-ordered channels == pixel_shuffle
+    back = tf.nn.depth_to_space(torch_s2d[None][..., perm], r)[0].numpy()
+    np.testing.assert_array_equal(back, x[0].permute(1, 2, 0).numpy())
+
+
+@pytest.mark.parametrize("name", ["fast", "fast-s2", "seed", "seed-residual"])
+def test_keras_rebuild_matches_pytorch(name):
+    model = _seeded(name)
+    km = build_keras_student(model)
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        ref = model(x)[0].permute(1, 2, 0).numpy()
+    out = km(x.permute(0, 2, 3, 1).numpy()).numpy()[0]
+    assert out.shape == ref.shape
+    assert np.abs(out - ref).max() < 1e-4
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("fp16", 5e-3)])
+def test_tflite_fast_student_matches_pytorch(tmp_path, quant, tol):
+    """Pixel-shuffle permutation survives conversion: LiteRT output == PyTorch, two sizes
+    through one interpreter (input tensor resized)."""
+    from optimize.parity import TFLiteRunner, torch_runner
+    from optimize.tflite_export import export_tflite
+
+    model = _seeded("fast", seed=3)
+    path = export_tflite(model, tmp_path / f"fast_{quant}.tflite", quant)
+    runner, ref = TFLiteRunner(path, threads=1), torch_runner(model)
+    rng = np.random.default_rng(0)
+    for h, w in ((64, 96), (37, 51)):
+        img = rng.random((h, w, 3), dtype=np.float32)
+        out = runner(img)
+        assert out.shape == (h, w, 3)
+        assert np.abs(out - ref(img)).max() < tol
+
+
+def test_unsupported_architecture_is_reported():
+    class Other(torch.nn.Module):
+        def forward(self, x):
+            return x
+
+    with pytest.raises(NotImplementedError, match="no Keras rebuild"):
+        build_keras_student(Other())
