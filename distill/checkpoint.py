@@ -126,3 +126,15 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
     model = create_student(ckpt["arch"], **ckpt.get("arch_args", {}))
     load_weights(model, extract_state_dict(ckpt, path, prefer_ema), path)
     return model.eval(), ckpt
+
+
+def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """A shippable copy of a training checkpoint: the EMA weights as the model, no optimizer or
+    RNG state (half the size, nothing needed for inference lost)."""
+    ck = read_checkpoint(src)
+    if ck.get("format") != FORMAT:
+        raise CheckpointError(f"{src} is not a checkpoint of this project")
+    sd = extract_state_dict(ck, src, prefer_ema=True)
+    keep = {k: v for k, v in ck.items()
+            if k not in ("optimizer", "scheduler", "rng", "best", "model", "ema")}
+    return atomic_save({**keep, "model": sd, "ema": None}, dst)

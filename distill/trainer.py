@@ -114,8 +114,9 @@ def build_train_dataset(cfg: TrainConfig) -> Dataset:
         items = pairs_from_labels(d.labels)
     if not items:
         raise ValueError(f"no training images found for task {cfg.task!r}")
+    # A long virtual length: indices never wrap, so every step gets fresh random crops.
     return CropDataset(items, crop=d.crop, flips=d.flips, rot90=d.rot90,
-                       brightness=d.brightness, seed=cfg.seed)
+                       brightness=d.brightness, seed=cfg.seed, length=10**9)
 
 
 def load_val_items(cfg: TrainConfig) -> list[ValItem]:
@@ -129,8 +130,12 @@ def load_val_items(cfg: TrainConfig) -> list[ValItem]:
                 out.append(ValItem(name, blurred, None, sharp))
         elif d.val:
             from .data.crops import pairs_from_source
-            from .data.sources import resolve_source
-            for inp, gt, _ in pairs_from_source(resolve_source(d.val, split="val")):
+            from .data.sources import SourceError, resolve_source
+            try:
+                info = resolve_source(d.val, split="val")
+            except SourceError:  # GoPro and many paired sets have train/test only
+                info = resolve_source(d.val, split="test")
+            for inp, gt, _ in pairs_from_source(info):
                 out.append(ValItem(Path(inp).stem, read_image(inp), None,
                                    read_image(gt) if gt else None))
     elif d.val_labels:

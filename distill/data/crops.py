@@ -66,7 +66,6 @@ class _DecodeMixin:
         state = dict(self.__dict__)
         state["_cache"] = None
         state["_pid"] = None
-        state["_rng"] = None
         return state
 
     def _read(self, path: Path) -> np.ndarray:
@@ -118,8 +117,8 @@ class CropDataset(_DecodeMixin, Dataset):
     crop: crop side; images smaller than that are reflect-padded.
     flips: random horizontal and vertical flips. rot90: random multiples of 90 degrees.
     brightness: max relative brightness change (factor in [1-b, 1+b], then clipped to [0, 1]).
-    seed: augmentation seed; each DataLoader worker derives its own stream from it and the
-        worker seed torch provides, so epochs and workers differ while staying reproducible.
+    seed: augmentation seed; sample `index` uses the generator seeded by (seed, index), so
+        the same index always gives the same crop, whichever worker or rank loads it.
     length: samples per epoch (default: number of items); longer epochs draw more random crops.
     cache_size: decoded images kept per process (LRU), 0 = none.
 
@@ -140,21 +139,10 @@ class CropDataset(_DecodeMixin, Dataset):
         self.brightness = float(brightness)
         self.seed = int(seed)
         self.length = int(length) if length is not None else len(self.items)
-        self._rng: Optional[np.random.Generator] = None
-        self._rng_key = None
         self._init_decode(cache_size)
 
     def __len__(self) -> int:
         return self.length
-
-    def _generator(self) -> np.random.Generator:
-        info = torch.utils.data.get_worker_info()
-        key = (os.getpid(), info.seed if info is not None else None)
-        if self._rng is None or self._rng_key != key:
-            extra = [info.seed % (2 ** 63)] if info is not None else []
-            self._rng = np.random.default_rng([self.seed, *extra])
-            self._rng_key = key
-        return self._rng
 
     def augment(self, imgs: list[np.ndarray], rng: np.random.Generator) -> list[np.ndarray]:
         """Apply one random crop/flip/rotation/brightness to all images alike."""
@@ -181,7 +169,9 @@ class CropDataset(_DecodeMixin, Dataset):
     def __getitem__(self, index: int) -> dict:
         if not 0 <= index < self.length:
             raise IndexError(index)
-        rng = self._generator()
+        # One generator per index: a sample is a pure function of (seed, index), so the trainer's
+        # step-based sampler makes resumed and multi-rank runs see the same batches.
+        rng = np.random.default_rng([self.seed, index])
         n = len(self.items)
         idx, imgs = self._load_with_fallback(index % n, lambda i: int(rng.integers(0, n)))
         imgs = self.augment(imgs, rng)
