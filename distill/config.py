@@ -29,6 +29,7 @@ class DataConfig:
     flips: bool = True
     rot90: bool = False
     brightness: float = 0.1
+    cache_size: int = 256         # decoded images kept per loader worker (LRU)
     val_max_images: int = 8
     val_max_side: int = 512       # validation images are centre-cropped to this side
 

@@ -116,7 +116,8 @@ def build_train_dataset(cfg: TrainConfig) -> Dataset:
         raise ValueError(f"no training images found for task {cfg.task!r}")
     # A long virtual length: indices never wrap, so every step gets fresh random crops.
     return CropDataset(items, crop=d.crop, flips=d.flips, rot90=d.rot90,
-                       brightness=d.brightness, seed=cfg.seed, length=10**9)
+                       brightness=d.brightness, seed=cfg.seed, length=10**9,
+                       cache_size=d.cache_size)
 
 
 def load_val_items(cfg: TrainConfig) -> list[ValItem]:
