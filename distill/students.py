@@ -100,6 +100,9 @@ class FastStudent(nn.Module):
         self.dec = nn.Sequential(*[InvertedResidual(width, expand, k) for _ in range(blocks)])
         self.head = nn.Conv2d(width, 3 * scale * scale, 1)
         self.shuffle = nn.PixelShuffle(scale)
+        # Start as the identity (output = input): training then only has to learn the correction.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.enc(F.relu(self.stem(self.unshuffle(x))))

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Create .venv and install the project with everything for development (idempotent: re-running
+# is quick when pyproject.toml has not changed).
+#   TORCH_SPEC   torch requirement installed first (default torch==2.13.0, the CPU wheel here;
+#                e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124")
+#   SKIP_TORCH=1 keep the torch already in the environment (Jetson / vendor builds)
+#   EXTRAS       project extras (default dev; a device needs only runtime or litert)
+#   VENV         where the environment goes (default .venv)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+VENV=${VENV:-.venv}
+PY=${PYTHON:-python3}
+EXTRAS=${EXTRAS:-dev}
+TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "[setup] creating $VENV"
+  "$PY" -m venv "$VENV"
+fi
+stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS"
+if [ -f "$stamp" ]; then
+  exit 0
+fi
+"$VENV/bin/python" -m pip install -q --upgrade pip
+if [ "${SKIP_TORCH:-0}" != 1 ] && [ "$EXTRAS" != runtime ] && [ "$EXTRAS" != litert ]; then
+  echo "[setup] installing $TORCH_SPEC"
+  # Installed before the project so pip never resolves an unpinned torch (a multi-GB CUDA build).
+  "$VENV/bin/python" -m pip install -q $TORCH_SPEC
+fi
+echo "[setup] installing image-sharpening-kd[$EXTRAS] (editable)"
+"$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
+rm -f "$VENV"/.installed-*
+touch "$stamp"
+echo "[setup] ready: $VENV/bin/sharpen"
