@@ -12,6 +12,7 @@ def build_parser() -> argparse.ArgumentParser:
     from runtime import cli as runtime_cli
 
     from . import commands as optimize_commands
+    from . import demo
 
     parser = argparse.ArgumentParser(
         prog="sharpen",
@@ -22,6 +23,13 @@ def build_parser() -> argparse.ArgumentParser:
     distill_cli.add_commands(sub)
     optimize_commands.add_commands(sub)
     runtime_cli.add_commands(sub)
+    try:
+        from . import bench_cli
+    except ImportError:  # benchmarks/ lives in a source checkout only
+        bench_cli = None
+    if bench_cli is not None:
+        bench_cli.add_commands(sub)
+    demo.add_commands(sub)
     return parser
 
 

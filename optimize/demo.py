@@ -1,0 +1,209 @@
+"""`sharpen demo`: the whole mission end to end on the embedded default (or the user's data).
+
+1. build the embedded dataset and a short blurred 1920x1080 video;
+2. run the teacher (shipped, or --teacher-weights) to cache pseudo-labels for a few training
+   images and the validation split;
+3. a short distillation, fine-tuning the shipped student on those labels (shows the loop; the
+   shipped weights are the result of the full run, see models/*.md);
+4. export ONNX, ONNX INT8 and TFLite INT8 with the parity table;
+5. stream the video through the runtime (`sharpen run`) and write the sharpened video;
+6. `sharpen bench` in quick mode: report.md, report.json and figures.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def make_demo_video(path: Path, frames: int = 24, fps: float = 12.0, size=(1920, 1080),
+                    seed: int = 0) -> Path:
+    """A short 1080p clip: a slow pan over held-out photos and dead leaves, each frame blurred by
+    its own camera-shake kernel (as a hand-held camera would)."""
+    import cv2
+
+    from distill.data.blur import apply_kernel, camera_shake_kernel
+    from distill.data.embedded import _skimage_photo, dead_leaves
+
+    w, h = size
+    canvas_w, canvas_h = w + 16 * frames, h
+    canvas = dead_leaves(seed + 7000, size=max(canvas_w, canvas_h), rmax=200, n=12000)
+    canvas = np.ascontiguousarray(canvas[:canvas_h, :canvas_w])
+    x = 40
+    for name in ("chelsea", "coffee", "rocket"):
+        photo = _skimage_photo(name)
+        ph = h // 2
+        photo = cv2.resize(photo, (round(photo.shape[1] * ph / photo.shape[0]), ph),
+                           interpolation=cv2.INTER_LINEAR)
+        pw = min(photo.shape[1], canvas_w - x)
+        if pw <= 0:
+            break
+        y = h // 4
+        canvas[y:y + ph, x:x + pw] = photo[:, :pw]
+        x += pw + 60
+    rng = np.random.default_rng(seed)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.partial{path.suffix}")
+    writer = cv2.VideoWriter(str(tmp), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise RuntimeError(f"OpenCV cannot write {path} (mp4v)")
+    from tqdm import tqdm
+    for i in tqdm(range(frames), desc="demo video", unit="frame"):
+        frame = canvas[:, i * 16:i * 16 + w]
+        blurred = apply_kernel(frame, camera_shake_kernel(rng, (9, 21)))
+        writer.write((np.clip(blurred, 0, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8))
+    writer.release()
+    tmp.replace(path)
+    return path
+
+
+def _training_crops(train_dir: Path, dst: Path, n: int, side: int = 256) -> Path:
+    """Centre crops of n training pairs spread evenly over the split, as a paired folder."""
+    from distill.images import list_images, read_image, write_image
+
+    names = [p.name for p in list_images(train_dir / "input")]
+    for name in names[::max(1, len(names) // max(n, 1))][:n]:
+        for sub in ("input", "target"):
+            img = read_image(train_dir / sub / name)
+            h, w = img.shape[:2]
+            y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
+            write_image(dst / sub / name, img[y:y + side, x:x + side])
+    return dst
+
+
+def _step(n: int, title: str) -> None:
+    print(f"\n=== [{n}/6] {title}", flush=True)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    import torch
+
+    from distill.checkpoint import CheckpointError
+    from distill.config import load_config
+    from distill.data.embedded import build_embedded, default_root
+    from distill.data.labels import run_labels
+    from distill.teacher import BUNDLED_TEACHER, models_dir
+    from distill.trainer import train
+
+    torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    student_ckpt = Path(args.student_weights or models_dir() / f"student-{args.student}.pt")
+    teacher = args.teacher_weights or str(models_dir() / BUNDLED_TEACHER)
+    for what, p in (("student", student_ckpt), ("teacher", Path(teacher))):
+        if not p.exists():
+            print(f"error: the {what} weights {p} are not there. The shipped models live in "
+                  "models/ (see models/README.md); pass --student-weights / --teacher-weights.",
+                  file=sys.stderr)
+            return 2
+
+    _step(1, "data: embedded test images and a blurred 1080p video")
+    if args.data == "embedded":
+        root = build_embedded(default_root(), splits=("train", "val", "test"))
+        # The CPU teacher needs ~10 s per 256x256 tile: label centre crops of a few training
+        # images spread over the split, so the demo stays within minutes.
+        train_spec = f"paired:{_training_crops(root / 'train', out / 'train-crops', args.label_images)}"
+        val_spec = "embedded"
+        print(f"embedded dataset: {root}/{{train,val,test}}/{{input,target}}")
+    else:
+        train_spec = val_spec = args.data
+        print(f"your data: {args.data}")
+    video = make_demo_video(out / "blurred-1080p.mp4", frames=args.video_frames)
+    print(f"blurred video: {video}")
+
+    _step(2, f"teacher pseudo-labels ({Path(teacher).name}, tiled + Gaussian blending)")
+    labels = out / "labels"
+    try:
+        run_labels(train_spec, labels / "train", teacher_weights=teacher, config=args.config,
+                   tile=256, overlap=32, split="train", limit=args.label_images)
+        run_labels(val_spec, labels / "val", teacher_weights=teacher, config=args.config,
+                   tile=256, overlap=32, split="val" if args.data == "embedded" else "test",
+                   limit=args.label_images)
+    except (CheckpointError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    _step(3, f"short distillation of `{args.student}` from {student_ckpt.name} "
+             f"({args.steps} steps)")
+    yaml_cfg = Path(__file__).resolve().parents[1] / "configs" / f"distill-{args.student}.yaml"
+    cfg = load_config(str(yaml_cfg) if yaml_cfg.exists() else None, [
+        f"out={out / 'distill'}", f"model.arch={args.student}", f"init={student_ckpt}",
+        f"data.labels={labels / 'train'}", f"data.val_labels={labels / 'val'}",
+        f"optim.steps={args.steps}", "optim.warmup_steps=10", "optim.lr=2.0e-4",
+        "data.batch_size=8", "data.crop=128", "data.workers=1", f"val_every={args.steps}",
+        f"ckpt_every={args.steps}", "resume=never"])
+    metrics = train(cfg)
+    print("validation: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()
+                                     if k.endswith("ssim")))
+
+    _step(4, "export: ONNX, ONNX INT8, TFLite INT8 with the parity gate")
+    from .export import export, print_table
+    report = export(out / "distill" / "best.pt", ["onnx", "onnx-int8", "tflite-int8"],
+                    out / "export", parity_images=str(default_root() / "test" / "input")
+                    if args.data == "embedded" else None, latency_runs=3)
+    print_table(report)
+    if not report.ok:
+        print("error: an artifact failed its parity check (see the table)", file=sys.stderr)
+        return 1
+    best = min((r for r in report.results if r.status == "pass" and r.latency_ms_1080p),
+               key=lambda r: r.latency_ms_1080p)
+
+    _step(5, f"stream the video through the runtime ({Path(best.file).name})")
+    from runtime.pipeline import run_stream
+    stats = run_stream(best.file, str(video), output=str(out / "sharpened-1080p.mp4"),
+                       stats_path=str(out / "stream-stats.json"), quiet=False)
+    print(f"streamed {stats['frames_processed']} frames at {stats['throughput_fps']:.1f} fps "
+          f"end to end (infer p50 {stats['latency_ms']['infer']['p50']:.0f} ms)")
+
+    bench_rc = 0
+    if not args.skip_bench:
+        _step(6, "benchmark report (quick mode)")
+        from .bench_cli import main as bench_main
+        bench_rc = bench_main(["--out", str(out / "bench"), "--students",
+                               str(out / "distill" / "best.pt")])
+    else:
+        _step(6, "benchmark report skipped (--skip-bench)")
+
+    summary = {
+        "video_in": str(video), "video_out": str(out / "sharpened-1080p.mp4"),
+        "labels": str(labels), "student": str(out / "distill" / "best.pt"),
+        "export": str(out / "export"), "stream_stats": str(out / "stream-stats.json"),
+        "bench_report": None if args.skip_bench else str(out / "bench" / "report.md"),
+        "minutes": round((time.time() - t0) / 60, 1)}
+    (out / "demo-summary.json").write_text(json.dumps(summary, indent=1))
+    print("\nDone in {minutes} min. Outputs:".format(**summary))
+    for k, v in summary.items():
+        if k != "minutes" and v:
+            print(f"  {k:13s} {v}")
+    return bench_rc
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        help="run the whole pipeline end to end on the embedded default",
+        description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
+    p.add_argument("--out", default="demo-output", help="output folder")
+    p.add_argument("--data", default="embedded",
+                   help="training data SPEC for labels + distillation (embedded, a GoPro root, "
+                   "paired folder, folder of footage, video, or kind:path)")
+    p.add_argument("--teacher-weights", default=None,
+                   help="teacher weights (default: the shipped models/teacher-restormer-small.pt;"
+                   " the official motion_deblurring.pth with --config motion-deblur)")
+    p.add_argument("--config", default=None, help="Restormer config for weights without one")
+    p.add_argument("--student", default="fast", help="student architecture to fine-tune")
+    p.add_argument("--student-weights", default=None,
+                   help="student checkpoint to start from (default: models/student-NAME.pt)")
+    p.add_argument("--steps", type=int, default=150, help="distillation steps")
+    p.add_argument("--label-images", type=int, default=6,
+                   help="training images the teacher labels (with the embedded default: 256x256 "
+                   "centre crops, one teacher tile each)")
+    p.add_argument("--video-frames", type=int, default=24, help="frames of the 1080p video")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--skip-bench", action="store_true", help="skip the benchmark report")
+    p.set_defaults(func=cmd_demo)
