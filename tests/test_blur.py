@@ -1,0 +1,86 @@
+import cv2
+import numpy as np
+import pytest
+import skimage.data
+
+from distill.data.blur import (BlurConfig, apply_kernel, camera_shake_kernel, frames_blur,
+                               linear_motion_kernel, random_kernel, synthesize)
+from distill.data.embedded import blurred_pairs, dead_leaves, sharp_images
+
+
+def lap_var(img):
+    g = cv2.cvtColor((np.clip(img, 0, 1) * 255).astype(np.uint8), cv2.COLOR_RGB2GRAY)
+    return cv2.Laplacian(g, cv2.CV_64F).var()
+
+
+@pytest.mark.parametrize("kind", ["shake", "linear", "mixed"])
+def test_kernel_properties(kind):
+    for seed in range(20):
+        k = random_kernel(np.random.default_rng(seed), (7, 41), kind)
+        assert k.dtype == np.float32 and k.ndim == 2 and k.shape[0] == k.shape[1]
+        assert 7 <= k.shape[0] <= 41 and k.shape[0] % 2 == 1
+        assert k.min() >= 0 and abs(float(k.sum()) - 1) < 1e-5
+        assert (k > 0).sum() > 1  # a path, not a delta
+
+
+def test_kernels_deterministic_and_varied():
+    a = camera_shake_kernel(np.random.default_rng(3))
+    b = camera_shake_kernel(np.random.default_rng(3))
+    c = camera_shake_kernel(np.random.default_rng(4))
+    assert np.array_equal(a, b)
+    assert a.shape != c.shape or not np.array_equal(a, c)
+
+
+def test_size_range_is_validated():
+    with pytest.raises(ValueError, match="size range"):
+        random_kernel(np.random.default_rng(0), (9, 5))
+
+
+def test_linear_kernel_subpixel_length():
+    k = linear_motion_kernel(10.0, 0.0, 15)
+    row = k.sum(axis=0)
+    assert (row > 1e-3).sum() in (10, 11, 12)  # ~10 px long, bilinear ends
+    assert np.allclose(k.sum(axis=1)[:6], 0) and abs(k.sum() - 1) < 1e-5
+
+
+def test_blur_really_blurs_real_photo():
+    img = skimage.data.astronaut().astype(np.float32) / 255
+    rng = np.random.default_rng(0)
+    for mode in ("kernel", "frames"):
+        out = synthesize(img, rng, BlurConfig(mode=mode, size_range=(15, 25),
+                                              noise_sigma=(0, 0)))
+        assert out.shape == img.shape and out.dtype == np.float32
+        assert lap_var(out) < lap_var(img) / 4
+
+
+def test_synthesis_deterministic_with_noise_and_jpeg():
+    img = dead_leaves(1, size=96)
+    cfg = BlurConfig(mode="mixed", noise_sigma=(0.01, 0.02), jpeg_prob=1.0)
+    a = synthesize(img, np.random.default_rng([1, 2]), cfg)
+    b = synthesize(img, np.random.default_rng([1, 2]), cfg)
+    assert np.array_equal(a, b) and 0 <= a.min() and a.max() <= 1
+
+
+def test_gamma_blur_in_linear_light_keeps_highlights_brighter():
+    img = np.zeros((41, 41, 3), np.float32)
+    img[20, 20] = 1.0
+    k = linear_motion_kernel(9, 0, 11)
+    lin = apply_kernel(img, k, gamma=2.2)
+    srgb = apply_kernel(img, k, gamma=1.0)
+    assert lin[20, 20, 0] > srgb[20, 20, 0]  # averaging light, then encoding, brightens streaks
+
+
+def test_frames_blur_shape():
+    img = dead_leaves(2, size=64)
+    out = frames_blur(img, np.random.default_rng(0), extent=8, n_frames=5)
+    assert out.shape == img.shape and lap_var(out) < lap_var(img)
+
+
+def test_embedded_split_is_fixed():
+    names = [n for n, _ in sharp_images("test")]
+    assert names[:3] == ["chelsea", "coffee", "rocket"]
+    a = [(n, b.sum()) for n, b, _ in blurred_pairs("val")]
+    b = [(n, b.sum()) for n, b, _ in blurred_pairs("val")]
+    assert a == b and len(a) == 4
+    train = {n for n, _ in sharp_images("train", n_dead_leaves=2)}
+    assert not train & set(names)
