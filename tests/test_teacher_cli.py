@@ -1,0 +1,68 @@
+"""`sharpen teacher` on files and folders, with bad inputs."""
+import cv2
+import numpy as np
+import pytest
+
+from distill.checkpoint import atomic_save, make_checkpoint
+from distill.restormer import build_restormer
+from optimize.cli import main
+
+
+@pytest.fixture()
+def tiny_teacher(tmp_path):
+    m = build_restormer("tiny")
+    return str(atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
+                                           arch_args=m.config.to_dict()), tmp_path / "t.pt"))
+
+
+def test_folder_with_corrupt_file(tmp_path, tiny_teacher, capsys):
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(src / "a.png"), rng.integers(0, 255, (37, 45, 3), dtype=np.uint8))
+    cv2.imwrite(str(src / "g16.png"), rng.integers(0, 65535, (20, 30), dtype=np.uint16))
+    (src / "broken.png").write_bytes(b"\x89PNG garbage")
+    rc = main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
+               tiny_teacher, "--tile", "32", "--overlap", "8", "--quiet"])
+    assert rc == 1  # one failure reported in the exit code
+    err = capsys.readouterr().err
+    assert "broken.png" in err
+    a = cv2.imread(str(tmp_path / "out" / "a.png"))
+    assert a.shape == (37, 45, 3)
+    assert cv2.imread(str(tmp_path / "out" / "g16.png")).shape == (20, 30, 3)
+    assert not (tmp_path / "out" / "broken.png").exists()
+
+
+def test_missing_weights_explain_how_to_get_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SHARPEN_MODELS", str(tmp_path / "empty"))
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    assert main(["teacher", str(img), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "motion_deblurring.pth" in err and "--teacher-weights" in err
+
+
+def test_wrong_config_for_weights(tmp_path, capsys):
+    import torch
+    torch.save({"params": build_restormer("tiny").state_dict()}, tmp_path / "off.pth")
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((8, 8, 3), np.uint8))
+    rc = main(["teacher", str(img), "--out", str(tmp_path / "o"), "--teacher-weights",
+               str(tmp_path / "off.pth"), "--config", "small"])
+    assert rc == 2 and "does not match" in capsys.readouterr().err
+
+
+def test_models_table(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "seed" in out and "fast" in out and "45.34" in out
+
+
+def test_every_command_has_help(capsys):
+    from optimize.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.dest != "help" and action.option_strings:
+                assert action.help, f"sharpen {name} {action.option_strings} has no help"
