@@ -148,6 +148,14 @@ class FrameProcessor:
                               multiple=multiple, batch_size=1)
             t2 = time.perf_counter()
             result = rgbf_to_bgr8(out)
+        elif getattr(self.backend, "quantized_io", False):
+            # Integer model I/O (TFLite INT8): stay in uint8 end to end, see LiteRTBackend.
+            padded, (h, w) = pad_to_multiple(bgr, multiple)
+            rgb = cv2.cvtColor(padded, cv2.COLOR_BGR2RGB)[None]
+            t1 = time.perf_counter()
+            out = self.backend.infer_u8(rgb)
+            t2 = time.perf_counter()
+            result = cv2.cvtColor(np.ascontiguousarray(out[0, :h, :w]), cv2.COLOR_RGB2BGR)
         else:
             batch, hw = to_batch(bgr, multiple, layout)
             t1 = time.perf_counter()

@@ -172,3 +172,19 @@ def test_litert_backend(tflite_models, onnx_model, which, precision, tol):
     # Tiled mode transposes NCHW tiles for this NHWC backend.
     tiled = FrameProcessor(b, tile=32, overlap=8)(textured_frame(5))
     assert tiled.shape == (64, 96, 3) and lap_var(tiled) > 1.3 * lap_var(textured_frame(5))
+
+
+def test_quantized_io_uint8_path_matches_float_path(tflite_models):
+    """Integer-I/O TFLite models run uint8 -> uint8 through lookup tables; the result must equal
+    the float path (quantize, invoke, dequantize, clip and round)."""
+    from runtime.prepost import from_batch, to_batch
+    b = load_backend(tflite_models[1], threads=2)
+    assert b.quantized_io
+    assert not load_backend(tflite_models[0], threads=2).quantized_io
+    for h, w in ((64, 96), (37, 53)):
+        f = textured_frame(3, h=h, w=w)
+        fast = FrameProcessor(b)(f)
+        batch, hw = to_batch(f, b.multiple, b.layout)
+        slow = from_batch(b.infer(batch), hw, b.layout)
+        assert fast.shape == f.shape
+        assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 1
