@@ -1,0 +1,211 @@
+"""Students to benchmark and their exported artifacts, built once and cached.
+
+Artifacts come from `optimize.export.export` (the same code path as `sharpen export`, parity
+gate included) and live in ``<cache>/<checkpoint stem>-<weights hash>/``; the cache root is
+``runs/bench-cache`` (or $SHARPEN_BENCH_CACHE, or --cache). A stamp file
+(``bench_artifacts.json``) records the weights hash, the export settings and each format's
+result, so later runs reuse what is up to date and build only what is missing (for example the
+TensorRT engines after TensorRT was installed). Formats this machine cannot build are listed as
+skipped with the reason `optimize.export` gives.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+REPO = Path(__file__).resolve().parents[1]
+STAMP = "bench_artifacts.json"
+STAMP_FORMAT = "sharpen-bench-artifacts/1"
+DEFAULT_STUDENTS = ("seed", "fast")
+DEFAULT_CALIB_COUNT = 32
+
+
+class BenchError(ValueError):
+    """A usage problem (missing checkpoint, bad option) with a one-line message."""
+
+
+def default_cache_root() -> Path:
+    env = os.environ.get("SHARPEN_BENCH_CACHE")
+    return Path(env) if env else REPO / "runs" / "bench-cache"
+
+
+def file_hash(path: str | os.PathLike, n: int = 16) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:n]
+
+
+def atomic_write_json(path: str | os.PathLike, obj) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+# --------------------------------------------------------------------------- students
+
+@dataclass(frozen=True)
+class Student:
+    name: str        # label in tables: "fast", "seed", or the checkpoint's stem
+    path: Path
+    hash: str
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "hash": self.hash}
+
+
+def models_dir() -> Path:
+    env = os.environ.get("SHARPEN_MODELS")
+    return Path(env) if env else REPO / "models"
+
+
+def split_list(spec: str | Sequence[str] | None) -> list[str]:
+    """'a,b' / ['a', 'b,c'] -> ['a', 'b', 'c']; None -> []."""
+    if spec is None:
+        return []
+    items = [spec] if isinstance(spec, str) else list(spec)
+    return [s.strip() for item in items for s in str(item).split(",") if s.strip()]
+
+
+def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool = True
+                     ) -> list[Student]:
+    """Student checkpoints from names of shipped students (seed, fast -> models/student-NAME.pt)
+    or checkpoint paths; default: the shipped seed and fast students."""
+    items = split_list(spec) or list(DEFAULT_STUDENTS)
+    out: list[Student] = []
+    names: set[str] = set()
+    for item in items:
+        p = Path(item).expanduser()
+        if not (p.suffix or os.sep in item or p.exists()):
+            p = models_dir() / f"student-{item}.pt"
+        if not p.is_file():
+            raise BenchError(f"student checkpoint not found: {p} (pass shipped names such as "
+                             f"{', '.join(DEFAULT_STUDENTS)} or checkpoint paths to --students)")
+        name = p.stem[len("student-"):] if p.stem.startswith("student-") else p.stem
+        base, k = name, 2
+        while name in names:
+            name, k = f"{base}-{k}", k + 1
+        names.add(name)
+        out.append(Student(name, p.resolve(), file_hash(p) if hash_files else ""))
+    return out
+
+
+# --------------------------------------------------------------------------- artifacts
+
+@dataclass
+class Artifact:
+    format: str
+    precision: str
+    status: str                 # pass / fail / error / skipped (as in optimize.export)
+    file: Optional[str] = None
+    reason: Optional[str] = None
+    export_parity: dict = field(default_factory=dict)   # export's own gate (sample photos)
+
+    @property
+    def usable(self) -> bool:
+        return self.file is not None and Path(self.file).is_file()
+
+
+@dataclass
+class ArtifactSet:
+    student: Student
+    folder: Path
+    items: dict[str, Artifact]
+    built_now: list[str] = field(default_factory=list)
+
+    def get(self, fmt: str) -> Artifact:
+        return self.items[fmt]
+
+    def to_dict(self) -> dict:
+        return {"student": self.student.name, "folder": str(self.folder),
+                "built_now": self.built_now,
+                "formats": {k: asdict(v) for k, v in self.items.items()}}
+
+
+def _settings(student: Student, calib_count: int) -> dict:
+    return {"weights_hash": student.hash, "calib_count": int(calib_count),
+            "calibration": "built-in sample photos", "parity": "built-in sample photos"}
+
+
+def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = None,
+                     formats: str | Sequence[str] | None = None,
+                     calib_count: int = DEFAULT_CALIB_COUNT, quiet: bool = False,
+                     say=None) -> ArtifactSet:
+    """Every export format for `student`: reused from the cache when up to date, else built with
+    `optimize.export.export`. Formats not requested or not buildable here come back as skipped
+    with a reason; failed builds as error with the export's reason."""
+    from optimize.export import FORMATS, export, parse_formats
+
+    say = say or (lambda msg: None)
+    try:
+        requested = parse_formats(formats)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
+    requested = list(FORMATS) if requested is None else requested
+    folder = Path(cache_root or default_cache_root()) / f"{student.path.stem}-{student.hash}"
+    settings = _settings(student, calib_count)
+    stamp_path = folder / STAMP
+    stamp: dict = {}
+    if stamp_path.is_file():
+        try:
+            stamp = json.loads(stamp_path.read_text())
+        except ValueError:
+            stamp = {}
+    old = stamp.get("formats", {}) if stamp.get("settings") == settings else {}
+
+    items: dict[str, Artifact] = {}
+    to_build: list[str] = []
+    for fmt, spec in FORMATS.items():
+        if fmt not in requested:
+            items[fmt] = Artifact(fmt, spec.precision, "skipped", reason="not requested (--formats)")
+            continue
+        reason = spec.available()
+        if reason:
+            items[fmt] = Artifact(fmt, spec.precision, "skipped", reason=reason)
+            continue
+        prev = old.get(fmt)
+        if prev and prev.get("file") and Path(prev["file"]).is_file() \
+                and prev.get("status") in ("pass", "fail"):
+            items[fmt] = Artifact(**prev)
+        else:
+            to_build.append(fmt)
+
+    built_now: list[str] = []
+    if to_build:
+        say(f"exporting {student.name} ({student.path.name}) -> {', '.join(to_build)} "
+            f"in {folder} (cached for later runs)")
+        report = export(student.path, to_build, folder, calib_count=calib_count, latency=False,
+                        quiet=quiet)
+        for r in report.results:
+            if r.format not in to_build:
+                continue
+            parity = {k: getattr(r, k) for k in ("max_abs", "psnr", "ssim")
+                      if getattr(r, k) is not None}
+            items[r.format] = Artifact(r.format, r.precision or FORMATS[r.format].precision,
+                                       r.status, r.file, r.reason, parity)
+            built_now.append(r.format)
+        for fmt in to_build:   # a format the export did not report on at all
+            items.setdefault(fmt, Artifact(fmt, FORMATS[fmt].precision, "error",
+                                           reason="the export produced no result"))
+        keep = {k: asdict(v) for k, v in items.items() if v.status in ("pass", "fail")}
+        atomic_write_json(stamp_path, {"format": STAMP_FORMAT, "settings": settings,
+                                       "student": student.to_dict(),
+                                       "formats": {**old, **keep}})
+    ordered = {fmt: items[fmt] for fmt in FORMATS}
+    return ArtifactSet(student, folder, ordered, built_now)

@@ -1,0 +1,256 @@
+"""Options and shared state of the benchmark suite (`pytest benchmarks/`).
+
+Self-contained: nothing here depends on the root pyproject's [tool.pytest.ini_options] (whose
+testpaths is tests/), so the suite runs by path. Reduced mode (default, for CI): 640x360 only,
+few rounds, 4 held-out images. --bench-full: 1920x1080, 1280x720 and 640x360, calibrated rounds
+with more warm-up, every held-out image. Results go to pytest-benchmark (--benchmark-json,
+--benchmark-compare, --benchmark-autosave work as usual) with the fields of
+`benchmarks.latency.result_row` in each benchmark's extra_info.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.artifacts import BenchError, resolve_students  # noqa: E402
+from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
+                                size_label)
+
+# pytest-benchmark settings per mode (a `benchmark` marker on each latency test).
+MODE_MARKS = {
+    "reduced": dict(max_time=0.5, min_rounds=3, warmup=True, warmup_iterations=1),
+    "full": dict(max_time=3.0, min_rounds=5, warmup=True, warmup_iterations=2),
+}
+
+
+def pytest_addoption(parser):
+    g = parser.getgroup("sharpen-bench", "sharpen benchmarks (benchmarks/)")
+    g.addoption("--bench-full", action="store_true", default=False,
+                help="all sizes (1920x1080, 1280x720, 640x360), more rounds, every held-out "
+                     "image (default: reduced CI mode, 640x360 only, few rounds, 4 images)")
+    g.addoption("--target-fps", type=float, default=30.0,
+                help="frame rate a result must reach to meet the real-time target (default 30)")
+    g.addoption("--students", default=None,
+                help="comma-separated students: shipped names (seed, fast) or checkpoint paths "
+                     "(default: seed,fast)")
+    g.addoption("--teacher-weights", default=None,
+                help="teacher checkpoint (default: bundled models/teacher-restormer-small.pt)")
+    g.addoption("--teacher-config", default=None,
+                help="Restormer config for teacher weights without one (e.g. motion-deblur)")
+    g.addoption("--data", default=None,
+                help="held-out set for quality: GoPro root or paired folder (test split); "
+                     "default: the embedded dataset's fixed test split")
+    g.addoption("--min-ssim-ratio", type=float, default=0.95,
+                help="student SSIM must be >= this x teacher SSIM vs ground truth (0.95)")
+    g.addoption("--bench-limit", type=int, default=None,
+                help="held-out images to evaluate (default 4 reduced, all with --bench-full)")
+    g.addoption("--bench-sizes", default=None,
+                help="frame sizes WxH,... to time (default by mode)")
+    g.addoption("--bench-formats", default=None,
+                help="export formats to build/measure (default: all buildable here)")
+    g.addoption("--bench-cache", default=None,
+                help="artifact and teacher-output cache (default runs/bench-cache)")
+    g.addoption("--bench-threads", type=int, default=0,
+                help="CPU threads for ONNX Runtime / LiteRT (default: engine default)")
+
+
+def _mode(config) -> str:
+    return "full" if config.getoption("--bench-full") else "reduced"
+
+
+def _sizes(config) -> list[tuple[int, int]]:
+    try:
+        sizes = parse_sizes(config.getoption("--bench-sizes"))
+    except ValueError as e:
+        raise pytest.UsageError(f"--bench-sizes: {e}") from None
+    return sizes or list(SIZES_FULL if _mode(config) == "full" else SIZES_REDUCED)
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "slow: takes more than a few seconds")
+
+
+def pytest_generate_tests(metafunc):
+    config = metafunc.config
+    if "student" in metafunc.fixturenames:
+        try:
+            names = [s.name for s in resolve_students(config.getoption("--students"),
+                                                      hash_files=False)]
+        except BenchError as e:
+            raise pytest.UsageError(str(e)) from None
+        metafunc.parametrize("student", names, scope="session")
+    if "size" in metafunc.fixturenames:
+        sizes = _sizes(config)
+        metafunc.parametrize("size", sizes, ids=[size_label(s) for s in sizes])
+    if "backend_key" in metafunc.fixturenames:
+        keys = [b.key for b in BACKENDS]
+        metafunc.parametrize("backend_key", keys, ids=keys)
+
+
+def pytest_collection_modifyitems(config, items):
+    has_plugin = config.pluginmanager.hasplugin("pytest_benchmark") or \
+        config.pluginmanager.hasplugin("benchmark")
+    mark = MODE_MARKS[_mode(config)]
+    for item in items:
+        if "benchmark" not in getattr(item, "fixturenames", ()):
+            continue
+        if not has_plugin:
+            item.add_marker(pytest.mark.skip(reason="pytest-benchmark is not installed "
+                                                    "(pip install -e '.[dev]')"))
+            continue
+        if item.get_closest_marker("benchmark") is None:
+            params = getattr(getattr(item, "callspec", None), "params", {})
+            size = params.get("size")
+            group = f"latency {size_label(size)}" if size else item.originalname
+            item.add_marker(pytest.mark.benchmark(group=group, **mark))
+
+
+class BenchContext:
+    """Session state shared by the latency and quality tests (built lazily)."""
+
+    def __init__(self, config, cache_dir: Path):
+        self.config = config
+        self.mode = _mode(config)
+        self.full = self.mode == "full"
+        self.target_fps = float(config.getoption("--target-fps"))
+        self.min_ssim_ratio = float(config.getoption("--min-ssim-ratio"))
+        self.teacher_weights = config.getoption("--teacher-weights")
+        self.teacher_config = config.getoption("--teacher-config")
+        self.data = config.getoption("--data")
+        self.formats = config.getoption("--bench-formats")
+        self.threads = int(config.getoption("--bench-threads") or 0)
+        cache = config.getoption("--bench-cache")
+        from benchmarks.artifacts import default_cache_root
+        from benchmarks.quality import QUICK_LIMIT
+
+        self.cache = Path(cache) if cache else default_cache_root()
+        limit = config.getoption("--bench-limit")
+        self.limit = limit if limit is not None else (None if self.full else QUICK_LIMIT)
+        self.sizes = _sizes(config)
+        self.teacher_rounds = 3 if self.full else 1
+        self.teacher_n_tiles = 2 if self.full else 1
+        self.stream_frames = 30 if self.full else 16
+        self.stream_size = (1920, 1080) if self.full else (640, 360)
+        self.students = {s.name: s for s in resolve_students(config.getoption("--students"))}
+        self.teacher_ms: dict[str, float] = {}
+        self.results: list[dict] = []
+        self._artifacts: dict = {}
+        self._teacher_outputs = None
+        self._teacher_tiles = None
+        self._quality = None
+        self._quality_error: Optional[BaseException] = None
+        self._videos: dict = {}
+        self._video_dir = cache_dir
+
+    def say(self, msg: str) -> None:
+        print(msg, file=sys.stderr, flush=True)
+
+    def artifacts(self, name: str):
+        if name not in self._artifacts:
+            from benchmarks.artifacts import ensure_artifacts
+
+            self._artifacts[name] = ensure_artifacts(self.students[name], self.cache,
+                                                     self.formats, quiet=True, say=self.say)
+        return self._artifacts[name]
+
+    @property
+    def teacher_outputs(self):
+        if self._teacher_outputs is None:
+            from benchmarks.quality import TeacherOutputs
+
+            self._teacher_outputs = TeacherOutputs(self.teacher_weights, self.teacher_config,
+                                                   cache_root=self.cache)
+        return self._teacher_outputs
+
+    @property
+    def teacher_tiles(self):
+        if self._teacher_tiles is None:
+            from benchmarks.latency import TeacherTiles
+
+            self._teacher_tiles = TeacherTiles(teacher=self.teacher_outputs.teacher,
+                                               n_tiles=self.teacher_n_tiles)
+        return self._teacher_tiles
+
+    def quality(self):
+        """The QualityResult over the held-out set, computed once per session."""
+        if self._quality_error is not None:
+            pytest.fail(f"quality evaluation failed earlier: {self._quality_error}",
+                        pytrace=False)
+        if self._quality is None:
+            from benchmarks.quality import evaluate, load_pairs
+
+            try:
+                pairs, desc = load_pairs(self.data, self.limit)
+                sets = {n: self.artifacts(n) for n in self.students}
+                self._quality = evaluate(pairs, self.teacher_outputs,
+                                         list(self.students.values()), sets,
+                                         self.min_ssim_ratio, threads=self.threads,
+                                         data_desc=desc, progress=False, n_crops=0)
+            except BenchError as e:
+                self._quality_error = e
+                raise pytest.UsageError(str(e)) from None
+            except Exception as e:
+                self._quality_error = e
+                raise
+        return self._quality
+
+    def video(self, width: int, height: int, frames: int) -> Path:
+        key = (width, height, frames)
+        if key not in self._videos:
+            from benchmarks.latency import make_video
+
+            self._videos[key] = make_video(self._video_dir / f"bench_{width}x{height}_{frames}",
+                                           width, height, frames)
+        return self._videos[key]
+
+
+@pytest.fixture(scope="session")
+def bench(request, tmp_path_factory) -> BenchContext:
+    try:
+        ctx = BenchContext(request.config, tmp_path_factory.mktemp("bench"))
+    except BenchError as e:
+        raise pytest.UsageError(str(e)) from None
+    request.config._sharpen_bench = ctx
+    return ctx
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    ctx: Optional[BenchContext] = getattr(config, "_sharpen_bench", None)
+    if ctx is None:
+        return
+    tr = terminalreporter
+    if ctx.results:
+        tr.section("sharpen latency (per frame, median)")
+        tr.write_line(f"target {ctx.target_fps:g} fps = {1000 / ctx.target_fps:.1f} ms; "
+                      f"mode {ctx.mode}")
+        for r in ctx.results:
+            sp = r.get("speedup_vs_teacher")
+            tr.write_line(
+                f"  {r['model']:<16} {r['backend_label']:<34} {r['size']:>9}  "
+                f"{r['ms']:>10.1f} ms  {r['fps']:>8.2f} fps  "
+                f"{'meets' if r['meets_target'] else 'misses'} target"
+                + (f"  {sp:.0f}x teacher" if sp else "") + (f"  ({r['note']})"
+                                                          if r.get("note") else ""))
+    if ctx._quality is not None:
+        from benchmarks.quality import TABLE_HEADERS, format_table
+
+        tr.section("sharpen quality (mean over held-out images)")
+        tr.write_line(ctx._quality.data)
+        rows = [TABLE_HEADERS] + format_table(ctx._quality)
+        widths = [max(len(str(r[i])) for r in rows) for i in range(len(TABLE_HEADERS))]
+        for r in rows:
+            tr.write_line("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        for c in ctx._quality.checks:
+            tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")
+
+
+# TensorFlow (TFLite export) logs every step at INFO otherwise.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -1,0 +1,316 @@
+"""Latency: the backends a student runs on, the per-frame timed path, the tiled teacher, and the
+streaming pipeline over a generated video.
+
+What is timed for a student is one full frame as `sharpen run` processes it: BGR uint8 frame ->
+pre-processing (pad, layout, scale) -> backend.infer -> post-processing (crop, clip, BGR uint8),
+i.e. `runtime.prepost.FrameProcessor`. PyTorch eager goes through the same path via a small
+`Backend` adapter, so every backend is timed on equal terms.
+
+The teacher (Restormer) is too slow to run whole 1080p frames on a CPU (minutes each): a fixed
+number of 256x256 tiles is timed and the time per tile is multiplied by the number of tiles its
+Gaussian-blended tiled inference runs for the frame (`runtime.tiling.count_tiles`); the blending
+itself (numpy, well under a second) is not included.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+SIZES_FULL = ((1920, 1080), (1280, 720), (640, 360))    # (width, height)
+SIZES_REDUCED = ((640, 360),)
+SIZES_QUICK_REPORT = ((1920, 1080), (640, 360))
+TEACHER_TILE, TEACHER_OVERLAP = 256, 32
+
+
+class SkipCase(Exception):
+    """This backend cannot run here; the message is the reason."""
+
+
+def size_label(wh: tuple[int, int]) -> str:
+    return f"{wh[0]}x{wh[1]}"
+
+
+def parse_sizes(spec: str | None) -> Optional[list[tuple[int, int]]]:
+    """'1920x1080,640x360' -> [(1920, 1080), (640, 360)] (WIDTHxHEIGHT); None/'' -> None."""
+    if not spec:
+        return None
+    out = []
+    for item in str(spec).split(","):
+        item = item.strip().lower()
+        if not item:
+            continue
+        try:
+            w, h = (int(v) for v in item.split("x"))
+        except ValueError:
+            raise ValueError(f"bad size {item!r}: expected WIDTHxHEIGHT such as 1920x1080") \
+                from None
+        if w < 8 or h < 8:
+            raise ValueError(f"size {item!r} is too small (at least 8x8)")
+        out.append((w, h))
+    return out or None
+
+
+# --------------------------------------------------------------------------- backends
+
+@dataclass(frozen=True)
+class BackendSpec:
+    key: str             # short id used in test ids and tables
+    label: str           # human name
+    fmt: Optional[str]   # export format that provides the model (None: PyTorch)
+    precision: str
+    providers: str = "auto"
+    informational: bool = False
+    note: str = ""
+
+
+BACKENDS: tuple[BackendSpec, ...] = (
+    BackendSpec("pytorch", "PyTorch eager", None, "fp32"),
+    BackendSpec("ort-fp32", "ONNX Runtime FP32", "onnx", "fp32"),
+    BackendSpec("ort-int8", "ONNX Runtime INT8", "onnx-int8", "int8"),
+    BackendSpec("tflite-int8", "TFLite INT8 (LiteRT)", "tflite-int8", "int8"),
+    BackendSpec("tflite-fp16", "TFLite FP16 (LiteRT)", "tflite-fp16", "fp16"),
+    BackendSpec("modelopt-qdq-ort", "ModelOpt QDQ on ORT CPU", "onnx-qdq-trt", "int8",
+                providers="cpu", informational=True,
+                note="informational: the QDQ model is meant for TensorRT INT8"),
+    BackendSpec("trt-fp16", "TensorRT FP16", "engine", "fp16"),
+    BackendSpec("trt-int8", "TensorRT INT8", "engine-int8", "int8"),
+)
+BACKEND_BY_KEY = {b.key: b for b in BACKENDS}
+
+
+def _torch_backend(model):
+    import torch
+
+    from runtime.backends.base import Backend
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+    class TorchBackend(Backend):
+        """The FP32 PyTorch student behind the runtime's Backend interface (eager mode)."""
+
+        name = "pytorch"
+        precision = "fp32"
+        layout = "NCHW"
+
+        def __init__(self) -> None:
+            self.model = model.eval().to(device)
+            self.multiple = int(getattr(model, "multiple", 1))
+            self.provider = (f"CUDA ({torch.cuda.get_device_name(0)})" if device.type == "cuda"
+                             else f"CPU ({torch.get_num_threads()} threads)")
+
+        def infer(self, batch: np.ndarray) -> np.ndarray:
+            with torch.inference_mode():
+                y = self.model(torch.from_numpy(batch).to(device))
+            return y.float().cpu().numpy()
+
+    return TorchBackend()
+
+
+def open_backend(spec: BackendSpec, weights: str | Path | None, artifacts=None,
+                 threads: Optional[int] = None):
+    """A loaded runtime Backend for `spec`, or SkipCase(reason) when it cannot run here."""
+    if spec.fmt is None:
+        try:
+            from distill.checkpoint import load_student
+        except ImportError as e:
+            raise SkipCase(f"PyTorch is not installed ({e.name})") from None
+        model, _ = load_student(weights)
+        return _torch_backend(model)
+    if artifacts is None:
+        raise SkipCase(f"no exported {spec.fmt} artifact")
+    art = artifacts.get(spec.fmt)
+    if art.status == "skipped":
+        raise SkipCase(art.reason or f"{spec.fmt} not built")
+    if not art.usable:
+        raise SkipCase(f"{spec.fmt} export failed: {art.reason or 'no file'}")
+    from runtime.backends import load_backend
+
+    try:
+        return load_backend(art.file, threads=threads or None, providers=spec.providers)
+    except Exception as e:  # noqa: BLE001 - e.g. a TensorRT engine built for another GPU
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise SkipCase(f"cannot load {Path(art.file).name} here: {first}") from None
+
+
+# --------------------------------------------------------------------------- frames
+
+_PHOTO: Optional[np.ndarray] = None
+
+
+def sample_frame(width: int, height: int) -> np.ndarray:
+    """A deterministic real-looking BGR uint8 frame of the given size (a scikit-image photo,
+    resized; noise when scikit-image is missing). Content does not change a CNN's cost."""
+    global _PHOTO
+    import cv2
+
+    if _PHOTO is None:
+        try:
+            import skimage.data
+
+            _PHOTO = np.ascontiguousarray(skimage.data.astronaut()[..., ::-1])
+        except Exception:  # noqa: BLE001
+            _PHOTO = np.random.default_rng(0).integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    return np.ascontiguousarray(cv2.resize(_PHOTO, (width, height),
+                                           interpolation=cv2.INTER_AREA))
+
+
+def frame_fn(backend, width: int, height: int) -> Callable[[], np.ndarray]:
+    """The timed call: one frame through FrameProcessor (pre + infer + post)."""
+    from runtime.prepost import FrameProcessor
+
+    proc = FrameProcessor(backend)
+    frame = sample_frame(width, height)
+    return lambda: proc(frame)
+
+
+# --------------------------------------------------------------------------- timing
+
+@dataclass
+class Timing:
+    median_s: float
+    mean_s: float
+    stddev_s: float
+    min_s: float
+    rounds: int
+    warmup: int
+
+    def to_dict(self) -> dict:
+        return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def measure(fn: Callable[[], object], *, warmup: int = 1, min_rounds: int = 3,
+            max_rounds: int = 50, max_time: float = 1.0, slow_s: Optional[float] = None
+            ) -> Timing:
+    """pytest-benchmark style: `warmup` untimed calls (the last one estimates the duration), then
+    rounds = ceil(max_time / estimate) clamped to [min_rounds, max_rounds]; median reported.
+    With `slow_s`, a call slower than that needs only one round (quick mode on slow models)."""
+    est = None
+    for _ in range(max(warmup, 0)):
+        t0 = time.perf_counter()
+        fn()
+        est = time.perf_counter() - t0
+    if est is None:
+        t0 = time.perf_counter()
+        fn()
+        est = time.perf_counter() - t0
+        times = [est]
+    else:
+        times = []
+    lo = 1 if slow_s is not None and est >= slow_s else min_rounds
+    rounds = max(lo, min(max_rounds, math.ceil(max_time / max(est, 1e-9))))
+    while len(times) < rounds:
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return Timing(statistics.median(times), statistics.fmean(times),
+                  statistics.stdev(times) if len(times) > 1 else 0.0, min(times), len(times),
+                  max(warmup, 0))
+
+
+# --------------------------------------------------------------------------- teacher tiles
+
+class TeacherTiles:
+    """Times the teacher on `n_tiles` tiles of `tile` px and scales to whole frames."""
+
+    def __init__(self, weights: str | Path | None = None, config: Optional[str] = None,
+                 tile: int = TEACHER_TILE, overlap: int = TEACHER_OVERLAP, n_tiles: int = 1,
+                 teacher=None):
+        from distill.restormer import Restormer
+        from distill.teacher import Teacher
+
+        self.teacher = teacher or Teacher.load(weights, config)
+        self.tile, self.overlap, self.n_tiles = tile, overlap, max(1, int(n_tiles))
+        self.multiple = Restormer.multiple
+        img = sample_frame(max(tile, 64), max(tile, 64))[..., ::-1].astype(np.float32) / 255.0
+        chw = np.ascontiguousarray(img[:tile, :tile].transpose(2, 0, 1))
+        self.batch = np.ascontiguousarray(chw[None])
+
+    def fn(self) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(self.n_tiles):
+                self.teacher._run(self.batch)
+        return run
+
+    def tiles(self, width: int, height: int) -> int:
+        from runtime.tiling import count_tiles
+
+        return count_tiles(height, width, self.tile, self.overlap, self.multiple)
+
+    def frame_ms(self, timed_s: float, width: int, height: int) -> float:
+        return 1000.0 * timed_s / self.n_tiles * self.tiles(width, height)
+
+    def note(self, width: int, height: int) -> str:
+        return (f"timed on {self.n_tiles} tile(s) of {self.tile}x{self.tile}, scaled by the "
+                f"{self.tiles(width, height)} tiles (overlap {self.overlap}) of a {width}x{height} "
+                "frame (runtime.tiling.count_tiles); blending not included")
+
+
+# --------------------------------------------------------------------------- streaming
+
+def make_video(path: str | Path, width: int, height: int, frames: int, fps: float = 30.0
+               ) -> Path:
+    """A short generated video: a photo panning slowly (motion, real texture). MP4 (mp4v) when
+    OpenCV can write it, else MJPG AVI next to it; returns the path actually written."""
+    import cv2
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    big = sample_frame(width + 64, height + 64)
+    for p, fourcc in ((path.with_suffix(".mp4"), "mp4v"), (path.with_suffix(".avi"), "MJPG")):
+        w = cv2.VideoWriter(str(p), cv2.VideoWriter_fourcc(*fourcc), fps, (width, height))
+        if not w.isOpened():
+            continue
+        for i in range(frames):
+            dx, dy = (2 * i) % 64, i % 64
+            w.write(np.ascontiguousarray(big[dy:dy + height, dx:dx + width]))
+        w.release()
+        cap = cv2.VideoCapture(str(p))
+        ok = cap.read()[0]
+        cap.release()
+        if ok:
+            return p
+    raise SkipCase("OpenCV cannot write a video here (no mp4v / MJPG encoder)")
+
+
+def stream(model_path: str | Path, video: str | Path, max_frames: Optional[int] = None,
+           threads: Optional[int] = None, providers: str = "auto") -> dict:
+    """run_stream over the video (lossless, no output file); returns its stats dict."""
+    from runtime.pipeline import run_stream
+
+    return run_stream(str(model_path), str(video), None, threads=threads, provider=providers,
+                      max_frames=max_frames, live=False, quiet=True)
+
+
+# --------------------------------------------------------------------------- rows
+
+def result_row(*, model: str, student: Optional[str], backend: BackendSpec | str,
+               size: tuple[int, int], ms: Optional[float], target_fps: float,
+               teacher_ms: Optional[float] = None, status: str = "ok",
+               reason: Optional[str] = None, **extra) -> dict:
+    """One latency result as stored in report.json and pytest-benchmark's extra_info.
+    Skipped results carry a reason and no numbers (never zeros)."""
+    spec = BACKEND_BY_KEY.get(backend) if isinstance(backend, str) else backend
+    row = {"model": model, "student": student,
+           "backend": spec.key if spec else str(backend),
+           "backend_label": spec.label if spec else str(backend),
+           "format": spec.fmt if spec else None,
+           "precision": spec.precision if spec else extra.pop("precision", None),
+           "size": size_label(size), "width": size[0], "height": size[1],
+           "status": status, "reason": reason, "target_fps": target_fps,
+           "ms": None, "fps": None, "meets_target": None, "speedup_vs_teacher": None}
+    if spec is not None and spec.informational:
+        row["informational"] = True
+        row["note"] = spec.note
+    if ms is not None and status == "ok":
+        fps = 1000.0 / ms if ms > 0 else float("inf")
+        row.update(ms=round(ms, 3), fps=round(fps, 3), meets_target=bool(fps >= target_fps))
+        if teacher_ms:
+            row["speedup_vs_teacher"] = round(teacher_ms / ms, 2)
+    row.update(extra)
+    return row

@@ -1,0 +1,452 @@
+"""Quality on a held-out set: PSNR/SSIM against ground truth for the blurred input, the teacher,
+each PyTorch student and every exported artifact (run by the runtime's backends at full
+resolution), each student's SSIM against the teacher, and the checks:
+
+- ssim-ratio: a student's mean SSIM to ground truth >= min_ssim_ratio x the teacher's;
+- parity: every artifact within its `optimize.export.Thresholds` gate against the FP32 PyTorch
+  student on the same images (FP32 formats: max abs error; INT8/FP16: worst-case SSIM).
+
+Metrics are scikit-image's on HxWx3 RGB clipped to [0, 1] (`distill.metrics`, as published
+tables compute them), averaged over the images; parity uses `optimize.parity.compare` and
+reports the worst image, like `sharpen export`.
+
+Teacher outputs are expensive on a CPU (seconds per 256x256 tile), so they are cached on disk:
+``<cache>/teacher/<weights hash>-<config>-t<tile>-o<overlap>/<input hash>.npy``.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional, Sequence
+
+import numpy as np
+
+from .artifacts import BenchError, Student, default_cache_root, file_hash
+
+DEFAULT_MIN_SSIM_RATIO = 0.95
+QUICK_LIMIT = 4
+
+
+# --------------------------------------------------------------------------- data
+
+@dataclass
+class Pair:
+    """One held-out image; pixels are read on access (a GoPro test split does not fit in RAM)."""
+    name: str
+    _blurred: Callable[[], np.ndarray]
+    _sharp: Callable[[], np.ndarray]
+
+    @property
+    def blurred(self) -> np.ndarray:
+        return self._blurred()
+
+    @property
+    def sharp(self) -> np.ndarray:
+        return self._sharp()
+
+
+def _const(a: np.ndarray) -> Callable[[], np.ndarray]:
+    return lambda: a
+
+
+def subset(items: list, limit: Optional[int]) -> list:
+    """`limit` items spread evenly over the list (first and last included), order kept."""
+    n = len(items)
+    if not limit or limit >= n:
+        return list(items)
+    if limit == 1:
+        return [items[0]]
+    idx = sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+    return [items[i] for i in idx]
+
+
+def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
+               ) -> tuple[list[Pair], str]:
+    """Held-out (blurred, sharp) pairs and a description. data: None/'embedded' for the
+    embedded default's fixed test split, else a GoPro / paired-folder spec (its test split)."""
+    if limit is not None and limit < 1:
+        raise BenchError(f"--limit must be >= 1, got {limit}")
+    if not data or data == "embedded":
+        from distill.data.embedded import blurred_pairs
+
+        all_pairs = [Pair(n, _const(b), _const(s)) for n, b, s in blurred_pairs("test")]
+        pairs = subset(all_pairs, limit)
+        desc = (f"embedded default, fixed test split ({len(pairs)} of {len(all_pairs)} pairs: "
+                "chelsea, coffee, rocket + dead-leaves 9000-9002, moderate and heavy blur)")
+        return pairs, desc
+    from distill.data.sources import SourceError, resolve_source
+    from distill.images import read_image
+
+    try:
+        info = resolve_source(data, "test")
+    except SourceError as e:
+        raise BenchError(str(e)) from None
+    samples = [s for s in info.samples if s.gt is not None and s.frame is None]
+    if not samples:
+        raise BenchError(f"{data}: no blurred/sharp image pairs in its test split (quality needs "
+                         "ground truth)")
+    chosen = subset(samples, limit)
+    pairs = [Pair(s.name, (lambda p=s.input: read_image(p)), (lambda p=s.gt: read_image(p)))
+             for s in chosen]
+    split = f", split {info.split}" if info.split else ""
+    return pairs, (f"{info.kind} {info.root}{split} ({len(pairs)} of {len(samples)} pairs)")
+
+
+# --------------------------------------------------------------------------- teacher outputs
+
+def array_hash(a: np.ndarray, n: int = 24) -> str:
+    h = hashlib.sha256()
+    h.update(f"{a.dtype}{a.shape}".encode())
+    h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:n]
+
+
+class TeacherOutputs:
+    """Teacher (Gaussian-blended tiled Restormer) outputs, cached on disk by weights hash, tile
+    settings and input hash. The model is loaded only when an output is missing."""
+
+    def __init__(self, weights: Optional[str | os.PathLike] = None, config: Optional[str] = None,
+                 tile: int = 256, overlap: int = 32,
+                 cache_root: Optional[str | os.PathLike] = None, device: str = "auto"):
+        from distill.teacher import BUNDLED_TEACHER, models_dir
+
+        path = Path(weights) if weights else models_dir() / BUNDLED_TEACHER
+        if not path.is_file():
+            raise BenchError(f"teacher weights not found: {path}")
+        self.weights, self.config, self.device = path, config, device
+        self.tile, self.overlap = tile, overlap
+        self.hash = file_hash(path)
+        root = Path(cache_root or default_cache_root())
+        self.folder = root / "teacher" / f"{self.hash}-{config or 'ckpt'}-t{tile}-o{overlap}"
+        self._teacher = None
+        self.computed = 0
+        self.cached = 0
+
+    @property
+    def teacher(self):
+        if self._teacher is None:
+            from distill.teacher import Teacher
+
+            self._teacher = Teacher.load(self.weights, self.config, self.device)
+        return self._teacher
+
+    def describe(self) -> dict:
+        return {"weights": str(self.weights), "hash": self.hash, "config": self.config,
+                "tile": self.tile, "overlap": self.overlap, "cache": str(self.folder)}
+
+    def __call__(self, blurred: np.ndarray) -> np.ndarray:
+        path = self.folder / f"{array_hash(np.asarray(blurred, np.float32))}.npy"
+        if path.is_file():
+            try:
+                out = np.load(path)
+                if out.shape == blurred.shape:
+                    self.cached += 1
+                    return out
+            except (OSError, ValueError):
+                pass
+        out = self.teacher.sharpen(np.asarray(blurred, np.float32), tile=self.tile,
+                                   overlap=self.overlap)
+        out = np.ascontiguousarray(out, dtype=np.float32)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
+        os.close(fd)
+        try:
+            np.save(tmp, out)
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.computed += 1
+        return out
+
+
+# --------------------------------------------------------------------------- evaluation
+
+FORMAT_BACKEND = {
+    "onnx": "ONNX Runtime FP32", "onnx-int8": "ONNX Runtime INT8",
+    "onnx-qdq-trt": "ModelOpt QDQ on ORT CPU", "tflite-int8": "TFLite INT8 (LiteRT)",
+    "tflite-fp16": "TFLite FP16 (LiteRT)", "engine": "TensorRT FP16",
+    "engine-int8": "TensorRT INT8",
+}
+
+
+@dataclass
+class QualityResult:
+    data: str
+    images: list[dict]          # name, shape, input psnr/ssim (the blur's difficulty)
+    rows: list[dict]            # one per model (input, teacher, students, artifacts)
+    checks: list[dict]
+    crops: dict                 # image name -> {"blurred", "sharp", "teacher", "<student>": arr}
+    settings: dict
+
+    @property
+    def ok(self) -> bool:
+        return all(c["passed"] for c in self.checks)
+
+    @property
+    def failed(self) -> list[dict]:
+        return [c for c in self.checks if not c["passed"]]
+
+    def row(self, key: str) -> Optional[dict]:
+        return next((r for r in self.rows if r["key"] == key), None)
+
+    def check(self, key: str, kind: str) -> Optional[dict]:
+        return next((c for c in self.checks if c["model"] == key and c["check"] == kind), None)
+
+    def to_dict(self) -> dict:
+        return {"data": self.data, "images": self.images, "rows": self.rows,
+                "checks": self.checks, "settings": self.settings}
+
+
+def _row(key: str, model: str, kind: str, fmt: str, backend: str, precision: str,
+         student: Optional[str] = None, status: str = "ok", reason: Optional[str] = None) -> dict:
+    return {"key": key, "model": model, "kind": kind, "student": student, "format": fmt,
+            "backend": backend, "precision": precision, "status": status, "reason": reason,
+            "n_images": 0, "psnr": None, "ssim": None, "ssim_teacher": None, "parity": None,
+            "images": []}
+
+
+def _mean(rows: list[dict], key: str) -> Optional[float]:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[Student],
+             artifact_sets: dict, min_ssim_ratio: float = DEFAULT_MIN_SSIM_RATIO,
+             thresholds=None, threads: int = 0, n_crops: int = 3, data_desc: str = "",
+             progress: bool = True, say=None) -> QualityResult:
+    """Run everything on every pair and compute metrics and checks (see the module doc).
+
+    artifact_sets: student name -> benchmarks.artifacts.ArtifactSet (or None: PyTorch only).
+    The outputs of the `n_crops` pairs with the lowest input PSNR are kept for the figure."""
+    from distill.checkpoint import load_student
+    from distill.metrics import psnr, ssim
+    from optimize.export import FORMATS, Thresholds
+    from optimize.parity import compare, load_runner, torch_runner
+
+    say = say or (lambda msg: None)
+    th = thresholds or Thresholds()
+    if not pairs:
+        raise BenchError("no held-out images to evaluate")
+
+    # ---- difficulty first (cheap): which images get crops in the figure
+    images = []
+    for p in pairs:
+        b, s = p.blurred, p.sharp
+        if b.shape != s.shape:
+            raise BenchError(f"{p.name}: blurred {b.shape} and sharp {s.shape} differ in size")
+        images.append({"image": p.name, "shape": list(b.shape), "input_psnr": psnr(b, s),
+                       "input_ssim": ssim(b, s)})
+    hardest = {d["image"] for d in sorted(images, key=lambda d: d["input_psnr"])[:n_crops]}
+
+    # ---- models
+    rows: dict[str, dict] = {}
+    rows["input"] = _row("input", "blurred input", "input", "input", "-", "-")
+    rows["teacher"] = _row("teacher", "teacher (Restormer, tiled)", "teacher", "teacher",
+                           "PyTorch (tiled, Gaussian-blended)", "fp32")
+    runners: dict[str, Callable] = {}
+    closers: list = []
+    for st in students:
+        key = f"{st.name}/pytorch"
+        rows[key] = _row(key, f"student {st.name}", "student", "pytorch", "PyTorch eager",
+                         "fp32", st.name)
+        model, _ = load_student(st.path)
+        runners[key] = torch_runner(model)
+        arts = artifact_sets.get(st.name) if artifact_sets else None
+        if arts is None:
+            continue
+        for fmt, art in arts.items.items():
+            key = f"{st.name}/{fmt}"
+            r = _row(key, f"student {st.name}", "artifact", fmt, FORMAT_BACKEND.get(fmt, fmt),
+                     art.precision, st.name)
+            rows[key] = r
+            if art.status == "skipped":
+                r.update(status="skipped", reason=art.reason)
+                continue
+            if not art.usable:
+                r.update(status="error", reason=f"export failed: {art.reason or 'no file'}")
+                continue
+            try:
+                runner, r["runner"] = load_runner(art.file, threads=threads)
+            except Exception as e:  # noqa: BLE001 - reported as an error row and a failed check
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                r.update(status="error", reason=f"cannot load {Path(art.file).name}: {first}")
+                continue
+            r["file"] = art.file
+            runners[key] = runner
+            closers.append(getattr(runner, "close", None))
+
+    crops: dict[str, dict] = {}
+    it = list(zip(pairs, images))
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+
+            bar = tqdm(total=len(it), desc="  quality", unit="img", leave=False,
+                       disable=None, file=sys.stderr)
+        except ImportError:
+            bar = None
+    try:
+        for p, info in it:
+            name = p.name
+            blurred, sharp = p.blurred, p.sharp
+            if bar is not None:
+                bar.set_postfix_str(f"{name}: teacher")
+            t_out = teacher(blurred)
+            rows["input"]["images"].append({"image": name, "psnr": info["input_psnr"],
+                                            "ssim": info["input_ssim"]})
+            rows["teacher"]["images"].append({"image": name, "psnr": psnr(t_out, sharp),
+                                              "ssim": ssim(t_out, sharp)})
+            keep = name in hardest
+            if keep:
+                crops[name] = {"blurred": blurred, "sharp": sharp, "teacher": t_out}
+            refs: dict[str, np.ndarray] = {}
+            for key, run in runners.items():
+                if bar is not None:
+                    bar.set_postfix_str(f"{name}: {key}")
+                r = rows[key]
+                try:
+                    out = np.asarray(run(blurred), np.float32)
+                except Exception as e:  # noqa: BLE001
+                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                    r.update(status="error", reason=f"inference failed on {name}: {first}")
+                    continue
+                if r["status"] != "ok":
+                    continue
+                img = {"image": name, "psnr": psnr(out, sharp), "ssim": ssim(out, sharp),
+                       "ssim_teacher": ssim(out, t_out)}
+                if r["kind"] == "student":
+                    refs[r["student"]] = out
+                    if keep:
+                        crops[name][r["student"]] = np.clip(out, 0, 1)
+                else:
+                    ref = refs.get(r["student"])
+                    if ref is not None:
+                        c = compare(out, ref)
+                        img.update(max_abs=c["max_abs"], parity_psnr=c["psnr"],
+                                   parity_ssim=c["ssim"])
+                r["images"].append(img)
+            if bar is not None:
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+        for close in closers:
+            if close:
+                try:
+                    close()
+                except Exception:  # noqa: BLE001
+                    pass
+
+    # ---- aggregates
+    for r in rows.values():
+        if r["status"] != "ok" or not r["images"]:
+            continue
+        r["n_images"] = len(r["images"])
+        r["psnr"], r["ssim"] = _mean(r["images"], "psnr"), _mean(r["images"], "ssim")
+        r["ssim_teacher"] = _mean(r["images"], "ssim_teacher")
+        if r["kind"] == "artifact":
+            per = [i for i in r["images"] if "max_abs" in i]
+            if per:
+                worst_ssim = min(per, key=lambda i: i["parity_ssim"])
+                spec = FORMATS[r["format"]]
+                par = {"max_abs": max(i["max_abs"] for i in per),
+                       "psnr": min(i["parity_psnr"] for i in per),
+                       "ssim": worst_ssim["parity_ssim"], "gate": spec.gate}
+                if spec.gate == "fp32":
+                    worst = max(per, key=lambda i: i["max_abs"])
+                    par.update(metric="max_abs", threshold=th.fp32_max_abs,
+                               passed=bool(par["max_abs"] < th.fp32_max_abs),
+                               worst_image=worst["image"])
+                else:
+                    par.update(metric="ssim", threshold=th.min_ssim,
+                               passed=bool(par["ssim"] >= th.min_ssim),
+                               worst_image=worst_ssim["image"])
+                    if par["passed"] and th.min_psnr is not None:
+                        par["passed"] = bool(par["psnr"] >= th.min_psnr)
+                        if not par["passed"]:
+                            par.update(metric="psnr", threshold=th.min_psnr)
+                r["parity"] = par
+
+    checks = _checks(rows, students, min_ssim_ratio)
+    settings = {"min_ssim_ratio": min_ssim_ratio,
+                "thresholds": {"fp32_max_abs": th.fp32_max_abs, "min_ssim": th.min_ssim,
+                               "min_psnr": th.min_psnr},
+                "teacher": teacher.describe(), "hardest": sorted(hardest),
+                "teacher_outputs": {"cached": teacher.cached, "computed": teacher.computed}}
+    return QualityResult(data_desc, images, list(rows.values()), checks, crops, settings)
+
+
+def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float) -> list[dict]:
+    checks = []
+    t = rows["teacher"]
+    for st in students:
+        r = rows[f"{st.name}/pytorch"]
+        key = r["key"]
+        if r["ssim"] is None or t["ssim"] is None:
+            checks.append({"check": "ssim-ratio", "model": key, "metric": "ssim", "value": None,
+                           "threshold": None, "passed": False,
+                           "message": f"student {st.name!r} (PyTorch): no SSIM measured "
+                                      f"({r['reason'] or t['reason'] or 'no images'})"})
+            continue
+        thr = ratio * t["ssim"]
+        ok = r["ssim"] >= thr
+        msg = (f"student {st.name!r} (PyTorch FP32): mean SSIM vs ground truth {r['ssim']:.4f} "
+               f"{'>=' if ok else '<'} {ratio:g} x teacher SSIM {t['ssim']:.4f} = {thr:.4f}")
+        checks.append({"check": "ssim-ratio", "model": key, "metric": "ssim",
+                       "value": r["ssim"], "threshold": thr, "ratio": ratio,
+                       "teacher_ssim": t["ssim"], "passed": bool(ok), "message": msg})
+    for r in rows.values():
+        if r["kind"] != "artifact" or r["status"] == "skipped":
+            continue
+        label = f"student {r['student']!r} {r['format']} ({r['backend']})"
+        if r["status"] == "error" or r["parity"] is None:
+            checks.append({"check": "parity", "model": r["key"], "metric": None, "value": None,
+                           "threshold": None, "passed": False,
+                           "message": f"{label}: {r['reason'] or 'no parity measured'}"})
+            continue
+        par = r["parity"]
+        m, v, thr = par["metric"], par[par["metric"]], par["threshold"]
+        what = {"max_abs": "worst-case max abs error", "ssim": "worst-case SSIM",
+                "psnr": "worst-case PSNR"}[m]
+        if m == "max_abs":
+            rel = "<" if par["passed"] else ">="
+        else:
+            rel = ">=" if par["passed"] else "<"
+        msg = (f"{label}: {what} to the FP32 PyTorch output {v:.4g} {rel} {thr:g} "
+               f"(image {par['worst_image']})")
+        checks.append({"check": "parity", "model": r["key"], "metric": m, "value": v,
+                       "threshold": thr, "passed": bool(par["passed"]), "message": msg})
+    return checks
+
+
+def format_table(result: QualityResult) -> list[list[str]]:
+    """Rows for a text/markdown table: model, format, backend, PSNR, SSIM, SSIM vs teacher,
+    parity, status."""
+    out = []
+    for r in result.rows:
+        def f(v, d=4):
+            return "-" if v is None else f"{v:.{d}f}"
+        par = r.get("parity")
+        if par:
+            v = par[par["metric"]]
+            ptxt = (f"{par['metric']} {v:.2g}" if par["metric"] == "max_abs"
+                    else f"{par['metric']} {v:.4f}") + (" ok" if par["passed"] else " FAIL")
+        else:
+            ptxt = "-"
+        reason = str(r["reason"] or "")
+        if " (" in reason and not reason.startswith("("):
+            reason = reason.split(" (")[0]   # the advice in parentheses stays in the JSON
+        status = r["status"] if r["status"] == "ok" else f"{r['status']}: {reason}"
+        out.append([r["model"], r["format"], r["backend"], r["precision"].upper(),
+                    f(r["psnr"], 2), f(r["ssim"]), f(r["ssim_teacher"]), ptxt, status])
+    return out
+
+
+TABLE_HEADERS = ["model", "format", "backend", "precision", "PSNR dB", "SSIM",
+                 "SSIM vs teacher", "parity vs PyTorch", "status"]

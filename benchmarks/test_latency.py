@@ -1,0 +1,97 @@
+"""Latency benchmarks (pytest-benchmark): the tiled teacher, every student on every backend this
+machine can run, and the streaming pipeline end to end.
+
+Each benchmark's extra_info holds backend, precision, size, ms, fps, target_fps, meets_target and
+speedup_vs_teacher (when the teacher was timed in the same run; its test runs first). Backends
+that cannot run here skip with the reason; nothing is ever reported as zero.
+"""
+from __future__ import annotations
+
+import pytest
+
+from benchmarks.latency import (BACKEND_BY_KEY, SkipCase, frame_fn, open_backend, result_row,
+                                size_label, stream)
+
+
+def _median_s(benchmark):
+    stats = getattr(benchmark, "stats", None)
+    if stats is None:      # --benchmark-disable: the function ran once, untimed
+        return None
+    return stats.stats.median
+
+
+def _record(bench, benchmark, row: dict) -> None:
+    benchmark.extra_info.update(row)
+    if row["status"] == "ok":
+        bench.results.append(row)
+
+
+def test_teacher_tiled(benchmark, bench, size):
+    """Teacher time per frame = time of a fixed number of 256x256 tiles x tiles per frame."""
+    try:
+        tiles = bench.teacher_tiles
+    except Exception as e:  # noqa: BLE001 - e.g. no bundled teacher weights
+        pytest.skip(f"teacher unavailable: {e}")
+    benchmark.pedantic(tiles.fn(), rounds=bench.teacher_rounds, warmup_rounds=1, iterations=1)
+    med = _median_s(benchmark)
+    if med is None:
+        return
+    ms = tiles.frame_ms(med, *size)
+    bench.teacher_ms[size_label(size)] = ms
+    _record(bench, benchmark, result_row(
+        model="teacher", student=None, backend="teacher-tiled", size=size, ms=ms,
+        target_fps=bench.target_fps, backend_label="PyTorch (tiled)", precision="fp32",
+        tile=tiles.tile, overlap=tiles.overlap, tiles_timed=tiles.n_tiles,
+        tiles_per_frame=tiles.tiles(*size), tile_ms=round(1000 * med / tiles.n_tiles, 3),
+        scaled=True, note=tiles.note(*size),
+        stats_unit=f"seconds per {tiles.n_tiles} tile(s), not per frame"))
+
+
+def test_student_latency(benchmark, bench, student, backend_key, size):
+    """One frame through FrameProcessor (pre + infer + post) on the given backend."""
+    spec = BACKEND_BY_KEY[backend_key]
+    st = bench.students[student]
+    arts = bench.artifacts(student) if spec.fmt else None
+    try:
+        backend = open_backend(spec, st.path, arts, threads=bench.threads or None)
+    except SkipCase as e:
+        pytest.skip(str(e))
+    try:
+        benchmark(frame_fn(backend, *size))
+        provider, engine = backend.provider, backend.name
+    finally:
+        backend.close()
+    med = _median_s(benchmark)
+    if med is None:
+        return
+    _record(bench, benchmark, result_row(
+        model=f"student {student}", student=student, backend=spec, size=size, ms=1000 * med,
+        target_fps=bench.target_fps, teacher_ms=bench.teacher_ms.get(size_label(size)),
+        provider=provider, engine=engine))
+
+
+def test_stream_pipeline(benchmark, bench, student):
+    """`sharpen run`'s threaded pipeline over a short generated video (ONNX Runtime FP32):
+    frames per second end to end."""
+    art = bench.artifacts(student).get("onnx")
+    if art.status == "skipped":
+        pytest.skip(art.reason)
+    if not art.usable:
+        pytest.skip(f"onnx export failed: {art.reason}")
+    w, h = bench.stream_size
+    n = bench.stream_frames
+    try:
+        video = bench.video(w, h, n)
+    except SkipCase as e:
+        pytest.skip(str(e))
+    stats = benchmark.pedantic(stream, args=(art.file, video, n, bench.threads or None),
+                               rounds=1, iterations=1)
+    fps = stats["throughput_fps"]
+    assert stats["frames_processed"] == n, stats
+    _record(bench, benchmark, result_row(
+        model=f"student {student}", student=student, backend="pipeline-ort-fp32", size=(w, h),
+        ms=1000.0 / fps if fps else None, target_fps=bench.target_fps,
+        teacher_ms=bench.teacher_ms.get(size_label((w, h))),
+        backend_label="sharpen run pipeline (ONNX Runtime FP32)", precision="fp32",
+        frames=n, end_to_end_ms=stats["end_to_end_ms"], stage_ms=stats["latency_ms"],
+        note="throughput of the whole pipeline (capture, pre, infer, post threads)"))

@@ -1,0 +1,44 @@
+"""Quality checks on the held-out set (same functions as `sharpen bench`'s report):
+
+- each student keeps --min-ssim-ratio (default 0.95) of the teacher's SSIM against ground truth;
+- every exported artifact stays within its parity threshold against the FP32 PyTorch student
+  (optimize.export.Thresholds), run by the runtime's backends at full image resolution.
+
+The quality table is printed in the terminal summary.
+"""
+from __future__ import annotations
+
+import pytest
+
+from optimize.export import FORMATS
+
+
+def test_student_keeps_teacher_ssim(bench, student):
+    q = bench.quality()
+    check = q.check(f"{student}/pytorch", "ssim-ratio")
+    assert check is not None, f"no SSIM check for student {student!r}"
+    if not check["passed"]:
+        pytest.fail(f"SSIM check failed: {check['message']}", pytrace=False)
+
+
+@pytest.mark.parametrize("fmt", list(FORMATS))
+def test_artifact_parity(bench, student, fmt):
+    q = bench.quality()
+    row = q.row(f"{student}/{fmt}")
+    assert row is not None, f"no quality row for {student}/{fmt}"
+    if row["status"] == "skipped":
+        pytest.skip(row["reason"])
+    check = q.check(row["key"], "parity")
+    assert check is not None, f"no parity check for {student}/{fmt}"
+    if not check["passed"]:
+        pytest.fail(f"parity check failed: {check['message']}", pytrace=False)
+
+
+def test_reference_rows(bench):
+    """The blurred input and the teacher were measured on every image, with sane values."""
+    q = bench.quality()
+    for key in ("input", "teacher"):
+        row = q.row(key)
+        assert row["status"] == "ok", (key, row["reason"])
+        assert row["n_images"] == len(q.images)
+        assert 0.0 <= row["ssim"] <= 1.0 and row["psnr"] > 0, row

@@ -1,0 +1,185 @@
+"""`sharpen bench`: quality and latency report (benchmarks.report).
+
+Heavy imports happen inside the handler. Registered by `add_commands(sub)`.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+BENCH_EPILOG = """\
+Quick mode (default, minutes on a CPU): sizes 1920x1080 and 640x360, few rounds, 4 held-out
+images. --full: 1920x1080, 1280x720 and 640x360, more rounds, every held-out image.
+Exported artifacts and teacher outputs are cached (runs/bench-cache) and reused while the
+weights are unchanged. The same measurements run as a pytest-benchmark suite:
+  pytest benchmarks/ [--bench-full] --benchmark-json bench.json
+Exit codes: 0 every check passed, 1 a quality or parity check failed (the report is still
+written), 2 a usage error.
+"""
+
+
+def add_commands(sub) -> None:
+    p = sub.add_parser(
+        "bench", help="benchmark quality (SSIM vs teacher / ground truth) and real-time latency",
+        description="Measure every student on every backend this machine can run (PyTorch, "
+                    "ONNX Runtime FP32/INT8, TFLite INT8/FP16, ModelOpt QDQ, TensorRT), the "
+                    "tiled teacher and the streaming pipeline, check quality on a held-out "
+                    "set, and write DIR/report.md, DIR/report.json and PNG figures.",
+        epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--full", action="store_true",
+                   help="all sizes, more rounds, every held-out image (default: quick mode)")
+    p.add_argument("--target-fps", type=float, default=30.0, metavar="FPS",
+                   help="frame rate a result must reach to count as real time (default 30)")
+    p.add_argument("--students", nargs="+", default=None, metavar="CKPT",
+                   help="students: shipped names (seed, fast -> models/student-NAME.pt) or "
+                        "checkpoint paths, space or comma separated (default: seed fast)")
+    p.add_argument("--teacher-weights", default=None, metavar="PATH",
+                   help="teacher checkpoint (default: the bundled models/"
+                        "teacher-restormer-small.pt)")
+    p.add_argument("--teacher-config", default=None, metavar="NAME",
+                   help="Restormer config for weights without one (e.g. motion-deblur for the "
+                        "official file)")
+    p.add_argument("--data", default=None, metavar="SPEC",
+                   help="held-out set: a GoPro root or paired folder (its test split); default: "
+                        "the embedded dataset's fixed test split")
+    p.add_argument("--min-ssim-ratio", type=float, default=0.95, metavar="R",
+                   help="check: student SSIM >= R x teacher SSIM against ground truth "
+                        "(default 0.95)")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="evaluate N held-out images spread over the set (default: 4 in quick "
+                        "mode, all with --full)")
+    p.add_argument("--sizes", default=None, metavar="WxH,...",
+                   help="frame sizes to time, e.g. 1920x1080,640x360 (default by mode)")
+    p.add_argument("--formats", default=None, metavar="LIST",
+                   help="export formats to build and measure (default: all this machine can "
+                        "build; see `sharpen export --help`)")
+    p.add_argument("--cache", default=None, metavar="DIR",
+                   help="cache of artifacts and teacher outputs (default runs/bench-cache or "
+                        "$SHARPEN_BENCH_CACHE)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for ONNX Runtime / LiteRT (default 0: the engine's default)")
+    p.add_argument("--calib-count", type=int, default=32, metavar="N",
+                   help="calibration crops for the INT8 exports (default 32)")
+    p.add_argument("--stream-frames", type=int, default=None, metavar="N",
+                   help="frames of the generated video for the streaming pipeline (default 24 "
+                        "quick, 30 full; 0 skips it)")
+    p.add_argument("--no-latency", action="store_true",
+                   help="quality only (no timing)")
+    p.add_argument("--quiet", action="store_true", help="no progress output")
+    p.set_defaults(func=run_bench_cmd)
+
+
+def run_bench_cmd(args) -> int:
+    def fail(msg: str) -> int:
+        print(f"sharpen bench: error: {msg}", file=sys.stderr)
+        return 2
+
+    try:
+        from distill.checkpoint import CheckpointError
+
+        from benchmarks.artifacts import BenchError
+        from benchmarks.report import BenchOptions, run_bench
+    except ImportError as e:
+        return fail(f"missing dependency {e.name!r}; install the dev extra: "
+                    "pip install -e '.[dev]' (and run from the repository root)")
+    if args.threads < 0 or args.calib_count < 1:
+        return fail("--threads must be >= 0 and --calib-count >= 1")
+    argv = getattr(args, "argv", None) or _argv_from(args)
+    opts = BenchOptions(out=args.out, full=args.full, target_fps=args.target_fps,
+                        students=args.students, teacher_weights=args.teacher_weights,
+                        teacher_config=args.teacher_config, data=args.data,
+                        min_ssim_ratio=args.min_ssim_ratio, limit=args.limit, sizes=args.sizes,
+                        formats=args.formats, cache=args.cache, threads=args.threads,
+                        calib_count=args.calib_count, stream_frames=args.stream_frames,
+                        latency=not args.no_latency, quiet=args.quiet, argv=argv)
+    try:
+        report, code = run_bench(opts)
+    except (BenchError, CheckpointError) as e:
+        msg = " ".join(line.strip() for line in str(e).strip().splitlines())
+        return fail(msg or type(e).__name__)
+    _print_summary(report)
+    if code:
+        for c in report["checks"]:
+            if not c["passed"]:
+                print(f"sharpen bench: CHECK FAILED: {c['message']}", file=sys.stderr)
+        print(f"sharpen bench: {sum(not c['passed'] for c in report['checks'])} check(s) "
+              f"failed; report written to {args.out}/report.md", file=sys.stderr)
+    return code
+
+
+def _argv_from(args) -> list[str]:
+    """The options as they would be typed, for the report's 'reproduce' section."""
+    out = ["--out", args.out]
+    if args.full:
+        out.append("--full")
+    for flag, val, default in (("--target-fps", args.target_fps, 30.0),
+                               ("--teacher-weights", args.teacher_weights, None),
+                               ("--teacher-config", args.teacher_config, None),
+                               ("--data", args.data, None),
+                               ("--min-ssim-ratio", args.min_ssim_ratio, 0.95),
+                               ("--limit", args.limit, None), ("--sizes", args.sizes, None),
+                               ("--formats", args.formats, None),
+                               ("--threads", args.threads, 0),
+                               ("--calib-count", args.calib_count, 32),
+                               ("--stream-frames", args.stream_frames, None)):
+        if val != default:
+            out += [flag, f"{val:g}" if isinstance(val, float) else str(val)]
+    if args.students:
+        out += ["--students", *args.students]
+    if args.no_latency:
+        out.append("--no-latency")
+    return out
+
+
+def _print_summary(report: dict) -> None:
+    from benchmarks.report import (LATENCY_HEADERS, STREAM_HEADERS, latency_table,
+                                   stream_table)
+    from benchmarks.quality import QualityResult, TABLE_HEADERS, format_table
+
+    q = report["quality"]
+    qr = QualityResult(q["data"], q["images"], q["rows"], report["checks"], {}, q["settings"])
+    _print_table("quality (mean over held-out images)", TABLE_HEADERS, format_table(qr))
+    if report["latency"]["rows"]:
+        _print_table(f"latency (target {report['settings']['target_fps']:g} fps)",
+                     LATENCY_HEADERS, latency_table(report["latency"]["rows"]))
+    if report["latency"].get("stream"):
+        _print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
+                     stream_table(report["latency"]["stream"]))
+    failed = [c for c in report["checks"] if not c["passed"]]
+    print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
+
+
+def _print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        Console = None
+    if Console is not None:
+        t = Table(title=title)
+        for h in headers:
+            t.add_column(h, overflow="fold")
+        for r in rows:
+            t.add_row(*[str(c) for c in r])
+        Console(width=200).print(t)
+        return
+    print(title)
+    widths = [max(len(h), *(len(str(r[i])) for r in rows)) if rows else len(h)
+              for i, h in enumerate(headers)]
+    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for r in rows:
+        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run `bench` without the full `sharpen` parser (python -m optimize.bench_cli ...)."""
+    parser = argparse.ArgumentParser(prog="sharpen")
+    sub = parser.add_subparsers(dest="command")
+    add_commands(sub)
+    args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

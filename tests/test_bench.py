@@ -1,0 +1,237 @@
+"""`sharpen bench` and the benchmark suite, on tiny models and a 3-image paired folder.
+
+- the report's numbers agree with metrics computed directly from the models;
+- a deliberately bad student (zeroed weights: black output) fails the SSIM check, in the report
+  command (exit 1, report still written) and in the pytest suite;
+- missing backends are listed as skipped with reasons, never as zeros;
+- report.md, report.json and the PNG figures exist.
+Timings are never asserted.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from distill.checkpoint import atomic_save, make_checkpoint
+from distill.images import read_image, write_image
+from distill.metrics import psnr, ssim
+from distill.restormer import build_restormer
+from distill.students import create_student, run_padded
+
+ROOT = Path(__file__).resolve().parents[1]
+MISSING_REASON = "TensorRT is not installed (simulated by the test)"
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    d = tmp_path_factory.mktemp("bench")
+    torch.manual_seed(0)
+    teacher = build_restormer("tiny")
+    atomic_save(make_checkpoint(teacher, kind="teacher", arch="restormer",
+                                arch_args=teacher.config.to_dict()), d / "teacher.pt")
+    good = create_student("fast", width=8)
+    atomic_save(make_checkpoint(good, kind="student", arch="fast", arch_args=good.arch_args),
+                d / "student-good.pt")
+    bad = create_student("seed")
+    with torch.no_grad():
+        for p in bad.parameters():
+            p.zero_()
+    atomic_save(make_checkpoint(bad, kind="student", arch="seed", arch_args=bad.arch_args),
+                d / "student-bad.pt")
+    import skimage.data
+
+    for i, name in enumerate(("astronaut", "coffee", "chelsea")):
+        img = getattr(skimage.data, name)()[..., :3].astype(np.float32) / 255.0
+        img = cv2.resize(img, (96, 64), interpolation=cv2.INTER_AREA)
+        write_image(d / "pairs" / "target" / f"{name}.png", img)
+        write_image(d / "pairs" / "input" / f"{name}.png",
+                    cv2.GaussianBlur(img, (0, 0), 1.0 + i))
+    return d
+
+
+def _bench(env: Path, out: str, *extra: str) -> int:
+    """Run `sharpen bench` in-process through optimize.bench_cli, with the TensorRT engine
+    reported as unavailable whatever this machine has (the missing backend under test)."""
+    from optimize import bench_cli
+    from optimize.export import FORMATS
+
+    args = ["--out", str(env / out), "--teacher-weights", str(env / "teacher.pt"),
+            "--data", str(env / "pairs"), "--cache", str(env / "cache"), "--quiet", *extra]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(FORMATS, "engine", dataclasses.replace(FORMATS["engine"],
+                                                          available=lambda: MISSING_REASON))
+        return bench_cli.main(args)
+
+
+@pytest.fixture(scope="module")
+def good_run(env):
+    rc = _bench(env, "good", "--students", str(env / "student-good.pt"),
+                "--formats", "onnx,engine", "--sizes", "160x96", "--stream-frames", "3")
+    report = json.loads((env / "good" / "report.json").read_text())
+    return rc, report
+
+
+def _pairs(env: Path):
+    names = sorted(p.stem for p in (env / "pairs" / "input").glob("*.png"))
+    return [(n, read_image(env / "pairs" / "input" / f"{n}.png"),
+             read_image(env / "pairs" / "target" / f"{n}.png")) for n in names]
+
+
+def test_report_files_exist(env, good_run):
+    rc, report = good_run
+    assert rc == 0, report["checks"]
+    out = env / "good"
+    assert (out / "report.md").stat().st_size > 0
+    md = (out / "report.md").read_text()
+    for section in ("## Quality", "## Latency", "## Machine", "## Reproduce", "## Checks"):
+        assert section in md
+    assert "sharpen bench --out" in md
+    assert set(report["figures"]) == {"latency", "scatter", "crops"}
+    for name in report["figures"].values():
+        data = (out / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 1000, name
+    assert report["machine"]["cpu"] and report["machine"]["logical_cores"] >= 1
+    assert "numpy" in report["machine"]["libraries"]
+    assert report["ok"] is True and report["exit_code"] == 0
+
+
+def test_report_numbers_agree_with_direct_metrics(env, good_run):
+    _, report = good_run
+    rows = {r["key"]: r for r in report["quality"]["rows"]}
+    pairs = _pairs(env)
+    assert rows["input"]["n_images"] == len(pairs) == 3
+
+    from distill.checkpoint import load_student
+    from distill.teacher import Teacher
+
+    model, _ = load_student(env / "student-good.pt")
+    teacher = Teacher.load(env / "teacher.pt", device="cpu")
+    import onnxruntime as ort
+
+    onnx_file = rows["good/onnx"]["file"]
+    sess = ort.InferenceSession(onnx_file, providers=["CPUExecutionProvider"])
+    name_in = sess.get_inputs()[0].name
+    got = {k: {"psnr": [], "ssim": [], "ssim_teacher": []} for k in
+           ("input", "teacher", "good/pytorch", "good/onnx")}
+    for _, blurred, sharp in pairs:
+        t_out = teacher.sharpen(blurred, tile=256, overlap=32)
+        x = torch.from_numpy(blurred.transpose(2, 0, 1).copy())[None]
+        with torch.no_grad():
+            s_out = run_padded(model, x)[0].permute(1, 2, 0).numpy()
+        h, w = blurred.shape[:2]
+        pad = np.pad(blurred, ((0, (-h) % 8), (0, (-w) % 8), (0, 0)), mode="reflect")
+        o_out = sess.run(None, {name_in: pad.transpose(2, 0, 1)[None].copy()})[0]
+        o_out = o_out[0].transpose(1, 2, 0)[:h, :w]
+        for key, out in (("input", blurred), ("teacher", t_out), ("good/pytorch", s_out),
+                         ("good/onnx", o_out)):
+            got[key]["psnr"].append(psnr(out, sharp))
+            got[key]["ssim"].append(ssim(out, sharp))
+            if key.startswith("good/"):
+                got[key]["ssim_teacher"].append(ssim(out, t_out))
+    for key, vals in got.items():
+        assert rows[key]["status"] == "ok", rows[key]
+        assert rows[key]["psnr"] == pytest.approx(np.mean(vals["psnr"]), abs=1e-3), key
+        assert rows[key]["ssim"] == pytest.approx(np.mean(vals["ssim"]), abs=1e-4), key
+        if vals["ssim_teacher"]:
+            assert rows[key]["ssim_teacher"] == pytest.approx(np.mean(vals["ssim_teacher"]),
+                                                              abs=1e-4), key
+    # The check's threshold is derived from the reported teacher SSIM.
+    check = next(c for c in report["checks"] if c["check"] == "ssim-ratio")
+    assert check["threshold"] == pytest.approx(0.95 * rows["teacher"]["ssim"])
+    assert check["value"] == pytest.approx(rows["good/pytorch"]["ssim"])
+    # Per-image input PSNRs are what the 'hardest blur' figure sorts by.
+    by_img = {d["image"]: d["input_psnr"] for d in report["quality"]["images"]}
+    for (n, blurred, sharp) in pairs:
+        assert by_img[n] == pytest.approx(psnr(blurred, sharp), abs=1e-6)
+
+
+def test_missing_backends_are_skipped_with_reasons(good_run):
+    _, report = good_run
+    lat = report["latency"]["rows"]
+    eng = [r for r in lat if r["backend"] == "trt-fp16"]
+    assert eng and all(r["status"] == "skipped" for r in eng)
+    assert all(r["reason"] == MISSING_REASON for r in eng)
+    q = next(r for r in report["quality"]["rows"] if r["key"] == "good/engine")
+    assert q["status"] == "skipped" and q["reason"] == MISSING_REASON
+    assert q["psnr"] is None and q["ssim"] is None
+    assert any(d["reason"] == MISSING_REASON for d in report["skipped"])
+    # Never zeros: anything not measured has no numbers, everything measured is positive.
+    for r in lat + report["latency"]["stream"]:
+        if r["status"] == "ok":
+            assert r["ms"] > 0 and r["fps"] > 0 and isinstance(r["meets_target"], bool), r
+        else:
+            assert r["reason"], r
+            assert r["ms"] is None and r["fps"] is None and r["meets_target"] is None, r
+    measured = {r["backend"] for r in lat if r["status"] == "ok"}
+    assert {"teacher-tiled", "pytorch", "ort-fp32"} <= measured
+    sp = next(r for r in lat if r["backend"] == "ort-fp32")
+    assert sp["speedup_vs_teacher"] and sp["speedup_vs_teacher"] > 0
+    assert report["latency"]["stream"][0]["status"] == "ok"
+    # The export cache is reused: a second call builds nothing.
+    from benchmarks.artifacts import ensure_artifacts, resolve_students
+
+    st = resolve_students([report["settings"]["students"][0]["path"]])[0]
+    again = ensure_artifacts(st, report["settings"]["cache"], "onnx", quiet=True)
+    assert again.built_now == [] and again.get("onnx").usable
+
+
+def test_bad_student_fails_ssim_check(env, good_run, capsys):
+    rc = _bench(env, "bad", "--students", str(env / "student-bad.pt"), "--formats", "onnx",
+                "--no-latency")
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert "CHECK FAILED" in err and "student 'bad'" in err and "SSIM" in err
+    report = json.loads((env / "bad" / "report.json").read_text())
+    assert report["ok"] is False and report["exit_code"] == 1
+    failed = [c for c in report["checks"] if not c["passed"]]
+    assert [c["check"] for c in failed] == ["ssim-ratio"]
+    c = failed[0]
+    assert c["model"] == "bad/pytorch" and c["value"] < c["threshold"]
+    assert f"{c['value']:.4f}" in c["message"] and f"{c['threshold']:.4f}" in c["message"]
+    assert (env / "bad" / "report.md").is_file()
+    assert "**FAIL**" in (env / "bad" / "report.md").read_text()
+
+
+def test_bad_student_fails_pytest_suite(env, good_run):
+    """The same check inside `pytest benchmarks/` fails with the message."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_quality.py"),
+           "-k", "keeps_teacher", "-p", "no:cacheprovider", "-q",
+           "--students", str(env / "student-bad.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--bench-formats", "onnx",
+           "--bench-cache", str(env / "cache")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 1, out
+    assert "SSIM check failed" in out and "student 'bad'" in out, out
+
+
+def test_usage_errors_exit_2(env, capsys):
+    from optimize import bench_cli
+
+    rc = bench_cli.main(["--out", str(env / "x"), "--students", str(env / "nope.pt"),
+                         "--quiet"])
+    assert rc == 2
+    assert "student checkpoint not found" in capsys.readouterr().err
+    rc = bench_cli.main(["--out", str(env / "x"), "--students", str(env / "student-good.pt"),
+                         "--sizes", "big", "--quiet"])
+    assert rc == 2
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+def test_subset_spreads_over_the_set():
+    from benchmarks.quality import subset
+
+    items = list(range(12))
+    assert subset(items, 4) == [0, 4, 7, 11]
+    assert subset(items, None) == items and subset(items, 50) == items
+    assert subset(items, 1) == [0]
