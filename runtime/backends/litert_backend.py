@@ -6,6 +6,7 @@ scale and zero point, so the pipeline always sees float32 in [0, 1].
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -39,6 +40,8 @@ class LiteRTBackend(Backend):
     def __init__(self, path: Union[str, Path], threads: Optional[int] = None, **_: Any) -> None:
         Interpreter = _interpreter_class()
         path = Path(path)
+        # LiteRT runs XNNPACK single-threaded unless told otherwise; use every core by default.
+        threads = threads or os.cpu_count() or 1
         try:
             self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
             self.interp.allocate_tensors()
