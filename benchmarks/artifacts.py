@@ -10,13 +10,14 @@ skipped with the reason `optimize.export` gives.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
+
+from distill.teacher import file_hash, models_dir
+from optimize.onnx_export import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 STAMP = "bench_artifacts.json"
@@ -34,32 +35,6 @@ def default_cache_root() -> Path:
     return Path(env) if env else REPO / "runs" / "bench-cache"
 
 
-def file_hash(path: str | os.PathLike, n: int = 16) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:n]
-
-
-def atomic_write_json(path: str | os.PathLike, obj) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1)
-            f.write("\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-# --------------------------------------------------------------------------- students
-
 @dataclass(frozen=True)
 class Student:
     name: str        # label in tables: "fast", "seed", or the checkpoint's stem
@@ -68,11 +43,6 @@ class Student:
 
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "hash": self.hash}
-
-
-def models_dir() -> Path:
-    env = os.environ.get("SHARPEN_MODELS")
-    return Path(env) if env else REPO / "models"
 
 
 def split_list(spec: str | Sequence[str] | None) -> list[str]:

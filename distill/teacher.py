@@ -5,7 +5,7 @@ import hashlib
 import os
 from contextlib import nullcontext
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
@@ -100,15 +100,16 @@ class Teacher:
     def sharpen(self, image: np.ndarray, tile: int = 256, overlap: int = 32, batch_size: int = 4,
                 progress: bool = False, desc: str = "tiles") -> np.ndarray:
         bar = None
-        on_tile = None
+        on_tile: Optional[Callable[[int, int], None]] = None
         if progress:
             from tqdm import tqdm
             bar = tqdm(total=0, desc=desc, unit="tile", leave=False)
 
-            def on_tile(done, total):
+            def update(done: int, total: int) -> None:
                 bar.total = total
                 bar.n = done
                 bar.refresh()
+            on_tile = update
         try:
             return tiled_apply(image, self._run, tile=tile, overlap=overlap,
                                multiple=Restormer.multiple, batch_size=batch_size,
