@@ -142,10 +142,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
                                      if k.endswith("ssim")))
 
     _step(4, "export: ONNX, ONNX INT8, TFLite INT8 with the parity gate")
+    from distill.checkpoint import slim_checkpoint
+
     from .export import export, print_table
-    report = export(out / "distill" / "best.pt", ["onnx", "onnx-int8", "tflite-int8"],
-                    out / "export", parity_images=str(default_root() / "test" / "input")
-                    if args.data == "embedded" else None, latency_runs=3)
+    student = slim_checkpoint(out / "distill" / "best.pt", out / f"student-{args.student}.pt")
+    embedded = args.data == "embedded"
+    report = export(student, ["onnx", "onnx-int8", "tflite-int8"], out / "export",
+                    calib=str(out / "train-crops" / "input") if embedded else None,
+                    parity_images=str(default_root() / "test" / "input") if embedded else None,
+                    latency_runs=3)
     print_table(report)
     if not report.ok:
         print("error: an artifact failed its parity check (see the table)", file=sys.stderr)
@@ -164,14 +169,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not args.skip_bench:
         _step(6, "benchmark report (quick mode)")
         from .bench_cli import main as bench_main
-        bench_rc = bench_main(["--out", str(out / "bench"), "--students",
-                               str(out / "distill" / "best.pt")])
+        bench_rc = bench_main(["--out", str(out / "bench"), "--students", str(student)])
     else:
         _step(6, "benchmark report skipped (--skip-bench)")
 
     summary = {
         "video_in": str(video), "video_out": str(out / "sharpened-1080p.mp4"),
-        "labels": str(labels), "student": str(out / "distill" / "best.pt"),
+        "labels": str(labels), "student": str(out / f"student-{args.student}.pt"),
         "export": str(out / "export"), "stream_stats": str(out / "stream-stats.json"),
         "bench_report": None if args.skip_bench else str(out / "bench" / "report.md"),
         "minutes": round((time.time() - t0) / 60, 1)}
