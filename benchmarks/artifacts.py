@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from distill.teacher import file_hash, models_dir
-from optimize.onnx_export import atomic_write_json
+from runtime.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
 STAMP = "bench_artifacts.json"

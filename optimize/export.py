@@ -433,7 +433,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                 prog.say(f"  build it on the target device with:\n  {res.extra['trtexec']}")
 
     report = ExportReport(str(weights), model.arch_name, str(out), results, reference, settings)
-    from .onnx_export import atomic_write_json
+    from runtime.atomic import atomic_write_json
 
     atomic_write_json(out / "export_report.json", report.to_dict())
     return report

@@ -23,7 +23,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from .onnx_export import atomic_write_bytes, atomic_write_json
+from runtime.atomic import atomic_write_bytes, atomic_write_json
 
 DEFAULT_OPT = (1080, 1920)
 DEFAULT_MIN = (64, 64)

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 import torch.nn as nn
 
-from .onnx_export import atomic_write_bytes, atomic_write_json
+from runtime.atomic import atomic_write_bytes, atomic_write_json
 
 QUANTIZATIONS = ("int8", "fp16", "fp32")
 

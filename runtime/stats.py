@@ -5,17 +5,16 @@ percentiles then describe the most recent `window` frames, the counters the whol
 """
 from __future__ import annotations
 
-import json
 import os
 import sys
-import tempfile
 import threading
 import time
 from collections import deque
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
+
+from .atomic import atomic_write_json
 
 STAGES = ("capture", "pre", "infer", "post", "write", "end_to_end")
 
@@ -100,21 +99,7 @@ class Stats:
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    """Write JSON via a temp file in the same folder + rename, so readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write_json(path, data)
 
 
 class LiveReporter:
