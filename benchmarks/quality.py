@@ -15,15 +15,17 @@ Teacher outputs are expensive on a CPU (seconds per 256x256 tile), so they are c
 """
 from __future__ import annotations
 
-import hashlib
+import io
 import os
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 import numpy as np
+
+from distill.data.labels import sha256_array
+from runtime.atomic import atomic_write_bytes
 
 from .artifacts import BenchError, Student, default_cache_root, file_hash
 
@@ -99,10 +101,7 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
 # --------------------------------------------------------------------------- teacher outputs
 
 def array_hash(a: np.ndarray, n: int = 24) -> str:
-    h = hashlib.sha256()
-    h.update(f"{a.dtype}{a.shape}".encode())
-    h.update(np.ascontiguousarray(a).tobytes())
-    return h.hexdigest()[:n]
+    return sha256_array(a)[:n]
 
 
 class TeacherOutputs:
@@ -151,15 +150,9 @@ class TeacherOutputs:
         out = self.teacher.sharpen(np.asarray(blurred, np.float32), tile=self.tile,
                                    overlap=self.overlap)
         out = np.ascontiguousarray(out, dtype=np.float32)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npy", dir=path.parent)
-        os.close(fd)
-        try:
-            np.save(tmp, out)
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        buf = io.BytesIO()
+        np.save(buf, out)
+        atomic_write_bytes(path, buf.getvalue())
         self.computed += 1
         return out
 
