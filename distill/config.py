@@ -43,6 +43,9 @@ class OptimConfig:
     steps: int = 20000
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    # Ramp the EMA decay as min(ema_decay, (1 + n) / (10 + n)) after n updates (timm/TF style):
+    # without it a short fine-tune's EMA stays mostly the initial weights.
+    ema_warmup: bool = True
     min_lr_ratio: float = 0.01
 
 

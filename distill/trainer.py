@@ -204,6 +204,11 @@ def set_rng_state(s: dict) -> None:
         torch.cuda.set_rng_state_all(s["cuda"])
 
 
+def ema_decay_at(decay: float, updates: int, warmup: bool = True) -> float:
+    """EMA decay for the `updates`-th update (1-based)."""
+    return min(decay, (1 + updates) / (10 + updates)) if warmup else decay
+
+
 @torch.no_grad()
 def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
     for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
@@ -393,7 +398,8 @@ class Trainer:
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
-        ema_update(self.ema, self.model, self.cfg.optim.ema_decay)
+        o = self.cfg.optim
+        ema_update(self.ema, self.model, ema_decay_at(o.ema_decay, self.step + 1, o.ema_warmup))
         return float(loss.detach()), parts
 
     def _validate(self, items: list[ValItem]) -> None:

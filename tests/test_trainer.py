@@ -122,3 +122,22 @@ def test_ddp_two_processes_identical_weights(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert (tmp_path / "ddp" / "last.pt").exists()
+
+
+def test_ema_warmup_follows_a_short_run():
+    from distill.trainer import ema_decay_at, ema_update
+    assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11)
+    assert ema_decay_at(0.999, 100) == pytest.approx(101 / 110)
+    assert ema_decay_at(0.999, 100_000) == 0.999
+    assert ema_decay_at(0.999, 1, warmup=False) == 0.999
+    # 100 updates towards new weights: with warm-up the EMA is mostly the new weights,
+    # without it mostly the initial ones (the failure warm-up exists for).
+    init, new = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    for warmup, expect_new in ((True, True), (False, False)):
+        ema = torch.nn.Linear(2, 2)
+        ema.load_state_dict(init.state_dict())
+        for n in range(1, 101):
+            ema_update(ema, new, ema_decay_at(0.999, n, warmup))
+        d_new = (ema.weight - new.weight).abs().sum()
+        d_init = (ema.weight - init.weight).abs().sum()
+        assert (d_new < d_init) == expect_new
