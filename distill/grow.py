@@ -1,0 +1,59 @@
+"""Function-preserving growth of a trained `fast`-family student (Net2Net style).
+
+A deeper or wider-kernel variant starts as exactly the trained model, so a short fine-tune only
+has to learn what the extra capacity adds instead of starting from scratch:
+- blocks the source lacks start as the identity (their last 1x1 projection is zero; the block is
+  residual, so it passes its input through);
+- depthwise kernels that grow (e.g. 5x5 -> 7x7) are zero-padded around the trained kernel.
+Width changes are not function-preserving here and are refused.
+"""
+from __future__ import annotations
+
+import inspect
+import os
+
+import torch
+import torch.nn.functional as F
+
+from .checkpoint import (CheckpointError, atomic_save, load_student, make_checkpoint)
+from .students import FastStudent, create_student
+
+_GROWABLE = ("blocks", "low_blocks", "k", "low_k")
+
+
+def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int) -> dict:
+    """Write a student checkpoint at `dst` that computes the same function as `src` with the
+    architecture arguments in `changes` (only larger `blocks`, `low_blocks`, `k`, `low_k`).
+    Returns the new arch args."""
+    model, ckpt = load_student(src)
+    if not isinstance(model, FastStudent):
+        raise CheckpointError(f"{src}: only fast-family students can grow, not {ckpt['arch']!r}")
+    old = dict(model.arch_args)
+    signature = inspect.signature(FastStudent).parameters
+    for key, value in changes.items():
+        if key not in _GROWABLE:
+            raise ValueError(f"cannot grow {key!r}: choose from {', '.join(_GROWABLE)}")
+        now = old.get(key, signature[key].default)
+        if value < now or (key in ("k", "low_k") and value % 2 == 0):
+            raise ValueError(f"{key}={value}: must be >= {now} (and odd for kernels)")
+    new = create_student(ckpt["arch"], **{**old, **changes})
+    src_sd, sd = model.state_dict(), new.state_dict()
+    for name, target in sd.items():
+        if name in src_sd:
+            w = src_sd[name]
+            if w.shape != target.shape:  # depthwise kernel grew: pad around it
+                p = (target.shape[-1] - w.shape[-1]) // 2
+                w = F.pad(w, (p, p, p, p))
+            sd[name] = w
+        elif ".pw2." in name:
+            sd[name] = torch.zeros_like(target)
+    new.load_state_dict(sd)
+    new.eval()
+    x = torch.rand(1, 3, 2 * new.multiple, 3 * new.multiple)
+    with torch.no_grad():
+        err = (new(x) - model(x)).abs().max().item()
+    if err > 1e-5:
+        raise RuntimeError(f"grown model differs from {src} by {err:.2e}; growth is not exact")
+    atomic_save(make_checkpoint(new, kind="student", arch=ckpt["arch"], arch_args=new.arch_args,
+                                grown_from=str(src)), dst)
+    return dict(new.arch_args)

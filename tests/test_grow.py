@@ -1,0 +1,40 @@
+import pytest
+import torch
+
+from distill.checkpoint import atomic_save, load_student, make_checkpoint
+from distill.grow import grow_student
+from distill.students import create_student
+
+
+def _trained_like(model):
+    torch.manual_seed(0)
+    for p in model.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    return model
+
+
+def test_grown_student_computes_the_same_function(tmp_path):
+    small = _trained_like(create_student("fast", width=8, low_blocks=1, low_k=5))
+    atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args),
+                tmp_path / "s.pt")
+    args = grow_student(tmp_path / "s.pt", tmp_path / "g.pt", low_blocks=3, low_k=7)
+    assert args["low_blocks"] == 3 and args["low_k"] == 7 and args["width"] == 8
+    grown, _ = load_student(tmp_path / "g.pt")
+    assert len(grown.low) == 3 and grown.low[0].dw.kernel_size == (7, 7)
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), small.eval()(x), atol=1e-6, rtol=0)
+    # The new block is trainable: its projection gets a gradient.
+    grown.train()
+    grown(x).square().mean().backward()
+    assert grown.low[2].pw2.weight.grad.abs().sum() > 0
+
+
+def test_grow_refuses_what_it_cannot_preserve(tmp_path):
+    small = create_student("fast", width=8, low_blocks=2)
+    atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args),
+                tmp_path / "s.pt")
+    with pytest.raises(ValueError, match="width"):
+        grow_student(tmp_path / "s.pt", tmp_path / "g.pt", width=16)
+    with pytest.raises(ValueError, match="low_blocks=1"):
+        grow_student(tmp_path / "s.pt", tmp_path / "g.pt", low_blocks=1)
