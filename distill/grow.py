@@ -15,7 +15,7 @@ import os
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import (CheckpointError, atomic_save, load_student, make_checkpoint)
+from .checkpoint import CheckpointError, atomic_save, load_student, make_checkpoint
 from .students import FastStudent, create_student
 
 _GROWABLE = ("blocks", "low_blocks", "k", "low_k")
