@@ -4,8 +4,10 @@ A deeper or wider-kernel variant starts as exactly the trained model, so a short
 has to learn what the extra capacity adds instead of starting from scratch:
 - blocks the source lacks start as the identity (their last 1x1 projection is zero; the block is
   residual, so it passes its input through);
-- depthwise kernels that grow (e.g. 5x5 -> 7x7) are zero-padded around the trained kernel.
-Width changes are not function-preserving here and are refused.
+- depthwise kernels that grow (e.g. 5x5 -> 7x7) are zero-padded around the trained kernel;
+- a half-resolution detail stage (`detail`: its width) added to a model without one starts with
+  a zero output projection, its other layers randomly initialised so they train at once.
+Width changes (`width`, or `detail` of a model that has one) are refused.
 """
 from __future__ import annotations
 
@@ -18,12 +20,13 @@ import torch.nn.functional as F
 from .checkpoint import CheckpointError, atomic_save, load_student, make_checkpoint
 from .students import FastStudent, create_student
 
-_GROWABLE = ("blocks", "low_blocks", "k", "low_k")
+_GROWABLE = ("blocks", "low_blocks", "k", "low_k", "detail", "detail_blocks")
 
 
 def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int) -> dict:
     """Write a student checkpoint at `dst` that computes the same function as `src` with the
-    architecture arguments in `changes` (only larger `blocks`, `low_blocks`, `k`, `low_k`).
+    architecture arguments in `changes` (larger `blocks`, `low_blocks`, `k`, `low_k`,
+    `detail_blocks`; `detail` only from 0).
     Returns the new arch args."""
     model, ckpt = load_student(src)
     if not isinstance(model, FastStudent):
@@ -36,6 +39,8 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
         now = old.get(key, signature[key].default)
         if value < now or (key in ("k", "low_k") and value % 2 == 0):
             raise ValueError(f"{key}={value}: must be >= {now} (and odd for kernels)")
+        if key == "detail" and now and value != now:
+            raise ValueError(f"detail={value}: the detail stage is {now} wide; widths cannot grow")
     new = create_student(ckpt["arch"], **{**old, **changes})
     src_sd, sd = model.state_dict(), new.state_dict()
     for name, target in sd.items():
@@ -45,7 +50,7 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
                 p = (target.shape[-1] - w.shape[-1]) // 2
                 w = F.pad(w, (p, p, p, p))
             sd[name] = w
-        elif ".pw2." in name:
+        elif ".pw2." in name and not (name.startswith("detail_") and not model.detail):
             sd[name] = torch.zeros_like(target)
     new.load_state_dict(sd)
     new.eval()

@@ -86,10 +86,16 @@ class FastStudent(nn.Module):
     makes 1080p cheap; the low-resolution stage with kernel `k` sees blur tens of pixels long.
     Keep `low_k` <= 5 for TFLite: 7x7 depthwise runs slowly in TFLite INT8 (XNNPACK) on CPU;
     `fast` with one more low block and low_k=7 took 336 ms per 1080p frame there, 65 ms as is.
+
+    `detail` > 0 adds a refinement at 1/2 resolution on the output: PixelUnshuffle(2) -> 1x1
+    (12 -> detail) -> `detail_blocks` inverted residuals -> 1x1 (-> 12) -> PixelShuffle(2), added.
+    The 1/`scale` path rebuilds each scale x scale block from `width` features, which limits
+    how sharp an edge inside a block can get; the half-resolution stage restores that detail.
     """
 
     def __init__(self, scale: int = 4, width: int = 32, blocks: int = 2, low_blocks: int = 3,
-                 expand: int = 2, k: int = 3, low_k: int = 5):
+                 expand: int = 2, k: int = 3, low_k: int = 5, detail: int = 0,
+                 detail_blocks: int = 1):
         super().__init__()
         self.scale, self.multiple = scale, scale * 2
         self.unshuffle = nn.PixelUnshuffle(scale)
@@ -102,6 +108,14 @@ class FastStudent(nn.Module):
         self.dec = nn.Sequential(*[InvertedResidual(width, expand, k) for _ in range(blocks)])
         self.head = nn.Conv2d(width, 3 * scale * scale, 1)
         self.shuffle = nn.PixelShuffle(scale)
+        self.detail = detail
+        if detail:
+            self.detail_stem = nn.Conv2d(12, detail, 1)
+            self.detail_blocks = nn.Sequential(*[InvertedResidual(detail, expand, k)
+                                                 for _ in range(detail_blocks)])
+            self.detail_head = nn.Conv2d(detail, 12, 1)
+            nn.init.zeros_(self.detail_head.weight)
+            nn.init.zeros_(self.detail_head.bias)
         # Start as the identity (output = input): training then only has to learn the correction.
         nn.init.zeros_(self.head.weight)
         nn.init.zeros_(self.head.bias)
@@ -109,7 +123,11 @@ class FastStudent(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         f = self.enc(F.relu(self.stem(self.unshuffle(x))))
         f = f + self.up(self.low(self.pool(f)))
-        return x + self.shuffle(self.head(self.dec(f)))
+        y = x + self.shuffle(self.head(self.dec(f)))
+        if self.detail:
+            g = self.detail_blocks(F.relu(self.detail_stem(F.pixel_unshuffle(y, 2))))
+            y = y + F.pixel_shuffle(self.detail_head(g), 2)
+        return y
 
 
 @dataclass(frozen=True)
@@ -132,6 +150,9 @@ register("seed-residual", SeedStudent, "seed layout + global residual + encoder-
          residual=True, skip=True)
 register("fast", FastStudent, "pixel-unshuffle x4, width 32, 1/8-res stage (real time at 1080p)",
          scale=4, width=32, blocks=2, low_blocks=3)
+register("fast-detail", FastStudent,
+         "fast + 1/2-res detail refinement of its output (width 16)",
+         scale=4, width=32, blocks=2, low_blocks=3, detail=16, detail_blocks=1)
 register("fast-wide", FastStudent, "pixel-unshuffle x4, width 48, deeper",
          scale=4, width=48, blocks=3, low_blocks=4)
 register("fast-s2", FastStudent, "pixel-unshuffle x2, width 24: finer detail, slower",

@@ -187,8 +187,14 @@ def _build_fast(b: _Builder, x, m):
     f = b.add(f, Up()(low))
     for blk in m.dec:
         f = _inverted_residual(b, f, blk)
-    y = D2S(r)(b.conv(f, m.head, out_perm=perm))
-    return b.add(x, y)
+    y = b.add(x, D2S(r)(b.conv(f, m.head, out_perm=perm)))
+    if m.detail:
+        perm2 = torch_to_tf_channel_perm(3, 2)
+        g = b.relu(b.conv(S2D(2)(y), m.detail_stem, in_perm=perm2))
+        for blk in m.detail_blocks:
+            g = _inverted_residual(b, g, blk)
+        y = b.add(y, D2S(2)(b.conv(g, m.detail_head, out_perm=perm2)))
+    return y
 
 
 def build_keras_student(model: nn.Module, batch: int | None = 1):

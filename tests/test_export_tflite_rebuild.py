@@ -23,10 +23,13 @@ from optimize.keras_student import build_keras_student, torch_to_tf_channel_perm
 def _seeded(name: str, seed: int = 0):
     torch.manual_seed(seed)
     model = create_student(name)
-    with torch.no_grad():  # non-zero biases everywhere so a wrong bias order would show
+    with torch.no_grad():  # non-zero weights and biases everywhere so a wrong order would show
         for m in model.modules():
-            if isinstance(m, torch.nn.Conv2d) and m.bias is not None:
-                m.bias.uniform_(-0.1, 0.1)
+            if isinstance(m, torch.nn.Conv2d):
+                if not m.weight.any():  # zero-initialised heads
+                    m.weight.uniform_(-0.1, 0.1)
+                if m.bias is not None:
+                    m.bias.uniform_(-0.1, 0.1)
     return model.eval()
 
 
@@ -42,7 +45,7 @@ def test_channel_permutation_matches_pixel_unshuffle(r):
     np.testing.assert_array_equal(back, x[0].permute(1, 2, 0).numpy())
 
 
-@pytest.mark.parametrize("name", ["fast", "fast-s2", "seed", "seed-residual"])
+@pytest.mark.parametrize("name", ["fast", "fast-detail", "fast-s2", "seed", "seed-residual"])
 def test_keras_rebuild_matches_pytorch(name):
     model = _seeded(name)
     km = build_keras_student(model)

@@ -30,6 +30,24 @@ def test_grown_student_computes_the_same_function(tmp_path):
     assert grown.low[2].pw2.weight.grad.abs().sum() > 0
 
 
+def test_grown_detail_stage_starts_silent_and_trains(tmp_path):
+    small = _trained_like(create_student("fast", width=8, low_blocks=1))
+    atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args),
+                tmp_path / "s.pt")
+    args = grow_student(tmp_path / "s.pt", tmp_path / "g.pt", detail=8)
+    assert args["detail"] == 8
+    grown, _ = load_student(tmp_path / "g.pt")
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), small.eval()(x), atol=1e-6, rtol=0)
+    assert grown.detail_blocks[0].pw2.weight.abs().sum() > 0  # not a dead identity block
+    grown.train()
+    grown(x).square().mean().backward()
+    assert grown.detail_head.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="detail=16"):
+        grow_student(tmp_path / "g.pt", tmp_path / "h.pt", detail=16)
+
+
 def test_grow_refuses_what_it_cannot_preserve(tmp_path):
     small = create_student("fast", width=8, low_blocks=2)
     atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args),
