@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_errors import cli_error, one_line
+
 BENCH_EPILOG = """\
 Quick mode (default, minutes on a CPU): sizes 1920x1080 and 640x360, few rounds, 4 held-out
 images. --full: 1920x1080, 1280x720 and 640x360, more rounds, every held-out image.
@@ -72,8 +74,7 @@ def add_commands(sub) -> None:
 
 def run_bench_cmd(args) -> int:
     def fail(msg: str) -> int:
-        print(f"sharpen bench: error: {msg}", file=sys.stderr)
-        return 2
+        return cli_error("bench", msg)
 
     try:
         from distill.checkpoint import CheckpointError
@@ -96,8 +97,7 @@ def run_bench_cmd(args) -> int:
     try:
         report, code = run_bench(opts)
     except (BenchError, CheckpointError) as e:
-        msg = " ".join(line.strip() for line in str(e).strip().splitlines())
-        return fail(msg or type(e).__name__)
+        return fail(one_line(e))
     _print_summary(report)
     if code:
         for c in report["checks"]:

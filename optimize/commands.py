@@ -7,6 +7,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .cli_errors import cli_error, one_line
+
 FORMAT_HELP = """\
 formats (comma-separated; default: every format this machine can build):
   onnx          FP32 ONNX, dynamic batch/height/width, metadata (ONNX Runtime CPU/GPU)
@@ -105,8 +107,7 @@ def add_commands(sub) -> None:
 
 def run_export(args) -> int:
     def fail(msg: str) -> int:
-        print(f"sharpen export: error: {msg}", file=sys.stderr)
-        return 2
+        return cli_error("export", msg)
 
     try:
         from distill.checkpoint import CheckpointError
@@ -132,8 +133,7 @@ def run_export(args) -> int:
             latency_runs=args.latency_runs, threads=args.threads, opset=args.opset,
             simplify=not args.no_simplify, quiet=args.quiet)
     except (ExportError, CheckpointError, CalibrationError) as e:
-        msg = " ".join(line.strip() for line in str(e).strip().splitlines())
-        return fail(msg or type(e).__name__)
+        return fail(one_line(e))
     print_table(report)
     print(f"report: {report.out_dir}/export_report.json")
     if not report.ok:

@@ -49,14 +49,6 @@ LOCK_FILE = ".manifest.lock"
 
 # --- small helpers (torch-free) -----------------------------------------------------------------
 
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def sha256_array(arr: np.ndarray) -> str:
     h = hashlib.sha256()
     h.update(f"{arr.dtype}{arr.shape}".encode())
@@ -382,6 +374,7 @@ class LabelRun:
         from tqdm import tqdm
 
         from ..images import ImageReadError, read_image, to_rgb_float, write_image
+        from ..teacher import file_hash
 
         stats = LabelStats(total=len(samples))
         bar = tqdm(samples, desc=f"{tag}labels", unit="img", disable=not progress,
@@ -391,7 +384,7 @@ class LabelRun:
                 # 1. read and hash the input
                 try:
                     if sample.frame is None:
-                        input_hash = sha256_file(sample.input)
+                        input_hash = file_hash(sample.input, n=64)
                         image = read_image(sample.input)
                         raw = None
                     else:
