@@ -151,8 +151,8 @@ register("seed-residual", SeedStudent, "seed layout + global residual + encoder-
 register("fast", FastStudent, "pixel-unshuffle x4, width 32, 1/8-res stage (real time at 1080p)",
          scale=4, width=32, blocks=2, low_blocks=3)
 register("fast-detail", FastStudent,
-         "fast + 1/2-res detail refinement of its output (width 16)",
-         scale=4, width=32, blocks=2, low_blocks=3, detail=16, detail_blocks=1)
+         "fast + 1/2-res detail refinement of its output (width 8)",
+         scale=4, width=32, blocks=2, low_blocks=3, detail=8, detail_blocks=1)
 register("fast-wide", FastStudent, "pixel-unshuffle x4, width 48, deeper",
          scale=4, width=48, blocks=3, low_blocks=4)
 register("fast-s2", FastStudent, "pixel-unshuffle x2, width 24: finer detail, slower",
