@@ -13,10 +13,14 @@ def _trained_like(model):
     return model
 
 
+def _save(model, path):
+    atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
+                path)
+
+
 def test_grown_student_computes_the_same_function(tmp_path):
     small = _trained_like(create_student("fast", width=8, low_blocks=1, low_k=5))
-    atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args),
-                tmp_path / "s.pt")
+    _save(small, tmp_path / "s.pt")
     args = grow_student(tmp_path / "s.pt", tmp_path / "g.pt", low_blocks=3, low_k=7)
     assert args["low_blocks"] == 3 and args["low_k"] == 7 and args["width"] == 8
     grown, _ = load_student(tmp_path / "g.pt")
@@ -32,8 +36,7 @@ def test_grown_student_computes_the_same_function(tmp_path):
 
 def test_grown_detail_stage_starts_silent_and_trains(tmp_path):
     small = _trained_like(create_student("fast", width=8, low_blocks=1))
-    atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args),
-                tmp_path / "s.pt")
+    _save(small, tmp_path / "s.pt")
     args = grow_student(tmp_path / "s.pt", tmp_path / "g.pt", detail=8)
     assert args["detail"] == 8
     grown, _ = load_student(tmp_path / "g.pt")
@@ -50,8 +53,7 @@ def test_grown_detail_stage_starts_silent_and_trains(tmp_path):
 
 def test_grow_refuses_what_it_cannot_preserve(tmp_path):
     small = create_student("fast", width=8, low_blocks=2)
-    atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args),
-                tmp_path / "s.pt")
+    _save(small, tmp_path / "s.pt")
     with pytest.raises(ValueError, match="width"):
         grow_student(tmp_path / "s.pt", tmp_path / "g.pt", width=16)
     with pytest.raises(ValueError, match="low_blocks=1"):
