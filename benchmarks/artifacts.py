@@ -3,9 +3,9 @@
 Artifacts come from `optimize.export.export` (the same code path as `sharpen export`, parity
 gate included) and live in ``<cache>/<checkpoint stem>-<weights hash>/``; the cache root is
 ``runs/bench-cache`` (or $SHARPEN_BENCH_CACHE, or --cache). A stamp file
-(``bench_artifacts.json``) records the weights hash, the export settings and each format's
-result, so later runs reuse what is up to date and build only what is missing (for example the
-TensorRT engines after TensorRT was installed). Formats this machine cannot build are listed as
+(``bench_artifacts.json``) records the weights hash, a hash of the exporter code, the export
+settings and each format's result, so later runs reuse what is up to date and build only what
+is missing (for example the TensorRT engines after TensorRT was installed). Formats this machine cannot build are listed as
 skipped with the reason `optimize.export` gives.
 """
 from __future__ import annotations
@@ -108,9 +108,21 @@ class ArtifactSet:
                 "formats": {k: asdict(v) for k, v in self.items.items()}}
 
 
+def exporter_hash() -> str:
+    """Hash of the code that turns a checkpoint into artifacts (the exporters and the student
+    definitions): a cached artifact from older code is rebuilt, not silently reused."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for path in sorted((REPO / "optimize").glob("*.py")) + [REPO / "distill" / "students.py"]:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
 def _settings(student: Student, calib_count: int) -> dict:
-    return {"weights_hash": student.hash, "calib_count": int(calib_count),
-            "calibration": "built-in sample photos", "parity": "built-in sample photos"}
+    return {"weights_hash": student.hash, "exporter": exporter_hash(),
+            "calib_count": int(calib_count), "calibration": "built-in sample photos",
+            "parity": "built-in sample photos"}
 
 
 def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = None,

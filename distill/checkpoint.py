@@ -114,7 +114,7 @@ def make_checkpoint(model: nn.Module, *, kind: str, arch: str, arch_args: dict,
 
 def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.Module, dict]:
     """Rebuild a student from a project checkpoint; returns (model in eval mode, checkpoint)."""
-    from .students import create_student, list_students
+    from .students import list_students, student_from_saved_args
 
     ckpt = read_checkpoint(path)
     if ckpt.get("format") != FORMAT or ckpt.get("kind") != "student":
@@ -123,7 +123,7 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
                               "`sharpen distill`")
     if ckpt["arch"] not in list_students():
         raise CheckpointError(f"{path}: unknown student architecture {ckpt['arch']!r}")
-    model = create_student(ckpt["arch"], **ckpt.get("arch_args", {}))
+    model = student_from_saved_args(ckpt["arch"], ckpt.get("arch_args", {}))
     load_weights(model, extract_state_dict(ckpt, path, prefer_ema), path)
     return model.eval(), ckpt
 

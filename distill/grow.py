@@ -5,8 +5,9 @@ has to learn what the extra capacity adds instead of starting from scratch:
 - blocks the source lacks start as the identity (their last 1x1 projection is zero; the block is
   residual, so it passes its input through);
 - depthwise kernels that grow (e.g. 5x5 -> 7x7) are zero-padded around the trained kernel;
-- a half-resolution detail stage (`detail`: its width) added to a model without one starts with
-  a zero output projection, its other layers randomly initialised so they train at once.
+- a half-resolution detail stage (`detail`: its width) or an input path (`edge`, `edge_width`)
+  added to a model without one starts with a zero output projection, its other layers
+  randomly initialised so they train at once.
 Width changes (`width`, or `detail` of a model that has one) are refused.
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ import torch.nn.functional as F
 from .checkpoint import CheckpointError, atomic_save, load_student, make_checkpoint
 from .students import FastStudent, create_student
 
-_GROWABLE = ("blocks", "low_blocks", "k", "low_k", "detail", "detail_blocks")
+_GROWABLE = ("blocks", "low_blocks", "k", "low_k", "detail", "detail_blocks", "edge",
+             "edge_width")
 
 
 def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int) -> dict:
@@ -39,8 +41,9 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
         now = old.get(key, signature[key].default)
         if value < now or (key in ("k", "low_k") and value % 2 == 0):
             raise ValueError(f"{key}={value}: must be >= {now} (and odd for kernels)")
-        if key == "detail" and now and value != now:
-            raise ValueError(f"detail={value}: the detail stage is {now} wide; widths cannot grow")
+        if key in ("detail", "edge", "edge_width") and now and value != now:
+            raise ValueError(f"{key}={value}: the model has {key}={now}; only a missing stage "
+                             f"can be added")
     new = create_student(ckpt["arch"], **{**old, **changes})
     src_sd, sd = model.state_dict(), new.state_dict()
     for name, target in sd.items():

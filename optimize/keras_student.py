@@ -82,10 +82,13 @@ class _Builder:
                                     name=name)
             weights = [w]
         elif conv.groups == conv.in_channels == conv.out_channels:
-            if in_perm is not None or out_perm is not None:
-                raise NotImplementedError("channel permutation of a depthwise conv")
+            if (in_perm is None) != (out_perm is None) or (
+                    in_perm is not None and not np.array_equal(in_perm, out_perm)):
+                raise NotImplementedError("a depthwise conv keeps its channel order: "
+                                          "in_perm and out_perm must be equal")
             layer = k.layers.DepthwiseConv2D((kh, kw), padding="same", use_bias=bias, name=name)
-            weights = [depthwise_kernel(conv)]
+            w = depthwise_kernel(conv)
+            weights = [w[:, :, out_perm, :] if out_perm is not None else w]
         else:
             raise NotImplementedError(f"grouped conv with groups={conv.groups} is not supported")
         if bias:
@@ -177,8 +180,8 @@ def _build_fast(b: _Builder, x, m):
     Up, S2D, D2S = _custom_layers()
     r = m.scale
     perm = torch_to_tf_channel_perm(3, r)
-    f = S2D(r)(x)
-    f = b.relu(b.conv(f, m.stem, in_perm=perm))
+    u = S2D(r)(x)
+    f = b.relu(b.conv(u, m.stem, in_perm=perm))
     for blk in m.enc:
         f = _inverted_residual(b, f, blk)
     low = b.maxpool2(f)
@@ -187,7 +190,15 @@ def _build_fast(b: _Builder, x, m):
     f = b.add(f, Up()(low))
     for blk in m.dec:
         f = _inverted_residual(b, f, blk)
-    y = b.add(x, D2S(r)(b.conv(f, m.head, out_perm=perm)))
+    res = b.conv(f, m.head, out_perm=perm)
+    if m.edge:
+        e = b.conv(u, m.edge_dw, in_perm=perm, out_perm=perm)
+        if m.edge_width:
+            e = b.relu(b.add(b.conv(e, m.edge_in, in_perm=perm), b.conv(f, m.edge_gate)))
+            res = b.add(res, b.conv(e, m.edge_pw, out_perm=perm))
+        else:
+            res = b.add(res, b.conv(e, m.edge_pw, in_perm=perm, out_perm=perm))
+    y = b.add(x, D2S(r)(res))
     if m.detail:
         perm2 = torch_to_tf_channel_perm(3, 2)
         g = b.relu(b.conv(S2D(2)(y), m.detail_stem, in_perm=perm2))

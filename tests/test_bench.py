@@ -182,6 +182,15 @@ def test_missing_backends_are_skipped_with_reasons(good_run):
     st = resolve_students([report["settings"]["students"][0]["path"]])[0]
     again = ensure_artifacts(st, report["settings"]["cache"], "onnx", quiet=True)
     assert again.built_now == [] and again.get("onnx").usable
+    # ... unless it was built by other exporter code: then it is rebuilt, not reused.
+    from benchmarks.artifacts import STAMP
+
+    stamp_path = Path(report["settings"]["cache"]) / f"{st.path.stem}-{st.hash}" / STAMP
+    stamp = json.loads(stamp_path.read_text())
+    stamp["settings"]["exporter"] = "older-code"
+    stamp_path.write_text(json.dumps(stamp))
+    rebuilt = ensure_artifacts(st, report["settings"]["cache"], "onnx", quiet=True)
+    assert rebuilt.built_now == ["onnx"] and rebuilt.get("onnx").usable
 
 
 def test_bad_student_fails_ssim_check(env, good_run, capsys):

@@ -239,7 +239,7 @@ def test_onnx_int8_dynamic_shapes(report, student):
 
 
 def test_modelopt_qdq_model(report):
-    from optimize.modelopt_qdq import availability, qdq_summary
+    from optimize.modelopt_qdq import availability, conv_sum_adds, qdq_summary
 
     reason = availability()
     if reason:
@@ -252,6 +252,13 @@ def test_modelopt_qdq_model(report):
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["student"] == "fast" and meta["precision"] == "int8"
     assert res.ssim >= 0.98
+    # The sums of two conv outputs in fast's gated input path stay in high precision.
+    sums = conv_sum_adds(_built(report, "onnx").file)
+    assert len(sums) == 2
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    for node in model.graph.node:
+        if node.name in sums:
+            assert "DequantizeLinear" not in {producer.get(i) for i in node.input}, node.name
 
 
 # --------------------------------------------------------------------------- TFLite

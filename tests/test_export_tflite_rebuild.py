@@ -20,9 +20,9 @@ from distill.students import create_student  # noqa: E402
 from optimize.keras_student import build_keras_student, torch_to_tf_channel_perm  # noqa: E402
 
 
-def _seeded(name: str, seed: int = 0):
+def _seeded(name: str, seed: int = 0, **overrides):
     torch.manual_seed(seed)
-    model = create_student(name)
+    model = create_student(name, **overrides)
     with torch.no_grad():  # non-zero weights and biases everywhere so a wrong order would show
         for m in model.modules():
             if isinstance(m, torch.nn.Conv2d):
@@ -45,9 +45,12 @@ def test_channel_permutation_matches_pixel_unshuffle(r):
     np.testing.assert_array_equal(back, x[0].permute(1, 2, 0).numpy())
 
 
-@pytest.mark.parametrize("name", ["fast", "fast-detail", "fast-s2", "seed", "seed-residual"])
-def test_keras_rebuild_matches_pytorch(name):
-    model = _seeded(name)
+@pytest.mark.parametrize("name, overrides", [
+    ("fast", {}), ("fast", {"edge": 3}), ("fast", {"edge": 3, "edge_width": 8}),
+    ("fast-detail", {}), ("fast-s2", {}), ("seed", {}),
+    ("seed-residual", {})])
+def test_keras_rebuild_matches_pytorch(name, overrides):
+    model = _seeded(name, **overrides)
     km = build_keras_student(model)
     x = torch.rand(1, 3, 40, 56)
     with torch.no_grad():

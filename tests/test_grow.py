@@ -14,12 +14,12 @@ def _trained_like(model):
 
 
 def _save(model, path):
-    atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
+    atomic_save(make_checkpoint(model, kind="student", arch=model.arch_name, arch_args=model.arch_args),
                 path)
 
 
 def test_grown_student_computes_the_same_function(tmp_path):
-    small = _trained_like(create_student("fast", width=8, low_blocks=1, low_k=5))
+    small = _trained_like(create_student("fast-plain", width=8, low_blocks=1, low_k=5))
     _save(small, tmp_path / "s.pt")
     args = grow_student(tmp_path / "s.pt", tmp_path / "g.pt", low_blocks=3, low_k=7)
     assert args["low_blocks"] == 3 and args["low_k"] == 7 and args["width"] == 8
@@ -35,7 +35,7 @@ def test_grown_student_computes_the_same_function(tmp_path):
 
 
 def test_grown_detail_stage_starts_silent_and_trains(tmp_path):
-    small = _trained_like(create_student("fast", width=8, low_blocks=1))
+    small = _trained_like(create_student("fast-plain", width=8, low_blocks=1))
     _save(small, tmp_path / "s.pt")
     args = grow_student(tmp_path / "s.pt", tmp_path / "g.pt", detail=8)
     assert args["detail"] == 8
@@ -51,8 +51,25 @@ def test_grown_detail_stage_starts_silent_and_trains(tmp_path):
         grow_student(tmp_path / "g.pt", tmp_path / "h.pt", detail=16)
 
 
+@pytest.mark.parametrize("edge_width", [0, 8])
+def test_grown_edge_path_starts_silent_and_trains(tmp_path, edge_width):
+    small = _trained_like(create_student("fast-plain", width=8, low_blocks=1))
+    _save(small, tmp_path / "s.pt")
+    args = grow_student(tmp_path / "s.pt", tmp_path / "g.pt", edge=3, edge_width=edge_width)
+    assert args["edge"] == 3 and args["edge_width"] == edge_width
+    grown, _ = load_student(tmp_path / "g.pt")
+    x = torch.rand(1, 3, 40, 56)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), small.eval()(x), atol=1e-6, rtol=0)
+    grown.train()
+    grown(x).square().mean().backward()
+    assert grown.edge_pw.weight.grad.abs().sum() > 0
+    with pytest.raises(ValueError, match="edge=5"):
+        grow_student(tmp_path / "g.pt", tmp_path / "h.pt", edge=5)
+
+
 def test_grow_refuses_what_it_cannot_preserve(tmp_path):
-    small = create_student("fast", width=8, low_blocks=2)
+    small = create_student("fast-plain", width=8, low_blocks=2)
     _save(small, tmp_path / "s.pt")
     with pytest.raises(ValueError, match="width"):
         grow_student(tmp_path / "s.pt", tmp_path / "g.pt", width=16)

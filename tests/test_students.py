@@ -67,3 +67,36 @@ def test_registry():
     assert count_params(create_student("seed")) > 0
     assert isinstance(create_student("seed-residual"), SeedStudent)
     assert isinstance(create_student("fast-wide"), FastStudent)
+
+
+def test_edge_path_is_cheap_linear_and_checked():
+    with pytest.raises(ValueError, match="edge=4"):
+        create_student("fast", edge=4)
+    with pytest.raises(ValueError, match="edge_width=8 needs edge"):
+        create_student("fast", edge=0, edge_width=8)
+    plain, fast = create_student("fast-plain"), create_student("fast")
+    extra = count_macs(fast) - count_macs(plain)
+    assert 0 < extra < 0.2 * count_macs(plain)  # 1x1 convs + 3x3 depthwise at 1/4 resolution
+    edge = create_student("fast", edge_width=0)
+    # Without edge_width it is linear in the input: with the main path silent, doubling the
+    # input doubles the correction.
+    torch.manual_seed(0)
+    torch.nn.init.normal_(edge.edge_pw.weight, std=0.1)
+    x = torch.rand(1, 3, 32, 48)
+    with torch.no_grad():
+        c1, c2 = edge(x) - x, edge(2 * x) - 2 * x
+    torch.testing.assert_close(c2, 2 * c1, atol=1e-5, rtol=1e-4)
+
+
+def test_checkpoint_from_before_the_input_path_still_loads(tmp_path):
+    """`fast` gained the input path as a registry default; a `fast` checkpoint that does not
+    record `edge` was trained without it and must load as such."""
+    from distill.checkpoint import atomic_save, load_student, make_checkpoint
+
+    old = create_student("fast-plain", width=8)
+    args = {k: v for k, v in old.arch_args.items() if k not in ("edge", "edge_width")}
+    atomic_save(make_checkpoint(old, kind="student", arch="fast", arch_args=args),
+                tmp_path / "old.pt")
+    model, _ = load_student(tmp_path / "old.pt")
+    assert model.edge == 0 and model.arch_args["width"] == 8
+    assert create_student("fast").edge == 3
