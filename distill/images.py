@@ -77,6 +77,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8) -> Path
     try:
         if not cv2.imwrite(tmp, np.ascontiguousarray(data)):
             raise OSError(f"OpenCV could not write {path}")
+        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -100,3 +100,18 @@ def test_checkpoint_from_before_the_input_path_still_loads(tmp_path):
     model, _ = load_student(tmp_path / "old.pt")
     assert model.edge == 0 and model.arch_args["width"] == 8
     assert create_student("fast").edge == 3
+
+
+def test_saved_checkpoints_and_images_are_readable_by_others(tmp_path):
+    """Atomic writes go through mkstemp (mode 0600); the results must not stay owner-only."""
+    import stat
+
+    import numpy as np
+
+    from distill.checkpoint import atomic_save
+    from distill.images import write_image
+
+    ck = atomic_save({"x": torch.zeros(1)}, tmp_path / "c.pt")
+    img = write_image(tmp_path / "i.png", np.zeros((4, 4, 3), np.float32))
+    for p in (ck, img):
+        assert p.stat().st_mode & stat.S_IROTH, p
