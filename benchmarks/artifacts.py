@@ -5,8 +5,8 @@ gate included) and live in ``<cache>/<checkpoint stem>-<weights hash>/``; the ca
 ``runs/bench-cache`` (or $SHARPEN_BENCH_CACHE, or --cache). A stamp file
 (``bench_artifacts.json``) records the weights hash, a hash of the exporter code, the export
 settings and each format's result, so later runs reuse what is up to date and build only what
-is missing (for example the TensorRT engines after TensorRT was installed). Formats this machine cannot build are listed as
-skipped with the reason `optimize.export` gives.
+is missing (for example the TensorRT engines after TensorRT was installed). Formats this machine
+cannot build are listed as skipped with the reason `optimize.export` gives.
 """
 from __future__ import annotations
 

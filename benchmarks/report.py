@@ -29,6 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
+from runtime.atomic import atomic_write_bytes
+
 from .artifacts import (DEFAULT_CALIB_COUNT, BenchError, atomic_write_json, default_cache_root,
                         ensure_artifacts, resolve_students, split_list)
 from .latency import (BACKENDS, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP, TEACHER_TILE,
@@ -439,11 +441,7 @@ def finite(obj):
 
 
 def write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, text.encode())
 
 
 # --------------------------------------------------------------------------- markdown

@@ -15,12 +15,13 @@ state dict. A checkpoint is untrusted input: never unpickle arbitrary objects.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn as nn
+
+from runtime.atomic import atomic_path
 
 FORMAT = "image-sharpening-kd/1"
 
@@ -32,18 +33,9 @@ class CheckpointError(ValueError):
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save to a temp file in the same folder, then rename: an interrupted save never
     leaves a truncated checkpoint behind."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         torch.save(obj, tmp)
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only; a checkpoint is meant to be shared
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    return Path(path)
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict:

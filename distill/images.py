@@ -2,12 +2,13 @@
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
+
+from runtime.atomic import atomic_path
 
 IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -71,15 +72,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8) -> Path
         data = (np.clip(rgb, 0, 1) * 65535.0 + 0.5).astype(np.uint16)[..., ::-1]
     else:
         data = to_uint8_bgr(rgb)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix or ".png",
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        if not cv2.imwrite(tmp, np.ascontiguousarray(data)):
+    with atomic_path(path, suffix=path.suffix or ".png") as tmp:
+        if not cv2.imwrite(str(tmp), np.ascontiguousarray(data)):
             raise OSError(f"OpenCV could not write {path}")
-        os.chmod(tmp, 0o644)  # mkstemp makes it owner-only
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return path
