@@ -193,11 +193,10 @@ def _build_fast(b: _Builder, x, m):
     res = b.conv(f, m.head, out_perm=perm)
     if m.edge:
         e = b.conv(u, m.edge_dw, in_perm=perm, out_perm=perm)
-        if m.edge_width:
+        if m.edge_width:  # its hidden channels have no pixel-shuffle order to permute
             e = b.relu(b.add(b.conv(e, m.edge_in, in_perm=perm), b.conv(f, m.edge_gate)))
-            res = b.add(res, b.conv(e, m.edge_pw, out_perm=perm))
-        else:
-            res = b.add(res, b.conv(e, m.edge_pw, in_perm=perm, out_perm=perm))
+        res = b.add(res, b.conv(e, m.edge_pw, in_perm=None if m.edge_width else perm,
+                                out_perm=perm))
     y = b.add(x, D2S(r)(res))
     if m.detail:
         perm2 = torch_to_tf_channel_perm(3, 2)

@@ -14,8 +14,8 @@ def _trained_like(model):
 
 
 def _save(model, path):
-    atomic_save(make_checkpoint(model, kind="student", arch=model.arch_name, arch_args=model.arch_args),
-                path)
+    atomic_save(make_checkpoint(model, kind="student", arch=model.arch_name,
+                                arch_args=model.arch_args), path)
 
 
 def test_grown_student_computes_the_same_function(tmp_path):
