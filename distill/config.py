@@ -55,6 +55,7 @@ class LossConfig:
     ssim: float = 0.2
     gt: float = 0.0
     freq: float = 0.0
+    gt_ssim: float = 0.0          # (1 - SSIM) to ground truth, when the dataset has it
 
 
 @dataclass

@@ -42,12 +42,14 @@ def frequency_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 @dataclass
 class LossWeights:
     """Distillation: `pixel` and `ssim` pull towards the target (teacher output, or ground truth
-    when training the teacher); `gt` adds a Charbonnier term to ground truth when the batch has
-    it; `freq` an L1 on the 2-D spectrum. A weight of 0 removes its term entirely."""
+    when training the teacher); `gt` adds a Charbonnier term and `gt_ssim` a (1 - SSIM) term to
+    ground truth when the batch has it; `freq` an L1 on the 2-D spectrum. A weight of 0 removes
+    its term entirely."""
     pixel: float = 1.0
     ssim: float = 0.2
     gt: float = 0.0
     freq: float = 0.0
+    gt_ssim: float = 0.0
 
 
 def combined_loss(pred: torch.Tensor, target: torch.Tensor, gt: torch.Tensor | None,
@@ -59,6 +61,8 @@ def combined_loss(pred: torch.Tensor, target: torch.Tensor, gt: torch.Tensor | N
         terms["ssim"] = w.ssim * (1 - ssim_torch(pred.float(), target.float()))
     if w.gt and gt is not None:
         terms["gt"] = w.gt * charbonnier(pred, gt)
+    if w.gt_ssim and gt is not None:
+        terms["gt_ssim"] = w.gt_ssim * (1 - ssim_torch(pred.float(), gt.float()))
     if w.freq:
         terms["freq"] = w.freq * frequency_l1(pred, target)
     if not terms:

@@ -9,7 +9,7 @@ import torch
 
 from distill.checkpoint import load_student, read_checkpoint
 from distill.config import load_config
-from distill.losses import LossWeights, combined_loss
+from distill.losses import LossWeights, combined_loss, ssim_torch
 from distill.trainer import Trainer, train
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +74,11 @@ def test_zero_weights_disable_terms():
     assert set(parts) == {"pixel"}
     _, parts = combined_loss(p, t, g, LossWeights(pixel=0, ssim=0.5, gt=2, freq=0.1))
     assert set(parts) == {"ssim", "gt", "freq"}
-    _, parts = combined_loss(p, t, None, LossWeights(pixel=0, ssim=0, gt=1, freq=0.1))
+    _, parts = combined_loss(p, t, g, LossWeights(pixel=0, ssim=0, gt=0, gt_ssim=0.5))
+    assert set(parts) == {"gt_ssim"}
+    assert parts["gt_ssim"] == pytest.approx(0.5 * (1 - float(ssim_torch(p, g))))
+    _, parts = combined_loss(p, t, None, LossWeights(pixel=0, ssim=0, gt=1, freq=0.1,
+                                                     gt_ssim=1))
     assert set(parts) == {"freq"}  # no ground truth in the batch: gt term absent
     with pytest.raises(ValueError, match="zero"):
         combined_loss(p, t, g, LossWeights(0, 0, 0, 0))
