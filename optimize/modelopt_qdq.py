@@ -20,6 +20,8 @@ import inspect
 import io
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -68,7 +70,12 @@ def conv_sum_adds(onnx_path: str | os.PathLike) -> list[str]:
 def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                      crops: np.ndarray, method: str = DEFAULT_METHOD) -> Path:
     """ModelOpt INT8 PTQ of an FP32 ONNX file, calibrated on `crops` (N x 3 x H x W float32).
-    Writes `out_path` atomically and returns it."""
+    Writes `out_path` atomically and returns it.
+
+    ModelOpt runs in a child process: it monkey-patches onnxruntime.quantization for its own use
+    and never undoes it, so a later ONNX Runtime INT8 export in the same process (the next
+    student in `sharpen bench`, say) came out different and worse (worst-case SSIM to FP32
+    0.977 against 0.991 for a `fast` student)."""
     import onnx
 
     from .onnx_export import atomic_write_bytes, read_metadata, set_metadata
@@ -76,36 +83,33 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     reason = availability()
     if reason:
         raise RuntimeError(reason)
-    from modelopt.onnx.quantization import quantize
-
     if method not in METHODS:
         raise ValueError(f"unknown ModelOpt calibration method {method!r}; choose {METHODS}")
     crops = np.ascontiguousarray(crops, dtype=np.float32)
     if crops.ndim != 4 or crops.shape[1] != 3:
         raise ValueError(f"calibration crops must be N x 3 x H x W, got {crops.shape}")
     meta = read_metadata(fp32_path)
-    params = inspect.signature(quantize).parameters
     with tempfile.TemporaryDirectory(prefix="sharpen-modelopt-") as tmp:
         src = Path(tmp) / "model_fp32.onnx"
         shutil.copyfile(fp32_path, src)  # ModelOpt modifies its input in place
         dst = Path(tmp) / "model_qdq.onnx"
-        kwargs = dict(onnx_path=str(src), calibration_data=crops, calibration_method=method,
-                      output_path=str(dst))
-        # The mode argument was renamed across releases.
-        kwargs["quantize_mode" if "quantize_mode" in params else "quantization_mode"] = "int8"
-        optional = {"calibration_eps": ["cpu"], "high_precision_dtype": "fp32",
-                    "log_level": "CRITICAL", "nodes_to_exclude": conv_sum_adds(src) or None}
-        kwargs.update({k: v for k, v in optional.items() if k in params})
-        # ModelOpt/ORT calibration prints per-tensor progress bars; keep them for errors only.
-        log = io.StringIO()
-        try:
-            with _restore_ort_quantization(), contextlib.redirect_stdout(log), \
-                    contextlib.redirect_stderr(log):
-                quantize(**kwargs)
-        except Exception as e:
-            tail = " | ".join(log.getvalue().strip().splitlines()[-3:])
-            raise RuntimeError(f"ModelOpt quantization failed: {type(e).__name__}: {e}"
-                               + (f" ({tail})" if tail else "")) from e
+        np.save(Path(tmp) / "crops.npy", crops)
+        # A fresh interpreter rather than multiprocessing's spawn, which re-runs the caller's
+        # main script in the child when it lacks an `if __name__ == "__main__"` guard.
+        root = str(Path(__file__).resolve().parents[1])
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+        code = ("import sys; from optimize.modelopt_qdq import _quantize_in_child as q; "
+                "q(*sys.argv[1:])")
+        proc = subprocess.run([sys.executable, "-c", code, str(src), str(dst),
+                               str(Path(tmp) / "crops.npy"), method],
+                              env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+            last = lines[-1] if lines else f"exit status {proc.returncode}"
+            raise RuntimeError(last.removeprefix("RuntimeError: ")
+                               if last.startswith("RuntimeError: ModelOpt")
+                               else f"ModelOpt quantization failed: {last}")
         if not dst.exists():
             raise RuntimeError("ModelOpt finished without writing a quantized model")
         proto = onnx.load(str(dst))
@@ -116,50 +120,26 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     return atomic_write_bytes(out_path, proto.SerializeToString())
 
 
-_ORT_QUANT_MODULES = ("calibrate", "quantize", "qdq_quantizer", "base_quantizer",
-                      "onnx_quantizer", "quant_utils", "registry")
+def _quantize_in_child(src: str, dst: str, crops_path: str, method: str) -> None:
+    from modelopt.onnx.quantization import quantize
 
-
-@contextlib.contextmanager
-def _restore_ort_quantization():
-    """ModelOpt monkey-patches onnxruntime.quantization (calibrators, histogram collector,
-    create_calibrator, ...) for its own use and never undoes it, which breaks a later
-    `quantize_static` in the same process ("Histogram has not been collected"). Snapshot the
-    module and class namespaces and put them back afterwards."""
-    import importlib
-
-    saved = []
-    for name in _ORT_QUANT_MODULES:
-        try:
-            mod = importlib.import_module(f"onnxruntime.quantization.{name}")
-        except ImportError:
-            continue
-        saved.append((mod, dict(vars(mod))))
-        for obj in list(vars(mod).values()):
-            if isinstance(obj, type) and obj.__module__ == mod.__name__:
-                saved.append((obj, dict(vars(obj))))
+    params = inspect.signature(quantize).parameters
+    kwargs = dict(onnx_path=src, calibration_data=np.load(crops_path),
+                  calibration_method=method, output_path=dst)
+    # The mode argument was renamed across releases.
+    kwargs["quantize_mode" if "quantize_mode" in params else "quantization_mode"] = "int8"
+    optional = {"calibration_eps": ["cpu"], "high_precision_dtype": "fp32",
+                "log_level": "CRITICAL", "nodes_to_exclude": conv_sum_adds(src) or None}
+    kwargs.update({k: v for k, v in optional.items() if k in params})
+    # ModelOpt/ORT calibration prints per-tensor progress bars; keep them for errors only.
+    log = io.StringIO()
     try:
-        yield
-    finally:
-        for target, snapshot in saved:
-            current = vars(target)
-            for key in [k for k in current if k not in snapshot]:
-                if not key.startswith("__"):
-                    try:
-                        delattr(target, key)
-                    except (AttributeError, TypeError):
-                        pass
-            for key, value in snapshot.items():
-                if key.startswith("__") and key != "__init__":
-                    continue
-                if current.get(key, _MISSING) is not value:
-                    try:
-                        setattr(target, key, value)
-                    except (AttributeError, TypeError):
-                        pass
-
-
-_MISSING = object()
+        with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+            quantize(**kwargs)
+    except Exception as e:
+        tail = " | ".join(log.getvalue().strip().splitlines()[-3:])
+        raise RuntimeError(f"ModelOpt quantization failed: {type(e).__name__}: {e}"
+                           + (f" ({tail})" if tail else "")) from None
 
 
 def qdq_summary(path_or_proto) -> dict:

@@ -6,6 +6,7 @@ One module-scoped export builds all artifacts once (the expensive part); the tes
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -24,6 +25,8 @@ pytest.importorskip("skimage")
 from distill.checkpoint import atomic_save, make_checkpoint  # noqa: E402
 from distill.students import create_student, run_padded  # noqa: E402
 from optimize.calibration import gaussian_blur, sample_images  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 BLUR = 1.5
 
@@ -259,6 +262,30 @@ def test_modelopt_qdq_model(report):
     for node in model.graph.node:
         if node.name in sums:
             assert "DequantizeLinear" not in {producer.get(i) for i in node.input}, node.name
+
+
+def test_modelopt_leaves_ort_int8_untouched(report, tmp_path):
+    """ModelOpt patches onnxruntime.quantization on import and use; once it had run in a
+    process, ORT INT8 exports there came out as a different (worse) graph. The ORT INT8 model
+    built after a ModelOpt export must equal one built in a fresh interpreter."""
+    from optimize.modelopt_qdq import availability, quantize_qdq_trt
+    from optimize.onnx_int8 import quantize_onnx_int8
+
+    reason = availability()
+    if reason:
+        pytest.skip(reason)
+    fp32 = _built(report, "onnx").file
+    crops = np.random.default_rng(0).random((8, 3, 64, 64), dtype=np.float32)
+    np.save(tmp_path / "crops.npy", crops)
+    quantize_qdq_trt(fp32, tmp_path / "qdq.onnx", crops)
+    quantize_onnx_int8(fp32, tmp_path / "here.onnx", crops)
+    code = ("import sys, numpy as np; from optimize.onnx_int8 import quantize_onnx_int8 as q; "
+            "q(sys.argv[1], sys.argv[2], np.load(sys.argv[3]))")
+    subprocess.run([sys.executable, "-c", code, str(fp32), str(tmp_path / "fresh.onnx"),
+                    str(tmp_path / "crops.npy")], check=True, cwd=REPO)
+    here, fresh = onnx.load(tmp_path / "here.onnx"), onnx.load(tmp_path / "fresh.onnx")
+    assert [n.op_type for n in here.graph.node] == [n.op_type for n in fresh.graph.node]
+    assert here.SerializeToString() == fresh.SerializeToString()
 
 
 # --------------------------------------------------------------------------- TFLite
