@@ -12,6 +12,8 @@ Traps handled here:
   package; the project declares `nvidia-modelopt` without that extra (see pyproject's `modelopt`
   extra), so exactly one onnxruntime stays installed.
 - It does not keep the model's metadata_props: they are copied back from the FP32 model.
+- It monkey-patches onnxruntime.quantization for good, which changes every later ONNX Runtime
+  INT8 export in the same process: it runs in a child interpreter.
 """
 from __future__ import annotations
 
