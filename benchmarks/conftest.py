@@ -50,6 +50,9 @@ def pytest_addoption(parser):
                      "default: the embedded dataset's fixed test split")
     g.addoption("--min-ssim-ratio", type=float, default=0.95,
                 help="student SSIM must be >= this x teacher SSIM vs ground truth (0.95)")
+    g.addoption("--min-ssim-gain", type=float, default=None,
+                help="gate instead on the student's SSIM gain over the blurred input: >= this "
+                     "x the teacher's gain")
     g.addoption("--bench-limit", type=int, default=None,
                 help="held-out images to evaluate (default 4 reduced, all with --bench-full)")
     g.addoption("--bench-sizes", default=None,
@@ -122,6 +125,7 @@ class BenchContext:
         self.full = self.mode == "full"
         self.target_fps = float(config.getoption("--target-fps"))
         self.min_ssim_ratio = float(config.getoption("--min-ssim-ratio"))
+        self.min_ssim_gain = config.getoption("--min-ssim-gain")
         self.teacher_weights = config.getoption("--teacher-weights")
         self.teacher_config = config.getoption("--teacher-config")
         self.data = config.getoption("--data")
@@ -193,6 +197,7 @@ class BenchContext:
                 self._quality = evaluate(pairs, self.teacher_outputs,
                                          list(self.students.values()), sets,
                                          self.min_ssim_ratio, threads=self.threads,
+                                         min_ssim_gain=self.min_ssim_gain,
                                          data_desc=desc, progress=False, n_crops=0)
             except BenchError as e:
                 self._quality_error = e

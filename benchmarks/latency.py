@@ -7,7 +7,7 @@ i.e. `runtime.prepost.FrameProcessor`. PyTorch eager goes through the same path 
 `Backend` adapter, so every backend is timed on equal terms.
 
 The teacher (Restormer) is too slow to run whole 1080p frames on a CPU (minutes each): a fixed
-number of 256x256 tiles is timed and the time per tile is multiplied by the number of tiles its
+number of 512x512 tiles is timed and the time per tile is multiplied by the number of tiles its
 Gaussian-blended tiled inference runs for the frame (`runtime.tiling.count_tiles`); the blending
 itself (numpy, well under a second) is not included.
 """
@@ -25,7 +25,7 @@ import numpy as np
 SIZES_FULL = ((1920, 1080), (1280, 720), (640, 360))    # (width, height)
 SIZES_REDUCED = ((640, 360),)
 SIZES_QUICK_REPORT = ((1920, 1080), (640, 360))
-TEACHER_TILE, TEACHER_OVERLAP = 256, 32
+TEACHER_TILE, TEACHER_OVERLAP = 512, 64    # distill.teacher.TILE/OVERLAP, kept torch-free here
 
 
 class SkipCase(Exception):

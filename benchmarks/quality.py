@@ -2,7 +2,11 @@
 each PyTorch student and every exported artifact (run by the runtime's backends at full
 resolution), each student's SSIM against the teacher, and the checks:
 
-- ssim-ratio: a student's mean SSIM to ground truth >= min_ssim_ratio x the teacher's;
+- ssim-ratio: a student's mean SSIM to ground truth >= min_ssim_ratio x the teacher's (default);
+- ssim-gain (instead, when min_ssim_gain is given): the student's SSIM gain over the blurred
+  input >= min_ssim_gain x the teacher's gain. Against a strong teacher on heavy blur the ratio
+  says little (the blurred input itself keeps ~0.8 of the teacher's SSIM); the gain fraction is
+  0 for an identity student and 1 for one that matches the teacher;
 - parity: every artifact within its `optimize.export.Thresholds` gate against the FP32 PyTorch
   student on the same images (FP32 formats: max abs error; INT8/FP16: worst-case SSIM).
 
@@ -10,7 +14,7 @@ Metrics are scikit-image's on HxWx3 RGB clipped to [0, 1] (`distill.metrics`, as
 tables compute them), averaged over the images; parity uses `optimize.parity.compare` and
 reports the worst image, like `sharpen export`.
 
-Teacher outputs are expensive on a CPU (seconds per 256x256 tile), so they are cached on disk:
+Teacher outputs are expensive on a CPU (seconds per 512x512 tile), so they are cached on disk:
 ``<cache>/teacher/<weights hash>-<config>-t<tile>-o<overlap>/<input hash>.npy``.
 """
 from __future__ import annotations
@@ -30,6 +34,7 @@ from runtime.atomic import atomic_write_bytes
 from .artifacts import BenchError, Student, default_cache_root, file_hash
 
 DEFAULT_MIN_SSIM_RATIO = 0.95
+SSIM_CHECKS = ("ssim-ratio", "ssim-gain")
 QUICK_LIMIT = 4
 
 
@@ -109,7 +114,7 @@ class TeacherOutputs:
     settings and input hash. The model is loaded only when an output is missing."""
 
     def __init__(self, weights: Optional[str | os.PathLike] = None, config: Optional[str] = None,
-                 tile: int = 256, overlap: int = 32,
+                 tile: int = 512, overlap: int = 64,
                  cache_root: Optional[str | os.PathLike] = None, device: str = "auto"):
         from distill.teacher import BUNDLED_TEACHER, models_dir
 
@@ -188,7 +193,9 @@ class QualityResult:
         return next((r for r in self.rows if r["key"] == key), None)
 
     def check(self, key: str, kind: str) -> Optional[dict]:
-        return next((c for c in self.checks if c["model"] == key and c["check"] == kind), None)
+        """The check of `kind` for a row; kind "ssim" finds whichever SSIM gate ran."""
+        kinds = SSIM_CHECKS if kind == "ssim" else (kind,)
+        return next((c for c in self.checks if c["model"] == key and c["check"] in kinds), None)
 
     def to_dict(self) -> dict:
         return {"data": self.data, "images": self.images, "rows": self.rows,
@@ -210,7 +217,7 @@ def _mean(rows: list[dict], key: str) -> Optional[float]:
 
 def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[Student],
              artifact_sets: dict, min_ssim_ratio: float = DEFAULT_MIN_SSIM_RATIO,
-             thresholds=None, threads: int = 0, n_crops: int = 3, data_desc: str = "",
+             thresholds=None, min_ssim_gain: Optional[float] = None, threads: int = 0, n_crops: int = 3, data_desc: str = "",
              progress: bool = True, say=None) -> QualityResult:
     """Run everything on every pair and compute metrics and checks (see the module doc).
 
@@ -366,8 +373,9 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                             par.update(metric="psnr", threshold=th.min_psnr)
                 r["parity"] = par
 
-    checks = _checks(rows, students, min_ssim_ratio)
-    settings = {"min_ssim_ratio": min_ssim_ratio,
+    checks = _checks(rows, students, min_ssim_ratio, min_ssim_gain)
+    settings = {"min_ssim_ratio": None if min_ssim_gain is not None else min_ssim_ratio,
+                "min_ssim_gain": min_ssim_gain,
                 "thresholds": {"fp32_max_abs": th.fp32_max_abs, "min_ssim": th.min_ssim,
                                "min_psnr": th.min_psnr},
                 "teacher": teacher.describe(), "hardest": sorted(hardest),
@@ -375,17 +383,40 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     return QualityResult(data_desc, images, list(rows.values()), checks, crops, settings)
 
 
-def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float) -> list[dict]:
+def _gain_check(key: str, name: str, s: float, t: float, b: float, gain: float) -> dict:
+    tg, sg = t - b, s - b
+    if tg <= 0:
+        return {"check": "ssim-gain", "model": key, "metric": "ssim", "value": s,
+                "threshold": None, "passed": False,
+                "message": f"student {name!r}: the teacher's SSIM {t:.4f} does not improve on the "
+                           f"blurred input's {b:.4f}, so there is no gain to keep; use "
+                           "--min-ssim-ratio or a better teacher"}
+    frac = sg / tg
+    ok = frac >= gain
+    msg = (f"student {name!r} (PyTorch FP32): SSIM gain over the blurred input {sg:+.4f} = "
+           f"{frac:.2f} x the teacher's {tg:+.4f} {'>=' if ok else '<'} {gain:g} "
+           f"(SSIM: input {b:.4f}, student {s:.4f}, teacher {t:.4f})")
+    return {"check": "ssim-gain", "model": key, "metric": "ssim", "value": s,
+            "threshold": b + gain * tg, "gain_fraction": frac, "min_gain": gain,
+            "teacher_ssim": t, "input_ssim": b, "passed": bool(ok), "message": msg}
+
+
+def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
+            gain: Optional[float] = None) -> list[dict]:
     checks = []
-    t = rows["teacher"]
+    t, b = rows["teacher"], rows["input"]
     for st in students:
         r = rows[f"{st.name}/pytorch"]
         key = r["key"]
-        if r["ssim"] is None or t["ssim"] is None:
-            checks.append({"check": "ssim-ratio", "model": key, "metric": "ssim", "value": None,
+        kind = "ssim-ratio" if gain is None else "ssim-gain"
+        if r["ssim"] is None or t["ssim"] is None or b["ssim"] is None:
+            checks.append({"check": kind, "model": key, "metric": "ssim", "value": None,
                            "threshold": None, "passed": False,
                            "message": f"student {st.name!r} (PyTorch): no SSIM measured "
                                       f"({r['reason'] or t['reason'] or 'no images'})"})
+            continue
+        if gain is not None:
+            checks.append(_gain_check(key, st.name, r["ssim"], t["ssim"], b["ssim"], gain))
             continue
         thr = ratio * t["ssim"]
         ok = r["ssim"] >= thr

@@ -54,6 +54,7 @@ class BenchOptions:
     teacher_config: Optional[str] = None
     data: Optional[str] = None
     min_ssim_ratio: float = DEFAULT_MIN_SSIM_RATIO
+    min_ssim_gain: Optional[float] = None    # when set, gates on the SSIM gain instead
     limit: Optional[int] = None
     sizes: Optional[str] = None
     formats: Optional[str] = None
@@ -330,6 +331,8 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         raise BenchError(f"--target-fps must be > 0, got {opts.target_fps}")
     if not 0 <= opts.min_ssim_ratio <= 1.5:
         raise BenchError(f"--min-ssim-ratio must be in [0, 1.5], got {opts.min_ssim_ratio}")
+    if opts.min_ssim_gain is not None and not 0 <= opts.min_ssim_gain <= 1.5:
+        raise BenchError(f"--min-ssim-gain must be in [0, 1.5], got {opts.min_ssim_gain}")
     try:
         m = opts.mode()
     except ValueError as e:
@@ -354,7 +357,8 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
 
     say(f"quality: {len(pairs)} held-out images; teacher outputs cached in {teacher_out.folder}")
     quality = evaluate(pairs, teacher_out, students, artifact_sets, opts.min_ssim_ratio,
-                       threads=opts.threads, data_desc=data_desc, progress=not opts.quiet,
+                       min_ssim_gain=opts.min_ssim_gain, threads=opts.threads,
+                       data_desc=data_desc, progress=not opts.quiet,
                        say=say)
 
     latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
@@ -368,7 +372,9 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         "format": REPORT_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "full" if opts.full else "quick", "ok": ok, "exit_code": 0 if ok else 1,
-        "settings": {"target_fps": opts.target_fps, "min_ssim_ratio": opts.min_ssim_ratio,
+        "settings": {"target_fps": opts.target_fps,
+                     "min_ssim_ratio": None if opts.min_ssim_gain is not None
+                     else opts.min_ssim_ratio, "min_ssim_gain": opts.min_ssim_gain,
                      "limit": m["limit"], "data": opts.data or "embedded",
                      "formats": opts.formats or "all", "cache": str(cache),
                      "threads": opts.threads, "calib_count": opts.calib_count,
@@ -405,6 +411,10 @@ def reproduce_commands(opts: BenchOptions) -> list[str]:
         pyt += ["--data", opts.data]
     if opts.target_fps != 30:
         pyt += ["--target-fps", f"{opts.target_fps:g}"]
+    if opts.min_ssim_gain is not None:
+        pyt += ["--min-ssim-gain", f"{opts.min_ssim_gain:g}"]
+    elif opts.min_ssim_ratio != DEFAULT_MIN_SSIM_RATIO:
+        pyt += ["--min-ssim-ratio", f"{opts.min_ssim_ratio:g}"]
     pyt += ["--benchmark-json", "bench.json"]
     return [cmd, " ".join(shlex.quote(a) for a in pyt),
             "pytest benchmarks/ --benchmark-compare  # against the last saved run "

@@ -27,7 +27,7 @@ def _record(bench, benchmark, row: dict) -> None:
 
 
 def test_teacher_tiled(benchmark, bench, size):
-    """Teacher time per frame = time of a fixed number of 256x256 tiles x tiles per frame."""
+    """Teacher time per frame = time of a fixed number of 512x512 tiles x tiles per frame."""
     try:
         tiles = bench.teacher_tiles
     except Exception as e:  # noqa: BLE001 - e.g. no bundled teacher weights

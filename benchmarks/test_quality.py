@@ -1,6 +1,7 @@
 """Quality checks on the held-out set (same functions as `sharpen bench`'s report):
 
-- each student keeps --min-ssim-ratio (default 0.95) of the teacher's SSIM against ground truth;
+- each student keeps --min-ssim-ratio (default 0.95) of the teacher's SSIM against ground truth,
+  or with --min-ssim-gain G, G of the teacher's SSIM gain over the blurred input;
 - every exported artifact stays within its parity threshold against the FP32 PyTorch student
   (optimize.export.Thresholds), run by the runtime's backends at full image resolution.
 
@@ -15,7 +16,7 @@ from optimize.export import FORMATS
 
 def test_student_keeps_teacher_ssim(bench, student):
     q = bench.quality()
-    check = q.check(f"{student}/pytorch", "ssim-ratio")
+    check = q.check(f"{student}/pytorch", "ssim")
     assert check is not None, f"no SSIM check for student {student!r}"
     if not check["passed"]:
         pytest.fail(f"SSIM check failed: {check['message']}", pytrace=False)

@@ -44,7 +44,7 @@ def _student_fn(path: str | Path):
 def _teacher_fn(path: str | Path):
     from .teacher import Teacher
     t = Teacher.load(path, device="cpu")
-    return lambda img: t.sharpen(img, tile=256, overlap=32)
+    return lambda img: t.sharpen(img)
 
 
 def model_fn(path: str | Path):

@@ -48,6 +48,9 @@ def add_commands(sub) -> None:
     p.add_argument("--min-ssim-ratio", type=float, default=0.95, metavar="R",
                    help="check: student SSIM >= R x teacher SSIM against ground truth "
                         "(default 0.95)")
+    p.add_argument("--min-ssim-gain", type=float, default=None, metavar="G",
+                   help="check instead: the student's SSIM gain over the blurred input >= G x "
+                        "the teacher's gain (0: no better than the input, 1: the teacher's)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate N held-out images spread over the set (default: 4 in quick "
                         "mode, all with --full)")
@@ -90,7 +93,8 @@ def run_bench_cmd(args) -> int:
     opts = BenchOptions(out=args.out, full=args.full, target_fps=args.target_fps,
                         students=args.students, teacher_weights=args.teacher_weights,
                         teacher_config=args.teacher_config, data=args.data,
-                        min_ssim_ratio=args.min_ssim_ratio, limit=args.limit, sizes=args.sizes,
+                        min_ssim_ratio=args.min_ssim_ratio,
+                        min_ssim_gain=args.min_ssim_gain, limit=args.limit, sizes=args.sizes,
                         formats=args.formats, cache=args.cache, threads=args.threads,
                         calib_count=args.calib_count, stream_frames=args.stream_frames,
                         latency=not args.no_latency, quiet=args.quiet, argv=argv)
@@ -118,6 +122,7 @@ def _argv_from(args) -> list[str]:
                                ("--teacher-config", args.teacher_config, None),
                                ("--data", args.data, None),
                                ("--min-ssim-ratio", args.min_ssim_ratio, 0.95),
+                               ("--min-ssim-gain", args.min_ssim_gain, None),
                                ("--limit", args.limit, None), ("--sizes", args.sizes, None),
                                ("--formats", args.formats, None),
                                ("--threads", args.threads, 0),

@@ -30,7 +30,7 @@ fi
 if [[ " $PHASES " == *" labels "* ]]; then
   for split in ${LABEL_SPLITS:-train val test}; do
     $S labels --data embedded --split $split --out $RUN/labels/$split \
-      --teacher-weights $TEACHER --tile 256 --overlap 32 --batch-size 8 --quiet
+      --teacher-weights $TEACHER --tile 512 --overlap 64 --batch-size 4 --quiet
   done
 fi
 

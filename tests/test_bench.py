@@ -26,6 +26,7 @@ from distill.images import read_image, write_image
 from distill.metrics import psnr, ssim
 from distill.restormer import build_restormer
 from distill.students import create_student, run_padded
+from distill.teacher import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING_REASON = "TensorRT is not installed (simulated by the test)"
@@ -123,7 +124,7 @@ def test_report_numbers_agree_with_direct_metrics(env, good_run):
     got = {k: {"psnr": [], "ssim": [], "ssim_teacher": []} for k in
            ("input", "teacher", "good/pytorch", "good/onnx")}
     for _, blurred, sharp in pairs:
-        t_out = teacher.sharpen(blurred, tile=256, overlap=32)
+        t_out = teacher.sharpen(blurred, tile=TEACHER_TILE, overlap=TEACHER_OVERLAP)
         x = torch.from_numpy(blurred.transpose(2, 0, 1).copy())[None]
         with torch.no_grad():
             s_out = run_padded(model, x)[0].permute(1, 2, 0).numpy()
@@ -208,6 +209,44 @@ def test_bad_student_fails_ssim_check(env, good_run, capsys):
     assert f"{c['value']:.4f}" in c["message"] and f"{c['threshold']:.4f}" in c["message"]
     assert (env / "bad" / "report.md").is_file()
     assert "**FAIL**" in (env / "bad" / "report.md").read_text()
+
+
+def test_ssim_gain_gate():
+    """The gain gate: 0 for a student no better than the input, 1 for one matching the teacher,
+    and a clear failure when the teacher itself gains nothing."""
+    from benchmarks.artifacts import Student
+    from benchmarks.quality import _checks
+
+    def rows(student: float, teacher: float = 0.75, blurred: float = 0.58) -> dict:
+        return {"input": {"ssim": blurred, "kind": "input"},
+                "teacher": {"ssim": teacher, "reason": None, "kind": "teacher"},
+                "s/pytorch": {"key": "s/pytorch", "kind": "pytorch", "ssim": student,
+                              "reason": None}}
+
+    st = [Student(name="s", path=Path("s.pt"), hash="0")]
+    identity = _checks(rows(0.58), st, 0.95, gain=0.1)[0]
+    assert identity["check"] == "ssim-gain" and not identity["passed"]
+    assert identity["gain_fraction"] == pytest.approx(0.0)
+    half = _checks(rows(0.665), st, 0.95, gain=0.4)[0]
+    assert half["passed"] and half["gain_fraction"] == pytest.approx(0.5)
+    assert "0.50 x the teacher's +0.1700" in half["message"]
+    assert not _checks(rows(0.665), st, 0.95, gain=0.6)[0]["passed"]
+    # The same student fails the default ratio gate: 0.665 < 0.95 x 0.75.
+    assert not _checks(rows(0.665), st, 0.95)[0]["passed"]
+    no_gain = _checks(rows(0.6, teacher=0.57), st, 0.95, gain=0.1)[0]
+    assert not no_gain["passed"] and "does not improve on the blurred input" in no_gain["message"]
+
+
+def test_bad_student_fails_gain_gate(env, good_run):
+    rc = _bench(env, "bad-gain", "--students", str(env / "student-bad.pt"), "--formats", "onnx",
+                "--no-latency", "--min-ssim-gain", "0.1")
+    assert rc == 1
+    report = json.loads((env / "bad-gain" / "report.json").read_text())
+    assert report["settings"]["min_ssim_gain"] == 0.1
+    assert report["settings"]["min_ssim_ratio"] is None
+    failed = [c for c in report["checks"] if not c["passed"]]
+    assert [c["check"] for c in failed] == ["ssim-gain"]
+    assert "--min-ssim-gain 0.1" in "\n".join(report["commands"])
 
 
 def test_bad_student_fails_pytest_suite(env, good_run):

@@ -1,0 +1,57 @@
+"""`sharpen demo` (the README's first command) end to end with the shipped models, at toy sizes:
+labels, distillation, export with parity, streaming. The benchmark step has its own tests
+(tests/test_bench.py); here only its options are checked."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import pytest
+
+from optimize.cli import main
+
+MODELS = Path(__file__).resolve().parents[1] / "models"
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    out = tmp_path_factory.mktemp("demo") / "out"
+    rc = main(["demo", "--out", str(out), "--steps", "2", "--label-images", "1",
+               "--video-frames", "3", "--skip-bench", "--threads", "2"])
+    return rc, out
+
+
+def test_demo_runs_every_step(demo):
+    rc, out = demo
+    assert rc == 0
+    summary = json.loads((out / "demo-summary.json").read_text())
+    assert summary["bench_report"] is None
+    assert Path(summary["student"]).is_file()
+    labels = sorted((out / "labels" / "train" / "labels").glob("*.png"))
+    assert len(labels) == 1
+    exported = {p.name for p in (out / "export").iterdir()}
+    assert any(n.endswith("_int8.onnx") for n in exported), exported
+    assert any(n.endswith(".tflite") for n in exported), exported
+    cap = cv2.VideoCapture(summary["video_out"])
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (1080, 1920, 3) and n == 3
+    stats = json.loads(Path(summary["stream_stats"]).read_text())
+    assert stats["frames_processed"] == 3
+
+
+def test_demo_refuses_missing_weights(tmp_path, capsys):
+    rc = main(["demo", "--out", str(tmp_path), "--teacher-weights", str(tmp_path / "no.pt")])
+    assert rc == 2
+    assert "teacher weights" in capsys.readouterr().err
+
+
+def test_demo_gate_options():
+    from optimize.cli import build_parser
+    from optimize.demo import DEMO_MIN_SSIM_GAIN
+
+    args = build_parser().parse_args(["demo"])
+    assert args.min_ssim_gain == DEMO_MIN_SSIM_GAIN and args.min_ssim_ratio is None
+    assert 0 < DEMO_MIN_SSIM_GAIN < 1
