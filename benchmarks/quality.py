@@ -217,7 +217,8 @@ def _mean(rows: list[dict], key: str) -> Optional[float]:
 
 def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[Student],
              artifact_sets: dict, min_ssim_ratio: float = DEFAULT_MIN_SSIM_RATIO,
-             thresholds=None, min_ssim_gain: Optional[float] = None, threads: int = 0, n_crops: int = 3, data_desc: str = "",
+             thresholds=None, min_ssim_gain: Optional[float] = None, threads: int = 0,
+             n_crops: int = 3, data_desc: str = "",
              progress: bool = True, say=None) -> QualityResult:
     """Run everything on every pair and compute metrics and checks (see the module doc).
 

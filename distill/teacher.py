@@ -101,7 +101,8 @@ class Teacher:
             y = self.model(x)
         return y.float().clamp_(0, 1).cpu().numpy()
 
-    def sharpen(self, image: np.ndarray, tile: int = TILE, overlap: int = OVERLAP, batch_size: int = 4,
+    def sharpen(self, image: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
+                batch_size: int = 4,
                 progress: bool = False, desc: str = "tiles") -> np.ndarray:
         bar = None
         on_tile: Optional[Callable[[int, int], None]] = None

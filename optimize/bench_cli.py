@@ -45,10 +45,11 @@ def add_commands(sub) -> None:
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="held-out set: a GoPro root or paired folder (its test split); default: "
                         "the embedded dataset's fixed test split")
-    p.add_argument("--min-ssim-ratio", type=float, default=0.95, metavar="R",
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument("--min-ssim-ratio", type=float, default=0.95, metavar="R",
                    help="check: student SSIM >= R x teacher SSIM against ground truth "
                         "(default 0.95)")
-    p.add_argument("--min-ssim-gain", type=float, default=None, metavar="G",
+    gate.add_argument("--min-ssim-gain", type=float, default=None, metavar="G",
                    help="check instead: the student's SSIM gain over the blurred input >= G x "
                         "the teacher's gain (0: no better than the input, 1: the teacher's)")
     p.add_argument("--limit", type=int, default=None, metavar="N",

@@ -221,11 +221,12 @@ def add_commands(sub) -> None:
     p.add_argument("--video-frames", type=int, default=24, help="frames of the 1080p video")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--skip-bench", action="store_true", help="skip the benchmark report")
-    p.add_argument("--min-ssim-gain", type=float, default=DEMO_MIN_SSIM_GAIN, metavar="G",
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument("--min-ssim-gain", type=float, default=DEMO_MIN_SSIM_GAIN, metavar="G",
                    help="bench gate: the student keeps >= G of the teacher's SSIM gain over the "
                    "blurred input. The embedded students keep about a fifth of it and fail "
                    "`sharpen bench`'s default ratio gate (models/README.md)")
-    p.add_argument("--min-ssim-ratio", type=float, default=None, metavar="R",
+    gate.add_argument("--min-ssim-ratio", type=float, default=None, metavar="R",
                    help="bench gate instead: student SSIM >= R x the teacher's (sharpen bench's "
                    "default, 0.95)")
     p.set_defaults(func=cmd_demo)
