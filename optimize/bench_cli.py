@@ -47,11 +47,12 @@ def add_commands(sub) -> None:
                         "the embedded dataset's fixed test split")
     gate = p.add_mutually_exclusive_group()
     gate.add_argument("--min-ssim-ratio", type=float, default=0.95, metavar="R",
-                   help="check: student SSIM >= R x teacher SSIM against ground truth "
-                        "(default 0.95)")
+                      help="check: student SSIM >= R x teacher SSIM against ground truth "
+                           "(default 0.95)")
     gate.add_argument("--min-ssim-gain", type=float, default=None, metavar="G",
-                   help="check instead: the student's SSIM gain over the blurred input >= G x "
-                        "the teacher's gain (0: no better than the input, 1: the teacher's)")
+                      help="check instead: the student's SSIM gain over the blurred input >= G "
+                           "x the teacher's gain (0: no better than the input, 1: the "
+                           "teacher's)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate N held-out images spread over the set (default: 4 in quick "
                         "mode, all with --full)")
