@@ -22,10 +22,11 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
+
 SIZES_FULL = ((1920, 1080), (1280, 720), (640, 360))    # (width, height)
 SIZES_REDUCED = ((640, 360),)
 SIZES_QUICK_REPORT = ((1920, 1080), (640, 360))
-TEACHER_TILE, TEACHER_OVERLAP = 512, 64    # distill.teacher.TILE/OVERLAP, kept torch-free here
 
 
 class SkipCase(Exception):

@@ -30,6 +30,7 @@ import numpy as np
 
 from distill.data.labels import sha256_array
 from runtime.atomic import atomic_write_bytes
+from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
 
 from .artifacts import BenchError, Student, default_cache_root, file_hash
 
@@ -114,7 +115,7 @@ class TeacherOutputs:
     settings and input hash. The model is loaded only when an output is missing."""
 
     def __init__(self, weights: Optional[str | os.PathLike] = None, config: Optional[str] = None,
-                 tile: int = 512, overlap: int = 64,
+                 tile: int = TEACHER_TILE, overlap: int = TEACHER_OVERLAP,
                  cache_root: Optional[str | os.PathLike] = None, device: str = "auto"):
         from distill.teacher import BUNDLED_TEACHER, models_dir
 

@@ -8,6 +8,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
+
 
 def _err(msg: str) -> int:
     print(f"error: {msg}", file=sys.stderr)
@@ -188,8 +190,10 @@ def add_commands(sub) -> None:
     p.add_argument("--config", default=None,
                    help="Restormer config for weights without one: motion-deblur (official), "
                    "small, tiny")
-    p.add_argument("--tile", type=int, default=512, help="tile side in px; 0 = whole image")
-    p.add_argument("--overlap", type=int, default=64, help="overlap between tiles in px")
+    p.add_argument("--tile", type=int, default=TEACHER_TILE,
+                   help="tile side in px; 0 = whole image")
+    p.add_argument("--overlap", type=int, default=TEACHER_OVERLAP,
+                   help="overlap between tiles in px")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--bits16", action="store_true", help="write 16-bit PNGs")

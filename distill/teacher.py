@@ -10,6 +10,8 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from runtime.tiling import TEACHER_OVERLAP as OVERLAP
+from runtime.tiling import TEACHER_TILE as TILE
 from runtime.tiling import tiled_apply
 
 from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weights,
@@ -17,10 +19,6 @@ from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weigh
 from .restormer import Restormer, build_restormer, get_config
 
 BUNDLED_TEACHER = "teacher-restormer-small.pt"
-# Tiles give the channel attention (global within a tile) less context than the whole image:
-# on the embedded test split the bundled teacher loses 0.14 dB PSNR at 256/32 against 512/64
-# (whole images: -0.03 dB). Labels, evaluation and benchmarks all use this one setting.
-TILE, OVERLAP = 512, 64
 OFFICIAL_WEIGHTS_HELP = (
     "Get the official Restormer motion-deblurring weights (motion_deblurring.pth) from "
     "https://github.com/swz30/Restormer/releases or the Google Drive link in "

@@ -20,6 +20,37 @@ written), 2 a usage error.
 """
 
 
+def add_gate_options(p: argparse.ArgumentParser, gain_default: float | None = None) -> None:
+    """The quality gate, one of two options: --min-ssim-ratio (by default R=0.95) or
+    --min-ssim-gain; with `gain_default` the gain gate is the default instead (`sharpen demo`).
+    Read the choice back with resolve_gate."""
+    default = "" if gain_default is None else f" (default: --min-ssim-gain {gain_default:g})"
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument("--min-ssim-ratio", type=float, default=argparse.SUPPRESS, metavar="R",
+                      help="check: student SSIM >= R x teacher SSIM against ground truth"
+                           + (default or " (default 0.95)"))
+    gate.add_argument("--min-ssim-gain", type=float, default=argparse.SUPPRESS, metavar="G",
+                      help="check instead: the student's SSIM gain over the blurred input >= G "
+                           "x the teacher's gain (0: no better than the input, 1: the "
+                           "teacher's)" + default)
+    p.set_defaults(gate_gain_default=gain_default)
+
+
+def resolve_gate(args: argparse.Namespace) -> tuple[float, float | None]:
+    """(min_ssim_ratio, min_ssim_gain) for BenchOptions: the option given, else the default.
+    A gain, when there is one, replaces the ratio."""
+    if hasattr(args, "min_ssim_ratio"):
+        return args.min_ssim_ratio, None
+    return 0.95, getattr(args, "min_ssim_gain", args.gate_gain_default)
+
+
+def gate_argv(args: argparse.Namespace) -> list[str]:
+    """The resolved gate as `sharpen bench` arguments."""
+    ratio, gain = resolve_gate(args)
+    return (["--min-ssim-gain", f"{gain:g}"] if gain is not None
+            else ["--min-ssim-ratio", f"{ratio:g}"])
+
+
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "bench", help="benchmark quality (SSIM vs teacher / ground truth) and real-time latency",
@@ -45,14 +76,7 @@ def add_commands(sub) -> None:
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="held-out set: a GoPro root or paired folder (its test split); default: "
                         "the embedded dataset's fixed test split")
-    gate = p.add_mutually_exclusive_group()
-    gate.add_argument("--min-ssim-ratio", type=float, default=0.95, metavar="R",
-                      help="check: student SSIM >= R x teacher SSIM against ground truth "
-                           "(default 0.95)")
-    gate.add_argument("--min-ssim-gain", type=float, default=None, metavar="G",
-                      help="check instead: the student's SSIM gain over the blurred input >= G "
-                           "x the teacher's gain (0: no better than the input, 1: the "
-                           "teacher's)")
+    add_gate_options(p)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate N held-out images spread over the set (default: 4 in quick "
                         "mode, all with --full)")
@@ -92,11 +116,12 @@ def run_bench_cmd(args) -> int:
     if args.threads < 0 or args.calib_count < 1:
         return fail("--threads must be >= 0 and --calib-count >= 1")
     argv = getattr(args, "argv", None) or _argv_from(args)
+    ratio, gain = resolve_gate(args)
     opts = BenchOptions(out=args.out, full=args.full, target_fps=args.target_fps,
                         students=args.students, teacher_weights=args.teacher_weights,
                         teacher_config=args.teacher_config, data=args.data,
-                        min_ssim_ratio=args.min_ssim_ratio,
-                        min_ssim_gain=args.min_ssim_gain, limit=args.limit, sizes=args.sizes,
+                        min_ssim_ratio=ratio, min_ssim_gain=gain, limit=args.limit,
+                        sizes=args.sizes,
                         formats=args.formats, cache=args.cache, threads=args.threads,
                         calib_count=args.calib_count, stream_frames=args.stream_frames,
                         latency=not args.no_latency, quiet=args.quiet, argv=argv)
@@ -123,8 +148,6 @@ def _argv_from(args) -> list[str]:
                                ("--teacher-weights", args.teacher_weights, None),
                                ("--teacher-config", args.teacher_config, None),
                                ("--data", args.data, None),
-                               ("--min-ssim-ratio", args.min_ssim_ratio, 0.95),
-                               ("--min-ssim-gain", args.min_ssim_gain, None),
                                ("--limit", args.limit, None), ("--sizes", args.sizes, None),
                                ("--formats", args.formats, None),
                                ("--threads", args.threads, 0),
@@ -132,6 +155,9 @@ def _argv_from(args) -> list[str]:
                                ("--stream-frames", args.stream_frames, None)):
         if val != default:
             out += [flag, f"{val:g}" if isinstance(val, float) else str(val)]
+    gate = gate_argv(args)
+    if gate != ["--min-ssim-ratio", "0.95"]:
+        out += gate
     if args.students:
         out += ["--students", *args.students]
     if args.no_latency:

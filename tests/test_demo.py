@@ -52,6 +52,14 @@ def test_demo_gate_options():
     from optimize.cli import build_parser
     from optimize.demo import DEMO_MIN_SSIM_GAIN
 
+    from optimize.bench_cli import gate_argv, resolve_gate
+
     args = build_parser().parse_args(["demo"])
-    assert args.min_ssim_gain == DEMO_MIN_SSIM_GAIN and args.min_ssim_ratio is None
+    assert resolve_gate(args) == (0.95, DEMO_MIN_SSIM_GAIN)
+    assert gate_argv(args) == ["--min-ssim-gain", f"{DEMO_MIN_SSIM_GAIN:g}"]
     assert 0 < DEMO_MIN_SSIM_GAIN < 1
+    # Asking for the ratio gate replaces the gain gate; asking for both is refused.
+    args = build_parser().parse_args(["demo", "--min-ssim-ratio", "0.9"])
+    assert gate_argv(args) == ["--min-ssim-ratio", "0.9"]
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["demo", "--min-ssim-ratio", "0.9", "--min-ssim-gain", "0.1"])

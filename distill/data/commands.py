@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
+
 LABELS_HELP = "run the teacher over a dataset at full resolution and cache its outputs"
 LABELS_DESCRIPTION = """\
 Run the teacher (Restormer, Gaussian-blended tiled inference) over every blurred image of a
@@ -36,10 +38,10 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", metavar="NAME", default=None,
                    help="Restormer config (motion-deblur, small, tiny); project checkpoints "
                         "carry their own, the official weights need motion-deblur (default)")
-    p.add_argument("--tile", type=int, default=512, metavar="N",
-                   help="tile side in pixels, 0 = whole image at once (default: 512)")
-    p.add_argument("--overlap", type=int, default=64, metavar="N",
-                   help="overlap of neighbouring tiles in pixels (default: 64)")
+    p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N",
+                   help=f"tile side in pixels, 0 = whole image at once (default: {TEACHER_TILE})")
+    p.add_argument("--overlap", type=int, default=TEACHER_OVERLAP, metavar="N",
+                   help=f"overlap of neighbouring tiles in pixels (default: {TEACHER_OVERLAP})")
     p.add_argument("--batch-size", type=int, default=2, metavar="N",
                    help="tiles per forward pass (default: 2)")
     p.add_argument("--split", default="train", metavar="NAME",

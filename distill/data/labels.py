@@ -37,6 +37,7 @@ from typing import Any, Optional
 import numpy as np
 
 from runtime.atomic import atomic_write_json
+from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
 
 from .sources import Sample, SampleReader, SourceError, resolve_source
 
@@ -241,7 +242,8 @@ class LabelStats:
 
 
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
-               config: Optional[str] = None, tile: int = 512, overlap: int = 64,
+               config: Optional[str] = None, tile: int = TEACHER_TILE,
+               overlap: int = TEACHER_OVERLAP,
                batch_size: int = 2, split: str = "train", gopro_blur: str = "blur",
                device: str = "auto", limit: Optional[int] = None, progress: bool = True,
                teacher=None, dist: Optional[DistInfo] = None) -> LabelStats:
