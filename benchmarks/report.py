@@ -15,7 +15,6 @@ command exits 1.
 from __future__ import annotations
 
 import datetime
-import json
 import math
 import os
 import platform
@@ -53,6 +52,8 @@ class BenchOptions:
     teacher_weights: Optional[str] = None
     teacher_config: Optional[str] = None
     data: Optional[str] = None
+    real_pairs: Optional[str] = None         # real blur/sharp pairs (e.g. reds-mini, GoPro)
+    real_nogt: Optional[str] = None          # real blurred frames without ground truth
     min_ssim_ratio: float = DEFAULT_MIN_SSIM_RATIO
     min_ssim_gain: Optional[float] = None    # when set, gates on the SSIM gain instead
     limit: Optional[int] = None
@@ -361,6 +362,13 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
                        data_desc=data_desc, progress=not opts.quiet,
                        say=say)
 
+    real = {}
+    if opts.real_pairs or opts.real_nogt:
+        from .realblur import run_real_blur
+        out.mkdir(parents=True, exist_ok=True)
+        real = run_real_blur(opts.real_pairs, opts.real_nogt, teacher_out, students, out,
+                             opts.full, opts.quiet, say)
+
     latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
     if opts.latency:
         tiles = TeacherTiles(teacher=teacher_out.teacher, n_tiles=m["teacher_tiles"])
@@ -384,6 +392,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         "commands": reproduce_commands(opts),
         "checks": checks,
         "quality": quality.to_dict(),
+        "real_blur": real,
         "latency": latency,
         "artifacts": {k: v.to_dict() for k, v in artifact_sets.items()},
         "skipped": skipped_list(quality, latency),
@@ -555,6 +564,8 @@ def render_markdown(rep: dict) -> str:
 
     qr = QualityResult(q["data"], q["images"], q["rows"], rep["checks"], {}, q["settings"])
     lines += [_md_table(TABLE_HEADERS, format_table(qr)), ""]
+    from .realblur import markdown as real_markdown
+    lines += real_markdown(rep.get("real_blur"), _md_table)
     lines += ["## Latency", "",
               f"Timed: {lat['settings'].get('timed', '-')}. Warm-up {lat['settings'].get('warmup')}"
               f", rounds calibrated to ~{lat['settings'].get('max_time_s')} s (min "
@@ -581,6 +592,11 @@ def render_markdown(rep: dict) -> str:
                        ("crops", "Hardest test images (lowest input PSNR)")):
         if rep["figures"].get(key):
             lines += [f"### {title}", "", f"![{title}]({rep['figures'][key]})", ""]
+    for key, title in (("pairs", "Real blur pairs: the teacher's four worst"),
+                       ("nogt", "Real blur without ground truth")):
+        fig = (rep.get("real_blur") or {}).get("figures", {}).get(key)
+        if fig:
+            lines += [f"### {title}", "", f"![{title}]({fig})", ""]
     libs = ", ".join(f"{k} {v}" for k, v in mach["libraries"].items())
     lines += ["## Machine", "",
               f"- CPU: {mach['cpu']} ({mach['logical_cores']} logical cores, "
@@ -698,27 +714,10 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
     return True
 
 
-def _crop_box(sharp, side: int) -> tuple[int, int, int]:
-    """Top-left corner and side of the square crop with the most edge energy."""
-    import cv2
-    import numpy as np
-
-    h, w = sharp.shape[:2]
-    side = min(side, h, w)
-    g = cv2.cvtColor(np.clip(sharp, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY)
-    mag = np.abs(cv2.Sobel(g, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(g, cv2.CV_32F, 0, 1))
-    energy = cv2.boxFilter(mag, -1, (side, side), normalize=True,
-                           borderType=cv2.BORDER_CONSTANT)
-    half = side // 2
-    inner = energy[half:h - side + half + 1, half:w - side + half + 1]
-    if inner.size == 0:
-        return 0, 0, side
-    y, x = np.unravel_index(int(np.argmax(inner)), inner.shape)
-    return int(y), int(x), side
-
-
 def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
     import matplotlib.pyplot as plt
+
+    from distill.evaluate import crop_box
 
     crops = quality.crops if quality is not None else {}
     if not crops:
@@ -732,7 +731,7 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
     fig, axes = plt.subplots(len(names), len(cols), figsize=(2.6 * len(cols), 2.8 * len(names)),
                              squeeze=False)
     for i, n in enumerate(names):
-        y, x, side = _crop_box(crops[n]["sharp"], 160)
+        y, x, side = crop_box(crops[n]["sharp"], 160)
         for j, c in enumerate(cols):
             ax = axes[i][j]
             ax.axis("off")

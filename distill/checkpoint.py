@@ -49,6 +49,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for garbage input
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            # Never pass on PyTorch's hint to retry with weights_only=False: that would
+            # execute whatever the file contains.
+            first = ("it holds Python objects besides tensors and plain containers, which this "
+                     "project refuses to unpickle; checkpoints are untrusted input")
         raise CheckpointError(f"{path} is not a readable PyTorch checkpoint ({first})") from None
     if not isinstance(obj, dict):
         raise CheckpointError(f"{path} holds a {type(obj).__name__}, not a checkpoint dict")
@@ -116,7 +121,12 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
                               "`sharpen distill`")
     if ckpt["arch"] not in list_students():
         raise CheckpointError(f"{path}: unknown student architecture {ckpt['arch']!r}")
-    model = student_from_saved_args(ckpt["arch"], ckpt.get("arch_args", {}))
+    try:
+        model = student_from_saved_args(ckpt["arch"], ckpt.get("arch_args", {}))
+    except (TypeError, ValueError) as e:
+        raise CheckpointError(f"{path}: its architecture arguments "
+                              f"{ckpt.get('arch_args')} do not build a {ckpt['arch']!r} "
+                              f"student ({e})") from None
     load_weights(model, extract_state_dict(ckpt, path, prefer_ema), path)
     return model.eval(), ckpt
 

@@ -39,6 +39,16 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     if not files:
         return _err("no input images")
     out = Path(args.out)
+    sources = {p.resolve().parent for p, _ in files if p.exists()}
+    if out.resolve() in sources:
+        return _err(f"--out {out} is an input folder: the results would overwrite the inputs; "
+                    "choose another folder")
+    # a.jpg and a.png would both become a.png: such names keep their extension (a.jpg.png).
+    stems: dict[str, int] = {}
+    for _, rel in files:
+        stems[rel.stem] = stems.get(rel.stem, 0) + 1
+    files = [(p, rel.with_suffix(".png") if stems[rel.stem] == 1 else Path(f"{rel.name}.png"))
+             for p, rel in files]
     failed = 0
     from tqdm import tqdm
     for src, rel in tqdm(files, desc="teacher", unit="img", disable=args.quiet):
@@ -51,9 +61,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
             y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
                                 batch_size=args.batch_size, progress=not args.quiet,
                                 desc=src.name)
-            dst = (out / rel).with_suffix(".png")
-            write_image(dst, y, bits=16 if args.bits16 else 8)
-        except (ImageReadError, OSError) as e:
+            write_image(out / rel, y, bits=16 if args.bits16 else 8)
+        except (ImageReadError, OSError, MemoryError) as e:
             failed += 1
             tqdm.write(f"skipped: {e}", file=sys.stderr)
     done = len(files) - failed
@@ -116,9 +125,22 @@ def cmd_synth(args: argparse.Namespace) -> int:
     files = list_images(src)
     if not files:
         return _err(f"--sharp {src}: no images found")
-    cfg = BlurConfig(mode=args.mode, kernel_kind=args.kernel, size_range=tuple(args.size),
-                     gamma=args.gamma, noise_sigma=(0.0, args.noise),
-                     jpeg_prob=args.jpeg_prob)
+    if args.preset:
+        from .data.scene_blur import preset, synthesize_pair
+        try:
+            scene = preset(args.preset)
+        except ValueError as e:
+            return _err(str(e))
+
+        def make(sharp, rng):
+            return synthesize_pair(sharp, rng, scene)
+    else:
+        cfg = BlurConfig(mode=args.mode, kernel_kind=args.kernel, size_range=tuple(args.size),
+                         gamma=args.gamma, noise_sigma=(0.0, args.noise),
+                         jpeg_prob=args.jpeg_prob)
+
+        def make(sharp, rng):
+            return synthesize(sharp, rng, cfg), sharp
     out = Path(args.out)
     failed = 0
     for i, f in enumerate(tqdm(files, desc="synth", unit="img")):
@@ -131,10 +153,68 @@ def cmd_synth(args: argparse.Namespace) -> int:
         for c in range(args.copies):
             rng = np.random.default_rng([args.seed, i, c])
             name = f"{f.stem}_{c}.png" if args.copies > 1 else f"{f.stem}.png"
-            write_image(out / "input" / name, synthesize(sharp, rng, cfg))
-            write_image(out / "target" / name, sharp)
+            blurred, target = make(sharp, rng)
+            write_image(out / "input" / name, blurred)
+            write_image(out / "target" / name, target)
     print(f"synthetic pairs written to {out}/input and {out}/target ({failed} unreadable)")
     return 1 if failed else 0
+
+
+# ------------------------------------------------------------------ sharpen corpus
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from .data.corpus import CorpusOptions, build_corpus
+    from .data.scene_blur import PRESETS
+
+    mix = tuple(m for m in args.mix.split(",") if m)
+    for name in (*mix, args.test_preset):
+        if name not in PRESETS:
+            return _err(f"unknown blur preset {name!r}; choose from {', '.join(PRESETS)}")
+    if args.copies < 1 or args.crop < 32 or args.test_crop < 32:
+        return _err("--copies must be >= 1 and --crop/--test-crop >= 32")
+    opts = CorpusOptions(mix=mix, test_preset=args.test_preset, copies=args.copies,
+                         crop=args.crop, test_crop=args.test_crop, seed=args.seed)
+    try:
+        summary = build_corpus(args.photos, args.out, opts, progress=not args.quiet)
+    except (FileNotFoundError, ValueError) as e:
+        return _err(str(e))
+    counts = ", ".join(f"{s} {summary[s]}" for s in ("train", "val", "test"))
+    print(f"corpus written to {args.out}/{{train,val,test}}/{{input,target}}: {counts} pairs; "
+          f"{len(summary['failed'])} photo(s) unreadable")
+    return 1 if summary["failed"] else 0
+
+
+# ------------------------------------------------------------------ sharpen evaluate
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+
+    from .checkpoint import CheckpointError
+    from .data.sources import SourceError
+    from .evaluate import evaluate, format_table, side_by_side
+
+    weights = [w for item in args.weights for w in item.split(",") if w]
+    for w in weights:
+        if not Path(w).is_file():
+            return _err(f"--weights {w}: no such checkpoint")
+    if args.limit is not None and args.limit < 1:
+        return _err(f"--limit must be >= 1, got {args.limit}")
+    try:
+        res = evaluate(weights, args.data, split=args.split, limit=args.limit, crop=args.crop,
+                       progress=not args.quiet)
+    except (CheckpointError, SourceError, ValueError, FileNotFoundError) as e:
+        return _err(str(e))
+    print(format_table(res))
+    outputs = res.pop("outputs")
+    if args.out:
+        out = Path(args.out)
+        from runtime.atomic import atomic_write_json
+        atomic_write_json(out / "metrics.json", res)
+        shown = dict(list(outputs.items())[:args.figure_images])
+        fig = side_by_side(shown, out / "side_by_side.png", side=args.figure_crop,
+                           title=f"{args.data}: input | " + " | ".join(
+                               k for k in next(iter(shown.values())) if k != "input"))
+        print(f"written: {out / 'metrics.json'}, {fig}")
+    return 1 if res["failed"] else 0
 
 
 # ------------------------------------------------------------------ training
@@ -227,8 +307,58 @@ def add_commands(sub) -> None:
     p.add_argument("--noise", type=float, default=0.01, help="max sensor noise sigma")
     p.add_argument("--jpeg-prob", type=float, default=0.0, help="probability of JPEG re-encode")
     p.add_argument("--copies", type=int, default=1, help="blurred copies per sharp image")
+    p.add_argument("--preset", default=None, metavar="NAME",
+                   help="realistic scene blur instead of one kernel: gopro, handheld or mild "
+                   "(non-uniform camera motion, moving objects, saturation, sensor noise; the "
+                   "target is then the middle sub-frame through the same tone curve)")
     p.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
     p.set_defaults(func=cmd_synth)
+
+    p = sub.add_parser("corpus", formatter_class=fmt,
+                       help="build a paired train/val/test corpus from sharp photos, split by photo",
+                       description="Blur a folder of sharp photos with realistic scene blur "
+                       "(distill/data/scene_blur.py) into OUT/{train,val,test}/{input,target}. "
+                       "The split is fixed by each photo's path: photos under kodak24/ or "
+                       "mcmaster/ are the test split (else 1 in 10 by hash), 1 in 25 of the "
+                       "rest validation. Re-running skips pairs already written.")
+    p.add_argument("--photos", required=True, metavar="DIR", help="folder of sharp photos")
+    p.add_argument("--out", required=True, metavar="DIR", help="corpus folder")
+    p.add_argument("--mix", default="gopro,handheld,mild", metavar="LIST",
+                   help="presets cycled over each training photo's copies")
+    p.add_argument("--test-preset", default="gopro", metavar="NAME",
+                   help="preset of the val and test pairs")
+    p.add_argument("--copies", type=int, default=3, help="blurred crops per training photo")
+    p.add_argument("--crop", type=int, default=256, help="training crop side (px)")
+    p.add_argument("--test-crop", type=int, default=384, help="val/test centre crop side (px)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_corpus)
+
+    p = sub.add_parser("evaluate", formatter_class=fmt,
+                       help="PSNR/SSIM gain over the input (paired data) and side-by-side crops",
+                       description="Run teacher and/or student checkpoints over a data source. "
+                       "With ground truth (paired folder, GoPro root, corpus): PSNR/SSIM of the "
+                       "input and each model, and the gain. Without (real blurred frames): a "
+                       "sharpness ratio. --out writes metrics.json and side_by_side.png "
+                       "(input | models | ground truth).")
+    p.add_argument("--weights", nargs="+", required=True, metavar="CKPT",
+                   help="project checkpoints (teacher or student), space or comma separated")
+    p.add_argument("--data", required=True, metavar="SPEC",
+                   help="paired folder (blur/+sharp/, input/+target/), GoPro root, corpus, or "
+                   "a folder of blurred images without ground truth")
+    p.add_argument("--split", default="test", help="split of a source with split folders")
+    p.add_argument("--limit", type=int, default=None, metavar="N",
+                   help="N images spread over the set (default: all)")
+    p.add_argument("--crop", type=int, default=0, metavar="PX",
+                   help="evaluate a centre crop of this side (0 = whole images)")
+    p.add_argument("--out", default=None, metavar="DIR",
+                   help="write metrics.json and side_by_side.png here")
+    p.add_argument("--figure-images", type=int, default=6, metavar="N",
+                   help="rows of the side-by-side figure")
+    p.add_argument("--figure-crop", type=int, default=192, metavar="PX",
+                   help="side of each crop in the figure")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_evaluate)
 
     for name, func, task in (("train-teacher", cmd_train_teacher, "Restormer on ground truth"),
                              ("distill", cmd_distill, "a student on teacher pseudo-labels")):

@@ -65,7 +65,8 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     amp: bool = True              # CUDA only
-    channels_last: bool = True    # CUDA only
+    channels_last: bool = True    # pays off on x86 CPUs as well as on CUDA
+    compile: bool = False         # torch.compile the training forward/backward (slow first step)
     val_every: int = 500
     ckpt_every: int = 250
     log_every: int = 10

@@ -9,16 +9,10 @@ import cv2
 import numpy as np
 
 from runtime.atomic import atomic_path
+from runtime.imageio import IMAGE_EXTS, ImageReadError, decode_image, is_image
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
-
-class ImageReadError(ValueError):
-    pass
-
-
-def is_image(path: str | os.PathLike) -> bool:
-    return Path(path).suffix.lower() in IMAGE_EXTS
+__all__ = ["IMAGE_EXTS", "ImageReadError", "is_image", "list_images", "read_image",
+           "to_rgb_float", "write_image"]
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -48,15 +42,10 @@ def to_rgb_float(img: np.ndarray, source: str = "<array>") -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
-    """Read an image file as HxWx3 float32 RGB in [0, 1] (8/16-bit, gray and RGBA accepted)."""
-    path = Path(path)
-    if not path.exists():
-        raise ImageReadError(f"{path}: no such file")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return to_rgb_float(img, str(path))
+def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
+    """Read an image file as HxWx3 float32 RGB in [0, 1] (8/16-bit, gray and RGBA accepted).
+    Unreadable, truncated or over-budget files raise ImageReadError naming the file."""
+    return to_rgb_float(decode_image(path, max_pixels), str(path))
 
 
 def to_uint8_bgr(rgb: np.ndarray) -> np.ndarray:

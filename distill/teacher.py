@@ -54,7 +54,11 @@ def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None)
     if ckpt.get("format") == FORMAT:
         if ckpt.get("kind") != "teacher":
             raise CheckpointError(f"{weights} is a {ckpt.get('kind')} checkpoint, not a teacher")
-        cfg = get_config(ckpt["arch_args"]) if config is None else get_config(config)
+        try:
+            cfg = get_config(ckpt.get("arch_args")) if config is None else get_config(config)
+        except (TypeError, ValueError, KeyError) as e:
+            raise CheckpointError(f"{weights}: its architecture arguments do not build a "
+                                  f"Restormer ({e})") from None
     else:
         cfg = get_config(config or "motion-deblur")
     model = build_restormer(cfg)

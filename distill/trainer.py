@@ -251,7 +251,7 @@ class Trainer:
         if cfg.init:
             load_weights(model, extract_state_dict(read_checkpoint(cfg.init), cfg.init), cfg.init)
         self.model = model.to(self.device)
-        if self.cuda and cfg.channels_last:
+        if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self.ema = copy.deepcopy(self.model).eval()
         for p in self.ema.parameters():
@@ -272,6 +272,8 @@ class Trainer:
         if self.dist.enabled:
             self.net = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device.index] if self.cuda else None)
+        if cfg.compile:
+            self.net = torch.compile(self.net)
 
     # -- checkpoints
     def _checkpoint(self, full: bool) -> dict:
@@ -384,7 +386,7 @@ class Trainer:
         y = batch["target"].to(self.device, non_blocking=True)
         gt = batch.get("gt")
         gt = gt.to(self.device, non_blocking=True) if isinstance(gt, torch.Tensor) else None
-        if self.cuda and self.cfg.channels_last:
+        if self.cfg.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast("cuda", dtype=torch.bfloat16,
                             enabled=self.cuda and self.cfg.amp):

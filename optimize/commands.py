@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_errors import cli_error, one_line
+from runtime.cli_errors import cli_error, one_line
 
 FORMAT_HELP = """\
 formats (comma-separated; default: every format this machine can build):

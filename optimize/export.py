@@ -17,7 +17,6 @@ in the output folder holds everything.
 """
 from __future__ import annotations
 
-import json
 import math
 import os
 import sys

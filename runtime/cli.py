@@ -12,9 +12,9 @@ from typing import Optional
 
 EPILOG = """examples:
   sharpen run --model student.onnx --source 0 --show             # USB camera, live window
-  sharpen run --model student.onnx --source in.mp4 --output out.mp4 --stats stats.json
+  sharpen run --model student.onnx --source in.mp4 --out out.mp4 --stats stats.json
   sharpen run --model student.engine --source "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1920,height=1080,framerate=30/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1" --show
-  sharpen run --model student.tflite --source photos/ --output sharp/ --threads 4
+  sharpen run --model student.tflite --source photos/ --out sharp/ --threads 4
 """
 
 
@@ -33,9 +33,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="camera index (0), V4L2 device (/dev/video0), video file, rtsp/http URL, "
                         "GStreamer pipeline (contains '!'), image file, folder or glob, or "
                         "synthetic[:WxH][@FPS]")
-    p.add_argument("--output", default=None,
+    p.add_argument("--out", "--output", dest="output", default=None, metavar="PATH",
                    help="video file (.mp4, same size and fps as the source), image folder "
-                        "(same file names), or an image file for a single image input")
+                        "(same file names), or an image file for a single image input; "
+                        "without --out or --show, results go to runs/sharpen/<source name>")
     p.add_argument("--show", action="store_true",
                    help="show original | sharpened in a window with fps overlay (q/Esc quits)")
     p.add_argument("--view", choices=("side", "split"), default="side",
@@ -94,6 +95,14 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: error: missing dependency: {exc}", file=sys.stderr)
         return 1
     expected = (ModelError, SourceError, SinkError, FrameError, ValueError, OSError)
+    if args.model.lower().endswith((".pt", ".pth")):
+        print(f"sharpen run: error: {args.model} is a PyTorch checkpoint; export it first: "
+              f"sharpen export --weights {args.model} --out export/ (then --model "
+              "export/<name>.onnx or .tflite)", file=sys.stderr)
+        return 2
+    defaulted = args.output is None and not args.show
+    if defaulted:
+        args.output = _default_output(args.source)
     try:
         summary = run_stream(
             args.model, args.source, args.output, show=args.show, view=args.view,
@@ -119,7 +128,28 @@ def handler(args: argparse.Namespace) -> int:
         print(f"done: {summary['frames_processed']} frames, {summary['throughput_fps']:.1f} fps, "
               f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
               f"{b.get('provider')})", file=sys.stderr)
+    if defaulted:
+        print(f"sharpen run: results written to {args.output} (no --out given)",
+              file=sys.stderr)
+    if summary.get("skipped_inputs"):
+        print(f"sharpen run: {len(summary['skipped_inputs'])} input(s) could not be read "
+              "(listed above); the rest were processed", file=sys.stderr)
+        return 1
     return 130 if summary.get("interrupted") else 0
+
+
+def _default_output(source: str) -> str:
+    """runs/sharpen/<name>[.mp4 for videos], like the predict folders of detection tools."""
+    from pathlib import Path
+
+    from .imageio import is_image, is_video
+    p = Path(source)
+    if is_video(p):
+        return str(Path("runs/sharpen") / f"{p.stem}.mp4")
+    if is_image(p):
+        return str(Path("runs/sharpen") / f"{p.stem}.png")
+    name = p.name if p.exists() else "".join(c if c.isalnum() else "_" for c in source)[:40]
+    return str(Path("runs/sharpen") / (name or "stream")) + ("" if p.is_dir() else ".mp4")
 
 
 def main(argv: Optional[list[str]] = None) -> int:

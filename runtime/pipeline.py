@@ -218,11 +218,17 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
                 close()
             except Exception as exc:  # noqa: BLE001 - first error wins, the rest still close
                 errors.append(exc)
+    summary = stats.summary()
+    skipped = getattr(src, "skipped", None) if src is not None else None
+    if skipped:
+        summary["skipped_inputs"] = list(skipped)
+    if errors:
+        summary["error"] = str(errors[0])
+    if stats_path and summary.get("frames_processed") is not None:
+        # Written on failure too: what ran before the error is worth keeping.
+        write_json_atomic(stats_path, summary)
     if errors:
         raise errors[0]
-    summary = stats.summary()
-    if stats_path:
-        write_json_atomic(stats_path, summary)
     return summary
 
 
@@ -249,7 +255,8 @@ def _make_sink(src: Source, output: Optional[Union[str, Path]], show: bool, view
     sinks: list[Sink] = []
     if output:
         single = isinstance(src, ImageSource) and src.frame_count == 1
-        sinks.append(output_sink(output, src.fps or fps or 30.0, single))
+        dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
+        sinks.append(output_sink(output, src.fps or fps or 30.0, single, tuple(dirs)))
     if show:
         ema = {"fps": 0.0, "t": None}
 

@@ -10,12 +10,13 @@ import os
 import sys
 import threading
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
-from .sources import IMAGE_EXTS, VIDEO_EXTS
+from .atomic import atomic_write_bytes
+from .imageio import IMAGE_EXTS, VIDEO_EXTS
 
 
 class SinkError(RuntimeError):
@@ -89,8 +90,14 @@ class ImageSink(Sink):
         target = self.path if self.single else self.path / name
         if target.suffix.lower() not in IMAGE_EXTS:
             target = target.with_name(target.name + ".png")
-        if not cv2.imwrite(str(target), sharpened):
-            raise SinkError(f"cannot write image {target}")
+        # Atomic, so a run killed mid-write never leaves half an image under its final name.
+        ok, buf = cv2.imencode(target.suffix or ".png", sharpened)
+        if not ok:
+            raise SinkError(f"cannot encode image {target}")
+        try:
+            atomic_write_bytes(target, buf.tobytes())
+        except OSError as exc:
+            raise SinkError(f"cannot write image {target}: {exc}") from None
 
 
 def has_display() -> bool:
@@ -123,14 +130,14 @@ class WindowSink(Sink):
                  title: str = "sharpen (original | sharpened)") -> None:
         if not has_display():
             raise SinkError("--show needs a display (DISPLAY/WAYLAND_DISPLAY is not set); run "
-                            "without --show, or use --output to save the result")
+                            "without --show, or use --out to save the result")
         self.view, self.stop, self.overlay, self.title = view, stop, overlay, title
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
         except cv2.error:
             raise SinkError("--show needs an OpenCV build with GUI support (this one is headless:"
                             " install opencv-python instead of opencv-python-headless, or use "
-                            "--output)") from None
+                            "--out)") from None
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         img = compose(original, sharpened, self.view)
@@ -169,8 +176,9 @@ class MultiSink(Sink):
             raise errors[0]
 
 
-def output_sink(output: str | os.PathLike, fps: float, single_image: bool) -> Sink:
-    """Pick the sink for --output: a video extension gives a video file, an image extension with
+def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
+                input_dirs: Sequence[str | os.PathLike] = ()) -> Sink:
+    """Pick the sink for --out: a video extension gives a video file, an image extension with
     a single image input gives that file, anything else is a folder of images."""
     p = Path(output)
     ext = p.suffix.lower()
@@ -178,9 +186,12 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool) -> Si
         return VideoFileSink(p, fps)
     if ext in IMAGE_EXTS:
         if not single_image:
-            raise SinkError(f"--output {p} is an image file but the source has several frames: "
+            raise SinkError(f"--out {p} is an image file but the source has several frames: "
                             "give a folder or a video file (.mp4)")
         return ImageSink(p, single_file=True)
     if p.exists() and not p.is_dir():
-        raise SinkError(f"--output {p} exists and is not a folder")
+        raise SinkError(f"--out {p} exists and is not a folder")
+    if input_dirs and p.resolve() in {Path(d).resolve() for d in input_dirs}:
+        raise SinkError(f"--out {p} is the input folder: the results would overwrite the "
+                        "inputs; choose another folder")
     return ImageSink(p)

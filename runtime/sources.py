@@ -9,6 +9,7 @@ from __future__ import annotations
 import glob as globmod
 import os
 import re
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -18,9 +19,7 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
-IMAGE_EXTS = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm", ".pgm", ".pnm"}
-VIDEO_EXTS = {".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".wmv",
-              ".flv", ".h264", ".h265", ".hevc"}
+from .imageio import IMAGE_EXTS, ImageReadError, decode_image
 
 
 class SourceError(RuntimeError):
@@ -68,6 +67,7 @@ class ImageSource(Source):
                               f"{', '.join(sorted(IMAGE_EXTS))})")
         self.paths = paths
         self.frame_count = len(paths)
+        self.skipped: list[str] = []
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         for i, p in enumerate(self.paths):
@@ -75,9 +75,16 @@ class ImageSource(Source):
                 return
             t0 = time.perf_counter()
             # UNCHANGED keeps 16-bit and alpha so pre-processing converts them knowingly.
-            img = cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-            if img is None:
-                raise SourceError(f"cannot read image {p}: unsupported or corrupt file")
+            try:
+                img = decode_image(p)
+            except ImageReadError as e:
+                if len(self.paths) == 1:
+                    raise SourceError(str(e)) from None
+                # One bad file in a folder must not end the run: report it, go on, and let the
+                # exit code say that some failed.
+                self.skipped.append(str(e))
+                print(f"sharpen run: skipped: {e}", file=sys.stderr, flush=True)
+                continue
             t1 = time.perf_counter()
             yield Frame(i, img, p.name, t1, t1 - t0)
 

@@ -15,7 +15,7 @@ PHASES=${PHASES:-teacher labels students}
 TEACHER=${TEACHER:-$DEST/teacher-restormer-small.pt}
 WORKERS=${WORKERS:-8}
 BATCH=${BATCH:-16}
-S="$PY -m optimize.cli"
+S="$PY -m sharpen.cli"
 slim() { $PY -c "from distill.checkpoint import slim_checkpoint as s; s('$1', '$2')"; }
 mkdir -p "$DEST"
 

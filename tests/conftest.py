@@ -1,12 +1,9 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 # Tests share two cores with everything else: keep torch from oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "2")

@@ -60,9 +60,9 @@ def env(tmp_path_factory):
 
 
 def _bench(env: Path, out: str, *extra: str) -> int:
-    """Run `sharpen bench` in-process through optimize.bench_cli, with the TensorRT engine
+    """Run `sharpen bench` in-process through benchmarks.cli, with the TensorRT engine
     reported as unavailable whatever this machine has (the missing backend under test)."""
-    from optimize import bench_cli
+    from benchmarks import cli as bench_cli
     from optimize.export import FORMATS
 
     args = ["--out", str(env / out), "--teacher-weights", str(env / "teacher.pt"),
@@ -264,7 +264,7 @@ def test_bad_student_fails_pytest_suite(env, good_run):
 
 
 def test_usage_errors_exit_2(env, capsys):
-    from optimize import bench_cli
+    from benchmarks import cli as bench_cli
 
     rc = bench_cli.main(["--out", str(env / "x"), "--students", str(env / "nope.pt"),
                          "--quiet"])
@@ -283,3 +283,32 @@ def test_subset_spreads_over_the_set():
     assert subset(items, 4) == [0, 4, 7, 11]
     assert subset(items, None) == items and subset(items, 50) == items
     assert subset(items, 1) == [0]
+
+
+def test_real_blur_section_matches_direct_metrics(env):
+    """--real-pairs / --real-nogt: the report's real-blur rows equal metrics computed directly,
+    and both side-by-side figures are written."""
+    nogt = env / "nogt"
+    for i, (_, blurred, _) in enumerate(_pairs(env)):
+        write_image(nogt / f"frame{i}.png", blurred)
+    rc = _bench(env, "real", "--students", str(env / "student-good.pt"), "--formats", "onnx",
+                "--no-latency", "--real-pairs", str(env / "pairs"), "--real-nogt", str(nogt))
+    assert rc == 0
+    out = env / "real"
+    report = json.loads((out / "report.json").read_text())
+    real = report["real_blur"]
+    from distill.checkpoint import load_student
+    model, _ = load_student(env / "student-good.pt")
+    pairs = _pairs(env)
+    with torch.no_grad():
+        outs = [run_padded(model.eval(), torch.from_numpy(b.transpose(2, 0, 1))[None])[0]
+                .clamp(0, 1).numpy().transpose(1, 2, 0) for _, b, _ in pairs]
+    want = np.mean([psnr(o, s) for o, (_, _, s) in zip(outs, pairs)])
+    assert real["pairs"]["good"]["psnr"] == pytest.approx(want, abs=1e-3)
+    assert real["pairs"]["input"]["psnr"] == pytest.approx(
+        np.mean([psnr(b, s) for _, b, s in pairs]), abs=1e-6)
+    assert real["nogt"]["images"] == 3 and "psnr" not in real["nogt"]["teacher"]
+    md = (out / "report.md").read_text()
+    assert "## Real blur" in md and "real_blur_nogt.png" in md
+    for name in real["figures"].values():
+        assert (out / name).read_bytes()[:4] == b"\x89PNG"

@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import pytest
 
-from optimize.cli import main
+from sharpen.cli import main
 
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
@@ -49,10 +49,10 @@ def test_demo_refuses_missing_weights(tmp_path, capsys):
 
 
 def test_demo_gate_options():
-    from optimize.cli import build_parser
-    from optimize.demo import DEMO_MIN_SSIM_GAIN
+    from sharpen.cli import build_parser
+    from sharpen.demo import DEMO_MIN_SSIM_GAIN
 
-    from optimize.bench_cli import gate_argv, resolve_gate
+    from benchmarks.cli import gate_argv, resolve_gate
 
     args = build_parser().parse_args(["demo"])
     assert resolve_gate(args) == (0.95, DEMO_MIN_SSIM_GAIN)

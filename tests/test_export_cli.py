@@ -3,21 +3,18 @@ Also the format registry, option help texts and the TensorRT fallback (trtexec l
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 torch = pytest.importorskip("torch")
 
 from distill.checkpoint import atomic_save, make_checkpoint  # noqa: E402
 from distill.students import create_student  # noqa: E402
-from optimize.cli import build_parser, main  # noqa: E402
+from sharpen.cli import build_parser, main  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -14,8 +14,6 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -332,7 +330,7 @@ def test_tflite_fp16_has_half_weights(report):
 # --------------------------------------------------------------------------- CLI
 
 def test_cli_export_onnx_with_latency(student, data_dir, tmp_path, capsys):
-    from optimize.cli import main
+    from sharpen.cli import main
 
     rc = main(["export", "--weights", str(student[1]), "--format", "onnx", "--out",
                str(tmp_path), "--parity-images", str(data_dir / "parity" / "chelsea.png"),
@@ -348,7 +346,7 @@ def test_cli_export_onnx_with_latency(student, data_dir, tmp_path, capsys):
 
 
 def test_cli_parity_failure_exits_nonzero(student, data_dir, tmp_path, capsys):
-    from optimize.cli import main
+    from sharpen.cli import main
 
     rc = main(["export", "--weights", str(student[1]), "--format", "onnx-int8", "--out",
                str(tmp_path), "--calib", str(data_dir / "calib"), "--calib-count", "4",

@@ -2,15 +2,12 @@
 (un)shuffle channel permutation, checked against PyTorch (no training needed: FP32 paths)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 
 torch = pytest.importorskip("torch")
 tf = pytest.importorskip("tensorflow")

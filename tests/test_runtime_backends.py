@@ -3,14 +3,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_runtime_fixtures import (band_index, lap_var, make_onnx_model,  # noqa: E402
+from runtime_fixtures import (band_index, lap_var, make_onnx_model,  # noqa: E402
                                    onnx_model, textured_frame)
 
 from runtime.backends import ModelError, load_backend  # noqa: E402
@@ -123,7 +121,7 @@ def test_tensorrt_engine_runs(tmp_path, onnx_model):
 def _make_tflite(path: Path, quantized: bool) -> Path:
     """A Keras depthwise unsharp-mask conv on NHWC [None,None,None,3], converted to .tflite."""
     tf = pytest.importorskip("tensorflow", reason="tensorflow is needed to build a .tflite model")
-    from test_runtime_fixtures import unsharp_kernel
+    from runtime_fixtures import unsharp_kernel
     inp = tf.keras.Input(shape=(None, None, 3), batch_size=1)
     conv = tf.keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False)
     model = tf.keras.Model(inp, conv(inp))
@@ -188,3 +186,15 @@ def test_quantized_io_uint8_path_matches_float_path(tflite_models):
         slow = from_batch(b.infer(batch), hw, b.layout)
         assert fast.shape == f.shape
         assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 1
+
+
+def test_fixture_model_sharpens(onnx_model):
+    """Self-check of the helpers: the model increases the Laplacian variance of a blurred frame."""
+    import onnxruntime as ort
+    sess = ort.InferenceSession(str(onnx_model), providers=["CPUExecutionProvider"])
+    f = textured_frame(3)
+    x = (f[..., ::-1].astype(np.float32) / 255).transpose(2, 0, 1)[None].copy()
+    y = sess.run(None, {"input": x})[0][0].transpose(1, 2, 0)[..., ::-1]
+    out = np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
+    assert lap_var(out) > 1.5 * lap_var(f)
+    assert band_index(out) == 3

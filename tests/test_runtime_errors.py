@@ -1,15 +1,12 @@
 """User errors end in one clear line on stderr and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_runtime_fixtures import (onnx_model, run_cli, run_cli_subprocess,  # noqa: E402
+from runtime_fixtures import (onnx_model, run_cli, run_cli_subprocess,  # noqa: E402
                                    textured_frame, write_video)
 
 from runtime.prepost import FrameError, to_bgr8  # noqa: E402
@@ -49,7 +46,7 @@ def test_garbage_video_and_image(tmp_path, capsys, onnx_model):
     img.write_bytes(b"\x89PNG not really")
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img))
     assert rc != 0
-    _one_clear_line(err, "cannot read image", "broken.png")
+    _one_clear_line(err, "not a readable image", "broken.png")
 
 
 def test_empty_folder_and_missing_camera(tmp_path, capsys, onnx_model):

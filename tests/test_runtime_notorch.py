@@ -7,10 +7,8 @@ import os
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_runtime_fixtures import REPO, onnx_model, read_video, write_video  # noqa: E402
+from runtime_fixtures import REPO, onnx_model, read_video, write_video  # noqa: E402
 
 __all__ = ["onnx_model"]
 
@@ -53,7 +51,7 @@ SCRIPT = textwrap.dedent("""
     # importable without torch/tensorflow too (their handlers import those lazily).
     BLOCKED -= {"distill", "optimize"}
     if (Path(runtime.__file__).parents[1] / "distill" / "cli.py").exists():
-        from optimize.cli import main
+        from sharpen.cli import main
         rc = main(["run", "--model", model, "--source", video,
                    "--output", str(out / "sharpen.mp4"), "--quiet"])
         assert rc == 0, rc
@@ -67,13 +65,13 @@ SCRIPT = textwrap.dedent("""
 def test_runtime_runs_without_torch_or_tensorflow(tmp_path, onnx_model):
     video = tmp_path / "in.mp4"
     write_video(video, n=6)
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)
     r = subprocess.run([sys.executable, "-c", SCRIPT, str(onnx_model), str(video), str(tmp_path)],
                        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "NO_TORCH_OK" in r.stdout
     if (REPO / "distill" / "cli.py").exists():
-        assert "SHARPEN_CLI_OK" in r.stdout, "optimize.cli run was not exercised"
+        assert "SHARPEN_CLI_OK" in r.stdout, "sharpen.cli run was not exercised"
         assert len(read_video(tmp_path / "sharpen.mp4")[0]) == 6
     assert len(read_video(tmp_path / "api.mp4")[0]) == 6
     assert len(read_video(tmp_path / "cli.mp4")[0]) == 6

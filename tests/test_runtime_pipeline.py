@@ -14,8 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from test_runtime_fixtures import (FRAME_H, FRAME_W, REPO, assert_in_order, cli_module,  # noqa: E402
+from runtime_fixtures import (FRAME_H, FRAME_W, REPO, assert_in_order, cli_module,  # noqa: E402
                                    lap_var, onnx_model, read_video, run_cli,
                                    run_cli_subprocess, textured_frame, write_video)
 
@@ -200,7 +199,7 @@ def test_stop_event_leaves_playable_video(tmp_path, onnx_model):
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_sigterm_stops_cleanly(tmp_path, onnx_model):
     out, stats = tmp_path / "term.mp4", tmp_path / "s.json"
-    env = dict(os.environ, PYTHONPATH=str(REPO))
+    env = dict(os.environ)
     proc = subprocess.Popen(
         [sys.executable, "-m", cli_module(), "run", "--model", str(onnx_model),
          "--source", f"synthetic:{FRAME_W}x{FRAME_H}@50", "--output", str(out),

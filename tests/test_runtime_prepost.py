@@ -1,14 +1,10 @@
 """Pre/post-processing: layout, range, padding to the model's multiple and back."""
 from __future__ import annotations
 
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import test_runtime_fixtures  # noqa: E402,F401 - puts the repo on sys.path
 
 from runtime.backends.base import Backend  # noqa: E402
 from runtime.prepost import FrameProcessor, from_batch, to_batch, to_bgr8  # noqa: E402

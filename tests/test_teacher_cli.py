@@ -5,7 +5,7 @@ import pytest
 
 from distill.checkpoint import atomic_save, make_checkpoint
 from distill.restormer import build_restormer
-from optimize.cli import main
+from sharpen.cli import main
 
 
 @pytest.fixture()
@@ -59,7 +59,7 @@ def test_models_table(capsys):
 
 
 def test_every_command_has_help(capsys):
-    from optimize.cli import build_parser
+    from sharpen.cli import build_parser
     parser = build_parser()
     sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
     for name, p in sub.choices.items():

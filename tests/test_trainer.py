@@ -2,17 +2,15 @@
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
 from distill.checkpoint import load_student, read_checkpoint
-from distill.config import load_config
+from distill.config import load_config, save_config
 from distill.losses import LossWeights, combined_loss, ssim_torch
-from distill.trainer import Trainer, train
+from distill.trainer import train
 
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def tiny_cfg(out, steps, **extra):
@@ -104,14 +102,13 @@ def test_student_checkpoint_loads(tmp_path):
 
 def test_ddp_two_processes_identical_weights(tmp_path):
     script = tmp_path / "ddp.py"
+    save_config(tiny_cfg(tmp_path / "ddp", 3, device="cpu"), tmp_path / "ddp.yaml")
     script.write_text(textwrap.dedent(f"""
-        import os, sys, torch
-        sys.path.insert(0, {str(ROOT)!r})
-        sys.path.insert(0, {str(ROOT / 'tests')!r})
-        from test_trainer import tiny_cfg
+        import torch
+        from distill.config import load_config
         from distill.trainer import Trainer
         import torch.distributed as dist
-        cfg = tiny_cfg({str(tmp_path / 'ddp')!r}, 3, device="cpu")
+        cfg = load_config({str(tmp_path / 'ddp.yaml')!r})
         t = Trainer(cfg, quiet=True)
         t.fit()
         torch.save(t.model.state_dict(), {str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.pt")

@@ -222,9 +222,13 @@ def _metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     from skimage.metrics import peak_signal_noise_ratio, structural_similarity
     pred = np.clip(pred, 0, 1).astype(np.float32)
     gt = np.clip(gt, 0, 1).astype(np.float32)
-    psnr = float(peak_signal_noise_ratio(gt, pred, data_range=1.0))
+    # Identical images have infinite PSNR, which JSON cannot hold: cap it.
+    psnr = min(float(peak_signal_noise_ratio(gt, pred, data_range=1.0)), PSNR_CAP)
     ssim = float(structural_similarity(gt, pred, channel_axis=-1, data_range=1.0))
     return psnr, ssim
+
+
+PSNR_CAP = 100.0
 
 
 def _mean(values: list[float]) -> Optional[float]:
@@ -363,7 +367,12 @@ class LabelRun:
 
     def _save(self) -> None:
         if self.dist.world == 1:
-            write_manifest(self.out_dir, merge_entries(self.known, self.touched), self.target)
+            # Another run may write the same folder: re-read under the lock and merge, so no
+            # entry is lost to a last-writer-wins rewrite.
+            with _manifest_lock(self.out_dir):
+                on_disk = read_manifest_entries(self.target)
+                self.known = merge_entries(on_disk, self.known, self.touched)
+                write_manifest(self.out_dir, self.known, self.target)
         else:
             write_manifest(self.out_dir, self.touched, self.target)
 
@@ -467,11 +476,14 @@ class LabelRun:
         tp = _mean([e.get("teacher_psnr") for e in ents])
         if tp is not None:
             n = sum(e.get("teacher_psnr") is not None for e in ents)
-            ts = _mean([e.get("teacher_ssim") for e in ents])
-            ip = _mean([e.get("input_psnr") for e in ents])
-            is_ = _mean([e.get("input_ssim") for e in ents])
-            print(f"{tag}vs ground truth ({n} images): teacher PSNR {tp:.2f} dB SSIM {ts:.4f}; "
-                  f"input PSNR {ip:.2f} dB SSIM {is_:.4f}", flush=True)
+            ts, ip, is_ = (_mean([e.get(k) for e in ents])
+                           for k in ("teacher_ssim", "input_psnr", "input_ssim"))
+
+            def f(v, spec):
+                return "n/a" if v is None else format(v, spec)
+            print(f"{tag}vs ground truth ({n} images): teacher PSNR {f(tp, '.2f')} dB SSIM "
+                  f"{f(ts, '.4f')}; input PSNR {f(ip, '.2f')} dB SSIM {f(is_, '.4f')}",
+                  flush=True)
         if stats.failed:
             print(f"{tag}{stats.failed} images failed (see warnings above); re-run to retry",
                   file=sys.stderr, flush=True)

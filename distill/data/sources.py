@@ -26,12 +26,12 @@ from typing import Iterable, Optional
 import cv2
 import numpy as np
 
+from runtime.imageio import VIDEO_EXTS
+
 from ..images import ImageReadError, is_image, read_image, to_rgb_float
 
 KINDS = ("gopro", "paired", "folder", "video", "embedded")
 SPLITS = ("train", "val", "test")
-VIDEO_EXTS = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv",
-              ".ts", ".mts", ".m2ts", ".3gp", ".ogv"}
 PAIR_DIRS = (("input", "target"), ("blur", "sharp"))
 GOPRO_BLUR = ("blur", "blur_gamma")
 

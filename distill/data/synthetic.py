@@ -9,16 +9,19 @@ import torch
 from torch.utils.data import Dataset
 
 from .blur import BlurConfig, synthesize
+from .scene_blur import SceneBlurConfig, synthesize_pair
 
 
 class SyntheticBlurDataset(Dataset):
-    def __init__(self, sharp: list[np.ndarray], crop: int = 192, blur: BlurConfig | None = None,
+    def __init__(self, sharp: list[np.ndarray], crop: int = 192,
+                 blur: BlurConfig | SceneBlurConfig | None = None,
                  seed: int = 0, length: int = 10**9, brightness: float = 0.1):
         if not sharp:
             raise ValueError("SyntheticBlurDataset needs at least one sharp image")
         self.sharp, self.crop, self.blur = sharp, crop, blur or BlurConfig()
         self.seed, self.length, self.brightness = seed, length, brightness
-        self.margin = self.blur.size_range[1]
+        # Room for the blur to come in from outside the crop, as it does in a real frame.
+        self.margin = self.blur.size_range[1] if isinstance(self.blur, BlurConfig) else 48
 
     def __len__(self) -> int:
         return self.length
@@ -40,7 +43,10 @@ class SyntheticBlurDataset(Dataset):
         patch = np.ascontiguousarray(np.rot90(patch, int(rng.integers(4))))
         if self.brightness:
             patch = np.clip(patch * rng.uniform(1 - self.brightness, 1 + self.brightness), 0, 1)
-        blurred = synthesize(patch.astype(np.float32), rng, self.blur)
+        if isinstance(self.blur, SceneBlurConfig):
+            blurred, patch = synthesize_pair(patch.astype(np.float32), rng, self.blur)
+        else:
+            blurred = synthesize(patch.astype(np.float32), rng, self.blur)
         m = self.margin
         sl = (slice(m, m + self.crop), slice(m, m + self.crop))
 

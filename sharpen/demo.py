@@ -14,12 +14,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+from runtime.atomic import atomic_write_json
 
 
 # The shipped students' loss (models/student-fast.md): teacher terms plus ground-truth terms,
@@ -154,7 +155,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _step(4, "export: ONNX, ONNX INT8, TFLite INT8 with the parity gate")
     from distill.checkpoint import slim_checkpoint
 
-    from .export import export, print_table
+    from optimize.export import export, print_table
     student = slim_checkpoint(out / "distill" / "best.pt", out / f"student-{args.student}.pt")
     embedded = args.data == "embedded"
     report = export(student, ["onnx", "onnx-int8", "tflite-int8"], out / "export",
@@ -178,8 +179,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
     bench_rc = 0
     if not args.skip_bench:
         _step(6, "benchmark report (quick mode)")
-        from .bench_cli import gate_argv
-        from .bench_cli import main as bench_main
+        from benchmarks.cli import gate_argv
+        from benchmarks.cli import main as bench_main
         gate = gate_argv(args)
         teacher_opts = ["--teacher-weights", teacher] + (
             ["--teacher-config", args.config] if args.config else [])
@@ -189,18 +190,25 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         _step(6, "benchmark report skipped (--skip-bench)")
 
-    summary = {
-        "video_in": str(video), "video_out": str(out / "sharpened-1080p.mp4"),
-        "labels": str(labels), "student": str(out / f"student-{args.student}.pt"),
-        "export": str(out / "export"), "stream_stats": str(out / "stream-stats.json"),
-        "bench_report": None if args.skip_bench else str(out / "bench" / "report.md"),
-        "minutes": round((time.time() - t0) / 60, 1)}
-    (out / "demo-summary.json").write_text(json.dumps(summary, indent=1))
-    print("\nDone in {minutes} min. Outputs:".format(**summary))
+    written = {
+        "video_in": video, "video_out": out / "sharpened-1080p.mp4", "labels": labels,
+        "student": out / f"student-{args.student}.pt", "export": out / "export",
+        "stream_stats": out / "stream-stats.json", "bench_report": out / "bench" / "report.md"}
+    # List only what exists: a failed stage must never be announced as an output.
+    summary = {k: str(v) for k, v in written.items() if v.exists()}
+    summary["minutes"] = round((time.time() - t0) / 60, 1)
+    summary["ok"] = bench_rc == 0
+    atomic_write_json(out / "demo-summary.json", summary)
+    if bench_rc != 0:
+        missing = "" if (out / "bench" / "report.md").exists() else "; no report was written"
+        print(f"\nsharpen demo: error: the benchmark stage failed (exit {bench_rc}{missing}). "
+              f"Outputs of the stages that finished are in {out}.", file=sys.stderr)
+        return bench_rc
+    print(f"\nDone in {summary['minutes']} min. Outputs:")
     for k, v in summary.items():
-        if k != "minutes" and v:
+        if k not in ("minutes", "ok"):
             print(f"  {k:13s} {v}")
-    return bench_rc
+    return 0
 
 
 def add_commands(sub) -> None:
@@ -229,6 +237,6 @@ def add_commands(sub) -> None:
     p.add_argument("--video-frames", type=int, default=24, help="frames of the 1080p video")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     p.add_argument("--skip-bench", action="store_true", help="skip the benchmark report")
-    from .bench_cli import add_gate_options
+    from benchmarks.cli import add_gate_options
     add_gate_options(p, gain_default=DEMO_MIN_SSIM_GAIN)
     p.set_defaults(func=cmd_demo)

@@ -8,27 +8,24 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from benchmarks import cli as bench_cli
     from distill import cli as distill_cli
+    from optimize import commands as optimize_commands
     from runtime import cli as runtime_cli
 
-    from . import commands as optimize_commands
-    from . import demo
+    from . import __version__, demo
 
     parser = argparse.ArgumentParser(
         prog="sharpen",
         description="Sharpen blurred images and video: Restormer teacher -> distilled CNN "
                     "student -> ONNX / TFLite / TensorRT at 1920x1080.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     distill_cli.add_commands(sub)
     optimize_commands.add_commands(sub)
     runtime_cli.add_commands(sub)
-    try:
-        from . import bench_cli
-    except ImportError:  # benchmarks/ lives in a source checkout only
-        bench_cli = None
-    if bench_cli is not None:
-        bench_cli.add_commands(sub)
+    bench_cli.add_commands(sub)
     demo.add_commands(sub)
     return parser
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_errors import cli_error, one_line
+from runtime.cli_errors import cli_error, one_line
 
 BENCH_EPILOG = """\
 Quick mode (default, minutes on a CPU): sizes 1920x1080 and 640x360, few rounds, 4 held-out
@@ -76,6 +76,12 @@ def add_commands(sub) -> None:
     p.add_argument("--data", default=None, metavar="SPEC",
                    help="held-out set: a GoPro root or paired folder (its test split); default: "
                         "the embedded dataset's fixed test split")
+    p.add_argument("--real-pairs", default=None, metavar="SPEC",
+                   help="real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder "
+                        "such as reds-mini's blur/ + sharp/, or a GoPro root)")
+    p.add_argument("--real-nogt", default=None, metavar="DIR",
+                   help="real blurred frames without ground truth: side-by-side crops in the "
+                        "report")
     add_gate_options(p)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="evaluate N held-out images spread over the set (default: 4 in quick "
@@ -120,6 +126,7 @@ def run_bench_cmd(args) -> int:
     opts = BenchOptions(out=args.out, full=args.full, target_fps=args.target_fps,
                         students=args.students, teacher_weights=args.teacher_weights,
                         teacher_config=args.teacher_config, data=args.data,
+                        real_pairs=args.real_pairs, real_nogt=args.real_nogt,
                         min_ssim_ratio=ratio, min_ssim_gain=gain, limit=args.limit,
                         sizes=args.sizes,
                         formats=args.formats, cache=args.cache, threads=args.threads,
@@ -148,6 +155,8 @@ def _argv_from(args) -> list[str]:
                                ("--teacher-weights", args.teacher_weights, None),
                                ("--teacher-config", args.teacher_config, None),
                                ("--data", args.data, None),
+                               ("--real-pairs", args.real_pairs, None),
+                               ("--real-nogt", args.real_nogt, None),
                                ("--limit", args.limit, None), ("--sizes", args.sizes, None),
                                ("--formats", args.formats, None),
                                ("--threads", args.threads, 0),
@@ -206,7 +215,7 @@ def _print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run `bench` without the full `sharpen` parser (python -m optimize.bench_cli ...)."""
+    """Run `bench` without the full `sharpen` parser (python -m benchmarks.cli ...)."""
     parser = argparse.ArgumentParser(prog="sharpen")
     sub = parser.add_subparsers(dest="command")
     add_commands(sub)

@@ -1,0 +1,151 @@
+"""A paired training corpus from a folder of sharp photos, split by photo.
+
+The split is a pure function of each photo's path relative to the root, so it never changes when
+photos are added elsewhere and a test photo is never trained on:
+- test:  every photo under a folder named in `TEST_FOLDERS` (Kodak24 and McMaster in
+         `../shared/data/photos`); a root with none of them holds out 1 photo in 10 by hash;
+- val:   1 in 25 of the remaining photos, by hash;
+- train: the rest.
+Blurred pairs go to OUT/{train,val,test}/{input,target}/NAME.png (the paired-folder layout every
+training and labelling command reads). Train pairs are random crops (several blurs per photo);
+val and test pairs are one centre crop per photo, blurred with the `test` preset.
+"""
+from __future__ import annotations
+
+import hashlib
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.atomic import atomic_write_json
+
+from ..images import ImageReadError, read_image, write_image
+from .scene_blur import SceneBlurConfig, preset, synthesize_pair
+
+TEST_FOLDERS = ("kodak24", "mcmaster")
+SPLITS = ("train", "val", "test")
+
+
+def _bucket(rel: str, n: int) -> int:
+    return int(hashlib.sha1(rel.encode()).hexdigest()[:8], 16) % n
+
+
+def split_photos(root: str | Path) -> dict[str, list[Path]]:
+    """Photos under `root` (recursively) by split; see the module docstring for the rule."""
+    from .sources import _images_under
+
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"photo folder {root} does not exist")
+    files = [root / r for r in _images_under(root)]
+    if not files:
+        raise ValueError(f"no images found under {root}")
+    rels = [f.relative_to(root).as_posix() for f in files]
+    named_test = any(part in TEST_FOLDERS for r in rels for part in r.split("/")[:-1])
+    out: dict[str, list[Path]] = {s: [] for s in SPLITS}
+    for f, rel in zip(files, rels):
+        if named_test:
+            is_test = any(part in TEST_FOLDERS for part in rel.split("/")[:-1])
+        else:
+            is_test = _bucket(rel, 10) == 0
+        split = "test" if is_test else ("val" if _bucket("val:" + rel, 25) == 0 else "train")
+        out[split].append(f)
+    return out
+
+
+def _name(root: Path, f: Path) -> str:
+    return f.relative_to(root).with_suffix("").as_posix().replace("/", "_")
+
+
+def _crop(img: np.ndarray, side: int, rng: np.random.Generator | None) -> np.ndarray:
+    h, w = img.shape[:2]
+    if h < side or w < side:
+        img = np.pad(img, ((0, max(0, side - h)), (0, max(0, side - w)), (0, 0)), mode="reflect")
+        h, w = img.shape[:2]
+    if rng is None:
+        y, x = (h - side) // 2, (w - side) // 2
+    else:
+        y, x = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
+    return img[y:y + side, x:x + side]
+
+
+@dataclass
+class CorpusOptions:
+    preset: str = "gopro"          # training blur preset (distill.data.scene_blur.PRESETS)
+    mix: tuple[str, ...] = ("gopro", "handheld", "mild")  # presets cycled over train copies
+    test_preset: str = "gopro"
+    copies: int = 3                # blurred crops per training photo
+    crop: int = 256                # training crop side
+    test_crop: int = 384           # val/test centre crop side
+    margin: int = 48               # blurred on a larger window, so borders see real motion
+    seed: int = 0
+
+
+def _pair(img: np.ndarray, side: int, margin: int, rng: np.random.Generator,
+          cfg: SceneBlurConfig, centre: bool, other: np.ndarray | None):
+    big = _crop(img, side + 2 * margin, None if centre else rng)
+    blurred, target = synthesize_pair(np.ascontiguousarray(big), rng, cfg, other)
+    sl = (slice(margin, margin + side), slice(margin, margin + side))
+    return blurred[sl], target[sl]
+
+
+def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None = None,
+                 splits: tuple[str, ...] = SPLITS, progress: bool = True) -> dict:
+    """Write the paired corpus; skips pairs already written (safe to re-run after a kill).
+    Returns {split: pairs written or present, "failed": [messages]}."""
+    from tqdm import tqdm
+
+    opts = opts or CorpusOptions()
+    root, out = Path(photos), Path(out)
+    by_split = split_photos(root)
+    summary: dict = {"failed": []}
+    for split in splits:
+        files = by_split[split]
+        train = split == "train"
+        cfgs = [preset(p) for p in (opts.mix if train else (opts.test_preset,))]
+        copies = opts.copies if train else 1
+        n = 0
+        for i, f in enumerate(tqdm(files, desc=f"corpus {split}", unit="photo",
+                                   disable=not progress)):
+            names = [f"{_name(root, f)}_{c}.png" if train else f"{_name(root, f)}.png"
+                     for c in range(copies)]
+            if all((out / split / "input" / nm).exists() and (out / split / "target" / nm).exists()
+                   for nm in names):
+                n += copies
+                continue
+            try:
+                img = read_image(f)
+            except ImageReadError as e:
+                summary["failed"].append(str(e))
+                print(f"skipped: {e}", file=sys.stderr)
+                continue
+            side = opts.crop if train else opts.test_crop
+            if min(img.shape[:2]) < side:
+                msg = (f"{f}: {img.shape[1]}x{img.shape[0]} is smaller than the {side}-px crop; "
+                       "skipped")
+                summary["failed"].append(msg)
+                print(f"skipped: {msg}", file=sys.stderr)
+                continue
+            for c, nm in enumerate(names):
+                rng = np.random.default_rng([opts.seed, SPLITS.index(split), _bucket(nm, 2**31), c])
+                # Objects come from another photo of the same split (never across splits).
+                other = None
+                if len(files) > 1 and rng.uniform() < 0.7:
+                    j = int(rng.integers(len(files) - 1))
+                    try:
+                        other = read_image(files[j + (j >= i)])
+                    except ImageReadError:
+                        other = None
+                blurred, target = _pair(img, side, opts.margin, rng, cfgs[c % len(cfgs)],
+                                        centre=not train, other=other)
+                write_image(out / split / "target" / nm, target)
+                write_image(out / split / "input" / nm, blurred)
+                n += 1
+        summary[split] = n
+    meta = {"photos": str(root.resolve()), "options": asdict(opts),
+            "counts": {s: summary.get(s, 0) for s in splits},
+            "presets": {p: asdict(preset(p)) for p in set(opts.mix) | {opts.test_preset}}}
+    atomic_write_json(out / "corpus.json", meta)
+    return summary

@@ -1,0 +1,187 @@
+"""`sharpen evaluate`: any checkpoint (teacher or student) on any image set, the way model cards
+report it.
+
+- With ground truth (a paired folder such as reds-mini's blur/ + sharp/, a GoPro root, the
+  corpus's test split): mean PSNR/SSIM of the blurred input and of each model, and each model's
+  gain over the input.
+- Without ground truth (real blurred frames): side-by-side crops (input | model | model ...) in
+  one PNG, so ringing and doubled edges are seen rather than averaged away; a no-reference
+  sharpness measure (mean gradient magnitude relative to the input) is printed beside it.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+from .metrics import psnr, ssim
+
+Fn = Callable[[np.ndarray], np.ndarray]
+
+
+def model_label(path: str | Path) -> str:
+    return Path(path).stem
+
+
+def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
+    """A function HxWx3 -> HxWx3 for a project checkpoint: tiled Restormer for a teacher,
+    whole-image inference for a student."""
+    from .checkpoint import read_checkpoint
+    if read_checkpoint(path).get("kind") == "teacher":
+        from .teacher import TILE, Teacher
+        t = Teacher.load(path, device="cpu")
+        return lambda img: t.sharpen(img, tile=TILE if tile is None else tile)
+    import torch
+
+    from .checkpoint import load_student
+    from .trainer import predict
+    model, _ = load_student(path)
+    return lambda img: predict(model.eval(), img, torch.device("cpu"))
+
+
+def centre_crop(a: np.ndarray, side: int) -> np.ndarray:
+    if not side:
+        return a
+    h, w = a.shape[:2]
+    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return a[y:y + side, x:x + side]
+
+
+def source_items(spec: str, split: str = "test", limit: Optional[int] = None):
+    """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly."""
+    from .data.sources import SourceError, resolve_source
+    try:
+        info = resolve_source(spec, split=split)
+    except SourceError:
+        if split == "test":
+            raise
+        info = resolve_source(spec, split="test")
+    items = [(s.name, s.input, s.gt) for s in info.samples if s.frame is None]
+    if limit and limit < len(items):
+        idx = sorted({round(i * (len(items) - 1) / max(limit - 1, 1)) for i in range(limit)})
+        items = [items[i] for i in idx]
+    return items
+
+
+def sharpness(img: np.ndarray) -> float:
+    g = img.mean(2)
+    return float(np.hypot(np.diff(g, axis=0)[:, :-1], np.diff(g, axis=1)[:-1]).mean())
+
+
+def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional[int] = None,
+             crop: int = 0, progress: bool = True, tile: Optional[int] = None) -> dict:
+    """Checkpoints by path over a data source; see `evaluate_fns`."""
+    fns = {model_label(w): load_model_fn(w, tile) for w in weights}
+    return evaluate_fns(fns, spec, split, limit, crop, progress)
+
+
+def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
+                 limit: Optional[int] = None, crop: int = 0, progress: bool = True) -> dict:
+    """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
+    ssim_gain, sharpness}, "outputs": {name: {label: image}}} (outputs kept for figures)."""
+    from tqdm import tqdm
+
+    from .images import ImageReadError, read_image
+    items = source_items(spec, split, limit)
+    if not items:
+        raise ValueError(f"{spec}: no images")
+    acc: dict[str, dict[str, list[float]]] = {k: {} for k in ["input", *fns]}
+    outputs: dict[str, dict[str, np.ndarray]] = {}
+    has_gt = all(gt is not None for _, _, gt in items)
+    failed = []
+    for name, inp, gt in tqdm(items, desc="evaluate", unit="img", disable=not progress):
+        try:
+            x = centre_crop(read_image(inp), crop)
+            y = centre_crop(read_image(gt), crop) if has_gt else None
+        except ImageReadError as e:
+            failed.append(str(e))
+            print(f"skipped: {e}", file=sys.stderr)
+            continue
+        outs = {"input": x, **{k: np.clip(f(x), 0, 1) for k, f in fns.items()}}
+        outputs[name] = outs
+        base = sharpness(x)
+        for k, img in outs.items():
+            d = acc[k]
+            d.setdefault("sharpness", []).append(sharpness(img) / max(base, 1e-8))
+            if y is not None:
+                d.setdefault("psnr", []).append(psnr(img, y))
+                d.setdefault("ssim", []).append(ssim(img, y))
+        if y is not None:
+            outs["ground truth"] = y
+    res: dict = {"images": len(outputs), "has_gt": has_gt, "failed": failed, "data": spec}
+    for k, d in acc.items():
+        res[k] = {m: float(np.mean(v)) for m, v in d.items() if v}
+    if has_gt:
+        for k in fns:
+            res[k]["psnr_gain"] = res[k]["psnr"] - res["input"]["psnr"]
+            res[k]["ssim_gain"] = res[k]["ssim"] - res["input"]["ssim"]
+    res["outputs"] = outputs
+    return res
+
+
+def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, side: int = 192,
+                 title: str = "") -> Path:
+    """One row per image: the crop with the most edge energy in the input, every output."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runtime.atomic import atomic_path
+    names = list(outputs)
+    cols = list(outputs[names[0]])
+    fig, axes = plt.subplots(len(names), len(cols), figsize=(2.4 * len(cols), 2.5 * len(names)),
+                             squeeze=False)
+    for i, n in enumerate(names):
+        y, x, s = crop_box(outputs[n]["input"], side)
+        for j, c in enumerate(cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            ax.imshow(outputs[n][c][y:y + s, x:x + s].clip(0, 1), interpolation="nearest")
+            if i == 0:
+                ax.set_title(c, fontsize=8)
+        axes[i][0].set_title(f"{n}\ninput", fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    with atomic_path(path, suffix=".png") as tmp:
+        fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    return Path(path)
+
+
+def crop_box(img: np.ndarray, side: int) -> tuple[int, int, int]:
+    """Top-left corner and side of the square crop with the most edge energy."""
+    import cv2
+
+    h, w = img.shape[:2]
+    side = min(side, h, w)
+    g = cv2.cvtColor(np.clip(img, 0, 1).astype(np.float32), cv2.COLOR_RGB2GRAY)
+    mag = np.abs(cv2.Sobel(g, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    energy = cv2.boxFilter(mag, -1, (side, side), normalize=True, borderType=cv2.BORDER_CONSTANT)
+    half = side // 2
+    inner = energy[half:h - side + half + 1, half:w - side + half + 1]
+    if inner.size == 0:
+        return 0, 0, side
+    y, x = np.unravel_index(int(np.argmax(inner)), inner.shape)
+    return int(y), int(x), side
+
+
+def format_table(res: dict) -> str:
+    keys = [k for k in res if isinstance(res[k], dict) and k not in ("outputs",)]
+    lines = []
+    if res["has_gt"]:
+        lines.append(f"{'model':34s} {'PSNR':>7s} {'SSIM':>7s} {'dPSNR':>7s} {'dSSIM':>7s} "
+                     f"{'sharpness':>9s}")
+        for k in keys:
+            d = res[k]
+            lines.append(f"{k:34s} {d['psnr']:7.2f} {d['ssim']:7.4f} "
+                         f"{d.get('psnr_gain', 0):+7.2f} {d.get('ssim_gain', 0):+7.4f} "
+                         f"{d['sharpness']:9.3f}")
+    else:
+        lines.append(f"{'model':34s} {'sharpness (x input)':>20s}")
+        for k in keys:
+            lines.append(f"{k:34s} {res[k]['sharpness']:20.3f}")
+    lines.append(f"({res['images']} images of {res['data']})")
+    return "\n".join(lines)

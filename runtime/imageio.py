@@ -1,0 +1,131 @@
+"""The one place image files are decoded: a pixel budget checked from the header before any
+decoding, truncated files refused, and every decoder failure (OpenCV errors, out of memory)
+turned into `ImageReadError` with the file name, so a command processing many files reports the
+bad one and carries on. Also the one list of image and video file extensions."""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
+                        ".pgm", ".pnm"})
+VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
+                        ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".h264", ".h265",
+                        ".hevc"})
+# Generous for 8K frames (7680x4320 = 33 Mpx) with room to spare; SHARPEN_MAX_PIXELS or the
+# commands' --max-pixels raise it.
+DEFAULT_MAX_PIXELS = 64_000_000
+
+
+class ImageReadError(ValueError):
+    """A file that is not a usable image; the message names the file and says why."""
+
+
+def max_pixels() -> int:
+    env = os.environ.get("SHARPEN_MAX_PIXELS")
+    try:
+        return int(float(env)) if env else DEFAULT_MAX_PIXELS
+    except ValueError:
+        raise ImageReadError(f"SHARPEN_MAX_PIXELS={env!r} is not a number") from None
+
+
+def is_image(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in IMAGE_EXTS
+
+
+def is_video(path: str | os.PathLike) -> bool:
+    return Path(path).suffix.lower() in VIDEO_EXTS
+
+
+def _png_size(head: bytes) -> Optional[tuple[int, int]]:
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        w, h = struct.unpack(">II", head[16:24])
+        return w, h
+    return None
+
+
+def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
+    if data[:2] != b"\xff\xd8":
+        return None
+    i = 2
+    while i + 9 < len(data):
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        seg = struct.unpack(">H", data[i + 2:i + 4])[0]
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        i += 2 + seg
+    return None
+
+
+def header_size(path: Path, data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) from the file header without decoding, or None when unknown."""
+    size = _png_size(data[:32]) or _jpeg_size(data)
+    if size is None and data[:2] == b"BM" and len(data) >= 26:
+        w, h = struct.unpack("<ii", data[18:26])
+        size = abs(w), abs(h)
+    if size is None:
+        try:
+            from PIL import Image
+            Image.MAX_IMAGE_PIXELS = None  # our own budget applies, not PIL's warning
+            with Image.open(path) as im:
+                size = im.size
+        except Exception:  # noqa: BLE001 - unknown to PIL as well: let OpenCV decide
+            size = None
+    return size
+
+
+def _truncated(data: bytes) -> bool:
+    """PNG without its IEND chunk, JPEG without its end-of-image marker near the end (byte
+    stuffing keeps FF D9 out of the entropy-coded data, so a cut file has none there)."""
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return b"IEND" not in data[-64:]
+    if data[:2] == b"\xff\xd8":
+        return b"\xff\xd9" not in data[-1024:]
+    return False
+
+
+def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.ndarray:
+    """The file decoded as OpenCV does (BGR/BGRA/gray, 8 or 16 bit), or ImageReadError."""
+    path = Path(path)
+    limit = max_pixels() if limit is None else limit
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: no such file") from None
+    except OSError as e:
+        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not data:
+        raise ImageReadError(f"{path}: empty file (0 bytes)")
+    size = header_size(path, data)
+    if size is not None:
+        w, h = size
+        if w <= 0 or h <= 0:
+            raise ImageReadError(f"{path}: header gives an invalid size {w}x{h}")
+        if w * h > limit:
+            raise ImageReadError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} Mpx exceeds the pixel "
+                                 f"budget of {limit / 1e6:.0f} Mpx (raise it with --max-pixels "
+                                 "or SHARPEN_MAX_PIXELS)")
+    if _truncated(data):
+        raise ImageReadError(f"{path}: truncated file (the image data ends early)")
+    try:
+        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error as e:
+        raise ImageReadError(f"{path}: the decoder failed ({str(e).strip().splitlines()[-1]})"
+                             ) from None
+    except MemoryError:
+        raise ImageReadError(f"{path}: out of memory while decoding") from None
+    if img is None:
+        raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
+    return img

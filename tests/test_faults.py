@@ -1,0 +1,241 @@
+"""Fault injection: bad files, identical pairs, concurrent writers, clashing names, bad
+checkpoints. Every command that processes many items reports the bad one and carries on."""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import subprocess
+import sys
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from distill.checkpoint import CheckpointError, atomic_save, load_student, make_checkpoint
+from distill.images import ImageReadError, read_image, write_image
+from distill.restormer import build_restormer
+from distill.students import create_student
+from runtime.imageio import decode_image
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def huge_header_png(path: Path, w: int = 100_000, h: int = 100_000) -> Path:
+    """A few hundred bytes claiming w x h pixels."""
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    body = _png_chunk(b"IHDR", ihdr) + _png_chunk(b"IDAT", zlib.compress(b"\0" * 64)) + \
+        _png_chunk(b"IEND", b"")
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+    return path
+
+
+def bad_corpus(d: Path) -> dict[str, Path]:
+    """Broken files (must raise ImageReadError naming the file) and odd but valid ones."""
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    img = (rng.random((48, 64, 3)) * 255).astype(np.uint8)
+    ok, png = cv2.imencode(".png", img)
+    ok, jpg = cv2.imencode(".jpg", img)
+    files = {
+        "truncated_png": d / "trunc.png", "truncated_jpeg": d / "trunc.jpg",
+        "zero_bytes": d / "zero.png", "huge_header": d / "huge.png",
+        "not_an_image": d / "text.png",
+    }
+    files["truncated_png"].write_bytes(png.tobytes()[: len(png) // 2])
+    files["truncated_jpeg"].write_bytes(jpg.tobytes()[: len(jpg) // 2])
+    files["zero_bytes"].write_bytes(b"")
+    huge_header_png(files["huge_header"])
+    files["not_an_image"].write_bytes(b"hello, this is text\n" * 10)
+    valid = {"wrong_extension": d / "really_png.jpg", "bit16": d / "b16.png",
+             "gray": d / "gray.png", "rgba": d / "rgba.png", "one_pixel": d / "one.png"}
+    valid["wrong_extension"].write_bytes(png.tobytes())
+    cv2.imwrite(str(valid["bit16"]), img.astype(np.uint16) * 257)
+    cv2.imwrite(str(valid["gray"]), img[..., 0])
+    cv2.imwrite(str(valid["rgba"]), np.dstack([img, img[..., :1]]))
+    cv2.imwrite(str(valid["one_pixel"]), img[:1, :1])
+    return {"bad": files, "valid": valid}
+
+
+def test_bad_files_raise_read_error_naming_the_file(tmp_path):
+    c = bad_corpus(tmp_path)
+    for kind, p in c["bad"].items():
+        with pytest.raises(ImageReadError) as e:
+            read_image(p)
+        assert p.name in str(e.value), kind
+    with pytest.raises(ImageReadError, match="pixel budget"):
+        decode_image(c["bad"]["huge_header"])
+    with pytest.raises(ImageReadError, match="truncated"):
+        read_image(c["bad"]["truncated_jpeg"])
+    for kind, p in c["valid"].items():
+        with pytest.warns() if kind in ("gray", "rgba") else _nullctx():
+            img = read_image(p)
+        assert img.ndim == 3 and img.shape[2] == 3 and img.dtype == np.float32, kind
+    assert read_image(c["valid"]["one_pixel"]).shape == (1, 1, 3)
+
+
+def test_pixel_budget_can_be_raised(tmp_path, monkeypatch):
+    p = tmp_path / "a.png"
+    cv2.imwrite(str(p), np.zeros((40, 50, 3), np.uint8))
+    with pytest.raises(ImageReadError, match="2000 px|Mpx"):
+        decode_image(p, limit=1000)
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "1000")
+    with pytest.raises(ImageReadError, match="SHARPEN_MAX_PIXELS"):
+        read_image(p)
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "3000")
+    assert read_image(p).shape == (40, 50, 3)
+
+
+class _nullctx:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *a):
+        return False
+
+
+@pytest.fixture(scope="module")
+def tiny_teacher_pt(tmp_path_factory):
+    torch.manual_seed(0)
+    m = build_restormer("tiny")
+    p = tmp_path_factory.mktemp("t") / "teacher.pt"
+    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
+                                arch_args=m.config.to_dict()), p)
+    return p
+
+
+def _sharpen(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sharpen.cli", *argv], cwd=cwd,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_teacher_folder_with_bad_files_processes_the_rest(tmp_path, tiny_teacher_pt):
+    src = tmp_path / "in"
+    bad_corpus(src)
+    good = np.random.default_rng(1).random((32, 40, 3)).astype(np.float32)
+    write_image(src / "a.png", good)
+    write_image(src / "a.jpg", good)      # same stem: both must survive
+    r = _sharpen("teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
+                 str(tiny_teacher_pt), "--tile", "0", "--quiet", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr        # some failed, and the run finished
+    for name in ("huge.png", "trunc.png", "trunc.jpg", "zero.png", "text.png"):
+        assert name in r.stderr
+    outs = sorted(p.name for p in (tmp_path / "out").iterdir())
+    assert "a.png.png" in outs and "a.jpg.png" in outs
+    assert {"b16.png", "gray.png", "rgba.png", "one.png", "really_png.png"} <= set(outs)
+    assert "Traceback" not in r.stderr
+
+
+def test_teacher_refuses_to_overwrite_its_inputs(tmp_path, tiny_teacher_pt):
+    src = tmp_path / "in"
+    write_image(src / "a.png", np.zeros((16, 16, 3), np.float32))
+    before = (src / "a.png").read_bytes()
+    r = _sharpen("teacher", str(src), "--out", str(src), "--teacher-weights",
+                 str(tiny_teacher_pt), cwd=tmp_path)
+    assert r.returncode == 2 and "overwrite the inputs" in r.stderr
+    assert (src / "a.png").read_bytes() == before
+
+
+def test_labels_on_identical_pair_writes_valid_json(tmp_path, tiny_teacher_pt):
+    img = np.random.default_rng(2).random((24, 32, 3)).astype(np.float32)
+    for sub in ("input", "target"):
+        write_image(tmp_path / "pairs" / sub / "same.png", img)
+    for _ in range(2):   # the summary of a rerun used to crash on a None mean
+        r = _sharpen("labels", "--data", str(tmp_path / "pairs"), "--out",
+                     str(tmp_path / "labels"), "--teacher-weights", str(tiny_teacher_pt),
+                     "--tile", "0", "--device", "cpu", "--quiet", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+    text = (tmp_path / "labels" / "manifest.json").read_text()
+    assert "Infinity" not in text and "NaN" not in text
+    entry = json.loads(text)["entries"]["same"]
+    assert entry["input_psnr"] == 100.0 and entry["status"] == "ok"
+
+
+def test_concurrent_labels_runs_lose_no_entries(tmp_path, tiny_teacher_pt):
+    rng = np.random.default_rng(3)
+    for part, n in (("a", 6), ("b", 6)):
+        for i in range(n):
+            write_image(tmp_path / part / f"{part}{i}.png",
+                        rng.random((24, 24, 3)).astype(np.float32))
+    out = tmp_path / "labels"
+    argv = ["--out", str(out), "--teacher-weights", str(tiny_teacher_pt), "--tile", "0",
+            "--device", "cpu", "--quiet"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    procs = [subprocess.Popen([sys.executable, "-m", "sharpen.cli", "labels", "--data",
+                               str(tmp_path / part), *argv], cwd=tmp_path, env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for part in ("a", "b", "a")]    # two different inputs, and one identical pair
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err
+    entries = json.loads((out / "manifest.json").read_text())["entries"]
+    assert sorted(entries) == sorted([f"a{i}" for i in range(6)] + [f"b{i}" for i in range(6)])
+    assert all(e["status"] == "ok" and (out / e["label"]).is_file() for e in entries.values())
+
+
+def test_checkpoint_with_unexpected_arch_args_is_a_checkpoint_error(tmp_path):
+    m = create_student("fast", width=8)
+    p = tmp_path / "odd.pt"
+    atomic_save(make_checkpoint(m, kind="student", arch="fast",
+                                arch_args={**m.arch_args, "not_an_option": 3}), p)
+    with pytest.raises(CheckpointError, match="not_an_option|architecture arguments"):
+        load_student(p)
+    t = build_restormer("tiny")
+    pt = tmp_path / "odd_teacher.pt"
+    atomic_save(make_checkpoint(t, kind="teacher", arch="restormer",
+                                arch_args={**t.config.to_dict(), "bogus": 1}), pt)
+    from distill.teacher import Teacher
+    with pytest.raises(CheckpointError, match="architecture arguments"):
+        Teacher.load(pt, device="cpu")
+
+
+def test_pickled_object_refused_without_unsafe_hint(tmp_path):
+    p = tmp_path / "evil.pt"
+    torch.save({"format": "image-sharpening-kd/1", "obj": _Evil()}, p)
+    with pytest.raises(CheckpointError) as e:
+        load_student(p)
+    assert "weights_only=False" not in str(e.value) and "untrusted" in str(e.value)
+
+
+class _Evil:
+    pass
+
+
+def test_run_over_folder_with_bad_file_processes_the_rest(tmp_path):
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    src = tmp_path / "frames"
+    rng = np.random.default_rng(4)
+    src.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(src / f"f{i}.png"), (rng.random((32, 48, 3)) * 255).astype(np.uint8))
+    (src / "f1b.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    out = tmp_path / "sharp"
+    r = _sharpen("run", "--model", str(model), "--source", str(src), "--out", str(out),
+                 "--quiet", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "f1b.png" in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["f0.png", "f1.png", "f2.png"]
+    r = _sharpen("run", "--model", str(model), "--source", str(src), "--out", str(src),
+                 "--quiet", cwd=tmp_path)
+    assert r.returncode == 2 and "overwrite the inputs" in r.stderr
+
+
+def test_run_without_out_saves_under_runs_and_says_where(tmp_path):
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    img = tmp_path / "one.png"
+    cv2.imwrite(str(img), np.full((32, 48, 3), 128, np.uint8))
+    r = _sharpen("run", "--model", str(model), "--source", str(img), "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "runs" / "sharpen" / "one.png").is_file()
+    assert "runs/sharpen/one.png" in r.stderr
+    r = _sharpen("run", "--model", str(tmp_path / "student.pt"), "--source", str(img),
+                 cwd=tmp_path)
+    assert r.returncode == 2 and "sharpen export --weights" in r.stderr

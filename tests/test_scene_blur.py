@@ -1,0 +1,177 @@
+"""Realistic scene blur (distill/data/scene_blur.py) and the photo corpus (distill/data/corpus.py)."""
+from dataclasses import replace
+
+import cv2
+import numpy as np
+import pytest
+
+from distill.data.corpus import CorpusOptions, build_corpus, split_photos
+from distill.data.scene_blur import PRESETS, SceneBlurConfig, preset, synthesize_pair
+from distill.images import read_image
+
+# Everything off: each test switches on the one effect it checks.
+STILL = SceneBlurConfig(frames=(9, 9), shake_px=(0, 0), rotation_deg=(0, 0), zoom=(0, 0),
+                        perspective=(0, 0), objects=(0, 0), saturation_prob=0.0,
+                        shot_noise=(0, 0), read_noise=(0, 0), gamma=(2.2, 2.2),
+                        tone_strength=(0, 0), defocus_prob=0.0, jpeg_prob=0.0)
+
+
+def texture(h=96, w=96, seed=0):
+    rng = np.random.default_rng(seed)
+    img = cv2.resize(rng.uniform(0, 1, (h // 4, w // 4, 3)).astype(np.float32), (w, h),
+                     interpolation=cv2.INTER_NEAREST)
+    return img
+
+
+def grad_energy(img):
+    g = img.mean(2)
+    return float(np.abs(np.diff(g, axis=0)).mean() + np.abs(np.diff(g, axis=1)).mean())
+
+
+def test_deterministic_per_seed_and_differs_across_seeds():
+    img = texture()
+    a = synthesize_pair(img, np.random.default_rng(3), PRESETS["gopro"])
+    b = synthesize_pair(img, np.random.default_rng(3), PRESETS["gopro"])
+    c = synthesize_pair(img, np.random.default_rng(4), PRESETS["gopro"])
+    assert np.array_equal(a[0], b[0]) and np.array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+    assert a[0].dtype == np.float32 and a[0].shape == img.shape
+    assert a[0].min() >= 0 and a[0].max() <= 1
+
+
+def test_no_motion_no_effects_is_identity():
+    img = texture()
+    blurred, target = synthesize_pair(img, np.random.default_rng(0), STILL)
+    np.testing.assert_allclose(blurred, img, atol=1e-4)
+    np.testing.assert_allclose(target, img, atol=1e-4)
+
+
+def test_camera_motion_blurs_and_target_stays_sharp():
+    img = texture()
+    cfg = replace(STILL, shake_px=(12, 12))
+    blurred, target = synthesize_pair(img, np.random.default_rng(1), cfg)
+    np.testing.assert_allclose(target, img, atol=1e-4)   # middle sub-frame = the photo
+    assert grad_energy(blurred) < 0.7 * grad_energy(target)
+
+
+def test_rotation_blur_is_non_uniform():
+    """In-plane rotation about the centre moves the corners, not the middle."""
+    img = texture(128, 128)
+    cfg = replace(STILL, rotation_deg=(6, 6))
+    blurred, target = synthesize_pair(img, np.random.default_rng(2), cfg)
+    diff = np.abs(blurred - target).mean(2)
+    centre, corner = diff[56:72, 56:72].mean(), diff[:16, :16].mean()
+    assert corner > 3 * centre
+
+
+def test_saturated_highlights_clip_flat_and_spread():
+    img = np.full((64, 64, 3), 0.2, np.float32)
+    img[28:36, 28:36] = 1.0                          # a light
+    cfg = replace(STILL, shake_px=(16, 16), saturation_prob=1.0, highlight_gain=(5, 5))
+    blurred, target = synthesize_pair(img, np.random.default_rng(0), cfg)
+    plain, _ = synthesize_pair(img, np.random.default_rng(0), replace(cfg, saturation_prob=0))
+    assert (blurred >= 0.999).sum() > 10             # the streak's core saturates
+    assert (blurred >= 0.999).sum() > (plain >= 0.999).sum()
+    assert target.max() <= 1.0
+
+
+def test_noise_is_present_and_signal_dependent():
+    img = np.concatenate([np.full((32, 64, 3), 0.05, np.float32),
+                          np.full((32, 64, 3), 0.8, np.float32)])
+    cfg = replace(STILL, shot_noise=(4e-3, 4e-3), read_noise=(1e-3, 1e-3), gamma=(1.0, 1.0))
+    blurred, target = synthesize_pair(img, np.random.default_rng(0), cfg)
+    resid = blurred - target
+    dark, bright = resid[2:30].std(), resid[34:62].std()
+    assert dark > 0.003 and bright > 1.5 * dark     # Poisson part grows with the signal
+    assert np.abs(target - img).max() < 1e-5         # the target is noise-free
+
+
+def test_objects_move_independently_of_the_camera():
+    """Camera still, one object moving: only the object's region changes between blurred and
+    target; with the object off, nothing changes."""
+    img = texture(128, 128)
+    other = texture(128, 128, seed=5)
+    cfg = replace(STILL, objects=(1, 1), object_px=(20, 20), object_size=(0.3, 0.3))
+    blurred, target = synthesize_pair(img, np.random.default_rng(7), cfg, other)
+    diff = np.abs(blurred - target).mean(2)
+    moved = diff > 0.02
+    assert 0.005 < moved.mean() < 0.5                # a region moved, not the whole frame
+    assert not np.allclose(target, img)              # the object is in the sharp target too
+    still, _ = synthesize_pair(img, np.random.default_rng(7), replace(cfg, objects=(0, 0)),
+                               other)
+    np.testing.assert_allclose(still, img, atol=1e-4)
+
+
+def test_presets_and_bad_config():
+    assert {"gopro", "handheld", "mild"} <= set(PRESETS)
+    with pytest.raises(ValueError, match="unknown blur preset 'nope'"):
+        preset("nope")
+    with pytest.raises(ValueError, match="frames"):
+        SceneBlurConfig(frames=(1, 1))
+    with pytest.raises(ValueError, match="HxWx3"):
+        synthesize_pair(np.zeros((8, 8), np.float32), np.random.default_rng(0))
+
+
+@pytest.mark.slow
+def test_512_pair_is_fast_enough_for_on_the_fly():
+    """Sanity bound only (the issue asks for well under a second per 512x512 pair)."""
+    import time
+    img = texture(512, 512)
+    t = time.perf_counter()
+    synthesize_pair(img, np.random.default_rng(0), PRESETS["handheld"])
+    assert time.perf_counter() - t < 2.0
+
+
+def _photos(root, names):
+    for rel, size in names:
+        p = root / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(p), (texture(size, size, seed=len(str(p))) * 255).astype(np.uint8))
+
+
+def test_split_is_disjoint_by_photo_and_stable(tmp_path):
+    names = [(f"kodak24/k{i}.png", 80) for i in range(3)] + \
+            [(f"bsds/b{i}.jpg", 80) for i in range(40)]
+    _photos(tmp_path, names)
+    s = split_photos(tmp_path)
+    assert {p.name for p in s["test"]} == {f"k{i}.png" for i in range(3)}
+    sets = [set(s[k]) for k in ("train", "val", "test")]
+    assert not (sets[0] & sets[1] or sets[0] & sets[2] or sets[1] & sets[2])
+    assert sum(map(len, sets)) == 43
+    _photos(tmp_path, [("bsds/new.jpg", 80)])      # adding a photo moves no other photo
+    s2 = split_photos(tmp_path)
+    for k in ("train", "val", "test"):
+        assert set(s[k]) <= set(s2[k])
+
+
+def test_split_without_named_test_folders_holds_out_by_hash(tmp_path):
+    _photos(tmp_path, [(f"p{i}.png", 64) for i in range(60)])
+    s = split_photos(tmp_path)
+    assert 1 <= len(s["test"]) <= 15 and len(s["train"]) > 40
+
+
+def test_build_corpus_bad_inputs_named_and_rest_proceeds(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    _photos(photos, [(f"kodak24/k{i}.png", 72) for i in range(2)] +
+            [(f"set/a{i}.png", 72) for i in range(4)] + [("set/small.png", 20)])
+    (photos / "set" / "broken.png").write_bytes(b"not a png")
+    out = tmp_path / "corpus"
+    opts = CorpusOptions(copies=2, crop=48, test_crop=64, margin=8)
+    summary = build_corpus(photos, out, opts, progress=False)
+    err = capsys.readouterr().err
+    assert "broken.png" in err and "small.png" in err and "smaller than" in err
+    assert len(summary["failed"]) == 2
+    assert summary["test"] == 2 and summary["train"] + 2 * summary["val"] >= 4
+    a = read_image(next((out / "test" / "input").iterdir()))
+    assert a.shape == (64, 64, 3)
+    # Re-running is a no-op on what exists (resumable after a kill) and gives the same pairs.
+    first = (out / "test" / "input" / "kodak24_k0.png").read_bytes()
+    build_corpus(photos, out, opts, progress=False)
+    assert (out / "test" / "input" / "kodak24_k0.png").read_bytes() == first
+    assert (out / "corpus.json").exists()
+
+
+def test_build_corpus_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="no images found"):
+        build_corpus(tmp_path / "empty", tmp_path / "out", progress=False)
