@@ -28,6 +28,8 @@ import torch.distributed as dist
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from runtime.atomic import atomic_write_bytes
+
 from .checkpoint import (atomic_save, extract_state_dict, load_weights, make_checkpoint,
                          read_checkpoint)
 from .config import LossConfig, TrainConfig, save_config
@@ -312,9 +314,24 @@ class Trainer:
             self.best = ck.get("best")
         self.step = int(ck["step"])
         self.metrics = ck.get("metrics", {})
+        self._truncate_log()
         self.log(f"resumed from {path} at step {self.step}")
 
     # -- logging
+    def _truncate_log(self) -> None:
+        """Drop log records after the resumed step: the resumed run writes them again."""
+        path = self.out / "metrics.jsonl"
+        if not self.dist.main or not path.exists():
+            return
+        keep = []
+        for line in path.read_text().splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= self.step:
+                    keep.append(line)
+            except ValueError:  # a line cut by a kill
+                continue
+        atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+
     def log(self, msg: str) -> None:
         if self.dist.main and not self.quiet:
             from tqdm import tqdm
@@ -420,7 +437,7 @@ class Trainer:
 
     def _install_signal_handlers(self):
         def stop(signum, frame):
-            self._stop = True
+            self._stop = signum
         try:
             return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
         except ValueError:  # not the main thread
@@ -460,10 +477,24 @@ class Trainer:
         return out
 
 
+class TrainingInterrupted(KeyboardInterrupt):
+    """SIGINT/SIGTERM stopped training after a checkpoint was saved; `signum` says which."""
+
+    def __init__(self, signum: int, step: int, out: Path):
+        super().__init__(f"interrupted by signal {signum} at step {step}; checkpoint saved to "
+                         f"{out / 'last.pt'}; run the same command to resume")
+        self.signum, self.step = signum, step
+
+
 def train(cfg: TrainConfig, quiet: bool = False) -> dict:
+    """Train to the end and return the last validation metrics; raises TrainingInterrupted
+    (a KeyboardInterrupt) when a signal stopped it, after saving the resume checkpoint."""
     trainer = Trainer(cfg, quiet=quiet)
     try:
-        return trainer.fit()
+        metrics = trainer.fit()
+        if trainer._stop:
+            raise TrainingInterrupted(int(trainer._stop), trainer.step, trainer.out)
+        return metrics
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -34,7 +34,7 @@ def add_commands(sub) -> None:
         epilog=FORMAT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, metavar="CKPT",
                    help="student checkpoint written by `sharpen distill` (.pt)")
-    p.add_argument("--format", dest="formats", default=None, metavar="LIST",
+    p.add_argument("--formats", "--format", dest="formats", default=None, metavar="LIST",
                    help="comma-separated formats (see below) or 'all'; default: all that this "
                         "machine can build")
     p.add_argument("--out", required=True, metavar="DIR",

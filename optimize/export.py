@@ -394,6 +394,13 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     }
 
     # ---- build each format
+    from distill.teacher import file_hash
+    from runtime.atomic import atomic_write_json
+    from runtime.backends import failed_marker
+
+    weights_sha = file_hash(weights, n=64)
+    # A report from an earlier run must not vouch for artifacts this run is replacing.
+    (out / "export_report.json").unlink(missing_ok=True)
     results: list[FormatResult] = []
     ctx = _BuildContext(model, ckpt, out, stem, crops, profile, workspace_gb, multiple,
                         calib_method, percentile, modelopt_method, simplify, opset, prog)
@@ -414,11 +421,13 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                 prog.say(f"  {res.reason}")
                 results.append(res)
                 continue
+            failed_marker(path).unlink(missing_ok=True)  # a fresh build is judged afresh
             res.build_s = round(time.perf_counter() - t0, 2)
             res.file = str(path)
             res.size_bytes = path.stat().st_size
             _gate(res, spec, path, parity_list, refs, gt, teacher, thresholds, threads,
                   lat_image, latency_runs, prog)
+            _mark(res, path, weights_sha)
             results.append(res)
     for f, reason in skipped.items():
         res = FormatResult(f, "skipped", precision=FORMATS[f].precision,
@@ -431,11 +440,22 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
             if "trtexec" in res.extra:
                 prog.say(f"  build it on the target device with:\n  {res.extra['trtexec']}")
 
+    settings["weights_sha256"] = weights_sha
     report = ExportReport(str(weights), model.arch_name, str(out), results, reference, settings)
-    from runtime.atomic import atomic_write_json
-
     atomic_write_json(out / "export_report.json", report.to_dict())
     return report
+
+
+def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:
+    """Record the source checkpoint; beside a failing artifact leave a marker that makes
+    `sharpen run` refuse it unless forced (each rebuild removes it first)."""
+    from runtime.atomic import atomic_write_json
+    from runtime.backends import failed_marker
+
+    res.extra["weights_sha256"] = weights_sha
+    if res.status != "pass" and path.exists():
+        atomic_write_json(failed_marker(path), {"format": res.format, "status": res.status,
+                                 "reason": res.reason, "weights_sha256": weights_sha})
 
 
 def _first_line(e: BaseException) -> str:

@@ -64,6 +64,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "default: live for cameras and streams, lossless for files")
     p.add_argument("--reconnect", type=int, default=5, metavar="N",
                    help="attempts to reopen a live source that disconnects (exponential backoff)")
+    p.add_argument("--force", action="store_true",
+                   help="run a model even though it failed its parity gate at export")
     p.add_argument("--quiet", action="store_true", help="no live stats line")
     p.set_defaults(func=handler)
 
@@ -109,7 +111,7 @@ def handler(args: argparse.Namespace) -> int:
             stats_path=args.stats, threads=args.threads, provider=args.provider, tile=args.tile,
             overlap=args.overlap, width=args.width, height=args.height, fps=args.fps,
             max_frames=args.max_frames, live=args.live, quiet=args.quiet,
-            reconnect_attempts=args.reconnect)
+            reconnect_attempts=args.reconnect, force=args.force)
     except expected as exc:
         if os.environ.get("SHARPEN_DEBUG"):
             raise

@@ -117,7 +117,7 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
                fps: float = 0.0, max_frames: Optional[int] = None, live: Optional[bool] = None,
                quiet: bool = True, queue_size: Optional[int] = None,
                reconnect_attempts: int = 5, stop_event: Optional[threading.Event] = None,
-               report_interval: float = 1.0) -> dict[str, Any]:
+               report_interval: float = 1.0, force: bool = False) -> dict[str, Any]:
     """Sharpen a stream end to end and return the stats dict (also written to `stats_path`).
 
     model: a model path (.onnx/.engine/.plan/.tflite) or an already loaded Backend.
@@ -132,7 +132,8 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
     stats = Stats()
     errors: list[BaseException] = []
     own_backend = not isinstance(model, Backend)
-    backend = load_backend(model, threads=threads, providers=provider) if own_backend else model
+    backend = (load_backend(model, threads=threads, providers=provider, force=force)
+               if own_backend else model)
     src: Optional[Source] = None
     sink: Optional[Sink] = None
     try:

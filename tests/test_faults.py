@@ -239,3 +239,58 @@ def test_run_without_out_saves_under_runs_and_says_where(tmp_path):
     r = _sharpen("run", "--model", str(tmp_path / "student.pt"), "--source", str(img),
                  cwd=tmp_path)
     assert r.returncode == 2 and "sharpen export --weights" in r.stderr
+
+
+def test_run_refuses_an_artifact_marked_as_failing_parity(tmp_path):
+    from runtime.backends import failed_marker
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    failed_marker(model).write_text(json.dumps({"reason": "worst SSIM 0.91 < 0.98"}))
+    img = tmp_path / "one.png"
+    cv2.imwrite(str(img), np.full((32, 48, 3), 128, np.uint8))
+    r = _sharpen("run", "--model", str(model), "--source", str(img), "--out",
+                 str(tmp_path / "o.png"), cwd=tmp_path)
+    assert r.returncode == 2 and "parity gate" in r.stderr and "0.91" in r.stderr
+    r = _sharpen("run", "--model", str(model), "--source", str(img), "--out",
+                 str(tmp_path / "o.png"), "--force", "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+
+
+def test_export_marks_failing_artifacts_and_records_the_checkpoint(tmp_path):
+    from distill.teacher import file_hash
+    from optimize.export import export
+    from runtime.backends import failed_marker
+    s = create_student("fast", width=8)
+    ck = tmp_path / "s.pt"
+    atomic_save(make_checkpoint(s, kind="student", arch="fast", arch_args=s.arch_args), ck)
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "export_report.json").write_text('{"stale": "PASS"}')
+    # An impossible FP32 gate: the artifact is built, fails, and is marked.
+    from optimize.export import Thresholds
+    rep = export(ck, ["onnx"], out, latency=False, quiet=True,
+                 thresholds=Thresholds(fp32_max_abs=-1.0))
+    r = rep.result("onnx")
+    assert r.status == "fail" and failed_marker(r.file).exists()
+    saved = json.loads((out / "export_report.json").read_text())
+    assert "stale" not in saved and saved["settings"]["weights_sha256"] == file_hash(ck, n=64)
+    rep = export(ck, ["onnx"], out, latency=False, quiet=True)
+    assert rep.result("onnx").status == "pass" and not failed_marker(r.file).exists()
+
+
+def test_labels_removes_stale_temp_files_of_killed_writes(tmp_path, tiny_teacher_pt):
+    import os as _os
+    import time as _time
+    img = np.random.default_rng(5).random((24, 32, 3)).astype(np.float32)
+    write_image(tmp_path / "in" / "a.png", img)
+    labels = tmp_path / "labels" / "labels"
+    labels.mkdir(parents=True)
+    old, young = labels / ".a.png.k1ll3d.png", labels / ".b.png.inflight.png"
+    for p in (old, young):
+        p.write_bytes(b"\x89PNG half")
+    _os.utime(old, (_time.time() - 3600, _time.time() - 3600))
+    r = _sharpen("labels", "--data", str(tmp_path / "in"), "--out", str(tmp_path / "labels"),
+                 "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device", "cpu",
+                 "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert not old.exists() and young.exists()

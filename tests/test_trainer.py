@@ -142,3 +142,50 @@ def test_ema_warmup_follows_a_short_run():
         d_new = (ema.weight - new.weight).abs().sum()
         d_init = (ema.weight - init.weight).abs().sum()
         assert (d_new < d_init) == expect_new
+
+
+@pytest.mark.slow
+def test_sigterm_saves_exits_143_and_resume_log_has_no_repeats(tmp_path):
+    import json
+    import os
+    import signal
+    import time
+
+    import cv2
+    import numpy as np
+
+    from distill.images import write_image
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        write_image(tmp_path / "pairs" / "target" / f"p{i}.png", sharp)
+        write_image(tmp_path / "pairs" / "input" / f"p{i}.png", cv2.blur(sharp, (5, 5)))
+    out = tmp_path / "run"
+    base = [sys.executable, "-m", "sharpen.cli", "train-teacher", "--quiet", f"out={out}",
+            "model.args={config: tiny}", f"data.train={tmp_path / 'pairs'}", "data.val=",
+            "data.crop=32", "data.batch_size=1", "data.workers=0", "optim.warmup_steps=1",
+            "log_every=1", "val_every=100000", "ckpt_every=100000"]
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([*base, "optim.steps=100000"], cwd=tmp_path, env=env,
+                            stderr=subprocess.PIPE, text=True)
+    log = out / "metrics.jsonl"
+    t0 = time.time()
+    while time.time() - t0 < 120 and proc.poll() is None and \
+            (not log.exists() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "resume" in err and "done:" not in err
+    step = read_checkpoint(out / "last.pt")["step"]
+    assert step >= 3
+    # A stale record beyond the checkpoint (as a kill between log and checkpoint leaves).
+    with open(log, "a") as f:
+        f.write(json.dumps({"step": step + 1, "loss": 9.0}) + "\n")
+    r = subprocess.run([*base, f"optim.steps={step + 2}"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()
+             if "loss" in json.loads(line)]
+    assert steps == sorted(set(steps)) and steps[-1] == step + 2
+    assert 9.0 not in [json.loads(line).get("loss") for line in log.read_text().splitlines()]

@@ -311,6 +311,19 @@ def _maybe_init_process_group(dist: DistInfo) -> bool:
     return True
 
 
+def _remove_stale_temp_files(out_dir: Path, min_age_s: float = 600.0) -> None:
+    """Temp files of writes killed mid-way (atomic writes name them .NAME.XXXX.png/.tmp, hidden
+    so no reader picks them up); ones young enough to belong to a concurrent run stay."""
+    now = time.time()
+    for folder in (out_dir, out_dir / LABELS_DIR, out_dir / FRAMES_DIR):
+        if not folder.is_dir():
+            continue
+        for p in [*folder.glob(".*.tmp"), *folder.glob(".*.png")]:
+            with contextlib.suppress(OSError):
+                if now - p.stat().st_mtime > min_age_s:
+                    p.unlink()
+
+
 class LabelRun:
     def __init__(self, out_dir: Path, teacher, tile: int, overlap: int, batch_size: int,
                  dist: DistInfo):
@@ -328,6 +341,7 @@ class LabelRun:
             read_manifest_entries(out_dir / MANIFEST),
             *(read_manifest_entries(p) for _, p in sorted(shard_paths(out_dir).items())))
         self.touched: dict[str, dict] = {}
+        _remove_stale_temp_files(out_dir)
         self.target = (out_dir / MANIFEST if dist.world == 1
                        else out_dir / f"manifest.rank{dist.rank}.json")
 

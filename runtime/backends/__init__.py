@@ -1,6 +1,7 @@
 """Inference backends behind one interface; `load_backend` picks one from the file extension."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -12,8 +13,17 @@ BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "te
                      ".tflite": "litert"}
 
 
+FAILED_MARK = ".parity-failed.json"
+
+
+def failed_marker(path: Union[str, Path]) -> Path:
+    """Beside an artifact that failed its export parity gate: why it failed."""
+    return Path(str(path) + FAILED_MARK)
+
+
 def load_backend(path: Union[str, Path], threads: Optional[int] = None,
-                 providers: Union[None, str, Sequence[str]] = "auto") -> Backend:
+                 providers: Union[None, str, Sequence[str]] = "auto",
+                 force: bool = False) -> Backend:
     """Load a model for inference.
 
     path: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .tflite (LiteRT).
@@ -26,6 +36,14 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
         raise ModelError(f"model not found: {p}")
     if p.is_dir():
         raise ModelError(f"model path is a folder, expected a file: {p}")
+    mark = failed_marker(p)
+    if mark.exists() and not force:
+        try:
+            reason = json.loads(mark.read_text()).get("reason", "")
+        except ValueError:
+            reason = ""
+        raise ModelError(f"{p} failed its parity gate at export ({reason or 'see ' + str(mark)});"
+                         " re-export it, or pass --force to run it anyway")
     kind = BACKEND_BY_SUFFIX.get(p.suffix.lower())
     # Imports stay inside the branches: each engine is an optional dependency on the device.
     if kind == "onnxruntime":

@@ -1,0 +1,125 @@
+"""The README's commands cannot break silently: every `sharpen ...` line in its shell blocks
+parses with the real parser, and a set of them runs through the installed console script from a
+temporary working directory on tiny inputs (this is what caught `sharpen bench` failing to
+import the uninstalled benchmarks package)."""
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from distill.checkpoint import atomic_save, make_checkpoint
+from distill.images import write_image
+from distill.restormer import build_restormer
+from distill.students import create_student
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+SHARPEN = Path(sys.executable).with_name("sharpen")
+
+
+def readme_commands() -> list[str]:
+    blocks = re.findall(r"```(?:bash|sh|console)?\n(.*?)```", README.read_text(), flags=re.S)
+    cmds = []
+    for block in blocks:
+        text = block.replace("\\\n", " ")
+        for line in text.splitlines():
+            line = line.split(" #", 1)[0].strip()
+            if line.startswith("sharpen "):
+                cmds.append(line)
+    return cmds
+
+
+def test_readme_has_commands():
+    cmds = readme_commands()
+    assert len(cmds) >= 15
+    assert any(c.startswith("sharpen bench") for c in cmds)
+
+
+@pytest.mark.parametrize("line", readme_commands())
+def test_readme_command_parses(line):
+    from sharpen.cli import build_parser
+    argv = shlex.split(line)[1:]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        pytest.fail(f"README command does not parse (exit {e.code}): {line}")
+    assert getattr(args, "func", None), line
+
+
+def _run(*argv: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    return subprocess.run([str(SHARPEN), *argv], cwd=cwd, env=env, capture_output=True,
+                          text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory):
+    d = tmp_path_factory.mktemp("readme")
+    torch.manual_seed(0)
+    t = build_restormer("tiny")
+    atomic_save(make_checkpoint(t, kind="teacher", arch="restormer",
+                                arch_args=t.config.to_dict()), d / "teacher.pt")
+    s = create_student("fast", width=8)
+    atomic_save(make_checkpoint(s, kind="student", arch="fast", arch_args=s.arch_args),
+                d / "student.pt")
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        sharp = rng.random((48, 64, 3)).astype(np.float32)
+        write_image(d / "pairs" / "sharp" / f"p{i}.png", sharp)
+        write_image(d / "pairs" / "blur" / f"p{i}.png", cv2.blur(sharp, (5, 5)))
+        write_image(d / "photos" / f"photo{i}.png",
+                    cv2.resize(sharp, (160, 120), interpolation=cv2.INTER_NEAREST))
+    return d
+
+
+def test_console_script_basics(work):
+    assert SHARPEN.exists(), f"console script not installed at {SHARPEN}"
+    r = _run("--version", cwd=work)
+    assert r.returncode == 0 and r.stdout.startswith("sharpen ")
+    r = _run("models", cwd=work)
+    assert r.returncode == 0 and "fast" in r.stdout
+
+
+def test_console_script_data_commands(work):
+    r = _run("synth", "--sharp", "photos", "--out", "synth", "--preset", "gopro", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert len(list((work / "synth" / "input").iterdir())) == 3
+    r = _run("corpus", "--photos", "photos", "--out", "corpus", "--crop", "64",
+             "--test-crop", "64", "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert (work / "corpus" / "corpus.json").is_file()
+    r = _run("teacher", "pairs/blur", "--out", "sharp", "--teacher-weights", "teacher.pt",
+             "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    r = _run("evaluate", "--weights", "student.pt", "teacher.pt", "--data", "pairs",
+             "--out", "eval", "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "student" in r.stdout and (work / "eval" / "side_by_side.png").is_file()
+
+
+@pytest.mark.slow
+def test_console_script_export_run_bench(work):
+    """export -> run -> bench as the README chains them, from a folder that is not the
+    checkout."""
+    r = _run("export", "--weights", "student.pt", "--out", "export", "--formats", "onnx",
+             "--calib", "pairs/blur", cwd=work)
+    assert r.returncode == 0, r.stdout + r.stderr
+    onnx = next((work / "export").glob("*.onnx"))
+    r = _run("run", "--model", str(onnx), "--source", "pairs/blur", "--out", "run-out",
+             "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert len(list((work / "run-out").iterdir())) == 3
+    r = _run("bench", "--out", "bench", "--students", "student.pt", "--teacher-weights",
+             "teacher.pt", "--data", "pairs", "--formats", "onnx", "--no-latency",
+             "--real-pairs", "pairs", "--cache", "cache", "--min-ssim-gain", "0", "--quiet",
+             cwd=work)
+    assert (work / "bench" / "report.md").is_file(), r.stderr
+    assert "## Real blur" in (work / "bench" / "report.md").read_text()
