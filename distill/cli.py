@@ -8,12 +8,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from runtime.cli_errors import SharpenError
 from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
 
 
 def _err(msg: str) -> int:
-    print(f"error: {msg}", file=sys.stderr)
-    return 2
+    raise SharpenError(msg)
 
 
 # ------------------------------------------------------------------ sharpen teacher
@@ -73,34 +73,74 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ sharpen models
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .students import count_macs, count_params, create_student, list_students, student_spec
+    import time
+
+    import torch
+
+    from .students import (activation_bytes, count_macs, count_params, create_student,
+                           list_students, receptive_field, run_padded, student_spec)
 
     h, w = args.height, args.width
+    if not (16 <= h <= 8640 and 16 <= w <= 15360):
+        return _err(f"--height/--width must be within 16..8640 x 16..15360, got {w}x{h}")
+    names = list_students()
+    if args.names:
+        unknown = [n for n in args.names if n not in names]
+        if unknown:
+            return _err(f"unknown student {', '.join(unknown)}; registered: {', '.join(names)}")
+        names = args.names
+    headers = ["name", "params", "GMAC", "receptive field px", "activations MB", "multiple"]
+    if args.measure:
+        headers.append(f"PyTorch ms ({args.measure_runs} runs, median)")
+    headers.append("description")
     rows = []
-    for name in list_students():
+    for name in names:
         m = create_student(name).eval()
-        rows.append((name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",
-                     str(m.multiple), student_spec(name).description))
+        row = [name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",
+               str(receptive_field(m)), f"{activation_bytes(m, h, w) / 2**20:.0f}",
+               str(m.multiple)]
+        if args.measure:
+            x = torch.rand(1, 3, h, w)
+            times = []
+            with torch.no_grad():
+                run_padded(m, x)
+                for _ in range(args.measure_runs):
+                    t0 = time.perf_counter()
+                    run_padded(m, x)
+                    times.append(1000 * (time.perf_counter() - t0))
+            row.append(f"{sorted(times)[len(times) // 2]:.1f}")
+        rows.append(row + [student_spec(name).description])
     if args.teacher:
         from .restormer import CONFIGS, build_restormer
         for cname in CONFIGS:
             m = build_restormer(cname)
             macs = count_macs(m, 256, 256) * (h * w) / (256 * 256)
-            rows.append((f"restormer:{cname}", f"{count_params(m):,}", f"~{macs / 1e9:.0f}",
-                         "8", "teacher (MACs of convs, scaled from 256x256 tiles)"))
+            rows.append([f"restormer:{cname}", f"{count_params(m):,}", f"~{macs / 1e9:.0f}",
+                         "-", "-", "8"] + (["-"] if args.measure else []) +
+                        ["teacher (MACs of convs, scaled from 256x256 tiles)"])
+    print_table(f"Models (per {w}x{h} frame; activations: FP32 bytes written by every layer, "
+                "unfused)", headers, rows)
+    return 0
+
+
+def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
+    """A rich table when rich is installed, plain aligned columns otherwise."""
     try:
         from rich.console import Console
         from rich.table import Table
-        t = Table(title=f"Models (MACs per {w}x{h} frame)")
-        for col in ("name", "params", "GMAC", "multiple", "description"):
-            t.add_column(col, justify="right" if col in ("params", "GMAC", "multiple") else "left")
-        for r in rows:
-            t.add_row(*r)
-        Console().print(t)
     except ImportError:
-        for r in rows:
-            print(" | ".join(r))
-    return 0
+        print(title)
+        widths = [max(len(h), *(len(str(r[i])) for r in rows)) if rows else len(h)
+                  for i, h in enumerate(headers)]
+        for r in [headers, *rows]:
+            print("  ".join(str(c).ljust(wd) for c, wd in zip(r, widths)))
+        return
+    t = Table(title=title)
+    for col in headers:
+        t.add_column(col, overflow="fold")
+    for r in rows:
+        t.add_row(*[str(c) for c in r])
+    Console(width=200).print(t)
 
 
 # ------------------------------------------------------------------ sharpen synth
@@ -289,6 +329,11 @@ def add_commands(sub) -> None:
     p.add_argument("--height", type=int, default=1080, help="frame height for MACs")
     p.add_argument("--width", type=int, default=1920, help="frame width for MACs")
     p.add_argument("--teacher", action="store_true", help="include Restormer configs")
+    p.add_argument("names", nargs="*", metavar="NAME", help="only these students")
+    p.add_argument("--measure", action="store_true",
+                   help="also time PyTorch CPU inference at this size on this machine")
+    p.add_argument("--measure-runs", type=int, default=3, metavar="N",
+                   help="timed runs per model with --measure")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("synth", formatter_class=fmt,

@@ -266,3 +266,50 @@ def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
         for hk in hooks:
             hk.remove()
     return total
+
+
+def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: int = 4) -> int:
+    """Bytes written by every conv/activation layer for one h x w frame (the activation traffic
+    an accelerator moves through memory if nothing is fused), from a meta-device pass."""
+    import copy
+
+    m = getattr(model, "multiple", 1)
+    model = copy.deepcopy(model).to("meta")
+    h, w = h + (-h) % m, w + (-w) % m
+    total = 0
+
+    def hook(mod, inp, out):
+        nonlocal total
+        if isinstance(out, torch.Tensor):
+            total += out.numel() * bytes_per
+
+    hooks = [mod.register_forward_hook(hook) for mod in model.modules()
+             if not list(mod.children())]
+    try:
+        with torch.no_grad():
+            model(torch.zeros(1, 3, h, w, device="meta"))
+    finally:
+        for hk in hooks:
+            hk.remove()
+    return total
+
+
+def receptive_field(model: nn.Module, size: int = 384) -> int:
+    """Side in pixels of the input region that influences one output pixel at the centre,
+    measured from the gradient (so it counts what the weights actually reach; random weights
+    make every path non-zero)."""
+    import copy
+
+    net = copy.deepcopy(model).float().eval()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.rand_like(p) * 0.1 + 0.01)   # no dead paths, no cancellation
+    x = torch.zeros(1, 3, size, size, requires_grad=True)
+    y = run_padded(net, x)
+    y[0, :, size // 2, size // 2].sum().backward()
+    g = x.grad.abs().sum((0, 1))
+    rows = torch.nonzero(g.sum(1) > 0)
+    cols = torch.nonzero(g.sum(0) > 0)
+    if len(rows) == 0:
+        return 1
+    return int(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1)

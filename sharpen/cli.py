@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from runtime.cli_errors import SharpenError
+
 
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks import cli as bench_cli
@@ -38,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except SharpenError as e:
+        print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
+        return e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130

@@ -115,3 +115,24 @@ def test_saved_checkpoints_and_images_are_readable_by_others(tmp_path):
     img = write_image(tmp_path / "i.png", np.zeros((4, 4, 3), np.float32))
     for p in (ck, img):
         assert p.stat().st_mode & stat.S_IROTH, p
+
+
+def test_budget_measures():
+    from distill.students import activation_bytes, receptive_field
+    fast, seed = create_student("fast"), create_student("seed")
+    # The point of `fast`'s 1/8-res stage: a receptive field far beyond seed's 3x3 stack.
+    assert receptive_field(fast) > 100 and receptive_field(seed) < 40
+    # Activations scale with the frame area.
+    assert activation_bytes(fast, 1080, 1920) > 3.5 * activation_bytes(fast, 540, 960)
+
+
+def test_models_command_errors(capsys):
+    from sharpen.cli import main
+    assert main(["models", "nope"]) == 2
+    assert "unknown student nope" in capsys.readouterr().err
+    assert main(["models", "--height", "0"]) == 2
+    assert "--height" in capsys.readouterr().err
+    assert main(["models", "fast", "--height", "64", "--width", "96", "--measure",
+                 "--measure-runs", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "receptive field" in out and "fast" in out
