@@ -64,7 +64,8 @@ def add_commands(sub) -> None:
                    help="all sizes, more rounds, every held-out image (default: quick mode)")
     p.add_argument("--target-fps", type=float, default=30.0, metavar="FPS",
                    help="frame rate a result must reach to count as real time (default 30)")
-    p.add_argument("--students", nargs="+", default=None, metavar="CKPT",
+    p.add_argument("--weights", "--students", dest="students", nargs="+", default=None,
+                   metavar="CKPT",
                    help="students: shipped names (seed, fast -> models/student-NAME.pt) or "
                         "checkpoint paths, space or comma separated (default: seed fast)")
     p.add_argument("--teacher-weights", default=None, metavar="PATH",
@@ -168,7 +169,7 @@ def _argv_from(args) -> list[str]:
     if gate != ["--min-ssim-ratio", "0.95"]:
         out += gate
     if args.students:
-        out += ["--students", *args.students]
+        out += ["--weights", *args.students]
     if args.no_latency:
         out.append("--no-latency")
     return out

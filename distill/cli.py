@@ -257,6 +257,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return 1 if res["failed"] else 0
 
 
+# ------------------------------------------------------------------ sharpen grow
+
+def cmd_grow(args: argparse.Namespace) -> int:
+    from .checkpoint import CheckpointError
+    from .grow import grow_student
+
+    try:
+        changes = {k: int(v) for k, v in (c.split("=", 1) for c in args.changes)}
+    except ValueError:
+        return _err(f"changes must look like name=INT (e.g. low_blocks=4), got {args.changes}")
+    try:
+        print(grow_student(args.weights, args.out, **changes))
+    except (ValueError, TypeError, CheckpointError, FileNotFoundError) as e:
+        return _err(str(e))
+    return 0
+
+
 # ------------------------------------------------------------------ training
 
 def _train(args: argparse.Namespace, task: str) -> int:
@@ -310,7 +327,7 @@ def add_commands(sub) -> None:
     p.add_argument("--teacher-weights", default=None,
                    help="Restormer weights: the official motion_deblurring.pth, a state dict, or "
                    "a project checkpoint (default: the bundled models/teacher-restormer-small.pt)")
-    p.add_argument("--config", default=None,
+    p.add_argument("--teacher-config", "--config", dest="config", default=None,
                    help="Restormer config for weights without one: motion-deblur (official), "
                    "small, tiny")
     p.add_argument("--tile", type=int, default=TEACHER_TILE,
@@ -382,6 +399,18 @@ def add_commands(sub) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_corpus)
 
+    p = sub.add_parser("grow", formatter_class=fmt,
+                       help="grow a trained fast-family student without changing its output",
+                       description="Add blocks, widen kernels, add the detail stage or the "
+                       "input path to a trained fast-family student so that its output is "
+                       "unchanged; fine-tune the result with `sharpen distill ... init=OUT "
+                       "\"model.args={...}\"`.")
+    p.add_argument("--weights", required=True, metavar="CKPT", help="trained student")
+    p.add_argument("--out", required=True, metavar="CKPT", help="grown student checkpoint")
+    p.add_argument("changes", nargs="+", metavar="NAME=INT",
+                   help="architecture changes, e.g. low_blocks=4 detail=8 edge=3")
+    p.set_defaults(func=cmd_grow)
+
     p = sub.add_parser("evaluate", formatter_class=fmt,
                        help="PSNR/SSIM gain over the input (paired data) and side-by-side crops",
                        description="Run teacher and/or student checkpoints over a data source. "
@@ -415,7 +444,7 @@ def add_commands(sub) -> None:
                            "(see configs/) and KEY=VALUE overrides, e.g. optim.steps=2000 "
                            "data.batch_size=16 out=runs/x. Re-running the same command resumes "
                            "from OUT/last.pt. Under torchrun it trains with DDP.")
-        p.add_argument("--config", default=None, help="YAML config file")
+        p.add_argument("--config", default=None, metavar="FILE", help="YAML config file")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides (dotted keys)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -109,7 +109,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     for what, p in (("student", student_ckpt), ("teacher", Path(teacher))):
         if not p.exists():
             print(f"error: the {what} weights {p} are not there. The shipped models live in "
-                  "models/ (see models/README.md); pass --student-weights / --teacher-weights.",
+                  "models/ (see models/README.md); pass --weights / --teacher-weights.",
                   file=sys.stderr)
             return 2
 
@@ -185,7 +185,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         teacher_opts = ["--teacher-weights", teacher] + (
             ["--teacher-config", args.config] if args.config else [])
         print(f"quality gate: {' '.join(gate)} (see `sharpen demo --help`)")
-        bench_rc = bench_main(["--out", str(out / "bench"), "--students", str(student),
+        bench_rc = bench_main(["--out", str(out / "bench"), "--weights", str(student),
                                *teacher_opts, *gate])
     else:
         _step(6, "benchmark report skipped (--skip-bench)")
@@ -223,9 +223,10 @@ def add_commands(sub) -> None:
     p.add_argument("--teacher-weights", default=None,
                    help="teacher weights (default: the shipped models/teacher-restormer-small.pt;"
                    " the official motion_deblurring.pth with --config motion-deblur)")
-    p.add_argument("--config", default=None, help="Restormer config for weights without one")
+    p.add_argument("--teacher-config", "--config", dest="config", default=None,
+                   help="Restormer config for weights without one")
     p.add_argument("--student", default="fast", help="student architecture to fine-tune")
-    p.add_argument("--student-weights", default=None,
+    p.add_argument("--weights", "--student-weights", dest="student_weights", default=None,
                    help="student checkpoint to start from (default: models/student-NAME.pt)")
     p.add_argument("--steps", type=int, default=150, help="distillation steps")
     p.add_argument("--lr", type=float, default=5e-5,

@@ -117,7 +117,7 @@ def test_console_script_export_run_bench(work):
              "--quiet", cwd=work)
     assert r.returncode == 0, r.stderr
     assert len(list((work / "run-out").iterdir())) == 3
-    r = _run("bench", "--out", "bench", "--students", "student.pt", "--teacher-weights",
+    r = _run("bench", "--out", "bench", "--weights", "student.pt", "--teacher-weights",
              "teacher.pt", "--data", "pairs", "--formats", "onnx", "--no-latency",
              "--real-pairs", "pairs", "--cache", "cache", "--min-ssim-gain", "0", "--quiet",
              cwd=work)

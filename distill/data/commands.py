@@ -35,7 +35,7 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher-weights", metavar="PATH", default=None,
                    help="teacher checkpoint (project checkpoint or the official "
                         "motion_deblurring.pth); default: the bundled teacher")
-    p.add_argument("--config", metavar="NAME", default=None,
+    p.add_argument("--teacher-config", "--config", dest="config", metavar="NAME", default=None,
                    help="Restormer config (motion-deblur, small, tiny); project checkpoints "
                         "carry their own, the official weights need motion-deblur (default)")
     p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N",
