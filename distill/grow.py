@@ -5,6 +5,7 @@ has to learn what the extra capacity adds instead of starting from scratch:
 - blocks the source lacks start as the identity (their last 1x1 projection is zero; the block is
   residual, so it passes its input through);
 - depthwise kernels that grow (e.g. 5x5 -> 7x7) are zero-padded around the trained kernel;
+- pyramid levels added below the 1/8 stage (`deep`) start with a zero output projection;
 - a half-resolution detail stage (`detail`: its width) or an input path (`edge`, `edge_width`)
   added to a model without one starts with a zero output projection, its other layers
   randomly initialised so they train at once.
@@ -22,7 +23,7 @@ from .checkpoint import CheckpointError, atomic_save, load_student, make_checkpo
 from .students import FastStudent, create_student
 
 _GROWABLE = ("blocks", "low_blocks", "k", "low_k", "detail", "detail_blocks", "edge",
-             "edge_width")
+             "edge_width", "deep")
 
 
 def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int) -> dict:
@@ -53,7 +54,8 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
                 p = (target.shape[-1] - w.shape[-1]) // 2
                 w = F.pad(w, (p, p, p, p))
             sd[name] = w
-        elif ".pw2." in name and not (name.startswith("detail_") and not model.detail):
+        elif ".pw2." in name and not (name.startswith("detail_") and not model.detail) \
+                and not name.startswith("deep."):
             sd[name] = torch.zeros_like(target)
     new.load_state_dict(sd)
     new.eval()

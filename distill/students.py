@@ -106,9 +106,12 @@ class FastStudent(nn.Module):
 
     def __init__(self, scale: int = 4, width: int = 32, blocks: int = 2, low_blocks: int = 3,
                  expand: int = 2, k: int = 3, low_k: int = 5, detail: int = 0,
-                 detail_blocks: int = 1, edge: int = 0, edge_width: int = 0):
+                 detail_blocks: int = 1, edge: int = 0, edge_width: int = 0, deep: int = 0,
+                 deep_blocks: int = 2):
         super().__init__()
-        self.scale, self.multiple = scale, scale * 2
+        if not 0 <= deep <= 4:
+            raise ValueError(f"deep={deep}: between 0 and 4 extra pyramid levels")
+        self.scale, self.multiple = scale, scale * 2 ** (1 + deep)
         self.unshuffle = nn.PixelUnshuffle(scale)
         self.stem = nn.Conv2d(3 * scale * scale, width, 1)
         self.enc = nn.Sequential(*[InvertedResidual(width, expand, k) for _ in range(blocks)])
@@ -116,6 +119,16 @@ class FastStudent(nn.Module):
         self.low = nn.Sequential(*[InvertedResidual(width, expand, low_k)
                                    for _ in range(low_blocks)])
         self.up = nn.Upsample(scale_factor=2, mode="nearest")
+        # Levels below 1/(2*scale): each halves the resolution again, so a few cheap blocks
+        # there reach blur hundreds of pixels long. Their output projection starts at zero, so
+        # a level added to a trained model (`sharpen grow ... deep=N`) changes nothing at first.
+        self.deep = nn.ModuleList(nn.Sequential(*[InvertedResidual(width, expand, low_k)
+                                                  for _ in range(deep_blocks)])
+                                  for _ in range(deep))
+        self.deep_out = nn.ModuleList(nn.Conv2d(width, width, 1) for _ in range(deep))
+        for conv in self.deep_out:
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
         self.dec = nn.Sequential(*[InvertedResidual(width, expand, k) for _ in range(blocks)])
         self.head = nn.Conv2d(width, 3 * scale * scale, 1)
         self.shuffle = nn.PixelShuffle(scale)
@@ -149,7 +162,7 @@ class FastStudent(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u = self.unshuffle(x)
         f = self.enc(F.relu(self.stem(u)))
-        f = f + self.up(self.low(self.pool(f)))
+        f = f + self.up(self._descend(self.low(self.pool(f)), 0))
         f = self.dec(f)
         r = self.head(f)
         if self.edge:
@@ -162,6 +175,12 @@ class FastStudent(nn.Module):
             g = self.detail_blocks(F.relu(self.detail_stem(F.pixel_unshuffle(y, 2))))
             y = y + F.pixel_shuffle(self.detail_head(g), 2)
         return y
+
+    def _descend(self, x: torch.Tensor, i: int) -> torch.Tensor:
+        if i >= len(self.deep):
+            return x
+        y = self._descend(self.deep[i](self.pool(x)), i + 1)
+        return x + self.up(self.deep_out[i](y))
 
 
 @dataclass(frozen=True)
@@ -216,7 +235,7 @@ def create_student(name: str, **overrides) -> nn.Module:
 
 # Registry defaults added after checkpoints had been shipped: a checkpoint that does not record
 # one predates it and was trained without it.
-_ADDED_LATER = {"edge": 0, "edge_width": 0}
+_ADDED_LATER = {"edge": 0, "edge_width": 0, "deep": 0}
 
 
 def student_from_saved_args(name: str, args: dict) -> nn.Module:

@@ -187,7 +187,16 @@ def _build_fast(b: _Builder, x, m):
     low = b.maxpool2(f)
     for blk in m.low:
         low = _inverted_residual(b, low, blk)
-    f = b.add(f, Up()(low))
+
+    def descend(t, i):
+        if i >= len(m.deep):
+            return t
+        y = b.maxpool2(t)
+        for blk in m.deep[i]:
+            y = _inverted_residual(b, y, blk)
+        return b.add(t, Up()(b.conv(descend(y, i + 1), m.deep_out[i])))
+
+    f = b.add(f, Up()(descend(low, 0)))
     for blk in m.dec:
         f = _inverted_residual(b, f, blk)
     res = b.conv(f, m.head, out_perm=perm)

@@ -44,12 +44,14 @@ def test_channel_permutation_matches_pixel_unshuffle(r):
 
 @pytest.mark.parametrize("name, overrides", [
     ("fast", {}), ("fast", {"edge": 3}), ("fast", {"edge": 3, "edge_width": 8}),
+    ("fast", {"deep": 2, "deep_blocks": 1}),
     ("fast-detail", {}), ("fast-s2", {}), ("seed", {}),
     ("seed-residual", {})])
 def test_keras_rebuild_matches_pytorch(name, overrides):
     model = _seeded(name, **overrides)
     km = build_keras_student(model)
-    x = torch.rand(1, 3, 40, 56)
+    m = model.multiple
+    x = torch.rand(1, 3, m * -(-40 // m), m * -(-56 // m))
     with torch.no_grad():
         ref = model(x)[0].permute(1, 2, 0).numpy()
     out = km(x.permute(0, 2, 3, 1).numpy()).numpy()[0]

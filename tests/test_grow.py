@@ -75,3 +75,18 @@ def test_grow_refuses_what_it_cannot_preserve(tmp_path):
         grow_student(tmp_path / "s.pt", tmp_path / "g.pt", width=16)
     with pytest.raises(ValueError, match="low_blocks=1"):
         grow_student(tmp_path / "s.pt", tmp_path / "g.pt", low_blocks=1)
+
+
+def test_grown_deep_levels_start_silent_and_train(tmp_path):
+    small = _trained_like(create_student("fast", width=8, low_blocks=1, edge_width=8))
+    _save(small, tmp_path / "s.pt")
+    args = grow_student(tmp_path / "s.pt", tmp_path / "g.pt", deep=2)
+    assert args["deep"] == 2
+    grown, _ = load_student(tmp_path / "g.pt")
+    assert grown.multiple == 32
+    x = torch.rand(1, 3, 64, 96)
+    with torch.no_grad():
+        torch.testing.assert_close(grown(x), small.eval()(x), atol=1e-6, rtol=0)
+    grown.train()
+    grown(x).square().mean().backward()
+    assert grown.deep_out[0].weight.grad.abs().sum() > 0
