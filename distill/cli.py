@@ -283,7 +283,8 @@ def _train(args: argparse.Namespace, task: str) -> int:
         cfg = load_config(args.config, args.overrides)
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         return _err(str(e))
-    cfg.task = task
+    # `train` fits any registered model to ground truth; the trainer calls that task "teacher".
+    cfg.task = "teacher" if task == "supervised" else task
     if task == "teacher" and cfg.model.arch != "restormer":
         cfg.model.arch = "restormer"
         cfg.model.args = cfg.model.args or {"config": "small"}
@@ -311,6 +312,10 @@ def cmd_train_teacher(args: argparse.Namespace) -> int:
 
 def cmd_distill(args: argparse.Namespace) -> int:
     return _train(args, "student")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _train(args, "supervised")
 
 
 # ------------------------------------------------------------------ registration
@@ -438,7 +443,9 @@ def add_commands(sub) -> None:
     p.set_defaults(func=cmd_evaluate)
 
     for name, func, task in (("train-teacher", cmd_train_teacher, "Restormer on ground truth"),
-                             ("distill", cmd_distill, "a student on teacher pseudo-labels")):
+                             ("distill", cmd_distill, "a student on teacher pseudo-labels"),
+                             ("train", cmd_train, "any model (model.arch) on ground-truth pairs "
+                              "(e.g. a student's pre-training on a blur corpus)")):
         p = sub.add_parser(name, formatter_class=fmt, help=f"train {task}",
                            description=f"Train {task}. Settings come from the YAML --config "
                            "(see configs/) and KEY=VALUE overrides, e.g. optim.steps=2000 "

@@ -53,7 +53,7 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto, cpu, cuda or cuda:N (default: auto; under torchrun each rank "
                         "uses cuda:LOCAL_RANK)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="label only the first N images of the source")
+                   help="label N images spread evenly over the source")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

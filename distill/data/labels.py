@@ -258,7 +258,12 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         raise SourceError(f"need 0 <= overlap < tile (or tile 0 for whole images), got "
                           f"tile={tile} overlap={overlap}")
     info = resolve_source(data, split=split, gopro_blur=gopro_blur)
-    samples = info.samples[:limit] if limit else info.samples
+    samples = info.samples
+    if limit and limit < len(samples):
+        # Spread over the source (first and last included), not its first N: a folder sorted
+        # by name would otherwise give N crops of the same few photos.
+        idx = sorted({round(i * (len(samples) - 1) / max(limit - 1, 1)) for i in range(limit)})
+        samples = [samples[i] for i in idx]
     mine = samples[dist.rank::dist.world]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
