@@ -8,6 +8,7 @@ import argparse
 import sys
 
 from runtime.cli_errors import cli_error, one_line
+from runtime.console import print_table
 
 BENCH_EPILOG = """\
 Quick mode (default, minutes on a CPU): sizes 1920x1080 and 640x360, few rounds, 4 held-out
@@ -182,37 +183,15 @@ def _print_summary(report: dict) -> None:
 
     q = report["quality"]
     qr = QualityResult(q["data"], q["images"], q["rows"], report["checks"], {}, q["settings"])
-    _print_table("quality (mean over held-out images)", TABLE_HEADERS, format_table(qr))
+    print_table("quality (mean over held-out images)", TABLE_HEADERS, format_table(qr))
     if report["latency"]["rows"]:
-        _print_table(f"latency (target {report['settings']['target_fps']:g} fps)",
+        print_table(f"latency (target {report['settings']['target_fps']:g} fps)",
                      LATENCY_HEADERS, latency_table(report["latency"]["rows"]))
     if report["latency"].get("stream"):
-        _print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
+        print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
                      stream_table(report["latency"]["stream"]))
     failed = [c for c in report["checks"] if not c["passed"]]
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
-
-
-def _print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        Console = None
-    if Console is not None:
-        t = Table(title=title)
-        for h in headers:
-            t.add_column(h, overflow="fold")
-        for r in rows:
-            t.add_row(*[str(c) for c in r])
-        Console(width=200).print(t)
-        return
-    print(title)
-    widths = [max(len(h), *(len(str(r[i])) for r in rows)) if rows else len(h)
-              for i, h in enumerate(headers)]
-    print("  ".join(h.ljust(w) for h, w in zip(headers, widths)))
-    for r in rows:
-        print("  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -118,29 +118,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             rows.append([f"restormer:{cname}", f"{count_params(m):,}", f"~{macs / 1e9:.0f}",
                          "-", "-", "8"] + (["-"] if args.measure else []) +
                         ["teacher (MACs of convs, scaled from 256x256 tiles)"])
+    from runtime.console import print_table
     print_table(f"Models (per {w}x{h} frame; activations: FP32 bytes written by every layer, "
                 "unfused)", headers, rows)
     return 0
-
-
-def print_table(title: str, headers: list[str], rows: list[list[str]]) -> None:
-    """A rich table when rich is installed, plain aligned columns otherwise."""
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        print(title)
-        widths = [max(len(h), *(len(str(r[i])) for r in rows)) if rows else len(h)
-                  for i, h in enumerate(headers)]
-        for r in [headers, *rows]:
-            print("  ".join(str(c).ljust(wd) for c, wd in zip(r, widths)))
-        return
-    t = Table(title=title)
-    for col in headers:
-        t.add_column(col, overflow="fold")
-    for r in rows:
-        t.add_row(*[str(c) for c in r])
-    Console(width=200).print(t)
 
 
 # ------------------------------------------------------------------ sharpen synth

@@ -261,9 +261,9 @@ def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
-    """Multiply-accumulates of conv layers for one h x w frame (padded to the model's multiple),
-    from forward hooks on a pass over the meta device (shapes only, no arithmetic)."""
+def _meta_pass(model: nn.Module, h: int, w: int, count: Callable, leaves_only: bool) -> int:
+    """Sum of count(module, output) over a forward pass on the meta device (shapes only, no
+    arithmetic) of one h x w frame padded to the model's multiple."""
     import copy
 
     m = getattr(model, "multiple", 1)
@@ -273,11 +273,11 @@ def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
 
     def hook(mod, inp, out):
         nonlocal total
-        k = mod.kernel_size[0] * mod.kernel_size[1]
-        total += out.numel() * (mod.in_channels // mod.groups) * k
+        total += count(mod, out)
 
-    hooks = [mod.register_forward_hook(hook) for mod in model.modules()
-             if isinstance(mod, nn.Conv2d)]
+    mods = [mod for mod in model.modules()
+            if (not list(mod.children()) if leaves_only else isinstance(mod, nn.Conv2d))]
+    hooks = [mod.register_forward_hook(hook) for mod in mods]
     try:
         with torch.no_grad():
             model(torch.zeros(1, 3, h, w, device="meta"))
@@ -285,32 +285,19 @@ def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
         for hk in hooks:
             hk.remove()
     return total
+
+
+def count_macs(model: nn.Module, h: int = 1080, w: int = 1920) -> int:
+    """Multiply-accumulates of conv layers for one h x w frame."""
+    return _meta_pass(model, h, w, lambda mod, out: out.numel() * (mod.in_channels // mod.groups)
+                      * mod.kernel_size[0] * mod.kernel_size[1], leaves_only=False)
 
 
 def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: int = 4) -> int:
-    """Bytes written by every conv/activation layer for one h x w frame (the activation traffic
-    an accelerator moves through memory if nothing is fused), from a meta-device pass."""
-    import copy
-
-    m = getattr(model, "multiple", 1)
-    model = copy.deepcopy(model).to("meta")
-    h, w = h + (-h) % m, w + (-w) % m
-    total = 0
-
-    def hook(mod, inp, out):
-        nonlocal total
-        if isinstance(out, torch.Tensor):
-            total += out.numel() * bytes_per
-
-    hooks = [mod.register_forward_hook(hook) for mod in model.modules()
-             if not list(mod.children())]
-    try:
-        with torch.no_grad():
-            model(torch.zeros(1, 3, h, w, device="meta"))
-    finally:
-        for hk in hooks:
-            hk.remove()
-    return total
+    """Bytes written by every layer for one h x w frame (the activation traffic an accelerator
+    moves through memory if nothing is fused)."""
+    return _meta_pass(model, h, w, lambda mod, out: out.numel() * bytes_per
+                      if isinstance(out, torch.Tensor) else 0, leaves_only=True)
 
 
 def receptive_field(model: nn.Module, size: int = 384) -> int:

@@ -673,37 +673,14 @@ HEADERS = ["format", "precision", "file", "size", "ms @1080p", "max abs", "PSNR 
 
 
 def print_table(report: ExportReport, file=None) -> None:
-    """The final table: rich when installed, plain text otherwise."""
-    file = file or sys.stdout
-    rows = table_rows(report)
-    title = (f"sharpen export: {report.student} -> {report.out_dir} "
-             "(metrics vs the FP32 PyTorch output on held-out images; worst image)")
-    try:
-        from rich.console import Console
-        from rich.table import Table
-    except ImportError:
-        Console = None
-    if Console is not None:
-        table = Table(title=title)
-        for h in HEADERS:
-            table.add_column(h, justify="right" if h in ("size", "ms @1080p", "max abs",
-                                                           "PSNR dB", "SSIM") else "left",
-                             overflow="fold")
-        for row in rows:
-            res = row[-1]
-            style = ("green" if res == "PASS" else "red" if res.startswith(("FAIL", "ERROR"))
-                     else "yellow" if res.startswith("SKIPPED") else None)
-            table.add_row(*row, style=style)
-        Console(file=file, width=max(120, min(200, _term_width()))).print(table)
-        return
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(HEADERS)]
-    print(title, file=file)
-    print("  ".join(h.ljust(w) for h, w in zip(HEADERS, widths)), file=file)
-    for row in rows:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)), file=file)
+    """The final table, coloured by result when rich is installed."""
+    from runtime.console import print_table as show
 
+    def style(row):
+        res = row[-1]
+        return ("green" if res == "PASS" else "red" if res.startswith(("FAIL", "ERROR"))
+                else "yellow" if res.startswith("SKIPPED") else None)
 
-def _term_width() -> int:
-    import shutil
-
-    return shutil.get_terminal_size((160, 24)).columns
+    show(f"sharpen export: {report.student} -> {report.out_dir} (metrics vs the FP32 PyTorch "
+         "output on held-out images; worst image)", HEADERS, table_rows(report), file=file,
+         right=("size", "ms @1080p", "max abs", "PSNR dB", "SSIM"), row_style=style)
