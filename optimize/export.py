@@ -319,6 +319,9 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 
     weights = Path(weights)
     model, ckpt = load_student(weights)   # CheckpointError: missing / not a student
+    from distill.teacher import file_hash
+    weights_sha = file_hash(weights, n=64)
+    ckpt["source_sha256"] = weights_sha
     out = check_out_dir(out_dir)
     multiple = int(getattr(model, "multiple", 1))
     stem = name or weights.stem
@@ -394,11 +397,9 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     }
 
     # ---- build each format
-    from distill.teacher import file_hash
     from runtime.atomic import atomic_write_json
     from runtime.backends import failed_marker
 
-    weights_sha = file_hash(weights, n=64)
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
     results: list[FormatResult] = []

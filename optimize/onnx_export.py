@@ -37,6 +37,8 @@ def student_metadata(model: nn.Module, ckpt: dict | None = None) -> dict[str, st
         "multiple": str(int(getattr(model, "multiple", 1))),
         "metrics": json.dumps(ckpt.get("metrics", {}) or {}, sort_keys=True, default=str),
         "precision": "fp32",
+        # Which checkpoint the artifact came from (sha256 of the file), set by `export`.
+        "source_sha256": str(ckpt.get("source_sha256", "")),
     }
 
 

@@ -1,6 +1,7 @@
 """Source detection and parsing on small generated trees."""
 from __future__ import annotations
 
+import tempfile
 import subprocess
 import sys
 import warnings
@@ -208,7 +209,7 @@ def test_sources_and_commands_import_without_torch():
             "a = p.parse_args(['labels', '--data', 'x', '--out', 'y', '--tile', '64'])\n"
             "assert a.tile == 64 and a.overlap == 64 and a.split == 'train' and a.func\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
-    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True)
+    r = subprocess.run([sys.executable, "-c", code], cwd=tempfile.gettempdir(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
 
 

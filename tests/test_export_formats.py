@@ -280,7 +280,7 @@ def test_modelopt_leaves_ort_int8_untouched(report, tmp_path):
     code = ("import sys, numpy as np; from optimize.onnx_int8 import quantize_onnx_int8 as q; "
             "q(sys.argv[1], sys.argv[2], np.load(sys.argv[3]))")
     subprocess.run([sys.executable, "-c", code, str(fp32), str(tmp_path / "fresh.onnx"),
-                    str(tmp_path / "crops.npy")], check=True, cwd=REPO)
+                    str(tmp_path / "crops.npy")], check=True, cwd=tmp_path)
     here, fresh = onnx.load(tmp_path / "here.onnx"), onnx.load(tmp_path / "fresh.onnx")
     assert [n.op_type for n in here.graph.node] == [n.op_type for n in fresh.graph.node]
     assert here.SerializeToString() == fresh.SerializeToString()

@@ -294,3 +294,109 @@ def test_labels_removes_stale_temp_files_of_killed_writes(tmp_path, tiny_teacher
                  "--quiet", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert not old.exists() and young.exists()
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
+    """SIGKILL `proc` as soon as ready() holds (or let it finish, whichever comes first)."""
+    import signal
+    import time as _time
+    t0 = _time.time()
+    while _time.time() - t0 < timeout and proc.poll() is None and not ready():
+        _time.sleep(0.01)
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL)
+    proc.wait(60)
+
+
+def _train_argv(tmp_path: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "sharpen.cli", "train", "--quiet", f"out={out}",
+            "model.arch=fast", "model.args={width: 8, blocks: 1, low_blocks: 1}",
+            f"data.train={tmp_path / 'pairs'}", "data.val=", "data.crop=32",
+            "data.batch_size=2", "data.workers=0", "optim.warmup_steps=1", "optim.steps=12",
+            "log_every=1", "val_every=1000", "ckpt_every=2", "seed=3"]
+
+
+@pytest.mark.slow
+def test_kill9_training_then_rerun_equals_uninterrupted(tmp_path):
+    from distill.checkpoint import read_checkpoint
+    rng = np.random.default_rng(6)
+    for i in range(3):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        write_image(tmp_path / "pairs" / "target" / f"p{i}.png", sharp)
+        write_image(tmp_path / "pairs" / "input" / f"p{i}.png", cv2.blur(sharp, (5, 5)))
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    ref = subprocess.run(_train_argv(tmp_path, tmp_path / "ref"), cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=300)
+    assert ref.returncode == 0, ref.stderr
+    out = tmp_path / "killed"
+    log = out / "metrics.jsonl"
+    proc = subprocess.Popen(_train_argv(tmp_path, out), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: log.exists() and len(log.read_text().splitlines()) >= 5)
+    r = subprocess.run(_train_argv(tmp_path, out), cwd=tmp_path, env=env, capture_output=True,
+                       text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    a, b = read_checkpoint(tmp_path / "ref" / "last.pt"), read_checkpoint(out / "last.pt")
+    assert a["step"] == b["step"] == 12
+    for k in a["model"]:
+        torch.testing.assert_close(a["model"][k], b["model"][k], atol=1e-6, rtol=0)
+    steps = [json.loads(line)["step"] for line in log.read_text().splitlines()]
+    assert steps == sorted(set(steps))
+
+
+@pytest.mark.slow
+def test_kill9_run_into_image_folder_leaves_no_partial_file(tmp_path):
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    src = tmp_path / "frames"
+    src.mkdir()
+    rng = np.random.default_rng(7)
+    for i in range(40):
+        cv2.imwrite(str(src / f"f{i:03d}.png"), (rng.random((240, 320, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "sharp"
+    argv = [sys.executable, "-m", "sharpen.cli", "run", "--model", str(model), "--source",
+            str(src), "--out", str(out), "--quiet"]
+    proc = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: out.is_dir() and len(list(out.glob("f*.png"))) >= 5)
+    for p in out.glob("[!.]*"):
+        img = cv2.imread(str(p))
+        assert img is not None and img.shape == (240, 320, 3), p
+    r = _sharpen("run", "--model", str(model), "--source", str(src), "--out", str(out),
+                 "--quiet", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert len(list(out.glob("f*.png"))) == 40
+
+
+@pytest.mark.slow
+def test_kill9_export_leaves_no_report_vouching_for_it(tmp_path):
+    s = create_student("fast", width=8)
+    ck = tmp_path / "s.pt"
+    atomic_save(make_checkpoint(s, kind="student", arch="fast", arch_args=s.arch_args), ck)
+    out = tmp_path / "export"
+    argv = ["export", "--weights", str(ck), "--out", str(out), "--formats", "onnx,onnx-int8",
+            "--no-latency", "--quiet"]
+    r = _sharpen(*argv, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    before = json.loads((out / "export_report.json").read_text())
+    assert all(x["status"] == "pass" for x in before["results"] if x["status"] != "skipped")
+    proc = subprocess.Popen([sys.executable, "-m", "sharpen.cli", *argv], cwd=tmp_path,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _kill_when(proc, lambda: not (out / "export_report.json").exists())
+    if proc.returncode != 0:   # killed mid-export: nothing may claim the new files passed
+        assert not (out / "export_report.json").exists()
+    r = _sharpen(*argv, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert json.loads((out / "export_report.json").read_text())["settings"]["weights_sha256"]
+
+
+def test_exported_files_record_their_checkpoint(tmp_path):
+    from distill.teacher import file_hash
+    from optimize.export import export
+    from optimize.onnx_export import read_metadata
+    s = create_student("fast", width=8)
+    ck = tmp_path / "s.pt"
+    atomic_save(make_checkpoint(s, kind="student", arch="fast", arch_args=s.arch_args), ck)
+    rep = export(ck, ["onnx", "onnx-int8"], tmp_path / "e", latency=False, quiet=True)
+    for fmt in ("onnx", "onnx-int8"):
+        assert read_metadata(rep.result(fmt).file)["source_sha256"] == file_hash(ck, n=64)

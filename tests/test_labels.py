@@ -175,7 +175,7 @@ def test_interrupted_run_keeps_valid_files(tmp_path, teachers):
     n, shape = 10, (48, 64, 3)
     data = _paired(tmp_path / "data", n, h=shape[0], w=shape[1], seed=3)
     out = tmp_path / "cache"
-    proc = subprocess.Popen(_cli(data, out, teachers[0]), cwd=REPO, env=_env(),
+    proc = subprocess.Popen(_cli(data, out, teachers[0]), cwd=tmp_path, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     try:
@@ -201,7 +201,7 @@ def test_interrupted_run_keeps_valid_files(tmp_path, teachers):
         done_before = _manifest(out)     # must parse: written atomically
         for e in done_before.values():
             assert (out / e["label"]).is_file()
-    r = subprocess.run(_cli(data, out, teachers[0]), cwd=REPO, env=_env(), capture_output=True,
+    r = subprocess.run(_cli(data, out, teachers[0]), cwd=tmp_path, env=_env(), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert f"{len(done_before)} skipped" in r.stdout
@@ -218,7 +218,7 @@ def test_two_ranks_merge_into_one_manifest(tmp_path, teachers):
     procs = []
     for rank in range(2):
         env = dict(_env(), RANK=str(rank), WORLD_SIZE="2", LOCAL_RANK=str(rank))
-        procs.append(subprocess.Popen(_cli(data, out, teachers[0]), cwd=REPO, env=env,
+        procs.append(subprocess.Popen(_cli(data, out, teachers[0]), cwd=tmp_path, env=env,
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True))
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (so, se) in zip(procs, outs):

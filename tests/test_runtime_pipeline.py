@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime_fixtures import (FRAME_H, FRAME_W, REPO, assert_in_order, cli_module,  # noqa: E402
+from runtime_fixtures import (FRAME_H, FRAME_W, assert_in_order, cli_module,  # noqa: E402
                                    lap_var, onnx_model, read_video, run_cli,
                                    run_cli_subprocess, textured_frame, write_video)
 
@@ -204,7 +204,7 @@ def test_sigterm_stops_cleanly(tmp_path, onnx_model):
         [sys.executable, "-m", cli_module(), "run", "--model", str(onnx_model),
          "--source", f"synthetic:{FRAME_W}x{FRAME_H}@50", "--output", str(out),
          "--stats", str(stats), "--quiet"],
-        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
     while time.time() < deadline and not list(tmp_path.glob(".term.partial*")):
         time.sleep(0.1)
