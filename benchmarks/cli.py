@@ -109,6 +109,22 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_bench_cmd)
 
 
+def options_from_args(args: argparse.Namespace):
+    """BenchOptions from parsed `sharpen bench` arguments (the inverse of its to_argv)."""
+    from benchmarks.report import BenchOptions
+
+    ratio, gain = resolve_gate(args)
+    return BenchOptions(out=args.out, full=args.full, target_fps=args.target_fps,
+                        students=args.students, teacher_weights=args.teacher_weights,
+                        teacher_config=args.teacher_config, data=args.data,
+                        real_pairs=args.real_pairs, real_nogt=args.real_nogt,
+                        min_ssim_ratio=ratio, min_ssim_gain=gain, limit=args.limit,
+                        sizes=args.sizes, formats=args.formats, cache=args.cache,
+                        threads=args.threads, calib_count=args.calib_count,
+                        stream_frames=args.stream_frames, latency=not args.no_latency,
+                        quiet=args.quiet)
+
+
 def run_bench_cmd(args) -> int:
     def fail(msg: str) -> int:
         return cli_error("bench", msg)
@@ -117,23 +133,13 @@ def run_bench_cmd(args) -> int:
         from distill.checkpoint import CheckpointError
 
         from benchmarks.artifacts import BenchError
-        from benchmarks.report import BenchOptions, run_bench
+        from benchmarks.report import run_bench
     except ImportError as e:
         return fail(f"missing dependency {e.name!r}; install the dev extra: "
                     "pip install -e '.[dev]' (and run from the repository root)")
     if args.threads < 0 or args.calib_count < 1:
         return fail("--threads must be >= 0 and --calib-count >= 1")
-    argv = getattr(args, "argv", None) or _argv_from(args)
-    ratio, gain = resolve_gate(args)
-    opts = BenchOptions(out=args.out, full=args.full, target_fps=args.target_fps,
-                        students=args.students, teacher_weights=args.teacher_weights,
-                        teacher_config=args.teacher_config, data=args.data,
-                        real_pairs=args.real_pairs, real_nogt=args.real_nogt,
-                        min_ssim_ratio=ratio, min_ssim_gain=gain, limit=args.limit,
-                        sizes=args.sizes,
-                        formats=args.formats, cache=args.cache, threads=args.threads,
-                        calib_count=args.calib_count, stream_frames=args.stream_frames,
-                        latency=not args.no_latency, quiet=args.quiet, argv=argv)
+    opts = options_from_args(args)
     try:
         report, code = run_bench(opts)
     except (BenchError, CheckpointError) as e:
@@ -148,36 +154,8 @@ def run_bench_cmd(args) -> int:
     return code
 
 
-def _argv_from(args) -> list[str]:
-    """The options as they would be typed, for the report's 'reproduce' section."""
-    out = ["--out", args.out]
-    if args.full:
-        out.append("--full")
-    for flag, val, default in (("--target-fps", args.target_fps, 30.0),
-                               ("--teacher-weights", args.teacher_weights, None),
-                               ("--teacher-config", args.teacher_config, None),
-                               ("--data", args.data, None),
-                               ("--real-pairs", args.real_pairs, None),
-                               ("--real-nogt", args.real_nogt, None),
-                               ("--limit", args.limit, None), ("--sizes", args.sizes, None),
-                               ("--formats", args.formats, None),
-                               ("--threads", args.threads, 0),
-                               ("--calib-count", args.calib_count, 32),
-                               ("--stream-frames", args.stream_frames, None)):
-        if val != default:
-            out += [flag, f"{val:g}" if isinstance(val, float) else str(val)]
-    gate = gate_argv(args)
-    if gate != ["--min-ssim-ratio", "0.95"]:
-        out += gate
-    if args.students:
-        out += ["--weights", *args.students]
-    if args.no_latency:
-        out.append("--no-latency")
-    return out
-
-
 def _print_summary(report: dict) -> None:
-    from benchmarks.report import (LATENCY_HEADERS, STREAM_HEADERS, latency_table,
+    from benchmarks.markdown import (LATENCY_HEADERS, STREAM_HEADERS, latency_table,
                                    stream_table)
     from benchmarks.quality import QualityResult, TABLE_HEADERS, format_table
 

@@ -312,3 +312,20 @@ def test_real_blur_section_matches_direct_metrics(env):
     assert "## Real blur" in md and "real_blur_nogt.png" in md
     for name in real["figures"].values():
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("argv", [
+    ["--out", "b"],
+    ["--out", "b", "--full", "--weights", "x.pt", "y.pt", "--min-ssim-gain", "0.2",
+     "--real-pairs", "reds", "--real-nogt", "nogt", "--threads", "2", "--no-latency",
+     "--sizes", "640x360", "--target-fps", "25"],
+    ["--out", "b", "--min-ssim-ratio", "0.9", "--limit", "3", "--formats", "onnx"]])
+def test_reproduce_command_round_trips(argv):
+    """The report's reproduce command comes from the options object and rebuilds it."""
+    from sharpen.cli import build_parser
+
+    from benchmarks.cli import options_from_args
+
+    opts = options_from_args(build_parser().parse_args(["bench", *argv]))
+    again = options_from_args(build_parser().parse_args(["bench", *opts.to_argv()]))
+    assert again == opts

@@ -1,0 +1,151 @@
+"""The PNG figures of `sharpen bench`: latency per backend, quality versus latency and crops
+of the hardest held-out images."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .latency import BACKENDS
+
+FIGURES = {"latency": "latency_per_backend.png", "scatter": "quality_vs_latency.png",
+           "crops": "hardest_crops.png"}
+
+
+def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: F401
+    except ImportError:
+        say("matplotlib is not installed: no figures")
+        return {}
+    figs = {}
+    for key, fn in (("latency", _fig_latency), ("scatter", _fig_scatter),
+                    ("crops", _fig_crops)):
+        try:
+            if fn(rep, quality, out / FIGURES[key], target_fps):
+                figs[key] = FIGURES[key]
+        except Exception as e:  # noqa: BLE001 - a figure must not lose the report
+            say(f"figure {FIGURES[key]} failed: {type(e).__name__}: {e}")
+    return figs
+
+
+def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    rows = [r for r in rep["latency"]["rows"] if r["status"] == "ok"]
+    if not rows:
+        return False
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    labels = list(dict.fromkeys(
+        ("teacher" if r["model"] == "teacher" else f"{r['student']}\n{r['backend_label']}")
+        for r in rows))
+    ms = {(("teacher" if r["model"] == "teacher" else f"{r['student']}\n{r['backend_label']}"),
+           r["size"]): r["ms"] for r in rows}
+    x = np.arange(len(labels))
+    wdt = 0.8 / len(sizes)
+    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(labels) + 2), 5.5))
+    for i, s in enumerate(sizes):
+        vals = [ms.get((lb, s), np.nan) for lb in labels]
+        ax.bar(x + (i - (len(sizes) - 1) / 2) * wdt, vals, wdt, label=s)
+    ax.axhline(1000.0 / target_fps, color="red", ls="--", lw=1,
+               label=f"{target_fps:g} fps ({1000 / target_fps:.1f} ms)")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per frame (log)")
+    ax.set_xticks(x)
+    ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
+    ax.set_title("Latency per backend (teacher: tile time x tile count)")
+    ax.legend(fontsize=8)
+    ax.grid(axis="y", which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
+    import matplotlib.pyplot as plt
+
+    rows = [r for r in rep["latency"]["rows"] if r["status"] == "ok"]
+    if not rows:
+        return False
+    # The largest measured size (1920x1080 when measured).
+    size = max((r["width"] * r["height"], r["size"]) for r in rows)[1]
+    qrows = {r["key"]: r for r in rep["quality"]["rows"]}
+    fmt_of = {b.key: b.fmt for b in BACKENDS}
+    pts = []
+    for r in rows:
+        if r["size"] != size:
+            continue
+        if r["model"] == "teacher":
+            q = qrows.get("teacher")
+            label = "teacher"
+        else:
+            fmt = fmt_of.get(r["backend"]) or "pytorch"
+            q = qrows.get(f"{r['student']}/{fmt}")
+            label = f"{r['student']} {r['backend_label']}"
+        if q and q.get("ssim") is not None:
+            pts.append((r["ms"], q["ssim"], label))
+    if not pts:
+        return False
+    fig, ax = plt.subplots(figsize=(11, 6))
+    markers = "osD^vP*Xh<>"
+    cmap = plt.get_cmap("tab10")
+    for i, (ms, ss, lb) in enumerate(pts):
+        ax.scatter(ms, ss, s=45, marker=markers[i % len(markers)], color=cmap(i % 10),
+                   label=f"{lb} ({ms:.0f} ms, SSIM {ss:.3f})")
+    inp = qrows.get("input")
+    if inp and inp.get("ssim") is not None:
+        ax.axhline(inp["ssim"], color="gray", ls=":", lw=1, label="blurred input SSIM")
+    ax.axvline(1000.0 / target_fps, color="red", ls="--", lw=1,
+               label=f"real time: {target_fps:g} fps = {1000 / target_fps:.1f} ms")
+    ax.set_xscale("log")
+    ax.set_xlabel(f"ms per frame at {size} (log)")
+    ax.set_ylabel("SSIM vs ground truth (mean)")
+    ax.set_title("Quality versus latency (one point per model and format)")
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    ax.grid(alpha=0.3, which="both")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return True
+
+
+def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
+    import matplotlib.pyplot as plt
+
+    from distill.evaluate import crop_box
+
+    crops = quality.crops if quality is not None else {}
+    if not crops:
+        return False
+    psnr_of = {d["image"]: d["input_psnr"] for d in rep["quality"]["images"]}
+    names = sorted(crops, key=lambda n: psnr_of.get(n, 0.0))
+    students = [s["name"] for s in rep["settings"]["students"]]
+    cols = ["blurred"] + [s for s in students if any(s in crops[n] for n in names)] + \
+        ["teacher", "sharp"]
+    titles = {"blurred": "blurred", "teacher": "teacher", "sharp": "ground truth"}
+    fig, axes = plt.subplots(len(names), len(cols), figsize=(2.6 * len(cols), 2.8 * len(names)),
+                             squeeze=False)
+    for i, n in enumerate(names):
+        y, x, side = crop_box(crops[n]["sharp"], 160)
+        for j, c in enumerate(cols):
+            ax = axes[i][j]
+            ax.axis("off")
+            img = crops[n].get(c)
+            if img is None:
+                continue
+            ax.imshow(img[y:y + side, x:x + side].clip(0, 1), interpolation="nearest")
+            title = titles.get(c, f"student {c}")
+            if j == 0:
+                ax.set_title(f"{n}\nblurred ({psnr_of.get(n, float('nan')):.1f} dB)",
+                             fontsize=8)
+            elif i == 0:
+                ax.set_title(title, fontsize=9)
+    fig.suptitle("Hardest blur in the held-out set: blurred | students | teacher | "
+                 "ground truth", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True

@@ -1,0 +1,157 @@
+"""The latency half of `sharpen bench`: the tiled teacher, every student on every backend
+this machine has, and the streaming pipeline over a generated video."""
+from __future__ import annotations
+
+import sys
+import tempfile
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .latency import (BACKENDS, SkipCase, frame_fn, make_video, measure, open_backend,
+                      result_row, size_label, stream)
+
+if TYPE_CHECKING:
+    from .report import BenchOptions
+
+
+def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_tiles, say) -> dict:
+    m = opts.mode()
+    sizes, target = m["sizes"], opts.target_fps
+    rows: list[dict] = []
+    teacher_ms: dict[str, float] = {}
+    timing = dict(warmup=m["warmup"], min_rounds=m["min_rounds"], max_rounds=m["max_rounds"],
+                  max_time=m["max_time"], slow_s=m["slow_s"])
+
+    # ---- teacher: one tile timing, scaled per size
+    if teacher_tiles is not None:
+        say(f"latency: teacher, {teacher_tiles.n_tiles} tile(s) of {teacher_tiles.tile}px "
+            f"x {m['teacher_rounds']} round(s)")
+        try:
+            t = measure(teacher_tiles.fn(), warmup=1, min_rounds=m["teacher_rounds"],
+                        max_rounds=m["teacher_rounds"], max_time=0.0)
+            tile_ms = 1000.0 * t.median_s / teacher_tiles.n_tiles
+            for wh in sizes:
+                ms = teacher_tiles.frame_ms(t.median_s, *wh)
+                teacher_ms[size_label(wh)] = ms
+                rows.append(result_row(model="teacher", student=None, backend="teacher-tiled",
+                                       size=wh, ms=ms, target_fps=target, precision="fp32",
+                                       backend_label="PyTorch (tiled)",
+                                       tile_ms=round(tile_ms, 3),
+                                       tiles_per_frame=teacher_tiles.tiles(*wh),
+                                       rounds=t.rounds, note=teacher_tiles.note(*wh),
+                                       scaled=True))
+        except Exception as e:  # noqa: BLE001
+            for wh in sizes:
+                rows.append(result_row(model="teacher", student=None, backend="teacher-tiled",
+                                       size=wh, ms=None, target_fps=target, status="error",
+                                       reason=f"{type(e).__name__}: {e}",
+                                       backend_label="PyTorch (tiled)", precision="fp32"))
+
+    # ---- students on every backend
+    cases = [(st, spec) for st in students for spec in BACKENDS]
+    bar = _bar(len(cases) * len(sizes), "latency", opts.quiet)
+    for st, spec in cases:
+        arts = artifact_sets.get(st.name)
+        try:
+            backend = open_backend(spec, st.path, arts, threads=opts.threads or None)
+        except SkipCase as e:
+            for wh in sizes:
+                rows.append(result_row(model=f"student {st.name}", student=st.name,
+                                       backend=spec, size=wh, ms=None, target_fps=target,
+                                       status="skipped", reason=str(e)))
+                bar(1)
+            continue
+        except Exception as e:  # noqa: BLE001
+            for wh in sizes:
+                rows.append(result_row(model=f"student {st.name}", student=st.name,
+                                       backend=spec, size=wh, ms=None, target_fps=target,
+                                       status="error", reason=f"{type(e).__name__}: {e}"))
+                bar(1)
+            continue
+        try:
+            for wh in sizes:
+                lbl = size_label(wh)
+                try:
+                    t = measure(frame_fn(backend, *wh), **timing)
+                    rows.append(result_row(
+                        model=f"student {st.name}", student=st.name, backend=spec, size=wh,
+                        ms=1000 * t.median_s, target_fps=target,
+                        teacher_ms=teacher_ms.get(lbl), provider=backend.provider,
+                        engine=backend.name, timing={k: round(v * 1000, 3) if k.endswith("_s")
+                                                     else v for k, v in t.to_dict().items()}))
+                except Exception as e:  # noqa: BLE001
+                    rows.append(result_row(model=f"student {st.name}", student=st.name,
+                                           backend=spec, size=wh, ms=None, target_fps=target,
+                                           status="error", reason=f"{type(e).__name__}: {e}"))
+                bar(1)
+        finally:
+            backend.close()
+    bar(0, close=True)
+
+    # ---- streaming pipeline over a generated video (ONNX Runtime FP32 model)
+    streams = []
+    if m["stream_frames"]:
+        w, h = m["stream_size"]
+        with tempfile.TemporaryDirectory(prefix="sharpen-bench-") as tmp:
+            try:
+                video = make_video(Path(tmp) / "bench", w, h, m["stream_frames"])
+            except SkipCase as e:
+                video, reason = None, str(e)
+            for st in students:
+                arts = artifact_sets.get(st.name)
+                art = arts.get("onnx") if arts else None
+                base = dict(model=f"student {st.name}", student=st.name,
+                            backend="pipeline-ort-fp32", size=(w, h), target_fps=target,
+                            backend_label="sharpen run pipeline (ONNX Runtime FP32)",
+                            precision="fp32", frames=m["stream_frames"])
+                if video is None or art is None or not art.usable:
+                    why = reason if video is None else (
+                        art.reason if art is not None else "no ONNX artifact")
+                    streams.append(result_row(ms=None, status="skipped", reason=why, **base))
+                    continue
+                say(f"streaming pipeline: {st.name} ONNX FP32, {m['stream_frames']} frames "
+                    f"of {w}x{h}")
+                try:
+                    s = stream(art.file, video, max_frames=m["stream_frames"],
+                               threads=opts.threads or None)
+                    fps = s["throughput_fps"]
+                    e2e = s["end_to_end_ms"]
+                    streams.append(result_row(
+                        ms=1000.0 / fps if fps else None, teacher_ms=teacher_ms.get(
+                            size_label((w, h))), stats={
+                            "frames_processed": s["frames_processed"],
+                            "throughput_fps": fps, "end_to_end_ms": e2e,
+                            "latency_ms": s["latency_ms"],
+                            "provider": s.get("backend", {}).get("provider")}, **base))
+                except Exception as e:  # noqa: BLE001
+                    streams.append(result_row(ms=None, status="error",
+                                              reason=f"{type(e).__name__}: {e}", **base))
+    return {"rows": rows, "stream": streams,
+            "settings": {"sizes": [size_label(s) for s in sizes], "target_fps": target,
+                         "warmup": m["warmup"], "min_rounds": m["min_rounds"],
+                         "max_rounds": m["max_rounds"], "max_time_s": m["max_time"],
+                         "slow_single_round_s": m["slow_s"],
+                         "timed": "one BGR uint8 frame through runtime.prepost.FrameProcessor "
+                                  "(pre + infer + post), median of the rounds",
+                         "teacher": (teacher_tiles.note(*sizes[0]) if teacher_tiles else None),
+                         "stream": (f"{m['stream_frames']} frames of "
+                                    f"{size_label(m['stream_size'])}, generated video, "
+                                    "run_stream lossless, no output file")}}
+
+
+def _bar(total: int, desc: str, quiet: bool):
+    if quiet:
+        return lambda n, close=False: None
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return lambda n, close=False: None
+    b = tqdm(total=total, desc=f"  {desc}", unit="case", leave=False, disable=None,
+             file=sys.stderr)
+
+    def update(n: int, close: bool = False) -> None:
+        if n:
+            b.update(n)
+        if close:
+            b.close()
+    return update

@@ -1,0 +1,79 @@
+"""The machine a benchmark ran on: CPU, cores, memory, GPUs, OS and library versions."""
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+
+def _version(*dists: str) -> Optional[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    for d in dists:
+        try:
+            return version(d)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def machine_info() -> dict:
+    cpu = None
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    cpu = cpu or platform.processor() or platform.machine()
+    try:
+        affinity = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        affinity = None
+    gpus = []
+    if shutil.which("nvidia-smi"):
+        try:
+            out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
+                                  "--format=csv,noheader"], capture_output=True, text=True,
+                                 timeout=20)
+            gpus = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
+        except (OSError, subprocess.SubprocessError):
+            pass
+    libs = {
+        "python": platform.python_version(),
+        "numpy": _version("numpy"),
+        "torch": _version("torch"),
+        "onnxruntime": _version("onnxruntime", "onnxruntime-gpu"),
+        "onnx": _version("onnx"),
+        "tensorflow": _version("tensorflow", "tensorflow-cpu", "tensorflow_cpu"),
+        "ai_edge_litert": _version("ai-edge-litert", "ai_edge_litert"),
+        "opencv": _version("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
+        "tensorrt": _version("tensorrt", "tensorrt-cu12", "tensorrt_cu12"),
+        "nvidia_modelopt": _version("nvidia-modelopt"),
+        "scikit_image": _version("scikit-image"),
+        "pytest_benchmark": _version("pytest-benchmark"),
+    }
+    threads = None
+    try:
+        import torch
+
+        threads = torch.get_num_threads()
+    except ImportError:
+        pass
+    mem = None
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemTotal"):
+                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
+                break
+    except (OSError, ValueError):
+        pass
+    return {"cpu": cpu, "logical_cores": os.cpu_count(), "usable_cores": affinity,
+            "torch_threads": threads, "memory": mem, "gpus": gpus,
+            "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
+            "libraries": {k: v for k, v in libs.items() if v is not None},
+            "missing_libraries": sorted(k for k, v in libs.items() if v is None)}

@@ -1,0 +1,151 @@
+"""report.md of `sharpen bench` (and the tables the command prints): markdown only."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .quality import TABLE_HEADERS, format_table
+
+
+def _md_table(headers: list[str], rows: list[list[str]]) -> str:
+    def esc(s) -> str:
+        return str(s).replace("|", "\\|").replace("\n", " ")
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(esc(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+LATENCY_HEADERS = ["model", "backend", "precision", "size", "ms / frame", "fps",
+                   "speedup vs teacher", "meets target", "note"]
+
+
+def short_reason(reason) -> str:
+    """Table cell: the reason without its parenthesised advice (kept in the report JSON and the
+    'Skipped' section)."""
+    reason = str(reason or "")
+    return reason.split(" (")[0] if " (" in reason and not reason.startswith("(") else reason
+
+
+def latency_table(rows: list[dict]) -> list[list[str]]:
+    """One row per measured result; a backend skipped (or failed) at every size is one row."""
+    out = []
+    sizes_of: dict = {}
+    for r in rows:
+        if r["status"] != "ok":
+            sizes_of.setdefault((r["model"], r["backend"], r["status"], r["reason"]),
+                                []).append(r["size"])
+    done = set()
+    for r in rows:
+        if r["status"] != "ok":
+            key = (r["model"], r["backend"], r["status"], r["reason"])
+            if key in done:
+                continue
+            done.add(key)
+            sizes = sizes_of[key]
+            size = sizes[0] if len(sizes) == 1 else ", ".join(sizes)
+            out.append([r["model"], r["backend_label"], (r.get("precision") or "").upper(),
+                        size, "-", "-", "-", "-", f"{r['status']}: {short_reason(r['reason'])}"])
+            continue
+        note = r.get("note", "") if r.get("informational") else ""
+        if r["model"] == "teacher":
+            note = f"scaled: {r['tiles_per_frame']} tiles x {r['tile_ms']:.0f} ms"
+        out.append([r["model"], r["backend_label"], (r.get("precision") or "").upper(),
+                    r["size"], f"{r['ms']:.1f}", f"{r['fps']:.2f}",
+                    f"{r['speedup_vs_teacher']:.0f}x" if r.get("speedup_vs_teacher")
+                    else "-", "yes" if r["meets_target"] else "no", note])
+    return out
+
+
+STREAM_HEADERS = ["model", "size", "frames", "fps (throughput)", "end-to-end p50 ms",
+                  "meets target"]
+
+
+def stream_table(rows: list[dict]) -> list[list[str]]:
+    out = []
+    for r in rows:
+        if r["status"] == "ok":
+            st = r.get("stats", {})
+            e2e = (st.get("end_to_end_ms") or {}).get("p50")
+            out.append([r["model"], r["size"], str(st.get("frames_processed")),
+                        f"{r['fps']:.2f}", "-" if e2e is None else f"{e2e:.1f}",
+                        "yes" if r["meets_target"] else "no"])
+        else:
+            out.append([r["model"], r["size"], "-", "-", "-",
+                        f"{r['status']}: {short_reason(r['reason'])}"])
+    return out
+
+
+def render_markdown(rep: dict) -> str:
+    s = rep["settings"]
+    q = rep["quality"]
+    lat = rep["latency"]
+    mach = rep["machine"]
+    tgt = s["target_fps"]
+    lines = [f"# Benchmark report ({rep['mode']} mode)", "",
+             f"Created {rep['created']} in {rep.get('wall_s', 0):.0f} s. "
+             f"Target: {tgt:g} fps (real time at 1920x1080 means <= {1000 / tgt:.1f} ms per "
+             "frame).", ""]
+    fails = [c for c in rep["checks"] if not c["passed"]]
+    lines += ["## Checks", ""]
+    if not rep["checks"]:
+        lines.append("No checks ran.")
+    lines += [f"- {'PASS' if c['passed'] else '**FAIL**'}: {c['message']}" for c in rep["checks"]]
+    lines += ["", f"Result: {'all checks passed' if not fails else f'{len(fails)} check(s) FAILED'}",
+              ""]
+    lines += ["## Quality", "",
+              f"Held-out set: {q['data']}. PSNR/SSIM (scikit-image, RGB, [0, 1]) against ground "
+              "truth, mean over the images; SSIM vs teacher is against the teacher's output; "
+              "parity is the worst image against the FP32 PyTorch student (gates from "
+              f"`optimize.export.Thresholds`: FP32 max abs < "
+              f"{q['settings']['thresholds']['fp32_max_abs']:g}, INT8/FP16 SSIM >= "
+              f"{q['settings']['thresholds']['min_ssim']:g}). Teacher: "
+              f"{Path(s['teacher']['weights']).name} (sha256 {s['teacher']['hash']}), tiled "
+              f"{s['teacher']['tile']} px, overlap {s['teacher']['overlap']}, Gaussian-blended.",
+              ""]
+    from .quality import QualityResult
+
+    qr = QualityResult(q["data"], q["images"], q["rows"], rep["checks"], {}, q["settings"])
+    lines += [_md_table(TABLE_HEADERS, format_table(qr)), ""]
+    from .realblur import markdown as real_markdown
+    lines += real_markdown(rep.get("real_blur"), _md_table)
+    lines += ["## Latency", "",
+              f"Timed: {lat['settings'].get('timed', '-')}. Warm-up {lat['settings'].get('warmup')}"
+              f", rounds calibrated to ~{lat['settings'].get('max_time_s')} s (min "
+              f"{lat['settings'].get('min_rounds')}, max {lat['settings'].get('max_rounds')}"
+              + (f"; calls slower than {lat['settings']['slow_single_round_s']:g} s: 1 round"
+                 if lat["settings"].get("slow_single_round_s") else "") + ").", ""]
+    if lat["settings"].get("teacher"):
+        lines += [f"Teacher: {lat['settings']['teacher']}; the other sizes scale the same "
+                  "per-tile time by their tile count.", ""]
+    if lat["rows"]:
+        lines += [_md_table(LATENCY_HEADERS, latency_table(lat["rows"])), ""]
+    if lat.get("stream"):
+        lines += ["### Streaming pipeline (end to end)", "",
+                  f"{lat['settings'].get('stream')}: capture -> pre -> infer -> post in "
+                  "threads (`runtime.pipeline.run_stream`).", ""]
+        lines += [_md_table(STREAM_HEADERS, stream_table(lat["stream"])), ""]
+    if rep["skipped"]:
+        lines += ["## Skipped", ""]
+        lines += [f"- {d['what']}: {d['reason']}" for d in rep["skipped"]]
+        lines.append("")
+    lines += ["## Figures", ""]
+    for key, title in (("latency", "Latency per backend"),
+                       ("scatter", "Quality versus latency"),
+                       ("crops", "Hardest test images (lowest input PSNR)")):
+        if rep["figures"].get(key):
+            lines += [f"### {title}", "", f"![{title}]({rep['figures'][key]})", ""]
+    for key, title in (("pairs", "Real blur pairs: the teacher's four worst"),
+                       ("nogt", "Real blur without ground truth")):
+        fig = (rep.get("real_blur") or {}).get("figures", {}).get(key)
+        if fig:
+            lines += [f"### {title}", "", f"![{title}]({fig})", ""]
+    libs = ", ".join(f"{k} {v}" for k, v in mach["libraries"].items())
+    lines += ["## Machine", "",
+              f"- CPU: {mach['cpu']} ({mach['logical_cores']} logical cores, "
+              f"{mach['usable_cores']} usable; torch threads {mach['torch_threads']})",
+              f"- Memory: {mach['memory']}",
+              f"- GPU: {'; '.join(mach['gpus']) if mach['gpus'] else 'none'}",
+              f"- OS: {mach['os']} ({mach['machine']})",
+              f"- Libraries: {libs}",
+              f"- Not installed: {', '.join(mach['missing_libraries']) or '-'}", ""]
+    lines += ["## Reproduce", "", "```"] + rep["commands"] + ["```", ""]
+    return "\n".join(lines)
