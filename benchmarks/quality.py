@@ -28,7 +28,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from distill.data.labels import sha256_array
+from distill.data.label_cache import sha256_array
 from runtime.atomic import atomic_write_bytes
 from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import random
 import signal
 import time
@@ -33,6 +32,7 @@ from runtime.atomic import atomic_write_bytes
 from .checkpoint import (atomic_save, extract_state_dict, load_weights, make_checkpoint,
                          read_checkpoint)
 from .config import LossConfig, TrainConfig, save_config
+from .dist import DistInfo
 from .losses import LossWeights, combined_loss
 from .metrics import psnr, ssim
 
@@ -220,24 +220,12 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
             e.copy_(p)
 
 
-class DistInfo:
-    def __init__(self):
-        self.world = int(os.environ.get("WORLD_SIZE", "1"))
-        self.rank = int(os.environ.get("RANK", "0"))
-        self.local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-        self.enabled = self.world > 1
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
 # ---------------------------------------------------------------- the loop
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, quiet: bool = False):
         self.cfg, self.quiet = cfg, quiet
-        self.dist = DistInfo()
+        self.dist = DistInfo.from_env()
         if self.dist.enabled and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
             dist.init_process_group(backend)

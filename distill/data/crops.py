@@ -214,7 +214,7 @@ class WholeImageDataset(_DecodeMixin, Dataset):
 
 def pairs_from_labels(cache_dir: str | os.PathLike) -> list[tuple[Path, Path, Optional[Path]]]:
     """(input, teacher label, gt or None) for every finished entry of a `sharpen labels` cache."""
-    from .labels import LabelCache
+    from .label_cache import LabelCache
     items = LabelCache(cache_dir).pairs()
     if not items:
         raise ValueError(f"{cache_dir}: no finished labels (run `sharpen labels --out "

@@ -24,8 +24,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime
-import hashlib
-import json
 import os
 import sys
 import time
@@ -36,196 +34,23 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runtime.atomic import atomic_write_json
+from runtime.cli_errors import SharpenError
 from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
 
+from ..dist import DistInfo
+from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
+                          label_relpath, merge_entries, merge_shards, read_manifest_entries,
+                          sha256_array, shard_paths, write_manifest)
 from .sources import Sample, SampleReader, SourceError, resolve_source
 
-MANIFEST = "manifest.json"
-MANIFEST_FORMAT = "sharpen-labels/1"
-LABELS_DIR = "labels"
-FRAMES_DIR = "frames"
-LOCK_FILE = ".manifest.lock"
-
-
-# --- small helpers (torch-free) -----------------------------------------------------------------
-
-def sha256_array(arr: np.ndarray) -> str:
-    h = hashlib.sha256()
-    h.update(f"{arr.dtype}{arr.shape}".encode())
-    h.update(np.ascontiguousarray(arr).tobytes())
-    return h.hexdigest()
-
-
-def read_manifest_entries(path: str | os.PathLike) -> dict[str, dict]:
-    """Entries of a manifest (or shard) file; {} when missing; a warning when unreadable."""
-    path = Path(path)
-    if not path.exists():
-        return {}
-    try:
-        obj = json.loads(path.read_text())
-        entries = obj["entries"]
-        if not isinstance(entries, dict):
-            raise TypeError("entries is not an object")
-        return entries
-    except Exception as e:  # a hand-edited or foreign file: start over rather than crash
-        warnings.warn(f"{path}: unreadable label manifest ({e}); its entries are ignored "
-                      "and will be recomputed", stacklevel=2)
-        return {}
-
-
-def _newer(a: Optional[dict], b: dict) -> bool:
-    """True when entry b should replace entry a (newest wins)."""
-    return a is None or b.get("created", 0) >= a.get("created", 0)
-
-
-def merge_entries(*sources: dict[str, dict]) -> dict[str, dict]:
-    out: dict[str, dict] = {}
-    for entries in sources:
-        for name, e in entries.items():
-            if _newer(out.get(name), e):
-                out[name] = e
-    return out
-
-
-def shard_paths(out_dir: Path) -> dict[int, Path]:
-    shards = {}
-    for p in out_dir.glob("manifest.rank*.json"):
-        try:
-            shards[int(p.name[len("manifest.rank"):-len(".json")])] = p
-        except ValueError:
-            continue
-    return shards
-
-
-@contextlib.contextmanager
-def _manifest_lock(out_dir: Path):
-    try:
-        import fcntl
-    except ImportError:  # Windows: no concurrent ranks there in practice
-        yield
-        return
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with open(out_dir / LOCK_FILE, "a") as f:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
-
-
-def write_manifest(out_dir: Path, entries: dict[str, dict], path: Optional[Path] = None) -> Path:
-    ordered = {k: entries[k] for k in sorted(entries)}
-    return atomic_write_json(path or out_dir / MANIFEST, {
-        "format": MANIFEST_FORMAT,
-        "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "entries": ordered})
-
-
-def merge_shards(out_dir: str | os.PathLike, rank: int = 0, world: int = 1,
-                 all_finished: bool = False) -> dict[str, dict]:
-    """Merge manifest.json and every shard into manifest.json (under a file lock); delete this
-    rank's shard and shards of ranks that do not exist in this run (all shards when every rank
-    is known to have finished). Returns the merged entries."""
-    out_dir = Path(out_dir)
-    with _manifest_lock(out_dir):
-        shards = shard_paths(out_dir)
-        merged = merge_entries(read_manifest_entries(out_dir / MANIFEST),
-                               *(read_manifest_entries(p) for _, p in sorted(shards.items())))
-        write_manifest(out_dir, merged)
-        for k, p in shards.items():
-            if all_finished or k == rank or k >= world:
-                with contextlib.suppress(FileNotFoundError):
-                    p.unlink()
-    return merged
-
-
-def label_relpath(name: str, folder: str = LABELS_DIR) -> str:
-    parts = [p for p in name.split("/") if p]
-    if not parts or any(p in (".", "..") for p in parts):
-        raise ValueError(f"bad sample name {name!r}")
-    return "/".join([folder, *parts]) + ".png"
-
-
-# --- reading the cache (for training) ---------------------------------------------------------
-
-class LabelCache:
-    """A labels folder written by `sharpen labels`, read back for training."""
-
-    def __init__(self, out_dir: str | os.PathLike):
-        self.root = Path(out_dir)
-        if not self.root.is_dir():
-            raise SourceError(f"label cache not found: {self.root}")
-        # Entries of an interrupted multi-rank run still sit in shards: include them.
-        self.entries: dict[str, dict] = merge_entries(
-            read_manifest_entries(self.root / MANIFEST),
-            *(read_manifest_entries(p) for _, p in sorted(shard_paths(self.root).items())))
-
-    def __len__(self) -> int:
-        return len(self.items())
-
-    def items(self) -> list[tuple[Sample, Path]]:
-        """(Sample, label path) for every finished entry whose label file exists. For video
-        frames, Sample.input is the saved frame PNG (frame=None) so it reads like any image."""
-        out = []
-        for name in sorted(self.entries):
-            e = self.entries[name]
-            if e.get("status") != "ok":
-                continue
-            label = self.root / e["label"]
-            if not label.is_file():
-                continue
-            if e.get("frame") is not None:
-                if not e.get("input_file"):
-                    continue
-                inp, frame = self.root / e["input_file"], None
-                if not inp.is_file():
-                    continue
-            else:
-                inp, frame = Path(e["input"]), None
-            gt = Path(e["gt"]) if e.get("gt") else None
-            out.append((Sample(name, inp, gt, frame), label))
-        return out
-
-    def pairs(self) -> list[tuple[Path, Path, Optional[Path]]]:
-        """(input, label, gt or None) triples, the items of `distill.data.crops.CropDataset`."""
-        return [(s.input, label, s.gt) for s, label in self.items()]
-
-    def failed(self) -> dict[str, str]:
-        return {n: e.get("error", "") for n, e in self.entries.items()
-                if e.get("status") == "failed"}
-
-
-# --- the labelling run ------------------------------------------------------------------------
-
-@dataclass
-class DistInfo:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @classmethod
-    def from_env(cls) -> "DistInfo":
-        def geti(key: str, default: int) -> int:
-            try:
-                return int(os.environ.get(key, default))
-            except ValueError:
-                raise SourceError(f"environment variable {key}={os.environ[key]!r} is not an "
-                                  "integer") from None
-        d = cls(geti("RANK", 0), geti("WORLD_SIZE", 1), geti("LOCAL_RANK", 0))
-        if d.world < 1 or not 0 <= d.rank < d.world:
-            raise SourceError(f"bad RANK={d.rank} / WORLD_SIZE={d.world}")
-        return d
+__all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
+           "sha256_array", "write_manifest", "main"]
 
 
 def _metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
-    pred = np.clip(pred, 0, 1).astype(np.float32)
-    gt = np.clip(gt, 0, 1).astype(np.float32)
+    from ..metrics import psnr, ssim
     # Identical images have infinite PSNR, which JSON cannot hold: cap it.
-    psnr = min(float(peak_signal_noise_ratio(gt, pred, data_range=1.0)), PSNR_CAP)
-    ssim = float(structural_similarity(gt, pred, channel_axis=-1, data_range=1.0))
-    return psnr, ssim
+    return min(psnr(pred, gt), PSNR_CAP), ssim(pred, gt)
 
 
 PSNR_CAP = 100.0
@@ -253,7 +78,10 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                teacher=None, dist: Optional[DistInfo] = None) -> LabelStats:
     """Label every sample of `data` (this rank's share) into `out`. `teacher` may be passed
     already loaded (tests, notebooks); otherwise it is loaded from `teacher_weights`/`config`."""
-    dist = dist or DistInfo.from_env()
+    try:
+        dist = dist or DistInfo.from_env()
+    except ValueError as e:
+        raise SourceError(str(e)) from None
     if tile < 0 or overlap < 0 or (tile and overlap >= tile):
         raise SourceError(f"need 0 <= overlap < tile (or tile 0 for whole images), got "
                           f"tile={tile} overlap={overlap}")
@@ -518,13 +346,11 @@ def run_from_args(args: argparse.Namespace) -> int:
                            gopro_blur=args.gopro_blur, device=args.device, limit=args.limit,
                            progress=not args.quiet)
     except SourceError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise SharpenError(str(e)) from None
     except Exception as e:
         from ..checkpoint import CheckpointError
         if isinstance(e, CheckpointError):
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            raise SharpenError(str(e)) from None
         raise
     return 1 if stats.failed else 0
 
@@ -535,7 +361,11 @@ def main(argv: Optional[list[str]] = None) -> int:
                                 description="Cache teacher pseudo-labels (same as "
                                             "`sharpen labels`).")
     add_labels_arguments(p)
-    return run_from_args(p.parse_args(argv))
+    try:
+        return run_from_args(p.parse_args(argv))
+    except SharpenError as e:
+        print(f"sharpen labels: error: {e}", file=sys.stderr)
+        return e.exit_code
 
 
 if __name__ == "__main__":

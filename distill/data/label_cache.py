@@ -1,0 +1,180 @@
+"""The pseudo-label cache on disk: its manifest (read, write, merge of rank shards under a file
+lock) and `LabelCache`, the reader training uses. Torch-free; `labels.py` writes the cache.
+
+    DIR/labels/<name>.png     one 16-bit lossless PNG per input
+    DIR/frames/<name>.png     the decoded input frame, for video sources only
+    DIR/manifest.json         one entry per input
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime
+import hashlib
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+from runtime.atomic import atomic_write_json
+
+from .sources import Sample, SourceError
+
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "sharpen-labels/1"
+LABELS_DIR = "labels"
+FRAMES_DIR = "frames"
+LOCK_FILE = ".manifest.lock"
+
+
+# --- small helpers (torch-free) -----------------------------------------------------------------
+
+def sha256_array(arr: np.ndarray) -> str:
+    h = hashlib.sha256()
+    h.update(f"{arr.dtype}{arr.shape}".encode())
+    h.update(np.ascontiguousarray(arr).tobytes())
+    return h.hexdigest()
+
+
+def read_manifest_entries(path: str | os.PathLike) -> dict[str, dict]:
+    """Entries of a manifest (or shard) file; {} when missing; a warning when unreadable."""
+    path = Path(path)
+    if not path.exists():
+        return {}
+    try:
+        obj = json.loads(path.read_text())
+        entries = obj["entries"]
+        if not isinstance(entries, dict):
+            raise TypeError("entries is not an object")
+        return entries
+    except Exception as e:  # a hand-edited or foreign file: start over rather than crash
+        warnings.warn(f"{path}: unreadable label manifest ({e}); its entries are ignored "
+                      "and will be recomputed", stacklevel=2)
+        return {}
+
+
+def _newer(a: Optional[dict], b: dict) -> bool:
+    """True when entry b should replace entry a (newest wins)."""
+    return a is None or b.get("created", 0) >= a.get("created", 0)
+
+
+def merge_entries(*sources: dict[str, dict]) -> dict[str, dict]:
+    out: dict[str, dict] = {}
+    for entries in sources:
+        for name, e in entries.items():
+            if _newer(out.get(name), e):
+                out[name] = e
+    return out
+
+
+def shard_paths(out_dir: Path) -> dict[int, Path]:
+    shards = {}
+    for p in out_dir.glob("manifest.rank*.json"):
+        try:
+            shards[int(p.name[len("manifest.rank"):-len(".json")])] = p
+        except ValueError:
+            continue
+    return shards
+
+
+@contextlib.contextmanager
+def _manifest_lock(out_dir: Path):
+    try:
+        import fcntl
+    except ImportError:  # Windows: no concurrent ranks there in practice
+        yield
+        return
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with open(out_dir / LOCK_FILE, "a") as f:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+
+def write_manifest(out_dir: Path, entries: dict[str, dict], path: Optional[Path] = None) -> Path:
+    ordered = {k: entries[k] for k in sorted(entries)}
+    return atomic_write_json(path or out_dir / MANIFEST, {
+        "format": MANIFEST_FORMAT,
+        "updated": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "entries": ordered})
+
+
+def merge_shards(out_dir: str | os.PathLike, rank: int = 0, world: int = 1,
+                 all_finished: bool = False) -> dict[str, dict]:
+    """Merge manifest.json and every shard into manifest.json (under a file lock); delete this
+    rank's shard and shards of ranks that do not exist in this run (all shards when every rank
+    is known to have finished). Returns the merged entries."""
+    out_dir = Path(out_dir)
+    with _manifest_lock(out_dir):
+        shards = shard_paths(out_dir)
+        merged = merge_entries(read_manifest_entries(out_dir / MANIFEST),
+                               *(read_manifest_entries(p) for _, p in sorted(shards.items())))
+        write_manifest(out_dir, merged)
+        for k, p in shards.items():
+            if all_finished or k == rank or k >= world:
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+    return merged
+
+
+def label_relpath(name: str, folder: str = LABELS_DIR) -> str:
+    parts = [p for p in name.split("/") if p]
+    if not parts or any(p in (".", "..") for p in parts):
+        raise ValueError(f"bad sample name {name!r}")
+    return "/".join([folder, *parts]) + ".png"
+
+
+# --- reading the cache (for training) ---------------------------------------------------------
+
+class LabelCache:
+    """A labels folder written by `sharpen labels`, read back for training."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.root = Path(out_dir)
+        if not self.root.is_dir():
+            raise SourceError(f"label cache not found: {self.root}")
+        # Entries of an interrupted multi-rank run still sit in shards: include them.
+        self.entries: dict[str, dict] = merge_entries(
+            read_manifest_entries(self.root / MANIFEST),
+            *(read_manifest_entries(p) for _, p in sorted(shard_paths(self.root).items())))
+
+    def __len__(self) -> int:
+        return len(self.items())
+
+    def items(self) -> list[tuple[Sample, Path]]:
+        """(Sample, label path) for every finished entry whose label file exists. For video
+        frames, Sample.input is the saved frame PNG (frame=None) so it reads like any image."""
+        out = []
+        for name in sorted(self.entries):
+            e = self.entries[name]
+            if e.get("status") != "ok":
+                continue
+            label = self.root / e["label"]
+            if not label.is_file():
+                continue
+            if e.get("frame") is not None:
+                if not e.get("input_file"):
+                    continue
+                inp, frame = self.root / e["input_file"], None
+                if not inp.is_file():
+                    continue
+            else:
+                inp, frame = Path(e["input"]), None
+            gt = Path(e["gt"]) if e.get("gt") else None
+            out.append((Sample(name, inp, gt, frame), label))
+        return out
+
+    def pairs(self) -> list[tuple[Path, Path, Optional[Path]]]:
+        """(input, label, gt or None) triples, the items of `distill.data.crops.CropDataset`."""
+        return [(s.input, label, s.gt) for s, label in self.items()]
+
+    def failed(self) -> dict[str, str]:
+        return {n: e.get("error", "") for n, e in self.entries.items()
+                if e.get("status") == "failed"}
+
+
+# --- the labelling run ------------------------------------------------------------------------
