@@ -157,7 +157,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
         if fmt not in requested:
             items[fmt] = Artifact(fmt, spec.precision, "skipped", reason="not requested (--formats)")
             continue
-        reason = spec.available()
+        reason = spec.availability()
         if reason:
             items[fmt] = Artifact(fmt, spec.precision, "skipped", reason=reason)
             continue

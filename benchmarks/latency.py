@@ -22,6 +22,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from runtime.formats import FORMATS
 from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
 
 SIZES_FULL = ((1920, 1080), (1280, 720), (640, 360))    # (width, height)
@@ -70,18 +71,10 @@ class BackendSpec:
     note: str = ""
 
 
-BACKENDS: tuple[BackendSpec, ...] = (
-    BackendSpec("pytorch", "PyTorch eager", None, "fp32"),
-    BackendSpec("ort-fp32", "ONNX Runtime FP32", "onnx", "fp32"),
-    BackendSpec("ort-int8", "ONNX Runtime INT8", "onnx-int8", "int8"),
-    BackendSpec("tflite-int8", "TFLite INT8 (LiteRT)", "tflite-int8", "int8"),
-    BackendSpec("tflite-fp16", "TFLite FP16 (LiteRT)", "tflite-fp16", "fp16"),
-    BackendSpec("modelopt-qdq-ort", "ModelOpt QDQ on ORT CPU", "onnx-qdq-trt", "int8",
-                providers="cpu", informational=True,
-                note="informational: the QDQ model is meant for TensorRT INT8"),
-    BackendSpec("trt-fp16", "TensorRT FP16", "engine", "fp16"),
-    BackendSpec("trt-int8", "TensorRT INT8", "engine-int8", "int8"),
-)
+# PyTorch eager, then one row per deployment format of the one table (runtime.formats).
+BACKENDS: tuple[BackendSpec, ...] = (BackendSpec("pytorch", "PyTorch eager", None, "fp32"),) + tuple(
+    BackendSpec(f.bench_key, f.label, f.name, f.precision, f.providers, f.informational, f.note)
+    for f in FORMATS.values())
 BACKEND_BY_KEY = {b.key: b for b in BACKENDS}
 
 

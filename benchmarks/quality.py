@@ -30,6 +30,7 @@ import numpy as np
 
 from distill.data.label_cache import sha256_array
 from runtime.atomic import atomic_write_bytes
+from runtime.formats import FORMATS
 from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
 
 from .artifacts import BenchError, Student, default_cache_root, file_hash
@@ -165,14 +166,6 @@ class TeacherOutputs:
 
 # --------------------------------------------------------------------------- evaluation
 
-FORMAT_BACKEND = {
-    "onnx": "ONNX Runtime FP32", "onnx-int8": "ONNX Runtime INT8",
-    "onnx-qdq-trt": "ModelOpt QDQ on ORT CPU", "tflite-int8": "TFLite INT8 (LiteRT)",
-    "tflite-fp16": "TFLite FP16 (LiteRT)", "engine": "TensorRT FP16",
-    "engine-int8": "TensorRT INT8",
-}
-
-
 @dataclass
 class QualityResult:
     data: str
@@ -227,7 +220,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     The outputs of the `n_crops` pairs with the lowest input PSNR are kept for the figure."""
     from distill.checkpoint import load_student
     from distill.metrics import psnr, ssim
-    from optimize.export import FORMATS, Thresholds
+    from optimize.export import Thresholds
     from optimize.parity import compare, load_runner, torch_runner
 
     say = say or (lambda msg: None)
@@ -263,8 +256,8 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             continue
         for fmt, art in arts.items.items():
             key = f"{st.name}/{fmt}"
-            r = _row(key, f"student {st.name}", "artifact", fmt, FORMAT_BACKEND.get(fmt, fmt),
-                     art.precision, st.name)
+            label = FORMATS[fmt].label if fmt in FORMATS else fmt
+            r = _row(key, f"student {st.name}", "artifact", fmt, label, art.precision, st.name)
             rows[key] = r
             if art.status == "skipped":
                 r.update(status="skipped", reason=art.reason)

@@ -8,16 +8,11 @@ import argparse
 import sys
 
 from runtime.cli_errors import cli_error, one_line
+from runtime.formats import help_lines
 
 FORMAT_HELP = """\
 formats (comma-separated; default: every format this machine can build):
-  onnx          FP32 ONNX, dynamic batch/height/width, metadata (ONNX Runtime CPU/GPU)
-  onnx-int8     ONNX Runtime static INT8 QDQ, per-channel, reduce_range (CPU)
-  onnx-qdq-trt  NVIDIA ModelOpt INT8 QDQ ONNX (TensorRT INT8; needs the 'modelopt' extra)
-  tflite-int8   full-integer TFLite (LiteRT / XNNPACK, edge CPUs and NPUs)
-  tflite-fp16   TFLite with float16 weights (LiteRT CPU / GPU delegate)
-  engine        TensorRT FP16 engine (needs TensorRT and an NVIDIA GPU; else prints trtexec)
-  engine-int8   TensorRT INT8 engine from the ModelOpt QDQ model
+{formats}
 
 Every artifact is run on held-out real images at full resolution by the runtime's backend and
 compared with the FP32 PyTorch student; one under its threshold fails the export (exit 1).
@@ -31,7 +26,7 @@ def add_commands(sub) -> None:
         description="Turn a student checkpoint into deployment formats, each verified against "
                     "the FP32 PyTorch model, and print a table of size, 1080p latency and "
                     "PSNR/SSIM.",
-        epilog=FORMAT_HELP, formatter_class=argparse.RawDescriptionHelpFormatter)
+        epilog=FORMAT_HELP.format(formats=help_lines()), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, metavar="CKPT",
                    help="student checkpoint written by `sharpen distill` (.pt)")
     p.add_argument("--formats", "--format", dest="formats", default=None, metavar="LIST",

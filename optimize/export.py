@@ -1,13 +1,7 @@
 """`sharpen export`: one student checkpoint -> every deployment format, each parity-gated.
 
-Formats (registry `FORMATS`, by name):
-    onnx          FP32 ONNX, dynamic N/H/W, metadata            CPU/GPU via ONNX Runtime
-    onnx-int8     ONNX Runtime static INT8 (QDQ, per-channel)   CPU (ONNX Runtime)
-    onnx-qdq-trt  ModelOpt INT8 QDQ ONNX                        TensorRT INT8 (input of engine-int8)
-    tflite-int8   full-integer TFLite                           LiteRT (XNNPACK), edge CPUs/NPUs
-    tflite-fp16   float16-weight TFLite                         LiteRT (XNNPACK / GPU delegate)
-    engine        TensorRT FP16 engine                          NVIDIA GPU / Jetson it was built on
-    engine-int8   TensorRT INT8 engine from the QDQ model       NVIDIA GPU / Jetson it was built on
+Formats: the one table in `runtime.formats.FORMATS` (name, suffix, precision, engine, builder
+method of `_BuildContext`, availability, parity gate); `sharpen export --help` lists it.
 
 Each artifact is written atomically, then run on held-out real images at full resolution by
 the runtime's backend and compared with the FP32 PyTorch student (`optimize.parity`). An
@@ -25,9 +19,11 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
+
+from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 
 
 class ExportError(ValueError):
@@ -35,22 +31,6 @@ class ExportError(ValueError):
 
 
 # --------------------------------------------------------------------------- registry
-
-@dataclass(frozen=True)
-class FormatSpec:
-    name: str
-    suffix: str            # appended to the output stem
-    precision: str         # fp32 / fp16 / int8
-    gate: str              # "fp32": max-abs threshold; "reduced": SSIM threshold
-    target: str            # where it runs
-    needs_calibration: bool
-    available: Callable[[], str | None]
-    description: str
-
-
-def _always() -> str | None:
-    return None
-
 
 def _onnx_available() -> str | None:
     try:
@@ -87,24 +67,6 @@ def _trt_available() -> str | None:
 
 def _trt_int8_available() -> str | None:
     return _trt_available() or _modelopt_available()
-
-
-FORMATS: dict[str, FormatSpec] = {f.name: f for f in (
-    FormatSpec("onnx", ".onnx", "fp32", "fp32", "ONNX Runtime (CPU/GPU)", False,
-               _onnx_available, "FP32 ONNX, dynamic batch/height/width, with metadata"),
-    FormatSpec("onnx-int8", "_int8.onnx", "int8", "reduced", "ONNX Runtime CPU", True,
-               _onnx_available, "ONNX Runtime static INT8 QDQ, per-channel, reduce_range"),
-    FormatSpec("onnx-qdq-trt", "_qdq_trt.onnx", "int8", "reduced", "TensorRT INT8", True,
-               _modelopt_available, "NVIDIA ModelOpt INT8 QDQ ONNX for TensorRT"),
-    FormatSpec("tflite-int8", "_int8.tflite", "int8", "reduced", "LiteRT (XNNPACK)", True,
-               _tflite_available, "full-integer TFLite (int8 weights, activations and I/O)"),
-    FormatSpec("tflite-fp16", "_fp16.tflite", "fp16", "reduced", "LiteRT (XNNPACK / GPU)", False,
-               _tflite_available, "TFLite with float16 weights"),
-    FormatSpec("engine", "_fp16.engine", "fp16", "reduced", "TensorRT (this GPU)", False,
-               _trt_available, "TensorRT FP16 engine"),
-    FormatSpec("engine-int8", "_int8.engine", "int8", "reduced", "TensorRT (this GPU)", True,
-               _trt_int8_available, "TensorRT INT8 engine from the ModelOpt QDQ model"),
-)}
 
 
 def list_formats() -> list[str]:
@@ -246,7 +208,7 @@ def default_formats() -> tuple[list[str], dict[str, str]]:
     """Formats this machine can build, and the reason for each one it cannot."""
     ok, skipped = [], {}
     for name, spec in FORMATS.items():
-        reason = spec.available()
+        reason = spec.availability()
         if reason:
             skipped[name] = reason
         else:
@@ -290,14 +252,14 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     else:
         fmts, explicit = requested, True
         for f in list(fmts):
-            reason = FORMATS[f].available()
+            reason = FORMATS[f].availability()
             if reason:
                 skipped[f] = reason
                 fmts.remove(f)
         # An engine that cannot be built here is built on the device from the ONNX model:
         # export (and verify) that model so the printed trtexec line works as is.
         for eng, src in (("engine", "onnx"), ("engine-int8", "onnx-qdq-trt")):
-            if eng in skipped and src not in fmts and not FORMATS[src].available():
+            if eng in skipped and src not in fmts and not FORMATS[src].availability():
                 fmts.append(src)
                 prog.say(f"{eng} cannot be built here; exporting {src} for building it on the "
                          "target device")
@@ -497,7 +459,7 @@ def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, 
     return out
 
 
-def _gate(res: FormatResult, spec: FormatSpec, path: Path, parity_list, refs, gt, teacher,
+def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, teacher,
           th: Thresholds, threads: int, lat_image, latency_runs: int, prog: Progress) -> None:
     from .parity import load_runner, measure_latency, run_parity
 
@@ -572,7 +534,7 @@ class _BuildContext:
     def build(self, fmt: str) -> Path:
         if fmt in self.built:
             return self.built[fmt]
-        path = getattr(self, "_build_" + fmt.replace("-", "_"))(self.path_for(fmt))
+        path = getattr(self, FORMATS[fmt].builder)(self.path_for(fmt))
         self.built[fmt] = path
         return path
 

@@ -2,9 +2,7 @@
 FP32 PyTorch student.
 
 Artifacts are run by the runtime's own backend (`runtime.backends.load_backend`), so the gate
-checks what `sharpen run` deploys; the small runners here (ONNX Runtime CPU, LiteRT) are a
-fallback with the same conventions (pad (reflect) to the model's multiple, run, crop back) for
-an install without the runtime package.
+checks what `sharpen run` deploys.
 
 All metrics are computed on outputs clipped to [0, 1] (the image that is delivered):
 max abs error, PSNR and SSIM (skimage, channel_axis=-1, data_range=1) to the FP32 PyTorch output,
@@ -13,8 +11,6 @@ reported (max of max-abs, min of PSNR, min of SSIM), and that is what the thresh
 """
 from __future__ import annotations
 
-import json
-import math
 import os
 import statistics
 import time
@@ -24,24 +20,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from distill.metrics import psnr, ssim
+
+__all__ = ["compare", "load_runner", "torch_runner", "run_parity", "measure_latency", "psnr",
+           "ssim", "ParityResult", "BackendRunner"]
+
 Runner = Callable[[np.ndarray], np.ndarray]  # HxWx3 float32 RGB -> HxWx3 float32 RGB
 
 
 # --------------------------------------------------------------------------- metrics
-
-def psnr(a: np.ndarray, b: np.ndarray, data_range: float = 1.0) -> float:
-    mse = float(np.mean((np.asarray(a, np.float64) - np.asarray(b, np.float64)) ** 2))
-    if mse <= 1e-20:
-        return float("inf")
-    return 10.0 * math.log10(data_range ** 2 / mse)
-
-
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    from skimage.metrics import structural_similarity
-
-    return float(structural_similarity(np.asarray(a, np.float32), np.asarray(b, np.float32),
-                                       channel_axis=-1, data_range=1.0))
-
 
 def compare(out: np.ndarray, ref: np.ndarray) -> dict:
     out, ref = np.clip(out, 0, 1), np.clip(ref, 0, 1)
@@ -57,81 +44,6 @@ def _pad(img: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
     from runtime.tiling import pad_to_multiple
 
     return pad_to_multiple(np.asarray(img, np.float32), max(int(multiple), 1))
-
-
-class OnnxRunner:
-    """ONNX Runtime CPU session for an NCHW model (FP32 or QDQ INT8)."""
-
-    def __init__(self, path: str | os.PathLike, threads: int = 0, multiple: int | None = None):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        so.intra_op_num_threads = int(threads)
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-        meta = self.session.get_modelmeta().custom_metadata_map
-        self.multiple = int(multiple or meta.get("multiple", 1))
-        self.input_name = self.session.get_inputs()[0].name
-
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        x, (h, w) = _pad(img, self.multiple)
-        y = self.session.run(None, {self.input_name: x.transpose(2, 0, 1)[None].copy()})[0]
-        return np.ascontiguousarray(y[0].transpose(1, 2, 0)[:h, :w], dtype=np.float32)
-
-
-def _litert_interpreter(path: str, threads: int):
-    try:
-        from ai_edge_litert.interpreter import Interpreter
-    except ImportError:  # a TensorFlow install without LiteRT
-        from tensorflow.lite import Interpreter  # type: ignore
-    return Interpreter(model_path=path, num_threads=int(threads) if threads else None)
-
-
-class TFLiteRunner:
-    """LiteRT interpreter for an NHWC model (float or full-integer); the input tensor is resized
-    to each image's (padded) size."""
-
-    def __init__(self, path: str | os.PathLike, threads: int = 0, multiple: int | None = None):
-        self.interp = _litert_interpreter(str(path), threads)
-        side = Path(str(path) + ".json")
-        meta = json.loads(side.read_text()) if side.exists() else {}
-        self.multiple = int(multiple or meta.get("multiple", 1))
-        self.inp = self.interp.get_input_details()[0]
-        self.out = self.interp.get_output_details()[0]
-        self.shape: tuple[int, ...] | None = None
-
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        x, (h, w) = _pad(img, self.multiple)
-        shape = (1, x.shape[0], x.shape[1], 3)
-        if shape != self.shape:
-            self.interp.resize_tensor_input(self.inp["index"], list(shape), strict=False)
-            self.interp.allocate_tensors()
-            self.inp = self.interp.get_input_details()[0]
-            self.out = self.interp.get_output_details()[0]
-            self.shape = shape
-        x = x[None]
-        if self.inp["dtype"] in (np.int8, np.uint8):
-            scale, zp = self.inp["quantization"]
-            info = np.iinfo(self.inp["dtype"])
-            x = np.clip(np.round(x / scale + zp), info.min, info.max).astype(self.inp["dtype"])
-        else:
-            x = x.astype(self.inp["dtype"])
-        self.interp.set_tensor(self.inp["index"], x)
-        self.interp.invoke()
-        y = self.interp.get_tensor(self.out["index"])
-        if self.out["dtype"] in (np.int8, np.uint8):
-            scale, zp = self.out["quantization"]
-            y = (y.astype(np.float32) - zp) * scale
-        return np.ascontiguousarray(y[0, :h, :w], dtype=np.float32)
-
-
-def runtime_backend_loader():
-    """`runtime.backends.load_backend` when the runtime package provides it, else None."""
-    try:
-        from runtime.backends import load_backend
-    except Exception:
-        return None
-    return load_backend
 
 
 class BackendRunner:
@@ -157,27 +69,20 @@ class BackendRunner:
             close()
 
 
-def load_runner(path: str | os.PathLike, threads: int = 0, multiple: int | None = None,
-                prefer_runtime: bool = True) -> tuple[Runner, str]:
-    """A callable HxWx3 -> HxWx3 for an artifact, and the name of what runs it.
+def load_runner(path: str | os.PathLike, threads: int = 0) -> tuple[Runner, str]:
+    """A callable HxWx3 -> HxWx3 for an artifact, run by the runtime's own backend (what
+    `sharpen run` deploys), and the name of that backend.
 
     ONNX models run on the CPU provider (the parity gate checks the CPU deployment; an FP32
     model on a GPU provider may use TF32 and miss the 1e-4 gate)."""
+    from runtime.backends import load_backend
+
     path = Path(path)
-    suffix = path.suffix.lower()
-    loader = runtime_backend_loader() if prefer_runtime else None
-    if loader is not None:
-        kw = {"threads": threads or None}
-        if suffix == ".onnx":
-            kw["providers"] = "cpu"
-        backend = loader(str(path), **kw)
-        return BackendRunner(backend), f"runtime.backends:{getattr(backend, 'name', '?')}"
-    if suffix == ".onnx":
-        return OnnxRunner(path, threads, multiple), "onnxruntime"
-    if suffix == ".tflite":
-        return TFLiteRunner(path, threads, multiple), "litert"
-    raise ValueError(f"no runner for {path.name} on this machine (the runtime package is "
-                     "missing)")
+    kw = {"threads": threads or None, "force": True}   # the gate judges failed ones too
+    if path.suffix.lower() == ".onnx":
+        kw["providers"] = "cpu"
+    backend = load_backend(str(path), **kw)
+    return BackendRunner(backend), f"runtime.backends:{getattr(backend, 'name', '?')}"
 
 
 def torch_runner(model) -> Runner:

@@ -104,10 +104,13 @@ def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes
     return info
 
 
+def _litert_interpreter(path: str, threads: int):
+    from runtime.backends.litert_backend import _interpreter_class
+    return _interpreter_class()(model_path=path, num_threads=int(threads) if threads else None)
+
+
 def tensor_io_quantization(tflite_bytes: bytes) -> dict:
     """dtype/scale/zero point of the input and output tensors."""
-    from .parity import _litert_interpreter
-
     import tempfile
 
     with tempfile.NamedTemporaryFile(suffix=".tflite") as f:
@@ -144,8 +147,6 @@ def export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str =
 def tensor_types(path: str | os.PathLike) -> dict[str, int]:
     """Count of tensor dtypes in a .tflite model (via the interpreter's tensor details)."""
     from collections import Counter
-
-    from .parity import _litert_interpreter
 
     interp = _litert_interpreter(str(path), 1)
     return dict(Counter(np.dtype(d["dtype"]).name for d in interp.get_tensor_details()))

@@ -183,10 +183,10 @@ def test_onnx_file_checker_metadata_and_dynamic_axes(report):
 
 def test_onnx_dynamic_shapes_one_session(report, student):
     """720p-ish, 1080p-ish and odd sizes, batch 2, and a real 1080x1920 frame, one session."""
-    from optimize.parity import OnnxRunner
+    from optimize.parity import load_runner
 
     model = student[0]
-    runner = OnnxRunner(_built(report, "onnx").file, threads=2)
+    runner = load_runner(_built(report, "onnx").file, threads=2)[0]
     rng = np.random.default_rng(1)
     for h, w in ((72, 128), (108, 192), (61, 97), (1080, 1920)):
         img = rng.random((h, w, 3), dtype=np.float32)
@@ -194,7 +194,7 @@ def test_onnx_dynamic_shapes_one_session(report, student):
         assert out.shape == (h, w, 3)
         assert np.abs(out - _torch_out(model, img)).max() < 1e-4
     batch = rng.random((2, 3, 48, 64), dtype=np.float32)
-    y = runner.session.run(None, {"input": batch})[0]
+    y = runner.backend.session.run(None, {"input": batch})[0]
     with torch.no_grad():
         ref = model(torch.from_numpy(batch)).numpy()
     assert y.shape == (2, 3, 48, 64) and np.abs(y - ref).max() < 1e-4
@@ -228,9 +228,9 @@ def test_onnx_int8_has_integer_kernels(report):
 
 
 def test_onnx_int8_dynamic_shapes(report, student):
-    from optimize.parity import OnnxRunner, compare
+    from optimize.parity import compare, load_runner
 
-    runner = OnnxRunner(_built(report, "onnx-int8").file, threads=2)
+    runner = load_runner(_built(report, "onnx-int8").file, threads=2)[0]
     blurred = dict(sample_images(("chelsea",), blur_sigma=BLUR))["chelsea"]
     for h, w in ((72, 128), (108, 192), (61, 97)):
         img = np.ascontiguousarray(blurred[:h, :w])
@@ -308,11 +308,11 @@ def test_tflite_int8_is_fully_integer(report):
 
 
 def test_tflite_dynamic_shapes_one_interpreter(report, student):
-    from optimize.parity import TFLiteRunner, compare
+    from optimize.parity import compare, load_runner
 
     blurred = dict(sample_images(("coffee",), blur_sigma=BLUR))["coffee"]
     for fmt, min_psnr in (("tflite-int8", 30), ("tflite-fp16", 60)):
-        runner = TFLiteRunner(_built(report, fmt).file, threads=2)
+        runner = load_runner(_built(report, fmt).file, threads=2)[0]
         for h, w in ((72, 128), (108, 192), (61, 97), (72, 128)):
             img = np.ascontiguousarray(blurred[:h, :w])
             out = runner(img)

@@ -63,12 +63,12 @@ def test_keras_rebuild_matches_pytorch(name, overrides):
 def test_tflite_fast_student_matches_pytorch(tmp_path, quant, tol):
     """Pixel-shuffle permutation survives conversion: LiteRT output == PyTorch, two sizes
     through one interpreter (input tensor resized)."""
-    from optimize.parity import TFLiteRunner, torch_runner
+    from optimize.parity import load_runner, torch_runner
     from optimize.tflite_export import export_tflite
 
     model = _seeded("fast", seed=3)
     path = export_tflite(model, tmp_path / f"fast_{quant}.tflite", quant)
-    runner, ref = TFLiteRunner(path, threads=1), torch_runner(model)
+    runner, ref = load_runner(path, threads=1)[0], torch_runner(model)
     rng = np.random.default_rng(0)
     for h, w in ((64, 96), (37, 51)):
         img = rng.random((h, w, 3), dtype=np.float32)

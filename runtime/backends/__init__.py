@@ -9,8 +9,7 @@ from .base import DEFAULT_MULTIPLE, Backend, ModelError
 
 __all__ = ["Backend", "ModelError", "DEFAULT_MULTIPLE", "load_backend", "BACKEND_BY_SUFFIX"]
 
-BACKEND_BY_SUFFIX = {".onnx": "onnxruntime", ".engine": "tensorrt", ".plan": "tensorrt",
-                     ".tflite": "litert"}
+from ..formats import ENGINE_BY_SUFFIX as BACKEND_BY_SUFFIX  # noqa: E402 - the format table
 
 
 FAILED_MARK = ".parity-failed.json"
