@@ -2,7 +2,7 @@
 
 Artifacts come from `optimize.export.export` (the same code path as `sharpen export`, parity
 gate included) and live in ``<cache>/<checkpoint stem>-<weights hash>/``; the cache root is
-``runs/bench-cache`` (or $SHARPEN_BENCH_CACHE, or --cache). A stamp file
+``~/.cache/sharpen/bench`` (or $SHARPEN_BENCH_CACHE, or --cache). A stamp file
 (``bench_artifacts.json``) records the weights hash, a hash of the exporter code, the export
 settings and each format's result, so later runs reuse what is up to date and build only what
 is missing (for example the TensorRT engines after TensorRT was installed). Formats this machine
@@ -32,7 +32,10 @@ class BenchError(ValueError):
 
 def default_cache_root() -> Path:
     env = os.environ.get("SHARPEN_BENCH_CACHE")
-    return Path(env) if env else REPO / "runs" / "bench-cache"
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sharpen" / "bench"
 
 
 @dataclass(frozen=True)

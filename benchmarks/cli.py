@@ -10,12 +10,14 @@ import sys
 from runtime.cli_errors import cli_error, one_line
 from runtime.console import print_table
 
+from .options import add_to_argparse
+
 BENCH_EPILOG = """\
 Quick mode (default, minutes on a CPU): sizes 1920x1080 and 640x360, few rounds, 4 held-out
 images. --full: 1920x1080, 1280x720 and 640x360, more rounds, every held-out image.
-Exported artifacts and teacher outputs are cached (runs/bench-cache) and reused while the
+Exported artifacts and teacher outputs are cached (~/.cache/sharpen/bench) and reused while the
 weights are unchanged. The same measurements run as a pytest-benchmark suite:
-  pytest benchmarks/ [--bench-full] --benchmark-json bench.json
+  pytest benchmarks/ [--full] --benchmark-json bench.json   (same option names)
 Exit codes: 0 every check passed, 1 a quality or parity check failed (the report is still
 written), 2 a usage error.
 """
@@ -61,23 +63,7 @@ def add_commands(sub) -> None:
                     "set, and write DIR/report.md, DIR/report.json and PNG figures.",
         epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", required=True, metavar="DIR", help="report folder")
-    p.add_argument("--full", action="store_true",
-                   help="all sizes, more rounds, every held-out image (default: quick mode)")
-    p.add_argument("--target-fps", type=float, default=30.0, metavar="FPS",
-                   help="frame rate a result must reach to count as real time (default 30)")
-    p.add_argument("--weights", "--students", dest="students", nargs="+", default=None,
-                   metavar="CKPT",
-                   help="students: shipped names (seed, fast -> models/student-NAME.pt) or "
-                        "checkpoint paths, space or comma separated (default: seed fast)")
-    p.add_argument("--teacher-weights", default=None, metavar="PATH",
-                   help="teacher checkpoint (default: the bundled models/"
-                        "teacher-restormer-small.pt)")
-    p.add_argument("--teacher-config", default=None, metavar="NAME",
-                   help="Restormer config for weights without one (e.g. motion-deblur for the "
-                        "official file)")
-    p.add_argument("--data", default=None, metavar="SPEC",
-                   help="held-out set: a GoPro root or paired folder (its test split); default: "
-                        "the embedded dataset's fixed test split")
+    add_to_argparse(p)   # the options `pytest benchmarks/` shares (benchmarks/options.py)
     p.add_argument("--real-pairs", default=None, metavar="SPEC",
                    help="real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder "
                         "such as reds-mini's blur/ + sharp/, or a GoPro root)")
@@ -85,19 +71,6 @@ def add_commands(sub) -> None:
                    help="real blurred frames without ground truth: side-by-side crops in the "
                         "report")
     add_gate_options(p)
-    p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="evaluate N held-out images spread over the set (default: 4 in quick "
-                        "mode, all with --full)")
-    p.add_argument("--sizes", default=None, metavar="WxH,...",
-                   help="frame sizes to time, e.g. 1920x1080,640x360 (default by mode)")
-    p.add_argument("--formats", default=None, metavar="LIST",
-                   help="export formats to build and measure (default: all this machine can "
-                        "build; see `sharpen export --help`)")
-    p.add_argument("--cache", default=None, metavar="DIR",
-                   help="cache of artifacts and teacher outputs (default runs/bench-cache or "
-                        "$SHARPEN_BENCH_CACHE)")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="CPU threads for ONNX Runtime / LiteRT (default 0: the engine's default)")
     p.add_argument("--calib-count", type=int, default=32, metavar="N",
                    help="calibration crops for the INT8 exports (default 32)")
     p.add_argument("--stream-frames", type=int, default=None, metavar="N",

@@ -1,8 +1,8 @@
 """Options and shared state of the benchmark suite (`pytest benchmarks/`).
 
 Self-contained: nothing here depends on the root pyproject's [tool.pytest.ini_options] (whose
-testpaths is tests/), so the suite runs by path. Reduced mode (default, for CI): 640x360 only,
-few rounds, 4 held-out images. --bench-full: 1920x1080, 1280x720 and 640x360, calibrated rounds
+testpaths is tests/), so the suite runs by path. Quick mode (default, for CI): 640x360 only,
+few rounds, 4 held-out images. --full: 1920x1080, 1280x720 and 640x360, calibrated rounds
 with more warm-up, every held-out image. Results go to pytest-benchmark (--benchmark-json,
 --benchmark-compare, --benchmark-autosave work as usual) with the fields of
 `benchmarks.latency.result_row` in each benchmark's extra_info.
@@ -19,59 +19,36 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.artifacts import BenchError, resolve_students  # noqa: E402
+from benchmarks.options import add_to_pytest  # noqa: E402
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
                                 size_label)
 
 # pytest-benchmark settings per mode (a `benchmark` marker on each latency test).
 MODE_MARKS = {
-    "reduced": dict(max_time=0.5, min_rounds=3, warmup=True, warmup_iterations=1),
+    "quick": dict(max_time=0.5, min_rounds=3, warmup=True, warmup_iterations=1),
     "full": dict(max_time=3.0, min_rounds=5, warmup=True, warmup_iterations=2),
 }
 
 
 def pytest_addoption(parser):
     g = parser.getgroup("sharpen-bench", "sharpen benchmarks (benchmarks/)")
-    g.addoption("--bench-full", action="store_true", default=False,
-                help="all sizes (1920x1080, 1280x720, 640x360), more rounds, every held-out "
-                     "image (default: reduced CI mode, 640x360 only, few rounds, 4 images)")
-    g.addoption("--target-fps", type=float, default=30.0,
-                help="frame rate a result must reach to meet the real-time target (default 30)")
-    g.addoption("--students", default=None,
-                help="comma-separated students: shipped names (seed, fast) or checkpoint paths "
-                     "(default: seed,fast)")
-    g.addoption("--teacher-weights", default=None,
-                help="teacher checkpoint (default: bundled models/teacher-restormer-small.pt)")
-    g.addoption("--teacher-config", default=None,
-                help="Restormer config for teacher weights without one (e.g. motion-deblur)")
-    g.addoption("--data", default=None,
-                help="held-out set for quality: GoPro root or paired folder (test split); "
-                     "default: the embedded dataset's fixed test split")
+    add_to_pytest(g)   # the options `sharpen bench` shares (benchmarks/options.py)
     g.addoption("--min-ssim-ratio", type=float, default=0.95,
                 help="student SSIM must be >= this x teacher SSIM vs ground truth (0.95)")
     g.addoption("--min-ssim-gain", type=float, default=None,
                 help="gate instead on the student's SSIM gain over the blurred input: >= this "
                      "x the teacher's gain")
-    g.addoption("--bench-limit", type=int, default=None,
-                help="held-out images to evaluate (default 4 reduced, all with --bench-full)")
-    g.addoption("--bench-sizes", default=None,
-                help="frame sizes WxH,... to time (default by mode)")
-    g.addoption("--bench-formats", default=None,
-                help="export formats to build/measure (default: all buildable here)")
-    g.addoption("--bench-cache", default=None,
-                help="artifact and teacher-output cache (default runs/bench-cache)")
-    g.addoption("--bench-threads", type=int, default=0,
-                help="CPU threads for ONNX Runtime / LiteRT (default: engine default)")
 
 
 def _mode(config) -> str:
-    return "full" if config.getoption("--bench-full") else "reduced"
+    return "full" if config.getoption("full") else "quick"
 
 
 def _sizes(config) -> list[tuple[int, int]]:
     try:
-        sizes = parse_sizes(config.getoption("--bench-sizes"))
+        sizes = parse_sizes(config.getoption("sizes"))
     except ValueError as e:
-        raise pytest.UsageError(f"--bench-sizes: {e}") from None
+        raise pytest.UsageError(f"--sizes: {e}") from None
     return sizes or list(SIZES_FULL if _mode(config) == "full" else SIZES_REDUCED)
 
 
@@ -83,7 +60,7 @@ def pytest_generate_tests(metafunc):
     config = metafunc.config
     if "student" in metafunc.fixturenames:
         try:
-            names = [s.name for s in resolve_students(config.getoption("--students"),
+            names = [s.name for s in resolve_students(config.getoption("students"),
                                                       hash_files=False)]
         except BenchError as e:
             raise pytest.UsageError(str(e)) from None
@@ -127,21 +104,21 @@ class BenchContext:
         self.teacher_weights = config.getoption("--teacher-weights")
         self.teacher_config = config.getoption("--teacher-config")
         self.data = config.getoption("--data")
-        self.formats = config.getoption("--bench-formats")
-        self.threads = int(config.getoption("--bench-threads") or 0)
-        cache = config.getoption("--bench-cache")
+        self.formats = config.getoption("formats")
+        self.threads = int(config.getoption("threads") or 0)
+        cache = config.getoption("cache")
         from benchmarks.artifacts import default_cache_root
         from benchmarks.quality import QUICK_LIMIT
 
         self.cache = Path(cache) if cache else default_cache_root()
-        limit = config.getoption("--bench-limit")
+        limit = config.getoption("limit")
         self.limit = limit if limit is not None else (None if self.full else QUICK_LIMIT)
         self.sizes = _sizes(config)
         self.teacher_rounds = 3 if self.full else 1
         self.teacher_n_tiles = 2 if self.full else 1
         self.stream_frames = 30 if self.full else 16
         self.stream_size = (1920, 1080) if self.full else (640, 360)
-        self.students = {s.name: s for s in resolve_students(config.getoption("--students"))}
+        self.students = {s.name: s for s in resolve_students(config.getoption("students"))}
         self.teacher_ms: dict[str, float] = {}
         self.results: list[dict] = []
         self._artifacts: dict = {}

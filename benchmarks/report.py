@@ -70,13 +70,19 @@ class BenchOptions:
              "threads": "--threads", "calib_count": "--calib-count",
              "stream_frames": "--stream-frames"}
 
-    def to_argv(self) -> list[str]:
-        """The `sharpen bench` arguments that rebuild these options (defaults left out)."""
+    def to_argv(self, pytest: bool = False) -> list[str]:
+        """The `sharpen bench` arguments that rebuild these options (defaults left out); with
+        `pytest`, only those `pytest benchmarks/` shares (benchmarks/options.py)."""
+        from .options import SCHEMA
+
+        shared = {o.dest for o in SCHEMA}
         defaults = BenchOptions(out="")
         argv: list[str] = []
         for name, flag in self.FLAGS.items():
             v = getattr(self, name)
-            if v != getattr(defaults, name) or name == "out":
+            if pytest and name not in shared:
+                continue
+            if v != getattr(defaults, name) or (name == "out" and not pytest):
                 argv += [flag, f"{v:g}" if isinstance(v, float) else str(v)]
         if self.full:
             argv.append("--full")
@@ -86,7 +92,7 @@ class BenchOptions:
             argv += ["--min-ssim-ratio", f"{self.min_ssim_ratio:g}"]
         if self.students:
             argv += ["--weights", *split_list(self.students)]
-        if not self.latency:
+        if not self.latency and not pytest:
             argv.append("--no-latency")
         return argv
 
@@ -214,21 +220,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
 
 def reproduce_commands(opts: BenchOptions) -> list[str]:
     cmd = "sharpen bench " + " ".join(shlex.quote(a) for a in opts.to_argv())
-    pyt = ["pytest", "benchmarks/"]
-    if opts.full:
-        pyt.append("--bench-full")
-    if opts.students:
-        pyt += ["--students", ",".join(split_list(opts.students))]
-    if opts.teacher_weights:
-        pyt += ["--teacher-weights", opts.teacher_weights]
-    if opts.data:
-        pyt += ["--data", opts.data]
-    if opts.target_fps != 30:
-        pyt += ["--target-fps", f"{opts.target_fps:g}"]
-    if opts.min_ssim_gain is not None:
-        pyt += ["--min-ssim-gain", f"{opts.min_ssim_gain:g}"]
-    elif opts.min_ssim_ratio != DEFAULT_MIN_SSIM_RATIO:
-        pyt += ["--min-ssim-ratio", f"{opts.min_ssim_ratio:g}"]
+    pyt = ["pytest", "benchmarks/", *opts.to_argv(pytest=True)]
     pyt += ["--benchmark-json", "bench.json"]
     return [cmd, " ".join(shlex.quote(a) for a in pyt),
             "pytest benchmarks/ --benchmark-compare  # against the last saved run "

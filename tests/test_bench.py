@@ -254,8 +254,8 @@ def test_bad_student_fails_pytest_suite(env, good_run):
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_quality.py"),
            "-k", "keeps_teacher", "-p", "no:cacheprovider", "-q",
            "--students", str(env / "student-bad.pt"), "--teacher-weights",
-           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--bench-formats", "onnx",
-           "--bench-cache", str(env / "cache")]
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
+           "--cache", str(env / "cache")]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "2"})
     out = res.stdout + res.stderr

@@ -1,0 +1,67 @@
+"""The benchmark options both front ends share, `sharpen bench` and `pytest benchmarks/`: one
+schema, the same names (the pytest plugin also accepts its older `--bench-*` spellings)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
+
+
+@dataclass(frozen=True)
+class Opt:
+    flags: tuple[str, ...]       # the name first, then accepted aliases
+    dest: str
+    help: str
+    type: Optional[Callable] = None
+    default: Any = None
+    action: Optional[str] = None
+    metavar: Optional[str] = None
+    nargs: Optional[str] = None
+    pytest_aliases: tuple[str, ...] = ()
+
+
+SCHEMA: tuple[Opt, ...] = (
+    Opt(("--full",), "full", "all sizes (1920x1080, 1280x720, 640x360), more rounds, every "
+        "held-out image (default: quick mode)", action="store_true", default=False,
+        pytest_aliases=("--bench-full",)),
+    Opt(("--target-fps",), "target_fps", "frame rate a result must reach to count as real time "
+        "(default 30)", type=float, default=30.0, metavar="FPS"),
+    Opt(("--weights", "--students"), "students", "students: shipped names (seed, fast -> "
+        "models/student-NAME.pt) or checkpoint paths, space or comma separated (default: seed "
+        "fast)", metavar="CKPT", nargs="+"),
+    Opt(("--teacher-weights",), "teacher_weights", "teacher checkpoint (default: the bundled "
+        "models/teacher-restormer-small.pt)", metavar="PATH"),
+    Opt(("--teacher-config",), "teacher_config", "Restormer config for weights without one "
+        "(e.g. motion-deblur for the official file)", metavar="NAME"),
+    Opt(("--data",), "data", "held-out set: a GoPro root or paired folder (its test split); "
+        "default: the embedded dataset's fixed test split", metavar="SPEC"),
+    Opt(("--limit",), "limit", "evaluate N held-out images spread over the set (default: 4 in "
+        "quick mode, all with --full)", type=int, metavar="N", pytest_aliases=("--bench-limit",)),
+    Opt(("--sizes",), "sizes", "frame sizes to time, e.g. 1920x1080,640x360 (default by mode)",
+        metavar="WxH,...", pytest_aliases=("--bench-sizes",)),
+    Opt(("--formats",), "formats", "export formats to build and measure (default: all this "
+        "machine can build; see `sharpen export --help`)", metavar="LIST",
+        pytest_aliases=("--bench-formats",)),
+    Opt(("--cache",), "cache", "cache of artifacts and teacher outputs (default "
+        "$SHARPEN_BENCH_CACHE or ~/.cache/sharpen/bench)", metavar="DIR",
+        pytest_aliases=("--bench-cache",)),
+    Opt(("--threads",), "threads", "CPU threads for ONNX Runtime / LiteRT (default 0: all "
+        "cores)", type=int, default=0, metavar="N", pytest_aliases=("--bench-threads",)),
+)
+
+
+def _kwargs(o: Opt) -> dict:
+    kw = {"dest": o.dest, "help": o.help, "default": o.default}
+    for key in ("type", "action", "metavar", "nargs"):
+        if getattr(o, key) is not None:
+            kw[key] = getattr(o, key)
+    return kw
+
+
+def add_to_argparse(p) -> None:
+    for o in SCHEMA:
+        p.add_argument(*o.flags, **_kwargs(o))
+
+
+def add_to_pytest(group) -> None:
+    for o in SCHEMA:
+        group.addoption(*o.flags, *o.pytest_aliases, **_kwargs(o))
