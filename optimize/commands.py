@@ -100,6 +100,23 @@ def add_commands(sub) -> None:
     p.set_defaults(func=run_export)
 
 
+def options_from_args(args: argparse.Namespace):
+    """ExportOptions from parsed `sharpen export` arguments."""
+    from .export import ExportOptions, Thresholds
+
+    return ExportOptions(
+        name=args.name, calib=args.calib, calib_count=args.calib_count,
+        calib_size=args.calib_size, calib_blur=args.calib_blur, calib_method=args.calib_method,
+        percentile=args.percentile, modelopt_method=args.modelopt_method,
+        parity_images=args.parity_images, parity_gt=args.parity_gt,
+        parity_teacher=args.parity_teacher,
+        thresholds=Thresholds(args.max_abs_fp32, args.min_ssim, args.min_psnr),
+        opt_shape=args.opt_shape, min_shape=args.min_shape, max_shape=args.max_shape,
+        workspace_gb=args.workspace, latency=not args.no_latency,
+        latency_runs=args.latency_runs, threads=args.threads, opset=args.opset,
+        simplify=not args.no_simplify, quiet=args.quiet)
+
+
 def run_export(args) -> int:
     def fail(msg: str) -> int:
         return cli_error("export", msg)
@@ -108,25 +125,14 @@ def run_export(args) -> int:
         from distill.checkpoint import CheckpointError
 
         from .calibration import CalibrationError
-        from .export import ExportError, Thresholds, export, print_table
+        from .export import ExportError, export, print_table
     except ImportError as e:
         return fail(f"missing dependency {e.name!r}; install the export extra: "
                     "pip install -e '.[export]'")
     if args.opset < 17:
         return fail(f"--opset must be 17 or newer, got {args.opset}")
     try:
-        report = export(
-            args.weights, args.formats, args.out, name=args.name,
-            calib=args.calib, calib_count=args.calib_count, calib_size=args.calib_size,
-            calib_blur=args.calib_blur, calib_method=args.calib_method,
-            percentile=args.percentile, modelopt_method=args.modelopt_method,
-            parity_images=args.parity_images, parity_gt=args.parity_gt,
-            parity_teacher=args.parity_teacher,
-            thresholds=Thresholds(args.max_abs_fp32, args.min_ssim, args.min_psnr),
-            opt_shape=args.opt_shape, min_shape=args.min_shape, max_shape=args.max_shape,
-            workspace_gb=args.workspace, latency=not args.no_latency,
-            latency_runs=args.latency_runs, threads=args.threads, opset=args.opset,
-            simplify=not args.no_simplify, quiet=args.quiet)
+        report = export(args.weights, args.formats, args.out, options_from_args(args))
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))
     print_table(report)

@@ -17,7 +17,7 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Sequence
 
@@ -218,32 +218,55 @@ def default_formats() -> tuple[list[str], dict[str, str]]:
 
 # --------------------------------------------------------------------------- orchestration
 
+@dataclass
+class ExportOptions:
+    """Everything `export` can be told besides what and where (flags of `sharpen export`)."""
+    calib: Sequence[str] | str | None = None   # calibration images/folders/globs/.npy
+    calib_count: int = 64
+    calib_size: int = 256
+    calib_blur: float = 0.0
+    calib_method: str | None = None            # percentile / entropy / minmax
+    percentile: float | None = None
+    modelopt_method: str | None = None
+    parity_images: Sequence[str] | str | None = None
+    parity_gt: str | os.PathLike | None = None
+    parity_teacher: str | os.PathLike | None = None
+    thresholds: Thresholds | None = None
+    opt_shape: str | tuple[int, int] = "1080x1920"
+    min_shape: str | tuple[int, int] = "64x64"
+    max_shape: str | tuple[int, int] = "2160x3840"
+    workspace_gb: float = 4.0
+    latency: bool = True
+    latency_runs: int = 5
+    threads: int = 0
+    simplify: bool = True
+    opset: int = 17
+    name: str | None = None                    # output file stem (default: the checkpoint's)
+    quiet: bool = False
+
+
 def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
-           out_dir: str | os.PathLike = "export", *,
-           calib=None, calib_count: int = 64, calib_size: int = 256, calib_blur: float = 0.0,
-           calib_method: str | None = None, percentile: float | None = None,
-           modelopt_method: str | None = None,
-           parity_images=None, parity_gt: str | os.PathLike | None = None,
-           parity_teacher: str | os.PathLike | None = None,
-           thresholds: Thresholds | None = None,
-           opt_shape: str | tuple[int, int] = "1080x1920",
-           min_shape: str | tuple[int, int] = "64x64",
-           max_shape: str | tuple[int, int] = "2160x3840", workspace_gb: float = 4.0,
-           latency: bool = True, latency_runs: int = 5, threads: int = 0,
-           simplify: bool = True, opset: int = 17, name: str | None = None,
-           quiet: bool = False, progress: Progress | None = None) -> ExportReport:
+           out_dir: str | os.PathLike = "export", options: ExportOptions | None = None, *,
+           progress: Progress | None = None, **overrides) -> ExportReport:
     """Export `weights` (a student checkpoint) to `formats` in `out_dir`; see the module doc.
+    Settings come from `options` (an ExportOptions, `sharpen export` builds one from its flags)
+    with any ExportOptions field given as a keyword on top.
 
     Raises ExportError / CheckpointError / CalibrationError for usage problems (before any
     work); build failures and parity failures are reported in the returned report instead.
     """
+    try:
+        o = replace(options or ExportOptions(), **overrides)
+    except TypeError as e:
+        raise ExportError(f"unknown export option: {e}") from None
     from distill.checkpoint import load_student
 
     from . import calibration as cal
     from .tensorrt_engine import Profile, parse_hw
 
-    prog = progress or Progress(quiet)
-    thresholds = thresholds or Thresholds()
+    prog = progress or Progress(o.quiet)
+    if o.thresholds is None:
+        o = replace(o, thresholds=Thresholds())
     requested = parse_formats(formats)
     skipped: dict[str, str] = {}
     if requested is None:
@@ -265,18 +288,18 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                          "target device")
     try:
         shapes = tuple(parse_hw(s) if isinstance(s, str) else tuple(s)
-                       for s in (min_shape, opt_shape, max_shape))
+                       for s in (o.min_shape, o.opt_shape, o.max_shape))
     except ValueError as e:
         raise ExportError(str(e)) from None
-    if calib_count < 1:
-        raise ExportError(f"--calib-count must be >= 1, got {calib_count}")
-    if calib_size < 16:
-        raise ExportError(f"--calib-size must be >= 16 pixels, got {calib_size}")
-    if percentile is not None and not 50 < percentile <= 100:
-        raise ExportError(f"--percentile must be in (50, 100], got {percentile}")
-    if workspace_gb <= 0:
-        raise ExportError(f"--workspace must be > 0 GB, got {workspace_gb}")
-    if latency_runs < 0 or threads < 0:
+    if o.calib_count < 1:
+        raise ExportError(f"--calib-count must be >= 1, got {o.calib_count}")
+    if o.calib_size < 16:
+        raise ExportError(f"--calib-size must be >= 16 pixels, got {o.calib_size}")
+    if o.percentile is not None and not 50 < o.percentile <= 100:
+        raise ExportError(f"--percentile must be in (50, 100], got {o.percentile}")
+    if o.workspace_gb <= 0:
+        raise ExportError(f"--workspace must be > 0 GB, got {o.workspace_gb}")
+    if o.latency_runs < 0 or o.threads < 0:
         raise ExportError("--latency-runs and --threads must be >= 0")
 
     weights = Path(weights)
@@ -286,7 +309,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     ckpt["source_sha256"] = weights_sha
     out = check_out_dir(out_dir)
     multiple = int(getattr(model, "multiple", 1))
-    stem = name or weights.stem
+    stem = o.name or weights.stem
     try:
         profile = Profile.from_hw(*shapes, multiple=multiple)
     except ValueError as e:
@@ -294,11 +317,11 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     prog.say(f"student {model.arch_name} {model.arch_args} (multiple {multiple}) from {weights}")
 
     # ---- data: calibration crops and held-out parity images (fail early on bad data)
-    calib_paths = cal.resolve_paths(calib) if calib else None
+    calib_paths = cal.resolve_paths(o.calib) if o.calib else None
     parity_list = None
     held_out_note = ""
-    if parity_images:
-        parity_list = cal.load_images(cal.resolve_paths(parity_images))
+    if o.parity_images:
+        parity_list = cal.load_images(cal.resolve_paths(o.parity_images))
     elif calib_paths is not None:
         imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
         if len(imgs) >= 2:
@@ -316,15 +339,15 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     crops, calib_names = None, []
     needs_calib = any(FORMATS[f].needs_calibration for f in fmts)
     if needs_calib:
-        calib_images = (cal.load_images(calib_paths, calib_blur) if calib_paths
+        calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
                         else cal.sample_images(cal.BUILTIN_CALIB))
-        crops = cal.random_crops(calib_images, calib_count, calib_size, multiple)
+        crops = cal.random_crops(calib_images, o.calib_count, o.calib_size, multiple)
         calib_names = [n for n, _ in calib_images]
         src = "--calib" if calib_paths else "built-in sample photos"
         prog.say(f"calibration: {len(crops)} crops of {crops.shape[2]}x{crops.shape[3]} from "
                  f"{len(calib_names)} images ({src})")
-    gt = _load_matching(parity_gt, parity_list, "ground truth", prog)
-    teacher = _load_matching(parity_teacher, parity_list, "teacher", prog)
+    gt = _load_matching(o.parity_gt, parity_list, "ground truth", prog)
+    teacher = _load_matching(o.parity_teacher, parity_list, "teacher", prog)
 
     # ---- FP32 PyTorch reference
     from .parity import measure_latency, ssim, torch_runner
@@ -336,26 +359,26 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         reference["ssim_gt"] = min(ssim(np.clip(refs[n], 0, 1), gt[n]) for n in gt)
     if teacher:
         reference["ssim_teacher"] = min(ssim(np.clip(refs[n], 0, 1), teacher[n]) for n in teacher)
-    lat_image = _latency_image(parity_list[0][1]) if latency else None
-    if latency:
+    lat_image = _latency_image(parity_list[0][1]) if o.latency else None
+    if o.latency:
         import torch
 
         prev = torch.get_num_threads()
-        if threads:
-            torch.set_num_threads(threads)
+        if o.threads:
+            torch.set_num_threads(o.threads)
         try:
             reference["latency_ms_1080p"] = 1000 * measure_latency(
-                ref_runner, runs=max(1, min(latency_runs, 3)), image=lat_image)
+                ref_runner, runs=max(1, min(o.latency_runs, 3)), image=lat_image)
         finally:
             torch.set_num_threads(prev)
 
     settings = {
-        "formats_requested": requested or "all buildable", "calib_count": calib_count,
+        "formats_requested": requested or "all buildable", "calib_count": o.calib_count,
         "calib_size": None if crops is None else int(crops.shape[2]),
-        "calib_images": calib_names, "calib_method": calib_method, "percentile": percentile,
-        "modelopt_method": modelopt_method, "thresholds": asdict(thresholds),
-        "profile": profile.to_dict(), "workspace_gb": workspace_gb, "threads": threads,
-        "parity_images": [n for n, _ in parity_list], "opset": opset,
+        "calib_images": calib_names, "calib_method": o.calib_method, "percentile": o.percentile,
+        "modelopt_method": o.modelopt_method, "thresholds": asdict(o.thresholds),
+        "profile": profile.to_dict(), "workspace_gb": o.workspace_gb, "threads": o.threads,
+        "parity_images": [n for n, _ in parity_list], "opset": o.opset,
     }
 
     # ---- build each format
@@ -365,8 +388,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
     results: list[FormatResult] = []
-    ctx = _BuildContext(model, ckpt, out, stem, crops, profile, workspace_gb, multiple,
-                        calib_method, percentile, modelopt_method, simplify, opset, prog)
+    ctx = _BuildContext(model, ckpt, out, stem, crops, profile, o.workspace_gb, multiple,
+                        o.calib_method, o.percentile, o.modelopt_method, o.simplify, o.opset, prog)
     total = len(fmts)
     with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp:
         ctx.tmp = Path(tmp)
@@ -388,8 +411,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
             res.build_s = round(time.perf_counter() - t0, 2)
             res.file = str(path)
             res.size_bytes = path.stat().st_size
-            _gate(res, spec, path, parity_list, refs, gt, teacher, thresholds, threads,
-                  lat_image, latency_runs, prog)
+            _gate(res, spec, path, parity_list, refs, gt, teacher, o.thresholds, o.threads,
+                  lat_image, o.latency_runs, prog)
             _mark(res, path, weights_sha)
             results.append(res)
     for f, reason in skipped.items():

@@ -84,6 +84,17 @@ def _quiet_library_logs() -> None:
         pass
 
 
+def options_from_args(args: argparse.Namespace):
+    """StreamOptions from parsed `sharpen run` arguments."""
+    from .pipeline import StreamOptions
+
+    return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
+                         threads=args.threads, provider=args.provider, tile=args.tile,
+                         overlap=args.overlap, width=args.width, height=args.height,
+                         fps=args.fps, max_frames=args.max_frames, live=args.live,
+                         quiet=args.quiet, reconnect_attempts=args.reconnect, force=args.force)
+
+
 def handler(args: argparse.Namespace) -> int:
     """Run the stream; user errors become one line on stderr and a non-zero exit code."""
     try:
@@ -106,12 +117,7 @@ def handler(args: argparse.Namespace) -> int:
     if defaulted:
         args.output = _default_output(args.source)
     try:
-        summary = run_stream(
-            args.model, args.source, args.output, show=args.show, view=args.view,
-            stats_path=args.stats, threads=args.threads, provider=args.provider, tile=args.tile,
-            overlap=args.overlap, width=args.width, height=args.height, fps=args.fps,
-            max_frames=args.max_frames, live=args.live, quiet=args.quiet,
-            reconnect_attempts=args.reconnect, force=args.force)
+        summary = run_stream(args.model, args.source, args.output, options_from_args(args))
     except expected as exc:
         if os.environ.get("SHARPEN_DEBUG"):
             raise

@@ -13,6 +13,7 @@ import signal
 import threading
 import time
 from collections import deque
+from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence, Union
@@ -109,41 +110,58 @@ class _Worker(threading.Thread):
             self._stop_ev.set()
 
 
+@dataclass
+class StreamOptions:
+    """How `run_stream` runs (the flags of `sharpen run` besides model, source and --out)."""
+    show: bool = False                  # window: original | sharpened, fps overlay
+    view: str = "side"                  # side by side, or split
+    stats_path: Optional[Union[str, Path]] = None
+    threads: Optional[int] = None       # CPU threads of ONNX Runtime / LiteRT (0/None: all)
+    provider: Union[str, Sequence[str]] = "auto"
+    tile: int = 0                       # Gaussian-blended tiles of this side (0: whole frame)
+    overlap: int = 32
+    width: int = 1920                   # camera capture size and fps
+    height: int = 1080
+    fps: float = 0.0
+    max_frames: Optional[int] = None
+    live: Optional[bool] = None         # drop stale frames (cameras) or keep all (files)
+    quiet: bool = True
+    queue_size: Optional[int] = None    # default 1 live, 4 files
+    reconnect_attempts: int = 5
+    report_interval: float = 1.0
+    force: bool = False                 # run a model that failed its export parity gate
+
+
 def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
-               output: Optional[Union[str, Path]] = None, *, show: bool = False,
-               view: str = "side", stats_path: Optional[Union[str, Path]] = None,
-               threads: Optional[int] = None, provider: Union[str, Sequence[str]] = "auto",
-               tile: int = 0, overlap: int = 32, width: int = 1920, height: int = 1080,
-               fps: float = 0.0, max_frames: Optional[int] = None, live: Optional[bool] = None,
-               quiet: bool = True, queue_size: Optional[int] = None,
-               reconnect_attempts: int = 5, stop_event: Optional[threading.Event] = None,
-               report_interval: float = 1.0, force: bool = False) -> dict[str, Any]:
+               output: Optional[Union[str, Path]] = None,
+               options: Optional[StreamOptions] = None, *,
+               stop_event: Optional[threading.Event] = None, **overrides: Any) -> dict[str, Any]:
     """Sharpen a stream end to end and return the stats dict (also written to `stats_path`).
 
     model: a model path (.onnx/.engine/.plan/.tflite) or an already loaded Backend.
     source: a source spec (see runtime.sources.open_source) or an opened Source.
     output: video file (.mp4...), image folder, or image file for a single image; None: no file.
-    live: force the live (drop stale frames) or lossless policy; None picks from the source.
-    max_frames: stop after this many frames. queue_size: queue bound (default 1 live, 4 files).
-    quiet: no live stats line. stop_event: set it to stop the run from another thread.
+    options: a StreamOptions; any of its fields may also be given as a keyword.
+    stop_event: set it to stop the run from another thread.
     Raises ModelError / SourceError / SinkError / FrameError with user-facing messages.
     """
+    o = replace(options or StreamOptions(), **overrides)
     stop = stop_event or threading.Event()
     stats = Stats()
     errors: list[BaseException] = []
     own_backend = not isinstance(model, Backend)
-    backend = (load_backend(model, threads=threads, providers=provider, force=force)
+    backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force)
                if own_backend else model)
     src: Optional[Source] = None
     sink: Optional[Sink] = None
     try:
         src = source if isinstance(source, Source) else open_source(
-            source, width=width, height=height, fps=fps, live=live,
-            reconnect_attempts=reconnect_attempts)
-        if live is not None:
-            src.live = live
-        processor = FrameProcessor(backend, tile=tile, overlap=overlap)
-        sink = _make_sink(src, output, show, view, stop, fps, stats)
+            source, width=o.width, height=o.height, fps=o.fps, live=o.live,
+            reconnect_attempts=o.reconnect_attempts)
+        if o.live is not None:
+            src.live = o.live
+        processor = FrameProcessor(backend, tile=o.tile, overlap=o.overlap)
+        sink = _make_sink(src, output, o.show, o.view, stop, o.fps, stats)
         frames = src.frames(stop)
         first = next(frames, None)
         if first is None:
@@ -154,11 +172,11 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
 
         stats.info = {"backend": {k: v for k, v in backend.describe().items()},
                       "source": src.describe(), "live": src.live,
-                      "output": str(output) if output else None, "show": show,
-                      "tile": tile, "overlap": overlap if tile else 0}
-        qsize = queue_size or (1 if src.live else 4)
+                      "output": str(output) if output else None, "show": o.show,
+                      "tile": o.tile, "overlap": o.overlap if o.tile else 0}
+        qsize = o.queue_size or (1 if src.live else 4)
         q_in, q_out = FrameQueue(qsize, drop_oldest=src.live), FrameQueue(qsize, drop_oldest=False)
-        limit = max_frames if max_frames and max_frames > 0 else None
+        limit = o.max_frames if o.max_frames and o.max_frames > 0 else None
 
         def capture() -> None:
             try:
@@ -194,7 +212,7 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
 
         stats.start()
         workers = [_Worker("capture", capture, stop, errors), _Worker("infer", process, stop, errors)]
-        reporter = None if quiet else LiveReporter(stats, report_interval).start()
+        reporter = None if o.quiet else LiveReporter(stats, o.report_interval).start()
         with _SignalStop(stop) as sig:
             for w in workers:
                 w.start()
@@ -225,9 +243,9 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
         summary["skipped_inputs"] = list(skipped)
     if errors:
         summary["error"] = str(errors[0])
-    if stats_path and summary.get("frames_processed") is not None:
+    if o.stats_path and summary.get("frames_processed") is not None:
         # Written on failure too: what ran before the error is worth keeping.
-        write_json_atomic(stats_path, summary)
+        write_json_atomic(o.stats_path, summary)
     if errors:
         raise errors[0]
     return summary
