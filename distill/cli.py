@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from runtime.cli_errors import SharpenError
+from runtime.console import HelpFormatter
 from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
 
 
@@ -302,7 +303,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------ registration
 
 def add_commands(sub) -> None:
-    fmt = argparse.ArgumentDefaultsHelpFormatter
+    fmt = HelpFormatter
 
     p = sub.add_parser("teacher", formatter_class=fmt,
                        help="sharpen images with the Restormer teacher (tiled, Gaussian-blended)",

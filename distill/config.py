@@ -68,6 +68,7 @@ class TrainConfig:
     channels_last: bool = True    # pays off on x86 CPUs as well as on CUDA
     compile: bool = False         # torch.compile the training forward/backward (slow first step)
     val_every: int = 500
+    val_start: bool = False       # validate before the first step (is a fine-tune helping?)
     ckpt_every: int = 250
     log_every: int = 10
     max_minutes: float = 0.0      # stop cleanly (checkpoint saved) after this wall time; 0 = off

@@ -254,6 +254,7 @@ class Trainer:
         self.step = 0
         self.best: Optional[float] = None
         self.metrics: dict = {}
+        self.start_metrics: dict = {}     # validation before training (cfg.val_start)
         self.weights = LossWeights(**vars(cfg.loss)) if isinstance(cfg.loss, LossConfig) \
             else LossWeights(**cfg.loss)
         self._stop = False
@@ -354,6 +355,9 @@ class Trainer:
             bar = tqdm(total=cfg.optim.steps, initial=self.step, desc=f"train {self.arch}",
                        unit="step", dynamic_ncols=True)
         try:
+            if cfg.val_start and self.step == 0:
+                self._validate(val_items)
+                self.start_metrics = dict(self.metrics)
             self.model.train()
             for batch in loader:
                 loss, parts = self._train_step(batch)

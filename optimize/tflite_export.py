@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -28,7 +29,16 @@ QUANTIZATIONS = ("int8", "fp16", "fp32")
 
 
 def _quiet_tf():
+    """Import TensorFlow without its start-up chatter (C++ INFO lines and absl's pre-init
+    warning, written straight to file descriptor 2, which nobody can act on)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
+    if "tensorflow" not in sys.modules:
+        import contextlib
+
+        from runtime.console import quiet_native_stderr
+        with quiet_native_stderr(), contextlib.suppress(ImportError):  # reported where used
+            import tensorflow  # noqa: F401
     import absl.logging
 
     absl.logging.set_verbosity(absl.logging.ERROR)
@@ -65,7 +75,9 @@ def convert_keras(keras_model, quantization: str, crops: np.ndarray | None = Non
         conv.target_spec.supported_types = [tf.float16]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return conv.convert()
+        from runtime.console import quiet_native_stderr
+        with quiet_native_stderr():   # the converter prints its settings to fd 2
+            return conv.convert()
 
 
 def set_default_input_shape(tflite_bytes: bytes, hw: tuple[int, int]) -> bytes:

@@ -40,7 +40,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--show", action="store_true",
                    help="show original | sharpened in a window with fps overlay (q/Esc quits)")
     p.add_argument("--view", choices=("side", "split"), default="side",
-                   help="window layout: side by side, or split (left original, right sharpened)")
+                   help="layout of --show and --compare: side by side, or split (left half "
+                        "original, right half sharpened)")
+    p.add_argument("--compare", action="store_true",
+                   help="write original and sharpened together (per --view) to --out, for "
+                        "judging the result by eye")
     p.add_argument("--stats", default=None, metavar="JSON",
                    help="write latency percentiles, throughput and drops to this JSON file")
     p.add_argument("--threads", type=int, default=None,
@@ -92,7 +96,8 @@ def options_from_args(args: argparse.Namespace):
                          threads=args.threads, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,
                          fps=args.fps, max_frames=args.max_frames, live=args.live,
-                         quiet=args.quiet, reconnect_attempts=args.reconnect, force=args.force)
+                         quiet=args.quiet, reconnect_attempts=args.reconnect, force=args.force,
+                         compare=args.compare)
 
 
 def handler(args: argparse.Namespace) -> int:

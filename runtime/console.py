@@ -2,9 +2,12 @@
 text otherwise (a device with only the runtime has no rich)."""
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
 import shutil
 import sys
-from typing import Callable, Optional, Sequence, TextIO
+from typing import Callable, Iterator, Optional, Sequence, TextIO
 
 
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]],
@@ -30,3 +33,35 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
         table.add_row(*r, style=row_style(r) if row_style else None)
     width = max(120, min(200, shutil.get_terminal_size((160, 24)).columns))
     Console(file=file, width=width).print(table)
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows an option's default once: not when the help already names it, and never
+    `(default: None)` or `(default: False)` for required options and switches."""
+
+    def _get_help_string(self, action) -> str:
+        text = action.help or ""
+        if "default" in text.lower() or action.default in (None, False, argparse.SUPPRESS) \
+                or action.required or not action.option_strings:
+            return text
+        return super()._get_help_string(action)
+
+
+@contextlib.contextmanager
+def quiet_native_stderr() -> Iterator[None]:
+    """Silence what native libraries (TFLite's converter and XNNPACK delegate, absl) write
+    straight to file descriptor 2 while the block runs; Python exceptions still propagate."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stderr (captured): nothing to do
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)

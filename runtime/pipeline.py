@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from .backends import Backend, load_backend
 from .prepost import FrameProcessor, Timings
-from .sinks import MultiSink, NullSink, Sink, WindowSink, output_sink
+from .sinks import CompareSink, MultiSink, NullSink, Sink, WindowSink, output_sink
 from .sources import ImageSource, Source, SourceError, open_source
 from .stats import LiveReporter, Stats, write_json_atomic
 
@@ -130,6 +130,7 @@ class StreamOptions:
     reconnect_attempts: int = 5
     report_interval: float = 1.0
     force: bool = False                 # run a model that failed its export parity gate
+    compare: bool = False               # write original | sharpened (per `view`) to the output
 
 
 def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
@@ -161,7 +162,7 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
         if o.live is not None:
             src.live = o.live
         processor = FrameProcessor(backend, tile=o.tile, overlap=o.overlap)
-        sink = _make_sink(src, output, o.show, o.view, stop, o.fps, stats)
+        sink = _make_sink(src, output, o.show, o.view, stop, o.fps, stats, o.compare)
         frames = src.frames(stop)
         first = next(frames, None)
         if first is None:
@@ -270,12 +271,13 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
 
 
 def _make_sink(src: Source, output: Optional[Union[str, Path]], show: bool, view: str,
-               stop: threading.Event, fps: float, stats: Stats) -> Sink:
+               stop: threading.Event, fps: float, stats: Stats, compare: bool = False) -> Sink:
     sinks: list[Sink] = []
     if output:
         single = isinstance(src, ImageSource) and src.frame_count == 1
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
-        sinks.append(output_sink(output, src.fps or fps or 30.0, single, tuple(dirs)))
+        file_sink = output_sink(output, src.fps or fps or 30.0, single, tuple(dirs))
+        sinks.append(CompareSink(file_sink, view) if compare else file_sink)
     if show:
         ema = {"fps": 0.0, "t": None}
 

@@ -123,6 +123,21 @@ def compose(original: np.ndarray, sharpened: np.ndarray, view: str, max_width: i
     return out
 
 
+class CompareSink(Sink):
+    """Writes original and sharpened together (side by side, or split at the middle) to another
+    sink, at full resolution: `sharpen run --compare`."""
+
+    def __init__(self, inner: Sink, view: str) -> None:
+        self.inner, self.view = inner, view
+
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        self.inner.write(original, compose(original, sharpened, self.view, max_width=1 << 30),
+                         name)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 class WindowSink(Sink):
     """An OpenCV window with an fps / latency overlay; q or Esc stops the run."""
 

@@ -22,11 +22,12 @@ if [ -f "$stamp" ]; then
 fi
 "$VENV/bin/python" -m pip install -q --upgrade pip
 if [ "${SKIP_TORCH:-0}" != 1 ] && [ "$EXTRAS" != runtime ] && [ "$EXTRAS" != litert ]; then
-  echo "[setup] installing $TORCH_SPEC"
+  echo "[setup] installing $TORCH_SPEC (first run only: a few minutes, ~200 MB download)"
   # Installed before the project so pip never resolves an unpinned torch (a multi-GB CUDA build).
   "$VENV/bin/python" -m pip install -q $TORCH_SPEC
 fi
-echo "[setup] installing image-sharpening-kd[$EXTRAS] (editable)"
+echo "[setup] installing image-sharpening-kd[$EXTRAS] (editable; first run only: 2-4 minutes for"
+echo "[setup]   onnxruntime, TensorFlow-CPU (TFLite export), LiteRT, ModelOpt, scikit-image ...)"
 "$VENV/bin/python" -m pip install -q -e ".[$EXTRAS]"
 rm -f "$VENV"/.installed-*
 touch "$stamp"

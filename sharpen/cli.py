@@ -4,6 +4,7 @@ with only the runtime installed never imports torch."""
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 from runtime.cli_errors import SharpenError
@@ -33,6 +34,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

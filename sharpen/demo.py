@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.atomic import atomic_write_json
+from runtime.console import HelpFormatter
 
 
 # The shipped students' loss (models/student-fast.md): teacher terms plus ground-truth terms,
@@ -86,6 +88,28 @@ def _training_crops(train_dir: Path, dst: Path, n: int, side: int = 256) -> Path
     return dst
 
 
+def _side_by_side_frame(blurred: Path, sharpened: Path, dst: Path, side: int = 480) -> Path:
+    """The crop with the most detail of the first frame: blurred | sharpened, as a PNG."""
+    import cv2
+
+    from distill.evaluate import crop_box
+    from runtime.atomic import atomic_path
+
+    frames = []
+    for path in (blurred, sharpened):
+        cap = cv2.VideoCapture(str(path))
+        ok, frame = cap.read()
+        cap.release()
+        if not ok:
+            raise RuntimeError(f"cannot read a frame of {path}")
+        frames.append(frame)
+    y, x, s = crop_box(frames[1][..., ::-1].astype(np.float32) / 255.0, side)
+    pair = np.hstack([f[y:y + s, x:x + s] for f in frames])
+    with atomic_path(dst, suffix=".png") as tmp:
+        cv2.imwrite(str(tmp), pair)
+    return dst
+
+
 def _step(n: int, title: str) -> None:
     print(f"\n=== [{n}/6] {title}", flush=True)
 
@@ -98,7 +122,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from distill.data.embedded import build_embedded, default_root
     from distill.data.labels import run_labels
     from distill.teacher import BUNDLED_TEACHER, OVERLAP, TILE, models_dir
-    from distill.trainer import train
+    from distill.trainer import Trainer
 
     torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
     out = Path(args.out).resolve()
@@ -142,15 +166,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _step(3, f"short distillation of `{args.student}` from {student_ckpt.name} "
              f"({args.steps} steps)")
     yaml_cfg = Path(__file__).resolve().parents[1] / "configs" / f"distill-{args.student}.yaml"
+    from distill.checkpoint import read_checkpoint
+    # The architecture comes from the checkpoint being fine-tuned (e.g. `fast` with deep levels).
+    arch_args = json.dumps(read_checkpoint(student_ckpt).get("arch_args", {}))
     cfg = load_config(str(yaml_cfg) if yaml_cfg.exists() else None, [
-        f"out={out / 'distill'}", f"model.arch={args.student}", f"init={student_ckpt}",
+        f"out={out / 'distill'}", f"model.arch={args.student}", f"model.args={arch_args}",
+        f"init={student_ckpt}", "val_start=true",
         f"data.labels={labels / 'train'}", f"data.val_labels={labels / 'val'}",
         f"optim.steps={args.steps}", "optim.warmup_steps=10", f"optim.lr={args.lr:g}",
         "data.batch_size=8", "data.crop=128", "data.workers=1", f"val_every={args.steps}",
         f"ckpt_every={args.steps}", "resume=never", *DEMO_LOSS])
-    metrics = train(cfg)
-    print("validation: " + "  ".join(f"{k}={v:.4f}" for k, v in metrics.items()
-                                     if k.endswith("ssim")))
+    trainer = Trainer(cfg)
+    metrics = trainer.fit()
+    for when, m in (("before", trainer.start_metrics), ("after", metrics)):
+        print(f"validation {when} the fine-tune: " + "  ".join(
+            f"{k}={v:.4f}" for k, v in m.items() if k.endswith("ssim")))
+    print("(best.pt keeps whichever is better on validation, the start included)")
 
     _step(4, "export: ONNX, ONNX INT8, TFLite INT8 with the parity gate")
     from distill.checkpoint import slim_checkpoint
@@ -175,6 +206,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
                        stats_path=str(out / "stream-stats.json"), quiet=False)
     print(f"streamed {stats['frames_processed']} frames at {stats['throughput_fps']:.1f} fps "
           f"end to end (infer p50 {stats['latency_ms']['infer']['p50']:.0f} ms)")
+    # What to look at: the same stream split down the middle, and one frame side by side.
+    run_stream(best.file, str(video), output=str(out / "comparison-1080p.mp4"), compare=True,
+               view="split", max_frames=args.video_frames)
+    _side_by_side_frame(video, out / "sharpened-1080p.mp4", out / "side_by_side.png")
+    print(f"comparison: {out / 'comparison-1080p.mp4'} (left blurred, right sharpened) and "
+          f"{out / 'side_by_side.png'}")
 
     bench_rc = 0
     if not args.skip_bench:
@@ -191,7 +228,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _step(6, "benchmark report skipped (--skip-bench)")
 
     written = {
-        "video_in": video, "video_out": out / "sharpened-1080p.mp4", "labels": labels,
+        "video_in": video, "video_out": out / "sharpened-1080p.mp4",
+        "comparison": out / "comparison-1080p.mp4", "side_by_side": out / "side_by_side.png",
+        "labels": labels,
         "student": out / f"student-{args.student}.pt", "export": out / "export",
         "stream_stats": out / "stream-stats.json", "bench_report": out / "bench" / "report.md"}
     # List only what exists: a failed stage must never be announced as an output.
@@ -213,7 +252,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
-        "demo", formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        "demo", formatter_class=HelpFormatter,
         help="run the whole pipeline end to end on the embedded default",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
     p.add_argument("--out", default="demo-output", help="output folder")

@@ -41,6 +41,13 @@ def test_demo_runs_every_step(demo):
     assert ok and frame.shape == (1080, 1920, 3) and n == 3
     stats = json.loads(Path(summary["stream_stats"]).read_text())
     assert stats["frames_processed"] == 3
+    # Something to look at: a split-screen video and a side-by-side crop.
+    cap = cv2.VideoCapture(summary["comparison"])
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape == (1080, 1920, 3)
+    pair = cv2.imread(summary["side_by_side"])
+    assert pair is not None and pair.shape[1] == 2 * pair.shape[0]
 
 
 def test_demo_refuses_missing_weights(tmp_path, capsys):

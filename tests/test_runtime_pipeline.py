@@ -239,3 +239,19 @@ def test_synthetic_source_cli_and_live_override(tmp_path, onnx_model):
     data = json.loads(stats.read_text())
     assert data["live"] is False and data["frames_processed"] == 15 and data["dropped_frames"] == 0
     assert data["source"]["kind"] == "synthetic"
+
+
+def test_compare_writes_original_and_sharpened_together(tmp_path, onnx_model):
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), textured_frame(0))
+    for view, width in (("side", 2 * FRAME_W), ("split", FRAME_W)):
+        out = tmp_path / f"{view}.png"
+        rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--out", str(out),
+                      "--compare", "--view", view, "--quiet"])
+        assert rc == 0
+        img = cv2.imread(str(out))
+        assert img.shape == (FRAME_H, width, 3)
+    side = cv2.imread(str(tmp_path / "side.png"))
+    # Left half is the untouched input; the right half is the model's output (it sharpens).
+    np.testing.assert_array_equal(side[:, :FRAME_W], textured_frame(0))
+    assert lap_var(side[:, FRAME_W:]) > lap_var(side[:, :FRAME_W])

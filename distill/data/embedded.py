@@ -39,8 +39,13 @@ VERSION = 1
 
 
 def default_root() -> Path:
+    """Where the built dataset lives: $SHARPEN_DATA, else the user cache
+    ($XDG_CACHE_HOME or ~/.cache)/sharpen/embedded; never inside the installed package."""
     env = os.environ.get("SHARPEN_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "data" / "embedded"
+    if env:
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "sharpen" / "embedded"
 
 
 def _skimage_photo(name: str) -> np.ndarray:

@@ -12,6 +12,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ..console import quiet_native_stderr
 from .base import Backend, ModelError, parse_multiple, read_sidecar
 
 
@@ -43,8 +44,9 @@ class LiteRTBackend(Backend):
         # LiteRT runs XNNPACK single-threaded unless told otherwise; use every core by default.
         threads = threads or os.cpu_count() or 1
         try:
-            self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
-            self.interp.allocate_tensors()
+            with quiet_native_stderr():   # "INFO: Created TensorFlow Lite XNNPACK delegate"
+                self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
+                self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load {path} with LiteRT (is it a .tflite model?): "
