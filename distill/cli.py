@@ -202,7 +202,7 @@ def cmd_corpus(args: argparse.Namespace) -> int:
         return _err(str(e))
     counts = ", ".join(f"{s} {summary[s]}" for s in ("train", "val", "test"))
     print(f"corpus written to {args.out}/{{train,val,test}}/{{input,target}}: {counts} pairs; "
-          f"{len(summary['failed'])} photo(s) unreadable")
+          f"{len(summary['failed'])} photo(s) skipped (unreadable or too small, listed above)")
     return 1 if summary["failed"] else 0
 
 

@@ -84,15 +84,15 @@ class FastStudent(nn.Module):
 
     Full-resolution tensors are touched only by the (un)shuffles and the final add, which is what
     makes 1080p cheap; the low-resolution stage with kernel `k` sees blur tens of pixels long.
-    Keep `low_k` <= 5 for TFLite: 7x7 depthwise runs slowly in TFLite INT8 (XNNPACK) on CPU;
-    `fast` with one more low block and low_k=7 took 336 ms per 1080p frame there, 65 ms as is.
+    Keep `low_k` <= 5 for TFLite: 7x7 depthwise runs several times slower in TFLite INT8
+    (XNNPACK) on CPU (measurements in models/student-fast.md).
 
     `edge` > 0 adds a linear path around the network at 1/`scale` resolution: depthwise
     `edge` x `edge` then 1x1 (3*s^2 -> 3*s^2) on the unshuffled input, added to the head's
     output before the pixel shuffle. The main path predicts each s x s block's 3*s^2 values
     from `width` < 3*s^2 features, so it cannot express even a plain sharpening filter at full
-    detail; this path can, for about 0.3 GMAC at 1080p. (The same filter as a full-resolution
-    3x3 conv costs 20-40 ms in TFLite INT8 on 2 cores: XNNPACK is slow on 3-channel tensors.)
+    detail; this path can, cheaply, at 1/`scale` resolution (the same filter as a
+    full-resolution 3x3 conv is slow in XNNPACK, which handles 3-channel tensors poorly).
     A fixed linear filter sharpens lightly blurred blocks as much as heavily blurred ones, so
     `edge_width` > 0 makes the path adaptive: ReLU(1x1(dw(u)) + 1x1(features)) with
     `edge_width` channels, then 1x1 to 3*s^2: the network's features decide, per block, how

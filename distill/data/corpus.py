@@ -8,7 +8,8 @@ photos are added elsewhere and a test photo is never trained on:
 - train: the rest.
 Blurred pairs go to OUT/{train,val,test}/{input,target}/NAME.png (the paired-folder layout every
 training and labelling command reads). Train pairs are random crops (several blurs per photo);
-val and test pairs are one centre crop per photo, blurred with the `test` preset.
+val and test pairs are one centre crop per photo (`test_crop`, or the photo's short side when
+smaller), blurred with the `test` preset.
 """
 from __future__ import annotations
 
@@ -121,7 +122,9 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
                 summary["failed"].append(str(e))
                 print(f"skipped: {e}", file=sys.stderr)
                 continue
-            side = opts.crop if train else opts.test_crop
+            side = opts.crop
+            if not train:  # one centre crop: as large as the photo allows, up to test_crop
+                side = max(opts.crop, min(opts.test_crop, min(img.shape[:2])) // 8 * 8)
             if min(img.shape[:2]) < side:
                 msg = (f"{f}: {img.shape[1]}x{img.shape[0]} is smaller than the {side}-px crop; "
                        "skipped")

@@ -39,14 +39,16 @@ class SceneBlurConfig:
     object_size: Range = (0.12, 0.4)         # object diameter as a fraction of the short side
     saturation_prob: float = 0.5             # chance that highlights are boosted above white
     highlight_gain: Range = (1.5, 5.0)       # boost of the brightest linear intensities
-    shot_noise: Range = (0.0, 3e-3)          # Poisson part: variance = shot * signal (linear)
-    read_noise: Range = (0.0, 6e-3)          # Gaussian part: std in linear units
+    # GoPro-like video is averaged over many sub-frames, so its blur carries little noise, and
+    # the noise that is there is amplified ~5x in dark regions by the tone curve.
+    shot_noise: Range = (0.0, 5e-4)          # Poisson part: variance = shot * signal (linear)
+    read_noise: Range = (0.0, 2e-3)          # Gaussian part: std in linear units
     gamma: Range = (2.0, 2.4)                # inverse camera response used to linearise
     tone_strength: Range = (0.0, 0.3)        # S-curve mixed into the tone curve back to display
     defocus_prob: float = 0.15
     defocus_sigma: Range = (0.4, 1.2)
-    jpeg_prob: float = 0.3
-    jpeg_quality: tuple[int, int] = (60, 95)
+    jpeg_prob: float = 0.1
+    jpeg_quality: tuple[int, int] = (70, 95)
 
     def __post_init__(self) -> None:
         for name in ("frames", "objects", "jpeg_quality"):
@@ -65,11 +67,11 @@ PRESETS: dict[str, SceneBlurConfig] = {
     # Handheld stills at slow shutter: longer, smoother shake, more rotation, more noise, lights.
     "handheld": SceneBlurConfig(frames=(11, 25), shake_px=(8.0, 40.0), rotation_deg=(0.3, 2.0),
                                 objects=(0, 1), saturation_prob=0.7,
-                                shot_noise=(5e-4, 6e-3), read_noise=(1e-3, 1e-2)),
+                                shot_noise=(2e-4, 2e-3), read_noise=(5e-4, 4e-3), jpeg_prob=0.3),
     # Mild: a steadier camera, short shake, little noise (REDS-like downscaled video blur).
     "mild": SceneBlurConfig(frames=(5, 9), shake_px=(1.5, 10.0), rotation_deg=(0.0, 0.4),
                             zoom=(0.0, 0.005), objects=(0, 1), object_px=(2.0, 12.0),
-                            shot_noise=(0.0, 1e-3), read_noise=(0.0, 3e-3), jpeg_prob=0.2),
+                            shot_noise=(0.0, 3e-4), read_noise=(0.0, 1.5e-3), jpeg_prob=0.2),
 }
 
 
