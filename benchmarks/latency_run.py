@@ -140,14 +140,10 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
 
 
 def _bar(total: int, desc: str, quiet: bool):
-    if quiet:
-        return lambda n, close=False: None
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return lambda n, close=False: None
-    b = tqdm(total=total, desc=f"  {desc}", unit="case", leave=False, disable=None,
-             file=sys.stderr)
+    from tqdm import tqdm
+
+    b = tqdm(total=total, desc=f"  {desc}", unit="case", leave=False,
+             disable=True if quiet else None, file=sys.stderr)
 
     def update(n: int, close: bool = False) -> None:
         if n:

@@ -277,21 +277,15 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
 
     crops: dict[str, dict] = {}
     it = list(zip(pairs, images))
-    bar = None
-    if progress:
-        try:
-            from tqdm import tqdm
+    from tqdm import tqdm
 
-            bar = tqdm(total=len(it), desc="  quality", unit="img", leave=False,
-                       disable=None, file=sys.stderr)
-        except ImportError:
-            bar = None
+    bar = tqdm(total=len(it), desc="  quality", unit="img", leave=False,
+               disable=None if progress else True, file=sys.stderr)
     try:
         for p, info in it:
             name = p.name
             blurred, sharp = p.blurred, p.sharp
-            if bar is not None:
-                bar.set_postfix_str(f"{name}: teacher")
+            bar.set_postfix_str(f"{name}: teacher")
             t_out = teacher(blurred)
             rows["input"]["images"].append({"image": name, "psnr": info["input_psnr"],
                                             "ssim": info["input_ssim"]})
@@ -302,8 +296,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                 crops[name] = {"blurred": blurred, "sharp": sharp, "teacher": t_out}
             refs: dict[str, np.ndarray] = {}
             for key, run in runners.items():
-                if bar is not None:
-                    bar.set_postfix_str(f"{name}: {key}")
+                bar.set_postfix_str(f"{name}: {key}")
                 r = rows[key]
                 try:
                     out = np.asarray(run(blurred), np.float32)
@@ -326,11 +319,9 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                         img.update(max_abs=c["max_abs"], parity_psnr=c["psnr"],
                                    parity_ssim=c["ssim"])
                 r["images"].append(img)
-            if bar is not None:
-                bar.update(1)
+            bar.update(1)
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
         for close in closers:
             if close:
                 try:

@@ -17,13 +17,13 @@ from __future__ import annotations
 import datetime
 import math
 import shlex
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
 from runtime.atomic import atomic_write_bytes
+from runtime.console import Console
 
 from .artifacts import (DEFAULT_CALIB_COUNT, BenchError, atomic_write_json, default_cache_root,
                         ensure_artifacts, resolve_students, split_list)
@@ -115,17 +115,6 @@ class BenchOptions:
         if self.stream_frames is not None:
             m["stream_frames"] = self.stream_frames
         return m
-
-
-class Console:
-    """Step messages on stderr (silent with quiet)."""
-
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
-
-    def __call__(self, msg: str) -> None:
-        if not self.quiet:
-            print(msg, file=sys.stderr, flush=True)
 
 
 # --------------------------------------------------------------------------- orchestration

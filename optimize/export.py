@@ -23,6 +23,7 @@ from typing import Sequence
 
 import numpy as np
 
+from runtime.console import Console
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 
 
@@ -155,30 +156,22 @@ def _finite(obj):
     return obj
 
 
-class Progress:
-    """Step messages on stderr and tqdm bars (auto-hidden when stderr is not a terminal)."""
-
-    def __init__(self, quiet: bool = False):
-        self.quiet = quiet
+class Progress(Console):
+    """Step messages (`say`) on stderr and tqdm bars (hidden when stderr is not a terminal)."""
 
     def say(self, msg: str) -> None:
-        if not self.quiet:
-            print(msg, file=sys.stderr, flush=True)
+        self(msg)
 
     def bar(self, desc: str):
         """A callback (done, total) driving a progress bar; call with done == total to close."""
-        if self.quiet:
-            return lambda done, total: None
-        try:
-            from tqdm import tqdm
-        except ImportError:
-            return lambda done, total: None
+        from tqdm import tqdm
+
         state: dict = {}
 
         def update(done: int, total: int) -> None:
             if "bar" not in state:
                 state["bar"] = tqdm(total=total, desc=f"  {desc}", unit="crop", leave=False,
-                                    disable=None, file=sys.stderr)
+                                    disable=True if self.quiet else None, file=sys.stderr)
             b = state["bar"]
             b.update(done - b.n)
             if done >= total:

@@ -65,3 +65,14 @@ def quiet_native_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, fd)
         os.close(saved)
+
+
+class Console:
+    """Step messages on stderr, or nothing with quiet: what every long command says."""
+
+    def __init__(self, quiet: bool = False):
+        self.quiet = quiet
+
+    def __call__(self, msg: str) -> None:
+        if not self.quiet:
+            print(msg, file=sys.stderr, flush=True)
