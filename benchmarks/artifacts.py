@@ -34,8 +34,8 @@ def default_cache_root() -> Path:
     env = os.environ.get("SHARPEN_BENCH_CACHE")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sharpen" / "bench"
+    from runtime.cache import cache_dir
+    return cache_dir("bench")
 
 
 @dataclass(frozen=True)
@@ -69,7 +69,7 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
             p = models_dir() / f"student-{item}.pt"
         if not p.is_file():
             raise BenchError(f"student checkpoint not found: {p} (pass shipped names such as "
-                             f"{', '.join(DEFAULT_STUDENTS)} or checkpoint paths to --students)")
+                             f"{', '.join(DEFAULT_STUDENTS)} or checkpoint paths to --weights)")
         name = p.stem[len("student-"):] if p.stem.startswith("student-") else p.stem
         base, k = name, 2
         while name in names:

@@ -29,6 +29,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from distill.data.label_cache import sha256_array
+from distill.data.sources import spread
 from runtime.atomic import atomic_write_bytes
 from runtime.formats import FORMATS
 from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
@@ -62,17 +63,6 @@ def _const(a: np.ndarray) -> Callable[[], np.ndarray]:
     return lambda: a
 
 
-def subset(items: list, limit: Optional[int]) -> list:
-    """`limit` items spread evenly over the list (first and last included), order kept."""
-    n = len(items)
-    if not limit or limit >= n:
-        return list(items)
-    if limit == 1:
-        return [items[0]]
-    idx = sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
-    return [items[i] for i in idx]
-
-
 def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
                ) -> tuple[list[Pair], str]:
     """Held-out (blurred, sharp) pairs and a description. data: None/'embedded' for the
@@ -83,7 +73,7 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
         from distill.data.embedded import blurred_pairs
 
         all_pairs = [Pair(n, _const(b), _const(s)) for n, b, s in blurred_pairs("test")]
-        pairs = subset(all_pairs, limit)
+        pairs = spread(all_pairs, limit)
         desc = (f"embedded default, fixed test split ({len(pairs)} of {len(all_pairs)} pairs: "
                 "chelsea, coffee, rocket + dead-leaves 9000-9002, moderate and heavy blur)")
         return pairs, desc
@@ -98,7 +88,7 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
     if not samples:
         raise BenchError(f"{data}: no blurred/sharp image pairs in its test split (quality needs "
                          "ground truth)")
-    chosen = subset(samples, limit)
+    chosen = spread(samples, limit)
     pairs = [Pair(s.name, (lambda p=s.input: read_image(p)), (lambda p=s.gt: read_image(p)))
              for s in chosen]
     split = f", split {info.split}" if info.split else ""

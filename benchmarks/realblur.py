@@ -6,25 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable, Optional
 
-from distill.evaluate import evaluate_fns, side_by_side
+from distill.evaluate import evaluate_fns, load_model_fn, side_by_side
 
 FIGURES = {"pairs": "real_blur_pairs.png", "nogt": "real_blur_nogt.png"}
 HEADERS = ["model", "PSNR dB", "SSIM", "PSNR gain", "SSIM gain", "sharpness (x input)"]
 
 
-def _student_fn(path: Path):
-    import torch
-
-    from distill.checkpoint import load_student
-    from distill.trainer import predict
-    model, _ = load_student(path)
-    return lambda img: predict(model.eval(), img, torch.device("cpu"))
-
-
 def run_real_blur(pairs: Optional[str], nogt: Optional[str], teacher: Callable, students,
                   out: Path, full: bool, quiet: bool, say) -> dict:
     """{"pairs": {...metrics} | None, "nogt": {...} | None, "figures": {key: file name}}."""
-    fns = {"teacher": teacher, **{s.name: _student_fn(s.path) for s in students}}
+    fns = {"teacher": teacher, **{s.name: load_model_fn(s.path) for s in students}}
     res: dict = {"pairs": None, "nogt": None, "figures": {}}
     if pairs:
         say(f"real blur pairs: {pairs}")

@@ -62,28 +62,27 @@ class BenchOptions:
     latency: bool = True
     quiet: bool = False
 
-    # Field -> `sharpen bench` flag; `to_argv` turns the options back into the command line.
-    FLAGS = {"out": "--out", "target_fps": "--target-fps", "teacher_weights": "--teacher-weights",
-             "teacher_config": "--teacher-config", "data": "--data",
-             "real_pairs": "--real-pairs", "real_nogt": "--real-nogt", "limit": "--limit",
-             "sizes": "--sizes", "formats": "--formats", "cache": "--cache",
-             "threads": "--threads", "calib_count": "--calib-count",
-             "stream_frames": "--stream-frames"}
+    # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
+    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs", "real_nogt": "--real-nogt",
+                 "calib_count": "--calib-count", "stream_frames": "--stream-frames"}
 
     def to_argv(self, pytest: bool = False) -> list[str]:
         """The `sharpen bench` arguments that rebuild these options (defaults left out); with
-        `pytest`, only those `pytest benchmarks/` shares (benchmarks/options.py)."""
+        `pytest`, only those `pytest benchmarks/` shares (benchmarks/options.py), plus the
+        quick mode's sizes, which differ between the two front ends."""
         from .options import SCHEMA
 
-        shared = {o.dest for o in SCHEMA}
+        flags = {o.dest: o.flags[0] for o in SCHEMA if o.action is None and o.nargs is None}
+        if not pytest:
+            flags.update(self.CLI_FLAGS)
         defaults = BenchOptions(out="")
         argv: list[str] = []
-        for name, flag in self.FLAGS.items():
+        for name, flag in flags.items():
             v = getattr(self, name)
-            if pytest and name not in shared:
-                continue
             if v != getattr(defaults, name) or (name == "out" and not pytest):
                 argv += [flag, f"{v:g}" if isinstance(v, float) else str(v)]
+        if pytest and self.sizes is None:
+            argv += ["--sizes", ",".join(f"{w}x{h}" for w, h in self.mode()["sizes"])]
         if self.full:
             argv.append("--full")
         if self.min_ssim_gain is not None:
@@ -142,6 +141,15 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     cache = Path(opts.cache) if opts.cache else default_cache_root()
     students = resolve_students(opts.students)
     pairs, data_desc = load_pairs(opts.data, m["limit"])
+    for flag, spec in (("--real-pairs", opts.real_pairs), ("--real-nogt", opts.real_nogt)):
+        if spec:  # fail before the long work, not after it
+            from distill.data.sources import SourceError
+            from distill.evaluate import source_items
+            try:
+                if not source_items(spec, limit=1):
+                    raise ValueError("no images")
+            except (SourceError, ValueError, OSError) as e:
+                raise BenchError(f"{flag} {spec}: {e}") from None
     teacher_out = TeacherOutputs(opts.teacher_weights, opts.teacher_config, TEACHER_TILE,
                                  TEACHER_OVERLAP, cache)
     say(f"sharpen bench ({'full' if opts.full else 'quick'} mode): students "

@@ -40,16 +40,12 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     if not files:
         return _err("no input images")
     out = Path(args.out)
-    sources = {p.resolve().parent for p, _ in files if p.exists()}
-    if out.resolve() in sources:
-        return _err(f"--out {out} is an input folder: the results would overwrite the inputs; "
-                    "choose another folder")
-    # a.jpg and a.png would both become a.png: such names keep their extension (a.jpg.png).
-    stems: dict[str, int] = {}
-    for _, rel in files:
-        stems[rel.stem] = stems.get(rel.stem, 0) + 1
-    files = [(p, rel.with_suffix(".png") if stems[rel.stem] == 1 else Path(f"{rel.name}.png"))
-             for p, rel in files]
+    from runtime.sinks import refuse_input_folder
+    try:
+        refuse_input_folder(out, {p.parent for p, _ in files if p.exists()})
+    except ValueError as e:
+        return _err(str(e))
+    files = _unique_png_names(files)
     failed = 0
     from tqdm import tqdm
     for src, rel in tqdm(files, desc="teacher", unit="img", disable=args.quiet):
@@ -71,6 +67,18 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _unique_png_names(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """Output names NAME.png that never collide: a.jpg and a.png keep their extension
+    (a.jpg.png), and equal names from different folders get the folder's name in front."""
+    from collections import Counter
+
+    stems = Counter(rel.stem for _, rel in files)
+    named = [(p, rel.with_suffix(".png") if stems[rel.stem] == 1 else Path(f"{rel.name}.png"))
+             for p, rel in files]
+    clash = Counter(rel for _, rel in named)
+    return [(p, Path(f"{p.parent.name}_{rel}") if clash[rel] > 1 else rel) for p, rel in named]
+
+
 # ------------------------------------------------------------------ sharpen models
 
 def cmd_models(args: argparse.Namespace) -> int:
@@ -82,6 +90,8 @@ def cmd_models(args: argparse.Namespace) -> int:
                            list_students, receptive_field, run_padded, student_spec)
 
     h, w = args.height, args.width
+    if args.measure_runs < 1:
+        return _err(f"--measure-runs must be >= 1, got {args.measure_runs}")
     if not (16 <= h <= 8640 and 16 <= w <= 15360):
         return _err(f"--height/--width must be within 16..8640 x 16..15360, got {w}x{h}")
     names = list_students()
@@ -188,7 +198,9 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     from .data.corpus import CorpusOptions, build_corpus
     from .data.scene_blur import PRESETS
 
-    mix = tuple(m for m in args.mix.split(",") if m)
+    mix = tuple(m.strip() for m in args.mix.split(",") if m.strip())
+    if not mix:
+        return _err("--mix needs at least one preset (e.g. gopro,handheld,mild)")
     for name in (*mix, args.test_preset):
         if name not in PRESETS:
             return _err(f"unknown blur preset {name!r}; choose from {', '.join(PRESETS)}")
@@ -220,6 +232,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             return _err(f"--weights {w}: no such checkpoint")
     if args.limit is not None and args.limit < 1:
         return _err(f"--limit must be >= 1, got {args.limit}")
+    if args.figure_images < 1 or args.figure_crop < 16 or args.crop < 0:
+        return _err("--figure-images must be >= 1, --figure-crop >= 16 and --crop >= 0")
     try:
         res = evaluate(weights, args.data, split=args.split, limit=args.limit, crop=args.crop,
                        progress=not args.quiet)

@@ -21,8 +21,21 @@ from .metrics import psnr, ssim
 Fn = Callable[[np.ndarray], np.ndarray]
 
 
-def model_label(path: str | Path) -> str:
-    return Path(path).stem
+RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs"}
+
+
+def model_labels(paths: list[str]) -> list[str]:
+    """Distinct table labels for checkpoints: the file stem, with the folder in front where
+    stems repeat (runs/a/best.pt, runs/b/best.pt) or clash with a result key."""
+    stems = [Path(p).stem for p in paths]
+    out = []
+    for p, stem in zip(paths, stems):
+        label = stem if stems.count(stem) == 1 and stem not in RESERVED \
+            else f"{Path(p).parent.name}/{stem}"
+        while label in out:
+            label += "'"
+        out.append(label)
+    return out
 
 
 def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
@@ -41,28 +54,16 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
     return lambda img: predict(model.eval(), img, torch.device("cpu"))
 
 
-def centre_crop(a: np.ndarray, side: int) -> np.ndarray:
-    if not side:
-        return a
-    h, w = a.shape[:2]
-    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return a[y:y + side, x:x + side]
-
-
 def source_items(spec: str, split: str = "test", limit: Optional[int] = None):
     """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly."""
-    from .data.sources import SourceError, resolve_source
+    from .data.sources import SourceError, resolve_source, spread
     try:
         info = resolve_source(spec, split=split)
     except SourceError:
         if split == "test":
             raise
         info = resolve_source(spec, split="test")
-    items = [(s.name, s.input, s.gt) for s in info.samples if s.frame is None]
-    if limit and limit < len(items):
-        idx = sorted({round(i * (len(items) - 1) / max(limit - 1, 1)) for i in range(limit)})
-        items = [items[i] for i in idx]
-    return items
+    return spread([(s.name, s.input, s.gt) for s in info.samples if s.frame is None], limit)
 
 
 def sharpness(img: np.ndarray) -> float:
@@ -73,7 +74,7 @@ def sharpness(img: np.ndarray) -> float:
 def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional[int] = None,
              crop: int = 0, progress: bool = True, tile: Optional[int] = None) -> dict:
     """Checkpoints by path over a data source; see `evaluate_fns`."""
-    fns = {model_label(w): load_model_fn(w, tile) for w in weights}
+    fns = {label: load_model_fn(w, tile) for label, w in zip(model_labels(weights), weights)}
     return evaluate_fns(fns, spec, split, limit, crop, progress)
 
 
@@ -83,7 +84,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
     ssim_gain, sharpness}, "outputs": {name: {label: image}}} (outputs kept for figures)."""
     from tqdm import tqdm
 
-    from .images import ImageReadError, read_image
+    from .images import ImageReadError, centre_crop, read_image
     items = source_items(spec, split, limit)
     if not items:
         raise ValueError(f"{spec}: no images")
@@ -110,6 +111,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
                 d.setdefault("ssim", []).append(ssim(img, y))
         if y is not None:
             outs["ground truth"] = y
+    if not outputs:
+        raise ValueError(f"{spec}: none of its {len(items)} images could be read")
     res: dict = {"images": len(outputs), "has_gt": has_gt, "failed": failed, "data": spec}
     for k, d in acc.items():
         res[k] = {m: float(np.mean(v)) for m, v in d.items() if v}

@@ -11,7 +11,7 @@ import numpy as np
 from runtime.atomic import atomic_path
 from runtime.imageio import IMAGE_EXTS, ImageReadError, decode_image, is_image
 
-__all__ = ["IMAGE_EXTS", "ImageReadError", "is_image", "list_images", "read_image",
+__all__ = ["IMAGE_EXTS", "ImageReadError", "centre_crop", "is_image", "list_images", "read_image",
            "to_rgb_float", "write_image"]
 
 
@@ -46,6 +46,16 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """Read an image file as HxWx3 float32 RGB in [0, 1] (8/16-bit, gray and RGBA accepted).
     Unreadable, truncated or over-budget files raise ImageReadError naming the file."""
     return to_rgb_float(decode_image(path, max_pixels), str(path))
+
+
+def centre_crop(a: np.ndarray | None, side: int) -> np.ndarray | None:
+    """The centred side x side window (less where the image is smaller); None and side 0 pass
+    through."""
+    if a is None or not side:
+        return a
+    h, w = a.shape[:2]
+    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return a[y:y + side, x:x + side]
 
 
 def to_uint8_bgr(rgb: np.ndarray) -> np.ndarray:

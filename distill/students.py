@@ -300,22 +300,25 @@ def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: 
                       if isinstance(out, torch.Tensor) else 0, leaves_only=True)
 
 
-def receptive_field(model: nn.Module, size: int = 384) -> int:
+def receptive_field(model: nn.Module, size: int = 256) -> int:
     """Side in pixels of the input region that influences one output pixel at the centre,
-    measured from the gradient (so it counts what the weights actually reach; random weights
-    make every path non-zero)."""
+    measured from the gradient with positive weights (no dead paths, no cancellation); the
+    probe grows until the field fits inside it."""
     import copy
 
     net = copy.deepcopy(model).float().eval()
     with torch.no_grad():
         for p in net.parameters():
-            p.copy_(torch.rand_like(p) * 0.1 + 0.01)   # no dead paths, no cancellation
-    x = torch.zeros(1, 3, size, size, requires_grad=True)
-    y = run_padded(net, x)
-    y[0, :, size // 2, size // 2].sum().backward()
-    g = x.grad.abs().sum((0, 1))
-    rows = torch.nonzero(g.sum(1) > 0)
-    cols = torch.nonzero(g.sum(0) > 0)
-    if len(rows) == 0:
-        return 1
-    return int(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1)
+            p.copy_(torch.rand_like(p) * 0.1 + 0.01)
+    size = max(size, 4 * int(getattr(model, "multiple", 1)))
+    while True:
+        x = torch.zeros(1, 3, size, size, requires_grad=True)
+        run_padded(net, x)[0, :, size // 2, size // 2].sum().backward()
+        g = x.grad.abs().sum((0, 1))
+        rows, cols = torch.nonzero(g.sum(1) > 0), torch.nonzero(g.sum(0) > 0)
+        if len(rows) == 0:
+            return 1
+        rf = int(max(rows.max() - rows.min(), cols.max() - cols.min()) + 1)
+        if rf <= size // 2 or size >= 4096:   # well inside the probe: not clipped by it
+            return rf
+        size *= 2

@@ -88,14 +88,6 @@ class ValItem:
     gt: Optional[np.ndarray]
 
 
-def _centre_crop(a: Optional[np.ndarray], side: int) -> Optional[np.ndarray]:
-    if a is None or side <= 0:
-        return a
-    h, w = a.shape[:2]
-    y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
-    return a[y:y + side, x:x + side]
-
-
 def build_train_dataset(cfg: TrainConfig) -> Dataset:
     d = cfg.data
     if cfg.task == "teacher":
@@ -123,7 +115,7 @@ def build_train_dataset(cfg: TrainConfig) -> Dataset:
 
 
 def load_val_items(cfg: TrainConfig) -> list[ValItem]:
-    from .images import read_image
+    from .images import centre_crop, read_image
     d = cfg.data
     out: list[ValItem] = []
     if cfg.task == "teacher":
@@ -148,8 +140,8 @@ def load_val_items(cfg: TrainConfig) -> list[ValItem]:
                                read_image(gt) if gt else None))
     out = out[:d.val_max_images] if d.val_max_images else out
     s = d.val_max_side
-    return [ValItem(v.name, _centre_crop(v.input, s), _centre_crop(v.target, s),
-                    _centre_crop(v.gt, s)) for v in out]
+    return [ValItem(v.name, centre_crop(v.input, s), centre_crop(v.target, s),
+                    centre_crop(v.gt, s)) for v in out]
 
 
 def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> dict[str, float]:

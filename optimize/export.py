@@ -396,6 +396,10 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                 path = ctx.build(f)
             except Exception as e:
                 res.reason = f"build failed: {type(e).__name__}: {_first_line(e)}"
+                stale = ctx.path_for(f)
+                if stale.exists():   # an older build must not pass for this one
+                    atomic_write_json(failed_marker(stale), {
+                        "format": f, "status": "error", "reason": res.reason})
                 res.extra["traceback"] = traceback.format_exc(limit=6)
                 prog.say(f"  {res.reason}")
                 results.append(res)

@@ -157,6 +157,9 @@ def _default_output(source: str) -> str:
 
     from .imageio import is_image, is_video
     p = Path(source)
+    if any(c in source for c in "*?["):   # a glob: several images, so a folder
+        name = "".join(c if c.isalnum() else "_" for c in p.parent.name or "images")
+        return str(Path("runs/sharpen") / name)
     if is_video(p):
         return str(Path("runs/sharpen") / f"{p.stem}.mp4")
     if is_image(p):

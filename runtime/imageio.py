@@ -17,8 +17,7 @@ IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
                         ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".h264", ".h265",
                         ".hevc"})
-# Generous for 8K frames (7680x4320 = 33 Mpx) with room to spare; SHARPEN_MAX_PIXELS or the
-# commands' --max-pixels raise it.
+# Generous for 8K frames (7680x4320 = 33 Mpx) with room to spare; SHARPEN_MAX_PIXELS raises it.
 DEFAULT_MAX_PIXELS = 64_000_000
 
 
@@ -43,17 +42,19 @@ def is_video(path: str | os.PathLike) -> bool:
 
 
 def _png_size(head: bytes) -> Optional[tuple[int, int]]:
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+    if len(head) >= 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         w, h = struct.unpack(">II", head[16:24])
         return w, h
     return None
 
 
-def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
+def _jpeg_segments(data: bytes):
+    """(marker, offset) of a JPEG's header segments, up to and including the first start of
+    scan (FF DA) of the main image; embedded thumbnails sit inside APP segments and are skipped."""
     if data[:2] != b"\xff\xd8":
-        return None
+        return
     i = 2
-    while i + 9 < len(data):
+    while i + 4 <= len(data):
         if data[i] != 0xFF:
             i += 1
             continue
@@ -61,11 +62,17 @@ def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
             i += 1 if marker == 0xFF else 2
             continue
-        seg = struct.unpack(">H", data[i + 2:i + 4])[0]
-        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+        yield marker, i
+        if marker == 0xDA:
+            return
+        i += 2 + struct.unpack(">H", data[i + 2:i + 4])[0]
+
+
+def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
+    for marker, i in _jpeg_segments(data):
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC) and i + 9 <= len(data):
             h, w = struct.unpack(">HH", data[i + 5:i + 9])
             return w, h
-        i += 2 + seg
     return None
 
 
@@ -87,12 +94,14 @@ def header_size(path: Path, data: bytes) -> Optional[tuple[int, int]]:
 
 
 def _truncated(data: bytes) -> bool:
-    """PNG without its IEND chunk, JPEG without its end-of-image marker near the end (byte
-    stuffing keeps FF D9 out of the entropy-coded data, so a cut file has none there)."""
+    """PNG without its IEND chunk; JPEG without an end-of-image marker (FF D9) after its first
+    start of scan (byte stuffing keeps FF D9 out of the compressed data, so a cut file has none;
+    data appended after the marker, as in motion photos, is allowed)."""
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return b"IEND" not in data[-64:]
     if data[:2] == b"\xff\xd8":
-        return b"\xff\xd9" not in data[-1024:]
+        sos = [i for marker, i in _jpeg_segments(data) if marker == 0xDA]
+        return bool(sos) and data.find(b"\xff\xd9", sos[0]) < 0
     return False
 
 
@@ -115,8 +124,8 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
             raise ImageReadError(f"{path}: header gives an invalid size {w}x{h}")
         if w * h > limit:
             raise ImageReadError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} Mpx exceeds the pixel "
-                                 f"budget of {limit / 1e6:.0f} Mpx (raise it with --max-pixels "
-                                 "or SHARPEN_MAX_PIXELS)")
+                                 f"budget of {limit / 1e6:.0f} Mpx (raise it with the "
+                                 "SHARPEN_MAX_PIXELS environment variable)")
     if _truncated(data):
         raise ImageReadError(f"{path}: truncated file (the image data ends early)")
     try:

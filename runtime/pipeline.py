@@ -146,7 +146,10 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
     stop_event: set it to stop the run from another thread.
     Raises ModelError / SourceError / SinkError / FrameError with user-facing messages.
     """
-    o = replace(options or StreamOptions(), **overrides)
+    try:
+        o = replace(options or StreamOptions(), **overrides)
+    except TypeError as e:
+        raise ValueError(f"run_stream: unknown option ({e})") from None
     stop = stop_event or threading.Event()
     stats = Stats()
     errors: list[BaseException] = []

@@ -107,7 +107,11 @@ def has_display() -> bool:
 
 
 def compose(original: np.ndarray, sharpened: np.ndarray, view: str, max_width: int = 1920) -> np.ndarray:
-    """Side by side (original | sharpened) or split (left half original, right half sharpened)."""
+    """Side by side (original | sharpened) or split (left half original, right half sharpened).
+    The original may be any decoded frame (grey, BGRA, 16-bit): it is shown as BGR uint8."""
+    from .prepost import to_bgr8
+
+    original = to_bgr8(original)
     if original.shape != sharpened.shape:
         original = cv2.resize(original, (sharpened.shape[1], sharpened.shape[0]))
     if view == "split":
@@ -206,7 +210,17 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
         return ImageSink(p, single_file=True)
     if p.exists() and not p.is_dir():
         raise SinkError(f"--out {p} exists and is not a folder")
-    if input_dirs and p.resolve() in {Path(d).resolve() for d in input_dirs}:
-        raise SinkError(f"--out {p} is the input folder: the results would overwrite the "
-                        "inputs; choose another folder")
+    try:
+        refuse_input_folder(p, input_dirs)
+    except ValueError as e:
+        raise SinkError(str(e)) from None
     return ImageSink(p)
+
+
+def refuse_input_folder(out: str | os.PathLike, input_dirs) -> None:
+    """ValueError when the output folder is one of the input folders: writing there would
+    overwrite the inputs (every command that writes images per input checks this)."""
+    out = Path(out)
+    if input_dirs and out.resolve() in {Path(d).resolve() for d in input_dirs}:
+        raise ValueError(f"--out {out} is an input folder: the results would overwrite the "
+                         "inputs; choose another folder")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: set up .venv if needed, then run the test suite and the benchmark suite in
-# its reduced (CI) mode. Extra arguments go to pytest.
+# its quick (CI) mode. Extra arguments go to pytest.
 # The shipped students are gated on the fraction of the teacher's SSIM gain they recover, as in
 # `sharpen demo` (sharpen/demo.py DEMO_MIN_SSIM_GAIN): they do not reach the default 0.95 SSIM
 # ratio against the shipped teacher (models/README.md).

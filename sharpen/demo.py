@@ -76,15 +76,12 @@ def make_demo_video(path: Path, frames: int = 24, fps: float = 12.0, size=(1920,
 
 def _training_crops(train_dir: Path, dst: Path, n: int, side: int = 256) -> Path:
     """Centre crops of n training pairs spread evenly over the split, as a paired folder."""
-    from distill.images import list_images, read_image, write_image
+    from distill.data.sources import spread
+    from distill.images import centre_crop, list_images, read_image, write_image
 
-    names = [p.name for p in list_images(train_dir / "input")]
-    for name in names[::max(1, len(names) // max(n, 1))][:n]:
+    for name in spread([p.name for p in list_images(train_dir / "input")], n):
         for sub in ("input", "target"):
-            img = read_image(train_dir / sub / name)
-            h, w = img.shape[:2]
-            y, x = max(0, (h - side) // 2), max(0, (w - side) // 2)
-            write_image(dst / sub / name, img[y:y + side, x:x + side])
+            write_image(dst / sub / name, centre_crop(read_image(train_dir / sub / name), side))
     return dst
 
 
@@ -178,6 +175,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"ckpt_every={args.steps}", "resume=never", *DEMO_LOSS])
     trainer = Trainer(cfg)
     metrics = trainer.fit()
+    if trainer._stop:
+        print(f"sharpen demo: interrupted during the fine-tune (checkpoint in "
+              f"{out / 'distill'}); nothing exported", file=sys.stderr)
+        return 128 + int(trainer._stop)
     for when, m in (("before", trainer.start_metrics), ("after", metrics)):
         print(f"validation {when} the fine-tune: " + "  ".join(
             f"{k}={v:.4f}" for k, v in m.items() if k.endswith("ssim")))
@@ -197,8 +198,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if not report.ok:
         print("error: an artifact failed its parity check (see the table)", file=sys.stderr)
         return 1
-    best = min((r for r in report.results if r.status == "pass" and r.latency_ms_1080p),
-               key=lambda r: r.latency_ms_1080p)
+    passed = [r for r in report.results if r.status == "pass" and r.latency_ms_1080p]
+    if not passed:
+        print("sharpen demo: error: no exported model passed with a latency to stream with",
+              file=sys.stderr)
+        return 1
+    best = min(passed, key=lambda r: r.latency_ms_1080p)
 
     _step(5, f"stream the video through the runtime ({Path(best.file).name})")
     from runtime.pipeline import run_stream

@@ -276,13 +276,13 @@ def test_usage_errors_exit_2(env, capsys):
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
 
 
-def test_subset_spreads_over_the_set():
-    from benchmarks.quality import subset
+def test_spread_over_the_set():
+    from distill.data.sources import spread
 
     items = list(range(12))
-    assert subset(items, 4) == [0, 4, 7, 11]
-    assert subset(items, None) == items and subset(items, 50) == items
-    assert subset(items, 1) == [0]
+    assert spread(items, 4) == [0, 4, 7, 11]
+    assert spread(items, None) == items and spread(items, 50) == items
+    assert spread(items, 1) == [0]
 
 
 def test_real_blur_section_matches_direct_metrics(env):
@@ -329,3 +329,11 @@ def test_reproduce_command_round_trips(argv):
     opts = options_from_args(build_parser().parse_args(["bench", *argv]))
     again = options_from_args(build_parser().parse_args(["bench", *opts.to_argv()]))
     assert again == opts
+
+
+def test_bad_real_blur_folder_fails_before_the_work(env, capsys):
+    from benchmarks import cli as bench_cli
+    rc = bench_cli.main(["--out", str(env / "x"), "--weights", str(env / "student-good.pt"),
+                         "--teacher-weights", str(env / "teacher.pt"), "--data",
+                         str(env / "pairs"), "--real-pairs", str(env / "nowhere"), "--quiet"])
+    assert rc == 2 and "--real-pairs" in capsys.readouterr().err

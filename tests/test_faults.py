@@ -400,3 +400,15 @@ def test_exported_files_record_their_checkpoint(tmp_path):
     rep = export(ck, ["onnx", "onnx-int8"], tmp_path / "e", latency=False, quiet=True)
     for fmt in ("onnx", "onnx-int8"):
         assert read_metadata(rep.result(fmt).file)["source_sha256"] == file_hash(ck, n=64)
+
+
+def test_jpeg_with_trailing_data_is_not_truncated_and_tiny_png_is_an_error(tmp_path):
+    img = (np.random.default_rng(8).random((32, 48, 3)) * 255).astype(np.uint8)
+    ok, jpg = cv2.imencode(".jpg", img)
+    motion = tmp_path / "motion.jpg"   # a motion photo: video data after the end marker
+    motion.write_bytes(jpg.tobytes() + b"\x00ftypmp42" + bytes(4096))
+    assert read_image(motion).shape == (32, 48, 3)
+    stub = tmp_path / "stub.png"       # signature and chunk header, IHDR cut short
+    stub.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00")
+    with pytest.raises(ImageReadError, match="stub.png"):
+        read_image(stub)

@@ -175,3 +175,12 @@ def test_build_corpus_empty_folder(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="no images found"):
         build_corpus(tmp_path / "empty", tmp_path / "out", progress=False)
+
+
+def test_corpus_names_never_collide(tmp_path):
+    from distill.data.corpus import _names
+    files = [tmp_path / "x" / "a.jpg", tmp_path / "x" / "a.png", tmp_path / "x" / "a_b.png",
+             tmp_path / "x_a" / "b.png", tmp_path / "k" / "c.png"]
+    names = _names(tmp_path, files)
+    assert len(set(names.values())) == len(files)
+    assert names[tmp_path / "k" / "c.png"] == "k_c"   # unchanged where nothing collides

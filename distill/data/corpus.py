@@ -56,8 +56,21 @@ def split_photos(root: str | Path) -> dict[str, list[Path]]:
     return out
 
 
-def _name(root: Path, f: Path) -> str:
-    return f.relative_to(root).with_suffix("").as_posix().replace("/", "_")
+def _names(root: Path, files: list[Path]) -> dict[Path, str]:
+    """Flat, distinct output names: the relative path without extension ('/' -> '_'); a name
+    two photos would share (a.jpg and a.png, x/a_b and x_a/b) gets its extension and a counter."""
+    base = {f: f.relative_to(root).with_suffix("").as_posix().replace("/", "_") for f in files}
+    seen: dict[str, int] = {}
+    for v in base.values():
+        seen[v] = seen.get(v, 0) + 1
+    out, used = {}, set()
+    for f, v in base.items():
+        name = v if seen[v] == 1 else f"{v}_{f.suffix.lstrip('.').lower()}"
+        while name in used:
+            name += "_"
+        used.add(name)
+        out[f] = name
+    return out
 
 
 def _crop(img: np.ndarray, side: int, rng: np.random.Generator | None) -> np.ndarray:
@@ -107,10 +120,11 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
         train = split == "train"
         cfgs = [preset(p) for p in (opts.mix if train else (opts.test_preset,))]
         copies = opts.copies if train else 1
+        name_of = _names(root, files)
         n = 0
         for i, f in enumerate(tqdm(files, desc=f"corpus {split}", unit="photo",
                                    disable=not progress)):
-            names = [f"{_name(root, f)}_{c}.png" if train else f"{_name(root, f)}.png"
+            names = [f"{name_of[f]}_{c}.png" if train else f"{name_of[f]}.png"
                      for c in range(copies)]
             if all((out / split / "input" / nm).exists() and (out / split / "target" / nm).exists()
                    for nm in names):

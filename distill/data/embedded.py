@@ -44,8 +44,8 @@ def default_root() -> Path:
     env = os.environ.get("SHARPEN_DATA")
     if env:
         return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "sharpen" / "embedded"
+    from runtime.cache import cache_dir
+    return cache_dir("embedded")
 
 
 def _skimage_photo(name: str) -> np.ndarray:

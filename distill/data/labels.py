@@ -41,7 +41,7 @@ from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
                           label_relpath, merge_entries, merge_shards, read_manifest_entries,
                           sha256_array, shard_paths, write_manifest)
-from .sources import Sample, SampleReader, SourceError, resolve_source
+from .sources import Sample, SampleReader, SourceError, resolve_source, spread
 
 __all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
            "sha256_array", "write_manifest", "main"]
@@ -86,12 +86,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         raise SourceError(f"need 0 <= overlap < tile (or tile 0 for whole images), got "
                           f"tile={tile} overlap={overlap}")
     info = resolve_source(data, split=split, gopro_blur=gopro_blur)
-    samples = info.samples
-    if limit and limit < len(samples):
-        # Spread over the source (first and last included), not its first N: a folder sorted
-        # by name would otherwise give N crops of the same few photos.
-        idx = sorted({round(i * (len(samples) - 1) / max(limit - 1, 1)) for i in range(limit)})
-        samples = [samples[i] for i in idx]
+    # Spread over the source, not its first N: a folder sorted by name would otherwise give
+    # N crops of the same few photos.
+    samples = spread(info.samples, limit)
     mine = samples[dist.rank::dist.world]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -104,6 +104,18 @@ def _sample_names(rels: list[Path], prefix: str = "") -> dict[Path, str]:
     return names
 
 
+def spread(items: list, limit: Optional[int]) -> list:
+    """`limit` items spread evenly over the list (first and last included), order kept; all of
+    them when limit is None or not smaller than the list."""
+    n = len(items)
+    if not limit or limit >= n:
+        return list(items)
+    if limit == 1:
+        return [items[0]]
+    idx = sorted({round(i * (n - 1) / (limit - 1)) for i in range(limit)})
+    return [items[i] for i in idx]
+
+
 def _few(items: list[str], n: int = 5) -> str:
     more = f", ... ({len(items)} in all)" if len(items) > n else ""
     return ", ".join(items[:n]) + more
