@@ -72,7 +72,8 @@ class BenchOptions:
         quick mode's sizes, which differ between the two front ends."""
         from .options import SCHEMA
 
-        flags = {o.dest: o.flags[0] for o in SCHEMA if o.action is None and o.nargs is None}
+        flags = {} if pytest else {"out": "--out"}
+        flags.update({o.dest: o.flags[0] for o in SCHEMA if o.action is None and o.nargs is None})
         if not pytest:
             flags.update(self.CLI_FLAGS)
         defaults = BenchOptions(out="")
