@@ -47,8 +47,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "judging the result by eye")
     p.add_argument("--stats", default=None, metavar="JSON",
                    help="write latency percentiles, throughput and drops to this JSON file")
-    p.add_argument("--threads", type=int, default=None,
-                   help="CPU threads for ONNX Runtime / LiteRT (default: the engine's choice)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for ONNX Runtime / LiteRT (default 0: all cores)")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="ONNX Runtime execution provider (auto: TensorRT, CUDA, then CPU, "
                         "whichever this build has)")
@@ -92,8 +92,10 @@ def options_from_args(args: argparse.Namespace):
     """StreamOptions from parsed `sharpen run` arguments."""
     from .pipeline import StreamOptions
 
+    if args.threads < 0:
+        raise ValueError(f"--threads must be >= 0 (0: all cores), got {args.threads}")
     return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
-                         threads=args.threads, provider=args.provider, tile=args.tile,
+                         threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,
                          fps=args.fps, max_frames=args.max_frames, live=args.live,
                          quiet=args.quiet, reconnect_attempts=args.reconnect, force=args.force,

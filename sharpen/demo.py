@@ -280,7 +280,8 @@ def add_commands(sub) -> None:
                    help="training images the teacher labels (with the embedded default: 256x256 "
                    "centre crops, one teacher tile each)")
     p.add_argument("--video-frames", type=int, default=24, help="frames of the 1080p video")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for training and inference (default 0: all cores)")
     p.add_argument("--skip-bench", action="store_true", help="skip the benchmark report")
     from benchmarks.cli import add_gate_options
     add_gate_options(p, gain_default=DEMO_MIN_SSIM_GAIN)
