@@ -140,7 +140,8 @@ def render_markdown(rep: dict) -> str:
             lines += [f"### {title}", "", f"![{title}]({fig})", ""]
     libs = ", ".join(f"{k} {v}" for k, v in mach["libraries"].items())
     lines += ["## Machine", "",
-              f"- CPU: {mach['cpu']} ({mach['logical_cores']} logical cores, "
+              f"- CPU: {mach['cpu']} ({', '.join(mach.get('cpu_flags') or []) or 'no flags read'}; "
+              f"{mach['logical_cores']} logical cores, "
               f"{mach['usable_cores']} usable; torch threads {mach['torch_threads']})",
               f"- Memory: {mach['memory']}",
               f"- GPU: {'; '.join(mach['gpus']) if mach['gpus'] else 'none'}",
