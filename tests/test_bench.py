@@ -28,6 +28,8 @@ from distill.restormer import build_restormer
 from distill.students import create_student, run_padded
 from distill.teacher import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
+pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
+
 ROOT = Path(__file__).resolve().parents[1]
 MISSING_REASON = "TensorRT is not installed (simulated by the test)"
 

@@ -11,6 +11,8 @@ import pytest
 
 from sharpen.cli import main
 
+pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
+
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
 

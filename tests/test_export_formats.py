@@ -24,6 +24,8 @@ from distill.checkpoint import atomic_save, make_checkpoint  # noqa: E402
 from distill.students import create_student, run_padded  # noqa: E402
 from optimize.calibration import gaussian_blur, sample_images  # noqa: E402
 
+pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
+
 REPO = Path(__file__).resolve().parents[1]
 
 BLUR = 1.5

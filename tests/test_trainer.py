@@ -100,6 +100,7 @@ def test_student_checkpoint_loads(tmp_path):
     assert "model_gt_ssim" in ck["metrics"]
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_identical_weights(tmp_path):
     script = tmp_path / "ddp.py"
     save_config(tiny_cfg(tmp_path / "ddp", 3, device="cpu"), tmp_path / "ddp.yaml")
