@@ -109,7 +109,7 @@ def run_bench_cmd(args) -> int:
         from benchmarks.report import run_bench
     except ImportError as e:
         return fail(f"missing dependency {e.name!r}; install the dev extra: "
-                    "pip install -e '.[dev]' (and run from the repository root)")
+                    "pip install -e '.[dev]'")
     if args.threads < 0 or args.calib_count < 1:
         return fail("--threads must be >= 0 and --calib-count >= 1")
     opts = options_from_args(args)

@@ -10,6 +10,21 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 
 @pytest.fixture(scope="session")
+def tiny_teacher_pt(tmp_path_factory) -> Path:
+    """A tiny Restormer teacher checkpoint (random weights, seed 0) for command-line tests."""
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.restormer import build_restormer
+    torch.manual_seed(0)
+    m = build_restormer("tiny")
+    p = tmp_path_factory.mktemp("tiny-teacher") / "teacher.pt"
+    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
+                                arch_args=m.config.to_dict()), p)
+    return p
+
+
+@pytest.fixture(scope="session")
 def shared_dir() -> Path:
     for cand in (ROOT.parent / "shared", ROOT / "shared"):
         if (cand / "restormer").exists():

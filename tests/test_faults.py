@@ -99,16 +99,6 @@ class _nullctx:
         return False
 
 
-@pytest.fixture(scope="module")
-def tiny_teacher_pt(tmp_path_factory):
-    torch.manual_seed(0)
-    m = build_restormer("tiny")
-    p = tmp_path_factory.mktemp("t") / "teacher.pt"
-    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
-                                arch_args=m.config.to_dict()), p)
-    return p
-
-
 def _sharpen(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sharpen.cli", *argv], cwd=cwd,
                           capture_output=True, text=True, timeout=300,
