@@ -18,12 +18,12 @@ import statistics
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
 from runtime.formats import FORMATS
-from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
+from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 SIZES_FULL = ((1920, 1080), (1280, 720), (640, 360))    # (width, height)
 SIZES_REDUCED = ((640, 360),)
@@ -175,9 +175,16 @@ class Timing:
     min_s: float
     rounds: int
     warmup: int
+    p90_s: float = 0.0
 
     def to_dict(self) -> dict:
         return {k: (round(v, 6) if isinstance(v, float) else v) for k, v in asdict(self).items()}
+
+
+def p90(times: Sequence[float]) -> float:
+    """90th percentile (linear interpolation, numpy's default): the frame time a stream misses
+    one frame in ten at."""
+    return float(np.percentile(np.asarray(times, np.float64), 90))
 
 
 def measure(fn: Callable[[], object], *, warmup: int = 1, min_rounds: int = 3,
@@ -206,7 +213,7 @@ def measure(fn: Callable[[], object], *, warmup: int = 1, min_rounds: int = 3,
         times.append(time.perf_counter() - t0)
     return Timing(statistics.median(times), statistics.fmean(times),
                   statistics.stdev(times) if len(times) > 1 else 0.0, min(times), len(times),
-                  max(warmup, 0))
+                  max(warmup, 0), p90(times))
 
 
 # --------------------------------------------------------------------------- teacher tiles

@@ -47,7 +47,12 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                                        reason=f"{type(e).__name__}: {e}",
                                        backend_label="PyTorch (tiled)", precision="fp32"))
 
-    # ---- students on every backend
+    # ---- students on every backend; each row also says how much of the CPU's FP32 matrix rate
+    # (measured once) the student reaches: its GMAC per frame over the median time.
+    from .machine import sgemm_peak_gmacs
+
+    peak = sgemm_peak_gmacs()
+    gmac = {(st.name, wh): _student_gmac(st.path, *wh) for st in students for wh in sizes}
     cases = [(st, spec) for st in students for spec in BACKENDS]
     bar = _bar(len(cases) * len(sizes), "latency", opts.quiet)
     for st, spec in cases:
@@ -75,8 +80,10 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                     t = measure(frame_fn(backend, *wh), **timing)
                     rows.append(result_row(
                         model=f"student {st.name}", student=st.name, backend=spec, size=wh,
-                        ms=1000 * t.median_s, target_fps=target,
-                        teacher_ms=teacher_ms.get(lbl), provider=backend.provider,
+                        ms=1000 * t.median_s, p90_ms=round(1000 * t.p90_s, 3),
+                        gmac=round(gmac[st.name, wh], 3),
+                        peak_frac=round(gmac[st.name, wh] / t.median_s / peak, 4),
+                        target_fps=target, teacher_ms=teacher_ms.get(lbl), provider=backend.provider,
                         engine=backend.name, timing={k: round(v * 1000, 3) if k.endswith("_s")
                                                      else v for k, v in t.to_dict().items()}))
                 except Exception as e:  # noqa: BLE001
@@ -128,15 +135,23 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                                               reason=f"{type(e).__name__}: {e}", **base))
     return {"rows": rows, "stream": streams,
             "settings": {"sizes": [size_label(s) for s in sizes], "target_fps": target,
+                         "sgemm_peak_gmacs": round(peak, 1),
                          "warmup": m["warmup"], "min_rounds": m["min_rounds"],
                          "max_rounds": m["max_rounds"], "max_time_s": m["max_time"],
                          "slow_single_round_s": m["slow_s"],
                          "timed": "one BGR uint8 frame through runtime.prepost.FrameProcessor "
-                                  "(pre + infer + post), median of the rounds",
+                                  "(pre + infer + post), median and 90th percentile of the rounds",
                          "teacher": (teacher_tiles.note(*sizes[0]) if teacher_tiles else None),
                          "stream": (f"{m['stream_frames']} frames of "
                                     f"{size_label(m['stream_size'])}, generated video, "
                                     "run_stream lossless, no output file")}}
+
+
+def _student_gmac(path, w: int, h: int) -> float:
+    from distill.checkpoint import load_student
+    from distill.students import count_macs
+
+    return count_macs(load_student(path)[0], h, w) / 1e9
 
 
 def _bar(total: int, desc: str, quiet: bool):

@@ -14,7 +14,7 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-LATENCY_HEADERS = ["model", "backend", "precision", "size", "ms / frame", "fps",
+LATENCY_HEADERS = ["model", "backend", "precision", "size", "median ms", "p90 ms", "fps",
                    "speedup vs teacher", "meets target", "note"]
 
 
@@ -43,13 +43,18 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
             sizes = sizes_of[key]
             size = sizes[0] if len(sizes) == 1 else ", ".join(sizes)
             out.append([r["model"], r["backend_label"], (r.get("precision") or "").upper(),
-                        size, "-", "-", "-", "-", f"{r['status']}: {short_reason(r['reason'])}"])
+                        size, "-", "-", "-", "-", "-",
+                        f"{r['status']}: {short_reason(r['reason'])}"])
             continue
         note = r.get("note", "") if r.get("informational") else ""
+        if r.get("peak_frac") is not None:
+            note = "; ".join(filter(None, [f"{r['gmac']:.1f} GMAC, {100 * r['peak_frac']:.0f}% "
+                                           "of FP32 SGEMM peak", note]))
         if r["model"] == "teacher":
             note = f"scaled: {r['tiles_per_frame']} tiles x {r['tile_ms']:.0f} ms"
         out.append([r["model"], r["backend_label"], (r.get("precision") or "").upper(),
-                    r["size"], f"{r['ms']:.1f}", f"{r['fps']:.2f}",
+                    r["size"], f"{r['ms']:.1f}",
+                    f"{r['p90_ms']:.1f}" if r.get("p90_ms") is not None else "-", f"{r['fps']:.2f}",
                     f"{r['speedup_vs_teacher']:.0f}x" if r.get("speedup_vs_teacher")
                     else "-", "yes" if r["meets_target"] else "no", note])
     return out
@@ -113,6 +118,10 @@ def render_markdown(rep: dict) -> str:
               f"{lat['settings'].get('min_rounds')}, max {lat['settings'].get('max_rounds')}"
               + (f"; calls slower than {lat['settings']['slow_single_round_s']:g} s: 1 round"
                  if lat["settings"].get("slow_single_round_s") else "") + ").", ""]
+    if lat["settings"].get("sgemm_peak_gmacs"):
+        lines += [f"This CPU's FP32 matrix-multiply peak, measured (numpy, all cores): "
+                  f"{lat['settings']['sgemm_peak_gmacs']:g} GMAC/s; each student row's note gives "
+                  "its GMAC per frame over its median time as a share of it.", ""]
     if lat["settings"].get("teacher"):
         lines += [f"Teacher: {lat['settings']['teacher']}; the other sizes scale the same "
                   "per-tile time by their tile count.", ""]

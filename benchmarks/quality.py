@@ -32,7 +32,7 @@ from distill.data.label_cache import sha256_array
 from distill.data.sources import spread
 from runtime.atomic import atomic_write_bytes
 from runtime.formats import FORMATS
-from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
+from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 from .artifacts import BenchError, Student, default_cache_root, file_hash
 
@@ -134,8 +134,15 @@ class TeacherOutputs:
         return {"weights": str(self.weights), "hash": self.hash, "config": self.config,
                 "tile": self.tile, "overlap": self.overlap, "cache": str(self.folder)}
 
+    def _path(self, blurred: np.ndarray) -> Path:
+        return self.folder / f"{array_hash(np.asarray(blurred, np.float32))}.npy"
+
+    def has(self, blurred: np.ndarray) -> bool:
+        """Whether this input's output is already in the cache (no teacher run needed)."""
+        return self._path(blurred).is_file()
+
     def __call__(self, blurred: np.ndarray) -> np.ndarray:
-        path = self.folder / f"{array_hash(np.asarray(blurred, np.float32))}.npy"
+        path = self._path(blurred)
         if path.is_file():
             try:
                 out = np.load(path)
@@ -211,7 +218,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     from distill.checkpoint import load_student
     from distill.metrics import psnr, ssim
     from optimize.export import Thresholds
-    from optimize.parity import compare, load_runner, torch_runner
+    from optimize.parity import load_runner, torch_runner
 
     say = say or (lambda msg: None)
     th = thresholds or Thresholds()
@@ -228,19 +235,19 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                        "input_ssim": ssim(b, s)})
     hardest = {d["image"] for d in sorted(images, key=lambda d: d["input_psnr"])[:n_crops]}
 
-    # ---- models
+    # ---- models. Rows in report order; each model is loaded when its turn comes and released
+    # after it has run on every image, so one runner's buffers are alive at a time (ONNX Runtime
+    # and LiteRT keep arenas sized for the largest image until closed).
     rows: dict[str, dict] = {}
     rows["input"] = _row("input", "blurred input", "input", "input", "-", "-")
     rows["teacher"] = _row("teacher", "teacher (Restormer, tiled)", "teacher", "teacher",
                            "PyTorch (tiled, Gaussian-blended)", "fp32")
-    runners: dict[str, Callable] = {}
-    closers: list = []
+    loaders: dict[str, Callable] = {}
     for st in students:
         key = f"{st.name}/pytorch"
         rows[key] = _row(key, f"student {st.name}", "student", "pytorch", "PyTorch eager",
                          "fp32", st.name)
-        model, _ = load_student(st.path)
-        runners[key] = torch_runner(model)
+        loaders[key] = lambda path=st.path: (torch_runner(load_student(path)[0]), None)
         arts = artifact_sets.get(st.name) if artifact_sets else None
         if arts is None:
             continue
@@ -255,69 +262,53 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             if not art.usable:
                 r.update(status="error", reason=f"export failed: {art.reason or 'no file'}")
                 continue
-            try:
-                runner, r["runner"] = load_runner(art.file, threads=threads)
-            except Exception as e:  # noqa: BLE001 - reported as an error row and a failed check
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                r.update(status="error", reason=f"cannot load {Path(art.file).name}: {first}")
-                continue
             r["file"] = art.file
-            runners[key] = runner
-            closers.append(getattr(runner, "close", None))
+            loaders[key] = lambda file=art.file: load_runner(file, threads=threads)
 
-    crops: dict[str, dict] = {}
-    it = list(zip(pairs, images))
     from tqdm import tqdm
 
-    bar = tqdm(total=len(it), desc="  quality", unit="img", leave=False,
+    crops: dict[str, dict] = {}
+    teacher_outs: dict[str, np.ndarray] = {}
+    bar = tqdm(total=len(pairs) * (1 + len(loaders)), desc="  quality", unit="run", leave=False,
                disable=None if progress else True, file=sys.stderr)
     try:
-        for p, info in it:
-            name = p.name
-            blurred, sharp = p.blurred, p.sharp
-            bar.set_postfix_str(f"{name}: teacher")
-            t_out = teacher(blurred)
-            rows["input"]["images"].append({"image": name, "psnr": info["input_psnr"],
+        for p, info in zip(pairs, images):
+            bar.set_postfix_str(f"teacher: {p.name}")
+            t_out = teacher_outs[p.name] = teacher(p.blurred)
+            rows["input"]["images"].append({"image": p.name, "psnr": info["input_psnr"],
                                             "ssim": info["input_ssim"]})
-            rows["teacher"]["images"].append({"image": name, "psnr": psnr(t_out, sharp),
-                                              "ssim": ssim(t_out, sharp)})
-            keep = name in hardest
-            if keep:
-                crops[name] = {"blurred": blurred, "sharp": sharp, "teacher": t_out}
-            refs: dict[str, np.ndarray] = {}
-            for key, run in runners.items():
-                bar.set_postfix_str(f"{name}: {key}")
-                r = rows[key]
-                try:
-                    out = np.asarray(run(blurred), np.float32)
-                except Exception as e:  # noqa: BLE001
-                    first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-                    r.update(status="error", reason=f"inference failed on {name}: {first}")
-                    continue
-                if r["status"] != "ok":
-                    continue
-                img = {"image": name, "psnr": psnr(out, sharp), "ssim": ssim(out, sharp),
-                       "ssim_teacher": ssim(out, t_out)}
-                if r["kind"] == "student":
-                    refs[r["student"]] = out
-                    if keep:
-                        crops[name][r["student"]] = np.clip(out, 0, 1)
-                else:
-                    ref = refs.get(r["student"])
-                    if ref is not None:
-                        c = compare(out, ref)
-                        img.update(max_abs=c["max_abs"], parity_psnr=c["psnr"],
-                                   parity_ssim=c["ssim"])
-                r["images"].append(img)
+            rows["teacher"]["images"].append({"image": p.name, "psnr": psnr(t_out, p.sharp),
+                                              "ssim": ssim(t_out, p.sharp)})
+            if p.name in hardest:
+                crops[p.name] = {"blurred": p.blurred, "sharp": p.sharp, "teacher": t_out}
             bar.update(1)
+        refs: dict[tuple[str, str], np.ndarray] = {}   # (student, image) -> FP32 PyTorch output
+        for key, load in loaders.items():
+            r = rows[key]
+            bar.set_postfix_str(key)
+            try:
+                run, runner_name = load()
+            except Exception as e:  # noqa: BLE001 - reported as an error row and a failed check
+                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                what = Path(r["file"]).name if r.get("file") else key
+                r.update(status="error", reason=f"cannot load {what}: {first}")
+                bar.update(len(pairs))
+                continue
+            if runner_name:
+                r["runner"] = runner_name
+            try:
+                for p in pairs:
+                    _run_one(r, run, p, teacher_outs[p.name], refs, crops)
+                    bar.update(1)
+            finally:
+                close = getattr(run, "close", None)
+                if close:
+                    try:
+                        close()
+                    except Exception:  # noqa: BLE001
+                        pass
     finally:
         bar.close()
-        for close in closers:
-            if close:
-                try:
-                    close()
-                except Exception:  # noqa: BLE001
-                    pass
 
     # ---- aggregates
     for r in rows.values():
@@ -357,6 +348,35 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                 "teacher": teacher.describe(), "hardest": sorted(hardest),
                 "teacher_outputs": {"cached": teacher.cached, "computed": teacher.computed}}
     return QualityResult(data_desc, images, list(rows.values()), checks, crops, settings)
+
+
+def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
+             refs: dict[tuple[str, str], np.ndarray], crops: dict[str, dict]) -> None:
+    """One model on one image: metrics into r["images"]; a student's output is kept as the
+    reference its artifacts are compared with, and as a crop when the image is in the figure."""
+    from distill.metrics import psnr, ssim
+    from optimize.parity import compare
+
+    if r["status"] != "ok":
+        return
+    try:
+        out = np.asarray(run(p.blurred), np.float32)
+    except Exception as e:  # noqa: BLE001
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        r.update(status="error", reason=f"inference failed on {p.name}: {first}")
+        return
+    img = {"image": p.name, "psnr": psnr(out, p.sharp), "ssim": ssim(out, p.sharp),
+           "ssim_teacher": ssim(out, t_out)}
+    if r["kind"] == "student":
+        refs[r["student"], p.name] = out
+        if p.name in crops:
+            crops[p.name][r["student"]] = np.clip(out, 0, 1)
+    else:
+        ref = refs.get((r["student"], p.name))
+        if ref is not None:
+            c = compare(out, ref)
+            img.update(max_abs=c["max_abs"], parity_psnr=c["psnr"], parity_ssim=c["ssim"])
+    r["images"].append(img)
 
 
 def _gain_check(key: str, name: str, s: float, t: float, b: float, gain: float) -> dict:

@@ -166,7 +166,10 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         except CheckpointError as e:
             raise BenchError(str(e)) from None
 
-    say(f"quality: {len(pairs)} held-out images; teacher outputs cached in {teacher_out.folder}")
+    todo = sum(not teacher_out.has(p.blurred) for p in pairs)
+    say(f"quality: {len(pairs)} held-out images; teacher outputs: {len(pairs) - todo} cached, "
+        + (f"computing {todo} now (tiled Restormer, slow on a CPU; cached for the next run)"
+           if todo else "none to compute") + f"; cache {teacher_out.folder}")
     quality = evaluate(pairs, teacher_out, students, artifact_sets, opts.min_ssim_ratio,
                        min_ssim_gain=opts.min_ssim_gain, threads=opts.threads,
                        data_desc=data_desc, progress=not opts.quiet,

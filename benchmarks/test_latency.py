@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.latency import (BACKEND_BY_KEY, SkipCase, frame_fn, open_backend, result_row,
-                                size_label, stream)
+from benchmarks.latency import (BACKEND_BY_KEY, SkipCase, frame_fn, open_backend, p90,
+                                result_row, size_label, stream)
 
 
 def _median_s(benchmark):
@@ -18,6 +18,10 @@ def _median_s(benchmark):
     if stats is None:      # --benchmark-disable: the function ran once, untimed
         return None
     return stats.stats.median
+
+
+def _p90_ms(benchmark):
+    return round(1000 * p90(benchmark.stats.stats.data), 3)
 
 
 def _record(bench, benchmark, row: dict) -> None:
@@ -66,7 +70,7 @@ def test_student_latency(benchmark, bench, student, backend_key, size):
         return
     _record(bench, benchmark, result_row(
         model=f"student {student}", student=student, backend=spec, size=size, ms=1000 * med,
-        target_fps=bench.target_fps, teacher_ms=bench.teacher_ms.get(size_label(size)),
+        p90_ms=_p90_ms(benchmark), target_fps=bench.target_fps, teacher_ms=bench.teacher_ms.get(size_label(size)),
         provider=provider, engine=engine))
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from runtime.cli_errors import SharpenError
 from runtime.console import HelpFormatter
-from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
+from .teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 
 def _err(msg: str) -> int:
@@ -175,7 +175,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
             return synthesize(sharp, rng, cfg), sharp
     out = Path(args.out)
     failed = 0
-    for i, f in enumerate(tqdm(files, desc="synth", unit="img")):
+    for i, f in enumerate(tqdm(files, desc="synth", unit="img", disable=args.quiet or None)):
         try:
             sharp = read_image(f)
         except ImageReadError as e:
@@ -378,6 +378,7 @@ def add_commands(sub) -> None:
                    "(non-uniform camera motion, moving objects, saturation, sensor noise; the "
                    "target is then the middle sub-frame through the same tone curve)")
     p.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)
 
     p = sub.add_parser("corpus", formatter_class=fmt,

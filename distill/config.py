@@ -51,11 +51,15 @@ class OptimConfig:
 
 @dataclass
 class LossConfig:
+    """Loss weights. `pixel` (Charbonnier) and `ssim` (1 - SSIM) pull towards the target: the
+    teacher's output when distilling, ground truth when training on it; `gt` and `gt_ssim` add
+    the same terms to ground truth when the batch has it; `freq` an L1 on the 2-D spectrum.
+    A weight of 0 removes its term entirely."""
     pixel: float = 1.0
     ssim: float = 0.2
     gt: float = 0.0
     freq: float = 0.0
-    gt_ssim: float = 0.0          # (1 - SSIM) to ground truth, when the dataset has it
+    gt_ssim: float = 0.0
 
 
 @dataclass

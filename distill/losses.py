@@ -1,10 +1,10 @@
 """Training losses: Charbonnier, (1 - SSIM), frequency-domain L1, combined by weights."""
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 import torch.nn.functional as F
+
+from .config import LossConfig
 
 
 def charbonnier(pred: torch.Tensor, target: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -39,21 +39,8 @@ def frequency_l1(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return (fp - ft).abs().mean()
 
 
-@dataclass
-class LossWeights:
-    """Distillation: `pixel` and `ssim` pull towards the target (teacher output, or ground truth
-    when training the teacher); `gt` adds a Charbonnier term and `gt_ssim` a (1 - SSIM) term to
-    ground truth when the batch has it; `freq` an L1 on the 2-D spectrum. A weight of 0 removes
-    its term entirely."""
-    pixel: float = 1.0
-    ssim: float = 0.2
-    gt: float = 0.0
-    freq: float = 0.0
-    gt_ssim: float = 0.0
-
-
 def combined_loss(pred: torch.Tensor, target: torch.Tensor, gt: torch.Tensor | None,
-                  w: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+                  w: LossConfig) -> tuple[torch.Tensor, dict[str, float]]:
     terms: dict[str, torch.Tensor] = {}
     if w.pixel:
         terms["pixel"] = w.pixel * charbonnier(pred, target)

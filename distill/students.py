@@ -3,7 +3,8 @@
 Every student maps NCHW RGB in [0, 1] to NCHW RGB (not clamped; clamp at the output) and needs H
 and W divisible by its `multiple`; `run_padded` pads (reflect) and crops back so any size works.
 Only operators that export cleanly to ONNX, full-integer TFLite and TensorRT are used: conv
-(incl. depthwise), ReLU, max-pool, nearest resize, pixel (un)shuffle, add, concat.
+(incl. depthwise), ReLU, max-pool, nearest resize, pixel (un)shuffle, add, concat, and the
+channel split + multiply of a gate.
 
 Registry in the style of timm: `create_student(name, **overrides)`, `list_students()`.
 """
@@ -183,6 +184,117 @@ class FastStudent(nn.Module):
         return x + self.up(self.deep_out[i](y))
 
 
+class SimpleGate(nn.Module):
+    """NAFNet's gate: split the channels in two halves and multiply them (no activation)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = x.chunk(2, dim=1)
+        return a * b
+
+
+class GatedBlock(nn.Module):
+    """A NAFNet block without its LayerNorms and channel attention:
+    x + 1x1(gate(dw kxk(1x1 c -> 2c (x)))), then x + 1x1(gate(1x1 c -> 2c (x))).
+
+    No normalisation: LayerNorm over channels breaks full-integer TFLite and needs care in FP16
+    TensorRT. NAFNet's learned residual scales are replaced by zero-initialised output
+    projections (the block starts as the identity), which keeps training stable without a norm
+    and leaves nothing to fold at export. No channel attention: its global average makes every
+    output pixel depend on the whole frame, so tiles and whole frames would disagree.
+    """
+
+    def __init__(self, c: int, k: int = 3):
+        super().__init__()
+        self.pw1 = nn.Conv2d(c, 2 * c, 1)
+        self.dw = nn.Conv2d(2 * c, 2 * c, k, padding=k // 2, groups=2 * c)
+        self.gate = SimpleGate()
+        self.pw2 = nn.Conv2d(c, c, 1)
+        self.ffn1 = nn.Conv2d(c, 2 * c, 1)
+        self.ffn2 = nn.Conv2d(c, c, 1)
+        for conv in (self.pw2, self.ffn2):
+            nn.init.zeros_(conv.weight)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.pw2(self.gate(self.dw(self.pw1(x))))
+        return x + self.ffn2(self.gate(self.ffn1(x)))
+
+
+class EdgeStudent(nn.Module):
+    """Student for Jetson-class accelerators: a NAFNet-style U-Net that does all its work at
+    1/`scale` resolution and below.
+
+    PixelUnshuffle(scale) -> 1x1 (3*s^2 -> width) -> encoder levels (GatedBlocks, then
+    PixelUnshuffle(2) + 1x1 to twice the channels, i.e. a 2x2 stride-2 conv) -> `middle` blocks
+    at the lowest level -> decoder levels (1x1 + PixelShuffle(2), add the encoder's skip,
+    GatedBlocks) -> 1x1 (width -> 3*s^2) -> PixelShuffle(scale) -> + input.
+
+    With `enc` of length L the lowest level is 1/(scale * 2^L) of the frame (1/32 for scale 4,
+    L = 3): a few 3x3 convolutions there see camera shake hundreds of pixels long. Strided convs
+    are written as pixel-unshuffle + 1x1 so that every op maps 1:1 to TFLite and TensorRT.
+
+    The detail path (`detail` > 0 channels) is FastStudent's adaptive input path: the unshuffled
+    input, depthwise 3x3, mixed with the decoder's features, decides per pixel how much of the
+    input's high frequencies to add back; at 1/`scale` resolution it still addresses every
+    full-resolution pixel (3*s^2 channels), cheaply.
+    """
+
+    def __init__(self, scale: int = 4, width: int = 32, enc: tuple[int, ...] = (2, 2, 4),
+                 middle: int = 8, dec: tuple[int, ...] = (2, 2, 2), k: int = 3,
+                 detail: int = 32):
+        super().__init__()
+        enc, dec = tuple(enc), tuple(dec)
+        if len(enc) != len(dec) or not enc:
+            raise ValueError(f"enc={list(enc)} and dec={list(dec)}: one entry per level, "
+                             "the same number of levels (at least one) in both")
+        if width < 1 or scale < 1 or k % 2 == 0:
+            raise ValueError(f"width={width}, scale={scale}, k={k}: positive, and k odd")
+        self.scale, self.multiple = scale, scale * 2 ** len(enc)
+        c0 = 3 * scale * scale
+        self.unshuffle, self.shuffle = nn.PixelUnshuffle(scale), nn.PixelShuffle(scale)
+        self.stem = nn.Conv2d(c0, width, 1)
+        chans = [width * 2 ** i for i in range(len(enc) + 1)]
+        self.encoders = nn.ModuleList(nn.Sequential(*[GatedBlock(chans[i], k) for _ in range(n)])
+                                      for i, n in enumerate(enc))
+        self.downs = nn.ModuleList(nn.Conv2d(4 * chans[i], chans[i + 1], 1)
+                                   for i in range(len(enc)))
+        self.middle = nn.Sequential(*[GatedBlock(chans[-1], k) for _ in range(middle)])
+        self.ups = nn.ModuleList(nn.Conv2d(chans[i + 1], 4 * chans[i], 1)
+                                 for i in range(len(dec)))
+        self.decoders = nn.ModuleList(nn.Sequential(*[GatedBlock(chans[i], k) for _ in range(n)])
+                                      for i, n in enumerate(dec))
+        self.head = nn.Conv2d(width, c0, 1)
+        self.detail = detail
+        if detail:
+            self.detail_dw = nn.Conv2d(c0, c0, 3, padding=1, groups=c0, bias=False)
+            nn.init.dirac_(self.detail_dw.weight, groups=c0)
+            self.detail_in = nn.Conv2d(c0, detail, 1)
+            self.detail_gate = nn.Conv2d(width, detail, 1, bias=False)
+            self.detail_out = nn.Conv2d(detail, c0, 1)
+            nn.init.zeros_(self.detail_out.weight)
+            nn.init.zeros_(self.detail_out.bias)
+        # Start as the identity (output = input): training only has to learn the correction.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u = self.unshuffle(x)
+        f = self.stem(u)
+        skips = []
+        for blocks, down in zip(self.encoders, self.downs):
+            f = blocks(f)
+            skips.append(f)
+            f = down(F.pixel_unshuffle(f, 2))
+        f = self.middle(f)
+        for i in reversed(range(len(self.decoders))):
+            f = self.decoders[i](F.pixel_shuffle(self.ups[i](f), 2) + skips[i])
+        r = self.head(f)
+        if self.detail:
+            e = F.relu(self.detail_in(self.detail_dw(u)) + self.detail_gate(f))
+            r = r + self.detail_out(e)
+        return x + self.shuffle(r)
+
+
 @dataclass(frozen=True)
 class StudentSpec:
     name: str
@@ -211,6 +323,9 @@ register("fast-detail", FastStudent,
          scale=4, width=32, blocks=2, low_blocks=3, detail=8, detail_blocks=1)
 register("fast-wide", FastStudent, "pixel-unshuffle x4, width 48, deeper",
          scale=4, width=48, blocks=3, low_blocks=4)
+register("edge", EdgeStudent,
+         "NAFNet-style gated U-Net at 1/4 res down to 1/32, width 32 (Jetson-class, ~20 GMAC)",
+         scale=4, width=32, enc=(2, 2, 4), middle=8, dec=(2, 2, 2), k=3, detail=32)
 register("fast-s2", FastStudent, "pixel-unshuffle x2, width 24: finer detail, slower",
          scale=2, width=24, blocks=2, low_blocks=3)
 
@@ -307,9 +422,10 @@ def receptive_field(model: nn.Module, size: int = 256) -> int:
     import copy
 
     net = copy.deepcopy(model).float().eval()
-    with torch.no_grad():
+    with torch.no_grad():   # positive, scaled by fan-in so that gates' products stay finite
         for p in net.parameters():
-            p.copy_(torch.rand_like(p) * 0.1 + 0.01)
+            fan_in = p[0].numel() if p.dim() > 1 else 1
+            p.copy_((torch.rand_like(p) + 0.5) / (4 * fan_in) if p.dim() > 1 else p.fill_(0.01))
     size = max(size, 4 * int(getattr(model, "multiple", 1)))
     while True:
         x = torch.zeros(1, 3, size, size, requires_grad=True)

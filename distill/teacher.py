@@ -10,13 +10,12 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
-from runtime.tiling import TEACHER_OVERLAP as OVERLAP
-from runtime.tiling import TEACHER_TILE as TILE
 from runtime.tiling import tiled_apply
 
 from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weights,
                          read_checkpoint)
 from .restormer import Restormer, build_restormer, get_config
+from .teacher_tiles import OVERLAP, TILE
 
 BUNDLED_TEACHER = "teacher-restormer-small.pt"
 OFFICIAL_WEIGHTS_HELP = (

@@ -33,7 +33,7 @@ from .checkpoint import (atomic_save, extract_state_dict, load_weights, make_che
                          read_checkpoint)
 from .config import LossConfig, TrainConfig, save_config
 from .dist import DistInfo
-from .losses import LossWeights, combined_loss
+from .losses import combined_loss
 from .metrics import psnr, ssim
 
 
@@ -247,8 +247,7 @@ class Trainer:
         self.best: Optional[float] = None
         self.metrics: dict = {}
         self.start_metrics: dict = {}     # validation before training (cfg.val_start)
-        self.weights = LossWeights(**vars(cfg.loss)) if isinstance(cfg.loss, LossConfig) \
-            else LossWeights(**cfg.loss)
+        self.weights = cfg.loss if isinstance(cfg.loss, LossConfig) else LossConfig(**cfg.loss)
         self._stop = False
         self._resume()
         self.net = self.model

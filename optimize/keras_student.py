@@ -1,7 +1,8 @@
 """Rebuild a PyTorch student as a Keras (NHWC) model with the same weights, for TFLite export.
 
 Why this route (and not PyTorch -> ONNX -> TF, ai-edge-torch, or onnx2tf): the students use a
-handful of operators (conv incl. depthwise, ReLU, max-pool, nearest x2, pixel (un)shuffle, add),
+handful of operators (conv incl. depthwise, ReLU, max-pool, nearest x2, pixel (un)shuffle, add,
+a gate's channel split and multiply),
 so a hand-written Keras twin is ~150 lines, needs nothing beyond the installed tensorflow-cpu,
 and gives `TFLiteConverter.from_keras_model` a clean NHWC graph: every op maps 1:1 to a LiteRT
 builtin with an int8 kernel (no NCHW<->NHWC transposes, no Flex ops), so a representative dataset
@@ -157,6 +158,15 @@ def _custom_layers():
     return Upsample2xNearest, SpaceToDepth, DepthToSpace
 
 
+def _gate(x):
+    """SimpleGate: first half of the channels times the second half (PyTorch's chunk order;
+    the 1x1 conv before it keeps PyTorch's channel order, so no permutation is needed)."""
+    import keras
+
+    c = x.shape[-1] // 2
+    return keras.layers.Multiply()([x[..., :c], x[..., c:]])
+
+
 def _build_seed(b: _Builder, x, m):
     Up, _, _ = _custom_layers()
 
@@ -216,14 +226,47 @@ def _build_fast(b: _Builder, x, m):
     return y
 
 
+def _gated_block(b: _Builder, x, blk):
+    x = b.add(x, b.conv(_gate(b.conv(b.conv(x, blk.pw1), blk.dw)), blk.pw2))
+    return b.add(x, b.conv(_gate(b.conv(x, blk.ffn1)), blk.ffn2))
+
+
+def _build_edge(b: _Builder, x, m):
+    _, S2D, D2S = _custom_layers()
+    r = m.scale
+    perm = torch_to_tf_channel_perm(3, r)
+    u = S2D(r)(x)
+    f = b.conv(u, m.stem, in_perm=perm)
+    skips = []
+    for blocks, down in zip(m.encoders, m.downs):
+        for blk in blocks:
+            f = _gated_block(b, f, blk)
+        skips.append(f)
+        f = b.conv(S2D(2)(f), down, in_perm=torch_to_tf_channel_perm(f.shape[-1], 2))
+    for blk in m.middle:
+        f = _gated_block(b, f, blk)
+    for i in reversed(range(len(m.decoders))):
+        up = m.ups[i]
+        f = D2S(2)(b.conv(f, up, out_perm=torch_to_tf_channel_perm(up.out_channels // 4, 2)))
+        f = b.add(f, skips[i])
+        for blk in m.decoders[i]:
+            f = _gated_block(b, f, blk)
+    res = b.conv(f, m.head, out_perm=perm)
+    if m.detail:
+        e = b.conv(u, m.detail_dw, in_perm=perm, out_perm=perm)
+        e = b.relu(b.add(b.conv(e, m.detail_in, in_perm=perm), b.conv(f, m.detail_gate)))
+        res = b.add(res, b.conv(e, m.detail_out, out_perm=perm))
+    return b.add(x, D2S(r)(res))
+
+
 def build_keras_student(model: nn.Module, batch: int | None = 1):
     """A Keras functional model, NHWC RGB float32 input [batch, None, None, 3], with the
     PyTorch student's weights. Raises NotImplementedError for unknown architectures."""
     import keras
 
-    from distill.students import FastStudent, SeedStudent
+    from distill.students import EdgeStudent, FastStudent, SeedStudent
 
-    builders = {SeedStudent: _build_seed, FastStudent: _build_fast}
+    builders = {SeedStudent: _build_seed, FastStudent: _build_fast, EdgeStudent: _build_edge}
     build = builders.get(type(model))
     if build is None:
         raise NotImplementedError(f"no Keras rebuild for {type(model).__name__}; "

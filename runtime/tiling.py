@@ -18,13 +18,6 @@ import numpy as np
 
 TileFn = Callable[[np.ndarray], np.ndarray]
 
-# The teacher's tile setting, here so that torch-free code (CLI parsers, the label cache, the
-# benchmarks) shares it with `distill.teacher`. Tiles give Restormer's channel attention (global
-# within a tile) less context than the whole image, so larger tiles are better (the teacher's
-# card has the numbers).
-TEACHER_TILE, TEACHER_OVERLAP = 512, 64
-
-
 def gaussian_window(h: int, w: int, sigma_frac: float = 0.25) -> np.ndarray:
     """Separable Gaussian, max 1 at the centre; sigma = sigma_frac * side. Never exactly zero, so
     a pixel covered only by tile borders is still normalised correctly."""

@@ -152,10 +152,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     labels = out / "labels"
     try:
         run_labels(train_spec, labels / "train", teacher_weights=teacher, config=args.config,
-                   tile=TILE, overlap=OVERLAP, split="train", limit=args.label_images)
+                   tile=TILE, overlap=OVERLAP, split="train", limit=args.label_images,
+                   progress=not args.quiet)
         run_labels(val_spec, labels / "val", teacher_weights=teacher, config=args.config,
                    tile=TILE, overlap=OVERLAP, split="val" if args.data == "embedded" else "test",
-                   limit=args.label_images)
+                   limit=args.label_images, progress=not args.quiet)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -173,7 +174,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"optim.steps={args.steps}", "optim.warmup_steps=10", f"optim.lr={args.lr:g}",
         "data.batch_size=8", "data.crop=128", "data.workers=1", f"val_every={args.steps}",
         f"ckpt_every={args.steps}", "resume=never", *DEMO_LOSS])
-    trainer = Trainer(cfg)
+    trainer = Trainer(cfg, quiet=args.quiet)
     metrics = trainer.fit()
     if trainer._stop:
         print(f"sharpen demo: interrupted during the fine-tune (checkpoint in "
@@ -193,7 +194,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = export(student, ["onnx", "onnx-int8", "tflite-int8"], out / "export",
                     calib=str(out / "train-crops" / "input") if embedded else None,
                     parity_images=str(default_root() / "test" / "input") if embedded else None,
-                    latency_runs=3)
+                    latency_runs=3, quiet=args.quiet)
     print_table(report)
     if not report.ok:
         print("error: an artifact failed its parity check (see the table)", file=sys.stderr)
@@ -208,18 +209,18 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _step(5, f"stream the video through the runtime ({Path(best.file).name})")
     from runtime.pipeline import run_stream
     stats = run_stream(best.file, str(video), output=str(out / "sharpened-1080p.mp4"),
-                       stats_path=str(out / "stream-stats.json"), quiet=False)
+                       stats_path=str(out / "stream-stats.json"), quiet=args.quiet)
     print(f"streamed {stats['frames_processed']} frames at {stats['throughput_fps']:.1f} fps "
           f"end to end (infer p50 {stats['latency_ms']['infer']['p50']:.0f} ms)")
     # What to look at: the same stream split down the middle, and one frame side by side.
     run_stream(best.file, str(video), output=str(out / "comparison-1080p.mp4"), compare=True,
-               view="split", max_frames=args.video_frames)
+               view="split", max_frames=args.video_frames, quiet=args.quiet)
     _side_by_side_frame(video, out / "sharpened-1080p.mp4", out / "side_by_side.png")
     print(f"comparison: {out / 'comparison-1080p.mp4'} (left blurred, right sharpened) and "
           f"{out / 'side_by_side.png'}")
 
     bench_rc = 0
-    if not args.skip_bench:
+    if not args.no_bench:
         _step(6, "benchmark report (quick mode)")
         from benchmarks.cli import gate_argv
         from benchmarks.cli import main as bench_main
@@ -228,9 +229,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
             ["--teacher-config", args.config] if args.config else [])
         print(f"quality gate: {' '.join(gate)} (see `sharpen demo --help`)")
         bench_rc = bench_main(["--out", str(out / "bench"), "--weights", str(student),
-                               *teacher_opts, *gate])
+                               *teacher_opts, *gate, *(["--quiet"] if args.quiet else [])])
     else:
-        _step(6, "benchmark report skipped (--skip-bench)")
+        _step(6, "benchmark report skipped (--no-bench)")
 
     written = {
         "video_in": video, "video_out": out / "sharpened-1080p.mp4",
@@ -282,7 +283,10 @@ def add_commands(sub) -> None:
     p.add_argument("--video-frames", type=int, default=24, help="frames of the 1080p video")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads for training and inference (default 0: all cores)")
-    p.add_argument("--skip-bench", action="store_true", help="skip the benchmark report")
+    p.add_argument("--no-bench", "--skip-bench", dest="no_bench", action="store_true",
+                   help="skip the benchmark report")
+    p.add_argument("--quiet", action="store_true",
+                   help="no progress bars (stage headers and results are still printed)")
     from benchmarks.cli import add_gate_options
     add_gate_options(p, gain_default=DEMO_MIN_SSIM_GAIN)
     p.set_defaults(func=cmd_demo)

@@ -178,6 +178,12 @@ def test_missing_backends_are_skipped_with_reasons(good_run):
     assert {"teacher-tiled", "pytorch", "ort-fp32"} <= measured
     sp = next(r for r in lat if r["backend"] == "ort-fp32")
     assert sp["speedup_vs_teacher"] and sp["speedup_vs_teacher"] > 0
+    # Medians and p90s, never minima; the share of the CPU's measured FP32 matrix rate.
+    assert sp["p90_ms"] >= sp["ms"] > 0 and sp["timing"]["min_s"] <= sp["ms"]
+    assert report["latency"]["settings"]["sgemm_peak_gmacs"] > 0
+    assert sp["gmac"] > 0 and sp["peak_frac"] == pytest.approx(
+        sp["gmac"] / (sp["ms"] / 1000) / report["latency"]["settings"]["sgemm_peak_gmacs"],
+        rel=0.1)   # both rounded in the report
     assert report["latency"]["stream"][0]["status"] == "ok"
     # The export cache is reused: a second call builds nothing.
     from benchmarks.artifacts import ensure_artifacts, resolve_students

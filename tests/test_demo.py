@@ -20,7 +20,7 @@ MODELS = Path(__file__).resolve().parents[1] / "models"
 def demo(tmp_path_factory):
     out = tmp_path_factory.mktemp("demo") / "out"
     rc = main(["demo", "--out", str(out), "--steps", "2", "--label-images", "1",
-               "--video-frames", "3", "--skip-bench", "--threads", "2"])
+               "--video-frames", "3", "--no-bench", "--threads", "2"])
     return rc, out
 
 

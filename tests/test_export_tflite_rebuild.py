@@ -46,7 +46,8 @@ def test_channel_permutation_matches_pixel_unshuffle(r):
     ("fast", {}), ("fast", {"edge": 3}), ("fast", {"edge": 3, "edge_width": 8}),
     ("fast", {"deep": 2, "deep_blocks": 1}),
     ("fast-detail", {}), ("fast-s2", {}), ("seed", {}),
-    ("seed-residual", {})])
+    ("seed-residual", {}), ("edge", {"width": 8, "middle": 1}),
+    ("edge", {"enc": (1,), "dec": (1,), "detail": 0})])
 def test_keras_rebuild_matches_pytorch(name, overrides):
     model = _seeded(name, **overrides)
     km = build_keras_student(model)

@@ -8,7 +8,8 @@ import torch
 
 from distill.checkpoint import load_student, read_checkpoint
 from distill.config import load_config, save_config
-from distill.losses import LossWeights, combined_loss, ssim_torch
+from distill.config import LossConfig
+from distill.losses import combined_loss, ssim_torch
 from distill.trainer import train
 
 
@@ -55,7 +56,7 @@ def test_overfit_tiny_batch():
     x = torch.rand(2, 3, 32, 32)
     y = torch.nn.functional.avg_pool2d(x, 3, 1, 1)  # a learnable mapping of this batch
     opt = torch.optim.AdamW(m.parameters(), lr=3e-3)
-    w = LossWeights(pixel=1.0, ssim=0.0)
+    w = LossConfig(pixel=1.0, ssim=0.0)
     first = None
     for i in range(200):
         loss, _ = combined_loss(m(x), y, None, w)
@@ -68,18 +69,18 @@ def test_overfit_tiny_batch():
 
 def test_zero_weights_disable_terms():
     p, t, g = torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16)
-    _, parts = combined_loss(p, t, g, LossWeights(pixel=1, ssim=0, gt=0, freq=0))
+    _, parts = combined_loss(p, t, g, LossConfig(pixel=1, ssim=0, gt=0, freq=0))
     assert set(parts) == {"pixel"}
-    _, parts = combined_loss(p, t, g, LossWeights(pixel=0, ssim=0.5, gt=2, freq=0.1))
+    _, parts = combined_loss(p, t, g, LossConfig(pixel=0, ssim=0.5, gt=2, freq=0.1))
     assert set(parts) == {"ssim", "gt", "freq"}
-    _, parts = combined_loss(p, t, g, LossWeights(pixel=0, ssim=0, gt=0, gt_ssim=0.5))
+    _, parts = combined_loss(p, t, g, LossConfig(pixel=0, ssim=0, gt=0, gt_ssim=0.5))
     assert set(parts) == {"gt_ssim"}
     assert parts["gt_ssim"] == pytest.approx(0.5 * (1 - float(ssim_torch(p, g))))
-    _, parts = combined_loss(p, t, None, LossWeights(pixel=0, ssim=0, gt=1, freq=0.1,
+    _, parts = combined_loss(p, t, None, LossConfig(pixel=0, ssim=0, gt=1, freq=0.1,
                                                      gt_ssim=1))
     assert set(parts) == {"freq"}  # no ground truth in the batch: gt term absent
     with pytest.raises(ValueError, match="zero"):
-        combined_loss(p, t, g, LossWeights(0, 0, 0, 0))
+        combined_loss(p, t, g, LossConfig(0, 0, 0, 0))
 
 
 def test_config_overrides_and_errors(tmp_path):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
+from ..teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 LABELS_HELP = "run the teacher over a dataset at full resolution and cache its outputs"
 LABELS_DESCRIPTION = """\

@@ -35,7 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 from runtime.cli_errors import SharpenError
-from runtime.tiling import TEACHER_OVERLAP, TEACHER_TILE
+from ..teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
