@@ -287,7 +287,7 @@ def _train(args: argparse.Namespace, task: str) -> int:
     if task == "student" and cfg.model.arch == "restormer":
         return _err("`sharpen distill` trains students; use `sharpen train-teacher` for "
                     "Restormer")
-    from .trainer import TrainingInterrupted, train
+    from .trainer import TrainingDiverged, TrainingInterrupted, train
     try:
         metrics = train(cfg, quiet=args.quiet)
     except (ValueError, FileNotFoundError) as e:
@@ -295,6 +295,8 @@ def _train(args: argparse.Namespace, task: str) -> int:
     except TrainingInterrupted as e:
         print(f"sharpen {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
+    except TrainingDiverged as e:
+        raise SharpenError(str(e), exit_code=1) from None
     keys = ("input_gt_ssim", "teacher_gt_ssim", "model_gt_ssim", "model_teacher_ssim",
             "model_gt_psnr", "input_gt_psnr")
     shown = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)

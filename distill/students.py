@@ -4,7 +4,7 @@ Every student maps NCHW RGB in [0, 1] to NCHW RGB (not clamped; clamp at the out
 and W divisible by its `multiple`; `run_padded` pads (reflect) and crops back so any size works.
 Only operators that export cleanly to ONNX, full-integer TFLite and TensorRT are used: conv
 (incl. depthwise), ReLU, max-pool, nearest resize, pixel (un)shuffle, add, concat, and the
-channel split + multiply of a gate.
+channel split, sigmoid and multiply of a gate.
 
 Registry in the style of timm: `create_student(name, **overrides)`, `list_students()`.
 """
@@ -184,16 +184,18 @@ class FastStudent(nn.Module):
         return x + self.up(self.deep_out[i](y))
 
 
-class SimpleGate(nn.Module):
-    """NAFNet's gate: split the channels in two halves and multiply them (no activation)."""
+class Gate(nn.Module):
+    """Split the channels in two halves a, b; a * sigmoid(b) (a GLU). NAFNet's SimpleGate is a * b;
+    without NAFNet's LayerNorms that product grows without bound and training diverged (NaN
+    after ~1000 steps); the sigmoid bounds it, and its fixed [0, 1] range quantises well."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         a, b = x.chunk(2, dim=1)
-        return a * b
+        return a * torch.sigmoid(b)
 
 
 class GatedBlock(nn.Module):
-    """A NAFNet block without its LayerNorms and channel attention:
+    """A NAFNet block without its LayerNorms and channel attention, with a bounded gate:
     x + 1x1(gate(dw kxk(1x1 c -> 2c (x)))), then x + 1x1(gate(1x1 c -> 2c (x))).
 
     No normalisation: LayerNorm over channels breaks full-integer TFLite and needs care in FP16
@@ -207,7 +209,7 @@ class GatedBlock(nn.Module):
         super().__init__()
         self.pw1 = nn.Conv2d(c, 2 * c, 1)
         self.dw = nn.Conv2d(2 * c, 2 * c, k, padding=k // 2, groups=2 * c)
-        self.gate = SimpleGate()
+        self.gate = Gate()
         self.pw2 = nn.Conv2d(c, c, 1)
         self.ffn1 = nn.Conv2d(c, 2 * c, 1)
         self.ffn2 = nn.Conv2d(c, c, 1)

@@ -36,6 +36,8 @@ from .dist import DistInfo
 from .losses import combined_loss
 from .metrics import psnr, ssim
 
+# Non-finite batches skipped in a row before training stops as diverged.
+MAX_BAD_STEPS = 20
 
 # ---------------------------------------------------------------- model building
 
@@ -249,6 +251,7 @@ class Trainer:
         self.start_metrics: dict = {}     # validation before training (cfg.val_start)
         self.weights = cfg.loss if isinstance(cfg.loss, LossConfig) else LossConfig(**cfg.loss)
         self._stop = False
+        self._bad_steps = 0
         self._resume()
         self.net = self.model
         if self.dist.enabled:
@@ -394,9 +397,24 @@ class Trainer:
         loss, parts = combined_loss(pred.float(), y, gt, self.weights)
         self.opt.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
-        if self.cfg.optim.grad_clip:
-            self.scaler.unscale_(self.opt)
-            nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.optim.grad_clip)
+        self.scaler.unscale_(self.opt)
+        # The norm is taken after DDP's all-reduce, so every rank makes the same decision.
+        norm = nn.utils.clip_grad_norm_(self.model.parameters(),
+                                        self.cfg.optim.grad_clip or float("inf"))
+        if not self.scaler.is_enabled() and not torch.isfinite(norm):
+            # One bad batch must not poison the weights (and the next checkpoint): skip it.
+            # GradScaler does the same by itself under CUDA AMP.
+            self.opt.zero_grad(set_to_none=True)
+            self.sched.step()
+            self._bad_steps += 1
+            if self._bad_steps >= MAX_BAD_STEPS:
+                raise TrainingDiverged(
+                    f"training diverged at step {self.step + 1}: the loss or its gradient was "
+                    f"NaN/inf for {self._bad_steps} batches in a row (weights left as they were "
+                    "before them; the last checkpoint is intact). Lower optim.lr, raise "
+                    "optim.warmup_steps or set optim.grad_clip, and resume.")
+            return float("nan"), parts
+        self._bad_steps = 0
         self.scaler.step(self.opt)
         self.scaler.update()
         self.sched.step()
@@ -458,6 +476,10 @@ class Trainer:
         fig.savefig(out, dpi=100)
         plt.close(fig)
         return out
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or its gradient stayed non-finite for MAX_BAD_STEPS batches in a row."""
 
 
 class TrainingInterrupted(KeyboardInterrupt):

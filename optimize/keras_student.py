@@ -2,7 +2,7 @@
 
 Why this route (and not PyTorch -> ONNX -> TF, ai-edge-torch, or onnx2tf): the students use a
 handful of operators (conv incl. depthwise, ReLU, max-pool, nearest x2, pixel (un)shuffle, add,
-a gate's channel split and multiply),
+a gate's channel split, sigmoid and multiply),
 so a hand-written Keras twin is ~150 lines, needs nothing beyond the installed tensorflow-cpu,
 and gives `TFLiteConverter.from_keras_model` a clean NHWC graph: every op maps 1:1 to a LiteRT
 builtin with an int8 kernel (no NCHW<->NHWC transposes, no Flex ops), so a representative dataset
@@ -159,12 +159,13 @@ def _custom_layers():
 
 
 def _gate(x):
-    """SimpleGate: first half of the channels times the second half (PyTorch's chunk order;
-    the 1x1 conv before it keeps PyTorch's channel order, so no permutation is needed)."""
+    """distill.students.Gate: first half of the channels times the sigmoid of the second half
+    (PyTorch's chunk order; the 1x1 conv before it keeps PyTorch's channel order, so no
+    permutation is needed)."""
     import keras
 
     c = x.shape[-1] // 2
-    return keras.layers.Multiply()([x[..., :c], x[..., c:]])
+    return keras.layers.Multiply()([x[..., :c], keras.layers.Activation("sigmoid")(x[..., c:])])
 
 
 def _build_seed(b: _Builder, x, m):

@@ -2,12 +2,12 @@ import pytest
 import torch
 import torch.nn as nn
 
-from distill.students import (EdgeStudent, FastStudent, SeedStudent, SimpleGate, count_macs,
+from distill.students import (EdgeStudent, FastStudent, SeedStudent, Gate, count_macs,
                               count_params, create_student, list_students, receptive_field,
                               run_padded)
 
 ALLOWED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
-           SimpleGate)
+           Gate)
 
 
 def test_seed_layer_list_matches_description():

@@ -7,11 +7,9 @@ import pytest
 import torch
 
 from distill.checkpoint import load_student, read_checkpoint
-from distill.config import load_config, save_config
-from distill.config import LossConfig
+from distill.config import LossConfig, load_config, save_config
 from distill.losses import combined_loss, ssim_torch
-from distill.trainer import train
-
+from distill.trainer import MAX_BAD_STEPS, Trainer, TrainingDiverged, train
 
 
 def tiny_cfg(out, steps, **extra):
@@ -191,3 +189,24 @@ def test_sigterm_saves_exits_143_and_resume_log_has_no_repeats(tmp_path):
              if "loss" in json.loads(line)]
     assert steps == sorted(set(steps)) and steps[-1] == step + 2
     assert 9.0 not in [json.loads(line).get("loss") for line in log.read_text().splitlines()]
+
+
+def test_non_finite_batches_are_skipped_then_training_stops_as_diverged(tmp_path):
+    """A NaN batch leaves the weights as they were; a run of them stops training with a clear
+    error instead of writing NaN weights into the next checkpoint."""
+    trainer = Trainer(tiny_cfg(tmp_path / "nan", 100), quiet=True)
+    before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
+    good = {"input": torch.rand(2, 3, 32, 32), "target": torch.rand(2, 3, 32, 32)}
+    bad = {"input": torch.full((2, 3, 32, 32), float("nan")), "target": good["target"]}
+    loss, _ = trainer._train_step(bad)
+    assert loss != loss   # NaN reported, not hidden
+    for k, v in trainer.model.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    assert trainer._train_step(good)[0] > 0     # a good batch trains and resets the count
+    assert trainer._bad_steps == 0
+    for _ in range(MAX_BAD_STEPS - 1):
+        trainer._train_step(bad)
+    with pytest.raises(TrainingDiverged, match="NaN/inf for 20 batches in a row.*optim.lr"):
+        trainer._train_step(bad)
+    assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values()
+               if v.is_floating_point())
