@@ -76,6 +76,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
         try:
             for wh in sizes:
                 lbl = size_label(wh)
+                bar(0, what=f"{st.name} {spec.key} {lbl}")
                 try:
                     t = measure(frame_fn(backend, *wh), **timing)
                     rows.append(result_row(
@@ -160,7 +161,9 @@ def _bar(total: int, desc: str, quiet: bool):
     b = tqdm(total=total, desc=f"  {desc}", unit="case", leave=False,
              disable=True if quiet else None, file=sys.stderr)
 
-    def update(n: int, close: bool = False) -> None:
+    def update(n: int, close: bool = False, what: str = "") -> None:
+        if what:
+            b.set_postfix_str(what)
         if n:
             b.update(n)
         if close:

@@ -20,6 +20,15 @@ def _version(*dists: str) -> Optional[str]:
     return None
 
 
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process so far, in MB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(kb / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def sgemm_peak_gmacs(n: int = 1024, rounds: int = 8) -> float:
     """Measured FP32 matrix-multiply rate of this CPU (numpy's BLAS, all cores), in GMAC/s: the
     best of `rounds` n x n products. A student's rate over this says how much of the machine it

@@ -118,6 +118,10 @@ def render_markdown(rep: dict) -> str:
               f"{lat['settings'].get('min_rounds')}, max {lat['settings'].get('max_rounds')}"
               + (f"; calls slower than {lat['settings']['slow_single_round_s']:g} s: 1 round"
                  if lat["settings"].get("slow_single_round_s") else "") + ").", ""]
+    peak = rep.get("peak_rss_mb") or {}
+    if peak:
+        lines += ["Peak memory (RSS of the bench process, running maximum after each stage): "
+                  + ", ".join(f"{k} {v / 1024:.1f} GB" for k, v in peak.items()) + ".", ""]
     if lat["settings"].get("sgemm_peak_gmacs"):
         lines += [f"This CPU's FP32 matrix-multiply peak, measured (numpy, all cores): "
                   f"{lat['settings']['sgemm_peak_gmacs']:g} GMAC/s; each student row's note gives "

@@ -31,7 +31,7 @@ from .latency import (SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP, TEACHER_T
                       TeacherTiles, parse_sizes)
 from .figures import write_figures
 from .latency_run import run_latency
-from .machine import machine_info
+from .machine import machine_info, peak_rss_mb
 from .markdown import render_markdown
 from .quality import (DEFAULT_MIN_SSIM_RATIO, QUICK_LIMIT, TeacherOutputs,
                       evaluate, load_pairs)
@@ -158,6 +158,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
 
     from distill.checkpoint import CheckpointError
 
+    peak_mb: dict[str, float] = {}     # peak RSS so far after each stage: which stage set it
     artifact_sets = {}
     for st in students:
         try:
@@ -167,6 +168,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
             raise BenchError(str(e)) from None
 
     todo = sum(not teacher_out.has(p.blurred) for p in pairs)
+    peak_mb["export"] = peak_rss_mb()
     say(f"quality: {len(pairs)} held-out images; teacher outputs: {len(pairs) - todo} cached, "
         + (f"computing {todo} now (tiled Restormer, slow on a CPU; cached for the next run)"
            if todo else "none to compute") + f"; cache {teacher_out.folder}")
@@ -174,6 +176,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
                        min_ssim_gain=opts.min_ssim_gain, threads=opts.threads,
                        data_desc=data_desc, progress=not opts.quiet,
                        say=say)
+    peak_mb["quality"] = peak_rss_mb()
 
     real = {}
     if opts.real_pairs or opts.real_nogt:
@@ -181,11 +184,13 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         out.mkdir(parents=True, exist_ok=True)
         real = run_real_blur(opts.real_pairs, opts.real_nogt, teacher_out, students, out,
                              opts.full, opts.quiet, say)
+        peak_mb["real_blur"] = peak_rss_mb()
 
     latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
     if opts.latency:
         tiles = TeacherTiles(teacher=teacher_out.teacher, n_tiles=m["teacher_tiles"])
         latency = run_latency(opts, students, artifact_sets, tiles, say)
+        peak_mb["latency"] = peak_rss_mb()
 
     checks = quality.checks
     ok = all(c["passed"] for c in checks)
@@ -202,6 +207,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
                      "students": [s.to_dict() for s in students],
                      "teacher": teacher_out.describe()},
         "machine": machine_info(),
+        "peak_rss_mb": peak_mb,
         "commands": reproduce_commands(opts),
         "checks": checks,
         "quality": quality.to_dict(),

@@ -62,10 +62,42 @@ def make_reader(crops: np.ndarray, input_name: str = "input",
     return CropReader()
 
 
+# Crops whose intermediate outputs are held at once during calibration. ONNX Runtime's
+# calibrators keep every intermediate tensor of every crop before building histograms; for a
+# student with full-resolution layers that is hundreds of MB per 256x256 crop (tens of GB for
+# 64 crops). Fed in chunks, the histograms and ranges are merged across chunks instead.
+CALIB_CHUNK = 4
+
+
+class _ListReader:
+    def __init__(self, items: list):
+        self.items = iter(items)
+
+    def get_next(self):
+        return next(self.items, None)
+
+
+def _chunked(collect_data: Callable, chunk: int) -> Callable:
+    """calibrator.collect_data over `chunk` items of the reader at a time."""
+    def collect(reader) -> None:
+        while True:
+            items = []
+            while len(items) < chunk:
+                item = reader.get_next()
+                if not item:
+                    break
+                items.append(item)
+            if items:
+                collect_data(_ListReader(items))
+            if len(items) < chunk:
+                return
+    return collect
+
+
 @contextlib.contextmanager
-def _calibrator_options(**opts):
+def _calibrator_options(chunk: int | None = None, **opts):
     """quantize_static forwards only a few calibrator options (not the histogram sizes): wrap
-    its create_calibrator to add them."""
+    its create_calibrator to add them, and to feed the calibrator `chunk` crops at a time."""
     import importlib
 
     qmod = importlib.import_module("onnxruntime.quantization.quantize")
@@ -75,7 +107,9 @@ def _calibrator_options(**opts):
         extra = dict(kw.get("extra_options") or {})
         extra.update(opts)
         kw["extra_options"] = extra
-        return original(*args, **kw)
+        calibrator = original(*args, **kw)
+        calibrator.collect_data = _chunked(calibrator.collect_data, chunk or CALIB_CHUNK)
+        return calibrator
 
     qmod.create_calibrator = create
     try:

@@ -288,6 +288,31 @@ def test_modelopt_leaves_ort_int8_untouched(report, tmp_path):
     assert here.SerializeToString() == fresh.SerializeToString()
 
 
+def test_calibration_in_chunks_equals_all_at_once(report, tmp_path):
+    """Calibration feeds ONNX Runtime a few crops at a time (its calibrators otherwise hold every
+    intermediate tensor of every crop: tens of GB for a full-resolution student); min-max ranges
+    merged over chunks are the ranges of the whole set, so the model is byte-identical."""
+    from optimize.onnx_int8 import _chunked, quantize_onnx_int8
+
+    seen = []
+    _chunked(lambda r: seen.append(len(list(iter(r.get_next, None)))), 3)(
+        type("R", (), {"it": iter(range(1, 9)), "get_next": lambda self: next(self.it, None)})())
+    assert seen == [3, 3, 2]
+    fp32 = _built(report, "onnx").file
+    crops = np.random.default_rng(1).random((6, 3, 64, 64), dtype=np.float32)
+    import optimize.onnx_int8 as q
+    chunk = q.CALIB_CHUNK
+    try:
+        q.CALIB_CHUNK = 2
+        quantize_onnx_int8(fp32, tmp_path / "chunked.onnx", crops, method="minmax")
+        q.CALIB_CHUNK = 100
+        quantize_onnx_int8(fp32, tmp_path / "whole.onnx", crops, method="minmax")
+    finally:
+        q.CALIB_CHUNK = chunk
+    assert (onnx.load(tmp_path / "chunked.onnx").SerializeToString()
+            == onnx.load(tmp_path / "whole.onnx").SerializeToString())
+
+
 # --------------------------------------------------------------------------- TFLite
 
 def test_tflite_int8_is_fully_integer(report):
