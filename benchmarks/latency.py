@@ -93,14 +93,19 @@ def _torch_backend(model):
         layout = "NCHW"
 
         def __init__(self) -> None:
-            self.model = model.eval().to(device)
+            from distill.students import for_inference
+
+            self.model = for_inference(model.to(device))
             self.multiple = int(getattr(model, "multiple", 1))
             self.provider = (f"CUDA ({torch.cuda.get_device_name(0)})" if device.type == "cuda"
                              else f"CPU ({torch.get_num_threads()} threads)")
 
         def infer(self, batch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
-                y = self.model(torch.from_numpy(batch).to(device))
+                x = torch.from_numpy(batch).to(device)
+                if device.type == "cpu":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                y = self.model(x)
             return y.float().cpu().numpy()
 
     return TorchBackend()

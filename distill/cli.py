@@ -87,7 +87,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     import torch
 
     from .students import (activation_bytes, count_macs, count_params, create_student,
-                           list_students, receptive_field, run_padded, student_spec)
+                           for_inference, list_students, receptive_field, run_padded,
+                           student_spec)
 
     h, w = args.height, args.width
     if args.measure_runs < 1:
@@ -111,7 +112,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                str(receptive_field(m)), f"{activation_bytes(m, h, w) / 2**20:.0f}",
                str(m.multiple)]
         if args.measure:
-            x = torch.rand(1, 3, h, w)
+            m, x = for_inference(m), torch.rand(1, 3, h, w)
             times = []
             with torch.no_grad():
                 run_padded(m, x)

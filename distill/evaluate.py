@@ -49,9 +49,10 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
     import torch
 
     from .checkpoint import load_student
+    from .students import for_inference
     from .trainer import predict
-    model, _ = load_student(path)
-    return lambda img: predict(model.eval(), img, torch.device("cpu"))
+    model = for_inference(load_student(path)[0])
+    return lambda img: predict(model, img, torch.device("cpu"))
 
 
 def source_items(spec: str, split: str = "test", limit: Optional[int] = None):

@@ -363,6 +363,17 @@ def student_from_saved_args(name: str, args: dict) -> nn.Module:
     return create_student(name, **{**missing, **args})
 
 
+def for_inference(model: nn.Module) -> nn.Module:
+    """eval() and, on the CPU, channels-last weights: oneDNN then convolves without reordering
+    each activation to its blocked layout and back, which at 1080p roughly halves both the time
+    and the peak memory of eager inference (`run_padded` feeds it channels-last input)."""
+    model = model.eval()
+    if next(model.parameters()).device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+        model.channels_last_input = True
+    return model
+
+
 def run_padded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run any-size NCHW input: reflect-pad to the model's multiple, crop the output back."""
     m = getattr(model, "multiple", 1)
@@ -371,6 +382,8 @@ def run_padded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     if ph or pw:
         mode = "reflect" if ph < h and pw < w else "replicate"
         x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    if getattr(model, "channels_last_input", False):
+        x = x.contiguous(memory_format=torch.channels_last)
     return model(x)[..., :h, :w]
 
 

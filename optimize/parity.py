@@ -89,7 +89,9 @@ def torch_runner(model) -> Runner:
     """The FP32 PyTorch student as a runner (reflect-pad to its multiple, crop back)."""
     import torch
 
-    from distill.students import run_padded
+    from distill.students import for_inference, run_padded
+
+    model = for_inference(model)
 
     def run(img: np.ndarray) -> np.ndarray:
         x = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1)))[None].float()

@@ -2,9 +2,9 @@ import pytest
 import torch
 import torch.nn as nn
 
-from distill.students import (EdgeStudent, FastStudent, SeedStudent, Gate, count_macs,
-                              count_params, create_student, list_students, receptive_field,
-                              run_padded)
+from distill.students import (EdgeStudent, FastStudent, Gate, SeedStudent, count_macs,
+                              count_params, create_student, for_inference, list_students,
+                              receptive_field, run_padded)
 
 ALLOWED = (nn.Conv2d, nn.ReLU, nn.MaxPool2d, nn.Upsample, nn.PixelShuffle, nn.PixelUnshuffle,
            Gate)
@@ -51,6 +51,21 @@ def test_any_size_works(name):
     for h, w in ((37, 51), (1, 1), (64, 64), (17, 8)):
         with torch.no_grad():
             assert run_padded(m, torch.rand(1, 3, h, w)).shape == (1, 3, h, w)
+
+
+@pytest.mark.parametrize("name", ["seed", "fast", "edge"])
+def test_channels_last_inference_is_the_same_function(name):
+    torch.manual_seed(0)
+    m = create_student(name, **({"width": 8, "middle": 1} if name == "edge" else {}))
+    for p in m.parameters():   # no zero-initialised (identity) paths
+        torch.nn.init.normal_(p, std=0.1)
+    x = torch.rand(1, 3, 45, 70)
+    with torch.no_grad():
+        ref = run_padded(m.eval(), x)
+        out = run_padded(for_inference(m), x)
+    assert m.channels_last_input and all(p.is_contiguous(memory_format=torch.channels_last)
+                                         for p in m.parameters() if p.dim() == 4)
+    assert torch.allclose(out, ref, atol=1e-5)
 
 
 @pytest.mark.parametrize("name", list_students())
