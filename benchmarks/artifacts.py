@@ -22,7 +22,7 @@ from runtime.atomic import atomic_write_json
 REPO = Path(__file__).resolve().parents[1]
 STAMP = "bench_artifacts.json"
 STAMP_FORMAT = "sharpen-bench-artifacts/1"
-DEFAULT_STUDENTS = ("seed", "fast")
+DEFAULT_STUDENTS = ("seed", "fast")   # `edge` is benchmarked when asked: see its card
 DEFAULT_CALIB_COUNT = 32
 
 
