@@ -103,7 +103,7 @@ def _torch_backend(model):
         def infer(self, batch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():
                 x = torch.from_numpy(batch).to(device)
-                if device.type == "cpu":
+                if getattr(self.model, "channels_last_input", False):
                     x = x.contiguous(memory_format=torch.channels_last)
                 y = self.model(x)
             return y.float().cpu().numpy()

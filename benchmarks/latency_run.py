@@ -52,7 +52,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     from .machine import sgemm_peak_gmacs
 
     peak = sgemm_peak_gmacs()
-    gmac = {(st.name, wh): _student_gmac(st.path, *wh) for st in students for wh in sizes}
+    gmac = {(st.name, wh): g for st in students for wh, g in _student_gmac(st.path, sizes).items()}
     cases = [(st, spec) for st in students for spec in BACKENDS]
     bar = _bar(len(cases) * len(sizes), "latency", opts.quiet)
     for st, spec in cases:
@@ -148,11 +148,13 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                                     "run_stream lossless, no output file")}}
 
 
-def _student_gmac(path, w: int, h: int) -> float:
+def _student_gmac(path, sizes) -> dict:
+    """GMAC per frame of the student at each (width, height)."""
     from distill.checkpoint import load_student
     from distill.students import count_macs
 
-    return count_macs(load_student(path)[0], h, w) / 1e9
+    model = load_student(path)[0]
+    return {(w, h): count_macs(model, h, w) / 1e9 for w, h in sizes}
 
 
 def _bar(total: int, desc: str, quiet: bool):

@@ -95,9 +95,9 @@ def _chunked(collect_data: Callable, chunk: int) -> Callable:
 
 
 @contextlib.contextmanager
-def _calibrator_options(chunk: int | None = None, **opts):
+def _calibrator_options(**opts):
     """quantize_static forwards only a few calibrator options (not the histogram sizes): wrap
-    its create_calibrator to add them, and to feed the calibrator `chunk` crops at a time."""
+    its create_calibrator to add them, and to feed the calibrator CALIB_CHUNK crops at a time."""
     import importlib
 
     qmod = importlib.import_module("onnxruntime.quantization.quantize")
@@ -108,7 +108,7 @@ def _calibrator_options(chunk: int | None = None, **opts):
         extra.update(opts)
         kw["extra_options"] = extra
         calibrator = original(*args, **kw)
-        calibrator.collect_data = _chunked(calibrator.collect_data, chunk or CALIB_CHUNK)
+        calibrator.collect_data = _chunked(calibrator.collect_data, CALIB_CHUNK)
         return calibrator
 
     qmod.create_calibrator = create
