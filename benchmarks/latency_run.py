@@ -52,7 +52,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     from .machine import sgemm_peak_gmacs
 
     peak = sgemm_peak_gmacs()
-    gmac = {(st.name, wh): g for st in students for wh, g in _student_gmac(st.path, sizes).items()}
+    budget = {(st.name, wh): b for st in students for wh, b in _student_budget(st.path, sizes).items()}
+    gmac = {k: g for k, (g, _) in budget.items()}
+    too_big = _too_big(students, sizes, budget, m.get("max_activation_gb"))
     cases = [(st, spec) for st in students for spec in BACKENDS]
     bar = _bar(len(cases) * len(sizes), "latency", opts.quiet)
     for st, spec in cases:
@@ -77,6 +79,12 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
             for wh in sizes:
                 lbl = size_label(wh)
                 bar(0, what=f"{st.name} {spec.key} {lbl}")
+                if (st.name, wh) in too_big:
+                    rows.append(result_row(model=f"student {st.name}", student=st.name,
+                                           backend=spec, size=wh, ms=None, target_fps=target,
+                                           status="skipped", reason=too_big[st.name, wh]))
+                    bar(1)
+                    continue
                 try:
                     t = measure(frame_fn(backend, *wh), **timing)
                     rows.append(result_row(
@@ -140,6 +148,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                          "warmup": m["warmup"], "min_rounds": m["min_rounds"],
                          "max_rounds": m["max_rounds"], "max_time_s": m["max_time"],
                          "slow_single_round_s": m["slow_s"],
+                         "max_activation_gb": m.get("max_activation_gb"),
                          "timed": "one BGR uint8 frame through runtime.prepost.FrameProcessor "
                                   "(pre + infer + post), median and 90th percentile of the rounds",
                          "teacher": (teacher_tiles.note(*sizes[0]) if teacher_tiles else None),
@@ -148,13 +157,23 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                                     "run_stream lossless, no output file")}}
 
 
-def _student_gmac(path, sizes) -> dict:
-    """GMAC per frame of the student at each (width, height)."""
+def _student_budget(path, sizes) -> dict:
+    """(GMAC, GB of FP32 activations written) per frame of the student at each (width, height)."""
     from distill.checkpoint import load_student
-    from distill.students import count_macs
+    from distill.students import activation_bytes, count_macs
 
     model = load_student(path)[0]
-    return {(w, h): count_macs(model, h, w) / 1e9 for w, h in sizes}
+    return {(w, h): (count_macs(model, h, w) / 1e9, activation_bytes(model, h, w) / 1e9)
+            for w, h in sizes}
+
+
+def _too_big(students, sizes, budget: dict, max_gb) -> dict:
+    """{(student, size): reason} for the cases quick mode leaves out to bound its memory."""
+    if max_gb is None:
+        return {}
+    return {(st.name, wh): f"quick mode: {budget[st.name, wh][1]:.1f} GB of activations > {max_gb:g} "
+                           f"GB (left out to bound the bench's memory; --full times it)"
+            for st in students for wh in sizes if budget[st.name, wh][1] > max_gb}
 
 
 def _bar(total: int, desc: str, quiet: bool):

@@ -9,7 +9,9 @@ side-by-side crops (blurred | students | teacher | ground truth) of the hardest 
 Every number comes from a run made here (`benchmarks.latency.measure`, the same warm-up and
 calibrated-rounds scheme as pytest-benchmark, median reported). Quick mode (default): 1920x1080
 and 640x360, few rounds, QUICK_LIMIT held-out images; full mode: 1920x1080, 1280x720 and
-640x360, more rounds, every held-out image. A failed check still writes the report, then the
+640x360, more rounds, every held-out image. Quick mode also leaves out the sizes at which a
+student's activations exceed QUICK_MAX_ACTIVATION_GB (the seed layout at 1080p), so that it fits
+in 4 GB of memory. A failed check still writes the report, then the
 command exits 1.
 """
 from __future__ import annotations
@@ -27,8 +29,8 @@ from runtime.console import Console
 
 from .artifacts import (DEFAULT_CALIB_COUNT, BenchError, atomic_write_json, default_cache_root,
                         ensure_artifacts, resolve_students, split_list)
-from .latency import (SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP, TEACHER_TILE,
-                      TeacherTiles, parse_sizes)
+from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
+                      TEACHER_TILE, TeacherTiles, parse_sizes)
 from .figures import write_figures
 from .latency_run import run_latency
 from .machine import machine_info, peak_rss_mb
@@ -101,12 +103,14 @@ class BenchOptions:
         if self.full:
             m = dict(sizes=list(SIZES_FULL), warmup=2, min_rounds=5, max_rounds=100,
                      max_time=3.0, slow_s=None, teacher_tiles=2, teacher_rounds=3,
-                     limit=None, stream_size=(1920, 1080), stream_frames=30)
+                     limit=None, stream_size=(1920, 1080), stream_frames=30,
+                     max_activation_gb=None)
         else:
             # Two warm-up calls: ONNX Runtime's first two runs at a new shape still allocate.
             m = dict(sizes=list(SIZES_QUICK_REPORT), warmup=2, min_rounds=3, max_rounds=20,
                      max_time=1.0, slow_s=2.0, teacher_tiles=1, teacher_rounds=1,
-                     limit=QUICK_LIMIT, stream_size=(640, 360), stream_frames=24)
+                     limit=QUICK_LIMIT, stream_size=(640, 360), stream_frames=24,
+                     max_activation_gb=QUICK_MAX_ACTIVATION_GB)
         sizes = parse_sizes(self.sizes)
         if sizes:
             m["sizes"] = sizes

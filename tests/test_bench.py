@@ -345,3 +345,29 @@ def test_bad_real_blur_folder_fails_before_the_work(env, capsys):
                          "--teacher-weights", str(env / "teacher.pt"), "--data",
                          str(env / "pairs"), "--real-pairs", str(env / "nowhere"), "--quiet"])
     assert rc == 2 and "--real-pairs" in capsys.readouterr().err
+
+
+def test_quick_mode_leaves_out_sizes_too_big_for_its_memory(tmp_path):
+    """Quick mode skips (with the reason) a student at a size where its activations exceed
+    QUICK_MAX_ACTIVATION_GB (the seed layout at 1080p: ~5 GB written, 3.5-4.3 GB resident);
+    full mode times everything."""
+    from benchmarks.artifacts import resolve_students
+    from benchmarks.latency import QUICK_MAX_ACTIVATION_GB
+    from benchmarks.latency_run import _student_budget, _too_big
+    from benchmarks.report import BenchOptions
+
+    assert BenchOptions(out="x").mode()["max_activation_gb"] == QUICK_MAX_ACTIVATION_GB
+    assert BenchOptions(out="x", full=True).mode()["max_activation_gb"] is None
+    paths = []
+    for name in ("seed", "fast"):
+        m = create_student(name)
+        atomic_save(make_checkpoint(m, kind="student", arch=name, arch_args=m.arch_args),
+                    tmp_path / f"student-{name}.pt")
+        paths.append(str(tmp_path / f"student-{name}.pt"))
+    students = resolve_students(paths)
+    sizes = [(1920, 1080), (640, 360)]
+    budget = {(st.name, wh): b for st in students for wh, b in _student_budget(st.path, sizes).items()}
+    out = _too_big(students, sizes, budget, QUICK_MAX_ACTIVATION_GB)
+    assert set(out) == {("seed", (1920, 1080))}
+    assert "--full" in out["seed", (1920, 1080)] and "GB of activations" in out["seed", (1920, 1080)]
+    assert _too_big(students, sizes, budget, None) == {}
