@@ -322,9 +322,12 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             if per:
                 worst_ssim = min(per, key=lambda i: i["parity_ssim"])
                 spec = FORMATS[r["format"]]
+                worst_drop = max(per, key=lambda i: i["ssim_drop"])
                 par = {"max_abs": max(i["max_abs"] for i in per),
                        "psnr": min(i["parity_psnr"] for i in per),
-                       "ssim": worst_ssim["parity_ssim"], "gate": spec.gate}
+                       "ssim": worst_ssim["parity_ssim"], "gate": spec.gate,
+                       "ssim_drop": worst_drop["ssim_drop"],
+                       "ssim_drop_image": worst_drop["image"]}
                 if spec.gate == "fp32":
                     worst = max(per, key=lambda i: i["max_abs"])
                     par.update(metric="max_abs", threshold=th.fp32_max_abs,
@@ -338,13 +341,18 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                         par["passed"] = bool(par["psnr"] >= th.min_psnr)
                         if not par["passed"]:
                             par.update(metric="psnr", threshold=th.min_psnr)
+                    if par["passed"] and th.max_ssim_drop is not None:
+                        par["passed"] = bool(par["ssim_drop"] <= th.max_ssim_drop)
+                        if not par["passed"]:
+                            par.update(metric="ssim_drop", threshold=th.max_ssim_drop,
+                                       worst_image=worst_drop["image"])
                 r["parity"] = par
 
     checks = _checks(rows, students, min_ssim_ratio, min_ssim_gain)
     settings = {"min_ssim_ratio": None if min_ssim_gain is not None else min_ssim_ratio,
                 "min_ssim_gain": min_ssim_gain,
                 "thresholds": {"fp32_max_abs": th.fp32_max_abs, "min_ssim": th.min_ssim,
-                               "min_psnr": th.min_psnr},
+                               "min_psnr": th.min_psnr, "max_ssim_drop": th.max_ssim_drop},
                 "teacher": teacher.describe(), "hardest": sorted(hardest),
                 "teacher_outputs": {"cached": teacher.cached, "computed": teacher.computed}}
     return QualityResult(data_desc, images, list(rows.values()), checks, crops, settings)
@@ -375,7 +383,8 @@ def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
         ref = refs.get((r["student"], p.name))
         if ref is not None:
             c = compare(out, ref)
-            img.update(max_abs=c["max_abs"], parity_psnr=c["psnr"], parity_ssim=c["ssim"])
+            img.update(max_abs=c["max_abs"], parity_psnr=c["psnr"], parity_ssim=c["ssim"],
+                       ssim_drop=ssim(ref, p.sharp) - img["ssim"])
     r["images"].append(img)
 
 
@@ -433,13 +442,14 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
         par = r["parity"]
         m, v, thr = par["metric"], par[par["metric"]], par["threshold"]
         what = {"max_abs": "worst-case max abs error", "ssim": "worst-case SSIM",
-                "psnr": "worst-case PSNR"}[m]
-        if m == "max_abs":
+                "psnr": "worst-case PSNR",
+                "ssim_drop": "worst-case loss of SSIM to ground truth against"}[m]
+        if m in ("max_abs", "ssim_drop"):
             rel = "<" if par["passed"] else ">="
         else:
             rel = ">=" if par["passed"] else "<"
-        msg = (f"{label}: {what} to the FP32 PyTorch output {v:.4g} {rel} {thr:g} "
-               f"(image {par['worst_image']})")
+        versus = "the FP32 PyTorch output" if m == "ssim_drop" else "to the FP32 PyTorch output"
+        msg = (f"{label}: {what} {versus} {v:.4g} {rel} {thr:g} (image {par['worst_image']})")
         checks.append({"check": "parity", "model": r["key"], "metric": m, "value": v,
                        "threshold": thr, "passed": bool(par["passed"]), "message": msg})
     return checks
@@ -463,10 +473,11 @@ def format_table(result: QualityResult) -> list[list[str]]:
         if " (" in reason and not reason.startswith("("):
             reason = reason.split(" (")[0]   # the advice in parentheses stays in the JSON
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {reason}"
+        drop = f"{par['ssim_drop']:.4f}" if par and par.get("ssim_drop") is not None else "-"
         out.append([r["model"], r["format"], r["backend"], r["precision"].upper(),
-                    f(r["psnr"], 2), f(r["ssim"]), f(r["ssim_teacher"]), ptxt, status])
+                    f(r["psnr"], 2), f(r["ssim"]), f(r["ssim_teacher"]), ptxt, drop, status])
     return out
 
 
 TABLE_HEADERS = ["model", "format", "backend", "precision", "PSNR dB", "SSIM",
-                 "SSIM vs teacher", "parity vs PyTorch", "status"]
+                 "SSIM vs teacher", "parity vs PyTorch", "SSIM lost vs FP32 (worst)", "status"]

@@ -71,6 +71,7 @@ class TrainConfig:
     amp: bool = True              # CUDA only
     channels_last: bool = True    # pays off on x86 CPUs as well as on CUDA
     compile: bool = False         # torch.compile the training forward/backward (slow first step)
+    qat: bool = False             # simulate INT8 in the training forward (distill/qat.py)
     val_every: int = 500
     val_start: bool = False       # validate before the first step (is a fine-tune helping?)
     ckpt_every: int = 250

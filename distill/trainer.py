@@ -254,9 +254,13 @@ class Trainer:
         self._bad_steps = 0
         self._resume()
         self.net = self.model
+        if cfg.qat:
+            from .qat import FakeQuantForward
+
+            self.net = FakeQuantForward(self.model)
         if self.dist.enabled:
             self.net = nn.parallel.DistributedDataParallel(
-                self.model, device_ids=[self.device.index] if self.cuda else None)
+                self.net, device_ids=[self.device.index] if self.cuda else None)
         if cfg.compile:
             self.net = torch.compile(self.net)
 

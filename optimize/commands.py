@@ -54,6 +54,10 @@ def add_commands(sub) -> None:
                    help="onnx-int8 calibration (default percentile, the best SSIM measured)")
     g.add_argument("--percentile", type=float, default=None, metavar="P",
                    help="percentile for --calib-method percentile (default 99.999)")
+    g.add_argument("--no-reduce-range", dest="reduce_range", action="store_false",
+                   help="onnx-int8: full 8-bit weights instead of 7-bit; about half the error, "
+                        "but only for CPUs with VNNI (on AVX2-only CPUs the int8 products "
+                        "saturate: wrong pixels)")
     g.add_argument("--modelopt-method", choices=("entropy", "max"), default=None,
                    help="onnx-qdq-trt calibration (default entropy)")
 
@@ -74,6 +78,10 @@ def add_commands(sub) -> None:
                    help="INT8/FP16 artifacts: minimum SSIM to the FP32 output (default 0.98)")
     g.add_argument("--min-psnr", type=float, default=None, metavar="DB",
                    help="INT8/FP16 artifacts: optional minimum PSNR to the FP32 output")
+    g.add_argument("--max-ssim-drop", type=float, default=None, metavar="D",
+                   help="INT8/FP16 artifacts, with --parity-gt: the most SSIM to ground truth "
+                        "an artifact may lose against the FP32 model on its worst image "
+                        "(e.g. 0.002; always reported with --parity-gt)")
 
     g = p.add_argument_group("TensorRT engines")
     g.add_argument("--opt-shape", default="1080x1920", metavar="HxW",
@@ -107,10 +115,12 @@ def options_from_args(args: argparse.Namespace):
     return ExportOptions(
         name=args.name, calib=args.calib, calib_count=args.calib_count,
         calib_size=args.calib_size, calib_blur=args.calib_blur, calib_method=args.calib_method,
-        percentile=args.percentile, modelopt_method=args.modelopt_method,
+        percentile=args.percentile, reduce_range=args.reduce_range,
+        modelopt_method=args.modelopt_method,
         parity_images=args.parity_images, parity_gt=args.parity_gt,
         parity_teacher=args.parity_teacher,
-        thresholds=Thresholds(args.max_abs_fp32, args.min_ssim, args.min_psnr),
+        thresholds=Thresholds(args.max_abs_fp32, args.min_ssim, args.min_psnr,
+                              args.max_ssim_drop),
         opt_shape=args.opt_shape, min_shape=args.min_shape, max_shape=args.max_shape,
         workspace_gb=args.workspace, latency=not args.no_latency,
         latency_runs=args.latency_runs, threads=args.threads, opset=args.opset,

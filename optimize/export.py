@@ -96,6 +96,9 @@ class Thresholds:
     fp32_max_abs: float = 1e-4   # FP32 artifacts: max abs error to the PyTorch output
     min_ssim: float = 0.98       # INT8 / FP16 artifacts: SSIM to the FP32 PyTorch output
     min_psnr: float | None = None  # optional extra gate for INT8 / FP16 artifacts (dB)
+    # With ground truth for the parity images: the most SSIM to it an INT8 / FP16 artifact may
+    # lose against the FP32 model, on its worst image (None: not gated, still reported).
+    max_ssim_drop: float | None = None
 
 
 @dataclass
@@ -114,6 +117,7 @@ class FormatResult:
     ssim: float | None = None
     ssim_gt: float | None = None
     ssim_teacher: float | None = None
+    ssim_gt_drop: float | None = None
     reason: str | None = None
     extra: dict = field(default_factory=dict)
     images: list = field(default_factory=list)
@@ -220,6 +224,7 @@ class ExportOptions:
     calib_blur: float = 0.0
     calib_method: str | None = None            # percentile / entropy / minmax
     percentile: float | None = None
+    reduce_range: bool = True                  # onnx-int8: 7-bit weights (see onnx_int8.py)
     modelopt_method: str | None = None
     parity_images: Sequence[str] | str | None = None
     parity_gt: str | os.PathLike | None = None
@@ -369,6 +374,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         "formats_requested": requested or "all buildable", "calib_count": o.calib_count,
         "calib_size": None if crops is None else int(crops.shape[2]),
         "calib_images": calib_names, "calib_method": o.calib_method, "percentile": o.percentile,
+        "reduce_range": o.reduce_range,
         "modelopt_method": o.modelopt_method, "thresholds": asdict(o.thresholds),
         "profile": profile.to_dict(), "workspace_gb": o.workspace_gb, "threads": o.threads,
         "parity_images": [n for n, _ in parity_list], "opset": o.opset,
@@ -381,8 +387,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
     results: list[FormatResult] = []
-    ctx = _BuildContext(model, ckpt, out, stem, crops, profile, o.workspace_gb, multiple,
-                        o.calib_method, o.percentile, o.modelopt_method, o.simplify, o.opset, prog)
+    ctx = _BuildContext(model, ckpt, out, stem, crops, profile, multiple, o, prog)
     total = len(fmts)
     with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp:
         ctx.tmp = Path(tmp)
@@ -496,6 +501,7 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, te
         pr = run_parity(runner, parity_list, refs, gt, teacher)
         res.max_abs, res.psnr, res.ssim = pr.max_abs, pr.psnr, pr.ssim
         res.ssim_gt, res.ssim_teacher, res.images = pr.ssim_gt, pr.ssim_teacher, pr.images
+        res.ssim_gt_drop = pr.ssim_gt_drop
         if lat_image is not None and latency_runs > 0:
             res.latency_ms_1080p = 1000 * measure_latency(runner, runs=latency_runs,
                                                           image=lat_image)
@@ -516,23 +522,26 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, te
         res.reason = None if ok else f"SSIM {res.ssim:.4f} < {th.min_ssim:g}"
         if ok and th.min_psnr is not None and res.psnr < th.min_psnr:
             ok, res.reason = False, f"PSNR {res.psnr:.2f} < {th.min_psnr:g} dB"
+        if (ok and th.max_ssim_drop is not None and res.ssim_gt_drop is not None
+                and res.ssim_gt_drop > th.max_ssim_drop):
+            worst = max(res.images, key=lambda r: r.get("ssim_gt_drop", -1.0))["image"]
+            ok, res.reason = False, (f"loses {res.ssim_gt_drop:.4f} SSIM to ground truth "
+                                     f"against FP32 on {worst} > {th.max_ssim_drop:g}")
     res.status = "pass" if ok else "fail"
     lat = f", {res.latency_ms_1080p:.0f} ms @1080p" if res.latency_ms_1080p else ""
+    drop = (f", SSIM to ground truth -{res.ssim_gt_drop:.4f} vs FP32"
+            if res.ssim_gt_drop is not None else "")
     prog.say(f"  {res.status.upper()}: max abs {res.max_abs:.3g}, PSNR {res.psnr:.2f} dB, "
-             f"SSIM {res.ssim:.4f}{lat}" + (f" ({res.reason})" if res.reason else ""))
+             f"SSIM {res.ssim:.4f}{drop}{lat}" + (f" ({res.reason})" if res.reason else ""))
 
 
 class _BuildContext:
     """Builds formats, sharing intermediates (FP32 ONNX, QDQ ONNX) between them."""
 
-    def __init__(self, model, ckpt, out: Path, stem: str, crops, profile, workspace_gb,
-                 multiple, calib_method, percentile, modelopt_method, simplify, opset,
-                 prog: Progress):
+    def __init__(self, model, ckpt, out: Path, stem: str, crops, profile, multiple: int,
+                 opts: "ExportOptions", prog: Progress):
         self.model, self.ckpt, self.out, self.stem, self.crops = model, ckpt, out, stem, crops
-        self.profile, self.workspace_gb, self.multiple = profile, workspace_gb, multiple
-        self.calib_method, self.percentile = calib_method, percentile
-        self.modelopt_method, self.simplify, self.opset = modelopt_method, simplify, opset
-        self.prog = prog
+        self.profile, self.multiple, self.o, self.prog = profile, multiple, opts, prog
         self.tmp: Path | None = None
         self.requested: set[str] = set()
         self.built: dict[str, Path] = {}
@@ -548,7 +557,7 @@ class _BuildContext:
         source = "onnx" if fmt == "engine" else "onnx-qdq-trt"
         src = self.out / f"{self.stem}{FORMATS[source].suffix}"
         return trtexec_command(src, self.out / f"{self.stem}{FORMATS[fmt].suffix}", self.profile,
-                               "fp16" if fmt == "engine" else "int8", self.workspace_gb,
+                               "fp16" if fmt == "engine" else "int8", self.o.workspace_gb,
                                self.out / "timing.cache")
 
     def build(self, fmt: str) -> Path:
@@ -561,22 +570,23 @@ class _BuildContext:
     def _build_onnx(self, path: Path) -> Path:
         from .onnx_export import export_onnx
 
-        return export_onnx(self.model, path, self.ckpt, opset=self.opset, simplify=self.simplify)
+        return export_onnx(self.model, path, self.ckpt, opset=self.o.opset, simplify=self.o.simplify)
 
     def _build_onnx_int8(self, path: Path) -> Path:
         from .onnx_int8 import DEFAULT_METHOD, DEFAULT_PERCENTILE, quantize_onnx_int8
 
-        method = self.calib_method or DEFAULT_METHOD
-        pct = self.percentile or DEFAULT_PERCENTILE
+        method = self.o.calib_method or DEFAULT_METHOD
+        pct = self.o.percentile or DEFAULT_PERCENTILE
         self.prog.say(f"  calibrating ({method}{f' {pct}' if method == 'percentile' else ''}) "
                       f"on {len(self.crops)} crops")
         return quantize_onnx_int8(self.build("onnx"), path, self.crops, method=method,
-                                  percentile=pct, on_batch=self.prog.bar("ORT calibration"))
+                                  percentile=pct, reduce_range=self.o.reduce_range,
+                                  on_batch=self.prog.bar("ORT calibration"))
 
     def _build_onnx_qdq_trt(self, path: Path) -> Path:
         from .modelopt_qdq import DEFAULT_METHOD, quantize_qdq_trt
 
-        method = self.modelopt_method or DEFAULT_METHOD
+        method = self.o.modelopt_method or DEFAULT_METHOD
         self.prog.say(f"  ModelOpt PTQ ({method} calibration, CPU) on {len(self.crops)} crops")
         return quantize_qdq_trt(self.build("onnx"), path, self.crops, method=method)
 
@@ -602,7 +612,7 @@ class _BuildContext:
         from .tensorrt_engine import build_engine
 
         self.prog.say("  TensorRT build (FP16); this takes a while")
-        return build_engine(self.build("onnx"), path, self.profile, "fp16", self.workspace_gb,
+        return build_engine(self.build("onnx"), path, self.profile, "fp16", self.o.workspace_gb,
                             self.out / "timing.cache", self.multiple,
                             {"student": self.model.arch_name})
 
@@ -611,7 +621,7 @@ class _BuildContext:
 
         self.prog.say("  TensorRT build (INT8 from the QDQ model); this takes a while")
         return build_engine(self.build("onnx-qdq-trt"), path, self.profile, "int8",
-                            self.workspace_gb, self.out / "timing.cache", self.multiple,
+                            self.o.workspace_gb, self.out / "timing.cache", self.multiple,
                             {"student": self.model.arch_name})
 
 
@@ -627,23 +637,35 @@ def _fmt_size(n: int | None) -> str:
     return str(n)
 
 
+def _has_gt(report: ExportReport) -> bool:
+    return any(r.ssim_gt_drop is not None for r in report.results)
+
+
 def table_rows(report: ExportReport) -> list[list[str]]:
+    gt = _has_gt(report)
     rows = []
     ref_lat = report.reference.get("latency_ms_1080p")
     rows.append(["pytorch (reference)", "FP32", Path(report.weights).name, "-",
-                 f"{ref_lat:.0f}" if ref_lat else "-", "-", "-", "-", "reference"])
+                 f"{ref_lat:.0f}" if ref_lat else "-", "-", "-", "-"] + (["-"] if gt else [])
+                + ["reference"])
     for r in report.results:
         psnr = "-" if r.psnr is None else ("inf" if math.isinf(r.psnr) else f"{r.psnr:.2f}")
+        drop = ["-" if r.ssim_gt_drop is None else f"{r.ssim_gt_drop:.4f}"] if gt else []
         rows.append([
             r.format, (r.precision or "").upper(), Path(r.file).name if r.file else "-",
             _fmt_size(r.size_bytes),
             f"{r.latency_ms_1080p:.0f}" if r.latency_ms_1080p else "-",
             "-" if r.max_abs is None else f"{r.max_abs:.2g}", psnr,
-            "-" if r.ssim is None else f"{r.ssim:.4f}",
+            "-" if r.ssim is None else f"{r.ssim:.4f}", *drop,
             r.status.upper() + (f": {_short(r.reason)}" if r.reason and r.status != "pass"
                                 else ""),
         ])
     return rows
+
+
+def table_headers(report: ExportReport) -> list[str]:
+    """HEADERS, with the SSIM lost to ground truth when the parity images have it."""
+    return HEADERS[:-1] + (["SSIM lost vs GT"] if _has_gt(report) else []) + HEADERS[-1:]
 
 
 def _short(reason: str) -> str:
@@ -665,5 +687,6 @@ def print_table(report: ExportReport, file=None) -> None:
                 else "yellow" if res.startswith("SKIPPED") else None)
 
     show(f"sharpen export: {report.student} -> {report.out_dir} (metrics vs the FP32 PyTorch "
-         "output on held-out images; worst image)", HEADERS, table_rows(report), file=file,
-         right=("size", "ms @1080p", "max abs", "PSNR dB", "SSIM"), row_style=style)
+         "output on held-out images; worst image)", table_headers(report), table_rows(report),
+         file=file, right=("size", "ms @1080p", "max abs", "PSNR dB", "SSIM", "SSIM lost vs GT"),
+         row_style=style)

@@ -6,7 +6,9 @@ Choices, and why:
 - activations uint8 (asymmetric), weights int8 per channel (symmetric).
 - reduce_range=True: weights use 7 bits. CPUs without VNNI (AVX2 only, like this machine) run
   u8s8 products with `vpmaddubsw`, whose int16 intermediate saturates with full 8-bit weights;
-  the lost bit avoids the saturation (wrong pixels), at a small precision cost.
+  the lost bit avoids the saturation (wrong pixels), at a precision cost (about twice
+  the error of 8-bit weights). `sharpen export --no-reduce-range` is for deployments on CPUs
+  with VNNI only.
 - calibration that really clips: ORT's default entropy settings (128 bins, 128 quantized bins)
   cannot clip anything, so they give the same ranges as min-max. "percentile" (default 99.999)
   clips the rare extreme activations; "entropy" here uses 2048 histogram bins so the KL search

@@ -111,6 +111,7 @@ class ParityResult:
     ssim: float
     ssim_gt: float | None = None
     ssim_teacher: float | None = None
+    ssim_gt_drop: float | None = None   # worst image: SSIM to ground truth lost against FP32
     images: list[dict] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -128,7 +129,9 @@ def run_parity(runner: Runner, images: Sequence[tuple[str, np.ndarray]],
         row = {"image": name, "shape": list(img.shape), **compare(out, references[name])}
         o = np.clip(out, 0, 1)
         if gt and name in gt:
-            row["ssim_gt"] = ssim(o, np.clip(gt[name], 0, 1))
+            g = np.clip(gt[name], 0, 1)
+            row["ssim_gt"] = ssim(o, g)
+            row["ssim_gt_drop"] = ssim(np.clip(references[name], 0, 1), g) - row["ssim_gt"]
         if teacher and name in teacher:
             row["ssim_teacher"] = ssim(o, np.clip(teacher[name], 0, 1))
         per.append(row)
@@ -139,7 +142,8 @@ def run_parity(runner: Runner, images: Sequence[tuple[str, np.ndarray]],
 
     return ParityResult(max_abs=worst("max_abs", max), psnr=worst("psnr", min),
                         ssim=worst("ssim", min), ssim_gt=worst("ssim_gt", min),
-                        ssim_teacher=worst("ssim_teacher", min), images=per)
+                        ssim_teacher=worst("ssim_teacher", min),
+                        ssim_gt_drop=worst("ssim_gt_drop", max), images=per)
 
 
 def measure_latency(runner: Runner, hw: tuple[int, int] = (1080, 1920), runs: int = 5,

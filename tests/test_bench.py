@@ -147,6 +147,9 @@ def test_report_numbers_agree_with_direct_metrics(env, good_run):
         if vals["ssim_teacher"]:
             assert rows[key]["ssim_teacher"] == pytest.approx(np.mean(vals["ssim_teacher"]),
                                                               abs=1e-4), key
+    # What the artifact loses against the FP32 student in SSIM to ground truth, worst image.
+    drops = np.array(got["good/pytorch"]["ssim"]) - np.array(got["good/onnx"]["ssim"])
+    assert rows["good/onnx"]["parity"]["ssim_drop"] == pytest.approx(drops.max(), abs=1e-4)
     # The check's threshold is derived from the reported teacher SSIM.
     check = next(c for c in report["checks"] if c["check"] == "ssim-ratio")
     assert check["threshold"] == pytest.approx(0.95 * rows["teacher"]["ssim"])

@@ -136,6 +136,47 @@ def test_every_buildable_format_passes_parity(report):
         r = report.result(fmt)
         assert r.ssim >= 0.98 and r.psnr > 35
         assert r.max_abs > 0  # really reduced precision, not a copy of the FP32 model
+        # what the artifact loses against FP32 in SSIM to ground truth, worst image
+        assert r.ssim_gt_drop == max(i["ssim_gt_drop"] for i in r.images)
+        assert abs(r.ssim_gt_drop) < 0.05
+
+
+def test_ssim_drop_gate(student, data_dir, tmp_path):
+    """--max-ssim-drop fails an artifact that loses more SSIM to ground truth than allowed
+    against the FP32 model, naming the worst image; without ground truth it cannot apply."""
+    from optimize.export import Thresholds, export
+
+    common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
+                  parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
+    rep = export(student[1], ["onnx-int8"], tmp_path / "a", parity_gt=data_dir / "gt",
+                 thresholds=Thresholds(max_ssim_drop=-1.0), **common)
+    r = rep.result("onnx-int8")
+    assert r.status == "fail" and "SSIM to ground truth against FP32 on" in r.reason
+    assert any(i["image"] in r.reason for i in r.images)
+    rep = export(student[1], ["onnx-int8"], tmp_path / "b", parity_gt=data_dir / "gt",
+                 thresholds=Thresholds(max_ssim_drop=0.05), **common)
+    assert rep.result("onnx-int8").status == "pass"
+    rep = export(student[1], ["onnx-int8"], tmp_path / "c",
+                 thresholds=Thresholds(max_ssim_drop=-1.0), **common)
+    assert rep.result("onnx-int8").status == "pass" and rep.result("onnx-int8").ssim_gt_drop is None
+
+
+def test_full_range_int8_weights_on_request(student, data_dir, tmp_path):
+    """--no-reduce-range: 8-bit ONNX Runtime weights (for VNNI CPUs), recorded in the model's
+    metadata and the report; the default stays 7-bit, portable to AVX2-only CPUs."""
+    import onnx
+
+    from optimize.export import export
+
+    common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
+                  parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
+    descs = {}
+    for rr in (True, False):
+        rep = export(student[1], ["onnx-int8"], tmp_path / str(rr), reduce_range=rr, **common)
+        assert rep.result("onnx-int8").status == "pass" and rep.settings["reduce_range"] is rr
+        meta = {p.key: p.value for p in onnx.load(rep.result("onnx-int8").file).metadata_props}
+        descs[rr] = meta["quantization"]
+    assert "reduce_range=True" in descs[True] and "reduce_range=False" in descs[False]
 
 
 def test_report_json_written(report):
@@ -156,6 +197,7 @@ def test_table_has_every_format(report, capsys):
 
     print_table(report)
     text = capsys.readouterr().out
+    assert "SSIM lost vs GT" in text   # the parity images have ground truth
     for r in report.results:
         assert r.format in text
     assert "PASS" in text and "SSIM" in text

@@ -1,0 +1,99 @@
+"""Quantisation-aware fine-tuning: the student trains with INT8 rounding simulated in its forward,
+so that the post-training INT8 exports (ONNX Runtime, TFLite, ModelOpt QDQ) lose less.
+
+The simulation follows what those exporters do: convolution weights symmetric per output channel
+(int8, -127..127); the outputs of every convolution, of the residual blocks (their adds) and
+gates (their products), and of the network asymmetric per tensor (uint8 over a running min/max
+range that always includes 0). Rounding passes gradients straight
+through (torch.fake_quantize_*). The student itself is untouched: weights are fake-quantised on
+the way into `torch.func.functional_call`, activations by forward hooks that act only inside
+`FakeQuantForward`, so checkpoints, the EMA, validation and export see the plain float model.
+The observed ranges live in the wrapper, not in checkpoints: a resumed run re-observes them
+within its first ~100 steps.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+W_QMAX = 127          # int8 weights, symmetric (restricted range, as ORT and TFLite use)
+A_LEVELS = 255        # uint8 activations
+
+
+def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric int8 rounding of a conv weight (gradient passes through)."""
+    scale = w.detach().abs().amax(dim=tuple(range(1, w.dim()))).clamp_min(1e-8) / W_QMAX
+    zero = torch.zeros(scale.shape, dtype=torch.int32, device=w.device)
+    return torch.fake_quantize_per_channel_affine(w, scale.float(), zero, 0, -W_QMAX, W_QMAX)
+
+
+class RangeObserver:
+    """Running min/max of a tensor (exponential moving average after the first batch)."""
+
+    def __init__(self, momentum: float = 0.01):
+        self.momentum = momentum
+        self.lo: float | None = None
+        self.hi: float | None = None
+
+    def update(self, x: torch.Tensor) -> None:
+        lo, hi = min(float(x.detach().min()), 0.0), max(float(x.detach().max()), 0.0)
+        if self.lo is None:
+            self.lo, self.hi = lo, hi
+        else:
+            m = self.momentum
+            self.lo, self.hi = (1 - m) * self.lo + m * lo, (1 - m) * self.hi + m * hi
+
+    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
+        """Asymmetric uint8 rounding over the observed range (gradient passes through)."""
+        lo, hi = float(self.lo), float(self.hi)
+        scale = max(hi - lo, 1e-8) / A_LEVELS
+        zero = int(round(min(max(-lo / scale, 0), A_LEVELS)))
+        return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, A_LEVELS)
+
+
+class FakeQuantForward(nn.Module):
+    """`model`'s forward with INT8 weights and activations simulated; gradients reach `model`'s
+    own parameters. Ranges are observed while `model` is in training mode, frozen in eval mode."""
+
+    def __init__(self, model: nn.Module, momentum: float = 0.01):
+        super().__init__()
+        self.model = model
+        self._active = False
+        self.observers: dict[str, RangeObserver] = {"output": RangeObserver(momentum)}
+        from .students import Gate, GatedBlock, InvertedResidual
+
+        self._convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+        self._hooks = []
+        for name, mod in model.named_modules():
+            if isinstance(mod, (nn.Conv2d, InvertedResidual, GatedBlock, Gate)):
+                self.observers[name] = RangeObserver(momentum)
+                self._hooks.append(mod.register_forward_hook(self._hook(name)))
+        if len(self.observers) == 1:
+            raise ValueError(f"{type(model).__name__} has no Conv2d layers to quantise")
+
+    def _hook(self, name: str):
+        def hook(mod, inputs, out):
+            return self._quant(name, out) if self._active else None
+        return hook
+
+    def _quant(self, name: str, x: torch.Tensor) -> torch.Tensor:
+        obs = self.observers[name]
+        if self.model.training or obs.lo is None:
+            obs.update(x)
+        return obs.fake_quant(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        params = {n: fake_quant_weight(p) if n.endswith(".weight") and n[:-7] in self._convs
+                  else p for n, p in self.model.named_parameters()}
+        self._active = True
+        try:
+            y = torch.func.functional_call(self.model, params, (x,))
+        finally:
+            self._active = False
+        return self._quant("output", y)
+
+    def remove(self) -> None:
+        """Detach the hooks: `model` is a plain float model again."""
+        for h in self._hooks:
+            h.remove()
+        self._hooks = []
