@@ -102,7 +102,9 @@ def render_markdown(rep: dict) -> str:
               "parity is the worst image against the FP32 PyTorch student (gates from "
               f"`optimize.export.Thresholds`: FP32 max abs < "
               f"{q['settings']['thresholds']['fp32_max_abs']:g}, INT8/FP16 SSIM >= "
-              f"{q['settings']['thresholds']['min_ssim']:g}). Teacher: "
+              f"{q['settings']['thresholds']['min_ssim']:g}); SSIM lost vs FP32 is what an "
+              "artifact loses in SSIM to ground truth against the FP32 student, worst image "
+              "(the students issue's INT8 budget: 0.002). Teacher: "
               f"{Path(s['teacher']['weights']).name} (sha256 {s['teacher']['hash']}), tiled "
               f"{s['teacher']['tile']} px, overlap {s['teacher']['overlap']}, Gaussian-blended.",
               ""]

@@ -106,7 +106,10 @@ def cmd_models(args: argparse.Namespace) -> int:
         headers.append(f"PyTorch ms ({args.measure_runs} runs, median)")
     headers.append("description")
     rows = []
-    for name in names:
+    from tqdm import tqdm
+
+    for name in tqdm(names, desc="models", unit="model", leave=False, file=sys.stderr,
+                     disable=True if args.quiet else None):
         m = create_student(name).eval()
         row = [name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",
                str(receptive_field(m)), f"{activation_bytes(m, h, w) / 2**20:.0f}",
@@ -265,7 +268,9 @@ def cmd_grow(args: argparse.Namespace) -> int:
     except ValueError:
         return _err(f"changes must look like name=INT (e.g. low_blocks=4), got {args.changes}")
     try:
-        print(grow_student(args.weights, args.out, **changes))
+        summary = grow_student(args.weights, args.out, **changes)
+        if not args.quiet:
+            print(summary)
     except (ValueError, TypeError, CheckpointError, FileNotFoundError) as e:
         return _err(str(e))
     return 0
@@ -355,6 +360,7 @@ def add_commands(sub) -> None:
                    help="also time PyTorch CPU inference at this size on this machine")
     p.add_argument("--measure-runs", type=int, default=3, metavar="N",
                    help="timed runs per model with --measure")
+    p.add_argument("--quiet", action="store_true", help="no progress bar, only the table")
     p.set_defaults(func=cmd_models)
 
     p = sub.add_parser("synth", formatter_class=fmt,
@@ -414,6 +420,7 @@ def add_commands(sub) -> None:
     p.add_argument("--out", required=True, metavar="CKPT", help="grown student checkpoint")
     p.add_argument("changes", nargs="+", metavar="NAME=INT",
                    help="architecture changes, e.g. low_blocks=4 detail=8 edge=3")
+    p.add_argument("--quiet", action="store_true", help="print nothing on success")
     p.set_defaults(func=cmd_grow)
 
     p = sub.add_parser("evaluate", formatter_class=fmt,

@@ -437,10 +437,12 @@ def receptive_field(model: nn.Module, size: int = 256) -> int:
     import copy
 
     net = copy.deepcopy(model).float().eval()
+    gen = torch.Generator().manual_seed(0)   # the same answer in every process
     with torch.no_grad():   # positive, scaled by fan-in so that gates' products stay finite
         for p in net.parameters():
             fan_in = p[0].numel() if p.dim() > 1 else 1
-            p.copy_((torch.rand_like(p) + 0.5) / (4 * fan_in) if p.dim() > 1 else p.fill_(0.01))
+            p.copy_((torch.rand(p.shape, generator=gen) + 0.5) / (4 * fan_in) if p.dim() > 1
+                    else p.fill_(0.01))
     size = max(size, 4 * int(getattr(model, "multiple", 1)))
     while True:
         x = torch.zeros(1, 3, size, size, requires_grad=True)

@@ -90,3 +90,15 @@ def test_grown_deep_levels_start_silent_and_train(tmp_path):
     grown.train()
     grown(x).square().mean().backward()
     assert grown.deep_out[0].weight.grad.abs().sum() > 0
+
+
+def test_grow_command_prints_the_new_layout_unless_quiet(tmp_path, capsys):
+    from sharpen.cli import main
+
+    _save(_trained_like(create_student("fast-plain", width=8, low_blocks=1)), tmp_path / "s.pt")
+    assert main(["grow", "--weights", str(tmp_path / "s.pt"), "--out", str(tmp_path / "a.pt"),
+                 "low_blocks=2"]) == 0
+    assert "low_blocks" in capsys.readouterr().out
+    assert main(["grow", "--weights", str(tmp_path / "s.pt"), "--out", str(tmp_path / "b.pt"),
+                 "low_blocks=2", "--quiet"]) == 0
+    assert capsys.readouterr().out == "" and (tmp_path / "b.pt").is_file()
