@@ -226,14 +226,28 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
 
+    from runtime.backends.base import ModelError
+
     from .checkpoint import CheckpointError
     from .data.sources import SourceError
-    from .evaluate import evaluate, format_table, side_by_side
+    from .evaluate import evaluate, format_table, is_artifact, side_by_side
 
-    weights = [w for item in args.weights for w in item.split(",") if w]
+    weights = [w for item in args.weights or [] for w in item.split(",") if w]
+    models = [m for item in args.model or [] for m in item.split(",") if m]
+    if not weights and not models:
+        return _err("give --weights (checkpoints) and/or --model (exported artifacts)")
     for w in weights:
         if not Path(w).is_file():
             return _err(f"--weights {w}: no such checkpoint")
+        if is_artifact(w):
+            return _err(f"--weights {w}: an exported model; pass it with --model")
+    for m in models:
+        if not Path(m).is_file():
+            return _err(f"--model {m}: no such file")
+        if not is_artifact(m):
+            return _err(f"--model {m}: not an exported model (.onnx, .tflite, .engine); "
+                        "pass checkpoints with --weights")
+    weights += models
     if args.limit is not None and args.limit < 1:
         return _err(f"--limit must be >= 1, got {args.limit}")
     if args.figure_images < 1 or args.figure_crop < 16 or args.crop < 0:
@@ -241,7 +255,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         res = evaluate(weights, args.data, split=args.split, limit=args.limit, crop=args.crop,
                        progress=not args.quiet)
-    except (CheckpointError, SourceError, ValueError, FileNotFoundError) as e:
+    except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return _err(str(e))
     print(format_table(res))
     outputs = res.pop("outputs")
@@ -430,8 +444,11 @@ def add_commands(sub) -> None:
                        "input and each model, and the gain. Without (real blurred frames): a "
                        "sharpness ratio. --out writes metrics.json and side_by_side.png "
                        "(input | models | ground truth).")
-    p.add_argument("--weights", nargs="+", required=True, metavar="CKPT",
+    p.add_argument("--weights", nargs="+", default=None, metavar="CKPT",
                    help="project checkpoints (teacher or student), space or comma separated")
+    p.add_argument("--model", nargs="+", default=None, metavar="FILE",
+                   help="exported student artifacts (.onnx, .tflite, .engine), run by the "
+                   "runtime as `sharpen run` deploys them (INT8 included)")
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="paired folder (blur/+sharp/, input/+target/), GoPro root, corpus, or "
                    "a folder of blurred images without ground truth")

@@ -24,10 +24,18 @@ Fn = Callable[[np.ndarray], np.ndarray]
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs"}
 
 
+def is_artifact(path: str | Path) -> bool:
+    """An exported model (.onnx, .tflite, .engine), run by the runtime, not a checkpoint."""
+    from runtime.formats import ENGINE_BY_SUFFIX
+
+    return Path(path).suffix.lower() in ENGINE_BY_SUFFIX
+
+
 def model_labels(paths: list[str]) -> list[str]:
-    """Distinct table labels for checkpoints: the file stem, with the folder in front where
-    stems repeat (runs/a/best.pt, runs/b/best.pt) or clash with a result key."""
-    stems = [Path(p).stem for p in paths]
+    """Distinct table labels for checkpoints: the file stem (the file name for exported
+    artifacts, whose stems repeat across formats), with the folder in front where labels
+    repeat (runs/a/best.pt, runs/b/best.pt) or clash with a result key."""
+    stems = [Path(p).name if is_artifact(p) else Path(p).stem for p in paths]
     out = []
     for p, stem in zip(paths, stems):
         label = stem if stems.count(stem) == 1 and stem not in RESERVED \
@@ -39,8 +47,13 @@ def model_labels(paths: list[str]) -> list[str]:
 
 
 def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
-    """A function HxWx3 -> HxWx3 for a project checkpoint: tiled Restormer for a teacher,
-    whole-image inference for a student."""
+    """A function HxWx3 -> HxWx3 for a project checkpoint (tiled Restormer for a teacher,
+    whole-image inference for a student) or an exported student artifact (its runtime backend,
+    exactly as `sharpen run` deploys it, INT8 included)."""
+    if is_artifact(path):
+        from runtime.backends.runner import load_runner
+
+        return load_runner(path, providers="auto")[0]
     from .checkpoint import read_checkpoint
     if read_checkpoint(path).get("kind") == "teacher":
         from .teacher import TILE, Teacher

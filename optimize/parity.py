@@ -11,16 +11,15 @@ reported (max of max-abs, min of PSNR, min of SSIM), and that is what the thresh
 """
 from __future__ import annotations
 
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
 
 from distill.metrics import psnr, ssim
+from runtime.backends.runner import BackendRunner, load_runner
 
 __all__ = ["compare", "load_runner", "torch_runner", "run_parity", "measure_latency", "psnr",
            "ssim", "ParityResult", "BackendRunner"]
@@ -39,51 +38,6 @@ def compare(out: np.ndarray, ref: np.ndarray) -> dict:
 
 
 # --------------------------------------------------------------------------- runners
-
-def _pad(img: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    from runtime.tiling import pad_to_multiple
-
-    return pad_to_multiple(np.asarray(img, np.float32), max(int(multiple), 1))
-
-
-class BackendRunner:
-    """Full-image runner around a runtime `Backend`: pad to its multiple, convert to its layout,
-    `infer`, crop back. This is exactly what `sharpen run` executes per frame."""
-
-    def __init__(self, backend):
-        self.backend = backend
-        self.multiple = int(getattr(backend, "multiple", 1) or 1)
-        self.layout = getattr(backend, "layout", "NCHW")
-
-    def __call__(self, img: np.ndarray) -> np.ndarray:
-        x, (h, w) = _pad(img, self.multiple)
-        batch = x[None] if self.layout == "NHWC" else x.transpose(2, 0, 1)[None]
-        y = np.asarray(self.backend.infer(np.ascontiguousarray(batch)), np.float32)[0]
-        if self.layout != "NHWC":
-            y = y.transpose(1, 2, 0)
-        return np.ascontiguousarray(y[:h, :w], dtype=np.float32)
-
-    def close(self) -> None:
-        close = getattr(self.backend, "close", None)
-        if close:
-            close()
-
-
-def load_runner(path: str | os.PathLike, threads: int = 0) -> tuple[Runner, str]:
-    """A callable HxWx3 -> HxWx3 for an artifact, run by the runtime's own backend (what
-    `sharpen run` deploys), and the name of that backend.
-
-    ONNX models run on the CPU provider (the parity gate checks the CPU deployment; an FP32
-    model on a GPU provider may use TF32 and miss the 1e-4 gate)."""
-    from runtime.backends import load_backend
-
-    path = Path(path)
-    kw = {"threads": threads or None, "force": True}   # the gate judges failed ones too
-    if path.suffix.lower() == ".onnx":
-        kw["providers"] = "cpu"
-    backend = load_backend(str(path), **kw)
-    return BackendRunner(backend), f"runtime.backends:{getattr(backend, 'name', '?')}"
-
 
 def torch_runner(model) -> Runner:
     """The FP32 PyTorch student as a runner (reflect-pad to its multiple, crop back)."""

@@ -4,6 +4,7 @@ temporary working directory on tiny inputs (this is what caught `sharpen bench` 
 import the uninstalled benchmarks package)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -111,6 +112,14 @@ def test_console_script_export_run_bench(work):
              "--calib", "pairs/blur", cwd=work)
     assert r.returncode == 0, r.stdout + r.stderr
     onnx = next((work / "export").glob("*.onnx"))
+    # The exported artifact judged on the pairs as deployed: the same numbers as the checkpoint.
+    r = _run("evaluate", "--weights", "student.pt", "--model", str(onnx), "--data", "pairs",
+             "--out", "eval-onnx", "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    m = json.loads((work / "eval-onnx" / "metrics.json").read_text())
+    assert m[onnx.name]["psnr"] == pytest.approx(m["student"]["psnr"], abs=1e-3)
+    r = _run("evaluate", "--weights", str(onnx), "--data", "pairs", cwd=work)
+    assert r.returncode != 0 and "pass it with --model" in r.stderr
     r = _run("run", "--model", str(onnx), "--source", "pairs/blur", "--out", "run-out",
              "--quiet", cwd=work)
     assert r.returncode == 0, r.stderr

@@ -1,0 +1,53 @@
+"""One float RGB image through a runtime backend: what `sharpen run` executes per frame, for the
+export's parity gate and `sharpen evaluate` on exported artifacts."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Callable, Optional
+
+import numpy as np
+
+Runner = Callable[[np.ndarray], np.ndarray]  # HxWx3 float32 RGB -> HxWx3 float32 RGB
+
+
+class BackendRunner:
+    """Full-image runner around a runtime `Backend`: pad to its multiple, convert to its layout,
+    `infer`, crop back."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.multiple = int(getattr(backend, "multiple", 1) or 1)
+        self.layout = getattr(backend, "layout", "NCHW")
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        from runtime.tiling import pad_to_multiple
+
+        x, (h, w) = pad_to_multiple(np.asarray(img, np.float32), max(self.multiple, 1))
+        batch = x[None] if self.layout == "NHWC" else x.transpose(2, 0, 1)[None]
+        y = np.asarray(self.backend.infer(np.ascontiguousarray(batch)), np.float32)[0]
+        if self.layout != "NHWC":
+            y = y.transpose(1, 2, 0)
+        return np.ascontiguousarray(y[:h, :w], dtype=np.float32)
+
+    def close(self) -> None:
+        close = getattr(self.backend, "close", None)
+        if close:
+            close()
+
+
+def load_runner(path: str | os.PathLike, threads: int = 0,
+                providers: Optional[str] = None) -> tuple[BackendRunner, str]:
+    """A runner for an exported artifact (.onnx, .tflite, .engine), loaded even when its export
+    failed parity (the caller judges it), and the name of its backend.
+
+    ONNX models default to the CPU provider: the parity gate checks the CPU deployment, and an
+    FP32 model on a GPU provider may use TF32 and miss the 1e-4 gate."""
+    from . import load_backend
+
+    path = Path(path)
+    kw = {"threads": threads or None, "force": True}
+    if path.suffix.lower() == ".onnx":
+        kw["providers"] = providers or "cpu"
+    backend = load_backend(str(path), **kw)
+    return BackendRunner(backend), f"runtime.backends:{getattr(backend, 'name', '?')}"
