@@ -4,9 +4,9 @@ so that the post-training INT8 exports (ONNX Runtime, TFLite, ModelOpt QDQ) lose
 The simulation follows what those exporters do: convolution weights symmetric per output channel
 (int8, -127..127); the outputs of every convolution, of the residual blocks (their adds) and
 gates (their products), and of the network asymmetric per tensor (uint8 over a running min/max
-range that always includes 0). Rounding passes gradients straight
-through (torch.fake_quantize_*). The student itself is untouched: weights are fake-quantised on
-the way into `torch.func.functional_call`, activations by forward hooks that act only inside
+range that always includes 0). Rounding passes gradients straight through
+(torch.fake_quantize_*). The student itself is untouched: weights are fake-quantised on the way
+into `torch.func.functional_call`, activations by forward hooks that act only inside
 `FakeQuantForward`, so checkpoints, the EMA, validation and export see the plain float model.
 The observed ranges live in the wrapper, not in checkpoints: a resumed run re-observes them
 within its first ~100 steps.
