@@ -282,7 +282,8 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             if p.name in hardest:
                 crops[p.name] = {"blurred": p.blurred, "sharp": p.sharp, "teacher": t_out}
             bar.update(1)
-        refs: dict[tuple[str, str], np.ndarray] = {}   # (student, image) -> FP32 PyTorch output
+        # (student, image) -> the FP32 PyTorch output and its SSIM to ground truth
+        refs: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
         for key, load in loaders.items():
             r = rows[key]
             bar.set_postfix_str(key)
@@ -359,7 +360,8 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
 
 
 def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
-             refs: dict[tuple[str, str], np.ndarray], crops: dict[str, dict]) -> None:
+             refs: dict[tuple[str, str], tuple[np.ndarray, float]],
+             crops: dict[str, dict]) -> None:
     """One model on one image: metrics into r["images"]; a student's output is kept as the
     reference its artifacts are compared with, and as a crop when the image is in the figure."""
     from distill.metrics import psnr, ssim
@@ -376,15 +378,15 @@ def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
     img = {"image": p.name, "psnr": psnr(out, p.sharp), "ssim": ssim(out, p.sharp),
            "ssim_teacher": ssim(out, t_out)}
     if r["kind"] == "student":
-        refs[r["student"], p.name] = out
+        refs[r["student"], p.name] = out, img["ssim"]
         if p.name in crops:
             crops[p.name][r["student"]] = np.clip(out, 0, 1)
     else:
-        ref = refs.get((r["student"], p.name))
-        if ref is not None:
+        if (r["student"], p.name) in refs:
+            ref, ref_ssim = refs[r["student"], p.name]
             c = compare(out, ref)
             img.update(max_abs=c["max_abs"], parity_psnr=c["psnr"], parity_ssim=c["ssim"],
-                       ssim_drop=ssim(ref, p.sharp) - img["ssim"])
+                       ssim_drop=ref_ssim - img["ssim"])
     r["images"].append(img)
 
 

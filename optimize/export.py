@@ -353,8 +353,9 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     ref_runner = torch_runner(model)
     refs = {n: ref_runner(img) for n, img in parity_list}
     reference = {"images": [{"image": n, "shape": list(img.shape)} for n, img in parity_list]}
+    ref_ssim_gt = {n: ssim(np.clip(refs[n], 0, 1), gt[n]) for n in gt} if gt else {}
     if gt:
-        reference["ssim_gt"] = min(ssim(np.clip(refs[n], 0, 1), gt[n]) for n in gt)
+        reference["ssim_gt"] = min(ref_ssim_gt.values())
     if teacher:
         reference["ssim_teacher"] = min(ssim(np.clip(refs[n], 0, 1), teacher[n]) for n in teacher)
     lat_image = _latency_image(parity_list[0][1]) if o.latency else None
@@ -413,8 +414,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
             res.build_s = round(time.perf_counter() - t0, 2)
             res.file = str(path)
             res.size_bytes = path.stat().st_size
-            _gate(res, spec, path, parity_list, refs, gt, teacher, o.thresholds, o.threads,
-                  lat_image, o.latency_runs, prog)
+            _gate(res, spec, path, parity_list, refs, gt, ref_ssim_gt, teacher, o.thresholds,
+                  o.threads, lat_image, o.latency_runs, prog)
             _mark(res, path, weights_sha)
             results.append(res)
     for f, reason in skipped.items():
@@ -484,8 +485,8 @@ def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, 
     return out
 
 
-def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, teacher,
-          th: Thresholds, threads: int, lat_image, latency_runs: int, prog: Progress) -> None:
+def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, ref_ssim_gt,
+          teacher, th: Thresholds, threads: int, lat_image, latency_runs: int, prog: Progress) -> None:
     from .parity import load_runner, measure_latency, run_parity
 
     try:
@@ -498,7 +499,7 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, te
         prog.say(f"  {res.reason}")
         return
     try:
-        pr = run_parity(runner, parity_list, refs, gt, teacher)
+        pr = run_parity(runner, parity_list, refs, gt, teacher, ref_ssim_gt)
         res.max_abs, res.psnr, res.ssim = pr.max_abs, pr.psnr, pr.ssim
         res.ssim_gt, res.ssim_teacher, res.images = pr.ssim_gt, pr.ssim_teacher, pr.images
         res.ssim_gt_drop = pr.ssim_gt_drop
@@ -570,7 +571,8 @@ class _BuildContext:
     def _build_onnx(self, path: Path) -> Path:
         from .onnx_export import export_onnx
 
-        return export_onnx(self.model, path, self.ckpt, opset=self.o.opset, simplify=self.o.simplify)
+        return export_onnx(self.model, path, self.ckpt, opset=self.o.opset,
+                           simplify=self.o.simplify)
 
     def _build_onnx_int8(self, path: Path) -> Path:
         from .onnx_int8 import DEFAULT_METHOD, DEFAULT_PERCENTILE, quantize_onnx_int8

@@ -14,17 +14,16 @@ from __future__ import annotations
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from distill.metrics import psnr, ssim
-from runtime.backends.runner import BackendRunner, load_runner
+from runtime.backends.runner import BackendRunner, Runner, load_runner
 
 __all__ = ["compare", "load_runner", "torch_runner", "run_parity", "measure_latency", "psnr",
            "ssim", "ParityResult", "BackendRunner"]
 
-Runner = Callable[[np.ndarray], np.ndarray]  # HxWx3 float32 RGB -> HxWx3 float32 RGB
 
 
 # --------------------------------------------------------------------------- metrics
@@ -75,8 +74,10 @@ class ParityResult:
 def run_parity(runner: Runner, images: Sequence[tuple[str, np.ndarray]],
                references: dict[str, np.ndarray],
                gt: dict[str, np.ndarray] | None = None,
-               teacher: dict[str, np.ndarray] | None = None) -> ParityResult:
-    """Run `runner` on each (name, image) and compare with references[name] (FP32 outputs)."""
+               teacher: dict[str, np.ndarray] | None = None,
+               ref_ssim_gt: dict[str, float] | None = None) -> ParityResult:
+    """Run `runner` on each (name, image) and compare with references[name] (FP32 outputs).
+    `ref_ssim_gt`: the references' SSIM to `gt` where the caller has it already."""
     per = []
     for name, img in images:
         out = runner(img)
@@ -85,7 +86,10 @@ def run_parity(runner: Runner, images: Sequence[tuple[str, np.ndarray]],
         if gt and name in gt:
             g = np.clip(gt[name], 0, 1)
             row["ssim_gt"] = ssim(o, g)
-            row["ssim_gt_drop"] = ssim(np.clip(references[name], 0, 1), g) - row["ssim_gt"]
+            ref = (ref_ssim_gt or {}).get(name)
+            if ref is None:
+                ref = ssim(np.clip(references[name], 0, 1), g)
+            row["ssim_gt_drop"] = ref - row["ssim_gt"]
         if teacher and name in teacher:
             row["ssim_teacher"] = ssim(o, np.clip(teacher[name], 0, 1))
         per.append(row)
