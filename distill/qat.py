@@ -10,6 +10,9 @@ into `torch.func.functional_call`, activations by forward hooks that act only in
 `FakeQuantForward`, so checkpoints, the EMA, validation and export see the plain float model.
 The observed ranges live in the wrapper, not in checkpoints: a resumed run re-observes them
 within its first ~100 steps.
+
+`keep_float` lists modules ("dec.0", "head", "output" for the network's output) whose weights
+and outputs stay float, as in the mixed-precision exports (`optimize/float_layers.py`).
 """
 from __future__ import annotations
 
@@ -20,11 +23,12 @@ W_QMAX = 127          # int8 weights, symmetric (restricted range, as ORT and TF
 A_LEVELS = 255        # uint8 activations
 
 
-def fake_quant_weight(w: torch.Tensor) -> torch.Tensor:
-    """Per-output-channel symmetric int8 rounding of a conv weight (gradient passes through)."""
-    scale = w.detach().abs().amax(dim=tuple(range(1, w.dim()))).clamp_min(1e-8) / W_QMAX
+def fake_quant_weight(w: torch.Tensor, qmax: int = W_QMAX) -> torch.Tensor:
+    """Per-output-channel symmetric int8 rounding of a conv weight (gradient passes through).
+    qmax 63 is ONNX Runtime's reduce_range (7-bit weights)."""
+    scale = w.detach().abs().amax(dim=tuple(range(1, w.dim()))).clamp_min(1e-8) / qmax
     zero = torch.zeros(scale.shape, dtype=torch.int32, device=w.device)
-    return torch.fake_quantize_per_channel_affine(w, scale.float(), zero, 0, -W_QMAX, W_QMAX)
+    return torch.fake_quantize_per_channel_affine(w, scale.float(), zero, 0, -qmax, qmax)
 
 
 class RangeObserver:
@@ -43,6 +47,12 @@ class RangeObserver:
             m = self.momentum
             self.lo, self.hi = (1 - m) * self.lo + m * lo, (1 - m) * self.hi + m * hi
 
+    def extend(self, x: torch.Tensor) -> None:
+        """Widen the range to cover `x` (plain min/max calibration)."""
+        lo, hi = min(float(x.detach().min()), 0.0), max(float(x.detach().max()), 0.0)
+        self.lo = lo if self.lo is None else min(self.lo, lo)
+        self.hi = hi if self.hi is None else max(self.hi, hi)
+
     def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
         """Asymmetric uint8 rounding over the observed range (gradient passes through)."""
         lo, hi = float(self.lo), float(self.hi)
@@ -55,10 +65,13 @@ class FakeQuantForward(nn.Module):
     """`model`'s forward with INT8 weights and activations simulated; gradients reach `model`'s
     own parameters. Ranges are observed while `model` is in training mode, frozen in eval mode."""
 
-    def __init__(self, model: nn.Module, momentum: float = 0.01):
+    def __init__(self, model: nn.Module, momentum: float = 0.01, weight_qmax: int = W_QMAX):
         super().__init__()
         self.model = model
+        self.weight_qmax = weight_qmax
         self._active = False
+        self._calibrating = False
+        self.keep_float: list[str] = []
         self.observers: dict[str, RangeObserver] = {"output": RangeObserver(momentum)}
         from .students import Gate, GatedBlock, InvertedResidual
 
@@ -76,14 +89,23 @@ class FakeQuantForward(nn.Module):
             return self._quant(name, out) if self._active else None
         return hook
 
+    def _float(self, name: str) -> bool:
+        return any(name == k or name.startswith(k + ".") for k in self.keep_float)
+
     def _quant(self, name: str, x: torch.Tensor) -> torch.Tensor:
         obs = self.observers[name]
+        if self._calibrating:
+            obs.extend(x)
+            return x
+        if self._float(name):
+            return x
         if self.model.training or obs.lo is None:
             obs.update(x)
         return obs.fake_quant(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        params = {n: fake_quant_weight(p) if n.endswith(".weight") and n[:-7] in self._convs
+        params = {n: fake_quant_weight(p, self.weight_qmax) if n.endswith(".weight") and n[:-7] in self._convs
+                  and not self._calibrating and not self._float(n[:-7])
                   else p for n, p in self.model.named_parameters()}
         self._active = True
         try:
@@ -91,6 +113,19 @@ class FakeQuantForward(nn.Module):
         finally:
             self._active = False
         return self._quant("output", y)
+
+    @torch.no_grad()
+    def calibrate(self, crops: torch.Tensor) -> None:
+        """Set every range to the min/max over `crops` (N x 3 x H x W), one crop at a time, with
+        the float model's activations (as the exporters' calibration sees them)."""
+        for o in self.observers.values():
+            o.lo = o.hi = None
+        self._calibrating = True
+        try:
+            for x in crops:
+                self(x[None])
+        finally:
+            self._calibrating = False
 
     def remove(self) -> None:
         """Detach the hooks: `model` is a plain float model again."""

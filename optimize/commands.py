@@ -60,6 +60,12 @@ def add_commands(sub) -> None:
                         "saturate: wrong pixels)")
     g.add_argument("--modelopt-method", choices=("entropy", "max"), default=None,
                    help="onnx-qdq-trt calibration (default entropy)")
+    g.add_argument("--float-layers", default=None, metavar="LIST",
+                   help="INT8 formats: keep these layers of the student in float (its module "
+                        "names, e.g. dec,head,output; 'sharpen models NAME --layers' lists "
+                        "them), or 'auto': the fewest that make a simulated INT8 model pass "
+                        "the parity gate (--min-ssim, and --max-ssim-drop with --parity-gt). "
+                        "Default none (full integer)")
 
     g = p.add_argument_group("parity gate")
     g.add_argument("--parity-images", nargs="+", default=None, metavar="SRC",
@@ -116,6 +122,7 @@ def options_from_args(args: argparse.Namespace):
         name=args.name, calib=args.calib, calib_count=args.calib_count,
         calib_size=args.calib_size, calib_blur=args.calib_blur, calib_method=args.calib_method,
         percentile=args.percentile, reduce_range=args.reduce_range,
+        float_layers=args.float_layers,
         modelopt_method=args.modelopt_method,
         parity_images=args.parity_images, parity_gt=args.parity_gt,
         parity_teacher=args.parity_teacher,

@@ -27,6 +27,11 @@ from runtime.console import Console
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 
 
+# The INT8 formats whose quantizers can keep layers in float (--float-layers); engine-int8 is
+# built from onnx-qdq-trt and inherits its choice.
+FLOAT_LAYER_FORMATS = ("onnx-int8", "tflite-int8", "onnx-qdq-trt")
+
+
 class ExportError(ValueError):
     """A usage problem (bad option, missing input, unwritable output) with a one-line message."""
 
@@ -225,6 +230,8 @@ class ExportOptions:
     calib_method: str | None = None            # percentile / entropy / minmax
     percentile: float | None = None
     reduce_range: bool = True                  # onnx-int8: 7-bit weights (see onnx_int8.py)
+    float_layers: Sequence[str] | str | None = None  # INT8 formats: layers kept in float, or
+    #                                            "auto" (optimize/float_layers.py)
     modelopt_method: str | None = None
     parity_images: Sequence[str] | str | None = None
     parity_gt: str | os.PathLike | None = None
@@ -302,6 +309,11 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 
     weights = Path(weights)
     model, ckpt = load_student(weights)   # CheckpointError: missing / not a student
+    from . import float_layers as fl
+    try:
+        float_spec = fl.parse(o.float_layers, model)
+    except fl.FloatLayersError as e:
+        raise ExportError(str(e)) from None
     from distill.teacher import file_hash
     weights_sha = file_hash(weights, n=64)
     ckpt["source_sha256"] = weights_sha
@@ -358,6 +370,37 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         reference["ssim_gt"] = min(ref_ssim_gt.values())
     if teacher:
         reference["ssim_teacher"] = min(ssim(np.clip(refs[n], 0, 1), teacher[n]) for n in teacher)
+    # INT8 formats -> layers kept in float; "auto" is chosen once per weight precision (ONNX
+    # Runtime's reduce_range rounds weights to 7 bits, the others to 8).
+    float_by_fmt: dict[str, list[str]] = {}
+    float_choices: dict[str, dict] = {}
+    int8_fmts = [f for f in fmts if f in FLOAT_LAYER_FORMATS]
+    if "engine-int8" in fmts and "onnx-qdq-trt" not in int8_fmts:
+        int8_fmts.append("onnx-qdq-trt")
+    if float_spec == fl.AUTO and int8_fmts and crops is not None:
+        th = o.thresholds
+        by_bits: dict[int, fl.Choice] = {}
+        for f in int8_fmts:
+            bits = 7 if f == "onnx-int8" and o.reduce_range else 8
+            if bits not in by_bits:
+                prog.say(f"choosing the layers to keep in float ({bits}-bit weights, simulated "
+                         "INT8 on the parity images)")
+                by_bits[bits] = fl.choose(model, crops, parity_list, th.min_ssim, gt,
+                                          th.max_ssim_drop, weight_bits=bits,
+                                          on_step=lambda msg: prog.say("  " + msg))
+                if not by_bits[bits].met:
+                    # float layers that do not reach the gate would cost speed for nothing
+                    by_bits[bits].layers = []
+                    prog.say("  the simulation does not pass the gates short of a float model"
+                             + ("; 7-bit weights limit it (--no-reduce-range on VNNI CPUs)"
+                                if bits == 7 else "") + ": keeping every layer int8")
+            float_by_fmt[f] = by_bits[bits].layers
+            float_choices[f] = by_bits[bits].to_dict()
+    elif float_spec and float_spec != fl.AUTO:
+        float_by_fmt = {f: list(float_spec) for f in int8_fmts}
+    for f, layers in float_by_fmt.items():
+        if layers:
+            prog.say(f"{f} keeps {', '.join(layers)} (and all after) in float")
     lat_image = _latency_image(parity_list[0][1]) if o.latency else None
     if o.latency:
         import torch
@@ -375,7 +418,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         "formats_requested": requested or "all buildable", "calib_count": o.calib_count,
         "calib_size": None if crops is None else int(crops.shape[2]),
         "calib_images": calib_names, "calib_method": o.calib_method, "percentile": o.percentile,
-        "reduce_range": o.reduce_range,
+        "reduce_range": o.reduce_range, "float_layers": float_by_fmt,
+        "float_layers_auto": float_choices or None,
         "modelopt_method": o.modelopt_method, "thresholds": asdict(o.thresholds),
         "profile": profile.to_dict(), "workspace_gb": o.workspace_gb, "threads": o.threads,
         "parity_images": [n for n, _ in parity_list], "opset": o.opset,
@@ -389,6 +433,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     (out / "export_report.json").unlink(missing_ok=True)
     results: list[FormatResult] = []
     ctx = _BuildContext(model, ckpt, out, stem, crops, profile, multiple, o, prog)
+    ctx.float_by_fmt = float_by_fmt
     total = len(fmts)
     with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp:
         ctx.tmp = Path(tmp)
@@ -546,6 +591,7 @@ class _BuildContext:
         self.tmp: Path | None = None
         self.requested: set[str] = set()
         self.built: dict[str, Path] = {}
+        self.float_by_fmt: dict[str, list[str]] = {}   # INT8 formats: modules kept in float
 
     def path_for(self, fmt: str) -> Path:
         """Final location when requested, else a temp location (intermediates)."""
@@ -583,6 +629,7 @@ class _BuildContext:
                       f"on {len(self.crops)} crops")
         return quantize_onnx_int8(self.build("onnx"), path, self.crops, method=method,
                                   percentile=pct, reduce_range=self.o.reduce_range,
+                                  float_layers=self.float_by_fmt.get("onnx-int8", ()),
                                   on_batch=self.prog.bar("ORT calibration"))
 
     def _build_onnx_qdq_trt(self, path: Path) -> Path:
@@ -590,7 +637,8 @@ class _BuildContext:
 
         method = self.o.modelopt_method or DEFAULT_METHOD
         self.prog.say(f"  ModelOpt PTQ ({method} calibration, CPU) on {len(self.crops)} crops")
-        return quantize_qdq_trt(self.build("onnx"), path, self.crops, method=method)
+        return quantize_qdq_trt(self.build("onnx"), path, self.crops, method=method,
+                                float_layers=self.float_by_fmt.get("onnx-qdq-trt", ()))
 
     def _build_tflite(self, path: Path, quantization: str) -> Path:
         import contextlib
@@ -602,7 +650,9 @@ class _BuildContext:
         with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its SavedModel signature
             return export_tflite(self.model, path, quantization, self.crops, self.ckpt,
                                  on_sample=self.prog.bar("TFLite calibration")
-                                 if quantization == "int8" else None)
+                                 if quantization == "int8" else None,
+                                 float_layers=self.float_by_fmt.get(f"tflite-{quantization}",
+                                                                    ()))
 
     def _build_tflite_int8(self, path: Path) -> Path:
         return self._build_tflite(path, "int8")

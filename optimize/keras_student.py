@@ -27,6 +27,8 @@ from __future__ import annotations
 import numpy as np
 import torch.nn as nn
 
+from .float_layers import OUTPUT
+
 
 def torch_to_tf_channel_perm(c: int, r: int) -> np.ndarray:
     """perm[tf_index] = torch_index for a space-to-depth tensor of C=c base channels, block r.
@@ -63,6 +65,13 @@ class _Builder:
 
         self.keras = keras
         self.assign: list[tuple[object, list[np.ndarray]]] = []
+        # Keras layers are named after the PyTorch modules they rebuild ("dec.0.pw2"; a block's
+        # residual add after the block, the global residual "output"), so that converted
+        # tensors can be traced back to the student's modules (mixed-precision export).
+        self.names: dict[int, str] = {}
+
+    def name(self, module: nn.Module | None) -> str | None:
+        return self.names.get(id(module)) if module is not None else None
 
     def conv(self, x, conv: nn.Conv2d, in_perm: np.ndarray | None = None,
              out_perm: np.ndarray | None = None, name: str | None = None):
@@ -73,6 +82,7 @@ class _Builder:
         if tuple(conv.padding) != (kh // 2, kw // 2):
             raise NotImplementedError(f"conv {conv}: only padding=k//2 ('same') is supported")
         bias = conv.bias is not None
+        name = name or self.name(conv)
         if conv.groups == 1:
             w = conv_kernel(conv)
             if in_perm is not None:
@@ -102,8 +112,8 @@ class _Builder:
     def relu(self, x):
         return self.keras.layers.ReLU()(x)
 
-    def add(self, a, b):
-        return self.keras.layers.Add()([a, b])
+    def add(self, a, b, name: str | None = None):
+        return self.keras.layers.Add(name=name)([a, b])
 
     def maxpool2(self, x):
         return self.keras.layers.MaxPool2D(2)(x)
@@ -184,7 +194,7 @@ def _build_seed(b: _Builder, x, m):
 
 
 def _inverted_residual(b: _Builder, x, blk):
-    return b.add(x, b.conv(b.relu(b.conv(b.conv(x, blk.dw), blk.pw1)), blk.pw2))
+    return b.add(x, b.conv(b.relu(b.conv(b.conv(x, blk.dw), blk.pw1)), blk.pw2), b.name(blk))
 
 
 def _build_fast(b: _Builder, x, m):
@@ -217,19 +227,19 @@ def _build_fast(b: _Builder, x, m):
             e = b.relu(b.add(b.conv(e, m.edge_in, in_perm=perm), b.conv(f, m.edge_gate)))
         res = b.add(res, b.conv(e, m.edge_pw, in_perm=None if m.edge_width else perm,
                                 out_perm=perm))
-    y = b.add(x, D2S(r)(res))
+    y = b.add(x, D2S(r)(res), None if m.detail else OUTPUT)
     if m.detail:
         perm2 = torch_to_tf_channel_perm(3, 2)
         g = b.relu(b.conv(S2D(2)(y), m.detail_stem, in_perm=perm2))
         for blk in m.detail_blocks:
             g = _inverted_residual(b, g, blk)
-        y = b.add(y, D2S(2)(b.conv(g, m.detail_head, out_perm=perm2)))
+        y = b.add(y, D2S(2)(b.conv(g, m.detail_head, out_perm=perm2)), OUTPUT)
     return y
 
 
 def _gated_block(b: _Builder, x, blk):
     x = b.add(x, b.conv(_gate(b.conv(b.conv(x, blk.pw1), blk.dw)), blk.pw2))
-    return b.add(x, b.conv(_gate(b.conv(x, blk.ffn1)), blk.ffn2))
+    return b.add(x, b.conv(_gate(b.conv(x, blk.ffn1)), blk.ffn2), b.name(blk))
 
 
 def _build_edge(b: _Builder, x, m):
@@ -257,7 +267,7 @@ def _build_edge(b: _Builder, x, m):
         e = b.conv(u, m.detail_dw, in_perm=perm, out_perm=perm)
         e = b.relu(b.add(b.conv(e, m.detail_in, in_perm=perm), b.conv(f, m.detail_gate)))
         res = b.add(res, b.conv(e, m.detail_out, out_perm=perm))
-    return b.add(x, D2S(r)(res))
+    return b.add(x, D2S(r)(res), OUTPUT)
 
 
 def build_keras_student(model: nn.Module, batch: int | None = 1):
@@ -273,6 +283,7 @@ def build_keras_student(model: nn.Module, batch: int | None = 1):
         raise NotImplementedError(f"no Keras rebuild for {type(model).__name__}; "
                                   f"supported: {[c.__name__ for c in builders]}")
     b = _Builder()
+    b.names = {id(mod): name for name, mod in model.named_modules() if name}
     inp = keras.Input(shape=(None, None, 3), batch_size=batch, name="input")
     out = build(b, inp, model)
     km = keras.Model(inp, out, name=getattr(model, "arch_name", type(model).__name__))

@@ -21,11 +21,13 @@ import contextlib
 import inspect
 import io
 import os
+import re
 import shutil
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -70,14 +72,18 @@ def conv_sum_adds(onnx_path: str | os.PathLike) -> list[str]:
 
 
 def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
-                     crops: np.ndarray, method: str = DEFAULT_METHOD) -> Path:
+                     crops: np.ndarray, method: str = DEFAULT_METHOD,
+                     float_layers: Sequence[str] = ()) -> Path:
     """ModelOpt INT8 PTQ of an FP32 ONNX file, calibrated on `crops` (N x 3 x H x W float32).
     Writes `out_path` atomically and returns it.
 
     ModelOpt runs in a child process: it monkey-patches onnxruntime.quantization for its own use
     and never undoes it, so a later ONNX Runtime INT8 export in the same process (the next
     student in `sharpen bench`, say) came out different and worse (worst-case SSIM to FP32
-    0.977 against 0.991 for a `fast` student)."""
+    0.977 against 0.991 for a `fast` student).
+
+    The nodes of the modules named in `float_layers` stay in high precision
+    (`optimize/float_layers.py`)."""
     import onnx
 
     from .onnx_export import atomic_write_bytes, read_metadata, set_metadata
@@ -104,7 +110,7 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         code = ("import sys; from optimize.modelopt_qdq import _quantize_in_child as q; "
                 "q(*sys.argv[1:])")
         proc = subprocess.run([sys.executable, "-c", code, str(src), str(dst),
-                               str(Path(tmp) / "crops.npy"), method],
+                               str(Path(tmp) / "crops.npy"), method, ",".join(float_layers)],
                               env=env, capture_output=True, text=True)
         if proc.returncode != 0:
             lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
@@ -117,13 +123,19 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         proto = onnx.load(str(dst))
     set_metadata(proto, {**meta, "precision": "int8",
                          "quantization": f"int8 QDQ for TensorRT (NVIDIA ModelOpt, {method} "
-                                         "calibration)"})
+                                         "calibration"
+                                         + (f", float layers: {', '.join(float_layers)}"
+                                            if float_layers else "") + ")"})
     onnx.checker.check_model(proto)
     return atomic_write_bytes(out_path, proto.SerializeToString())
 
 
-def _quantize_in_child(src: str, dst: str, crops_path: str, method: str) -> None:
+def _quantize_in_child(src: str, dst: str, crops_path: str, method: str,
+                       float_layers: str = "") -> None:
+    import onnx
     from modelopt.onnx.quantization import quantize
+
+    from .float_layers import onnx_nodes
 
     params = inspect.signature(quantize).parameters
     kwargs = dict(onnx_path=src, calibration_data=np.load(crops_path),
@@ -131,7 +143,11 @@ def _quantize_in_child(src: str, dst: str, crops_path: str, method: str) -> None
     # The mode argument was renamed across releases.
     kwargs["quantize_mode" if "quantize_mode" in params else "quantization_mode"] = "int8"
     optional = {"calibration_eps": ["cpu"], "high_precision_dtype": "fp32",
-                "log_level": "CRITICAL", "nodes_to_exclude": conv_sum_adds(src) or None}
+                "log_level": "CRITICAL", "nodes_to_exclude": None}
+    # ModelOpt reads each entry as a regular expression over node names.
+    keep = conv_sum_adds(src) + (onnx_nodes(onnx.load(src, load_external_data=False),
+                                            float_layers.split(",")) if float_layers else [])
+    optional["nodes_to_exclude"] = [f"^{re.escape(n)}$" for n in dict.fromkeys(keep)] or None
     kwargs.update({k: v for k, v in optional.items() if k in params})
     # ModelOpt/ORT calibration prints per-tensor progress bars; keep them for errors only.
     log = io.StringIO()

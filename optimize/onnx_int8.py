@@ -24,7 +24,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 
@@ -124,9 +124,11 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
                        crops: np.ndarray, method: str = DEFAULT_METHOD,
                        percentile: float = DEFAULT_PERCENTILE, reduce_range: bool = True,
                        per_channel: bool = True, preprocess: bool = True,
+                       float_layers: Sequence[str] = (),
                        on_batch: Callable[[int, int], None] | None = None) -> Path:
     """Static INT8 QDQ quantisation of an FP32 ONNX file; written atomically to `out_path`.
-    Metadata of the FP32 model is carried over (plus "quantization")."""
+    Metadata of the FP32 model is carried over (plus "quantization"). The nodes of the
+    student's modules named in `float_layers` stay float (`optimize/float_layers.py`)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -159,6 +161,10 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
         if preprocess:
             model_in = _preprocess(src, Path(tmp) / "pre.onnx")
         q_path = Path(tmp) / "int8.onnx"
+        exclude = []
+        if float_layers:
+            from .float_layers import onnx_nodes
+            exclude = onnx_nodes(onnx.load(str(model_in)), float_layers)
         logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
         with _calibrator_options(**calib_opts), contextlib.redirect_stdout(open(os.devnull, "w")):
             quantize_static(
@@ -166,10 +172,11 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,
                 reduce_range=reduce_range, activation_type=QuantType.QUInt8,
                 weight_type=QuantType.QInt8, calibrate_method=calib_method,
-                extra_options=extra)
+                nodes_to_exclude=exclude, extra_options=extra)
         proto = onnx.load(str(q_path))
     desc = (f"int8 QDQ static ({method}" + (f" {percentile}" if method == "percentile" else "")
-            + f", per-channel={per_channel}, reduce_range={reduce_range})")
+            + f", per-channel={per_channel}, reduce_range={reduce_range}"
+            + (f", float layers: {', '.join(float_layers)}" if float_layers else "") + ")")
     set_metadata(proto, {**meta, "precision": "int8", "quantization": desc})
     onnx.checker.check_model(proto)
     return atomic_write_bytes(out_path, proto.SerializeToString())

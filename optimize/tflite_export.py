@@ -18,7 +18,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
 import torch.nn as nn
@@ -45,9 +45,14 @@ def _quiet_tf():
 
 
 def convert_keras(keras_model, quantization: str, crops: np.ndarray | None = None,
-                  on_sample: Callable[[int, int], None] | None = None) -> bytes:
+                  on_sample: Callable[[int, int], None] | None = None,
+                  float_layers: Sequence[str] = ()) -> bytes:
     """Convert a Keras NHWC model to a .tflite flatbuffer.
-    crops: N x 3 x H x W float32 in [0, 1] (NCHW, as everywhere else), needed for int8."""
+    crops: N x 3 x H x W float32 in [0, 1] (NCHW, as everywhere else), needed for int8.
+    float_layers: int8 only, student modules whose ops stay float (`optimize/float_layers.py`):
+    the model is calibrated, then quantized by the MLIR quantizer with those ops denylisted
+    (what `tf.lite.experimental.QuantizationDebugger` does for selective quantization); input
+    and output stay int8."""
     _quiet_tf()
     import tensorflow as tf
 
@@ -70,6 +75,7 @@ def convert_keras(keras_model, quantization: str, crops: np.ndarray | None = Non
         conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         conv.inference_input_type = tf.int8
         conv.inference_output_type = tf.int8
+        conv._experimental_calibrate_only = bool(float_layers)  # noqa: SLF001
     elif quantization == "fp16":
         conv.optimizations = [tf.lite.Optimize.DEFAULT]
         conv.target_spec.supported_types = [tf.float16]
@@ -77,7 +83,17 @@ def convert_keras(keras_model, quantization: str, crops: np.ndarray | None = Non
         warnings.simplefilter("ignore")
         from runtime.console import quiet_native_stderr
         with quiet_native_stderr():   # the converter prints its settings to fd 2
-            return conv.convert()
+            data = conv.convert()
+            if quantization == "int8" and float_layers:
+                from tensorflow.lite.python.convert import mlir_quantize
+
+                from .float_layers import tflite_nodes
+                nodes = tflite_nodes(data, float_layers)
+                if not nodes:
+                    raise ValueError(f"no TFLite ops found for float layers {list(float_layers)}")
+                data = mlir_quantize(data, input_data_type=tf.int8, output_data_type=tf.int8,
+                                     denylisted_nodes=nodes)
+            return data
 
 
 def set_default_input_shape(tflite_bytes: bytes, hw: tuple[int, int]) -> bytes:
@@ -96,7 +112,8 @@ def set_default_input_shape(tflite_bytes: bytes, hw: tuple[int, int]) -> bytes:
     return bytes(fbu.convert_object_to_bytearray(model))
 
 
-def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes: bytes) -> dict:
+def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes: bytes,
+            float_layers: Sequence[str] = ()) -> dict:
     from .onnx_export import student_metadata
 
     meta = student_metadata(model, ckpt)
@@ -109,7 +126,9 @@ def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes
                        "int8 = round(x / scale + zero_point), x RGB in [0,1]",
         "quantization": {"int8": "full-integer int8 (weights, activations, input and output)",
                          "fp16": "float16 weights, float32 input/output",
-                         "fp32": "float32"}[quantization],
+                         "fp32": "float32"}[quantization]
+                        + (f"; float layers: {', '.join(float_layers)}" if float_layers else ""),
+        "float_layers": list(float_layers),
         "metrics": json.loads(meta["metrics"]),
     }
     info.update(tensor_io_quantization(tflite_bytes))
@@ -140,17 +159,18 @@ def tensor_io_quantization(tflite_bytes: bytes) -> dict:
 
 def export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str = "int8",
                   crops: np.ndarray | None = None, ckpt: dict | None = None,
-                  on_sample: Callable[[int, int], None] | None = None) -> Path:
+                  on_sample: Callable[[int, int], None] | None = None,
+                  float_layers: Sequence[str] = ()) -> Path:
     """Keras rebuild + conversion; writes `path` and `path.json` atomically."""
     from .keras_student import build_keras_student
 
     _quiet_tf()
     km = build_keras_student(model.eval().cpu(), batch=1)
-    data = convert_keras(km, quantization, crops, on_sample)
+    data = convert_keras(km, quantization, crops, on_sample, float_layers)
     m = int(getattr(model, "multiple", 1))
     data = set_default_input_shape(data, (max(m, 256 // m * m), max(m, 256 // m * m)))
     path = Path(path)
-    info = sidecar(model, ckpt, quantization, data)
+    info = sidecar(model, ckpt, quantization, data, float_layers)
     atomic_write_bytes(path, data)
     atomic_write_json(Path(str(path) + ".json"), info)
     return path

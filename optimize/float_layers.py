@@ -1,0 +1,290 @@
+"""Mixed precision for the INT8 formats: the few layers whose 8-bit rounding costs the most stay
+in float (`sharpen export --float-layers`).
+
+A student's INT8 error is the 8-bit rounding of its activations accumulated over ~20 layers
+(its weights alone in int8 cost almost nothing), and a few layers near the output carry most of
+what reaches the image. Keeping those in float is what ONNX Runtime (`nodes_to_exclude`), TFLite
+(the MLIR quantizer's `denylisted_nodes`) and ModelOpt (`nodes_to_exclude`) allow; the rest of
+the network stays int8.
+
+Layers are named by the student's PyTorch modules ("dec.0", "edge_gate", `OUTPUT` for the
+global residual add that makes the image), so one list means the same layers in every format:
+ONNX node names carry the module scope ("/dec/dec.0/pw2/Conv") and the Keras rebuild names its
+layers after the modules. A named layer stays float *with everything downstream of it*: a float
+layer whose output the next int8 layer rounds again gains nothing, so float regions are closed
+toward the output. "auto" picks the list: it simulates INT8 in PyTorch
+(`distill.qat.FakeQuantForward`, which predicts ONNX Runtime's error for `fast` within ~10 %)
+on the parity images and greedily keeps in float the layer that most lowers the worst image's
+loss, until the simulated artifact passes the export's own gates with a margin. The real
+artifacts are then built and gated as usual.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+from torch import nn
+
+OUTPUT = "output"       # the layer that makes the image (the global residual add)
+AUTO = "auto"
+MARGIN = 0.75           # auto aims at this fraction of each gate's allowed loss
+
+
+class FloatLayersError(ValueError):
+    """An unknown layer name in --float-layers."""
+
+
+def units(model: nn.Module) -> list[str]:
+    """The layers that can be kept in float: every parameterised top-level module, blocks of
+    its containers (nn.Sequential / nn.ModuleList, recursively), and `OUTPUT`."""
+    out: list[str] = []
+
+    def walk(prefix: str, mod: nn.Module) -> None:
+        for name, child in mod.named_children():
+            path = f"{prefix}{name}"
+            if isinstance(child, (nn.Sequential, nn.ModuleList)):
+                walk(path + ".", child)
+            elif any(True for _ in child.parameters()):
+                out.append(path)
+
+    walk("", model)
+    return out + [OUTPUT]
+
+
+def parse(spec: str | Sequence[str] | None, model: nn.Module) -> list[str] | str:
+    """'none' / None -> [], 'auto' -> AUTO, 'dec,head' -> ['dec', 'head'] (each a module of
+    `model` or `OUTPUT`; a container covers its blocks). Unknown names raise FloatLayersError."""
+    if spec is None:
+        return []
+    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    names = [s.strip() for s in items if s.strip()]
+    if not names or names == ["none"]:
+        return []
+    if names == [AUTO]:
+        return AUTO
+    known = {n for n, _ in model.named_modules() if n} | {OUTPUT}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise FloatLayersError(
+            f"--float-layers: {', '.join(map(repr, unknown))} is not a layer of "
+            f"{getattr(model, 'arch_name', type(model).__name__)}; choose from "
+            f"{', '.join(units(model))} (or 'auto' / 'none')")
+    return list(dict.fromkeys(names))
+
+
+def covers(names: Sequence[str], module_path: str) -> bool:
+    """Whether `module_path` ("dec.0.pw2") lies in one of `names` ("dec.0", "dec")."""
+    return any(module_path == n or module_path.startswith(n + ".") for n in names)
+
+
+# --------------------------------------------------------------------------- ONNX
+
+def onnx_module_path(node_name: str) -> str:
+    """'/dec/dec.0/pw2/Conv' -> 'dec.0.pw2' (the TorchScript exporter's scope names hold the full
+    path of Sequential children, the attribute name of others)."""
+    parts = [p for p in node_name.split("/") if p][:-1]
+    path = ""
+    for p in parts:
+        path = p if not path or p.startswith(path + ".") else f"{path}.{p}"
+    return path
+
+
+def _downstream(seeds: set[int], outputs_of: list[list], consumers: dict) -> set[int]:
+    """Indices of the ops reachable from `seeds` (themselves included)."""
+    todo, seen = list(seeds), set(seeds)
+    while todo:
+        for t in outputs_of[todo.pop()]:
+            for j in consumers.get(t, ()):
+                if j not in seen:
+                    seen.add(j)
+                    todo.append(j)
+    return seen
+
+
+def onnx_nodes(proto, names: Sequence[str]) -> list[str]:
+    """Names of the ONNX nodes of `names` and of every node downstream of them (OUTPUT: the
+    node making the graph's output), in graph order."""
+    nodes = list(proto.graph.node)
+    outputs = {o.name for o in proto.graph.output}
+    seeds = {i for i, n in enumerate(nodes)
+             if covers(names, onnx_module_path(n.name) or "\0")
+             or (OUTPUT in names and outputs & set(n.output))}
+    consumers: dict = {}
+    for i, n in enumerate(nodes):
+        for t in n.input:
+            consumers.setdefault(t, []).append(i)
+    keep = _downstream(seeds, [list(n.output) for n in nodes], consumers)
+    return [nodes[i].name for i in sorted(keep)]
+
+
+# --------------------------------------------------------------------------- TFLite
+
+def _layer_names(tensor_name: str) -> list[str]:
+    """Keras layer names in a converted tensor name ('fast_1/re_lu_1/Relu;fast_1/stem_1/BiasAdd'
+    -> ['re_lu', 'stem']): TF's function scopes append '_<n>' to each layer name."""
+    out = []
+    for part in tensor_name.split(";"):
+        bits = part.split("/")
+        if len(bits) >= 3:
+            out.append(re.sub(r"_\d+$", "", bits[1]))
+    return out
+
+
+def tflite_nodes(tflite_bytes: bytes, names: Sequence[str]) -> list[str]:
+    """Output tensor names of the ops of a (calibrated) TFLite model that belong to `names` or
+    lie downstream of them, as the MLIR quantizer's `denylisted_nodes` wants them. The Keras
+    rebuild names its layers after the student's modules (`optimize.keras_student`)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_content=bytes(tflite_bytes))
+    tensors = {t["index"]: t["name"] for t in interp.get_tensor_details()}
+    graph_out = {d["index"] for d in interp.get_output_details()}
+    ops = interp._get_ops_details()   # noqa: SLF001 (no public op listing in LiteRT)
+    outputs_of = [[int(t) for t in op["outputs"]] for op in ops]
+    seeds = set()
+    for i, outs in enumerate(outputs_of):
+        for idx in outs:
+            layers = _layer_names(tensors.get(idx, ""))
+            if (any(covers(names, layer) for layer in layers)
+                    or (OUTPUT in names and (idx in graph_out or OUTPUT in layers))):
+                seeds.add(i)
+    consumers: dict = {}
+    for i, op in enumerate(ops):
+        for t in op["inputs"]:
+            consumers.setdefault(int(t), []).append(i)
+    keep = _downstream(seeds, outputs_of, consumers)
+    return [tensors[t] for i in sorted(keep) for t in outputs_of[i]]
+
+
+def float_units(model: nn.Module, names: Sequence[str]) -> list[str]:
+    """The units (see `units`) that `names` keep in float: theirs and everything downstream,
+    traced through the student's ONNX graph."""
+    import io
+
+    import onnx
+    import torch
+
+    m = int(getattr(model, "multiple", 1))
+    buf = io.BytesIO()
+    with torch.no_grad():
+        torch.onnx.export(model.eval(), (torch.zeros(1, 3, 2 * m, 2 * m),), buf, dynamo=False,
+                          opset_version=17, input_names=["input"], output_names=["output"])
+    proto = onnx.load_from_string(buf.getvalue())
+    paths = {onnx_module_path(n) for n in onnx_nodes(proto, names)}
+    all_units = units(model)
+    return [u for u in all_units if u == OUTPUT or any(covers([u], p) for p in paths)]
+
+
+# --------------------------------------------------------------------------- auto
+
+@dataclass
+class Choice:
+    """What `choose` found: the layers, and the simulated worst-image losses after each step."""
+    layers: list[str]
+    target: dict
+    steps: list[dict] = field(default_factory=list)
+    met: bool = True
+
+    def to_dict(self) -> dict:
+        return {"layers": self.layers, "target": self.target, "steps": self.steps,
+                "met": self.met}
+
+
+def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.ndarray]],
+           min_ssim: float | None, gt: dict[str, np.ndarray] | None = None,
+           max_ssim_drop: float | None = None, weight_bits: int = 8,
+           on_step: Callable[[str], None] | None = None) -> Choice:
+    """Greedy search (see the module doc). `crops` (N x 3 x H x W) calibrate the simulated
+    ranges (min/max), `images` (name, HxWx3 float in [0, 1]) are the parity images, `gt` their
+    ground truth by name. `weight_bits` 7 simulates ONNX Runtime's reduce_range. Targets: worst SSIM to FP32 >= 1 - MARGIN * (1 - min_ssim), and with
+    ground truth worst SSIM-to-GT lost <= MARGIN * max_ssim_drop."""
+    import torch
+
+    from distill.metrics import ssim
+    from distill.qat import FakeQuantForward
+
+    m = int(getattr(model, "multiple", 1))
+    model = model.eval()
+
+    def tensor(img: np.ndarray) -> torch.Tensor:
+        h, w = img.shape[0] // m * m, img.shape[1] // m * m
+        return torch.from_numpy(np.ascontiguousarray(img[:h, :w], np.float32)
+                                ).permute(2, 0, 1)[None]
+
+    def image(y: torch.Tensor) -> np.ndarray:
+        return y[0].permute(1, 2, 0).clamp(0, 1).numpy()
+
+    xs = [(n, tensor(img)) for n, img in images]
+    with torch.no_grad():
+        refs = {n: image(model(x)) for n, x in xs}
+    gts = {n: gt[n][:refs[n].shape[0], :refs[n].shape[1]] for n in refs if gt and n in gt}
+    ref_gt = {n: ssim(refs[n], g) for n, g in gts.items()}
+    use_drop = max_ssim_drop is not None and bool(gts)
+    target = {"min_ssim": None if min_ssim is None else 1 - MARGIN * (1 - min_ssim),
+              "max_ssim_drop": MARGIN * max_ssim_drop if use_drop else None}
+
+    fq = FakeQuantForward(model, weight_qmax=2 ** (weight_bits - 1) - 1)
+    fq.calibrate(torch.from_numpy(np.asarray(crops, np.float32)))
+
+    def measure(keep: list[str]) -> dict:
+        fq.keep_float = list(keep)
+        with torch.no_grad():
+            outs = {n: image(fq(x)) for n, x in xs}
+        r = {"ssim": min(ssim(outs[n], refs[n]) for n in outs)}
+        if use_drop:
+            r["ssim_drop"] = max(ref_gt[n] - ssim(outs[n], g) for n, g in gts.items())
+        return r
+
+    def passes(r: dict) -> bool:
+        return ((target["min_ssim"] is None or r["ssim"] >= target["min_ssim"])
+                and (not use_drop or r["ssim_drop"] <= target["max_ssim_drop"]))
+
+    def badness(r: dict) -> float:   # how far from passing, in units of each allowed loss
+        b = 0.0
+        if target["min_ssim"] is not None:
+            b = max(b, (1 - r["ssim"]) / max(1 - target["min_ssim"], 1e-9))
+        if use_drop:
+            b = max(b, r["ssim_drop"] / max(target["max_ssim_drop"], 1e-9))
+        return b
+
+    closure = {u: float_units(model, [u]) for u in units(model)}
+    everything = set(units(model))
+    keep: list[str] = []
+    r = measure(keep)
+    steps = [{"float": [], "units": [], **r}]
+    if on_step:
+        on_step(_describe([], r))
+    while not passes(r):
+        region = set().union(*(closure[k] for k in keep)) if keep else set()
+        trials = {}
+        for u in closure:   # each candidate cut, with what it adds downstream
+            grown = region | set(closure[u])
+            # a region that is the whole network would make the "INT8" artifact a float one
+            if (grown != region and grown != everything
+                    and frozenset(grown) not in trials.values()):
+                trials[u] = frozenset(grown)
+        if not trials:
+            break
+        results = {u: measure(sorted(g)) for u, g in trials.items()}
+        # the smallest float region that passes, else the least bad
+        ok = [u for u in results if passes(results[u])]
+        best = (min(ok, key=lambda u: (len(trials[u]), badness(results[u]))) if ok
+                else min(results, key=lambda u: (badness(results[u]), len(trials[u]))))
+        keep.append(best)
+        r = results[best]
+        steps.append({"float": list(keep), "units": sorted(trials[best]), **r})
+        if on_step:
+            on_step(_describe(keep, r))
+    fq.remove()
+    return Choice(keep, {**target, "weight_bits": weight_bits}, steps, passes(r))
+
+
+def _describe(keep: list[str], r: dict) -> str:
+    s = f"simulated INT8 with {', '.join(keep) or 'nothing'} (and all after) in float: " \
+        f"worst SSIM to FP32 " \
+        f"{r['ssim']:.4f}"
+    if "ssim_drop" in r:
+        s += f", SSIM to ground truth lost {r['ssim_drop']:.4f}"
+    return s

@@ -1,0 +1,126 @@
+"""Mixed-precision INT8 (`sharpen export --float-layers`): layer names, the downstream closure,
+the simulated search, and real ONNX Runtime / TFLite artifacts with float layers."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+
+from distill.qat import FakeQuantForward  # noqa: E402
+from distill.students import create_student  # noqa: E402
+from optimize import float_layers as fl  # noqa: E402
+from optimize.export import ExportError, Thresholds, export  # noqa: E402
+
+import test_export_formats as _formats  # noqa: E402
+
+# the briefly trained student and its data, from the export tests (module-scoped fixtures)
+data_dir, student = _formats.data_dir, _formats.student
+
+
+def test_units_and_parse():
+    model = create_student("fast")
+    units = fl.units(model)
+    assert units[0] == "stem" and units[-1] == fl.OUTPUT
+    assert {"enc.0", "low.2", "dec.1", "head", "edge_gate"} <= set(units)
+    assert "enc" not in units and "pool" not in units   # containers, parameter-free modules
+    assert fl.parse(None, model) == [] and fl.parse("none", model) == []
+    assert fl.parse("auto", model) == fl.AUTO
+    assert fl.parse("dec, head,dec", model) == ["dec", "head"]
+    with pytest.raises(fl.FloatLayersError, match=r"'nope' is not a layer of fast; choose from "
+                                                  r"stem, enc\.0"):
+        fl.parse("head,nope", model)
+
+
+def test_onnx_scope_names_map_to_modules():
+    assert fl.onnx_module_path("/dec/dec.0/pw2/Conv") == "dec.0.pw2"
+    assert fl.onnx_module_path("/encoders.1/encoders.1.0/ffn1/Conv") == "encoders.1.0.ffn1"
+    assert fl.onnx_module_path("/Add_3") == ""
+    assert fl.covers(["dec"], "dec.1.dw") and not fl.covers(["dec.1"], "dec.10.dw")
+
+
+def test_float_region_is_closed_toward_the_output():
+    model = create_student("fast")
+    assert fl.float_units(model, ["head"]) == ["head", fl.OUTPUT]
+    region = fl.float_units(model, ["dec.1"])
+    assert {"dec.1", "head", "edge_gate", "edge_pw", fl.OUTPUT} == set(region)
+    assert "edge_in" not in region and "dec.0" not in region   # upstream / parallel branch
+
+
+def test_simulation_with_everything_float_is_the_float_model():
+    torch.manual_seed(0)
+    model = create_student("fast").eval()
+    x = torch.rand(2, 3, 32, 32)
+    fq = FakeQuantForward(model)
+    fq.calibrate(x)
+    with torch.no_grad():
+        ref, q = model(x), fq(x)
+        fq.keep_float = fl.units(model)
+        full = fq(x)
+    assert (q - ref).abs().max() > 1e-4                 # INT8 really simulated
+    assert torch.allclose(full, ref, atol=1e-6)         # and float where asked
+
+
+def test_auto_search_lowers_the_simulated_loss(student):
+    from optimize.calibration import gaussian_blur, sample_images
+
+    model = student[0]
+    imgs = [(n, gaussian_blur(i, 1.5)) for n, i in sample_images(("chelsea",), blur_sigma=0)]
+    crops = np.stack([imgs[0][1][:64, :64].transpose(2, 0, 1)] * 2)
+    loose = fl.choose(model, crops, imgs, min_ssim=0.5)
+    assert loose.met and loose.layers == [] and len(loose.steps) == 1
+    strict = fl.choose(model, crops, imgs, min_ssim=0.99999)
+    assert strict.layers, strict.steps
+    first, last = strict.steps[0], strict.steps[-1]
+    assert last["ssim"] > first["ssim"]
+    assert set(last["units"]) != set(fl.units(model))   # never the whole network in float
+
+
+def test_export_keeps_named_layers_float(student, data_dir, tmp_path):
+    """ONNX Runtime and TFLite artifacts with float layers: those layers' weights stay float,
+    the rest int8, the TFLite model keeps int8 input/output, both pass parity."""
+    common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
+                  parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
+    fmts = ["onnx-int8", "tflite-int8"]
+    full = export(student[1], fmts, tmp_path / "full", **common)
+    mixed = export(student[1], fmts, tmp_path / "mixed", float_layers="dec.1", **common)
+    assert mixed.settings["float_layers"] == {"onnx-int8": ["dec.1"], "tflite-int8": ["dec.1"]}
+
+    proto = onnx.load(mixed.result("onnx-int8").file)
+    dq_outputs = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    inits = {i.name for i in proto.graph.initializer}
+    convs = {n.name: n for n in proto.graph.node if n.op_type == "Conv"}
+    assert convs["/head/Conv"].input[1] in inits               # float weight
+    assert convs["/dec/dec.1/pw2/Conv"].input[1] in inits
+    assert convs["/dec/dec.0/pw2/Conv"].input[1] in dq_outputs  # int8 weight
+    meta = {p.key: p.value for p in proto.metadata_props}
+    assert "float layers: dec.1" in meta["quantization"]
+
+    from optimize.tflite_export import tensor_types
+    path = mixed.result("tflite-int8").file
+    assert tensor_types(path).get("float32", 0) > 0
+    assert tensor_types(full.result("tflite-int8").file).get("float32", 0) == 0
+    import json
+    side = json.loads(open(path + ".json").read())
+    assert side["float_layers"] == ["dec.1"] and side["input"]["dtype"] == "int8"
+    for f in fmts:
+        assert mixed.result(f).status == "pass", mixed.result(f).reason
+    # ONNX Runtime's output is float: the float tail takes its rounding away (TFLite's int8
+    # output keeps one rounding of the image)
+    assert mixed.result("onnx-int8").psnr > full.result("onnx-int8").psnr + 1
+
+
+def test_export_auto_and_bad_names(student, data_dir, tmp_path):
+    common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
+                  parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
+    with pytest.raises(ExportError, match="--float-layers: 'bogus' is not a layer"):
+        export(student[1], ["onnx-int8"], tmp_path / "bad", float_layers="bogus", **common)
+    rep = export(student[1], ["onnx-int8"], tmp_path / "auto", float_layers="auto",
+                 parity_gt=data_dir / "gt", thresholds=Thresholds(max_ssim_drop=0.0005),
+                 **common)
+    auto = rep.settings["float_layers_auto"]["onnx-int8"]
+    assert auto["target"]["weight_bits"] == 7 and auto["target"]["max_ssim_drop"] == 0.0005 * 0.75
+    assert rep.settings["float_layers"]["onnx-int8"] == auto["layers"]
+    assert auto["steps"][0]["float"] == []
