@@ -13,8 +13,13 @@ within its first ~100 steps.
 
 `keep_float` lists modules ("dec.0", "head", "output" for the network's output) whose weights
 and outputs stay float, as in the mixed-precision exports (`optimize/float_layers.py`).
+`round_glue=True` also rounds the functional adds, products and sigmoids the exporters quantise
+(traced with torch.fx), with those downstream of a float module left float: a closer estimate
+of the real runtimes for that search; training keeps the cheaper module-level simulation.
 """
 from __future__ import annotations
+
+import operator
 
 import torch
 from torch import nn
@@ -53,21 +58,50 @@ class RangeObserver:
         self.lo = lo if self.lo is None else min(self.lo, lo)
         self.hi = hi if self.hi is None else max(self.hi, hi)
 
-    def fake_quant(self, x: torch.Tensor) -> torch.Tensor:
-        """Asymmetric uint8 rounding over the observed range (gradient passes through)."""
-        lo, hi = float(self.lo), float(self.hi)
+    def fake_quant(self, x: torch.Tensor, relu: bool = False) -> torch.Tensor:
+        """Asymmetric uint8 rounding over the observed range (gradient passes through).
+        relu: the range starts at 0, as for a convolution fused with the ReLU after it
+        (negative values round to 0, which is what the ReLU makes of them)."""
+        lo, hi = (0.0 if relu else float(self.lo)), float(self.hi)
         scale = max(hi - lo, 1e-8) / A_LEVELS
         zero = int(round(min(max(-lo / scale, 0), A_LEVELS)))
         return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, A_LEVELS)
+
+
+_RELUS = (torch.relu, torch.nn.functional.relu, "relu")
+
+
+def convs_before_relu(model: nn.Module) -> set[str]:
+    """Names of the convolutions whose only consumer is a ReLU (traced with torch.fx). The
+    exporters fuse such pairs and quantise the ReLU's output, over a range that starts at 0.
+    Empty if the model cannot be traced."""
+    from torch import fx
+
+    try:
+        graph = fx.symbolic_trace(model).graph
+    except Exception:   # noqa: BLE001 (untraceable control flow: simulate without fusion)
+        return set()
+    mods = dict(model.named_modules())
+
+    def is_relu(node) -> bool:
+        return (node.op in ("call_function", "call_method") and node.target in _RELUS) or (
+            node.op == "call_module" and isinstance(mods.get(node.target), nn.ReLU))
+
+    return {str(n.target) for n in graph.nodes
+            if n.op == "call_module" and isinstance(mods.get(n.target), nn.Conv2d)
+            and len(n.users) == 1 and is_relu(next(iter(n.users)))}
 
 
 class FakeQuantForward(nn.Module):
     """`model`'s forward with INT8 weights and activations simulated; gradients reach `model`'s
     own parameters. Ranges are observed while `model` is in training mode, frozen in eval mode."""
 
-    def __init__(self, model: nn.Module, momentum: float = 0.01, weight_qmax: int = W_QMAX):
+    def __init__(self, model: nn.Module, momentum: float = 0.01, weight_qmax: int = W_QMAX,
+                 round_glue: bool = False):
         super().__init__()
         self.model = model
+        self._gm = None
+        self._float_nodes: tuple[tuple, set] = ((), set())
         self.weight_qmax = weight_qmax
         self._active = False
         self._calibrating = False
@@ -76,6 +110,7 @@ class FakeQuantForward(nn.Module):
         from .students import Gate, GatedBlock, InvertedResidual
 
         self._convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+        self._relu_after = convs_before_relu(model)
         self._hooks = []
         for name, mod in model.named_modules():
             if isinstance(mod, (nn.Conv2d, InvertedResidual, GatedBlock, Gate)):
@@ -83,6 +118,57 @@ class FakeQuantForward(nn.Module):
                 self._hooks.append(mod.register_forward_hook(self._hook(name)))
         if len(self.observers) == 1:
             raise ValueError(f"{type(model).__name__} has no Conv2d layers to quantise")
+        if round_glue:
+            self._gm = self._glue_graph(momentum)
+
+    def _glue_graph(self, momentum: float):
+        """The model as an fx GraphModule with a rounding call after every glue op."""
+        from torch import fx
+
+        try:
+            gm = fx.symbolic_trace(self.model)
+        except Exception:   # noqa: BLE001 (untraceable: module-level simulation only)
+            return None
+        funcs = {operator.add, torch.add, operator.mul, torch.mul, torch.sigmoid}
+        methods = {"add", "mul", "sigmoid"}
+
+        def glue(name: str, x: torch.Tensor) -> torch.Tensor:
+            if not self._active or name in self._float_nodes[1]:
+                return x
+            return self._quant(name, x)
+
+        graph = gm.graph
+        for node in list(graph.nodes):
+            if (node.op == "call_function" and node.target in funcs) or (
+                    node.op == "call_method" and node.target in methods):
+                name = f"glue:{node.name}"
+                self.observers[name] = RangeObserver(momentum)
+                with graph.inserting_after(node):
+                    q = graph.call_function(glue, (name, node))
+                node.replace_all_uses_with(q, delete_user_cb=lambda u, q=q: u is not q)
+        graph.lint()
+        gm.recompile()
+        return gm
+
+    def _update_float_nodes(self) -> None:
+        """Glue nodes downstream of a float module (or of the output, for "output")."""
+        key = tuple(self.keep_float)
+        if self._gm is None or self._float_nodes[0] == key:
+            return
+        nodes = list(self._gm.graph.nodes)
+        seeds = [n for n in nodes if n.op == "call_module" and self._float(str(n.target))]
+        if "output" in self.keep_float:
+            seeds += [a for n in nodes if n.op == "output" for a in n.all_input_nodes]
+        seen, todo = set(), list(seeds)
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            todo.extend(n.users)
+        names = {n.args[0] for n in seen if n.op == "call_function" and n.args
+                 and isinstance(n.args[0], str) and n.args[0].startswith("glue:")}
+        self._float_nodes = (key, names)
 
     def _hook(self, name: str):
         def hook(mod, inputs, out):
@@ -101,7 +187,7 @@ class FakeQuantForward(nn.Module):
             return x
         if self.model.training or obs.lo is None:
             obs.update(x)
-        return obs.fake_quant(x)
+        return obs.fake_quant(x, relu=name in self._relu_after)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         params = {n: fake_quant_weight(p, self.weight_qmax) if n.endswith(".weight") and n[:-7] in self._convs
@@ -109,7 +195,12 @@ class FakeQuantForward(nn.Module):
                   else p for n, p in self.model.named_parameters()}
         self._active = True
         try:
-            y = torch.func.functional_call(self.model, params, (x,))
+            if self._gm is not None:
+                self._update_float_nodes()
+                own = dict(self._gm.named_parameters())
+                y = torch.func.functional_call(self._gm, {n: params[n] for n in own}, (x,))
+            else:
+                y = torch.func.functional_call(self.model, params, (x,))
         finally:
             self._active = False
         return self._quant("output", y)

@@ -374,6 +374,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     # Runtime's reduce_range rounds weights to 7 bits, the others to 8).
     float_by_fmt: dict[str, list[str]] = {}
     float_choices: dict[str, dict] = {}
+    float_tries: dict[str, list[list[str]]] = {}   # auto: larger regions if the real gate fails
     int8_fmts = [f for f in fmts if f in FLOAT_LAYER_FORMATS]
     if "engine-int8" in fmts and "onnx-qdq-trt" not in int8_fmts:
         int8_fmts.append("onnx-qdq-trt")
@@ -388,14 +389,13 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                 by_bits[bits] = fl.choose(model, crops, parity_list, th.min_ssim, gt,
                                           th.max_ssim_drop, weight_bits=bits,
                                           on_step=lambda msg: prog.say("  " + msg))
-                if not by_bits[bits].met:
-                    # float layers that do not reach the gate would cost speed for nothing
-                    by_bits[bits].layers = []
+                if not by_bits[bits].met:   # float layers short of the gate: speed for nothing
                     prog.say("  the simulation does not pass the gates short of a float model"
                              + ("; 7-bit weights limit it (--no-reduce-range on VNNI CPUs)"
                                 if bits == 7 else "") + ": keeping every layer int8")
             float_by_fmt[f] = by_bits[bits].layers
             float_choices[f] = by_bits[bits].to_dict()
+            float_tries[f] = list(by_bits[bits].fallbacks)
     elif float_spec and float_spec != fl.AUTO:
         float_by_fmt = {f: list(float_spec) for f in int8_fmts}
     for f, layers in float_by_fmt.items():
@@ -427,13 +427,12 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 
     # ---- build each format
     from runtime.atomic import atomic_write_json
-    from runtime.backends import failed_marker
 
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
     results: list[FormatResult] = []
     ctx = _BuildContext(model, ckpt, out, stem, crops, profile, multiple, o, prog)
-    ctx.float_by_fmt = float_by_fmt
+    ctx.float_by_fmt = dict(float_by_fmt)
     total = len(fmts)
     with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp:
         ctx.tmp = Path(tmp)
@@ -441,27 +440,18 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         for i, f in enumerate(fmts, 1):
             spec = FORMATS[f]
             prog.say(f"[{i}/{total}] {f}: {spec.description}")
-            res = FormatResult(f, "error", precision=spec.precision, target=spec.target)
-            t0 = time.perf_counter()
-            try:
-                path = ctx.build(f)
-            except Exception as e:
-                res.reason = f"build failed: {type(e).__name__}: {_first_line(e)}"
-                stale = ctx.path_for(f)
-                if stale.exists():   # an older build must not pass for this one
-                    atomic_write_json(failed_marker(stale), {
-                        "format": f, "status": "error", "reason": res.reason})
-                res.extra["traceback"] = traceback.format_exc(limit=6)
-                prog.say(f"  {res.reason}")
-                results.append(res)
-                continue
-            failed_marker(path).unlink(missing_ok=True)  # a fresh build is judged afresh
-            res.build_s = round(time.perf_counter() - t0, 2)
-            res.file = str(path)
-            res.size_bytes = path.stat().st_size
-            _gate(res, spec, path, parity_list, refs, gt, ref_ssim_gt, teacher, o.thresholds,
-                  o.threads, lat_image, o.latency_runs, prog)
-            _mark(res, path, weights_sha)
+            tries = float_tries.get(f, [])
+            res = _build_and_gate(ctx, f, parity_list, refs, gt, ref_ssim_gt, teacher,
+                                  lat_image, weights_sha)
+            while res.status == "fail" and tries:
+                layers = tries.pop(0)
+                prog.say(f"  trying {', '.join(layers)} (and all after) in float")
+                ctx.float_by_fmt[f] = layers
+                ctx.built.pop(f, None)
+                res = _build_and_gate(ctx, f, parity_list, refs, gt, ref_ssim_gt, teacher,
+                                      lat_image, weights_sha)
+            if f in float_tries:
+                res.extra["float_layers"] = ctx.float_by_fmt.get(f, [])
             results.append(res)
     for f, reason in skipped.items():
         res = FormatResult(f, "skipped", precision=FORMATS[f].precision,
@@ -475,9 +465,40 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                 prog.say(f"  build it on the target device with:\n  {res.extra['trtexec']}")
 
     settings["weights_sha256"] = weights_sha
+    settings["float_layers"] = dict(ctx.float_by_fmt)   # as built, after any fallback
     report = ExportReport(str(weights), model.arch_name, str(out), results, reference, settings)
     atomic_write_json(out / "export_report.json", report.to_dict())
     return report
+
+
+def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssim_gt, teacher,
+                    lat_image, weights_sha: str) -> FormatResult:
+    """Build format `f` and judge it (see `_gate`); a failed build is an "error" result."""
+    from runtime.atomic import atomic_write_json
+    from runtime.backends import failed_marker
+
+    spec, o, prog = FORMATS[f], ctx.o, ctx.prog
+    res = FormatResult(f, "error", precision=spec.precision, target=spec.target)
+    t0 = time.perf_counter()
+    try:
+        path = ctx.build(f)
+    except Exception as e:
+        res.reason = f"build failed: {type(e).__name__}: {_first_line(e)}"
+        stale = ctx.path_for(f)
+        if stale.exists():   # an older build must not pass for this one
+            atomic_write_json(failed_marker(stale), {
+                "format": f, "status": "error", "reason": res.reason})
+        res.extra["traceback"] = traceback.format_exc(limit=6)
+        prog.say(f"  {res.reason}")
+        return res
+    failed_marker(path).unlink(missing_ok=True)  # a fresh build is judged afresh
+    res.build_s = round(time.perf_counter() - t0, 2)
+    res.file = str(path)
+    res.size_bytes = path.stat().st_size
+    _gate(res, spec, path, parity_list, refs, gt, ref_ssim_gt, teacher, o.thresholds,
+          o.threads, lat_image, o.latency_runs, prog)
+    _mark(res, path, weights_sha)
+    return res
 
 
 def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:

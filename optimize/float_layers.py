@@ -181,24 +181,28 @@ def float_units(model: nn.Module, names: Sequence[str]) -> list[str]:
 
 @dataclass
 class Choice:
-    """What `choose` found: the layers, and the simulated worst-image losses after each step."""
+    """What `choose` found: the layers, the simulated worst-image losses after each step, and
+    larger float regions to fall back on if the real artifact fails its gate (the simulation
+    does not round every op the runtimes round, so it can be optimistic)."""
     layers: list[str]
     target: dict
     steps: list[dict] = field(default_factory=list)
     met: bool = True
+    fallbacks: list[list[str]] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"layers": self.layers, "target": self.target, "steps": self.steps,
-                "met": self.met}
+                "met": self.met, "fallbacks": self.fallbacks}
 
 
 def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.ndarray]],
            min_ssim: float | None, gt: dict[str, np.ndarray] | None = None,
-           max_ssim_drop: float | None = None, weight_bits: int = 8,
+           max_ssim_drop: float | None = None, weight_bits: int = 8, fallbacks: int = 6,
            on_step: Callable[[str], None] | None = None) -> Choice:
     """Greedy search (see the module doc). `crops` (N x 3 x H x W) calibrate the simulated
     ranges (min/max), `images` (name, HxWx3 float in [0, 1]) are the parity images, `gt` their
-    ground truth by name. `weight_bits` 7 simulates ONNX Runtime's reduce_range. Targets: worst SSIM to FP32 >= 1 - MARGIN * (1 - min_ssim), and with
+    ground truth by name. `weight_bits` 7 simulates ONNX Runtime's reduce_range; after the
+    first passing region the search goes on for up to `fallbacks` more steps. Targets: worst SSIM to FP32 >= 1 - MARGIN * (1 - min_ssim), and with
     ground truth worst SSIM-to-GT lost <= MARGIN * max_ssim_drop."""
     import torch
 
@@ -225,7 +229,7 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
     target = {"min_ssim": None if min_ssim is None else 1 - MARGIN * (1 - min_ssim),
               "max_ssim_drop": MARGIN * max_ssim_drop if use_drop else None}
 
-    fq = FakeQuantForward(model, weight_qmax=2 ** (weight_bits - 1) - 1)
+    fq = FakeQuantForward(model, weight_qmax=2 ** (weight_bits - 1) - 1, round_glue=True)
     fq.calibrate(torch.from_numpy(np.asarray(crops, np.float32)))
 
     def measure(keep: list[str]) -> dict:
@@ -256,7 +260,8 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
     steps = [{"float": [], "units": [], **r}]
     if on_step:
         on_step(_describe([], r))
-    while not passes(r):
+    met_at = 0 if passes(r) else None
+    while met_at is None or len(keep) < met_at + fallbacks:
         region = set().union(*(closure[k] for k in keep)) if keep else set()
         trials = {}
         for u in closure:   # each candidate cut, with what it adds downstream
@@ -275,10 +280,17 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
         keep.append(best)
         r = results[best]
         steps.append({"float": list(keep), "units": sorted(trials[best]), **r})
+        if met_at is None and passes(r):
+            met_at = len(keep)
         if on_step:
-            on_step(_describe(keep, r))
+            on_step(_describe(keep, r) + (" (fallback)" if met_at is not None
+                                          and len(keep) > met_at else ""))
     fq.remove()
-    return Choice(keep, {**target, "weight_bits": weight_bits}, steps, passes(r))
+    target = {**target, "weight_bits": weight_bits}
+    if met_at is None:
+        return Choice([], target, steps, False)
+    return Choice(list(keep[:met_at]), target, steps, True,
+                  [list(keep[:k]) for k in range(met_at + 1, len(keep) + 1)])
 
 
 def _describe(keep: list[str], r: dict) -> str:

@@ -63,19 +63,65 @@ def test_simulation_with_everything_float_is_the_float_model():
     assert torch.allclose(full, ref, atol=1e-6)         # and float where asked
 
 
+def test_simulation_rounds_glue_ops_unless_downstream_of_float(student):
+    """round_glue: the functional adds/products the exporters quantise are rounded too, except
+    downstream of a float layer (the closure the exports use)."""
+    from optimize.calibration import sample_images
+
+    model = student[0]
+    img = sample_images(("chelsea",), blur_sigma=1.5)[0][1]
+    x = torch.from_numpy(np.ascontiguousarray(img[:64, :128].transpose(2, 0, 1)))[None]
+    plain, glue = FakeQuantForward(model), FakeQuantForward(model, round_glue=True)
+    assert sum(k.startswith("glue:") for k in glue.observers) >= 8
+    for fq in (plain, glue):
+        fq.calibrate(x)
+    with torch.no_grad():
+        ref = model(x)
+        assert (plain(x) - glue(x)).abs().max() > 1e-3
+        glue.keep_float = fl.float_units(model, ["head"])
+        tail = glue(x)
+        tail_float = set(glue._float_nodes[1])
+        glue.keep_float = fl.units(model)
+        assert torch.allclose(glue(x), ref, atol=1e-6)
+    assert (tail - ref).abs().max() > 1e-4    # the rest is still int8
+    all_glue = {k for k in glue.observers if k.startswith("glue:")}
+    assert tail_float and tail_float < all_glue   # only what lies after `head`
+
+
 def test_auto_search_lowers_the_simulated_loss(student):
     from optimize.calibration import gaussian_blur, sample_images
 
     model = student[0]
     imgs = [(n, gaussian_blur(i, 1.5)) for n, i in sample_images(("chelsea",), blur_sigma=0)]
     crops = np.stack([imgs[0][1][:64, :64].transpose(2, 0, 1)] * 2)
-    loose = fl.choose(model, crops, imgs, min_ssim=0.5)
-    assert loose.met and loose.layers == [] and len(loose.steps) == 1
-    strict = fl.choose(model, crops, imgs, min_ssim=0.99999)
-    assert strict.layers, strict.steps
+    loose = fl.choose(model, crops, imgs, min_ssim=0.5, fallbacks=2)
+    assert loose.met and loose.layers == [] and loose.steps[0]["float"] == []
+    # larger regions to fall back on, each containing the one before
+    assert [len(f) for f in loose.fallbacks] == [1, 2]
+    assert loose.fallbacks[1][:1] == loose.fallbacks[0]
+    strict = fl.choose(model, crops, imgs, min_ssim=0.999999, fallbacks=2)
     first, last = strict.steps[0], strict.steps[-1]
-    assert last["ssim"] > first["ssim"]
+    assert len(strict.steps) > 1 and last["ssim"] > first["ssim"]
     assert set(last["units"]) != set(fl.units(model))   # never the whole network in float
+    if not strict.met:   # float layers that do not reach the target are not worth their cost
+        assert strict.layers == [] and strict.fallbacks == []
+
+
+def test_export_falls_back_to_larger_regions_when_the_real_gate_fails(student, data_dir,
+                                                                      tmp_path, monkeypatch):
+    """auto's choice is simulated; an artifact that fails its real gate is rebuilt with the
+    next larger float region, and the report says which one was built."""
+    monkeypatch.setattr(fl, "choose", lambda *a, **k: fl.Choice(
+        ["output"], {}, [], True, [["head"], ["dec.1"]]))
+    rep = export(student[1], ["onnx-int8"], tmp_path, float_layers="auto",
+                 thresholds=Thresholds(min_ssim=0.999999), calib=[str(data_dir / "calib")],
+                 calib_count=8, calib_size=128, parity_images=[str(data_dir / "parity")],
+                 latency=False, quiet=True)
+    r = rep.result("onnx-int8")
+    assert r.status == "fail" and r.extra["float_layers"] == ["dec.1"]
+    assert rep.settings["float_layers"] == {"onnx-int8": ["dec.1"]}
+    meta = {p.key: p.value for p in onnx.load(r.file).metadata_props}
+    assert "float layers: dec.1" in meta["quantization"]
 
 
 def test_export_keeps_named_layers_float(student, data_dir, tmp_path):
