@@ -450,7 +450,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                 ctx.built.pop(f, None)
                 res = _build_and_gate(ctx, f, parity_list, refs, gt, ref_ssim_gt, teacher,
                                       lat_image, weights_sha)
-            if f in float_tries:
+            if ctx.float_by_fmt.get(f) or f in float_tries:
                 res.extra["float_layers"] = ctx.float_by_fmt.get(f, [])
             results.append(res)
     for f, reason in skipped.items():
@@ -724,8 +724,11 @@ def table_rows(report: ExportReport) -> list[list[str]]:
     for r in report.results:
         psnr = "-" if r.psnr is None else ("inf" if math.isinf(r.psnr) else f"{r.psnr:.2f}")
         drop = ["-" if r.ssim_gt_drop is None else f"{r.ssim_gt_drop:.4f}"] if gt else []
+        floats = r.extra.get("float_layers")
         rows.append([
-            r.format, (r.precision or "").upper(), Path(r.file).name if r.file else "-",
+            r.format, (r.precision or "").upper()
+            + (f", float from {', '.join(floats)}" if floats else ""),
+            Path(r.file).name if r.file else "-",
             _fmt_size(r.size_bytes),
             f"{r.latency_ms_1080p:.0f}" if r.latency_ms_1080p else "-",
             "-" if r.max_abs is None else f"{r.max_abs:.2g}", psnr,

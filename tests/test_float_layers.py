@@ -133,6 +133,10 @@ def test_export_keeps_named_layers_float(student, data_dir, tmp_path):
     full = export(student[1], fmts, tmp_path / "full", **common)
     mixed = export(student[1], fmts, tmp_path / "mixed", float_layers="dec.1", **common)
     assert mixed.settings["float_layers"] == {"onnx-int8": ["dec.1"], "tflite-int8": ["dec.1"]}
+    from optimize.export import table_rows
+    rows = {row[0]: row for row in table_rows(mixed)}
+    assert rows["tflite-int8"][1] == "INT8, float from dec.1"
+    assert {row[1] for row in table_rows(full)} == {"FP32", "INT8"}
 
     proto = onnx.load(mixed.result("onnx-int8").file)
     dq_outputs = {o for n in proto.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
