@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -122,20 +123,24 @@ def exporter_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _settings(student: Student, calib_count: int) -> dict:
-    return {"weights_hash": student.hash, "exporter": exporter_hash(),
-            "calib_count": int(calib_count), "calibration": "built-in sample photos",
-            "parity": "built-in sample photos"}
+def _settings(student: Student, calib_count: int, float_layers: str | None = None) -> dict:
+    s = {"weights_hash": student.hash, "exporter": exporter_hash(),
+         "calib_count": int(calib_count), "calibration": "built-in sample photos",
+         "parity": "built-in sample photos"}
+    if float_layers:
+        s["float_layers"] = float_layers
+    return s
 
 
 def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = None,
                      formats: str | Sequence[str] | None = None,
                      calib_count: int = DEFAULT_CALIB_COUNT, quiet: bool = False,
-                     say=None) -> ArtifactSet:
+                     say=None, float_layers: str | None = None) -> ArtifactSet:
     """Every export format for `student`: reused from the cache when up to date, else built with
     `optimize.export.export`. Formats not requested or not buildable here come back as skipped
-    with a reason; failed builds as error with the export's reason."""
-    from optimize.export import FORMATS, export, parse_formats
+    with a reason; failed builds as error with the export's reason. `float_layers` as
+    `sharpen export --float-layers` (mixed-precision INT8; cached in a folder of its own)."""
+    from optimize.export import FORMATS, ExportError, export, parse_formats
 
     say = say or (lambda msg: None)
     try:
@@ -143,8 +148,11 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     except ValueError as e:
         raise BenchError(str(e)) from None
     requested = list(FORMATS) if requested is None else requested
-    folder = Path(cache_root or default_cache_root()) / f"{student.path.stem}-{student.hash}"
-    settings = _settings(student, calib_count)
+    float_layers = (float_layers or "").strip() or None
+    suffix = ("-float-" + re.sub(r"[^A-Za-z0-9.]+", "_", float_layers)) if float_layers else ""
+    folder = (Path(cache_root or default_cache_root())
+              / f"{student.path.stem}-{student.hash}{suffix}")
+    settings = _settings(student, calib_count, float_layers)
     stamp_path = folder / STAMP
     stamp: dict = {}
     if stamp_path.is_file():
@@ -175,8 +183,11 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     if to_build:
         say(f"exporting {student.name} ({student.path.name}) -> {', '.join(to_build)} "
             f"in {folder} (cached for later runs)")
-        report = export(student.path, to_build, folder, calib_count=calib_count, latency=False,
-                        quiet=quiet)
+        try:
+            report = export(student.path, to_build, folder, calib_count=calib_count,
+                            latency=False, quiet=quiet, float_layers=float_layers)
+        except ExportError as e:
+            raise BenchError(f"{student.name}: {e}") from None
         for r in report.results:
             if r.format not in to_build:
                 continue

@@ -93,6 +93,7 @@ def options_from_args(args: argparse.Namespace):
                         real_pairs=args.real_pairs, real_nogt=args.real_nogt,
                         min_ssim_ratio=ratio, min_ssim_gain=gain, limit=args.limit,
                         sizes=args.sizes, formats=args.formats, cache=args.cache,
+                        float_layers=args.float_layers,
                         threads=args.threads, calib_count=args.calib_count,
                         stream_frames=args.stream_frames, latency=not args.no_latency,
                         quiet=args.quiet)

@@ -41,6 +41,9 @@ SCHEMA: tuple[Opt, ...] = (
     Opt(("--formats",), "formats", "export formats to build and measure (default: all this "
         "machine can build; see `sharpen export --help`)", metavar="LIST",
         pytest_aliases=("--bench-formats",)),
+    Opt(("--float-layers",), "float_layers", "INT8 formats: layers of each student kept in "
+        "float (and all after), as `sharpen export --float-layers` (default none)",
+        metavar="LIST", pytest_aliases=("--bench-float-layers",)),
     Opt(("--cache",), "cache", "cache of artifacts and teacher outputs (default "
         "$SHARPEN_BENCH_CACHE or ~/.cache/sharpen/bench)", metavar="DIR",
         pytest_aliases=("--bench-cache",)),

@@ -57,6 +57,7 @@ class BenchOptions:
     limit: Optional[int] = None
     sizes: Optional[str] = None
     formats: Optional[str] = None
+    float_layers: Optional[str] = None
     cache: Optional[str] = None
     threads: int = 0
     calib_count: int = DEFAULT_CALIB_COUNT
@@ -167,7 +168,8 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     for st in students:
         try:
             artifact_sets[st.name] = ensure_artifacts(st, cache, opts.formats, opts.calib_count,
-                                                      quiet=opts.quiet, say=say)
+                                                      quiet=opts.quiet, say=say,
+                                                      float_layers=opts.float_layers)
         except CheckpointError as e:
             raise BenchError(str(e)) from None
 

@@ -203,6 +203,17 @@ def test_missing_backends_are_skipped_with_reasons(good_run):
     stamp_path.write_text(json.dumps(stamp))
     rebuilt = ensure_artifacts(st, report["settings"]["cache"], "onnx", quiet=True)
     assert rebuilt.built_now == ["onnx"] and rebuilt.get("onnx").usable
+    # Mixed-precision artifacts (--float-layers) are cached beside the full-integer ones, and a
+    # layer the student does not have is a clear error naming it.
+    mixed = ensure_artifacts(st, report["settings"]["cache"], "onnx-int8", quiet=True,
+                             float_layers="head")
+    assert mixed.built_now == ["onnx-int8"] and mixed.folder.name.endswith("-float-head")
+    assert "float layers: head" in str(__import__("onnx").load(mixed.get("onnx-int8").file)
+                                       .metadata_props)
+    from benchmarks.artifacts import BenchError
+    with pytest.raises(BenchError, match="'nope' is not a layer of"):
+        ensure_artifacts(st, report["settings"]["cache"], "onnx-int8", quiet=True,
+                         float_layers="nope")
 
 
 def test_bad_student_fails_ssim_check(env, good_run, capsys):
@@ -330,7 +341,8 @@ def test_real_blur_section_matches_direct_metrics(env):
     ["--out", "b", "--full", "--weights", "x.pt", "y.pt", "--min-ssim-gain", "0.2",
      "--real-pairs", "reds", "--real-nogt", "nogt", "--threads", "2", "--no-latency",
      "--sizes", "640x360", "--target-fps", "25"],
-    ["--out", "b", "--min-ssim-ratio", "0.9", "--limit", "3", "--formats", "onnx"]])
+    ["--out", "b", "--min-ssim-ratio", "0.9", "--limit", "3", "--formats", "onnx"],
+    ["--out", "b", "--formats", "tflite-int8", "--float-layers", "dec.1,head"]])
 def test_reproduce_command_round_trips(argv):
     """The report's reproduce command comes from the options object and rebuilds it."""
     from sharpen.cli import build_parser
