@@ -1,11 +1,12 @@
-"""Mixed precision for the INT8 formats: the few layers whose 8-bit rounding costs the most stay
-in float (`sharpen export --float-layers`).
+"""Mixed precision for the INT8 formats: the layers nearest the output stay in float
+(`sharpen export --float-layers`).
 
 A student's INT8 error is the 8-bit rounding of its activations accumulated over ~20 layers
-(its weights alone in int8 cost almost nothing), and a few layers near the output carry most of
-what reaches the image. Keeping those in float is what ONNX Runtime (`nodes_to_exclude`), TFLite
-(the MLIR quantizer's `denylisted_nodes`) and ModelOpt (`nodes_to_exclude`) allow; the rest of
-the network stays int8.
+(its weights alone in int8 cost almost nothing). Keeping the last layers in float removes their
+share, at the price of float kernels there: ONNX Runtime (`nodes_to_exclude`), TFLite (the MLIR
+quantizer's `denylisted_nodes`) and ModelOpt (`nodes_to_exclude`) allow it; the rest of the
+network stays int8. How many layers a budget needs, and what they cost in speed, is in the
+student cards.
 
 Layers are named by the student's PyTorch modules ("dec.0", "edge_gate", `OUTPUT` for the
 global residual add that makes the image), so one list means the same layers in every format:
@@ -13,10 +14,12 @@ ONNX node names carry the module scope ("/dec/dec.0/pw2/Conv") and the Keras reb
 layers after the modules. A named layer stays float *with everything downstream of it*: a float
 layer whose output the next int8 layer rounds again gains nothing, so float regions are closed
 toward the output. "auto" picks the list: it simulates INT8 in PyTorch
-(`distill.qat.FakeQuantForward`, which predicts ONNX Runtime's error for `fast` within ~10 %)
-on the parity images and greedily keeps in float the layer that most lowers the worst image's
-loss, until the simulated artifact passes the export's own gates with a margin. The real
-artifacts are then built and gated as usual.
+(`distill.qat.FakeQuantForward` with every convolution, block, add, product and sigmoid rounded)
+on the parity images and grows the float region from the output, each step the cut that most
+lowers the worst image's loss, until the simulated artifact passes the export's own gates with
+a margin. The simulation is an estimate (for `fast` it over-states full INT8's loss and
+under-states what the early layers cost in TFLite), so the real artifacts are gated as usual and
+one that fails is rebuilt with the search's next larger regions.
 """
 from __future__ import annotations
 
@@ -202,8 +205,9 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
     """Greedy search (see the module doc). `crops` (N x 3 x H x W) calibrate the simulated
     ranges (min/max), `images` (name, HxWx3 float in [0, 1]) are the parity images, `gt` their
     ground truth by name. `weight_bits` 7 simulates ONNX Runtime's reduce_range; after the
-    first passing region the search goes on for up to `fallbacks` more steps. Targets: worst SSIM to FP32 >= 1 - MARGIN * (1 - min_ssim), and with
-    ground truth worst SSIM-to-GT lost <= MARGIN * max_ssim_drop."""
+    first passing region the search goes on for up to `fallbacks` more steps. Targets: worst
+    SSIM to FP32 >= 1 - MARGIN * (1 - min_ssim), and with ground truth worst SSIM-to-GT lost
+    <= MARGIN * max_ssim_drop."""
     import torch
 
     from distill.metrics import ssim
@@ -294,9 +298,8 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
 
 
 def _describe(keep: list[str], r: dict) -> str:
-    s = f"simulated INT8 with {', '.join(keep) or 'nothing'} (and all after) in float: " \
-        f"worst SSIM to FP32 " \
-        f"{r['ssim']:.4f}"
+    s = (f"simulated INT8 with {', '.join(keep) or 'nothing'} (and all after) in float: "
+         f"worst SSIM to FP32 {r['ssim']:.4f}")
     if "ssim_drop" in r:
         s += f", SSIM to ground truth lost {r['ssim_drop']:.4f}"
     return s
