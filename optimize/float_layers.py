@@ -186,7 +186,7 @@ def float_units(model: nn.Module, names: Sequence[str]) -> list[str]:
 class Choice:
     """What `choose` found: the layers, the simulated worst-image losses after each step, and
     larger float regions to fall back on if the real artifact fails its gate (the simulation
-    does not round every op the runtimes round, so it can be optimistic)."""
+    is an estimate), smallest first: `layers` plus one more cut each."""
     layers: list[str]
     target: dict
     steps: list[dict] = field(default_factory=list)
@@ -200,12 +200,11 @@ class Choice:
 
 def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.ndarray]],
            min_ssim: float | None, gt: dict[str, np.ndarray] | None = None,
-           max_ssim_drop: float | None = None, weight_bits: int = 8, fallbacks: int = 6,
+           max_ssim_drop: float | None = None, weight_bits: int = 8,
            on_step: Callable[[str], None] | None = None) -> Choice:
     """Greedy search (see the module doc). `crops` (N x 3 x H x W) calibrate the simulated
     ranges (min/max), `images` (name, HxWx3 float in [0, 1]) are the parity images, `gt` their
-    ground truth by name. `weight_bits` 7 simulates ONNX Runtime's reduce_range; after the
-    first passing region the search goes on for up to `fallbacks` more steps. Targets: worst
+    ground truth by name. `weight_bits` 7 simulates ONNX Runtime's reduce_range. Targets: worst
     SSIM to FP32 >= 1 - MARGIN * (1 - min_ssim), and with ground truth worst SSIM-to-GT lost
     <= MARGIN * max_ssim_drop."""
     import torch
@@ -264,16 +263,19 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
     steps = [{"float": [], "units": [], **r}]
     if on_step:
         on_step(_describe([], r))
-    met_at = 0 if passes(r) else None
-    while met_at is None or len(keep) < met_at + fallbacks:
+    def grow(keep: list[str]) -> dict[str, frozenset]:
+        """Each further cut, with what it adds downstream (the whole network would make the
+        "INT8" artifact a float one)."""
         region = set().union(*(closure[k] for k in keep)) if keep else set()
-        trials = {}
-        for u in closure:   # each candidate cut, with what it adds downstream
-            grown = region | set(closure[u])
-            # a region that is the whole network would make the "INT8" artifact a float one
-            if (grown != region and grown != everything
-                    and frozenset(grown) not in trials.values()):
-                trials[u] = frozenset(grown)
+        trials: dict[str, frozenset] = {}
+        for u in closure:
+            grown = frozenset(region | set(closure[u]))
+            if grown != region and grown != everything and grown not in trials.values():
+                trials[u] = grown
+        return trials
+
+    while not passes(r):
+        trials = grow(keep)
         if not trials:
             break
         results = {u: measure(sorted(g)) for u, g in trials.items()}
@@ -284,17 +286,14 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
         keep.append(best)
         r = results[best]
         steps.append({"float": list(keep), "units": sorted(trials[best]), **r})
-        if met_at is None and passes(r):
-            met_at = len(keep)
         if on_step:
-            on_step(_describe(keep, r) + (" (fallback)" if met_at is not None
-                                          and len(keep) > met_at else ""))
+            on_step(_describe(keep, r))
     fq.remove()
     target = {**target, "weight_bits": weight_bits}
-    if met_at is None:
+    if not passes(r):
         return Choice([], target, steps, False)
-    return Choice(list(keep[:met_at]), target, steps, True,
-                  [list(keep[:k]) for k in range(met_at + 1, len(keep) + 1)])
+    larger = sorted(grow(keep).items(), key=lambda kv: (len(kv[1]), units(model).index(kv[0])))
+    return Choice(list(keep), target, steps, True, [keep + [u] for u, _ in larger])
 
 
 def _describe(keep: list[str], r: dict) -> str:

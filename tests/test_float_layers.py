@@ -94,17 +94,38 @@ def test_auto_search_lowers_the_simulated_loss(student):
     model = student[0]
     imgs = [(n, gaussian_blur(i, 1.5)) for n, i in sample_images(("chelsea",), blur_sigma=0)]
     crops = np.stack([imgs[0][1][:64, :64].transpose(2, 0, 1)] * 2)
-    loose = fl.choose(model, crops, imgs, min_ssim=0.5, fallbacks=2)
-    assert loose.met and loose.layers == [] and loose.steps[0]["float"] == []
-    # larger regions to fall back on, each containing the one before
-    assert [len(f) for f in loose.fallbacks] == [1, 2]
-    assert loose.fallbacks[1][:1] == loose.fallbacks[0]
-    strict = fl.choose(model, crops, imgs, min_ssim=0.999999, fallbacks=2)
+    loose = fl.choose(model, crops, imgs, min_ssim=0.5)
+    assert loose.met and loose.layers == [] and loose.steps == [loose.steps[0]]
+    # larger regions to fall back on: one cut each, smallest region first, never everything
+    sizes = [len(fl.float_units(model, f)) for f in loose.fallbacks]
+    assert all(len(f) == 1 for f in loose.fallbacks) and sizes == sorted(sizes)
+    assert loose.fallbacks[0] == [fl.OUTPUT] and ["stem"] in loose.fallbacks
+    assert max(sizes) < len(fl.units(model))
+    strict = fl.choose(model, crops, imgs, min_ssim=0.999999)
     first, last = strict.steps[0], strict.steps[-1]
     assert len(strict.steps) > 1 and last["ssim"] > first["ssim"]
     assert set(last["units"]) != set(fl.units(model))   # never the whole network in float
     if not strict.met:   # float layers that do not reach the target are not worth their cost
         assert strict.layers == [] and strict.fallbacks == []
+
+
+def test_fallback_search_bisects():
+    """The smallest passing region of the fallbacks, in about log2(n) builds."""
+    from optimize.export import FormatResult, _search_float_layers
+
+    tries = [[f"r{i}"] for i in range(9)]
+    built = []
+
+    def attempt(layers):
+        built.append(layers[0])
+        return FormatResult("x", "pass" if int(layers[0][1:]) >= 3 else "fail")
+
+    res = _search_float_layers(attempt, tries)
+    assert res.status == "pass" and built[-1] == "r3" and len(built) <= 6
+    built.clear()
+    res = _search_float_layers(lambda layers: built.append(layers[0]) or FormatResult(
+        "x", "fail"), tries)
+    assert res.status == "fail" and built == ["r8"]   # the largest fails: nothing smaller tried
 
 
 def test_export_falls_back_to_larger_regions_when_the_real_gate_fails(student, data_dir,
