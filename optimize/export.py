@@ -27,11 +27,6 @@ from runtime.console import Console
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 
 
-# The INT8 formats whose quantizers can keep layers in float (--float-layers); engine-int8 is
-# built from onnx-qdq-trt and inherits its choice.
-FLOAT_LAYER_FORMATS = ("onnx-int8", "tflite-int8", "onnx-qdq-trt")
-
-
 class ExportError(ValueError):
     """A usage problem (bad option, missing input, unwritable output) with a one-line message."""
 
@@ -370,37 +365,9 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         reference["ssim_gt"] = min(ref_ssim_gt.values())
     if teacher:
         reference["ssim_teacher"] = min(ssim(np.clip(refs[n], 0, 1), teacher[n]) for n in teacher)
-    # INT8 formats -> layers kept in float; "auto" is chosen once per weight precision (ONNX
-    # Runtime's reduce_range rounds weights to 7 bits, the others to 8).
-    float_by_fmt: dict[str, list[str]] = {}
-    float_choices: dict[str, dict] = {}
-    float_tries: dict[str, list[list[str]]] = {}   # auto: larger regions if the real gate fails
-    int8_fmts = [f for f in fmts if f in FLOAT_LAYER_FORMATS]
-    if "engine-int8" in fmts and "onnx-qdq-trt" not in int8_fmts:
-        int8_fmts.append("onnx-qdq-trt")
-    if float_spec == fl.AUTO and int8_fmts and crops is not None:
-        th = o.thresholds
-        by_bits: dict[int, fl.Choice] = {}
-        for f in int8_fmts:
-            bits = 7 if f == "onnx-int8" and o.reduce_range else 8
-            if bits not in by_bits:
-                prog.say(f"choosing the layers to keep in float ({bits}-bit weights, simulated "
-                         "INT8 on the parity images)")
-                by_bits[bits] = fl.choose(model, crops, parity_list, th.min_ssim, gt,
-                                          th.max_ssim_drop, weight_bits=bits,
-                                          on_step=lambda msg: prog.say("  " + msg))
-                if not by_bits[bits].met:   # float layers short of the gate: speed for nothing
-                    prog.say("  the simulation does not pass the gates short of a float model"
-                             + ("; 7-bit weights limit it (--no-reduce-range on VNNI CPUs)"
-                                if bits == 7 else "") + ": keeping every layer int8")
-            float_by_fmt[f] = by_bits[bits].layers
-            float_choices[f] = by_bits[bits].to_dict()
-            float_tries[f] = list(by_bits[bits].fallbacks)
-    elif float_spec and float_spec != fl.AUTO:
-        float_by_fmt = {f: list(float_spec) for f in int8_fmts}
-    for f, layers in float_by_fmt.items():
-        if layers:
-            prog.say(f"{f} keeps {', '.join(layers)} (and all after) in float")
+    float_by_fmt, float_choices, float_tries = fl.plan(
+        float_spec, model, fmts, crops, parity_list, gt, o.thresholds, o.reduce_range,
+        prog.say)
     lat_image = _latency_image(parity_list[0][1]) if o.latency else None
     if o.latency:
         import torch
@@ -418,8 +385,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         "formats_requested": requested or "all buildable", "calib_count": o.calib_count,
         "calib_size": None if crops is None else int(crops.shape[2]),
         "calib_images": calib_names, "calib_method": o.calib_method, "percentile": o.percentile,
-        "reduce_range": o.reduce_range, "float_layers": float_by_fmt,
-        "float_layers_auto": float_choices or None,
+        "reduce_range": o.reduce_range, "float_layers_auto": float_choices or None,
         "modelopt_method": o.modelopt_method, "thresholds": asdict(o.thresholds),
         "profile": profile.to_dict(), "workspace_gb": o.workspace_gb, "threads": o.threads,
         "parity_images": [n for n, _ in parity_list], "opset": o.opset,
@@ -432,7 +398,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     (out / "export_report.json").unlink(missing_ok=True)
     results: list[FormatResult] = []
     ctx = _BuildContext(model, ckpt, out, stem, crops, profile, multiple, o, prog)
-    ctx.float_by_fmt = dict(float_by_fmt)
+    ctx.float_by_fmt = float_by_fmt
     total = len(fmts)
     with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp:
         ctx.tmp = Path(tmp)
@@ -477,12 +443,11 @@ def _search_float_layers(attempt, tries: list[list[str]]) -> FormatResult:
     """The smallest of `tries` (float regions, smallest first; larger ones lose less) whose
     artifact passes its gate, by bisection: about log2(len) rebuilds instead of len. Ends with
     that artifact built, or with the largest one if none passes."""
-    lo, hi, best, last = 0, len(tries) - 1, None, None
-    res = attempt(tries[hi])
-    last = hi
+    best = last = len(tries) - 1
+    res = attempt(tries[best])
     if res.status != "pass":
         return res
-    best = hi
+    lo = 0
     while lo < best:
         mid = (lo + best) // 2
         res, last = attempt(tries[mid]), mid

@@ -31,6 +31,9 @@ import numpy as np
 from torch import nn
 
 OUTPUT = "output"       # the layer that makes the image (the global residual add)
+# The INT8 formats whose quantizers can keep layers in float; engine-int8 is built from
+# onnx-qdq-trt and inherits its choice.
+FORMATS = ("onnx-int8", "tflite-int8", "onnx-qdq-trt")
 AUTO = "auto"
 MARGIN = 0.75           # auto aims at this fraction of each gate's allowed loss
 
@@ -294,6 +297,45 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
         return Choice([], target, steps, False)
     larger = sorted(grow(keep).items(), key=lambda kv: (len(kv[1]), units(model).index(kv[0])))
     return Choice(list(keep), target, steps, True, [keep + [u] for u, _ in larger])
+
+
+def plan(spec: list[str] | str, model: nn.Module, fmts: Sequence[str], crops, images, gt,
+         thresholds, reduce_range: bool, say: Callable[[str], None]
+         ) -> tuple[dict[str, list[str]], dict[str, dict], dict[str, list[list[str]]]]:
+    """Per INT8 format of an export: the layers to keep in float, the "auto" searches (for the
+    report), and the larger regions to try if the real artifact fails its gate. "auto" runs once
+    per weight precision (ONNX Runtime's reduce_range rounds weights to 7 bits, the rest to 8).
+    `spec` is what `parse` returned; `thresholds` the export's gates."""
+    wanted = [f for f in fmts if f in FORMATS]
+    if "engine-int8" in fmts and "onnx-qdq-trt" not in wanted:
+        wanted.append("onnx-qdq-trt")
+    fmts = wanted
+    by_fmt: dict[str, list[str]] = {}
+    choices: dict[str, dict] = {}
+    tries: dict[str, list[list[str]]] = {}
+    if spec == AUTO and fmts and crops is not None:
+        by_bits: dict[int, Choice] = {}
+        for f in fmts:
+            bits = 7 if f == "onnx-int8" and reduce_range else 8
+            if bits not in by_bits:
+                say(f"choosing the layers to keep in float ({bits}-bit weights, simulated INT8 "
+                    "on the parity images)")
+                by_bits[bits] = choose(model, crops, images, thresholds.min_ssim, gt,
+                                       thresholds.max_ssim_drop, weight_bits=bits,
+                                       on_step=lambda msg: say("  " + msg))
+                if not by_bits[bits].met:   # float layers short of the gate: speed for nothing
+                    say("  the simulation does not pass the gates short of a float model"
+                        + ("; 7-bit weights limit it (--no-reduce-range on VNNI CPUs)"
+                           if bits == 7 else "") + ": keeping every layer int8")
+            by_fmt[f] = list(by_bits[bits].layers)
+            choices[f] = by_bits[bits].to_dict()
+            tries[f] = list(by_bits[bits].fallbacks)
+    elif spec and spec != AUTO:
+        by_fmt = {f: list(spec) for f in fmts}
+    for f, layers in by_fmt.items():
+        if layers:
+            say(f"{f} keeps {', '.join(layers)} (and all after) in float")
+    return by_fmt, choices, tries
 
 
 def _describe(keep: list[str], r: dict) -> str:

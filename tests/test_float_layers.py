@@ -195,3 +195,18 @@ def test_export_auto_and_bad_names(student, data_dir, tmp_path):
     assert auto["target"]["weight_bits"] == 7 and auto["target"]["max_ssim_drop"] == 0.0005 * 0.75
     assert rep.settings["float_layers"]["onnx-int8"] == auto["layers"]
     assert auto["steps"][0]["float"] == []
+
+
+def test_plan_per_format():
+    """Explicit layers go to every INT8 format (engine-int8's through onnx-qdq-trt, which it is
+    built from); FP32/FP16 formats get none."""
+    model = create_student("fast")
+    said = []
+    by_fmt, choices, tries = fl.plan(["head"], model, ["onnx", "tflite-fp16", "tflite-int8",
+                                                        "engine-int8"], None, [], None,
+                                     Thresholds(), True, said.append)
+    assert by_fmt == {"tflite-int8": ["head"], "onnx-qdq-trt": ["head"]}
+    assert choices == {} and tries == {}
+    assert "tflite-int8 keeps head (and all after) in float" in said
+    assert fl.plan([], model, ["onnx-int8"], None, [], None, Thresholds(), True,
+                   said.append)[0] == {}
