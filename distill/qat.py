@@ -68,19 +68,32 @@ class RangeObserver:
         return torch.fake_quantize_per_tensor_affine(x, scale, zero, 0, A_LEVELS)
 
 
+def covers(names, module_path: str) -> bool:
+    """Whether `module_path` ("dec.0.pw2") lies in one of `names` ("dec.0", "dec")."""
+    return any(module_path == n or module_path.startswith(n + ".") for n in names)
+
+
 _RELUS = (torch.relu, torch.nn.functional.relu, "relu")
 
 
-def convs_before_relu(model: nn.Module) -> set[str]:
-    """Names of the convolutions whose only consumer is a ReLU (traced with torch.fx). The
-    exporters fuse such pairs and quantise the ReLU's output, over a range that starts at 0.
-    Empty if the model cannot be traced."""
+def _trace(model: nn.Module):
+    """torch.fx GraphModule of `model`, or None when its control flow cannot be traced."""
     from torch import fx
 
     try:
-        graph = fx.symbolic_trace(model).graph
-    except Exception:   # noqa: BLE001 (untraceable control flow: simulate without fusion)
+        return fx.symbolic_trace(model)
+    except Exception:   # noqa: BLE001 (untraceable: simulate without what the graph tells)
+        return None
+
+
+def convs_before_relu(model: nn.Module, gm=None) -> set[str]:
+    """Names of the convolutions whose only consumer is a ReLU (`gm`: the model traced with
+    torch.fx, traced here if not given). The exporters fuse such pairs and quantise the ReLU's
+    output, over a range that starts at 0. Empty if the model cannot be traced."""
+    gm = gm if gm is not None else _trace(model)
+    if gm is None:
         return set()
+    graph = gm.graph
     mods = dict(model.named_modules())
 
     def is_relu(node) -> bool:
@@ -110,7 +123,8 @@ class FakeQuantForward(nn.Module):
         from .students import Gate, GatedBlock, InvertedResidual
 
         self._convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-        self._relu_after = convs_before_relu(model)
+        traced = _trace(model)
+        self._relu_after = convs_before_relu(model, traced)   # before the graph is rewritten
         self._hooks = []
         for name, mod in model.named_modules():
             if isinstance(mod, (nn.Conv2d, InvertedResidual, GatedBlock, Gate)):
@@ -118,17 +132,11 @@ class FakeQuantForward(nn.Module):
                 self._hooks.append(mod.register_forward_hook(self._hook(name)))
         if len(self.observers) == 1:
             raise ValueError(f"{type(model).__name__} has no Conv2d layers to quantise")
-        if round_glue:
-            self._gm = self._glue_graph(momentum)
+        if round_glue and traced is not None:
+            self._gm = self._glue_graph(traced, momentum)
 
-    def _glue_graph(self, momentum: float):
-        """The model as an fx GraphModule with a rounding call after every glue op."""
-        from torch import fx
-
-        try:
-            gm = fx.symbolic_trace(self.model)
-        except Exception:   # noqa: BLE001 (untraceable: module-level simulation only)
-            return None
+    def _glue_graph(self, gm, momentum: float):
+        """`gm` (the traced model) with a rounding call after every glue op."""
         funcs = {operator.add, torch.add, operator.mul, torch.mul, torch.sigmoid}
         methods = {"add", "mul", "sigmoid"}
 
@@ -176,7 +184,7 @@ class FakeQuantForward(nn.Module):
         return hook
 
     def _float(self, name: str) -> bool:
-        return any(name == k or name.startswith(k + ".") for k in self.keep_float)
+        return covers(self.keep_float, name)
 
     def _quant(self, name: str, x: torch.Tensor) -> torch.Tensor:
         obs = self.observers[name]
@@ -190,7 +198,8 @@ class FakeQuantForward(nn.Module):
         return obs.fake_quant(x, relu=name in self._relu_after)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        params = {n: fake_quant_weight(p, self.weight_qmax) if n.endswith(".weight") and n[:-7] in self._convs
+        params = {n: fake_quant_weight(p, self.weight_qmax)
+                  if n.endswith(".weight") and n[:-7] in self._convs
                   and not self._calibrating and not self._float(n[:-7])
                   else p for n, p in self.model.named_parameters()}
         self._active = True

@@ -30,6 +30,8 @@ from typing import Callable, Sequence
 import numpy as np
 from torch import nn
 
+from distill.qat import covers
+
 OUTPUT = "output"       # the layer that makes the image (the global residual add)
 # The INT8 formats whose quantizers can keep layers in float; engine-int8 is built from
 # onnx-qdq-trt and inherits its choice.
@@ -79,10 +81,6 @@ def parse(spec: str | Sequence[str] | None, model: nn.Module) -> list[str] | str
             f"{', '.join(units(model))} (or 'auto' / 'none')")
     return list(dict.fromkeys(names))
 
-
-def covers(names: Sequence[str], module_path: str) -> bool:
-    """Whether `module_path` ("dec.0.pw2") lies in one of `names` ("dec.0", "dec")."""
-    return any(module_path == n or module_path.startswith(n + ".") for n in names)
 
 
 # --------------------------------------------------------------------------- ONNX

@@ -142,12 +142,12 @@ def _quantize_in_child(src: str, dst: str, crops_path: str, method: str,
                   calibration_method=method, output_path=dst)
     # The mode argument was renamed across releases.
     kwargs["quantize_mode" if "quantize_mode" in params else "quantization_mode"] = "int8"
-    optional = {"calibration_eps": ["cpu"], "high_precision_dtype": "fp32",
-                "log_level": "CRITICAL", "nodes_to_exclude": None}
-    # ModelOpt reads each entry as a regular expression over node names.
     keep = conv_sum_adds(src) + (onnx_nodes(onnx.load(src, load_external_data=False),
                                             float_layers.split(",")) if float_layers else [])
-    optional["nodes_to_exclude"] = [f"^{re.escape(n)}$" for n in dict.fromkeys(keep)] or None
+    optional = {"calibration_eps": ["cpu"], "high_precision_dtype": "fp32",
+                "log_level": "CRITICAL",
+                # ModelOpt reads each entry as a regular expression over node names.
+                "nodes_to_exclude": [f"^{re.escape(n)}$" for n in dict.fromkeys(keep)] or None}
     kwargs.update({k: v for k, v in optional.items() if k in params})
     # ModelOpt/ORT calibration prints per-tensor progress bars; keep them for errors only.
     log = io.StringIO()
