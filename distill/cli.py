@@ -399,7 +399,7 @@ def add_commands(sub) -> None:
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="realistic scene blur instead of one kernel: gopro, handheld or mild "
                    "(non-uniform camera motion, moving objects, saturation, sensor noise; the "
-                   "target is then the middle sub-frame through the same tone curve)")
+                   "target is then the scene at the exposure's mean pose, the centre of the blur)")
     p.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_synth)

@@ -1,4 +1,5 @@
 """Realistic scene blur (distill/data/scene_blur.py) and the photo corpus (distill/data/corpus.py)."""
+import json
 from dataclasses import replace
 
 import cv2
@@ -50,8 +51,28 @@ def test_camera_motion_blurs_and_target_stays_sharp():
     img = texture()
     cfg = replace(STILL, shake_px=(12, 12))
     blurred, target = synthesize_pair(img, np.random.default_rng(1), cfg)
-    np.testing.assert_allclose(target, img, atol=1e-4)   # middle sub-frame = the photo
+    np.testing.assert_allclose(target, img, atol=1e-4)   # mean pose = the photo
     assert grad_energy(blurred) < 0.7 * grad_energy(target)
+
+
+def test_target_sits_at_the_centre_of_the_blur_trail():
+    """A point light's blur trail is centred on the target's point, for shake paths and moving
+    objects alike. Were the target one sub-frame of a curving path (the middle one, as GoPro's
+    straight motion allows), it would lie pixels off the trail in a direction the blurred image
+    does not show, and a network trained on it learns to leave the blur in place."""
+    dot = np.zeros((160, 160, 3), np.float32)
+    dot[78:82, 78:82] = 1.0
+    lin = replace(STILL, gamma=(1.0, 1.0))          # linear light: the blur is a plain average
+    for seed in range(8):
+        blurred, target = synthesize_pair(dot, np.random.default_rng(seed),
+                                          replace(lin, shake_px=(20, 28)))
+        yy, xx = np.mgrid[:160, :160]
+
+        def centroid(img):
+            g = img.mean(2)
+            return np.array([(g * yy).sum(), (g * xx).sum()]) / g.sum()
+        assert np.abs(centroid(blurred) - centroid(target)).max() < 0.5, seed
+        assert blurred.max() < 0.5 * target.max()          # it is blurred, not still
 
 
 def test_rotation_blur_is_non_uniform():
@@ -169,6 +190,24 @@ def test_build_corpus_bad_inputs_named_and_rest_proceeds(tmp_path, capsys):
     build_corpus(photos, out, opts, progress=False)
     assert (out / "test" / "input" / "kodak24_k0.png").read_bytes() == first
     assert (out / "corpus.json").exists()
+
+
+def test_build_corpus_refuses_to_mix_recipes(tmp_path):
+    """Re-running skips pairs already written, so a corpus made another way (other options, an
+    older synthesis) must be refused, not silently extended."""
+    photos = tmp_path / "photos"
+    _photos(photos, [(f"kodak24/k{i}.png", 72) for i in range(2)] +
+            [(f"set/a{i}.png", 72) for i in range(3)])
+    out = tmp_path / "corpus"
+    opts = CorpusOptions(copies=1, crop=48, test_crop=64, margin=8)
+    build_corpus(photos, out, opts, progress=False)
+    with pytest.raises(ValueError, match="other options"):
+        build_corpus(photos, out, replace(opts, margin=4), progress=False)
+    meta = json.loads((out / "corpus.json").read_text())
+    del meta["synthesis"]                     # as written before version 2
+    (out / "corpus.json").write_text(json.dumps(meta))
+    with pytest.raises(ValueError, match="version 1 .*delete it"):
+        build_corpus(photos, out, opts, progress=False)
 
 
 def test_build_corpus_empty_folder(tmp_path):

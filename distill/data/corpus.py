@@ -14,6 +14,7 @@ smaller), blurred with the `test` preset.
 from __future__ import annotations
 
 import hashlib
+import json
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -23,7 +24,7 @@ import numpy as np
 from runtime.atomic import atomic_write_json
 
 from ..images import ImageReadError, read_image, write_image
-from .scene_blur import SceneBlurConfig, preset, synthesize_pair
+from .scene_blur import SYNTHESIS_VERSION, SceneBlurConfig, preset, synthesize_pair
 
 TEST_FOLDERS = ("kodak24", "mcmaster")
 SPLITS = ("train", "val", "test")
@@ -114,6 +115,12 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     opts = opts or CorpusOptions()
     root, out = Path(photos), Path(out)
     by_split = split_photos(root)
+    meta = {"photos": str(root.resolve()), "synthesis": SYNTHESIS_VERSION,
+            "options": asdict(opts),
+            "presets": {p: asdict(preset(p)) for p in set(opts.mix) | {opts.test_preset}}}
+    _check_same_recipe(out, meta)
+    # Written first too, so a run killed half-way still records how its pairs were made.
+    atomic_write_json(out / "corpus.json", {**meta, "counts": {}})
     summary: dict = {"failed": []}
     for split in splits:
         files = by_split[split]
@@ -161,8 +168,30 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
                 write_image(out / split / "input" / nm, blurred)
                 n += 1
         summary[split] = n
-    meta = {"photos": str(root.resolve()), "options": asdict(opts),
-            "counts": {s: summary.get(s, 0) for s in splits},
-            "presets": {p: asdict(preset(p)) for p in set(opts.mix) | {opts.test_preset}}}
-    atomic_write_json(out / "corpus.json", meta)
+    old = json.loads((out / "corpus.json").read_text()).get("counts", {})
+    atomic_write_json(out / "corpus.json",
+                      {**meta, "counts": {**old, **{s: summary.get(s, 0) for s in splits}}})
     return summary
+
+
+def _check_same_recipe(out: Path, meta: dict) -> None:
+    """Refuse to add pairs to a corpus whose existing pairs were made another way: re-running
+    skips pairs already written, so the corpus would silently mix two recipes."""
+    path = out / "corpus.json"
+    if not path.exists():
+        return
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ValueError(f"{path} is unreadable ({e}); delete it, or the corpus, to rebuild") from e
+    was, now = old.get("synthesis", 1), meta["synthesis"]
+    if was != now:
+        raise ValueError(
+            f"{out} was built by blur synthesis version {was} and this is version {now} "
+            "(2 puts the sharp target at the centre of the blur trail); its pairs would mix "
+            "with new ones: delete it or choose another --out")
+    # Through JSON so tuples and lists compare equal.
+    if json.loads(json.dumps(meta["options"])) != old.get("options"):
+        raise ValueError(
+            f"{out} was built with other options ({old.get('options')}); its pairs would mix "
+            f"with new ones made with {meta['options']}: delete it or choose another --out")

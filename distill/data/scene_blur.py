@@ -1,7 +1,12 @@
 """Realistic blur synthesis: what a real camera does during an exposure, not one uniform kernel.
 
 A blurred/sharp pair is made the way GoPro-style datasets are recorded: N sub-frames of a moving
-scene are averaged in linear light and the middle sub-frame is the sharp ground truth.
+scene are averaged in linear light. The sharp ground truth is the scene at the exposure's mean
+pose, the centre of the blur trail. GoPro takes its middle frame, which for its short, nearly
+straight motion is the same point; on the curving shake paths synthesised here the middle
+sub-frame lies several pixels off the trail's centre, in a direction the blurred image does not
+reveal, and a network trained on it learns to leave the blur in place (the README's "Realistic
+blur" section has the measurement).
 
 - Camera motion: each sub-frame is the photo warped by a homography along a smooth random
   trajectory (translation from a camera-shake random walk, in-plane rotation, zoom and a little
@@ -25,6 +30,11 @@ import numpy as np
 from .blur import jpeg, shake_trajectory
 
 Range = tuple[float, float]
+
+# Bumped whenever the same seed would give different pairs, so a corpus built by an older
+# synthesis is not silently extended with new pairs. 1: targets at the middle sub-frame;
+# 2: targets at the mean pose.
+SYNTHESIS_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -86,24 +96,26 @@ def _u(rng: np.random.Generator, r: Range) -> float:
 
 
 def _path(rng: np.random.Generator, n: int, extent: float) -> np.ndarray:
-    """Complex offsets (n,) along a camera-shake walk, largest extent `extent`, zero at the
-    middle sub-frame (the sharp one)."""
+    """Complex offsets (n,) along a camera-shake walk, largest extent `extent`, with mean zero:
+    the sharp target sits at the centre of the blur trail."""
     walk = shake_trajectory(rng, n=64)
     t = np.linspace(0, len(walk) - 1, n)
     p = np.interp(t, np.arange(len(walk)), walk.real) \
         + 1j * np.interp(t, np.arange(len(walk)), walk.imag)
     span = max(np.ptp(p.real), np.ptp(p.imag), 1e-6)
     p = p * (extent / span)
-    return p - p[n // 2]
+    return p - p.mean()
 
 
 def _homographies(rng: np.random.Generator, cfg: SceneBlurConfig, n: int, h: int, w: int
                   ) -> list[np.ndarray]:
     shift = _path(rng, n, _u(rng, cfg.shake_px))
-    s = np.linspace(-0.5, 0.5, n) - (np.linspace(-0.5, 0.5, n)[n // 2])
-    # Rotation drifts with a little curvature; zoom and perspective drift linearly.
+    s = np.linspace(-0.5, 0.5, n)
+    # Rotation drifts with a little curvature; zoom and perspective drift linearly. Each has
+    # mean zero over the exposure, so the identity is the mean pose (the target's).
     rot = np.deg2rad(_u(rng, cfg.rotation_deg)) * rng.choice([-1, 1]) \
         * (s + rng.uniform(-0.5, 0.5) * s ** 2)
+    rot = rot - rot.mean()
     zoom = _u(rng, cfg.zoom) * rng.choice([-1, 1]) * s
     pdir = rng.normal(size=2)
     persp = _u(rng, cfg.perspective) * pdir / (np.linalg.norm(pdir) + 1e-9)
@@ -158,8 +170,9 @@ def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator,
     """(blurred, target) float32 HxWx3 in [0, 1] from one sharp HxWx3 float32 photo.
 
     `other` (optional, any size) supplies the moving objects' texture; without it objects are
-    cut from elsewhere in `sharp`. The target is the middle sub-frame through the same tone
-    curve and clipping, so the pair differs only by motion, defocus, noise and compression."""
+    cut from elsewhere in `sharp`. The target is the scene at the mean pose (the photo itself, each
+    object at the centre of its path) through the same tone curve and clipping, so the pair
+    differs only by motion, defocus, noise and compression."""
     cfg = cfg or PRESETS["gopro"]
     if sharp.ndim != 3 or sharp.shape[2] != 3:
         raise ValueError(f"synthesize_pair needs an HxWx3 image, got shape {sharp.shape}")
@@ -187,20 +200,21 @@ def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator,
         path = _path(rng, n, _u(rng, cfg.object_px))
         layers.append((tex_lin, mask, path))
 
-    acc = np.zeros_like(lin)
-    mid = None
-    for k, hm in enumerate(homs):
-        frame = _warp(lin, hm, w, h)
+    def render(hm: np.ndarray | None, k: int | None) -> np.ndarray:
+        """The scene at sub-frame k (camera pose hm), or at the mean pose (None, None)."""
+        frame = lin if hm is None else _warp(lin, hm, w, h)
         for tex_lin, mask, path in layers:
-            # Objects move with the camera plus their own path.
-            t = np.array([[1, 0, path[k].real], [0, 1, path[k].imag], [0, 0, 1]]) @ hm
-            m = _warp(mask, t, w, h)[..., None]
-            frame = frame * (1 - m) + _warp(tex_lin, t, w, h) * m
-        acc += frame
-        if k == n // 2:
-            mid = frame
-    blurred = acc / n
-    assert mid is not None
+            if hm is None:
+                m, tex = mask[..., None], tex_lin
+            else:
+                # Objects move with the camera plus their own path.
+                t = np.array([[1, 0, path[k].real], [0, 1, path[k].imag], [0, 0, 1]]) @ hm
+                m, tex = _warp(mask, t, w, h)[..., None], _warp(tex_lin, t, w, h)
+            frame = frame * (1 - m) + tex * m
+        return frame
+
+    blurred = sum(render(hm, k) for k, hm in enumerate(homs)) / n
+    sharp_lin = render(None, None)
 
     if rng.uniform() < cfg.defocus_prob:
         blurred = cv2.GaussianBlur(blurred, (0, 0), _u(rng, cfg.defocus_sigma))
@@ -212,7 +226,7 @@ def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator,
                           0, 1)
     strength = _u(rng, cfg.tone_strength)
     out = _tone(blurred, gamma, strength)
-    target = _tone(np.clip(mid, 0, 1), gamma, strength)
+    target = _tone(np.clip(sharp_lin, 0, 1), gamma, strength)
     if cfg.jpeg_prob > 0 and rng.uniform() < cfg.jpeg_prob:
         out = jpeg(out, int(rng.integers(cfg.jpeg_quality[0], cfg.jpeg_quality[1] + 1)))
     return out.astype(np.float32), target
