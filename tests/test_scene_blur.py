@@ -201,6 +201,9 @@ def test_build_corpus_refuses_to_mix_recipes(tmp_path):
     out = tmp_path / "corpus"
     opts = CorpusOptions(copies=1, crop=48, test_crop=64, margin=8)
     build_corpus(photos, out, opts, progress=False)
+    counts = json.loads((out / "corpus.json").read_text())["counts"]
+    build_corpus(photos, out, opts, splits=("test",), progress=False)   # same recipe: fine
+    assert json.loads((out / "corpus.json").read_text())["counts"] == counts  # train kept
     with pytest.raises(ValueError, match="other options"):
         build_corpus(photos, out, replace(opts, margin=4), progress=False)
     meta = json.loads((out / "corpus.json").read_text())

@@ -118,9 +118,9 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     meta = {"photos": str(root.resolve()), "synthesis": SYNTHESIS_VERSION,
             "options": asdict(opts),
             "presets": {p: asdict(preset(p)) for p in set(opts.mix) | {opts.test_preset}}}
-    _check_same_recipe(out, meta)
+    counts = _check_same_recipe(out, meta)
     # Written first too, so a run killed half-way still records how its pairs were made.
-    atomic_write_json(out / "corpus.json", {**meta, "counts": {}})
+    atomic_write_json(out / "corpus.json", {**meta, "counts": counts})
     summary: dict = {"failed": []}
     for split in splits:
         files = by_split[split]
@@ -168,18 +168,18 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
                 write_image(out / split / "input" / nm, blurred)
                 n += 1
         summary[split] = n
-    old = json.loads((out / "corpus.json").read_text()).get("counts", {})
     atomic_write_json(out / "corpus.json",
-                      {**meta, "counts": {**old, **{s: summary.get(s, 0) for s in splits}}})
+                      {**meta, "counts": {**counts, **{s: summary.get(s, 0) for s in splits}}})
     return summary
 
 
-def _check_same_recipe(out: Path, meta: dict) -> None:
+def _check_same_recipe(out: Path, meta: dict) -> dict:
     """Refuse to add pairs to a corpus whose existing pairs were made another way: re-running
-    skips pairs already written, so the corpus would silently mix two recipes."""
+    skips pairs already written, so the corpus would silently mix two recipes. Returns the
+    pair counts the corpus records (kept for splits this run does not build)."""
     path = out / "corpus.json"
     if not path.exists():
-        return
+        return {}
     try:
         old = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
@@ -195,3 +195,4 @@ def _check_same_recipe(out: Path, meta: dict) -> None:
         raise ValueError(
             f"{out} was built with other options ({old.get('options')}); its pairs would mix "
             f"with new ones made with {meta['options']}: delete it or choose another --out")
+    return old.get("counts", {})
