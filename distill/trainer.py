@@ -90,6 +90,14 @@ class ValItem:
     gt: Optional[np.ndarray]
 
 
+def _leave_stop_signals_to_main(worker_id: int) -> None:
+    # Ctrl-C, `timeout`, Slurm and systemd signal the whole process group. A loader worker that
+    # died of it would make the main process raise mid-step instead of finishing the step and
+    # saving; the workers exit with the main process anyway.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def build_train_dataset(cfg: TrainConfig) -> Dataset:
     d = cfg.data
     if cfg.task == "teacher":
@@ -343,7 +351,8 @@ class Trainer:
                               self.dist.rank, self.dist.world)
         loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
                             num_workers=cfg.data.workers, pin_memory=self.cuda,
-                            persistent_workers=False, drop_last=True)
+                            persistent_workers=False, drop_last=True,
+                            worker_init_fn=_leave_stop_signals_to_main)
         handlers = self._install_signal_handlers()
         t0 = time.time()
         start_step = self.step

@@ -191,6 +191,42 @@ def test_sigterm_saves_exits_143_and_resume_log_has_no_repeats(tmp_path):
     assert 9.0 not in [json.loads(line).get("loss") for line in log.read_text().splitlines()]
 
 
+@pytest.mark.slow
+def test_sigterm_to_the_process_group_with_loader_workers_still_saves(tmp_path):
+    """`timeout`, Slurm, systemd and Ctrl-C signal every process of the group, the loader
+    workers too; the run must still finish its step, save and exit as interrupted."""
+    import os
+    import signal
+    import time
+
+    import cv2
+    import numpy as np
+
+    from distill.images import write_image
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        write_image(tmp_path / "pairs" / "target" / f"p{i}.png", sharp)
+        write_image(tmp_path / "pairs" / "input" / f"p{i}.png", cv2.blur(sharp, (5, 5)))
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "sharpen.cli", "train-teacher", "--quiet", f"out={out}",
+           "model.args={config: tiny}", f"data.train={tmp_path / 'pairs'}", "data.val=",
+           "data.crop=32", "data.batch_size=1", "data.workers=1", "optim.warmup_steps=1",
+           "log_every=1", "val_every=100000", "ckpt_every=100000", "optim.steps=100000"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    log = out / "metrics.jsonl"
+    t0 = time.time()
+    while time.time() - t0 < 120 and proc.poll() is None and \
+            (not log.exists() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "DataLoader worker" not in err
+    assert read_checkpoint(out / "last.pt")["step"] >= 3
+
+
 def test_non_finite_batches_are_skipped_then_training_stops_as_diverged(tmp_path):
     """A NaN batch leaves the weights as they were; a run of them stops training with a clear
     error instead of writing NaN weights into the next checkpoint."""
