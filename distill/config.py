@@ -23,6 +23,13 @@ class DataConfig:
     val: str = "embedded"
     labels: str = ""              # student: label cache of the training images
     val_labels: str = ""          # student: label cache of the validation images
+    # A second source with ground truth, trained on the ground truth alone (for students it
+    # stands in for the teacher's label): e.g. a corpus of sharp `still` frames, which the
+    # teacher itself over-sharpens.
+    gt_train: str = ""
+    # Fraction of training crops drawn from gt_train (its pairs subsampled evenly or repeated);
+    # 0 = each of its pairs once, i.e. in proportion to their number.
+    gt_train_share: float = 0.0
     crop: int = 192
     batch_size: int = 8
     workers: int = 2

@@ -98,10 +98,30 @@ def _leave_stop_signals_to_main(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
+    """data.gt_train's pairs with the ground truth as the label, as many as gt_train_share asks
+    next to n_main other items."""
+    from .data.crops import pairs_from_source
+    from .data.sources import resolve_source
+    d = cfg.data
+    if not 0 <= d.gt_train_share < 1:
+        raise ValueError(f"data.gt_train_share must be in [0, 1), got {d.gt_train_share}")
+    extra = [(inp, gt, None if cfg.task == "teacher" else gt)
+             for inp, gt, _ in pairs_from_source(resolve_source(d.gt_train, split="train"))]
+    if d.gt_train_share > 0:
+        n = max(1, round(n_main * d.gt_train_share / (1 - d.gt_train_share)))
+        extra = [extra[int(i * len(extra) / n)] if n <= len(extra) else extra[i % len(extra)]
+                 for i in range(n)]
+    return extra
+
+
 def build_train_dataset(cfg: TrainConfig) -> Dataset:
     d = cfg.data
     if cfg.task == "teacher":
         if d.train == "embedded":
+            if d.gt_train:
+                raise ValueError("data.gt_train joins a folder source; with data.train=embedded "
+                                 "(synthesised on the fly) set data.train to a folder too")
             from .data.embedded import EMBEDDED_BLUR, sharp_images
             from .data.synthetic import SyntheticBlurDataset
             return SyntheticBlurDataset([im for _, im in sharp_images("train")], crop=d.crop,
@@ -116,6 +136,8 @@ def build_train_dataset(cfg: TrainConfig) -> Dataset:
                              "by `sharpen labels` (e.g. data.labels=runs/labels/train)")
         from .data.crops import CropDataset, pairs_from_labels
         items = pairs_from_labels(d.labels)
+    if d.gt_train:
+        items = list(items) + _gt_train_items(cfg, len(items))
     if not items:
         raise ValueError(f"no training images found for task {cfg.task!r}")
     # A long virtual length: indices never wrap, so every step gets fresh random crops.

@@ -123,8 +123,20 @@ def test_objects_move_independently_of_the_camera():
     np.testing.assert_allclose(still, img, atol=1e-4)
 
 
+def test_still_preset_is_sharp_but_for_noise():
+    """`still` frames teach a model to leave sharp frames alone: the input differs from the
+    target by far less than `mild` blur does, but it does differ (noise, compression)."""
+    from distill.metrics import psnr
+    img = cv2.GaussianBlur(texture(128, 128), (0, 0), 1.0)
+    still = [psnr(*synthesize_pair(img, np.random.default_rng(s), PRESETS["still"]))
+             for s in range(6)]
+    mild = [psnr(*synthesize_pair(img, np.random.default_rng(s), PRESETS["mild"]))
+            for s in range(6)]
+    assert np.mean(still) > np.mean(mild) + 6 and min(still) > max(mild) - 6 and max(still) < 60
+
+
 def test_presets_and_bad_config():
-    assert {"gopro", "handheld", "mild"} <= set(PRESETS)
+    assert {"gopro", "handheld", "mild", "still"} <= set(PRESETS)
     with pytest.raises(ValueError, match="unknown blur preset 'nope'"):
         preset("nope")
     with pytest.raises(ValueError, match="frames"):

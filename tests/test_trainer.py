@@ -246,3 +246,49 @@ def test_non_finite_batches_are_skipped_then_training_stops_as_diverged(tmp_path
         trainer._train_step(bad)
     assert all(torch.isfinite(v).all() for v in trainer.model.state_dict().values()
                if v.is_floating_point())
+
+
+def test_gt_train_joins_its_ground_truth_as_the_label(tmp_path):
+    """data.gt_train: a second paired source (e.g. sharp `still` frames) whose ground truth is
+    the label, for students as for the teacher."""
+    import numpy as np
+
+    from distill.data.labels import run_labels
+    from distill.images import write_image
+    from distill.trainer import build_train_dataset
+
+    class Doubler:       # stands in for the teacher: labels differ from the ground truth
+        device, config_name, weights_id, model = "cpu", "fake", "fake-weights", None
+
+        def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+            return np.clip(image * 2, 0, 1)
+
+    rng = np.random.default_rng(0)
+    for root, n in ((tmp_path / "blurred" / "train", 3), (tmp_path / "still" / "train", 2)):
+        for i in range(n):
+            sharp = rng.random((40, 40, 3)).astype(np.float32)
+            write_image(root / "input" / f"{root.parent.name}{i}.png", sharp * 0.5)
+            write_image(root / "target" / f"{root.parent.name}{i}.png", sharp)
+    run_labels(str(tmp_path / "blurred"), tmp_path / "labels", teacher=Doubler(), tile=0,
+               overlap=0, progress=False)
+    cfg = tiny_cfg(tmp_path / "s", 2, task="student", **{
+        "data.labels": tmp_path / "labels", "data.gt_train": tmp_path / "still", "data.val": "",
+        "data.brightness": 0, "data.flips": False})
+    items = build_train_dataset(cfg).items
+    assert len(items) == 5
+    still = [it for it in items if "still" in str(it[0])]
+    assert len(still) == 2 and all(label == gt and "target" in str(gt)
+                                   for _, label, gt in still)
+    blurred = [it for it in items if it not in still]
+    assert all(str(label).startswith(str(tmp_path / "labels")) for _, label, _ in blurred)
+    for share, n_still in ((0.25, 1), (0.5, 3), (0.75, 9)):   # 3 labelled items next to them
+        cfg.data.gt_train_share = share
+        assert sum("still" in str(it[0]) for it in build_train_dataset(cfg).items) == n_still
+    cfg.data.gt_train_share = 1.0
+    with pytest.raises(ValueError, match="gt_train_share"):
+        build_train_dataset(cfg)
+    cfg.data.gt_train_share = 0.0
+    train(cfg, quiet=True)                       # and it trains
+    assert read_checkpoint(tmp_path / "s" / "last.pt")["step"] == 2
+    with pytest.raises(ValueError, match="data.gt_train"):
+        build_train_dataset(tiny_cfg(tmp_path / "t", 1, **{"data.gt_train": tmp_path / "still"}))
