@@ -9,7 +9,8 @@ from typing import Callable, Optional
 from distill.evaluate import evaluate_fns, load_model_fn, side_by_side
 
 FIGURES = {"pairs": "real_blur_pairs.png", "nogt": "real_blur_nogt.png"}
-HEADERS = ["model", "PSNR dB", "SSIM", "PSNR gain", "SSIM gain", "sharpness (x input)"]
+HEADERS = ["model", "PSNR dB", "SSIM", "PSNR gain", "SSIM gain", "worst image's PSNR gain",
+           "sharpness (x input)"]
 
 
 def run_real_blur(pairs: Optional[str], nogt: Optional[str], teacher: Callable, students,
@@ -55,9 +56,10 @@ def table_rows(r: dict) -> list[list[str]]:
         if "psnr" in d:
             rows.append([k, f"{d['psnr']:.2f}", f"{d['ssim']:.4f}",
                          f"{d.get('psnr_gain', 0.0):+.2f}", f"{d.get('ssim_gain', 0.0):+.4f}",
-                         f"{d['sharpness']:.3f}"])
+                         f"{d['worst_psnr_gain']:+.2f} ({d['worst_image']})"
+                         if "worst_image" in d else "-", f"{d['sharpness']:.3f}"])
         else:
-            rows.append([k, "-", "-", "-", "-", f"{d['sharpness']:.3f}"])
+            rows.append([k, "-", "-", "-", "-", "-", f"{d['sharpness']:.3f}"])
     return rows
 
 

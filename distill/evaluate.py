@@ -95,7 +95,9 @@ def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional
 def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
                  limit: Optional[int] = None, crop: int = 0, progress: bool = True) -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
-    ssim_gain, sharpness}, "outputs": {name: {label: image}}} (outputs kept for figures)."""
+    ssim_gain, worst_psnr_gain, worst_image, sharpness}, "per_image": {name: {label: {psnr,
+    ssim}}}, "outputs": {name: {label: image}}} (outputs kept for figures). A mean gain can
+    hide frames made worse (a deblurrer that over-sharpens sharp frames), hence the worst."""
     from tqdm import tqdm
 
     from .images import ImageReadError, centre_crop, read_image
@@ -104,6 +106,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
         raise ValueError(f"{spec}: no images")
     acc: dict[str, dict[str, list[float]]] = {k: {} for k in ["input", *fns]}
     outputs: dict[str, dict[str, np.ndarray]] = {}
+    per_image: dict[str, dict[str, dict[str, float]]] = {}
     has_gt = all(gt is not None for _, _, gt in items)
     failed = []
     for name, inp, gt in tqdm(items, desc="evaluate", unit="img", disable=not progress):
@@ -121,8 +124,10 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
             d = acc[k]
             d.setdefault("sharpness", []).append(sharpness(img) / max(base, 1e-8))
             if y is not None:
-                d.setdefault("psnr", []).append(psnr(img, y))
-                d.setdefault("ssim", []).append(ssim(img, y))
+                m = {"psnr": psnr(img, y), "ssim": ssim(img, y)}
+                per_image.setdefault(name, {})[k] = m
+                d.setdefault("psnr", []).append(m["psnr"])
+                d.setdefault("ssim", []).append(m["ssim"])
         if y is not None:
             outs["ground truth"] = y
     if not outputs:
@@ -134,6 +139,10 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
         for k in fns:
             res[k]["psnr_gain"] = res[k]["psnr"] - res["input"]["psnr"]
             res[k]["ssim_gain"] = res[k]["ssim"] - res["input"]["ssim"]
+            gains = {n: m[k]["psnr"] - m["input"]["psnr"] for n, m in per_image.items()}
+            worst = min(gains, key=gains.get)
+            res[k]["worst_psnr_gain"], res[k]["worst_image"] = gains[worst], worst
+        res["per_image"] = per_image
     res["outputs"] = outputs
     return res
 
@@ -186,16 +195,18 @@ def crop_box(img: np.ndarray, side: int) -> tuple[int, int, int]:
 
 
 def format_table(res: dict) -> str:
-    keys = [k for k in res if isinstance(res[k], dict) and k not in ("outputs",)]
+    keys = [k for k in res if isinstance(res[k], dict) and k not in ("outputs", "per_image")]
     lines = []
     if res["has_gt"]:
         lines.append(f"{'model':34s} {'PSNR':>7s} {'SSIM':>7s} {'dPSNR':>7s} {'dSSIM':>7s} "
-                     f"{'sharpness':>9s}")
+                     f"{'sharpness':>9s}  worst dPSNR (image)")
         for k in keys:
             d = res[k]
+            worst = (f"  {d['worst_psnr_gain']:+7.2f} ({d['worst_image']})"
+                     if "worst_image" in d else "")
             lines.append(f"{k:34s} {d['psnr']:7.2f} {d['ssim']:7.4f} "
                          f"{d.get('psnr_gain', 0):+7.2f} {d.get('ssim_gain', 0):+7.4f} "
-                         f"{d['sharpness']:9.3f}")
+                         f"{d['sharpness']:9.3f}{worst}")
     else:
         lines.append(f"{'model':34s} {'sharpness (x input)':>20s}")
         for k in keys:

@@ -102,6 +102,13 @@ def test_console_script_data_commands(work):
              "--out", "eval", "--quiet", cwd=work)
     assert r.returncode == 0, r.stderr
     assert "student" in r.stdout and (work / "eval" / "side_by_side.png").is_file()
+    m = json.loads((work / "eval" / "metrics.json").read_text())
+    per = m["per_image"]
+    assert len(per) == m["images"] and "worst dPSNR" in r.stdout
+    gains = {n: v["student"]["psnr"] - v["input"]["psnr"] for n, v in per.items()}
+    assert m["student"]["worst_psnr_gain"] == pytest.approx(min(gains.values()))
+    assert m["student"]["psnr"] == pytest.approx(
+        sum(v["student"]["psnr"] for v in per.values()) / len(per))
 
 
 @pytest.mark.slow
