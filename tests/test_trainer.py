@@ -144,13 +144,9 @@ def test_ema_warmup_follows_a_short_run():
         assert (d_new < d_init) == expect_new
 
 
-@pytest.mark.slow
-def test_sigterm_saves_exits_143_and_resume_log_has_no_repeats(tmp_path):
-    import json
-    import os
-    import signal
-    import time
-
+def _cli_teacher_run(tmp_path, out, workers: int) -> list[str]:
+    """Two tiny blurred pairs under tmp_path/pairs and a `sharpen train-teacher` command line
+    on them that logs every step and never checkpoints on its own."""
     import cv2
     import numpy as np
 
@@ -160,11 +156,21 @@ def test_sigterm_saves_exits_143_and_resume_log_has_no_repeats(tmp_path):
         sharp = rng.random((48, 48, 3)).astype(np.float32)
         write_image(tmp_path / "pairs" / "target" / f"p{i}.png", sharp)
         write_image(tmp_path / "pairs" / "input" / f"p{i}.png", cv2.blur(sharp, (5, 5)))
-    out = tmp_path / "run"
-    base = [sys.executable, "-m", "sharpen.cli", "train-teacher", "--quiet", f"out={out}",
+    return [sys.executable, "-m", "sharpen.cli", "train-teacher", "--quiet", f"out={out}",
             "model.args={config: tiny}", f"data.train={tmp_path / 'pairs'}", "data.val=",
-            "data.crop=32", "data.batch_size=1", "data.workers=0", "optim.warmup_steps=1",
-            "log_every=1", "val_every=100000", "ckpt_every=100000"]
+            "data.crop=32", "data.batch_size=1", f"data.workers={workers}",
+            "optim.warmup_steps=1", "log_every=1", "val_every=100000", "ckpt_every=100000"]
+
+
+@pytest.mark.slow
+def test_sigterm_saves_exits_143_and_resume_log_has_no_repeats(tmp_path):
+    import json
+    import os
+    import signal
+    import time
+
+    out = tmp_path / "run"
+    base = _cli_teacher_run(tmp_path, out, workers=0)
     env = dict(os.environ, OMP_NUM_THREADS="1")
     proc = subprocess.Popen([*base, "optim.steps=100000"], cwd=tmp_path, env=env,
                             stderr=subprocess.PIPE, text=True)
@@ -199,20 +205,8 @@ def test_sigterm_to_the_process_group_with_loader_workers_still_saves(tmp_path):
     import signal
     import time
 
-    import cv2
-    import numpy as np
-
-    from distill.images import write_image
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        sharp = rng.random((48, 48, 3)).astype(np.float32)
-        write_image(tmp_path / "pairs" / "target" / f"p{i}.png", sharp)
-        write_image(tmp_path / "pairs" / "input" / f"p{i}.png", cv2.blur(sharp, (5, 5)))
     out = tmp_path / "run"
-    cmd = [sys.executable, "-m", "sharpen.cli", "train-teacher", "--quiet", f"out={out}",
-           "model.args={config: tiny}", f"data.train={tmp_path / 'pairs'}", "data.val=",
-           "data.crop=32", "data.batch_size=1", "data.workers=1", "optim.warmup_steps=1",
-           "log_every=1", "val_every=100000", "ckpt_every=100000", "optim.steps=100000"]
+    cmd = [*_cli_teacher_run(tmp_path, out, workers=1), "optim.steps=100000"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = out / "metrics.jsonl"
