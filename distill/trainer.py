@@ -110,13 +110,15 @@ def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
              for inp, gt, _ in pairs_from_source(resolve_source(d.gt_train, split="train"))]
     if d.gt_train_share > 0:
         n = max(1, round(n_main * d.gt_train_share / (1 - d.gt_train_share)))
-        extra = [extra[int(i * len(extra) / n)] if n <= len(extra) else extra[i % len(extra)]
-                 for i in range(n)]
+        extra = [extra[i * len(extra) // n] for i in range(n)]
     return extra
 
 
 def build_train_dataset(cfg: TrainConfig) -> Dataset:
     d = cfg.data
+    if d.gt_train_share and not d.gt_train:
+        raise ValueError("data.gt_train_share is set but data.gt_train is empty: name the "
+                         "source it draws from")
     if cfg.task == "teacher":
         if d.train == "embedded":
             if d.gt_train:

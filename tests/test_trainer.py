@@ -286,3 +286,5 @@ def test_gt_train_joins_its_ground_truth_as_the_label(tmp_path):
     assert read_checkpoint(tmp_path / "s" / "last.pt")["step"] == 2
     with pytest.raises(ValueError, match="data.gt_train"):
         build_train_dataset(tiny_cfg(tmp_path / "t", 1, **{"data.gt_train": tmp_path / "still"}))
+    with pytest.raises(ValueError, match="gt_train_share is set but data.gt_train is empty"):
+        build_train_dataset(tiny_cfg(tmp_path / "u", 1, **{"data.gt_train_share": 0.2}))
