@@ -104,7 +104,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
     items = source_items(spec, split, limit)
     if not items:
         raise ValueError(f"{spec}: no images")
-    acc: dict[str, dict[str, list[float]]] = {k: {} for k in ["input", *fns]}
+    sharp_ratio: dict[str, list[float]] = {k: [] for k in ["input", *fns]}
     outputs: dict[str, dict[str, np.ndarray]] = {}
     per_image: dict[str, dict[str, dict[str, float]]] = {}
     has_gt = all(gt is not None for _, _, gt in items)
@@ -121,20 +121,19 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
         outputs[name] = outs
         base = sharpness(x)
         for k, img in outs.items():
-            d = acc[k]
-            d.setdefault("sharpness", []).append(sharpness(img) / max(base, 1e-8))
+            sharp_ratio[k].append(sharpness(img) / max(base, 1e-8))
             if y is not None:
-                m = {"psnr": psnr(img, y), "ssim": ssim(img, y)}
-                per_image.setdefault(name, {})[k] = m
-                d.setdefault("psnr", []).append(m["psnr"])
-                d.setdefault("ssim", []).append(m["ssim"])
+                per_image.setdefault(name, {})[k] = {"psnr": psnr(img, y), "ssim": ssim(img, y)}
         if y is not None:
             outs["ground truth"] = y
     if not outputs:
         raise ValueError(f"{spec}: none of its {len(items)} images could be read")
     res: dict = {"images": len(outputs), "has_gt": has_gt, "failed": failed, "data": spec}
-    for k, d in acc.items():
-        res[k] = {m: float(np.mean(v)) for m, v in d.items() if v}
+    for k, ratios in sharp_ratio.items():
+        res[k] = {"sharpness": float(np.mean(ratios))}
+        if has_gt:
+            for m in ("psnr", "ssim"):
+                res[k][m] = float(np.mean([v[k][m] for v in per_image.values()]))
     if has_gt:
         for k in fns:
             res[k]["psnr_gain"] = res[k]["psnr"] - res["input"]["psnr"]

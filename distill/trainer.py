@@ -104,8 +104,6 @@ def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
     from .data.crops import pairs_from_source
     from .data.sources import resolve_source
     d = cfg.data
-    if not 0 <= d.gt_train_share < 1:
-        raise ValueError(f"data.gt_train_share must be in [0, 1), got {d.gt_train_share}")
     extra = [(inp, gt, None if cfg.task == "teacher" else gt)
              for inp, gt, _ in pairs_from_source(resolve_source(d.gt_train, split="train"))]
     if d.gt_train_share > 0:
@@ -116,6 +114,8 @@ def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
 
 def build_train_dataset(cfg: TrainConfig) -> Dataset:
     d = cfg.data
+    if not 0 <= d.gt_train_share < 1:
+        raise ValueError(f"data.gt_train_share must be in [0, 1), got {d.gt_train_share}")
     if d.gt_train_share and not d.gt_train:
         raise ValueError("data.gt_train_share is set but data.gt_train is empty: name the "
                          "source it draws from")

@@ -162,12 +162,20 @@ def _cli_teacher_run(tmp_path, out, workers: int) -> list[str]:
             "optim.warmup_steps=1", "log_every=1", "val_every=100000", "ckpt_every=100000"]
 
 
+def _wait_for_log_lines(proc, log, n: int, timeout: float = 120) -> None:
+    """Until the run has logged n lines (or exited, or timeout seconds passed)."""
+    import time
+    t0 = time.time()
+    while time.time() - t0 < timeout and proc.poll() is None and \
+            (not log.exists() or len(log.read_text().splitlines()) < n):
+        time.sleep(0.2)
+
+
 @pytest.mark.slow
 def test_sigterm_saves_exits_143_and_resume_log_has_no_repeats(tmp_path):
     import json
     import os
     import signal
-    import time
 
     out = tmp_path / "run"
     base = _cli_teacher_run(tmp_path, out, workers=0)
@@ -175,10 +183,7 @@ def test_sigterm_saves_exits_143_and_resume_log_has_no_repeats(tmp_path):
     proc = subprocess.Popen([*base, "optim.steps=100000"], cwd=tmp_path, env=env,
                             stderr=subprocess.PIPE, text=True)
     log = out / "metrics.jsonl"
-    t0 = time.time()
-    while time.time() - t0 < 120 and proc.poll() is None and \
-            (not log.exists() or len(log.read_text().splitlines()) < 3):
-        time.sleep(0.2)
+    _wait_for_log_lines(proc, log, 3)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
@@ -203,17 +208,13 @@ def test_sigterm_to_the_process_group_with_loader_workers_still_saves(tmp_path):
     workers too; the run must still finish its step, save and exit as interrupted."""
     import os
     import signal
-    import time
 
     out = tmp_path / "run"
     cmd = [*_cli_teacher_run(tmp_path, out, workers=1), "optim.steps=100000"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     log = out / "metrics.jsonl"
-    t0 = time.time()
-    while time.time() - t0 < 120 and proc.poll() is None and \
-            (not log.exists() or len(log.read_text().splitlines()) < 3):
-        time.sleep(0.2)
+    _wait_for_log_lines(proc, log, 3)
     os.killpg(proc.pid, signal.SIGTERM)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 128 + signal.SIGTERM, err
