@@ -329,24 +329,12 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                        "ssim": worst_ssim["parity_ssim"], "gate": spec.gate,
                        "ssim_drop": worst_drop["ssim_drop"],
                        "ssim_drop_image": worst_drop["image"]}
-                if spec.gate == "fp32":
-                    worst = max(per, key=lambda i: i["max_abs"])
-                    par.update(metric="max_abs", threshold=th.fp32_max_abs,
-                               passed=bool(par["max_abs"] < th.fp32_max_abs),
-                               worst_image=worst["image"])
-                else:
-                    par.update(metric="ssim", threshold=th.min_ssim,
-                               passed=bool(par["ssim"] >= th.min_ssim),
-                               worst_image=worst_ssim["image"])
-                    if par["passed"] and th.min_psnr is not None:
-                        par["passed"] = bool(par["psnr"] >= th.min_psnr)
-                        if not par["passed"]:
-                            par.update(metric="psnr", threshold=th.min_psnr)
-                    if par["passed"] and th.max_ssim_drop is not None:
-                        par["passed"] = bool(par["ssim_drop"] <= th.max_ssim_drop)
-                        if not par["passed"]:
-                            par.update(metric="ssim_drop", threshold=th.max_ssim_drop,
-                                       worst_image=worst_drop["image"])
+                passed, metric, limit = th.judge(spec.gate, par["max_abs"], par["ssim"],
+                                                 par["psnr"], par["ssim_drop"])
+                worst = {"max_abs": max(per, key=lambda i: i["max_abs"]),
+                         "ssim_drop": worst_drop}.get(metric, worst_ssim)
+                par.update(metric=metric, threshold=limit, passed=bool(passed),
+                           worst_image=worst["image"])
                 r["parity"] = par
 
     checks = _checks(rows, students, min_ssim_ratio, min_ssim_gain)

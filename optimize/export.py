@@ -100,6 +100,23 @@ class Thresholds:
     # lose against the FP32 model, on its worst image (None: not gated, still reported).
     max_ssim_drop: float | None = None
 
+    def judge(self, gate: str, max_abs: float, ssim: float, psnr: float,
+              ssim_drop: float | None) -> tuple[bool, str, float]:
+        """The parity rule, shared by the export's gate and the bench: an "fp32" artifact must
+        match the PyTorch output to `fp32_max_abs`; any other must keep SSIM (and PSNR, if set)
+        to it and lose at most `max_ssim_drop` SSIM to ground truth (when measured). Returns
+        (passed, the metric that decided, its threshold); the numbers are worst-image ones."""
+        if gate == "fp32":
+            return max_abs < self.fp32_max_abs, "max_abs", self.fp32_max_abs
+        if ssim < self.min_ssim:
+            return False, "ssim", self.min_ssim
+        if self.min_psnr is not None and psnr < self.min_psnr:
+            return False, "psnr", self.min_psnr
+        if self.max_ssim_drop is not None and ssim_drop is not None \
+                and ssim_drop > self.max_ssim_drop:
+            return False, "ssim_drop", self.max_ssim_drop
+        return True, "ssim", self.min_ssim
+
 
 @dataclass
 class FormatResult:
@@ -567,20 +584,18 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, re
         close = getattr(runner, "close", None)
         if close:
             close()
-    if spec.gate == "fp32":
-        ok = res.max_abs < th.fp32_max_abs
-        res.reason = None if ok else (f"max abs error {res.max_abs:.3g} >= "
-                                      f"{th.fp32_max_abs:g}")
-    else:
-        ok = res.ssim >= th.min_ssim
-        res.reason = None if ok else f"SSIM {res.ssim:.4f} < {th.min_ssim:g}"
-        if ok and th.min_psnr is not None and res.psnr < th.min_psnr:
-            ok, res.reason = False, f"PSNR {res.psnr:.2f} < {th.min_psnr:g} dB"
-        if (ok and th.max_ssim_drop is not None and res.ssim_gt_drop is not None
-                and res.ssim_gt_drop > th.max_ssim_drop):
-            worst = max(res.images, key=lambda r: r.get("ssim_gt_drop", -1.0))["image"]
-            ok, res.reason = False, (f"loses {res.ssim_gt_drop:.4f} SSIM to ground truth "
-                                     f"against FP32 on {worst} > {th.max_ssim_drop:g}")
+    ok, metric, limit = th.judge(spec.gate, res.max_abs, res.ssim, res.psnr, res.ssim_gt_drop)
+    res.reason = None
+    if not ok and metric == "max_abs":
+        res.reason = f"max abs error {res.max_abs:.3g} >= {limit:g}"
+    elif not ok and metric == "ssim":
+        res.reason = f"SSIM {res.ssim:.4f} < {limit:g}"
+    elif not ok and metric == "psnr":
+        res.reason = f"PSNR {res.psnr:.2f} < {limit:g} dB"
+    elif not ok:
+        worst = max(res.images, key=lambda r: r.get("ssim_gt_drop", -1.0))["image"]
+        res.reason = (f"loses {res.ssim_gt_drop:.4f} SSIM to ground truth against FP32 on "
+                      f"{worst} > {limit:g}")
     res.status = "pass" if ok else "fail"
     lat = f", {res.latency_ms_1080p:.0f} ms @1080p" if res.latency_ms_1080p else ""
     drop = (f", SSIM to ground truth -{res.ssim_gt_drop:.4f} vs FP32"

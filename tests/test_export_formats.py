@@ -161,6 +161,23 @@ def test_ssim_drop_gate(student, data_dir, tmp_path):
     assert rep.result("onnx-int8").status == "pass" and rep.result("onnx-int8").ssim_gt_drop is None
 
 
+def test_parity_rule_order_and_thresholds():
+    """One rule judges an artifact for the export and the bench: FP32 by max abs error, the rest
+    by SSIM to the FP32 output, then PSNR, then the SSIM lost to ground truth; the first that
+    fails decides, and a drop that was not measured cannot fail."""
+    from optimize.export import Thresholds
+
+    th = Thresholds(fp32_max_abs=1e-4, min_ssim=0.98, min_psnr=40.0, max_ssim_drop=0.002)
+    assert th.judge("fp32", 5e-5, 0.0, 0.0, 1.0) == (True, "max_abs", 1e-4)
+    assert th.judge("fp32", 2e-4, 1.0, 99.0, 0.0) == (False, "max_abs", 1e-4)
+    assert th.judge("ssim", 1.0, 0.97, 30.0, 0.01) == (False, "ssim", 0.98)
+    assert th.judge("ssim", 1.0, 0.99, 30.0, 0.01) == (False, "psnr", 40.0)
+    assert th.judge("ssim", 1.0, 0.99, 45.0, 0.003) == (False, "ssim_drop", 0.002)
+    assert th.judge("ssim", 1.0, 0.99, 45.0, None) == (True, "ssim", 0.98)
+    assert th.judge("ssim", 1.0, 0.99, 45.0, 0.002) == (True, "ssim", 0.98)
+    assert Thresholds().judge("ssim", 1.0, 0.99, 10.0, 0.5)[0]   # PSNR and drop off by default
+
+
 def test_full_range_int8_weights_on_request(student, data_dir, tmp_path):
     """--no-reduce-range: 8-bit ONNX Runtime weights (for VNNI CPUs), recorded in the model's
     metadata and the report; the default stays 7-bit, portable to AVX2-only CPUs."""
