@@ -87,17 +87,32 @@ def sharpness(img: np.ndarray) -> float:
 
 def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional[int] = None,
              crop: int = 0, progress: bool = True, tile: Optional[int] = None) -> dict:
-    """Checkpoints by path over a data source; see `evaluate_fns`."""
-    fns = {label: load_model_fn(w, tile) for label, w in zip(model_labels(weights), weights)}
-    return evaluate_fns(fns, spec, split, limit, crop, progress)
+    """Checkpoints by path over a data source; see `evaluate_fns`. With exactly one teacher
+    among them, its output is the reference where the data has no ground truth."""
+    from .checkpoint import read_checkpoint
+    labels = model_labels(weights)
+    fns = {label: load_model_fn(w, tile) for label, w in zip(labels, weights)}
+    teachers = [label for label, w in zip(labels, weights)
+                if not is_artifact(w) and read_checkpoint(w).get("kind") == "teacher"]
+    return evaluate_fns(fns, spec, split, limit, crop, progress,
+                        reference=teachers[0] if len(teachers) == 1 else None)
 
 
 def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
-                 limit: Optional[int] = None, crop: int = 0, progress: bool = True) -> dict:
+                 limit: Optional[int] = None, crop: int = 0, progress: bool = True,
+                 reference: Optional[str] = None) -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
     ssim_gain, worst_psnr_gain, worst_image, sharpness}, "per_image": {name: {label: {psnr,
     ssim}}}, "outputs": {name: {label: image}}} (outputs kept for figures). A mean gain can
-    hide frames made worse (a deblurrer that over-sharpens sharp frames), hence the worst."""
+    hide frames made worse (a deblurrer that over-sharpens sharp frames), hence the worst.
+
+    Without ground truth, `reference` (a label of `fns`, e.g. the teacher) stands in for it:
+    "psnr_to_reference" of the input and every other model to its output, per image and mean.
+    A student that sharpens real blur the teacher's way comes closer to it than the input;
+    one that invents its own correction (over-sharpening, tone shifts) moves further away,
+    which a sharpness ratio alone rewards."""
+    if reference is not None and reference not in fns:
+        raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
     from tqdm import tqdm
 
     from .images import ImageReadError, centre_crop, read_image
@@ -124,6 +139,11 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
             sharp_ratio[k].append(sharpness(img) / max(base, 1e-8))
             if y is not None:
                 per_image.setdefault(name, {})[k] = {"psnr": psnr(img, y), "ssim": ssim(img, y)}
+        if y is None and reference is not None:
+            for k, img in outs.items():
+                if k != reference:
+                    per_image.setdefault(name, {})[k] = {
+                        "psnr_to_reference": psnr(img, outs[reference])}
         if y is not None:
             outs["ground truth"] = y
     if not outputs:
@@ -141,6 +161,12 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
             gains = {n: m[k]["psnr"] - m["input"]["psnr"] for n, m in per_image.items()}
             worst = min(gains, key=gains.get)
             res[k]["worst_psnr_gain"], res[k]["worst_image"] = gains[worst], worst
+        res["per_image"] = per_image
+    elif reference is not None:
+        res["reference"] = reference
+        for k in (k for k in ("input", *fns) if k != reference):
+            res[k]["psnr_to_reference"] = float(np.mean(
+                [v[k]["psnr_to_reference"] for v in per_image.values()]))
         res["per_image"] = per_image
     res["outputs"] = outputs
     return res
@@ -207,8 +233,12 @@ def format_table(res: dict) -> str:
                          f"{d.get('psnr_gain', 0):+7.2f} {d.get('ssim_gain', 0):+7.4f} "
                          f"{d['sharpness']:9.3f}{worst}")
     else:
-        lines.append(f"{'model':34s} {'sharpness (x input)':>20s}")
+        ref = res.get("reference")
+        to_ref = f"  PSNR to {ref}'s output" if ref else ""
+        lines.append(f"{'model':34s} {'sharpness (x input)':>20s}{to_ref}")
         for k in keys:
-            lines.append(f"{k:34s} {res[k]['sharpness']:20.3f}")
+            d = res[k]
+            lines.append(f"{k:34s} {d['sharpness']:20.3f}" + (
+                f"  {d['psnr_to_reference']:8.2f} dB" if "psnr_to_reference" in d else ""))
     lines.append(f"({res['images']} images of {res['data']})")
     return "\n".join(lines)

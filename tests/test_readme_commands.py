@@ -109,6 +109,14 @@ def test_console_script_data_commands(work):
     assert m["student"]["worst_psnr_gain"] == pytest.approx(min(gains.values()))
     assert m["student"]["psnr"] == pytest.approx(
         sum(v["student"]["psnr"] for v in per.values()) / len(per))
+    # Real blur without ground truth: the teacher among the weights becomes the reference.
+    r = _run("evaluate", "--weights", "student.pt", "teacher.pt", "--data", "pairs/blur",
+             "--out", "eval-nogt", "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert "PSNR to teacher's output" in r.stdout
+    m = json.loads((work / "eval-nogt" / "metrics.json").read_text())
+    assert m["reference"] == "teacher" and set(m["per_image"]) == {"p0", "p1", "p2"}
+    assert m["student"]["psnr_to_reference"] > 0 and m["input"]["psnr_to_reference"] > 0
 
 
 @pytest.mark.slow

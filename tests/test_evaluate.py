@@ -1,0 +1,51 @@
+"""`sharpen evaluate`'s numbers on real blur without ground truth: the reference model."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from skimage.metrics import peak_signal_noise_ratio
+
+from distill.evaluate import evaluate_fns, format_table
+from distill.images import write_image
+
+
+@pytest.fixture()
+def nogt(tmp_path):
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        write_image(tmp_path / f"frame{i}.png", rng.random((40, 56, 3)).astype(np.float32))
+    return tmp_path
+
+
+def test_reference_stands_in_for_ground_truth(nogt):
+    """Without ground truth every other model (and the input) is scored by PSNR to the
+    reference's output, per image and as the mean; a model that moves towards it scores higher
+    than the input, one that moves elsewhere lower."""
+    ref = lambda x: x * 0.8                       # noqa: E731  the "teacher"
+    towards = lambda x: x * 0.9                   # noqa: E731  half-way to it
+    away = lambda x: np.clip(x * 1.2, 0, 1)       # noqa: E731  its own correction
+    res = evaluate_fns({"teacher": ref, "towards": towards, "away": away}, str(nogt),
+                       progress=False, reference="teacher")
+    assert not res["has_gt"] and res["reference"] == "teacher"
+    assert "psnr_to_reference" not in res["teacher"]
+    per = res["per_image"]
+    assert len(per) == 3
+    for name, scores in per.items():
+        x = res["outputs"][name]["input"]
+        want = peak_signal_noise_ratio(np.clip(x * 0.9, 0, 1), x * 0.8, data_range=1.0)
+        assert scores["towards"]["psnr_to_reference"] == pytest.approx(want, abs=1e-3)
+    for k in ("input", "towards", "away"):
+        assert res[k]["psnr_to_reference"] == pytest.approx(
+            np.mean([v[k]["psnr_to_reference"] for v in per.values()]))
+    assert res["towards"]["psnr_to_reference"] > res["input"]["psnr_to_reference"] \
+        > res["away"]["psnr_to_reference"]
+    table = format_table(res)
+    assert "PSNR to teacher's output" in table and "sharpness" in table
+
+
+def test_no_reference_and_unknown_reference(nogt):
+    res = evaluate_fns({"m": lambda x: x}, str(nogt), progress=False)
+    assert "reference" not in res and "per_image" not in res
+    assert "PSNR to" not in format_table(res)
+    with pytest.raises(ValueError, match="reference 'teacher' is not one of the models"):
+        evaluate_fns({"m": lambda x: x}, str(nogt), progress=False, reference="teacher")
