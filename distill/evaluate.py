@@ -139,11 +139,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
             sharp_ratio[k].append(sharpness(img) / max(base, 1e-8))
             if y is not None:
                 per_image.setdefault(name, {})[k] = {"psnr": psnr(img, y), "ssim": ssim(img, y)}
-        if y is None and reference is not None:
-            for k, img in outs.items():
-                if k != reference:
-                    per_image.setdefault(name, {})[k] = {
-                        "psnr_to_reference": psnr(img, outs[reference])}
+            elif reference is not None and k != reference:
+                per_image.setdefault(name, {})[k] = {"psnr_to_reference":
+                                                     psnr(img, outs[reference])}
         if y is not None:
             outs["ground truth"] = y
     if not outputs:
