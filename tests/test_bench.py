@@ -329,9 +329,24 @@ def test_real_blur_section_matches_direct_metrics(env):
     assert real["pairs"]["good"]["psnr"] == pytest.approx(want, abs=1e-3)
     assert real["pairs"]["input"]["psnr"] == pytest.approx(
         np.mean([psnr(b, s) for _, b, s in pairs]), abs=1e-6)
-    assert real["nogt"]["images"] == 3 and "psnr" not in real["nogt"]["teacher"]
+    nogt_res = real["nogt"]
+    assert nogt_res["images"] == 3 and "psnr" not in nogt_res["teacher"]
+    # Without ground truth the teacher's output is the reference of every other row.
+    from distill.images import centre_crop
+    from distill.teacher import Teacher
+    teacher = Teacher.load(env / "teacher.pt", device="cpu")
+    crops = [centre_crop(b, 384) for _, b, _ in pairs]
+    t_outs = [np.clip(teacher.sharpen(c, tile=TEACHER_TILE, overlap=TEACHER_OVERLAP), 0, 1)
+              for c in crops]
+    assert nogt_res["reference"] == "teacher" and "psnr_to_reference" not in nogt_res["teacher"]
+    assert nogt_res["input"]["psnr_to_reference"] == pytest.approx(
+        np.mean([psnr(c, t) for c, t in zip(crops, t_outs)]), abs=1e-3)
+    assert nogt_res["good"]["psnr_to_reference"] == pytest.approx(
+        np.mean([psnr(o, t) for o, t in zip(outs, t_outs)]), abs=1e-3)
     md = (out / "report.md").read_text()
     assert "## Real blur" in md and "real_blur_nogt.png" in md
+    assert "PSNR to the teacher's output" in md
+    assert f"| good | {nogt_res['good']['psnr_to_reference']:.2f} |" in md
     for name in real["figures"].values():
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
@@ -381,8 +396,10 @@ def test_quick_mode_leaves_out_sizes_too_big_for_its_memory(tmp_path):
         paths.append(str(tmp_path / f"student-{name}.pt"))
     students = resolve_students(paths)
     sizes = [(1920, 1080), (640, 360)]
-    budget = {(st.name, wh): b for st in students for wh, b in _student_budget(st.path, sizes).items()}
+    budget = {(st.name, wh): b for st in students
+              for wh, b in _student_budget(st.path, sizes).items()}
     out = _too_big(students, sizes, budget, QUICK_MAX_ACTIVATION_GB)
     assert set(out) == {("seed", (1920, 1080))}
-    assert "--full" in out["seed", (1920, 1080)] and "GB of activations" in out["seed", (1920, 1080)]
+    why = out["seed", (1920, 1080)]
+    assert "--full" in why and "GB of activations" in why
     assert _too_big(students, sizes, budget, None) == {}
