@@ -46,6 +46,12 @@ def model_labels(paths: list[str]) -> list[str]:
     return out
 
 
+def is_teacher(path: str | Path) -> bool:
+    """Whether `path` is a project checkpoint of a teacher (not a student, not an artifact)."""
+    from .checkpoint import read_checkpoint
+    return not is_artifact(path) and read_checkpoint(path).get("kind") == "teacher"
+
+
 def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
     """A function HxWx3 -> HxWx3 for a project checkpoint (tiled Restormer for a teacher,
     whole-image inference for a student) or an exported student artifact (its runtime backend,
@@ -54,8 +60,7 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
         from runtime.backends.runner import load_runner
 
         return load_runner(path, providers="auto")[0]
-    from .checkpoint import read_checkpoint
-    if read_checkpoint(path).get("kind") == "teacher":
+    if is_teacher(path):
         from .teacher import TILE, Teacher
         t = Teacher.load(path, device="cpu")
         return lambda img: t.sharpen(img, tile=TILE if tile is None else tile)
@@ -89,11 +94,9 @@ def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional
              crop: int = 0, progress: bool = True, tile: Optional[int] = None) -> dict:
     """Checkpoints by path over a data source; see `evaluate_fns`. With exactly one teacher
     among them, its output is the reference where the data has no ground truth."""
-    from .checkpoint import read_checkpoint
     labels = model_labels(weights)
     fns = {label: load_model_fn(w, tile) for label, w in zip(labels, weights)}
-    teachers = [label for label, w in zip(labels, weights)
-                if not is_artifact(w) and read_checkpoint(w).get("kind") == "teacher"]
+    teachers = [label for label, w in zip(labels, weights) if is_teacher(w)]
     return evaluate_fns(fns, spec, split, limit, crop, progress,
                         reference=teachers[0] if len(teachers) == 1 else None)
 

@@ -336,6 +336,8 @@ def test_real_blur_section_matches_direct_metrics(env):
     from distill.teacher import Teacher
     teacher = Teacher.load(env / "teacher.pt", device="cpu")
     crops = [centre_crop(b, 384) for _, b, _ in pairs]
+    # The test frames are smaller than the bench's crop, so `outs` (whole frames) line up.
+    assert all(c.shape == b.shape for c, (_, b, _) in zip(crops, pairs))
     t_outs = [np.clip(teacher.sharpen(c, tile=TEACHER_TILE, overlap=TEACHER_OVERLAP), 0, 1)
               for c in crops]
     assert nogt_res["reference"] == "teacher" and "psnr_to_reference" not in nogt_res["teacher"]
