@@ -6,7 +6,10 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(peak_signal_noise_ratio(np.clip(b, 0, 1), np.clip(a, 0, 1), data_range=1.0))
+    a, b = np.clip(a, 0, 1), np.clip(b, 0, 1)
+    if np.array_equal(a, b):   # scikit-image would divide by zero and warn on the way to inf
+        return float("inf")
+    return float(peak_signal_noise_ratio(b, a, data_range=1.0))
 
 
 def ssim(a: np.ndarray, b: np.ndarray) -> float:

@@ -49,3 +49,14 @@ def test_no_reference_and_unknown_reference(nogt):
     assert "PSNR to" not in format_table(res)
     with pytest.raises(ValueError, match="reference 'teacher' is not one of the models"):
         evaluate_fns({"m": lambda x: x}, str(nogt), progress=False, reference="teacher")
+
+
+def test_psnr_of_identical_images_is_inf_without_warning():
+    import warnings
+
+    from distill.metrics import psnr
+    img = np.random.default_rng(0).random((16, 16, 3))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # skimage's divide-by-zero used to warn here
+        assert psnr(img, img) == float("inf")
+        assert psnr(img, np.clip(img + 0.01, 0, 1)) < 60
