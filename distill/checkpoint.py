@@ -45,6 +45,17 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+    if path.suffix.lower() in (".onnx", ".tflite", ".engine", ".plan"):
+        raise CheckpointError(f"{path} is an exported model, not a PyTorch checkpoint: run it "
+                              f"with `sharpen run --model {path}`, or score it with `sharpen "
+                              f"evaluate --model {path}`")
+    with open(path, "rb") as f:
+        head = f.read(4)
+    # torch.save writes a zip archive; older files are a pickle (first byte 0x80). Anything
+    # else would only get the unpickler's cryptic complaint about its first byte.
+    if head[:2] != b"PK" and head[:1] != b"\x80":
+        raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip "
+                              "archive nor a pickle; truncated or another kind of file?)")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for garbage input

@@ -40,9 +40,9 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     if not files:
         return _err("no input images")
     out = Path(args.out)
-    from runtime.sinks import refuse_input_folder
+    from runtime.sinks import refuse_overwriting_inputs
     try:
-        refuse_input_folder(out, {p.parent for p, _ in files if p.exists()})
+        refuse_overwriting_inputs(out, {p.parent for p, _ in files if p.exists()})
     except ValueError as e:
         return _err(str(e))
     files = _unique_png_names(files)
@@ -268,7 +268,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            title=f"{args.data}: input | " + " | ".join(
                                k for k in next(iter(shown.values())) if k != "input"))
         print(f"written: {out / 'metrics.json'}, {fig}")
-    return 1 if res["failed"] else 0
+    if res["failed"]:
+        print(f"sharpen evaluate: {len(res['failed'])} image(s) could not be read (listed "
+              "above); the rest were evaluated", file=sys.stderr)
+        return 1
+    return 0
 
 
 # ------------------------------------------------------------------ sharpen grow

@@ -75,12 +75,16 @@ def list_formats() -> list[str]:
 
 
 def parse_formats(text: str | Sequence[str] | None) -> list[str] | None:
-    """'onnx,tflite-int8' -> ['onnx', 'tflite-int8']; None/'all'/'' -> None (all buildable)."""
+    """'onnx,tflite-int8' -> ['onnx', 'tflite-int8']; None/'all' -> None (all buildable). An
+    empty list is an error, not "all": `--formats "$FMTS"` with FMTS unset must not start a
+    full export with 1080p timings."""
     if text is None:
         return None
     items = text.split(",") if isinstance(text, str) else list(text)
     names = [s.strip().lower() for s in items if s.strip()]
-    if not names or names == ["all"]:
+    if not names:
+        raise ExportError(f"--formats is empty; name formats ({', '.join(FORMATS)}) or 'all'")
+    if names == ["all"]:
         return None
     unknown = [n for n in names if n not in FORMATS]
     if unknown:
@@ -290,7 +294,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         fmts, skipped = default_formats()
         explicit = False
     else:
-        fmts, explicit = requested, True
+        fmts, explicit = list(requested), True
         for f in list(fmts):
             reason = FORMATS[f].availability()
             if reason:

@@ -36,7 +36,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", "--output", dest="output", default=None, metavar="PATH",
                    help="video file (.mp4, same size and fps as the source), image folder "
                         "(same file names), or an image file for a single image input; "
-                        "without --out or --show, results go to runs/sharpen/<source name>")
+                        "without --out or --show, results go to runs/sharpen/<source name> "
+                        "(numbered 2, 3... if taken)")
     p.add_argument("--show", action="store_true",
                    help="show original | sharpened in a window with fps overlay (q/Esc quits)")
     p.add_argument("--view", choices=("side", "split"), default="side",
@@ -154,20 +155,26 @@ def handler(args: argparse.Namespace) -> int:
 
 
 def _default_output(source: str) -> str:
-    """runs/sharpen/<name>[.mp4 for videos], like the predict folders of detection tools."""
+    """runs/sharpen/<name>[.mp4 for videos], like the predict folders of detection tools;
+    <name>2, <name>3... when an earlier run's result is there, so a rerun never replaces it."""
     from pathlib import Path
 
     from .imageio import is_image, is_video
     p = Path(source)
     if any(c in source for c in "*?["):   # a glob: several images, so a folder
-        name = "".join(c if c.isalnum() else "_" for c in p.parent.name or "images")
-        return str(Path("runs/sharpen") / name)
-    if is_video(p):
-        return str(Path("runs/sharpen") / f"{p.stem}.mp4")
-    if is_image(p):
-        return str(Path("runs/sharpen") / f"{p.stem}.png")
-    name = p.name if p.exists() else "".join(c if c.isalnum() else "_" for c in source)[:40]
-    return str(Path("runs/sharpen") / (name or "stream")) + ("" if p.is_dir() else ".mp4")
+        stem, ext = "".join(c if c.isalnum() else "_" for c in p.parent.name or "images"), ""
+    elif is_video(p):
+        stem, ext = p.stem, ".mp4"
+    elif is_image(p):
+        stem, ext = p.stem, ".png"
+    else:
+        name = p.name if p.exists() else "".join(c if c.isalnum() else "_" for c in source)[:40]
+        stem, ext = name or "stream", "" if p.is_dir() else ".mp4"
+    root = Path("runs/sharpen")
+    out, n = root / f"{stem}{ext}", 2
+    while out.exists():
+        out, n = root / f"{stem}{n}{ext}", n + 1
+    return str(out)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

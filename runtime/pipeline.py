@@ -9,6 +9,7 @@ and signals are delivered there.
 """
 from __future__ import annotations
 
+import os
 import signal
 import threading
 import time
@@ -20,8 +21,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from .backends import Backend, load_backend
 from .prepost import FrameProcessor, Timings
-from .sinks import CompareSink, MultiSink, NullSink, Sink, WindowSink, output_sink
-from .sources import ImageSource, Source, SourceError, open_source
+from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
+                    output_sink)
+from .sources import ImageSource, Source, SourceError, VideoSource, open_source
 from .stats import LiveReporter, Stats, write_json_atomic
 
 _END = object()  # end-of-stream marker passed down the queues
@@ -150,6 +152,8 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
         o = replace(options or StreamOptions(), **overrides)
     except TypeError as e:
         raise ValueError(f"run_stream: unknown option ({e})") from None
+    if o.stats_path:
+        _check_writable(o.stats_path, "--stats")
     stop = stop_event or threading.Event()
     stats = Stats()
     errors: list[BaseException] = []
@@ -255,6 +259,20 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
     return summary
 
 
+def _check_writable(path: Union[str, Path], flag: str) -> None:
+    """SinkError now, naming the flag, if `path`'s folder cannot be made or written: otherwise
+    the failure would come only after the whole stream had run."""
+    folder = Path(path).parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SinkError(f"{flag} {path}: cannot create its folder: {exc}") from None
+    if Path(path).is_dir():
+        raise SinkError(f"{flag} {path} is a folder; give a file name (e.g. stats.json)")
+    if not os.access(folder, os.W_OK):
+        raise SinkError(f"{flag} {path}: its folder {folder} is not writable")
+
+
 def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Stats,
                 live_limit: Optional[int]) -> None:
     while True:
@@ -279,7 +297,9 @@ def _make_sink(src: Source, output: Optional[Union[str, Path]], show: bool, view
     if output:
         single = isinstance(src, ImageSource) and src.frame_count == 1
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
-        file_sink = output_sink(output, src.fps or fps or 30.0, single, tuple(dirs))
+        files = list(src.paths) if isinstance(src, ImageSource) else \
+            [src.target] if isinstance(src, VideoSource) and src.kind == "video" else []
+        file_sink = output_sink(output, src.fps or fps or 30.0, single, tuple(dirs), files)
         sinks.append(CompareSink(file_sink, view) if compare else file_sink)
     if show:
         ema = {"fps": 0.0, "t": None}

@@ -31,21 +31,35 @@ def _warn_once(key: str, msg: str) -> None:
         print(f"warning: {msg}", file=sys.stderr)
 
 
-def to_bgr8(frame: np.ndarray) -> np.ndarray:
-    """Any supported frame -> HxWx3 BGR uint8. Grayscale and BGRA are converted (warned once);
-    uint16 (e.g. 16-bit PNG) is scaled to 8 bit; anything else raises FrameError."""
+def conversions(frame: np.ndarray) -> list[str]:
+    """What `to_bgr8` will do to this frame, as phrases for a warning ([] for 8-bit BGR)."""
+    out = ["16-bit, written as 8-bit"] if frame.dtype == np.uint16 else []
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        out.append("grayscale, written as 3-channel")
+    elif frame.ndim == 3 and frame.shape[2] == 4:
+        out.append("alpha channel dropped")
+    return out
+
+
+def to_bgr8(frame: np.ndarray, warn: bool = True) -> np.ndarray:
+    """Any supported frame -> HxWx3 BGR uint8. Grayscale and BGRA are converted (warned once
+    unless `warn` is False: an image source names each file itself); uint16 (e.g. 16-bit PNG)
+    is scaled to 8 bit; anything else raises FrameError."""
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"expected an image array, got {type(frame).__name__}")
     if frame.dtype == np.uint16:
-        _warn_once("uint16", "16-bit frames are scaled to 8 bit")
+        if warn:
+            _warn_once("uint16", "16-bit frames are scaled to 8 bit")
         frame = (frame >> 8).astype(np.uint8)
     elif frame.dtype != np.uint8:
         raise FrameError(f"unsupported frame dtype {frame.dtype}: expected uint8 or uint16")
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
-        _warn_once("gray", "grayscale frames are converted to BGR")
+        if warn:
+            _warn_once("gray", "grayscale frames are converted to BGR")
         return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
     if frame.ndim == 3 and frame.shape[2] == 4:
-        _warn_once("bgra", "BGRA frames are converted to BGR (alpha dropped)")
+        if warn:
+            _warn_once("bgra", "BGRA frames are converted to BGR (alpha dropped)")
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     if frame.ndim == 3 and frame.shape[2] == 3:
         return frame

@@ -60,7 +60,8 @@ class VideoFileSink(Sink):
             self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"),
                                           self.fps, (w, h))
             if not self.writer.isOpened():
-                raise SinkError(f"cannot open video writer for {self.path} (mp4v, {w}x{h})")
+                raise SinkError(f"cannot open video writer for {self.path} (mp4v, {w}x{h}): "
+                                f"{_why_unwritable(self.tmp)}")
             self.size = (w, h)
         elif (w, h) != self.size:
             # A video has one size; resizing keeps the file valid if a stream changes resolution.
@@ -76,6 +77,17 @@ class VideoFileSink(Sink):
         os.replace(self.tmp, self.path)
 
 
+def _why_unwritable(path: Path) -> str:
+    """OpenCV's writer fails without a reason; find out whether the file system is why."""
+    try:
+        with open(path, "wb"):
+            pass
+        path.unlink()
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror or exc})"
+    return "this OpenCV build cannot encode mp4v into this container; try --out NAME.mp4"
+
+
 class ImageSink(Sink):
     """Images named after the input files in a folder, or one image file for a single input."""
 
@@ -84,7 +96,8 @@ class ImageSink(Sink):
         try:
             (self.path.parent if single_file else self.path).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise SinkError(f"cannot create output folder {self.path}: {exc}") from None
+            what = f"the folder of {self.path}" if single_file else f"output folder {self.path}"
+            raise SinkError(f"cannot create {what}: {exc}") from None
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         target = self.path if self.single else self.path / name
@@ -196,11 +209,17 @@ class MultiSink(Sink):
 
 
 def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
-                input_dirs: Sequence[str | os.PathLike] = ()) -> Sink:
+                input_dirs: Sequence[str | os.PathLike] = (),
+                input_files: Sequence[str | os.PathLike] = ()) -> Sink:
     """Pick the sink for --out: a video extension gives a video file, an image extension with
-    a single image input gives that file, anything else is a folder of images."""
+    a single image input gives that file, anything else is a folder of images. An --out that
+    is an input folder or file is refused."""
     p = Path(output)
     ext = p.suffix.lower()
+    try:
+        refuse_overwriting_inputs(p, input_dirs, input_files)
+    except ValueError as e:
+        raise SinkError(str(e)) from None
     if ext in VIDEO_EXTS:
         return VideoFileSink(p, fps)
     if ext in IMAGE_EXTS:
@@ -210,17 +229,17 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
         return ImageSink(p, single_file=True)
     if p.exists() and not p.is_dir():
         raise SinkError(f"--out {p} exists and is not a folder")
-    try:
-        refuse_input_folder(p, input_dirs)
-    except ValueError as e:
-        raise SinkError(str(e)) from None
     return ImageSink(p)
 
 
-def refuse_input_folder(out: str | os.PathLike, input_dirs) -> None:
-    """ValueError when the output folder is one of the input folders: writing there would
-    overwrite the inputs (every command that writes images per input checks this)."""
+def refuse_overwriting_inputs(out: str | os.PathLike, input_dirs=(), input_files=()) -> None:
+    """ValueError when the output is one of the input folders or input files (an image or a
+    video given as both --source and --out): writing there would destroy the inputs (every
+    command that writes results per input checks this)."""
     out = Path(out)
     if input_dirs and out.resolve() in {Path(d).resolve() for d in input_dirs}:
         raise ValueError(f"--out {out} is an input folder: the results would overwrite the "
                          "inputs; choose another folder")
+    if input_files and out.resolve() in {Path(f).resolve() for f in input_files}:
+        raise ValueError(f"--out {out} is the input file: the result would overwrite it; "
+                         "choose another path")

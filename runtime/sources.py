@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 
 from .imageio import IMAGE_EXTS, ImageReadError, decode_image
+from .prepost import FrameError, conversions, to_bgr8
 
 
 class SourceError(RuntimeError):
@@ -77,7 +78,13 @@ class ImageSource(Source):
             # UNCHANGED keeps 16-bit and alpha so pre-processing converts them knowingly.
             try:
                 img = decode_image(p)
-            except ImageReadError as e:
+                changes = conversions(img)
+                if changes:
+                    # Outputs are 8-bit BGR; say which files that changes, one line each.
+                    img = to_bgr8(img, warn=False)
+                    print(f"sharpen run: warning: {p.name}: {'; '.join(changes)}",
+                          file=sys.stderr, flush=True)
+            except (ImageReadError, FrameError) as e:
                 if len(self.paths) == 1:
                     raise SourceError(str(e)) from None
                 # One bad file in a folder must not end the run: report it, go on, and let the

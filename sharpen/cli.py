@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from runtime.cli_errors import SharpenError
 
@@ -33,9 +34,27 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line_warnings() -> None:
+    """The project's own warnings (a skipped file, a converted image) reach the user as
+    `warning: ...` lines, as `sharpen run` prints them, not as Python's file:line plus source."""
+    import warnings
+    default = warnings.formatwarning
+    root = Path(__file__).resolve().parent.parent
+    ours = [root / pkg for pkg in ("distill", "optimize", "runtime", "benchmarks", "sharpen")]
+
+    def fmt(message, category, filename, lineno, line=None):
+        if category is UserWarning and any(Path(filename).resolve().is_relative_to(p)
+                                           for p in ours):
+            return f"warning: {message}\n"
+        return default(message, category, filename, lineno, line)
+
+    warnings.formatwarning = fmt
+
+
 def main(argv: list[str] | None = None) -> int:
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    _one_line_warnings()
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -51,7 +51,12 @@ def test_not_a_student_checkpoint(tmp_path, capsys):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     rc, err = _run(["export", "--weights", str(bad), "--out", str(tmp_path / "o")], capsys)
-    assert rc == 2 and "not a readable PyTorch checkpoint" in _one_line_error(err)
+    assert rc == 2 and "is not a PyTorch checkpoint" in _one_line_error(err)
+    onnx = tmp_path / "student.onnx"
+    onnx.write_bytes(b"\x08\x07")   # what an ONNX protobuf starts with
+    rc, err = _run(["export", "--weights", str(onnx), "--out", str(tmp_path / "o")], capsys)
+    assert rc == 2 and "is an exported model" in _one_line_error(err)
+    assert f"sharpen run --model {onnx}" in _one_line_error(err)
 
 
 def test_unknown_format(ckpt, tmp_path, capsys):
@@ -135,6 +140,9 @@ def test_format_registry_and_parsing():
     assert list(FORMATS)[:5] == ["onnx", "onnx-int8", "onnx-qdq-trt", "tflite-int8",
                                  "tflite-fp16"]
     assert parse_formats("all") is None and parse_formats(None) is None
+    for empty in ("", " , "):
+        with pytest.raises(ExportError, match="--formats is empty"):
+            parse_formats(empty)
     assert parse_formats(" ONNX, tflite-int8,onnx") == ["onnx", "tflite-int8"]
     with pytest.raises(ExportError):
         parse_formats("onnx,trt")

@@ -122,6 +122,27 @@ def test_teacher_folder_with_bad_files_processes_the_rest(tmp_path, tiny_teacher
     assert "Traceback" not in r.stderr
 
 
+def test_evaluate_folder_with_bad_files_says_so_in_plain_lines(tmp_path):
+    m = create_student("fast", width=8)
+    ck = tmp_path / "s.pt"
+    atomic_save(make_checkpoint(m, kind="student", arch="fast", arch_args=m.arch_args), ck)
+    rng = np.random.default_rng(3)
+    for sub in ("input", "target"):
+        (tmp_path / "pairs" / sub).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "pairs" / sub / "gray.png"),
+                    (rng.random((32, 40)) * 255).astype(np.uint8))
+        write_image(tmp_path / "pairs" / sub / "ok.png", rng.random((32, 40, 3)))
+    (tmp_path / "pairs" / "input" / "bad.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
+    write_image(tmp_path / "pairs" / "target" / "bad.png", rng.random((32, 40, 3)))
+    r = _sharpen("evaluate", "--weights", str(ck), "--data", str(tmp_path / "pairs"), "--quiet",
+                 cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert "bad.png" in r.stderr and "1 image(s) could not be read" in r.stderr
+    assert "warning: " in r.stderr and "gray.png: grayscale image converted to RGB" in r.stderr
+    assert "UserWarning" not in r.stderr and "Traceback" not in r.stderr
+    assert "(2 images of" in r.stdout
+
+
 def test_teacher_refuses_to_overwrite_its_inputs(tmp_path, tiny_teacher_pt):
     src = tmp_path / "in"
     write_image(src / "a.png", np.zeros((16, 16, 3), np.float32))
@@ -217,6 +238,26 @@ def test_run_over_folder_with_bad_file_processes_the_rest(tmp_path):
     assert r.returncode == 2 and "overwrite the inputs" in r.stderr
 
 
+def test_run_refuses_to_overwrite_its_input_image_or_video(tmp_path):
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    img = tmp_path / "one.png"
+    cv2.imwrite(str(img), (np.random.default_rng(5).random((32, 48, 3)) * 255).astype(np.uint8))
+    video = tmp_path / "clip.mp4"
+    w = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (48, 32))
+    for _ in range(3):
+        w.write(cv2.imread(str(img)))
+    w.release()
+    for src in (img, video):
+        before = src.read_bytes()
+        for out in (str(src), os.path.relpath(src, tmp_path / "sub")):
+            (tmp_path / "sub").mkdir(exist_ok=True)
+            r = _sharpen("run", "--model", str(model), "--source", str(src), "--out", out,
+                         "--quiet", cwd=tmp_path / "sub")
+            assert r.returncode == 2 and "would overwrite it" in r.stderr, r.stderr
+            assert src.read_bytes() == before
+
+
 def test_run_without_out_saves_under_runs_and_says_where(tmp_path):
     from runtime_fixtures import make_onnx_model
     model = make_onnx_model(tmp_path / "m.onnx")
@@ -226,6 +267,11 @@ def test_run_without_out_saves_under_runs_and_says_where(tmp_path):
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "runs" / "sharpen" / "one.png").is_file()
     assert "runs/sharpen/one.png" in r.stderr
+    before = (tmp_path / "runs" / "sharpen" / "one.png").read_bytes()
+    r = _sharpen("run", "--model", str(model), "--source", str(img), "--quiet", cwd=tmp_path)
+    assert r.returncode == 0 and "runs/sharpen/one2.png" in r.stderr   # the first stays
+    assert (tmp_path / "runs" / "sharpen" / "one.png").read_bytes() == before
+    assert (tmp_path / "runs" / "sharpen" / "one2.png").is_file()
     r = _sharpen("run", "--model", str(tmp_path / "student.pt"), "--source", str(img),
                  cwd=tmp_path)
     assert r.returncode == 2 and "sharpen export --weights" in r.stderr

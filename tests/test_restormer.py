@@ -51,8 +51,11 @@ def test_bad_checkpoints_clear_errors(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_teacher_model(tmp_path / "missing.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
-    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint"):
         load_teacher_model(tmp_path / "junk.pth")
+    (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04 a truncated zip")
+    with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
+        load_teacher_model(tmp_path / "cut.pth")
     torch.save({"params": build_restormer("tiny").state_dict()}, tmp_path / "tiny.pth")
     with pytest.raises(CheckpointError) as e:
         load_teacher_model(tmp_path / "tiny.pth", config="small")

@@ -105,6 +105,46 @@ def test_bad_output_and_options(tmp_path, capsys, onnx_model):
     _one_clear_line(err, "--overlap")
 
 
+def test_unwritable_stats_and_video_fail_before_the_run_with_the_reason(tmp_path, capsys,
+                                                                        onnx_model):
+    src = tmp_path / "in.mp4"
+    write_video(src, n=3)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    out = tmp_path / "out"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(out), "--stats", str(blocker / "stats.json"))
+    assert rc == 2
+    _one_clear_line(err, "--stats", "cannot create its folder")
+    assert not out.exists()   # refused before any frame was processed
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(out), "--stats", str(tmp_path))
+    assert rc == 2
+    _one_clear_line(err, "--stats", "is a folder")
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   "/sys/out.mp4")
+    assert rc == 2
+    _one_clear_line(err, "cannot open video writer", "cannot write there")
+
+
+def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
+    rng = np.random.default_rng(0)
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "g16.png"), (rng.random((24, 32)) * 65535).astype(np.uint16))
+    cv2.imwrite(str(src / "rgba.png"), (rng.random((24, 32, 4)) * 255).astype(np.uint8))
+    cv2.imwrite(str(src / "ok.png"), (rng.random((24, 32, 3)) * 255).astype(np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(tmp_path / "out"))
+    assert rc == 0, err
+    assert "g16.png: 16-bit, written as 8-bit; grayscale, written as 3-channel" in err
+    assert "rgba.png: alpha channel dropped" in err
+    assert "ok.png" not in err
+    for name in ("g16.png", "rgba.png", "ok.png"):
+        out = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
+        assert out.shape == (24, 32, 3) and out.dtype == np.uint8
+
+
 def test_unsupported_frames():
     with pytest.raises(FrameError, match="dtype float32"):
         to_bgr8(np.zeros((8, 8, 3), np.float32))

@@ -118,7 +118,8 @@ def test_odd_size_gray_bgra_uint16(tmp_path, onnx_model, capsys):
         out = cv2.imread(str(tmp_path / "out" / n), cv2.IMREAD_UNCHANGED)
         assert out.shape == (37, 53, 3), n
     err = capsys.readouterr().err
-    assert "grayscale" in err and "BGRA" in err
+    assert "gray.png: grayscale" in err and "bgra.png: alpha channel dropped" in err
+    assert "deep.png: 16-bit" in err
 
 
 def test_tiled_matches_whole_frame(tmp_path, onnx_model):
