@@ -49,8 +49,13 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path} is an exported model, not a PyTorch checkpoint: run it "
                               f"with `sharpen run --model {path}`, or score it with `sharpen "
                               f"evaluate --model {path}`")
-    with open(path, "rb") as f:
-        head = f.read(4)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(4)
+    except OSError as e:
+        raise CheckpointError(f"{path}: cannot read ({e.strerror or e})") from None
+    if not head:
+        raise CheckpointError(f"{path} is an empty file (0 bytes), not a PyTorch checkpoint")
     # torch.save writes a zip archive; older files are a pickle (first byte 0x80). Anything
     # else would only get the unpickler's cryptic complaint about its first byte.
     if head[:2] != b"PK" and head[:1] != b"\x80":

@@ -95,6 +95,10 @@ def options_from_args(args: argparse.Namespace):
 
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0 (0: all cores), got {args.threads}")
+    if args.tile < 0 or args.overlap < 0:
+        raise ValueError(f"--tile and --overlap must be >= 0, got {args.tile} and {args.overlap}")
+    if args.tile and args.overlap >= args.tile:
+        raise ValueError(f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})")
     return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,
@@ -125,7 +129,12 @@ def handler(args: argparse.Namespace) -> int:
     if defaulted:
         args.output = _default_output(args.source)
     try:
-        summary = run_stream(args.model, args.source, args.output, options_from_args(args))
+        options = options_from_args(args)
+    except ValueError as exc:   # a bad flag: a usage error, as argparse's own
+        print(f"sharpen run: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        summary = run_stream(args.model, args.source, args.output, options)
     except expected as exc:
         if os.environ.get("SHARPEN_DEBUG"):
             raise
@@ -171,9 +180,10 @@ def _default_output(source: str) -> str:
         name = p.name if p.exists() else "".join(c if c.isalnum() else "_" for c in source)[:40]
         stem, ext = name or "stream", "" if p.is_dir() else ".mp4"
     root = Path("runs/sharpen")
+    sep = "-" if stem[-1:].isdigit() else ""   # clip1 -> clip1-2, not clip12
     out, n = root / f"{stem}{ext}", 2
     while out.exists():
-        out, n = root / f"{stem}{n}{ext}", n + 1
+        out, n = root / f"{stem}{sep}{n}{ext}", n + 1
     return str(out)
 
 

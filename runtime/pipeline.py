@@ -22,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 from .backends import Backend, load_backend
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
-                    output_sink)
+                    output_sink, same_file)
 from .sources import ImageSource, Source, SourceError, VideoSource, open_source
 from .stats import LiveReporter, Stats, write_json_atomic
 
@@ -168,6 +168,10 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
             reconnect_attempts=o.reconnect_attempts)
         if o.live is not None:
             src.live = o.live
+        if o.stats_path and any(same_file(o.stats_path, f)
+                                for f in [*_input_files(src), *([output] if output else [])]):
+            raise SinkError(f"--stats {o.stats_path} is the source or the --out file: the stats "
+                            "would overwrite it; choose another path")
         processor = FrameProcessor(backend, tile=o.tile, overlap=o.overlap)
         sink = _make_sink(src, output, o.show, o.view, stop, o.fps, stats, o.compare)
         frames = src.frames(stop)
@@ -291,15 +295,22 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
             return
 
 
+def _input_files(src: Source) -> list:
+    """The files an output must not replace: a single input image, or a video file (a folder of
+    images is guarded by its folder, cameras and streams have no file)."""
+    if isinstance(src, ImageSource):
+        return list(src.paths) if src.frame_count == 1 else []
+    return [src.target] if isinstance(src, VideoSource) and src.kind == "video" else []
+
+
 def _make_sink(src: Source, output: Optional[Union[str, Path]], show: bool, view: str,
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False) -> Sink:
     sinks: list[Sink] = []
     if output:
         single = isinstance(src, ImageSource) and src.frame_count == 1
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
-        files = list(src.paths) if isinstance(src, ImageSource) else \
-            [src.target] if isinstance(src, VideoSource) and src.kind == "video" else []
-        file_sink = output_sink(output, src.fps or fps or 30.0, single, tuple(dirs), files)
+        file_sink = output_sink(output, src.fps or fps or 30.0, single, tuple(dirs),
+                                _input_files(src))
         sinks.append(CompareSink(file_sink, view) if compare else file_sink)
     if show:
         ema = {"fps": 0.0, "t": None}

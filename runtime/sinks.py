@@ -85,6 +85,9 @@ def _why_unwritable(path: Path) -> str:
         path.unlink()
     except OSError as exc:
         return f"cannot write there ({exc.strerror or exc})"
+    if path.suffix.lower() == ".mp4":
+        return ("this OpenCV build has no mp4v encoder (see cv2.getBuildInformation(), "
+                "'Video I/O'); write an image folder instead (--out DIR)")
     return "this OpenCV build cannot encode mp4v into this container; try --out NAME.mp4"
 
 
@@ -232,14 +235,26 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
     return ImageSink(p)
 
 
+def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
+    """Whether two paths name one file: resolved (relative paths, symlinks), and by inode when
+    both exist (case-insensitive file systems, where resolve() keeps the case given)."""
+    a, b = Path(a), Path(b)
+    if a.resolve() == b.resolve():
+        return True
+    try:
+        return a.exists() and b.exists() and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def refuse_overwriting_inputs(out: str | os.PathLike, input_dirs=(), input_files=()) -> None:
     """ValueError when the output is one of the input folders or input files (an image or a
     video given as both --source and --out): writing there would destroy the inputs (every
     command that writes results per input checks this)."""
     out = Path(out)
-    if input_dirs and out.resolve() in {Path(d).resolve() for d in input_dirs}:
+    if any(same_file(out, d) for d in input_dirs):
         raise ValueError(f"--out {out} is an input folder: the results would overwrite the "
                          "inputs; choose another folder")
-    if input_files and out.resolve() in {Path(f).resolve() for f in input_files}:
+    if any(same_file(out, f) for f in input_files):
         raise ValueError(f"--out {out} is the input file: the result would overwrite it; "
                          "choose another path")

@@ -79,12 +79,14 @@ class ImageSource(Source):
             try:
                 img = decode_image(p)
                 changes = conversions(img)
+                try:
+                    img = to_bgr8(img, warn=False)
+                except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
+                    raise ImageReadError(f"{p}: {e}") from None
                 if changes:
                     # Outputs are 8-bit BGR; say which files that changes, one line each.
-                    img = to_bgr8(img, warn=False)
-                    print(f"sharpen run: warning: {p.name}: {'; '.join(changes)}",
-                          file=sys.stderr, flush=True)
-            except (ImageReadError, FrameError) as e:
+                    print(f"warning: {p}: {'; '.join(changes)}", file=sys.stderr, flush=True)
+            except ImageReadError as e:
                 if len(self.paths) == 1:
                     raise SourceError(str(e)) from None
                 # One bad file in a folder must not end the run: report it, go on, and let the

@@ -39,15 +39,18 @@ def _one_line_warnings() -> None:
     `warning: ...` lines, as `sharpen run` prints them, not as Python's file:line plus source."""
     import warnings
     default = warnings.formatwarning
+    if getattr(default, "sharpen", False):   # main() runs many times in one test process
+        return
     root = Path(__file__).resolve().parent.parent
     ours = [root / pkg for pkg in ("distill", "optimize", "runtime", "benchmarks", "sharpen")]
 
     def fmt(message, category, filename, lineno, line=None):
-        if category is UserWarning and any(Path(filename).resolve().is_relative_to(p)
-                                           for p in ours):
+        if issubclass(category, UserWarning) and any(Path(filename).resolve().is_relative_to(p)
+                                                     for p in ours):
             return f"warning: {message}\n"
         return default(message, category, filename, lineno, line)
 
+    fmt.sharpen = True
     warnings.formatwarning = fmt
 
 

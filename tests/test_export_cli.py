@@ -3,6 +3,7 @@ Also the format registry, option help texts and the TensorRT fallback (trtexec l
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -181,6 +182,8 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     assert reason in cap.err
     assert "trtexec --onnx=" in cap.err and "--saveEngine=" in cap.err
     assert "SKIPPED" in cap.out
+    report = json.loads((tmp_path / "export_report.json").read_text())
+    assert report["settings"]["formats_requested"] == ["engine"]   # not the stand-in onnx
 
 
 def test_tensorrt_engine_build(tmp_path):

@@ -143,6 +143,31 @@ def test_evaluate_folder_with_bad_files_says_so_in_plain_lines(tmp_path):
     assert "(2 images of" in r.stdout
 
 
+def test_default_output_names_are_numbered_readably(tmp_path, monkeypatch):
+    from runtime.cli import _default_output
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "clip1.mp4").write_bytes(b"")
+    assert _default_output("clip1.mp4") == "runs/sharpen/clip1.mp4"
+    (tmp_path / "runs" / "sharpen").mkdir(parents=True)
+    (tmp_path / "runs" / "sharpen" / "clip1.mp4").write_bytes(b"")
+    assert _default_output("clip1.mp4") == "runs/sharpen/clip1-2.mp4"   # not clip12.mp4
+
+
+def test_one_line_warnings_are_installed_once():
+    import warnings
+
+    from sharpen.cli import _one_line_warnings
+    _one_line_warnings()
+    installed = warnings.formatwarning
+    _one_line_warnings()   # main() runs many times in one process: no chain of wrappers
+    assert warnings.formatwarning is installed
+    from distill import images
+    line = installed(UserWarning("x.png: grayscale image converted to RGB"), UserWarning,
+                     images.__file__, 1)
+    assert line == "warning: x.png: grayscale image converted to RGB\n"
+    assert "DeprecationWarning" in installed("old", DeprecationWarning, images.__file__, 1)
+
+
 def test_teacher_refuses_to_overwrite_its_inputs(tmp_path, tiny_teacher_pt):
     src = tmp_path / "in"
     write_image(src / "a.png", np.zeros((16, 16, 3), np.float32))

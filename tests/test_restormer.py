@@ -53,6 +53,13 @@ def test_bad_checkpoints_clear_errors(tmp_path):
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint at all")
     with pytest.raises(CheckpointError, match="is not a PyTorch checkpoint"):
         load_teacher_model(tmp_path / "junk.pth")
+    (tmp_path / "empty.pth").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="empty file"):
+        load_teacher_model(tmp_path / "empty.pth")
+    # torch.save's legacy (pickle, not zip) format still loads
+    torch.save({"params": build_restormer("tiny").state_dict()}, tmp_path / "legacy.pth",
+               _use_new_zipfile_serialization=False)
+    assert load_teacher_model(tmp_path / "legacy.pth", config="tiny") is not None
     (tmp_path / "cut.pth").write_bytes(b"PK\x03\x04 a truncated zip")
     with pytest.raises(CheckpointError, match="not a readable PyTorch checkpoint"):
         load_teacher_model(tmp_path / "cut.pth")

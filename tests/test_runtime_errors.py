@@ -101,7 +101,7 @@ def test_bad_output_and_options(tmp_path, capsys, onnx_model):
     _one_clear_line(err, "image file but the source has several frames")
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--tile", "32",
                    "--overlap", "32")
-    assert rc != 0
+    assert rc == 2   # a usage error, like argparse's
     _one_clear_line(err, "--overlap")
 
 
@@ -125,6 +125,31 @@ def test_unwritable_stats_and_video_fail_before_the_run_with_the_reason(tmp_path
                    "/sys/out.mp4")
     assert rc == 2
     _one_clear_line(err, "cannot open video writer", "cannot write there")
+
+
+def test_stats_must_not_replace_the_source_or_the_output(tmp_path, capsys, onnx_model):
+    src = tmp_path / "in.mp4"
+    write_video(src, n=3)
+    before = src.read_bytes()
+    for out, stats in ((tmp_path / "o.mp4", src), (tmp_path / "o.mp4", tmp_path / "o.mp4")):
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                       str(out), "--stats", str(stats))
+        assert rc == 2
+        _one_clear_line(err, "--stats", "is the source or the --out file")
+    assert src.read_bytes() == before and not (tmp_path / "o.mp4").exists()
+
+
+def test_image_folder_skips_an_unconvertible_file_by_name(tmp_path, capsys, onnx_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "float.tiff"), np.random.default_rng(1).random((24, 32, 3),
+                                                                         dtype=np.float32))
+    cv2.imwrite(str(src / "ok.png"), np.full((24, 32, 3), 90, np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(tmp_path / "out"))
+    assert rc == 1   # one input skipped, the rest processed
+    assert str(src / "float.tiff") in err and "float32" in err
+    assert (tmp_path / "out" / "ok.png").is_file()
 
 
 def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
