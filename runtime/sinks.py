@@ -49,6 +49,7 @@ class VideoFileSink(Sink):
         self.writer: Optional[cv2.VideoWriter] = None
         self.size: Optional[tuple[int, int]] = None
         self.frames = 0
+        self.resized = False
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -65,6 +66,10 @@ class VideoFileSink(Sink):
             self.size = (w, h)
         elif (w, h) != self.size:
             # A video has one size; resizing keeps the file valid if a stream changes resolution.
+            if not self.resized:
+                print(f"warning: {name}: {w}x{h} frames are resized to the video's "
+                      f"{self.size[0]}x{self.size[1]} (the first frame's size)", file=sys.stderr)
+                self.resized = True
             sharpened = cv2.resize(sharpened, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(sharpened)
         self.frames += 1
@@ -232,6 +237,10 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
         return ImageSink(p, single_file=True)
     if p.exists() and not p.is_dir():
         raise SinkError(f"--out {p} exists and is not a folder")
+    if ext and not p.exists():
+        # A mistyped video extension would otherwise become a folder without a word.
+        print(f"warning: --out {p}: {ext} is not a video or image extension this tool writes; "
+              "writing a folder of images there", file=sys.stderr)
     return ImageSink(p)
 
 

@@ -152,6 +152,23 @@ def test_image_folder_skips_an_unconvertible_file_by_name(tmp_path, capsys, onnx
     assert (tmp_path / "out" / "ok.png").is_file()
 
 
+def test_unknown_out_extension_and_resized_video_frames_are_said(tmp_path, capsys, onnx_model):
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.full((24, 32, 3), 90, np.uint8))
+    cv2.imwrite(str(src / "b.png"), np.full((40, 48, 3), 90, np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(tmp_path / "v.xyz"))
+    assert rc == 0 and ".xyz is not a video or image extension" in err
+    assert sorted(p.name for p in (tmp_path / "v.xyz").iterdir()) == ["a.png", "b.png"]
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(tmp_path / "v.mp4"))
+    assert rc == 0 and "b.png: 48x40 frames are resized to the video's 32x24" in err
+    cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
+    assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 32
+
+
 def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
     rng = np.random.default_rng(0)
     src = tmp_path / "in"
