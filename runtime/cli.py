@@ -92,13 +92,11 @@ def _quiet_library_logs() -> None:
 def options_from_args(args: argparse.Namespace):
     """StreamOptions from parsed `sharpen run` arguments."""
     from .pipeline import StreamOptions
+    from .prepost import check_tiling
 
     if args.threads < 0:
         raise ValueError(f"--threads must be >= 0 (0: all cores), got {args.threads}")
-    if args.tile < 0 or args.overlap < 0:
-        raise ValueError(f"--tile and --overlap must be >= 0, got {args.tile} and {args.overlap}")
-    if args.tile and args.overlap >= args.tile:
-        raise ValueError(f"--overlap ({args.overlap}) must be smaller than --tile ({args.tile})")
+    check_tiling(args.tile, args.overlap)   # before the model loads: a usage error
     return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,

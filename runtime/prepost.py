@@ -128,15 +128,20 @@ class Timings:
     extra: dict = field(default_factory=dict)
 
 
+def check_tiling(tile: int, overlap: int) -> None:
+    """ValueError naming the flags when --tile / --overlap cannot tile a frame."""
+    if tile < 0 or overlap < 0:
+        raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
+    if tile and overlap >= tile:
+        raise ValueError(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
+
+
 class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
     Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
 
     def __init__(self, backend: Backend, tile: int = 0, overlap: int = 32) -> None:
-        if tile < 0 or overlap < 0:
-            raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
-        if tile and overlap >= tile:
-            raise ValueError(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
+        check_tiling(tile, overlap)
         self.backend, self.tile, self.overlap = backend, tile, overlap
 
     def _infer_nchw(self, batch: np.ndarray) -> np.ndarray:
