@@ -83,7 +83,7 @@ def test_console_script_basics(work):
     assert SHARPEN.exists(), f"console script not installed at {SHARPEN}"
     r = _run("--version", cwd=work)
     assert r.returncode == 0 and r.stdout.startswith("sharpen ")
-    r = _run("models", cwd=work)
+    r = _run("models", "fast", "--quiet", cwd=work)
     assert r.returncode == 0 and "fast" in r.stdout
 
 

@@ -53,7 +53,7 @@ def test_wrong_config_for_weights(tmp_path, capsys):
 
 
 def test_models_table(capsys):
-    assert main(["models"]) == 0
+    assert main(["models", "seed", "fast"]) == 0
     out = capsys.readouterr().out
     assert "seed" in out and "fast" in out and "45.34" in out
 
