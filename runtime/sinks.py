@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_write_bytes
+from .console import quiet_native_stderr
 from .imageio import IMAGE_EXTS, VIDEO_EXTS
 
 
@@ -38,8 +39,21 @@ class NullSink(Sink):
         pass
 
 
+# The codec each container is written with; mp4v (MPEG-4 Part 2) for the rest. WebM needs VP8
+# (what browsers play; mp4v in .webm does not open), MPEG program/transport streams MPEG-2, FLV
+# its own codec. H.264 is not here: pip's OpenCV builds do not ship its encoder.
+FOURCC = {".webm": "VP80", ".ogv": "VP80", ".mpg": "MPG2", ".mpeg": "MPG2", ".ts": "MPG2",
+          ".mts": "MPG2", ".m2ts": "MPG2", ".flv": "FLV1", ".wmv": "WMV2"}
+DEFAULT_FOURCC = "mp4v"
+
+
+def fourcc_for(path: str | os.PathLike) -> str:
+    return FOURCC.get(Path(path).suffix.lower(), DEFAULT_FOURCC)
+
+
 class VideoFileSink(Sink):
-    """mp4v video of the sharpened frames, same size and fps as the source."""
+    """Video of the sharpened frames, same size and fps as the source, in the container's codec
+    (`FOURCC`)."""
 
     def __init__(self, path: str | os.PathLike, fps: float) -> None:
         self.path = Path(path)
@@ -58,11 +72,15 @@ class VideoFileSink(Sink):
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         h, w = sharpened.shape[:2]
         if self.writer is None:
-            self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*"mp4v"),
-                                          self.fps, (w, h))
+            codec = fourcc_for(self.path)
+            # FFmpeg notes on stderr that it maps the tag itself ("tag ... is not supported"),
+            # which reads like a failure; whether the writer opened is checked right after.
+            with quiet_native_stderr():
+                self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*codec),
+                                              self.fps, (w, h))
             if not self.writer.isOpened():
-                raise SinkError(f"cannot open video writer for {self.path} (mp4v, {w}x{h}): "
-                                f"{_why_unwritable(self.tmp)}")
+                raise SinkError(f"cannot open video writer for {self.path} ({codec}, {w}x{h}): "
+                                f"{_why_unwritable(self.tmp, codec)}")
             self.size = (w, h)
         elif (w, h) != self.size:
             # A video has one size; resizing keeps the file valid if a stream changes resolution.
@@ -82,7 +100,7 @@ class VideoFileSink(Sink):
         os.replace(self.tmp, self.path)
 
 
-def _why_unwritable(path: Path) -> str:
+def _why_unwritable(path: Path, codec: str) -> str:
     """OpenCV's writer fails without a reason; find out whether the file system is why."""
     try:
         with open(path, "wb"):
@@ -91,9 +109,10 @@ def _why_unwritable(path: Path) -> str:
     except OSError as exc:
         return f"cannot write there ({exc.strerror or exc})"
     if path.suffix.lower() == ".mp4":
-        return ("this OpenCV build has no mp4v encoder (see cv2.getBuildInformation(), "
+        return (f"this OpenCV build has no {codec} encoder (see cv2.getBuildInformation(), "
                 "'Video I/O'); write an image folder instead (--out DIR)")
-    return "this OpenCV build cannot encode mp4v into this container; try --out NAME.mp4"
+    return (f"this OpenCV build cannot encode {codec} into {path.suffix} files; try --out "
+            "NAME.mp4")
 
 
 class ImageSink(Sink):

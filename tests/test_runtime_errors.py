@@ -232,3 +232,27 @@ def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model):
     video.unlink()
     with pytest.raises(SourceError, match="disconnected and did not come back after 2 attempts"):
         run_stream(onnx_model, src)
+
+
+@pytest.mark.parametrize("ext", [".webm", ".mkv", ".ts", ".avi", ".mov"])
+def test_each_video_container_is_written_with_a_codec_it_takes(tmp_path, ext):
+    """mp4v in a .webm used to fail at the first frame; each container now gets its codec."""
+    from runtime.sinks import VideoFileSink, fourcc_for
+
+    yy, xx = np.mgrid[0:48, 0:64]   # smooth, so that a low bit rate keeps it
+    frame = np.stack([xx * 4, yy * 5, 255 - xx * 3], -1).astype(np.uint8)
+    sink = VideoFileSink(tmp_path / f"v{ext}", fps=10)
+    for _ in range(3):
+        sink.write(frame, frame, "f")
+    sink.close()
+    cap = cv2.VideoCapture(str(tmp_path / f"v{ext}"))
+    frames = []
+    while True:
+        ok, got = cap.read()
+        if not ok:
+            break
+        frames.append(got)
+    assert len(frames) == 3 and frames[0].shape == frame.shape
+    assert np.abs(frames[0].astype(int) - frame).mean() < 12   # lossy, but this frame
+    assert fourcc_for(f"x{ext}") == ("VP80" if ext == ".webm" else "MPG2" if ext == ".ts"
+                                     else "mp4v")
