@@ -287,6 +287,10 @@ def cmd_grow(args: argparse.Namespace) -> int:
         return _err(f"changes must look like name=INT (e.g. low_blocks=4), got {args.changes}")
     try:
         summary = grow_student(args.weights, args.out, **changes)
+        if "max_change" in summary:
+            print(f"warning: fewer blocks is not exact: the output moved by up to "
+                  f"{summary['max_change']} (of 1.0) on a random input; fine-tune "
+                  f"{args.out} before using it", file=sys.stderr)
         if not args.quiet:
             print(summary)
     except (ValueError, TypeError, CheckpointError, FileNotFoundError) as e:
@@ -432,7 +436,8 @@ def add_commands(sub) -> None:
                        help="grow a trained fast-family student without changing its output",
                        description="Add blocks, widen kernels, add the detail stage or the "
                        "input path to a trained fast-family student so that its output is "
-                       "unchanged; fine-tune the result with `sharpen distill ... init=OUT "
+                       "unchanged (or drop inner blocks, blocks=N below the model's, which is "
+                       "not exact); fine-tune the result with `sharpen distill ... init=OUT "
                        "\"model.args={...}\"`.")
     p.add_argument("--weights", required=True, metavar="CKPT", help="trained student")
     p.add_argument("--out", required=True, metavar="CKPT", help="grown student checkpoint")

@@ -10,6 +10,11 @@ has to learn what the extra capacity adds instead of starting from scratch:
   added to a model without one starts with a zero output projection, its other layers
   randomly initialised so they train at once.
 Width changes (`width`, or `detail` of a model that has one) are refused.
+
+`blocks` may also shrink, for a faster layout: the first encoder blocks and the last decoder
+blocks are kept (the outermost ones, next to the stem and the head: on the shipped `fast` the
+choice that lost least before fine-tuning, see its card). That is not exact, so the result
+needs a fine-tune; `grow_student` reports how far its output moved.
 """
 from __future__ import annotations
 
@@ -29,8 +34,9 @@ _GROWABLE = ("blocks", "low_blocks", "k", "low_k", "detail", "detail_blocks", "e
 def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int) -> dict:
     """Write a student checkpoint at `dst` that computes the same function as `src` with the
     architecture arguments in `changes` (larger `blocks`, `low_blocks`, `k`, `low_k`,
-    `detail_blocks`; `detail` only from 0).
-    Returns the new arch args."""
+    `detail_blocks`; `detail` only from 0), or, for a smaller `blocks`, the nearest such model.
+    Returns the new arch args, plus `max_change` (the largest output change on a random input)
+    when `blocks` shrank."""
     model, ckpt = load_student(src)
     if not isinstance(model, FastStudent):
         raise CheckpointError(f"{src}: only fast-family students can grow, not {ckpt['arch']!r}")
@@ -40,13 +46,16 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
         if key not in _GROWABLE:
             raise ValueError(f"cannot grow {key!r}: choose from {', '.join(_GROWABLE)}")
         now = old.get(key, signature[key].default)
-        if value < now or (key in ("k", "low_k") and value % 2 == 0):
+        if key == "blocks" and value < 1:
+            raise ValueError(f"blocks={value}: must be >= 1")
+        if (value < now and key != "blocks") or (key in ("k", "low_k") and value % 2 == 0):
             raise ValueError(f"{key}={value}: must be >= {now} (and odd for kernels)")
         if key in ("detail", "edge", "edge_width") and now and value != now:
             raise ValueError(f"{key}={value}: the model has {key}={now}; only a missing stage "
                              f"can be added")
     new = create_student(ckpt["arch"], **{**old, **changes})
-    src_sd, sd = model.state_dict(), new.state_dict()
+    src_sd, sd = _keep_outer_blocks(model.state_dict(), len(model.enc), len(new.enc)), \
+        new.state_dict()
     for name, target in sd.items():
         if name in src_sd:
             w = src_sd[name]
@@ -62,8 +71,27 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
     x = torch.rand(1, 3, 2 * new.multiple, 3 * new.multiple)
     with torch.no_grad():
         err = (new(x) - model(x)).abs().max().item()
-    if err > 1e-5:
+    shrunk = len(new.enc) < len(model.enc)
+    if err > 1e-5 and not shrunk:
         raise RuntimeError(f"grown model differs from {src} by {err:.2e}; growth is not exact")
     atomic_save(make_checkpoint(new, kind="student", arch=ckpt["arch"], arch_args=new.arch_args,
                                 grown_from=str(src)), dst)
-    return dict(new.arch_args)
+    return {**new.arch_args, "max_change": round(err, 4)} if shrunk else dict(new.arch_args)
+
+
+def _keep_outer_blocks(sd: dict, have: int, keep: int) -> dict:
+    """Rename `enc.i` -> `enc.i` for i < keep and `dec.(have-keep+j)` -> `dec.j`, dropping the
+    inner blocks; unchanged when nothing shrinks."""
+    if keep >= have:
+        return sd
+    out = {}
+    for name, w in sd.items():
+        part, _, rest = name.partition(".")
+        if part in ("enc", "dec"):
+            i, _, tail = rest.partition(".")
+            j = int(i) if part == "enc" else int(i) - (have - keep)
+            if not 0 <= j < keep:
+                continue
+            name = f"{part}.{j}.{tail}"
+        out[name] = w
+    return out

@@ -102,3 +102,26 @@ def test_grow_command_prints_the_new_layout_unless_quiet(tmp_path, capsys):
     assert main(["grow", "--weights", str(tmp_path / "s.pt"), "--out", str(tmp_path / "b.pt"),
                  "low_blocks=2", "--quiet"]) == 0
     assert capsys.readouterr().out == "" and (tmp_path / "b.pt").is_file()
+
+
+def test_fewer_blocks_keeps_the_outer_ones_and_reports_the_change(tmp_path):
+    src = _trained_like(create_student("fast", width=8, blocks=3, low_blocks=1))
+    _save(src, tmp_path / "s.pt")
+    args = grow_student(tmp_path / "s.pt", tmp_path / "g.pt", blocks=1)
+    assert args["blocks"] == 1 and args["max_change"] > 0
+    small, _ = load_student(tmp_path / "g.pt")
+    assert len(small.enc) == len(small.dec) == 1
+    torch.testing.assert_close(small.enc[0].dw.weight, src.enc[0].dw.weight)
+    torch.testing.assert_close(small.dec[0].pw2.weight, src.dec[2].pw2.weight)
+    torch.testing.assert_close(small.low[0].pw1.weight, src.low[0].pw1.weight)
+    with pytest.raises(ValueError, match="blocks=0"):
+        grow_student(tmp_path / "s.pt", tmp_path / "h.pt", blocks=0)
+
+
+def test_grow_cli_warns_that_fewer_blocks_is_not_exact(tmp_path, capsys):
+    from sharpen.cli import main
+
+    _save(_trained_like(create_student("fast", width=8, blocks=2, low_blocks=1)), tmp_path / "s.pt")
+    assert main(["grow", "--weights", str(tmp_path / "s.pt"), "--out", str(tmp_path / "g.pt"),
+                 "blocks=1"]) == 0
+    assert "not exact" in capsys.readouterr().err
