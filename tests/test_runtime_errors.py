@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime_fixtures import (onnx_model, run_cli, run_cli_subprocess,  # noqa: E402
+from runtime_fixtures import (onnx_model, read_video, run_cli, run_cli_subprocess,  # noqa: E402
                                    textured_frame, write_video)
 
 from runtime.prepost import FrameError, to_bgr8  # noqa: E402
@@ -245,13 +245,7 @@ def test_each_video_container_is_written_with_a_codec_it_takes(tmp_path, ext):
     for _ in range(3):
         sink.write(frame, frame, "f")
     sink.close()
-    cap = cv2.VideoCapture(str(tmp_path / f"v{ext}"))
-    frames = []
-    while True:
-        ok, got = cap.read()
-        if not ok:
-            break
-        frames.append(got)
+    frames, _ = read_video(tmp_path / f"v{ext}")
     assert len(frames) == 3 and frames[0].shape == frame.shape
     assert np.abs(frames[0].astype(int) - frame).mean() < 12   # lossy, but this frame
     assert fourcc_for(f"x{ext}") == ("VP80" if ext == ".webm" else "MPG2" if ext == ".ts"
