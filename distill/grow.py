@@ -80,8 +80,8 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
 
 
 def _keep_outer_blocks(sd: dict, have: int, keep: int) -> dict:
-    """Rename `enc.i` -> `enc.i` for i < keep and `dec.(have-keep+j)` -> `dec.j`, dropping the
-    inner blocks; unchanged when nothing shrinks."""
+    """The first `keep` encoder blocks and the last `keep` decoder blocks (renumbered from 0) of
+    a model with `have` on each side, the inner ones dropped; unchanged when nothing shrinks."""
     if keep >= have:
         return sd
     out = {}
