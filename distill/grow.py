@@ -54,8 +54,9 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
             raise ValueError(f"{key}={value}: the model has {key}={now}; only a missing stage "
                              f"can be added")
     new = create_student(ckpt["arch"], **{**old, **changes})
-    src_sd, sd = _keep_outer_blocks(model.state_dict(), len(model.enc), len(new.enc)), \
-        new.state_dict()
+    shrunk = len(new.enc) < len(model.enc)
+    src_sd = _keep_outer_blocks(model.state_dict(), len(new.enc)) if shrunk else model.state_dict()
+    sd = new.state_dict()
     for name, target in sd.items():
         if name in src_sd:
             w = src_sd[name]
@@ -71,7 +72,6 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
     x = torch.rand(1, 3, 2 * new.multiple, 3 * new.multiple)
     with torch.no_grad():
         err = (new(x) - model(x)).abs().max().item()
-    shrunk = len(new.enc) < len(model.enc)
     if err > 1e-5 and not shrunk:
         raise RuntimeError(f"grown model differs from {src} by {err:.2e}; growth is not exact")
     atomic_save(make_checkpoint(new, kind="student", arch=ckpt["arch"], arch_args=new.arch_args,
@@ -79,11 +79,10 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
     return {**new.arch_args, "max_change": round(err, 4)} if shrunk else dict(new.arch_args)
 
 
-def _keep_outer_blocks(sd: dict, have: int, keep: int) -> dict:
-    """The first `keep` encoder blocks and the last `keep` decoder blocks (renumbered from 0) of
-    a model with `have` on each side, the inner ones dropped; unchanged when nothing shrinks."""
-    if keep >= have:
-        return sd
+def _keep_outer_blocks(sd: dict, keep: int) -> dict:
+    """The first `keep` encoder blocks and the last `keep` decoder blocks (renumbered from 0),
+    the inner ones dropped."""
+    have = 1 + max(int(name.split(".")[1]) for name in sd if name.startswith("enc."))
     out = {}
     for name, w in sd.items():
         part, _, rest = name.partition(".")
