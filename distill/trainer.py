@@ -17,6 +17,7 @@ import math
 import random
 import signal
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
@@ -442,7 +443,11 @@ class Trainer:
             # One bad batch must not poison the weights (and the next checkpoint): skip it.
             # GradScaler does the same by itself under CUDA AMP.
             self.opt.zero_grad(set_to_none=True)
-            self.sched.step()
+            with warnings.catch_warnings():
+                # The schedule follows the step count, skipped steps included; torch warns
+                # when that happens before the first optimizer step, which is intended here.
+                warnings.filterwarnings("ignore", message=".*lr_scheduler.step.*")
+                self.sched.step()
             self._bad_steps += 1
             if self._bad_steps >= MAX_BAD_STEPS:
                 raise TrainingDiverged(
