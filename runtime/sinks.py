@@ -135,6 +135,7 @@ class ImageSink(Sink):
         if not ok:
             raise SinkError(f"cannot encode image {target}")
         try:
+            target.parent.mkdir(parents=True, exist_ok=True)   # names may hold subfolders
             atomic_write_bytes(target, buf.tobytes())
         except OSError as exc:
             raise SinkError(f"cannot write image {target}: {exc}") from None

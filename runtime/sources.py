@@ -19,7 +19,7 @@ from typing import Iterator, Optional
 import cv2
 import numpy as np
 
-from .imageio import IMAGE_EXTS, ImageReadError, decode_image
+from .imageio import IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image
 from .prepost import FrameError, conversions, to_bgr8
 
 
@@ -67,6 +67,7 @@ class ImageSource(Source):
             raise SourceError(f"no images found in {spec!r} (extensions: "
                               f"{', '.join(sorted(IMAGE_EXTS))})")
         self.paths = paths
+        self.names = frame_names(paths)
         self.frame_count = len(paths)
         self.skipped: list[str] = []
 
@@ -95,7 +96,18 @@ class ImageSource(Source):
                 print(f"sharpen run: skipped: {e}", file=sys.stderr, flush=True)
                 continue
             t1 = time.perf_counter()
-            yield Frame(i, img, p.name, t1, t1 - t0)
+            yield Frame(i, img, self.names[i], t1, t1 - t0)
+
+
+def frame_names(paths: list[Path]) -> list[str]:
+    """Output names for image files: the file name, or, when files from several folders share
+    one (a glob such as 'shots/*/*.png'), the path below the folders' common parent, so that no
+    output overwrites another."""
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    root = Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
+    return [p.absolute().relative_to(root).as_posix() for p in paths]
 
 
 class VideoSource(Source):
@@ -281,14 +293,35 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
 
     p = Path(spec)
     if p.is_dir():
-        return _maybe_live(ImageSource(spec, _image_list([str(q) for q in p.iterdir()])), live)
+        return _maybe_live(_folder_source(spec, p), live)
     if any(c in spec for c in "*?["):
-        return _maybe_live(ImageSource(spec, _image_list(globmod.glob(spec))), live)
+        return _maybe_live(ImageSource(spec, _image_list(globmod.glob(spec, recursive=True))), live)
     if not p.exists():
         raise SourceError(f"source not found: {spec}")
     if p.suffix.lower() in IMAGE_EXTS:
         return _maybe_live(ImageSource(spec, [p]), live)
     return VideoSource(spec, str(p), cv2.CAP_ANY, live=bool(live), kind="video", **cam)
+
+
+def _folder_source(spec: str, folder: Path) -> ImageSource:
+    """The images directly in `folder`; says what else is there that it does not read."""
+    entries = sorted(folder.iterdir())
+    images = _image_list([str(q) for q in entries])
+    videos = [q.name for q in entries if q.suffix.lower() in VIDEO_EXTS and q.is_file()]
+    if not images:
+        below = sum(1 for q in folder.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
+        hint = ""
+        if videos:
+            hint = f"; it holds video files ({', '.join(videos[:3])}): pass one as --source"
+        elif below:
+            hint = (f"; its subfolders hold {below} image file(s): pass '{folder / '**' / '*'}' "
+                    "(quoted) or one subfolder")
+        raise SourceError(f"no images found in {spec!r} (extensions: "
+                          f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
+    if videos:
+        print(f"warning: {spec}: {len(videos)} video file(s) skipped ({', '.join(videos[:3])}); "
+              "a folder source reads its images only", file=sys.stderr, flush=True)
+    return ImageSource(spec, images)
 
 
 def _maybe_live(src: Source, live: Optional[bool]) -> Source:

@@ -169,6 +169,35 @@ def test_unknown_out_extension_and_resized_video_frames_are_said(tmp_path, capsy
     assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 32
 
 
+def test_same_file_names_from_several_folders_keep_their_subfolders(tmp_path, capsys,
+                                                                   onnx_model):
+    for i, d in enumerate(("a", "b")):
+        (tmp_path / "in" / d).mkdir(parents=True)
+        cv2.imwrite(str(tmp_path / "in" / d / "x.png"), np.full((24, 32, 3), 60 + 80 * i,
+                                                                  np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source",
+                   str(tmp_path / "in" / "*" / "x.png"), "--output", str(tmp_path / "out"))
+    assert rc == 0, err
+    outs = [cv2.imread(str(tmp_path / "out" / d / "x.png")) for d in ("a", "b")]
+    assert all(o is not None for o in outs), sorted(map(str, (tmp_path / "out").rglob("*")))
+    assert outs[0].mean() < outs[1].mean()   # each went where it came from
+
+
+def test_folder_without_images_says_what_it_holds(tmp_path, capsys, onnx_model):
+    (tmp_path / "shots" / "day1").mkdir(parents=True)
+    cv2.imwrite(str(tmp_path / "shots" / "day1" / "a.png"), np.full((24, 32, 3), 90, np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "shots"))
+    assert rc != 0
+    _one_clear_line(err, "subfolders hold 1 image", "**")
+    # ... and the glob it suggests works
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source",
+                   str(tmp_path / "shots" / "**" / "*"), "--output", str(tmp_path / "out"))
+    assert rc == 0 and (tmp_path / "out" / "a.png").is_file(), err
+    (tmp_path / "shots" / "clip.mp4").write_bytes(b"")
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "shots"))
+    _one_clear_line(err, "video files (clip.mp4)")
+
+
 def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
     rng = np.random.default_rng(0)
     src = tmp_path / "in"
