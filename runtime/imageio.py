@@ -93,6 +93,63 @@ def header_size(path: Path, data: bytes) -> Optional[tuple[int, int]]:
     return size
 
 
+def _exif_block(data: bytes) -> Optional[bytes]:
+    """The EXIF (TIFF-structured) block of a JPEG, PNG or WebP file, or None."""
+    if data[:2] == b"\xff\xd8":
+        for marker, i in _jpeg_segments(data):
+            if marker == 0xE1 and data[i + 4:i + 10] == b"Exif\x00\x00":
+                n = struct.unpack(">H", data[i + 2:i + 4])[0]
+                return data[i + 10:i + 2 + n]
+    elif data[:8] == b"\x89PNG\r\n\x1a\n":
+        i = 8
+        while i + 8 <= len(data):
+            n, kind = struct.unpack(">I", data[i:i + 4])[0], data[i + 4:i + 8]
+            if kind == b"eXIf":
+                return data[i + 8:i + 8 + n]
+            if kind == b"IEND":
+                break
+            i += 12 + n
+    elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        i = 12
+        while i + 8 <= len(data):
+            kind, n = data[i:i + 4], struct.unpack("<I", data[i + 4:i + 8])[0]
+            if kind == b"EXIF":
+                block = data[i + 8:i + 8 + n]
+                return block[6:] if block[:6] == b"Exif\x00\x00" else block
+            i += 8 + n + (n & 1)
+    return None
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF Orientation tag (1-8; 1 = as stored) of an encoded image, 1 when absent."""
+    t = _exif_block(data)
+    if not t or t[:2] not in (b"II", b"MM"):
+        return 1
+    e = "<" if t[:2] == b"II" else ">"
+    try:
+        ifd = struct.unpack(e + "I", t[4:8])[0]
+        for k in range(struct.unpack(e + "H", t[ifd:ifd + 2])[0]):
+            entry = t[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
+            if struct.unpack(e + "H", entry[:2])[0] == 0x0112:
+                value = struct.unpack(e + "H", entry[8:10])[0]
+                return value if 1 <= value <= 8 else 1
+    except struct.error:   # a cut or malformed block: show the pixels as stored
+        pass
+    return 1
+
+
+# Orientation tag -> what turns the stored pixels upright (as OpenCV's IMREAD_COLOR does).
+_UPRIGHT = {
+    2: lambda a: cv2.flip(a, 1),
+    3: lambda a: cv2.rotate(a, cv2.ROTATE_180),
+    4: lambda a: cv2.flip(a, 0),
+    5: lambda a: cv2.transpose(a),
+    6: lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+    7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180),
+    8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
+}
+
+
 def _truncated(data: bytes) -> bool:
     """PNG without its IEND chunk; JPEG without an end-of-image marker (FF D9) after its first
     start of scan (byte stuffing keeps FF D9 out of the compressed data, so a cut file has none;
@@ -106,7 +163,8 @@ def _truncated(data: bytes) -> bool:
 
 
 def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.ndarray:
-    """The file decoded as OpenCV does (BGR/BGRA/gray, 8 or 16 bit), or ImageReadError."""
+    """The file decoded as OpenCV does (BGR/BGRA/gray, 8 or 16 bit), turned upright by its EXIF
+    orientation, or ImageReadError."""
     path = Path(path)
     limit = max_pixels() if limit is None else limit
     try:
@@ -137,4 +195,7 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
         raise ImageReadError(f"{path}: out of memory while decoding") from None
     if img is None:
         raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
-    return img
+    # IMREAD_UNCHANGED (kept for 16-bit and alpha) ignores the EXIF rotation that viewers and
+    # IMREAD_COLOR apply, which would leave phone photos sideways; TIFF is already upright.
+    upright = _UPRIGHT.get(exif_orientation(data)) if data[:2] not in (b"II", b"MM") else None
+    return upright(img) if upright else img

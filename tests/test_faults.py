@@ -473,3 +473,25 @@ def test_jpeg_with_trailing_data_is_not_truncated_and_tiny_png_is_an_error(tmp_p
     stub.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\x0dIHDR\x00\x00")
     with pytest.raises(ImageReadError, match="stub.png"):
         read_image(stub)
+
+
+@pytest.mark.parametrize("ext", ["jpg", "png", "webp"])
+def test_exif_orientation_is_applied_as_opencv_and_viewers_do(tmp_path, ext):
+    from PIL import Image
+    rng = np.random.default_rng(3)
+    rgb = (rng.random((30, 60, 3)) * 255).astype(np.uint8)
+    for o in range(1, 9):
+        exif = Image.Exif()
+        exif[0x0112] = o
+        f = tmp_path / f"o{o}.{ext}"
+        Image.fromarray(rgb).save(f, exif=exif.tobytes(), quality=95)
+        want = cv2.imread(str(f), cv2.IMREAD_COLOR)   # OpenCV applies the tag here
+        got = decode_image(f)
+        assert got.shape == want.shape and np.array_equal(got, want), (ext, o)
+    # 16 bit stays 16 bit, turned upright (a phone's 90-degree tag on a portrait shot)
+    deep = (rng.random((30, 60)) * 65535).astype(np.uint16)
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(deep).save(tmp_path / "deep.png", exif=exif.tobytes())
+    got = decode_image(tmp_path / "deep.png")
+    assert got.dtype == np.uint16 and np.array_equal(got, np.rot90(deep, -1))
