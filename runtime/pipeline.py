@@ -10,6 +10,7 @@ and signals are delivered there.
 from __future__ import annotations
 
 import os
+import sys
 import signal
 import threading
 import time
@@ -25,6 +26,7 @@ from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSin
                     output_sink, same_file)
 from .sources import ImageSource, Source, SourceError, VideoSource, open_source
 from .stats import LiveReporter, Stats, write_json_atomic
+from .tiling import tiling_warnings
 
 _END = object()  # end-of-stream marker passed down the queues
 
@@ -178,6 +180,8 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
         first = next(frames, None)
         if first is None:
             raise SourceError(f"source {src.spec!r} produced no frames")
+        for msg in tiling_warnings(*first.image.shape[:2], o.tile, o.overlap, backend.multiple):
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
         processor.warmup(first.image)  # one-off costs (allocation, kernel selection) not timed
         processor.warmup(first.image)
         first.t_capture = time.perf_counter()

@@ -132,3 +132,24 @@ def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> i
         return 1
     tile = _round_up(tile, multiple)
     return len(tile_starts(H, min(tile, H), overlap)) * len(tile_starts(W, min(tile, W), overlap))
+
+
+def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> list[str]:
+    """What a user should know before an h x w frame is tiled: a tile rounded up to the model's
+    size multiple, and tiles that overlap so much that each pixel is computed many times."""
+    if not tile:
+        return []
+    out = []
+    t = _round_up(tile, multiple)
+    if t != tile:
+        out.append(f"--tile {tile} runs as {t} (a multiple of the model's {multiple})")
+    H, W = _round_up(h, multiple), _round_up(w, multiple)
+    if t >= H and t >= W:
+        return out
+    n = count_tiles(h, w, tile, overlap, multiple)
+    work = n * min(t, H) * min(t, W) / (H * W)
+    if work > 2:
+        out.append(f"--tile {t} --overlap {overlap}: {n} tiles per {w}x{h} frame, {work:.1f}x "
+                   "the frame's pixels computed; a larger --tile or a smaller --overlap is "
+                   "faster")
+    return out

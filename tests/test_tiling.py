@@ -81,3 +81,15 @@ def test_bad_arguments():
         tiled_apply(img, lambda b: b, tile=16, overlap=16)
     with pytest.raises(ValueError, match="HxWxC"):
         tiled_apply(np.zeros((10, 10), np.float32), lambda b: b)
+
+
+def test_tiling_warnings_name_rounding_and_wasted_work():
+    from runtime.tiling import tiling_warnings
+    assert tiling_warnings(1080, 1920, 0, 32) == []
+    assert tiling_warnings(1080, 1920, 512, 32) == []        # 15 tiles, about 1.3x the pixels
+    assert tiling_warnings(360, 640, 1024, 32) == []         # one tile: the whole frame
+    (msg,) = tiling_warnings(1080, 1920, 250, 16)
+    assert "--tile 250 runs as 256" in msg
+    (msg,) = tiling_warnings(1080, 1920, 40, 32)
+    n = count_tiles(1080, 1920, 40, 32)
+    assert f"{n} tiles per 1920x1080 frame" in msg and "--overlap" in msg
