@@ -151,6 +151,10 @@ def handler(args: argparse.Namespace) -> int:
         print(f"done: {summary['frames_processed']} frames, {summary['throughput_fps']:.1f} fps, "
               f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
               f"{b.get('provider')})", file=sys.stderr)
+    if summary.get("repeated_frames"):
+        print(f"sharpen run: the video repeats the frame before each drop "
+              f"({summary['repeated_frames']} frames in all) so that it plays in real time",
+              file=sys.stderr)
     if defaulted:
         print(f"sharpen run: results written to {args.output} (no --out given)",
               file=sys.stderr)

@@ -233,7 +233,7 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
             for w in workers:
                 w.start()
             try:
-                _write_loop(q_out, sink, stop, stats, limit if src.live else None)
+                _write_loop(q_out, sink, stop, stats, limit if src.live else None, src.live)
             except BaseException as exc:
                 errors.append(exc)
                 stop.set()
@@ -282,7 +282,8 @@ def _check_writable(path: Union[str, Path], flag: str) -> None:
 
 
 def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Stats,
-                live_limit: Optional[int]) -> None:
+                live_limit: Optional[int], live: bool = False) -> None:
+    prev: Optional[int] = None
     while True:
         # After `stop`, frames already queued are still written, then the end marker comes.
         item = q_out.get(stop)
@@ -290,6 +291,11 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
             return
         fr, result = item
         t0 = time.perf_counter()
+        if live and prev is not None and fr.index > prev + 1:
+            # Frames dropped since the last one written: a video holds the last frame over the
+            # gap, as a constant-frame-rate recorder does, instead of playing the rest too fast.
+            stats.count("repeated_frames", sink.repeat_last(fr.index - prev - 1))
+        prev = fr.index
         sink.write(fr.image, result, fr.name)
         t1 = time.perf_counter()
         stats.add("write", t1 - t0)

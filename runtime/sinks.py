@@ -28,6 +28,11 @@ class Sink:
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         raise NotImplementedError
 
+    def repeat_last(self, n: int) -> int:
+        """Show the last frame for `n` more frame intervals (frames a live source dropped), so
+        that a recording keeps real time. Returns the frames added (0: not a timed output)."""
+        return 0
+
     def close(self) -> None:
         pass
 
@@ -64,6 +69,7 @@ class VideoFileSink(Sink):
         self.size: Optional[tuple[int, int]] = None
         self.frames = 0
         self.resized = False
+        self._last: Optional[np.ndarray] = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -91,6 +97,15 @@ class VideoFileSink(Sink):
             sharpened = cv2.resize(sharpened, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(sharpened)
         self.frames += 1
+        self._last = sharpened
+
+    def repeat_last(self, n: int) -> int:
+        if self.writer is None or self._last is None or n <= 0:
+            return 0
+        for _ in range(n):
+            self.writer.write(self._last)
+        self.frames += n
+        return n
 
     def close(self) -> None:
         if self.writer is None:
@@ -179,6 +194,9 @@ class CompareSink(Sink):
         self.inner.write(original, compose(original, sharpened, self.view, max_width=1 << 30),
                          name)
 
+    def repeat_last(self, n: int) -> int:
+        return self.inner.repeat_last(n)
+
     def close(self) -> None:
         self.inner.close()
 
@@ -223,6 +241,9 @@ class MultiSink(Sink):
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         for s in self.sinks:
             s.write(original, sharpened, name)
+
+    def repeat_last(self, n: int) -> int:
+        return max((s.repeat_last(n) for s in self.sinks), default=0)
 
     def close(self) -> None:
         # Close all, even if one fails, so the video file is still finalised.

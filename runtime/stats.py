@@ -28,6 +28,7 @@ class Stats:
         self.frames_captured = 0
         self.frames_processed = 0   # written to the sink (or discarded by a null sink)
         self.dropped_frames = 0     # stale frames discarded under the live policy
+        self.repeated_frames = 0    # video frames repeated over those drops (real-time file)
         self.max_queue_len: dict[str, int] = {}
         self.t_start: Optional[float] = None
         self.t_end: Optional[float] = None
@@ -77,6 +78,7 @@ class Stats:
                 "frames_processed": self.frames_processed,
                 "frames_captured": self.frames_captured,
                 "dropped_frames": self.dropped_frames,
+                "repeated_frames": self.repeated_frames,
                 "elapsed_s": round(elapsed, 4),
                 "throughput_fps": round(self.frames_processed / elapsed, 3) if elapsed > 0 else 0.0,
                 "latency_ms": lat,

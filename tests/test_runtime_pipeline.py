@@ -14,8 +14,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime_fixtures import (FRAME_H, FRAME_W, assert_in_order, cli_module,  # noqa: E402
-                                   lap_var, onnx_model, read_video, run_cli,
+from runtime_fixtures import (FRAME_H, FRAME_W, STEP, assert_in_order,  # noqa: E402
+                                   band_level, cli_module, lap_var, onnx_model, read_video, run_cli,
                                    run_cli_subprocess, textured_frame, write_video)
 
 from runtime.backends import Backend, load_backend  # noqa: E402
@@ -173,6 +173,26 @@ def test_file_policy_is_lossless_even_with_slow_model(tmp_path, onnx_model):
     assert_in_order(read_video(tmp_path / "o.mp4")[0], 8)
 
 
+def test_live_recording_holds_frames_over_drops_so_it_keeps_real_time(tmp_path, onnx_model):
+    src = tmp_path / "in.mp4"
+    write_video(src, n=16, fps=50.0)      # --live paces it like a 50 fps camera
+    backend = SlowBackend(load_backend(onnx_model, threads=1), delay=0.05)
+    stats = run_stream(backend, str(src), tmp_path / "o.mp4", live=True)
+    assert stats["dropped_frames"] > 0 and stats["repeated_frames"] > 0
+    frames, fps = read_video(tmp_path / "o.mp4")
+    assert fps == 50.0
+    assert len(frames) == stats["frames_processed"] + stats["repeated_frames"]
+    # Slot k of the recording shows camera frame k, or the last one before it over a drop.
+    # (Levels relative to slot 0, which is frame 0: the codec shifts them all a little.)
+    levels = np.array([band_level(f) for f in frames])
+    est = (levels - levels[0]) / STEP
+    shown = np.round(est)
+    assert np.all(np.abs(est - shown) < 0.35), np.round(est, 2)
+    slots = np.arange(len(frames))
+    assert np.all(shown <= slots) and np.all(np.diff(shown) >= 0), shown
+    assert int((shown == slots).sum()) == stats["frames_processed"], shown
+
+
 def test_frame_queue_bounds():
     stop = threading.Event()
     q = FrameQueue(3, drop_oldest=True)
@@ -193,7 +213,7 @@ def test_stop_event_leaves_playable_video(tmp_path, onnx_model):
     stats = run_stream(onnx_model, src, out, stop_event=stop, fps=25.0)
     frames, fps = read_video(out)
     assert stats["frames_processed"] > 5
-    assert len(frames) == stats["frames_processed"]
+    assert len(frames) == stats["frames_processed"] + stats["repeated_frames"]
     assert frames[0].shape == (FRAME_H, FRAME_W, 3)
 
 
@@ -217,7 +237,7 @@ def test_sigterm_stops_cleanly(tmp_path, onnx_model):
     frames, _ = read_video(out)
     data = json.loads(stats.read_text())
     assert data["interrupted"] is True
-    assert len(frames) == data["frames_processed"] > 0
+    assert len(frames) == data["frames_processed"] + data["repeated_frames"] > 0
 
 
 def test_compose_views():
