@@ -194,6 +194,7 @@ class VideoSource(Source):
                 ok, img = self.cap.read()
             if not ok or img is None:
                 if not self.live or self.kind == "video":
+                    self._check_ended(i)
                     return  # end of file (a file run with --live ends too)
                 if not self._reconnect(stop):
                     return
@@ -201,6 +202,14 @@ class VideoSource(Source):
             t1 = time.perf_counter()
             yield Frame(i, img, f"frame_{i:06d}", t1, t1 - t0)
             i += 1
+
+    def _check_ended(self, read: int) -> None:
+        # A cut or damaged file reads like a short one; the header's frame count (an estimate
+        # in some containers, hence the margin) tells them apart.
+        declared = int(self.frame_count or 0)
+        if self.kind == "video" and declared and read < 0.98 * declared - 1:
+            print(f"warning: {self.spec}: the video ended after {read} of the {declared} frames "
+                  "its header declares (truncated or damaged file?)", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.cap.release()

@@ -198,6 +198,24 @@ def test_folder_without_images_says_what_it_holds(tmp_path, capsys, onnx_model):
     _one_clear_line(err, "video files (clip.mp4)")
 
 
+def test_truncated_video_is_said_and_a_whole_one_is_not(tmp_path, capsys, onnx_model):
+    video = tmp_path / "cut.avi"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 24))
+    rng = np.random.default_rng(0)
+    for _ in range(20):
+        vw.write((rng.random((24, 32, 3)) * 255).astype(np.uint8))
+    vw.release()
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(video), "--output",
+                   str(tmp_path / "whole.mp4"))
+    assert rc == 0 and "ended after" not in err, err
+    data = video.read_bytes()
+    video.write_bytes(data[:len(data) // 2])
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(video), "--output",
+                   str(tmp_path / "half.mp4"))
+    assert rc == 0, err
+    assert "cut.avi: the video ended after" in err and "of the 20 frames" in err, err
+
+
 def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
     rng = np.random.default_rng(0)
     src = tmp_path / "in"
