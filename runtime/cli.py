@@ -18,6 +18,9 @@ EPILOG = """examples:
 """
 
 
+OVERLAP = 32
+
+
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `run` on the `sharpen` subparsers."""
     p = sub.add_parser(
@@ -56,7 +59,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=0,
                    help="run in Gaussian-blended tiles of this size (0: whole frame), for "
                         "devices that cannot hold a full-frame activation")
-    p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (with --tile)")
+    p.add_argument("--overlap", type=int, default=OVERLAP,
+                   help=f"tile overlap in pixels (with --tile; default {OVERLAP})")
     p.add_argument("--width", type=int, default=1920, help="camera capture width")
     p.add_argument("--height", type=int, default=1080, help="camera capture height")
     p.add_argument("--fps", type=float, default=0.0,
@@ -94,8 +98,14 @@ def options_from_args(args: argparse.Namespace):
     from .pipeline import StreamOptions
     from .prepost import check_tiling
 
-    if args.threads < 0:
-        raise ValueError(f"--threads must be >= 0 (0: all cores), got {args.threads}")
+    for flag, value, meaning in (("--threads", args.threads, "0: all cores"),
+                                 ("--fps", args.fps, "0: the source's own"),
+                                 ("--max-frames", args.max_frames or 0, "0: all"),
+                                 ("--reconnect", args.reconnect, "0: never"),
+                                 ("--width", args.width, "the camera's capture size"),
+                                 ("--height", args.height, "the camera's capture size")):
+        if value < 0:
+            raise ValueError(f"{flag} must be >= 0 ({meaning}), got {value}")
     check_tiling(args.tile, args.overlap)   # before the model loads: a usage error
     return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
@@ -123,14 +133,19 @@ def handler(args: argparse.Namespace) -> int:
               f"sharpen export --weights {args.model} --out export/ (then --model "
               "export/<name>.onnx or .tflite)", file=sys.stderr)
         return 2
-    defaulted = args.output is None and not args.show
-    if defaulted:
-        args.output = _default_output(args.source)
     try:
         options = options_from_args(args)
     except ValueError as exc:   # a bad flag: a usage error, as argparse's own
         print(f"sharpen run: error: {exc}", file=sys.stderr)
         return 2
+    if args.provider != "auto" and not args.model.lower().endswith(".onnx"):
+        print(f"warning: --provider applies to .onnx models (ONNX Runtime); {args.model} runs "
+              "on its own engine", file=sys.stderr)
+    if not args.tile and args.overlap != OVERLAP:
+        print("warning: --overlap has no effect without --tile", file=sys.stderr)
+    defaulted = args.output is None and not args.show
+    if defaulted:
+        args.output = _default_output(args.source)
     try:
         summary = run_stream(args.model, args.source, args.output, options)
     except expected as exc:

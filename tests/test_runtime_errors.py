@@ -216,6 +216,22 @@ def test_truncated_video_is_said_and_a_whole_one_is_not(tmp_path, capsys, onnx_m
     assert "cut.avi: the video ended after" in err and "of the 20 frames" in err, err
 
 
+@pytest.mark.parametrize("flag", ["--fps", "--max-frames", "--reconnect", "--threads"])
+def test_negative_counts_and_rates_are_usage_errors(tmp_path, capsys, onnx_model, flag):
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "synthetic:32x24",
+                   flag, "-1")
+    assert rc == 2
+    _one_clear_line(err, f"{flag} must be >= 0", "got -1")
+
+
+def test_flags_that_would_do_nothing_are_said(tmp_path, capsys, onnx_model):
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.full((24, 32, 3), 90, np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--overlap", "8",
+                   "--output", str(tmp_path / "b.png"))
+    assert rc == 0 and "--overlap has no effect without --tile" in err
+
+
 def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
     rng = np.random.default_rng(0)
     src = tmp_path / "in"
