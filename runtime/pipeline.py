@@ -10,8 +10,8 @@ and signals are delivered there.
 from __future__ import annotations
 
 import os
-import sys
 import signal
+import sys
 import threading
 import time
 from collections import deque

@@ -13,6 +13,7 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -318,7 +319,9 @@ def _folder_source(spec: str, folder: Path) -> ImageSource:
     images = _image_list([str(q) for q in entries])
     videos = [q.name for q in entries if q.suffix.lower() in VIDEO_EXTS and q.is_file()]
     if not images:
-        below = sum(1 for q in folder.rglob("*") if q.suffix.lower() in IMAGE_EXTS)
+        # Bounded: a hint must not walk a whole disk when someone passes their home folder.
+        below = sum(1 for q in islice(folder.rglob("*"), 100_000)
+                    if q.suffix.lower() in IMAGE_EXTS)
         hint = ""
         if videos:
             hint = f"; it holds video files ({', '.join(videos[:3])}): pass one as --source"
