@@ -5,6 +5,7 @@ the runtime); every handler imports what it needs."""
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -300,6 +301,15 @@ def cmd_grow(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ training
 
+def _without_worker_traceback(msg: str) -> str:
+    """An error raised in a data-loader worker comes back with the worker's traceback in its
+    message; the user needs its last line, the error itself."""
+    if "Traceback (most recent call last)" not in msg:
+        return msg
+    last = [ln for ln in msg.strip().splitlines() if ln.strip()][-1]
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", last.strip())
+
+
 def _train(args: argparse.Namespace, task: str) -> int:
     from .config import load_config
 
@@ -319,7 +329,7 @@ def _train(args: argparse.Namespace, task: str) -> int:
     try:
         metrics = train(cfg, quiet=args.quiet)
     except (ValueError, FileNotFoundError) as e:
-        return _err(str(e))
+        return _err(_without_worker_traceback(str(e)))
     except TrainingInterrupted as e:
         print(f"sharpen {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum

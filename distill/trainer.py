@@ -99,6 +99,15 @@ def _leave_stop_signals_to_main(worker_id: int) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
+def _shut_down_workers(batches) -> None:
+    # The workers ignore SIGTERM, and after an error multiprocessing's exit handler stops them
+    # with SIGTERM and then waits for them: forever. The loader's own shutdown asks them to
+    # finish, which they do.
+    shutdown = getattr(batches, "_shutdown_workers", None)
+    if shutdown is not None:
+        shutdown()
+
+
 def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
     """data.gt_train's pairs with the ground truth as the label, as many as gt_train_share asks
     next to n_main other items."""
@@ -386,12 +395,13 @@ class Trainer:
             from tqdm import tqdm
             bar = tqdm(total=cfg.optim.steps, initial=self.step, desc=f"train {self.arch}",
                        unit="step", dynamic_ncols=True)
+        batches = iter(loader)
         try:
             if cfg.val_start and self.step == 0:
                 self._validate(val_items)
                 self.start_metrics = dict(self.metrics)
             self.model.train()
-            for batch in loader:
+            for batch in batches:
                 loss, parts = self._train_step(batch)
                 self.step += 1
                 if bar is not None:
@@ -415,6 +425,7 @@ class Trainer:
                              "command")
                     break
         finally:
+            _shut_down_workers(batches)
             if bar is not None:
                 bar.close()
             self._restore_signal_handlers(handlers)

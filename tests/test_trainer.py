@@ -291,3 +291,36 @@ def test_gt_train_joins_its_ground_truth_as_the_label(tmp_path):
         build_train_dataset(tiny_cfg(tmp_path / "t", 1, **{"data.gt_train": tmp_path / "still"}))
     with pytest.raises(ValueError, match="gt_train_share is set but data.gt_train is empty"):
         build_train_dataset(tiny_cfg(tmp_path / "u", 1, **{"data.gt_train_share": 0.2}))
+
+
+def test_unreadable_samples_are_skipped_and_all_unreadable_is_a_clean_error(tmp_path):
+    """A small set with one bad file trains (the fallback tries every sample before giving
+    up); a set with none readable ends with one line, exit 2, and does not hang on its loader
+    workers (they ignore SIGTERM, which multiprocessing's exit handler relies on)."""
+    import numpy as np
+
+    from distill.images import write_image
+    rng = np.random.default_rng(0)
+    pairs = tmp_path / "pairs"
+    for i in range(4):
+        img = rng.random((40, 40, 3)).astype(np.float32)
+        write_image(pairs / "target" / f"p{i}.png", img)
+        write_image(pairs / "input" / f"p{i}.png", img * 0.9)
+    cmd = [sys.executable, "-m", "sharpen.cli", "train", "--quiet", "model.arch=fast",
+           "model.args={width: 8, blocks: 1, low_blocks: 1}", f"data.train={pairs}",
+           "data.val=", "data.crop=32", "data.batch_size=2", "data.workers=1",
+           "optim.steps=40", "optim.warmup_steps=1", "val_every=100000"]
+    bad = pairs / "target" / "p2.png"
+    bad.write_bytes(bad.read_bytes()[:60])
+    r = subprocess.run([*cmd, f"out={tmp_path / 'one'}"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "p2.png" in r.stderr and "truncated" in r.stderr
+    for p in (pairs / "target").glob("*.png"):
+        p.write_bytes(p.read_bytes()[:60])
+    r = subprocess.run([*cmd, f"out={tmp_path / 'none'}"], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 2, r.stderr[-2000:]
+    last = r.stderr.strip().splitlines()[-1]
+    assert last.startswith("sharpen train: error: no readable training sample: all 4"), last
+    assert "Traceback" not in r.stderr

@@ -106,7 +106,18 @@ class _DecodeMixin:
             if len(self._bad) >= n:
                 break
             idx = pick_other(idx)
-        raise RuntimeError(f"no readable sample found ({len(self._bad)} of {n} unreadable)")
+        # Random picks missed (a small set with bad files): go through the rest in order, so
+        # that the run stops only when no sample can be read at all.
+        for k in range(n):
+            if k not in self._bad:
+                try:
+                    return k, self._load(k)
+                except (ImageReadError, OSError) as e:
+                    self._bad.add(k)
+                    warnings.warn(f"skipping training sample {self.items[k][0].name}: {e}",
+                                  stacklevel=3)
+        raise ImageReadError(f"no readable training sample: all {n} failed to load (the "
+                             "warnings above name each file and why)")
 
 
 class CropDataset(_DecodeMixin, Dataset):
