@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from distill.data.crops import (CropDataset, WholeImageDataset, pairs_from_labels,
                                 pairs_from_source)
 from distill.data.sources import resolve_source
-from distill.images import read_image, write_image
+from distill.images import ImageReadError, read_image, write_image
 
 
 def _img(path: Path, arr: np.ndarray) -> Path:
@@ -129,7 +129,7 @@ def test_corrupt_file_is_skipped_with_warning(tmp_path):
     with pytest.warns(UserWarning, match="differs"):
         ds3[0]
     all_bad = CropDataset([(bad, bad)], crop=8)
-    with pytest.warns(UserWarning), pytest.raises(RuntimeError, match="no readable sample"):
+    with pytest.warns(UserWarning), pytest.raises(ImageReadError, match="no readable sample: all 1"):
         all_bad[0]
 
 

@@ -322,5 +322,5 @@ def test_unreadable_samples_are_skipped_and_all_unreadable_is_a_clean_error(tmp_
                        timeout=300)
     assert r.returncode == 2, r.stderr[-2000:]
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("sharpen train: error: no readable training sample: all 4"), last
+    assert last.startswith("sharpen train: error: no readable sample: all 4"), last
     assert "Traceback" not in r.stderr

@@ -116,7 +116,7 @@ class _DecodeMixin:
                     self._bad.add(k)
                     warnings.warn(f"skipping training sample {self.items[k][0].name}: {e}",
                                   stacklevel=3)
-        raise ImageReadError(f"no readable training sample: all {n} failed to load (the "
+        raise ImageReadError(f"no readable sample: all {n} failed to load (the "
                              "warnings above name each file and why)")
 
 
