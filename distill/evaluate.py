@@ -75,13 +75,10 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
 
 def source_items(spec: str, split: str = "test", limit: Optional[int] = None):
     """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly."""
-    from .data.sources import SourceError, resolve_source, spread
-    try:
-        info = resolve_source(spec, split=split)
-    except SourceError:
-        if split == "test":
-            raise
-        info = resolve_source(spec, split="test")
+    from .data.sources import resolve_source, spread
+    # A missing split is an error, never the test split instead: choosing a model "on val"
+    # must not quietly look at the test images.
+    info = resolve_source(spec, split=split)
     return spread([(s.name, s.input, s.gt) for s in info.samples if s.frame is None], limit)
 
 
@@ -131,6 +128,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
         try:
             x = centre_crop(read_image(inp), crop)
             y = centre_crop(read_image(gt), crop) if has_gt else None
+            if y is not None and y.shape != x.shape:
+                raise ImageReadError(f"{gt}: size {y.shape[1]}x{y.shape[0]} differs from its "
+                                     f"input {inp} ({x.shape[1]}x{x.shape[0]})")
         except ImageReadError as e:
             failed.append(str(e))
             print(f"skipped: {e}", file=sys.stderr)

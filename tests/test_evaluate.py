@@ -60,3 +60,21 @@ def test_psnr_of_identical_images_is_inf_without_warning():
         warnings.simplefilter("error")   # skimage's divide-by-zero used to warn here
         assert psnr(img, img) == float("inf")
         assert psnr(img, np.clip(img + 0.01, 0, 1)) < 60
+
+
+def test_split_must_exist_and_a_mismatched_pair_is_skipped_by_name(tmp_path):
+    from distill.data.sources import SourceError
+    rng = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for i in range(2):
+            img = rng.random((24, 32, 3)).astype(np.float32)
+            write_image(tmp_path / split / "target" / f"{split}{i}.png", img)
+            write_image(tmp_path / split / "input" / f"{split}{i}.png", img * 0.9)
+    # no val split: an error, not the test split in its place
+    with pytest.raises(SourceError, match="has no 'val' split"):
+        evaluate_fns({"m": lambda x: x}, str(tmp_path), split="val", progress=False)
+    write_image(tmp_path / "test" / "target" / "test1.png",
+                rng.random((20, 32, 3)).astype(np.float32))
+    res = evaluate_fns({"m": lambda x: x}, str(tmp_path), split="test", progress=False)
+    assert res["images"] == 1 and len(res["failed"]) == 1
+    assert "test1.png: size 32x20 differs from its input" in res["failed"][0]
