@@ -63,6 +63,17 @@ def _const(a: np.ndarray) -> Callable[[], np.ndarray]:
     return lambda: a
 
 
+def _reader(path: Path) -> Callable[[], np.ndarray]:
+    from distill.images import ImageReadError, read_image
+
+    def read() -> np.ndarray:
+        try:
+            return read_image(path)
+        except ImageReadError as e:   # every model is scored on the same images: stop, say which
+            raise BenchError(f"{e} (a held-out image of --data: fix or remove it)") from None
+    return read
+
+
 def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
                ) -> tuple[list[Pair], str]:
     """Held-out (blurred, sharp) pairs and a description. data: None/'embedded' for the
@@ -78,7 +89,6 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
                 "chelsea, coffee, rocket + dead-leaves 9000-9002, moderate and heavy blur)")
         return pairs, desc
     from distill.data.sources import SourceError, resolve_source
-    from distill.images import read_image
 
     try:
         info = resolve_source(data, "test")
@@ -89,8 +99,7 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
         raise BenchError(f"{data}: no blurred/sharp image pairs in its test split (quality needs "
                          "ground truth)")
     chosen = spread(samples, limit)
-    pairs = [Pair(s.name, (lambda p=s.input: read_image(p)), (lambda p=s.gt: read_image(p)))
-             for s in chosen]
+    pairs = [Pair(s.name, _reader(s.input), _reader(s.gt)) for s in chosen]
     split = f", split {info.split}" if info.split else ""
     return pairs, (f"{info.kind} {info.root}{split} ({len(pairs)} of {len(samples)} pairs)")
 

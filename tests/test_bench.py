@@ -405,3 +405,19 @@ def test_quick_mode_leaves_out_sizes_too_big_for_its_memory(tmp_path):
     why = out["seed", (1920, 1080)]
     assert "--full" in why and "GB of activations" in why
     assert _too_big(students, sizes, budget, None) == {}
+
+
+def test_unreadable_held_out_image_is_named_not_a_traceback(tmp_path):
+    from benchmarks.artifacts import BenchError
+    from benchmarks.quality import load_pairs
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        img = rng.random((24, 32, 3)).astype(np.float32)
+        write_image(tmp_path / "target" / f"p{i}.png", img)
+        write_image(tmp_path / "input" / f"p{i}.png", img)
+    bad = tmp_path / "target" / "p1.png"
+    bad.write_bytes(bad.read_bytes()[:50])
+    pairs, _ = load_pairs(str(tmp_path))
+    assert pairs[0].sharp.shape == (24, 32, 3)
+    with pytest.raises(BenchError, match="p1.png: truncated"):
+        pairs[1].sharp
