@@ -16,6 +16,7 @@ import json
 import math
 import random
 import signal
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -97,6 +98,26 @@ def _leave_stop_signals_to_main(worker_id: int) -> None:
     # saving; the workers exit with the main process anyway.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+# Settings that steer one invocation, not what is trained: changing them on resume is normal.
+_RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile", "log_every",
+                "val_every", "ckpt_every", "data.workers"}
+
+
+def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every training setting that differs between two config dicts."""
+    out = []
+    for key in sorted(saved):   # a key the saved config lacks is newer code, not a change
+        name = prefix + key
+        a, b = saved[key], now.get(key)
+        if name in _RUN_CONTROL or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, name + ".")
+        else:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out
 
 
 def _shut_down_workers(batches) -> None:
@@ -328,6 +349,12 @@ class Trainer:
         elif r and r != "never":
             path = Path(r)
         if path is None:
+            old = [self.out / n for n in ("metrics.jsonl", "best.pt")]
+            if r == "never" and self.dist.main and any(p.exists() for p in old):
+                print(f"note: resume=never: starting over in {self.out}; the run there before "
+                      "is replaced (checkpoints and log)", file=sys.stderr)
+                for p in old:
+                    p.unlink(missing_ok=True)
             return
         ck = read_checkpoint(path)
         if ck.get("arch") != self.arch or ck.get("arch_args") != self.arch_args:
@@ -345,6 +372,15 @@ class Trainer:
         self.metrics = ck.get("metrics", {})
         self._truncate_log()
         self.log(f"resumed from {path} at step {self.step}")
+        changes = config_changes(ck.get("config") or {}, self.cfg.to_dict())
+        if changes and self.dist.main:
+            kept = self.out / f"config-step{self.step}.yaml"
+            import yaml
+            self.out.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(kept, yaml.safe_dump(ck["config"], sort_keys=False).encode())
+            print(f"warning: resuming {path} (step {self.step}) with settings of its own "
+                  f"changed: {'; '.join(changes)}. The run goes on with the new ones; the "
+                  f"earlier settings are in {kept}", file=sys.stderr)
 
     # -- logging
     def _truncate_log(self) -> None:
@@ -376,6 +412,12 @@ class Trainer:
     # -- main loop
     def fit(self) -> dict:
         cfg = self.cfg
+        if self.step >= cfg.optim.steps:
+            if self.dist.main:
+                print(f"note: the run in {self.out} is already at step {self.step} of "
+                      f"optim.steps={cfg.optim.steps}: nothing to train (raise optim.steps to "
+                      "go on, or choose another out=)", file=sys.stderr)
+            return self.metrics
         if self.dist.main:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")

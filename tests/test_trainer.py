@@ -1,10 +1,12 @@
 """The training engine: over-fitting, resume equivalence, DDP equivalence, loss weights."""
+import json
 import subprocess
 import sys
 import textwrap
 
 import pytest
 import torch
+import yaml
 
 from distill.checkpoint import load_student, read_checkpoint
 from distill.config import LossConfig, load_config, save_config
@@ -45,6 +47,28 @@ def test_signal_stop_then_resume(tmp_path):
     assert (tmp_path / "r" / "config.yaml").exists()
     assert (tmp_path / "r" / "metrics.jsonl").read_text().count('"loss"') >= 4
     assert (tmp_path / "r" / "curves.png").stat().st_size > 1000
+
+
+def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts_over(
+        tmp_path, capsys):
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 6, stop_after=3), quiet=True)
+    capsys.readouterr()
+    train(tiny_cfg(out, 6, stop_after=1, **{"optim.lr": 1e-4}), quiet=True)
+    err = capsys.readouterr().err
+    assert "with settings of its own changed: optim.lr: 0.001 -> 0.0001" in err, err
+    assert "stop_after" not in err            # steering one invocation is not a change
+    kept = yaml.safe_load((out / "config-step3.yaml").read_text())
+    assert kept["optim"]["lr"] == 1e-3
+    train(tiny_cfg(out, 6, **{"optim.lr": 1e-4}), quiet=True)
+    before = (out / "last.pt").read_bytes(), (out / "config.yaml").read_text()
+    train(tiny_cfg(out, 6, **{"optim.lr": 1e-4}), quiet=True)   # already at step 6
+    assert "already at step 6 of optim.steps=6: nothing to train" in capsys.readouterr().err
+    assert ((out / "last.pt").read_bytes(), (out / "config.yaml").read_text()) == before
+    train(tiny_cfg(out, 2, resume="never"), quiet=True)
+    assert "starting over" in capsys.readouterr().err
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and max(steps) == 2, steps
 
 
 def test_overfit_tiny_batch():
