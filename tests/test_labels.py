@@ -134,6 +134,15 @@ def test_cache_resume_and_invalidation(tmp_path, teachers):
     batch = CropDataset(items, crop=16)[0]
     assert set(batch) == {"input", "target", "gt", "name"}
 
+    # an input changed after labelling: training refuses the stale cache, naming the file,
+    # and the re-run it asks for fixes exactly that entry
+    write_image(data / "input" / "im02.png", np.full((40, 56, 3), 0.25, np.float32))
+    with pytest.raises(ValueError, match=r"1 of 3 labels no longer match .*im02\.png"):
+        pairs_from_labels(out)
+    s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4})
+    assert (s.done, s.skipped) == (1, 2)
+    assert len(pairs_from_labels(out)) == 3
+
 
 def test_corrupt_input_warns_and_fails_run(tmp_path, teachers, capsys):
     data = tmp_path / "footage"

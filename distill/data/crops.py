@@ -226,10 +226,18 @@ class WholeImageDataset(_DecodeMixin, Dataset):
 def pairs_from_labels(cache_dir: str | os.PathLike) -> list[tuple[Path, Path, Optional[Path]]]:
     """(input, teacher label, gt or None) for every finished entry of a `sharpen labels` cache."""
     from .label_cache import LabelCache
-    items = LabelCache(cache_dir).pairs()
+    cache = LabelCache(cache_dir)
+    items = cache.pairs()
     if not items:
         raise ValueError(f"{cache_dir}: no finished labels (run `sharpen labels --out "
                          f"{cache_dir}` first)")
+    stale = cache.stale()
+    if stale:
+        shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
+        raise ValueError(f"{cache_dir}: {len(stale)} of {len(items)} labels no longer match "
+                         f"their input, which changed or went missing since it was labelled "
+                         f"({shown}); run `sharpen labels` on that data with --out {cache_dir} "
+                         "again (it relabels only what changed)")
     return items
 
 

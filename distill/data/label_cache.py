@@ -172,6 +172,24 @@ class LabelCache:
         """(input, label, gt or None) triples, the items of `distill.data.crops.CropDataset`."""
         return [(s.input, label, s.gt) for s, label in self.items()]
 
+    def stale(self) -> list[str]:
+        """Inputs of finished image entries that are missing or changed since they were
+        labelled (their file hash differs): training on those would pair an input with another
+        input's label."""
+        from ..teacher import file_hash
+        out = []
+        for s, _ in self.items():
+            e = self.entries[s.name]
+            if e.get("frame") is not None or not e.get("input_hash"):
+                continue
+            try:
+                same = file_hash(s.input, n=len(e["input_hash"])) == e["input_hash"]
+            except OSError:
+                same = False
+            if not same:
+                out.append(str(s.input))
+        return out
+
     def failed(self) -> dict[str, str]:
         return {n: e.get("error", "") for n, e in self.entries.items()
                 if e.get("status") == "failed"}
