@@ -123,12 +123,18 @@ def _set(obj: Any, dotted: str, value: Any) -> None:
         raise TypeError(f"{dotted} must be true/false, got {value!r}")
     if isinstance(current, (int, float)) and not isinstance(current, bool) \
             and isinstance(value, str):
-        try:  # YAML reads 1e-4 (no dot) as a string
-            value = type(current)(float(value)) if isinstance(current, float) else int(value)
+        try:  # YAML reads 1e-4 and 1e4 (no dot) as strings
+            number = float(value)
+            value = number if isinstance(current, float) or not number.is_integer() \
+                else int(number)
         except ValueError:
             raise TypeError(f"{dotted} must be a number, got {value!r}") from None
     if isinstance(current, float) and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
+    if isinstance(current, (int, float)) and not isinstance(current, bool) and (
+            isinstance(value, bool) or not isinstance(value, type(current))):
+        kind = "an integer" if isinstance(current, int) else "a number"
+        raise TypeError(f"{dotted} must be {kind}, got {value!r}")
     if isinstance(current, tuple) and isinstance(value, list):
         value = tuple(value)
     setattr(obj, key, value)

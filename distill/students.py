@@ -10,6 +10,8 @@ Registry in the style of timm: `create_student(name, **overrides)`, `list_studen
 """
 from __future__ import annotations
 
+import inspect
+
 from dataclasses import dataclass
 from typing import Callable
 
@@ -345,6 +347,12 @@ def student_spec(name: str) -> StudentSpec:
 def create_student(name: str, **overrides) -> nn.Module:
     spec = student_spec(name)
     args = {**spec.defaults, **overrides}
+    accepted = inspect.signature(spec.builder).parameters
+    if not any(p.kind == p.VAR_KEYWORD for p in accepted.values()):
+        unknown = sorted(set(args) - set(accepted))
+        if unknown:
+            raise ValueError(f"student {name!r} has no argument {', '.join(map(repr, unknown))}"
+                             f" (it takes: {', '.join(accepted)})")
     model = spec.builder(**args)
     model.arch_name, model.arch_args = name, args
     return model

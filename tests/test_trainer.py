@@ -114,6 +114,14 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(None, ["optim.lr"])
     (tmp_path / "c.yaml").write_text("optim:\n  steps: 7\n")
     assert load_config(str(tmp_path / "c.yaml")).optim.steps == 7
+    assert load_config(None, ["optim.steps=1e4"]).optim.steps == 10000
+    for bad, kind in (("optim.lr=[1]", "a number"), ("optim.steps=1.5", "an integer"),
+                      ("data.crop=true", "an integer")):
+        with pytest.raises(TypeError, match=f"must be {kind}"):
+            load_config(None, [bad])
+    from distill.students import create_student
+    with pytest.raises(ValueError, match="student 'fast' has no argument 'widht'.*width"):
+        create_student("fast", widht=8)
 
 
 def test_student_checkpoint_loads(tmp_path):
