@@ -97,7 +97,8 @@ def test_brightness_applied_identically(tmp_path):
 def test_small_images_are_reflect_padded(tmp_path):
     a = _pattern(20, 12)
     items = [(_img(tmp_path / "a.png", a), _img(tmp_path / "b.png", a))]
-    s = CropDataset(items, crop=32, flips=False, brightness=0.0)[0]
+    with pytest.warns(UserWarning, match="smaller than the 32 px crop"):
+        s = CropDataset(items, crop=32, flips=False, brightness=0.0)[0]
     assert s["input"].shape == (3, 32, 32) and "gt" not in s
     x = s["input"].numpy().transpose(1, 2, 0)
     ref = read_image(items[0][0])
@@ -167,3 +168,15 @@ def test_pairs_from_labels_requires_labels(tmp_path):
     (tmp_path / "cache").mkdir()
     with pytest.raises(ValueError, match="no finished labels"):
         pairs_from_labels(tmp_path / "cache")
+
+
+def test_images_smaller_than_the_crop_are_warned_about_once(tmp_path):
+    small = _pattern(12, 20)
+    items = [(_img(tmp_path / f"s{i}.png", small), _img(tmp_path / f"t{i}.png", small))
+             for i in range(2)]
+    ds = CropDataset(items, crop=16, length=4)
+    with pytest.warns(UserWarning, match=r"s\d\.png is 20x12, smaller than the 16 px crop"):
+        assert ds[0]["input"].shape == (3, 16, 16)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ds[1], ds[2]

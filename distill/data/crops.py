@@ -185,6 +185,12 @@ class CropDataset(_DecodeMixin, Dataset):
         rng = np.random.default_rng([self.seed, index])
         n = len(self.items)
         idx, imgs = self._load_with_fallback(index % n, lambda i: int(rng.integers(0, n)))
+        h, w = imgs[0].shape[:2]
+        if min(h, w) < self.crop and not getattr(self, "_warned_small", False):
+            self._warned_small = True   # once per process: a folder of small images is one issue
+            warnings.warn(f"{self.items[idx][0]} is {w}x{h}, smaller than the {self.crop} px "
+                          "crop: its crops are filled out by mirroring (lower data.crop, or use "
+                          "larger images); other such files are not listed", stacklevel=2)
         imgs = self.augment(imgs, rng)
         out = {"input": _to_tensor(imgs[0]), "target": _to_tensor(imgs[1])}
         if len(imgs) > 2:
