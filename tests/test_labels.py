@@ -306,3 +306,16 @@ def test_limit_and_split(tmp_path):
                    overlap=0, split="val", progress=False)
     assert (s.done, s.total) == (2, 2)
     assert all("/val/input/" in e["input"] for e in _manifest(tmp_path / "val").values())
+
+
+def test_same_names_from_two_sources_in_one_cache_are_warned_about(tmp_path, capsys):
+    day1 = _paired(tmp_path / "day1", 2, h=16, w=16, seed=1)
+    day2 = _paired(tmp_path / "day2", 2, h=16, w=16, seed=2)
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    run_labels(str(day1), out, **kw)
+    capsys.readouterr()
+    run_labels(str(day2), out, **kw)
+    err = capsys.readouterr().err
+    assert "has the name 'im00' of" in err and "its own --out" in err, err
+    assert all("/day2/" in e["input"] for e in _manifest(out).values())

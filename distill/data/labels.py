@@ -264,6 +264,13 @@ class LabelRun:
                                                                            .resolve()),
                                                    "created": time.time()})
                     continue
+                here = str(Path(sample.input).resolve())
+                if (old and old.get("status") == "ok" and old.get("input") != here
+                        and Path(old["input"]).is_file()):
+                    # Names are the cache's keys: two sources labelled into one folder collide.
+                    bar.write(f"{tag}warning: {sample.input} has the name {sample.name!r} of "
+                              f"{old['input']}, labelled here before; its label replaces that "
+                              "one (label each source into its own --out)", file=sys.stderr)
                 # 2. teacher at full resolution (tiled, Gaussian-blended)
                 t0 = time.perf_counter()
                 try:
