@@ -461,9 +461,13 @@ class Trainer:
                 if self.step % cfg.ckpt_every == 0 or last or over or self._stop:
                     if self.dist.main:
                         self.save()
-                if over or self._stop:
-                    self.log(f"stopping at step {self.step} ("
-                             f"{'budget reached' if over else 'signal'}); resume with the same "
+                if over and not self._stop:
+                    if self.dist.main:   # even with --quiet: the run exits 0 unfinished
+                        print(f"stopped at step {self.step} of {cfg.optim.steps} (time or step "
+                              "budget reached); run the same command to go on", file=sys.stderr)
+                    break
+                if self._stop:
+                    self.log(f"stopping at step {self.step} (signal); resume with the same "
                              "command")
                     break
         finally:

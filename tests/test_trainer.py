@@ -57,7 +57,8 @@ def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts
     train(tiny_cfg(out, 6, stop_after=1, **{"optim.lr": 1e-4}), quiet=True)
     err = capsys.readouterr().err
     assert "with settings of its own changed: optim.lr: 0.001 -> 0.0001" in err, err
-    assert "stop_after" not in err            # steering one invocation is not a change
+    assert "stop_after:" not in err           # steering one invocation is not a change
+    assert "stopped at step 4 of 6 (time or step budget reached)" in err
     kept = yaml.safe_load((out / "config-step3.yaml").read_text())
     assert kept["optim"]["lr"] == 1e-3
     train(tiny_cfg(out, 6, **{"optim.lr": 1e-4}), quiet=True)
