@@ -179,6 +179,11 @@ def cmd_synth(args: argparse.Namespace) -> int:
         def make(sharp, rng):
             return synthesize(sharp, rng, cfg), sharp
     out = Path(args.out)
+    held = len(list_images(out / "input")) if (out / "input").is_dir() else 0
+    if held:
+        print(f"warning: {out} already holds {held} pairs; those with the names written now "
+              "are replaced (labels made from them go stale, which `sharpen distill` refuses)",
+              file=sys.stderr)
     failed = 0
     for i, f in enumerate(tqdm(files, desc="synth", unit="img", disable=args.quiet or None)):
         try:

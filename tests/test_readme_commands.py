@@ -91,6 +91,9 @@ def test_console_script_data_commands(work):
     r = _run("synth", "--sharp", "photos", "--out", "synth", "--preset", "gopro", cwd=work)
     assert r.returncode == 0, r.stderr
     assert len(list((work / "synth" / "input").iterdir())) == 3
+    assert "already holds" not in r.stderr
+    r = _run("synth", "--sharp", "photos", "--out", "synth", "--preset", "mild", cwd=work)
+    assert r.returncode == 0 and "synth already holds 3 pairs" in r.stderr, r.stderr
     r = _run("corpus", "--photos", "photos", "--out", "corpus", "--crop", "64",
              "--test-crop", "64", "--quiet", cwd=work)
     assert r.returncode == 0, r.stderr
