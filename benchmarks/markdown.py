@@ -114,12 +114,16 @@ def render_markdown(rep: dict) -> str:
     lines += [_md_table(TABLE_HEADERS, format_table(qr)), ""]
     from .realblur import markdown as real_markdown
     lines += real_markdown(rep.get("real_blur"), _md_table)
-    lines += ["## Latency", "",
-              f"Timed: {lat['settings'].get('timed', '-')}. Warm-up {lat['settings'].get('warmup')}"
-              f", rounds calibrated to ~{lat['settings'].get('max_time_s')} s (min "
-              f"{lat['settings'].get('min_rounds')}, max {lat['settings'].get('max_rounds')}"
-              + (f"; calls slower than {lat['settings']['slow_single_round_s']:g} s: 1 round"
-                 if lat["settings"].get("slow_single_round_s") else "") + ").", ""]
+    lines += ["## Latency", ""]
+    if lat["settings"].get("max_time_s") is None:
+        lines += ["Not measured in this run (`--no-latency`).", ""]
+    else:
+        lines += [f"Timed: {lat['settings'].get('timed', '-')}. Warm-up "
+                  f"{lat['settings'].get('warmup')}, rounds calibrated to "
+                  f"~{lat['settings'].get('max_time_s')} s (min "
+                  f"{lat['settings'].get('min_rounds')}, max {lat['settings'].get('max_rounds')}"
+                  + (f"; calls slower than {lat['settings']['slow_single_round_s']:g} s: 1 round"
+                     if lat["settings"].get("slow_single_round_s") else "") + ").", ""]
     peak = rep.get("peak_rss_mb") or {}
     if peak:
         lines += ["Peak memory (RSS of the bench process, running maximum after each stage): "

@@ -349,6 +349,7 @@ def test_real_blur_section_matches_direct_metrics(env):
     assert "## Real blur" in md and "real_blur_nogt.png" in md
     assert "PSNR to the teacher's output" in md
     assert f"| good | {nogt_res['good']['psnr_to_reference']:.2f} |" in md
+    assert "Not measured in this run (`--no-latency`)" in md and "None" not in md
     for name in real["figures"].values():
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 

@@ -319,3 +319,12 @@ def test_same_names_from_two_sources_in_one_cache_are_warned_about(tmp_path, cap
     err = capsys.readouterr().err
     assert "has the name 'im00' of" in err and "its own --out" in err, err
     assert all("/day2/" in e["input"] for e in _manifest(out).values())
+
+
+def test_a_teacher_worse_than_the_input_is_warned_about(tmp_path, capsys):
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    run_labels(str(data), tmp_path / "cache", teacher=FakeTeacher(), tile=0, overlap=0,
+               progress=False)
+    err = capsys.readouterr().err
+    # FakeTeacher brightens by 20 %: further from the ground truth than the blurred input
+    assert "further from the ground truth than the blurred inputs" in err, err

@@ -335,6 +335,12 @@ class LabelRun:
             print(f"{tag}vs ground truth ({n} images): teacher PSNR {f(tp, '.2f')} dB SSIM "
                   f"{f(ts, '.4f')}; input PSNR {f(ip, '.2f')} dB SSIM {f(is_, '.4f')}",
                   flush=True)
+            if ip is not None and tp < ip:
+                print(f"{tag}warning: the teacher's outputs are further from the ground truth "
+                      f"than the blurred inputs ({tp:.2f} against {ip:.2f} dB PSNR): a student "
+                      "distilled from these labels learns that; mix ground truth in (loss.gt, "
+                      "data.gt_train) or use a teacher trained on such blur", file=sys.stderr,
+                      flush=True)
         if stats.failed:
             print(f"{tag}{stats.failed} images failed (see warnings above); re-run to retry",
                   file=sys.stderr, flush=True)
