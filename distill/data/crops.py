@@ -95,27 +95,24 @@ class _DecodeMixin:
 
     def _load_with_fallback(self, idx: int, pick_other) -> tuple[int, list[np.ndarray]]:
         n = len(self.items)
-        for _ in range(min(n, 50)):
-            if idx not in self._bad:
-                try:
-                    return idx, self._load(idx)
-                except (ImageReadError, OSError) as e:
-                    self._bad.add(idx)
-                    warnings.warn(f"skipping training sample {self.items[idx][0].name}: {e}",
-                                  stacklevel=3)
-            if len(self._bad) >= n:
-                break
-            idx = pick_other(idx)
-        # Random picks missed (a small set with bad files): go through the rest in order, so
-        # that the run stops only when no sample can be read at all.
-        for k in range(n):
-            if k not in self._bad:
-                try:
-                    return k, self._load(k)
-                except (ImageReadError, OSError) as e:
-                    self._bad.add(k)
-                    warnings.warn(f"skipping training sample {self.items[k][0].name}: {e}",
-                                  stacklevel=3)
+
+        def candidates():
+            # A few picks of the caller's choosing, then (a small set with bad files) every
+            # sample in order, so that the run stops only when none can be read at all.
+            i = idx
+            for _ in range(min(n, 50)):
+                yield i
+                i = pick_other(i)
+            yield from range(n)
+        for k in candidates():
+            if k in self._bad:
+                continue
+            try:
+                return k, self._load(k)
+            except (ImageReadError, OSError) as e:
+                self._bad.add(k)
+                warnings.warn(f"skipping training sample {self.items[k][0].name}: {e}",
+                              stacklevel=3)
         raise ImageReadError(f"no readable sample: all {n} failed to load (the "
                              "warnings above name each file and why)")
 
