@@ -343,9 +343,10 @@ def _train(args: argparse.Namespace, task: str) -> int:
     keys = ("input_gt_ssim", "teacher_gt_ssim", "model_gt_ssim", "model_teacher_ssim",
             "model_gt_psnr", "input_gt_psnr")
     shown = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
-    written = [str(Path(cfg.out) / n) for n in ("best.pt", "last.pt") if (Path(cfg.out) / n).exists()]
+    out = Path(cfg.out)
+    written = [str(out / n) for n in ("best.pt", "last.pt") if (out / n).exists()]
     print(f"done: {', '.join(written)}   {shown}")
-    if not (Path(cfg.out) / "best.pt").exists():
+    if not (out / "best.pt").exists():
         print("note: no best.pt: nothing was validated (set data.val_labels for `distill`, "
               "data.val for `train`)", file=sys.stderr)
     return 0

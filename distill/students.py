@@ -11,7 +11,6 @@ Registry in the style of timm: `create_student(name, **overrides)`, `list_studen
 from __future__ import annotations
 
 import inspect
-
 from dataclasses import dataclass
 from typing import Callable
 

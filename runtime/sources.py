@@ -305,7 +305,8 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     if p.is_dir():
         return _maybe_live(_folder_source(spec, p), live)
     if any(c in spec for c in "*?["):
-        return _maybe_live(ImageSource(spec, _image_list(globmod.glob(spec, recursive=True))), live)
+        found = globmod.glob(spec, recursive=True)
+        return _maybe_live(ImageSource(spec, _image_list(found)), live)
     if not p.exists():
         raise SourceError(f"source not found: {spec}")
     if p.suffix.lower() in IMAGE_EXTS:
