@@ -315,6 +315,7 @@ class Trainer:
         self.weights = cfg.loss if isinstance(cfg.loss, LossConfig) else LossConfig(**cfg.loss)
         self._stop = False
         self._bad_steps = 0
+        self._time_offset = 0.0           # seconds logged by the runs this one resumes
         self._resume()
         self.net = self.model
         if cfg.qat:
@@ -391,10 +392,13 @@ class Trainer:
         keep = []
         for line in path.read_text().splitlines():
             try:
-                if json.loads(line).get("step", 0) <= self.step:
-                    keep.append(line)
+                rec = json.loads(line)
             except ValueError:  # a line cut by a kill
                 continue
+            if rec.get("step", 0) <= self.step:
+                keep.append(line)
+                # The log's clock goes on from where the resumed run stopped.
+                self._time_offset = max(self._time_offset, float(rec.get("time", 0.0)))
         atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
     def log(self, msg: str) -> None:
@@ -418,11 +422,11 @@ class Trainer:
                       f"optim.steps={cfg.optim.steps}: nothing to train (raise optim.steps to "
                       "go on, or choose another out=)", file=sys.stderr)
             return self.metrics
-        if self.dist.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / "config.yaml")
         train_ds = build_train_dataset(cfg)
         val_items = load_val_items(cfg) if self.dist.main else []
+        if self.dist.main:   # after the data checks: a run that cannot start leaves no folder
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(cfg, self.out / "config.yaml")
         sampler = StepSampler(len(train_ds), cfg.data.batch_size, self.step, cfg.optim.steps,
                               self.dist.rank, self.dist.world)
         loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
@@ -452,7 +456,7 @@ class Trainer:
                 if self.step % cfg.log_every == 0:
                     self._append_jsonl({"step": self.step, "loss": loss, **parts,
                                         "lr": self.sched.get_last_lr()[0],
-                                        "time": time.time() - t0})
+                                        "time": self._time_offset + time.time() - t0})
                 last = self.step >= cfg.optim.steps
                 over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
                             or (cfg.stop_after and self.step - start_step >= cfg.stop_after))

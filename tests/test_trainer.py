@@ -62,6 +62,9 @@ def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts
     kept = yaml.safe_load((out / "config-step3.yaml").read_text())
     assert kept["optim"]["lr"] == 1e-3
     train(tiny_cfg(out, 6, **{"optim.lr": 1e-4}), quiet=True)
+    recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    times = [r["time"] for r in recs if "time" in r]
+    assert len(times) == 6 and times == sorted(times), times   # the clock goes on over resumes
     before = (out / "last.pt").read_bytes(), (out / "config.yaml").read_text()
     train(tiny_cfg(out, 6, **{"optim.lr": 1e-4}), quiet=True)   # already at step 6
     assert "already at step 6 of optim.steps=6: nothing to train" in capsys.readouterr().err
@@ -70,6 +73,10 @@ def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts
     assert "starting over" in capsys.readouterr().err
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and max(steps) == 2, steps
+    with pytest.raises(ValueError, match="label cache not found"):   # a run that cannot start
+        train(tiny_cfg(tmp_path / "never", 2, task="student",
+                       **{"data.labels": str(tmp_path / "nolabels")}), quiet=True)
+    assert not (tmp_path / "never").exists()
 
 
 def test_overfit_tiny_batch():
