@@ -256,15 +256,13 @@ class LabelRun:
                                                "error": str(e), "created": time.time()})
                     continue
                 old = self.known.get(sample.name)
+                here = str(Path(sample.input).resolve())
                 if self._up_to_date(old, input_hash):
                     stats.skipped += 1
-                    if old.get("input") != str(Path(sample.input).resolve()):
+                    if old.get("input") != here:
                         # same content at a new path: just repoint the entry
-                        self._record(sample.name, {**old, "input": str(Path(sample.input)
-                                                                           .resolve()),
-                                                   "created": time.time()})
+                        self._record(sample.name, {**old, "input": here, "created": time.time()})
                     continue
-                here = str(Path(sample.input).resolve())
                 if (old and old.get("status") == "ok" and old.get("input") != here
                         and Path(old["input"]).is_file()):
                     # Names are the cache's keys: two sources labelled into one folder collide.
