@@ -141,6 +141,10 @@ def handler(args: argparse.Namespace) -> int:
     if args.provider != "auto" and not args.model.lower().endswith(".onnx"):
         print(f"warning: --provider applies to .onnx models (ONNX Runtime); {args.model} runs "
               "on its own engine", file=sys.stderr)
+    cores = os.cpu_count() or 0
+    if cores and args.threads > cores:
+        print(f"warning: --threads {args.threads} is more than this machine's {cores} CPU cores; "
+              "the extra threads share cores and usually make inference slower", file=sys.stderr)
     if not args.tile and args.overlap != OVERLAP:
         print("warning: --overlap has no effect without --tile", file=sys.stderr)
     defaulted = args.output is None and not args.show

@@ -135,8 +135,12 @@ class ImageSink(Sink):
 
     def __init__(self, path: str | os.PathLike, single_file: bool = False) -> None:
         self.path, self.single = Path(path), single_file
+        folder = self.path.parent if single_file else self.path
+        # A run whose every input is unreadable should not leave an empty folder behind.
+        self._made = None if folder.exists() else folder
+        self._written = 0
         try:
-            (self.path.parent if single_file else self.path).mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             what = f"the folder of {self.path}" if single_file else f"output folder {self.path}"
             raise SinkError(f"cannot create {what}: {exc}") from None
@@ -154,6 +158,14 @@ class ImageSink(Sink):
             atomic_write_bytes(target, buf.tobytes())
         except OSError as exc:
             raise SinkError(f"cannot write image {target}: {exc}") from None
+        self._written += 1
+
+    def close(self) -> None:
+        if self._made is not None and not self._written:
+            try:
+                self._made.rmdir()   # only if still empty
+            except OSError:
+                pass
 
 
 def has_display() -> bool:

@@ -1,6 +1,7 @@
 """User errors end in one clear line on stderr and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
+import os
 
 import cv2
 import numpy as np
@@ -47,6 +48,22 @@ def test_garbage_video_and_image(tmp_path, capsys, onnx_model):
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img))
     assert rc != 0
     _one_clear_line(err, "not a readable image", "broken.png")
+
+
+def test_folder_of_unreadable_images_names_each_and_leaves_no_empty_output(tmp_path, capsys,
+                                                                           onnx_model):
+    src = tmp_path / "bad"
+    src.mkdir()
+    (src / "a.png").write_bytes(b"\x89PNG not really")
+    (src / "b.jpg").write_bytes(b"not a jpeg")
+    out = tmp_path / "out"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output", str(out))
+    assert rc == 2, err
+    assert "a.png" in err and "b.jpg" in err and "produced no frames" in err, err
+    assert not out.exists()
+    out.mkdir()   # a folder the user made is theirs: kept
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output", str(out))
+    assert rc == 2 and out.is_dir()
 
 
 def test_empty_folder_and_missing_camera(tmp_path, capsys, onnx_model):
@@ -230,6 +247,11 @@ def test_flags_that_would_do_nothing_are_said(tmp_path, capsys, onnx_model):
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--overlap", "8",
                    "--output", str(tmp_path / "b.png"))
     assert rc == 0 and "--overlap has no effect without --tile" in err
+    assert "--threads" not in err
+    too_many = (os.cpu_count() or 1) + 1
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--threads",
+                   str(too_many), "--output", str(tmp_path / "c.png"))
+    assert rc == 0 and f"--threads {too_many} is more than this machine's" in err, err
 
 
 def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):

@@ -27,7 +27,6 @@ import datetime
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
@@ -247,7 +246,7 @@ class LabelRun:
                         input_hash = sha256_array(raw)
                         image = to_rgb_float(raw, f"{sample.input}[frame {sample.frame}]")
                 except (ImageReadError, OSError) as e:
-                    warnings.warn(f"skipping {sample.input}: {e}", stacklevel=2)
+                    # One line, through the bar so that it does not break it (e names the file).
                     bar.write(f"{tag}warning: skipping {sample.name}: {e}", file=sys.stderr)
                     stats.failed += 1
                     self._record(sample.name, {"name": sample.name,
@@ -304,8 +303,8 @@ class LabelRun:
                         entry_extra.update(teacher_psnr=round(tp, 4), teacher_ssim=round(ts, 5),
                                            input_psnr=round(ip, 4), input_ssim=round(is_, 5))
                     except ImageReadError as e:
-                        warnings.warn(f"ground truth unusable, no metrics for {sample.name}: {e}",
-                                      stacklevel=2)
+                        bar.write(f"{tag}warning: ground truth unusable, no metrics for "
+                                  f"{sample.name}: {e}", file=sys.stderr)
                 self._record(sample.name, self._entry(sample, input_hash, **entry_extra))
                 stats.done += 1
                 stats.seconds += time.perf_counter() - t0
@@ -340,7 +339,7 @@ class LabelRun:
                       "data.gt_train) or use a teacher trained on such blur", file=sys.stderr,
                       flush=True)
         if stats.failed:
-            print(f"{tag}{stats.failed} images failed (see warnings above); re-run to retry",
+            print(f"{tag}{stats.failed} image(s) failed (see warnings above); re-run to retry",
                   file=sys.stderr, flush=True)
 
 
