@@ -34,8 +34,9 @@ SCHEMA: tuple[Opt, ...] = (
         "(e.g. motion-deblur for the official file)", metavar="NAME"),
     Opt(("--data",), "data", "held-out set: a GoPro root or paired folder (its test split); "
         "default: the embedded dataset's fixed test split", metavar="SPEC"),
-    Opt(("--limit",), "limit", "evaluate N held-out images spread over the set (default: 4 in "
-        "quick mode, all with --full)", type=int, metavar="N", pytest_aliases=("--bench-limit",)),
+    Opt(("--limit",), "limit", "evaluate N images spread over each set: held-out, --real-pairs "
+        "and --real-nogt (default: 4, 20 and 4 in quick mode; all, all and 8 with --full)",
+        type=int, metavar="N", pytest_aliases=("--bench-limit",)),
     Opt(("--sizes",), "sizes", "frame sizes to time, e.g. 1920x1080,640x360 (default by mode)",
         metavar="WxH,...", pytest_aliases=("--bench-sizes",)),
     Opt(("--formats",), "formats", "export formats to build and measure (default: all this "

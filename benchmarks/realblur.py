@@ -16,13 +16,14 @@ NOGT_HEADERS = ["model", "PSNR to the teacher's output (dB)", "sharpness (x inpu
 
 
 def run_real_blur(pairs: Optional[str], nogt: Optional[str], teacher: Callable, students,
-                  out: Path, full: bool, quiet: bool, say) -> dict:
-    """{"pairs": {...metrics} | None, "nogt": {...} | None, "figures": {key: file name}}."""
+                  out: Path, full: bool, quiet: bool, say, limit: Optional[int] = None) -> dict:
+    """{"pairs": {...metrics} | None, "nogt": {...} | None, "figures": {key: file name}}.
+    `limit` (the bench's --limit) replaces both sets' default number of images."""
     fns = {"teacher": teacher, **{s.name: load_model_fn(s.path) for s in students}}
     res: dict = {"pairs": None, "nogt": None, "figures": {}}
     if pairs:
         say(f"real blur pairs: {pairs}")
-        r = evaluate_fns(fns, pairs, limit=None if full else 20, progress=not quiet)
+        r = evaluate_fns(fns, pairs, limit=limit or (None if full else 20), progress=not quiet)
         outputs = r.pop("outputs")
         res["pairs"] = r
         worst = sorted(outputs, key=lambda n: _psnr_gain(outputs[n], "teacher"))[:4]
@@ -33,7 +34,7 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[str], teacher: Callable, 
     if nogt:
         say(f"real blur without ground truth: {nogt}")
         # Centre crops keep the CPU teacher to one tile per frame.
-        r = evaluate_fns(fns, nogt, limit=8 if full else 4, crop=384, progress=not quiet,
+        r = evaluate_fns(fns, nogt, limit=limit or (8 if full else 4), crop=384, progress=not quiet,
                          reference="teacher")
         outputs = r.pop("outputs")
         res["nogt"] = r

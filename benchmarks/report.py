@@ -189,7 +189,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         from .realblur import run_real_blur
         out.mkdir(parents=True, exist_ok=True)
         real = run_real_blur(opts.real_pairs, opts.real_nogt, teacher_out, students, out,
-                             opts.full, opts.quiet, say)
+                             opts.full, opts.quiet, say, limit=opts.limit)
         peak_mb["real_blur"] = peak_rss_mb()
 
     latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}

@@ -354,6 +354,18 @@ def test_real_blur_section_matches_direct_metrics(env):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
+def test_limit_applies_to_the_real_blur_sets_too(env):
+    nogt = env / "nogt-limit"
+    for i, (_, blurred, _) in enumerate(_pairs(env)):
+        write_image(nogt / f"frame{i}.png", blurred)
+    rc = _bench(env, "real-limit", "--students", str(env / "student-good.pt"), "--formats",
+                "onnx", "--no-latency", "--limit", "2", "--real-pairs", str(env / "pairs"),
+                "--real-nogt", str(nogt))
+    assert rc == 0
+    real = json.loads((env / "real-limit" / "report.json").read_text())["real_blur"]
+    assert real["pairs"]["images"] == 2 and real["nogt"]["images"] == 2
+
+
 @pytest.mark.parametrize("argv", [
     ["--out", "b"],
     ["--out", "b", "--full", "--weights", "x.pt", "y.pt", "--min-ssim-gain", "0.2",
