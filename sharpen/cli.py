@@ -59,7 +59,14 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _one_line_warnings()
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # argparse stops collecting a positional list at the first option, so the training
+    # commands' KEY=VALUE overrides after e.g. --quiet would be "unrecognized": take them back.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+            args.overrides = [*args.overrides, *extra]
+        else:
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -132,6 +132,18 @@ def test_config_overrides_and_errors(tmp_path):
         create_student("fast", widht=8)
 
 
+def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
+    from sharpen.cli import build_parser, main
+    missing = tmp_path / "no-labels"
+    rc = main(["distill", "optim.steps=1", "--quiet", f"out={tmp_path / 'run'}",
+               f"data.labels={missing}"])
+    assert rc != 0 and f"label cache not found: {missing}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["distill", "optim.steps=1", "--quiet", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    assert build_parser() is not None
+
+
 def test_student_checkpoint_loads(tmp_path):
     train(tiny_cfg(tmp_path / "s", 2), quiet=True)
     model, ck = load_student(tmp_path / "s" / "last.pt")
