@@ -447,11 +447,14 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                            target=FORMATS[f].target, reason=reason)
         if f in ("engine", "engine-int8"):
             res.extra["trtexec"] = ctx.trtexec_line(f)
+            res.extra["trtexec_sidecar"] = f"{ctx.stem}{FORMATS[f].suffix}.json"
         results.append(res)
         if explicit or f in ("engine", "engine-int8"):
             prog.say(f"skipped {f}: {reason}")
             if "trtexec" in res.extra:
-                prog.say(f"  build it on the target device with:\n  {res.extra['trtexec']}")
+                prog.say(f"  build it on the target device (TensorRT 8.6-10.x) with:\n  "
+                         f"{res.extra['trtexec']}\n  (its sidecar, {res.extra['trtexec_sidecar']}, "
+                         "is written: keep it beside the engine)")
 
     settings["weights_sha256"] = weights_sha
     settings["float_layers"] = dict(ctx.float_by_fmt)   # as built, after any fallback
@@ -626,12 +629,17 @@ class _BuildContext:
         return base / f"{self.stem}{FORMATS[fmt].suffix}"
 
     def trtexec_line(self, fmt: str) -> str:
-        from .tensorrt_engine import trtexec_command
+        """The trtexec line that builds `fmt` on the device; the engine's sidecar (size
+        multiple, profile) is written now, beside where that line puts the engine."""
+        from .tensorrt_engine import trtexec_command, write_pending_sidecar
 
         source = "onnx" if fmt == "engine" else "onnx-qdq-trt"
         src = self.out / f"{self.stem}{FORMATS[source].suffix}"
-        return trtexec_command(src, self.out / f"{self.stem}{FORMATS[fmt].suffix}", self.profile,
-                               "fp16" if fmt == "engine" else "int8", self.o.workspace_gb,
+        engine = self.out / f"{self.stem}{FORMATS[fmt].suffix}"
+        precision = "fp16" if fmt == "engine" else "int8"
+        write_pending_sidecar(src, engine, self.profile, precision, self.multiple,
+                              self.o.workspace_gb, {"student": self.model.arch_name})
+        return trtexec_command(src, engine, self.profile, precision, self.o.workspace_gb,
                                self.out / "timing.cache")
 
     def build(self, fmt: str) -> Path:

@@ -11,15 +11,17 @@ builds. The engine is written with a sidecar `<file>.engine.json` (tensorrt_vers
 precision, profile, multiple) that the runtime checks before deserialising: engines only load
 on the TensorRT version and GPU they were built with.
 
-TensorRT is imported lazily. Without it (or without an NVIDIA GPU) `availability()` says so,
-and `trtexec_command()` gives the equivalent command line to run on the target device (Jetson:
-trtexec ships with JetPack in /usr/src/tensorrt/bin).
+TensorRT is imported lazily. Without it (or without an NVIDIA GPU, or cuda-python, which the
+runtime backend needs) `availability()` says so, and `trtexec_command()` gives the equivalent
+command line to run on the target device (Jetson: trtexec ships with JetPack in
+/usr/src/tensorrt/bin); export then writes the engine's sidecar ahead of it, so that an engine
+built by that line gets the model's size multiple and profile. TensorRT 11 removed the
+precision builder flags (strongly typed networks only): it is refused with that reason.
 """
 from __future__ import annotations
 
 import os
-import shutil
-import subprocess
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,58 +76,67 @@ class Profile:
         return "x".join(str(int(v)) for v in shape)
 
 
+SUPPORTED = "TensorRT 8.6-10.x"
+INSTALL_HINT = ("it ships with JetPack on Jetson and installs with `pip install "
+                "'tensorrt-cu12>=10,<11'` on x86 machines with an NVIDIA GPU")
+
+
 def availability() -> str | None:
-    """None when an engine can be built here, else the reason."""
+    """None when an engine can be built (and checked by the runtime backend) here, else why."""
     try:
-        import tensorrt  # noqa: F401
+        import tensorrt as trt
     except ImportError:
-        return ("TensorRT is not installed (it ships with JetPack on Jetson and installs with "
-                "`pip install tensorrt` on x86 machines with an NVIDIA GPU)")
+        return f"TensorRT is not installed ({INSTALL_HINT})"
     except Exception as e:
         return f"TensorRT cannot be imported: {type(e).__name__}: {e}"
+    unsupported = version_problem(trt)
+    if unsupported:
+        return unsupported
+    from runtime.backends.base import ModelError
+    from runtime.backends.tensorrt_backend import _import_cudart
+    try:
+        _import_cudart()
+    except ModelError as e:
+        return str(e)
     if gpu_name() is None:
         return "no NVIDIA GPU found (TensorRT engines are built on the GPU they run on)"
     return None
 
 
-def gpu_name() -> str | None:
-    """Name of GPU 0 via cuda-python, then torch, then nvidia-smi; None when there is none."""
-    try:
-        try:
-            from cuda.bindings import runtime as cudart
-        except ImportError:
-            from cuda import cudart  # type: ignore
-        err, props = cudart.cudaGetDeviceProperties(0)
-        if int(err) == 0:
-            name = props.name
-            return (name.decode(errors="replace") if isinstance(name, bytes)
-                    else str(name)).strip("\x00 ")
-    except Exception:
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return torch.cuda.get_device_name(0)
-    except Exception:
-        pass
-    smi = shutil.which("nvidia-smi")
-    if smi:
-        try:
-            out = subprocess.run([smi, "--query-gpu=name", "--format=csv,noheader"],
-                                 capture_output=True, text=True, timeout=20)
-            if out.returncode == 0 and out.stdout.strip():
-                return out.stdout.strip().splitlines()[0].strip()
-        except Exception:
-            pass
+def version_problem(trt) -> str | None:
+    """Why this TensorRT cannot build the project's engines, or None."""
+    if not hasattr(trt.BuilderFlag, "FP16"):
+        return (f"TensorRT {trt.__version__} builds strongly typed networks only (11.x removed "
+                f"the FP16/INT8 builder flags); this exporter supports {SUPPORTED}: "
+                "pip install 'tensorrt-cu12>=10,<11'")
     return None
+
+
+def network_flags(trt) -> int:
+    """create_network flags: explicit batch, which the ONNX parser needs before TensorRT 10
+    (where it is the only mode and the flag is deprecated)."""
+    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
+    if explicit is not None and int(trt.__version__.split(".")[0]) < 10:
+        return 1 << int(explicit)
+    return 0
+
+
+def gpu_name() -> str | None:
+    """Name of GPU 0 as the runtime backend reads it (cuda-python), so that the sidecar's name
+    matches what the device reports when the engine is loaded; None without a GPU."""
+    from runtime.backends.base import ModelError
+    from runtime.backends.tensorrt_backend import _Cuda
+    try:
+        return _Cuda().gpu_name()
+    except ModelError:
+        return None
 
 
 def trtexec_command(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
                     profile: Profile, precision: str = "fp16",
                     workspace_gb: float = DEFAULT_WORKSPACE_GB,
                     timing_cache: str | os.PathLike | None = None) -> str:
-    """The trtexec command line equivalent to `build_engine`."""
+    """The trtexec command line equivalent to `build_engine` (TensorRT 8.6-10.x flags)."""
     flags = ["--fp16"] if precision == "fp16" else ["--int8", "--fp16"]
     parts = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", *flags,
              f"--minShapes=input:{Profile.fmt(profile.min)}",
@@ -134,7 +145,7 @@ def trtexec_command(onnx_path: str | os.PathLike, engine_path: str | os.PathLike
              f"--memPoolSize=workspace:{int(round(workspace_gb * 1024))}M"]
     if timing_cache:
         parts.append(f"--timingCacheFile={timing_cache}")
-    return " ".join(parts)
+    return shlex.join(parts)
 
 
 def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, profile: Profile,
@@ -151,11 +162,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
         raise ValueError(f"engine precision must be fp16 or int8, got {precision!r}")
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    flags = 0
-    explicit = getattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH", None)
-    if explicit is not None and int(trt.__version__.split(".")[0]) < 10:
-        flags = 1 << int(explicit)  # TensorRT 10 networks are always explicit-batch
-    network = builder.create_network(flags)
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
@@ -170,8 +177,13 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     config.add_optimization_profile(prof)
     cache_path = Path(timing_cache) if timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path and cache_path.exists() else b""
+    # The cache file travels with the export folder; one from another GPU or TensorRT version
+    # is not used (NVIDIA: mixing device properties may give functional or performance bugs).
     cache = config.create_timing_cache(cache_bytes)
-    config.set_timing_cache(cache, ignore_mismatch=True)
+    if not config.set_timing_cache(cache, ignore_mismatch=False):
+        print(f"warning: {cache_path} was made on another GPU or TensorRT version; starting a "
+              "new timing cache", flush=True)
+        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT failed to build the engine (see its log above)")
@@ -179,10 +191,29 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
         atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     engine_path = atomic_write_bytes(engine_path, bytes(serialized))
     atomic_write_json(sidecar_path(engine_path), {
-        "tensorrt_version": trt.__version__, "gpu_name": gpu_name(), "precision": precision,
-        "profile": profile.to_dict(), "multiple": int(multiple), "layout": "NCHW RGB float32 [0,1]",
-        "workspace_gb": workspace_gb, "source": Path(onnx_path).name, **(extra_meta or {})})
+        "tensorrt_version": trt.__version__, "gpu_name": gpu_name(),
+        **engine_meta(onnx_path, profile, precision, multiple, workspace_gb),
+        **(extra_meta or {})})
     return engine_path
+
+
+def engine_meta(onnx_path: str | os.PathLike, profile: Profile, precision: str, multiple: int,
+                workspace_gb: float) -> dict:
+    """What the runtime needs to know of an engine besides where it was built."""
+    return {"precision": precision, "profile": profile.to_dict(), "multiple": int(multiple),
+            "layout": "NCHW RGB float32 [0,1]", "workspace_gb": workspace_gb,
+            "source": Path(onnx_path).name}
+
+
+def write_pending_sidecar(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
+                          profile: Profile, precision: str, multiple: int,
+                          workspace_gb: float, extra_meta: dict | None = None) -> Path:
+    """The sidecar of an engine that the printed trtexec line will build on the device: the
+    model's size multiple (an `edge` engine fed frames padded to 8 fails) and its profile.
+    Without tensorrt_version and gpu_name the runtime skips those checks."""
+    return atomic_write_json(sidecar_path(engine_path), {
+        **engine_meta(onnx_path, profile, precision, multiple, workspace_gb),
+        "built_by": "trtexec (the line `sharpen export` printed)", **(extra_meta or {})})
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:

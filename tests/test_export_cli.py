@@ -164,6 +164,7 @@ def test_engine_profile_and_trtexec_line(tmp_path):
                  f"--timingCacheFile={tmp_path / 'timing.cache'}"):
         assert part in line
     assert "--int8" in trtexec_command("q.onnx", "q.engine", prof, "int8")
+    assert "'--onnx=my models/q.onnx'" in trtexec_command("my models/q.onnx", "q.engine", prof)
     reason = availability()
     if reason is not None:
         assert "TensorRT" in reason or "GPU" in reason
@@ -184,6 +185,36 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     assert "SKIPPED" in cap.out
     report = json.loads((tmp_path / "export_report.json").read_text())
     assert report["settings"]["formats_requested"] == ["engine"]   # not the stand-in onnx
+    # The engine the printed line builds finds its sidecar: the model's multiple and profile,
+    # and no TensorRT version or GPU for the runtime to refuse it on.
+    from runtime.backends.base import parse_multiple, read_sidecar
+    from runtime.backends.tensorrt_backend import check_sidecar
+    engine = tmp_path / f"{ckpt.stem}_fp16.engine"
+    meta = read_sidecar(engine)
+    assert parse_multiple(meta["multiple"], "") == create_student("fast").multiple
+    assert meta["profile"]["opt"] == [1, 3, 1080, 1920] and meta["precision"] == "fp16"
+    check_sidecar(meta, "10.3.0", "Orin", engine)
+
+
+def test_tensorrt_11_is_refused_with_the_supported_versions():
+    from types import SimpleNamespace
+
+    from optimize.tensorrt_engine import network_flags, version_problem
+
+    class Flags10:
+        FP16, INT8 = 0, 1
+
+    class Flags11:
+        pass
+
+    assert version_problem(SimpleNamespace(__version__="10.3.0", BuilderFlag=Flags10)) is None
+    why = version_problem(SimpleNamespace(__version__="11.4.0", BuilderFlag=Flags11))
+    assert "TensorRT 11.4.0" in why and "8.6-10.x" in why and "tensorrt-cu12>=10,<11" in why
+    creation = SimpleNamespace(EXPLICIT_BATCH=0)
+    assert network_flags(SimpleNamespace(__version__="8.6.1",
+                                         NetworkDefinitionCreationFlag=creation)) == 1
+    assert network_flags(SimpleNamespace(__version__="10.3.0",
+                                         NetworkDefinitionCreationFlag=creation)) == 0
 
 
 def test_tensorrt_engine_build(tmp_path):

@@ -96,7 +96,8 @@ def test_tensorrt_engine_runs(tmp_path, onnx_model):
     import tensorrt as trt
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    from optimize.tensorrt_engine import network_flags
+    network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)
     assert parser.parse(Path(onnx_model).read_bytes())
     config = builder.create_builder_config()

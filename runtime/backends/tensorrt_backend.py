@@ -18,7 +18,12 @@ import numpy as np
 from .base import Backend, ModelError, parse_multiple, read_sidecar
 
 TRT_MISSING = ("TensorRT is not installed: it ships with JetPack on Jetson; on x86 "
-               "`pip install tensorrt`; or use the .onnx model")
+               "`pip install 'tensorrt-cu12>=10,<11'`; or use the .onnx model")
+
+
+# cuda-python 13 links the CUDA 13 runtime, which a CUDA 12 driver (JetPack 6) refuses.
+CUDA_PYTHON_HINT = ("pip install 'cuda-python>=12,<13' (its major version must match the "
+                    "driver's CUDA: 12 on JetPack 6; `nvidia-smi` shows it)")
 
 
 def _import_tensorrt() -> Any:
@@ -37,7 +42,7 @@ def _import_cudart() -> Any:
             from cuda import cudart  # older cuda-python layout
         except ImportError:
             raise ModelError("the TensorRT backend needs cuda-python for GPU memory and streams: "
-                             "`pip install cuda-python` (matching your CUDA version)") from None
+                             f"{CUDA_PYTHON_HINT}") from None
     return cudart
 
 
@@ -50,6 +55,9 @@ class _Cuda:
     def call(self, result: Any) -> Any:
         err, *rest = result if isinstance(result, tuple) else (result,)
         if err != self.rt.cudaError_t.cudaSuccess:
+            if "InsufficientDriver" in str(err):
+                raise ModelError(f"CUDA error: {err}: this cuda-python is newer than the "
+                                 f"driver's CUDA; {CUDA_PYTHON_HINT}")
             raise ModelError(f"CUDA error: {err}")
         return rest[0] if len(rest) == 1 else (rest or None)
 
@@ -111,10 +119,13 @@ class TensorRTBackend(Backend):
                              "with another TensorRT version or GPU; rebuild it on this device")
         self.engine = engine
         self.context = engine.create_execution_context()
+        if self.context is None:   # typically GPU memory for the profile's largest shape
+            raise ModelError(f"TensorRT could not create an execution context for {path} (out "
+                             "of GPU memory?); rebuild it with a smaller --max-shape")
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
         ins = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
-        if len(ins) != 1 or not outs:
+        if len(ins) != 1 or len(outs) != 1:   # execute_async_v3 needs every I/O tensor bound
             raise ModelError(f"{path}: expected one input and one output tensor, got {names}")
         self.input_name, self.output_name = ins[0], outs[0]
         self.in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
