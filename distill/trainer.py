@@ -314,6 +314,7 @@ class Trainer:
         self.start_metrics: dict = {}     # validation before training (cfg.val_start)
         self.weights = cfg.loss if isinstance(cfg.loss, LossConfig) else LossConfig(**cfg.loss)
         self._stop = False
+        self._validating = False
         self._bad_steps = 0
         self._time_offset = 0.0           # seconds logged by the runs this one resumes
         self._resume()
@@ -444,7 +445,7 @@ class Trainer:
         batches = iter(loader)
         try:
             if cfg.val_start and self.step == 0:
-                self._validate(val_items)
+                self._validate_unless_stopped(val_items)
                 self.start_metrics = dict(self.metrics)
             self.model.train()
             for batch in batches:
@@ -460,8 +461,10 @@ class Trainer:
                 last = self.step >= cfg.optim.steps
                 over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
                             or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
-                if self.step % cfg.val_every == 0 or last or over or self._stop:
-                    self._validate(val_items)
+                # A signal saves at once: validating whole images first (minutes for a
+                # teacher) is what a user pressing Ctrl-C does not want to wait for.
+                if (self.step % cfg.val_every == 0 or last or over) and not self._stop:
+                    self._validate_unless_stopped(val_items)
                 if self.step % cfg.ckpt_every == 0 or last or over or self._stop:
                     if self.dist.main:
                         self.save()
@@ -528,7 +531,11 @@ class Trainer:
     def _validate(self, items: list[ValItem]) -> None:
         if not self.dist.main or not items:
             return
-        m = evaluate(self.ema, items, self.device)
+        self._validating = True
+        try:
+            m = evaluate(self.ema, items, self.device)
+        finally:
+            self._validating = False
         m["step"] = self.step
         self.metrics = m
         self._append_jsonl({"val": m, "step": self.step})
@@ -539,9 +546,21 @@ class Trainer:
             self.best = m[key]
             self.save("best.pt", full=False)
 
+    def _validate_unless_stopped(self, items: list[ValItem]) -> None:
+        """Validation that a second Ctrl-C/SIGTERM cuts short; the checkpoint is still saved."""
+        try:
+            self._validate(items)
+        except _SecondSignal:
+            self.log(f"validation at step {self.step} skipped (second signal); saving")
+
     def _install_signal_handlers(self):
         def stop(signum, frame):
+            if self._stop and self._validating:
+                raise _SecondSignal()
             self._stop = signum
+            if self._validating:
+                print("\nstopping after this validation, then saving; signal again to skip it",
+                      file=sys.stderr, flush=True)
         try:
             return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
         except ValueError:  # not the main thread
@@ -579,6 +598,10 @@ class Trainer:
         fig.savefig(out, dpi=100)
         plt.close(fig)
         return out
+
+
+class _SecondSignal(Exception):
+    """A second SIGINT/SIGTERM while validation runs after the first."""
 
 
 class TrainingDiverged(RuntimeError):

@@ -49,6 +49,35 @@ def test_signal_stop_then_resume(tmp_path):
     assert (tmp_path / "r" / "curves.png").stat().st_size > 1000
 
 
+def test_second_signal_skips_validation_and_still_saves(tmp_path, monkeypatch, capsys):
+    """Ctrl-C during a validation waits for it; a second Ctrl-C skips it; both save at once."""
+    import os
+    import signal
+
+    import distill.trainer as trainer_mod
+    from distill.trainer import TrainingInterrupted
+
+    real = trainer_mod.evaluate
+
+    def interrupted_twice(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(trainer_mod, "evaluate", interrupted_twice)
+    out = tmp_path / "r"
+    with pytest.raises(TrainingInterrupted):
+        train(tiny_cfg(out, 10, val_every=3), quiet=True)
+    assert read_checkpoint(out / "last.pt")["step"] == 3
+    err = capsys.readouterr().err
+    assert "signal again to skip it" in err
+    log = (out / "metrics.jsonl").read_text()
+    assert '"val"' not in log
+    monkeypatch.setattr(trainer_mod, "evaluate", real)
+    train(tiny_cfg(out, 4, val_every=3), quiet=True)   # resumes from step 3
+    assert read_checkpoint(out / "last.pt")["step"] == 4
+
+
 def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts_over(
         tmp_path, capsys):
     out = tmp_path / "r"
