@@ -192,6 +192,7 @@ def test_video(tmp_path):
     assert info.kind == "video"
     assert [s.name for s in info.samples] == [f"shaky clip_{i:06d}" for i in range(5)]
     assert all(s.frame == i and s.gt is None for i, s in enumerate(info.samples))
+    assert info.describe() == f"video source {path}: 5 frames, no ground truth"
     reader = SampleReader()
     means = [reader.input(s).mean() for s in info.samples]
     assert np.all(np.diff(means) > 0)           # frames in order

@@ -67,6 +67,8 @@ class SourceInfo:
         n_gt = sum(s.gt is not None for s in self.samples)
         split = f", split {self.split}" if self.split else ""
         gt = f", {n_gt} with ground truth" if n_gt else ", no ground truth"
+        if self.kind == "video" and self.samples:   # the file, not the folder it is in
+            return f"video source {self.samples[0].input}: {len(self.samples)} frames{gt}"
         return f"{self.kind} source {self.root}{split}: {len(self.samples)} images{gt}"
 
 
