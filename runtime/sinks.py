@@ -68,7 +68,7 @@ class VideoFileSink(Sink):
         self.writer: Optional[cv2.VideoWriter] = None
         self.size: Optional[tuple[int, int]] = None
         self.frames = 0
-        self.resized = False
+        self.resized = 0
         self._last: Optional[np.ndarray] = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -93,7 +93,7 @@ class VideoFileSink(Sink):
             if not self.resized:
                 print(f"warning: {name}: {w}x{h} frames are resized to the video's "
                       f"{self.size[0]}x{self.size[1]} (the first frame's size)", file=sys.stderr)
-                self.resized = True
+            self.resized += 1
             sharpened = cv2.resize(sharpened, self.size, interpolation=cv2.INTER_AREA)
         self.writer.write(sharpened)
         self.frames += 1
@@ -113,6 +113,9 @@ class VideoFileSink(Sink):
         self.writer.release()
         self.writer = None
         os.replace(self.tmp, self.path)
+        if self.resized > 1:   # the first one was named as it happened
+            print(f"warning: {self.resized} frames in all were resized to "
+                  f"{self.size[0]}x{self.size[1]} in {self.path}", file=sys.stderr)
 
 
 def _why_unwritable(path: Path, codec: str) -> str:

@@ -181,6 +181,11 @@ def test_unknown_out_extension_and_resized_video_frames_are_said(tmp_path, capsy
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
                    str(tmp_path / "v.mp4"))
     assert rc == 0 and "b.png: 48x40 frames are resized to the video's 32x24" in err
+    assert "in all were resized" not in err   # one frame: named above, no total
+    cv2.imwrite(str(src / "c.png"), np.full((16, 16, 3), 90, np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(tmp_path / "v3.mp4"))
+    assert rc == 0 and "c.png" not in err and "2 frames in all were resized to 32x24" in err
     cap = cv2.VideoCapture(str(tmp_path / "v.mp4"))
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 2
     assert int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)) == 32
