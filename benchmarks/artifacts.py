@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from distill.teacher import file_hash, models_dir
+from distill.teacher import file_hash, resolve_weights
 from runtime.atomic import atomic_write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -64,10 +64,12 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
     items = split_list(spec) or list(DEFAULT_STUDENTS)
     out: list[Student] = []
     names: set[str] = set()
+    from distill.checkpoint import CheckpointError
     for item in items:
-        p = Path(item).expanduser()
-        if not (p.suffix or os.sep in item or p.exists()):
-            p = models_dir() / f"student-{item}.pt"
+        try:
+            p = resolve_weights(item)
+        except CheckpointError as e:
+            raise BenchError(f"--weights {e}") from None
         if not p.is_file():
             raise BenchError(f"student checkpoint not found: {p} (pass shipped names such as "
                              f"{', '.join(DEFAULT_STUDENTS)} or checkpoint paths to --weights)")

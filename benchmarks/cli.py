@@ -142,6 +142,16 @@ def _print_summary(report: dict) -> None:
     if report["latency"].get("stream"):
         print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
                      stream_table(report["latency"]["stream"]))
+    from benchmarks.realblur import HEADERS, NOGT_HEADERS, table_rows
+    real = report.get("real_blur") or {}
+    if real.get("pairs"):
+        p = real["pairs"]
+        print_table(f"real blur pairs ({p['data']}, {p['images']} images; gains over the blurred "
+                    "input)", HEADERS, table_rows(p))
+    if real.get("nogt"):
+        n = real["nogt"]
+        print_table(f"real blur without ground truth ({n['data']}, {n['images']} crops)",
+                    NOGT_HEADERS, table_rows(n))
     failed = [c for c in report["checks"] if not c["passed"]]
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
 

@@ -75,9 +75,11 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
     qrows = {r["key"]: r for r in rep["quality"]["rows"]}
     fmt_of = {b.key: b.fmt for b in BACKENDS}
     pts = []
+    plotted = set()
     for r in rows:
         if r["size"] != size:
             continue
+        plotted.add(r["student"] or "teacher")
         if r["model"] == "teacher":
             q = qrows.get("teacher")
             label = "teacher"
@@ -104,6 +106,11 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
     ax.set_xlabel(f"ms per frame at {size} (log)")
     ax.set_ylabel("SSIM vs ground truth (mean)")
     ax.set_title("Quality versus latency (one point per model and format)")
+    # Quick mode times some students at small sizes only: say so rather than drop them quietly.
+    missing = sorted({r["student"] or "teacher" for r in rows} - plotted)
+    if missing:
+        fig.text(0.01, 0.01, f"not timed at {size}, so not shown: {', '.join(missing)} (see the "
+                 "latency table for their sizes)", fontsize=8)
     ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()

@@ -16,14 +16,15 @@ NOGT_HEADERS = ["model", "PSNR to the teacher's output (dB)", "sharpness (x inpu
 
 
 def run_real_blur(pairs: Optional[str], nogt: Optional[str], teacher: Callable, students,
-                  out: Path, full: bool, quiet: bool, say, limit: Optional[int] = None) -> dict:
+                  out: Path, say, pairs_limit: Optional[int], nogt_limit: Optional[int],
+                  quiet: bool = False) -> dict:
     """{"pairs": {...metrics} | None, "nogt": {...} | None, "figures": {key: file name}}.
-    `limit` (the bench's --limit) replaces both sets' default number of images."""
+    The limits are the number of images spread over each set (None: all)."""
     fns = {"teacher": teacher, **{s.name: load_model_fn(s.path) for s in students}}
     res: dict = {"pairs": None, "nogt": None, "figures": {}}
     if pairs:
         say(f"real blur pairs: {pairs}")
-        r = evaluate_fns(fns, pairs, limit=limit or (None if full else 20), progress=not quiet)
+        r = evaluate_fns(fns, pairs, limit=pairs_limit, progress=not quiet)
         outputs = r.pop("outputs")
         res["pairs"] = r
         worst = sorted(outputs, key=lambda n: _psnr_gain(outputs[n], "teacher"))[:4]
@@ -34,7 +35,7 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[str], teacher: Callable, 
     if nogt:
         say(f"real blur without ground truth: {nogt}")
         # Centre crops keep the CPU teacher to one tile per frame.
-        r = evaluate_fns(fns, nogt, limit=limit or (8 if full else 4), crop=384, progress=not quiet,
+        r = evaluate_fns(fns, nogt, limit=nogt_limit, crop=384, progress=not quiet,
                          reference="teacher")
         outputs = r.pop("outputs")
         res["nogt"] = r

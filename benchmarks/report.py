@@ -126,14 +126,54 @@ class BenchOptions:
 
 def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     """Measure everything, write the report; returns (report dict, exit code 0/1).
-    Raises BenchError for usage problems."""
-    say = Console(opts.quiet)
-    t_start = time.perf_counter()
+    Raises BenchError for usage problems; an --out folder made for a run that fails so is
+    removed again while empty."""
     out = Path(opts.out)
+    made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise BenchError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    try:
+        return _run_bench(opts, out)
+    except BaseException:
+        if made:
+            try:
+                out.rmdir()   # only if still empty
+            except OSError:
+                pass
+        raise
+
+
+def _check_real_blur(flag: str, spec: str, limit: int, need_gt: bool) -> None:
+    """Fail before the long work, not after it: the set must list images, have ground truth
+    for --real-pairs, and hold at least one readable image among those the bench will use."""
+    from distill.data.sources import SourceError
+    from distill.evaluate import source_items
+    from distill.images import ImageReadError, read_image
+    try:
+        items = source_items(spec, limit=limit)
+    except (SourceError, ValueError, OSError) as e:
+        raise BenchError(f"{flag} {spec}: {e}") from None
+    if not items:
+        raise BenchError(f"{flag} {spec}: no images")
+    if need_gt and not any(gt is not None for _, _, gt in items):
+        raise BenchError(f"{flag} {spec}: no blurred/sharp pairs (its {len(items)} image(s) have "
+                         "no ground truth); real blur without ground truth goes to --real-nogt")
+    errors = []
+    for _, path, _ in items:
+        try:
+            read_image(path)
+            return
+        except (ImageReadError, OSError) as e:
+            errors.append(str(e))
+    raise BenchError(f"{flag} {spec}: none of its {len(items)} image(s) could be read "
+                     f"(first: {errors[0]})")
+
+
+def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
+    say = Console(opts.quiet)
+    t_start = time.perf_counter()
     if opts.target_fps <= 0:
         raise BenchError(f"--target-fps must be > 0, got {opts.target_fps}")
     if not 0 <= opts.min_ssim_ratio <= 1.5:
@@ -147,15 +187,11 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     cache = Path(opts.cache) if opts.cache else default_cache_root()
     students = resolve_students(opts.students)
     pairs, data_desc = load_pairs(opts.data, m["limit"])
+    real_limits = {"--real-pairs": opts.limit or (None if opts.full else 20),
+                   "--real-nogt": opts.limit or (8 if opts.full else 4)}
     for flag, spec in (("--real-pairs", opts.real_pairs), ("--real-nogt", opts.real_nogt)):
-        if spec:  # fail before the long work, not after it
-            from distill.data.sources import SourceError
-            from distill.evaluate import source_items
-            try:
-                if not source_items(spec, limit=1):
-                    raise ValueError("no images")
-            except (SourceError, ValueError, OSError) as e:
-                raise BenchError(f"{flag} {spec}: {e}") from None
+        if spec:
+            _check_real_blur(flag, spec, real_limits[flag], need_gt=flag == "--real-pairs")
     teacher_out = TeacherOutputs(opts.teacher_weights, opts.teacher_config, TEACHER_TILE,
                                  TEACHER_OVERLAP, cache)
     say(f"sharpen bench ({'full' if opts.full else 'quick'} mode): students "
@@ -188,8 +224,12 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     if opts.real_pairs or opts.real_nogt:
         from .realblur import run_real_blur
         out.mkdir(parents=True, exist_ok=True)
-        real = run_real_blur(opts.real_pairs, opts.real_nogt, teacher_out, students, out,
-                             opts.full, opts.quiet, say, limit=opts.limit)
+        try:
+            real = run_real_blur(opts.real_pairs, opts.real_nogt, teacher_out, students, out,
+                                 say, real_limits["--real-pairs"], real_limits["--real-nogt"],
+                                 quiet=opts.quiet)
+        except ValueError as e:   # e.g. every image unreadable after all
+            raise BenchError(f"real blur: {e}") from None
         peak_mb["real_blur"] = peak_rss_mb()
 
     latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
@@ -224,11 +264,25 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         "figures": {},
     }
     report["figures"] = write_figures(report, quality, out, opts.target_fps, say)
+    _remove_stale_figures(out, {*report["figures"].values(),
+                                *((real or {}).get("figures") or {}).values()})
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
     atomic_write_json(out / "report.json", finite(report))
     write_text(out / "report.md", render_markdown(report))
     say(f"report: {out / 'report.md'} and {out / 'report.json'} ({report['wall_s']:.0f} s)")
     return report, report["exit_code"]
+
+
+def _remove_stale_figures(out: Path, written: set) -> None:
+    """A re-run into the same --out must not leave an earlier run's figures (other students,
+    other sets) beside a report that no longer links them."""
+    from .figures import FIGURES
+    from .realblur import FIGURES as REAL_FIGURES
+    for name in {*FIGURES.values(), *REAL_FIGURES.values()} - set(written):
+        try:
+            (out / name).unlink()
+        except FileNotFoundError:
+            pass
 
 
 def reproduce_commands(opts: BenchOptions) -> list[str]:

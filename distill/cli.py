@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import re
+import statistics
 import sys
 from pathlib import Path
 
@@ -119,12 +120,13 @@ def cmd_models(args: argparse.Namespace) -> int:
             m, x = for_inference(m), torch.rand(1, 3, h, w)
             times = []
             with torch.no_grad():
-                run_padded(m, x)
+                for _ in range(2):   # the first runs at a new shape still allocate
+                    run_padded(m, x)
                 for _ in range(args.measure_runs):
                     t0 = time.perf_counter()
                     run_padded(m, x)
                     times.append(1000 * (time.perf_counter() - t0))
-            row.append(f"{sorted(times)[len(times) // 2]:.1f}")
+            row.append(f"{statistics.median(times):.1f}")
         rows.append(row + [student_spec(name).description])
     if args.teacher:
         from .restormer import CONFIGS, build_restormer
@@ -238,10 +240,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.sources import SourceError
     from .evaluate import evaluate, format_table, is_artifact, side_by_side
 
-    weights = [w for item in args.weights or [] for w in item.split(",") if w]
+    from .teacher import resolve_weights
     models = [m for item in args.model or [] for m in item.split(",") if m]
+    try:
+        weights = [str(resolve_weights(w)) for item in args.weights or []
+                   for w in item.split(",") if w]
+    except CheckpointError as e:
+        return _err(f"--weights {e}")
     if not weights and not models:
         return _err("give --weights (checkpoints) and/or --model (exported artifacts)")
+    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
+        return _err(f"--out {args.out} is a file, not a folder")
     for w in weights:
         if not Path(w).is_file():
             return _err(f"--weights {w}: no such checkpoint")
@@ -474,7 +483,8 @@ def add_commands(sub) -> None:
                        "sharpness ratio. --out writes metrics.json and side_by_side.png "
                        "(input | models | ground truth).")
     p.add_argument("--weights", nargs="+", default=None, metavar="CKPT",
-                   help="project checkpoints (teacher or student), space or comma separated")
+                   help="project checkpoints (teacher or student), space or comma separated; "
+                   "shipped ones by name (fast, edge, seed, teacher)")
     p.add_argument("--model", nargs="+", default=None, metavar="FILE",
                    help="exported student artifacts (.onnx, .tflite, .engine), run by the "
                    "runtime as `sharpen run` deploys them (INT8 included)")

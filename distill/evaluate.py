@@ -60,10 +60,16 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
         from runtime.backends.runner import load_runner
 
         return load_runner(path, providers="auto")[0]
-    if is_teacher(path):
+    from .checkpoint import CheckpointError, read_checkpoint
+    kind = read_checkpoint(path).get("kind")
+    if kind == "teacher":
         from .teacher import TILE, Teacher
         t = Teacher.load(path, device="cpu")
         return lambda img: t.sharpen(img, tile=TILE if tile is None else tile)
+    if kind != "student":
+        raise CheckpointError(f"{path} is neither a teacher nor a student checkpoint of this "
+                              f"project (kind={kind!r}); they are written by `sharpen "
+                              "train-teacher` and `sharpen distill`")
     import torch
 
     from .checkpoint import load_student

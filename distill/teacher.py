@@ -32,6 +32,29 @@ def models_dir() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
 
 
+def shipped_students() -> list[str]:
+    """Names of the students shipped in models/ (student-NAME.pt)."""
+    return sorted(p.stem[len("student-"):] for p in models_dir().glob("student-*.pt"))
+
+
+def resolve_weights(item: str | os.PathLike) -> Path:
+    """A checkpoint path as given, or a shipped model by name: a student's (`fast` ->
+    models/student-fast.pt, `student-fast` too) or `teacher` (the bundled teacher). Anything
+    with a suffix, a path separator or an existing file is a path."""
+    text = str(item)
+    p = Path(text).expanduser()
+    if p.suffix or os.sep in text or p.exists():
+        return p
+    if text == "teacher":
+        return models_dir() / BUNDLED_TEACHER
+    cand = models_dir() / f"{text if text.startswith('student-') else f'student-{text}'}.pt"
+    if cand.is_file():
+        return cand
+    raise CheckpointError(f"{text!r} is neither a file nor a shipped model; shipped students: "
+                          f"{', '.join(shipped_students()) or 'none'} (and `teacher`), or give "
+                          "a checkpoint path")
+
+
 def file_hash(path: str | os.PathLike, n: int = 16) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -28,7 +28,8 @@ def add_commands(sub) -> None:
                     "PSNR/SSIM.",
         epilog=FORMAT_HELP.format(formats=help_lines()), formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--weights", required=True, metavar="CKPT",
-                   help="student checkpoint written by `sharpen distill` (.pt)")
+                   help="student checkpoint written by `sharpen distill` (.pt), or a shipped "
+                   "student by name (fast, edge, seed)")
     p.add_argument("--formats", "--format", dest="formats", default=None, metavar="LIST",
                    help="comma-separated formats (see below) or 'all'; default: all that this "
                         "machine can build")
@@ -149,7 +150,9 @@ def run_export(args) -> int:
     if args.opset < 17:
         return fail(f"--opset must be 17 or newer, got {args.opset}")
     try:
-        report = export(args.weights, args.formats, args.out, options_from_args(args))
+        from distill.teacher import resolve_weights
+        report = export(resolve_weights(args.weights), args.formats, args.out,
+                        options_from_args(args))
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))
     print_table(report)

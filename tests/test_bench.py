@@ -354,16 +354,40 @@ def test_real_blur_section_matches_direct_metrics(env):
         assert (out / name).read_bytes()[:4] == b"\x89PNG"
 
 
-def test_limit_applies_to_the_real_blur_sets_too(env):
+def test_limit_applies_to_the_real_blur_sets_too(env, capsys):
     nogt = env / "nogt-limit"
     for i, (_, blurred, _) in enumerate(_pairs(env)):
         write_image(nogt / f"frame{i}.png", blurred)
+    out = env / "real-limit"
+    out.mkdir()
+    (out / "quality_vs_latency.png").write_bytes(b"an earlier run's figure")
     rc = _bench(env, "real-limit", "--students", str(env / "student-good.pt"), "--formats",
                 "onnx", "--no-latency", "--limit", "2", "--real-pairs", str(env / "pairs"),
                 "--real-nogt", str(nogt))
     assert rc == 0
-    real = json.loads((env / "real-limit" / "report.json").read_text())["real_blur"]
+    real = json.loads((out / "report.json").read_text())["real_blur"]
     assert real["pairs"]["images"] == 2 and real["nogt"]["images"] == 2
+    printed = capsys.readouterr().out   # the real-blur tables are on the console too
+    assert "real blur pairs" in printed and "real blur without ground truth" in printed
+    assert f"{real['pairs']['good']['psnr']:.2f}" in printed
+    assert "the teacher's 2 worst" in (out / "report.md").read_text()
+    assert not (out / "quality_vs_latency.png").exists()   # not this run's: removed
+
+
+def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
+    nogt = env / "nogt-check"
+    for i, (_, blurred, _) in enumerate(_pairs(env)):
+        write_image(nogt / f"frame{i}.png", blurred)
+    junk = env / "junk"
+    junk.mkdir()
+    (junk / "a.png").write_bytes(b"not a png")
+    for flag, spec, says in (("--real-pairs", nogt, "no blurred/sharp pairs"),
+                             ("--real-nogt", junk, "none of its 1 image(s) could be read")):
+        rc = _bench(env, "never-made", "--students", str(env / "student-good.pt"), "--formats",
+                    "onnx", "--no-latency", flag, str(spec))
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and "Traceback" not in err, err
+        assert not (env / "never-made").exists()   # a failed run leaves no empty --out
 
 
 @pytest.mark.parametrize("argv", [

@@ -1,6 +1,8 @@
 """`sharpen evaluate`'s numbers on real blur without ground truth: the reference model."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio
@@ -78,3 +80,35 @@ def test_split_must_exist_and_a_mismatched_pair_is_skipped_by_name(tmp_path):
     res = evaluate_fns({"m": lambda x: x}, str(tmp_path), split="test", progress=False)
     assert res["images"] == 1 and len(res["failed"]) == 1
     assert "test1.png: size 32x20 differs from its input" in res["failed"][0]
+
+
+def test_shipped_models_by_name_and_clear_errors(nogt, tmp_path, capsys, monkeypatch):
+    import torch
+
+    from distill.checkpoint import CheckpointError, atomic_save, make_checkpoint
+    from distill.students import create_student
+    from distill.teacher import resolve_weights
+    from sharpen.cli import main
+
+    models = tmp_path / "models"
+    models.mkdir()
+    torch.manual_seed(0)
+    st = create_student("fast", width=8)
+    atomic_save(make_checkpoint(st, kind="student", arch="fast", arch_args=st.arch_args),
+                models / "student-mine.pt")
+    monkeypatch.setenv("SHARPEN_MODELS", str(models))
+    assert resolve_weights("mine") == models / "student-mine.pt"
+    assert resolve_weights("student-mine") == models / "student-mine.pt"
+    assert resolve_weights("x/mine.pt") == Path("x/mine.pt")   # a path stays a path
+    with pytest.raises(CheckpointError, match="'mien' is neither a file nor a shipped model; "
+                                              "shipped students: mine"):
+        resolve_weights("mien")
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--out", str(out),
+                 "--quiet"]) == 0
+    assert (out / "metrics.json").is_file()
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--out", str(a_file),
+                 "--quiet"]) == 2
+    assert f"--out {a_file} is a file, not a folder" in capsys.readouterr().err
