@@ -81,6 +81,7 @@ def markdown(res: dict, md_table) -> list[str]:
                   "the gain is over the blurred input. A model that sharpens real blur has a "
                   "positive PSNR and SSIM gain here.", "",
                   md_table(HEADERS, table_rows(p)), ""]
+        lines += _failed_lines(p)
     if res.get("nogt"):
         n = res["nogt"]
         lines += [f"Real blurred frames without ground truth: {n['data']} ({n['images']} centre "
@@ -91,4 +92,12 @@ def markdown(res: dict, md_table) -> list[str]:
                   "relative to the input (higher is sharper, but ringing raises it too: look "
                   "at the figure).", "",
                   md_table(NOGT_HEADERS, table_rows(n)), ""]
+        lines += _failed_lines(n)
     return lines
+
+
+def _failed_lines(r: dict) -> list[str]:
+    if not r.get("failed"):
+        return []
+    return [f"Not evaluated ({len(r['failed'])} image(s) could not be read):", "",
+            *[f"- {f}" for f in r["failed"]], ""]

@@ -30,7 +30,7 @@ from runtime.console import Console
 from .artifacts import (DEFAULT_CALIB_COUNT, BenchError, atomic_write_json, default_cache_root,
                         ensure_artifacts, resolve_students, split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
-                      TEACHER_TILE, TeacherTiles, parse_sizes)
+                      TEACHER_TILE, TeacherTiles, parse_sizes, size_label)
 from .figures import write_figures
 from .latency_run import run_latency
 from .machine import machine_info, peak_rss_mb
@@ -251,7 +251,11 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
                      "formats": opts.formats or "all", "cache": str(cache),
                      "threads": opts.threads, "calib_count": opts.calib_count,
                      "students": [s.to_dict() for s in students],
-                     "teacher": teacher_out.describe()},
+                     "teacher": teacher_out.describe(),
+                     "sizes": [size_label(z) for z in m["sizes"]],
+                     "stream_frames": m["stream_frames"],
+                     "real_pairs": opts.real_pairs, "real_nogt": opts.real_nogt,
+                     "real_limits": real_limits},
         "machine": machine_info(),
         "peak_rss_mb": peak_mb,
         "commands": reproduce_commands(opts),

@@ -372,6 +372,14 @@ def test_limit_applies_to_the_real_blur_sets_too(env, capsys):
     assert f"{real['pairs']['good']['psnr']:.2f}" in printed
     assert "the teacher's 2 worst" in (out / "report.md").read_text()
     assert not (out / "quality_vs_latency.png").exists()   # not this run's: removed
+    settings = json.loads((out / "report.json").read_text())["settings"]
+    assert settings["real_pairs"] == str(env / "pairs") and settings["real_nogt"] == str(nogt)
+    assert settings["real_limits"] == {"--real-pairs": 2, "--real-nogt": 2}
+    from benchmarks.markdown import _md_table as md_table
+    from benchmarks.realblur import markdown
+    nogt_res = {**real["nogt"], "failed": [f"{nogt}/bad.png: not a readable image"]}
+    md = "\n".join(markdown({"nogt": nogt_res}, md_table))
+    assert "1 image(s) could not be read" in md and "bad.png: not a readable image" in md
 
 
 def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
