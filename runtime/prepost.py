@@ -32,8 +32,9 @@ def _warn_once(key: str, msg: str) -> None:
 
 
 def conversions(frame: np.ndarray) -> list[str]:
-    """What `to_bgr8` will do to this frame, as phrases for a warning ([] for 8-bit BGR)."""
-    out = ["16-bit, written as 8-bit"] if frame.dtype == np.uint16 else []
+    """What `to_bgr` will do to this frame, as phrases for a warning ([] for BGR). 16-bit frames
+    stay 16-bit up to the output, which says if it cannot hold them (JPEG, video)."""
+    out = []
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
         out.append("grayscale, written as 3-channel")
     elif frame.ndim == 3 and frame.shape[2] == 4:
@@ -41,17 +42,13 @@ def conversions(frame: np.ndarray) -> list[str]:
     return out
 
 
-def to_bgr8(frame: np.ndarray, warn: bool = True) -> np.ndarray:
-    """Any supported frame -> HxWx3 BGR uint8. Grayscale and BGRA are converted (warned once
-    unless `warn` is False: an image source names each file itself); uint16 (e.g. 16-bit PNG)
-    is scaled to 8 bit; anything else raises FrameError."""
+def to_bgr(frame: np.ndarray, warn: bool = True) -> np.ndarray:
+    """Any supported frame -> HxWx3 BGR of the same depth (uint8 or uint16). Grayscale and BGRA
+    are converted (warned once unless `warn` is False: an image source names each file
+    itself); other dtypes and shapes raise FrameError."""
     if not isinstance(frame, np.ndarray):
         raise FrameError(f"expected an image array, got {type(frame).__name__}")
-    if frame.dtype == np.uint16:
-        if warn:
-            _warn_once("uint16", "16-bit frames are scaled to 8 bit")
-        frame = (frame >> 8).astype(np.uint8)
-    elif frame.dtype != np.uint8:
+    if frame.dtype not in (np.uint8, np.uint16):
         raise FrameError(f"unsupported frame dtype {frame.dtype}: expected uint8 or uint16")
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
         if warn:
@@ -66,6 +63,18 @@ def to_bgr8(frame: np.ndarray, warn: bool = True) -> np.ndarray:
     raise FrameError(f"unsupported frame shape {frame.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
 
 
+def to_8bit(frame: np.ndarray) -> np.ndarray:
+    """uint16 -> uint8 (the high byte); uint8 unchanged."""
+    return (frame >> 8).astype(np.uint8) if frame.dtype == np.uint16 else frame
+
+
+def to_bgr8(frame: np.ndarray, warn: bool = True) -> np.ndarray:
+    """Any supported frame -> HxWx3 BGR uint8 (`to_bgr`, then 16-bit scaled to 8 bit)."""
+    if warn and isinstance(frame, np.ndarray) and frame.dtype == np.uint16:
+        _warn_once("uint16", "16-bit frames are scaled to 8 bit")
+    return to_8bit(to_bgr(frame, warn))
+
+
 _SCALE = np.float32(1.0 / 255.0)
 
 
@@ -78,14 +87,28 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
     return cv2.convertScaleAbs(cv2.max(x, 0.0), alpha=255.0)
 
 
+def _to_u16(x: np.ndarray) -> np.ndarray:
+    """float [0,1] (any range) -> uint16, clipped and rounded."""
+    return (np.clip(x, 0.0, 1.0) * 65535.0 + 0.5).astype(np.uint16)
+
+
+def _scale(dtype) -> np.float32:
+    return _SCALE16 if dtype == np.uint16 else _SCALE
+
+
+_SCALE16 = np.float32(1.0 / 65535.0)
+
+
 def bgr8_to_rgbf(frame: np.ndarray) -> np.ndarray:
-    """HxWx3 BGR uint8 -> HxWx3 RGB float32 in [0, 1]."""
-    return np.multiply(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), _SCALE, dtype=np.float32)
+    """HxWx3 BGR uint8 (or uint16) -> HxWx3 RGB float32 in [0, 1]."""
+    return np.multiply(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), _scale(frame.dtype),
+                       dtype=np.float32)
 
 
-def rgbf_to_bgr8(img: np.ndarray) -> np.ndarray:
-    """HxWx3 RGB float (any range) -> BGR uint8, clipped and rounded."""
-    return cv2.cvtColor(_to_u8(np.ascontiguousarray(img)), cv2.COLOR_RGB2BGR)
+def rgbf_to_bgr8(img: np.ndarray, dtype=np.uint8) -> np.ndarray:
+    """HxWx3 RGB float (any range) -> BGR uint8 (or `dtype` uint16), clipped and rounded."""
+    to_int = _to_u16 if dtype == np.uint16 else _to_u8
+    return cv2.cvtColor(to_int(np.ascontiguousarray(img)), cv2.COLOR_RGB2BGR)
 
 
 def to_batch(frame: np.ndarray, multiple: int, layout: str) -> tuple[np.ndarray, tuple[int, int]]:
@@ -99,13 +122,13 @@ def to_batch(frame: np.ndarray, multiple: int, layout: str) -> tuple[np.ndarray,
         batch = np.empty((1, 3, H, W), np.float32)
         b, g, r = cv2.split(padded)
         for c, plane in enumerate((r, g, b)):
-            np.multiply(plane, _SCALE, out=batch[0, c])
+            np.multiply(plane, _scale(frame.dtype), out=batch[0, c])
         return batch, hw
     return bgr8_to_rgbf(padded)[None], hw
 
 
-def from_batch(out: np.ndarray, hw: tuple[int, int], layout: str) -> np.ndarray:
-    """Model output batch -> BGR uint8 frame cropped to `hw`."""
+def from_batch(out: np.ndarray, hw: tuple[int, int], layout: str, dtype=np.uint8) -> np.ndarray:
+    """Model output batch -> BGR uint8 (or `dtype` uint16) frame cropped to `hw`."""
     h, w = hw
     if layout == "NCHW":
         ok = out.ndim == 4 and out.shape[1] == 3 and out.shape[2] >= h and out.shape[3] >= w
@@ -115,8 +138,9 @@ def from_batch(out: np.ndarray, hw: tuple[int, int], layout: str) -> np.ndarray:
         raise FrameError(f"model returned shape {out.shape}, expected an RGB image of at least "
                          f"{h}x{w} in {layout}")
     if layout == "NCHW":
-        return cv2.merge([_to_u8(np.ascontiguousarray(out[0, c, :h, :w])) for c in (2, 1, 0)])
-    return rgbf_to_bgr8(out[0, :h, :w])
+        to_int = _to_u16 if dtype == np.uint16 else _to_u8
+        return cv2.merge([to_int(np.ascontiguousarray(out[0, c, :h, :w])) for c in (2, 1, 0)])
+    return rgbf_to_bgr8(out[0, :h, :w], dtype)
 
 
 @dataclass
@@ -158,7 +182,9 @@ class FrameProcessor:
     def __call__(self, frame: np.ndarray, timings: Optional[Timings] = None) -> np.ndarray:
         t = timings if timings is not None else Timings()
         t0 = time.perf_counter()
-        bgr = to_bgr8(frame)
+        # 16-bit frames (e.g. 16-bit PNG/TIFF) stay 16-bit: float models see their full
+        # precision and the result comes back in 16 bits.
+        bgr = to_bgr(frame)
         layout, multiple = self.backend.layout, self.backend.multiple
         if self.tile:
             img = bgr8_to_rgbf(bgr)
@@ -166,9 +192,13 @@ class FrameProcessor:
             out = tiled_apply(img, self._infer_nchw, tile=self.tile, overlap=self.overlap,
                               multiple=multiple, batch_size=1)
             t2 = time.perf_counter()
-            result = rgbf_to_bgr8(out)
+            result = rgbf_to_bgr8(out, bgr.dtype)
         elif getattr(self.backend, "quantized_io", False):
             # Integer model I/O (TFLite INT8): stay in uint8 end to end, see LiteRTBackend.
+            if bgr.dtype == np.uint16:
+                _warn_once("uint16-int8", "16-bit frames pass through the INT8 model's 8-bit "
+                           "input and output: results are 8-bit")
+                bgr = to_8bit(bgr)
             padded, (h, w) = pad_to_multiple(bgr, multiple)
             rgb = cv2.cvtColor(padded, cv2.COLOR_BGR2RGB)[None]
             t1 = time.perf_counter()
@@ -180,7 +210,7 @@ class FrameProcessor:
             t1 = time.perf_counter()
             out = self.backend.infer(batch)
             t2 = time.perf_counter()
-            result = from_batch(out, hw, layout)
+            result = from_batch(out, hw, layout, bgr.dtype)
         t3 = time.perf_counter()
         t.pre, t.infer, t.post = t1 - t0, t2 - t1, t3 - t2
         return result

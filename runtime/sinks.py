@@ -18,6 +18,10 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from .console import quiet_native_stderr
 from .imageio import IMAGE_EXTS, VIDEO_EXTS
+from .prepost import to_8bit, to_bgr8
+
+
+DEEP_EXTS = (".png", ".tif", ".tiff")   # image formats OpenCV writes in 16 bits
 
 
 class SinkError(RuntimeError):
@@ -69,6 +73,7 @@ class VideoFileSink(Sink):
         self.size: Optional[tuple[int, int]] = None
         self.frames = 0
         self.resized = 0
+        self.deep_warned = False
         self._last: Optional[np.ndarray] = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -76,6 +81,12 @@ class VideoFileSink(Sink):
             raise SinkError(f"cannot create the output folder for {self.path}: {exc}") from None
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
+            if not self.deep_warned:
+                print(f"warning: {name}: 16-bit results are written as 8-bit video (write an "
+                      "image folder, --out DIR, to keep 16 bits in PNG)", file=sys.stderr)
+                self.deep_warned = True
+            sharpened = to_8bit(sharpened)
         h, w = sharpened.shape[:2]
         if self.writer is None:
             codec = fourcc_for(self.path)
@@ -152,6 +163,10 @@ class ImageSink(Sink):
         target = self.path if self.single else self.path / name
         if target.suffix.lower() not in IMAGE_EXTS:
             target = target.with_name(target.name + ".png")
+        if sharpened.dtype == np.uint16 and target.suffix.lower() not in DEEP_EXTS:
+            print(f"warning: {target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG "
+                  "and TIFF keep the input's 16)", file=sys.stderr)
+            sharpened = to_8bit(sharpened)
         # Atomic, so a run killed mid-write never leaves half an image under its final name.
         ok, buf = cv2.imencode(target.suffix or ".png", sharpened)
         if not ok:
@@ -180,9 +195,7 @@ def has_display() -> bool:
 def compose(original: np.ndarray, sharpened: np.ndarray, view: str, max_width: int = 1920) -> np.ndarray:
     """Side by side (original | sharpened) or split (left half original, right half sharpened).
     The original may be any decoded frame (grey, BGRA, 16-bit): it is shown as BGR uint8."""
-    from .prepost import to_bgr8
-
-    original = to_bgr8(original)
+    original, sharpened = to_bgr8(original, warn=False), to_bgr8(sharpened, warn=False)
     if original.shape != sharpened.shape:
         original = cv2.resize(original, (sharpened.shape[1], sharpened.shape[0]))
     if view == "split":

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .imageio import IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image
-from .prepost import FrameError, conversions, to_bgr8
+from .prepost import FrameError, conversions, to_bgr
 
 
 class SourceError(RuntimeError):
@@ -82,11 +82,11 @@ class ImageSource(Source):
                 img = decode_image(p)
                 changes = conversions(img)
                 try:
-                    img = to_bgr8(img, warn=False)
+                    img = to_bgr(img, warn=False)
                 except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
                     raise ImageReadError(f"{p}: {e}") from None
                 if changes:
-                    # Outputs are 8-bit BGR; say which files that changes, one line each.
+                    # Outputs are BGR; say which files that changes, one line each.
                     print(f"warning: {p}: {'; '.join(changes)}", file=sys.stderr, flush=True)
             except ImageReadError as e:
                 if len(self.paths) == 1:

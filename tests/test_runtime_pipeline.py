@@ -105,8 +105,8 @@ def test_glob_and_single_image(tmp_path, onnx_model):
 
 
 def test_odd_size_gray_bgra_uint16(tmp_path, onnx_model, capsys):
-    """Sizes that are not a multiple of 8 are padded and cropped back; grayscale, BGRA and
-    16-bit inputs are converted (with a warning) instead of failing."""
+    """Sizes that are not a multiple of 8 are padded and cropped back; grayscale and BGRA
+    inputs are converted (with a warning) instead of failing; 16-bit stays 16-bit."""
     src = tmp_path / "in"
     src.mkdir()
     base = textured_frame(2, h=37, w=53)
@@ -119,7 +119,34 @@ def test_odd_size_gray_bgra_uint16(tmp_path, onnx_model, capsys):
         assert out.shape == (37, 53, 3), n
     err = capsys.readouterr().err
     assert "gray.png: grayscale" in err and "bgra.png: alpha channel dropped" in err
-    assert "deep.png: 16-bit" in err
+    assert "deep.png" not in err
+    deep = cv2.imread(str(tmp_path / "out" / "deep.png"), cv2.IMREAD_UNCHANGED)
+    eight = cv2.imread(str(tmp_path / "out" / "bgra.png"), cv2.IMREAD_UNCHANGED)
+    assert deep.dtype == np.uint16   # the same picture, in 16 bits
+    assert np.abs(deep.astype(np.float64) / 257 - eight).max() <= 1.0
+
+
+def test_16_bit_precision_is_kept_where_the_output_holds_it(tmp_path, onnx_model, capsys):
+    """A smooth 16-bit ramp spanning 2 of 256 8-bit levels comes back with many more levels
+    in PNG and TIFF; JPEG and video outputs say they take 8 bits."""
+    ramp = np.linspace(30000, 30600, 64)[None, :, None] * np.ones((48, 1, 3))
+    src = tmp_path / "ramp.png"
+    cv2.imwrite(str(src), ramp.astype(np.uint16))
+    cv2.imwrite(str(tmp_path / "ramp8.png"), np.round(ramp / 257).astype(np.uint8))
+    run_stream(onnx_model, str(tmp_path / "ramp8.png"), tmp_path / "out8.png")
+    out8 = cv2.imread(str(tmp_path / "out8.png"), cv2.IMREAD_UNCHANGED)
+    assert out8.dtype == np.uint8 and len(np.unique(out8[:, 8:-8])) < 20
+    for ext in (".png", ".tif"):
+        run_stream(onnx_model, str(src), tmp_path / f"out{ext}")
+        out = cv2.imread(str(tmp_path / f"out{ext}"), cv2.IMREAD_UNCHANGED)
+        assert out.dtype == np.uint16 and len(np.unique(out[:, 8:-8])) > 5 * len(np.unique(out8)), ext
+        # the same result as the 8-bit path, within its rounding
+        assert np.abs(out[8:-8, 8:-8] / 257 - out8[8:-8, 8:-8]).max() <= 2.5, ext
+    capsys.readouterr()
+    run_stream(onnx_model, str(src), tmp_path / "out.jpg")
+    assert "out.jpg: written as 8-bit (.jpg holds 8 bits" in capsys.readouterr().err
+    run_stream(onnx_model, str(src), tmp_path / "out.mp4")
+    assert "16-bit results are written as 8-bit video" in capsys.readouterr().err
 
 
 def test_tiled_matches_whole_frame(tmp_path, onnx_model):

@@ -60,6 +60,13 @@ def test_conversions():
     assert (to_bgr8(bgra) == 9).all()
     deep = np.full((4, 4, 3), 65535, np.uint16)
     assert (to_bgr8(deep) == 255).all()
+    from runtime.prepost import to_bgr
+    kept = to_bgr(deep[..., 0])
+    assert kept.dtype == np.uint16 and kept.shape == (4, 4, 3) and (kept == 65535).all()
+    batch, hw = to_batch(kept, 8, "NCHW")
+    assert batch.dtype == np.float32 and np.allclose(batch[0, :, :4, :4], 1.0)
+    assert from_batch(batch, hw, "NCHW", np.uint16).dtype == np.uint16
+    assert (from_batch(batch, hw, "NCHW", np.uint16) == 65535).all()
 
 
 def test_tiled_identity_is_exact():
