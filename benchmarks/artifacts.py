@@ -61,7 +61,11 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
                      ) -> list[Student]:
     """Student checkpoints from names of shipped students (seed, fast -> models/student-NAME.pt)
     or checkpoint paths; default: the shipped seed and fast students."""
-    items = split_list(spec) or list(DEFAULT_STUDENTS)
+    items = split_list(spec)
+    if spec is not None and not items:   # `--weights ""`: a mistake, not "the defaults"
+        raise BenchError("--weights names no student (give shipped names such as "
+                         f"{', '.join(DEFAULT_STUDENTS)} or checkpoint paths)")
+    items = items or list(DEFAULT_STUDENTS)
     out: list[Student] = []
     names: set[str] = set()
     from distill.checkpoint import CheckpointError

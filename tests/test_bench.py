@@ -396,6 +396,8 @@ def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and says in err and "Traceback" not in err, err
         assert not (env / "never-made").exists()   # a failed run leaves no empty --out
+    assert _bench(env, "never-made", "--students", "") == 2
+    assert "--weights names no student" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv", [
