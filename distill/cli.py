@@ -153,7 +153,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
     if args.embedded:
         from .data.embedded import build_embedded
-        root = build_embedded(args.out)
+        root = build_embedded(args.out, progress=not args.quiet)
         print(f"embedded default dataset written to {root}/{{train,val,test}}/{{input,target}}")
         return 0
     if not args.sharp:
@@ -434,7 +434,8 @@ def add_commands(sub) -> None:
     p.add_argument("--jpeg-prob", type=float, default=0.0, help="probability of JPEG re-encode")
     p.add_argument("--copies", type=int, default=1, help="blurred copies per sharp image")
     p.add_argument("--preset", default=None, metavar="NAME",
-                   help="realistic scene blur instead of one kernel: gopro, handheld or mild "
+                   help="realistic scene blur instead of one kernel: gopro, handheld, mild or "
+                   "still "
                    "(non-uniform camera motion, moving objects, saturation, sensor noise; the "
                    "target is then the scene at the exposure's mean pose, the centre of the blur)")
     p.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")

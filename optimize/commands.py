@@ -63,8 +63,8 @@ def add_commands(sub) -> None:
                    help="onnx-qdq-trt calibration (default entropy)")
     g.add_argument("--float-layers", default=None, metavar="LIST",
                    help="INT8 formats: keep these layers of the student in float (its module "
-                        "names, e.g. dec,head,output; 'sharpen models NAME --layers' lists "
-                        "them), or 'auto': the fewest that make a simulated INT8 model pass "
+                        "names, e.g. dec,head,output; an unknown name lists them), or "
+                        "'auto': the fewest that make a simulated INT8 model pass "
                         "the parity gate (--min-ssim, and --max-ssim-drop with --parity-gt). "
                         "Default none (full integer)")
 
