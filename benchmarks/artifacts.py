@@ -71,7 +71,7 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
     from distill.checkpoint import CheckpointError
     for item in items:
         try:
-            p = resolve_weights(item)
+            p = resolve_weights(item, allow_teacher=False)
         except CheckpointError as e:
             raise BenchError(f"--weights {e}") from None
         if not p.is_file():

@@ -79,7 +79,6 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
     for r in rows:
         if r["size"] != size:
             continue
-        plotted.add(r["student"] or "teacher")
         if r["model"] == "teacher":
             q = qrows.get("teacher")
             label = "teacher"
@@ -89,6 +88,7 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
             label = f"{r['student']} {r['backend_label']}"
         if q and q.get("ssim") is not None:
             pts.append((r["ms"], q["ssim"], label))
+            plotted.add(r["student"] or "teacher")
     if not pts:
         return False
     fig, ax = plt.subplots(figsize=(11, 6))

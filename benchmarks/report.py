@@ -157,9 +157,11 @@ def _check_real_blur(flag: str, spec: str, limit: int, need_gt: bool) -> None:
         raise BenchError(f"{flag} {spec}: {e}") from None
     if not items:
         raise BenchError(f"{flag} {spec}: no images")
-    if need_gt and not any(gt is not None for _, _, gt in items):
-        raise BenchError(f"{flag} {spec}: no blurred/sharp pairs (its {len(items)} image(s) have "
-                         "no ground truth); real blur without ground truth goes to --real-nogt")
+    if need_gt and not all(gt is not None for _, _, gt in items):
+        missing = sum(gt is None for _, _, gt in items)
+        raise BenchError(f"{flag} {spec}: {missing} of its {len(items)} image(s) have no ground "
+                         "truth (sharp image); real blur without ground truth goes to "
+                         "--real-nogt")
     errors = []
     for _, path, _ in items:
         try:
@@ -172,6 +174,7 @@ def _check_real_blur(flag: str, spec: str, limit: int, need_gt: bool) -> None:
 
 
 def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
+    rerun = (out / "report.json").exists()   # only then are figures there an earlier run's
     say = Console(opts.quiet)
     t_start = time.perf_counter()
     if opts.target_fps <= 0:
@@ -268,8 +271,9 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         "figures": {},
     }
     report["figures"] = write_figures(report, quality, out, opts.target_fps, say)
-    _remove_stale_figures(out, {*report["figures"].values(),
-                                *((real or {}).get("figures") or {}).values()})
+    if rerun:
+        _remove_stale_figures(out, {*report["figures"].values(),
+                                    *((real or {}).get("figures") or {}).values()})
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
     atomic_write_json(out / "report.json", finite(report))
     write_text(out / "report.md", render_markdown(report))

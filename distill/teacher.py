@@ -37,22 +37,24 @@ def shipped_students() -> list[str]:
     return sorted(p.stem[len("student-"):] for p in models_dir().glob("student-*.pt"))
 
 
-def resolve_weights(item: str | os.PathLike) -> Path:
+def resolve_weights(item: str | os.PathLike, allow_teacher: bool = True) -> Path:
     """A checkpoint path as given, or a shipped model by name: a student's (`fast` ->
     models/student-fast.pt, `student-fast` too) or `teacher` (the bundled teacher). Anything
-    with a suffix, a path separator or an existing file is a path."""
+    with a suffix, a path separator or an existing file is a path (a folder named `fast` is
+    not). `allow_teacher=False` for commands that take students only."""
     text = str(item)
     p = Path(text).expanduser()
-    if p.suffix or os.sep in text or p.exists():
+    if p.suffix or os.sep in text or p.is_file():
         return p
-    if text == "teacher":
+    if text == "teacher" and allow_teacher:
         return models_dir() / BUNDLED_TEACHER
     cand = models_dir() / f"{text if text.startswith('student-') else f'student-{text}'}.pt"
     if cand.is_file():
         return cand
+    teacher = " (and `teacher`)" if allow_teacher else ""
     raise CheckpointError(f"{text!r} is neither a file nor a shipped model; shipped students: "
-                          f"{', '.join(shipped_students()) or 'none'} (and `teacher`), or give "
-                          "a checkpoint path")
+                          f"{', '.join(shipped_students()) or 'none'}{teacher}, or give a "
+                          "checkpoint path")
 
 
 def file_hash(path: str | os.PathLike, n: int = 16) -> str:

@@ -551,15 +551,17 @@ class Trainer:
         try:
             self._validate(items)
         except _SecondSignal:
-            self.log(f"validation at step {self.step} skipped (second signal); saving")
+            self._stop = self._stop or signal.SIGTERM
+            self.log(f"validation at step {self.step} skipped (signal); saving")
 
     def _install_signal_handlers(self):
         def stop(signum, frame):
-            if self._stop and self._validating:
+            # SIGTERM (a scheduler, torchrun) is followed by SIGKILL within seconds: save now.
+            if self._validating and (self._stop or signum == signal.SIGTERM):
                 raise _SecondSignal()
             self._stop = signum
             if self._validating:
-                print("\nstopping after this validation, then saving; signal again to skip it",
+                print("\nstopping after this validation, then saving; Ctrl-C again to skip it",
                       file=sys.stderr, flush=True)
         try:
             return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
@@ -600,8 +602,9 @@ class Trainer:
         return out
 
 
-class _SecondSignal(Exception):
-    """A second SIGINT/SIGTERM while validation runs after the first."""
+class _SecondSignal(BaseException):
+    """SIGTERM, or a second SIGINT, while validation runs: skip it and save. A BaseException,
+    so that no `except Exception` on the way swallows it."""
 
 
 class TrainingDiverged(RuntimeError):

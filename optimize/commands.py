@@ -151,8 +151,11 @@ def run_export(args) -> int:
         return fail(f"--opset must be 17 or newer, got {args.opset}")
     try:
         from distill.teacher import resolve_weights
-        report = export(resolve_weights(args.weights), args.formats, args.out,
-                        options_from_args(args))
+        try:
+            weights = resolve_weights(args.weights, allow_teacher=False)
+        except CheckpointError as e:
+            return fail(f"--weights {e}")
+        report = export(weights, args.formats, args.out, options_from_args(args))
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))
     print_table(report)

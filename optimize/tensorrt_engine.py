@@ -93,13 +93,11 @@ def availability() -> str | None:
     if unsupported:
         return unsupported
     from runtime.backends.base import ModelError
-    from runtime.backends.tensorrt_backend import _import_cudart
+    from runtime.backends.tensorrt_backend import _Cuda
     try:
-        _import_cudart()
+        _Cuda().gpu_name()   # no cuda-python, a driver too old for it, or no GPU: each says so
     except ModelError as e:
-        return str(e)
-    if gpu_name() is None:
-        return "no NVIDIA GPU found (TensorRT engines are built on the GPU they run on)"
+        return f"{e} (TensorRT engines are built on the GPU they run on)"
     return None
 
 
@@ -177,12 +175,13 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     config.add_optimization_profile(prof)
     cache_path = Path(timing_cache) if timing_cache else None
     cache_bytes = cache_path.read_bytes() if cache_path and cache_path.exists() else b""
-    # The cache file travels with the export folder; one from another GPU or TensorRT version
-    # is not used (NVIDIA: mixing device properties may give functional or performance bugs).
+    # The cache file travels with the export folder; one from another GPU is not used (NVIDIA:
+    # mixing device properties may give functional or performance bugs), nor an unreadable one
+    # (create_timing_cache returns None for a corrupt blob or another TensorRT's).
     cache = config.create_timing_cache(cache_bytes)
-    if not config.set_timing_cache(cache, ignore_mismatch=False):
-        print(f"warning: {cache_path} was made on another GPU or TensorRT version; starting a "
-              "new timing cache", flush=True)
+    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
+        print(f"warning: {cache_path} could not be used (made on another GPU, or unreadable); "
+              "starting a new timing cache", flush=True)
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
@@ -210,8 +209,12 @@ def write_pending_sidecar(onnx_path: str | os.PathLike, engine_path: str | os.Pa
                           workspace_gb: float, extra_meta: dict | None = None) -> Path:
     """The sidecar of an engine that the printed trtexec line will build on the device: the
     model's size multiple (an `edge` engine fed frames padded to 8 fails) and its profile.
-    Without tensorrt_version and gpu_name the runtime skips those checks."""
-    return atomic_write_json(sidecar_path(engine_path), {
+    Without tensorrt_version and gpu_name the runtime skips those checks. An engine already
+    there keeps its own sidecar (it was built; its version and GPU checks must stay)."""
+    side = sidecar_path(engine_path)
+    if Path(engine_path).exists() or side.exists() and '"tensorrt_version"' in side.read_text():
+        return side
+    return atomic_write_json(side, {
         **engine_meta(onnx_path, profile, precision, multiple, workspace_gb),
         "built_by": "trtexec (the line `sharpen export` printed)", **(extra_meta or {})})
 

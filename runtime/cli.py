@@ -141,10 +141,13 @@ def handler(args: argparse.Namespace) -> int:
     if args.provider != "auto" and not args.model.lower().endswith(".onnx"):
         print(f"warning: --provider applies to .onnx models (ONNX Runtime); {args.model} runs "
               "on its own engine", file=sys.stderr)
-    cores = os.cpu_count() or 0
+    # The cores this process may use (containers and taskset limit them), not the machine's.
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 0)
     if cores and args.threads > cores:
-        print(f"warning: --threads {args.threads} is more than this machine's {cores} CPU cores; "
-              "the extra threads share cores and usually make inference slower", file=sys.stderr)
+        print(f"warning: --threads {args.threads} is more than the {cores} CPU cores this process "
+              "may use; the extra threads share cores and usually make inference slower",
+              file=sys.stderr)
     if not args.tile and args.overlap != OVERLAP:
         print("warning: --overlap has no effect without --tile", file=sys.stderr)
     defaulted = args.output is None and not args.show

@@ -21,7 +21,7 @@ from .imageio import IMAGE_EXTS, VIDEO_EXTS
 from .prepost import to_8bit, to_bgr8
 
 
-DEEP_EXTS = (".png", ".tif", ".tiff")   # image formats OpenCV writes in 16 bits
+DEEP_EXTS = (".png", ".tif", ".tiff", ".ppm", ".pnm")   # formats OpenCV writes in 16 bits
 
 
 class SinkError(RuntimeError):
@@ -164,8 +164,8 @@ class ImageSink(Sink):
         if target.suffix.lower() not in IMAGE_EXTS:
             target = target.with_name(target.name + ".png")
         if sharpened.dtype == np.uint16 and target.suffix.lower() not in DEEP_EXTS:
-            print(f"warning: {target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG "
-                  "and TIFF keep the input's 16)", file=sys.stderr)
+            print(f"warning: {target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG, "
+                  "TIFF and PPM keep the input's 16)", file=sys.stderr)
             sharpened = to_8bit(sharpened)
         # Atomic, so a run killed mid-write never leaves half an image under its final name.
         ok, buf = cv2.imencode(target.suffix or ".png", sharpened)

@@ -360,6 +360,7 @@ def test_limit_applies_to_the_real_blur_sets_too(env, capsys):
         write_image(nogt / f"frame{i}.png", blurred)
     out = env / "real-limit"
     out.mkdir()
+    (out / "report.json").write_text("{}")   # an earlier run's report, and one of its figures
     (out / "quality_vs_latency.png").write_bytes(b"an earlier run's figure")
     rc = _bench(env, "real-limit", "--students", str(env / "student-good.pt"), "--formats",
                 "onnx", "--no-latency", "--limit", "2", "--real-pairs", str(env / "pairs"),
@@ -372,6 +373,9 @@ def test_limit_applies_to_the_real_blur_sets_too(env, capsys):
     assert f"{real['pairs']['good']['psnr']:.2f}" in printed
     assert "the teacher's 2 worst" in (out / "report.md").read_text()
     assert not (out / "quality_vs_latency.png").exists()   # not this run's: removed
+    figures = json.loads((out / "report.json").read_text())["figures"]
+    assert figures and all((out / f).is_file() for f in [*figures.values(),
+                                                         *real["figures"].values()])
     settings = json.loads((out / "report.json").read_text())["settings"]
     assert settings["real_pairs"] == str(env / "pairs") and settings["real_nogt"] == str(nogt)
     assert settings["real_limits"] == {"--real-pairs": 2, "--real-nogt": 2}
@@ -389,7 +393,7 @@ def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
     junk = env / "junk"
     junk.mkdir()
     (junk / "a.png").write_bytes(b"not a png")
-    for flag, spec, says in (("--real-pairs", nogt, "no blurred/sharp pairs"),
+    for flag, spec, says in (("--real-pairs", nogt, "3 of its 3 image(s) have no ground truth"),
                              ("--real-nogt", junk, "none of its 1 image(s) could be read")):
         rc = _bench(env, "never-made", "--students", str(env / "student-good.pt"), "--formats",
                     "onnx", "--no-latency", flag, str(spec))
