@@ -461,6 +461,7 @@ class Trainer:
                 last = self.step >= cfg.optim.steps
                 over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
                             or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
+                over = self._agree_to_stop(over)
                 # A signal saves at once: validating whole images first (minutes for a
                 # teacher) is what a user pressing Ctrl-C does not want to wait for.
                 if (self.step % cfg.val_every == 0 or last or over) and not self._stop:
@@ -545,6 +546,20 @@ class Trainer:
         if key in m and (self.best is None or m[key] > self.best):
             self.best = m[key]
             self.save("best.pt", full=False)
+
+    def _agree_to_stop(self, over: bool) -> bool:
+        """Under DDP every rank stops at the same step, or those that go on wait in the next
+        all-reduce forever (rank 0, which saves, among them): a signal may reach the ranks in
+        different steps, and each measures max_minutes on its own clock. One tiny all-reduce
+        per step; sets self._stop when any rank was signalled, returns whether any is over
+        budget."""
+        if not self.dist.enabled:
+            return over
+        flags = torch.tensor([float(int(self._stop or 0)), float(over)], device=self.device)
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        if flags[0] and not self._stop:
+            self._stop = int(flags[0])
+        return bool(flags[1])
 
     def _validate_unless_stopped(self, items: list[ValItem]) -> None:
         """Validation that a second Ctrl-C/SIGTERM cuts short; the checkpoint is still saved."""

@@ -211,6 +211,55 @@ def test_ddp_two_processes_identical_weights(tmp_path):
     assert (tmp_path / "ddp" / "last.pt").exists()
 
 
+def test_ddp_ranks_stop_at_the_same_step(tmp_path):
+    """A budget that runs out on one rank only, then a signal that reaches one rank only: every
+    rank stops at that step and rank 0 saves it (without agreement the others wait in the next
+    all-reduce forever)."""
+    script = tmp_path / "ddp.py"
+    save_config(tiny_cfg(tmp_path / "ddp", 20, device="cpu"), tmp_path / "ddp.yaml")
+    script.write_text(textwrap.dedent(f"""
+        import json, os, signal
+        import torch.distributed as dist
+        from distill.config import load_config
+        from distill.trainer import Trainer
+        cfg = load_config({str(tmp_path / 'ddp.yaml')!r})
+        rank = int(os.environ["RANK"])
+        if rank == 1:
+            cfg.stop_after = 2
+        t = Trainer(cfg, quiet=True)
+        t.fit()
+        first = t.step
+        dist.barrier()   # rank 0 has saved: both resume from it (a new torchrun would)
+        cfg.stop_after = None
+        t = Trainer(cfg, quiet=True)
+        step = t._train_step
+        def train_step(batch):
+            if rank == 1 and t.step == 3:
+                os.kill(os.getpid(), signal.SIGINT)
+            return step(batch)
+        t._train_step = train_step
+        t.fit()
+        with open({str(tmp_path)!r} + f"/rank{{rank}}.json", "w") as f:
+            json.dump([first, t.step, int(t._stop)], f)
+        dist.destroy_process_group()
+    """))
+    import os
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                             "--master_port=29534", str(script)], stderr=subprocess.PIPE,
+                            text=True, start_new_session=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:   # the hang this test is about: leave no workers behind
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the ranks did not stop together (one waits in an all-reduce)")
+    assert proc.returncode == 0, err[-3000:]
+    for rank in (0, 1):
+        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [2, 4, signal.SIGINT]
+    assert read_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 4
+
+
 def test_ema_warmup_follows_a_short_run():
     from distill.trainer import ema_decay_at, ema_update
     assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11)
