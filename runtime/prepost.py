@@ -99,16 +99,20 @@ def _scale(dtype) -> np.float32:
 _SCALE16 = np.float32(1.0 / 65535.0)
 
 
-def bgr8_to_rgbf(frame: np.ndarray) -> np.ndarray:
+def bgr_to_rgbf(frame: np.ndarray) -> np.ndarray:
     """HxWx3 BGR uint8 (or uint16) -> HxWx3 RGB float32 in [0, 1]."""
     return np.multiply(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), _scale(frame.dtype),
                        dtype=np.float32)
 
 
-def rgbf_to_bgr8(img: np.ndarray, dtype=np.uint8) -> np.ndarray:
+def _to_int(dtype):
+    """The float [0,1] -> integer conversion for frames of `dtype` (uint8 or uint16)."""
+    return _to_u16 if dtype == np.uint16 else _to_u8
+
+
+def rgbf_to_bgr(img: np.ndarray, dtype=np.uint8) -> np.ndarray:
     """HxWx3 RGB float (any range) -> BGR uint8 (or `dtype` uint16), clipped and rounded."""
-    to_int = _to_u16 if dtype == np.uint16 else _to_u8
-    return cv2.cvtColor(to_int(np.ascontiguousarray(img)), cv2.COLOR_RGB2BGR)
+    return cv2.cvtColor(_to_int(dtype)(np.ascontiguousarray(img)), cv2.COLOR_RGB2BGR)
 
 
 def to_batch(frame: np.ndarray, multiple: int, layout: str) -> tuple[np.ndarray, tuple[int, int]]:
@@ -124,7 +128,7 @@ def to_batch(frame: np.ndarray, multiple: int, layout: str) -> tuple[np.ndarray,
         for c, plane in enumerate((r, g, b)):
             np.multiply(plane, _scale(frame.dtype), out=batch[0, c])
         return batch, hw
-    return bgr8_to_rgbf(padded)[None], hw
+    return bgr_to_rgbf(padded)[None], hw
 
 
 def from_batch(out: np.ndarray, hw: tuple[int, int], layout: str, dtype=np.uint8) -> np.ndarray:
@@ -138,9 +142,9 @@ def from_batch(out: np.ndarray, hw: tuple[int, int], layout: str, dtype=np.uint8
         raise FrameError(f"model returned shape {out.shape}, expected an RGB image of at least "
                          f"{h}x{w} in {layout}")
     if layout == "NCHW":
-        to_int = _to_u16 if dtype == np.uint16 else _to_u8
+        to_int = _to_int(dtype)
         return cv2.merge([to_int(np.ascontiguousarray(out[0, c, :h, :w])) for c in (2, 1, 0)])
-    return rgbf_to_bgr8(out[0, :h, :w], dtype)
+    return rgbf_to_bgr(out[0, :h, :w], dtype)
 
 
 @dataclass
@@ -187,12 +191,12 @@ class FrameProcessor:
         bgr = to_bgr(frame)
         layout, multiple = self.backend.layout, self.backend.multiple
         if self.tile:
-            img = bgr8_to_rgbf(bgr)
+            img = bgr_to_rgbf(bgr)
             t1 = time.perf_counter()
             out = tiled_apply(img, self._infer_nchw, tile=self.tile, overlap=self.overlap,
                               multiple=multiple, batch_size=1)
             t2 = time.perf_counter()
-            result = rgbf_to_bgr8(out, bgr.dtype)
+            result = rgbf_to_bgr(out, bgr.dtype)
         elif getattr(self.backend, "quantized_io", False):
             # Integer model I/O (TFLite INT8): stay in uint8 end to end, see LiteRTBackend.
             if bgr.dtype == np.uint16:
