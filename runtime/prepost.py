@@ -36,7 +36,7 @@ def conversions(frame: np.ndarray) -> list[str]:
     stay 16-bit up to the output, which says if it cannot hold them (JPEG, video)."""
     out = []
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
-        out.append("grayscale, written as 3-channel")
+        out.append("grayscale, sharpened as 3-channel")
     elif frame.ndim == 3 and frame.shape[2] == 4:
         out.append("alpha channel dropped")
     return out

@@ -21,7 +21,8 @@ from .imageio import IMAGE_EXTS, VIDEO_EXTS
 from .prepost import to_8bit, to_bgr8
 
 
-DEEP_EXTS = (".png", ".tif", ".tiff", ".ppm", ".pnm")   # formats OpenCV writes in 16 bits
+DEEP_EXTS = (".png", ".tif", ".tiff", ".ppm", ".pnm", ".pgm")   # OpenCV writes them in 16 bits
+GRAY_EXTS = (".pgm", ".pbm")
 
 
 class SinkError(RuntimeError):
@@ -167,6 +168,8 @@ class ImageSink(Sink):
             print(f"warning: {target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG, "
                   "TIFF and PPM keep the input's 16)", file=sys.stderr)
             sharpened = to_8bit(sharpened)
+        if target.suffix.lower() in GRAY_EXTS:   # the format holds one channel only
+            sharpened = cv2.cvtColor(sharpened, cv2.COLOR_BGR2GRAY)
         # Atomic, so a run killed mid-write never leaves half an image under its final name.
         ok, buf = cv2.imencode(target.suffix or ".png", sharpened)
         if not ok:

@@ -269,12 +269,17 @@ def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
                    str(tmp_path / "out"))
     assert rc == 0, err
-    assert "g16.png: grayscale, written as 3-channel" in err and "16-bit" not in err
+    assert "g16.png: grayscale, sharpened as 3-channel" in err and "16-bit" not in err
     assert "rgba.png: alpha channel dropped" in err
     assert "ok.png" not in err
     for name, dtype in (("g16.png", np.uint16), ("rgba.png", np.uint8), ("ok.png", np.uint8)):
         out = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
         assert out.shape == (24, 32, 3) and out.dtype == dtype, name
+    cv2.imwrite(str(tmp_path / "g.pgm"), (rng.random((24, 32)) * 255).astype(np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "g.pgm"),
+                   "--output", str(tmp_path / "g-out.pgm"))   # PGM holds one channel
+    assert rc == 0, err
+    assert cv2.imread(str(tmp_path / "g-out.pgm"), cv2.IMREAD_UNCHANGED).shape == (24, 32)
 
 
 def test_unsupported_frames():
