@@ -89,6 +89,14 @@ def _pairs(env: Path):
              read_image(env / "pairs" / "target" / f"{n}.png")) for n in names]
 
 
+def _blurred_frames(env: Path, name: str) -> Path:
+    """The test pairs' blurred inputs alone: real blur without ground truth, for --real-nogt."""
+    folder = env / name
+    for i, (_, blurred, _) in enumerate(_pairs(env)):
+        write_image(folder / f"frame{i}.png", blurred)
+    return folder
+
+
 def test_report_files_exist(env, good_run):
     rc, report = good_run
     assert rc == 0, report["checks"]
@@ -310,9 +318,7 @@ def test_spread_over_the_set():
 def test_real_blur_section_matches_direct_metrics(env):
     """--real-pairs / --real-nogt: the report's real-blur rows equal metrics computed directly,
     and both side-by-side figures are written."""
-    nogt = env / "nogt"
-    for i, (_, blurred, _) in enumerate(_pairs(env)):
-        write_image(nogt / f"frame{i}.png", blurred)
+    nogt = _blurred_frames(env, "nogt")
     rc = _bench(env, "real", "--students", str(env / "student-good.pt"), "--formats", "onnx",
                 "--no-latency", "--real-pairs", str(env / "pairs"), "--real-nogt", str(nogt))
     assert rc == 0
@@ -355,9 +361,7 @@ def test_real_blur_section_matches_direct_metrics(env):
 
 
 def test_limit_applies_to_the_real_blur_sets_too(env, capsys):
-    nogt = env / "nogt-limit"
-    for i, (_, blurred, _) in enumerate(_pairs(env)):
-        write_image(nogt / f"frame{i}.png", blurred)
+    nogt = _blurred_frames(env, "nogt-limit")
     out = env / "real-limit"
     out.mkdir()
     (out / "report.json").write_text("{}")   # an earlier run's report, and one of its figures
@@ -387,9 +391,7 @@ def test_limit_applies_to_the_real_blur_sets_too(env, capsys):
 
 
 def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
-    nogt = env / "nogt-check"
-    for i, (_, blurred, _) in enumerate(_pairs(env)):
-        write_image(nogt / f"frame{i}.png", blurred)
+    nogt = _blurred_frames(env, "nogt-check")
     junk = env / "junk"
     junk.mkdir()
     (junk / "a.png").write_bytes(b"not a png")
