@@ -85,8 +85,10 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
 
         all_pairs = [Pair(n, _const(b), _const(s)) for n, b, s in blurred_pairs("test")]
         pairs = spread(all_pairs, limit)
+        shown = ("chelsea, coffee, rocket + dead-leaves 9000-9002, moderate and heavy blur"
+                 if len(pairs) == len(all_pairs) else ", ".join(p.name for p in pairs))
         desc = (f"embedded default, fixed test split ({len(pairs)} of {len(all_pairs)} pairs: "
-                "chelsea, coffee, rocket + dead-leaves 9000-9002, moderate and heavy blur)")
+                f"{shown})")
         return pairs, desc
     from distill.data.sources import SourceError, resolve_source
 
