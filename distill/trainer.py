@@ -566,18 +566,18 @@ class Trainer:
         try:
             self._validate(items)
         except _SecondSignal:
-            self._stop = self._stop or signal.SIGTERM
             self.log(f"validation at step {self.step} skipped (signal); saving")
 
     def _install_signal_handlers(self):
         def stop(signum, frame):
+            again, self._stop = bool(self._stop), self._stop or signum
+            if not self._validating:
+                return
             # SIGTERM (a scheduler, torchrun) is followed by SIGKILL within seconds: save now.
-            if self._validating and (self._stop or signum == signal.SIGTERM):
+            if again or signum == signal.SIGTERM:
                 raise _SecondSignal()
-            self._stop = signum
-            if self._validating:
-                print("\nstopping after this validation, then saving; Ctrl-C again to skip it",
-                      file=sys.stderr, flush=True)
+            print("\nstopping after this validation, then saving; Ctrl-C again to skip it",
+                  file=sys.stderr, flush=True)
         try:
             return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
         except ValueError:  # not the main thread

@@ -141,6 +141,7 @@ def run_export(args) -> int:
 
     try:
         from distill.checkpoint import CheckpointError
+        from distill.teacher import resolve_weights
 
         from .calibration import CalibrationError
         from .export import ExportError, export, print_table
@@ -150,11 +151,10 @@ def run_export(args) -> int:
     if args.opset < 17:
         return fail(f"--opset must be 17 or newer, got {args.opset}")
     try:
-        from distill.teacher import resolve_weights
-        try:
-            weights = resolve_weights(args.weights, allow_teacher=False)
-        except CheckpointError as e:
-            return fail(f"--weights {e}")
+        weights = resolve_weights(args.weights, allow_teacher=False)
+    except CheckpointError as e:
+        return fail(f"--weights {e}")
+    try:
         report = export(weights, args.formats, args.out, options_from_args(args))
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))

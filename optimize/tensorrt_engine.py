@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.atomic import atomic_write_bytes, atomic_write_json
+from runtime.backends.base import ModelError, read_sidecar
 
 DEFAULT_OPT = (1080, 1920)
 DEFAULT_MIN = (64, 64)
@@ -92,7 +93,6 @@ def availability() -> str | None:
     unsupported = version_problem(trt)
     if unsupported:
         return unsupported
-    from runtime.backends.base import ModelError
     from runtime.backends.tensorrt_backend import _Cuda
     try:
         _Cuda().gpu_name()   # no cuda-python, a driver too old for it, or no GPU: each says so
@@ -122,7 +122,6 @@ def network_flags(trt) -> int:
 def gpu_name() -> str | None:
     """Name of GPU 0 as the runtime backend reads it (cuda-python), so that the sidecar's name
     matches what the device reports when the engine is loaded; None without a GPU."""
-    from runtime.backends.base import ModelError
     from runtime.backends.tensorrt_backend import _Cuda
     try:
         return _Cuda().gpu_name()
@@ -212,7 +211,11 @@ def write_pending_sidecar(onnx_path: str | os.PathLike, engine_path: str | os.Pa
     Without tensorrt_version and gpu_name the runtime skips those checks. An engine already
     there keeps its own sidecar (it was built; its version and GPU checks must stay)."""
     side = sidecar_path(engine_path)
-    if Path(engine_path).exists() or side.exists() and '"tensorrt_version"' in side.read_text():
+    try:
+        built = "tensorrt_version" in read_sidecar(engine_path)
+    except ModelError:   # unreadable: replaced
+        built = False
+    if built or Path(engine_path).exists():
         return side
     return atomic_write_json(side, {
         **engine_meta(onnx_path, profile, precision, multiple, workspace_gb),

@@ -194,6 +194,12 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     assert parse_multiple(meta["multiple"], "") == create_student("fast").multiple
     assert meta["profile"]["opt"] == [1, 3, 1080, 1920] and meta["precision"] == "fp16"
     check_sidecar(meta, "10.3.0", "Orin", engine)
+    # A built engine's sidecar (with its TensorRT version) is never replaced by a pending one.
+    built = {**meta, "tensorrt_version": "10.3.0", "gpu_name": "Orin"}
+    (tmp_path / f"{engine.name}.json").write_text(json.dumps(built))
+    assert main(["export", "--weights", str(ckpt), "--format", "engine", "--out", str(tmp_path),
+                 "--no-latency"]) == 0
+    assert read_sidecar(engine) == built
 
 
 def test_tensorrt_11_is_refused_with_the_supported_versions():
