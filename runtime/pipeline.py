@@ -233,7 +233,8 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
             for w in workers:
                 w.start()
             try:
-                _write_loop(q_out, sink, stop, stats, limit if src.live else None, src.live)
+                _write_loop(q_out, sink, stop, stats, limit if src.live else None, src.live,
+                            src.fps or o.fps or 30.0)
             except BaseException as exc:
                 errors.append(exc)
                 stop.set()
@@ -282,8 +283,9 @@ def _check_writable(path: Union[str, Path], flag: str) -> None:
 
 
 def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Stats,
-                live_limit: Optional[int], live: bool = False) -> None:
+                live_limit: Optional[int], live: bool = False, video_fps: float = 30.0) -> None:
     prev: Optional[int] = None
+    t_first, slots = 0.0, 0   # capture time of the first frame written; video slots written
     while True:
         # After `stop`, frames already queued are still written, then the end marker comes.
         item = q_out.get(stop)
@@ -293,10 +295,21 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
         t0 = time.perf_counter()
         if live and prev is not None and fr.index > prev + 1:
             # Frames dropped since the last one written: a video holds the last frame over the
-            # gap, as a constant-frame-rate recorder does, instead of playing the rest too fast.
-            stats.count("repeated_frames", sink.repeat_last(fr.index - prev - 1))
+            # gap, as a constant-frame-rate recorder does, instead of playing the rest too fast;
+            # but never more than a second ahead of the wall clock: a source faster than real
+            # time (a file streamed over HTTP, an unpaced synthetic source) drops frames in no
+            # time. (The second absorbs a paced source catching up after a slow start.)
+            due = round((fr.t_capture - t_first + 1.0) * video_fps)
+            repeats = min(fr.index - prev - 1, max(due - slots, 0))
+            if repeats:
+                added = sink.repeat_last(repeats)
+                stats.count("repeated_frames", added)
+                slots += added
+        if prev is None:
+            t_first = fr.t_capture
         prev = fr.index
         sink.write(fr.image, result, fr.name)
+        slots += 1
         t1 = time.perf_counter()
         stats.add("write", t1 - t0)
         stats.add("end_to_end", t1 - fr.t_capture)

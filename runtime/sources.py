@@ -164,7 +164,9 @@ class VideoSource(Source):
 
     def _reconnect(self, stop: threading.Event) -> bool:
         delay = self.reconnect_delay
-        for _attempt in range(self.reconnect_attempts):
+        for attempt in range(1, self.reconnect_attempts + 1):
+            print(f"sharpen run: {self.kind} {self.spec!r} lost; reconnecting in {delay:.1f} s "
+                  f"(attempt {attempt} of {self.reconnect_attempts})", file=sys.stderr, flush=True)
             if stop.wait(delay):
                 return False
             delay = min(delay * 2, 10.0)
@@ -194,9 +196,12 @@ class VideoSource(Source):
             else:
                 ok, img = self.cap.read()
             if not ok or img is None:
-                if not self.live or self.kind == "video":
+                # End of file: a file run with --live ends too, and so does a URL whose
+                # container declares a frame count (a video file served over HTTP), which a
+                # reconnect would only start again.
+                if not self.live or self.kind == "video" or self.frame_count:
                     self._check_ended(i)
-                    return  # end of file (a file run with --live ends too)
+                    return
                 if not self._reconnect(stop):
                     return
                 continue

@@ -220,6 +220,18 @@ def test_live_recording_holds_frames_over_drops_so_it_keeps_real_time(tmp_path, 
     assert int((shown == slots).sum()) == stats["frames_processed"], shown
 
 
+def test_a_source_faster_than_real_time_does_not_pad_the_recording(tmp_path, onnx_model):
+    """An unpaced live source drops thousands of frames in no time; the recording holds the
+    last frame only as long as the wall clock allows (it grew to hours of video before)."""
+    stats = run_stream(onnx_model, "synthetic:64x48", tmp_path / "o.mp4", max_frames=20,
+                       fps=30.0)
+    assert stats["live"] and stats["frames_processed"] == 20
+    frames, _ = read_video(tmp_path / "o.mp4")
+    assert len(frames) == 20 + stats["repeated_frames"]
+    # at most a second ahead of the clock, plus the warm-up before the first frame was timed
+    assert len(frames) <= (stats["elapsed_s"] + 2.0) * 30, (len(frames), stats["dropped_frames"])
+
+
 def test_frame_queue_bounds():
     stop = threading.Event()
     q = FrameQueue(3, drop_oldest=True)
