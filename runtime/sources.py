@@ -164,9 +164,7 @@ class VideoSource(Source):
 
     def _reconnect(self, stop: threading.Event) -> bool:
         delay = self.reconnect_delay
-        for attempt in range(1, self.reconnect_attempts + 1):
-            print(f"sharpen run: {self.kind} {self.spec!r} lost; reconnecting in {delay:.1f} s "
-                  f"(attempt {attempt} of {self.reconnect_attempts})", file=sys.stderr, flush=True)
+        for _attempt in range(self.reconnect_attempts):
             if stop.wait(delay):
                 return False
             delay = min(delay * 2, 10.0)
@@ -196,12 +194,9 @@ class VideoSource(Source):
             else:
                 ok, img = self.cap.read()
             if not ok or img is None:
-                # End of file: a file run with --live ends too, and so does a URL whose
-                # container declares a frame count (a video file served over HTTP), which a
-                # reconnect would only start again.
-                if not self.live or self.kind == "video" or self.frame_count:
+                if not self.live or self.kind == "video":
                     self._check_ended(i)
-                    return
+                    return  # end of file (a file run with --live ends too)
                 if not self._reconnect(stop):
                     return
                 continue
