@@ -175,7 +175,8 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
             raise SinkError(f"--stats {o.stats_path} is the source or the --out file: the stats "
                             "would overwrite it; choose another path")
         processor = FrameProcessor(backend, tile=o.tile, overlap=o.overlap)
-        sink = _make_sink(src, output, o.show, o.view, stop, o.fps, stats, o.compare)
+        video_fps = src.fps or o.fps or 30.0   # the output video's rate, and its slots'
+        sink = _make_sink(src, output, o.show, o.view, stop, video_fps, stats, o.compare)
         frames = src.frames(stop)
         first = next(frames, None)
         if first is None:
@@ -234,7 +235,7 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
                 w.start()
             try:
                 _write_loop(q_out, sink, stop, stats, limit if src.live else None, src.live,
-                            src.fps or o.fps or 30.0)
+                            video_fps)
             except BaseException as exc:
                 errors.append(exc)
                 stop.set()
@@ -332,7 +333,7 @@ def _make_sink(src: Source, output: Optional[Union[str, Path]], show: bool, view
     if output:
         single = isinstance(src, ImageSource) and src.frame_count == 1
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
-        file_sink = output_sink(output, src.fps or fps or 30.0, single, tuple(dirs),
+        file_sink = output_sink(output, fps, single, tuple(dirs),
                                 _input_files(src))
         sinks.append(CompareSink(file_sink, view) if compare else file_sink)
     if show:
