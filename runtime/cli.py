@@ -64,8 +64,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--width", type=int, default=1920, help="camera capture width")
     p.add_argument("--height", type=int, default=1080, help="camera capture height")
     p.add_argument("--fps", type=float, default=0.0,
-                   help="camera capture fps (0: camera default); also the output fps when the "
-                        "source has none (images)")
+                   help="camera capture fps (0: camera default; the output video takes the "
+                        "rate the camera gives); for other sources the output video's fps (0: "
+                        "the source's own, 30 for images)")
     p.add_argument("--max-frames", type=int, default=None,
                    help="stop after this many frames")
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,

@@ -9,7 +9,6 @@ and signals are delivered there.
 """
 from __future__ import annotations
 
-import os
 import signal
 import sys
 import threading
@@ -23,7 +22,7 @@ from typing import Any, Callable, Optional, Sequence, Union
 from .backends import Backend, load_backend
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
-                    output_sink, same_file)
+                    make_folder, output_sink, same_file)
 from .sources import ImageSource, Source, SourceError, VideoSource, open_source
 from .stats import LiveReporter, Stats, write_json_atomic
 from .tiling import tiling_warnings
@@ -175,7 +174,11 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
             raise SinkError(f"--stats {o.stats_path} is the source or the --out file: the stats "
                             "would overwrite it; choose another path")
         processor = FrameProcessor(backend, tile=o.tile, overlap=o.overlap)
-        video_fps = src.fps or o.fps or 30.0   # the output video's rate, and its slots'
+        # The output video's rate, and its slots'. A camera is only asked for --fps and may
+        # give another; elsewhere --fps is the user's word over the source's (for a stream,
+        # often FFmpeg's guess of 25).
+        camera = src.kind in ("camera", "v4l2")
+        video_fps = ((src.fps or o.fps) if camera else (o.fps or src.fps)) or 30.0
         sink = _make_sink(src, output, o.show, o.view, stop, video_fps, stats, o.compare)
         frames = src.frames(stop)
         first = next(frames, None)
@@ -270,17 +273,11 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
 
 
 def _check_writable(path: Union[str, Path], flag: str) -> None:
-    """SinkError now, naming the flag, if `path`'s folder cannot be made or written: otherwise
-    the failure would come only after the whole stream had run."""
-    folder = Path(path).parent
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise SinkError(f"{flag} {path}: cannot create its folder: {exc}") from None
+    """SinkError now, naming the flag, if `path` cannot be written: otherwise the failure would
+    come only after the whole stream had run."""
     if Path(path).is_dir():
         raise SinkError(f"{flag} {path} is a folder; give a file name (e.g. stats.json)")
-    if not os.access(folder, os.W_OK):
-        raise SinkError(f"{flag} {path}: its folder {folder} is not writable")
+    make_folder(Path(path).parent, f"{flag} {path}")
 
 
 def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Stats,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import threading
 from pathlib import Path
 from typing import Optional, Sequence
@@ -27,6 +28,25 @@ GRAY_EXTS = (".pgm", ".pbm")
 
 class SinkError(RuntimeError):
     """An output that cannot be opened or written. The message is meant for the user as is."""
+
+
+def make_folder(folder: str | os.PathLike, what: str) -> None:
+    """Create `folder` and make sure a file can be written in it, or SinkError naming `what`:
+    found at the start rather than after the whole stream has run."""
+    folder = Path(folder)
+    for above in (folder, *folder.parents):
+        if above.exists():
+            if not above.is_dir():
+                raise SinkError(f"{what}: {above} is a file, not a folder")
+            break
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        # Write permission bits say nothing to root, nor about read-only or virtual file
+        # systems (/proc); creating a file does.
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise SinkError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
 class Sink:
@@ -76,10 +96,7 @@ class VideoFileSink(Sink):
         self.resized = 0
         self.deep_warned = False
         self._last: Optional[np.ndarray] = None
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise SinkError(f"cannot create the output folder for {self.path}: {exc}") from None
+        make_folder(self.path.parent, f"--out {self.path}")
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
@@ -154,11 +171,7 @@ class ImageSink(Sink):
         # A run whose every input is unreadable should not leave an empty folder behind.
         self._made = None if folder.exists() else folder
         self._written = 0
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            what = f"the folder of {self.path}" if single_file else f"output folder {self.path}"
-            raise SinkError(f"cannot create {what}: {exc}") from None
+        make_folder(folder, f"--out {self.path}")
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         target = self.path if self.single else self.path / name

@@ -7,6 +7,7 @@ newest frame, files are processed losslessly.
 from __future__ import annotations
 
 import glob as globmod
+import hashlib
 import os
 import re
 import sys
@@ -26,6 +27,11 @@ from .prepost import FrameError, conversions, to_bgr
 
 class SourceError(RuntimeError):
     """A source that cannot be opened or read. The message is meant for the user as is."""
+
+
+# FFmpeg waits about 30 s, uninterruptibly, for a URL that accepts but never answers; a live
+# stream that stalls this long is better reopened than waited on.
+STREAM_TIMEOUT_S = 10.0
 
 
 @dataclass
@@ -130,21 +136,29 @@ class VideoSource(Source):
                               + (" (is the camera in use by another program?)" if live else
                                  " (corrupt or unsupported video?)"))
         self._first: Optional[np.ndarray] = first
+        self._first_digest = _digest(first)
         self.height, self.width = first.shape[:2]
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and np.isfinite(fps_prop) and 0 < fps_prop < 1000 else 0.0
-        if not live:
-            n = int(self.cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            self.frame_count = n if n > 0 else None
+        # A live source's count is kept too: a recorded file served over HTTP declares one,
+        # and its end is then not a disconnect.
+        n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(n) if n and np.isfinite(n) and n > 0 else None
 
     def _open(self) -> cv2.VideoCapture:
-        cap = cv2.VideoCapture(self.target, self.api)
+        if self.kind == "stream":
+            ms = int(STREAM_TIMEOUT_S * 1000)
+            cap = cv2.VideoCapture(self.target, self.api, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+        else:
+            cap = cv2.VideoCapture(self.target, self.api)
         if not cap.isOpened():
             cap.release()
             why = {"video": "corrupt or unsupported file?",
                    "camera": "no camera with this index, or it is in use?",
                    "v4l2": "not a capture device, or it is in use?",
-                   "stream": "unreachable URL or unsupported protocol?",
+                   "stream": "unreachable URL, unsupported protocol, or no answer within "
+                             f"{STREAM_TIMEOUT_S:g} s?",
                    "gstreamer": "check the pipeline with gst-launch-1.0; it must end in appsink"}
             raise SourceError(f"cannot open {self.kind} source {self.spec!r} "
                               f"({why.get(self.kind, 'unreadable')})")
@@ -162,9 +176,13 @@ class VideoSource(Source):
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # driver-side queue: stale frames add latency
         return cap
 
-    def _reconnect(self, stop: threading.Event) -> bool:
+    def _reconnect(self, stop: threading.Event, read: int) -> bool:
+        """Reopen a live source that stopped giving frames. False: stop (set, or the source is
+        a recording that ended). The first frame read again is kept for `frames` to yield."""
+        print(f"warning: {self.kind} {self.spec!r}: stopped after {read} frames; reconnecting "
+              f"(up to {self.reconnect_attempts} attempts)", file=sys.stderr, flush=True)
         delay = self.reconnect_delay
-        for _attempt in range(self.reconnect_attempts):
+        for attempt in range(1, self.reconnect_attempts + 1):
             if stop.wait(delay):
                 return False
             delay = min(delay * 2, 10.0)
@@ -173,9 +191,20 @@ class VideoSource(Source):
                 self.cap = self._open()
             except SourceError:
                 continue
-            ok, _ = self.cap.read()
-            if ok:
-                return True
+            ok, img = self.cap.read()
+            if not ok or img is None:
+                continue
+            if _digest(img) == self._first_digest:
+                # A live stream does not start over at the very frame it first gave; a recorded
+                # video served over the network does, and would otherwise loop forever.
+                print(f"note: {self.kind} {self.spec!r} started again from its first frame: it "
+                      "is a recording, not a live stream; ending after one pass",
+                      file=sys.stderr, flush=True)
+                return False
+            print(f"note: {self.kind} {self.spec!r}: reconnected (attempt {attempt})",
+                  file=sys.stderr, flush=True)
+            self._first = img
+            return True
         raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
                           f"{self.reconnect_attempts} attempts")
 
@@ -197,7 +226,9 @@ class VideoSource(Source):
                 if not self.live or self.kind == "video":
                     self._check_ended(i)
                     return  # end of file (a file run with --live ends too)
-                if not self._reconnect(stop):
+                if self.frame_count and i >= self.frame_count:
+                    return  # a recording over the network, read to its declared end
+                if not self._reconnect(stop, i):
                     return
                 continue
             t1 = time.perf_counter()
@@ -219,6 +250,10 @@ class VideoSource(Source):
         d = super().describe()
         d.update(width=self.width, height=self.height)
         return d
+
+
+def _digest(img: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(img).data, digest_size=16).digest()
 
 
 class SyntheticSource(Source):

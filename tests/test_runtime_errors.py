@@ -132,8 +132,20 @@ def test_unwritable_stats_and_video_fail_before_the_run_with_the_reason(tmp_path
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
                    str(out), "--stats", str(blocker / "stats.json"))
     assert rc == 2
-    _one_clear_line(err, "--stats", "cannot create its folder")
+    _one_clear_line(err, "--stats", f"{blocker} is a file, not a folder")
     assert not out.exists()   # refused before any frame was processed
+    for bad in (blocker / "o.mp4", blocker / "o.png", blocker / "frames"):
+        # a single image, so that an image --out is valid too
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src_img(tmp_path)),
+                       "--output", str(bad))
+        assert rc == 2
+        _one_clear_line(err, f"--out {bad}", "is a file, not a folder")
+    # Permission bits pass for root on a virtual file system; the failure came at the end.
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(out), "--stats", "/proc/stats.json")
+    assert rc == 2
+    _one_clear_line(err, "--stats /proc/stats.json", "cannot write in /proc")
+    assert not out.exists()
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
                    str(out), "--stats", str(tmp_path))
     assert rc == 2
@@ -141,7 +153,13 @@ def test_unwritable_stats_and_video_fail_before_the_run_with_the_reason(tmp_path
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
                    "/sys/out.mp4")
     assert rc == 2
-    _one_clear_line(err, "cannot open video writer", "cannot write there")
+    _one_clear_line(err, "--out /sys/out.mp4", "cannot write in /sys")
+
+
+def src_img(folder):
+    img = folder / "one.png"
+    cv2.imwrite(str(img), textured_frame(0))
+    return img
 
 
 def test_stats_must_not_replace_the_source_or_the_output(tmp_path, capsys, onnx_model):
@@ -298,35 +316,116 @@ def test_gstreamer_without_support_is_clear():
         open_source("videotestsrc ! videoconvert ! appsink")
 
 
-def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model):
-    """A live source that stops delivering is reopened with backoff; when it stays gone the run
-    ends with a clear SourceError. A video file opened as a 'stream' stands in for a camera:
-    reaching its end looks like a disconnect, deleting it makes reopening fail."""
+def _write_frames(path, first: int, n: int = 4) -> None:
+    from runtime_fixtures import FRAME_H, FRAME_W
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10, (FRAME_W, FRAME_H))
+    for i in range(first, first + n):
+        vw.write(textured_frame(i))
+    vw.release()
+
+
+def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model, capsys):
+    """A live source that stops delivering is reopened with backoff, saying so; when it stays
+    gone the run ends with a clear SourceError. A video file opened as a 'stream' stands in for
+    a camera: its end looks like a disconnect, and it is rewritten with later frames (a camera's
+    picture moves on while it is away); deleting it makes reopening fail."""
     import threading
 
     from runtime.pipeline import run_stream
     from runtime.sources import VideoSource
 
     video = tmp_path / "cam.mp4"
-    write_video(video, n=4)
+    _write_frames(video, 0)
     src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=3,
                       reconnect_delay=0.01)
+    src.frame_count = None   # a camera declares no length
     stop = threading.Event()
     got = []
     with pytest.raises(SourceError, match="disconnected and did not come back after 3 attempts"):
         for fr in src.frames(stop):
             got.append(fr.index)
+            if len(got) == 4:
+                _write_frames(video, 10)
             if len(got) == 6:   # past the 4 frames of the file: it was reopened
                 video.unlink()  # now the "camera" is gone for good
     assert len(got) >= 6
+    err = capsys.readouterr().err
+    assert "'cam': stopped after 4 frames; reconnecting (up to 3 attempts)" in err
+    assert "reconnected (attempt 1)" in err
     src.close()
 
-    write_video(video, n=4)
+    _write_frames(video, 0)
     src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=2,
                       reconnect_delay=0.01)
+    src.frame_count = None
     video.unlink()
     with pytest.raises(SourceError, match="disconnected and did not come back after 2 attempts"):
         run_stream(onnx_model, src)
+
+
+@pytest.fixture
+def http_folder(tmp_path):
+    """tmp_path served over HTTP, as a recorded video on a web server is."""
+    import functools
+    import http.server
+    import threading
+
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.mark.parametrize("declared", [True, False])
+def test_recorded_video_over_http_ends_after_one_pass(http_folder, capsys, declared):
+    """A URL is live, and a live source that stops is reopened; a recorded file served over
+    HTTP then started again from its first frame, forever. It now ends after one pass, by its
+    declared frame count, or, where the container declares none, because reopening gives its
+    first frame again."""
+    import threading
+
+    folder, url = http_folder
+    _write_frames(folder / "clip.mp4", 0, n=5)
+    src = open_source(f"{url}/clip.mp4", reconnect_attempts=3)
+    src.reconnect_delay = 0.01
+    assert src.live and src.kind == "stream"
+    if not declared:
+        src.frame_count = None
+    got = []
+    for fr in src.frames(threading.Event()):
+        got.append(fr.index)
+        assert len(got) < 20, "the recording looped"
+    src.close()
+    assert got == list(range(5))
+    err = capsys.readouterr().err
+    if not declared:
+        assert "started again from its first frame: it is a recording" in err
+
+
+def test_stream_that_never_answers_fails_within_the_timeout(monkeypatch):
+    """A server that accepts the connection and says nothing used to hold the run about 30 s
+    in FFmpeg, without a word, and Ctrl-C waited for it."""
+    import socket
+    import threading
+    import time
+
+    import runtime.sources as sources
+
+    monkeypatch.setattr(sources, "STREAM_TIMEOUT_S", 1.0)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held = []
+    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(4)],
+                     daemon=True).start()
+    t0 = time.perf_counter()
+    with pytest.raises(SourceError, match="no answer within 1 s"):
+        open_source(f"http://127.0.0.1:{srv.getsockname()[1]}/live.mp4")
+    assert time.perf_counter() - t0 < 8
+    srv.close()
 
 
 @pytest.mark.parametrize("ext", [".webm", ".mkv", ".ts", ".avi", ".mov"])

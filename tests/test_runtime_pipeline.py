@@ -315,3 +315,17 @@ def test_compare_writes_original_and_sharpened_together(tmp_path, onnx_model):
     # Left half is the untouched input; the right half is the model's output (it sharpens).
     np.testing.assert_array_equal(side[:, :FRAME_W], textured_frame(0))
     assert lap_var(side[:, FRAME_W:]) > lap_var(side[:, :FRAME_W])
+
+
+def test_fps_flag_sets_the_output_rate_of_a_video_or_stream(tmp_path, onnx_model):
+    """--fps names the output video's rate for any source but a camera; a stream's own rate
+    (often FFmpeg's guess of 25) used to override it."""
+    src = tmp_path / "in.mp4"
+    write_video(src, n=6, fps=12.0)
+    for flags, want in (([], 12.0), (["--fps", "20"], 20.0)):
+        out = tmp_path / f"out{len(flags)}.mp4"
+        rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--output",
+                      str(out), "--threads", "1", "--quiet", *flags])
+        assert rc == 0
+        frames, fps = read_video(out)
+        assert len(frames) == 6 and fps == pytest.approx(want, rel=0.01)
