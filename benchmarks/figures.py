@@ -130,8 +130,9 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
     psnr_of = {d["image"]: d["input_psnr"] for d in rep["quality"]["images"]}
     names = sorted(crops, key=lambda n: psnr_of.get(n, 0.0))
     students = [s["name"] for s in rep["settings"]["students"]]
-    cols = ["blurred"] + [s for s in students if any(s in crops[n] for n in names)] + \
-        ["teacher", "sharp"]
+    # The real-blur figures' order (input | teacher | students), with the ground truth last.
+    cols = ["blurred", "teacher"] + [s for s in students if any(s in crops[n] for n in names)] \
+        + ["sharp"]
     titles = {"blurred": "blurred", "teacher": "teacher", "sharp": "ground truth"}
     fig, axes = plt.subplots(len(names), len(cols), figsize=(2.6 * len(cols), 2.8 * len(names)),
                              squeeze=False)
@@ -150,7 +151,7 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
                              fontsize=8)
             elif i == 0:
                 ax.set_title(title, fontsize=9)
-    fig.suptitle("Hardest blur in the held-out set: blurred | students | teacher | "
+    fig.suptitle("Hardest blur in the held-out set: blurred | teacher | students | "
                  "ground truth", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)

@@ -4,7 +4,7 @@ DIR/report.md and DIR/report.json hold the quality table, the latency table (ms 
 backend and size, speedup over the teacher, whether the target frame rate is met), the streaming
 pipeline's end-to-end fps, the checks, the machine description and the commands to reproduce; the
 PNG figures are latency per backend, quality versus latency (real-time line drawn) and
-side-by-side crops (blurred | students | teacher | ground truth) of the hardest test images.
+side-by-side crops (blurred | teacher | students | ground truth) of the hardest test images.
 
 Every number comes from a run made here (`benchmarks.latency.measure`, the same warm-up and
 calibrated-rounds scheme as pytest-benchmark, median reported). Quick mode (default): 1920x1080
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import datetime
 import math
+import os
 import shlex
 import time
 from dataclasses import dataclass
@@ -294,11 +295,14 @@ def _remove_stale_figures(out: Path, written: set) -> None:
 
 
 def reproduce_commands(opts: BenchOptions) -> list[str]:
+    """The commands, from the folder the run started in (its relative paths are from there);
+    pytest is given the suite's own folder, which need not be below it."""
+    suite = shlex.quote(str(Path(__file__).resolve().parent))
     cmd = "sharpen bench " + " ".join(shlex.quote(a) for a in opts.to_argv())
-    pyt = ["pytest", "benchmarks/", *opts.to_argv(pytest=True)]
-    pyt += ["--benchmark-json", "bench.json"]
-    return [cmd, " ".join(shlex.quote(a) for a in pyt),
-            "pytest benchmarks/ --benchmark-compare  # against the last saved run "
+    pyt = [*opts.to_argv(pytest=True), "--benchmark-json", "bench.json"]
+    return [f"cd {shlex.quote(os.getcwd())}", cmd,
+            f"pytest {suite} " + " ".join(shlex.quote(a) for a in pyt),
+            f"pytest {suite} --benchmark-compare  # against the last saved run "
             "(save with --benchmark-autosave)"]
 
 

@@ -10,6 +10,8 @@ import os
 import sys
 from typing import Optional
 
+from .tiling import OVERLAP
+
 EPILOG = """examples:
   sharpen run --model student.onnx --source 0 --show             # USB camera, live window
   sharpen run --model student.onnx --source in.mp4 --out out.mp4 --stats stats.json
@@ -17,8 +19,6 @@ EPILOG = """examples:
   sharpen run --model student.tflite --source photos/ --out sharp/ --threads 4
 """
 
-
-OVERLAP = 32
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

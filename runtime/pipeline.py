@@ -25,7 +25,7 @@ from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSin
                     make_folder, output_sink, same_file)
 from .sources import ImageSource, Source, SourceError, VideoSource, open_source
 from .stats import LiveReporter, Stats, write_json_atomic
-from .tiling import tiling_warnings
+from .tiling import OVERLAP, tiling_warnings
 
 _END = object()  # end-of-stream marker passed down the queues
 
@@ -122,7 +122,7 @@ class StreamOptions:
     threads: Optional[int] = None       # CPU threads of ONNX Runtime / LiteRT (0/None: all)
     provider: Union[str, Sequence[str]] = "auto"
     tile: int = 0                       # Gaussian-blended tiles of this side (0: whole frame)
-    overlap: int = 32
+    overlap: int = OVERLAP
     width: int = 1920                   # camera capture size and fps
     height: int = 1080
     fps: float = 0.0

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .backends.base import Backend
-from .tiling import pad_to_multiple, tiled_apply
+from .tiling import OVERLAP, pad_to_multiple, tiled_apply
 
 
 class FrameError(ValueError):
@@ -168,7 +168,7 @@ class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
     Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
 
-    def __init__(self, backend: Backend, tile: int = 0, overlap: int = 32) -> None:
+    def __init__(self, backend: Backend, tile: int = 0, overlap: int = OVERLAP) -> None:
         check_tiling(tile, overlap)
         self.backend, self.tile, self.overlap = backend, tile, overlap
 

@@ -18,6 +18,9 @@ import numpy as np
 
 TileFn = Callable[[np.ndarray], np.ndarray]
 
+# The runtime's default overlap of neighbouring tiles, in pixels (`sharpen run --overlap`).
+OVERLAP = 32
+
 def gaussian_window(h: int, w: int, sigma_frac: float = 0.25) -> np.ndarray:
     """Separable Gaussian, max 1 at the centre; sigma = sigma_frac * side. Never exactly zero, so
     a pixel covered only by tile borders is still normalised correctly."""
@@ -55,7 +58,7 @@ def _round_up(x: int, m: int) -> int:
     return ((x + m - 1) // m) * m
 
 
-def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = 32,
+def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = OVERLAP,
                 multiple: int = 8, batch_size: int = 4,
                 on_tile: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
     """Run `fn` over `image` (HxWxC float32) tile by tile and blend the outputs.

@@ -106,6 +106,10 @@ def test_report_files_exist(env, good_run):
     for section in ("## Quality", "## Latency", "## Machine", "## Reproduce", "## Checks"):
         assert section in md
     assert "sharpen bench --out" in md
+    # Relative paths in the commands are from the folder the run started in, which the block
+    # names; pytest gets the suite's own folder, wherever that is.
+    assert report["commands"][0] == f"cd {os.getcwd()}"
+    assert report["commands"][2].startswith(f"pytest {ROOT / 'benchmarks'} ")
     assert set(report["figures"]) == {"latency", "scatter", "crops"}
     for name in report["figures"].values():
         data = (out / name).read_bytes()
