@@ -180,7 +180,7 @@ def build_train_dataset(cfg: TrainConfig) -> Dataset:
 
 
 def load_val_items(cfg: TrainConfig) -> list[ValItem]:
-    from .images import centre_crop, read_image
+    from .images import centre_crop
     d = cfg.data
     out: list[ValItem] = []
     if cfg.task == "teacher":
@@ -193,20 +193,48 @@ def load_val_items(cfg: TrainConfig) -> list[ValItem]:
             from .data.sources import SourceError, resolve_source
             try:
                 info = resolve_source(d.val, split="val")
-            except SourceError:  # GoPro and many paired sets have train/test only
-                info = resolve_source(d.val, split="test")
-            for inp, gt, _ in pairs_from_source(info):
-                out.append(ValItem(Path(inp).stem, read_image(inp), None,
-                                   read_image(gt) if gt else None))
+            except SourceError as no_val:  # GoPro and many paired sets have train/test only
+                try:
+                    info = resolve_source(d.val, split="test")
+                except SourceError:
+                    raise no_val from None
+                print(f"note: data.val={d.val} has no 'val' split; validating (and choosing "
+                      "best.pt) on its 'test' split", file=sys.stderr, flush=True)
+            items = [_read_val_item(inp, None, gt) for inp, gt, _ in pairs_from_source(info)]
+            out = [v for v in items if v is not None]
+            if not out:
+                raise ValueError(f"data.val={d.val}: no readable validation pair")
     elif d.val_labels:
         from .data.crops import pairs_from_labels
-        for inp, label, gt in pairs_from_labels(d.val_labels):
-            out.append(ValItem(Path(inp).stem, read_image(inp), read_image(label),
-                               read_image(gt) if gt else None))
+        items = [_read_val_item(inp, label, gt)
+                 for inp, label, gt in pairs_from_labels(d.val_labels)]
+        out = [v for v in items if v is not None]
+        if not out:
+            raise ValueError(f"data.val_labels={d.val_labels}: no readable validation pair")
     out = out[:d.val_max_images] if d.val_max_images else out
     s = d.val_max_side
     return [ValItem(v.name, centre_crop(v.input, s), centre_crop(v.target, s),
                     centre_crop(v.gt, s)) for v in out]
+
+
+def _read_val_item(inp: Path, target: Optional[Path], gt: Optional[Path]) -> Optional[ValItem]:
+    """A validation pair, or None (said on stderr, naming the file) when a file is unreadable or
+    the sizes differ: as the training set does, rather than failing at the first validation,
+    after the steps since the last checkpoint."""
+    from .images import ImageReadError, read_image
+    paths = [p for p in (inp, target, gt) if p]
+    try:
+        imgs = {p: read_image(p) for p in paths}
+    except ImageReadError as e:
+        print(f"warning: validation pair skipped: {e}", file=sys.stderr, flush=True)
+        return None
+    sizes = {p: f"{im.shape[1]}x{im.shape[0]}" for p, im in imgs.items()}
+    if len(set(sizes.values())) > 1:
+        print("warning: validation pair skipped, sizes differ: "
+              + ", ".join(f"{p} {sz}" for p, sz in sizes.items()), file=sys.stderr, flush=True)
+        return None
+    return ValItem(Path(inp).stem, imgs[inp], imgs.get(target) if target else None,
+                   imgs.get(gt) if gt else None)
 
 
 def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> dict[str, float]:

@@ -79,7 +79,7 @@ def _label_ok(path: Path, shape) -> bool:
     return img is not None and img.dtype == np.uint16 and img.shape == shape
 
 
-def test_cache_resume_and_invalidation(tmp_path, teachers):
+def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
     t0, t1 = teachers
     data = _paired(tmp_path / "data", 3)
     out = tmp_path / "cache"
@@ -142,6 +142,19 @@ def test_cache_resume_and_invalidation(tmp_path, teachers):
     s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4})
     assert (s.done, s.skipped) == (1, 2)
     assert len(pairs_from_labels(out)) == 3
+
+    # an input deleted after labelling: the same re-run drops its entry and label (it used to
+    # stay in the manifest, and training refused the cache for good)
+    label01 = out / _manifest(out)["im01"]["label"]
+    for side in ("input", "target"):
+        (data / side / "im01.png").unlink()
+    with pytest.raises(ValueError, match=r"1 of 3 labels no longer match .*im01\.png"):
+        pairs_from_labels(out)
+    s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4})
+    assert (s.done, s.skipped) == (0, 2)
+    assert sorted(_manifest(out)) == ["im00", "im02"] and not label01.exists()
+    assert [i.name for i, _, _ in pairs_from_labels(out)] == ["im00.png", "im02.png"]
+    assert "removed 1 label(s) whose input no longer exists" in capsys.readouterr().out
 
 
 def test_corrupt_input_warns_and_fails_run(tmp_path, teachers, capsys):

@@ -238,3 +238,15 @@ def test_corpus_names_never_collide(tmp_path):
     names = _names(tmp_path, files)
     assert len(set(names.values())) == len(files)
     assert names[tmp_path / "k" / "c.png"] == "k_c"   # unchanged where nothing collides
+
+
+def test_build_corpus_says_when_a_split_is_empty(tmp_path, capsys):
+    """Photos go to val/test by hash; a small folder can leave val empty, which used to pass
+    unsaid until training failed to find a validation split."""
+    photos = tmp_path / "photos"
+    _photos(photos, [(f"kodak24/k{i}.png", 72) for i in range(2)] +
+            [(f"set/a{i}.png", 72) for i in range(2)])
+    assert not split_photos(photos)["val"]
+    build_corpus(photos, tmp_path / "corpus", CorpusOptions(copies=1, crop=48, test_crop=64,
+                                                            margin=8), progress=False)
+    assert "no photo fell in the val split (4 photos" in capsys.readouterr().err

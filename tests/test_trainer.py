@@ -459,3 +459,40 @@ def test_unreadable_samples_are_skipped_and_all_unreadable_is_a_clean_error(tmp_
     last = r.stderr.strip().splitlines()[-1]
     assert last.startswith("sharpen train: error: no readable sample: all 4"), last
     assert "Traceback" not in r.stderr
+
+
+def test_a_bad_validation_pair_is_skipped_by_name_not_fatal_at_the_first_validation(
+        tmp_path, capsys):
+    """A pair whose sizes differ (or a truncated file) in the validation set used to stop the
+    run at its first validation, naming no file, after every step since the last checkpoint;
+    resuming ran into it again. It is now skipped with a line naming it, as in training."""
+    import numpy as np
+
+    from distill.images import write_image
+    from distill.trainer import load_val_items
+    rng = np.random.default_rng(0)
+    val = tmp_path / "val"
+    for i in range(3):
+        img = rng.random((40, 48, 3)).astype(np.float32)
+        write_image(val / "input" / f"v{i}.png", img * 0.9)
+        write_image(val / "target" / f"v{i}.png", img if i != 1 else img[:20, :24])
+    (val / "input" / "v2.png").write_bytes((val / "input" / "v2.png").read_bytes()[:60])
+    items = load_val_items(tiny_cfg(tmp_path / "r", 1, **{"data.val": val}))
+    assert [v.name for v in items] == ["v0"]
+    err = capsys.readouterr().err
+    assert f"sizes differ: {val / 'input' / 'v1.png'} 48x40, {val / 'target' / 'v1.png'} 24x20" \
+        in err
+    assert "v2.png" in err
+    (val / "input" / "v0.png").unlink()
+    (val / "target" / "v0.png").unlink()
+    with pytest.raises(ValueError, match="no readable validation pair"):
+        load_val_items(tiny_cfg(tmp_path / "r", 1, **{"data.val": val}))
+    # A set with train/test splits only: validation (and best.pt) uses test, and says so.
+    img = rng.random((40, 48, 3)).astype(np.float32)
+    for split in ("train", "test"):
+        write_image(tmp_path / "gopro_like" / split / "input" / "a.png", img * 0.9)
+        write_image(tmp_path / "gopro_like" / split / "target" / "a.png", img)
+    assert len(load_val_items(tiny_cfg(tmp_path / "r", 1,
+                                       **{"data.val": tmp_path / "gopro_like"}))) == 1
+    assert "has no 'val' split; validating (and choosing best.pt) on its 'test' split" in \
+        capsys.readouterr().err

@@ -115,6 +115,14 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     opts = opts or CorpusOptions()
     root, out = Path(photos), Path(out)
     by_split = split_photos(root)
+    empty = [s for s in splits if s != "train" and not by_split[s]]
+    if empty:
+        # By hash about 1 photo in 10 goes to test and 1 in 25 to val: a few photos can leave
+        # both empty, and training would then have nothing to validate on.
+        print(f"warning: {root}: no photo fell in the {' or '.join(empty)} split "
+              f"({sum(len(v) for v in by_split.values())} photos; about 1 in 10 go to test, "
+              f"1 in 25 to val); add photos (a subfolder named {' or '.join(TEST_FOLDERS)} "
+              "becomes the test split)", file=sys.stderr)
     meta = {"photos": str(root.resolve()), "synthesis": SYNTHESIS_VERSION,
             "options": asdict(opts),
             "presets": {p: asdict(preset(p)) for p in set(opts.mix) | {opts.test_preset}}}

@@ -240,7 +240,7 @@ def pairs_from_labels(cache_dir: str | os.PathLike) -> list[tuple[Path, Path, Op
         raise ValueError(f"{cache_dir}: {len(stale)} of {len(items)} labels no longer match "
                          f"their input, which changed or went missing since it was labelled "
                          f"({shown}); run `sharpen labels` on that data with --out {cache_dir} "
-                         "again (it relabels only what changed)")
+                         "again (it relabels what changed and drops what is gone)")
     return items
 
 

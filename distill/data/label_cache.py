@@ -121,6 +121,24 @@ def merge_shards(out_dir: str | os.PathLike, rank: int = 0, world: int = 1,
     return merged
 
 
+def prune_missing_inputs(out_dir: str | os.PathLike) -> list[str]:
+    """Drop the entries (and label files) of image inputs that no longer exist: their labels
+    can never be used, and `distill` refuses a cache with stale entries. Returns the inputs."""
+    out_dir = Path(out_dir)
+    with _manifest_lock(out_dir):
+        entries = read_manifest_entries(out_dir / MANIFEST)
+        gone = {n: e for n, e in entries.items()
+                if e.get("frame") is None and e.get("input") and not Path(e["input"]).exists()}
+        if not gone:
+            return []
+        write_manifest(out_dir, {n: e for n, e in entries.items() if n not in gone})
+    for e in gone.values():
+        if e.get("label"):
+            with contextlib.suppress(OSError):
+                (out_dir / e["label"]).unlink()
+    return sorted(e["input"] for e in gone.values())
+
+
 def label_relpath(name: str, folder: str = LABELS_DIR) -> str:
     parts = [p for p in name.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):

@@ -38,8 +38,8 @@ from ..teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
-                          label_relpath, merge_entries, merge_shards, read_manifest_entries,
-                          sha256_array, shard_paths, write_manifest)
+                          label_relpath, merge_entries, merge_shards, prune_missing_inputs,
+                          read_manifest_entries, sha256_array, shard_paths, write_manifest)
 from .sources import Sample, SampleReader, SourceError, resolve_source, spread
 
 __all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
@@ -119,6 +119,13 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             import torch.distributed as tdist
             tdist.destroy_process_group()
     run.summary(stats, mine, tag)
+    if merged is not None:
+        gone = prune_missing_inputs(out_dir)
+        if gone:
+            shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
+            print(f"{tag}removed {len(gone)} label(s) whose input no longer exists ({shown})",
+                  flush=True)
+            merged = read_manifest_entries(out_dir / MANIFEST)
     if merged is not None and dist.world > 1:
         n_ok = sum(e.get("status") == "ok" for e in merged.values())
         print(f"{tag}merged manifest: {out_dir / MANIFEST} ({n_ok} labels)", flush=True)
