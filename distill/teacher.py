@@ -41,9 +41,14 @@ def resolve_weights(item: str | os.PathLike, allow_teacher: bool = True) -> Path
     """A checkpoint path as given, or a shipped model by name: a student's (`fast` ->
     models/student-fast.pt, `student-fast` too) or `teacher` (the bundled teacher). Anything
     with a suffix, a path separator or an existing file is a path (a folder named `fast` is
-    not). `allow_teacher=False` for commands that take students only."""
+    not); `models/...` that is not there from the current folder is in the shipped models
+    folder. `allow_teacher=False` for commands that take students only."""
     text = str(item)
     p = Path(text).expanduser()
+    if (not p.exists() and not p.is_absolute() and p.parts[:1] == ("models",)
+            and (models_dir() / Path(*p.parts[1:])).is_file()):
+        # The project's configs name shipped models as models/...: found from any folder.
+        return models_dir() / Path(*p.parts[1:])
     if p.suffix or os.sep in text or p.is_file():
         return p
     if text == "teacher" and allow_teacher:

@@ -46,12 +46,42 @@ MAX_BAD_STEPS = 20
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict]:
     """(model, arch name, arch args as stored in checkpoints)."""
     if cfg.model.arch == "restormer":
-        from .restormer import build_restormer
-        model = build_restormer(cfg.model.args.get("config", "small"))
-        return model, "restormer", model.config.to_dict()
-    from .students import create_student
-    model = create_student(cfg.model.arch, **cfg.model.args)
-    return model, cfg.model.arch, dict(model.arch_args)
+        model = _build_restormer(dict(cfg.model.args))
+        arch, arch_args = "restormer", model.config.to_dict()
+    else:
+        from .students import create_student
+        model = create_student(cfg.model.arch, **cfg.model.args)
+        arch, arch_args = cfg.model.arch, dict(model.arch_args)
+    m = int(getattr(model, "multiple", 1))
+    if cfg.data.crop % m:
+        # Otherwise a shape error deep in the model at the first step.
+        raise ValueError(f"data.crop={cfg.data.crop} is not a multiple of {m}, which {arch} "
+                         f"needs (e.g. data.crop={max(m, cfg.data.crop // m * m)})")
+    return model, arch, arch_args
+
+
+def _build_restormer(args: dict) -> nn.Module:
+    """A named config (`config`, default small) with any of its fields overridden."""
+    from dataclasses import fields, replace
+
+    from .restormer import build_restormer, get_config
+    base = get_config(args.pop("config", "small"))
+    known = [f.name for f in fields(base)]
+    unknown = sorted(set(args) - set(known))
+    if unknown:
+        raise ValueError(f"restormer has no argument {unknown[0]!r} (model.args takes config "
+                         f"and {', '.join(known)})")
+    for k in ("num_blocks", "heads"):
+        if k in args:
+            args[k] = tuple(args[k]) if isinstance(args[k], (list, tuple)) else args[k]
+    try:
+        model = build_restormer(replace(base, **args))
+        with torch.no_grad():   # channel/head mismatches only show in a forward pass
+            model(torch.zeros(1, model.config.inp_channels, 8, 8))
+    except Exception as e:  # noqa: BLE001 - torch and einops raise many types
+        why = " ".join(str(e).split()) or type(e).__name__
+        raise ValueError(f"model.args {args} do not build a Restormer: {why}") from None
+    return model
 
 
 def predict(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
@@ -324,7 +354,9 @@ class Trainer:
         seed_everything(cfg.seed)
         model, self.arch, self.arch_args = build_model(cfg)
         if cfg.init:
-            load_weights(model, extract_state_dict(read_checkpoint(cfg.init), cfg.init), cfg.init)
+            from .teacher import resolve_weights
+            init = resolve_weights(cfg.init)   # shipped names (init=fast) work as elsewhere
+            load_weights(model, extract_state_dict(read_checkpoint(init), init), init)
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

@@ -20,7 +20,6 @@ EPILOG = """examples:
 """
 
 
-
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Register `run` on the `sharpen` subparsers."""
     p = sub.add_parser(
@@ -65,8 +64,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--height", type=int, default=1080, help="camera capture height")
     p.add_argument("--fps", type=float, default=0.0,
                    help="camera capture fps (0: camera default; the output video takes the "
-                        "rate the camera gives); for other sources the output video's fps (0: "
-                        "the source's own, 30 for images)")
+                        "rate the camera or GStreamer pipeline gives); for other sources the "
+                        "output video's fps (0: the source's own, 30 for images)")
     p.add_argument("--max-frames", type=int, default=None,
                    help="stop after this many frames")
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
@@ -74,6 +73,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "default: live for cameras and streams, lossless for files")
     p.add_argument("--reconnect", type=int, default=5, metavar="N",
                    help="attempts to reopen a live source that disconnects (exponential backoff)")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help="seconds a stream URL may take to open or to give a frame before it "
+                        "counts as lost (default 20; raise it for slow cameras with long "
+                        "keyframe intervals; 0: FFmpeg's own)")
     p.add_argument("--force", action="store_true",
                    help="run a model even though it failed its parity gate at export")
     p.add_argument("--quiet", action="store_true", help="no live stats line")
@@ -103,6 +106,7 @@ def options_from_args(args: argparse.Namespace):
                                  ("--fps", args.fps, "0: the source's own"),
                                  ("--max-frames", args.max_frames or 0, "0: all"),
                                  ("--reconnect", args.reconnect, "0: never"),
+                                 ("--timeout", args.timeout or 0, "0: FFmpeg's own"),
                                  ("--width", args.width, "the camera's capture size"),
                                  ("--height", args.height, "the camera's capture size")):
         if value < 0:
@@ -112,7 +116,8 @@ def options_from_args(args: argparse.Namespace):
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,
                          fps=args.fps, max_frames=args.max_frames, live=args.live,
-                         quiet=args.quiet, reconnect_attempts=args.reconnect, force=args.force,
+                         quiet=args.quiet, reconnect_attempts=args.reconnect, timeout=args.timeout,
+                         force=args.force,
                          compare=args.compare)
 
 

@@ -9,6 +9,7 @@ and signals are delivered there.
 """
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -131,6 +132,7 @@ class StreamOptions:
     quiet: bool = True
     queue_size: Optional[int] = None    # default 1 live, 4 files
     reconnect_attempts: int = 5
+    timeout: Optional[float] = None     # seconds a URL may take to open or give a frame
     report_interval: float = 1.0
     force: bool = False                 # run a model that failed its export parity gate
     compare: bool = False               # write original | sharpened (per `view`) to the output
@@ -166,7 +168,7 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
     try:
         src = source if isinstance(source, Source) else open_source(
             source, width=o.width, height=o.height, fps=o.fps, live=o.live,
-            reconnect_attempts=o.reconnect_attempts)
+            reconnect_attempts=o.reconnect_attempts, timeout=o.timeout)
         if o.live is not None:
             src.live = o.live
         if o.stats_path and any(same_file(o.stats_path, f)
@@ -175,9 +177,9 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
                             "would overwrite it; choose another path")
         processor = FrameProcessor(backend, tile=o.tile, overlap=o.overlap)
         # The output video's rate, and its slots'. A camera is only asked for --fps and may
-        # give another; elsewhere --fps is the user's word over the source's (for a stream,
-        # often FFmpeg's guess of 25).
-        camera = src.kind in ("camera", "v4l2")
+        # give another, and a GStreamer pipeline sets its own; elsewhere --fps is the user's
+        # word over the source's (for a stream, often FFmpeg's guess of 25).
+        camera = src.kind in ("camera", "v4l2", "gstreamer")
         video_fps = ((src.fps or o.fps) if camera else (o.fps or src.fps)) or 30.0
         sink = _make_sink(src, output, o.show, o.view, stop, video_fps, stats, o.compare)
         frames = src.frames(stop)
@@ -275,7 +277,7 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
 def _check_writable(path: Union[str, Path], flag: str) -> None:
     """SinkError now, naming the flag, if `path` cannot be written: otherwise the failure would
     come only after the whole stream had run."""
-    if Path(path).is_dir():
+    if os.path.isdir(path):
         raise SinkError(f"{flag} {path} is a folder; give a file name (e.g. stats.json)")
     make_folder(Path(path).parent, f"{flag} {path}")
 

@@ -34,9 +34,10 @@ def make_folder(folder: str | os.PathLike, what: str) -> None:
     """Create `folder` and make sure a file can be written in it, or SinkError naming `what`:
     found at the start rather than after the whole stream has run."""
     folder = Path(folder)
+    # os.path's tests, not Path's: those raise on a parent without search permission.
     for above in (folder, *folder.parents):
-        if above.exists():
-            if not above.is_dir():
+        if os.path.lexists(above):
+            if not os.path.isdir(above):
                 raise SinkError(f"{what}: {above} is a file, not a folder")
             break
     try:

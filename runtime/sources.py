@@ -29,9 +29,10 @@ class SourceError(RuntimeError):
     """A source that cannot be opened or read. The message is meant for the user as is."""
 
 
-# FFmpeg waits about 30 s, uninterruptibly, for a URL that accepts but never answers; a live
-# stream that stalls this long is better reopened than waited on.
-STREAM_TIMEOUT_S = 10.0
+# FFmpeg waits about 30 s, uninterruptibly, for a URL that accepts but never answers. The same
+# limit holds for each read, the first one after opening included, which for H.264 waits for a
+# keyframe: a slow camera with long keyframe intervals needs `--timeout` raised.
+STREAM_TIMEOUT_S = 20.0
 
 
 @dataclass
@@ -122,9 +123,11 @@ class VideoSource(Source):
 
     def __init__(self, spec: str, target: object, api: int = cv2.CAP_ANY, live: bool = False,
                  kind: str = "video", width: int = 0, height: int = 0, fps: float = 0.0,
-                 reconnect_attempts: int = 5, reconnect_delay: float = 0.5) -> None:
+                 reconnect_attempts: int = 5, reconnect_delay: float = 0.5,
+                 timeout: Optional[float] = None) -> None:
         super().__init__(spec)
         self.target, self.api, self.live, self.kind = target, api, live, kind
+        self.timeout = STREAM_TIMEOUT_S if timeout is None else timeout
         self.req = (width, height, fps)
         self.reconnect_attempts, self.reconnect_delay = reconnect_attempts, reconnect_delay
         self.cap = self._open()
@@ -146,8 +149,8 @@ class VideoSource(Source):
         self.frame_count = int(n) if n and np.isfinite(n) and n > 0 else None
 
     def _open(self) -> cv2.VideoCapture:
-        if self.kind == "stream":
-            ms = int(STREAM_TIMEOUT_S * 1000)
+        if self.kind == "stream" and self.timeout > 0:
+            ms = int(self.timeout * 1000)
             cap = cv2.VideoCapture(self.target, self.api, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
                                                            cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
         else:
@@ -158,7 +161,7 @@ class VideoSource(Source):
                    "camera": "no camera with this index, or it is in use?",
                    "v4l2": "not a capture device, or it is in use?",
                    "stream": "unreachable URL, unsupported protocol, or no answer within "
-                             f"{STREAM_TIMEOUT_S:g} s?",
+                             f"{self.timeout:g} s (--timeout)?",
                    "gstreamer": "check the pipeline with gst-launch-1.0; it must end in appsink"}
             raise SourceError(f"cannot open {self.kind} source {self.spec!r} "
                               f"({why.get(self.kind, 'unreadable')})")
@@ -179,8 +182,12 @@ class VideoSource(Source):
     def _reconnect(self, stop: threading.Event, read: int) -> bool:
         """Reopen a live source that stopped giving frames. False: stop (set, or the source is
         a recording that ended). The first frame read again is kept for `frames` to yield."""
-        print(f"warning: {self.kind} {self.spec!r}: stopped after {read} frames; reconnecting "
-              f"(up to {self.reconnect_attempts} attempts)", file=sys.stderr, flush=True)
+        if not self.reconnect_attempts:
+            raise SourceError(f"{self.kind} {self.spec!r} stopped after {read} frames in all "
+                              "(reconnecting is off: --reconnect 0)")
+        print(f"warning: {self.kind} {self.spec!r}: stopped after {read} frames in all; "
+              f"reconnecting (up to {self.reconnect_attempts} attempts)",
+              file=sys.stderr, flush=True)
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):
             if stop.wait(delay):
@@ -194,12 +201,8 @@ class VideoSource(Source):
             ok, img = self.cap.read()
             if not ok or img is None:
                 continue
-            if _digest(img) == self._first_digest:
-                # A live stream does not start over at the very frame it first gave; a recorded
-                # video served over the network does, and would otherwise loop forever.
-                print(f"note: {self.kind} {self.spec!r} started again from its first frame: it "
-                      "is a recording, not a live stream; ending after one pass",
-                      file=sys.stderr, flush=True)
+            if self._restarted(img):
+                self._say_recording_ended(read)
                 return False
             print(f"note: {self.kind} {self.spec!r}: reconnected (attempt {attempt})",
                   file=sys.stderr, flush=True)
@@ -207,6 +210,21 @@ class VideoSource(Source):
             return True
         raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
                           f"{self.reconnect_attempts} attempts")
+
+    def _restarted(self, img: np.ndarray) -> bool:
+        """Whether a reopened URL gave its very first frame again: a recorded video served over
+        the network starts over, and would loop forever; a live stream does not. Cameras are
+        never recordings, and a uniform frame (a covered lens, a 'no signal' card) proves
+        nothing."""
+        return (self.kind == "stream" and self._first_digest == _digest(img)
+                and bool(img.max() != img.min()))
+
+    def _say_recording_ended(self, read: int) -> None:
+        short = self.frame_count and read < self.frame_count
+        print(f"note: {self.kind} {self.spec!r} started again from its first frame: it is a "
+              "recording, not a live stream; ending after one pass"
+              + (f" (warning: it gave {read} of the {self.frame_count} frames it declares; the "
+                 "connection dropped?)" if short else ""), file=sys.stderr, flush=True)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         i = 0
@@ -301,12 +319,13 @@ def _image_list(paths: list[str]) -> list[Path]:
 
 def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
                 live: Optional[bool] = None, reconnect_attempts: int = 5,
-                reconnect_delay: float = 0.5) -> Source:
+                reconnect_delay: float = 0.5, timeout: Optional[float] = None) -> Source:
     """Open a source from its command-line spelling.
 
     "0" camera index; "/dev/video0" V4L2 device; "rtsp://..", "http://.." stream; a string
     containing "!" a GStreamer pipeline (e.g. nvarguscamerasrc ! ... ! appsink); a video file;
-    an image file, folder or glob; "synthetic[:WxH][@FPS]". width/height/fps apply to cameras.
+    an image file, folder or glob; "synthetic[:WxH][@FPS]". width/height/fps apply to cameras,
+    timeout (seconds to open or read; 0: FFmpeg's own) to URLs.
     live overrides the policy (None: live for cameras and streams, lossless for files).
     """
     spec = str(spec).strip()
@@ -334,7 +353,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
                            kind="gstreamer", **cam)
     if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
         return VideoSource(spec, spec, cv2.CAP_FFMPEG, live=True if live is None else live,
-                           kind="stream", **cam)
+                           kind="stream", timeout=timeout, **cam)
 
     p = Path(spec)
     if p.is_dir():

@@ -21,6 +21,7 @@ TileFn = Callable[[np.ndarray], np.ndarray]
 # The runtime's default overlap of neighbouring tiles, in pixels (`sharpen run --overlap`).
 OVERLAP = 32
 
+
 def gaussian_window(h: int, w: int, sigma_frac: float = 0.25) -> np.ndarray:
     """Separable Gaussian, max 1 at the centre; sigma = sigma_frac * side. Never exactly zero, so
     a pixel covered only by tile borders is still normalised correctly."""

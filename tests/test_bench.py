@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -108,7 +109,7 @@ def test_report_files_exist(env, good_run):
     assert "sharpen bench --out" in md
     # Relative paths in the commands are from the folder the run started in, which the block
     # names; pytest gets the suite's own folder, wherever that is.
-    assert report["commands"][0] == f"cd {os.getcwd()}"
+    assert report["commands"][0] == f"cd {shlex.quote(os.getcwd())}"
     assert report["commands"][2].startswith(f"pytest {ROOT / 'benchmarks'} ")
     assert set(report["figures"]) == {"latency", "scatter", "crops"}
     for name in report["figures"].values():

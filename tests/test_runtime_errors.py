@@ -350,7 +350,7 @@ def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model, capsys)
                 video.unlink()  # now the "camera" is gone for good
     assert len(got) >= 6
     err = capsys.readouterr().err
-    assert "'cam': stopped after 4 frames; reconnecting (up to 3 attempts)" in err
+    assert "'cam': stopped after 4 frames in all; reconnecting (up to 3 attempts)" in err
     assert "reconnected (attempt 1)" in err
     src.close()
 
@@ -370,8 +370,11 @@ def http_folder(tmp_path):
     import http.server
     import threading
 
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *a: None
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    handler = functools.partial(Quiet, directory=str(tmp_path))
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
@@ -444,3 +447,53 @@ def test_each_video_container_is_written_with_a_codec_it_takes(tmp_path, ext):
     assert np.abs(frames[0].astype(int) - frame).mean() < 12   # lossy, but this frame
     assert fourcc_for(f"x{ext}") == ("VP80" if ext == ".webm" else "MPG2" if ext == ".ts"
                                      else "mp4v")
+
+
+def test_a_uniform_first_frame_is_no_proof_of_a_recording_and_reconnect_0_says_so(tmp_path,
+                                                                                 capsys):
+    """A live stream whose first frame is black (a covered lens, a 'no signal' card) gives the
+    same black frame after reconnecting: that must not end it as a recording."""
+    import threading
+
+    from runtime.sources import VideoSource
+
+    video = tmp_path / "cam.avi"
+
+    def black(n):
+        vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 24))
+        for _ in range(n):
+            vw.write(np.zeros((24, 32, 3), np.uint8))
+        vw.release()
+
+    black(3)
+    src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=2,
+                      reconnect_delay=0.01)
+    src.frame_count = None
+    got = 0
+    with pytest.raises(SourceError, match="did not come back"):
+        for _ in src.frames(threading.Event()):
+            got += 1
+            if got == 5:
+                video.unlink()
+    assert got >= 5 and "recording" not in capsys.readouterr().err
+    src.close()
+
+    black(3)
+    src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=0)
+    src.frame_count = None
+    with pytest.raises(SourceError, match=r"stopped after 3 frames in all \(reconnecting is "
+                                          r"off: --reconnect 0\)"):
+        list(src.frames(threading.Event()))
+    src.close()
+
+
+def test_a_recording_that_ends_early_over_http_says_so(http_folder, capsys):
+    import threading
+
+    folder, url = http_folder
+    _write_frames(folder / "clip.mp4", 0, n=4)
+    src = open_source(f"{url}/clip.mp4", reconnect_attempts=2)
+    src.reconnect_delay, src.frame_count = 0.01, 9   # as if the connection dropped at 4 of 9
+    assert len(list(src.frames(threading.Event()))) == 4
+    src.close()
+    assert "it gave 4 of the 9 frames it declares" in capsys.readouterr().err

@@ -496,3 +496,41 @@ def test_a_bad_validation_pair_is_skipped_by_name_not_fatal_at_the_first_validat
                                        **{"data.val": tmp_path / "gopro_like"}))) == 1
     assert "has no 'val' split; validating (and choosing best.pt) on its 'test' split" in \
         capsys.readouterr().err
+
+
+def test_model_args_and_crop_are_checked_before_training(tmp_path):
+    """Restormer's model.args other than `config` were ignored, typos included, while
+    config.yaml recorded them; a crop the model cannot divide failed at step 1 with a shape
+    error from deep inside it."""
+    from distill.trainer import build_model
+
+    model, arch, args = build_model(tiny_cfg(tmp_path, 1, **{
+        "model.arch": "restormer", "model.args": "{config: tiny, dim: 8}"}))
+    assert arch == "restormer" and args["dim"] == 8 and model.config.dim == 8
+    with pytest.raises(ValueError, match="restormer has no argument 'dimm'"):
+        build_model(tiny_cfg(tmp_path, 1, **{"model.arch": "restormer",
+                                             "model.args": "{config: tiny, dimm: 8}"}))
+    with pytest.raises(ValueError, match="do not build a Restormer"):
+        build_model(tiny_cfg(tmp_path, 1, **{"model.arch": "restormer",
+                                             "model.args": "{config: tiny, heads: [3, 3, 3, 3]}"}))
+    with pytest.raises(ValueError, match=r"data.crop=36 is not a multiple of 8, which fast "
+                                         r"needs \(e.g. data.crop=32\)"):
+        build_model(tiny_cfg(tmp_path, 1, **{"data.crop": 36}))
+
+
+def test_init_takes_shipped_names_and_the_configs_models_paths_from_any_folder(tmp_path,
+                                                                               monkeypatch):
+    """`init=fast` failed ('checkpoint not found: fast') where evaluate and export take the
+    name, and the shipped configs' `init: models/student-fast.pt` only worked from the
+    project's folder."""
+    from distill.teacher import models_dir, resolve_weights
+
+    shipped = models_dir() / "student-fast.pt"
+    monkeypatch.chdir(tmp_path)
+    assert resolve_weights("models/student-fast.pt") == shipped
+    want = load_student(shipped)[0].state_dict()
+    for init in ("fast", "models/student-fast.pt"):
+        t = Trainer(load_config(None, [f"out={tmp_path / 'r'}", "model.arch=fast",
+                                       f"init={init}", "data.crop=64"]), quiet=True)
+        got = t.model.state_dict()
+        assert all(torch.equal(got[k], want[k]) for k in want)
