@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import glob
 import os
+import sys
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -122,7 +123,7 @@ def load_images(paths: Sequence[Path], blur_sigma: float = 0.0) -> list[tuple[st
     """Read image files / arrays as (name, HxWx3 float32 RGB in [0, 1])."""
     from distill.images import ImageReadError, read_image
 
-    out = []
+    out, skipped = [], []
     for p in paths:
         if p.suffix.lower() in (".npy", ".npz"):
             items = _array_images(p)
@@ -130,13 +131,19 @@ def load_images(paths: Sequence[Path], blur_sigma: float = 0.0) -> list[tuple[st
             try:
                 items = [(p.stem, read_image(p))]
             except ImageReadError as e:
-                raise CalibrationError(str(e)) from None
+                if len(paths) == 1:
+                    raise CalibrationError(str(e)) from None
+                # One bad file in a folder is skipped, as `labels`, `corpus` and `evaluate` do.
+                print(f"warning: skipped: {e}", file=sys.stderr, flush=True)
+                skipped.append(str(p))
+                continue
         for name, img in items:
             if img.ndim != 3 or img.shape[2] != 3:
                 raise CalibrationError(f"{name}: image has shape {img.shape}; expected H x W x 3")
             out.append((name, gaussian_blur(img, blur_sigma) if blur_sigma > 0 else img))
     if not out:
-        raise CalibrationError("no calibration images")
+        raise CalibrationError("no calibration images" + (
+            f": none of the {len(skipped)} files is a readable image" if skipped else ""))
     return out
 
 

@@ -11,6 +11,7 @@ in the output folder holds everything.
 """
 from __future__ import annotations
 
+import json
 import math
 import os
 import sys
@@ -335,7 +336,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     ckpt["source_sha256"] = weights_sha
     out = check_out_dir(out_dir)
     multiple = int(getattr(model, "multiple", 1))
-    stem = o.name or weights.stem
+    stem = o.name or default_stem(weights)
     try:
         profile = Profile.from_hw(*shapes, multiple=multiple)
     except ValueError as e:
@@ -415,6 +416,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     # ---- build each format
     from runtime.atomic import atomic_write_json
 
+    _say_replaced(out, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha, prog)
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
     results: list[FormatResult] = []
@@ -512,6 +514,30 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
     return res
 
 
+def default_stem(weights: Path) -> str:
+    """The artifacts' file stem: the checkpoint's, with its run folder in front for the names
+    every training run uses (runs/a/best.pt -> a-best), so that exports of two runs into one
+    folder do not replace each other."""
+    if weights.stem in ("best", "last") and weights.parent.name:
+        return f"{weights.parent.name}-{weights.stem}"
+    return weights.stem
+
+
+def _say_replaced(out: Path, paths: list[Path], weights_sha: str, prog: Progress) -> None:
+    """Warn when this export replaces artifacts that the folder's report says came from other
+    weights (a rebuild from the same checkpoint is routine)."""
+    try:
+        old = json.loads((out / "export_report.json").read_text())
+    except (OSError, ValueError):
+        return
+    if old.get("settings", {}).get("weights_sha256") in (None, weights_sha):
+        return
+    hit = [p.name for p in paths if p.exists()]
+    if hit:
+        prog.warn(f"replacing {', '.join(hit)}, exported from {old.get('weights')} "
+                 "(other weights); --name gives this export its own file names")
+
+
 def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:
     """Record the source checkpoint; beside a failing artifact leave a marker that makes
     `sharpen run` refuse it unless forced (each rebuild removes it first)."""
@@ -539,7 +565,7 @@ def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, 
     """Reference images (ground truth / teacher outputs) matched to parity images by stem."""
     if not folder:
         return {}
-    from distill.images import list_images, read_image
+    from distill.images import ImageReadError, list_images, read_image
 
     from .calibration import CalibrationError
 
@@ -552,7 +578,11 @@ def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, 
         p = by_stem.get(n)
         if p is None:
             continue
-        ref = read_image(p)
+        try:
+            ref = read_image(p)
+        except ImageReadError as e:
+            prog.warn(f"skipped {what} image: {e}")
+            continue
         if ref.shape != img.shape:
             raise CalibrationError(f"{what} image {p} is {ref.shape[1]}x{ref.shape[0]} but the "
                                    f"parity image {n} is {img.shape[1]}x{img.shape[0]}")

@@ -77,3 +77,7 @@ class Console:
     def __call__(self, msg: str) -> None:
         if not self.quiet:
             print(msg, file=sys.stderr, flush=True)
+
+    def warn(self, msg: str) -> None:
+        """A warning: said with quiet too, which silences progress, not problems."""
+        print(f"warning: {msg}", file=sys.stderr, flush=True)

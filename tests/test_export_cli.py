@@ -241,3 +241,57 @@ def test_tensorrt_engine_build(tmp_path):
     res = rep.result("engine")
     assert res.status == "pass", res.reason
     assert (Path(res.file).with_name(Path(res.file).name + ".json")).is_file()
+
+
+def test_an_unreadable_calibration_or_parity_image_is_skipped_by_name(tmp_path, capsys):
+    """`export --calib/--parity-images FOLDER` stopped at the first unreadable file, where every
+    other command skips it and names it."""
+    import cv2
+
+    from optimize.calibration import CalibrationError, load_images
+
+    d = tmp_path / "calib"
+    d.mkdir()
+    for name in ("a", "b"):
+        cv2.imwrite(str(d / f"{name}.png"), np.full((24, 32, 3), 90, np.uint8))
+    (d / "bad.png").write_bytes(b"not an image")
+    paths = sorted(d.iterdir())
+    assert [n for n, _ in load_images(paths)] == ["a", "b"]
+    err = capsys.readouterr().err
+    assert "skipped" in err and "bad.png" in err
+    with pytest.raises(CalibrationError, match="bad.png"):
+        load_images([d / "bad.png"])
+    (d / "a.png").write_bytes(b"no")
+    (d / "b.png").write_bytes(b"no")
+    with pytest.raises(CalibrationError, match="none of the 3 files is a readable image"):
+        load_images(paths)
+
+
+def test_runs_best_pt_exports_get_their_run_name_and_replacing_other_weights_is_said(
+        ckpt, tmp_path, capsys):
+    """Every training run writes best.pt, so every export was named best.*: exporting a second
+    run into the same folder replaced the first without a word."""
+    import shutil
+
+    from optimize.export import default_stem
+
+    assert default_stem(Path("runs/edge-a/best.pt")) == "edge-a-best"
+    assert default_stem(Path("models/student-fast.pt")) == "student-fast"
+    run_a = tmp_path / "edge-a" / "best.pt"
+    run_a.parent.mkdir()
+    shutil.copy(ckpt, run_a)
+    torch.manual_seed(1)
+    other = create_student("fast")
+    run_b = tmp_path / "edge-b" / "best.pt"
+    atomic_save(make_checkpoint(other, kind="student", arch="fast", arch_args=other.arch_args),
+                run_b)
+    out = tmp_path / "export"
+    assert main(["export", "--weights", str(run_a), "--formats", "onnx", "--out", str(out),
+                 "--no-latency", "--quiet"]) == 0
+    assert (out / "edge-a-best.onnx").is_file()
+    capsys.readouterr()
+    assert main(["export", "--weights", str(run_b), "--formats", "onnx", "--out", str(out),
+                 "--no-latency", "--quiet", "--name", "edge-a-best"]) == 0
+    out_text = capsys.readouterr()
+    assert f"warning: replacing edge-a-best.onnx, exported from {run_a}" in \
+        out_text.out + out_text.err
