@@ -158,12 +158,22 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return 0
     if not args.sharp:
         return _err("give a folder of sharp images (--sharp DIR) or --embedded")
+    if args.copies < 1:
+        return _err(f"--copies must be >= 1, got {args.copies}")
+    if not 3 <= args.size[0] <= args.size[1]:
+        return _err(f"--size MIN MAX needs 3 <= MIN <= MAX, got {args.size[0]} {args.size[1]}")
     src = Path(args.sharp)
     if not src.is_dir():
         return _err(f"--sharp {src}: not a folder")
-    files = list_images(src)
+    from .data.corpus import _names
+    from .data.sources import _images_under
+    out = Path(args.out)
+    # Subfolders too, as `corpus` and `labels` read them; never this run's own output.
+    files = [src / r for r in _images_under(src)
+             if not (src / r).resolve().is_relative_to(out.resolve())]
     if not files:
         return _err(f"--sharp {src}: no images found")
+    names = _names(src, files)   # distinct: a.jpg and a.png, day1/a and day2/a
     if args.preset:
         from .data.scene_blur import preset, synthesize_pair
         try:
@@ -180,7 +190,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
         def make(sharp, rng):
             return synthesize(sharp, rng, cfg), sharp
-    out = Path(args.out)
     held = len(list_images(out / "input")) if (out / "input").is_dir() else 0
     if held:
         print(f"warning: {out} already holds {held} pairs; those with the names written now "
@@ -196,7 +205,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
             continue
         for c in range(args.copies):
             rng = np.random.default_rng([args.seed, i, c])
-            name = f"{f.stem}_{c}.png" if args.copies > 1 else f"{f.stem}.png"
+            name = f"{names[f]}_{c}.png" if args.copies > 1 else f"{names[f]}.png"
             blurred, target = make(sharp, rng)
             write_image(out / "input" / name, blurred)
             write_image(out / "target" / name, target)
@@ -330,7 +339,15 @@ def _train(args: argparse.Namespace, task: str) -> int:
     try:
         cfg = load_config(args.config, args.overrides)
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
-        return _err(str(e))
+        return _err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
+    if not cfg.out:
+        return _err("out= is empty: give the run's folder (e.g. out=runs/mine)")
+    if cfg.device != "auto":
+        from .teacher import pick_device
+        try:
+            pick_device(cfg.device)
+        except (ValueError, RuntimeError) as e:
+            return _err(str(e) if "device=" in str(e) else f"device={cfg.device}: {e}")
     # `train` fits any registered model to ground truth; the trainer calls that task "teacher".
     cfg.task = "teacher" if task == "supervised" else task
     if task == "teacher" and cfg.model.arch != "restormer":

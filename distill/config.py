@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -111,7 +112,9 @@ def _set(obj: Any, dotted: str, value: Any) -> None:
         return
     if not hasattr(obj, key):
         names = [f.name for f in dataclasses.fields(obj)]
-        raise KeyError(f"unknown config key {dotted!r}; {type(obj).__name__} has {names}")
+        close = difflib.get_close_matches(key, names, n=1)
+        hint = f"did you mean {'.'.join([*parts[:-1], close[0]])}? " if close else ""
+        raise KeyError(f"unknown config key {dotted!r}; {hint}{type(obj).__name__} has {names}")
     current = getattr(obj, key)
     if dataclasses.is_dataclass(current):
         if not isinstance(value, dict):

@@ -124,6 +124,11 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
     from .images import ImageReadError, centre_crop, read_image
     items = source_items(spec, split, limit)
     if not items:
+        from runtime.imageio import VIDEO_EXTS
+        if Path(spec).suffix.lower() in VIDEO_EXTS:
+            raise ValueError(f"{spec}: evaluate scores images, not a video's frames; `sharpen "
+                             "labels --data VIDEO --out CACHE` saves the frames it labels in "
+                             "CACHE/frames, which evaluate takes (or extract them with ffmpeg)")
         raise ValueError(f"{spec}: no images")
     sharp_ratio: dict[str, list[float]] = {k: [] for k in ["input", *fns]}
     outputs: dict[str, dict[str, np.ndarray]] = {}

@@ -73,6 +73,10 @@ def file_hash(path: str | os.PathLike, n: int = 16) -> str:
 def pick_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if str(device).startswith("cuda") and not torch.cuda.is_available():
+        # torch's own complaint is an AssertionError from deep inside .to()
+        why = "this torch is a CPU build" if torch.version.cuda is None else "no CUDA GPU is visible"
+        raise ValueError(f"device={device}: {why} (auto uses a GPU when there is one)")
     return torch.device(device)
 
 

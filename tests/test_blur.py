@@ -84,3 +84,27 @@ def test_embedded_split_is_fixed():
     assert a == b and len(a) == 4
     train = {n for n, _ in sharp_images("train", n_dead_leaves=2)}
     assert not train & set(names)
+
+
+def test_synth_reads_subfolders_keeps_every_photo_and_checks_its_flags(tmp_path, capsys):
+    """`synth` read the top folder only (a folder of day1/, day2/ gave 'no images found'), wrote
+    IMG_1.JPG and IMG_1.png to one name, and took --copies 0 or an empty kernel range."""
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    for rel in ("day1/IMG_1.png", "day2/IMG_1.png", "day2/IMG_2.jpg", "day2/IMG_2.png"):
+        write_image(photos / rel, rng.random((40, 48, 3)).astype(np.float32))
+    out = photos / "synth"     # inside the photos: its pairs must not be read back as photos
+    argv = ["synth", "--sharp", str(photos), "--out", str(out), "--size", "3", "7", "--quiet"]
+    for _ in range(2):
+        assert main(argv) == 0
+        names = sorted(p.name for p in (out / "input").iterdir())
+        assert names == ["day1_IMG_1.png", "day2_IMG_1.png", "day2_IMG_2_jpg.png",
+                         "day2_IMG_2_png.png"]
+    capsys.readouterr()
+    for bad, what in ((["--copies", "0"], "--copies must be >= 1"),
+                      (["--size", "50", "10"], "--size MIN MAX needs 3 <= MIN <= MAX")):
+        assert main([*argv, *bad]) == 2
+        assert what in capsys.readouterr().err

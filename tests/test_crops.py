@@ -165,7 +165,14 @@ def test_pairs_from_source(tmp_path):
 
 
 def test_pairs_from_labels_requires_labels(tmp_path):
+    """A data folder given as the cache used to get 'run sharpen labels --out DATA', which
+    would write the cache into the dataset."""
     (tmp_path / "cache").mkdir()
+    with pytest.raises(ValueError, match=r"is not a label cache \(no manifest.json\): make one "
+                                         r"from data with `sharpen labels --data DATA --out "
+                                         r"CACHE`"):
+        pairs_from_labels(tmp_path / "cache")
+    (tmp_path / "cache" / "manifest.json").write_text('{"entries": {}}')
     with pytest.raises(ValueError, match="no finished labels"):
         pairs_from_labels(tmp_path / "cache")
 

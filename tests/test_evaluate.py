@@ -112,3 +112,16 @@ def test_shipped_models_by_name_and_clear_errors(nogt, tmp_path, capsys, monkeyp
     assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--out", str(a_file),
                  "--quiet"]) == 2
     assert f"--out {a_file} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_a_video_as_data_says_where_its_frames_can_come_from(tmp_path):
+    import cv2
+
+    video = tmp_path / "clip.mp4"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
+    for _ in range(3):
+        vw.write(np.full((24, 32, 3), 100, np.uint8))
+    vw.release()
+    with pytest.raises(ValueError, match=r"evaluate scores images, not a video's frames; "
+                                         r"`sharpen labels --data VIDEO --out CACHE`"):
+        evaluate_fns({"id": lambda im: im}, str(video))

@@ -534,3 +534,24 @@ def test_init_takes_shipped_names_and_the_configs_models_paths_from_any_folder(t
                                        f"init={init}", "data.crop=64"]), quiet=True)
         got = t.model.state_dict()
         assert all(torch.equal(got[k], want[k]) for k in want)
+
+
+def test_usage_mistakes_get_one_line_not_a_traceback(tmp_path, capsys):
+    from sharpen.cli import main
+
+    def err_of(*argv):
+        rc = main(list(argv))
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and "Traceback" not in "\n".join(err)
+        return err[-1]
+
+    assert err_of("train", "out=", "--quiet").endswith("out= is empty: give the run's folder "
+                                                        "(e.g. out=runs/mine)")
+    line = err_of("train", f"out={tmp_path / 'r'}", "optim.stpes=3", "--quiet")
+    assert line.startswith("sharpen train: error: unknown config key 'optim.stpes'; did you "
+                           "mean optim.steps?")
+    if not torch.cuda.is_available():
+        for argv in (("train", f"out={tmp_path / 'r'}", "device=cuda", "--quiet"),
+                     ("labels", "--data", str(tmp_path), "--out", str(tmp_path / "l"),
+                      "--device", "cuda", "--quiet")):
+            assert "device=cuda: " in err_of(*argv)

@@ -111,8 +111,9 @@ class _DecodeMixin:
                 return k, self._load(k)
             except (ImageReadError, OSError) as e:
                 self._bad.add(k)
-                warnings.warn(f"skipping training sample {self.items[k][0].name}: {e}",
-                              stacklevel=3)
+                # Attributed here: the caller is torch's data loader, and the CLI prints the
+                # project's own warnings as one `warning:` line.
+                warnings.warn(f"skipping training sample {self.items[k][0].name}: {e}")
         raise ImageReadError(f"no readable sample: all {n} failed to load (the "
                              "warnings above name each file and why)")
 
@@ -187,7 +188,7 @@ class CropDataset(_DecodeMixin, Dataset):
             self._warned_small = True   # once per process: a folder of small images is one issue
             warnings.warn(f"{self.items[idx][0]} is {w}x{h}, smaller than the {self.crop} px "
                           "crop: its crops are filled out by mirroring (lower data.crop, or use "
-                          "larger images); other such files are not listed", stacklevel=2)
+                          "larger images); other such files are not listed")
         imgs = self.augment(imgs, rng)
         out = {"input": _to_tensor(imgs[0]), "target": _to_tensor(imgs[1])}
         if len(imgs) > 2:
@@ -229,8 +230,14 @@ class WholeImageDataset(_DecodeMixin, Dataset):
 def pairs_from_labels(cache_dir: str | os.PathLike) -> list[tuple[Path, Path, Optional[Path]]]:
     """(input, teacher label, gt or None) for every finished entry of a `sharpen labels` cache."""
     from .label_cache import LabelCache
+    from .label_cache import MANIFEST
     cache = LabelCache(cache_dir)
     items = cache.pairs()
+    if not items and not (Path(cache_dir) / MANIFEST).exists():
+        # Most often the data folder itself, given where its label cache belongs.
+        raise ValueError(f"{cache_dir} is not a label cache (no {MANIFEST}): make one from "
+                         f"data with `sharpen labels --data DATA --out CACHE` and give "
+                         "data.labels=CACHE")
     if not items:
         raise ValueError(f"{cache_dir}: no finished labels (run `sharpen labels --out "
                          f"{cache_dir}` first)")

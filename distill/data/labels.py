@@ -353,6 +353,13 @@ class LabelRun:
 # --- command line -----------------------------------------------------------------------------
 
 def run_from_args(args: argparse.Namespace) -> int:
+    if args.device != "auto":
+        from ..teacher import pick_device
+        try:
+            pick_device(args.device)
+        except (ValueError, RuntimeError) as e:
+            raise SharpenError(str(e) if "device=" in str(e)
+                               else f"--device {args.device}: {e}") from None
     try:
         stats = run_labels(args.data, args.out, teacher_weights=args.teacher_weights,
                            config=args.config, tile=args.tile, overlap=args.overlap,
