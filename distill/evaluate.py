@@ -57,8 +57,12 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
     whole-image inference for a student) or an exported student artifact (its runtime backend,
     exactly as `sharpen run` deploys it, INT8 included)."""
     if is_artifact(path):
+        from runtime.backends import failed_marker
         from runtime.backends.runner import load_runner
 
+        if failed_marker(path).exists():   # `run` refuses it without --force; say so here
+            print(f"warning: {path} failed its parity gate at export ({failed_marker(path)}); "
+                  "scored anyway", file=sys.stderr, flush=True)
         return load_runner(path, providers="auto")[0]
     from .checkpoint import CheckpointError, read_checkpoint
     kind = read_checkpoint(path).get("kind")

@@ -122,11 +122,15 @@ def _array_images(path: Path) -> list[tuple[str, np.ndarray]]:
 def load_images(paths: Sequence[Path], blur_sigma: float = 0.0) -> list[tuple[str, np.ndarray]]:
     """Read image files / arrays as (name, HxWx3 float32 RGB in [0, 1])."""
     from distill.images import ImageReadError, read_image
+    from runtime.imageio import VIDEO_EXTS
 
     out, skipped = [], []
     for p in paths:
         if p.suffix.lower() in (".npy", ".npz"):
             items = _array_images(p)
+        elif p.suffix.lower() in VIDEO_EXTS:
+            raise CalibrationError(f"{p}: a video; calibration and parity take images or "
+                                   ".npy arrays (extract frames first, e.g. with ffmpeg)")
         else:
             try:
                 items = [(p.stem, read_image(p))]

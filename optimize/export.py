@@ -323,6 +323,13 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         raise ExportError(f"--workspace must be > 0 GB, got {o.workspace_gb}")
     if o.latency_runs < 0 or o.threads < 0:
         raise ExportError("--latency-runs and --threads must be >= 0")
+    if o.name is not None and (not o.name.strip() or o.name in (".", "..")
+                               or any(c in o.name for c in "/\\")):
+        raise ExportError(f"--name {o.name!r} must be a file name stem, not a path (the "
+                          "artifacts go in --out)")
+    if o.float_layers and not any(FORMATS[f].needs_calibration for f in fmts):
+        prog.warn(f"--float-layers applies to the INT8 formats only, none of which is built "
+                  f"here ({', '.join(fmts)})")
 
     weights = Path(weights)
     model, ckpt = load_student(weights)   # CheckpointError: missing / not a student
@@ -352,11 +359,26 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     elif calib_paths is not None:
         imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
         if len(imgs) >= 2:
-            k = max(1, len(imgs) // 5)
-            held = imgs[-k:]
-            calib_paths = [p for p in calib_paths if p not in held]
-            parity_list = cal.load_images(held)
-            held_out_note = f"held out {len(held)} of the --calib images for parity"
+            # The last readable fifth: an unreadable file is skipped by name, not fatal.
+            k, held, bad, loaded = max(1, len(imgs) // 5), [], [], []
+            for p in reversed(imgs):
+                if len(held) == k:
+                    break
+                try:
+                    loaded += cal.load_images([p])
+                    held.append(p)
+                except cal.CalibrationError as e:
+                    prog.warn(f"skipped: {e}")
+                    bad.append(p)
+            calib_paths = [p for p in calib_paths if p not in held and p not in bad]
+            if held and calib_paths:
+                parity_list = loaded[::-1]
+                held_out_note = f"held out {len(held)} of the --calib images for parity"
+            else:   # too few readable ones to hold any out: calibrate on what there is
+                calib_paths = calib_paths or held
+                if not calib_paths:
+                    raise cal.CalibrationError(f"--calib {o.calib}: none of its {len(bad)} "
+                                               "images is readable")
     if parity_list is None:
         parity_list = cal.sample_images(cal.BUILTIN_PARITY)
         held_out_note = held_out_note or ("parity on scikit-image sample photos "
@@ -374,6 +396,11 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         prog.say(f"calibration: {len(crops)} crops of {crops.shape[2]}x{crops.shape[3]} from "
                  f"{len(calib_names)} images ({src})")
     gt = _load_matching(o.parity_gt, parity_list, "ground truth", prog)
+    if o.thresholds.max_ssim_drop is not None and not gt:
+        # A gate the user asked for must not pass by not being applied.
+        raise ExportError("--max-ssim-drop needs ground truth for the parity images: "
+                          + ("no --parity-gt image matches a parity image by name"
+                             if o.parity_gt else "give --parity-gt DIR (same file names)"))
     teacher = _load_matching(o.parity_teacher, parity_list, "teacher", prog)
 
     # ---- FP32 PyTorch reference

@@ -190,6 +190,12 @@ class FrameProcessor:
         # precision and the result comes back in 16 bits.
         bgr = to_bgr(frame)
         layout, multiple = self.backend.layout, self.backend.multiple
+        if bgr.dtype == np.uint16 and getattr(self.backend, "precision", "") == "int8" \
+                and not getattr(self.backend, "quantized_io", False):
+            # Float I/O, but the graph quantises its input to 8 bits first.
+            _warn_once("uint16-int8-graph", "16-bit frames through an INT8 model keep about 8 "
+                       "bits of precision (the file stays 16-bit; use an FP32/FP16 model to "
+                       "keep all 16)")
         if self.tile:
             img = bgr_to_rgbf(bgr)
             t1 = time.perf_counter()

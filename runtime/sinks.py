@@ -234,8 +234,13 @@ class CompareSink(Sink):
 
     def __init__(self, inner: Sink, view: str) -> None:
         self.inner, self.view = inner, view
+        self.deep_warned = False
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        if sharpened.dtype == np.uint16 and not self.deep_warned:
+            print(f"warning: {name}: the --compare view is 8-bit (run without --compare to "
+                  "keep 16 bits)", file=sys.stderr)
+            self.deep_warned = True
         self.inner.write(original, compose(original, sharpened, self.view, max_width=1 << 30),
                          name)
 

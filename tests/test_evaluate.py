@@ -125,3 +125,17 @@ def test_a_video_as_data_says_where_its_frames_can_come_from(tmp_path):
     with pytest.raises(ValueError, match=r"evaluate scores images, not a video's frames; "
                                          r"`sharpen labels --data VIDEO --out CACHE`"):
         evaluate_fns({"id": lambda im: im}, str(video))
+
+
+def test_an_artifact_that_failed_its_parity_gate_is_named_when_scored(tmp_path, capsys):
+    import json
+
+    from runtime_fixtures import make_onnx_model
+
+    from distill.evaluate import load_model_fn
+    from runtime.backends import failed_marker
+
+    model = make_onnx_model(tmp_path / "m.onnx")
+    failed_marker(model).write_text(json.dumps({"reason": "worst SSIM 0.91 < 0.98"}))
+    load_model_fn(model)
+    assert "failed its parity gate at export" in capsys.readouterr().err

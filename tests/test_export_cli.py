@@ -295,3 +295,43 @@ def test_runs_best_pt_exports_get_their_run_name_and_replacing_other_weights_is_
     out_text = capsys.readouterr()
     assert f"warning: replacing edge-a-best.onnx, exported from {run_a}" in \
         out_text.out + out_text.err
+
+
+def test_held_out_parity_skips_an_unreadable_file_and_unapplicable_gates_are_refused(
+        ckpt, tmp_path, capsys):
+    """With --calib DIR the last fifth of the images is held out for parity; an unreadable one
+    there stopped the export. --max-ssim-drop without ground truth passed without being
+    applied. A video as --calib was called a corrupt image."""
+    import cv2
+
+    d = tmp_path / "calib"
+    d.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(d / f"p{i}.png"), np.full((40, 48, 3), 40 * i, np.uint8))
+    (d / "zz.png").write_bytes(b"junk")
+    out = tmp_path / "out"
+    base = ["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
+            "--no-latency", "--quiet"]
+    assert main([*base, "--calib", str(d)]) == 0
+    err = capsys.readouterr().err
+    assert "skipped" in err and "zz.png" in err
+    assert json.loads((out / "export_report.json").read_text())["settings"]["parity_images"] \
+        == ["p4"]
+    rc, err = _run([*base, "--calib", str(d), "--max-ssim-drop", "0.002"], capsys)
+    assert rc == 2 and "--max-ssim-drop needs ground truth" in _one_line_error(err)
+    video = tmp_path / "clip.mp4"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (48, 40))
+    vw.write(np.zeros((40, 48, 3), np.uint8))
+    vw.release()
+    rc, err = _run([*base, "--formats", "onnx-int8", "--calib", str(video)], capsys)
+    assert rc == 2 and "a video; calibration and parity take images" in _one_line_error(err)
+
+
+def test_name_must_be_a_stem_and_float_layers_without_int8_is_warned(ckpt, tmp_path, capsys):
+    base = ["export", "--weights", str(ckpt), "--formats", "onnx", "--out",
+            str(tmp_path / "o"), "--no-latency", "--quiet"]
+    rc, err = _run([*base, "--name", "../escaped"], capsys)
+    assert rc == 2 and "must be a file name stem, not a path" in _one_line_error(err)
+    assert not (tmp_path / "escaped.onnx").exists()
+    rc, err = _run([*base, "--float-layers", "head"], capsys)
+    assert rc == 0 and "--float-layers applies to the INT8 formats only" in err

@@ -143,8 +143,8 @@ def test_every_buildable_format_passes_parity(report):
 
 def test_ssim_drop_gate(student, data_dir, tmp_path):
     """--max-ssim-drop fails an artifact that loses more SSIM to ground truth than allowed
-    against the FP32 model, naming the worst image; without ground truth it cannot apply."""
-    from optimize.export import Thresholds, export
+    against the FP32 model, naming the worst image; without ground truth it is refused."""
+    from optimize.export import ExportError, Thresholds, export
 
     common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
                   parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
@@ -156,9 +156,10 @@ def test_ssim_drop_gate(student, data_dir, tmp_path):
     rep = export(student[1], ["onnx-int8"], tmp_path / "b", parity_gt=data_dir / "gt",
                  thresholds=Thresholds(max_ssim_drop=0.05), **common)
     assert rep.result("onnx-int8").status == "pass"
-    rep = export(student[1], ["onnx-int8"], tmp_path / "c",
-                 thresholds=Thresholds(max_ssim_drop=-1.0), **common)
-    assert rep.result("onnx-int8").status == "pass" and rep.result("onnx-int8").ssim_gt_drop is None
+    # Without ground truth the gate cannot apply: refused, not passed unapplied.
+    with pytest.raises(ExportError, match="--max-ssim-drop needs ground truth"):
+        export(student[1], ["onnx-int8"], tmp_path / "c",
+               thresholds=Thresholds(max_ssim_drop=-1.0), **common)
 
 
 def test_parity_rule_order_and_thresholds():

@@ -199,3 +199,52 @@ def test_fixture_model_sharpens(onnx_model):
     out = np.clip(y * 255 + 0.5, 0, 255).astype(np.uint8)
     assert lap_var(out) > 1.5 * lap_var(f)
     assert band_index(out) == 3
+
+
+def test_litert_size_multiple_without_or_with_a_wrong_sidecar(tmp_path, capsys):
+    """A .tflite copied without its sidecar (or beside another model's) failed inside LiteRT at
+    the first frame ('SPACE_TO_DEPTH ... 7 != 6'); its multiple is now checked and found."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed")
+    tf = pytest.importorskip("tensorflow", reason="tensorflow is needed to build a .tflite model")
+    inp = tf.keras.Input(shape=(None, None, 3), batch_size=1)
+    down = tf.keras.layers.Lambda(lambda x: tf.nn.space_to_depth(x, 4))(inp)
+    out = tf.keras.layers.Lambda(lambda x: tf.nn.depth_to_space(x, 4))(down)
+    path = tmp_path / "s2d.tflite"
+    try:
+        path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(
+            tf.keras.Model(inp, out)).convert())
+    except Exception as exc:  # noqa: BLE001 - converter failures are environment problems
+        pytest.skip(f"could not make a .tflite model here: {type(exc).__name__}: {exc}")
+    capsys.readouterr()
+    for sidecar, said in ((None, "it has no sidecar s2d.tflite.json"),
+                          ({"multiple": 2}, "its sidecar s2d.tflite.json says 2, which the "
+                                            "model refuses")):
+        if sidecar:
+            (tmp_path / "s2d.tflite.json").write_text(json.dumps(sidecar))
+        b = load_backend(path, threads=1)
+        assert b.multiple == 4
+        assert said in capsys.readouterr().err
+        f = textured_frame(2, h=37, w=53)
+        assert np.array_equal(FrameProcessor(b)(f), f)   # space-to-depth and back: identity
+    (tmp_path / "s2d.tflite.json").write_text(json.dumps({"multiple": 8}))
+    assert load_backend(path, threads=1).multiple == 8   # a larger one that works is kept
+    assert "warning" not in capsys.readouterr().err
+
+
+def test_16_bit_frames_through_a_float_io_int8_model_are_said_to_keep_8_bits(tmp_path,
+                                                                             capsys):
+    """An onnx-int8 model takes float input but quantises it to 8 bits inside: the 16-bit file
+    it writes holds about 256 levels, which used to go unsaid."""
+    import runtime.prepost as prepost
+
+    prepost._warned.discard("uint16-int8-graph")
+    b = load_backend(make_onnx_model(tmp_path / "q.onnx", kind="int8"))
+    deep = textured_frame(1).astype(np.uint16) * 257
+    assert FrameProcessor(b)(deep).dtype == np.uint16
+    assert "16-bit frames through an INT8 model keep about 8 bits" in capsys.readouterr().err
+
+
+def test_a_provider_for_another_engine_is_warned_about(tflite_models, capsys):
+    load_backend(tflite_models[0], threads=1, providers="tensorrt")
+    assert "--provider tensorrt is for ONNX models; f32.tflite runs on litert" in \
+        capsys.readouterr().err

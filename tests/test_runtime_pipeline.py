@@ -147,6 +147,8 @@ def test_16_bit_precision_is_kept_where_the_output_holds_it(tmp_path, onnx_model
     assert "out.jpg: written as 8-bit (.jpg holds 8 bits" in capsys.readouterr().err
     run_stream(onnx_model, str(src), tmp_path / "out.mp4")
     assert "16-bit results are written as 8-bit video" in capsys.readouterr().err
+    run_stream(onnx_model, str(src), tmp_path / "cmp.png", compare=True)
+    assert "the --compare view is 8-bit" in capsys.readouterr().err
 
 
 def test_tiled_matches_whole_frame(tmp_path, onnx_model):

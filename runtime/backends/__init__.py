@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -44,6 +45,11 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
         raise ModelError(f"{p} failed its parity gate at export ({reason or 'see ' + str(mark)});"
                          " re-export it, or pass --force to run it anyway")
     kind = BACKEND_BY_SUFFIX.get(p.suffix.lower())
+    if kind not in (None, "onnxruntime") and providers not in (None, "auto", "cpu"):
+        # ONNX Runtime says when a requested provider is not used; so does this.
+        shown = providers if isinstance(providers, str) else ",".join(providers)
+        print(f"warning: --provider {shown} is for ONNX models; {p.name} runs on {kind}",
+              file=sys.stderr, flush=True)
     # Imports stay inside the branches: each engine is an optional dependency on the device.
     if kind == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend

@@ -7,13 +7,14 @@ scale and zero point, so the pipeline always sees float32 in [0, 1].
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any, Optional, Union
 
 import numpy as np
 
 from ..console import quiet_native_stderr
-from .base import Backend, ModelError, parse_multiple, read_sidecar
+from .base import Backend, ModelError, parse_multiple, read_sidecar, sidecar_path
 
 
 def _interpreter_class() -> Any:
@@ -23,6 +24,11 @@ def _interpreter_class() -> Any:
         raise ModelError("LiteRT is not installed: `pip install ai-edge-litert` "
                          "(or use the .onnx model)") from None
     return Interpreter
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
@@ -46,11 +52,10 @@ class LiteRTBackend(Backend):
         try:
             with quiet_native_stderr():   # "INFO: Created TensorFlow Lite XNNPACK delegate"
                 self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
-                self.interp.allocate_tensors()
         except (ValueError, RuntimeError) as exc:
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load {path} with LiteRT (is it a .tflite model?): "
-                             f"{msg[:300]}") from None
+                             f"{_first_line(exc)}") from None
+        self._last_error = ""
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         if len(ins) != 1 or not outs:
             raise ModelError(f"{path}: expected one image input, got {len(ins)} inputs")
@@ -60,12 +65,46 @@ class LiteRTBackend(Backend):
             raise ModelError(f"{path}: expected a 4-D RGB input, got shape {shape}")
         self.layout = "NHWC" if shape[-1] == 3 else "NCHW"
         self.in_dtype = np.dtype(self.inp["dtype"])
-        self.multiple = parse_multiple(read_sidecar(path).get("multiple"), str(path))
+        self._shape = tuple(shape)
+        self.multiple = self._checked_multiple(path, read_sidecar(path).get("multiple"))
         self.precision = self._precision()
         self.provider = f"XNNPACK ({threads} threads)" if threads else "XNNPACK"
         self.threads = threads
-        self._shape = tuple(shape)
         self.path = path
+
+    def _checked_multiple(self, path: Path, declared: Any) -> int:
+        """The size multiple H and W must have: the sidecar's, checked against the model. A
+        .tflite copied without its sidecar (or with another model's) otherwise failed inside
+        LiteRT at the first frame ('SPACE_TO_DEPTH ... 7 != 6')."""
+        m = parse_multiple(declared, str(path)) if declared not in (None, "") else None
+        if m is not None and self._accepts(3 * m):
+            return m
+        found = next((k for k in (1, 2, 4, 8, 16, 32, 64, 128, 256) if self._accepts(3 * k)),
+                     None)
+        side = sidecar_path(path) or Path(f"{path}.json")
+        if m is None:
+            why = f"it has no sidecar {side.name} (copy it along with the model)"
+        else:
+            why = f"its sidecar {side.name} says {m}, which the model refuses (another model's?)"
+        if found is None:
+            raise ModelError(f"{path}: LiteRT cannot prepare the model at any frame size "
+                             f"({self._last_error}); {why}")
+        print(f"warning: {path}: {why}; its size multiple, found by trial, is {found}",
+              file=sys.stderr, flush=True)
+        return found
+
+    def _accepts(self, side: int) -> bool:
+        shape = [1, side, side, 3] if self.layout == "NHWC" else [1, 3, side, side]
+        try:
+            with quiet_native_stderr():
+                self.interp.resize_tensor_input(self.inp["index"], shape, strict=False)
+                self.interp.allocate_tensors()
+            return True
+        except (RuntimeError, ValueError) as exc:
+            self._last_error = _first_line(exc)
+            return False
+        finally:
+            self._shape = ()   # allocated at another size now: the next frame re-allocates
 
     def _precision(self) -> str:
         if self.in_dtype in (np.int8, np.uint8):
@@ -81,8 +120,12 @@ class LiteRTBackend(Backend):
         # Re-allocating is expensive, so only when the frame size actually changes.
         if shape == self._shape:
             return
-        self.interp.resize_tensor_input(self.inp["index"], list(shape), strict=False)
-        self.interp.allocate_tensors()
+        try:
+            self.interp.resize_tensor_input(self.inp["index"], list(shape), strict=False)
+            self.interp.allocate_tensors()
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"{self.path}: LiteRT cannot run input {list(shape)} (size "
+                             f"multiple {self.multiple}): {_first_line(exc)}") from None
         self.out = self.interp.get_output_details()[0]
         self._shape = shape
 
