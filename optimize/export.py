@@ -355,7 +355,13 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     parity_list = None
     held_out_note = ""
     if o.parity_images:
-        parity_list = cal.load_images(cal.resolve_paths(o.parity_images))
+        parity_paths = cal.resolve_paths(o.parity_images)
+        both = {q.resolve() for q in parity_paths} & {q.resolve() for q in calib_paths or []}
+        if both:
+            # Calibrated on the very images it is judged on, INT8 looks better than it is.
+            prog.warn(f"{len(both)} parity image(s) are also --calib images (e.g. "
+                      f"{min(both).name}); parity is meant to be measured on held-out images")
+        parity_list = cal.load_images(parity_paths)
     elif calib_paths is not None:
         imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
         if len(imgs) >= 2:

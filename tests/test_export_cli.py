@@ -335,3 +335,17 @@ def test_name_must_be_a_stem_and_float_layers_without_int8_is_warned(ckpt, tmp_p
     assert not (tmp_path / "escaped.onnx").exists()
     rc, err = _run([*base, "--float-layers", "head"], capsys)
     assert rc == 0 and "--float-layers applies to the INT8 formats only" in err
+
+
+def test_parity_images_that_are_also_calibration_images_are_warned_about(ckpt, tmp_path,
+                                                                          capsys):
+    import cv2
+
+    d = tmp_path / "imgs"
+    d.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(d / f"p{i}.png"), np.full((40, 48, 3), 50 * i, np.uint8))
+    rc, err = _run(["export", "--weights", str(ckpt), "--formats", "onnx", "--out",
+                    str(tmp_path / "o"), "--no-latency", "--quiet", "--calib", str(d),
+                    "--parity-images", str(d / "p2.png")], capsys)
+    assert rc == 0 and "1 parity image(s) are also --calib images (e.g. p2.png)" in err
