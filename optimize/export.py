@@ -449,9 +449,12 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     # ---- build each format
     from runtime.atomic import atomic_write_json
 
-    _say_replaced(out, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha, prog)
+    _say_replaced(out, stem, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha,
+                  prog)
+    _keep_other_report(out, stem, prog)
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
+    (out / f"export_report.{stem}.json").unlink(missing_ok=True)
     results: list[FormatResult] = []
     ctx = _BuildContext(model, ckpt, out, stem, crops, profile, multiple, o, prog)
     ctx.float_by_fmt = float_by_fmt
@@ -492,6 +495,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                          "is written: keep it beside the engine)")
 
     settings["weights_sha256"] = weights_sha
+    settings["stem"] = stem
     settings["float_layers"] = dict(ctx.float_by_fmt)   # as built, after any fallback
     report = ExportReport(str(weights), model.arch_name, str(out), results, reference, settings)
     atomic_write_json(out / "export_report.json", report.to_dict())
@@ -556,19 +560,57 @@ def default_stem(weights: Path) -> str:
     return weights.stem
 
 
-def _say_replaced(out: Path, paths: list[Path], weights_sha: str, prog: Progress) -> None:
-    """Warn when this export replaces artifacts that the folder's report says came from other
-    weights (a rebuild from the same checkpoint is routine)."""
+def _say_replaced(out: Path, stem: str, paths: list[Path], weights_sha: str,
+                  prog: Progress) -> None:
+    """Warn when this export replaces artifacts that their report says came from other weights
+    (a rebuild from the same checkpoint is routine)."""
+    for name in ("export_report.json", f"export_report.{stem}.json"):
+        try:
+            old = json.loads((out / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if not isinstance(old, dict) or _report_stem(old) not in (None, stem):
+            continue
+        if old.get("settings", {}).get("weights_sha256") in (None, weights_sha):
+            return
+        hit = [p.name for p in paths if p.exists()]
+        if hit:
+            prog.warn(f"replacing {', '.join(hit)}, exported from {old.get('weights')} "
+                      "(other weights); --name gives this export its own file names")
+        return
+
+
+def _report_stem(report: dict) -> str | None:
+    """The artifact stem an export report describes (older reports: from its files' names)."""
+    stem = report.get("settings", {}).get("stem")
+    if stem:
+        return stem
+    for r in report.get("results", []):
+        if r.get("file"):
+            name = Path(r["file"]).name
+            suffix = FORMATS[r["format"]].suffix if r.get("format") in FORMATS else ""
+            return name[: -len(suffix)] if suffix and name.endswith(suffix) else Path(name).stem
+    return None
+
+
+def _keep_other_report(out: Path, stem: str, prog: Progress) -> None:
+    """export_report.json describes the folder's latest export. When that was an export of
+    other artifacts (another stem) that are still there, keep its report beside them as
+    export_report.<stem>.json instead of losing it."""
+    path = out / "export_report.json"
     try:
-        old = json.loads((out / "export_report.json").read_text())
+        old = json.loads(path.read_text())
     except (OSError, ValueError):
         return
-    if old.get("settings", {}).get("weights_sha256") in (None, weights_sha):
+    old_stem = _report_stem(old) if isinstance(old, dict) else None
+    if not old_stem or old_stem == stem or "/" in old_stem or old_stem.startswith("."):
         return
-    hit = [p.name for p in paths if p.exists()]
-    if hit:
-        prog.warn(f"replacing {', '.join(hit)}, exported from {old.get('weights')} "
-                 "(other weights); --name gives this export its own file names")
+    files = [Path(r["file"]).name for r in old.get("results", []) if r.get("file")]
+    if not any((out / f).exists() for f in files):
+        return
+    kept = out / f"export_report.{old_stem}.json"
+    os.replace(path, kept)
+    prog.say(f"kept the report of the {old_stem} artifacts as {kept.name}")
 
 
 def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:

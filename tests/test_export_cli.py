@@ -289,12 +289,21 @@ def test_runs_best_pt_exports_get_their_run_name_and_replacing_other_weights_is_
     assert main(["export", "--weights", str(run_a), "--formats", "onnx", "--out", str(out),
                  "--no-latency", "--quiet"]) == 0
     assert (out / "edge-a-best.onnx").is_file()
+    # A second run's export into the folder keeps the first one's report beside its files.
+    assert main(["export", "--weights", str(run_b), "--formats", "onnx", "--out", str(out),
+                 "--no-latency", "--quiet"]) == 0
+    latest = json.loads((out / "export_report.json").read_text())
+    kept = json.loads((out / "export_report.edge-a-best.json").read_text())
+    assert latest["weights"] == str(run_b) and latest["settings"]["stem"] == "edge-b-best"
+    assert kept["weights"] == str(run_a) and kept["results"][0]["file"].endswith("edge-a-best.onnx")
     capsys.readouterr()
     assert main(["export", "--weights", str(run_b), "--formats", "onnx", "--out", str(out),
                  "--no-latency", "--quiet", "--name", "edge-a-best"]) == 0
     out_text = capsys.readouterr()
     assert f"warning: replacing edge-a-best.onnx, exported from {run_a}" in \
         out_text.out + out_text.err
+    reports = sorted(p.name for p in out.glob("export_report*.json"))
+    assert reports == ["export_report.edge-b-best.json", "export_report.json"]
 
 
 def test_held_out_parity_skips_an_unreadable_file_and_unapplicable_gates_are_refused(

@@ -294,10 +294,11 @@ def test_compose_views():
 
 
 def test_synthetic_source_cli_and_live_override(tmp_path, onnx_model):
-    stats = tmp_path / "s.json"
+    stats, out = tmp_path / "s.json", tmp_path / "s.mp4"
     rc = run_cli(["run", "--model", str(onnx_model), "--source", f"synthetic:{FRAME_W}x{FRAME_H}",
-                  "--max-frames", "15", "--no-live", "--stats", str(stats), "--quiet"])
-    assert rc == 0
+                  "--max-frames", "15", "--no-live", "--stats", str(stats), "--out", str(out),
+                  "--quiet"])
+    assert rc == 0 and out.stat().st_size > 0
     data = json.loads(stats.read_text())
     assert data["live"] is False and data["frames_processed"] == 15 and data["dropped_frames"] == 0
     assert data["source"]["kind"] == "synthetic"
