@@ -68,7 +68,9 @@ def _trt_available() -> str | None:
 
 
 def _trt_int8_available() -> str | None:
-    return _trt_available() or _modelopt_available()
+    from .tensorrt_engine import int8_availability
+
+    return int8_availability() or _modelopt_available()
 
 
 def list_formats() -> list[str]:

@@ -121,7 +121,7 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         if not dst.exists():
             raise RuntimeError("ModelOpt finished without writing a quantized model")
         proto = onnx.load(str(dst))
-    set_metadata(proto, {**meta, "precision": "int8",
+    set_metadata(proto, {**meta, "precision": "int8", "activations": "int8 symmetric",
                          "quantization": f"int8 QDQ for TensorRT (NVIDIA ModelOpt, {method} "
                                          "calibration"
                                          + (f", float layers: {', '.join(float_layers)}"

@@ -177,7 +177,8 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
     desc = (f"int8 QDQ static ({method}" + (f" {percentile}" if method == "percentile" else "")
             + f", per-channel={per_channel}, reduce_range={reduce_range}"
             + (f", float layers: {', '.join(float_layers)}" if float_layers else "") + ")")
-    set_metadata(proto, {**meta, "precision": "int8", "quantization": desc})
+    set_metadata(proto, {**meta, "precision": "int8", "quantization": desc,
+                         "activations": "uint8 asymmetric"})
     onnx.checker.check_model(proto)
     return atomic_write_bytes(out_path, proto.SerializeToString())
 

@@ -110,6 +110,27 @@ def version_problem(trt) -> str | None:
     return None
 
 
+def int8_problem(trt) -> str | None:
+    """Why this TensorRT cannot build the INT8 engine, or None: it is built from ModelOpt's QDQ
+    model, which ModelOpt writes at ONNX opset 19, and TensorRT 8.6 parses opsets up to 17."""
+    major = int(str(trt.__version__).split(".")[0])
+    if major < 10:
+        return (f"the INT8 engine needs TensorRT 10.x (ModelOpt writes its QDQ model at ONNX "
+                f"opset 19; TensorRT {trt.__version__} parses opsets up to 17); the FP16 engine "
+                "builds with it")
+    return None
+
+
+def int8_availability() -> str | None:
+    """None when the INT8 engine can be built here, else why."""
+    reason = availability()
+    if reason:
+        return reason
+    import tensorrt as trt
+
+    return int8_problem(trt)
+
+
 def network_flags(trt) -> int:
     """create_network flags: explicit batch, which the ONNX parser needs before TensorRT 10
     (where it is the only mode and the flag is deprecated)."""
@@ -157,6 +178,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
 
     if precision not in ("fp16", "int8"):
         raise ValueError(f"engine precision must be fp16 or int8, got {precision!r}")
+    if precision == "int8" and int8_problem(trt):
+        raise RuntimeError(int8_problem(trt))
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))

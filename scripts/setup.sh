@@ -3,7 +3,8 @@
 # is quick when pyproject.toml has not changed).
 #   TORCH_SPEC   torch requirement installed first (default torch==2.13.0, the CPU wheel here;
 #                e.g. TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124")
-#   SKIP_TORCH=1 keep the torch already in the environment (Jetson / vendor builds)
+#   SKIP_TORCH=1 keep the torch already in the environment (Jetson / vendor builds): a new
+#                $VENV then sees the system's packages, so JetPack's torch is used, not PyPI's
 #   EXTRAS       project extras (default dev; a device needs only runtime or litert)
 #   VENV         where the environment goes (default .venv)
 set -euo pipefail
@@ -14,7 +15,11 @@ EXTRAS=${EXTRAS:-dev}
 TORCH_SPEC=${TORCH_SPEC:-torch==2.13.0}
 if [ ! -x "$VENV/bin/python" ]; then
   echo "[setup] creating $VENV"
-  "$PY" -m venv "$VENV"
+  if [ "${SKIP_TORCH:-0}" = 1 ]; then
+    "$PY" -m venv --system-site-packages "$VENV"
+  else
+    "$PY" -m venv "$VENV"
+  fi
 fi
 stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS"
 if [ -f "$stamp" ]; then

@@ -221,6 +221,10 @@ def test_tensorrt_11_is_refused_with_the_supported_versions():
                                          NetworkDefinitionCreationFlag=creation)) == 1
     assert network_flags(SimpleNamespace(__version__="10.3.0",
                                          NetworkDefinitionCreationFlag=creation)) == 0
+    # ModelOpt's QDQ model is opset 19; TensorRT 8.6 parses up to 17.
+    from optimize.tensorrt_engine import int8_problem
+    assert "opset 19" in int8_problem(SimpleNamespace(__version__="8.6.2"))
+    assert int8_problem(SimpleNamespace(__version__="10.3.0")) is None
 
 
 def test_tensorrt_engine_build(tmp_path):

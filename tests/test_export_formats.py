@@ -314,6 +314,8 @@ def test_modelopt_qdq_model(report):
     assert summary["integer_types"].get("INT8", 0) > 0
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta["student"] == "fast" and meta["precision"] == "int8"
+    assert meta["activations"] == "int8 symmetric"
+    assert not any(i.data_type == onnx.TensorProto.UINT8 for i in model.graph.initializer)
     assert res.ssim >= 0.98
     # The sums of two conv outputs in fast's gated input path stay in high precision.
     sums = conv_sum_adds(_built(report, "onnx").file)

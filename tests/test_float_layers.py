@@ -168,6 +168,8 @@ def test_export_keeps_named_layers_float(student, data_dir, tmp_path):
     assert convs["/dec/dec.0/pw2/Conv"].input[1] in dq_outputs  # int8 weight
     meta = {p.key: p.value for p in proto.metadata_props}
     assert "float layers: dec.1" in meta["quantization"]
+    # ONNX Runtime's TensorRT provider is kept off these (TensorRT takes symmetric QDQ only).
+    assert meta["activations"] == "uint8 asymmetric"
 
     from optimize.tflite_export import tensor_types
     path = mixed.result("tflite-int8").file

@@ -51,6 +51,32 @@ def test_provider_resolution():
     assert resolve_providers("cuda", avail) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     with pytest.raises(ModelError, match="not available"):
         resolve_providers("tensorrt", ["CPUExecutionProvider"])
+    # What TensorRT cannot take goes to CUDA before CPU.
+    assert resolve_providers("tensorrt", avail) == avail
+
+
+def test_tensorrt_provider_options_key_the_cache_by_model_and_cover_1080p_to_4k(tmp_path):
+    """ORT names cached engines after the graph, not the weights: a retrained model exported
+    under the same name ran the old engine. Without a profile every larger frame rebuilt it."""
+    from runtime.backends.onnxruntime_backend import asymmetric_int8, trt_provider_options
+
+    a = trt_provider_options(tmp_path, "a" * 64, "input", 32, int8=False)
+    b = trt_provider_options(tmp_path, "b" * 64, "input", 32, int8=True)
+    assert a["trt_engine_cache_path"] != b["trt_engine_cache_path"]
+    assert Path(a["trt_engine_cache_path"]).is_dir()
+    assert a["trt_timing_cache_path"] == a["trt_engine_cache_path"]
+    assert a["trt_profile_min_shapes"] == "input:1x3x32x32"
+    assert a["trt_profile_opt_shapes"] == "input:1x3x1088x1920"   # 1080 padded to 32
+    assert a["trt_profile_max_shapes"] == "input:1x3x2176x3840"
+    assert "trt_int8_enable" not in a and b["trt_int8_enable"] == "True"
+    assert asymmetric_int8({"activations": "uint8 asymmetric"})
+    assert not asymmetric_int8({"activations": "int8 symmetric"}) and not asymmetric_int8({})
+
+
+def test_a_failing_inference_is_a_model_error_naming_the_input(onnx_model):
+    b = load_backend(onnx_model, threads=1)
+    with pytest.raises(ModelError, match=r"failed on a \(1, 4, 16, 16\) float32 input"):
+        b.infer(np.zeros((1, 4, 16, 16), np.float32))
 
 
 def test_bad_models(tmp_path):

@@ -1,6 +1,7 @@
 """ONNX Runtime backend: the default on every device (CPU build, or onnxruntime-gpu on CUDA)."""
 from __future__ import annotations
 
+import hashlib
 import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
@@ -41,6 +42,10 @@ def resolve_providers(spec: ProviderSpec, available: Sequence[str]) -> list[str]
             raise ModelError(f"ONNX Runtime provider {n!r} is not available in this build; "
                              f"available: {', '.join(available)}{hint}")
         chosen.append(full)
+    # TensorRT takes whole subgraphs; what it cannot take runs on CUDA before it falls to CPU.
+    if ("TensorrtExecutionProvider" in chosen and "CUDAExecutionProvider" in available
+            and "CUDAExecutionProvider" not in chosen):
+        chosen.insert(chosen.index("TensorrtExecutionProvider") + 1, "CUDAExecutionProvider")
     if "CPUExecutionProvider" not in chosen:
         chosen.append("CPUExecutionProvider")
     return chosen
@@ -60,16 +65,51 @@ def detect_precision(model_bytes: bytes, input_type: str, metadata: dict[str, st
     return "fp16" if "float16" in input_type else "fp32"
 
 
-def _provider_options(provider: str) -> dict[str, str]:
-    if provider == "TensorrtExecutionProvider":
-        # Building a TensorRT engine takes minutes on a Jetson: cache it across runs.
-        cache = Path(os.environ.get("SHARPEN_TRT_CACHE", Path.home() / ".cache" / "sharpen" / "trt"))
-        try:
-            cache.mkdir(parents=True, exist_ok=True)
-        except OSError:
-            return {}  # read-only home: still runs, only without the cache
-        return {"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache)}
-    return {}
+# Frames the TensorRT provider's engine covers (padded to the model's multiple): its optimisation
+# profile spans one multiple to 4K and is tuned for 1080p. Without an explicit profile ONNX
+# Runtime rebuilds the engine (minutes on a Jetson) whenever a larger frame arrives.
+TRT_OPT_HW = (1080, 1920)
+TRT_MAX_HW = (2160, 3840)
+
+
+def _round_up(n: int, m: int) -> int:
+    return -(-n // m) * m
+
+
+def trt_provider_options(cache_root: Path, digest: str, input_name: str, multiple: int,
+                         int8: bool) -> dict[str, str]:
+    """Options of ONNX Runtime's TensorRT provider for one model. Engines and timing caches go
+    to a folder of this model's bytes: ORT names cached engines after the graph and its names,
+    not the weights, so a re-exported model under the same name would run the old engine."""
+    m = max(int(multiple), 1)
+
+    def shape(hw: tuple[int, int]) -> str:
+        return f"{input_name}:1x3x{_round_up(hw[0], m)}x{_round_up(hw[1], m)}"
+
+    opts = {"trt_profile_min_shapes": f"{input_name}:1x3x{m}x{m}",
+            "trt_profile_opt_shapes": shape(TRT_OPT_HW),
+            "trt_profile_max_shapes": shape(TRT_MAX_HW)}
+    if int8:
+        opts["trt_int8_enable"] = "True"   # QDQ scales come from the model, no calibration table
+    cache = cache_root / digest[:16]
+    try:
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return opts  # read-only home: still runs, only without the caches
+    opts.update({"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+                 "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)})
+    return opts
+
+
+def trt_cache_root() -> Path:
+    return Path(os.environ.get("SHARPEN_TRT_CACHE", Path.home() / ".cache" / "sharpen" / "trt"))
+
+
+def asymmetric_int8(metadata: dict[str, str]) -> bool:
+    """An ONNX Runtime INT8 export (uint8 activations with zero points): TensorRT takes only
+    symmetric quantisation, so the TensorRT provider cannot build it (the `onnx-qdq-trt` format
+    is the TensorRT one)."""
+    return metadata.get("activations", "").startswith("uint8")
 
 
 class OnnxRuntimeBackend(Backend):
@@ -89,8 +129,26 @@ class OnnxRuntimeBackend(Backend):
         except OSError as exc:
             raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
         chosen = resolve_providers(providers, ort.get_available_providers())
+        trt = "TensorrtExecutionProvider"
+        provider_opts: dict[str, dict[str, str]] = {}
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if trt in chosen:
+            meta, input_name = _peek(ort, path)
+            int8 = detect_precision(data, "", meta) == "int8"
+            if int8 and asymmetric_int8(meta):
+                if providers not in (None, "auto", ["auto"]):
+                    raise ModelError(
+                        f"{path} is an ONNX Runtime INT8 model (uint8 activations with zero "
+                        "points), which TensorRT cannot build: use the onnx-qdq-trt export "
+                        "(_qdq_trt.onnx) or an engine with TensorRT, or --provider cuda")
+                chosen.remove(trt)
+            else:
+                provider_opts[trt] = trt_provider_options(
+                    trt_cache_root(), hashlib.sha256(data).hexdigest(), input_name,
+                    parse_multiple(meta.get("multiple"), str(path)), int8)
+                if int8:   # ORT's own QDQ fusions can leave graphs TensorRT does not build
+                    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         if threads:
             opts.intra_op_num_threads = int(threads)
         opts.log_severity_level = 3  # ORT warns about every node it puts on CPU; too noisy live.
@@ -102,7 +160,7 @@ class OnnxRuntimeBackend(Backend):
             # Loading from the path (not the bytes) keeps external-data models working.
             self.session = ort.InferenceSession(
                 str(path), sess_options=opts,
-                providers=[(p, _provider_options(p)) for p in chosen])
+                providers=[(p, provider_opts.get(p, {})) for p in chosen])
         except Exception as exc:  # ORT raises its own exception types, one per failure kind
             msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load {path} with ONNX Runtime (is it an ONNX model?): "
@@ -127,5 +185,26 @@ class OnnxRuntimeBackend(Backend):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         if batch.dtype != self.input_dtype:
             batch = batch.astype(self.input_dtype)
-        out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        try:
+            out = self.session.run([self.output_name], {self.input_name: batch})[0]
+        except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelError(f"{self.path} failed on a {tuple(batch.shape)} {batch.dtype} "
+                             f"input with {self.provider}: {msg[:300]}") from None
         return out if out.dtype == np.float32 else out.astype(np.float32)
+
+
+def _peek(ort, path: Path) -> tuple[dict[str, str], str]:
+    """Metadata and input name of a model, from an unoptimised CPU session: the TensorRT
+    provider's options (profile, INT8) need them before its own session is made."""
+    o = ort.SessionOptions()
+    o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    o.log_severity_level = 3
+    try:
+        s = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise ModelError(f"cannot load {path} with ONNX Runtime (is it an ONNX model?): "
+                         f"{msg[:300]}") from None
+    inputs = s.get_inputs()
+    return dict(s.get_modelmeta().custom_metadata_map or {}), inputs[0].name if inputs else "input"

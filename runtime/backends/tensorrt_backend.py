@@ -151,7 +151,8 @@ class TensorRTBackend(Backend):
         batch = np.ascontiguousarray(batch, dtype=self.in_dtype)
         if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
             raise ModelError(f"input shape {tuple(batch.shape)} is outside the engine's "
-                             "optimisation profile: rebuild it with a profile covering this size")
+                             f"optimisation profile ({self._profile_range()}): rebuild it with "
+                             "a profile covering this size, or run with --tile")
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
         out_bytes = int(np.prod(out_shape)) * self.out_dtype.itemsize
         self._in = self._ensure(self._in, batch.nbytes, self.in_dtype)
@@ -171,6 +172,13 @@ class TensorRTBackend(Backend):
         # Copy out of the pinned buffer: the next frame overwrites it while this one is post-processed.
         return self._out.host[:n].reshape(out_shape).astype(np.float32, copy=True)
 
+    def _profile_range(self) -> str:
+        try:   # [min, opt, max] of profile 0 (TensorRT 8.5+)
+            lo, _, hi = self.engine.get_tensor_profile_shape(self.input_name, 0)
+            return f"{'x'.join(map(str, lo))} to {'x'.join(map(str, hi))}"
+        except Exception:
+            return "see the engine's sidecar"
+
     def close(self) -> None:
         for buf in (self._in, self._out):
             if buf is not None:
@@ -179,3 +187,6 @@ class TensorRTBackend(Backend):
         if getattr(self, "stream", None) is not None:
             self.cuda.rt.cudaStreamDestroy(self.stream)
             self.stream = None
+        # The context holds activation memory for the profile's largest shape: free it now,
+        # not at garbage collection.
+        self.context = self.engine = None
