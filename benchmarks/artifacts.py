@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -77,6 +78,10 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
         if not p.is_file():
             raise BenchError(f"student checkpoint not found: {p} (pass shipped names such as "
                              f"{', '.join(DEFAULT_STUDENTS)} or checkpoint paths to --weights)")
+        if any(st.path == p.resolve() for st in out):
+            print(f"warning: --weights {item} names {p} again; benchmarked once",
+                  file=sys.stderr)
+            continue
         name = p.stem[len("student-"):] if p.stem.startswith("student-") else p.stem
         base, k = name, 2
         while name in names:
@@ -156,7 +161,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     requested = list(FORMATS) if requested is None else requested
     float_layers = (float_layers or "").strip() or None
     suffix = ("-float-" + re.sub(r"[^A-Za-z0-9.]+", "_", float_layers)) if float_layers else ""
-    folder = (Path(cache_root or default_cache_root())
+    folder = (Path(cache_root or default_cache_root()).resolve()
               / f"{student.path.stem}-{student.hash}{suffix}")
     settings = _settings(student, calib_count, float_layers)
     stamp_path = folder / STAMP
@@ -179,9 +184,11 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
             items[fmt] = Artifact(fmt, spec.precision, "skipped", reason=reason)
             continue
         prev = old.get(fmt)
-        if prev and prev.get("file") and Path(prev["file"]).is_file() \
-                and prev.get("status") in ("pass", "fail"):
-            items[fmt] = Artifact(**prev)
+        # Found by file name in this folder: the cache may be reached by another path (a
+        # relative --cache from another directory) or have been moved.
+        here = folder / Path(prev["file"]).name if prev and prev.get("file") else None
+        if here and here.is_file() and prev.get("status") in ("pass", "fail"):
+            items[fmt] = Artifact(**{**prev, "file": str(here)})
         else:
             to_build.append(fmt)
 

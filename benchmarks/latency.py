@@ -229,7 +229,8 @@ def measure(fn: Callable[[], object], *, warmup: int = 1, min_rounds: int = 3,
 # --------------------------------------------------------------------------- teacher tiles
 
 class TeacherTiles:
-    """Times the teacher on `n_tiles` tiles of `tile` px and scales to whole frames."""
+    """Times the teacher on `n_tiles` tiles and scales to whole frames. A frame smaller than the
+    tile on a side runs as one smaller tile (`tiled_apply`), so it is timed at that shape."""
 
     def __init__(self, weights: str | Path | None = None, config: Optional[str] = None,
                  tile: int = TEACHER_TILE, overlap: int = TEACHER_OVERLAP, n_tiles: int = 1,
@@ -241,13 +242,26 @@ class TeacherTiles:
         self.tile, self.overlap, self.n_tiles = tile, overlap, max(1, int(n_tiles))
         self.multiple = Restormer.multiple
         img = sample_frame(max(tile, 64), max(tile, 64))[..., ::-1].astype(np.float32) / 255.0
-        chw = np.ascontiguousarray(img[:tile, :tile].transpose(2, 0, 1))
-        self.batch = np.ascontiguousarray(chw[None])
+        self.chw = np.ascontiguousarray(img.transpose(2, 0, 1))
 
-    def fn(self) -> Callable[[], None]:
+    def tile_shape(self, width: int, height: int) -> tuple[int, int]:
+        """(h, w) of the tiles a width x height frame runs as."""
+        from runtime.tiling import _round_up
+
+        return (min(self.tile, _round_up(height, self.multiple)),
+                min(self.tile, _round_up(width, self.multiple)))
+
+    def tile_label(self, width: int, height: int) -> str:
+        h, w = self.tile_shape(width, height)
+        return f"{w}x{h}"
+
+    def fn(self, shape: Optional[tuple[int, int]] = None) -> Callable[[], None]:
+        h, w = shape or (self.tile, self.tile)
+        batch = np.ascontiguousarray(self.chw[None, :, :h, :w])
+
         def run() -> None:
             for _ in range(self.n_tiles):
-                self.teacher._run(self.batch)
+                self.teacher._run(batch)
         return run
 
     def tiles(self, width: int, height: int) -> int:
@@ -256,12 +270,13 @@ class TeacherTiles:
         return count_tiles(height, width, self.tile, self.overlap, self.multiple)
 
     def frame_ms(self, timed_s: float, width: int, height: int) -> float:
+        """timed_s: the time of `n_tiles` tiles of `tile_shape(width, height)`."""
         return 1000.0 * timed_s / self.n_tiles * self.tiles(width, height)
 
     def note(self, width: int, height: int) -> str:
-        return (f"timed on {self.n_tiles} tile(s) of {self.tile}x{self.tile}, scaled by the "
-                f"{self.tiles(width, height)} tiles (overlap {self.overlap}) of a {width}x{height} "
-                "frame (runtime.tiling.count_tiles); blending not included")
+        return (f"timed on {self.n_tiles} tile(s) of {self.tile_label(width, height)}, scaled "
+                f"by the {self.tiles(width, height)} tile(s) (overlap {self.overlap}) of a "
+                f"{width}x{height} frame (runtime.tiling.count_tiles); blending not included")
 
 
 # --------------------------------------------------------------------------- streaming

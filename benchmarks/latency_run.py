@@ -22,21 +22,25 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     timing = dict(warmup=m["warmup"], min_rounds=m["min_rounds"], max_rounds=m["max_rounds"],
                   max_time=m["max_time"], slow_s=m["slow_s"])
 
-    # ---- teacher: one tile timing, scaled per size
+    # ---- teacher: one timing per tile shape (frames smaller than a tile run one smaller
+    # tile), scaled per size
     if teacher_tiles is not None:
-        say(f"latency: teacher, {teacher_tiles.n_tiles} tile(s) of {teacher_tiles.tile}px "
-            f"x {m['teacher_rounds']} round(s)")
+        shapes = list(dict.fromkeys(teacher_tiles.tile_shape(*wh) for wh in sizes))
+        say(f"latency: teacher, {teacher_tiles.n_tiles} tile(s) of "
+            f"{', '.join(f'{w}x{h}' for h, w in shapes)} px x {m['teacher_rounds']} round(s)")
         try:
-            t = measure(teacher_tiles.fn(), warmup=1, min_rounds=m["teacher_rounds"],
-                        max_rounds=m["teacher_rounds"], max_time=0.0)
-            tile_ms = 1000.0 * t.median_s / teacher_tiles.n_tiles
+            timed = {hw: measure(teacher_tiles.fn(hw), warmup=1, min_rounds=m["teacher_rounds"],
+                                 max_rounds=m["teacher_rounds"], max_time=0.0) for hw in shapes}
             for wh in sizes:
+                t = timed[teacher_tiles.tile_shape(*wh)]
+                tile_ms = 1000.0 * t.median_s / teacher_tiles.n_tiles
                 ms = teacher_tiles.frame_ms(t.median_s, *wh)
                 teacher_ms[size_label(wh)] = ms
                 rows.append(result_row(model="teacher", student=None, backend="teacher-tiled",
                                        size=wh, ms=ms, target_fps=target, precision="fp32",
                                        backend_label="PyTorch (tiled)",
                                        tile_ms=round(tile_ms, 3),
+                                       tile_shape=teacher_tiles.tile_label(*wh),
                                        tiles_per_frame=teacher_tiles.tiles(*wh),
                                        rounds=t.rounds, note=teacher_tiles.note(*wh),
                                        scaled=True))

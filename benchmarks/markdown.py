@@ -51,7 +51,10 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
             note = "; ".join(filter(None, [f"{r['gmac']:.1f} GMAC, {100 * r['peak_frac']:.0f}% "
                                            "of FP32 SGEMM peak", note]))
         if r["model"] == "teacher":
-            note = f"scaled: {r['tiles_per_frame']} tiles x {r['tile_ms']:.0f} ms"
+            n = r["tiles_per_frame"]
+            shape = r.get("tile_shape")
+            note = (f"scaled: {n} tile{'s' if n != 1 else ''}"
+                    + (f" of {shape}" if shape else "") + f" x {r['tile_ms']:.0f} ms")
         out.append([r["model"], r["backend_label"], (r.get("precision") or "").upper(),
                     r["size"], f"{r['ms']:.1f}",
                     f"{r['p90_ms']:.1f}" if r.get("p90_ms") is not None else "-", f"{r['fps']:.2f}",

@@ -241,7 +241,9 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     for p in pairs:
         b, s = p.blurred, p.sharp
         if b.shape != s.shape:
-            raise BenchError(f"{p.name}: blurred {b.shape} and sharp {s.shape} differ in size")
+            raise BenchError(f"held-out pair {p.name} of --data: blurred {b.shape[1]}x"
+                             f"{b.shape[0]} and sharp {s.shape[1]}x{s.shape[0]} differ in size "
+                             "(every model is scored on the same images: fix or remove it)")
         images.append({"image": p.name, "shape": list(b.shape), "input_psnr": psnr(b, s),
                        "input_ssim": ssim(b, s)})
     hardest = {d["image"] for d in sorted(images, key=lambda d: d["input_psnr"])[:n_crops]}

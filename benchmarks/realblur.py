@@ -24,11 +24,12 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[str], teacher: Callable, 
     res: dict = {"pairs": None, "nogt": None, "figures": {}}
     if pairs:
         say(f"real blur pairs: {pairs}")
-        r = evaluate_fns(fns, pairs, limit=pairs_limit, progress=not quiet)
+        # The figure shows the four pairs the teacher gains least on.
+        r = evaluate_fns(fns, pairs, limit=pairs_limit, progress=not quiet, keep_outputs=4,
+                         rank=lambda outs: _psnr_gain(outs, "teacher"))
         outputs = r.pop("outputs")
         res["pairs"] = r
-        worst = sorted(outputs, key=lambda n: _psnr_gain(outputs[n], "teacher"))[:4]
-        side_by_side({n: outputs[n] for n in worst}, out / FIGURES["pairs"],
+        side_by_side(outputs, out / FIGURES["pairs"],
                      title=f"Real blur pairs ({pairs}): input | teacher | students | "
                            "ground truth")
         res["figures"]["pairs"] = FIGURES["pairs"]
@@ -53,6 +54,10 @@ def _psnr_gain(outs: dict, key: str) -> float:
     return psnr(outs[key], gt) - psnr(outs["input"], gt)
 
 
+def _ratio(v) -> str:
+    return "-" if v is None else f"{v:.3f}"
+
+
 def table_rows(r: dict) -> list[list[str]]:
     """Rows under HEADERS for pairs (with ground truth), under NOGT_HEADERS without it."""
     rows = []
@@ -63,11 +68,11 @@ def table_rows(r: dict) -> list[list[str]]:
             rows.append([k, f"{d['psnr']:.2f}", f"{d['ssim']:.4f}",
                          f"{d.get('psnr_gain', 0.0):+.2f}", f"{d.get('ssim_gain', 0.0):+.4f}",
                          f"{d['worst_psnr_gain']:+.2f} ({d['worst_image']})"
-                         if "worst_image" in d else "-", f"{d['sharpness']:.3f}"])
+                         if "worst_image" in d else "-", _ratio(d["sharpness"])])
         else:
             to_ref = d.get("psnr_to_reference")
             rows.append([k, "reference" if k == r.get("reference") else
-                         "-" if to_ref is None else f"{to_ref:.2f}", f"{d['sharpness']:.3f}"])
+                         "-" if to_ref is None else f"{to_ref:.2f}", _ratio(d["sharpness"])])
     return rows
 
 

@@ -98,10 +98,13 @@ def cmd_models(args: argparse.Namespace) -> int:
     if not (16 <= h <= 8640 and 16 <= w <= 15360):
         return _err(f"--height/--width must be within 16..8640 x 16..15360, got {w}x{h}")
     names = list_students()
-    if args.names:
+    if args.names:   # space or comma separated, as --weights everywhere
+        args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))
         unknown = [n for n in args.names if n not in names]
         if unknown:
-            return _err(f"unknown student {', '.join(unknown)}; registered: {', '.join(names)}")
+            hint = " (the teacher is listed with --teacher)" if "teacher" in unknown else ""
+            return _err(f"unknown student {', '.join(unknown)}; registered: {', '.join(names)}"
+                        + hint)
         names = args.names
     headers = ["name", "params", "GMAC", "receptive field px", "activations MB", "multiple"]
     if args.measure:
@@ -247,7 +250,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from .checkpoint import CheckpointError
     from .data.sources import SourceError
-    from .evaluate import evaluate, format_table, is_artifact, side_by_side
+    from .evaluate import MIN_SIDE, evaluate, format_table, is_artifact, side_by_side
 
     from .teacher import resolve_weights
     models = [m for item in args.model or [] for m in item.split(",") if m]
@@ -258,8 +261,17 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _err(f"--weights {e}")
     if not weights and not models:
         return _err("give --weights (checkpoints) and/or --model (exported artifacts)")
-    if args.out and Path(args.out).exists() and not Path(args.out).is_dir():
-        return _err(f"--out {args.out} is a file, not a folder")
+    data_dir = Path(args.data).resolve()
+    if args.out and data_dir.is_dir() and data_dir in (Path(args.out).resolve(),
+                                                       *Path(args.out).resolve().parents):
+        return _err(f"--out {args.out} is inside --data {args.data}: its figure would be "
+                    "read as an image of the data next time")
+    if args.out:   # found now, not after every model has run over every image
+        from runtime.sinks import SinkError, make_folder
+        try:
+            make_folder(args.out, "--out")
+        except SinkError as e:
+            return _err(str(e))
     for w in weights:
         if not Path(w).is_file():
             return _err(f"--weights {w}: no such checkpoint")
@@ -276,11 +288,23 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _err(f"--limit must be >= 1, got {args.limit}")
     if args.figure_images < 1 or args.figure_crop < 16 or args.crop < 0:
         return _err("--figure-images must be >= 1, --figure-crop >= 16 and --crop >= 0")
+    if 0 < args.crop < MIN_SIDE:
+        return _err(f"--crop {args.crop}: SSIM needs at least {MIN_SIDE}x{MIN_SIDE} pixels "
+                    "(0 = whole images)")
+    dupes = sorted({w for w in weights if weights.count(w) > 1})
+    if dupes:
+        print(f"warning: {', '.join(dupes)} given more than once; evaluated once",
+              file=sys.stderr)
+        weights = list(dict.fromkeys(weights))
     try:
-        res = evaluate(weights, args.data, split=args.split, limit=args.limit, crop=args.crop,
-                       progress=not args.quiet)
+        res = evaluate(weights, args.data, split=args.split or "test", limit=args.limit,
+                       crop=args.crop, progress=not args.quiet,
+                       keep_outputs=args.figure_images if args.out else 0)
     except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return _err(str(e))
+    if args.split and res["split"] is None:
+        print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "
+              f"{args.split} does not apply; every image was evaluated", file=sys.stderr)
     print(format_table(res))
     outputs = res.pop("outputs")
     if args.out:
@@ -293,8 +317,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                k for k in next(iter(shown.values())) if k != "input"))
         print(f"written: {out / 'metrics.json'}, {fig}")
     if res["failed"]:
-        print(f"sharpen evaluate: {len(res['failed'])} image(s) could not be read (listed "
-              "above); the rest were evaluated", file=sys.stderr)
+        print(f"sharpen evaluate: {len(res['failed'])} image(s) skipped (listed above); the "
+              "rest were evaluated", file=sys.stderr)
         return 1
     return 0
 
@@ -509,7 +533,8 @@ def add_commands(sub) -> None:
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="paired folder (blur/+sharp/, input/+target/), GoPro root, corpus, or "
                    "a folder of blurred images without ground truth")
-    p.add_argument("--split", default="test", help="split of a source with split folders")
+    p.add_argument("--split", default=None,
+                   help="split of a source with split folders (default: test)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="N images spread over the set (default: all)")
     p.add_argument("--crop", type=int, default=0, metavar="PX",

@@ -21,7 +21,8 @@ from .metrics import psnr, ssim
 Fn = Callable[[np.ndarray], np.ndarray]
 
 
-RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs"}
+RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
+            "crop", "limit", "flat_images", "weights", "per_image", "reference"}
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -83,12 +84,16 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
     return lambda img: predict(model, img, torch.device("cpu"))
 
 
-def source_items(spec: str, split: str = "test", limit: Optional[int] = None):
-    """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly."""
+def source_items(spec: str, split: str = "test", limit: Optional[int] = None,
+                 info_out: Optional[dict] = None):
+    """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly.
+    info_out, when given, receives "split": the split folder used (None: the source has none)."""
     from .data.sources import resolve_source, spread
     # A missing split is an error, never the test split instead: choosing a model "on val"
     # must not quietly look at the test images.
     info = resolve_source(spec, split=split)
+    if info_out is not None:
+        info_out["split"] = info.split
     return spread([(s.name, s.input, s.gt) for s in info.samples if s.frame is None], limit)
 
 
@@ -97,24 +102,58 @@ def sharpness(img: np.ndarray) -> float:
     return float(np.hypot(np.diff(g, axis=0)[:, :-1], np.diff(g, axis=1)[:-1]).mean())
 
 
+# SSIM's 7x7 window: smaller images (or crops) cannot be scored.
+MIN_SIDE = 7
+# Mean gradient below this (a black or grey frame, a fade) has no detail to sharpen: such a
+# frame's sharpness ratio would divide by almost nothing, so it is left out of the ratio.
+FLAT = 1e-4
+
+
+def _read_pair(inp, gt, has_gt: bool, crop: int):
+    """Input and ground truth (None without) cropped, or ImageReadError naming the file."""
+    from .images import ImageReadError, centre_crop, read_image
+
+    x = read_image(inp)
+    y = read_image(gt) if has_gt else None
+    # Sizes are compared before cropping: equal crops of unequal images are out of line.
+    if y is not None and y.shape != x.shape:
+        raise ImageReadError(f"{gt}: size {y.shape[1]}x{y.shape[0]} differs from its input "
+                             f"{inp} ({x.shape[1]}x{x.shape[0]})")
+    x, y = centre_crop(x, crop), centre_crop(y, crop)
+    if min(x.shape[:2]) < MIN_SIDE:
+        raise ImageReadError(f"{inp}: {x.shape[1]}x{x.shape[0]} is smaller than SSIM's "
+                             f"{MIN_SIDE}x{MIN_SIDE} window")
+    return x, y
+
+
 def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional[int] = None,
-             crop: int = 0, progress: bool = True, tile: Optional[int] = None) -> dict:
+             crop: int = 0, progress: bool = True, tile: Optional[int] = None,
+             keep_outputs: Optional[int] = None) -> dict:
     """Checkpoints by path over a data source; see `evaluate_fns`. With exactly one teacher
     among them, its output is the reference where the data has no ground truth."""
     labels = model_labels(weights)
     fns = {label: load_model_fn(w, tile) for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w)]
-    return evaluate_fns(fns, spec, split, limit, crop, progress,
-                        reference=teachers[0] if len(teachers) == 1 else None)
+    res = evaluate_fns(fns, spec, split, limit, crop, progress,
+                       reference=teachers[0] if len(teachers) == 1 else None,
+                       keep_outputs=keep_outputs)
+    res["weights"] = dict(zip(labels, weights))
+    return res
 
 
 def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
                  limit: Optional[int] = None, crop: int = 0, progress: bool = True,
-                 reference: Optional[str] = None) -> dict:
+                 reference: Optional[str] = None, keep_outputs: Optional[int] = None,
+                 rank: Optional[Callable[[dict], float]] = None) -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
     ssim_gain, worst_psnr_gain, worst_image, sharpness}, "per_image": {name: {label: {psnr,
     ssim}}}, "outputs": {name: {label: image}}} (outputs kept for figures). A mean gain can
     hide frames made worse (a deblurrer that over-sharpens sharp frames), hence the worst.
+
+    Full-resolution outputs add up (tens of MB per image and model), so only `keep_outputs`
+    images' are kept (None: all): the first ones, or with `rank` (a function of one image's
+    outputs) the lowest-ranked. An image a model fails on (out of memory, a broken artifact)
+    is skipped by name like an unreadable one.
 
     Without ground truth, `reference` (a label of `fns`, e.g. the teacher) stands in for it:
     "psnr_to_reference" of the input and every other model to its output, per image and mean.
@@ -125,8 +164,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
         raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
     from tqdm import tqdm
 
-    from .images import ImageReadError, centre_crop, read_image
-    items = source_items(spec, split, limit)
+    from .images import ImageReadError
+    used: dict = {}
+    items = source_items(spec, split, limit, used)
     if not items:
         from runtime.imageio import VIDEO_EXTS
         if Path(spec).suffix.lower() in VIDEO_EXTS:
@@ -135,26 +175,36 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
                              "CACHE/frames, which evaluate takes (or extract them with ffmpeg)")
         raise ValueError(f"{spec}: no images")
     sharp_ratio: dict[str, list[float]] = {k: [] for k in ["input", *fns]}
-    outputs: dict[str, dict[str, np.ndarray]] = {}
+    kept: list[tuple[float, int, str, dict[str, np.ndarray]]] = []
     per_image: dict[str, dict[str, dict[str, float]]] = {}
     has_gt = all(gt is not None for _, _, gt in items)
-    failed = []
-    for name, inp, gt in tqdm(items, desc="evaluate", unit="img", disable=not progress):
+    failed, flat, scored = [], 0, 0
+    for i, (name, inp, gt) in enumerate(tqdm(items, desc="evaluate", unit="img",
+                                             disable=not progress)):
         try:
-            x = centre_crop(read_image(inp), crop)
-            y = centre_crop(read_image(gt), crop) if has_gt else None
-            if y is not None and y.shape != x.shape:
-                raise ImageReadError(f"{gt}: size {y.shape[1]}x{y.shape[0]} differs from its "
-                                     f"input {inp} ({x.shape[1]}x{x.shape[0]})")
+            x, y = _read_pair(inp, gt, has_gt, crop)
         except ImageReadError as e:
             failed.append(str(e))
             print(f"skipped: {e}", file=sys.stderr)
             continue
-        outs = {"input": x, **{k: np.clip(f(x), 0, 1) for k, f in fns.items()}}
-        outputs[name] = outs
+        outs = {"input": x}
+        try:
+            for k, f in fns.items():
+                outs[k] = np.clip(f(x), 0, 1)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as e:  # noqa: BLE001 - torch/ORT/LiteRT each raise their own types
+            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
+            failed.append(f"{inp}: {k} failed on it: {msg}")
+            print(f"skipped: {failed[-1]}", file=sys.stderr)
+            continue
+        scored += 1
         base = sharpness(x)
+        if base < FLAT:
+            flat += 1
         for k, img in outs.items():
-            sharp_ratio[k].append(sharpness(img) / max(base, 1e-8))
+            if base >= FLAT:
+                sharp_ratio[k].append(sharpness(img) / base)
             if y is not None:
                 per_image.setdefault(name, {})[k] = {"psnr": psnr(img, y), "ssim": ssim(img, y)}
             elif reference is not None and k != reference:
@@ -162,11 +212,18 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
                                                      psnr(img, outs[reference])}
         if y is not None:
             outs["ground truth"] = y
-    if not outputs:
-        raise ValueError(f"{spec}: none of its {len(items)} images could be read")
-    res: dict = {"images": len(outputs), "has_gt": has_gt, "failed": failed, "data": spec}
+        kept.append((rank(outs) if rank else float(i), i, name, outs))
+        if keep_outputs is not None and len(kept) > keep_outputs:
+            kept.remove(max(kept, key=lambda t: (t[0], t[1])))
+    outputs = {name: outs for _, _, name, outs in sorted(kept, key=lambda t: (t[0], t[1]))}
+    if not scored:
+        raise ValueError(f"{spec}: none of its {len(items)} images could be evaluated (each "
+                         "is named above)")
+    res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
+                 "split": used.get("split"), "crop": crop, "limit": limit,
+                 "flat_images": flat}
     for k, ratios in sharp_ratio.items():
-        res[k] = {"sharpness": float(np.mean(ratios))}
+        res[k] = {"sharpness": float(np.mean(ratios)) if ratios else None}
         if has_gt:
             for m in ("psnr", "ssim"):
                 res[k][m] = float(np.mean([v[k][m] for v in per_image.values()]))
@@ -235,26 +292,37 @@ def crop_box(img: np.ndarray, side: int) -> tuple[int, int, int]:
     return int(y), int(x), side
 
 
+def _sharp(v: Optional[float], width: int) -> str:
+    return f"{v:{width}.3f}" if v is not None else f"{'-':>{width}s}"
+
+
 def format_table(res: dict) -> str:
-    keys = [k for k in res if isinstance(res[k], dict) and k not in ("outputs", "per_image")]
+    keys = [k for k in res if isinstance(res[k], dict) and "sharpness" in res[k]]
+    width = max([34, *(len(k) + 1 for k in keys)])
     lines = []
     if res["has_gt"]:
-        lines.append(f"{'model':34s} {'PSNR':>7s} {'SSIM':>7s} {'dPSNR':>7s} {'dSSIM':>7s} "
+        lines.append(f"{'model':{width}s} {'PSNR':>7s} {'SSIM':>7s} {'dPSNR':>7s} {'dSSIM':>7s} "
                      f"{'sharpness':>9s}  worst dPSNR (image)")
         for k in keys:
             d = res[k]
             worst = (f"  {d['worst_psnr_gain']:+7.2f} ({d['worst_image']})"
                      if "worst_image" in d else "")
-            lines.append(f"{k:34s} {d['psnr']:7.2f} {d['ssim']:7.4f} "
+            lines.append(f"{k:{width}s} {d['psnr']:7.2f} {d['ssim']:7.4f} "
                          f"{d.get('psnr_gain', 0):+7.2f} {d.get('ssim_gain', 0):+7.4f} "
-                         f"{d['sharpness']:9.3f}{worst}")
+                         f"{_sharp(d['sharpness'], 9)}{worst}")
     else:
         ref = res.get("reference")
         to_ref = f"  PSNR to {ref}'s output" if ref else ""
-        lines.append(f"{'model':34s} {'sharpness (x input)':>20s}{to_ref}")
+        lines.append(f"{'model':{width}s} {'sharpness (x input)':>20s}{to_ref}")
         for k in keys:
             d = res[k]
-            lines.append(f"{k:34s} {d['sharpness']:20.3f}" + (
+            lines.append(f"{k:{width}s} {_sharp(d['sharpness'], 20)}" + (
                 f"  {d['psnr_to_reference']:8.2f} dB" if "psnr_to_reference" in d else ""))
-    lines.append(f"({res['images']} images of {res['data']})")
+    n = res["images"]
+    where = "".join([f", split {res['split']}" if res.get("split") else "",
+                     f", centre crops of {res['crop']} px" if res.get("crop") else ""])
+    lines.append(f"({n} image{'s' if n != 1 else ''} of {res['data']}{where})")
+    if res.get("flat_images"):
+        lines.append(f"({res['flat_images']} flat image(s) without detail left out of the "
+                     "sharpness ratio)")
     return "\n".join(lines)

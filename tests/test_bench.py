@@ -194,6 +194,10 @@ def test_missing_backends_are_skipped_with_reasons(good_run):
     assert {"teacher-tiled", "pytorch", "ort-fp32"} <= measured
     sp = next(r for r in lat if r["backend"] == "ort-fp32")
     assert sp["speedup_vs_teacher"] and sp["speedup_vs_teacher"] > 0
+    # A frame smaller than the teacher's tile runs as one tile of its own size, and is timed so
+    # (it was timed as a 512x512 tile, which inflated the speedups).
+    tr = next(r for r in lat if r["backend"] == "teacher-tiled")
+    assert tr["tile_shape"] == "160x96" and tr["tiles_per_frame"] == 1
     # Medians and p90s, never minima; the share of the CPU's measured FP32 matrix rate.
     assert sp["p90_ms"] >= sp["ms"] > 0 and sp["timing"]["min_s"] <= sp["ms"]
     assert report["latency"]["settings"]["sgemm_peak_gmacs"] > 0
@@ -207,6 +211,14 @@ def test_missing_backends_are_skipped_with_reasons(good_run):
     st = resolve_students([report["settings"]["students"][0]["path"]])[0]
     again = ensure_artifacts(st, report["settings"]["cache"], "onnx", quiet=True)
     assert again.built_now == [] and again.get("onnx").usable
+    # ... also when the cache is named by a path relative to another directory.
+    here = os.getcwd()
+    os.chdir(report["settings"]["cache"])
+    try:
+        rel = ensure_artifacts(st, ".", "onnx", quiet=True)
+    finally:
+        os.chdir(here)
+    assert rel.built_now == [] and Path(rel.get("onnx").file).is_absolute()
     # ... unless it was built by other exporter code: then it is rebuilt, not reused.
     from benchmarks.artifacts import STAMP
 
@@ -435,6 +447,12 @@ def test_bad_real_blur_folder_fails_before_the_work(env, capsys):
                          "--teacher-weights", str(env / "teacher.pt"), "--data",
                          str(env / "pairs"), "--real-pairs", str(env / "nowhere"), "--quiet"])
     assert rc == 2 and "--real-pairs" in capsys.readouterr().err
+    frames = _blurred_frames(env, "frames-out-inside")
+    rc = bench_cli.main(["--out", str(frames / "bench"), "--weights", str(env / "student-good.pt"),
+                         "--teacher-weights", str(env / "teacher.pt"), "--data",
+                         str(env / "pairs"), "--real-nogt", str(frames), "--quiet"])
+    assert rc == 2 and f"is inside --real-nogt {frames}" in capsys.readouterr().err
+    assert not (frames / "bench").exists()
 
 
 def test_quick_mode_leaves_out_sizes_too_big_for_its_memory(tmp_path):

@@ -15,8 +15,9 @@ from distill.images import write_image
 def nogt(tmp_path):
     rng = np.random.default_rng(0)
     for i in range(3):
-        write_image(tmp_path / f"frame{i}.png", rng.random((40, 56, 3)).astype(np.float32))
-    return tmp_path
+        write_image(tmp_path / "frames" / f"frame{i}.png",
+                    rng.random((40, 56, 3)).astype(np.float32))
+    return tmp_path / "frames"
 
 
 def test_reference_stands_in_for_ground_truth(nogt):
@@ -53,14 +54,14 @@ def test_no_reference_and_unknown_reference(nogt):
         evaluate_fns({"m": lambda x: x}, str(nogt), progress=False, reference="teacher")
 
 
-def test_psnr_of_identical_images_is_inf_without_warning():
+def test_psnr_of_identical_images_is_capped_without_warning():
     import warnings
 
     from distill.metrics import psnr
     img = np.random.default_rng(0).random((16, 16, 3))
     with warnings.catch_warnings():
         warnings.simplefilter("error")   # skimage's divide-by-zero used to warn here
-        assert psnr(img, img) == float("inf")
+        assert psnr(img, img) == 100.0   # not inf: it poisoned means and metrics.json
         assert psnr(img, np.clip(img + 0.01, 0, 1)) < 60
 
 
@@ -109,9 +110,62 @@ def test_shipped_models_by_name_and_clear_errors(nogt, tmp_path, capsys, monkeyp
     assert (out / "metrics.json").is_file()
     a_file = tmp_path / "a-file"
     a_file.write_text("")
-    assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--out", str(a_file),
-                 "--quiet"]) == 2
-    assert f"--out {a_file} is a file, not a folder" in capsys.readouterr().err
+    for bad in (a_file, a_file / "sub"):   # said before any model runs, not after
+        assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--out", str(bad),
+                     "--quiet"]) == 2
+        assert f"--out: {a_file} is a file, not a folder" in capsys.readouterr().err
+    assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--out",
+                 str(nogt / "eval")]) == 2   # its figure would be read as an image next time
+    assert f"--out {nogt / 'eval'} is inside --data {nogt}" in capsys.readouterr().err
+    assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--crop", "5"]) == 2
+    assert "--crop 5: SSIM needs at least 7x7 pixels" in capsys.readouterr().err
+    assert main(["evaluate", "--weights", "mine", "mine", "--data", str(nogt), "--split", "val",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "given more than once; evaluated once" in err
+    assert "has no split folders (train/, val/, test/): --split val does not apply" in err
+
+
+def test_bad_pairs_and_failing_models_are_skipped_by_name_and_numbers_stay_finite(tmp_path):
+    """A crop hid pairs of unequal size, a 6x6 image or one model failing on one image ended
+    the run (skimage's or torch's message, no file named), an identical pair made every mean
+    inf (invalid JSON) and a flat frame made the sharpness ratio 1e5."""
+    import json
+
+    rng = np.random.default_rng(2)
+    d = tmp_path / "pairs"
+    for i in range(3):
+        img = rng.random((40, 48, 3)).astype(np.float32)
+        write_image(d / "target" / f"p{i}.png", img)
+        write_image(d / "input" / f"p{i}.png", img * 0.8)
+    write_image(d / "target" / "same.png", np.full((40, 48, 3), 0.5, np.float32))
+    write_image(d / "input" / "same.png", np.full((40, 48, 3), 0.5, np.float32))
+    write_image(d / "target" / "short.png", rng.random((30, 48, 3)).astype(np.float32))
+    write_image(d / "input" / "short.png", rng.random((40, 48, 3)).astype(np.float32))
+    write_image(d / "target" / "tiny.png", rng.random((6, 6, 3)).astype(np.float32))
+    write_image(d / "input" / "tiny.png", rng.random((6, 6, 3)).astype(np.float32))
+
+    calls = []
+
+    def fragile(x):   # fails on its second image, p1
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("DefaultCPUAllocator: can't allocate memory")
+        return x
+
+    seen = []
+    res = evaluate_fns({"m": lambda x: x, "fragile": fragile}, str(d), crop=16,
+                       progress=False, keep_outputs=1, rank=lambda o: seen.append(1) or -len(seen))
+    failed = "\n".join(res["failed"])
+    assert "short.png: size 48x30 differs from its input" in failed
+    assert "tiny.png: 6x6 is smaller than SSIM's 7x7 window" in failed
+    assert "p1.png: fragile failed on it: DefaultCPUAllocator" in failed
+    assert res["images"] == len(seen) == 3 and len(res["failed"]) == 3
+    json.dumps({k: v for k, v in res.items() if k != "outputs"}, allow_nan=False)
+    assert res["input"]["psnr"] < 101 and res["flat_images"] == 1
+    assert np.isfinite(res["m"]["sharpness"]) and res["m"]["sharpness"] == pytest.approx(1.0)
+    assert len(res["outputs"]) == 1   # only what a figure needs is kept
+    assert "(3 images of" in format_table(res) and "1 flat image(s)" in format_table(res)
 
 
 def test_a_video_as_data_says_where_its_frames_can_come_from(tmp_path):

@@ -148,6 +148,11 @@ def test_models_command_errors(capsys):
     from sharpen.cli import main
     assert main(["models", "nope"]) == 2
     assert "unknown student nope" in capsys.readouterr().err
+    assert main(["models", "teacher"]) == 2
+    assert "(the teacher is listed with --teacher)" in capsys.readouterr().err
+    assert main(["models", "fast,edge", "fast", "--height", "64", "--width", "96"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("│ fast ") == 1 and out.count("│ edge ") == 1
     assert main(["models", "--height", "0"]) == 2
     assert "--height" in capsys.readouterr().err
     assert main(["models", "fast", "--height", "64", "--width", "96", "--measure",
