@@ -104,5 +104,6 @@ def markdown(res: dict, md_table) -> list[str]:
 def _failed_lines(r: dict) -> list[str]:
     if not r.get("failed"):
         return []
-    return [f"Not evaluated ({len(r['failed'])} image(s) could not be read):", "",
+    return [f"Not evaluated ({len(r['failed'])} image(s) skipped: unreadable, mismatched or "
+            "failed):", "",
             *[f"- {f}" for f in r["failed"]], ""]

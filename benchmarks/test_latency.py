@@ -47,7 +47,8 @@ def test_teacher_tiled(benchmark, bench, size):
     _record(bench, benchmark, result_row(
         model="teacher", student=None, backend="teacher-tiled", size=size, ms=ms,
         target_fps=bench.target_fps, backend_label="PyTorch (tiled)", precision="fp32",
-        tile=tiles.tile, tile_shape=tiles.tile_label(*size), overlap=tiles.overlap, tiles_timed=tiles.n_tiles,
+        tile=tiles.tile, tile_shape=tiles.tile_label(*size), overlap=tiles.overlap,
+        tiles_timed=tiles.n_tiles,
         tiles_per_frame=tiles.tiles(*size), tile_ms=round(1000 * med / tiles.n_tiles, 3),
         scaled=True, note=tiles.note(*size),
         stats_unit=f"seconds per {tiles.n_tiles} tile(s), not per frame"))

@@ -316,6 +316,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                            title=f"{args.data}: input | " + " | ".join(
                                k for k in next(iter(shown.values())) if k != "input"))
         print(f"written: {out / 'metrics.json'}, {fig}")
+    if res["interrupted"]:
+        return 130
     if res["failed"]:
         print(f"sharpen evaluate: {len(res['failed'])} image(s) skipped (listed above); the "
               "rest were evaluated", file=sys.stderr)

@@ -22,7 +22,7 @@ Fn = Callable[[np.ndarray], np.ndarray]
 
 
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
-            "crop", "limit", "flat_images", "weights", "per_image", "reference"}
+            "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted"}
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -178,50 +178,63 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
     kept: list[tuple[float, int, str, dict[str, np.ndarray]]] = []
     per_image: dict[str, dict[str, dict[str, float]]] = {}
     has_gt = all(gt is not None for _, _, gt in items)
-    failed, flat, scored = [], 0, 0
-    for i, (name, inp, gt) in enumerate(tqdm(items, desc="evaluate", unit="img",
-                                             disable=not progress)):
-        try:
-            x, y = _read_pair(inp, gt, has_gt, crop)
-        except ImageReadError as e:
-            failed.append(str(e))
-            print(f"skipped: {e}", file=sys.stderr)
-            continue
-        outs = {"input": x}
-        try:
-            for k, f in fns.items():
-                outs[k] = np.clip(f(x), 0, 1)
-        except (KeyboardInterrupt, SystemExit):
-            raise
-        except Exception as e:  # noqa: BLE001 - torch/ORT/LiteRT each raise their own types
-            msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else type(e).__name__
-            failed.append(f"{inp}: {k} failed on it: {msg}")
-            print(f"skipped: {failed[-1]}", file=sys.stderr)
-            continue
-        scored += 1
-        base = sharpness(x)
-        if base < FLAT:
-            flat += 1
-        for k, img in outs.items():
-            if base >= FLAT:
-                sharp_ratio[k].append(sharpness(img) / base)
+    failed, flat, scored, interrupted = [], 0, 0, False
+    bar = tqdm(items, desc="evaluate", unit="img", disable=not progress)
+    try:
+        for i, (name, inp, gt) in enumerate(bar):
+            try:
+                x, y = _read_pair(inp, gt, has_gt, crop)
+            except ImageReadError as e:
+                failed.append(str(e))
+                print(f"skipped: {e}", file=sys.stderr)
+                continue
+            outs = {"input": x}
+            try:
+                for k, f in fns.items():
+                    outs[k] = np.clip(f(x), 0, 1)
+            except Exception as e:  # noqa: BLE001 - torch/ORT/LiteRT each raise their own types
+                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() \
+                    else type(e).__name__
+                failed.append(f"{inp}: {k} failed on it: {msg}")
+                print(f"skipped: {failed[-1]}", file=sys.stderr)
+                continue
+            # Everything of one image is computed first and then recorded at once, so that an
+            # interrupt leaves only whole images in the results.
+            base = sharpness(x)
+            ratios = {k: sharpness(img) / base for k, img in outs.items()} if base >= FLAT else {}
             if y is not None:
-                per_image.setdefault(name, {})[k] = {"psnr": psnr(img, y), "ssim": ssim(img, y)}
-            elif reference is not None and k != reference:
-                per_image.setdefault(name, {})[k] = {"psnr_to_reference":
-                                                     psnr(img, outs[reference])}
-        if y is not None:
-            outs["ground truth"] = y
-        kept.append((rank(outs) if rank else float(i), i, name, outs))
-        if keep_outputs is not None and len(kept) > keep_outputs:
-            kept.remove(max(kept, key=lambda t: (t[0], t[1])))
+                scores = {k: {"psnr": psnr(img, y), "ssim": ssim(img, y)}
+                          for k, img in outs.items()}
+            elif reference is not None:
+                scores = {k: {"psnr_to_reference": psnr(img, outs[reference])}
+                          for k, img in outs.items() if k != reference}
+            else:
+                scores = {}
+            if y is not None:
+                outs["ground truth"] = y
+            order = rank(outs) if rank else float(i)
+            scored, flat = scored + 1, flat + (base < FLAT)
+            for k, r in ratios.items():
+                sharp_ratio[k].append(r)
+            if scores:
+                per_image[name] = scores
+            kept.append((order, i, name, outs))
+            if keep_outputs is not None and len(kept) > keep_outputs:
+                kept.remove(max(kept, key=lambda t: (t[0], t[1])))
+    except KeyboardInterrupt:
+        if not scored:
+            raise
+        interrupted = True   # what was scored is reported (and saved), marked as partial
+        print(f"interrupted: results of the {scored} image(s) scored so far", file=sys.stderr)
+    finally:
+        bar.close()
     outputs = {name: outs for _, _, name, outs in sorted(kept, key=lambda t: (t[0], t[1]))}
     if not scored:
         raise ValueError(f"{spec}: none of its {len(items)} images could be evaluated (each "
                          "is named above)")
     res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
                  "split": used.get("split"), "crop": crop, "limit": limit,
-                 "flat_images": flat}
+                 "flat_images": flat, "interrupted": interrupted}
     for k, ratios in sharp_ratio.items():
         res[k] = {"sharpness": float(np.mean(ratios)) if ratios else None}
         if has_gt:
@@ -321,7 +334,8 @@ def format_table(res: dict) -> str:
     n = res["images"]
     where = "".join([f", split {res['split']}" if res.get("split") else "",
                      f", centre crops of {res['crop']} px" if res.get("crop") else ""])
-    lines.append(f"({n} image{'s' if n != 1 else ''} of {res['data']}{where})")
+    partial = " (interrupted: a part of the set)" if res.get("interrupted") else ""
+    lines.append(f"({n} image{'s' if n != 1 else ''} of {res['data']}{where}){partial}")
     if res.get("flat_images"):
         lines.append(f"({res['flat_images']} flat image(s) without detail left out of the "
                      "sharpness ratio)")

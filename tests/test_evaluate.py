@@ -193,3 +193,22 @@ def test_an_artifact_that_failed_its_parity_gate_is_named_when_scored(tmp_path, 
     failed_marker(model).write_text(json.dumps({"reason": "worst SSIM 0.91 < 0.98"}))
     load_model_fn(model)
     assert "failed its parity gate at export" in capsys.readouterr().err
+
+
+def test_an_interrupt_keeps_the_images_already_scored(nogt):
+    """Ctrl-C after minutes of teacher inference used to print "interrupted" and nothing
+    else; the images scored so far are reported, marked as a part of the set."""
+    calls = []
+
+    def stop_at_third(x):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return x * 0.9
+
+    res = evaluate_fns({"m": stop_at_third}, str(nogt), progress=False)
+    assert res["interrupted"] and res["images"] == 2 and len(res["m"]) >= 1
+    assert "(interrupted: a part of the set)" in format_table(res)
+    with pytest.raises(KeyboardInterrupt):   # nothing scored: nothing to report
+        evaluate_fns({"m": lambda x: (_ for _ in ()).throw(KeyboardInterrupt)}, str(nogt),
+                     progress=False)
