@@ -60,8 +60,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "devices that cannot hold a full-frame activation")
     p.add_argument("--overlap", type=int, default=OVERLAP,
                    help=f"tile overlap in pixels (with --tile; default {OVERLAP})")
-    p.add_argument("--width", type=int, default=1920, help="camera capture width")
-    p.add_argument("--height", type=int, default=1080, help="camera capture height")
+    p.add_argument("--width", type=int, default=None, help="camera capture width (default 1920)")
+    p.add_argument("--height", type=int, default=None,
+                   help="camera capture height (default 1080)")
     p.add_argument("--fps", type=float, default=0.0,
                    help="camera capture fps (0: camera default; the output video takes the "
                         "rate the camera or GStreamer pipeline gives); for other sources the "
@@ -71,8 +72,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="force the live policy (drop stale frames) or --no-live for lossless; "
                         "default: live for cameras and streams, lossless for files")
-    p.add_argument("--reconnect", type=int, default=5, metavar="N",
-                   help="attempts to reopen a live source that disconnects (exponential backoff)")
+    p.add_argument("--reconnect", type=int, default=None, metavar="N",
+                   help="attempts to reopen a camera or stream that disconnects (exponential "
+                        "backoff; default 5)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds a stream URL may take to open or to give a frame before it "
                         "counts as lost (default 20; raise it for slow cameras with long "
@@ -97,10 +99,32 @@ def _quiet_library_logs() -> None:
         pass
 
 
+# Flags that only a kind of source reads; given for another, they are said to do nothing.
+_SOURCE_FLAGS = (("--width", "width", ("camera", "v4l2", "gstreamer")),
+                 ("--height", "height", ("camera", "v4l2", "gstreamer")),
+                 ("--reconnect", "reconnect", ("camera", "v4l2", "gstreamer", "stream")),
+                 ("--timeout", "timeout", ("stream",)))
+
+
+def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
+    """Warnings for flags given for a source that does not read them (a capture size for a
+    video file, a stream timeout for a camera)."""
+    from .sources import spec_kind
+
+    kind = spec_kind(args.source)
+    return [f"warning: {flag} applies to {', '.join(kinds)} sources, not to --source "
+            f"{args.source} ({kind}); it has no effect" for flag, attr, kinds in _SOURCE_FLAGS
+            if getattr(args, attr) is not None and kind not in kinds]
+
+
 def options_from_args(args: argparse.Namespace):
     """StreamOptions from parsed `sharpen run` arguments."""
     from .pipeline import StreamOptions
     from .prepost import check_tiling
+
+    args.width = 1920 if args.width is None else args.width
+    args.height = 1080 if args.height is None else args.height
+    args.reconnect = 5 if args.reconnect is None else args.reconnect
 
     for flag, value, meaning in (("--threads", args.threads, "0: all cores"),
                                  ("--fps", args.fps, "0: the source's own"),
@@ -139,11 +163,14 @@ def handler(args: argparse.Namespace) -> int:
               f"sharpen export --weights {args.model} --out export/ (then --model "
               "export/<name>.onnx or .tflite)", file=sys.stderr)
         return 2
+    unapplied = unapplied_source_flags(args)
     try:
         options = options_from_args(args)
     except ValueError as exc:   # a bad flag: a usage error, as argparse's own
         print(f"sharpen run: error: {exc}", file=sys.stderr)
         return 2
+    for line in unapplied:
+        print(line, file=sys.stderr)
     if args.provider != "auto" and not args.model.lower().endswith(".onnx"):
         print(f"warning: --provider applies to .onnx models (ONNX Runtime); {args.model} runs "
               "on its own engine", file=sys.stderr)

@@ -317,6 +317,26 @@ def _image_list(paths: list[str]) -> list[Path]:
     return sorted(Path(p) for p in paths if Path(p).suffix.lower() in IMAGE_EXTS and Path(p).is_file())
 
 
+def spec_kind(spec: str) -> str:
+    """The kind of source `open_source` makes of a spelling, without opening it: synthetic,
+    camera, v4l2, gstreamer, stream, images or video."""
+    spec = str(spec).strip()
+    if _SYNTH.match(spec):
+        return "synthetic"
+    if spec.isdigit():
+        return "camera"
+    if spec.startswith("/dev/video"):
+        return "v4l2"
+    if "!" in spec:
+        return "gstreamer"
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
+        return "stream"
+    p = Path(spec)
+    if p.is_dir() or any(c in spec for c in "*?[") or p.suffix.lower() in IMAGE_EXTS:
+        return "images"
+    return "video"
+
+
 def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
                 live: Optional[bool] = None, reconnect_attempts: int = 5,
                 reconnect_delay: float = 0.5, timeout: Optional[float] = None) -> Source:

@@ -267,6 +267,14 @@ def test_negative_counts_and_rates_are_usage_errors(tmp_path, capsys, onnx_model
 def test_flags_that_would_do_nothing_are_said(tmp_path, capsys, onnx_model):
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), np.full((24, 32, 3), 90, np.uint8))
+    # A capture size, reconnects or a stream timeout for a source that reads none of them.
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--width", "640",
+                   "--reconnect", "3", "--timeout", "5", "--output", str(tmp_path / "c.png"))
+    assert rc == 0
+    for flag in ("--width applies to camera, v4l2, gstreamer sources",
+                 "--reconnect applies to", "--timeout applies to stream sources"):
+        assert f"warning: {flag}" in err and f"not to --source {img} (images)" in err
+    assert "--height" not in err
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--overlap", "8",
                    "--output", str(tmp_path / "b.png"))
     assert rc == 0 and "--overlap has no effect without --tile" in err
@@ -497,3 +505,23 @@ def test_a_recording_that_ends_early_over_http_says_so(http_folder, capsys):
     assert len(list(src.frames(threading.Event()))) == 4
     src.close()
     assert "it gave 4 of the 9 frames it declares" in capsys.readouterr().err
+
+
+def test_spec_kind_agrees_with_the_source_opened(tmp_path):
+    from runtime.sources import open_source, spec_kind
+
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.full((24, 32, 3), 90, np.uint8))
+    vid = tmp_path / "v.avi"
+    w = cv2.VideoWriter(str(vid), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 24))
+    for _ in range(2):
+        w.write(np.full((24, 32, 3), 90, np.uint8))
+    w.release()
+    for spec in ("synthetic:32x24", str(img), str(tmp_path), str(tmp_path / "*.png"), str(vid)):
+        src = open_source(spec)
+        try:
+            assert spec_kind(spec) == src.kind, spec
+        finally:
+            src.close()
+    assert [spec_kind(s) for s in ("0", "/dev/video3", "a ! appsink", "rtsp://h/x")] == \
+        ["camera", "v4l2", "gstreamer", "stream"]
