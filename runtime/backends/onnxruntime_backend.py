@@ -102,7 +102,9 @@ def trt_provider_options(cache_root: Path, digest: str, input_name: str, multipl
 
 
 def trt_cache_root() -> Path:
-    return Path(os.environ.get("SHARPEN_TRT_CACHE", Path.home() / ".cache" / "sharpen" / "trt"))
+    from ..cache import cache_dir
+
+    return Path(os.environ.get("SHARPEN_TRT_CACHE") or cache_dir("trt"))
 
 
 def asymmetric_int8(metadata: dict[str, str]) -> bool:
