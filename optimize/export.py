@@ -479,6 +479,10 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
             tries = float_tries.get(f, [])
             if res.status == "fail" and tries:
                 res = _search_float_layers(attempt, tries)
+                if res.status == "fail" and f == "tflite-int8":
+                    res.reason = ((res.reason + "; ") if res.reason else "") + (
+                        "the largest float region tried fails too: this format's input and "
+                        "output stay 8-bit whatever runs in float (tflite-fp16 does not)")
             if ctx.float_by_fmt.get(f) or f in float_tries:
                 res.extra["float_layers"] = ctx.float_by_fmt.get(f, [])
             results.append(res)

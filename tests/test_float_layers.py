@@ -134,13 +134,16 @@ def test_export_falls_back_to_larger_regions_when_the_real_gate_fails(student, d
     next larger float region, and the report says which one was built."""
     monkeypatch.setattr(fl, "choose", lambda *a, **k: fl.Choice(
         ["output"], {}, [], True, [["head"], ["dec.1"]]))
-    rep = export(student[1], ["onnx-int8"], tmp_path, float_layers="auto",
+    rep = export(student[1], ["onnx-int8", "tflite-int8"], tmp_path, float_layers="auto",
                  thresholds=Thresholds(min_ssim=0.999999), calib=[str(data_dir / "calib")],
                  calib_count=8, calib_size=128, parity_images=[str(data_dir / "parity")],
                  latency=False, quiet=True)
     r = rep.result("onnx-int8")
     assert r.status == "fail" and r.extra["float_layers"] == ["dec.1"]
-    assert rep.settings["float_layers"] == {"onnx-int8": ["dec.1"]}
+    assert rep.settings["float_layers"] == {"onnx-int8": ["dec.1"], "tflite-int8": ["dec.1"]}
+    # TFLite INT8 cannot get below its 8-bit input and output, and the report says so.
+    assert "input and output stay 8-bit" in rep.result("tflite-int8").reason
+    assert "8-bit" not in (r.reason or "")
     meta = {p.key: p.value for p in onnx.load(r.file).metadata_props}
     assert "float layers: dec.1" in meta["quantization"]
 
