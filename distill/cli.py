@@ -22,63 +22,105 @@ def _err(msg: str) -> int:
 # ------------------------------------------------------------------ sharpen teacher
 
 def cmd_teacher(args: argparse.Namespace) -> int:
+    import numpy as np
+
     from .checkpoint import CheckpointError
     from .images import ImageReadError, is_image, list_images, read_image, write_image
     from .teacher import Teacher
 
+    # Usage errors before the model loads and before any image is written.
+    if args.tile < 0 or args.overlap < 0 or (args.tile and args.overlap >= args.tile):
+        return _err(f"--tile and --overlap: need 0 <= overlap < tile (or --tile 0 for whole "
+                    f"images), got --tile {args.tile} --overlap {args.overlap}")
+    if args.batch_size < 1:
+        return _err(f"--batch-size must be >= 1, got {args.batch_size}")
+    files: list[tuple[Path, Path]] = []  # (input, relative output name)
+    for src in map(Path, args.inputs):
+        if src.is_dir():
+            found = list_images(src)
+            if not found:
+                print(f"warning: {src}: no images in this folder", file=sys.stderr)
+            files += [(p, Path(p.name)) for p in found]
+        else:
+            files.append((src, Path(src.name)))
+    seen: set[Path] = set()
+    unique = []
+    for src, rel in files:
+        key = src.resolve()
+        if key in seen:
+            print(f"warning: {src} given more than once; sharpened once", file=sys.stderr)
+            continue
+        seen.add(key)
+        unique.append((src, rel))
+    files = unique
+    if not files:
+        return _err("no input images (" + ", ".join(args.inputs) + ")")
+    out = Path(args.out)
+    from runtime.sinks import SinkError, make_folder, refuse_overwriting_inputs
+    try:
+        refuse_overwriting_inputs(out, {p.parent for p, _ in files if p.exists()})
+        make_folder(out, "--out")
+    except (ValueError, SinkError) as e:
+        return _err(str(e))
     try:
         teacher = Teacher.load(args.teacher_weights, args.config, device=args.device)
     except (CheckpointError, ValueError) as e:
         return _err(str(e))
-    files: list[tuple[Path, Path]] = []  # (input, relative output name)
-    for src in map(Path, args.inputs):
-        if src.is_dir():
-            files += [(p, Path(p.name)) for p in list_images(src)]
-        elif src.exists():
-            files.append((src, Path(src.name)))
-        else:
-            print(f"warning: {src}: no such file or folder", file=sys.stderr)
-            files.append((src, Path(src.name)))
-    if not files:
-        return _err("no input images")
-    out = Path(args.out)
-    from runtime.sinks import refuse_overwriting_inputs
-    try:
-        refuse_overwriting_inputs(out, {p.parent for p, _ in files if p.exists()})
-    except ValueError as e:
-        return _err(str(e))
     files = _unique_png_names(files)
-    failed = 0
+    failed, done = 0, 0
+    from runtime.imageio import VIDEO_EXTS
     from tqdm import tqdm
-    for src, rel in tqdm(files, desc="teacher", unit="img", disable=args.quiet):
-        try:
-            if not src.exists():
-                raise ImageReadError(f"{src}: no such file")
-            if not is_image(src):
-                raise ImageReadError(f"{src}: not an image file extension")
-            img = read_image(src)
-            y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
-                                batch_size=args.batch_size, progress=not args.quiet,
-                                desc=src.name)
-            write_image(out / rel, y, bits=16 if args.bits16 else 8)
-        except (ImageReadError, OSError, MemoryError) as e:
-            failed += 1
-            tqdm.write(f"skipped: {e}", file=sys.stderr)
-    done = len(files) - failed
+    try:
+        for src, rel in tqdm(files, desc="teacher", unit="img", disable=args.quiet):
+            try:
+                if not src.exists():
+                    raise ImageReadError(f"{src}: no such file")
+                if src.suffix.lower() in VIDEO_EXTS:
+                    raise ImageReadError(f"{src}: a video; `sharpen labels --data VIDEO` runs "
+                                         "the teacher over a video's frames")
+                if not is_image(src):
+                    raise ImageReadError(f"{src}: not an image file extension")
+                img = read_image(src)
+                if img.dtype == np.uint16 and not args.bits16:
+                    tqdm.write(f"warning: {src} is 16-bit; written as 8-bit PNG (--bits16 keeps "
+                               "16 bits)", file=sys.stderr)
+                y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
+                                    batch_size=args.batch_size, progress=not args.quiet,
+                                    desc=src.name)
+                write_image(out / rel, y, bits=16 if args.bits16 else 8)
+                done += 1
+            except (ImageReadError, OSError, MemoryError) as e:
+                failed += 1
+                tqdm.write(f"skipped: {e}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"interrupted: {done} of {len(files)} image(s) written to {out}", file=sys.stderr)
+        return 130
     print(f"teacher: {done} image(s) written to {out}, {failed} failed")
     return 1 if failed else 0
 
 
 def _unique_png_names(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     """Output names NAME.png that never collide: a.jpg and a.png keep their extension
-    (a.jpg.png), and equal names from different folders get the folder's name in front."""
+    (a.jpg.png), equal names from different folders get the folder's name in front, and what
+    still collides (p1/x/a.png, p2/x/a.png) is numbered."""
     from collections import Counter
 
-    stems = Counter(rel.stem for _, rel in files)
-    named = [(p, rel.with_suffix(".png") if stems[rel.stem] == 1 else Path(f"{rel.name}.png"))
-             for p, rel in files]
+    suffixes: dict[str, set[str]] = {}
+    for _, rel in files:
+        suffixes.setdefault(rel.stem, set()).add(rel.suffix.lower())
+    named = [(p, rel.with_suffix(".png") if len(suffixes[rel.stem]) == 1
+              else Path(f"{rel.name}.png")) for p, rel in files]
     clash = Counter(rel for _, rel in named)
-    return [(p, Path(f"{p.parent.name}_{rel}") if clash[rel] > 1 else rel) for p, rel in named]
+    named = [(p, Path(f"{p.parent.name}_{rel}") if clash[rel] > 1 else rel) for p, rel in named]
+    taken: set[Path] = set()
+    out = []
+    for p, rel in named:
+        name, k = rel, 2
+        while name in taken:
+            name, k = rel.with_name(f"{rel.stem}-{k}{rel.suffix}"), k + 1
+        taken.add(name)
+        out.append((p, name))
+    return out
 
 
 # ------------------------------------------------------------------ sharpen models

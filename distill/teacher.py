@@ -88,10 +88,20 @@ def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None)
         if ckpt.get("kind") != "teacher":
             raise CheckpointError(f"{weights} is a {ckpt.get('kind')} checkpoint, not a teacher")
         try:
-            cfg = get_config(ckpt.get("arch_args")) if config is None else get_config(config)
+            cfg = get_config(ckpt.get("arch_args"))
         except (TypeError, ValueError, KeyError) as e:
             raise CheckpointError(f"{weights}: its architecture arguments do not build a "
                                   f"Restormer ({e})") from None
+        if config is not None:
+            try:
+                asked = get_config(config)
+            except (TypeError, ValueError, KeyError) as e:
+                raise CheckpointError(f"--teacher-config {config}: {e}") from None
+            if asked.to_dict() != cfg.to_dict():
+                raise CheckpointError(
+                    f"{weights} carries its own Restormer config, which is not {config!r}; "
+                    "--teacher-config is for weights without one (the official .pth, bare "
+                    "state dicts): leave it out")
     else:
         cfg = get_config(config or "motion-deblur")
     model = build_restormer(cfg)

@@ -66,3 +66,48 @@ def test_every_command_has_help(capsys):
         for action in p._actions:
             if action.dest != "help" and action.option_strings:
                 assert action.help, f"sharpen {name} {action.option_strings} has no help"
+
+
+def test_bad_options_and_outputs_are_refused_before_the_model_runs(tmp_path, tiny_teacher,
+                                                                   capsys):
+    """--tile/--overlap/--batch-size were checked per image (a traceback after the model
+    loaded), and --out naming a file was found once per image, after the work."""
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((16, 16, 3), np.uint8))
+    common = [str(img), "--teacher-weights", tiny_teacher, "--quiet"]
+    for extra, says in ((["--tile", "-5"], "need 0 <= overlap < tile"),
+                        (["--tile", "64", "--overlap", "64"], "got --tile 64 --overlap 64"),
+                        (["--batch-size", "0"], "--batch-size must be >= 1")):
+        assert main(["teacher", *common, "--out", str(tmp_path / "o"), *extra]) == 2
+        assert says in capsys.readouterr().err
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    assert main(["teacher", *common, "--out", str(a_file)]) == 2
+    assert f"--out: {a_file} is a file, not a folder" in capsys.readouterr().err
+
+
+def test_equal_names_never_overwrite_each_other(tmp_path, tiny_teacher, capsys):
+    """p1/x/a.png and p2/x/a.png both became x_a.png: one result was lost."""
+    rng = np.random.default_rng(3)
+    srcs = []
+    for top in ("p1", "p2"):
+        (tmp_path / top / "x").mkdir(parents=True)
+        srcs.append(tmp_path / top / "x" / "a.png")
+        cv2.imwrite(str(srcs[-1]), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
+    out = tmp_path / "out"
+    rc = main(["teacher", str(srcs[0].parent), str(srcs[1].parent), str(srcs[0]), "--out",
+               str(out), "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"])
+    assert rc == 0
+    assert "given more than once; sharpened once" in capsys.readouterr().err
+    assert sorted(p.name for p in out.iterdir()) == ["x_a-2.png", "x_a.png"]
+
+
+def test_a_config_that_contradicts_the_checkpoint_is_refused(tmp_path, tiny_teacher, capsys):
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((16, 16, 3), np.uint8))
+    rc = main(["teacher", str(img), "--out", str(tmp_path / "o"), "--teacher-weights",
+               tiny_teacher, "--teacher-config", "small"])
+    assert rc == 2 and "carries its own Restormer config, which is not 'small'" in \
+        capsys.readouterr().err
+    assert main(["teacher", str(img), "--out", str(tmp_path / "o"), "--teacher-weights",
+                 tiny_teacher, "--teacher-config", "tiny", "--quiet"]) == 0

@@ -84,6 +84,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     if tile < 0 or overlap < 0 or (tile and overlap >= tile):
         raise SourceError(f"need 0 <= overlap < tile (or tile 0 for whole images), got "
                           f"tile={tile} overlap={overlap}")
+    if batch_size < 1:
+        raise SourceError(f"--batch-size must be >= 1, got {batch_size}")
     info = resolve_source(data, split=split, gopro_blur=gopro_blur)
     # Spread over the source, not its first N: a folder sorted by name would otherwise give
     # N crops of the same few photos.
