@@ -5,6 +5,7 @@ the runtime); every handler imports what it needs."""
 from __future__ import annotations
 
 import argparse
+import os
 import re
 import statistics
 import sys
@@ -374,9 +375,22 @@ def cmd_grow(args: argparse.Namespace) -> int:
     from .grow import grow_student
 
     try:
-        changes = {k: int(v) for k, v in (c.split("=", 1) for c in args.changes)}
+        pairs = [c.split("=", 1) for c in args.changes]
+        changes = {k: int(v) for k, v in pairs}
     except ValueError:
         return _err(f"changes must look like name=INT (e.g. low_blocks=4), got {args.changes}")
+    repeated = sorted({k for k, _ in pairs if [p[0] for p in pairs].count(k) > 1})
+    if repeated:
+        return _err(f"{', '.join(repeated)} given more than once: give each change once")
+    out = Path(args.out)
+    if out.is_dir():
+        return _err(f"--out {out} is a folder; give the new checkpoint's file name (.pt)")
+    if any(os.path.lexists(p) and not os.path.isdir(p) for p in out.parents):
+        return _err(f"--out {out}: a parent of it is a file, not a folder")
+    if Path(args.weights).exists() and out.exists() and out.resolve() == \
+            Path(args.weights).resolve():
+        return _err(f"--out {out} is the --weights checkpoint itself; write the grown model to "
+                    "a new file")
     try:
         summary = grow_student(args.weights, args.out, **changes)
         if "max_change" in summary:
@@ -384,6 +398,7 @@ def cmd_grow(args: argparse.Namespace) -> int:
                   f"{summary['max_change']} (of 1.0) on a random input; fine-tune "
                   f"{args.out} before using it", file=sys.stderr)
         if not args.quiet:
+            print(f"written: {args.out} ({', '.join(f'{k}={v}' for k, v in changes.items())})")
             print(summary)
     except (ValueError, TypeError, CheckpointError, FileNotFoundError) as e:
         return _err(str(e))

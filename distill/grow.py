@@ -48,8 +48,14 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
         now = old.get(key, signature[key].default)
         if key == "blocks" and value < 1:
             raise ValueError(f"blocks={value}: must be >= 1")
-        if (value < now and key != "blocks") or (key in ("k", "low_k") and value % 2 == 0):
-            raise ValueError(f"{key}={value}: must be >= {now} (and odd for kernels)")
+        if key in ("k", "low_k") and value % 2 == 0:
+            raise ValueError(f"{key}={value}: a kernel size must be odd")
+        if value < now and key != "blocks":
+            raise ValueError(f"{key}={value}: the model has {key}={now}, and only `blocks` can "
+                             f"shrink; give {key} >= {now}")
+        if key == "detail_blocks" and not (changes.get("detail") or old.get("detail")):
+            raise ValueError(f"detail_blocks={value}: the model has no detail stage; add one "
+                             "with detail=N")
         if key in ("detail", "edge", "edge_width") and now and value != now:
             raise ValueError(f"{key}={value}: the model has {key}={now}; only a missing stage "
                              f"can be added")

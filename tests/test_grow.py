@@ -73,8 +73,33 @@ def test_grow_refuses_what_it_cannot_preserve(tmp_path):
     _save(small, tmp_path / "s.pt")
     with pytest.raises(ValueError, match="width"):
         grow_student(tmp_path / "s.pt", tmp_path / "g.pt", width=16)
-    with pytest.raises(ValueError, match="low_blocks=1"):
+    with pytest.raises(ValueError, match="low_blocks=1: the model has low_blocks=2, and only "
+                                         "`blocks` can shrink"):
         grow_student(tmp_path / "s.pt", tmp_path / "g.pt", low_blocks=1)
+    with pytest.raises(ValueError, match="k=4: a kernel size must be odd"):
+        grow_student(tmp_path / "s.pt", tmp_path / "g.pt", k=4)
+    with pytest.raises(ValueError, match="the model has no detail stage"):
+        grow_student(tmp_path / "s.pt", tmp_path / "g.pt", detail_blocks=2)
+
+
+def test_grow_cli_refuses_its_own_source_folders_and_repeated_changes(tmp_path, capsys):
+    """--out equal to --weights replaced the source (losing its metrics); a folder or a path
+    under a file gave a traceback; deep=1 deep=2 kept the last silently."""
+    from sharpen.cli import main
+
+    _save(create_student("fast-plain", width=8, low_blocks=1), tmp_path / "s.pt")
+    before = (tmp_path / "s.pt").read_bytes()
+    (tmp_path / "folder").mkdir()
+    for out, says in ((tmp_path / "s.pt", "is the --weights checkpoint itself"),
+                      (tmp_path / "folder", "is a folder"),
+                      (tmp_path / "s.pt" / "x.pt", "a parent of it is a file")):
+        assert main(["grow", "--weights", str(tmp_path / "s.pt"), "--out", str(out),
+                     "low_blocks=2"]) == 2
+        assert says in capsys.readouterr().err
+    assert main(["grow", "--weights", str(tmp_path / "s.pt"), "--out", str(tmp_path / "g.pt"),
+                 "low_blocks=2", "low_blocks=3"]) == 2
+    assert "low_blocks given more than once" in capsys.readouterr().err
+    assert (tmp_path / "s.pt").read_bytes() == before
 
 
 def test_grown_deep_levels_start_silent_and_train(tmp_path):
