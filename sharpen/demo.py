@@ -112,6 +112,49 @@ def _step(n: int, title: str) -> None:
     print(f"\n=== [{n}/6] {title}", flush=True)
 
 
+def _check_args(args: argparse.Namespace) -> str | None:
+    """Why these options cannot make a demo, found before stage 1 rather than at stage 3-6."""
+    from distill.students import list_students
+
+    if args.student not in list_students():
+        return (f"--student {args.student}: unknown student; choose from "
+                f"{', '.join(list_students())}")
+    for flag, value, low in (("--steps", args.steps, 1), ("--label-images", args.label_images, 1),
+                             ("--video-frames", args.video_frames, 2),
+                             ("--threads", args.threads, 0)):
+        if value < low:
+            return f"{flag} must be >= {low}, got {value}"
+    if not args.lr > 0:
+        return f"--lr must be > 0, got {args.lr:g}"
+    for flag, attr in (("--min-ssim-gain", "min_ssim_gain"),
+                       ("--min-ssim-ratio", "min_ssim_ratio")):
+        value = getattr(args, attr, None)
+        if value is not None and not 0 <= value <= 1.5:
+            return f"{flag} must be in [0, 1.5], got {value:g}"
+    return None
+
+
+def _check_checkpoints(student: Path, teacher: Path, arch: str) -> str | None:
+    """A teacher given as the student or the other way round, or a student of another
+    architecture than --student, named before the long stages."""
+    from distill.checkpoint import FORMAT, CheckpointError, read_checkpoint
+
+    try:
+        s = read_checkpoint(student)
+        t = read_checkpoint(teacher)
+    except CheckpointError as e:
+        return str(e)
+    if s.get("format") != FORMAT or s.get("kind") != "student":
+        return (f"--weights {student} is not a student checkpoint of this project "
+                f"(kind {s.get('kind')!r}); it is the checkpoint the demo fine-tunes")
+    if s.get("arch") != arch:
+        return (f"--weights {student} is a {s.get('arch')!r} student, not {arch!r}: pass "
+                f"--student {s.get('arch')}")
+    if t.get("format") == FORMAT and t.get("kind") != "teacher":
+        return f"--teacher-weights {teacher} is a {t.get('kind')} checkpoint, not a teacher"
+    return None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
@@ -122,10 +165,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from distill.teacher import BUNDLED_TEACHER, OVERLAP, TILE, models_dir
     from distill.trainer import Trainer
 
-    torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
-    out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
-    t0 = time.time()
+    problem = _check_args(args)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
     student_ckpt = Path(args.student_weights or models_dir() / f"student-{args.student}.pt")
     teacher = args.teacher_weights or str(models_dir() / BUNDLED_TEACHER)
     for what, p in (("student", student_ckpt), ("teacher", Path(teacher))):
@@ -134,8 +177,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   "models/ (see models/README.md); pass --weights / --teacher-weights.",
                   file=sys.stderr)
             return 2
+    problem = _check_checkpoints(student_ckpt, Path(teacher), args.student)
+    if problem:
+        print(f"error: {problem}", file=sys.stderr)
+        return 2
+    from runtime.sinks import SinkError, make_folder
+    try:
+        make_folder(args.out, "--out")
+    except SinkError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
+    out = Path(args.out).resolve()
+    t0 = time.time()
 
-    _step(1, "data: embedded test images and a blurred 1080p video")
+    _step(1, f"data: {'embedded test images' if args.data == 'embedded' else args.data} "
+             "and a blurred 1080p video")
     if args.data == "embedded":
         root = build_embedded(default_root(), splits=("train", "val", "test"),
                               progress=not args.quiet)

@@ -58,6 +58,31 @@ def test_demo_refuses_missing_weights(tmp_path, capsys):
     assert "teacher weights" in capsys.readouterr().err
 
 
+def test_demo_refuses_impossible_options_and_checkpoints_before_any_stage(tmp_path, capsys):
+    """--steps 0, --lr -1, --video-frames 0, a teacher as the student, a student of another
+    architecture or --out naming a file each failed stages later, with a traceback."""
+    models = Path(__file__).resolve().parents[1] / "models"
+    a_file = tmp_path / "afile"
+    a_file.write_text("x")
+    out = tmp_path / "d"
+    for extra, says in ((["--steps", "0"], "--steps must be >= 1, got 0"),
+                        (["--lr", "-1"], "--lr must be > 0"),
+                        (["--video-frames", "0"], "--video-frames must be >= 2"),
+                        (["--min-ssim-gain", "-2"], "--min-ssim-gain must be in [0, 1.5]"),
+                        (["--student", "foo"], "--student foo: unknown student; choose from"),
+                        (["--weights", str(models / "teacher-restormer-small.pt")],
+                         "is not a student checkpoint of this project (kind 'teacher')"),
+                        (["--student", "seed", "--weights", str(models / "student-fast.pt")],
+                         "is a 'fast' student, not 'seed': pass --student fast"),
+                        (["--teacher-weights", str(models / "student-fast.pt")],
+                         "is a student checkpoint, not a teacher")):
+        assert main(["demo", "--out", str(out), "--quiet", *extra]) == 2, extra
+        assert says in capsys.readouterr().err, extra
+        assert not out.exists()   # nothing made for a run that never started
+    assert main(["demo", "--out", str(a_file), "--quiet"]) == 2
+    assert f"--out: {a_file} is a file, not a folder" in capsys.readouterr().err
+
+
 def test_demo_gate_options():
     from sharpen.cli import build_parser
     from sharpen.demo import DEMO_MIN_SSIM_GAIN
