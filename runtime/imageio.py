@@ -181,11 +181,12 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
         if w <= 0 or h <= 0:
             raise ImageReadError(f"{path}: header gives an invalid size {w}x{h}")
         if w * h > limit:
-            raise ImageReadError(f"{path}: {w}x{h} = {w * h / 1e6:.0f} Mpx exceeds the pixel "
-                                 f"budget of {limit / 1e6:.0f} Mpx (raise it with the "
+            raise ImageReadError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the pixel "
+                                 f"budget of {limit:,} (raise it with the "
                                  "SHARPEN_MAX_PIXELS environment variable)")
     if _truncated(data):
-        raise ImageReadError(f"{path}: truncated file (the image data ends early)")
+        raise ImageReadError(f"{path}: truncated or damaged file (it has no end-of-image "
+                             "marker)")
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
