@@ -70,6 +70,12 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    from runtime.imageio import ImageReadError, max_pixels
+    try:   # a bad setting is one error now, not one skipped image per file later
+        max_pixels()
+    except ImageReadError as e:
+        print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
+        return 2
     try:
         return int(args.func(args) or 0)
     except SharpenError as e:

@@ -89,6 +89,10 @@ def test_pixel_budget_can_be_raised(tmp_path, monkeypatch):
         read_image(p)
     monkeypatch.setenv("SHARPEN_MAX_PIXELS", "3000")
     assert read_image(p).shape == (40, 50, 3)
+    # A setting that is not a number: one error before the command runs, not one per image.
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "abc")
+    from sharpen.cli import main
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path)]) == 2
 
 
 class _nullctx:
