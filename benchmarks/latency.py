@@ -22,6 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
+from runtime.console import first_line
 from runtime.formats import FORMATS
 from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
@@ -140,7 +141,7 @@ def open_backend(spec: BackendSpec, weights: str | Path | None, artifacts=None,
         return load_backend(art.file, threads=threads or None, providers=spec.providers,
                             force=True)
     except Exception as e:  # noqa: BLE001 - e.g. a TensorRT engine built for another GPU
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e, None)
         raise SkipCase(f"cannot load {Path(art.file).name} here: {first}") from None
 
 
@@ -246,10 +247,10 @@ class TeacherTiles:
 
     def tile_shape(self, width: int, height: int) -> tuple[int, int]:
         """(h, w) of the tiles a width x height frame runs as."""
-        from runtime.tiling import _round_up
+        from runtime.tiling import round_up
 
-        return (min(self.tile, _round_up(height, self.multiple)),
-                min(self.tile, _round_up(width, self.multiple)))
+        return (min(self.tile, round_up(height, self.multiple)),
+                min(self.tile, round_up(width, self.multiple)))
 
     def tile_label(self, width: int, height: int) -> str:
         h, w = self.tile_shape(width, height)

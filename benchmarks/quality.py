@@ -31,6 +31,7 @@ import numpy as np
 from distill.data.label_cache import sha256_array
 from distill.data.sources import spread
 from runtime.atomic import atomic_write_bytes
+from runtime.console import first_line
 from runtime.formats import FORMATS
 from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
@@ -303,7 +304,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             try:
                 run, runner_name = load()
             except Exception as e:  # noqa: BLE001 - reported as an error row and a failed check
-                first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                first = first_line(e, None)
                 what = Path(r["file"]).name if r.get("file") else key
                 r.update(status="error", reason=f"cannot load {what}: {first}")
                 bar.update(len(pairs))
@@ -373,7 +374,7 @@ def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
     try:
         out = np.asarray(run(p.blurred), np.float32)
     except Exception as e:  # noqa: BLE001
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e, None)
         r.update(status="error", reason=f"inference failed on {p.name}: {first}")
         return
     img = {"image": p.name, "psnr": psnr(out, p.sharp), "ssim": ssim(out, p.sharp),

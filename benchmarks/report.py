@@ -130,12 +130,13 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     Raises BenchError for usage problems; an --out folder made for a run that fails so is
     removed again while empty."""
     out = Path(opts.out)
+    from runtime.sinks import refuse_output_inside
     for flag, spec in (("--data", opts.data), ("--real-pairs", opts.real_pairs),
                        ("--real-nogt", opts.real_nogt)):
-        data = Path(spec).resolve() if spec else None
-        if data and data.is_dir() and data in (out.resolve(), *out.resolve().parents):
-            raise BenchError(f"--out {out} is inside {flag} {spec}: its figures would be read "
-                             "as images of the data next time")
+        try:
+            refuse_output_inside(out, spec, flag)
+        except ValueError as e:
+            raise BenchError(str(e)) from None
     made = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)

@@ -22,6 +22,7 @@ import torch
 import torch.nn as nn
 
 from runtime.atomic import atomic_path
+from runtime.console import first_line
 
 FORMAT = "image-sharpening-kd/1"
 
@@ -64,7 +65,7 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for garbage input
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first_line(e, None)
         if "weights_only" in str(e) or "Unsupported global" in str(e):
             # Never pass on PyTorch's hint to retry with weights_only=False: that would
             # execute whatever the file contains.

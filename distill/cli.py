@@ -304,16 +304,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         return _err(f"--weights {e}")
     if not weights and not models:
         return _err("give --weights (checkpoints) and/or --model (exported artifacts)")
-    data_dir = Path(args.data).resolve()
-    if args.out and data_dir.is_dir() and data_dir in (Path(args.out).resolve(),
-                                                       *Path(args.out).resolve().parents):
-        return _err(f"--out {args.out} is inside --data {args.data}: its figure would be "
-                    "read as an image of the data next time")
     if args.out:   # found now, not after every model has run over every image
-        from runtime.sinks import SinkError, make_folder
+        from runtime.sinks import SinkError, make_folder, refuse_output_inside
         try:
+            refuse_output_inside(args.out, args.data, "--data")
             make_folder(args.out, "--out")
-        except SinkError as e:
+        except (SinkError, ValueError) as e:
             return _err(str(e))
     for w in weights:
         if not Path(w).is_file():

@@ -16,6 +16,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from runtime.console import first_line
+
 from .metrics import psnr, ssim
 
 Fn = Callable[[np.ndarray], np.ndarray]
@@ -193,9 +195,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
                 for k, f in fns.items():
                     outs[k] = np.clip(f(x), 0, 1)
             except Exception as e:  # noqa: BLE001 - torch/ORT/LiteRT each raise their own types
-                msg = str(e).strip().splitlines()[0][:200] if str(e).strip() \
-                    else type(e).__name__
-                failed.append(f"{inp}: {k} failed on it: {msg}")
+                failed.append(f"{inp}: {k} failed on it: {first_line(e, 200)}")
                 print(f"skipped: {failed[-1]}", file=sys.stderr)
                 continue
             # Everything of one image is computed first and then recorded at once, so that an

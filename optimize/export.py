@@ -24,7 +24,7 @@ from typing import Sequence
 
 import numpy as np
 
-from runtime.console import Console
+from runtime.console import Console, first_line
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 
 
@@ -539,7 +539,7 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
     try:
         path = ctx.build(f)
     except Exception as e:
-        res.reason = f"build failed: {type(e).__name__}: {_first_line(e)}"
+        res.reason = f"build failed: {type(e).__name__}: {first_line(e)}"
         stale = ctx.path_for(f)
         if stale.exists():   # an older build must not pass for this one
             atomic_write_json(failed_marker(stale), {
@@ -631,11 +631,6 @@ def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:
                                  "reason": res.reason, "weights_sha256": weights_sha})
 
 
-def _first_line(e: BaseException) -> str:
-    s = str(e).strip()
-    return s.splitlines()[0][:300] if s else type(e).__name__
-
-
 def _latency_image(img: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -681,9 +676,9 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, re
         runner, res.runner = load_runner(path, threads=threads)
     except Exception as e:
         if path.suffix == ".engine":
-            res.status, res.reason = "error", f"cannot run the engine: {_first_line(e)}"
+            res.status, res.reason = "error", f"cannot run the engine: {first_line(e)}"
         else:
-            res.status, res.reason = "error", f"cannot load: {_first_line(e)}"
+            res.status, res.reason = "error", f"cannot load: {first_line(e)}"
         prog.say(f"  {res.reason}")
         return
     try:
@@ -695,7 +690,7 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, re
             res.latency_ms_1080p = 1000 * measure_latency(runner, runs=latency_runs,
                                                           image=lat_image)
     except Exception as e:
-        res.status, res.reason = "error", f"parity run failed: {_first_line(e)}"
+        res.status, res.reason = "error", f"parity run failed: {first_line(e)}"
         prog.say(f"  {res.reason}")
         return
     finally:

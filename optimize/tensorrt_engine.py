@@ -27,6 +27,7 @@ from pathlib import Path
 
 from runtime.atomic import atomic_write_bytes, atomic_write_json
 from runtime.backends.base import ModelError, read_sidecar
+from runtime.tiling import round_up
 
 DEFAULT_OPT = (1080, 1920)
 DEFAULT_MIN = (64, 64)
@@ -45,10 +46,6 @@ def parse_hw(text: str) -> tuple[int, int]:
     return h, w
 
 
-def _round_up(v: int, m: int) -> int:
-    return (v + m - 1) // m * m
-
-
 @dataclass(frozen=True)
 class Profile:
     """Min/opt/max input shapes (N, 3, H, W) for the optimisation profile on "input"."""
@@ -60,7 +57,7 @@ class Profile:
     @classmethod
     def from_hw(cls, min_hw=DEFAULT_MIN, opt_hw=DEFAULT_OPT, max_hw=DEFAULT_MAX,
                 multiple: int = 8, batch: int = 1) -> "Profile":
-        shapes = [(batch, 3, _round_up(h, multiple), _round_up(w, multiple))
+        shapes = [(batch, 3, round_up(h, multiple), round_up(w, multiple))
                   for h, w in (min_hw, opt_hw, max_hw)]
         for a, b, what in ((shapes[0], shapes[1], "min > opt"), (shapes[1], shapes[2],
                                                                   "opt > max")):

@@ -10,6 +10,14 @@ import sys
 from typing import Callable, Iterator, Optional, Sequence, TextIO
 
 
+def first_line(exc: BaseException, limit: Optional[int] = 300) -> str:
+    """The first line of an exception's message (its type's name when it has none), cut to
+    `limit` characters: engines raise messages with tracebacks and dumps in them."""
+    text = str(exc).strip()
+    line = text.splitlines()[0] if text else type(exc).__name__
+    return line[:limit] if limit else line
+
+
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]],
                 file: Optional[TextIO] = None, right: Sequence[str] = (),
                 row_style: Optional[Callable[[Sequence[str]], Optional[str]]] = None) -> None:

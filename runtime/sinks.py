@@ -347,6 +347,17 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
         return False
 
 
+def refuse_output_inside(out: str | os.PathLike, data: str | os.PathLike | None,
+                         flag: str) -> None:
+    """ValueError when the output folder lies in a data folder that is read as images: the
+    figures written there would be read as data the next time."""
+    folder = Path(data).resolve() if data else None
+    where = Path(out).resolve()
+    if folder and folder.is_dir() and folder in (where, *where.parents):
+        raise ValueError(f"--out {out} is inside {flag} {data}: its figures would be read as "
+                         "images of the data next time")
+
+
 def refuse_overwriting_inputs(out: str | os.PathLike, input_dirs=(), input_files=()) -> None:
     """ValueError when the output is one of the input folders or input files (an image or a
     video given as both --source and --out): writing there would destroy the inputs (every

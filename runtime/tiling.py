@@ -55,7 +55,8 @@ def pad_to_multiple(img: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[i
     return img, (h, w)
 
 
-def _round_up(x: int, m: int) -> int:
+def round_up(x: int, m: int) -> int:
+    """x rounded up to a multiple of m."""
     return ((x + m - 1) // m) * m
 
 
@@ -84,7 +85,7 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
             on_tile(1, 1)
         return np.ascontiguousarray(result, dtype=np.float32)
 
-    tile = _round_up(tile, multiple)
+    tile = round_up(tile, multiple)
     if overlap >= tile:
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
     th, tw = min(tile, H), min(tile, W)
@@ -131,10 +132,10 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
 
 def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> int:
     """Number of tiles `tiled_apply` runs for an h x w image (used to scale tile timings)."""
-    H, W = _round_up(h, multiple), _round_up(w, multiple)
+    H, W = round_up(h, multiple), round_up(w, multiple)
     if tile == 0 or (tile >= H and tile >= W):
         return 1
-    tile = _round_up(tile, multiple)
+    tile = round_up(tile, multiple)
     return len(tile_starts(H, min(tile, H), overlap)) * len(tile_starts(W, min(tile, W), overlap))
 
 
@@ -144,10 +145,10 @@ def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8) 
     if not tile:
         return []
     out = []
-    t = _round_up(tile, multiple)
+    t = round_up(tile, multiple)
     if t != tile:
         out.append(f"--tile {tile} runs as {t} (a multiple of the model's {multiple})")
-    H, W = _round_up(h, multiple), _round_up(w, multiple)
+    H, W = round_up(h, multiple), round_up(w, multiple)
     if t >= H and t >= W:
         return out
     n = count_tiles(h, w, tile, overlap, multiple)

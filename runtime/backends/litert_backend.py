@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..console import quiet_native_stderr
+from ..console import first_line, quiet_native_stderr
 from .base import Backend, ModelError, parse_multiple, read_sidecar, sidecar_path
 
 
@@ -24,11 +24,6 @@ def _interpreter_class() -> Any:
         raise ModelError("LiteRT is not installed: `pip install ai-edge-litert` "
                          "(or use the .onnx model)") from None
     return Interpreter
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__
 
 
 def quantize(x: np.ndarray, scale: float, zero_point: int, dtype: np.dtype) -> np.ndarray:
@@ -54,7 +49,7 @@ class LiteRTBackend(Backend):
                 self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {path} with LiteRT (is it a .tflite model?): "
-                             f"{_first_line(exc)}") from None
+                             f"{first_line(exc)}") from None
         self._last_error = ""
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()
         if len(ins) != 1 or not outs:
@@ -101,7 +96,7 @@ class LiteRTBackend(Backend):
                 self.interp.allocate_tensors()
             return True
         except (RuntimeError, ValueError) as exc:
-            self._last_error = _first_line(exc)
+            self._last_error = first_line(exc)
             return False
         finally:
             self._shape = ()   # allocated at another size now: the next frame re-allocates
@@ -125,7 +120,7 @@ class LiteRTBackend(Backend):
             self.interp.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"{self.path}: LiteRT cannot run input {list(shape)} (size "
-                             f"multiple {self.multiple}): {_first_line(exc)}") from None
+                             f"multiple {self.multiple}): {first_line(exc)}") from None
         self.out = self.interp.get_output_details()[0]
         self._shape = shape
 

@@ -8,6 +8,8 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..console import first_line
+from ..tiling import round_up
 from .base import Backend, ModelError, parse_multiple, read_sidecar
 
 # Preference order for "auto": fastest first. Only providers this onnxruntime build offers are
@@ -72,10 +74,6 @@ TRT_OPT_HW = (1080, 1920)
 TRT_MAX_HW = (2160, 3840)
 
 
-def _round_up(n: int, m: int) -> int:
-    return -(-n // m) * m
-
-
 def trt_provider_options(cache_root: Path, digest: str, input_name: str, multiple: int,
                          int8: bool) -> dict[str, str]:
     """Options of ONNX Runtime's TensorRT provider for one model. Engines and timing caches go
@@ -84,7 +82,7 @@ def trt_provider_options(cache_root: Path, digest: str, input_name: str, multipl
     m = max(int(multiple), 1)
 
     def shape(hw: tuple[int, int]) -> str:
-        return f"{input_name}:1x3x{_round_up(hw[0], m)}x{_round_up(hw[1], m)}"
+        return f"{input_name}:1x3x{round_up(hw[0], m)}x{round_up(hw[1], m)}"
 
     opts = {"trt_profile_min_shapes": f"{input_name}:1x3x{m}x{m}",
             "trt_profile_opt_shapes": shape(TRT_OPT_HW),
@@ -164,9 +162,8 @@ class OnnxRuntimeBackend(Backend):
                 str(path), sess_options=opts,
                 providers=[(p, provider_opts.get(p, {})) for p in chosen])
         except Exception as exc:  # ORT raises its own exception types, one per failure kind
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"cannot load {path} with ONNX Runtime (is it an ONNX model?): "
-                             f"{msg[:300]}") from None
+                             f"{first_line(exc)}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelError(f"{path}: expected one image input and one output, got "
@@ -190,9 +187,8 @@ class OnnxRuntimeBackend(Backend):
         try:
             out = self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
-            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise ModelError(f"{self.path} failed on a {tuple(batch.shape)} {batch.dtype} "
-                             f"input with {self.provider}: {msg[:300]}") from None
+                             f"input with {self.provider}: {first_line(exc)}") from None
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
 
@@ -205,8 +201,7 @@ def _peek(ort, path: Path) -> tuple[dict[str, str], str]:
     try:
         s = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelError(f"cannot load {path} with ONNX Runtime (is it an ONNX model?): "
-                         f"{msg[:300]}") from None
+                         f"{first_line(exc)}") from None
     inputs = s.get_inputs()
     return dict(s.get_modelmeta().custom_metadata_map or {}), inputs[0].name if inputs else "input"
