@@ -29,12 +29,12 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from .images import ImageReadError, is_image, list_images, read_image, write_image
     from .teacher import Teacher
 
+    from .teacher_tiles import tiling_problem
+
     # Usage errors before the model loads and before any image is written.
-    if args.tile < 0 or args.overlap < 0 or (args.tile and args.overlap >= args.tile):
-        return _err(f"--tile and --overlap: need 0 <= overlap < tile (or --tile 0 for whole "
-                    f"images), got --tile {args.tile} --overlap {args.overlap}")
-    if args.batch_size < 1:
-        return _err(f"--batch-size must be >= 1, got {args.batch_size}")
+    problem = tiling_problem(args.tile, args.overlap, args.batch_size)
+    if problem:
+        return _err(problem)
     files: list[tuple[Path, Path]] = []  # (input, relative output name)
     for src in map(Path, args.inputs):
         if src.is_dir():

@@ -4,4 +4,17 @@ benchmarks share it with `distill.teacher` without importing torch.
 Tiles give Restormer's channel attention (global within a tile) less context than the whole
 image, so larger tiles are better (the teacher's card has the numbers).
 """
+from __future__ import annotations
+
 TILE, OVERLAP = 512, 64
+
+
+def tiling_problem(tile: int, overlap: int, batch_size: int) -> str | None:
+    """Why --tile/--overlap/--batch-size cannot run the teacher, or None (tile 0: whole
+    images)."""
+    if tile < 0 or overlap < 0 or (tile and overlap >= tile):
+        return (f"--tile and --overlap: need 0 <= overlap < tile (or --tile 0 for whole "
+                f"images), got --tile {tile} --overlap {overlap}")
+    if batch_size < 1:
+        return f"--batch-size must be >= 1, got {batch_size}"
+    return None

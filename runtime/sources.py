@@ -354,24 +354,25 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     cam = dict(width=width, height=height, fps=fps, reconnect_attempts=reconnect_attempts,
                reconnect_delay=reconnect_delay)
 
-    m = _SYNTH.match(spec)
-    if m:
+    kind = spec_kind(spec)
+    if kind == "synthetic":
+        m = _SYNTH.match(spec)
         w, h = (int(m.group(1)), int(m.group(2))) if m.group(1) else (width, height)
         return SyntheticSource(spec, w, h, float(m.group(3) or 0), True if live is None else live)
-    if spec.isdigit():
+    if kind == "camera":
         return VideoSource(spec, int(spec), live=True if live is None else live, kind="camera", **cam)
-    if spec.startswith("/dev/video"):
+    if kind == "v4l2":
         if not os.path.exists(spec):
             raise SourceError(f"camera device not found: {spec}")
         return VideoSource(spec, spec, cv2.CAP_V4L2, live=True if live is None else live,
                            kind="v4l2", **cam)
-    if "!" in spec:
+    if kind == "gstreamer":
         if not _gstreamer_available():
             raise SourceError("this OpenCV build has no GStreamer support, needed for pipeline "
                               "sources (on Jetson use the system OpenCV from JetPack)")
         return VideoSource(spec, spec, cv2.CAP_GSTREAMER, live=True if live is None else live,
                            kind="gstreamer", **cam)
-    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
+    if kind == "stream":
         return VideoSource(spec, spec, cv2.CAP_FFMPEG, live=True if live is None else live,
                            kind="stream", timeout=timeout, **cam)
 
@@ -383,7 +384,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         return _maybe_live(ImageSource(spec, _image_list(found)), live)
     if not p.exists():
         raise SourceError(f"source not found: {spec}")
-    if p.suffix.lower() in IMAGE_EXTS:
+    if kind == "images":
         return _maybe_live(ImageSource(spec, [p]), live)
     return VideoSource(spec, str(p), cv2.CAP_ANY, live=bool(live), kind="video", **cam)
 

@@ -34,7 +34,7 @@ from typing import Any, Optional
 import numpy as np
 
 from runtime.cli_errors import SharpenError
-from ..teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
+from ..teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE, tiling_problem
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
@@ -81,11 +81,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         dist = dist or DistInfo.from_env()
     except ValueError as e:
         raise SourceError(str(e)) from None
-    if tile < 0 or overlap < 0 or (tile and overlap >= tile):
-        raise SourceError(f"need 0 <= overlap < tile (or tile 0 for whole images), got "
-                          f"tile={tile} overlap={overlap}")
-    if batch_size < 1:
-        raise SourceError(f"--batch-size must be >= 1, got {batch_size}")
+    problem = tiling_problem(tile, overlap, batch_size)
+    if problem:
+        raise SourceError(problem)
     info = resolve_source(data, split=split, gopro_blur=gopro_blur)
     # Spread over the source, not its first N: a folder sorted by name would otherwise give
     # N crops of the same few photos.
