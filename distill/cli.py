@@ -68,11 +68,20 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     except (CheckpointError, ValueError) as e:
         return _err(str(e))
     files = _unique_png_names(files)
-    failed, done = 0, 0
+    run = _TeacherRun(out, {"weights": teacher.weights_id, "config": teacher.config_name,
+                            "tile": args.tile, "overlap": args.overlap,
+                            "bits": 16 if args.bits16 else 8,
+                            "device": teacher.device.type}, resume=args.resume)
+    todo = [(src, rel) for src, rel in files if not run.is_done(src, rel)]
+    if len(todo) < len(files):
+        print(f"resuming: {len(files) - len(todo)} of {len(files)} image(s) already in {out} "
+              "from an earlier run with the same weights and settings (--no-resume writes them "
+              "again)", file=sys.stderr)
+    failed, done = 0, len(files) - len(todo)
     from runtime.imageio import VIDEO_EXTS
     from tqdm import tqdm
     try:
-        for src, rel in tqdm(files, desc="teacher", unit="img", disable=args.quiet):
+        for src, rel in tqdm(todo, desc="teacher", unit="img", disable=args.quiet):
             try:
                 if not src.exists():
                     raise ImageReadError(f"{src}: no such file")
@@ -89,15 +98,59 @@ def cmd_teacher(args: argparse.Namespace) -> int:
                                     batch_size=args.batch_size, progress=not args.quiet,
                                     desc=src.name)
                 write_image(out / rel, y, bits=16 if args.bits16 else 8)
+                run.mark_done(src, rel)
                 done += 1
             except (ImageReadError, OSError, MemoryError) as e:
                 failed += 1
                 tqdm.write(f"skipped: {e}", file=sys.stderr)
     except KeyboardInterrupt:
-        print(f"interrupted: {done} of {len(files)} image(s) written to {out}", file=sys.stderr)
+        print(f"interrupted: {done} of {len(files)} image(s) in {out}; the same command "
+              "continues with the rest", file=sys.stderr)
         return 130
-    print(f"teacher: {done} image(s) written to {out}, {failed} failed")
+    earlier = len(files) - len(todo)
+    print(f"teacher: {done} image(s) in {out}"
+          + (f" ({earlier} from an earlier run)" if earlier else "") + f", {failed} failed")
     return 1 if failed else 0
+
+
+class _TeacherRun:
+    """What an earlier `sharpen teacher` into the same folder wrote, so that a re-run after an
+    interrupt skips those images (the teacher takes seconds to minutes per image). An image counts
+    as done when its output exists and was written from the same input file (path, size, mtime)
+    with the same weights and settings; anything else is written again."""
+
+    FILE = ".sharpen-teacher.json"
+
+    def __init__(self, out: Path, settings: dict, resume: bool = True):
+        import json
+
+        self.path, self.settings, self.done = out / self.FILE, settings, {}
+        if resume and self.path.is_file():
+            try:
+                state = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                state = {}     # unreadable: treated as no earlier run, every image is redone
+            if isinstance(state, dict) and state.get("settings") == settings \
+                    and isinstance(state.get("done"), dict):
+                self.done = state["done"]
+
+    @staticmethod
+    def _stamp(src: Path) -> list:
+        st = src.stat()
+        return [str(src.resolve()), st.st_size, st.st_mtime_ns]
+
+    def is_done(self, src: Path, rel: Path) -> bool:
+        try:
+            return (self.done.get(str(rel)) == self._stamp(src)
+                    and (self.path.parent / rel).is_file())
+        except OSError:
+            return False
+
+    def mark_done(self, src: Path, rel: Path) -> None:
+        from runtime.atomic import atomic_write_json
+
+        self.done[str(rel)] = self._stamp(src)
+        atomic_write_json(self.path, {"settings": self.settings, "done": self.done})
 
 
 def _unique_png_names(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
@@ -493,6 +546,9 @@ def add_commands(sub) -> None:
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--bits16", action="store_true", help="write 16-bit PNGs")
+    p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
+                   help="skip images an earlier run into --out already wrote from the same "
+                   "input with the same weights and settings (--no-resume writes every image)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_teacher)
 

@@ -99,7 +99,7 @@ def test_equal_names_never_overwrite_each_other(tmp_path, tiny_teacher, capsys):
                str(out), "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"])
     assert rc == 0
     assert "given more than once; sharpened once" in capsys.readouterr().err
-    assert sorted(p.name for p in out.iterdir()) == ["x_a-2.png", "x_a.png"]
+    assert sorted(p.name for p in out.glob("*.png")) == ["x_a-2.png", "x_a.png"]
 
 
 def test_a_config_that_contradicts_the_checkpoint_is_refused(tmp_path, tiny_teacher, capsys):
@@ -111,3 +111,45 @@ def test_a_config_that_contradicts_the_checkpoint_is_refused(tmp_path, tiny_teac
         capsys.readouterr().err
     assert main(["teacher", str(img), "--out", str(tmp_path / "o"), "--teacher-weights",
                  tiny_teacher, "--teacher-config", "tiny", "--quiet"]) == 0
+
+
+def test_a_rerun_skips_what_the_same_run_wrote_and_redoes_the_rest(tmp_path, tiny_teacher,
+                                                                   capsys):
+    """A re-run after an interrupt wrote every image again (minutes each with the official
+    teacher): outputs of the same input, weights and settings are now kept."""
+    rng = np.random.default_rng(5)
+    src, out = tmp_path / "in", tmp_path / "out"
+    src.mkdir()
+    for name in ("a", "b"):
+        cv2.imwrite(str(src / f"{name}.png"), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
+    cmd = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+           "--tile", "0", "--quiet"]
+    assert main(cmd) == 0
+    first = cv2.imread(str(out / "a.png"))
+    marker = np.full_like(first, 7)      # stands for "written by the earlier run"
+    cv2.imwrite(str(out / "a.png"), marker)
+    capsys.readouterr()
+
+    assert main(cmd) == 0
+    out_text = capsys.readouterr()
+    assert "resuming: 2 of 2 image(s)" in out_text.err and "(2 from an earlier run)" in \
+        out_text.out
+    assert np.array_equal(cv2.imread(str(out / "a.png")), marker)
+
+    # A changed input, a missing output, other settings or --no-resume: written again.
+    cv2.imwrite(str(src / "b.png"), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
+    assert main(cmd) == 0
+    assert "resuming: 1 of 2 image(s)" in capsys.readouterr().err
+    assert np.array_equal(cv2.imread(str(out / "a.png")), marker)
+    (out / "a.png").unlink()
+    assert main(cmd) == 0
+    assert "resuming: 1 of 2 image(s)" in capsys.readouterr().err
+    assert np.array_equal(cv2.imread(str(out / "a.png")), first)
+    cv2.imwrite(str(out / "a.png"), marker)
+    assert main([*cmd, "--no-resume"]) == 0
+    assert "resuming" not in capsys.readouterr().err
+    assert np.array_equal(cv2.imread(str(out / "a.png")), first)
+    cv2.imwrite(str(out / "a.png"), marker)
+    assert main([*cmd[:-3], "--tile", "16", "--overlap", "4", "--quiet"]) == 0
+    assert "resuming" not in capsys.readouterr().err
+    assert not np.array_equal(cv2.imread(str(out / "a.png")), marker)
