@@ -14,7 +14,8 @@ from .options import add_to_argparse
 
 BENCH_EPILOG = """\
 Quick mode (default, minutes on a CPU): sizes 1920x1080 and 640x360, few rounds, 4 held-out
-images. --full: 1920x1080, 1280x720 and 640x360, more rounds, every held-out image.
+images. --full: 1920x1080, 1280x720 and 640x360, more rounds, every held-out image. The
+streaming row runs at the smallest of the sizes (the largest with --full).
 Exported artifacts and teacher outputs are cached (~/.cache/sharpen/bench) and reused while the
 weights are unchanged. The same measurements run as a pytest-benchmark suite:
   pytest benchmarks/ [--full] --benchmark-json bench.json   (same option names)

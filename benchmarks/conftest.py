@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 from benchmarks.artifacts import BenchError, resolve_students  # noqa: E402
 from benchmarks.options import add_to_pytest  # noqa: E402
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
-                                size_label)
+                                size_label, stream_size)
 
 # pytest-benchmark settings per mode (a `benchmark` marker on each latency test).
 MODE_MARKS = {
@@ -118,7 +118,7 @@ class BenchContext:
         self.teacher_rounds = 3 if self.full else 1
         self.teacher_n_tiles = 2 if self.full else 1
         self.stream_frames = 30 if self.full else 16
-        self.stream_size = (1920, 1080) if self.full else (640, 360)
+        self.stream_size = stream_size(self.sizes, self.full)
         self.students = {s.name: s for s in resolve_students(config.getoption("students"))}
         self.teacher_ms: dict[str, float] = {}
         self.results: list[dict] = []

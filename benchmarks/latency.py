@@ -40,6 +40,13 @@ class SkipCase(Exception):
     """This backend cannot run here; the message is the reason."""
 
 
+def stream_size(sizes: Sequence[tuple[int, int]], full: bool) -> tuple[int, int]:
+    """The streaming row's frame size: the largest timed size with --full, the smallest in
+    quick mode (the defaults' 1920x1080 and 640x360), so --sizes steers it too."""
+    pick = max if full else min
+    return pick(sizes, key=lambda wh: wh[0] * wh[1])
+
+
 def size_label(wh: tuple[int, int]) -> str:
     return f"{wh[0]}x{wh[1]}"
 

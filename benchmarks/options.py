@@ -37,7 +37,8 @@ SCHEMA: tuple[Opt, ...] = (
     Opt(("--limit",), "limit", "evaluate N images spread over each set: held-out, --real-pairs "
         "and --real-nogt (default: 4, 20 and 4 in quick mode; all, all and 8 with --full)",
         type=int, metavar="N", pytest_aliases=("--bench-limit",)),
-    Opt(("--sizes",), "sizes", "frame sizes to time, e.g. 1920x1080,640x360 (default by mode)",
+    Opt(("--sizes",), "sizes", "frame sizes to time, e.g. 1920x1080,640x360 (default by mode); the "
+        "streaming row runs at the smallest (the largest with --full)",
         metavar="WxH,...", pytest_aliases=("--bench-sizes",)),
     Opt(("--formats",), "formats", "export formats to build and measure (default: all this "
         "machine can build; see `sharpen export --help`)", metavar="LIST",

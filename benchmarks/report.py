@@ -31,7 +31,8 @@ from runtime.console import Console
 from .artifacts import (DEFAULT_CALIB_COUNT, BenchError, atomic_write_json, default_cache_root,
                         ensure_artifacts, resolve_students, split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
-                      TEACHER_TILE, TeacherTiles, parse_sizes, size_label)
+                      TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
+                      stream_size)
 from .figures import write_figures
 from .latency_run import run_latency
 from .machine import machine_info, peak_rss_mb
@@ -105,17 +106,18 @@ class BenchOptions:
         if self.full:
             m = dict(sizes=list(SIZES_FULL), warmup=2, min_rounds=5, max_rounds=100,
                      max_time=3.0, slow_s=None, teacher_tiles=2, teacher_rounds=3,
-                     limit=None, stream_size=(1920, 1080), stream_frames=30,
+                     limit=None, stream_frames=30,
                      max_activation_gb=None)
         else:
             # Two warm-up calls: ONNX Runtime's first two runs at a new shape still allocate.
             m = dict(sizes=list(SIZES_QUICK_REPORT), warmup=2, min_rounds=3, max_rounds=20,
                      max_time=1.0, slow_s=2.0, teacher_tiles=1, teacher_rounds=1,
-                     limit=QUICK_LIMIT, stream_size=(640, 360), stream_frames=24,
+                     limit=QUICK_LIMIT, stream_frames=24,
                      max_activation_gb=QUICK_MAX_ACTIVATION_GB)
         sizes = parse_sizes(self.sizes)
         if sizes:
             m["sizes"] = sizes
+        m["stream_size"] = stream_size(m["sizes"], self.full)
         if self.limit is not None:
             m["limit"] = self.limit
         if self.stream_frames is not None:

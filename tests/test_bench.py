@@ -497,3 +497,15 @@ def test_unreadable_held_out_image_is_named_not_a_traceback(tmp_path):
     assert pairs[0].sharp.shape == (24, 32, 3)
     with pytest.raises(BenchError, match="p1.png: truncated"):
         pairs[1].sharp
+
+
+def test_the_streaming_row_follows_sizes():
+    """It stayed at 640x360 (quick) or 1920x1080 (--full) whatever --sizes said."""
+    from benchmarks.report import BenchOptions
+
+    assert BenchOptions(out="x").mode()["stream_size"] == (640, 360)
+    assert BenchOptions(out="x", full=True).mode()["stream_size"] == (1920, 1080)
+    assert BenchOptions(out="x", sizes="1280x720").mode()["stream_size"] == (1280, 720)
+    assert BenchOptions(out="x", sizes="1920x1080,1280x720").mode()["stream_size"] == (1280, 720)
+    assert BenchOptions(out="x", sizes="1280x720,3840x2160",
+                        full=True).mode()["stream_size"] == (3840, 2160)
