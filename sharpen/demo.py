@@ -155,12 +155,34 @@ def _check_checkpoints(student: Path, teacher: Path, arch: str) -> str | None:
     return None
 
 
+def _validation_split(spec: str) -> tuple[str, bool]:
+    """(split to validate on, whether to hold training images out of it) for the user's data:
+    its val or test split where it has one apart from train (a GoPro root, a paired root with
+    splits); otherwise its own images, minus those labelled for training (a flat paired folder,
+    footage, a video), so that validation never scores the images it was trained on."""
+    from distill.data.sources import SourceError, resolve_source
+
+    train = resolve_source(spec, split="train")
+    for split in ("val", "test"):
+        try:
+            other = resolve_source(spec, split=split)
+        except SourceError:
+            continue
+        if other.split and other.split != train.split:
+            return split, False
+    if len(train.samples) < 2:
+        raise ValueError(f"{train.describe()}: the demo needs at least 2 images (one to train "
+                         "on, one to validate on)")
+    return "train", True
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     import torch
 
     from distill.checkpoint import CheckpointError
     from distill.config import load_config
     from distill.data.embedded import build_embedded, default_root
+    from distill.data.label_cache import MANIFEST, read_manifest_entries
     from distill.data.labels import run_labels
     from distill.teacher import BUNDLED_TEACHER, OVERLAP, TILE, models_dir
     from distill.trainer import Trainer
@@ -181,6 +203,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
+    val_split, hold_out = "val", False
+    if args.data != "embedded":
+        try:
+            val_split, hold_out = _validation_split(args.data)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     from runtime.sinks import SinkError, make_folder
     try:
         make_folder(args.out, "--out")
@@ -204,6 +233,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         train_spec = val_spec = args.data
         print(f"your data: {args.data}")
+        if hold_out:
+            print("it has no validation or test split: validation uses other images of it "
+                  "than the training labels")
     video = make_demo_video(out / "blurred-1080p.mp4", frames=args.video_frames)
     print(f"blurred video: {video}")
 
@@ -213,9 +245,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         run_labels(train_spec, labels / "train", teacher_weights=teacher, config=args.config,
                    tile=TILE, overlap=OVERLAP, split="train", limit=args.label_images,
                    progress=not args.quiet)
+        trained = set(read_manifest_entries(labels / "train" / MANIFEST)) if hold_out else ()
         run_labels(val_spec, labels / "val", teacher_weights=teacher, config=args.config,
-                   tile=TILE, overlap=OVERLAP, split="val" if args.data == "embedded" else "test",
-                   limit=args.label_images, progress=not args.quiet)
+                   tile=TILE, overlap=OVERLAP, split=val_split, limit=args.label_images,
+                   progress=not args.quiet, exclude=trained)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -323,7 +356,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default="demo-output", help="output folder")
     p.add_argument("--data", default="embedded",
                    help="training data SPEC for labels + distillation (embedded, a GoPro root, "
-                   "paired folder, folder of footage, video, or kind:path)")
+                   "paired folder, folder of footage, video, or kind:path); validated on its "
+                   "val or test split, else on images not labelled for training")
     p.add_argument("--teacher-weights", default=None,
                    help="teacher weights (default: the shipped models/teacher-restormer-small.pt;"
                    " the official motion_deblurring.pth with --config motion-deblur)")

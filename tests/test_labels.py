@@ -342,3 +342,38 @@ def test_a_teacher_worse_than_the_input_is_warned_about(tmp_path, capsys):
     err = capsys.readouterr().err
     # FakeTeacher brightens by 20 %: further from the ground truth than the blurred input
     assert "further from the ground truth than the blurred inputs" in err, err
+
+
+def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_path, teachers,
+                                                                         capsys):
+    """`sharpen demo --data FOLDER` labelled the same images for training and validation, so
+    its "validation after the fine-tune" scored the training images."""
+    from distill.data.label_cache import MANIFEST, read_manifest_entries
+    from distill.data.sources import SourceError
+    from sharpen.demo import _validation_split
+    from sharpen.cli import main as sharpen_main
+
+    flat = _paired(tmp_path / "flat", 5)
+    assert _validation_split(str(flat)) == ("train", True)
+    split_root = tmp_path / "splits"
+    _paired(split_root / "train", 2)
+    _paired(split_root / "test", 2, seed=1)
+    assert _validation_split(str(split_root)) == ("test", False)
+    one = _paired(tmp_path / "one", 1)
+    with pytest.raises(ValueError, match="at least 2 images"):
+        _validation_split(str(one))
+    assert sharpen_main(["demo", "--data", str(one), "--out", str(tmp_path / "d"),
+                         "--quiet"]) == 2
+    assert "the demo needs at least 2 images" in capsys.readouterr().err
+    assert not (tmp_path / "d").exists()
+
+    out = tmp_path / "labels"
+    common = dict(teacher_weights=str(teachers[0]), tile=32, overlap=8, device="cpu",
+                  progress=False, limit=2)
+    run_labels(str(flat), out / "train", **common)
+    trained = set(read_manifest_entries(out / "train" / MANIFEST))
+    run_labels(str(flat), out / "val", exclude=trained, **common)
+    held = set(read_manifest_entries(out / "val" / MANIFEST))
+    assert len(trained) == len(held) == 2 and not trained & held
+    with pytest.raises(SourceError, match="none left once the 5 already used"):
+        run_labels(str(flat), out / "none", exclude={f"im{i:02d}" for i in range(5)}, **common)

@@ -29,7 +29,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Collection, Optional
 
 import numpy as np
 
@@ -74,9 +74,11 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                overlap: int = TEACHER_OVERLAP,
                batch_size: int = 2, split: str = "train", gopro_blur: str = "blur",
                device: str = "auto", limit: Optional[int] = None, progress: bool = True,
-               teacher=None, dist: Optional[DistInfo] = None) -> LabelStats:
+               teacher=None, dist: Optional[DistInfo] = None,
+               exclude: Collection[str] = ()) -> LabelStats:
     """Label every sample of `data` (this rank's share) into `out`. `teacher` may be passed
-    already loaded (tests, notebooks); otherwise it is loaded from `teacher_weights`/`config`."""
+    already loaded (tests, notebooks); otherwise it is loaded from `teacher_weights`/`config`.
+    `exclude`: sample names left out (images held out of a source that has one split)."""
     try:
         dist = dist or DistInfo.from_env()
     except ValueError as e:
@@ -85,9 +87,13 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     if problem:
         raise SourceError(problem)
     info = resolve_source(data, split=split, gopro_blur=gopro_blur)
+    pool = [s for s in info.samples if s.name not in exclude] if exclude else info.samples
+    if not pool:
+        raise SourceError(f"{info.describe()}: none left once the {len(info.samples)} "
+                          "already used for training are left out; give more images")
     # Spread over the source, not its first N: a folder sorted by name would otherwise give
     # N crops of the same few photos.
-    samples = spread(info.samples, limit)
+    samples = spread(pool, limit)
     mine = samples[dist.rank::dist.world]
     out_dir = Path(out)
     out_dir.mkdir(parents=True, exist_ok=True)
