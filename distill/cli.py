@@ -116,8 +116,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 class _TeacherRun:
     """What an earlier `sharpen teacher` into the same folder wrote, so that a re-run after an
     interrupt skips those images (the teacher takes seconds to minutes per image). An image counts
-    as done when its output exists and was written from the same input file (path, size, mtime)
-    with the same weights and settings; anything else is written again."""
+    as done when its output is the file that run wrote (size, mtime), from the same input file
+    (path, size, mtime) with the same weights and settings; anything else is written again."""
 
     FILE = ".sharpen-teacher.json"
 
@@ -134,22 +134,22 @@ class _TeacherRun:
                     and isinstance(state.get("done"), dict):
                 self.done = state["done"]
 
-    @staticmethod
-    def _stamp(src: Path) -> list:
-        st = src.stat()
-        return [str(src.resolve()), st.st_size, st.st_mtime_ns]
+    def _stamp(self, src: Path, rel: Path) -> list:
+        """The input (path, size, mtime) and the output as written (size, mtime): an output
+        that another tool rewrote since is not this run's."""
+        st, so = src.stat(), (self.path.parent / rel).stat()
+        return [str(src.resolve()), st.st_size, st.st_mtime_ns, so.st_size, so.st_mtime_ns]
 
     def is_done(self, src: Path, rel: Path) -> bool:
         try:
-            return (self.done.get(str(rel)) == self._stamp(src)
-                    and (self.path.parent / rel).is_file())
-        except OSError:
+            return self.done.get(str(rel)) == self._stamp(src, rel)
+        except OSError:      # the input or the output is gone
             return False
 
     def mark_done(self, src: Path, rel: Path) -> None:
         from runtime.atomic import atomic_write_json
 
-        self.done[str(rel)] = self._stamp(src)
+        self.done[str(rel)] = self._stamp(src, rel)
         atomic_write_json(self.path, {"settings": self.settings, "done": self.done})
 
 

@@ -155,25 +155,34 @@ def _check_checkpoints(student: Path, teacher: Path, arch: str) -> str | None:
     return None
 
 
-def _validation_split(spec: str) -> tuple[str, bool]:
-    """(split to validate on, whether to hold training images out of it) for the user's data:
-    its val or test split where it has one apart from train (a GoPro root, a paired root with
-    splits); otherwise its own images, minus those labelled for training (a flat paired folder,
-    footage, a video), so that validation never scores the images it was trained on."""
+HOLD_OUT = 0.2   # of a one-split source's images, kept for validation
+
+
+def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
+    """Where the demo validates on the user's data: (split, names left out of the training
+    labels, names left out of the validation labels). A source with a val or test split apart
+    from train (a GoPro root, a paired root with splits) validates on it; any other (a flat
+    paired folder, footage, a video) on its last HOLD_OUT of images, which training never sees
+    (a block at the end rather than every k-th: neighbouring video frames are near-duplicates).
+    The split is fixed by the source, so a re-run into the same --out keeps it."""
     from distill.data.sources import SourceError, resolve_source
 
     train = resolve_source(spec, split="train")
-    for split in ("val", "test"):
-        try:
-            other = resolve_source(spec, split=split)
-        except SourceError:
-            continue
-        if other.split and other.split != train.split:
-            return split, False
-    if len(train.samples) < 2:
+    if train.split is not None:
+        for split in ("val", "test"):
+            try:
+                other = resolve_source(spec, split=split)
+            except SourceError:
+                continue
+            if other.split and other.split != train.split:
+                return split, set(), set()
+    n = len(train.samples)
+    if n < 2:
         raise ValueError(f"{train.describe()}: the demo needs at least 2 images (one to train "
                          "on, one to validate on)")
-    return "train", True
+    k = min(n - 1, max(1, round(n * HOLD_OUT)))
+    names = [s.name for s in train.samples]
+    return "train", set(names[n - k:]), set(names[:n - k])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -182,7 +191,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from distill.checkpoint import CheckpointError
     from distill.config import load_config
     from distill.data.embedded import build_embedded, default_root
-    from distill.data.label_cache import MANIFEST, read_manifest_entries
     from distill.data.labels import run_labels
     from distill.teacher import BUNDLED_TEACHER, OVERLAP, TILE, models_dir
     from distill.trainer import Trainer
@@ -203,10 +211,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    val_split, hold_out = "val", False
+    val_split, not_train, not_val = "val", set(), set()
     if args.data != "embedded":
         try:
-            val_split, hold_out = _validation_split(args.data)
+            val_split, not_train, not_val = _validation_split(args.data)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
@@ -233,9 +241,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         train_spec = val_spec = args.data
         print(f"your data: {args.data}")
-        if hold_out:
-            print("it has no validation or test split: validation uses other images of it "
-                  "than the training labels")
+        if not_train:
+            print(f"it has no validation or test split: its last {len(not_train)} image(s) are "
+                  "held out of training for validation")
     video = make_demo_video(out / "blurred-1080p.mp4", frames=args.video_frames)
     print(f"blurred video: {video}")
 
@@ -244,11 +252,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     try:
         run_labels(train_spec, labels / "train", teacher_weights=teacher, config=args.config,
                    tile=TILE, overlap=OVERLAP, split="train", limit=args.label_images,
-                   progress=not args.quiet)
-        trained = set(read_manifest_entries(labels / "train" / MANIFEST)) if hold_out else ()
+                   progress=not args.quiet, exclude=not_train)
         run_labels(val_spec, labels / "val", teacher_weights=teacher, config=args.config,
                    tile=TILE, overlap=OVERLAP, split=val_split, limit=args.label_images,
-                   progress=not args.quiet, exclude=trained)
+                   progress=not args.quiet, exclude=not_val)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -357,7 +364,7 @@ def add_commands(sub) -> None:
     p.add_argument("--data", default="embedded",
                    help="training data SPEC for labels + distillation (embedded, a GoPro root, "
                    "paired folder, folder of footage, video, or kind:path); validated on its "
-                   "val or test split, else on images not labelled for training")
+                   "val or test split, else on its last fifth of images, held out of training")
     p.add_argument("--teacher-weights", default=None,
                    help="teacher weights (default: the shipped models/teacher-restormer-small.pt;"
                    " the official motion_deblurring.pth with --config motion-deblur)")

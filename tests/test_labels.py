@@ -354,11 +354,13 @@ def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_pat
     from sharpen.cli import main as sharpen_main
 
     flat = _paired(tmp_path / "flat", 5)
-    assert _validation_split(str(flat)) == ("train", True)
+    split, not_train, not_val = _validation_split(str(flat))
+    assert split == "train" and not_train == {"im04"} and not_val == {f"im0{i}" for i in range(4)}
     split_root = tmp_path / "splits"
     _paired(split_root / "train", 2)
     _paired(split_root / "test", 2, seed=1)
-    assert _validation_split(str(split_root)) == ("test", False)
+    assert _validation_split(str(split_root)) == ("test", set(), set())
+    assert _validation_split(str(_paired(tmp_path / "two", 2)))[1:] == ({"im01"}, {"im00"})
     one = _paired(tmp_path / "one", 1)
     with pytest.raises(ValueError, match="at least 2 images"):
         _validation_split(str(one))
@@ -367,13 +369,17 @@ def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_pat
     assert "the demo needs at least 2 images" in capsys.readouterr().err
     assert not (tmp_path / "d").exists()
 
+    # As the demo labels: every image it may train on, then validation; re-run with another
+    # limit into the same folders (label manifests keep earlier entries), still disjoint.
     out = tmp_path / "labels"
     common = dict(teacher_weights=str(teachers[0]), tile=32, overlap=8, device="cpu",
-                  progress=False, limit=2)
-    run_labels(str(flat), out / "train", **common)
-    trained = set(read_manifest_entries(out / "train" / MANIFEST))
-    run_labels(str(flat), out / "val", exclude=trained, **common)
-    held = set(read_manifest_entries(out / "val" / MANIFEST))
-    assert len(trained) == len(held) == 2 and not trained & held
-    with pytest.raises(SourceError, match="none left once the 5 already used"):
+                  progress=False)
+    for limit in (2, 6):
+        run_labels(str(flat), out / "train", exclude=not_train, limit=limit, **common)
+        run_labels(str(flat), out / "val", exclude=not_val, limit=limit, **common)
+        trained = set(read_manifest_entries(out / "train" / MANIFEST))
+        held = set(read_manifest_entries(out / "val" / MANIFEST))
+        assert held == {"im04"} and trained and not trained & held
+    assert trained == not_val
+    with pytest.raises(SourceError, match="none left once the 5 held out"):
         run_labels(str(flat), out / "none", exclude={f"im{i:02d}" for i in range(5)}, **common)

@@ -125,31 +125,34 @@ def test_a_rerun_skips_what_the_same_run_wrote_and_redoes_the_rest(tmp_path, tin
     cmd = ["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
            "--tile", "0", "--quiet"]
     assert main(cmd) == 0
-    first = cv2.imread(str(out / "a.png"))
-    marker = np.full_like(first, 7)      # stands for "written by the earlier run"
-    cv2.imwrite(str(out / "a.png"), marker)
+    a, b = out / "a.png", out / "b.png"
+    first = cv2.imread(str(a))
+    written = {p: p.stat().st_mtime_ns for p in (a, b)}
     capsys.readouterr()
 
     assert main(cmd) == 0
     out_text = capsys.readouterr()
     assert "resuming: 2 of 2 image(s)" in out_text.err and "(2 from an earlier run)" in \
         out_text.out
-    assert np.array_equal(cv2.imread(str(out / "a.png")), marker)
+    assert {p: p.stat().st_mtime_ns for p in (a, b)} == written     # neither written again
 
-    # A changed input, a missing output, other settings or --no-resume: written again.
+    # A changed input, an output rewritten by another tool or missing, other settings or
+    # --no-resume: written again.
     cv2.imwrite(str(src / "b.png"), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
     assert main(cmd) == 0
     assert "resuming: 1 of 2 image(s)" in capsys.readouterr().err
-    assert np.array_equal(cv2.imread(str(out / "a.png")), marker)
-    (out / "a.png").unlink()
+    assert a.stat().st_mtime_ns == written[a] and b.stat().st_mtime_ns != written[b]
+    marker = np.full_like(first, 7)
+    cv2.imwrite(str(a), marker)      # e.g. `sharpen run` into the same folder
     assert main(cmd) == 0
     assert "resuming: 1 of 2 image(s)" in capsys.readouterr().err
-    assert np.array_equal(cv2.imread(str(out / "a.png")), first)
-    cv2.imwrite(str(out / "a.png"), marker)
-    assert main([*cmd, "--no-resume"]) == 0
-    assert "resuming" not in capsys.readouterr().err
-    assert np.array_equal(cv2.imread(str(out / "a.png")), first)
-    cv2.imwrite(str(out / "a.png"), marker)
-    assert main([*cmd[:-3], "--tile", "16", "--overlap", "4", "--quiet"]) == 0
-    assert "resuming" not in capsys.readouterr().err
-    assert not np.array_equal(cv2.imread(str(out / "a.png")), marker)
+    assert np.array_equal(cv2.imread(str(a)), first)
+    a.unlink()
+    assert main(cmd) == 0
+    assert "resuming: 1 of 2 image(s)" in capsys.readouterr().err
+    assert np.array_equal(cv2.imread(str(a)), first)
+    for extra in (["--no-resume"], ["--tile", "16", "--overlap", "4"]):
+        before = a.stat().st_mtime_ns
+        assert main([*cmd, *extra]) == 0
+        assert "resuming" not in capsys.readouterr().err
+        assert a.stat().st_mtime_ns != before

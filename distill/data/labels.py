@@ -89,8 +89,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     info = resolve_source(data, split=split, gopro_blur=gopro_blur)
     pool = [s for s in info.samples if s.name not in exclude] if exclude else info.samples
     if not pool:
-        raise SourceError(f"{info.describe()}: none left once the {len(info.samples)} "
-                          "already used for training are left out; give more images")
+        raise SourceError(f"{info.describe()}: none left once the {len(exclude)} held out "
+                          "are left out; give more images")
     # Spread over the source, not its first N: a folder sorted by name would otherwise give
     # N crops of the same few photos.
     samples = spread(pool, limit)
