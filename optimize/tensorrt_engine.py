@@ -8,7 +8,7 @@ One optimisation profile on "input" covers min/opt/max shapes (default opt 1x3x1
 rounded up to the model's size multiple, e.g. 1088x1920 for a multiple of 16, as the runtime pads),
 the workspace pool is limited, and a timing cache file in the output folder is reused between
 builds. The engine is written with a sidecar `<file>.engine.json` (tensorrt_version, gpu_name,
-precision, profile, multiple) that the runtime checks before deserialising: engines only load
+gpu_sms, gpu_compute, precision, profile, multiple) that the runtime checks before deserialising: engines only load
 on the TensorRT version and GPU they were built with.
 
 TensorRT is imported lazily. Without it (or without an NVIDIA GPU, or cuda-python, which the
@@ -137,14 +137,15 @@ def network_flags(trt) -> int:
     return 0
 
 
-def gpu_name() -> str | None:
-    """Name of GPU 0 as the runtime backend reads it (cuda-python), so that the sidecar's name
-    matches what the device reports when the engine is loaded; None without a GPU."""
+def gpu_identity() -> dict:
+    """GPU 0 as the runtime backend reads it (cuda-python: name, SMs, compute capability), so
+    that the sidecar matches what the device reports when the engine is loaded; a None name
+    without a GPU."""
     from runtime.backends.tensorrt_backend import _Cuda
     try:
-        return _Cuda().gpu_name()
+        return _Cuda().gpu()
     except ModelError:
-        return None
+        return {"gpu_name": None}
 
 
 def trtexec_command(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
@@ -209,7 +210,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
         atomic_write_bytes(cache_path, bytes(config.get_timing_cache().serialize()))
     engine_path = atomic_write_bytes(engine_path, bytes(serialized))
     atomic_write_json(sidecar_path(engine_path), {
-        "tensorrt_version": trt.__version__, "gpu_name": gpu_name(),
+        "tensorrt_version": trt.__version__, **gpu_identity(),
         **engine_meta(onnx_path, profile, precision, multiple, workspace_gb),
         **(extra_meta or {})})
     return engine_path

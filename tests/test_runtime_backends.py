@@ -114,6 +114,14 @@ def test_tensorrt_sidecar_mismatch_message():
         check_sidecar(meta, "10.7.0", "Orin", Path("m.engine"))
     with pytest.raises(ModelError, match="GPU 'Orin' .*rebuild the engine"):
         check_sidecar(meta, "10.3.0", "NVIDIA H100", Path("m.engine"))
+    # Every Jetson Orin is named "Orin": an AGX's engine (16 SMs) on a Nano (8) is refused.
+    agx = {**meta, "gpu_sms": 16, "gpu_compute": "8.7"}
+    nano = {"gpu_name": "Orin", "gpu_sms": 8, "gpu_compute": "8.7"}
+    check_sidecar(agx, "10.3.0", {**nano, "gpu_sms": 16}, Path("m.engine"))
+    check_sidecar(meta, "10.3.0", nano, Path("m.engine"))   # an older sidecar: name only
+    with pytest.raises(ModelError, match=r"built on GPU 'Orin' \(16 SMs, compute 8.7\) but this "
+                       r"device has 'Orin' \(8 SMs, compute 8.7\): rebuild"):
+        check_sidecar(agx, "10.3.0", nano, Path("m.engine"))
 
 
 @pytest.mark.skipif(not HAS_TRT, reason="TensorRT not installed")

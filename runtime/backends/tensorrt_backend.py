@@ -1,7 +1,8 @@
 """TensorRT engine backend (.engine / .plan), written against the TensorRT 10 Python API.
 
 Engines are tied to the TensorRT version and the GPU they were built on, so the JSON sidecar
-written at build time (tensorrt_version, gpu_name, precision, profile) is checked before
+written at build time (tensorrt_version, the GPU's name, SM count and compute capability,
+precision, profile) is checked before
 deserialising: a mismatch otherwise shows up as an opaque deserialisation failure.
 
 Device buffers and pinned host buffers are allocated once and only re-allocated when a frame
@@ -11,7 +12,7 @@ from __future__ import annotations
 
 import ctypes
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
@@ -61,10 +62,18 @@ class _Cuda:
             raise ModelError(f"CUDA error: {err}")
         return rest[0] if len(rest) == 1 else (rest or None)
 
-    def gpu_name(self, device: int = 0) -> str:
+    def gpu(self, device: int = 0) -> dict[str, Any]:
+        """What an engine is tied to: the GPU's name, multiprocessor count and compute
+        capability. The name alone is not enough: every Jetson Orin reports "Orin", an AGX with
+        14-16 SMs as a Nano with 4-8, and TensorRT only warns when a plan moves between them."""
         props = self.call(self.rt.cudaGetDeviceProperties(device))
         name = props.name
-        return (name.decode(errors="replace") if isinstance(name, bytes) else str(name)).strip("\x00 ")
+        name = (name.decode(errors="replace") if isinstance(name, bytes) else str(name))
+        return {"gpu_name": name.strip("\x00 "), "gpu_sms": int(props.multiProcessorCount),
+                "gpu_compute": f"{props.major}.{props.minor}"}
+
+    def gpu_name(self, device: int = 0) -> str:
+        return self.gpu(device)["gpu_name"]
 
 
 class _Buffer:
@@ -84,16 +93,32 @@ class _Buffer:
         self.cuda.rt.cudaFreeHost(self.host_ptr)
 
 
-def check_sidecar(meta: dict[str, Any], trt_version: str, gpu_name: Optional[str], path: Path) -> None:
-    """Refuse an engine built for another TensorRT version or GPU, with the fix in the message."""
+GPU_KEYS = ("gpu_name", "gpu_sms", "gpu_compute")   # written by the export, checked here
+
+
+def _describe_gpu(info: Mapping[str, Any]) -> str:
+    extra = [f"{info['gpu_sms']} SMs" if info.get("gpu_sms") is not None else "",
+             f"compute {info['gpu_compute']}" if info.get("gpu_compute") else ""]
+    extra = ", ".join(e for e in extra if e)
+    return repr(str(info.get("gpu_name") or "?")) + (f" ({extra})" if extra else "")
+
+
+def check_sidecar(meta: dict[str, Any], trt_version: str,
+                  gpu: Union[None, str, Mapping[str, Any]], path: Path) -> None:
+    """Refuse an engine built for another TensorRT version or GPU, with the fix in the message.
+    `gpu`: this device's `_Cuda.gpu()` (or its name); what a sidecar lacks is not checked."""
     built_ver = meta.get("tensorrt_version")
     if built_ver and str(built_ver) != trt_version:
         raise ModelError(f"{path} was built with TensorRT {built_ver} but this device has "
                          f"{trt_version}: rebuild the engine on this device from the .onnx model")
-    built_gpu = meta.get("gpu_name")
-    if built_gpu and gpu_name and str(built_gpu).strip() != gpu_name:
-        raise ModelError(f"{path} was built on GPU {built_gpu!r} but this device has "
-                         f"{gpu_name!r}: rebuild the engine on this device from the .onnx model")
+    here = {"gpu_name": gpu} if isinstance(gpu, str) else dict(gpu or {})
+    for key in GPU_KEYS:
+        built = meta.get(key)
+        if built is not None and here.get(key) is not None \
+                and str(built).strip() != str(here[key]).strip():
+            raise ModelError(f"{path} was built on GPU {_describe_gpu(meta)} but this device "
+                             f"has {_describe_gpu(here)}: rebuild the engine on this device "
+                             "from the .onnx model")
 
 
 class TensorRTBackend(Backend):
@@ -106,8 +131,9 @@ class TensorRTBackend(Backend):
         self.cuda = _Cuda()
         path = Path(path)
         meta = read_sidecar(path)
-        gpu = self.cuda.gpu_name()
-        check_sidecar(meta, trt.__version__, gpu, path)
+        info = self.cuda.gpu()
+        check_sidecar(meta, trt.__version__, info, path)
+        gpu = info["gpu_name"]
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
         try:
