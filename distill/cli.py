@@ -326,10 +326,13 @@ def cmd_corpus(args: argparse.Namespace) -> int:
             return _err(f"unknown blur preset {name!r}; choose from {', '.join(PRESETS)}")
     if args.copies < 1 or args.crop < 32 or args.test_crop < 32:
         return _err("--copies must be >= 1 and --crop/--test-crop >= 32")
+    if args.workers < 1:
+        return _err(f"--workers must be >= 1, got {args.workers}")
     opts = CorpusOptions(mix=mix, test_preset=args.test_preset, copies=args.copies,
                          crop=args.crop, test_crop=args.test_crop, seed=args.seed)
     try:
-        summary = build_corpus(args.photos, args.out, opts, progress=not args.quiet)
+        summary = build_corpus(args.photos, args.out, opts, progress=not args.quiet,
+                               workers=args.workers)
     except (FileNotFoundError, ValueError) as e:
         return _err(str(e))
     counts = ", ".join(f"{s} {summary[s]}" for s in ("train", "val", "test"))
@@ -611,6 +614,8 @@ def add_commands(sub) -> None:
     p.add_argument("--crop", type=int, default=256, help="training crop side (px)")
     p.add_argument("--test-crop", type=int, default=384, help="val/test centre crop side (px)")
     p.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="processes synthesising photos in parallel (the corpus is the same)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_corpus)
 

@@ -250,3 +250,19 @@ def test_build_corpus_says_when_a_split_is_empty(tmp_path, capsys):
     build_corpus(photos, tmp_path / "corpus", CorpusOptions(copies=1, crop=48, test_crop=64,
                                                             margin=8), progress=False)
     assert "no photo fell in the val split (4 photos" in capsys.readouterr().err
+
+
+def test_build_corpus_in_parallel_writes_the_same_pairs(tmp_path, capsys):
+    photos = tmp_path / "photos"
+    _photos(photos, [(f"kodak24/k{i}.png", 72) for i in range(2)] +
+            [(f"set/a{i}.png", 72) for i in range(5)] + [("set/small.png", 20)])
+    opts = CorpusOptions(copies=2, crop=48, test_crop=64, margin=8)
+    one = build_corpus(photos, tmp_path / "one", opts, progress=False)
+    two = build_corpus(photos, tmp_path / "two", opts, progress=False, workers=2)
+    assert one == two and len(two["failed"]) == 1
+    assert "small.png" in capsys.readouterr().err
+    files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
+    assert files and files == sorted(p.relative_to(tmp_path / "two")
+                                     for p in (tmp_path / "two").rglob("*.png"))
+    for rel in files:
+        assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()

@@ -107,9 +107,14 @@ def _pair(img: np.ndarray, side: int, margin: int, rng: np.random.Generator,
 
 
 def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None = None,
-                 splits: tuple[str, ...] = SPLITS, progress: bool = True) -> dict:
+                 splits: tuple[str, ...] = SPLITS, progress: bool = True,
+                 workers: int = 1) -> dict:
     """Write the paired corpus; skips pairs already written (safe to re-run after a kill).
-    Returns {split: pairs written or present, "failed": [messages]}."""
+    `workers` > 1 synthesises photos in that many processes (each pair is a pure function of its
+    photo and name, so the corpus is the same). Returns {split: pairs written or present,
+    "failed": [messages]}."""
+    from concurrent.futures import ProcessPoolExecutor
+
     from tqdm import tqdm
 
     opts = opts or CorpusOptions()
@@ -130,55 +135,64 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     # Written first too, so a run killed half-way still records how its pairs were made.
     atomic_write_json(out / "corpus.json", {**meta, "counts": counts})
     summary: dict = {"failed": []}
-    for split in splits:
-        files = by_split[split]
-        train = split == "train"
-        cfgs = [preset(p) for p in (opts.mix if train else (opts.test_preset,))]
-        copies = opts.copies if train else 1
-        name_of = _names(root, files)
-        n = 0
-        for i, f in enumerate(tqdm(files, desc=f"corpus {split}", unit="photo",
-                                   disable=not progress)):
-            names = [f"{name_of[f]}_{c}.png" if train else f"{name_of[f]}.png"
-                     for c in range(copies)]
-            if all((out / split / "input" / nm).exists() and (out / split / "target" / nm).exists()
-                   for nm in names):
-                n += copies
-                continue
-            try:
-                img = read_image(f)
-            except ImageReadError as e:
-                summary["failed"].append(str(e))
-                print(f"skipped: {e}", file=sys.stderr)
-                continue
-            side = opts.crop
-            if not train:  # one centre crop: as large as the photo allows, up to test_crop
-                side = max(opts.crop, min(opts.test_crop, min(img.shape[:2])) // 8 * 8)
-            if min(img.shape[:2]) < side:
-                msg = (f"{f}: {img.shape[1]}x{img.shape[0]} is smaller than the {side}-px crop; "
-                       "skipped")
-                summary["failed"].append(msg)
-                print(f"skipped: {msg}", file=sys.stderr)
-                continue
-            for c, nm in enumerate(names):
-                rng = np.random.default_rng([opts.seed, SPLITS.index(split), _bucket(nm, 2**31), c])
-                # Objects come from another photo of the same split (never across splits).
-                other = None
-                if len(files) > 1 and rng.uniform() < 0.7:
-                    j = int(rng.integers(len(files) - 1))
-                    try:
-                        other = read_image(files[j + (j >= i)])
-                    except ImageReadError:
-                        other = None
-                blurred, target = _pair(img, side, opts.margin, rng, cfgs[c % len(cfgs)],
-                                        centre=not train, other=other)
-                write_image(out / split / "target" / nm, target)
-                write_image(out / split / "input" / nm, blurred)
-                n += 1
-        summary[split] = n
+    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    try:
+        for split in splits:
+            files = by_split[split]
+            jobs = [(i, files, _names(root, files), split, opts, out) for i in range(len(files))]
+            results = (pool.map(_photo_pairs, jobs, chunksize=4) if pool
+                       else map(_photo_pairs, jobs))
+            n = 0
+            for written, failed in tqdm(results, total=len(jobs), desc=f"corpus {split}",
+                                        unit="photo", disable=not progress):
+                n += written
+                if failed:
+                    summary["failed"].append(failed)
+                    print(f"skipped: {failed}", file=sys.stderr)
+            summary[split] = n
+    finally:
+        if pool:
+            pool.shutdown(cancel_futures=True)
     atomic_write_json(out / "corpus.json",
                       {**meta, "counts": {**counts, **{s: summary.get(s, 0) for s in splits}}})
     return summary
+
+
+def _photo_pairs(job: tuple) -> tuple[int, str | None]:
+    """The pairs of photo `i` of a split: (pairs written or present, why it was skipped)."""
+    i, files, name_of, split, opts, out = job
+    f = files[i]
+    train = split == "train"
+    cfgs = [preset(p) for p in (opts.mix if train else (opts.test_preset,))]
+    copies = opts.copies if train else 1
+    names = [f"{name_of[f]}_{c}.png" if train else f"{name_of[f]}.png" for c in range(copies)]
+    if all((out / split / "input" / nm).exists() and (out / split / "target" / nm).exists()
+           for nm in names):
+        return copies, None
+    try:
+        img = read_image(f)
+    except ImageReadError as e:
+        return 0, str(e)
+    side = opts.crop
+    if not train:  # one centre crop: as large as the photo allows, up to test_crop
+        side = max(opts.crop, min(opts.test_crop, min(img.shape[:2])) // 8 * 8)
+    if min(img.shape[:2]) < side:
+        return 0, f"{f}: {img.shape[1]}x{img.shape[0]} is smaller than the {side}-px crop; skipped"
+    for c, nm in enumerate(names):
+        rng = np.random.default_rng([opts.seed, SPLITS.index(split), _bucket(nm, 2**31), c])
+        # Objects come from another photo of the same split (never across splits).
+        other = None
+        if len(files) > 1 and rng.uniform() < 0.7:
+            j = int(rng.integers(len(files) - 1))
+            try:
+                other = read_image(files[j + (j >= i)])
+            except ImageReadError:
+                other = None
+        blurred, target = _pair(img, side, opts.margin, rng, cfgs[c % len(cfgs)],
+                                centre=not train, other=other)
+        write_image(out / split / "target" / nm, target)
+        write_image(out / split / "input" / nm, blurred)
+    return copies, None
 
 
 def _check_same_recipe(out: Path, meta: dict) -> dict:
