@@ -394,7 +394,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         res = evaluate(weights, args.data, split=args.split or "test", limit=args.limit,
                        crop=args.crop, progress=not args.quiet,
-                       keep_outputs=args.figure_images if args.out else 0)
+                       keep_outputs=args.figure_images if args.out else 0, device=args.device)
     except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return _err(str(e))
     if args.split and res["split"] is None:
@@ -661,6 +661,10 @@ def add_commands(sub) -> None:
                    help="rows of the side-by-side figure")
     p.add_argument("--figure-crop", type=int, default=192, metavar="PX",
                    help="side of each crop in the figure")
+    p.add_argument("--device", default="auto",
+                   help="where checkpoints run: auto (a CUDA GPU when present; the teacher then "
+                   "in bf16/fp16), cpu, cuda, cuda:1 ...; exported artifacts run as `sharpen "
+                   "run` runs them")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 

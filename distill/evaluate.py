@@ -55,10 +55,11 @@ def is_teacher(path: str | Path) -> bool:
     return not is_artifact(path) and read_checkpoint(path).get("kind") == "teacher"
 
 
-def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
+def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "cpu") -> Fn:
     """A function HxWx3 -> HxWx3 for a project checkpoint (tiled Restormer for a teacher,
     whole-image inference for a student) or an exported student artifact (its runtime backend,
-    exactly as `sharpen run` deploys it, INT8 included)."""
+    exactly as `sharpen run` deploys it, INT8 included). `device` is for checkpoints: "cpu",
+    "cuda", "auto" (CUDA when present; the teacher then runs in bf16/fp16 autocast)."""
     if is_artifact(path):
         from runtime.backends import failed_marker
         from runtime.backends.runner import load_runner
@@ -71,7 +72,7 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
     kind = read_checkpoint(path).get("kind")
     if kind == "teacher":
         from .teacher import TILE, Teacher
-        t = Teacher.load(path, device="cpu")
+        t = Teacher.load(path, device=device)
         return lambda img: t.sharpen(img, tile=TILE if tile is None else tile)
     if kind != "student":
         raise CheckpointError(f"{path} is neither a teacher nor a student checkpoint of this "
@@ -81,9 +82,11 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None) -> Fn:
 
     from .checkpoint import load_student
     from .students import for_inference
+    from .teacher import pick_device
     from .trainer import predict
-    model = for_inference(load_student(path)[0])
-    return lambda img: predict(model, img, torch.device("cpu"))
+    dev = pick_device(device)
+    model = for_inference(load_student(path)[0]).to(dev)
+    return lambda img: predict(model, img, dev)
 
 
 def source_items(spec: str, split: str = "test", limit: Optional[int] = None,
@@ -130,11 +133,11 @@ def _read_pair(inp, gt, has_gt: bool, crop: int):
 
 def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional[int] = None,
              crop: int = 0, progress: bool = True, tile: Optional[int] = None,
-             keep_outputs: Optional[int] = None) -> dict:
+             keep_outputs: Optional[int] = None, device: str = "cpu") -> dict:
     """Checkpoints by path over a data source; see `evaluate_fns`. With exactly one teacher
     among them, its output is the reference where the data has no ground truth."""
     labels = model_labels(weights)
-    fns = {label: load_model_fn(w, tile) for label, w in zip(labels, weights)}
+    fns = {label: load_model_fn(w, tile, device) for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w)]
     res = evaluate_fns(fns, spec, split, limit, crop, progress,
                        reference=teachers[0] if len(teachers) == 1 else None,

@@ -124,6 +124,12 @@ def test_shipped_models_by_name_and_clear_errors(nogt, tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert "given more than once; evaluated once" in err
     assert "has no split folders (train/, val/, test/): --split val does not apply" in err
+    assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--device", "cpu",
+                 "--quiet"]) == 0
+    if not torch.cuda.is_available():
+        assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--device",
+                     "cuda"]) == 2
+        assert "device=cuda: " in capsys.readouterr().err
 
 
 def test_bad_pairs_and_failing_models_are_skipped_by_name_and_numbers_stay_finite(tmp_path):
