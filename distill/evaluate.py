@@ -78,7 +78,6 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
         raise CheckpointError(f"{path} is neither a teacher nor a student checkpoint of this "
                               f"project (kind={kind!r}); they are written by `sharpen "
                               "train-teacher` and `sharpen distill`")
-    import torch
 
     from .checkpoint import load_student
     from .students import for_inference
