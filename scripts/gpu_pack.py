@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     budget = (int(args.budget_mb * 1e6) if args.budget_mb is not None
               else LIMIT - MARGIN - tree_bytes())
     if budget <= 0:
-        print(f"error: the working tree leaves no room under the 64 MiB a device call carries",
+        print("error: the working tree leaves no room under the 64 MiB a device call carries",
               file=sys.stderr)
         return 2
     folders = sorted(d for d in photos.iterdir() if d.is_dir())
