@@ -28,10 +28,10 @@ from runtime.console import HelpFormatter
 # The shipped students' loss (models/student-fast.md): teacher terms plus ground-truth terms,
 # which count only where the data has ground truth (the embedded default does).
 DEMO_LOSS = ("loss.pixel=0.5", "loss.ssim=0.25", "loss.gt=1.0", "loss.gt_ssim=1.0")
-# The shipped students keep 0.08-0.28 of the shipped teacher's SSIM gain on the embedded split
-# (models/README.md; the teacher was retrained after them): a gate that a student no better than
-# its input fails, with room for the short fine-tuning.
-DEMO_MIN_SSIM_GAIN = 0.05
+# A gate that a student no better than its input fails. Not higher: the demo's short fine-tune on
+# a few embedded crops, without sharp frames, costs the shipped student part of its SSIM gain on
+# the embedded test (README "Measured results" has the numbers).
+DEMO_MIN_SSIM_GAIN = 0.02
 
 
 def make_demo_video(path: Path, frames: int = 24, fps: float = 12.0, size=(1920, 1080),
