@@ -19,6 +19,8 @@ from pathlib import Path
 import cv2
 from tqdm import tqdm
 
+from runtime.imageio import IMAGE_EXTS
+
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT = 64 * 2**20          # what one device call carries: working tree + carried folders
 MARGIN = 1 * 2**20
@@ -66,8 +68,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     folders = sorted(d for d in photos.iterdir() if d.is_dir())
-    exts = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
-    listing = {d.name: sorted(f for f in d.rglob("*") if f.suffix.lower() in exts)
+    listing = {d.name: sorted(f for f in d.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
                for d in folders}
     test = [f for name in TEST_FOLDERS for f in listing.get(name, [])]
     others = [listing[d.name] for d in folders if d.name not in TEST_FOLDERS]

@@ -36,12 +36,12 @@ exec > >(tee -a "$OUT/log.txt") 2>&1
 t0=$SECONDS
 sharpen() { "$PY" -m sharpen.cli "$@"; }
 say() { echo "[gpu_teacher $((SECONDS - t0)) s] $*"; }
+slim() { "$PY" -c "import sys; from distill.checkpoint import slim_checkpoint as s; s(*sys.argv[1:])" "$@"; }
 
 finish() {   # whatever was reached comes back, also after a failure or the time limit
     local ck="$WORK/teacher/last.pt"
     if [ -f "$ck" ] && [ ! -f "$OUT/teacher-gpu.pt" ]; then
-        "$PY" -c "import sys; from distill.checkpoint import slim_checkpoint as s; s(*sys.argv[1:])" \
-            "$ck" "$OUT/teacher-gpu.pt" || true
+        slim "$ck" "$OUT/teacher-gpu.pt" || true
     fi
     [ -f "$WORK/teacher/metrics.jsonl" ] && cp "$WORK/teacher/metrics.jsonl" "$OUT/" || true
     say "done"
@@ -77,8 +77,7 @@ say "training: $steps steps at batch $BATCH (~$TRAIN_MIN min)"
 sharpen train-teacher "${common[@]}" "out=$WORK/teacher" "optim.steps=$steps" \
     "optim.warmup_steps=$(( steps / 20 + 1 ))" "val_every=$(( steps / 4 + 1 ))" \
     "ckpt_every=$(( steps / 10 + 1 ))" "max_minutes=$("$PY" -c "print($TRAIN_MIN * 1.3 + 1)")"
-"$PY" -c "import sys; from distill.checkpoint import slim_checkpoint as s; s(*sys.argv[1:])" \
-    "$WORK/teacher/last.pt" "$OUT/teacher-gpu.pt"
+slim "$WORK/teacher/last.pt" "$OUT/teacher-gpu.pt"
 
 say "scoring against the shipped teacher on the test photos"
 sharpen evaluate --weights "$OUT/teacher-gpu.pt" models/teacher-restormer-small.pt \

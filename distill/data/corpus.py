@@ -139,7 +139,8 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     try:
         for split in splits:
             files = by_split[split]
-            jobs = [(i, files, _names(root, files), split, opts, out) for i in range(len(files))]
+            name_of = _names(root, files)
+            jobs = [(i, files, name_of, split, opts, out) for i in range(len(files))]
             results = (pool.map(_photo_pairs, jobs, chunksize=4) if pool
                        else map(_photo_pairs, jobs))
             n = 0
