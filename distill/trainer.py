@@ -37,6 +37,7 @@ from .config import LossConfig, TrainConfig, save_config
 from .dist import DistInfo
 from .losses import combined_loss
 from .metrics import psnr, ssim
+from .run_lock import run_lock
 
 # Non-finite batches skipped in a row before training stops as diverged.
 MAX_BAD_STEPS = 20
@@ -698,9 +699,10 @@ class TrainingInterrupted(KeyboardInterrupt):
 def train(cfg: TrainConfig, quiet: bool = False) -> dict:
     """Train to the end and return the last validation metrics; raises TrainingInterrupted
     (a KeyboardInterrupt) when a signal stopped it, after saving the resume checkpoint."""
-    trainer = Trainer(cfg, quiet=quiet)
     try:
-        metrics = trainer.fit()
+        with run_lock(Path(cfg.out), enabled=DistInfo.from_env().main):
+            trainer = Trainer(cfg, quiet=quiet)
+            metrics = trainer.fit()
         if trainer._stop:
             raise TrainingInterrupted(int(trainer._stop), trainer.step, trainer.out)
         return metrics

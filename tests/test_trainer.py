@@ -555,3 +555,27 @@ def test_usage_mistakes_get_one_line_not_a_traceback(tmp_path, capsys):
                      ("labels", "--data", str(tmp_path), "--out", str(tmp_path / "l"),
                       "--device", "cuda", "--quiet")):
             assert "device=cuda: " in err_of(*argv)
+
+
+def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path):
+    """Two runs resuming one last.pt would overwrite each other's checkpoints and log."""
+    from distill.run_lock import RunLocked
+
+    out = tmp_path / "r"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from distill.run_lock import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=f"another run is training into {out} "
+                                            f"\\(process {holder.pid}\\)"):
+            train(tiny_cfg(out, 2), quiet=True)
+        assert not (out / "last.pt").exists()
+    finally:
+        holder.kill()   # SIGKILL: no clean-up runs, the kernel drops the lock
+        holder.wait()
+    train(tiny_cfg(out, 2), quiet=True)
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    train(tiny_cfg(out, 3), quiet=True)   # the finished run let go of it: resuming works
+    assert read_checkpoint(out / "last.pt")["step"] == 3

@@ -1,0 +1,55 @@
+"""One training run per out folder. Two runs resuming from the same last.pt would each
+overwrite the other's checkpoints and interleave one metrics log, so the second is refused.
+
+The lock is an advisory `flock` on `<out>/.lock`: the kernel drops it when its process dies,
+however it dies, so a killed run never leaves a stale lock behind."""
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+from typing import Iterator
+
+LOCK_NAME = ".lock"
+
+
+class RunLocked(ValueError):
+    """Another live process is training into this out folder."""
+
+
+@contextlib.contextmanager
+def run_lock(out: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold the out folder's lock for the block. A folder this call had to create is removed
+    again if the run left nothing in it (a run that could not start leaves no folder)."""
+    try:
+        import fcntl
+    except ImportError:      # not on POSIX: run unlocked rather than not at all
+        enabled = False
+    if not enabled:
+        yield
+        return
+    out = Path(out)
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            raise RunLocked(f"another run is training into {out} (process {holder}); wait for "
+                            "it to finish or stop it, or give this run another out=") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        try:
+            yield
+        finally:
+            os.ftruncate(fd, 0)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+        if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
+            path.unlink(missing_ok=True)
+            with contextlib.suppress(OSError):
+                out.rmdir()
