@@ -29,6 +29,9 @@ def run_lock(out: Path, enabled: bool = True) -> Iterator[None]:
         yield
         return
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"out={out} is a file; a run's out= is a folder (its checkpoints and "
+                         "log go there)")
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME

@@ -579,3 +579,6 @@ def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path
     assert read_checkpoint(out / "last.pt")["step"] == 2
     train(tiny_cfg(out, 3), quiet=True)   # the finished run let go of it: resuming works
     assert read_checkpoint(out / "last.pt")["step"] == 3
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match="out=.*file is a file; a run's out= is a folder"):
+        train(tiny_cfg(tmp_path / "file", 2), quiet=True)
