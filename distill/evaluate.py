@@ -64,10 +64,13 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
         from runtime.backends import failed_marker
         from runtime.backends.runner import load_runner
 
-        if failed_marker(path).exists():   # `run` refuses it without --force; say so here
-            print(f"warning: {path} failed its parity gate at export ({failed_marker(path)}); "
-                  "scored anyway", file=sys.stderr, flush=True)
-        return load_runner(path, providers="auto")[0]
+        runner = load_runner(path, providers="auto")[0]
+        failed = runner.backend.parity_failed or (failed_marker(path).exists()
+                                                  and str(failed_marker(path)))
+        if failed:   # `run` refuses it without --force; say so here
+            print(f"warning: {path} failed its parity gate at export ({failed}); scored anyway",
+                  file=sys.stderr, flush=True)
+        return runner
     from .checkpoint import CheckpointError, read_checkpoint
     kind = read_checkpoint(path).get("kind")
     if kind == "teacher":

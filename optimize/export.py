@@ -11,6 +11,7 @@ in the output folder holds everything.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -544,10 +545,13 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
         if stale.exists():   # an older build must not pass for this one
             atomic_write_json(failed_marker(stale), {
                 "format": f, "status": "error", "reason": res.reason})
+            with contextlib.suppress(Exception):   # best effort: the marker above is the record
+                _record_failure_inside(stale, res.reason)
         res.extra["traceback"] = traceback.format_exc(limit=6)
         prog.say(f"  {res.reason}")
         return res
     failed_marker(path).unlink(missing_ok=True)  # a fresh build is judged afresh
+    _record_failure_inside(path, None)
     res.build_s = round(time.perf_counter() - t0, 2)
     res.file = str(path)
     res.size_bytes = path.stat().st_size
@@ -629,6 +633,27 @@ def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:
     if res.status != "pass" and path.exists():
         atomic_write_json(failed_marker(path), {"format": res.format, "status": res.status,
                                  "reason": res.reason, "weights_sha256": weights_sha})
+        _record_failure_inside(path, res.reason or res.status)
+
+
+def _record_failure_inside(path: Path, reason: str | None) -> None:
+    """The gate's verdict where it travels with the model: ONNX metadata, else the sidecar that
+    the runtime needs beside a .tflite or an engine anyway. None clears it."""
+    from runtime.atomic import atomic_write_json
+    from runtime.backends.base import PARITY_KEY, read_sidecar, sidecar_path
+
+    if path.suffix.lower() == ".onnx":
+        from .onnx_export import record_parity_failure
+        record_parity_failure(path, reason)
+        return
+    side = sidecar_path(path)
+    if side is None:
+        return
+    info = read_sidecar(path)
+    if reason is not None:
+        atomic_write_json(side, {**info, PARITY_KEY: reason})
+    elif PARITY_KEY in info:
+        atomic_write_json(side, {k: v for k, v in info.items() if k != PARITY_KEY})
 
 
 def _latency_image(img: np.ndarray) -> np.ndarray:

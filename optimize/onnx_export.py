@@ -52,6 +52,26 @@ def set_metadata(model_proto, meta: dict[str, str]) -> None:
             p.key, p.value = k, str(v)
 
 
+def record_parity_failure(path: Path, reason: str | None) -> None:
+    """Write the failed gate's reason into the model's metadata (the `parity_failed` key), where
+    the runtime finds it even when the model is copied without the marker file beside it; None
+    removes it (models quantised from a failed one inherit its metadata)."""
+    import onnx
+
+    from runtime.atomic import atomic_write_bytes
+    from runtime.backends.base import PARITY_KEY
+
+    proto = onnx.load(str(path), load_external_data=False)
+    keys = [p.key for p in proto.metadata_props]
+    if reason is not None:
+        set_metadata(proto, {PARITY_KEY: reason})
+    elif PARITY_KEY in keys:
+        del proto.metadata_props[keys.index(PARITY_KEY)]
+    else:
+        return
+    atomic_write_bytes(Path(path), proto.SerializeToString())
+
+
 def read_metadata(path_or_proto) -> dict[str, str]:
     import onnx
 

@@ -343,6 +343,42 @@ def test_export_marks_failing_artifacts_and_records_the_checkpoint(tmp_path):
     assert rep.result("onnx").status == "pass" and not failed_marker(r.file).exists()
 
 
+def test_a_failed_artifact_copied_without_its_marker_is_still_refused(tmp_path):
+    """The marker file stays behind when only the model (and the sidecar a .tflite needs) is
+    copied to the device; the verdict is also written into the ONNX metadata or the sidecar."""
+    import shutil
+
+    from optimize.export import Thresholds, export
+    from optimize.onnx_export import read_metadata
+    from runtime.backends import ModelError, load_backend
+    from runtime.backends.base import PARITY_KEY, read_sidecar
+
+    s = create_student("fast", width=8)
+    ck = tmp_path / "s.pt"
+    atomic_save(make_checkpoint(s, kind="student", arch="fast", arch_args=s.arch_args), ck)
+    out, device = tmp_path / "export", tmp_path / "device"
+    device.mkdir()
+    rep = export(ck, ["onnx", "onnx-int8", "tflite-fp16"], out, latency=False, quiet=True,
+                 thresholds=Thresholds(fp32_max_abs=-1.0, min_ssim=1.01))
+    assert [rep.result(f).status for f in ("onnx", "onnx-int8", "tflite-fp16")] == ["fail"] * 3
+    onnx, tfl = Path(rep.result("onnx").file), Path(rep.result("tflite-fp16").file)
+    assert "max abs error" in read_metadata(onnx)[PARITY_KEY]
+    for f in (onnx, tfl, Path(str(tfl) + ".json")):
+        shutil.copy(f, device / f.name)
+    for f in (onnx, tfl):
+        with pytest.raises(ModelError, match="failed its parity gate at export"):
+            load_backend(device / f.name)
+        load_backend(device / f.name, force=True).close()
+    # The INT8 model is quantised from the failed FP32 one and judged on its own.
+    rep = export(ck, ["onnx", "onnx-int8", "tflite-fp16"], out, latency=False, quiet=True,
+                 thresholds=Thresholds(fp32_max_abs=-1.0))
+    assert rep.result("onnx-int8").status == "pass", rep.result("onnx-int8").reason
+    assert PARITY_KEY not in read_metadata(rep.result("onnx-int8").file)
+    assert rep.result("tflite-fp16").status == "pass" and PARITY_KEY not in read_sidecar(tfl)
+    load_backend(rep.result("onnx-int8").file).close()
+    load_backend(tfl).close()
+
+
 def test_labels_removes_stale_temp_files_of_killed_writes(tmp_path, tiny_teacher_pt):
     import os as _os
     import time as _time

@@ -42,14 +42,29 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
             reason = json.loads(mark.read_text()).get("reason", "")
         except ValueError:
             reason = ""
-        raise ModelError(f"{p} failed its parity gate at export ({reason or 'see ' + str(mark)});"
-                         " re-export it, or pass --force to run it anyway")
+        raise ModelError(_refused(p, reason or f"see {mark}"))
     kind = BACKEND_BY_SUFFIX.get(p.suffix.lower())
     if kind not in (None, "onnxruntime") and providers not in (None, "auto", "cpu"):
         # ONNX Runtime says when a requested provider is not used; so does this.
         shown = providers if isinstance(providers, str) else ",".join(providers)
         print(f"warning: --provider {shown} is for ONNX models; {p.name} runs on {kind}",
               file=sys.stderr, flush=True)
+    backend = _open(p, kind, threads, providers)
+    # The marker file stays behind when the model alone is copied to the device; the record
+    # inside the model (or its sidecar, which travels with it) does not.
+    if backend.parity_failed and not force:
+        backend.close()
+        raise ModelError(_refused(p, backend.parity_failed))
+    return backend
+
+
+def _refused(path: Path, reason: str) -> str:
+    return (f"{path} failed its parity gate at export ({reason}); re-export it, or pass --force "
+            "to run it anyway")
+
+
+def _open(p: Path, kind: Optional[str], threads: Optional[int],
+          providers: Union[None, str, Sequence[str]]) -> Backend:
     # Imports stay inside the branches: each engine is an optional dependency on the device.
     if kind == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend

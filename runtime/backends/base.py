@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from abc import ABC, abstractmethod
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 
@@ -25,7 +25,8 @@ class Backend(ABC):
 
     Attributes reported in the stats: `name` (engine), `precision` (fp32/fp16/int8/unknown),
     `provider` (where it actually runs, e.g. CPUExecutionProvider). `layout` is "NCHW" or "NHWC";
-    `multiple` is the size multiple H and W must be divisible by.
+    `multiple` is the size multiple H and W must be divisible by. `parity_failed` is why the
+    export's parity gate failed the model, as recorded inside it (ONNX metadata) or in its sidecar.
     """
 
     name: str = "backend"
@@ -33,6 +34,7 @@ class Backend(ABC):
     provider: str = "unknown"
     layout: str = "NCHW"
     multiple: int = DEFAULT_MULTIPLE
+    parity_failed: Optional[str] = None
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -58,6 +60,11 @@ class Backend(ABC):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# Where an artifact records, in itself or its sidecar, that it failed its export parity gate: a
+# marker file beside it stays behind when the model alone is copied to the device.
+PARITY_KEY = "parity_failed"
 
 
 def sidecar_path(model_path: str | Path) -> Path | None:

@@ -14,7 +14,8 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..console import first_line, quiet_native_stderr
-from .base import Backend, ModelError, parse_multiple, read_sidecar, sidecar_path
+from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, read_sidecar,
+                   sidecar_path)
 
 
 def _interpreter_class() -> Any:
@@ -61,7 +62,9 @@ class LiteRTBackend(Backend):
         self.layout = "NHWC" if shape[-1] == 3 else "NCHW"
         self.in_dtype = np.dtype(self.inp["dtype"])
         self._shape = tuple(shape)
-        self.multiple = self._checked_multiple(path, read_sidecar(path).get("multiple"))
+        sidecar = read_sidecar(path)
+        self.multiple = self._checked_multiple(path, sidecar.get("multiple"))
+        self.parity_failed = sidecar.get(PARITY_KEY) or None
         self.precision = self._precision()
         self.provider = f"XNNPACK ({threads} threads)" if threads else "XNNPACK"
         self.threads = threads

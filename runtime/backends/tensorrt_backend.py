@@ -16,7 +16,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from .base import Backend, ModelError, parse_multiple, read_sidecar
+from .base import PARITY_KEY, Backend, ModelError, parse_multiple, read_sidecar
 
 TRT_MISSING = ("TensorRT is not installed: it ships with JetPack on Jetson; on x86 "
                "`pip install 'tensorrt-cu12>=10,<11'`; or use the .onnx model")
@@ -160,6 +160,7 @@ class TensorRTBackend(Backend):
         self._in: Optional[_Buffer] = None
         self._out: Optional[_Buffer] = None
         self.multiple = parse_multiple(meta.get("multiple"), str(path))
+        self.parity_failed = meta.get(PARITY_KEY) or None
         self.precision = str(meta.get("precision", "unknown"))
         self.provider = f"TensorRT {trt.__version__} on {gpu}"
         self.path = path
