@@ -61,12 +61,11 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     exactly as `sharpen run` deploys it, INT8 included). `device` is for checkpoints: "cpu",
     "cuda", "auto" (CUDA when present; the teacher then runs in bf16/fp16 autocast)."""
     if is_artifact(path):
-        from runtime.backends import failed_marker
+        from runtime.backends import parity_failure
         from runtime.backends.runner import load_runner
 
         runner = load_runner(path, providers="auto")[0]
-        failed = runner.backend.parity_failed or (failed_marker(path).exists()
-                                                  and str(failed_marker(path)))
+        failed = parity_failure(path, runner.backend)
         if failed:   # `run` refuses it without --force; say so here
             print(f"warning: {path} failed its parity gate at export ({failed}); scored anyway",
                   file=sys.stderr, flush=True)

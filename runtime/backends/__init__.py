@@ -21,6 +21,19 @@ def failed_marker(path: Union[str, Path]) -> Path:
     return Path(str(path) + FAILED_MARK)
 
 
+def parity_failure(path: Union[str, Path], backend: Optional[Backend] = None) -> Optional[str]:
+    """Why the artifact failed its export parity gate: the marker beside it, else the record
+    inside it (`backend.parity_failed`, once loaded); None when nothing says it failed."""
+    mark = failed_marker(path)
+    if mark.exists():
+        try:
+            reason = json.loads(mark.read_text()).get("reason", "")
+        except ValueError:
+            reason = ""
+        return reason or f"see {mark}"
+    return backend.parity_failed if backend is not None else None
+
+
 def load_backend(path: Union[str, Path], threads: Optional[int] = None,
                  providers: Union[None, str, Sequence[str]] = "auto",
                  force: bool = False) -> Backend:
@@ -36,13 +49,9 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
         raise ModelError(f"model not found: {p}")
     if p.is_dir():
         raise ModelError(f"model path is a folder, expected a file: {p}")
-    mark = failed_marker(p)
-    if mark.exists() and not force:
-        try:
-            reason = json.loads(mark.read_text()).get("reason", "")
-        except ValueError:
-            reason = ""
-        raise ModelError(_refused(p, reason or f"see {mark}"))
+    reason = None if force else parity_failure(p)
+    if reason:   # before loading: a failed model is not opened at all
+        raise ModelError(_refused(p, reason))
     kind = BACKEND_BY_SUFFIX.get(p.suffix.lower())
     if kind not in (None, "onnxruntime") and providers not in (None, "auto", "cpu"):
         # ONNX Runtime says when a requested provider is not used; so does this.
