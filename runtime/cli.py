@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from typing import Optional
 
 from .tiling import OVERLAP
@@ -188,6 +189,10 @@ def handler(args: argparse.Namespace) -> int:
         args.output = _default_output(args.source)
     try:
         summary = run_stream(args.model, args.source, args.output, options)
+    except KeyboardInterrupt:   # before the stream's own handler is set, or a second Ctrl-C
+        print("sharpen run: interrupted", file=sys.stderr)
+        _exit_now_if_workers_run(130)
+        return 130
     except expected as exc:
         if os.environ.get("SHARPEN_DEBUG"):
             raise
@@ -214,10 +219,28 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: results written to {args.output} (no --out given)",
               file=sys.stderr)
     if summary.get("skipped_inputs"):
-        print(f"sharpen run: {len(summary['skipped_inputs'])} input(s) could not be read "
-              "(listed above); the rest were processed", file=sys.stderr)
+        print(f"sharpen run: {len(summary['skipped_inputs'])} input(s) or stretch(es) of the "
+              "input could not be read (listed above); the rest were processed", file=sys.stderr)
         return 1
-    return 130 if summary.get("interrupted") else 0
+    if summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
+        code = 143 if summary.get("signal") == "SIGTERM" else 130
+        _exit_now_if_workers_run(code)
+        return code
+    return 0
+
+
+def _exit_now_if_workers_run(code: int) -> None:
+    """A second Ctrl-C leaves the pipeline's threads behind, possibly inside the engine's
+    native code, where letting the interpreter shut down around them aborts the process
+    (SIGABRT, no exit code of ours); the output and stats are already closed, so leave now."""
+    from .pipeline import WORKER_NAMES
+    stuck = [t.name for t in threading.enumerate()
+             if t.daemon and t.is_alive() and t.name in WORKER_NAMES]
+    if stuck:
+        print(f"sharpen run: not waiting for the {' and '.join(stuck)} thread(s)", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
 
 def _default_output(source: str) -> str:

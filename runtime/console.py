@@ -18,6 +18,15 @@ def first_line(exc: BaseException, limit: Optional[int] = 300) -> str:
     return line[:limit] if limit else line
 
 
+def brief(exc: BaseException, limit: int = 400) -> str:
+    """An exception's whole message on one line, cut to `limit` characters: engines put the
+    useful part (which index, what size) on the lines after the first."""
+    text = " ".join(str(exc).split())
+    if not text:
+        return type(exc).__name__
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[object]],
                 file: Optional[TextIO] = None, right: Sequence[str] = (),
                 row_style: Optional[Callable[[Sequence[str]], Optional[str]]] = None) -> None:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Optional, Union
 
 
@@ -72,7 +71,8 @@ FORMATS: dict[str, Format] = {f.name: f for f in (
 
 # File extension -> engine, from the table (.plan: trtexec's other name for an engine).
 ENGINE_BY_SUFFIX: dict[str, str] = {
-    **{Path(f.suffix).suffix: f.engine for f in FORMATS.values()}, ".plan": "tensorrt"}
+    **{"." + f.suffix.rsplit(".", 1)[-1]: f.engine for f in FORMATS.values()},
+    ".plan": "tensorrt"}
 
 
 def help_lines() -> str:

@@ -73,29 +73,39 @@ class FrameQueue:
             return item
 
 
+WORKER_NAMES = ("capture", "infer")   # the pipeline's threads (the caller writes)
+
+
 class _SignalStop:
     """Ctrl-C / SIGTERM set the stop event (clean shutdown, output finalised); a second Ctrl-C
     raises KeyboardInterrupt for when something is stuck."""
 
     def __init__(self, stop: threading.Event) -> None:
-        self.stop, self.interrupted = stop, False
+        self.stop, self.interrupted, self.signum = stop, False, 0
         self._old: dict = {}
 
     def _handler(self, signum: int, _frame: Any) -> None:
-        if self.interrupted and signum == signal.SIGINT:
+        if self.interrupted and signum == signal.SIGINT and not self.closing:
             raise KeyboardInterrupt
-        self.interrupted = True
+        self.interrupted, self.signum = True, self.signum or signum
         self.stop.set()
 
     def __enter__(self) -> "_SignalStop":
+        self.closing = False
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handler)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        # The handlers stay until restore(): a second Ctrl-C while the output is being closed
+        # and the stats written must not cut that short (it raised in sink.close before).
+        self.closing = True
+
+    def restore(self) -> None:
         for sig, old in self._old.items():
             signal.signal(sig, old)
+        self._old.clear()
 
 
 class _Worker(threading.Thread):
@@ -163,115 +173,128 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
     own_backend = not isinstance(model, Backend)
     backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force)
                if own_backend else model)
-    src: Optional[Source] = None
-    sink: Optional[Sink] = None
+    sig = _SignalStop(stop)   # installed when the stream starts
     try:
-        src = source if isinstance(source, Source) else open_source(
-            source, width=o.width, height=o.height, fps=o.fps, live=o.live,
-            reconnect_attempts=o.reconnect_attempts, timeout=o.timeout)
-        if o.live is not None:
-            src.live = o.live
-        if o.stats_path and any(same_file(o.stats_path, f)
-                                for f in [*_input_files(src), *([output] if output else [])]):
-            raise SinkError(f"--stats {o.stats_path} is the source or the --out file: the stats "
-                            "would overwrite it; choose another path")
-        processor = FrameProcessor(backend, tile=o.tile, overlap=o.overlap)
-        # The output video's rate, and its slots'. A camera is only asked for --fps and may
-        # give another, and a GStreamer pipeline sets its own; elsewhere --fps is the user's
-        # word over the source's (for a stream, often FFmpeg's guess of 25).
-        camera = src.kind in ("camera", "v4l2", "gstreamer")
-        video_fps = ((src.fps or o.fps) if camera else (o.fps or src.fps)) or 30.0
-        sink = _make_sink(src, output, o.show, o.view, stop, video_fps, stats, o.compare)
-        frames = src.frames(stop)
-        first = next(frames, None)
-        if first is None:
-            raise SourceError(f"source {src.spec!r} produced no frames")
-        for msg in tiling_warnings(*first.image.shape[:2], o.tile, o.overlap, backend.multiple):
-            print(f"warning: {msg}", file=sys.stderr, flush=True)
-        processor.warmup(first.image)  # one-off costs (allocation, kernel selection) not timed
-        processor.warmup(first.image)
-        first.t_capture = time.perf_counter()
+        src: Optional[Source] = None
+        sink: Optional[Sink] = None
+        try:
+            src = source if isinstance(source, Source) else open_source(
+                source, width=o.width, height=o.height, fps=o.fps, live=o.live,
+                reconnect_attempts=o.reconnect_attempts, timeout=o.timeout)
+            if o.live is not None:
+                src.live = o.live
+            if o.stats_path and any(same_file(o.stats_path, f)
+                                    for f in [*_input_files(src), *([output] if output else [])]):
+                raise SinkError(f"--stats {o.stats_path} is the source or the --out file: the "
+                                "stats would overwrite it; choose another path")
+            processor = FrameProcessor(backend, tile=o.tile, overlap=o.overlap)
+            # The output video's rate, and its slots'. A camera is only asked for --fps and may
+            # give another, and a GStreamer pipeline sets its own; elsewhere --fps is the user's
+            # word over the source's (for a stream, often FFmpeg's guess of 25).
+            camera = src.kind in ("camera", "v4l2", "gstreamer")
+            video_fps = ((src.fps or o.fps) if camera else (o.fps or src.fps)) or 30.0
+            sink = _make_sink(src, output, o.show, o.view, stop, video_fps, stats, o.compare)
+            frames = src.frames(stop)
+            first = next(frames, None)
+            if first is None:
+                raise SourceError(f"source {src.spec!r} produced no frames")
+            for msg in tiling_warnings(*first.image.shape[:2], o.tile, o.overlap, backend.multiple):
+                print(f"warning: {msg}", file=sys.stderr, flush=True)
+            processor.warmup(first.image)  # one-off costs (allocation, kernel selection) not timed
+            processor.warmup(first.image)
+            first.t_capture = time.perf_counter()
 
-        stats.info = {"backend": {k: v for k, v in backend.describe().items()},
-                      "source": src.describe(), "live": src.live,
-                      "output": str(output) if output else None, "show": o.show,
-                      "tile": o.tile, "overlap": o.overlap if o.tile else 0}
-        qsize = o.queue_size or (1 if src.live else 4)
-        q_in, q_out = FrameQueue(qsize, drop_oldest=src.live), FrameQueue(qsize, drop_oldest=False)
-        limit = o.max_frames if o.max_frames and o.max_frames > 0 else None
+            stats.info = {"backend": {k: v for k, v in backend.describe().items()},
+                          "source": src.describe(), "live": src.live,
+                          "output": str(output) if output else None, "show": o.show,
+                          "tile": o.tile, "overlap": o.overlap if o.tile else 0}
+            qsize = o.queue_size or (1 if src.live else 4)
+            q_in = FrameQueue(qsize, drop_oldest=src.live)
+            q_out = FrameQueue(qsize, drop_oldest=False)
+            limit = o.max_frames if o.max_frames and o.max_frames > 0 else None
 
-        def capture() -> None:
-            try:
-                for n, fr in enumerate(chain([first], frames)):
-                    if stop.is_set():
-                        break
-                    stats.add("capture", fr.capture_s)
-                    stats.count("frames_captured")
-                    dropped = q_in.put(fr, stop)
-                    if dropped:
-                        stats.count("dropped_frames", dropped)
-                    stats.queue_len("capture", len(q_in))
-                    # Lossless runs stop reading at the limit; live runs stop when enough
-                    # frames were written (frames in between may be dropped).
-                    if limit and not src.live and n + 1 >= limit:
-                        break
-            finally:
-                stats.count("dropped_frames", q_in.put(_END, stop))
+            def capture() -> None:
+                try:
+                    for n, fr in enumerate(chain([first], frames)):
+                        if stop.is_set():
+                            break
+                        stats.add("capture", fr.capture_s)
+                        stats.count("frames_captured")
+                        dropped = q_in.put(fr, stop)
+                        if dropped:
+                            stats.count("dropped_frames", dropped)
+                        stats.queue_len("capture", len(q_in))
+                        # Lossless runs stop reading at the limit; live runs stop when enough
+                        # frames were written (frames in between may be dropped).
+                        if limit and not src.live and n + 1 >= limit:
+                            break
+                finally:
+                    stats.count("dropped_frames", q_in.put(_END, stop))
 
-        def process() -> None:
-            while True:
-                fr = q_in.get(stop)
-                if fr is _END:
-                    q_out.put(_END, stop)
-                    return
-                t = Timings()
-                result = processor(fr.image, t)
-                stats.add("pre", t.pre)
-                stats.add("infer", t.infer)
-                stats.add("post", t.post)
-                q_out.put((fr, result), stop)
-                stats.queue_len("output", len(q_out))
+            def process() -> None:
+                while True:
+                    fr = q_in.get(stop)
+                    if fr is _END:
+                        q_out.put(_END, stop)
+                        return
+                    t = Timings()
+                    result = processor(fr.image, t)
+                    stats.add("pre", t.pre)
+                    stats.add("infer", t.infer)
+                    stats.add("post", t.post)
+                    q_out.put((fr, result), stop)
+                    stats.queue_len("output", len(q_out))
 
-        stats.start()
-        workers = [_Worker("capture", capture, stop, errors), _Worker("infer", process, stop, errors)]
-        reporter = None if o.quiet else LiveReporter(stats, o.report_interval).start()
-        with _SignalStop(stop) as sig:
-            for w in workers:
-                w.start()
-            try:
-                _write_loop(q_out, sink, stop, stats, limit if src.live else None, src.live,
-                            video_fps)
-            except BaseException as exc:
-                errors.append(exc)
-                stop.set()
-            finally:
-                stop.set()  # the stream is over (or failed): let capture and infer wind down
+            stats.start()
+            workers = [_Worker(name, fn, stop, errors)
+                       for name, fn in zip(WORKER_NAMES, (capture, process))]
+            reporter = None if o.quiet else LiveReporter(stats, o.report_interval).start()
+            with sig:
                 for w in workers:
-                    w.join(timeout=10)
-                stats.stop()
-                if reporter is not None:
-                    reporter.close()
-        stats.info["interrupted"] = sig.interrupted
+                    w.start()
+                try:
+                    _write_loop(q_out, sink, stop, stats, limit if src.live else None, src.live,
+                                video_fps)
+                except KeyboardInterrupt:
+                    pass  # a second Ctrl-C: leave the queued frames unwritten, close the output
+                except BaseException as exc:
+                    errors.append(exc)
+                    stop.set()
+                finally:
+                    stop.set()  # the stream is over (or failed): let capture and infer wind down
+                    try:
+                        for w in workers:
+                            w.join(timeout=10)
+                    except KeyboardInterrupt:
+                        pass  # a second Ctrl-C: stop waiting for a worker inside the engine
+                    stats.stop()
+                    if reporter is not None:
+                        reporter.close()
+            stats.info["interrupted"] = sig.interrupted
+            if sig.signum:
+                stats.info["signal"] = signal.Signals(sig.signum).name
+        finally:
+            closers = [c for c in (sink.close if sink else None, src.close if src else None,
+                                   backend.close if own_backend else None) if c]
+            for close in closers:
+                try:
+                    close()
+                except Exception as exc:  # noqa: BLE001 - first error wins, the rest still close
+                    errors.append(exc)
+        summary = stats.summary()
+        skipped = getattr(src, "skipped", None) if src is not None else None
+        if skipped:
+            summary["skipped_inputs"] = list(skipped)
+        if errors:
+            summary["error"] = str(errors[0])
+        if o.stats_path and summary.get("frames_processed") is not None:
+            # Written on failure too: what ran before the error is worth keeping.
+            write_json_atomic(o.stats_path, summary)
+        if errors:
+            raise errors[0]
+        return summary
     finally:
-        closers = [c for c in (sink.close if sink else None, src.close if src else None,
-                               backend.close if own_backend else None) if c]
-        for close in closers:
-            try:
-                close()
-            except Exception as exc:  # noqa: BLE001 - first error wins, the rest still close
-                errors.append(exc)
-    summary = stats.summary()
-    skipped = getattr(src, "skipped", None) if src is not None else None
-    if skipped:
-        summary["skipped_inputs"] = list(skipped)
-    if errors:
-        summary["error"] = str(errors[0])
-    if o.stats_path and summary.get("frames_processed") is not None:
-        # Written on failure too: what ran before the error is worth keeping.
-        write_json_atomic(o.stats_path, summary)
-    if errors:
-        raise errors[0]
-    return summary
+        sig.restore()
 
 
 def _check_writable(path: Union[str, Path], flag: str) -> None:

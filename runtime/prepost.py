@@ -84,6 +84,8 @@ def _to_u8(x: np.ndarray) -> np.ndarray:
     than the numpy clip/round/astype chain at 1080p."""
     if x.dtype != np.float32:
         x = x.astype(np.float32)
+    if x.size <= 4:   # OpenCV reads an array this small as a Scalar: a 1x1 image came back 4x1
+        return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     return cv2.convertScaleAbs(cv2.max(x, 0.0), alpha=255.0)
 
 
@@ -131,9 +133,26 @@ def to_batch(frame: np.ndarray, multiple: int, layout: str) -> tuple[np.ndarray,
     return bgr_to_rgbf(padded)[None], hw
 
 
-def from_batch(out: np.ndarray, hw: tuple[int, int], layout: str, dtype=np.uint8) -> np.ndarray:
-    """Model output batch -> BGR uint8 (or `dtype` uint16) frame cropped to `hw`."""
+def check_output(out: np.ndarray, batch_shape: tuple[int, ...], layout: str) -> None:
+    """FrameError unless the model returned an RGB batch of its input's size: a model that
+    up- or downscales would otherwise be cropped or fail further on without a word."""
+    want = tuple(batch_shape)
+    if out.shape != want:
+        c = 1 if layout == "NCHW" else 3
+        hw = [i for i in (1, 2, 3) if i != c]
+        raise FrameError(f"model returned shape {tuple(out.shape)} for a {want} input ({layout}): "
+                         f"expected an RGB image of the input's size, "
+                         f"{want[hw[0]]}x{want[hw[1]]} (a sharpening model; one that changes "
+                         "the size is not supported)")
+
+
+def from_batch(out: np.ndarray, hw: tuple[int, int], layout: str, dtype=np.uint8,
+               batch_shape: Optional[tuple[int, ...]] = None) -> np.ndarray:
+    """Model output batch -> BGR uint8 (or `dtype` uint16) frame cropped to `hw`.
+    `batch_shape`: the input batch's, which the output must match (checked when given)."""
     h, w = hw
+    if batch_shape is not None:
+        check_output(out, batch_shape, layout)
     if layout == "NCHW":
         ok = out.ndim == 4 and out.shape[1] == 3 and out.shape[2] >= h and out.shape[3] >= w
     else:
@@ -175,8 +194,12 @@ class FrameProcessor:
     def _infer_nchw(self, batch: np.ndarray) -> np.ndarray:
         # tiled_apply speaks NCHW; NHWC backends (TFLite) get transposed tiles.
         if self.backend.layout == "NCHW":
-            return self.backend.infer(batch)
-        out = self.backend.infer(np.ascontiguousarray(batch.transpose(0, 2, 3, 1)))
+            out = self.backend.infer(batch)
+            check_output(out, batch.shape, "NCHW")
+            return out
+        nhwc = np.ascontiguousarray(batch.transpose(0, 2, 3, 1))
+        out = self.backend.infer(nhwc)
+        check_output(out, nhwc.shape, "NHWC")
         return out.transpose(0, 3, 1, 2)
 
     def warmup(self, frame: np.ndarray) -> None:
@@ -213,6 +236,7 @@ class FrameProcessor:
             rgb = cv2.cvtColor(padded, cv2.COLOR_BGR2RGB)[None]
             t1 = time.perf_counter()
             out = self.backend.infer_u8(rgb)
+            check_output(out, rgb.shape, "NHWC")
             t2 = time.perf_counter()
             result = cv2.cvtColor(np.ascontiguousarray(out[0, :h, :w]), cv2.COLOR_RGB2BGR)
         else:
@@ -220,7 +244,7 @@ class FrameProcessor:
             t1 = time.perf_counter()
             out = self.backend.infer(batch)
             t2 = time.perf_counter()
-            result = from_batch(out, hw, layout, bgr.dtype)
+            result = from_batch(out, hw, layout, bgr.dtype, batch.shape)
         t3 = time.perf_counter()
         t.pre, t.infer, t.post = t1 - t0, t2 - t1, t3 - t2
         return result

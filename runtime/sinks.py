@@ -76,6 +76,8 @@ class NullSink(Sink):
 FOURCC = {".webm": "VP80", ".ogv": "VP80", ".mpg": "MPG2", ".mpeg": "MPG2", ".ts": "MPG2",
           ".mts": "MPG2", ".m2ts": "MPG2", ".flv": "FLV1", ".wmv": "WMV2"}
 DEFAULT_FOURCC = "mp4v"
+DISK_CHECK_EVERY = 30           # frames between free-space checks while a video is written
+DISK_FULL_BYTES = 64 * 1024     # less free than this: the writer has been dropping data
 
 
 def fourcc_for(path: str | os.PathLike) -> str:
@@ -89,15 +91,19 @@ class VideoFileSink(Sink):
     def __init__(self, path: str | os.PathLike, fps: float) -> None:
         self.path = Path(path)
         self.fps = fps if fps and fps > 0 else 30.0
-        # Keep the real extension last: OpenCV picks the container from it.
-        self.tmp = self.path.with_name(f".{self.path.stem}.partial{self.path.suffix}")
+        make_folder(self.path.parent, f"--out {self.path}")
+        # A name of its own (two runs may write the same --out at once); the real extension
+        # last: OpenCV picks the container from it.
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.",
+                                   suffix=f".partial{self.path.suffix}", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
         self.writer: Optional[cv2.VideoWriter] = None
         self.size: Optional[tuple[int, int]] = None
         self.frames = 0
         self.resized = 0
         self.deep_warned = False
         self._last: Optional[np.ndarray] = None
-        make_folder(self.path.parent, f"--out {self.path}")
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
@@ -128,6 +134,8 @@ class VideoFileSink(Sink):
         self.writer.write(sharpened)
         self.frames += 1
         self._last = sharpened
+        if self.frames % DISK_CHECK_EVERY == 0:
+            self._check_disk()
 
     def repeat_last(self, n: int) -> int:
         if self.writer is None or self._last is None or n <= 0:
@@ -137,15 +145,57 @@ class VideoFileSink(Sink):
         self.frames += n
         return n
 
+    def _check_disk(self) -> None:
+        # OpenCV's writer drops what does not fit without a word; a full disk is the usual why.
+        free = free_bytes(self.tmp.parent)
+        if free is not None and free < DISK_FULL_BYTES:
+            raise SinkError(f"--out {self.path}: the disk is full ({free} bytes free in "
+                            f"{self.tmp.parent}) after {self.frames} frames; the video could not "
+                            "be written completely")
+
     def close(self) -> None:
         if self.writer is None:
+            self.tmp.unlink(missing_ok=True)
             return
         self.writer.release()
         self.writer = None
+        try:
+            self._check_disk()
+            self._check_playable()
+            with open(self.tmp, "rb") as f:   # on disk before it gets its final name
+                os.fsync(f.fileno())
+            os.chmod(self.tmp, 0o644)   # mkstemp makes files owner-only
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)   # a broken video, and the space it holds
+            raise
         os.replace(self.tmp, self.path)
         if self.resized > 1:   # the first one was named as it happened
             print(f"warning: {self.resized} frames in all were resized to "
                   f"{self.size[0]}x{self.size[1]} in {self.path}", file=sys.stderr)
+
+
+    def _check_playable(self) -> None:
+        """The written file opens and gives its first frame: what a failed write (a full disk,
+        an I/O error) leaves in MP4/MOV, which keep their index at the end, does not."""
+        with quiet_native_stderr():
+            cap = cv2.VideoCapture(str(self.tmp))
+            ok = cap.isOpened() and cap.read()[0]
+            cap.release()
+        if not ok:
+            raise SinkError(f"--out {self.path}: the video written ({self.frames} frames) does not "
+                            "play back: the write failed (disk full or I/O error?); nothing was "
+                            "written under that name")
+
+
+def free_bytes(folder: Path) -> Optional[int]:
+    """Bytes this process may still write in `folder`'s file system (root may use the reserved
+    blocks), or None where the system cannot say."""
+    try:
+        st = os.statvfs(folder)
+    except (OSError, AttributeError):
+        return None
+    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
 
 
 def _why_unwritable(path: Path, codec: str) -> str:

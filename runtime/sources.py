@@ -33,6 +33,7 @@ class SourceError(RuntimeError):
 # limit holds for each read, the first one after opening included, which for H.264 waits for a
 # keyframe: a slow camera with long keyframe intervals needs `--timeout` raised.
 STREAM_TIMEOUT_S = 20.0
+MAX_DAMAGED_READS = 250   # failed reads in a row before a file counts as ended
 
 
 @dataclass
@@ -147,6 +148,7 @@ class VideoSource(Source):
         # and its end is then not a disconnect.
         n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(n) if n and np.isfinite(n) and n > 0 else None
+        self.skipped: list[str] = []
 
     def _open(self) -> cv2.VideoCapture:
         if self.kind == "stream" and self.timeout > 0:
@@ -242,6 +244,10 @@ class VideoSource(Source):
                 ok, img = self.cap.read()
             if not ok or img is None:
                 if not self.live or self.kind == "video":
+                    lost = self._past_damage(i, stop)
+                    if lost:
+                        i += lost   # indices stay the file's frame numbers
+                        continue
                     self._check_ended(i)
                     return  # end of file (a file run with --live ends too)
                 if self.frame_count and i >= self.frame_count:
@@ -253,13 +259,38 @@ class VideoSource(Source):
             yield Frame(i, img, f"frame_{i:06d}", t1, t1 - t0)
             i += 1
 
+    def _past_damage(self, read: int, stop: threading.Event) -> int:
+        """A file whose read fails before the frame count its header declares is damaged there,
+        not ended: FFmpeg resumes at the next decodable frame, as its own tools do. Returns the
+        frames lost before one was read again (kept for `frames` to yield; 0: none was, the file
+        ends here); they are listed in `skipped`, which makes the run's exit code say so."""
+        declared = int(self.frame_count or 0)
+        if self.kind != "video" or not declared or read >= declared:
+            return 0
+        # A damaged stretch fails once per lost frame; bounded so that a header that
+        # over-declares its length costs a moment, not a loop.
+        for lost in range(1, min(declared - read, MAX_DAMAGED_READS) + 1):
+            if stop.is_set():
+                return 0
+            ok, img = self.cap.read()
+            if ok and img is not None:
+                self._first = img
+                msg = (f"{self.spec}: {lost} damaged frame(s) after frame {read} could not be "
+                       "decoded and were skipped")
+                self.skipped.append(msg)
+                print(f"sharpen run: skipped: {msg}", file=sys.stderr, flush=True)
+                return lost
+        return 0
+
     def _check_ended(self, read: int) -> None:
         # A cut or damaged file reads like a short one; the header's frame count (an estimate
         # in some containers, hence the margin) tells them apart.
         declared = int(self.frame_count or 0)
         if self.kind == "video" and declared and read < 0.98 * declared - 1:
-            print(f"warning: {self.spec}: the video ended after {read} of the {declared} frames "
-                  "its header declares (truncated or damaged file?)", file=sys.stderr, flush=True)
+            msg = (f"{self.spec}: the video ended after {read} of the {declared} frames its "
+                   "header declares (truncated or damaged file?)")
+            self.skipped.append(msg)
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
 
     def close(self) -> None:
         self.cap.release()

@@ -6,6 +6,7 @@ One module-scoped export builds all artifacts once (the expensive part); the tes
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -407,6 +408,24 @@ def test_tflite_dynamic_shapes_one_interpreter(report, student):
             out = runner(img)
             assert out.shape == (h, w, 3)
             assert compare(out, _torch_out(student[0], img))["psnr"] > min_psnr, (fmt, h, w)
+
+
+def test_tflite_without_its_sidecar_finds_the_multiple_that_runs(report, student, tmp_path,
+                                                                   capsys):
+    """`fast` allocates at 12 px but fails there when run ('SPACE_TO_DEPTH ... (3 != 0)'), so
+    a .tflite copied without its sidecar was given multiple 4 and failed on every frame."""
+    from runtime.backends import load_backend
+    from runtime.pipeline import FrameProcessor
+
+    model = tmp_path / "copied_int8.tflite"
+    shutil.copy(_built(report, "tflite-int8").file, model)
+    capsys.readouterr()
+    b = load_backend(model, threads=1)
+    assert b.multiple == student[0].multiple > 4
+    assert "no sidecar copied_int8.tflite.json" in capsys.readouterr().err
+    rgb = dict(sample_images(("coffee",), blur_sigma=BLUR))["coffee"][:61, :97]
+    frame = np.ascontiguousarray((rgb[..., ::-1] * 255).round().astype(np.uint8))
+    assert FrameProcessor(b)(frame).shape == frame.shape
 
 
 def test_tflite_fp16_has_half_weights(report):

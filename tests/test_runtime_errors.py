@@ -1,6 +1,7 @@
 """User errors end in one clear line on stderr and a non-zero exit, never a traceback."""
 from __future__ import annotations
 
+import json
 import os
 
 import cv2
@@ -252,8 +253,108 @@ def test_truncated_video_is_said_and_a_whole_one_is_not(tmp_path, capsys, onnx_m
     video.write_bytes(data[:len(data) // 2])
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(video), "--output",
                    str(tmp_path / "half.mp4"))
-    assert rc == 0, err
+    assert rc == 1, err   # what could be read is written; the exit code says frames are missing
+    assert (tmp_path / "half.mp4").is_file()
     assert "cut.avi: the video ended after" in err and "of the 20 frames" in err, err
+
+
+def test_a_video_damaged_in_the_middle_is_read_past_the_damage(tmp_path, capsys, onnx_model):
+    """It used to end at the first frame that failed to decode, exit 0 and keep 5 of 30."""
+    video = tmp_path / "hurt.mp4"
+    rng = np.random.default_rng(0)
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
+    for _ in range(30):
+        vw.write((rng.random((24, 32, 3)) * 255).astype(np.uint8))
+    vw.release()
+    data = bytearray(video.read_bytes())
+    n = len(data)
+    data[n // 3:n // 3 + n // 6] = bytes(n // 6)
+    video.write_bytes(bytes(data))
+    out = tmp_path / "out.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(video), "--output",
+                   str(out))
+    assert rc == 1, err
+    assert "damaged frame(s) after frame" in err and "were skipped" in err, err
+    frames, _ = read_video(out)
+    assert 20 <= len(frames) < 30, len(frames)
+
+
+def test_a_video_that_did_not_get_written_is_an_error_not_done(tmp_path, onnx_model):
+    """OpenCV's writer drops what does not fit on a full disk without a word: the run said
+    'done', exit 0, and left an MP4 without its index under the final name."""
+    from runtime.sinks import SinkError, VideoFileSink
+
+    out = tmp_path / "v.mp4"
+    sink = VideoFileSink(out, 10)
+    for i in range(5):
+        sink.write(textured_frame(i), textured_frame(i), f"f{i}")
+    sink.writer.release()          # what a full disk leaves: the data, no index (moov) at the end
+    sink.writer = cv2.VideoWriter()  # released writer: close() finds nothing more to finish
+    data = sink.tmp.read_bytes()
+    sink.tmp.write_bytes(data[:len(data) // 2])
+    with pytest.raises(SinkError, match="does not play back"):
+        sink.close()
+    assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_a_full_disk_stops_the_run_with_an_error(tmp_path, capsys, onnx_model, monkeypatch):
+    import runtime.sinks as sinks
+
+    monkeypatch.setattr(sinks, "DISK_CHECK_EVERY", 2)
+    monkeypatch.setattr(sinks, "free_bytes", lambda folder: 4096)   # the statvfs answer
+    src = tmp_path / "in.mp4"
+    write_video(src, n=8)
+    out = tmp_path / "o" / "v.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(out), "--stats", str(tmp_path / "s.json"))
+    assert rc == 2, err
+    assert "the disk is full (4096 bytes free" in err, err
+    assert not out.parent.exists() or not list(out.parent.iterdir())
+    assert "disk is full" in json.loads((tmp_path / "s.json").read_text())["error"]
+
+
+def test_two_video_sinks_into_one_file_do_not_share_a_temp_file(tmp_path):
+    from runtime.sinks import VideoFileSink
+
+    a, b = VideoFileSink(tmp_path / "v.mp4", 10), VideoFileSink(tmp_path / "v.mp4", 10)
+    assert a.tmp != b.tmp
+    for s in (a, b):
+        s.write(textured_frame(0), textured_frame(0), "f")
+        s.close()
+    assert read_video(tmp_path / "v.mp4")[0] and [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+
+
+def test_tiny_frames_keep_their_size(tmp_path, capsys, onnx_model):
+    for h, w in ((1, 1), (1, 3), (2, 2), (3, 1)):
+        img, out = tmp_path / f"i{h}x{w}.png", tmp_path / f"o{h}x{w}.png"
+        cv2.imwrite(str(img), np.full((h, w, 3), 120, np.uint8))
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--output",
+                       str(out))
+        assert rc == 0, err
+        assert cv2.imread(str(out)).shape == (h, w, 3)
+
+
+def test_a_model_that_changes_the_size_is_refused(tmp_path, capsys):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
+    node = helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")
+    dims = ["batch", 3, "height", "width"]
+    graph = helper.make_graph([node], "up2", [helper.make_tensor_value_info("input", 1, dims)],
+                              [helper.make_tensor_value_info("output", 1, None)], [scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "up2.onnx"))
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), textured_frame(1))
+    for tiling in ([], ["--tile", "48", "--overlap", "8"]):
+        rc, err = _run(capsys, "--model", str(tmp_path / "up2.onnx"), "--source", str(img),
+                       "--output", str(tmp_path / "o.png"), *tiling)
+        assert rc != 0 and not (tmp_path / "o.png").exists()
+        last = err.strip().splitlines()[-1]   # (tiling may warn about its cost first)
+        assert last.startswith("sharpen run: error: model returned shape") and \
+            "expected an RGB image of the input's size" in last and "Traceback" not in err, err
 
 
 @pytest.mark.parametrize("flag", ["--fps", "--max-frames", "--reconnect", "--threads"])

@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..console import first_line, quiet_native_stderr
+from ..console import brief, first_line, quiet_native_stderr
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, read_sidecar,
                    sidecar_path)
 
@@ -41,7 +41,7 @@ class LiteRTBackend(Backend):
     name = "litert"
 
     def __init__(self, path: Union[str, Path], threads: Optional[int] = None, **_: Any) -> None:
-        Interpreter = _interpreter_class()
+        Interpreter = self._interpreter = _interpreter_class()
         path = Path(path)
         # LiteRT runs XNNPACK single-threaded unless told otherwise; use every core by default.
         threads = threads or os.cpu_count() or 1
@@ -63,7 +63,9 @@ class LiteRTBackend(Backend):
         self.in_dtype = np.dtype(self.inp["dtype"])
         self._shape = tuple(shape)
         sidecar = read_sidecar(path)
+        self._model_path = path
         self.multiple = self._checked_multiple(path, sidecar.get("multiple"))
+        self._shape = ()   # not allocated yet: the first frame allocates
         self.parity_failed = sidecar.get(PARITY_KEY) or None
         self.precision = self._precision()
         self.provider = f"XNNPACK ({threads} threads)" if threads else "XNNPACK"
@@ -92,17 +94,22 @@ class LiteRTBackend(Backend):
         return found
 
     def _accepts(self, side: int) -> bool:
+        """Whether the model runs a side x side frame. It is run, not only allocated: some
+        graphs allocate at sizes they then fail on ('SPACE_TO_DEPTH ... (3 != 0)'), and a
+        failed run leaves an interpreter unusable, so each trial gets its own."""
         shape = [1, side, side, 3] if self.layout == "NHWC" else [1, 3, side, side]
         try:
             with quiet_native_stderr():
-                self.interp.resize_tensor_input(self.inp["index"], shape, strict=False)
-                self.interp.allocate_tensors()
+                trial = self._interpreter(model_path=str(self._model_path), num_threads=1)
+                inp = trial.get_input_details()[0]
+                trial.resize_tensor_input(inp["index"], shape, strict=False)
+                trial.allocate_tensors()
+                trial.set_tensor(inp["index"], np.zeros(shape, dtype=inp["dtype"]))
+                trial.invoke()
             return True
         except (RuntimeError, ValueError) as exc:
-            self._last_error = first_line(exc)
+            self._last_error = brief(exc)
             return False
-        finally:
-            self._shape = ()   # allocated at another size now: the next frame re-allocates
 
     def _precision(self) -> str:
         if self.in_dtype in (np.int8, np.uint8):
@@ -123,7 +130,7 @@ class LiteRTBackend(Backend):
             self.interp.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"{self.path}: LiteRT cannot run input {list(shape)} (size "
-                             f"multiple {self.multiple}): {first_line(exc)}") from None
+                             f"multiple {self.multiple}): {brief(exc)}") from None
         self.out = self.interp.get_output_details()[0]
         self._shape = shape
 
@@ -135,12 +142,19 @@ class LiteRTBackend(Backend):
         else:
             x = np.ascontiguousarray(batch, dtype=self.in_dtype)
         self.interp.set_tensor(self.inp["index"], x)
-        self.interp.invoke()
+        self._invoke()
         y = self.interp.get_tensor(self.out["index"])
         oscale, ozp = self.out["quantization"]
         if y.dtype.kind in "iu" and oscale:
             return dequantize(y, oscale, ozp)
         return y.astype(np.float32, copy=True)
+
+    def _invoke(self) -> None:
+        try:
+            self.interp.invoke()
+        except (RuntimeError, ValueError) as exc:
+            raise ModelError(f"{self.path}: LiteRT failed on input {list(self._shape)} (size "
+                             f"multiple {self.multiple}): {brief(exc)}") from None
 
     @property
     def quantized_io(self) -> bool:
@@ -175,6 +189,6 @@ class LiteRTBackend(Backend):
         self._resize(tuple(int(s) for s in rgb.shape))
         x = cv2.LUT(rgb[0], lut_in).view(self.in_dtype)[None]
         self.interp.set_tensor(self.inp["index"], x)
-        self.interp.invoke()
+        self._invoke()
         y = self.interp.get_tensor(self.out["index"])
         return cv2.LUT(y[0].view(np.uint8), lut_out)[None]

@@ -8,7 +8,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
-from ..console import first_line
+from ..console import brief, first_line
 from ..tiling import round_up
 from .base import PARITY_KEY, Backend, ModelError, parse_multiple, read_sidecar
 
@@ -189,7 +189,7 @@ class OnnxRuntimeBackend(Backend):
             out = self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
             raise ModelError(f"{self.path} failed on a {tuple(batch.shape)} {batch.dtype} "
-                             f"input with {self.provider}: {first_line(exc)}") from None
+                             f"input with {self.provider}: {brief(exc)}") from None
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
 
