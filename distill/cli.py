@@ -267,6 +267,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from .data.corpus import _names
     from .data.sources import _images_under
     out = Path(args.out)
+    if err := _out_folder_problem(out):
+        return _err(err)
     # Subfolders too, as `corpus` and `labels` read them; never this run's own output.
     files = [src / r for r in _images_under(src)
              if not (src / r).resolve().is_relative_to(out.resolve())]
@@ -314,6 +316,19 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ sharpen corpus
 
+def _out_folder_problem(out: Path) -> str:
+    """The message when --out cannot be a folder to write in (a file, or under one), found
+    before any work rather than as a traceback after it; '' when it can."""
+    for above in (out, *out.parents):
+        if os.path.lexists(above):
+            if not os.path.isdir(above):
+                return f"--out {out}: {above} is a file, not a folder"
+            if not os.access(above, os.W_OK):
+                return f"--out {out}: cannot write in {above} (permission denied)"
+            break
+    return ""
+
+
 def cmd_corpus(args: argparse.Namespace) -> int:
     from .data.corpus import CorpusOptions, build_corpus
     from .data.scene_blur import PRESETS
@@ -328,6 +343,8 @@ def cmd_corpus(args: argparse.Namespace) -> int:
         return _err("--copies must be >= 1 and --crop/--test-crop >= 32")
     if args.workers < 1:
         return _err(f"--workers must be >= 1, got {args.workers}")
+    if err := _out_folder_problem(Path(args.out)):
+        return _err(err)
     opts = CorpusOptions(mix=mix, test_preset=args.test_preset, copies=args.copies,
                          crop=args.crop, test_crop=args.test_crop, seed=args.seed)
     try:
@@ -486,11 +503,20 @@ def _train(args: argparse.Namespace, task: str) -> int:
     # `train` fits any registered model to ground truth; the trainer calls that task "teacher".
     cfg.task = "teacher" if task == "supervised" else task
     if task == "teacher" and cfg.model.arch != "restormer":
+        if _arch_given(args):
+            return _err(f"`sharpen train-teacher` trains the Restormer teacher, not "
+                        f"model.arch={cfg.model.arch}; use `sharpen train` to fit a student "
+                        "to ground truth, or `sharpen distill` to distil it")
         cfg.model.arch = "restormer"
         cfg.model.args = cfg.model.args or {"config": "small"}
     if task == "student" and cfg.model.arch == "restormer":
         return _err("`sharpen distill` trains students; use `sharpen train-teacher` for "
                     "Restormer")
+    from .config import check_config
+    try:
+        check_config(cfg)
+    except ValueError as e:
+        return _err(str(e))
     from .trainer import TrainingDiverged, TrainingInterrupted, train
     try:
         metrics = train(cfg, quiet=args.quiet)
@@ -511,6 +537,22 @@ def _train(args: argparse.Namespace, task: str) -> int:
         print("note: no best.pt: nothing was validated (set data.val_labels for `distill`, "
               "data.val for `train`)", file=sys.stderr)
     return 0
+
+
+def _arch_given(args: argparse.Namespace) -> bool:
+    """Whether the user named model.arch (an override or the config file), rather than the
+    default that train-teacher replaces with restormer."""
+    if any(o.split("=", 1)[0].strip() == "model.arch" for o in args.overrides or []):
+        return True
+    if args.config:
+        import yaml
+        try:
+            d = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return False
+        return isinstance(d, dict) and isinstance(d.get("model"), dict) and \
+            "arch" in d["model"]
+    return False
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:

@@ -100,11 +100,13 @@ class TrainConfig:
         return d
 
 
-def _set(obj: Any, dotted: str, value: Any) -> None:
+def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
+    """Set `dotted` (below `prefix`, which only names the key in messages) to `value`, checked
+    against the field's type."""
     parts = dotted.split(".")
     for p in parts[:-1]:
         if not hasattr(obj, p):
-            raise KeyError(f"unknown config section {p!r} in {dotted!r}")
+            raise KeyError(f"unknown config section {p!r} in {prefix + dotted!r}")
         obj = getattr(obj, p)
     key = parts[-1]
     if isinstance(obj, dict):
@@ -113,15 +115,35 @@ def _set(obj: Any, dotted: str, value: Any) -> None:
     if not hasattr(obj, key):
         names = [f.name for f in dataclasses.fields(obj)]
         close = difflib.get_close_matches(key, names, n=1)
-        hint = f"did you mean {'.'.join([*parts[:-1], close[0]])}? " if close else ""
-        raise KeyError(f"unknown config key {dotted!r}; {hint}{type(obj).__name__} has {names}")
+        hint = f"did you mean {prefix}{'.'.join([*parts[:-1], close[0]])}? " if close else ""
+        raise KeyError(f"unknown config key {prefix + dotted!r}; {hint}{type(obj).__name__} "
+                       f"has {names}")
     current = getattr(obj, key)
+    dotted = prefix + dotted
     if dataclasses.is_dataclass(current):
         if not isinstance(value, dict):
             raise TypeError(f"{dotted} is a section; give a mapping")
         for k, v in value.items():
-            _set(current, k, v)
+            _set(current, str(k), v, prefix=f"{dotted}.")
         return
+    if isinstance(current, str):
+        if value is None:
+            value = ""
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)   # out=2024: YAML reads a number
+        elif not isinstance(value, str):
+            raise TypeError(f"{dotted} must be a string (a path or a name), got {value!r}")
+    if isinstance(current, dict):
+        if value is None:
+            value = {}
+        if not isinstance(value, dict):
+            raise TypeError(f"{dotted} must be a mapping (e.g. {{width: 32}}), got {value!r}")
+    if isinstance(current, tuple):
+        if not (isinstance(value, (list, tuple)) and len(value) == len(current) and all(
+                isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):
+            raise TypeError(f"{dotted} must be a list of {len(current)} numbers (e.g. "
+                            f"{list(current)}), got {value!r}")
+        value = tuple(float(v) for v in value)
     if isinstance(current, bool) and not isinstance(value, bool):
         raise TypeError(f"{dotted} must be true/false, got {value!r}")
     if isinstance(current, (int, float)) and not isinstance(current, bool) \
@@ -138,8 +160,6 @@ def _set(obj: Any, dotted: str, value: Any) -> None:
             isinstance(value, bool) or not isinstance(value, type(current))):
         kind = "an integer" if isinstance(current, int) else "a number"
         raise TypeError(f"{dotted} must be {kind}, got {value!r}")
-    if isinstance(current, tuple) and isinstance(value, list):
-        value = tuple(value)
     setattr(obj, key, value)
 
 
@@ -157,7 +177,15 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file not found: {p}")
-        d = yaml.safe_load(p.read_text()) or {}
+        if p.is_dir():
+            raise ValueError(f"--config {p} is a folder; give a YAML file (e.g. "
+                             "configs/distill-fast.yaml)")
+        try:
+            d = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
+        except UnicodeDecodeError:
+            raise ValueError(f"{p} is not a text file; give a YAML config") from None
         if not isinstance(d, dict):
             raise ValueError(f"{p}: a config file must hold a mapping")
         apply_dict(cfg, d)
@@ -165,8 +193,73 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         if "=" not in ov:
             raise ValueError(f"override {ov!r} must look like key=value (e.g. optim.lr=3e-4)")
         k, v = ov.split("=", 1)
-        _set(cfg, k.strip(), yaml.safe_load(v))
+        try:
+            value = yaml.safe_load(v)
+        except yaml.YAMLError as e:
+            raise ValueError(f"override {ov!r}: the value is not valid YAML "
+                             f"({_yaml_problem(e)}); quote it, e.g. '{k}=\"...\"'") from None
+        _set(cfg, k.strip(), value)
     return cfg
+
+
+def _yaml_problem(e: Exception) -> str:
+    mark = getattr(e, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+    return f"{getattr(e, 'problem', None) or e}{where}"
+
+
+# (key, lowest, highest, what the key means at its limit); None: no bound. One table, so the
+# trainer checks a config the same way whether it came from YAML, overrides or the API.
+RANGES = (
+    ("optim.steps", 1, None, ""), ("optim.warmup_steps", 0, None, ""),
+    ("optim.lr", 0, None, ""), ("optim.weight_decay", 0, None, ""),
+    ("optim.grad_clip", 0, None, " (0: no clipping)"), ("optim.ema_decay", 0, 1, ""),
+    ("optim.min_lr_ratio", 0, 1, ""),
+    ("data.crop", 16, None, " (the SSIM loss's window and the students' strides need room)"),
+    ("data.batch_size", 1, None, ""), ("data.workers", 0, None, " (0: load in this process)"),
+    ("data.gt_train_share", 0, 1, ""), ("data.brightness", 0, 1, ""),
+    ("data.cache_size", 0, None, ""), ("data.val_max_images", 1, None, ""),
+    ("data.val_max_side", 16, None, ""),
+    ("val_every", 1, None, ""), ("ckpt_every", 1, None, ""), ("log_every", 1, None, ""),
+    ("max_minutes", 0, None, " (0: no limit)"), ("stop_after", 0, None, " (0: no limit)"),
+    ("seed", 0, None, ""),
+    ("loss.pixel", 0, None, ""), ("loss.ssim", 0, None, ""), ("loss.gt", 0, None, ""),
+    ("loss.freq", 0, None, ""), ("loss.gt_ssim", 0, None, ""),
+)
+
+
+def check_config(cfg: TrainConfig) -> None:
+    """ValueError naming the key when a value is out of its range: a negative grad_clip or loss
+    weight trains the wrong way, an interval of 0 crashed mid-run, steps <= 0 said 'done'."""
+    import math
+
+    if not cfg.optim.lr > 0 or not cfg.optim.ema_decay < 1:   # (NaN fails both)
+        key, v = (("optim.lr", cfg.optim.lr) if not cfg.optim.lr > 0
+                  else ("optim.ema_decay", cfg.optim.ema_decay))
+        raise ValueError(f"{key} must be {'> 0' if key == 'optim.lr' else 'below 1'}, got {v!r}")
+    for key, lo, hi, note in RANGES:
+        obj = cfg
+        for part in key.split("."):
+            obj = obj[part] if isinstance(obj, dict) else getattr(obj, part)
+        v = obj
+        if v is None and key in ("max_minutes", "stop_after"):   # (the API's "off")
+            continue
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{key} must be a number, got {v!r}")
+        if not math.isfinite(v) or (lo is not None and v < lo) or (hi is not None and v > hi):
+            if hi is None:
+                want = f">= {lo:g}" if lo else ">= 0"
+            else:
+                want = f"in [{lo:g}, {hi:g}]"
+            raise ValueError(f"{key} must be {want}{note}, got {v!r}")
+    b1, b2 = cfg.optim.betas
+    if not (0 <= b1 < 1 and 0 <= b2 < 1):
+        raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(cfg.optim.betas)}")
+    w = cfg.loss if isinstance(cfg.loss, LossConfig) else LossConfig(**cfg.loss)
+    if not any((w.pixel, w.ssim, w.gt, w.freq, w.gt_ssim)):
+        raise ValueError("every loss weight is 0: nothing to train on (set loss.pixel, e.g. 1)")
+    if cfg.task not in ("student", "teacher"):
+        raise ValueError(f"task must be student or teacher, got {cfg.task!r}")
 
 
 def from_dict(d: dict) -> TrainConfig:

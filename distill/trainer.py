@@ -33,7 +33,7 @@ from runtime.atomic import atomic_write_bytes
 
 from .checkpoint import (atomic_save, extract_state_dict, load_weights, make_checkpoint,
                          read_checkpoint)
-from .config import LossConfig, TrainConfig, save_config
+from .config import LossConfig, TrainConfig, check_config, save_config
 from .dist import DistInfo
 from .losses import combined_loss
 from .metrics import psnr, ssim
@@ -216,6 +216,10 @@ def load_val_items(cfg: TrainConfig) -> list[ValItem]:
     out: list[ValItem] = []
     if cfg.task == "teacher":
         if d.val == "embedded":
+            if d.train != "embedded":
+                print(f"note: training on data.train={d.train} and validating (choosing "
+                      "best.pt) on the built-in embedded images; set data.val to your own "
+                      "held-out pairs to choose on those", file=sys.stderr, flush=True)
             from .data.embedded import blurred_pairs
             for name, blurred, sharp in blurred_pairs("val"):
                 out.append(ValItem(name, blurred, None, sharp))
@@ -340,7 +344,9 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 class Trainer:
     def __init__(self, cfg: TrainConfig, quiet: bool = False):
+        check_config(cfg)
         self.cfg, self.quiet = cfg, quiet
+        self._replace: list[Path] = []    # an earlier run's files, removed once this one starts
         self.dist = DistInfo.from_env()
         if self.dist.enabled and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
@@ -412,12 +418,16 @@ class Trainer:
         elif r and r != "never":
             path = Path(r)
         if path is None:
-            old = [self.out / n for n in ("metrics.jsonl", "best.pt")]
-            if r == "never" and self.dist.main and any(p.exists() for p in old):
-                print(f"note: resume=never: starting over in {self.out}; the run there before "
-                      "is replaced (checkpoints and log)", file=sys.stderr)
-                for p in old:
-                    p.unlink(missing_ok=True)
+            old = [p for p in (self.out / n for n in ("metrics.jsonl", "best.pt", "last.pt"))
+                   if p.exists()]
+            if old and self.dist.main:
+                # Removed in fit(), once the data checks pass: a run that cannot start must not
+                # cost the one before it its results.
+                why = ("resume=never" if r == "never" else
+                       "no last.pt to resume (the run there stopped before its first checkpoint)")
+                print(f"note: {why}: starting over in {self.out}; the run there before is "
+                      f"replaced ({', '.join(p.name for p in old)})", file=sys.stderr)
+                self._replace = old
             return
         ck = read_checkpoint(path)
         if ck.get("arch") != self.arch or ck.get("arch_args") != self.arch_args:
@@ -426,12 +436,17 @@ class Trainer:
                              f"{self.arch_args}; use another out folder or resume=never")
         self.model.load_state_dict(ck["model"])
         self.ema.load_state_dict(ck["ema"])
+        self.step = int(ck["step"])
         if "optimizer" in ck:
             self.opt.load_state_dict(ck["optimizer"])
             self.sched.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"])
             self.best = ck.get("best")
-        self.step = int(ck["step"])
+        else:
+            print(f"note: {path} holds weights only (no optimizer state, as best.pt): the "
+                  f"optimizer starts afresh at step {self.step}, the learning-rate schedule at "
+                  "that step", file=sys.stderr)
+        self._apply_optim_config()
         self.metrics = ck.get("metrics", {})
         self._truncate_log()
         self.log(f"resumed from {path} at step {self.step}")
@@ -444,6 +459,20 @@ class Trainer:
             print(f"warning: resuming {path} (step {self.step}) with settings of its own "
                   f"changed: {'; '.join(changes)}. The run goes on with the new ones; the "
                   f"earlier settings are in {kept}", file=sys.stderr)
+
+    def _apply_optim_config(self) -> None:
+        """The config's optimizer settings over those a resumed checkpoint brought back: its
+        state holds the old lr (as the scheduler's base), betas and weight decay, so a changed
+        optim.lr was announced as used and silently ignored."""
+        o = self.cfg.optim
+        for g in self.opt.param_groups:
+            g.update(initial_lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        self.sched.base_lrs = [o.lr] * len(self.opt.param_groups)
+        self.sched.last_epoch = self.step
+        factor = lr_lambda(self.cfg)(self.step)
+        for g in self.opt.param_groups:
+            g["lr"] = o.lr * factor
+        self.sched._last_lr = [g["lr"] for g in self.opt.param_groups]
 
     # -- logging
     def _truncate_log(self) -> None:
@@ -473,7 +502,7 @@ class Trainer:
             return
         self.out.mkdir(parents=True, exist_ok=True)
         with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(rec) + "\n")
+            f.write(json.dumps(_json_safe(rec)) + "\n")
 
     # -- main loop
     def fit(self) -> dict:
@@ -487,6 +516,8 @@ class Trainer:
         train_ds = build_train_dataset(cfg)
         val_items = load_val_items(cfg) if self.dist.main else []
         if self.dist.main:   # after the data checks: a run that cannot start leaves no folder
+            for p in self._replace:
+                p.unlink(missing_ok=True)
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
         sampler = StepSampler(len(train_ds), cfg.data.batch_size, self.step, cfg.optim.steps,
@@ -604,7 +635,10 @@ class Trainer:
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
         summary = "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith("ssim"))
         self.log(f"step {self.step}: {summary}")
-        if key in m and (self.best is None or m[key] > self.best):
+        # A NaN score (diverged weights) is never best, and a NaN best (saved by a version
+        # before this check) never blocks a real one.
+        if key in m and math.isfinite(m[key]) and (
+                self.best is None or not math.isfinite(self.best) or m[key] > self.best):
             self.best = m[key]
             self.save("best.pt", full=False)
 
@@ -658,7 +692,7 @@ class Trainer:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
         recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-        tr = [r for r in recs if "loss" in r]
+        tr = [r for r in recs if r.get("loss") is not None]
         va = [r for r in recs if "val" in r]
         fig, ax = plt.subplots(1, 2, figsize=(11, 4))
         if tr:
@@ -666,7 +700,7 @@ class Trainer:
             ax[0].set_yscale("log")
         ax[0].set(title="training loss", xlabel="step")
         for key in sorted({k for r in va for k in r["val"] if k.endswith("_ssim")}):
-            pts = [(r["step"], r["val"][key]) for r in va if key in r["val"]]
+            pts = [(r["step"], r["val"][key]) for r in va if r["val"].get(key) is not None]
             ax[1].plot(*zip(*pts), marker=".", label=key)
         ax[1].set(title="validation SSIM", xlabel="step")
         if va:
@@ -676,6 +710,18 @@ class Trainer:
         fig.savefig(out, dpi=100)
         plt.close(fig)
         return out
+
+
+def _json_safe(x):
+    """JSON has no NaN (jq and most readers refuse it): a skipped batch's loss, or a diverged
+    model's score, is logged as null."""
+    if isinstance(x, float) and not math.isfinite(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _json_safe(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_json_safe(v) for v in x]
+    return x
 
 
 class _SecondSignal(BaseException):

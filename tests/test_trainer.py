@@ -582,3 +582,123 @@ def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path
     (tmp_path / "file").write_text("")
     with pytest.raises(ValueError, match="out=.*file is a file; a run's out= is a folder"):
         train(tiny_cfg(tmp_path / "file", 2), quiet=True)
+
+
+def _lr_at(out, step):
+    recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    return next(r["lr"] for r in recs if r.get("step") == step and "lr" in r)
+
+
+def test_a_changed_learning_rate_is_used_after_resume(tmp_path, capsys):
+    """The optimizer's and scheduler's saved state brought the old lr back: a resume with
+    optim.lr changed said the new one was used, and trained on with the old."""
+    from distill.trainer import lr_lambda
+
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 8, stop_after=3), quiet=True)
+    cfg = tiny_cfg(out, 8, **{"optim.lr": 1e-2, "optim.weight_decay": 0.5})
+    t = Trainer(cfg, quiet=True)
+    assert t.step == 3
+    assert all(g["weight_decay"] == 0.5 for g in t.opt.param_groups)
+    t.fit()
+    f = lr_lambda(cfg)
+    assert _lr_at(out, 5) == pytest.approx(1e-2 * f(5))
+    assert "optim.lr: 0.001 -> 0.01" in capsys.readouterr().err
+    # best.pt holds no optimizer state: the schedule goes on at its step, said so.
+    best = read_checkpoint(out / "best.pt")
+    t = Trainer(tiny_cfg(tmp_path / "b", 12, resume=str(out / "best.pt")), quiet=True)
+    assert t.step == best["step"] > 0
+    assert t.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * lr_lambda(t.cfg)(t.step))
+    assert "holds weights only (no optimizer state" in capsys.readouterr().err
+
+
+def test_starting_over_waits_until_the_new_run_can_start(tmp_path, capsys):
+    """resume=never removed the run before (best.pt, log) before checking its own inputs,
+    and kept its last.pt, which the next plain command resumed; a run killed before its first
+    checkpoint left a log the next run appended to (every step twice)."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 3), quiet=True)
+    before = {n: (out / n).read_bytes() for n in ("best.pt", "last.pt", "metrics.jsonl")}
+    with pytest.raises(ValueError, match="label cache not found"):
+        train(tiny_cfg(out, 2, resume="never", task="student",
+                       **{"data.labels": str(tmp_path / "nolabels")}), quiet=True)
+    assert {n: (out / n).read_bytes() for n in before} == before
+    train(tiny_cfg(out, 2, resume="never", ckpt_every=1000), quiet=True)
+    assert "starting over" in capsys.readouterr().err
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    (out / "last.pt").unlink()   # as if killed before its first checkpoint
+    train(tiny_cfg(out, 2), quiet=True)
+    assert "no last.pt to resume" in capsys.readouterr().err
+    steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()
+             if "loss" in ln]
+    assert steps == [1, 2], steps
+
+
+def test_a_nan_score_is_logged_as_null_and_never_best(tmp_path, monkeypatch):
+    import distill.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "evaluate",
+                        lambda *a, **k: {"model_gt_ssim": float("nan"), "input_gt_ssim": 0.5})
+    out = tmp_path / "r"
+    t = Trainer(tiny_cfg(out, 2), quiet=True)
+    t._validate([object()])
+    assert t.best is None and not (out / "best.pt").exists()
+    rec = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
+    assert rec["val"]["model_gt_ssim"] is None
+
+
+@pytest.mark.parametrize("override, message", [
+    ("val_every=0", "val_every must be >= 1, got 0"),
+    ("optim.grad_clip=-1", "optim.grad_clip must be >= 0 (0: no clipping)"),
+    ("loss.ssim=-1", "loss.ssim must be >= 0"),
+    ("optim.steps=0", "optim.steps must be >= 1"),
+    ("optim.lr=-1", "optim.lr must be > 0"),
+    ("optim.ema_decay=2", "optim.ema_decay must be below 1"),
+    ("max_minutes=-1", "max_minutes must be >= 0 (0: no limit)"),
+    ("data.crop=8", "data.crop must be >= 16"),
+    ("optim.betas=0.9", "optim.betas must be a list of 2 numbers"),
+    ("model.args=3", "model.args must be a mapping"),
+    ("data.train=[a, b]", "data.train must be a string"),
+    ("optim.lr=[1", "the value is not valid YAML"),
+])
+def test_out_of_range_and_ill_typed_settings_are_one_line_errors(tmp_path, capsys, override,
+                                                                  message):
+    from sharpen.cli import main
+
+    rc = main(["train", f"out={tmp_path / 'r'}", override, "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and message in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_config_file_and_out_mistakes_are_one_line_errors(tmp_path, capsys):
+    from sharpen.cli import main
+
+    def err_of(*argv):
+        rc = main(list(argv))
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err, err
+        return err.strip().splitlines()[-1]
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optim:\n  lr: [1\n")
+    assert "bad.yaml is not valid YAML" in err_of("train", "--config", str(bad), "--quiet")
+    assert "is a folder; give a YAML file" in err_of("train", "--config", str(tmp_path))
+    (tmp_path / "inner.yaml").write_text("data:\n  crops: 64\n")
+    assert "unknown config key 'data.crops'; did you mean data.crop?" in err_of(
+        "train", "--config", str(tmp_path / "inner.yaml"))
+    (tmp_path / "afile").write_text("x")
+    assert "afile is a file, not a folder" in err_of("train", f"out={tmp_path / 'afile' / 's'}",
+                                                     "--quiet")
+    assert "trains the Restormer teacher, not model.arch=fast" in err_of(
+        "train-teacher", f"out={tmp_path / 't'}", "model.arch=fast", "--quiet")
+    for cmd in (["corpus", "--photos", str(tmp_path)], ["synth", "--sharp", str(tmp_path)],
+                ["labels", "--data", str(tmp_path)]):
+        assert "afile is a file, not a folder" in err_of(*cmd, "--out", str(tmp_path / "afile"),
+                                                         "--quiet")
+    pairs = tmp_path / "pairs"
+    (pairs / "blur").mkdir(parents=True)
+    assert "is inside --data" in err_of("labels", "--data", str(pairs), "--out",
+                                        str(pairs / "blur" / "l"), "--quiet")
+    assert "--limit must be >= 1, got 0" in err_of("labels", "--data", str(pairs), "--out",
+                                                   str(tmp_path / "l"), "--limit", "0")

@@ -40,7 +40,8 @@ from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
                           label_relpath, merge_entries, merge_shards, prune_missing_inputs,
                           read_manifest_entries, sha256_array, shard_paths, write_manifest)
-from .sources import Sample, SampleReader, SourceError, resolve_source, spread
+from .sources import (Sample, SampleReader, SourceError, parse_spec, resolve_source,
+                      spread)
 
 __all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
            "sha256_array", "write_manifest", "main"]
@@ -358,6 +359,26 @@ class LabelRun:
 
 # --- command line -----------------------------------------------------------------------------
 
+def _check_out(out: Path, data: str) -> None:
+    """SharpenError for an --out that is (under) a file, or inside the data it labels: a
+    paired folder or footage read again would take the label images in as data."""
+    from runtime.sinks import refuse_output_inside
+    for above in (out, *out.parents):
+        if os.path.lexists(above):
+            if not os.path.isdir(above):
+                raise SharpenError(f"--out {out}: {above} is a file, not a folder")
+            break
+    try:
+        _, path = parse_spec(data)
+    except SourceError:
+        return   # said by the source itself, with the kinds it knows
+    if path:
+        try:
+            refuse_output_inside(out, path, "--data", what="the labels")
+        except ValueError as e:
+            raise SharpenError(str(e)) from None
+
+
 def run_from_args(args: argparse.Namespace) -> int:
     if args.device != "auto":
         from ..teacher import pick_device
@@ -366,6 +387,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         except (ValueError, RuntimeError) as e:
             raise SharpenError(str(e) if "device=" in str(e)
                                else f"--device {args.device}: {e}") from None
+    if args.limit is not None and args.limit < 1:
+        raise SharpenError(f"--limit must be >= 1, got {args.limit}")
+    _check_out(Path(args.out), args.data)
     try:
         stats = run_labels(args.data, args.out, teacher_weights=args.teacher_weights,
                            config=args.config, tile=args.tile, overlap=args.overlap,
