@@ -72,8 +72,6 @@ def add_commands(sub) -> None:
                    help="real blurred frames without ground truth: side-by-side crops in the "
                         "report")
     add_gate_options(p)
-    p.add_argument("--calib-count", type=int, default=32, metavar="N",
-                   help="calibration crops for the INT8 exports (default 32)")
     p.add_argument("--stream-frames", type=int, default=None, metavar="N",
                    help="frames of the generated video for the streaming pipeline (default 24 "
                         "quick, 30 full; 0 skips it)")

@@ -105,6 +105,7 @@ class BenchContext:
         self.teacher_config = config.getoption("--teacher-config")
         self.data = config.getoption("--data")
         self.formats = config.getoption("formats")
+        self.calib_count = int(config.getoption("calib_count"))
         self.float_layers = config.getoption("float_layers")
         self.threads = int(config.getoption("threads") or 0)
         cache = config.getoption("cache")
@@ -138,7 +139,8 @@ class BenchContext:
             from benchmarks.artifacts import ensure_artifacts
 
             self._artifacts[name] = ensure_artifacts(self.students[name], self.cache,
-                                                     self.formats, quiet=True, say=self.say,
+                                                     self.formats, self.calib_count, quiet=True,
+                                                     say=self.say,
                                                      float_layers=self.float_layers)
         return self._artifacts[name]
 

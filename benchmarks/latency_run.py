@@ -53,7 +53,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
 
     # ---- students on every backend; each row also says how much of the CPU's FP32 matrix rate
     # (measured once) the student reaches: its GMAC per frame over the median time.
-    from .machine import sgemm_peak_gmacs
+    from .machine import blas_threads, sgemm_peak_gmacs
 
     peak = sgemm_peak_gmacs()
     budget = {(st.name, wh): b for st in students for wh, b in _student_budget(st.path, sizes).items()}
@@ -97,8 +97,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                         gmac=round(gmac[st.name, wh], 3),
                         peak_frac=round(gmac[st.name, wh] / t.median_s / peak, 4),
                         target_fps=target, teacher_ms=teacher_ms.get(lbl), provider=backend.provider,
-                        engine=backend.name, timing={k: round(v * 1000, 3) if k.endswith("_s")
-                                                     else v for k, v in t.to_dict().items()}))
+                        engine=backend.name, timing=_in_ms(t.to_dict())))
                 except Exception as e:  # noqa: BLE001
                     rows.append(result_row(model=f"student {st.name}", student=st.name,
                                            backend=spec, size=wh, ms=None, target_fps=target,
@@ -149,6 +148,8 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     return {"rows": rows, "stream": streams,
             "settings": {"sizes": [size_label(s) for s in sizes], "target_fps": target,
                          "sgemm_peak_gmacs": round(peak, 1),
+                         "sgemm_threads": blas_threads(),
+                         "runtime_threads": opts.threads or None,
                          "warmup": m["warmup"], "min_rounds": m["min_rounds"],
                          "max_rounds": m["max_rounds"], "max_time_s": m["max_time"],
                          "slow_single_round_s": m["slow_s"],
@@ -194,3 +195,9 @@ def _bar(total: int, desc: str, quiet: bool):
         if close:
             b.close()
     return update
+
+
+def _in_ms(timing: dict) -> dict:
+    """A Timing's seconds (`*_s`) as milliseconds under `*_ms` keys, as the report's tables."""
+    return {(k[:-2] + "_ms" if k.endswith("_s") else k): (round(v * 1000, 3)
+            if k.endswith("_s") else v) for k, v in timing.items()}

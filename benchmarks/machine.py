@@ -48,6 +48,17 @@ def sgemm_peak_gmacs(n: int = 1024, rounds: int = 8) -> float:
     return n ** 3 / best / 1e9
 
 
+def blas_threads() -> int:
+    """Threads numpy's BLAS (OpenBLAS) runs the peak measurement on: it reads
+    OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS, else takes every core."""
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        v = os.environ.get(var, "").strip()
+        if v.isdigit() and int(v) > 0:
+            return int(v)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+        (os.cpu_count() or 1)
+
+
 def machine_info() -> dict:
     cpu = None
     try:

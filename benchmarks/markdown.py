@@ -133,9 +133,17 @@ def render_markdown(rep: dict) -> str:
         lines += ["Peak memory (RSS of the bench process, running maximum after each stage): "
                   + ", ".join(f"{k} {v / 1024:.1f} GB" for k, v in peak.items()) + ".", ""]
     if lat["settings"].get("sgemm_peak_gmacs"):
-        lines += [f"This CPU's FP32 matrix-multiply peak, measured (numpy, all cores): "
-                  f"{lat['settings']['sgemm_peak_gmacs']:g} GMAC/s; each student row's note gives "
-                  "its GMAC per frame over its median time as a share of it.", ""]
+        st = lat["settings"]
+        threads = st.get("sgemm_threads")
+        rt = st.get("runtime_threads")
+        lines += [f"This CPU's FP32 matrix-multiply peak, measured (numpy, "
+                  f"{f'{threads} threads' if threads else 'all cores'}): "
+                  f"{st['sgemm_peak_gmacs']:g} GMAC/s; each student row's note gives its GMAC per "
+                  "frame over its median time as a share of it (the ONNX Runtime and LiteRT "
+                  f"backends ran on {f'{rt} threads' if rt else 'every core'}"
+                  + ("; OMP_NUM_THREADS limited the peak to fewer, so their shares are "
+                     "overstated" if threads and not rt and threads < _cores(rep) else "")
+                  + ").", ""]
     if lat["settings"].get("teacher"):
         lines += [f"Teacher: {lat['settings']['teacher']}; the other sizes scale the same "
                   "per-tile time by their tile count.", ""]
@@ -175,3 +183,8 @@ def render_markdown(rep: dict) -> str:
               f"- Not installed: {', '.join(mach['missing_libraries']) or '-'}", ""]
     lines += ["## Reproduce", "", "```"] + rep["commands"] + ["```", ""]
     return "\n".join(lines)
+
+
+def _cores(rep: dict) -> int:
+    m = rep.get("machine") or {}
+    return int(m.get("usable_cores") or m.get("cores") or 0)

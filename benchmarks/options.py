@@ -49,6 +49,8 @@ SCHEMA: tuple[Opt, ...] = (
     Opt(("--cache",), "cache", "cache of artifacts and teacher outputs (default "
         "$SHARPEN_BENCH_CACHE or ~/.cache/sharpen/bench)", metavar="DIR",
         pytest_aliases=("--bench-cache",)),
+    Opt(("--calib-count",), "calib_count", "INT8 calibration crops per student (default 32)",
+        type=int, default=32, metavar="N", pytest_aliases=("--bench-calib-count",)),
     Opt(("--threads",), "threads", "CPU threads for ONNX Runtime / LiteRT (default 0: all "
         "cores)", type=int, default=0, metavar="N", pytest_aliases=("--bench-threads",)),
 )

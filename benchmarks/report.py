@@ -69,7 +69,7 @@ class BenchOptions:
 
     # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
     CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs", "real_nogt": "--real-nogt",
-                 "calib_count": "--calib-count", "stream_frames": "--stream-frames"}
+                 "stream_frames": "--stream-frames"}
 
     def to_argv(self, pytest: bool = False) -> list[str]:
         """The `sharpen bench` arguments that rebuild these options (defaults left out); with

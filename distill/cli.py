@@ -442,7 +442,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 def cmd_grow(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .grow import grow_student
+    from .teacher import resolve_weights
 
+    try:   # shipped names (fast, edge) as evaluate and init= take them
+        args.weights = str(resolve_weights(args.weights, allow_teacher=False))
+    except (CheckpointError, ValueError) as e:
+        return _err(f"--weights {e}")
     try:
         pairs = [c.split("=", 1) for c in args.changes]
         changes = {k: int(v) for k, v in pairs}

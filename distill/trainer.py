@@ -449,7 +449,8 @@ class Trainer:
         self._apply_optim_config()
         self.metrics = ck.get("metrics", {})
         self._truncate_log()
-        self.log(f"resumed from {path} at step {self.step}")
+        if self.dist.main:   # even with --quiet: which run goes on, and from where
+            print(f"resumed from {path} at step {self.step}", file=sys.stderr)
         changes = config_changes(ck.get("config") or {}, self.cfg.to_dict())
         if changes and self.dist.main:
             kept = self.out / f"config-step{self.step}.yaml"

@@ -155,7 +155,10 @@ def run_export(args) -> int:
     except CheckpointError as e:
         return fail(f"--weights {e}")
     try:
-        report = export(weights, args.formats, args.out, options_from_args(args))
+        options = options_from_args(args)
+        # Here, not in export(): the API keeps impossible gates for forcing a failure.
+        options.thresholds.check()
+        report = export(weights, args.formats, args.out, options)
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))
     print_table(report)

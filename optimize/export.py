@@ -108,6 +108,25 @@ class Thresholds:
     # lose against the FP32 model, on its worst image (None: not gated, still reported).
     max_ssim_drop: float | None = None
 
+    def check(self) -> None:
+        """ExportError naming the flag when a threshold is out of range: NaN passed every
+        artifact (its comparisons are all false), and a negative budget failed good ones and
+        marked them so that `sharpen run` refused them."""
+        import math
+
+        def bad(v, lo, hi, lo_open=False):
+            return v is not None and not (math.isfinite(v) and (lo < v if lo_open else lo <= v)
+                                          and v <= hi)
+        for flag, v, lo, hi, lo_open in (("--max-abs-fp32", self.fp32_max_abs, 0, 1, True),
+                                         ("--min-ssim", self.min_ssim, 0, 1, True),
+                                         ("--min-psnr", self.min_psnr, 0, 200, True),
+                                         ("--max-ssim-drop", self.max_ssim_drop, 0, 1, False)):
+            if v is None and flag in ("--max-abs-fp32", "--min-ssim"):
+                raise ExportError(f"{flag} needs a value")
+            if bad(v, lo, hi, lo_open):
+                raise ExportError(f"{flag} must be in {'(' if lo_open else '['}{lo:g}, {hi:g}], "
+                                  f"got {v!r}")
+
     def judge(self, gate: str, max_abs: float, ssim: float, psnr: float,
               ssim_drop: float | None) -> tuple[bool, str, float]:
         """The parity rule, shared by the export's gate and the bench: an "fp32" artifact must
@@ -159,11 +178,13 @@ class ExportReport:
 
     @property
     def ok(self) -> bool:
-        return all(r.status in ("pass", "skipped") for r in self.results)
+        """This export's verdict: results carried from an earlier export do not count."""
+        return not self.failed
 
     @property
     def failed(self) -> list[FormatResult]:
-        return [r for r in self.results if r.status in ("fail", "error")]
+        return [r for r in self.results if r.status in ("fail", "error")
+                and not r.extra.get("earlier_export")]
 
     def result(self, fmt: str) -> FormatResult | None:
         return next((r for r in self.results if r.format == fmt), None)
@@ -326,6 +347,9 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         raise ExportError(f"--workspace must be > 0 GB, got {o.workspace_gb}")
     if o.latency_runs < 0 or o.threads < 0:
         raise ExportError("--latency-runs and --threads must be >= 0")
+    if o.thresholds.max_ssim_drop is not None and not o.parity_gt:
+        raise ExportError("--max-ssim-drop needs ground truth for the parity images: give "
+                          "--parity-gt DIR (same file names)")
     if o.name is not None and (not o.name.strip() or o.name in (".", "..")
                                or any(c in o.name for c in "/\\")):
         raise ExportError(f"--name {o.name!r} must be a file name stem, not a path (the "
@@ -344,13 +368,13 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     from distill.teacher import file_hash
     weights_sha = file_hash(weights, n=64)
     ckpt["source_sha256"] = weights_sha
-    out = check_out_dir(out_dir)
     multiple = int(getattr(model, "multiple", 1))
     stem = o.name or default_stem(weights)
     try:
         profile = Profile.from_hw(*shapes, multiple=multiple)
     except ValueError as e:
         raise ExportError(str(e)) from None
+    out = check_out_dir(out_dir)   # after the usage checks: a mistake leaves no empty folder
     prog.say(f"student {model.arch_name} {model.arch_args} (multiple {multiple}) from {weights}")
 
     # ---- data: calibration crops and held-out parity images (fail early on bad data)
@@ -455,6 +479,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     _say_replaced(out, stem, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha,
                   prog)
     _keep_other_report(out, stem, prog)
+    earlier = _earlier_results(out, stem, {*fmts, *skipped}, weights_sha, prog)
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
     (out / f"export_report.{stem}.json").unlink(missing_ok=True)
@@ -497,10 +522,12 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         if explicit or f in ("engine", "engine-int8"):
             prog.say(f"skipped {f}: {reason}")
             if "trtexec" in res.extra:
-                prog.say(f"  build it on the target device (TensorRT 8.6-10.x) with:\n  "
-                         f"{res.extra['trtexec']}\n  (its sidecar, {res.extra['trtexec_sidecar']}, "
-                         "is written: keep it beside the engine)")
+                prog.say(f"  build it on the target device (TensorRT 8.6-10.x): copy {out} "
+                         f"there and, in that folder, run\n  {res.extra['trtexec']}\n  (its "
+                         f"sidecar, {res.extra['trtexec_sidecar']}, is written: keep it beside "
+                         "the engine)")
 
+    results += earlier
     settings["weights_sha256"] = weights_sha
     settings["stem"] = stem
     settings["float_layers"] = dict(ctx.float_by_fmt)   # as built, after any fallback
@@ -601,6 +628,37 @@ def _report_stem(report: dict) -> str | None:
             suffix = FORMATS[r["format"]].suffix if r.get("format") in FORMATS else ""
             return name[: -len(suffix)] if suffix and name.endswith(suffix) else Path(name).stem
     return None
+
+
+def _earlier_results(out: Path, stem: str, now: set[str], weights_sha: str,
+                     prog: Progress) -> list[FormatResult]:
+    """What an earlier export of this stem built that this one does not rebuild: its results
+    are carried into the new report (not into this export's verdict) when they came from the
+    same weights and their files are still there (`--formats onnx`, then `--formats tflite-int8`, used to leave a
+    report of the second alone); from other weights they are stale, which is said."""
+    try:
+        old = json.loads((out / "export_report.json").read_text())
+    except (OSError, ValueError):
+        old = None
+    same = (isinstance(old, dict) and _report_stem(old) == stem
+            and old.get("settings", {}).get("weights_sha256") == weights_sha)
+    carried = []
+    if same:
+        for r in old.get("results", []):
+            f = r.get("format")
+            if (f in FORMATS and f not in now and r.get("status") in ("pass", "fail")
+                    and r.get("file") and (out / Path(r["file"]).name).exists()):
+                known = {k: v for k, v in r.items() if k in FormatResult.__dataclass_fields__}
+                known["extra"] = {**(known.get("extra") or {}), "earlier_export": True}
+                carried.append(FormatResult(**known))
+    kept = {c.format for c in carried}
+    stale = [p.name for f, spec in FORMATS.items() if f not in now and f not in kept
+             for p in (out / f"{stem}{spec.suffix}",) if p.exists()]
+    if stale:
+        prog.warn(f"{', '.join(stale)} in {out} {'are' if len(stale) > 1 else 'is'} not rebuilt "
+                  "by this export and not in its report (from other weights, or an export "
+                  "whose report is gone): remove, or rebuild with --formats")
+    return carried
 
 
 def _keep_other_report(out: Path, stem: str, prog: Progress) -> None:
@@ -770,8 +828,9 @@ class _BuildContext:
         precision = "fp16" if fmt == "engine" else "int8"
         write_pending_sidecar(src, engine, self.profile, precision, self.multiple,
                               self.o.workspace_gb, {"student": self.model.arch_name})
-        return trtexec_command(src, engine, self.profile, precision, self.o.workspace_gb,
-                               self.out / "timing.cache")
+        # File names only: the line runs on the device, in the export folder copied there.
+        return trtexec_command(src.name, engine.name, self.profile, precision,
+                               self.o.workspace_gb, "timing.cache")
 
     def build(self, fmt: str) -> Path:
         if fmt in self.built:

@@ -54,6 +54,14 @@ def _one_line_warnings() -> None:
     warnings.formatwarning = fmt
 
 
+def _command_parser(parser: argparse.ArgumentParser,
+                    command: str | None) -> argparse.ArgumentParser | None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction) and command in action.choices:
+            return action.choices[command]
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -65,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     if extra:
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
-        else:
-            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        else:   # with the command's own usage line, as argparse does for its other errors
+            (_command_parser(parser, getattr(args, "command", None)) or parser).error(
+                f"unrecognized arguments: {' '.join(extra)}")
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

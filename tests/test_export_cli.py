@@ -362,3 +362,47 @@ def test_parity_images_that_are_also_calibration_images_are_warned_about(ckpt, t
                     str(tmp_path / "o"), "--no-latency", "--quiet", "--calib", str(d),
                     "--parity-images", str(d / "p2.png")], capsys)
     assert rc == 0 and "1 parity image(s) are also --calib images (e.g. p2.png)" in err
+
+
+@pytest.mark.parametrize("flag, value, message", [
+    ("--max-ssim-drop", "nan", "--max-ssim-drop must be in [0, 1], got nan"),
+    ("--max-ssim-drop", "-1", "--max-ssim-drop must be in [0, 1], got -1.0"),
+    ("--min-ssim", "2", "--min-ssim must be in (0, 1], got 2.0"),
+    ("--min-ssim", "nan", "--min-ssim must be in (0, 1], got nan"),
+    ("--max-abs-fp32", "-1", "--max-abs-fp32 must be in (0, 1], got -1.0"),
+])
+def test_parity_thresholds_out_of_range_are_usage_errors(ckpt, tmp_path, capsys, flag, value,
+                                                         message):
+    """NaN passed every artifact (its comparisons are all false); a negative budget failed
+    good ones and marked them so that `sharpen run` refused them."""
+    out = tmp_path / "x"
+    rc, err = _run(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
+                    "--no-latency", flag, value], capsys)
+    assert rc == 2 and message in _one_line_error(err)
+    assert not out.exists()
+
+
+def test_an_export_of_more_formats_keeps_the_earlier_ones_in_the_report(ckpt, tmp_path,
+                                                                       capsys):
+    """`--formats onnx`, then `--formats tflite-fp16` into the same folder: the report held the
+    second alone; from other weights, the first export's files are stale and said so."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed")
+    out = tmp_path / "x"
+    common = ["--weights", str(ckpt), "--out", str(out), "--no-latency", "--name", "m"]
+    assert _run(["export", *common, "--formats", "onnx"], capsys)[0] == 0
+    assert _run(["export", *common, "--formats", "tflite-fp16"], capsys)[0] == 0
+    rep = json.loads((out / "export_report.json").read_text())
+    by = {r["format"]: r for r in rep["results"]}
+    assert by["onnx"]["status"] == "pass" and by["onnx"]["extra"]["earlier_export"]
+    assert by["tflite-fp16"]["status"] == "pass" and "earlier_export" not in by["tflite-fp16"][
+        "extra"]
+    other = tmp_path / "other.pt"
+    torch.manual_seed(1)
+    model = create_student("fast")
+    atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
+                other)
+    rc, err = _run(["export", "--weights", str(other), "--out", str(out), "--no-latency",
+                    "--name", "m", "--formats", "onnx"], capsys)
+    assert rc == 0 and "m_fp16.tflite in" in err and "is not rebuilt by this export" in err
+    assert [r["format"] for r in json.loads((out / "export_report.json").read_text())[
+        "results"]] == ["onnx"]

@@ -246,7 +246,8 @@ def test_two_ranks_merge_into_one_manifest(tmp_path, teachers):
     outs = [p.communicate(timeout=300) for p in procs]
     for p, (so, se) in zip(procs, outs):
         assert p.returncode == 0, se
-    assert "labelling 3 of 5" in outs[0][0] and "labelling 2 of 5" in outs[1][0]
+    assert "labelling 3 (this rank's share of 5)" in outs[0][0]
+    assert "labelling 2 (this rank's share of 5)" in outs[1][0]
     entries = _manifest(out)
     assert sorted(entries) == [f"im{i:02d}" for i in range(n)]
     assert all(e["status"] == "ok" and (out / e["label"]).is_file() for e in entries.values())

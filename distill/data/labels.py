@@ -109,7 +109,10 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                 if torch.cuda.is_available():
                     device = f"cuda:{dist.local_rank % torch.cuda.device_count()}"
             teacher = Teacher.load(teacher_weights, config, device=device)
-        print(f"{tag}{info.describe()}; labelling {len(mine)} of {len(samples)} on "
+        share = f" (this rank's share of {len(samples)})" if dist.world > 1 else ""
+        spread_over = (f", spread over its {len(pool)} (--limit {limit})"
+                       if len(samples) < len(pool) else "")
+        print(f"{tag}{info.describe()}; labelling {len(mine)}{share}{spread_over} on "
               f"{teacher.device} (tile {tile}, overlap {overlap})", flush=True)
         run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist)
         stats = run.process(mine, progress=progress, tag=tag)
