@@ -424,8 +424,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         from runtime.atomic import atomic_write_json
         atomic_write_json(out / "metrics.json", res)
         shown = dict(list(outputs.items())[:args.figure_images])
+        which = (f"the {len(shown)} image(s) some model gains least PSNR on, worst first"
+                 if res["has_gt"] else f"the first {len(shown)} image(s)")
         fig = side_by_side(shown, out / "side_by_side.png", side=args.figure_crop,
-                           title=f"{args.data}: input | " + " | ".join(
+                           title=f"{args.data}, {which}: input | " + " | ".join(
                                k for k in next(iter(shown.values())) if k != "input"))
         print(f"written: {out / 'metrics.json'}, {fig}")
     if res["interrupted"]:
@@ -705,7 +707,8 @@ def add_commands(sub) -> None:
     p.add_argument("--out", default=None, metavar="DIR",
                    help="write metrics.json and side_by_side.png here")
     p.add_argument("--figure-images", type=int, default=6, metavar="N",
-                   help="rows of the side-by-side figure")
+                   help="rows of the side-by-side figure: with ground truth the images some "
+                        "model gains least on (worst first), else the first ones (default 6)")
     p.add_argument("--figure-crop", type=int, default=192, metavar="PX",
                    help="side of each crop in the figure")
     p.add_argument("--device", default="auto",

@@ -142,9 +142,21 @@ def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w)]
     res = evaluate_fns(fns, spec, split, limit, crop, progress,
                        reference=teachers[0] if len(teachers) == 1 else None,
-                       keep_outputs=keep_outputs)
+                       keep_outputs=keep_outputs, rank=least_gain)
     res["weights"] = dict(zip(labels, weights))
     return res
+
+
+def least_gain(outs: dict[str, np.ndarray]) -> float:
+    """An image's rank for the figure: the smallest PSNR gain any model makes on it, so that
+    the images a model leaves worse (the question a figure must answer) are the ones shown.
+    Without ground truth every image ranks the same (the first ones are shown)."""
+    y = outs.get("ground truth")
+    if y is None:
+        return 0.0
+    base = psnr(outs["input"], y)
+    return min((psnr(img, y) - base for k, img in outs.items()
+                if k not in ("input", "ground truth")), default=0.0)
 
 
 def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",

@@ -218,3 +218,28 @@ def test_an_interrupt_keeps_the_images_already_scored(nogt):
     with pytest.raises(KeyboardInterrupt):   # nothing scored: nothing to report
         evaluate_fns({"m": lambda x: (_ for _ in ()).throw(KeyboardInterrupt)}, str(nogt),
                      progress=False)
+
+
+def test_the_figure_shows_the_images_a_model_does_worst_on(tmp_path):
+    """The figure showed the first images, so the one pair a model made worse (the question a
+    user asks of it) was named in the table but never shown."""
+    from distill.evaluate import evaluate_fns, least_gain
+
+    rng = np.random.default_rng(0)
+    root = tmp_path / "pairs"
+    for sub in ("blur", "sharp"):
+        (root / sub).mkdir(parents=True)
+    for i in range(5):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        blur = np.clip(sharp + rng.normal(0, 0.05, sharp.shape), 0, 1).astype(np.float32)
+        for sub, img in (("blur", blur), ("sharp", sharp)):
+            write_image(root / sub / f"p{i}.png", img)
+
+    def hurts_p3(x):   # a model that sharpens nothing and ruins one image
+        return x * 0.5 if float(x.mean()) == hurts_p3.mean_of_p3 else x
+    from distill.images import read_image
+    hurts_p3.mean_of_p3 = float(read_image(root / "blur" / "p3.png").mean())
+    res = evaluate_fns({"m": hurts_p3}, str(root), keep_outputs=2, progress=False,
+                       rank=least_gain)
+    assert list(res["outputs"])[0] == "p3"
+    assert least_gain(res["outputs"]["p3"]) < -1
