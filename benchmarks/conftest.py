@@ -106,6 +106,8 @@ class BenchContext:
         self.data = config.getoption("--data")
         self.formats = config.getoption("formats")
         self.calib_count = int(config.getoption("calib_count"))
+        if self.calib_count < 1:
+            raise pytest.UsageError(f"--calib-count must be >= 1, got {self.calib_count}")
         self.float_layers = config.getoption("float_layers")
         self.threads = int(config.getoption("threads") or 0)
         cache = config.getoption("cache")

@@ -258,6 +258,9 @@ def check_config(cfg: TrainConfig) -> None:
     w = cfg.loss if isinstance(cfg.loss, LossConfig) else LossConfig(**cfg.loss)
     if not any((w.pixel, w.ssim, w.gt, w.freq, w.gt_ssim)):
         raise ValueError("every loss weight is 0: nothing to train on (set loss.pixel, e.g. 1)")
+    if not str(cfg.resume).strip():
+        raise ValueError("resume= is empty: auto (go on from out/last.pt when there), never "
+                         "(start over), or a checkpoint path")
     if cfg.task not in ("student", "teacher"):
         raise ValueError(f"task must be student or teacher, got {cfg.task!r}")
 

@@ -446,6 +446,11 @@ class Trainer:
             print(f"note: {path} holds weights only (no optimizer state, as best.pt): the "
                   f"optimizer starts afresh at step {self.step}, the learning-rate schedule at "
                   "that step", file=sys.stderr)
+            # Its own score is the one to beat: else the first validation, however worse,
+            # would overwrite best.pt (the file resumed from, when out= is its folder).
+            m = ck.get("metrics") or {}
+            score = m.get("model_gt_ssim", m.get("model_teacher_ssim"))
+            self.best = float(score) if isinstance(score, (int, float)) else None
         self._apply_optim_config()
         self.metrics = ck.get("metrics", {})
         self._truncate_log()

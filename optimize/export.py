@@ -636,12 +636,16 @@ def _earlier_results(out: Path, stem: str, now: set[str], weights_sha: str,
     are carried into the new report (not into this export's verdict) when they came from the
     same weights and their files are still there (`--formats onnx`, then `--formats tflite-int8`, used to leave a
     report of the second alone); from other weights they are stale, which is said."""
-    try:
-        old = json.loads((out / "export_report.json").read_text())
-    except (OSError, ValueError):
-        old = None
-    same = (isinstance(old, dict) and _report_stem(old) == stem
-            and old.get("settings", {}).get("weights_sha256") == weights_sha)
+    old = None
+    for name in ("export_report.json", f"export_report.{stem}.json"):   # latest, or kept aside
+        try:
+            rep = json.loads((out / name).read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(rep, dict) and _report_stem(rep) == stem:
+            old = rep
+            break
+    same = old is not None and old.get("settings", {}).get("weights_sha256") == weights_sha
     carried = []
     if same:
         for r in old.get("results", []):
@@ -649,6 +653,7 @@ def _earlier_results(out: Path, stem: str, now: set[str], weights_sha: str,
             if (f in FORMATS and f not in now and r.get("status") in ("pass", "fail")
                     and r.get("file") and (out / Path(r["file"]).name).exists()):
                 known = {k: v for k, v in r.items() if k in FormatResult.__dataclass_fields__}
+                known["file"] = str(out / Path(r["file"]).name)   # as this run names its own
                 known["extra"] = {**(known.get("extra") or {}), "earlier_export": True}
                 carried.append(FormatResult(**known))
     kept = {c.format for c in carried}

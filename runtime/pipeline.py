@@ -82,16 +82,22 @@ class _SignalStop:
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop, self.interrupted, self.signum = stop, False, 0
+        self.closing = self.warned = False
         self._old: dict = {}
 
     def _handler(self, signum: int, _frame: Any) -> None:
-        if self.interrupted and signum == signal.SIGINT and not self.closing:
-            raise KeyboardInterrupt
+        if self.interrupted and signum == signal.SIGINT:
+            if not self.closing or self.warned:
+                raise KeyboardInterrupt
+            # Closing the output: one more Ctrl-C abandons it (a stuck network source).
+            self.warned = True
+            print("\nclosing the output and writing the stats; Ctrl-C again to abandon them",
+                  file=sys.stderr, flush=True)
         self.interrupted, self.signum = True, self.signum or signum
         self.stop.set()
 
     def __enter__(self) -> "_SignalStop":
-        self.closing = False
+        self.closing = self.warned = False
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGINT, signal.SIGTERM):
                 self._old[sig] = signal.signal(sig, self._handler)
@@ -174,6 +180,7 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
     backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force)
                if own_backend else model)
     sig = _SignalStop(stop)   # installed when the stream starts
+    workers: list[_Worker] = []
     try:
         src: Optional[Source] = None
         sink: Optional[Sink] = None
@@ -267,6 +274,7 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
                             w.join(timeout=10)
                     except KeyboardInterrupt:
                         pass  # a second Ctrl-C: stop waiting for a worker inside the engine
+                    sig.closing = True
                     stats.stop()
                     if reporter is not None:
                         reporter.close()
@@ -274,8 +282,14 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
             if sig.signum:
                 stats.info["signal"] = signal.Signals(sig.signum).name
         finally:
-            closers = [c for c in (sink.close if sink else None, src.close if src else None,
-                                   backend.close if own_backend else None) if c]
+            sig.closing = True
+            # A worker still inside the engine or the source (a second Ctrl-C stopped waiting
+            # for it) must not have them freed under it: the process exits right after.
+            busy = {w.name for w in workers if w.is_alive()}
+            closers = [c for c in (sink.close if sink else None,
+                                   src.close if src and "capture" not in busy else None,
+                                   backend.close if own_backend and "infer" not in busy
+                                   else None) if c]
             for close in closers:
                 try:
                     close()

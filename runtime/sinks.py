@@ -6,7 +6,9 @@ playable file and never a half-written one under the final name.
 """
 from __future__ import annotations
 
+import glob
 import os
+import re
 import sys
 import tempfile
 import threading
@@ -78,6 +80,7 @@ FOURCC = {".webm": "VP80", ".ogv": "VP80", ".mpg": "MPG2", ".mpeg": "MPG2", ".ts
 DEFAULT_FOURCC = "mp4v"
 DISK_CHECK_EVERY = 30           # frames between free-space checks while a video is written
 DISK_FULL_BYTES = 64 * 1024     # less free than this: the writer has been dropping data
+DISK_BLOCK_BYTES = 4096         # at the end, less than a block free: the last writes were lost
 
 
 def fourcc_for(path: str | os.PathLike) -> str:
@@ -92,12 +95,8 @@ class VideoFileSink(Sink):
         self.path = Path(path)
         self.fps = fps if fps and fps > 0 else 30.0
         make_folder(self.path.parent, f"--out {self.path}")
-        # A name of its own (two runs may write the same --out at once); the real extension
-        # last: OpenCV picks the container from it.
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.",
-                                   suffix=f".partial{self.path.suffix}", dir=self.path.parent)
-        os.close(fd)
-        self.tmp = Path(tmp)
+        self.tmp: Optional[Path] = None   # made with the first frame
+        self._broken = False
         self.writer: Optional[cv2.VideoWriter] = None
         self.size: Optional[tuple[int, int]] = None
         self.frames = 0
@@ -114,6 +113,7 @@ class VideoFileSink(Sink):
             sharpened = to_8bit(sharpened)
         h, w = sharpened.shape[:2]
         if self.writer is None:
+            self.tmp = self._temp_file()
             codec = fourcc_for(self.path)
             # FFmpeg notes on stderr that it maps the tag itself ("tag ... is not supported"),
             # which reads like a failure; whether the writer opened is checked right after.
@@ -135,7 +135,11 @@ class VideoFileSink(Sink):
         self.frames += 1
         self._last = sharpened
         if self.frames % DISK_CHECK_EVERY == 0:
-            self._check_disk()
+            try:
+                self._check_disk()
+            except SinkError:
+                self._broken = True   # close() discards it rather than naming half a video
+                raise
 
     def repeat_last(self, n: int) -> int:
         if self.writer is None or self._last is None or n <= 0:
@@ -145,25 +149,46 @@ class VideoFileSink(Sink):
         self.frames += n
         return n
 
-    def _check_disk(self) -> None:
+    def _temp_file(self) -> Path:
+        """A hidden name of this run's own beside the output (two runs may write the same --out
+        at once), the real extension last (OpenCV picks the container from it), with the pid
+        in it: what a killed run left is removed here, once that process is gone."""
+        folder, stem, ext = self.path.parent, self.path.stem, self.path.suffix
+        mine = re.compile(rf"^\.{re.escape(stem)}\.(\d+)\.[^.]+\.partial{re.escape(ext)}$")
+        for old in folder.glob(f".{glob.escape(stem)}.*.partial{glob.escape(ext)}"):
+            m = mine.match(old.name)
+            if m and not _pid_alive(int(m.group(1))):
+                old.unlink(missing_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
+                                   dir=folder)
+        os.close(fd)
+        return Path(tmp)
+
+    def _check_disk(self, below: int = DISK_FULL_BYTES) -> None:
         # OpenCV's writer drops what does not fit without a word; a full disk is the usual why.
-        free = free_bytes(self.tmp.parent)
-        if free is not None and free < DISK_FULL_BYTES:
+        free = free_bytes(self.path.parent)
+        if free is not None and free < below:
             raise SinkError(f"--out {self.path}: the disk is full ({free} bytes free in "
-                            f"{self.tmp.parent}) after {self.frames} frames; the video could not "
-                            "be written completely")
+                            f"{self.path.parent}) after {self.frames} frames; the video could "
+                            "not be written completely")
 
     def close(self) -> None:
         if self.writer is None:
-            self.tmp.unlink(missing_ok=True)
+            if self.tmp is not None:
+                self.tmp.unlink(missing_ok=True)
             return
         self.writer.release()
         self.writer = None
+        if self._broken:
+            self.tmp.unlink(missing_ok=True)
+            return
         try:
-            self._check_disk()
+            # Not one block left: what did not fit was dropped (an AVI cut this way still
+            # plays, so playing back is not proof enough).
+            self._check_disk(below=DISK_BLOCK_BYTES)
             self._check_playable()
-            with open(self.tmp, "rb") as f:   # on disk before it gets its final name
-                os.fsync(f.fileno())
+            with open(self.tmp, "r+b") as f:   # on disk before it gets its final name (a
+                os.fsync(f.fileno())           # writable handle: Windows' fsync needs one)
             os.chmod(self.tmp, 0o644)   # mkstemp makes files owner-only
         except BaseException:
             self.tmp.unlink(missing_ok=True)   # a broken video, and the space it holds
@@ -189,13 +214,26 @@ class VideoFileSink(Sink):
 
 def free_bytes(folder: Path) -> Optional[int]:
     """Bytes this process may still write in `folder`'s file system (root may use the reserved
-    blocks), or None where the system cannot say."""
+    blocks), or None where the system cannot say (no statvfs; a file system that reports no
+    size at all, as some virtual ones do)."""
     try:
         st = os.statvfs(folder)
     except (OSError, AttributeError):
         return None
+    if not st.f_blocks:
+        return None
     blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
     return blocks * st.f_frsize
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True   # another user's, or a system that cannot say: leave its file alone
+    return True
 
 
 def _why_unwritable(path: Path, codec: str) -> str:

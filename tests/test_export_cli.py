@@ -396,6 +396,15 @@ def test_an_export_of_more_formats_keeps_the_earlier_ones_in_the_report(ckpt, tm
     assert by["onnx"]["status"] == "pass" and by["onnx"]["extra"]["earlier_export"]
     assert by["tflite-fp16"]["status"] == "pass" and "earlier_export" not in by["tflite-fp16"][
         "extra"]
+    # Another stem's export in between moves this one's report aside; it is still found.
+    assert _run(["export", "--weights", str(ckpt), "--out", str(out), "--no-latency", "--name",
+                 "n", "--formats", "onnx"], capsys)[0] == 0
+    assert (out / "export_report.m.json").is_file()
+    rc, err = _run(["export", *common, "--formats", "tflite-fp16"], capsys)
+    assert rc == 0 and "not rebuilt" not in err, err
+    rep = json.loads((out / "export_report.json").read_text())
+    assert {r["format"] for r in rep["results"]} == {"onnx", "tflite-fp16"}
+    assert all(Path(r["file"]).parent == out for r in rep["results"])
     other = tmp_path / "other.pt"
     torch.manual_seed(1)
     model = create_student("fast")

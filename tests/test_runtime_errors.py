@@ -301,14 +301,14 @@ def test_a_full_disk_stops_the_run_with_an_error(tmp_path, capsys, onnx_model, m
     import runtime.sinks as sinks
 
     monkeypatch.setattr(sinks, "DISK_CHECK_EVERY", 2)
-    monkeypatch.setattr(sinks, "free_bytes", lambda folder: 4096)   # the statvfs answer
+    monkeypatch.setattr(sinks, "free_bytes", lambda folder: 0)   # the statvfs answer
     src = tmp_path / "in.mp4"
     write_video(src, n=8)
     out = tmp_path / "o" / "v.mp4"
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
                    str(out), "--stats", str(tmp_path / "s.json"))
     assert rc == 2, err
-    assert "the disk is full (4096 bytes free" in err, err
+    assert "the disk is full (0 bytes free" in err, err
     assert not out.parent.exists() or not list(out.parent.iterdir())
     assert "disk is full" in json.loads((tmp_path / "s.json").read_text())["error"]
 
@@ -316,12 +316,25 @@ def test_a_full_disk_stops_the_run_with_an_error(tmp_path, capsys, onnx_model, m
 def test_two_video_sinks_into_one_file_do_not_share_a_temp_file(tmp_path):
     from runtime.sinks import VideoFileSink
 
+    dead = tmp_path / ".v.4194999.abcdefgh.partial.mp4"   # above any pid_max: a dead run's
+    dead.write_bytes(b"half a video")
+    live = tmp_path / f".v.{os.getpid()}.abcdefgh.partial.mp4"   # a live run's (this one)
+    live.write_bytes(b"being written")
     a, b = VideoFileSink(tmp_path / "v.mp4", 10), VideoFileSink(tmp_path / "v.mp4", 10)
-    assert a.tmp != b.tmp
     for s in (a, b):
         s.write(textured_frame(0), textured_frame(0), "f")
+    assert a.tmp != b.tmp and not dead.exists() and live.exists()
+    live.unlink()
+    for s in (a, b):
         s.close()
     assert read_video(tmp_path / "v.mp4")[0] and [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
+
+
+def test_an_output_that_cannot_start_leaves_no_temp_file(tmp_path):
+    from runtime.sinks import VideoFileSink
+
+    VideoFileSink(tmp_path / "v.mp4", 10).close()   # no frame came
+    assert not list(tmp_path.iterdir())
 
 
 def test_tiny_frames_keep_their_size(tmp_path, capsys, onnx_model):

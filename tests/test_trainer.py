@@ -608,6 +608,7 @@ def test_a_changed_learning_rate_is_used_after_resume(tmp_path, capsys):
     best = read_checkpoint(out / "best.pt")
     t = Trainer(tiny_cfg(tmp_path / "b", 12, resume=str(out / "best.pt")), quiet=True)
     assert t.step == best["step"] > 0
+    assert t.best == pytest.approx(best["metrics"]["model_gt_ssim"])   # the score to beat
     assert t.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * lr_lambda(t.cfg)(t.step))
     assert "holds weights only (no optimizer state" in capsys.readouterr().err
 
@@ -660,6 +661,7 @@ def test_a_nan_score_is_logged_as_null_and_never_best(tmp_path, monkeypatch):
     ("model.args=3", "model.args must be a mapping"),
     ("data.train=[a, b]", "data.train must be a string"),
     ("optim.lr=[1", "the value is not valid YAML"),
+    ("resume=", "resume= is empty"),
 ])
 def test_out_of_range_and_ill_typed_settings_are_one_line_errors(tmp_path, capsys, override,
                                                                   message):
