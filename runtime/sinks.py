@@ -123,6 +123,12 @@ class VideoFileSink(Sink):
             if not self.writer.isOpened():
                 raise SinkError(f"cannot open video writer for {self.path} ({codec}, {w}x{h}): "
                                 f"{_why_unwritable(self.tmp, codec)}")
+            if w % 2 or h % 2:   # FFmpeg's encoders drop it without a word
+                print(f"warning: {self.path}: {w}x{h} frames are stored as {w - w % 2}x"
+                      f"{h - h % 2} (the video codec takes even sizes: the last "
+                      f"{'column and row' if w % 2 and h % 2 else 'column' if w % 2 else 'row'} "
+                      "is dropped); write an image folder (--out DIR) to keep every pixel",
+                      file=sys.stderr)
             self.size = (w, h)
         elif (w, h) != self.size:
             # A video has one size; resizing keeps the file valid if a stream changes resolution.

@@ -412,7 +412,16 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         return _maybe_live(_folder_source(spec, p), live)
     if any(c in spec for c in "*?["):
         found = globmod.glob(spec, recursive=True)
-        return _maybe_live(ImageSource(spec, _image_list(found)), live)
+        images = _image_list(found)
+        videos = [Path(f).name for f in found if Path(f).suffix.lower() in VIDEO_EXTS]
+        if not images and videos:   # one run reads one video: say so, not "no images"
+            raise SourceError(f"{spec!r} matches {len(videos)} video file(s) "
+                              f"({', '.join(videos[:3])}) and no images: a run reads one video; "
+                              "pass each as --source (e.g. a shell loop)")
+        if not images and "{" in spec:
+            raise SourceError(f"no images match {spec!r}: braces are not glob syntax here (the "
+                              "shell expands them unquoted); give a folder or a '*' pattern")
+        return _maybe_live(ImageSource(spec, images), live)
     if not p.exists():
         raise SourceError(f"source not found: {spec}")
     if kind == "images":

@@ -639,3 +639,27 @@ def test_spec_kind_agrees_with_the_source_opened(tmp_path):
             src.close()
     assert [spec_kind(s) for s in ("0", "/dev/video3", "a ! appsink", "rtsp://h/x")] == \
         ["camera", "v4l2", "gstreamer", "stream"]
+
+
+def test_an_odd_frame_size_in_a_video_is_said(tmp_path, capsys):
+    from runtime.sinks import VideoFileSink
+
+    sink = VideoFileSink(tmp_path / "v.mp4", 10)
+    frame = np.full((25, 33, 3), 128, np.uint8)
+    sink.write(frame, frame, "f")
+    sink.close()
+    assert "33x25 frames are stored as 32x24" in capsys.readouterr().err
+    frames, _ = read_video(tmp_path / "v.mp4")
+    assert frames[0].shape == (24, 32, 3)
+
+
+def test_a_pattern_of_videos_or_with_braces_says_why_nothing_runs(tmp_path, capsys, onnx_model):
+    write_video(tmp_path / "a.mp4", n=2)
+    write_video(tmp_path / "b.mp4", n=2)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "*.mp4"))
+    assert rc == 2
+    _one_clear_line(err, "matches 2 video file(s)", "pass each as --source")
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source",
+                   str(tmp_path / "{x,y}" / "*.png"))
+    assert rc == 2
+    _one_clear_line(err, "braces are not glob syntax here")
