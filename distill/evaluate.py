@@ -349,7 +349,7 @@ def format_table(res: dict) -> str:
                 f"  {d['psnr_to_reference']:8.2f} dB" if "psnr_to_reference" in d else ""))
     n = res["images"]
     where = "".join([f", split {res['split']}" if res.get("split") else "",
-                     f", centre crops of {res['crop']} px" if res.get("crop") else ""])
+                     f", centre crops of at most {res['crop']} px" if res.get("crop") else ""])
     partial = " (interrupted: a part of the set)" if res.get("interrupted") else ""
     lines.append(f"({n} image{'s' if n != 1 else ''} of {res['data']}{where}){partial}")
     if res.get("flat_images"):

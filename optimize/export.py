@@ -912,8 +912,8 @@ class _BuildContext:
 def _fmt_size(n: int | None) -> str:
     if n is None:
         return "-"
-    for unit in ("B", "kB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
+    for unit in ("B", "KiB", "MiB", "GiB"):   # binary units: the sizes are divided by 1024
+        if n < 1024 or unit == "GiB":
             return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
         n /= 1024
     return str(n)
