@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -258,20 +257,25 @@ def test_stop_event_leaves_playable_video(tmp_path, onnx_model):
     assert frames[0].shape == (FRAME_H, FRAME_W, 3)
 
 
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigterm_stops_cleanly(tmp_path, onnx_model):
-    out, stats = tmp_path / "term.mp4", tmp_path / "s.json"
-    env = dict(os.environ)
+def _stream_until_frames_are_written(tmp_path, onnx_model, out, stats) -> subprocess.Popen:
+    """`sharpen run` of a live synthetic source into `out`, returned once its temp video has
+    frames in it."""
     proc = subprocess.Popen(
         [sys.executable, "-m", cli_module(), "run", "--model", str(onnx_model),
          "--source", f"synthetic:{FRAME_W}x{FRAME_H}@50", "--output", str(out),
          "--stats", str(stats), "--quiet"],
-        cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
-    # The temp video exists from the start; it grows once frames are written.
     while time.time() < deadline and not any(
-            p.stat().st_size for p in tmp_path.glob(".term.*partial*")):
+            p.stat().st_size for p in tmp_path.glob(f".{out.stem}.*partial*")):
         time.sleep(0.1)
+    return proc
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_sigterm_stops_cleanly(tmp_path, onnx_model):
+    out, stats = tmp_path / "term.mp4", tmp_path / "s.json"
+    proc = _stream_until_frames_are_written(tmp_path, onnx_model, out, stats)
     time.sleep(0.5)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=30)
@@ -288,15 +292,7 @@ def test_a_second_ctrl_c_still_closes_the_output_and_exits_130(tmp_path, onnx_mo
     """Two Ctrl-C in quick succession (common where winding down takes long) aborted the process
     (SIGABRT from the engine's threads at exit) without writing the stats."""
     out, stats = tmp_path / "twice.mp4", tmp_path / "s.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", cli_module(), "run", "--model", str(onnx_model),
-         "--source", f"synthetic:{FRAME_W}x{FRAME_H}@50", "--output", str(out),
-         "--stats", str(stats), "--quiet"],
-        cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while time.time() < deadline and not any(
-            p.stat().st_size for p in tmp_path.glob(".twice.*partial*")):
-        time.sleep(0.1)
+    proc = _stream_until_frames_are_written(tmp_path, onnx_model, out, stats)
     time.sleep(0.3)
     proc.send_signal(signal.SIGINT)
     time.sleep(0.02)
