@@ -114,7 +114,8 @@ def load_weights(model: nn.Module, sd: dict[str, torch.Tensor],
             if items:
                 more = f" ... and {len(items) - 5} more" if len(items) > 5 else ""
                 lines.append(f"  {len(items)} {title}: {', '.join(items[:5])}{more}")
-        lines.append("  (wrong --config for these weights, or a checkpoint of another model?)")
+        lines.append("  (a checkpoint of another model or size: a teacher's Restormer config, "
+                     "--teacher-config; a student's model.arch/model.args)")
         raise CheckpointError("\n".join(lines))
     model.load_state_dict(sd, strict=True)
 

@@ -192,7 +192,8 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.measure_runs < 1:
         return _err(f"--measure-runs must be >= 1, got {args.measure_runs}")
     if not (16 <= h <= 8640 and 16 <= w <= 15360):
-        return _err(f"--height/--width must be within 16..8640 x 16..15360, got {w}x{h}")
+        return _err(f"--height must be within 16..8640 and --width within 16..15360, got "
+                    f"--height {h} --width {w}")
     names = list_students()
     if args.names:   # space or comma separated, as --weights everywhere
         args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))

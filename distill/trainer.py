@@ -31,8 +31,8 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from runtime.atomic import atomic_write_bytes
 
-from .checkpoint import (atomic_save, extract_state_dict, load_weights, make_checkpoint,
-                         read_checkpoint)
+from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
+                         make_checkpoint, read_checkpoint)
 from .config import LossConfig, TrainConfig, check_config, save_config
 from .dist import DistInfo
 from .losses import combined_loss
@@ -83,6 +83,10 @@ def _build_restormer(args: dict) -> nn.Module:
         why = " ".join(str(e).split()) or type(e).__name__
         raise ValueError(f"model.args {args} do not build a Restormer: {why}") from None
     return model
+
+
+def _arch_text(cfg: TrainConfig) -> str:
+    return f"{cfg.model.arch} with model.args={cfg.model.args or {}}"
 
 
 def predict(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
@@ -363,7 +367,15 @@ class Trainer:
         if cfg.init:
             from .teacher import resolve_weights
             init = resolve_weights(cfg.init)   # shipped names (init=fast) work as elsewhere
-            load_weights(model, extract_state_dict(read_checkpoint(init), init), init)
+            ck = read_checkpoint(init)
+            try:
+                load_weights(model, extract_state_dict(ck, init), init)
+            except CheckpointError as e:
+                if ck.get("arch"):   # say what it was built as: the override that fits
+                    raise CheckpointError(f"{e}\n  init={init} holds {ck['arch']} with "
+                                          f"model.args={ck.get('arch_args')}; this run builds "
+                                          f"{_arch_text(cfg)}") from None
+                raise
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)

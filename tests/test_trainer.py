@@ -704,3 +704,14 @@ def test_config_file_and_out_mistakes_are_one_line_errors(tmp_path, capsys):
                                         str(pairs / "blur" / "l"), "--quiet")
     assert "--limit must be >= 1, got 0" in err_of("labels", "--data", str(pairs), "--out",
                                                    str(tmp_path / "l"), "--limit", "0")
+
+
+def test_an_init_of_another_size_says_what_it_was_built_as(tmp_path, capsys):
+    from sharpen.cli import main
+
+    rc = main(["train", f"out={tmp_path / 'r'}", "model.arch=fast", "init=fast",
+               "model.args={width: 8}", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    assert "init=" in err and "holds fast with model.args={" in err and "width" in err, err
+    assert "this run builds fast with model.args={'width': 8}" in err, err
