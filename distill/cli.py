@@ -320,13 +320,12 @@ def cmd_synth(args: argparse.Namespace) -> int:
 def _out_folder_problem(out: Path) -> str:
     """The message when --out cannot be a folder to write in (a file, or under one), found
     before any work rather than as a traceback after it; '' when it can."""
-    for above in (out, *out.parents):
-        if os.path.lexists(above):
-            if not os.path.isdir(above):
-                return f"--out {out}: {above} is a file, not a folder"
-            if not os.access(above, os.W_OK):
-                return f"--out {out}: cannot write in {above} (permission denied)"
-            break
+    from runtime.sinks import file_in_the_way
+    if problem := file_in_the_way(out, f"--out {out}"):
+        return problem
+    above = next((p for p in (out, *out.parents) if os.path.isdir(p)), None)
+    if above is not None and not os.access(above, os.W_OK):
+        return f"--out {out}: cannot write in {above} (permission denied)"
     return ""
 
 
@@ -462,8 +461,9 @@ def cmd_grow(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         return _err(f"--out {out} is a folder; give the new checkpoint's file name (.pt)")
-    if any(os.path.lexists(p) and not os.path.isdir(p) for p in out.parents):
-        return _err(f"--out {out}: a parent of it is a file, not a folder")
+    from runtime.sinks import file_in_the_way
+    if problem := file_in_the_way(out.parent, f"--out {out}"):
+        return _err(problem)
     if Path(args.weights).exists() and out.exists() and out.resolve() == \
             Path(args.weights).resolve():
         return _err(f"--out {out} is the --weights checkpoint itself; write the grown model to "

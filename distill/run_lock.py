@@ -32,11 +32,9 @@ def run_lock(out: Path, enabled: bool = True) -> Iterator[None]:
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={out} is a file; a run's out= is a folder (its checkpoints and "
                          "log go there)")
-    for above in out.parents:
-        if above.exists():
-            if not above.is_dir():
-                raise ValueError(f"out={out}: {above} is a file, not a folder")
-            break
+    from runtime.sinks import file_in_the_way
+    if problem := file_in_the_way(out, f"out={out}"):
+        raise ValueError(problem)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME

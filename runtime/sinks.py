@@ -32,16 +32,23 @@ class SinkError(RuntimeError):
     """An output that cannot be opened or written. The message is meant for the user as is."""
 
 
-def make_folder(folder: str | os.PathLike, what: str) -> None:
-    """Create `folder` and make sure a file can be written in it, or SinkError naming `what`:
-    found at the start rather than after the whole stream has run."""
+def file_in_the_way(folder: str | os.PathLike, what: str) -> str:
+    """The message when `folder`, or the nearest of its parents that exists, is a file (so it
+    cannot be a folder), naming `what`; '' when it is or can be made one. Creates nothing."""
     folder = Path(folder)
     # os.path's tests, not Path's: those raise on a parent without search permission.
     for above in (folder, *folder.parents):
         if os.path.lexists(above):
-            if not os.path.isdir(above):
-                raise SinkError(f"{what}: {above} is a file, not a folder")
-            break
+            return "" if os.path.isdir(above) else f"{what}: {above} is a file, not a folder"
+    return ""
+
+
+def make_folder(folder: str | os.PathLike, what: str) -> None:
+    """Create `folder` and make sure a file can be written in it, or SinkError naming `what`:
+    found at the start rather than after the whole stream has run."""
+    folder = Path(folder)
+    if problem := file_in_the_way(folder, what):
+        raise SinkError(problem)
     try:
         folder.mkdir(parents=True, exist_ok=True)
         # Write permission bits say nothing to root, nor about read-only or virtual file

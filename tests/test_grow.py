@@ -92,7 +92,7 @@ def test_grow_cli_refuses_its_own_source_folders_and_repeated_changes(tmp_path, 
     (tmp_path / "folder").mkdir()
     for out, says in ((tmp_path / "s.pt", "is the --weights checkpoint itself"),
                       (tmp_path / "folder", "is a folder"),
-                      (tmp_path / "s.pt" / "x.pt", "a parent of it is a file")):
+                      (tmp_path / "s.pt" / "x.pt", "s.pt is a file, not a folder")):
         assert main(["grow", "--weights", str(tmp_path / "s.pt"), "--out", str(out),
                      "low_blocks=2"]) == 2
         assert says in capsys.readouterr().err

@@ -365,12 +365,9 @@ class LabelRun:
 def _check_out(out: Path, data: str) -> None:
     """SharpenError for an --out that is (under) a file, or inside the data it labels: a
     paired folder or footage read again would take the label images in as data."""
-    from runtime.sinks import refuse_output_inside
-    for above in (out, *out.parents):
-        if os.path.lexists(above):
-            if not os.path.isdir(above):
-                raise SharpenError(f"--out {out}: {above} is a file, not a folder")
-            break
+    from runtime.sinks import file_in_the_way, refuse_output_inside
+    if problem := file_in_the_way(out, f"--out {out}"):
+        raise SharpenError(problem)
     try:
         _, path = parse_spec(data)
     except SourceError:
