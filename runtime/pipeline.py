@@ -78,7 +78,9 @@ WORKER_NAMES = ("capture", "infer")   # the pipeline's threads (the caller write
 
 class _SignalStop:
     """Ctrl-C / SIGTERM set the stop event (clean shutdown, output finalised); a second Ctrl-C
-    raises KeyboardInterrupt for when something is stuck."""
+    raises KeyboardInterrupt for when something is stuck. Once the stream is over and the output
+    is being closed (`closing`), a second one is said and absorbed, a third raises; the handlers
+    stay until `restore()`."""
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop, self.interrupted, self.signum = stop, False, 0
@@ -104,8 +106,7 @@ class _SignalStop:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # The handlers stay until restore(): a second Ctrl-C while the output is being closed
-        # and the stats written must not cut that short (it raised in sink.close before).
+        # Closing the output and writing the stats are short and worth finishing.
         self.closing = True
 
     def restore(self) -> None:
