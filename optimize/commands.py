@@ -162,6 +162,11 @@ def run_export(args) -> int:
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))
     print_table(report)
+    if args.quiet:   # (without --quiet the build step said it already)
+        for r in report.results:
+            if r.extra.get("trtexec"):
+                print(f"{r.format}: build it on the device, in {report.out_dir} copied there: "
+                      f"{r.extra['trtexec']}")
     print(f"report: {report.out_dir}/export_report.json")
     if not report.ok:
         names = ", ".join(f"{r.format} ({r.reason})" for r in report.failed)

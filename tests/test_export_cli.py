@@ -198,8 +198,12 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     built = {**meta, "tensorrt_version": "10.3.0", "gpu_name": "Orin"}
     (tmp_path / f"{engine.name}.json").write_text(json.dumps(built))
     assert main(["export", "--weights", str(ckpt), "--format", "engine", "--out", str(tmp_path),
-                 "--no-latency"]) == 0
+                 "--no-latency", "--quiet"]) == 0
     assert read_sidecar(engine) == built
+    # --quiet leaves the line out of the progress, so it follows the table; file names only,
+    # for the export folder copied to the device.
+    out = capsys.readouterr().out
+    assert f"trtexec --onnx={ckpt.stem}.onnx --saveEngine={engine.name}" in out
 
 
 def test_tensorrt_11_is_refused_with_the_supported_versions():
