@@ -368,6 +368,10 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     from distill.teacher import file_hash
     weights_sha = file_hash(weights, n=64)
     ckpt["source_sha256"] = weights_sha
+    from distill.students import receptive_field
+    # Travels with every artifact, so that `sharpen run --tile` can say when its overlap is
+    # narrower than what one output pixel sees (tile seams).
+    ckpt["receptive_field"] = receptive_field(model)
     multiple = int(getattr(model, "multiple", 1))
     stem = o.name or default_stem(weights)
     try:
@@ -822,6 +826,10 @@ class _BuildContext:
         base = self.out if fmt in self.requested or self.tmp is None else self.tmp
         return base / f"{self.stem}{FORMATS[fmt].suffix}"
 
+    def _engine_meta(self) -> dict:
+        return {"student": self.model.arch_name,
+                "receptive_field": self.ckpt.get("receptive_field")}
+
     def trtexec_line(self, fmt: str) -> str:
         """The trtexec line that builds `fmt` on the device; the engine's sidecar (size
         multiple, profile) is written now, beside where that line puts the engine."""
@@ -832,7 +840,7 @@ class _BuildContext:
         engine = self.out / f"{self.stem}{FORMATS[fmt].suffix}"
         precision = "fp16" if fmt == "engine" else "int8"
         write_pending_sidecar(src, engine, self.profile, precision, self.multiple,
-                              self.o.workspace_gb, {"student": self.model.arch_name})
+                              self.o.workspace_gb, self._engine_meta())
         # File names only: the line runs on the device, in the export folder copied there.
         return trtexec_command(src.name, engine.name, self.profile, precision,
                                self.o.workspace_gb, "timing.cache")
@@ -896,7 +904,7 @@ class _BuildContext:
         self.prog.say("  TensorRT build (FP16); this takes a while")
         return build_engine(self.build("onnx"), path, self.profile, "fp16", self.o.workspace_gb,
                             self.out / "timing.cache", self.multiple,
-                            {"student": self.model.arch_name})
+                            self._engine_meta())
 
     def _build_engine_int8(self, path: Path) -> Path:
         from .tensorrt_engine import build_engine
@@ -904,7 +912,7 @@ class _BuildContext:
         self.prog.say("  TensorRT build (INT8 from the QDQ model); this takes a while")
         return build_engine(self.build("onnx-qdq-trt"), path, self.profile, "int8",
                             self.o.workspace_gb, self.out / "timing.cache", self.multiple,
-                            {"student": self.model.arch_name})
+                            self._engine_meta())
 
 
 # --------------------------------------------------------------------------- table

@@ -35,6 +35,7 @@ def student_metadata(model: nn.Module, ckpt: dict | None = None) -> dict[str, st
                                 sort_keys=True),
         "layout": LAYOUT,
         "multiple": str(int(getattr(model, "multiple", 1))),
+        "receptive_field": str(ckpt.get("receptive_field") or ""),
         "metrics": json.dumps(ckpt.get("metrics", {}) or {}, sort_keys=True, default=str),
         "precision": "fp32",
         # Which checkpoint the artifact came from (sha256 of the file), set by `export`.

@@ -121,6 +121,7 @@ def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes
         "student": meta["student"],
         "arch_args": json.loads(meta["arch_args"]),
         "multiple": int(meta["multiple"]),
+        "receptive_field": int(meta["receptive_field"]) if meta["receptive_field"] else None,
         "layout": "NHWC RGB",
         "input_range": "float [0,1]" if quantization != "int8" else
                        "int8 = round(x / scale + zero_point), x RGB in [0,1]",

@@ -206,7 +206,8 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
             first = next(frames, None)
             if first is None:
                 raise SourceError(f"source {src.spec!r} produced no frames")
-            for msg in tiling_warnings(*first.image.shape[:2], o.tile, o.overlap, backend.multiple):
+            for msg in tiling_warnings(*first.image.shape[:2], o.tile, o.overlap,
+                                       backend.multiple, backend.receptive_field):
                 print(f"warning: {msg}", file=sys.stderr, flush=True)
             processor.warmup(first.image)  # one-off costs (allocation, kernel selection) not timed
             processor.warmup(first.image)

@@ -139,9 +139,12 @@ def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> i
     return len(tile_starts(H, min(tile, H), overlap)) * len(tile_starts(W, min(tile, W), overlap))
 
 
-def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> list[str]:
+def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
+                    receptive_field: int | None = None) -> list[str]:
     """What a user should know before an h x w frame is tiled: a tile rounded up to the model's
-    size multiple, and tiles that overlap so much that each pixel is computed many times."""
+    size multiple, tiles that overlap so much that each pixel is computed many times, and an
+    overlap narrower than the model's receptive field (the blend then hides seams only
+    partly: a tile's border pixels miss context its neighbour had)."""
     if not tile:
         return []
     out = []
@@ -151,6 +154,12 @@ def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8) 
     H, W = round_up(h, multiple), round_up(w, multiple)
     if t >= H and t >= W:
         return out
+    if receptive_field and overlap < receptive_field:
+        out.append(f"--overlap {overlap} is narrower than the model's receptive field "
+                   f"({receptive_field} px): tile seams may show; an --overlap near "
+                   f"{receptive_field}" + (f" (with a --tile above {2 * receptive_field})"
+                                           if t <= 2 * receptive_field else "")
+                   + " hides them, at more computation")
     n = count_tiles(h, w, tile, overlap, multiple)
     work = n * min(t, H) * min(t, W) / (H * W)
     if work > 2:

@@ -428,6 +428,19 @@ def test_tflite_without_its_sidecar_finds_the_multiple_that_runs(report, student
     assert FrameProcessor(b)(frame).shape == frame.shape
 
 
+def test_every_artifact_records_the_receptive_field_for_tiling(report, student):
+    """`sharpen run --tile` says when its overlap is narrower than what one output pixel sees;
+    the runtime has no torch, so the export records it."""
+    from distill.students import receptive_field
+    from runtime.backends import load_backend
+
+    rf = receptive_field(student[0])
+    for fmt in ("onnx", "onnx-int8", "tflite-int8"):
+        b = load_backend(_built(report, fmt).file, threads=1)
+        assert b.receptive_field == rf > 8, fmt
+        b.close()
+
+
 def test_tflite_fp16_has_half_weights(report):
     from optimize.tflite_export import tensor_types
 

@@ -93,3 +93,14 @@ def test_tiling_warnings_name_rounding_and_wasted_work():
     (msg,) = tiling_warnings(1080, 1920, 40, 32)
     n = count_tiles(1080, 1920, 40, 32)
     assert f"{n} tiles per 1920x1080 frame" in msg and "--overlap" in msg
+
+
+def test_an_overlap_narrower_than_the_receptive_field_is_said():
+    from runtime.tiling import tiling_warnings
+
+    said = " ".join(tiling_warnings(1080, 1920, 256, 32, 8, receptive_field=132))
+    assert "--overlap 32 is narrower than the model's receptive field (132 px)" in said
+    assert "with a --tile above 264" in said
+    assert not any("receptive field" in m
+                   for m in tiling_warnings(1080, 1920, 512, 160, 8, receptive_field=132))
+    assert not any("receptive field" in m for m in tiling_warnings(1080, 1920, 256, 32, 8))

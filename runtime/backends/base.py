@@ -27,6 +27,8 @@ class Backend(ABC):
     `provider` (where it actually runs, e.g. CPUExecutionProvider). `layout` is "NCHW" or "NHWC";
     `multiple` is the size multiple H and W must be divisible by. `parity_failed` is why the
     export's parity gate failed the model, as recorded inside it (ONNX metadata) or in its sidecar.
+    `receptive_field` is the side in pixels of what one output pixel sees, when the export
+    recorded it (tiling's overlap should reach it).
     """
 
     name: str = "backend"
@@ -35,6 +37,7 @@ class Backend(ABC):
     layout: str = "NCHW"
     multiple: int = DEFAULT_MULTIPLE
     parity_failed: Optional[str] = None
+    receptive_field: Optional[int] = None
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -92,6 +95,15 @@ def read_sidecar(model_path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ModelError(f"model sidecar {path} must hold a JSON object")
     return data
+
+
+def parse_receptive_field(value: Any) -> Optional[int]:
+    """The recorded receptive field, or None when absent or unreadable (older exports)."""
+    try:
+        rf = int(str(value))
+    except (TypeError, ValueError):
+        return None
+    return rf if rf > 0 else None
 
 
 def parse_multiple(value: Any, where: str) -> int:

@@ -14,8 +14,8 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..console import brief, first_line, quiet_native_stderr
-from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, read_sidecar,
-                   sidecar_path)
+from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
+                   read_sidecar, sidecar_path)
 
 
 def _interpreter_class() -> Any:
@@ -67,6 +67,7 @@ class LiteRTBackend(Backend):
         self.multiple = self._checked_multiple(path, sidecar.get("multiple"))
         self._shape = ()   # not allocated yet: the first frame allocates
         self.parity_failed = sidecar.get(PARITY_KEY) or None
+        self.receptive_field = parse_receptive_field(sidecar.get("receptive_field"))
         self.precision = self._precision()
         self.provider = f"XNNPACK ({threads} threads)" if threads else "XNNPACK"
         self.threads = threads

@@ -10,7 +10,8 @@ import numpy as np
 
 from ..console import brief, first_line
 from ..tiling import round_up
-from .base import PARITY_KEY, Backend, ModelError, parse_multiple, read_sidecar
+from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
+                   read_sidecar)
 
 # Preference order for "auto": fastest first. Only providers this onnxruntime build offers are
 # used; ORT itself falls back to the next one when a provider cannot take a node.
@@ -178,6 +179,8 @@ class OnnxRuntimeBackend(Backend):
         sidecar = read_sidecar(path)
         self.multiple = parse_multiple(meta.get("multiple", sidecar.get("multiple")), str(path))
         self.parity_failed = meta.get(PARITY_KEY) or sidecar.get(PARITY_KEY) or None
+        self.receptive_field = parse_receptive_field(
+            meta.get("receptive_field") or sidecar.get("receptive_field"))
         self.precision = detect_precision(data, inputs[0].type, meta)
         self.provider = self.session.get_providers()[0]
         self.path = path

@@ -16,7 +16,8 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
-from .base import PARITY_KEY, Backend, ModelError, parse_multiple, read_sidecar
+from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
+                   read_sidecar)
 
 TRT_MISSING = ("TensorRT is not installed: it ships with JetPack on Jetson; on x86 "
                "`pip install 'tensorrt-cu12>=10,<11'`; or use the .onnx model")
@@ -161,6 +162,7 @@ class TensorRTBackend(Backend):
         self._out: Optional[_Buffer] = None
         self.multiple = parse_multiple(meta.get("multiple"), str(path))
         self.parity_failed = meta.get(PARITY_KEY) or None
+        self.receptive_field = parse_receptive_field(meta.get("receptive_field"))
         self.precision = str(meta.get("precision", "unknown"))
         self.provider = f"TensorRT {trt.__version__} on {gpu}"
         self.path = path
