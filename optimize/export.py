@@ -605,12 +605,8 @@ def _say_replaced(out: Path, stem: str, paths: list[Path], weights_sha: str,
                   prog: Progress) -> None:
     """Warn when this export replaces artifacts that their report says came from other weights
     (a rebuild from the same checkpoint is routine)."""
-    for name in ("export_report.json", f"export_report.{stem}.json"):
-        try:
-            old = json.loads((out / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if not isinstance(old, dict) or _report_stem(old) not in (None, stem):
+    for old in _reports_of(out, stem):
+        if _report_stem(old) not in (None, stem):
             continue
         if old.get("settings", {}).get("weights_sha256") in (None, weights_sha):
             return
@@ -619,6 +615,23 @@ def _say_replaced(out: Path, stem: str, paths: list[Path], weights_sha: str,
             prog.warn(f"replacing {', '.join(hit)}, exported from {old.get('weights')} "
                       "(other weights); --name gives this export its own file names")
         return
+
+
+def _read_report(path: Path) -> dict | None:
+    """An export report as a dict, or None when it is missing or unreadable."""
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return report if isinstance(report, dict) else None
+
+
+def _reports_of(out: Path, stem: str):
+    """The folder's latest report, then the one kept aside for `stem`, where they exist."""
+    for name in ("export_report.json", f"export_report.{stem}.json"):
+        report = _read_report(out / name)
+        if report is not None:
+            yield report
 
 
 def _report_stem(report: dict) -> str | None:
@@ -638,17 +651,10 @@ def _earlier_results(out: Path, stem: str, now: set[str], weights_sha: str,
                      prog: Progress) -> list[FormatResult]:
     """What an earlier export of this stem built that this one does not rebuild: its results
     are carried into the new report (not into this export's verdict) when they came from the
-    same weights and their files are still there (`--formats onnx`, then `--formats tflite-int8`, used to leave a
-    report of the second alone); from other weights they are stale, which is said."""
-    old = None
-    for name in ("export_report.json", f"export_report.{stem}.json"):   # latest, or kept aside
-        try:
-            rep = json.loads((out / name).read_text())
-        except (OSError, ValueError):
-            continue
-        if isinstance(rep, dict) and _report_stem(rep) == stem:
-            old = rep
-            break
+    same weights and their files are still there (`--formats onnx`, then `--formats
+    tflite-int8`, used to leave a report of the second alone); from other weights they are
+    stale, which is said."""
+    old = next((r for r in _reports_of(out, stem) if _report_stem(r) == stem), None)
     same = old is not None and old.get("settings", {}).get("weights_sha256") == weights_sha
     carried = []
     if same:
@@ -675,11 +681,8 @@ def _keep_other_report(out: Path, stem: str, prog: Progress) -> None:
     other artifacts (another stem) that are still there, keep its report beside them as
     export_report.<stem>.json instead of losing it."""
     path = out / "export_report.json"
-    try:
-        old = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return
-    old_stem = _report_stem(old) if isinstance(old, dict) else None
+    old = _read_report(path)
+    old_stem = _report_stem(old) if old is not None else None
     if not old_stem or old_stem == stem or "/" in old_stem or old_stem.startswith("."):
         return
     files = [Path(r["file"]).name for r in old.get("results", []) if r.get("file")]
