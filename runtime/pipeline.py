@@ -174,143 +174,177 @@ def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
         raise ValueError(f"run_stream: unknown option ({e})") from None
     if o.stats_path:
         _check_writable(o.stats_path, "--stats")
-    stop = stop_event or threading.Event()
-    stats = Stats()
-    errors: list[BaseException] = []
     own_backend = not isinstance(model, Backend)
     backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force)
                if own_backend else model)
-    sig = _SignalStop(stop)   # installed when the stream starts
-    workers: list[_Worker] = []
+    stream = _Stream(o, backend, own_backend, stop_event or threading.Event())
     try:
-        src: Optional[Source] = None
-        sink: Optional[Sink] = None
         try:
-            src = source if isinstance(source, Source) else open_source(
-                source, width=o.width, height=o.height, fps=o.fps, live=o.live,
-                reconnect_attempts=o.reconnect_attempts, timeout=o.timeout)
-            if o.live is not None:
-                src.live = o.live
-            if o.stats_path and any(same_file(o.stats_path, f)
-                                    for f in [*_input_files(src), *([output] if output else [])]):
-                raise SinkError(f"--stats {o.stats_path} is the source or the --out file: the "
-                                "stats would overwrite it; choose another path")
-            processor = FrameProcessor(backend, tile=o.tile, overlap=o.overlap)
-            # The output video's rate, and its slots'. A camera is only asked for --fps and may
-            # give another, and a GStreamer pipeline sets its own; elsewhere --fps is the user's
-            # word over the source's (for a stream, often FFmpeg's guess of 25).
-            camera = src.kind in ("camera", "v4l2", "gstreamer")
-            video_fps = ((src.fps or o.fps) if camera else (o.fps or src.fps)) or 30.0
-            sink = _make_sink(src, output, o.show, o.view, stop, video_fps, stats, o.compare)
-            frames = src.frames(stop)
-            first = next(frames, None)
-            if first is None:
-                raise SourceError(f"source {src.spec!r} produced no frames")
-            for msg in tiling_warnings(*first.image.shape[:2], o.tile, o.overlap,
-                                       backend.multiple, backend.receptive_field):
-                print(f"warning: {msg}", file=sys.stderr, flush=True)
-            processor.warmup(first.image)  # one-off costs (allocation, kernel selection) not timed
-            processor.warmup(first.image)
-            first.t_capture = time.perf_counter()
-
-            stats.info = {"backend": {k: v for k, v in backend.describe().items()},
-                          "source": src.describe(), "live": src.live,
-                          "output": str(output) if output else None, "show": o.show,
-                          "tile": o.tile, "overlap": o.overlap if o.tile else 0}
-            qsize = o.queue_size or (1 if src.live else 4)
-            q_in = FrameQueue(qsize, drop_oldest=src.live)
-            q_out = FrameQueue(qsize, drop_oldest=False)
-            limit = o.max_frames if o.max_frames and o.max_frames > 0 else None
-
-            def capture() -> None:
-                try:
-                    for n, fr in enumerate(chain([first], frames)):
-                        if stop.is_set():
-                            break
-                        stats.add("capture", fr.capture_s)
-                        stats.count("frames_captured")
-                        dropped = q_in.put(fr, stop)
-                        if dropped:
-                            stats.count("dropped_frames", dropped)
-                        stats.queue_len("capture", len(q_in))
-                        # Lossless runs stop reading at the limit; live runs stop when enough
-                        # frames were written (frames in between may be dropped).
-                        if limit and not src.live and n + 1 >= limit:
-                            break
-                finally:
-                    stats.count("dropped_frames", q_in.put(_END, stop))
-
-            def process() -> None:
-                while True:
-                    fr = q_in.get(stop)
-                    if fr is _END:
-                        q_out.put(_END, stop)
-                        return
-                    t = Timings()
-                    result = processor(fr.image, t)
-                    stats.add("pre", t.pre)
-                    stats.add("infer", t.infer)
-                    stats.add("post", t.post)
-                    q_out.put((fr, result), stop)
-                    stats.queue_len("output", len(q_out))
-
-            stats.start()
-            workers = [_Worker(name, fn, stop, errors)
-                       for name, fn in zip(WORKER_NAMES, (capture, process))]
-            reporter = None if o.quiet else LiveReporter(stats, o.report_interval).start()
-            with sig:
-                for w in workers:
-                    w.start()
-                try:
-                    _write_loop(q_out, sink, stop, stats, limit if src.live else None, src.live,
-                                video_fps)
-                except KeyboardInterrupt:
-                    pass  # a second Ctrl-C: leave the queued frames unwritten, close the output
-                except BaseException as exc:
-                    errors.append(exc)
-                    stop.set()
-                finally:
-                    stop.set()  # the stream is over (or failed): let capture and infer wind down
-                    try:
-                        for w in workers:
-                            w.join(timeout=10)
-                    except KeyboardInterrupt:
-                        pass  # a second Ctrl-C: stop waiting for a worker inside the engine
-                    sig.closing = True
-                    stats.stop()
-                    if reporter is not None:
-                        reporter.close()
-            stats.info["interrupted"] = sig.interrupted
-            if sig.signum:
-                stats.info["signal"] = signal.Signals(sig.signum).name
+            stream.open(source, output)
+            stream.run()
         finally:
-            sig.closing = True
-            # A worker still inside the engine or the source (a second Ctrl-C stopped waiting
-            # for it) must not have them freed under it: the process exits right after.
-            busy = {w.name for w in workers if w.is_alive()}
-            closers = [c for c in (sink.close if sink else None,
-                                   src.close if src and "capture" not in busy else None,
-                                   backend.close if own_backend and "infer" not in busy
-                                   else None) if c]
-            for close in closers:
+            stream.close()
+        return stream.finish()
+    finally:
+        stream.sig.restore()
+
+
+class _Stream:
+    """One run of `run_stream`: open the source and output, run capture and infer in worker
+    threads while the caller's thread writes, close everything, summarise. Errors from any
+    stage are collected in `errors`; the first one is raised by `finish`."""
+
+    def __init__(self, o: StreamOptions, backend: Backend, own_backend: bool,
+                 stop: threading.Event) -> None:
+        self.o, self.backend, self.own_backend, self.stop = o, backend, own_backend, stop
+        self.stats = Stats()
+        self.errors: list[BaseException] = []
+        self.sig = _SignalStop(stop)   # installed when the stream starts
+        self.workers: list[_Worker] = []
+        self.src: Optional[Source] = None
+        self.sink: Optional[Sink] = None
+        self.video_fps = 30.0
+
+    def open(self, source: Union[str, Source], output: Optional[Union[str, Path]]) -> None:
+        """Open the source and the output, read the first frame and warm the model up on it."""
+        o, stats = self.o, self.stats
+        src = source if isinstance(source, Source) else open_source(
+            source, width=o.width, height=o.height, fps=o.fps, live=o.live,
+            reconnect_attempts=o.reconnect_attempts, timeout=o.timeout)
+        self.src = src
+        if o.live is not None:
+            src.live = o.live
+        if o.stats_path and any(same_file(o.stats_path, f)
+                                for f in [*_input_files(src), *([output] if output else [])]):
+            raise SinkError(f"--stats {o.stats_path} is the source or the --out file: the "
+                            "stats would overwrite it; choose another path")
+        self.processor = FrameProcessor(self.backend, tile=o.tile, overlap=o.overlap)
+        # The output video's rate, and its slots'. A camera is only asked for --fps and may
+        # give another, and a GStreamer pipeline sets its own; elsewhere --fps is the user's
+        # word over the source's (for a stream, often FFmpeg's guess of 25).
+        camera = src.kind in ("camera", "v4l2", "gstreamer")
+        self.video_fps = ((src.fps or o.fps) if camera else (o.fps or src.fps)) or 30.0
+        self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
+                               o.compare)
+        self.frames = src.frames(self.stop)
+        first = next(self.frames, None)
+        if first is None:
+            raise SourceError(f"source {src.spec!r} produced no frames")
+        for msg in tiling_warnings(*first.image.shape[:2], o.tile, o.overlap,
+                                   self.backend.multiple, self.backend.receptive_field):
+            print(f"warning: {msg}", file=sys.stderr, flush=True)
+        self.processor.warmup(first.image)  # one-off costs (allocation, kernel selection)
+        self.processor.warmup(first.image)  # are not timed
+        first.t_capture = time.perf_counter()
+        self.first = first
+        stats.info = {"backend": dict(self.backend.describe()), "source": src.describe(),
+                      "live": src.live, "output": str(output) if output else None,
+                      "show": o.show, "tile": o.tile, "overlap": o.overlap if o.tile else 0}
+        qsize = o.queue_size or (1 if src.live else 4)
+        self.q_in = FrameQueue(qsize, drop_oldest=src.live)
+        self.q_out = FrameQueue(qsize, drop_oldest=False)
+        self.limit = o.max_frames if o.max_frames and o.max_frames > 0 else None
+
+    def _capture(self) -> None:
+        src, stats, stop = self.src, self.stats, self.stop
+        assert src is not None
+        try:
+            for n, fr in enumerate(chain([self.first], self.frames)):
+                if stop.is_set():
+                    break
+                stats.add("capture", fr.capture_s)
+                stats.count("frames_captured")
+                dropped = self.q_in.put(fr, stop)
+                if dropped:
+                    stats.count("dropped_frames", dropped)
+                stats.queue_len("capture", len(self.q_in))
+                # Lossless runs stop reading at the limit; live runs stop when enough frames
+                # were written (frames in between may be dropped).
+                if self.limit and not src.live and n + 1 >= self.limit:
+                    break
+        finally:
+            stats.count("dropped_frames", self.q_in.put(_END, stop))
+
+    def _process(self) -> None:
+        stats, stop = self.stats, self.stop
+        while True:
+            fr = self.q_in.get(stop)
+            if fr is _END:
+                self.q_out.put(_END, stop)
+                return
+            t = Timings()
+            result = self.processor(fr.image, t)
+            stats.add("pre", t.pre)
+            stats.add("infer", t.infer)
+            stats.add("post", t.post)
+            self.q_out.put((fr, result), stop)
+            stats.queue_len("output", len(self.q_out))
+
+    def run(self) -> None:
+        """Capture and infer in worker threads, write in this one, until the stream ends, the
+        frame limit is reached, a stage fails or a signal stops it."""
+        src, sink, stats, stop, sig = self.src, self.sink, self.stats, self.stop, self.sig
+        assert src is not None and sink is not None
+        stats.start()
+        self.workers = [_Worker(name, fn, stop, self.errors)
+                        for name, fn in zip(WORKER_NAMES, (self._capture, self._process))]
+        reporter = None if self.o.quiet else LiveReporter(stats, self.o.report_interval).start()
+        with sig:
+            for w in self.workers:
+                w.start()
+            try:
+                _write_loop(self.q_out, sink, stop, stats, self.limit if src.live else None,
+                            src.live, self.video_fps)
+            except KeyboardInterrupt:
+                pass  # a second Ctrl-C: leave the queued frames unwritten, close the output
+            except BaseException as exc:
+                self.errors.append(exc)
+            finally:
+                stop.set()  # the stream is over (or failed): let capture and infer wind down
                 try:
-                    close()
-                except Exception as exc:  # noqa: BLE001 - first error wins, the rest still close
-                    errors.append(exc)
-        summary = stats.summary()
-        skipped = getattr(src, "skipped", None) if src is not None else None
+                    for w in self.workers:
+                        w.join(timeout=10)
+                except KeyboardInterrupt:
+                    pass  # a second Ctrl-C: stop waiting for a worker inside the engine
+                sig.closing = True
+                stats.stop()
+                if reporter is not None:
+                    reporter.close()
+        stats.info["interrupted"] = sig.interrupted
+        if sig.signum:
+            stats.info["signal"] = signal.Signals(sig.signum).name
+
+    def close(self) -> None:
+        """Close the output, the source and the backend (if this run loaded it); errors are
+        kept, every closer still runs."""
+        self.sig.closing = True
+        # A worker still inside the engine or the source (a second Ctrl-C stopped waiting for
+        # it) must not have them freed under it: the process exits right after.
+        busy = {w.name for w in self.workers if w.is_alive()}
+        closers = [c for c in (self.sink.close if self.sink else None,
+                               self.src.close if self.src and "capture" not in busy else None,
+                               self.backend.close if self.own_backend and "infer" not in busy
+                               else None) if c]
+        for close in closers:
+            try:
+                close()
+            except Exception as exc:  # noqa: BLE001 - first error wins, the rest still close
+                self.errors.append(exc)
+
+    def finish(self) -> dict[str, Any]:
+        """The stats summary, written to --stats (on failure too: what ran before the error is
+        worth keeping); raises the first error."""
+        summary = self.stats.summary()
+        skipped = getattr(self.src, "skipped", None) if self.src is not None else None
         if skipped:
             summary["skipped_inputs"] = list(skipped)
-        if errors:
-            summary["error"] = str(errors[0])
-        if o.stats_path and summary.get("frames_processed") is not None:
-            # Written on failure too: what ran before the error is worth keeping.
-            write_json_atomic(o.stats_path, summary)
-        if errors:
-            raise errors[0]
+        if self.errors:
+            summary["error"] = str(self.errors[0])
+        if self.o.stats_path and summary.get("frames_processed") is not None:
+            write_json_atomic(self.o.stats_path, summary)
+        if self.errors:
+            raise self.errors[0]
         return summary
-    finally:
-        sig.restore()
 
 
 def _check_writable(path: Union[str, Path], flag: str) -> None:
