@@ -33,12 +33,16 @@ def gaussian_window(h: int, w: int, sigma_frac: float = 0.25) -> np.ndarray:
     return np.outer(axis(h), axis(w)).astype(np.float32)
 
 
-def tile_starts(length: int, tile: int, overlap: int) -> list[int]:
+def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
     """Start offsets covering [0, length) with tiles of `tile`; the last tile is aligned to the
-    end so border tiles never need padding beyond the image."""
+    end so border tiles never need padding beyond the image. Starts are multiples of `multiple`
+    (for a length and tile that are): a network that downsamples by it is shift-invariant only
+    on that grid, so a tile off it computes other values than the whole frame (up to 34/255
+    with `fast`); the stride is rounded down, the overlap never narrower than asked."""
     if tile >= length:
         return [0]
-    stride = max(tile - overlap, 1)
+    m = max(multiple, 1)
+    stride = max((tile - overlap) // m * m, m)
     starts = list(range(0, length - tile, stride))
     starts.append(length - tile)
     return sorted(set(starts))
@@ -89,7 +93,8 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
     if overlap >= tile:
         raise ValueError(f"overlap ({overlap}) must be smaller than the tile ({tile})")
     th, tw = min(tile, H), min(tile, W)
-    boxes = [(y, x) for y in tile_starts(H, th, overlap) for x in tile_starts(W, tw, overlap)]
+    boxes = [(y, x) for y in tile_starts(H, th, overlap, multiple)
+             for x in tile_starts(W, tw, overlap, multiple)]
     base = gaussian_window(th, tw)
     # Zero the weight of a strip of overlap/2 px along every tile edge that lies inside the image:
     # those pixels saw zero padding instead of their neighbours, and a neighbouring tile always
@@ -136,7 +141,8 @@ def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> i
     if tile == 0 or (tile >= H and tile >= W):
         return 1
     tile = round_up(tile, multiple)
-    return len(tile_starts(H, min(tile, H), overlap)) * len(tile_starts(W, min(tile, W), overlap))
+    return (len(tile_starts(H, min(tile, H), overlap, multiple))
+            * len(tile_starts(W, min(tile, W), overlap, multiple)))
 
 
 def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,

@@ -25,6 +25,24 @@ def test_tile_starts_cover_and_align():
     assert tile_starts(100, 256, 32) == [0]
 
 
+def test_tiles_start_on_the_models_grid():
+    """A network that works on 8x8 blocks (pixel-unshuffle, strided convolutions) computes other
+    values for a tile that starts off its grid; tiles must start on it, whatever the overlap."""
+    def blocks8(batch):   # the mean of each 8x8 block, as a stride-8 network sees the frame
+        n, c, h, w = batch.shape
+        means = batch.reshape(n, c, h // 8, 8, w // 8, 8).mean(axis=(3, 5))
+        return np.repeat(np.repeat(means, 8, axis=2), 8, axis=3)
+
+    img = skimage.data.astronaut()[:200, :232].astype(np.float32) / 255
+    whole = tiled_apply(img, blocks8, tile=0, multiple=8)
+    for tile, overlap in ((64, 20), (72, 30), (48, 33)):
+        starts = tile_starts(232, tile, overlap, 8)
+        assert all(s % 8 == 0 for s in starts)
+        assert all(b - a <= tile - overlap for a, b in zip(starts, starts[1:]))
+        tiled = tiled_apply(img, blocks8, tile=tile, overlap=overlap, multiple=8)
+        assert np.abs(tiled - whole).max() < 1e-5, (tile, overlap)
+
+
 def test_window_peaks_at_centre():
     w = gaussian_window(64, 48)
     assert w.max() == w[31:33, 23:25].max() and w.min() > 0
