@@ -223,6 +223,34 @@ def test_quantized_io_uint8_path_matches_float_path(tflite_models):
         assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 1
 
 
+@pytest.mark.parametrize("which", [0, 1])
+def test_one_backend_shared_by_two_threads(tflite_models, which):
+    """An app may call one backend from several threads; LiteRT's interpreter holds one set of
+    tensors, and unguarded calls returned another thread's frame or raised."""
+    import threading
+    proc = FrameProcessor(load_backend(tflite_models[which], threads=1))
+    frames = [textured_frame(i, h=h, w=w) for i, (h, w) in
+              enumerate([(64, 96), (40, 56), (48, 64), (64, 96)])]
+    expected = [proc(f) for f in frames]
+    errors, wrong = [], []
+
+    def work(offset: int) -> None:
+        try:
+            for k in range(30):
+                i = (k + offset) % len(frames)
+                if not np.array_equal(proc(frames[i]), expected[i]):
+                    wrong.append(i)
+        except Exception as exc:  # noqa: BLE001 - reported by the assertion below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(o,)) for o in (0, 1, 2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors and not wrong, (errors[:1], wrong[:5])
+
+
 def test_fixture_model_sharpens(onnx_model):
     """Self-check of the helpers: the model increases the Laplacian variance of a blurred frame."""
     import onnxruntime as ort

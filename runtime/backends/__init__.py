@@ -40,7 +40,7 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     """Load a model for inference.
 
     path: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .tflite (LiteRT).
-    threads: CPU threads for ONNX Runtime / LiteRT (None: the engine's default).
+    threads: CPU threads for ONNX Runtime / LiteRT (None: every core).
     providers: ONNX Runtime only: "auto", "cpu", "cuda", "tensorrt" or a list of provider names.
     Raises ModelError with a user-facing message when the model is missing or cannot be loaded.
     """

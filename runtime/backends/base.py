@@ -29,6 +29,9 @@ class Backend(ABC):
     export's parity gate failed the model, as recorded inside it (ONNX metadata) or in its sidecar.
     `receptive_field` is the side in pixels of what one output pixel sees, when the export
     recorded it (tiling's overlap should reach it).
+
+    `infer` may be called from several threads: ONNX Runtime runs concurrent calls itself,
+    LiteRT and TensorRT (one interpreter / execution context) take them in turn.
     """
 
     name: str = "backend"

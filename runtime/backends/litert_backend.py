@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -42,6 +43,9 @@ class LiteRTBackend(Backend):
 
     def __init__(self, path: Union[str, Path], threads: Optional[int] = None, **_: Any) -> None:
         Interpreter = self._interpreter = _interpreter_class()
+        # One interpreter holds one set of tensors: calls from several threads take turns
+        # (unlocked, they returned each other's frames or failed).
+        self._lock = threading.Lock()
         path = Path(path)
         # LiteRT runs XNNPACK single-threaded unless told otherwise; use every core by default.
         threads = threads or os.cpu_count() or 1
@@ -136,15 +140,16 @@ class LiteRTBackend(Backend):
         self._shape = shape
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        self._resize(tuple(int(s) for s in batch.shape))
         scale, zp = self.inp["quantization"]
         if self.in_dtype.kind in "iu" and scale:
             x = quantize(batch, scale, zp, self.in_dtype)
         else:
             x = np.ascontiguousarray(batch, dtype=self.in_dtype)
-        self.interp.set_tensor(self.inp["index"], x)
-        self._invoke()
-        y = self.interp.get_tensor(self.out["index"])
+        with self._lock:
+            self._resize(tuple(int(s) for s in batch.shape))
+            self.interp.set_tensor(self.inp["index"], x)
+            self._invoke()
+            y = self.interp.get_tensor(self.out["index"])
         oscale, ozp = self.out["quantization"]
         if y.dtype.kind in "iu" and oscale:
             return dequantize(y, oscale, ozp)
@@ -187,9 +192,10 @@ class LiteRTBackend(Backend):
         import cv2
 
         lut_in, lut_out = self._luts()
-        self._resize(tuple(int(s) for s in rgb.shape))
         x = cv2.LUT(rgb[0], lut_in).view(self.in_dtype)[None]
-        self.interp.set_tensor(self.inp["index"], x)
-        self._invoke()
-        y = self.interp.get_tensor(self.out["index"])
+        with self._lock:
+            self._resize(tuple(int(s) for s in rgb.shape))
+            self.interp.set_tensor(self.inp["index"], x)
+            self._invoke()
+            y = self.interp.get_tensor(self.out["index"])
         return cv2.LUT(y[0].view(np.uint8), lut_out)[None]

@@ -11,6 +11,7 @@ needs more room; copies and the launch go on one CUDA stream, synchronised once 
 from __future__ import annotations
 
 import ctypes
+import threading
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
@@ -127,6 +128,8 @@ class TensorRTBackend(Backend):
     layout = "NCHW"
 
     def __init__(self, path: Union[str, Path], **_: Any) -> None:
+        # One execution context and one pair of buffers: calls from several threads take turns.
+        self._lock = threading.Lock()
         trt = _import_tensorrt()
         self.trt = trt
         self.cuda = _Cuda()
@@ -176,8 +179,12 @@ class TensorRTBackend(Backend):
         return _Buffer(self.cuda, nbytes, dtype)
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        rt = self.cuda.rt
         batch = np.ascontiguousarray(batch, dtype=self.in_dtype)
+        with self._lock:
+            return self._infer(batch)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
+        rt = self.cuda.rt
         if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
             raise ModelError(f"input shape {tuple(batch.shape)} is outside the engine's "
                              f"optimisation profile ({self._profile_range()}): rebuild it with "
@@ -209,13 +216,14 @@ class TensorRTBackend(Backend):
             return "see the engine's sidecar"
 
     def close(self) -> None:
-        for buf in (self._in, self._out):
-            if buf is not None:
-                buf.free()
-        self._in = self._out = None
-        if getattr(self, "stream", None) is not None:
-            self.cuda.rt.cudaStreamDestroy(self.stream)
-            self.stream = None
-        # The context holds activation memory for the profile's largest shape: free it now,
-        # not at garbage collection.
-        self.context = self.engine = None
+        with self._lock:
+            for buf in (self._in, self._out):
+                if buf is not None:
+                    buf.free()
+            self._in = self._out = None
+            if getattr(self, "stream", None) is not None:
+                self.cuda.rt.cudaStreamDestroy(self.stream)
+                self.stream = None
+            # The context holds activation memory for the profile's largest shape: free it
+            # now, not at garbage collection.
+            self.context = self.engine = None
