@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.cli_errors import cli_error, one_line
+from runtime.cli_errors import cli_error, missing_dependency, one_line
 from runtime.console import print_table
 
 from .options import add_to_argparse
@@ -108,8 +108,7 @@ def run_bench_cmd(args) -> int:
         from benchmarks.artifacts import BenchError
         from benchmarks.report import run_bench
     except ImportError as e:
-        return fail(f"missing dependency {e.name!r}; install the dev extra: "
-                    "pip install -e '.[dev]'")
+        return fail(missing_dependency("bench", e.name))
     if args.threads < 0 or args.calib_count < 1:
         return fail("--threads must be >= 0 and --calib-count >= 1")
     opts = options_from_args(args)

@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from runtime.cli_errors import cli_error, one_line
+from runtime.cli_errors import cli_error, missing_dependency, one_line
 from runtime.formats import help_lines
 
 FORMAT_HELP = """\
@@ -146,8 +146,7 @@ def run_export(args) -> int:
         from .calibration import CalibrationError
         from .export import ExportError, export, print_table
     except ImportError as e:
-        return fail(f"missing dependency {e.name!r}; install the export extra: "
-                    "pip install -e '.[export]'")
+        return fail(missing_dependency("export", e.name))
     if args.opset < 17:
         return fail(f"--opset must be 17 or newer, got {args.opset}")
     try:

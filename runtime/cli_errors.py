@@ -22,3 +22,18 @@ def cli_error(command: str, msg: str) -> int:
 def one_line(e: BaseException) -> str:
     """An exception's message folded onto one line (the type name when it has none)."""
     return " ".join(line.strip() for line in str(e).strip().splitlines()) or type(e).__name__
+
+
+# The pip extra each command needs (pyproject.toml); commands not named need `train`.
+EXTRA_BY_COMMAND = {"run": "runtime", "export": "export", "bench": "dev", "demo": "dev"}
+OWN_PACKAGES = ("distill", "optimize", "runtime", "benchmarks", "sharpen")
+
+
+def missing_dependency(command: str, module: str | None) -> str:
+    """What to install when `sharpen COMMAND` cannot import `module`: a device install (the
+    runtime extra) runs `sharpen run` only; the other commands need torch and friends."""
+    extra = EXTRA_BY_COMMAND.get(command, "train")
+    top = (module or "?").split(".")[0]
+    return (f"missing dependency {top!r}: `sharpen {command}` needs the {extra!r} extra: "
+            f"pip install 'image-sharpening-kd[{extra}]' (in a clone: pip install -e "
+            f"'.[{extra}]', or scripts/setup.sh for everything)")

@@ -8,7 +8,7 @@ import os
 import sys
 from pathlib import Path
 
-from runtime.cli_errors import SharpenError
+from runtime.cli_errors import OWN_PACKAGES, SharpenError, missing_dependency
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -93,6 +93,14 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except ModuleNotFoundError as e:
+        # A device install (runtime extra only) lists every command; those needing torch,
+        # yaml or scikit-image say what to install instead of a traceback.
+        if (e.name or "").split(".")[0] in OWN_PACKAGES:
+            raise
+        print(f"sharpen {args.command}: error: {missing_dependency(args.command, e.name)}",
+              file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -21,7 +21,8 @@ SCRIPT = textwrap.dedent("""
     class Blocker(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path, target=None):
             if name.split(".")[0] in BLOCKED:
-                raise ImportError(f"import of {name} blocked by the no-torch test")
+                raise ModuleNotFoundError(f"import of {name} blocked by the no-torch test",
+                                          name=name)
             return None
 
     sys.meta_path.insert(0, Blocker())
@@ -56,6 +57,16 @@ SCRIPT = textwrap.dedent("""
                    "--output", str(out / "sharpen.mp4"), "--quiet"])
         assert rc == 0, rc
         print("SHARPEN_CLI_OK")
+        # A command that needs torch says what to install, in one line, not a traceback.
+        import contextlib, io
+        for argv in (["models"], ["labels", "--data", video, "--out", str(out / "lab")]):
+            err = io.StringIO()
+            with contextlib.redirect_stderr(err):
+                rc = main(argv)
+            msg = err.getvalue()
+            assert rc == 2 and "missing dependency 'torch'" in msg and "[train]" in msg, (rc, msg)
+            assert "Traceback" not in msg and msg.count(chr(10)) == 1, msg
+        print("NEEDS_TORCH_OK")
     leaked = sorted(m for m in sys.modules if m.split(".")[0] in {"torch", "tensorflow", "keras"})
     assert not leaked, leaked
     print("NO_TORCH_OK")
@@ -72,6 +83,7 @@ def test_runtime_runs_without_torch_or_tensorflow(tmp_path, onnx_model):
     assert "NO_TORCH_OK" in r.stdout
     if (REPO / "distill" / "cli.py").exists():
         assert "SHARPEN_CLI_OK" in r.stdout, "sharpen.cli run was not exercised"
+        assert "NEEDS_TORCH_OK" in r.stdout
         assert len(read_video(tmp_path / "sharpen.mp4")[0]) == 6
     assert len(read_video(tmp_path / "api.mp4")[0]) == 6
     assert len(read_video(tmp_path / "cli.mp4")[0]) == 6
