@@ -154,7 +154,7 @@ def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
     assert (s.done, s.skipped) == (0, 2)
     assert sorted(_manifest(out)) == ["im00", "im02"] and not label01.exists()
     assert [i.name for i, _, _ in pairs_from_labels(out)] == ["im00.png", "im02.png"]
-    assert "removed 1 label(s) whose input no longer exists" in capsys.readouterr().out
+    assert "removed 1 label(s) whose input is gone or replaced" in capsys.readouterr().out
 
 
 def test_corrupt_input_warns_and_fails_run(tmp_path, teachers, capsys):
@@ -384,3 +384,89 @@ def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_pat
     assert trained == not_val
     with pytest.raises(SourceError, match="none left once the 5 held out"):
         run_labels(str(flat), out / "none", exclude={f"im{i:02d}" for i in range(5)}, **common)
+
+
+def test_a_moved_folder_repoints_input_and_ground_truth(tmp_path, capsys):
+    """Moving the data folder and re-running labels (what the stale-cache error asks) repointed
+    the inputs only: the ground truth stayed at the old path (gone: no sample loaded; still
+    there: training used the old folder's sharp images)."""
+    import shutil
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    out = tmp_path / "cache"
+    run_labels(str(_paired(tmp_path / "day1", 2, h=16, w=16)), out, **kw)
+    shutil.move(tmp_path / "day1", tmp_path / "day2")
+    s = run_labels(str(tmp_path / "day2"), out, **kw)
+    assert (s.done, s.skipped) == (0, 2)
+    for e in _manifest(out).values():
+        assert "/day2/input/" in e["input"] and "/day2/target/" in e["gt"], e
+        assert e["input_psnr"] < e["teacher_psnr"] or e["teacher_psnr"] > 0
+    assert all(g.parent.parent.name == "day2" for _, _, g in pairs_from_labels(out))
+    # A copy whose sharp image differs: measured against the copy's ground truth.
+    shutil.copytree(tmp_path / "day2", tmp_path / "day3")
+    write_image(tmp_path / "day3" / "target" / "im00.png", np.zeros((16, 16, 3), np.float32))
+    before = _manifest(out)["im00"]["input_psnr"]
+    run_labels(str(tmp_path / "day3"), out, **kw)
+    e = _manifest(out)["im00"]
+    assert "/day3/target/" in e["gt"] and e["input_psnr"] != before
+
+
+def test_a_replaced_or_deleted_video_drops_its_old_frames(tmp_path, capsys):
+    from distill.data.label_cache import prune_missing_inputs
+
+    def clip(n: int, base: int) -> Path:
+        vw = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10,
+                             (48, 32))
+        for i in range(n):
+            vw.write(np.full((32, 48, 3), base + 30 * i, np.uint8))
+        vw.release()
+        return tmp_path / "clip.avi"
+
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    run_labels(str(clip(6, 20)), out, **kw)
+    assert len(LabelCache(out)) == 6
+    run_labels(str(clip(3, 40)), out, **kw)       # a shorter clip under the same name
+    assert sorted(_manifest(out)) == [f"clip_{i:06d}" for i in range(3)]
+    assert not (out / "frames" / "clip_000004.png").exists()
+    assert not (out / "labels" / "clip_000004.png").exists()
+    assert "removed 3 label(s)" in capsys.readouterr().out
+    (tmp_path / "clip.avi").unlink()
+    assert prune_missing_inputs(out) == [f"{tmp_path / 'clip.avi'}[frame {i}]" for i in range(3)]
+    assert len(LabelCache(out)) == 0
+
+
+def test_a_ground_truth_of_another_size_is_dropped_not_the_sample(tmp_path, capsys):
+    """Labelled, then thrown away whole by distill (gt of another size), even with no
+    ground-truth loss: the entry now keeps the sample and drops the ground truth."""
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    write_image(data / "target" / "im01.png", np.zeros((20, 16, 3), np.float32))
+    out = tmp_path / "cache"
+    run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    err = capsys.readouterr().err
+    assert "ground truth unusable for im01, which trains on its label alone" in err, err
+    e = _manifest(out)["im01"]
+    assert e["status"] == "ok" and e["gt"] is None and "input_psnr" not in e
+    assert [(i.name, g is None) for i, _, g in pairs_from_labels(out)] == \
+        [("im00.png", False), ("im01.png", True)]
+
+
+def test_an_input_renamed_by_its_partners_deletion_is_labelled_once(tmp_path, capsys):
+    """x.jpg and x.png are named x.jpg / x.png; once x.jpg is gone, x.png is named x: its old
+    entry under x.png stayed beside the new one (the image trained twice)."""
+    data = tmp_path / "data"
+    rng = np.random.default_rng(3)
+    for ext in ("png", "jpg"):
+        img = rng.random((16, 16, 3)).astype(np.float32)
+        write_image(data / "input" / f"x.{ext}", img)
+        write_image(data / "target" / f"x.{ext}", img)
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    run_labels(str(data), out, **kw)
+    names = sorted(_manifest(out))
+    assert len(names) == 2, names
+    for side in ("input", "target"):
+        (data / side / "x.jpg").unlink()
+    run_labels(str(data), out, **kw)
+    entries = _manifest(out)
+    assert len(entries) == 1 and next(iter(entries.values()))["input"].endswith("x.png"), entries
+    assert len(pairs_from_labels(out)) == 1

@@ -38,6 +38,21 @@ def sha256_array(arr: np.ndarray) -> str:
     return h.hexdigest()
 
 
+def video_signature(path: str | os.PathLike) -> str:
+    """A cheap content signature of a video file (its size, first and last MiB): frame entries
+    carry it, so that the labels of a clip replaced under the same name are found stale
+    without hashing gigabytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        h.update(str(size).encode())
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read(1 << 20))
+    return h.hexdigest()[:16]
+
+
 def read_manifest_entries(path: str | os.PathLike) -> dict[str, dict]:
     """Entries of a manifest (or shard) file; {} when missing; a warning when unreadable."""
     path = Path(path)
@@ -122,21 +137,51 @@ def merge_shards(out_dir: str | os.PathLike, rank: int = 0, world: int = 1,
 
 
 def prune_missing_inputs(out_dir: str | os.PathLike) -> list[str]:
-    """Drop the entries (and label files) of image inputs that no longer exist: their labels
-    can never be used, and `distill` refuses a cache with stale entries. Returns the inputs."""
+    """Drop the entries (and files) that can never be used again: those of image inputs that no
+    longer exist, of video frames whose video is gone or was replaced (another signature), and
+    all but the newest entry of an input labelled under two names (a file whose name changed
+    when its same-stemmed partner was deleted). `distill` refuses a cache with stale entries.
+    Returns what was dropped (inputs, frames as `video[frame N]`)."""
     out_dir = Path(out_dir)
     with _manifest_lock(out_dir):
         entries = read_manifest_entries(out_dir / MANIFEST)
-        gone = {n: e for n, e in entries.items()
-                if e.get("frame") is None and e.get("input") and not Path(e["input"]).exists()}
+        gone: dict[str, dict] = {}
+        signatures: dict[str, Optional[str]] = {}
+        newest: dict[str, str] = {}
+        for n, e in entries.items():
+            inp = e.get("input")
+            if not inp:
+                continue
+            if e.get("frame") is None:
+                if not Path(inp).exists():
+                    gone[n] = e
+                    continue
+                other = newest.get(inp)
+                if other is not None:
+                    older = other if _newer(entries[other], e) else n
+                    gone[older] = entries[older]
+                    if older == other:
+                        newest[inp] = n
+                else:
+                    newest[inp] = n
+                continue
+            if inp not in signatures:
+                try:
+                    signatures[inp] = video_signature(inp)
+                except OSError:
+                    signatures[inp] = None
+            if signatures[inp] is None or (e.get("video_id") and e["video_id"] != signatures[inp]):
+                gone[n] = e
         if not gone:
             return []
         write_manifest(out_dir, {n: e for n, e in entries.items() if n not in gone})
     for e in gone.values():
-        if e.get("label"):
-            with contextlib.suppress(OSError):
-                (out_dir / e["label"]).unlink()
-    return sorted(e["input"] for e in gone.values())
+        for key in ("label", "input_file"):
+            if e.get(key):
+                with contextlib.suppress(OSError):
+                    (out_dir / e[key]).unlink()
+    return sorted(e["input"] if e.get("frame") is None else f"{e['input']}[frame {e['frame']}]"
+                  for e in gone.values())
 
 
 def label_relpath(name: str, folder: str = LABELS_DIR) -> str:

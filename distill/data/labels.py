@@ -39,12 +39,16 @@ from ..teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE, ti
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
                           label_relpath, merge_entries, merge_shards, prune_missing_inputs,
-                          read_manifest_entries, sha256_array, shard_paths, write_manifest)
+                          read_manifest_entries, sha256_array, shard_paths, video_signature,
+                          write_manifest)
 from .sources import (Sample, SampleReader, SourceError, parse_spec, resolve_source,
                       spread)
 
 __all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
            "sha256_array", "write_manifest", "main"]
+
+
+_GT_METRICS = ("teacher_psnr", "teacher_ssim", "input_psnr", "input_ssim")
 
 
 def _metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
@@ -133,7 +137,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         gone = prune_missing_inputs(out_dir)
         if gone:
             shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
-            print(f"{tag}removed {len(gone)} label(s) whose input no longer exists ({shown})",
+            print(f"{tag}removed {len(gone)} label(s) whose input is gone or replaced, or "
+                  f"labelled under another name ({shown})",
                   flush=True)
             merged = read_manifest_entries(out_dir / MANIFEST)
     if merged is not None and dist.world > 1:
@@ -178,6 +183,7 @@ class LabelRun:
         self.tile, self.overlap, self.batch_size = int(tile), int(overlap), int(batch_size)
         self.dist = dist
         self.reader = SampleReader()
+        self._video_ids: dict[str, str] = {}
         cfg = getattr(getattr(teacher, "model", None), "config", None)
         self.teacher_arch = cfg.to_dict() if hasattr(cfg, "to_dict") else None
         self.teacher_config = getattr(teacher, "config_name", None)
@@ -209,8 +215,50 @@ class LabelRun:
             else None,
             "created": time.time(),
         }
+        if sample.frame is not None:
+            e["video_id"] = self._video_id(sample.input)
         e.update(extra)
         return e
+
+    def _video_id(self, path: str | os.PathLike) -> str:
+        key = str(Path(path).resolve())
+        if key not in self._video_ids:
+            self._video_ids[key] = video_signature(key)
+        return self._video_ids[key]
+
+    def _moved(self, old: dict, sample: Sample) -> dict:
+        """What an up-to-date entry must change to point at this sample's files: its input, its
+        ground truth, its video's signature (a clip copied elsewhere)."""
+        here = {"input": str(Path(sample.input).resolve()),
+                "gt": str(Path(sample.gt).resolve()) if sample.gt else None}
+        if sample.frame is not None:
+            here["video_id"] = self._video_id(sample.input)
+        moved = {k: v for k, v in here.items() if old.get(k) != v}
+        if sample.gt and "input_psnr" not in old:   # unusable when labelled: look again
+            moved["gt"] = here["gt"]
+        return moved
+
+    def _gt_metrics(self, sample: Sample, image: np.ndarray, label: np.ndarray, bar,
+                    tag: str) -> dict:
+        """PSNR/SSIM of the input and the label against the ground truth. A ground truth that
+        cannot be used (unreadable, another size) is said and dropped from the entry
+        (gt: None): the sample still trains on its label, without ground-truth terms."""
+        from ..images import ImageReadError, read_image
+        if sample.gt is None:
+            return {}
+        try:
+            gt = read_image(sample.gt)
+            if gt.shape != image.shape:
+                raise ImageReadError(f"{sample.gt}: size {gt.shape[1]}x{gt.shape[0]} differs "
+                                     f"from the input's {image.shape[1]}x{image.shape[0]}")
+        except ImageReadError as e:
+            bar.write(f"{tag}warning: ground truth unusable for {sample.name}, which trains on "
+                      f"its label alone: {e}", file=sys.stderr)
+            return {"gt": None}
+        tp, ts = _metrics(label, gt)
+        ip, is_ = _metrics(image, gt)
+        return {"teacher_psnr": round(tp, 4), "teacher_ssim": round(ts, 5),
+                "input_psnr": round(ip, 4), "input_ssim": round(is_, 5)}
 
     def _up_to_date(self, e: Optional[dict], input_hash: str) -> bool:
         if not e or e.get("status") != "ok":
@@ -275,9 +323,16 @@ class LabelRun:
                 here = str(Path(sample.input).resolve())
                 if self._up_to_date(old, input_hash):
                     stats.skipped += 1
-                    if old.get("input") != here:
-                        # same content at a new path: just repoint the entry
-                        self._record(sample.name, {**old, "input": here, "created": time.time()})
+                    moved = self._moved(old, sample)
+                    if moved:
+                        # Same content at a new path (a moved or copied folder): repoint the
+                        # entry, its ground truth too, and measure against that ground truth.
+                        kept = old
+                        if "gt" in moved:
+                            kept = {k: v for k, v in old.items() if k not in _GT_METRICS}
+                            label = read_image(self.out_dir / old["label"])
+                            moved.update(self._gt_metrics(sample, image, label, bar, tag))
+                        self._record(sample.name, {**kept, **moved, "created": time.time()})
                     continue
                 if (old and old.get("status") == "ok" and old.get("input") != here
                         and Path(old["input"]).is_file()):
@@ -308,20 +363,7 @@ class LabelRun:
                     write_image(self.out_dir / label_relpath(sample.name, FRAMES_DIR), image)
                 entry_extra["seconds"] = round(time.perf_counter() - t0, 4)
                 # 4. metrics against ground truth
-                if sample.gt is not None:
-                    try:
-                        gt = read_image(sample.gt)
-                        if gt.shape != image.shape:
-                            raise ImageReadError(f"{sample.gt}: size {gt.shape[1]}x{gt.shape[0]}"
-                                                 f" differs from the input's "
-                                                 f"{image.shape[1]}x{image.shape[0]}")
-                        tp, ts = _metrics(label, gt)
-                        ip, is_ = _metrics(image, gt)
-                        entry_extra.update(teacher_psnr=round(tp, 4), teacher_ssim=round(ts, 5),
-                                           input_psnr=round(ip, 4), input_ssim=round(is_, 5))
-                    except ImageReadError as e:
-                        bar.write(f"{tag}warning: ground truth unusable, no metrics for "
-                                  f"{sample.name}: {e}", file=sys.stderr)
+                entry_extra.update(self._gt_metrics(sample, image, label, bar, tag))
                 self._record(sample.name, self._entry(sample, input_hash, **entry_extra))
                 stats.done += 1
                 stats.seconds += time.perf_counter() - t0
