@@ -203,7 +203,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             return _err(f"unknown student {', '.join(unknown)}; registered: {', '.join(names)}"
                         + hint)
         names = args.names
-    headers = ["name", "params", "GMAC", "receptive field px", "activations MB", "multiple"]
+    headers = ["name", "params", "GMAC", "receptive field px", "activations MiB", "multiple"]
     if args.measure:
         headers.append(f"PyTorch ms ({args.measure_runs} runs, median)")
     headers.append("description")
@@ -535,6 +535,9 @@ def _train(args: argparse.Namespace, task: str) -> int:
         return 128 + e.signum
     except TrainingDiverged as e:
         raise SharpenError(str(e), exit_code=1) from None
+    from .dist import DistInfo
+    if not DistInfo.from_env().main:   # under torchrun: rank 0 validates and reports
+        return 0
     keys = ("input_gt_ssim", "teacher_gt_ssim", "model_gt_ssim", "model_teacher_ssim",
             "model_gt_psnr", "input_gt_psnr")
     shown = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)

@@ -178,7 +178,7 @@ def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
     return extra
 
 
-def build_train_dataset(cfg: TrainConfig) -> Dataset:
+def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
     d = cfg.data
     if not 0 <= d.gt_train_share < 1:
         raise ValueError(f"data.gt_train_share must be in [0, 1), got {d.gt_train_share}")
@@ -197,7 +197,7 @@ def build_train_dataset(cfg: TrainConfig) -> Dataset:
                                         brightness=d.brightness)
         from .data.crops import CropDataset, pairs_from_source
         from .data.sources import resolve_source
-        items = pairs_from_source(resolve_source(d.train, split="train"))
+        items = pairs_from_source(resolve_source(d.train, split="train", progress=progress))
     else:
         if not d.labels:
             raise ValueError("student training needs data.labels: the pseudo-label cache made "
@@ -214,7 +214,7 @@ def build_train_dataset(cfg: TrainConfig) -> Dataset:
                        cache_size=d.cache_size)
 
 
-def load_val_items(cfg: TrainConfig) -> list[ValItem]:
+def load_val_items(cfg: TrainConfig, progress: bool = True) -> list[ValItem]:
     from .images import centre_crop
     d = cfg.data
     out: list[ValItem] = []
@@ -231,10 +231,10 @@ def load_val_items(cfg: TrainConfig) -> list[ValItem]:
             from .data.crops import pairs_from_source
             from .data.sources import SourceError, resolve_source
             try:
-                info = resolve_source(d.val, split="val")
+                info = resolve_source(d.val, split="val", progress=progress)
             except SourceError as no_val:  # GoPro and many paired sets have train/test only
                 try:
-                    info = resolve_source(d.val, split="test")
+                    info = resolve_source(d.val, split="test", progress=progress)
                 except SourceError:
                     raise no_val from None
                 print(f"note: data.val={d.val} has no 'val' split; validating (and choosing "
@@ -413,7 +413,7 @@ class Trainer:
         extra = {}
         if full:
             extra = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                     "rng": rng_state(), "best": self.best}
+                     "rng": rng_state(), "best": self.best, "processes": self.dist.world}
         return make_checkpoint(self.model, kind="teacher" if self.arch == "restormer"
                                else "student", arch=self.arch, arch_args=self.arch_args,
                                ema=self.ema, step=self.step, config=self.cfg.to_dict(),
@@ -468,6 +468,13 @@ class Trainer:
         self._truncate_log()
         if self.dist.main:   # even with --quiet: which run goes on, and from where
             print(f"resumed from {path} at step {self.step}", file=sys.stderr)
+        before = ck.get("processes")
+        if isinstance(before, int) and before != self.dist.world and self.dist.main:
+            b = self.cfg.data.batch_size
+            print(f"warning: {path} was trained by {before} process(es), this run has "
+                  f"{self.dist.world}: data.batch_size ({b}) is per process, so the batch "
+                  f"of a step changes from {before * b} to {self.dist.world * b}",
+                  file=sys.stderr)
         changes = config_changes(ck.get("config") or {}, self.cfg.to_dict())
         if changes and self.dist.main:
             kept = self.out / f"config-step{self.step}.yaml"
@@ -531,8 +538,8 @@ class Trainer:
                       f"optim.steps={cfg.optim.steps}: nothing to train (raise optim.steps to "
                       "go on, or choose another out=)", file=sys.stderr)
             return self.metrics
-        train_ds = build_train_dataset(cfg)
-        val_items = load_val_items(cfg) if self.dist.main else []
+        train_ds = build_train_dataset(cfg, progress=not self.quiet)
+        val_items = load_val_items(cfg, progress=not self.quiet) if self.dist.main else []
         if self.dist.main:   # after the data checks: a run that cannot start leaves no folder
             for p in self._replace:
                 p.unlink(missing_ok=True)

@@ -1,0 +1,35 @@
+"""What ships to the device: sharpen frames and streams through ONNX Runtime, TensorRT or LiteRT.
+
+The Python API, for an app that embeds the runtime (no torch, no TensorFlow):
+
+    from runtime import FrameProcessor, Sink, load_backend, run_stream
+
+    proc = FrameProcessor(load_backend("export/student-fast.onnx"))
+    sharp = proc(frame)                          # one BGR uint8/uint16 frame -> same size/depth
+
+    class Collect(Sink):                         # every frame of a stream, in order
+        def write(self, original, sharpened, name): ...
+    stats = run_stream("export/student-fast.onnx", "in.mp4", Collect())
+
+Names are imported on first use, so `import runtime` stays cheap for the command line.
+"""
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_API = {
+    "load_backend": ".backends", "Backend": ".backends", "ModelError": ".backends",
+    "FrameProcessor": ".prepost", "FrameError": ".prepost",
+    "run_stream": ".pipeline", "StreamOptions": ".pipeline",
+    "Sink": ".sinks", "SinkError": ".sinks",
+    "open_source": ".sources", "Source": ".sources", "SourceError": ".sources",
+}
+
+__all__ = sorted(_API)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _API:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    return getattr(importlib.import_module(_API[name], __name__), name)

@@ -156,22 +156,26 @@ class StreamOptions:
 
 
 def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
-               output: Optional[Union[str, Path]] = None,
+               output: Optional[Union[str, Path, Sink]] = None,
                options: Optional[StreamOptions] = None, *,
                stop_event: Optional[threading.Event] = None, **overrides: Any) -> dict[str, Any]:
     """Sharpen a stream end to end and return the stats dict (also written to `stats_path`).
 
     model: a model path (.onnx/.engine/.plan/.tflite) or an already loaded Backend.
     source: a source spec (see runtime.sources.open_source) or an opened Source.
-    output: video file (.mp4...), image folder, or image file for a single image; None: no file.
+    output: video file (.mp4...), image folder, or image file for a single image; None: no file;
+        or a Sink: its write(original, sharpened, name) gets every frame (BGR arrays) in order,
+        in the calling thread, and close() once at the end.
     options: a StreamOptions; any of its fields may also be given as a keyword.
     stop_event: set it to stop the run from another thread.
-    Raises ModelError / SourceError / SinkError / FrameError with user-facing messages.
+    Raises ModelError / SourceError / SinkError / FrameError with user-facing messages, and
+    ValueError for options out of range (before anything is opened).
     """
     try:
         o = replace(options or StreamOptions(), **overrides)
     except TypeError as e:
         raise ValueError(f"run_stream: unknown option ({e})") from None
+    _check_options(o)
     if o.stats_path:
         _check_writable(o.stats_path, "--stats")
     own_backend = not isinstance(model, Backend)
@@ -205,7 +209,8 @@ class _Stream:
         self.sink: Optional[Sink] = None
         self.video_fps = 30.0
 
-    def open(self, source: Union[str, Source], output: Optional[Union[str, Path]]) -> None:
+    def open(self, source: Union[str, Source],
+             output: Optional[Union[str, Path, Sink]]) -> None:
         """Open the source and the output, read the first frame and warm the model up on it."""
         o, stats = self.o, self.stats
         src = source if isinstance(source, Source) else open_source(
@@ -214,8 +219,9 @@ class _Stream:
         self.src = src
         if o.live is not None:
             src.live = o.live
+        out_file = [] if output is None or isinstance(output, Sink) else [output]
         if o.stats_path and any(same_file(o.stats_path, f)
-                                for f in [*_input_files(src), *([output] if output else [])]):
+                                for f in [*_input_files(src), *out_file]):
             raise SinkError(f"--stats {o.stats_path} is the source or the --out file: the "
                             "stats would overwrite it; choose another path")
         self.processor = FrameProcessor(self.backend, tile=o.tile, overlap=o.overlap)
@@ -238,7 +244,9 @@ class _Stream:
         first.t_capture = time.perf_counter()
         self.first = first
         stats.info = {"backend": dict(self.backend.describe()), "source": src.describe(),
-                      "live": src.live, "output": str(output) if output else None,
+                      "live": src.live,
+                      "output": (type(output).__name__ if isinstance(output, Sink)
+                                 else str(output) if output else None),
                       "show": o.show, "tile": o.tile, "overlap": o.overlap if o.tile else 0}
         qsize = o.queue_size or (1 if src.live else 4)
         self.q_in = FrameQueue(qsize, drop_oldest=src.live)
@@ -347,6 +355,22 @@ class _Stream:
         return summary
 
 
+def _check_options(o: StreamOptions) -> None:
+    problems = [msg for bad, msg in (
+        (o.view not in ("side", "split"), f"view must be side or split, got {o.view!r}"),
+        (o.threads is not None and o.threads < 0, f"threads must be >= 0, got {o.threads}"),
+        (o.max_frames is not None and o.max_frames < 0,
+         f"max_frames must be >= 0 (0: all), got {o.max_frames}"),
+        (o.queue_size is not None and o.queue_size < 1,
+         f"queue_size must be >= 1, got {o.queue_size}"),
+        (o.tile < 0 or o.overlap < 0,
+         f"tile and overlap must be >= 0, got tile={o.tile} overlap={o.overlap}"),
+        (o.fps < 0, f"fps must be >= 0 (0: the source's), got {o.fps}"),
+    ) if bad]
+    if problems:
+        raise ValueError(f"run_stream: {'; '.join(problems)}")
+
+
 def _check_writable(path: Union[str, Path], flag: str) -> None:
     """SinkError now, naming the flag, if `path` cannot be written: otherwise the failure would
     come only after the whole stream had run."""
@@ -399,10 +423,12 @@ def _input_files(src: Source) -> list:
     return [src.target] if isinstance(src, VideoSource) and src.kind == "video" else []
 
 
-def _make_sink(src: Source, output: Optional[Union[str, Path]], show: bool, view: str,
+def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool, view: str,
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False) -> Sink:
     sinks: list[Sink] = []
-    if output:
+    if isinstance(output, Sink):
+        sinks.append(CompareSink(output, view) if compare else output)
+    elif output:
         single = isinstance(src, ImageSource) and src.frame_count == 1
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
         file_sink = output_sink(output, fps, single, tuple(dirs),
@@ -420,8 +446,6 @@ def _make_sink(src: Source, output: Optional[Union[str, Path]], show: bool, view
             ema["t"] = now
             return f"{ema['fps']:.1f} fps  dropped {stats.dropped_frames}"
 
-        if view not in ("side", "split"):
-            raise ValueError(f"--view must be side or split, got {view!r}")
         sinks.append(WindowSink(view, stop, overlay))
     if not sinks:
         return NullSink()

@@ -50,6 +50,8 @@ def to_bgr(frame: np.ndarray, warn: bool = True) -> np.ndarray:
         raise FrameError(f"expected an image array, got {type(frame).__name__}")
     if frame.dtype not in (np.uint8, np.uint16):
         raise FrameError(f"unsupported frame dtype {frame.dtype}: expected uint8 or uint16")
+    if frame.ndim in (2, 3) and 0 in frame.shape[:2]:
+        raise FrameError(f"empty frame of shape {frame.shape}")
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
         if warn:
             _warn_once("gray", "grayscale frames are converted to BGR")

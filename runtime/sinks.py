@@ -60,6 +60,10 @@ def make_folder(folder: str | os.PathLike, what: str) -> None:
 
 
 class Sink:
+    """Where `run_stream` puts each frame; an app subclasses it to get the frames itself.
+    write() is called in order, from the thread that called run_stream, with the original and
+    the sharpened frame (HxWx3 BGR, uint8 or uint16) and the frame's name; close() once."""
+
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         raise NotImplementedError
 

@@ -252,10 +252,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     labels = out / "labels"
     try:
         run_labels(train_spec, labels / "train", teacher_weights=teacher, config=args.config,
-                   tile=TILE, overlap=OVERLAP, split="train", limit=args.label_images,
+                   tile=TILE, overlap=OVERLAP, limit=args.label_images,
                    progress=not args.quiet, exclude=not_train)
         run_labels(val_spec, labels / "val", teacher_weights=teacher, config=args.config,
-                   tile=TILE, overlap=OVERLAP, split=val_split, limit=args.label_images,
+                   tile=TILE, overlap=OVERLAP, limit=args.label_images,
+                   split=None if val_split == "train" else val_split,
                    progress=not args.quiet, exclude=not_val)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -470,3 +470,23 @@ def test_an_input_renamed_by_its_partners_deletion_is_labelled_once(tmp_path, ca
     entries = _manifest(out)
     assert len(entries) == 1 and next(iter(entries.values()))["input"].endswith("x.png"), entries
     assert len(pairs_from_labels(out)) == 1
+
+
+def test_a_split_of_a_flat_folder_is_said_not_silently_ignored(tmp_path, capsys):
+    data = tmp_path / "flat"
+    for i in range(2):
+        write_image(data / f"f{i}.png", np.random.default_rng(i).random((16, 16, 3)))
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    run_labels(str(data), tmp_path / "a", **kw)
+    assert "--split" not in capsys.readouterr().err
+    s = run_labels(str(data), tmp_path / "b", split="val", **kw)
+    assert s.done == 2
+    assert "has no split folders (train/, val/, test/): --split val does not apply" in \
+        capsys.readouterr().err
+
+
+def test_quiet_labels_build_the_embedded_set_without_a_bar(tmp_path, capsys):
+    s = run_labels(f"embedded:{tmp_path / 'emb'}", tmp_path / "cache", split="val",
+                   teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert s.done == 4
+    assert "embedded val" not in capsys.readouterr().err

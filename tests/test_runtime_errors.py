@@ -429,6 +429,21 @@ def test_unsupported_frames():
         to_bgr8(np.zeros((8, 8, 5), np.uint8))
     with pytest.raises(FrameError, match="shape"):
         to_bgr8(np.zeros((2, 8, 8, 3), np.uint8))
+    for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 8), np.uint16)):
+        with pytest.raises(FrameError, match=r"empty frame of shape \(0, "):
+            to_bgr8(empty)
+
+
+def test_run_stream_refuses_impossible_options(onnx_model, tmp_path):
+    from runtime.pipeline import run_stream
+    src = tmp_path / "a.png"
+    cv2.imwrite(str(src), np.zeros((16, 16, 3), np.uint8))
+    for bad, said in (({"view": "diag", "compare": True}, "view must be side or split"),
+                      ({"threads": -3}, "threads must be >= 0"),
+                      ({"max_frames": -1}, "max_frames must be >= 0"),
+                      ({"queue_size": 0}, "queue_size must be >= 1")):
+        with pytest.raises(ValueError, match=said):
+            run_stream(str(onnx_model), str(src), tmp_path / "out", **bad)
 
 
 def test_gstreamer_without_support_is_clear():

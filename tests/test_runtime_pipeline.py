@@ -357,3 +357,37 @@ def test_fps_flag_sets_the_output_rate_of_a_video_or_stream(tmp_path, onnx_model
         assert rc == 0
         frames, fps = read_video(out)
         assert len(frames) == 6 and fps == pytest.approx(want, rel=0.01)
+
+
+def test_an_app_gets_every_frame_through_its_own_sink(tmp_path, onnx_model):
+    """The Python API: `run_stream(model, source, MySink())` hands each (original, sharpened)
+    pair to the app, in order, in the calling thread, then closes the sink once (a Sink given
+    as output used to fail with a TypeError: only files and folders were outputs)."""
+    import runtime
+
+    inp = write_video(tmp_path / "in.mp4", n=8)
+    caller = threading.current_thread()
+
+    class Collect(runtime.Sink):
+        def __init__(self):
+            self.got, self.closed, self.threads = [], 0, set()
+
+        def write(self, original, sharpened, name):
+            self.threads.add(threading.current_thread())
+            self.got.append((original.copy(), sharpened.copy(), name))
+
+        def close(self):
+            self.closed += 1
+
+    sink = Collect()
+    stats = runtime.run_stream(str(onnx_model), str(tmp_path / "in.mp4"), sink)
+    assert stats["frames_processed"] == 8 and stats["output"] == "Collect"
+    assert sink.closed == 1 and sink.threads == {caller}
+    assert_in_order([o for o, _, _ in sink.got], len(inp))
+    proc = runtime.FrameProcessor(runtime.load_backend(str(onnx_model)))
+    for original, sharpened, _ in sink.got:
+        assert np.array_equal(sharpened, proc(original))
+    side = Collect()
+    runtime.run_stream(str(onnx_model), str(tmp_path / "in.mp4"), side, compare=True,
+                       max_frames=2)
+    assert len(side.got) == 2 and side.got[0][1].shape == (FRAME_H, 2 * FRAME_W, 3)

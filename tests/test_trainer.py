@@ -186,7 +186,7 @@ def test_student_checkpoint_loads(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_two_processes_identical_weights(tmp_path):
+def test_ddp_two_processes_identical_weights(tmp_path, capsys):
     script = tmp_path / "ddp.py"
     save_config(tiny_cfg(tmp_path / "ddp", 3, device="cpu"), tmp_path / "ddp.yaml")
     script.write_text(textwrap.dedent(f"""
@@ -209,6 +209,12 @@ def test_ddp_two_processes_identical_weights(tmp_path):
     for k in a:
         assert torch.equal(a[k], b[k]), k
     assert (tmp_path / "ddp" / "last.pt").exists()
+    # Resumed by one process: the batch of a step halves (data.batch_size is per process).
+    b = tiny_cfg(tmp_path / "ddp", 4, device="cpu").data.batch_size
+    train(tiny_cfg(tmp_path / "ddp", 4, device="cpu"), quiet=True)
+    assert (f"was trained by 2 process(es), this run has 1: data.batch_size ({b}) is per "
+            f"process, so the batch of a step changes from {2 * b} to {b}") in \
+        capsys.readouterr().err
 
 
 def test_ddp_ranks_stop_at_the_same_step(tmp_path):

@@ -44,7 +44,7 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"overlap of neighbouring tiles in pixels (default: {TEACHER_OVERLAP})")
     p.add_argument("--batch-size", type=int, default=2, metavar="N",
                    help="tiles per forward pass (default: 2)")
-    p.add_argument("--split", default="train", metavar="NAME",
+    p.add_argument("--split", default=None, metavar="NAME",
                    help="split of GoPro (train, test) or of a paired root with split folders "
                         "(train, val, test) (default: train)")
     p.add_argument("--gopro-blur", choices=("blur", "blur_gamma"), default="blur",

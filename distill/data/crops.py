@@ -184,8 +184,11 @@ class CropDataset(_DecodeMixin, Dataset):
         n = len(self.items)
         idx, imgs = self._load_with_fallback(index % n, lambda i: int(rng.integers(0, n)))
         h, w = imgs[0].shape[:2]
-        if min(h, w) < self.crop and not getattr(self, "_warned_small", False):
-            self._warned_small = True   # once per process: a folder of small images is one issue
+        if (min(h, w) < self.crop and not getattr(self, "_warned_small", False)
+                and _first_worker()):
+            # Once, from the main process or the first loader worker (each worker holds its own
+            # copy of the dataset): a folder of small images is one issue.
+            self._warned_small = True
             warnings.warn(f"{self.items[idx][0]} is {w}x{h}, smaller than the {self.crop} px "
                           "crop: its crops are filled out by mirroring (lower data.crop, or use "
                           "larger images); other such files are not listed")
@@ -195,6 +198,11 @@ class CropDataset(_DecodeMixin, Dataset):
             out["gt"] = _to_tensor(imgs[2])
         out["name"] = _item_name(self.items[idx][0])
         return out
+
+
+def _first_worker() -> bool:
+    info = torch.utils.data.get_worker_info()
+    return info is None or info.id == 0
 
 
 def _item_name(p: Path) -> str:

@@ -77,13 +77,14 @@ class LabelStats:
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
                config: Optional[str] = None, tile: int = TEACHER_TILE,
                overlap: int = TEACHER_OVERLAP,
-               batch_size: int = 2, split: str = "train", gopro_blur: str = "blur",
+               batch_size: int = 2, split: Optional[str] = None, gopro_blur: str = "blur",
                device: str = "auto", limit: Optional[int] = None, progress: bool = True,
                teacher=None, dist: Optional[DistInfo] = None,
                exclude: Collection[str] = ()) -> LabelStats:
     """Label every sample of `data` (this rank's share) into `out`. `teacher` may be passed
     already loaded (tests, notebooks); otherwise it is loaded from `teacher_weights`/`config`.
-    `exclude`: sample names left out (images held out of a source that has one split)."""
+    `exclude`: sample names left out (images held out of a source that has one split).
+    `split`: of a source with split folders (None: train); said when the source has none."""
     try:
         dist = dist or DistInfo.from_env()
     except ValueError as e:
@@ -91,7 +92,12 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     problem = tiling_problem(tile, overlap, batch_size)
     if problem:
         raise SourceError(problem)
-    info = resolve_source(data, split=split, gopro_blur=gopro_blur)
+    info = resolve_source(data, split=split or "train", gopro_blur=gopro_blur,
+                          progress=progress)
+    if split and info.split is None and dist.rank == 0:
+        # Labelling --split train and --split val of a flat folder gave two identical caches.
+        print(f"warning: {data} has no split folders (train/, val/, test/): --split {split} "
+              "does not apply; labelling all of it", file=sys.stderr, flush=True)
     pool = [s for s in info.samples if s.name not in exclude] if exclude else info.samples
     if not pool:
         raise SourceError(f"{info.describe()}: none left once the {len(exclude)} held out "

@@ -185,13 +185,14 @@ def parse_spec(spec: str) -> tuple[Optional[str], str]:
 
 
 def resolve_source(spec: str | os.PathLike, split: str = "train",
-                   gopro_blur: str = "blur") -> SourceInfo:
-    """Detect (or take from ``kind:path``) the layout of SPEC and list its samples."""
+                   gopro_blur: str = "blur", progress: bool = True) -> SourceInfo:
+    """Detect (or take from ``kind:path``) the layout of SPEC and list its samples.
+    progress: a bar while the embedded dataset is built (first use only)."""
     if gopro_blur not in GOPRO_BLUR:
         raise SourceError(f"gopro_blur must be one of {GOPRO_BLUR}, got {gopro_blur!r}")
     kind, raw = parse_spec(os.fspath(spec))
     if kind == "embedded":
-        return _resolve_embedded(raw, split)
+        return _resolve_embedded(raw, split, progress)
     if not raw:
         raise SourceError(f"no path given in data source spec {spec!r}")
     path = Path(raw).expanduser()
@@ -208,7 +209,7 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
     return _resolve_folder(path)
 
 
-def _resolve_embedded(raw: str, split: str) -> SourceInfo:
+def _resolve_embedded(raw: str, split: str, progress: bool = True) -> SourceInfo:
     try:
         from . import embedded
     except ImportError as e:
@@ -222,7 +223,7 @@ def _resolve_embedded(raw: str, split: str) -> SourceInfo:
     if split not in SPLITS:
         raise SourceError(f"the embedded dataset has splits {', '.join(SPLITS)}, not {split!r}")
     # build_embedded returns at once when the split is already built with the same settings
-    embedded.build_embedded(root, splits=(split,))
+    embedded.build_embedded(root, splits=(split,), progress=progress)
     info = _resolve_paired(root, split)
     info.kind = "embedded"
     return info
