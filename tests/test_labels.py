@@ -194,7 +194,8 @@ def test_bad_source_and_weights_exit_2(tmp_path, teachers, capsys):
     assert "not found" in err
 
 
-def test_interrupted_run_keeps_valid_files(tmp_path, teachers):
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig):
     n, shape = 10, (48, 64, 3)
     data = _paired(tmp_path / "data", n, h=shape[0], w=shape[1], seed=3)
     out = tmp_path / "cache"
@@ -209,7 +210,12 @@ def test_interrupted_run_keeps_valid_files(tmp_path, teachers):
             time.sleep(0.02)
         assert proc.poll() is None or proc.returncode == 0, proc.stderr.read().decode()
         if proc.poll() is None:
-            proc.send_signal(signal.SIGKILL)
+            proc.send_signal(sig)
+            proc.wait(30)
+            if sig == signal.SIGINT:   # one line and 130, as `sharpen labels` (no traceback)
+                err = proc.stderr.read().decode()
+                assert proc.returncode == 130 and "Traceback" not in err, err
+                assert err.strip().endswith("interrupted"), err
         proc.wait(30)
     finally:
         if proc.poll() is None:

@@ -465,6 +465,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SharpenError as e:
         print(f"sharpen labels: error: {e}", file=sys.stderr)
         return e.exit_code
+    except KeyboardInterrupt:   # as `sharpen labels`: finished labels are kept, a re-run resumes
+        print("interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
