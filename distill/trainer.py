@@ -12,9 +12,11 @@ DistributedSampler would need its epoch/offset state restored as well).
 from __future__ import annotations
 
 import copy
+import datetime
 import json
 import math
 import random
+import shlex
 import signal
 import sys
 import time
@@ -430,7 +432,8 @@ class Trainer:
         elif r and r != "never":
             path = Path(r)
         if path is None:
-            old = [p for p in (self.out / n for n in ("metrics.jsonl", "best.pt", "last.pt"))
+            old = [p for p in (self.out / n for n in ("metrics.jsonl", "train.log", "best.pt",
+                                                      "last.pt"))
                    if p.exists()]
             if old and self.dist.main:
                 # Removed in fit(), once the data checks pass: a run that cannot start must not
@@ -522,6 +525,34 @@ class Trainer:
             from tqdm import tqdm
             tqdm.write(msg)
 
+    def _text(self, msg: str) -> None:
+        """A line of out/train.log, the run's text log (what happened when, resumes and stops
+        included; BasicSR-style), beside the machine-readable metrics.jsonl."""
+        if not self.dist.main:
+            return
+        self.out.mkdir(parents=True, exist_ok=True)
+        with open(self.out / "train.log", "a") as f:
+            f.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {msg}\n")
+
+    def _log_interval(self, losses: list, parts: dict, seconds: float) -> None:
+        """metrics.jsonl's and train.log's step record: the loss and its terms averaged over
+        the steps since the last record (skipped non-finite steps left out), the learning
+        rate the last of them used."""
+        cfg = self.cfg
+        ok = [v for v in losses if math.isfinite(v)]
+        mean = sum(ok) / len(ok) if ok else float("nan")
+        terms = {k: sum(v) / len(v) for k, v in parts.items() if v}
+        rec = {"step": self.step, "loss": mean, **terms, "lr": self._lr_used,
+               "time": self._time_offset + time.time() - self._t0}
+        if len(ok) < len(losses):
+            rec["skipped_steps"] = len(losses) - len(ok)
+        self._append_jsonl(rec)
+        per = seconds / max(len(losses), 1)
+        eta = datetime.timedelta(seconds=round(per * (cfg.optim.steps - self.step)))
+        self._text(f"step {self.step}/{cfg.optim.steps}  lr {self._lr_used:.2e}  loss "
+                   f"{mean:.4f} ({'  '.join(f'{k} {v:.4f}' for k, v in terms.items())})  "
+                   f"{per:.2f} s/step  eta {eta}")
+
     def _append_jsonl(self, rec: dict) -> None:
         if not self.dist.main:
             return
@@ -552,8 +583,16 @@ class Trainer:
                             persistent_workers=False, drop_last=True,
                             worker_init_fn=_leave_stop_signals_to_main)
         handlers = self._install_signal_handlers()
-        t0 = time.time()
+        t0 = self._t0 = time.time()
         start_step = self.step
+        n_params = sum(p.numel() for p in self.model.parameters())
+        self._text(f"{'resumed at' if self.step else 'started'} step {self.step} of "
+                   f"{cfg.optim.steps}: {self.arch} ({n_params / 1e6:.2f} M parameters) on "
+                   f"{self.device}, {self.dist.world} process(es), batch "
+                   f"{cfg.data.batch_size} per process of {cfg.data.crop} px crops, "
+                   f"{len(getattr(train_ds, 'items', getattr(train_ds, 'sharp', ())))} "
+                   f"training images, {len(val_items)} validation images; "
+                   f"settings in config.yaml; command: {shlex.join(sys.argv)}")
         bar = None
         if self.dist.main and not self.quiet:
             from tqdm import tqdm
@@ -565,16 +604,22 @@ class Trainer:
                 self._validate_unless_stopped(val_items)
                 self.start_metrics = dict(self.metrics)
             self.model.train()
+            losses: list[float] = []
+            terms: dict[str, list[float]] = {}
+            t_log = time.time()
             for batch in batches:
                 loss, parts = self._train_step(batch)
                 self.step += 1
+                losses.append(loss)
+                if math.isfinite(loss):
+                    for k, v in parts.items():
+                        terms.setdefault(k, []).append(float(v))
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self.sched.get_last_lr()[0]:.1e}")
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_used:.1e}")
                 if self.step % cfg.log_every == 0:
-                    self._append_jsonl({"step": self.step, "loss": loss, **parts,
-                                        "lr": self.sched.get_last_lr()[0],
-                                        "time": self._time_offset + time.time() - t0})
+                    self._log_interval(losses, terms, time.time() - t_log)
+                    losses, terms, t_log = [], {}, time.time()
                 last = self.step >= cfg.optim.steps
                 over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
                             or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
@@ -590,11 +635,16 @@ class Trainer:
                     if self.dist.main:   # even with --quiet: the run exits 0 unfinished
                         print(f"stopped at step {self.step} of {cfg.optim.steps} (time or step "
                               "budget reached); run the same command to go on", file=sys.stderr)
+                    self._text(f"stopped at step {self.step} (time or step budget reached)")
                     break
                 if self._stop:
                     self.log(f"stopping at step {self.step} (signal); resume with the same "
                              "command")
+                    self._text(f"stopped at step {self.step} by "
+                               f"{signal.Signals(self._stop).name}; last.pt saved")
                     break
+            else:
+                self._text(f"finished at step {self.step}; best.pt scored {self.best}")
         finally:
             _shut_down_workers(batches)
             if bar is not None:
@@ -605,6 +655,7 @@ class Trainer:
         return self.metrics
 
     def _train_step(self, batch: dict) -> tuple[float, dict]:
+        self._lr_used = self.opt.param_groups[0]["lr"]   # the schedule moves on after the step
         x = batch["input"].to(self.device, non_blocking=True)
         y = batch["target"].to(self.device, non_blocking=True)
         gt = batch.get("gt")
@@ -662,8 +713,12 @@ class Trainer:
         self.log(f"step {self.step}: {summary}")
         # A NaN score (diverged weights) is never best, and a NaN best (saved by a version
         # before this check) never blocks a real one.
-        if key in m and math.isfinite(m[key]) and (
-                self.best is None or not math.isfinite(self.best) or m[key] > self.best):
+        best = key in m and math.isfinite(m[key]) and (
+            self.best is None or not math.isfinite(self.best) or m[key] > self.best)
+        self._text(f"validation at step {self.step} ({len(items)} images): "
+                   + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "step")
+                   + (f"  -> best.pt ({key})" if best else ""))
+        if best:
             self.best = m[key]
             self.save("best.pt", full=False)
 

@@ -608,7 +608,7 @@ def test_a_changed_learning_rate_is_used_after_resume(tmp_path, capsys):
     assert all(g["weight_decay"] == 0.5 for g in t.opt.param_groups)
     t.fit()
     f = lr_lambda(cfg)
-    assert _lr_at(out, 5) == pytest.approx(1e-2 * f(5))
+    assert _lr_at(out, 5) == pytest.approx(1e-2 * f(4))   # step 5 ran at the schedule's 4
     assert "optim.lr: 0.001 -> 0.01" in capsys.readouterr().err
     # best.pt holds no optimizer state: the schedule goes on at its step, said so.
     best = read_checkpoint(out / "best.pt")
@@ -721,3 +721,35 @@ def test_an_init_of_another_size_says_what_it_was_built_as(tmp_path, capsys):
     assert rc == 2 and "Traceback" not in err, err
     assert "init=" in err and "holds fast with model.args={" in err and "width" in err, err
     assert "this run builds fast with model.args={'width': 8}" in err, err
+
+
+def test_text_log_and_interval_records(tmp_path):
+    """train.log tells the run's story (start, steps with ETA, validations, best, stop,
+    resume); metrics.jsonl's step records average the loss over log_every steps and carry the
+    learning rate those steps used (it held one batch's loss and the next step's lr)."""
+    out = tmp_path / "run"
+    cfg = tiny_cfg(out, 8, log_every=4, val_every=4, stop_after=4)
+    t = Trainer(cfg, quiet=True)
+    seen = []
+    step_fn = t._train_step
+
+    def spy(batch):
+        loss, parts = step_fn(batch)
+        seen.append((loss, t._lr_used))
+        return loss, parts
+    t._train_step = spy
+    t.fit()
+    (rec,) = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()
+              if '"loss"' in ln]
+    assert rec["step"] == 4
+    assert rec["loss"] == pytest.approx(sum(v for v, _ in seen) / 4)
+    assert rec["lr"] == seen[-1][1] and seen[0][1] < seen[-1][1]   # warm-up: lr rising
+    train(tiny_cfg(out, 8, log_every=4, val_every=4), quiet=True)   # resumed to the end
+    log = (out / "train.log").read_text().splitlines()
+    text = "\n".join(log)
+    assert "started step 0 of 8: fast" in log[0] and "command:" in log[0]
+    assert "step 4/8  lr " in text and "s/step  eta 0:00:" in text
+    assert "validation at step 4 (1 images): input_gt_psnr" in text and "-> best.pt" in text
+    assert "stopped at step 4 (time or step budget reached)" in text
+    assert "resumed at step 4 of 8" in text and log[-1].split(" ", 2)[2].startswith(
+        "finished at step 8")
