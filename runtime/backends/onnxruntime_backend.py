@@ -191,8 +191,11 @@ class OnnxRuntimeBackend(Backend):
         try:
             out = self.session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
+            off = ""
+            if batch.ndim == 4 and any(n % self.multiple for n in batch.shape[2:]):
+                off = f" (H and W must be multiples of {self.multiple}; FrameProcessor pads)"
             raise ModelError(f"{self.path} failed on a {tuple(batch.shape)} {batch.dtype} "
-                             f"input with {self.provider}: {brief(exc)}") from None
+                             f"input{off} with {self.provider}: {brief(exc)}") from None
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
 
