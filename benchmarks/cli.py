@@ -108,7 +108,7 @@ def run_bench_cmd(args) -> int:
         from benchmarks.artifacts import BenchError
         from benchmarks.report import run_bench
     except ImportError as e:
-        return fail(missing_dependency("bench", e.name))
+        return fail(missing_dependency("bench", e))
     if args.threads < 0 or args.calib_count < 1:
         return fail("--threads must be >= 0 and --calib-count >= 1")
     opts = options_from_args(args)

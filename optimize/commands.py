@@ -146,7 +146,7 @@ def run_export(args) -> int:
         from .calibration import CalibrationError
         from .export import ExportError, export, print_table
     except ImportError as e:
-        return fail(missing_dependency("export", e.name))
+        return fail(missing_dependency("export", e))
     if args.opset < 17:
         return fail(f"--opset must be 17 or newer, got {args.opset}")
     try:

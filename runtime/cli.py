@@ -157,7 +157,7 @@ def handler(args: argparse.Namespace) -> int:
         from .sinks import SinkError
         from .sources import SourceError
     except ImportError as exc:  # e.g. opencv or numpy missing on the device
-        print(f"sharpen run: error: {missing_dependency('run', exc.name)}", file=sys.stderr)
+        print(f"sharpen run: error: {missing_dependency('run', exc)}", file=sys.stderr)
         return 1
     expected = (ModelError, SourceError, SinkError, FrameError, ValueError, OSError)
     if args.model.lower().endswith((".pt", ".pth")):

@@ -29,11 +29,16 @@ EXTRA_BY_COMMAND = {"run": "runtime", "export": "export", "bench": "dev", "demo"
 OWN_PACKAGES = ("distill", "optimize", "runtime", "benchmarks", "sharpen")
 
 
-def missing_dependency(command: str, module: str | None) -> str:
-    """What to install when `sharpen COMMAND` cannot import `module`: a device install (the
-    runtime extra) runs `sharpen run` only; the other commands need torch and friends."""
+def missing_dependency(command: str, exc: ImportError) -> str:
+    """What to do when `sharpen COMMAND` cannot import a package. Not installed: which extra
+    to install (a device install, the runtime extra, runs `sharpen run` only; the other
+    commands need torch and friends). Installed but failing to load (a missing system library
+    such as libGL): ImportError's own words, which reinstalling would not fix."""
+    if not isinstance(exc, ModuleNotFoundError) or not exc.name:
+        return (f"cannot import {exc.name or 'a dependency'}: {one_line(exc)} (installed but "
+                "not loadable here: a missing system library?)")
     extra = EXTRA_BY_COMMAND.get(command, "train")
-    top = (module or "?").split(".")[0]
+    top = exc.name.split(".")[0]
     return (f"missing dependency {top!r}: `sharpen {command}` needs the {extra!r} extra: "
             f"pip install 'image-sharpening-kd[{extra}]' (in a clone: pip install -e "
             f"'.[{extra}]', or scripts/setup.sh for everything)")

@@ -207,12 +207,15 @@ class _Stream:
         self.workers: list[_Worker] = []
         self.src: Optional[Source] = None
         self.sink: Optional[Sink] = None
+        self.user_sink: Optional[Sink] = None   # an app's own output, closed even if open fails
         self.video_fps = 30.0
 
     def open(self, source: Union[str, Source],
              output: Optional[Union[str, Path, Sink]]) -> None:
         """Open the source and the output, read the first frame and warm the model up on it."""
         o, stats = self.o, self.stats
+        if isinstance(output, Sink):
+            self.user_sink = output
         src = source if isinstance(source, Source) else open_source(
             source, width=o.width, height=o.height, fps=o.fps, live=o.live,
             reconnect_attempts=o.reconnect_attempts, timeout=o.timeout)
@@ -329,8 +332,10 @@ class _Stream:
         # A worker still inside the engine or the source (a second Ctrl-C stopped waiting for
         # it) must not have them freed under it: the process exits right after.
         busy = {w.name for w in self.workers if w.is_alive()}
-        closers = [c for c in (self.sink.close if self.sink else None,
-                               self.src.close if self.src and "capture" not in busy else None,
+        sink = self.sink if self.sink is not None else self.user_sink
+        closers = [c for c in (sink.close if sink is not None else None,
+                               self.src.close if self.src is not None and "capture" not in busy
+                               else None,
                                self.backend.close if self.own_backend and "infer" not in busy
                                else None) if c]
         for close in closers:
@@ -363,9 +368,9 @@ def _check_options(o: StreamOptions) -> None:
          f"max_frames must be >= 0 (0: all), got {o.max_frames}"),
         (o.queue_size is not None and o.queue_size < 1,
          f"queue_size must be >= 1, got {o.queue_size}"),
-        (o.tile < 0 or o.overlap < 0,
+        ((o.tile or 0) < 0 or (o.overlap or 0) < 0,
          f"tile and overlap must be >= 0, got tile={o.tile} overlap={o.overlap}"),
-        (o.fps < 0, f"fps must be >= 0 (0: the source's), got {o.fps}"),
+        ((o.fps or 0) < 0, f"fps must be >= 0 (0: the source's), got {o.fps}"),
     ) if bad]
     if problems:
         raise ValueError(f"run_stream: {'; '.join(problems)}")

@@ -33,16 +33,22 @@ def gaussian_window(h: int, w: int, sigma_frac: float = 0.25) -> np.ndarray:
     return np.outer(axis(h), axis(w)).astype(np.float32)
 
 
+def tile_stride(tile: int, overlap: int, multiple: int = 1) -> int:
+    """The step between tile starts: tile - overlap rounded down to `multiple`. A network that
+    downsamples by `multiple` is shift-invariant only on that grid, so a tile off it computes
+    other values than the whole frame (up to 34/255 with `fast`). The overlap is wider than
+    asked by the rounding, or narrower only where tile - overlap is below one multiple."""
+    m = max(multiple, 1)
+    return max((tile - overlap) // m * m, m)
+
+
 def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list[int]:
-    """Start offsets covering [0, length) with tiles of `tile`; the last tile is aligned to the
-    end so border tiles never need padding beyond the image. Starts are multiples of `multiple`
-    (for a length and tile that are): a network that downsamples by it is shift-invariant only
-    on that grid, so a tile off it computes other values than the whole frame (up to 34/255
-    with `fast`); the stride is rounded down, the overlap never narrower than asked."""
+    """Start offsets covering [0, length) with tiles of `tile`, `tile_stride` apart, so on the
+    model's grid for a length and tile that are multiples of it; the last tile is aligned to
+    the end so border tiles never need padding beyond the image."""
     if tile >= length:
         return [0]
-    m = max(multiple, 1)
-    stride = max((tile - overlap) // m * m, m)
+    stride = tile_stride(tile, overlap, multiple)
     starts = list(range(0, length - tile, stride))
     starts.append(length - tile)
     return sorted(set(starts))
@@ -100,21 +106,24 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
     # those pixels saw zero padding instead of their neighbours, and a neighbouring tile always
     # covers them with full context. Edges on the image border keep their weight (nothing else
     # covers them). This makes tiling exact for receptive fields up to overlap/2 while the
-    # Gaussian still hides seams of models whose receptive field is larger.
-    m = overlap // 2
+    # Gaussian still hides seams of models whose receptive field is larger. The strip never
+    # exceeds half of what neighbours share (tile - stride): wider, pixels between two tiles'
+    # strips would have no weight in any tile.
+    my = min(overlap // 2, (th - tile_stride(th, overlap, multiple)) // 2)
+    mx = min(overlap // 2, (tw - tile_stride(tw, overlap, multiple)) // 2)
 
     def window(y: int, x: int) -> np.ndarray:
-        if m == 0:
+        if my <= 0 and mx <= 0:
             return base
         wt = base.copy()
-        if y > 0:
-            wt[:m] = 0
-        if y + th < H:
-            wt[th - m:] = 0
-        if x > 0:
-            wt[:, :m] = 0
-        if x + tw < W:
-            wt[:, tw - m:] = 0
+        if my > 0 and y > 0:
+            wt[:my] = 0
+        if my > 0 and y + th < H:
+            wt[th - my:] = 0
+        if mx > 0 and x > 0:
+            wt[:, :mx] = 0
+        if mx > 0 and x + tw < W:
+            wt[:, tw - mx:] = 0
         return wt
     acc: Optional[np.ndarray] = None
     wsum = np.zeros((H, W), dtype=np.float32)

@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     except ModuleNotFoundError as e:
         # A device install (runtime extra only) lists every command; those needing torch,
         # yaml or scikit-image say what to install instead of a traceback.
-        if (e.name or "").split(".")[0] in OWN_PACKAGES:
+        if (e.name or "").split(".")[0] in OWN_PACKAGES or os.environ.get("SHARPEN_DEBUG"):
             raise
-        print(f"sharpen {args.command}: error: {missing_dependency(args.command, e.name)}",
+        print(f"sharpen {args.command}: error: {missing_dependency(args.command, e)}",
               file=sys.stderr)
         return 2
 

@@ -416,7 +416,7 @@ def test_a_moved_folder_repoints_input_and_ground_truth(tmp_path, capsys):
     assert "/day3/target/" in e["gt"] and e["input_psnr"] != before
 
 
-def test_a_replaced_or_deleted_video_drops_its_old_frames(tmp_path, capsys):
+def test_a_replaced_video_drops_its_old_frames(tmp_path, capsys):
     from distill.data.label_cache import prune_missing_inputs
 
     def clip(n: int, base: int) -> Path:
@@ -436,9 +436,9 @@ def test_a_replaced_or_deleted_video_drops_its_old_frames(tmp_path, capsys):
     assert not (out / "frames" / "clip_000004.png").exists()
     assert not (out / "labels" / "clip_000004.png").exists()
     assert "removed 3 label(s)" in capsys.readouterr().out
+    # A deleted video's frames stay: they train from the cache's own copies.
     (tmp_path / "clip.avi").unlink()
-    assert prune_missing_inputs(out) == [f"{tmp_path / 'clip.avi'}[frame {i}]" for i in range(3)]
-    assert len(LabelCache(out)) == 0
+    assert prune_missing_inputs(out) == [] and len(LabelCache(out)) == 3
 
 
 def test_a_ground_truth_of_another_size_is_dropped_not_the_sample(tmp_path, capsys):
@@ -452,8 +452,15 @@ def test_a_ground_truth_of_another_size_is_dropped_not_the_sample(tmp_path, caps
     assert "ground truth unusable for im01, which trains on its label alone" in err, err
     e = _manifest(out)["im01"]
     assert e["status"] == "ok" and e["gt"] is None and "input_psnr" not in e
-    assert [(i.name, g is None) for i, _, g in pairs_from_labels(out)] == \
-        [("im00.png", False), ("im01.png", True)]
+    items = pairs_from_labels(out)
+    assert [(i.name, g is None) for i, _, g in items] == [("im00.png", False), ("im01.png", True)]
+    # Batches mixing the two collate (a sample without ground truth takes its label there).
+    from torch.utils.data import DataLoader
+    ds = CropDataset(items, crop=8)
+    batch = next(iter(DataLoader(ds, batch_size=2)))
+    assert batch["gt"].shape == (2, 3, 8, 8)
+    assert torch.equal(ds[1]["gt"], ds[1]["target"]) and not torch.equal(ds[0]["gt"],
+                                                                           ds[0]["target"])
 
 
 def test_an_input_renamed_by_its_partners_deletion_is_labelled_once(tmp_path, capsys):
@@ -476,6 +483,17 @@ def test_an_input_renamed_by_its_partners_deletion_is_labelled_once(tmp_path, ca
     entries = _manifest(out)
     assert len(entries) == 1 and next(iter(entries.values()))["input"].endswith("x.png"), entries
     assert len(pairs_from_labels(out)) == 1
+    # Two names for one file (symlinks into a pool) are both the source's: both stay, and a
+    # re-run labels nothing again.
+    pool = tmp_path / "pool.png"
+    write_image(pool, rng.random((16, 16, 3)).astype(np.float32))
+    links = tmp_path / "links"
+    for name in ("a", "b"):
+        (links).mkdir(exist_ok=True)
+        (links / f"{name}.png").symlink_to(pool)
+    run_labels(str(links), tmp_path / "c2", **kw)
+    s = run_labels(str(links), tmp_path / "c2", **kw)
+    assert (s.done, s.skipped) == (0, 2) and len(_manifest(tmp_path / "c2")) == 2
 
 
 def test_a_split_of_a_flat_folder_is_said_not_silently_ignored(tmp_path, capsys):

@@ -678,3 +678,15 @@ def test_a_pattern_of_videos_or_with_braces_says_why_nothing_runs(tmp_path, caps
                    str(tmp_path / "{x,y}" / "*.png"))
     assert rc == 2
     _one_clear_line(err, "braces are not glob syntax here")
+
+
+def test_a_broken_install_is_not_called_missing():
+    """An installed package that fails to load (a missing system library) needs another fix
+    than `pip install`: its own error is shown, not install advice."""
+    from runtime.cli_errors import missing_dependency
+    broken = ImportError("libGL.so.1: cannot open shared object file", name="cv2")
+    msg = missing_dependency("run", broken)
+    assert "cannot import cv2: libGL.so.1" in msg and "pip install" not in msg
+    absent = ModuleNotFoundError("No module named 'torch'", name="torch")
+    assert "missing dependency 'torch'" in missing_dependency("models", absent)
+    assert "[train]" in missing_dependency("models", absent)

@@ -391,3 +391,23 @@ def test_an_app_gets_every_frame_through_its_own_sink(tmp_path, onnx_model):
     runtime.run_stream(str(onnx_model), str(tmp_path / "in.mp4"), side, compare=True,
                        max_frames=2)
     assert len(side.got) == 2 and side.got[0][1].shape == (FRAME_H, 2 * FRAME_W, 3)
+
+
+def test_an_apps_sink_is_closed_when_the_source_fails(tmp_path, onnx_model):
+    from runtime import Sink, SourceError
+
+    class Counting(Sink):
+        closed = 0
+
+        def write(self, original, sharpened, name):
+            raise AssertionError("no frame expected")
+
+        def close(self):
+            Counting.closed += 1
+
+        def __len__(self):   # an empty container-like sink is still closed
+            return 0
+
+    with pytest.raises(SourceError):
+        run_stream(str(onnx_model), str(tmp_path / "missing.mp4"), Counting(), fps=None)
+    assert Counting.closed == 1

@@ -43,6 +43,15 @@ def test_tiles_start_on_the_models_grid():
         assert np.abs(tiled - whole).max() < 1e-5, (tile, overlap)
 
 
+@pytest.mark.parametrize("tile,overlap", [(64, 60), (32, 28), (16, 12), (48, 44), (40, 33)])
+def test_overlaps_wider_than_the_grid_allows_leave_no_gaps(tile, overlap):
+    """tile - overlap below the size multiple: the stride is one multiple, and the zero-weight
+    strips along interior tile edges must not meet (they left pixels with no weight: NaN)."""
+    img = skimage.data.astronaut()[:200, :232].astype(np.float32) / 255
+    out = tiled_apply(img, lambda b: b, tile=tile, overlap=overlap, multiple=8)
+    assert np.isfinite(out).all() and np.abs(out - img).max() < 1e-5
+
+
 def test_window_peaks_at_centre():
     w = gaussian_window(64, 48)
     assert w.max() == w[31:33, 23:25].max() and w.min() > 0

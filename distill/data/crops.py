@@ -143,6 +143,9 @@ class CropDataset(_DecodeMixin, Dataset):
         if not 0 <= brightness < 1:
             raise ValueError(f"brightness must be in [0, 1), got {brightness}")
         self.items = _norm_items(items)
+        # Batches must be alike: where some items have ground truth, one without (a label
+        # whose ground truth was unusable) takes its label in that place.
+        self._any_gt = any(it[2] is not None for it in self.items)
         self.crop = int(crop)
         self.flips, self.rot90 = bool(flips), bool(rot90)
         self.brightness = float(brightness)
@@ -194,8 +197,8 @@ class CropDataset(_DecodeMixin, Dataset):
                           "larger images); other such files are not listed")
         imgs = self.augment(imgs, rng)
         out = {"input": _to_tensor(imgs[0]), "target": _to_tensor(imgs[1])}
-        if len(imgs) > 2:
-            out["gt"] = _to_tensor(imgs[2])
+        if len(imgs) > 2 or self._any_gt:
+            out["gt"] = _to_tensor(imgs[-1])
         out["name"] = _item_name(self.items[idx][0])
         return out
 

@@ -14,7 +14,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Optional
+from typing import Collection, Optional
 
 import numpy as np
 
@@ -136,41 +136,37 @@ def merge_shards(out_dir: str | os.PathLike, rank: int = 0, world: int = 1,
     return merged
 
 
-def prune_missing_inputs(out_dir: str | os.PathLike) -> list[str]:
+def prune_missing_inputs(out_dir: str | os.PathLike, names: Collection[str] = ()) -> list[str]:
     """Drop the entries (and files) that can never be used again: those of image inputs that no
-    longer exist, of video frames whose video is gone or was replaced (another signature), and
-    all but the newest entry of an input labelled under two names (a file whose name changed
-    when its same-stemmed partner was deleted). `distill` refuses a cache with stale entries.
-    Returns what was dropped (inputs, frames as `video[frame N]`)."""
+    longer exist, of video frames whose video was replaced (another signature; a deleted
+    video's frames stay: they train from the cache's own copies), and entries of an input that
+    `names` (the source just labelled) now labels under another name (a file renamed when its
+    same-stemmed partner was deleted). `distill` refuses a cache with stale entries. Returns
+    what was dropped (inputs, frames as `video[frame N]`)."""
     out_dir = Path(out_dir)
+    names = set(names)
     with _manifest_lock(out_dir):
         entries = read_manifest_entries(out_dir / MANIFEST)
         gone: dict[str, dict] = {}
         signatures: dict[str, Optional[str]] = {}
-        newest: dict[str, str] = {}
+        current = {e.get("input"): n for n, e in entries.items()
+                   if n in names and e.get("frame") is None}
         for n, e in entries.items():
             inp = e.get("input")
             if not inp:
                 continue
             if e.get("frame") is None:
-                if not Path(inp).exists():
+                if not Path(inp).exists() or (n not in names and inp in current):
                     gone[n] = e
-                    continue
-                other = newest.get(inp)
-                if other is not None:
-                    older = other if _newer(entries[other], e) else n
-                    gone[older] = entries[older]
-                    if older == other:
-                        newest[inp] = n
-                else:
-                    newest[inp] = n
+                continue
+            if not e.get("video_id"):   # older caches: no signature to compare
                 continue
             if inp not in signatures:
                 try:
                     signatures[inp] = video_signature(inp)
-                except OSError:
+                except OSError:   # gone or unreadable: its frames still train from the cache
                     signatures[inp] = None
-            if signatures[inp] is None or (e.get("video_id") and e["video_id"] != signatures[inp]):
+            if signatures[inp] is not None and e["video_id"] != signatures[inp]:
                 gone[n] = e
         if not gone:
             return []

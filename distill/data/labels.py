@@ -140,7 +140,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             tdist.destroy_process_group()
     run.summary(stats, mine, tag)
     if merged is not None:
-        gone = prune_missing_inputs(out_dir)
+        gone = prune_missing_inputs(out_dir, names=[s.name for s in pool])
         if gone:
             shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
             print(f"{tag}removed {len(gone)} label(s) whose input is gone or replaced, or "
@@ -328,18 +328,22 @@ class LabelRun:
                 old = self.known.get(sample.name)
                 here = str(Path(sample.input).resolve())
                 if self._up_to_date(old, input_hash):
-                    stats.skipped += 1
                     moved = self._moved(old, sample)
-                    if moved:
-                        # Same content at a new path (a moved or copied folder): repoint the
-                        # entry, its ground truth too, and measure against that ground truth.
-                        kept = old
-                        if "gt" in moved:
-                            kept = {k: v for k, v in old.items() if k not in _GT_METRICS}
-                            label = read_image(self.out_dir / old["label"])
-                            moved.update(self._gt_metrics(sample, image, label, bar, tag))
-                        self._record(sample.name, {**kept, **moved, "created": time.time()})
-                    continue
+                    try:
+                        if moved:
+                            # Same content at a new path (a moved or copied folder): repoint
+                            # the entry, its ground truth too, measured against that.
+                            kept = old
+                            if "gt" in moved:
+                                kept = {k: v for k, v in old.items() if k not in _GT_METRICS}
+                                label = read_image(self.out_dir / old["label"])
+                                moved.update(self._gt_metrics(sample, image, label, bar, tag))
+                            self._record(sample.name, {**kept, **moved, "created": time.time()})
+                        stats.skipped += 1
+                        continue
+                    except ImageReadError as e:   # a damaged label: made again below
+                        bar.write(f"{tag}warning: {e}; labelling {sample.name} again",
+                                  file=sys.stderr)
                 if (old and old.get("status") == "ok" and old.get("input") != here
                         and Path(old["input"]).is_file()):
                     # Names are the cache's keys: two sources labelled into one folder collide.
