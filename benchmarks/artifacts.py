@@ -58,6 +58,9 @@ def split_list(spec: str | Sequence[str] | None) -> list[str]:
     return [s.strip() for item in items for s in str(item).split(",") if s.strip()]
 
 
+RESERVED_NAMES = ("input", "teacher", "blurred", "sharp")
+
+
 def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool = True
                      ) -> list[Student]:
     """Student checkpoints from names of shipped students (seed, fast -> models/student-NAME.pt)
@@ -68,7 +71,9 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
                          f"{', '.join(DEFAULT_STUDENTS)} or checkpoint paths)")
     items = items or list(DEFAULT_STUDENTS)
     out: list[Student] = []
-    names: set[str] = set()
+    # The report's own rows and figure columns: a student file named teacher.pt took the
+    # teacher's row (and input.pt the input's).
+    names: set[str] = set(RESERVED_NAMES)
     from distill.checkpoint import CheckpointError
     for item in items:
         try:

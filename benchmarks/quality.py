@@ -122,7 +122,9 @@ class TeacherOutputs:
                  cache_root: Optional[str | os.PathLike] = None, device: str = "auto"):
         from distill.teacher import BUNDLED_TEACHER, models_dir
 
-        path = Path(weights) if weights else models_dir() / BUNDLED_TEACHER
+        # `teacher` is the bundled one, as everywhere --weights takes shipped names.
+        path = (models_dir() / BUNDLED_TEACHER if not weights or str(weights) == "teacher"
+                else Path(weights))
         if not path.is_file():
             raise BenchError(f"teacher weights not found: {path}")
         self.weights, self.config, self.device = path, config, device

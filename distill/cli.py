@@ -411,7 +411,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     try:
         res = evaluate(weights, args.data, split=args.split or "test", limit=args.limit,
                        crop=args.crop, progress=not args.quiet,
-                       keep_outputs=args.figure_images if args.out else 0, device=args.device)
+                       keep_outputs=args.figure_images if args.out else 0, device=args.device,
+                       teacher_config=args.teacher_config)
     except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return _err(str(e))
     if args.split and res["split"] is None:
@@ -699,6 +700,10 @@ def add_commands(sub) -> None:
     p.add_argument("--model", nargs="+", default=None, metavar="FILE",
                    help="exported student artifacts (.onnx, .tflite, .engine), run by the "
                    "runtime as `sharpen run` deploys them (INT8 included)")
+    p.add_argument("--teacher-config", default=None, metavar="NAME",
+                   help="Restormer config for teacher weights without one (the official "
+                   "motion_deblurring.pth: motion-deblur; small, tiny); project checkpoints "
+                   "carry their own")
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="paired folder (blur/+sharp/, input/+target/), GoPro root, corpus, or "
                    "a folder of blurred images without ground truth")

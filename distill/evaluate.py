@@ -49,17 +49,25 @@ def model_labels(paths: list[str]) -> list[str]:
     return out
 
 
-def is_teacher(path: str | Path) -> bool:
-    """Whether `path` is a project checkpoint of a teacher (not a student, not an artifact)."""
-    from .checkpoint import read_checkpoint
-    return not is_artifact(path) and read_checkpoint(path).get("kind") == "teacher"
+def is_teacher(path: str | Path, teacher_config: Optional[str] = None) -> bool:
+    """Whether `path` is a teacher: a project checkpoint of one, or with `teacher_config` Restormer
+    weights without a config of their own (the official .pth, a bare state dict)."""
+    from .checkpoint import FORMAT, read_checkpoint
+    if is_artifact(path):
+        return False
+    ck = read_checkpoint(path)
+    if ck.get("format") != FORMAT:
+        return teacher_config is not None
+    return ck.get("kind") == "teacher"
 
 
-def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "cpu") -> Fn:
+def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "cpu",
+                  teacher_config: Optional[str] = None) -> Fn:
     """A function HxWx3 -> HxWx3 for a project checkpoint (tiled Restormer for a teacher,
     whole-image inference for a student) or an exported student artifact (its runtime backend,
     exactly as `sharpen run` deploys it, INT8 included). `device` is for checkpoints: "cpu",
-    "cuda", "auto" (CUDA when present; the teacher then runs in bf16/fp16 autocast)."""
+    "cuda", "auto" (CUDA when present; the teacher then runs in bf16/fp16 autocast).
+    `teacher_config` builds the Restormer for weights without a config (the official .pth)."""
     if is_artifact(path):
         from runtime.backends import parity_failure
         from runtime.backends.runner import load_runner
@@ -70,16 +78,20 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
             print(f"warning: {path} failed its parity gate at export ({failed}); scored anyway",
                   file=sys.stderr, flush=True)
         return runner
-    from .checkpoint import CheckpointError, read_checkpoint
-    kind = read_checkpoint(path).get("kind")
-    if kind == "teacher":
+    from .checkpoint import FORMAT, CheckpointError, read_checkpoint
+    ck = read_checkpoint(path)
+    kind = ck.get("kind")
+    if kind == "teacher" or (ck.get("format") != FORMAT and teacher_config is not None):
         from .teacher import TILE, Teacher
-        t = Teacher.load(path, device=device)
+        t = Teacher.load(path, config=teacher_config if kind != "teacher" else None,
+                         device=device)
         return lambda img: t.sharpen(img, tile=TILE if tile is None else tile)
     if kind != "student":
         raise CheckpointError(f"{path} is neither a teacher nor a student checkpoint of this "
                               f"project (kind={kind!r}); they are written by `sharpen "
-                              "train-teacher` and `sharpen distill`")
+                              "train-teacher` and `sharpen distill`. For Restormer weights "
+                              "without a config (the official motion_deblurring.pth, a bare "
+                              "state dict) give --teacher-config motion-deblur (or small, tiny)")
 
     from .checkpoint import load_student
     from .students import for_inference
@@ -134,12 +146,14 @@ def _read_pair(inp, gt, has_gt: bool, crop: int):
 
 def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional[int] = None,
              crop: int = 0, progress: bool = True, tile: Optional[int] = None,
-             keep_outputs: Optional[int] = None, device: str = "cpu") -> dict:
+             keep_outputs: Optional[int] = None, device: str = "cpu",
+             teacher_config: Optional[str] = None) -> dict:
     """Checkpoints by path over a data source; see `evaluate_fns`. With exactly one teacher
     among them, its output is the reference where the data has no ground truth."""
     labels = model_labels(weights)
-    fns = {label: load_model_fn(w, tile, device) for label, w in zip(labels, weights)}
-    teachers = [label for label, w in zip(labels, weights) if is_teacher(w)]
+    fns = {label: load_model_fn(w, tile, device, teacher_config)
+           for label, w in zip(labels, weights)}
+    teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
     res = evaluate_fns(fns, spec, split, limit, crop, progress,
                        reference=teachers[0] if len(teachers) == 1 else None,
                        keep_outputs=keep_outputs, rank=least_gain)

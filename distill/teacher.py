@@ -133,6 +133,8 @@ class Teacher:
                     f"no teacher weights given and the bundled teacher ({bundled}) is not there. "
                     + OFFICIAL_WEIGHTS_HELP)
             weights = bundled
+        elif str(weights) == "teacher" and not Path(weights).exists():
+            weights = models_dir() / BUNDLED_TEACHER   # the shipped name, as in --weights
         model = load_teacher_model(weights, config)
         name = config or "checkpoint"
         return cls(model, device, weights_id=file_hash(weights), config_name=name)

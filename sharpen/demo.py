@@ -36,7 +36,7 @@ DEMO_MIN_SSIM_GAIN = 0.02
 
 
 def make_demo_video(path: Path, frames: int = 24, fps: float = 12.0, size=(1920, 1080),
-                    seed: int = 0) -> Path:
+                    seed: int = 0, progress: bool = True) -> Path:
     """A short 1080p clip: a slow pan over held-out photos and dead leaves, each frame blurred by
     its own camera-shake kernel (as a hand-held camera would)."""
     import cv2
@@ -67,7 +67,7 @@ def make_demo_video(path: Path, frames: int = 24, fps: float = 12.0, size=(1920,
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {path} (mp4v)")
     from tqdm import tqdm
-    for i in tqdm(range(frames), desc="demo video", unit="frame"):
+    for i in tqdm(range(frames), desc="demo video", unit="frame", disable=not progress):
         frame = canvas[:, i * 16:i * 16 + w]
         blurred = apply_kernel(frame, camera_shake_kernel(rng, (9, 21)))
         writer.write((np.clip(blurred, 0, 1)[..., ::-1] * 255 + 0.5).astype(np.uint8))
@@ -245,7 +245,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not_train:
             print(f"it has no validation or test split: its last {len(not_train)} image(s) are "
                   "held out of training for validation")
-    video = make_demo_video(out / "blurred-1080p.mp4", frames=args.video_frames)
+    video = make_demo_video(out / "blurred-1080p.mp4", frames=args.video_frames,
+                            progress=not args.quiet)
     print(f"blurred video: {video}")
 
     _step(2, f"teacher pseudo-labels ({Path(teacher).name}, tiled + Gaussian blending)")

@@ -509,3 +509,18 @@ def test_the_streaming_row_follows_sizes():
     assert BenchOptions(out="x", sizes="1920x1080,1280x720").mode()["stream_size"] == (1280, 720)
     assert BenchOptions(out="x", sizes="1280x720,3840x2160",
                         full=True).mode()["stream_size"] == (3840, 2160)
+
+
+def test_student_files_named_like_report_rows_get_other_names(tmp_path):
+    """teacher.pt / input.pt as --weights took the teacher's and the input's rows (their
+    numbers shown as the baseline, the students' rows gone)."""
+    from benchmarks.artifacts import resolve_students
+    m = create_student("fast", width=8, edge_width=8)
+    paths = []
+    for stem in ("teacher", "input", "student-fast"):
+        (tmp_path / stem).mkdir()
+        p = tmp_path / stem / f"{stem}.pt"
+        atomic_save(make_checkpoint(m, kind="student", arch="fast", arch_args=m.arch_args), p)
+        paths.append(str(p))
+    assert [st.name for st in resolve_students(paths, hash_files=False)] == \
+        ["teacher-2", "input-2", "fast"]

@@ -130,6 +130,22 @@ def test_paired_split_root(tmp_path):
         resolve_source(str(tmp_path), split="other")
 
 
+def test_paired_split_root_named_blur_sharp_is_not_gopro(tmp_path):
+    """train/ val/ holding blur/ + sharp/ looked like two GoPro sequences: every split then
+    held every image (bench scored training images as held out)."""
+    for split, n in (("train", 3), ("val", 1)):
+        for i in range(n):
+            _png(tmp_path / split / "blur" / f"{split}{i}.png", i)
+            _png(tmp_path / split / "sharp" / f"{split}{i}.png", i)
+    info = resolve_source(str(tmp_path), split="val")
+    assert info.kind == "paired" and info.split == "val"
+    assert [s.name for s in info.samples] == ["val0"]
+    assert len(resolve_source(str(tmp_path), split="train").samples) == 3
+    # A GoPro split folder given directly stays GoPro.
+    g = _gopro(tmp_path / "g")
+    assert resolve_source(str(g / "train")).kind == "gopro"
+
+
 def test_plain_folder(tmp_path):
     _png(tmp_path / "a.png")
     _png(tmp_path / "clip2" / "b.jpg")

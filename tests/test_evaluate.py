@@ -243,3 +243,21 @@ def test_the_figure_shows_the_images_a_model_does_worst_on(tmp_path):
                        rank=least_gain)
     assert list(res["outputs"])[0] == "p3"
     assert least_gain(res["outputs"]["p3"]) < -1
+
+
+def test_official_style_teacher_weights_with_teacher_config(nogt, tmp_path, capsys):
+    """Restormer weights without a config of their own (the official motion_deblurring.pth:
+    {'params': state_dict}) could not be scored: evaluate had no --teacher-config."""
+    import torch
+
+    from distill.restormer import build_restormer
+    from sharpen.cli import main
+    torch.manual_seed(0)
+    official = tmp_path / "motion_deblurring.pth"
+    torch.save({"params": build_restormer("tiny").state_dict()}, official)
+    argv = ["evaluate", "--weights", str(official), "--data", str(nogt), "--quiet"]
+    assert main(argv) == 2
+    assert "give --teacher-config motion-deblur" in capsys.readouterr().err
+    assert main([*argv, "--teacher-config", "tiny"]) == 0
+    out = capsys.readouterr().out
+    assert "motion_deblurring" in out and "sharpness" in out

@@ -162,7 +162,10 @@ def detect_kind(path: Path) -> str:
             return "folder"
         raise SourceError(f"{path} is neither a video ({', '.join(sorted(VIDEO_EXTS))}) nor an "
                           "image file nor a folder")
-    if _gopro_root(path) is not None or _gopro_sequences(path):
+    # A paired root's train/ val/ test/ holding blur/ + sharp/ look like GoPro sequences of a
+    # single split folder; sequences are never named like splits.
+    seqs = _gopro_sequences(path)
+    if _gopro_root(path) is not None or (seqs and any(p.name not in SPLITS for p in seqs)):
         return "gopro"
     if _pair_dirs(path) or _paired_split_root(path):
         return "paired"
