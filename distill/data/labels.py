@@ -107,7 +107,6 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     samples = spread(pool, limit)
     mine = samples[dist.rank::dist.world]
     out_dir = Path(out)
-    out_dir.mkdir(parents=True, exist_ok=True)
     tag = f"[rank {dist.rank}/{dist.world}] " if dist.world > 1 else ""
 
     pg = _maybe_init_process_group(dist)
@@ -119,6 +118,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                 if torch.cuda.is_available():
                     device = f"cuda:{dist.local_rank % torch.cuda.device_count()}"
             teacher = Teacher.load(teacher_weights, config, device=device)
+        # After the teacher loads: wrong weights leave no empty --out behind.
+        out_dir.mkdir(parents=True, exist_ok=True)
         share = f" (this rank's share of {len(samples)})" if dist.world > 1 else ""
         spread_over = (f", spread over its {len(pool)} (--limit {limit})"
                        if len(samples) < len(pool) else "")
