@@ -424,6 +424,10 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
         refuse_overwriting_inputs(p, input_dirs, input_files)
     except ValueError as e:
         raise SinkError(str(e)) from None
+    if ext in (*VIDEO_EXTS, *IMAGE_EXTS) and p.is_dir():
+        # Found at the end otherwise: the finished file cannot take a folder's name.
+        raise SinkError(f"--out {p} is a folder; give another file name, or a folder path "
+                        f"without the {ext} extension for a folder of images")
     if ext in VIDEO_EXTS:
         return VideoFileSink(p, fps)
     if ext in IMAGE_EXTS:

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import cv2
 import numpy as np
@@ -119,6 +119,27 @@ def frame_names(paths: list[Path]) -> list[str]:
     return [p.absolute().relative_to(root).as_posix() for p in paths]
 
 
+def _interruptible(fn: Callable[[], Any]) -> Any:
+    """fn() in a helper thread, waited for in this one: FFmpeg's open of an unanswering URL
+    blocks in native code for up to --timeout, and Ctrl-C (KeyboardInterrupt) was only seen
+    once it returned. Interrupted, the helper is left to finish on its own (a daemon)."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="source-open", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.1)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
 class VideoSource(Source):
     """cv2.VideoCapture wrapper. Live captures that fail are reopened with exponential backoff."""
 
@@ -153,8 +174,11 @@ class VideoSource(Source):
     def _open(self) -> cv2.VideoCapture:
         if self.kind == "stream" and self.timeout > 0:
             ms = int(self.timeout * 1000)
-            cap = cv2.VideoCapture(self.target, self.api, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
-                                                           cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms])
+            cap = _interruptible(lambda: cv2.VideoCapture(
+                self.target, self.api, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
+                                        cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]))
+        elif self.kind == "stream":
+            cap = _interruptible(lambda: cv2.VideoCapture(self.target, self.api))
         else:
             cap = cv2.VideoCapture(self.target, self.api)
         if not cap.isOpened():
@@ -222,11 +246,10 @@ class VideoSource(Source):
                 and bool(img.max() != img.min()))
 
     def _say_recording_ended(self, read: int) -> None:
-        short = self.frame_count and read < self.frame_count
         print(f"note: {self.kind} {self.spec!r} started again from its first frame: it is a "
-              "recording, not a live stream; ending after one pass"
-              + (f" (warning: it gave {read} of the {self.frame_count} frames it declares; the "
-                 "connection dropped?)" if short else ""), file=sys.stderr, flush=True)
+              "recording, not a live stream; ending after one pass", file=sys.stderr,
+              flush=True)
+        self._check_ended(read)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         i = 0
@@ -284,11 +307,14 @@ class VideoSource(Source):
 
     def _check_ended(self, read: int) -> None:
         # A cut or damaged file reads like a short one; the header's frame count (an estimate
-        # in some containers, hence the margin) tells them apart.
+        # in some containers, hence the margin) tells them apart. A recording served over the
+        # network ends short when its connection drops.
         declared = int(self.frame_count or 0)
-        if self.kind == "video" and declared and read < 0.98 * declared - 1:
+        if self.kind in ("video", "stream") and declared and read < 0.98 * declared - 1:
+            why = ("truncated or damaged file?" if self.kind == "video"
+                   else "the connection dropped?")
             msg = (f"{self.spec}: the video ended after {read} of the {declared} frames its "
-                   "header declares (truncated or damaged file?)")
+                   f"header declares ({why})")
             self.skipped.append(msg)
             print(f"warning: {msg}", file=sys.stderr, flush=True)
 
@@ -404,8 +430,16 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         return VideoSource(spec, spec, cv2.CAP_GSTREAMER, live=True if live is None else live,
                            kind="gstreamer", **cam)
     if kind == "stream":
-        return VideoSource(spec, spec, cv2.CAP_FFMPEG, live=True if live is None else live,
-                           kind="stream", timeout=timeout, **cam)
+        src = VideoSource(spec, spec, cv2.CAP_FFMPEG, live=True if live is None else live,
+                          kind="stream", timeout=timeout, **cam)
+        if live is None and src.frame_count:
+            # A recording served over HTTP: as live, most of its frames were dropped (it is
+            # read faster than real time) and the rest repeated.
+            src.live = False
+            print(f"note: {spec!r} declares {src.frame_count} frames: a recording, so every "
+                  "frame is processed (--live to drop frames as for a live stream)",
+                  file=sys.stderr, flush=True)
+        return src
 
     p = Path(spec)
     if p.is_dir():
@@ -454,5 +488,10 @@ def _folder_source(spec: str, folder: Path) -> ImageSource:
 
 def _maybe_live(src: Source, live: Optional[bool]) -> Source:
     if live:
-        src.live = True
+        raise SourceError(LIVE_IMAGES)
     return src
+
+
+# --live on images kept 2 of 20 (the rest "dropped"), exit 0.
+LIVE_IMAGES = ("--live drops the frames a model cannot keep up with, for cameras, streams and "
+               "videos; images are all processed, one by one: leave --live out")

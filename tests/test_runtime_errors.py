@@ -12,6 +12,7 @@ from runtime_fixtures import (onnx_model, read_video, run_cli, run_cli_subproces
                                    textured_frame, write_video)
 
 from runtime.prepost import FrameError, to_bgr8  # noqa: E402
+from runtime.pipeline import run_stream  # noqa: E402
 from runtime.sources import SourceError, open_source  # noqa: E402
 
 __all__ = ["onnx_model"]
@@ -529,7 +530,7 @@ def test_recorded_video_over_http_ends_after_one_pass(http_folder, capsys, decla
 
     folder, url = http_folder
     _write_frames(folder / "clip.mp4", 0, n=5)
-    src = open_source(f"{url}/clip.mp4", reconnect_attempts=3)
+    src = open_source(f"{url}/clip.mp4", reconnect_attempts=3, live=True)
     src.reconnect_delay = 0.01
     assert src.live and src.kind == "stream"
     if not declared:
@@ -629,11 +630,50 @@ def test_a_recording_that_ends_early_over_http_says_so(http_folder, capsys):
 
     folder, url = http_folder
     _write_frames(folder / "clip.mp4", 0, n=4)
-    src = open_source(f"{url}/clip.mp4", reconnect_attempts=2)
-    src.reconnect_delay, src.frame_count = 0.01, 9   # as if the connection dropped at 4 of 9
-    assert len(list(src.frames(threading.Event()))) == 4
-    src.close()
-    assert "it gave 4 of the 9 frames it declares" in capsys.readouterr().err
+    for live in (True, None):
+        src = open_source(f"{url}/clip.mp4", reconnect_attempts=2, live=live)
+        src.reconnect_delay, src.frame_count = 0.01, 9   # as if the connection dropped at 4 of 9
+        assert len(list(src.frames(threading.Event()))) == 4
+        src.close()
+        # Said, and listed: the run's exit code is 1, as for a truncated file.
+        assert "ended after 4 of the 9 frames its header declares (the connection dropped?)" \
+            in capsys.readouterr().err
+        assert len(src.skipped) == 1
+
+
+def test_a_recording_served_over_http_is_processed_losslessly(http_folder, capsys,
+                                                              onnx_model, tmp_path):
+    """A URL that declares a frame count is a recording: as a live source it was read faster
+    than real time and 292 of its 300 frames were dropped."""
+    folder, url = http_folder
+    _write_frames(folder / "clip.mp4", 0, n=12)
+    src = open_source(f"{url}/clip.mp4")
+    assert not src.live and "declares 12 frames: a recording" in capsys.readouterr().err
+    stats = run_stream(str(onnx_model), src, tmp_path / "o.mp4")
+    assert stats["frames_processed"] == 12 and stats["dropped_frames"] == 0
+    assert open_source(f"{url}/clip.mp4", live=True).live   # --live keeps the live policy
+
+
+def test_live_on_images_is_refused(tmp_path, onnx_model):
+    """--live on an image folder kept 2 of 20 images ("dropped"), exit 0."""
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"{i}.png"), np.full((16, 16, 3), 9 * i, np.uint8))
+    with pytest.raises(SourceError, match="images are all processed"):
+        open_source(str(tmp_path), live=True)
+    with pytest.raises(SourceError, match="images are all processed"):
+        run_stream(str(onnx_model), str(tmp_path), tmp_path / "out", live=True)
+
+
+def test_an_out_path_that_is_a_folder_with_a_video_name_is_refused_at_once(tmp_path,
+                                                                          onnx_model):
+    """It failed after the whole run ('[Errno 21] Is a directory'), leaving its temp file."""
+    from runtime.sinks import SinkError
+    (tmp_path / "out.mp4").mkdir()
+    video = tmp_path / "in.mp4"
+    _write_frames(video, 0, n=3)
+    with pytest.raises(SinkError, match="out.mp4 is a folder"):
+        run_stream(str(onnx_model), str(video), tmp_path / "out.mp4")
+    assert list((tmp_path).glob(".out*")) == []
 
 
 def test_spec_kind_agrees_with_the_source_opened(tmp_path):
@@ -690,3 +730,42 @@ def test_a_broken_install_is_not_called_missing():
     absent = ModuleNotFoundError("No module named 'torch'", name="torch")
     assert "missing dependency 'torch'" in missing_dependency("models", absent)
     assert "[train]" in missing_dependency("models", absent)
+
+
+def test_ctrl_c_while_a_stream_url_opens_exits_at_once(tmp_path, onnx_model):
+    """FFmpeg's open of a URL that never answers held Ctrl-C until --timeout ran out, and the
+    run then ended as "cannot open" (exit 2) instead of interrupted (130)."""
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from runtime_fixtures import cli_module
+
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held = []
+    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(4)],
+                     daemon=True).start()
+    url = f"http://127.0.0.1:{srv.getsockname()[1]}/live.mp4"
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
+                             str(onnx_model), "--source", url, "--out", str(tmp_path / "o.mp4"),
+                             "--timeout", "30", "--quiet"], cwd=tmp_path,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 20
+        while not held and time.time() < deadline:   # FFmpeg is connected and waiting
+            time.sleep(0.05)
+        time.sleep(0.5)
+        t0 = time.time()
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=10)
+        assert proc.returncode == 130, err
+        assert time.time() - t0 < 5 and "interrupted" in err, err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        srv.close()

@@ -185,10 +185,29 @@ def test_live_policy_drops_stale_frames_bounded_queue(onnx_model):
     assert stats["live"] is True
     assert stats["frames_processed"] == 12
     assert stats["dropped_frames"] > 12, "fast live source with a slow model must drop frames"
-    assert stats["max_queue_len"]["capture"] <= 1
-    assert stats["max_queue_len"].get("output", 0) <= 1
+    assert stats["max_queue_len"]["capture"] <= 4
+    assert stats["max_queue_len"].get("output", 0) <= 4
     # Bounded latency: nothing waits behind a backlog of stale frames.
     assert stats["end_to_end_ms"]["p95"] < 10 * 1000 * 0.03
+
+
+def test_live_frames_arriving_in_bursts_are_kept_when_the_model_keeps_up(onnx_model):
+    """A network stream delivers frames in bursts; with one queue slot a model 5x faster
+    than real time still lost 30-50 % of them as "stale". Only old frames are dropped."""
+    from runtime.sources import Frame, SyntheticSource
+
+    class Bursts(SyntheticSource):
+        def frames(self, stop):
+            for k, fr in enumerate(super().frames(stop)):
+                if k and k % 3 == 0:
+                    time.sleep(0.06)          # three frames at once, every 3 periods of 20 ms
+                t = time.perf_counter()
+                yield Frame(fr.index, fr.image, fr.name, t, 0.0)
+
+    src = Bursts("bursts", width=FRAME_W, height=FRAME_H, fps=0.0, live=True, count=30)
+    src.fps = 50.0
+    stats = run_stream(load_backend(onnx_model, threads=1), src)
+    assert stats["frames_processed"] == 30 and stats["dropped_frames"] == 0, stats
 
 
 def test_file_policy_is_lossless_even_with_slow_model(tmp_path, onnx_model):
