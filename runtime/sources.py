@@ -157,9 +157,11 @@ class VideoSource(Source):
         ok, first = self.cap.read()
         if not ok or first is None:
             self.cap.release()
+            hint = {"video": "corrupt or unsupported video?",
+                    "stream": "has the stream started? An MP4 over HTTP needs a server that "
+                              "answers range requests when its index is at the end"}
             raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
-                              + (" (is the camera in use by another program?)" if live else
-                                 " (corrupt or unsupported video?)"))
+                              f" ({hint.get(kind, 'is the camera in use by another program?')})")
         self._first: Optional[np.ndarray] = first
         self._first_digest = _digest(first)
         self.height, self.width = first.shape[:2]
@@ -187,7 +189,8 @@ class VideoSource(Source):
                    "camera": "no camera with this index, or it is in use?",
                    "v4l2": "not a capture device, or it is in use?",
                    "stream": "unreachable URL, unsupported protocol, or no answer within "
-                             f"{self.timeout:g} s (--timeout)?",
+                             + (f"{self.timeout:g} s (--timeout)?" if self.timeout > 0 else
+                                "FFmpeg's own limit of about 30 s (--timeout 0)?"),
                    "gstreamer": "check the pipeline with gst-launch-1.0; it must end in appsink"}
             raise SourceError(f"cannot open {self.kind} source {self.spec!r} "
                               f"({why.get(self.kind, 'unreadable')})")
