@@ -581,13 +581,19 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
         res.extra["traceback"] = traceback.format_exc(limit=6)
         prog.say(f"  {res.reason}")
         return res
-    failed_marker(path).unlink(missing_ok=True)  # a fresh build is judged afresh
+    # A fresh build is judged afresh, and counts as unchecked until it is: cleared before the
+    # check, an earlier "failed" let `sharpen run` use an artifact whose check Ctrl-C cut short.
+    atomic_write_json(failed_marker(path), {
+        "format": f, "status": "unchecked", "weights_sha256": weights_sha,
+        "reason": "its parity check did not finish (export interrupted?); export it again"})
     _record_failure_inside(path, None)
     res.build_s = round(time.perf_counter() - t0, 2)
     res.file = str(path)
     res.size_bytes = path.stat().st_size
     _gate(res, spec, path, parity_list, refs, gt, ref_ssim_gt, teacher, o.thresholds,
           o.threads, lat_image, o.latency_runs, prog)
+    if res.status == "pass":
+        failed_marker(path).unlink(missing_ok=True)
     _mark(res, path, weights_sha)
     return res
 
@@ -760,6 +766,11 @@ def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, 
         out[n] = ref
     if not out:
         prog.say(f"note: no {what} image in {folder} matches a parity image by name")
+    elif len(out) < len(parity_list):
+        missing = [n for n, _ in parity_list if n not in out]
+        prog.warn(f"{what} for {len(out)} of the {len(parity_list)} parity images in {folder} "
+                  f"(none for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): "
+                  f"the numbers against {what} cover only those")
     return out
 
 
@@ -953,8 +964,9 @@ def table_rows(report: ExportReport) -> list[list[str]]:
             f"{r.latency_ms_1080p:.0f}" if r.latency_ms_1080p else "-",
             "-" if r.max_abs is None else f"{r.max_abs:.2g}", psnr,
             "-" if r.ssim is None else f"{r.ssim:.4f}", *drop,
-            r.status.upper() + (f": {_short(r.reason)}" if r.reason and r.status != "pass"
-                                else ""),
+            ("(earlier export) " if r.extra.get("earlier_export") else "")
+            + r.status.upper() + (f": {_short(r.reason)}" if r.reason and r.status != "pass"
+                                  else ""),
         ])
     return rows
 

@@ -478,3 +478,42 @@ def test_cli_parity_failure_exits_nonzero(student, data_dir, tmp_path, capsys):
     assert "FAIL" in captured.out and "onnx-int8" in captured.err
     data = json.loads((tmp_path / "export_report.json").read_text())
     assert data["ok"] is False and data["results"][0]["status"] == "fail"
+
+
+def test_an_artifact_whose_check_was_cut_short_is_refused(student, data_dir, tmp_path,
+                                                          monkeypatch):
+    """Ctrl-C during the parity check of a rebuilt artifact left it without any verdict (the
+    earlier failure cleared before judging), and `sharpen run` used it without a word."""
+    import optimize.export as ex
+    from runtime.backends import ModelError, load_backend
+
+    common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
+                  parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
+    rep = ex.export(student[1], ["onnx"], tmp_path, **common)
+    path = Path(rep.result("onnx").file)
+    load_backend(path)                              # passed: runs
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ex, "_gate", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ex.export(student[1], ["onnx"], tmp_path, **common)
+    with pytest.raises(ModelError, match="parity check did not finish"):
+        load_backend(path)
+    monkeypatch.undo()
+    ex.export(student[1], ["onnx"], tmp_path, **common)
+    load_backend(path)                              # checked again: runs
+
+
+def test_ground_truth_for_some_parity_images_only_is_said(student, data_dir, tmp_path, capsys):
+    import shutil
+
+    from optimize.export import export
+    gt = tmp_path / "gt"
+    gt.mkdir()
+    shutil.copy(data_dir / "gt" / "chelsea.png", gt)
+    export(student[1], ["onnx"], tmp_path / "o", parity_images=[str(data_dir / "parity")],
+           parity_gt=gt, latency=False, quiet=True, calib=[str(data_dir / "calib")],
+           calib_count=8, calib_size=128)
+    err = capsys.readouterr().err
+    assert "ground truth for 1 of the 2 parity images" in err and "immunohistochemistry" in err
