@@ -546,27 +546,33 @@ def test_recorded_video_over_http_ends_after_one_pass(http_folder, capsys, decla
         assert "started again from its first frame: it is a recording" in err
 
 
-def test_stream_that_never_answers_fails_within_the_timeout(monkeypatch):
-    """A server that accepts the connection and says nothing used to hold the run about 30 s
-    in FFmpeg, without a word, and Ctrl-C waited for it."""
+@pytest.fixture
+def silent_server():
+    """(URL, accepted connections) of a server that accepts and never answers."""
     import socket
     import threading
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(4)
+    held: list = []
+    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(4)],
+                     daemon=True).start()
+    yield f"http://127.0.0.1:{srv.getsockname()[1]}/live.mp4", held
+    srv.close()
+
+
+def test_stream_that_never_answers_fails_within_the_timeout(monkeypatch, silent_server):
+    """A server that accepts the connection and says nothing used to hold the run about 30 s
+    in FFmpeg, without a word, and Ctrl-C waited for it."""
     import time
 
     import runtime.sources as sources
 
     monkeypatch.setattr(sources, "STREAM_TIMEOUT_S", 1.0)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-    held = []
-    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(4)],
-                     daemon=True).start()
     t0 = time.perf_counter()
     with pytest.raises(SourceError, match="no answer within 1 s"):
-        open_source(f"http://127.0.0.1:{srv.getsockname()[1]}/live.mp4")
+        open_source(silent_server[0])
     assert time.perf_counter() - t0 < 8
-    srv.close()
 
 
 @pytest.mark.parametrize("ext", [".webm", ".mkv", ".ts", ".avi", ".mov"])
@@ -732,25 +738,17 @@ def test_a_broken_install_is_not_called_missing():
     assert "[train]" in missing_dependency("models", absent)
 
 
-def test_ctrl_c_while_a_stream_url_opens_exits_at_once(tmp_path, onnx_model):
+def test_ctrl_c_while_a_stream_url_opens_exits_at_once(tmp_path, onnx_model, silent_server):
     """FFmpeg's open of a URL that never answers held Ctrl-C until --timeout ran out, and the
     run then ended as "cannot open" (exit 2) instead of interrupted (130)."""
     import signal
-    import socket
     import subprocess
     import sys
-    import threading
     import time
 
     from runtime_fixtures import cli_module
 
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(4)
-    held = []
-    threading.Thread(target=lambda: [held.append(srv.accept()) for _ in range(4)],
-                     daemon=True).start()
-    url = f"http://127.0.0.1:{srv.getsockname()[1]}/live.mp4"
+    url, held = silent_server
     proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
                              str(onnx_model), "--source", url, "--out", str(tmp_path / "o.mp4"),
                              "--timeout", "30", "--quiet"], cwd=tmp_path,
@@ -768,4 +766,3 @@ def test_ctrl_c_while_a_stream_url_opens_exits_at_once(tmp_path, onnx_model):
     finally:
         if proc.poll() is None:
             proc.kill()
-        srv.close()
