@@ -52,10 +52,12 @@ def model_labels(paths: list[str]) -> list[str]:
 def is_teacher(path: str | Path, teacher_config: Optional[str] = None) -> bool:
     """Whether `path` is a teacher: a project checkpoint of one, or with `teacher_config` Restormer
     weights without a config of their own (the official .pth, a bare state dict)."""
-    from .checkpoint import FORMAT, read_checkpoint
-    if is_artifact(path):
-        return False
-    ck = read_checkpoint(path)
+    from .checkpoint import read_checkpoint
+    return not is_artifact(path) and _teacher_checkpoint(read_checkpoint(path), teacher_config)
+
+
+def _teacher_checkpoint(ck: dict, teacher_config: Optional[str]) -> bool:
+    from .checkpoint import FORMAT
     if ck.get("format") != FORMAT:
         return teacher_config is not None
     return ck.get("kind") == "teacher"
@@ -81,9 +83,10 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     from .checkpoint import FORMAT, CheckpointError, read_checkpoint
     ck = read_checkpoint(path)
     kind = ck.get("kind")
-    if kind == "teacher" or (ck.get("format") != FORMAT and teacher_config is not None):
+    if _teacher_checkpoint(ck, teacher_config):
         from .teacher import TILE, Teacher
-        t = Teacher.load(path, config=teacher_config if kind != "teacher" else None,
+        # Project checkpoints carry their config; --teacher-config is for the others.
+        t = Teacher.load(path, config=None if ck.get("format") == FORMAT else teacher_config,
                          device=device)
         return lambda img: t.sharpen(img, tile=TILE if tile is None else tile)
     if kind != "student":

@@ -585,7 +585,8 @@ class Trainer:
         handlers = self._install_signal_handlers()
         t0 = self._t0 = time.time()
         start_step = self.step
-        n_params = sum(p.numel() for p in self.model.parameters())
+        from .students import count_params
+        n_params = count_params(self.model)
         self._text(f"{'resumed at' if self.step else 'started'} step {self.step} of "
                    f"{cfg.optim.steps}: {self.arch} ({n_params / 1e6:.2f} M parameters) on "
                    f"{self.device}, {self.dist.world} process(es), batch "

@@ -592,8 +592,6 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
     res.size_bytes = path.stat().st_size
     _gate(res, spec, path, parity_list, refs, gt, ref_ssim_gt, teacher, o.thresholds,
           o.threads, lat_image, o.latency_runs, prog)
-    if res.status == "pass":
-        failed_marker(path).unlink(missing_ok=True)
     _mark(res, path, weights_sha)
     return res
 
@@ -701,12 +699,15 @@ def _keep_other_report(out: Path, stem: str, prog: Progress) -> None:
 
 def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:
     """Record the source checkpoint; beside a failing artifact leave a marker that makes
-    `sharpen run` refuse it unless forced (each rebuild removes it first)."""
+    `sharpen run` refuse it unless forced, beside a passing one remove it (each build leaves
+    an "unchecked" one until it is judged)."""
     from runtime.atomic import atomic_write_json
     from runtime.backends import failed_marker
 
     res.extra["weights_sha256"] = weights_sha
-    if res.status != "pass" and path.exists():
+    if res.status == "pass":
+        failed_marker(path).unlink(missing_ok=True)
+    elif path.exists():
         atomic_write_json(failed_marker(path), {"format": res.format, "status": res.status,
                                  "reason": res.reason, "weights_sha256": weights_sha})
         _record_failure_inside(path, res.reason or res.status)

@@ -24,7 +24,8 @@ from .backends import Backend, load_backend
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
                     make_folder, output_sink, same_file)
-from .sources import LIVE_IMAGES, ImageSource, Source, SourceError, VideoSource, open_source
+from .sources import (ImageSource, Source, SourceError, VideoSource, open_source,
+                      refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
 from .tiling import OVERLAP, tiling_warnings
 
@@ -236,8 +237,7 @@ class _Stream:
             source, width=o.width, height=o.height, fps=o.fps, live=o.live,
             reconnect_attempts=o.reconnect_attempts, timeout=o.timeout)
         self.src = src
-        if o.live and isinstance(src, ImageSource):
-            raise SourceError(LIVE_IMAGES)
+        refuse_live_images(src, o.live)
         if o.live is not None:
             src.live = o.live
         out_file = [] if output is None or isinstance(output, Sink) else [output]

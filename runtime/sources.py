@@ -174,15 +174,15 @@ class VideoSource(Source):
         self.skipped: list[str] = []
 
     def _open(self) -> cv2.VideoCapture:
+        params = []
         if self.kind == "stream" and self.timeout > 0:
             ms = int(self.timeout * 1000)
-            cap = _interruptible(lambda: cv2.VideoCapture(
-                self.target, self.api, [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms,
-                                        cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]))
-        elif self.kind == "stream":
-            cap = _interruptible(lambda: cv2.VideoCapture(self.target, self.api))
-        else:
-            cap = cv2.VideoCapture(self.target, self.api)
+            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+
+        def open_capture() -> cv2.VideoCapture:
+            return cv2.VideoCapture(self.target, self.api, params)
+
+        cap = _interruptible(open_capture) if self.kind == "stream" else open_capture()
         if not cap.isOpened():
             cap.release()
             why = {"video": "corrupt or unsupported file?",
@@ -490,11 +490,13 @@ def _folder_source(spec: str, folder: Path) -> ImageSource:
 
 
 def _maybe_live(src: Source, live: Optional[bool]) -> Source:
-    if live:
-        raise SourceError(LIVE_IMAGES)
+    refuse_live_images(src, live)
     return src
 
 
-# --live on images kept 2 of 20 (the rest "dropped"), exit 0.
-LIVE_IMAGES = ("--live drops the frames a model cannot keep up with, for cameras, streams and "
-               "videos; images are all processed, one by one: leave --live out")
+def refuse_live_images(src: Source, live: Optional[bool]) -> None:
+    """--live on images kept 2 of 20 (the rest "dropped"), exit 0: refused."""
+    if live and isinstance(src, ImageSource):
+        raise SourceError("--live drops the frames a model cannot keep up with, for cameras, "
+                          "streams and videos; images are all processed, one by one: leave "
+                          "--live out")

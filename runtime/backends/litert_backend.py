@@ -145,15 +145,20 @@ class LiteRTBackend(Backend):
             x = quantize(batch, scale, zp, self.in_dtype)
         else:
             x = np.ascontiguousarray(batch, dtype=self.in_dtype)
-        with self._lock:
-            self._resize(tuple(int(s) for s in batch.shape))
-            self.interp.set_tensor(self.inp["index"], x)
-            self._invoke()
-            y = self.interp.get_tensor(self.out["index"])
+        y = self._run(x)
         oscale, ozp = self.out["quantization"]
         if y.dtype.kind in "iu" and oscale:
             return dequantize(y, oscale, ozp)
         return y.astype(np.float32, copy=True)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        """The interpreter on one input tensor (resized to it), its output copied out; calls
+        from several threads take turns (one interpreter holds one set of tensors)."""
+        with self._lock:
+            self._resize(tuple(int(n) for n in x.shape))
+            self.interp.set_tensor(self.inp["index"], x)
+            self._invoke()
+            return self.interp.get_tensor(self.out["index"])
 
     def _invoke(self) -> None:
         try:
@@ -193,9 +198,5 @@ class LiteRTBackend(Backend):
 
         lut_in, lut_out = self._luts()
         x = cv2.LUT(rgb[0], lut_in).view(self.in_dtype)[None]
-        with self._lock:
-            self._resize(tuple(int(s) for s in rgb.shape))
-            self.interp.set_tensor(self.inp["index"], x)
-            self._invoke()
-            y = self.interp.get_tensor(self.out["index"])
+        y = self._run(x)
         return cv2.LUT(y[0].view(np.uint8), lut_out)[None]
