@@ -381,14 +381,26 @@ def for_inference(model: nn.Module) -> nn.Module:
     return model
 
 
+def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
+    """Reflect-pad NCHW `x` on the bottom/right to a multiple of `multiple`, exactly as the
+    runtime pads (numpy's reflect: repeated for pads longer than the image, edge for a 1-pixel
+    side), so PyTorch and the exported models see the same pixels even on frames smaller than
+    the multiple."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % multiple, (-w) % multiple
+    if min(h, w) == 1:
+        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+    while ph or pw:   # torch reflects at most size-1 pixels per call
+        sh, sw = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
+        x = F.pad(x, (0, sw, 0, sh), mode="reflect")
+        ph, pw = ph - sh, pw - sw
+    return x
+
+
 def run_padded(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """Run any-size NCHW input: reflect-pad to the model's multiple, crop the output back."""
-    m = getattr(model, "multiple", 1)
     h, w = x.shape[-2:]
-    ph, pw = (-h) % m, (-w) % m
-    if ph or pw:
-        mode = "reflect" if ph < h and pw < w else "replicate"
-        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    x = pad_to_multiple(x, getattr(model, "multiple", 1))
     if getattr(model, "channels_last_input", False):
         x = x.contiguous(memory_format=torch.channels_last)
     return model(x)[..., :h, :w]

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -188,3 +189,18 @@ def test_edge_starts_as_identity_and_checks_its_options():
         create_student("edge", k=4)
     m = create_student("edge", enc=[1], dec=[1], width=8)  # lists from YAML or JSON work
     assert m.multiple == 8 and count_macs(m) < count_macs(create_student("edge"))
+
+
+@pytest.mark.parametrize("h,w,m", [(3, 5, 16), (2, 2, 64), (12, 12, 64), (7, 40, 32), (1, 6, 8),
+                                   (5, 1, 8), (37, 51, 16)])
+def test_padding_matches_the_runtime(h, w, m):
+    # The runtime pads frames with numpy; PyTorch must see the same pixels, or parity checks
+    # and evaluate disagree with `sharpen run` on frames smaller than the model's multiple.
+    from distill.students import pad_to_multiple
+    from runtime.tiling import pad_to_multiple as runtime_pad
+
+    img = np.random.default_rng(0).random((h, w, 3), dtype=np.float32)
+    ref, _ = runtime_pad(img, m)
+    out = pad_to_multiple(torch.from_numpy(img).permute(2, 0, 1)[None], m)
+    assert out.shape[-2:] == ref.shape[:2]
+    np.testing.assert_array_equal(out[0].permute(1, 2, 0).numpy(), ref)
