@@ -91,9 +91,10 @@ def add_commands(sub) -> None:
                         "(e.g. 0.002; always reported with --parity-gt)")
 
     g = p.add_argument_group("TensorRT engines")
-    g.add_argument("--opt-shape", default="1080x1920", metavar="HxW",
-                   help="optimisation profile: shape TensorRT tunes for (default 1080x1920; "
-                        "rounded up to the model's size multiple)")
+    g.add_argument("--opt-shape", default=None, metavar="HxW",
+                   help="optimisation profile: shape TensorRT tunes for (default 1080x1920, "
+                        "within --min-shape and --max-shape; rounded up to the model's size "
+                        "multiple)")
     g.add_argument("--min-shape", default="64x64", metavar="HxW",
                    help="optimisation profile: smallest input (default 64x64)")
     g.add_argument("--max-shape", default="2160x3840", metavar="HxW",
@@ -108,7 +109,8 @@ def add_commands(sub) -> None:
                    help="timed 1080p runs per artifact, median reported (default 5)")
     g.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads for ONNX Runtime / LiteRT / PyTorch (default 0: all)")
-    g.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 17, default 17)")
+    g.add_argument("--opset", type=int, default=17,
+                   help="ONNX opset, 17 to 20 (torch's TorchScript exporter; default 17)")
     g.add_argument("--no-simplify", action="store_true",
                    help="do not run onnxslim on the FP32 ONNX model")
     g.add_argument("--quiet", action="store_true", help="only print the final table and errors")
@@ -145,10 +147,12 @@ def run_export(args) -> int:
 
         from .calibration import CalibrationError
         from .export import ExportError, export, print_table
+        from .onnx_export import MAX_OPSET, MIN_OPSET
     except ImportError as e:
         return fail(missing_dependency("export", e))
-    if args.opset < 17:
-        return fail(f"--opset must be 17 or newer, got {args.opset}")
+    if not MIN_OPSET <= args.opset <= MAX_OPSET:
+        return fail(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} (the newest torch's "
+                    f"TorchScript exporter writes), got {args.opset}")
     try:
         weights = resolve_weights(args.weights, allow_teacher=False)
     except CheckpointError as e:

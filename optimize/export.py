@@ -278,7 +278,7 @@ class ExportOptions:
     parity_gt: str | os.PathLike | None = None
     parity_teacher: str | os.PathLike | None = None
     thresholds: Thresholds | None = None
-    opt_shape: str | tuple[int, int] = "1080x1920"
+    opt_shape: str | tuple[int, int] | None = None   # None: 1080x1920 within [min, max]
     min_shape: str | tuple[int, int] = "64x64"
     max_shape: str | tuple[int, int] = "2160x3840"
     workspace_gb: float = 4.0
@@ -333,7 +333,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                 prog.say(f"{eng} cannot be built here; exporting {src} for building it on the "
                          "target device")
     try:
-        shapes = tuple(parse_hw(s) if isinstance(s, str) else tuple(s)
+        shapes = tuple(s if s is None else parse_hw(s) if isinstance(s, str) else tuple(s)
                        for s in (o.min_shape, o.opt_shape, o.max_shape))
     except ValueError as e:
         raise ExportError(str(e)) from None

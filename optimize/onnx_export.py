@@ -25,6 +25,11 @@ from runtime.atomic import atomic_write_bytes
 LAYOUT = "NCHW RGB float32 [0,1]"
 INPUT_NAME, OUTPUT_NAME = "input", "output"
 DEFAULT_OPSET = 17
+MIN_OPSET = 17
+try:   # the newest opset torch's TorchScript exporter (dynamo=False, used here) writes
+    from torch.onnx._constants import ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET as MAX_OPSET
+except ImportError:   # a torch without the constant: the value of torch 2.x
+    MAX_OPSET = 20
 
 
 def student_metadata(model: nn.Module, ckpt: dict | None = None) -> dict[str, str]:
@@ -93,8 +98,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, ckpt: dict | None = N
     """
     import onnx
 
-    if opset < 17:
-        raise ValueError(f"opset {opset} is too old; use 17 or newer")
+    if not MIN_OPSET <= opset <= MAX_OPSET:
+        raise ValueError(f"opset {opset}: use {MIN_OPSET} to {MAX_OPSET}")
     model = model.eval().cpu()
     m = int(getattr(model, "multiple", 1))
     h = max(m, sample_hw[0] // m * m)

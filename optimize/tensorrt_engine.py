@@ -57,12 +57,20 @@ class Profile:
     @classmethod
     def from_hw(cls, min_hw=DEFAULT_MIN, opt_hw=DEFAULT_OPT, max_hw=DEFAULT_MAX,
                 multiple: int = 8, batch: int = 1) -> "Profile":
+        """`opt_hw` None: the default 1080x1920, brought within [min_hw, max_hw] (a
+        --max-shape below 1080p alone is a complete request, not a contradiction)."""
+        if opt_hw is None:
+            opt_hw = tuple(min(max(d, lo), hi) for d, lo, hi in zip(DEFAULT_OPT, min_hw, max_hw))
         shapes = [(batch, 3, round_up(h, multiple), round_up(w, multiple))
                   for h, w in (min_hw, opt_hw, max_hw)]
-        for a, b, what in ((shapes[0], shapes[1], "min > opt"), (shapes[1], shapes[2],
-                                                                  "opt > max")):
+        names = ("--min-shape", "--opt-shape", "--max-shape")
+        for i in (0, 1):
+            a, b = shapes[i], shapes[i + 1]
             if a[2] > b[2] or a[3] > b[3]:
-                raise ValueError(f"engine profile shapes: {what} ({a[2]}x{a[3]} vs {b[2]}x{b[3]})")
+                rounded = (f" (rounded up to the model's multiple of {multiple})"
+                           if multiple > 1 else "")
+                raise ValueError(f"engine profile: {names[i]} {a[2]}x{a[3]} is larger than "
+                                 f"{names[i + 1]} {b[2]}x{b[3]}{rounded} in height or width")
         return cls(*shapes)
 
     def to_dict(self) -> dict:

@@ -154,8 +154,14 @@ def test_engine_profile_and_trtexec_line(tmp_path):
 
     prof = Profile.from_hw((61, 97), (1080, 1920), (2160, 3840), multiple=8)
     assert prof.min == (1, 3, 64, 104) and prof.opt == (1, 3, 1080, 1920)
-    with pytest.raises(ValueError, match="opt > max"):
+    with pytest.raises(ValueError, match="--opt-shape 1080x1920 is larger than --max-shape "
+                                         "720x1280"):
         Profile.from_hw((64, 64), (1080, 1920), (720, 1280), multiple=8)
+    # --max-shape (or --min-shape) alone: the default opt comes within the range.
+    assert Profile.from_hw((64, 64), None, (720, 1280), multiple=8).opt == (1, 3, 720, 1280)
+    assert Profile.from_hw((64, 64), None, (2160, 1000), multiple=8).opt == (1, 3, 1080, 1000)
+    assert Profile.from_hw((1200, 64), None, (2160, 3840), multiple=8).opt == (1, 3, 1200, 1920)
+    assert Profile.from_hw((64, 64), None, (2160, 3840), multiple=8).opt == (1, 3, 1080, 1920)
     line = trtexec_command(tmp_path / "m.onnx", tmp_path / "m.engine", prof, "fp16", 2.0,
                            tmp_path / "timing.cache")
     for part in (f"--onnx={tmp_path / 'm.onnx'}", f"--saveEngine={tmp_path / 'm.engine'}",
@@ -421,3 +427,20 @@ def test_an_export_of_more_formats_keeps_the_earlier_ones_in_the_report(ckpt, tm
     assert rc == 0 and "m_fp16.tflite in" in err and "is not rebuilt by this export" in err
     assert [r["format"] for r in json.loads((out / "export_report.json").read_text())[
         "results"]] == ["onnx"]
+
+
+def test_engine_shapes_and_opset_usage(ckpt, tmp_path, capsys):
+    base = ["export", "--weights", str(ckpt), "--format", "engine", "--no-latency", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--max-shape", "512x512"]) == 0
+    sidecar = json.loads(next((tmp_path / "a").glob("*.engine.json")).read_text())
+    assert sidecar["profile"]["opt"] == [1, 3, 512, 512]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "b"), "--opt-shape", "1080x1920",
+                 "--max-shape", "720x1280"]) == 2
+    assert "--opt-shape 1080x1920 is larger than --max-shape 720x1280" in capsys.readouterr().err
+    for opset in ("16", "99"):
+        assert main(["export", "--weights", str(ckpt), "--format", "onnx", "--opset", opset,
+                     "--out", str(tmp_path / "c")]) == 2
+        err = capsys.readouterr().err
+        assert "--opset must be between 17 and" in err and "Traceback" not in err
+    assert not (tmp_path / "c").exists()
