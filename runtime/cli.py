@@ -6,6 +6,7 @@ engine) when the command actually runs, and nothing here ever imports torch or t
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import threading
@@ -121,7 +122,7 @@ def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
 
 def options_from_args(args: argparse.Namespace):
     """StreamOptions from parsed `sharpen run` arguments."""
-    from .pipeline import StreamOptions
+    from .pipeline import MAX_FPS, StreamOptions
     from .prepost import check_tiling
 
     args.width = 1920 if args.width is None else args.width
@@ -135,8 +136,11 @@ def options_from_args(args: argparse.Namespace):
                                  ("--timeout", args.timeout or 0, "0: FFmpeg's own"),
                                  ("--width", args.width, "the camera's capture size"),
                                  ("--height", args.height, "the camera's capture size")):
-        if value < 0:
+        if not value >= 0 or value == math.inf:   # nan and inf too
             raise ValueError(f"{flag} must be >= 0 ({meaning}), got {value}")
+    if args.fps > MAX_FPS:
+        # A video writer asked for 1e300 fps hung inside OpenCV, deaf to Ctrl-C.
+        raise ValueError(f"--fps must be at most {MAX_FPS:g}, got {args.fps:g}")
     check_tiling(args.tile, args.overlap)   # before the model loads: a usage error
     return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,

@@ -91,6 +91,9 @@ WORKER_NAMES = ("capture", "infer")   # the pipeline's threads (the caller write
 # when a newer one is waiting: latency stays bounded, a burst of fresh frames is kept.
 LIVE_MAX_AGE_FRAMES = 2.0
 LIVE_MIN_AGE_S = 0.05
+# The highest output video rate: containers and OpenCV's writer misbehave far above it (1e300
+# hung inside cv2.VideoWriter, deaf to Ctrl-C); a source declaring more gets 30.
+MAX_FPS = 1000.0
 
 
 class _SignalStop:
@@ -251,6 +254,8 @@ class _Stream:
         # word over the source's (for a stream, often FFmpeg's guess of 25).
         camera = src.kind in ("camera", "v4l2", "gstreamer")
         self.video_fps = ((src.fps or o.fps) if camera else (o.fps or src.fps)) or 30.0
+        if not 0 < self.video_fps <= MAX_FPS:
+            self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
                                o.compare)
         self.frames = src.frames(self.stop)
@@ -395,7 +400,8 @@ def _check_options(o: StreamOptions) -> None:
          f"queue_size must be >= 1, got {o.queue_size}"),
         ((o.tile or 0) < 0 or (o.overlap or 0) < 0,
          f"tile and overlap must be >= 0, got tile={o.tile} overlap={o.overlap}"),
-        ((o.fps or 0) < 0, f"fps must be >= 0 (0: the source's), got {o.fps}"),
+        (not 0 <= (o.fps or 0) <= MAX_FPS,
+         f"fps must be 0 (the source's) to {MAX_FPS:g}, got {o.fps}"),
     ) if bad]
     if problems:
         raise ValueError(f"run_stream: {'; '.join(problems)}")

@@ -146,6 +146,12 @@ def check_output(out: np.ndarray, batch_shape: tuple[int, ...], layout: str) -> 
                          f"expected an RGB image of the input's size, "
                          f"{want[hw[0]]}x{want[hw[1]]} (a sharpening model; one that changes "
                          "the size is not supported)")
+    # One reduction (~1 ms at 1080p) instead of isfinite's full mask: NaN and inf propagate
+    # into the sum; they would otherwise be written as black pixels without a word.
+    if out.dtype.kind == "f" and not np.isfinite(out.sum(dtype=np.float32)):
+        raise FrameError("model returned NaN or infinite values: the model is broken (e.g. an "
+                         "export that failed its parity check, or weights that diverged in "
+                         "training); re-export it from good weights")
 
 
 def from_batch(out: np.ndarray, hw: tuple[int, int], layout: str, dtype=np.uint8,

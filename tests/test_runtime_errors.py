@@ -371,12 +371,45 @@ def test_a_model_that_changes_the_size_is_refused(tmp_path, capsys):
             "expected an RGB image of the input's size" in last and "Traceback" not in err, err
 
 
-@pytest.mark.parametrize("flag", ["--fps", "--max-frames", "--reconnect", "--threads"])
-def test_negative_counts_and_rates_are_usage_errors(tmp_path, capsys, onnx_model, flag):
+def test_a_model_returning_nan_is_refused(tmp_path, capsys):
+    import onnx
+    from onnx import helper, numpy_helper
+
+    # x * NaN: the output of weights that diverged, or of a broken export.
+    nan = numpy_helper.from_array(np.array(np.nan, np.float32), "nan")
+    node = helper.make_node("Mul", ["input", "nan"], ["output"])
+    dims = ["batch", 3, "height", "width"]
+    graph = helper.make_graph([node], "nan", [helper.make_tensor_value_info("input", 1, dims)],
+                              [helper.make_tensor_value_info("output", 1, dims)], [nan])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(tmp_path / "nan.onnx"))
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), textured_frame(1))
+    for tiling in ([], ["--tile", "48", "--overlap", "8"]):
+        rc, err = _run(capsys, "--model", str(tmp_path / "nan.onnx"), "--source", str(img),
+                       "--output", str(tmp_path / "o.png"), *tiling)
+        assert rc != 0 and not (tmp_path / "o.png").exists()   # not a black image, exit 0
+        last = err.strip().splitlines()[-1]
+        assert "model returned NaN or infinite values" in last and "Traceback" not in err, err
+
+
+@pytest.mark.parametrize("flag,value", [(f, "-1") for f in ("--fps", "--max-frames",
+                                                              "--reconnect", "--threads")]
+                         + [("--fps", "nan"), ("--fps", "inf")])
+def test_negative_counts_and_rates_are_usage_errors(tmp_path, capsys, onnx_model, flag, value):
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", "synthetic:32x24",
-                   flag, "-1")
+                   flag, value)
     assert rc == 2
-    _one_clear_line(err, f"{flag} must be >= 0", "got -1")
+    _one_clear_line(err, f"{flag} must be >= 0", f"got {value}")
+
+
+def test_fps_has_an_upper_limit(tmp_path, capsys, onnx_model):
+    # 1e300 fps hung inside OpenCV's video writer, deaf to Ctrl-C and SIGTERM.
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "synthetic:32x24",
+                   "--max-frames", "2", "--out", str(tmp_path / "x.mp4"), "--fps", "1e300")
+    assert rc == 2 and not (tmp_path / "x.mp4").exists()
+    _one_clear_line(err, "--fps must be at most 1000")
 
 
 def test_flags_that_would_do_nothing_are_said(tmp_path, capsys, onnx_model):
@@ -442,7 +475,8 @@ def test_run_stream_refuses_impossible_options(onnx_model, tmp_path):
     for bad, said in (({"view": "diag", "compare": True}, "view must be side or split"),
                       ({"threads": -3}, "threads must be >= 0"),
                       ({"max_frames": -1}, "max_frames must be >= 0"),
-                      ({"queue_size": 0}, "queue_size must be >= 1")):
+                      ({"queue_size": 0}, "queue_size must be >= 1"),
+                      ({"fps": float("nan")}, "fps must be 0"), ({"fps": 1e300}, "fps must be 0")):
         with pytest.raises(ValueError, match=said):
             run_stream(str(onnx_model), str(src), tmp_path / "out", **bad)
 
