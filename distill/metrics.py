@@ -17,6 +17,9 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return min(float(peak_signal_noise_ratio(b, a, data_range=1.0)), PSNR_MAX)
 
 
+SSIM_MIN_SIDE = 7   # scikit-image's default 7x7 window: smaller images have no SSIM
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(structural_similarity(np.clip(a, 0, 1), np.clip(b, 0, 1), channel_axis=-1,
                                        data_range=1.0))

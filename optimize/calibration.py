@@ -119,8 +119,11 @@ def _array_images(path: Path) -> list[tuple[str, np.ndarray]]:
     return [(f"{path.stem}[{i}]", np.ascontiguousarray(a)) for i, a in enumerate(arr)]
 
 
-def load_images(paths: Sequence[Path], blur_sigma: float = 0.0) -> list[tuple[str, np.ndarray]]:
-    """Read image files / arrays as (name, HxWx3 float32 RGB in [0, 1])."""
+def load_images(paths: Sequence[Path], blur_sigma: float = 0.0, what: str = "calibration",
+                min_side: int = 1) -> list[tuple[str, np.ndarray]]:
+    """Read image files / arrays as (name, HxWx3 float32 RGB in [0, 1]). `what` names the images
+    in messages ("calibration", "parity"); images with a side below `min_side` (parity: SSIM's
+    window) are skipped by name."""
     from distill.images import ImageReadError, read_image
     from runtime.imageio import VIDEO_EXTS
 
@@ -144,10 +147,20 @@ def load_images(paths: Sequence[Path], blur_sigma: float = 0.0) -> list[tuple[st
         for name, img in items:
             if img.ndim != 3 or img.shape[2] != 3:
                 raise CalibrationError(f"{name}: image has shape {img.shape}; expected H x W x 3")
+            if min(img.shape[:2]) < min_side:
+                problem = (f"{p}: {img.shape[1]}x{img.shape[0]} is smaller than SSIM's "
+                           f"{min_side}x{min_side} window")
+                if len(paths) == 1 and len(items) == 1:
+                    raise CalibrationError(problem)
+                print(f"warning: skipped: {problem}", file=sys.stderr, flush=True)
+                skipped.append(str(p))
+                continue
             out.append((name, gaussian_blur(img, blur_sigma) if blur_sigma > 0 else img))
     if not out:
-        raise CalibrationError("no calibration images" + (
-            f": none of the {len(skipped)} files is a readable image" if skipped else ""))
+        raise CalibrationError(f"no {what} images" + (
+            f": none of the {len(skipped)} files is a readable image"
+            + (f" of at least {min_side}x{min_side} pixels" if min_side > 1 else "")
+            if skipped else ""))
     return out
 
 

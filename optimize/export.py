@@ -306,6 +306,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     except TypeError as e:
         raise ExportError(f"unknown export option: {e}") from None
     from distill.checkpoint import load_student
+    from distill.metrics import SSIM_MIN_SIDE
 
     from . import calibration as cal
     from .tensorrt_engine import Profile, parse_hw
@@ -392,7 +393,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
             # Calibrated on the very images it is judged on, INT8 looks better than it is.
             prog.warn(f"{len(both)} parity image(s) are also --calib images (e.g. "
                       f"{min(both).name}); parity is meant to be measured on held-out images")
-        parity_list = cal.load_images(parity_paths)
+        parity_list = cal.load_images(parity_paths, what="parity", min_side=SSIM_MIN_SIDE)
     elif calib_paths is not None:
         imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
         if len(imgs) >= 2:
@@ -402,7 +403,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                 if len(held) == k:
                     break
                 try:
-                    loaded += cal.load_images([p])
+                    loaded += cal.load_images([p], what="parity", min_side=SSIM_MIN_SIDE)
                     held.append(p)
                 except cal.CalibrationError as e:
                     prog.warn(f"skipped: {e}")

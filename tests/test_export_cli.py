@@ -281,6 +281,29 @@ def test_an_unreadable_calibration_or_parity_image_is_skipped_by_name(tmp_path, 
         load_images(paths)
 
 
+def test_a_parity_image_too_small_for_ssim_is_skipped_by_name(ckpt, tmp_path, capsys):
+    """A 3x5 parity image failed a good artifact ("parity run failed: win_size exceeds image
+    extent"), which `sharpen run` then refused."""
+    import cv2
+
+    from optimize.calibration import CalibrationError, load_images
+
+    d = tmp_path / "parity"
+    d.mkdir()
+    cv2.imwrite(str(d / "big.png"), np.full((24, 32, 3), 90, np.uint8))
+    cv2.imwrite(str(d / "tiny.png"), np.full((3, 5, 3), 90, np.uint8))
+    out = tmp_path / "out"
+    assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
+                 "--no-latency", "--quiet", "--parity-images", str(d)]) == 0
+    err = capsys.readouterr().err
+    assert "tiny.png: 5x3 is smaller than SSIM's 7x7 window" in err, err
+    assert json.loads((out / "export_report.json").read_text())["settings"]["parity_images"] \
+        == ["big"]
+    with pytest.raises(CalibrationError, match="no parity images: none of the 2 files is a "
+                                               "readable image of at least 7x7"):
+        load_images([d / "tiny.png", d / "tiny.png"], what="parity", min_side=7)
+
+
 def test_runs_best_pt_exports_get_their_run_name_and_replacing_other_weights_is_said(
         ckpt, tmp_path, capsys):
     """Every training run writes best.pt, so every export was named best.*: exporting a second

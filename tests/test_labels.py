@@ -463,6 +463,20 @@ def test_a_ground_truth_of_another_size_is_dropped_not_the_sample(tmp_path, caps
                                                                            ds[0]["target"])
 
 
+def test_an_image_smaller_than_ssims_window_is_labelled_unscored(tmp_path):
+    # It crashed the whole run (scikit-image: win_size exceeds image extent), every rerun too.
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    rng = np.random.default_rng(1)
+    for sub in ("input", "target"):
+        write_image(data / sub / "im01.png", rng.random((3, 5, 3)).astype(np.float32))
+    out = tmp_path / "cache"
+    stats = run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert stats.done == 2 and stats.failed == 0
+    m = _manifest(out)
+    assert m["im01"]["status"] == "ok" and "teacher_ssim" not in m["im01"]
+    assert "teacher_ssim" in m["im00"]
+
+
 def test_an_input_renamed_by_its_partners_deletion_is_labelled_once(tmp_path, capsys):
     """x.jpg and x.png are named x.jpg / x.png; once x.jpg is gone, x.png is named x: its old
     entry under x.png stayed beside the new one (the image trained twice)."""

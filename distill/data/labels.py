@@ -262,6 +262,9 @@ class LabelRun:
             bar.write(f"{tag}warning: ground truth unusable for {sample.name}, which trains on "
                       f"its label alone: {e}", file=sys.stderr)
             return {"gt": None}
+        from ..metrics import SSIM_MIN_SIDE
+        if min(image.shape[:2]) < SSIM_MIN_SIDE:   # no SSIM for it: labelled, unscored
+            return {}
         tp, ts = _metrics(label, gt)
         ip, is_ = _metrics(image, gt)
         return {"teacher_psnr": round(tp, 4), "teacher_ssim": round(ts, 5),
