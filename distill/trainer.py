@@ -22,6 +22,7 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from itertools import chain
 from pathlib import Path
 from typing import Iterator, Optional
 
@@ -630,6 +631,7 @@ class Trainer:
                 if (self.step % cfg.val_every == 0 or last or over) and not self._stop:
                     self._validate_unless_stopped(val_items)
                 if self.step % cfg.ckpt_every == 0 or last or over or self._stop:
+                    self._check_weights()
                     if self.dist.main:
                         self.save()
                 if over and not self._stop:
@@ -654,6 +656,26 @@ class Trainer:
         if self.dist.main:
             self.plot()
         return self.metrics
+
+    def _check_weights(self) -> None:
+        """TrainingDiverged, before a checkpoint is written, if steps with finite gradients
+        still left NaN/inf weights, or weights whose output on the validation images just taken
+        is NaN (a huge learning rate): saving them replaced the last good checkpoint, and the
+        run ended "done" with NaN scores."""
+        bad = [n for n, p in chain(self.model.named_parameters(), self.ema.named_parameters())
+               if not torch.isfinite(p).all()]
+        what = (f"weights are NaN/inf ({bad[0]}"
+                f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''})" if bad else "")
+        if not what and self.metrics.get("step") == self.step:
+            nan = [k for k, v in self.metrics.items()
+                   if k.startswith("model_") and isinstance(v, float) and not math.isfinite(v)]
+            if nan:
+                what = f"weights give NaN/inf on the validation images ({nan[0]})"
+        if what:
+            raise TrainingDiverged(
+                f"training diverged by step {self.step}: {what}; not saved, the last "
+                f"checkpoint in {self.out} is intact. Lower optim.lr, raise "
+                "optim.warmup_steps or set optim.grad_clip, and resume.")
 
     def _train_step(self, batch: dict) -> tuple[float, dict]:
         self._lr_used = self.opt.param_groups[0]["lr"]   # the schedule moves on after the step

@@ -386,6 +386,21 @@ def test_non_finite_batches_are_skipped_then_training_stops_as_diverged(tmp_path
                if v.is_floating_point())
 
 
+def test_weights_that_turn_nan_are_not_saved(tmp_path):
+    """lr 1e10: each step's gradient is finite, the weights it leaves are not. They replaced
+    the last good checkpoint and the run ended "done" with NaN scores, exit 0."""
+    out = tmp_path / "huge-lr"
+    train(tiny_cfg(out, 2, ckpt_every=2), quiet=True)
+    good = read_checkpoint(out / "last.pt")
+    with pytest.raises(TrainingDiverged, match="weights (are|give) NaN/inf .*the last checkpoint in "
+                                               ".* is intact.*optim.lr"):
+        train(tiny_cfg(out, 8, ckpt_every=2, val_every=2, **{"optim.lr": 1e10, "optim.warmup_steps": 0,
+                                                 "optim.grad_clip": 0}), quiet=True)
+    kept = read_checkpoint(out / "last.pt")
+    assert kept["step"] == good["step"] == 2
+    assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
+
+
 def test_gt_train_joins_its_ground_truth_as_the_label(tmp_path):
     """data.gt_train: a second paired source (e.g. sharp `still` frames) whose ground truth is
     the label, for students as for the teacher."""
