@@ -480,6 +480,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 
     # ---- build each format
     from runtime.atomic import atomic_write_json
+    from runtime.backends import failed_marker
 
     _say_replaced(out, stem, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha,
                   prog)
@@ -488,6 +489,15 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
     (out / f"export_report.{stem}.json").unlink(missing_ok=True)
+    # Nor may the artifacts it is about to replace pass for this export's while it runs: an
+    # interrupted re-export of other weights left the old .tflite beside the new .onnx, with no
+    # report, and `sharpen run` used it. Each one's own build clears or replaces the marker.
+    for f in fmts:
+        old = out / f"{stem}{FORMATS[f].suffix}"
+        if old.exists():
+            atomic_write_json(failed_marker(old), {
+                "format": f, "status": "unchecked", "reason": f"an export replacing it (from "
+                f"{weights}) did not finish; export again"})
     results: list[FormatResult] = []
     ctx = _BuildContext(model, ckpt, out, stem, crops, profile, multiple, o, prog)
     ctx.float_by_fmt = float_by_fmt

@@ -505,6 +505,34 @@ def test_an_artifact_whose_check_was_cut_short_is_refused(student, data_dir, tmp
     load_backend(path)                              # checked again: runs
 
 
+def test_artifacts_an_interrupted_re_export_was_replacing_are_refused(student, data_dir,
+                                                                     tmp_path, monkeypatch):
+    """Re-exporting into a folder, stopped after its first format: the second format's old
+    artifact stayed beside the new first one, with no report, and `sharpen run` used it."""
+    import optimize.export as ex
+    from runtime.backends import ModelError, load_backend
+
+    common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
+                  parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
+    rep = ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, **common)
+    old_int8 = Path(rep.result("onnx-int8").file)
+    load_backend(old_int8)
+    real, calls = ex._build_and_gate, []
+
+    def stop_at_the_second(*a, **k):
+        calls.append(a[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(ex, "_build_and_gate", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, **common)
+    assert calls == ["onnx", "onnx-int8"]
+    load_backend(Path(rep.result("onnx").file))     # rebuilt and checked: runs
+    with pytest.raises(ModelError, match="an export replacing it .* did not finish"):
+        load_backend(old_int8)
+
+
 def test_ground_truth_for_some_parity_images_only_is_said(student, data_dir, tmp_path, capsys):
     import shutil
 
