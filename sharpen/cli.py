@@ -4,8 +4,11 @@ with only the runtime installed never imports torch."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from runtime.cli_errors import OWN_PACKAGES, SharpenError, missing_dependency
@@ -62,6 +65,39 @@ def _command_parser(parser: argparse.ArgumentParser,
     return None
 
 
+# Commands whose rerun skips what an interrupted run finished (their caches and outputs).
+RESUMABLE = ("corpus", "labels", "bench")
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler, `timeout`), handled as Ctrl-C is: the command's cleanup
+    runs and it says it was interrupted, instead of dying without a word."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    # Only where SIGTERM still has its default action (the trainer and `sharpen run` install
+    # their own handlers, which replace this one while they run).
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+        yield
+        return
+
+    pid = os.getpid()
+
+    def raise_terminated(signum, frame):
+        if os.getpid() != pid:   # a forked worker (pool, loader): die as it would have
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
+            return
+        raise Terminated()
+    signal.signal(signal.SIGTERM, raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def main(argv: list[str] | None = None) -> int:
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -86,13 +122,18 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        with _sigterm_as_interrupt():
+            return int(args.func(args) or 0)
     except SharpenError as e:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:
+        term = isinstance(e, Terminated)
+        again = ("; what is done is kept: run the same command to continue"
+                 if args.command in RESUMABLE else "")
+        print(f"sharpen {args.command}: interrupted{' (SIGTERM)' if term else ''}{again}",
+              file=sys.stderr)
+        return 128 + (signal.SIGTERM if term else signal.SIGINT)
     except ModuleNotFoundError as e:
         # A device install (runtime extra only) lists every command; those needing torch,
         # yaml or scikit-image say what to install instead of a traceback.

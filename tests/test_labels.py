@@ -215,7 +215,8 @@ def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig):
             if sig == signal.SIGINT:   # one line and 130, as `sharpen labels` (no traceback)
                 err = proc.stderr.read().decode()
                 assert proc.returncode == 130 and "Traceback" not in err, err
-                assert err.strip().endswith("interrupted"), err
+                assert err.strip().endswith("interrupted; what is done is kept: run the same "
+                                            "command to continue"), err
         proc.wait(30)
     finally:
         if proc.poll() is None:
@@ -238,6 +239,30 @@ def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig):
     assert len(entries) == n and all(e["status"] == "ok" for e in entries.values())
     for e in entries.values():
         assert _label_ok(out / e["label"], shape)
+
+
+def test_sigterm_is_an_interruption_that_says_so(tmp_path, teachers):
+    """`kill` (or a scheduler, or `timeout`) ended the run with exit 143 and not a word."""
+    data = _paired(tmp_path / "data", 10, seed=3)
+    out = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "sharpen.cli", "labels", *_cli(data, out, teachers[0])[3:]]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None and not (
+                (out / "labels").is_dir() and any((out / "labels").glob("[!.]*.png"))):
+            time.sleep(0.02)
+        if proc.poll() is not None:
+            pytest.skip("finished before it could be interrupted")
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == ("sharpen labels: interrupted (SIGTERM); what is done "
+                                            "is kept: run the same command to continue"), err
 
 
 def test_two_ranks_merge_into_one_manifest(tmp_path, teachers):

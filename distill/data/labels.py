@@ -474,7 +474,8 @@ def main(argv: Optional[list[str]] = None) -> int:
         print(f"sharpen labels: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt:   # as `sharpen labels`: finished labels are kept, a re-run resumes
-        print("interrupted", file=sys.stderr)
+        print("sharpen labels: interrupted; what is done is kept: run the same command to "
+              "continue", file=sys.stderr)
         return 130
 
 
