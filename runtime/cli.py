@@ -120,6 +120,19 @@ def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
             if getattr(args, attr) is not None and kind not in kinds]
 
 
+def _interrupted_note(summary: dict, output: Optional[str]) -> str:
+    """What an interrupted run left: a recording's output then holds only part of it, under
+    its final name, and may have replaced a complete one (a live source is stopped this way
+    as a matter of course)."""
+    src = summary.get("source") or {}
+    done, total = summary.get("frames_processed", 0), src.get("frame_count")
+    if src.get("live") or not output:
+        return "interrupted, output closed cleanly" if output else "interrupted"
+    part = f"{done} of {total}" if total else f"the first {done}"
+    return (f"interrupted: {output} holds {part} frames only (closed cleanly); run again for "
+            "all of them")
+
+
 def options_from_args(args: argparse.Namespace):
     """StreamOptions from parsed `sharpen run` arguments."""
     from .pipeline import MAX_FPS, StreamOptions
@@ -210,10 +223,11 @@ def handler(args: argparse.Namespace) -> int:
               "(set SHARPEN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     if summary.get("interrupted"):
-        print("sharpen run: interrupted, output closed cleanly", file=sys.stderr)
+        print(f"sharpen run: {_interrupted_note(summary, args.output)}", file=sys.stderr)
     if not args.quiet:
         b = summary.get("backend", {})
-        print(f"done: {summary['frames_processed']} frames, {summary['throughput_fps']:.1f} fps, "
+        print(f"{'stopped' if summary.get('interrupted') else 'done'}: "
+              f"{summary['frames_processed']} frames, {summary['throughput_fps']:.1f} fps, "
               f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
               f"{b.get('provider')})", file=sys.stderr)
     if summary.get("repeated_frames"):

@@ -430,3 +430,19 @@ def test_an_apps_sink_is_closed_when_the_source_fails(tmp_path, onnx_model):
     with pytest.raises(SourceError):
         run_stream(str(onnx_model), str(tmp_path / "missing.mp4"), Counting(), fps=None)
     assert Counting.closed == 1
+
+
+def test_an_interrupted_recording_says_its_output_is_partial(tmp_path, onnx_model):
+    """A rerun stopped by Ctrl-C replaced a complete video with a shorter one under the same
+    name, saying only "interrupted, output closed cleanly", then "done: 153 frames"."""
+    from runtime.cli import _interrupted_note
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, n=6, fps=10.0)
+    stats = run_stream(onnx_model, str(clip), tmp_path / "o.mp4", quiet=True, max_frames=2)
+    assert stats["source"]["frame_count"] == 6 and not stats["source"]["live"]
+    stats["interrupted"] = True
+    assert _interrupted_note(stats, "o.mp4") == (
+        "interrupted: o.mp4 holds 2 of 6 frames only (closed cleanly); run again for all of them")
+    live = {**stats, "source": {**stats["source"], "live": True}}
+    assert _interrupted_note(live, "o.mp4") == "interrupted, output closed cleanly"
