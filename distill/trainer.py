@@ -15,6 +15,7 @@ import copy
 import datetime
 import json
 import math
+import os
 import random
 import shlex
 import signal
@@ -128,6 +129,45 @@ class ValItem:
     input: np.ndarray
     target: Optional[np.ndarray]   # teacher output (students) or None
     gt: Optional[np.ndarray]
+
+
+def data_signature(train_ds: Dataset, val_items: list[ValItem]) -> dict:
+    """Counts and digests of the training files (path, size, mtime: a relabelled or added
+    label changes it) and of the validation images, to tell a resumed run whose data changed
+    underneath it (labels added, or made by another teacher: its crops mix both, and best.pt
+    compares scores taken on different validation sets)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=12)
+    items = getattr(train_ds, "items", None) or []
+    for item in items:
+        for p in item:
+            if p is not None:
+                try:
+                    st = os.stat(p)
+                    h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                except OSError:
+                    h.update(f"{p}|missing\n".encode())
+    v = hashlib.blake2b(digest_size=12)
+    for it in val_items:
+        v.update(it.name.encode())
+        for a in (it.input, it.target, it.gt):
+            if a is not None:
+                v.update(np.ascontiguousarray(a).data)
+    return {"train": len(items), "train_digest": h.hexdigest(), "val": len(val_items),
+            "val_digest": v.hexdigest()}
+
+
+def data_changes(before: dict, now: dict) -> list[str]:
+    """What changed between two `data_signature`s, in words (empty: nothing, or unknown)."""
+    said = []
+    for key, what in (("train", "training images"), ("val", "validation images")):
+        if f"{key}_digest" not in before or before[f"{key}_digest"] == now[f"{key}_digest"]:
+            continue
+        n0, n1 = before.get(key), now[key]
+        said.append(f"{what}: {n0} -> {n1}" if n0 != n1 else
+                    f"{what}: the same {n1}, but some changed (relabelled?)")
+    return said
 
 
 def _leave_stop_signals_to_main(worker_id: int) -> None:
@@ -354,6 +394,8 @@ class Trainer:
         check_config(cfg)
         self.cfg, self.quiet = cfg, quiet
         self._replace: list[Path] = []    # an earlier run's files, removed once this one starts
+        self._data_sig: dict = {}         # what this run trains on (data_signature)
+        self._resumed_data: dict = {}     # ... and what the checkpoint resumed from did
         self.dist = DistInfo.from_env()
         if self.dist.enabled and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
@@ -416,7 +458,8 @@ class Trainer:
         extra = {}
         if full:
             extra = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                     "rng": rng_state(), "best": self.best, "processes": self.dist.world}
+                     "rng": rng_state(), "best": self.best, "processes": self.dist.world,
+                     "data": self._data_sig}
         return make_checkpoint(self.model, kind="teacher" if self.arch == "restormer"
                                else "student", arch=self.arch, arch_args=self.arch_args,
                                ema=self.ema, step=self.step, config=self.cfg.to_dict(),
@@ -468,6 +511,7 @@ class Trainer:
             score = m.get("model_gt_ssim", m.get("model_teacher_ssim"))
             self.best = float(score) if isinstance(score, (int, float)) else None
         self._apply_optim_config()
+        self._resumed_data = ck.get("data") or {}
         self.metrics = ck.get("metrics", {})
         self._truncate_log()
         if self.dist.main:   # even with --quiet: which run goes on, and from where
@@ -572,6 +616,14 @@ class Trainer:
             return self.metrics
         train_ds = build_train_dataset(cfg, progress=not self.quiet)
         val_items = load_val_items(cfg, progress=not self.quiet) if self.dist.main else []
+        if self.dist.main:
+            self._data_sig = data_signature(train_ds, val_items)
+            changed = data_changes(self._resumed_data, self._data_sig)
+            if changed:   # on the console, not only in train.log: the result differs silently
+                msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "
+                       "run goes on with the new data")
+                print(f"warning: {msg}", file=sys.stderr)
+                self._text(f"warning: {msg}")
         if self.dist.main:   # after the data checks: a run that cannot start leaves no folder
             for p in self._replace:
                 p.unlink(missing_ok=True)

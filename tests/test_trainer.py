@@ -401,6 +401,45 @@ def test_weights_that_turn_nan_are_not_saved(tmp_path):
     assert all(torch.isfinite(v).all() for v in kept["model"].values() if v.is_floating_point())
 
 
+def test_a_resumed_run_says_when_its_labels_changed(tmp_path, capsys):
+    """Labels added (or remade by another teacher) between an interruption and the resume were
+    trained on without a word on the console: the result differs from an uninterrupted run."""
+    import numpy as np
+
+    from distill.data.labels import run_labels
+    from distill.images import write_image
+
+    class Doubler:
+        device, config_name, weights_id, model = "cpu", "fake", "fake-weights", None
+
+        def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+            return np.clip(image * 2, 0, 1)
+
+    rng = np.random.default_rng(0)
+
+    def add(n0, n):
+        for i in range(n0, n):
+            sharp = rng.random((40, 40, 3)).astype(np.float32)
+            write_image(tmp_path / "data" / "input" / f"im{i}.png", sharp * 0.5)
+            write_image(tmp_path / "data" / "target" / f"im{i}.png", sharp)
+        run_labels(str(tmp_path / "data"), tmp_path / "labels", teacher=Doubler(), tile=0,
+                   overlap=0, progress=False)
+
+    add(0, 3)
+    ov = {"task": "student", "data.labels": tmp_path / "labels", "data.val": "",
+          "data.val_labels": tmp_path / "labels"}
+    train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)
+    capsys.readouterr()
+    train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)   # unchanged: no word
+    assert "data changed" not in capsys.readouterr().err
+    add(3, 5)
+    train(tiny_cfg(tmp_path / "s", 6, **ov), quiet=True)
+    err = capsys.readouterr().err
+    assert ("warning: the data changed since step 4 (training images: 3 -> 5); the run goes "
+            "on with the new data") in err, err
+    assert "data changed since step 4" in (tmp_path / "s" / "train.log").read_text()
+
+
 def test_gt_train_joins_its_ground_truth_as_the_label(tmp_path):
     """data.gt_train: a second paired source (e.g. sharp `still` frames) whose ground truth is
     the label, for students as for the teacher."""
