@@ -657,7 +657,10 @@ def add_commands(sub) -> None:
                        "(distill/data/scene_blur.py) into OUT/{train,val,test}/{input,target}. "
                        "The split is fixed by each photo's path: photos under kodak24/ or "
                        "mcmaster/ are the test split (else 1 in 10 by hash), 1 in 25 of the "
-                       "rest validation. Re-running skips pairs already written.")
+                       "rest validation. Re-running skips pairs already written and removes "
+                       "those of photos deleted, moved to another split or changed since; "
+                       "--out must not be inside --photos, and an --out built from other "
+                       "photos or options is refused.")
     p.add_argument("--photos", required=True, metavar="DIR", help="folder of sharp photos")
     p.add_argument("--out", required=True, metavar="DIR", help="corpus folder")
     p.add_argument("--mix", default="gopro,handheld,mild", metavar="LIST",

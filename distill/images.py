@@ -16,7 +16,10 @@ __all__ = ["IMAGE_EXTS", "ImageReadError", "centre_crop", "is_image", "list_imag
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
-    return sorted(p for p in Path(folder).iterdir() if p.is_file() and is_image(p))
+    """The image files directly in `folder`, sorted. Hidden ones are left out: an atomic write
+    killed mid-way leaves its temp file as .NAME.png.XXXX.png, half written."""
+    return sorted(p for p in Path(folder).iterdir()
+                  if not p.name.startswith(".") and p.is_file() and is_image(p))
 
 
 def to_rgb_float(img: np.ndarray, source: str = "<array>") -> np.ndarray:

@@ -14,13 +14,16 @@ LOCK_NAME = ".lock"
 
 
 class RunLocked(ValueError):
-    """Another live process is training into this out folder."""
+    """Another live process is writing into this out folder (training, a corpus)."""
 
 
 @contextlib.contextmanager
-def run_lock(out: Path, enabled: bool = True) -> Iterator[None]:
+def run_lock(out: Path, enabled: bool = True, doing: str = "training",
+             flag: str = "out=") -> Iterator[None]:
     """Hold the out folder's lock for the block. A folder this call had to create is removed
-    again if the run left nothing in it (a run that could not start leaves no folder)."""
+    again if the run left nothing in it (a run that could not start leaves no folder).
+    `doing` and `flag` word the refusal for other commands (`sharpen corpus`: "writing a
+    corpus", "--out")."""
     try:
         import fcntl
     except ImportError:      # not on POSIX: run unlocked rather than not at all
@@ -44,8 +47,8 @@ def run_lock(out: Path, enabled: bool = True) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunLocked(f"another run is training into {out} (process {holder}); wait for "
-                            "it to finish or stop it, or give this run another out=") from None
+            raise RunLocked(f"another run is {doing} into {out} (process {holder}); wait for "
+                            f"it to finish or stop it, or give this run another {flag}") from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
         try:

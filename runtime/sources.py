@@ -467,8 +467,9 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
 
 
 def _folder_source(spec: str, folder: Path) -> ImageSource:
-    """The images directly in `folder`; says what else is there that it does not read."""
-    entries = sorted(folder.iterdir())
+    """The images directly in `folder`; says what else is there that it does not read. Hidden
+    files are left out: an atomic write killed mid-way leaves .NAME.png.XXXX.png, half written."""
+    entries = sorted(q for q in folder.iterdir() if not q.name.startswith("."))
     images = _image_list([str(q) for q in entries])
     videos = [q.name for q in entries if q.suffix.lower() in VIDEO_EXTS and q.is_file()]
     if not images:

@@ -1,5 +1,7 @@
 """Realistic scene blur (distill/data/scene_blur.py) and the photo corpus (distill/data/corpus.py)."""
+import contextlib
 import json
+import os
 from dataclasses import replace
 
 import cv2
@@ -266,3 +268,177 @@ def test_build_corpus_in_parallel_writes_the_same_pairs(tmp_path, capsys):
                                      for p in (tmp_path / "two").rglob("*.png"))
     for rel in files:
         assert (tmp_path / "one" / rel).read_bytes() == (tmp_path / "two" / rel).read_bytes()
+
+
+TINY = CorpusOptions(copies=1, crop=48, test_crop=64, margin=8)
+
+
+def _tiny_photos(root, n=4):
+    _photos(root, [(f"kodak24/k{i}.png", 72) for i in range(2)] +
+            [(f"set/a{i}.png", 72) for i in range(n)])
+
+
+def _on_disk(out, split):
+    return sorted(p.name for p in (out / split / "input").glob("*.png"))
+
+
+def test_build_corpus_refuses_out_inside_photos(tmp_path):
+    """A corpus inside its photo folder was read back by the next run: blurred pairs taken for
+    sharp photos, some in the test split."""
+    photos = tmp_path / "photos"
+    _tiny_photos(photos)
+    with pytest.raises(ValueError, match=f"--out {photos / 'c'} is inside --photos {photos}"):
+        build_corpus(photos, photos / "c", TINY, progress=False)
+    assert not (photos / "c").exists()          # refused before writing anything
+
+
+def test_build_corpus_rerun_removes_pairs_of_moved_changed_and_deleted_photos(tmp_path, capsys):
+    """A rerun only filled in missing pairs: a photo moved into kodak24/ kept its train pairs
+    (tested on what it was trained on), a replaced photo kept its old pairs, a deleted one's
+    pairs stayed and corpus.json's counts disagreed with the disk."""
+    import os
+    photos, out = tmp_path / "photos", tmp_path / "c"
+    _tiny_photos(photos, n=6)
+    build_corpus(photos, out, TINY, progress=False)
+    train = sorted(split_photos(photos)["train"])
+    moved, changed, deleted = train[:3]
+    changed_pair = out / "train" / "target" / f"set_{changed.stem}_0.png"
+    before = changed_pair.read_bytes()
+    moved.rename(photos / "kodak24" / moved.name)
+    cv2.imwrite(str(changed), (texture(72, 72, seed=99) * 255).astype(np.uint8))
+    os.utime(changed, ns=(1, 1))               # mtime differs even on a coarse clock
+    deleted.unlink()
+    capsys.readouterr()
+    build_corpus(photos, out, TINY, progress=False)
+    assert "removed 3 stale pair(s)" in capsys.readouterr().err
+    assert f"set_{moved.stem}_0.png" not in _on_disk(out, "train")
+    assert f"kodak24_{moved.stem}.png" in _on_disk(out, "test")
+    assert f"set_{deleted.stem}_0.png" not in _on_disk(out, "train")
+    assert changed_pair.read_bytes() != before
+    meta = json.loads((out / "corpus.json").read_text())
+    assert meta["counts"] == {s: len(_on_disk(out, s)) for s in ("train", "val", "test")}
+    assert meta["photo_index"][f"set/{changed.name}"]["mtime_ns"] == 1
+
+
+def test_build_corpus_without_photo_signatures_keeps_pairs_drops_orphans(tmp_path, capsys):
+    """A corpus.json written before photo signatures: existing pairs are trusted (not rebuilt),
+    pairs no current photo accounts for still go."""
+    photos, out = tmp_path / "photos", tmp_path / "c"
+    _tiny_photos(photos, n=5)
+    build_corpus(photos, out, TINY, progress=False)
+    meta = json.loads((out / "corpus.json").read_text())
+    del meta["photo_index"]
+    (out / "corpus.json").write_text(json.dumps(meta))
+    kept, deleted = sorted(split_photos(photos)["train"])[:2]
+    kept_pair = out / "train" / "input" / f"set_{kept.stem}_0.png"
+    mtime = kept_pair.stat().st_mtime_ns
+    deleted.unlink()
+    capsys.readouterr()
+    build_corpus(photos, out, TINY, progress=False)
+    err = capsys.readouterr().err
+    assert "predates photo signatures" in err and "removed 1 stale pair(s)" in err
+    assert kept_pair.stat().st_mtime_ns == mtime            # trusted, not made again
+    assert f"set_{deleted.stem}_0.png" not in _on_disk(out, "train")
+    assert "photo_index" in json.loads((out / "corpus.json").read_text())
+
+
+def test_build_corpus_refuses_other_photos(tmp_path):
+    """Another photo folder into an existing corpus mixed two corpora (and their splits)."""
+    photos, other, out = tmp_path / "photos", tmp_path / "other", tmp_path / "c"
+    _tiny_photos(photos)
+    _tiny_photos(other, n=2)
+    build_corpus(photos, out, TINY, progress=False)
+    with pytest.raises(ValueError, match=f"built from the photos in {photos.resolve()}, not "
+                                         f"{other.resolve()}.*choose another --out"):
+        build_corpus(other, out, TINY, progress=False)
+
+
+def test_build_corpus_removes_its_temp_files_and_listings_skip_them(tmp_path):
+    """kill -9 mid-write left .NAME.png.XXXX.png: reruns kept it, and `sharpen run` on the folder
+    read it as a damaged image."""
+    from distill.images import list_images
+    from distill.run_lock import RunLocked, run_lock
+    from runtime.sources import open_source
+    photos, out = tmp_path / "photos", tmp_path / "c"
+    _tiny_photos(photos)
+    build_corpus(photos, out, TINY, progress=False)
+    folder = out / "test" / "input"
+    temp = folder / ".kodak24_k0.png.abc123.png"
+    temp.write_bytes(b"\x89PNG half")
+    (out / ".corpus.json.xyz.tmp").write_text("{")
+    assert temp not in list_images(folder)
+    assert all(not p.name.startswith(".") for p in open_source(str(folder)).paths)
+    with run_lock(out):                # another run at work: refused, its files left alone
+        with pytest.raises(RunLocked, match=f"another run is writing a corpus into {out}"):
+            build_corpus(photos, out, TINY, progress=False)
+    assert temp.exists()
+    build_corpus(photos, out, TINY, progress=False)
+    assert not temp.exists() and not (out / ".corpus.json.xyz.tmp").exists()
+
+
+def test_corpus_json_is_the_same_bytes_between_identical_runs(tmp_path):
+    """`presets` came from a set: its order changed with the string hash seed of the process."""
+    import subprocess
+    import sys
+    photos = tmp_path / "photos"
+    _tiny_photos(photos, n=1)
+    code = ("import sys; from distill.data.corpus import CorpusOptions, build_corpus\n"
+            "build_corpus(sys.argv[1], sys.argv[2], CorpusOptions(copies=1, crop=48, "
+            "test_crop=64, margin=8, mix=('gopro', 'handheld', 'mild', 'still')), "
+            "progress=False)")
+    runs = []
+    for seed in range(4):
+        out = tmp_path / f"c{seed}"
+        subprocess.run([sys.executable, "-c", code, str(photos), str(out)], check=True,
+                       env={**os.environ, "PYTHONHASHSEED": str(seed)})
+        runs.append((out / "corpus.json").read_bytes())
+    assert all(r == runs[0] for r in runs)
+
+
+def _pids_with(marker: str) -> list[int]:
+    """Live processes whose command line holds `marker` (zombies are not live)."""
+    from pathlib import Path
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            if d.name.isdigit() and marker in (d / "cmdline").read_bytes().decode(errors="replace") \
+                    and (d / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+                pids.append(int(d.name))
+        except OSError:
+            pass
+    return pids
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self"), reason="lists processes through /proc")
+@pytest.mark.parametrize("sig", ["SIGTERM", "SIGKILL"])
+def test_corpus_workers_exit_with_the_main_process(tmp_path, sig):
+    """Killing `corpus --workers N` (kill, the OOM killer) left its workers writing into --out,
+    then waiting forever, adopted by init."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    photos, out = tmp_path / "photos", tmp_path / "c"
+    _photos(photos, [(f"set/a{i}.png", 200) for i in range(40)])
+    code = ("import sys; from distill.data.corpus import CorpusOptions, build_corpus\n"
+            "build_corpus(sys.argv[1], sys.argv[2], CorpusOptions(copies=4, crop=160, "
+            "margin=16), progress=False, workers=2)")
+    main = subprocess.Popen([sys.executable, "-c", code, str(photos), str(out)])
+    workers: list[int] = []
+    try:
+        deadline = time.monotonic() + 60
+        while not list((out / "train" / "input").glob("*.png")) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        workers = [p for p in _pids_with(str(out)) if p != main.pid]
+        assert main.poll() is None and len(workers) == 2, "the run ended before the test"
+        main.send_signal(getattr(signal, sig))
+        main.wait(10)
+        deadline = time.monotonic() + 5
+        while _pids_with(str(out)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not _pids_with(str(out))
+    finally:
+        main.kill()
+        for pid in workers:        # without the fix they would outlive the test
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)

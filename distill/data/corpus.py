@@ -10,12 +10,22 @@ Blurred pairs go to OUT/{train,val,test}/{input,target}/NAME.png (the paired-fol
 training and labelling command reads). Train pairs are random crops (several blurs per photo);
 val and test pairs are one centre crop per photo (`test_crop`, or the photo's short side when
 smaller), blurred with the `test` preset.
+
+OUT/corpus.json records the recipe, the photo folder and, per photo, its split, name, size and
+mtime. A rerun into the same OUT (same recipe and photos, else refused) first removes the pairs
+of photos deleted, moved to another split or changed since, and temp files of a killed run, then
+makes the pairs that are missing.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import os
+import signal
 import sys
+import threading
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -109,17 +119,51 @@ def _pair(img: np.ndarray, side: int, margin: int, rng: np.random.Generator,
 def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None = None,
                  splits: tuple[str, ...] = SPLITS, progress: bool = True,
                  workers: int = 1) -> dict:
-    """Write the paired corpus; skips pairs already written (safe to re-run after a kill).
+    """Write the paired corpus; skips pairs already written (safe to re-run after a kill) and
+    first removes the pairs of photos since deleted, moved to another split or changed.
     `workers` > 1 synthesises photos in that many processes (each pair is a pure function of its
     photo and name, so the corpus is the same). Returns {split: pairs written or present,
     "failed": [messages]}."""
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
-
     opts = opts or CorpusOptions()
     root, out = Path(photos), Path(out)
+    _refuse_out_inside_photos(out, root)
     by_split = split_photos(root)
+    names = {s: _names(root, by_split[s]) for s in SPLITS}
+    meta = {"photos": str(root.resolve()), "synthesis": SYNTHESIS_VERSION,
+            "options": asdict(opts),
+            # Sorted: corpus.json is byte-identical between identical runs.
+            "presets": {p: asdict(preset(p)) for p in sorted({*opts.mix, opts.test_preset})}}
+    index = _photo_index(root, names)
+    from ..run_lock import run_lock
+
+    # One run per corpus: the clean-up below would otherwise delete another run's files.
+    with run_lock(out, doing="writing a corpus", flag="--out"):
+        old = _check_same_recipe(out, meta)
+        _warn_empty_splits(root, by_split, splits)
+        _remove_temp_files(out)
+        if old:   # only in a corpus of ours: --out may be another dataset by mistake
+            _remove_stale_pairs(out, index, opts, old)
+        counts = {s: _pairs_on_disk(out, s) for s in SPLITS}
+        # Written first too, so a run killed half-way still records how its pairs were made
+        # (and, through photo_index, which photos the pairs on disk were made from).
+        atomic_write_json(out / "corpus.json", {**meta, "counts": counts, "photo_index": index})
+        summary = _write_pairs(root, out, by_split, names, opts, splits, progress, workers)
+        counts.update({s: summary[s] for s in splits})
+        atomic_write_json(out / "corpus.json", {**meta, "counts": counts, "photo_index": index})
+    return summary
+
+
+def _refuse_out_inside_photos(out: Path, root: Path) -> None:
+    """A corpus written inside its photo folder would be read back as photos by the next run:
+    blurred pairs taken for sharp photos, some of them in the test split."""
+    where = out.resolve()
+    if root.is_dir() and root.resolve() in (where, *where.parents):
+        raise ValueError(f"--out {out} is inside --photos {root}: a rerun would take its "
+                         f"blurred pairs for sharp photos; choose an --out outside {root}")
+
+
+def _warn_empty_splits(root: Path, by_split: dict[str, list[Path]],
+                       splits: tuple[str, ...]) -> None:
     empty = [s for s in splits if s != "train" and not by_split[s]]
     if empty:
         # By hash about 1 photo in 10 goes to test and 1 in 25 to val: a few photos can leave
@@ -128,19 +172,103 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
               f"({sum(len(v) for v in by_split.values())} photos; about 1 in 10 go to test, "
               f"1 in 25 to val); add photos (a subfolder named {' or '.join(TEST_FOLDERS)} "
               "becomes the test split)", file=sys.stderr)
-    meta = {"photos": str(root.resolve()), "synthesis": SYNTHESIS_VERSION,
-            "options": asdict(opts),
-            "presets": {p: asdict(preset(p)) for p in set(opts.mix) | {opts.test_preset}}}
-    counts = _check_same_recipe(out, meta)
-    # Written first too, so a run killed half-way still records how its pairs were made.
-    atomic_write_json(out / "corpus.json", {**meta, "counts": counts})
+
+
+def _photo_index(root: Path, names: dict[str, dict[Path, str]]) -> dict[str, dict]:
+    """Per photo (relative path): its split, its pairs' name and a cheap signature (size and
+    mtime, as make and rsync use) that a rerun compares to find photos changed since."""
+    index = {}
+    for split, name_of in names.items():
+        for f, name in name_of.items():
+            st = f.stat()
+            index[f.relative_to(root).as_posix()] = {
+                "split": split, "name": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    return dict(sorted(index.items()))
+
+
+def _pair_names(name: str, split: str, opts: CorpusOptions) -> list[str]:
+    """The file names of one photo's pairs (in SPLIT/input and SPLIT/target)."""
+    if split == "train":
+        return [f"{name}_{c}.png" for c in range(opts.copies)]
+    return [f"{name}.png"]
+
+
+def _pair_files(out: Path, split: str) -> dict[str, list[Path]]:
+    """The pair files on disk in a split, by name (hidden temp files left out)."""
+    found: dict[str, list[Path]] = {}
+    for side in ("input", "target"):
+        folder = out / split / side
+        if folder.is_dir():
+            for p in folder.glob("*.png"):
+                if not p.name.startswith("."):
+                    found.setdefault(p.name, []).append(p)
+    return found
+
+
+def _pairs_on_disk(out: Path, split: str) -> int:
+    return sum(len(v) == 2 for v in _pair_files(out, split).values())
+
+
+def _remove_temp_files(out: Path) -> None:
+    """Temp files of atomic writes killed mid-way (.NAME.png.XXXX.png, .corpus.json.XXXX.tmp):
+    a rerun never overwrites them, and a reader that lists the folder would take one for a
+    damaged image. The caller holds the corpus lock, so none belongs to a live run."""
+    temps = [*out.glob(".corpus.json.*.tmp")]
+    for split in SPLITS:
+        for side in ("input", "target"):
+            temps += (out / split / side).glob(".*.png")
+    for p in temps:
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
+def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
+                        old: dict) -> int:
+    """Remove every pair no current, unchanged photo accounts for: pairs of photos deleted or
+    moved to another split (a photo moved into kodak24/ would be tested on what it was trained
+    on), renamed, or changed since their pairs were made (their `photo_index` entry differs).
+    Rerunning only fills in missing pairs, so these would stay. Returns how many it removed."""
+    was = old.get("photo_index")
+    if was is None:
+        # Written before photos were recorded: the pairs present are trusted rather than the
+        # corpus rebuilt (hours for a large one). Pairs of deleted or moved photos still go
+        # (their names match no current photo); a photo replaced under its name is missed.
+        print(f"note: {out / 'corpus.json'} predates photo signatures: existing pairs of "
+              "current photos are kept (delete the corpus to rebuild it if a photo was "
+              "replaced under the same name)", file=sys.stderr)
+    keep: dict[str, set[str]] = {s: set() for s in SPLITS}
+    for rel, entry in index.items():
+        if was is None or was.get(rel) == entry:
+            keep[entry["split"]].update(_pair_names(entry["name"], entry["split"], opts))
+    removed = 0
+    for split in SPLITS:
+        on_disk = _pair_files(out, split)
+        for name in set(on_disk) - keep[split]:
+            for f in on_disk[name]:
+                f.unlink(missing_ok=True)
+            removed += 1
+    if removed:
+        print(f"removed {removed} stale pair(s) from {out}: their photos were deleted, moved "
+              "to another split or changed since (changed ones are made again)", file=sys.stderr)
+    return removed
+
+
+def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
+                 names: dict[str, dict[Path, str]], opts: CorpusOptions,
+                 splits: tuple[str, ...], progress: bool, workers: int) -> dict:
+    """Make the missing pairs of `splits`; returns {split: pairs written or present,
+    "failed": [messages]}."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
     summary: dict = {"failed": []}
-    pool = ProcessPoolExecutor(workers) if workers > 1 else None
+    pool = (ProcessPoolExecutor(workers, initializer=_exit_with_parent, initargs=(os.getpid(),))
+            if workers > 1 else None)
     try:
         for split in splits:
             files = by_split[split]
-            name_of = _names(root, files)
-            jobs = [(i, files, name_of, split, opts, out) for i in range(len(files))]
+            jobs = [(i, files, names[split], split, opts, out) for i in range(len(files))]
             results = (pool.map(_photo_pairs, jobs, chunksize=4) if pool
                        else map(_photo_pairs, jobs))
             n = 0
@@ -154,9 +282,31 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
-    atomic_write_json(out / "corpus.json",
-                      {**meta, "counts": {**counts, **{s: summary.get(s, 0) for s in splits}}})
     return summary
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: a worker ends when the corpus process does, however that dies (kill -9,
+    the OOM killer, SIGTERM). Left alone it went on writing into --out, then waited for work
+    forever, adopted by init. Linux kills it at once (PR_SET_PDEATHSIG); elsewhere a thread
+    notices the parent gone within a second. (The signal comes when the thread that forked the
+    worker ends: the pool forks from the thread running build_corpus, which outlives it.)"""
+    armed = False
+    if sys.platform.startswith("linux"):
+        import ctypes
+        with contextlib.suppress(OSError, AttributeError):
+            PR_SET_PDEATHSIG = 1
+            armed = ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
+    if os.getppid() != parent:   # it died before the signal was armed
+        os._exit(1)
+    if not armed:
+        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
+
+
+def _watch_parent(parent: int, every_s: float = 1.0) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    os._exit(1)
 
 
 def _photo_pairs(job: tuple) -> tuple[int, str | None]:
@@ -165,8 +315,8 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None]:
     f = files[i]
     train = split == "train"
     cfgs = [preset(p) for p in (opts.mix if train else (opts.test_preset,))]
-    copies = opts.copies if train else 1
-    names = [f"{name_of[f]}_{c}.png" if train else f"{name_of[f]}.png" for c in range(copies)]
+    names = _pair_names(name_of[f], split, opts)
+    copies = len(names)
     if all((out / split / "input" / nm).exists() and (out / split / "target" / nm).exists()
            for nm in names):
         return copies, None
@@ -197,9 +347,9 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None]:
 
 
 def _check_same_recipe(out: Path, meta: dict) -> dict:
-    """Refuse to add pairs to a corpus whose existing pairs were made another way: re-running
-    skips pairs already written, so the corpus would silently mix two recipes. Returns the
-    pair counts the corpus records (kept for splits this run does not build)."""
+    """Refuse to add pairs to a corpus whose existing pairs were made another way or from other
+    photos: re-running skips pairs already written, so the corpus would silently mix two
+    recipes or two photo sets. Returns the corpus.json found ({} when there is none)."""
     path = out / "corpus.json"
     if not path.exists():
         return {}
@@ -213,9 +363,14 @@ def _check_same_recipe(out: Path, meta: dict) -> dict:
             f"{out} was built by blur synthesis version {was} and this is version {now} "
             "(2 puts the sharp target at the centre of the blur trail); its pairs would mix "
             "with new ones: delete it or choose another --out")
+    if old.get("photos", meta["photos"]) != meta["photos"]:
+        raise ValueError(
+            f"{out} was built from the photos in {old['photos']}, not {meta['photos']}; its "
+            "pairs would mix with pairs of other photos (and their splits): choose another "
+            "--out, or delete it")
     # Through JSON so tuples and lists compare equal.
     if json.loads(json.dumps(meta["options"])) != old.get("options"):
         raise ValueError(
             f"{out} was built with other options ({old.get('options')}); its pairs would mix "
             f"with new ones made with {meta['options']}: delete it or choose another --out")
-    return old.get("counts", {})
+    return old
