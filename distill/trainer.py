@@ -618,6 +618,14 @@ class Trainer:
         val_items = load_val_items(cfg, progress=not self.quiet) if self.dist.main else []
         if self.dist.main:
             self._data_sig = data_signature(train_ds, val_items)
+            d = cfg.data
+            src = d.labels if cfg.task == "student" else d.train
+            # Said up front: a label cache that an interrupted `labels` run left with 3 of its
+            # 10 images trained without a word.
+            if self._data_sig["train"]:
+                self.log(f"data: {self._data_sig['train']} training pairs ({src}"
+                         f"{f' + {d.gt_train}' if d.gt_train else ''}), {len(val_items)} "
+                         "validation images")
             changed = data_changes(self._resumed_data, self._data_sig)
             if changed:   # on the console, not only in train.log: the result differs silently
                 msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "

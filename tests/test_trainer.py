@@ -433,8 +433,9 @@ def test_a_resumed_run_says_when_its_labels_changed(tmp_path, capsys):
     train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)   # unchanged: no word
     assert "data changed" not in capsys.readouterr().err
     add(3, 5)
-    train(tiny_cfg(tmp_path / "s", 6, **ov), quiet=True)
-    err = capsys.readouterr().err
+    train(tiny_cfg(tmp_path / "s", 6, **ov))
+    out, err = capsys.readouterr()
+    assert f"data: 5 training pairs ({tmp_path / 'labels'}), 1 validation images" in out, out
     assert ("warning: the data changed since step 4 (training images: 3 -> 5); the run goes "
             "on with the new data") in err, err
     assert "data changed since step 4" in (tmp_path / "s" / "train.log").read_text()
