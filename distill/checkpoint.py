@@ -15,6 +15,7 @@ state dict. A checkpoint is untrusted input: never unpickle arbitrary objects.
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -63,10 +64,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
         raise CheckpointError(f"{path} is not a PyTorch checkpoint (neither a torch.save zip "
                               "archive nor a pickle; truncated or another kind of file?)")
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # e.g. "Detected pickle protocol 4", ahead of our error
+            warnings.simplefilter("ignore")
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for garbage input
         first = first_line(e, None)
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if head[:2] == b"PK" and (isinstance(e, OSError) or "zip" in str(e).lower()
+                                  or "central directory" in str(e)):
+            first = ("a torch.save archive that does not read to its end: truncated or damaged, "
+                     "e.g. an interrupted copy or download")
+        elif "weights_only" in str(e) or "Unsupported global" in str(e):
             # Never pass on PyTorch's hint to retry with weights_only=False: that would
             # execute whatever the file contains.
             first = ("it holds Python objects besides tensors and plain containers, which this "

@@ -247,6 +247,20 @@ class _Evil:
     pass
 
 
+def test_truncated_checkpoint_says_so(tmp_path):
+    """It read "not a readable PyTorch checkpoint ([Errno 22] Invalid argument)"."""
+    good = tmp_path / "good.pt"
+    model = create_student("fast")
+    atomic_save(make_checkpoint(model, kind="student", arch="fast",
+                                arch_args=model.arch_args), good)
+    data = good.read_bytes()
+    for cut in (len(data) // 2, len(data) - 30):
+        bad = tmp_path / f"cut{cut}.pt"
+        bad.write_bytes(data[:cut])
+        with pytest.raises(CheckpointError, match="truncated or damaged"):
+            load_student(bad)
+
+
 def test_run_over_folder_with_bad_file_processes_the_rest(tmp_path):
     from runtime_fixtures import make_onnx_model
     model = make_onnx_model(tmp_path / "m.onnx")
