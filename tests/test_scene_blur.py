@@ -290,6 +290,9 @@ def test_build_corpus_refuses_out_inside_photos(tmp_path):
     with pytest.raises(ValueError, match=f"--out {photos / 'c'} is inside --photos {photos}"):
         build_corpus(photos, photos / "c", TINY, progress=False)
     assert not (photos / "c").exists()          # refused before writing anything
+    one = next(photos.rglob("*.png"))
+    with pytest.raises(FileNotFoundError, match=f"--photos {one} is a file; give the folder"):
+        build_corpus(one, tmp_path / "c", TINY, progress=False)
 
 
 def test_build_corpus_rerun_removes_pairs_of_moved_changed_and_deleted_photos(tmp_path, capsys):

@@ -49,6 +49,9 @@ def split_photos(root: str | Path) -> dict[str, list[Path]]:
     from .sources import _images_under
 
     root = Path(root)
+    if root.is_file():
+        raise FileNotFoundError(f"--photos {root} is a file; give the folder of photos "
+                                f"({root.parent}?)")
     if not root.is_dir():
         raise FileNotFoundError(f"photo folder {root} does not exist")
     files = [root / r for r in _images_under(root)]
