@@ -26,7 +26,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     import numpy as np
 
     from .checkpoint import CheckpointError
-    from .images import ImageReadError, is_image, list_images, read_image, write_image
+    from .images import ImageReadError, is_image, list_images, to_rgb_float, write_image
     from .teacher import Teacher
 
     from .teacher_tiles import tiling_problem
@@ -57,6 +57,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     if not files:
         return _err("no input images (" + ", ".join(args.inputs) + ")")
     out = Path(args.out)
+    from runtime.imageio import decode_image
     from runtime.sinks import SinkError, make_folder, refuse_overwriting_inputs
     try:
         refuse_overwriting_inputs(out, {p.parent for p, _ in files if p.exists()})
@@ -90,10 +91,11 @@ def cmd_teacher(args: argparse.Namespace) -> int:
                                          "the teacher over a video's frames")
                 if not is_image(src):
                     raise ImageReadError(f"{src}: not an image file extension")
-                img = read_image(src)
-                if img.dtype == np.uint16 and not args.bits16:
+                raw = decode_image(src)   # its bit depth, which the float image no longer has
+                if raw.dtype == np.uint16 and not args.bits16:
                     tqdm.write(f"warning: {src} is 16-bit; written as 8-bit PNG (--bits16 keeps "
                                "16 bits)", file=sys.stderr)
+                img = to_rgb_float(raw, str(src))
                 y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
                                     batch_size=args.batch_size, progress=not args.quiet,
                                     desc=src.name)

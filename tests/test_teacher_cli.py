@@ -27,6 +27,7 @@ def test_folder_with_corrupt_file(tmp_path, tiny_teacher, capsys):
     assert rc == 1  # one failure reported in the exit code
     err = capsys.readouterr().err
     assert "broken.png" in err
+    assert "g16.png is 16-bit; written as 8-bit PNG (--bits16 keeps 16 bits)" in err, err
     a = cv2.imread(str(tmp_path / "out" / "a.png"))
     assert a.shape == (37, 45, 3)
     assert cv2.imread(str(tmp_path / "out" / "g16.png")).shape == (20, 30, 3)
