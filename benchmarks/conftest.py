@@ -99,6 +99,9 @@ class BenchContext:
         self.mode = _mode(config)
         self.full = self.mode == "full"
         self.target_fps = float(config.getoption("--target-fps"))
+        if not 0 < self.target_fps < float("inf"):   # as `sharpen bench`: NaN and inf too
+            raise pytest.UsageError(f"--target-fps must be a finite number > 0, got "
+                                    f"{self.target_fps:g}")
         self.min_ssim_ratio = float(config.getoption("--min-ssim-ratio"))
         self.min_ssim_gain = config.getoption("--min-ssim-gain")
         self.teacher_weights = config.getoption("--teacher-weights")

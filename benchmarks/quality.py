@@ -115,7 +115,7 @@ def array_hash(a: np.ndarray, n: int = 24) -> str:
 
 class TeacherOutputs:
     """Teacher (Gaussian-blended tiled Restormer) outputs, cached on disk by weights hash, tile
-    settings and input hash. The model is loaded only when an output is missing."""
+    settings and input hash."""
 
     def __init__(self, weights: Optional[str | os.PathLike] = None, config: Optional[str] = None,
                  tile: int = TEACHER_TILE, overlap: int = TEACHER_OVERLAP,
@@ -132,16 +132,17 @@ class TeacherOutputs:
         self.hash = file_hash(path)
         root = Path(cache_root or default_cache_root())
         self.folder = root / "teacher" / f"{self.hash}-{config or 'ckpt'}-t{tile}-o{overlap}"
-        self._teacher = None
+        from distill.teacher import Teacher
+
+        # Loaded now (a fraction of a second) rather than when the first output is missing:
+        # weights the loader refuses (a pickle holding code, a student) stop the bench before
+        # the students' exports, which take minutes, not after them. CheckpointError if so.
+        self._teacher = Teacher.load(path, config, device)
         self.computed = 0
         self.cached = 0
 
     @property
     def teacher(self):
-        if self._teacher is None:
-            from distill.teacher import Teacher
-
-            self._teacher = Teacher.load(self.weights, self.config, self.device)
         return self._teacher
 
     def describe(self) -> dict:

@@ -187,8 +187,12 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     rerun = (out / "report.json").exists()   # only then are figures there an earlier run's
     say = Console(opts.quiet)
     t_start = time.perf_counter()
-    if opts.target_fps <= 0:
-        raise BenchError(f"--target-fps must be > 0, got {opts.target_fps}")
+    if not 0 < opts.target_fps < math.inf:   # NaN fails this too; `<= 0` let it through
+        raise BenchError(f"--target-fps must be a finite number > 0, got {opts.target_fps:g}")
+    if opts.stream_frames is not None and opts.stream_frames < 0:
+        # -1 reached the video writer and came back as a false "OpenCV cannot write" row.
+        raise BenchError(f"--stream-frames must be >= 0 (0 skips the streaming row), got "
+                         f"{opts.stream_frames}")
     if not 0 <= opts.min_ssim_ratio <= 1.5:
         raise BenchError(f"--min-ssim-ratio must be in [0, 1.5], got {opts.min_ssim_ratio}")
     if opts.min_ssim_gain is not None and not 0 <= opts.min_ssim_gain <= 1.5:

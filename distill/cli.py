@@ -20,6 +20,17 @@ def _err(msg: str) -> int:
     raise SharpenError(msg)
 
 
+def _out_of_range(flag: str, value: float, lo: float, hi: float | None = None,
+                  note: str = "") -> str:
+    """The usage error when `value` is not within [lo, hi] (hi None: no upper bound), else ''.
+    Written as comparisons that NaN fails (a `value < lo` test lets it through), and a finite
+    hi refuses inf."""
+    if lo <= value if hi is None else lo <= value <= hi:
+        return ""
+    want = f"in [{lo:g}, {hi:g}]" if hi is not None else f">= {lo:g}"
+    return f"{flag} must be {want}{note}, got {value:g}"
+
+
 # ------------------------------------------------------------------ sharpen teacher
 
 def cmd_teacher(args: argparse.Namespace) -> int:
@@ -27,7 +38,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
     from .checkpoint import CheckpointError
     from .images import ImageReadError, is_image, list_images, to_rgb_float, write_image
-    from .teacher import Teacher
+    from .teacher import Teacher, check_device
 
     from .teacher_tiles import tiling_problem
 
@@ -35,6 +46,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     problem = tiling_problem(args.tile, args.overlap, args.batch_size)
     if problem:
         return _err(problem)
+    check_device(args.device)
     files: list[tuple[Path, Path]] = []  # (input, relative output name)
     for src in map(Path, args.inputs):
         if src.is_dir():
@@ -253,6 +265,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from .data.blur import BlurConfig, synthesize
     from .images import ImageReadError, list_images, read_image, write_image
 
+    if problem := _synth_options_problem(args):
+        return _err(problem)
     if args.embedded:
         from .data.embedded import build_embedded
         root = build_embedded(args.out, progress=not args.quiet)
@@ -260,10 +274,6 @@ def cmd_synth(args: argparse.Namespace) -> int:
         return 0
     if not args.sharp:
         return _err("give a folder of sharp images (--sharp DIR) or --embedded")
-    if args.copies < 1:
-        return _err(f"--copies must be >= 1, got {args.copies}")
-    if not 3 <= args.size[0] <= args.size[1]:
-        return _err(f"--size MIN MAX needs 3 <= MIN <= MAX, got {args.size[0]} {args.size[1]}")
     src = Path(args.sharp)
     if not src.is_dir():
         return _err(f"--sharp {src}: not a folder")
@@ -317,6 +327,27 @@ def cmd_synth(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _synth_options_problem(args: argparse.Namespace) -> str:
+    """Why `synth`'s numbers cannot make a dataset, before any image is written: --gamma 0
+    divided by zero, NaN or a negative gamma wrote black or garbage inputs with exit 0, a
+    negative seed was numpy's traceback and --size 7 100000 asked for an 80 GB kernel."""
+    from .data.blur import MAX_KERNEL_SIZE
+
+    for flag, value, lo, hi, note in (
+            ("--copies", args.copies, 1, None, ""),
+            ("--seed", args.seed, 0, None, ""),
+            ("--gamma", args.gamma, 0.1, 10, " (1 blurs the sRGB values, 2.2 in linear light)"),
+            ("--noise", args.noise, 0, 1, " (the largest noise sigma, 0: none)"),
+            ("--jpeg-prob", args.jpeg_prob, 0, 1, " (a probability)")):
+        if problem := _out_of_range(flag, value, lo, hi, note):
+            return problem
+    lo, hi = args.size
+    if not 3 <= lo <= hi <= MAX_KERNEL_SIZE:
+        return (f"--size MIN MAX needs 3 <= MIN <= MAX <= {MAX_KERNEL_SIZE} (kernel sides in "
+                f"px), got {lo} {hi}")
+    return ""
+
+
 # ------------------------------------------------------------------ sharpen corpus
 
 def _out_folder_problem(out: Path) -> str:
@@ -343,8 +374,9 @@ def cmd_corpus(args: argparse.Namespace) -> int:
             return _err(f"unknown blur preset {name!r}; choose from {', '.join(PRESETS)}")
     if args.copies < 1 or args.crop < 32 or args.test_crop < 32:
         return _err("--copies must be >= 1 and --crop/--test-crop >= 32")
-    if args.workers < 1:
-        return _err(f"--workers must be >= 1, got {args.workers}")
+    for flag, value, lo in (("--workers", args.workers, 1), ("--seed", args.seed, 0)):
+        if problem := _out_of_range(flag, value, lo):
+            return _err(problem)
     if err := _out_folder_problem(Path(args.out)):
         return _err(err)
     opts = CorpusOptions(mix=mix, test_preset=args.test_preset, copies=args.copies,
@@ -370,7 +402,8 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.sources import SourceError
     from .evaluate import MIN_SIDE, evaluate, format_table, is_artifact, side_by_side
 
-    from .teacher import resolve_weights
+    from .teacher import check_device, resolve_weights
+    check_device(args.device)
     models = [m for item in args.model or [] for m in item.split(",") if m]
     try:
         weights = [str(resolve_weights(w)) for item in args.weights or []
@@ -505,12 +538,8 @@ def _train(args: argparse.Namespace, task: str) -> int:
         return _err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
     if not cfg.out:
         return _err("out= is empty: give the run's folder (e.g. out=runs/mine)")
-    if cfg.device != "auto":
-        from .teacher import pick_device
-        try:
-            pick_device(cfg.device)
-        except (ValueError, RuntimeError) as e:
-            return _err(str(e) if "device=" in str(e) else f"device={cfg.device}: {e}")
+    from .teacher import check_device
+    check_device(cfg.device, "device=")
     # `train` fits any registered model to ground truth; the trainer calls that task "teacher".
     cfg.task = "teacher" if task == "supervised" else task
     if task == "teacher" and cfg.model.arch != "restormer":
@@ -639,10 +668,12 @@ def add_commands(sub) -> None:
     p.add_argument("--kernel", default="mixed", choices=["shake", "linear", "mixed"],
                    help="camera-shake trajectories, linear motion, or both")
     p.add_argument("--size", type=int, nargs=2, default=[7, 41], metavar=("MIN", "MAX"),
-                   help="kernel size range in px")
-    p.add_argument("--gamma", type=float, default=2.2, help="blur in linear light (1 = sRGB)")
-    p.add_argument("--noise", type=float, default=0.01, help="max sensor noise sigma")
-    p.add_argument("--jpeg-prob", type=float, default=0.0, help="probability of JPEG re-encode")
+                   help="kernel size range in px (3 to 1023)")
+    p.add_argument("--gamma", type=float, default=2.2,
+                   help="blur in linear light (1 = sRGB; 0.1 to 10)")
+    p.add_argument("--noise", type=float, default=0.01, help="max sensor noise sigma (0 to 1)")
+    p.add_argument("--jpeg-prob", type=float, default=0.0,
+                   help="probability of JPEG re-encode (0 to 1)")
     p.add_argument("--copies", type=int, default=1, help="blurred copies per sharp image")
     p.add_argument("--preset", default=None, metavar="NAME",
                    help="realistic scene blur instead of one kernel: gopro, handheld, mild or "

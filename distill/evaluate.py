@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from runtime.backends.runner import OutputSizeError
 from runtime.console import first_line
 
 from .metrics import psnr, ssim
@@ -159,7 +160,8 @@ def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
     res = evaluate_fns(fns, spec, split, limit, crop, progress,
                        reference=teachers[0] if len(teachers) == 1 else None,
-                       keep_outputs=keep_outputs, rank=least_gain)
+                       keep_outputs=keep_outputs, rank=least_gain,
+                       names=dict(zip(labels, weights)))
     res["weights"] = dict(zip(labels, weights))
     return res
 
@@ -179,7 +181,8 @@ def least_gain(outs: dict[str, np.ndarray]) -> float:
 def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
                  limit: Optional[int] = None, crop: int = 0, progress: bool = True,
                  reference: Optional[str] = None, keep_outputs: Optional[int] = None,
-                 rank: Optional[Callable[[dict], float]] = None) -> dict:
+                 rank: Optional[Callable[[dict], float]] = None,
+                 names: Optional[dict[str, str]] = None) -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
     ssim_gain, worst_psnr_gain, worst_image, sharpness}, "per_image": {name: {label: {psnr,
     ssim}}}, "outputs": {name: {label: image}}} (outputs kept for figures). A mean gain can
@@ -194,7 +197,10 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
     "psnr_to_reference" of the input and every other model to its output, per image and mean.
     A student that sharpens real blur the teacher's way comes closer to it than the input;
     one that invents its own correction (over-sharpening, tone shifts) moves further away,
-    which a sharpness ratio alone rewards."""
+    which a sharpness ratio alone rewards.
+
+    A model whose output is not its input's size ends the run (ValueError naming it by
+    `names`, label -> file, the image and both sizes): it would fail every image the same way."""
     if reference is not None and reference not in fns:
         raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
     from tqdm import tqdm
@@ -227,6 +233,10 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
             try:
                 for k, f in fns.items():
                     outs[k] = np.clip(f(x), 0, 1)
+                    if outs[k].shape[:2] != x.shape[:2]:
+                        raise OutputSizeError(outs[k].shape[:2], x.shape[:2])
+            except OutputSizeError as e:
+                raise ValueError(_size_changed((names or {}).get(k, k), e, x, inp)) from None
             except Exception as e:  # noqa: BLE001 - torch/ORT/LiteRT each raise their own types
                 failed.append(f"{inp}: {k} failed on it: {first_line(e, 200)}")
                 print(f"skipped: {failed[-1]}", file=sys.stderr)
@@ -289,6 +299,15 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
         res["per_image"] = per_image
     res["outputs"] = outputs
     return res
+
+
+def _size_changed(model: str, e: OutputSizeError, x: np.ndarray, inp) -> str:
+    """What `sharpen run` says of a model that changes the size, with the image it was given
+    (scikit-image's 'Input images must have the same dimensions.' named neither)."""
+    (oh, ow), (ph, pw), (h, w) = e.out_hw, e.in_hw, x.shape[:2]
+    padded = f" (padded to {pw}x{ph}, the model's size multiple)" if (ph, pw) != (h, w) else ""
+    return (f"{model}: the model returned {ow}x{oh} for the {w}x{h} image {inp}{padded}: a "
+            "sharpening model keeps the image's size; one that changes it is not supported")
 
 
 def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, side: int = 192,

@@ -70,14 +70,45 @@ def file_hash(path: str | os.PathLike, n: int = 16) -> str:
     return h.hexdigest()[:n]
 
 
-def pick_device(device: str = "auto") -> torch.device:
+DEVICES = "auto, cpu, cuda or cuda:N"
+
+
+def pick_device(device: str = "auto", flag: str = "device=") -> torch.device:
+    """The torch device `device` names (auto: a CUDA GPU when there is one), or ValueError
+    naming it as the user gave it, `flag` being `--device` on the command line or `device=` in a
+    training config. torch accepts names this project cannot run on (meta computes nothing, mps
+    without an Apple GPU) and fails on them later, or on a bad name, with a traceback."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if str(device).startswith("cuda") and not torch.cuda.is_available():
-        # torch's own complaint is an AssertionError from deep inside .to()
-        why = "this torch is a CPU build" if torch.version.cuda is None else "no CUDA GPU is visible"
-        raise ValueError(f"device={device}: {why} (auto uses a GPU when there is one)")
-    return torch.device(device)
+    given = f"{flag}{device}" if flag.endswith("=") else f"{flag} {device}"
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"{given}: not a device; use {DEVICES}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            # torch's own complaint is an AssertionError from deep inside .to()
+            why = ("this torch is a CPU build" if torch.version.cuda is None
+                   else "no CUDA GPU is visible")
+            raise ValueError(f"{given}: {why} (auto uses a GPU when there is one)")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise ValueError(f"{given}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"{given}: no Apple GPU (MPS) here; use {DEVICES}")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"{given}: not a device this project runs models on; use {DEVICES}")
+    return dev
+
+
+def check_device(device: str, flag: str = "--device") -> None:
+    """A usage error (SharpenError) unless this machine can run models on `device`: what every
+    command taking --device (or device=) calls before it loads a model or reads an image."""
+    from runtime.cli_errors import SharpenError
+    try:
+        pick_device(device, flag)
+    except ValueError as e:
+        raise SharpenError(str(e)) from None
 
 
 def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None) -> Restormer:

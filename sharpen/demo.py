@@ -19,11 +19,16 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from runtime.atomic import atomic_write_json
+from runtime.cli_errors import one_line
 from runtime.console import HelpFormatter
+
+if TYPE_CHECKING:   # torch comes with it; the parser is built without torch
+    from distill.data.labels import LabelStats
 
 
 # The shipped students' loss (models/student-fast.md): teacher terms plus ground-truth terms,
@@ -156,6 +161,20 @@ def _check_checkpoints(student: Path, teacher: Path, arch: str) -> str | None:
     return None
 
 
+def _no_labels(caches: dict[str, tuple[Path, LabelStats]]) -> str | None:
+    """Why stage 3 has nothing to distil from (a cache, training or validation, without one
+    finished label: every image unreadable), said at stage 2 rather than as the trainer's
+    traceback at stage 3."""
+    from distill.data.label_cache import LabelCache
+
+    for what, (cache, st) in caches.items():
+        if not cache.is_dir() or not len(LabelCache(cache)):
+            return (f"no {what} label was made: {st.failed} of the {st.total} image(s) it took "
+                    f"could not be labelled (each is named above), so there is nothing to "
+                    "distil from; give --data images that can be read")
+    return None
+
+
 HOLD_OUT = 0.2   # of a one-split source's images, kept for validation
 
 
@@ -252,16 +271,22 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _step(2, f"teacher pseudo-labels ({Path(teacher).name}, tiled + Gaussian blending)")
     labels = out / "labels"
     try:
-        run_labels(train_spec, labels / "train", teacher_weights=teacher, config=args.config,
-                   tile=TILE, overlap=OVERLAP, limit=args.label_images,
-                   progress=not args.quiet, exclude=not_train)
-        run_labels(val_spec, labels / "val", teacher_weights=teacher, config=args.config,
-                   tile=TILE, overlap=OVERLAP, limit=args.label_images,
-                   split=None if val_split == "train" else val_split,
-                   progress=not args.quiet, exclude=not_val)
+        made = {"training": (labels / "train", run_labels(
+            train_spec, labels / "train", teacher_weights=teacher, config=args.config,
+            tile=TILE, overlap=OVERLAP, limit=args.label_images, progress=not args.quiet,
+            exclude=not_train))}
+        made["validation"] = (labels / "val", run_labels(
+            val_spec, labels / "val", teacher_weights=teacher, config=args.config,
+            tile=TILE, overlap=OVERLAP, limit=args.label_images,
+            split=None if val_split == "train" else val_split, progress=not args.quiet,
+            exclude=not_val))
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    problem = _no_labels(made)
+    if problem:
+        print(f"sharpen demo: error: stage 2 (teacher pseudo-labels): {problem}", file=sys.stderr)
+        return 1
 
     _step(3, f"short distillation of `{args.student}` from {student_ckpt.name} "
              f"({args.steps} steps)")
@@ -277,7 +302,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
         "data.batch_size=8", "data.crop=128", "data.workers=1", f"val_every={args.steps}",
         f"ckpt_every={args.steps}", "resume=never", *DEMO_LOSS])
     trainer = Trainer(cfg, quiet=args.quiet)
-    metrics = trainer.fit()
+    try:
+        metrics = trainer.fit()
+    except (ValueError, FileNotFoundError) as e:   # the data it reads, not a bug: one line
+        print(f"sharpen demo: error: stage 3 (distillation): {one_line(e)}", file=sys.stderr)
+        return 1
     if trainer._stop:
         print(f"sharpen demo: interrupted during the fine-tune (checkpoint in "
               f"{out / 'distill'}); nothing exported", file=sys.stderr)

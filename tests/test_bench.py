@@ -323,6 +323,28 @@ def test_usage_errors_exit_2(env, capsys):
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
 
 
+def test_bad_numbers_and_refused_teacher_weights_stop_the_bench_before_any_export(
+        env, tmp_path, capsys):
+    """--stream-frames -1 ran (then a false 'OpenCV cannot write a video here' row),
+    --target-fps nan and inf were taken, and teacher weights the loader refuses were refused
+    only after every student had been exported, minutes later."""
+    import argparse
+
+    evil = tmp_path / "evil.pt"
+    torch.save({"state_dict": argparse.Namespace(x=1)}, evil)   # a global weights_only refuses
+    cache = tmp_path / "cache"
+    for extra, says in ((["--stream-frames", "-1"], "--stream-frames must be >= 0"),
+                        (["--target-fps", "nan"], "--target-fps must be a finite number > 0"),
+                        (["--target-fps", "inf"], "--target-fps must be a finite number > 0"),
+                        (["--teacher-weights", str(evil)], "refuses to unpickle")):
+        rc = _bench(env, "never-made", "--students", str(env / "student-good.pt"), "--formats",
+                    "onnx", "--cache", str(cache), *extra)
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and "Traceback" not in err, err
+        assert not cache.exists(), extra      # no student was exported
+        assert not (env / "never-made").exists()
+
+
 def test_spread_over_the_set():
     from distill.data.sources import spread
 

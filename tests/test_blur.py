@@ -34,6 +34,8 @@ def test_kernels_deterministic_and_varied():
 def test_size_range_is_validated():
     with pytest.raises(ValueError, match="size range"):
         random_kernel(np.random.default_rng(0), (9, 5))
+    with pytest.raises(ValueError, match="size range"):   # not an 80 GB kernel
+        random_kernel(np.random.default_rng(0), (7, 100000))
 
 
 def test_linear_kernel_subpixel_length():
@@ -108,3 +110,36 @@ def test_synth_reads_subfolders_keeps_every_photo_and_checks_its_flags(tmp_path,
                       (["--size", "50", "10"], "--size MIN MAX needs 3 <= MIN <= MAX")):
         assert main([*argv, *bad]) == 2
         assert what in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad, what", [
+    (["--gamma", "0"], "--gamma must be in [0.1, 10]"),       # was ZeroDivisionError
+    (["--gamma", "nan"], "--gamma must be in [0.1, 10]"),     # was black inputs, exit 0
+    (["--gamma", "-1"], "--gamma must be in [0.1, 10]"),
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),        # was numpy's traceback
+    (["--noise", "nan"], "--noise must be in [0, 1]"),
+    (["--noise", "-1"], "--noise must be in [0, 1]"),
+    (["--jpeg-prob", "2"], "--jpeg-prob must be in [0, 1]"),
+    (["--jpeg-prob", "-1"], "--jpeg-prob must be in [0, 1]"),
+    (["--size", "7", "100000"], "--size MIN MAX needs 3 <= MIN <= MAX <= 1023"),  # 80 GB
+])
+def test_synth_refuses_bad_numbers_naming_the_option(tmp_path, capsys, bad, what):
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    write_image(tmp_path / "photos" / "a.png", np.full((24, 24, 3), 0.5, np.float32))
+    out = tmp_path / "out"
+    assert main(["synth", "--sharp", str(tmp_path / "photos"), "--out", str(out), "--quiet",
+                 *bad]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"sharpen synth: error: {what}") and len(err.splitlines()) == 1, err
+    assert not out.exists()
+
+
+def test_corpus_names_the_seed_option(tmp_path, capsys):
+    """numpy's 'expected non-negative integer' named no option."""
+    from sharpen.cli import main
+
+    assert main(["corpus", "--photos", str(tmp_path), "--out", str(tmp_path / "c"),
+                 "--seed", "-1", "--quiet"]) == 2
+    assert "sharpen corpus: error: --seed must be >= 0, got -1" in capsys.readouterr().err

@@ -83,6 +83,23 @@ def test_demo_refuses_impossible_options_and_checkpoints_before_any_stage(tmp_pa
     assert f"--out: {a_file} is a file, not a folder" in capsys.readouterr().err
 
 
+def test_demo_stops_at_stage_2_when_no_image_could_be_labelled(tmp_path, capsys):
+    """A --data folder of unreadable images: stage 2 made 0 labels and stage 3 ended in the
+    trainer's traceback ('.../labels/train: no finished labels'), naming no stage."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for name in ("a.png", "b.png", "c.jpg"):
+        (data / name).write_bytes(b"not an image")
+    rc = main(["demo", "--data", str(data), "--out", str(tmp_path / "d"), "--steps", "1",
+               "--video-frames", "2", "--no-bench", "--threads", "1", "--quiet"])
+    captured = capsys.readouterr()
+    assert rc == 1 and "Traceback" not in captured.err, captured.err
+    assert captured.err.strip().splitlines()[-1].startswith(
+        "sharpen demo: error: stage 2 (teacher pseudo-labels): no training label was made: 2 "
+        "of the 2 image(s) it took could not be labelled"), captured.err
+    assert "[3/6]" not in captured.out   # stopped right after the stage that failed
+
+
 def test_demo_gate_options():
     from sharpen.cli import build_parser
     from sharpen.demo import DEMO_MIN_SSIM_GAIN

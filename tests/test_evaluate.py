@@ -129,7 +129,7 @@ def test_shipped_models_by_name_and_clear_errors(nogt, tmp_path, capsys, monkeyp
     if not torch.cuda.is_available():
         assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--device",
                      "cuda"]) == 2
-        assert "device=cuda: " in capsys.readouterr().err
+        assert "--device cuda: " in capsys.readouterr().err
 
 
 def test_bad_pairs_and_failing_models_are_skipped_by_name_and_numbers_stay_finite(tmp_path):
@@ -199,6 +199,42 @@ def test_an_artifact_that_failed_its_parity_gate_is_named_when_scored(tmp_path, 
     failed_marker(model).write_text(json.dumps({"reason": "worst SSIM 0.91 < 0.98"}))
     load_model_fn(model)
     assert "failed its parity gate at export" in capsys.readouterr().err
+
+
+def _resize_model(path: Path, scale: float) -> Path:
+    """An ONNX model that scales its input by `scale` (an up- or downscaler, not a sharpener)."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    scales = numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), "scales")
+    node = helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")
+    dims = ["batch", 3, "height", "width"]
+    graph = helper.make_graph([node], "resize", [helper.make_tensor_value_info("input", 1, dims)],
+                              [helper.make_tensor_value_info("output", 1, None)], [scales])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("scale, returned", [(0.5, "8x8"), (2.0, "32x32")])
+def test_a_model_that_changes_the_size_is_named_with_the_image_and_both_sizes(
+        tmp_path, capsys, scale, returned):
+    """A downscaler ended evaluate with scikit-image's 'Input images must have the same
+    dimensions.' (no model, no image); an upscaler's output was cropped and scored."""
+    from sharpen.cli import main
+
+    d = tmp_path / "pairs"
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    write_image(d / "target" / "a.png", img)
+    write_image(d / "input" / "a.png", img * 0.8)
+    model = _resize_model(tmp_path / "resize.onnx", scale)
+    assert main(["evaluate", "--model", str(model), "--data", str(d), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and err.strip().splitlines()[-1] == (
+        f"sharpen evaluate: error: {model}: the model returned {returned} for the 16x16 image "
+        f"{d / 'input' / 'a.png'}: a sharpening model keeps the image's size; one that changes "
+        "it is not supported"), err
 
 
 def test_an_interrupt_keeps_the_images_already_scored(nogt):

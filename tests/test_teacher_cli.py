@@ -87,6 +87,33 @@ def test_bad_options_and_outputs_are_refused_before_the_model_runs(tmp_path, tin
     assert f"--out: {a_file} is a file, not a folder" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("device", ["bogus", "meta", "mps"])
+def test_every_command_taking_a_device_refuses_one_it_cannot_run_on(tmp_path, capsys, device):
+    """`teacher` and `evaluate` passed --device to torch (a traceback; meta and mps without an
+    Apple GPU even got past it); labels and distill said it in one line. All four share one
+    check now, before any model loads or any folder is made."""
+    import torch
+
+    if device == "mps" and torch.backends.mps.is_available():
+        pytest.skip("this machine runs on mps")
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((16, 16, 3), np.uint8))
+    out = tmp_path / "o"
+    for argv, said in (
+            (["teacher", str(img), "--out", str(out), "--device", device], f"--device {device}"),
+            (["evaluate", "--weights", "fast", "--data", str(tmp_path), "--device", device],
+             f"--device {device}"),
+            (["labels", "--data", str(tmp_path), "--out", str(out), "--device", device],
+             f"--device {device}"),
+            (["distill", f"out={out}", f"device={device}"], f"device={device}")):
+        rc = main([*argv, "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err, err
+        assert err.startswith(f"sharpen {argv[0]}: error: {said}: ") and "use auto, cpu, cuda" \
+            in err and len(err.splitlines()) == 1, err
+        assert not out.exists()
+
+
 def test_equal_names_never_overwrite_each_other(tmp_path, tiny_teacher, capsys):
     """p1/x/a.png and p2/x/a.png both became x_a.png: one result was lost."""
     rng = np.random.default_rng(3)

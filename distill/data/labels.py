@@ -436,13 +436,8 @@ def _check_out(out: Path, data: str) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    if args.device != "auto":
-        from ..teacher import pick_device
-        try:
-            pick_device(args.device)
-        except (ValueError, RuntimeError) as e:
-            raise SharpenError(str(e) if "device=" in str(e)
-                               else f"--device {args.device}: {e}") from None
+    from ..teacher import check_device
+    check_device(args.device)
     if args.limit is not None and args.limit < 1:
         raise SharpenError(f"--limit must be >= 1, got {args.limit}")
     _check_out(Path(args.out), args.data)

@@ -8,7 +8,20 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .base import ModelError
+
 Runner = Callable[[np.ndarray], np.ndarray]  # HxWx3 float32 RGB -> HxWx3 float32 RGB
+
+
+class OutputSizeError(ModelError):
+    """The model returned another height x width than its input's: an up- or downscaler, not
+    a sharpening model. It does so on every image, so callers stop rather than skip one."""
+
+    def __init__(self, out_hw: tuple[int, int], in_hw: tuple[int, int]):
+        self.out_hw, self.in_hw = tuple(out_hw), tuple(in_hw)
+        super().__init__(f"model returned {self.out_hw[1]}x{self.out_hw[0]} for a "
+                         f"{self.in_hw[1]}x{self.in_hw[0]} input (width x height): a sharpening "
+                         "model keeps the image's size; one that changes it is not supported")
 
 
 class BackendRunner:
@@ -28,6 +41,8 @@ class BackendRunner:
         y = np.asarray(self.backend.infer(np.ascontiguousarray(batch)), np.float32)[0]
         if self.layout != "NHWC":
             y = y.transpose(1, 2, 0)
+        if y.shape[:2] != x.shape[:2]:   # cropping an upscaler's output would hide it
+            raise OutputSizeError(y.shape[:2], x.shape[:2])
         return np.ascontiguousarray(y[:h, :w], dtype=np.float32)
 
     def close(self) -> None:
