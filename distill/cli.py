@@ -394,6 +394,16 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------ sharpen evaluate
 
+def _complete_results(path: Path) -> bool:
+    """`path` holds the results of an evaluate run that finished."""
+    import json
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(res, dict) and res.get("interrupted") is False
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
 
     from runtime.backends.base import ModelError
@@ -458,14 +468,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     if args.out:
         out = Path(args.out)
         from runtime.atomic import atomic_write_json
-        atomic_write_json(out / "metrics.json", res)
+        # An interrupted rerun replaced the complete results of the run before with a part.
+        tag = ".partial" if res["interrupted"] and _complete_results(out / "metrics.json") else ""
+        if tag:
+            print(f"interrupted: the complete results already in {out} are kept; this run's "
+                  f"part is written as metrics{tag}.json", file=sys.stderr)
+        atomic_write_json(out / f"metrics{tag}.json", res)
         shown = dict(list(outputs.items())[:args.figure_images])
         which = (f"the {len(shown)} image(s) some model gains least PSNR on, worst first"
                  if res["has_gt"] else f"the first {len(shown)} image(s)")
-        fig = side_by_side(shown, out / "side_by_side.png", side=args.figure_crop,
+        fig = side_by_side(shown, out / f"side_by_side{tag}.png", side=args.figure_crop,
                            title=f"{args.data}, {which}: input | " + " | ".join(
                                k for k in next(iter(shown.values())) if k != "input"))
-        print(f"written: {out / 'metrics.json'}, {fig}")
+        print(f"written: {out / f'metrics{tag}.json'}, {fig}")
     if res["interrupted"]:
         return 130
     if res["failed"]:

@@ -256,6 +256,43 @@ def test_an_interrupt_keeps_the_images_already_scored(nogt):
                      progress=False)
 
 
+def test_an_interrupted_rerun_keeps_the_complete_results(nogt, tmp_path, capsys, monkeypatch):
+    """Ctrl-C during a rerun replaced the finished run's metrics.json (12 images) and figure
+    with a part of the set."""
+    import json
+
+    import torch
+
+    import distill.evaluate as ev
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.students import create_student
+    from sharpen.cli import main
+
+    torch.manual_seed(0)
+    st = create_student("fast", width=8)
+    weights = tmp_path / "student.pt"
+    atomic_save(make_checkpoint(st, kind="student", arch="fast", arch_args=st.arch_args), weights)
+    out = tmp_path / "eval"
+    cmd = ["evaluate", "--weights", str(weights), "--data", str(nogt), "--out", str(out),
+           "--quiet"]
+    assert main(cmd) == 0
+    complete = (out / "metrics.json").read_bytes()
+    real = ev.evaluate
+
+    def cut_short(*a, **k):   # as a Ctrl-C after the first images leaves the result
+        return {**real(*a, **k), "interrupted": True}
+    monkeypatch.setattr(ev, "evaluate", cut_short)
+    capsys.readouterr()
+    assert main(cmd) == 130
+    assert (out / "metrics.json").read_bytes() == complete
+    assert json.loads((out / "metrics.partial.json").read_text())["interrupted"] is True
+    assert (out / "side_by_side.partial.png").is_file()
+    assert "the complete results already in" in capsys.readouterr().err
+    (out / "metrics.json").unlink()   # nothing complete to keep: the part is the result
+    assert main(cmd) == 130
+    assert json.loads((out / "metrics.json").read_text())["interrupted"] is True
+
+
 def test_the_figure_shows_the_images_a_model_does_worst_on(tmp_path):
     """The figure showed the first images, so the one pair a model made worse (the question a
     user asks of it) was named in the table but never shown."""
