@@ -613,6 +613,8 @@ class Trainer:
                 print(f"note: the run in {self.out} is already at step {self.step} of "
                       f"optim.steps={cfg.optim.steps}: nothing to train (raise optim.steps to "
                       "go on, or choose another out=)", file=sys.stderr)
+                if not (self.out / "curves.png").exists():   # killed before it was drawn
+                    self.plot()
             return self.metrics
         train_ds = build_train_dataset(cfg, progress=not self.quiet)
         val_items = load_val_items(cfg, progress=not self.quiet) if self.dist.main else []

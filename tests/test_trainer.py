@@ -101,8 +101,10 @@ def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts
     times = [r["time"] for r in recs if "time" in r]
     assert len(times) == 6 and times == sorted(times), times   # the clock goes on over resumes
     before = (out / "last.pt").read_bytes(), (out / "config.yaml").read_text()
+    (out / "curves.png").unlink()   # as a kill between the last checkpoint and the plot
     train(tiny_cfg(out, 6, **{"optim.lr": 1e-4}), quiet=True)   # already at step 6
     assert "already at step 6 of optim.steps=6: nothing to train" in capsys.readouterr().err
+    assert (out / "curves.png").is_file()
     assert ((out / "last.pt").read_bytes(), (out / "config.yaml").read_text()) == before
     train(tiny_cfg(out, 2, resume="never"), quiet=True)
     assert "starting over" in capsys.readouterr().err
