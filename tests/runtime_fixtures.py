@@ -72,6 +72,31 @@ def onnx_model(tmp_path_factory) -> Path:
     return make_onnx_model(tmp_path_factory.mktemp("models") / "student.onnx")
 
 
+def one_op_model(path: Path, op: str, inputs: list[str], consts: dict[str, np.ndarray],
+                 same_shape: bool = True, **attrs) -> Path:
+    """An ONNX model of one operator on "input" (NCHW, dynamic) and constants: a broken or
+    size-changing "model" for error paths. `same_shape` False leaves the output shape open."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    dims = ["batch", 3, "height", "width"]
+    node = helper.make_node(op, inputs, ["output"], **attrs)
+    graph = helper.make_graph(
+        [node], op.lower(), [helper.make_tensor_value_info("input", 1, dims)],
+        [helper.make_tensor_value_info("output", 1, dims if same_shape else None)],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in consts.items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
+
+
+def resize_model(path: Path, scale: float) -> Path:
+    """An ONNX model that scales its input by `scale` (an up- or downscaler, not a sharpener)."""
+    return one_op_model(path, "Resize", ["input", "", "scales"],
+                        {"scales": [1, 1, scale, scale]}, same_shape=False, mode="nearest")
+
+
 def textured_frame(idx: int, h: int = FRAME_H, w: int = FRAME_W, seed: int = 0) -> np.ndarray:
     """Blurred random texture with the frame index encoded as the grey level of the top band."""
     rng = np.random.default_rng(seed + idx)

@@ -201,22 +201,6 @@ def test_an_artifact_that_failed_its_parity_gate_is_named_when_scored(tmp_path, 
     assert "failed its parity gate at export" in capsys.readouterr().err
 
 
-def _resize_model(path: Path, scale: float) -> Path:
-    """An ONNX model that scales its input by `scale` (an up- or downscaler, not a sharpener)."""
-    import onnx
-    from onnx import helper, numpy_helper
-
-    scales = numpy_helper.from_array(np.array([1, 1, scale, scale], np.float32), "scales")
-    node = helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")
-    dims = ["batch", 3, "height", "width"]
-    graph = helper.make_graph([node], "resize", [helper.make_tensor_value_info("input", 1, dims)],
-                              [helper.make_tensor_value_info("output", 1, None)], [scales])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(path))
-    return path
-
-
 @pytest.mark.parametrize("scale, returned", [(0.5, "8x8"), (2.0, "32x32")])
 def test_a_model_that_changes_the_size_is_named_with_the_image_and_both_sizes(
         tmp_path, capsys, scale, returned):
@@ -228,7 +212,9 @@ def test_a_model_that_changes_the_size_is_named_with_the_image_and_both_sizes(
     img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
     write_image(d / "target" / "a.png", img)
     write_image(d / "input" / "a.png", img * 0.8)
-    model = _resize_model(tmp_path / "resize.onnx", scale)
+    from runtime_fixtures import resize_model
+
+    model = resize_model(tmp_path / "resize.onnx", scale)
     assert main(["evaluate", "--model", str(model), "--data", str(d), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and err.strip().splitlines()[-1] == (

@@ -8,8 +8,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime_fixtures import (onnx_model, read_video, run_cli, run_cli_subprocess,  # noqa: E402
-                                   textured_frame, write_video)
+from runtime_fixtures import (one_op_model, onnx_model, read_video, resize_model,  # noqa: E402
+                              run_cli, run_cli_subprocess, textured_frame, write_video)
 
 from runtime.prepost import FrameError, to_bgr8  # noqa: E402
 from runtime.pipeline import run_stream  # noqa: E402
@@ -349,17 +349,7 @@ def test_tiny_frames_keep_their_size(tmp_path, capsys, onnx_model):
 
 
 def test_a_model_that_changes_the_size_is_refused(tmp_path, capsys):
-    import onnx
-    from onnx import helper, numpy_helper
-
-    scales = numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")
-    node = helper.make_node("Resize", ["input", "", "scales"], ["output"], mode="nearest")
-    dims = ["batch", 3, "height", "width"]
-    graph = helper.make_graph([node], "up2", [helper.make_tensor_value_info("input", 1, dims)],
-                              [helper.make_tensor_value_info("output", 1, None)], [scales])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "up2.onnx"))
+    resize_model(tmp_path / "up2.onnx", 2.0)
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), textured_frame(1))
     for tiling in ([], ["--tile", "48", "--overlap", "8"]):
@@ -372,18 +362,8 @@ def test_a_model_that_changes_the_size_is_refused(tmp_path, capsys):
 
 
 def test_a_model_returning_nan_is_refused(tmp_path, capsys):
-    import onnx
-    from onnx import helper, numpy_helper
-
     # x * NaN: the output of weights that diverged, or of a broken export.
-    nan = numpy_helper.from_array(np.array(np.nan, np.float32), "nan")
-    node = helper.make_node("Mul", ["input", "nan"], ["output"])
-    dims = ["batch", 3, "height", "width"]
-    graph = helper.make_graph([node], "nan", [helper.make_tensor_value_info("input", 1, dims)],
-                              [helper.make_tensor_value_info("output", 1, dims)], [nan])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.save(model, str(tmp_path / "nan.onnx"))
+    one_op_model(tmp_path / "nan.onnx", "Mul", ["input", "nan"], {"nan": np.nan})
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), textured_frame(1))
     for tiling in ([], ["--tile", "48", "--overlap", "8"]):
