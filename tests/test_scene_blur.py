@@ -445,3 +445,45 @@ def test_corpus_workers_exit_with_the_main_process(tmp_path, sig):
         for pid in workers:        # without the fix they would outlive the test
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
+
+
+def test_corpus_workers_run_under_every_start_method(tmp_path):
+    """The parent-death guard compared the OS parent's pid, which under forkserver (Python
+    3.14's default on Linux) is the fork server's: every worker exited at once."""
+    import subprocess
+    import sys
+    photos = tmp_path / "photos"
+    _tiny_photos(photos)
+    code = ("import multiprocessing as mp, sys\n"
+            "from distill.data.corpus import CorpusOptions, build_corpus\n"
+            "if __name__ == '__main__':\n"
+            "    mp.set_start_method(sys.argv[3])\n"
+            "    s = build_corpus(sys.argv[1], sys.argv[2], CorpusOptions(copies=1, crop=48, "
+            "test_crop=64, margin=8), progress=False, workers=2)\n"
+            "    print(s['train'], len(s['failed']))")
+    for method in ("forkserver", "spawn"):
+        script = tmp_path / "build.py"
+        script.write_text(code)
+        r = subprocess.run([sys.executable, str(script), str(photos), str(tmp_path / method),
+                            method], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.split() == ["4", "0"], r.stdout
+
+
+def test_a_corpus_survives_new_mtimes_and_a_moved_photo_folder(tmp_path, capsys):
+    """`touch`, a copy without -p or a fresh download of the same photos rebuilt every pair
+    (mtime differed); a copied or re-mounted photo folder was refused."""
+    import shutil
+    photos, out = tmp_path / "photos", tmp_path / "c"
+    _tiny_photos(photos)
+    build_corpus(photos, out, TINY, progress=False)
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.png")}
+    for p in photos.rglob("*.png"):
+        os.utime(p, ns=(p.stat().st_atime_ns, p.stat().st_mtime_ns + 10**9))
+    capsys.readouterr()
+    build_corpus(photos, out, TINY, progress=False)
+    assert "stale" not in capsys.readouterr().err
+    shutil.copytree(photos, tmp_path / "copy", copy_function=shutil.copy)   # new mtimes
+    build_corpus(tmp_path / "copy", out, TINY, progress=False)
+    assert "now read from" in capsys.readouterr().err
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == stamps   # nothing remade

@@ -22,10 +22,8 @@ import contextlib
 import hashlib
 import json
 import os
-import signal
 import sys
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -136,12 +134,13 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
             "options": asdict(opts),
             # Sorted: corpus.json is byte-identical between identical runs.
             "presets": {p: asdict(preset(p)) for p in sorted({*opts.mix, opts.test_preset})}}
-    index = _photo_index(root, names)
     from ..run_lock import run_lock
 
     # One run per corpus: the clean-up below would otherwise delete another run's files.
     with run_lock(out, doing="writing a corpus", flag="--out"):
         old = _check_same_recipe(out, meta)
+        index = _photo_index(root, names, old.get("photo_index") or {})
+        _check_same_photos(out, old, meta["photos"], index)
         _warn_empty_splits(root, by_split, splits)
         _remove_temp_files(out)
         if old:   # only in a corpus of ours: --out may be another dataset by mistake
@@ -177,16 +176,33 @@ def _warn_empty_splits(root: Path, by_split: dict[str, list[Path]],
               "becomes the test split)", file=sys.stderr)
 
 
-def _photo_index(root: Path, names: dict[str, dict[Path, str]]) -> dict[str, dict]:
-    """Per photo (relative path): its split, its pairs' name and a cheap signature (size and
-    mtime, as make and rsync use) that a rerun compares to find photos changed since."""
+def _photo_index(root: Path, names: dict[str, dict[Path, str]],
+                 before: dict[str, dict]) -> dict[str, dict]:
+    """Per photo (relative path): its split, its pairs' name, size and content digest, which a
+    rerun compares to find photos changed since (`_same_photo`). The digest is taken again
+    only when size or mtime moved: a copy, `touch` or a fresh download of the same photos
+    changes mtimes, and must not cost the corpus its pairs."""
     index = {}
     for split, name_of in names.items():
         for f, name in name_of.items():
-            st = f.stat()
-            index[f.relative_to(root).as_posix()] = {
-                "split": split, "name": name, "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+            rel, st = f.relative_to(root).as_posix(), f.stat()
+            was = before.get(rel) or {}
+            digest = (was.get("blake2b") if (was.get("size"), was.get("mtime_ns"))
+                      == (st.st_size, st.st_mtime_ns) else None)
+            if digest is None:
+                digest = hashlib.blake2b(f.read_bytes(), digest_size=16).hexdigest()
+            index[rel] = {"split": split, "name": name, "size": st.st_size,
+                          "mtime_ns": st.st_mtime_ns, "blake2b": digest}
     return dict(sorted(index.items()))
+
+
+def _same_photo(was: dict | None, now: dict) -> bool:
+    """The pairs made from `was` still stand for `now`: same split, name and content (mtime
+    aside). An entry without a digest (the first version of the index) compares by mtime."""
+    if not was:
+        return False
+    keys = ("split", "name", "size") + (("blake2b",) if "blake2b" in was else ("mtime_ns",))
+    return all(was.get(k) == now.get(k) for k in keys)
 
 
 def _pair_names(name: str, split: str, opts: CorpusOptions) -> list[str]:
@@ -241,7 +257,7 @@ def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
               "replaced under the same name)", file=sys.stderr)
     keep: dict[str, set[str]] = {s: set() for s in SPLITS}
     for rel, entry in index.items():
-        if was is None or was.get(rel) == entry:
+        if was is None or _same_photo(was.get(rel), entry):
             keep[entry["split"]].update(_pair_names(entry["name"], entry["split"], opts))
     removed = 0
     for split in SPLITS:
@@ -266,8 +282,7 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
     from tqdm import tqdm
 
     summary: dict = {"failed": []}
-    pool = (ProcessPoolExecutor(workers, initializer=_exit_with_parent, initargs=(os.getpid(),))
-            if workers > 1 else None)
+    pool = ProcessPoolExecutor(workers, initializer=_exit_with_parent) if workers > 1 else None
     try:
         for split in splits:
             files = by_split[split]
@@ -288,28 +303,23 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
     return summary
 
 
-def _exit_with_parent(parent: int) -> None:
+def _exit_with_parent() -> None:
     """Pool initializer: a worker ends when the corpus process does, however that dies (kill -9,
     the OOM killer, SIGTERM). Left alone it went on writing into --out, then waited for work
-    forever, adopted by init. Linux kills it at once (PR_SET_PDEATHSIG); elsewhere a thread
-    notices the parent gone within a second. (The signal comes when the thread that forked the
-    worker ends: the pool forks from the thread running build_corpus, which outlives it.)"""
-    armed = False
-    if sys.platform.startswith("linux"):
-        import ctypes
-        with contextlib.suppress(OSError, AttributeError):
-            PR_SET_PDEATHSIG = 1
-            armed = ctypes.CDLL(None).prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) == 0
-    if os.getppid() != parent:   # it died before the signal was armed
+    forever, adopted by init. The parent's sentinel (a pipe multiprocessing keeps open to it)
+    closes when it dies, under any start method (with forkserver, the OS parent is the fork
+    server, so the parent pid says nothing)."""
+    import multiprocessing
+    from multiprocessing.connection import wait
+
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        wait([parent.sentinel])
         os._exit(1)
-    if not armed:
-        threading.Thread(target=_watch_parent, args=(parent,), daemon=True).start()
-
-
-def _watch_parent(parent: int, every_s: float = 1.0) -> None:
-    while os.getppid() == parent:
-        time.sleep(every_s)
-    os._exit(1)
+    threading.Thread(target=watch, daemon=True).start()
 
 
 def _photo_pairs(job: tuple) -> tuple[int, str | None]:
@@ -349,6 +359,27 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None]:
     return copies, None
 
 
+def _check_same_photos(out: Path, old: dict, photos: str, index: dict[str, dict]) -> None:
+    """A corpus rerun from another photo folder: fine when it holds the same photos (moved,
+    copied, mounted elsewhere; most of the recorded ones are there with the same content),
+    refused otherwise: its stale-pair clean-up would throw away the corpus, and without a
+    recorded index its pairs would mix with those of other photos."""
+    was = old.get("photos", photos)
+    if was == photos:
+        return
+    before = old.get("photo_index")
+    same = sum(_same_photo(e, index.get(rel, {})) for rel, e in (before or {}).items())
+    if before and same >= len(before) / 2:
+        print(f"note: {out} was built from the photos in {was}, now read from {photos}: the "
+              f"pairs of the {same} of its {len(before)} photos found unchanged are kept",
+              file=sys.stderr)
+        return
+    raise ValueError(f"{out} was built from the photos in {was}, not {photos} (of its "
+                     f"{len(before or {})} recorded photos {same} are here unchanged); its "
+                     "pairs would mix with, or be replaced by, pairs of other photos: choose "
+                     "another --out, or delete it")
+
+
 def _check_same_recipe(out: Path, meta: dict) -> dict:
     """Refuse to add pairs to a corpus whose existing pairs were made another way or from other
     photos: re-running skips pairs already written, so the corpus would silently mix two
@@ -366,11 +397,6 @@ def _check_same_recipe(out: Path, meta: dict) -> dict:
             f"{out} was built by blur synthesis version {was} and this is version {now} "
             "(2 puts the sharp target at the centre of the blur trail); its pairs would mix "
             "with new ones: delete it or choose another --out")
-    if old.get("photos", meta["photos"]) != meta["photos"]:
-        raise ValueError(
-            f"{out} was built from the photos in {old['photos']}, not {meta['photos']}; its "
-            "pairs would mix with pairs of other photos (and their splits): choose another "
-            "--out, or delete it")
     # Through JSON so tuples and lists compare equal.
     if json.loads(json.dumps(meta["options"])) != old.get("options"):
         raise ValueError(
