@@ -11,7 +11,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from runtime.cli_errors import SharpenError
+from runtime.cli_errors import SharpenError, interrupt_exit_code
 from runtime.console import HelpFormatter
 from .teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
@@ -117,10 +117,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
             except (ImageReadError, OSError, MemoryError) as e:
                 failed += 1
                 tqdm.write(f"skipped: {e}", file=sys.stderr)
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print(f"interrupted: {done} of {len(files)} image(s) in {out}; the same command "
               "continues with the rest", file=sys.stderr)
-        return 130
+        return interrupt_exit_code(e)
     earlier = len(files) - len(todo)
     print(f"teacher: {done} image(s) in {out}"
           + (f" ({earlier} from an earlier run)" if earlier else "") + f", {failed} failed")
@@ -482,7 +482,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
                                k for k in next(iter(shown.values())) if k != "input"))
         print(f"written: {out / f'metrics{tag}.json'}, {fig}")
     if res["interrupted"]:
-        return 130
+        return res.get("exit_code", 130)
     if res["failed"]:
         print(f"sharpen evaluate: {len(res['failed'])} image(s) skipped (listed above); the "
               "rest were evaluated", file=sys.stderr)

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 import numpy as np
 
 from runtime.backends.runner import OutputSizeError
+from runtime.cli_errors import interrupt_exit_code
 from runtime.console import first_line
 
 from .metrics import psnr, ssim
@@ -25,7 +26,8 @@ Fn = Callable[[np.ndarray], np.ndarray]
 
 
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
-            "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted"}
+            "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
+            "exit_code"}
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -264,10 +266,11 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
             kept.append((order, i, name, outs))
             if keep_outputs is not None and len(kept) > keep_outputs:
                 kept.remove(max(kept, key=lambda t: (t[0], t[1])))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         if not scored:
             raise
         interrupted = True   # what was scored is reported (and saved), marked as partial
+        exit_code = interrupt_exit_code(e)
         print(f"interrupted: results of the {scored} image(s) scored so far", file=sys.stderr)
     finally:
         bar.close()
@@ -278,6 +281,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
     res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
                  "split": used.get("split"), "crop": crop, "limit": limit,
                  "flat_images": flat, "interrupted": interrupted}
+    if interrupted:
+        res["exit_code"] = exit_code   # 130 Ctrl-C, 143 SIGTERM
     for k, ratios in sharp_ratio.items():
         res[k] = {"sharpness": float(np.mean(ratios)) if ratios else None}
         if has_gt:

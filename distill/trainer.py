@@ -132,8 +132,9 @@ class ValItem:
 
 
 def data_signature(train_ds: Dataset, val_items: list[ValItem]) -> dict:
-    """Counts and digests of the training files (path, size, mtime: a relabelled or added
-    label changes it) and of the validation images, to tell a resumed run whose data changed
+    """Counts and digests of the training files (name, size, mtime: a relabelled or added
+    label changes it; how the folder is spelled or where it moved does not) and of the
+    validation images, to tell a resumed run whose data changed
     underneath it (labels added, or made by another teacher: its crops mix both, and best.pt
     compares scores taken on different validation sets)."""
     import hashlib
@@ -145,9 +146,9 @@ def data_signature(train_ds: Dataset, val_items: list[ValItem]) -> dict:
             if p is not None:
                 try:
                     st = os.stat(p)
-                    h.update(f"{p}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+                    h.update(f"{Path(p).name}|{st.st_size}|{st.st_mtime_ns}\n".encode())
                 except OSError:
-                    h.update(f"{p}|missing\n".encode())
+                    h.update(f"{Path(p).name}|missing\n".encode())
     v = hashlib.blake2b(digest_size=12)
     for it in val_items:
         v.update(it.name.encode())
@@ -733,6 +734,11 @@ class Trainer:
                    if k.startswith("model_") and isinstance(v, float) and not math.isfinite(v)]
             if nan:
                 what = f"weights give NaN/inf on the validation images ({nan[0]})"
+        if self.dist.enabled:   # only rank 0 validates: the others must stop with it
+            flag = torch.tensor([float(bool(what))], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            if flag.item() and not what:
+                what = "process 0 found NaN/inf on the validation images"
         if what:
             raise TrainingDiverged(
                 f"training diverged by step {self.step}: {what}; not saved, the last "

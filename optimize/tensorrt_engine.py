@@ -64,13 +64,13 @@ class Profile:
         shapes = [(batch, 3, round_up(h, multiple), round_up(w, multiple))
                   for h, w in (min_hw, opt_hw, max_hw)]
         names = ("--min-shape", "--opt-shape", "--max-shape")
-        for i in (0, 1):
-            a, b = shapes[i], shapes[i + 1]
+        for i, j in ((0, 2), (0, 1), (1, 2)):   # min vs max first: opt may be a default
+            a, b = shapes[i], shapes[j]
             if a[2] > b[2] or a[3] > b[3]:
                 rounded = (f" (rounded up to the model's multiple of {multiple})"
                            if multiple > 1 else "")
                 raise ValueError(f"engine profile: {names[i]} {a[2]}x{a[3]} is larger than "
-                                 f"{names[i + 1]} {b[2]}x{b[3]}{rounded} in height or width")
+                                 f"{names[j]} {b[2]}x{b[3]}{rounded} in height or width")
         return cls(*shapes)
 
     def to_dict(self) -> dict:

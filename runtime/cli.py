@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Optional
 
-from .cli_errors import missing_dependency
+from .cli_errors import interrupt_exit_code, missing_dependency
 from .tiling import OVERLAP
 
 EPILOG = """examples:
@@ -120,12 +120,14 @@ def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
             if getattr(args, attr) is not None and kind not in kinds]
 
 
-def _interrupted_note(summary: dict, output: Optional[str]) -> str:
+def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0) -> str:
     """What an interrupted run left: a recording's output then holds only part of it, under
     its final name, and may have replaced a complete one (a live source is stopped this way
     as a matter of course)."""
     src = summary.get("source") or {}
     done, total = summary.get("frames_processed", 0), src.get("frame_count")
+    if total and max_frames:
+        total = min(total, max_frames)
     if src.get("live") or not output:
         return "interrupted, output closed cleanly" if output else "interrupted"
     part = f"{done} of {total}" if total else f"the first {done}"
@@ -207,10 +209,11 @@ def handler(args: argparse.Namespace) -> int:
         args.output = _default_output(args.source)
     try:
         summary = run_stream(args.model, args.source, args.output, options)
-    except KeyboardInterrupt:   # before the stream's own handler is set, or a second Ctrl-C
+    except KeyboardInterrupt as e:   # before the stream's own handler is set, or a second Ctrl-C
+        code = interrupt_exit_code(e)
         print("sharpen run: interrupted", file=sys.stderr)
-        _exit_now_if_workers_run(130)
-        return 130
+        _exit_now_if_workers_run(code)
+        return code
     except expected as exc:
         if os.environ.get("SHARPEN_DEBUG"):
             raise
@@ -223,7 +226,8 @@ def handler(args: argparse.Namespace) -> int:
               "(set SHARPEN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     if summary.get("interrupted"):
-        print(f"sharpen run: {_interrupted_note(summary, args.output)}", file=sys.stderr)
+        print(f"sharpen run: {_interrupted_note(summary, args.output, args.max_frames or 0)}",
+              file=sys.stderr)
     if not args.quiet:
         b = summary.get("backend", {})
         print(f"{'stopped' if summary.get('interrupted') else 'done'}: "

@@ -14,6 +14,16 @@ class SharpenError(Exception):
         self.exit_code = exit_code
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (kill, a job scheduler, `timeout`), raised by the `sharpen` command line where
+    SIGTERM has its default action, so that commands clean up and say so as on Ctrl-C."""
+
+
+def interrupt_exit_code(e: BaseException) -> int:
+    """The shell's 128 + signal number for an interruption: 143 for SIGTERM, 130 for Ctrl-C."""
+    return 143 if isinstance(e, Terminated) else 130
+
+
 def cli_error(command: str, msg: str) -> int:
     print(f"sharpen {command}: error: {msg}", file=sys.stderr)
     return 2

@@ -11,7 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
-from runtime.cli_errors import OWN_PACKAGES, SharpenError, missing_dependency
+from runtime.cli_errors import (OWN_PACKAGES, SharpenError, Terminated, interrupt_exit_code,
+                                 missing_dependency)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,15 +70,12 @@ def _command_parser(parser: argparse.ArgumentParser,
 RESUMABLE = ("corpus", "labels", "bench")
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, a job scheduler, `timeout`), handled as Ctrl-C is: the command's cleanup
-    runs and it says it was interrupted, instead of dying without a word."""
-
-
 @contextlib.contextmanager
 def _sigterm_as_interrupt():
     # Only where SIGTERM still has its default action (the trainer and `sharpen run` install
-    # their own handlers, which replace this one while they run).
+    # their own handlers, which replace this one while they run). Python runs the handler
+    # between bytecodes, so a long native call (a teacher tile, an engine build) finishes
+    # first; schedulers follow SIGTERM with SIGKILL after their grace period anyway.
     if (threading.current_thread() is not threading.main_thread()
             or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
         yield
@@ -133,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                  if args.command in RESUMABLE else "")
         print(f"sharpen {args.command}: interrupted{' (SIGTERM)' if term else ''}{again}",
               file=sys.stderr)
-        return 128 + (signal.SIGTERM if term else signal.SIGINT)
+        return interrupt_exit_code(e)
     except ModuleNotFoundError as e:
         # A device install (runtime extra only) lists every command; those needing torch,
         # yaml or scikit-image say what to install instead of a traceback.

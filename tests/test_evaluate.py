@@ -236,6 +236,15 @@ def test_an_interrupt_keeps_the_images_already_scored(nogt):
 
     res = evaluate_fns({"m": stop_at_third}, str(nogt), progress=False)
     assert res["interrupted"] and res["images"] == 2 and len(res["m"]) >= 1
+    assert res["exit_code"] == 130
+    from runtime.cli_errors import Terminated   # SIGTERM, as `sharpen` raises it: 143
+
+    def terminated_at_second(x):
+        calls.append(1)
+        if len(calls) == 5:
+            raise Terminated
+        return x
+    assert evaluate_fns({"m": terminated_at_second}, str(nogt), progress=False)["exit_code"] == 143
     assert "(interrupted: a part of the set)" in format_table(res)
     with pytest.raises(KeyboardInterrupt):   # nothing scored: nothing to report
         evaluate_fns({"m": lambda x: (_ for _ in ()).throw(KeyboardInterrupt)}, str(nogt),

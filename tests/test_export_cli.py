@@ -162,6 +162,8 @@ def test_engine_profile_and_trtexec_line(tmp_path):
     assert Profile.from_hw((64, 64), None, (2160, 1000), multiple=8).opt == (1, 3, 1080, 1000)
     assert Profile.from_hw((1200, 64), None, (2160, 3840), multiple=8).opt == (1, 3, 1200, 1920)
     assert Profile.from_hw((64, 64), None, (2160, 3840), multiple=8).opt == (1, 3, 1080, 1920)
+    with pytest.raises(ValueError, match="--min-shape 2000x2000 is larger than --max-shape"):
+        Profile.from_hw((2000, 2000), None, (1000, 1000), multiple=8)
     line = trtexec_command(tmp_path / "m.onnx", tmp_path / "m.engine", prof, "fp16", 2.0,
                            tmp_path / "timing.cache")
     for part in (f"--onnx={tmp_path / 'm.onnx'}", f"--saveEngine={tmp_path / 'm.engine'}",

@@ -444,5 +444,6 @@ def test_an_interrupted_recording_says_its_output_is_partial(tmp_path, onnx_mode
     stats["interrupted"] = True
     assert _interrupted_note(stats, "o.mp4") == (
         "interrupted: o.mp4 holds 2 of 6 frames only (closed cleanly); run again for all of them")
+    assert "holds 2 of 4 frames" in _interrupted_note(stats, "o.mp4", max_frames=4)
     live = {**stats, "source": {**stats["source"], "live": True}}
     assert _interrupted_note(live, "o.mp4") == "interrupted, output closed cleanly"

@@ -88,3 +88,17 @@ def test_prepost_is_vectorised_fast():
     proc(f)
     assert time.perf_counter() - t0 < 0.5
     assert (proc(f) == f).all()
+
+
+@pytest.mark.parametrize("dtype", [np.float16, np.float32])
+def test_non_finite_outputs_are_found_in_both_float_widths(dtype):
+    from runtime.prepost import FrameError, check_output
+
+    out = np.full((1, 3, 16, 16), 0.5, dtype)
+    check_output(out, out.shape, "NCHW")
+    out[0, 1, 3, 4] = np.finfo(dtype).max   # large but finite: fine
+    check_output(out, out.shape, "NCHW")
+    for bad in (np.nan, np.inf, -np.inf):
+        out[0, 2, 5, 6] = bad
+        with pytest.raises(FrameError, match="NaN or infinite"):
+            check_output(out, out.shape, "NCHW")

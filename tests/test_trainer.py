@@ -432,7 +432,9 @@ def test_a_resumed_run_says_when_its_labels_changed(tmp_path, capsys):
           "data.val_labels": tmp_path / "labels"}
     train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)
     capsys.readouterr()
-    train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)   # unchanged: no word
+    (tmp_path / "same").symlink_to(tmp_path / "labels")   # the same data spelled otherwise
+    train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **{**ov, "data.labels": tmp_path / "same"}),
+          quiet=True)
     assert "data changed" not in capsys.readouterr().err
     add(3, 5)
     train(tiny_cfg(tmp_path / "s", 6, **ov))
