@@ -555,6 +555,15 @@ def _train(args: argparse.Namespace, task: str) -> int:
         return _err("out= is empty: give the run's folder (e.g. out=runs/mine)")
     from .teacher import check_device
     check_device(cfg.device, "device=")
+    declared = _declared_task(args)
+    wanted = "student" if task == "student" else "teacher"
+    if declared and declared != wanted:
+        # The command decided the task and the config's `task:` was ignored: a distillation
+        # config run by `train` trained on the embedded ground truth, exit 0.
+        which = ("a distillation config (task: student): run it with `sharpen distill`"
+                 if declared == "student" else "a ground-truth config (task: teacher): run it "
+                 "with `sharpen train` (a student) or `sharpen train-teacher` (Restormer)")
+        return _err(f"{args.config or 'task='} is {which}")
     # `train` fits any registered model to ground truth; the trainer calls that task "teacher".
     cfg.task = "teacher" if task == "supervised" else task
     if task == "teacher" and cfg.model.arch != "restormer":
@@ -595,6 +604,22 @@ def _train(args: argparse.Namespace, task: str) -> int:
         print("note: no best.pt: nothing was validated (set data.val_labels for `distill`, "
               "data.val for `train`)", file=sys.stderr)
     return 0
+
+
+def _declared_task(args: argparse.Namespace) -> str | None:
+    """The `task` the config file or a task= override names, if any (the last one wins)."""
+    import yaml
+    task = None
+    if args.config:
+        try:
+            d = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            d = {}   # load_config has already said what is wrong with it
+        task = d.get("task") if isinstance(d, dict) else None
+    for ov in args.overrides or []:
+        if ov.split("=", 1)[0].strip() == "task":
+            task = ov.split("=", 1)[1].strip()
+    return task
 
 
 def _arch_given(args: argparse.Namespace) -> bool:

@@ -61,7 +61,10 @@ def get_config(name_or_dict: str | dict) -> RestormerConfig:
                 d[k] = tuple(d[k])
         return RestormerConfig(**d)
     if name_or_dict not in CONFIGS:
-        raise ValueError(f"unknown Restormer config {name_or_dict!r}; choose from {sorted(CONFIGS)}")
+        hint = ("; a YAML file is a training config, for `sharpen train-teacher/distill/train "
+                "--config`" if str(name_or_dict).endswith((".yaml", ".yml")) else "")
+        raise ValueError(f"unknown Restormer config {name_or_dict!r}; choose from "
+                         f"{sorted(CONFIGS)}{hint}")
     return CONFIGS[name_or_dict]
 
 

@@ -11,6 +11,7 @@ DistributedSampler would need its epoch/offset state restored as well).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import datetime
 import json
@@ -208,18 +209,42 @@ def _shut_down_workers(batches) -> None:
         shutdown()
 
 
+@contextlib.contextmanager
+def _naming(key: str, value, hint: str = ""):
+    """A missing data folder or checkpoint named by the config key that points at it, with
+    how to make it: "label cache not found: runs/labels-centred/train" alone left a user of a
+    shipped config guessing which setting that was and which command builds it."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        msg = str(e)
+        if "not found" not in msg or msg.startswith(f"{key}="):
+            raise
+        raise type(e)(f"{key}={value}: {msg}{f' ({hint})' if hint else ''}") from None
+
+
+_LABELS_HINT = "make it with `sharpen labels --data DATA --out {}`"
+_SOURCE_HINT = ("build it with `sharpen corpus --photos PHOTOS --out {}` (see the config's "
+                "comments), or point it at a paired folder")
+
+
 def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
     """data.gt_train's pairs with the ground truth as the label, as many as gt_train_share asks
     next to n_main other items."""
-    from .data.crops import pairs_from_source
-    from .data.sources import resolve_source
     d = cfg.data
     extra = [(inp, gt, None if cfg.task == "teacher" else gt)
-             for inp, gt, _ in pairs_from_source(resolve_source(d.gt_train, split="train"))]
+             for inp, gt, _ in _source_pairs("data.gt_train", d.gt_train)]
     if d.gt_train_share > 0:
         n = max(1, round(n_main * d.gt_train_share / (1 - d.gt_train_share)))
         extra = [extra[i * len(extra) // n] for i in range(n)]
     return extra
+
+
+def _source_pairs(key: str, spec: str, progress: bool = True) -> list:
+    from .data.crops import pairs_from_source
+    from .data.sources import resolve_source
+    with _naming(key, spec, _SOURCE_HINT.format(spec)):
+        return pairs_from_source(resolve_source(spec, split="train", progress=progress))
 
 
 def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
@@ -239,15 +264,15 @@ def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
             return SyntheticBlurDataset([im for _, im in sharp_images("train")], crop=d.crop,
                                         blur=EMBEDDED_BLUR, seed=cfg.seed,
                                         brightness=d.brightness)
-        from .data.crops import CropDataset, pairs_from_source
-        from .data.sources import resolve_source
-        items = pairs_from_source(resolve_source(d.train, split="train", progress=progress))
+        from .data.crops import CropDataset
+        items = _source_pairs("data.train", d.train, progress)
     else:
         if not d.labels:
             raise ValueError("student training needs data.labels: the pseudo-label cache made "
                              "by `sharpen labels` (e.g. data.labels=runs/labels/train)")
         from .data.crops import CropDataset, pairs_from_labels
-        items = pairs_from_labels(d.labels)
+        with _naming("data.labels", d.labels, _LABELS_HINT.format(d.labels)):
+            items = pairs_from_labels(d.labels)
     if d.gt_train:
         items = list(items) + _gt_train_items(cfg, len(items))
     if not items:
@@ -280,7 +305,8 @@ def load_val_items(cfg: TrainConfig, progress: bool = True) -> list[ValItem]:
                 try:
                     info = resolve_source(d.val, split="test", progress=progress)
                 except SourceError:
-                    raise no_val from None
+                    with _naming("data.val", d.val, _SOURCE_HINT.format(d.val)):
+                        raise no_val from None
                 print(f"note: data.val={d.val} has no 'val' split; validating (and choosing "
                       "best.pt) on its 'test' split", file=sys.stderr, flush=True)
             items = [_read_val_item(inp, None, gt) for inp, gt, _ in pairs_from_source(info)]
@@ -289,8 +315,9 @@ def load_val_items(cfg: TrainConfig, progress: bool = True) -> list[ValItem]:
                 raise ValueError(f"data.val={d.val}: no readable validation pair")
     elif d.val_labels:
         from .data.crops import pairs_from_labels
-        items = [_read_val_item(inp, label, gt)
-                 for inp, label, gt in pairs_from_labels(d.val_labels)]
+        with _naming("data.val_labels", d.val_labels, _LABELS_HINT.format(d.val_labels)):
+            pairs = pairs_from_labels(d.val_labels)
+        items = [_read_val_item(inp, label, gt) for inp, label, gt in pairs]
         out = [v for v in items if v is not None]
         if not out:
             raise ValueError(f"data.val_labels={d.val_labels}: no readable validation pair")
@@ -413,7 +440,9 @@ class Trainer:
         if cfg.init:
             from .teacher import resolve_weights
             init = resolve_weights(cfg.init)   # shipped names (init=fast) work as elsewhere
-            ck = read_checkpoint(init)
+            with _naming("init", cfg.init, "the run this one starts from: train it first (the "
+                         "config's comments say how), or set init= to another checkpoint"):
+                ck = read_checkpoint(init)
             try:
                 load_weights(model, extract_state_dict(ck, init), init)
             except CheckpointError as e:
@@ -453,6 +482,10 @@ class Trainer:
                 self.net, device_ids=[self.device.index] if self.cuda else None)
         if cfg.compile:
             self.net = torch.compile(self.net)
+            # The bar sits at 0 while it compiles: minutes on a CPU, which looked like a hang.
+            if self.dist.main and not self.quiet:
+                print("note: compile=true: the first steps compile the model (a few minutes on "
+                      "a CPU, then faster steps); compile=false skips it", file=sys.stderr)
 
     # -- checkpoints
     def _checkpoint(self, full: bool) -> dict:

@@ -125,6 +125,12 @@ def _check_args(args: argparse.Namespace) -> str | None:
     if args.student not in list_students():
         return (f"--student {args.student}: unknown student; choose from "
                 f"{', '.join(list_students())}")
+    if args.config:
+        from distill.restormer import get_config
+        try:
+            get_config(args.config)
+        except ValueError as e:
+            return f"--teacher-config {args.config}: {e}"
     for flag, value, low in (("--steps", args.steps, 1), ("--label-images", args.label_images, 1),
                              ("--video-frames", args.video_frames, 2),
                              ("--threads", args.threads, 0)):

@@ -70,6 +70,9 @@ def test_demo_refuses_impossible_options_and_checkpoints_before_any_stage(tmp_pa
                         (["--video-frames", "0"], "--video-frames must be >= 2"),
                         (["--min-ssim-gain", "-2"], "--min-ssim-gain must be in [0, 1.5]"),
                         (["--student", "foo"], "--student foo: unknown student; choose from"),
+                        (["--config", "configs/distill-fast.yaml"],
+                         "a YAML file is a training config, for `sharpen train-teacher/distill/"
+                         "train --config`"),
                         (["--weights", str(models / "teacher-restormer-small.pt")],
                          "is not a student checkpoint of this project (kind 'teacher')"),
                         (["--student", "seed", "--weights", str(models / "student-fast.pt")],

@@ -759,6 +759,22 @@ def test_config_file_and_out_mistakes_are_one_line_errors(tmp_path, capsys):
                                                      "--quiet")
     assert "trains the Restormer teacher, not model.arch=fast" in err_of(
         "train-teacher", f"out={tmp_path / 't'}", "model.arch=fast", "--quiet")
+    # A config's task: contradicting the command trained something else, exit 0.
+    student_cfg = tmp_path / "kd.yaml"
+    student_cfg.write_text("task: student\ndata:\n  labels: runs/labels/train\n")
+    assert "is a distillation config (task: student): run it with `sharpen distill`" in err_of(
+        "train", "--config", str(student_cfg), f"out={tmp_path / 'k'}", "--quiet")
+    assert "is a ground-truth config (task: teacher)" in err_of(
+        "distill", f"out={tmp_path / 'k'}", "task=teacher", "--quiet")
+    assert not (tmp_path / "k").exists()
+    # A missing prerequisite of a shipped config: which setting, and which command makes it.
+    assert "data.labels=nope/train: label cache not found: nope/train (make it with `sharpen " \
+        "labels --data DATA --out nope/train`)" in err_of(
+            "distill", f"out={tmp_path / 'k'}", "data.labels=nope/train", "--quiet")
+    assert "init=nope/last.pt: checkpoint not found" in err_of(
+        "train", f"out={tmp_path / 'k'}", "init=nope/last.pt", "--quiet")
+    assert "data.train=nope: data source not found: nope (build it with `sharpen corpus" in \
+        err_of("train", f"out={tmp_path / 'k'}", "data.train=nope", "--quiet")
     for cmd in (["corpus", "--photos", str(tmp_path)], ["synth", "--sharp", str(tmp_path)],
                 ["labels", "--data", str(tmp_path)]):
         assert "afile is a file, not a folder" in err_of(*cmd, "--out", str(tmp_path / "afile"),
