@@ -828,3 +828,24 @@ def test_text_log_and_interval_records(tmp_path):
     assert "stopped at step 4 (time or step budget reached)" in text
     assert "resumed at step 4 of 8" in text and log[-1].split(" ", 2)[2].startswith(
         "finished at step 8")
+
+
+def test_every_shipped_config_loads_and_its_comment_runs_it_with_the_right_command():
+    """The configs are what users run; their comments give the command. A config whose task
+    contradicts that command is now refused, so each comment must name the right one."""
+    import re
+    from pathlib import Path
+
+    from distill.config import check_config, load_config
+
+    configs = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+    assert len(configs) > 30
+    for path in configs:
+        cfg = load_config(str(path))
+        check_config(cfg)
+        text = path.read_text()
+        own = re.findall(rf"sharpen ([\w-]+) --config configs/{re.escape(path.name)}", text)
+        assert own, f"{path.name}: no command in its comments"
+        for cmd in own:
+            assert cmd in ("train", "train-teacher", "distill"), (path.name, cmd)
+            assert (cmd == "distill") == (cfg.task == "student"), (path.name, cmd, cfg.task)
