@@ -545,18 +545,17 @@ def _without_worker_traceback(msg: str) -> str:
 
 
 def _train(args: argparse.Namespace, task: str) -> int:
-    from .config import load_config
+    from .config import TrainConfig, load_config
 
-    try:
-        cfg = load_config(args.config, args.overrides)
+    try:   # task "" until the file or an override names one: the command decides it below
+        cfg = load_config(args.config, args.overrides, base=TrainConfig(task=""))
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         return _err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
     if not cfg.out:
         return _err("out= is empty: give the run's folder (e.g. out=runs/mine)")
     from .teacher import check_device
     check_device(cfg.device, "device=")
-    declared = _declared_task(args)
-    wanted = "student" if task == "student" else "teacher"
+    declared, wanted = cfg.task, "student" if task == "student" else "teacher"
     if declared and declared != wanted:
         # The command decided the task and the config's `task:` was ignored: a distillation
         # config run by `train` trained on the embedded ground truth, exit 0.
@@ -604,22 +603,6 @@ def _train(args: argparse.Namespace, task: str) -> int:
         print("note: no best.pt: nothing was validated (set data.val_labels for `distill`, "
               "data.val for `train`)", file=sys.stderr)
     return 0
-
-
-def _declared_task(args: argparse.Namespace) -> str | None:
-    """The `task` the config file or a task= override names, if any (the last one wins)."""
-    import yaml
-    task = None
-    if args.config:
-        try:
-            d = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError, UnicodeDecodeError):
-            d = {}   # load_config has already said what is wrong with it
-        task = d.get("task") if isinstance(d, dict) else None
-    for ov in args.overrides or []:
-        if ov.split("=", 1)[0].strip() == "task":
-            task = ov.split("=", 1)[1].strip()
-    return task
 
 
 def _arch_given(args: argparse.Namespace) -> bool:

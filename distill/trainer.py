@@ -135,9 +135,9 @@ class ValItem:
 def data_signature(train_ds: Dataset, val_items: list[ValItem]) -> dict:
     """Counts and digests of the training files (name, size, mtime: a relabelled or added
     label changes it; how the folder is spelled or where it moved does not) and of the
-    validation images, to tell a resumed run whose data changed
-    underneath it (labels added, or made by another teacher: its crops mix both, and best.pt
-    compares scores taken on different validation sets)."""
+    validation images, to tell a resumed run whose data changed underneath it (labels added,
+    or made by another teacher: its crops mix both, and best.pt compares scores taken on
+    different validation sets)."""
     import hashlib
 
     h = hashlib.blake2b(digest_size=12)
@@ -668,7 +668,7 @@ class Trainer:
                        "run goes on with the new data")
                 print(f"warning: {msg}", file=sys.stderr)
                 self._text(f"warning: {msg}")
-        if self.dist.main:   # after the data checks: a run that cannot start leaves no folder
+            # After the data checks: a run that cannot start leaves no folder.
             for p in self._replace:
                 p.unlink(missing_ok=True)
             self.out.mkdir(parents=True, exist_ok=True)
@@ -775,8 +775,7 @@ class Trainer:
         if what:
             raise TrainingDiverged(
                 f"training diverged by step {self.step}: {what}; not saved, the last "
-                f"checkpoint in {self.out} is intact. Lower optim.lr, raise "
-                "optim.warmup_steps or set optim.grad_clip, and resume.")
+                f"checkpoint in {self.out} is intact. {TrainingDiverged.REMEDY}")
 
     def _train_step(self, batch: dict) -> tuple[float, dict]:
         self._lr_used = self.opt.param_groups[0]["lr"]   # the schedule moves on after the step
@@ -810,8 +809,7 @@ class Trainer:
                 raise TrainingDiverged(
                     f"training diverged at step {self.step + 1}: the loss or its gradient was "
                     f"NaN/inf for {self._bad_steps} batches in a row (weights left as they were "
-                    "before them; the last checkpoint is intact). Lower optim.lr, raise "
-                    "optim.warmup_steps or set optim.grad_clip, and resume.")
+                    f"before them; the last checkpoint is intact). {TrainingDiverged.REMEDY}")
             return float("nan"), parts
         self._bad_steps = 0
         self.scaler.step(self.opt)
@@ -934,7 +932,10 @@ class _SecondSignal(BaseException):
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss or its gradient stayed non-finite for MAX_BAD_STEPS batches in a row."""
+    """The loss or its gradient stayed non-finite for MAX_BAD_STEPS batches in a row, or the
+    weights about to be saved are (or compute) NaN/inf."""
+
+    REMEDY = "Lower optim.lr, raise optim.warmup_steps or set optim.grad_clip, and resume."
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -147,12 +147,8 @@ def run_export(args) -> int:
 
         from .calibration import CalibrationError
         from .export import ExportError, export, print_table
-        from .onnx_export import MAX_OPSET, MIN_OPSET
     except ImportError as e:
         return fail(missing_dependency("export", e))
-    if not MIN_OPSET <= args.opset <= MAX_OPSET:
-        return fail(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} (the newest torch's "
-                    f"TorchScript exporter writes), got {args.opset}")
     try:
         weights = resolve_weights(args.weights, allow_teacher=False)
     except CheckpointError as e:

@@ -309,6 +309,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     from distill.metrics import SSIM_MIN_SIDE
 
     from . import calibration as cal
+    from .onnx_export import MAX_OPSET, MIN_OPSET
     from .tensorrt_engine import Profile, parse_hw
 
     prog = progress or Progress(o.quiet)
@@ -338,6 +339,9 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                        for s in (o.min_shape, o.opt_shape, o.max_shape))
     except ValueError as e:
         raise ExportError(str(e)) from None
+    if not MIN_OPSET <= o.opset <= MAX_OPSET:
+        raise ExportError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} (the newest "
+                          f"torch's TorchScript exporter writes), got {o.opset}")
     if o.calib_count < 1:
         raise ExportError(f"--calib-count must be >= 1, got {o.calib_count}")
     if o.calib_size < 16:

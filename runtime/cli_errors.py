@@ -24,6 +24,13 @@ def interrupt_exit_code(e: BaseException) -> int:
     return 143 if isinstance(e, Terminated) else 130
 
 
+def interrupted_message(command: str, e: BaseException, resumable: bool) -> str:
+    """The line an interrupted command ends with; `resumable`: its rerun skips what is done."""
+    term = " (SIGTERM)" if isinstance(e, Terminated) else ""
+    again = "; what is done is kept: run the same command to continue" if resumable else ""
+    return f"sharpen {command}: interrupted{term}{again}"
+
+
 def cli_error(command: str, msg: str) -> int:
     print(f"sharpen {command}: error: {msg}", file=sys.stderr)
     return 2

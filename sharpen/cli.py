@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 
 from runtime.cli_errors import (OWN_PACKAGES, SharpenError, Terminated, interrupt_exit_code,
-                                 missing_dependency)
+                                 interrupted_message, missing_dependency)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,11 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        term = isinstance(e, Terminated)
-        again = ("; what is done is kept: run the same command to continue"
-                 if args.command in RESUMABLE else "")
-        print(f"sharpen {args.command}: interrupted{' (SIGTERM)' if term else ''}{again}",
-              file=sys.stderr)
+        print(interrupted_message(args.command, e, args.command in RESUMABLE), file=sys.stderr)
         return interrupt_exit_code(e)
     except ModuleNotFoundError as e:
         # A device install (runtime extra only) lists every command; those needing torch,

@@ -11,8 +11,8 @@ training and labelling command reads). Train pairs are random crops (several blu
 val and test pairs are one centre crop per photo (`test_crop`, or the photo's short side when
 smaller), blurred with the `test` preset.
 
-OUT/corpus.json records the recipe, the photo folder and, per photo, its split, name, size and
-mtime. A rerun into the same OUT (same recipe and photos, else refused) first removes the pairs
+OUT/corpus.json records the recipe, the photo folder and, per photo, its split, name, size,
+mtime and content digest. A rerun into the same OUT (same recipe and photos, else refused) first removes the pairs
 of photos deleted, moved to another split or changed since, and temp files of a killed run, then
 makes the pairs that are missing.
 """

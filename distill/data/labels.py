@@ -33,7 +33,7 @@ from typing import Any, Collection, Optional
 
 import numpy as np
 
-from runtime.cli_errors import SharpenError
+from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
 from ..teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE, tiling_problem
 
 from ..dist import DistInfo
@@ -468,10 +468,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     except SharpenError as e:
         print(f"sharpen labels: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:   # as `sharpen labels`: finished labels are kept, a re-run resumes
-        print("sharpen labels: interrupted; what is done is kept: run the same command to "
-              "continue", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as e:   # as `sharpen labels`: finished labels are kept
+        print(interrupted_message("labels", e, resumable=True), file=sys.stderr)
+        return interrupt_exit_code(e)
 
 
 if __name__ == "__main__":
