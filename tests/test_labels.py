@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import cv2
@@ -231,6 +232,11 @@ def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig):
         done_before = _manifest(out)     # must parse: written atomically
         for e in done_before.values():
             assert (out / e["label"]).is_file()
+    if proc.returncode != 0 and done_before:
+        # Training on the part-labelled cache is allowed, but not without a word.
+        with pytest.warns(UserWarning, match=f"did not finish .*{len(done_before)} labels here "
+                                             f"of the {n} it selected"):
+            assert len(pairs_from_labels(out)) == len(done_before)
     r = subprocess.run(_cli(data, out, teachers[0]), cwd=tmp_path, env=_env(), capture_output=True,
                        text=True, timeout=300)
     assert r.returncode == 0, r.stderr
@@ -239,6 +245,10 @@ def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig):
     assert len(entries) == n and all(e["status"] == "ok" for e in entries.values())
     for e in entries.values():
         assert _label_ok(out / e["label"], shape)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # finished: nothing to say
+        assert len(pairs_from_labels(out)) == n
+    assert json.loads((out / "run.json").read_text())["complete"] is True
 
 
 def test_sigterm_is_an_interruption_that_says_so(tmp_path, teachers):

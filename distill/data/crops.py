@@ -259,6 +259,8 @@ def pairs_from_labels(cache_dir: str | os.PathLike) -> list[tuple[Path, Path, Op
                          f"their input, which changed or went missing since it was labelled "
                          f"({shown}); run `sharpen labels` on that data with --out {cache_dir} "
                          "again (it relabels what changed and drops what is gone)")
+    if unfinished := cache.incomplete():
+        warnings.warn(unfinished, stacklevel=2)
     return items
 
 

@@ -4,6 +4,7 @@ lock) and `LabelCache`, the reader training uses. Torch-free; `labels.py` writes
     DIR/labels/<name>.png     one 16-bit lossless PNG per input
     DIR/frames/<name>.png     the decoded input frame, for video sources only
     DIR/manifest.json         one entry per input
+    DIR/run.json              the last labelling run: what it selected and whether it finished
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Collection, Optional
+from typing import Any, Collection, Optional
 
 import numpy as np
 
@@ -27,6 +28,8 @@ MANIFEST_FORMAT = "sharpen-labels/1"
 LABELS_DIR = "labels"
 FRAMES_DIR = "frames"
 LOCK_FILE = ".manifest.lock"
+RUN_RECORD = "run.json"
+RUN_FORMAT = "sharpen-labels-run/1"
 
 
 # --- small helpers (torch-free) -----------------------------------------------------------------
@@ -180,6 +183,27 @@ def prune_missing_inputs(out_dir: str | os.PathLike, names: Collection[str] = ()
                   for e in gone.values())
 
 
+def write_run_record(out_dir: Path, **fields: Any) -> Path:
+    """DIR/run.json: the last `sharpen labels` run on this cache (its data, selection size and
+    whether it finished). Written with complete=False when a run starts and True when it ends,
+    so that training can tell a cache an interrupted run left part-labelled from a finished one
+    (the manifest alone cannot: it is rewritten after every image)."""
+    now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    path = out_dir / RUN_RECORD
+    record = read_run_record(out_dir) if fields.get("complete") else {}
+    record.update({"format": RUN_FORMAT, **fields, "updated": now})
+    return atomic_write_json(path, record)
+
+
+def read_run_record(out_dir: Path) -> dict:
+    """The cache's run record; {} when absent (caches made before it existed) or unreadable."""
+    try:
+        obj = json.loads((Path(out_dir) / RUN_RECORD).read_text())
+    except (OSError, ValueError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
 def label_relpath(name: str, folder: str = LABELS_DIR) -> str:
     parts = [p for p in name.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
@@ -248,6 +272,19 @@ class LabelCache:
             if not same:
                 out.append(str(s.input))
         return out
+
+    def incomplete(self) -> Optional[str]:
+        """What is unfinished when the last labelling run on this cache did not end (interrupted,
+        killed, or still running), else None."""
+        run = read_run_record(self.root)
+        if not run or run.get("complete") is not False:
+            return None
+        selected = run.get("selected")
+        of = f" of the {selected} it selected" if isinstance(selected, int) else ""
+        return (f"{self.root}: the last `sharpen labels` run on it did not finish (started "
+                f"{run.get('started', '?')}; {len(self)} labels here{of}): it was interrupted or "
+                f"is still running; run the same labels command again to finish it, or train "
+                "on what is here knowingly")
 
     def failed(self) -> dict[str, str]:
         return {n: e.get("error", "") for n, e in self.entries.items()

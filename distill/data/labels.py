@@ -40,7 +40,7 @@ from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
                           label_relpath, merge_entries, merge_shards, prune_missing_inputs,
                           read_manifest_entries, sha256_array, shard_paths, video_signature,
-                          write_manifest)
+                          write_manifest, write_run_record)
 from .sources import (Sample, SampleReader, SourceError, parse_spec, resolve_source,
                       spread)
 
@@ -125,6 +125,13 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                        if len(samples) < len(pool) else "")
         print(f"{tag}{info.describe()}; labelling {len(mine)}{share}{spread_over} on "
               f"{teacher.device} (tile {tile}, overlap {overlap})", flush=True)
+        # Only a run that knows when every rank has finished can say the cache is complete.
+        records = dist.world == 1 or pg
+        if records and dist.rank == 0:
+            write_run_record(out_dir, complete=False, data=data, split=info.split,
+                             limit=limit, selected=len(samples),
+                             started=datetime.datetime.now(datetime.timezone.utc)
+                             .isoformat(timespec="seconds"))
         run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist)
         stats = run.process(mine, progress=progress, tag=tag)
         if pg:
@@ -135,6 +142,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             merged = merge_shards(out_dir, dist.rank, dist.world)
         elif dist.rank == 0:   # after the barrier every shard is final
             merged = merge_shards(out_dir, dist.rank, dist.world, all_finished=True)
+        if records and dist.rank == 0:
+            write_run_record(out_dir, complete=True)
     finally:
         if pg:
             import torch.distributed as tdist
