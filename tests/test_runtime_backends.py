@@ -13,7 +13,8 @@ from runtime_fixtures import (band_index, lap_var, make_onnx_model,  # noqa: E40
 
 from runtime.backends import ModelError, load_backend  # noqa: E402
 from runtime.backends.onnxruntime_backend import resolve_providers  # noqa: E402
-from runtime.backends.tensorrt_backend import TRT_MISSING, check_sidecar  # noqa: E402
+from runtime.backends.tensorrt_backend import (TRT_MISSING, check_sidecar,  # noqa: E402
+                                               io_problem)
 from runtime.prepost import FrameProcessor  # noqa: E402
 
 __all__ = ["onnx_model"]
@@ -122,6 +123,19 @@ def test_tensorrt_sidecar_mismatch_message():
     with pytest.raises(ModelError, match=r"built on GPU 'Orin' \(16 SMs, compute 8.7\) but this "
                        r"device has 'Orin' \(8 SMs, compute 8.7\): rebuild"):
         check_sidecar(agx, "10.3.0", nano, Path("m.engine"))
+
+
+def test_tensorrt_io_tensors_must_be_linear_float():
+    """The backend feeds and reads plain NCHW float arrays: an engine whose I/O trtexec made
+    int8 (--inputIOFormats=int8:chw) or vectorised (fp16:hwc8) is refused by name instead of
+    being fed the wrong bytes. The TensorRT side (get_tensor_dtype / get_tensor_format) runs in
+    test_tensorrt_engine_runs where TensorRT is installed."""
+    assert io_problem("input", "DataType.FLOAT", True, True, "input") is None
+    assert io_problem("output", "DataType.HALF", True, True, "output") is None
+    why = io_problem("input", "DataType.INT8", False, True, "input")
+    assert "input 'input' is DataType.INT8" in why and "float I/O" in why
+    why = io_problem("output", "DataType.HALF", True, False, "output")
+    assert "output 'output'" in why and "vectorised" in why and ":chw" in why
 
 
 @pytest.mark.skipif(not HAS_TRT, reason="TensorRT not installed")

@@ -34,6 +34,8 @@ def _import_tensorrt() -> Any:
         import tensorrt as trt  # noqa: PLC0415 - optional, only present on GPU devices
     except ImportError:
         raise ModelError(TRT_MISSING) from None
+    except Exception as e:   # e.g. an OSError for a missing libnvinfer: a broken install
+        raise ModelError(f"TensorRT cannot be imported: {type(e).__name__}: {e}") from None
     return trt
 
 
@@ -98,6 +100,24 @@ class _Buffer:
 GPU_KEYS = ("gpu_name", "gpu_sms", "gpu_compute")   # written by the export, checked here
 
 
+def io_problem(name: str, type_name: str, is_float: bool, linear: bool,
+               what: str) -> Optional[str]:
+    """Why an engine's input or output tensor cannot go through this backend, or None. The
+    backend hands over, and reads back, plain NCHW float arrays: the tensor must be float32 or
+    float16 in TensorRT's LINEAR format. An engine that trtexec built with e.g.
+    --inputIOFormats=int8:chw or fp16:hwc8 would otherwise be fed bytes of the wrong type or
+    layout and return garbage without an error."""
+    if not is_float:
+        return (f"its {what} {name!r} is {type_name}, but this backend feeds and reads float32/"
+                "float16 RGB in [0, 1]: build the engine with float I/O (the default; trtexec "
+                "without an int8 --inputIOFormats/--outputIOFormats)")
+    if not linear:
+        return (f"its {what} {name!r} is in a vectorised TensorRT format, but this backend "
+                "feeds and reads plain NCHW arrays: build the engine with linear I/O (the "
+                "default; with trtexec --inputIOFormats/--outputIOFormats, the :chw format)")
+    return None
+
+
 def _describe_gpu(info: Mapping[str, Any]) -> str:
     extra = [f"{info['gpu_sms']} SMs" if info.get("gpu_sms") is not None else "",
              f"compute {info['gpu_compute']}" if info.get("gpu_compute") else ""]
@@ -158,8 +178,8 @@ class TensorRTBackend(Backend):
         if len(ins) != 1 or len(outs) != 1:   # execute_async_v3 needs every I/O tensor bound
             raise ModelError(f"{path}: expected one input and one output tensor, got {names}")
         self.input_name, self.output_name = ins[0], outs[0]
-        self.in_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.input_name)))
-        self.out_dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(self.output_name)))
+        self.in_dtype = self._io_dtype(path, self.input_name, "input")
+        self.out_dtype = self._io_dtype(path, self.output_name, "output")
         self.stream = self.cuda.call(self.cuda.rt.cudaStreamCreate())
         self._in: Optional[_Buffer] = None
         self._out: Optional[_Buffer] = None
@@ -169,6 +189,19 @@ class TensorRTBackend(Backend):
         self.precision = str(meta.get("precision", "unknown"))
         self.provider = f"TensorRT {trt.__version__} on {gpu}"
         self.path = path
+
+    def _io_dtype(self, path: Path, name: str, what: str) -> np.dtype:
+        """The numpy dtype of an I/O tensor, refused unless it is linear float32/float16. Not
+        trt.nptype: it raises for BF16/FP8, and TensorRT 8.5's (JetPack 5) builds its table
+        with np.bool, which numpy 1.24-1.26 lacks, so it fails for every type there."""
+        trt, engine = self.trt, self.engine
+        dt = engine.get_tensor_dtype(name)
+        np_dtype = {trt.DataType.FLOAT: np.float32, trt.DataType.HALF: np.float16}.get(dt)
+        linear = engine.get_tensor_format(name) == trt.TensorFormat.LINEAR
+        why = io_problem(name, str(dt), np_dtype is not None, linear, what)
+        if why:
+            raise ModelError(f"{path}: {why}")
+        return np.dtype(np_dtype)
 
     def _ensure(self, buf: Optional[_Buffer], nbytes: int, dtype: np.dtype) -> _Buffer:
         # Grow only: a stream of same-sized frames never re-allocates.
