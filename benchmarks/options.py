@@ -40,8 +40,8 @@ SCHEMA: tuple[Opt, ...] = (
     Opt(("--sizes",), "sizes", "frame sizes to time, e.g. 1920x1080,640x360 (default by mode); the "
         "streaming row runs at the smallest (the largest with --full)",
         metavar="WxH,...", pytest_aliases=("--bench-sizes",)),
-    Opt(("--formats",), "formats", "export formats to build and measure (default: all this "
-        "machine can build; see `sharpen export --help`)", metavar="LIST",
+    Opt(("--formats", "--format"), "formats", "export formats to build and measure (default: "
+        "all this machine can build; see `sharpen export --help`)", metavar="LIST",
         pytest_aliases=("--bench-formats",)),
     Opt(("--float-layers",), "float_layers", "INT8 formats: layers of each student kept in "
         "float (and all after), as `sharpen export --float-layers` (default none)",

@@ -35,10 +35,11 @@ def _out_of_range(flag: str, value: float, lo: float, hi: float | None = None,
 
 def cmd_teacher(args: argparse.Namespace) -> int:
     import numpy as np
+    import torch
 
     from .checkpoint import CheckpointError
     from .images import ImageReadError, is_image, list_images, to_rgb_float, write_image
-    from .teacher import Teacher, check_device
+    from .teacher import Teacher, check_device, check_threads
 
     from .teacher_tiles import tiling_problem
 
@@ -47,6 +48,9 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     if problem:
         return _err(problem)
     check_device(args.device)
+    check_threads(args.threads)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     files: list[tuple[Path, Path]] = []  # (input, relative output name)
     for src in map(Path, args.inputs):
         if src.is_dir():
@@ -412,8 +416,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .data.sources import SourceError
     from .evaluate import MIN_SIDE, evaluate, format_table, is_artifact, side_by_side
 
-    from .teacher import check_device, resolve_weights
+    from .teacher import check_device, check_threads, pick_device, resolve_weights
     check_device(args.device)
+    check_threads(args.threads, zero="all cores")
     models = [m for item in args.model or [] for m in item.split(",") if m]
     try:
         weights = [str(resolve_weights(w)) for item in args.weights or []
@@ -453,11 +458,19 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"warning: {', '.join(dupes)} given more than once; evaluated once",
               file=sys.stderr)
         weights = list(dict.fromkeys(weights))
+    if args.provider != "auto" and not any(m.lower().endswith(".onnx") for m in models):
+        print(f"warning: --provider applies to .onnx models (ONNX Runtime); --provider "
+              f"{args.provider} has no effect without one", file=sys.stderr)
+    if (args.threads and any(not is_artifact(w) for w in weights)
+            and pick_device(args.device).type == "cpu"):
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         res = evaluate(weights, args.data, split=args.split or "test", limit=args.limit,
                        crop=args.crop, progress=not args.quiet,
                        keep_outputs=args.figure_images if args.out else 0, device=args.device,
-                       teacher_config=args.teacher_config)
+                       teacher_config=args.teacher_config, threads=args.threads,
+                       provider=args.provider)
     except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return _err(str(e))
     if args.split and res["split"] is None:
@@ -656,6 +669,9 @@ def add_commands(sub) -> None:
                    help="overlap between tiles in px")
     p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for PyTorch, which runs the teacher (default 0: "
+                   "PyTorch's default)")
     p.add_argument("--bits16", action="store_true", help="write 16-bit PNGs")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip images an earlier run into --out already wrote from the same "
@@ -783,6 +799,12 @@ def add_commands(sub) -> None:
                    help="where checkpoints run: auto (a CUDA GPU when present; the teacher then "
                    "in bf16/fp16), cpu, cuda, cuda:1 ...; exported artifacts run as `sharpen "
                    "run` runs them")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for ONNX Runtime / LiteRT, and for PyTorch when "
+                   "checkpoints run on the CPU (default 0: all cores)")
+    p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
+                   help="ONNX Runtime execution provider for .onnx models (auto: TensorRT, "
+                   "CUDA, then CPU, whichever this build has)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_evaluate)
 

@@ -67,17 +67,20 @@ def _teacher_checkpoint(ck: dict, teacher_config: Optional[str]) -> bool:
 
 
 def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "cpu",
-                  teacher_config: Optional[str] = None) -> Fn:
+                  teacher_config: Optional[str] = None, threads: int = 0,
+                  provider: str = "auto") -> Fn:
     """A function HxWx3 -> HxWx3 for a project checkpoint (tiled Restormer for a teacher,
     whole-image inference for a student) or an exported student artifact (its runtime backend,
     exactly as `sharpen run` deploys it, INT8 included). `device` is for checkpoints: "cpu",
     "cuda", "auto" (CUDA when present; the teacher then runs in bf16/fp16 autocast).
-    `teacher_config` builds the Restormer for weights without a config (the official .pth)."""
+    `teacher_config` builds the Restormer for weights without a config (the official .pth).
+    `threads` (0: all cores) and `provider` (auto, cpu, cuda, tensorrt; .onnx only) are for
+    artifacts, as `sharpen run --threads/--provider` take them."""
     if is_artifact(path):
         from runtime.backends import parity_failure
         from runtime.backends.runner import load_runner
 
-        runner = load_runner(path, providers="auto")[0]
+        runner = load_runner(path, threads=threads, providers=provider)[0]
         failed = parity_failure(path, runner.backend)
         if failed:   # `run` refuses it without --force; say so here
             print(f"warning: {path} failed its parity gate at export ({failed}); scored anyway",
@@ -153,11 +156,13 @@ def _read_pair(inp, gt, has_gt: bool, crop: int):
 def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional[int] = None,
              crop: int = 0, progress: bool = True, tile: Optional[int] = None,
              keep_outputs: Optional[int] = None, device: str = "cpu",
-             teacher_config: Optional[str] = None) -> dict:
+             teacher_config: Optional[str] = None, threads: int = 0,
+             provider: str = "auto") -> dict:
     """Checkpoints by path over a data source; see `evaluate_fns`. With exactly one teacher
-    among them, its output is the reference where the data has no ground truth."""
+    among them, its output is the reference where the data has no ground truth. `threads` and
+    `provider` are for exported artifacts (see `load_model_fn`)."""
     labels = model_labels(weights)
-    fns = {label: load_model_fn(w, tile, device, teacher_config)
+    fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
     res = evaluate_fns(fns, spec, split, limit, crop, progress,

@@ -111,6 +111,14 @@ def check_device(device: str, flag: str = "--device") -> None:
         raise SharpenError(str(e)) from None
 
 
+def check_threads(threads: int, zero: str = "PyTorch's default") -> None:
+    """A usage error (SharpenError) for a negative --threads (`zero`: what 0 means), said
+    before any model loads, as `sharpen run` and `export` say theirs."""
+    from runtime.cli_errors import SharpenError
+    if not threads >= 0:
+        raise SharpenError(f"--threads must be >= 0 (0: {zero}), got {threads}")
+
+
 def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None) -> Restormer:
     """Build Restormer for `weights`. Project checkpoints carry their config; the official file
     and bare state dicts use `config` (default: motion-deblur)."""

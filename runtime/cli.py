@@ -61,8 +61,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=0,
                    help="run in Gaussian-blended tiles of this size (0: whole frame), for "
                         "devices that cannot hold a full-frame activation")
-    p.add_argument("--overlap", type=int, default=OVERLAP,
-                   help=f"tile overlap in pixels (with --tile; default {OVERLAP})")
+    p.add_argument("--overlap", type=int, default=None,
+                   help="tile overlap in pixels (with --tile; default: the model's receptive "
+                        f"field as its export recorded it, at most half the tile, else {OVERLAP})")
     p.add_argument("--width", type=int, default=None, help="camera capture width (default 1920)")
     p.add_argument("--height", type=int, default=None,
                    help="camera capture height (default 1080)")
@@ -156,7 +157,8 @@ def options_from_args(args: argparse.Namespace):
     if args.fps > MAX_FPS:
         # A video writer asked for 1e300 fps hung inside OpenCV, deaf to Ctrl-C.
         raise ValueError(f"--fps must be at most {MAX_FPS:g}, got {args.fps:g}")
-    check_tiling(args.tile, args.overlap)   # before the model loads: a usage error
+    # Before the model loads: a usage error. An automatic overlap (None) always fits its tile.
+    check_tiling(args.tile, 0 if args.overlap is None else args.overlap)
     return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,
@@ -202,7 +204,7 @@ def handler(args: argparse.Namespace) -> int:
         print(f"warning: --threads {args.threads} is more than the {cores} CPU cores this process "
               "may use; the extra threads share cores and usually make inference slower",
               file=sys.stderr)
-    if not args.tile and args.overlap != OVERLAP:
+    if not args.tile and args.overlap is not None:
         print("warning: --overlap has no effect without --tile", file=sys.stderr)
     defaulted = args.output is None and not args.show
     if defaulted:
@@ -230,10 +232,14 @@ def handler(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if not args.quiet:
         b = summary.get("backend", {})
+        tiles = ""
+        if summary.get("tile"):
+            how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
+            tiles = f"; tile {summary['tile']}, {how} {summary['overlap']}"
         print(f"{'stopped' if summary.get('interrupted') else 'done'}: "
               f"{summary['frames_processed']} frames, {summary['throughput_fps']:.1f} fps, "
               f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
-              f"{b.get('provider')})", file=sys.stderr)
+              f"{b.get('provider')}{tiles})", file=sys.stderr)
     if summary.get("repeated_frames"):
         print(f"sharpen run: the video repeats the frame before each drop "
               f"({summary['repeated_frames']} frames in all) so that it plays in real time",

@@ -27,7 +27,7 @@ from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSin
 from .sources import (ImageSource, Source, SourceError, VideoSource, open_source,
                       refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
-from .tiling import OVERLAP, tiling_warnings
+from .tiling import tiling_warnings
 
 _END = object()  # end-of-stream marker passed down the queues
 
@@ -160,7 +160,7 @@ class StreamOptions:
     threads: Optional[int] = None       # CPU threads of ONNX Runtime / LiteRT (0/None: all)
     provider: Union[str, Sequence[str]] = "auto"
     tile: int = 0                       # Gaussian-blended tiles of this side (0: whole frame)
-    overlap: int = OVERLAP
+    overlap: Optional[int] = None       # None: the model's receptive field, at most tile/2
     width: int = 1920                   # camera capture size and fps
     height: int = 1080
     fps: float = 0.0
@@ -262,8 +262,10 @@ class _Stream:
         first = next(self.frames, None)
         if first is None:
             raise SourceError(f"source {src.spec!r} produced no frames")
-        for msg in tiling_warnings(*first.image.shape[:2], o.tile, o.overlap,
-                                   self.backend.multiple, self.backend.receptive_field):
+        proc = self.processor
+        for msg in tiling_warnings(*first.image.shape[:2], o.tile, proc.overlap,
+                                   self.backend.multiple, self.backend.receptive_field,
+                                   auto=proc.overlap_auto):
             print(f"warning: {msg}", file=sys.stderr, flush=True)
         self.processor.warmup(first.image)  # one-off costs (allocation, kernel selection)
         self.processor.warmup(first.image)  # are not timed
@@ -273,7 +275,8 @@ class _Stream:
                       "live": src.live,
                       "output": (type(output).__name__ if isinstance(output, Sink)
                                  else str(output) if output else None),
-                      "show": o.show, "tile": o.tile, "overlap": o.overlap if o.tile else 0}
+                      "show": o.show, "tile": o.tile, "overlap": proc.overlap if o.tile else 0,
+                      "overlap_auto": bool(o.tile) and proc.overlap_auto}
         # Live: a few frames of room, so that frames a network source delivers in a burst are
         # not dropped as stale (one slot dropped 30-50 % of a stream the model kept up with);
         # what bounds latency is their age (`max_age`), not the queue's length.

@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from .backends.base import Backend
-from .tiling import OVERLAP, pad_to_multiple, tiled_apply
+from .tiling import OVERLAP, auto_overlap, pad_to_multiple, tiled_apply
 
 
 class FrameError(ValueError):
@@ -203,7 +203,13 @@ class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
     Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
 
-    def __init__(self, backend: Backend, tile: int = 0, overlap: int = OVERLAP) -> None:
+    def __init__(self, backend: Backend, tile: int = 0, overlap: Optional[int] = None) -> None:
+        # None: from the model's receptive field (runtime.tiling.auto_overlap); `overlap_auto`
+        # lets the warnings tell a capped automatic overlap from one the user chose.
+        self.overlap_auto = overlap is None
+        if overlap is None:
+            overlap = (auto_overlap(tile, getattr(backend, "receptive_field", None))
+                       if tile > 0 else OVERLAP)
         check_tiling(tile, overlap)
         self.backend, self.tile, self.overlap = backend, tile, overlap
 

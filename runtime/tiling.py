@@ -18,7 +18,8 @@ import numpy as np
 
 TileFn = Callable[[np.ndarray], np.ndarray]
 
-# The runtime's default overlap of neighbouring tiles, in pixels (`sharpen run --overlap`).
+# The overlap of neighbouring tiles, in pixels, for a model whose receptive field is unknown
+# (`sharpen run --tile` without --overlap, an export that did not record it).
 OVERLAP = 32
 
 
@@ -154,12 +155,22 @@ def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> i
             * len(tile_starts(W, min(tile, W), overlap, multiple)))
 
 
+def auto_overlap(tile: int, receptive_field: Optional[int] = None) -> int:
+    """The overlap `sharpen run --tile` uses when --overlap is not given: the model's receptive
+    field, since tiled_apply is exact once a tile's discarded border strip (overlap/2) covers
+    what a pixel sees; OVERLAP when the export did not record it. At most half the tile: a
+    wider overlap would leave neighbours less than half a tile apart, every pixel computed
+    more than four times."""
+    return min(receptive_field or OVERLAP, max(tile, 0) // 2)
+
+
 def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
-                    receptive_field: int | None = None) -> list[str]:
+                    receptive_field: int | None = None, auto: bool = False) -> list[str]:
     """What a user should know before an h x w frame is tiled: a tile rounded up to the model's
     size multiple, tiles that overlap so much that each pixel is computed many times, and an
     overlap narrower than the model's receptive field (the blend then hides seams only
-    partly: a tile's border pixels miss context its neighbour had)."""
+    partly: a tile's border pixels miss context its neighbour had). `auto`: the overlap is
+    `auto_overlap`'s, not the user's, so it is narrower only where the tile capped it."""
     if not tile:
         return []
     out = []
@@ -169,7 +180,12 @@ def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
     H, W = round_up(h, multiple), round_up(w, multiple)
     if t >= H and t >= W:
         return out
-    if receptive_field and overlap < receptive_field:
+    if receptive_field and overlap < receptive_field and auto:
+        out.append(f"the automatic overlap {overlap} is capped at half of --tile {tile}, "
+                   f"narrower than the model's receptive field ({receptive_field} px): tile "
+                   f"seams may show; a --tile of at least {2 * receptive_field} lets the "
+                   "overlap reach it")
+    elif receptive_field and overlap < receptive_field:
         out.append(f"--overlap {overlap} is narrower than the model's receptive field "
                    f"({receptive_field} px): tile seams may show; an --overlap near "
                    f"{receptive_field}" + (f" (with a --tile above {2 * receptive_field})"
@@ -178,7 +194,8 @@ def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
     n = count_tiles(h, w, tile, overlap, multiple)
     work = n * min(t, H) * min(t, W) / (H * W)
     if work > 2:
-        out.append(f"--tile {t} --overlap {overlap}: {n} tiles per {w}x{h} frame, {work:.1f}x "
-                   "the frame's pixels computed; a larger --tile or a smaller --overlap is "
-                   "faster")
+        said = f"--tile {t} (automatic overlap {overlap})" if auto else \
+            f"--tile {t} --overlap {overlap}"
+        out.append(f"{said}: {n} tiles per {w}x{h} frame, {work:.1f}x the frame's pixels "
+                   "computed; a larger --tile or a smaller --overlap is faster")
     return out

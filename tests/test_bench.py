@@ -463,6 +463,29 @@ def test_reproduce_command_round_trips(argv):
     assert again == opts
 
 
+def test_format_is_an_alias_of_formats_as_in_export():
+    """`sharpen export` takes --format for --formats; `sharpen bench` took it only as
+    argparse's abbreviation (unlisted, and lost once any other --format... option exists), and
+    `pytest benchmarks/`, which shares the option names, refused it."""
+    from sharpen.cli import build_parser
+
+    from benchmarks.cli import options_from_args
+
+    parser = build_parser()
+    bench = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"
+                 ).choices["bench"]
+    formats = next(a for a in bench._actions if a.dest == "formats")
+    assert formats.option_strings == ["--formats", "--format"]
+    opts = options_from_args(parser.parse_args(["bench", "--out", "b", "--format",
+                                                "onnx,tflite-int8"]))
+    assert opts.formats == "onnx,tflite-int8"
+    assert "--formats" in opts.to_argv()   # the reproduce command keeps the name
+    res = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "benchmarks"),
+                          "--collect-only", "-q", "-p", "no:cacheprovider", "--format", "onnx"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+
 def test_bad_real_blur_folder_fails_before_the_work(env, capsys):
     from benchmarks import cli as bench_cli
     rc = bench_cli.main(["--out", str(env / "x"), "--weights", str(env / "student-good.pt"),

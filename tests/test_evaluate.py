@@ -329,3 +329,56 @@ def test_official_style_teacher_weights_with_teacher_config(nogt, tmp_path, caps
     assert main([*argv, "--teacher-config", "tiny"]) == 0
     out = capsys.readouterr().out
     assert "motion_deblurring" in out and "sharpness" in out
+
+
+def test_threads_and_provider_reach_the_runtime_as_in_sharpen_run(nogt, tmp_path, capsys):
+    """evaluate ran artifacts on all cores with the `auto` provider, with no --threads or
+    --provider as `sharpen run` has: a number measured on a device could not be checked under
+    the settings the device runs."""
+    import onnxruntime as ort
+    from runtime_fixtures import make_onnx_model
+
+    from distill.evaluate import load_model_fn
+    from sharpen.cli import main
+
+    model = make_onnx_model(tmp_path / "m.onnx")
+    runner = load_model_fn(model, threads=3, provider="cpu")
+    assert runner.backend.session.get_session_options().intra_op_num_threads == 3
+    assert runner.backend.provider == "CPUExecutionProvider"
+    argv = ["evaluate", "--model", str(model), "--data", str(nogt), "--quiet"]
+    assert main([*argv, "--threads", "1", "--provider", "cpu"]) == 0
+    assert "sharpness" in capsys.readouterr().out
+    missing = [p for p, full in (("tensorrt", "TensorrtExecutionProvider"),
+                                 ("cuda", "CUDAExecutionProvider"))
+               if full not in ort.get_available_providers()]
+    if missing:   # the provider is asked for, not quietly replaced by another
+        assert main([*argv, "--provider", missing[0]]) == 2
+        assert f"ONNX Runtime provider {missing[0]!r} is not available in this build" in \
+            capsys.readouterr().err
+    assert main([*argv, "--threads", "-1"]) == 2
+    err = capsys.readouterr().err
+    assert err.strip() == ("sharpen evaluate: error: --threads must be >= 0 (0: all cores), "
+                           "got -1"), err
+
+
+def test_threads_set_torchs_threads_for_checkpoints_on_the_cpu(nogt, tmp_path, capsys):
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.students import create_student
+    from sharpen.cli import main
+
+    st = create_student("seed")
+    ckpt = atomic_save(make_checkpoint(st, kind="student", arch="seed",
+                                       arch_args=st.arch_args),
+                       tmp_path / "s.pt")
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main(["evaluate", "--weights", str(ckpt), "--data", str(nogt), "--device", "cpu",
+                     "--threads", "1", "--provider", "cpu", "--quiet"]) == 0
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert ("warning: --provider applies to .onnx models (ONNX Runtime); --provider cpu has no "
+            "effect without one") in capsys.readouterr().err

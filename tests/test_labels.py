@@ -195,6 +195,22 @@ def test_bad_source_and_weights_exit_2(tmp_path, teachers, capsys):
     assert "not found" in err
 
 
+def test_threads_set_torchs_cpu_threads_and_a_negative_count_is_refused(tmp_path, teachers,
+                                                                         capsys):
+    """`sharpen labels` had no --threads: the teacher took every core of a shared machine."""
+    data = _paired(tmp_path / "data", 1, h=16, w=24)
+    argv = ["--data", str(data), "--teacher-weights", str(teachers[0]), "--tile", "0",
+            "--device", "cpu", "--quiet"]
+    assert main([*argv, "--out", str(tmp_path / "bad"), "--threads", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sharpen labels: error: --threads must be >= 0 (0: PyTorch's default), got -1")
+    assert not (tmp_path / "bad").exists()
+    torch.set_num_threads(2)   # the autouse fixture puts it back
+    assert main([*argv, "--out", str(tmp_path / "cache"), "--threads", "1"]) == 0
+    assert torch.get_num_threads() == 1
+    assert _manifest(tmp_path / "cache")["im00"]["status"] == "ok"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig):
     n, shape = 10, (48, 64, 3)

@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 
 from runtime_fixtures import (FRAME_H, FRAME_W, STEP, assert_in_order,  # noqa: E402
-                                   band_level, cli_module, lap_var, onnx_model, read_video, run_cli,
-                                   run_cli_subprocess, textured_frame, write_video)
+                                   band_level, cli_module, lap_var, make_onnx_model, onnx_model,
+                                   read_video, run_cli, run_cli_subprocess, textured_frame,
+                                   write_video)
 
 from runtime.backends import Backend, load_backend  # noqa: E402
 from runtime.pipeline import FrameQueue, run_stream  # noqa: E402
@@ -163,6 +164,68 @@ def test_tiled_matches_whole_frame(tmp_path, onnx_model):
     diff = np.abs(a - b)
     assert diff.mean() < 1.0 and np.percentile(diff, 50) == 0
     assert lap_var(b.astype(np.uint8)) > 1.5 * lap_var(textured_frame(1, h=96, w=128))
+
+
+def _model_seeing(tmp_path: Path, receptive_field: int) -> Path:
+    """The unsharp test model with a receptive field recorded in its sidecar, as `sharpen
+    export` records it for `fast` (132 px)."""
+    model = make_onnx_model(tmp_path / f"rf{receptive_field}.onnx")
+    model.with_name(model.name + ".json").write_text(
+        json.dumps({"receptive_field": receptive_field}))
+    return model
+
+
+def test_the_overlap_follows_the_models_receptive_field_unless_given(tmp_path, capsys):
+    """--overlap defaulted to 32 whatever the model, and `run --tile` then warned that its own
+    default was narrower than the receptive field; without --overlap the overlap is now the
+    receptive field (at most half the tile), and only a narrower one that the user chose, or
+    one the tile capped, is said."""
+    model = _model_seeing(tmp_path, 40)
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), textured_frame(1, h=96, w=128))
+    s = run_stream(model, str(src), tmp_path / "auto.png", tile=96)
+    assert (s["overlap"], s["overlap_auto"]) == (40, True)
+    assert "receptive field" not in capsys.readouterr().err
+    s = run_stream(model, str(src), tmp_path / "capped.png", tile=48)
+    assert (s["overlap"], s["overlap_auto"]) == (24, True)
+    err = capsys.readouterr().err
+    assert ("warning: the automatic overlap 24 is capped at half of --tile 48, narrower than "
+            "the model's receptive field (40 px)") in err, err
+    s = run_stream(model, str(src), tmp_path / "given.png", tile=96, overlap=16)
+    assert (s["overlap"], s["overlap_auto"]) == (16, False)
+    assert "warning: --overlap 16 is narrower than the model's receptive field (40 px)" in \
+        capsys.readouterr().err
+    # an export that did not record it: the overlap of before
+    plain = make_onnx_model(tmp_path / "plain.onnx")
+    s = run_stream(plain, str(src), tmp_path / "plain.png", tile=96)
+    assert (s["overlap"], s["overlap_auto"]) == (32, True)
+    run_stream(plain, str(src), tmp_path / "whole.png")
+    whole = cv2.imread(str(tmp_path / "whole.png")).astype(int)
+    for name in ("auto", "capped", "given", "plain"):
+        diff = np.abs(cv2.imread(str(tmp_path / f"{name}.png")).astype(int) - whole)
+        assert diff.mean() < 1.0, name
+
+
+def test_run_says_the_overlap_it_chose(tmp_path, capsys):
+    model = _model_seeing(tmp_path, 40)
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), textured_frame(1, h=96, w=128))
+    stats = tmp_path / "stats.json"
+    argv = ["run", "--model", str(model), "--source", str(src), "--threads", "1"]
+    assert run_cli([*argv, "--out", str(tmp_path / "a.png"), "--tile", "96", "--stats",
+                    str(stats)]) == 0
+    err = capsys.readouterr().err
+    assert "on CPUExecutionProvider; tile 96, automatic overlap 40)" in err, err
+    assert "warning" not in err, err
+    data = json.loads(stats.read_text())
+    assert (data["tile"], data["overlap"], data["overlap_auto"]) == (96, 40, True)
+    assert run_cli([*argv, "--out", str(tmp_path / "b.png"), "--tile", "96", "--overlap",
+                    "48"]) == 0
+    err = capsys.readouterr().err
+    assert "tile 96, overlap 48)" in err and "warning" not in err, err
+    # --overlap at the old default's value, without --tile, is no longer taken for the default
+    assert run_cli([*argv, "--out", str(tmp_path / "c.png"), "--overlap", "32"]) == 0
+    assert "warning: --overlap has no effect without --tile" in capsys.readouterr().err
 
 
 class SlowBackend(Backend):

@@ -184,3 +184,28 @@ def test_a_rerun_skips_what_the_same_run_wrote_and_redoes_the_rest(tmp_path, tin
         assert main([*cmd, *extra]) == 0
         assert "resuming" not in capsys.readouterr().err
         assert a.stat().st_mtime_ns != before
+
+
+def test_threads_set_torchs_cpu_threads_and_a_negative_count_is_refused(tmp_path, tiny_teacher,
+                                                                         capsys):
+    """`sharpen teacher` had no --threads: the teacher took every core of a shared machine."""
+    import torch
+
+    img = tmp_path / "x.png"
+    cv2.imwrite(str(img), np.zeros((16, 16, 3), np.uint8))
+    common = ["teacher", str(img), "--teacher-weights", tiny_teacher, "--tile", "0",
+              "--device", "cpu", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "bad"), "--threads", "-1"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "sharpen teacher: error: --threads must be >= 0 (0: PyTorch's default), got -1")
+    assert not (tmp_path / "bad").exists()
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        assert main([*common, "--out", str(tmp_path / "o"), "--threads", "1"]) == 0
+        assert torch.get_num_threads() == 1
+        assert main([*common, "--out", str(tmp_path / "o2"), "--threads", "0"]) == 0
+        assert torch.get_num_threads() == 1   # 0 leaves it as it is
+    finally:
+        torch.set_num_threads(before)
+    assert (tmp_path / "o" / "x.png").is_file()

@@ -131,3 +131,23 @@ def test_an_overlap_narrower_than_the_receptive_field_is_said():
     assert not any("receptive field" in m
                    for m in tiling_warnings(1080, 1920, 512, 160, 8, receptive_field=132))
     assert not any("receptive field" in m for m in tiling_warnings(1080, 1920, 256, 32, 8))
+
+
+def test_the_automatic_overlap_reaches_the_receptive_field_within_half_the_tile():
+    """`sharpen run --tile` took --overlap 32 whatever the model, then warned about its own
+    default for `fast` (132 px); without --overlap it now takes the receptive field."""
+    from runtime.tiling import OVERLAP, auto_overlap, tiling_warnings
+
+    assert auto_overlap(512, 132) == 132
+    assert auto_overlap(256, 132) == 128            # capped: half the tile
+    assert auto_overlap(512, None) == OVERLAP       # an export without the receptive field
+    assert auto_overlap(40, None) == 20
+    assert not any("receptive field" in m
+                   for m in tiling_warnings(1080, 1920, 512, 132, 8, 132, auto=True))
+    said = " ".join(tiling_warnings(1080, 1920, 256, 128, 8, 132, auto=True))
+    assert ("the automatic overlap 128 is capped at half of --tile 256, narrower than the "
+            "model's receptive field (132 px)") in said
+    assert "a --tile of at least 264" in said and "--overlap 128 is narrower" not in said
+    # the user's own overlap is still said as theirs
+    said = " ".join(tiling_warnings(1080, 1920, 256, 128, 8, 132))
+    assert "--overlap 128 is narrower than the model's receptive field" in said

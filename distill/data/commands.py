@@ -54,6 +54,9 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
                         "uses cuda:LOCAL_RANK)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="label N images spread evenly over the source")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help="CPU threads for PyTorch, which runs the teacher (default 0: "
+                        "PyTorch's default)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 

@@ -445,11 +445,15 @@ def _check_out(out: Path, data: str) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    from ..teacher import check_device
+    from ..teacher import check_device, check_threads
     check_device(args.device)
+    check_threads(args.threads)
     if args.limit is not None and args.limit < 1:
         raise SharpenError(f"--limit must be >= 1, got {args.limit}")
     _check_out(Path(args.out), args.data)
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         stats = run_labels(args.data, args.out, teacher_weights=args.teacher_weights,
                            config=args.config, tile=args.tile, overlap=args.overlap,
