@@ -13,7 +13,8 @@ from pathlib import Path
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code
 from runtime.console import HelpFormatter
-from .teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
+from .teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
+                            TILE as TEACHER_TILE)
 
 
 def _err(msg: str) -> int:
@@ -667,7 +668,8 @@ def add_commands(sub) -> None:
                    help="tile side in px; 0 = whole image")
     p.add_argument("--overlap", type=int, default=TEACHER_OVERLAP,
                    help="overlap between tiles in px")
-    p.add_argument("--batch-size", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--batch-size", type=int, default=TEACHER_BATCH, metavar="N",
+                   help=f"tiles per forward pass (default: {TEACHER_BATCH})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads for PyTorch, which runs the teacher (default 0: "

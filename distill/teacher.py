@@ -15,7 +15,7 @@ from runtime.tiling import tiled_apply
 from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weights,
                          read_checkpoint)
 from .restormer import Restormer, build_restormer, get_config
-from .teacher_tiles import OVERLAP, TILE
+from .teacher_tiles import BATCH as TEACHER_BATCH, OVERLAP, TILE
 
 BUNDLED_TEACHER = "teacher-restormer-small.pt"
 OFFICIAL_WEIGHTS_HELP = (
@@ -188,7 +188,7 @@ class Teacher:
         return y.float().clamp_(0, 1).cpu().numpy()
 
     def sharpen(self, image: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
-                batch_size: int = 4,
+                batch_size: int = TEACHER_BATCH,
                 progress: bool = False, desc: str = "tiles") -> np.ndarray:
         bar = None
         on_tile: Optional[Callable[[int, int], None]] = None

@@ -7,6 +7,9 @@ image, so larger tiles are better (the teacher's card has the numbers).
 from __future__ import annotations
 
 TILE, OVERLAP = 512, 64
+# Tiles per forward pass: the official Restormer's activations at 512 px take gigabytes per
+# tile, so more than two would not fit a Jetson's shared memory; a CPU gains nothing from more.
+BATCH = 2
 
 
 def tiling_problem(tile: int, overlap: int, batch_size: int) -> str | None:

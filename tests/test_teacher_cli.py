@@ -69,6 +69,24 @@ def test_every_command_has_help(capsys):
                 assert action.help, f"sharpen {name} {action.option_strings} has no help"
 
 
+def test_a_flag_shared_by_commands_has_one_default():
+    """One flag vocabulary: a flag that several commands take means the same and defaults the
+    same in each (teacher ran 4 tiles per forward pass, labels 2, the same teacher)."""
+    from sharpen.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    defaults: dict[str, dict[str, object]] = {}
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            if action.option_strings and action.dest != "help":
+                defaults.setdefault(action.option_strings[0], {})[name] = action.default
+    for flag in ("--batch-size", "--tile", "--overlap"):
+        teacher_side = {k: v for k, v in defaults[flag].items() if k in ("teacher", "labels")}
+        assert len(set(teacher_side.values())) == 1, (flag, teacher_side)
+    for flag in ("--threads", "--device", "--quiet"):
+        assert len(set(map(repr, defaults[flag].values()))) == 1, (flag, defaults[flag])
+
+
 def test_bad_options_and_outputs_are_refused_before_the_model_runs(tmp_path, tiny_teacher,
                                                                    capsys):
     """--tile/--overlap/--batch-size were checked per image (a traceback after the model

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from ..teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
+from ..teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
+                             TILE as TEACHER_TILE)
 
 LABELS_HELP = "run the teacher over a dataset at full resolution and cache its outputs"
 LABELS_DESCRIPTION = """\
@@ -42,8 +43,8 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"tile side in pixels, 0 = whole image at once (default: {TEACHER_TILE})")
     p.add_argument("--overlap", type=int, default=TEACHER_OVERLAP, metavar="N",
                    help=f"overlap of neighbouring tiles in pixels (default: {TEACHER_OVERLAP})")
-    p.add_argument("--batch-size", type=int, default=2, metavar="N",
-                   help="tiles per forward pass (default: 2)")
+    p.add_argument("--batch-size", type=int, default=TEACHER_BATCH, metavar="N",
+                   help=f"tiles per forward pass (default: {TEACHER_BATCH})")
     p.add_argument("--split", default=None, metavar="NAME",
                    help="split of GoPro (train, test) or of a paired root with split folders "
                         "(train, val, test) (default: train)")
