@@ -954,6 +954,12 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
         with run_lock(Path(cfg.out), enabled=DistInfo.from_env().main):
             trainer = Trainer(cfg, quiet=quiet)
             metrics = trainer.fit()
+        if dist.is_initialized():
+            # Every rank stopped at the same step; let rank 0 finish saving before any rank
+            # tears gloo down (a rank destroying its group while a peer still used it aborted
+            # with "terminate called without an active exception"). Not on an error path: a
+            # rank that raised never reaches this barrier, and the others would wait forever.
+            dist.barrier()
         if trainer._stop:
             raise TrainingInterrupted(int(trainer._stop), trainer.step, trainer.out)
         return metrics
