@@ -138,7 +138,7 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
 
 def options_from_args(args: argparse.Namespace):
     """StreamOptions from parsed `sharpen run` arguments."""
-    from .pipeline import MAX_FPS, StreamOptions
+    from .pipeline import MAX_FPS, MIN_FPS, StreamOptions
     from .prepost import check_tiling
 
     args.width = 1920 if args.width is None else args.width
@@ -157,6 +157,9 @@ def options_from_args(args: argparse.Namespace):
     if args.fps > MAX_FPS:
         # A video writer asked for 1e300 fps hung inside OpenCV, deaf to Ctrl-C.
         raise ValueError(f"--fps must be at most {MAX_FPS:g}, got {args.fps:g}")
+    if 0 < args.fps < MIN_FPS:   # mp4v's writer failed to open at 0.001
+        raise ValueError(f"--fps must be 0 (the source's) or at least {MIN_FPS:g}, got "
+                         f"{args.fps:g}")
     # Before the model loads: a usage error. An automatic overlap (None) always fits its tile.
     check_tiling(args.tile, 0 if args.overlap is None else args.overlap)
     return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,

@@ -22,10 +22,10 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from .backends import Backend, load_backend
 from .prepost import FrameProcessor, Timings
-from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
+from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
                     make_folder, output_sink, same_file)
-from .sources import (ImageSource, Source, SourceError, VideoSource, open_source,
-                      refuse_live_images)
+from .sources import (MAX_FPS, MIN_FPS, ImageSource, Source, SourceError, VideoSource,
+                      open_source, refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
 from .tiling import tiling_warnings
 
@@ -91,9 +91,8 @@ WORKER_NAMES = ("capture", "infer")   # the pipeline's threads (the caller write
 # when a newer one is waiting: latency stays bounded, a burst of fresh frames is kept.
 LIVE_MAX_AGE_FRAMES = 2.0
 LIVE_MIN_AGE_S = 0.05
-# The highest output video rate: containers and OpenCV's writer misbehave far above it (1e300
-# hung inside cv2.VideoWriter, deaf to Ctrl-C); a source declaring more gets 30.
-MAX_FPS = 1000.0
+# Output video rates run from MIN_FPS to MAX_FPS (from sources: a header outside them counts as
+# unknown, and the output then gets 30); --fps outside them is refused.
 
 
 class _SignalStop:
@@ -403,8 +402,8 @@ def _check_options(o: StreamOptions) -> None:
          f"queue_size must be >= 1, got {o.queue_size}"),
         ((o.tile or 0) < 0 or (o.overlap or 0) < 0,
          f"tile and overlap must be >= 0, got tile={o.tile} overlap={o.overlap}"),
-        (not 0 <= (o.fps or 0) <= MAX_FPS,
-         f"fps must be 0 (the source's) to {MAX_FPS:g}, got {o.fps}"),
+        (not (o.fps == 0 or o.fps is None or MIN_FPS <= o.fps <= MAX_FPS),
+         f"fps must be 0 (the source's) or {MIN_FPS:g} to {MAX_FPS:g}, got {o.fps}"),
     ) if bad]
     if problems:
         raise ValueError(f"run_stream: {'; '.join(problems)}")
@@ -472,6 +471,9 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
         file_sink = output_sink(output, fps, single, tuple(dirs),
                                 _input_files(src))
+        if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:
+            # Grayscale images are written back as grayscale, an alpha channel is kept.
+            src.layouts = file_sink.layouts = {}
         sinks.append(CompareSink(file_sink, view) if compare else file_sink)
     if show:
         ema = {"fps": 0.0, "t": None}

@@ -26,6 +26,7 @@ from .prepost import to_8bit, to_bgr8
 
 DEEP_EXTS = (".png", ".tif", ".tiff", ".ppm", ".pnm", ".pgm")   # OpenCV writes them in 16 bits
 GRAY_EXTS = (".pgm", ".pbm")
+ALPHA_EXTS = (".png", ".tif", ".tiff", ".webp")   # OpenCV writes their BGRA
 
 
 class SinkError(RuntimeError):
@@ -133,7 +134,7 @@ class VideoFileSink(Sink):
                                               self.fps, (w, h))
             if not self.writer.isOpened():
                 raise SinkError(f"cannot open video writer for {self.path} ({codec}, {w}x{h}): "
-                                f"{_why_unwritable(self.tmp, codec)}")
+                                f"{_why_unwritable(self.tmp, codec, (w, h), self.fps)}")
             if w % 2 or h % 2:   # FFmpeg's encoders drop it without a word
                 print(f"warning: {self.path}: {w}x{h} frames are stored as {w - w % 2}x"
                       f"{h - h % 2} (the video codec takes even sizes: the last "
@@ -142,12 +143,15 @@ class VideoFileSink(Sink):
                       file=sys.stderr)
             self.size = (w, h)
         elif (w, h) != self.size:
-            # A video has one size; resizing keeps the file valid if a stream changes resolution.
+            # A video has one size; fitting keeps the file valid if a stream changes resolution
+            # (or a folder mixes sizes), and the picture's proportions (stretched, a portrait
+            # photo in a landscape video came out squashed).
             if not self.resized:
-                print(f"warning: {name}: {w}x{h} frames are resized to the video's "
-                      f"{self.size[0]}x{self.size[1]} (the first frame's size)", file=sys.stderr)
+                print(f"warning: {name}: {w}x{h} frames are resized to fit the video's "
+                      f"{self.size[0]}x{self.size[1]} (the first frame's size), black bars "
+                      "keeping their aspect ratio", file=sys.stderr)
             self.resized += 1
-            sharpened = cv2.resize(sharpened, self.size, interpolation=cv2.INTER_AREA)
+            sharpened = letterbox(sharpened, self.size)
         self.writer.write(sharpened)
         self.frames += 1
         self._last = sharpened
@@ -224,9 +228,10 @@ class VideoFileSink(Sink):
             ok = cap.isOpened() and cap.read()[0]
             cap.release()
         if not ok:
+            why = _size_refused(self.tmp, fourcc_for(self.path), self.size, self.fps)
             raise SinkError(f"--out {self.path}: the video written ({self.frames} frames) does not "
-                            "play back: the write failed (disk full or I/O error?); nothing was "
-                            "written under that name")
+                            f"play back: {why or 'the write failed (disk full or I/O error?)'}; "
+                            "nothing was written under that name")
 
 
 def free_bytes(folder: Path) -> Optional[int]:
@@ -253,14 +258,72 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def _why_unwritable(path: Path, codec: str) -> str:
-    """OpenCV's writer fails without a reason; find out whether the file system is why."""
+def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`frame` scaled to fit (width, height) `size` whole, centred on black."""
+    h, w = frame.shape[:2]
+    W, H = size
+    scale = min(W / w, H / h)
+    nw, nh = max(1, min(W, round(w * scale))), max(1, min(H, round(h * scale)))
+    out = np.zeros((H, W, *frame.shape[2:]), frame.dtype)
+    y, x = (H - nh) // 2, (W - nw) // 2
+    out[y:y + nh, x:x + nw] = cv2.resize(
+        frame, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return out
+
+
+PROBE_SIZE = (64, 48)   # a frame size every codec here takes
+
+
+def _plays(path: Path, codec: str, size: tuple[int, int], fps: float) -> bool:
+    """Whether OpenCV writes a two-frame `codec` video of `size` at `fps` in `path`'s container
+    that plays back (a probe beside `path`, removed after)."""
+    fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        with quiet_native_stderr():
+            writer = cv2.VideoWriter(probe, cv2.VideoWriter.fourcc(*codec), fps, size)
+            if not writer.isOpened():
+                return False
+            for _ in range(2):
+                writer.write(np.full((size[1], size[0], 3), 128, np.uint8))
+            writer.release()
+            cap = cv2.VideoCapture(probe)
+            ok = cap.isOpened() and cap.read()[0]
+            cap.release()
+        return bool(ok)
+    except (OSError, cv2.error):
+        return False
+    finally:
+        Path(probe).unlink(missing_ok=True)
+
+
+def _size_refused(path: Path, codec: str, size: Optional[tuple[int, int]], fps: float) -> str:
+    """Why `codec` failed on frames of `size` (width, height) at `fps`, when what it refuses is
+    that size or that rate (a probe of the usual size and rate works); '' when it is not."""
+    if not size or not _plays(path, codec, PROBE_SIZE, 30.0):
+        return ""
+    where = "write images instead (--out DIR, or --out NAME.png for one image)"
+    if size != PROBE_SIZE and not _plays(path, codec, size, 30.0):
+        small = " (too small for a video)" if min(size) < 16 else ""
+        return (f"the {codec} codec cannot store {size[0]}x{size[1]} frames{small}; "
+                f"{PROBE_SIZE[0]}x{PROBE_SIZE[1]} works: {where}")
+    if fps != 30.0 and not _plays(path, codec, PROBE_SIZE, fps):
+        return f"the {codec} codec cannot store {fps:g} fps (30 works): set a rate with --fps"
+    return ""
+
+
+def _why_unwritable(path: Path, codec: str, size: Optional[tuple[int, int]] = None,
+                    fps: float = 30.0) -> str:
+    """OpenCV's writer fails without a reason; find out whether the file system, the frame
+    size or the rate is why."""
     try:
         with open(path, "wb"):
             pass
         path.unlink()
     except OSError as exc:
         return f"cannot write there ({exc.strerror or exc})"
+    if why := _size_refused(path, codec, size, fps):
+        return why
     if path.suffix.lower() == ".mp4":
         return (f"this OpenCV build has no {codec} encoder (see cv2.getBuildInformation(), "
                 "'Video I/O'); write an image folder instead (--out DIR)")
@@ -269,10 +332,13 @@ def _why_unwritable(path: Path, codec: str) -> str:
 
 
 class ImageSink(Sink):
-    """Images named after the input files in a folder, or one image file for a single input."""
+    """Images named after the input files in a folder, or one image file for a single input.
+    With `layouts` (frame name -> the source's `Layout`), a grayscale input is written back as
+    grayscale and an input's alpha channel is put back beside the sharpened colours."""
 
-    def __init__(self, path: str | os.PathLike, single_file: bool = False) -> None:
-        self.path, self.single = Path(path), single_file
+    def __init__(self, path: str | os.PathLike, single_file: bool = False,
+                 layouts: Optional[dict] = None) -> None:
+        self.path, self.single, self.layouts = Path(path), single_file, layouts
         folder = self.path.parent if single_file else self.path
         # A run whose every input is unreadable should not leave an empty folder behind.
         self._made = None if folder.exists() else folder
@@ -287,8 +353,12 @@ class ImageSink(Sink):
             print(f"warning: {target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG, "
                   "TIFF and PPM keep the input's 16)", file=sys.stderr)
             sharpened = to_8bit(sharpened)
-        if target.suffix.lower() in GRAY_EXTS:   # the format holds one channel only
-            sharpened = cv2.cvtColor(sharpened, cv2.COLOR_BGR2GRAY)
+        layout = self.layouts.pop(name, None) if self.layouts is not None else None
+        if layout is not None:
+            sharpened = _restore_layout(sharpened, layout, target)
+        if target.suffix.lower() in GRAY_EXTS and sharpened.ndim == 3:   # one channel only
+            sharpened = cv2.cvtColor(sharpened, cv2.COLOR_BGRA2GRAY if sharpened.shape[2] == 4
+                                     else cv2.COLOR_BGR2GRAY)
         # Atomic, so a run killed mid-write never leaves half an image under its final name.
         ok, buf = cv2.imencode(target.suffix or ".png", sharpened)
         if not ok:
@@ -306,6 +376,24 @@ class ImageSink(Sink):
                 self._made.rmdir()   # only if still empty
             except OSError:
                 pass
+
+
+def _restore_layout(sharpened: np.ndarray, layout, target: Path) -> np.ndarray:
+    """The sharpened BGR image in its input's channel layout: grayscale again for a grayscale
+    input (the model sharpens three equal channels), the input's alpha channel added back
+    (unsharpened: it is a mask, not a picture) where the format holds one, said where not."""
+    if layout.gray:
+        return cv2.cvtColor(sharpened, cv2.COLOR_BGR2GRAY)
+    alpha = layout.alpha
+    if alpha is None:
+        return sharpened
+    if target.suffix.lower() not in ALPHA_EXTS:
+        print(f"warning: {target.name}: alpha channel dropped ({target.suffix} holds none; PNG, "
+              "TIFF and WebP keep it)", file=sys.stderr)
+        return sharpened
+    if alpha.dtype != sharpened.dtype:   # a 16-bit input written in 8 bits, or the reverse
+        alpha = to_8bit(alpha) if sharpened.dtype == np.uint8 else alpha.astype(np.uint16) * 257
+    return np.dstack([sharpened, alpha])
 
 
 def has_display() -> bool:
@@ -432,8 +520,10 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
         return VideoFileSink(p, fps)
     if ext in IMAGE_EXTS:
         if not single_image:
-            raise SinkError(f"--out {p} is an image file but the source has several frames: "
-                            "give a folder or a video file (.mp4)")
+            # (A one-frame video said "several frames".)
+            raise SinkError(f"--out {p} is an image file but the source is not a single image "
+                            "(a video, camera, stream or several images): give a folder or a "
+                            "video file (.mp4)")
         return ImageSink(p, single_file=True)
     if p.exists() and not p.is_dir():
         raise SinkError(f"--out {p} exists and is not a folder")

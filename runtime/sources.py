@@ -34,6 +34,10 @@ class SourceError(RuntimeError):
 # keyframe: a slow camera with long keyframe intervals needs `--timeout` raised.
 STREAM_TIMEOUT_S = 20.0
 MAX_DAMAGED_READS = 250   # failed reads in a row before a file counts as ended
+# The frame rates a header may declare and be believed: the video writers refuse rates far
+# below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
+# far above (1e300 hung inside cv2.VideoWriter). Outside them the rate counts as unknown.
+MIN_FPS, MAX_FPS = 0.1, 1000.0
 
 
 @dataclass
@@ -79,6 +83,9 @@ class ImageSource(Source):
         self.names = frame_names(paths)
         self.frame_count = len(paths)
         self.skipped: list[str] = []
+        # Set to {} by an output that writes each image back in its own channel layout (an
+        # image folder or file): frame name -> `Layout` of the grayscale and BGRA files.
+        self.layouts: Optional[dict[str, Layout]] = None
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         for i, p in enumerate(self.paths):
@@ -89,11 +96,14 @@ class ImageSource(Source):
             try:
                 img = decode_image(p)
                 changes = conversions(img)
+                layout = Layout.of(img)
                 try:
                     img = to_bgr(img, warn=False)
                 except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
                     raise ImageReadError(f"{p}: {e}") from None
-                if changes:
+                if layout is not None and self.layouts is not None:
+                    self.layouts[self.names[i]] = layout   # the output restores it
+                elif changes:
                     # Outputs are BGR; say which files that changes, one line each.
                     print(f"warning: {p}: {'; '.join(changes)}", file=sys.stderr, flush=True)
             except ImageReadError as e:
@@ -106,6 +116,23 @@ class ImageSource(Source):
                 continue
             t1 = time.perf_counter()
             yield Frame(i, img, self.names[i], t1, t1 - t0)
+
+
+@dataclass
+class Layout:
+    """What the model's BGR frame lost of a decoded image: that it was grayscale, or its alpha
+    channel (kept as decoded, at the image's depth). The image sinks put it back."""
+    gray: bool = False
+    alpha: Optional[np.ndarray] = None
+
+    @classmethod
+    def of(cls, img: np.ndarray) -> Optional["Layout"]:
+        """The layout of a decoded image, None for plain BGR (or a shape to_bgr refuses)."""
+        if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+            return cls(gray=True)
+        if img.ndim == 3 and img.shape[2] == 4:
+            return cls(alpha=np.ascontiguousarray(img[..., 3]))
+        return None
 
 
 def frame_names(paths: list[Path]) -> list[str]:
@@ -166,7 +193,11 @@ class VideoSource(Source):
         self._first_digest = _digest(first)
         self.height, self.width = first.shape[:2]
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps_prop) if fps_prop and np.isfinite(fps_prop) and 0 < fps_prop < 1000 else 0.0
+        self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
+        if not self.fps and fps_prop and fps_prop > 0:   # nan compares False: left unsaid
+            print(f"note: {spec} declares {fps_prop:g} fps, outside {MIN_FPS:g} to "
+                  f"{MAX_FPS:g}: taken as unknown (a video output is written at 30 fps; --fps "
+                  "sets another)", file=sys.stderr, flush=True)
         # A live source's count is kept too: a recorded file served over HTTP declares one,
         # and its end is then not a disconnect.
         n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)

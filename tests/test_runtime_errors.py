@@ -8,8 +8,9 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime_fixtures import (one_op_model, onnx_model, read_video, resize_model,  # noqa: E402
-                              run_cli, run_cli_subprocess, textured_frame, write_video)
+from runtime_fixtures import (FRAME_H, FRAME_W, one_op_model, onnx_model, read_video,  # noqa: E402
+                              resize_model, run_cli, run_cli_subprocess, textured_frame,
+                              write_video)
 
 from runtime.prepost import FrameError, to_bgr8  # noqa: E402
 from runtime.pipeline import run_stream  # noqa: E402
@@ -117,7 +118,7 @@ def test_bad_output_and_options(tmp_path, capsys, onnx_model):
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src),
                    "--output", str(tmp_path / "x.png"))
     assert rc != 0
-    _one_clear_line(err, "image file but the source has several frames")
+    _one_clear_line(err, "image file but the source is not a single image")
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--tile", "32",
                    "--overlap", "32")
     assert rc == 2   # a usage error, like argparse's
@@ -200,7 +201,7 @@ def test_unknown_out_extension_and_resized_video_frames_are_said(tmp_path, capsy
     assert sorted(p.name for p in (tmp_path / "v.xyz").iterdir()) == ["a.png", "b.png"]
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
                    str(tmp_path / "v.mp4"))
-    assert rc == 0 and "b.png: 48x40 frames are resized to the video's 32x24" in err
+    assert rc == 0 and "b.png: 48x40 frames are resized to fit the video's 32x24" in err
     assert "in all were resized" not in err   # one frame: named above, no total
     cv2.imwrite(str(src / "c.png"), np.full((16, 16, 3), 90, np.uint8))
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
@@ -422,13 +423,19 @@ def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
     cv2.imwrite(str(src / "ok.png"), (rng.random((24, 32, 3)) * 255).astype(np.uint8))
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
                    str(tmp_path / "out"))
+    assert rc == 0, err   # an image folder keeps each file's layout: nothing to say
+    assert "g16.png" not in err and "rgba.png" not in err and "ok.png" not in err
+    for name, shape, dtype in (("g16.png", (24, 32), np.uint16),
+                               ("rgba.png", (24, 32, 4), np.uint8),
+                               ("ok.png", (24, 32, 3), np.uint8)):
+        out = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
+        assert out.shape == shape and out.dtype == dtype, name
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(tmp_path / "v.mp4"))   # a video holds neither: said, file by file
     assert rc == 0, err
-    assert "g16.png: grayscale, sharpened as 3-channel" in err and "16-bit" not in err
+    assert "g16.png: grayscale, sharpened as 3-channel" in err
     assert "rgba.png: alpha channel dropped" in err
     assert "ok.png" not in err
-    for name, dtype in (("g16.png", np.uint16), ("rgba.png", np.uint8), ("ok.png", np.uint8)):
-        out = cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
-        assert out.shape == (24, 32, 3) and out.dtype == dtype, name
     cv2.imwrite(str(tmp_path / "g.pgm"), (rng.random((24, 32)) * 255).astype(np.uint8))
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "g.pgm"),
                    "--output", str(tmp_path / "g-out.pgm"))   # PGM holds one channel
@@ -780,3 +787,78 @@ def test_ctrl_c_while_a_stream_url_opens_exits_at_once(tmp_path, onnx_model, sil
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_frames_of_another_size_keep_their_aspect_ratio_in_a_video(tmp_path, capsys,
+                                                                  onnx_model):
+    """A portrait photo in a folder whose first image is landscape was stretched to the
+    video's size (squashed to a third of its width): it is fitted, with black bars."""
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.full((40, 80, 3), 90, np.uint8))     # landscape, first
+    cv2.imwrite(str(src / "b.png"), np.full((80, 40, 3), 200, np.uint8))    # portrait
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(tmp_path / "v.avi"))
+    assert rc == 0 and "b.png: 40x80 frames are resized to fit the video's 80x40" in err
+    frames, _ = read_video(tmp_path / "v.avi")
+    assert len(frames) == 2 and frames[1].shape == (40, 80, 3)
+    b = frames[1].astype(int)
+    # The picture: the middle 20 columns (40 px tall, 20 wide: its 1:2), black on both sides.
+    assert np.abs(b[4:-4, 34:46] - 200).max() <= 12, b[20]
+    assert b[:, :26].max() <= 12 and b[:, 54:].max() <= 12, b[20]
+
+
+def test_frames_or_rates_a_codec_refuses_are_named_not_blamed_on_the_build(tmp_path, capsys,
+                                                                          onnx_model):
+    """A 1x1 image into a video said "this OpenCV build has no mp4v encoder" (.mkv: "try --out
+    NAME.mp4", which fails the same way); a 3x5 one into WebM, which VP8 writes but cannot
+    play back, "the write failed (disk full or I/O error?)"."""
+    for size, out in (((1, 1), "t.mp4"), ((1, 1), "t.mkv"), ((5, 3), "t.webm")):
+        img = tmp_path / f"{size[1]}x{size[0]}.png"
+        cv2.imwrite(str(img), np.full((*size, 3), 90, np.uint8))
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--output",
+                       str(tmp_path / out))
+        assert rc == 2, err
+        line = [ln for ln in err.splitlines() if ln.startswith("sharpen run: error: ")]
+        assert len(line) == 1 and "Traceback" not in err, err
+        assert f"cannot store {size[1]}x{size[0]} frames (too small for a video)" in line[0], err
+        assert "encoder" not in line[0] and "disk full" not in line[0], err
+        assert "--out DIR" in line[0], err
+        assert not (tmp_path / out).exists() and not list(tmp_path.glob(".*"))
+
+
+def _avi_with_rate(path, rate: int, scale: int, n: int = 3) -> None:
+    """An MJPG AVI whose stream header declares rate/scale frames per second."""
+    import struct
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (FRAME_W, FRAME_H))
+    for i in range(n):
+        writer.write(textured_frame(i))
+    writer.release()
+    data = bytearray(path.read_bytes())
+    strh = data.find(b"strh")   # fccType, fccHandler, flags, priority+language, initial frames,
+    struct.pack_into("<II", data, strh + 8 + 20, scale, rate)   # then dwScale, dwRate
+    path.write_bytes(bytes(data))
+
+
+def test_an_absurd_header_rate_is_said_and_the_video_written_at_30(tmp_path, capsys,
+                                                                   onnx_model):
+    """A header declaring 0.001 fps made the run fail with "this OpenCV build has no mp4v
+    encoder"; 1e6 fps was replaced by 30 without a word."""
+    for name, rate, scale, said in (("slow.avi", 1, 1000, "0.001 fps"),
+                                    ("fast.avi", 1_000_000, 1, "1e+06 fps")):
+        src = tmp_path / name
+        _avi_with_rate(src, rate, scale)
+        cap = cv2.VideoCapture(str(src))
+        assert abs(cap.get(cv2.CAP_PROP_FPS) - rate / scale) < 1e-6 * rate / scale
+        cap.release()
+        out = tmp_path / f"{src.stem}-out.mp4"
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                       str(out))
+        assert rc == 0, err
+        assert f"{src} declares {said}, outside 0.1 to 1000: taken as unknown" in err, err
+        frames, fps = read_video(out)
+        assert len(frames) == 3 and fps == 30.0
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "slow.avi"),
+                   "--output", str(tmp_path / "x.mp4"), "--fps", "0.001")
+    assert rc == 2 and not (tmp_path / "x.mp4").exists()
+    _one_clear_line(err, "--fps must be 0 (the source's) or at least 0.1, got 0.001")

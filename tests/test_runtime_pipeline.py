@@ -106,7 +106,8 @@ def test_glob_and_single_image(tmp_path, onnx_model):
 
 def test_odd_size_gray_bgra_uint16(tmp_path, onnx_model, capsys):
     """Sizes that are not a multiple of 8 are padded and cropped back; grayscale and BGRA
-    inputs are converted (with a warning) instead of failing; 16-bit stays 16-bit."""
+    inputs are sharpened as BGR and written back in their own layout (grayscale, alpha kept);
+    16-bit stays 16-bit."""
     src = tmp_path / "in"
     src.mkdir()
     base = textured_frame(2, h=37, w=53)
@@ -114,16 +115,16 @@ def test_odd_size_gray_bgra_uint16(tmp_path, onnx_model, capsys):
     cv2.imwrite(str(src / "bgra.png"), cv2.cvtColor(base, cv2.COLOR_BGR2BGRA))
     cv2.imwrite(str(src / "deep.png"), base.astype(np.uint16) * 257)
     run_stream(onnx_model, str(src), tmp_path / "out")
-    for n in ("gray.png", "bgra.png", "deep.png"):
+    for n, shape in (("gray.png", (37, 53)), ("bgra.png", (37, 53, 4)),
+                     ("deep.png", (37, 53, 3))):
         out = cv2.imread(str(tmp_path / "out" / n), cv2.IMREAD_UNCHANGED)
-        assert out.shape == (37, 53, 3), n
+        assert out.shape == shape, n
     err = capsys.readouterr().err
-    assert "gray.png: grayscale" in err and "bgra.png: alpha channel dropped" in err
-    assert "deep.png" not in err
+    assert "gray.png" not in err and "bgra.png" not in err and "deep.png" not in err
     deep = cv2.imread(str(tmp_path / "out" / "deep.png"), cv2.IMREAD_UNCHANGED)
     eight = cv2.imread(str(tmp_path / "out" / "bgra.png"), cv2.IMREAD_UNCHANGED)
     assert deep.dtype == np.uint16   # the same picture, in 16 bits
-    assert np.abs(deep.astype(np.float64) / 257 - eight).max() <= 1.0
+    assert np.abs(deep.astype(np.float64) / 257 - eight[..., :3]).max() <= 1.0
 
 
 def test_16_bit_precision_is_kept_where_the_output_holds_it(tmp_path, onnx_model, capsys):
@@ -510,3 +511,59 @@ def test_an_interrupted_recording_says_its_output_is_partial(tmp_path, onnx_mode
     assert "holds 2 of 4 frames" in _interrupted_note(stats, "o.mp4", max_frames=4)
     live = {**stats, "source": {**stats["source"], "live": True}}
     assert _interrupted_note(live, "o.mp4") == "interrupted, output closed cleanly"
+
+
+def test_images_are_written_back_in_their_own_channel_layout(tmp_path, onnx_model, capsys):
+    """A grayscale photo came back as a 3-channel file with colour noise (the model's three
+    channels differ slightly); a PNG's alpha channel was dropped, so its transparent parts
+    showed whatever colour lay under them. Now grayscale stays grayscale and alpha is kept,
+    unchanged, where the output format holds it (said where it does not)."""
+    rng = np.random.default_rng(3)
+    src = tmp_path / "in"
+    src.mkdir()
+    base = textured_frame(1, h=29, w=45)
+    gray = cv2.cvtColor(base, cv2.COLOR_BGR2GRAY)
+    alpha = (rng.random((29, 45)) * 255).astype(np.uint8)
+    alpha16 = (rng.random((29, 45)) * 65535).astype(np.uint16)
+    cv2.imwrite(str(src / "gray.png"), gray)
+    cv2.imwrite(str(src / "gray.jpg"), gray)
+    cv2.imwrite(str(src / "rgba.png"), np.dstack([base, alpha]))
+    cv2.imwrite(str(src / "rgba.webp"), np.dstack([base, alpha]), [cv2.IMWRITE_WEBP_QUALITY, 101])
+    cv2.imwrite(str(src / "rgba16.tiff"), np.dstack([base.astype(np.uint16) * 257, alpha16]))
+    cv2.imwrite(str(src / "ok.png"), base)
+    run_stream(onnx_model, str(src), tmp_path / "out")
+    assert capsys.readouterr().err == ""
+
+    def read(name: str) -> np.ndarray:
+        return cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
+
+    for name in ("gray.png", "gray.jpg"):
+        out = read(name)
+        assert out.shape == (29, 45) and out.dtype == np.uint8, name
+    # The grey result is the colour pipeline's, sharpened: a 3-channel grey copy run through
+    # the model, then made grey.
+    cv2.imwrite(str(tmp_path / "gray3.png"), cv2.cvtColor(gray, cv2.COLOR_GRAY2BGR))
+    run_stream(onnx_model, str(tmp_path / "gray3.png"), tmp_path / "gray3-out.png")
+    three = cv2.imread(str(tmp_path / "gray3-out.png"), cv2.IMREAD_UNCHANGED)
+    assert three.shape == (29, 45, 3)
+    assert (read("gray.png") == cv2.cvtColor(three, cv2.COLOR_BGR2GRAY)).all()
+    assert lap_var(cv2.cvtColor(read("gray.png"), cv2.COLOR_GRAY2BGR)) > lap_var(base)
+    ref = read("ok.png")
+    for name in ("rgba.png", "rgba.webp"):
+        out = read(name)
+        assert out.shape == (29, 45, 4), name
+        assert (out[..., 3] == alpha).all(), name      # alpha as it was, not sharpened
+    # The colours sharpened as without alpha (WebP may change colours under alpha 0).
+    assert (read("rgba.png")[..., :3] == ref).all()
+    deep = read("rgba16.tiff")
+    assert deep.shape == (29, 45, 4) and deep.dtype == np.uint16
+    assert (deep[..., 3] == alpha16).all()
+
+    # Formats without alpha say they drop it; a 16-bit alpha written in 8 bits is scaled.
+    run_stream(onnx_model, str(src / "rgba.png"), tmp_path / "one.jpg")
+    assert "one.jpg: alpha channel dropped (.jpg holds none" in capsys.readouterr().err
+    assert cv2.imread(str(tmp_path / "one.jpg"), cv2.IMREAD_UNCHANGED).shape == (29, 45, 3)
+    run_stream(onnx_model, str(src / "rgba16.tiff"), tmp_path / "one.webp")
+    out = cv2.imread(str(tmp_path / "one.webp"), cv2.IMREAD_UNCHANGED)
+    assert out.shape == (29, 45, 4) and out.dtype == np.uint8
+    assert np.abs(out[..., 3].astype(int) - (alpha16 >> 8)).max() <= 1
