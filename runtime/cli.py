@@ -197,9 +197,7 @@ def handler(args: argparse.Namespace) -> int:
         return 2
     for line in unapplied:
         print(line, file=sys.stderr)
-    if args.provider != "auto" and not args.model.lower().endswith(".onnx"):
-        print(f"warning: --provider applies to .onnx models (ONNX Runtime); {args.model} runs "
-              "on its own engine", file=sys.stderr)
+    # --provider with a .tflite/.engine model: load_backend says so (once, naming the engine).
     # The cores this process may use (containers and taskset limit them), not the machine's.
     cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
              else os.cpu_count() or 0)

@@ -5,11 +5,12 @@ import importlib.util
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
 from runtime_fixtures import (band_index, lap_var, make_onnx_model,  # noqa: E402
-                                   onnx_model, textured_frame)
+                                   onnx_model, run_cli, textured_frame)
 
 from runtime.backends import ModelError, load_backend  # noqa: E402
 from runtime.backends.onnxruntime_backend import resolve_providers  # noqa: E402
@@ -324,3 +325,18 @@ def test_a_provider_for_another_engine_is_warned_about(tflite_models, capsys):
     load_backend(tflite_models[0], threads=1, providers="tensorrt")
     assert "--provider tensorrt is for ONNX models; f32.tflite runs on litert" in \
         capsys.readouterr().err
+
+
+def test_sharpen_run_warns_once_about_a_provider_for_another_engine(tflite_models, tmp_path,
+                                                                    capsys):
+    """`sharpen run --provider cuda` with a .tflite said it twice (the CLI, then load_backend);
+    the done line said 'XNNPACK (1 threads)'."""
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), textured_frame(0, h=32, w=48))
+    rc = run_cli(["run", "--model", str(tflite_models[0]), "--source", str(img), "--out",
+                  str(tmp_path / "out.png"), "--provider", "cuda", "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    said = [line for line in err.splitlines() if "--provider" in line]
+    assert said == ["warning: --provider cuda is for ONNX models; f32.tflite runs on litert"], err
+    assert "on XNNPACK (1 thread))" in err, err

@@ -73,7 +73,8 @@ class LiteRTBackend(Backend):
         self.parity_failed = sidecar.get(PARITY_KEY) or None
         self.receptive_field = parse_receptive_field(sidecar.get("receptive_field"))
         self.precision = self._precision()
-        self.provider = f"XNNPACK ({threads} threads)" if threads else "XNNPACK"
+        self.provider = (f"XNNPACK ({threads} thread{'s' if threads != 1 else ''})" if threads
+                         else "XNNPACK")
         self.threads = threads
         self.path = path
 
