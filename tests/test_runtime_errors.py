@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -862,3 +863,98 @@ def test_an_absurd_header_rate_is_said_and_the_video_written_at_30(tmp_path, cap
                    "--output", str(tmp_path / "x.mp4"), "--fps", "0.001")
     assert rc == 2 and not (tmp_path / "x.mp4").exists()
     _one_clear_line(err, "--fps must be 0 (the source's) or at least 0.1, got 0.001")
+
+
+# --- two ONNX Runtime builds (onnxruntime and onnxruntime-gpu share one `onnxruntime` folder) --
+
+SITE_SCRIPT = """
+import importlib, site, sys
+from pathlib import Path
+ort_site, new_site, repo, argv = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != ort_site]
+site.addsitedir(new_site)
+sys.path.insert(0, repo)
+importlib.invalidate_caches()
+from sharpen.cli import main
+sys.exit(main(argv))
+"""
+
+
+def _site_like_onnxruntimes(tmp_path, keep_onnxruntime: bool):
+    """A copy (symlinks) of the site-packages that holds onnxruntime: with its onnxruntime, or
+    with the `onnxruntime` folder as pip leaves it when one of two builds that shared it is
+    uninstalled (the other build's files deleted; an empty subfolder left)."""
+    import importlib.util
+    ort_site = Path(importlib.util.find_spec("onnxruntime").origin).resolve().parents[1]
+    site = tmp_path / "site-packages"
+    site.mkdir()
+    for entry in ort_site.iterdir():
+        if keep_onnxruntime or not entry.name.lower().startswith("onnxruntime"):
+            (site / entry.name).symlink_to(entry)
+    if not keep_onnxruntime:
+        (site / "onnxruntime" / "capi").mkdir(parents=True)
+    return ort_site, site
+
+
+def _gpu_build_metadata(site: Path) -> None:
+    """What `pip install onnxruntime-gpu` records beside its files (which this test has not)."""
+    info = site / "onnxruntime_gpu-1.31.1.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\n"
+                                   "Version: 1.31.1\n")
+    (info / "top_level.txt").write_text("onnxruntime\n")
+
+
+def _run_in_site(ort_site, site, pythonpath, *argv):
+    import subprocess
+    import sys
+    from runtime_fixtures import REPO
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, pythonpath)))
+    return subprocess.run([sys.executable, "-c", SITE_SCRIPT, str(ort_site), str(site), str(REPO),
+                           *argv], capture_output=True, text=True, timeout=120, env=env,
+                          cwd=site.parent)
+
+
+def test_an_onnxruntime_emptied_by_uninstalling_its_twin_is_named(tmp_path, onnx_model):
+    """`pip uninstall onnxruntime-gpu` after the runtime extra put onnxruntime over it deletes
+    the shared files: `import onnxruntime` then gives an empty namespace package, which said
+    "AttributeError: module 'onnxruntime' has no attribute 'get_available_providers'"."""
+    ort_site, site = _site_like_onnxruntimes(tmp_path, keep_onnxruntime=False)
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), textured_frame(0))
+    r = _run_in_site(ort_site, site, [], "run", "--model", str(onnx_model), "--source", str(img),
+                     "--out", str(tmp_path / "out.png"), "--quiet")
+    assert r.returncode == 2, r.stderr
+    _one_clear_line(r.stderr, "ONNX Runtime is broken here", str(site / "onnxruntime"),
+                    "pip install --force-reinstall --no-deps onnxruntime")
+
+
+@pytest.mark.parametrize("one_folder", [True, False])
+def test_a_cpu_onnxruntime_hiding_the_gpu_build_is_named(tmp_path, onnx_model, one_folder):
+    """`pip install '.[runtime]'` next to onnxruntime-gpu overwrites the GPU build's files with
+    the CPU build's (one folder), or a CPU build earlier on sys.path hides it (a venv over
+    JetPack's): --provider cuda said 'install onnxruntime-gpu' although it was installed, and
+    auto ran on the CPU without a word."""
+    ort_site, site = _site_like_onnxruntimes(tmp_path, keep_onnxruntime=True)
+    gpu_site = site if one_folder else tmp_path / "gpu-site"
+    gpu_site.mkdir(exist_ok=True)
+    _gpu_build_metadata(gpu_site)
+    pythonpath = [] if one_folder else [gpu_site]
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), textured_frame(0))
+    fix = ("pip uninstall -y onnxruntime onnxruntime-gpu, then install onnxruntime-gpu again"
+           if one_folder else f"pip uninstall onnxruntime (in {site})")
+    hides = "which the 'runtime' extra installs, hides onnxruntime-gpu 1.31.1"
+    r = _run_in_site(ort_site, site, pythonpath, "run", "--model", str(onnx_model), "--source",
+                     str(img), "--out", str(tmp_path / "cuda.png"), "--provider", "cuda")
+    assert r.returncode == 2, r.stderr
+    _one_clear_line(r.stderr, "provider 'cuda' is not available", hides, fix)
+    assert "install onnxruntime-gpu on a CUDA machine" not in r.stderr
+    r = _run_in_site(ort_site, site, pythonpath, "run", "--model", str(onnx_model), "--source",
+                     str(img), "--out", str(tmp_path / "auto.png"), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.startswith("warning: running on the CPU: the CPU build onnxruntime "), r.stderr
+    assert hides in r.stderr and fix in r.stderr, r.stderr
+    r = _run_in_site(ort_site, site, pythonpath, "run", "--model", str(onnx_model), "--source",
+                     str(img), "--out", str(tmp_path / "cpu.png"), "--quiet", "--provider", "cpu")
+    assert r.returncode == 0 and not r.stderr, r.stderr   # asked for the CPU: nothing to say

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -29,9 +30,57 @@ _INT8_OPS = (b"QuantizeLinear", b"DequantizeLinear", b"QLinearConv", b"ConvInteg
 ProviderSpec = Union[None, str, Sequence[str]]
 
 
-def resolve_providers(spec: ProviderSpec, available: Sequence[str]) -> list[str]:
+# Providers every onnxruntime build has; a GPU build (onnxruntime-gpu, JetPack's) offers more.
+_BASE_PROVIDERS = {"CPUExecutionProvider", "AzureExecutionProvider"}
+
+
+def installed_builds() -> list[tuple[str, str, Path]]:
+    """The installed distributions that provide the `onnxruntime` module (onnxruntime,
+    onnxruntime-gpu, -directml, -openvino ...): (name, version, site folder), in sys.path order.
+    They are different pip names for one folder, so pip installs one next to another."""
+    from importlib import metadata
+
+    found, seen = [], set()
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower().replace("_", "-")
+        if not name.startswith(("onnxruntime", "ort-")) or name in seen:
+            continue
+        top = (dist.read_text("top_level.txt") or "").split()
+        if "onnxruntime" in top or any(f.parts[:2] == ("onnxruntime", "__init__.py")
+                                       for f in dist.files or ()):
+            seen.add(name)
+            found.append((name, dist.version, Path(dist.locate_file(""))))
+    return found
+
+
+def hidden_build(available: Sequence[str]) -> Optional[str]:
+    """Why this onnxruntime offers only the CPU although a GPU build is installed: the CPU build
+    (what the `runtime` extra installs) overwrote its files or comes first on sys.path. None
+    when this build has GPU providers or no other build is installed."""
+    if set(available) - _BASE_PROVIDERS:
+        return None
+    builds = installed_builds()
+    gpu = [b for b in builds if b[0] != "onnxruntime"]
+    cpu = [b for b in builds if b[0] == "onnxruntime"]
+    if not gpu or not cpu:
+        return None
+    names = " ".join(b[0] for b in gpu)
+    said = ", ".join(f"{n} {v}" for n, v, _ in gpu)
+    if any(b[2] == cpu[0][2] for b in gpu):   # one folder: the CPU build's files won
+        fix = (f"pip uninstall -y onnxruntime {names}, then install {gpu[0][0]} again "
+               "(uninstalling one alone leaves neither working)")
+    else:                                       # two folders: the CPU build comes first
+        fix = f"pip uninstall onnxruntime (in {cpu[0][2]})"
+    return (f"the CPU build onnxruntime {cpu[0][1]}, which the 'runtime' extra installs, hides "
+            f"{said}, which provides the same `onnxruntime` module; keep the GPU build alone: "
+            f"{fix}")
+
+
+def resolve_providers(spec: ProviderSpec, available: Sequence[str],
+                      hidden: Optional[str] = None) -> list[str]:
     """Turn `auto` / `cpu` / `cuda` / `tensorrt` (or full provider names) into the ordered list
-    handed to InferenceSession. CPU is always appended as the last resort."""
+    handed to InferenceSession. CPU is always appended as the last resort. `hidden`: why a GPU
+    build that is installed is not the one loaded (hidden_build), said instead of the hint."""
     if spec is None or spec == "auto" or spec == ["auto"]:
         chosen = [p for p in _AUTO_ORDER if p in available]
         return chosen or ["CPUExecutionProvider"]
@@ -40,8 +89,8 @@ def resolve_providers(spec: ProviderSpec, available: Sequence[str]) -> list[str]
     for n in names:
         full = _ALIASES.get(n.lower(), n)
         if full not in available:
-            hint = (" (install onnxruntime-gpu on a CUDA machine, never next to onnxruntime)"
-                    if full != "CPUExecutionProvider" else "")
+            hint = ("" if full == "CPUExecutionProvider" else f": {hidden}" if hidden else
+                    " (install onnxruntime-gpu on a CUDA machine, never next to onnxruntime)")
             raise ModelError(f"ONNX Runtime provider {n!r} is not available in this build; "
                              f"available: {', '.join(available)}{hint}")
         chosen.append(full)
@@ -124,12 +173,26 @@ class OnnxRuntimeBackend(Backend):
         except ImportError:
             raise ModelError("ONNX Runtime is not installed: `pip install onnxruntime` "
                              "(or onnxruntime-gpu on a CUDA machine)") from None
+        if not hasattr(ort, "InferenceSession"):
+            # An `onnxruntime` folder without its __init__.py imports as an empty namespace
+            # package: two builds (onnxruntime, onnxruntime-gpu) shared the folder and one was
+            # uninstalled, deleting the files they shared; pip still lists the other.
+            where = ", ".join(getattr(ort, "__path__", [])) or "?"
+            raise ModelError(f"ONNX Runtime is broken here: {where} holds only part of it (two "
+                             "builds, e.g. onnxruntime and onnxruntime-gpu, were installed and one "
+                             "was uninstalled, which deletes the files they share); reinstall "
+                             "the one you keep: pip install --force-reinstall --no-deps "
+                             "onnxruntime (or onnxruntime-gpu)")
         path = Path(path)
         try:
             data = path.read_bytes()
         except OSError as exc:
             raise ModelError(f"cannot read model {path}: {exc.strerror or exc}") from None
-        chosen = resolve_providers(providers, ort.get_available_providers())
+        available = ort.get_available_providers()
+        hidden = hidden_build(available)
+        chosen = resolve_providers(providers, available, hidden)
+        if hidden and providers in (None, "auto", ["auto"]):   # auto: it would go unsaid
+            print(f"warning: running on the CPU: {hidden}", file=sys.stderr, flush=True)
         trt = "TensorrtExecutionProvider"
         provider_opts: dict[str, dict[str, str]] = {}
         opts = ort.SessionOptions()
