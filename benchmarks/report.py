@@ -161,11 +161,16 @@ def _check_real_blur(flag: str, spec: str, limit: int, need_gt: bool) -> None:
     from distill.data.sources import SourceError
     from distill.evaluate import source_items
     from distill.images import ImageReadError, read_image
+    used: dict = {}
     try:
-        items = source_items(spec, limit=limit)
+        items = source_items(spec, limit=limit, info_out=used)
     except (SourceError, ValueError, OSError) as e:
         raise BenchError(f"{flag} {spec}: {e}") from None
     if not items:
+        if used.get("videos"):   # was "no images" for a clip
+            raise BenchError(f"{flag} {spec}: videos only; the real-blur sets take images "
+                             "(`sharpen labels --data VIDEO --out CACHE` saves the frames it "
+                             "labels in CACHE/frames, which these take)")
         raise BenchError(f"{flag} {spec}: no images")
     if need_gt and not all(gt is not None for _, _, gt in items):
         missing = sum(gt is None for _, _, gt in items)

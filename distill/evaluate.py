@@ -118,9 +118,13 @@ def source_items(spec: str, split: str = "test", limit: Optional[int] = None,
     from .data.sources import resolve_source, spread
     # A missing split is an error, never the test split instead: choosing a model "on val"
     # must not quietly look at the test images.
-    info = resolve_source(spec, split=split)
+    # The clips of a folder of footage are not decoded: evaluate scores images, and says
+    # which clips it left out (info_out "videos").
+    info = resolve_source(spec, split=split, frames=False)
     if info_out is not None:
         info_out["split"] = info.split
+        info_out["videos"] = sorted({str(s.input) for s in info.samples if s.frame is not None}
+                                    | set(info.videos_left_out))
     return spread([(s.name, s.input, s.gt) for s in info.samples if s.frame is None], limit)
 
 
@@ -215,13 +219,20 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
     from .images import ImageReadError
     used: dict = {}
     items = source_items(spec, split, limit, used)
+    videos = used.get("videos") or []
+    not_frames = ("evaluate scores images, not a video's frames; `sharpen labels --data VIDEO "
+                  "--out CACHE` saves the frames it labels in CACHE/frames, which evaluate "
+                  "takes (or extract them with ffmpeg)")
     if not items:
-        from runtime.imageio import VIDEO_EXTS
-        if Path(spec).suffix.lower() in VIDEO_EXTS:
-            raise ValueError(f"{spec}: evaluate scores images, not a video's frames; `sharpen "
-                             "labels --data VIDEO --out CACHE` saves the frames it labels in "
-                             "CACHE/frames, which evaluate takes (or extract them with ffmpeg)")
+        if videos:
+            what = (spec if Path(spec).is_file() else
+                    f"{spec} holds only videos ({len(videos)})")
+            raise ValueError(f"{what}: {not_frames}")
         raise ValueError(f"{spec}: no images")
+    if videos:   # footage of stills and clips: the clips were left out without a word
+        print(f"note: {spec}: {len(videos)} video(s) left out ({', '.join(videos[:3])}"
+              f"{', ...' if len(videos) > 3 else ''}); {not_frames}", file=sys.stderr,
+              flush=True)
     sharp_ratio: dict[str, list[float]] = {k: [] for k in ["input", *fns]}
     kept: list[tuple[float, int, str, dict[str, np.ndarray]]] = []
     per_image: dict[str, dict[str, dict[str, float]]] = {}

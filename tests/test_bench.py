@@ -544,6 +544,22 @@ def test_unreadable_held_out_image_is_named_not_a_traceback(tmp_path):
         pairs[1].sharp
 
 
+def test_a_clip_as_real_blur_says_the_sets_take_images(tmp_path):
+    """`--real-nogt clip.mp4` said "no images"."""
+    import cv2
+
+    from benchmarks.artifacts import BenchError
+    from benchmarks.report import _check_real_blur
+    vw = cv2.VideoWriter(str(tmp_path / "clip.avi"), cv2.VideoWriter.fourcc(*"MJPG"), 10,
+                         (32, 24))
+    for _ in range(2):
+        vw.write(np.full((24, 32, 3), 100, np.uint8))
+    vw.release()
+    for spec in (tmp_path / "clip.avi", tmp_path):
+        with pytest.raises(BenchError, match="videos only; the real-blur sets take images"):
+            _check_real_blur("--real-nogt", str(spec), 4, need_gt=False)
+
+
 def test_the_streaming_row_follows_sizes():
     """It stayed at 640x360 (quick) or 1920x1080 (--full) whatever --sizes said."""
     from benchmarks.report import BenchOptions

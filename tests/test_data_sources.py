@@ -218,6 +218,38 @@ def test_video(tmp_path):
     assert resolve_source(f"video:{path}").kind == "video"
 
 
+def test_a_folder_of_footage_takes_its_clips_frames_beside_its_images(tmp_path):
+    """README: `sharpen labels --data footage/` for unlabelled footage. A folder of clips was
+    "no images found", and clips beside stills were left out without a word."""
+    (tmp_path / "clips").mkdir()
+    write_video(tmp_path / "clips" / "walk.avi", 3)
+    (tmp_path / "day2").mkdir()
+    write_video(tmp_path / "day2" / "walk.avi", 2)      # same file name, another day
+    _png(tmp_path / "still.png")
+    write_video(tmp_path / "still.avi", 2)              # a still and a clip of one stem
+    _png(tmp_path / "z_000001.png")
+    write_video(tmp_path / "z.avi", 2)                  # a clip whose frame names are taken
+    info = resolve_source(str(tmp_path))
+    assert info.kind == "folder" and not info.has_gt
+    names = [s.name for s in info.samples]
+    assert names == ["clips/walk_000000", "clips/walk_000001", "clips/walk_000002",
+                     "day2/walk_000000", "day2/walk_000001",
+                     "still.avi_000000", "still.avi_000001", "still.png",
+                     "z.avi_000000", "z.avi_000001", "z_000001"]
+    assert len(set(names)) == len(names)
+    frames = [s for s in info.samples if s.frame is not None]
+    assert [s.frame for s in frames[:3]] == [0, 1, 2] and frames[0].input == \
+        tmp_path / "clips" / "walk.avi"
+    assert info.describe() == (f"folder source {tmp_path}: 2 images and 9 frames of 4 videos, "
+                               "no ground truth")
+    # A folder of clips alone, and one broken clip among good ones: said, the rest kept.
+    (tmp_path / "clips" / "broken.mp4").write_bytes(b"\x00" * 100)
+    with pytest.warns(UserWarning, match=r"1 video\(s\) left out: .*broken.mp4"):
+        only = resolve_source(str(tmp_path / "clips"))
+    assert [s.name for s in only.samples] == [f"walk_{i:06d}" for i in range(3)]
+    assert only.describe().endswith("3 frames of 1 video, no ground truth")
+
+
 def test_sources_and_commands_import_without_torch():
     code = ("import sys, argparse\n"
             "import distill.data, distill.data.sources, distill.data.commands as c\n"

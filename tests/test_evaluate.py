@@ -187,6 +187,25 @@ def test_a_video_as_data_says_where_its_frames_can_come_from(tmp_path):
         evaluate_fns({"id": lambda im: im}, str(video))
 
 
+def test_the_clips_of_a_folder_of_footage_are_named_as_left_out(nogt, capsys):
+    """A folder of stills and clips (what `sharpen labels` takes as footage) was scored on its
+    stills with the clips left out without a word; a folder of clips only said "no images"."""
+    import cv2
+
+    clips = nogt / "clips"
+    clips.mkdir()
+    vw = cv2.VideoWriter(str(clips / "walk.avi"), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 24))
+    for _ in range(3):
+        vw.write(np.full((24, 32, 3), 100, np.uint8))
+    vw.release()
+    res = evaluate_fns({"id": lambda im: im}, str(nogt), progress=False)
+    assert res["images"] == 3
+    err = capsys.readouterr().err
+    assert f"1 video(s) left out ({clips / 'walk.avi'})" in err and "CACHE/frames" in err, err
+    with pytest.raises(ValueError, match=r"holds only videos \(1\): evaluate scores images"):
+        evaluate_fns({"id": lambda im: im}, str(clips))
+
+
 def test_an_artifact_that_failed_its_parity_gate_is_named_when_scored(tmp_path, capsys):
     import json
 

@@ -495,6 +495,54 @@ def test_a_replaced_video_drops_its_old_frames(tmp_path, capsys):
     assert prune_missing_inputs(out) == [] and len(LabelCache(out)) == 3
 
 
+def _clip(path: Path, n: int, base: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for i in range(n):
+        vw.write(np.full((32, 48, 3), base + 30 * i, np.uint8))
+    vw.release()
+    return path
+
+
+def test_a_folder_of_clips_is_labelled_frame_by_frame_without_collisions(tmp_path, capsys):
+    """`sharpen labels --data footage/` on a folder of clips said "no images found"; labelled
+    one by one into one cache (distill takes one), same-named clips of two days took each
+    other's labels."""
+    foot = tmp_path / "footage"
+    _clip(foot / "day1" / "walk.avi", 3, 20)
+    _clip(foot / "day2" / "walk.avi", 2, 100)
+    write_image(foot / "still.png", np.full((32, 48, 3), 0.5, np.float32))
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    s = run_labels(str(foot), out, **kw)
+    assert (s.done, s.failed) == (6, 0)
+    said = capsys.readouterr()
+    assert "1 images and" not in said.out and "1 image and 5 frames of 2 videos" in said.out
+    m = _manifest(out)
+    assert sorted(m) == ["day1/walk_000000", "day1/walk_000001", "day1/walk_000002",
+                         "day2/walk_000000", "day2/walk_000001", "still"]
+    assert m["day2/walk_000001"]["frame"] == 1 and m["day2/walk_000001"]["input_file"] == \
+        "frames/day2/walk_000001.png"
+    # each frame trains on its own clip's frame and label
+    pairs = {Path(i).relative_to(out).as_posix(): lab for i, lab, _ in pairs_from_labels(out)
+             if out in Path(i).parents}
+    assert set(pairs) == {f"frames/day{d}/walk_{i:06d}.png" for d, n in ((1, 3), (2, 2))
+                          for i in range(n)}
+    day1 = cv2.imread(str(out / "frames/day1/walk_000001.png"))
+    day2 = cv2.imread(str(out / "frames/day2/walk_000001.png"))
+    assert abs(int(day1.mean()) - 50) < 8 and abs(int(day2.mean()) - 130) < 8
+    # A clip added later is picked up; the others are up to date.
+    _clip(foot / "day3" / "walk.avi", 2, 60)
+    s = run_labels(str(foot), out, **kw)
+    assert (s.done, s.skipped) == (2, 6)
+    # A clip replaced under the same name: its old frames go, the new ones are labelled.
+    _clip(foot / "day1" / "walk.avi", 2, 200)
+    capsys.readouterr()
+    s = run_labels(str(foot), out, **kw)
+    assert s.done == 2 and "removed 1 label(s)" in capsys.readouterr().out
+    assert "day1/walk_000002" not in _manifest(out) and len(LabelCache(out)) == 7
+
+
 def test_a_ground_truth_of_another_size_is_dropped_not_the_sample(tmp_path, capsys):
     """Labelled, then thrown away whole by distill (gt of another size), even with no
     ground-truth loss: the entry now keeps the sample and drops the ground truth."""

@@ -12,7 +12,7 @@ LABELS_DESCRIPTION = """\
 Run the teacher (Restormer, Gaussian-blended tiled inference) over every blurred image of a
 data source at its full resolution and cache the results as 16-bit PNGs plus a manifest:
 
-  OUT/labels/<name>.png   OUT/manifest.json   (OUT/frames/<name>.png for video sources)
+  OUT/labels/<name>.png   OUT/manifest.json   (OUT/frames/<name>.png for video frames)
 
 Re-running skips what is up to date and recomputes what changed (modified input, new teacher
 weights or architecture, other tile settings). Interrupting loses at most the image in flight.
@@ -20,7 +20,8 @@ weights or architecture, other tile settings). Interrupting loses at most the im
 SPEC is a path whose layout is detected, or kind:path with kind one of
   gopro     GOPRO_Large/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png
   paired    input/ + target/ or blur/ + sharp/ (optionally under train/ val/ test/)
-  folder    blurred images without ground truth (searched recursively)
+  folder    footage without ground truth: blurred images and/or video clips (searched
+            recursively; a clip's frames are named <its path in the folder>_<frame:06d>)
   video     a video file; every frame is labelled
   embedded  the embedded default dataset (the default when --data is omitted)
 

@@ -9,7 +9,9 @@ A source SPEC is a path whose layout is detected, or an explicit ``kind:path``:
              ``blur/`` + ``sharp/``, matched by file name (relative path); also a root with split
              subfolders ``root/{train,val,test}/{input,target}`` (what ``sharpen synth`` and the
              embedded dataset write).
-- ``folder`` a folder of (blurred) images without ground truth, searched recursively.
+- ``folder`` a folder of (blurred) images and/or video clips without ground truth, searched
+             recursively (footage); a clip's frames are named ``<relative path without
+             extension>_<index:06d>``, so same-named clips in different subfolders differ.
 - ``video``  a video file; each frame is a sample named ``<video-stem>_<index:06d>``.
 - ``embedded`` the embedded default dataset (built on first use), in the paired layout.
 
@@ -58,6 +60,7 @@ class SourceInfo:
     split: Optional[str] = None
     unmatched_inputs: list[str] = field(default_factory=list)
     unmatched_targets: list[str] = field(default_factory=list)
+    videos_left_out: list[str] = field(default_factory=list)   # resolve_source(frames=False)
 
     @property
     def has_gt(self) -> bool:
@@ -69,6 +72,12 @@ class SourceInfo:
         gt = f", {n_gt} with ground truth" if n_gt else ", no ground truth"
         if self.kind == "video" and self.samples:   # the file, not the folder it is in
             return f"video source {self.samples[0].input}: {len(self.samples)} frames{gt}"
+        frames = [s for s in self.samples if s.frame is not None]
+        if frames:   # footage: say what came from clips, not "N images"
+            n_img, n_vid = len(self.samples) - len(frames), len({s.input for s in frames})
+            what = (f"{n_img} image{'s' * (n_img != 1)} and " if n_img else "") + \
+                f"{len(frames)} frames of {n_vid} video{'s' * (n_vid != 1)}"
+            return f"{self.kind} source {self.root}{split}: {what}{gt}"
         return f"{self.kind} source {self.root}{split}: {len(self.samples)} images{gt}"
 
 
@@ -80,14 +89,16 @@ def _visible(rel: Path) -> bool:
     return not any(part.startswith(".") for part in rel.parts)
 
 
-def _images_under(folder: Path, recursive: bool = True) -> list[Path]:
-    """Image files under `folder` as paths relative to it (hidden files and folders skipped, so
-    the temp files of interrupted atomic writes are never picked up)."""
+def _images_under(folder: Path, recursive: bool = True, kind=None) -> list[Path]:
+    """Image files (or, with kind=is_video, video files) under `folder` as paths relative to
+    it (hidden files and folders skipped, so the temp files of interrupted atomic writes are
+    never picked up)."""
+    kind = kind or is_image
     it = folder.rglob("*") if recursive else folder.iterdir()
     out = []
     for p in it:
         rel = p.relative_to(folder)
-        if _visible(rel) and is_image(p) and p.is_file():
+        if _visible(rel) and kind(p) and p.is_file():
             out.append(rel)
     return sorted(out, key=lambda r: r.as_posix())
 
@@ -188,9 +199,12 @@ def parse_spec(spec: str) -> tuple[Optional[str], str]:
 
 
 def resolve_source(spec: str | os.PathLike, split: str = "train",
-                   gopro_blur: str = "blur", progress: bool = True) -> SourceInfo:
+                   gopro_blur: str = "blur", progress: bool = True,
+                   frames: bool = True) -> SourceInfo:
     """Detect (or take from ``kind:path``) the layout of SPEC and list its samples.
-    progress: a bar while the embedded dataset is built (first use only)."""
+    progress: a bar while the embedded dataset is built (first use only).
+    frames=False: a folder's video clips are not decoded (listing their frames reads every
+    one) but named in `videos_left_out`, for callers that take images only."""
     if gopro_blur not in GOPRO_BLUR:
         raise SourceError(f"gopro_blur must be one of {GOPRO_BLUR}, got {gopro_blur!r}")
     kind, raw = parse_spec(os.fspath(spec))
@@ -209,7 +223,7 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
         return _resolve_paired(path, split)
     if kind == "video":
         return _resolve_video(path)
-    return _resolve_folder(path)
+    return _resolve_folder(path, frames)
 
 
 def _resolve_embedded(raw: str, split: str, progress: bool = True) -> SourceInfo:
@@ -312,7 +326,9 @@ def _resolve_paired(path: Path, split: str) -> SourceInfo:
     return SourceInfo("paired", root, samples, used_split, un_in, un_gt)
 
 
-def _resolve_folder(path: Path) -> SourceInfo:
+def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
+    """A folder of footage: its images, and every frame of its video clips (a folder of clips
+    was "no images found", and clips beside images were left out without a word)."""
     if path.is_file():
         if not is_image(path):
             raise SourceError(f"{path} is not an image file")
@@ -320,9 +336,42 @@ def _resolve_folder(path: Path) -> SourceInfo:
     if not path.is_dir():
         raise SourceError(f"{path} is not a folder")
     rels = _images_under(path)
-    if not rels:
-        raise SourceError(f"no images found in {path} (looked for "
-                          f"{', '.join(sorted(e.lstrip('.') for e in _image_exts()))})")
+    clips = _images_under(path, kind=is_video)
+    if not frames and rels:
+        info = _resolve_folder_images(path, rels)
+        info.videos_left_out = [str(path / r) for r in clips]
+        return info
+    if not rels and not clips:
+        raise SourceError(f"no images or videos found in {path} (looked for "
+                          f"{', '.join(sorted(e.lstrip('.') for e in _image_exts()))} and "
+                          f"{', '.join(sorted(e.lstrip('.') for e in VIDEO_EXTS))})")
+    if not frames:
+        return SourceInfo("folder", path, [], videos_left_out=[str(path / r) for r in clips])
+    names = _sample_names(rels + clips)   # a.png beside a.mp4: both keep their extension
+    taken = {names[r] for r in rels}
+    by_file: dict[str, list[Sample]] = {r.as_posix(): [Sample(names[r], path / r)]
+                                        for r in rels}
+    unusable = []
+    for r in clips:
+        try:
+            n = _count_frames(path / r)
+        except SourceError as e:   # one broken clip does not lose the rest of the footage
+            unusable.append(str(e))
+            continue
+        base = names[r]
+        if any(f"{base}_{i:06d}" in taken for i in range(n)):   # beside a_000001.png
+            base = r.as_posix()
+        by_file[r.as_posix()] = [Sample(f"{base}_{i:06d}", path / r, None, i) for i in range(n)]
+    if unusable:
+        warnings.warn(f"{path}: {len(unusable)} video(s) left out: {_few(unusable, 3)}",
+                      stacklevel=3)
+    samples = [s for key in sorted(by_file) for s in by_file[key]]
+    if not samples:
+        raise SourceError(f"no readable images or video frames in {path}")
+    return SourceInfo("folder", path, samples)
+
+
+def _resolve_folder_images(path: Path, rels: list[Path]) -> SourceInfo:
     names = _sample_names(rels)
     return SourceInfo("folder", path, [Sample(names[r], path / r) for r in rels])
 
@@ -332,20 +381,27 @@ def _image_exts() -> Iterable[str]:
     return IMAGE_EXTS
 
 
-def _resolve_video(path: Path) -> SourceInfo:
-    if not path.is_file():
-        raise SourceError(f"video not found: {path}")
+def _count_frames(path: Path) -> int:
+    """The number of decodable frames of a video (SourceError when there is none). Every frame
+    is grabbed: CAP_PROP_FRAME_COUNT is an estimate for many containers."""
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
             raise SourceError(f"{path}: OpenCV cannot open this video")
         n = 0
-        while cap.grab():   # CAP_PROP_FRAME_COUNT is an estimate for many containers
+        while cap.grab():
             n += 1
     finally:
         cap.release()
     if n == 0:
         raise SourceError(f"{path}: no decodable frames")
+    return n
+
+
+def _resolve_video(path: Path) -> SourceInfo:
+    if not path.is_file():
+        raise SourceError(f"video not found: {path}")
+    n = _count_frames(path)
     samples = [Sample(f"{path.stem}_{i:06d}", path, None, i) for i in range(n)]
     return SourceInfo("video", path.parent, samples)
 
