@@ -283,6 +283,31 @@ def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
                        cache_size=d.cache_size)
 
 
+def _validation_leak(cfg: TrainConfig) -> Optional[str]:
+    """What to say when the student's validation images are training images too: with
+    footage, which has no ground truth and no split, a validation cache labelled from the same
+    clip or folder (another --limit picks the same first and last frames) scored, and chose
+    best.pt on, images the student trained on, without a word."""
+    d = cfg.data
+    if cfg.task != "student" or not d.labels or not d.val_labels:
+        return None
+    from .data.label_cache import LabelCache
+    from .data.sources import SourceError
+    try:
+        train_cache, val_cache = LabelCache(d.labels), LabelCache(d.val_labels)
+    except SourceError:
+        return None
+    same = val_cache.shared_inputs(train_cache)
+    if not same:
+        return None
+    n_val = sum(e.get("status") == "ok" for e in val_cache.entries.values())
+    shown = ", ".join(same[:3]) + (f" and {len(same) - 3} more" if len(same) > 3 else "")
+    return (f"{len(same)} of the {n_val} images of data.val_labels={d.val_labels} are training "
+            f"images too, in data.labels={d.labels} ({shown}): validation, and the choice of "
+            "best.pt, scores the student on images it trains on; label held-out images (another "
+            "clip or folder) into data.val_labels")
+
+
 def load_val_items(cfg: TrainConfig, progress: bool = True) -> list[ValItem]:
     from .images import centre_crop
     d = cfg.data
@@ -309,22 +334,35 @@ def load_val_items(cfg: TrainConfig, progress: bool = True) -> list[ValItem]:
                         raise no_val from None
                 print(f"note: data.val={d.val} has no 'val' split; validating (and choosing "
                       "best.pt) on its 'test' split", file=sys.stderr, flush=True)
-            items = [_read_val_item(inp, None, gt) for inp, gt, _ in pairs_from_source(info)]
-            out = [v for v in items if v is not None]
+            out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs_from_source(info)],
+                                  d.val_max_images)
             if not out:
                 raise ValueError(f"data.val={d.val}: no readable validation pair")
     elif d.val_labels:
         from .data.crops import pairs_from_labels
         with _naming("data.val_labels", d.val_labels, _LABELS_HINT.format(d.val_labels)):
             pairs = pairs_from_labels(d.val_labels)
-        items = [_read_val_item(inp, label, gt) for inp, label, gt in pairs]
-        out = [v for v in items if v is not None]
+        out = _read_val_items(pairs, d.val_max_images)
         if not out:
             raise ValueError(f"data.val_labels={d.val_labels}: no readable validation pair")
     out = out[:d.val_max_images] if d.val_max_images else out
     s = d.val_max_side
     return [ValItem(v.name, centre_crop(v.input, s), centre_crop(v.target, s),
                     centre_crop(v.gt, s)) for v in out]
+
+
+def _read_val_items(triples, n: Optional[int]) -> list[ValItem]:
+    """The first `n` readable (input, target, gt) triples, read one by one: reading every pair
+    of a large validation cache (300 labelled 1080p frames: ~15 GB of float images) to keep
+    `data.val_max_images` of them ran out of memory before the first step."""
+    out: list[ValItem] = []
+    for inp, target, gt in triples:
+        if n and len(out) >= n:
+            break
+        item = _read_val_item(inp, target, gt)
+        if item is not None:
+            out.append(item)
+    return out
 
 
 def _read_val_item(inp: Path, target: Optional[Path], gt: Optional[Path]) -> Optional[ValItem]:
@@ -662,6 +700,10 @@ class Trainer:
                 self.log(f"data: {self._data_sig['train']} training pairs ({src}"
                          f"{f' + {d.gt_train}' if d.gt_train else ''}), {len(val_items)} "
                          "validation images")
+            leak = _validation_leak(cfg)
+            if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
+                print(f"warning: {leak}", file=sys.stderr, flush=True)
+                self._text(f"warning: {leak}")
             changed = data_changes(self._resumed_data, self._data_sig)
             if changed:   # on the console, not only in train.log: the result differs silently
                 msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "

@@ -543,7 +543,8 @@ def test_a_bad_validation_pair_is_skipped_by_name_not_fatal_at_the_first_validat
         write_image(val / "input" / f"v{i}.png", img * 0.9)
         write_image(val / "target" / f"v{i}.png", img if i != 1 else img[:20, :24])
     (val / "input" / "v2.png").write_bytes((val / "input" / "v2.png").read_bytes()[:60])
-    items = load_val_items(tiny_cfg(tmp_path / "r", 1, **{"data.val": val}))
+    items = load_val_items(tiny_cfg(tmp_path / "r", 1, **{"data.val": val,
+                                                        "data.val_max_images": 3}))
     assert [v.name for v in items] == ["v0"]
     err = capsys.readouterr().err
     assert f"sizes differ: {val / 'input' / 'v1.png'} 48x40, {val / 'target' / 'v1.png'} 24x20" \
@@ -562,6 +563,69 @@ def test_a_bad_validation_pair_is_skipped_by_name_not_fatal_at_the_first_validat
                                        **{"data.val": tmp_path / "gopro_like"}))) == 1
     assert "has no 'val' split; validating (and choosing best.pt) on its 'test' split" in \
         capsys.readouterr().err
+
+
+class _Brighter:
+    """A stand-in teacher for `run_labels` (its output: the input, brighter)."""
+    device, config_name, weights_id, model = "cpu", "stand-in", "stand-in", None
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        import numpy as np
+        return np.clip(image * 1.2, 0, 1)
+
+
+def _footage(folder, n, seed):
+    import numpy as np
+
+    from distill.images import write_image
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        write_image(folder / f"f{i}.png", rng.random((40, 48, 3)).astype(np.float32))
+    return folder
+
+
+def test_validation_images_that_are_training_images_are_warned_about(tmp_path, capsys):
+    """Footage has no split: a validation cache labelled from the same folder or clip (another
+    --limit takes the same first and last frames) scored, and chose best.pt on, images the
+    student trained on, without a word."""
+    from distill.data.labels import run_labels
+    kw = dict(teacher=_Brighter(), tile=0, overlap=0, progress=False)
+    foot = _footage(tmp_path / "footage", 4, 0)
+    run_labels(str(foot), tmp_path / "train", **kw)
+    run_labels(str(foot), tmp_path / "val", limit=2, **kw)
+    run_labels(str(_footage(tmp_path / "other", 2, 1)), tmp_path / "held-out", **kw)
+    capsys.readouterr()
+    student = {"task": "student", "data.labels": tmp_path / "train"}
+    train(tiny_cfg(tmp_path / "a", 1, **student, **{"data.val_labels": tmp_path / "val"}),
+          quiet=True)
+    err = capsys.readouterr().err
+    assert (f"warning: 2 of the 2 images of data.val_labels={tmp_path / 'val'} are training "
+            f"images too, in data.labels={tmp_path / 'train'} (f0, f3)") in err, err
+    assert "(f0, f3)" in (tmp_path / "a" / "train.log").read_text()
+    train(tiny_cfg(tmp_path / "b", 1, **student, **{"data.val_labels": tmp_path / "held-out"}),
+          quiet=True)
+    assert "training images too" not in capsys.readouterr().err
+
+
+def test_only_the_validation_images_kept_are_read(tmp_path, capsys):
+    """Every pair of data.val_labels was read at full resolution to keep data.val_max_images
+    of them: a validation cache of 300 labelled 1080p frames took ~15 GB before the first
+    step. The one past the limit is not read (its damaged label is never seen)."""
+    from distill.data.labels import run_labels
+    from distill.trainer import load_val_items
+    run_labels(str(_footage(tmp_path / "footage", 3, 0)), tmp_path / "val", teacher=_Brighter(),
+               tile=0, overlap=0, progress=False)
+    label = tmp_path / "val" / "labels" / "f2.png"
+    label.write_bytes(label.read_bytes()[:60])
+    cfg = tiny_cfg(tmp_path / "r", 1, task="student", **{"data.labels": tmp_path / "val",
+                                                         "data.val_labels": tmp_path / "val",
+                                                         "data.val_max_images": 2})
+    capsys.readouterr()
+    assert [v.name for v in load_val_items(cfg)] == ["f0", "f1"]
+    assert "skipped" not in capsys.readouterr().err
+    cfg.data.val_max_images = 3   # reaching it: named and skipped, as before
+    assert [v.name for v in load_val_items(cfg)] == ["f0", "f1"]
+    assert "validation pair skipped" in capsys.readouterr().err
 
 
 def test_model_args_and_crop_are_checked_before_training(tmp_path):

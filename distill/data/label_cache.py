@@ -286,6 +286,20 @@ class LabelCache:
                 f"is still running; run the same labels command again to finish it, or train "
                 "on what is here knowingly")
 
+    def shared_inputs(self, other: "LabelCache") -> list[str]:
+        """Names of this cache's finished entries whose input is one of `other`'s finished
+        entries' too: the same file (and frame of the same clip) or the same content (input
+        hash: a copy). A validation cache that shares inputs with the training cache scores
+        the student on images it trains on."""
+        def ok(entries: dict) -> list[tuple[str, dict]]:
+            return [(n, e) for n, e in entries.items() if e.get("status") == "ok"]
+        theirs = ok(other.entries)
+        where = {(e.get("input"), e.get("frame")) for _, e in theirs}
+        hashes = {e["input_hash"] for _, e in theirs if e.get("input_hash")}
+        return sorted(n for n, e in ok(self.entries)
+                      if (e.get("input"), e.get("frame")) in where
+                      or (e.get("input_hash") and e["input_hash"] in hashes))
+
     def failed(self) -> dict[str, str]:
         return {n: e.get("error", "") for n, e in self.entries.items()
                 if e.get("status") == "failed"}
