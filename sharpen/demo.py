@@ -6,7 +6,8 @@
 3. a short distillation, fine-tuning the shipped student on those labels (shows the loop; the
    shipped weights are the result of the full run, see models/*.md);
 4. export ONNX, ONNX INT8 and TFLite INT8 with the parity table;
-5. stream the video through the runtime (`sharpen run`) and write the sharpened video;
+5. stream the video through the runtime (`sharpen run`) and write the sharpened video (with
+   --data footage holding a clip: that clip, not the synthetic one);
 6. `sharpen bench` in quick mode: report.md, report.json and figures. It gates on the SSIM gain
    (--min-ssim-gain): the shipped students keep a small fraction of the teacher's SSIM gain on
    its images and do not reach `sharpen bench`'s default 0.95 SSIM ratio (README, "Measured
@@ -184,6 +185,37 @@ def _no_labels(caches: dict[str, tuple[Path, LabelStats]]) -> str | None:
 HOLD_OUT = 0.2   # of a one-split source's images, kept for validation
 
 
+def _user_clip(spec: str) -> Path | None:
+    """The clip of the user's --data that stage 5 streams: the video itself, or the first clip
+    of a folder of footage; None for other data (stage 5 then streams the synthetic 1080p
+    video). With --data footage the demo streamed and showed only that synthetic video."""
+    from distill.data.sources import (SourceError, _images_under, detect_kind, is_video,
+                                      parse_spec)
+    try:
+        kind, raw = parse_spec(spec)
+    except SourceError:
+        return None
+    if not raw or kind not in (None, "folder", "video"):
+        return None
+    path = Path(raw).expanduser()
+    try:
+        if path.is_file():
+            return path if is_video(path) else None
+        if path.is_dir() and (kind == "folder" or detect_kind(path) == "folder"):
+            clips = _images_under(path, kind=is_video)
+            return path / clips[0] if clips else None
+    except (OSError, SourceError):
+        pass
+    return None
+
+
+def _cache_inputs(cache: Path) -> list[str]:
+    """The inputs of a label cache's finished entries (a clip's frames as the cache saved
+    them): the user's own images, for INT8 calibration and the parity check."""
+    from distill.data.label_cache import LabelCache
+    return [str(inp) for inp, _, _ in LabelCache(cache).pairs()]
+
+
 def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
     """Where the demo validates on the user's data: (split, names left out of the training
     labels, names left out of the validation labels). A source with a val or test split apart
@@ -254,8 +286,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     out = Path(args.out).resolve()
     t0 = time.time()
 
-    _step(1, f"data: {'embedded test images' if args.data == 'embedded' else args.data} "
-             "and a blurred 1080p video")
+    clip = None if args.data == "embedded" else _user_clip(args.data)
+    _step(1, f"data: {'embedded test images' if args.data == 'embedded' else args.data}"
+             + ("" if clip else " and a blurred 1080p video"))
     if args.data == "embedded":
         root = build_embedded(default_root(), splits=("train", "val", "test"),
                               progress=not args.quiet)
@@ -270,9 +303,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if not_train:
             print(f"it has no validation or test split: its last {len(not_train)} image(s) are "
                   "held out of training for validation")
-    video = make_demo_video(out / "blurred-1080p.mp4", frames=args.video_frames,
-                            progress=not args.quiet)
-    print(f"blurred video: {video}")
+    if clip is not None:
+        video, tag = clip, clip.stem
+        print(f"stage 5 streams your clip {clip} (its first {args.video_frames} frames)")
+    else:
+        video, tag = make_demo_video(out / "blurred-1080p.mp4", frames=args.video_frames,
+                                     progress=not args.quiet), "1080p"
+        if args.data != "embedded":
+            print("your data has no video clip: stage 5 streams a synthetic one")
+        print(f"blurred video: {video}")
 
     _step(2, f"teacher pseudo-labels ({Path(teacher).name}, tiled + Gaussian blending)")
     labels = out / "labels"
@@ -327,11 +366,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from optimize.export import export, print_table
     student = slim_checkpoint(out / "distill" / "best.pt", out / f"student-{args.student}.pt")
-    embedded = args.data == "embedded"
+    if args.data == "embedded":
+        calib = str(out / "train-crops" / "input")
+        parity = str(default_root() / "test" / "input")
+    else:   # the user's own images (they were scikit-image's sample photos)
+        calib, parity = _cache_inputs(labels / "train"), _cache_inputs(labels / "val")
+        print(f"INT8 calibration on your {len(calib)} training image(s), parity on your "
+              f"{len(parity)} held-out image(s)")
     report = export(student, ["onnx", "onnx-int8", "tflite-int8"], out / "export",
-                    calib=str(out / "train-crops" / "input") if embedded else None,
-                    parity_images=str(default_root() / "test" / "input") if embedded else None,
-                    latency_runs=3, quiet=args.quiet)
+                    calib=calib, parity_images=parity, latency_runs=3, quiet=args.quiet)
     print_table(report)
     if not report.ok:
         print("error: an artifact failed its parity check (see the table)", file=sys.stderr)
@@ -345,15 +388,17 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     _step(5, f"stream the video through the runtime ({Path(best.file).name})")
     from runtime.pipeline import run_stream
-    stats = run_stream(best.file, str(video), output=str(out / "sharpened-1080p.mp4"),
-                       stats_path=str(out / "stream-stats.json"), quiet=args.quiet)
+    video_out, comparison = out / f"sharpened-{tag}.mp4", out / f"comparison-{tag}.mp4"
+    stats = run_stream(best.file, str(video), output=str(video_out),
+                       stats_path=str(out / "stream-stats.json"), max_frames=args.video_frames,
+                       quiet=args.quiet)
     print(f"streamed {stats['frames_processed']} frames at {stats['throughput_fps']:.1f} fps "
           f"end to end (infer p50 {stats['latency_ms']['infer']['p50']:.0f} ms)")
     # What to look at: the same stream split down the middle, and one frame side by side.
-    run_stream(best.file, str(video), output=str(out / "comparison-1080p.mp4"), compare=True,
+    run_stream(best.file, str(video), output=str(comparison), compare=True,
                view="split", max_frames=args.video_frames, quiet=args.quiet)
-    _side_by_side_frame(video, out / "sharpened-1080p.mp4", out / "side_by_side.png")
-    print(f"comparison: {out / 'comparison-1080p.mp4'} (left blurred, right sharpened) and "
+    _side_by_side_frame(video, video_out, out / "side_by_side.png")
+    print(f"comparison: {comparison} (left blurred, right sharpened) and "
           f"{out / 'side_by_side.png'}")
 
     bench_rc = 0
@@ -371,8 +416,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         _step(6, "benchmark report skipped (--no-bench)")
 
     written = {
-        "video_in": video, "video_out": out / "sharpened-1080p.mp4",
-        "comparison": out / "comparison-1080p.mp4", "side_by_side": out / "side_by_side.png",
+        "video_in": video, "video_out": video_out,
+        "comparison": comparison, "side_by_side": out / "side_by_side.png",
         "labels": labels,
         "student": out / f"student-{args.student}.pt", "export": out / "export",
         "stream_stats": out / "stream-stats.json", "bench_report": out / "bench" / "report.md"}
@@ -418,7 +463,10 @@ def add_commands(sub) -> None:
     p.add_argument("--label-images", type=int, default=6,
                    help="training images the teacher labels (with the embedded default: 256x256 "
                    "centre crops, one teacher tile each)")
-    p.add_argument("--video-frames", type=int, default=24, help="frames of the 1080p video")
+    p.add_argument("--video-frames", type=int, default=24,
+                   help="frames of the synthetic 1080p video, or, when --data is a clip or a "
+                   "folder of footage holding clips, frames of its first clip streamed at "
+                   "stage 5")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads for training and inference (default 0: all cores)")
     p.add_argument("--no-bench", "--skip-bench", dest="no_bench", action="store_true",
