@@ -94,13 +94,15 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
     from distill.data.sources import SourceError, resolve_source
 
     try:
-        info = resolve_source(data, "test")
+        info = resolve_source(data, "test", frames=False)   # (a folder's clips: not decoded)
     except SourceError as e:
         raise BenchError(str(e)) from None
     samples = [s for s in info.samples if s.gt is not None and s.frame is None]
     if not samples:
-        raise BenchError(f"{data}: no blurred/sharp image pairs in its test split (quality needs "
-                         "ground truth)")
+        where = " in its test split" if info.split else ""
+        raise BenchError(f"{data}: no blurred/sharp image pairs{where} (the held-out set needs "
+                         "ground truth; footage without it goes to --real-nogt: side-by-side "
+                         "crops and each model's PSNR to the teacher's output)")
     chosen = spread(samples, limit)
     pairs = [Pair(s.name, _reader(s.input), _reader(s.gt)) for s in chosen]
     split = f", split {info.split}" if info.split else ""

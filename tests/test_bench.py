@@ -558,6 +558,14 @@ def test_a_clip_as_real_blur_says_the_sets_take_images(tmp_path):
     for spec in (tmp_path / "clip.avi", tmp_path):
         with pytest.raises(BenchError, match="videos only; the real-blur sets take images"):
             _check_real_blur("--real-nogt", str(spec), 4, need_gt=False)
+    # --data footage without ground truth: where it goes instead (it said "in its test split"
+    # of a folder without splits, and named no other option)
+    from benchmarks.quality import load_pairs
+    write_image(tmp_path / "still.png", np.full((24, 32, 3), 0.5, np.float32))
+    with pytest.raises(BenchError, match=r"no blurred/sharp image pairs \(the held-out set "
+                                         r"needs ground truth; footage without it goes to "
+                                         r"--real-nogt"):
+        load_pairs(str(tmp_path))
 
 
 def test_the_streaming_row_follows_sizes():
