@@ -5,6 +5,7 @@ the runtime); every handler imports what it needs."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import statistics
@@ -410,7 +411,19 @@ def _complete_results(path: Path) -> bool:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`_evaluate`, removing an --out folder it made when the run is refused (a video or a
+    missing folder as --data, a missing checkpoint...): it left an empty folder behind."""
+    made = bool(args.out) and not Path(args.out).exists()
+    try:
+        return _evaluate(args)
+    except SharpenError:
+        if made:
+            with contextlib.suppress(OSError):
+                Path(args.out).rmdir()   # only if still empty
+        raise
 
+
+def _evaluate(args: argparse.Namespace) -> int:
     from runtime.backends.base import ModelError
 
     from .checkpoint import CheckpointError

@@ -206,6 +206,28 @@ def test_the_clips_of_a_folder_of_footage_are_named_as_left_out(nogt, capsys):
         evaluate_fns({"id": lambda im: im}, str(clips))
 
 
+def test_a_refused_run_leaves_no_empty_out_folder(nogt, tmp_path, capsys):
+    """`sharpen evaluate --data clip.mp4 --out eval/x` (or a missing --data) was refused after
+    --out was made, leaving an empty folder; one that existed stays."""
+    import cv2
+
+    from sharpen.cli import main
+    clip = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 24))
+    vw.write(np.full((24, 32, 3), 100, np.uint8))
+    vw.release()
+    for data in (clip, tmp_path / "missing"):
+        out = tmp_path / "eval" / "x"
+        assert main(["evaluate", "--weights", "fast", "--data", str(data), "--out", str(out),
+                     "--quiet"]) == 2
+        assert not out.exists()
+    out.mkdir(parents=True)
+    assert main(["evaluate", "--weights", "fast", "--data", str(clip), "--out", str(out),
+                 "--quiet"]) == 2
+    assert out.is_dir()
+    capsys.readouterr()
+
+
 def test_an_artifact_that_failed_its_parity_gate_is_named_when_scored(tmp_path, capsys):
     import json
 
