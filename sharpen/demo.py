@@ -221,7 +221,8 @@ def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
     labels, names left out of the validation labels). A source with a val or test split apart
     from train (a GoPro root, a paired root with splits) validates on it; any other (a flat
     paired folder, footage, a video) on its last HOLD_OUT of images, which training never sees
-    (a block at the end rather than every k-th: neighbouring video frames are near-duplicates).
+    (a block at the end rather than every k-th: neighbouring video frames are near-duplicates;
+    with video frames, a gap as wide as the block before it is left unused too).
     The split is fixed by the source, so a re-run into the same --out keeps it."""
     from distill.data.sources import SourceError, resolve_source
 
@@ -240,7 +241,12 @@ def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
                          "on, one to validate on)")
     k = min(n - 1, max(1, round(n * HOLD_OUT)))
     names = [s.name for s in train.samples]
-    return "train", set(names[n - k:]), set(names[:n - k])
+    # Video frames next to the block are near-duplicates of its first frames: training on
+    # frame 15 and validating on frame 16 scores what was trained on. Leave a gap as wide as
+    # the block (used by neither) where there are frames enough to keep some for training.
+    frames = any(s.frame is not None for s in train.samples)
+    gap = min(k, n - k - 1) if frames else 0
+    return "train", set(names[n - k - gap:]), set(names[:n - k])
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

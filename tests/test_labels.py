@@ -422,6 +422,18 @@ def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_pat
     _paired(split_root / "test", 2, seed=1)
     assert _validation_split(str(split_root)) == ("test", set(), set())
     assert _validation_split(str(_paired(tmp_path / "two", 2)))[1:] == ({"im01"}, {"im00"})
+    # A video: its held-out frames are not the neighbours of training frames.
+    video = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for i in range(20):
+        vw.write(np.full((32, 48, 3), 10 * i, np.uint8))
+    vw.release()
+    v_split, v_not_train, v_not_val = _validation_split(str(video))
+    names = sorted(v_not_train | v_not_val)
+    val = set(names) - v_not_val
+    assert v_split == "train" and len(val) == 4 and val <= v_not_train
+    trained = sorted(set(names) - v_not_train)
+    assert len(trained) == 12 and names.index(min(val)) - names.index(max(trained)) == 5
     one = _paired(tmp_path / "one", 1)
     with pytest.raises(ValueError, match="at least 2 images"):
         _validation_split(str(one))
