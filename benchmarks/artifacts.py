@@ -201,25 +201,36 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     if to_build:
         say(f"exporting {student.name} ({student.path.name}) -> {', '.join(to_build)} "
             f"in {folder} (cached for later runs)")
-        try:
-            report = export(student.path, to_build, folder, calib_count=calib_count,
-                            latency=False, quiet=quiet, float_layers=float_layers)
-        except ExportError as e:
-            raise BenchError(f"{student.name}: {e}") from None
-        for r in report.results:
-            if r.format not in to_build:
-                continue
+
+        def save_stamp() -> None:
+            keep = {k: asdict(v) for k, v in items.items() if v.status in ("pass", "fail")}
+            atomic_write_json(stamp_path, {"format": STAMP_FORMAT, "settings": settings,
+                                           "student": student.to_dict(),
+                                           "formats": {**old, **keep}})
+
+        def record(r) -> None:
+            if r.format not in to_build or r.format in built_now:
+                return
             parity = {k: getattr(r, k) for k in ("max_abs", "psnr", "ssim")
                       if getattr(r, k) is not None}
             items[r.format] = Artifact(r.format, r.precision or FORMATS[r.format].precision,
                                        r.status, r.file, r.reason, parity)
             built_now.append(r.format)
+            # At once: Ctrl-C or SIGTERM during the next format (minutes for TFLite) left no
+            # stamp, and the rerun that "continues" built the finished formats again.
+            save_stamp()
+
+        try:
+            report = export(student.path, to_build, folder, calib_count=calib_count,
+                            latency=False, quiet=quiet, float_layers=float_layers,
+                            on_result=record)
+        except ExportError as e:
+            raise BenchError(f"{student.name}: {e}") from None
+        for r in report.results:
+            record(r)
         for fmt in to_build:   # a format the export did not report on at all
             items.setdefault(fmt, Artifact(fmt, FORMATS[fmt].precision, "error",
                                            reason="the export produced no result"))
-        keep = {k: asdict(v) for k, v in items.items() if v.status in ("pass", "fail")}
-        atomic_write_json(stamp_path, {"format": STAMP_FORMAT, "settings": settings,
-                                       "student": student.to_dict(),
-                                       "formats": {**old, **keep}})
+        save_stamp()
     ordered = {fmt: items[fmt] for fmt in FORMATS}
     return ArtifactSet(student, folder, ordered, built_now)

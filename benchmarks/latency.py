@@ -111,7 +111,8 @@ def _torch_backend(model):
             self.model = for_inference(model.to(device))
             self.multiple = int(getattr(model, "multiple", 1))
             self.provider = (f"CUDA ({torch.cuda.get_device_name(0)})" if device.type == "cuda"
-                             else f"CPU ({torch.get_num_threads()} threads)")
+                             else f"CPU ({torch.get_num_threads()} thread"
+                             f"{'' if torch.get_num_threads() == 1 else 's'})")
 
         def infer(self, batch: np.ndarray) -> np.ndarray:
             with torch.inference_mode():

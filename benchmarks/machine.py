@@ -59,6 +59,43 @@ def blas_threads() -> int:
         (os.cpu_count() or 1)
 
 
+# Environment variables that change what is measured (threads of torch, numpy's BLAS and the
+# runtimes' OpenMP builds; which GPU): the reproduce commands set them as this run had them.
+MEASURE_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "CUDA_VISIBLE_DEVICES")
+
+
+def measure_env() -> dict:
+    """Those of MEASURE_ENV that are set, with their values."""
+    return {k: os.environ[k] for k in MEASURE_ENV if k in os.environ}
+
+
+def code_info() -> dict:
+    """The code that measured: the package's version and, in a git checkout, the commit and
+    whether tracked files had uncommitted changes (then the commit alone does not rebuild it)."""
+    repo = Path(__file__).resolve().parents[1]
+    info: dict = {"package": "image-sharpening-kd",
+                  "version": _version("image-sharpening-kd")}
+    if not (repo / ".git").exists() or not shutil.which("git"):   # a worktree's .git is a file
+        return info
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
+                                 text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit:
+        info["commit"] = commit
+        status = git("status", "--porcelain", "--untracked-files=no")
+        if status is not None:
+            info["dirty"] = bool(status)
+    return info
+
+
 def machine_info() -> dict:
     cpu = None
     try:
@@ -126,4 +163,5 @@ def machine_info() -> dict:
             "torch_threads": threads, "memory": mem, "gpus": gpus,
             "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
             "libraries": {k: v for k, v in libs.items() if v is not None},
-            "missing_libraries": sorted(k for k, v in libs.items() if v is None)}
+            "missing_libraries": sorted(k for k, v in libs.items() if v is None),
+            "code": code_info(), "env": measure_env()}

@@ -14,8 +14,13 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-LATENCY_HEADERS = ["model", "backend", "precision", "size", "median ms", "p90 ms", "fps",
-                   "speedup vs teacher", "meets target", "note"]
+LATENCY_HEADERS = ["model", "backend", "precision", "size", "median ms", "p90 ms", "rounds",
+                   "fps", "speedup vs teacher", "meets target", "note"]
+
+
+def _rounds(r: dict):
+    """Timed rounds behind a row's median (a slow call gets one in quick mode)."""
+    return (r.get("timing") or {}).get("rounds") or r.get("rounds")
 
 
 def short_reason(reason) -> str:
@@ -43,7 +48,7 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
             sizes = sizes_of[key]
             size = sizes[0] if len(sizes) == 1 else ", ".join(sizes)
             out.append([r["model"], r["backend_label"], (r.get("precision") or "").upper(),
-                        size, "-", "-", "-", "-", "-",
+                        size, "-", "-", "-", "-", "-", "-",
                         f"{r['status']}: {short_reason(r['reason'])}"])
             continue
         note = r.get("note", "") if r.get("informational") else ""
@@ -55,9 +60,12 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
             shape = r.get("tile_shape")
             note = (f"scaled: {n} tile{'s' if n != 1 else ''}"
                     + (f" of {shape}" if shape else "") + f" x {r['tile_ms']:.0f} ms")
+        rounds = _rounds(r)
+        # A single round's "90th percentile" is that round: no spread was measured.
+        p90 = (f"{r['p90_ms']:.1f}" if r.get("p90_ms") is not None and rounds != 1 else "-")
         out.append([r["model"], r["backend_label"], (r.get("precision") or "").upper(),
-                    r["size"], f"{r['ms']:.1f}",
-                    f"{r['p90_ms']:.1f}" if r.get("p90_ms") is not None else "-", f"{r['fps']:.2f}",
+                    r["size"], f"{r['ms']:.1f}", p90, "-" if rounds is None else str(rounds),
+                    f"{r['fps']:.2f}",
                     f"{r['speedup_vs_teacher']:.0f}x" if r.get("speedup_vs_teacher")
                     else "-", "yes" if r["meets_target"] else "no", note])
     return out
@@ -137,13 +145,13 @@ def render_markdown(rep: dict) -> str:
         threads = st.get("sgemm_threads")
         rt = st.get("runtime_threads")
         lines += [f"This CPU's FP32 matrix-multiply peak, measured (numpy, "
-                  f"{f'{threads} threads' if threads else 'all cores'}): "
+                  f"{_count(threads, 'thread') if threads else 'all cores'}): "
                   f"{st['sgemm_peak_gmacs']:g} GMAC/s; each student row's note gives its GMAC per "
                   "frame over its median time as a share of it (the ONNX Runtime and LiteRT "
-                  f"backends ran on {f'{rt} threads' if rt else 'every core'}"
+                  f"backends ran on {_count(rt, 'thread') if rt else 'every core'}"
                   + ("; OMP_NUM_THREADS limited the peak to fewer, so their shares are "
                      "overstated" if threads and not rt and threads < _cores(rep) else "")
-                  + ").", ""]
+                  + ")." + _torch_threads(rep, lat["rows"], rt), ""]
     if lat["settings"].get("teacher"):
         lines += [f"Teacher: {lat['settings']['teacher']}; the other sizes scale the same "
                   "per-tile time by their tile count.", ""]
@@ -180,9 +188,44 @@ def render_markdown(rep: dict) -> str:
               f"- GPU: {'; '.join(mach['gpus']) if mach['gpus'] else 'none'}",
               f"- OS: {mach['os']} ({mach['machine']})",
               f"- Libraries: {libs}",
-              f"- Not installed: {', '.join(mach['missing_libraries']) or '-'}", ""]
+              f"- Not installed: {', '.join(mach['missing_libraries']) or '-'}",
+              f"- Code: {_code_line(mach.get('code') or {})}",
+              "- Environment: " + (", ".join(f"{k}={v}" for k, v in
+                                             (mach.get("env") or {}).items()) or
+                                   "no thread or GPU variable set"), ""]
     lines += ["## Reproduce", "", "```"] + rep["commands"] + ["```", ""]
     return "\n".join(lines)
+
+
+def _count(n: int, what: str) -> str:
+    return f"{n} {what}{'' if n == 1 else 's'}"
+
+
+def _torch_threads(rep: dict, rows: list[dict], rt) -> str:
+    """Where PyTorch eager ran: its rows are timed on torch's own threads (OMP_NUM_THREADS
+    sets them), which the sentence on the runtimes' threads did not cover."""
+    ran = [r for r in rows if r.get("backend") == "pytorch" and r["status"] == "ok"]
+    if not ran:
+        return ""
+    where = ran[0].get("provider") or "-"
+    torch_n = (rep.get("machine") or {}).get("torch_threads")
+    runtime_n = rt or _cores(rep)
+    fewer = (where.startswith("CPU") and torch_n and runtime_n and torch_n < runtime_n)
+    return (f" PyTorch eager ran on {where}" + (
+        f", fewer than the runtimes' {runtime_n}: compare its rows with theirs with that in "
+        "mind" if fewer else "") + ".")
+
+
+def _code_line(code: dict) -> str:
+    what = (f"{code.get('package', 'image-sharpening-kd')} "
+            f"{code.get('version') or '(version unknown)'}")
+    if code.get("commit"):
+        what += f", git commit {code['commit'][:12]}"
+        if code.get("dirty"):
+            what += " with uncommitted changes (the commit alone does not rebuild this code)"
+    else:
+        what += ", not a git checkout"
+    return what
 
 
 def _cores(rep: dict) -> int:

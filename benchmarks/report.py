@@ -315,13 +315,21 @@ def _remove_stale_figures(out: Path, written: set) -> None:
 def reproduce_commands(opts: BenchOptions) -> list[str]:
     """The commands, from the folder the run started in (its relative paths are from there);
     pytest is given the suite's own folder, which need not be below it."""
+    from .machine import measure_env
+
     suite = shlex.quote(str(Path(__file__).resolve().parent))
-    cmd = "sharpen bench " + " ".join(shlex.quote(a) for a in opts.to_argv())
-    pyt = [*opts.to_argv(pytest=True), "--benchmark-json", "bench.json"]
+    # OMP_NUM_THREADS=1 ran PyTorch on one thread: a rerun without it times other numbers.
+    env = "".join(f"{k}={shlex.quote(v)} " for k, v in measure_env().items())
+    cmd = env + "sharpen bench " + " ".join(shlex.quote(a) for a in opts.to_argv())
+    # The comparison runs the same tests with the same options (a bare `--benchmark-compare`
+    # timed the default students at the default size, rebuilding them in the default cache),
+    # against the run the line before saved (a bare --benchmark-json saves nothing to compare).
+    pyt = f"{env}pytest {suite} " + " ".join(shlex.quote(a) for a in opts.to_argv(pytest=True))
     return [f"cd {shlex.quote(os.getcwd())}", cmd,
-            f"pytest {suite} " + " ".join(shlex.quote(a) for a in pyt),
-            f"pytest {suite} --benchmark-compare  # against the last saved run "
-            "(save with --benchmark-autosave)"]
+            f"{pyt} --benchmark-autosave --benchmark-json bench.json",
+            f"{pyt} --benchmark-compare  # a later run against the last one saved "
+            "(.benchmarks/ here); --benchmark-compare-fail=median:10% makes a slower median "
+            "fail it"]
 
 
 def skipped_list(quality, latency: dict) -> list[dict]:

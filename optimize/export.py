@@ -293,10 +293,12 @@ class ExportOptions:
 
 def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
            out_dir: str | os.PathLike = "export", options: ExportOptions | None = None, *,
-           progress: Progress | None = None, **overrides) -> ExportReport:
+           progress: Progress | None = None, on_result=None, **overrides) -> ExportReport:
     """Export `weights` (a student checkpoint) to `formats` in `out_dir`; see the module doc.
     Settings come from `options` (an ExportOptions, `sharpen export` builds one from its flags)
-    with any ExportOptions field given as a keyword on top.
+    with any ExportOptions field given as a keyword on top. `on_result(FormatResult)` is called
+    as each format is built and judged, its file final (the bench records it at once, so that
+    an interrupted export keeps the formats it finished).
 
     Raises ExportError / CheckpointError / CalibrationError for usage problems (before any
     work); build failures and parity failures are reported in the returned report instead.
@@ -531,6 +533,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
             if ctx.float_by_fmt.get(f) or f in float_tries:
                 res.extra["float_layers"] = ctx.float_by_fmt.get(f, [])
             results.append(res)
+            if on_result is not None:
+                on_result(res)
     for f, reason in skipped.items():
         res = FormatResult(f, "skipped", precision=FORMATS[f].precision,
                            target=FORMATS[f].target, reason=reason)

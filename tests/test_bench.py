@@ -110,7 +110,8 @@ def test_report_files_exist(env, good_run):
     # Relative paths in the commands are from the folder the run started in, which the block
     # names; pytest gets the suite's own folder, wherever that is.
     assert report["commands"][0] == f"cd {shlex.quote(os.getcwd())}"
-    assert report["commands"][2].startswith(f"pytest {ROOT / 'benchmarks'} ")
+    env_prefix = "".join(f"{k}={shlex.quote(v)} " for k, v in report["machine"]["env"].items())
+    assert report["commands"][2].startswith(f"{env_prefix}pytest {ROOT / 'benchmarks'} ")
     assert set(report["figures"]) == {"latency", "scatter", "crops"}
     for name in report["figures"].values():
         data = (out / name).read_bytes()
@@ -593,3 +594,186 @@ def test_student_files_named_like_report_rows_get_other_names(tmp_path):
         paths.append(str(p))
     assert [st.name for st in resolve_students(paths, hash_files=False)] == \
         ["teacher-2", "input-2", "fast"]
+
+
+def _shell(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    """One of the report's reproduce commands, run by the shell as a user would, with this
+    interpreter's pytest."""
+    cmd = cmd.replace("pytest ", f"{shlex.quote(sys.executable)} -m pytest -p no:cacheprovider ",
+                      1)
+    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def saved_pytest_run(env, good_run, tmp_path_factory):
+    """The report's pytest line, run (latency tests only, to keep it short)."""
+    _, report = good_run
+    cwd = tmp_path_factory.mktemp("pytest-run")
+    only = ' -k "test_student_latency or test_teacher_tiled"'
+    res = _shell(report["commands"][2] + only, cwd)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return report, cwd, only, json.loads((cwd / "bench.json").read_text())
+
+
+def test_reproduce_block_compares_the_same_benchmarks(saved_pytest_run):
+    """The report's compare line compared nothing: the pytest line before it saved no run
+    (--benchmark-json only), and the compare line left out the run's options, so it timed the
+    default students at the default size, exporting them into the default cache."""
+    report, cwd, only, saved = saved_pytest_run
+    res = _shell(report["commands"][3].split("  #")[0] + only, cwd)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "Can't compare" not in out and "Comparing against benchmarks from" in out, out
+    names = {b["name"] for b in saved["benchmarks"]}
+    assert names and all(f"{n} (NOW)" in out and f"{n} (0001_" in out for n in names), out
+    assert "160x96" in " ".join(names)   # the run's size, not the default's
+
+
+def test_teacher_tile_times_are_not_ranked_with_frame_times(saved_pytest_run):
+    """pytest-benchmark ranks the rows of a group against each other: the teacher's rows, the
+    time of its timed tile(s) (a fifteenth of a 1080p frame), sat in the per-frame latency
+    group, read as the teacher's frame time."""
+    _, _, _, saved = saved_pytest_run
+    groups = {b["name"].split("[")[0]: b["group"] for b in saved["benchmarks"]}
+    assert groups["test_student_latency"] == "latency 160x96"
+    assert groups["test_teacher_tiled"] != groups["test_student_latency"]
+    assert "not per frame" in groups["test_teacher_tiled"]
+
+
+def test_failed_quality_gate_says_by_how_much_and_which_option():
+    """'0.5873 < 0.95 x teacher SSIM 0.6549 = 0.6222' left the reader to subtract, and did not
+    name the option that set the bar or the other gate."""
+    from benchmarks.artifacts import Student
+    from benchmarks.quality import _checks
+
+    rows = {"input": {"ssim": 0.5797, "kind": "input"},
+            "teacher": {"ssim": 0.6549, "reason": None, "kind": "teacher"},
+            "s/pytorch": {"key": "s/pytorch", "kind": "pytorch", "ssim": 0.5873,
+                          "reason": None}}
+    st = [Student(name="s", path=Path("s.pt"), hash="0")]
+    ratio = _checks(rows, st, 0.95)[0]
+    assert not ratio["passed"]
+    assert "0.0349 short, 0.897 x the teacher's" in ratio["message"], ratio["message"]
+    assert "--min-ssim-ratio 0.95" in ratio["message"] and "--min-ssim-gain" in ratio["message"]
+    gain = _checks(rows, st, 0.95, gain=0.2)[0]
+    assert not gain["passed"]
+    # 0.5797 + 0.2 x 0.0752 = 0.5947, 0.0074 above the student's 0.5873.
+    assert "0.0074 SSIM short of the 0.5947 that --min-ssim-gain 0.2 asks for" in \
+        gain["message"], gain["message"]
+    passed = _checks(rows, st, 0.85)[0]
+    assert passed["passed"] and "short" not in passed["message"]
+
+
+def test_report_names_the_code_and_the_thread_settings(monkeypatch):
+    """The report named the libraries but not this project's own code, and its reproduce
+    command dropped OMP_NUM_THREADS, which set PyTorch's threads for the run it describes."""
+    from benchmarks.machine import code_info
+    from benchmarks.markdown import _code_line
+    from benchmarks.report import BenchOptions, reproduce_commands
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
+    cmds = reproduce_commands(BenchOptions(out="b"))
+    assert cmds[1] == "OMP_NUM_THREADS=3 sharpen bench --out b"
+    assert cmds[2].startswith("OMP_NUM_THREADS=3 pytest ")
+    code = code_info()
+    assert code["package"] == "image-sharpening-kd"
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True)
+    if head.returncode == 0:
+        assert code["commit"] == head.stdout.strip() and isinstance(code["dirty"], bool)
+        assert f"git commit {code['commit'][:12]}" in _code_line(code)
+
+
+def test_latency_table_shows_rounds_and_no_p90_of_one_round():
+    """A call slower than quick mode's 2 s is timed once: its 'p90' was that one time, shown
+    beside the median as if a spread had been measured, and no column said how many rounds
+    stood behind any median."""
+    from benchmarks.latency import Timing, result_row
+    from benchmarks.latency_run import _in_ms
+    from benchmarks.markdown import LATENCY_HEADERS, latency_table
+
+    def row(rounds: int, times_s: list[float]) -> dict:
+        t = Timing(np.median(times_s), np.mean(times_s), 0.0, min(times_s), rounds, 2,
+                   max(times_s))
+        return result_row(model="student s", student="s", backend="pytorch", size=(64, 64),
+                          ms=1000 * t.median_s, p90_ms=1000 * t.p90_s, target_fps=30,
+                          timing=_in_ms(t.to_dict()))
+
+    one, many = latency_table([row(1, [1.6]), row(12, [0.01 * (i + 1) for i in range(12)])])
+    col = {h: i for i, h in enumerate(LATENCY_HEADERS)}
+    assert one[col["median ms"]] == "1600.0" and one[col["p90 ms"]] == "-"
+    assert one[col["rounds"]] == "1" and many[col["rounds"]] == "12"
+    assert many[col["p90 ms"]] == "120.0"
+    assert all(len(r) == len(LATENCY_HEADERS) for r in (one, many))
+
+
+def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
+    """SIGTERM while the bench exported a student's second format left no stamp in the cache,
+    so the rerun that 'continues' (as the interrupted run says) built the first one again."""
+    import signal
+    import time
+
+    from optimize.export import FORMATS as EXPORT_FORMATS
+
+    if EXPORT_FORMATS["tflite-fp16"].availability():
+        pytest.skip("needs a second format that takes seconds to build (TFLite)")
+    cache = tmp_path / "cache"
+    cmd = [sys.executable, "-m", "sharpen.cli", "bench", "--out", str(tmp_path / "out"),
+           "--weights", str(env / "student-good.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache", str(cache),
+           "--formats", "onnx,tflite-fp16", "--no-latency"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = []
+    try:
+        for line in proc.stderr:
+            err.append(line)
+            if line.startswith("[2/2] tflite-fp16"):
+                time.sleep(0.5)
+                proc.send_signal(signal.SIGTERM)
+                break
+        rest = proc.communicate(timeout=300)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    out = "".join(err) + (rest or "")
+    if proc.returncode in (0, 1):
+        pytest.skip("the export finished before the signal landed")
+    assert proc.returncode == 143 and "interrupted (SIGTERM)" in out, out
+    from benchmarks.artifacts import STAMP, ensure_artifacts, resolve_students
+
+    st = resolve_students([str(env / "student-good.pt")])[0]
+    stamp = json.loads((cache / f"{st.path.stem}-{st.hash}" / STAMP).read_text())
+    assert stamp["formats"]["onnx"]["status"] == "pass"
+    assert "tflite-fp16" not in stamp["formats"]
+    again = ensure_artifacts(st, cache, "onnx", quiet=True)
+    assert again.built_now == [] and again.get("onnx").usable
+
+
+def test_latency_section_says_where_pytorch_ran(good_run):
+    """The section said how many threads the runtimes had, not PyTorch eager's: with
+    OMP_NUM_THREADS=1 it ran on one thread beside runtimes on every core, read as a backend
+    comparison."""
+    import copy
+
+    from benchmarks.markdown import render_markdown
+
+    _, report = good_run
+    rep = copy.deepcopy(report)
+    rep["machine"].update(torch_threads=1, usable_cores=2)
+    rep["latency"]["settings"]["runtime_threads"] = None
+    for r in rep["latency"]["rows"]:
+        if r["backend"] == "pytorch" and r["status"] == "ok":
+            r["provider"] = "CPU (1 thread)"
+    md = render_markdown(rep)
+    assert "PyTorch eager ran on CPU (1 thread), fewer than the runtimes' 2" in md, md
+    rep["machine"]["torch_threads"] = 2
+    for r in rep["latency"]["rows"]:
+        if r["backend"] == "pytorch" and r["status"] == "ok":
+            r["provider"] = "CPU (2 threads)"
+    md = render_markdown(rep)
+    assert "PyTorch eager ran on CPU (2 threads)." in md and "fewer than" not in md
