@@ -260,7 +260,7 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         latency = run_latency(opts, students, artifact_sets, tiles, say)
         peak_mb["latency"] = peak_rss_mb()
 
-    checks = quality.checks
+    checks = quality.checks + latency_checks(latency)
     ok = all(c["passed"] for c in checks)
     report = {
         "format": REPORT_FORMAT,
@@ -330,6 +330,20 @@ def reproduce_commands(opts: BenchOptions) -> list[str]:
             f"{pyt} --benchmark-compare  # a later run against the last one saved "
             "(.benchmarks/ here); --benchmark-compare-fail=median:10% makes a slower median "
             "fail it"]
+
+
+def latency_checks(latency: dict) -> list[dict]:
+    """A failed check per backend and size that raised while it was timed: such a row was
+    in neither the checks nor the skipped list, and the run exited 0, so CI could not tell a
+    backend that crashes from one that runs."""
+    out = []
+    for r in latency.get("rows", []) + latency.get("stream", []):
+        if r["status"] == "error":
+            out.append({"check": "latency", "model": r["model"], "metric": None, "value": None,
+                        "threshold": None, "passed": False,
+                        "message": f"{r['model']} {r['backend_label']} at {r['size']}: could "
+                                   f"not be timed: {r['reason']}"})
+    return out
 
 
 def skipped_list(quality, latency: dict) -> list[dict]:

@@ -777,3 +777,23 @@ def test_latency_section_says_where_pytorch_ran(good_run):
             r["provider"] = "CPU (2 threads)"
     md = render_markdown(rep)
     assert "PyTorch eager ran on CPU (2 threads)." in md and "fewer than" not in md
+
+
+def test_a_backend_that_fails_while_timed_fails_the_run():
+    """A latency row with status "error" was in neither the checks nor the skipped list and the
+    bench exited 0: CI could not tell a backend that crashes from one that runs."""
+    from benchmarks.latency import result_row
+    from benchmarks.report import latency_checks, skipped_list
+    rows = [result_row(model="student fast", student="fast", backend="onnx-fp32", size=(64, 48),
+                       ms=None, target_fps=30, status="error",
+                       reason="RuntimeError: bad allocation"),
+            result_row(model="student fast", student="fast", backend="tflite-int8",
+                       size=(64, 48), ms=None, target_fps=30, status="skipped",
+                       reason="LiteRT not installed"),
+            result_row(model="student fast", student="fast", backend="onnx-int8", size=(64, 48),
+                       ms=12.0, target_fps=30)]
+    checks = latency_checks({"rows": rows, "stream": []})
+    assert len(checks) == 1 and checks[0]["passed"] is False
+    assert "64x48" in checks[0]["message"] and "bad allocation" in checks[0]["message"]
+    assert [s["what"] for s in skipped_list(type("Q", (), {"rows": []}), {"rows": rows})] == [
+        "latency student fast " + rows[1]["backend_label"]]
