@@ -189,7 +189,8 @@ def _check_real_blur(flag: str, spec: str, limit: int, need_gt: bool) -> None:
 
 
 def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
-    rerun = (out / "report.json").exists()   # only then are figures there an earlier run's
+    # Only then are figures there an earlier run's (whose report may be report.previous.*).
+    rerun = (out / "report.json").exists() or (out / "report.previous.json").exists()
     say = Console(opts.quiet)
     t_start = time.perf_counter()
     if not 0 < opts.target_fps < math.inf:   # NaN fails this too; `<= 0` let it through
@@ -218,6 +219,13 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
                                  TEACHER_OVERLAP, cache)
     say(f"sharpen bench ({'full' if opts.full else 'quick'} mode): students "
         f"{', '.join(s.name for s in students)}; {data_desc}; cache {cache}")
+    if rerun:
+        # An interrupted or failed run left the earlier report under the final name, read as
+        # this run's result; kept under another name until this one is written.
+        for name in ("report.json", "report.md"):
+            if (out / name).exists():
+                os.replace(out / name, out / name.replace("report.", "report.previous."))
+        say(f"the earlier report in {out} is now report.previous.md / .json")
 
     from distill.checkpoint import CheckpointError
 

@@ -417,6 +417,9 @@ def test_limit_applies_to_the_real_blur_sets_too(env, capsys):
     assert f"{real['pairs']['good']['psnr']:.2f}" in printed
     assert "the teacher's 2 worst" in (out / "report.md").read_text()
     assert not (out / "quality_vs_latency.png").exists()   # not this run's: removed
+    # The earlier report is kept under another name from the start: a run interrupted before
+    # writing its own left it under the final name, read as this run's result.
+    assert (out / "report.previous.json").read_text() == "{}"
     figures = json.loads((out / "report.json").read_text())["figures"]
     assert figures and all((out / f).is_file() for f in [*figures.values(),
                                                          *real["figures"].values()])
