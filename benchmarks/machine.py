@@ -21,7 +21,7 @@ def _version(*dists: str) -> Optional[str]:
 
 
 def peak_rss_mb() -> float:
-    """Peak resident memory of this process so far, in MB (Linux reports KiB, macOS bytes)."""
+    """Peak resident memory of this process so far, in MiB (Linux reports KiB, macOS bytes)."""
     import resource
     import sys
 

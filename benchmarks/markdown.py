@@ -139,7 +139,7 @@ def render_markdown(rep: dict) -> str:
     peak = rep.get("peak_rss_mb") or {}
     if peak:
         lines += ["Peak memory (RSS of the bench process, running maximum after each stage): "
-                  + ", ".join(f"{k} {v / 1024:.1f} GB" for k, v in peak.items()) + ".", ""]
+                  + ", ".join(f"{k} {v / 1024:.1f} GiB" for k, v in peak.items()) + ".", ""]
     if lat["settings"].get("sgemm_peak_gmacs"):
         st = lat["settings"]
         threads = st.get("sgemm_threads")
