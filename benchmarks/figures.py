@@ -12,10 +12,9 @@ FIGURES = {"latency": "latency_per_backend.png", "scatter": "quality_vs_latency.
 
 def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict:
     try:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt  # noqa: F401
+        # Figures of their own, never pyplot's: matplotlib.use("Agg") switched the backend of
+        # a notebook or app that called the report.
+        import matplotlib.figure  # noqa: F401
     except ImportError:
         say("matplotlib is not installed: no figures")
         return {}
@@ -31,7 +30,7 @@ def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict
 
 
 def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
     import numpy as np
 
     rows = [r for r in rep["latency"]["rows"] if r["status"] == "ok"]
@@ -45,7 +44,8 @@ def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
            r["size"]): r["ms"] for r in rows}
     x = np.arange(len(labels))
     wdt = 0.8 / len(sizes)
-    fig, ax = plt.subplots(figsize=(max(8, 0.9 * len(labels) + 2), 5.5))
+    fig = Figure(figsize=(max(8, 0.9 * len(labels) + 2), 5.5))
+    ax = fig.subplots()
     for i, s in enumerate(sizes):
         vals = [ms.get((lb, s), np.nan) for lb in labels]
         ax.bar(x + (i - (len(sizes) - 1) / 2) * wdt, vals, wdt, label=s)
@@ -60,12 +60,11 @@ def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
 def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     rows = [r for r in rep["latency"]["rows"] if r["status"] == "ok"]
     if not rows:
@@ -91,9 +90,11 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
             plotted.add(r["student"] or "teacher")
     if not pts:
         return False
-    fig, ax = plt.subplots(figsize=(11, 6))
+    fig = Figure(figsize=(11, 6))
+    ax = fig.subplots()
     markers = "osD^vP*Xh<>"
-    cmap = plt.get_cmap("tab10")
+    from matplotlib import colormaps
+    cmap = colormaps["tab10"]
     for i, (ms, ss, lb) in enumerate(pts):
         ax.scatter(ms, ss, s=45, marker=markers[i % len(markers)], color=cmap(i % 10),
                    label=f"{lb} ({ms:.0f} ms, SSIM {ss:.3f})")
@@ -115,12 +116,11 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
     ax.grid(alpha=0.3, which="both")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
-    plt.close(fig)
     return True
 
 
 def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     from distill.evaluate import crop_box
 
@@ -134,8 +134,8 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
     cols = ["blurred", "teacher"] + [s for s in students if any(s in crops[n] for n in names)] \
         + ["sharp"]
     titles = {"blurred": "blurred", "teacher": "teacher", "sharp": "ground truth"}
-    fig, axes = plt.subplots(len(names), len(cols), figsize=(2.6 * len(cols), 2.8 * len(names)),
-                             squeeze=False)
+    fig = Figure(figsize=(2.6 * len(cols), 2.8 * len(names)))
+    axes = fig.subplots(len(names), len(cols), squeeze=False)
     for i, n in enumerate(names):
         y, x, side = crop_box(crops[n]["sharp"], 160)
         for j, c in enumerate(cols):
@@ -155,5 +155,4 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
                  "ground truth", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
-    plt.close(fig)
     return True

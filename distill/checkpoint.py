@@ -136,9 +136,14 @@ def make_checkpoint(model: nn.Module, *, kind: str, arch: str, arch_args: dict,
 
 
 def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.Module, dict]:
-    """Rebuild a student from a project checkpoint; returns (model in eval mode, checkpoint)."""
+    """Rebuild a student from a project checkpoint, or a shipped student by name (`fast` ->
+    models/student-fast.pt, as `--weights` takes it; see `distill.teacher.resolve_weights`);
+    returns (model in eval mode on the CPU, checkpoint dict). The weights are its EMA's unless
+    `prefer_ema` is False. CheckpointError (a ValueError) says why a file cannot be used."""
     from .students import list_students, student_from_saved_args
+    from .teacher import resolve_weights
 
+    path = resolve_weights(path, allow_teacher=False)
     ckpt = read_checkpoint(path)
     if ckpt.get("format") != FORMAT or ckpt.get("kind") != "student":
         raise CheckpointError(f"{path} is not a student checkpoint of this project "

@@ -75,7 +75,9 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     "cuda", "auto" (CUDA when present; the teacher then runs in bf16/fp16 autocast).
     `teacher_config` builds the Restormer for weights without a config (the official .pth).
     `threads` (0: all cores) and `provider` (auto, cpu, cuda, tensorrt; .onnx only) are for
-    artifacts, as `sharpen run --threads/--provider` take them."""
+    artifacts, as `sharpen run --threads/--provider` take them. `path` may also name a shipped
+    model (`fast`, `teacher`). The function takes and returns HxWx3 float32 RGB in [0, 1]
+    (FrameError, a ValueError, for anything else, OpenCV's BGR uint8 included)."""
     if is_artifact(path):
         from runtime.backends import parity_failure
         from runtime.backends.runner import load_runner
@@ -87,6 +89,8 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
                   file=sys.stderr, flush=True)
         return runner
     from .checkpoint import FORMAT, CheckpointError, read_checkpoint
+    from .teacher import resolve_weights
+    path = resolve_weights(path)   # shipped names (fast, teacher), as --weights takes them
     ck = read_checkpoint(path)
     kind = ck.get("kind")
     if _teacher_checkpoint(ck, teacher_config):
@@ -334,15 +338,14 @@ def _size_changed(model: str, e: OutputSizeError, x: np.ndarray, inp) -> str:
 def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, side: int = 192,
                  title: str = "") -> Path:
     """One row per image: the crop with the most edge energy in the input, every output."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    # A Figure of its own, not pyplot's: matplotlib.use("Agg") switched a notebook's backend.
+    from matplotlib.figure import Figure
 
     from runtime.atomic import atomic_path
     names = list(outputs)
     cols = list(outputs[names[0]])
-    fig, axes = plt.subplots(len(names), len(cols), figsize=(2.4 * len(cols), 2.5 * len(names)),
-                             squeeze=False)
+    fig = Figure(figsize=(2.4 * len(cols), 2.5 * len(names)))
+    axes = fig.subplots(len(names), len(cols), squeeze=False)
     for i, n in enumerate(names):
         y, x, s = crop_box(outputs[n]["input"], side)
         for j, c in enumerate(cols):
@@ -357,7 +360,6 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)
-    plt.close(fig)
     return Path(path)
 
 

@@ -9,21 +9,50 @@ from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 # frame paired with itself) and is not valid JSON; capped where many published tools cap it.
 PSNR_MAX = 100.0
 
+SSIM_MIN_SIDE = 7   # scikit-image's default 7x7 window: smaller images have no SSIM
+
+
+def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both images as float arrays clipped to [0, 1], or ValueError saying what is wrong: an
+    integer image (OpenCV's uint8) was clipped to 0/1 and scored without a word (a uint8 pair
+    26.96 dB apart came out at 16.07 dB), and mismatched shapes met scikit-image's message,
+    which names neither image."""
+    a, b = np.asarray(a), np.asarray(b)
+    for name, x in (("a", a), ("b", b)):
+        if x.dtype.kind != "f":
+            raise ValueError(f"{name} has dtype {x.dtype}: PSNR/SSIM take float images in "
+                             "[0, 1] (convert OpenCV's uint8 with "
+                             "distill.images.to_rgb_float, or divide by 255)")
+        if x.ndim not in (2, 3):
+            raise ValueError(f"{name} has shape {x.shape}: expected HxWx3 (or HxW) in [0, 1]")
+    if a.shape != b.shape:
+        raise ValueError(f"the images differ in shape: a {a.shape}, b {b.shape}")
+    return np.clip(a, 0, 1), np.clip(b, 0, 1)
+
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    a, b = np.clip(a, 0, 1), np.clip(b, 0, 1)
+    """PSNR in dB of two float images in [0, 1] (HxWx3 or HxW, the same shape; values outside
+    are clipped), capped at PSNR_MAX (identical images). Symmetric. ValueError for integer
+    images or other shapes."""
+    a, b = _pair(a, b)
     if np.array_equal(a, b):   # scikit-image would divide by zero and warn on the way to inf
         return PSNR_MAX
     return min(float(peak_signal_noise_ratio(b, a, data_range=1.0)), PSNR_MAX)
 
 
-SSIM_MIN_SIDE = 7   # scikit-image's default 7x7 window: smaller images have no SSIM
-
-
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    return float(structural_similarity(np.clip(a, 0, 1), np.clip(b, 0, 1), channel_axis=-1,
+    """SSIM (scikit-image, 7x7 window, data range 1) of two float images in [0, 1]: HxWx3
+    (channels averaged) or HxW, the same shape, each side at least SSIM_MIN_SIDE; values
+    outside [0, 1] are clipped. ValueError for integer images, other shapes or smaller ones."""
+    a, b = _pair(a, b)
+    if min(a.shape[:2]) < SSIM_MIN_SIDE:
+        raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} "
+                         f"pixels (its window), got {a.shape[1]}x{a.shape[0]}")
+    # A 2-D image is one gray channel: channel_axis=-1 read its columns as channels.
+    return float(structural_similarity(a, b, channel_axis=-1 if a.ndim == 3 else None,
                                        data_range=1.0))
 
 
 def psnr_ssim(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
+    """{"psnr": psnr(a, b), "ssim": ssim(a, b)}."""
     return {"psnr": psnr(a, b), "ssim": ssim(a, b)}

@@ -165,6 +165,10 @@ class Teacher:
     @classmethod
     def load(cls, weights: Optional[str | os.PathLike] = None, config: Optional[str] = None,
              device: str = "auto") -> "Teacher":
+        """The teacher from `weights`: a checkpoint path, `teacher` or None (the shipped one,
+        models/teacher-restormer-small.pt or $SHARPEN_MODELS), or the official .pth with
+        `config` (motion-deblur, small, tiny); on `device` (auto: a CUDA GPU when there is
+        one). CheckpointError / ValueError say what is wrong."""
         if weights is None:
             bundled = models_dir() / BUNDLED_TEACHER
             if not bundled.exists():
@@ -172,8 +176,8 @@ class Teacher:
                     f"no teacher weights given and the bundled teacher ({bundled}) is not there. "
                     + OFFICIAL_WEIGHTS_HELP)
             weights = bundled
-        elif str(weights) == "teacher" and not Path(weights).exists():
-            weights = models_dir() / BUNDLED_TEACHER   # the shipped name, as in --weights
+        else:   # the shipped name `teacher` as in --weights; a student's name is said to be one
+            weights = resolve_weights(weights)
         model = load_teacher_model(weights, config)
         name = config or "checkpoint"
         return cls(model, device, weights_id=file_hash(weights), config_name=name)
@@ -190,6 +194,14 @@ class Teacher:
     def sharpen(self, image: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
                 batch_size: int = TEACHER_BATCH,
                 progress: bool = False, desc: str = "tiles") -> np.ndarray:
+        """Sharpen one image: HxWx3 float RGB in [0, 1] in (float32, or float16/64, converted),
+        an HxWx3 float32 RGB image in [0, 1] of the same size out; the input is not changed.
+        OpenCV's BGR uint8 is not accepted (FrameError, a ValueError, saying so): convert it
+        with `distill.images.to_rgb_float`. Runs Gaussian-blended tiles of `tile` px (0: the
+        whole image at once) overlapping by `overlap`, `batch_size` tiles per forward pass;
+        `progress` shows a tqdm bar on stderr (off by default)."""
+        from runtime.prepost import check_rgb_float
+        image = check_rgb_float(image)
         bar = None
         on_tile: Optional[Callable[[int, int], None]] = None
         if progress:

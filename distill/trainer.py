@@ -94,9 +94,16 @@ def _arch_text(cfg: TrainConfig) -> str:
     return f"{cfg.model.arch} with model.args={cfg.model.args or {}}"
 
 
-def predict(model: nn.Module, image: np.ndarray, device: torch.device) -> np.ndarray:
-    """Whole-image inference, HxWx3 float in and out, padded to the model's multiple."""
+def predict(model: nn.Module, image: np.ndarray, device: torch.device | str) -> np.ndarray:
+    """Whole-image inference of a student (or any NCHW RGB model) in its current mode (call
+    `distill.students.for_inference(model)` first): HxWx3 float RGB in [0, 1] in (float32, or
+    float16/64, converted), HxWx3 float32 RGB clipped to [0, 1] out, the input's size (padded
+    to the model's multiple and cropped back). OpenCV's BGR uint8 is not accepted (FrameError,
+    a ValueError, saying so): convert it with `distill.images.to_rgb_float`."""
+    from runtime.prepost import check_rgb_float
+
     from .students import run_padded
+    image = check_rgb_float(image)
     x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
     with torch.no_grad():
         y = run_padded(model, x)
@@ -470,7 +477,11 @@ class Trainer:
             self.device = torch.device(f"cuda:{self.dist.local_rank}"
                                        if torch.cuda.is_available() else "cpu")
         else:
-            self.device = torch.device(cfg.device)
+            # ValueError naming device= (the command line checks it so; the API did not:
+            # device=gpu met torch's list of 19 device types, cuda on a CPU build an
+            # AssertionError, and meta left a run folder behind)
+            from .teacher import pick_device
+            self.device = pick_device(cfg.device, "device=")
         self.cuda = self.device.type == "cuda"
         self.out = Path(cfg.out)
         seed_everything(cfg.seed)
@@ -932,13 +943,14 @@ class Trainer:
         path = self.out / "metrics.jsonl"
         if not path.exists():
             return None
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        # A Figure of its own, not pyplot's: matplotlib.use("Agg") switched the backend of
+        # the notebook or app that called train().
+        from matplotlib.figure import Figure
         recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
         tr = [r for r in recs if r.get("loss") is not None]
         va = [r for r in recs if "val" in r]
-        fig, ax = plt.subplots(1, 2, figsize=(11, 4))
+        fig = Figure(figsize=(11, 4))
+        ax = fig.subplots(1, 2)
         if tr:
             ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr], lw=0.8)
             ax[0].set_yscale("log")
@@ -952,7 +964,6 @@ class Trainer:
         fig.tight_layout()
         out = self.out / "curves.png"
         fig.savefig(out, dpi=100)
-        plt.close(fig)
         return out
 
 

@@ -294,7 +294,8 @@ class ExportOptions:
 def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
            out_dir: str | os.PathLike = "export", options: ExportOptions | None = None, *,
            progress: Progress | None = None, on_result=None, **overrides) -> ExportReport:
-    """Export `weights` (a student checkpoint) to `formats` in `out_dir`; see the module doc.
+    """Export `weights` (a student checkpoint, or a shipped student's name such as `fast`) to
+    `formats` in `out_dir`; see the module doc.
     Settings come from `options` (an ExportOptions, `sharpen export` builds one from its flags)
     with any ExportOptions field given as a keyword on top. `on_result(FormatResult)` is called
     as each format is built and judged, its file final (the bench records it at once, so that
@@ -365,7 +366,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         prog.warn(f"--float-layers applies to the INT8 formats only, none of which is built "
                   f"here ({', '.join(fmts)})")
 
-    weights = Path(weights)
+    from distill.teacher import resolve_weights
+    weights = resolve_weights(weights, allow_teacher=False)   # a shipped name, as --weights
     model, ckpt = load_student(weights)   # CheckpointError: missing / not a student
     from . import float_layers as fl
     try:

@@ -10,6 +10,7 @@ The Python API, for an app that embeds the runtime (no torch, no TensorFlow):
     class Collect(Sink):                         # every frame of a stream, in order
         def write(self, original, sharpened, name): ...
     stats = run_stream("export/student-fast.onnx", "in.mp4", Collect())
+    held = run_stream("export/student-fast.onnx", [frame1, frame2], Collect())   # arrays too
 
 Names are imported on first use, so `import runtime` stays cheap for the command line.
 """
@@ -24,6 +25,7 @@ _API = {
     "run_stream": ".pipeline", "StreamOptions": ".pipeline",
     "Sink": ".sinks", "SinkError": ".sinks",
     "open_source": ".sources", "Source": ".sources", "SourceError": ".sources",
+    "ArraySource": ".sources",
 }
 
 __all__ = sorted(_API)

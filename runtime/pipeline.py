@@ -18,14 +18,14 @@ from collections import deque
 from dataclasses import dataclass, replace
 from itertools import chain
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .backends import Backend, load_backend
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
                     make_folder, output_sink, same_file)
-from .sources import (MAX_FPS, MIN_FPS, ImageSource, Source, SourceError, VideoSource,
-                      open_source, refuse_live_images)
+from .sources import (MAX_FPS, MIN_FPS, ArraySource, ImageSource, Source, SourceError,
+                      VideoSource, open_source, refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
 from .tiling import tiling_warnings
 
@@ -174,14 +174,17 @@ class StreamOptions:
     compare: bool = False               # write original | sharpened (per `view`) to the output
 
 
-def run_stream(model: Union[str, Path, Backend], source: Union[str, Source],
+def run_stream(model: Union[str, Path, Backend],
+               source: Union[str, Path, int, Source, Iterable[Any]],
                output: Optional[Union[str, Path, Sink]] = None,
                options: Optional[StreamOptions] = None, *,
                stop_event: Optional[threading.Event] = None, **overrides: Any) -> dict[str, Any]:
     """Sharpen a stream end to end and return the stats dict (also written to `stats_path`).
 
     model: a model path (.onnx/.engine/.plan/.tflite) or an already loaded Backend.
-    source: a source spec (see runtime.sources.open_source) or an opened Source.
+    source: a source spec (see runtime.sources.open_source: a file, folder, camera index, URL...),
+        an opened Source, or frames the app holds: a list or iterable of numpy BGR frames (or
+        one array), as `FrameProcessor` takes them (runtime.sources.ArraySource).
     output: video file (.mp4...), image folder, or image file for a single image; None: no file;
         or a Sink: its write(original, sharpened, name) gets every frame (BGR arrays) in order,
         in the calling thread, and close() once at the end.
@@ -229,15 +232,20 @@ class _Stream:
         self.user_sink: Optional[Sink] = None   # an app's own output, closed even if open fails
         self.video_fps = 30.0
 
-    def open(self, source: Union[str, Source],
+    def open(self, source: Union[str, Path, int, Source, Iterable[Any]],
              output: Optional[Union[str, Path, Sink]]) -> None:
         """Open the source and the output, read the first frame and warm the model up on it."""
         o, stats = self.o, self.stats
         if isinstance(output, Sink):
             self.user_sink = output
-        src = source if isinstance(source, Source) else open_source(
-            source, width=o.width, height=o.height, fps=o.fps, live=o.live,
-            reconnect_attempts=o.reconnect_attempts, timeout=o.timeout)
+        if isinstance(source, Source):
+            src = source
+        elif isinstance(source, (str, os.PathLike, int)) and not isinstance(source, bool):
+            src = open_source(str(source), width=o.width, height=o.height, fps=o.fps,
+                              live=o.live, reconnect_attempts=o.reconnect_attempts,
+                              timeout=o.timeout)
+        else:   # frames the app holds; a list of arrays was once read as a file name
+            src = ArraySource(source, fps=o.fps)
         self.src = src
         refuse_live_images(src, o.live)
         if o.live is not None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Any, Optional
 
 import cv2
 import numpy as np
@@ -63,6 +63,34 @@ def to_bgr(frame: np.ndarray, warn: bool = True) -> np.ndarray:
     if frame.ndim == 3 and frame.shape[2] == 3:
         return frame
     raise FrameError(f"unsupported frame shape {frame.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
+
+
+def check_rgb_float(image: Any, what: str = "image") -> np.ndarray:
+    """`image` as an HxWx3 float32 RGB array in [0, 1] (what the PyTorch models, the teacher's
+    tiling and `sharpen evaluate` take), or FrameError naming `what` and the fix. An integer
+    image (OpenCV's BGR uint8) became 255 x too bright and came back all white, and a float
+    image in [0, 255] the same; channels-first data met an error from deep inside the model.
+    Float16/64 arrays (and anything `np.asarray` reads, e.g. a CPU tensor) are converted; the
+    input itself is never changed."""
+    arr = np.asarray(image)
+    if arr.dtype.kind in "iub":
+        raise FrameError(
+            f"{what} has dtype {arr.dtype}: expected float RGB in [0, 1] (HxWx3); convert an "
+            "OpenCV BGR image with distill.images.to_rgb_float(img) (or img[..., ::-1] / 255.0)")
+    if arr.dtype.kind != "f":
+        raise FrameError(f"{what} has dtype {arr.dtype}: expected float RGB in [0, 1] (HxWx3)")
+    if arr.ndim != 3 or arr.shape[2] != 3:
+        hint = (" (channels first? use image.transpose(1, 2, 0))"
+                if arr.ndim == 3 and arr.shape[0] == 3 else
+                " (a batch? pass one image at a time)" if arr.ndim == 4 else "")
+        raise FrameError(f"{what} has shape {arr.shape}: expected HxWx3 RGB{hint}")
+    if 0 in arr.shape:
+        raise FrameError(f"{what} is empty (shape {arr.shape})")
+    top = float(np.max(arr))
+    if top > 1.5:   # well above what a [0, 1] image (or one a little over-sharpened) reaches
+        raise FrameError(f"{what} has values up to {top:g}: expected float RGB in [0, 1] (an "
+                         "image in [0, 255]? divide it by 255)")
+    return np.asarray(arr, dtype=np.float32)
 
 
 def to_8bit(frame: np.ndarray) -> np.ndarray:

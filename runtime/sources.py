@@ -395,6 +395,41 @@ class SyntheticSource(Source):
             i += 1
 
 
+class ArraySource(Source):
+    """Frames an app already holds, for `run_stream`: numpy arrays as `FrameProcessor` takes
+    them (HxWx3 BGR uint8 or uint16; grayscale and BGRA converted), from a list or any iterable
+    (a generator is read lazily, as the pipeline asks), or one array: a frame (HxW or HxWxC) or
+    a stack of them (NxHxWxC). Frames are named frame_000000, ... and all processed unless
+    `live`. A frame that is not an image raises FrameError naming its index."""
+
+    kind = "arrays"
+
+    def __init__(self, frames: Any, spec: str = "<arrays>", fps: float = 0.0,
+                 live: bool = False) -> None:
+        super().__init__(spec)
+        if isinstance(frames, (str, bytes, os.PathLike)) or not (
+                isinstance(frames, np.ndarray) or hasattr(frames, "__iter__")):
+            raise TypeError("frames must be numpy arrays (a list or iterable of HxWx3 BGR "
+                            f"frames, or one array), got {type(frames).__name__}")
+        if isinstance(frames, np.ndarray) and frames.ndim < 4:
+            frames = [frames]
+        self._frames = frames
+        self.fps, self.live = fps, live
+        self.frame_count = len(frames) if hasattr(frames, "__len__") else None
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        for i, img in enumerate(self._frames):
+            if stop.is_set():
+                return
+            t0 = time.perf_counter()
+            try:
+                img = to_bgr(img)
+            except FrameError as e:
+                raise FrameError(f"frame {i}: {e}") from None
+            t1 = time.perf_counter()
+            yield Frame(i, img, f"frame_{i:06d}", t1, t1 - t0)
+
+
 _SYNTH = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?$")
 
 

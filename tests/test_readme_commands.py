@@ -156,7 +156,8 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     """The README's Python example runs as written (a tiny sharpening model stands in for the
     exported student)."""
     from runtime_fixtures import make_onnx_model
-    (block,) = re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+                if "from runtime import" in b]
     monkeypatch.chdir(tmp_path)
     (tmp_path / "export").mkdir()
     make_onnx_model(tmp_path / "export" / "student-fast.onnx")
@@ -165,6 +166,21 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
         vw.write(np.full((48, 64, 3), 40 * i, np.uint8))
     vw.release()
     frame = np.random.default_rng(0).integers(0, 255, (48, 64, 3), dtype=np.uint8)
-    scope = {"frame": frame}
+    scope = {"frame": frame, "frame1": frame, "frame2": frame[::-1].copy()}
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["sharp"].shape == frame.shape and scope["stats"]["frames_processed"] == 3
+    assert scope["held"]["frames_processed"] == 2
+
+
+def test_readme_pytorch_api_example_runs(tmp_path, monkeypatch):
+    """The README's PyTorch-side example runs as written, on the shipped models."""
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+                if "from distill" in b]
+    monkeypatch.chdir(tmp_path)
+    blurred = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (48, 64, 3),
+                                                                 dtype=np.uint8), (5, 5), 2)
+    cv2.imwrite("blurred.png", blurred)
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)
+    assert scope["t_out"].shape == scope["s_out"].shape == (48, 64, 3)
+    assert scope["net"].arch_args["width"] == 24 and "fast" in scope["list_students"]()

@@ -567,3 +567,38 @@ def test_images_are_written_back_in_their_own_channel_layout(tmp_path, onnx_mode
     out = cv2.imread(str(tmp_path / "one.webp"), cv2.IMREAD_UNCHANGED)
     assert out.shape == (29, 45, 4) and out.dtype == np.uint8
     assert np.abs(out[..., 3].astype(int) - (alpha16 >> 8)).max() <= 1
+
+
+def test_run_stream_takes_frames_the_app_holds(tmp_path, onnx_model):
+    """A list of numpy frames was read as a file name ('OSError: [Errno 36] File name too long:
+    '[array([[[179, ...'); a list, a generator, a stack and one frame now stream as frames, in
+    order, with the same result as FrameProcessor, and a frame that is not an image is named."""
+    from runtime import ArraySource, FrameError, FrameProcessor, Sink
+
+    frames = [textured_frame(i) for i in range(3)]
+    before = [f.copy() for f in frames]
+    backend = load_backend(onnx_model, threads=1)
+    want = [FrameProcessor(backend)(f) for f in frames]
+
+    class Collect(Sink):
+        def __init__(self):
+            self.got = []
+
+        def write(self, original, sharpened, name):
+            self.got.append((name, sharpened))
+
+    for source, n in ((frames, 3), (iter(frames), 3), (np.stack(frames), 3), (frames[1], 1)):
+        sink = Collect()
+        stats = run_stream(backend, source, sink)
+        assert stats["frames_processed"] == n and stats["source"]["kind"] == "arrays"
+        assert [name for name, _ in sink.got] == [f"frame_{i:06d}" for i in range(n)]
+        for (_, got), ref in zip(sink.got, want if n == 3 else want[1:2]):
+            assert np.array_equal(got, ref)
+    assert all(np.array_equal(a, b) for a, b in zip(frames, before))   # inputs untouched
+    out = tmp_path / "out.mp4"
+    assert run_stream(onnx_model, frames, out, threads=1)["frames_processed"] == 3
+    assert len(read_video(out)[0]) == 3
+    with pytest.raises(FrameError, match=r"frame 1: unsupported frame dtype float32"):
+        run_stream(backend, [frames[0], frames[0].astype(np.float32) / 255], Collect())
+    with pytest.raises(TypeError, match="frames must be numpy arrays"):
+        ArraySource(3.5)

@@ -34,9 +34,12 @@ class BackendRunner:
         self.layout = getattr(backend, "layout", "NCHW")
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
+        """HxWx3 float RGB in [0, 1] -> HxWx3 float32 RGB (not clipped), the same size;
+        FrameError for anything else (OpenCV's BGR uint8 included)."""
+        from runtime.prepost import check_rgb_float
         from runtime.tiling import pad_to_multiple
 
-        x, (h, w) = pad_to_multiple(np.asarray(img, np.float32), max(self.multiple, 1))
+        x, (h, w) = pad_to_multiple(check_rgb_float(img), max(self.multiple, 1))
         batch = x[None] if self.layout == "NHWC" else x.transpose(2, 0, 1)[None]
         y = np.asarray(self.backend.infer(np.ascontiguousarray(batch)), np.float32)[0]
         if self.layout != "NHWC":

@@ -1,0 +1,138 @@
+"""The project used as a library from Python (a notebook, an app), not through `sharpen`: what
+the functions take, the errors they give for what they do not, and what they leave alone."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from distill.checkpoint import CheckpointError, load_student
+from distill.config import load_config
+from distill.evaluate import load_model_fn
+from distill.images import to_rgb_float
+from distill.metrics import psnr, ssim
+from distill.students import for_inference
+from distill.teacher import Teacher, models_dir
+from distill.trainer import Trainer, predict
+from runtime.prepost import FrameError
+
+
+def _bgr_u8(h: int = 40, w: int = 56) -> np.ndarray:
+    import cv2
+    rng = np.random.default_rng(0)
+    return cv2.GaussianBlur((rng.random((h, w, 3)) * 255).astype(np.uint8), (5, 5), 2)
+
+
+def test_sharpen_refuses_what_is_not_float_rgb_in_0_1_and_says_how_to_convert():
+    """Teacher.sharpen took OpenCV's BGR uint8 frame and returned an all-white image (255 x too
+    bright, clamped) without a word, as it did a float image in [0, 255]; a student (`predict`)
+    failed on float64 with torch's 'Input type (double) and bias type (float) should be the
+    same', and on channels-first input with a convolution's shape complaint."""
+    bgr = _bgr_u8()
+    rgb = to_rgb_float(bgr)
+    keep = rgb.copy()
+    teacher = Teacher.load("teacher", device="cpu")
+    student = for_inference(load_student("fast")[0])
+    runs = {"teacher": lambda x: teacher.sharpen(x, tile=0),
+            "student": lambda x: predict(student, x, "cpu")}
+    for who, run in runs.items():
+        out = run(rgb)
+        assert out.dtype == np.float32 and out.shape == rgb.shape
+        assert 0 <= out.min() <= out.max() <= 1
+        assert np.array_equal(rgb, keep), who                     # the input is left alone
+        assert np.allclose(run(rgb.astype(np.float64)), out, atol=1e-6), who
+        with pytest.raises(FrameError, match=r"dtype uint8: expected float RGB in \[0, 1\].*"
+                                             r"to_rgb_float"):
+            run(bgr)
+        with pytest.raises(FrameError, match=r"values up to .*divide it by 255"):
+            run(rgb * 255)
+        with pytest.raises(FrameError, match=r"shape \(3, 40, 56\).*channels first"):
+            run(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+        with pytest.raises(ValueError, match=r"shape \(40, 56, 4\): expected HxWx3"):
+            run(np.dstack([rgb, rgb[..., :1]]))
+
+
+def test_metrics_refuse_integer_images_and_score_gray_ones_as_gray():
+    """psnr/ssim clipped uint8 images to 0/1 and scored that (16.07 dB for a pair 26.96 dB
+    apart); a 2-D image was read as one row per channel; mismatched shapes got scikit-image's
+    message, which names neither image."""
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    a = _bgr_u8(32, 32)
+    b = np.clip(a.astype(int) + np.random.default_rng(1).integers(-20, 20, a.shape), 0,
+                255).astype(np.uint8)
+    af, bf = a / 255.0, b / 255.0
+    for fn in (psnr, ssim):
+        with pytest.raises(ValueError, match=r"a has dtype uint8: PSNR/SSIM take float images"):
+            fn(a, b)
+        with pytest.raises(ValueError, match=r"differ in shape: a \(32, 32, 3\), b \(16, 32, 3\)"):
+            fn(af, bf[:16])
+    assert psnr(af, bf) == pytest.approx(peak_signal_noise_ratio(af, bf, data_range=1.0))
+    ga, gb = af[..., 0], bf[..., 0]
+    assert ssim(ga, gb) == pytest.approx(structural_similarity(ga, gb, data_range=1.0))
+    with pytest.raises(ValueError, match="at least 7x7"):
+        ssim(af[:5, :5], bf[:5, :5])
+
+
+def test_library_loaders_take_shipped_names_as_the_command_line_does(tmp_path):
+    """load_student('fast'), load_model_fn('fast' or 'teacher') and export('fast') failed with
+    'checkpoint not found: fast', though every command's --weights takes the name and
+    Teacher.load takes 'teacher' (given a student's name, it too said 'not found')."""
+    from optimize.export import ExportOptions, export
+
+    shipped = load_student(models_dir() / "student-fast.pt")[0].state_dict()
+    by_name = load_student("fast")[0].state_dict()
+    assert all(torch.equal(shipped[k], by_name[k]) for k in shipped)
+    with pytest.raises(CheckpointError, match="neither a file nor a shipped model; shipped "
+                                              "students: .*fast"):
+        load_student("fastt")
+    with pytest.raises(CheckpointError, match="student-fast.pt is a student checkpoint, not a "
+                                              "teacher"):
+        Teacher.load("fast", device="cpu")
+    rgb = to_rgb_float(_bgr_u8())
+    assert load_model_fn("fast")(rgb).shape == rgb.shape
+    assert load_model_fn("teacher", tile=0)(rgb).shape == rgb.shape
+    rep = export("fast", ["onnx"], tmp_path / "out", ExportOptions(latency=False, quiet=True))
+    assert rep.ok and rep.student == "fast"
+    assert json.loads((tmp_path / "out" / "export_report.json").read_text())["ok"]
+
+
+def test_trainer_checks_the_device_as_the_command_line_does(tmp_path):
+    """Trainer(cfg) with device=gpu met torch's list of 19 device types, device=cuda on a CPU
+    build an AssertionError, and device=meta left a run folder behind before failing."""
+    bad = ["gpu", "meta"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for dev in bad:
+        cfg = load_config(None, [f"out={tmp_path / dev}", f"device={dev}"])
+        with pytest.raises(ValueError, match=rf"^device={dev}: "):
+            Trainer(cfg, quiet=True)
+        assert not (tmp_path / dev).exists()
+
+
+def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
+    """Trainer.plot, evaluate's side_by_side and the bench's figures called
+    matplotlib.use("Agg"), which switched a notebook's backend (inline plots stopped showing)."""
+    import matplotlib
+
+    from benchmarks.figures import _fig_latency
+    from distill.evaluate import side_by_side
+
+    before = matplotlib.get_backend()
+    matplotlib.use("svg")
+    try:
+        (tmp_path / "metrics.jsonl").write_text(
+            json.dumps({"step": 1, "loss": 0.5}) + "\n"
+            + json.dumps({"step": 1, "val": {"model_gt_ssim": 0.5}}) + "\n")
+        trainer = Trainer.__new__(Trainer)   # plot() reads only out/metrics.jsonl
+        trainer.out = tmp_path
+        assert trainer.plot().is_file()
+        img = np.random.default_rng(0).random((32, 32, 3)).astype(np.float32)
+        side_by_side({"a": {"input": img, "out": img}}, tmp_path / "sbs.png", side=16)
+        rows = [{"status": "ok", "model": "student", "student": "fast", "backend_label": "onnx",
+                 "size": "64x64", "ms": 3.0}]
+        assert _fig_latency({"latency": {"rows": rows}}, None, tmp_path / "lat.png", 10.0)
+        assert (tmp_path / "sbs.png").is_file() and (tmp_path / "lat.png").is_file()
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(before)
