@@ -57,6 +57,10 @@ def resolve_weights(item: str | os.PathLike, allow_teacher: bool = True) -> Path
     if cand.is_file():
         return cand
     teacher = " (and `teacher`)" if allow_teacher else ""
+    if text == "teacher":   # shipped, but not what this command or function takes
+        raise CheckpointError("'teacher' is the shipped teacher; this takes a student: "
+                              f"{', '.join(shipped_students()) or 'none shipped'}, or a "
+                              "student checkpoint path")
     raise CheckpointError(f"{text!r} is neither a file nor a shipped model; shipped students: "
                           f"{', '.join(shipped_students()) or 'none'}{teacher}, or give a "
                           "checkpoint path")

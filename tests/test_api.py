@@ -88,6 +88,9 @@ def test_library_loaders_take_shipped_names_as_the_command_line_does(tmp_path):
     with pytest.raises(CheckpointError, match="neither a file nor a shipped model; shipped "
                                               "students: .*fast"):
         load_student("fastt")
+    with pytest.raises(CheckpointError, match="'teacher' is the shipped teacher; this takes a "
+                                              "student: .*fast"):   # not 'neither a file nor'
+        load_student("teacher")
     with pytest.raises(CheckpointError, match="student-fast.pt is a student checkpoint, not a "
                                               "teacher"):
         Teacher.load("fast", device="cpu")
