@@ -352,9 +352,39 @@ def create_student(name: str, **overrides) -> nn.Module:
         if unknown:
             raise ValueError(f"student {name!r} has no argument {', '.join(map(repr, unknown))}"
                              f" (it takes: {', '.join(accepted)})")
+    for key, value in args.items():
+        if key in accepted:
+            _check_arg(name, key, value, accepted[key].default)
     model = spec.builder(**args)
     model.arch_name, model.arch_args = name, args
     return model
+
+
+# Sizes that no layer can be built with (a 0-wide convolution, a 0x0 kernel, no unshuffle).
+_AT_LEAST_ONE = {"scale", "width", "k", "low_k", "expand"}
+_MAX_INT = 4096   # far past any budget: a typo (width 32000) would otherwise exhaust memory
+
+
+def _check_arg(name: str, key: str, value: object, default: object) -> None:
+    """ValueError naming the student and argument for a value of the wrong type or range
+    (width='32' met a string-formatting TypeError, width=-1 a negative-dimension error from
+    inside torch)."""
+    where = f"student {name!r} argument {key}={value!r}"
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise ValueError(f"{where}: expected true or false")
+    elif isinstance(default, int):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{where}: expected a whole number")
+        low = 1 if key in _AT_LEAST_ONE else 0
+        if not low <= value <= _MAX_INT:
+            raise ValueError(f"{where}: expected {low} to {_MAX_INT}")
+    elif isinstance(default, tuple):
+        if (not isinstance(value, (list, tuple)) or not value
+                or not all(isinstance(v, int) and not isinstance(v, bool)
+                           and 0 <= v <= _MAX_INT for v in value)):
+            raise ValueError(f"{where}: expected a list of whole numbers from 0 to {_MAX_INT}, "
+                             f"like {list(default)}")
 
 
 # Registry defaults added after checkpoints had been shipped: a checkpoint that does not record

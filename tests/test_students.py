@@ -204,3 +204,19 @@ def test_padding_matches_the_runtime(h, w, m):
     out = pad_to_multiple(torch.from_numpy(img).permute(2, 0, 1)[None], m)
     assert out.shape[-2:] == ref.shape[:2]
     np.testing.assert_array_equal(out[0].permute(1, 2, 0).numpy(), ref)
+
+
+def test_student_arguments_of_the_wrong_type_or_range_are_named():
+    """create_student('fast', width='32') met a string-formatting TypeError and width=-1 a
+    negative-dimension error from inside torch; a config's model.args go the same way."""
+    from distill.students import create_student
+    for name, kw, says in (("fast", {"width": "32"}, "width='32': expected a whole number"),
+                           ("fast", {"width": -1}, "width=-1: expected 1 to 4096"),
+                           ("fast", {"blocks": 10**6}, "expected 0 to 4096"),
+                           ("fast", {"edge": True}, "edge=True: expected a whole number"),
+                           ("seed", {"residual": 1}, "residual=1: expected true or false"),
+                           ("edge", {"enc": [2, "a"]}, r"enc=\[2, 'a'\]: expected a list"),
+                           ("fastt", {}, "unknown student")):
+        with pytest.raises((ValueError, KeyError), match=says):
+            create_student(name, **kw)
+    assert create_student("edge", enc=[1, 1, 1]).arch_args["enc"] == [1, 1, 1]   # YAML lists
