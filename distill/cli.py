@@ -392,10 +392,37 @@ def cmd_corpus(args: argparse.Namespace) -> int:
                                workers=args.workers)
     except (FileNotFoundError, ValueError) as e:
         return _err(str(e))
-    counts = ", ".join(f"{s} {summary[s]}" for s in ("train", "val", "test"))
-    print(f"corpus written to {args.out}/{{train,val,test}}/{{input,target}}: {counts} pairs; "
-          f"{len(summary['failed'])} photo(s) skipped (unreadable or too small, listed above)")
-    return 1 if summary["failed"] else 0
+    return _corpus_outcome(args, summary)
+
+
+def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
+    """The summary line and the exit code of `sharpen corpus`. Photos smaller than the crop are
+    expected (the teacher card's --crop 384 skips BSDS500's 481x321 photos): named, summed up
+    in one warning, not a failure (exit 0). Unreadable photos are (exit 1, the rest still used),
+    and so is a run that made no training pair."""
+    splits = ("train", "val", "test")
+    counts = ", ".join(f"{s} {summary[s]}" for s in splits)
+    print(f"corpus written to {args.out}/{{train,val,test}}/{{input,target}}: {counts} pairs")
+    small, failed, photos = summary["small"], summary["failed"], summary["photos"]
+    if small:
+        where = ", ".join(f"{s} {n}" for s, n in summary["small_in"].items() if n)
+        print(f"warning: {len(small)} photo(s) smaller than the crop skipped ({where}; listed "
+              f"above): expected with a large --crop ({args.crop}); a smaller one keeps them",
+              file=sys.stderr)
+    empty = [s for s in splits if photos.get(s) and not summary[s]]
+    if failed:
+        print(f"sharpen corpus: {len(failed)} photo(s) could not be read (listed above); the "
+              "others were used", file=sys.stderr)
+    if "train" in empty or not any(summary[s] for s in splits):
+        which = (f"all {photos['train']} training photo(s)" if "train" in empty
+                 else "every photo")
+        print(f"sharpen corpus: error: no training pair was made: {which} skipped (smaller "
+              f"than --crop {args.crop}, or unreadable)", file=sys.stderr)
+        return 1
+    if empty:
+        print(f"warning: the {' and '.join(empty)} split(s) got no pair: every photo in them "
+              "was skipped", file=sys.stderr)
+    return 1 if failed else 0
 
 
 # ------------------------------------------------------------------ sharpen evaluate
@@ -747,7 +774,10 @@ def add_commands(sub) -> None:
                        "rest validation. Re-running skips pairs already written and removes "
                        "those of photos deleted, moved to another split or changed since; "
                        "--out must not be inside --photos, and an --out built from other "
-                       "photos or options is refused.")
+                       "photos or options is refused. Photos smaller than the crop are named "
+                       "and skipped with a warning (exit 0); an unreadable photo is named and "
+                       "makes the exit code 1 (the rest is still used), as does a run that "
+                       "makes no training pair.")
     p.add_argument("--photos", required=True, metavar="DIR", help="folder of sharp photos")
     p.add_argument("--out", required=True, metavar="DIR", help="corpus folder")
     p.add_argument("--mix", default="gopro,handheld,mild", metavar="LIST",

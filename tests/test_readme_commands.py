@@ -57,6 +57,59 @@ def test_readme_command_parses(line):
     assert getattr(args, "func", None), line
 
 
+ROOT = README.parent
+# A command that names what it works on is meant to be copied and run as written; one without
+# (`sharpen export --formats engine`, naming a flag in prose) or with a `...` placeholder is not.
+SUBJECT_FLAGS = ("--weights", "--config", "--data", "--photos", "--sharp", "--model", "--source")
+
+
+def doc_commands() -> list[tuple[str, str]]:
+    """(where, command) for the `sharpen` commands of the model cards, docs/ and the configs'
+    comments (inline code spans too, which wrap across lines), README's prose included."""
+    found = []
+    for path in [README, *sorted((ROOT / "models").glob("*.md")),
+                 *sorted((ROOT / "docs").glob("*.md"))]:
+        text = path.read_text()
+        spans = [m.group(2).replace("\\\n", " ") for m in
+                 re.finditer(r"```(\w*)\n(.*?)```", text, flags=re.S)
+                 if m.group(1) in ("", "bash", "sh", "console")]
+        spans = [ln.split(" #", 1)[0] for s in spans for ln in s.splitlines()]
+        spans += re.findall(r"`([^`]+)`", re.sub(r"```.*?```", "", text, flags=re.S))
+        found += [(path.name, " ".join(s.split())) for s in spans]
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        for line in path.read_text().splitlines():
+            if not line.startswith("#"):
+                break
+            line = re.sub(r"\s+\(init: [^)]*\)$", "", line.lstrip("# ").strip().strip("`"))
+            if "(" not in line:
+                found.append((path.name, line))
+    return sorted({(w, c) for w, c in found if c.startswith("sharpen ") and "..." not in c
+                   and any(f in c.split() for f in SUBJECT_FLAGS)})
+
+
+def test_docs_have_commands():
+    where = {w for w, _ in doc_commands()}
+    assert len(doc_commands()) >= 60 and {"student-fast.md", "teacher-restormer-small.md",
+                                          "distill-fast-still.yaml"} <= where
+
+
+@pytest.mark.parametrize("where,line", doc_commands())
+def test_doc_command_parses(where, line):
+    """The model cards' and configs' commands run as written: they parse, and the training
+    commands' config and key=value overrides load (a card's `sharpen export` without its
+    required --out failed with a usage error)."""
+    from distill.config import check_config, load_config
+    from sharpen.cli import build_parser
+    argv = shlex.split(line)[1:]
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:
+        pytest.fail(f"{where}: command does not parse (exit {e.code}): {line}")
+    assert getattr(args, "func", None), line
+    if getattr(args, "overrides", None) is not None and getattr(args, "config", None):
+        check_config(load_config(str(ROOT / args.config), args.overrides))
+
+
 def _run(*argv: str, cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = dict(os.environ, OMP_NUM_THREADS="1")
     return subprocess.run([str(SHARPEN), *argv], cwd=cwd, env=env, capture_output=True,

@@ -195,7 +195,8 @@ def test_build_corpus_bad_inputs_named_and_rest_proceeds(tmp_path, capsys):
     summary = build_corpus(photos, out, opts, progress=False)
     err = capsys.readouterr().err
     assert "broken.png" in err and "small.png" in err and "smaller than" in err
-    assert len(summary["failed"]) == 2
+    assert len(summary["failed"]) == 1 and "broken.png" in summary["failed"][0]
+    assert len(summary["small"]) == 1 and "small.png" in summary["small"][0]
     assert summary["test"] == 2 and summary["train"] + 2 * summary["val"] >= 4
     a = read_image(next((out / "test" / "input").iterdir()))
     assert a.shape == (64, 64, 3)
@@ -204,6 +205,37 @@ def test_build_corpus_bad_inputs_named_and_rest_proceeds(tmp_path, capsys):
     build_corpus(photos, out, opts, progress=False)
     assert (out / "test" / "input" / "kodak24_k0.png").read_bytes() == first
     assert (out / "corpus.json").exists()
+
+
+def test_corpus_command_skips_small_photos_with_a_warning_and_fails_on_bad_ones(tmp_path, capsys):
+    """Photos smaller than the crop are expected (the teacher card's `--crop 384` over a folder
+    whose 500 BSDS500 photos are 481x321): named, skipped, summarised in one warning, and the
+    run that made a corpus from the rest exits 0 (it exited 1, which stops a `set -e` script
+    after a good corpus). An unreadable photo still exits 1, and so does a run that made no
+    training pair at all."""
+    from sharpen.cli import main
+
+    photos = tmp_path / "photos"
+    _photos(photos, [("kodak24/k0.png", 48)] + [(f"set/a{i}.png", 48) for i in range(6)] +
+            [("set/small.png", 24)])
+    args = ["corpus", "--photos", str(photos), "--copies", "1", "--quiet"]
+    rc = main([*args, "--crop", "32", "--test-crop", "32", "--out", str(tmp_path / "c1")])
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "small.png: 24x24 is smaller than the 32-px crop" in captured.err
+    assert "warning: 1 photo(s) smaller than the crop skipped" in captured.err
+    assert "pairs" in captured.out and "Traceback" not in captured.err
+    # An unreadable photo is a failure: named, the rest used, exit 1.
+    (photos / "set" / "broken.png").write_bytes(b"not a png")
+    rc = main([*args, "--crop", "32", "--test-crop", "32", "--out", str(tmp_path / "c2")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "broken.png" in err and "1 photo(s) could not be read" in err, err
+    assert len(list((tmp_path / "c2" / "train" / "input").iterdir())) >= 4
+    (photos / "set" / "broken.png").unlink()
+    # Every photo smaller than the crop: nothing usable was made, exit 1 with a reason.
+    rc = main([*args, "--crop", "64", "--test-crop", "64", "--out", str(tmp_path / "c3")])
+    err = capsys.readouterr().err
+    assert rc == 1 and "no training pair" in err and "--crop" in err, err
 
 
 def test_build_corpus_refuses_to_mix_recipes(tmp_path):
@@ -261,7 +293,7 @@ def test_build_corpus_in_parallel_writes_the_same_pairs(tmp_path, capsys):
     opts = CorpusOptions(copies=2, crop=48, test_crop=64, margin=8)
     one = build_corpus(photos, tmp_path / "one", opts, progress=False)
     two = build_corpus(photos, tmp_path / "two", opts, progress=False, workers=2)
-    assert one == two and len(two["failed"]) == 1
+    assert one == two and len(two["small"]) == 1 and not two["failed"]
     assert "small.png" in capsys.readouterr().err
     files = sorted(p.relative_to(tmp_path / "one") for p in (tmp_path / "one").rglob("*.png"))
     assert files and files == sorted(p.relative_to(tmp_path / "two")

@@ -124,7 +124,9 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     first removes the pairs of photos since deleted, moved to another split or changed.
     `workers` > 1 synthesises photos in that many processes (each pair is a pure function of its
     photo and name, so the corpus is the same). Returns {split: pairs written or present,
-    "failed": [messages]}."""
+    "failed": [messages of unreadable photos], "small": [messages of photos smaller than the
+    crop, skipped], "small_in": {split: how many of those}, "photos": {split: photos in
+    it}}."""
     opts = opts or CorpusOptions()
     root, out = Path(photos), Path(out)
     _refuse_out_inside_photos(out, root)
@@ -276,12 +278,14 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
                  names: dict[str, dict[Path, str]], opts: CorpusOptions,
                  splits: tuple[str, ...], progress: bool, workers: int) -> dict:
     """Make the missing pairs of `splits`; returns {split: pairs written or present,
-    "failed": [messages]}."""
+    "failed": [unreadable photos], "small": [photos smaller than the crop],
+    "small_in": {split: how many of them}, "photos": {split: photos}}."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
 
-    summary: dict = {"failed": []}
+    summary: dict = {"failed": [], "small": [], "small_in": {s: 0 for s in splits},
+                     "photos": {s: len(by_split[s]) for s in splits}}
     pool = ProcessPoolExecutor(workers, initializer=_exit_with_parent) if workers > 1 else None
     try:
         for split in splits:
@@ -290,12 +294,16 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
             results = (pool.map(_photo_pairs, jobs, chunksize=4) if pool
                        else map(_photo_pairs, jobs))
             n = 0
-            for written, failed in tqdm(results, total=len(jobs), desc=f"corpus {split}",
-                                        unit="photo", disable=not progress):
+            for written, skipped, too_small in tqdm(results, total=len(jobs),
+                                                    desc=f"corpus {split}", unit="photo",
+                                                    disable=not progress):
                 n += written
-                if failed:
-                    summary["failed"].append(failed)
-                    print(f"skipped: {failed}", file=sys.stderr)
+                if skipped:
+                    # Smaller than the crop is expected (--crop 384 over photos of all sizes)
+                    # and not a failure; an unreadable photo is.
+                    summary["small" if too_small else "failed"].append(skipped)
+                    summary["small_in"][split] += too_small
+                    print(f"skipped: {skipped}", file=sys.stderr)
             summary[split] = n
     finally:
         if pool:
@@ -322,8 +330,9 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _photo_pairs(job: tuple) -> tuple[int, str | None]:
-    """The pairs of photo `i` of a split: (pairs written or present, why it was skipped)."""
+def _photo_pairs(job: tuple) -> tuple[int, str | None, bool]:
+    """The pairs of photo `i` of a split: (pairs written or present, why it was skipped,
+    whether that was because it is smaller than the crop rather than unreadable)."""
     i, files, name_of, split, opts, out = job
     f = files[i]
     train = split == "train"
@@ -332,16 +341,16 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None]:
     copies = len(names)
     if all((out / split / "input" / nm).exists() and (out / split / "target" / nm).exists()
            for nm in names):
-        return copies, None
+        return copies, None, False
     try:
         img = read_image(f)
     except ImageReadError as e:
-        return 0, str(e)
+        return 0, str(e), False
     side = opts.crop
     if not train:  # one centre crop: as large as the photo allows, up to test_crop
         side = max(opts.crop, min(opts.test_crop, min(img.shape[:2])) // 8 * 8)
     if min(img.shape[:2]) < side:
-        return 0, f"{f}: {img.shape[1]}x{img.shape[0]} is smaller than the {side}-px crop; skipped"
+        return 0, f"{f}: {img.shape[1]}x{img.shape[0]} is smaller than the {side}-px crop", True
     for c, nm in enumerate(names):
         rng = np.random.default_rng([opts.seed, SPLITS.index(split), _bucket(nm, 2**31), c])
         # Objects come from another photo of the same split (never across splits).
@@ -356,7 +365,7 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None]:
                                 centre=not train, other=other)
         write_image(out / split / "target" / nm, target)
         write_image(out / split / "input" / nm, blurred)
-    return copies, None
+    return copies, None, False
 
 
 def _check_same_photos(out: Path, old: dict, photos: str, index: dict[str, dict]) -> None:
