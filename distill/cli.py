@@ -74,6 +74,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     files = unique
     if not files:
         return _err("no input images (" + ", ".join(args.inputs) + ")")
+    if not any(src.exists() for src, _ in files):
+        # Said before the teacher loads (a minute for the official weights), as a usage error
+        # like a missing checkpoint; one missing among others is skipped with the rest done.
+        return _err("no such file or folder: " + ", ".join(str(s) for s, _ in files))
     out = Path(args.out)
     from runtime.imageio import decode_image
     from runtime.sinks import SinkError, make_folder, refuse_overwriting_inputs

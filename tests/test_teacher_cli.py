@@ -34,6 +34,18 @@ def test_folder_with_corrupt_file(tmp_path, tiny_teacher, capsys):
     assert not (tmp_path / "out" / "broken.png").exists()
 
 
+def test_inputs_that_do_not_exist_are_a_usage_error_before_the_teacher_loads(tmp_path,
+                                                                            capsys):
+    """`sharpen teacher photos/` with no photos/ loaded the teacher, then exited 1 with
+    'skipped: photos: no such file', where a missing checkpoint is a usage error (2). The
+    weights here do not exist either: only the inputs are said, so nothing was loaded."""
+    rc = main(["teacher", str(tmp_path / "photos"), str(tmp_path / "b.png"), "--out",
+               str(tmp_path / "out"), "--teacher-weights", str(tmp_path / "no.pt"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "no such file or folder:" in err and "photos" in err, err
+    assert "no.pt" not in err and not (tmp_path / "out").exists()
+
+
 def test_missing_weights_explain_how_to_get_them(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("SHARPEN_MODELS", str(tmp_path / "empty"))
     img = tmp_path / "x.png"
