@@ -36,6 +36,9 @@ OUTPUT = "output"       # the layer that makes the image (the global residual ad
 # The INT8 formats whose quantizers can keep layers in float; engine-int8 is built from
 # onnx-qdq-trt and inherits its choice.
 FORMATS = ("onnx-int8", "tflite-int8", "onnx-qdq-trt")
+# The INT8 formats whose input and output stay int8 (full-integer TFLite): float layers end
+# in a requantisation to the int8 output, so OUTPUT alone in float changes nothing there.
+INT8_IO = ("tflite-int8",)
 AUTO = "auto"
 MARGIN = 0.75           # auto aims at this fraction of each gate's allowed loss
 
@@ -202,12 +205,14 @@ class Choice:
 def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.ndarray]],
            min_ssim: float | None, gt: dict[str, np.ndarray] | None = None,
            max_ssim_drop: float | None = None, weight_bits: int = 8,
-           on_step: Callable[[str], None] | None = None) -> Choice:
+           on_step: Callable[[str], None] | None = None, io_int8: bool = False) -> Choice:
     """Greedy search (see the module doc). `crops` (N x 3 x H x W) calibrate the simulated
     ranges (min/max), `images` (name, HxWx3 float in [0, 1]) are the parity images, `gt` their
-    ground truth by name. `weight_bits` 7 simulates ONNX Runtime's reduce_range. Targets: worst
-    SSIM to FP32 >= 1 - MARGIN * (1 - min_ssim), and with ground truth worst SSIM-to-GT lost
-    <= MARGIN * max_ssim_drop."""
+    ground truth by name. `weight_bits` 7 simulates ONNX Runtime's reduce_range. `io_int8`: the
+    artifact's output stays int8 whatever runs in float (full-integer TFLite), so the simulated
+    output is always rounded and `OUTPUT` alone (which would change nothing there) is never a
+    cut. Targets: worst SSIM to FP32 >= 1 - MARGIN * (1 - min_ssim), and with ground truth
+    worst SSIM-to-GT lost <= MARGIN * max_ssim_drop."""
     import torch
 
     from distill.metrics import ssim
@@ -237,7 +242,8 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
     fq.calibrate(torch.from_numpy(np.asarray(crops, np.float32)))
 
     def measure(keep: list[str]) -> dict:
-        fq.keep_float = list(keep)
+        # int8 output: the last rounding (FakeQuantForward's "output") stays in the simulation
+        fq.keep_float = [k for k in keep if not (io_int8 and k == OUTPUT)]
         with torch.no_grad():
             outs = {n: image(fq(x)) for n, x in xs}
         r = {"ssim": min(ssim(outs[n], refs[n]) for n in outs)}
@@ -268,10 +274,13 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
         """Each further cut, with what it adds downstream (the whole network would make the
         "INT8" artifact a float one)."""
         region = set().union(*(closure[k] for k in keep)) if keep else set()
+        # with int8 output, a cut that adds only OUTPUT to the float region changes nothing
+        same = (lambda g: g - {OUTPUT} == region - {OUTPUT}) if io_int8 else (
+            lambda g: g == region)
         trials: dict[str, frozenset] = {}
         for u in closure:
             grown = frozenset(region | set(closure[u]))
-            if grown != region and grown != everything and grown not in trials.values():
+            if not same(grown) and grown != everything and grown not in trials.values():
                 trials[u] = grown
         return trials
 
@@ -290,7 +299,7 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
         if on_step:
             on_step(_describe(keep, r))
     fq.remove()
-    target = {**target, "weight_bits": weight_bits}
+    target = {**target, "weight_bits": weight_bits, "io_int8": io_int8}
     if not passes(r):
         return Choice([], target, steps, False)
     larger = sorted(grow(keep).items(), key=lambda kv: (len(kv[1]), units(model).index(kv[0])))
@@ -302,7 +311,8 @@ def plan(spec: list[str] | str, model: nn.Module, fmts: Sequence[str], crops, im
          ) -> tuple[dict[str, list[str]], dict[str, dict], dict[str, list[list[str]]]]:
     """Per INT8 format of an export: the layers to keep in float, the "auto" searches (for the
     report), and the larger regions to try if the real artifact fails its gate. "auto" runs once
-    per weight precision (ONNX Runtime's reduce_range rounds weights to 7 bits, the rest to 8).
+    per weight precision (ONNX Runtime's reduce_range rounds weights to 7 bits, the rest to 8)
+    and output type (`INT8_IO`: int8 output, simulated as such).
     `spec` is what `parse` returned; `thresholds` the export's gates."""
     wanted = [f for f in fmts if f in FORMATS]
     if "engine-int8" in fmts and "onnx-qdq-trt" not in wanted:
@@ -312,24 +322,33 @@ def plan(spec: list[str] | str, model: nn.Module, fmts: Sequence[str], crops, im
     choices: dict[str, dict] = {}
     tries: dict[str, list[list[str]]] = {}
     if spec == AUTO and fmts and crops is not None:
-        by_bits: dict[int, Choice] = {}
+        # one search per weight precision (ONNX Runtime's reduce_range: 7 bits) and per output
+        # type: full-integer TFLite's output is int8 whatever runs in float
+        by_kind: dict[tuple[int, bool], Choice] = {}
         for f in fmts:
-            bits = 7 if f == "onnx-int8" and reduce_range else 8
-            if bits not in by_bits:
-                say(f"choosing the layers to keep in float ({bits}-bit weights, simulated INT8 "
-                    "on the parity images)")
-                by_bits[bits] = choose(model, crops, images, thresholds.min_ssim, gt,
+            kind = (7 if f == "onnx-int8" and reduce_range else 8, f in INT8_IO)
+            bits, io_int8 = kind
+            if kind not in by_kind:
+                say(f"choosing the layers to keep in float ({bits}-bit weights"
+                    + (", int8 output" if io_int8 else "")
+                    + ", simulated INT8 on the parity images)")
+                by_kind[kind] = choose(model, crops, images, thresholds.min_ssim, gt,
                                        thresholds.max_ssim_drop, weight_bits=bits,
-                                       on_step=lambda msg: say("  " + msg))
-                if not by_bits[bits].met:   # float layers short of the gate: speed for nothing
+                                       on_step=lambda msg: say("  " + msg), io_int8=io_int8)
+                if not by_kind[kind].met:   # float layers short of the gate: speed for nothing
                     say("  the simulation does not pass the gates short of a float model"
                         + ("; 7-bit weights limit it (--no-reduce-range on VNNI CPUs)"
                            if bits == 7 else "") + ": keeping every layer int8")
-            by_fmt[f] = list(by_bits[bits].layers)
-            choices[f] = by_bits[bits].to_dict()
-            tries[f] = list(by_bits[bits].fallbacks)
+            by_fmt[f] = list(by_kind[kind].layers)
+            choices[f] = by_kind[kind].to_dict()
+            tries[f] = list(by_kind[kind].fallbacks)
     elif spec and spec != AUTO:
         by_fmt = {f: list(spec) for f in fmts}
+        for f in INT8_IO:
+            if f in by_fmt and set(spec) == {OUTPUT}:
+                say(f"note: {f}'s output is int8 whatever runs in float, so '{OUTPUT}' alone "
+                    f"in float changes nothing there (name an earlier layer, or use "
+                    f"tflite-fp16)")
     for f, layers in by_fmt.items():
         if layers:
             say(f"{f} keeps {', '.join(layers)} (and all after) in float")

@@ -109,6 +109,55 @@ def test_auto_search_lowers_the_simulated_loss(student):
         assert strict.layers == [] and strict.fallbacks == []
 
 
+def test_auto_for_tflite_int8_keeps_its_output_int8(student):
+    """Full-integer TFLite's output is int8 whatever runs in float, so `output` alone in float
+    changes nothing there (the real artifact's numbers are those of full INT8). "auto" chose it
+    anyway, from a simulation whose output was float, and the real gate then failed and cost
+    several rebuilds: for tflite-int8 the simulation keeps the output rounded and never offers
+    `output` alone."""
+    from distill.metrics import ssim
+    from optimize.calibration import gaussian_blur, sample_images
+
+    model = student[0]
+    imgs = [(n, gaussian_blur(i, 1.5)) for n, i in sample_images(("chelsea",), blur_sigma=0)]
+    crops = np.stack([imgs[0][1][:64, :64].transpose(2, 0, 1)] * 2)
+    m = int(model.multiple)
+    img = imgs[0][1]
+    x = torch.from_numpy(np.ascontiguousarray(
+        img[:img.shape[0] // m * m, :img.shape[1] // m * m].transpose(2, 0, 1)))[None]
+    image = lambda y: y[0].permute(1, 2, 0).clamp(0, 1).numpy()   # noqa: E731
+    fq = FakeQuantForward(model.eval(), weight_qmax=127, round_glue=True)
+    fq.calibrate(torch.from_numpy(crops))
+    with torch.no_grad():
+        ref = image(model(x))
+        full = ssim(image(fq(x)), ref)
+        fq.keep_float = [fl.OUTPUT]
+        out_float = ssim(image(fq(x)), ref)
+    fq.remove()
+    assert out_float > full   # a float output helps where the output can be float
+    # a gate that the simulated full INT8 misses and a float output meets (after the margin)
+    min_ssim = 1 - (1 - (full + out_float) / 2) / fl.MARGIN
+    th = Thresholds(min_ssim=min_ssim)
+    said = []
+    by_fmt, choices, tries = fl.plan(fl.AUTO, model, ["onnx-qdq-trt", "tflite-int8"], crops,
+                                     imgs, None, th, True, said.append)
+    assert by_fmt["onnx-qdq-trt"] == [fl.OUTPUT]   # its output can be float
+    assert by_fmt["tflite-int8"] != [fl.OUTPUT]   # a no-op there
+    tfl = choices["tflite-int8"]
+    assert by_fmt["tflite-int8"] == tfl["layers"]
+    assert tfl["target"]["io_int8"] and not choices["onnx-qdq-trt"]["target"]["io_int8"]
+    assert all(step["float"] != [fl.OUTPUT] for step in tfl["steps"])
+    assert [fl.OUTPUT] not in tries["tflite-int8"]
+    assert tfl["steps"][0]["ssim"] == pytest.approx(full, abs=1e-6)
+    assert any("int8 output" in s for s in said)
+    # named explicitly, it is kept (the user's choice) but said to change nothing there
+    said.clear()
+    by_fmt, _, _ = fl.plan([fl.OUTPUT], model, ["tflite-int8", "onnx-int8"], None, [], None,
+                           Thresholds(), True, said.append)
+    assert by_fmt["tflite-int8"] == [fl.OUTPUT]
+    assert any("tflite-int8's output is int8" in s and "changes nothing" in s for s in said)
+
+
 def test_fallback_search_bisects():
     """The smallest passing region of the fallbacks, in about log2(n) builds."""
     from optimize.export import FormatResult, _search_float_layers
