@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from runtime.cli_errors import cli_error, missing_dependency, one_line
 from runtime.formats import help_lines
@@ -170,5 +171,37 @@ def run_export(args) -> int:
     if not report.ok:
         names = ", ".join(f"{r.format} ({r.reason})" for r in report.failed)
         print(f"sharpen export: FAILED: {names}", file=sys.stderr)
+        for line in fail_advice(report, args.float_layers):
+            print(f"  {line}", file=sys.stderr)
         return 1
     return 0
+
+
+def fail_advice(report, float_layers) -> list[str]:
+    """What a failed export leaves and what to try next (the FAILED line says only why)."""
+    from runtime.formats import FORMATS
+
+    failed = report.failed
+    ok = [Path(r.file).name for r in report.results if r.status == "pass" and r.file
+          and not r.extra.get("earlier_export")]
+    lines = []
+    kept = [Path(r.file).name for r in failed if r.file and Path(r.file).exists()]
+    if kept:
+        lines.append(f"{', '.join(kept)} stay{'s' if len(kept) == 1 else ''} in "
+                     f"{report.out_dir}, marked so that `sharpen run` refuses "
+                     f"{'it' if len(kept) == 1 else 'them'} (--force runs anyway): do not ship "
+                     + ("it" if len(kept) == 1 else "them")
+                     + (f"; {', '.join(ok)} passed" if ok else ""))
+    int8 = [r.format for r in failed if r.status == "fail"
+            and r.format in FORMATS and FORMATS[r.format].needs_calibration]
+    if int8:
+        tips = []
+        if not float_layers:
+            tips.append("--float-layers auto (keeps the fewest last layers in float that pass)")
+        tips.append("--calib with frames like the device's input (blurred, as it sees them)")
+        tips.append("a float format (onnx, tflite-fp16)")
+        lines.append(f"{', '.join(int8)}: INT8 loses too much here; try " + ", or ".join(tips))
+    if any(r.extra.get("traceback") for r in failed):
+        lines.append(f"the build error's traceback is in {report.out_dir}/export_report.json "
+                     "(results[].extra.traceback)")
+    return lines

@@ -469,3 +469,18 @@ def test_engine_shapes_and_opset_usage(ckpt, tmp_path, capsys):
         err = capsys.readouterr().err
         assert "--opset must be between 17 and" in err and "Traceback" not in err
     assert not (tmp_path / "c").exists()
+
+
+def test_a_failed_export_says_what_it_left_and_what_to_try(ckpt, tmp_path, capsys):
+    """The FAILED line gave only the reason: not that the failed artifact stays in --out
+    (refused by `sharpen run`) beside the passing ones, nor what to try for an INT8 format."""
+    out = tmp_path / "o"
+    rc, err = _run(["export", "--weights", str(ckpt), "--formats", "onnx,onnx-int8", "--out",
+                    str(out), "--no-latency", "--quiet", "--calib-count", "2", "--calib-size",
+                    "64", "--min-ssim", "0.999999"], capsys)
+    assert rc == 1 and "sharpen export: FAILED: onnx-int8 (SSIM" in err
+    assert ("student_int8.onnx stays in " + str(out) + ", marked so that `sharpen run` refuses "
+            "it (--force runs anyway): do not ship it; student.onnx passed") in err
+    assert "onnx-int8: INT8 loses too much here; try --float-layers auto" in err
+    assert "a float format (onnx, tflite-fp16)" in err
+    assert (out / "student_int8.onnx.parity-failed.json").exists()
