@@ -1020,3 +1020,20 @@ def print_table(report: ExportReport, file=None) -> None:
          "output on held-out images; worst image)", table_headers(report), table_rows(report),
          file=file, right=("size", "ms @1080p", "max abs", "PSNR dB", "SSIM", "SSIM lost vs GT"),
          row_style=style)
+    print(table_legend(report), file=file or sys.stdout)
+
+
+def table_legend(report: ExportReport) -> str:
+    """What the table's numbers and PASS mean, and what runs each format: the thresholds were
+    only in the report JSON, and the device of each format only in --help."""
+    t = report.settings.get("thresholds") or {}
+    gates = [f"FP32: max abs error < {t.get('fp32_max_abs', 1e-4):g} (pixels in [0, 1])",
+             f"INT8/FP16: SSIM >= {t.get('min_ssim', 0.98):g}"]
+    if t.get("min_psnr") is not None:
+        gates[-1] += f" and PSNR >= {t['min_psnr']:g} dB"
+    if t.get("max_ssim_drop") is not None:
+        gates[-1] += f" and SSIM lost vs GT <= {t['max_ssim_drop']:g}"
+    seen = [r.format for r in report.results if r.format in FORMATS]
+    runs = "; ".join(f"{f}: {FORMATS[f].target}" for f in dict.fromkeys(seen))
+    return (f"PASS means {'; '.join(gates)}; ship only PASS rows.\n"
+            f"runs on: {runs}" if runs else f"PASS means {'; '.join(gates)}")

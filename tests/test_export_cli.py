@@ -212,6 +212,11 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     # for the export folder copied to the device.
     out = capsys.readouterr().out
     assert f"trtexec --onnx={ckpt.stem}.onnx --saveEngine={engine.name}" in out
+    # Under the table: what PASS means (the thresholds were only in the JSON) and what runs
+    # each format (only in --help).
+    assert "PASS means FP32: max abs error < 0.0001 (pixels in [0, 1]); INT8/FP16: SSIM >= " \
+           "0.98; ship only PASS rows." in out, out
+    assert "runs on: onnx: ONNX Runtime" in out and "engine: TensorRT" in out, out
 
 
 def test_tensorrt_11_is_refused_with_the_supported_versions():
