@@ -870,10 +870,9 @@ def test_an_absurd_header_rate_is_said_and_the_video_written_at_30(tmp_path, cap
 SITE_SCRIPT = """
 import importlib, site, sys
 from pathlib import Path
-ort_site, new_site, repo, argv = Path(sys.argv[1]), sys.argv[2], sys.argv[3], sys.argv[4:]
+ort_site, new_site, argv = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
 sys.path[:] = [p for p in sys.path if not p or Path(p).resolve() != ort_site]
-site.addsitedir(new_site)
-sys.path.insert(0, repo)
+site.addsitedir(new_site)   # its copy of the project's install (.pth) makes it importable
 importlib.invalidate_caches()
 from sharpen.cli import main
 sys.exit(main(argv))
@@ -908,10 +907,8 @@ def _gpu_build_metadata(site: Path) -> None:
 def _run_in_site(ort_site, site, pythonpath, *argv):
     import subprocess
     import sys
-    from runtime_fixtures import REPO
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(map(str, pythonpath)))
-    return subprocess.run([sys.executable, "-c", SITE_SCRIPT, str(ort_site), str(site), str(REPO),
-                           *argv], capture_output=True, text=True, timeout=120, env=env,
+    return subprocess.run([sys.executable, "-c", SITE_SCRIPT, str(ort_site), str(site), *argv], capture_output=True, text=True, timeout=120, env=env,
                           cwd=site.parent)
 
 
