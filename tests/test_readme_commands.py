@@ -46,15 +46,20 @@ def test_readme_has_commands():
     assert any(c.startswith("sharpen bench") for c in cmds)
 
 
+def _parse(where: str, line: str):
+    """The parsed arguments of a documented `sharpen` command, or a test failure naming it."""
+    from sharpen.cli import build_parser
+    try:
+        args = build_parser().parse_args(shlex.split(line)[1:])
+    except SystemExit as e:
+        pytest.fail(f"{where}: command does not parse (exit {e.code}): {line}")
+    assert getattr(args, "func", None), line
+    return args
+
+
 @pytest.mark.parametrize("line", readme_commands())
 def test_readme_command_parses(line):
-    from sharpen.cli import build_parser
-    argv = shlex.split(line)[1:]
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:
-        pytest.fail(f"README command does not parse (exit {e.code}): {line}")
-    assert getattr(args, "func", None), line
+    _parse("README", line)
 
 
 ROOT = README.parent
@@ -99,13 +104,7 @@ def test_doc_command_parses(where, line):
     commands' config and key=value overrides load (a card's `sharpen export` without its
     required --out failed with a usage error)."""
     from distill.config import check_config, load_config
-    from sharpen.cli import build_parser
-    argv = shlex.split(line)[1:]
-    try:
-        args = build_parser().parse_args(argv)
-    except SystemExit as e:
-        pytest.fail(f"{where}: command does not parse (exit {e.code}): {line}")
-    assert getattr(args, "func", None), line
+    args = _parse(where, line)
     if getattr(args, "overrides", None) is not None and getattr(args, "config", None):
         check_config(load_config(str(ROOT / args.config), args.overrides))
 
