@@ -12,10 +12,12 @@
 # eval-test.json, log.txt. Back here, judge it as the card does:
 #     sharpen evaluate --weights FILES_AT/teacher-gpu.pt teacher --data runs/corpus --split test
 #     sharpen evaluate --weights FILES_AT/teacher-gpu.pt teacher --data ../shared/data/reds-mini
-# Knobs (environment): TRAIN_MIN (5), BATCH (16), CROP (256), LR (2e-4), COPIES (8),
-# STILL_SHARE (0.1), WORKERS (cores), PHOTOS (.gpu/photos), WORK (/tmp/gpu-teacher), DEVICE
-# (auto), PYTHON (python3). A CPU smoke test (minutes): TRAIN_MIN=0.3 BATCH=2 CROP=64 COPIES=1
-# DEVICE=cpu PHOTOS=<a folder with kodak24/ and ~40 photos> PYTHON=.venv/bin/python.
+# Knobs (environment): TRAIN_MIN (5), STEPS (set: no probe, this many steps), INIT (the weights
+# to fine-tune and to score against; models/teacher-restormer-small.pt), BATCH (16), CROP (256),
+# LR (2e-4), COPIES (8), STILL_SHARE (0.1), WORKERS (cores), PHOTOS (.gpu/photos), WORK
+# (/tmp/gpu-teacher), DEVICE (auto), PYTHON (python3). A CPU smoke test (minutes): TRAIN_MIN=0.3
+# BATCH=2 CROP=64 COPIES=1 DEVICE=cpu PHOTOS=<a folder with kodak24/ and ~40 photos>
+# PYTHON=.venv/bin/python.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
@@ -31,6 +33,8 @@ COPIES=${COPIES:-8}
 STILL_SHARE=${STILL_SHARE:-0.1}
 WORKERS=${WORKERS:-$(nproc)}
 DEVICE=${DEVICE:-auto}
+INIT=${INIT:-models/teacher-restormer-small.pt}
+STEPS=${STEPS:-}
 mkdir -p "$OUT" "$WORK"
 exec > >(tee -a "$OUT/log.txt") 2>&1
 t0=$SECONDS
@@ -60,11 +64,14 @@ sharpen corpus --photos "$PHOTOS" --out "$WORK/still" --mix still --test-preset 
 common=(--config configs/teacher-crop256.yaml "data.train=$WORK/corpus" "data.val=$WORK/corpus"
         "data.gt_train=$WORK/still" "data.gt_train_share=$STILL_SHARE" "data.batch_size=$BATCH" "data.crop=$CROP"
         "data.workers=$(( WORKERS < 8 ? WORKERS : 8 ))" "optim.lr=$LR" compile=false "device=$DEVICE"
-        resume=never --quiet)
-say "probe: 30 steps to time one"
-sharpen train-teacher "${common[@]}" "out=$WORK/probe" optim.steps=100000 stop_after=30 \
-    val_start=false val_every=100000 ckpt_every=100000 log_every=10
-steps=$("$PY" - "$WORK/probe/metrics.jsonl" "$TRAIN_MIN" <<'EOF'
+        "init=$INIT" resume=never --quiet)
+if [ -n "$STEPS" ]; then
+    steps=$STEPS
+else
+    say "probe: 30 steps to time one"
+    sharpen train-teacher "${common[@]}" "out=$WORK/probe" optim.steps=100000 stop_after=30 \
+        val_start=false val_every=100000 ckpt_every=100000 log_every=10
+    steps=$("$PY" - "$WORK/probe/metrics.jsonl" "$TRAIN_MIN" <<'EOF'
 import json, sys
 rows = [r for r in map(json.loads, open(sys.argv[1])) if "loss" in r and "time" in r]
 a, b = rows[1], rows[-1]          # from step 20: the first steps include cuDNN's autotuning
@@ -72,7 +79,8 @@ per_step = (b["time"] - a["time"]) / max(1, b["step"] - a["step"])
 print(max(50, int(float(sys.argv[2]) * 60 / per_step)))
 print(f"{per_step:.3f} s per step", file=sys.stderr)
 EOF
-)
+    )
+fi
 say "training: $steps steps at batch $BATCH (~$TRAIN_MIN min)"
 sharpen train-teacher "${common[@]}" "out=$WORK/teacher" "optim.steps=$steps" \
     "optim.warmup_steps=$(( steps / 20 + 1 ))" "val_every=$(( steps / 4 + 1 ))" \
@@ -80,6 +88,6 @@ sharpen train-teacher "${common[@]}" "out=$WORK/teacher" "optim.steps=$steps" \
 slim "$WORK/teacher/last.pt" "$OUT/teacher-gpu.pt"
 
 say "scoring against the shipped teacher on the test photos"
-sharpen evaluate --weights "$OUT/teacher-gpu.pt" models/teacher-restormer-small.pt \
+sharpen evaluate --weights "$OUT/teacher-gpu.pt" "$INIT" \
     --data "$WORK/corpus" --split test --device "$DEVICE" --out "$WORK/eval" --quiet
 cp "$WORK/eval/metrics.json" "$OUT/eval-test.json"
