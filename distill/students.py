@@ -444,7 +444,14 @@ def _meta_pass(model: nn.Module, h: int, w: int, count: Callable, leaves_only: b
     """Sum of count(module, output) over a forward pass on the meta device (shapes only, no
     arithmetic) of one h x w frame padded to the model's multiple."""
     import copy
+    import numbers
 
+    # Checked here: torch's own complaint ("Kernel size can't be greater than actual input
+    # size", "negative dimension") names neither argument.
+    for name, v in (("h", h), ("w", w)):
+        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+            raise ValueError(f"{name} must be a frame size in pixels (an integer >= 1), "
+                             f"got {v!r}")
     m = getattr(model, "multiple", 1)
     model = copy.deepcopy(model).to("meta")
     h, w = h + (-h) % m, w + (-w) % m

@@ -145,6 +145,20 @@ def test_budget_measures():
     assert activation_bytes(fast, 1080, 1920) > 3.5 * activation_bytes(fast, 540, 960)
 
 
+def test_budget_measures_name_a_size_that_is_not_a_frame():
+    """count_macs(model, 0, 0) and negative sizes gave torch's "Kernel size can't be greater
+    than actual input size" or "negative dimension", naming neither argument."""
+    from distill.students import activation_bytes
+    fast = create_student("fast")
+    for fn in (count_macs, activation_bytes):
+        for h, w, name, value in ((0, 0, "h", 0), (-8, 64, "h", -8), (64, -1, "w", -1),
+                                  (64, 2.5, "w", 2.5)):
+            with pytest.raises(ValueError, match=rf"^{name} must be a frame size in pixels "
+                                                 rf"\(an integer >= 1\), got {value}$"):
+                fn(fast, h, w)
+    assert count_macs(fast, 1, 1) > 0 and count_macs(fast, np.int64(16), 16) > 0
+
+
 def test_models_command_errors(capsys):
     from sharpen.cli import main
     assert main(["models", "nope"]) == 2
