@@ -94,6 +94,19 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     loss: LossConfig = field(default_factory=LossConfig)
 
+    def __post_init__(self) -> None:
+        # TrainConfig(model={"arch": "edge"}) from Python kept the dict, and the trainer failed
+        # later on `cfg.model.arch`: a section given as a mapping is read as a config file's
+        # is (defaults for what it leaves out, each key checked); anything else is refused.
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.default_factory is dataclasses.MISSING:
+                continue
+            default = f.default_factory()
+            if dataclasses.is_dataclass(default) and not isinstance(value, type(default)):
+                setattr(self, f.name, default)
+                _set(self, f.name, value)
+
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
         d["optim"]["betas"] = list(d["optim"]["betas"])

@@ -102,6 +102,27 @@ def test_library_loaders_take_shipped_names_as_the_command_line_does(tmp_path):
     assert json.loads((tmp_path / "out" / "export_report.json").read_text())["ok"]
 
 
+def test_train_config_takes_its_sections_as_mappings_as_from_dict_does():
+    """TrainConfig(model={"arch": "edge"}) kept the dict: check_config and the trainer failed
+    later with "'dict' object has no attribute 'lr'", while from_dict read the same mapping."""
+    from distill.config import ModelConfig, TrainConfig, check_config, from_dict
+
+    sections = {"model": {"arch": "edge"}, "data": {"crop": 64}, "loss": {"gt": 1},
+                "optim": {"steps": 3, "lr": "1e-4", "betas": [0.9, 0.95]}}
+    cfg = TrainConfig(out="runs/x", **sections)
+    assert cfg == from_dict({"out": "runs/x", **sections})
+    assert cfg.optim.lr == 1e-4 and cfg.optim.warmup_steps == 200   # defaults kept
+    check_config(cfg)
+    assert TrainConfig(model=ModelConfig("edge")).model.arch == "edge"
+    with pytest.raises(KeyError, match="unknown config key 'model.arhc'; did you mean "
+                                       "model.arch?"):
+        TrainConfig(model={"arhc": "edge"})
+    with pytest.raises(TypeError, match="optim.steps must be an integer, got 1.5"):
+        TrainConfig(optim={"steps": 1.5})
+    with pytest.raises(TypeError, match="^loss is a section; give a mapping"):
+        TrainConfig(loss=[1.0])
+
+
 def test_trainer_checks_the_device_as_the_command_line_does(tmp_path):
     """Trainer(cfg) with device=gpu met torch's list of 19 device types, device=cuda on a CPU
     build an AssertionError, and device=meta left a run folder behind before failing."""
