@@ -2,7 +2,8 @@
 overwrite the other's checkpoints and interleave one metrics log, so the second is refused.
 
 The lock is an advisory `flock` on `<out>/.lock`: the kernel drops it when its process dies,
-however it dies, so a killed run never leaves a stale lock behind."""
+however it dies, so a killed run never leaves a stale lock behind. A run that ends, normally
+or by an exception, also removes the file; a killed one leaves it, unlocked, for the next."""
 from __future__ import annotations
 
 import contextlib
@@ -41,24 +42,45 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _acquire(path, doing, flag)
     try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        # Unlinked while still held: a run that opened the file meanwhile and locks it next
+        # sees that it is gone and locks a new one (_acquire), never two runs at once.
+        with contextlib.suppress(OSError):
+            path.unlink()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+        if created:   # removed only when empty: a run that could not start leaves no folder
+            with contextlib.suppress(OSError):
+                out.rmdir()
+
+
+def _acquire(path: Path, doing: str, flag: str) -> int:
+    """An open descriptor of `path`, locked by this process; RunLocked when another holds it."""
+    import fcntl
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
-            raise RunLocked(f"another run is {doing} into {out} (process {holder}); wait for "
-                            f"it to finish or stop it, or give this run another {flag}") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+            os.close(fd)
+            raise RunLocked(f"another run is {doing} into {path.parent} (process {holder}); "
+                            f"wait for it to finish or stop it, or give this run another "
+                            f"{flag}") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        # Locked after the run that held it ended and removed it: that file is no longer
+        # <out>/.lock, and a third run would lock the new one too. Try again on the new one.
         try:
-            yield
-        finally:
-            os.ftruncate(fd, 0)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    finally:
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                return fd
+        except FileNotFoundError:
+            pass
         os.close(fd)
-        if created and [p.name for p in out.iterdir()] == [LOCK_NAME]:
-            path.unlink(missing_ok=True)
-            with contextlib.suppress(OSError):
-                out.rmdir()

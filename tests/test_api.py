@@ -123,6 +123,25 @@ def test_train_config_takes_its_sections_as_mappings_as_from_dict_does():
         TrainConfig(loss=[1.0])
 
 
+def test_a_quiet_run_prints_nothing_on_stdout_and_leaves_no_lock_file(tmp_path, capfd):
+    """train(cfg, quiet=True) left out/.lock behind after it finished (and after an error),
+    among the run's results."""
+    from distill.trainer import train
+
+    out = tmp_path / "run"
+    tiny = [f"out={out}", "task=teacher", "model.arch=fast",
+            "model.args={width: 8, blocks: 1, low_blocks: 1}", "optim.steps=2",
+            "optim.warmup_steps=1", "data.crop=32", "data.batch_size=2", "data.workers=0",
+            "data.val_max_images=1", "data.val_max_side=64"]
+    train(load_config(None, tiny), quiet=True)
+    assert capfd.readouterr().out == ""
+    assert (out / "last.pt").is_file() and not (out / ".lock").exists()
+    with pytest.raises(ValueError, match="^device=meta: "):   # an error once the lock is held
+        train(load_config(None, [*tiny, "device=meta"]), quiet=True)
+    assert not (out / ".lock").exists()
+    assert capfd.readouterr().out == ""
+
+
 def test_trainer_checks_the_device_as_the_command_line_does(tmp_path):
     """Trainer(cfg) with device=gpu met torch's list of 19 device types, device=cuda on a CPU
     build an AssertionError, and device=meta left a run folder behind before failing."""

@@ -714,6 +714,33 @@ def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path
         train(tiny_cfg(tmp_path / "file", 2), quiet=True)
 
 
+def test_a_run_that_locks_the_file_a_finished_run_removed_tries_again(tmp_path, monkeypatch):
+    """A finished run removes out/.lock. One that opened the file just before and locks it just
+    after holds a lock on a removed file: it must lock the new one, or a third run would go on
+    beside it."""
+    import os
+
+    from distill.run_lock import LOCK_NAME, RunLocked, run_lock
+
+    out = tmp_path / "r"
+    with run_lock(out):
+        stale = os.open(out / LOCK_NAME, os.O_RDWR)   # opened while the first run holds it
+        (out / "last.pt").write_bytes(b"")
+    assert not (out / LOCK_NAME).exists()
+    real_open, opens = os.open, []
+
+    def open_stale_first(path, *a, **kw):   # the second run's open() came before the removal
+        opens.append(path)
+        return stale if len(opens) == 1 else real_open(path, *a, **kw)
+
+    monkeypatch.setattr(os, "open", open_stale_first)
+    with run_lock(out):
+        assert len(opens) == 2 and (out / LOCK_NAME).exists()
+        with pytest.raises(RunLocked, match="another run is training into"), run_lock(out):
+            pass
+    assert not (out / LOCK_NAME).exists()
+
+
 def _lr_at(out, step):
     recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
     return next(r["lr"] for r in recs if r.get("step") == step and "lr" in r)
