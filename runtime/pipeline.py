@@ -299,10 +299,12 @@ class _Stream:
         assert src is not None
         try:
             for n, fr in enumerate(chain([self.first], self.frames)):
-                if stop.is_set():
-                    break
+                # Counted before the stop check: a frame whose read was under way when the run
+                # stopped was still read from the source (a camera's, a paced file's last).
                 stats.add("capture", fr.capture_s)
                 stats.count("frames_captured")
+                if stop.is_set():
+                    break
                 dropped = self.q_in.put(fr, stop)
                 if dropped:
                     stats.count("dropped_frames", dropped)

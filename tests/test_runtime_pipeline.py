@@ -20,7 +20,7 @@ from runtime_fixtures import (FRAME_H, FRAME_W, STEP, assert_in_order,  # noqa: 
 
 from runtime.backends import Backend, load_backend  # noqa: E402
 from runtime.pipeline import FrameQueue, run_stream  # noqa: E402
-from runtime.sources import SyntheticSource  # noqa: E402
+from runtime.sources import SyntheticSource, VideoSource  # noqa: E402
 
 __all__ = ["onnx_model"]  # the fixture is used by name
 
@@ -302,6 +302,25 @@ def test_live_recording_holds_frames_over_drops_so_it_keeps_real_time(tmp_path, 
     slots = np.arange(len(frames))
     assert np.all(shown <= slots) and np.all(np.diff(shown) >= 0), shown
     assert int((shown == slots).sum()) == stats["frames_processed"], shown
+
+
+def test_frames_captured_counts_every_frame_a_live_source_read(tmp_path, onnx_model):
+    """A live run that stops at --max-frames: the frame whose read was under way when it
+    stopped (here a file paced like a camera) was read, but frames_captured left it out."""
+    class Counted(VideoSource):
+        read = 0
+
+        def frames(self, stop):
+            for fr in super().frames(stop):
+                self.read += 1
+                yield fr
+
+    path = tmp_path / "in.mp4"
+    write_video(path, n=16, fps=50.0)
+    src = Counted(str(path), str(path), live=True, kind="video")
+    stats = run_stream(load_backend(onnx_model, threads=1), src, max_frames=5)
+    assert stats["frames_processed"] == 5
+    assert stats["frames_captured"] == src.read, (stats["frames_captured"], src.read)
 
 
 def test_a_source_faster_than_real_time_does_not_pad_the_recording(tmp_path, onnx_model):
