@@ -550,10 +550,21 @@ def _folder_source(spec: str, folder: Path) -> ImageSource:
                     "(quoted) or one subfolder")
         raise SourceError(f"no images found in {spec!r} (extensions: "
                           f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
-    if videos:
-        print(f"warning: {spec}: {len(videos)} video file(s) skipped ({', '.join(videos[:3])}); "
-              "a folder source reads its images only", file=sys.stderr, flush=True)
+    _say_not_images(spec, entries, bool(videos))
     return ImageSource(spec, images)
+
+
+def _say_not_images(spec: str, entries: list[Path], videos: bool) -> None:
+    """One warning for the files in a folder source that are not images: a notes.txt, a video,
+    photos in a format it does not read (.heic, RAW). Left out unsaid, the folder looked done."""
+    names = [q.name for q in entries if q.suffix.lower() not in IMAGE_EXTS and q.is_file()]
+    if not names:
+        return
+    more = ", ..." if len(names) > 3 else ""
+    hint = "; pass a video as --source to sharpen it" if videos else ""
+    print(f"warning: {spec}: {len(names)} file(s) that are not images skipped "
+          f"({', '.join(names[:3])}{more}); a folder source reads "
+          f"{', '.join(sorted(IMAGE_EXTS))} only{hint}", file=sys.stderr, flush=True)
 
 
 def _maybe_live(src: Source, live: Optional[bool]) -> Source:

@@ -191,6 +191,33 @@ def test_image_folder_skips_an_unconvertible_file_by_name(tmp_path, capsys, onnx
     assert (tmp_path / "out" / "ok.png").is_file()
 
 
+def test_image_folder_says_once_which_files_are_not_images(tmp_path, capsys, onnx_model):
+    """A notes.txt, a video or .heic photos in a folder source were left out without a word."""
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "ok.png"), np.full((24, 32, 3), 90, np.uint8))
+    for name in ("notes.txt", "IMG_1.heic", "IMG_2.heic", "clip.mp4"):
+        (src / name).write_text("x")
+    (src / "bad.png").write_bytes(b"\x89PNG not really")   # said on its own, when read
+    (src / ".a.png.tmp").write_bytes(b"")   # hidden: an interrupted write, not an input
+    (src / "sub").mkdir()
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--output",
+                   str(tmp_path / "out"))
+    assert rc == 1, err   # for bad.png; the files that are not images do not fail the run
+    said = [ln for ln in err.splitlines() if "not images" in ln]
+    assert len(said) == 1, err
+    assert said[0].startswith(f"warning: {src}: 4 file(s) that are not images skipped "
+                              "(IMG_1.heic, IMG_2.heic, clip.mp4, ...); "), err
+    assert ".png" in said[0] and "pass a video as --source" in said[0], err
+    assert f"skipped: {src / 'bad.png'}" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["ok.png"]
+    (src / "ok.png").unlink()
+    (src / "bad.png").unlink()
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src))
+    assert rc == 2
+    _one_clear_line(err, "no images found", "video files (clip.mp4)")   # the error as before
+
+
 def test_unknown_out_extension_and_resized_video_frames_are_said(tmp_path, capsys, onnx_model):
     src = tmp_path / "in"
     src.mkdir()
