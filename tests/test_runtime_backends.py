@@ -308,6 +308,29 @@ def test_litert_size_multiple_without_or_with_a_wrong_sidecar(tmp_path, capsys):
     assert "warning" not in capsys.readouterr().err
 
 
+def test_a_forced_run_of_a_tflite_that_failed_its_parity_gate_says_so(tmp_path, capsys):
+    """An INT8 .tflite whose sidecar records a failed export parity gate is refused; with
+    --force it ran without a word, though its output may be wrong."""
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed")
+    model = _make_tflite(tmp_path / "student-int8.tflite", quantized=True)
+    Path(str(model) + ".json").write_text(json.dumps(
+        {"multiple": 1, "parity_failed": "worst SSIM 0.91 < 0.98"}))
+    img = tmp_path / "one.png"
+    cv2.imwrite(str(img), textured_frame(1, h=24, w=32))
+    argv = ["run", "--model", str(model), "--source", str(img), "--out",
+            str(tmp_path / "o.png"), "--threads", "1", "--quiet"]
+    capsys.readouterr()
+    assert run_cli(argv) == 2
+    assert "failed its parity gate at export (worst SSIM 0.91" in capsys.readouterr().err
+    assert run_cli([*argv, "--force"]) == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "parity" in ln]
+    assert said == [f"warning: {model} failed its parity gate at export (worst SSIM 0.91 < "
+                    "0.98); running it anyway (forced), its output may be wrong"], said
+    assert (tmp_path / "o.png").is_file()
+    load_backend(model, threads=1, force=True).close()   # said once per artifact
+    assert "parity" not in capsys.readouterr().err
+
+
 def test_16_bit_frames_through_a_float_io_int8_model_are_said_to_keep_8_bits(tmp_path,
                                                                              capsys):
     """An onnx-int8 model takes float input but quantises it to 8 bits inside: the 16-bit file

@@ -49,8 +49,8 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
         raise ModelError(f"model not found: {p}")
     if p.is_dir():
         raise ModelError(f"model path is a folder, expected a file: {p}")
-    reason = None if force else parity_failure(p)
-    if reason:   # before loading: a failed model is not opened at all
+    reason = parity_failure(p)
+    if reason and not force:   # before loading: a failed model is not opened at all
         raise ModelError(_refused(p, reason))
     kind = BACKEND_BY_SUFFIX.get(p.suffix.lower())
     if kind not in (None, "onnxruntime") and providers not in (None, "auto", "cpu"):
@@ -61,15 +61,34 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     backend = _open(p, kind, threads, providers)
     # The marker file stays behind when the model alone is copied to the device; the record
     # inside the model (or its sidecar, which travels with it) does not.
-    if backend.parity_failed and not force:
+    reason = reason or backend.parity_failed
+    if reason and not force:
         backend.close()
-        raise ModelError(_refused(p, backend.parity_failed))
+        raise ModelError(_refused(p, reason))
+    if reason:
+        _say_forced(p, reason)
     return backend
 
 
+_said_forced: set[tuple[str, str]] = set()
+
+
+def _say_forced(path: Path, reason: str) -> None:
+    """A forced model runs, but not silently: its output may be wrong. Once per artifact: the
+    bench loads one several times (and reports the failure itself)."""
+    key = (str(path.resolve()), reason)
+    if key not in _said_forced:
+        _said_forced.add(key)
+        print(f"warning: {_failed(path, reason)}; running it anyway (forced), its output may "
+              "be wrong", file=sys.stderr, flush=True)
+
+
+def _failed(path: Path, reason: str) -> str:
+    return f"{path} failed its parity gate at export ({reason})"
+
+
 def _refused(path: Path, reason: str) -> str:
-    return (f"{path} failed its parity gate at export ({reason}); re-export it, or pass --force "
-            "to run it anyway")
+    return f"{_failed(path, reason)}; re-export it, or pass --force to run it anyway"
 
 
 def _open(p: Path, kind: Optional[str], threads: Optional[int],
