@@ -213,7 +213,7 @@ def test_threads_set_torchs_cpu_threads_and_a_negative_count_is_refused(tmp_path
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig):
-    n, shape = 10, (48, 64, 3)
+    n, shape = 20, (48, 64, 3)   # enough that the signal usually lands mid-run
     data = _paired(tmp_path / "data", n, h=shape[0], w=shape[1], seed=3)
     out = tmp_path / "cache"
     proc = subprocess.Popen(_cli(data, out, teachers[0]), cwd=tmp_path, env=_env(),
@@ -229,8 +229,10 @@ def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig):
         if proc.poll() is None:
             proc.send_signal(sig)
             proc.wait(30)
-            if sig == signal.SIGINT:   # one line and 130, as `sharpen labels` (no traceback)
-                err = proc.stderr.read().decode()
+            err = proc.stderr.read().decode()
+            # On a loaded machine the run can end between the check above and the signal.
+            finished_first = proc.returncode == 0 and "interrupted" not in err
+            if sig == signal.SIGINT and not finished_first:   # one line and 130 (no traceback)
                 assert proc.returncode == 130 and "Traceback" not in err, err
                 assert err.strip().endswith("interrupted; what is done is kept: run the same "
                                             "command to continue"), err

