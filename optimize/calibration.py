@@ -164,14 +164,32 @@ def load_images(paths: Sequence[Path], blur_sigma: float = 0.0, what: str = "cal
     return out
 
 
+def crop_side(images: Sequence[tuple[str, np.ndarray]], size: int,
+              multiple: int = 8) -> tuple[int, str]:
+    """The side of the crops `random_crops` takes for `size`, and why it is not `size` ("" when
+    it is): shrunk to fit the smallest image, then rounded down to `multiple` (the model's:
+    every crop must run through it unpadded)."""
+    name, img = min(images, key=lambda it: min(it[1].shape[:2]))
+    smallest = min(img.shape[:2])
+    s = min(size, smallest) // multiple * multiple
+    if s == size:
+        return s, ""
+    rounded = f"a multiple of {multiple} (the model's input multiple)"
+    if smallest < size:
+        why = f"is larger than calibration image {name} ({img.shape[1]}x{img.shape[0]})"
+        if s < smallest:
+            why += f"; its short side {smallest} rounded down to {rounded}"
+        return s, why
+    return s, f"is not {rounded}"
+
+
 def random_crops(images: Sequence[tuple[str, np.ndarray]], count: int, size: int,
                  multiple: int = 8, seed: int = 0) -> np.ndarray:
     """`count` crops (N x 3 x S x S float32) cycling over the images at random positions.
-    S is `size` rounded down to `multiple`, shrunk to fit the smallest image."""
+    S is `size` rounded down to `multiple`, shrunk to fit the smallest image (`crop_side`)."""
     if count < 1:
         raise CalibrationError(f"calibration count must be >= 1, got {count}")
-    smallest = min(min(img.shape[:2]) for _, img in images)
-    s = min(size, smallest) // multiple * multiple
+    s, _ = crop_side(images, size, multiple)
     if s < max(multiple, 16):
         name, img = min(images, key=lambda it: min(it[1].shape[:2]))
         raise CalibrationError(f"calibration image {name} is only {img.shape[0]}x{img.shape[1]}; "

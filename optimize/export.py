@@ -437,6 +437,11 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
                         else cal.sample_images(cal.BUILTIN_CALIB))
         crops = cal.random_crops(calib_images, o.calib_count, o.calib_size, multiple)
+        side, why = cal.crop_side(calib_images, o.calib_size, multiple)
+        if why:
+            # The crop side sets what calibration sees (and the report records it): a size the
+            # user chose must not change unsaid.
+            prog.warn(f"--calib-size {o.calib_size} {why}: calibrating on {side}x{side} crops")
         calib_names = [n for n, _ in calib_images]
         src = "--calib" if calib_paths else "built-in sample photos"
         prog.say(f"calibration: {len(crops)} crops of {crops.shape[2]}x{crops.shape[3]} from "

@@ -489,3 +489,33 @@ def test_a_failed_export_says_what_it_left_and_what_to_try(ckpt, tmp_path, capsy
     assert "onnx-int8: INT8 loses too much here; try --float-layers auto" in err
     assert "a float format (onnx, tflite-fp16)" in err
     assert (out / "student_int8.onnx.parity-failed.json").exists()
+
+
+@pytest.mark.parametrize("size, said", [
+    (512, ("--calib-size 512 is larger than calibration image a (250x190); its short side 190 "
+           "rounded down to a multiple of 8 (the model's input multiple): calibrating on "
+           "184x184 crops")),
+    (100, ("--calib-size 100 is not a multiple of 8 (the model's input multiple): calibrating "
+           "on 96x96 crops")),
+    (96, None),
+], ids=["images-smaller", "not-a-multiple", "as-asked"])
+def test_a_shrunk_calib_size_is_said_once(ckpt, tmp_path, capsys, size, said):
+    """The crops were silently smaller than --calib-size when the calibration images were (or
+    the size was no multiple of the model's): the export now says what it used and why."""
+    from distill.images import write_image
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    # a.png calibrates; b.png, the last fifth, is held out for parity.
+    for name, (h, w) in (("a", (190, 250)), ("b", (240, 320))):
+        write_image(calib / f"{name}.png", rng.random((h, w, 3)).astype(np.float32))
+    # An untrained student on noise: a low --min-ssim, the parity gate is not what is tested.
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                    str(tmp_path / "o"), "--no-latency", "--quiet", "--calib", str(calib),
+                    "--calib-count", "2", "--calib-size", str(size), "--min-ssim", "0.01"], capsys)
+    assert rc == 0, err
+    lines = [ln for ln in err.splitlines() if "--calib-size" in ln]
+    assert lines == ([f"warning: {said}"] if said else []), err
+    report = json.loads((tmp_path / "o" / "export_report.json").read_text())
+    assert report["settings"]["calib_size"] == (184 if size == 512 else 96)
