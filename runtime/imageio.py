@@ -41,6 +41,17 @@ def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTS
 
 
+def tiff_pages(path: str | os.PathLike) -> int:
+    """How many pages (images) a TIFF file holds: `decode_image` reads the first one only.
+    1 for other files, and when OpenCV cannot tell (the first page decoded all the same)."""
+    if Path(path).suffix.lower() not in (".tif", ".tiff"):
+        return 1   # the other image formats hold one image; counting costs a second read
+    try:
+        return max(1, int(cv2.imcount(str(path))))
+    except cv2.error:
+        return 1
+
+
 def _png_size(head: bytes) -> Optional[tuple[int, int]]:
     if len(head) >= 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         w, h = struct.unpack(">II", head[16:24])

@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator, Optional
 import cv2
 import numpy as np
 
-from .imageio import IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image
+from .imageio import IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, tiff_pages
 from .prepost import FrameError, conversions, to_bgr
 
 
@@ -115,7 +115,17 @@ class ImageSource(Source):
                 print(f"sharpen run: skipped: {e}", file=sys.stderr, flush=True)
                 continue
             t1 = time.perf_counter()
+            _say_other_pages(p)
             yield Frame(i, img, self.names[i], t1, t1 - t0)
+
+
+def _say_other_pages(path: Path) -> None:
+    """A multi-page TIFF (a scan batch, a stack) decodes as its first page: said once, or its
+    one output passes for the whole file."""
+    pages = tiff_pages(path)
+    if pages > 1:
+        print(f"warning: {path}: a TIFF of {pages} pages; only the first page is sharpened",
+              file=sys.stderr, flush=True)
 
 
 @dataclass

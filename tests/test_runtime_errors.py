@@ -471,6 +471,27 @@ def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
     assert cv2.imread(str(tmp_path / "g-out.pgm"), cv2.IMREAD_UNCHANGED).shape == (24, 32)
 
 
+def test_a_multi_page_tiff_says_only_its_first_page_is_sharpened(tmp_path, capsys, onnx_model):
+    """A 2-page TIFF came out as its first page, without a word about the second."""
+    tif = tmp_path / "scan.tif"
+    assert cv2.imwritemulti(str(tif), [np.full((24, 32, 3), 60, np.uint8),
+                                       np.full((24, 32, 3), 200, np.uint8)])
+    assert cv2.imcount(str(tif)) == 2
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tif), "--output",
+                   str(tmp_path / "out.png"))
+    assert rc == 0, err
+    said = [ln for ln in err.splitlines() if "page" in ln]
+    assert said == [f"warning: {tif}: a TIFF of 2 pages; only the first page is sharpened"], err
+    out = cv2.imread(str(tmp_path / "out.png"))
+    # The first page, as before (its edges differ: the model pads with zeros).
+    assert out.shape == (24, 32, 3) and np.median(out) == 60
+    one = tmp_path / "one.tif"
+    cv2.imwrite(str(one), np.full((24, 32, 3), 60, np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(one), "--output",
+                   str(tmp_path / "one-out.png"))
+    assert rc == 0 and "page" not in err, err
+
+
 def test_unsupported_frames():
     with pytest.raises(FrameError, match="dtype float32"):
         to_bgr8(np.zeros((8, 8, 3), np.float32))
