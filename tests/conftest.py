@@ -1,4 +1,5 @@
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,12 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # Tests share two cores with everything else: keep torch from oversubscribing.
 os.environ.setdefault("OMP_NUM_THREADS", "2")
+
+# A suite started in the background of a non-interactive shell (`cmd &`, nohup) inherits SIGINT
+# ignored, and so does every child it starts: the tests that Ctrl-C a child would wait on a
+# child that never sees it. A handled signal is reset to its default in each child.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
