@@ -38,7 +38,7 @@ class DataConfig:
     rot90: bool = False
     brightness: float = 0.1
     cache_size: int = 256         # decoded images kept per loader worker (LRU)
-    val_max_images: int = 8
+    val_max_images: int = 8       # spread evenly over the validation set in name order
     val_max_side: int = 512       # validation images are centre-cropped to this side
 
 

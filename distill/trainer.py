@@ -26,7 +26,7 @@ import warnings
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -315,9 +315,13 @@ def _validation_leak(cfg: TrainConfig) -> Optional[str]:
             "clip or folder) into data.val_labels")
 
 
-def load_val_items(cfg: TrainConfig, progress: bool = True) -> list[ValItem]:
+def load_val_items(cfg: TrainConfig, progress: bool = True,
+                   note: Optional[Callable[[str], None]] = None) -> list[ValItem]:
+    """The validation images. `note` is told which were taken when data.val_max_images keeps
+    fewer than the set holds (default: a `note:` line on stderr)."""
     from .images import centre_crop
     d = cfg.data
+    note = note or (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
     out: list[ValItem] = []
     if cfg.task == "teacher":
         if d.val == "embedded":
@@ -342,14 +346,14 @@ def load_val_items(cfg: TrainConfig, progress: bool = True) -> list[ValItem]:
                 print(f"note: data.val={d.val} has no 'val' split; validating (and choosing "
                       "best.pt) on its 'test' split", file=sys.stderr, flush=True)
             out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs_from_source(info)],
-                                  d.val_max_images)
+                                  d.val_max_images, f"data.val={d.val}", note)
             if not out:
                 raise ValueError(f"data.val={d.val}: no readable validation pair")
     elif d.val_labels:
         from .data.crops import pairs_from_labels
         with _naming("data.val_labels", d.val_labels, _LABELS_HINT.format(d.val_labels)):
             pairs = pairs_from_labels(d.val_labels)
-        out = _read_val_items(pairs, d.val_max_images)
+        out = _read_val_items(pairs, d.val_max_images, f"data.val_labels={d.val_labels}", note)
         if not out:
             raise ValueError(f"data.val_labels={d.val_labels}: no readable validation pair")
     out = out[:d.val_max_images] if d.val_max_images else out
@@ -358,17 +362,36 @@ def load_val_items(cfg: TrainConfig, progress: bool = True) -> list[ValItem]:
                     centre_crop(v.gt, s)) for v in out]
 
 
-def _read_val_items(triples, n: Optional[int]) -> list[ValItem]:
-    """The first `n` readable (input, target, gt) triples, read one by one: reading every pair
-    of a large validation cache (300 labelled 1080p frames: ~15 GB of float images) to keep
-    `data.val_max_images` of them ran out of memory before the first step."""
-    out: list[ValItem] = []
-    for inp, target, gt in triples:
-        if n and len(out) >= n:
-            break
-        item = _read_val_item(inp, target, gt)
+def _read_val_items(triples: list, n: Optional[int], what: str = "",
+                    note: Optional[Callable[[str], None]] = None) -> list[ValItem]:
+    """`n` readable (input, target, gt) triples spread evenly over the list (in name order), read
+    one by one: reading every pair of a large validation cache (300 labelled 1080p frames: ~15
+    GB of float images) to keep `data.val_max_images` of them ran out of memory before the
+    first step. The first `n` were taken before, which for footage is the opening frames of
+    one clip. An unreadable pick is replaced by its nearest neighbour not yet tried."""
+    from .data.sources import spread
+    total = len(triples)
+    queue = spread(list(range(total)), n)
+    tried = set(queue)
+    got: dict[int, ValItem] = {}
+    while queue and not (n and len(got) >= n):
+        i = queue.pop(0)
+        item = _read_val_item(*triples[i])
         if item is not None:
-            out.append(item)
+            got[i] = item
+            continue
+        # The next frame (or image) after it first, then the one before, and so on.
+        near = min((k for k in range(total) if k not in tried),
+                   key=lambda k: (abs(k - i), k < i), default=None)
+        if near is not None:
+            tried.add(near)
+            queue.append(near)
+    out = [got[i] for i in sorted(got)]
+    if note and out and n and total > n:
+        names = [v.name for v in out]
+        shown = ", ".join(names[:4]) + (f", ... {names[-1]}" if len(names) > 4 else "")
+        note(f"{what} holds {total} validation pairs: validating on {len(out)} of them "
+             f"(data.val_max_images={n}), spread evenly over them in name order ({shown})")
     return out
 
 
@@ -700,7 +723,12 @@ class Trainer:
                     self.plot()
             return self.metrics
         train_ds = build_train_dataset(cfg, progress=not self.quiet)
-        val_items = load_val_items(cfg, progress=not self.quiet) if self.dist.main else []
+        val_notes: list[str] = []   # for train.log too, once an earlier run's is removed
+
+        def note(msg: str) -> None:
+            print(f"note: {msg}", file=sys.stderr, flush=True)
+            val_notes.append(msg)
+        val_items = load_val_items(cfg, not self.quiet, note) if self.dist.main else []
         if self.dist.main:
             self._data_sig = data_signature(train_ds, val_items)
             d = cfg.data
@@ -726,6 +754,8 @@ class Trainer:
                 p.unlink(missing_ok=True)
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
+            for msg in val_notes:
+                self._text(f"note: {msg}")
         sampler = StepSampler(len(train_ds), cfg.data.batch_size, self.step, cfg.optim.steps,
                               self.dist.rank, self.dist.world)
         loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,

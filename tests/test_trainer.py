@@ -610,22 +610,61 @@ def test_validation_images_that_are_training_images_are_warned_about(tmp_path, c
 def test_only_the_validation_images_kept_are_read(tmp_path, capsys):
     """Every pair of data.val_labels was read at full resolution to keep data.val_max_images
     of them: a validation cache of 300 labelled 1080p frames took ~15 GB before the first
-    step. The one past the limit is not read (its damaged label is never seen)."""
+    step. The one not picked is not read (its damaged label is never seen); a damaged pick is
+    replaced by its nearest neighbour."""
     from distill.data.labels import run_labels
     from distill.trainer import load_val_items
     run_labels(str(_footage(tmp_path / "footage", 3, 0)), tmp_path / "val", teacher=_Brighter(),
                tile=0, overlap=0, progress=False)
-    label = tmp_path / "val" / "labels" / "f2.png"
-    label.write_bytes(label.read_bytes()[:60])
+    label = tmp_path / "val" / "labels" / "f1.png"
+    good = label.read_bytes()
+    label.write_bytes(good[:60])
     cfg = tiny_cfg(tmp_path / "r", 1, task="student", **{"data.labels": tmp_path / "val",
                                                          "data.val_labels": tmp_path / "val",
                                                          "data.val_max_images": 2})
     capsys.readouterr()
-    assert [v.name for v in load_val_items(cfg)] == ["f0", "f1"]
+    assert [v.name for v in load_val_items(cfg)] == ["f0", "f2"]
     assert "skipped" not in capsys.readouterr().err
     cfg.data.val_max_images = 3   # reaching it: named and skipped, as before
-    assert [v.name for v in load_val_items(cfg)] == ["f0", "f1"]
+    assert [v.name for v in load_val_items(cfg)] == ["f0", "f2"]
     assert "validation pair skipped" in capsys.readouterr().err
+    label.write_bytes(good)
+    last = tmp_path / "val" / "labels" / "f2.png"
+    last.write_bytes(last.read_bytes()[:60])
+    cfg.data.val_max_images = 2
+    assert [v.name for v in load_val_items(cfg)] == ["f0", "f1"]
+    assert "f2.png" in capsys.readouterr().err
+
+
+def test_validation_frames_are_spread_over_the_footage_not_its_first(tmp_path, capsys):
+    """data.val_max_images took the first pairs by name: of a validation cache of two clips,
+    the opening frames of the first clip. They are now spread evenly over the sorted set, and
+    the console and train.log say which were taken."""
+    from distill.data.labels import run_labels
+    from distill.trainer import load_val_items
+    foot = tmp_path / "footage"
+    for clip in ("a", "b"):
+        for i in range(6):
+            (foot / clip).mkdir(parents=True, exist_ok=True)
+            (_footage(tmp_path / "tmp", 1, ord(clip) * 10 + i) / "f0.png").rename(
+                foot / clip / f"{clip}{i}.png")
+    run_labels(str(foot), tmp_path / "val", teacher=_Brighter(), tile=0, overlap=0,
+               progress=False)
+    capsys.readouterr()
+    over = {"task": "student", "data.labels": tmp_path / "val",
+            "data.val_labels": tmp_path / "val", "data.val_max_images": 4}
+    assert [v.name for v in load_val_items(tiny_cfg(tmp_path / "r", 1, **over))] == \
+        ["a0", "a4", "b1", "b5"]
+    said = (f"note: data.val_labels={tmp_path / 'val'} holds 12 validation pairs: validating "
+            "on 4 of them (data.val_max_images=4), spread evenly over them in name order "
+            "(a0, a4, b1, b5)")
+    assert said in capsys.readouterr().err
+    train(tiny_cfg(tmp_path / "run", 1, **over), quiet=True)
+    assert said in (tmp_path / "run" / "train.log").read_text()
+    capsys.readouterr()
+    over["data.val_max_images"] = 12   # all of them: nothing to say
+    assert len(load_val_items(tiny_cfg(tmp_path / "r", 1, **over))) == 12
+    assert "validating on" not in capsys.readouterr().err
 
 
 def test_model_args_and_crop_are_checked_before_training(tmp_path):
