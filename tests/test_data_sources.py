@@ -218,6 +218,63 @@ def test_video(tmp_path):
     assert resolve_source(f"video:{path}").kind == "video"
 
 
+def _decode_count(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.grab():
+        n += 1
+    cap.release()
+    return n
+
+
+def test_a_long_clip_is_indexed_without_decoding_every_frame(tmp_path):
+    """Listing a clip's frames decoded all of them to count them: indexing a footage folder of
+    long clips took as long as decoding the footage. The container's frame count is taken
+    once a seek to its last frame confirms it, so listing costs a small part of a decode."""
+    import time
+    path = tmp_path / "long.mp4"
+    rng = np.random.default_rng(0)
+    base = rng.integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 25, (320, 240))
+    assert vw.isOpened()
+    for i in range(300):
+        vw.write(np.roll(base, 3 * i, axis=1))
+    vw.release()
+    t = time.perf_counter()
+    n = _decode_count(path)
+    decode_s = time.perf_counter() - t
+    listing_s = []
+    for _ in range(3):   # the least of three: another process may take the CPU for a while
+        t = time.perf_counter()
+        info = resolve_source(str(path))
+        listing_s.append(time.perf_counter() - t)
+    assert n == 300 and len(info.samples) == 300
+    assert min(listing_s) < decode_s / 4, (listing_s, decode_s)
+    reader = SampleReader()   # the last frame listed is there
+    assert reader.input(info.samples[-1]).shape == (240, 320, 3)
+    reader.close()
+
+
+def test_a_clip_whose_header_overstates_its_frames_is_counted_by_decoding(tmp_path):
+    """A truncated AVI still says how many frames it had: those past the cut are not listed
+    (each would fail to read), as the seek to the reported last frame finds none."""
+    full = tmp_path / "full.avi"
+    rng = np.random.default_rng(0)
+    vw = cv2.VideoWriter(str(full), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(40):
+        vw.write(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8))
+    vw.release()
+    cut = tmp_path / "cut.avi"
+    data = full.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    cap = cv2.VideoCapture(str(cut))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 40   # what the header still says
+    cap.release()
+    n = _decode_count(cut)
+    assert 0 < n < 40
+    assert [s.frame for s in resolve_source(str(cut)).samples] == list(range(n))
+
+
 def test_a_folder_of_footage_takes_its_clips_frames_beside_its_images(tmp_path):
     """README: `sharpen labels --data footage/` for unlabelled footage. A folder of clips was
     "no images found", and clips beside stills were left out without a word."""

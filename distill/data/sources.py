@@ -19,6 +19,7 @@ This module needs only numpy and OpenCV (no torch).
 """
 from __future__ import annotations
 
+import math
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -382,19 +383,38 @@ def _image_exts() -> Iterable[str]:
 
 
 def _count_frames(path: Path) -> int:
-    """The number of decodable frames of a video (SourceError when there is none). Every frame
-    is grabbed: CAP_PROP_FRAME_COUNT is an estimate for many containers."""
+    """The number of decodable frames of a video (SourceError when there is none).
+    CAP_PROP_FRAME_COUNT is taken when its last frame is where it says (a seek to it finds one
+    frame, then none): decoding every frame to count them took as long as the clip lasts for
+    every long clip of a footage folder. Where it is missing, or an estimate that is wrong (a
+    truncated file, a duration times a frame rate), every frame is grabbed."""
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
             raise SourceError(f"{path}: OpenCV cannot open this video")
-        n = 0
-        while cap.grab():
-            n += 1
+        n = _checked_frame_count(cap)
+        if n is None:
+            cap.release()
+            cap = cv2.VideoCapture(str(path))   # from the start, whatever the seek did
+            n = 0
+            while cap.grab():
+                n += 1
     finally:
         cap.release()
     if n == 0:
         raise SourceError(f"{path}: no decodable frames")
+    return n
+
+
+def _checked_frame_count(cap: cv2.VideoCapture) -> Optional[int]:
+    """The container's frame count if a frame is decodable at its last index and none after it
+    (the position read back, as a seek may land elsewhere); None when that does not hold."""
+    reported = cap.get(cv2.CAP_PROP_FRAME_COUNT)
+    n = int(reported) if math.isfinite(reported) and reported >= 1 else 0
+    if n <= 0 or not cap.set(cv2.CAP_PROP_POS_FRAMES, n - 1) or not cap.grab():
+        return None
+    if int(cap.get(cv2.CAP_PROP_POS_FRAMES)) != n or cap.grab():
+        return None
     return n
 
 
