@@ -68,9 +68,11 @@ def add_commands(sub) -> None:
     p.add_argument("--real-pairs", default=None, metavar="SPEC",
                    help="real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder "
                         "such as reds-mini's blur/ + sharp/, or a GoPro root)")
-    p.add_argument("--real-nogt", default=None, metavar="DIR",
-                   help="real blurred frames without ground truth: side-by-side crops in the "
-                        "report")
+    p.add_argument("--real-nogt", default=None, nargs="+", metavar="PATH",
+                   help="real blurred images without ground truth, as image files and/or "
+                        "folders of images (several may be given; the real-blur limit is "
+                        "spread over all of them): side-by-side crops and each model's PSNR "
+                        "to the teacher's output in the report")
     add_gate_options(p)
     p.add_argument("--stream-frames", type=int, default=None, metavar="N",
                    help="frames of the generated video for the streaming pipeline (default 24 "

@@ -5,7 +5,7 @@ teacher's output: the sharpness ratio alone rewards a student that invents its o
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 from distill.evaluate import evaluate_fns, load_model_fn, side_by_side
 
@@ -15,11 +15,12 @@ HEADERS = ["model", "PSNR dB", "SSIM", "PSNR gain", "SSIM gain", "worst image's 
 NOGT_HEADERS = ["model", "PSNR to the teacher's output (dB)", "sharpness (x input)"]
 
 
-def run_real_blur(pairs: Optional[str], nogt: Optional[str], teacher: Callable, students,
-                  out: Path, say, pairs_limit: Optional[int], nogt_limit: Optional[int],
+def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: Callable,
+                  students, out: Path, say, pairs_limit: Optional[int], nogt_limit: Optional[int],
                   quiet: bool = False) -> dict:
     """{"pairs": {...metrics} | None, "nogt": {...} | None, "figures": {key: file name}}.
-    The limits are the number of images spread over each set (None: all)."""
+    The limits are the number of images spread over each set (None: all); `nogt` is image
+    files and folders of them, the limit spread over all of them."""
     fns = {"teacher": teacher, **{s.name: load_model_fn(s.path) for s in students}}
     res: dict = {"pairs": None, "nogt": None, "figures": {}}
     if pairs:
@@ -34,16 +35,23 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[str], teacher: Callable, 
                            "ground truth")
         res["figures"]["pairs"] = FIGURES["pairs"]
     if nogt:
-        say(f"real blur without ground truth: {nogt}")
+        shown = data_text(nogt)
+        say(f"real blur without ground truth: {shown}")
         # Centre crops keep the CPU teacher to one tile per frame.
-        r = evaluate_fns(fns, nogt, limit=nogt_limit, crop=384, progress=not quiet,
-                         reference="teacher")
+        r = evaluate_fns(fns, nogt[0] if len(nogt) == 1 else list(nogt), limit=nogt_limit,
+                         crop=384, progress=not quiet, reference="teacher")
         outputs = r.pop("outputs")
         res["nogt"] = r
         side_by_side(outputs, out / FIGURES["nogt"],
-                     title=f"Real blur, no ground truth ({nogt}): input | teacher | students")
+                     title=f"Real blur, no ground truth ({shown}): input | teacher | "
+                           "students")
         res["figures"]["nogt"] = FIGURES["nogt"]
     return res
+
+
+def data_text(data) -> str:
+    """A data spec, or several (--real-nogt), as the report shows it."""
+    return data if isinstance(data, str) else ", ".join(map(str, data))
 
 
 def _psnr_gain(outs: dict, key: str) -> float:
@@ -89,13 +97,13 @@ def markdown(res: dict, md_table) -> list[str]:
         lines += _failed_lines(p)
     if res.get("nogt"):
         n = res["nogt"]
-        lines += [f"Real blurred frames without ground truth: {n['data']} ({n['images']} centre "
-                  "crops). With no ground truth, the teacher's output stands in for it: a "
-                  "student that sharpens real blur the teacher's way comes closer to it than "
-                  "the blurred input; one that invents its own correction (over-sharpening, "
-                  "tone shifts) moves further away. Sharpness is the mean gradient magnitude "
-                  "relative to the input (higher is sharper, but ringing raises it too: look "
-                  "at the figure).", "",
+        lines += [f"Real blurred frames without ground truth: {data_text(n['data'])} "
+                  f"({n['images']} centre crops). With no ground truth, the teacher's output "
+                  "stands in for it: a student that sharpens real blur the teacher's way comes "
+                  "closer to it than the blurred input; one that invents its own correction "
+                  "(over-sharpening, tone shifts) moves further away. Sharpness is the mean "
+                  "gradient magnitude relative to the input (higher is sharper, but ringing "
+                  "raises it too: look at the figure).", "",
                   md_table(NOGT_HEADERS, table_rows(n)), ""]
         lines += _failed_lines(n)
     return lines

@@ -53,7 +53,8 @@ class BenchOptions:
     teacher_config: Optional[str] = None
     data: Optional[str] = None
     real_pairs: Optional[str] = None         # real blur/sharp pairs (e.g. reds-mini, GoPro)
-    real_nogt: Optional[str] = None          # real blurred frames without ground truth
+    # Real blurred images without ground truth: image files and folders of them.
+    real_nogt: Optional[Sequence[str]] = None
     min_ssim_ratio: float = DEFAULT_MIN_SSIM_RATIO
     min_ssim_gain: Optional[float] = None    # when set, gates on the SSIM gain instead
     limit: Optional[int] = None
@@ -68,8 +69,7 @@ class BenchOptions:
     quiet: bool = False
 
     # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
-    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs", "real_nogt": "--real-nogt",
-                 "stream_frames": "--stream-frames"}
+    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs", "stream_frames": "--stream-frames"}
 
     def to_argv(self, pytest: bool = False) -> list[str]:
         """The `sharpen bench` arguments that rebuild these options (defaults left out); with
@@ -97,6 +97,8 @@ class BenchOptions:
             argv += ["--min-ssim-ratio", f"{self.min_ssim_ratio:g}"]
         if self.students:
             argv += ["--weights", *split_list(self.students)]
+        if self.real_nogt and not pytest:
+            argv += ["--real-nogt", *nogt_paths(self.real_nogt)]
         if not self.latency and not pytest:
             argv.append("--no-latency")
         return argv
@@ -134,7 +136,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     out = Path(opts.out)
     from runtime.sinks import refuse_output_inside
     for flag, spec in (("--data", opts.data), ("--real-pairs", opts.real_pairs),
-                       ("--real-nogt", opts.real_nogt)):
+                       *(("--real-nogt", p) for p in nogt_paths(opts.real_nogt))):
         try:
             refuse_output_inside(out, spec, flag)
         except ValueError as e:
@@ -155,27 +157,43 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         raise
 
 
-def _check_real_blur(flag: str, spec: str, limit: int, need_gt: bool) -> None:
-    """Fail before the long work, not after it: the set must list images, have ground truth
-    for --real-pairs, and hold at least one readable image among those the bench will use."""
-    from distill.data.sources import SourceError
+def nogt_paths(spec: Optional[str | Sequence[str]]) -> list[str]:
+    """--real-nogt's paths (one path given as a string is one path)."""
+    if not spec:
+        return []
+    return [spec] if isinstance(spec, (str, os.PathLike)) else [str(p) for p in spec]
+
+
+def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: bool) -> None:
+    """Fail before the long work, not after it: every path must list images (an image file or a
+    folder of them for --real-nogt), --real-pairs must have ground truth, and at least one image
+    among those the bench will use must be readable."""
+    from distill.data.sources import SourceError, is_video
     from distill.evaluate import source_items
-    from distill.images import ImageReadError, read_image
-    used: dict = {}
-    try:
-        items = source_items(spec, limit=limit, info_out=used)
-    except (SourceError, ValueError, OSError) as e:
-        raise BenchError(f"{flag} {spec}: {e}") from None
-    if not items:
-        if used.get("videos"):   # was "no images" for a clip
-            raise BenchError(f"{flag} {spec}: videos only; the real-blur sets take images "
-                             "(`sharpen labels --data VIDEO --out CACHE` saves the frames it "
-                             "labels in CACHE/frames, which these take)")
-        raise BenchError(f"{flag} {spec}: no images")
+    from distill.images import IMAGE_EXTS, ImageReadError, is_image, read_image
+    specs = nogt_paths(spec)
+    for one in specs:
+        if not need_gt and Path(one).is_file() and not (is_image(one) or is_video(one)):
+            raise BenchError(f"{flag} {one}: neither an image "
+                             f"({', '.join(e.lstrip('.') for e in sorted(IMAGE_EXTS))}) nor a "
+                             "folder of images")
+        used: dict = {}
+        try:
+            mine = source_items(one, limit=None, info_out=used)
+        except (SourceError, ValueError, OSError) as e:
+            raise BenchError(f"{flag} {one}: {e}") from None
+        if not mine:
+            if used.get("videos"):   # was "no images" for a clip
+                raise BenchError(f"{flag} {one}: videos only; the real-blur sets take images "
+                                 "(`sharpen labels --data VIDEO --out CACHE` saves the frames "
+                                 "it labels in CACHE/frames, which these take)")
+            raise BenchError(f"{flag} {one}: no images")
+    shown = ", ".join(specs)
+    items = source_items(specs[0] if len(specs) == 1 else specs, limit=limit)
     if need_gt and not all(gt is not None for _, _, gt in items):
         missing = sum(gt is None for _, _, gt in items)
-        raise BenchError(f"{flag} {spec}: {missing} of its {len(items)} image(s) have no ground "
-                         "truth (sharp image); real blur without ground truth goes to "
+        raise BenchError(f"{flag} {shown}: {missing} of its {len(items)} image(s) have no "
+                         "ground truth (sharp image); real blur without ground truth goes to "
                          "--real-nogt")
     errors = []
     for _, path, _ in items:
@@ -184,7 +202,7 @@ def _check_real_blur(flag: str, spec: str, limit: int, need_gt: bool) -> None:
             return
         except (ImageReadError, OSError) as e:
             errors.append(str(e))
-    raise BenchError(f"{flag} {spec}: none of its {len(items)} image(s) could be read "
+    raise BenchError(f"{flag} {shown}: none of its {len(items)} image(s) could be read "
                      f"(first: {errors[0]})")
 
 
@@ -255,7 +273,8 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         from .realblur import run_real_blur
         out.mkdir(parents=True, exist_ok=True)
         try:
-            real = run_real_blur(opts.real_pairs, opts.real_nogt, teacher_out, students, out,
+            real = run_real_blur(opts.real_pairs, nogt_paths(opts.real_nogt), teacher_out,
+                                 students, out,
                                  say, real_limits["--real-pairs"], real_limits["--real-nogt"],
                                  quiet=opts.quiet)
         except ValueError as e:   # e.g. every image unreadable after all
@@ -284,7 +303,8 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
                      "teacher": teacher_out.describe(),
                      "sizes": [size_label(z) for z in m["sizes"]],
                      "stream_frames": m["stream_frames"],
-                     "real_pairs": opts.real_pairs, "real_nogt": opts.real_nogt,
+                     "real_pairs": opts.real_pairs,
+                     "real_nogt": nogt_paths(opts.real_nogt) or None,
                      "real_limits": real_limits},
         "machine": machine_info(),
         "peak_rss_mb": peak_mb,

@@ -10,9 +10,10 @@ report it.
 """
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -115,21 +116,36 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     return lambda img: predict(model, img, dev)
 
 
-def source_items(spec: str, split: str = "test", limit: Optional[int] = None,
-                 info_out: Optional[dict] = None):
+def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
+                 limit: Optional[int] = None, info_out: Optional[dict] = None):
     """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly.
+    Several specs: their items in the order given, `limit` spread over all of them; a name two
+    of them share (frame0 of two folders) becomes the image's path.
     info_out, when given, receives "split": the split folder used (None: the source has none)."""
     from .data.sources import resolve_source, spread
-    # A missing split is an error, never the test split instead: choosing a model "on val"
-    # must not quietly look at the test images.
-    # The clips of a folder of footage are not decoded: evaluate scores images, and says
-    # which clips it left out (info_out "videos").
-    info = resolve_source(spec, split=split, frames=False)
+    specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
+    items: list = []
+    videos: set[str] = set()
+    used_split = None
+    for one in specs:
+        # A missing split is an error, never the test split instead: choosing a model "on val"
+        # must not quietly look at the test images.
+        # The clips of a folder of footage are not decoded: evaluate scores images, and says
+        # which clips it left out (info_out "videos").
+        info = resolve_source(one, split=split, frames=False)
+        used_split = used_split or info.split
+        videos |= {str(s.input) for s in info.samples if s.frame is not None}
+        videos |= set(info.videos_left_out)
+        items += [(s.name, s.input, s.gt) for s in info.samples if s.frame is None]
+    if len(specs) > 1:
+        counts: dict[str, int] = {}
+        for name, _, _ in items:
+            counts[name] = counts.get(name, 0) + 1
+        items = [(str(inp) if counts[name] > 1 else name, inp, gt) for name, inp, gt in items]
     if info_out is not None:
-        info_out["split"] = info.split
-        info_out["videos"] = sorted({str(s.input) for s in info.samples if s.frame is not None}
-                                    | set(info.videos_left_out))
-    return spread([(s.name, s.input, s.gt) for s in info.samples if s.frame is None], limit)
+        info_out["split"] = used_split
+        info_out["videos"] = sorted(videos)
+    return spread(items, limit)
 
 
 def sharpness(img: np.ndarray) -> float:
@@ -193,9 +209,10 @@ def least_gain(outs: dict[str, np.ndarray]) -> float:
                 if k not in ("input", "ground truth")), default=0.0)
 
 
-def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
-                 limit: Optional[int] = None, crop: int = 0, progress: bool = True,
-                 reference: Optional[str] = None, keep_outputs: Optional[int] = None,
+def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
+                 split: str = "test", limit: Optional[int] = None, crop: int = 0,
+                 progress: bool = True, reference: Optional[str] = None,
+                 keep_outputs: Optional[int] = None,
                  rank: Optional[Callable[[dict], float]] = None,
                  names: Optional[dict[str, str]] = None) -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
@@ -215,7 +232,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
     which a sharpness ratio alone rewards.
 
     A model whose output is not its input's size ends the run (ValueError naming it by
-    `names`, label -> file, the image and both sizes): it would fail every image the same way."""
+    `names`, label -> file, the image and both sizes): it would fail every image the same way.
+
+    `spec` may be several data sources (image files and folders): see `source_items`."""
     if reference is not None and reference not in fns:
         raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
     from tqdm import tqdm
@@ -224,17 +243,19 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
     used: dict = {}
     items = source_items(spec, split, limit, used)
     videos = used.get("videos") or []
+    one = isinstance(spec, (str, os.PathLike))
+    shown = str(spec) if one else ", ".join(map(str, spec))
     not_frames = ("evaluate scores images, not a video's frames; `sharpen labels --data VIDEO "
                   "--out CACHE` saves the frames it labels in CACHE/frames, which evaluate "
                   "takes (or extract them with ffmpeg)")
     if not items:
         if videos:
-            what = (spec if Path(spec).is_file() else
-                    f"{spec} holds only videos ({len(videos)})")
+            what = (shown if one and Path(spec).is_file() else
+                    f"{shown} holds only videos ({len(videos)})")
             raise ValueError(f"{what}: {not_frames}")
-        raise ValueError(f"{spec}: no images")
+        raise ValueError(f"{shown}: no images")
     if videos:   # footage of stills and clips: the clips were left out without a word
-        print(f"note: {spec}: {len(videos)} video(s) left out ({', '.join(videos[:3])}"
+        print(f"note: {shown}: {len(videos)} video(s) left out ({', '.join(videos[:3])}"
               f"{', ...' if len(videos) > 3 else ''}); {not_frames}", file=sys.stderr,
               flush=True)
     sharp_ratio: dict[str, list[float]] = {k: [] for k in ["input", *fns]}
@@ -296,7 +317,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str, split: str = "test",
         bar.close()
     outputs = {name: outs for _, _, name, outs in sorted(kept, key=lambda t: (t[0], t[1]))}
     if not scored:
-        raise ValueError(f"{spec}: none of its {len(items)} images could be evaluated (each "
+        raise ValueError(f"{shown}: none of its {len(items)} images could be evaluated (each "
                          "is named above)")
     res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
                  "split": used.get("split"), "crop": crop, "limit": limit,

@@ -424,13 +424,47 @@ def test_limit_applies_to_the_real_blur_sets_too(env, capsys):
     assert figures and all((out / f).is_file() for f in [*figures.values(),
                                                          *real["figures"].values()])
     settings = json.loads((out / "report.json").read_text())["settings"]
-    assert settings["real_pairs"] == str(env / "pairs") and settings["real_nogt"] == str(nogt)
+    assert settings["real_pairs"] == str(env / "pairs") and settings["real_nogt"] == [str(nogt)]
     assert settings["real_limits"] == {"--real-pairs": 2, "--real-nogt": 2}
     from benchmarks.markdown import _md_table as md_table
     from benchmarks.realblur import markdown
     nogt_res = {**real["nogt"], "failed": [f"{nogt}/bad.png: not a readable image"]}
     md = "\n".join(markdown({"nogt": nogt_res}, md_table))
     assert "1 image(s) skipped" in md and "bad.png: not a readable image" in md
+
+
+def test_real_nogt_takes_image_files_and_several_paths(env, capsys):
+    """--real-nogt took one folder: a few chosen frames (image files), or frames kept in several
+    folders, could not be given. Each path is an image or a folder of images, the limit is
+    spread over all of them, and a path that is neither is named before the long work."""
+    folder = _blurred_frames(env, "nogt-several")
+    other = _blurred_frames(env, "nogt-several-2")   # the same file names as in `folder`
+    still = env / "one still.png"
+    write_image(still, _pairs(env)[0][1])
+    rc = _bench(env, "real-several", "--students", str(env / "student-good.pt"), "--formats",
+                "onnx", "--no-latency", "--limit", "7", "--real-nogt", str(folder), str(still),
+                str(other / "frame1.png"))
+    assert rc == 0, capsys.readouterr().err
+    report = json.loads((env / "real-several" / "report.json").read_text())
+    assert report["settings"]["real_nogt"] == [str(folder), str(still), str(other / "frame1.png")]
+    nogt = report["real_blur"]["nogt"]
+    assert nogt["images"] == 5
+    # frame1 of both: named by path, so neither replaces the other in the per-image scores
+    assert set(nogt["per_image"]) == {"frame0", str(folder / "frame1.png"), "frame2",
+                                      "one still", str(other / "frame1.png")}
+    assert f"{folder}, {still}, {other / 'frame1.png'}" in \
+        (env / "real-several" / "report.md").read_text()
+    notes = env / "notes.txt"
+    notes.write_text("not an image")
+    empty = env / "no-images"
+    empty.mkdir()
+    for bad, says in ((notes, f"--real-nogt {notes}: neither an image (bmp, jpeg, "),
+                      (empty, f"--real-nogt {empty}: no images")):
+        rc = _bench(env, "never-made", "--students", str(env / "student-good.pt"),
+                    "--formats", "onnx", "--no-latency", "--real-nogt", str(still), str(bad))
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and "Traceback" not in err, err
+        assert not (env / "never-made").exists()
 
 
 def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
@@ -454,6 +488,7 @@ def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
     ["--out", "b", "--full", "--weights", "x.pt", "y.pt", "--min-ssim-gain", "0.2",
      "--real-pairs", "reds", "--real-nogt", "nogt", "--threads", "2", "--no-latency",
      "--sizes", "640x360", "--target-fps", "25"],
+    ["--out", "b", "--real-nogt", "a frame.png", "day1", "--limit", "3"],
     ["--out", "b", "--min-ssim-ratio", "0.9", "--limit", "3", "--formats", "onnx"],
     ["--out", "b", "--formats", "tflite-int8", "--float-layers", "dec.1,head"]])
 def test_reproduce_command_round_trips(argv):
