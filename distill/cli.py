@@ -604,14 +604,15 @@ def _without_worker_traceback(msg: str) -> str:
 
 def _train(args: argparse.Namespace, task: str) -> int:
     from .config import TrainConfig, load_config
+    from .teacher import check_device, check_threads
 
+    check_threads(args.threads)
     try:   # task "" until the file or an override names one: the command decides it below
         cfg = load_config(args.config, args.overrides, base=TrainConfig(task=""))
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
         return _err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
     if not cfg.out:
         return _err("out= is empty: give the run's folder (e.g. out=runs/mine)")
-    from .teacher import check_device
     check_device(cfg.device, "device=")
     declared, wanted = cfg.task, "student" if task == "student" else "teacher"
     if declared and declared != wanted:
@@ -638,6 +639,10 @@ def _train(args: argparse.Namespace, task: str) -> int:
         check_config(cfg)
     except ValueError as e:
         return _err(str(e))
+    if args.threads:
+        # This process's own: torchrun starts one process per rank, each running this command.
+        import torch
+        torch.set_num_threads(args.threads)
     from .trainer import TrainingDiverged, TrainingInterrupted, train
     try:
         metrics = train(cfg, quiet=args.quiet)
@@ -869,6 +874,10 @@ def add_commands(sub) -> None:
         p.add_argument("--config", default=None, metavar="FILE", help="YAML config file")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides (dotted keys)")
+        p.add_argument("--threads", type=int, default=0, metavar="N",
+                       help="CPU threads for PyTorch in this process; under torchrun in each "
+                       "process (default 0: PyTorch's default, OMP_NUM_THREADS or all cores; "
+                       "torchrun sets OMP_NUM_THREADS=1 for several processes)")
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=func)
 

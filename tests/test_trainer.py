@@ -726,6 +726,33 @@ def test_usage_mistakes_get_one_line_not_a_traceback(tmp_path, capsys):
                                            str(tmp_path / "l"), "--device", "cuda", "--quiet")
 
 
+@pytest.mark.parametrize("command", ["train", "distill", "train-teacher"])
+def test_training_commands_take_threads_as_the_others_do(tmp_path, capsys, command):
+    """`sharpen train --threads 1` was "unrecognized arguments": only OMP_NUM_THREADS set them."""
+    from sharpen.cli import main
+
+    out = tmp_path / "r"
+    assert main([command, f"out={out}", "--threads", "-1", "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"sharpen {command}: error: --threads must be >= 0 (0: PyTorch's default), got -1")
+    assert not out.exists()
+    if command != "train":   # the refusal above is the same code path for all three
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:   # the option after an override, where argparse hands the rest back
+        rc = main(["train", f"out={out}", "model.arch=fast",
+                   "model.args={width: 8, blocks: 1, low_blocks: 1}", "--threads", "1",
+                   "optim.steps=2", "data.crop=32", "data.batch_size=2", "data.workers=0",
+                   "val_every=1000", "data.val_max_images=1", "data.val_max_side=64",
+                   "device=cpu", "--quiet"])
+        assert rc == 0, capsys.readouterr().err
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+
+
 def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path):
     """Two runs resuming one last.pt would overwrite each other's checkpoints and log."""
     from distill.run_lock import RunLocked
