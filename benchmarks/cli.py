@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command")
     add_commands(sub)
     args = parser.parse_args(["bench", *(sys.argv[1:] if argv is None else argv)])
-    return int(args.func(args) or 0)
+    from runtime.warn import shown_once_as_lines
+    with shown_once_as_lines():   # as `sharpen bench` shows the runtime's warnings
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

@@ -12,6 +12,9 @@ The Python API, for an app that embeds the runtime (no torch, no TensorFlow):
     stats = run_stream("export/student-fast.onnx", "in.mp4", Collect())
     held = run_stream("export/student-fast.onnx", [frame1, frame2], Collect())   # arrays too
 
+Its warnings (a frame converted or resized, a setting that does not apply) are Python warnings
+of category `SharpenWarning`, to filter, record or turn into errors with the `warnings` module.
+
 Names are imported on first use, so `import runtime` stays cheap for the command line.
 """
 from __future__ import annotations
@@ -26,6 +29,7 @@ _API = {
     "Sink": ".sinks", "SinkError": ".sinks",
     "open_source": ".sources", "Source": ".sources", "SourceError": ".sources",
     "ArraySource": ".sources",
+    "SharpenWarning": ".warn",
 }
 
 __all__ = sorted(_API)

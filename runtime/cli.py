@@ -306,7 +306,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    return int(args.func(args) or 0)
+    from .warn import shown_once_as_lines
+    with shown_once_as_lines():
+        return int(args.func(args) or 0)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from .sources import (MAX_FPS, MIN_FPS, ArraySource, ImageSource, Source, Source
                       VideoSource, open_source, refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
 from .tiling import tiling_warnings
+from .warn import warn
 
 _END = object()  # end-of-stream marker passed down the queues
 
@@ -273,7 +274,7 @@ class _Stream:
         for msg in tiling_warnings(*first.image.shape[:2], o.tile, proc.overlap,
                                    self.backend.multiple, self.backend.receptive_field,
                                    auto=proc.overlap_auto):
-            print(f"warning: {msg}", file=sys.stderr, flush=True)
+            warn(msg)
         self.processor.warmup(first.image)  # one-off costs (allocation, kernel selection)
         self.processor.warmup(first.image)  # are not timed
         first.t_capture = time.perf_counter()

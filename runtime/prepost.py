@@ -5,7 +5,6 @@ multiple -> model -> cropped back, clipped, rounded -> BGR uint8 frame of the in
 """
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -15,20 +14,11 @@ import numpy as np
 
 from .backends.base import Backend
 from .tiling import OVERLAP, auto_overlap, pad_to_multiple, tiled_apply
+from .warn import warn as _warn
 
 
 class FrameError(ValueError):
     """A frame the pipeline cannot convert (unsupported shape or dtype)."""
-
-
-_warned: set[str] = set()
-
-
-def _warn_once(key: str, msg: str) -> None:
-    # Per-frame warnings would flood the terminal at 30 fps.
-    if key not in _warned:
-        _warned.add(key)
-        print(f"warning: {msg}", file=sys.stderr)
 
 
 def conversions(frame: np.ndarray) -> list[str]:
@@ -53,12 +43,12 @@ def to_bgr(frame: np.ndarray, warn: bool = True) -> np.ndarray:
     if frame.ndim in (2, 3) and 0 in frame.shape[:2]:
         raise FrameError(f"empty frame of shape {frame.shape}")
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
-        if warn:
-            _warn_once("gray", "grayscale frames are converted to BGR")
+        if warn:   # per frame: the warnings filter shows it once, not 30 times a second
+            _warn("grayscale frames are converted to BGR")
         return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
     if frame.ndim == 3 and frame.shape[2] == 4:
         if warn:
-            _warn_once("bgra", "BGRA frames are converted to BGR (alpha dropped)")
+            _warn("BGRA frames are converted to BGR (alpha dropped)")
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     if frame.ndim == 3 and frame.shape[2] == 3:
         return frame
@@ -101,7 +91,7 @@ def to_8bit(frame: np.ndarray) -> np.ndarray:
 def to_bgr8(frame: np.ndarray, warn: bool = True) -> np.ndarray:
     """Any supported frame -> HxWx3 BGR uint8 (`to_bgr`, then 16-bit scaled to 8 bit)."""
     if warn and isinstance(frame, np.ndarray) and frame.dtype == np.uint16:
-        _warn_once("uint16", "16-bit frames are scaled to 8 bit")
+        _warn("16-bit frames are scaled to 8 bit")
     return to_8bit(to_bgr(frame, warn))
 
 
@@ -266,9 +256,8 @@ class FrameProcessor:
         if bgr.dtype == np.uint16 and getattr(self.backend, "precision", "") == "int8" \
                 and not getattr(self.backend, "quantized_io", False):
             # Float I/O, but the graph quantises its input to 8 bits first.
-            _warn_once("uint16-int8-graph", "16-bit frames through an INT8 model keep about 8 "
-                       "bits of precision (the file stays 16-bit; use an FP32/FP16 model to "
-                       "keep all 16)")
+            _warn("16-bit frames through an INT8 model keep about 8 bits of precision (the "
+                  "file stays 16-bit; use an FP32/FP16 model to keep all 16)")
         if self.tile:
             img = bgr_to_rgbf(bgr)
             t1 = time.perf_counter()
@@ -279,8 +268,8 @@ class FrameProcessor:
         elif getattr(self.backend, "quantized_io", False):
             # Integer model I/O (TFLite INT8): stay in uint8 end to end, see LiteRTBackend.
             if bgr.dtype == np.uint16:
-                _warn_once("uint16-int8", "16-bit frames pass through the INT8 model's 8-bit "
-                           "input and output: results are 8-bit")
+                _warn("16-bit frames pass through the INT8 model's 8-bit input and output: "
+                      "results are 8-bit")
                 bgr = to_8bit(bgr)
             padded, (h, w) = pad_to_multiple(bgr, multiple)
             rgb = cv2.cvtColor(padded, cv2.COLOR_BGR2RGB)[None]

@@ -22,6 +22,7 @@ from .atomic import atomic_write_bytes
 from .console import quiet_native_stderr
 from .imageio import IMAGE_EXTS, VIDEO_EXTS
 from .prepost import to_8bit, to_bgr8
+from .warn import warn
 
 
 DEEP_EXTS = (".png", ".tif", ".tiff", ".ppm", ".pnm", ".pgm")   # OpenCV writes them in 16 bits
@@ -119,8 +120,8 @@ class VideoFileSink(Sink):
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
             if not self.deep_warned:
-                print(f"warning: {name}: 16-bit results are written as 8-bit video (write an "
-                      "image folder, --out DIR, to keep 16 bits in PNG)", file=sys.stderr)
+                warn(f"{name}: 16-bit results are written as 8-bit video (write an image "
+                     "folder, --out DIR, to keep 16 bits in PNG)")
                 self.deep_warned = True
             sharpened = to_8bit(sharpened)
         h, w = sharpened.shape[:2]
@@ -136,20 +137,19 @@ class VideoFileSink(Sink):
                 raise SinkError(f"cannot open video writer for {self.path} ({codec}, {w}x{h}): "
                                 f"{_why_unwritable(self.tmp, codec, (w, h), self.fps)}")
             if w % 2 or h % 2:   # FFmpeg's encoders drop it without a word
-                print(f"warning: {self.path}: {w}x{h} frames are stored as {w - w % 2}x"
-                      f"{h - h % 2} (the video codec takes even sizes: the last "
-                      f"{'column and row' if w % 2 and h % 2 else 'column' if w % 2 else 'row'} "
-                      "is dropped); write an image folder (--out DIR) to keep every pixel",
-                      file=sys.stderr)
+                warn(f"{self.path}: {w}x{h} frames are stored as {w - w % 2}x{h - h % 2} (the "
+                     "video codec takes even sizes: the last "
+                     f"{'column and row' if w % 2 and h % 2 else 'column' if w % 2 else 'row'} "
+                     "is dropped); write an image folder (--out DIR) to keep every pixel")
             self.size = (w, h)
         elif (w, h) != self.size:
             # A video has one size; fitting keeps the file valid if a stream changes resolution
             # (or a folder mixes sizes), and the picture's proportions (stretched, a portrait
             # photo in a landscape video came out squashed).
             if not self.resized:
-                print(f"warning: {name}: {w}x{h} frames are resized to fit the video's "
-                      f"{self.size[0]}x{self.size[1]} (the first frame's size), black bars "
-                      "keeping their aspect ratio", file=sys.stderr)
+                warn(f"{name}: {w}x{h} frames are resized to fit the video's "
+                     f"{self.size[0]}x{self.size[1]} (the first frame's size), black bars "
+                     "keeping their aspect ratio")
             self.resized += 1
             sharpened = letterbox(sharpened, self.size)
         self.writer.write(sharpened)
@@ -216,8 +216,8 @@ class VideoFileSink(Sink):
             raise
         os.replace(self.tmp, self.path)
         if self.resized > 1:   # the first one was named as it happened
-            print(f"warning: {self.resized} frames in all were resized to "
-                  f"{self.size[0]}x{self.size[1]} in {self.path}", file=sys.stderr)
+            warn(f"{self.resized} frames in all were resized to {self.size[0]}x{self.size[1]} "
+                 f"in {self.path}")
 
 
     def _check_playable(self) -> None:
@@ -350,8 +350,8 @@ class ImageSink(Sink):
         if target.suffix.lower() not in IMAGE_EXTS:
             target = target.with_name(target.name + ".png")
         if sharpened.dtype == np.uint16 and target.suffix.lower() not in DEEP_EXTS:
-            print(f"warning: {target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG, "
-                  "TIFF and PPM keep the input's 16)", file=sys.stderr)
+            warn(f"{target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG, TIFF "
+                 "and PPM keep the input's 16)")
             sharpened = to_8bit(sharpened)
         layout = self.layouts.pop(name, None) if self.layouts is not None else None
         if layout is not None:
@@ -388,8 +388,8 @@ def _restore_layout(sharpened: np.ndarray, layout, target: Path) -> np.ndarray:
     if alpha is None:
         return sharpened
     if target.suffix.lower() not in ALPHA_EXTS:
-        print(f"warning: {target.name}: alpha channel dropped ({target.suffix} holds none; PNG, "
-              "TIFF and WebP keep it)", file=sys.stderr)
+        warn(f"{target.name}: alpha channel dropped ({target.suffix} holds none; PNG, TIFF "
+             "and WebP keep it)")
         return sharpened
     if alpha.dtype != sharpened.dtype:   # a 16-bit input written in 8 bits, or the reverse
         alpha = to_8bit(alpha) if sharpened.dtype == np.uint8 else alpha.astype(np.uint16) * 257
@@ -431,8 +431,8 @@ class CompareSink(Sink):
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16 and not self.deep_warned:
-            print(f"warning: {name}: the --compare view is 8-bit (run without --compare to "
-                  "keep 16 bits)", file=sys.stderr)
+            warn(f"{name}: the --compare view is 8-bit (run without --compare to keep 16 "
+                 "bits)")
             self.deep_warned = True
         self.inner.write(original, compose(original, sharpened, self.view, max_width=1 << 30),
                          name)
@@ -529,8 +529,8 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
         raise SinkError(f"--out {p} exists and is not a folder")
     if ext and not p.exists():
         # A mistyped video extension would otherwise become a folder without a word.
-        print(f"warning: --out {p}: {ext} is not a video or image extension this tool writes; "
-              "writing a folder of images there", file=sys.stderr)
+        warn(f"--out {p}: {ext} is not a video or image extension this tool writes; writing a "
+             "folder of images there")
     return ImageSink(p)
 
 

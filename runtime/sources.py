@@ -23,6 +23,7 @@ import numpy as np
 
 from .imageio import IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, tiff_pages
 from .prepost import FrameError, conversions, to_bgr
+from .warn import warn
 
 
 class SourceError(RuntimeError):
@@ -105,7 +106,7 @@ class ImageSource(Source):
                     self.layouts[self.names[i]] = layout   # the output restores it
                 elif changes:
                     # Outputs are BGR; say which files that changes, one line each.
-                    print(f"warning: {p}: {'; '.join(changes)}", file=sys.stderr, flush=True)
+                    warn(f"{p}: {'; '.join(changes)}")
             except ImageReadError as e:
                 if len(self.paths) == 1:
                     raise SourceError(str(e)) from None
@@ -124,8 +125,7 @@ def _say_other_pages(path: Path) -> None:
     one output passes for the whole file."""
     pages = tiff_pages(path)
     if pages > 1:
-        print(f"warning: {path}: a TIFF of {pages} pages; only the first page is sharpened",
-              file=sys.stderr, flush=True)
+        warn(f"{path}: a TIFF of {pages} pages; only the first page is sharpened")
 
 
 @dataclass
@@ -255,9 +255,8 @@ class VideoSource(Source):
         if not self.reconnect_attempts:
             raise SourceError(f"{self.kind} {self.spec!r} stopped after {read} frames in all "
                               "(reconnecting is off: --reconnect 0)")
-        print(f"warning: {self.kind} {self.spec!r}: stopped after {read} frames in all; "
-              f"reconnecting (up to {self.reconnect_attempts} attempts)",
-              file=sys.stderr, flush=True)
+        warn(f"{self.kind} {self.spec!r}: stopped after {read} frames in all; reconnecting "
+             f"(up to {self.reconnect_attempts} attempts)")
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):
             if stop.wait(delay):
@@ -360,7 +359,7 @@ class VideoSource(Source):
             msg = (f"{self.spec}: the video ended after {read} of the {declared} frames its "
                    f"header declares ({why})")
             self.skipped.append(msg)
-            print(f"warning: {msg}", file=sys.stderr, flush=True)
+            warn(msg)
 
     def close(self) -> None:
         self.cap.release()
@@ -572,9 +571,8 @@ def _say_not_images(spec: str, entries: list[Path], videos: bool) -> None:
         return
     more = ", ..." if len(names) > 3 else ""
     hint = "; pass a video as --source to sharpen it" if videos else ""
-    print(f"warning: {spec}: {len(names)} file(s) that are not images skipped "
-          f"({', '.join(names[:3])}{more}); a folder source reads "
-          f"{', '.join(sorted(IMAGE_EXTS))} only{hint}", file=sys.stderr, flush=True)
+    warn(f"{spec}: {len(names)} file(s) that are not images skipped ({', '.join(names[:3])}"
+         f"{more}); a folder source reads {', '.join(sorted(IMAGE_EXTS))} only{hint}")
 
 
 def _maybe_live(src: Source, live: Optional[bool]) -> Source:

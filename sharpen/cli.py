@@ -119,8 +119,9 @@ def main(argv: list[str] | None = None) -> int:
     except ImageReadError as e:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
         return 2
+    from runtime.warn import shown_once_as_lines
     try:
-        with _sigterm_as_interrupt():
+        with _sigterm_as_interrupt(), shown_once_as_lines():
             return int(args.func(args) or 0)
     except SharpenError as e:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)

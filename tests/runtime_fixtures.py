@@ -5,10 +5,13 @@ really sharpens (tests can check the Laplacian variance) and builds in milliseco
 """
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import tempfile
 import sys
+import warnings
 from pathlib import Path
+from typing import Iterator
 
 import cv2
 import numpy as np
@@ -95,6 +98,18 @@ def resize_model(path: Path, scale: float) -> Path:
     """An ONNX model that scales its input by `scale` (an up- or downscaler, not a sharpener)."""
     return one_op_model(path, "Resize", ["input", "", "scales"],
                         {"scales": [1, 1, scale, scale]}, same_shape=False, mode="nearest")
+
+
+@contextlib.contextmanager
+def runtime_warnings() -> Iterator[list[str]]:
+    """The messages of every SharpenWarning the block issues (filled in when it ends): the
+    runtime warns through `warnings`, which the command line alone turns into stderr lines."""
+    from runtime.warn import SharpenWarning
+    said: list[str] = []
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        yield said
+    said += [str(w.message) for w in rec if issubclass(w.category, SharpenWarning)]
 
 
 def textured_frame(idx: int, h: int = FRAME_H, w: int = FRAME_W, seed: int = 0) -> np.ndarray:

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 
 from runtime_fixtures import (band_index, lap_var, make_onnx_model,  # noqa: E402
-                                   onnx_model, run_cli, textured_frame)
+                                   onnx_model, run_cli, runtime_warnings, textured_frame)
 
 from runtime.backends import ModelError, load_backend  # noqa: E402
 from runtime.backends.onnxruntime_backend import resolve_providers  # noqa: E402
 from runtime.backends.tensorrt_backend import (TRT_MISSING, check_sidecar,  # noqa: E402
                                                io_problem)
 from runtime.prepost import FrameProcessor  # noqa: E402
+from runtime.warn import SharpenWarning  # noqa: E402
 
 __all__ = ["onnx_model"]
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
@@ -278,7 +279,7 @@ def test_fixture_model_sharpens(onnx_model):
     assert band_index(out) == 3
 
 
-def test_litert_size_multiple_without_or_with_a_wrong_sidecar(tmp_path, capsys):
+def test_litert_size_multiple_without_or_with_a_wrong_sidecar(tmp_path):
     """A .tflite copied without its sidecar (or beside another model's) failed inside LiteRT at
     the first frame ('SPACE_TO_DEPTH ... 7 != 6'); its multiple is now checked and found."""
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed")
@@ -292,20 +293,21 @@ def test_litert_size_multiple_without_or_with_a_wrong_sidecar(tmp_path, capsys):
             tf.keras.Model(inp, out)).convert())
     except Exception as exc:  # noqa: BLE001 - converter failures are environment problems
         pytest.skip(f"could not make a .tflite model here: {type(exc).__name__}: {exc}")
-    capsys.readouterr()
     for sidecar, said in ((None, "it has no sidecar s2d.tflite.json"),
                           ({"multiple": 2}, "its sidecar s2d.tflite.json says 2, which the "
                                             "model refuses")):
         if sidecar:
             (tmp_path / "s2d.tflite.json").write_text(json.dumps(sidecar))
-        b = load_backend(path, threads=1)
+        with runtime_warnings() as warned:
+            b = load_backend(path, threads=1)
         assert b.multiple == 4
-        assert said in capsys.readouterr().err
+        assert len(warned) == 1 and said in warned[0], warned
         f = textured_frame(2, h=37, w=53)
         assert np.array_equal(FrameProcessor(b)(f), f)   # space-to-depth and back: identity
     (tmp_path / "s2d.tflite.json").write_text(json.dumps({"multiple": 8}))
-    assert load_backend(path, threads=1).multiple == 8   # a larger one that works is kept
-    assert "warning" not in capsys.readouterr().err
+    with runtime_warnings() as warned:
+        assert load_backend(path, threads=1).multiple == 8   # a larger one that works is kept
+    assert warned == []
 
 
 def test_a_forced_run_of_a_tflite_that_failed_its_parity_gate_says_so(tmp_path, capsys):
@@ -327,27 +329,25 @@ def test_a_forced_run_of_a_tflite_that_failed_its_parity_gate_says_so(tmp_path, 
     assert said == [f"warning: {model} failed its parity gate at export (worst SSIM 0.91 < "
                     "0.98); running it anyway (forced), its output may be wrong"], said
     assert (tmp_path / "o.png").is_file()
-    load_backend(model, threads=1, force=True).close()   # said once per artifact
-    assert "parity" not in capsys.readouterr().err
+    with runtime_warnings() as warned:
+        load_backend(model, threads=1, force=True).close()   # said once per artifact
+    assert warned == []
 
 
-def test_16_bit_frames_through_a_float_io_int8_model_are_said_to_keep_8_bits(tmp_path,
-                                                                             capsys):
+def test_16_bit_frames_through_a_float_io_int8_model_are_said_to_keep_8_bits(tmp_path):
     """An onnx-int8 model takes float input but quantises it to 8 bits inside: the 16-bit file
     it writes holds about 256 levels, which used to go unsaid."""
-    import runtime.prepost as prepost
-
-    prepost._warned.discard("uint16-int8-graph")
     b = load_backend(make_onnx_model(tmp_path / "q.onnx", kind="int8"))
     deep = textured_frame(1).astype(np.uint16) * 257
-    assert FrameProcessor(b)(deep).dtype == np.uint16
-    assert "16-bit frames through an INT8 model keep about 8 bits" in capsys.readouterr().err
+    with pytest.warns(SharpenWarning, match="16-bit frames through an INT8 model keep about 8 "
+                      "bits"):
+        assert FrameProcessor(b)(deep).dtype == np.uint16
 
 
-def test_a_provider_for_another_engine_is_warned_about(tflite_models, capsys):
-    load_backend(tflite_models[0], threads=1, providers="tensorrt")
-    assert "--provider tensorrt is for ONNX models; f32.tflite runs on litert" in \
-        capsys.readouterr().err
+def test_a_provider_for_another_engine_is_warned_about(tflite_models):
+    with pytest.warns(SharpenWarning,
+                      match="--provider tensorrt is for ONNX models; f32.tflite runs on litert"):
+        load_backend(tflite_models[0], threads=1, providers="tensorrt")
 
 
 def test_sharpen_run_warns_once_about_a_provider_for_another_engine(tflite_models, tmp_path,

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from runtime_fixtures import (FRAME_H, FRAME_W, one_op_model, onnx_model, read_video,  # noqa: E402
-                              resize_model, run_cli, run_cli_subprocess, textured_frame,
-                              write_video)
+                              resize_model, run_cli, run_cli_subprocess, runtime_warnings,
+                              textured_frame, write_video)
 
 from runtime.prepost import FrameError, to_bgr8  # noqa: E402
 from runtime.pipeline import run_stream  # noqa: E402
@@ -267,6 +267,52 @@ def test_folder_without_images_says_what_it_holds(tmp_path, capsys, onnx_model):
     (tmp_path / "shots" / "clip.mp4").write_bytes(b"")
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(tmp_path / "shots"))
     _one_clear_line(err, "video files (clip.mp4)")
+
+
+def test_runtime_warnings_are_python_warnings_that_the_cli_shows_once_each(tmp_path, capsys,
+                                                                          onnx_model):
+    """The runtime printed its warnings to stderr, so a program embedding it could neither
+    filter nor record them. They are SharpenWarnings now; `sharpen run` shows each once, per
+    run, as a plain `warning: ...` line."""
+    import warnings
+
+    from runtime import SharpenWarning
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.full((24, 32, 3), 90, np.uint8))
+    cv2.imwrite(str(src / "b.png"), np.full((40, 48, 3), 90, np.uint8))
+    cv2.imwrite(str(src / "c.png"), np.full((16, 16, 3), 90, np.uint8))
+    (src / "notes.txt").write_text("x")
+    with pytest.warns(SharpenWarning) as rec:
+        run_stream(onnx_model, str(src), tmp_path / "lib.mp4")
+    said = [str(w.message) for w in rec]
+    assert said == [f"{src}: 1 file(s) that are not images skipped (notes.txt); a folder "
+                    "source reads .bmp, .jpeg, .jpg, .pgm, .png, .pnm, .ppm, .tif, .tiff, .webp "
+                    "only",
+                    "b.png: 48x40 frames are resized to fit the video's 32x24 (the first "
+                    "frame's size), black bars keeping their aspect ratio",
+                    f"2 frames in all were resized to 32x24 in {tmp_path / 'lib.mp4'}"], said
+    assert all(issubclass(w.category, UserWarning) for w in rec)
+    assert "warning" not in capsys.readouterr().err   # the library prints nothing itself
+    with warnings.catch_warnings():   # a program may make them errors (or ignore them)
+        warnings.simplefilter("error", SharpenWarning)
+        with pytest.raises(SharpenWarning, match="not images skipped"):
+            open_source(str(src))
+    # A warning issued for every frame (here: grayscale frames converted) is shown once by
+    # Python's default filter, as the command line shows it.
+    gray = [np.full((24, 32), 90 + i, np.uint8) for i in range(3)]
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("default")
+        run_stream(onnx_model, gray)
+    assert [str(w.message) for w in rec] == ["grayscale frames are converted to BGR"]
+    for run in ("first", "second"):   # each run says them, not only the first in a process
+        rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--out",
+                      str(tmp_path / f"{run}.mp4"), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        lines = err.splitlines()
+        assert lines == [f"warning: {m}" for m in said[:2]] + \
+            [f"warning: 2 frames in all were resized to 32x24 in {tmp_path / f'{run}.mp4'}"], err
 
 
 def test_truncated_video_is_said_and_a_whole_one_is_not(tmp_path, capsys, onnx_model):
@@ -549,7 +595,8 @@ def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model, capsys)
     src.frame_count = None   # a camera declares no length
     stop = threading.Event()
     got = []
-    with pytest.raises(SourceError, match="disconnected and did not come back after 3 attempts"):
+    with runtime_warnings() as said, pytest.raises(
+            SourceError, match="disconnected and did not come back after 3 attempts"):
         for fr in src.frames(stop):
             got.append(fr.index)
             if len(got) == 4:
@@ -557,9 +604,8 @@ def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model, capsys)
             if len(got) == 6:   # past the 4 frames of the file: it was reopened
                 video.unlink()  # now the "camera" is gone for good
     assert len(got) >= 6
-    err = capsys.readouterr().err
-    assert "'cam': stopped after 4 frames in all; reconnecting (up to 3 attempts)" in err
-    assert "reconnected (attempt 1)" in err
+    assert "'cam': stopped after 4 frames in all; reconnecting (up to 3 attempts)" in said[0]
+    assert "reconnected (attempt 1)" in capsys.readouterr().err
     src.close()
 
     _write_frames(video, 0)
@@ -567,8 +613,11 @@ def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model, capsys)
                       reconnect_delay=0.01)
     src.frame_count = None
     video.unlink()
-    with pytest.raises(SourceError, match="disconnected and did not come back after 2 attempts"):
+    with runtime_warnings() as said, pytest.raises(
+            SourceError, match="disconnected and did not come back after 2 attempts"):
         run_stream(onnx_model, src)
+    assert said == ["stream 'cam': stopped after 4 frames in all; reconnecting (up to 2 "
+                    "attempts)"], said
 
 
 @pytest.fixture
@@ -701,7 +750,7 @@ def test_a_uniform_first_frame_is_no_proof_of_a_recording_and_reconnect_0_says_s
     src.close()
 
 
-def test_a_recording_that_ends_early_over_http_says_so(http_folder, capsys):
+def test_a_recording_that_ends_early_over_http_says_so(http_folder):
     import threading
 
     folder, url = http_folder
@@ -709,11 +758,12 @@ def test_a_recording_that_ends_early_over_http_says_so(http_folder, capsys):
     for live in (True, None):
         src = open_source(f"{url}/clip.mp4", reconnect_attempts=2, live=live)
         src.reconnect_delay, src.frame_count = 0.01, 9   # as if the connection dropped at 4 of 9
-        assert len(list(src.frames(threading.Event()))) == 4
+        with runtime_warnings() as said:
+            assert len(list(src.frames(threading.Event()))) == 4
         src.close()
         # Said, and listed: the run's exit code is 1, as for a truncated file.
-        assert "ended after 4 of the 9 frames its header declares (the connection dropped?)" \
-            in capsys.readouterr().err
+        assert any(m.endswith("ended after 4 of the 9 frames its header declares (the "
+                              "connection dropped?)") for m in said), said
         assert len(src.skipped) == 1
 
 
@@ -772,14 +822,15 @@ def test_spec_kind_agrees_with_the_source_opened(tmp_path):
         ["camera", "v4l2", "gstreamer", "stream"]
 
 
-def test_an_odd_frame_size_in_a_video_is_said(tmp_path, capsys):
+def test_an_odd_frame_size_in_a_video_is_said(tmp_path):
     from runtime.sinks import VideoFileSink
 
     sink = VideoFileSink(tmp_path / "v.mp4", 10)
     frame = np.full((25, 33, 3), 128, np.uint8)
-    sink.write(frame, frame, "f")
-    sink.close()
-    assert "33x25 frames are stored as 32x24" in capsys.readouterr().err
+    with runtime_warnings() as said:
+        sink.write(frame, frame, "f")
+        sink.close()
+    assert len(said) == 1 and "33x25 frames are stored as 32x24" in said[0], said
     frames, _ = read_video(tmp_path / "v.mp4")
     assert frames[0].shape == (24, 32, 3)
 

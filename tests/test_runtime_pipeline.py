@@ -15,12 +15,13 @@ import pytest
 
 from runtime_fixtures import (FRAME_H, FRAME_W, STEP, assert_in_order,  # noqa: E402
                                    band_level, cli_module, lap_var, make_onnx_model, onnx_model,
-                                   read_video, run_cli, run_cli_subprocess, textured_frame,
-                                   write_video)
+                                   read_video, run_cli, run_cli_subprocess, runtime_warnings,
+                                   textured_frame, write_video)
 
 from runtime.backends import Backend, load_backend  # noqa: E402
 from runtime.pipeline import FrameQueue, run_stream  # noqa: E402
 from runtime.sources import SyntheticSource, VideoSource  # noqa: E402
+from runtime.warn import SharpenWarning  # noqa: E402
 
 __all__ = ["onnx_model"]  # the fixture is used by name
 
@@ -127,7 +128,7 @@ def test_odd_size_gray_bgra_uint16(tmp_path, onnx_model, capsys):
     assert np.abs(deep.astype(np.float64) / 257 - eight[..., :3]).max() <= 1.0
 
 
-def test_16_bit_precision_is_kept_where_the_output_holds_it(tmp_path, onnx_model, capsys):
+def test_16_bit_precision_is_kept_where_the_output_holds_it(tmp_path, onnx_model):
     """A smooth 16-bit ramp spanning 2 of 256 8-bit levels comes back with many more levels
     in PNG and TIFF; JPEG and video outputs say they take 8 bits."""
     ramp = np.linspace(30000, 30600, 64)[None, :, None] * np.ones((48, 1, 3))
@@ -143,13 +144,12 @@ def test_16_bit_precision_is_kept_where_the_output_holds_it(tmp_path, onnx_model
         assert out.dtype == np.uint16 and len(np.unique(out[:, 8:-8])) > 5 * len(np.unique(out8)), ext
         # the same result as the 8-bit path, within its rounding
         assert np.abs(out[8:-8, 8:-8] / 257 - out8[8:-8, 8:-8]).max() <= 2.5, ext
-    capsys.readouterr()
-    run_stream(onnx_model, str(src), tmp_path / "out.jpg")
-    assert "out.jpg: written as 8-bit (.jpg holds 8 bits" in capsys.readouterr().err
-    run_stream(onnx_model, str(src), tmp_path / "out.mp4")
-    assert "16-bit results are written as 8-bit video" in capsys.readouterr().err
-    run_stream(onnx_model, str(src), tmp_path / "cmp.png", compare=True)
-    assert "the --compare view is 8-bit" in capsys.readouterr().err
+    with pytest.warns(SharpenWarning, match=r"out.jpg: written as 8-bit \(.jpg holds 8 bits"):
+        run_stream(onnx_model, str(src), tmp_path / "out.jpg")
+    with pytest.warns(SharpenWarning, match="16-bit results are written as 8-bit video"):
+        run_stream(onnx_model, str(src), tmp_path / "out.mp4")
+    with pytest.warns(SharpenWarning, match="the --compare view is 8-bit"):
+        run_stream(onnx_model, str(src), tmp_path / "cmp.png", compare=True)
 
 
 def test_tiled_matches_whole_frame(tmp_path, onnx_model):
@@ -176,7 +176,7 @@ def _model_seeing(tmp_path: Path, receptive_field: int) -> Path:
     return model
 
 
-def test_the_overlap_follows_the_models_receptive_field_unless_given(tmp_path, capsys):
+def test_the_overlap_follows_the_models_receptive_field_unless_given(tmp_path):
     """--overlap defaulted to 32 whatever the model, and `run --tile` then warned that its own
     default was narrower than the receptive field; without --overlap the overlap is now the
     receptive field (at most half the tile), and only a narrower one that the user chose, or
@@ -184,18 +184,20 @@ def test_the_overlap_follows_the_models_receptive_field_unless_given(tmp_path, c
     model = _model_seeing(tmp_path, 40)
     src = tmp_path / "in.png"
     cv2.imwrite(str(src), textured_frame(1, h=96, w=128))
-    s = run_stream(model, str(src), tmp_path / "auto.png", tile=96)
+    with runtime_warnings() as said:
+        s = run_stream(model, str(src), tmp_path / "auto.png", tile=96)
     assert (s["overlap"], s["overlap_auto"]) == (40, True)
-    assert "receptive field" not in capsys.readouterr().err
-    s = run_stream(model, str(src), tmp_path / "capped.png", tile=48)
+    assert not any("receptive field" in m for m in said), said
+    with runtime_warnings() as said:
+        s = run_stream(model, str(src), tmp_path / "capped.png", tile=48)
     assert (s["overlap"], s["overlap_auto"]) == (24, True)
-    err = capsys.readouterr().err
-    assert ("warning: the automatic overlap 24 is capped at half of --tile 48, narrower than "
-            "the model's receptive field (40 px)") in err, err
-    s = run_stream(model, str(src), tmp_path / "given.png", tile=96, overlap=16)
+    assert any(m.startswith("the automatic overlap 24 is capped at half of --tile 48, narrower "
+                            "than the model's receptive field (40 px)") for m in said), said
+    with runtime_warnings() as said:
+        s = run_stream(model, str(src), tmp_path / "given.png", tile=96, overlap=16)
     assert (s["overlap"], s["overlap_auto"]) == (16, False)
-    assert "warning: --overlap 16 is narrower than the model's receptive field (40 px)" in \
-        capsys.readouterr().err
+    assert any(m.startswith("--overlap 16 is narrower than the model's receptive field (40 px)")
+               for m in said), said
     # an export that did not record it: the overlap of before
     plain = make_onnx_model(tmp_path / "plain.onnx")
     s = run_stream(plain, str(src), tmp_path / "plain.png", tile=96)
@@ -550,8 +552,9 @@ def test_images_are_written_back_in_their_own_channel_layout(tmp_path, onnx_mode
     cv2.imwrite(str(src / "rgba.webp"), np.dstack([base, alpha]), [cv2.IMWRITE_WEBP_QUALITY, 101])
     cv2.imwrite(str(src / "rgba16.tiff"), np.dstack([base.astype(np.uint16) * 257, alpha16]))
     cv2.imwrite(str(src / "ok.png"), base)
-    run_stream(onnx_model, str(src), tmp_path / "out")
-    assert capsys.readouterr().err == ""
+    with runtime_warnings() as said:
+        run_stream(onnx_model, str(src), tmp_path / "out")
+    assert said == [] and capsys.readouterr().err == ""
 
     def read(name: str) -> np.ndarray:
         return cv2.imread(str(tmp_path / "out" / name), cv2.IMREAD_UNCHANGED)
@@ -579,8 +582,8 @@ def test_images_are_written_back_in_their_own_channel_layout(tmp_path, onnx_mode
     assert (deep[..., 3] == alpha16).all()
 
     # Formats without alpha say they drop it; a 16-bit alpha written in 8 bits is scaled.
-    run_stream(onnx_model, str(src / "rgba.png"), tmp_path / "one.jpg")
-    assert "one.jpg: alpha channel dropped (.jpg holds none" in capsys.readouterr().err
+    with pytest.warns(SharpenWarning, match=r"one.jpg: alpha channel dropped \(.jpg holds none"):
+        run_stream(onnx_model, str(src / "rgba.png"), tmp_path / "one.jpg")
     assert cv2.imread(str(tmp_path / "one.jpg"), cv2.IMREAD_UNCHANGED).shape == (29, 45, 3)
     run_stream(onnx_model, str(src / "rgba16.tiff"), tmp_path / "one.webp")
     out = cv2.imread(str(tmp_path / "one.webp"), cv2.IMREAD_UNCHANGED)

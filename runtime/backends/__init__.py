@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -11,6 +10,7 @@ from .base import DEFAULT_MULTIPLE, Backend, ModelError
 __all__ = ["Backend", "ModelError", "DEFAULT_MULTIPLE", "load_backend", "BACKEND_BY_SUFFIX"]
 
 from ..formats import ENGINE_BY_SUFFIX as BACKEND_BY_SUFFIX  # noqa: E402 - the format table
+from ..warn import warn  # noqa: E402
 
 
 FAILED_MARK = ".parity-failed.json"
@@ -56,8 +56,7 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     if kind not in (None, "onnxruntime") and providers not in (None, "auto", "cpu"):
         # ONNX Runtime says when a requested provider is not used; so does this.
         shown = providers if isinstance(providers, str) else ",".join(providers)
-        print(f"warning: --provider {shown} is for ONNX models; {p.name} runs on {kind}",
-              file=sys.stderr, flush=True)
+        warn(f"--provider {shown} is for ONNX models; {p.name} runs on {kind}")
     backend = _open(p, kind, threads, providers)
     # The marker file stays behind when the model alone is copied to the device; the record
     # inside the model (or its sidecar, which travels with it) does not.
@@ -79,8 +78,7 @@ def _say_forced(path: Path, reason: str) -> None:
     key = (str(path.resolve()), reason)
     if key not in _said_forced:
         _said_forced.add(key)
-        print(f"warning: {_failed(path, reason)}; running it anyway (forced), its output may "
-              "be wrong", file=sys.stderr, flush=True)
+        warn(f"{_failed(path, reason)}; running it anyway (forced), its output may be wrong")
 
 
 def _failed(path: Path, reason: str) -> str:

@@ -7,7 +7,6 @@ scale and zero point, so the pipeline always sees float32 in [0, 1].
 from __future__ import annotations
 
 import os
-import sys
 import threading
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -17,6 +16,7 @@ import numpy as np
 from ..console import brief, first_line, quiet_native_stderr
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar, sidecar_path)
+from ..warn import warn
 
 
 def _interpreter_class() -> Any:
@@ -95,8 +95,7 @@ class LiteRTBackend(Backend):
         if found is None:
             raise ModelError(f"{path}: LiteRT cannot prepare the model at any frame size "
                              f"({self._last_error}); {why}")
-        print(f"warning: {path}: {why}; its size multiple, found by trial, is {found}",
-              file=sys.stderr, flush=True)
+        warn(f"{path}: {why}; its size multiple, found by trial, is {found}")
         return found
 
     def _accepts(self, side: int) -> bool:

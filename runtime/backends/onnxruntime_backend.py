@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -13,6 +12,7 @@ from ..console import brief, first_line
 from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar)
+from ..warn import warn
 
 # Preference order for "auto": fastest first. Only providers this onnxruntime build offers are
 # used; ORT itself falls back to the next one when a provider cannot take a node.
@@ -192,7 +192,7 @@ class OnnxRuntimeBackend(Backend):
         hidden = hidden_build(available)
         chosen = resolve_providers(providers, available, hidden)
         if hidden and providers in (None, "auto", ["auto"]):   # auto: it would go unsaid
-            print(f"warning: running on the CPU: {hidden}", file=sys.stderr, flush=True)
+            warn(f"running on the CPU: {hidden}")
         trt = "TensorrtExecutionProvider"
         provider_opts: dict[str, dict[str, str]] = {}
         opts = ort.SessionOptions()

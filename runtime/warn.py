@@ -1,0 +1,47 @@
+"""The runtime's warnings (a frame converted, a video frame resized, a setting that does not
+apply): Python warnings of their own category, so that a program using the runtime can filter,
+record or raise them; the `sharpen` command line shows each once as a `warning: ...` line."""
+from __future__ import annotations
+
+import contextlib
+import sys
+import threading
+import warnings
+from typing import Iterator, Optional, TextIO
+
+
+class SharpenWarning(UserWarning):
+    """Something the runtime did that the user may not expect; the job goes on."""
+
+
+def warn(message: str) -> None:
+    """`message` as a SharpenWarning, attributed to the runtime line that calls this."""
+    warnings.warn(message, SharpenWarning, stacklevel=2)
+
+
+@contextlib.contextmanager
+def shown_once_as_lines(stream: Optional[TextIO] = None) -> Iterator[None]:
+    """While the block runs, each distinct SharpenWarning is written once to `stream` (default:
+    the stderr of the moment) as `warning: MESSAGE`, without the file and line of Python's
+    format: what a user of the command line can act on. Other warnings are shown as before.
+    The pipeline warns from its worker threads too, hence the lock."""
+    seen: set[str] = set()
+    lock = threading.Lock()
+    with warnings.catch_warnings():
+        # "always": the filters' own once-registries outlive a run (a second run in the same
+        # process said nothing); this block keeps its own.
+        warnings.simplefilter("always", SharpenWarning)
+        previous = warnings.showwarning
+
+        def show(message, category, filename, lineno, file=None, line=None):
+            if not issubclass(category, SharpenWarning):
+                return previous(message, category, filename, lineno, file, line)
+            text = str(message)
+            with lock:
+                if text in seen:
+                    return
+                seen.add(text)
+            print(f"warning: {text}", file=stream or sys.stderr, flush=True)
+
+        warnings.showwarning = show
+        yield
