@@ -24,8 +24,8 @@ from .backends import Backend, load_backend
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
                     make_folder, output_sink, same_file)
-from .sources import (MAX_FPS, MIN_FPS, ArraySource, ImageSource, Source, SourceError,
-                      VideoSource, open_source, refuse_live_images)
+from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Source,
+                      SourceError, VideoSource, open_source, refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
 from .tiling import tiling_warnings
 from .warn import warn
@@ -279,6 +279,7 @@ class _Stream:
         self.processor.warmup(first.image)  # are not timed
         first.t_capture = time.perf_counter()
         self.first = first
+        self.size, self.size_said = first.image.shape[:2], False
         stats.info = {"backend": dict(self.backend.describe()), "source": src.describe(),
                       "live": src.live,
                       "output": (type(output).__name__ if isinstance(output, Sink)
@@ -326,6 +327,8 @@ class _Stream:
             if fr is _END:
                 self.q_out.put(_END, stop)
                 return
+            if fr.image.shape[:2] != self.size:
+                self._size_changed(fr)
             t = Timings()
             result = self.processor(fr.image, t)
             stats.add("pre", t.pre)
@@ -333,6 +336,25 @@ class _Stream:
             stats.add("post", t.post)
             self.q_out.put((fr, result), stop)
             stats.queue_len("output", len(self.q_out))
+
+    def _size_changed(self, fr: Frame) -> None:
+        """A stream whose frames change size part-way (a camera renegotiating, new GStreamer
+        caps, an app's frames) is sharpened at each frame's own size, as the backends take any
+        size (a TensorRT engine within its profile, else an error naming it) and tiles are
+        planned per frame; a video output fits it into its first size and says so. Said once,
+        with the tiling checks for the new size, which the first frame's did not cover. A folder
+        of photos of mixed sizes is not a stream: nothing to say."""
+        old, self.size = self.size, fr.image.shape[:2]
+        if self.size_said or self.src is None or self.src.kind == "images":
+            return
+        self.size_said = True
+        (h0, w0), (h, w) = old, self.size
+        warn(f"{self.src.spec}: the frame size changed from {w0}x{h0} to {w}x{h} at {fr.name}; "
+             "frames are sharpened at their own size")
+        proc = self.processor
+        for msg in tiling_warnings(h, w, self.o.tile, proc.overlap, self.backend.multiple,
+                                   self.backend.receptive_field, auto=proc.overlap_auto):
+            warn(msg)
 
     def run(self) -> None:
         """Capture and infer in worker threads, write in this one, until the stream ends, the

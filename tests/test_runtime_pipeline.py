@@ -152,6 +152,53 @@ def test_16_bit_precision_is_kept_where_the_output_holds_it(tmp_path, onnx_model
         run_stream(onnx_model, str(src), tmp_path / "cmp.png", compare=True)
 
 
+def test_a_stream_that_changes_frame_size_is_sharpened_at_each_size_and_says_so(tmp_path,
+                                                                                 onnx_model):
+    """Frames of a new size part-way through a stream went through without a word, and the
+    tiling checks had looked at the first size only. Each frame is sharpened at its own size
+    (as alone, not stretched), the change is said once with both sizes, and the tiles planned
+    for the new size are checked; a video output fits the new size into its first one."""
+    from runtime import FrameProcessor, Sink
+    small = [textured_frame(i, h=40, w=48) for i in range(2)]
+    large = [textured_frame(i, h=96, w=128) for i in range(2, 5)]
+    frames = [*small, large[0], small[0], *large[1:]]   # back and forth: said once
+    backend = load_backend(onnx_model, threads=1)
+
+    class Collect(Sink):
+        def __init__(self):
+            self.got = []
+
+        def write(self, original, sharpened, name):
+            self.got.append(sharpened)
+
+    sink = Collect()
+    with runtime_warnings() as said:
+        run_stream(backend, frames, sink, tile=48, overlap=16)
+    assert said == ["<arrays>: the frame size changed from 48x40 to 128x96 at frame_000002; "
+                    "frames are sharpened at their own size",
+                    "--tile 48 --overlap 16: 12 tiles per 128x96 frame, 2.2x the frame's pixels "
+                    "computed; a larger --tile or a smaller --overlap is faster"], said
+    alone = FrameProcessor(backend, tile=48, overlap=16)
+    assert len(sink.got) == len(frames)
+    for got, f in zip(sink.got, frames):
+        assert np.array_equal(got, alone(f))
+    with runtime_warnings() as said:
+        run_stream(backend, frames, tmp_path / "out.avi")
+    assert said[0].endswith("the frame size changed from 48x40 to 128x96 at frame_000002; "
+                            "frames are sharpened at their own size"), said
+    assert "frame_000002: 128x96 frames are resized to fit the video's 48x40" in said[1], said
+    written, _ = read_video(tmp_path / "out.avi")
+    assert [f.shape for f in written] == [(40, 48, 3)] * len(frames)
+    # A folder of photos of mixed sizes is no stream whose size changed.
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, f in enumerate(frames[:3]):
+        cv2.imwrite(str(folder / f"p{i}.png"), f)
+    with runtime_warnings() as said:
+        run_stream(backend, str(folder), tmp_path / "sharp")
+    assert said == [], said
+
+
 def test_tiled_matches_whole_frame(tmp_path, onnx_model):
     src = tmp_path / "in.png"
     cv2.imwrite(str(src), textured_frame(1, h=96, w=128))
