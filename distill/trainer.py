@@ -723,11 +723,12 @@ class Trainer:
                     self.plot()
             return self.metrics
         train_ds = build_train_dataset(cfg, progress=not self.quiet)
-        val_notes: list[str] = []   # for train.log too, once an earlier run's is removed
+        # For train.log too, written once an earlier run's (resume=never) is removed.
+        log_lines: list[str] = []
 
         def note(msg: str) -> None:
             print(f"note: {msg}", file=sys.stderr, flush=True)
-            val_notes.append(msg)
+            log_lines.append(f"note: {msg}")
         val_items = load_val_items(cfg, not self.quiet, note) if self.dist.main else []
         if self.dist.main:
             self._data_sig = data_signature(train_ds, val_items)
@@ -742,20 +743,20 @@ class Trainer:
             leak = _validation_leak(cfg)
             if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
                 print(f"warning: {leak}", file=sys.stderr, flush=True)
-                self._text(f"warning: {leak}")
+                log_lines.append(f"warning: {leak}")
             changed = data_changes(self._resumed_data, self._data_sig)
             if changed:   # on the console, not only in train.log: the result differs silently
                 msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "
                        "run goes on with the new data")
                 print(f"warning: {msg}", file=sys.stderr)
-                self._text(f"warning: {msg}")
+                log_lines.append(f"warning: {msg}")
             # After the data checks: a run that cannot start leaves no folder.
             for p in self._replace:
                 p.unlink(missing_ok=True)
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(cfg, self.out / "config.yaml")
-            for msg in val_notes:
-                self._text(f"note: {msg}")
+            for line in log_lines:
+                self._text(line)
         sampler = StepSampler(len(train_ds), cfg.data.batch_size, self.step, cfg.optim.steps,
                               self.dist.rank, self.dist.world)
         loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,

@@ -607,6 +607,25 @@ def test_validation_images_that_are_training_images_are_warned_about(tmp_path, c
     assert "training images too" not in capsys.readouterr().err
 
 
+def test_the_shared_images_warning_stays_in_train_log_of_a_restart(tmp_path, capsys):
+    """With resume=never over an earlier run, the "training images too" warning was written to
+    train.log before the earlier run's train.log was removed: the new log lost it."""
+    from distill.data.labels import run_labels
+    kw = dict(teacher=_Brighter(), tile=0, overlap=0, progress=False)
+    foot = _footage(tmp_path / "footage", 3, 0)
+    run_labels(str(foot), tmp_path / "train", **kw)
+    run_labels(str(foot), tmp_path / "val", limit=2, **kw)
+    over = {"task": "student", "data.labels": tmp_path / "train",
+            "data.val_labels": tmp_path / "val"}
+    train(tiny_cfg(tmp_path / "a", 1, **over), quiet=True)
+    train(tiny_cfg(tmp_path / "a", 1, resume="never", **over), quiet=True)
+    err = capsys.readouterr().err
+    assert "resume=never: starting over" in err and "training images too" in err, err
+    log = (tmp_path / "a" / "train.log").read_text()
+    assert log.count("are training images too") == 1, log
+    assert log.index("training images too") < log.index("started step 0"), log
+
+
 def test_only_the_validation_images_kept_are_read(tmp_path, capsys):
     """Every pair of data.val_labels was read at full resolution to keep data.val_max_images
     of them: a validation cache of 300 labelled 1080p frames took ~15 GB before the first
