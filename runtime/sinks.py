@@ -547,13 +547,13 @@ def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
 
 
 def refuse_output_inside(out: str | os.PathLike, data: str | os.PathLike | None,
-                         flag: str, what: str = "its figures") -> None:
+                         flag: str, what: str = "its figures", out_flag: str = "--out") -> None:
     """ValueError when the output folder lies in a data folder that is read as images: the
     images written there (`what`) would be read as data the next time."""
     folder = Path(data).resolve() if data else None
     where = Path(out).resolve()
     if folder and folder.is_dir() and folder in (where, *where.parents):
-        raise ValueError(f"--out {out} is inside {flag} {data}: {what} would be read as "
+        raise ValueError(f"{out_flag} {out} is inside {flag} {data}: {what} would be read as "
                          "images of the data next time")
 
 

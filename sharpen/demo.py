@@ -29,6 +29,7 @@ from runtime.cli_errors import one_line
 from runtime.console import HelpFormatter
 
 if TYPE_CHECKING:   # torch comes with it; the parser is built without torch
+    from distill.data.holdout import HoldOut
     from distill.data.labels import LabelStats
 
 
@@ -216,37 +217,20 @@ def _cache_inputs(cache: Path) -> list[str]:
     return [str(inp) for inp, _, _ in LabelCache(cache).pairs()]
 
 
-def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
-    """Where the demo validates on the user's data: (split, names left out of the training
-    labels, names left out of the validation labels). A source with a val or test split apart
-    from train (a GoPro root, a paired root with splits) validates on it; any other (a flat
-    paired folder, footage, a video) on its last HOLD_OUT of images, which training never sees
-    (a block at the end rather than every k-th: neighbouring video frames are near-duplicates;
-    with video frames, a gap as wide as the block before it is left unused too).
-    The split is fixed by the source, so a re-run into the same --out keeps it."""
-    from distill.data.sources import SourceError, resolve_source
+def _hold_out(spec: str) -> "HoldOut":
+    """Where the demo validates on the user's data: `sharpen labels --hold-out`'s rule
+    (`distill.data.holdout`) with HOLD_OUT: the source's val or test split, else whole clips or
+    folders of it, else its last fifth of images (with a gap before them for video frames).
+    The rule reads only the source, so a re-run into the same --out keeps it."""
+    from distill.data.holdout import hold_out
+    return hold_out(spec, HOLD_OUT, needs="the demo")
 
-    train = resolve_source(spec, split="train")
-    if train.split is not None:
-        for split in ("val", "test"):
-            try:
-                other = resolve_source(spec, split=split)
-            except SourceError:
-                continue
-            if other.split and other.split != train.split:
-                return split, set(), set()
-    n = len(train.samples)
-    if n < 2:
-        raise ValueError(f"{train.describe()}: the demo needs at least 2 images (one to train "
-                         "on, one to validate on)")
-    k = min(n - 1, max(1, round(n * HOLD_OUT)))
-    names = [s.name for s in train.samples]
-    # Video frames next to the block are near-duplicates of its first frames: training on
-    # frame 15 and validating on frame 16 scores what was trained on. Leave a gap as wide as
-    # the block (used by neither) where there are frames enough to keep some for training.
-    frames = any(s.frame is not None for s in train.samples)
-    gap = min(k, n - k - 1) if frames else 0
-    return "train", set(names[n - k - gap:]), set(names[:n - k])
+
+def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
+    """(split, names left out of the training labels, names left out of the validation
+    labels) of `_hold_out`."""
+    plan = _hold_out(spec)
+    return plan.split, set(plan.not_train), set(plan.not_val)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -275,13 +259,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if problem:
         print(f"error: {problem}", file=sys.stderr)
         return 2
-    val_split, not_train, not_val = "val", set(), set()
+    val_split, not_train, not_val, plan = "val", frozenset(), frozenset(), None
     if args.data != "embedded":
         try:
-            val_split, not_train, not_val = _validation_split(args.data)
+            plan = _hold_out(args.data)
         except ValueError as e:
             print(f"error: {e}", file=sys.stderr)
             return 2
+        val_split, not_train, not_val = plan.split, plan.not_train, plan.not_val
     from runtime.sinks import SinkError, make_folder
     try:
         make_folder(args.out, "--out")
@@ -306,9 +291,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     else:
         train_spec = val_spec = args.data
         print(f"your data: {args.data}")
-        if not_train:
-            print(f"it has no validation or test split: its last {len(not_train)} image(s) are "
-                  "held out of training for validation")
+        if plan is not None and plan.rule != "split":
+            print(f"it has no validation or test split: held out of training for validation: "
+                  f"{plan.describe()}")
     if clip is not None:
         video, tag = clip, clip.stem
         print(f"stage 5 streams your clip {clip} (its first {args.video_frames} frames)")
@@ -453,7 +438,9 @@ def add_commands(sub) -> None:
     p.add_argument("--data", default="embedded",
                    help="training data SPEC for labels + distillation (embedded, a GoPro root, "
                    "paired folder, folder of footage, video, or kind:path); validated on its "
-                   "val or test split, else on its last fifth of images, held out of training")
+                   "val or test split, else on a fifth of it held out of training: whole clips "
+                   "or folders where it has several, else its last images (as `sharpen labels "
+                   "--hold-out 0.2`)")
     p.add_argument("--teacher-weights", default=None,
                    help="teacher weights (default: the shipped models/teacher-restormer-small.pt;"
                    " the official motion_deblurring.pth with --config motion-deblur)")

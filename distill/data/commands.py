@@ -25,6 +25,17 @@ SPEC is a path whose layout is detected, or kind:path with kind one of
   video     a video file; every frame is labelled
   embedded  the embedded default dataset (the default when --data is omitted)
 
+A validation set from the same footage: --hold-out FRACTION --val-out DIR labels both caches in
+one command, --out without the held-out images and --val-out with them only (train with
+data.labels=OUT data.val_labels=VAL_OUT). What is held out depends only on the source:
+  - its own val or test split, where it has one (GoPro, a paired root with split folders);
+  - else whole clips or subfolders, where it has several (the last in name order, as many as
+    bring the share nearest FRACTION, never all): frames of one clip are near-duplicates;
+  - else its last FRACTION of images, with, for a video's frames, as many frames before them
+    used by neither.
+Re-running with a hold-out over a cache labelled in full drops the held-out images from it.
+The hold-out is recorded in each cache's run.json.
+
 Several GPUs: torchrun --nproc_per_node N -m distill.data.labels --data ... --out ...
 (each rank labels its share; one manifest is merged at the end).
 """
@@ -55,7 +66,13 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
                    help="auto, cpu, cuda or cuda:N (default: auto; under torchrun each rank "
                         "uses cuda:LOCAL_RANK)")
     p.add_argument("--limit", type=int, default=None, metavar="N",
-                   help="label N images spread evenly over the source")
+                   help="label N images spread evenly over the source (with --hold-out: N for "
+                        "each cache)")
+    p.add_argument("--hold-out", type=float, default=None, metavar="FRACTION",
+                   help="hold out this share of the source (0 < FRACTION < 1, e.g. 0.2) for "
+                        "validation, labelled into --val-out (see above)")
+    p.add_argument("--val-out", metavar="DIR", default=None,
+                   help="validation cache folder for --hold-out (not --out, nor inside it)")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help="CPU threads for PyTorch, which runs the teacher (default 0: "
                         "PyTorch's default)")

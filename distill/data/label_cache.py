@@ -183,6 +183,27 @@ def prune_missing_inputs(out_dir: str | os.PathLike, names: Collection[str] = ()
                   for e in gone.values())
 
 
+def prune_held_out(out_dir: str | os.PathLike, names: Collection[str]) -> list[str]:
+    """Drop the entries (and files) of `names`, the samples a run holds out of this cache: a
+    hold-out added to a cache an earlier run labelled in full left the held-out images in it
+    (and training on them scores validation on images the student trained on). Returns the
+    names dropped."""
+    out_dir = Path(out_dir)
+    names = set(names)
+    with _manifest_lock(out_dir):
+        entries = read_manifest_entries(out_dir / MANIFEST)
+        gone = {n: e for n, e in entries.items() if n in names}
+        if not gone:
+            return []
+        write_manifest(out_dir, {n: e for n, e in entries.items() if n not in gone})
+    for e in gone.values():
+        for key in ("label", "input_file"):
+            if e.get(key):
+                with contextlib.suppress(OSError):
+                    (out_dir / e[key]).unlink()
+    return sorted(gone)
+
+
 def write_run_record(out_dir: Path, **fields: Any) -> Path:
     """DIR/run.json: the last `sharpen labels` run on this cache (its data, selection size and
     whether it finished). Written with complete=False when a run starts and True when it ends,

@@ -39,8 +39,8 @@ from ..teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
-                          label_relpath, merge_entries, merge_shards, prune_missing_inputs,
-                          read_manifest_entries, sha256_array, shard_paths, video_signature,
+                          label_relpath, merge_entries, merge_shards, prune_held_out,
+                          prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
                           write_manifest, write_run_record)
 from .sources import (Sample, SampleReader, SourceError, parse_spec, resolve_source,
                       spread)
@@ -81,10 +81,13 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                batch_size: int = TEACHER_BATCH, split: Optional[str] = None, gopro_blur: str = "blur",
                device: str = "auto", limit: Optional[int] = None, progress: bool = True,
                teacher=None, dist: Optional[DistInfo] = None,
-               exclude: Collection[str] = ()) -> LabelStats:
+               exclude: Collection[str] = (),
+               hold_out: Optional[dict[str, Any]] = None) -> LabelStats:
     """Label every sample of `data` (this rank's share) into `out`. `teacher` may be passed
     already loaded (tests, notebooks); otherwise it is loaded from `teacher_weights`/`config`.
-    `exclude`: sample names left out (images held out of a source that has one split).
+    `exclude`: sample names left out (images held out of a source that has one split, see
+    `holdout.py`); their entries from earlier runs are dropped at the end. `hold_out`: what
+    the run record (run.json) keeps of the hold-out (`HoldOut.record`).
     `split`: of a source with split folders (None: train); said when the source has none."""
     try:
         dist = dist or DistInfo.from_env()
@@ -113,12 +116,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     pg = _maybe_init_process_group(dist)
     try:
         if teacher is None:
-            from ..teacher import Teacher
-            if device == "auto" and dist.world > 1:
-                import torch
-                if torch.cuda.is_available():
-                    device = f"cuda:{dist.local_rank % torch.cuda.device_count()}"
-            teacher = Teacher.load(teacher_weights, config, device=device)
+            teacher = load_teacher(teacher_weights, config, device, dist)
         # After the teacher loads: wrong weights leave no empty --out behind.
         out_dir.mkdir(parents=True, exist_ok=True)
         share = f" (this rank's share of {len(samples)})" if dist.world > 1 else ""
@@ -131,6 +129,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         if records and dist.rank == 0:
             write_run_record(out_dir, complete=False, data=data, split=info.split,
                              limit=limit, selected=len(samples),
+                             **({"hold_out": hold_out} if hold_out else {}),
                              started=datetime.datetime.now(datetime.timezone.utc)
                              .isoformat(timespec="seconds"))
         run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist)
@@ -150,6 +149,15 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             import torch.distributed as tdist
             tdist.destroy_process_group()
     run.summary(stats, mine, tag)
+    if merged is not None and exclude:
+        dropped = prune_held_out(out_dir, exclude)
+        if dropped:
+            shown = ", ".join(dropped[:3]) + (f" and {len(dropped) - 3} more"
+                                              if len(dropped) > 3 else "")
+            print(f"{tag}removed {len(dropped)} label(s) an earlier run made here of images "
+                  f"this run holds out of {out_dir} ({shown}): kept, the training and "
+                  "validation caches would share them", flush=True)
+            merged = read_manifest_entries(out_dir / MANIFEST)
     if merged is not None:
         gone = prune_missing_inputs(out_dir, names=[s.name for s in pool])
         if gone:
@@ -162,6 +170,17 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         n_ok = sum(e.get("status") == "ok" for e in merged.values())
         print(f"{tag}merged manifest: {out_dir / MANIFEST} ({n_ok} labels)", flush=True)
     return stats
+
+
+def load_teacher(teacher_weights: Optional[str], config: Optional[str], device: str,
+                 dist: DistInfo):
+    """The teacher for a labels run; under torchrun with device auto, on this rank's GPU."""
+    from ..teacher import Teacher
+    if device == "auto" and dist.world > 1:
+        import torch
+        if torch.cuda.is_available():
+            device = f"cuda:{dist.local_rank % torch.cuda.device_count()}"
+    return Teacher.load(teacher_weights, config, device=device)
 
 
 def _maybe_init_process_group(dist: DistInfo) -> bool:
@@ -428,11 +447,11 @@ class LabelRun:
 
 # --- command line -----------------------------------------------------------------------------
 
-def _check_out(out: Path, data: str) -> None:
-    """SharpenError for an --out that is (under) a file, or inside the data it labels: a
-    paired folder or footage read again would take the label images in as data."""
+def _check_out(out: Path, data: str, flag: str = "--out") -> None:
+    """SharpenError for an --out (or --val-out) that is (under) a file, or inside the data it
+    labels: a paired folder or footage read again would take the label images in as data."""
     from runtime.sinks import file_in_the_way, refuse_output_inside
-    if problem := file_in_the_way(out, f"--out {out}"):
+    if problem := file_in_the_way(out, f"{flag} {out}"):
         raise SharpenError(problem)
     try:
         _, path = parse_spec(data)
@@ -440,9 +459,37 @@ def _check_out(out: Path, data: str) -> None:
         return   # said by the source itself, with the kinds it knows
     if path:
         try:
-            refuse_output_inside(out, path, "--data", what="the labels")
+            refuse_output_inside(out, path, "--data", what="the labels", out_flag=flag)
         except ValueError as e:
             raise SharpenError(str(e)) from None
+
+
+def _check_hold_out(args: argparse.Namespace) -> None:
+    """SharpenError for --hold-out / --val-out options that cannot make two caches."""
+    from .holdout import check_fraction
+    fraction, val_out = getattr(args, "hold_out", None), getattr(args, "val_out", None)
+    if fraction is None and val_out is None:
+        return
+    if fraction is None:
+        raise SharpenError("--val-out is written only with --hold-out FRACTION (the share of "
+                           "--data held out of --out for it)")
+    if problem := check_fraction(fraction):
+        raise SharpenError(problem)
+    if val_out is None:
+        raise SharpenError("--hold-out needs --val-out DIR: the validation cache it labels the "
+                           "held-out images into (--out gets the rest)")
+    out, val = Path(args.out).resolve(), Path(val_out).resolve()
+    if out == val:
+        raise SharpenError(f"--val-out {val_out} is --out: the training and validation caches "
+                           "must be two folders")
+    if out in val.parents or val in out.parents:
+        inner, outer = (("--val-out", "--out") if out in val.parents else ("--out", "--val-out"))
+        raise SharpenError(f"{inner} must not be inside {outer} ({args.out}, {val_out}): give "
+                           "the training and validation caches folders of their own")
+    if args.split not in (None, "train"):
+        raise SharpenError(f"--split {args.split} with --hold-out: --out is labelled from the "
+                           "train split and --val-out from the source's val or test split, "
+                           "where it has one, or from images held out of train; drop --split")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -451,16 +498,22 @@ def run_from_args(args: argparse.Namespace) -> int:
     check_threads(args.threads)
     if args.limit is not None and args.limit < 1:
         raise SharpenError(f"--limit must be >= 1, got {args.limit}")
+    _check_hold_out(args)
     _check_out(Path(args.out), args.data)
+    if getattr(args, "val_out", None):
+        _check_out(Path(args.val_out), args.data, "--val-out")
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
+    common = dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
+                  gopro_blur=args.gopro_blur, device=args.device, limit=args.limit,
+                  progress=not args.quiet)
     try:
-        stats = run_labels(args.data, args.out, teacher_weights=args.teacher_weights,
-                           config=args.config, tile=args.tile, overlap=args.overlap,
-                           batch_size=args.batch_size, split=args.split,
-                           gopro_blur=args.gopro_blur, device=args.device, limit=args.limit,
-                           progress=not args.quiet)
+        if getattr(args, "hold_out", None) is not None:
+            stats = _run_with_hold_out(args, common)
+        else:
+            stats = run_labels(args.data, args.out, teacher_weights=args.teacher_weights,
+                               config=args.config, split=args.split, **common)
     except SourceError as e:
         raise SharpenError(str(e)) from None
     except Exception as e:
@@ -469,6 +522,33 @@ def run_from_args(args: argparse.Namespace) -> int:
             raise SharpenError(str(e)) from None
         raise
     return 1 if stats.failed else 0
+
+
+def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
+    """Both caches of `--hold-out`: --out without the held-out images, --val-out with them only
+    (or the source's own val/test split), the teacher loaded once. Its stats: both runs'."""
+    from .holdout import hold_out
+    try:
+        dist = DistInfo.from_env()
+    except ValueError as e:
+        raise SourceError(str(e)) from None
+    plan = hold_out(args.data, args.hold_out, gopro_blur=args.gopro_blur,
+                    progress=not args.quiet)
+    if dist.rank == 0:
+        extra = (f" (--hold-out {args.hold_out:g} does not apply)" if plan.rule == "split"
+                 else "")
+        print(f"hold-out: {args.val_out} validates on {plan.describe()}{extra}; {args.out} "
+              "trains on the rest", flush=True)
+    teacher = load_teacher(args.teacher_weights, args.config, args.device, dist)
+    train = run_labels(args.data, args.out, split=args.split, teacher=teacher, dist=dist,
+                       exclude=plan.not_train,
+                       hold_out=plan.record("training", str(Path(args.val_out).resolve())), **common)
+    val = run_labels(args.data, args.val_out, split=None if plan.split == "train" else plan.split,
+                     teacher=teacher, dist=dist, exclude=plan.not_val,
+                     hold_out=plan.record("validation", str(Path(args.out).resolve())), **common)
+    return LabelStats(done=train.done + val.done, skipped=train.skipped + val.skipped,
+                      failed=train.failed + val.failed, seconds=train.seconds + val.seconds,
+                      total=train.total + val.total)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -1,0 +1,152 @@
+"""Which samples of a data source a validation set takes, held out of the training labels.
+
+`sharpen labels --hold-out FRACTION --val-out DIR` and `sharpen demo --data SPEC` use one rule:
+
+1. a source with a val or test split apart from train (a GoPro root, a paired root with split
+   folders, the embedded set) validates on that split (val before test); nothing is held out;
+2. a source of several clips or subfolders (footage: clips, frame folders, GoPro sequences)
+   holds out whole ones: the frames of one clip are near-duplicates of each other, so a
+   validation frame of a clip the student trains on scores what it has seen. Clips (and
+   folders) are taken from the last in name order, each when it brings the number held out
+   nearer FRACTION of all samples, never all of them (the smallest one when none does);
+3. anything else (one folder of images, one clip): its last FRACTION of samples in name order,
+   as a block rather than every k-th (neighbouring frames are near-duplicates); for video frames
+   a gap as wide as the block, before it, is used by neither.
+
+The rule reads only the source's listing, so a re-run on the same source holds out the same
+samples. Torch-free (sources need numpy and OpenCV only).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .sources import Sample, SourceError, resolve_source
+
+__all__ = ["HoldOut", "hold_out"]
+
+_FRAME_SUFFIX = re.compile(r"_\d{6}$")
+
+
+@dataclass(frozen=True)
+class HoldOut:
+    """Where validation images come from. `split`: the split the validation cache is labelled
+    from (another than "train": the source's own, and nothing is held out). `train`, `held`,
+    `gap`: sample names of the training labels, of the validation labels and of neither."""
+    fraction: float
+    split: str
+    rule: str                      # "split", "clips" (whole clips/folders) or "tail"
+    train: tuple[str, ...] = ()
+    held: tuple[str, ...] = ()
+    gap: tuple[str, ...] = ()
+    groups: tuple[str, ...] = ()   # the clips/folders held out (rule "clips")
+    n_groups: int = 0
+
+    @property
+    def not_train(self) -> frozenset[str]:
+        """Names the training cache leaves out (`run_labels(exclude=...)`)."""
+        return frozenset(self.held) | frozenset(self.gap)
+
+    @property
+    def not_val(self) -> frozenset[str]:
+        """Names the validation cache leaves out."""
+        return frozenset(self.train) | frozenset(self.gap)
+
+    def describe(self) -> str:
+        if self.rule == "split":
+            return f"its own {self.split} split (nothing held out of train)"
+        n = len(self.train) + len(self.held) + len(self.gap)
+        share = f"{len(self.held)} of its {n} images ({len(self.held) / n:.0%})"
+        if self.rule == "clips":
+            shown = ", ".join(self.groups[:4]) + (
+                f" and {len(self.groups) - 4} more" if len(self.groups) > 4 else "")
+            return (f"{len(self.groups)} of its {self.n_groups} clips/folders, whole ({shown}): "
+                    f"{share}")
+        gap = (f", the {len(self.gap)} frames before them used by neither (near-duplicates of "
+               "both sides)" if self.gap else "")
+        return f"its last {share}{gap}"
+
+    def record(self, role: str, other: str) -> dict[str, Any]:
+        """What a labels run record (run.json) keeps of it: `role` "training" or "validation",
+        `other` the cache holding the rest."""
+        rec: dict[str, Any] = {"fraction": self.fraction, "rule": self.rule, "role": role,
+                               "other_cache": other, "split": self.split}
+        if self.rule != "split":
+            rec.update(training=len(self.train), validation=len(self.held), gap=len(self.gap))
+        if self.groups:
+            rec["groups"] = list(self.groups)
+        return rec
+
+
+def _group(s: Sample) -> str:
+    """The clip of a video frame (its name without the frame index), or the folder of an image
+    (as its name has it; "./" for the top level)."""
+    if s.frame is not None:
+        return _FRAME_SUFFIX.sub("", s.name)
+    folder = s.name.rpartition("/")[0]
+    return f"{folder}/" if folder else "./"
+
+
+def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: bool = True,
+             needs: str = "a validation hold-out") -> HoldOut:
+    """The hold-out of `spec` (see the module docstring). SourceError for a source that cannot
+    be split (fewer than 2 samples; `needs` names who asks) or a fraction outside (0, 1)."""
+    problem = check_fraction(fraction, "the hold-out fraction")
+    if problem:
+        raise SourceError(problem)
+    info = resolve_source(spec, split="train", gopro_blur=gopro_blur, progress=progress)
+    if info.split is not None:
+        for split in ("val", "test"):
+            try:
+                other = resolve_source(spec, split=split, gopro_blur=gopro_blur,
+                                       progress=progress)
+            except SourceError:
+                continue
+            if other.split and other.split != info.split:
+                return HoldOut(fraction, split, "split")
+    samples = info.samples
+    n = len(samples)
+    if n < 2:
+        raise SourceError(f"{info.describe()}: {needs} needs at least 2 images (one to train on, "
+                          "one to validate on)")
+    k = min(n - 1, max(1, round(n * fraction)))
+    groups: dict[str, list[str]] = {}
+    for s in samples:
+        groups.setdefault(_group(s), []).append(s.name)
+    if len(groups) > 1:
+        return _whole_groups(fraction, groups, k)
+    names = [s.name for s in samples]
+    # Video frames next to the block are near-duplicates of its first frames: training on
+    # frame 15 and validating on frame 16 scores what was trained on. A gap as wide as the
+    # block (used by neither) where there are frames enough to keep some for training.
+    frames = any(s.frame is not None for s in samples)
+    gap = min(k, n - k - 1) if frames else 0
+    return HoldOut(fraction, "train", "tail", train=tuple(names[:n - k - gap]),
+                   held=tuple(names[n - k:]), gap=tuple(names[n - k - gap:n - k]))
+
+
+def _whole_groups(fraction: float, groups: dict[str, list[str]], k: int) -> HoldOut:
+    taken: list[str] = []
+    held = 0
+    for g in reversed(list(groups)):
+        if held >= k or len(taken) == len(groups) - 1:
+            break
+        if abs(held + len(groups[g]) - k) <= k - held:   # nearer k, or as near
+            taken.append(g)
+            held += len(groups[g])
+    if not taken:   # every clip alone is more than twice the share asked for
+        taken = [min(reversed(list(groups)), key=lambda g: len(groups[g]))]
+    chosen = set(taken)
+    return HoldOut(fraction, "train", "clips",
+                   train=tuple(n for g in groups if g not in chosen for n in groups[g]),
+                   held=tuple(n for g in groups if g in chosen for n in groups[g]),
+                   groups=tuple(g for g in groups if g in chosen), n_groups=len(groups))
+
+
+def check_fraction(value: Optional[float], flag: str = "--hold-out") -> Optional[str]:
+    """Why `value` is no hold-out fraction, or None."""
+    if value is not None and not 0 < value < 1:
+        return (f"{flag} must be a fraction in (0, 1) of the source's images (e.g. 0.2), got "
+                f"{value:g}")
+    return None

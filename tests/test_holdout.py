@@ -1,0 +1,183 @@
+"""A validation set held out of the user's own footage: the rule (`distill.data.holdout`) and
+`sharpen labels --hold-out FRACTION --val-out DIR`, which labels both caches."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from distill.checkpoint import atomic_save, make_checkpoint
+from distill.data.holdout import hold_out
+from distill.data.label_cache import LabelCache, read_run_record
+from distill.data.labels import main
+from distill.images import write_image
+from distill.restormer import build_restormer
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def teacher(tmp_path_factory) -> Path:
+    torch.manual_seed(0)
+    m = build_restormer("tiny")
+    path = tmp_path_factory.mktemp("teacher") / "t.pt"
+    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
+                                arch_args=m.config.to_dict()), path)
+    return path
+
+
+def _clip(path: Path, n: int, base: int) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    rng = np.random.default_rng(base)
+    for i in range(n):
+        vw.write((rng.random((32, 48, 3)) * 255).astype(np.uint8))
+    vw.release()
+    return path
+
+
+def _frames(folder: Path, n: int, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        write_image(folder / f"{i:04d}.png", rng.random((16, 16, 3)).astype(np.float32))
+    return folder
+
+
+def _names(cache: Path) -> set[str]:
+    return set(json.loads((cache / "manifest.json").read_text())["entries"])
+
+
+def _labels(data, out, val_out, teacher, *extra) -> list[str]:
+    return ["--data", str(data), "--out", str(out), "--val-out", str(val_out),
+            "--teacher-weights", str(teacher), "--tile", "0", "--device", "cpu", "--quiet",
+            *extra]
+
+
+def test_several_clips_are_held_out_whole_into_a_disjoint_validation_cache(tmp_path, teacher,
+                                                                          capsys):
+    foot = tmp_path / "footage"
+    for day, n in (("day1", 4), ("day2", 4), ("day3", 4)):
+        _clip(foot / day / "walk.avi", n, ord(day[-1]))
+    out, val = tmp_path / "train", tmp_path / "val"
+    assert main(_labels(foot, out, val, teacher, "--hold-out", "0.3")) == 0
+    said = capsys.readouterr().out
+    assert f"hold-out: {val} validates on 1 of its 3 clips/folders, whole (day3/walk): 4 of " \
+           "its 12 images (33%)" in said, said
+    trained, held = _names(out), _names(val)
+    assert held == {f"day3/walk_{i:06d}" for i in range(4)}
+    assert trained == {f"day{d}/walk_{i:06d}" for d in (1, 2) for i in range(4)}
+    assert not LabelCache(val).shared_inputs(LabelCache(out))
+    rec = read_run_record(out)["hold_out"]
+    assert (rec["role"], rec["rule"], rec["fraction"], rec["groups"]) == \
+        ("training", "clips", 0.3, ["day3/walk"])
+    assert rec["other_cache"] == str(val.resolve())
+    assert read_run_record(val)["hold_out"]["role"] == "validation"
+    assert read_run_record(out)["complete"] is True
+    # The same command again: the same split, nothing labelled anew.
+    assert main(_labels(foot, out, val, teacher, "--hold-out", "0.3")) == 0
+    assert "labels: 0 done, 8 skipped" in capsys.readouterr().out
+    assert (_names(out), _names(val)) == (trained, held)
+
+
+def test_a_hold_out_over_a_cache_labelled_in_full_drops_the_held_out_images(tmp_path, teacher,
+                                                                           capsys):
+    """Adding a hold-out to a cache an earlier run labelled in full left the held-out frames in
+    the training cache (the end-of-run clean-up kept every entry whose input still exists)."""
+    clip = _clip(tmp_path / "clip.avi", 10, 0)
+    out, val = tmp_path / "train", tmp_path / "val"
+    base = ["--data", str(clip), "--out", str(out), "--teacher-weights", str(teacher),
+            "--tile", "0", "--device", "cpu", "--quiet"]
+    assert main(base) == 0
+    assert len(_names(out)) == 10
+    capsys.readouterr()
+    assert main([*base, "--hold-out", "0.2", "--val-out", str(val)]) == 0
+    said = capsys.readouterr().out
+    # the last 2 frames for validation, the 2 before them (near-duplicates) in neither cache
+    assert _names(val) == {"clip_000008", "clip_000009"}
+    assert _names(out) == {f"clip_{i:06d}" for i in range(6)}
+    assert (f"removed 4 label(s) an earlier run made here of images this run holds out of {out} "
+            "(clip_000006, clip_000007, clip_000008 and 1 more)") in said, said
+    for i in range(6, 10):
+        assert not (out / "labels" / f"clip_{i:06d}.png").exists()
+        assert not (out / "frames" / f"clip_{i:06d}.png").exists()
+    assert len(LabelCache(out)) == 6 and not LabelCache(val).shared_inputs(LabelCache(out))
+    rec = read_run_record(out)["hold_out"]
+    assert (rec["rule"], rec["training"], rec["validation"], rec["gap"]) == ("tail", 6, 2, 2)
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--hold-out", "0"], "--hold-out must be a fraction in (0, 1) of the source's images "
+                          "(e.g. 0.2), got 0"),
+    (["--hold-out", "1"], "--hold-out must be a fraction in (0, 1)"),
+    (["--hold-out", "nan"], "--hold-out must be a fraction in (0, 1)"),
+    (["--hold-out", "0.2"], "--hold-out needs --val-out DIR"),
+    (["--val-out", "VAL"], "--val-out is written only with --hold-out FRACTION"),
+    (["--hold-out", "0.2", "--val-out", "OUT"], "is --out: the training and validation caches "
+                                                "must be two folders"),
+    (["--hold-out", "0.2", "--val-out", "OUT/val"], "--val-out must not be inside --out"),
+    (["--hold-out", "0.2", "--val-out", "VAL", "--split", "val"],
+     "--split val with --hold-out"),
+    (["--hold-out", "0.2", "--val-out", "DATA/val"], "--val-out DATA/val is inside --data"),
+])
+def test_hold_out_options_are_checked_before_any_work(tmp_path, teacher, capsys, extra,
+                                                      message):
+    data = _frames(tmp_path / "data", 3, 0)
+    out = tmp_path / "out"
+    subs = {"OUT": str(out), "VAL": str(tmp_path / "val"), "DATA": str(data)}
+    extra = [next((a.replace(k, v) for k, v in subs.items() if a.startswith(k)), a)
+             for a in extra]
+    message = message.replace("DATA", str(data))
+    argv = ["--data", str(data), "--out", str(out), "--teacher-weights", str(teacher),
+            "--tile", "0", "--device", "cpu", "--quiet", *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("sharpen labels: error: ") and message in err, err
+    assert not out.exists() and not (tmp_path / "val").exists() and not (data / "val").exists()
+
+
+def test_a_source_with_its_own_split_validates_on_it(tmp_path, teacher, capsys):
+    root = tmp_path / "pairs"
+    for split, n in (("train", 3), ("val", 2)):
+        for sub in ("input", "target"):
+            _frames(root / split / sub, n, 0)
+    out, val = tmp_path / "train", tmp_path / "val"
+    assert main(_labels(root, out, val, teacher, "--hold-out", "0.5")) == 0
+    assert "validates on its own val split (nothing held out of train) (--hold-out 0.5 does " \
+           "not apply)" in capsys.readouterr().out
+    assert _names(out) == {"0000", "0001", "0002"} and _names(val) == {"0000", "0001"}
+    assert all("/val/input/" in e["input"] for e in LabelCache(val).entries.values())
+    assert read_run_record(val)["hold_out"]["rule"] == "split"
+
+
+def test_the_rule_holds_out_whole_folders_nearest_the_fraction_and_never_all(tmp_path):
+    foot = tmp_path / "frames"
+    for name, n, seed in (("a", 6, 1), ("b", 2, 2), ("c", 30, 3)):
+        _frames(foot / name, n, seed)
+    plan = hold_out(str(foot), 0.2, progress=False)   # 38 images: 8 asked for
+    # c (30) alone is far more than 8: skipped; b (2) and a (6) are 8
+    assert (plan.rule, plan.groups, len(plan.held), plan.gap) == ("clips", ("a/", "b/"), 8, ())
+    assert plan.not_val == {f"c/{i:04d}" for i in range(30)} and plan.not_train.isdisjoint(
+        plan.not_val)
+    assert hold_out(str(foot), 0.2, progress=False) == plan   # deterministic
+    # Whole clips are never all of them, and the smallest is taken when none is near.
+    assert hold_out(str(foot), 0.9, progress=False).groups == ("b/", "c/")
+    two = tmp_path / "two"
+    _frames(two / "x", 10, 4)
+    _frames(two / "y", 10, 5)
+    plan = hold_out(str(two), 0.1, progress=False)
+    assert plan.groups == ("y/",) and len(plan.train) == 10
+    # One folder of images: its last images, no gap (not video frames).
+    plan = hold_out(str(two / "x"), 0.2, progress=False)
+    assert (plan.rule, plan.held, plan.gap) == ("tail", ("0008", "0009"), ())
+    with pytest.raises(ValueError, match="a validation hold-out needs at least 2 images"):
+        hold_out(str(_frames(tmp_path / "one", 1, 0)), 0.2, progress=False)
