@@ -17,7 +17,11 @@ formats (comma-separated; default: every format this machine can build):
 
 Every artifact is run on held-out real images at full resolution by the runtime's backend and
 compared with the FP32 PyTorch student; one under its threshold fails the export (exit 1).
-Exit codes: 0 all built artifacts passed, 1 a build or parity failure, 2 a usage error.
+Exit codes: 0 every artifact asked for was built and passed, 1 a build or parity failure, or a
+format named in --formats that this machine cannot build (e.g. engine without TensorRT: the
+ONNX model, the engine's sidecar and the trtexec line for the device are still written),
+2 a usage error. With 'all' or no --formats, what cannot be built here is skipped with a
+warning and listed as SKIPPED.
 """
 
 
@@ -162,19 +166,49 @@ def run_export(args) -> int:
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))
     print_table(report)
+    not_built = report.not_built
     if args.quiet:   # (without --quiet the build step said it already)
         for r in report.results:
-            if r.extra.get("trtexec"):
+            if r.extra.get("trtexec") and r not in not_built:   # (those: below)
                 print(f"{r.format}: build it on the device, in {report.out_dir} copied there: "
                       f"{r.extra['trtexec']}")
     print(f"report: {report.out_dir}/export_report.json")
+    rc = 0
     if not report.ok:
         names = ", ".join(f"{r.format} ({r.reason})" for r in report.failed)
         print(f"sharpen export: FAILED: {names}", file=sys.stderr)
         for line in fail_advice(report, args.float_layers):
             print(f"  {line}", file=sys.stderr)
-        return 1
-    return 0
+        rc = 1
+    if not_built:
+        # Asked for by name and not there: a script that goes on to ship the engine must stop.
+        names = ", ".join(f"{r.format} ({_short(r.reason)})" for r in not_built)
+        print(f"sharpen export: NOT BUILT on this machine: {names}", file=sys.stderr)
+        for line in not_built_advice(report, not_built):
+            print(f"  {line}", file=sys.stderr)
+        rc = 1
+    return rc
+
+
+def _short(reason: str | None) -> str:
+    """A skip reason without its parenthesised install hint (the advice lines give it)."""
+    return (reason or "").split(" (")[0]
+
+
+def not_built_advice(report, not_built) -> list[str]:
+    """How to get each format that was named but cannot be built here."""
+    lines = []
+    for r in not_built:
+        if r.extra.get("trtexec"):
+            lines += [f"{r.format}: {r.reason}. An engine is built on the GPU it runs on: on "
+                      "the Jetson or GPU machine, with TensorRT 8.6-10.x, run this `sharpen "
+                      f"export` command there, or copy {report.out_dir} there and, in that "
+                      "folder, run", f"  {r.extra['trtexec']}",
+                      f"(keep {r.extra['trtexec_sidecar']}, written here, beside the engine)"]
+        else:
+            lines.append(f"{r.format}: {r.reason}; install that, or leave {r.format} out of "
+                         "--formats ('all' skips what this machine cannot build)")
+    return lines
 
 
 def fail_advice(report, float_layers) -> list[str]:

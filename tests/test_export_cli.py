@@ -187,10 +187,15 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     rc = main(["export", "--weights", str(ckpt), "--format", "engine", "--out", str(tmp_path),
                "--no-latency"])
     cap = capsys.readouterr()
-    assert rc == 0  # nothing buildable failed; the skip is reported, not an error
+    # Asked for by name and not built: a script must not go on as if the engine were there
+    # (it exited 0); the last lines say what is missing and how to build it on the device.
+    assert rc == 1
     assert reason in cap.err
     assert "trtexec --onnx=" in cap.err and "--saveEngine=" in cap.err
     assert "SKIPPED" in cap.out
+    tail = cap.err[cap.err.index("sharpen export: NOT BUILT on this machine: engine ("):]
+    assert reason in tail and "on the Jetson or GPU machine" in tail
+    assert f"trtexec --onnx={ckpt.stem}.onnx --saveEngine={ckpt.stem}_fp16.engine" in tail
     report = json.loads((tmp_path / "export_report.json").read_text())
     assert report["settings"]["formats_requested"] == ["engine"]   # not the stand-in onnx
     # The engine the printed line builds finds its sidecar: the model's multiple and profile,
@@ -206,17 +211,55 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     built = {**meta, "tensorrt_version": "10.3.0", "gpu_name": "Orin"}
     (tmp_path / f"{engine.name}.json").write_text(json.dumps(built))
     assert main(["export", "--weights", str(ckpt), "--format", "engine", "--out", str(tmp_path),
-                 "--no-latency", "--quiet"]) == 0
+                 "--no-latency", "--quiet"]) == 1
     assert read_sidecar(engine) == built
-    # --quiet leaves the line out of the progress, so it follows the table; file names only,
+    # --quiet leaves the line out of the progress, not out of the error; file names only,
     # for the export folder copied to the device.
-    out = capsys.readouterr().out
-    assert f"trtexec --onnx={ckpt.stem}.onnx --saveEngine={engine.name}" in out
+    cap = capsys.readouterr()
+    out = cap.out
+    assert f"trtexec --onnx={ckpt.stem}.onnx --saveEngine={engine.name}" in cap.err
+    assert json.loads((tmp_path / "export_report.json").read_text())["not_built"] == ["engine"]
     # Under the table: what PASS means (the thresholds were only in the JSON) and what runs
     # each format (only in --help).
     assert "PASS means FP32: max abs error < 0.0001 (pixels in [0, 1]); INT8/FP16: SSIM >= " \
            "0.98; ship only PASS rows." in out, out
     assert "runs on: onnx: ONNX Runtime" in out and "engine: TensorRT" in out, out
+
+
+def _trt_reason():
+    from optimize.tensorrt_engine import availability
+
+    return availability()
+
+
+def test_a_group_skips_what_cannot_be_built_with_a_warning_a_named_format_fails(
+        ckpt, tmp_path, capsys, monkeypatch):
+    """`--formats all` (or none) skips what this machine cannot build, warns, lists it as
+    SKIPPED and exits 0, as Ultralytics' benchmark does; a format named in --formats that
+    cannot be built here exits 1 naming what is missing (it exited 0)."""
+    import dataclasses
+
+    from runtime.formats import FORMATS
+
+    for f in FORMATS:   # only onnx here, so that 'all' stays seconds long
+        if f != "onnx":
+            monkeypatch.setitem(FORMATS, f, dataclasses.replace(
+                FORMATS[f], available=lambda f=f: f"{f} needs what this test lacks (pip "
+                                                  "install it)"))
+    base = ["export", "--weights", str(ckpt), "--no-latency", "--quiet"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--formats", "all"]) == 0
+    cap = capsys.readouterr()
+    assert "warning: skipped tflite-fp16: tflite-fp16 needs what this test lacks" in cap.err
+    assert "warning: skipped engine: engine needs" in cap.err and "NOT BUILT" not in cap.err
+    assert cap.out.count("SKIPPED") == len(FORMATS) - 1 and "PASS" in cap.out
+    rep = json.loads((tmp_path / "a" / "export_report.json").read_text())
+    assert rep["ok"] and rep["not_built"] == []
+    assert main([*base, "--out", str(tmp_path / "b"), "--formats", "onnx,tflite-fp16"]) == 1
+    err = capsys.readouterr().err
+    assert "sharpen export: NOT BUILT on this machine: tflite-fp16 (tflite-fp16 needs what " \
+           "this test lacks)" in err
+    assert "install that, or leave tflite-fp16 out of --formats" in err
+    assert (tmp_path / "b" / f"{ckpt.stem}.onnx").is_file()   # what could be built, was
 
 
 def test_tensorrt_11_is_refused_with_the_supported_versions():
@@ -461,7 +504,9 @@ def test_an_export_of_more_formats_keeps_the_earlier_ones_in_the_report(ckpt, tm
 
 def test_engine_shapes_and_opset_usage(ckpt, tmp_path, capsys):
     base = ["export", "--weights", str(ckpt), "--format", "engine", "--no-latency", "--quiet"]
-    assert main([*base, "--out", str(tmp_path / "a"), "--max-shape", "512x512"]) == 0
+    engine_here = not _trt_reason()
+    assert main([*base, "--out", str(tmp_path / "a"), "--max-shape", "512x512"]) == \
+        (0 if engine_here else 1)
     sidecar = json.loads(next((tmp_path / "a").glob("*.engine.json")).read_text())
     assert sidecar["profile"]["opt"] == [1, 3, 512, 512]
     capsys.readouterr()
