@@ -883,7 +883,8 @@ class _BuildContext:
 
     def _engine_meta(self) -> dict:
         return {"student": self.model.arch_name,
-                "receptive_field": self.ckpt.get("receptive_field")}
+                "receptive_field": self.ckpt.get("receptive_field"),
+                "source_sha256": self.ckpt.get("source_sha256")}
 
     def trtexec_line(self, fmt: str) -> str:
         """The trtexec line that builds `fmt` on the device; the engine's sidecar (size

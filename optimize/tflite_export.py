@@ -131,6 +131,9 @@ def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes
                         + (f"; float layers: {', '.join(float_layers)}" if float_layers else ""),
         "float_layers": list(float_layers),
         "metrics": json.loads(meta["metrics"]),
+        # The checkpoint it came from: the runtime warns when its folder's latest export used
+        # other weights (runtime/backends/provenance.py).
+        "source_sha256": meta["source_sha256"] or None,
     }
     info.update(tensor_io_quantization(tflite_bytes))
     return info

@@ -564,3 +564,57 @@ def test_a_shrunk_calib_size_is_said_once(ckpt, tmp_path, capsys, size, said):
     assert lines == ([f"warning: {said}"] if said else []), err
     report = json.loads((tmp_path / "o" / "export_report.json").read_text())
     assert report["settings"]["calib_size"] == (184 if size == 512 else 96)
+
+
+def test_an_artifact_left_by_an_export_of_other_weights_is_warned_about_when_loaded(
+        ckpt, tmp_path, capsys):
+    """A full export, then `--formats onnx` from new weights into the same folder: the old
+    .tflite and _int8.onnx stayed beside the new model and `sharpen run` used them without a
+    word. Each artifact records its checkpoint; the runtime compares it with the folder's
+    latest export of that stem."""
+    import shutil
+
+    pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed")
+    from runtime.backends import load_backend
+    from runtime.backends.base import read_sidecar
+
+    out = tmp_path / "export"
+    common = ["--out", str(out), "--no-latency", "--quiet", "--name", "m"]
+    assert main(["export", "--weights", str(ckpt), *common, "--formats",
+                 "onnx,onnx-int8,tflite-fp16", "--calib-count", "4", "--calib-size", "64",
+                 "--min-ssim", "0.5"]) == 0   # (an untrained student: the gate is not tested)
+    tfl, int8, onnx = out / "m_fp16.tflite", out / "m_int8.onnx", out / "m.onnx"
+    from distill.teacher import file_hash
+    assert read_sidecar(tfl)["source_sha256"] == file_hash(ckpt, n=64)
+    capsys.readouterr()
+    for p in (tfl, int8, onnx):   # the export's own artifacts: nothing to say
+        load_backend(p).close()
+    assert "stale" not in capsys.readouterr().err
+    torch.manual_seed(1)
+    model = create_student("fast")
+    newer = tmp_path / "newer.pt"
+    atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
+                newer)
+    assert main(["export", "--weights", str(newer), *common, "--formats", "onnx"]) == 0
+    capsys.readouterr()
+    load_backend(onnx).close()
+    assert "stale" not in capsys.readouterr().err
+    for p in (tfl, int8):
+        load_backend(p).close()
+        err = capsys.readouterr().err
+        assert f"warning: stale model: {p} was exported from other weights" in err, err
+        assert f"the latest export of m there (export_report.json) is from {newer}" in err
+    # Copied without the report there is nothing to compare with; nothing is said.
+    device = tmp_path / "device"
+    device.mkdir()
+    for f in (tfl, Path(str(tfl) + ".json")):
+        shutil.copy(f, device / f.name)
+    load_backend(device / tfl.name).close()
+    assert "stale" not in capsys.readouterr().err
+    # A sidecar from before the record: not listed in the latest report is said too.
+    side = Path(str(tfl) + ".json")
+    side.write_text(json.dumps({k: v for k, v in json.loads(side.read_text()).items()
+                                if k != "source_sha256"}))
+    load_backend(tfl).close()
+    err = capsys.readouterr().err
+    assert f"{tfl} records no source weights and is not in export_report.json" in err, err

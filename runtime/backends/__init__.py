@@ -66,6 +66,8 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
         raise ModelError(_refused(p, reason))
     if reason:
         _say_forced(p, reason)
+    from .provenance import stale_reason
+    _say_stale(p, stale_reason(p, backend.source_sha256))
     return backend
 
 
@@ -79,6 +81,19 @@ def _say_forced(path: Path, reason: str) -> None:
     if key not in _said_forced:
         _said_forced.add(key)
         warn(f"{_failed(path, reason)}; running it anyway (forced), its output may be wrong")
+
+
+_said_stale: set[tuple[str, str]] = set()
+
+
+def _say_stale(path: Path, reason: Optional[str]) -> None:
+    """An artifact left by an export of other weights runs (it passed its own gate), but not
+    silently: beside a newer export it looks like part of it. Once per artifact."""
+    if not reason or (str(path.resolve()), reason) in _said_stale:
+        return
+    _said_stale.add((str(path.resolve()), reason))
+    print(f"warning: stale model: {reason}; re-export it (sharpen export --formats ...) or "
+          "remove it", file=sys.stderr, flush=True)
 
 
 def _failed(path: Path, reason: str) -> str:

@@ -28,7 +28,8 @@ class Backend(ABC):
     `multiple` is the size multiple H and W must be divisible by. `parity_failed` is why the
     export's parity gate failed the model, as recorded inside it (ONNX metadata) or in its sidecar.
     `receptive_field` is the side in pixels of what one output pixel sees, when the export
-    recorded it (tiling's overlap should reach it).
+    recorded it (tiling's overlap should reach it). `source_sha256` is the sha256 of the
+    checkpoint the export built it from, when recorded (see `provenance`).
 
     `infer` may be called from several threads: ONNX Runtime runs concurrent calls itself,
     LiteRT and TensorRT (one interpreter / execution context) take them in turn.
@@ -41,6 +42,7 @@ class Backend(ABC):
     multiple: int = DEFAULT_MULTIPLE
     parity_failed: Optional[str] = None
     receptive_field: Optional[int] = None
+    source_sha256: Optional[str] = None
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:

@@ -72,6 +72,7 @@ class LiteRTBackend(Backend):
         self._shape = ()   # not allocated yet: the first frame allocates
         self.parity_failed = sidecar.get(PARITY_KEY) or None
         self.receptive_field = parse_receptive_field(sidecar.get("receptive_field"))
+        self.source_sha256 = sidecar.get("source_sha256") or None
         self.precision = self._precision()
         self.provider = (f"XNNPACK ({threads} thread{'s' if threads != 1 else ''})" if threads
                          else "XNNPACK")

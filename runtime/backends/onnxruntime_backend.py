@@ -244,6 +244,7 @@ class OnnxRuntimeBackend(Backend):
         self.parity_failed = meta.get(PARITY_KEY) or sidecar.get(PARITY_KEY) or None
         self.receptive_field = parse_receptive_field(
             meta.get("receptive_field") or sidecar.get("receptive_field"))
+        self.source_sha256 = meta.get("source_sha256") or sidecar.get("source_sha256") or None
         self.precision = detect_precision(data, inputs[0].type, meta)
         self.provider = self.session.get_providers()[0]
         self.path = path

@@ -186,6 +186,7 @@ class TensorRTBackend(Backend):
         self.multiple = parse_multiple(meta.get("multiple"), str(path))
         self.parity_failed = meta.get(PARITY_KEY) or None
         self.receptive_field = parse_receptive_field(meta.get("receptive_field"))
+        self.source_sha256 = meta.get("source_sha256") or None
         self.precision = str(meta.get("precision", "unknown"))
         self.provider = f"TensorRT {trt.__version__} on {gpu}"
         self.path = path
