@@ -118,6 +118,11 @@ def add_commands(sub) -> None:
                    help="ONNX opset, 17 to 20 (torch's TorchScript exporter; default 17)")
     g.add_argument("--no-simplify", action="store_true",
                    help="do not run onnxslim on the FP32 ONNX model")
+    g.add_argument("--rebuild", action="store_true",
+                   help="rebuild every artifact; by default one already in --out that is up "
+                        "to date (same weights, options, calibration and parity data, "
+                        "exporter code and libraries; file unchanged since it passed its "
+                        "gate) is kept, and each one rebuilt is said with why")
     g.add_argument("--quiet", action="store_true", help="only print the final table and errors")
     p.set_defaults(func=run_export)
 
@@ -139,7 +144,7 @@ def options_from_args(args: argparse.Namespace):
         opt_shape=args.opt_shape, min_shape=args.min_shape, max_shape=args.max_shape,
         workspace_gb=args.workspace, latency=not args.no_latency,
         latency_runs=args.latency_runs, threads=args.threads, opset=args.opset,
-        simplify=not args.no_simplify, quiet=args.quiet)
+        simplify=not args.no_simplify, quiet=args.quiet, rebuild=args.rebuild)
 
 
 def run_export(args) -> int:

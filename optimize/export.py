@@ -12,6 +12,7 @@ in the output folder holds everything.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -301,6 +302,7 @@ class ExportOptions:
     opset: int = 17
     name: str | None = None                    # output file stem (default: the checkpoint's)
     quiet: bool = False
+    rebuild: bool = False                      # rebuild artifacts that are up to date too
 
 
 def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
@@ -466,22 +468,33 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                              if o.parity_gt else "give --parity-gt DIR (same file names)"))
     teacher = _load_matching(o.parity_teacher, parity_list, "teacher", prog)
 
+    # ---- what is up to date (same inputs, file unchanged since it passed): kept, not rebuilt
+    inputs = build_inputs(fmts, weights_sha, o, profile, crops, parity_list, gt, teacher)
+    own = _own_report(out, stem)
+    kept = _up_to_date(out, stem, own, inputs, o, prog)
+    order = list(fmts)
+    fmts = [f for f in fmts if f not in kept]
+
     # ---- FP32 PyTorch reference
     from .parity import measure_latency, ssim, torch_runner
 
     ref_runner = torch_runner(model)
-    refs = {n: ref_runner(img) for n, img in parity_list}
-    reference = {"images": [{"image": n, "shape": list(img.shape)} for n, img in parity_list]}
-    ref_ssim_gt = {n: ssim(np.clip(refs[n], 0, 1), gt[n]) for n in gt} if gt else {}
-    if gt:
+    if not fmts and kept:   # nothing to judge: the reference of the export that judged them
+        refs, ref_ssim_gt = {}, {}
+        reference = own.get("reference") or {}
+    else:
+        refs = {n: ref_runner(img) for n, img in parity_list}
+        reference = {"images": [{"image": n, "shape": list(img.shape)} for n, img in parity_list]}
+        ref_ssim_gt = {n: ssim(np.clip(refs[n], 0, 1), gt[n]) for n in gt} if gt else {}
+    if gt and refs:
         reference["ssim_gt"] = min(ref_ssim_gt.values())
-    if teacher:
+    if teacher and refs:
         reference["ssim_teacher"] = min(ssim(np.clip(refs[n], 0, 1), teacher[n]) for n in teacher)
     float_by_fmt, float_choices, float_tries = fl.plan(
         float_spec, model, fmts, crops, parity_list, gt, o.thresholds, o.reduce_range,
         prog.say)
     lat_image = _latency_image(parity_list[0][1]) if o.latency else None
-    if o.latency:
+    if o.latency and refs:
         import torch
 
         prev = torch.get_num_threads()
@@ -510,7 +523,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     _say_replaced(out, stem, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha,
                   prog)
     _keep_other_report(out, stem, prog)
-    earlier = _earlier_results(out, stem, {*fmts, *skipped}, weights_sha, prog)
+    earlier = _earlier_results(out, stem, {*fmts, *kept, *skipped}, weights_sha, prog)
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
     (out / f"export_report.{stem}.json").unlink(missing_ok=True)
@@ -523,13 +536,18 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
             atomic_write_json(failed_marker(old), {
                 "format": f, "status": "unchecked", "reason": f"an export replacing it (from "
                 f"{weights}) did not finish; export again"})
-    results: list[FormatResult] = []
+    results: list[FormatResult] = list(kept.values())
     ctx = _BuildContext(model, ckpt, out, stem, crops, profile, multiple, o, prog)
     ctx.float_by_fmt = float_by_fmt
+    for f, res in kept.items():
+        # A format rebuilt from a kept one (onnx-int8 from onnx) uses the file as it passed.
+        ctx.built[f] = Path(res.file)
+        if res.extra.get("float_layers"):
+            ctx.float_by_fmt[f] = list(res.extra["float_layers"])
     total = len(fmts)
     with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp:
         ctx.tmp = Path(tmp)
-        ctx.requested = set(fmts)
+        ctx.requested = set(fmts) | set(kept)
         for i, f in enumerate(fmts, 1):
             spec = FORMATS[f]
             prog.say(f"[{i}/{total}] {f}: {spec.description}")
@@ -551,9 +569,14 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
                         "output stay 8-bit whatever runs in float (tflite-fp16 does not)")
             if ctx.float_by_fmt.get(f) or f in float_tries:
                 res.extra["float_layers"] = ctx.float_by_fmt.get(f, [])
+            # What the next export compares with to keep the file instead of rebuilding it.
+            res.extra["inputs"] = inputs[f]
+            if res.file and Path(res.file).is_file():
+                res.extra["file_sha256"] = file_hash(res.file, n=64)
             results.append(res)
             if on_result is not None:
                 on_result(res)
+    results.sort(key=lambda r: order.index(r.format))   # kept ones in their place
     for f, reason in skipped.items():
         res = FormatResult(f, "skipped", precision=FORMATS[f].precision,
                            target=FORMATS[f].target, reason=reason)
@@ -691,6 +714,160 @@ def _report_stem(report: dict) -> str | None:
     return None
 
 
+def _own_report(out: Path, stem: str) -> dict | None:
+    """The report of the latest export of `stem` in `out` (the folder's, or the one kept aside
+    for it), if any."""
+    return next((r for r in _reports_of(out, stem) if _report_stem(r) == stem), None)
+
+
+# --------------------------------------------------------------------------- up to date
+
+# What an artifact is built and judged from, besides the weights: a change to any of these
+# rebuilds it. The exporter's code and the libraries are in it because a fixed converter must
+# not be hidden by a kept file; the CPU because the gate ran on it (INT8 kernels differ).
+CODE = [*sorted((Path(__file__).parent).glob("*.py")),
+        Path(__file__).parents[1] / "distill" / "students.py",
+        *sorted((Path(__file__).parents[1] / "runtime" / "backends").glob("*.py")),
+        Path(__file__).parents[1] / "runtime" / "formats.py"]
+LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxslim", "tensorflow", "tensorflow-cpu",
+             "ai-edge-litert", "nvidia-modelopt", "tensorrt")
+INPUT_LABELS = {
+    "weights": "the weights", "code": "the exporter's code", "libraries": "library versions",
+    "machine": "the machine", "opset": "--opset", "simplify": "--no-simplify",
+    "thresholds": "the parity thresholds", "parity_images": "the parity images",
+    "parity_gt": "--parity-gt", "parity_teacher": "--parity-teacher",
+    "calibration": "the calibration crops (--calib, --calib-count, --calib-size, --calib-blur)",
+    "calib_method": "--calib-method", "percentile": "--percentile",
+    "reduce_range": "--no-reduce-range", "modelopt_method": "--modelopt-method",
+    "float_layers": "--float-layers", "profile": "the engine profile (--min/opt/max-shape)",
+    "workspace_gb": "--workspace", "gpu": "the GPU"}
+
+
+def _code_hash() -> str:
+    h = hashlib.sha256()
+    for path in CODE:
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def _library_versions() -> dict[str, str | None]:
+    from importlib import metadata
+
+    def version(name: str) -> str | None:
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            return None
+    return {name: version(name) for name in LIBRARIES}
+
+
+def _machine() -> str:
+    import platform
+
+    model = platform.processor()
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return f"{platform.machine()} {model}".strip()
+
+
+def _digest(images) -> str | None:
+    """Of named images (pairs or a dict) or an array; None for none."""
+    if images is None or len(images) == 0:
+        return None
+    h = hashlib.sha256()
+    if isinstance(images, np.ndarray):
+        images = [("", images)]
+    for name, img in (images.items() if isinstance(images, dict) else images):
+        a = np.ascontiguousarray(img)
+        h.update(f"{name}\0{a.dtype}{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profile, crops,
+                 parity_list, gt, teacher) -> dict[str, dict]:
+    """Per format: everything its artifact and its parity verdict depend on (JSON-able)."""
+    common = {"weights": weights_sha, "code": _code_hash(), "libraries": _library_versions(),
+              "machine": _machine(), "opset": o.opset, "simplify": o.simplify,
+              "thresholds": asdict(o.thresholds), "parity_images": _digest(parity_list),
+              "parity_gt": _digest(gt), "parity_teacher": _digest(teacher)}
+    fl = o.float_layers
+    calibration = {"calibration": _digest(crops), "calib_method": o.calib_method,
+                   "percentile": o.percentile, "reduce_range": o.reduce_range,
+                   "modelopt_method": o.modelopt_method,
+                   "float_layers": fl if fl is None or isinstance(fl, str) else ",".join(fl)}
+    out = {}
+    for f in fmts:
+        d = dict(common)
+        if FORMATS[f].needs_calibration:
+            d.update(calibration)
+        if FORMATS[f].engine == "tensorrt":   # (asked only when TensorRT and a GPU are here)
+            from .tensorrt_engine import gpu_identity
+            d.update(profile=profile.to_dict(), workspace_gb=o.workspace_gb, gpu=gpu_identity())
+        out[f] = json.loads(json.dumps(d))   # as the report stores it (tuples as lists)
+    return out
+
+
+def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOptions) -> str | None:
+    """Why the existing artifact at `path` is rebuilt; None when it is up to date."""
+    from runtime.backends import failed_marker
+
+    from distill.teacher import file_hash
+
+    if o.rebuild:
+        return "--rebuild"
+    extra = (prev or {}).get("extra") or {}
+    if "inputs" not in extra:
+        return ("no record of what it was built from (its export report is gone, or it "
+                "predates the record)")
+    if prev.get("status") != "pass":
+        return (f"its last build {'failed its gate' if prev.get('status') == 'fail' else 'failed'}"
+                + (f" ({prev['reason']})" if prev.get("reason") else ""))
+    if failed_marker(path).exists():
+        return "it is marked as failed or unchecked (an interrupted export?)"
+    side = path.with_name(path.name + ".json")
+    if path.suffix in (".tflite", ".engine") and not side.is_file():
+        return f"its sidecar {side.name}, which the runtime needs, is missing"
+    changed = [k for k in dict.fromkeys([*inputs, *extra["inputs"]])
+               if inputs.get(k) != extra["inputs"].get(k)]
+    if changed:
+        return "changed since it was built: " + ", ".join(INPUT_LABELS.get(k, k)
+                                                          for k in changed)
+    if extra.get("file_sha256") != file_hash(path, n=64):
+        return "the file changed since it passed its gate"
+    if o.latency and prev.get("latency_ms_1080p") is None:
+        return "its 1080p latency was not measured (--no-latency then)"
+    return None
+
+
+def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
+                o: ExportOptions, prog: Progress) -> dict[str, FormatResult]:
+    """The formats whose artifact is up to date (built from the same weights and inputs, file
+    unchanged since it passed its gate): their earlier results, to keep. Each existing artifact
+    that is rebuilt is said, with why."""
+    prev = {r.get("format"): r for r in (own or {}).get("results", []) if isinstance(r, dict)}
+    kept = {}
+    for f, want in inputs.items():
+        path = out / f"{stem}{FORMATS[f].suffix}"
+        if not path.is_file():
+            continue   # a first build: nothing to say
+        why = _rebuild_reason(path, prev.get(f), want, o)
+        if why:
+            prog.say(f"{f}: rebuilding {path.name}: {why}")
+            continue
+        known = {k: v for k, v in prev[f].items() if k in FormatResult.__dataclass_fields__}
+        known["file"] = str(path)
+        known["extra"] = {**(known.get("extra") or {}), "up_to_date": True}
+        known["extra"].pop("earlier_export", None)
+        kept[f] = FormatResult(**known)
+        prog.say(f"{f}: {path.name} is up to date (same weights, options, exporter and "
+                 "libraries; passed its gate): kept (--rebuild rebuilds it)")
+    return kept
+
+
 def _earlier_results(out: Path, stem: str, now: set[str], weights_sha: str,
                      prog: Progress) -> list[FormatResult]:
     """What an earlier export of this stem built that this one does not rebuild: its results
@@ -698,7 +875,7 @@ def _earlier_results(out: Path, stem: str, now: set[str], weights_sha: str,
     same weights and their files are still there (`--formats onnx`, then `--formats
     tflite-int8`, used to leave a report of the second alone); from other weights they are
     stale, which is said."""
-    old = next((r for r in _reports_of(out, stem) if _report_stem(r) == stem), None)
+    old = _own_report(out, stem)
     same = old is not None and old.get("settings", {}).get("weights_sha256") == weights_sha
     carried = []
     if same:
@@ -1008,7 +1185,8 @@ def table_rows(report: ExportReport) -> list[list[str]]:
             "-" if r.ssim is None else f"{r.ssim:.4f}", *drop,
             ("(earlier export) " if r.extra.get("earlier_export") else "")
             + r.status.upper() + (f": {_short(r.reason)}" if r.reason and r.status != "pass"
-                                  else ""),
+                                  else "")
+            + (" (up to date, kept)" if r.extra.get("up_to_date") else ""),
         ])
     return rows
 
@@ -1033,7 +1211,7 @@ def print_table(report: ExportReport, file=None) -> None:
 
     def style(row):
         res = row[-1]
-        return ("green" if res == "PASS" else "red" if res.startswith(("FAIL", "ERROR"))
+        return ("green" if res.startswith("PASS") else "red" if res.startswith(("FAIL", "ERROR"))
                 else "yellow" if res.startswith("SKIPPED") else None)
 
     show(f"sharpen export: {report.student} -> {report.out_dir} (metrics vs the FP32 PyTorch "

@@ -618,3 +618,42 @@ def test_an_artifact_left_by_an_export_of_other_weights_is_warned_about_when_loa
     load_backend(tfl).close()
     err = capsys.readouterr().err
     assert f"{tfl} records no source weights and is not in export_report.json" in err, err
+
+
+def test_a_re_export_keeps_what_is_up_to_date_and_says_why_it_rebuilds_the_rest(
+        ckpt, tmp_path, capsys):
+    """The same command twice rebuilt and re-judged every artifact without a word (minutes for
+    TFLite and engines). An artifact built from the same weights and inputs that passed and is
+    unchanged is kept, saying so; each one rebuilt is said with why; --rebuild rebuilds."""
+    out = tmp_path / "x"
+    base = ["export", "--weights", str(ckpt), "--out", str(out), "--no-latency", "--formats",
+            "onnx"]
+    onnx = out / f"{ckpt.stem}.onnx"
+
+    def export(*extra):
+        rc = main([*base, *extra])
+        cap = capsys.readouterr()
+        assert rc == 0, cap.err
+        return cap, json.loads((out / "export_report.json").read_text())["results"][0]
+
+    export()
+    first = onnx.stat().st_mtime_ns
+    cap, res = export()
+    assert f"onnx: {onnx.name} is up to date" in cap.err and "--rebuild rebuilds it" in cap.err
+    assert "PASS (up to date, kept)" in cap.out and onnx.stat().st_mtime_ns == first
+    assert res["status"] == "pass" and res["extra"]["up_to_date"] and res["max_abs"] is not None
+    cap, res = export("--opset", "18")
+    assert f"onnx: rebuilding {onnx.name}: changed since it was built: --opset" in cap.err
+    assert "up_to_date" not in res["extra"] and onnx.stat().st_mtime_ns != first
+    cap, _ = export("--opset", "18", "--rebuild")
+    assert f"onnx: rebuilding {onnx.name}: --rebuild" in cap.err
+    onnx.write_bytes(onnx.read_bytes())   # same bytes: still up to date
+    assert "is up to date" in export("--opset", "18")[0].err
+    import onnx as onnx_lib
+    from optimize.onnx_export import set_metadata
+    proto = onnx_lib.load(str(onnx))
+    set_metadata(proto, {"student": "edited"})
+    onnx.write_bytes(proto.SerializeToString())
+    cap, _ = export("--opset", "18")
+    assert "the file changed since it passed its gate" in cap.err
+    assert "PASS (up to date, kept)" in export("--opset", "18", "--quiet")[0].out

@@ -496,11 +496,11 @@ def test_an_artifact_whose_check_was_cut_short_is_refused(student, data_dir, tmp
         raise KeyboardInterrupt
     monkeypatch.setattr(ex, "_gate", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        ex.export(student[1], ["onnx"], tmp_path, **common)
+        ex.export(student[1], ["onnx"], tmp_path, rebuild=True, **common)
     with pytest.raises(ModelError, match="parity check did not finish"):
         load_backend(path)
     monkeypatch.undo()
-    ex.export(student[1], ["onnx"], tmp_path, **common)
+    ex.export(student[1], ["onnx"], tmp_path, **common)   # (marked: rebuilt, not kept)
     load_backend(path)                              # checked again: runs
 
 
@@ -525,7 +525,7 @@ def test_artifacts_an_interrupted_re_export_was_replacing_are_refused(student, d
         return real(*a, **k)
     monkeypatch.setattr(ex, "_build_and_gate", stop_at_the_second)
     with pytest.raises(KeyboardInterrupt):
-        ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, **common)
+        ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, rebuild=True, **common)
     assert calls == ["onnx", "onnx-int8"]
     load_backend(Path(rep.result("onnx").file))     # rebuilt and checked: runs
     with pytest.raises(ModelError, match="an export replacing it .* did not finish"):

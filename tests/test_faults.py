@@ -495,8 +495,8 @@ def test_kill9_export_leaves_no_report_vouching_for_it(tmp_path):
     assert r.returncode == 0, r.stderr
     before = json.loads((out / "export_report.json").read_text())
     assert all(x["status"] == "pass" for x in before["results"] if x["status"] != "skipped")
-    proc = subprocess.Popen([sys.executable, "-m", "sharpen.cli", *argv], cwd=tmp_path,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen([sys.executable, "-m", "sharpen.cli", *argv, "--rebuild"],
+                            cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _kill_when(proc, lambda: not (out / "export_report.json").exists())
     if proc.returncode != 0:   # killed mid-export: nothing may claim the new files passed
         assert not (out / "export_report.json").exists()
