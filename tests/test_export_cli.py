@@ -657,3 +657,13 @@ def test_a_re_export_keeps_what_is_up_to_date_and_says_why_it_rebuilds_the_rest(
     cap, _ = export("--opset", "18")
     assert "the file changed since it passed its gate" in cap.err
     assert "PASS (up to date, kept)" in export("--opset", "18", "--quiet")[0].out
+
+
+def test_a_passing_export_does_not_say_its_artifacts_failed_their_gate(ckpt, tmp_path, capsys):
+    """The gate loads each fresh artifact (marked unchecked until judged) past that mark, and
+    the runtime's "failed its parity gate ... running it anyway (forced)" warning came with
+    every export, --quiet too, of artifacts that then passed."""
+    assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(tmp_path),
+                 "--no-latency", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "parity gate" not in err and "forced" not in err, err

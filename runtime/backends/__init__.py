@@ -36,12 +36,14 @@ def parity_failure(path: Union[str, Path], backend: Optional[Backend] = None) ->
 
 def load_backend(path: Union[str, Path], threads: Optional[int] = None,
                  providers: Union[None, str, Sequence[str]] = "auto",
-                 force: bool = False) -> Backend:
+                 force: bool = False, say_forced: bool = True) -> Backend:
     """Load a model for inference.
 
     path: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .tflite (LiteRT).
     threads: CPU threads for ONNX Runtime / LiteRT (None: every core).
     providers: ONNX Runtime only: "auto", "cpu", "cuda", "tensorrt" or a list of provider names.
+    force: load a model that failed its export parity gate, with a warning unless `say_forced`
+    is False (a caller that judges or reports the model itself).
     Raises ModelError with a user-facing message when the model is missing or cannot be loaded.
     """
     p = Path(path)
@@ -64,7 +66,7 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     if reason and not force:
         backend.close()
         raise ModelError(_refused(p, reason))
-    if reason:
+    if reason and say_forced:
         _say_forced(p, reason)
     from .provenance import stale_reason
     _say_stale(p, stale_reason(p, backend.source_sha256))

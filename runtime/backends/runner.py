@@ -64,7 +64,8 @@ def load_runner(path: str | os.PathLike, threads: int = 0,
     from . import load_backend
 
     path = Path(path)
-    kw = {"threads": threads or None, "force": True}
+    # The caller judges it (the gate) or says it failed (evaluate): no "running it anyway".
+    kw = {"threads": threads or None, "force": True, "say_forced": False}
     if path.suffix.lower() == ".onnx":
         kw["providers"] = providers or "cpu"
     backend = load_backend(str(path), **kw)
