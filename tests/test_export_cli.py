@@ -577,6 +577,7 @@ def test_an_artifact_left_by_an_export_of_other_weights_is_warned_about_when_loa
     pytest.importorskip("ai_edge_litert", reason="ai-edge-litert not installed")
     from runtime.backends import load_backend
     from runtime.backends.base import read_sidecar
+    from runtime_fixtures import runtime_warnings
 
     out = tmp_path / "export"
     common = ["--out", str(out), "--no-latency", "--quiet", "--name", "m"]
@@ -586,37 +587,35 @@ def test_an_artifact_left_by_an_export_of_other_weights_is_warned_about_when_loa
     tfl, int8, onnx = out / "m_fp16.tflite", out / "m_int8.onnx", out / "m.onnx"
     from distill.teacher import file_hash
     assert read_sidecar(tfl)["source_sha256"] == file_hash(ckpt, n=64)
-    capsys.readouterr()
+    def said(p):
+        with runtime_warnings() as w:
+            load_backend(p).close()
+        return "\n".join(w)
+
     for p in (tfl, int8, onnx):   # the export's own artifacts: nothing to say
-        load_backend(p).close()
-    assert "stale" not in capsys.readouterr().err
+        assert "stale" not in said(p)
     torch.manual_seed(1)
     model = create_student("fast")
     newer = tmp_path / "newer.pt"
     atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
                 newer)
     assert main(["export", "--weights", str(newer), *common, "--formats", "onnx"]) == 0
-    capsys.readouterr()
-    load_backend(onnx).close()
-    assert "stale" not in capsys.readouterr().err
+    assert "stale" not in said(onnx)
     for p in (tfl, int8):
-        load_backend(p).close()
-        err = capsys.readouterr().err
-        assert f"warning: stale model: {p} was exported from other weights" in err, err
+        err = said(p)
+        assert f"stale model: {p} was exported from other weights" in err, err
         assert f"the latest export of m there (export_report.json) is from {newer}" in err
     # Copied without the report there is nothing to compare with; nothing is said.
     device = tmp_path / "device"
     device.mkdir()
     for f in (tfl, Path(str(tfl) + ".json")):
         shutil.copy(f, device / f.name)
-    load_backend(device / tfl.name).close()
-    assert "stale" not in capsys.readouterr().err
+    assert "stale" not in said(device / tfl.name)
     # A sidecar from before the record: not listed in the latest report is said too.
     side = Path(str(tfl) + ".json")
     side.write_text(json.dumps({k: v for k, v in json.loads(side.read_text()).items()
                                 if k != "source_sha256"}))
-    load_backend(tfl).close()
-    err = capsys.readouterr().err
+    err = said(tfl)
     assert f"{tfl} records no source weights and is not in export_report.json" in err, err
 
 

@@ -94,8 +94,7 @@ def _say_stale(path: Path, reason: Optional[str]) -> None:
     if not reason or (str(path.resolve()), reason) in _said_stale:
         return
     _said_stale.add((str(path.resolve()), reason))
-    print(f"warning: stale model: {reason}; re-export it (sharpen export --formats ...) or "
-          "remove it", file=sys.stderr, flush=True)
+    warn(f"stale model: {reason}; re-export it (sharpen export --formats ...) or remove it")
 
 
 def _failed(path: Path, reason: str) -> str:
