@@ -202,13 +202,15 @@ def _short(reason: str | None) -> str:
 
 def not_built_advice(report, not_built) -> list[str]:
     """How to get each format that was named but cannot be built here."""
+    from .tensorrt_engine import supported_for
+
     lines = []
     for r in not_built:
         if r.extra.get("trtexec"):
             lines += [f"{r.format}: {r.reason}. An engine is built on the GPU it runs on: on "
-                      "the Jetson or GPU machine, with TensorRT 8.6-10.x, run this `sharpen "
-                      f"export` command there, or copy {report.out_dir} there and, in that "
-                      "folder, run", f"  {r.extra['trtexec']}",
+                      f"the Jetson or GPU machine, with {supported_for(r.precision)}, run this "
+                      f"`sharpen export` command there, or copy {report.out_dir} there and, in "
+                      "that folder, run", f"  {r.extra['trtexec']}",
                       f"(keep {r.extra['trtexec_sidecar']}, written here, beside the engine)"]
         else:
             lines.append(f"{r.format}: {r.reason}; install that, or leave {r.format} out of "

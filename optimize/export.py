@@ -327,7 +327,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 
     from . import calibration as cal
     from .onnx_export import MAX_OPSET, MIN_OPSET
-    from .tensorrt_engine import Profile, parse_hw
+    from .tensorrt_engine import Profile, parse_hw, supported_for
 
     prog = progress or Progress(o.quiet)
     if o.thresholds is None:
@@ -589,8 +589,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
         # benchmark does, and its table row says SKIPPED.
         (prog.say if explicit else prog.warn)(f"skipped {f}: {reason}")
         if "trtexec" in res.extra:
-            prog.say(f"  build it on the target device (TensorRT 8.6-10.x): copy {out} "
-                     f"there and, in that folder, run\n  {res.extra['trtexec']}\n  (its "
+            prog.say(f"  build it on the target device ({supported_for(res.precision)}): "
+                     f"copy {out} there and, in that folder, run\n  {res.extra['trtexec']}\n  (its "
                      f"sidecar, {res.extra['trtexec_sidecar']}, is written: keep it beside "
                      "the engine)")
 

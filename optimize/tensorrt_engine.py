@@ -83,6 +83,14 @@ class Profile:
 
 
 SUPPORTED = "TensorRT 8.6-10.x"
+
+
+def supported_for(precision: str) -> str:
+    """The TensorRT versions that build the engine of this precision, for the line that tells
+    the user where to run trtexec: the INT8 one needs 10.x (`int8_problem`)."""
+    return "TensorRT 10.x" if precision == "int8" else SUPPORTED
+
+
 INSTALL_HINT = ("it ships with JetPack on Jetson and installs with `pip install "
                 "'tensorrt-cu12>=10,<11'` on x86 machines with an NVIDIA GPU")
 

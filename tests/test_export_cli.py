@@ -287,6 +287,28 @@ def test_tensorrt_11_is_refused_with_the_supported_versions():
     assert int8_problem(SimpleNamespace(__version__="10.3.0")) is None
 
 
+def test_not_built_advice_names_the_tensorrt_that_builds_each_engine():
+    """The INT8 engine is built from ModelOpt's opset-19 QDQ model, which TensorRT 8.6 does not
+    parse (int8_problem): its advice said 'TensorRT 8.6-10.x' like the FP16 engine's, sending a
+    JetPack 6.0 user to a trtexec line that fails there."""
+    from optimize.commands import not_built_advice
+    from optimize.export import ExportReport, FormatResult
+
+    def skipped(fmt, precision):
+        return FormatResult(fmt, "skipped", precision=precision, reason="TensorRT is not "
+                            "installed", extra={"trtexec": f"trtexec --onnx=m.onnx ({fmt})",
+                                                "trtexec_sidecar": f"m_{fmt}.engine.json"})
+
+    fp16, int8 = skipped("engine", "fp16"), skipped("engine-int8", "int8")
+    report = ExportReport("m.pt", "fast", "out", [fp16, int8], {},
+                          {"formats_requested": ["engine", "engine-int8"]})
+    lines = not_built_advice(report, report.not_built)
+    fp16_line = next(ln for ln in lines if ln.startswith("engine:"))
+    int8_line = next(ln for ln in lines if ln.startswith("engine-int8:"))
+    assert "with TensorRT 8.6-10.x, run" in fp16_line
+    assert "with TensorRT 10.x, run" in int8_line and "8.6" not in int8_line
+
+
 def test_tensorrt_engine_build(tmp_path):
     from optimize.tensorrt_engine import availability
 
