@@ -96,7 +96,8 @@ def pytest_collection_modifyitems(config, items):
                 group = (f"teacher at {size_label(size)}: time of the timed tile(s), not per "
                          "frame (see extra_info.ms)")
             elif item.originalname == "test_stream_pipeline":
-                group = "stream pipeline: time of the whole run (see extra_info.fps)"
+                group = ("stream pipeline: time of the whole run (see extra_info.ms and "
+                         "p90_ms per frame, fps for throughput)")
             else:
                 group = f"latency {size_label(size)}" if size else item.originalname
             item.add_marker(pytest.mark.benchmark(group=group, **mark))

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .latency import (BACKENDS, SkipCase, frame_fn, make_video, measure, open_backend,
-                      result_row, size_label, stream)
+                      result_row, size_label, stream, stream_row)
 
 if TYPE_CHECKING:
     from .report import BenchOptions
@@ -133,13 +133,11 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                 try:
                     s = stream(art.file, video, max_frames=m["stream_frames"],
                                threads=opts.threads or None)
-                    fps = s["throughput_fps"]
-                    e2e = s["end_to_end_ms"]
-                    streams.append(result_row(
-                        ms=1000.0 / fps if fps else None, teacher_ms=teacher_ms.get(
-                            size_label((w, h))), stats={
+                    streams.append(stream_row(
+                        s, teacher_ms=teacher_ms.get(size_label((w, h))), stats={
                             "frames_processed": s["frames_processed"],
-                            "throughput_fps": fps, "end_to_end_ms": e2e,
+                            "throughput_fps": s["throughput_fps"],
+                            "end_to_end_ms": s["end_to_end_ms"],
                             "latency_ms": s["latency_ms"],
                             "provider": s.get("backend", {}).get("provider")}, **base))
                 except Exception as e:  # noqa: BLE001

@@ -2,9 +2,10 @@
 
 DIR/report.md and DIR/report.json hold the quality table, the latency table (ms and fps per model,
 backend and size, speedup over the teacher, whether the target frame rate is met), the streaming
-pipeline's end-to-end fps, the checks, the machine description and the commands to reproduce; the
-PNG figures are latency per backend, quality versus latency (real-time line drawn) and
-side-by-side crops (blurred | teacher | students | ground truth) of the hardest test images.
+pipeline's throughput and per-frame end-to-end latency, the checks, the machine description and
+the commands to reproduce; the PNG figures are latency per backend, quality versus latency
+(real-time line drawn) and side-by-side crops (blurred | teacher | students | ground truth) of
+the hardest test images.
 
 Every number comes from a run made here (`benchmarks.latency.measure`, the same warm-up and
 calibrated-rounds scheme as pytest-benchmark, median reported). Quick mode (default): 1920x1080

@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from benchmarks.latency import (BACKEND_BY_KEY, SkipCase, frame_fn, open_backend, p90,
-                                result_row, size_label, stream)
+                                result_row, size_label, stream, stream_row)
 
 
 def _median_s(benchmark):
@@ -93,12 +93,10 @@ def test_stream_pipeline(benchmark, bench, student):
         pytest.skip(str(e))
     stats = benchmark.pedantic(stream, args=(art.file, video, n, bench.threads or None),
                                rounds=1, iterations=1)
-    fps = stats["throughput_fps"]
     assert stats["frames_processed"] == n, stats
-    _record(bench, benchmark, result_row(
-        model=f"student {student}", student=student, backend="pipeline-ort-fp32", size=(w, h),
-        ms=1000.0 / fps if fps else None, target_fps=bench.target_fps,
+    _record(bench, benchmark, stream_row(
+        stats, model=f"student {student}", student=student, backend="pipeline-ort-fp32",
+        size=(w, h), target_fps=bench.target_fps,
         teacher_ms=bench.teacher_ms.get(size_label((w, h))),
         backend_label="sharpen run pipeline (ONNX Runtime FP32)", precision="fp32",
-        frames=n, end_to_end_ms=stats["end_to_end_ms"], stage_ms=stats["latency_ms"],
-        note="throughput of the whole pipeline (capture, pre, infer, post threads)"))
+        frames=n, end_to_end_ms=stats["end_to_end_ms"], stage_ms=stats["latency_ms"]))

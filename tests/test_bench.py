@@ -242,6 +242,35 @@ def test_missing_backends_are_skipped_with_reasons(good_run):
                          float_layers="nope")
 
 
+def test_stream_row_is_its_per_frame_latency_and_its_throughput(env, good_run):
+    """The stream row's "ms" was 1000 / throughput, a frame interval of threads that overlap,
+    read beside the other rows as a per-frame latency. It is now the stream's own end-to-end
+    latency per frame, median and p90 like every other row, and fps its throughput, which the
+    target is judged on."""
+    from benchmarks.latency import result_row
+    from benchmarks.markdown import STREAM_HEADERS, stream_table
+
+    _, report = good_run
+    r = report["latency"]["stream"][0]
+    e2e = r["stats"]["end_to_end_ms"]
+    assert e2e["n"] == r["stats"]["frames_processed"] == 3
+    assert r["ms"] == e2e["p50"] and r["p90_ms"] == e2e["p90"] >= r["ms"] > 0
+    assert r["fps"] == pytest.approx(r["stats"]["throughput_fps"], abs=1e-3)
+    assert r["meets_target"] == (r["fps"] >= report["settings"]["target_fps"])
+    assert "end-to-end latency per frame" in r["note"]
+    md = (env / "good" / "report.md").read_text()
+    assert "| end-to-end median ms | end-to-end p90 ms |" in md
+    cells = dict(zip(STREAM_HEADERS, stream_table([r])[0]))
+    assert cells["end-to-end median ms"] == f"{r['ms']:.1f}"
+    assert cells["end-to-end p90 ms"] == f"{r['p90_ms']:.1f}"
+    assert cells["fps (throughput)"] == f"{r['fps']:.2f}"
+    # A throughput that is not 1000 / ms decides the target and the speedup.
+    row = result_row(model="student s", student="s", backend="pipeline-ort-fp32",
+                     size=(64, 48), ms=80.0, fps=40.0, target_fps=30, teacher_ms=1000.0)
+    assert row["ms"] == 80.0 and row["fps"] == 40.0 and row["meets_target"] is True
+    assert row["speedup_vs_teacher"] == 40.0
+
+
 def test_bad_student_fails_ssim_check(env, good_run, capsys):
     rc = _bench(env, "bad", "--students", str(env / "student-bad.pt"), "--formats", "onnx",
                 "--no-latency")
