@@ -4,8 +4,10 @@ Artifacts come from `optimize.export.export` (the same code path as `sharpen exp
 gate included) and live in ``<cache>/<checkpoint stem>-<weights hash>/``; the cache root is
 ``~/.cache/sharpen/bench`` (or $SHARPEN_BENCH_CACHE, or --cache). A stamp file
 (``bench_artifacts.json``) records the weights hash, a hash of the exporter code, the export
-settings and each format's result, so later runs reuse what is up to date and build only what
-is missing (for example the TensorRT engines after TensorRT was installed). Formats this machine
+settings and each format's result with the versions of the libraries that built and checked it,
+so later runs reuse what is up to date and build only what is missing or was built by other
+library versions (for example the TensorRT engines after TensorRT was installed, the TFLite
+models after a TensorFlow upgrade). Formats this machine
 cannot build are listed as skipped with the reason `optimize.export` gives.
 """
 from __future__ import annotations
@@ -106,6 +108,7 @@ class Artifact:
     file: Optional[str] = None
     reason: Optional[str] = None
     export_parity: dict = field(default_factory=dict)   # export's own gate (sample photos)
+    versions: dict = field(default_factory=dict)        # format_versions() it was built with
 
     @property
     def usable(self) -> bool:
@@ -137,6 +140,34 @@ def exporter_hash() -> str:
     for path in sorted((REPO / "optimize").glob("*.py")) + [REPO / "distill" / "students.py"]:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
     return h.hexdigest()[:16]
+
+
+# The libraries that build a format and run its parity check, besides those every format
+# needs (torch exports the student and gives the reference output; OpenCV reads and resizes
+# the calibration and parity photos). A format not listed depends on all of them.
+COMMON_LIBRARIES = ("torch", "opencv")
+FORMAT_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "onnx": ("onnx", "onnxruntime"),
+    "onnx-int8": ("onnx", "onnxruntime"),
+    "onnx-qdq-trt": ("onnx", "onnxruntime", "nvidia_modelopt"),
+    "tflite-int8": ("tensorflow", "ai_edge_litert"),
+    "tflite-fp16": ("tensorflow", "ai_edge_litert"),
+    "engine": ("onnx", "tensorrt"),
+    "engine-int8": ("onnx", "tensorrt", "nvidia_modelopt"),
+}
+
+
+def format_versions(fmt: str, installed: Optional[dict] = None) -> dict:
+    """Versions of the libraries `fmt`'s artifact and export parity depend on: an artifact
+    built with others (ONNX Runtime's quantizer, the TFLite converter, torch's exporter
+    upgraded since) is rebuilt, not reused with the old build's parity numbers. `installed`:
+    library_versions() read once for several formats."""
+    from .machine import LIBRARIES, library_versions
+
+    names = COMMON_LIBRARIES + FORMAT_LIBRARIES.get(
+        fmt, tuple(n for n in LIBRARIES if n not in COMMON_LIBRARIES))
+    have = installed if installed is not None else library_versions(names)
+    return {n: have.get(n) for n in names}
 
 
 def _settings(student: Student, calib_count: int, float_layers: str | None = None) -> dict:
@@ -178,6 +209,10 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
             stamp = {}
     old = stamp.get("formats", {}) if stamp.get("settings") == settings else {}
 
+    from .machine import library_versions
+
+    installed = library_versions()
+    versions = {fmt: format_versions(fmt, installed) for fmt in FORMATS}
     items: dict[str, Artifact] = {}
     to_build: list[str] = []
     for fmt, spec in FORMATS.items():
@@ -192,7 +227,9 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
         # Found by file name in this folder: the cache may be reached by another path (a
         # relative --cache from another directory) or have been moved.
         here = folder / Path(prev["file"]).name if prev and prev.get("file") else None
-        if here and here.is_file() and prev.get("status") in ("pass", "fail"):
+        # A stamp from before versions were recorded has none: rebuilt once.
+        if (here and here.is_file() and prev.get("status") in ("pass", "fail")
+                and prev.get("versions") == versions[fmt]):
             items[fmt] = Artifact(**{**prev, "file": str(here)})
         else:
             to_build.append(fmt)
@@ -214,7 +251,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
             parity = {k: getattr(r, k) for k in ("max_abs", "psnr", "ssim")
                       if getattr(r, k) is not None}
             items[r.format] = Artifact(r.format, r.precision or FORMATS[r.format].precision,
-                                       r.status, r.file, r.reason, parity)
+                                       r.status, r.file, r.reason, parity, versions[r.format])
             built_now.append(r.format)
             # At once: Ctrl-C or SIGTERM during the next format (minutes for TFLite) left no
             # stamp, and the rerun that "continues" built the finished formats again.

@@ -17,7 +17,9 @@ Quick mode (default, minutes on a CPU): sizes 1920x1080 and 640x360, few rounds,
 images. --full: 1920x1080, 1280x720 and 640x360, more rounds, every held-out image. The
 streaming row runs at the smallest of the sizes (the largest with --full).
 Exported artifacts and teacher outputs are cached (~/.cache/sharpen/bench) and reused while the
-weights are unchanged. The same measurements run as a pytest-benchmark suite:
+weights, the exporter code and the versions of the libraries that made them (torch, OpenCV,
+ONNX Runtime, TensorFlow / LiteRT, TensorRT) are unchanged. The same measurements run as a
+pytest-benchmark suite:
   pytest benchmarks/ [--full] --benchmark-json bench.json   (same option names)
 Exit codes: 0 every check passed, 1 a quality or parity check failed (the report is still
 written), 2 a usage error.

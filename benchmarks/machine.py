@@ -6,7 +6,7 @@ import platform
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 
 def _version(*dists: str) -> Optional[str]:
@@ -18,6 +18,29 @@ def _version(*dists: str) -> Optional[str]:
         except PackageNotFoundError:
             continue
     return None
+
+
+# The libraries a report names, each with the distributions that install it (CPU and GPU
+# builds have other names); the first one installed gives the version.
+LIBRARIES: dict[str, tuple[str, ...]] = {
+    "numpy": ("numpy",),
+    "torch": ("torch",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "onnx": ("onnx",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow_cpu"),
+    "ai_edge_litert": ("ai-edge-litert", "ai_edge_litert"),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt_cu12"),
+    "nvidia_modelopt": ("nvidia-modelopt",),
+    "scikit_image": ("scikit-image",),
+    "pytest_benchmark": ("pytest-benchmark",),
+}
+
+
+def library_versions(names: Optional[Sequence[str]] = None) -> dict[str, Optional[str]]:
+    """{library: installed version or None} for `names` (keys of LIBRARIES; default all), read
+    from the installed packages' metadata: nothing is imported, so it costs milliseconds."""
+    return {n: _version(*LIBRARIES[n]) for n in (LIBRARIES if names is None else names)}
 
 
 def peak_rss_mb() -> float:
@@ -130,20 +153,7 @@ def machine_info() -> dict:
             gpus = [ln.strip() for ln in out.stdout.splitlines() if ln.strip()]
         except (OSError, subprocess.SubprocessError):
             pass
-    libs = {
-        "python": platform.python_version(),
-        "numpy": _version("numpy"),
-        "torch": _version("torch"),
-        "onnxruntime": _version("onnxruntime", "onnxruntime-gpu"),
-        "onnx": _version("onnx"),
-        "tensorflow": _version("tensorflow", "tensorflow-cpu", "tensorflow_cpu"),
-        "ai_edge_litert": _version("ai-edge-litert", "ai_edge_litert"),
-        "opencv": _version("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
-        "tensorrt": _version("tensorrt", "tensorrt-cu12", "tensorrt_cu12"),
-        "nvidia_modelopt": _version("nvidia-modelopt"),
-        "scikit_image": _version("scikit-image"),
-        "pytest_benchmark": _version("pytest-benchmark"),
-    }
+    libs = {"python": platform.python_version(), **library_versions()}
     threads = None
     try:
         import torch

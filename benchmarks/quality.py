@@ -15,7 +15,7 @@ tables compute them), averaged over the images; parity uses `optimize.parity.com
 reports the worst image, like `sharpen export`.
 
 Teacher outputs are expensive on a CPU (seconds per 512x512 tile), so they are cached on disk:
-``<cache>/teacher/<weights hash>-<config>-t<tile>-o<overlap>/<input hash>.npy``.
+``<cache>/teacher/<weights hash>-<config>-t<tile>-o<overlap>-torch<version>/<input hash>.npy``.
 """
 from __future__ import annotations
 
@@ -117,7 +117,7 @@ def array_hash(a: np.ndarray, n: int = 24) -> str:
 
 class TeacherOutputs:
     """Teacher (Gaussian-blended tiled Restormer) outputs, cached on disk by weights hash, tile
-    settings and input hash."""
+    settings, torch version and input hash."""
 
     def __init__(self, weights: Optional[str | os.PathLike] = None, config: Optional[str] = None,
                  tile: int = TEACHER_TILE, overlap: int = TEACHER_OVERLAP,
@@ -133,7 +133,13 @@ class TeacherOutputs:
         self.tile, self.overlap = tile, overlap
         self.hash = file_hash(path)
         root = Path(cache_root or default_cache_root())
-        self.folder = root / "teacher" / f"{self.hash}-{config or 'ckpt'}-t{tile}-o{overlap}"
+        # torch's version too: its kernels give other numbers after an upgrade, and outputs
+        # kept from before would be scored as this teacher's.
+        from .machine import library_versions
+
+        self.torch_version = library_versions(["torch"])["torch"] or "none"
+        self.folder = root / "teacher" / (f"{self.hash}-{config or 'ckpt'}-t{tile}-o{overlap}"
+                                          f"-torch{self.torch_version}")
         from distill.teacher import Teacher
 
         # Loaded now (a fraction of a second) rather than when the first output is missing:
@@ -149,7 +155,8 @@ class TeacherOutputs:
 
     def describe(self) -> dict:
         return {"weights": str(self.weights), "hash": self.hash, "config": self.config,
-                "tile": self.tile, "overlap": self.overlap, "cache": str(self.folder)}
+                "tile": self.tile, "overlap": self.overlap, "torch": self.torch_version,
+                "cache": str(self.folder)}
 
     def _path(self, blurred: np.ndarray) -> Path:
         return self.folder / f"{array_hash(np.asarray(blurred, np.float32))}.npy"

@@ -242,6 +242,49 @@ def test_missing_backends_are_skipped_with_reasons(good_run):
                          float_layers="nope")
 
 
+def test_a_library_upgrade_misses_the_cache(env, good_run, monkeypatch):
+    """The cache keys held no library versions: after an ONNX Runtime, LiteRT, torch or OpenCV
+    upgrade the bench reused artifacts built (and parity measured) by the old ones, and teacher
+    outputs the old torch computed. An upgrade is simulated where it shows: in the installed
+    packages' metadata."""
+    import importlib.metadata
+
+    from benchmarks.artifacts import STAMP, ensure_artifacts, resolve_students
+    from benchmarks.quality import TeacherOutputs, load_pairs
+
+    _, report = good_run
+    cache = report["settings"]["cache"]
+    st = resolve_students([report["settings"]["students"][0]["path"]])[0]
+    ensure_artifacts(st, cache, "onnx", quiet=True)
+    assert ensure_artifacts(st, cache, "onnx", quiet=True).built_now == []
+    blurred = load_pairs(str(env / "pairs"))[0][0].blurred
+    assert TeacherOutputs(env / "teacher.pt", cache_root=cache).has(blurred)
+
+    installed = importlib.metadata.version
+
+    def upgraded(*libs):
+        return lambda dist: "99.0" if dist in libs else installed(dist)
+    with monkeypatch.context() as mp:
+        mp.setattr(importlib.metadata, "version", upgraded("onnxruntime"))
+        rebuilt = ensure_artifacts(st, cache, "onnx", quiet=True)
+        assert rebuilt.built_now == ["onnx"] and rebuilt.get("onnx").usable
+        # Stamped with the version that built it: the next run reuses it.
+        assert ensure_artifacts(st, cache, "onnx", quiet=True).built_now == []
+        # torch's kernels compute the teacher outputs.
+        assert TeacherOutputs(env / "teacher.pt", cache_root=cache).has(blurred)
+    with monkeypatch.context() as mp:
+        mp.setattr(importlib.metadata, "version", upgraded("torch"))
+        assert not TeacherOutputs(env / "teacher.pt", cache_root=cache).has(blurred)
+        assert ensure_artifacts(st, cache, "onnx", quiet=True).built_now == ["onnx"]
+    stamp = json.loads((Path(cache) / f"{st.path.stem}-{st.hash}" / STAMP).read_text())
+    assert stamp["formats"]["onnx"]["versions"]["torch"] == "99.0"
+    from benchmarks.artifacts import format_versions
+    assert {"torch", "opencv", "onnxruntime"} <= set(format_versions("onnx"))
+    assert {"torch", "opencv", "ai_edge_litert"} <= set(format_versions("tflite-int8"))
+    # Back on the installed versions: rebuilt once more, the cache then reused again.
+    assert ensure_artifacts(st, cache, "onnx", quiet=True).built_now == ["onnx"]
+
+
 def test_stream_row_is_its_per_frame_latency_and_its_throughput(env, good_run):
     """The stream row's "ms" was 1000 / throughput, a frame interval of threads that overlap,
     read beside the other rows as a per-frame latency. It is now the stream's own end-to-end
