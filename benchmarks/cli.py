@@ -22,7 +22,8 @@ ONNX Runtime, TensorFlow / LiteRT, TensorRT) are unchanged. The same measurement
 pytest-benchmark suite:
   pytest benchmarks/ [--full] --benchmark-json bench.json   (same option names)
 Exit codes: 0 every check passed, 1 a quality or parity check failed (the report is still
-written), 2 a usage error.
+written), 2 a usage error, 130 / 143 interrupted by Ctrl-C / SIGTERM (the report then holds the
+rows finished so far, marked incomplete, with those not measured listed).
 """
 
 
@@ -120,6 +121,12 @@ def run_bench_cmd(args) -> int:
         report, code = run_bench(opts)
     except (BenchError, CheckpointError) as e:
         return fail(one_line(e))
+    except KeyboardInterrupt as e:   # `sharpen` then says "interrupted" and exits 130 / 143
+        if getattr(e, "partial_report", None):
+            print(f"sharpen bench: interrupted: the report of the rows finished so far, marked "
+                  f"incomplete (it lists those not measured), is in {e.partial_report}",
+                  file=sys.stderr)
+        raise
     _print_summary(report)
     if code:
         for c in report["checks"]:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Optional
+
+from runtime.cli_errors import Terminated
 
 from .latency import (BACKENDS, SkipCase, frame_fn, make_video, measure, open_backend,
                       result_row, size_label, stream, stream_row)
@@ -14,13 +16,70 @@ if TYPE_CHECKING:
     from .report import BenchOptions
 
 
-def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_tiles, say) -> dict:
+TEACHER_LABEL = "PyTorch (tiled)"
+STREAM_KEY, STREAM_LABEL = "pipeline-ort-fp32", "sharpen run pipeline (ONNX Runtime FP32)"
+
+
+def planned_rows(students, m: dict, artifact_sets: Optional[dict] = None) -> list[dict]:
+    """model, backend, backend_label and size of the rows run_latency makes, in its order,
+    less those of formats the export skipped (not requested, not buildable here): what an
+    interrupted run lists as not measured."""
+    def skipped(st, fmt) -> bool:
+        arts = (artifact_sets or {}).get(st.name)
+        return fmt is not None and arts is not None and arts.get(fmt).status == "skipped"
+
+    sizes = [size_label(wh) for wh in m["sizes"]]
+    rows = [{"model": "teacher", "backend": "teacher-tiled", "backend_label": TEACHER_LABEL,
+             "size": z} for z in sizes]
+    rows += [{"model": f"student {st.name}", "backend": spec.key, "backend_label": spec.label,
+              "size": z} for st in students for spec in BACKENDS if not skipped(st, spec.fmt)
+             for z in sizes]
+    if m["stream_frames"]:
+        rows += [{"model": f"student {st.name}", "backend": STREAM_KEY,
+                  "backend_label": STREAM_LABEL, "size": size_label(m["stream_size"])}
+                 for st in students if not skipped(st, "onnx")]
+    return rows
+
+
+def missing_rows(planned: list[dict], done: list[dict]) -> list[str]:
+    """'model backend size' of the planned rows not among `done`."""
+    have = {(r["model"], r["backend"], r["size"]) for r in done}
+    return [f"{r['model']} {r['backend_label']} {r['size']}" for r in planned
+            if (r["model"], r["backend"], r["size"]) not in have]
+
+
+def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_tiles, say,
+                partial: Optional[dict] = None) -> dict:
+    """The latency section of the report. With `partial`, partial["latency"] is that section
+    from the start, its rows added as each is measured (what an interrupted run has)."""
     m = opts.mode()
     sizes, target = m["sizes"], opts.target_fps
     rows: list[dict] = []
+    streams: list[dict] = []
     teacher_ms: dict[str, float] = {}
     timing = dict(warmup=m["warmup"], min_rounds=m["min_rounds"], max_rounds=m["max_rounds"],
                   max_time=m["max_time"], slow_s=m["slow_s"])
+    from .machine import blas_threads, sgemm_peak_gmacs
+
+    result = {"rows": rows, "stream": streams,
+              "settings": {"sizes": [size_label(s) for s in sizes], "target_fps": target,
+                           "sgemm_peak_gmacs": None,
+                           "sgemm_threads": blas_threads(),
+                           "runtime_threads": opts.threads or None,
+                           "warmup": m["warmup"], "min_rounds": m["min_rounds"],
+                           "max_rounds": m["max_rounds"], "max_time_s": m["max_time"],
+                           "slow_single_round_s": m["slow_s"],
+                           "max_activation_gb": m.get("max_activation_gb"),
+                           "timed": "one BGR uint8 frame through runtime.prepost.FrameProcessor "
+                                    "(pre + infer + post), median and 90th percentile of the "
+                                    "rounds",
+                           "teacher": (teacher_tiles.note(*sizes[0]) if teacher_tiles
+                                       else None),
+                           "stream": (f"{m['stream_frames']} frames of "
+                                      f"{size_label(m['stream_size'])}, generated video, "
+                                      "run_stream lossless, no output file")}}
+    if partial is not None:
+        partial["latency"] = result
 
     # ---- teacher: one timing per tile shape (frames smaller than a tile run one smaller
     # tile), scaled per size
@@ -53,62 +112,62 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
 
     # ---- students on every backend; each row also says how much of the CPU's FP32 matrix rate
     # (measured once) the student reaches: its GMAC per frame over the median time.
-    from .machine import blas_threads, sgemm_peak_gmacs
-
     peak = sgemm_peak_gmacs()
+    result["settings"]["sgemm_peak_gmacs"] = round(peak, 1)
     budget = {(st.name, wh): b for st in students for wh, b in _student_budget(st.path, sizes).items()}
     gmac = {k: g for k, (g, _) in budget.items()}
     too_big = _too_big(students, sizes, budget, m.get("max_activation_gb"))
     cases = [(st, spec) for st in students for spec in BACKENDS]
     bar = _bar(len(cases) * len(sizes), "latency", opts.quiet)
-    for st, spec in cases:
-        arts = artifact_sets.get(st.name)
-        try:
-            backend = open_backend(spec, st.path, arts, threads=opts.threads or None)
-        except SkipCase as e:
-            for wh in sizes:
-                rows.append(result_row(model=f"student {st.name}", student=st.name,
-                                       backend=spec, size=wh, ms=None, target_fps=target,
-                                       status="skipped", reason=str(e)))
-                bar(1)
-            continue
-        except Exception as e:  # noqa: BLE001
-            for wh in sizes:
-                rows.append(result_row(model=f"student {st.name}", student=st.name,
-                                       backend=spec, size=wh, ms=None, target_fps=target,
-                                       status="error", reason=f"{type(e).__name__}: {e}"))
-                bar(1)
-            continue
-        try:
-            for wh in sizes:
-                lbl = size_label(wh)
-                bar(0, what=f"{st.name} {spec.key} {lbl}")
-                if (st.name, wh) in too_big:
+    try:
+        for st, spec in cases:
+            arts = artifact_sets.get(st.name)
+            try:
+                backend = open_backend(spec, st.path, arts, threads=opts.threads or None)
+            except SkipCase as e:
+                for wh in sizes:
                     rows.append(result_row(model=f"student {st.name}", student=st.name,
                                            backend=spec, size=wh, ms=None, target_fps=target,
-                                           status="skipped", reason=too_big[st.name, wh]))
+                                           status="skipped", reason=str(e)))
                     bar(1)
-                    continue
-                try:
-                    t = measure(frame_fn(backend, *wh), **timing)
-                    rows.append(result_row(
-                        model=f"student {st.name}", student=st.name, backend=spec, size=wh,
-                        ms=1000 * t.median_s, p90_ms=round(1000 * t.p90_s, 3),
-                        gmac=round(gmac[st.name, wh], 3),
-                        peak_frac=round(gmac[st.name, wh] / t.median_s / peak, 4),
-                        target_fps=target, teacher_ms=teacher_ms.get(lbl), provider=backend.provider,
-                        engine=backend.name, timing=_in_ms(t.to_dict())))
-                except Exception as e:  # noqa: BLE001
+                continue
+            except Exception as e:  # noqa: BLE001
+                for wh in sizes:
                     rows.append(result_row(model=f"student {st.name}", student=st.name,
                                            backend=spec, size=wh, ms=None, target_fps=target,
                                            status="error", reason=f"{type(e).__name__}: {e}"))
-                bar(1)
-        finally:
-            backend.close()
-    bar(0, close=True)
+                    bar(1)
+                continue
+            try:
+                for wh in sizes:
+                    lbl = size_label(wh)
+                    bar(0, what=f"{st.name} {spec.key} {lbl}")
+                    if (st.name, wh) in too_big:
+                        rows.append(result_row(model=f"student {st.name}", student=st.name,
+                                               backend=spec, size=wh, ms=None, target_fps=target,
+                                               status="skipped", reason=too_big[st.name, wh]))
+                        bar(1)
+                        continue
+                    try:
+                        t = measure(frame_fn(backend, *wh), **timing)
+                        rows.append(result_row(
+                            model=f"student {st.name}", student=st.name, backend=spec, size=wh,
+                            ms=1000 * t.median_s, p90_ms=round(1000 * t.p90_s, 3),
+                            gmac=round(gmac[st.name, wh], 3),
+                            peak_frac=round(gmac[st.name, wh] / t.median_s / peak, 4),
+                            target_fps=target, teacher_ms=teacher_ms.get(lbl), provider=backend.provider,
+                            engine=backend.name, timing=_in_ms(t.to_dict())))
+                    except Exception as e:  # noqa: BLE001
+                        rows.append(result_row(model=f"student {st.name}", student=st.name,
+                                               backend=spec, size=wh, ms=None, target_fps=target,
+                                               status="error", reason=f"{type(e).__name__}: {e}"))
+                    bar(1)
+            finally:
+                backend.close()
+    finally:   # on Ctrl-C too: the bar's line is cleared before the last words
+        bar(0, close=True)
 
     # ---- streaming pipeline over a generated video (ONNX Runtime FP32 model)
-    streams = []
     if m["stream_frames"]:
         w, h = m["stream_size"]
         with tempfile.TemporaryDirectory(prefix="sharpen-bench-") as tmp:
@@ -133,6 +192,11 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                 try:
                     s = stream(art.file, video, max_frames=m["stream_frames"],
                                threads=opts.threads or None)
+                    if s.get("interrupted"):
+                        # run_stream's own handler took the Ctrl-C / SIGTERM and ended the
+                        # stream early: a row of part of it, and a bench that went on, hid it.
+                        raise (Terminated() if s.get("signal") == "SIGTERM"
+                               else KeyboardInterrupt())
                     streams.append(stream_row(
                         s, teacher_ms=teacher_ms.get(size_label((w, h))), stats={
                             "frames_processed": s["frames_processed"],
@@ -143,21 +207,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                 except Exception as e:  # noqa: BLE001
                     streams.append(result_row(ms=None, status="error",
                                               reason=f"{type(e).__name__}: {e}", **base))
-    return {"rows": rows, "stream": streams,
-            "settings": {"sizes": [size_label(s) for s in sizes], "target_fps": target,
-                         "sgemm_peak_gmacs": round(peak, 1),
-                         "sgemm_threads": blas_threads(),
-                         "runtime_threads": opts.threads or None,
-                         "warmup": m["warmup"], "min_rounds": m["min_rounds"],
-                         "max_rounds": m["max_rounds"], "max_time_s": m["max_time"],
-                         "slow_single_round_s": m["slow_s"],
-                         "max_activation_gb": m.get("max_activation_gb"),
-                         "timed": "one BGR uint8 frame through runtime.prepost.FrameProcessor "
-                                  "(pre + infer + post), median and 90th percentile of the rounds",
-                         "teacher": (teacher_tiles.note(*sizes[0]) if teacher_tiles else None),
-                         "stream": (f"{m['stream_frames']} frames of "
-                                    f"{size_label(m['stream_size'])}, generated video, "
-                                    "run_stream lossless, no output file")}}
+    return result
 
 
 def _student_budget(path, sizes) -> dict:

@@ -104,33 +104,29 @@ def render_markdown(rep: dict) -> str:
              f"Target: {tgt:g} fps, i.e. <= {1000 / tgt:.1f} ms per frame; the product's "
              "target is 1920x1080, and rows at other sizes say whether that size reaches it.",
              ""]
+    inc = rep.get("incomplete")
+    if inc:
+        lines += _incomplete(inc)
     fails = [c for c in rep["checks"] if not c["passed"]]
     lines += ["## Checks", ""]
     if not rep["checks"]:
         lines.append("No checks ran.")
     lines += [f"- {'PASS' if c['passed'] else '**FAIL**'}: {c['message']}" for c in rep["checks"]]
-    lines += ["", f"Result: {'all checks passed' if not fails else f'{len(fails)} check(s) FAILED'}",
-              ""]
-    lines += ["## Quality", "",
-              f"Held-out set: {q['data']}. PSNR/SSIM (scikit-image, RGB, [0, 1]) against ground "
-              "truth, mean over the images; SSIM vs teacher is against the teacher's output; "
-              "parity is the worst image against the FP32 PyTorch student (gates from "
-              f"`optimize.export.Thresholds`: FP32 max abs < "
-              f"{q['settings']['thresholds']['fp32_max_abs']:g}, INT8/FP16 SSIM >= "
-              f"{q['settings']['thresholds']['min_ssim']:g}); SSIM lost vs FP32 is what an "
-              "artifact loses in SSIM to ground truth against the FP32 student, worst image "
-              "(the students issue's INT8 budget: 0.002). Teacher: "
-              f"{Path(s['teacher']['weights']).name} (sha256 {s['teacher']['hash']}), tiled "
-              f"{s['teacher']['tile']} px, overlap {s['teacher']['overlap']}, Gaussian-blended.",
-              ""]
-    from .quality import QualityResult
-
-    qr = QualityResult(q["data"], q["images"], q["rows"], rep["checks"], {}, q["settings"])
-    lines += [_md_table(TABLE_HEADERS, format_table(qr)), ""]
-    from .realblur import markdown as real_markdown
-    lines += real_markdown(rep.get("real_blur"), _md_table)
+    result = "all checks passed" if not fails else f"{len(fails)} check(s) FAILED"
+    if inc:
+        result = (f"**INCOMPLETE** (interrupted): {len(rep['checks'])} check(s) on the rows "
+                  f"measured, {len(fails)} failed")
+    lines += ["", f"Result: {result}", ""]
+    lines += ["## Quality", ""]
+    lines += [NOT_REACHED, ""] if not q["settings"] else _quality_lines(s, q, rep["checks"])
+    if rep.get("real_blur"):
+        # Only then: an interrupted run may have been stopped inside the imports it needs.
+        from .realblur import markdown as real_markdown
+        lines += real_markdown(rep["real_blur"], _md_table)
     lines += ["## Latency", ""]
-    if lat["settings"].get("max_time_s") is None:
+    if inc and not lat["settings"]:
+        lines += [NOT_REACHED, ""]
+    elif lat["settings"].get("max_time_s") is None:
         lines += ["Not measured in this run (`--no-latency`).", ""]
     else:
         lines += [f"Timed: {lat['settings'].get('timed', '-')}. Warm-up "
@@ -201,6 +197,46 @@ def render_markdown(rep: dict) -> str:
                                    "no thread or GPU variable set"), ""]
     lines += ["## Reproduce", "", "```"] + rep["commands"] + ["```", ""]
     return "\n".join(lines)
+
+
+NOT_REACHED = "Not measured: the run was interrupted before any of it was finished."
+
+
+def _incomplete(inc: dict) -> list[str]:
+    """The head of an interrupted run's report: how it stopped and every row it left out."""
+    how = "Ctrl-C" if inc["signal"] == "SIGINT" else inc["signal"]
+    missing = inc.get("missing") or {}
+    lines = ["## Incomplete", "",
+             f"**This run was interrupted ({how}) during its {inc['stage']} stage**: this "
+             "report holds only the rows it finished and the checks on them, and no figures. "
+             "The exports and teacher outputs made so far are cached: the same command again "
+             "finishes it.", ""]
+    what = {"quality": "Quality rows", "real_blur": "Real-blur sets", "latency": "Latency rows"}
+    for key, items in missing.items():
+        lines += [f"{what.get(key, key)} not measured ({len(items)}):", ""]
+        lines += [f"- {item}" for item in items] + [""]
+    if not missing:
+        lines += ["Every row was measured; only the figures are missing.", ""]
+    return lines
+
+
+def _quality_lines(s: dict, q: dict, checks: list[dict]) -> list[str]:
+    lines = [
+        f"Held-out set: {q['data']}. PSNR/SSIM (scikit-image, RGB, [0, 1]) against ground "
+        "truth, mean over the images; SSIM vs teacher is against the teacher's output; "
+        "parity is the worst image against the FP32 PyTorch student (gates from "
+        f"`optimize.export.Thresholds`: FP32 max abs < "
+        f"{q['settings']['thresholds']['fp32_max_abs']:g}, INT8/FP16 SSIM >= "
+        f"{q['settings']['thresholds']['min_ssim']:g}); SSIM lost vs FP32 is what an "
+        "artifact loses in SSIM to ground truth against the FP32 student, worst image "
+        "(the students issue's INT8 budget: 0.002). Teacher: "
+        f"{Path(s['teacher']['weights']).name} (sha256 {s['teacher']['hash']}), tiled "
+        f"{s['teacher']['tile']} px, overlap {s['teacher']['overlap']}, Gaussian-blended.",
+        ""]
+    from .quality import QualityResult
+
+    qr = QualityResult(q["data"], q["images"], q["rows"], checks, {}, q["settings"])
+    return lines + [_md_table(TABLE_HEADERS, format_table(qr)), ""]
 
 
 def _count(n: int, what: str) -> str:

@@ -40,6 +40,8 @@ from .artifacts import BenchError, Student, default_cache_root, file_hash
 DEFAULT_MIN_SSIM_RATIO = 0.95
 SSIM_CHECKS = ("ssim-ratio", "ssim-gain")
 QUICK_LIMIT = 4
+# The status of a row an interrupted run did not finish (it has no numbers and no check).
+MISSING_REASON = "not measured: the run was interrupted first"
 
 
 # --------------------------------------------------------------------------- data
@@ -234,11 +236,14 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
              artifact_sets: dict, min_ssim_ratio: float = DEFAULT_MIN_SSIM_RATIO,
              thresholds=None, min_ssim_gain: Optional[float] = None, threads: int = 0,
              n_crops: int = 3, data_desc: str = "",
-             progress: bool = True, say=None) -> QualityResult:
+             progress: bool = True, say=None, partial: Optional[dict] = None
+             ) -> QualityResult:
     """Run everything on every pair and compute metrics and checks (see the module doc).
 
     artifact_sets: student name -> benchmarks.artifacts.ArtifactSet (or None: PyTorch only).
-    The outputs of the `n_crops` pairs with the lowest input PSNR are kept for the figure."""
+    The outputs of the `n_crops` pairs with the lowest input PSNR are kept for the figure.
+    With `partial`, a KeyboardInterrupt (Ctrl-C, SIGTERM) first puts partial["quality"]: the
+    result of the rows that ran on every image, the others with status "missing"."""
     from distill.checkpoint import load_student
     from distill.metrics import psnr, ssim
     from optimize.export import Thresholds
@@ -297,6 +302,8 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     teacher_outs: dict[str, np.ndarray] = {}
     bar = tqdm(total=len(pairs) * (1 + len(loaders)), desc="  quality", unit="run", leave=False,
                disable=None if progress else True, file=sys.stderr)
+    pending = {"input", "teacher", *loaders}   # rows yet to run on every image
+    interrupted: Optional[KeyboardInterrupt] = None
     try:
         for p, info in zip(pairs, images):
             bar.set_postfix_str(f"teacher: {p.name}")
@@ -308,6 +315,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             if p.name in hardest:
                 crops[p.name] = {"blurred": p.blurred, "sharp": p.sharp, "teacher": t_out}
             bar.update(1)
+        pending -= {"input", "teacher"}
         # (student, image) -> the FP32 PyTorch output and its SSIM to ground truth
         refs: dict[tuple[str, str], tuple[np.ndarray, float]] = {}
         for key, load in loaders.items():
@@ -320,6 +328,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                 what = Path(r["file"]).name if r.get("file") else key
                 r.update(status="error", reason=f"cannot load {what}: {first}")
                 bar.update(len(pairs))
+                pending.discard(key)
                 continue
             if runner_name:
                 r["runner"] = runner_name
@@ -334,6 +343,13 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                         close()
                     except Exception:  # noqa: BLE001
                         pass
+            pending.discard(key)
+    except KeyboardInterrupt as e:
+        if partial is None:
+            raise
+        interrupted = e
+        for key in pending:
+            rows[key].update(status="missing", reason=MISSING_REASON, images=[])
     finally:
         bar.close()
 
@@ -370,7 +386,24 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                                "min_psnr": th.min_psnr, "max_ssim_drop": th.max_ssim_drop},
                 "teacher": teacher.describe(), "hardest": sorted(hardest),
                 "teacher_outputs": {"cached": teacher.cached, "computed": teacher.computed}}
-    return QualityResult(data_desc, images, list(rows.values()), checks, crops, settings)
+    result = QualityResult(data_desc, images, list(rows.values()), checks, crops, settings)
+    if interrupted is not None:
+        partial["quality"] = result
+        raise interrupted
+    return result
+
+
+def planned_quality_keys(students: Sequence[Student], artifact_sets: Optional[dict] = None
+                         ) -> list[str]:
+    """The keys of the rows `evaluate` makes for these students, in its order, less those of
+    formats the export skipped (`artifact_sets`, as far as it got)."""
+    def skipped(st: Student, fmt: str) -> bool:
+        arts = (artifact_sets or {}).get(st.name)
+        return arts is not None and arts.get(fmt).status == "skipped"
+
+    return ["input", "teacher"] + [f"{st.name}/{fmt}" for st in students
+                                   for fmt in ("pytorch", *FORMATS)
+                                   if fmt == "pytorch" or not skipped(st, fmt)]
 
 
 def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
@@ -433,6 +466,8 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
         r = rows[f"{st.name}/pytorch"]
         key = r["key"]
         kind = "ssim-ratio" if gain is None else "ssim-gain"
+        if "missing" in (r.get("status"), t.get("status"), b.get("status")):
+            continue   # an interrupted run's: not measured, so neither passed nor failed
         if r["ssim"] is None or t["ssim"] is None or b["ssim"] is None:
             checks.append({"check": kind, "model": key, "metric": "ssim", "value": None,
                            "threshold": None, "passed": False,
@@ -458,7 +493,7 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
                        "value": r["ssim"], "threshold": thr, "ratio": ratio,
                        "teacher_ssim": t["ssim"], "passed": bool(ok), "message": msg})
     for r in rows.values():
-        if r["kind"] != "artifact" or r["status"] == "skipped":
+        if r["kind"] != "artifact" or r["status"] in ("skipped", "missing"):
             continue
         label = f"student {r['student']!r} {r['format']} ({r['backend']})"
         if r["status"] == "error" or r["parity"] is None:

@@ -13,16 +13,19 @@ and 640x360, few rounds, QUICK_LIMIT held-out images; full mode: 1920x1080, 1280
 640x360, more rounds, every held-out image. Quick mode also leaves out the sizes at which a
 student's activations exceed QUICK_MAX_ACTIVATION_GB (the seed layout at 1080p), so that it fits
 in 4 GB of memory. A failed check still writes the report, then the
-command exits 1.
+command exits 1. An interrupted run (Ctrl-C, SIGTERM) writes the report of the rows it finished,
+marked incomplete with those it did not reach listed (report.json "incomplete"), without
+figures, and the command exits 130 / 143.
 """
 from __future__ import annotations
 
 import datetime
+import json
 import math
 import os
 import shlex
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -35,11 +38,11 @@ from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, T
                       TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
                       stream_size)
 from .figures import write_figures
-from .latency_run import run_latency
+from .latency_run import missing_rows, planned_rows, run_latency
 from .machine import machine_info, peak_rss_mb
 from .markdown import render_markdown
-from .quality import (DEFAULT_MIN_SSIM_RATIO, QUICK_LIMIT, TeacherOutputs,
-                      evaluate, load_pairs)
+from .quality import (DEFAULT_MIN_SSIM_RATIO, QUICK_LIMIT, QualityResult, TeacherOutputs,
+                      evaluate, load_pairs, planned_quality_keys)
 
 REPORT_FORMAT = "sharpen-bench/1"
 
@@ -240,57 +243,124 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         f"{', '.join(s.name for s in students)}; {data_desc}; cache {cache}")
     if rerun:
         # An interrupted or failed run left the earlier report under the final name, read as
-        # this run's result; kept under another name until this one is written.
+        # this run's result; kept under another name until this one is written. An earlier
+        # interrupted run's partial report does not replace a whole one kept so.
+        drop = (_is_incomplete(out / "report.json")
+                and (out / "report.previous.json").exists())
         for name in ("report.json", "report.md"):
             if (out / name).exists():
-                os.replace(out / name, out / name.replace("report.", "report.previous."))
-        say(f"the earlier report in {out} is now report.previous.md / .json")
+                if drop:
+                    (out / name).unlink()
+                else:
+                    os.replace(out / name, out / name.replace("report.", "report.previous."))
+        say(f"the interrupted run's partial report in {out} is removed; report.previous.md / "
+            ".json is still the whole one before it" if drop else
+            f"the earlier report in {out} is now report.previous.md / .json")
 
+    progress = _Progress()
+    try:
+        _measure(opts, m, students, pairs, data_desc, teacher_out, cache, real_limits, out,
+                 progress, say)
+        report = _report(opts, m, cache, students, teacher_out, real_limits, progress)
+        progress.stage = "figures"
+        report["figures"] = write_figures(report, progress.quality, out, opts.target_fps, say)
+    except KeyboardInterrupt as e:
+        # Ctrl-C / SIGTERM: the rows finished are written, marked incomplete, and the
+        # interruption goes on to the command line (exit 130 / 143), which says where.
+        try:
+            e.partial_report = _write_partial(out, opts, m, cache, students, data_desc,
+                                              teacher_out, real_limits, progress, e, t_start)
+        except Exception as w:  # noqa: BLE001 - the interruption, not this, is what to report
+            say.warn(f"the partial report could not be written: {type(w).__name__}: {w}")
+        raise
+    if rerun:
+        _remove_stale_figures(out, {*report["figures"].values(),
+                                    *((progress.real or {}).get("figures") or {}).values()})
+    report["wall_s"] = round(time.perf_counter() - t_start, 1)
+    atomic_write_json(out / "report.json", finite(report))
+    write_text(out / "report.md", render_markdown(report))
+    say(f"report: {out / 'report.md'} and {out / 'report.json'} ({report['wall_s']:.0f} s)")
+    return report, report["exit_code"]
+
+
+@dataclass
+class _Progress:
+    """What a run has finished so far: an interrupted run's report is made of it."""
+    stage: str = "export"
+    artifact_sets: dict = field(default_factory=dict)
+    peak_mb: dict = field(default_factory=dict)   # peak RSS so far after each stage
+    quality: Optional[QualityResult] = None
+    real: Optional[dict] = None
+    latency: Optional[dict] = None
+
+
+def _measure(opts: BenchOptions, m: dict, students, pairs, data_desc: str, teacher_out,
+             cache: Path, real_limits: dict, out: Path, progress: _Progress, say) -> None:
+    """Every stage in turn, each result into `progress` as it finishes; a stage interrupted
+    part way puts in what it finished, then the KeyboardInterrupt goes on."""
     from distill.checkpoint import CheckpointError
 
-    peak_mb: dict[str, float] = {}     # peak RSS so far after each stage: which stage set it
-    artifact_sets = {}
     for st in students:
         try:
-            artifact_sets[st.name] = ensure_artifacts(st, cache, opts.formats, opts.calib_count,
-                                                      quiet=opts.quiet, say=say,
-                                                      float_layers=opts.float_layers)
+            progress.artifact_sets[st.name] = ensure_artifacts(
+                st, cache, opts.formats, opts.calib_count, quiet=opts.quiet, say=say,
+                float_layers=opts.float_layers)
         except CheckpointError as e:
             raise BenchError(str(e)) from None
 
+    progress.stage = "quality"
     todo = sum(not teacher_out.has(p.blurred) for p in pairs)
-    peak_mb["export"] = peak_rss_mb()
+    progress.peak_mb["export"] = peak_rss_mb()
     say(f"quality: {len(pairs)} held-out images; teacher outputs: {len(pairs) - todo} cached, "
         + (f"computing {todo} now (tiled Restormer, slow on a CPU; cached for the next run)"
            if todo else "none to compute") + f"; cache {teacher_out.folder}")
-    quality = evaluate(pairs, teacher_out, students, artifact_sets, opts.min_ssim_ratio,
-                       min_ssim_gain=opts.min_ssim_gain, threads=opts.threads,
-                       data_desc=data_desc, progress=not opts.quiet,
-                       say=say)
-    peak_mb["quality"] = peak_rss_mb()
+    got: dict = {}
+    try:
+        progress.quality = evaluate(
+            pairs, teacher_out, students, progress.artifact_sets, opts.min_ssim_ratio,
+            min_ssim_gain=opts.min_ssim_gain, threads=opts.threads, data_desc=data_desc,
+            progress=not opts.quiet, say=say, partial=got)
+    except KeyboardInterrupt:
+        progress.quality = got.get("quality")
+        raise
+    progress.peak_mb["quality"] = peak_rss_mb()
 
-    real = {}
     if opts.real_pairs or opts.real_nogt:
+        progress.stage = "real blur"
         from .realblur import run_real_blur
         out.mkdir(parents=True, exist_ok=True)
         try:
-            real = run_real_blur(opts.real_pairs, nogt_paths(opts.real_nogt), teacher_out,
-                                 students, out,
-                                 say, real_limits["--real-pairs"], real_limits["--real-nogt"],
-                                 quiet=opts.quiet)
+            progress.real = run_real_blur(opts.real_pairs, nogt_paths(opts.real_nogt),
+                                          teacher_out, students, out, say,
+                                          real_limits["--real-pairs"],
+                                          real_limits["--real-nogt"], quiet=opts.quiet)
         except ValueError as e:   # e.g. every image unreadable after all
             raise BenchError(f"real blur: {e}") from None
-        peak_mb["real_blur"] = peak_rss_mb()
+        progress.peak_mb["real_blur"] = peak_rss_mb()
+    else:
+        progress.real = {}
 
-    latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
     if opts.latency:
+        progress.stage = "latency"
         tiles = TeacherTiles(teacher=teacher_out.teacher, n_tiles=m["teacher_tiles"])
-        latency = run_latency(opts, students, artifact_sets, tiles, say)
-        peak_mb["latency"] = peak_rss_mb()
+        try:
+            progress.latency = run_latency(opts, students, progress.artifact_sets, tiles, say,
+                                           partial=got)
+        except KeyboardInterrupt:
+            progress.latency = got.get("latency")
+            raise
+        progress.peak_mb["latency"] = peak_rss_mb()
+    else:
+        progress.latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
 
+
+def _report(opts: BenchOptions, m: dict, cache: Path, students, teacher_out,
+            real_limits: dict, progress: _Progress) -> dict:
+    """report.json's content from what `progress` holds (figures and wall time come after)."""
+    quality, latency = progress.quality, progress.latency
     checks = quality.checks + latency_checks(latency)
     ok = all(c["passed"] for c in checks)
-    report = {
+    return {
         "format": REPORT_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "full" if opts.full else "quick", "ok": ok, "exit_code": 0 if ok else 1,
@@ -308,25 +378,61 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
                      "real_nogt": nogt_paths(opts.real_nogt) or None,
                      "real_limits": real_limits},
         "machine": machine_info(),
-        "peak_rss_mb": peak_mb,
+        "peak_rss_mb": progress.peak_mb,
         "commands": reproduce_commands(opts),
         "checks": checks,
         "quality": quality.to_dict(),
-        "real_blur": real,
+        "real_blur": progress.real or {},
         "latency": latency,
-        "artifacts": {k: v.to_dict() for k, v in artifact_sets.items()},
+        "artifacts": {k: v.to_dict() for k, v in progress.artifact_sets.items()},
         "skipped": skipped_list(quality, latency),
         "figures": {},
     }
-    report["figures"] = write_figures(report, quality, out, opts.target_fps, say)
-    if rerun:
-        _remove_stale_figures(out, {*report["figures"].values(),
-                                    *((real or {}).get("figures") or {}).values()})
-    report["wall_s"] = round(time.perf_counter() - t_start, 1)
+
+
+def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students,
+                   data_desc: str, teacher_out, real_limits: dict, progress: _Progress,
+                   e: KeyboardInterrupt, t_start: float) -> Path:
+    """An interrupted run's report: the rows it finished and the checks on them, and under
+    "incomplete" the signal, the stage it stopped in and every row it did not reach; no
+    figures. Its exit_code is the command's (130 for Ctrl-C, 143 for SIGTERM)."""
+    from runtime.cli_errors import Terminated, interrupt_exit_code
+
+    missing: dict[str, list[str]] = {}
+    if progress.quality is None:
+        missing["quality"] = planned_quality_keys(students, progress.artifact_sets)
+        progress.quality = QualityResult(data_desc, [], [], [], {}, {})
+    else:
+        missing["quality"] = [r["key"] for r in progress.quality.rows
+                              if r["status"] == "missing"]
+    if progress.real is None:
+        missing["real_blur"] = [flag for flag, spec in (("--real-pairs", opts.real_pairs),
+                                                        ("--real-nogt", opts.real_nogt))
+                                if spec]
+    if opts.latency:
+        progress.latency = progress.latency or {"rows": [], "stream": [], "settings": {}}
+        missing["latency"] = missing_rows(planned_rows(students, m, progress.artifact_sets),
+                                          progress.latency["rows"] + progress.latency["stream"])
+    elif progress.latency is None:
+        progress.latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
+    report = _report(opts, m, cache, students, teacher_out, real_limits, progress)
+    report.update(ok=False, exit_code=interrupt_exit_code(e),
+                  wall_s=round(time.perf_counter() - t_start, 1))
+    report["incomplete"] = {
+        "signal": "SIGTERM" if isinstance(e, Terminated) else "SIGINT",
+        "stage": progress.stage, "missing": {k: v for k, v in missing.items() if v},
+        "figures": "not written"}
     atomic_write_json(out / "report.json", finite(report))
     write_text(out / "report.md", render_markdown(report))
-    say(f"report: {out / 'report.md'} and {out / 'report.json'} ({report['wall_s']:.0f} s)")
-    return report, report["exit_code"]
+    return out / "report.md"
+
+
+def _is_incomplete(path: Path) -> bool:
+    """Whether `path` is the report of an interrupted run."""
+    try:
+        return "incomplete" in json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
 
 
 def _remove_stale_figures(out: Path, written: set) -> None:

@@ -864,6 +864,118 @@ def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
     assert again.built_now == [] and again.get("onnx").usable
 
 
+@pytest.mark.parametrize("sig,when", [("SIGINT", "streaming pipeline:"),
+                                      ("SIGTERM", "latency: teacher")])
+def test_interrupted_bench_writes_the_rows_it_finished(env, tmp_path, sig, when):
+    """Ctrl-C or SIGTERM part way through the bench lost everything measured, and Ctrl-C during
+    the stream was taken by the stream's own handler: the bench wrote a row of part of the
+    stream and went on to exit 0. Now the rows finished are written, marked incomplete with
+    the rest listed, the command says where, and exits 130 / 143."""
+    import signal
+    import time
+
+    out = tmp_path / "out"
+    out.mkdir()
+    # An earlier run's whole report: kept as report.previous.* while this run measures.
+    (out / "report.json").write_text(json.dumps({"format": "sharpen-bench/1", "whole": True}))
+    (out / "report.md").write_text("# the earlier report\n")
+    # A stream of thousands of small frames: seconds long, so the signal lands inside it.
+    cmd = [sys.executable, "-m", "sharpen.cli", "bench", "--out", str(out),
+           "--weights", str(env / "student-good.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache", str(env / "cache"),
+           "--formats", "onnx", "--sizes", "160x96", "--stream-frames", "4000"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = []
+    try:
+        for line in proc.stderr:
+            err.append(line)
+            if line.startswith(when):
+                time.sleep(1.0 if sig == "SIGINT" else 0.2)
+                proc.send_signal(getattr(signal, sig))
+                break
+        rest = proc.communicate(timeout=300)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    err = "".join(err) + (rest or "")
+    if proc.returncode in (0, 1) and "interrupted" not in err:
+        pytest.skip("the bench finished before the signal landed")
+    code = 130 if sig == "SIGINT" else 143
+    assert proc.returncode == code and "Traceback" not in err, err
+    assert f"rows finished so far, marked incomplete (it lists those not measured), is in " \
+           f"{out / 'report.md'}" in err, err
+    assert err.strip().splitlines()[-1].startswith("sharpen bench: interrupted"), err
+    report = json.loads((out / "report.json").read_text())
+    inc = report["incomplete"]
+    assert inc["signal"] == sig and inc["stage"] == "latency", inc
+    assert report["ok"] is False and report["exit_code"] == code
+    # Quality finished before: all of it is there, with its checks.
+    assert report["quality"]["rows"] and "quality" not in inc["missing"]
+    assert all(r["status"] != "missing" for r in report["quality"]["rows"])
+    assert any(c["check"] == "ssim-ratio" for c in report["checks"])
+    # Every row the run would have measured is either there or listed as not measured (the
+    # formats not requested are not); the stream never finished.
+    lat = report["latency"]
+    done = [f"{r['model']} {r['backend_label']} {r['size']}" for r in lat["rows"] + lat["stream"]
+            if r["status"] != "skipped"]
+    missing = inc["missing"]["latency"]
+    stream = "student good sharpen run pipeline (ONNX Runtime FP32) 160x96"
+    planned = {"teacher PyTorch (tiled) 160x96", "student good PyTorch eager 160x96",
+               "student good ONNX Runtime FP32 160x96", stream}
+    assert set(done) | set(missing) == planned and not set(done) & set(missing), (done, missing)
+    assert stream in missing
+    if sig == "SIGINT":   # the stream came last: every other row was measured
+        assert missing == [stream] and all(r["status"] == "ok" for r in lat["rows"]
+                                           if r["status"] != "skipped")
+    md = (out / "report.md").read_text()
+    assert "## Incomplete" in md and f"- {stream}" in md and "**INCOMPLETE**" in md
+    assert not list(out.glob("*.png"))
+    assert json.loads((out / "report.previous.json").read_text())["whole"]
+    if sig == "SIGINT":
+        # The next run drops the partial report, not the whole one before it.
+        from benchmarks import cli as bench_cli
+        assert bench_cli.main([*cmd[4:], "--no-latency", "--quiet"]) == 0
+        assert "incomplete" not in json.loads((out / "report.json").read_text())
+        assert json.loads((out / "report.previous.json").read_text())["whole"]
+
+
+def test_quality_interrupted_part_way_keeps_the_rows_it_finished(env, good_run):
+    """Ctrl-C in the middle of the quality stage: the rows that ran on every image are kept with
+    their checks, the row it was in is "missing" (no numbers, no check) and the interruption
+    still goes on. The signal is real, sent while the ONNX row reads its first image."""
+    import signal
+
+    from benchmarks.artifacts import ensure_artifacts, resolve_students
+    from benchmarks.quality import Pair, TeacherOutputs, evaluate, load_pairs
+
+    _, report = good_run
+    cache = report["settings"]["cache"]
+    st = resolve_students([str(env / "student-good.pt")])[0]
+    arts = {st.name: ensure_artifacts(st, cache, "onnx", quiet=True)}
+    pairs, desc = load_pairs(str(env / "pairs"))
+    reads = []
+
+    def blurred(read=pairs[0]._blurred):
+        # Read once for the difficulty, twice by the teacher's loop, once by PyTorch: the
+        # fifth read is the ONNX row's.
+        reads.append(1)
+        if len(reads) == 5:
+            os.kill(os.getpid(), signal.SIGINT)
+        return read()
+    pairs[0] = Pair(pairs[0].name, blurred, pairs[0]._sharp)
+    got: dict = {}
+    with pytest.raises(KeyboardInterrupt):
+        evaluate(pairs, TeacherOutputs(env / "teacher.pt", cache_root=cache), [st], arts,
+                 data_desc=desc, progress=False, partial=got)
+    rows = {r["key"]: r for r in got["quality"].rows}
+    assert all(rows[k]["status"] == "ok" and rows[k]["n_images"] == len(pairs)
+               for k in ("input", "teacher", "good/pytorch")), rows
+    assert rows["good/onnx"]["status"] == "missing" and rows["good/onnx"]["ssim"] is None
+    assert rows["good/tflite-int8"]["status"] == "skipped"
+    assert [c["model"] for c in got["quality"].checks] == ["good/pytorch"]
+
+
 def test_latency_section_says_where_pytorch_ran(good_run):
     """The section said how many threads the runtimes had, not PyTorch eager's: with
     OMP_NUM_THREADS=1 it ran on one thread beside runtimes on every core, read as a backend
