@@ -649,7 +649,9 @@ def _train(args: argparse.Namespace, task: str) -> int:
     except (ValueError, FileNotFoundError) as e:
         return _err(_without_worker_traceback(str(e)))
     except TrainingInterrupted as e:
-        print(f"sharpen {args.command}: {e}", file=sys.stderr)
+        from .dist import DistInfo
+        if DistInfo.from_env().main:   # under torchrun every rank stops: say it once
+            print(f"sharpen {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
     except TrainingDiverged as e:
         raise SharpenError(str(e), exit_code=1) from None

@@ -806,21 +806,29 @@ class Trainer:
                 over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
                             or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
                 over = self._agree_to_stop(over)
+                # This step's decisions use the flag as agreed, not self._stop: under DDP a
+                # signal that lands later on one rank only (rank 0 validating while the others
+                # went on) sent the ranks into different collectives, and gloo aborted before
+                # anything was saved. Such a signal counts at the next agreement.
+                stop = bool(self._stop)
                 # A signal saves at once: validating whole images first (minutes for a
                 # teacher) is what a user pressing Ctrl-C does not want to wait for.
-                if (self.step % cfg.val_every == 0 or last or over) and not self._stop:
+                if (self.step % cfg.val_every == 0 or last or over) and not stop:
                     self._validate_unless_stopped(val_items)
-                if self.step % cfg.ckpt_every == 0 or last or over or self._stop:
+                    # Ctrl-C during rank 0's validation: every rank stops at this step.
+                    self._agree_to_stop(False)
+                    stop = bool(self._stop)
+                if self.step % cfg.ckpt_every == 0 or last or over or stop:
                     self._check_weights()
                     if self.dist.main:
                         self.save()
-                if over and not self._stop:
+                if over and not stop:
                     if self.dist.main:   # even with --quiet: the run exits 0 unfinished
                         print(f"stopped at step {self.step} of {cfg.optim.steps} (time or step "
                               "budget reached); run the same command to go on", file=sys.stderr)
                     self._text(f"stopped at step {self.step} (time or step budget reached)")
                     break
-                if self._stop:
+                if stop:
                     self.log(f"stopping at step {self.step} (signal); resume with the same "
                              "command")
                     self._text(f"stopped at step {self.step} by "

@@ -269,6 +269,45 @@ def test_ddp_ranks_stop_at_the_same_step(tmp_path):
     assert read_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 4
 
 
+@pytest.mark.slow
+def test_ddp_a_signal_during_rank0_validation_stops_every_rank_there(tmp_path):
+    """Ctrl-C that reaches rank 0 while it validates (the other ranks have gone on): rank 0
+    stopped to save while the others were in the next step's gradient all-reduce, and gloo
+    aborted on the collective mismatch with nothing saved. Every rank now stops at that step,
+    rank 0 saves it, and the command says so once, not once per rank."""
+    import os
+    import signal
+    out = tmp_path / "run"
+    base = _cli_teacher_run(tmp_path, out, workers=0)
+    script = tmp_path / "ddp_sig.py"
+    script.write_text(textwrap.dedent("""
+        import os, signal, sys
+        import distill.trainer as tr
+        from sharpen.cli import main
+        evaluate = tr.evaluate
+        def evaluate_then_signal(model, items, device):
+            m = evaluate(model, items, device)
+            os.kill(os.getpid(), signal.SIGINT)   # only rank 0 validates
+            return m
+        tr.evaluate = evaluate_then_signal
+        sys.exit(main(sys.argv[1:]))
+    """))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           "--master_port=29535", str(script), *base[3:], f"data.val={tmp_path / 'pairs'}",
+           "val_every=3", "optim.steps=20", "device=cpu"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        _, err = proc.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        pytest.fail("the ranks did not stop together (one waits in a collective)")
+    assert "collective mismatch" not in err and "EnforceNotMet" not in err, err[-3000:]
+    assert read_checkpoint(out / "last.pt")["step"] == 3, err[-3000:]
+    assert "stopped at step 3 by SIGINT" in (out / "train.log").read_text()
+    assert err.count("interrupted by signal 2 at step 3") == 1, err[-3000:]
+
+
 def test_ema_warmup_follows_a_short_run():
     from distill.trainer import ema_decay_at, ema_update
     assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11)
