@@ -825,12 +825,11 @@ class Trainer:
                 if over and not stop:
                     if self.dist.main:   # even with --quiet: the run exits 0 unfinished
                         print(f"stopped at step {self.step} of {cfg.optim.steps} (time or step "
-                              "budget reached); run the same command to go on", file=sys.stderr)
+                              f"budget reached); {resume_hint(cfg)}", file=sys.stderr)
                     self._text(f"stopped at step {self.step} (time or step budget reached)")
                     break
                 if stop:
-                    self.log(f"stopping at step {self.step} (signal); resume with the same "
-                             "command")
+                    self.log(f"stopping at step {self.step} (signal); {resume_hint(cfg)}")
                     self._text(f"stopped at step {self.step} by "
                                f"{signal.Signals(self._stop).name}; last.pt saved")
                     break
@@ -1006,6 +1005,17 @@ class Trainer:
         return out
 
 
+def resume_hint(cfg: TrainConfig) -> str:
+    """How to go on from out/last.pt after a stop. "Run the same command" started a
+    resume=never run over from step 0, and sent a resume=CKPT run back to CKPT, each replacing
+    the steps just saved."""
+    r, last = str(cfg.resume), Path(cfg.out) / "last.pt"
+    if r == "auto" or (r != "never" and Path(r).resolve() == last.resolve()):
+        return "run the same command to resume"
+    would = "start over" if r == "never" else f"go back to {r}"
+    return f"to resume, run it with resume=auto (resume={r} would {would})"
+
+
 def _json_safe(x):
     """JSON has no NaN (jq and most readers refuse it): a skipped batch's loss, or a diverged
     model's score, is logged as null."""
@@ -1033,9 +1043,10 @@ class TrainingDiverged(RuntimeError):
 class TrainingInterrupted(KeyboardInterrupt):
     """SIGINT/SIGTERM stopped training after a checkpoint was saved; `signum` says which."""
 
-    def __init__(self, signum: int, step: int, out: Path):
+    def __init__(self, signum: int, step: int, out: Path,
+                 hint: str = "run the same command to resume"):
         super().__init__(f"interrupted by signal {signum} at step {step}; checkpoint saved to "
-                         f"{out / 'last.pt'}; run the same command to resume")
+                         f"{out / 'last.pt'}; {hint}")
         self.signum, self.step = signum, step
 
 
@@ -1053,7 +1064,8 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
             # rank that raised never reaches this barrier, and the others would wait forever.
             dist.barrier()
         if trainer._stop:
-            raise TrainingInterrupted(int(trainer._stop), trainer.step, trainer.out)
+            raise TrainingInterrupted(int(trainer._stop), trainer.step, trainer.out,
+                                      resume_hint(cfg))
         return metrics
     finally:
         if dist.is_initialized():

@@ -84,6 +84,43 @@ def test_a_signal_during_validation_saves_at_that_step(tmp_path, monkeypatch, ca
     assert read_checkpoint(out / "last.pt")["step"] == 4
 
 
+def test_a_stop_says_how_to_go_on_when_the_same_command_would_not(tmp_path, monkeypatch,
+                                                                  capsys):
+    """"Run the same command" after a stop started a resume=never run over from step 0, and
+    sent a resume=CKPT run back to CKPT, each replacing the steps just saved."""
+    import os
+    import signal
+
+    import distill.trainer as trainer_mod
+    from distill.trainer import TrainingInterrupted
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(tiny_cfg(a, 8, resume="never", stop_after=2), quiet=True)
+    err = capsys.readouterr().err
+    assert "stopped at step 2 of 8" in err and \
+        "to resume, run it with resume=auto (resume=never would start over)" in err, err
+    train(tiny_cfg(a, 8, stop_after=1), quiet=True)   # the advice works: resumed at step 2
+    assert read_checkpoint(a / "last.pt")["step"] == 3
+    assert "run the same command to resume" in capsys.readouterr().err
+
+    real = trainer_mod.Trainer._train_step
+
+    def interrupted(self, batch):
+        if self.step in (4, 6):
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(self, batch)
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_train_step", interrupted)
+    with pytest.raises(TrainingInterrupted) as stopped:   # branched off a's step 3 into b
+        train(tiny_cfg(b, 8, resume=str(a / "last.pt")), quiet=True)
+    assert read_checkpoint(b / "last.pt")["step"] == 5
+    assert f"resume=auto (resume={a / 'last.pt'} would go back to {a / 'last.pt'})" in \
+        str(stopped.value)
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(tiny_cfg(b, 8), quiet=True)
+    assert str(stopped.value).endswith("run the same command to resume")
+
+
 def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts_over(
         tmp_path, capsys):
     out = tmp_path / "r"
