@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import datetime
 import json
 import math
@@ -688,11 +689,23 @@ class Trainer:
     def _log_interval(self, losses: list, parts: dict, seconds: float) -> None:
         """metrics.jsonl's and train.log's step record: the loss and its terms averaged over
         the steps since the last record (skipped non-finite steps left out), the learning
-        rate the last of them used."""
+        rate the last of them used. Under DDP over every rank's batches."""
         cfg = self.cfg
         ok = [v for v in losses if math.isfinite(v)]
-        mean = sum(ok) / len(ok) if ok else float("nan")
-        terms = {k: sum(v) / len(v) for k, v in parts.items() if v}
+        sums = {"loss": (sum(ok), len(ok)), **{k: (sum(v), len(v)) for k, v in parts.items()}}
+        if self.dist.enabled:
+            # Rank 0's loss alone was logged: its share of the step's crops, a noisier curve
+            # than the loss the step trained on. One vector of every possible term, in a
+            # fixed order, so that the ranks can never disagree on the collective's shape.
+            names = ["loss", *(f.name for f in dataclasses.fields(LossConfig))]
+            vec = torch.tensor([x for k in names for x in sums.get(k, (0.0, 0))],
+                               dtype=torch.float64, device=self.device)
+            dist.all_reduce(vec)
+            total = dict(zip(names, vec.view(-1, 2).tolist()))
+            sums = {k: total[k] for k in [*sums, *names] if k in total}
+        s, n = sums.pop("loss")
+        mean = s / n if n else float("nan")
+        terms = {k: s / n for k, (s, n) in sums.items() if n}
         rec = {"step": self.step, "loss": mean, **terms, "lr": self._lr_used,
                "time": self._time_offset + time.time() - self._t0}
         if len(ok) < len(losses):

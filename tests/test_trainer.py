@@ -235,8 +235,15 @@ def test_ddp_two_processes_identical_weights(tmp_path, capsys):
         import torch.distributed as dist
         cfg = load_config({str(tmp_path / 'ddp.yaml')!r})
         t = Trainer(cfg, quiet=True)
+        step, losses = t._train_step, []
+        def spy(batch):
+            loss, parts = step(batch)
+            losses.append(loss)
+            return loss, parts
+        t._train_step = spy
         t.fit()
-        torch.save(t.model.state_dict(), {str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.pt")
+        torch.save({{"state": t.model.state_dict(), "losses": losses}},
+                   {str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.pt")
         dist.destroy_process_group()
     """))
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
@@ -245,9 +252,14 @@ def test_ddp_two_processes_identical_weights(tmp_path, capsys):
     assert r.returncode == 0, r.stderr[-3000:]
     a = torch.load(tmp_path / "rank0.pt", weights_only=True)
     b = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
+    for k in a["state"]:
+        assert torch.equal(a["state"][k], b["state"][k]), k
     assert (tmp_path / "ddp" / "last.pt").exists()
+    # The logged loss is that of the step's whole batch, every rank's crops (it was rank 0's).
+    logged = [json.loads(ln)["loss"] for ln in
+              (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
+    assert a["losses"] != b["losses"]
+    assert logged == pytest.approx([(x + y) / 2 for x, y in zip(a["losses"], b["losses"])])
     # Resumed by one process: the batch of a step halves (data.batch_size is per process).
     b = tiny_cfg(tmp_path / "ddp", 4, device="cpu").data.batch_size
     train(tiny_cfg(tmp_path / "ddp", 4, device="cpu"), quiet=True)
