@@ -151,6 +151,13 @@ def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
             value = {}
         if not isinstance(value, dict):
             raise TypeError(f"{dotted} must be a mapping (e.g. {{width: 32}}), got {value!r}")
+        # YAML reads {width:8} as the key "width:8" with no value, which the model then
+        # refused as an argument named 'width:8'.
+        glued = [k for k, v in value.items() if v is None and ":" in str(k)]
+        if glued:
+            name, _, v = str(glued[0]).partition(":")
+            raise TypeError(f"{dotted}: {glued[0]!r} has no value; YAML needs a space after "
+                            f"the colon: {{{name.strip()}: {v.strip()}}}")
     if isinstance(current, tuple):
         if not (isinstance(value, (list, tuple)) and len(value) == len(current) and all(
                 isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)):

@@ -204,6 +204,13 @@ def test_config_overrides_and_errors(tmp_path):
     from distill.students import create_student
     with pytest.raises(ValueError, match="student 'fast' has no argument 'widht'.*width"):
         create_student("fast", widht=8)
+    # {width:8} is YAML for the key "width:8" without a value: say so, not "no argument".
+    with pytest.raises(TypeError, match=r"model.args: 'width:8' has no value; YAML needs a "
+                       r"space after the colon: \{width: 8\}"):
+        load_config(None, ["model.args={width:8,blocks: 1}"])
+    (tmp_path / "glued.yaml").write_text("model:\n  args: {width:8}\n")
+    with pytest.raises(TypeError, match="'width:8' has no value"):
+        load_config(str(tmp_path / "glued.yaml"))
 
 
 def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
