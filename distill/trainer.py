@@ -219,15 +219,18 @@ def _shut_down_workers(batches) -> None:
 
 @contextlib.contextmanager
 def _naming(key: str, value, hint: str = ""):
-    """A missing data folder or checkpoint named by the config key that points at it, with
-    how to make it: "label cache not found: runs/labels-centred/train" alone left a user of a
-    shipped config guessing which setting that was and which command builds it."""
+    """A data folder or checkpoint that is missing or unusable named by the config key that
+    points at it, and a missing one with how to make it: "label cache not found:
+    runs/labels-centred/train" alone left a user of a shipped config guessing which setting
+    that was and which command builds it, and "folder source X has no ground truth" read the
+    same for data.train as for data.val."""
     try:
         yield
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         msg = str(e)
-        if "not found" not in msg or msg.startswith(f"{key}="):
+        if msg.startswith(f"{key}="):
             raise
+        hint = hint if "not found" in msg else ""
         raise type(e)(f"{key}={value}: {msg}{f' ({hint})' if hint else ''}") from None
 
 
@@ -346,7 +349,9 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                         raise no_val from None
                 print(f"note: data.val={d.val} has no 'val' split; validating (and choosing "
                       "best.pt) on its 'test' split", file=sys.stderr, flush=True)
-            out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs_from_source(info)],
+            with _naming("data.val", d.val):
+                pairs = pairs_from_source(info)
+            out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs],
                                   d.val_max_images, f"data.val={d.val}", note)
             if not out:
                 raise ValueError(f"data.val={d.val}: no readable validation pair")
@@ -595,7 +600,8 @@ class Trainer:
                       f"replaced ({', '.join(p.name for p in old)})", file=sys.stderr)
                 self._replace = old
             return
-        ck = read_checkpoint(path)
+        with _naming("resume", r):
+            ck = read_checkpoint(path)
         if ck.get("arch") != self.arch or ck.get("arch_args") != self.arch_args:
             raise ValueError(f"cannot resume from {path}: it holds {ck.get('arch')} "
                              f"{ck.get('arch_args')}, this run builds {self.arch} "

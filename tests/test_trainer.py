@@ -1070,6 +1070,28 @@ def test_an_init_of_another_size_says_what_it_was_built_as(tmp_path, capsys):
     assert "this run builds fast with model.args={'width': 8}" in err, err
 
 
+def test_an_unusable_folder_or_checkpoint_is_named_by_its_key(tmp_path, capsys):
+    """"folder source X has no ground truth" read the same for data.train as for data.val (one
+    folder may be both), and "checkpoint not found: X" did not say it was resume=."""
+    import numpy as np
+
+    from distill.images import write_image
+    from sharpen.cli import main
+    photos = tmp_path / "photos"
+    write_image(photos / "a.png", np.full((40, 40, 3), 0.5, np.float32))
+    base = ["train", "model.arch=fast", "model.args={width: 8, blocks: 1, low_blocks: 1}",
+            "data.crop=32", "data.workers=0", "optim.steps=1", "--quiet"]
+    for key in ("data.train", "data.val"):
+        other = "data.val=" if key == "data.train" else "data.train=embedded"
+        assert main([*base, f"out={tmp_path / 'r'}", f"{key}={photos}", other]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {key}={photos}: folder source" in err and "no ground truth" in err, err
+    assert main([*base, f"out={tmp_path / 'r'}", f"resume={tmp_path / 'no.pt'}"]) == 2
+    err = capsys.readouterr().err
+    assert f"error: resume={tmp_path / 'no.pt'}: checkpoint not found" in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_text_log_and_interval_records(tmp_path):
     """train.log tells the run's story (start, steps with ETA, validations, best, stop,
     resume); metrics.jsonl's step records average the loss over log_every steps and carry the
