@@ -748,34 +748,42 @@ class Trainer:
         def note(msg: str) -> None:
             print(f"note: {msg}", file=sys.stderr, flush=True)
             log_lines.append(f"note: {msg}")
-        val_items = load_val_items(cfg, not self.quiet, note) if self.dist.main else []
-        if self.dist.main:
-            self._data_sig = data_signature(train_ds, val_items)
-            d = cfg.data
-            src = d.labels if cfg.task == "student" else d.train
-            # Said up front: a label cache that an interrupted `labels` run left with 3 of its
-            # 10 images trained without a word.
-            if self._data_sig["train"]:
-                self.log(f"data: {self._data_sig['train']} training pairs ({src}"
-                         f"{f' + {d.gt_train}' if d.gt_train else ''}), {len(val_items)} "
-                         "validation images")
-            leak = _validation_leak(cfg)
-            if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
-                print(f"warning: {leak}", file=sys.stderr, flush=True)
-                log_lines.append(f"warning: {leak}")
-            changed = data_changes(self._resumed_data, self._data_sig)
-            if changed:   # on the console, not only in train.log: the result differs silently
-                msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "
-                       "run goes on with the new data")
-                print(f"warning: {msg}", file=sys.stderr)
-                log_lines.append(f"warning: {msg}")
-            # After the data checks: a run that cannot start leaves no folder.
-            for p in self._replace:
-                p.unlink(missing_ok=True)
-            self.out.mkdir(parents=True, exist_ok=True)
-            save_config(cfg, self.out / "config.yaml")
-            for line in log_lines:
-                self._text(line)
+        # Only process 0 reads the validation images and checks the data: when that fails,
+        # the others must not go on into the first step's all-reduce (gloo's "connection
+        # closed by peer" traceback beside the real error).
+        started = False
+        try:
+            val_items = load_val_items(cfg, not self.quiet, note) if self.dist.main else []
+            if self.dist.main:
+                self._data_sig = data_signature(train_ds, val_items)
+                d = cfg.data
+                src = d.labels if cfg.task == "student" else d.train
+                # Said up front: a label cache that an interrupted `labels` run left with 3 of its
+                # 10 images trained without a word.
+                if self._data_sig["train"]:
+                    self.log(f"data: {self._data_sig['train']} training pairs ({src}"
+                             f"{f' + {d.gt_train}' if d.gt_train else ''}), {len(val_items)} "
+                             "validation images")
+                leak = _validation_leak(cfg)
+                if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
+                    print(f"warning: {leak}", file=sys.stderr, flush=True)
+                    log_lines.append(f"warning: {leak}")
+                changed = data_changes(self._resumed_data, self._data_sig)
+                if changed:   # on the console, not only in train.log: the result differs silently
+                    msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "
+                           "run goes on with the new data")
+                    print(f"warning: {msg}", file=sys.stderr)
+                    log_lines.append(f"warning: {msg}")
+                # After the data checks: a run that cannot start leaves no folder.
+                for p in self._replace:
+                    p.unlink(missing_ok=True)
+                self.out.mkdir(parents=True, exist_ok=True)
+                save_config(cfg, self.out / "config.yaml")
+                for line in log_lines:
+                    self._text(line)
+            started = True
+        finally:
+            self._agree_started(started)
         sampler = StepSampler(len(train_ds), cfg.data.batch_size, self.step, cfg.optim.steps,
                               self.dist.rank, self.dist.world)
         loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
@@ -953,6 +961,15 @@ class Trainer:
         if best:
             self.best = m[key]
             self.save("best.pt", full=False)
+
+    def _agree_started(self, started: bool) -> None:
+        """Under DDP, ValueError on every other rank when process 0 could not start."""
+        if not self.dist.enabled:
+            return
+        flag = torch.tensor([float(not started)], device=self.device)
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        if flag.item() and started:
+            raise ValueError("process 0 could not start the run (its error says why)")
 
     def _agree_to_stop(self, over: bool) -> bool:
         """Under DDP every rank stops at the same step, or those that go on wait in the next

@@ -364,6 +364,31 @@ def test_ddp_a_signal_during_rank0_validation_stops_every_rank_there(tmp_path):
     assert err.count("interrupted by signal 2 at step 3") == 1, err[-3000:]
 
 
+@pytest.mark.slow
+def test_ddp_when_process_0_cannot_start_the_others_stop_without_a_traceback(tmp_path):
+    """Only process 0 reads the validation images: when they were unusable it stopped with
+    its error, and the others went on into the first all-reduce and died with gloo's
+    'Connection closed by peer' traceback."""
+    import os
+
+    import numpy as np
+
+    from distill.images import write_image
+    photos = tmp_path / "photos"
+    write_image(photos / "a.png", np.full((40, 40, 3), 0.5, np.float32))
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                        "--master_port=29536", "-m", "sharpen.cli", "train", "--quiet",
+                        f"out={tmp_path / 'r'}", "model.arch=fast",
+                        "model.args={width: 8, blocks: 1, low_blocks: 1}", "data.crop=32",
+                        "data.workers=0", "optim.steps=2", "device=cpu", f"data.val={photos}"],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                       env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode != 0
+    assert f"error: data.val={photos}: folder source" in r.stderr, r.stderr[-3000:]
+    assert "error: process 0 could not start the run" in r.stderr, r.stderr[-3000:]
+    assert "[rank1]: Traceback" not in r.stderr and "Connection closed" not in r.stderr
+
+
 def test_ema_warmup_follows_a_short_run():
     from distill.trainer import ema_decay_at, ema_update
     assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11)
