@@ -826,7 +826,7 @@ class Trainer:
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_used:.1e}")
-                if self.step % cfg.log_every == 0:
+                if self.step % cfg.log_every == 0 or self.step >= cfg.optim.steps:
                     self._log_interval(losses, terms, time.time() - t_log)
                     losses, terms, t_log = [], {}, time.time()
                 last = self.step >= cfg.optim.steps
@@ -849,6 +849,9 @@ class Trainer:
                     self._check_weights()
                     if self.dist.main:
                         self.save()
+                if (over or stop) and losses:
+                    # The steps since the last record: a resumed run logs only those after it.
+                    self._log_interval(losses, terms, time.time() - t_log)
                 if over and not stop:
                     if self.dist.main:   # even with --quiet: the run exits 0 unfinished
                         print(f"stopped at step {self.step} of {cfg.optim.steps} (time or step "

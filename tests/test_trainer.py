@@ -1149,6 +1149,19 @@ def test_text_log_and_interval_records(tmp_path):
         "finished at step 8")
 
 
+def test_the_steps_before_a_stop_and_the_last_ones_are_logged(tmp_path):
+    """Steps after the last log_every record were never logged when the run stopped (signal,
+    budget) or ended between records: the resumed run logs only the steps after it, so
+    metrics.jsonl and train.log lost them."""
+    out = tmp_path / "run"
+    train(tiny_cfg(out, 7, log_every=3, stop_after=4), quiet=True)
+    train(tiny_cfg(out, 7, log_every=3), quiet=True)
+    recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()
+            if '"loss"' in ln]
+    assert [r["step"] for r in recs] == [3, 4, 6, 7]
+    assert "step 4/7  lr" in (out / "train.log").read_text()
+
+
 def test_every_shipped_config_loads_and_its_comment_runs_it_with_the_right_command():
     """The configs are what users run; their comments give the command. A config whose task
     contradicts that command is now refused, so each comment must name the right one."""
