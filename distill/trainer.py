@@ -515,7 +515,9 @@ class Trainer:
         self.out = Path(cfg.out)
         seed_everything(cfg.seed)
         model, self.arch, self.arch_args = build_model(cfg)
-        if cfg.init:
+        # Not when resuming, which replaces the weights: a resume failed, told to train the
+        # init run first, once the file init= named had been moved or deleted.
+        if cfg.init and self._resume_path() is None:
             from .teacher import resolve_weights
             init = resolve_weights(cfg.init)   # shipped names (init=fast) work as elsewhere
             with _naming("init", cfg.init, "the run this one starts from: train it first (the "
@@ -580,13 +582,16 @@ class Trainer:
     def save(self, name: str = "last.pt", full: bool = True) -> Path:
         return atomic_save(self._checkpoint(full), self.out / name)
 
+    def _resume_path(self) -> Optional[Path]:
+        """The checkpoint this run goes on from; None: it starts at step 0."""
+        r = self.cfg.resume
+        if r == "auto":
+            return self.out / "last.pt" if (self.out / "last.pt").exists() else None
+        return Path(r) if r and r != "never" else None
+
     def _resume(self) -> None:
         r = self.cfg.resume
-        path = None
-        if r == "auto":
-            path = self.out / "last.pt" if (self.out / "last.pt").exists() else None
-        elif r and r != "never":
-            path = Path(r)
+        path = self._resume_path()
         if path is None:
             old = [p for p in (self.out / n for n in ("metrics.jsonl", "train.log", "best.pt",
                                                       "last.pt"))

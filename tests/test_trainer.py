@@ -844,6 +844,20 @@ def test_init_takes_shipped_names_and_the_configs_models_paths_from_any_folder(t
         assert all(torch.equal(got[k], want[k]) for k in want)
 
 
+def test_a_resume_does_not_need_the_init_checkpoint_any_more(tmp_path):
+    """The weights come from last.pt: a resume failed ("init=...: checkpoint not found ...
+    train it first") once the checkpoint init= named was moved or deleted."""
+    init = tmp_path / "init.pt"
+    train(tiny_cfg(tmp_path / "first", 1), quiet=True)
+    (tmp_path / "first" / "last.pt").rename(init)
+    train(tiny_cfg(tmp_path / "r", 4, init=init, stop_after=2), quiet=True)
+    init.unlink()
+    train(tiny_cfg(tmp_path / "r", 4, init=init), quiet=True)
+    assert read_checkpoint(tmp_path / "r" / "last.pt")["step"] == 4
+    with pytest.raises(ValueError, match="init=.*checkpoint not found"):   # a new run needs it
+        train(tiny_cfg(tmp_path / "new", 4, init=init), quiet=True)
+
+
 def test_usage_mistakes_get_one_line_not_a_traceback(tmp_path, capsys):
     from sharpen.cli import main
 
