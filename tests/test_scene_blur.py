@@ -250,8 +250,10 @@ def test_build_corpus_refuses_to_mix_recipes(tmp_path):
     counts = json.loads((out / "corpus.json").read_text())["counts"]
     build_corpus(photos, out, opts, splits=("test",), progress=False)   # same recipe: fine
     assert json.loads((out / "corpus.json").read_text())["counts"] == counts  # train kept
-    with pytest.raises(ValueError, match="other options"):
-        build_corpus(photos, out, replace(opts, margin=4), progress=False)
+    # Only what differs, not both option sets in full (the changed one lost among eight).
+    with pytest.raises(ValueError, match=r"other options \(copies: 1 -> 2; margin: 8 -> 4\); "
+                                         r"its pairs would mix"):
+        build_corpus(photos, out, replace(opts, margin=4, copies=2), progress=False)
     meta = json.loads((out / "corpus.json").read_text())
     del meta["synthesis"]                     # as written before version 2
     (out / "corpus.json").write_text(json.dumps(meta))

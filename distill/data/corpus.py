@@ -407,8 +407,13 @@ def _check_same_recipe(out: Path, meta: dict) -> dict:
             "(2 puts the sharp target at the centre of the blur trail); its pairs would mix "
             "with new ones: delete it or choose another --out")
     # Through JSON so tuples and lists compare equal.
-    if json.loads(json.dumps(meta["options"])) != old.get("options"):
+    now_opts, was_opts = json.loads(json.dumps(meta["options"])), old.get("options") or {}
+    if now_opts != was_opts:
+        # Only what differs: both option sets in full hid a changed --copies among eight.
+        diff = "; ".join(f"{k}: {was_opts.get(k)!r} -> {now_opts.get(k)!r}"
+                         for k in sorted(set(was_opts) | set(now_opts))
+                         if was_opts.get(k) != now_opts.get(k))
         raise ValueError(
-            f"{out} was built with other options ({old.get('options')}); its pairs would mix "
-            f"with new ones made with {meta['options']}: delete it or choose another --out")
+            f"{out} was built with other options ({diff}); its pairs would mix with new ones: "
+            "give the options it was built with, delete it or choose another --out")
     return old
