@@ -16,6 +16,17 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: two on a shared 2-core box make a tiny model ~20x slower
+    (spin-waiting)."""
+    import torch
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.fixture(scope="session")
 def tiny_teacher_pt(tmp_path_factory) -> Path:
     """A tiny Restormer teacher checkpoint (random weights, seed 0) for command-line tests."""

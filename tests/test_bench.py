@@ -824,8 +824,6 @@ def test_latency_table_shows_rounds_and_no_p90_of_one_round():
 def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
     """SIGTERM while the bench exported a student's second format left no stamp in the cache,
     so the rerun that 'continues' (as the interrupted run says) built the first one again."""
-    import signal
-    import time
 
     from optimize.export import FORMATS as EXPORT_FORMATS
 
@@ -836,24 +834,10 @@ def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
            "--weights", str(env / "student-good.pt"), "--teacher-weights",
            str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache", str(cache),
            "--formats", "onnx,tflite-fp16", "--no-latency"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    err = []
-    try:
-        for line in proc.stderr:
-            err.append(line)
-            if line.startswith("[2/2] tflite-fp16"):
-                time.sleep(0.5)
-                proc.send_signal(signal.SIGTERM)
-                break
-        rest = proc.communicate(timeout=300)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    out = "".join(err) + (rest or "")
-    if proc.returncode in (0, 1):
+    rc, out = _signal_at(cmd, "[2/2] tflite-fp16", "SIGTERM", 0.5)
+    if rc in (0, 1):
         pytest.skip("the export finished before the signal landed")
-    assert proc.returncode == 143 and "interrupted (SIGTERM)" in out, out
+    assert rc == 143 and "interrupted (SIGTERM)" in out, out
     from benchmarks.artifacts import STAMP, ensure_artifacts, resolve_students
 
     st = resolve_students([str(env / "student-good.pt")])[0]
@@ -864,6 +848,29 @@ def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
     assert again.built_now == [] and again.get("onnx").usable
 
 
+def _signal_at(cmd: list[str], line_start: str, sig: str, delay: float) -> tuple[int, str]:
+    """Run `cmd`, send `sig` `delay` s after a stderr line starts with `line_start`; its exit
+    code and stderr."""
+    import signal
+    import time
+
+    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    err = []
+    try:
+        for line in proc.stderr:
+            err.append(line)
+            if line.startswith(line_start):
+                time.sleep(delay)
+                proc.send_signal(getattr(signal, sig))
+                break
+        rest = proc.communicate(timeout=300)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, "".join(err) + (rest or "")
+
+
 @pytest.mark.parametrize("sig,when", [("SIGINT", "streaming pipeline:"),
                                       ("SIGTERM", "latency: teacher")])
 def test_interrupted_bench_writes_the_rows_it_finished(env, tmp_path, sig, when):
@@ -871,8 +878,6 @@ def test_interrupted_bench_writes_the_rows_it_finished(env, tmp_path, sig, when)
     the stream was taken by the stream's own handler: the bench wrote a row of part of the
     stream and went on to exit 0. Now the rows finished are written, marked incomplete with
     the rest listed, the command says where, and exits 130 / 143."""
-    import signal
-    import time
 
     out = tmp_path / "out"
     out.mkdir()
@@ -884,25 +889,11 @@ def test_interrupted_bench_writes_the_rows_it_finished(env, tmp_path, sig, when)
            "--weights", str(env / "student-good.pt"), "--teacher-weights",
            str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache", str(env / "cache"),
            "--formats", "onnx", "--sizes", "160x96", "--stream-frames", "4000"]
-    proc = subprocess.Popen(cmd, cwd=ROOT, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL,
-                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    err = []
-    try:
-        for line in proc.stderr:
-            err.append(line)
-            if line.startswith(when):
-                time.sleep(1.0 if sig == "SIGINT" else 0.2)
-                proc.send_signal(getattr(signal, sig))
-                break
-        rest = proc.communicate(timeout=300)[1]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    err = "".join(err) + (rest or "")
-    if proc.returncode in (0, 1) and "interrupted" not in err:
+    rc, err = _signal_at(cmd, when, sig, 1.0 if sig == "SIGINT" else 0.2)
+    if rc in (0, 1) and "interrupted" not in err:
         pytest.skip("the bench finished before the signal landed")
     code = 130 if sig == "SIGINT" else 143
-    assert proc.returncode == code and "Traceback" not in err, err
+    assert rc == code and "Traceback" not in err, err
     assert f"rows finished so far, marked incomplete (it lists those not measured), is in " \
            f"{out / 'report.md'}" in err, err
     assert err.strip().splitlines()[-1].startswith("sharpen bench: interrupted"), err

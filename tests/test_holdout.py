@@ -8,32 +8,19 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from distill.checkpoint import atomic_save, make_checkpoint
 from distill.data.holdout import hold_out
 from distill.data.label_cache import LabelCache, read_run_record
 from distill.data.labels import main
 from distill.images import write_image
-from distill.restormer import build_restormer
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def teacher(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    m = build_restormer("tiny")
-    path = tmp_path_factory.mktemp("teacher") / "t.pt"
-    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
-                                arch_args=m.config.to_dict()), path)
-    return path
+@pytest.fixture
+def teacher(tiny_teacher_pt) -> Path:
+    return tiny_teacher_pt
 
 
 def _clip(path: Path, n: int, base: int) -> Path:

@@ -25,13 +25,7 @@ from distill.restormer import build_restormer
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Two threads on a shared 2-core box make the tiny model ~20x slower (spin-waiting).
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _teacher(path: Path, seed: int) -> Path:

@@ -15,7 +15,7 @@ import json
 import os
 import warnings
 from pathlib import Path
-from typing import Any, Collection, Optional
+from typing import Any, Collection, Iterable, Optional
 
 import numpy as np
 
@@ -174,13 +174,18 @@ def prune_missing_inputs(out_dir: str | os.PathLike, names: Collection[str] = ()
         if not gone:
             return []
         write_manifest(out_dir, {n: e for n, e in entries.items() if n not in gone})
-    for e in gone.values():
+    _remove_files(out_dir, gone.values())
+    return sorted(e["input"] if e.get("frame") is None else f"{e['input']}[frame {e['frame']}]"
+                  for e in gone.values())
+
+
+def _remove_files(out_dir: Path, entries: Iterable[dict]) -> None:
+    """The label and input copy of each dropped entry (after the manifest no longer lists it)."""
+    for e in entries:
         for key in ("label", "input_file"):
             if e.get(key):
                 with contextlib.suppress(OSError):
                     (out_dir / e[key]).unlink()
-    return sorted(e["input"] if e.get("frame") is None else f"{e['input']}[frame {e['frame']}]"
-                  for e in gone.values())
 
 
 def prune_held_out(out_dir: str | os.PathLike, names: Collection[str]) -> list[str]:
@@ -196,11 +201,7 @@ def prune_held_out(out_dir: str | os.PathLike, names: Collection[str]) -> list[s
         if not gone:
             return []
         write_manifest(out_dir, {n: e for n, e in entries.items() if n not in gone})
-    for e in gone.values():
-        for key in ("label", "input_file"):
-            if e.get(key):
-                with contextlib.suppress(OSError):
-                    (out_dir / e[key]).unlink()
+    _remove_files(out_dir, gone.values())
     return sorted(gone)
 
 
