@@ -643,9 +643,9 @@ def _train(args: argparse.Namespace, task: str) -> int:
         # This process's own: torchrun starts one process per rank, each running this command.
         import torch
         torch.set_num_threads(args.threads)
-    from .trainer import TrainingDiverged, TrainingInterrupted, train
+    from .trainer import TrainingDiverged, TrainingInterrupted, resume_hint, run_training
     try:
-        metrics = train(cfg, quiet=args.quiet)
+        result = run_training(cfg, quiet=args.quiet)
     except (ValueError, FileNotFoundError) as e:
         return _err(_without_worker_traceback(str(e)))
     except TrainingInterrupted as e:
@@ -658,12 +658,18 @@ def _train(args: argparse.Namespace, task: str) -> int:
     from .dist import DistInfo
     if not DistInfo.from_env().main:   # under torchrun: rank 0 validates and reports
         return 0
+    metrics = result.metrics
     keys = ("input_gt_ssim", "teacher_gt_ssim", "model_gt_ssim", "model_teacher_ssim",
             "model_gt_psnr", "input_gt_psnr")
     shown = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
     out = Path(cfg.out)
     written = [str(out / n) for n in ("best.pt", "last.pt") if (out / n).exists()]
-    print(f"done: {', '.join(written)}   {shown}")
+    if result.step < cfg.optim.steps:
+        # Exit 0 (the budget was asked for), but not "done": that read as a finished run.
+        print(f"stopped early at step {result.step} of {cfg.optim.steps} (time or step budget "
+              f"reached): {', '.join(written)}   {shown}; {resume_hint(cfg)}")
+    else:
+        print(f"done: {', '.join(written)}   {shown}")
     if not (out / "best.pt").exists():
         print("note: no best.pt: nothing was validated (set data.val_labels for `distill`, "
               "data.val for `train`)", file=sys.stderr)

@@ -1094,9 +1094,23 @@ class TrainingInterrupted(KeyboardInterrupt):
         self.signum, self.step = signum, step
 
 
+@dataclass
+class TrainResult:
+    """How a run that was not interrupted ended: its last validation metrics and the step
+    last.pt holds, below optim.steps when max_minutes or stop_after stopped it."""
+    metrics: dict
+    step: int
+
+
 def train(cfg: TrainConfig, quiet: bool = False) -> dict:
     """Train to the end and return the last validation metrics; raises TrainingInterrupted
     (a KeyboardInterrupt) when a signal stopped it, after saving the resume checkpoint."""
+    return run_training(cfg, quiet).metrics
+
+
+def run_training(cfg: TrainConfig, quiet: bool = False) -> TrainResult:
+    """`train`, also saying the step reached: a run stopped by its budget returns as one that
+    finished, and its caller must not report it "done"."""
     try:
         with run_lock(Path(cfg.out), enabled=DistInfo.from_env().main):
             trainer = Trainer(cfg, quiet=quiet)
@@ -1110,7 +1124,7 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
         if trainer._stop:
             raise TrainingInterrupted(int(trainer._stop), trainer.step, trainer.out,
                                       resume_hint(cfg))
-        return metrics
+        return TrainResult(metrics, trainer.step)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

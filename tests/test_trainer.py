@@ -906,6 +906,31 @@ def test_training_commands_take_threads_as_the_others_do(tmp_path, capsys, comma
     assert read_checkpoint(out / "last.pt")["step"] == 2
 
 
+TINY_CLI = ["model.arch=fast", "model.args={width: 8, blocks: 1, low_blocks: 1}",
+            "data.crop=32", "data.batch_size=2", "data.workers=0", "val_every=1000",
+            "data.val_max_images=1", "data.val_max_side=64", "device=cpu", "--quiet"]
+
+
+def test_a_run_stopped_by_its_budget_does_not_end_with_done(tmp_path, capsys):
+    """stop_after/max_minutes printed "stopped at step 4 of 8" and then "done: best.pt,
+    last.pt", exit 0, reading as if training had finished."""
+    from sharpen.cli import main
+
+    out = tmp_path / "r"
+    rc = main(["train", f"out={out}", "optim.steps=8", "stop_after=4", "resume=never",
+               *TINY_CLI])
+    std = capsys.readouterr()
+    assert rc == 0, std.err
+    last = std.out.strip().splitlines()[-1]
+    assert not any(ln.startswith("done") for ln in std.out.splitlines()), std.out
+    assert last.startswith("stopped early at step 4 of 8 (time or step budget reached): "
+                           f"{out / 'best.pt'}, {out / 'last.pt'}"), last
+    # the stop line's advice: resume=never would start over
+    assert last.endswith("to resume, run it with resume=auto (resume=never would start over)")
+    assert main(["train", f"out={out}", "optim.steps=8", *TINY_CLI]) == 0
+    assert capsys.readouterr().out.startswith(f"done: {out / 'best.pt'}")
+
+
 def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path):
     """Two runs resuming one last.pt would overwrite each other's checkpoints and log."""
     from distill.run_lock import RunLocked
