@@ -3,7 +3,9 @@ not launched by torchrun). Shared by the trainer and the labelling run."""
 from __future__ import annotations
 
 import os
+import shlex
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -32,3 +34,22 @@ class DistInfo:
     @property
     def main(self) -> bool:
         return self.rank == 0
+
+
+def launch_command(argv: list[str]) -> str:
+    """The command that started this process, as a user would type it again. Under torchrun
+    argv is the worker's (`.../sharpen/cli.py distill ...`), which runs one process and no
+    DDP: train.log recorded that, not the torchrun line."""
+    env = os.environ
+    if "TORCHELASTIC_RUN_ID" not in env or "LOCAL_WORLD_SIZE" not in env:
+        return shlex.join(argv)
+    prog = Path(argv[0]) if argv else Path()
+    # torchrun -m sharpen.cli (as the README has it) or the `sharpen` console script
+    target = ["-m", "sharpen.cli"] if (prog.name, prog.parent.name) == ("cli.py", "sharpen") \
+        or prog.name == "sharpen" else argv[:1]
+    nodes = env.get("GROUP_WORLD_SIZE", "1")
+    launcher = ["torchrun"] + (["--nnodes", nodes] if nodes != "1" else []) + \
+        ["--nproc_per_node", env["LOCAL_WORLD_SIZE"]]
+    line = shlex.join(launcher + target + argv[1:])
+    return line if nodes == "1" else f"{line} (on each of the {nodes} nodes, with its " \
+        "rendezvous options)"

@@ -19,7 +19,6 @@ import json
 import math
 import os
 import random
-import shlex
 import signal
 import sys
 import time
@@ -40,7 +39,7 @@ from runtime.atomic import atomic_write_bytes
 from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
                          make_checkpoint, read_checkpoint)
 from .config import LossConfig, TrainConfig, check_config, save_config
-from .dist import DistInfo
+from .dist import DistInfo, launch_command
 from .losses import combined_loss
 from .metrics import psnr, ssim
 from .run_lock import run_lock
@@ -806,7 +805,7 @@ class Trainer:
                    f"{cfg.data.batch_size} per process of {cfg.data.crop} px crops, "
                    f"{len(getattr(train_ds, 'items', getattr(train_ds, 'sharp', ())))} "
                    f"training images, {len(val_items)} validation images; "
-                   f"settings in config.yaml; command: {shlex.join(sys.argv)}")
+                   f"settings in config.yaml; command: {launch_command(sys.argv)}")
         bar = None
         if self.dist.main and not self.quiet:
             from tqdm import tqdm

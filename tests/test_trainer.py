@@ -931,6 +931,38 @@ def test_a_run_stopped_by_its_budget_does_not_end_with_done(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"done: {out / 'best.pt'}")
 
 
+def test_train_log_records_the_torchrun_command_a_user_would_run_again(tmp_path, monkeypatch):
+    """Under torchrun train.log recorded the worker's `.../sharpen/cli.py distill ...`, which
+    runs one process without DDP."""
+    import os
+    from pathlib import Path
+
+    out = tmp_path / "ddp"
+    root = Path(__file__).resolve().parents[1]
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node=2", "-m", "sharpen.cli", "train", f"out={out}",
+                        "optim.steps=1", *TINY_CLI], capture_output=True, text=True,
+                       timeout=300, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = (out / "train.log").read_text().splitlines()[0]
+    assert first.endswith(
+        f"command: torchrun --nproc_per_node 2 -m sharpen.cli train out={out} optim.steps=1 "
+        "model.arch=fast 'model.args={width: 8, blocks: 1, low_blocks: 1}' data.crop=32 "
+        "data.batch_size=2 data.workers=0 val_every=1000 data.val_max_images=1 "
+        "data.val_max_side=64 device=cpu --quiet"), first
+    # several nodes: each runs the line with its own rendezvous options
+    from distill.dist import launch_command
+    for k, v in {"TORCHELASTIC_RUN_ID": "j", "LOCAL_WORLD_SIZE": "4",
+                 "GROUP_WORLD_SIZE": "2"}.items():
+        monkeypatch.setenv(k, v)
+    assert launch_command(["/venv/bin/sharpen", "distill", "out=a b"]) == (
+        "torchrun --nnodes 2 --nproc_per_node 4 -m sharpen.cli distill 'out=a b' (on each of "
+        "the 2 nodes, with its rendezvous options)")
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")   # not torchrun: as typed
+    assert launch_command(["/venv/bin/sharpen", "distill", "out=a b"]) == \
+        "/venv/bin/sharpen distill 'out=a b'"
+
+
 def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path):
     """Two runs resuming one last.pt would overwrite each other's checkpoints and log."""
     from distill.run_lock import RunLocked
