@@ -250,11 +250,24 @@ def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
     return extra
 
 
+def _resolve_gt_source(spec: str, split: str, progress: bool = True):
+    """resolve_source for training on ground truth: an empty folder was "no images or videos
+    found" with a list of video extensions, though only pairs can be used here."""
+    from .data.sources import NoImagesError, SourceError, resolve_source
+    try:
+        return resolve_source(spec, split=split, progress=progress)
+    except NoImagesError:
+        raise SourceError(
+            f"no images in {spec}: a ground-truth source is a paired folder, input/ + target/ "
+            "(or blur/ + sharp/) holding same-named images, optionally under train/, val/, "
+            f"test/, or a GoPro root (`sharpen corpus --photos PHOTOS --out {spec}` makes one "
+            "from photos)") from None
+
+
 def _source_pairs(key: str, spec: str, progress: bool = True) -> list:
     from .data.crops import pairs_from_source
-    from .data.sources import resolve_source
     with _naming(key, spec, _SOURCE_HINT.format(spec)):
-        return pairs_from_source(resolve_source(spec, split="train", progress=progress))
+        return pairs_from_source(_resolve_gt_source(spec, "train", progress))
 
 
 def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
@@ -282,7 +295,7 @@ def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
                              "by `sharpen labels` (e.g. data.labels=runs/labels/train)")
         from .data.crops import CropDataset, pairs_from_labels
         with _naming("data.labels", d.labels, _LABELS_HINT.format(d.labels)):
-            items = pairs_from_labels(d.labels)
+            items = pairs_from_labels(d.labels, "data.labels")
     if d.gt_train:
         items = list(items) + _gt_train_items(cfg, len(items))
     if not items:
@@ -337,12 +350,12 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                 out.append(ValItem(name, blurred, None, sharp))
         elif d.val:
             from .data.crops import pairs_from_source
-            from .data.sources import SourceError, resolve_source
+            from .data.sources import SourceError
             try:
-                info = resolve_source(d.val, split="val", progress=progress)
+                info = _resolve_gt_source(d.val, "val", progress)
             except SourceError as no_val:  # GoPro and many paired sets have train/test only
                 try:
-                    info = resolve_source(d.val, split="test", progress=progress)
+                    info = _resolve_gt_source(d.val, "test", progress)
                 except SourceError:
                     with _naming("data.val", d.val, _SOURCE_HINT.format(d.val)):
                         raise no_val from None
@@ -357,7 +370,7 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
     elif d.val_labels:
         from .data.crops import pairs_from_labels
         with _naming("data.val_labels", d.val_labels, _LABELS_HINT.format(d.val_labels)):
-            pairs = pairs_from_labels(d.val_labels)
+            pairs = pairs_from_labels(d.val_labels, "data.val_labels")
         out = _read_val_items(pairs, d.val_max_images, f"data.val_labels={d.val_labels}", note)
         if not out:
             raise ValueError(f"data.val_labels={d.val_labels}: no readable validation pair")

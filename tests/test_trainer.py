@@ -1188,6 +1188,37 @@ def test_an_unusable_folder_or_checkpoint_is_named_by_its_key(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_an_empty_data_folder_says_what_the_key_must_hold(tmp_path, capsys):
+    """An empty data.train or data.val was "no images or videos found" with a list of video
+    extensions, though training on ground truth takes a paired folder only."""
+    from sharpen.cli import main
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    base = ["train", "model.arch=fast", "model.args={width: 8, blocks: 1, low_blocks: 1}",
+            "data.crop=32", "data.workers=0", "optim.steps=1", "--quiet"]
+    for key in ("data.train", "data.val"):
+        assert main([*base, f"out={tmp_path / 'r'}", f"{key}={empty}"]) == 2
+        err = capsys.readouterr().err
+        assert f"error: {key}={empty}: no images in {empty}: a ground-truth source is a paired " \
+            "folder, input/ + target/ (or blur/ + sharp/) holding same-named images" in err, err
+        assert "mp4" not in err, err
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_validation_folder_that_is_no_label_cache_is_told_to_give_data_val_labels(tmp_path):
+    """data.val_labels=EMPTY ended "... and give data.labels=CACHE", the training key."""
+    from distill.trainer import load_val_items
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    cfg = load_config(None, ["task=student", f"data.val_labels={empty}"])
+    with pytest.raises(ValueError) as e:
+        load_val_items(cfg, progress=False)
+    assert str(e.value).startswith(f"data.val_labels={empty}: {empty} is not a label cache")
+    assert str(e.value).endswith("and give data.val_labels=CACHE"), str(e.value)
+
+
 def test_text_log_and_interval_records(tmp_path):
     """train.log tells the run's story (start, steps with ETA, validations, best, stop,
     resume); metrics.jsonl's step records average the loss over log_every steps and carry the

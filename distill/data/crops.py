@@ -238,8 +238,10 @@ class WholeImageDataset(_DecodeMixin, Dataset):
         return out
 
 
-def pairs_from_labels(cache_dir: str | os.PathLike) -> list[tuple[Path, Path, Optional[Path]]]:
-    """(input, teacher label, gt or None) for every finished entry of a `sharpen labels` cache."""
+def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels"
+                      ) -> list[tuple[Path, Path, Optional[Path]]]:
+    """(input, teacher label, gt or None) for every finished entry of a `sharpen labels` cache.
+    `key`: the setting that named it, which the advice names."""
     from .label_cache import LabelCache
     from .label_cache import MANIFEST
     cache = LabelCache(cache_dir)
@@ -248,7 +250,7 @@ def pairs_from_labels(cache_dir: str | os.PathLike) -> list[tuple[Path, Path, Op
         # Most often the data folder itself, given where its label cache belongs.
         raise ValueError(f"{cache_dir} is not a label cache (no {MANIFEST}): make one from "
                          f"data with `sharpen labels --data DATA --out CACHE` and give "
-                         "data.labels=CACHE")
+                         f"{key}=CACHE")
     if not items:
         raise ValueError(f"{cache_dir}: no finished labels (run `sharpen labels --out "
                          f"{cache_dir}` first)")

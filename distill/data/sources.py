@@ -43,6 +43,11 @@ class SourceError(ValueError):
     """A data source that cannot be used, with a message saying why."""
 
 
+class NoImagesError(SourceError):
+    """A folder (footage) source with no image or video in it; a caller that needs pairs says
+    what a paired folder holds instead of listing video extensions."""
+
+
 @dataclass(frozen=True)
 class Sample:
     """One blurred input. `gt` is the sharp ground truth when the source has one; `frame` is the
@@ -343,7 +348,7 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
         info.videos_left_out = [str(path / r) for r in clips]
         return info
     if not rels and not clips:
-        raise SourceError(f"no images or videos found in {path} (looked for "
+        raise NoImagesError(f"no images or videos found in {path} (looked for "
                           f"{', '.join(sorted(e.lstrip('.') for e in _image_exts()))} and "
                           f"{', '.join(sorted(e.lstrip('.') for e in VIDEO_EXTS))})")
     if not frames:
