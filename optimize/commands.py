@@ -120,9 +120,10 @@ def add_commands(sub) -> None:
                    help="do not run onnxslim on the FP32 ONNX model")
     g.add_argument("--rebuild", action="store_true",
                    help="rebuild every artifact; by default one already in --out that is up "
-                        "to date (same weights, options, calibration and parity data, "
-                        "exporter code and libraries; file unchanged since it passed its "
-                        "gate) is kept, and each one rebuilt is said with why")
+                        "to date (same weights, the options it is built with, calibration "
+                        "and parity data, exporter code, libraries and CPU; file unchanged "
+                        "since it passed its gate) is kept, and each one rebuilt is said with "
+                        "why")
     g.add_argument("--quiet", action="store_true", help="only print the final table and errors")
     p.set_defaults(func=run_export)
 

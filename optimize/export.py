@@ -787,6 +787,13 @@ def _digest(images) -> str | None:
     return h.hexdigest()[:16]
 
 
+# The calibrator options each INT8 format is built with (engine-int8: from the QDQ model), so
+# that changing one rebuilds only the formats it applies to: --calib-method rebuilt the TFLite
+# model (minutes) to the same bytes.
+CALIBRATOR_OPTIONS = {"onnx-int8": ("calib_method", "percentile", "reduce_range"),
+                      "onnx-qdq-trt": ("modelopt_method",), "engine-int8": ("modelopt_method",)}
+
+
 def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profile, crops,
                  parity_list, gt, teacher) -> dict[str, dict]:
     """Per format: everything its artifact and its parity verdict depend on (JSON-able)."""
@@ -795,15 +802,14 @@ def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profil
               "thresholds": asdict(o.thresholds), "parity_images": _digest(parity_list),
               "parity_gt": _digest(gt), "parity_teacher": _digest(teacher)}
     fl = o.float_layers
-    calibration = {"calibration": _digest(crops), "calib_method": o.calib_method,
-                   "percentile": o.percentile, "reduce_range": o.reduce_range,
-                   "modelopt_method": o.modelopt_method,
+    calibration = {"calibration": _digest(crops),
                    "float_layers": fl if fl is None or isinstance(fl, str) else ",".join(fl)}
     out = {}
     for f in fmts:
         d = dict(common)
         if FORMATS[f].needs_calibration:
             d.update(calibration)
+            d.update({k: getattr(o, k) for k in CALIBRATOR_OPTIONS.get(f, ())})
         if FORMATS[f].engine == "tensorrt":   # (asked only when TensorRT and a GPU are here)
             from .tensorrt_engine import gpu_identity
             d.update(profile=profile.to_dict(), workspace_gb=o.workspace_gb, gpu=gpu_identity())
@@ -863,8 +869,8 @@ def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
         known["extra"] = {**(known.get("extra") or {}), "up_to_date": True}
         known["extra"].pop("earlier_export", None)
         kept[f] = FormatResult(**known)
-        prog.say(f"{f}: {path.name} is up to date (same weights, options, exporter and "
-                 "libraries; passed its gate): kept (--rebuild rebuilds it)")
+        prog.say(f"{f}: {path.name} is up to date (same weights, options, exporter, "
+                 "libraries and CPU; passed its gate): kept (--rebuild rebuilds it)")
     return kept
 
 

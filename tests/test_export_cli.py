@@ -680,6 +680,27 @@ def test_a_re_export_keeps_what_is_up_to_date_and_says_why_it_rebuilds_the_rest(
     assert "PASS (up to date, kept)" in export("--opset", "18", "--quiet")[0].out
 
 
+def test_a_calibrator_option_rebuilds_only_the_formats_it_applies_to(ckpt, tmp_path, capsys):
+    """--calib-method (onnx-int8's calibrator) rebuilt the TFLite INT8 model too, to the same
+    bytes and minutes for a real student: each INT8 format's record held every format's
+    calibrator options."""
+    out = tmp_path / "x"
+    base = ["export", "--weights", str(ckpt), "--out", str(out), "--no-latency", "--formats",
+            "onnx-int8,tflite-int8", "--calib-count", "4", "--calib-size", "64",
+            "--min-ssim", "0.01"]
+    # (--min-ssim: a random student, whose INT8 gate is not the point here)
+    assert main(base) == 0
+    tfl = out / f"{ckpt.stem}_int8.tflite"
+    first = tfl.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*base, "--calib-method", "minmax"]) == 0
+    err = capsys.readouterr().err
+    assert (f"onnx-int8: rebuilding {ckpt.stem}_int8.onnx: changed since it was built: "
+            "--calib-method") in err, err
+    assert f"tflite-int8: {tfl.name} is up to date" in err, err
+    assert tfl.stat().st_mtime_ns == first
+
+
 def test_a_passing_export_does_not_say_its_artifacts_failed_their_gate(ckpt, tmp_path, capsys):
     """The gate loads each fresh artifact (marked unchecked until judged) past that mark, and
     the runtime's "failed its parity gate ... running it anyway (forced)" warning came with
