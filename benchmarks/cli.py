@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from runtime.cli_errors import cli_error, missing_dependency, one_line
 from runtime.console import print_table
@@ -133,7 +134,7 @@ def run_bench_cmd(args) -> int:
             if not c["passed"]:
                 print(f"sharpen bench: CHECK FAILED: {c['message']}", file=sys.stderr)
         print(f"sharpen bench: {sum(not c['passed'] for c in report['checks'])} check(s) "
-              f"failed; report written to {args.out}/report.md", file=sys.stderr)
+              f"failed; report written to {Path(args.out) / 'report.md'}", file=sys.stderr)
     return code
 
 
@@ -151,7 +152,7 @@ def _print_summary(report: dict) -> None:
     if report["latency"].get("stream"):
         print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
                      stream_table(report["latency"]["stream"]))
-    from benchmarks.realblur import HEADERS, NOGT_HEADERS, table_rows
+    from benchmarks.realblur import HEADERS, NOGT_HEADERS, data_text, table_rows
     real = report.get("real_blur") or {}
     if real.get("pairs"):
         p = real["pairs"]
@@ -159,7 +160,8 @@ def _print_summary(report: dict) -> None:
                     "input)", HEADERS, table_rows(p))
     if real.get("nogt"):
         n = real["nogt"]
-        print_table(f"real blur without ground truth ({n['data']}, {n['images']} crops)",
+        print_table(f"real blur without ground truth ({data_text(n['data'])}, "
+                    f"{n['images']} crops)",
                     NOGT_HEADERS, table_rows(n))
     failed = [c for c in report["checks"] if not c["passed"]]
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")

@@ -119,8 +119,9 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
 def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
                  limit: Optional[int] = None, info_out: Optional[dict] = None):
     """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly.
-    Several specs: their items in the order given, `limit` spread over all of them; a name two
-    of them share (frame0 of two folders) becomes the image's path.
+    Several specs: their items in the order given (an image that two of them hold, a file and
+    its folder, once), `limit` spread over all of them; a name two of them share (frame0 of two
+    folders) becomes the image's path.
     info_out, when given, receives "split": the split folder used (None: the source has none)."""
     from .data.sources import resolve_source, spread
     specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
@@ -138,6 +139,11 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         videos |= set(info.videos_left_out)
         items += [(s.name, s.input, s.gt) for s in info.samples if s.frame is None]
     if len(specs) > 1:
+        # A file named as well as its folder is one image, scored once (not twice in the mean).
+        unique: dict[Path, tuple] = {}
+        for it in items:
+            unique.setdefault(Path(it[1]).resolve(), it)
+        items = list(unique.values())
         counts: dict[str, int] = {}
         for name, _, _ in items:
             counts[name] = counts.get(name, 0) + 1

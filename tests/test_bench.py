@@ -515,16 +515,20 @@ def test_real_nogt_takes_image_files_and_several_paths(env, capsys):
     write_image(still, _pairs(env)[0][1])
     rc = _bench(env, "real-several", "--students", str(env / "student-good.pt"), "--formats",
                 "onnx", "--no-latency", "--limit", "7", "--real-nogt", str(folder), str(still),
-                str(other / "frame1.png"))
-    assert rc == 0, capsys.readouterr().err
+                str(other / "frame1.png"), str(folder / "frame0.png"))
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    # The printed table's title named the paths as a Python list (['a', 'b']).
+    assert "real blur without ground truth" in cap.out and "['" not in cap.out, cap.out
     report = json.loads((env / "real-several" / "report.json").read_text())
-    assert report["settings"]["real_nogt"] == [str(folder), str(still), str(other / "frame1.png")]
+    assert report["settings"]["real_nogt"] == [str(folder), str(still), str(other / "frame1.png"),
+                                               str(folder / "frame0.png")]
     nogt = report["real_blur"]["nogt"]
-    assert nogt["images"] == 5
+    assert nogt["images"] == 5   # frame0, named as well as its folder, scored once
     # frame1 of both: named by path, so neither replaces the other in the per-image scores
     assert set(nogt["per_image"]) == {"frame0", str(folder / "frame1.png"), "frame2",
                                       "one still", str(other / "frame1.png")}
-    assert f"{folder}, {still}, {other / 'frame1.png'}" in \
+    assert f"{folder}, {still}, {other / 'frame1.png'}, {folder / 'frame0.png'}" in \
         (env / "real-several" / "report.md").read_text()
     notes = env / "notes.txt"
     notes.write_text("not an image")
