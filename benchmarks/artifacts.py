@@ -179,6 +179,16 @@ def _settings(student: Student, calib_count: int, float_layers: str | None = Non
     return s
 
 
+def buildable_formats(formats: str | Sequence[str] | None) -> list[str]:
+    """The formats `ensure_artifacts` builds or reuses for `formats` (requested and buildable
+    here; the rest it returns as skipped): what a run interrupted before a student's export
+    finished plans for that student."""
+    from optimize.export import FORMATS, parse_formats
+
+    requested = parse_formats(formats) or list(FORMATS)
+    return [f for f in requested if FORMATS[f].availability() is None]
+
+
 def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = None,
                      formats: str | Sequence[str] | None = None,
                      calib_count: int = DEFAULT_CALIB_COUNT, quiet: bool = False,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from runtime.cli_errors import Terminated
 
@@ -20,13 +20,19 @@ TEACHER_LABEL = "PyTorch (tiled)"
 STREAM_KEY, STREAM_LABEL = "pipeline-ort-fp32", "sharpen run pipeline (ONNX Runtime FP32)"
 
 
-def planned_rows(students, m: dict, artifact_sets: Optional[dict] = None) -> list[dict]:
+def planned_rows(students, m: dict, artifact_sets: Optional[dict] = None,
+                 buildable: Optional[Sequence[str]] = None) -> list[dict]:
     """model, backend, backend_label and size of the rows run_latency makes, in its order,
-    less those of formats the export skipped (not requested, not buildable here): what an
-    interrupted run lists as not measured."""
+    less those of formats the export skipped (not requested, not buildable here; for a student
+    not exported yet, those not in `buildable`, when given): what an interrupted run lists as
+    not measured."""
     def skipped(st, fmt) -> bool:
+        if fmt is None:
+            return False
         arts = (artifact_sets or {}).get(st.name)
-        return fmt is not None and arts is not None and arts.get(fmt).status == "skipped"
+        if arts is None:
+            return buildable is not None and fmt not in buildable
+        return arts.get(fmt).status == "skipped"
 
     sizes = [size_label(wh) for wh in m["sizes"]]
     rows = [{"model": "teacher", "backend": "teacher-tiled", "backend_label": TEACHER_LABEL,

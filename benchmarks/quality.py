@@ -393,13 +393,16 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     return result
 
 
-def planned_quality_keys(students: Sequence[Student], artifact_sets: Optional[dict] = None
-                         ) -> list[str]:
+def planned_quality_keys(students: Sequence[Student], artifact_sets: Optional[dict] = None,
+                         buildable: Optional[Sequence[str]] = None) -> list[str]:
     """The keys of the rows `evaluate` makes for these students, in its order, less those of
-    formats the export skipped (`artifact_sets`, as far as it got)."""
+    formats the export skipped (`artifact_sets`, as far as it got; for a student not exported
+    yet, those not in `buildable`, when given: not requested, or not buildable here)."""
     def skipped(st: Student, fmt: str) -> bool:
         arts = (artifact_sets or {}).get(st.name)
-        return arts is not None and arts.get(fmt).status == "skipped"
+        if arts is None:
+            return buildable is not None and fmt not in buildable
+        return arts.get(fmt).status == "skipped"
 
     return ["input", "teacher"] + [f"{st.name}/{fmt}" for st in students
                                    for fmt in ("pytorch", *FORMATS)

@@ -33,7 +33,7 @@ from runtime.atomic import atomic_write_bytes
 from runtime.console import Console
 
 from .artifacts import (DEFAULT_CALIB_COUNT, BenchError, atomic_write_json, default_cache_root,
-                        ensure_artifacts, resolve_students, split_list)
+                        buildable_formats, ensure_artifacts, resolve_students, split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
                       TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
                       stream_size)
@@ -399,8 +399,9 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
     from runtime.cli_errors import Terminated, interrupt_exit_code
 
     missing: dict[str, list[str]] = {}
+    buildable = buildable_formats(opts.formats)   # for the students not exported yet
     if progress.quality is None:
-        missing["quality"] = planned_quality_keys(students, progress.artifact_sets)
+        missing["quality"] = planned_quality_keys(students, progress.artifact_sets, buildable)
         progress.quality = QualityResult(data_desc, [], [], [], {}, {})
     else:
         missing["quality"] = [r["key"] for r in progress.quality.rows
@@ -411,7 +412,8 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
                                 if spec]
     if opts.latency:
         progress.latency = progress.latency or {"rows": [], "stream": [], "settings": {}}
-        missing["latency"] = missing_rows(planned_rows(students, m, progress.artifact_sets),
+        missing["latency"] = missing_rows(planned_rows(students, m, progress.artifact_sets,
+                                                       buildable),
                                           progress.latency["rows"] + progress.latency["stream"])
     elif progress.latency is None:
         progress.latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}

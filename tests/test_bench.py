@@ -935,6 +935,29 @@ def test_interrupted_bench_writes_the_rows_it_finished(env, tmp_path, sig, when)
         assert json.loads((out / "report.previous.json").read_text())["whole"]
 
 
+def test_bench_interrupted_in_its_export_lists_only_the_rows_it_would_measure(env, tmp_path):
+    """A SIGTERM while a student was exported listed every format's rows as not measured (its
+    artifact set did not exist yet), those --formats left out and those this machine cannot
+    build too: 'fast/tflite-fp16', 'fast/engine' for a run of --formats onnx."""
+    from optimize.export import FORMATS
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "sharpen.cli", "bench", "--out", str(out),
+           "--weights", str(env / "student-good.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache",
+           str(tmp_path / "cache"), "--formats", "onnx,engine", "--sizes", "160x96",
+           "--stream-frames", "3"]
+    rc, err = _signal_at(cmd, "exporting", "SIGTERM", 0.0)
+    report = json.loads((out / "report.json").read_text()) if rc == 143 else {}
+    if report.get("incomplete", {}).get("stage") != "export":
+        pytest.skip(f"the signal did not land in the export (exit {rc})")
+    missing = report["incomplete"]["missing"]
+    engine = [] if FORMATS["engine"].availability() else ["good/engine"]
+    assert missing["quality"] == ["input", "teacher", "good/pytorch", "good/onnx", *engine]
+    assert not [r for r in missing["latency"] if "TFLite" in r or "INT8" in r], missing
+    assert "student good ONNX Runtime FP32 160x96" in missing["latency"]
+
+
 def test_quality_interrupted_part_way_keeps_the_rows_it_finished(env, good_run):
     """Ctrl-C in the middle of the quality stage: the rows that ran on every image are kept with
     their checks, the row it was in is "missing" (no numbers, no check) and the interruption
