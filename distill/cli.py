@@ -229,7 +229,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         names = args.names
     headers = ["name", "params", "GMAC", "receptive field px", "activations MiB", "multiple"]
     if args.measure:
-        headers.append(f"PyTorch ms ({args.measure_runs} runs, median)")
+        runs = args.measure_runs
+        headers.append(f"PyTorch ms ({runs} run{'s' if runs != 1 else ''}, median)")
     headers.append("description")
     rows = []
     from tqdm import tqdm

@@ -22,7 +22,7 @@ OFFICIAL_WEIGHTS_HELP = (
     "Get the official Restormer motion-deblurring weights (motion_deblurring.pth) from "
     "https://github.com/swz30/Restormer/releases or the Google Drive link in "
     "Motion_Deblurring/pretrained_models/README.md of that repository and pass "
-    "--teacher-weights PATH (with --config motion-deblur), or train one with "
+    "--teacher-weights PATH (with --teacher-config motion-deblur), or train one with "
     "`sharpen train-teacher`.")
 
 

@@ -443,7 +443,7 @@ def add_commands(sub) -> None:
                    "--hold-out 0.2`)")
     p.add_argument("--teacher-weights", default=None,
                    help="teacher weights (default: the shipped models/teacher-restormer-small.pt;"
-                   " the official motion_deblurring.pth with --config motion-deblur)")
+                   " the official motion_deblurring.pth with --teacher-config motion-deblur)")
     p.add_argument("--teacher-config", "--config", dest="config", default=None,
                    help="Restormer config for weights without one")
     p.add_argument("--student", default="fast", help="student architecture to fine-tune")

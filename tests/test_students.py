@@ -174,6 +174,7 @@ def test_models_command_errors(capsys):
                  "--measure-runs", "1"]) == 0
     out = capsys.readouterr().out
     assert "receptive field" in out and "fast" in out
+    assert "run," in out and "runs" not in out, out   # 'PyTorch ms (1 run, median)'
 
 
 def test_edge_budget_receptive_field_and_low_resolution_work():

@@ -53,6 +53,13 @@ def test_missing_weights_explain_how_to_get_them(tmp_path, monkeypatch, capsys):
     assert main(["teacher", str(img), "--out", str(tmp_path / "o")]) == 2
     err = capsys.readouterr().err
     assert "motion_deblurring.pth" in err and "--teacher-weights" in err
+    # The advice's flags are the ones every command running the teacher takes (--config is an
+    # alias of teacher, labels and demo only: evaluate and bench refused it).
+    assert "--teacher-config motion-deblur" in err, err
+    from sharpen.cli import build_parser
+    for cmd in (["teacher", "x.png", "--out", "o"], ["labels", "--out", "o"],
+                ["evaluate", "--data", "d"], ["bench", "--out", "o"], ["demo"]):
+        build_parser().parse_args([*cmd, "--teacher-config", "motion-deblur"])
 
 
 def test_wrong_config_for_weights(tmp_path, capsys):
