@@ -155,8 +155,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             shown = ", ".join(dropped[:3]) + (f" and {len(dropped) - 3} more"
                                               if len(dropped) > 3 else "")
             print(f"{tag}removed {len(dropped)} label(s) an earlier run made here of images "
-                  f"this run holds out of {out_dir} ({shown}): kept, the training and "
-                  "validation caches would share them", flush=True)
+                  f"this run holds out of {out_dir} ({shown}): the training and "
+                  "validation caches must not share an image", flush=True)
             merged = read_manifest_entries(out_dir / MANIFEST)
     if merged is not None:
         gone = prune_missing_inputs(out_dir, names=[s.name for s in pool])
