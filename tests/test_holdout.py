@@ -99,6 +99,11 @@ def test_a_hold_out_over_a_cache_labelled_in_full_drops_the_held_out_images(tmp_
         assert not (out / "labels" / f"clip_{i:06d}.png").exists()
         assert not (out / "frames" / f"clip_{i:06d}.png").exists()
     assert len(LabelCache(out)) == 6 and not LabelCache(val).shared_inputs(LabelCache(out))
+    # `sharpen labels --help` names every file a cache holds (run.json was missing).
+    from distill.data.commands import LABELS_DESCRIPTION
+    held = [p.name for p in out.iterdir() if not p.name.startswith(".")]
+    assert {"run.json", "frames"} <= set(held)
+    assert all(f"OUT/{name}" in LABELS_DESCRIPTION for name in held), held
     rec = read_run_record(out)["hold_out"]
     assert (rec["rule"], rec["training"], rec["validation"], rec["gap"]) == ("tail", 6, 2, 2)
 

@@ -13,6 +13,7 @@ Run the teacher (Restormer, Gaussian-blended tiled inference) over every blurred
 data source at its full resolution and cache the results as 16-bit PNGs plus a manifest:
 
   OUT/labels/<name>.png   OUT/manifest.json   (OUT/frames/<name>.png for video frames)
+  OUT/run.json            whether the last run finished, its --limit and any --hold-out
 
 Re-running skips what is up to date and recomputes what changed (modified input, new teacher
 weights or architecture, other tile settings). Interrupting loses at most the image in flight.
