@@ -1,6 +1,8 @@
 """PSNR/SSIM as published tables compute them: scikit-image on HxWx3 RGB in [0, 1]."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -25,6 +27,16 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
                              "distill.images.to_rgb_float, or divide by 255)")
         if x.ndim not in (2, 3):
             raise ValueError(f"{name} has shape {x.shape}: expected HxWx3 (or HxW) in [0, 1]")
+        if x.ndim == 3 and x.shape[0] in (1, 3) and x.shape[2] not in (1, 3):
+            # scikit-image would read its columns as channels and score it without a word.
+            raise ValueError(f"{name} has shape {x.shape}, channels first: expected HxWx3 "
+                             "(numpy's transpose(1, 2, 0) of a CxHxW tensor)")
+        if x.size and float(x.mean()) > 1.5:
+            # A [0, 255] float image clipped to [0, 1] scores a few dB and looks like a result;
+            # a warning, not an error: a diverging model's output passes here too.
+            warnings.warn(f"{name} has mean value {float(x.mean()):.1f}: PSNR/SSIM take images "
+                          "in [0, 1] and clip what is above (a [0, 255] image? divide by 255)",
+                          stacklevel=3)
     if a.shape != b.shape:
         raise ValueError(f"the images differ in shape: a {a.shape}, b {b.shape}")
     return np.clip(a, 0, 1), np.clip(b, 0, 1)

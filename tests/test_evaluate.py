@@ -65,6 +65,18 @@ def test_psnr_of_identical_images_is_capped_without_warning():
         assert psnr(img, np.clip(img + 0.01, 0, 1)) < 60
 
 
+def test_psnr_ssim_name_a_channels_first_image_and_warn_of_a_0_255_one():
+    """A CxHxW image was scored with its columns as channels, and a [0, 255] float image
+    clipped to white scored a few dB, both without a word."""
+    from distill.metrics import psnr, ssim
+    img = np.random.default_rng(0).random((16, 16, 3))
+    for f in (psnr, ssim):
+        with pytest.raises(ValueError, match=r"a has shape \(3, 16, 20\), channels first"):
+            f(np.zeros((3, 16, 20)), np.zeros((3, 16, 20)))
+        with pytest.warns(UserWarning, match="b has mean value .*divide by 255"):
+            f(img, img * 255)
+
+
 def test_split_must_exist_and_a_mismatched_pair_is_skipped_by_name(tmp_path):
     from distill.data.sources import SourceError
     rng = np.random.default_rng(1)
