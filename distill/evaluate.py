@@ -183,14 +183,21 @@ def _read_pair(inp, gt, has_gt: bool, crop: int):
     return x, y
 
 
-def evaluate(weights: list[str], spec: str, split: str = "test", limit: Optional[int] = None,
+def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str,
+             split: str = "test", limit: Optional[int] = None,
              crop: int = 0, progress: bool = True, tile: Optional[int] = None,
              keep_outputs: Optional[int] = None, device: str = "cpu",
              teacher_config: Optional[str] = None, threads: int = 0,
              provider: str = "auto") -> dict:
-    """Checkpoints by path over a data source; see `evaluate_fns`. With exactly one teacher
-    among them, its output is the reference where the data has no ground truth. `threads` and
-    `provider` are for exported artifacts (see `load_model_fn`)."""
+    """Checkpoints and exported artifacts (paths, or shipped names such as `fast` and
+    `teacher`; one, or a list) over a data source; see `evaluate_fns`. With exactly one
+    teacher among them, its output is the reference where the data has no ground truth.
+    `threads` and `provider` are for exported artifacts (see `load_model_fn`)."""
+    from .teacher import resolve_weights
+    if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
+        weights = [weights]
+    # Resolved here as load_model_fn does, so that is_teacher reads the file, not the name.
+    weights = [str(w) if is_artifact(w) else str(resolve_weights(w)) for w in weights]
     labels = model_labels(weights)
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}

@@ -179,3 +179,20 @@ def test_plots_leave_the_callers_matplotlib_backend_alone(tmp_path):
         assert matplotlib.get_backend() == "svg"
     finally:
         matplotlib.use(before)
+
+
+def test_evaluate_takes_shipped_names_and_one_model_as_load_model_fn_does(tmp_path):
+    """evaluate(["fast"], ...) failed with 'checkpoint not found: fast' (its teacher check read
+    the name as a file), though load_model_fn("fast") works; evaluate("models/x.pt", ...) read
+    the path letter by letter ('checkpoint path is a folder, not a file: /')."""
+    import cv2
+
+    from distill.evaluate import evaluate
+
+    for sub, img in (("blur", _bgr_u8(32, 32)), ("sharp", _bgr_u8(32, 32)[::-1].copy())):
+        (tmp_path / sub).mkdir()
+        cv2.imwrite(str(tmp_path / sub / "a.png"), img)
+    shipped = str(models_dir() / "student-fast.pt")
+    for weights in (["fast"], "fast", shipped):
+        res = evaluate(weights, str(tmp_path), progress=False)
+        assert res["images"] == 1 and res["weights"] == {"student-fast": shipped}
