@@ -317,7 +317,19 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 
     Raises ExportError / CheckpointError / CalibrationError for usage problems (before any
     work); build failures and parity failures are reported in the returned report instead.
+    The root logger is left as found (TensorFlow's absl configured it for the whole process).
     """
+    from runtime.console import root_logging_kept
+
+    with root_logging_kept():
+        return _export(weights, formats, out_dir, options, progress=progress,
+                       on_result=on_result, **overrides)
+
+
+def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
+            out_dir: str | os.PathLike, options: ExportOptions | None, *,
+            progress: Progress | None, on_result, **overrides) -> ExportReport:
+    """`export`'s work, in the root logging state `export` restores."""
     try:
         o = replace(options or ExportOptions(), **overrides)
     except TypeError as e:

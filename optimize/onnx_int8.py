@@ -132,6 +132,8 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
+    from runtime.console import root_logging_kept
+
     from .onnx_export import atomic_write_bytes, read_metadata, set_metadata
 
     if method not in METHODS:
@@ -165,8 +167,8 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
         if float_layers:
             from .float_layers import onnx_nodes
             exclude = onnx_nodes(onnx.load(str(model_in)), float_layers)
-        logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
-        with _calibrator_options(**calib_opts), contextlib.redirect_stdout(open(os.devnull, "w")):
+        with root_logging_kept(logging.ERROR), _calibrator_options(**calib_opts), \
+                open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
             quantize_static(
                 str(model_in), str(q_path), make_reader(crops, "input", on_batch),
                 quant_format=QuantFormat.QDQ, per_channel=per_channel,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
 import os
 import shutil
 import sys
@@ -83,6 +84,24 @@ def quiet_native_stderr() -> Iterator[None]:
     finally:
         os.dup2(saved, fd)
         os.close(saved)
+
+
+@contextlib.contextmanager
+def root_logging_kept(at_least: int = logging.NOTSET) -> Iterator[None]:
+    """While the block runs, the root logger passes records of `at_least` and above only (ONNX
+    Runtime's quantiser warns through it); afterwards its level and handlers are as they were.
+    absl (TensorFlow) and logging.warning() call logging.basicConfig() on a root logger without
+    handlers: the stderr handler it left made a program's own basicConfig() do nothing."""
+    root = logging.getLogger()
+    level, handlers = root.level, list(root.handlers)
+    if at_least:
+        root.setLevel(max(level, at_least))
+    try:
+        yield
+    finally:
+        root.setLevel(level)
+        for h in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(h)
 
 
 class Console:

@@ -196,3 +196,31 @@ def test_evaluate_takes_shipped_names_and_one_model_as_load_model_fn_does(tmp_pa
     for weights in (["fast"], "fast", shipped):
         res = evaluate(weights, str(tmp_path), progress=False)
         assert res["images"] == 1 and res["weights"] == {"student-fast": shipped}
+
+
+def test_export_leaves_the_root_logger_as_it_found_it(tmp_path):
+    """An INT8 export set the root logger to ERROR for good (an app's own warnings were gone
+    afterwards), and a TFLite one left absl's logging.basicConfig() stderr handler on it (an
+    app's later basicConfig(...) then did nothing)."""
+    import logging
+
+    import cv2
+
+    from optimize.export import export
+
+    cv2.imwrite(str(tmp_path / "p.png"), _bgr_u8(48, 48))
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    for h in handlers:   # pytest's capture handlers: absl configures a root without any
+        root.removeHandler(h)
+    root.setLevel(logging.WARNING)
+    try:
+        rep = export("fast", ["onnx-int8", "tflite-int8"], tmp_path / "out", quiet=True,
+                     latency=False, calib_count=2, calib_size=32,
+                     parity_images=[str(tmp_path / "p.png")])
+        assert {r.format for r in rep.results} == {"onnx-int8", "tflite-int8"}
+        assert root.level == logging.WARNING and root.handlers == []
+    finally:
+        root.setLevel(level)
+        for h in handlers:
+            root.addHandler(h)
