@@ -157,7 +157,7 @@ def run_export(args) -> int:
         from distill.teacher import resolve_weights
 
         from .calibration import CalibrationError
-        from .export import ExportError, export, print_table
+        from .export import ExportError, check_options, export, print_table
     except ImportError as e:
         return fail(missing_dependency("export", e))
     try:
@@ -168,6 +168,7 @@ def run_export(args) -> int:
         options = options_from_args(args)
         # Here, not in export(): the API keeps impossible gates for forcing a failure.
         options.thresholds.check()
+        check_options(options, flags=True)   # export() names them as its keywords
         report = export(weights, args.formats, args.out, options)
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))

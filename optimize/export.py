@@ -305,6 +305,43 @@ class ExportOptions:
     rebuild: bool = False                      # rebuild artifacts that are up to date too
 
 
+# The flags of `sharpen export` whose names are not their ExportOptions field's.
+_FLAGS = {"workspace_gb": "--workspace", "thresholds.max_ssim_drop": "--max-ssim-drop",
+          "out_dir": "--out"}
+
+
+def check_options(o: ExportOptions, flags: bool = False) -> None:
+    """ExportError for an option out of range, naming it as export() takes it (calib_size),
+    or with `flags` as `sharpen export` does (--calib-size)."""
+    from .onnx_export import MAX_OPSET, MIN_OPSET
+
+    def n(field: str) -> str:
+        return _FLAGS.get(field, "--" + field.replace("_", "-")) if flags else field
+
+    if not MIN_OPSET <= o.opset <= MAX_OPSET:
+        raise ExportError(f"{n('opset')} must be between {MIN_OPSET} and {MAX_OPSET} (the "
+                          f"newest torch's TorchScript exporter writes), got {o.opset}")
+    if o.calib_count < 1:
+        raise ExportError(f"{n('calib_count')} must be >= 1, got {o.calib_count}")
+    if o.calib_size < 16:
+        raise ExportError(f"{n('calib_size')} must be >= 16 pixels, got {o.calib_size}")
+    if o.percentile is not None and not 50 < o.percentile <= 100:
+        raise ExportError(f"{n('percentile')} must be in (50, 100], got {o.percentile}")
+    if o.workspace_gb <= 0:
+        raise ExportError(f"{n('workspace_gb')} must be > 0 GB, got {o.workspace_gb}")
+    if o.latency_runs < 0 or o.threads < 0:
+        raise ExportError(f"{n('latency_runs')} and {n('threads')} must be >= 0, got "
+                          f"{o.latency_runs} and {o.threads}")
+    if o.thresholds is not None and o.thresholds.max_ssim_drop is not None and not o.parity_gt:
+        raise ExportError(f"{n('thresholds.max_ssim_drop')} needs ground truth for the parity "
+                          f"images: give {n('parity_gt')}{' DIR' if flags else '=DIR'} (same "
+                          "file names)")
+    if o.name is not None and (not o.name.strip() or o.name in (".", "..")
+                               or any(c in o.name for c in "/\\")):
+        raise ExportError(f"{n('name')} {o.name!r} must be a file name stem, not a path (the "
+                          f"artifacts go in {n('out_dir')})")
+
+
 def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
            out_dir: str | os.PathLike = "export", options: ExportOptions | None = None, *,
            progress: Progress | None = None, on_result=None, **overrides) -> ExportReport:
@@ -338,7 +375,6 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     from distill.metrics import SSIM_MIN_SIDE
 
     from . import calibration as cal
-    from .onnx_export import MAX_OPSET, MIN_OPSET
     from .tensorrt_engine import Profile, parse_hw, supported_for
 
     prog = progress or Progress(o.quiet)
@@ -368,26 +404,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                        for s in (o.min_shape, o.opt_shape, o.max_shape))
     except ValueError as e:
         raise ExportError(str(e)) from None
-    if not MIN_OPSET <= o.opset <= MAX_OPSET:
-        raise ExportError(f"--opset must be between {MIN_OPSET} and {MAX_OPSET} (the newest "
-                          f"torch's TorchScript exporter writes), got {o.opset}")
-    if o.calib_count < 1:
-        raise ExportError(f"--calib-count must be >= 1, got {o.calib_count}")
-    if o.calib_size < 16:
-        raise ExportError(f"--calib-size must be >= 16 pixels, got {o.calib_size}")
-    if o.percentile is not None and not 50 < o.percentile <= 100:
-        raise ExportError(f"--percentile must be in (50, 100], got {o.percentile}")
-    if o.workspace_gb <= 0:
-        raise ExportError(f"--workspace must be > 0 GB, got {o.workspace_gb}")
-    if o.latency_runs < 0 or o.threads < 0:
-        raise ExportError("--latency-runs and --threads must be >= 0")
-    if o.thresholds.max_ssim_drop is not None and not o.parity_gt:
-        raise ExportError("--max-ssim-drop needs ground truth for the parity images: give "
-                          "--parity-gt DIR (same file names)")
-    if o.name is not None and (not o.name.strip() or o.name in (".", "..")
-                               or any(c in o.name for c in "/\\")):
-        raise ExportError(f"--name {o.name!r} must be a file name stem, not a path (the "
-                          "artifacts go in --out)")
+    check_options(o)
     if o.float_layers and not any(FORMATS[f].needs_calibration for f in fmts):
         prog.warn(f"--float-layers applies to the INT8 formats only, none of which is built "
                   f"here ({', '.join(fmts)})")

@@ -224,3 +224,22 @@ def test_export_leaves_the_root_logger_as_it_found_it(tmp_path):
         root.setLevel(level)
         for h in handlers:
             root.addHandler(h)
+
+
+def test_export_names_a_bad_option_by_its_keyword(tmp_path, capsys):
+    """export(..., calib_size=8) said '--calib-size must be >= 16 pixels', a flag the caller
+    never used; `sharpen export` still names its flags."""
+    from optimize.export import ExportError, export
+    from sharpen.cli import main
+
+    for kw, said in ((dict(calib_size=8), r"^calib_size must be >= 16 pixels, got 8$"),
+                     (dict(opset=99), r"^opset must be between 17 and"),
+                     (dict(workspace_gb=0), r"^workspace_gb must be > 0 GB"),
+                     (dict(name="../x"), r"^name '../x' must be a file name stem, not a path "
+                                         r"\(the artifacts go in out_dir\)$")):
+        with pytest.raises(ExportError, match=said):
+            export("fast", ["onnx"], tmp_path / "out", latency=False, quiet=True, **kw)
+    assert not (tmp_path / "out").exists()
+    assert main(["export", "--weights", "fast", "--formats", "onnx", "--out",
+                 str(tmp_path / "out"), "--calib-size", "8"]) == 2
+    assert "--calib-size must be >= 16 pixels, got 8" in capsys.readouterr().err

@@ -158,7 +158,8 @@ def test_ssim_drop_gate(student, data_dir, tmp_path):
                  thresholds=Thresholds(max_ssim_drop=0.05), **common)
     assert rep.result("onnx-int8").status == "pass"
     # Without ground truth the gate cannot apply: refused, not passed unapplied.
-    with pytest.raises(ExportError, match="--max-ssim-drop needs ground truth"):
+    with pytest.raises(ExportError, match="^thresholds.max_ssim_drop needs ground truth.*"
+                                          "give parity_gt=DIR"):
         export(student[1], ["onnx-int8"], tmp_path / "c",
                thresholds=Thresholds(max_ssim_drop=-1.0), **common)
 
