@@ -161,7 +161,7 @@ def options_from_args(args: argparse.Namespace):
         raise ValueError(f"--fps must be 0 (the source's) or at least {MIN_FPS:g}, got "
                          f"{args.fps:g}")
     # Before the model loads: a usage error. An automatic overlap (None) always fits its tile.
-    check_tiling(args.tile, 0 if args.overlap is None else args.overlap)
+    check_tiling(args.tile, 0 if args.overlap is None else args.overlap, prefix="--")
     return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,

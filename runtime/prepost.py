@@ -209,12 +209,15 @@ class Timings:
     extra: dict = field(default_factory=dict)
 
 
-def check_tiling(tile: int, overlap: int) -> None:
-    """ValueError naming the flags when --tile / --overlap cannot tile a frame."""
+def check_tiling(tile: int, overlap: int, prefix: str = "") -> None:
+    """ValueError naming the options when `tile` / `overlap` cannot tile a frame, as keywords,
+    or with `prefix` "--" as the command line's flags."""
     if tile < 0 or overlap < 0:
-        raise ValueError(f"--tile and --overlap must be >= 0, got {tile} and {overlap}")
+        raise ValueError(f"{prefix}tile and {prefix}overlap must be >= 0, got {tile} and "
+                         f"{overlap}")
     if tile and overlap >= tile:
-        raise ValueError(f"--overlap ({overlap}) must be smaller than --tile ({tile})")
+        raise ValueError(f"{prefix}overlap ({overlap}) must be smaller than {prefix}tile "
+                         f"({tile})")
 
 
 class FrameProcessor:

@@ -558,9 +558,26 @@ def test_run_stream_refuses_impossible_options(onnx_model, tmp_path):
                       ({"threads": -3}, "threads must be >= 0"),
                       ({"max_frames": -1}, "max_frames must be >= 0"),
                       ({"queue_size": 0}, "queue_size must be >= 1"),
-                      ({"fps": float("nan")}, "fps must be 0"), ({"fps": 1e300}, "fps must be 0")):
+                      ({"fps": float("nan")}, "fps must be 0"), ({"fps": 1e300}, "fps must be 0"),
+                      ({"tile": 32, "overlap": 32}, "overlap must be smaller than tile, got")):
         with pytest.raises(ValueError, match=said):
             run_stream(str(onnx_model), str(src), tmp_path / "out", **bad)
+
+
+def test_the_python_api_names_its_keywords_not_the_command_lines_flags(onnx_model, tmp_path):
+    """FrameProcessor(backend, tile=32, overlap=32) said '--overlap (32) must be smaller than
+    --tile (32)', and load_backend of a model that failed its parity gate said 'pass --force',
+    to a caller who has keywords, not flags."""
+    import shutil
+
+    from runtime import FrameProcessor, ModelError, load_backend
+    with load_backend(onnx_model) as backend:
+        with pytest.raises(ValueError, match=r"^overlap \(32\) must be smaller than tile \(32\)"):
+            FrameProcessor(backend, tile=32, overlap=32)
+    failed = Path(shutil.copy(onnx_model, tmp_path / "m.onnx"))
+    Path(f"{failed}.parity-failed.json").write_text(json.dumps({"reason": "SSIM 0.5 < 0.98"}))
+    with pytest.raises(ModelError, match=r"force=True"):
+        load_backend(failed)
 
 
 def test_gstreamer_without_support_is_clear():

@@ -102,7 +102,8 @@ def _failed(path: Path, reason: str) -> str:
 
 
 def _refused(path: Path, reason: str) -> str:
-    return f"{_failed(path, reason)}; re-export it, or pass --force to run it anyway"
+    return (f"{_failed(path, reason)}; re-export it, or pass --force (force=True from Python) "
+            "to run it anyway")
 
 
 def _open(p: Path, kind: Optional[str], threads: Optional[int],
