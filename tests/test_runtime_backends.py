@@ -363,3 +363,24 @@ def test_sharpen_run_warns_once_about_a_provider_for_another_engine(tflite_model
     said = [line for line in err.splitlines() if "--provider" in line]
     assert said == ["warning: --provider cuda is for ONNX models; f32.tflite runs on litert"], err
     assert "on XNNPACK (1 thread))" in err, err
+
+
+@pytest.mark.parametrize("which", ["onnx", "tflite"])
+def test_close_frees_the_engine_and_a_closed_backend_says_so(request, onnx_model, which):
+    """close() (and leaving `with load_backend(...)`) freed nothing for ONNX Runtime and LiteRT:
+    the session's arena or the interpreter's tensors stayed while the backend was referred to
+    (a FrameProcessor kept it); a closed backend ran on as if open."""
+    import gc
+    import weakref
+
+    model = onnx_model if which == "onnx" else request.getfixturevalue("tflite_models")[0]
+    b = load_backend(model, threads=1)
+    proc = FrameProcessor(b)
+    frame = np.zeros((24, 32, 3), np.uint8)
+    assert proc(frame).shape == frame.shape
+    with b:
+        engine = weakref.ref(b.session if which == "onnx" else b.interp)
+    gc.collect()
+    assert engine() is None
+    with pytest.raises(ModelError, match="was closed; load it again"):
+        proc(frame)

@@ -156,6 +156,8 @@ class LiteRTBackend(Backend):
         """The interpreter on one input tensor (resized to it), its output copied out; calls
         from several threads take turns (one interpreter holds one set of tensors)."""
         with self._lock:
+            if self.interp is None:
+                raise ModelError(f"{self.path} was closed; load it again to run it")
             self._resize(tuple(int(n) for n in x.shape))
             self.interp.set_tensor(self.inp["index"], x)
             self._invoke()
@@ -167,6 +169,12 @@ class LiteRTBackend(Backend):
         except (RuntimeError, ValueError) as exc:
             raise ModelError(f"{self.path}: LiteRT failed on input {list(self._shape)} (size "
                              f"multiple {self.multiple}): {brief(exc)}") from None
+
+    def close(self) -> None:
+        # The interpreter keeps its tensors (allocated at the last frame size) while anything
+        # refers to the backend: freed now, as close says.
+        with self._lock:
+            self.interp = None
 
     @property
     def quantized_io(self) -> bool:

@@ -250,6 +250,8 @@ class OnnxRuntimeBackend(Backend):
         self.path = path
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self.session is None:
+            raise ModelError(f"{self.path} was closed; load it again to run it")
         if batch.dtype != self.input_dtype:
             batch = batch.astype(self.input_dtype)
         try:
@@ -261,6 +263,11 @@ class OnnxRuntimeBackend(Backend):
             raise ModelError(f"{self.path} failed on a {tuple(batch.shape)} {batch.dtype} "
                              f"input{off} with {self.provider}: {brief(exc)}") from None
         return out if out.dtype == np.float32 else out.astype(np.float32)
+
+    def close(self) -> None:
+        # The session keeps its memory arena while anything refers to the backend (a
+        # FrameProcessor, the name of a `with` block): freed now, as close says.
+        self.session = None
 
 
 def _peek(ort, path: Path) -> tuple[dict[str, str], str]:
