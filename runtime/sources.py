@@ -51,7 +51,8 @@ class Frame:
 
 
 class Source:
-    """Base class: iterate to get frames; `close()` releases the device or file."""
+    """Base class: iterate to get frames; `close()` (or leaving `with open_source(...) as
+    src:`) releases the device or file."""
 
     live: bool = False
     kind: str = "source"
@@ -66,6 +67,12 @@ class Source:
 
     def close(self) -> None:
         pass
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def describe(self) -> dict:
         return {"spec": self.spec, "kind": self.kind, "live": self.live, "fps": self.fps,

@@ -671,3 +671,15 @@ def test_run_stream_takes_frames_the_app_holds(tmp_path, onnx_model):
         run_stream(backend, [frames[0], frames[0].astype(np.float32) / 255], Collect())
     with pytest.raises(TypeError, match="frames must be numpy arrays"):
         ArraySource(3.5)
+
+
+def test_an_opened_source_is_a_context_manager_that_releases_it(tmp_path):
+    """open_source gave a Source with close() but no `with`, unlike load_backend's Backend: an
+    app reading a camera or file itself kept the capture open after an error."""
+    from runtime import open_source
+
+    video = tmp_path / "in.mp4"
+    write_video(video, n=3)
+    with open_source(str(video)) as src:
+        assert len(list(src.frames(threading.Event()))) == 3
+    assert not src.cap.isOpened()
