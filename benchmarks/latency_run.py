@@ -2,6 +2,7 @@
 this machine has, and the streaming pipeline over a generated video."""
 from __future__ import annotations
 
+import signal
 import sys
 import tempfile
 from pathlib import Path
@@ -65,6 +66,8 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     teacher_ms: dict[str, float] = {}
     timing = dict(warmup=m["warmup"], min_rounds=m["min_rounds"], max_rounds=m["max_rounds"],
                   max_time=m["max_time"], slow_s=m["slow_s"])
+    from runtime.pipeline import StreamInterrupted
+
     from .machine import blas_threads, sgemm_peak_gmacs
 
     result = {"rows": rows, "stream": streams,
@@ -198,11 +201,6 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                 try:
                     s = stream(art.file, video, max_frames=m["stream_frames"],
                                threads=opts.threads or None)
-                    if s.get("interrupted"):
-                        # run_stream's own handler took the Ctrl-C / SIGTERM and ended the
-                        # stream early: a row of part of it, and a bench that went on, hid it.
-                        raise (Terminated() if s.get("signal") == "SIGTERM"
-                               else KeyboardInterrupt())
                     streams.append(stream_row(
                         s, teacher_ms=teacher_ms.get(size_label((w, h))), stats={
                             "frames_processed": s["frames_processed"],
@@ -210,6 +208,11 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                             "end_to_end_ms": s["end_to_end_ms"],
                             "latency_ms": s["latency_ms"],
                             "provider": s.get("backend", {}).get("provider")}, **base))
+                except StreamInterrupted as e:
+                    # run_stream took the Ctrl-C / SIGTERM and closed the stream; the report
+                    # tells a SIGTERM by its Terminated.
+                    raise (Terminated() if e.signum == signal.SIGTERM
+                           else KeyboardInterrupt()) from None
                 except Exception as e:  # noqa: BLE001
                     streams.append(result_row(ms=None, status="error",
                                               reason=f"{type(e).__name__}: {e}", **base))

@@ -11,6 +11,7 @@ The Python API, for an app that embeds the runtime (no torch, no TensorFlow):
         def write(self, original, sharpened, name): ...
     stats = run_stream("export/student-fast.onnx", "in.mp4", Collect())
     held = run_stream("export/student-fast.onnx", [frame1, frame2], Collect())   # arrays too
+    # Ctrl-C / SIGTERM during a run: output closed, then StreamInterrupted (.stats) is raised.
 
 Its warnings (a frame converted or resized, a setting that does not apply) are Python warnings
 of category `SharpenWarning`, to filter, record or turn into errors with the `warnings` module.
@@ -25,7 +26,7 @@ from typing import Any
 _API = {
     "load_backend": ".backends", "Backend": ".backends", "ModelError": ".backends",
     "FrameProcessor": ".prepost", "FrameError": ".prepost",
-    "run_stream": ".pipeline", "StreamOptions": ".pipeline",
+    "run_stream": ".pipeline", "StreamOptions": ".pipeline", "StreamInterrupted": ".pipeline",
     "Sink": ".sinks", "SinkError": ".sinks",
     "open_source": ".sources", "Source": ".sources", "SourceError": ".sources",
     "ArraySource": ".sources",

@@ -176,7 +176,7 @@ def handler(args: argparse.Namespace) -> int:
     try:
         _quiet_library_logs()
         from .backends import ModelError
-        from .pipeline import run_stream
+        from .pipeline import StreamInterrupted, run_stream
         from .prepost import FrameError
         from .sinks import SinkError
         from .sources import SourceError
@@ -212,6 +212,8 @@ def handler(args: argparse.Namespace) -> int:
         args.output = _default_output(args.source)
     try:
         summary = run_stream(args.model, args.source, args.output, options)
+    except StreamInterrupted as e:   # the output closed, the stats written: said below
+        summary = e.stats
     except KeyboardInterrupt as e:   # before the stream's own handler is set, or a second Ctrl-C
         code = interrupt_exit_code(e)
         print("sharpen run: interrupted", file=sys.stderr)

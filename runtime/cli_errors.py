@@ -2,6 +2,7 @@
 the command, exit code 2 (argparse's code for bad usage)."""
 from __future__ import annotations
 
+import signal
 import sys
 
 
@@ -19,14 +20,19 @@ class Terminated(KeyboardInterrupt):
     SIGTERM has its default action, so that commands clean up and say so as on Ctrl-C."""
 
 
+def _sigterm(e: BaseException) -> bool:
+    # Terminated, or an interruption that names its signal (run_stream's, the trainer's).
+    return isinstance(e, Terminated) or getattr(e, "signum", None) == signal.SIGTERM
+
+
 def interrupt_exit_code(e: BaseException) -> int:
     """The shell's 128 + signal number for an interruption: 143 for SIGTERM, 130 for Ctrl-C."""
-    return 143 if isinstance(e, Terminated) else 130
+    return 143 if _sigterm(e) else 130
 
 
 def interrupted_message(command: str, e: BaseException, resumable: bool) -> str:
     """The line an interrupted command ends with; `resumable`: its rerun skips what is done."""
-    term = " (SIGTERM)" if isinstance(e, Terminated) else ""
+    term = " (SIGTERM)" if _sigterm(e) else ""
     again = "; what is done is kept: run the same command to continue" if resumable else ""
     return f"sharpen {command}: interrupted{term}{again}"
 

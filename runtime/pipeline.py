@@ -151,6 +151,18 @@ class _Worker(threading.Thread):
             self._stop_ev.set()
 
 
+class StreamInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped `run_stream` after it closed the output and wrote the stats:
+    `stats` is what it would have returned, `signum` the signal. A KeyboardInterrupt, as the
+    trainer's TrainingInterrupted: a returned summary let a loop over streams go on to the
+    next one, and a SIGTERM end nothing but the stream."""
+
+    def __init__(self, stats: dict[str, Any], signum: int) -> None:
+        super().__init__(f"run_stream interrupted by {signal.Signals(signum).name} after "
+                         f"{stats.get('frames_processed', 0)} frames (output closed)")
+        self.stats, self.signum = stats, signum
+
+
 @dataclass
 class StreamOptions:
     """How `run_stream` runs (the flags of `sharpen run` besides model, source and --out)."""
@@ -190,9 +202,11 @@ def run_stream(model: Union[str, Path, Backend],
         or a Sink: its write(original, sharpened, name) gets every frame (BGR arrays) in order,
         in the calling thread, and close() once at the end.
     options: a StreamOptions; any of its fields may also be given as a keyword.
-    stop_event: set it to stop the run from another thread.
+    stop_event: set it to stop the run from another thread (the stats are returned).
     Raises ModelError / SourceError / SinkError / FrameError with user-facing messages, and
-    ValueError for options out of range (before anything is opened).
+    ValueError for options out of range (before anything is opened). In the main thread it
+    holds SIGINT and SIGTERM while it runs: either closes the output, writes the stats and
+    raises StreamInterrupted (a KeyboardInterrupt, `.stats` the summary).
     """
     try:
         o = replace(options or StreamOptions(), **overrides)
@@ -211,9 +225,12 @@ def run_stream(model: Union[str, Path, Backend],
             stream.run()
         finally:
             stream.close()
-        return stream.finish()
+        summary = stream.finish()
     finally:
         stream.sig.restore()
+    if stream.sig.signum:
+        raise StreamInterrupted(summary, stream.sig.signum)
+    return summary
 
 
 class _Stream:

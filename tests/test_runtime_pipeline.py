@@ -683,3 +683,36 @@ def test_an_opened_source_is_a_context_manager_that_releases_it(tmp_path):
     with open_source(str(video)) as src:
         assert len(list(src.frames(threading.Event()))) == 3
     assert not src.cap.isOpened()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_during_run_stream_reaches_the_caller(tmp_path, onnx_model, signum):
+    """run_stream took Ctrl-C / SIGTERM, closed the stream and returned its stats, so
+    `for clip in clips: run_stream(...)` went on to the next clip at every Ctrl-C, and a SIGTERM
+    ended nothing but the stream (the demo went on to its benchmark); it now raises
+    StreamInterrupted, a KeyboardInterrupt carrying the stats, once the output is closed."""
+    import os
+
+    from runtime import Sink, StreamInterrupted
+
+    class SignalOnThirdFrame(Sink):
+        def __init__(self) -> None:
+            self.n = 0
+
+        def write(self, original, sharpened, name) -> None:
+            self.n += 1
+            if self.n == 3:   # run_stream's handler is in place by now
+                os.kill(os.getpid(), signum)
+
+    before = signal.getsignal(signum)
+    stats, sinks = tmp_path / "s.json", []
+    with pytest.raises(StreamInterrupted) as stopped:
+        for _ in range(2):
+            sinks.append(SignalOnThirdFrame())
+            run_stream(str(onnx_model), "synthetic:64x48@200", sinks[-1], max_frames=100,
+                       stats_path=stats)
+    assert len(sinks) == 1 and isinstance(stopped.value, KeyboardInterrupt)
+    assert stopped.value.signum == signum and stopped.value.stats["interrupted"] is True
+    assert json.loads(stats.read_text())["frames_processed"] == sinks[0].n < 100
+    assert signal.getsignal(signum) is before
