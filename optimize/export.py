@@ -20,9 +20,10 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass, field, replace
+from numbers import Integral, Real
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -310,6 +311,11 @@ _FLAGS = {"workspace_gb": "--workspace", "thresholds.max_ssim_drop": "--max-ssim
           "out_dir": "--out"}
 
 
+# The options that are numbers: whole (True) or any.
+_NUMBERS = {"opset": True, "calib_count": True, "calib_size": True, "latency_runs": True,
+            "threads": True, "calib_blur": False, "percentile": False, "workspace_gb": False}
+
+
 def check_options(o: ExportOptions, flags: bool = False) -> None:
     """ExportError for an option out of range, naming it as export() takes it (calib_size),
     or with `flags` as `sharpen export` does (--calib-size)."""
@@ -318,6 +324,12 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
     def n(field: str) -> str:
         return _FLAGS.get(field, "--" + field.replace("_", "-")) if flags else field
 
+    for name, whole in _NUMBERS.items():
+        v = getattr(o, name)
+        kind = Integral if whole else Real
+        if v is not None and (isinstance(v, bool) or not isinstance(v, kind)):
+            raise ExportError(f"{n(name)} must be {'an integer' if whole else 'a number'}, "
+                              f"got {v!r}")
     if not MIN_OPSET <= o.opset <= MAX_OPSET:
         raise ExportError(f"{n('opset')} must be between {MIN_OPSET} and {MAX_OPSET} (the "
                           f"newest torch's TorchScript exporter writes), got {o.opset}")
@@ -367,10 +379,22 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             out_dir: str | os.PathLike, options: ExportOptions | None, *,
             progress: Progress | None, on_result, **overrides) -> ExportReport:
     """`export`'s work, in the root logging state `export` restores."""
-    try:
-        o = replace(options or ExportOptions(), **overrides)
-    except TypeError as e:
-        raise ExportError(f"unknown export option: {e}") from None
+    known = {f.name for f in fields(ExportOptions)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        gates = [k for k in unknown if k in {f.name for f in fields(Thresholds)}]
+        raise ExportError(
+            f"unknown export option {', '.join(map(repr, unknown))}"
+            + (f"; {gates[0]} is a parity threshold: thresholds=Thresholds({gates[0]}=...) or "
+               f"thresholds={{{gates[0]!r}: ...}}" if gates else
+               f"; options: {', '.join(sorted(known))}"))
+    o = replace(options or ExportOptions(), **overrides)
+    if isinstance(o.thresholds, Mapping):   # as TrainConfig takes its sections
+        try:
+            o = replace(o, thresholds=Thresholds(**o.thresholds))
+        except TypeError as e:
+            raise ExportError(f"thresholds: {e}; its keys: "
+                              f"{', '.join(f.name for f in fields(Thresholds))}") from None
     from distill.checkpoint import load_student
     from distill.metrics import SSIM_MIN_SIDE
 
@@ -405,6 +429,9 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     except ValueError as e:
         raise ExportError(str(e)) from None
     check_options(o)
+    # numpy's numbers pass the checks; the report (JSON) takes Python's.
+    o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
+                      if getattr(o, k) is not None})
     if o.float_layers and not any(FORMATS[f].needs_calibration for f in fmts):
         prog.warn(f"--float-layers applies to the INT8 formats only, none of which is built "
                   f"here ({', '.join(fmts)})")

@@ -243,3 +243,27 @@ def test_export_names_a_bad_option_by_its_keyword(tmp_path, capsys):
     assert main(["export", "--weights", "fast", "--formats", "onnx", "--out",
                  str(tmp_path / "out"), "--calib-size", "8"]) == 2
     assert "--calib-size must be >= 16 pixels, got 8" in capsys.readouterr().err
+
+
+def test_export_says_how_to_give_an_option_given_the_wrong_way(tmp_path):
+    """export(..., min_ssim=0.9) said only 'ExportOptions.__init__() got an unexpected keyword
+    argument', thresholds={"min_ssim": 0.9} failed with "'dict' object has no attribute
+    'max_ssim_drop'" and calib_size="256" with "'<' not supported between 'str' and 'int'"."""
+    from optimize.export import ExportError, export
+
+    def run(**kw):
+        return export("fast", ["onnx"], tmp_path / "out", latency=False, quiet=True, **kw)
+
+    for kw, said in ((dict(min_ssim=0.9), r"'min_ssim'; min_ssim is a parity threshold: "
+                                          r"thresholds=Thresholds\(min_ssim=\.\.\.\)"),
+                     (dict(calib_sise=64), r"'calib_sise'; options: .*calib_size"),
+                     (dict(calib_size="256"), r"^calib_size must be an integer, got '256'$"),
+                     (dict(thresholds={"min_sim": 0.9}), r"^thresholds: .*min_sim.*its keys: "
+                                                         r"fp32_max_abs, min_ssim")):
+        with pytest.raises(ExportError, match=said):
+            run(**kw)
+    # numpy's numbers are numbers (and the JSON report takes them)
+    rep = run(thresholds={"fp32_max_abs": 1e-30}, calib_size=np.int64(64),
+              percentile=np.float32(99.5))
+    assert rep.result("onnx").status == "fail" and rep.settings["thresholds"]["fp32_max_abs"] \
+        == 1e-30
