@@ -17,6 +17,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from itertools import chain
+from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
@@ -213,6 +214,9 @@ def run_stream(model: Union[str, Path, Backend],
     except TypeError as e:
         raise ValueError(f"run_stream: unknown option ({e})") from None
     _check_options(o)
+    # numpy's numbers pass the checks; the stats (JSON) take Python's.
+    o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
+                      if getattr(o, k) is not None})
     if o.stats_path:
         _check_writable(o.stats_path, "--stats")
     own_backend = not isinstance(model, Backend)
@@ -442,7 +446,19 @@ class _Stream:
         return summary
 
 
+# The options that are numbers: whole (True) or any; None leaves one to its default.
+_NUMBERS = {"threads": True, "tile": True, "overlap": True, "width": True, "height": True,
+            "fps": False, "max_frames": True, "queue_size": True, "reconnect_attempts": True,
+            "timeout": False, "report_interval": False}
+
+
 def _check_options(o: StreamOptions) -> None:
+    for name, whole in _NUMBERS.items():
+        v = getattr(o, name)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, Integral if whole
+                                                                   else Real)):
+            raise ValueError(f"run_stream: {name} must be "
+                             f"{'an integer' if whole else 'a number'}, got {v!r}")
     problems = [msg for bad, msg in (
         (o.view not in ("side", "split"), f"view must be side or split, got {o.view!r}"),
         (o.threads is not None and o.threads < 0, f"threads must be >= 0, got {o.threads}"),

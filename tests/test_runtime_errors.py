@@ -559,7 +559,11 @@ def test_run_stream_refuses_impossible_options(onnx_model, tmp_path):
                       ({"max_frames": -1}, "max_frames must be >= 0"),
                       ({"queue_size": 0}, "queue_size must be >= 1"),
                       ({"fps": float("nan")}, "fps must be 0"), ({"fps": 1e300}, "fps must be 0"),
-                      ({"tile": 32, "overlap": 32}, "overlap must be smaller than tile, got")):
+                      ({"tile": 32, "overlap": 32}, "overlap must be smaller than tile, got"),
+                      # '<' not supported between 'str' and 'int'; 2.5 frames ran 3
+                      ({"threads": "2"}, "threads must be an integer, got '2'"),
+                      ({"fps": "30"}, "fps must be a number, got '30'"),
+                      ({"max_frames": 2.5}, "max_frames must be an integer, got 2.5")):
         with pytest.raises(ValueError, match=said):
             run_stream(str(onnx_model), str(src), tmp_path / "out", **bad)
 
