@@ -517,6 +517,10 @@ def _evaluate(args: argparse.Namespace) -> int:
                        keep_outputs=args.figure_images if args.out else 0, device=args.device,
                        teacher_config=args.teacher_config, threads=args.threads,
                        provider=args.provider)
+    except KeyboardInterrupt as e:   # after some images: theirs are reported and saved
+        if not hasattr(e, "results"):
+            raise
+        res = e.results
     except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return _err(str(e))
     if args.split and res["split"] is None:

@@ -202,10 +202,15 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
-    res = evaluate_fns(fns, spec, split, limit, crop, progress,
-                       reference=teachers[0] if len(teachers) == 1 else None,
-                       keep_outputs=keep_outputs, rank=least_gain,
-                       names=dict(zip(labels, weights)))
+    try:
+        res = evaluate_fns(fns, spec, split, limit, crop, progress,
+                           reference=teachers[0] if len(teachers) == 1 else None,
+                           keep_outputs=keep_outputs, rank=least_gain,
+                           names=dict(zip(labels, weights)))
+    except KeyboardInterrupt as e:
+        if hasattr(e, "results"):
+            e.results["weights"] = dict(zip(labels, weights))
+        raise
     res["weights"] = dict(zip(labels, weights))
     return res
 
@@ -236,7 +241,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     Full-resolution outputs add up (tens of MB per image and model), so only `keep_outputs`
     images' are kept (None: all): the first ones, or with `rank` (a function of one image's
     outputs) the lowest-ranked. An image a model fails on (out of memory, a broken artifact)
-    is skipped by name like an unreadable one.
+    is skipped by name like an unreadable one. A Ctrl-C (or SIGTERM, as `sharpen` raises it)
+    once images are scored is raised on with `.results`: theirs, marked "interrupted".
 
     Without ground truth, `reference` (a label of `fns`, e.g. the teacher) stands in for it:
     "psnr_to_reference" of the input and every other model to its output, per image and mean.
@@ -275,7 +281,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     kept: list[tuple[float, int, str, dict[str, np.ndarray]]] = []
     per_image: dict[str, dict[str, dict[str, float]]] = {}
     has_gt = all(gt is not None for _, _, gt in items)
-    failed, flat, scored, interrupted = [], 0, 0, False
+    failed, flat, scored = [], 0, 0
+    stopped: Optional[KeyboardInterrupt] = None
     bar = tqdm(items, desc="evaluate", unit="img", disable=not progress)
     try:
         for i, (name, inp, gt) in enumerate(bar):
@@ -323,8 +330,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     except KeyboardInterrupt as e:
         if not scored:
             raise
-        interrupted = True   # what was scored is reported (and saved), marked as partial
-        exit_code = interrupt_exit_code(e)
+        stopped = e   # what was scored is reported (and saved), marked as partial
         print(f"interrupted: results of the {scored} image(s) scored so far", file=sys.stderr)
     finally:
         bar.close()
@@ -334,9 +340,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                          "is named above)")
     res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
                  "split": used.get("split"), "crop": crop, "limit": limit,
-                 "flat_images": flat, "interrupted": interrupted}
-    if interrupted:
-        res["exit_code"] = exit_code   # 130 Ctrl-C, 143 SIGTERM
+                 "flat_images": flat, "interrupted": stopped is not None}
+    if stopped is not None:
+        res["exit_code"] = interrupt_exit_code(stopped)   # 130 Ctrl-C, 143 SIGTERM
     for k, ratios in sharp_ratio.items():
         res[k] = {"sharpness": float(np.mean(ratios)) if ratios else None}
         if has_gt:
@@ -357,6 +363,11 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                 [v[k]["psnr_to_reference"] for v in per_image.values()]))
         res["per_image"] = per_image
     res["outputs"] = outputs
+    if stopped is not None:
+        # The interruption goes on, carrying the results: returned, they let a loop over
+        # evaluations (or the bench) go on to the next one at every Ctrl-C.
+        stopped.results = res
+        raise stopped
     return res
 
 

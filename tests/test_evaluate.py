@@ -278,7 +278,9 @@ def test_a_model_that_changes_the_size_is_named_with_the_image_and_both_sizes(
 
 def test_an_interrupt_keeps_the_images_already_scored(nogt):
     """Ctrl-C after minutes of teacher inference used to print "interrupted" and nothing
-    else; the images scored so far are reported, marked as a part of the set."""
+    else; the images scored so far are reported, marked as a part of the set. They come with
+    the interruption, which goes on: returned, they let a loop over evaluations (the bench's
+    real-blur sets) go on to the next one at every Ctrl-C."""
     calls = []
 
     def stop_at_third(x):
@@ -287,7 +289,9 @@ def test_an_interrupt_keeps_the_images_already_scored(nogt):
             raise KeyboardInterrupt
         return x * 0.9
 
-    res = evaluate_fns({"m": stop_at_third}, str(nogt), progress=False)
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        evaluate_fns({"m": stop_at_third}, str(nogt), progress=False)
+    res = stopped.value.results
     assert res["interrupted"] and res["images"] == 2 and len(res["m"]) >= 1
     assert res["exit_code"] == 130
     from runtime.cli_errors import Terminated   # SIGTERM, as `sharpen` raises it: 143
@@ -297,7 +301,9 @@ def test_an_interrupt_keeps_the_images_already_scored(nogt):
         if len(calls) == 5:
             raise Terminated
         return x
-    assert evaluate_fns({"m": terminated_at_second}, str(nogt), progress=False)["exit_code"] == 143
+    with pytest.raises(Terminated) as stopped:
+        evaluate_fns({"m": terminated_at_second}, str(nogt), progress=False)
+    assert stopped.value.results["exit_code"] == 143
     assert "(interrupted: a part of the set)" in format_table(res)
     with pytest.raises(KeyboardInterrupt):   # nothing scored: nothing to report
         evaluate_fns({"m": lambda x: (_ for _ in ()).throw(KeyboardInterrupt)}, str(nogt),
@@ -328,7 +334,9 @@ def test_an_interrupted_rerun_keeps_the_complete_results(nogt, tmp_path, capsys,
     real = ev.evaluate
 
     def cut_short(*a, **k):   # as a Ctrl-C after the first images leaves the result
-        return {**real(*a, **k), "interrupted": True}
+        stop = KeyboardInterrupt()
+        stop.results = {**real(*a, **k), "interrupted": True}
+        raise stop
     monkeypatch.setattr(ev, "evaluate", cut_short)
     capsys.readouterr()
     assert main(cmd) == 130
