@@ -6,41 +6,11 @@ import platform
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional
 
 
-def _version(*dists: str) -> Optional[str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    for d in dists:
-        try:
-            return version(d)
-        except PackageNotFoundError:
-            continue
-    return None
-
-
-# The libraries a report names, each with the distributions that install it (CPU and GPU
-# builds have other names); the first one installed gives the version.
-LIBRARIES: dict[str, tuple[str, ...]] = {
-    "numpy": ("numpy",),
-    "torch": ("torch",),
-    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
-    "onnx": ("onnx",),
-    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow_cpu"),
-    "ai_edge_litert": ("ai-edge-litert", "ai_edge_litert"),
-    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
-    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt_cu12"),
-    "nvidia_modelopt": ("nvidia-modelopt",),
-    "scikit_image": ("scikit-image",),
-    "pytest_benchmark": ("pytest-benchmark",),
-}
-
-
-def library_versions(names: Optional[Sequence[str]] = None) -> dict[str, Optional[str]]:
-    """{library: installed version or None} for `names` (keys of LIBRARIES; default all), read
-    from the installed packages' metadata: nothing is imported, so it costs milliseconds."""
-    return {n: _version(*LIBRARIES[n]) for n in (LIBRARIES if names is None else names)}
+# Shared with export's up-to-date check (runtime.host), re-exported for the bench's modules.
+from runtime.host import LIBRARIES, cpu_model, dist_version, library_versions  # noqa: E402,F401
 
 
 def peak_rss_mb() -> float:
@@ -98,7 +68,7 @@ def code_info() -> dict:
     whether tracked files had uncommitted changes (then the commit alone does not rebuild it)."""
     repo = Path(__file__).resolve().parents[1]
     info: dict = {"package": "image-sharpening-kd",
-                  "version": _version("image-sharpening-kd")}
+                  "version": dist_version("image-sharpening-kd")}
     if not (repo / ".git").exists() or not shutil.which("git"):   # a worktree's .git is a file
         return info
 
@@ -120,15 +90,7 @@ def code_info() -> dict:
 
 
 def machine_info() -> dict:
-    cpu = None
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.lower().startswith(("model name", "hardware", "cpu model")):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    cpu = cpu or platform.processor() or platform.machine()
+    cpu = cpu_model()
     # What decides int8/fp32 speed on x86: AVX-512 and VNNI (int8 dot products) or not.
     flags: list[str] = []
     try:

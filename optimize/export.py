@@ -29,6 +29,7 @@ import numpy as np
 
 from runtime.console import Console, first_line
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
+from runtime.host import library_versions
 
 
 class ExportError(ValueError):
@@ -785,8 +786,8 @@ CODE = [*sorted((Path(__file__).parent).glob("*.py")),
         Path(__file__).parents[1] / "distill" / "students.py",
         *sorted((Path(__file__).parents[1] / "runtime" / "backends").glob("*.py")),
         Path(__file__).parents[1] / "runtime" / "formats.py"]
-LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxslim", "tensorflow", "tensorflow-cpu",
-             "ai-edge-litert", "nvidia-modelopt", "tensorrt")
+LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxslim", "tensorflow", "ai_edge_litert",
+             "nvidia_modelopt", "tensorrt")   # runtime.host.LIBRARIES' names
 INPUT_LABELS = {
     "weights": "the weights", "code": "the exporter's code", "libraries": "library versions",
     "machine": "the machine", "opset": "--opset", "simplify": "--no-simplify",
@@ -806,27 +807,11 @@ def _code_hash() -> str:
     return h.hexdigest()[:16]
 
 
-def _library_versions() -> dict[str, str | None]:
-    from importlib import metadata
-
-    def version(name: str) -> str | None:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return None
-    return {name: version(name) for name in LIBRARIES}
-
-
 def _machine() -> str:
     import platform
 
-    model = platform.processor()
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    return f"{platform.machine()} {model}".strip()
+    from runtime.host import cpu_model
+    return f"{platform.machine()} {cpu_model()}".strip()
 
 
 def _digest(images) -> str | None:
@@ -853,7 +838,7 @@ CALIBRATOR_OPTIONS = {"onnx-int8": ("calib_method", "percentile", "reduce_range"
 def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profile, crops,
                  parity_list, gt, teacher) -> dict[str, dict]:
     """Per format: everything its artifact and its parity verdict depend on (JSON-able)."""
-    common = {"weights": weights_sha, "code": _code_hash(), "libraries": _library_versions(),
+    common = {"weights": weights_sha, "code": _code_hash(), "libraries": library_versions(LIBRARIES),
               "machine": _machine(), "opset": o.opset, "simplify": o.simplify,
               "thresholds": asdict(o.thresholds), "parity_images": _digest(parity_list),
               "parity_gt": _digest(gt), "parity_teacher": _digest(teacher)}

@@ -1,0 +1,55 @@
+"""The host a model is exported, checked or benchmarked on: its CPU and the versions of the
+libraries that build and run models, read from /proc and package metadata (nothing imported),
+so that export's up-to-date check and the benchmark's reports and caches agree on them."""
+from __future__ import annotations
+
+import platform
+from pathlib import Path
+from typing import Optional, Sequence
+
+# Each library with the distributions that install it (CPU and GPU builds have other names);
+# the first one installed gives the version.
+LIBRARIES: dict[str, tuple[str, ...]] = {
+    "numpy": ("numpy",),
+    "torch": ("torch",),
+    "onnxruntime": ("onnxruntime", "onnxruntime-gpu"),
+    "onnx": ("onnx",),
+    "onnxslim": ("onnxslim",),
+    "tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow_cpu"),
+    "ai_edge_litert": ("ai-edge-litert", "ai_edge_litert"),
+    "opencv": ("opencv-python-headless", "opencv-python", "opencv-contrib-python"),
+    "tensorrt": ("tensorrt", "tensorrt-cu12", "tensorrt_cu12"),
+    "nvidia_modelopt": ("nvidia-modelopt",),
+    "scikit_image": ("scikit-image",),
+    "pytest_benchmark": ("pytest-benchmark",),
+}
+
+
+def dist_version(*dists: str) -> Optional[str]:
+    """The version of the first of `dists` installed, or None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    for d in dists:
+        try:
+            return version(d)
+        except PackageNotFoundError:
+            continue
+    return None
+
+
+def library_versions(names: Optional[Sequence[str]] = None) -> dict[str, Optional[str]]:
+    """{library: installed version or None} for `names` (keys of LIBRARIES; default all), read
+    from the installed packages' metadata: nothing is imported, so it costs milliseconds."""
+    return {n: dist_version(*LIBRARIES[n]) for n in (LIBRARIES if names is None else names)}
+
+
+def cpu_model() -> str:
+    """The CPU's name as /proc/cpuinfo gives it (x86 'model name', ARM 'Hardware' or 'CPU
+    model'), else what the platform module knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.lower().startswith(("model name", "hardware", "cpu model")):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
