@@ -43,8 +43,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from .images import ImageReadError, is_image, list_images, to_rgb_float, write_image
     from .teacher import Teacher, check_device, check_threads
 
-    from .teacher_tiles import tiling_problem
+    from .teacher_tiles import overlap_for, tiling_problem
 
+    if args.overlap is None:
+        args.overlap = overlap_for(args.tile)
     # Usage errors before the model loads and before any image is written.
     problem = tiling_problem(args.tile, args.overlap, args.batch_size)
     if problem:
@@ -728,8 +730,9 @@ def add_commands(sub) -> None:
                    "small, tiny")
     p.add_argument("--tile", type=int, default=TEACHER_TILE,
                    help="tile side in px; 0 = whole image")
-    p.add_argument("--overlap", type=int, default=TEACHER_OVERLAP,
-                   help="overlap between tiles in px")
+    p.add_argument("--overlap", type=int, default=None,
+                   help=f"overlap between tiles in px (default: {TEACHER_OVERLAP}, at most half "
+                        "the tile)")
     p.add_argument("--batch-size", type=int, default=TEACHER_BATCH, metavar="N",
                    help=f"tiles per forward pass (default: {TEACHER_BATCH})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")

@@ -15,7 +15,7 @@ from runtime.tiling import tiled_apply
 from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weights,
                          read_checkpoint)
 from .restormer import Restormer, build_restormer, get_config
-from .teacher_tiles import BATCH as TEACHER_BATCH, OVERLAP, TILE
+from .teacher_tiles import BATCH as TEACHER_BATCH, OVERLAP, TILE, overlap_for  # noqa: F401 - OVERLAP for callers
 
 BUNDLED_TEACHER = "teacher-restormer-small.pt"
 OFFICIAL_WEIGHTS_HELP = (
@@ -195,17 +195,20 @@ class Teacher:
             y = self.model(x)
         return y.float().clamp_(0, 1).cpu().numpy()
 
-    def sharpen(self, image: np.ndarray, tile: int = TILE, overlap: int = OVERLAP,
+    def sharpen(self, image: np.ndarray, tile: int = TILE, overlap: Optional[int] = None,
                 batch_size: int = TEACHER_BATCH,
                 progress: bool = False, desc: str = "tiles") -> np.ndarray:
         """Sharpen one image: HxWx3 float RGB in [0, 1] in (float32, or float16/64, converted),
         an HxWx3 float32 RGB image in [0, 1] of the same size out; the input is not changed.
         OpenCV's BGR uint8 is not accepted (FrameError, a ValueError, saying so): convert it
         with `distill.images.to_rgb_float`. Runs Gaussian-blended tiles of `tile` px (0: the
-        whole image at once) overlapping by `overlap`, `batch_size` tiles per forward pass;
+        whole image at once) overlapping by `overlap` (default: 64, at most half the tile),
+        `batch_size` tiles per forward pass;
         `progress` shows a tqdm bar on stderr (off by default)."""
         from runtime.prepost import check_rgb_float
         image = check_rgb_float(image)
+        if overlap is None:
+            overlap = overlap_for(tile)
         bar = None
         on_tile: Optional[Callable[[int, int], None]] = None
         if progress:

@@ -12,6 +12,13 @@ TILE, OVERLAP = 512, 64
 BATCH = 2
 
 
+def overlap_for(tile: int) -> int:
+    """The default overlap for `tile`: OVERLAP, at most half the tile (a fixed 64 refused
+    --tile 64 and below, an overlap must be smaller than its tile); tile 0 (whole images)
+    keeps OVERLAP, which the label cache records."""
+    return min(OVERLAP, tile // 2) if tile > 0 else OVERLAP
+
+
 def tiling_problem(tile: int, overlap: int, batch_size: int) -> str | None:
     """Why --tile/--overlap/--batch-size cannot run the teacher, or None (tile 0: whole
     images)."""

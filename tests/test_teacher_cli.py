@@ -34,6 +34,23 @@ def test_folder_with_corrupt_file(tmp_path, tiny_teacher, capsys):
     assert not (tmp_path / "out" / "broken.png").exists()
 
 
+def test_a_small_tile_without_overlap_takes_half_the_tile(tmp_path, tiny_teacher, capsys):
+    """The default overlap was a fixed 64, so `--tile 64` (or Teacher.sharpen(tile=64)) without
+    --overlap was refused ('need 0 <= overlap < tile'); it is now at most half the tile."""
+    from distill.teacher import Teacher
+
+    img = np.random.default_rng(0).integers(0, 255, (40, 72, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "a.png"), img)
+    rc = main(["teacher", str(tmp_path / "a.png"), "--out", str(tmp_path / "out"),
+               "--teacher-weights", tiny_teacher, "--tile", "32", "--quiet"])
+    assert rc == 0, capsys.readouterr().err
+    assert cv2.imread(str(tmp_path / "out" / "a.png")).shape == img.shape
+    teacher = Teacher.load(tiny_teacher, device="cpu")
+    x = np.random.default_rng(1).random((40, 72, 3)).astype(np.float32)
+    np.testing.assert_array_equal(teacher.sharpen(x, tile=32),
+                                  teacher.sharpen(x, tile=32, overlap=16))
+
+
 def test_inputs_that_do_not_exist_are_a_usage_error_before_the_teacher_loads(tmp_path,
                                                                             capsys):
     """`sharpen teacher photos/` with no photos/ loaded the teacher, then exited 1 with

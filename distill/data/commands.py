@@ -54,8 +54,9 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
                         "carry their own, the official weights need motion-deblur (default)")
     p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N",
                    help=f"tile side in pixels, 0 = whole image at once (default: {TEACHER_TILE})")
-    p.add_argument("--overlap", type=int, default=TEACHER_OVERLAP, metavar="N",
-                   help=f"overlap of neighbouring tiles in pixels (default: {TEACHER_OVERLAP})")
+    p.add_argument("--overlap", type=int, default=None, metavar="N",
+                   help=f"overlap of neighbouring tiles in pixels (default: {TEACHER_OVERLAP}, at "
+                        "most half the tile)")
     p.add_argument("--batch-size", type=int, default=TEACHER_BATCH, metavar="N",
                    help=f"tiles per forward pass (default: {TEACHER_BATCH})")
     p.add_argument("--split", default=None, metavar="NAME",

@@ -34,8 +34,8 @@ from typing import Any, Collection, Optional
 import numpy as np
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
-from ..teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
-                             TILE as TEACHER_TILE, tiling_problem)
+from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overlap_for,
+                             tiling_problem)
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
@@ -77,7 +77,7 @@ class LabelStats:
 
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
                config: Optional[str] = None, tile: int = TEACHER_TILE,
-               overlap: int = TEACHER_OVERLAP,
+               overlap: Optional[int] = None,
                batch_size: int = TEACHER_BATCH, split: Optional[str] = None, gopro_blur: str = "blur",
                device: str = "auto", limit: Optional[int] = None, progress: bool = True,
                teacher=None, dist: Optional[DistInfo] = None,
@@ -93,6 +93,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         dist = dist or DistInfo.from_env()
     except ValueError as e:
         raise SourceError(str(e)) from None
+    if overlap is None:
+        overlap = overlap_for(tile)
     problem = tiling_problem(tile, overlap, batch_size)
     if problem:
         raise SourceError(problem)
