@@ -313,7 +313,7 @@ def test_sources_and_commands_import_without_torch():
             "p = argparse.ArgumentParser(); sub = p.add_subparsers()\n"
             "c.add_commands(sub)\n"
             "a = p.parse_args(['labels', '--data', 'x', '--out', 'y', '--tile', '64'])\n"
-            "assert a.tile == 64 and a.overlap == 64 and a.split is None and a.func\n"
+            "assert a.tile == 64 and a.overlap is None and a.split is None and a.func\n"
             "assert 'torch' not in sys.modules, 'torch imported'\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=tempfile.gettempdir(), capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
