@@ -29,6 +29,7 @@ import numpy as np
 
 from runtime.console import Console, first_line
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
+from runtime.backends.provenance import read_report as _read_report
 from runtime.host import library_versions
 
 
@@ -580,7 +581,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     _say_replaced(out, stem, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha,
                   prog)
     _keep_other_report(out, stem, prog)
-    earlier = _earlier_results(out, stem, {*fmts, *kept, *skipped}, weights_sha, prog)
+    earlier = _earlier_results(out, stem, own, {*fmts, *kept, *skipped}, weights_sha, prog)
     # A report from an earlier run must not vouch for artifacts this run is replacing.
     (out / "export_report.json").unlink(missing_ok=True)
     (out / f"export_report.{stem}.json").unlink(missing_ok=True)
@@ -741,15 +742,6 @@ def _say_replaced(out: Path, stem: str, paths: list[Path], weights_sha: str,
         return
 
 
-def _read_report(path: Path) -> dict | None:
-    """An export report as a dict, or None when it is missing or unreadable."""
-    try:
-        report = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return report if isinstance(report, dict) else None
-
-
 def _reports_of(out: Path, stem: str):
     """The folder's latest report, then the one kept aside for `stem`, where they exist."""
     for name in ("export_report.json", f"export_report.{stem}.json"):
@@ -905,24 +897,31 @@ def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
         if why:
             prog.say(f"{f}: rebuilding {path.name}: {why}")
             continue
-        known = {k: v for k, v in prev[f].items() if k in FormatResult.__dataclass_fields__}
-        known["file"] = str(path)
-        known["extra"] = {**(known.get("extra") or {}), "up_to_date": True}
-        known["extra"].pop("earlier_export", None)
-        kept[f] = FormatResult(**known)
+        kept[f] = _result_from(prev[f], path, "up_to_date")
         prog.say(f"{f}: {path.name} is up to date (same weights, options, exporter, "
                  "libraries and CPU; passed its gate): kept (--rebuild rebuilds it)")
     return kept
 
 
-def _earlier_results(out: Path, stem: str, now: set[str], weights_sha: str,
+def _result_from(record: dict, path: Path, flag: str) -> FormatResult:
+    """An earlier report's result for the artifact at `path` (named as this run names its
+    own), marked with `flag` in its extra (up_to_date: kept; earlier_export: carried)."""
+    known = {k: v for k, v in record.items() if k in FormatResult.__dataclass_fields__}
+    known["file"] = str(path)
+    known["extra"] = {**(known.get("extra") or {})}
+    known["extra"].pop("earlier_export", None)
+    known["extra"][flag] = True
+    return FormatResult(**known)
+
+
+def _earlier_results(out: Path, stem: str, old: dict | None, now: set[str], weights_sha: str,
                      prog: Progress) -> list[FormatResult]:
     """What an earlier export of this stem built that this one does not rebuild: its results
     are carried into the new report (not into this export's verdict) when they came from the
     same weights and their files are still there (`--formats onnx`, then `--formats
     tflite-int8`, used to leave a report of the second alone); from other weights they are
-    stale, which is said."""
-    old = _own_report(out, stem)
+    stale, which is said. `old`: the latest report of this stem (`_own_report`), read once
+    before anything is built."""
     same = old is not None and old.get("settings", {}).get("weights_sha256") == weights_sha
     carried = []
     if same:
@@ -930,10 +929,7 @@ def _earlier_results(out: Path, stem: str, now: set[str], weights_sha: str,
             f = r.get("format")
             if (f in FORMATS and f not in now and r.get("status") in ("pass", "fail")
                     and r.get("file") and (out / Path(r["file"]).name).exists()):
-                known = {k: v for k, v in r.items() if k in FormatResult.__dataclass_fields__}
-                known["file"] = str(out / Path(r["file"]).name)   # as this run names its own
-                known["extra"] = {**(known.get("extra") or {}), "earlier_export": True}
-                carried.append(FormatResult(**known))
+                carried.append(_result_from(r, out / Path(r["file"]).name, "earlier_export"))
     kept = {c.format for c in carried}
     stale = [p.name for f, spec in FORMATS.items() if f not in now and f not in kept
              for p in (out / f"{stem}{spec.suffix}",) if p.exists()]

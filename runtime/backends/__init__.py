@@ -73,28 +73,30 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     return backend
 
 
-_said_forced: set[tuple[str, str]] = set()
+_said: set[tuple[str, str]] = set()
+
+
+def _say_once(path: Path, message: str) -> None:
+    """A warning about the artifact at `path`, once per artifact and message: the bench loads
+    one several times (and reports a failure itself)."""
+    key = (str(path.resolve()), message)
+    if key not in _said:
+        _said.add(key)
+        warn(message)
 
 
 def _say_forced(path: Path, reason: str) -> None:
-    """A forced model runs, but not silently: its output may be wrong. Once per artifact: the
-    bench loads one several times (and reports the failure itself)."""
-    key = (str(path.resolve()), reason)
-    if key not in _said_forced:
-        _said_forced.add(key)
-        warn(f"{_failed(path, reason)}; running it anyway (forced), its output may be wrong")
-
-
-_said_stale: set[tuple[str, str]] = set()
+    """A forced model runs, but not silently: its output may be wrong."""
+    _say_once(path, f"{_failed(path, reason)}; running it anyway (forced), its output may be "
+                    "wrong")
 
 
 def _say_stale(path: Path, reason: Optional[str]) -> None:
     """An artifact left by an export of other weights runs (it passed its own gate), but not
-    silently: beside a newer export it looks like part of it. Once per artifact."""
-    if not reason or (str(path.resolve()), reason) in _said_stale:
-        return
-    _said_stale.add((str(path.resolve()), reason))
-    warn(f"stale model: {reason}; re-export it (sharpen export --formats ...) or remove it")
+    silently: beside a newer export it looks like part of it."""
+    if reason:
+        _say_once(path, f"stale model: {reason}; re-export it (sharpen export --formats ...) or "
+                        "remove it")
 
 
 def _failed(path: Path, reason: str) -> str:

@@ -19,7 +19,8 @@ from ..formats import FORMATS
 REPORT = "export_report.json"
 
 
-def _read(path: Path) -> Optional[dict]:
+def read_report(path: Path) -> Optional[dict]:
+    """An export report (any JSON object) as a dict, or None when it is missing or unreadable."""
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -34,7 +35,7 @@ def latest_export(path: Union[str, Path]) -> Optional[tuple[Path, dict]]:
     stems = {p.name[: -len(f.suffix)] for f in FORMATS.values()
              if p.name.endswith(f.suffix) and len(p.name) > len(f.suffix)}
     for name in [REPORT, *(f"export_report.{s}.json" for s in sorted(stems))]:
-        report = _read(p.parent / name)
+        report = read_report(p.parent / name)
         settings = (report or {}).get("settings") or {}
         if settings.get("stem") in stems and settings.get("weights_sha256"):
             return p.parent / name, report
