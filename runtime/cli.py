@@ -13,6 +13,7 @@ import threading
 from typing import Optional
 
 from .cli_errors import interrupt_exit_code, missing_dependency
+from .host import MAX_THREADS, threads_warning
 from .tiling import OVERLAP
 
 EPILOG = """examples:
@@ -54,7 +55,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats", default=None, metavar="JSON",
                    help="write latency percentiles, throughput and drops to this JSON file")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="CPU threads for ONNX Runtime / LiteRT (default 0: all cores)")
+                   help="CPU threads for ONNX Runtime / LiteRT (default 0: all cores; at most "
+                        f"{MAX_THREADS}, or the machine's cores where it has more)")
     p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="ONNX Runtime execution provider (auto: TensorRT, CUDA, then CPU, "
                         "whichever this build has)")
@@ -139,6 +141,7 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
 def options_from_args(args: argparse.Namespace):
     """StreamOptions from parsed `sharpen run` arguments."""
     from .pipeline import MAX_FPS, MIN_FPS, StreamOptions
+    from .host import check_threads
     from .prepost import check_tiling
 
     args.width = 1920 if args.width is None else args.width
@@ -154,6 +157,7 @@ def options_from_args(args: argparse.Namespace):
                                  ("--height", args.height, "the camera's capture size")):
         if not value >= 0 or value == math.inf:   # nan and inf too
             raise ValueError(f"{flag} must be >= 0 ({meaning}), got {value}")
+    check_threads(args.threads, "--threads")   # and not absurdly many
     if args.fps > MAX_FPS:
         # A video writer asked for 1e300 fps hung inside OpenCV, deaf to Ctrl-C.
         raise ValueError(f"--fps must be at most {MAX_FPS:g}, got {args.fps:g}")
@@ -198,13 +202,8 @@ def handler(args: argparse.Namespace) -> int:
     for line in unapplied:
         print(line, file=sys.stderr)
     # --provider with a .tflite/.engine model: load_backend says so (once, naming the engine).
-    # The cores this process may use (containers and taskset limit them), not the machine's.
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count() or 0)
-    if cores and args.threads > cores:
-        print(f"warning: --threads {args.threads} is more than the {cores} CPU cores this process "
-              "may use; the extra threads share cores and usually make inference slower",
-              file=sys.stderr)
+    if too_many := threads_warning(args.threads, "--threads"):
+        print(f"warning: {too_many}", file=sys.stderr)
     if not args.tile and args.overlap is not None:
         print("warning: --overlap has no effect without --tile", file=sys.stderr)
     defaulted = args.output is None and not args.show

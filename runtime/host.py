@@ -1,8 +1,10 @@
 """The host a model is exported, checked or benchmarked on: its CPU and the versions of the
 libraries that build and run models, read from /proc and package metadata (nothing imported),
-so that export's up-to-date check and the benchmark's reports and caches agree on them."""
+so that export's up-to-date check and the benchmark's reports and caches agree on them; and
+the thread counts the runtimes and `--threads` accept on it."""
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Optional, Sequence
@@ -53,3 +55,38 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# A thread count above this is a slip, not a setting: ONNX Runtime asked for 10**6 threads
+# hung creating them. A machine with more cores may still use them all.
+MAX_THREADS = 256
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may use (containers and taskset limit them), not the
+    machine's."""
+    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else os.cpu_count() or 1)
+
+
+def check_threads(threads: Optional[int], name: str = "threads", zero: str = "all cores") -> None:
+    """ValueError naming `name` (a keyword, or a flag such as --threads) and the range for a
+    thread count below 0 or above max(MAX_THREADS, the machine's cores); `zero` says what 0
+    means. None passes (the engine's default)."""
+    if threads is None:
+        return
+    top = max(MAX_THREADS, os.cpu_count() or 0)
+    if not threads >= 0:
+        raise ValueError(f"{name} must be >= 0 (0: {zero}), got {threads}")
+    if threads > top:
+        raise ValueError(f"{name} must be 0 to {top} (0: {zero}), got {threads}")
+
+
+def threads_warning(threads: Optional[int], name: str = "threads") -> str:
+    """What to warn of when `threads` is more than the cores this process may use; '' when it
+    is not."""
+    cores = usable_cores()
+    if not threads or threads <= cores:
+        return ""
+    return (f"{name} {threads} is more than the {cores} CPU cores this process may use; the "
+            "extra threads share cores and usually make inference slower")

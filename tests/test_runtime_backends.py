@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 
 import cv2
@@ -363,6 +364,25 @@ def test_sharpen_run_warns_once_about_a_provider_for_another_engine(tflite_model
     said = [line for line in err.splitlines() if "--provider" in line]
     assert said == ["warning: --provider cuda is for ONNX models; f32.tflite runs on litert"], err
     assert "on XNNPACK (1 thread))" in err, err
+
+
+@pytest.mark.parametrize("which", ["onnx", "tflite"])
+def test_an_absurd_thread_count_is_refused_naming_the_range(request, onnx_model, which, capsys):
+    """load_backend(threads=10**6) hung: ONNX Runtime set about making a million threads.
+    Counts above the cores but within the cap still run (sharpen run warns of them)."""
+    from runtime.host import MAX_THREADS
+
+    model = onnx_model if which == "onnx" else request.getfixturevalue("tflite_models")[0]
+    top = max(MAX_THREADS, os.cpu_count() or 0)
+    with pytest.raises(ValueError, match=rf"^threads must be 0 to {top} \(0: all cores\), got "
+                                         rf"{top + 1}$"):
+        load_backend(model, threads=top + 1)
+    with pytest.raises(ValueError, match=r"^threads must be >= 0 \(0: all cores\), got -1$"):
+        load_backend(model, threads=-1)
+    assert run_cli(["run", "--model", str(model), "--source", "synthetic", "--threads",
+                    str(10**6), "--quiet"]) == 2
+    assert capsys.readouterr().err.strip() == (f"sharpen run: error: --threads must be 0 to "
+                                               f"{top} (0: all cores), got 1000000")
 
 
 @pytest.mark.parametrize("which", ["onnx", "tflite"])

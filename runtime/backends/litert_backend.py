@@ -14,6 +14,7 @@ from typing import Any, Optional, Union
 import numpy as np
 
 from ..console import brief, first_line, quiet_native_stderr
+from ..host import check_threads
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar, sidecar_path)
 from ..warn import warn
@@ -42,6 +43,7 @@ class LiteRTBackend(Backend):
     name = "litert"
 
     def __init__(self, path: Union[str, Path], threads: Optional[int] = None, **_: Any) -> None:
+        check_threads(threads)
         Interpreter = self._interpreter = _interpreter_class()
         # One interpreter holds one set of tensors: calls from several threads take turns
         # (unlocked, they returned each other's frames or failed).

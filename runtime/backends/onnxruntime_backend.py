@@ -9,6 +9,7 @@ from typing import Optional, Sequence, Union
 import numpy as np
 
 from ..console import brief, first_line
+from ..host import check_threads
 from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar)
@@ -168,6 +169,7 @@ class OnnxRuntimeBackend(Backend):
 
     def __init__(self, path: Union[str, Path], threads: Optional[int] = None,
                  providers: ProviderSpec = "auto") -> None:
+        check_threads(threads)
         try:
             import onnxruntime as ort
         except ImportError:
