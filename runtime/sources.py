@@ -120,7 +120,7 @@ class ImageSource(Source):
                 # One bad file in a folder must not end the run: report it, go on, and let the
                 # exit code say that some failed.
                 self.skipped.append(str(e))
-                print(f"sharpen run: skipped: {e}", file=sys.stderr, flush=True)
+                warn(f"skipped: {e}")
                 continue
             t1 = time.perf_counter()
             _say_other_pages(p)
@@ -351,7 +351,7 @@ class VideoSource(Source):
                 msg = (f"{self.spec}: {lost} damaged frame(s) after frame {read} could not be "
                        "decoded and were skipped")
                 self.skipped.append(msg)
-                print(f"sharpen run: skipped: {msg}", file=sys.stderr, flush=True)
+                warn(msg)
                 return lost
         return 0
 

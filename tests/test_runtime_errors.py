@@ -334,9 +334,8 @@ def test_truncated_video_is_said_and_a_whole_one_is_not(tmp_path, capsys, onnx_m
     assert "cut.avi: the video ended after" in err and "of the 20 frames" in err, err
 
 
-def test_a_video_damaged_in_the_middle_is_read_past_the_damage(tmp_path, capsys, onnx_model):
-    """It used to end at the first frame that failed to decode, exit 0 and keep 5 of 30."""
-    video = tmp_path / "hurt.mp4"
+def _damaged_video(video: Path) -> Path:
+    """30 frames of noise, a sixth of the file zeroed a third of the way in."""
     rng = np.random.default_rng(0)
     vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
     for _ in range(30):
@@ -346,6 +345,12 @@ def test_a_video_damaged_in_the_middle_is_read_past_the_damage(tmp_path, capsys,
     n = len(data)
     data[n // 3:n // 3 + n // 6] = bytes(n // 6)
     video.write_bytes(bytes(data))
+    return video
+
+
+def test_a_video_damaged_in_the_middle_is_read_past_the_damage(tmp_path, capsys, onnx_model):
+    """It used to end at the first frame that failed to decode, exit 0 and keep 5 of 30."""
+    video = _damaged_video(tmp_path / "hurt.mp4")
     out = tmp_path / "out.mp4"
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(video), "--output",
                    str(out))
@@ -353,6 +358,35 @@ def test_a_video_damaged_in_the_middle_is_read_past_the_damage(tmp_path, capsys,
     assert "damaged frame(s) after frame" in err and "were skipped" in err, err
     frames, _ = read_video(out)
     assert 20 <= len(frames) < 30, len(frames)
+
+
+def test_skipped_inputs_are_warnings_from_python_and_warning_lines_on_the_command_line(
+        tmp_path, capsys, onnx_model):
+    """run_stream from Python printed 'sharpen run: skipped: ...' on stderr for an unreadable
+    image or a damaged stretch of video: a line an app could neither catch nor silence, naming
+    a command it did not run."""
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "ok.png"), np.full((24, 32, 3), 90, np.uint8))
+    (src / "bad.png").write_bytes(b"\x89PNG not really")
+    video = _damaged_video(tmp_path / "hurt.mp4")
+    for source, said_as in ((src, f"skipped: {src / 'bad.png'}: "),
+                            (video, f"{video}: ")):
+        with runtime_warnings() as said:
+            stats = run_stream(str(onnx_model), str(source), None)
+        assert capsys.readouterr().err == ""
+        assert len(stats["skipped_inputs"]) == 1, stats
+        assert [m for m in said if "skipped" in m] == [
+            m for m in said if m.startswith(said_as)] != [], said
+        # The command line lists each as a warning line, above its closing line.
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(source), "--output",
+                       str(tmp_path / f"out-{source.stem}"))
+        lines = err.strip().splitlines()
+        assert rc == 1 and "sharpen run: skipped" not in err, err
+        assert [ln for ln in lines if "skipped" in ln] == [f"warning: {m}" for m in said
+                                                             if "skipped" in m], err
+        assert lines[-1].startswith("sharpen run: 1 input(s) or stretch(es) of the input could "
+                                    "not be read (listed above)"), err
 
 
 def test_a_video_that_did_not_get_written_is_an_error_not_done(tmp_path, onnx_model):
