@@ -210,7 +210,7 @@ def handler(args: argparse.Namespace) -> int:
     if defaulted:
         args.output = _default_output(args.source)
     try:
-        summary = run_stream(args.model, args.source, args.output, options)
+        summary = run_stream(args.model, args.source, args.output, options, flags=True)
     except StreamInterrupted as e:   # the output closed, the stats written: said below
         summary = e.stats
     except KeyboardInterrupt as e:   # before the stream's own handler is set, or a second Ctrl-C

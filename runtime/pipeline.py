@@ -24,7 +24,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 from .backends import Backend, load_backend
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
-                    make_folder, output_sink, same_file)
+                    make_folder, option, output_sink, same_file)
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Source,
                       SourceError, VideoSource, open_source, refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
@@ -192,7 +192,8 @@ def run_stream(model: Union[str, Path, Backend],
                source: Union[str, Path, int, Source, Iterable[Any]],
                output: Optional[Union[str, Path, Sink]] = None,
                options: Optional[StreamOptions] = None, *,
-               stop_event: Optional[threading.Event] = None, **overrides: Any) -> dict[str, Any]:
+               stop_event: Optional[threading.Event] = None, flags: bool = False,
+               **overrides: Any) -> dict[str, Any]:
     """Sharpen a stream end to end and return the stats dict (also written to `stats_path`).
 
     model: a model path (.onnx/.engine/.plan/.tflite) or an already loaded Backend.
@@ -204,6 +205,8 @@ def run_stream(model: Union[str, Path, Backend],
         in the calling thread, and close() once at the end.
     options: a StreamOptions; any of its fields may also be given as a keyword.
     stop_event: set it to stop the run from another thread (the stats are returned).
+    flags: messages name the options as `sharpen run`'s flags (--out, --stats), not as these
+        keywords (output=, stats_path=): the command line sets it.
     Raises ModelError / SourceError / SinkError / FrameError with user-facing messages, and
     ValueError for options out of range (before anything is opened). In the main thread it
     holds SIGINT and SIGTERM while it runs: either closes the output, writes the stats and
@@ -218,11 +221,11 @@ def run_stream(model: Union[str, Path, Backend],
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})
     if o.stats_path:
-        _check_writable(o.stats_path, "--stats")
+        _check_writable(o.stats_path, option("stats_path", o.stats_path, flags))
     own_backend = not isinstance(model, Backend)
     backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force)
                if own_backend else model)
-    stream = _Stream(o, backend, own_backend, stop_event or threading.Event())
+    stream = _Stream(o, backend, own_backend, stop_event or threading.Event(), flags)
     try:
         try:
             stream.open(source, output)
@@ -243,8 +246,9 @@ class _Stream:
     stage are collected in `errors`; the first one is raised by `finish`."""
 
     def __init__(self, o: StreamOptions, backend: Backend, own_backend: bool,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, flags: bool = False) -> None:
         self.o, self.backend, self.own_backend, self.stop = o, backend, own_backend, stop
+        self.flags = flags   # messages name sharpen run's flags
         self.stats = Stats()
         self.errors: list[BaseException] = []
         self.sig = _SignalStop(stop)   # installed when the stream starts
@@ -275,8 +279,9 @@ class _Stream:
         out_file = [] if output is None or isinstance(output, Sink) else [output]
         if o.stats_path and any(same_file(o.stats_path, f)
                                 for f in [*_input_files(src), *out_file]):
-            raise SinkError(f"--stats {o.stats_path} is the source or the --out file: the "
-                            "stats would overwrite it; choose another path")
+            raise SinkError(f"{option('stats_path', o.stats_path, self.flags)} is the source or "
+                            f"the {option('output', flags=self.flags)} file: the stats would "
+                            "overwrite it; choose another path")
         self.processor = FrameProcessor(self.backend, tile=o.tile, overlap=o.overlap)
         # The output video's rate, and its slots'. A camera is only asked for --fps and may
         # give another, and a GStreamer pipeline sets its own; elsewhere --fps is the user's
@@ -286,7 +291,7 @@ class _Stream:
         if not 0 < self.video_fps <= MAX_FPS:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
-                               o.compare)
+                               o.compare, self.flags)
         self.frames = src.frames(self.stop)
         first = next(self.frames, None)
         if first is None:
@@ -477,12 +482,13 @@ def _check_options(o: StreamOptions) -> None:
         raise ValueError(f"run_stream: {'; '.join(problems)}")
 
 
-def _check_writable(path: Union[str, Path], flag: str) -> None:
-    """SinkError now, naming the flag, if `path` cannot be written: otherwise the failure would
-    come only after the whole stream had run."""
+def _check_writable(path: Union[str, Path], what: str) -> None:
+    """SinkError now, naming the option (`what`: `--stats PATH` or `stats_path=PATH`), if
+    `path` cannot be written: otherwise the failure would come only after the whole stream had
+    run."""
     if os.path.isdir(path):
-        raise SinkError(f"{flag} {path} is a folder; give a file name (e.g. stats.json)")
-    make_folder(Path(path).parent, f"{flag} {path}")
+        raise SinkError(f"{what} is a folder; give a file name (e.g. stats.json)")
+    make_folder(Path(path).parent, what)
 
 
 def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Stats,
@@ -530,19 +536,20 @@ def _input_files(src: Source) -> list:
 
 
 def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool, view: str,
-               stop: threading.Event, fps: float, stats: Stats, compare: bool = False) -> Sink:
+               stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
+               flags: bool = False) -> Sink:
     sinks: list[Sink] = []
     if isinstance(output, Sink):
-        sinks.append(CompareSink(output, view) if compare else output)
+        sinks.append(CompareSink(output, view, flags) if compare else output)
     elif output:
         single = isinstance(src, ImageSource) and src.frame_count == 1
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
         file_sink = output_sink(output, fps, single, tuple(dirs),
-                                _input_files(src))
+                                _input_files(src), flags=flags)
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:
             # Grayscale images are written back as grayscale, an alpha channel is kept.
             src.layouts = file_sink.layouts = {}
-        sinks.append(CompareSink(file_sink, view) if compare else file_sink)
+        sinks.append(CompareSink(file_sink, view, flags) if compare else file_sink)
     if show:
         ema = {"fps": 0.0, "t": None}
 
@@ -555,7 +562,7 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
             ema["t"] = now
             return f"{ema['fps']:.1f} fps  dropped {stats.dropped_frames}"
 
-        sinks.append(WindowSink(view, stop, overlay))
+        sinks.append(WindowSink(view, stop, overlay, flags=flags))
     if not sinks:
         return NullSink()
     return sinks[0] if len(sinks) == 1 else MultiSink(sinks)

@@ -34,6 +34,20 @@ class SinkError(RuntimeError):
     """An output that cannot be opened or written. The message is meant for the user as is."""
 
 
+# run_stream's keywords whose `sharpen run` flag has another name.
+_FLAGS = {"output": "--out", "stats_path": "--stats"}
+
+
+def option(name: str, value: object = None, flags: bool = False) -> str:
+    """run_stream's option `name` (with `value`) as a message names it: the keyword a Python
+    caller gave (`output=x.mp4`, `show=True`), or with `flags` the flag of `sharpen run`
+    (`--out x.mp4`, `--show`), as check_tiling's prefix and export's check_options do."""
+    if not flags:
+        return name if value is None else f"{name}={value}"
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    return flag if value is None or value is True else f"{flag} {value}"
+
+
 def file_in_the_way(folder: str | os.PathLike, what: str) -> str:
     """The message when `folder`, or the nearest of its parents that exists, is a file (so it
     cannot be a folder), naming `what`; '' when it is or can be made one. Creates nothing."""
@@ -104,10 +118,12 @@ class VideoFileSink(Sink):
     """Video of the sharpened frames, same size and fps as the source, in the container's codec
     (`FOURCC`)."""
 
-    def __init__(self, path: str | os.PathLike, fps: float) -> None:
+    def __init__(self, path: str | os.PathLike, fps: float, flags: bool = False) -> None:
+        """`flags`: messages name `sharpen run`'s flags, not run_stream's keywords."""
         self.path = Path(path)
         self.fps = fps if fps and fps > 0 else 30.0
-        make_folder(self.path.parent, f"--out {self.path}")
+        self.flags = flags
+        make_folder(self.path.parent, option("output", self.path, flags))
         self.tmp: Optional[Path] = None   # made with the first frame
         self._broken = False
         self.writer: Optional[cv2.VideoWriter] = None
@@ -121,7 +137,7 @@ class VideoFileSink(Sink):
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
             if not self.deep_warned:
                 warn(f"{name}: 16-bit results are written as 8-bit video (write an image "
-                     "folder, --out DIR, to keep 16 bits in PNG)")
+                     f"folder, {option('output', 'DIR', self.flags)}, to keep 16 bits in PNG)")
                 self.deep_warned = True
             sharpened = to_8bit(sharpened)
         h, w = sharpened.shape[:2]
@@ -135,12 +151,13 @@ class VideoFileSink(Sink):
                                               self.fps, (w, h))
             if not self.writer.isOpened():
                 raise SinkError(f"cannot open video writer for {self.path} ({codec}, {w}x{h}): "
-                                f"{_why_unwritable(self.tmp, codec, (w, h), self.fps)}")
+                                f"{_why_unwritable(self.tmp, codec, (w, h), self.fps, self.flags)}")
             if w % 2 or h % 2:   # FFmpeg's encoders drop it without a word
                 warn(f"{self.path}: {w}x{h} frames are stored as {w - w % 2}x{h - h % 2} (the "
                      "video codec takes even sizes: the last "
                      f"{'column and row' if w % 2 and h % 2 else 'column' if w % 2 else 'row'} "
-                     "is dropped); write an image folder (--out DIR) to keep every pixel")
+                     f"is dropped); write an image folder ({option('output', 'DIR', self.flags)}) "
+                     "to keep every pixel")
             self.size = (w, h)
         elif (w, h) != self.size:
             # A video has one size; fitting keeps the file valid if a stream changes resolution
@@ -189,7 +206,8 @@ class VideoFileSink(Sink):
         # OpenCV's writer drops what does not fit without a word; a full disk is the usual why.
         free = free_bytes(self.path.parent)
         if free is not None and free < below:
-            raise SinkError(f"--out {self.path}: the disk is full ({free} bytes free in "
+            raise SinkError(f"{option('output', self.path, self.flags)}: the disk is full "
+                            f"({free} bytes free in "
                             f"{self.path.parent}) after {self.frames} frames; the video could "
                             "not be written completely")
 
@@ -228,10 +246,11 @@ class VideoFileSink(Sink):
             ok = cap.isOpened() and cap.read()[0]
             cap.release()
         if not ok:
-            why = _size_refused(self.tmp, fourcc_for(self.path), self.size, self.fps)
-            raise SinkError(f"--out {self.path}: the video written ({self.frames} frames) does not "
-                            f"play back: {why or 'the write failed (disk full or I/O error?)'}; "
-                            "nothing was written under that name")
+            why = _size_refused(self.tmp, fourcc_for(self.path), self.size, self.fps, self.flags)
+            raise SinkError(f"{option('output', self.path, self.flags)}: the video written "
+                            f"({self.frames} frames) does not play back: "
+                            f"{why or 'the write failed (disk full or I/O error?)'}; nothing was "
+                            "written under that name")
 
 
 def free_bytes(folder: Path) -> Optional[int]:
@@ -297,23 +316,26 @@ def _plays(path: Path, codec: str, size: tuple[int, int], fps: float) -> bool:
         Path(probe).unlink(missing_ok=True)
 
 
-def _size_refused(path: Path, codec: str, size: Optional[tuple[int, int]], fps: float) -> str:
+def _size_refused(path: Path, codec: str, size: Optional[tuple[int, int]], fps: float,
+                  flags: bool = False) -> str:
     """Why `codec` failed on frames of `size` (width, height) at `fps`, when what it refuses is
     that size or that rate (a probe of the usual size and rate works); '' when it is not."""
     if not size or not _plays(path, codec, PROBE_SIZE, 30.0):
         return ""
-    where = "write images instead (--out DIR, or --out NAME.png for one image)"
+    where = (f"write images instead ({option('output', 'DIR', flags)}, or "
+             f"{option('output', 'NAME.png', flags)} for one image)")
     if size != PROBE_SIZE and not _plays(path, codec, size, 30.0):
         small = " (too small for a video)" if min(size) < 16 else ""
         return (f"the {codec} codec cannot store {size[0]}x{size[1]} frames{small}; "
                 f"{PROBE_SIZE[0]}x{PROBE_SIZE[1]} works: {where}")
     if fps != 30.0 and not _plays(path, codec, PROBE_SIZE, fps):
-        return f"the {codec} codec cannot store {fps:g} fps (30 works): set a rate with --fps"
+        return (f"the {codec} codec cannot store {fps:g} fps (30 works): set a rate with "
+                f"{option('fps', 'N', flags)}")
     return ""
 
 
 def _why_unwritable(path: Path, codec: str, size: Optional[tuple[int, int]] = None,
-                    fps: float = 30.0) -> str:
+                    fps: float = 30.0, flags: bool = False) -> str:
     """OpenCV's writer fails without a reason; find out whether the file system, the frame
     size or the rate is why."""
     try:
@@ -322,13 +344,13 @@ def _why_unwritable(path: Path, codec: str, size: Optional[tuple[int, int]] = No
         path.unlink()
     except OSError as exc:
         return f"cannot write there ({exc.strerror or exc})"
-    if why := _size_refused(path, codec, size, fps):
+    if why := _size_refused(path, codec, size, fps, flags):
         return why
     if path.suffix.lower() == ".mp4":
         return (f"this OpenCV build has no {codec} encoder (see cv2.getBuildInformation(), "
-                "'Video I/O'); write an image folder instead (--out DIR)")
-    return (f"this OpenCV build cannot encode {codec} into {path.suffix} files; try --out "
-            "NAME.mp4")
+                f"'Video I/O'); write an image folder instead ({option('output', 'DIR', flags)})")
+    return (f"this OpenCV build cannot encode {codec} into {path.suffix} files; try "
+            f"{option('output', 'NAME.mp4', flags)}")
 
 
 class ImageSink(Sink):
@@ -337,13 +359,13 @@ class ImageSink(Sink):
     grayscale and an input's alpha channel is put back beside the sharpened colours."""
 
     def __init__(self, path: str | os.PathLike, single_file: bool = False,
-                 layouts: Optional[dict] = None) -> None:
+                 layouts: Optional[dict] = None, flags: bool = False) -> None:
         self.path, self.single, self.layouts = Path(path), single_file, layouts
         folder = self.path.parent if single_file else self.path
         # A run whose every input is unreadable should not leave an empty folder behind.
         self._made = None if folder.exists() else folder
         self._written = 0
-        make_folder(folder, f"--out {self.path}")
+        make_folder(folder, option("output", self.path, flags))
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         target = self.path if self.single else self.path / name
@@ -425,13 +447,14 @@ class CompareSink(Sink):
     """Writes original and sharpened together (side by side, or split at the middle) to another
     sink, at full resolution: `sharpen run --compare`."""
 
-    def __init__(self, inner: Sink, view: str) -> None:
-        self.inner, self.view = inner, view
+    def __init__(self, inner: Sink, view: str, flags: bool = False) -> None:
+        self.inner, self.view, self.flags = inner, view, flags
         self.deep_warned = False
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16 and not self.deep_warned:
-            warn(f"{name}: the --compare view is 8-bit (run without --compare to keep 16 "
+            compare = option("compare", True, self.flags)
+            warn(f"{name}: the {compare} view is 8-bit (run without {compare} to keep 16 "
                  "bits)")
             self.deep_warned = True
         self.inner.write(original, compose(original, sharpened, self.view, max_width=1 << 30),
@@ -448,17 +471,18 @@ class WindowSink(Sink):
     """An OpenCV window with an fps / latency overlay; q or Esc stops the run."""
 
     def __init__(self, view: str, stop: threading.Event, overlay=None,
-                 title: str = "sharpen (original | sharpened)") -> None:
+                 title: str = "sharpen (original | sharpened)", flags: bool = False) -> None:
+        show, out = option("show", True, flags), option("output", flags=flags)
         if not has_display():
-            raise SinkError("--show needs a display (DISPLAY/WAYLAND_DISPLAY is not set); run "
-                            "without --show, or use --out to save the result")
+            raise SinkError(f"{show} needs a display (DISPLAY/WAYLAND_DISPLAY is not set); run "
+                            f"without {show}, or use {out} to save the result")
         self.view, self.stop, self.overlay, self.title = view, stop, overlay, title
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
         except cv2.error:
-            raise SinkError("--show needs an OpenCV build with GUI support (this one is headless:"
-                            " install opencv-python instead of opencv-python-headless, or use "
-                            "--out)") from None
+            raise SinkError(f"{show} needs an OpenCV build with GUI support (this one is "
+                            "headless: install opencv-python instead of opencv-python-headless, "
+                            f"or use {out})") from None
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         img = compose(original, sharpened, self.view)
@@ -502,36 +526,38 @@ class MultiSink(Sink):
 
 def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
                 input_dirs: Sequence[str | os.PathLike] = (),
-                input_files: Sequence[str | os.PathLike] = ()) -> Sink:
-    """Pick the sink for --out: a video extension gives a video file, an image extension with
-    a single image input gives that file, anything else is a folder of images. An --out that
-    is an input folder or file is refused."""
+                input_files: Sequence[str | os.PathLike] = (), flags: bool = False) -> Sink:
+    """Pick the sink for the output: a video extension gives a video file, an image extension
+    with a single image input gives that file, anything else is a folder of images. An output
+    that is an input folder or file is refused. Messages name run_stream's `output=`, or with
+    `flags` the --out of `sharpen run`."""
     p = Path(output)
     ext = p.suffix.lower()
+    named = option("output", p, flags)
     try:
-        refuse_overwriting_inputs(p, input_dirs, input_files)
+        refuse_overwriting_inputs(p, input_dirs, input_files, what=named)
     except ValueError as e:
         raise SinkError(str(e)) from None
     if ext in (*VIDEO_EXTS, *IMAGE_EXTS) and p.is_dir():
         # Found at the end otherwise: the finished file cannot take a folder's name.
-        raise SinkError(f"--out {p} is a folder; give another file name, or a folder path "
+        raise SinkError(f"{named} is a folder; give another file name, or a folder path "
                         f"without the {ext} extension for a folder of images")
     if ext in VIDEO_EXTS:
-        return VideoFileSink(p, fps)
+        return VideoFileSink(p, fps, flags=flags)
     if ext in IMAGE_EXTS:
         if not single_image:
             # (A one-frame video said "several frames".)
-            raise SinkError(f"--out {p} is an image file but the source is not a single image "
+            raise SinkError(f"{named} is an image file but the source is not a single image "
                             "(a video, camera, stream or several images): give a folder or a "
                             "video file (.mp4)")
-        return ImageSink(p, single_file=True)
+        return ImageSink(p, single_file=True, flags=flags)
     if p.exists() and not p.is_dir():
-        raise SinkError(f"--out {p} exists and is not a folder")
+        raise SinkError(f"{named} exists and is not a folder")
     if ext and not p.exists():
         # A mistyped video extension would otherwise become a folder without a word.
-        warn(f"--out {p}: {ext} is not a video or image extension this tool writes; writing a "
+        warn(f"{named}: {ext} is not a video or image extension this tool writes; writing a "
              "folder of images there")
-    return ImageSink(p)
+    return ImageSink(p, flags=flags)
 
 
 def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
@@ -557,14 +583,17 @@ def refuse_output_inside(out: str | os.PathLike, data: str | os.PathLike | None,
                          "images of the data next time")
 
 
-def refuse_overwriting_inputs(out: str | os.PathLike, input_dirs=(), input_files=()) -> None:
+def refuse_overwriting_inputs(out: str | os.PathLike, input_dirs=(), input_files=(),
+                              what: str = "") -> None:
     """ValueError when the output is one of the input folders or input files (an image or a
     video given as both --source and --out): writing there would destroy the inputs (every
-    command that writes results per input checks this)."""
+    command that writes results per input checks this). `what` names the output (default
+    `--out OUT`)."""
     out = Path(out)
+    what = what or f"--out {out}"
     if any(same_file(out, d) for d in input_dirs):
-        raise ValueError(f"--out {out} is an input folder: the results would overwrite the "
+        raise ValueError(f"{what} is an input folder: the results would overwrite the "
                          "inputs; choose another folder")
     if any(same_file(out, f) for f in input_files):
-        raise ValueError(f"--out {out} is the input file: the result would overwrite it; "
+        raise ValueError(f"{what} is the input file: the result would overwrite it; "
                          "choose another path")

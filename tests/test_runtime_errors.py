@@ -178,6 +178,37 @@ def test_stats_must_not_replace_the_source_or_the_output(tmp_path, capsys, onnx_
     assert src.read_bytes() == before and not (tmp_path / "o.mp4").exists()
 
 
+def test_output_errors_name_run_streams_keywords_from_python(tmp_path, onnx_model,
+                                                             monkeypatch):
+    """A SinkError from run_stream named --out and --stats, flags a Python caller never gave;
+    it names output= and stats_path= (sharpen run keeps its flags: the tests above)."""
+    from runtime.sinks import SinkError
+
+    src = tmp_path / "in.mp4"
+    write_video(src, n=3)
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    for output, stats, said in (
+            (tmp_path / "o.mp4", tmp_path, f"stats_path={tmp_path} is a folder"),
+            (tmp_path / "o.mp4", blocker / "s.json", f"stats_path={blocker / 's.json'}: "
+                                                     f"{blocker} is a file, not a folder"),
+            (tmp_path / "o.mp4", src, f"stats_path={src} is the source or the output file"),
+            (blocker / "o.mp4", None, f"output={blocker / 'o.mp4'}: {blocker} is a file"),
+            (blocker / "frames", None, f"output={blocker / 'frames'}: {blocker} is a file"),
+            (src, None, f"output={src} is the input file"),
+            (tmp_path / "o.png", None, f"output={tmp_path / 'o.png'} is an image file but the "
+                                       "source is not a single image")):
+        with pytest.raises(SinkError) as e:
+            run_stream(str(onnx_model), str(src), output, stats_path=stats)
+        assert str(e.value).startswith(said), e.value
+        assert "--" not in str(e.value), e.value
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    with pytest.raises(SinkError, match=r"^show=True needs a display .*; run without show=True, "
+                                        "or use output to save the result$"):
+        run_stream(str(onnx_model), str(src), show=True)
+
+
 def test_image_folder_skips_an_unconvertible_file_by_name(tmp_path, capsys, onnx_model):
     src = tmp_path / "in"
     src.mkdir()

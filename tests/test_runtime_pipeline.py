@@ -148,7 +148,8 @@ def test_16_bit_precision_is_kept_where_the_output_holds_it(tmp_path, onnx_model
         run_stream(onnx_model, str(src), tmp_path / "out.jpg")
     with pytest.warns(SharpenWarning, match="16-bit results are written as 8-bit video"):
         run_stream(onnx_model, str(src), tmp_path / "out.mp4")
-    with pytest.warns(SharpenWarning, match="the --compare view is 8-bit"):
+    with pytest.warns(SharpenWarning, match=r"the compare=True view is 8-bit \(run without "
+                                            r"compare=True"):
         run_stream(onnx_model, str(src), tmp_path / "cmp.png", compare=True)
 
 
