@@ -467,6 +467,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .teacher import check_device, check_threads, pick_device, resolve_weights
     check_device(args.device)
     check_threads(args.threads, zero="all cores")
+    from runtime.host import threads_warning
+    if too_many := threads_warning(args.threads, "--threads"):   # as sharpen run warns
+        print(f"warning: {too_many}", file=sys.stderr)
     models = [m for item in args.model or [] for m in item.split(",") if m]
     try:
         weights = [str(resolve_weights(w)) for item in args.weights or []

@@ -116,11 +116,14 @@ def check_device(device: str, flag: str = "--device") -> None:
 
 
 def check_threads(threads: int, zero: str = "PyTorch's default") -> None:
-    """A usage error (SharpenError) for a negative --threads (`zero`: what 0 means), said
-    before any model loads, as `sharpen run` and `export` say theirs."""
+    """A usage error (SharpenError) for a negative or absurdly large --threads (`zero`: what 0
+    means), said before any model loads, as `sharpen run` and `export` say theirs."""
     from runtime.cli_errors import SharpenError
-    if not threads >= 0:
-        raise SharpenError(f"--threads must be >= 0 (0: {zero}), got {threads}")
+    from runtime.host import check_threads as check_range
+    try:
+        check_range(threads, "--threads", zero)
+    except ValueError as e:
+        raise SharpenError(str(e)) from None
 
 
 def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None) -> Restormer:

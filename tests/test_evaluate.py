@@ -1,6 +1,7 @@
 """`sharpen evaluate`'s numbers on real blur without ground truth: the reference model."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -420,6 +421,30 @@ def test_threads_and_provider_reach_the_runtime_as_in_sharpen_run(nogt, tmp_path
     err = capsys.readouterr().err
     assert err.strip() == ("sharpen evaluate: error: --threads must be >= 0 (0: all cores), "
                            "got -1"), err
+
+
+def test_threads_above_the_cores_are_warned_of_and_absurd_ones_refused(nogt, tmp_path, capsys):
+    """sharpen run warned of more --threads than cores and evaluate, which runs the same
+    runtimes, did not; a million threads reached ONNX Runtime, which hung making them."""
+    from runtime.host import MAX_THREADS
+    from runtime_fixtures import make_onnx_model
+
+    from sharpen.cli import main
+
+    argv = ["evaluate", "--model", str(make_onnx_model(tmp_path / "m.onnx")), "--data",
+            str(nogt), "--provider", "cpu", "--quiet"]
+    cores = len(os.sched_getaffinity(0))
+    assert main([*argv, "--threads", str(cores + 1)]) == 0
+    said = [ln for ln in capsys.readouterr().err.splitlines() if "--threads" in ln]
+    assert said == [f"warning: --threads {cores + 1} is more than the {cores} CPU cores this "
+                    "process may use; the extra threads share cores and usually make "
+                    "inference slower"], said
+    assert main([*argv, "--threads", str(cores)]) == 0
+    assert "--threads" not in capsys.readouterr().err
+    top = max(MAX_THREADS, os.cpu_count() or 0)
+    assert main([*argv, "--threads", str(10**6)]) == 2
+    assert capsys.readouterr().err.strip() == (f"sharpen evaluate: error: --threads must be 0 "
+                                               f"to {top} (0: all cores), got 1000000")
 
 
 def test_threads_set_torchs_threads_for_checkpoints_on_the_cpu(nogt, tmp_path, capsys):
