@@ -870,9 +870,9 @@ class Trainer:
                     # The steps since the last record: a resumed run logs only those after it.
                     self._log_interval(losses, terms, time.time() - t_log)
                 if over and not stop:
-                    if self.dist.main:   # even with --quiet: the run exits 0 unfinished
-                        print(f"stopped at step {self.step} of {cfg.optim.steps} (time or step "
-                              f"budget reached); {resume_hint(cfg)}", file=sys.stderr)
+                    # The console line is the caller's (`train`, or the command line's last
+                    # line, which adds the files and scores): printed here as well, a stopped
+                    # command said it twice.
                     self._text(f"stopped at step {self.step} (time or step budget reached)")
                     break
                 if stop:
@@ -1117,7 +1117,12 @@ class TrainResult:
 def train(cfg: TrainConfig, quiet: bool = False) -> dict:
     """Train to the end and return the last validation metrics; raises TrainingInterrupted
     (a KeyboardInterrupt) when a signal stopped it, after saving the resume checkpoint."""
-    return run_training(cfg, quiet).metrics
+    result = run_training(cfg, quiet)
+    if result.step < cfg.optim.steps and DistInfo.from_env().main:
+        # Even when quiet: the metrics returned read like those of a finished run.
+        print(f"stopped at step {result.step} of {cfg.optim.steps} (time or step budget "
+              f"reached); {resume_hint(cfg)}", file=sys.stderr)
+    return result.metrics
 
 
 def run_training(cfg: TrainConfig, quiet: bool = False) -> TrainResult:

@@ -1283,3 +1283,17 @@ def test_every_shipped_config_loads_and_its_comment_runs_it_with_the_right_comma
         for cmd in own:
             assert cmd in ("train", "train-teacher", "distill"), (path.name, cmd)
             assert (cmd == "distill") == (cfg.task == "student"), (path.name, cmd, cfg.task)
+
+
+def test_a_budget_stop_says_how_to_resume_once(tmp_path, capsys):
+    """The trainer printed "stopped at step 2 of 8 ...; run the same command to resume" and the
+    command's last line said it again."""
+    from sharpen.cli import main
+
+    out = tmp_path / "r"
+    assert main(["train", f"out={out}", "optim.steps=8", "stop_after=2", *TINY_CLI]) == 0
+    std = capsys.readouterr()
+    said = std.out + std.err
+    assert said.count("run the same command to resume") == 1, said
+    assert said.count("stopped") == 1, said
+    assert std.out.strip().splitlines()[-1].startswith("stopped early at step 2 of 8")
