@@ -36,17 +36,30 @@ class DistInfo:
         return self.rank == 0
 
 
+def _program(argv0: str) -> list[str] | None:
+    """How a user starts the `sharpen` command line that `argv0` is, or None when it is not
+    that: `python -m sharpen.cli` makes argv[0] the module's path (`.../sharpen/cli.py`, which
+    cannot run as a script), the console script its own path (`.venv/bin/sharpen`)."""
+    prog = Path(argv0)
+    if (prog.name, prog.parent.name) == ("cli.py", "sharpen"):
+        return ["python", "-m", "sharpen.cli"]
+    if prog.name.lower() in ("sharpen", "sharpen.exe"):
+        return ["sharpen"]
+    return None
+
+
 def launch_command(argv: list[str]) -> str:
-    """The command that started this process, as a user would type it again. Under torchrun
-    argv is the worker's (`.../sharpen/cli.py distill ...`), which runs one process and no
-    DDP: train.log recorded that, not the torchrun line."""
+    """The command that started this process, as a user would type it again: `sharpen ...` or
+    `python -m sharpen.cli ...` as it was started (argv[0] is a path to the console script or
+    to sharpen/cli.py), any other program as it is. Under torchrun argv is the worker's
+    (`.../sharpen/cli.py distill ...`), which runs one process and no DDP: train.log recorded
+    that, not the torchrun line."""
     env = os.environ
+    program = _program(argv[0]) if argv else None
     if "TORCHELASTIC_RUN_ID" not in env or "LOCAL_WORLD_SIZE" not in env:
-        return shlex.join(argv)
-    prog = Path(argv[0]) if argv else Path()
-    # torchrun -m sharpen.cli (as the README has it) or the `sharpen` console script
-    target = ["-m", "sharpen.cli"] if (prog.name, prog.parent.name) == ("cli.py", "sharpen") \
-        or prog.name == "sharpen" else argv[:1]
+        return shlex.join((program or argv[:1]) + argv[1:])
+    # torchrun -m sharpen.cli (as the README has it); torchrun runs a script or a module
+    target = ["-m", "sharpen.cli"] if program else argv[:1]
     nodes = env.get("GROUP_WORLD_SIZE", "1")
     launcher = ["torchrun"] + (["--nnodes", nodes] if nodes != "1" else []) + \
         ["--nproc_per_node", env["LOCAL_WORLD_SIZE"]]

@@ -958,9 +958,10 @@ def test_train_log_records_the_torchrun_command_a_user_would_run_again(tmp_path,
     assert launch_command(["/venv/bin/sharpen", "distill", "out=a b"]) == (
         "torchrun --nnodes 2 --nproc_per_node 4 -m sharpen.cli distill 'out=a b' (on each of "
         "the 2 nodes, with its rendezvous options)")
-    monkeypatch.delenv("TORCHELASTIC_RUN_ID")   # not torchrun: as typed
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID")   # not torchrun: the console script as typed
     assert launch_command(["/venv/bin/sharpen", "distill", "out=a b"]) == \
-        "/venv/bin/sharpen distill 'out=a b'"
+        "sharpen distill 'out=a b'"
+    assert launch_command(["/x/app.py", "a b"]) == "/x/app.py 'a b'"   # another program
 
 
 def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path):
@@ -1297,3 +1298,30 @@ def test_a_budget_stop_says_how_to_resume_once(tmp_path, capsys):
     assert said.count("run the same command to resume") == 1, said
     assert said.count("stopped") == 1, said
     assert std.out.strip().splitlines()[-1].startswith("stopped early at step 2 of 8")
+
+
+def test_train_log_records_a_command_that_runs_again(tmp_path):
+    """`python -m sharpen.cli train ...` was recorded as `/path/to/sharpen/cli.py train ...`
+    (which cannot run as a script), the console script as the path to the venv's `sharpen`."""
+    import os
+    import shlex
+    from pathlib import Path
+
+    out = tmp_path / "r"
+    root = Path(__file__).resolve().parents[1]
+    args = ["train", f"out={out}", "optim.steps=3", "stop_after=1", *TINY_CLI]
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    for k in ("TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE"):
+        env.pop(k, None)
+    r = subprocess.run([sys.executable, "-m", "sharpen.cli", *args], capture_output=True,
+                       text=True, timeout=300, cwd=root, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    recorded = (out / "train.log").read_text().splitlines()[0].split("command: ", 1)[1]
+    assert recorded == shlex.join(["python", "-m", "sharpen.cli", *args]), recorded
+    # the recorded line, run as a user would (the venv's python first on PATH), resumes
+    r = subprocess.run(["bash", "-c", recorded], capture_output=True, text=True, timeout=300,
+                       cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    assert (out / "train.log").read_text().count(f"command: {recorded}") == 2
