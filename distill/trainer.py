@@ -563,6 +563,8 @@ class Trainer:
         self._validating = False
         self._bad_steps = 0
         self._time_offset = 0.0           # seconds logged by the runs this one resumes
+        self._carried: Optional[bytes] = None   # another folder's metrics.jsonl, up to the step
+        self._history_note = ""           # train.log's word on where the earlier steps are
         self._resume()
         self.net = self.model
         if cfg.qat:
@@ -679,9 +681,26 @@ class Trainer:
 
     # -- logging
     def _truncate_log(self) -> None:
-        """Drop log records after the resumed step: the resumed run writes them again."""
+        """Drop log records after the resumed step: the resumed run writes them again. Resumed
+        from a checkpoint in another folder (resume=runs/a/last.pt out=runs/b), the records up
+        to the step are those of that folder, carried into this one once the run starts: its
+        metrics.jsonl and curves began at the resumed step, the run's history left behind."""
         path = self.out / "metrics.jsonl"
-        if not self.dist.main or not path.exists():
+        if not self.dist.main:
+            return
+        ckpt = self._resume_path()
+        theirs = ckpt.parent / "metrics.jsonl"
+        elsewhere = ckpt.parent.resolve() != self.out.resolve()
+        carry = elsewhere and theirs.exists()
+        if elsewhere:
+            self._history_note = (
+                f"steps up to {self.step} were trained in {ckpt.parent} (resumed from {ckpt}): "
+                + (f"their log is {ckpt.parent / 'train.log'}, their metrics.jsonl records "
+                   "are copied here" if carry else
+                   "no metrics.jsonl beside it, their records are not carried over"))
+        if carry:
+            path = theirs
+        if not path.exists():
             return
         keep = []
         for line in path.read_text().splitlines():
@@ -693,7 +712,11 @@ class Trainer:
                 keep.append(line)
                 # The log's clock goes on from where the resumed run stopped.
                 self._time_offset = max(self._time_offset, float(rec.get("time", 0.0)))
-        atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
+        data = ("\n".join(keep) + "\n" if keep else "").encode()
+        if carry:
+            self._carried = data   # written once the data checks pass, as config.yaml
+        else:
+            atomic_write_bytes(path, data)
 
     def log(self, msg: str) -> None:
         if self.dist.main and not self.quiet:
@@ -796,6 +819,8 @@ class Trainer:
                     p.unlink(missing_ok=True)
                 self.out.mkdir(parents=True, exist_ok=True)
                 save_config(cfg, self.out / "config.yaml")
+                if self._carried is not None:
+                    atomic_write_bytes(self.out / "metrics.jsonl", self._carried)
                 for line in log_lines:
                     self._text(line)
             started = True
@@ -819,6 +844,8 @@ class Trainer:
                    f"{len(getattr(train_ds, 'items', getattr(train_ds, 'sharp', ())))} "
                    f"training images, {len(val_items)} validation images; "
                    f"settings in config.yaml; command: {launch_command(sys.argv)}")
+        if self._history_note:
+            self._text(self._history_note)
         bar = None
         if self.dist.main and not self.quiet:
             from tqdm import tqdm

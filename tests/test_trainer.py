@@ -1325,3 +1325,29 @@ def test_train_log_records_a_command_that_runs_again(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     assert read_checkpoint(out / "last.pt")["step"] == 2
     assert (out / "train.log").read_text().count(f"command: {recorded}") == 2
+
+
+def test_a_run_resumed_into_another_folder_carries_the_history_before_its_step(tmp_path):
+    """resume=a/CKPT out=b started b's metrics.jsonl (and curves) at the resumed step, and
+    train.log did not say where the steps before it were; records of b's own earlier run were
+    kept beside them as if they were this run's."""
+    import shutil
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(tiny_cfg(a, 8, stop_after=3), quiet=True)
+    shutil.copy(a / "last.pt", a / "step3.pt")
+    train(tiny_cfg(a, 8, stop_after=2), quiet=True)               # a goes on past step 3
+    train(tiny_cfg(b, 8, stop_after=6), quiet=True)               # b's own, unrelated run
+    before = (a / "metrics.jsonl").read_text()
+    train(tiny_cfg(b, 8, stop_after=1, resume=a / "step3.pt"), quiet=True)
+    assert (a / "metrics.jsonl").read_text() == before
+    recs = [json.loads(ln) for ln in (b / "metrics.jsonl").read_text().splitlines()]
+    theirs = [json.loads(ln) for ln in before.splitlines()]
+    assert recs[:-2] == [r for r in theirs if r["step"] <= 3]     # a's records up to step 3
+    assert [r["step"] for r in recs if "loss" in r] == [1, 2, 3, 4]
+    assert [r["step"] for r in recs if "val" in r] == [3, 4]
+    times = [r["time"] for r in recs if "time" in r]
+    assert times == sorted(times), times                          # the clock goes on
+    log = (b / "train.log").read_text()
+    assert f"steps up to 3 were trained in {a} (resumed from {a / 'step3.pt'}): their log is " \
+           f"{a / 'train.log'}, their metrics.jsonl records are copied here" in log, log
