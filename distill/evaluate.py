@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Callable, Optional, Sequence
 
@@ -20,6 +21,7 @@ import numpy as np
 from runtime.backends.runner import OutputSizeError
 from runtime.cli_errors import interrupt_exit_code
 from runtime.console import first_line
+from runtime.warn import SharpenWarning
 
 from .metrics import psnr, ssim
 
@@ -77,7 +79,8 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     `teacher_config` builds the Restormer for weights without a config (the official .pth).
     `threads` (0: all cores) and `provider` (auto, cpu, cuda, tensorrt; .onnx only) are for
     artifacts, as `sharpen run --threads/--provider` take them. `path` may also name a shipped
-    model (`fast`, `teacher`). The function takes and returns HxWx3 float32 RGB in [0, 1]
+    model (`fast`, `teacher`); an artifact that failed its parity gate at export is loaded with
+    a `runtime.SharpenWarning`. The function takes and returns HxWx3 float32 RGB in [0, 1]
     (FrameError, a ValueError, for anything else, OpenCV's BGR uint8 included)."""
     if is_artifact(path):
         from runtime.backends import parity_failure
@@ -86,8 +89,8 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
         runner = load_runner(path, threads=threads, providers=provider)[0]
         failed = parity_failure(path, runner.backend)
         if failed:   # `run` refuses it without --force; say so here
-            print(f"warning: {path} failed its parity gate at export ({failed}); scored anyway",
-                  file=sys.stderr, flush=True)
+            warnings.warn(f"{path} failed its parity gate at export ({failed}); scored anyway",
+                          SharpenWarning)
         return runner
     from .checkpoint import FORMAT, CheckpointError, read_checkpoint
     from .teacher import resolve_weights
@@ -241,8 +244,10 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     Full-resolution outputs add up (tens of MB per image and model), so only `keep_outputs`
     images' are kept (None: all): the first ones, or with `rank` (a function of one image's
     outputs) the lowest-ranked. An image a model fails on (out of memory, a broken artifact)
-    is skipped by name like an unreadable one. A Ctrl-C (or SIGTERM, as `sharpen` raises it)
-    once images are scored is raised on with `.results`: theirs, marked "interrupted".
+    is skipped by name like an unreadable one (a `runtime.SharpenWarning` each, and listed in
+    "failed"); a folder's videos are left out with one. A Ctrl-C (or SIGTERM, as `sharpen`
+    raises it) once images are scored is raised on with `.results`: theirs, marked
+    "interrupted".
 
     Without ground truth, `reference` (a label of `fns`, e.g. the teacher) stands in for it:
     "psnr_to_reference" of the input and every other model to its output, per image and mean.
@@ -274,9 +279,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
             raise ValueError(f"{what}: {not_frames}")
         raise ValueError(f"{shown}: no images")
     if videos:   # footage of stills and clips: the clips were left out without a word
-        print(f"note: {shown}: {len(videos)} video(s) left out ({', '.join(videos[:3])}"
-              f"{', ...' if len(videos) > 3 else ''}); {not_frames}", file=sys.stderr,
-              flush=True)
+        warnings.warn(f"{shown}: {len(videos)} video(s) left out ({', '.join(videos[:3])}"
+                      f"{', ...' if len(videos) > 3 else ''}); {not_frames}", SharpenWarning)
     sharp_ratio: dict[str, list[float]] = {k: [] for k in ["input", *fns]}
     kept: list[tuple[float, int, str, dict[str, np.ndarray]]] = []
     per_image: dict[str, dict[str, dict[str, float]]] = {}
@@ -290,7 +294,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                 x, y = _read_pair(inp, gt, has_gt, crop)
             except ImageReadError as e:
                 failed.append(str(e))
-                print(f"skipped: {e}", file=sys.stderr)
+                warnings.warn(f"skipped: {e}", SharpenWarning)
                 continue
             outs = {"input": x}
             try:
@@ -302,7 +306,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                 raise ValueError(_size_changed((names or {}).get(k, k), e, x, inp)) from None
             except Exception as e:  # noqa: BLE001 - torch/ORT/LiteRT each raise their own types
                 failed.append(f"{inp}: {k} failed on it: {first_line(e, 200)}")
-                print(f"skipped: {failed[-1]}", file=sys.stderr)
+                warnings.warn(f"skipped: {failed[-1]}", SharpenWarning)
                 continue
             # Everything of one image is computed first and then recorded at once, so that an
             # interrupt leaves only whole images in the results.

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import glob
 import os
-import sys
+import warnings
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
+
+from runtime.warn import SharpenWarning
 
 
 class CalibrationError(ValueError):
@@ -141,7 +143,7 @@ def load_images(paths: Sequence[Path], blur_sigma: float = 0.0, what: str = "cal
                 if len(paths) == 1:
                     raise CalibrationError(str(e)) from None
                 # One bad file in a folder is skipped, as `labels`, `corpus` and `evaluate` do.
-                print(f"warning: skipped: {e}", file=sys.stderr, flush=True)
+                warnings.warn(f"skipped: {e}", SharpenWarning)
                 skipped.append(str(p))
                 continue
         for name, img in items:
@@ -152,7 +154,7 @@ def load_images(paths: Sequence[Path], blur_sigma: float = 0.0, what: str = "cal
                            f"{min_side}x{min_side} window")
                 if len(paths) == 1 and len(items) == 1:
                     raise CalibrationError(problem)
-                print(f"warning: skipped: {problem}", file=sys.stderr, flush=True)
+                warnings.warn(f"skipped: {problem}", SharpenWarning)
                 skipped.append(str(p))
                 continue
             out.append((name, gaussian_blur(img, blur_sigma) if blur_sigma > 0 else img))

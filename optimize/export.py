@@ -20,6 +20,7 @@ import sys
 import tempfile
 import time
 import traceback
+import warnings
 from numbers import Integral, Real
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from runtime.console import Console, first_line
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 from runtime.backends.provenance import read_report as _read_report
 from runtime.host import library_versions
+from runtime.warn import SharpenWarning
 
 
 class ExportError(ValueError):
@@ -223,10 +225,17 @@ def _finite(obj):
 
 
 class Progress(Console):
-    """Step messages (`say`) on stderr and tqdm bars (hidden when stderr is not a terminal)."""
+    """Step messages (`say`) on stderr and tqdm bars (hidden when stderr is not a terminal);
+    warnings (`warn`) as SharpenWarnings."""
 
     def say(self, msg: str) -> None:
         self(msg)
+
+    def warn(self, msg: str) -> None:
+        """Said with quiet too, which silences progress, not problems; a Python warning, not a
+        print, so that a program calling export() can filter or record it (`sharpen` shows it
+        as a `warning:` line)."""
+        warnings.warn(msg, SharpenWarning, stacklevel=2)
 
     def bar(self, desc: str):
         """A callback (done, total) driving a progress bar; call with done == total to close."""
@@ -368,6 +377,8 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 
     Raises ExportError / CheckpointError / CalibrationError for usage problems (before any
     work); build failures and parity failures are reported in the returned report instead.
+    What the user may not expect (an image skipped, a format that cannot be built here, an
+    option that does not apply) is a `runtime.SharpenWarning`; `quiet` silences the steps only.
     The root logger is left as found (TensorFlow's absl configured it for the whole process).
     """
     from runtime.console import root_logging_kept
@@ -1026,7 +1037,7 @@ def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, 
                                    f"parity image {n} is {img.shape[1]}x{img.shape[0]}")
         out[n] = ref
     if not out:
-        prog.say(f"note: no {what} image in {folder} matches a parity image by name")
+        prog.warn(f"no {what} image in {folder} matches a parity image by name")
     elif len(out) < len(parity_list):
         missing = [n for n, _ in parity_list if n not in out]
         prog.warn(f"{what} for {len(out)} of the {len(parity_list)} parity images in {folder} "

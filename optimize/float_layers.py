@@ -24,6 +24,7 @@ one that fails is rebuilt with the search's next larger regions.
 from __future__ import annotations
 
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -31,6 +32,7 @@ import numpy as np
 from torch import nn
 
 from distill.qat import covers
+from runtime.warn import SharpenWarning
 
 OUTPUT = "output"       # the layer that makes the image (the global residual add)
 # The INT8 formats whose quantizers can keep layers in float; engine-int8 is built from
@@ -346,9 +348,9 @@ def plan(spec: list[str] | str, model: nn.Module, fmts: Sequence[str], crops, im
         by_fmt = {f: list(spec) for f in fmts}
         for f in INT8_IO:
             if f in by_fmt and set(spec) == {OUTPUT}:
-                say(f"note: {f}'s output is int8 whatever runs in float, so '{OUTPUT}' alone "
-                    f"in float changes nothing there (name an earlier layer, or use "
-                    f"tflite-fp16)")
+                warnings.warn(f"{f}'s output is int8 whatever runs in float, so '{OUTPUT}' "
+                              "alone in float changes nothing there (name an earlier layer, or "
+                              "use tflite-fp16)", SharpenWarning)
     for f, layers in by_fmt.items():
         if layers:
             say(f"{f} keeps {', '.join(layers)} (and all after) in float")

@@ -21,6 +21,7 @@ import torch
 import torch.nn as nn
 
 from runtime.atomic import atomic_write_bytes
+from runtime.warn import SharpenWarning
 
 LAYOUT = "NCHW RGB float32 [0,1]"
 INPUT_NAME, OUTPUT_NAME = "input", "output"
@@ -145,5 +146,5 @@ def _maybe_simplify(proto):
         return slim
     except Exception as e:  # a simplifier bug must never break the export
         warnings.warn(f"onnxslim failed ({type(e).__name__}: {e}); keeping the unsimplified "
-                      "model")
+                      "model", SharpenWarning)
         return proto

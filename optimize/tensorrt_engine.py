@@ -22,12 +22,14 @@ from __future__ import annotations
 
 import os
 import shlex
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.atomic import atomic_write_bytes, atomic_write_json
 from runtime.backends.base import ModelError, read_sidecar
 from runtime.tiling import round_up
+from runtime.warn import SharpenWarning
 
 DEFAULT_OPT = (1080, 1920)
 DEFAULT_MIN = (64, 64)
@@ -216,8 +218,8 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     # (create_timing_cache returns None for a corrupt blob or another TensorRT's).
     cache = config.create_timing_cache(cache_bytes)
     if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        print(f"warning: {cache_path} could not be used (made on another GPU, or unreadable); "
-              "starting a new timing cache", flush=True)
+        warnings.warn(f"{cache_path} could not be used (made on another GPU, or unreadable); "
+                      "starting a new timing cache", SharpenWarning)
         config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:

@@ -267,3 +267,44 @@ def test_export_says_how_to_give_an_option_given_the_wrong_way(tmp_path):
               percentile=np.float32(99.5))
     assert rep.result("onnx").status == "fail" and rep.settings["thresholds"]["fp32_max_abs"] \
         == 1e-30
+
+
+def test_export_warns_through_python_and_quiet_silences_only_its_steps(tmp_path, capsys):
+    """export(quiet=True) printed its warnings (`warning: ...`) and a `note:` (no --parity-gt
+    image matching) on stderr: a program could neither silence nor record them. They are
+    SharpenWarnings now, and quiet leaves nothing on stdout or stderr; `sharpen export` shows
+    each once as a `warning:` line."""
+    import warnings
+
+    from distill.images import write_image
+    from optimize.export import export
+    from runtime import SharpenWarning
+    from sharpen.cli import main
+
+    gt = tmp_path / "gt"
+    write_image(gt / "not-a-parity-image.png", np.full((16, 16, 3), 0.5, np.float32))
+    kw = dict(latency=False, float_layers="output", parity_gt=gt)
+    with pytest.warns(SharpenWarning) as rec:
+        rep = export("fast", ["onnx"], tmp_path / "out", quiet=True, **kw)
+    assert rep.ok
+    said = [str(w.message) for w in rec if issubclass(w.category, SharpenWarning)]
+    assert [m for m in said if m.startswith("--float-layers applies to the INT8 formats only")]
+    assert f"no ground truth image in {gt} matches a parity image by name" in said, said
+    assert capsys.readouterr() == ("", "")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)   # or made errors by the program
+        with pytest.raises(SharpenWarning, match="--float-layers applies"):
+            export("fast", ["onnx"], tmp_path / "out", quiet=True, **kw)
+    assert main(["export", "--weights", "fast", "--formats", "onnx", "--out",
+                 str(tmp_path / "out"), "--no-latency", "--float-layers", "output",
+                 "--parity-gt", str(gt), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: --float-layers applies to the INT8 formats only") == 1, err
+    assert f"warning: no ground truth image in {gt} matches" in err, err
+    # The float-layer planner's `note:` (through export's steps, silenced by quiet) too.
+    from optimize import float_layers as fl
+    steps: list[str] = []
+    with pytest.warns(SharpenWarning, match="tflite-int8's output is int8 whatever runs in "
+                                            "float, so 'output' alone"):
+        fl.plan([fl.OUTPUT], None, ["tflite-int8"], None, [], {}, None, True, steps.append)
+    assert steps == ["tflite-int8 keeps output (and all after) in float"], steps
