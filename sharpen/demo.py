@@ -310,12 +310,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         made = {"training": (labels / "train", run_labels(
             train_spec, labels / "train", teacher_weights=teacher, config=args.config,
             tile=TILE, overlap=OVERLAP, limit=args.label_images, progress=not args.quiet,
-            exclude=not_train))}
+            say=print, exclude=not_train))}
         made["validation"] = (labels / "val", run_labels(
             val_spec, labels / "val", teacher_weights=teacher, config=args.config,
             tile=TILE, overlap=OVERLAP, limit=args.label_images,
             split=None if val_split == "train" else val_split, progress=not args.quiet,
-            exclude=not_val))
+            say=print, exclude=not_val))
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -21,6 +21,7 @@ from distill.data.labels import (LabelCache, main, merge_entries, merge_shards, 
                                  write_manifest)
 from distill.images import write_image
 from distill.restormer import build_restormer
+from runtime import SharpenWarning
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -145,7 +146,7 @@ def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
         (data / side / "im01.png").unlink()
     with pytest.raises(ValueError, match=r"1 of 3 labels no longer match .*im01\.png"):
         pairs_from_labels(out)
-    s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4})
+    s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4}, say=print)
     assert (s.done, s.skipped) == (0, 2)
     assert sorted(_manifest(out)) == ["im00", "im02"] and not label01.exists()
     assert [i.name for i, _, _ in pairs_from_labels(out)] == ["im00.png", "im02.png"]
@@ -386,20 +387,44 @@ def test_same_names_from_two_sources_in_one_cache_are_warned_about(tmp_path, cap
     out = tmp_path / "cache"
     kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
     run_labels(str(day1), out, **kw)
-    capsys.readouterr()
-    run_labels(str(day2), out, **kw)
-    err = capsys.readouterr().err
-    assert "has the name 'im00' of" in err and "its own --out" in err, err
+    with pytest.warns(SharpenWarning) as rec:
+        run_labels(str(day2), out, **kw)
+    said = " ".join(str(w.message) for w in rec)
+    assert "has the name 'im00' of" in said and "its own --out" in said, said
     assert all("/day2/" in e["input"] for e in _manifest(out).values())
 
 
 def test_a_teacher_worse_than_the_input_is_warned_about(tmp_path, capsys):
     data = _paired(tmp_path / "data", 2, h=16, w=16)
-    run_labels(str(data), tmp_path / "cache", teacher=FakeTeacher(), tile=0, overlap=0,
-               progress=False)
-    err = capsys.readouterr().err
     # FakeTeacher brightens by 20 %: further from the ground truth than the blurred input
-    assert "further from the ground truth than the blurred inputs" in err, err
+    with pytest.warns(SharpenWarning, match="further from the ground truth than the blurred "
+                                            "inputs"):
+        run_labels(str(data), tmp_path / "cache", teacher=FakeTeacher(), tile=0, overlap=0,
+                   progress=False)
+
+
+def test_without_progress_a_run_prints_nothing_and_warns_as_python_warnings(tmp_path, capsys):
+    """run_labels(progress=False) hid the bar only: from Python it still printed what it
+    labelled, its summary and its warnings, which a program could neither silence nor record.
+    Its lines now go to `say` (printed with progress only; `sharpen labels --quiet` keeps them)
+    and its warnings are SharpenWarnings."""
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    (data / "input" / "im01.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage, not an image")
+    with pytest.warns(SharpenWarning) as rec:
+        s = run_labels(str(data), tmp_path / "cache", teacher=FakeTeacher(), tile=0, overlap=0,
+                       progress=False)
+    assert (s.done, s.failed) == (1, 1)
+    said = [str(w.message) for w in rec]
+    assert any(m.startswith("skipping im01: ") for m in said), said
+    assert "1 image(s) failed (see warnings above); re-run to retry" in said, said
+    assert capsys.readouterr() == ("", "")
+    lines: list[str] = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # a program may silence them
+        run_labels(str(data), tmp_path / "cache", teacher=FakeTeacher(), tile=0, overlap=0,
+                   progress=False, say=lines.append)
+    assert capsys.readouterr() == ("", "")
+    assert any(ln.startswith("labels: 0 done, 1 skipped (up to date), 1 failed") for ln in lines)
 
 
 def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_path, teachers,
@@ -491,7 +516,7 @@ def test_a_replaced_video_drops_its_old_frames(tmp_path, capsys):
         return tmp_path / "clip.avi"
 
     out = tmp_path / "cache"
-    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False, say=print)
     run_labels(str(clip(6, 20)), out, **kw)
     assert len(LabelCache(out)) == 6
     run_labels(str(clip(3, 40)), out, **kw)       # a shorter clip under the same name
@@ -522,7 +547,7 @@ def test_a_folder_of_clips_is_labelled_frame_by_frame_without_collisions(tmp_pat
     _clip(foot / "day2" / "walk.avi", 2, 100)
     write_image(foot / "still.png", np.full((32, 48, 3), 0.5, np.float32))
     out = tmp_path / "cache"
-    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False, say=print)
     s = run_labels(str(foot), out, **kw)
     assert (s.done, s.failed) == (6, 0)
     said = capsys.readouterr()
@@ -558,9 +583,9 @@ def test_a_ground_truth_of_another_size_is_dropped_not_the_sample(tmp_path, caps
     data = _paired(tmp_path / "data", 2, h=16, w=16)
     write_image(data / "target" / "im01.png", np.zeros((20, 16, 3), np.float32))
     out = tmp_path / "cache"
-    run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
-    err = capsys.readouterr().err
-    assert "ground truth unusable for im01, which trains on its label alone" in err, err
+    with pytest.warns(SharpenWarning, match="ground truth unusable for im01, which trains on "
+                                            "its label alone"):
+        run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
     e = _manifest(out)["im01"]
     assert e["status"] == "ok" and e["gt"] is None and "input_psnr" not in e
     items = pairs_from_labels(out)
@@ -626,12 +651,13 @@ def test_a_split_of_a_flat_folder_is_said_not_silently_ignored(tmp_path, capsys)
     for i in range(2):
         write_image(data / f"f{i}.png", np.random.default_rng(i).random((16, 16, 3)))
     kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
-    run_labels(str(data), tmp_path / "a", **kw)
-    assert "--split" not in capsys.readouterr().err
-    s = run_labels(str(data), tmp_path / "b", split="val", **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)
+        run_labels(str(data), tmp_path / "a", **kw)
+    with pytest.warns(SharpenWarning, match=r"has no split folders \(train/, val/, test/\): "
+                                            "--split val does not apply"):
+        s = run_labels(str(data), tmp_path / "b", split="val", **kw)
     assert s.done == 2
-    assert "has no split folders (train/, val/, test/): --split val does not apply" in \
-        capsys.readouterr().err
 
 
 def test_quiet_labels_build_the_embedded_set_without_a_bar(tmp_path, capsys):

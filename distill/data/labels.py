@@ -27,13 +27,15 @@ import datetime
 import os
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Collection, Optional
+from typing import Any, Callable, Collection, Optional
 
 import numpy as np
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
+from runtime.warn import SharpenWarning, shown_once_as_lines
 from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overlap_for,
                              tiling_problem)
 
@@ -50,6 +52,18 @@ __all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_label
 
 
 _GT_METRICS = ("teacher_psnr", "teacher_ssim", "input_psnr", "input_ssim")
+
+
+def _line(msg: str) -> None:
+    print(msg, flush=True)   # flushed: the ranks of a torchrun share the terminal
+
+
+def _warn(msg: str) -> None:
+    """`msg` as a SharpenWarning, with the progress bars cleared while it is shown (as
+    tqdm.write does): a warning line printed into a bar broke it."""
+    from tqdm import tqdm
+    with tqdm.external_write_mode(file=sys.stderr):
+        warnings.warn(msg, SharpenWarning, stacklevel=2)
 
 
 def _metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
@@ -82,13 +96,19 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                device: str = "auto", limit: Optional[int] = None, progress: bool = True,
                teacher=None, dist: Optional[DistInfo] = None,
                exclude: Collection[str] = (),
-               hold_out: Optional[dict[str, Any]] = None) -> LabelStats:
+               hold_out: Optional[dict[str, Any]] = None,
+               say: Optional[Callable[[str], None]] = None) -> LabelStats:
     """Label every sample of `data` (this rank's share) into `out`. `teacher` may be passed
     already loaded (tests, notebooks); otherwise it is loaded from `teacher_weights`/`config`.
     `exclude`: sample names left out (images held out of a source that has one split, see
     `holdout.py`); their entries from earlier runs are dropped at the end. `hold_out`: what
     the run record (run.json) keeps of the hold-out (`HoldOut.record`).
-    `split`: of a source with split folders (None: train); said when the source has none."""
+    `split`: of a source with split folders (None: train); said when the source has none.
+    `say` takes the run's lines (what it labels, the summary, labels removed); by default they
+    are printed with `progress` and not without it. Problems (an image skipped or failed, a
+    --split that does not apply) are `runtime.SharpenWarning`s either way."""
+    if say is None:
+        say = _line if progress else (lambda msg: None)
     try:
         dist = dist or DistInfo.from_env()
     except ValueError as e:
@@ -102,8 +122,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                           progress=progress)
     if split and info.split is None and dist.rank == 0:
         # Labelling --split train and --split val of a flat folder gave two identical caches.
-        print(f"warning: {data} has no split folders (train/, val/, test/): --split {split} "
-              "does not apply; labelling all of it", file=sys.stderr, flush=True)
+        _warn(f"{data} has no split folders (train/, val/, test/): --split {split} does not "
+              "apply; labelling all of it")
     pool = [s for s in info.samples if s.name not in exclude] if exclude else info.samples
     if not pool:
         raise SourceError(f"{info.describe()}: none left once the {len(exclude)} held out "
@@ -124,8 +144,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         share = f" (this rank's share of {len(samples)})" if dist.world > 1 else ""
         spread_over = (f", spread over its {len(pool)} (--limit {limit})"
                        if len(samples) < len(pool) else "")
-        print(f"{tag}{info.describe()}; labelling {len(mine)}{share}{spread_over} on "
-              f"{teacher.device} (tile {tile}, overlap {overlap})", flush=True)
+        say(f"{tag}{info.describe()}; labelling {len(mine)}{share}{spread_over} on "
+            f"{teacher.device} (tile {tile}, overlap {overlap})")
         # Only a run that knows when every rank has finished can say the cache is complete.
         records = dist.world == 1 or pg
         if records and dist.rank == 0:
@@ -150,27 +170,26 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         if pg:
             import torch.distributed as tdist
             tdist.destroy_process_group()
-    run.summary(stats, mine, tag)
+    run.summary(stats, mine, tag, say)
     if merged is not None and exclude:
         dropped = prune_held_out(out_dir, exclude)
         if dropped:
             shown = ", ".join(dropped[:3]) + (f" and {len(dropped) - 3} more"
                                               if len(dropped) > 3 else "")
-            print(f"{tag}removed {len(dropped)} label(s) an earlier run made here of images "
-                  f"this run holds out of {out_dir} ({shown}): the training and "
-                  "validation caches must not share an image", flush=True)
+            say(f"{tag}removed {len(dropped)} label(s) an earlier run made here of images "
+                f"this run holds out of {out_dir} ({shown}): the training and "
+                "validation caches must not share an image")
             merged = read_manifest_entries(out_dir / MANIFEST)
     if merged is not None:
         gone = prune_missing_inputs(out_dir, names=[s.name for s in pool])
         if gone:
             shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
-            print(f"{tag}removed {len(gone)} label(s) whose input is gone or replaced, or "
-                  f"labelled under another name ({shown})",
-                  flush=True)
+            say(f"{tag}removed {len(gone)} label(s) whose input is gone or replaced, or "
+                f"labelled under another name ({shown})")
             merged = read_manifest_entries(out_dir / MANIFEST)
     if merged is not None and dist.world > 1:
         n_ok = sum(e.get("status") == "ok" for e in merged.values())
-        print(f"{tag}merged manifest: {out_dir / MANIFEST} ({n_ok} labels)", flush=True)
+        say(f"{tag}merged manifest: {out_dir / MANIFEST} ({n_ok} labels)")
     return stats
 
 
@@ -276,7 +295,7 @@ class LabelRun:
             moved["gt"] = here["gt"]
         return moved
 
-    def _gt_metrics(self, sample: Sample, image: np.ndarray, label: np.ndarray, bar,
+    def _gt_metrics(self, sample: Sample, image: np.ndarray, label: np.ndarray,
                     tag: str) -> dict:
         """PSNR/SSIM of the input and the label against the ground truth. A ground truth that
         cannot be used (unreadable, another size) is said and dropped from the entry
@@ -290,8 +309,8 @@ class LabelRun:
                 raise ImageReadError(f"{sample.gt}: size {gt.shape[1]}x{gt.shape[0]} differs "
                                      f"from the input's {image.shape[1]}x{image.shape[0]}")
         except ImageReadError as e:
-            bar.write(f"{tag}warning: ground truth unusable for {sample.name}, which trains on "
-                      f"its label alone: {e}", file=sys.stderr)
+            _warn(f"{tag}ground truth unusable for {sample.name}, which trains on its label "
+                  f"alone: {e}")
             return {"gt": None}
         from ..metrics import SSIM_MIN_SIDE
         if min(image.shape[:2]) < SSIM_MIN_SIDE:   # no SSIM for it: labelled, unscored
@@ -352,8 +371,8 @@ class LabelRun:
                         input_hash = sha256_array(raw)
                         image = to_rgb_float(raw, f"{sample.input}[frame {sample.frame}]")
                 except (ImageReadError, OSError) as e:
-                    # One line, through the bar so that it does not break it (e names the file).
-                    bar.write(f"{tag}warning: skipping {sample.name}: {e}", file=sys.stderr)
+                    # One line, the bar cleared for it (e names the file).
+                    _warn(f"{tag}skipping {sample.name}: {e}")
                     stats.failed += 1
                     self._record(sample.name, {"name": sample.name,
                                                "input": str(sample.input),
@@ -372,27 +391,25 @@ class LabelRun:
                             if "gt" in moved:
                                 kept = {k: v for k, v in old.items() if k not in _GT_METRICS}
                                 label = read_image(self.out_dir / old["label"])
-                                moved.update(self._gt_metrics(sample, image, label, bar, tag))
+                                moved.update(self._gt_metrics(sample, image, label, tag))
                             self._record(sample.name, {**kept, **moved, "created": time.time()})
                         stats.skipped += 1
                         continue
                     except ImageReadError as e:   # a damaged label: made again below
-                        bar.write(f"{tag}warning: {e}; labelling {sample.name} again",
-                                  file=sys.stderr)
+                        _warn(f"{tag}{e}; labelling {sample.name} again")
                 if (old and old.get("status") == "ok" and old.get("input") != here
                         and Path(old["input"]).is_file()):
                     # Names are the cache's keys: two sources labelled into one folder collide.
-                    bar.write(f"{tag}warning: {sample.input} has the name {sample.name!r} of "
-                              f"{old['input']}, labelled here before; its label replaces that "
-                              "one (label each source into its own --out)", file=sys.stderr)
+                    _warn(f"{tag}{sample.input} has the name {sample.name!r} of "
+                          f"{old['input']}, labelled here before; its label replaces that one "
+                          "(label each source into its own --out)")
                 # 2. teacher at full resolution (tiled, Gaussian-blended)
                 t0 = time.perf_counter()
                 try:
                     label = self.teacher.sharpen(image, tile=self.tile, overlap=self.overlap,
                                                  batch_size=self.batch_size)
                 except Exception as e:  # e.g. out of memory on one huge image: keep going
-                    bar.write(f"{tag}error: teacher failed on {sample.name}: "
-                              f"{type(e).__name__}: {e}", file=sys.stderr)
+                    _warn(f"{tag}teacher failed on {sample.name}: {type(e).__name__}: {e}")
                     stats.failed += 1
                     self._record(sample.name, {"name": sample.name, "input": str(sample.input),
                                                "frame": sample.frame, "status": "failed",
@@ -408,7 +425,7 @@ class LabelRun:
                     write_image(self.out_dir / label_relpath(sample.name, FRAMES_DIR), image)
                 entry_extra["seconds"] = round(time.perf_counter() - t0, 4)
                 # 4. metrics against ground truth
-                entry_extra.update(self._gt_metrics(sample, image, label, bar, tag))
+                entry_extra.update(self._gt_metrics(sample, image, label, tag))
                 self._record(sample.name, self._entry(sample, input_hash, **entry_extra))
                 stats.done += 1
                 stats.seconds += time.perf_counter() - t0
@@ -419,12 +436,13 @@ class LabelRun:
             self.reader.close()
         return stats
 
-    def summary(self, stats: LabelStats, samples: list[Sample], tag: str = "") -> None:
+    def summary(self, stats: LabelStats, samples: list[Sample], tag: str = "",
+                say: Callable[[str], None] = print) -> None:
         ents = [self.known.get(s.name) for s in samples]
         ents = [e for e in ents if e and e.get("status") == "ok"]
         per = f", {stats.seconds / stats.done:.2f} s per image" if stats.done else ""
-        print(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date), "
-              f"{stats.failed} failed, of {stats.total}{per}", flush=True)
+        say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date), "
+            f"{stats.failed} failed, of {stats.total}{per}")
         tp = _mean([e.get("teacher_psnr") for e in ents])
         if tp is not None:
             n = sum(e.get("teacher_psnr") is not None for e in ents)
@@ -433,18 +451,15 @@ class LabelRun:
 
             def f(v, spec):
                 return "n/a" if v is None else format(v, spec)
-            print(f"{tag}vs ground truth ({n} images): teacher PSNR {f(tp, '.2f')} dB SSIM "
-                  f"{f(ts, '.4f')}; input PSNR {f(ip, '.2f')} dB SSIM {f(is_, '.4f')}",
-                  flush=True)
+            say(f"{tag}vs ground truth ({n} images): teacher PSNR {f(tp, '.2f')} dB SSIM "
+                f"{f(ts, '.4f')}; input PSNR {f(ip, '.2f')} dB SSIM {f(is_, '.4f')}")
             if ip is not None and tp < ip:
-                print(f"{tag}warning: the teacher's outputs are further from the ground truth "
-                      f"than the blurred inputs ({tp:.2f} against {ip:.2f} dB PSNR): a student "
+                _warn(f"{tag}the teacher's outputs are further from the ground truth than the "
+                      f"blurred inputs ({tp:.2f} against {ip:.2f} dB PSNR): a student "
                       "distilled from these labels learns that; mix ground truth in (loss.gt, "
-                      "data.gt_train) or use a teacher trained on such blur", file=sys.stderr,
-                      flush=True)
+                      "data.gt_train) or use a teacher trained on such blur")
         if stats.failed:
-            print(f"{tag}{stats.failed} image(s) failed (see warnings above); re-run to retry",
-                  file=sys.stderr, flush=True)
+            _warn(f"{tag}{stats.failed} image(s) failed (see warnings above); re-run to retry")
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -509,7 +524,7 @@ def run_from_args(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     common = dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                   gopro_blur=args.gopro_blur, device=args.device, limit=args.limit,
-                  progress=not args.quiet)
+                  progress=not args.quiet, say=_line)   # --quiet: no bar, the lines stay
     try:
         if getattr(args, "hold_out", None) is not None:
             stats = _run_with_hold_out(args, common)
@@ -560,7 +575,8 @@ def main(argv: Optional[list[str]] = None) -> int:
                                             "`sharpen labels`).")
     add_labels_arguments(p)
     try:
-        return run_from_args(p.parse_args(argv))
+        with shown_once_as_lines():   # as `sharpen labels` shows its warnings
+            return run_from_args(p.parse_args(argv))
     except SharpenError as e:
         print(f"sharpen labels: error: {e}", file=sys.stderr)
         return e.exit_code
