@@ -35,6 +35,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from runtime.atomic import atomic_write_bytes
+from runtime.warn import SharpenWarning
 
 from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
                          make_checkpoint, read_checkpoint)
@@ -333,8 +334,9 @@ def _validation_leak(cfg: TrainConfig) -> Optional[str]:
 
 def load_val_items(cfg: TrainConfig, progress: bool = True,
                    note: Optional[Callable[[str], None]] = None) -> list[ValItem]:
-    """The validation images. `note` is told which were taken when data.val_max_images keeps
-    fewer than the set holds (default: a `note:` line on stderr)."""
+    """The validation images. `note` is told what was chosen for validation (another split, the
+    embedded images, the ones data.val_max_images keeps; default: a `note:` line on stderr);
+    an unreadable pair is skipped with a SharpenWarning."""
     from .images import centre_crop
     d = cfg.data
     note = note or (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
@@ -342,9 +344,9 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
     if cfg.task == "teacher":
         if d.val == "embedded":
             if d.train != "embedded":
-                print(f"note: training on data.train={d.train} and validating (choosing "
-                      "best.pt) on the built-in embedded images; set data.val to your own "
-                      "held-out pairs to choose on those", file=sys.stderr, flush=True)
+                note(f"training on data.train={d.train} and validating (choosing best.pt) on "
+                     "the built-in embedded images; set data.val to your own held-out pairs "
+                     "to choose on those")
             from .data.embedded import blurred_pairs
             for name, blurred, sharp in blurred_pairs("val"):
                 out.append(ValItem(name, blurred, None, sharp))
@@ -359,8 +361,8 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                 except SourceError:
                     with _naming("data.val", d.val, _SOURCE_HINT.format(d.val)):
                         raise no_val from None
-                print(f"note: data.val={d.val} has no 'val' split; validating (and choosing "
-                      "best.pt) on its 'test' split", file=sys.stderr, flush=True)
+                note(f"data.val={d.val} has no 'val' split; validating (and choosing best.pt) "
+                     "on its 'test' split")
             with _naming("data.val", d.val):
                 pairs = pairs_from_source(info)
             out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs],
@@ -414,7 +416,7 @@ def _read_val_items(triples: list, n: Optional[int], what: str = "",
 
 
 def _read_val_item(inp: Path, target: Optional[Path], gt: Optional[Path]) -> Optional[ValItem]:
-    """A validation pair, or None (said on stderr, naming the file) when a file is unreadable or
+    """A validation pair, or None (a SharpenWarning naming the file) when a file is unreadable or
     the sizes differ: as the training set does, rather than failing at the first validation,
     after the steps since the last checkpoint."""
     from .images import ImageReadError, read_image
@@ -422,12 +424,12 @@ def _read_val_item(inp: Path, target: Optional[Path], gt: Optional[Path]) -> Opt
     try:
         imgs = {p: read_image(p) for p in paths}
     except ImageReadError as e:
-        print(f"warning: validation pair skipped: {e}", file=sys.stderr, flush=True)
+        warnings.warn(f"validation pair skipped: {e}", SharpenWarning)
         return None
     sizes = {p: f"{im.shape[1]}x{im.shape[0]}" for p, im in imgs.items()}
     if len(set(sizes.values())) > 1:
-        print("warning: validation pair skipped, sizes differ: "
-              + ", ".join(f"{p} {sz}" for p, sz in sizes.items()), file=sys.stderr, flush=True)
+        warnings.warn("validation pair skipped, sizes differ: "
+                      + ", ".join(f"{p} {sz}" for p, sz in sizes.items()), SharpenWarning)
         return None
     return ValItem(Path(inp).stem, imgs[inp], imgs.get(target) if target else None,
                    imgs.get(gt) if gt else None)
@@ -615,8 +617,9 @@ class Trainer:
                 # cost the one before it its results.
                 why = ("resume=never" if r == "never" else
                        "no last.pt to resume (the run there stopped before its first checkpoint)")
-                print(f"note: {why}: starting over in {self.out}; the run there before is "
-                      f"replaced ({', '.join(p.name for p in old)})", file=sys.stderr)
+                if not self.quiet:
+                    print(f"note: {why}: starting over in {self.out}; the run there before is "
+                          f"replaced ({', '.join(p.name for p in old)})", file=sys.stderr)
                 self._replace = old
             return
         with _naming("resume", r):
@@ -634,9 +637,9 @@ class Trainer:
             set_rng_state(ck["rng"])
             self.best = ck.get("best")
         else:
-            print(f"note: {path} holds weights only (no optimizer state, as best.pt): the "
-                  f"optimizer starts afresh at step {self.step}, the learning-rate schedule at "
-                  "that step", file=sys.stderr)
+            warnings.warn(f"{path} holds weights only (no optimizer state, as best.pt): the "
+                          f"optimizer starts afresh at step {self.step}, the learning-rate "
+                          "schedule at that step", SharpenWarning)
             # Its own score is the one to beat: else the first validation, however worse,
             # would overwrite best.pt (the file resumed from, when out= is its folder).
             m = ck.get("metrics") or {}
@@ -646,24 +649,24 @@ class Trainer:
         self._resumed_data = ck.get("data") or {}
         self.metrics = ck.get("metrics", {})
         self._truncate_log()
-        if self.dist.main:   # even with --quiet: which run goes on, and from where
+        if self.dist.main and not self.quiet:   # train.log says it too ("resumed at step")
             print(f"resumed from {path} at step {self.step}", file=sys.stderr)
         before = ck.get("processes")
         if isinstance(before, int) and before != self.dist.world and self.dist.main:
             b = self.cfg.data.batch_size
-            print(f"warning: {path} was trained by {before} process(es), this run has "
-                  f"{self.dist.world}: data.batch_size ({b}) is per process, so the batch "
-                  f"of a step changes from {before * b} to {self.dist.world * b}",
-                  file=sys.stderr)
+            warnings.warn(f"{path} was trained by {before} process(es), this run has "
+                          f"{self.dist.world}: data.batch_size ({b}) is per process, so the "
+                          f"batch of a step changes from {before * b} to {self.dist.world * b}",
+                          SharpenWarning)
         changes = config_changes(ck.get("config") or {}, self.cfg.to_dict())
         if changes and self.dist.main:
             kept = self.out / f"config-step{self.step}.yaml"
             import yaml
             self.out.mkdir(parents=True, exist_ok=True)
             atomic_write_bytes(kept, yaml.safe_dump(ck["config"], sort_keys=False).encode())
-            print(f"warning: resuming {path} (step {self.step}) with settings of its own "
-                  f"changed: {'; '.join(changes)}. The run goes on with the new ones; the "
-                  f"earlier settings are in {kept}", file=sys.stderr)
+            warnings.warn(f"resuming {path} (step {self.step}) with settings of its own "
+                          f"changed: {'; '.join(changes)}. The run goes on with the new ones; "
+                          f"the earlier settings are in {kept}", SharpenWarning)
 
     def _apply_optim_config(self) -> None:
         """The config's optimizer settings over those a resumed checkpoint brought back: its
@@ -775,9 +778,9 @@ class Trainer:
         cfg = self.cfg
         if self.step >= cfg.optim.steps:
             if self.dist.main:
-                print(f"note: the run in {self.out} is already at step {self.step} of "
-                      f"optim.steps={cfg.optim.steps}: nothing to train (raise optim.steps to "
-                      "go on, or choose another out=)", file=sys.stderr)
+                warnings.warn(f"the run in {self.out} is already at step {self.step} of "
+                              f"optim.steps={cfg.optim.steps}: nothing to train (raise "
+                              "optim.steps to go on, or choose another out=)", SharpenWarning)
                 if not (self.out / "curves.png").exists():   # killed before it was drawn
                     self.plot()
             return self.metrics
@@ -786,7 +789,8 @@ class Trainer:
         log_lines: list[str] = []
 
         def note(msg: str) -> None:
-            print(f"note: {msg}", file=sys.stderr, flush=True)
+            if not self.quiet:
+                print(f"note: {msg}", file=sys.stderr, flush=True)
             log_lines.append(f"note: {msg}")
         # Only process 0 reads the validation images and checks the data: when that fails,
         # the others must not go on into the first step's all-reduce (gloo's "connection
@@ -806,13 +810,13 @@ class Trainer:
                              "validation images")
                 leak = _validation_leak(cfg)
                 if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
-                    print(f"warning: {leak}", file=sys.stderr, flush=True)
+                    warnings.warn(leak, SharpenWarning)
                     log_lines.append(f"warning: {leak}")
                 changed = data_changes(self._resumed_data, self._data_sig)
                 if changed:   # on the console, not only in train.log: the result differs silently
                     msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "
                            "run goes on with the new data")
-                    print(f"warning: {msg}", file=sys.stderr)
+                    warnings.warn(msg, SharpenWarning)
                     log_lines.append(f"warning: {msg}")
                 # After the data checks: a run that cannot start leaves no folder.
                 for p in self._replace:
@@ -1145,8 +1149,8 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
     """Train to the end and return the last validation metrics; raises TrainingInterrupted
     (a KeyboardInterrupt) when a signal stopped it, after saving the resume checkpoint."""
     result = run_training(cfg, quiet)
-    if result.step < cfg.optim.steps and DistInfo.from_env().main:
-        # Even when quiet: the metrics returned read like those of a finished run.
+    if result.step < cfg.optim.steps and DistInfo.from_env().main and not quiet:
+        # quiet callers learn the step from run_training (train.log says it too).
         print(f"stopped at step {result.step} of {cfg.optim.steps} (time or step budget "
               f"reached); {resume_hint(cfg)}", file=sys.stderr)
     return result.metrics

@@ -1,5 +1,6 @@
 """The training engine: over-fitting, resume equivalence, DDP equivalence, loss weights."""
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -12,6 +13,8 @@ from distill.checkpoint import load_student, read_checkpoint
 from distill.config import LossConfig, load_config, save_config
 from distill.losses import combined_loss, ssim_torch
 from distill.trainer import MAX_BAD_STEPS, Trainer, TrainingDiverged, train
+from runtime import SharpenWarning
+from runtime_fixtures import runtime_warnings
 
 
 def tiny_cfg(out, steps, **extra):
@@ -95,11 +98,11 @@ def test_a_stop_says_how_to_go_on_when_the_same_command_would_not(tmp_path, monk
     from distill.trainer import TrainingInterrupted
 
     a, b = tmp_path / "a", tmp_path / "b"
-    train(tiny_cfg(a, 8, resume="never", stop_after=2), quiet=True)
+    train(tiny_cfg(a, 8, resume="never", stop_after=2))
     err = capsys.readouterr().err
     assert "stopped at step 2 of 8" in err and \
         "to resume, run it with resume=auto (resume=never would start over)" in err, err
-    train(tiny_cfg(a, 8, stop_after=1), quiet=True)   # the advice works: resumed at step 2
+    train(tiny_cfg(a, 8, stop_after=1))   # the advice works: resumed at step 2
     assert read_checkpoint(a / "last.pt")["step"] == 3
     assert "run the same command to resume" in capsys.readouterr().err
 
@@ -126,10 +129,11 @@ def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts
     out = tmp_path / "r"
     train(tiny_cfg(out, 6, stop_after=3), quiet=True)
     capsys.readouterr()
-    train(tiny_cfg(out, 6, stop_after=1, **{"optim.lr": 1e-4}), quiet=True)
+    with runtime_warnings() as said:
+        train(tiny_cfg(out, 6, stop_after=1, **{"optim.lr": 1e-4}))
     err = capsys.readouterr().err
-    assert "with settings of its own changed: optim.lr: 0.001 -> 0.0001" in err, err
-    assert "stop_after:" not in err           # steering one invocation is not a change
+    assert [m for m in said if "with settings of its own changed: optim.lr: 0.001 -> 0.0001"
+            in m and "stop_after:" not in m], said   # steering one invocation is no change
     assert "stopped at step 4 of 6 (time or step budget reached)" in err
     kept = yaml.safe_load((out / "config-step3.yaml").read_text())
     assert kept["optim"]["lr"] == 1e-3
@@ -139,11 +143,12 @@ def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts
     assert len(times) == 6 and times == sorted(times), times   # the clock goes on over resumes
     before = (out / "last.pt").read_bytes(), (out / "config.yaml").read_text()
     (out / "curves.png").unlink()   # as a kill between the last checkpoint and the plot
-    train(tiny_cfg(out, 6, **{"optim.lr": 1e-4}), quiet=True)   # already at step 6
-    assert "already at step 6 of optim.steps=6: nothing to train" in capsys.readouterr().err
+    with pytest.warns(SharpenWarning, match="already at step 6 of optim.steps=6: nothing to "
+                                            "train"):
+        train(tiny_cfg(out, 6, **{"optim.lr": 1e-4}), quiet=True)
     assert (out / "curves.png").is_file()
     assert ((out / "last.pt").read_bytes(), (out / "config.yaml").read_text()) == before
-    train(tiny_cfg(out, 2, resume="never"), quiet=True)
+    train(tiny_cfg(out, 2, resume="never"))
     assert "starting over" in capsys.readouterr().err
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(steps) and max(steps) == 2, steps
@@ -232,6 +237,23 @@ def test_student_checkpoint_loads(tmp_path):
 
 
 @pytest.mark.slow
+def test_quiet_training_prints_nothing_and_warns_as_python_warnings(tmp_path, capsys):
+    """train(quiet=True) still wrote its resume notes ("resumed from ... at step 2", "starting
+    over", "stopped at step ...") and its warnings to stderr, which a program could neither
+    silence nor record. quiet silences the notes (train.log keeps them); what the user may
+    not expect (a resume with settings changed) is a SharpenWarning."""
+    out = tmp_path / "r"
+    with runtime_warnings() as said:
+        train(tiny_cfg(out, 4, stop_after=2), quiet=True)                   # budget: stopped
+        train(tiny_cfg(out, 4, **{"optim.lr": 1e-4}), quiet=True)           # resumed, changed
+        train(tiny_cfg(out, 2, resume="never"), quiet=True)                 # started over
+    assert capsys.readouterr() == ("", "")
+    assert len(said) == 1 and said[0].startswith(
+        f"resuming {out / 'last.pt'} (step 2) with settings of its own changed: optim.lr: "
+        "0.001 -> 0.0001"), said
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+
+
 def test_ddp_two_processes_identical_weights(tmp_path, capsys):
     script = tmp_path / "ddp.py"
     save_config(tiny_cfg(tmp_path / "ddp", 3, device="cpu"), tmp_path / "ddp.yaml")
@@ -269,10 +291,10 @@ def test_ddp_two_processes_identical_weights(tmp_path, capsys):
     assert logged == pytest.approx([(x + y) / 2 for x, y in zip(a["losses"], b["losses"])])
     # Resumed by one process: the batch of a step halves (data.batch_size is per process).
     b = tiny_cfg(tmp_path / "ddp", 4, device="cpu").data.batch_size
-    train(tiny_cfg(tmp_path / "ddp", 4, device="cpu"), quiet=True)
-    assert (f"was trained by 2 process(es), this run has 1: data.batch_size ({b}) is per "
-            f"process, so the batch of a step changes from {2 * b} to {b}") in \
-        capsys.readouterr().err
+    with pytest.warns(SharpenWarning, match=re.escape(
+            f"was trained by 2 process(es), this run has 1: data.batch_size ({b}) is per "
+            f"process, so the batch of a step changes from {2 * b} to {b}")):
+        train(tiny_cfg(tmp_path / "ddp", 4, device="cpu"), quiet=True)
 
 
 def test_ddp_ranks_stop_at_the_same_step(tmp_path):
@@ -554,15 +576,17 @@ def test_a_resumed_run_says_when_its_labels_changed(tmp_path, capsys):
     train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)
     capsys.readouterr()
     (tmp_path / "same").symlink_to(tmp_path / "labels")   # the same data spelled otherwise
-    train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **{**ov, "data.labels": tmp_path / "same"}),
-          quiet=True)
-    assert "data changed" not in capsys.readouterr().err
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "s", 6, stop_after=2,
+                       **{**ov, "data.labels": tmp_path / "same"}), quiet=True)
+    assert not [m for m in said if "data changed" in m], said
     add(3, 5)
-    train(tiny_cfg(tmp_path / "s", 6, **ov))
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "s", 6, **ov))
     out, err = capsys.readouterr()
     assert f"data: 5 training pairs ({tmp_path / 'labels'}), 1 validation images" in out, out
-    assert ("warning: the data changed since step 4 (training images: 3 -> 5); the run goes "
-            "on with the new data") in err, err
+    assert ("the data changed since step 4 (training images: 3 -> 5); the run goes on with the "
+            "new data") in said, said
     assert "data changed since step 4" in (tmp_path / "s" / "train.log").read_text()
 
 
@@ -663,10 +687,11 @@ def test_a_bad_validation_pair_is_skipped_by_name_not_fatal_at_the_first_validat
         write_image(val / "input" / f"v{i}.png", img * 0.9)
         write_image(val / "target" / f"v{i}.png", img if i != 1 else img[:20, :24])
     (val / "input" / "v2.png").write_bytes((val / "input" / "v2.png").read_bytes()[:60])
-    items = load_val_items(tiny_cfg(tmp_path / "r", 1, **{"data.val": val,
-                                                        "data.val_max_images": 3}))
+    with runtime_warnings() as said:
+        items = load_val_items(tiny_cfg(tmp_path / "r", 1, **{"data.val": val,
+                                                            "data.val_max_images": 3}))
     assert [v.name for v in items] == ["v0"]
-    err = capsys.readouterr().err
+    err = " ".join(said)
     assert f"sizes differ: {val / 'input' / 'v1.png'} 48x40, {val / 'target' / 'v1.png'} 24x20" \
         in err
     assert "v2.png" in err
@@ -716,15 +741,17 @@ def test_validation_images_that_are_training_images_are_warned_about(tmp_path, c
     run_labels(str(_footage(tmp_path / "other", 2, 1)), tmp_path / "held-out", **kw)
     capsys.readouterr()
     student = {"task": "student", "data.labels": tmp_path / "train"}
-    train(tiny_cfg(tmp_path / "a", 1, **student, **{"data.val_labels": tmp_path / "val"}),
-          quiet=True)
-    err = capsys.readouterr().err
-    assert (f"warning: 2 of the 2 images of data.val_labels={tmp_path / 'val'} are training "
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "a", 1, **student, **{"data.val_labels": tmp_path / "val"}),
+              quiet=True)
+    err = " ".join(said)
+    assert (f"2 of the 2 images of data.val_labels={tmp_path / 'val'} are training "
             f"images too, in data.labels={tmp_path / 'train'} (f0, f3)") in err, err
     assert "(f0, f3)" in (tmp_path / "a" / "train.log").read_text()
-    train(tiny_cfg(tmp_path / "b", 1, **student, **{"data.val_labels": tmp_path / "held-out"}),
-          quiet=True)
-    assert "training images too" not in capsys.readouterr().err
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "b", 1, **student,
+                       **{"data.val_labels": tmp_path / "held-out"}), quiet=True)
+    assert "training images too" not in " ".join(said)
 
 
 def test_the_shared_images_warning_stays_in_train_log_of_a_restart(tmp_path, capsys):
@@ -738,9 +765,10 @@ def test_the_shared_images_warning_stays_in_train_log_of_a_restart(tmp_path, cap
     over = {"task": "student", "data.labels": tmp_path / "train",
             "data.val_labels": tmp_path / "val"}
     train(tiny_cfg(tmp_path / "a", 1, **over), quiet=True)
-    train(tiny_cfg(tmp_path / "a", 1, resume="never", **over), quiet=True)
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "a", 1, resume="never", **over))
     err = capsys.readouterr().err
-    assert "resume=never: starting over" in err and "training images too" in err, err
+    assert "resume=never: starting over" in err and "training images too" in " ".join(said), err
     log = (tmp_path / "a" / "train.log").read_text()
     assert log.count("are training images too") == 1, log
     assert log.index("training images too") < log.index("started step 0"), log
@@ -761,18 +789,18 @@ def test_only_the_validation_images_kept_are_read(tmp_path, capsys):
     cfg = tiny_cfg(tmp_path / "r", 1, task="student", **{"data.labels": tmp_path / "val",
                                                          "data.val_labels": tmp_path / "val",
                                                          "data.val_max_images": 2})
-    capsys.readouterr()
-    assert [v.name for v in load_val_items(cfg)] == ["f0", "f2"]
-    assert "skipped" not in capsys.readouterr().err
+    with runtime_warnings() as said:
+        assert [v.name for v in load_val_items(cfg)] == ["f0", "f2"]
+    assert not [m for m in said if "skipped" in m], said
     cfg.data.val_max_images = 3   # reaching it: named and skipped, as before
-    assert [v.name for v in load_val_items(cfg)] == ["f0", "f2"]
-    assert "validation pair skipped" in capsys.readouterr().err
+    with pytest.warns(SharpenWarning, match="validation pair skipped"):
+        assert [v.name for v in load_val_items(cfg)] == ["f0", "f2"]
     label.write_bytes(good)
     last = tmp_path / "val" / "labels" / "f2.png"
     last.write_bytes(last.read_bytes()[:60])
     cfg.data.val_max_images = 2
-    assert [v.name for v in load_val_items(cfg)] == ["f0", "f1"]
-    assert "f2.png" in capsys.readouterr().err
+    with pytest.warns(SharpenWarning, match="f2.png"):
+        assert [v.name for v in load_val_items(cfg)] == ["f0", "f1"]
 
 
 def test_validation_frames_are_spread_over_the_footage_not_its_first(tmp_path, capsys):
@@ -1031,20 +1059,20 @@ def test_a_changed_learning_rate_is_used_after_resume(tmp_path, capsys):
     out = tmp_path / "r"
     train(tiny_cfg(out, 8, stop_after=3), quiet=True)
     cfg = tiny_cfg(out, 8, **{"optim.lr": 1e-2, "optim.weight_decay": 0.5})
-    t = Trainer(cfg, quiet=True)
+    with pytest.warns(SharpenWarning, match=r"optim.lr: 0.001 -> 0.01\b"):
+        t = Trainer(cfg, quiet=True)
     assert t.step == 3
     assert all(g["weight_decay"] == 0.5 for g in t.opt.param_groups)
     t.fit()
     f = lr_lambda(cfg)
     assert _lr_at(out, 5) == pytest.approx(1e-2 * f(4))   # step 5 ran at the schedule's 4
-    assert "optim.lr: 0.001 -> 0.01" in capsys.readouterr().err
     # best.pt holds no optimizer state: the schedule goes on at its step, said so.
     best = read_checkpoint(out / "best.pt")
-    t = Trainer(tiny_cfg(tmp_path / "b", 12, resume=str(out / "best.pt")), quiet=True)
+    with pytest.warns(SharpenWarning, match=r"holds weights only \(no optimizer state"):
+        t = Trainer(tiny_cfg(tmp_path / "b", 12, resume=str(out / "best.pt")), quiet=True)
     assert t.step == best["step"] > 0
     assert t.best == pytest.approx(best["metrics"]["model_gt_ssim"])   # the score to beat
     assert t.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * lr_lambda(t.cfg)(t.step))
-    assert "holds weights only (no optimizer state" in capsys.readouterr().err
 
 
 def test_starting_over_waits_until_the_new_run_can_start(tmp_path, capsys):
@@ -1058,11 +1086,11 @@ def test_starting_over_waits_until_the_new_run_can_start(tmp_path, capsys):
         train(tiny_cfg(out, 2, resume="never", task="student",
                        **{"data.labels": str(tmp_path / "nolabels")}), quiet=True)
     assert {n: (out / n).read_bytes() for n in before} == before
-    train(tiny_cfg(out, 2, resume="never", ckpt_every=1000), quiet=True)
+    train(tiny_cfg(out, 2, resume="never", ckpt_every=1000))
     assert "starting over" in capsys.readouterr().err
     assert read_checkpoint(out / "last.pt")["step"] == 2
     (out / "last.pt").unlink()   # as if killed before its first checkpoint
-    train(tiny_cfg(out, 2), quiet=True)
+    train(tiny_cfg(out, 2))
     assert "no last.pt to resume" in capsys.readouterr().err
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()
              if "loss" in ln]
