@@ -6,8 +6,11 @@ import argparse
 import contextlib
 import logging
 import os
+import re
 import shutil
 import sys
+import tempfile
+import threading
 from typing import Callable, Iterator, Optional, Sequence, TextIO
 
 
@@ -66,24 +69,58 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+# What TensorFlow, TFLite/LiteRT and absl write to fd 2 that nobody can act on: XNNPACK's
+# "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", absl's INFO/WARNING lines
+# ("I0000 00:00:1712345678.123456   4242 loader.cc:236] ...", TensorFlow's older
+# "2024-05-01 12:00:00.123456: I tensorflow/...") and its note that it logs before being set up.
+TF_NOISE = re.compile(r"(INFO: .*(TensorFlow Lite|delegate)"
+                      r"|WARNING: All log messages before absl::InitializeLog"
+                      r"|[IW]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] "
+                      r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] )")
+
+# One redirection of fd 2 at a time: two overlapping ones (two threads loading models) restored
+# fd 2 out of order, to the other's hiding place, and stderr was gone for the rest of the process.
+_STDERR_LOCK = threading.RLock()
+
+
 @contextlib.contextmanager
-def quiet_native_stderr() -> Iterator[None]:
-    """Silence what native libraries (TFLite's converter and XNNPACK delegate, absl) write
-    straight to file descriptor 2 while the block runs; Python exceptions still propagate."""
-    try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured): nothing to do
-        yield
-        return
-    sys.stderr.flush()
-    saved = os.dup(fd)
-    try:
-        with open(os.devnull, "w") as null:
-            os.dup2(null.fileno(), fd)
+def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
+    """Hide what native libraries (TFLite's converter and XNNPACK delegate, absl, FFmpeg) write
+    straight to file descriptor 2 while the block runs; Python exceptions still propagate.
+    What reaches fd 2 meanwhile is kept aside and, when the block ends (raising or not),
+    written to it again except the lines matching `noise`, so another thread's messages, Python's
+    own and a library's explanation of a failure are not lost. Without `noise`, nothing is
+    written again (a probe whose failure is expected)."""
+    with _STDERR_LOCK:
+        try:
+            os.fstat(2)
+        except OSError:   # no stderr at all (a daemon): nothing to hide
             yield
-    finally:
-        os.dup2(saved, fd)
-        os.close(saved)
+            return
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
+        saved = os.dup(2)
+        try:
+            aside = tempfile.TemporaryFile()
+        except OSError:   # nowhere to keep it: hidden, as before
+            aside = open(os.devnull, "w+b")
+        try:
+            os.dup2(aside.fileno(), 2)
+            yield
+        finally:
+            with contextlib.suppress(AttributeError, OSError, ValueError):
+                sys.stderr.flush()   # what Python wrote in the block goes with the rest
+            os.dup2(saved, 2)
+            os.close(saved)
+            with aside:
+                aside.seek(0)
+                said = aside.read()
+            kept = b"".join(
+                line for line in said.splitlines(keepends=True)
+                if noise is not None and not noise.match(line.decode("utf-8", "replace")))
+            with contextlib.suppress(OSError):
+                while kept:
+                    kept = kept[os.write(2, kept):]
 
 
 @contextlib.contextmanager

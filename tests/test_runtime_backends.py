@@ -268,6 +268,65 @@ def test_one_backend_shared_by_two_threads(tflite_models, which):
     assert not errors and not wrong, (errors[:1], wrong[:5])
 
 
+# Two threads load models (each load hides fd 2 from LiteRT's INFO line, several times when the
+# size multiple is found by trial) while a third writes numbered lines to fd 2.
+STDERR_SCRIPT = """
+import os, sys, threading, time
+from runtime.backends import load_backend
+stop, said = threading.Event(), []
+def chatter():
+    while not stop.is_set():
+        os.write(2, f"line {len(said)} from another thread\\n".encode())
+        said.append(1)
+        time.sleep(0.0005)
+def loads():
+    for _ in range(8):
+        load_backend(sys.argv[1], threads=1)
+talker, loaders = threading.Thread(target=chatter), [threading.Thread(target=loads) for _ in "ab"]
+for t in [talker, *loaders]:
+    t.start()
+for t in loaders:
+    t.join()
+stop.set()
+talker.join()
+os.write(2, b"stderr still works\\n")
+print(len(said))
+"""
+
+
+def test_loading_tflite_models_hides_litert_info_but_not_what_others_write(tflite_models):
+    """Loading a .tflite pointed fd 2 at /dev/null: another thread's messages written meanwhile
+    were lost, and two threads loading at once left fd 2 on /dev/null for good (each put back
+    what it found). Now only LiteRT's INFO line is dropped, and stderr works afterwards."""
+    import subprocess
+    import sys
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(Path(__file__).resolve().parents[1]), os.environ.get("PYTHONPATH", "")]))
+    r = subprocess.run([sys.executable, "-c", STDERR_SCRIPT, str(tflite_models[0])], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    n = int(r.stdout.split()[-1])
+    lost = [i for i in range(n) if f"line {i} from another thread\n" not in r.stderr]
+    assert not lost, f"{len(lost)} of {n} lines lost, e.g. {lost[:5]}"
+    assert r.stderr.rstrip().endswith("stderr still works"), r.stderr[-300:]
+    assert "XNNPACK" not in r.stderr
+
+
+def test_a_broken_tflite_is_a_clear_error_and_stderr_works_after(tflite_models, tmp_path,
+                                                                 capfd):
+    """fd 2 itself is what LiteRT writes to: the INFO line came through where sys.stderr was
+    another file (an app's log, pytest's capture), whose descriptor was the one hidden."""
+    bad = tmp_path / "broken.tflite"
+    bad.write_bytes(b"TFL3" + bytes(60))
+    with pytest.raises(ModelError, match=r"cannot load .*broken\.tflite with LiteRT \(is it a "
+                                         r"\.tflite model\?\): The model is not a valid"):
+        load_backend(bad, threads=1)
+    with runtime_warnings():   # no sidecar: its size multiple is found by trial
+        load_backend(tflite_models[0], threads=1)
+    os.write(2, b"stderr still works\n")
+    assert capfd.readouterr().err == "stderr still works\n"
+
+
 def test_fixture_model_sharpens(onnx_model):
     """Self-check of the helpers: the model increases the Laplacian variance of a blurred frame."""
     import onnxruntime as ort

@@ -13,7 +13,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
-from ..console import brief, first_line, quiet_native_stderr
+from ..console import TF_NOISE, brief, first_line, quiet_native_stderr
 from ..host import check_threads
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar, sidecar_path)
@@ -52,7 +52,8 @@ class LiteRTBackend(Backend):
         # LiteRT runs XNNPACK single-threaded unless told otherwise; use every core by default.
         threads = threads or os.cpu_count() or 1
         try:
-            with quiet_native_stderr():   # "INFO: Created TensorFlow Lite XNNPACK delegate"
+            # Hides "INFO: Created TensorFlow Lite XNNPACK delegate"; what else is said stays.
+            with quiet_native_stderr(TF_NOISE):
                 self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"cannot load {path} with LiteRT (is it a .tflite model?): "
@@ -107,7 +108,7 @@ class LiteRTBackend(Backend):
         failed run leaves an interpreter unusable, so each trial gets its own."""
         shape = [1, side, side, 3] if self.layout == "NHWC" else [1, 3, side, side]
         try:
-            with quiet_native_stderr():
+            with quiet_native_stderr(TF_NOISE):
                 trial = self._interpreter(model_path=str(self._model_path), num_threads=1)
                 inp = trial.get_input_details()[0]
                 trial.resize_tensor_input(inp["index"], shape, strict=False)
