@@ -13,12 +13,13 @@ by `multiple`; int8 input/output use the scale/zero point in the tensor details.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch.nn as nn
@@ -28,22 +29,43 @@ from runtime.atomic import atomic_write_bytes, atomic_write_json
 QUANTIZATIONS = ("int8", "fp16", "fp32")
 
 
-def _quiet_tf():
+# What TensorFlow is imported with: no C++ INFO/WARNING lines, no oneDNN start-up note.
+_TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+
+@contextlib.contextmanager
+def _quiet_tf() -> Iterator[None]:
     """Import TensorFlow without its start-up chatter (C++ INFO lines and absl's pre-init
-    warning, written straight to file descriptor 2, which nobody can act on)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "0")
-    if "tensorflow" not in sys.modules:
-        import contextlib
+    warning, written straight to file descriptor 2, which nobody can act on), and keep absl's
+    Python logging at ERROR while the block runs; the caller's own values of the variables and
+    absl's verbosity are back afterwards (they stayed changed for an app's own TensorFlow).
+    TensorFlow reads the variables once, when it is imported: set before that is the only way
+    they work, and its C++ logging stays quiet for the process whatever the variable says after."""
+    env = {k: os.environ.get(k) for k in _TF_ENV}
+    for k, v in _TF_ENV.items():
+        os.environ.setdefault(k, v)
+    try:
+        if "tensorflow" not in sys.modules:
+            from runtime.console import quiet_native_stderr
+            with quiet_native_stderr(), contextlib.suppress(ImportError):  # reported where used
+                import tensorflow  # noqa: F401
+        import absl.logging
 
-        from runtime.console import quiet_native_stderr
-        with quiet_native_stderr(), contextlib.suppress(ImportError):  # reported where used
-            import tensorflow  # noqa: F401
-    import absl.logging
+        verbosity = absl.logging.get_verbosity()
+        absl.logging.set_verbosity(absl.logging.ERROR)
+        try:
+            yield
+        finally:
+            absl.logging.set_verbosity(verbosity)
+    finally:
+        for k, v in env.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
-    absl.logging.set_verbosity(absl.logging.ERROR)
 
-
+@_quiet_tf()
 def convert_keras(keras_model, quantization: str, crops: np.ndarray | None = None,
                   on_sample: Callable[[int, int], None] | None = None,
                   float_layers: Sequence[str] = ()) -> bytes:
@@ -53,7 +75,6 @@ def convert_keras(keras_model, quantization: str, crops: np.ndarray | None = Non
     the model is calibrated, then quantized by the MLIR quantizer with those ops denylisted
     (what `tf.lite.experimental.QuantizationDebugger` does for selective quantization); input
     and output stay int8."""
-    _quiet_tf()
     import tensorflow as tf
 
     if quantization not in QUANTIZATIONS:
@@ -161,6 +182,7 @@ def tensor_io_quantization(tflite_bytes: bytes) -> dict:
     return io
 
 
+@_quiet_tf()
 def export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str = "int8",
                   crops: np.ndarray | None = None, ckpt: dict | None = None,
                   on_sample: Callable[[int, int], None] | None = None,
@@ -168,7 +190,6 @@ def export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str =
     """Keras rebuild + conversion; writes `path` and `path.json` atomically."""
     from .keras_student import build_keras_student
 
-    _quiet_tf()
     km = build_keras_student(model.eval().cpu(), batch=1)
     data = convert_keras(km, quantization, crops, on_sample, float_layers)
     m = int(getattr(model, "multiple", 1))

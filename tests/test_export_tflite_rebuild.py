@@ -78,6 +78,32 @@ def test_tflite_fast_student_matches_pytorch(tmp_path, quant, tol):
         assert np.abs(out - ref(img)).max() < tol
 
 
+def test_export_leaves_tensorflow_logging_settings_as_it_found_them(tmp_path, monkeypatch):
+    """export_tflite set TF_CPP_MIN_LOG_LEVEL (inherited by an app's subprocesses), and
+    TF_ENABLE_ONEDNN_OPTS where unset, and absl's verbosity to ERROR, for the rest of the process;
+    a failed conversion too."""
+    import os
+
+    import absl.logging
+
+    from optimize.tflite_export import convert_keras, export_tflite
+
+    monkeypatch.delenv("TF_CPP_MIN_LOG_LEVEL", raising=False)
+    monkeypatch.delenv("TF_ENABLE_ONEDNN_OPTS", raising=False)
+    verbosity = absl.logging.get_verbosity()
+    absl.logging.set_verbosity(absl.logging.INFO)
+    try:
+        export_tflite(_seeded("fast"), tmp_path / "fast.tflite", "fp32")
+        assert (tmp_path / "fast.tflite").stat().st_size
+        with pytest.raises(ValueError, match="unknown TFLite quantization 'int4'"):
+            convert_keras(build_keras_student(_seeded("fast")), "int4")
+        for name in ("TF_CPP_MIN_LOG_LEVEL", "TF_ENABLE_ONEDNN_OPTS"):
+            assert os.environ.get(name) is None, f"{name}={os.environ.get(name)}"
+        assert absl.logging.get_verbosity() == absl.logging.INFO
+    finally:
+        absl.logging.set_verbosity(verbosity)
+
+
 def test_unsupported_architecture_is_reported():
     class Other(torch.nn.Module):
         def forward(self, x):
