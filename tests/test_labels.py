@@ -179,6 +179,56 @@ def test_corrupt_input_warns_and_fails_run(tmp_path, teachers, capsys):
     assert _manifest(out)["b"]["status"] == "ok"
 
 
+def _damaged_clip(video: Path) -> Path:
+    """30 frames of noise in an MPEG-4 .mp4, a sixth of the file zeroed a third of the way in
+    (as tests/test_runtime_errors.py damages one): a few frames fail to decode, the rest do."""
+    rng = np.random.default_rng(0)
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
+    for _ in range(30):
+        vw.write((rng.random((24, 32, 3)) * 255).astype(np.uint8))
+    vw.release()
+    data = bytearray(video.read_bytes())
+    n = len(data)
+    data[n // 3:n // 3 + n // 6] = bytes(n // 6)
+    video.write_bytes(bytes(data))
+    return video
+
+
+def test_a_clip_damaged_in_the_middle_fails_only_its_damaged_frames(tmp_path, teachers,
+                                                                    capsys):
+    """A clip is listed with the frame count of its container, damaged frames included. Those
+    failed decoding uncounted, so every frame after them was read under a later frame's name,
+    the ones skipped over failed too ('frame 6 not found (video has 5 frames)') and so did
+    the clip's last, intact frames. Each damaged frame now fails alone, saying so; the rest
+    are labelled under their own index."""
+    from distill.data.label_cache import sha256_array
+    clip = _damaged_clip(tmp_path / "hurt.mp4")
+    cap = cv2.VideoCapture(str(clip))   # what reading it straight through decodes
+    decoded = {}
+    for i in range(30):
+        ok, frame = cap.read()
+        if ok:
+            decoded[i] = frame
+    cap.release()
+    bad = sorted(set(range(30)) - set(decoded))
+    assert bad and bad[-1] < 29 and len(bad) < 10, bad   # damage in the middle, not the end
+    out = tmp_path / "cache"
+    assert main(["--data", str(clip), "--out", str(out), "--teacher-weights", str(teachers[0]),
+                 "--tile", "0", "--device", "cpu", "--quiet"]) == 1
+    said = capsys.readouterr()
+    last = bad[0] - 1
+    assert [ln for ln in said.err.splitlines() if "skipping" in ln] == [
+        f"warning: skipping hurt_{i:06d}: {clip}: frame {i} cannot be decoded (the file is "
+        f"damaged there or ends before it; frame {last} is the last decoded before it)"
+        for i in bad], said.err
+    assert f"{30 - len(bad)} done, 0 skipped (up to date), {len(bad)} failed" in said.out
+    entries = _manifest(out)
+    assert sorted(n for n, e in entries.items() if e["status"] == "failed") == \
+        [f"hurt_{i:06d}" for i in bad]
+    for i, frame in decoded.items():   # each label is of the frame its name says
+        assert entries[f"hurt_{i:06d}"]["input_hash"] == sha256_array(frame), i
+
+
 def test_bad_source_and_weights_exit_2(tmp_path, teachers, capsys):
     assert main(["--data", str(tmp_path / "nope"), "--out", str(tmp_path / "o"),
                  "--teacher-weights", str(teachers[0])]) == 2

@@ -441,6 +441,7 @@ class FrameReader:
         self.path = Path(path)
         self._cap = None
         self._next = 0
+        self._decoded = -1   # the last frame decoded, for the message of one that is not
 
     def _open(self) -> None:
         self.close()
@@ -448,19 +449,28 @@ class FrameReader:
         if not self._cap.isOpened():
             raise ImageReadError(f"{self.path}: OpenCV cannot open this video")
         self._next = 0
+        self._decoded = -1
 
     def read_bgr(self, index: int) -> np.ndarray:
         if self._cap is None or index < self._next:
             self._open()
+        # A frame that fails to decode still takes its place (FFmpeg goes on with the next
+        # one), so it is counted: counting only decoded frames named every frame after a
+        # damaged one by a later frame's index, failed the clip's last frames as "not found"
+        # and failed the frames after the damage too while skipping to them.
+        # runtime.sources counts the same way.
         while self._next < index:
-            if not self._cap.grab():
-                raise ImageReadError(f"{self.path}: frame {index} not found (video has "
-                                     f"{self._next} frames)")
+            if self._cap.grab():
+                self._decoded = self._next
             self._next += 1
         ok, frame = self._cap.read()
-        if not ok or frame is None:
-            raise ImageReadError(f"{self.path}: cannot decode frame {index}")
         self._next += 1
+        if not ok or frame is None:
+            before = (f"frame {self._decoded} is the last decoded before it" if self._decoded >= 0
+                      else "no frame before it decoded")
+            raise ImageReadError(f"{self.path}: frame {index} cannot be decoded (the file is "
+                                 f"damaged there or ends before it; {before})")
+        self._decoded = index
         return frame
 
     def read(self, index: int) -> np.ndarray:
