@@ -169,8 +169,30 @@ def test_the_rule_holds_out_whole_folders_nearest_the_fraction_and_never_all(tmp
     _frames(two / "y", 10, 5)
     plan = hold_out(str(two), 0.1, progress=False)
     assert plan.groups == ("y/",) and len(plan.train) == 10
-    # One folder of images: its last images, no gap (not video frames).
-    plan = hold_out(str(two / "x"), 0.2, progress=False)
-    assert (plan.rule, plan.held, plan.gap) == ("tail", ("0008", "0009"), ())
     with pytest.raises(ValueError, match="a validation hold-out needs at least 2 images"):
         hold_out(str(_frames(tmp_path / "one", 1, 0)), 0.2, progress=False)
+
+
+def test_a_folder_of_frames_gets_the_gap_a_clip_gets(tmp_path):
+    """A clip's held-out frames had a gap before them, used by neither cache; the same frames
+    exported into a folder had none, so the training set held the neighbours (near-duplicates)
+    of the first frames validated on. A folder of numbered images is now taken as frames, in
+    the order of their numbers (frame_10 after frame_9); other images keep no gap."""
+    frames = tmp_path / "frames"
+    rng = np.random.default_rng(0)
+    for i in range(1, 11):
+        write_image(frames / f"frame_{i}.png", rng.random((16, 16, 3)).astype(np.float32))
+    plan = hold_out(str(frames), 0.2, progress=False)
+    assert (plan.rule, set(plan.held), set(plan.gap)) == (
+        "tail", {"frame_9", "frame_10"}, {"frame_7", "frame_8"})
+    assert set(plan.train) == {f"frame_{i}" for i in range(1, 7)}
+    assert plan.describe() == ("its last 2 of its 10 images (20%), the 2 frames before them "
+                               "used by neither (near-duplicates of both sides)")
+    # as a clip of the same length
+    clip = hold_out(str(_clip(tmp_path / "clip.avi", 10, 0)), 0.2, progress=False)
+    assert (len(clip.train), len(clip.held), len(clip.gap)) == (6, 2, 2)
+    photos = tmp_path / "photos"   # not frames of one take: no gap
+    for name in ("beach", "dog", "hill", "lake", "tree"):
+        write_image(photos / f"{name}.png", rng.random((16, 16, 3)).astype(np.float32))
+    plan = hold_out(str(photos), 0.2, progress=False)
+    assert (plan.held, plan.gap) == (("tree",), ())

@@ -32,8 +32,9 @@ data.labels=OUT data.val_labels=VAL_OUT). What is held out depends only on the s
   - its own val or test split, where it has one (GoPro, a paired root with split folders);
   - else whole clips or subfolders, where it has several (the last in name order, as many as
     bring the share nearest FRACTION, never all): frames of one clip are near-duplicates;
-  - else its last FRACTION of images, with, for a video's frames, as many frames before them
-    used by neither.
+  - else its last FRACTION of images, with, for a video's frames or a folder of frames (every
+    name ends in a number; in the order of those numbers), as many frames before them used
+    by neither.
 Re-running with a hold-out over a cache labelled in full drops the held-out images from it.
 The hold-out is recorded in each cache's run.json.
 

@@ -9,9 +9,10 @@
    validation frame of a clip the student trains on scores what it has seen. Clips (and
    folders) are taken from the last in name order, each when it brings the number held out
    nearer FRACTION of all samples, never all of them (the smallest one when none does);
-3. anything else (one folder of images, one clip): its last FRACTION of samples in name order,
-   as a block rather than every k-th (neighbouring frames are near-duplicates); for video frames
-   a gap as wide as the block, before it, is used by neither.
+3. anything else (one folder of images, one clip): its last FRACTION of samples, as a block
+   rather than every k-th (neighbouring frames are near-duplicates). For the frames of a clip,
+   or of a folder of frames (every image's name ends in a number: 000001.png, frame_12.png;
+   in the order of those numbers), a gap as wide as the block, before it, is used by neither.
 
 The rule reads only the source's listing, so a re-run on the same source holds out the same
 samples. Torch-free (sources need numpy and OpenCV only).
@@ -27,6 +28,7 @@ from .sources import Sample, SourceError, resolve_source
 __all__ = ["HoldOut", "hold_out"]
 
 _FRAME_SUFFIX = re.compile(r"_\d{6}$")
+_NUMBERED = re.compile(r"^(.*?)(\d+)$")
 
 
 @dataclass(frozen=True)
@@ -119,11 +121,26 @@ def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: boo
     names = [s.name for s in samples]
     # Video frames next to the block are near-duplicates of its first frames: training on
     # frame 15 and validating on frame 16 scores what was trained on. A gap as wide as the
-    # block (used by neither) where there are frames enough to keep some for training.
+    # block (used by neither) where there are frames enough to keep some for training. A
+    # folder of frames exported from a clip is the same footage (it had no gap).
     frames = any(s.frame is not None for s in samples)
+    if not frames and (ordered := _frame_order(names)) is not None:
+        frames, names = True, ordered
     gap = min(k, n - k - 1) if frames else 0
     return HoldOut(fraction, "train", "tail", train=tuple(names[:n - k - gap]),
                    held=tuple(names[n - k:]), gap=tuple(names[n - k - gap:n - k]))
+
+
+def _frame_order(names: list[str]) -> Optional[list[str]]:
+    """`names` in the order of the numbers they end in where every one does (a folder of
+    frames; frame_9 before frame_10), else None (images that are not frames of one take)."""
+    keys = []
+    for name in names:
+        m = _NUMBERED.match(name)
+        if m is None:
+            return None
+        keys.append((m.group(1), int(m.group(2)), name))
+    return [name for *_, name in sorted(keys)]
 
 
 def _whole_groups(fraction: float, groups: dict[str, list[str]], k: int) -> HoldOut:
