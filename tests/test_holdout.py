@@ -57,9 +57,10 @@ def test_several_clips_are_held_out_whole_into_a_disjoint_validation_cache(tmp_p
         _clip(foot / day / "walk.avi", n, ord(day[-1]))
     out, val = tmp_path / "train", tmp_path / "val"
     assert main(_labels(foot, out, val, teacher, "--hold-out", "0.3")) == 0
-    said = capsys.readouterr().out
+    said, err = capsys.readouterr()
     assert f"hold-out: {val} validates on 1 of its 3 clips/folders, whole (day3/walk): 4 of " \
            "its 12 images (33%)" in said, said
+    assert "warning" not in err, err   # 33% for 30%: near enough to say nothing
     trained, held = _names(out), _names(val)
     assert held == {f"day3/walk_{i:06d}" for i in range(4)}
     assert trained == {f"day{d}/walk_{i:06d}" for d in (1, 2) for i in range(4)}
@@ -171,6 +172,46 @@ def test_the_rule_holds_out_whole_folders_nearest_the_fraction_and_never_all(tmp
     assert plan.groups == ("y/",) and len(plan.train) == 10
     with pytest.raises(ValueError, match="a validation hold-out needs at least 2 images"):
         hold_out(str(_frames(tmp_path / "one", 1, 0)), 0.2, progress=False)
+
+
+def test_whole_clips_far_from_the_fraction_asked_are_said(tmp_path, teacher, capsys):
+    """Whole clips held out of two clips, 4 and 6 frames, are 40% or 60% whatever was asked:
+    run.json had the counts, the command said nothing of --hold-out 0.1 getting 40%."""
+    foot = tmp_path / "footage"
+    _clip(foot / "a.avi", 4, 1)
+    _clip(foot / "b.avi", 6, 2)
+    out, val = tmp_path / "train", tmp_path / "val"
+    assert main(_labels(foot, out, val, teacher, "--hold-out", "0.1")) == 0
+    said, err = capsys.readouterr()
+    assert "validates on 1 of its 2 clips/folders, whole (a): 4 of its 10 images (40%)" in said
+    assert err.splitlines() == [
+        "warning: --hold-out 0.1: 40% of the images (4 of 10) held out, not 10%: whole "
+        "clips/folders are held out, so that no frame of a held-out clip is trained on (its "
+        "neighbours are near-duplicates), and no choice of its 2 clips/folders (4 to 6 images "
+        "each) comes nearer; more, shorter clips would"], err
+    assert (len(_names(out)), len(_names(val))) == (6, 4)
+    # A source of 3 images: a third is the nearest share to 0.2 with one image in each cache.
+    assert hold_out(str(_frames(tmp_path / "three", 3, 0)), 0.2, progress=False).shortfall() \
+        == "33% of the images (1 of 3) held out, not 20%: it has 3 images, and each cache " \
+           "needs one at least"
+
+
+def test_whole_clips_held_out_are_the_nearest_choice_not_the_first_near_one(tmp_path):
+    """Each clip was taken, from the last, when it brought the share no further from the
+    fraction: 0.3 of folders of 1 and 4 images held out the 4 (80%; as near as nothing), and
+    0.45 of 5, 3 and 9 the 9 (53%) where 5 + 3 is 8 of the 8 asked for."""
+    foot = tmp_path / "f1"
+    _frames(foot / "a", 1, 1)
+    _frames(foot / "b", 4, 2)
+    plan = hold_out(str(foot), 0.3, progress=False)
+    assert (plan.groups, len(plan.held)) == (("a/",), 1)
+    assert plan.shortfall() is None   # 20% for 30%
+    foot = tmp_path / "f2"
+    for name, n, seed in (("a", 5, 1), ("b", 3, 2), ("c", 9, 3)):
+        _frames(foot / name, n, seed)
+    plan = hold_out(str(foot), 0.45, progress=False)   # 17 images: 8 asked for
+    assert (plan.groups, len(plan.held), len(plan.train)) == (("a/", "b/"), 8, 9)
+    assert hold_out(str(foot), 0.45, progress=False) == plan   # deterministic
 
 
 def test_a_folder_of_frames_gets_the_gap_a_clip_gets(tmp_path):

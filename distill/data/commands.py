@@ -30,8 +30,9 @@ A validation set from the same footage: --hold-out FRACTION --val-out DIR labels
 one command, --out without the held-out images and --val-out with them only (train with
 data.labels=OUT data.val_labels=VAL_OUT). What is held out depends only on the source:
   - its own val or test split, where it has one (GoPro, a paired root with split folders);
-  - else whole clips or subfolders, where it has several (the last in name order, as many as
-    bring the share nearest FRACTION, never all): frames of one clip are near-duplicates;
+  - else whole clips or subfolders, where it has several (those whose images add up nearest
+    FRACTION, never all; a warning where that is still far from it): frames of one clip are
+    near-duplicates;
   - else its last FRACTION of images, with, for a video's frames or a folder of frames (every
     name ends in a number; in the order of those numbers), as many frames before them used
     by neither.

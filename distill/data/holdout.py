@@ -6,13 +6,17 @@
    folders, the embedded set) validates on that split (val before test); nothing is held out;
 2. a source of several clips or subfolders (footage: clips, frame folders, GoPro sequences)
    holds out whole ones: the frames of one clip are near-duplicates of each other, so a
-   validation frame of a clip the student trains on scores what it has seen. Clips (and
-   folders) are taken from the last in name order, each when it brings the number held out
-   nearer FRACTION of all samples, never all of them (the smallest one when none does);
+   validation frame of a clip the student trains on scores what it has seen. The clips (and
+   folders) held out are those whose images add up nearest FRACTION of all samples, never all
+   of them (of two choices as near, the one of fewer images; of two of as many, the one whose
+   first clip in name order comes later);
 3. anything else (one folder of images, one clip): its last FRACTION of samples, as a block
    rather than every k-th (neighbouring frames are near-duplicates). For the frames of a clip,
    or of a folder of frames (every image's name ends in a number: 000001.png, frame_12.png;
    in the order of those numbers), a gap as wide as the block, before it, is used by neither.
+
+Whole clips can miss FRACTION by far (two clips of 10 frames: half, whatever was asked);
+`HoldOut.shortfall` says so, and `sharpen labels` prints it.
 
 The rule reads only the source's listing, so a re-run on the same source holds out the same
 samples. Torch-free (sources need numpy and OpenCV only).
@@ -22,6 +26,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Any, Optional
+
+import numpy as np
 
 from .sources import Sample, SourceError, resolve_source
 
@@ -44,6 +50,7 @@ class HoldOut:
     gap: tuple[str, ...] = ()
     groups: tuple[str, ...] = ()   # the clips/folders held out (rule "clips")
     n_groups: int = 0
+    group_sizes: tuple[int, int] = (0, 0)   # the fewest and most images of one clip/folder
 
     @property
     def not_train(self) -> frozenset[str]:
@@ -68,6 +75,27 @@ class HoldOut:
         gap = (f", the {len(self.gap)} frames before them used by neither (near-duplicates of "
                "both sides)" if self.gap else "")
         return f"its last {share}{gap}"
+
+    def shortfall(self) -> Optional[str]:
+        """Why the share held out is far from `fraction` (more than half the smaller of the
+        two shares asked for away from it: 0.2 asked, under 0.1 or over 0.3 held out), or
+        None. Whole clips held out come as near as their sizes allow, which may not be near."""
+        if self.rule == "split":
+            return None
+        n = len(self.train) + len(self.held) + len(self.gap)
+        share = len(self.held) / n
+        if abs(share - self.fraction) <= min(self.fraction, 1 - self.fraction) / 2:
+            return None
+        said = (f"{share:.0%} of the images ({len(self.held)} of {n}) held out, not "
+                f"{self.fraction:.0%}")
+        if self.rule == "clips":
+            lo, hi = self.group_sizes
+            sizes = f"{lo} images each" if lo == hi else f"{lo} to {hi} images each"
+            return (f"{said}: whole clips/folders are held out, so that no frame of a held-out "
+                    f"clip is trained on (its neighbours are near-duplicates), and no choice "
+                    f"of its {self.n_groups} clips/folders ({sizes}) comes nearer; "
+                    "more, shorter clips would")
+        return f"{said}: it has {n} images, and each cache needs one at least"
 
     def record(self, role: str, other: str) -> dict[str, Any]:
         """What a labels run record (run.json) keeps of it: `role` "training" or "validation",
@@ -144,21 +172,50 @@ def _frame_order(names: list[str]) -> Optional[list[str]]:
 
 
 def _whole_groups(fraction: float, groups: dict[str, list[str]], k: int) -> HoldOut:
-    taken: list[str] = []
-    held = 0
-    for g in reversed(list(groups)):
-        if held >= k or len(taken) == len(groups) - 1:
-            break
-        if abs(held + len(groups[g]) - k) <= k - held:   # nearer k, or as near
-            taken.append(g)
-            held += len(groups[g])
+    order = list(reversed(list(groups)))   # from the last in name order
+    sizes = [len(groups[g]) for g in order]
+    taken = [order[i] for i in _nearest_sum(sizes, k, min(2 * k, sum(sizes) - 1))]
     if not taken:   # every clip alone is more than twice the share asked for
-        taken = [min(reversed(list(groups)), key=lambda g: len(groups[g]))]
+        taken = [min(order, key=lambda g: len(groups[g]))]
     chosen = set(taken)
     return HoldOut(fraction, "train", "clips",
                    train=tuple(n for g in groups if g not in chosen for n in groups[g]),
                    held=tuple(n for g in groups if g in chosen for n in groups[g]),
-                   groups=tuple(g for g in groups if g in chosen), n_groups=len(groups))
+                   groups=tuple(g for g in groups if g in chosen), n_groups=len(groups),
+                   group_sizes=(min(sizes), max(sizes)))
+
+
+def _nearest_sum(sizes: list[int], k: int, cap: int) -> list[int]:
+    """Indices of the sizes whose sum is nearest `k` (the smaller sum of two as near), of the
+    non-empty choices adding up to at most `cap`; [] where there is none. Of the choices of one
+    sum, the one whose last index is the lowest. Taking each clip that brought the sum nearer,
+    in turn, held out 4 of 5 images for 0.3 of clips of 1 and 4 (the 4 came first, as near as
+    nothing), or a 228-frame clip for 145 that 133 + 10 + 3 made up: subset sums, a row of
+    booleans per clip, cost little beside labelling the frames."""
+    reach = np.zeros(cap + 1, bool)
+    reach[0] = True
+    first = np.full(cap + 1, -1, np.int64)   # the index that first made each sum
+    for i, size in enumerate(sizes):
+        if size > cap:
+            continue
+        new = np.zeros_like(reach)
+        new[size:] = reach[:cap + 1 - size]
+        new &= ~reach
+        first[new] = i
+        reach |= new
+        if reach[k]:
+            break   # exact: later indices would only tie
+    sums = np.flatnonzero(reach[1:]) + 1
+    if not len(sums):
+        return []
+    s = int(sums[np.argmin(np.abs(sums - k))])   # the first of a tie is the smaller sum
+    # Made by `first[s]` from a sum reached before it, so each index is taken once.
+    taken = []
+    while s:
+        i = int(first[s])
+        taken.append(i)
+        s -= sizes[i]
+    return taken
 
 
 def check_fraction(value: Optional[float], flag: str = "--hold-out") -> Optional[str]:

@@ -556,6 +556,9 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
                  else "")
         print(f"hold-out: {args.val_out} validates on {plan.describe()}{extra}; {args.out} "
               "trains on the rest", flush=True)
+        if short := plan.shortfall():   # run.json has the counts, but nobody reads it
+            print(f"warning: --hold-out {args.hold_out:g}: {short}", file=sys.stderr,
+                  flush=True)
     teacher = load_teacher(args.teacher_weights, args.config, args.device, dist)
     train = run_labels(args.data, args.out, split=args.split, teacher=teacher, dist=dist,
                        exclude=plan.not_train,
