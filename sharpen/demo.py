@@ -220,7 +220,8 @@ def _cache_inputs(cache: Path) -> list[str]:
 def _hold_out(spec: str) -> "HoldOut":
     """Where the demo validates on the user's data: `sharpen labels --hold-out`'s rule
     (`distill.data.holdout`) with HOLD_OUT: the source's val or test split, else whole clips or
-    folders of it, else its last fifth of images (with a gap before them for video frames).
+    folders of it, else its last fifth of images (with a gap before them for video frames and numbered
+    frame folders).
     The rule reads only the source, so a re-run into the same --out keeps it."""
     from distill.data.holdout import hold_out
     return hold_out(spec, HOLD_OUT, needs="the demo")
@@ -294,6 +295,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         if plan is not None and plan.rule != "split":
             print(f"it has no validation or test split: held out of training for validation: "
                   f"{plan.describe()}")
+            if short := plan.shortfall():
+                print(f"warning: held out for validation: {short}", file=sys.stderr, flush=True)
     if clip is not None:
         video, tag = clip, clip.stem
         print(f"stage 5 streams your clip {clip} (its first {args.video_frames} frames)")

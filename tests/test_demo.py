@@ -101,6 +101,9 @@ def test_demo_stops_at_stage_2_when_no_image_could_be_labelled(tmp_path, capsys)
         "sharpen demo: error: stage 2 (teacher pseudo-labels): no training label was made: 2 "
         "of the 2 image(s) it took could not be labelled"), captured.err
     assert "[3/6]" not in captured.out   # stopped right after the stage that failed
+    # 1 of 3 images held out where a fifth was meant: said, as `sharpen labels` says it
+    assert "warning: held out for validation: 33% of the images (1 of 3) held out, not 20%" \
+        in captured.err, captured.err
 
 
 def test_demo_on_footage_streams_and_calibrates_on_the_users_clip(tmp_path, capsys):
