@@ -165,7 +165,7 @@ def options_from_args(args: argparse.Namespace):
         raise ValueError(f"--fps must be 0 (the source's) or at least {MIN_FPS:g}, got "
                          f"{args.fps:g}")
     # Before the model loads: a usage error. An automatic overlap (None) always fits its tile.
-    check_tiling(args.tile, 0 if args.overlap is None else args.overlap, prefix="--")
+    check_tiling(args.tile, 0 if args.overlap is None else args.overlap, flags=True)
     return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,
@@ -210,7 +210,8 @@ def handler(args: argparse.Namespace) -> int:
     if defaulted:
         args.output = _default_output(args.source)
     try:
-        summary = run_stream(args.model, args.source, args.output, options, flags=True)
+        summary = run_stream(args.model, args.source, args.output, options, flags=True,
+                             note=_note)
     except StreamInterrupted as e:   # the output closed, the stats written: said below
         summary = e.stats
     except KeyboardInterrupt as e:   # before the stream's own handler is set, or a second Ctrl-C
@@ -258,6 +259,11 @@ def handler(args: argparse.Namespace) -> int:
         _exit_now_if_workers_run(code)
         return code
     return 0
+
+
+def _note(message: str) -> None:
+    """run_stream's informational lines (a source reconnected...), which the API drops."""
+    print(f"note: {message}", file=sys.stderr, flush=True)
 
 
 def _exit_now_if_workers_run(code: int) -> None:

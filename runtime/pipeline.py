@@ -22,10 +22,11 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .backends import Backend, load_backend
+from .options import option
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
-                    make_folder, option, output_sink, same_file)
-from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Source,
+                    make_folder, output_sink, same_file)
+from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, VideoSource, open_source, refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
 from .tiling import tiling_warnings
@@ -193,7 +194,7 @@ def run_stream(model: Union[str, Path, Backend],
                output: Optional[Union[str, Path, Sink]] = None,
                options: Optional[StreamOptions] = None, *,
                stop_event: Optional[threading.Event] = None, flags: bool = False,
-               **overrides: Any) -> dict[str, Any]:
+               note: Optional[Note] = None, **overrides: Any) -> dict[str, Any]:
     """Sharpen a stream end to end and return the stats dict (also written to `stats_path`).
 
     model: a model path (.onnx/.engine/.plan/.tflite) or an already loaded Backend.
@@ -205,8 +206,11 @@ def run_stream(model: Union[str, Path, Backend],
         in the calling thread, and close() once at the end.
     options: a StreamOptions; any of its fields may also be given as a keyword.
     stop_event: set it to stop the run from another thread (the stats are returned).
-    flags: messages name the options as `sharpen run`'s flags (--out, --stats), not as these
-        keywords (output=, stats_path=): the command line sets it.
+    flags: messages name the options as `sharpen run`'s flags (--out, --stats, --tile), not as
+        these keywords (output=, stats_path=, tile=): the command line sets it.
+    note: takes the run's informational lines (a source reconnected, a URL found to be a
+        recording and processed losslessly); default: none. `sharpen run` prints them as
+        `note: ...` lines; what needs attention comes as a SharpenWarning either way.
     Raises ModelError / SourceError / SinkError / FrameError with user-facing messages, and
     ValueError for options out of range (before anything is opened). In the main thread it
     holds SIGINT and SIGTERM while it runs: either closes the output, writes the stats and
@@ -223,9 +227,9 @@ def run_stream(model: Union[str, Path, Backend],
     if o.stats_path:
         _check_writable(o.stats_path, option("stats_path", o.stats_path, flags))
     own_backend = not isinstance(model, Backend)
-    backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force)
-               if own_backend else model)
-    stream = _Stream(o, backend, own_backend, stop_event or threading.Event(), flags)
+    backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force,
+                            flags=flags) if own_backend else model)
+    stream = _Stream(o, backend, own_backend, stop_event or threading.Event(), flags, note)
     try:
         try:
             stream.open(source, output)
@@ -246,9 +250,11 @@ class _Stream:
     stage are collected in `errors`; the first one is raised by `finish`."""
 
     def __init__(self, o: StreamOptions, backend: Backend, own_backend: bool,
-                 stop: threading.Event, flags: bool = False) -> None:
+                 stop: threading.Event, flags: bool = False, note: Optional[Note] = None
+                 ) -> None:
         self.o, self.backend, self.own_backend, self.stop = o, backend, own_backend, stop
         self.flags = flags   # messages name sharpen run's flags
+        self.note = note     # the sources' informational lines
         self.stats = Stats()
         self.errors: list[BaseException] = []
         self.sig = _SignalStop(stop)   # installed when the stream starts
@@ -269,7 +275,7 @@ class _Stream:
         elif isinstance(source, (str, os.PathLike, int)) and not isinstance(source, bool):
             src = open_source(str(source), width=o.width, height=o.height, fps=o.fps,
                               live=o.live, reconnect_attempts=o.reconnect_attempts,
-                              timeout=o.timeout)
+                              timeout=o.timeout, note=self.note, flags=self.flags)
         else:   # frames the app holds; a list of arrays was once read as a file name
             src = ArraySource(source, fps=o.fps)
         self.src = src
@@ -299,7 +305,7 @@ class _Stream:
         proc = self.processor
         for msg in tiling_warnings(*first.image.shape[:2], o.tile, proc.overlap,
                                    self.backend.multiple, self.backend.receptive_field,
-                                   auto=proc.overlap_auto):
+                                   auto=proc.overlap_auto, flags=self.flags):
             warn(msg)
         self.processor.warmup(first.image)  # one-off costs (allocation, kernel selection)
         self.processor.warmup(first.image)  # are not timed
@@ -379,7 +385,8 @@ class _Stream:
              "frames are sharpened at their own size")
         proc = self.processor
         for msg in tiling_warnings(h, w, self.o.tile, proc.overlap, self.backend.multiple,
-                                   self.backend.receptive_field, auto=proc.overlap_auto):
+                                   self.backend.receptive_field, auto=proc.overlap_auto,
+                                   flags=self.flags):
             warn(msg)
 
     def run(self) -> None:

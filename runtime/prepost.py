@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .backends.base import Backend
+from .options import option
 from .tiling import OVERLAP, auto_overlap, pad_to_multiple, tiled_apply
 from .warn import warn as _warn
 
@@ -209,15 +210,14 @@ class Timings:
     extra: dict = field(default_factory=dict)
 
 
-def check_tiling(tile: int, overlap: int, prefix: str = "") -> None:
+def check_tiling(tile: int, overlap: int, flags: bool = False) -> None:
     """ValueError naming the options when `tile` / `overlap` cannot tile a frame, as keywords,
-    or with `prefix` "--" as the command line's flags."""
+    or with `flags` as the command line's flags."""
+    t, o = option("tile", flags=flags), option("overlap", flags=flags)
     if tile < 0 or overlap < 0:
-        raise ValueError(f"{prefix}tile and {prefix}overlap must be >= 0, got {tile} and "
-                         f"{overlap}")
+        raise ValueError(f"{t} and {o} must be >= 0, got {tile} and {overlap}")
     if tile and overlap >= tile:
-        raise ValueError(f"{prefix}overlap ({overlap}) must be smaller than {prefix}tile "
-                         f"({tile})")
+        raise ValueError(f"{o} ({overlap}) must be smaller than {t} ({tile})")
 
 
 class FrameProcessor:

@@ -21,6 +21,7 @@ import numpy as np
 from .atomic import atomic_write_bytes
 from .console import quiet_native_stderr
 from .imageio import IMAGE_EXTS, VIDEO_EXTS
+from .options import option
 from .prepost import to_8bit, to_bgr8
 from .warn import warn
 
@@ -32,20 +33,6 @@ ALPHA_EXTS = (".png", ".tif", ".tiff", ".webp")   # OpenCV writes their BGRA
 
 class SinkError(RuntimeError):
     """An output that cannot be opened or written. The message is meant for the user as is."""
-
-
-# run_stream's keywords whose `sharpen run` flag has another name.
-_FLAGS = {"output": "--out", "stats_path": "--stats"}
-
-
-def option(name: str, value: object = None, flags: bool = False) -> str:
-    """run_stream's option `name` (with `value`) as a message names it: the keyword a Python
-    caller gave (`output=x.mp4`, `show=True`), or with `flags` the flag of `sharpen run`
-    (`--out x.mp4`, `--show`), as check_tiling's prefix and export's check_options do."""
-    if not flags:
-        return name if value is None else f"{name}={value}"
-    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
-    return flag if value is None or value is True else f"{flag} {value}"
 
 
 def file_in_the_way(folder: str | os.PathLike, what: str) -> str:

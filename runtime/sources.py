@@ -10,7 +10,6 @@ import glob as globmod
 import hashlib
 import os
 import re
-import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -22,6 +21,7 @@ import cv2
 import numpy as np
 
 from .imageio import IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, tiff_pages
+from .options import option
 from .prepost import FrameError, conversions, to_bgr
 from .warn import warn
 
@@ -39,6 +39,13 @@ MAX_DAMAGED_READS = 250   # failed reads in a row before a file counts as ended
 # below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
 # far above (1e300 hung inside cv2.VideoWriter). Outside them the rate counts as unknown.
 MIN_FPS, MAX_FPS = 0.1, 1000.0
+
+Note = Callable[[str], None]   # takes a source's informational lines (`sharpen run` prints them)
+
+
+def _no_note(message: str) -> None:
+    """The default: from Python a source's informational lines are dropped; what needs the
+    caller's attention comes as a SharpenWarning."""
 
 
 @dataclass
@@ -185,13 +192,19 @@ def _interruptible(fn: Callable[[], Any]) -> Any:
 
 
 class VideoSource(Source):
-    """cv2.VideoCapture wrapper. Live captures that fail are reopened with exponential backoff."""
+    """cv2.VideoCapture wrapper. Live captures that fail are reopened with exponential backoff.
+
+    note: takes its informational lines (a reconnected source); default: none. What a user
+    should be warned of is a SharpenWarning. flags: messages name `sharpen run`'s flags
+    (--fps), not run_stream's keywords (fps)."""
 
     def __init__(self, spec: str, target: object, api: int = cv2.CAP_ANY, live: bool = False,
                  kind: str = "video", width: int = 0, height: int = 0, fps: float = 0.0,
                  reconnect_attempts: int = 5, reconnect_delay: float = 0.5,
-                 timeout: Optional[float] = None) -> None:
+                 timeout: Optional[float] = None, note: Optional[Note] = None,
+                 flags: bool = False) -> None:
         super().__init__(spec)
+        self.note, self.flags = note or _no_note, flags
         self.target, self.api, self.live, self.kind = target, api, live, kind
         self.timeout = STREAM_TIMEOUT_S if timeout is None else timeout
         self.req = (width, height, fps)
@@ -212,9 +225,10 @@ class VideoSource(Source):
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
         if not self.fps and fps_prop and fps_prop > 0:   # nan compares False: left unsaid
-            print(f"note: {spec} declares {fps_prop:g} fps, outside {MIN_FPS:g} to "
-                  f"{MAX_FPS:g}: taken as unknown (a video output is written at 30 fps; --fps "
-                  "sets another)", file=sys.stderr, flush=True)
+            # A warning: a video output then runs at another rate than the header says.
+            warn(f"{spec} declares {fps_prop:g} fps, outside {MIN_FPS:g} to {MAX_FPS:g}: taken "
+                 f"as unknown (a video output is written at 30 fps; "
+                 f"{option('fps', flags=flags)} sets another)")
         # A live source's count is kept too: a recorded file served over HTTP declares one,
         # and its end is then not a disconnect.
         n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -280,8 +294,7 @@ class VideoSource(Source):
             if self._restarted(img):
                 self._say_recording_ended(read)
                 return False
-            print(f"note: {self.kind} {self.spec!r}: reconnected (attempt {attempt})",
-                  file=sys.stderr, flush=True)
+            self.note(f"{self.kind} {self.spec!r}: reconnected (attempt {attempt})")
             self._first = img
             return True
         raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
@@ -296,9 +309,9 @@ class VideoSource(Source):
                 and bool(img.max() != img.min()))
 
     def _say_recording_ended(self, read: int) -> None:
-        print(f"note: {self.kind} {self.spec!r} started again from its first frame: it is a "
-              "recording, not a live stream; ending after one pass", file=sys.stderr,
-              flush=True)
+        # A warning: a source taken for live ends here, which its user did not ask for.
+        warn(f"{self.kind} {self.spec!r} started again from its first frame: it is a "
+             "recording, not a live stream; ending after one pass")
         self._check_ended(read)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
@@ -481,7 +494,8 @@ def spec_kind(spec: str) -> str:
 
 def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
                 live: Optional[bool] = None, reconnect_attempts: int = 5,
-                reconnect_delay: float = 0.5, timeout: Optional[float] = None) -> Source:
+                reconnect_delay: float = 0.5, timeout: Optional[float] = None,
+                note: Optional[Note] = None, flags: bool = False) -> Source:
     """Open a source from its command-line spelling.
 
     "0" camera index; "/dev/video0" V4L2 device; "rtsp://..", "http://.." stream; a string
@@ -489,12 +503,15 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     an image file, folder or glob; "synthetic[:WxH][@FPS]". width/height/fps apply to cameras,
     timeout (seconds to open or read; 0: FFmpeg's own) to URLs.
     live overrides the policy (None: live for cameras and streams, lossless for files).
+    note takes informational lines (a URL found to be a recording, a source reconnected);
+    default: none (`sharpen run` prints them as `note: ...`). flags: messages name `sharpen
+    run`'s flags (--fps, --live), not run_stream's keywords.
     """
     spec = str(spec).strip()
     if not spec:
         raise SourceError("empty --source")
     cam = dict(width=width, height=height, fps=fps, reconnect_attempts=reconnect_attempts,
-               reconnect_delay=reconnect_delay)
+               reconnect_delay=reconnect_delay, note=note, flags=flags)
 
     kind = spec_kind(spec)
     if kind == "synthetic":
@@ -521,9 +538,9 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
             # A recording served over HTTP: as live, most of its frames were dropped (it is
             # read faster than real time) and the rest repeated.
             src.live = False
-            print(f"note: {spec!r} declares {src.frame_count} frames: a recording, so every "
-                  "frame is processed (--live to drop frames as for a live stream)",
-                  file=sys.stderr, flush=True)
+            src.note(f"{spec!r} declares {src.frame_count} frames: a recording, so every frame "
+                     f"is processed ({option('live', True, flags)} to drop frames as for a live "
+                     "stream)")
         return src
 
     p = Path(spec)

@@ -16,6 +16,8 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .options import option
+
 TileFn = Callable[[np.ndarray], np.ndarray]
 
 # The overlap of neighbouring tiles, in pixels, for a model whose receptive field is unknown
@@ -165,37 +167,46 @@ def auto_overlap(tile: int, receptive_field: Optional[int] = None) -> int:
 
 
 def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
-                    receptive_field: int | None = None, auto: bool = False) -> list[str]:
+                    receptive_field: int | None = None, auto: bool = False,
+                    flags: bool = False) -> list[str]:
     """What a user should know before an h x w frame is tiled: a tile rounded up to the model's
     size multiple, tiles that overlap so much that each pixel is computed many times, and an
     overlap narrower than the model's receptive field (the blend then hides seams only
     partly: a tile's border pixels miss context its neighbour had). `auto`: the overlap is
-    `auto_overlap`'s, not the user's, so it is narrower only where the tile capped it."""
+    `auto_overlap`'s, not the user's, so it is narrower only where the tile capped it.
+    The messages name run_stream's keywords (`tile=250`), or with `flags` the flags of
+    `sharpen run` (`--tile 250`)."""
     if not tile:
         return []
+
+    def named(name: str, value: object = None) -> str:
+        return option(name, value, flags)
+
     out = []
     t = round_up(tile, multiple)
     if t != tile:
-        out.append(f"--tile {tile} runs as {t} (a multiple of the model's {multiple})")
+        out.append(f"{named('tile', tile)} runs as {t} (a multiple of the model's {multiple})")
     H, W = round_up(h, multiple), round_up(w, multiple)
     if t >= H and t >= W:
         return out
     if receptive_field and overlap < receptive_field and auto:
-        out.append(f"the automatic overlap {overlap} is capped at half of --tile {tile}, "
-                   f"narrower than the model's receptive field ({receptive_field} px): tile "
-                   f"seams may show; a --tile of at least {2 * receptive_field} lets the "
-                   "overlap reach it")
+        out.append(f"the automatic overlap {overlap} is capped at half of "
+                   f"{named('tile', tile)}, narrower than the model's receptive field "
+                   f"({receptive_field} px): tile seams may show; a {named('tile')} of at "
+                   f"least {2 * receptive_field} lets the overlap reach it")
     elif receptive_field and overlap < receptive_field:
-        out.append(f"--overlap {overlap} is narrower than the model's receptive field "
-                   f"({receptive_field} px): tile seams may show; an --overlap near "
-                   f"{receptive_field}" + (f" (with a --tile above {2 * receptive_field})"
+        out.append(f"{named('overlap', overlap)} is narrower than the model's receptive field "
+                   f"({receptive_field} px): tile seams may show; an {named('overlap')} near "
+                   f"{receptive_field}" + (f" (with a {named('tile')} above "
+                                           f"{2 * receptive_field})"
                                            if t <= 2 * receptive_field else "")
                    + " hides them, at more computation")
     n = count_tiles(h, w, tile, overlap, multiple)
     work = n * min(t, H) * min(t, W) / (H * W)
     if work > 2:
-        said = f"--tile {t} (automatic overlap {overlap})" if auto else \
-            f"--tile {t} --overlap {overlap}"
+        said = (f"{named('tile', t)} (automatic overlap {overlap})" if auto else
+                f"{named('tile', t)}{' ' if flags else ', '}{named('overlap', overlap)}")
         out.append(f"{said}: {n} tiles per {w}x{h} frame, {work:.1f}x the frame's pixels "
-                   "computed; a larger --tile or a smaller --overlap is faster")
+                   f"computed; a larger {named('tile')} or a smaller {named('overlap')} is "
+                   "faster")
     return out

@@ -405,9 +405,18 @@ def test_16_bit_frames_through_a_float_io_int8_model_are_said_to_keep_8_bits(tmp
 
 
 def test_a_provider_for_another_engine_is_warned_about(tflite_models):
-    with pytest.warns(SharpenWarning,
-                      match="--provider tensorrt is for ONNX models; f32.tflite runs on litert"):
+    """From Python it named sharpen run's --provider, a flag neither load_backend (providers=)
+    nor run_stream (provider=) has; the value is named instead (sharpen run keeps its flag:
+    the next test)."""
+    from runtime import run_stream
+
+    with runtime_warnings() as said:
         load_backend(tflite_models[0], threads=1, providers="tensorrt")
+        run_stream(tflite_models[0], [textured_frame(0, h=32, w=48)], threads=1,
+                   provider=["CUDAExecutionProvider"])
+    assert [m for m in said if "provider" in m] == [
+        "provider 'tensorrt' is for ONNX models; f32.tflite runs on litert",
+        "provider 'CUDAExecutionProvider' is for ONNX models; f32.tflite runs on litert"], said
 
 
 def test_sharpen_run_warns_once_about_a_provider_for_another_engine(tflite_models, tmp_path,

@@ -177,8 +177,8 @@ def test_a_stream_that_changes_frame_size_is_sharpened_at_each_size_and_says_so(
         run_stream(backend, frames, sink, tile=48, overlap=16)
     assert said == ["<arrays>: the frame size changed from 48x40 to 128x96 at frame_000002; "
                     "frames are sharpened at their own size",
-                    "--tile 48 --overlap 16: 12 tiles per 128x96 frame, 2.2x the frame's pixels "
-                    "computed; a larger --tile or a smaller --overlap is faster"], said
+                    "tile=48, overlap=16: 12 tiles per 128x96 frame, 2.2x the frame's pixels "
+                    "computed; a larger tile or a smaller overlap is faster"], said
     alone = FrameProcessor(backend, tile=48, overlap=16)
     assert len(sink.got) == len(frames)
     for got, f in zip(sink.got, frames):
@@ -239,13 +239,15 @@ def test_the_overlap_follows_the_models_receptive_field_unless_given(tmp_path):
     with runtime_warnings() as said:
         s = run_stream(model, str(src), tmp_path / "capped.png", tile=48)
     assert (s["overlap"], s["overlap_auto"]) == (24, True)
-    assert any(m.startswith("the automatic overlap 24 is capped at half of --tile 48, narrower "
+    assert any(m.startswith("the automatic overlap 24 is capped at half of tile=48, narrower "
                             "than the model's receptive field (40 px)") for m in said), said
     with runtime_warnings() as said:
         s = run_stream(model, str(src), tmp_path / "given.png", tile=96, overlap=16)
     assert (s["overlap"], s["overlap_auto"]) == (16, False)
-    assert any(m.startswith("--overlap 16 is narrower than the model's receptive field (40 px)")
+    assert any(m.startswith("overlap=16 is narrower than the model's receptive field (40 px)")
                for m in said), said
+    # run_stream's keywords from Python (it said --overlap, --tile); sharpen run's flags there
+    assert not any("--" in m for m in said), said
     # an export that did not record it: the overlap of before
     plain = make_onnx_model(tmp_path / "plain.onnx")
     s = run_stream(plain, str(src), tmp_path / "plain.png", tile=96)
@@ -274,6 +276,11 @@ def test_run_says_the_overlap_it_chose(tmp_path, capsys):
                     "48"]) == 0
     err = capsys.readouterr().err
     assert "tile 96, overlap 48)" in err and "warning" not in err, err
+    assert run_cli([*argv, "--out", str(tmp_path / "d.png"), "--tile", "48", "--overlap",
+                    "16"]) == 0
+    err = capsys.readouterr().err
+    assert ("warning: --overlap 16 is narrower than the model's receptive field (40 px): tile "
+            "seams may show; an --overlap near 40 (with a --tile above 80) hides them") in err, err
     # --overlap at the old default's value, without --tile, is no longer taken for the default
     assert run_cli([*argv, "--out", str(tmp_path / "c.png"), "--overlap", "32"]) == 0
     assert "warning: --overlap has no effect without --tile" in capsys.readouterr().err

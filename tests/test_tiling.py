@@ -115,17 +115,39 @@ def test_tiling_warnings_name_rounding_and_wasted_work():
     assert tiling_warnings(1080, 1920, 0, 32) == []
     assert tiling_warnings(1080, 1920, 512, 32) == []        # 15 tiles, about 1.3x the pixels
     assert tiling_warnings(360, 640, 1024, 32) == []         # one tile: the whole frame
-    (msg,) = tiling_warnings(1080, 1920, 250, 16)
+    (msg,) = tiling_warnings(1080, 1920, 250, 16, flags=True)
     assert "--tile 250 runs as 256" in msg
-    (msg,) = tiling_warnings(1080, 1920, 40, 32)
+    (msg,) = tiling_warnings(1080, 1920, 40, 32, flags=True)
     n = count_tiles(1080, 1920, 40, 32)
     assert f"{n} tiles per 1920x1080 frame" in msg and "--overlap" in msg
+
+
+def test_tiling_warnings_name_the_keywords_for_python():
+    """run_stream(tile=250) was warned of '--tile 250', a flag it does not have; the command
+    line (flags=True) keeps its flags."""
+    from runtime.tiling import tiling_warnings
+    (msg,) = tiling_warnings(1080, 1920, 250, 16)
+    assert msg == "tile=250 runs as 256 (a multiple of the model's 8)"
+    (msg,) = tiling_warnings(1080, 1920, 40, 32)
+    assert msg.startswith(f"tile=40, overlap=32: {count_tiles(1080, 1920, 40, 32)} tiles per "
+                          "1920x1080 frame, ")
+    assert msg.endswith("x the frame's pixels computed; a larger tile or a smaller overlap is "
+                        "faster")
+    said = [*tiling_warnings(1080, 1920, 256, 32, 8, receptive_field=132),
+            *tiling_warnings(1080, 1920, 256, 128, 8, 132, auto=True)]
+    assert not any("--" in m for m in said)
+    assert [m for m in said if "receptive field" in m] == ["overlap=32 is narrower than the model's receptive field (132 px): tile "
+                    "seams may show; an overlap near 132 (with a tile above 264) hides them, at "
+                    "more computation",
+                    "the automatic overlap 128 is capped at half of tile=256, narrower than the "
+                    "model's receptive field (132 px): tile seams may show; a tile of at least "
+                    "264 lets the overlap reach it"]
 
 
 def test_an_overlap_narrower_than_the_receptive_field_is_said():
     from runtime.tiling import tiling_warnings
 
-    said = " ".join(tiling_warnings(1080, 1920, 256, 32, 8, receptive_field=132))
+    said = " ".join(tiling_warnings(1080, 1920, 256, 32, 8, receptive_field=132, flags=True))
     assert "--overlap 32 is narrower than the model's receptive field (132 px)" in said
     assert "with a --tile above 264" in said
     assert not any("receptive field" in m
@@ -144,10 +166,10 @@ def test_the_automatic_overlap_reaches_the_receptive_field_within_half_the_tile(
     assert auto_overlap(40, None) == 20
     assert not any("receptive field" in m
                    for m in tiling_warnings(1080, 1920, 512, 132, 8, 132, auto=True))
-    said = " ".join(tiling_warnings(1080, 1920, 256, 128, 8, 132, auto=True))
+    said = " ".join(tiling_warnings(1080, 1920, 256, 128, 8, 132, auto=True, flags=True))
     assert ("the automatic overlap 128 is capped at half of --tile 256, narrower than the "
             "model's receptive field (132 px)") in said
     assert "a --tile of at least 264" in said and "--overlap 128 is narrower" not in said
     # the user's own overlap is still said as theirs
-    said = " ".join(tiling_warnings(1080, 1920, 256, 128, 8, 132))
+    said = " ".join(tiling_warnings(1080, 1920, 256, 128, 8, 132, flags=True))
     assert "--overlap 128 is narrower than the model's receptive field" in said

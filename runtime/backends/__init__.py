@@ -10,6 +10,7 @@ from .base import DEFAULT_MULTIPLE, Backend, ModelError
 __all__ = ["Backend", "ModelError", "DEFAULT_MULTIPLE", "load_backend", "BACKEND_BY_SUFFIX"]
 
 from ..formats import ENGINE_BY_SUFFIX as BACKEND_BY_SUFFIX  # noqa: E402 - the format table
+from ..options import option  # noqa: E402
 from ..warn import warn  # noqa: E402
 
 
@@ -36,7 +37,7 @@ def parity_failure(path: Union[str, Path], backend: Optional[Backend] = None) ->
 
 def load_backend(path: Union[str, Path], threads: Optional[int] = None,
                  providers: Union[None, str, Sequence[str]] = "auto",
-                 force: bool = False, say_forced: bool = True) -> Backend:
+                 force: bool = False, say_forced: bool = True, *, flags: bool = False) -> Backend:
     """Load a model for inference.
 
     path: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .tflite (LiteRT).
@@ -44,6 +45,8 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     providers: ONNX Runtime only: "auto", "cpu", "cuda", "tensorrt" or a list of provider names.
     force: load a model that failed its export parity gate, with a warning unless `say_forced`
     is False (a caller that judges or reports the model itself).
+    flags: messages name `sharpen run`'s flags (--provider), not these keywords: the command
+    line sets it (through run_stream).
     Raises ModelError with a user-facing message when the model is missing or cannot be loaded.
     """
     p = Path(path)
@@ -58,7 +61,10 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     if kind not in (None, "onnxruntime") and providers not in (None, "auto", "cpu"):
         # ONNX Runtime says when a requested provider is not used; so does this.
         shown = providers if isinstance(providers, str) else ",".join(providers)
-        warn(f"--provider {shown} is for ONNX models; {p.name} runs on {kind}")
+        # From Python the value is named, not a keyword: run_stream's is `provider`, this
+        # function's `providers`.
+        named = option("provider", shown, True) if flags else f"provider {shown!r}"
+        warn(f"{named} is for ONNX models; {p.name} runs on {kind}")
     backend = _open(p, kind, threads, providers)
     # The marker file stays behind when the model alone is copied to the device; the record
     # inside the model (or its sidecar, which travels with it) does not.

@@ -1,0 +1,17 @@
+"""How a message names one of the runtime's options: as the keyword a Python caller gave
+(`output=x.mp4`, `tile`), or, where the `sharpen` command line called (`flags`), as its flag
+(`--out x.mp4`, `--tile`). One rule for errors, warnings and notes alike."""
+from __future__ import annotations
+
+# run_stream's keywords whose `sharpen run` flag has another name.
+_FLAGS = {"output": "--out", "stats_path": "--stats"}
+
+
+def option(name: str, value: object = None, flags: bool = False) -> str:
+    """run_stream's option `name` (with `value`) as a message names it: the keyword a Python
+    caller gave (`output=x.mp4`, `show=True`; `tile` without a value), or with `flags` the flag
+    of `sharpen run` (`--out x.mp4`, `--show`, `--tile`)."""
+    if not flags:
+        return name if value is None else f"{name}={value}"
+    flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
+    return flag if value is None or value is True else f"{flag} {value}"
