@@ -472,3 +472,26 @@ def test_close_frees_the_engine_and_a_closed_backend_says_so(request, onnx_model
     assert engine() is None
     with pytest.raises(ModelError, match="was closed; load it again"):
         proc(frame)
+
+
+@pytest.mark.parametrize("which", ["onnx", "tflite-f32", "tflite-u8"])
+def test_every_backend_run_after_close_says_so_alike(request, onnx_model, which):
+    """Each backend said it in its own words, or not at all: TensorRT's failed on the None its
+    close() left (AttributeError). Backend (the base class) says it for all, and `closed`
+    tells; a TensorRT engine cannot be built here, but runs the same check_open."""
+    model = (onnx_model if which == "onnx"
+             else request.getfixturevalue("tflite_models")[which == "tflite-u8"])
+    b = load_backend(model, threads=1)
+    proc = FrameProcessor(b)   # the u8 model takes its integer path (infer_u8)
+    frame = np.zeros((24, 32, 3), np.uint8)
+    proc(frame)
+    assert not b.closed
+    b.close()
+    b.close()   # twice: nothing more to free, no error
+    assert b.closed
+    said = (f"the {b.name} backend for {model} was closed; load it again to run it "
+            "(load_backend)")
+    for run in (lambda: proc(frame), lambda: b.warmup(8, 8)):
+        with pytest.raises(ModelError) as e:
+            run()
+        assert str(e.value) == said

@@ -33,6 +33,9 @@ class Backend(ABC):
 
     `infer` may be called from several threads: ONNX Runtime runs concurrent calls itself,
     LiteRT and TensorRT (one interpreter / execution context) take them in turn.
+
+    `close()` frees the engine; `closed` then says so and running the model raises ModelError
+    (`check_open`), the same for every engine.
     """
 
     name: str = "backend"
@@ -43,6 +46,8 @@ class Backend(ABC):
     parity_failed: Optional[str] = None
     receptive_field: Optional[int] = None
     source_sha256: Optional[str] = None
+    path: Optional[Path] = None   # the model file it was loaded from
+    closed: bool = False
 
     @abstractmethod
     def infer(self, batch: np.ndarray) -> np.ndarray:
@@ -57,7 +62,18 @@ class Backend(ABC):
             self.infer(dummy)
 
     def close(self) -> None:
-        """Release engine resources; the default has none beyond garbage collection."""
+        """Release engine resources (the default has none beyond garbage collection) and mark
+        the backend closed: a backend that frees its engine calls this first, and
+        `check_open` where it runs it."""
+        self.closed = True
+
+    def check_open(self) -> None:
+        """ModelError once close() has run. Without it each engine failed in its own way on
+        what close() left (TensorRT on its None context, an AttributeError). Backends call it
+        before running the engine, under their lock where calls take turns."""
+        if self.closed:
+            raise ModelError(f"the {self.name} backend for {self.path or 'this model'} was "
+                             "closed; load it again to run it (load_backend)")
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "precision": self.precision, "provider": self.provider,

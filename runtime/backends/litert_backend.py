@@ -159,8 +159,7 @@ class LiteRTBackend(Backend):
         """The interpreter on one input tensor (resized to it), its output copied out; calls
         from several threads take turns (one interpreter holds one set of tensors)."""
         with self._lock:
-            if self.interp is None:
-                raise ModelError(f"{self.path} was closed; load it again to run it")
+            self.check_open()
             self._resize(tuple(int(n) for n in x.shape))
             self.interp.set_tensor(self.inp["index"], x)
             self._invoke()
@@ -177,6 +176,7 @@ class LiteRTBackend(Backend):
         # The interpreter keeps its tensors (allocated at the last frame size) while anything
         # refers to the backend: freed now, as close says.
         with self._lock:
+            super().close()
             self.interp = None
 
     @property

@@ -252,12 +252,14 @@ class OnnxRuntimeBackend(Backend):
         self.path = path
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
-        if self.session is None:
-            raise ModelError(f"{self.path} was closed; load it again to run it")
+        # Read before the check: a close() from another thread after it then leaves this call
+        # its session, not a None to run.
+        session = self.session
+        self.check_open()
         if batch.dtype != self.input_dtype:
             batch = batch.astype(self.input_dtype)
         try:
-            out = self.session.run([self.output_name], {self.input_name: batch})[0]
+            out = session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
             off = ""
             if batch.ndim == 4 and any(n % self.multiple for n in batch.shape[2:]):
@@ -269,6 +271,7 @@ class OnnxRuntimeBackend(Backend):
     def close(self) -> None:
         # The session keeps its memory arena while anything refers to the backend (a
         # FrameProcessor, the name of a `with` block): freed now, as close says.
+        super().close()
         self.session = None
 
 

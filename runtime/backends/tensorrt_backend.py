@@ -215,6 +215,7 @@ class TensorRTBackend(Backend):
     def infer(self, batch: np.ndarray) -> np.ndarray:
         batch = np.ascontiguousarray(batch, dtype=self.in_dtype)
         with self._lock:
+            self.check_open()   # the context and buffers are None once closed
             return self._infer(batch)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -251,6 +252,7 @@ class TensorRTBackend(Backend):
 
     def close(self) -> None:
         with self._lock:
+            super().close()
             for buf in (self._in, self._out):
                 if buf is not None:
                     buf.free()
