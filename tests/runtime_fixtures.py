@@ -190,3 +190,18 @@ def run_cli_subprocess(argv: list[str], timeout: float = 60) -> subprocess.Compl
     return subprocess.run([sys.executable, "-m", cli_module(), *argv],
                           cwd=tempfile.gettempdir(), capture_output=True, text=True,
                           timeout=timeout)
+
+
+def damaged_video(video: Path) -> Path:
+    """30 frames of noise in an MPEG-4 .mp4, a sixth of the file zeroed a third of the way in:
+    a few frames in the middle fail to decode, the rest do."""
+    rng = np.random.default_rng(0)
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
+    for _ in range(30):
+        vw.write((rng.random((24, 32, 3)) * 255).astype(np.uint8))
+    vw.release()
+    data = bytearray(video.read_bytes())
+    n = len(data)
+    data[n // 3:n // 3 + n // 6] = bytes(n // 6)
+    video.write_bytes(bytes(data))
+    return video

@@ -22,6 +22,7 @@ from distill.data.labels import (LabelCache, main, merge_entries, merge_shards, 
 from distill.images import write_image
 from distill.restormer import build_restormer
 from runtime import SharpenWarning
+from runtime_fixtures import damaged_video
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -179,20 +180,6 @@ def test_corrupt_input_warns_and_fails_run(tmp_path, teachers, capsys):
     assert _manifest(out)["b"]["status"] == "ok"
 
 
-def _damaged_clip(video: Path) -> Path:
-    """30 frames of noise in an MPEG-4 .mp4, a sixth of the file zeroed a third of the way in
-    (as tests/test_runtime_errors.py damages one): a few frames fail to decode, the rest do."""
-    rng = np.random.default_rng(0)
-    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
-    for _ in range(30):
-        vw.write((rng.random((24, 32, 3)) * 255).astype(np.uint8))
-    vw.release()
-    data = bytearray(video.read_bytes())
-    n = len(data)
-    data[n // 3:n // 3 + n // 6] = bytes(n // 6)
-    video.write_bytes(bytes(data))
-    return video
-
 
 def test_a_clip_damaged_in_the_middle_fails_only_its_damaged_frames(tmp_path, teachers,
                                                                     capsys):
@@ -202,7 +189,7 @@ def test_a_clip_damaged_in_the_middle_fails_only_its_damaged_frames(tmp_path, te
     the clip's last, intact frames. Each damaged frame now fails alone, saying so; the rest
     are labelled under their own index."""
     from distill.data.label_cache import sha256_array
-    clip = _damaged_clip(tmp_path / "hurt.mp4")
+    clip = damaged_video(tmp_path / "hurt.mp4")
     cap = cv2.VideoCapture(str(clip))   # what reading it straight through decodes
     decoded = {}
     for i in range(30):

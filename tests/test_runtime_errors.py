@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime_fixtures import (FRAME_H, FRAME_W, one_op_model, onnx_model, read_video,  # noqa: E402
-                              resize_model, run_cli, run_cli_subprocess, runtime_warnings,
+from runtime_fixtures import (FRAME_H, FRAME_W, damaged_video, one_op_model, onnx_model,  # noqa: E402
+                              read_video, resize_model, run_cli, run_cli_subprocess, runtime_warnings,
                               textured_frame, write_video)
 
 from runtime.prepost import FrameError, to_bgr8  # noqa: E402
@@ -365,23 +365,10 @@ def test_truncated_video_is_said_and_a_whole_one_is_not(tmp_path, capsys, onnx_m
     assert "cut.avi: the video ended after" in err and "of the 20 frames" in err, err
 
 
-def _damaged_video(video: Path) -> Path:
-    """30 frames of noise, a sixth of the file zeroed a third of the way in."""
-    rng = np.random.default_rng(0)
-    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
-    for _ in range(30):
-        vw.write((rng.random((24, 32, 3)) * 255).astype(np.uint8))
-    vw.release()
-    data = bytearray(video.read_bytes())
-    n = len(data)
-    data[n // 3:n // 3 + n // 6] = bytes(n // 6)
-    video.write_bytes(bytes(data))
-    return video
-
 
 def test_a_video_damaged_in_the_middle_is_read_past_the_damage(tmp_path, capsys, onnx_model):
     """It used to end at the first frame that failed to decode, exit 0 and keep 5 of 30."""
-    video = _damaged_video(tmp_path / "hurt.mp4")
+    video = damaged_video(tmp_path / "hurt.mp4")
     out = tmp_path / "out.mp4"
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(video), "--output",
                    str(out))
@@ -400,7 +387,7 @@ def test_skipped_inputs_are_warnings_from_python_and_warning_lines_on_the_comman
     src.mkdir()
     cv2.imwrite(str(src / "ok.png"), np.full((24, 32, 3), 90, np.uint8))
     (src / "bad.png").write_bytes(b"\x89PNG not really")
-    video = _damaged_video(tmp_path / "hurt.mp4")
+    video = damaged_video(tmp_path / "hurt.mp4")
     for source, said_as in ((src, f"skipped: {src / 'bad.png'}: "),
                             (video, f"{video}: ")):
         with runtime_warnings() as said:
