@@ -1,9 +1,9 @@
 """The training engine: over-fitting, resume equivalence, DDP equivalence, loss weights."""
 import json
 import re
+import shutil
 import subprocess
 import sys
-import textwrap
 
 import pytest
 import torch
@@ -254,62 +254,68 @@ def test_quiet_training_prints_nothing_and_warns_as_python_warnings(tmp_path, ca
     assert read_checkpoint(out / "last.pt")["step"] == 2
 
 
-def test_ddp_two_processes_identical_weights(tmp_path, capsys):
-    script = tmp_path / "ddp.py"
-    save_config(tiny_cfg(tmp_path / "ddp", 3, device="cpu"), tmp_path / "ddp.yaml")
-    script.write_text(textwrap.dedent(f"""
-        import torch
-        from distill.config import load_config
-        from distill.trainer import Trainer
-        import torch.distributed as dist
-        cfg = load_config({str(tmp_path / 'ddp.yaml')!r})
-        t = Trainer(cfg, quiet=True)
-        step, losses = t._train_step, []
-        def spy(batch):
-            loss, parts = step(batch)
-            losses.append(loss)
-            return loss, parts
-        t._train_step = spy
-        t.fit()
-        torch.save({{"state": t.model.state_dict(), "losses": losses}},
-                   {str(tmp_path)!r} + f"/rank{{dist.get_rank()}}.pt")
-        dist.destroy_process_group()
-    """))
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                        "--master_port=29533", str(script)], capture_output=True, text=True,
-                       timeout=300, env={**__import__("os").environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-3000:]
-    a = torch.load(tmp_path / "rank0.pt", weights_only=True)
-    b = torch.load(tmp_path / "rank1.pt", weights_only=True)
-    for k in a["state"]:
-        assert torch.equal(a["state"][k], b["state"][k]), k
-    assert (tmp_path / "ddp" / "last.pt").exists()
-    # The logged loss is that of the step's whole batch, every rank's crops (it was rank 0's).
-    logged = [json.loads(ln)["loss"] for ln in
-              (tmp_path / "ddp" / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
-    assert a["losses"] != b["losses"]
-    assert logged == pytest.approx([(x + y) / 2 for x, y in zip(a["losses"], b["losses"])])
-    # Resumed by one process: the batch of a step halves (data.batch_size is per process).
-    b = tiny_cfg(tmp_path / "ddp", 4, device="cpu").data.batch_size
-    with pytest.warns(SharpenWarning, match=re.escape(
-            f"was trained by 2 process(es), this run has 1: data.batch_size ({b}) is per "
-            f"process, so the batch of a step changes from {2 * b} to {b}")):
-        train(tiny_cfg(tmp_path / "ddp", 4, device="cpu"), quiet=True)
+# The DDP tests share one torchrun job of two processes: a launch spends ~15 s on starting
+# processes, importing torch and setting up gloo before its first step. Its phases run one
+# after another in the same two workers, each in its own folder and process group (a phase
+# sets one up, as a run under torchrun does, and tears it down), and each rank's stderr
+# during a phase (Python's and gloo's own lines) goes to that phase's err<rank>.txt. Only
+# the phases of the tests selected run; `no_start` ends the job, as process 0 exits after
+# its error there.
+DDP_WORKER = """
+import contextlib, json, os, runpy, signal, sys, traceback
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])   # the repository, as cwd is for `torchrun -m sharpen.cli`
+import torch
+import torch.distributed as dist
+import distill.trainer as tr
+from distill.config import load_config
+from distill.trainer import Trainer
+
+job, rank, port = Path(sys.argv[1]), int(os.environ["RANK"]), int(os.environ["MASTER_PORT"])
+phases = json.loads((job / "phases.json").read_text())
+(job / f"pid{rank}").write_text(str(os.getpid()))
+started = []
 
 
-def test_ddp_ranks_stop_at_the_same_step(tmp_path):
-    """A budget that runs out on one rank only, then a signal that reaches one rank only: every
-    rank stops at that step and rank 0 saves it (without agreement the others wait in the next
-    all-reduce forever)."""
-    script = tmp_path / "ddp.py"
-    save_config(tiny_cfg(tmp_path / "ddp", 20, device="cpu"), tmp_path / "ddp.yaml")
-    script.write_text(textwrap.dedent(f"""
-        import json, os, signal
-        import torch.distributed as dist
-        from distill.config import load_config
-        from distill.trainer import Trainer
-        cfg = load_config({str(tmp_path / 'ddp.yaml')!r})
-        rank = int(os.environ["RANK"])
+@contextlib.contextmanager
+def phase(name):
+    if started:
+        # A process group set up again under the same store reuses the last one's keys
+        # (torch numbers groups from 0 again after destroy_process_group), and gloo may connect
+        # to the old peers' addresses and hang: each later phase gets a store of its own, as
+        # the next torchrun would.
+        os.environ.update(TORCHELASTIC_USE_AGENT_STORE="False",
+                          MASTER_PORT=str(port + len(started)))
+    started.append(name)
+    d = job / name
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(d / f"err{rank}.txt", "w") as f:
+        os.dup2(f.fileno(), 2)
+    try:
+        yield d
+    except BaseException:
+        traceback.print_exc()   # into the phase's file too
+        raise
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def cli(d, args):
+    # as `torchrun -m sharpen.cli ARGS` runs each worker: argv[0] becomes sharpen/cli.py
+    sys.argv = [sys.argv[0], *args]
+    try:
+        runpy.run_module("sharpen.cli", run_name="__main__", alter_sys=True)
+    except SystemExit as e:
+        (d / f"exit{rank}.json").write_text(json.dumps(e.code))
+
+
+if "stop" in phases:
+    # a budget that runs out on rank 1 only, then a signal that reaches rank 1 only
+    with phase("stop") as d:
+        cfg = load_config(str(d / "ddp.yaml"))
         if rank == 1:
             cfg.stop_after = 2
         t = Trainer(cfg, quiet=True)
@@ -325,61 +331,186 @@ def test_ddp_ranks_stop_at_the_same_step(tmp_path):
             return step(batch)
         t._train_step = train_step
         t.fit()
-        with open({str(tmp_path)!r} + f"/rank{{rank}}.json", "w") as f:
-            json.dump([first, t.step, int(t._stop)], f)
+        (d / f"rank{rank}.json").write_text(json.dumps([first, t.step, int(t._stop)]))
         dist.barrier()   # as distill.trainer.train: no rank tears gloo down under another
         dist.destroy_process_group()
-    """))
-    import os
-    import signal
-    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                             "--master_port=29534", str(script)], stderr=subprocess.PIPE,
-                            text=True, start_new_session=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        _, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:   # the hang this test is about: leave no workers behind
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the ranks did not stop together (one waits in an all-reduce)")
-    assert proc.returncode == 0, err[-3000:]
-    for rank in (0, 1):
-        assert json.loads((tmp_path / f"rank{rank}.json").read_text()) == [2, 4, signal.SIGINT]
-    assert read_checkpoint(tmp_path / "ddp" / "last.pt")["step"] == 4
+        (d / f"exit{rank}.json").write_text("0")
 
+if "weights" in phases:
+    with phase("weights") as d:
+        losses, step, fit = [], Trainer._train_step, Trainer.fit
+        def spy(self, batch):
+            loss, parts = step(self, batch)
+            losses.append(loss)
+            return loss, parts
+        def fit_and_keep(self):
+            metrics = fit(self)
+            torch.save({"state": self.model.state_dict(), "losses": losses},
+                       d / f"rank{rank}.pt")
+            return metrics
+        Trainer._train_step, Trainer.fit = spy, fit_and_keep
+        cli(d, phases["weights"])
+        Trainer._train_step, Trainer.fit = step, fit
 
-@pytest.mark.slow
-def test_ddp_a_signal_during_rank0_validation_stops_every_rank_there(tmp_path):
-    """Ctrl-C that reaches rank 0 while it validates (the other ranks have gone on): rank 0
-    stopped to save while the others were in the next step's gradient all-reduce, and gloo
-    aborted on the collective mismatch with nothing saved. Every rank now stops at that step,
-    rank 0 saves it, and the command says so once, not once per rank."""
-    import os
-    import signal
-    out = tmp_path / "run"
-    base = _cli_teacher_run(tmp_path, out, workers=0)
-    script = tmp_path / "ddp_sig.py"
-    script.write_text(textwrap.dedent("""
-        import os, signal, sys
-        import distill.trainer as tr
-        from sharpen.cli import main
+if "val_signal" in phases:
+    with phase("val_signal") as d:
         evaluate = tr.evaluate
         def evaluate_then_signal(model, items, device):
             m = evaluate(model, items, device)
             os.kill(os.getpid(), signal.SIGINT)   # only rank 0 validates
             return m
         tr.evaluate = evaluate_then_signal
-        sys.exit(main(sys.argv[1:]))
-    """))
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           "--master_port=29535", str(script), *base[3:], f"data.val={tmp_path / 'pairs'}",
-           "val_every=3", "optim.steps=20", "device=cpu"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    try:
-        _, err = proc.communicate(timeout=120)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail("the ranks did not stop together (one waits in a collective)")
+        cli(d, phases["val_signal"])
+        tr.evaluate = evaluate
+
+if "no_start" in phases:
+    with phase("no_start") as d:
+        cli(d, phases["no_start"])
+"""
+
+# Which phase of the shared DDP job (ddp_job) each test reads.
+DDP_PHASES = {
+    "test_ddp_ranks_stop_at_the_same_step": "stop",
+    "test_ddp_two_processes_identical_weights": "weights",
+    "test_train_log_records_the_torchrun_command_a_user_would_run_again": "weights",
+    "test_ddp_a_signal_during_rank0_validation_stops_every_rank_there": "val_signal",
+    "test_ddp_when_process_0_cannot_start_the_others_stop_without_a_traceback": "no_start",
+}
+
+
+class DdpJob:
+    def __init__(self, root, returncode, stderr):
+        # returncode None: killed when a phase did not finish in time
+        self.root, self.returncode, self.stderr = root, returncode, stderr
+
+    def phase(self, name: str):
+        """The phase's folder, once both ranks finished it; else the test fails saying why."""
+        d = self.root / name
+        if not self._finished(name):
+            stuck = next(p for p in json.loads((self.root / "phases.json").read_text())
+                         if not self._finished(p))
+            why = (f"torchrun exited {self.returncode}" if self.returncode is not None else
+                   "the ranks did not stop together (one waits in a collective): killed after "
+                   "2 minutes" if stuck == name else f"the job was killed in phase {stuck}")
+            errs = "".join(f"\n--- rank {r}:\n{self.err(name, r)[-2000:]}" for r in (0, 1))
+            pytest.fail(f"DDP phase {name} did not finish on both ranks: {why}{errs}\n--- "
+                        f"torchrun:\n{self.stderr[-3000:]}")
+        return d
+
+    def _finished(self, name: str) -> bool:
+        return all((self.root / name / f"exit{r}.json").exists() for r in (0, 1))
+
+    def exits(self, name: str) -> list:
+        return [json.loads((self.phase(name) / f"exit{r}.json").read_text()) for r in (0, 1)]
+
+    def err(self, name: str, rank: int) -> str:
+        f = self.root / name / f"err{rank}.txt"
+        return f.read_text() if f.exists() else ""
+
+
+@pytest.fixture(scope="module")
+def ddp_job(request, tmp_path_factory):
+    import contextlib
+    import os
+    import signal
+    import time
+    from pathlib import Path
+
+    import numpy as np
+
+    from distill.images import write_image
+    job = tmp_path_factory.mktemp("ddp")
+    wanted = {DDP_PHASES[item.originalname] for item in request.session.items
+              if item.module is request.module and item.originalname in DDP_PHASES}
+    phases = {}
+    for name in wanted:
+        (job / name).mkdir()
+    if "stop" in wanted:
+        save_config(tiny_cfg(job / "stop" / "ddp", 20, device="cpu"), job / "stop" / "ddp.yaml")
+        phases["stop"] = []
+    if "weights" in wanted:
+        phases["weights"] = ["train", f"out={job / 'weights' / 'ddp'}", "optim.steps=3",
+                             "optim.warmup_steps=2", "log_every=1", *TINY_CLI]
+    if "val_signal" in wanted:
+        base = _cli_teacher_run(job / "val_signal", job / "val_signal" / "run", workers=0)
+        phases["val_signal"] = [*base[3:], f"data.val={job / 'val_signal' / 'pairs'}",
+                                "val_every=3", "optim.steps=20", "device=cpu"]
+    if "no_start" in wanted:
+        photos = job / "no_start" / "photos"
+        write_image(photos / "a.png", np.full((40, 40, 3), 0.5, np.float32))
+        phases["no_start"] = [
+            "train", "--quiet", f"out={job / 'no_start' / 'r'}", "model.arch=fast",
+            "model.args={width: 8, blocks: 1, low_blocks: 1}", "data.crop=32",
+            "data.workers=0", "optim.steps=2", "device=cpu", f"data.val={photos}"]
+    (job / "phases.json").write_text(json.dumps(phases))
+    (job / "worker.py").write_text(DDP_WORKER)
+    root = Path(__file__).resolve().parents[1]
+    log = job / "torchrun.err"
+    with open(log, "w") as f:
+        proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run",
+                                 "--nproc_per_node=2", "--master_port=29533",
+                                 str(job / "worker.py"), str(job), str(root)],
+                                cwd=root, stderr=f, start_new_session=True,
+                                env={**os.environ, "OMP_NUM_THREADS": "1"})
+    # Two minutes for each phase, as each test had: the hang the tests are about ends the job.
+    finished, deadline, code = 0, time.monotonic() + 120, None
+    while (code := proc.poll()) is None:
+        n = len(list(job.glob("*/exit*.json")))
+        if n > finished:
+            finished, deadline = n, time.monotonic() + 120
+        if time.monotonic() > deadline:   # leave no workers behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            for f in job.glob("pid*"):   # torchrun starts each in a session of its own
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(f.read_text()), signal.SIGKILL)
+            proc.wait()
+            break
+        time.sleep(0.2)
+    return DdpJob(job, code, log.read_text())
+
+
+def test_ddp_two_processes_identical_weights(ddp_job, tmp_path):
+    d = ddp_job.phase("weights")
+    assert ddp_job.exits("weights") == [0, 0], ddp_job.err("weights", 0)[-3000:]
+    a = torch.load(d / "rank0.pt", weights_only=True)
+    b = torch.load(d / "rank1.pt", weights_only=True)
+    for k in a["state"]:
+        assert torch.equal(a["state"][k], b["state"][k]), k
+    assert (d / "ddp" / "last.pt").exists()
+    # The logged loss is that of the step's whole batch, every rank's crops (it was rank 0's).
+    logged = [json.loads(ln)["loss"] for ln in
+              (d / "ddp" / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
+    assert a["losses"] != b["losses"]
+    assert logged == pytest.approx([(x + y) / 2 for x, y in zip(a["losses"], b["losses"])])
+    # Resumed by one process (in a copy: the job's folder is shared): the batch of a step
+    # halves (data.batch_size is per process).
+    shutil.copytree(d / "ddp", tmp_path / "ddp")
+    b = tiny_cfg(tmp_path / "ddp", 4, device="cpu").data.batch_size
+    with pytest.warns(SharpenWarning, match=re.escape(
+            f"was trained by 2 process(es), this run has 1: data.batch_size ({b}) is per "
+            f"process, so the batch of a step changes from {2 * b} to {b}")):
+        train(tiny_cfg(tmp_path / "ddp", 4, device="cpu"), quiet=True)
+
+
+def test_ddp_ranks_stop_at_the_same_step(ddp_job):
+    """A budget that runs out on one rank only, then a signal that reaches one rank only: every
+    rank stops at that step and rank 0 saves it (without agreement the others wait in the next
+    all-reduce forever)."""
+    import signal
+    d = ddp_job.phase("stop")
+    for rank in (0, 1):
+        assert json.loads((d / f"rank{rank}.json").read_text()) == [2, 4, signal.SIGINT]
+    assert read_checkpoint(d / "ddp" / "last.pt")["step"] == 4
+
+
+@pytest.mark.slow
+def test_ddp_a_signal_during_rank0_validation_stops_every_rank_there(ddp_job):
+    """Ctrl-C that reaches rank 0 while it validates (the other ranks have gone on): rank 0
+    stopped to save while the others were in the next step's gradient all-reduce, and gloo
+    aborted on the collective mismatch with nothing saved. Every rank now stops at that step,
+    rank 0 saves it, and the command says so once, not once per rank."""
+    out = ddp_job.phase("val_signal") / "run"
+    err = ddp_job.err("val_signal", 0) + ddp_job.err("val_signal", 1)
     assert "collective mismatch" not in err and "EnforceNotMet" not in err, err[-3000:]
     assert read_checkpoint(out / "last.pt")["step"] == 3, err[-3000:]
     assert "stopped at step 3 by SIGINT" in (out / "train.log").read_text()
@@ -387,28 +518,17 @@ def test_ddp_a_signal_during_rank0_validation_stops_every_rank_there(tmp_path):
 
 
 @pytest.mark.slow
-def test_ddp_when_process_0_cannot_start_the_others_stop_without_a_traceback(tmp_path):
+def test_ddp_when_process_0_cannot_start_the_others_stop_without_a_traceback(ddp_job):
     """Only process 0 reads the validation images: when they were unusable it stopped with
     its error, and the others went on into the first all-reduce and died with gloo's
     'Connection closed by peer' traceback."""
-    import os
-
-    import numpy as np
-
-    from distill.images import write_image
-    photos = tmp_path / "photos"
-    write_image(photos / "a.png", np.full((40, 40, 3), 0.5, np.float32))
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                        "--master_port=29536", "-m", "sharpen.cli", "train", "--quiet",
-                        f"out={tmp_path / 'r'}", "model.arch=fast",
-                        "model.args={width: 8, blocks: 1, low_blocks: 1}", "data.crop=32",
-                        "data.workers=0", "optim.steps=2", "device=cpu", f"data.val={photos}"],
-                       capture_output=True, text=True, timeout=300, cwd=tmp_path,
-                       env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode != 0
-    assert f"error: data.val={photos}: folder source" in r.stderr, r.stderr[-3000:]
-    assert "error: process 0 could not start the run" in r.stderr, r.stderr[-3000:]
-    assert "[rank1]: Traceback" not in r.stderr and "Connection closed" not in r.stderr
+    exits = ddp_job.exits("no_start")
+    photos = ddp_job.phase("no_start") / "photos"
+    err0, err1 = ddp_job.err("no_start", 0), ddp_job.err("no_start", 1)
+    assert 0 not in exits, exits
+    assert f"error: data.val={photos}: folder source" in err0, err0[-3000:]
+    assert "error: process 0 could not start the run" in err1, err1[-3000:]
+    assert "Traceback" not in err1 and "Connection closed" not in err1, err1[-3000:]
 
 
 def test_ema_warmup_follows_a_short_run():
@@ -959,23 +1079,15 @@ def test_a_run_stopped_by_its_budget_does_not_end_with_done(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"done: {out / 'best.pt'}")
 
 
-def test_train_log_records_the_torchrun_command_a_user_would_run_again(tmp_path, monkeypatch):
+def test_train_log_records_the_torchrun_command_a_user_would_run_again(ddp_job, monkeypatch):
     """Under torchrun train.log recorded the worker's `.../sharpen/cli.py distill ...`, which
     runs one process without DDP."""
-    import os
-    from pathlib import Path
-
-    out = tmp_path / "ddp"
-    root = Path(__file__).resolve().parents[1]
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc_per_node=2", "-m", "sharpen.cli", "train", f"out={out}",
-                        "optim.steps=1", *TINY_CLI], capture_output=True, text=True,
-                       timeout=300, cwd=root, env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert r.returncode == 0, r.stderr[-3000:]
+    out = ddp_job.phase("weights") / "ddp"
     first = (out / "train.log").read_text().splitlines()[0]
     assert first.endswith(
-        f"command: torchrun --nproc_per_node 2 -m sharpen.cli train out={out} optim.steps=1 "
-        "model.arch=fast 'model.args={width: 8, blocks: 1, low_blocks: 1}' data.crop=32 "
+        f"command: torchrun --nproc_per_node 2 -m sharpen.cli train out={out} optim.steps=3 "
+        "optim.warmup_steps=2 log_every=1 model.arch=fast "
+        "'model.args={width: 8, blocks: 1, low_blocks: 1}' data.crop=32 "
         "data.batch_size=2 data.workers=0 val_every=1000 data.val_max_images=1 "
         "data.val_max_side=64 device=cpu --quiet"), first
     # several nodes: each runs the line with its own rendezvous options
