@@ -372,7 +372,9 @@ def test_a_failed_artifact_copied_without_its_marker_is_still_refused(tmp_path):
     atomic_save(make_checkpoint(s, kind="student", arch="fast", arch_args=s.arch_args), ck)
     out, device = tmp_path / "export", tmp_path / "device"
     device.mkdir()
-    rep = export(ck, ["onnx", "onnx-int8", "tflite-fp16"], out, latency=False, quiet=True,
+    # A few small calibration crops (the INT8 model's quality is not what is tested here).
+    common = dict(latency=False, quiet=True, calib_count=8, calib_size=128)
+    rep = export(ck, ["onnx", "onnx-int8", "tflite-fp16"], out, **common,
                  thresholds=Thresholds(fp32_max_abs=-1.0, min_ssim=1.01))
     assert [rep.result(f).status for f in ("onnx", "onnx-int8", "tflite-fp16")] == ["fail"] * 3
     onnx, tfl = Path(rep.result("onnx").file), Path(rep.result("tflite-fp16").file)
@@ -384,7 +386,7 @@ def test_a_failed_artifact_copied_without_its_marker_is_still_refused(tmp_path):
             load_backend(device / f.name)
         load_backend(device / f.name, force=True).close()
     # The INT8 model is quantised from the failed FP32 one and judged on its own.
-    rep = export(ck, ["onnx", "onnx-int8", "tflite-fp16"], out, latency=False, quiet=True,
+    rep = export(ck, ["onnx", "onnx-int8", "tflite-fp16"], out, **common,
                  thresholds=Thresholds(fp32_max_abs=-1.0))
     assert rep.result("onnx-int8").status == "pass", rep.result("onnx-int8").reason
     assert PARITY_KEY not in read_metadata(rep.result("onnx-int8").file)
@@ -484,15 +486,17 @@ def test_kill9_run_into_image_folder_leaves_no_partial_file(tmp_path):
 
 
 @pytest.mark.slow
-def test_kill9_export_leaves_no_report_vouching_for_it(tmp_path):
+def test_kill9_export_leaves_no_report_vouching_for_it(tmp_path, capsys):
+    from sharpen.cli import main
     s = create_student("fast", width=8)
     ck = tmp_path / "s.pt"
     atomic_save(make_checkpoint(s, kind="student", arch="fast", arch_args=s.arch_args), ck)
     out = tmp_path / "export"
     argv = ["export", "--weights", str(ck), "--out", str(out), "--formats", "onnx,onnx-int8",
-            "--no-latency", "--quiet"]
-    r = _sharpen(*argv, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+            "--no-latency", "--quiet", "--calib-count", "8", "--calib-size", "128"]
+    # Only the export killed needs a process of its own: the others run in this one (a
+    # command's start-up, torch and ONNX imports, is seconds).
+    assert main(argv) == 0, capsys.readouterr().err
     before = json.loads((out / "export_report.json").read_text())
     assert all(x["status"] == "pass" for x in before["results"] if x["status"] != "skipped")
     proc = subprocess.Popen([sys.executable, "-m", "sharpen.cli", *argv, "--rebuild"],
@@ -500,8 +504,7 @@ def test_kill9_export_leaves_no_report_vouching_for_it(tmp_path):
     _kill_when(proc, lambda: not (out / "export_report.json").exists())
     if proc.returncode != 0:   # killed mid-export: nothing may claim the new files passed
         assert not (out / "export_report.json").exists()
-    r = _sharpen(*argv, cwd=tmp_path)
-    assert r.returncode == 0, r.stderr
+    assert main(argv) == 0, capsys.readouterr().err
     assert json.loads((out / "export_report.json").read_text())["settings"]["weights_sha256"]
 
 
@@ -512,7 +515,8 @@ def test_exported_files_record_their_checkpoint(tmp_path):
     s = create_student("fast", width=8)
     ck = tmp_path / "s.pt"
     atomic_save(make_checkpoint(s, kind="student", arch="fast", arch_args=s.arch_args), ck)
-    rep = export(ck, ["onnx", "onnx-int8"], tmp_path / "e", latency=False, quiet=True)
+    rep = export(ck, ["onnx", "onnx-int8"], tmp_path / "e", latency=False, quiet=True,
+                 calib_count=8, calib_size=128)
     for fmt in ("onnx", "onnx-int8"):
         assert read_metadata(rep.result(fmt).file)["source_sha256"] == file_hash(ck, n=64)
 
