@@ -151,11 +151,12 @@ def test_auto_for_tflite_int8_keeps_its_output_int8(student):
     assert tfl["steps"][0]["ssim"] == pytest.approx(full, abs=1e-6)
     assert any("int8 output" in s for s in said)
     # named explicitly, it is kept (the user's choice) but said to change nothing there
-    said.clear()
-    by_fmt, _, _ = fl.plan([fl.OUTPUT], model, ["tflite-int8", "onnx-int8"], None, [], None,
-                           Thresholds(), True, said.append)
+    from runtime_fixtures import runtime_warnings
+    with runtime_warnings() as warned:   # a warning, not a note: the user asked for it
+        by_fmt, _, _ = fl.plan([fl.OUTPUT], model, ["tflite-int8", "onnx-int8"], None, [],
+                               None, Thresholds(), True, said.append)
     assert by_fmt["tflite-int8"] == [fl.OUTPUT]
-    assert any("tflite-int8's output is int8" in s and "changes nothing" in s for s in said)
+    assert any("tflite-int8's output is int8" in s and "changes nothing" in s for s in warned)
 
 
 def test_fallback_search_bisects():
