@@ -17,6 +17,23 @@ from runtime import SharpenWarning
 from runtime_fixtures import runtime_warnings
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _embedded_images_made_once():
+    """The embedded set's sharp images (photos and dead-leaves drawings: about a second) are
+    made once for this module's many short trainings on it, not once per run; each run gets
+    copies of its own. tests/test_blur.py tests the images themselves."""
+    from distill.data import embedded
+    made, make = {}, embedded.sharp_images
+
+    def sharp_images(split: str, n_dead_leaves: int = 24):
+        if (split, n_dead_leaves) not in made:
+            made[split, n_dead_leaves] = make(split, n_dead_leaves)
+        return [(name, img.copy()) for name, img in made[split, n_dead_leaves]]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(embedded, "sharp_images", sharp_images)
+        yield
+
+
 def tiny_cfg(out, steps, **extra):
     ov = [f"out={out}", "task=teacher", "model.arch=fast", "model.args={width: 8, blocks: 1, "
           "low_blocks: 1}", f"optim.steps={steps}", "optim.warmup_steps=2", "data.crop=32",
