@@ -51,3 +51,18 @@ def shared_dir() -> Path:
     if os.environ.get("CI"):
         pytest.fail(msg + " (CI lays shared/ beside the clone; the parity test must run there)")
     pytest.skip(msg)
+
+
+@pytest.fixture(scope="session")
+def export_data_dir(tmp_path_factory) -> Path:
+    """Calibration, parity and ground-truth images of the export tests (export_fixtures)."""
+    from export_fixtures import make_export_data
+    return make_export_data(tmp_path_factory.mktemp("export-data"))
+
+
+@pytest.fixture(scope="session")
+def fast_student_pt(tmp_path_factory) -> Path:
+    """The briefly trained `fast` student the export tests export (export_fixtures); the
+    tests load their own models from it."""
+    from export_fixtures import save_fast_student
+    return save_fast_student(tmp_path_factory.mktemp("export-ckpt") / "student.pt")

@@ -21,75 +21,27 @@ onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
 pytest.importorskip("skimage")
 
-from distill.checkpoint import atomic_save, make_checkpoint  # noqa: E402
-from distill.students import create_student, run_padded  # noqa: E402
-from optimize.calibration import gaussian_blur, sample_images  # noqa: E402
+from distill.students import run_padded  # noqa: E402
+from export_fixtures import BLUR  # noqa: E402
+from optimize.calibration import sample_images  # noqa: E402
 
 pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
 
 REPO = Path(__file__).resolve().parents[1]
 
-BLUR = 1.5
 
-
-def _write_png(path: Path, rgb: np.ndarray) -> None:
-    from distill.images import write_image
-
-    write_image(path, rgb)
-
-
-def train_fast_student(steps: int = 80, seed: int = 0):
-    """A quick fit (blurred -> sharp on real photo crops) so activations are not degenerate."""
-    torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    sharp = [img for _, img in sample_images(("astronaut", "coffee", "rocket"), blur_sigma=0)]
-    pairs = [(gaussian_blur(s, BLUR), s) for s in sharp]
-    model = create_student("fast")
-    opt = torch.optim.Adam(model.parameters(), lr=2e-3)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # tiny tensors: one thread is faster and steadier on a busy box
-    try:
-        for _ in range(steps):
-            xs, ys = [], []
-            for _ in range(8):
-                bl, sh = pairs[rng.integers(len(pairs))]
-                y0 = rng.integers(0, sh.shape[0] - 64)
-                x0 = rng.integers(0, sh.shape[1] - 64)
-                xs.append(bl[y0:y0 + 64, x0:x0 + 64].transpose(2, 0, 1))
-                ys.append(sh[y0:y0 + 64, x0:x0 + 64].transpose(2, 0, 1))
-            loss = (model(torch.from_numpy(np.stack(xs))) - torch.from_numpy(np.stack(ys))).abs()
-            opt.zero_grad()
-            loss.mean().backward()
-            opt.step()
-    finally:
-        torch.set_num_threads(threads)
-    return model.eval()
+# Made once per session (tests/conftest.py): test_float_layers exports the same student.
+@pytest.fixture(scope="module")
+def data_dir(export_data_dir) -> Path:
+    return export_data_dir
 
 
 @pytest.fixture(scope="module")
-def data_dir(tmp_path_factory) -> Path:
-    d = tmp_path_factory.mktemp("export-data")
-    (d / "calib").mkdir()
-    (d / "parity").mkdir()
-    (d / "gt").mkdir()
-    for name, img in sample_images(("astronaut", "coffee", "rocket"), blur_sigma=BLUR):
-        _write_png(d / "calib" / f"{name}.png", img)
-    # Held-out parity images at their full (odd) sizes, with sharp ground truth.
-    for name, sharp in sample_images(("chelsea", "immunohistochemistry"), blur_sigma=0):
-        sharp = sharp[:203, :301] if name == "immunohistochemistry" else sharp
-        _write_png(d / "parity" / f"{name}.png", gaussian_blur(sharp, BLUR))
-        _write_png(d / "gt" / f"{name}.png", sharp)
-    return d
-
-
-@pytest.fixture(scope="module")
-def student(tmp_path_factory):
-    model = train_fast_student()
-    path = tmp_path_factory.mktemp("export-ckpt") / "student.pt"
-    ckpt = make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args,
-                           metrics={"val_psnr": 27.5})
-    atomic_save(ckpt, path)
-    return model, path
+def student(fast_student_pt):
+    """(model, checkpoint): a model of this module's own (a test may hook it), loaded from the
+    shared checkpoint."""
+    from distill.checkpoint import load_student
+    return load_student(fast_student_pt)[0], fast_student_pt
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,7 @@ from optimize.export import ExportError, Thresholds, export  # noqa: E402
 
 import test_export_formats as _formats  # noqa: E402
 
-# the briefly trained student and its data, from the export tests (module-scoped fixtures)
+# the briefly trained student and its data, from the export tests (made once per session)
 data_dir, student = _formats.data_dir, _formats.student
 
 
