@@ -288,8 +288,9 @@ import distill.trainer as tr
 from distill.config import load_config
 from distill.trainer import Trainer
 
-job, rank, port = Path(sys.argv[1]), int(os.environ["RANK"]), int(os.environ["MASTER_PORT"])
+job, rank = Path(sys.argv[1]), int(os.environ["RANK"])
 phases = json.loads((job / "phases.json").read_text())
+ports = phases.pop("ports")
 (job / f"pid{rank}").write_text(str(os.getpid()))
 started = []
 
@@ -302,7 +303,7 @@ def phase(name):
         # to the old peers' addresses and hang: each later phase gets a store of its own, as
         # the next torchrun would.
         os.environ.update(TORCHELASTIC_USE_AGENT_STORE="False",
-                          MASTER_PORT=str(port + len(started)))
+                          MASTER_PORT=str(ports[len(started) - 1]))
     started.append(name)
     d = job / name
     sys.stderr.flush()
@@ -405,7 +406,7 @@ class DdpJob:
         d = self.root / name
         if not self._finished(name):
             stuck = next(p for p in json.loads((self.root / "phases.json").read_text())
-                         if not self._finished(p))
+                         if p != "ports" and not self._finished(p))
             why = (f"torchrun exited {self.returncode}" if self.returncode is not None else
                    "the ranks did not stop together (one waits in a collective): killed after "
                    "2 minutes" if stuck == name else f"the job was killed in phase {stuck}")
@@ -430,6 +431,7 @@ def ddp_job(request, tmp_path_factory):
     import contextlib
     import os
     import signal
+    import socket
     import time
     from pathlib import Path
 
@@ -459,13 +461,20 @@ def ddp_job(request, tmp_path_factory):
             "train", "--quiet", f"out={job / 'no_start' / 'r'}", "model.arch=fast",
             "model.args={width: 8, blocks: 1, low_blocks: 1}", "data.crop=32",
             "data.workers=0", "optim.steps=2", "device=cpu", f"data.val={photos}"]
-    (job / "phases.json").write_text(json.dumps(phases))
+    # Ports free now, not fixed ones: another test run on the machine may hold those.
+    socks = [socket.socket() for _ in phases]
+    for s in socks:
+        s.bind(("", 0))
+    port, *ports = [s.getsockname()[1] for s in socks]
+    for s in socks:
+        s.close()
+    (job / "phases.json").write_text(json.dumps({**phases, "ports": ports}))
     (job / "worker.py").write_text(DDP_WORKER)
     root = Path(__file__).resolve().parents[1]
     log = job / "torchrun.err"
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run",
-                                 "--nproc_per_node=2", "--master_port=29533",
+                                 "--nproc_per_node=2", f"--master_port={port}",
                                  str(job / "worker.py"), str(job), str(root)],
                                 cwd=root, stderr=f, start_new_session=True,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
