@@ -172,25 +172,26 @@ def test_one_line_warnings_are_installed_once():
     assert "DeprecationWarning" in installed("old", DeprecationWarning, images.__file__, 1)
 
 
-def test_teacher_refuses_to_overwrite_its_inputs(tmp_path, tiny_teacher_pt):
+def test_teacher_refuses_to_overwrite_its_inputs(tmp_path, tiny_teacher_pt, capsys):
+    from sharpen.cli import main
     src = tmp_path / "in"
     write_image(src / "a.png", np.zeros((16, 16, 3), np.float32))
     before = (src / "a.png").read_bytes()
-    r = _sharpen("teacher", str(src), "--out", str(src), "--teacher-weights",
-                 str(tiny_teacher_pt), cwd=tmp_path)
-    assert r.returncode == 2 and "overwrite the inputs" in r.stderr
+    assert main(["teacher", str(src), "--out", str(src), "--teacher-weights",
+                 str(tiny_teacher_pt)]) == 2
+    assert "overwrite the inputs" in capsys.readouterr().err
     assert (src / "a.png").read_bytes() == before
 
 
-def test_labels_on_identical_pair_writes_valid_json(tmp_path, tiny_teacher_pt):
+def test_labels_on_identical_pair_writes_valid_json(tmp_path, tiny_teacher_pt, capsys):
+    from sharpen.cli import main
     img = np.random.default_rng(2).random((24, 32, 3)).astype(np.float32)
     for sub in ("input", "target"):
         write_image(tmp_path / "pairs" / sub / "same.png", img)
     for _ in range(2):   # the summary of a rerun used to crash on a None mean
-        r = _sharpen("labels", "--data", str(tmp_path / "pairs"), "--out",
+        assert main(["labels", "--data", str(tmp_path / "pairs"), "--out",
                      str(tmp_path / "labels"), "--teacher-weights", str(tiny_teacher_pt),
-                     "--tile", "0", "--device", "cpu", "--quiet", cwd=tmp_path)
-        assert r.returncode == 0, r.stderr
+                     "--tile", "0", "--device", "cpu", "--quiet"]) == 0, capsys.readouterr().err
     text = (tmp_path / "labels" / "manifest.json").read_text()
     assert "Infinity" not in text and "NaN" not in text
     entry = json.loads(text)["entries"]["same"]
