@@ -1465,23 +1465,27 @@ def test_a_budget_stop_says_how_to_resume_once(tmp_path, capsys):
     assert std.out.strip().splitlines()[-1].startswith("stopped early at step 2 of 8")
 
 
-def test_train_log_records_a_command_that_runs_again(tmp_path):
+def test_train_log_records_a_command_that_runs_again(tmp_path, monkeypatch, capsys):
     """`python -m sharpen.cli train ...` was recorded as `/path/to/sharpen/cli.py train ...`
     (which cannot run as a script), the console script as the path to the venv's `sharpen`."""
     import os
+    import runpy
     import shlex
     from pathlib import Path
 
     out = tmp_path / "r"
-    root = Path(__file__).resolve().parents[1]
     args = ["train", f"out={out}", "optim.steps=3", "stop_after=1", *TINY_CLI]
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     for k in ("TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE"):
         env.pop(k, None)
-    r = subprocess.run([sys.executable, "-m", "sharpen.cli", *args], capture_output=True,
-                       text=True, timeout=300, cwd=root, env=env)
-    assert r.returncode == 0, r.stderr[-3000:]
+        monkeypatch.delenv(k, raising=False)
+    # `python -m sharpen.cli ARGS`, in this process: runpy is what -m runs (argv[0] becomes
+    # sharpen/cli.py); the recorded line below runs in a shell of its own.
+    monkeypatch.setattr(sys, "argv", [sys.argv[0], *args])
+    with pytest.raises(SystemExit) as e:
+        runpy.run_module("sharpen.cli", run_name="__main__", alter_sys=True)
+    assert e.value.code == 0, capsys.readouterr().err[-3000:]
     recorded = (out / "train.log").read_text().splitlines()[0].split("command: ", 1)[1]
     assert recorded == shlex.join(["python", "-m", "sharpen.cli", *args]), recorded
     # the recorded line, run as a user would (the venv's python first on PATH), resumes
