@@ -281,7 +281,6 @@ def test_quiet_training_prints_nothing_and_warns_as_python_warnings(tmp_path, ca
 DDP_WORKER = """
 import contextlib, json, os, runpy, signal, sys, traceback
 from pathlib import Path
-sys.path.insert(0, sys.argv[2])   # the repository, as cwd is for `torchrun -m sharpen.cli`
 import torch
 import torch.distributed as dist
 import distill.trainer as tr
@@ -475,7 +474,7 @@ def ddp_job(request, tmp_path_factory):
     with open(log, "w") as f:
         proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run",
                                  "--nproc_per_node=2", f"--master_port={port}",
-                                 str(job / "worker.py"), str(job), str(root)],
+                                 str(job / "worker.py"), str(job)],
                                 cwd=root, stderr=f, start_new_session=True,
                                 env={**os.environ, "OMP_NUM_THREADS": "1"})
     # Two minutes for each phase, as each test had: the hang the tests are about ends the job.
