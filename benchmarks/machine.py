@@ -10,7 +10,8 @@ from typing import Optional
 
 
 # Shared with export's up-to-date check (runtime.host), re-exported for the bench's modules.
-from runtime.host import LIBRARIES, cpu_model, dist_version, library_versions  # noqa: E402,F401
+from runtime.host import (LIBRARIES, cpu_model, dist_version, library_versions,  # noqa: E402,F401
+                          usable_cores)
 
 
 def peak_rss_mb() -> float:
@@ -48,8 +49,7 @@ def blas_threads() -> int:
         v = os.environ.get(var, "").strip()
         if v.isdigit() and int(v) > 0:
             return int(v)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
-        (os.cpu_count() or 1)
+    return usable_cores()
 
 
 # Environment variables that change what is measured (threads of torch, numpy's BLAS and the
