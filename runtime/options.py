@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 # run_stream's keywords whose `sharpen run` flag has another name.
-_FLAGS = {"output": "--out", "stats_path": "--stats"}
+_FLAGS = {"output": "--out", "stats_path": "--stats", "reconnect_attempts": "--reconnect"}
 
 
 def option(name: str, value: object = None, flags: bool = False) -> str:

@@ -279,7 +279,7 @@ class _Stream:
         else:   # frames the app holds; a list of arrays was once read as a file name
             src = ArraySource(source, fps=o.fps)
         self.src = src
-        refuse_live_images(src, o.live)
+        refuse_live_images(src, o.live, self.flags)
         if o.live is not None:
             src.live = o.live
         out_file = [] if output is None or isinstance(output, Sink) else [output]

@@ -196,7 +196,8 @@ class VideoSource(Source):
 
     note: takes its informational lines (a reconnected source); default: none. What a user
     should be warned of is a SharpenWarning. flags: messages name `sharpen run`'s flags
-    (--fps), not run_stream's keywords (fps)."""
+    (--fps, --timeout, --reconnect), not run_stream's keywords (fps, timeout,
+    reconnect_attempts)."""
 
     def __init__(self, spec: str, target: object, api: int = cv2.CAP_ANY, live: bool = False,
                  kind: str = "video", width: int = 0, height: int = 0, fps: float = 0.0,
@@ -251,8 +252,9 @@ class VideoSource(Source):
                    "camera": "no camera with this index, or it is in use?",
                    "v4l2": "not a capture device, or it is in use?",
                    "stream": "unreachable URL, unsupported protocol, or no answer within "
-                             + (f"{self.timeout:g} s (--timeout)?" if self.timeout > 0 else
-                                "FFmpeg's own limit of about 30 s (--timeout 0)?"),
+                             + (f"{self.timeout:g} s ({option('timeout', flags=self.flags)})?"
+                                if self.timeout > 0 else "FFmpeg's own limit of about 30 s "
+                                f"({option('timeout', 0, self.flags)})?"),
                    "gstreamer": "check the pipeline with gst-launch-1.0; it must end in appsink"}
             raise SourceError(f"cannot open {self.kind} source {self.spec!r} "
                               f"({why.get(self.kind, 'unreadable')})")
@@ -275,7 +277,8 @@ class VideoSource(Source):
         a recording that ended). The first frame read again is kept for `frames` to yield."""
         if not self.reconnect_attempts:
             raise SourceError(f"{self.kind} {self.spec!r} stopped after {read} frames in all "
-                              "(reconnecting is off: --reconnect 0)")
+                              "(reconnecting is off: "
+                              f"{option('reconnect_attempts', 0, self.flags)})")
         warn(f"{self.kind} {self.spec!r}: stopped after {read} frames in all; reconnecting "
              f"(up to {self.reconnect_attempts} attempts)")
         delay = self.reconnect_delay
@@ -505,11 +508,11 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     live overrides the policy (None: live for cameras and streams, lossless for files).
     note takes informational lines (a URL found to be a recording, a source reconnected);
     default: none (`sharpen run` prints them as `note: ...`). flags: messages name `sharpen
-    run`'s flags (--fps, --live), not run_stream's keywords.
+    run`'s flags (--source, --fps, --live), not run_stream's keywords (source, fps, live).
     """
     spec = str(spec).strip()
     if not spec:
-        raise SourceError("empty --source")
+        raise SourceError(f"empty {option('source', flags=flags)}")
     cam = dict(width=width, height=height, fps=fps, reconnect_attempts=reconnect_attempts,
                reconnect_delay=reconnect_delay, note=note, flags=flags)
 
@@ -545,7 +548,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
 
     p = Path(spec)
     if p.is_dir():
-        return _maybe_live(_folder_source(spec, p), live)
+        return _maybe_live(_folder_source(spec, p, flags), live, flags)
     if any(c in spec for c in "*?["):
         found = globmod.glob(spec, recursive=True)
         images = _image_list(found)
@@ -553,19 +556,20 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         if not images and videos:   # one run reads one video: say so, not "no images"
             raise SourceError(f"{spec!r} matches {len(videos)} video file(s) "
                               f"({', '.join(videos[:3])}) and no images: a run reads one video; "
-                              "pass each as --source (e.g. a shell loop)")
+                              f"pass each as {option('source', flags=flags)} "
+                              f"({'e.g. a shell loop' if flags else 'a run_stream call each'})")
         if not images and "{" in spec:
             raise SourceError(f"no images match {spec!r}: braces are not glob syntax here (the "
                               "shell expands them unquoted); give a folder or a '*' pattern")
-        return _maybe_live(ImageSource(spec, images), live)
+        return _maybe_live(ImageSource(spec, images), live, flags)
     if not p.exists():
         raise SourceError(f"source not found: {spec}")
     if kind == "images":
-        return _maybe_live(ImageSource(spec, [p]), live)
+        return _maybe_live(ImageSource(spec, [p]), live, flags)
     return VideoSource(spec, str(p), cv2.CAP_ANY, live=bool(live), kind="video", **cam)
 
 
-def _folder_source(spec: str, folder: Path) -> ImageSource:
+def _folder_source(spec: str, folder: Path, flags: bool = False) -> ImageSource:
     """The images directly in `folder`; says what else is there that it does not read. Hidden
     files are left out: an atomic write killed mid-way leaves .NAME.png.XXXX.png, half written."""
     entries = sorted(q for q in folder.iterdir() if not q.name.startswith("."))
@@ -577,36 +581,39 @@ def _folder_source(spec: str, folder: Path) -> ImageSource:
                     if q.suffix.lower() in IMAGE_EXTS)
         hint = ""
         if videos:
-            hint = f"; it holds video files ({', '.join(videos[:3])}): pass one as --source"
+            hint = (f"; it holds video files ({', '.join(videos[:3])}): pass one as "
+                    f"{option('source', flags=flags)}")
         elif below:
             hint = (f"; its subfolders hold {below} image file(s): pass '{folder / '**' / '*'}' "
                     "(quoted) or one subfolder")
         raise SourceError(f"no images found in {spec!r} (extensions: "
                           f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
-    _say_not_images(spec, entries, bool(videos))
+    _say_not_images(spec, entries, bool(videos), flags)
     return ImageSource(spec, images)
 
 
-def _say_not_images(spec: str, entries: list[Path], videos: bool) -> None:
+def _say_not_images(spec: str, entries: list[Path], videos: bool, flags: bool = False) -> None:
     """One warning for the files in a folder source that are not images: a notes.txt, a video,
     photos in a format it does not read (.heic, RAW). Left out unsaid, the folder looked done."""
     names = [q.name for q in entries if q.suffix.lower() not in IMAGE_EXTS and q.is_file()]
     if not names:
         return
     more = ", ..." if len(names) > 3 else ""
-    hint = "; pass a video as --source to sharpen it" if videos else ""
+    hint = f"; pass a video as {option('source', flags=flags)} to sharpen it" if videos else ""
     warn(f"{spec}: {len(names)} file(s) that are not images skipped ({', '.join(names[:3])}"
          f"{more}); a folder source reads {', '.join(sorted(IMAGE_EXTS))} only{hint}")
 
 
-def _maybe_live(src: Source, live: Optional[bool]) -> Source:
-    refuse_live_images(src, live)
+def _maybe_live(src: Source, live: Optional[bool], flags: bool = False) -> Source:
+    refuse_live_images(src, live, flags)
     return src
 
 
-def refuse_live_images(src: Source, live: Optional[bool]) -> None:
-    """--live on images kept 2 of 20 (the rest "dropped"), exit 0: refused."""
+def refuse_live_images(src: Source, live: Optional[bool], flags: bool = False) -> None:
+    """--live on images kept 2 of 20 (the rest "dropped"), exit 0: refused. flags: the message
+    names `sharpen run`'s --live, not run_stream's live=True."""
     if live and isinstance(src, ImageSource):
-        raise SourceError("--live drops the frames a model cannot keep up with, for cameras, "
+        said = option("live", True, flags)
+        raise SourceError(f"{said} drops the frames a model cannot keep up with, for cameras, "
                           "streams and videos; images are all processed, one by one: leave "
-                          "--live out")
+                          f"{said} out")

@@ -209,6 +209,78 @@ def test_output_errors_name_run_streams_keywords_from_python(tmp_path, onnx_mode
         run_stream(str(onnx_model), str(src), show=True)
 
 
+def _closed_port_url() -> str:
+    """A URL nothing listens at: opening it is refused at once, and the message says why a
+    stream may not open, timeout included (a silent server would take the whole timeout)."""
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    return f"http://127.0.0.1:{port}/live.mp4"
+
+
+def test_source_errors_name_run_streams_keywords_from_python(tmp_path, onnx_model, capsys):
+    """A SourceError (and a source's warning) from Python named --source, --live, --timeout
+    and --reconnect, flags a Python caller never gave; they name source, live=True, timeout and
+    reconnect_attempts=0, and sharpen run (flags=True) keeps its flags."""
+    import threading
+
+    from runtime.sources import VideoSource
+
+    videos = tmp_path / "videos"
+    videos.mkdir()
+    write_video(videos / "a.mp4", n=3)
+    write_video(videos / "b.mp4", n=3)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    write_video(mixed / "c.mp4", n=3)
+    cv2.imwrite(str(mixed / "x.png"), np.full((16, 16, 3), 90, np.uint8))
+    url = _closed_port_url()
+    for spec, kw, said in (
+            ("  ", {}, "empty source"),
+            (str(videos / "*.mp4"), {}, "and no images: a run reads one video; pass each as "
+                                        "source (a run_stream call each)"),
+            (str(videos), {}, "video files (a.mp4, b.mp4): pass one as source"),
+            (str(mixed / "x.png"), {"live": True},
+             "live=True drops the frames a model cannot keep up with, for cameras, streams and "
+             "videos; images are all processed, one by one: leave live=True out"),
+            (url, {"timeout": 0}, "no answer within FFmpeg's own limit of about 30 s "
+                                  "(timeout=0)?)"),
+            (url, {"timeout": 2}, "no answer within 2 s (timeout)?)")):
+        with pytest.raises(SourceError) as e:
+            run_stream(str(onnx_model), spec, tmp_path / "out", **kw)
+        assert said in str(e.value) and "--" not in str(e.value), e.value
+    with runtime_warnings() as warned:
+        run_stream(str(onnx_model), str(mixed), tmp_path / "out")
+    assert any(w.endswith("; pass a video as source to sharpen it") for w in warned), warned
+    write_video(tmp_path / "cam.mp4", n=3)
+    for flags, said in ((False, "reconnect_attempts=0"), (True, "--reconnect 0")):
+        src = VideoSource("cam", str(tmp_path / "cam.mp4"), live=True, kind="stream",
+                          reconnect_attempts=0, flags=flags)
+        src.frame_count = None   # a live stream: its end is a disconnect
+        with pytest.raises(SourceError, match=rf"\(reconnecting is off: {said}\)$"):
+            list(src.frames(threading.Event()))
+        src.close()
+    capsys.readouterr()
+    # sharpen run names its flags, as before
+    for argv, said in (
+            (["--source", "  "], "empty --source"),
+            (["--source", str(videos / "*.mp4")], "pass each as --source (e.g. a shell loop)"),
+            (["--source", str(videos)], "pass one as --source"),
+            (["--source", str(mixed / "x.png"), "--live"], "--live drops the frames a model cannot keep "
+                                                 "up with"),
+            (["--source", str(mixed / "x.png"), "--live"], "leave --live out"),
+            (["--source", url, "--timeout", "0"], "about 30 s (--timeout 0)?)"),
+            (["--source", url, "--timeout", "2"], "no answer within 2 s (--timeout)?)")):
+        rc, err = _run(capsys, "--model", str(onnx_model), *argv, "--output",
+                       str(tmp_path / "cli"))
+        assert rc == 2
+        _one_clear_line(err, said)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(mixed), "--output",
+                   str(tmp_path / "cli"))
+    assert rc == 0 and "; pass a video as --source to sharpen it" in err, err
+
+
 def test_image_folder_skips_an_unconvertible_file_by_name(tmp_path, capsys, onnx_model):
     src = tmp_path / "in"
     src.mkdir()
@@ -822,7 +894,7 @@ def test_a_uniform_first_frame_is_no_proof_of_a_recording_and_reconnect_0_says_s
     src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=0)
     src.frame_count = None
     with pytest.raises(SourceError, match=r"stopped after 3 frames in all \(reconnecting is "
-                                          r"off: --reconnect 0\)"):
+                                          r"off: reconnect_attempts=0\)"):
         list(src.frames(threading.Event()))
     src.close()
 
