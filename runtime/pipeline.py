@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .backends import Backend, load_backend
+from .host import check_threads
 from .options import option
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
@@ -220,7 +221,7 @@ def run_stream(model: Union[str, Path, Backend],
         o = replace(options or StreamOptions(), **overrides)
     except TypeError as e:
         raise ValueError(f"run_stream: unknown option ({e})") from None
-    _check_options(o)
+    _check_options(o, flags)
     # numpy's numbers pass the checks; the stats (JSON) take Python's.
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})
@@ -464,7 +465,7 @@ _NUMBERS = {"threads": True, "tile": True, "overlap": True, "width": True, "heig
             "timeout": False, "report_interval": False}
 
 
-def _check_options(o: StreamOptions) -> None:
+def _check_options(o: StreamOptions, flags: bool = False) -> None:
     for name, whole in _NUMBERS.items():
         v = getattr(o, name)
         if v is not None and (isinstance(v, bool) or not isinstance(v, Integral if whole
@@ -473,7 +474,6 @@ def _check_options(o: StreamOptions) -> None:
                              f"{'an integer' if whole else 'a number'}, got {v!r}")
     problems = [msg for bad, msg in (
         (o.view not in ("side", "split"), f"view must be side or split, got {o.view!r}"),
-        (o.threads is not None and o.threads < 0, f"threads must be >= 0, got {o.threads}"),
         (o.max_frames is not None and o.max_frames < 0,
          f"max_frames must be >= 0 (0: all), got {o.max_frames}"),
         (o.queue_size is not None and o.queue_size < 1,
@@ -485,6 +485,12 @@ def _check_options(o: StreamOptions) -> None:
         (not (o.fps == 0 or o.fps is None or MIN_FPS <= o.fps <= MAX_FPS),
          f"fps must be 0 (the source's) or {MIN_FPS:g} to {MAX_FPS:g}, got {o.fps}"),
     ) if bad]
+    # The engines' range, once, before anything is made or opened: load_backend checks it
+    # too, but only after the stats folder was made, and in its own words.
+    try:
+        check_threads(o.threads, option("threads", flags=flags))
+    except ValueError as e:
+        problems.append(str(e))
     if problems:
         raise ValueError(f"run_stream: {'; '.join(problems)}")
 

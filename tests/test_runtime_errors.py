@@ -692,6 +692,26 @@ def test_run_stream_refuses_impossible_options(onnx_model, tmp_path):
             run_stream(str(onnx_model), str(src), tmp_path / "out", **bad)
 
 
+def test_run_stream_checks_the_thread_count_once_before_making_anything(onnx_model, tmp_path):
+    """threads=-1 was refused as 'threads must be >= 0' and threads=10**6 by load_backend, in
+    other words ('threads must be 0 to 256 ...', no run_stream:), after the stats folder was
+    made, and not at all for a loaded Backend; both are one check now, before anything."""
+    from runtime import load_backend
+    from runtime.host import MAX_THREADS
+
+    top = max(MAX_THREADS, os.cpu_count() or 0)
+    with load_backend(onnx_model) as backend:
+        for threads, said in ((-1, "threads must be >= 0 (0: all cores), got -1"),
+                              (10**6, f"threads must be 0 to {top} (0: all cores), got 1000000")):
+            for model in (str(onnx_model), backend):
+                stats = tmp_path / "new" / "stats.json"
+                with pytest.raises(ValueError) as e:
+                    run_stream(model, "synthetic:32x24", tmp_path / "o.mp4", threads=threads,
+                               stats_path=stats)
+                assert str(e.value) == f"run_stream: {said}", e.value
+                assert not stats.parent.exists() and not (tmp_path / "o.mp4").exists()
+
+
 def test_the_python_api_names_its_keywords_not_the_command_lines_flags(onnx_model, tmp_path):
     """FrameProcessor(backend, tile=32, overlap=32) said '--overlap (32) must be smaller than
     --tile (32)', and load_backend of a model that failed its parity gate said 'pass --force',
