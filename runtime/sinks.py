@@ -97,6 +97,14 @@ DISK_FULL_BYTES = 64 * 1024     # less free than this: the writer has been dropp
 DISK_BLOCK_BYTES = 4096         # at the end, less than a block free: the last writes were lost
 
 
+# What FFmpeg says through OpenCV when it maps a codec's tag itself ("OpenCV: FFMPEG: tag
+# 0x30385056/'VP80' is not supported with codec id 139 and format 'webm / WebM'", "... fallback
+# to use tag 0x..."): it reads like a failure and is none. What else a writer says on opening
+# (why it did not: "dimensions too large for MPEG-4") reaches stderr.
+FFMPEG_TAG_NOISE = re.compile(r"OpenCV: FFMPEG: (tag 0x[0-9a-fA-F]+/'.*' is not supported with "
+                              r"codec id|fallback to use tag 0x)")
+
+
 def fourcc_for(path: str | os.PathLike) -> str:
     return FOURCC.get(Path(path).suffix.lower(), DEFAULT_FOURCC)
 
@@ -131,9 +139,9 @@ class VideoFileSink(Sink):
         if self.writer is None:
             self.tmp = self._temp_file()
             codec = fourcc_for(self.path)
-            # FFmpeg notes on stderr that it maps the tag itself ("tag ... is not supported"),
-            # which reads like a failure; whether the writer opened is checked right after.
-            with quiet_native_stderr():
+            # FFmpeg's note that it maps the tag itself is dropped; whether the writer opened
+            # is checked right after, and the reason sought when it did not.
+            with quiet_native_stderr(FFMPEG_TAG_NOISE):
                 self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*codec),
                                               self.fps, (w, h))
             if not self.writer.isOpened():

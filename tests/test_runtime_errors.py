@@ -537,6 +537,24 @@ def test_an_output_that_cannot_start_leaves_no_temp_file(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+def test_a_video_writer_that_does_not_open_leaves_its_reason_on_stderr(tmp_path, capfd):
+    """Opening the writer hid all it wrote to fd 2, FFmpeg's reason for refusing (OpenCV's
+    'Could not open codec mpeg4') with its note that it maps a tag itself; only the note is
+    dropped now."""
+    from runtime.sinks import SinkError, VideoFileSink
+
+    wide = np.zeros((16, 8200, 3), np.uint8)   # wider than MPEG-4 takes
+    with pytest.raises(SinkError, match="the mp4v codec cannot store 8200x16 frames"):
+        VideoFileSink(tmp_path / "wide.mp4", 10).write(wide, wide, "f")
+    err = capfd.readouterr().err
+    assert "Could not open codec mpeg4" in err, err
+    small = np.zeros((48, 64, 3), np.uint8)
+    sink = VideoFileSink(tmp_path / "v.webm", 10)   # VP80: FFmpeg maps the tag
+    sink.write(small, small, "f")
+    sink.close()
+    assert capfd.readouterr().err == ""
+
+
 def test_tiny_frames_keep_their_size(tmp_path, capsys, onnx_model):
     for h, w in ((1, 1), (1, 3), (2, 2), (3, 1)):
         img, out = tmp_path / f"i{h}x{w}.png", tmp_path / f"o{h}x{w}.png"
