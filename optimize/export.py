@@ -238,19 +238,26 @@ class Progress(Console):
         warnings.warn(msg, SharpenWarning, stacklevel=2)
 
     def bar(self, desc: str):
-        """A callback (done, total) driving a progress bar; call with done == total to close."""
+        """A callback (done, total) driving a progress bar; call with done == total to close.
+        Make it before a quiet_native_stderr window that calls it: the TFLite converter's
+        calibration runs inside one, where a bar on sys.stderr was hidden with TF's noise."""
         from tqdm import tqdm
 
+        from runtime.console import stderr_past_windows
+
+        out = sys.stderr if self.quiet else stderr_past_windows()
         state: dict = {}
 
         def update(done: int, total: int) -> None:
             if "bar" not in state:
                 state["bar"] = tqdm(total=total, desc=f"  {desc}", unit="crop", leave=False,
-                                    disable=True if self.quiet else None, file=sys.stderr)
+                                    disable=True if self.quiet else None, file=out)
             b = state["bar"]
             b.update(done - b.n)
             if done >= total:
                 b.close()
+                if out is not sys.stderr:
+                    out.close()
 
         return update
 

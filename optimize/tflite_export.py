@@ -16,6 +16,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sys
 import warnings
 from pathlib import Path
@@ -25,12 +26,26 @@ import numpy as np
 import torch.nn as nn
 
 from runtime.atomic import atomic_write_bytes, atomic_write_json
+from runtime.console import TF_NOISE
 
 QUANTIZATIONS = ("int8", "fp16", "fp32")
 
 
 # What TensorFlow is imported with: no C++ INFO/WARNING lines, no oneDNN start-up note.
 _TF_ENV = {"TF_CPP_MIN_LOG_LEVEL": "3", "TF_ENABLE_ONEDNN_OPTS": "0"}
+
+# What importing TensorFlow and converting write to fd 2 that nobody can act on, besides
+# TF_NOISE: a GPU build's E lines that its CUDA plugins registered twice (written before the
+# log level applies), the CPU-feature note's second line and the converter's settings ("fully_quantize: 0, inference_type: 6, ...",
+# at times without a newline: a line glued to it does not match and is kept). Anything else
+# there, a native error's explanation included, reaches stderr.
+TF_EXPORT_NOISE = re.compile(
+    rf"{TF_NOISE.pattern}"
+    r"|(E\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
+    r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: E \S+\] )Unable to register cu\w+ factory"
+    r"|To enable the following instructions: .*rebuild TensorFlow"   # an I line's second line
+    r"|fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, "
+    r"output_inference_type: \w+\s*$")
 
 
 @contextlib.contextmanager
@@ -47,7 +62,8 @@ def _quiet_tf() -> Iterator[None]:
     try:
         if "tensorflow" not in sys.modules:
             from runtime.console import quiet_native_stderr
-            with quiet_native_stderr(), contextlib.suppress(ImportError):  # reported where used
+            # An ImportError is reported where TensorFlow is used.
+            with quiet_native_stderr(TF_EXPORT_NOISE), contextlib.suppress(ImportError):
                 import tensorflow  # noqa: F401
         import absl.logging
 
@@ -103,7 +119,7 @@ def convert_keras(keras_model, quantization: str, crops: np.ndarray | None = Non
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from runtime.console import quiet_native_stderr
-        with quiet_native_stderr():   # the converter prints its settings to fd 2
+        with quiet_native_stderr(TF_EXPORT_NOISE):   # the converter prints its settings
             data = conv.convert()
             if quantization == "int8" and float_layers:
                 from tensorflow.lite.python.convert import mlir_quantize

@@ -71,11 +71,12 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
 
 # What TensorFlow, TFLite/LiteRT and absl write to fd 2 that nobody can act on: XNNPACK's
 # "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.", absl's INFO/WARNING lines
-# ("I0000 00:00:1712345678.123456   4242 loader.cc:236] ...", TensorFlow's older
+# ("I0000 00:00:1712345678.123456   4242 loader.cc:236] ...": before absl is set up its seconds
+# are the Unix time; "I1204 22:19:35.123456 ..." after), TensorFlow's older
 # "2024-05-01 12:00:00.123456: I tensorflow/...") and its note that it logs before being set up.
 TF_NOISE = re.compile(r"(INFO: .*(TensorFlow Lite|delegate)"
                       r"|WARNING: All log messages before absl::InitializeLog"
-                      r"|[IW]\d{4} \d\d:\d\d:\d\d\.\d+ +\d+ \S+:\d+\] "
+                      r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
                       r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] )")
 
 # One redirection of fd 2 at a time: two overlapping ones (two threads loading models) restored
@@ -121,6 +122,22 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 while kept:
                     kept = kept[os.write(2, kept):]
+
+
+def stderr_past_windows() -> TextIO:
+    """Where to write what must reach the user while a `quiet_native_stderr` window hides fd 2
+    (a progress bar driven from inside one, as a converter's calibration callback is): where
+    sys.stderr writes to fd 2, a stream on a duplicate of fd 2 taken now, before the window,
+    that the caller closes; otherwise sys.stderr itself (an app's log, pytest's capture), which
+    no window redirects."""
+    try:
+        if sys.stderr.fileno() == 2:
+            sys.stderr.flush()
+            return os.fdopen(os.dup(2), "w", buffering=1, encoding=sys.stderr.encoding,
+                             errors="replace")
+    except (AttributeError, OSError, ValueError):   # no fileno (a StringIO), or fd 2 closed
+        pass
+    return sys.stderr
 
 
 @contextlib.contextmanager

@@ -1,0 +1,82 @@
+"""What the TFLite conversion lets through on file descriptor 2: it hides TensorFlow's noise
+there (the converter's settings line), not what else is written meanwhile, and the calibration
+progress bar of `sharpen export --formats tflite-int8` shows on a terminal. A tiny student,
+two 16x16 crops: a real INT8 conversion in a few seconds."""
+from __future__ import annotations
+
+import os
+import select
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("tensorflow")
+
+from distill.students import create_student  # noqa: E402
+from optimize.keras_student import build_keras_student  # noqa: E402
+from optimize.tflite_export import convert_keras  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def tiny_keras():
+    return build_keras_student(create_student("fast", width=8, blocks=1, low_blocks=1).eval(),
+                               batch=1)
+
+
+CROPS = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+
+
+def test_int8_conversion_hides_tfs_settings_line_but_not_other_lines_on_fd_2(tiny_keras,
+                                                                              capfd):
+    """The conversion's window dropped everything written to fd 2, a native library's account
+    of a failure as much as the converter's 'fully_quantize: 0, inference_type: 6, ...'."""
+    def on_sample(done: int, total: int) -> None:   # runs inside the window, as native code
+        os.write(2, f"a line of another library's ({done} of {total})\n".encode())
+
+    data = convert_keras(tiny_keras, "int8", CROPS, on_sample=on_sample)
+    assert data[4:8] == b"TFL3"
+    err = capfd.readouterr().err
+    assert "a line of another library's (1 of 2)\n" in err, err
+    assert "a line of another library's (2 of 2)\n" in err, err
+    assert "fully_quantize" not in err and "inference_type" not in err, err
+
+
+def _drain(fd: int) -> bytes:
+    got = b""
+    while select.select([fd], [], [], 0.2)[0]:
+        try:
+            chunk = os.read(fd, 65536)
+        except OSError:   # the terminal's other end is closed: all read
+            break
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def test_the_tflite_calibration_bar_shows_on_a_terminal(tiny_keras, monkeypatch):
+    """The bar was made inside the converter's window, on a stderr that was then a temporary
+    file: never shown (not a terminal), nor anything the bar wrote. It writes to the terminal
+    now, and TensorFlow's settings line still does not."""
+    from optimize.export import Progress
+
+    master, slave = os.openpty()
+    sys.stderr.flush()
+    saved = os.dup(2)
+    os.dup2(slave, 2)   # stderr is a terminal, as for a user at one
+    try:
+        with open(2, "w", closefd=False) as term:
+            monkeypatch.setattr(sys, "stderr", term)
+            convert_keras(tiny_keras, "int8", CROPS,
+                          on_sample=Progress(quiet=False).bar("TFLite calibration"))
+            term.flush()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(slave)
+    shown = _drain(master).decode("utf-8", "replace")
+    os.close(master)
+    assert "TFLite calibration" in shown and "crop" in shown, repr(shown)
+    assert "fully_quantize" not in shown, repr(shown)
