@@ -80,3 +80,34 @@ def test_the_tflite_calibration_bar_shows_on_a_terminal(tiny_keras, monkeypatch)
     os.close(master)
     assert "TFLite calibration" in shown and "crop" in shown, repr(shown)
     assert "fully_quantize" not in shown, repr(shown)
+
+
+def test_the_noise_patterns_match_tensorflows_lines_and_no_others():
+    """absl's lines from before it is set up carry the Unix time as seconds ('00:00:1712345678
+    .123456'), which TF_NOISE's pattern took for two digits: they were never dropped."""
+    from optimize.tflite_export import TF_EXPORT_NOISE
+    from runtime.console import TF_NOISE
+
+    noise = ["I0000 00:00:1796423133.740003     348 cpu_feature_guard.cc:227] This TensorFlow "
+             "binary is optimized to use available CPU instructions\n",
+             "W0000 00:00:1744708234.960672 1370911 computation_placer.cc:177] computation "
+             "placer already registered.\n",
+             "I1204 22:19:35.123456    4242 loader.cc:236] Loading\n",
+             "INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\n"]
+    export_noise = [
+        "E0000 00:00:1744708234.717753 1370911 cuda_dnn.cc:8579] Unable to register cuDNN "
+        "factory: Attempting to register factory for plugin cuDNN when one has already been "
+        "registered\n",
+        "2024-11-21 15:11:08.496721: E external/local_xla/xla/stream_executor/cuda/cuda_fft.cc:"
+        "607] Unable to register cuFFT factory: Attempting to register factory\n",
+        "To enable the following instructions: AVX2 FMA, in other operations, rebuild "
+        "TensorFlow with the appropriate compiler flags.\n",
+        "fully_quantize: 0, inference_type: 6, input_inference_type: INT8, "
+        "output_inference_type: INT8"]
+    kept = ["E0000 00:00:1744708234.717753 1370911 conv.cc:85] a real failure\n",
+            "fully_quantize: 0, inference_type: 6, input_inference_type: INT8, "
+            "output_inference_type: INT8error: glued to it\n",
+            "Segmentation fault\n"]
+    assert all(TF_NOISE.match(line) for line in noise)
+    assert all(TF_EXPORT_NOISE.match(line) for line in noise + export_noise)
+    assert not any(TF_EXPORT_NOISE.match(line) or TF_NOISE.match(line) for line in kept)
