@@ -1,6 +1,8 @@
-"""The runtime's warnings (a frame converted, a video frame resized, a setting that does not
-apply): Python warnings of their own category, so that a program using the runtime can filter,
-record or raise them; the `sharpen` command line shows each once as a `warning: ...` line."""
+"""The project's warnings (from the runtime: a frame converted, a video frame resized, a setting
+that does not apply; from training, export, evaluation and the benchmarks alike): Python
+warnings of their own category, SharpenWarning, so that a program calling any of them can
+filter, record or raise them; the `sharpen` command line shows each once as a `warning: ...`
+line. Here in runtime/ because the runtime ships alone and the other packages import it."""
 from __future__ import annotations
 
 import contextlib
@@ -11,11 +13,12 @@ from typing import Iterator, Optional, TextIO
 
 
 class SharpenWarning(UserWarning):
-    """Something the runtime did that the user may not expect; the job goes on."""
+    """Something the job did that the user may not expect (a frame converted, an input
+    skipped, a setting that does not apply); the job goes on."""
 
 
 def warn(message: str) -> None:
-    """`message` as a SharpenWarning, attributed to the runtime line that calls this."""
+    """`message` as a SharpenWarning, attributed to the line that calls this."""
     warnings.warn(message, SharpenWarning, stacklevel=2)
 
 
