@@ -141,6 +141,28 @@ def test_tensorrt_io_tensors_must_be_linear_float():
     assert "output 'output'" in why and "vectorised" in why and ":chw" in why
 
 
+def test_tensorrt_refusals_name_the_callers_option_not_sharpen_runs_flag():
+    """From Python, a frame outside an engine's profile said 'run with --tile' and an asymmetric
+    INT8 model asked of ORT's TensorRT provider said 'or --provider cuda': flags of sharpen run,
+    not the keywords the caller has. sharpen run (flags=True) keeps its wording. Both need
+    TensorRT to happen (an engine; ORT's TensorRT provider): here the messages, the first
+    through the backend in test_tensorrt_engine_runs where TensorRT is installed."""
+    from runtime.backends.onnxruntime_backend import trt_int8_refusal
+    from runtime.backends.tensorrt_backend import outside_profile
+
+    assert outside_profile((1, 3, 256, 256), "1x3x16x16 to 1x3x128x128") == (
+        "input shape (1, 3, 256, 256) is outside the engine's optimisation profile (1x3x16x16 to "
+        "1x3x128x128): rebuild it with a profile covering this size, or run with tile")
+    assert outside_profile((1, 3, 256, 256), "?", flags=True).endswith(
+        "covering this size, or run with --tile")
+    said = trt_int8_refusal(Path("m.onnx"))
+    assert said == ("m.onnx is an ONNX Runtime INT8 model (uint8 activations with zero points), "
+                    "which TensorRT cannot build: use the onnx-qdq-trt export (_qdq_trt.onnx) "
+                    "or an engine with TensorRT, or provider 'cuda'"), said
+    assert trt_int8_refusal(Path("m.onnx"), flags=True).endswith(
+        "an engine with TensorRT, or --provider cuda")
+
+
 @pytest.mark.skipif(not HAS_TRT, reason="TensorRT not installed")
 def test_tensorrt_engine_runs(tmp_path, onnx_model):
     """Builds an engine from the test ONNX model and runs it through the TensorRT backend."""
@@ -162,6 +184,14 @@ def test_tensorrt_engine_runs(tmp_path, onnx_model):
     for h, w in ((64, 96), (32, 48), (128, 128)):  # grows, shrinks, grows the buffers
         x = np.random.default_rng(h).random((1, 3, h, w), dtype=np.float32)
         np.testing.assert_allclose(b.infer(x), ref.infer(x), atol=1e-3)
+    # Outside the profile: the keyword from Python, the flag where sharpen run loaded it.
+    big = np.zeros((1, 3, 256, 256), np.float32)
+    with pytest.raises(ModelError, match=r"outside the engine's optimisation profile .* "
+                       r"run with tile$"):
+        b.infer(big)
+    with load_backend(eng, flags=True) as cli, \
+            pytest.raises(ModelError, match=r"run with --tile$"):
+        cli.infer(big)
     (tmp_path / "student.engine.json").write_text(json.dumps({"tensorrt_version": "0.0.1"}))
     with pytest.raises(ModelError, match="rebuild the engine"):
         load_backend(eng)

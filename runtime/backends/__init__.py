@@ -45,8 +45,9 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     providers: ONNX Runtime only: "auto", "cpu", "cuda", "tensorrt" or a list of provider names.
     force: load a model that failed its export parity gate, with a warning unless `say_forced`
     is False (a caller that judges or reports the model itself).
-    flags: messages name `sharpen run`'s flags (--provider), not these keywords: the command
-    line sets it (through run_stream).
+    flags: messages name `sharpen run`'s flags (--provider, --tile), not these keywords (or
+    FrameProcessor's and run_stream's, such as tile): the command line sets it (through
+    run_stream).
     Raises ModelError with a user-facing message when the model is missing or cannot be loaded.
     """
     p = Path(path)
@@ -65,7 +66,7 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
         # function's `providers`.
         named = option("provider", shown, True) if flags else f"provider {shown!r}"
         warn(f"{named} is for ONNX models; {p.name} runs on {kind}")
-    backend = _open(p, kind, threads, providers)
+    backend = _open(p, kind, threads, providers, flags)
     # The marker file stays behind when the model alone is copied to the device; the record
     # inside the model (or its sidecar, which travels with it) does not.
     reason = reason or backend.parity_failed
@@ -115,14 +116,14 @@ def _refused(path: Path, reason: str) -> str:
 
 
 def _open(p: Path, kind: Optional[str], threads: Optional[int],
-          providers: Union[None, str, Sequence[str]]) -> Backend:
+          providers: Union[None, str, Sequence[str]], flags: bool) -> Backend:
     # Imports stay inside the branches: each engine is an optional dependency on the device.
     if kind == "onnxruntime":
         from .onnxruntime_backend import OnnxRuntimeBackend
-        return OnnxRuntimeBackend(p, threads=threads, providers=providers)
+        return OnnxRuntimeBackend(p, threads=threads, providers=providers, flags=flags)
     if kind == "tensorrt":
         from .tensorrt_backend import TensorRTBackend
-        return TensorRTBackend(p)
+        return TensorRTBackend(p, flags=flags)
     if kind == "litert":
         from .litert_backend import LiteRTBackend
         return LiteRTBackend(p, threads=threads)

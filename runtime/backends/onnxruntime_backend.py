@@ -10,6 +10,7 @@ import numpy as np
 
 from ..console import brief, first_line
 from ..host import check_threads
+from ..options import option
 from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar)
@@ -156,6 +157,16 @@ def trt_cache_root() -> Path:
     return Path(os.environ.get("SHARPEN_TRT_CACHE") or cache_dir("trt"))
 
 
+def trt_int8_refusal(path: Path, flags: bool = False) -> str:
+    """Why the TensorRT provider asked for by name cannot run an asymmetric INT8 model, and what
+    to use instead: the CUDA provider as a Python caller names it (its value: the keyword is
+    load_backend's `providers`, run_stream's `provider`), or with `flags` sharpen run's flag."""
+    cuda = option("provider", "cuda", True) if flags else "provider 'cuda'"
+    return (f"{path} is an ONNX Runtime INT8 model (uint8 activations with zero points), which "
+            "TensorRT cannot build: use the onnx-qdq-trt export (_qdq_trt.onnx) or an engine "
+            f"with TensorRT, or {cuda}")
+
+
 def asymmetric_int8(metadata: dict[str, str]) -> bool:
     """An ONNX Runtime INT8 export (uint8 activations with zero points): TensorRT takes only
     symmetric quantisation, so the TensorRT provider cannot build it (the `onnx-qdq-trt` format
@@ -168,7 +179,8 @@ class OnnxRuntimeBackend(Backend):
     layout = "NCHW"
 
     def __init__(self, path: Union[str, Path], threads: Optional[int] = None,
-                 providers: ProviderSpec = "auto") -> None:
+                 providers: ProviderSpec = "auto", *, flags: bool = False) -> None:
+        """flags: messages name `sharpen run`'s flags (--provider), not the keywords."""
         check_threads(threads)
         try:
             import onnxruntime as ort
@@ -204,10 +216,7 @@ class OnnxRuntimeBackend(Backend):
             int8 = detect_precision(data, "", meta) == "int8"
             if int8 and asymmetric_int8(meta):
                 if providers not in (None, "auto", ["auto"]):
-                    raise ModelError(
-                        f"{path} is an ONNX Runtime INT8 model (uint8 activations with zero "
-                        "points), which TensorRT cannot build: use the onnx-qdq-trt export "
-                        "(_qdq_trt.onnx) or an engine with TensorRT, or --provider cuda")
+                    raise ModelError(trt_int8_refusal(path, flags))
                 chosen.remove(trt)
             else:
                 provider_opts[trt] = trt_provider_options(

@@ -17,6 +17,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
+from ..options import option
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar)
 
@@ -118,6 +119,15 @@ def io_problem(name: str, type_name: str, is_float: bool, linear: bool,
     return None
 
 
+def outside_profile(shape: tuple[int, ...], profile: str, flags: bool = False) -> str:
+    """An input shape the engine's optimisation profile (`profile`, its range) does not cover,
+    and the fixes: tiling named as a Python caller's keyword (FrameProcessor's and
+    run_stream's `tile`), or with `flags` as sharpen run's flag."""
+    return (f"input shape {shape} is outside the engine's optimisation profile ({profile}): "
+            "rebuild it with a profile covering this size, or run with "
+            f"{option('tile', flags=flags)}")
+
+
 def _describe_gpu(info: Mapping[str, Any]) -> str:
     extra = [f"{info['gpu_sms']} SMs" if info.get("gpu_sms") is not None else "",
              f"compute {info['gpu_compute']}" if info.get("gpu_compute") else ""]
@@ -147,7 +157,9 @@ class TensorRTBackend(Backend):
     name = "tensorrt"
     layout = "NCHW"
 
-    def __init__(self, path: Union[str, Path], **_: Any) -> None:
+    def __init__(self, path: Union[str, Path], *, flags: bool = False, **_: Any) -> None:
+        # flags: messages name `sharpen run`'s flags (--tile), not the keywords.
+        self._flags = flags
         # One execution context and one pair of buffers: calls from several threads take turns.
         self._lock = threading.Lock()
         trt = _import_tensorrt()
@@ -221,9 +233,8 @@ class TensorRTBackend(Backend):
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         rt = self.cuda.rt
         if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
-            raise ModelError(f"input shape {tuple(batch.shape)} is outside the engine's "
-                             f"optimisation profile ({self._profile_range()}): rebuild it with "
-                             "a profile covering this size, or run with --tile")
+            raise ModelError(outside_profile(tuple(batch.shape), self._profile_range(),
+                                             self._flags))
         out_shape = tuple(self.context.get_tensor_shape(self.output_name))
         out_bytes = int(np.prod(out_shape)) * self.out_dtype.itemsize
         self._in = self._ensure(self._in, batch.nbytes, self.in_dtype)
