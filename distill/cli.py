@@ -655,7 +655,7 @@ def _train(args: argparse.Namespace, task: str) -> int:
         torch.set_num_threads(args.threads)
     from .trainer import TrainingDiverged, TrainingInterrupted, resume_hint, run_training
     try:
-        result = run_training(cfg, quiet=args.quiet)
+        result = run_training(cfg, quiet=args.quiet, command=_command_line(args))
     except (ValueError, FileNotFoundError) as e:
         return _err(_without_worker_traceback(str(e)))
     except TrainingInterrupted as e:
@@ -684,6 +684,16 @@ def _train(args: argparse.Namespace, task: str) -> int:
         print("note: no best.pt: nothing was validated (set data.val_labels for `distill`, "
               "data.val for `train`)", file=sys.stderr)
     return 0
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """This command as a user would type it again, for train.log: main(ARGV) called from
+    Python (a notebook, a test) has the caller's sys.argv, not ARGV."""
+    from .dist import launch_command
+    argv = getattr(args, "argv", None)
+    if argv is None or argv == sys.argv[1:]:
+        return launch_command(sys.argv)
+    return launch_command(["sharpen", *argv])
 
 
 def _arch_given(args: argparse.Namespace) -> bool:

@@ -289,6 +289,32 @@ def from_dict(d: dict) -> TrainConfig:
     return apply_dict(TrainConfig(), d)
 
 
+def as_overrides(cfg: TrainConfig) -> list[str]:
+    """`key=value` overrides that load_config turns back into `cfg` (its values that differ
+    from the defaults, YAML-quoted as a command line reads them): the command-line form of a
+    config built in Python. `task` is left out: the command (`distill`, `train`) sets it."""
+    def leaves(d: dict, prefix: str = ""):
+        for k, v in d.items():
+            if isinstance(v, dict) and k != "args":   # model.args is one value, not a section
+                yield from leaves(v, f"{prefix}{k}.")
+            else:
+                yield f"{prefix}{k}", v
+
+    end = "\n...\n"
+    defaults = dict(leaves(TrainConfig().to_dict()))
+    out = []
+    for key, value in leaves(cfg.to_dict()):
+        if key == "task" or value is None or value == defaults.get(key):
+            continue   # None: the API's "off" (max_minutes, stop_after) or an empty path
+        if isinstance(value, Path):
+            value = str(value)
+        text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False,
+                              width=float("inf"))
+        # a plain scalar's dump ends in YAML's document end marker, "...", on a line of its own
+        out.append(f"{key}={text.removesuffix(end).strip()}")
+    return out
+
+
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(path).with_suffix(".tmp")

@@ -39,7 +39,7 @@ from runtime.warn import SharpenWarning
 
 from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
                          make_checkpoint, read_checkpoint)
-from .config import LossConfig, TrainConfig, check_config, save_config
+from .config import LossConfig, TrainConfig, as_overrides, check_config, save_config
 from .dist import DistInfo, launch_command
 from .losses import combined_loss
 from .metrics import psnr, ssim
@@ -506,9 +506,12 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 # ---------------------------------------------------------------- the loop
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, quiet: bool = False):
+    def __init__(self, cfg: TrainConfig, quiet: bool = False, command: str | None = None):
+        """`command`: the command line that started the run, for train.log; None when Python
+        code did (a notebook's argv is its kernel's), and train.log gives the equivalent
+        command built from `cfg`."""
         check_config(cfg)
-        self.cfg, self.quiet = cfg, quiet
+        self.cfg, self.quiet, self.command = cfg, quiet, command
         self._replace: list[Path] = []    # an earlier run's files, removed once this one starts
         self._data_sig: dict = {}         # what this run trains on (data_signature)
         self._resumed_data: dict = {}     # ... and what the checkpoint resumed from did
@@ -726,6 +729,15 @@ class Trainer:
             from tqdm import tqdm
             tqdm.write(msg)
 
+    def _command_record(self) -> str:
+        if self.command:
+            return f"command: {self.command}"
+        # Python code (a notebook, a script, `sharpen demo`) started this run: its process's
+        # argv does not run it again (a kernel's `ipykernel_launcher.py -f ...`); the config does.
+        line = launch_command(["sharpen", "distill" if self.cfg.task == "student" else "train",
+                               *as_overrides(self.cfg)])
+        return f"started from Python ({launch_command(sys.argv)}); equivalent command: {line}"
+
     def _text(self, msg: str) -> None:
         """A line of out/train.log, the run's text log (what happened when, resumes and stops
         included; BasicSR-style), beside the machine-readable metrics.jsonl."""
@@ -847,7 +859,7 @@ class Trainer:
                    f"{cfg.data.batch_size} per process of {cfg.data.crop} px crops, "
                    f"{len(getattr(train_ds, 'items', getattr(train_ds, 'sharp', ())))} "
                    f"training images, {len(val_items)} validation images; "
-                   f"settings in config.yaml; command: {launch_command(sys.argv)}")
+                   f"settings in config.yaml; {self._command_record()}")
         if self._history_note:
             self._text(self._history_note)
         bar = None
@@ -1147,7 +1159,8 @@ class TrainResult:
 
 def train(cfg: TrainConfig, quiet: bool = False) -> dict:
     """Train to the end and return the last validation metrics; raises TrainingInterrupted
-    (a KeyboardInterrupt) when a signal stopped it, after saving the resume checkpoint."""
+    (a KeyboardInterrupt) when a signal stopped it, after saving the resume checkpoint.
+    train.log records the run's equivalent `sharpen distill`/`sharpen train` command."""
     result = run_training(cfg, quiet)
     if result.step < cfg.optim.steps and DistInfo.from_env().main and not quiet:
         # quiet callers learn the step from run_training (train.log says it too).
@@ -1156,12 +1169,13 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
     return result.metrics
 
 
-def run_training(cfg: TrainConfig, quiet: bool = False) -> TrainResult:
+def run_training(cfg: TrainConfig, quiet: bool = False,
+                 command: str | None = None) -> TrainResult:
     """`train`, also saying the step reached: a run stopped by its budget returns as one that
-    finished, and its caller must not report it "done"."""
+    finished, and its caller must not report it "done". `command`: as Trainer's."""
     try:
         with run_lock(Path(cfg.out), enabled=DistInfo.from_env().main):
-            trainer = Trainer(cfg, quiet=quiet)
+            trainer = Trainer(cfg, quiet=quiet, command=command)
             metrics = trainer.fit()
         if dist.is_initialized():
             # Every rank stopped at the same step; let rank 0 finish saving before any rank

@@ -113,6 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    args.argv = sys.argv[1:] if argv is None else list(argv)   # what the training log records
     from runtime.imageio import ImageReadError, max_pixels
     try:   # a bad setting is one error now, not one skipped image per file later
         max_pixels()

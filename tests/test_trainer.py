@@ -1495,6 +1495,36 @@ def test_train_log_records_a_command_that_runs_again(tmp_path, monkeypatch, caps
     assert (out / "train.log").read_text().count(f"command: {recorded}") == 2
 
 
+def test_train_log_of_a_run_started_from_python_records_its_equivalent_command(
+        tmp_path, monkeypatch):
+    """train() in a notebook recorded the kernel's argv (`ipykernel_launcher.py -f ...`) as
+    the run's command; it records the `sharpen` command that runs the same config now, and
+    main(ARGV) called from Python records ARGV, not the caller's argv."""
+    import shlex
+
+    from sharpen.cli import main
+
+    kernel = ["/venv/lib/ipykernel_launcher.py", "-f", "/run/kernel-1.json"]
+    monkeypatch.setattr(sys, "argv", kernel)
+    for k in ("TORCHELASTIC_RUN_ID", "LOCAL_WORLD_SIZE"):
+        monkeypatch.delenv(k, raising=False)
+    out = tmp_path / "r"
+    cfg = tiny_cfg(out, 3, stop_after=1, device="cpu")
+    train(cfg, quiet=True)
+    first = (out / "train.log").read_text().splitlines()[0]
+    assert f"started from Python ({shlex.join(kernel)}); equivalent command: " in first, first
+    line = first.split("equivalent command: ", 1)[1]
+    argv = shlex.split(line)
+    assert argv[:2] == ["sharpen", "train"], line          # task teacher: `sharpen train`
+    assert load_config(None, argv[2:], base=load_config(None, ["task=teacher"])) == cfg
+    # the line, run, resumes the run (in this process: the command's work, not its startup)
+    assert main([*argv[1:], "--quiet"]) == 0
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    second = [ln for ln in (out / "train.log").read_text().splitlines()
+              if "resumed at step 1" in ln][0]
+    assert second.endswith(f"command: {line} --quiet"), second
+
+
 def test_a_run_resumed_into_another_folder_carries_the_history_before_its_step(tmp_path):
     """resume=a/CKPT out=b started b's metrics.jsonl (and curves) at the resumed step, and
     train.log did not say where the steps before it were; records of b's own earlier run were
