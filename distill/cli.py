@@ -396,7 +396,8 @@ def cmd_corpus(args: argparse.Namespace) -> int:
                          crop=args.crop, test_crop=args.test_crop, seed=args.seed)
     try:
         summary = build_corpus(args.photos, args.out, opts, progress=not args.quiet,
-                               workers=args.workers)
+                               workers=args.workers,   # --quiet: no bar, the notes stay
+                               say=lambda msg: print(msg, file=sys.stderr))
     except (FileNotFoundError, ValueError) as e:
         return _err(str(e))
     return _corpus_outcome(args, summary)

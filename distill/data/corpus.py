@@ -24,12 +24,15 @@ import json
 import os
 import sys
 import threading
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
 from runtime.atomic import atomic_write_json
+from runtime.warn import SharpenWarning
 
 from ..images import ImageReadError, read_image, write_image
 from .scene_blur import SYNTHESIS_VERSION, SceneBlurConfig, preset, synthesize_pair
@@ -119,14 +122,18 @@ def _pair(img: np.ndarray, side: int, margin: int, rng: np.random.Generator,
 
 def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None = None,
                  splits: tuple[str, ...] = SPLITS, progress: bool = True,
-                 workers: int = 1) -> dict:
+                 workers: int = 1, say: Callable[[str], None] | None = None) -> dict:
     """Write the paired corpus; skips pairs already written (safe to re-run after a kill) and
     first removes the pairs of photos since deleted, moved to another split or changed.
     `workers` > 1 synthesises photos in that many processes (each pair is a pure function of its
     photo and name, so the corpus is the same). Returns {split: pairs written or present,
     "failed": [messages of unreadable photos], "small": [messages of photos smaller than the
     crop, skipped], "small_in": {split: how many of those}, "photos": {split: photos in
-    it}}."""
+    it}}. `say` takes the run's notes (stale pairs removed, a moved photo folder); by default
+    they go to stderr with `progress` and nowhere without it. Problems (a photo skipped, an
+    empty split) are `runtime.SharpenWarning`s either way."""
+    if say is None:
+        say = _note if progress else (lambda msg: None)
     opts = opts or CorpusOptions()
     root, out = Path(photos), Path(out)
     _refuse_out_inside_photos(out, root)
@@ -142,11 +149,11 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     with run_lock(out, doing="writing a corpus", flag="--out"):
         old = _check_same_recipe(out, meta)
         index = _photo_index(root, names, old.get("photo_index") or {})
-        _check_same_photos(out, old, meta["photos"], index)
+        _check_same_photos(out, old, meta["photos"], index, say)
         _warn_empty_splits(root, by_split, splits)
         _remove_temp_files(out)
         if old:   # only in a corpus of ours: --out may be another dataset by mistake
-            _remove_stale_pairs(out, index, opts, old)
+            _remove_stale_pairs(out, index, opts, old, say)
         counts = {s: _pairs_on_disk(out, s) for s in SPLITS}
         # Written first too, so a run killed half-way still records how its pairs were made
         # (and, through photo_index, which photos the pairs on disk were made from).
@@ -155,6 +162,18 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
         counts.update({s: summary[s] for s in splits})
         atomic_write_json(out / "corpus.json", {**meta, "counts": counts, "photo_index": index})
     return summary
+
+
+def _note(msg: str) -> None:
+    print(msg, file=sys.stderr)
+
+
+def _warn(msg: str) -> None:
+    """`msg` as a SharpenWarning, with the progress bar cleared while it is shown (a line
+    printed into a bar broke it)."""
+    from tqdm import tqdm
+    with tqdm.external_write_mode(file=sys.stderr):
+        warnings.warn(msg, SharpenWarning, stacklevel=2)
 
 
 def _refuse_out_inside_photos(out: Path, root: Path) -> None:
@@ -172,10 +191,10 @@ def _warn_empty_splits(root: Path, by_split: dict[str, list[Path]],
     if empty:
         # By hash about 1 photo in 10 goes to test and 1 in 25 to val: a few photos can leave
         # both empty, and training would then have nothing to validate on.
-        print(f"warning: {root}: no photo fell in the {' or '.join(empty)} split "
+        _warn(f"{root}: no photo fell in the {' or '.join(empty)} split "
               f"({sum(len(v) for v in by_split.values())} photos; about 1 in 10 go to test, "
               f"1 in 25 to val); add photos (a subfolder named {' or '.join(TEST_FOLDERS)} "
-              "becomes the test split)", file=sys.stderr)
+              "becomes the test split)")
 
 
 def _photo_index(root: Path, names: dict[str, dict[Path, str]],
@@ -244,7 +263,7 @@ def _remove_temp_files(out: Path) -> None:
 
 
 def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
-                        old: dict) -> int:
+                        old: dict, say: Callable[[str], None]) -> int:
     """Remove every pair no current, unchanged photo accounts for: pairs of photos deleted or
     moved to another split (a photo moved into kodak24/ would be tested on what it was trained
     on), renamed, or changed since their pairs were made (their `photo_index` entry differs).
@@ -254,9 +273,9 @@ def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
         # Written before photos were recorded: the pairs present are trusted rather than the
         # corpus rebuilt (hours for a large one). Pairs of deleted or moved photos still go
         # (their names match no current photo); a photo replaced under its name is missed.
-        print(f"note: {out / 'corpus.json'} predates photo signatures: existing pairs of "
-              "current photos are kept (delete the corpus to rebuild it if a photo was "
-              "replaced under the same name)", file=sys.stderr)
+        say(f"note: {out / 'corpus.json'} predates photo signatures: existing pairs of "
+            "current photos are kept (delete the corpus to rebuild it if a photo was "
+            "replaced under the same name)")
     keep: dict[str, set[str]] = {s: set() for s in SPLITS}
     for rel, entry in index.items():
         if was is None or _same_photo(was.get(rel), entry):
@@ -269,8 +288,8 @@ def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
                 f.unlink(missing_ok=True)
             removed += 1
     if removed:
-        print(f"removed {removed} stale pair(s) from {out}: their photos were deleted, moved "
-              "to another split or changed since (changed ones are made again)", file=sys.stderr)
+        say(f"removed {removed} stale pair(s) from {out}: their photos were deleted, moved "
+            "to another split or changed since (changed ones are made again)")
     return removed
 
 
@@ -303,7 +322,7 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
                     # and not a failure; an unreadable photo is.
                     summary["small" if too_small else "failed"].append(skipped)
                     summary["small_in"][split] += too_small
-                    print(f"skipped: {skipped}", file=sys.stderr)
+                    _warn(f"skipped: {skipped}")
             summary[split] = n
     finally:
         if pool:
@@ -368,7 +387,8 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None, bool]:
     return copies, None, False
 
 
-def _check_same_photos(out: Path, old: dict, photos: str, index: dict[str, dict]) -> None:
+def _check_same_photos(out: Path, old: dict, photos: str, index: dict[str, dict],
+                       say: Callable[[str], None]) -> None:
     """A corpus rerun from another photo folder: fine when it holds the same photos (moved,
     copied, mounted elsewhere; most of the recorded ones are there with the same content),
     refused otherwise: its stale-pair clean-up would throw away the corpus, and without a
@@ -379,9 +399,8 @@ def _check_same_photos(out: Path, old: dict, photos: str, index: dict[str, dict]
     before = old.get("photo_index")
     same = sum(_same_photo(e, index.get(rel, {})) for rel, e in (before or {}).items())
     if before and same >= len(before) / 2:
-        print(f"note: {out} was built from the photos in {was}, now read from {photos}: the "
-              f"pairs of the {same} of its {len(before)} photos found unchanged are kept",
-              file=sys.stderr)
+        say(f"note: {out} was built from the photos in {was}, now read from {photos}: the "
+            f"pairs of the {same} of its {len(before)} photos found unchanged are kept")
         return
     raise ValueError(f"{out} was built from the photos in {was}, not {photos} (of its "
                      f"{len(before or {})} recorded photos {same} are here unchanged); its "
