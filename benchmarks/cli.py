@@ -115,8 +115,13 @@ def run_bench_cmd(args) -> int:
         from benchmarks.report import run_bench
     except ImportError as e:
         return fail(missing_dependency("bench", e))
-    if args.threads < 0 or args.calib_count < 1:
-        return fail("--threads must be >= 0 and --calib-count >= 1")
+    if args.calib_count < 1:
+        return fail(f"--calib-count must be >= 1, got {args.calib_count}")
+    from runtime.host import check_threads
+    try:   # here, not when the first runtime loads after the exports
+        check_threads(args.threads, "--threads", "all cores")
+    except ValueError as e:
+        return fail(str(e))
     opts = options_from_args(args)
     try:
         report, code = run_bench(opts)

@@ -125,6 +125,11 @@ class BenchContext:
             raise pytest.UsageError(f"--calib-count must be >= 1, got {self.calib_count}")
         self.float_layers = config.getoption("float_layers")
         self.threads = int(config.getoption("threads") or 0)
+        from runtime.host import check_threads
+        try:   # as `sharpen bench` checks it
+            check_threads(self.threads, "--threads", "all cores")
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
         cache = config.getoption("cache")
         from benchmarks.artifacts import default_cache_root
         from benchmarks.quality import QUICK_LIMIT

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from runtime.host import threads_help
+
 
 @dataclass(frozen=True)
 class Opt:
@@ -51,8 +53,7 @@ SCHEMA: tuple[Opt, ...] = (
         pytest_aliases=("--bench-cache",)),
     Opt(("--calib-count",), "calib_count", "INT8 calibration crops per student (default 32)",
         type=int, default=32, metavar="N", pytest_aliases=("--bench-calib-count",)),
-    Opt(("--threads",), "threads", "CPU threads for ONNX Runtime / LiteRT (default 0: all "
-        "cores)", type=int, default=0, metavar="N", pytest_aliases=("--bench-threads",)),
+    Opt(("--threads",), "threads", threads_help("ONNX Runtime / LiteRT"), type=int, default=0, metavar="N", pytest_aliases=("--bench-threads",)),
 )
 
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code
 from runtime.console import HelpFormatter
+from runtime.host import threads_help
 from .teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
                             TILE as TEACHER_TILE)
 
@@ -751,8 +752,7 @@ def add_commands(sub) -> None:
                    help=f"tiles per forward pass (default: {TEACHER_BATCH})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="CPU threads for PyTorch, which runs the teacher (default 0: "
-                   "PyTorch's default)")
+                   help=threads_help("PyTorch, which runs the teacher", "PyTorch's default"))
     p.add_argument("--bits16", action="store_true", help="write 16-bit PNGs")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip images an earlier run into --out already wrote from the same "
@@ -884,8 +884,8 @@ def add_commands(sub) -> None:
                    "in bf16/fp16), cpu, cuda, cuda:1 ...; exported artifacts run as `sharpen "
                    "run` runs them")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="CPU threads for ONNX Runtime / LiteRT, and for PyTorch when "
-                   "checkpoints run on the CPU (default 0: all cores)")
+                   help=threads_help("ONNX Runtime / LiteRT, and for PyTorch when checkpoints "
+                                     "run on the CPU"))
     p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="ONNX Runtime execution provider for .onnx models (auto: TensorRT, "
                    "CUDA, then CPU, whichever this build has)")
@@ -905,9 +905,10 @@ def add_commands(sub) -> None:
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides (dotted keys)")
         p.add_argument("--threads", type=int, default=0, metavar="N",
-                       help="CPU threads for PyTorch in this process; under torchrun in each "
-                       "process (default 0: PyTorch's default, OMP_NUM_THREADS or all cores; "
-                       "torchrun sets OMP_NUM_THREADS=1 for several processes)")
+                       help=threads_help(
+                           "PyTorch in this process; under torchrun in each process",
+                           "PyTorch's default, OMP_NUM_THREADS or all cores; torchrun sets "
+                           "OMP_NUM_THREADS=1 for several processes"))
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=func)
 

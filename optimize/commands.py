@@ -10,6 +10,7 @@ from pathlib import Path
 
 from runtime.cli_errors import cli_error, missing_dependency, one_line
 from runtime.formats import help_lines
+from runtime.host import threads_help
 
 FORMAT_HELP = """\
 formats (comma-separated; default: every format this machine can build):
@@ -113,7 +114,7 @@ def add_commands(sub) -> None:
     g.add_argument("--latency-runs", type=int, default=5, metavar="N",
                    help="timed 1080p runs per artifact, median reported (default 5)")
     g.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="CPU threads for ONNX Runtime / LiteRT / PyTorch (default 0: all)")
+                   help=threads_help("ONNX Runtime / LiteRT / PyTorch"))
     g.add_argument("--opset", type=int, default=17,
                    help="ONNX opset, 17 to 20 (torch's TorchScript exporter; default 17)")
     g.add_argument("--no-simplify", action="store_true",

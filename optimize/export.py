@@ -359,9 +359,13 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
         raise ExportError(f"{n('percentile')} must be in (50, 100], got {o.percentile}")
     if o.workspace_gb <= 0:
         raise ExportError(f"{n('workspace_gb')} must be > 0 GB, got {o.workspace_gb}")
-    if o.latency_runs < 0 or o.threads < 0:
-        raise ExportError(f"{n('latency_runs')} and {n('threads')} must be >= 0, got "
-                          f"{o.latency_runs} and {o.threads}")
+    if o.latency_runs < 0:
+        raise ExportError(f"{n('latency_runs')} must be >= 0, got {o.latency_runs}")
+    from runtime.host import check_threads
+    try:   # here, not when the latency check loads a runtime after the whole export
+        check_threads(o.threads, n("threads"), "all cores")
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     if o.thresholds is not None and o.thresholds.max_ssim_drop is not None and not o.parity_gt:
         raise ExportError(f"{n('thresholds.max_ssim_drop')} needs ground truth for the parity "
                           f"images: give {n('parity_gt')}{' DIR' if flags else '=DIR'} (same "

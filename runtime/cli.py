@@ -13,7 +13,7 @@ import threading
 from typing import Optional
 
 from .cli_errors import interrupt_exit_code, missing_dependency
-from .host import MAX_THREADS, threads_warning
+from .host import threads_help, threads_warning
 from .tiling import OVERLAP
 
 EPILOG = """examples:
@@ -55,8 +55,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats", default=None, metavar="JSON",
                    help="write latency percentiles, throughput and drops to this JSON file")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="CPU threads for ONNX Runtime / LiteRT (default 0: all cores; at most "
-                        f"{MAX_THREADS}, or the machine's cores where it has more)")
+                   help=threads_help("ONNX Runtime / LiteRT"))
     p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="ONNX Runtime execution provider (auto: TensorRT, CUDA, then CPU, "
                         "whichever this build has)")

@@ -69,6 +69,13 @@ def usable_cores() -> int:
             else os.cpu_count() or 1)
 
 
+def threads_help(runs: str, zero: str = "all cores") -> str:
+    """The --threads help of every command, in the same words: what the threads run, what 0
+    means (as check_threads says it) and the limit check_threads enforces."""
+    return (f"CPU threads for {runs} (default 0: {zero}; at most {MAX_THREADS}, or the "
+            "machine's cores where it has more)")
+
+
 def check_threads(threads: Optional[int], name: str = "threads", zero: str = "all cores") -> None:
     """ValueError naming `name` (a keyword, or a flag such as --threads) and the range for a
     thread count below 0 or above max(MAX_THREADS, the machine's cores); `zero` says what 0

@@ -27,6 +27,7 @@ import numpy as np
 from runtime.atomic import atomic_write_json
 from runtime.cli_errors import one_line
 from runtime.console import HelpFormatter
+from runtime.host import threads_help
 
 if TYPE_CHECKING:   # torch comes with it; the parser is built without torch
     from distill.data.holdout import HoldOut
@@ -134,10 +135,14 @@ def _check_args(args: argparse.Namespace) -> str | None:
         except ValueError as e:
             return f"--teacher-config {args.config}: {e}"
     for flag, value, low in (("--steps", args.steps, 1), ("--label-images", args.label_images, 1),
-                             ("--video-frames", args.video_frames, 2),
-                             ("--threads", args.threads, 0)):
+                             ("--video-frames", args.video_frames, 2)):
         if value < low:
             return f"{flag} must be >= {low}, got {value}"
+    from runtime.host import check_threads
+    try:
+        check_threads(args.threads, "--threads", "all cores")
+    except ValueError as e:
+        return str(e)
     if not args.lr > 0:
         return f"--lr must be > 0, got {args.lr:g}"
     for flag, attr in (("--min-ssim-gain", "min_ssim_gain"),
@@ -464,7 +469,7 @@ def add_commands(sub) -> None:
                    "folder of footage holding clips, frames of its first clip streamed at "
                    "stage 5")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="CPU threads for training and inference (default 0: all cores)")
+                   help=threads_help("training and inference"))
     p.add_argument("--no-bench", "--skip-bench", dest="no_bench", action="store_true",
                    help="skip the benchmark report")
     p.add_argument("--quiet", action="store_true",

@@ -123,6 +123,34 @@ def test_a_flag_shared_by_commands_has_one_default():
         assert len(set(map(repr, defaults[flag].values()))) == 1, (flag, defaults[flag])
 
 
+def test_every_threads_flag_states_the_limit_it_is_held_to(tmp_path, capsys):
+    """Only `sharpen run --help` said --threads is held to at most 256 (or the cores where a
+    machine has more); export, bench and demo did not even hold it there (a million threads
+    reached torch and the runtimes after the exports). One wording, one check, everywhere."""
+    import os
+
+    from runtime.host import MAX_THREADS
+    from sharpen.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions
+               if a.__class__.__name__ == "_SubParsersAction")
+    limit = f"at most {MAX_THREADS}, or the machine's cores where it has more)"
+    helps = {name: a.help for name, p in sub.choices.items() for a in p._actions
+             if "--threads" in a.option_strings}
+    assert {"run", "evaluate", "export", "bench", "labels", "teacher", "distill", "train",
+            "train-teacher", "demo"} <= set(helps), sorted(helps)
+    for name, text in helps.items():
+        assert text.startswith("CPU threads for ") and text.endswith(limit), (name, text)
+    top = max(MAX_THREADS, os.cpu_count() or 0)
+    for argv in (["export", "--weights", "fast", "--out", str(tmp_path / "e")],
+                 ["bench", "--out", str(tmp_path / "b")],
+                 ["demo", "--out", str(tmp_path / "d")]):
+        assert main([*argv, "--threads", "1000000", "--quiet"]) == 2, argv
+        err = capsys.readouterr().err
+        assert f"--threads must be 0 to {top} (0: all cores), got 1000000" in err, err
+        assert not any(tmp_path.iterdir())   # refused before any work
+
+
 def test_bad_options_and_outputs_are_refused_before_the_model_runs(tmp_path, tiny_teacher,
                                                                    capsys):
     """--tile/--overlap/--batch-size were checked per image (a traceback after the model

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from runtime.host import threads_help
+
 from ..teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
                              TILE as TEACHER_TILE)
 
@@ -78,8 +80,7 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-out", metavar="DIR", default=None,
                    help="validation cache folder for --hold-out (not --out, nor inside it)")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help="CPU threads for PyTorch, which runs the teacher (default 0: "
-                        "PyTorch's default)")
+                   help=threads_help("PyTorch, which runs the teacher", "PyTorch's default"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
