@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 
 from runtime.atomic import atomic_path
-from runtime.imageio import IMAGE_EXTS, ImageReadError, decode_image, is_image
+from runtime.imageio import (IMAGE_EXTS, ImageReadError, UndecodableImage, decode_image,
+                             is_image)
 
-__all__ = ["IMAGE_EXTS", "ImageReadError", "centre_crop", "is_image", "list_images", "read_image",
-           "to_rgb_float", "write_image"]
+__all__ = ["IMAGE_EXTS", "ImageReadError", "UndecodableImage", "centre_crop", "is_image",
+           "list_images", "read_image", "to_rgb_float", "write_image"]
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -31,8 +32,8 @@ def to_rgb_float(img: np.ndarray, source: str = "<array>") -> np.ndarray:
     elif img.dtype in (np.float32, np.float64):
         scale = 1.0
     else:
-        raise ImageReadError(f"{source}: unsupported pixel type {img.dtype} "
-                             "(expected uint8, uint16 or float)")
+        raise UndecodableImage(f"{source}: unsupported pixel type {img.dtype} "
+                               "(expected uint8, uint16 or float)")
     if img.ndim == 2:
         warnings.warn(f"{source}: grayscale image converted to RGB", stacklevel=2)
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
@@ -40,7 +41,7 @@ def to_rgb_float(img: np.ndarray, source: str = "<array>") -> np.ndarray:
         warnings.warn(f"{source}: alpha channel dropped (RGBA -> RGB)", stacklevel=2)
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     elif img.ndim != 3 or img.shape[2] != 3:
-        raise ImageReadError(f"{source}: unsupported image shape {img.shape}")
+        raise UndecodableImage(f"{source}: unsupported image shape {img.shape}")
     rgb = img[..., ::-1].astype(np.float32) / scale
     return np.ascontiguousarray(rgb)
 

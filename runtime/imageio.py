@@ -25,6 +25,12 @@ class ImageReadError(ValueError):
     """A file that is not a usable image; the message names the file and says why."""
 
 
+class UndecodableImage(ImageReadError):
+    """A file (or video frame) whose content cannot be made an image: damaged, truncated, not
+    an image, or of a pixel type or layout no model takes. Unlike a file that is missing,
+    unreadable for now or over the pixel budget, reading it again fails again."""
+
+
 def max_pixels() -> int:
     env = os.environ.get("SHARPEN_MAX_PIXELS")
     try:
@@ -190,23 +196,23 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
     if size is not None:
         w, h = size
         if w <= 0 or h <= 0:
-            raise ImageReadError(f"{path}: header gives an invalid size {w}x{h}")
+            raise UndecodableImage(f"{path}: header gives an invalid size {w}x{h}")
         if w * h > limit:
             raise ImageReadError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the pixel "
                                  f"budget of {limit:,} (raise it with the "
                                  "SHARPEN_MAX_PIXELS environment variable)")
     if _truncated(data):
-        raise ImageReadError(f"{path}: truncated or damaged file (it has no end-of-image "
-                             "marker)")
+        raise UndecodableImage(f"{path}: truncated or damaged file (it has no end-of-image "
+                               "marker)")
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
-        raise ImageReadError(f"{path}: the decoder failed ({str(e).strip().splitlines()[-1]})"
-                             ) from None
+        raise UndecodableImage(f"{path}: the decoder failed "
+                               f"({str(e).strip().splitlines()[-1]})") from None
     except MemoryError:
         raise ImageReadError(f"{path}: out of memory while decoding") from None
     if img is None:
-        raise ImageReadError(f"{path}: not a readable image (corrupt or unsupported format)")
+        raise UndecodableImage(f"{path}: not a readable image (corrupt or unsupported format)")
     # IMREAD_UNCHANGED (kept for 16-bit and alpha) ignores the EXIF rotation that viewers and
     # IMREAD_COLOR apply, which would leave phone photos sideways; TIFF is already upright.
     upright = _UPRIGHT.get(exif_orientation(data)) if data[:2] not in (b"II", b"MM") else None

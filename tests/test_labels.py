@@ -209,6 +209,9 @@ def test_a_clip_damaged_in_the_middle_fails_only_its_damaged_frames(tmp_path, te
         f"damaged there or ends before it; frame {last} is the last decoded before it)"
         for i in bad], said.err
     assert f"{30 - len(bad)} done, 0 skipped (up to date), {len(bad)} failed" in said.out
+    # not "re-run to retry": a damaged frame fails on every run
+    assert f"warning: {len(bad)} image(s) failed (see warnings above): their input cannot be " \
+        "decoded" in said.err and "re-run to retry" not in said.err, said.err
     entries = _manifest(out)
     assert sorted(n for n, e in entries.items() if e["status"] == "failed") == \
         [f"hurt_{i:06d}" for i in bad]
@@ -455,7 +458,9 @@ def test_without_progress_a_run_prints_nothing_and_warns_as_python_warnings(tmp_
     assert (s.done, s.failed) == (1, 1)
     said = [str(w.message) for w in rec]
     assert any(m.startswith("skipping im01: ") for m in said), said
-    assert "1 image(s) failed (see warnings above); re-run to retry" in said, said
+    assert ("1 image(s) failed (see warnings above): their input cannot be decoded (damaged, "
+            "truncated or not an image); replace or remove the damaged files: re-running fails "
+            "them again") in said, said
     assert capsys.readouterr() == ("", "")
     lines: list[str] = []
     with warnings.catch_warnings():
@@ -464,6 +469,30 @@ def test_without_progress_a_run_prints_nothing_and_warns_as_python_warnings(tmp_
                    progress=False, say=lines.append)
     assert capsys.readouterr() == ("", "")
     assert any(ln.startswith("labels: 0 done, 1 skipped (up to date), 1 failed") for ln in lines)
+
+
+def test_failed_images_are_told_apart_damaged_ones_from_ones_a_rerun_may_label(tmp_path):
+    """Every failure ended in "re-run to retry", a damaged image or video frame too, which
+    fails on every run; only the others (the teacher out of memory, say) are retried now."""
+    data = _paired(tmp_path / "data", 3, h=16, w=16)
+    (data / "input" / "im01.png").write_bytes(b"\x89PNG\r\n\x1a\n garbage, not an image")
+
+    class OutOfMemoryOnIm02(FakeTeacher):
+        def sharpen(self, image, **kw):
+            if image.mean() == seen["im02"]:
+                raise RuntimeError("CUDA out of memory")
+            return super().sharpen(image, **kw)
+
+    from distill.images import read_image
+    seen = {"im02": read_image(data / "input" / "im02.png").mean()}
+    with pytest.warns(SharpenWarning) as rec:
+        s = run_labels(str(data), tmp_path / "cache", teacher=OutOfMemoryOnIm02(), tile=0,
+                       overlap=0, progress=False)
+    assert (s.done, s.failed, s.undecodable) == (1, 2, 1)
+    said = [str(w.message) for w in rec if "image(s) failed" in str(w.message)]
+    assert said == ["2 image(s) failed (see warnings above): 1 cannot be decoded (damaged, "
+                    "truncated or not an image; replace or remove the damaged files: "
+                    "re-running fails them again); re-run to retry the other 1"], said
 
 
 def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_path, teachers,

@@ -87,6 +87,7 @@ class LabelStats:
     failed: int = 0
     seconds: float = 0.0
     total: int = 0
+    undecodable: int = 0   # of `failed`: inputs that cannot be decoded, which a rerun fails too
 
 
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
@@ -352,7 +353,8 @@ class LabelRun:
     def process(self, samples: list[Sample], progress: bool = True, tag: str = "") -> LabelStats:
         from tqdm import tqdm
 
-        from ..images import ImageReadError, read_image, to_rgb_float, write_image
+        from ..images import (ImageReadError, UndecodableImage, read_image, to_rgb_float,
+                              write_image)
         from ..teacher import file_hash
 
         stats = LabelStats(total=len(samples))
@@ -374,6 +376,7 @@ class LabelRun:
                     # One line, the bar cleared for it (e names the file).
                     _warn(f"{tag}skipping {sample.name}: {e}")
                     stats.failed += 1
+                    stats.undecodable += isinstance(e, UndecodableImage)
                     self._record(sample.name, {"name": sample.name,
                                                "input": str(sample.input),
                                                "frame": sample.frame, "status": "failed",
@@ -459,7 +462,23 @@ class LabelRun:
                       "distilled from these labels learns that; mix ground truth in (loss.gt, "
                       "data.gt_train) or use a teacher trained on such blur")
         if stats.failed:
-            _warn(f"{tag}{stats.failed} image(s) failed (see warnings above); re-run to retry")
+            _warn(f"{tag}{_failed_advice(stats)}")
+
+
+def _failed_advice(stats: LabelStats) -> str:
+    """What to do about a run's failed images. "Re-run to retry" was said of all of them: an
+    image or video frame that cannot be decoded fails again on every run (it is retried, as
+    its file may be replaced); a teacher that ran out of memory, or a file unreadable for now,
+    may not."""
+    bad, other = stats.undecodable, stats.failed - stats.undecodable
+    fix = "replace or remove the damaged files: re-running fails them again"
+    if not bad:
+        return f"{other} image(s) failed (see warnings above); re-run to retry"
+    if not other:
+        return (f"{bad} image(s) failed (see warnings above): their input cannot be decoded "
+                f"(damaged, truncated or not an image); {fix}")
+    return (f"{stats.failed} image(s) failed (see warnings above): {bad} cannot be decoded "
+            f"(damaged, truncated or not an image; {fix}); re-run to retry the other {other}")
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -568,7 +587,8 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
                      hold_out=plan.record("validation", str(Path(args.out).resolve())), **common)
     return LabelStats(done=train.done + val.done, skipped=train.skipped + val.skipped,
                       failed=train.failed + val.failed, seconds=train.seconds + val.seconds,
-                      total=train.total + val.total)
+                      total=train.total + val.total,
+                      undecodable=train.undecodable + val.undecodable)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

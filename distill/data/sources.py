@@ -31,7 +31,7 @@ import numpy as np
 
 from runtime.imageio import VIDEO_EXTS
 
-from ..images import ImageReadError, is_image, read_image, to_rgb_float
+from ..images import UndecodableImage, is_image, read_image, to_rgb_float
 
 KINDS = ("gopro", "paired", "folder", "video", "embedded")
 SPLITS = ("train", "val", "test")
@@ -447,7 +447,7 @@ class FrameReader:
         self.close()
         self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
-            raise ImageReadError(f"{self.path}: OpenCV cannot open this video")
+            raise UndecodableImage(f"{self.path}: OpenCV cannot open this video")
         self._next = 0
         self._decoded = -1
 
@@ -468,8 +468,8 @@ class FrameReader:
         if not ok or frame is None:
             before = (f"frame {self._decoded} is the last decoded before it" if self._decoded >= 0
                       else "no frame before it decoded")
-            raise ImageReadError(f"{self.path}: frame {index} cannot be decoded (the file is "
-                                 f"damaged there or ends before it; {before})")
+            raise UndecodableImage(f"{self.path}: frame {index} cannot be decoded (the file "
+                                   f"is damaged there or ends before it; {before})")
         self._decoded = index
         return frame
 
