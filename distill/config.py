@@ -248,11 +248,27 @@ RANGES = (
 )
 
 
+def loss_weights(loss: LossConfig | dict) -> LossConfig:
+    """`cfg.loss` as a LossConfig. A mapping (`cfg.loss = {"gt": 0.5}` after the config was
+    made, which __post_init__ does not see) is read as a config file's section is: defaults
+    for what it leaves out, a KeyError naming an unknown key (`loss.pixle`; did you mean
+    loss.pixel?), a TypeError for a value of the wrong type."""
+    if isinstance(loss, LossConfig):
+        return loss
+    holder = TrainConfig()
+    _set(holder, "loss", loss)
+    return holder.loss
+
+
 def check_config(cfg: TrainConfig) -> None:
     """ValueError naming the key when a value is out of its range: a negative grad_clip or loss
-    weight trains the wrong way, an interval of 0 crashed mid-run, steps <= 0 said 'done'."""
+    weight trains the wrong way, an interval of 0 crashed mid-run, steps <= 0 said 'done'.
+    A `loss` given as a mapping is read as loss_weights reads it."""
     import math
 
+    w = loss_weights(cfg.loss)
+    if w is not cfg.loss:   # the ranges below are read from its LossConfig
+        cfg = dataclasses.replace(cfg, loss=w)
     if not cfg.optim.lr > 0 or not cfg.optim.ema_decay < 1:   # (NaN fails both)
         key, v = (("optim.lr", cfg.optim.lr) if not cfg.optim.lr > 0
                   else ("optim.ema_decay", cfg.optim.ema_decay))
@@ -275,7 +291,6 @@ def check_config(cfg: TrainConfig) -> None:
     b1, b2 = cfg.optim.betas
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
         raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(cfg.optim.betas)}")
-    w = cfg.loss if isinstance(cfg.loss, LossConfig) else LossConfig(**cfg.loss)
     if not any((w.pixel, w.ssim, w.gt, w.freq, w.gt_ssim)):
         raise ValueError("every loss weight is 0: nothing to train on (set loss.pixel, e.g. 1)")
     if not str(cfg.resume).strip():

@@ -39,7 +39,8 @@ from runtime.warn import SharpenWarning
 
 from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
                          make_checkpoint, read_checkpoint)
-from .config import LossConfig, TrainConfig, as_overrides, check_config, save_config
+from .config import (LossConfig, TrainConfig, as_overrides, check_config, loss_weights,
+                     save_config)
 from .dist import DistInfo, launch_command
 from .losses import combined_loss
 from .metrics import psnr, ssim
@@ -563,7 +564,7 @@ class Trainer:
         self.best: Optional[float] = None
         self.metrics: dict = {}
         self.start_metrics: dict = {}     # validation before training (cfg.val_start)
-        self.weights = cfg.loss if isinstance(cfg.loss, LossConfig) else LossConfig(**cfg.loss)
+        self.weights = loss_weights(cfg.loss)
         self._stop = False
         self._validating = False
         self._bad_steps = 0

@@ -123,6 +123,27 @@ def test_train_config_takes_its_sections_as_mappings_as_from_dict_does():
         TrainConfig(loss=[1.0])
 
 
+def test_a_loss_section_assigned_as_a_mapping_is_read_as_a_config_files(tmp_path):
+    """cfg.loss = {...} after the config was made: check_config and the trainer each turned it
+    into LossConfig by hand (LossConfig(**mapping)), so a misspelt weight was a TypeError
+    about __init__, and a partial one a bare KeyError: 'pixel' from the range check. One
+    function reads it now, as a config file's section: defaults, named keys."""
+    from distill.config import LossConfig, check_config
+
+    cfg = load_config(None, [f"out={tmp_path / 'r'}", "device=cpu"])
+    cfg.loss = {"gt": 0.5}
+    check_config(cfg)
+    assert Trainer(cfg, quiet=True).weights == LossConfig(gt=0.5)   # pixel, ssim: defaults
+    cfg.loss = {"pixle": 1.0}
+    for check in (check_config, lambda c: Trainer(c, quiet=True)):
+        with pytest.raises(KeyError, match="unknown config key 'loss.pixle'; did you mean "
+                                           "loss.pixel?"):
+            check(cfg)
+    cfg.loss = {"pixel": 0, "ssim": 0}
+    with pytest.raises(ValueError, match="every loss weight is 0"):
+        check_config(cfg)
+
+
 def test_a_quiet_run_prints_nothing_on_stdout_and_leaves_no_lock_file(tmp_path, capfd):
     """train(cfg, quiet=True) left out/.lock behind after it finished (and after an error),
     among the run's results."""
