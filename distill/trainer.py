@@ -805,6 +805,11 @@ class Trainer:
             if not self.quiet:
                 print(f"note: {msg}", file=sys.stderr, flush=True)
             log_lines.append(f"note: {msg}")
+        workers = loader_workers(cfg.data.workers)
+        if workers < cfg.data.workers and self.dist.main:
+            note(f"data.workers={cfg.data.workers} is more than the {workers} CPU cores this "
+                 f"process may use: {workers} loader processes instead (more would only share "
+                 "those cores with each other and with training)")
         # Only process 0 reads the validation images and checks the data: when that fails,
         # the others must not go on into the first step's all-reduce (gloo's "connection
         # closed by peer" traceback beside the real error).
@@ -846,7 +851,7 @@ class Trainer:
         sampler = StepSampler(len(train_ds), cfg.data.batch_size, self.step, cfg.optim.steps,
                               self.dist.rank, self.dist.world)
         loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
-                            num_workers=cfg.data.workers, pin_memory=self.cuda,
+                            num_workers=workers, pin_memory=self.cuda,
                             persistent_workers=False, drop_last=True,
                             worker_init_fn=_leave_stop_signals_to_main)
         handlers = self._install_signal_handlers()
@@ -1103,6 +1108,13 @@ class Trainer:
         out = self.out / "curves.png"
         fig.savefig(out, dpi=100)
         return out
+
+
+def loader_workers(workers: int) -> int:
+    """The data loader processes for data.workers: at most the CPU cores this process may use
+    (a config written for a large machine, e.g. workers: 4, on a 2-core one)."""
+    from runtime.host import usable_cores
+    return min(workers, usable_cores())
 
 
 def resume_hint(cfg: TrainConfig) -> str:

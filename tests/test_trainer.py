@@ -1,5 +1,6 @@
 """The training engine: over-fitting, resume equivalence, DDP equivalence, loss weights."""
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -1523,6 +1524,25 @@ def test_train_log_of_a_run_started_from_python_records_its_equivalent_command(
     second = [ln for ln in (out / "train.log").read_text().splitlines()
               if "resumed at step 1" in ln][0]
     assert second.endswith(f"command: {line} --quiet"), second
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity")
+def test_more_loader_workers_than_cores_are_cut_to_the_cores_with_a_note(tmp_path, capsys):
+    """configs/teacher-small.yaml's `workers: 4` started four loader processes on a 2-core
+    machine, sharing its cores with training; the run now starts as many as it has cores and
+    says so (train.log, and the console unless quiet)."""
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(before)})   # as `taskset -c N` runs it: one usable core
+    try:
+        out = tmp_path / "r"
+        train(tiny_cfg(out, 2, **{"data.workers": 2}), quiet=True)
+        assert capsys.readouterr().err == ""
+        assert ("note: data.workers=2 is more than the 1 CPU cores this process may use: 1 "
+                "loader processes instead") in (out / "train.log").read_text()
+        from distill.trainer import loader_workers
+        assert (loader_workers(0), loader_workers(1), loader_workers(4)) == (0, 1, 1)
+    finally:
+        os.sched_setaffinity(0, before)
 
 
 def test_a_run_resumed_into_another_folder_carries_the_history_before_its_step(tmp_path):
