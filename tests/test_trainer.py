@@ -1545,6 +1545,26 @@ def test_more_loader_workers_than_cores_are_cut_to_the_cores_with_a_note(tmp_pat
         os.sched_setaffinity(0, before)
 
 
+def test_the_first_interval_after_a_resume_is_timed_from_the_resume(tmp_path):
+    """Session 31's worry: the first metrics.jsonl record after resume= spanning the time the
+    run was stopped. Its time and s/step are measured from the resume: within the resumed
+    call, whatever the pause between the runs."""
+    import time
+
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 4, stop_after=2, log_every=2), quiet=True)
+    time.sleep(2)                                      # the run is stopped meanwhile
+    t = time.time()
+    train(tiny_cfg(out, 4, log_every=2), quiet=True)
+    took = time.time() - t
+    recs = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
+    times = {r["step"]: r["time"] for r in recs if "time" in r}
+    assert 0 < times[4] - times[2] <= took, (times, took)
+    per = [float(m) for m in re.findall(r"step 4/4 .* ([\d.]+) s/step", (out / "train.log")
+                                                                          .read_text())]
+    assert per and per[0] * 2 <= took + 0.01, (per, took)
+
+
 def test_a_run_resumed_into_another_folder_carries_the_history_before_its_step(tmp_path):
     """resume=a/CKPT out=b started b's metrics.jsonl (and curves) at the resumed step, and
     train.log did not say where the steps before it were; records of b's own earlier run were
