@@ -742,9 +742,11 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
 def default_stem(weights: Path) -> str:
     """The artifacts' file stem: the checkpoint's, with its run folder in front for the names
     every training run uses (runs/a/best.pt -> a-best), so that exports of two runs into one
-    folder do not replace each other."""
-    if weights.stem in ("best", "last") and weights.parent.name:
-        return f"{weights.parent.name}-{weights.stem}"
+    folder do not replace each other. The folder is the absolute path's (links kept): `best.pt`
+    given from inside runs/a was exported again, as best.*."""
+    folder = Path(os.path.abspath(weights)).parent.name
+    if weights.stem in ("best", "last") and folder:
+        return f"{folder}-{weights.stem}"
     return weights.stem
 
 
@@ -800,8 +802,30 @@ CODE = [*sorted((Path(__file__).parent).glob("*.py")),
         Path(__file__).parents[1] / "distill" / "students.py",
         *sorted((Path(__file__).parents[1] / "runtime" / "backends").glob("*.py")),
         Path(__file__).parents[1] / "runtime" / "formats.py"]
-LIBRARIES = ("torch", "onnx", "onnxruntime", "onnxslim", "tensorflow", "ai_edge_litert",
-             "nvidia_modelopt", "tensorrt")   # runtime.host.LIBRARIES' names
+# The libraries (runtime.host.LIBRARIES' names) that build each format's artifact or run its
+# gate, so that an upgrade rebuilds only the formats it is in (a TensorFlow upgrade rebuilt
+# the ONNX models): torch for every one (it exports the student, gives the reference output
+# and simulates INT8 for --float-layers auto), onnx for TFLite INT8 too (auto traces float
+# regions through the student's ONNX graph), the FP32 ONNX model's for the formats built
+# from it.
+_ONNX_LIBS = ("torch", "onnx", "onnxslim")
+FORMAT_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "onnx": (*_ONNX_LIBS, "onnxruntime"),
+    "onnx-int8": (*_ONNX_LIBS, "onnxruntime"),
+    "onnx-qdq-trt": (*_ONNX_LIBS, "onnxruntime", "nvidia_modelopt"),
+    "tflite-int8": ("torch", "onnx", "tensorflow", "ai_edge_litert"),
+    "tflite-fp16": ("torch", "tensorflow", "ai_edge_litert"),
+    "engine": (*_ONNX_LIBS, "tensorrt"),
+    "engine-int8": (*_ONNX_LIBS, "onnxruntime", "nvidia_modelopt", "tensorrt"),
+}
+LIBRARIES = tuple(dict.fromkeys(n for libs in FORMAT_LIBRARIES.values() for n in libs))
+# The options of the FP32 ONNX export, which only the formats built from that model depend on
+# (--opset rebuilt the TFLite models, which the Keras rebuild makes from the weights).
+ONNX_OPTIONS = ("opset", "simplify")
+# The thresholds each parity gate reads (`Thresholds.judge`): --min-ssim rebuilt the FP32 ONNX
+# model, whose gate is its max abs error.
+GATE_THRESHOLDS = {"fp32": ("fp32_max_abs",),
+                   "reduced": ("min_ssim", "min_psnr", "max_ssim_drop")}
 INPUT_LABELS = {
     "weights": "the weights", "code": "the exporter's code", "libraries": "library versions",
     "machine": "the machine", "opset": "--opset", "simplify": "--no-simplify",
@@ -852,16 +876,20 @@ CALIBRATOR_OPTIONS = {"onnx-int8": ("calib_method", "percentile", "reduce_range"
 def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profile, crops,
                  parity_list, gt, teacher) -> dict[str, dict]:
     """Per format: everything its artifact and its parity verdict depend on (JSON-able)."""
-    common = {"weights": weights_sha, "code": _code_hash(), "libraries": library_versions(LIBRARIES),
-              "machine": _machine(), "opset": o.opset, "simplify": o.simplify,
-              "thresholds": asdict(o.thresholds), "parity_images": _digest(parity_list),
-              "parity_gt": _digest(gt), "parity_teacher": _digest(teacher)}
-    fl = o.float_layers
+    installed = library_versions(LIBRARIES)
+    common = {"weights": weights_sha, "code": _code_hash(), "machine": _machine(),
+              "parity_images": _digest(parity_list), "parity_gt": _digest(gt),
+              "parity_teacher": _digest(teacher)}
+    thresholds = asdict(o.thresholds)
     calibration = {"calibration": _digest(crops),
-                   "float_layers": fl if fl is None or isinstance(fl, str) else ",".join(fl)}
+                   "float_layers": _float_layers_key(o.float_layers)}
     out = {}
     for f in fmts:
-        d = dict(common)
+        spec = FORMATS[f]
+        d = {**common, "libraries": {n: installed.get(n) for n in FORMAT_LIBRARIES[f]},
+             "thresholds": {k: thresholds[k] for k in GATE_THRESHOLDS[spec.gate]}}
+        if spec.engine != "litert":   # built from the FP32 ONNX model
+            d.update({k: getattr(o, k) for k in ONNX_OPTIONS})
         if FORMATS[f].needs_calibration:
             d.update(calibration)
             d.update({k: getattr(o, k) for k in CALIBRATOR_OPTIONS.get(f, ())})
@@ -870,6 +898,14 @@ def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profil
             d.update(profile=profile.to_dict(), workspace_gb=o.workspace_gb, gpu=gpu_identity())
         out[f] = json.loads(json.dumps(d))   # as the report stores it (tuples as lists)
     return out
+
+
+def _float_layers_key(spec: Sequence[str] | str | None) -> str | None:
+    """--float-layers as the record compares it: spaces, repeats and the spelling of "none"
+    (a list, or 'dec.1, head') built the same artifact and rebuilt it."""
+    items = spec.split(",") if isinstance(spec, str) else list(spec or ())
+    names = list(dict.fromkeys(s.strip() for s in items if s.strip()))
+    return None if not names or names == ["none"] else ",".join(names)
 
 
 def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOptions) -> str | None:

@@ -701,6 +701,65 @@ def test_a_calibrator_option_rebuilds_only_the_formats_it_applies_to(ckpt, tmp_p
     assert tfl.stat().st_mtime_ns == first
 
 
+def test_what_an_artifact_does_not_depend_on_keeps_it(ckpt, tmp_path, capsys, monkeypatch):
+    """Every artifact's record held every option and library: --min-ssim (which the FP32
+    gate does not read) or a TensorFlow or TensorRT upgrade rebuilt the ONNX model, --opset the
+    TFLite models (built from the weights, not the ONNX model), and `--float-layers 'dec.1,
+    head'` the artifact that 'dec.1,head' built. What an artifact does depend on still
+    rebuilds it."""
+    import optimize.export as ex
+    from runtime.host import library_versions
+
+    upgraded: dict[str, str] = {}   # an upgrade, as the installed packages' metadata says
+    monkeypatch.setattr(ex, "library_versions", lambda names: {
+        **library_versions(names), **{n: v for n, v in upgraded.items() if n in names}})
+    out = tmp_path / "x"
+    base = ["export", "--weights", str(ckpt), "--out", str(out), "--no-latency", "--formats",
+            "onnx"]
+    onnx = out / f"{ckpt.stem}.onnx"
+
+    def export(*extra) -> str:
+        rc = main([*base, *extra])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        return err
+
+    export()
+    upgraded.update(tensorflow="99.0", tensorrt="99.0")
+    err = export("--min-ssim", "0.5", "--min-psnr", "20")
+    assert f"onnx: {onnx.name} is up to date" in err, err
+    upgraded["onnx"] = "99.0"
+    err = export("--min-ssim", "0.5", "--min-psnr", "20")
+    assert f"onnx: rebuilding {onnx.name}: changed since it was built: library versions" in err
+    err = export("--max-abs-fp32", "0.001")
+    assert "changed since it was built: the parity thresholds" in err, err
+
+    o = ex.ExportOptions(thresholds=ex.Thresholds())
+    crops = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+    parity = [("p", np.zeros((16, 16, 3), np.float32))]
+
+    def inputs(**changed) -> dict:
+        return ex.build_inputs(["onnx", "onnx-int8", "tflite-int8", "tflite-fp16"], "w",
+                               ex.replace(o, **changed), None, crops, parity, {}, {})
+    before, after = inputs(), inputs(opset=18, simplify=False)
+    assert [f for f in before if before[f] != after[f]] == ["onnx", "onnx-int8"]
+    assert inputs(float_layers="dec.1, head") == inputs(float_layers=["dec.1", "head"])
+    assert inputs(float_layers="none") == inputs()
+    assert inputs(float_layers="head")["tflite-int8"] != inputs()["tflite-int8"]
+
+
+def test_best_pt_named_from_inside_its_run_folder_keeps_the_runs_name(tmp_path, monkeypatch):
+    """`sharpen export --weights best.pt` from inside runs/a named the artifacts best.*, and the
+    same export spelled runs/a/best.pt built a second set, a-best.*."""
+    from optimize.export import default_stem
+
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert default_stem(Path("best.pt")) == default_stem(tmp_path / "a" / "best.pt") == "a-best"
+    (tmp_path / "latest").symlink_to(tmp_path / "a")   # a link's own name, as given
+    assert default_stem(tmp_path / "latest" / "last.pt") == "latest-last"
+
+
 def test_a_passing_export_does_not_say_its_artifacts_failed_their_gate(ckpt, tmp_path, capsys):
     """The gate loads each fresh artifact (marked unchecked until judged) past that mark, and
     the runtime's "failed its parity gate ... running it anyway (forced)" warning came with
