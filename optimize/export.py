@@ -600,8 +600,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     from runtime.atomic import atomic_write_json
     from runtime.backends import failed_marker
 
-    _say_replaced(out, stem, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha,
-                  prog)
+    _say_replaced(own, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha, prog)
     _keep_other_report(out, stem, prog)
     earlier = _earlier_results(out, stem, own, {*fmts, *kept, *skipped}, weights_sha, prog)
     # A report from an earlier run must not vouch for artifacts this run is replacing.
@@ -750,20 +749,17 @@ def default_stem(weights: Path) -> str:
     return weights.stem
 
 
-def _say_replaced(out: Path, stem: str, paths: list[Path], weights_sha: str,
+def _say_replaced(own: dict | None, paths: list[Path], weights_sha: str,
                   prog: Progress) -> None:
-    """Warn when this export replaces artifacts that their report says came from other weights
-    (a rebuild from the same checkpoint is routine)."""
-    for old in _reports_of(out, stem):
-        if _report_stem(old) not in (None, stem):
-            continue
-        if old.get("settings", {}).get("weights_sha256") in (None, weights_sha):
-            return
-        hit = [p.name for p in paths if p.exists()]
-        if hit:
-            prog.warn(f"replacing {', '.join(hit)}, exported from {old.get('weights')} "
-                      "(other weights); --name gives this export its own file names")
+    """Warn when this export replaces artifacts that their report (`own`: the latest report of
+    the stem, `_own_report`) says came from other weights (a rebuild from the same checkpoint
+    is routine)."""
+    if own is None or own.get("settings", {}).get("weights_sha256") in (None, weights_sha):
         return
+    hit = [p.name for p in paths if p.exists()]
+    if hit:
+        prog.warn(f"replacing {', '.join(hit)}, exported from {own.get('weights')} "
+                  "(other weights); --name gives this export its own file names")
 
 
 def _reports_of(out: Path, stem: str):
