@@ -748,6 +748,71 @@ def test_what_an_artifact_does_not_depend_on_keeps_it(ckpt, tmp_path, capsys, mo
     assert inputs(float_layers="head")["tflite-int8"] != inputs()["tflite-int8"]
 
 
+def test_when_an_engine_is_stale_is_decided_without_tensorrt(tmp_path, monkeypatch):
+    """What decides that a TensorRT engine is stale, on real files and without TensorRT: the
+    export rebuilds it for a TensorRT upgrade (and keeps the ONNX model), another GPU or
+    profile, other weights or ONNX options, a file changed since it passed (trtexec run again)
+    and a missing sidecar; `sharpen run` warns about an engine whose sidecar records other
+    weights than its folder's latest export."""
+    import optimize.export as ex
+    from distill.teacher import file_hash
+    from optimize.tensorrt_engine import Profile
+    from runtime.backends.base import read_sidecar
+    from runtime.backends.provenance import stale_reason
+
+    installed = {"tensorrt": "10.3.0"}
+    monkeypatch.setattr(ex, "library_versions",
+                        lambda names: {n: installed.get(n, "1.0") for n in names})
+    o = ex.ExportOptions(thresholds=ex.Thresholds(), latency=False)
+    profile = Profile.from_hw(multiple=8)
+    parity = [("p", np.zeros((16, 16, 3), np.float32))]
+
+    def inputs(weights="w", prof=profile, **changed) -> dict:
+        return ex.build_inputs(["onnx", "engine"], weights, ex.replace(o, **changed), prof,
+                               None, parity, {}, {})
+
+    engine, onnx = tmp_path / "m_fp16.engine", tmp_path / "m.onnx"
+    engine.write_bytes(b"a serialised engine")
+    onnx.write_bytes(b"an onnx model")
+    (tmp_path / "m_fp16.engine.json").write_text(json.dumps(
+        {"tensorrt_version": "10.3.0", "source_sha256": "w", "multiple": 8}))
+    built = inputs()
+    record = {f: {"status": "pass", "extra": {"inputs": built[f],
+                                             "file_sha256": file_hash(p, n=64)}}
+              for f, p in (("engine", engine), ("onnx", onnx))}
+
+    def why(now: dict, fmt: str = "engine") -> str | None:
+        return ex._rebuild_reason(engine if fmt == "engine" else onnx, record[fmt], now[fmt], o)
+
+    assert why(inputs()) is None and why(inputs(), "onnx") is None
+    installed["tensorrt"] = "10.7.0"
+    assert why(inputs()) == "changed since it was built: library versions"
+    assert why(inputs(), "onnx") is None
+    installed["tensorrt"] = "10.3.0"
+    elsewhere = {**inputs()["engine"], "gpu": {"gpu_name": "Orin", "gpu_sms": 16}}
+    assert why({"engine": elsewhere}) == "changed since it was built: the GPU"
+    smaller = Profile.from_hw(max_hw=(1080, 1920), multiple=8)
+    assert "the engine profile" in why(inputs(prof=smaller))
+    assert "--workspace" in why(inputs(workspace_gb=2.0))
+    assert "the weights" in why(inputs(weights="w2"))
+    assert "--opset" in why(inputs(opset=18))
+    engine.write_bytes(b"an engine trtexec built again")
+    assert why(inputs()) == "the file changed since it passed its gate"
+    (tmp_path / "m_fp16.engine.json").unlink()
+    assert "its sidecar m_fp16.engine.json, which the runtime needs, is missing" in why(inputs())
+
+    (tmp_path / "m_fp16.engine.json").write_text(json.dumps({"source_sha256": "w" * 12}))
+    (tmp_path / "export_report.json").write_text(json.dumps(
+        {"weights": "new.pt", "settings": {"stem": "m", "weights_sha256": "v" * 12},
+         "results": [{"format": "onnx", "file": str(onnx)}]}))
+    said = stale_reason(engine, read_sidecar(engine)["source_sha256"])
+    assert said and "was exported from other weights (wwwwwwwwwwww)" in said and "new.pt" in said
+    assert stale_reason(engine, "v" * 12) is None
+    # Built from the printed trtexec line before sidecars carried the weights: not in the
+    # report, which cannot list it, and not said to be stale.
+    assert stale_reason(engine, None) is None
+
+
 def test_best_pt_named_from_inside_its_run_folder_keeps_the_runs_name(tmp_path, monkeypatch):
     """`sharpen export --weights best.pt` from inside runs/a named the artifacts best.*, and the
     same export spelled runs/a/best.pt built a second set, a-best.*."""
