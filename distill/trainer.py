@@ -325,7 +325,7 @@ def _validation_leak(cfg: TrainConfig) -> Optional[str]:
     same = val_cache.shared_inputs(train_cache)
     if not same:
         return None
-    n_val = sum(e.get("status") == "ok" for e in val_cache.entries.values())
+    n_val = len(val_cache)
     shown = ", ".join(same[:3]) + (f" and {len(same) - 3} more" if len(same) > 3 else "")
     return (f"{len(same)} of the {n_val} images of data.val_labels={d.val_labels} are training "
             f"images too, in data.labels={d.labels} ({shown}): validation, and the choice of "

@@ -736,3 +736,33 @@ def test_quiet_labels_build_the_embedded_set_without_a_bar(tmp_path, capsys):
                    teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
     assert s.done == 4
     assert "embedded val" not in capsys.readouterr().err
+
+
+def test_training_uses_the_last_runs_selection_not_every_run_s_labels(tmp_path):
+    """`sharpen labels --limit 4` and then `--limit 2` into one --out left the labels of both
+    selections, and `sharpen distill data.labels=...` trained on all of them without a word.
+    Training uses the last run's selection, and says what it leaves out; the labels stay, so
+    that a run selecting them again skips them."""
+    data = _paired(tmp_path / "data", 6, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        run_labels(str(data), out, limit=4, **kw)
+        run_labels(str(data), out, limit=2, **kw)
+    from distill.data.sources import resolve_source, spread
+    chosen = [smp.name for smp in spread(resolve_source(str(data), progress=False).samples, 2)]
+    others = len(_manifest(out)) - 2
+    assert len(chosen) == 2 and others > 0
+    with pytest.warns(SharpenWarning, match=rf"uses the 2 labels that its last `sharpen labels` "
+                                            rf"run \(--data {data} --limit 2\) selected; the "
+                                            rf"{others} that earlier runs"):
+        pairs = pairs_from_labels(out)
+    assert sorted(inp.stem for inp, _, _ in pairs) == sorted(chosen)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)
+        s = run_labels(str(data), out, **kw)
+    assert (s.done, s.skipped) == (6 - 2 - others, 2 + others)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # every label selected: nothing to say
+        assert len(pairs_from_labels(out)) == 6

@@ -263,6 +263,15 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels"
                          "again (it relabels what changed and drops what is gone)")
     if unfinished := cache.incomplete():
         warnings.warn(unfinished, stacklevel=2)
+    if others := cache.unselected():
+        from runtime.warn import SharpenWarning
+        shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3
+                                         else "")
+        warnings.warn(f"{cache_dir}: {key} uses the {len(items)} labels that its last `sharpen "
+                      f"labels` run ({cache.describe_run()}) selected; the {len(others)} that "
+                      f"earlier runs with another selection made there ({shown}) are left out "
+                      "(to use them too, label a selection that includes them into it: what is "
+                      "labelled is skipped)", SharpenWarning, stacklevel=2)
     return items
 
 

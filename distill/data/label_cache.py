@@ -236,7 +236,10 @@ def label_relpath(name: str, folder: str = LABELS_DIR) -> str:
 # --- reading the cache (for training) ---------------------------------------------------------
 
 class LabelCache:
-    """A labels folder written by `sharpen labels`, read back for training."""
+    """A labels folder written by `sharpen labels`, read back for training: the labels of the
+    last run's selection (`run.json`), since labels that earlier runs with another --limit,
+    hold-out or --data made stay in the folder (they are slow to make, and a run that selects
+    them again skips them)."""
 
     def __init__(self, out_dir: str | os.PathLike):
         self.root = Path(out_dir)
@@ -246,17 +249,41 @@ class LabelCache:
         self.entries: dict[str, dict] = merge_entries(
             read_manifest_entries(self.root / MANIFEST),
             *(read_manifest_entries(p) for _, p in sorted(shard_paths(self.root).items())))
+        self.run = read_run_record(self.root)
+        chosen = self.run.get("selection")
+        # None: every entry (caches from before the record held the selection).
+        self.selection: Optional[set[str]] = set(chosen) if isinstance(chosen, list) else None
 
     def __len__(self) -> int:
         return len(self.items())
 
+    def _selected(self, name: str) -> bool:
+        return self.selection is None or name in self.selection
+
+    def unselected(self) -> list[str]:
+        """Names of the finished labels here that the last run did not select (training
+        leaves them out)."""
+        return sorted(n for n, e in self.entries.items()
+                      if e.get("status") == "ok" and not self._selected(n)
+                      and (self.root / e["label"]).is_file())
+
+    def describe_run(self) -> str:
+        """The last labelling run's selection as its flags gave it ("--data X --limit 5")."""
+        r = self.run
+        return " ".join([f"--data {r.get('data')}"]
+                        + ([f"--split {r['split']}"] if r.get("split") else [])
+                        + ([f"--limit {r['limit']}"] if r.get("limit") else [])
+                        + ([f"--hold-out {r['hold_out'].get('fraction')}"]
+                           if isinstance(r.get("hold_out"), dict) else []))
+
     def items(self) -> list[tuple[Sample, Path]]:
-        """(Sample, label path) for every finished entry whose label file exists. For video
-        frames, Sample.input is the saved frame PNG (frame=None) so it reads like any image."""
+        """(Sample, label path) for every finished entry of the last run's selection whose
+        label file exists. For video frames, Sample.input is the saved frame PNG (frame=None)
+        so it reads like any image."""
         out = []
         for name in sorted(self.entries):
             e = self.entries[name]
-            if e.get("status") != "ok":
+            if e.get("status") != "ok" or not self._selected(name):
                 continue
             label = self.root / e["label"]
             if not label.is_file():
@@ -313,12 +340,13 @@ class LabelCache:
         entries' too: the same file (and frame of the same clip) or the same content (input
         hash: a copy). A validation cache that shares inputs with the training cache scores
         the student on images it trains on."""
-        def ok(entries: dict) -> list[tuple[str, dict]]:
-            return [(n, e) for n, e in entries.items() if e.get("status") == "ok"]
-        theirs = ok(other.entries)
+        def ok(cache: "LabelCache") -> list[tuple[str, dict]]:   # what trains or validates
+            return [(n, e) for n, e in cache.entries.items()
+                    if e.get("status") == "ok" and cache._selected(n)]
+        theirs = ok(other)
         where = {(e.get("input"), e.get("frame")) for _, e in theirs}
         hashes = {e["input_hash"] for _, e in theirs if e.get("input_hash")}
-        return sorted(n for n, e in ok(self.entries)
+        return sorted(n for n, e in ok(self)
                       if (e.get("input"), e.get("frame")) in where
                       or (e.get("input_hash") and e["input_hash"] in hashes))
 

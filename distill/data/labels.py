@@ -150,8 +150,11 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         # Only a run that knows when every rank has finished can say the cache is complete.
         records = dist.world == 1 or pg
         if records and dist.rank == 0:
+            # The selection by name: training uses these labels only, not those earlier runs
+            # with another --limit, hold-out or --data left here.
             write_run_record(out_dir, complete=False, data=data, split=info.split,
                              limit=limit, selected=len(samples),
+                             selection=[s.name for s in samples],
                              **({"hold_out": hold_out} if hold_out else {}),
                              started=datetime.datetime.now(datetime.timezone.utc)
                              .isoformat(timespec="seconds"))
