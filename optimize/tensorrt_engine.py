@@ -28,6 +28,7 @@ from pathlib import Path
 
 from runtime.atomic import atomic_write_bytes, atomic_write_json
 from runtime.backends.base import ModelError, read_sidecar
+from runtime.backends.tensorrt_backend import REPLACES_KEY
 from runtime.tiling import round_up
 from runtime.warn import SharpenWarning
 
@@ -248,17 +249,38 @@ def write_pending_sidecar(onnx_path: str | os.PathLike, engine_path: str | os.Pa
     """The sidecar of an engine that the printed trtexec line will build on the device: the
     model's size multiple (an `edge` engine fed frames padded to 8 fails) and its profile.
     Without tensorrt_version and gpu_name the runtime skips those checks. An engine already
-    there keeps its own sidecar (it was built; its version and GPU checks must stay)."""
+    there of the same build keeps its own sidecar (its version and GPU checks must stay).
+    One of another build (other weights, student, precision or profile) kept its sidecar too,
+    so the engine the line then built was described by the old one (its weights, so `sharpen
+    run` called the fresh engine stale; its size multiple and TensorRT version): the sidecar
+    is written for the new engine, with the old file's hash (`REPLACES_KEY`), by which the
+    runtime refuses the old engine until the line has replaced it."""
     side = sidecar_path(engine_path)
+    new = {**engine_meta(onnx_path, profile, precision, multiple, workspace_gb),
+           "built_by": "trtexec (the line `sharpen export` printed)", **(extra_meta or {})}
     try:
-        built = "tensorrt_version" in read_sidecar(engine_path)
+        old = read_sidecar(engine_path)
     except ModelError:   # unreadable: replaced
-        built = False
-    if built or Path(engine_path).exists():
-        return side
-    return atomic_write_json(side, {
-        **engine_meta(onnx_path, profile, precision, multiple, workspace_gb),
-        "built_by": "trtexec (the line `sharpen export` printed)", **(extra_meta or {})})
+        old = {}
+    differs = [k for k in BUILD_KEYS if k in old and k in new and old[k] != new[k]]
+    engine = Path(engine_path)
+    if not differs and (engine.exists() or "tensorrt_version" in old):
+        return side   # the same build (or nothing to compare with): its sidecar stays
+    if differs and engine.exists():
+        from distill.teacher import file_hash
+
+        new[REPLACES_KEY] = file_hash(engine, n=64)
+        warnings.warn(f"{engine} is of another build ({', '.join(BUILD_KEYS[k] for k in differs)}"
+                      " differ): its sidecar now describes the engine that the printed trtexec "
+                      "line builds, and `sharpen run` refuses the old engine until that line has "
+                      "replaced it", SharpenWarning, stacklevel=2)
+    return atomic_write_json(side, new)
+
+
+# What makes an engine another build, for `write_pending_sidecar`, as said (the workspace
+# does not: it limits the builder's scratch memory).
+BUILD_KEYS = {"source_sha256": "weights", "student": "student", "precision": "precision",
+              "profile": "profile", "multiple": "size multiple", "source": "ONNX model"}
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:

@@ -813,6 +813,41 @@ def test_when_an_engine_is_stale_is_decided_without_tensorrt(tmp_path, monkeypat
     assert stale_reason(engine, None) is None
 
 
+def test_a_pending_sidecar_over_an_engine_of_another_build_refuses_the_old_engine(tmp_path):
+    """`sharpen export --formats engine` without TensorRT, with an engine of other weights (or
+    another student or profile) in --out, kept that engine's sidecar: the engine its printed
+    trtexec line then built was described by the old sidecar (other weights, so `sharpen run`
+    called the fresh engine stale; the old size multiple; the old TensorRT version). The
+    sidecar now describes the new engine and names the old one, which the runtime refuses
+    until the line has replaced it; an engine of the same build keeps its sidecar."""
+    from optimize.tensorrt_engine import Profile, engine_meta, write_pending_sidecar
+    from runtime import SharpenWarning
+    from runtime.backends.base import read_sidecar
+    from runtime.backends.tensorrt_backend import replaced_problem
+
+    engine, onnx = tmp_path / "m_fp16.engine", tmp_path / "m.onnx"
+    engine.write_bytes(b"an engine of weights a")
+    fast = Profile.from_hw(multiple=8)
+    built = {"tensorrt_version": "10.3.0", "gpu_name": "Orin", "student": "fast",
+             "source_sha256": "a", **engine_meta(onnx, fast, "fp16", 8, 4.0)}
+    (tmp_path / "m_fp16.engine.json").write_text(json.dumps(built))
+    write_pending_sidecar(onnx, engine, fast, "fp16", 8, 4.0,
+                          {"student": "fast", "source_sha256": "a"})
+    assert read_sidecar(engine) == built
+    assert replaced_problem(built, engine.read_bytes(), engine) is None
+    with pytest.warns(SharpenWarning, match=r"m_fp16.engine is of another build \(weights, "
+                                            r"student, profile, size multiple differ\)"):
+        write_pending_sidecar(onnx, engine, Profile.from_hw(multiple=32), "fp16", 32, 4.0,
+                              {"student": "edge", "source_sha256": "b"})
+    meta = read_sidecar(engine)
+    assert meta["multiple"] == 32 and meta["source_sha256"] == "b"
+    assert "tensorrt_version" not in meta   # the new engine is built by another TensorRT
+    why = replaced_problem(meta, engine.read_bytes(), engine)
+    assert why and "is the engine of an earlier export" in why and "run that line" in why
+    engine.write_bytes(b"the engine trtexec built from weights b")
+    assert replaced_problem(meta, engine.read_bytes(), engine) is None
+
+
 def test_best_pt_named_from_inside_its_run_folder_keeps_the_runs_name(tmp_path, monkeypatch):
     """`sharpen export --weights best.pt` from inside runs/a named the artifacts best.*, and the
     same export spelled runs/a/best.pt built a second set, a-best.*."""

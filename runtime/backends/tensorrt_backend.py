@@ -11,6 +11,7 @@ needs more room; copies and the launch go on one CUDA stream, synchronised once 
 from __future__ import annotations
 
 import ctypes
+import hashlib
 import threading
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -153,6 +154,25 @@ def check_sidecar(meta: dict[str, Any], trt_version: str,
                              "from the .onnx model")
 
 
+# In a sidecar that `sharpen export` wrote for the engine its printed trtexec line builds, over
+# an engine of another build: that engine's sha256.
+REPLACES_KEY = "replaces_sha256"
+
+
+def replaced_problem(meta: Mapping[str, Any], engine: bytes, path: Path) -> Optional[str]:
+    """Why the engine at `path` (its bytes) is not the one its sidecar describes, or None: the
+    sidecar was written for the engine a trtexec line is to build, over this older engine of
+    other weights, student or profile, which it names by hash. Loaded, the old engine ran as
+    the new one (the sidecar's weights match the export), padded to the new size multiple."""
+    old = meta.get(REPLACES_KEY)
+    if old and hashlib.sha256(engine).hexdigest() == old:
+        return (f"{path} is the engine of an earlier export, not the one its sidecar describes "
+                "(`sharpen export` wrote that for the engine its printed trtexec line builds, "
+                f"from {meta.get('source', 'the .onnx model')}): run that line on this device, "
+                "or export the engine here")
+    return None
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
     layout = "NCHW"
@@ -167,15 +187,19 @@ class TensorRTBackend(Backend):
         self.cuda = _Cuda()
         path = Path(path)
         meta = read_sidecar(path)
+        try:
+            blob = path.read_bytes()
+        except OSError as exc:
+            raise ModelError(f"cannot read engine {path}: {exc.strerror or exc}") from None
+        why = replaced_problem(meta, blob, path)
+        if why:
+            raise ModelError(why)
         info = self.cuda.gpu()
         check_sidecar(meta, trt.__version__, info, path)
         gpu = info["gpu_name"]
         self.logger = trt.Logger(trt.Logger.WARNING)
         self.runtime = trt.Runtime(self.logger)
-        try:
-            engine = self.runtime.deserialize_cuda_engine(path.read_bytes())
-        except OSError as exc:
-            raise ModelError(f"cannot read engine {path}: {exc.strerror or exc}") from None
+        engine = self.runtime.deserialize_cuda_engine(blob)
         if engine is None:
             raise ModelError(f"TensorRT could not deserialise {path}: not an engine, or built "
                              "with another TensorRT version or GPU; rebuild it on this device")
