@@ -926,6 +926,8 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
         return f"its sidecar {side.name}, which the runtime needs, is missing"
     changed = [k for k in dict.fromkeys([*inputs, *extra["inputs"]])
                if inputs.get(k) != extra["inputs"].get(k)]
+    if changed == ["thresholds"] and _passes_anew(prev, o):
+        changed = []
     if changed:
         return "changed since it was built: " + ", ".join(INPUT_LABELS.get(k, k)
                                                           for k in changed)
@@ -934,6 +936,24 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
     if o.latency and prev.get("latency_ms_1080p") is None:
         return "its 1080p latency was not measured (--no-latency then)"
     return None
+
+
+def _passes_anew(prev: dict, o: ExportOptions) -> bool:
+    """Whether an artifact that passed its gate passes the changed thresholds too, judged on
+    its recorded worst-image numbers (the same file and parity images: the gate would measure
+    the same): a stricter or looser --min-ssim rebuilt every INT8 and FP16 artifact. Not with
+    --float-layers auto, whose choice of layers the thresholds steer."""
+    spec = FORMATS.get(prev.get("format"))
+    if spec is None or (spec.needs_calibration and _float_layers_key(o.float_layers) == "auto"):
+        return False
+    try:
+        nums = [None if prev.get(k) is None else float(prev[k])   # JSON holds inf as "inf"
+                for k in ("max_abs", "ssim", "psnr", "ssim_gt_drop")]
+    except (TypeError, ValueError):
+        return False
+    if None in nums[:3]:
+        return False
+    return o.thresholds.judge(spec.gate, *nums)[0]
 
 
 def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
@@ -952,6 +972,7 @@ def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
             prog.say(f"{f}: rebuilding {path.name}: {why}")
             continue
         kept[f] = _result_from(prev[f], path, "up_to_date")
+        kept[f].extra["inputs"] = want   # thresholds it was judged on anew
         prog.say(f"{f}: {path.name} is up to date (same weights, options, exporter, "
                  "libraries and CPU; passed its gate): kept (--rebuild rebuilds it)")
     return kept

@@ -731,8 +731,8 @@ def test_what_an_artifact_does_not_depend_on_keeps_it(ckpt, tmp_path, capsys, mo
     upgraded["onnx"] = "99.0"
     err = export("--min-ssim", "0.5", "--min-psnr", "20")
     assert f"onnx: rebuilding {onnx.name}: changed since it was built: library versions" in err
-    err = export("--max-abs-fp32", "0.001")
-    assert "changed since it was built: the parity thresholds" in err, err
+    err = export("--max-abs-fp32", "0.001")   # its max abs error (0) passes that too
+    assert f"onnx: {onnx.name} is up to date" in err, err
 
     o = ex.ExportOptions(thresholds=ex.Thresholds())
     crops = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
@@ -846,6 +846,31 @@ def test_a_pending_sidecar_over_an_engine_of_another_build_refuses_the_old_engin
     assert why and "is the engine of an earlier export" in why and "run that line" in why
     engine.write_bytes(b"the engine trtexec built from weights b")
     assert replaced_problem(meta, engine.read_bytes(), engine) is None
+
+
+def test_changed_thresholds_rejudge_the_recorded_numbers_instead_of_rebuilding(
+        ckpt, tmp_path, capsys):
+    """A stricter or looser --min-ssim / --min-psnr rebuilt every INT8 and FP16 artifact
+    (minutes for TFLite) to measure the same numbers again. An artifact whose recorded
+    worst-image numbers pass the new thresholds is kept; one they fail is rebuilt."""
+    out = tmp_path / "x"
+    base = ["export", "--weights", str(ckpt), "--out", str(out), "--no-latency", "--formats",
+            "onnx-int8", "--calib-count", "4", "--calib-size", "64", "--min-ssim", "0.01"]
+    assert main(base) == 0
+    capsys.readouterr()
+    res = json.loads((out / "export_report.json").read_text())["results"][0]
+    psnr = float(res["psnr"])
+    name = f"{ckpt.stem}_int8.onnx"
+    assert main([*base, "--min-psnr", f"{psnr - 1:.3f}"]) == 0
+    err = capsys.readouterr().err
+    assert f"onnx-int8: {name} is up to date" in err, err
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["results"][0]["extra"]["inputs"]["thresholds"]["min_psnr"] == \
+        pytest.approx(psnr - 1, abs=1e-3)   # recorded as judged
+    assert main([*base, "--min-psnr", f"{psnr + 1:.3f}"]) == 1
+    err = capsys.readouterr().err
+    assert (f"onnx-int8: rebuilding {name}: changed since it was built: the parity "
+            "thresholds") in err, err
 
 
 def test_best_pt_named_from_inside_its_run_folder_keeps_the_runs_name(tmp_path, monkeypatch):
