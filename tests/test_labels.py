@@ -766,3 +766,14 @@ def test_training_uses_the_last_runs_selection_not_every_run_s_labels(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")   # every label selected: nothing to say
         assert len(pairs_from_labels(out)) == 6
+    # Ranks without a process group (RANK/WORLD_SIZE by hand) record their selection too: the
+    # record of the run before them must not select for them.
+    from distill.dist import DistInfo
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)
+        run_labels(str(data), out, limit=2, **kw)
+        for rank in (0, 1):
+            run_labels(str(data), out, dist=DistInfo(rank, 2), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert len(pairs_from_labels(out)) == 6

@@ -149,10 +149,13 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             f"{teacher.device} (tile {tile}, overlap {overlap})")
         # Only a run that knows when every rank has finished can say the cache is complete.
         records = dist.world == 1 or pg
-        if records and dist.rank == 0:
+        if dist.rank == 0:
             # The selection by name: training uses these labels only, not those earlier runs
-            # with another --limit, hold-out or --data left here.
-            write_run_record(out_dir, complete=False, data=data, split=info.split,
+            # with another --limit, hold-out or --data left here. Ranks without a process
+            # group record it too (an earlier run's would select instead), not whether it
+            # finished.
+            write_run_record(out_dir, **({"complete": False} if records else {}), data=data,
+                             split=info.split,
                              limit=limit, selected=len(samples),
                              selection=[s.name for s in samples],
                              **({"hold_out": hold_out} if hold_out else {}),
