@@ -748,10 +748,13 @@ class Trainer:
         with open(self.out / "train.log", "a") as f:
             f.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {msg}\n")
 
-    def _log_interval(self, losses: list, parts: dict, seconds: float) -> None:
+    def _log_interval(self, losses: list, parts: dict, seconds: float,
+                      paused: float = 0.0) -> None:
         """metrics.jsonl's and train.log's step record: the loss and its terms averaged over
         the steps since the last record (skipped non-finite steps left out), the learning
-        rate the last of them used. Under DDP over every rank's batches."""
+        rate the last of them used. Under DDP over every rank's batches. `seconds` is the
+        interval's wall time, `paused` the part of it spent validating and saving
+        checkpoints: left out of s/step and the ETA, which jumped after every validation."""
         cfg = self.cfg
         ok = [v for v in losses if math.isfinite(v)]
         sums = {"loss": (sum(ok), len(ok)), **{k: (sum(v), len(v)) for k, v in parts.items()}}
@@ -772,12 +775,16 @@ class Trainer:
                "time": self._time_offset + time.time() - self._t0}
         if len(ok) < len(losses):
             rec["skipped_steps"] = len(losses) - len(ok)
+        per = max(seconds - paused, 0.0) / max(len(losses), 1)
+        rec["s_per_step"] = per
+        if paused:
+            rec["val_s"] = paused
         self._append_jsonl(rec)
-        per = seconds / max(len(losses), 1)
         eta = datetime.timedelta(seconds=round(per * (cfg.optim.steps - self.step)))
         self._text(f"step {self.step}/{cfg.optim.steps}  lr {self._lr_used:.2e}  loss "
                    f"{mean:.4f} ({'  '.join(f'{k} {v:.4f}' for k, v in terms.items())})  "
-                   f"{per:.2f} s/step  eta {eta}")
+                   f"{per:.2f} s/step  eta {eta}"
+                   + (f"  (validation and saving {paused:.1f} s)" if paused else ""))
 
     def _append_jsonl(self, rec: dict) -> None:
         if not self.dist.main:
@@ -876,12 +883,15 @@ class Trainer:
         batches = iter(loader)
         try:
             if cfg.val_start and self.step == 0:
+                t_val = time.time()
                 self._validate_unless_stopped(val_items)
                 self.start_metrics = dict(self.metrics)
+                _pause_bar(bar, time.time() - t_val)
             self.model.train()
             losses: list[float] = []
             terms: dict[str, list[float]] = {}
             t_log = time.time()
+            paused = 0.0   # of the time since t_log, what validation and saving took
             for batch in batches:
                 loss, parts = self._train_step(batch)
                 self.step += 1
@@ -893,8 +903,8 @@ class Trainer:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_used:.1e}")
                 if self.step % cfg.log_every == 0 or self.step >= cfg.optim.steps:
-                    self._log_interval(losses, terms, time.time() - t_log)
-                    losses, terms, t_log = [], {}, time.time()
+                    self._log_interval(losses, terms, time.time() - t_log, paused)
+                    losses, terms, t_log, paused = [], {}, time.time(), 0.0
                 last = self.step >= cfg.optim.steps
                 over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
                             or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
@@ -904,20 +914,27 @@ class Trainer:
                 # went on) sent the ranks into different collectives, and gloo aborted before
                 # anything was saved. Such a signal counts at the next agreement.
                 stop = bool(self._stop)
+                t_val = time.time()
                 # A signal saves at once: validating whole images first (minutes for a
                 # teacher) is what a user pressing Ctrl-C does not want to wait for.
-                if (self.step % cfg.val_every == 0 or last or over) and not stop:
+                validate = (self.step % cfg.val_every == 0 or last or over) and not stop
+                if validate:
                     self._validate_unless_stopped(val_items)
                     # Ctrl-C during rank 0's validation: every rank stops at this step.
                     self._agree_to_stop(False)
                     stop = bool(self._stop)
-                if self.step % cfg.ckpt_every == 0 or last or over or stop:
+                save = self.step % cfg.ckpt_every == 0 or last or over or stop
+                if save:
                     self._check_weights()
                     if self.dist.main:
                         self.save()
+                if validate or save:
+                    pause = time.time() - t_val
+                    paused += pause
+                    _pause_bar(bar, pause)
                 if (over or stop) and losses:
                     # The steps since the last record: a resumed run logs only those after it.
-                    self._log_interval(losses, terms, time.time() - t_log)
+                    self._log_interval(losses, terms, time.time() - t_log, paused)
                 if over and not stop:
                     # The console line is the caller's (`train`, or the command line's last
                     # line, which adds the files and scores): printed here as well, a stopped
@@ -1108,6 +1125,16 @@ class Trainer:
         out = self.out / "curves.png"
         fig.savefig(out, dpi=100)
         return out
+
+
+def _pause_bar(bar, seconds: float) -> None:
+    """Leave `seconds` (a validation, a checkpoint save) out of the progress bar's rate and
+    ETA, as tqdm's own unpause() does for a pause: its rate fell and its ETA jumped after
+    each validation. Shifted by the time measured, not unpause()'s time since the bar's last
+    print, which would drop the training steps after that print too."""
+    if bar is not None:
+        bar.start_t += seconds
+        bar.last_print_t += seconds
 
 
 def loader_workers(workers: int) -> int:

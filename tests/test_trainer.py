@@ -1589,3 +1589,37 @@ def test_a_run_resumed_into_another_folder_carries_the_history_before_its_step(t
     log = (b / "train.log").read_text()
     assert f"steps up to 3 were trained in {a} (resumed from {a / 'step3.pt'}): their log is " \
            f"{a / 'train.log'}, their metrics.jsonl records are copied here" in log, log
+
+
+def test_validation_and_saving_are_left_out_of_the_training_rate_and_eta(tmp_path, capsys):
+    """train.log's s/step and ETA, and the progress bar's rate and ETA, were the wall time of
+    the steps since the last record: a validation among them (whole images; minutes for a
+    teacher) made the rate drop and the ETA jump after each one. They count the training
+    steps only; metrics.jsonl's step records carry s_per_step and, apart, val_s."""
+    import numpy as np
+
+    from distill.images import write_image
+    # Validation images large enough that validating takes many times the 4 steps between.
+    rng = np.random.default_rng(0)
+    val = tmp_path / "val"
+    for i in range(8):
+        img = rng.random((512, 512, 3)).astype(np.float32)
+        write_image(val / "input" / f"v{i}.png", img * 0.9)
+        write_image(val / "target" / f"v{i}.png", img)
+    out = tmp_path / "run"
+    Trainer(tiny_cfg(out, 8, log_every=4, val_every=4, **{
+        "data.val": val, "data.val_max_images": 8, "data.val_max_side": 512})).fit()
+    bar = capsys.readouterr().err
+    recs = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text()
+                                      .splitlines()) if "loss" in r}
+    wall = recs[8]["time"] - recs[4]["time"]        # steps 5-8 and the validation at step 4
+    log = (out / "train.log").read_text()
+    per = re.findall(r"step 8/8 .* ([\d.]+) s/step  eta", log)
+    assert per and float(per[0]) * 4 < wall / 4, (log, wall)
+    # The bar's last frame, after both validations and the final save.
+    rate, unit = re.findall(r"8/8 \[[^,\]]*,\s*([\d.]+)(step/s|s/step)", bar)[-1]
+    bar_per = float(rate) if unit == "s/step" else 1 / float(rate)
+    assert bar_per * 4 < wall / 4, (bar[-300:], wall)
+    assert "val_s" not in recs[4] and recs[8]["val_s"] > wall / 2, (recs, wall)
+    assert recs[8]["s_per_step"] * 4 < wall / 4, (recs, wall)
+    assert "(validation and saving " in log
