@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from runtime.atomic import atomic_write_json
-from runtime.cli_errors import one_line
+from runtime.cli_errors import SharpenError, one_line
 from runtime.console import HelpFormatter
 from runtime.host import threads_help
 
@@ -249,36 +249,33 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from distill.teacher import BUNDLED_TEACHER, OVERLAP, TILE, models_dir
     from distill.trainer import Trainer
 
+    # Raised, not printed: the entry point says `sharpen demo: error: ...` (exit 2), as for
+    # every other command; the bare `error: ...` named no command.
     problem = _check_args(args)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        raise SharpenError(problem)
     student_ckpt = Path(args.student_weights or models_dir() / f"student-{args.student}.pt")
     teacher = args.teacher_weights or str(models_dir() / BUNDLED_TEACHER)
     for what, p in (("student", student_ckpt), ("teacher", Path(teacher))):
         if not p.exists():
-            print(f"error: the {what} weights {p} are not there. The shipped models live in "
-                  "models/ (see models/README.md); pass --weights / --teacher-weights.",
-                  file=sys.stderr)
-            return 2
+            raise SharpenError(f"the {what} weights {p} are not there. The shipped models "
+                               "live in models/ (see models/README.md); pass --weights / "
+                               "--teacher-weights.")
     problem = _check_checkpoints(student_ckpt, Path(teacher), args.student)
     if problem:
-        print(f"error: {problem}", file=sys.stderr)
-        return 2
+        raise SharpenError(problem)
     val_split, not_train, not_val, plan = "val", frozenset(), frozenset(), None
     if args.data != "embedded":
         try:
             plan = _hold_out(args.data)
         except ValueError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
+            raise SharpenError(str(e)) from None
         val_split, not_train, not_val = plan.split, plan.not_train, plan.not_val
     from runtime.sinks import SinkError, make_folder
     try:
         make_folder(args.out, "--out")
     except SinkError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise SharpenError(str(e)) from None
     torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
     out = Path(args.out).resolve()
     t0 = time.time()
@@ -325,8 +322,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             split=None if val_split == "train" else val_split, progress=not args.quiet,
             say=print, exclude=not_val))
     except (CheckpointError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+        raise SharpenError(str(e)) from None
     problem = _no_labels(made)
     if problem:
         print(f"sharpen demo: error: stage 2 (teacher pseudo-labels): {problem}", file=sys.stderr)
@@ -376,8 +372,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     calib=calib, parity_images=parity, latency_runs=3, quiet=args.quiet)
     print_table(report)
     if not report.ok:
-        print("error: an artifact failed its parity check (see the table)", file=sys.stderr)
-        return 1
+        raise SharpenError("an artifact failed its parity check (see the table)", exit_code=1)
     passed = [r for r in report.results if r.status == "pass" and r.latency_ms_1080p]
     if not passed:
         print("sharpen demo: error: no exported model passed with a latency to stream with",

@@ -55,12 +55,14 @@ def test_demo_runs_every_step(demo):
 def test_demo_refuses_missing_weights(tmp_path, capsys):
     rc = main(["demo", "--out", str(tmp_path), "--teacher-weights", str(tmp_path / "no.pt")])
     assert rc == 2
-    assert "teacher weights" in capsys.readouterr().err
+    assert capsys.readouterr().err.startswith(
+        f"sharpen demo: error: the teacher weights {tmp_path / 'no.pt'} are not there")
 
 
 def test_demo_refuses_impossible_options_and_checkpoints_before_any_stage(tmp_path, capsys):
     """--steps 0, --lr -1, --video-frames 0, a teacher as the student, a student of another
-    architecture or --out naming a file each failed stages later, with a traceback."""
+    architecture or --out naming a file each failed stages later, with a traceback. Each is
+    one line naming the command, as every other command's (it was a bare `error: ...`)."""
     models = Path(__file__).resolve().parents[1] / "models"
     a_file = tmp_path / "afile"
     a_file.write_text("x")
@@ -80,10 +82,15 @@ def test_demo_refuses_impossible_options_and_checkpoints_before_any_stage(tmp_pa
                         (["--teacher-weights", str(models / "student-fast.pt")],
                          "is a student checkpoint, not a teacher")):
         assert main(["demo", "--out", str(out), "--quiet", *extra]) == 2, extra
-        assert says in capsys.readouterr().err, extra
+        err = capsys.readouterr().err
+        assert err.startswith("sharpen demo: error: ") and says in err, (extra, err)
         assert not out.exists()   # nothing made for a run that never started
+    assert main(["demo", "--out", str(a_file), "--quiet", "--threads", "-1"]) == 2
+    assert capsys.readouterr().err == \
+        "sharpen demo: error: --threads must be >= 0 (0: all cores), got -1\n"
     assert main(["demo", "--out", str(a_file), "--quiet"]) == 2
-    assert f"--out: {a_file} is a file, not a folder" in capsys.readouterr().err
+    assert capsys.readouterr().err == \
+        f"sharpen demo: error: --out: {a_file} is a file, not a folder\n"
 
 
 def test_demo_stops_at_stage_2_when_no_image_could_be_labelled(tmp_path, capsys):
