@@ -237,29 +237,48 @@ class Progress(Console):
         as a `warning:` line)."""
         warnings.warn(msg, SharpenWarning, stacklevel=2)
 
-    def bar(self, desc: str):
-        """A callback (done, total) driving a progress bar; call with done == total to close.
-        Make it before a quiet_native_stderr window that calls it: the TFLite converter's
-        calibration runs inside one, where a bar on sys.stderr was hidden with TF's noise."""
-        from tqdm import tqdm
+    def bar(self, desc: str) -> "_Bar":
+        """A callback (done, total) driving a progress bar; call with done == total to close,
+        or use it as a context manager (a build that fails before its last call must not keep
+        its duplicate of fd 2 open). Make it before a quiet_native_stderr window that calls
+        it: the TFLite converter's calibration runs inside one, where a bar on sys.stderr was
+        hidden with TF's noise."""
+        return _Bar(desc, self.quiet)
 
+
+class _Bar:
+    """`Progress.bar`: a tqdm bar on a duplicate of fd 2 taken when it is made
+    (runtime.console.stderr_past_windows), closed with the bar."""
+
+    def __init__(self, desc: str, quiet: bool) -> None:
         from runtime.console import stderr_past_windows
 
-        out = sys.stderr if self.quiet else stderr_past_windows()
-        state: dict = {}
+        self.desc, self.quiet = desc, quiet
+        self.out = sys.stderr if quiet else stderr_past_windows()
+        self.own = self.out is not sys.stderr   # the duplicate: ours to close
+        self.bar = None
 
-        def update(done: int, total: int) -> None:
-            if "bar" not in state:
-                state["bar"] = tqdm(total=total, desc=f"  {desc}", unit="crop", leave=False,
-                                    disable=True if self.quiet else None, file=out)
-            b = state["bar"]
-            b.update(done - b.n)
-            if done >= total:
-                b.close()
-                if out is not sys.stderr:
-                    out.close()
+    def __call__(self, done: int, total: int) -> None:
+        from tqdm import tqdm
 
-        return update
+        if self.bar is None:
+            self.bar = tqdm(total=total, desc=f"  {self.desc}", unit="crop", leave=False,
+                            disable=True if self.quiet else None, file=self.out)
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()   # (a closed bar ignores later updates)
+        if self.own:
+            self.out.close()
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
 
 # --------------------------------------------------------------------------- checks
@@ -1216,10 +1235,12 @@ class _BuildContext:
         pct = self.o.percentile or DEFAULT_PERCENTILE
         self.prog.say(f"  calibrating ({method}{f' {pct}' if method == 'percentile' else ''}) "
                       f"on {len(self.crops)} crops")
-        return quantize_onnx_int8(self.build("onnx"), path, self.crops, method=method,
-                                  percentile=pct, reduce_range=self.o.reduce_range,
-                                  float_layers=self.float_by_fmt.get("onnx-int8", ()),
-                                  on_batch=self.prog.bar("ORT calibration"))
+        fp32 = self.build("onnx")
+        with self.prog.bar("ORT calibration") as bar:
+            return quantize_onnx_int8(fp32, path, self.crops, method=method, percentile=pct,
+                                      reduce_range=self.o.reduce_range,
+                                      float_layers=self.float_by_fmt.get("onnx-int8", ()),
+                                      on_batch=bar)
 
     def _build_onnx_qdq_trt(self, path: Path) -> Path:
         from .modelopt_qdq import DEFAULT_METHOD, quantize_qdq_trt
@@ -1236,10 +1257,12 @@ class _BuildContext:
         from .tflite_export import export_tflite
 
         self.prog.say(f"  Keras rebuild + TFLite conversion ({quantization})")
-        with contextlib.redirect_stdout(io.StringIO()):  # Keras prints its SavedModel signature
+        calibration = (self.prog.bar("TFLite calibration") if quantization == "int8"
+                       else contextlib.nullcontext())
+        # (stdout: Keras prints its SavedModel signature)
+        with contextlib.redirect_stdout(io.StringIO()), calibration as bar:
             return export_tflite(self.model, path, quantization, self.crops, self.ckpt,
-                                 on_sample=self.prog.bar("TFLite calibration")
-                                 if quantization == "int8" else None,
+                                 on_sample=bar,
                                  float_layers=self.float_by_fmt.get(f"tflite-{quantization}",
                                                                     ()))
 

@@ -893,3 +893,36 @@ def test_a_passing_export_does_not_say_its_artifacts_failed_their_gate(ckpt, tmp
                  "--no-latency", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "parity gate" not in err and "forced" not in err, err
+
+
+def test_a_calibration_that_fails_closes_its_progress_bars_stderr(ckpt, tmp_path, monkeypatch):
+    """The calibration bar writes to a duplicate of fd 2, closed by the bar's last update: an
+    INT8 build that failed before that (a calibrator error, Ctrl-C) left it open, found only
+    by the garbage collector ('ResourceWarning: unclosed file <... name=6 ...>'), once per
+    failed build of a float-layers search or a bench."""
+    import gc
+    import sys
+    import warnings
+
+    import optimize.onnx_int8 as oi
+    from optimize.export import Progress, export
+
+    def fails_midway(*args, on_batch=None, **kw):   # as a calibrator error after one crop
+        on_batch(1, 4)
+        raise RuntimeError("calibration failed")
+
+    monkeypatch.setattr(oi, "quantize_onnx_int8", fails_midway)
+    with open(2, "w", closefd=False) as fd2, warnings.catch_warnings(record=True) as said:
+        monkeypatch.setattr(sys, "stderr", fd2)   # a user's stderr: fd 2, so the bar dups it
+        warnings.simplefilter("always")
+        with Progress(quiet=False).bar("ORT calibration") as bar:
+            bar(1, 4)
+        assert bar.out.closed   # left before its last update
+        report = export(ckpt, "onnx-int8", tmp_path / "x", latency=False, calib_count=4,
+                        calib_size=64, progress=Progress(quiet=False))
+        gc.collect()
+        monkeypatch.setattr(sys, "stderr", sys.__stderr__)
+    assert report.result("onnx-int8").status == "error"
+    assert "calibration failed" in report.result("onnx-int8").reason
+    unclosed = [str(w.message) for w in said if issubclass(w.category, ResourceWarning)]
+    assert not unclosed, unclosed
