@@ -738,6 +738,35 @@ def test_quiet_labels_build_the_embedded_set_without_a_bar(tmp_path, capsys):
     assert "embedded val" not in capsys.readouterr().err
 
 
+def test_a_last_run_that_labelled_none_of_its_selection_is_not_called_an_empty_cache(
+        tmp_path):
+    """A `sharpen labels` run on new data interrupted before its first label selects what
+    training uses, none of it labelled: `distill` said '<cache>: no finished labels (run
+    `sharpen labels --out <cache>` first)' of a cache holding an earlier run's labels. It says
+    that the last run labelled none of its selection, and what to do."""
+    class Interrupted(FakeTeacher):
+        def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        run_labels(str(_paired(tmp_path / "a", 3, h=16, w=16)), out, teacher=FakeTeacher(),
+                   **kw)
+    new = tmp_path / "b"
+    write_image(new / "clip.png", np.zeros((16, 16, 3), np.float32))
+    with pytest.raises(KeyboardInterrupt):
+        run_labels(str(new), out, teacher=Interrupted(), **kw)
+    with pytest.raises(ValueError) as e:
+        pairs_from_labels(out)
+    said = str(e.value)
+    assert "no finished labels" not in said, said
+    assert (f"none of the 1 inputs that its last `sharpen labels` run (--data {new}) selected "
+            "is labelled; that run did not finish, and data.labels uses that run's selection, "
+            "not the 3 labels that earlier runs with another selection made there") in said
+
+
 def test_training_uses_the_last_runs_selection_not_every_run_s_labels(tmp_path):
     """`sharpen labels --limit 4` and then `--limit 2` into one --out left the labels of both
     selections, and `sharpen distill data.labels=...` trained on all of them without a word.

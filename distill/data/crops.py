@@ -251,6 +251,16 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels"
         raise ValueError(f"{cache_dir} is not a label cache (no {MANIFEST}): make one from "
                          f"data with `sharpen labels --data DATA --out CACHE` and give "
                          f"{key}=CACHE")
+    if not items and (others := cache.unselected()):
+        # Not "no finished labels": earlier runs' are there, outside the last run's selection
+        # (that run interrupted before its first label, or every image of it failed).
+        unfinished = "; that run did not finish" if cache.run.get("complete") is False else ""
+        raise ValueError(f"{cache_dir}: none of the {len(cache.selection or ())} inputs that "
+                         f"its last `sharpen labels` run ({cache.describe_run()}) selected is "
+                         f"labelled{unfinished}, and {key} uses that run's selection, not the "
+                         f"{len(others)} labels that earlier runs with another selection made "
+                         "there: run that labels command again to finish it, or label a "
+                         "selection that includes those (what is labelled is skipped)")
     if not items:
         raise ValueError(f"{cache_dir}: no finished labels (run `sharpen labels --out "
                          f"{cache_dir}` first)")
