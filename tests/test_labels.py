@@ -806,3 +806,37 @@ def test_training_uses_the_last_runs_selection_not_every_run_s_labels(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(pairs_from_labels(out)) == 6
+
+
+def test_labels_of_another_data_left_out_of_training_get_advice_that_can_be_followed(tmp_path):
+    """`sharpen labels --data A` then `--data B` into one --out: training uses B's only and
+    advised 'label a selection that includes them', which no run on B can do (and data.labels
+    names one cache). It now says A's are of inputs B does not list and how to train on both;
+    labels of B's own left out by --limit keep the advice to select them."""
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    a = _paired(tmp_path / "a", 3, h=16, w=16)
+    b = tmp_path / "b"
+    for i in range(3):
+        write_image(b / f"shot{i}.png", np.full((16, 16, 3), i / 4, np.float32))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        run_labels(str(a), out, **kw)
+        run_labels(str(b), out, **kw)
+        run_labels(str(b), out, limit=2, **kw)
+    with pytest.warns(SharpenWarning) as rec:
+        assert len(pairs_from_labels(out)) == 2
+    said = " ".join(str(w.message) for w in rec)
+    assert ("to use the 1 of inputs it lists too, label a selection of that run's --data that "
+            "includes them into this cache") in said, said
+    assert ("the other 3 are of inputs it does not list (another --data or --split), which no "
+            "run on it selects: data.labels reads one cache, so to train on both, label one "
+            "--data that holds all their images") in said, said
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)
+        run_labels(str(b), out, **kw)
+    with pytest.warns(SharpenWarning) as rec:
+        assert len(pairs_from_labels(out)) == 3
+    said = " ".join(str(w.message) for w in rec)
+    assert "they are of inputs that run's --data does not list" in said, said
+    assert "label a selection" not in said, said

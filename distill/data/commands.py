@@ -15,8 +15,11 @@ Run the teacher (Restormer, Gaussian-blended tiled inference) over every blurred
 data source at its full resolution and cache the results as 16-bit PNGs plus a manifest:
 
   OUT/labels/<name>.png   OUT/manifest.json   (OUT/frames/<name>.png for video frames)
-  OUT/run.json            whether the last run finished, its --limit and any --hold-out
+  OUT/run.json            the last run: its selection (--data, --split, --limit, --hold-out),
+                          which is what training on OUT uses, and whether it finished
 
+Labels of earlier runs with another selection stay in OUT but do not train; data.labels
+takes one cache, so to train on two sources, label one --data holding both (e.g. one folder).
 Re-running skips what is up to date and recomputes what changed (modified input, new teacher
 weights or architecture, other tile settings). Interrupting loses at most the image in flight.
 

@@ -259,8 +259,8 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels"
                          f"its last `sharpen labels` run ({cache.describe_run()}) selected is "
                          f"labelled{unfinished}, and {key} uses that run's selection, not the "
                          f"{len(others)} labels that earlier runs with another selection made "
-                         "there: run that labels command again to finish it, or label a "
-                         "selection that includes those (what is labelled is skipped)")
+                         "there: run that labels command again to finish it; "
+                         f"{_left_out_advice(cache, others, key)}")
     if not items:
         raise ValueError(f"{cache_dir}: no finished labels (run `sharpen labels --out "
                          f"{cache_dir}` first)")
@@ -279,10 +279,33 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels"
                                          else "")
         warnings.warn(f"{cache_dir}: {key} uses the {len(items)} labels that its last `sharpen "
                       f"labels` run ({cache.describe_run()}) selected; the {len(others)} that "
-                      f"earlier runs with another selection made there ({shown}) are left out "
-                      "(to use them too, label a selection that includes them into it: what is "
-                      "labelled is skipped)", SharpenWarning, stacklevel=2)
+                      f"earlier runs with another selection made there ({shown}) are left out; "
+                      f"{_left_out_advice(cache, others, key)}", SharpenWarning, stacklevel=2)
     return items
+
+
+def _left_out_advice(cache, others: list[str], key: str) -> str:
+    """How to train on `others`, labels in the cache that its last run did not select. Those of
+    that run's --data come back with a run selecting them; those of another --data or --split
+    no run on that --data selects, and `key` names one cache: both train together only from a
+    cache labelled from one --data holding all their images."""
+    reselect = ("to use {} too, label a selection of that run's --data that includes them into "
+                "this cache (what is labelled is skipped)")
+    merge = (f"{key} reads one cache, so to train on both, label one --data that holds all "
+             "their images (e.g. one folder of both) into a new cache")
+    elsewhere = cache.elsewhere()
+    if elsewhere is None:   # a record from before it listed them: either may be true
+        return (f"{reselect.format('those of its --data')}; those of another --data or --split "
+                f"no run on that --data selects: {merge}")
+    foreign = sum(n in elsewhere for n in others)
+    if not foreign:
+        return reselect.format("them")
+    if foreign == len(others):
+        return ("they are of inputs that run's --data does not list (another --data or --split), "
+                f"which no run on it selects: {merge}")
+    return (f"{reselect.format(f'the {len(others) - foreign} of inputs it lists')}; the other "
+            f"{foreign} are of inputs it does not list (another --data or --split), which no "
+            f"run on it selects: {merge}")
 
 
 def pairs_from_source(info: SourceInfo) -> list[tuple[Path, Path, None]]:

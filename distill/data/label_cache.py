@@ -4,7 +4,8 @@ lock) and `LabelCache`, the reader training uses. Torch-free; `labels.py` writes
     DIR/labels/<name>.png     one 16-bit lossless PNG per input
     DIR/frames/<name>.png     the decoded input frame, for video sources only
     DIR/manifest.json         one entry per input
-    DIR/run.json              the last labelling run: what it selected and whether it finished
+    DIR/run.json              the last labelling run: what it selected (what training uses)
+                              and whether it finished
 """
 from __future__ import annotations
 
@@ -206,8 +207,8 @@ def prune_held_out(out_dir: str | os.PathLike, names: Collection[str]) -> list[s
 
 
 def write_run_record(out_dir: Path, **fields: Any) -> Path:
-    """DIR/run.json: the last `sharpen labels` run on this cache (its data, selection size and
-    whether it finished). Written with complete=False when a run starts and True when it ends,
+    """DIR/run.json: the last `sharpen labels` run on this cache (its data, its selection, which
+    training uses, the labels here its data does not list, and whether it finished). Written with complete=False when a run starts and True when it ends,
     so that training can tell a cache an interrupted run left part-labelled from a finished one
     (the manifest alone cannot: it is rewritten after every image)."""
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
@@ -266,6 +267,13 @@ class LabelCache:
         return sorted(n for n, e in self.entries.items()
                       if e.get("status") == "ok" and not self._selected(n)
                       and (self.root / e["label"]).is_file())
+
+    def elsewhere(self) -> Optional[set[str]]:
+        """Names of the labels here that the last run's --data and --split do not list (another
+        source's: no run on that --data selects them); None when the record does not say
+        (caches from before it did)."""
+        names = self.run.get("elsewhere")
+        return set(names) if isinstance(names, list) else None
 
     def describe_run(self) -> str:
         """The last labelling run's selection as its flags gave it ("--data X --limit 5")."""

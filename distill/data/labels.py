@@ -154,10 +154,16 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             # with another --limit, hold-out or --data left here. Ranks without a process
             # group record it too (an earlier run's would select instead), not whether it
             # finished.
+            # The labels here that this --data and --split do not list (another source's): no
+            # run on this --data can select them, which the advice of training must know.
+            listed = {s.name for s in info.samples}
+            here = merge_entries(read_manifest_entries(out_dir / MANIFEST),
+                                 *(read_manifest_entries(p) for p in shard_paths(out_dir).values()))
             write_run_record(out_dir, **({"complete": False} if records else {}), data=data,
                              split=info.split,
                              limit=limit, selected=len(samples),
                              selection=[s.name for s in samples],
+                             elsewhere=sorted(n for n in here if n not in listed),
                              **({"hold_out": hold_out} if hold_out else {}),
                              started=datetime.datetime.now(datetime.timezone.utc)
                              .isoformat(timespec="seconds"))
