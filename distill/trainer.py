@@ -813,10 +813,12 @@ class Trainer:
                 print(f"note: {msg}", file=sys.stderr, flush=True)
             log_lines.append(f"note: {msg}")
         workers = loader_workers(cfg.data.workers)
+        # Rank 0 only, for all: every process on a machine gets the same share (torchrun starts
+        # them with its CPU affinity), and another machine's differ only with its cores.
         if workers < cfg.data.workers and self.dist.main:
-            note(f"data.workers={cfg.data.workers} is more than the {workers} CPU cores this "
-                 f"process may use: {workers} loader processes instead (more would only share "
-                 "those cores with each other and with training)")
+            note(f"data.workers={cfg.data.workers} is more than {_cores_share()}: "
+                 f"{_count(workers, 'loader process', 'loader processes')} instead (more would "
+                 "only share those cores with each other and with training)")
         # Only process 0 reads the validation images and checks the data: when that fails,
         # the others must not go on into the first step's all-reduce (gloo's "connection
         # closed by peer" traceback beside the real error).
@@ -1137,11 +1139,36 @@ def _pause_bar(bar, seconds: float) -> None:
         bar.last_print_t += seconds
 
 
+def _local_world() -> int:
+    """The training processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 without it)."""
+    try:
+        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
+    except ValueError:
+        return 1
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
+
+
 def loader_workers(workers: int) -> int:
-    """The data loader processes for data.workers: at most the CPU cores this process may use
-    (a config written for a large machine, e.g. workers: 4, on a 2-core one)."""
+    """The data loader processes for data.workers: at most this process's share of the CPU
+    cores it may use (a config written for a large machine, e.g. workers: 4, on a 2-core one;
+    under torchrun each of the machine's processes starts its own loaders on the same cores).
+    0 where the processes outnumber the cores: each loads its batches itself."""
     from runtime.host import usable_cores
-    return min(workers, usable_cores())
+    return min(workers, usable_cores() // _local_world())
+
+
+def _cores_share() -> str:
+    """The cores loader_workers allows, as its note says it."""
+    from runtime.host import usable_cores
+    cores, procs = usable_cores(), _local_world()
+    if procs == 1:
+        return f"the {_count(cores, 'CPU core', 'CPU cores')} this process may use"
+    return (f"this process's share of the {_count(cores, 'CPU core', 'CPU cores')} that the "
+            f"{procs} training processes on this machine may use "
+            f"({_count(cores // procs, 'core', 'cores')} each)")
 
 
 def resume_hint(cfg: TrainConfig) -> str:

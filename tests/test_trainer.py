@@ -1537,10 +1537,34 @@ def test_more_loader_workers_than_cores_are_cut_to_the_cores_with_a_note(tmp_pat
         out = tmp_path / "r"
         train(tiny_cfg(out, 2, **{"data.workers": 2}), quiet=True)
         assert capsys.readouterr().err == ""
-        assert ("note: data.workers=2 is more than the 1 CPU cores this process may use: 1 "
-                "loader processes instead") in (out / "train.log").read_text()
+        assert ("note: data.workers=2 is more than the 1 CPU core this process may use: 1 "
+                "loader process instead") in (out / "train.log").read_text()
         from distill.trainer import loader_workers
         assert (loader_workers(0), loader_workers(1), loader_workers(4)) == (0, 1, 1)
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs CPU affinity and two cores")
+def test_loader_workers_under_torchrun_share_the_cores_among_the_local_processes(
+        tmp_path, monkeypatch):
+    """Under torchrun each of a machine's N processes started up to all its cores' worth of
+    loader processes (N times the cores in all); each now gets its share, and the note says
+    so."""
+    from distill.trainer import loader_workers
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, set(sorted(before)[:2]))
+    try:
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+        assert (loader_workers(1), loader_workers(4)) == (1, 1)
+        out = tmp_path / "r"
+        train(tiny_cfg(out, 2, **{"data.workers": 2}), quiet=True)
+        assert ("note: data.workers=2 is more than this process's share of the 2 CPU cores "
+                "that the 2 training processes on this machine may use (1 core each): 1 loader "
+                "process instead") in (out / "train.log").read_text()
+        monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")   # more processes than cores
+        assert loader_workers(2) == 0
     finally:
         os.sched_setaffinity(0, before)
 
