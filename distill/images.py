@@ -9,10 +9,11 @@ import cv2
 import numpy as np
 
 from runtime.atomic import atomic_path
-from runtime.imageio import (IMAGE_EXTS, ImageReadError, UndecodableImage, decode_image,
-                             is_image)
+from runtime.imageio import (IMAGE_EXTS, ImageReadError, OverPixelBudget, UndecodableImage,
+                             decode_image, is_image)
 
-__all__ = ["IMAGE_EXTS", "ImageReadError", "UndecodableImage", "centre_crop", "is_image",
+__all__ = ["IMAGE_EXTS", "ImageReadError", "OverPixelBudget", "UndecodableImage", "centre_crop",
+           "is_image",
            "list_images", "read_image", "to_rgb_float", "write_image"]
 
 

@@ -27,8 +27,14 @@ class ImageReadError(ValueError):
 
 class UndecodableImage(ImageReadError):
     """A file (or video frame) whose content cannot be made an image: damaged, truncated, not
-    an image, or of a pixel type or layout no model takes. Unlike a file that is missing,
-    unreadable for now or over the pixel budget, reading it again fails again."""
+    an image, or of a pixel type or layout no model takes. Unlike a file that is missing or
+    unreadable for now, reading it again fails again (as one over the pixel budget does until
+    the budget is raised: OverPixelBudget)."""
+
+
+class OverPixelBudget(ImageReadError):
+    """A file larger than the pixel budget (SHARPEN_MAX_PIXELS): read again, it fails again
+    unless the budget is raised."""
 
 
 def max_pixels() -> int:
@@ -198,7 +204,7 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
         if w <= 0 or h <= 0:
             raise UndecodableImage(f"{path}: header gives an invalid size {w}x{h}")
         if w * h > limit:
-            raise ImageReadError(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the pixel "
+            raise OverPixelBudget(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the pixel "
                                  f"budget of {limit:,} (raise it with the "
                                  "SHARPEN_MAX_PIXELS environment variable)")
     if _truncated(data):

@@ -840,3 +840,59 @@ def test_labels_of_another_data_left_out_of_training_get_advice_that_can_be_foll
     said = " ".join(str(w.message) for w in rec)
     assert "they are of inputs that run's --data does not list" in said, said
     assert "label a selection" not in said, said
+
+
+def test_images_over_the_pixel_budget_are_told_to_raise_it_not_to_re_run(tmp_path,
+                                                                         monkeypatch):
+    """An image over SHARPEN_MAX_PIXELS was among the failures 're-run to retry', which fails
+    it again: the closing warning says to raise SHARPEN_MAX_PIXELS, and so raised the re-run
+    labels it."""
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "100")   # 16x16 = 256 pixels each
+    with pytest.warns(SharpenWarning) as rec:
+        s = run_labels(str(data), out, **kw)
+    said = [str(w.message) for w in rec if "image(s) failed" in str(w.message)]
+    assert said == ["2 image(s) failed (see warnings above): they exceed the pixel budget; "
+                    "raise SHARPEN_MAX_PIXELS above their size (the warnings above give it) and "
+                    "re-run: a re-run alone fails them again"], said
+    assert (s.done, s.failed, s.too_large, s.undecodable) == (0, 2, 2, 0)
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "1000")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        assert run_labels(str(data), out, **kw).done == 2
+
+
+def test_a_video_opencv_cannot_open_may_be_a_codec_and_is_told_to_convert_it(tmp_path):
+    """'OpenCV cannot open this video' was counted as damaged, with the advice to replace or
+    remove the damaged files; it may be a codec this OpenCV build lacks. Both the file's
+    message and the closing warning say so, and to convert it."""
+    from distill.data.labels import LabelRun
+    from distill.data.sources import Sample
+    from distill.dist import DistInfo
+    clip = tmp_path / "clip.mp4"
+    clip.write_bytes(b"\x00\x00\x00\x18ftypmp42 not really a video" * 8)
+    out = tmp_path / "cache"
+    out.mkdir()
+    run = LabelRun(out, FakeTeacher(), 0, 0, 1, DistInfo())
+    frames = [Sample(f"clip_{i:06d}", clip, None, i) for i in range(2)]
+    with pytest.warns(SharpenWarning) as rec:
+        stats = run.process(frames, progress=False)
+        run.summary(stats, frames, "", lambda msg: None)
+    said = [str(w.message) for w in rec]
+    assert (f"skipping clip_000000: {clip}: OpenCV cannot open this video (damaged, or in a "
+            "codec this OpenCV build cannot decode: convert it, e.g. with ffmpeg to H.264 or "
+            "MJPG)") in said, said
+    assert ("2 image(s) failed (see warnings above): their input cannot be decoded (damaged, "
+            "truncated, not an image, or a video in a codec this OpenCV build lacks); replace "
+            "or remove the damaged files, and convert the videos this OpenCV build cannot open "
+            "(e.g. with ffmpeg to H.264 or MJPG): re-running fails them again") in said, said
+    assert (stats.failed, stats.undecodable, stats.unopenable) == (2, 2, 2)
+    # A footage folder lists such a clip as left out, in the same words.
+    write_image(tmp_path / "footage" / "a.png", np.zeros((8, 8, 3), np.float32))
+    (tmp_path / "footage" / "b.mp4").write_bytes(clip.read_bytes())
+    from distill.data.sources import resolve_source
+    with pytest.warns(UserWarning, match=r"b\.mp4: OpenCV cannot open this video \(damaged, or "
+                                         r"in a codec this OpenCV build cannot decode"):
+        resolve_source(str(tmp_path / "footage"))

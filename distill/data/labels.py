@@ -88,6 +88,8 @@ class LabelStats:
     seconds: float = 0.0
     total: int = 0
     undecodable: int = 0   # of `failed`: inputs that cannot be decoded, which a rerun fails too
+    unopenable: int = 0    # of `undecodable`: frames of videos OpenCV cannot open (maybe a codec)
+    too_large: int = 0     # of `failed`: inputs over SHARPEN_MAX_PIXELS, which a rerun fails too
 
 
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
@@ -365,8 +367,9 @@ class LabelRun:
     def process(self, samples: list[Sample], progress: bool = True, tag: str = "") -> LabelStats:
         from tqdm import tqdm
 
-        from ..images import (ImageReadError, UndecodableImage, read_image, to_rgb_float,
-                              write_image)
+        from ..images import (ImageReadError, OverPixelBudget, UndecodableImage, read_image,
+                              to_rgb_float, write_image)
+        from .sources import UnopenableVideo
         from ..teacher import file_hash
 
         stats = LabelStats(total=len(samples))
@@ -389,6 +392,8 @@ class LabelRun:
                     _warn(f"{tag}skipping {sample.name}: {e}")
                     stats.failed += 1
                     stats.undecodable += isinstance(e, UndecodableImage)
+                    stats.unopenable += isinstance(e, UnopenableVideo)
+                    stats.too_large += isinstance(e, OverPixelBudget)
                     self._record(sample.name, {"name": sample.name,
                                                "input": str(sample.input),
                                                "frame": sample.frame, "status": "failed",
@@ -480,17 +485,30 @@ class LabelRun:
 def _failed_advice(stats: LabelStats) -> str:
     """What to do about a run's failed images. "Re-run to retry" was said of all of them: an
     image or video frame that cannot be decoded fails again on every run (it is retried, as
-    its file may be replaced); a teacher that ran out of memory, or a file unreadable for now,
-    may not."""
-    bad, other = stats.undecodable, stats.failed - stats.undecodable
-    fix = "replace or remove the damaged files: re-running fails them again"
-    if not bad:
+    its file may be replaced), and so does one over the pixel budget until SHARPEN_MAX_PIXELS
+    is raised; a teacher that ran out of memory, or a file unreadable for now, may not."""
+    bad, big = stats.undecodable, stats.too_large
+    other = stats.failed - bad - big
+    if not bad and not big:
         return f"{other} image(s) failed (see warnings above); re-run to retry"
-    if not other:
+    fix = ("replace or remove the damaged files" if not stats.unopenable else
+           "replace or remove the damaged files, and convert the videos this OpenCV build "
+           "cannot open (e.g. with ffmpeg to H.264 or MJPG)")
+    kind = ("damaged, truncated or not an image" if not stats.unopenable else
+            "damaged, truncated, not an image, or a video in a codec this OpenCV build lacks")
+    raise_it = ("raise SHARPEN_MAX_PIXELS above their size (the warnings above give it) and "
+                "re-run: a re-run alone fails them again")
+    if not other and not big:
         return (f"{bad} image(s) failed (see warnings above): their input cannot be decoded "
-                f"(damaged, truncated or not an image); {fix}")
-    return (f"{stats.failed} image(s) failed (see warnings above): {bad} cannot be decoded "
-            f"(damaged, truncated or not an image; {fix}); re-run to retry the other {other}")
+                f"({kind}); {fix}: re-running fails them again")
+    if not other and not bad:
+        return (f"{big} image(s) failed (see warnings above): they exceed the pixel budget; "
+                f"{raise_it}")
+    parts = ([f"{bad} cannot be decoded ({kind}; {fix}: re-running fails them again)"]
+             if bad else [])
+    parts += [f"{big} exceed the pixel budget ({raise_it})"] if big else []
+    parts += [f"re-run to retry the other {other}"] if other else []
+    return f"{stats.failed} image(s) failed (see warnings above): " + "; ".join(parts)
 
 
 # --- command line -----------------------------------------------------------------------------
@@ -600,7 +618,9 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
     return LabelStats(done=train.done + val.done, skipped=train.skipped + val.skipped,
                       failed=train.failed + val.failed, seconds=train.seconds + val.seconds,
                       total=train.total + val.total,
-                      undecodable=train.undecodable + val.undecodable)
+                      undecodable=train.undecodable + val.undecodable,
+                      unopenable=train.unopenable + val.unopenable,
+                      too_large=train.too_large + val.too_large)
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -43,6 +43,16 @@ class SourceError(ValueError):
     """A data source that cannot be used, with a message saying why."""
 
 
+class UnopenableVideo(UndecodableImage):
+    """A video OpenCV cannot open: damaged, or in a codec this OpenCV build lacks (converting
+    it helps there, replacing it does not)."""
+
+
+# Either may be why: OpenCV says no more.
+UNOPENABLE_VIDEO = ("OpenCV cannot open this video (damaged, or in a codec this OpenCV build "
+                    "cannot decode: convert it, e.g. with ffmpeg to H.264 or MJPG)")
+
+
 class NoImagesError(SourceError):
     """A folder (footage) source with no image or video in it; a caller that needs pairs says
     what a paired folder holds instead of listing video extensions."""
@@ -396,7 +406,7 @@ def _count_frames(path: Path) -> int:
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
-            raise SourceError(f"{path}: OpenCV cannot open this video")
+            raise SourceError(f"{path}: {UNOPENABLE_VIDEO}")
         n = _checked_frame_count(cap)
         if n is None:
             cap.release()
@@ -447,7 +457,9 @@ class FrameReader:
         self.close()
         self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
-            raise UndecodableImage(f"{self.path}: OpenCV cannot open this video")
+            # Not kept: each later frame would fail as "cannot be decoded" at its index.
+            self.close()
+            raise UnopenableVideo(f"{self.path}: {UNOPENABLE_VIDEO}")
         self._next = 0
         self._decoded = -1
 
