@@ -916,10 +916,11 @@ def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profil
 
 
 def _float_layers_key(spec: Sequence[str] | str | None) -> str | None:
-    """--float-layers as the record compares it: spaces, repeats and the spelling of "none"
-    (a list, or 'dec.1, head') built the same artifact and rebuilt it."""
+    """--float-layers as the record compares it: spaces, repeats, the order and the spelling
+    of "none" (a list, or 'dec.1, head'; 'head,dec.1') built the same artifact and rebuilt it.
+    The order: each named layer stays float with all downstream of it, so the set decides."""
     items = spec.split(",") if isinstance(spec, str) else list(spec or ())
-    names = list(dict.fromkeys(s.strip() for s in items if s.strip()))
+    names = sorted({s.strip() for s in items if s.strip()})
     return None if not names or names == ["none"] else ",".join(names)
 
 

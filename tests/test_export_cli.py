@@ -705,7 +705,7 @@ def test_what_an_artifact_does_not_depend_on_keeps_it(ckpt, tmp_path, capsys, mo
     """Every artifact's record held every option and library: --min-ssim (which the FP32
     gate does not read) or a TensorFlow or TensorRT upgrade rebuilt the ONNX model, --opset the
     TFLite models (built from the weights, not the ONNX model), and `--float-layers 'dec.1,
-    head'` the artifact that 'dec.1,head' built. What an artifact does depend on still
+    head'` (or 'head,dec.1') the artifact that 'dec.1,head' built. What an artifact does depend on still
     rebuilds it."""
     import optimize.export as ex
     from runtime.host import library_versions
@@ -744,6 +744,8 @@ def test_what_an_artifact_does_not_depend_on_keeps_it(ckpt, tmp_path, capsys, mo
     before, after = inputs(), inputs(opset=18, simplify=False)
     assert [f for f in before if before[f] != after[f]] == ["onnx", "onnx-int8"]
     assert inputs(float_layers="dec.1, head") == inputs(float_layers=["dec.1", "head"])
+    # Each named layer stays float with everything downstream: the set decides, not the order.
+    assert inputs(float_layers="head,dec.1") == inputs(float_layers="dec.1,head")
     assert inputs(float_layers="none") == inputs()
     assert inputs(float_layers="head")["tflite-int8"] != inputs()["tflite-int8"]
 
