@@ -946,8 +946,13 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
         return f"its sidecar {side.name}, which the runtime needs, is missing"
     changed = [k for k in dict.fromkeys([*inputs, *extra["inputs"]])
                if inputs.get(k) != extra["inputs"].get(k)]
-    if changed == ["thresholds"] and _passes_anew(prev, o):
-        changed = []
+    anew = _judged_anew(prev, path, o) if changed == ["thresholds"] else None
+    if anew is not None and (anew.status == "pass" or _deterministic(prev["format"])):
+        changed = []   # failing: judged failed on its numbers, not rebuilt (_up_to_date)
+    if anew is not None and changed:
+        return (f"its recorded numbers fail the changed parity thresholds ({anew.reason}); "
+                "rebuilding to measure again (its build may differ: TensorRT picks kernels by "
+                "timing)")
     if changed:
         return "changed since it was built: " + ", ".join(INPUT_LABELS.get(k, k)
                                                           for k in changed)
@@ -958,29 +963,44 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
     return None
 
 
-def _passes_anew(prev: dict, o: ExportOptions) -> bool:
-    """Whether an artifact that passed its gate passes the changed thresholds too, judged on
-    its recorded worst-image numbers (the same file and parity images: the gate would measure
-    the same): a stricter or looser --min-ssim rebuilt every INT8 and FP16 artifact. Not with
-    --float-layers auto, whose choice of layers the thresholds steer."""
+def _judged_anew(prev: dict, path: Path, o: ExportOptions) -> FormatResult | None:
+    """An artifact that passed its gate judged on the changed thresholds by its recorded
+    worst-image numbers (the same file and parity images: the gate would measure the same): a
+    stricter or looser --min-ssim rebuilt every INT8 and FP16 artifact. None where they cannot
+    tell: numbers missing, or --float-layers auto, whose choice of layers the thresholds
+    steer."""
     spec = FORMATS.get(prev.get("format"))
     if spec is None or (spec.needs_calibration and _float_layers_key(o.float_layers) == "auto"):
-        return False
+        return None
+    res = _result_from(prev, path, "judged_anew")
     try:
-        nums = [None if prev.get(k) is None else float(prev[k])   # JSON holds inf as "inf"
-                for k in ("max_abs", "ssim", "psnr", "ssim_gt_drop")]
+        for k in ("max_abs", "ssim", "psnr", "ssim_gt_drop"):   # JSON holds inf as "inf"
+            setattr(res, k, None if prev.get(k) is None else float(prev[k]))
     except (TypeError, ValueError):
-        return False
-    if None in nums[:3]:
-        return False
-    return o.thresholds.judge(spec.gate, *nums)[0]
+        return None
+    if None in (res.max_abs, res.ssim, res.psnr):
+        return None
+    _judge(res, spec, o.thresholds)
+    return res
+
+
+def _deterministic(fmt: str) -> bool:
+    """Whether building `fmt` again from the same inputs gives an artifact that measures the
+    same (so one whose recorded numbers fail need not be rebuilt to fail): the ONNX Runtime and
+    TFLite builds on the CPU. Not TensorRT engines (kernels chosen by timing), nor ModelOpt's
+    QDQ model (its calibration may run on the GPU)."""
+    return FORMATS[fmt].engine != "tensorrt" and fmt != "onnx-qdq-trt"
 
 
 def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
                 o: ExportOptions, prog: Progress) -> dict[str, FormatResult]:
     """The formats whose artifact is up to date (built from the same weights and inputs, file
     unchanged since it passed its gate): their earlier results, to keep. Each existing artifact
-    that is rebuilt is said, with why."""
+    that is rebuilt is said, with why. Also those whose build measures the same every time and
+    whose recorded numbers fail changed thresholds: judged failed on those numbers, not rebuilt
+    to fail again (marked failed as a failed build is)."""
+    from distill.teacher import file_hash
+
     prev = {r.get("format"): r for r in (own or {}).get("results", []) if isinstance(r, dict)}
     kept = {}
     for f, want in inputs.items():
@@ -990,6 +1010,21 @@ def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
         why = _rebuild_reason(path, prev.get(f), want, o)
         if why:
             prog.say(f"{f}: rebuilding {path.name}: {why}")
+            continue
+        anew = (_judged_anew(prev[f], path, o)
+                if want.get("thresholds") != prev[f]["extra"]["inputs"].get("thresholds")
+                else None)
+        if anew is not None and anew.status == "fail":
+            # Rebuilt, it would measure these numbers again and fail the same way.
+            prog.say(f"{f}: {path.name} is not rebuilt: built again from the same weights, "
+                     "calibration and options it measures the same, and its recorded numbers "
+                     "fail the changed parity thresholds (--rebuild builds it again)")
+            anew.extra.pop("up_to_date", None)
+            _say_verdict(anew, prog)
+            _mark(anew, path, want["weights"])
+            anew.extra["inputs"] = want
+            anew.extra["file_sha256"] = file_hash(path, n=64)   # the verdict is inside it
+            kept[f] = anew
             continue
         kept[f] = _result_from(prev[f], path, "up_to_date")
         kept[f].extra["inputs"] = want   # thresholds it was judged on anew
@@ -1159,6 +1194,12 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, re
         close = getattr(runner, "close", None)
         if close:
             close()
+    _judge(res, spec, th)
+    _say_verdict(res, prog)
+
+
+def _judge(res: FormatResult, spec: Format, th: Thresholds) -> None:
+    """res.status and res.reason from its worst-image numbers and the thresholds."""
     ok, metric, limit = th.judge(spec.gate, res.max_abs, res.ssim, res.psnr, res.ssim_gt_drop)
     res.reason = None
     if not ok and metric == "max_abs":
@@ -1168,10 +1209,14 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, re
     elif not ok and metric == "psnr":
         res.reason = f"PSNR {res.psnr:.2f} < {limit:g} dB"
     elif not ok:
-        worst = max(res.images, key=lambda r: r.get("ssim_gt_drop", -1.0))["image"]
-        res.reason = (f"loses {res.ssim_gt_drop:.4f} SSIM to ground truth against FP32 on "
-                      f"{worst} > {limit:g}")
+        worst = max(res.images or [{}], key=lambda r: r.get("ssim_gt_drop", -1.0))
+        res.reason = (f"loses {res.ssim_gt_drop:.4f} SSIM to ground truth against FP32"
+                      + (f" on {worst['image']}" if worst.get("image") else "")
+                      + f" > {limit:g}")
     res.status = "pass" if ok else "fail"
+
+
+def _say_verdict(res: FormatResult, prog: Progress) -> None:
     lat = f", {res.latency_ms_1080p:.0f} ms @1080p" if res.latency_ms_1080p else ""
     drop = (f", SSIM to ground truth -{res.ssim_gt_drop:.4f} vs FP32"
             if res.ssim_gt_drop is not None else "")

@@ -798,6 +798,17 @@ def test_when_an_engine_is_stale_is_decided_without_tensorrt(tmp_path, monkeypat
     assert "--workspace" in why(inputs(workspace_gb=2.0))
     assert "the weights" in why(inputs(weights="w2"))
     assert "--opset" in why(inputs(opset=18))
+    # Stricter thresholds that its recorded numbers fail: an engine is rebuilt to measure
+    # again (TensorRT picks kernels by timing: a new build may measure otherwise), saying so.
+    record["engine"].update(format="engine", max_abs=0.01, ssim=0.97, psnr=40.0)
+    for min_ssim, said in ((0.9, None), (0.99, "its recorded numbers fail the changed parity "
+                           "thresholds (SSIM 0.9700 < 0.99); rebuilding to measure again (its "
+                           "build may differ: TensorRT picks kernels by timing)")):
+        th = ex.Thresholds(min_ssim=min_ssim)
+        now = ex.build_inputs(["engine"], "w", ex.replace(o, thresholds=th), profile, None,
+                              parity, {}, {})["engine"]
+        assert ex._rebuild_reason(engine, record["engine"], now,
+                                  ex.replace(o, thresholds=th)) == said
     engine.write_bytes(b"an engine trtexec built again")
     assert why(inputs()) == "the file changed since it passed its gate"
     (tmp_path / "m_fp16.engine.json").unlink()
@@ -854,7 +865,9 @@ def test_changed_thresholds_rejudge_the_recorded_numbers_instead_of_rebuilding(
         ckpt, tmp_path, capsys):
     """A stricter or looser --min-ssim / --min-psnr rebuilt every INT8 and FP16 artifact
     (minutes for TFLite) to measure the same numbers again. An artifact whose recorded
-    worst-image numbers pass the new thresholds is kept; one they fail is rebuilt."""
+    worst-image numbers pass the new thresholds is kept; one they fail was rebuilt to fail
+    the same way ('changed since it was built: the parity thresholds'): its build measures
+    the same every time, so it fails on those numbers, marked failed as a failed build is."""
     out = tmp_path / "x"
     base = ["export", "--weights", str(ckpt), "--out", str(out), "--no-latency", "--formats",
             "onnx-int8", "--calib-count", "4", "--calib-size", "64", "--min-ssim", "0.01"]
@@ -870,9 +883,21 @@ def test_changed_thresholds_rejudge_the_recorded_numbers_instead_of_rebuilding(
     assert report["results"][0]["extra"]["inputs"]["thresholds"]["min_psnr"] == \
         pytest.approx(psnr - 1, abs=1e-3)   # recorded as judged
     assert main([*base, "--min-psnr", f"{psnr + 1:.3f}"]) == 1
-    err = capsys.readouterr().err
-    assert (f"onnx-int8: rebuilding {name}: changed since it was built: the parity "
-            "thresholds") in err, err
+    cap = capsys.readouterr()
+    assert (f"onnx-int8: {name} is not rebuilt: built again from the same weights, calibration "
+            "and options it measures the same, and its recorded numbers fail the changed "
+            "parity thresholds") in cap.err, cap.err
+    assert f"(PSNR {psnr:.2f} < {psnr + 1:.3f} dB)" in cap.err, cap.err
+    assert "rebuilding" not in cap.err and "[1/1] onnx-int8" not in cap.err, cap.err
+    res = json.loads((out / "export_report.json").read_text())["results"][0]
+    assert res["status"] == "fail" and res["psnr"] == pytest.approx(psnr)
+    from runtime.backends import failed_marker, parity_failure
+    assert failed_marker(out / name).is_file()   # `sharpen run` refuses it unless forced
+    assert "PSNR" in (parity_failure(out / name) or "")
+    assert main(base) == 0   # the thresholds it passed: built again, and passes
+    assert f"onnx-int8: rebuilding {name}: its last build failed its gate" in \
+        capsys.readouterr().err
+    assert not failed_marker(out / name).exists()
 
 
 def test_best_pt_named_from_inside_its_run_folder_keeps_the_runs_name(tmp_path, monkeypatch):
