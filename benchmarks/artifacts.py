@@ -132,29 +132,16 @@ class ArtifactSet:
 
 
 def exporter_hash() -> str:
-    """Hash of the code that turns a checkpoint into artifacts (the exporters and the student
-    definitions): a cached artifact from older code is rebuilt, not silently reused."""
-    import hashlib
-
-    h = hashlib.sha256()
-    for path in sorted((REPO / "optimize").glob("*.py")) + [REPO / "distill" / "students.py"]:
-        h.update(path.name.encode() + b"\0" + path.read_bytes())
-    return h.hexdigest()[:16]
+    """Hash of the code that turns a checkpoint into artifacts (export's own record keys on
+    it): a cached artifact from older code is rebuilt, not silently reused."""
+    from optimize.export import code_hash
+    return code_hash()
 
 
-# The libraries that build a format and run its parity check, besides those every format
-# needs (torch exports the student and gives the reference output; OpenCV reads and resizes
-# the calibration and parity photos). A format not listed depends on all of them.
-COMMON_LIBRARIES = ("torch", "opencv")
-FORMAT_LIBRARIES: dict[str, tuple[str, ...]] = {
-    "onnx": ("onnx", "onnxruntime"),
-    "onnx-int8": ("onnx", "onnxruntime"),
-    "onnx-qdq-trt": ("onnx", "onnxruntime", "nvidia_modelopt"),
-    "tflite-int8": ("tensorflow", "ai_edge_litert"),
-    "tflite-fp16": ("tensorflow", "ai_edge_litert"),
-    "engine": ("onnx", "tensorrt"),
-    "engine-int8": ("onnx", "tensorrt", "nvidia_modelopt"),
-}
+# Besides a format's own libraries (`FORMATS[fmt].libraries`, which the export's record holds):
+# OpenCV reads and resizes the calibration and parity photos. The export's record holds those
+# pixels' digests instead; the bench's stamp does not see the photos, so it holds OpenCV.
+PHOTO_LIBRARIES = ("opencv",)
 
 
 def format_versions(fmt: str, installed: Optional[dict] = None) -> dict:
@@ -162,10 +149,11 @@ def format_versions(fmt: str, installed: Optional[dict] = None) -> dict:
     built with others (ONNX Runtime's quantizer, the TFLite converter, torch's exporter
     upgraded since) is rebuilt, not reused with the old build's parity numbers. `installed`:
     library_versions() read once for several formats."""
-    from .machine import LIBRARIES, library_versions
+    from runtime.formats import FORMATS
 
-    names = COMMON_LIBRARIES + FORMAT_LIBRARIES.get(
-        fmt, tuple(n for n in LIBRARIES if n not in COMMON_LIBRARIES))
+    from .machine import library_versions
+
+    names = (*FORMATS[fmt].libraries, *PHOTO_LIBRARIES)
     have = installed if installed is not None else library_versions(names)
     return {n: have.get(n) for n in names}
 

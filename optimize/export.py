@@ -817,23 +817,8 @@ CODE = [*sorted((Path(__file__).parent).glob("*.py")),
         Path(__file__).parents[1] / "distill" / "students.py",
         *sorted((Path(__file__).parents[1] / "runtime" / "backends").glob("*.py")),
         Path(__file__).parents[1] / "runtime" / "formats.py"]
-# The libraries (runtime.host.LIBRARIES' names) that build each format's artifact or run its
-# gate, so that an upgrade rebuilds only the formats it is in (a TensorFlow upgrade rebuilt
-# the ONNX models): torch for every one (it exports the student, gives the reference output
-# and simulates INT8 for --float-layers auto), onnx for TFLite INT8 too (auto traces float
-# regions through the student's ONNX graph), the FP32 ONNX model's for the formats built
-# from it.
-_ONNX_LIBS = ("torch", "onnx", "onnxslim")
-FORMAT_LIBRARIES: dict[str, tuple[str, ...]] = {
-    "onnx": (*_ONNX_LIBS, "onnxruntime"),
-    "onnx-int8": (*_ONNX_LIBS, "onnxruntime"),
-    "onnx-qdq-trt": (*_ONNX_LIBS, "onnxruntime", "nvidia_modelopt"),
-    "tflite-int8": ("torch", "onnx", "tensorflow", "ai_edge_litert"),
-    "tflite-fp16": ("torch", "tensorflow", "ai_edge_litert"),
-    "engine": (*_ONNX_LIBS, "tensorrt"),
-    "engine-int8": (*_ONNX_LIBS, "onnxruntime", "nvidia_modelopt", "tensorrt"),
-}
-LIBRARIES = tuple(dict.fromkeys(n for libs in FORMAT_LIBRARIES.values() for n in libs))
+# Every library some format's artifact depends on (FORMATS' `libraries`), read once per export.
+LIBRARIES = tuple(dict.fromkeys(n for spec in FORMATS.values() for n in spec.libraries))
 # The options of the FP32 ONNX export, which only the formats built from that model depend on
 # (--opset rebuilt the TFLite models, which the Keras rebuild makes from the weights).
 ONNX_OPTIONS = ("opset", "simplify")
@@ -853,7 +838,8 @@ INPUT_LABELS = {
     "workspace_gb": "--workspace", "gpu": "the GPU"}
 
 
-def _code_hash() -> str:
+def code_hash() -> str:
+    """Of CODE: the bench's cache keys on it too, so that both rebuild for the same changes."""
     h = hashlib.sha256()
     for path in CODE:
         h.update(path.name.encode() + b"\0" + path.read_bytes())
@@ -892,7 +878,7 @@ def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profil
                  parity_list, gt, teacher) -> dict[str, dict]:
     """Per format: everything its artifact and its parity verdict depend on (JSON-able)."""
     installed = library_versions(LIBRARIES)
-    common = {"weights": weights_sha, "code": _code_hash(), "machine": _machine(),
+    common = {"weights": weights_sha, "code": code_hash(), "machine": _machine(),
               "parity_images": _digest(parity_list), "parity_gt": _digest(gt),
               "parity_teacher": _digest(teacher)}
     thresholds = asdict(o.thresholds)
@@ -901,7 +887,7 @@ def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profil
     out = {}
     for f in fmts:
         spec = FORMATS[f]
-        d = {**common, "libraries": {n: installed.get(n) for n in FORMAT_LIBRARIES[f]},
+        d = {**common, "libraries": {n: installed.get(n) for n in spec.libraries},
              "thresholds": {k: thresholds[k] for k in GATE_THRESHOLDS[spec.gate]}}
         if spec.engine != "litert":   # built from the FP32 ONNX model
             d.update({k: getattr(o, k) for k in ONNX_OPTIONS})

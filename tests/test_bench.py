@@ -285,6 +285,28 @@ def test_a_library_upgrade_misses_the_cache(env, good_run, monkeypatch):
     assert ensure_artifacts(st, cache, "onnx", quiet=True).built_now == ["onnx"]
 
 
+def test_the_bench_and_the_export_agree_on_what_makes_an_artifact_stale():
+    """The bench's cache kept its own list of each format's libraries and its own code hash
+    beside the export's record: an onnxslim upgrade rebuilt the export's ONNX models but the
+    bench reused its cached ones, and so did a change to the runtime backends the gate runs.
+    Both now read the format table's libraries and export's code hash."""
+    import optimize.export as ex
+    from benchmarks.artifacts import PHOTO_LIBRARIES, Student, _settings, format_versions
+    from runtime.host import LIBRARIES
+
+    o = ex.ExportOptions(thresholds=ex.Thresholds())
+    crops = np.zeros((1, 3, 8, 8), np.float32)
+    fmts = [f for f, spec in ex.FORMATS.items() if spec.engine != "tensorrt"]
+    record = ex.build_inputs(fmts, "w", o, None, crops, [("p", np.zeros((8, 8, 3)))], {}, {})
+    for f, spec in ex.FORMATS.items():
+        assert set(spec.libraries) <= set(LIBRARIES), f
+        bench = set(format_versions(f)) - set(PHOTO_LIBRARIES)
+        assert bench == set(spec.libraries), f
+        if f in record:
+            assert set(record[f]["libraries"]) == bench, f
+    assert _settings(Student("s", Path("s.pt"), "h"), 1)["exporter"] == record["onnx"]["code"]
+
+
 def test_stream_row_is_its_per_frame_latency_and_its_throughput(env, good_run):
     """The stream row's "ms" was 1000 / throughput, a frame interval of threads that overlap,
     read beside the other rows as a per-frame latency. It is now the stream's own end-to-end
