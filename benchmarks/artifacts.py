@@ -23,7 +23,6 @@ from typing import Optional, Sequence
 from distill.teacher import file_hash, resolve_weights
 from runtime.atomic import atomic_write_json
 
-REPO = Path(__file__).resolve().parents[1]
 STAMP = "bench_artifacts.json"
 STAMP_FORMAT = "sharpen-bench-artifacts/1"
 DEFAULT_STUDENTS = ("seed", "fast")   # `edge` is benchmarked when asked: see its card
