@@ -8,6 +8,7 @@ import pytest
 
 from runtime.backends.base import Backend  # noqa: E402
 from runtime.prepost import FrameProcessor, from_batch, to_batch, to_bgr8  # noqa: E402
+from runtime.warn import SharpenWarning  # noqa: E402
 
 
 class Identity(Backend):
@@ -54,14 +55,17 @@ def test_post_clips_and_rounds():
 
 def test_conversions():
     g = np.full((4, 4), 77, np.uint8)
-    assert to_bgr8(g).shape == (4, 4, 3) and (to_bgr8(g) == 77).all()
-    assert to_bgr8(g[..., None]).shape == (4, 4, 3)
+    with pytest.warns(SharpenWarning, match="grayscale frames are converted to BGR"):
+        assert to_bgr8(g).shape == (4, 4, 3) and (to_bgr8(g) == 77).all()
+        assert to_bgr8(g[..., None]).shape == (4, 4, 3)
     bgra = np.dstack([np.full((4, 4, 3), 9, np.uint8), np.zeros((4, 4), np.uint8)])
-    assert (to_bgr8(bgra) == 9).all()
+    with pytest.warns(SharpenWarning, match=r"BGRA frames are converted to BGR \(alpha dropped\)"):
+        assert (to_bgr8(bgra) == 9).all()
     deep = np.full((4, 4, 3), 65535, np.uint16)
-    assert (to_bgr8(deep) == 255).all()
+    with pytest.warns(SharpenWarning, match="16-bit frames are scaled to 8 bit"):
+        assert (to_bgr8(deep) == 255).all()
     from runtime.prepost import to_bgr
-    kept = to_bgr(deep[..., 0])
+    kept = to_bgr(deep[..., 0], warn=False)   # the grayscale warning is asserted above
     assert kept.dtype == np.uint16 and kept.shape == (4, 4, 3) and (kept == 65535).all()
     batch, hw = to_batch(kept, 8, "NCHW")
     assert batch.dtype == np.float32 and np.allclose(batch[0, :, :4, :4], 1.0)
