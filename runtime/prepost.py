@@ -91,9 +91,11 @@ def to_8bit(frame: np.ndarray) -> np.ndarray:
 
 def to_bgr8(frame: np.ndarray, warn: bool = True) -> np.ndarray:
     """Any supported frame -> HxWx3 BGR uint8 (`to_bgr`, then 16-bit scaled to 8 bit)."""
-    if warn and isinstance(frame, np.ndarray) and frame.dtype == np.uint16:
+    bgr = to_bgr(frame, warn)
+    # After to_bgr: an empty or 5-channel uint16 frame is refused, not "scaled to 8 bit".
+    if warn and bgr.dtype == np.uint16:
         _warn("16-bit frames are scaled to 8 bit")
-    return to_8bit(to_bgr(frame, warn))
+    return to_8bit(bgr)
 
 
 _SCALE = np.float32(1.0 / 255.0)

@@ -688,8 +688,14 @@ def test_unsupported_frames():
     with pytest.raises(FrameError, match="shape"):
         to_bgr8(np.zeros((2, 8, 8, 3), np.uint8))
     for empty in (np.zeros((0, 0, 3), np.uint8), np.zeros((0, 8), np.uint16)):
-        with pytest.raises(FrameError, match=r"empty frame of shape \(0, "):
+        with runtime_warnings() as said, \
+                pytest.raises(FrameError, match=r"empty frame of shape \(0, "):
             to_bgr8(empty)
+        # A refused frame is not also said to be "scaled to 8 bit".
+        assert said == [], said
+    with runtime_warnings() as said, pytest.raises(FrameError, match="shape"):
+        to_bgr8(np.zeros((8, 8, 5), np.uint16))
+    assert said == [], said
 
 
 def test_run_stream_refuses_impossible_options(onnx_model, tmp_path):
@@ -1004,7 +1010,9 @@ def test_spec_kind_agrees_with_the_source_opened(tmp_path):
 
     img = tmp_path / "a.png"
     cv2.imwrite(str(img), np.full((24, 32, 3), 90, np.uint8))
-    vid = tmp_path / "v.avi"
+    # In a subfolder: a video beside the images would make the folder source warn it skips it.
+    (tmp_path / "videos").mkdir()
+    vid = tmp_path / "videos" / "v.avi"
     w = cv2.VideoWriter(str(vid), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 24))
     for _ in range(2):
         w.write(np.full((24, 32, 3), 90, np.uint8))
