@@ -10,6 +10,7 @@ from skimage.metrics import peak_signal_noise_ratio
 
 from distill.evaluate import evaluate_fns, format_table
 from distill.images import write_image
+from runtime import SharpenWarning
 
 
 @pytest.fixture()
@@ -175,8 +176,14 @@ def test_bad_pairs_and_failing_models_are_skipped_by_name_and_numbers_stay_finit
         return x
 
     seen = []
-    res = evaluate_fns({"m": lambda x: x, "fragile": fragile}, str(d), crop=16,
-                       progress=False, keep_outputs=1, rank=lambda o: seen.append(1) or -len(seen))
+    with pytest.warns(SharpenWarning) as warned:   # each skip is said as it happens, too
+        res = evaluate_fns({"m": lambda x: x, "fragile": fragile}, str(d), crop=16,
+                           progress=False, keep_outputs=1,
+                           rank=lambda o: seen.append(1) or -len(seen))
+    said = sorted(str(w.message) for w in warned)
+    assert len(said) == 3 and all(m.startswith("skipped: ") for m in said), said
+    assert [n for n in ("p1.png", "short.png", "tiny.png") if any(n in m for m in said)] == \
+        ["p1.png", "short.png", "tiny.png"], said
     failed = "\n".join(res["failed"])
     assert "short.png: size 48x30 differs from its input" in failed
     assert "tiny.png: 6x6 is smaller than SSIM's 7x7 window" in failed
