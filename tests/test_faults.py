@@ -367,6 +367,7 @@ def test_a_failed_artifact_copied_without_its_marker_is_still_refused(tmp_path):
     from optimize.onnx_export import read_metadata
     from runtime.backends import ModelError, load_backend
     from runtime.backends.base import PARITY_KEY, read_sidecar
+    from runtime.warn import SharpenWarning
 
     s = create_student("fast", width=8)
     ck = tmp_path / "s.pt"
@@ -385,7 +386,9 @@ def test_a_failed_artifact_copied_without_its_marker_is_still_refused(tmp_path):
     for f in (onnx, tfl):
         with pytest.raises(ModelError, match="failed its parity gate at export"):
             load_backend(device / f.name)
-        load_backend(device / f.name, force=True).close()
+        with pytest.warns(SharpenWarning, match=f"{f.name} failed its parity gate at export "
+                          r"\(.*\); running it anyway \(forced\)"):
+            load_backend(device / f.name, force=True).close()
     # The INT8 model is quantised from the failed FP32 one and judged on its own.
     rep = export(ck, ["onnx", "onnx-int8", "tflite-fp16"], out, **common,
                  thresholds=Thresholds(fp32_max_abs=-1.0))
