@@ -349,8 +349,11 @@ def test_an_unreadable_calibration_or_parity_image_is_skipped_by_name(tmp_path, 
         load_images([d / "bad.png"])
     (d / "a.png").write_bytes(b"no")
     (d / "b.png").write_bytes(b"no")
-    with pytest.raises(CalibrationError, match="none of the 3 files is a readable image"):
+    with pytest.raises(CalibrationError, match="none of the 3 files is a readable image"), \
+            pytest.warns(SharpenWarning) as warned:   # each named before the error
         load_images(paths)
+    assert sorted(str(w.message).split("/")[-1].split(":")[0] for w in warned) == \
+        ["a.png", "b.png", "bad.png"], [str(w.message) for w in warned]
 
 
 def test_a_parity_image_too_small_for_ssim_is_skipped_by_name(ckpt, tmp_path, capsys):
@@ -371,8 +374,10 @@ def test_a_parity_image_too_small_for_ssim_is_skipped_by_name(ckpt, tmp_path, ca
     assert "tiny.png: 5x3 is smaller than SSIM's 7x7 window" in err, err
     assert json.loads((out / "export_report.json").read_text())["settings"]["parity_images"] \
         == ["big"]
+    from runtime import SharpenWarning
     with pytest.raises(CalibrationError, match="no parity images: none of the 2 files is a "
-                                               "readable image of at least 7x7"):
+                                               "readable image of at least 7x7"), \
+            pytest.warns(SharpenWarning, match=r"skipped: .*tiny.png: 5x3 is smaller than "):
         load_images([d / "tiny.png", d / "tiny.png"], what="parity", min_side=7)
 
 
