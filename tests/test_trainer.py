@@ -70,6 +70,8 @@ def test_signal_stop_then_resume(tmp_path):
     assert (tmp_path / "r" / "curves.png").stat().st_size > 1000
 
 
+@pytest.mark.filterwarnings(   # the test resumes with other optim.steps on purpose
+    "ignore:resuming .* with settings of its own changed:runtime.warn.SharpenWarning")
 @pytest.mark.parametrize("signals, validated", [
     (("SIGINT",), True),               # Ctrl-C during a validation waits for it
     (("SIGINT", "SIGINT"), False),     # a second Ctrl-C skips it
@@ -495,6 +497,8 @@ def ddp_job(request, tmp_path_factory):
     return DdpJob(job, code, log.read_text())
 
 
+@pytest.mark.filterwarnings(   # the test resumes with other optim.steps on purpose
+    "ignore:resuming .* with settings of its own changed:runtime.warn.SharpenWarning")
 def test_ddp_two_processes_identical_weights(ddp_job, tmp_path):
     d = ddp_job.phase("weights")
     assert ddp_job.exits("weights") == [0, 0], ddp_job.err("weights", 0)[-3000:]
@@ -676,6 +680,8 @@ def test_non_finite_batches_are_skipped_then_training_stops_as_diverged(tmp_path
                if v.is_floating_point())
 
 
+@pytest.mark.filterwarnings(   # the test resumes with other optim.steps on purpose
+    "ignore:resuming .* with settings of its own changed:runtime.warn.SharpenWarning")
 def test_weights_that_turn_nan_are_not_saved(tmp_path):
     """lr 1e10: each step's gradient is finite, the weights it leaves are not. They replaced
     the last good checkpoint and the run ended "done" with NaN scores, exit 0."""
@@ -718,7 +724,8 @@ def test_a_resumed_run_says_when_its_labels_changed(tmp_path, capsys):
     add(0, 3)
     ov = {"task": "student", "data.labels": tmp_path / "labels", "data.val": "",
           "data.val_labels": tmp_path / "labels"}
-    train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)
+    with pytest.warns(SharpenWarning, match="are training images too"):   # labels == val
+        train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)
     capsys.readouterr()
     (tmp_path / "same").symlink_to(tmp_path / "labels")   # the same data spelled otherwise
     with runtime_warnings() as said:
@@ -842,7 +849,8 @@ def test_a_bad_validation_pair_is_skipped_by_name_not_fatal_at_the_first_validat
     assert "v2.png" in err
     (val / "input" / "v0.png").unlink()
     (val / "target" / "v0.png").unlink()
-    with pytest.raises(ValueError, match="no readable validation pair"):
+    with pytest.raises(ValueError, match="no readable validation pair"), \
+            pytest.warns(SharpenWarning, match="validation pair skipped"):
         load_val_items(tiny_cfg(tmp_path / "r", 1, **{"data.val": val}))
     # A set with train/test splits only: validation (and best.pt) uses test, and says so.
     img = rng.random((40, 48, 3)).astype(np.float32)
@@ -909,7 +917,8 @@ def test_the_shared_images_warning_stays_in_train_log_of_a_restart(tmp_path, cap
     run_labels(str(foot), tmp_path / "val", limit=2, **kw)
     over = {"task": "student", "data.labels": tmp_path / "train",
             "data.val_labels": tmp_path / "val"}
-    train(tiny_cfg(tmp_path / "a", 1, **over), quiet=True)
+    with pytest.warns(SharpenWarning, match="are training images too"):
+        train(tiny_cfg(tmp_path / "a", 1, **over), quiet=True)
     with runtime_warnings() as said:
         train(tiny_cfg(tmp_path / "a", 1, resume="never", **over))
     err = capsys.readouterr().err
@@ -971,7 +980,9 @@ def test_validation_frames_are_spread_over_the_footage_not_its_first(tmp_path, c
             "on 4 of them (data.val_max_images=4), spread evenly over them in name order "
             "(a0, a4, b1, b5)")
     assert said in capsys.readouterr().err
-    train(tiny_cfg(tmp_path / "run", 1, **over), quiet=True)
+    with pytest.warns(SharpenWarning, match="12 of the 12 images of data.val_labels=.* are "
+                      "training images too"):   # one cache for both, on purpose
+        train(tiny_cfg(tmp_path / "run", 1, **over), quiet=True)
     assert said in (tmp_path / "run" / "train.log").read_text()
     capsys.readouterr()
     over["data.val_max_images"] = 12   # all of them: nothing to say
@@ -1129,6 +1140,8 @@ def test_train_log_records_the_torchrun_command_a_user_would_run_again(ddp_job, 
     assert launch_command(["/x/app.py", "a b"]) == "/x/app.py 'a b'"   # another program
 
 
+@pytest.mark.filterwarnings(   # the test resumes with other optim.steps on purpose
+    "ignore:resuming .* with settings of its own changed:runtime.warn.SharpenWarning")
 def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path):
     """Two runs resuming one last.pt would overwrite each other's checkpoints and log."""
     from distill.run_lock import RunLocked
@@ -1205,7 +1218,8 @@ def test_a_changed_learning_rate_is_used_after_resume(tmp_path, capsys):
     assert _lr_at(out, 5) == pytest.approx(1e-2 * f(4))   # step 5 ran at the schedule's 4
     # best.pt holds no optimizer state: the schedule goes on at its step, said so.
     best = read_checkpoint(out / "best.pt")
-    with pytest.warns(SharpenWarning, match=r"holds weights only \(no optimizer state"):
+    with pytest.warns(SharpenWarning, match=r"optim.steps: 8 -> 12\b"), \
+            pytest.warns(SharpenWarning, match=r"holds weights only \(no optimizer state"):
         t = Trainer(tiny_cfg(tmp_path / "b", 12, resume=str(out / "best.pt")), quiet=True)
     assert t.step == best["step"] > 0
     assert t.best == pytest.approx(best["metrics"]["model_gt_ssim"])   # the score to beat
@@ -1465,6 +1479,9 @@ def test_a_budget_stop_says_how_to_resume_once(tmp_path, capsys):
     assert std.out.strip().splitlines()[-1].startswith("stopped early at step 2 of 8")
 
 
+# runpy's note on running sharpen.cli as __main__ in a process that imported it already: what
+# the test does on purpose, to run `python -m sharpen.cli` in this process.
+@pytest.mark.filterwarnings("ignore:'sharpen.cli' found in sys.modules:RuntimeWarning")
 def test_train_log_records_a_command_that_runs_again(tmp_path, monkeypatch, capsys):
     """`python -m sharpen.cli train ...` was recorded as `/path/to/sharpen/cli.py train ...`
     (which cannot run as a script), the console script as the path to the venv's `sharpen`."""
