@@ -22,8 +22,9 @@ def test_folder_with_corrupt_file(tmp_path, tiny_teacher, capsys):
     cv2.imwrite(str(src / "a.png"), rng.integers(0, 255, (37, 45, 3), dtype=np.uint8))
     cv2.imwrite(str(src / "g16.png"), rng.integers(0, 65535, (20, 30), dtype=np.uint16))
     (src / "broken.png").write_bytes(b"\x89PNG garbage")
-    rc = main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
-               tiny_teacher, "--tile", "32", "--overlap", "8", "--quiet"])
+    with pytest.warns(UserWarning, match="g16.png: grayscale image converted to RGB"):
+        rc = main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
+                   tiny_teacher, "--tile", "32", "--overlap", "8", "--quiet"])
     assert rc == 1  # one failure reported in the exit code
     err = capsys.readouterr().err
     assert "broken.png" in err
