@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from runtime.cli_errors import cli_error, missing_dependency, one_line
-from runtime.console import print_table
+from runtime.console import print_table, report_fatal_errors
 
 from .options import add_to_argparse
 
@@ -174,6 +174,7 @@ def _print_summary(report: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run `bench` without the full `sharpen` parser (python -m benchmarks.cli ...)."""
+    report_fatal_errors()   # as `sharpen bench`: a native crash inside a window says so
     parser = argparse.ArgumentParser(prog="sharpen")
     sub = parser.add_subparsers(dest="command")
     add_commands(sub)

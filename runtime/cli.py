@@ -13,6 +13,7 @@ import threading
 from typing import Optional
 
 from .cli_errors import interrupt_exit_code, missing_dependency
+from .console import report_fatal_errors
 from .host import threads_help, threads_warning
 from .tiling import OVERLAP
 
@@ -305,6 +306,7 @@ def _default_output(source: str) -> str:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`python -m runtime.cli run ...`: the runtime alone, for devices without the training code."""
+    report_fatal_errors()   # a delegate's crash inside a quiet_native_stderr window says so
     parser = argparse.ArgumentParser(prog="sharpen")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_commands(sub)

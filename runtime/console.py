@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import faulthandler
 import logging
 import os
 import re
@@ -122,6 +123,49 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
             with contextlib.suppress(OSError):
                 while kept:
                     kept = kept[os.write(2, kept):]
+
+
+# The descriptor `report_fatal_errors` gave faulthandler; kept open for the whole process, as
+# faulthandler writes to it from a signal handler at any moment.
+_FATAL_FD: Optional[int] = None
+
+
+def report_fatal_errors() -> None:
+    """Make a native crash (a segfault or abort in the TFLite converter, a delegate, FFmpeg)
+    say "Fatal Python error: Segmentation fault" and where Python was, on the real stderr even
+    inside a `quiet_native_stderr` window: faulthandler writes to a duplicate of fd 2 taken
+    now, which no window redirects. Without it the command vanished with status -11 and no word.
+
+    For command lines only (their main()), not for code that embeds the API. A faulthandler
+    someone else enabled (pytest, the embedding program) keeps its own file; one enabled by
+    `python -X faulthandler`, PYTHONFAULTHANDLER or -X dev writes to fd 2, which a window hides,
+    and is moved to the duplicate: same destination, not hidden. Nothing is done when sys.stderr
+    is not fd 2 (pytest's capture, an app's log): a duplicate of fd 2 would be the wrong place.
+
+    Why not also keep what a native library wrote inside the window before it crashed: after a
+    fatal signal no Python code runs, so the window's aside file cannot be copied out then;
+    copying it out as it arrives needs a forwarding thread or process (a thread can deadlock
+    with the crash), and a file left behind at some path nobody is told of helps nobody."""
+    global _FATAL_FD
+    if _FATAL_FD is not None:   # main() runs many times in one test process
+        return
+    if faulthandler.is_enabled() and not _faulthandler_on_stderr_by_option():
+        return
+    try:
+        if sys.stderr.fileno() != 2:
+            return
+        sys.stderr.flush()
+        fd = os.dup(2)   # not inherited by children (PEP 446)
+    except (AttributeError, OSError, ValueError):   # no fileno (a StringIO), or fd 2 closed
+        return
+    faulthandler.enable(file=fd, all_threads=True)
+    _FATAL_FD = fd
+
+
+def _faulthandler_on_stderr_by_option() -> bool:
+    """Whether the interpreter's own options enabled faulthandler, on sys.stderr (fd 2)."""
+    return bool(sys.flags.dev_mode or "faulthandler" in getattr(sys, "_xoptions", {})
+                or (os.environ.get("PYTHONFAULTHANDLER") and not sys.flags.ignore_environment))
 
 
 def stderr_past_windows() -> TextIO:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from runtime.cli_errors import (OWN_PACKAGES, SharpenError, Terminated, interrupt_exit_code,
                                  interrupted_message, missing_dependency)
+from runtime.console import report_fatal_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +98,7 @@ def _sigterm_as_interrupt():
 
 
 def main(argv: list[str] | None = None) -> int:
+    report_fatal_errors()   # a native crash inside a quiet_native_stderr window says so
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _one_line_warnings()
