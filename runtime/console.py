@@ -92,7 +92,14 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
     What reaches fd 2 meanwhile is kept aside and, when the block ends (raising or not),
     written to it again except the lines matching `noise`, so another thread's messages, Python's
     own and a library's explanation of a failure are not lost. Without `noise`, nothing is
-    written again (a probe whose failure is expected)."""
+    written again (a probe whose failure is expected).
+
+    With SHARPEN_DEBUG set, nothing is hidden: what a library wrote before it crashed the
+    process is lost with the window's file (no Python code runs after a fatal signal), so
+    rerunning with SHARPEN_DEBUG=1 is how a user sees it."""
+    if os.environ.get("SHARPEN_DEBUG"):
+        yield
+        return
     with _STDERR_LOCK:
         try:
             os.fstat(2)

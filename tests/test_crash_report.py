@@ -79,3 +79,14 @@ def test_importing_the_cli_enables_no_faulthandler():
              "print(faulthandler.is_enabled())")
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False", r.stdout
+
+
+def test_sharpen_debug_shows_what_the_library_said_before_the_crash():
+    """Its words sat in the window's file and died with the process; SHARPEN_DEBUG=1 hides
+    nothing, so a rerun with it shows them (and the crash report still comes)."""
+    quiet = _run(CLI_CHILD)
+    assert "a native library's last words" not in quiet.stderr, quiet.stderr
+    debug = _run(CLI_CHILD, env={"SHARPEN_DEBUG": "1"})
+    assert debug.returncode == -signal.SIGSEGV, (debug.returncode, debug.stderr)
+    assert "a native library's last words" in debug.stderr, debug.stderr
+    assert "Fatal Python error: Segmentation fault" in debug.stderr, debug.stderr
