@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import os
-import warnings
 from pathlib import Path
 
 import cv2
@@ -11,6 +10,7 @@ import numpy as np
 from runtime.atomic import atomic_path
 from runtime.imageio import (IMAGE_EXTS, ImageReadError, OverPixelBudget, UndecodableImage,
                              decode_image, is_image)
+from runtime.warn import warn
 
 __all__ = ["IMAGE_EXTS", "ImageReadError", "OverPixelBudget", "UndecodableImage", "centre_crop",
            "is_image",
@@ -36,10 +36,10 @@ def to_rgb_float(img: np.ndarray, source: str = "<array>") -> np.ndarray:
         raise UndecodableImage(f"{source}: unsupported pixel type {img.dtype} "
                                "(expected uint8, uint16 or float)")
     if img.ndim == 2:
-        warnings.warn(f"{source}: grayscale image converted to RGB", stacklevel=2)
+        warn(f"{source}: grayscale image converted to RGB", stacklevel=2)
         img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
     elif img.ndim == 3 and img.shape[2] == 4:
-        warnings.warn(f"{source}: alpha channel dropped (RGBA -> RGB)", stacklevel=2)
+        warn(f"{source}: alpha channel dropped (RGBA -> RGB)", stacklevel=2)
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     elif img.ndim != 3 or img.shape[2] != 3:
         raise UndecodableImage(f"{source}: unsupported image shape {img.shape}")

@@ -1,10 +1,10 @@
 """PSNR/SSIM as published tables compute them: scikit-image on HxWx3 RGB in [0, 1]."""
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+from runtime.warn import warn
 
 
 # Identical images have infinite PSNR, which turns every mean it enters into inf (one sharp
@@ -34,9 +34,8 @@ def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         if x.size and float(x.mean()) > 1.5:
             # A [0, 255] float image clipped to [0, 1] scores a few dB and looks like a result;
             # a warning, not an error: a diverging model's output passes here too.
-            warnings.warn(f"{name} has mean value {float(x.mean()):.1f}: PSNR/SSIM take images "
-                          "in [0, 1] and clip what is above (a [0, 255] image? divide by 255)",
-                          stacklevel=3)
+            warn(f"{name} has mean value {float(x.mean()):.1f}: PSNR/SSIM take images in "
+                 "[0, 1] and clip what is above (a [0, 255] image? divide by 255)", stacklevel=3)
     if a.shape != b.shape:
         raise ValueError(f"the images differ in shape: a {a.shape}, b {b.shape}")
     return np.clip(a, 0, 1), np.clip(b, 0, 1)

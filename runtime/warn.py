@@ -17,9 +17,11 @@ class SharpenWarning(UserWarning):
     skipped, a setting that does not apply); the job goes on."""
 
 
-def warn(message: str) -> None:
-    """`message` as a SharpenWarning, attributed to the line that calls this."""
-    warnings.warn(message, SharpenWarning, stacklevel=2)
+def warn(message: str, stacklevel: int = 1) -> None:
+    """`message` as a SharpenWarning, attributed to the line that calls this; stacklevel as
+    warnings.warn's (2: the line calling the function that calls this, for a warning about
+    what that caller passed)."""
+    warnings.warn(message, SharpenWarning, stacklevel=stacklevel + 1)
 
 
 @contextlib.contextmanager

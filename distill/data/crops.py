@@ -8,7 +8,6 @@ file in a warning and another sample is returned instead, so one bad file never 
 from __future__ import annotations
 
 import os
-import warnings
 from collections import OrderedDict
 from pathlib import Path
 from typing import Optional, Sequence
@@ -16,6 +15,8 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 from torch.utils.data import Dataset
+
+from runtime.warn import warn
 
 from ..images import ImageReadError, read_image
 from .sources import SourceInfo
@@ -113,7 +114,7 @@ class _DecodeMixin:
                 self._bad.add(k)
                 # Attributed here: the caller is torch's data loader, and the CLI prints the
                 # project's own warnings as one `warning:` line.
-                warnings.warn(f"skipping training sample {self.items[k][0].name}: {e}")
+                warn(f"skipping training sample {self.items[k][0].name}: {e}")
         raise ImageReadError(f"no readable sample: all {n} failed to load (the "
                              "warnings above name each file and why)")
 
@@ -192,9 +193,9 @@ class CropDataset(_DecodeMixin, Dataset):
             # Once, from the main process or the first loader worker (each worker holds its own
             # copy of the dataset): a folder of small images is one issue.
             self._warned_small = True
-            warnings.warn(f"{self.items[idx][0]} is {w}x{h}, smaller than the {self.crop} px "
-                          "crop: its crops are filled out by mirroring (lower data.crop, or use "
-                          "larger images); other such files are not listed")
+            warn(f"{self.items[idx][0]} is {w}x{h}, smaller than the {self.crop} px crop: its "
+                 "crops are filled out by mirroring (lower data.crop, or use larger images); "
+                 "other such files are not listed")
         imgs = self.augment(imgs, rng)
         out = {"input": _to_tensor(imgs[0]), "target": _to_tensor(imgs[1])}
         if len(imgs) > 2 or self._any_gt:
@@ -272,15 +273,14 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels"
                          f"({shown}); run `sharpen labels` on that data with --out {cache_dir} "
                          "again (it relabels what changed and drops what is gone)")
     if unfinished := cache.incomplete():
-        warnings.warn(unfinished, stacklevel=2)
+        warn(unfinished, stacklevel=2)
     if others := cache.unselected():
-        from runtime.warn import SharpenWarning
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3
                                          else "")
-        warnings.warn(f"{cache_dir}: {key} uses the {len(items)} labels that its last `sharpen "
-                      f"labels` run ({cache.describe_run()}) selected; the {len(others)} that "
-                      f"earlier runs with another selection made there ({shown}) are left out; "
-                      f"{_left_out_advice(cache, others, key)}", SharpenWarning, stacklevel=2)
+        warn(f"{cache_dir}: {key} uses the {len(items)} labels that its last `sharpen labels` "
+             f"run ({cache.describe_run()}) selected; the {len(others)} that earlier runs with "
+             f"another selection made there ({shown}) are left out; "
+             f"{_left_out_advice(cache, others, key)}", stacklevel=2)
     return items
 
 
@@ -315,6 +315,6 @@ def pairs_from_source(info: SourceInfo) -> list[tuple[Path, Path, None]]:
         raise ValueError(f"{info.kind} source {info.root} has no ground truth; training on "
                          "ground truth needs a GoPro or paired source")
     if len(with_gt) < len(info.samples):
-        warnings.warn(f"{len(info.samples) - len(with_gt)} samples without ground truth ignored",
-                      stacklevel=2)
+        warn(f"{len(info.samples) - len(with_gt)} samples without ground truth ignored",
+             stacklevel=2)
     return [(s.input, s.gt, None) for s in with_gt]

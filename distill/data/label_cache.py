@@ -14,13 +14,13 @@ import datetime
 import hashlib
 import json
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Collection, Iterable, Optional
 
 import numpy as np
 
 from runtime.atomic import atomic_write_json
+from runtime.warn import warn
 
 from .sources import Sample, SourceError
 
@@ -69,8 +69,8 @@ def read_manifest_entries(path: str | os.PathLike) -> dict[str, dict]:
             raise TypeError("entries is not an object")
         return entries
     except Exception as e:  # a hand-edited or foreign file: start over rather than crash
-        warnings.warn(f"{path}: unreadable label manifest ({e}); its entries are ignored "
-                      "and will be recomputed", stacklevel=2)
+        warn(f"{path}: unreadable label manifest ({e}); its entries are ignored and will be "
+             "recomputed", stacklevel=2)
         return {}
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -30,6 +29,7 @@ import cv2
 import numpy as np
 
 from runtime.imageio import VIDEO_EXTS
+from runtime.warn import warn
 
 from ..images import UndecodableImage, is_image, read_image, to_rgb_float
 
@@ -305,11 +305,11 @@ def _resolve_gopro(path: Path, split: str, blur: str) -> SourceInfo:
 def _report_unmatched(where: Path, ins: list[str], gts: list[str], gt_word: str = "target",
                       in_word: str = "input") -> None:
     if ins:
-        warnings.warn(f"{where}: {len(ins)} {in_word}s have no {gt_word} with the same name and "
-                      f"are ignored: {_few(ins)}", stacklevel=3)
+        warn(f"{where}: {len(ins)} {in_word}s have no {gt_word} with the same name and are "
+             f"ignored: {_few(ins)}", stacklevel=3)
     if gts:
-        warnings.warn(f"{where}: {len(gts)} {gt_word}s have no {in_word} with the same name and "
-                      f"are ignored: {_few(gts)}", stacklevel=3)
+        warn(f"{where}: {len(gts)} {gt_word}s have no {in_word} with the same name and are "
+             f"ignored: {_few(gts)}", stacklevel=3)
 
 
 def _resolve_paired(path: Path, split: str) -> SourceInfo:
@@ -379,8 +379,7 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
             base = r.as_posix()
         by_file[r.as_posix()] = [Sample(f"{base}_{i:06d}", path / r, None, i) for i in range(n)]
     if unusable:
-        warnings.warn(f"{path}: {len(unusable)} video(s) left out: {_few(unusable, 3)}",
-                      stacklevel=3)
+        warn(f"{path}: {len(unusable)} video(s) left out: {_few(unusable, 3)}", stacklevel=3)
     samples = [s for key in sorted(by_file) for s in by_file[key]]
     if not samples:
         raise SourceError(f"no readable images or video frames in {path}")
