@@ -286,6 +286,33 @@ def test_an_artifact_that_failed_its_parity_gate_is_named_when_scored(nogt, tmp_
     assert err.count(f"warning: {model} failed its parity gate at export") == 1, err
 
 
+def test_converted_images_are_sharpen_warnings_shown_as_warning_lines(tmp_path, capsys):
+    """A grayscale or RGBA image was converted with a plain UserWarning: a program filtering
+    SharpenWarning missed it, and `sharpen evaluate` left it to Python's own display (the
+    file:line `UserWarning:` format, or nothing where the process records or filters
+    UserWarnings, as pytest does). Now each is named once as a `warning:` line."""
+    import cv2
+
+    from runtime_fixtures import make_onnx_model
+
+    from distill.images import read_image
+    from sharpen.cli import main
+
+    d = tmp_path / "frames"
+    d.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(d / "gray.png"), (rng.random((24, 32)) * 255).astype(np.uint8))
+    cv2.imwrite(str(d / "rgba.png"), (rng.random((24, 32, 4)) * 255).astype(np.uint8))
+    with pytest.warns(SharpenWarning, match="grayscale image converted to RGB"):
+        read_image(d / "gray.png")
+    model = make_onnx_model(tmp_path / "m.onnx")
+    assert main(["evaluate", "--model", str(model), "--data", str(d), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"warning: {d / 'gray.png'}: grayscale image converted to RGB\n") == 1, err
+    assert err.count(f"warning: {d / 'rgba.png'}: alpha channel dropped (RGBA -> RGB)\n") == 1, err
+    assert "UserWarning" not in err, err
+
+
 @pytest.mark.parametrize("scale, returned", [(0.5, "8x8"), (2.0, "32x32")])
 def test_a_model_that_changes_the_size_is_named_with_the_image_and_both_sizes(
         tmp_path, capsys, scale, returned):

@@ -1,0 +1,57 @@
+"""Every warning the project gives is a SharpenWarning: what a program embedding it can filter or
+record by that one category, and what the `sharpen` command line shows once, as a `warning: ...`
+line. A plain `warnings.warn(msg)` (a UserWarning) escaped both."""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("distill", "optimize", "benchmarks", "runtime", "sharpen")
+
+
+def _warnings_names(tree: ast.Module) -> tuple[set[str], set[str]]:
+    """The names the module binds to the `warnings` module and to its warn functions."""
+    modules, functions = {"warnings"}, set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules |= {a.asname or a.name for a in node.names if a.name == "warnings"}
+        elif isinstance(node, ast.ImportFrom) and node.module == "warnings":
+            functions |= {a.asname or a.name for a in node.names
+                          if a.name in ("warn", "warn_explicit")}
+    return modules, functions
+
+
+def _is_warnings_warn(call: ast.Call, modules: set[str], functions: set[str]) -> bool:
+    f = call.func
+    if isinstance(f, ast.Attribute):
+        return (f.attr in ("warn", "warn_explicit") and isinstance(f.value, ast.Name)
+                and f.value.id in modules)
+    return isinstance(f, ast.Name) and f.id in functions
+
+
+def _category(call: ast.Call) -> ast.expr | None:
+    for kw in call.keywords:
+        if kw.arg == "category":
+            return kw.value
+    return call.args[1] if len(call.args) > 1 else None
+
+
+def _is_sharpen_warning(node: ast.expr | None) -> bool:
+    return ((isinstance(node, ast.Name) and node.id == "SharpenWarning")
+            or (isinstance(node, ast.Attribute) and node.attr == "SharpenWarning"))
+
+
+def test_every_warnings_warn_of_the_project_is_a_sharpen_warning():
+    """Without a category (UserWarning) or with another, a warning bypasses the command line's
+    one-line display and a program's SharpenWarning filter: use `runtime.warn.warn(msg)`
+    (stacklevel= for a caller's line), or pass SharpenWarning."""
+    bad = []
+    for pkg in PACKAGES:
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            tree = ast.parse(path.read_text(), str(path))
+            modules, functions = _warnings_names(tree)
+            bad += [f"{path.relative_to(REPO)}:{node.lineno}" for node in ast.walk(tree)
+                    if isinstance(node, ast.Call) and _is_warnings_warn(node, modules, functions)
+                    and not _is_sharpen_warning(_category(node))]
+    assert not bad, "warnings.warn without SharpenWarning at " + ", ".join(bad)
