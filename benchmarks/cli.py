@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.cli_errors import cli_error, missing_dependency, one_line
+from runtime.cli_errors import cli_error, missing_dependency, one_line, raise_if_interrupted
 from runtime.console import print_table, report_fatal_errors
 
 from .options import add_to_argparse
@@ -114,6 +114,7 @@ def run_bench_cmd(args) -> int:
         from benchmarks.artifacts import BenchError
         from benchmarks.report import run_bench
     except ImportError as e:
+        raise_if_interrupted(e)
         return fail(missing_dependency("bench", e))
     if args.calib_count < 1:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")

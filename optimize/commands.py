@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from runtime.cli_errors import cli_error, missing_dependency, one_line
+from runtime.cli_errors import cli_error, missing_dependency, one_line, raise_if_interrupted
 from runtime.formats import help_lines
 from runtime.host import threads_help
 
@@ -160,6 +160,7 @@ def run_export(args) -> int:
         from .calibration import CalibrationError
         from .export import ExportError, check_options, export, print_table
     except ImportError as e:
+        raise_if_interrupted(e)
         return fail(missing_dependency("export", e))
     try:
         weights = resolve_weights(args.weights, allow_teacher=False)

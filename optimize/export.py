@@ -31,6 +31,7 @@ import numpy as np
 from runtime.console import Console, first_line
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 from runtime.backends.provenance import read_report as _read_report
+from runtime.cli_errors import raise_if_interrupted
 from runtime.host import library_versions
 from runtime.warn import SharpenWarning
 
@@ -46,6 +47,7 @@ def _onnx_available() -> str | None:
         import onnx  # noqa: F401
         import onnxruntime  # noqa: F401
     except ImportError as e:
+        raise_if_interrupted(e)   # else a Ctrl-C here skipped the format as not installed
         return f"{e.name} is not installed (pip install -e '.[export]')"
     return None
 

@@ -31,6 +31,8 @@ from typing import Sequence
 
 import numpy as np
 
+from runtime.cli_errors import raise_if_interrupted
+
 METHODS = ("entropy", "max")
 # On held-out photos with a trained `fast` student (min SSIM to FP32, run by ORT CPU):
 # entropy 0.9988, max 0.9979. (ModelOpt hands "entropy" to ORT's histogram calibrator.)
@@ -42,6 +44,7 @@ def availability() -> str | None:
     try:
         import modelopt.onnx.quantization  # noqa: F401
     except ImportError as e:
+        raise_if_interrupted(e)   # a Ctrl-C while it loads is not a missing package
         return (f"NVIDIA ModelOpt is not installed ({e.name or e}); install the project's "
                 "'modelopt' extra: pip install -e '.[modelopt]'")
     except Exception as e:  # broken install (e.g. onnxruntime-gpu clobbering onnxruntime)
@@ -51,6 +54,7 @@ def availability() -> str | None:
 
         onnxruntime.InferenceSession  # noqa: B018 - a half-removed onnxruntime lacks it
     except Exception as e:
+        raise_if_interrupted(e)
         return f"onnxruntime is broken ({e}); reinstall the CPU package 'onnxruntime'"
     return None
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from runtime.atomic import atomic_write_bytes, atomic_write_json
 from runtime.backends.base import ModelError, read_sidecar
+from runtime.cli_errors import raise_if_interrupted
 from runtime.backends.tensorrt_backend import REPLACES_KEY
 from runtime.tiling import round_up
 from runtime.warn import SharpenWarning
@@ -102,7 +103,8 @@ def availability() -> str | None:
     """None when an engine can be built (and checked by the runtime backend) here, else why."""
     try:
         import tensorrt as trt
-    except ImportError:
+    except ImportError as e:
+        raise_if_interrupted(e)
         return f"TensorRT is not installed ({INSTALL_HINT})"
     except Exception as e:
         return f"TensorRT cannot be imported: {type(e).__name__}: {e}"

@@ -12,7 +12,7 @@ import sys
 import threading
 from typing import Optional
 
-from .cli_errors import interrupt_exit_code, missing_dependency
+from .cli_errors import interrupt_exit_code, missing_dependency, raise_if_interrupted
 from .console import report_fatal_errors
 from .host import threads_help, threads_warning
 from .tiling import OVERLAP
@@ -185,6 +185,7 @@ def handler(args: argparse.Namespace) -> int:
         from .sinks import SinkError
         from .sources import SourceError
     except ImportError as exc:  # e.g. opencv or numpy missing on the device
+        raise_if_interrupted(exc)
         print(f"sharpen run: error: {missing_dependency('run', exc)}", file=sys.stderr)
         return 1
     expected = (ModelError, SourceError, SinkError, FrameError, ValueError, OSError)

@@ -37,6 +37,21 @@ def interrupted_message(command: str, e: BaseException, resumable: bool) -> str:
     return f"sharpen {command}: interrupted{term}{again}"
 
 
+def raise_if_interrupted(exc: BaseException) -> None:
+    """Raise the Ctrl-C (or SIGTERM) an ImportError stands for. A compiled module built with
+    pybind11 (ONNX Runtime, LiteRT) turns any exception raised while it initialises, the
+    KeyboardInterrupt of a Ctrl-C too, into ImportError('initialization failed') chained to
+    it; an import guard that read that as the package missing told a user who pressed
+    Ctrl-C to install it (exit 2). Call it first in such a guard's `except ImportError`."""
+    seen: set[int] = set()
+    cause = exc.__cause__ or exc.__context__
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            raise cause from None   # the ImportError said nothing of its own
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+
+
 def cli_error(command: str, msg: str) -> int:
     print(f"sharpen {command}: error: {msg}", file=sys.stderr)
     return 2

@@ -1267,3 +1267,64 @@ def test_a_cpu_onnxruntime_hiding_the_gpu_build_is_named(tmp_path, onnx_model, o
     r = _run_in_site(ort_site, site, pythonpath, "run", "--model", str(onnx_model), "--source",
                      str(img), "--out", str(tmp_path / "cpu.png"), "--quiet", "--provider", "cpu")
     assert r.returncode == 0 and not r.stderr, r.stderr   # asked for the CPU: nothing to say
+
+
+# --- Ctrl-C while an engine's compiled module loads --------------------------------------------
+
+# What importing ONNX Runtime or LiteRT raises when Ctrl-C lands while its pybind11 extension
+# initialises (seen with `timeout -s INT 1 sharpen run ...`): pybind11 turns the
+# KeyboardInterrupt into ImportError('initialization failed') chained to it.
+INTERRUPTED_INIT = 'raise ImportError("initialization failed") from KeyboardInterrupt()\n'
+
+
+@pytest.mark.parametrize("package, suffix", [("onnxruntime", ".onnx"),
+                                             ("ai_edge_litert", ".tflite")])
+def test_ctrl_c_while_the_engine_loads_is_an_interruption_not_a_missing_package(
+        tmp_path, package, suffix):
+    """`sharpen run` interrupted in its first second said 'ONNX Runtime is not installed:
+    `pip install onnxruntime`' and exited 2 (a usage error) instead of 130."""
+    import subprocess
+    import sys
+
+    from runtime_fixtures import REPO, cli_module
+    site = tmp_path / "site"
+    (site / package).mkdir(parents=True)
+    (site / package / "__init__.py").write_text(INTERRUPTED_INIT)
+    model = tmp_path / f"model{suffix}"
+    model.write_bytes(b"\0" * 64)   # never read: the engine's import comes first
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), textured_frame(0))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO)]))
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", str(img), "--out", str(tmp_path / "out.png"), "--quiet"],
+                       capture_output=True, text=True, timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip().splitlines()[-1] == "sharpen run: interrupted", r.stderr
+    assert "not installed" not in r.stderr and "Traceback" not in r.stderr, r.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_an_import_error_raised_by_a_ctrl_c_raises_the_ctrl_c(tmp_path):
+    """Export's format availability said onnx was 'not installed' when Ctrl-C landed while
+    ONNX Runtime loaded (skipped with a warning, or NOT BUILT, exit 1); a real absence and
+    other import errors still come back as the reason."""
+    import subprocess
+    import sys
+
+    from runtime.cli_errors import raise_if_interrupted
+    from runtime_fixtures import REPO
+    site = tmp_path / "site"
+    (site / "onnxruntime").mkdir(parents=True)
+    (site / "onnxruntime" / "__init__.py").write_text(INTERRUPTED_INIT)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(site), str(REPO)]))
+    r = subprocess.run([sys.executable, "-c", "from optimize.export import _onnx_available; "
+                        "print(_onnx_available())"], capture_output=True, text=True,
+                       timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode != 0 and "KeyboardInterrupt" in r.stderr, (r.stdout, r.stderr)
+    assert "not installed" not in r.stdout
+    raise_if_interrupted(ImportError("No module named 'x'"))   # a real absence: nothing raised
+    try:   # a chain that loops back on itself ends
+        raise ImportError("a") from ValueError("b")
+    except ImportError as e:
+        e.__cause__.__context__ = e
+        raise_if_interrupted(e)

@@ -13,6 +13,7 @@ from typing import Any, Optional, Union
 
 import numpy as np
 
+from ..cli_errors import raise_if_interrupted
 from ..console import TF_NOISE, brief, first_line, quiet_native_stderr
 from ..host import check_threads
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
@@ -23,7 +24,8 @@ from ..warn import warn
 def _interpreter_class() -> Any:
     try:
         from ai_edge_litert.interpreter import Interpreter
-    except ImportError:
+    except ImportError as e:
+        raise_if_interrupted(e)   # a Ctrl-C while it loads is not a missing package
         raise ModelError("LiteRT is not installed: `pip install ai-edge-litert` "
                          "(or use the .onnx model)") from None
     return Interpreter

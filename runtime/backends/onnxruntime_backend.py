@@ -8,6 +8,7 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 
+from ..cli_errors import raise_if_interrupted
 from ..console import brief, first_line
 from ..host import check_threads
 from ..options import option
@@ -184,7 +185,8 @@ class OnnxRuntimeBackend(Backend):
         check_threads(threads)
         try:
             import onnxruntime as ort
-        except ImportError:
+        except ImportError as e:
+            raise_if_interrupted(e)   # a Ctrl-C while it loads is not a missing package
             raise ModelError("ONNX Runtime is not installed: `pip install onnxruntime` "
                              "(or onnxruntime-gpu on a CUDA machine)") from None
         if not hasattr(ort, "InferenceSession"):

@@ -18,6 +18,7 @@ from typing import Any, Mapping, Optional, Union
 
 import numpy as np
 
+from ..cli_errors import raise_if_interrupted
 from ..options import option
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar)
@@ -34,7 +35,8 @@ CUDA_PYTHON_HINT = ("pip install 'cuda-python>=12,<13' (its major version must m
 def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt  # noqa: PLC0415 - optional, only present on GPU devices
-    except ImportError:
+    except ImportError as e:
+        raise_if_interrupted(e)
         raise ModelError(TRT_MISSING) from None
     except Exception as e:   # e.g. an OSError for a missing libnvinfer: a broken install
         raise ModelError(f"TensorRT cannot be imported: {type(e).__name__}: {e}") from None
@@ -44,10 +46,12 @@ def _import_tensorrt() -> Any:
 def _import_cudart() -> Any:
     try:
         from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
+    except ImportError as e:
+        raise_if_interrupted(e)
         try:
             from cuda import cudart  # older cuda-python layout
-        except ImportError:
+        except ImportError as e2:
+            raise_if_interrupted(e2)
             raise ModelError("the TensorRT backend needs cuda-python for GPU memory and streams: "
                              f"{CUDA_PYTHON_HINT}") from None
     return cudart
