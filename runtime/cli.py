@@ -131,6 +131,10 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
     done, total = summary.get("frames_processed", 0), src.get("frame_count")
     if total and max_frames:
         total = min(total, max_frames)
+    if output and not done:
+        # A video gets its name only when it is closed with frames in it, so a file there
+        # from an earlier run is untouched; an image folder has gained nothing.
+        return f"interrupted before the first frame was written: nothing written to {output}"
     if src.get("live") or not output:
         return "interrupted, output closed cleanly" if output else "interrupted"
     part = f"{done} of {total}" if total else f"the first {done}"

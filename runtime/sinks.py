@@ -109,6 +109,26 @@ def fourcc_for(path: str | os.PathLike) -> str:
     return FOURCC.get(Path(path).suffix.lower(), DEFAULT_FOURCC)
 
 
+def folders_to_make(folder: str | os.PathLike) -> list[Path]:
+    """The folders that making `folder` creates, deepest first (none when it exists)."""
+    folder, new = Path(folder), []
+    for above in (folder, *folder.parents):
+        if os.path.lexists(above):
+            break
+        new.append(above)
+    return new
+
+
+def remove_if_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders a run made (deepest first) while they are empty: a run that wrote
+    nothing should not leave an empty output folder behind."""
+    for folder in folders:
+        try:
+            folder.rmdir()   # only if still empty
+        except OSError:
+            return
+
+
 class VideoFileSink(Sink):
     """Video of the sharpened frames, same size and fps as the source, in the container's codec
     (`FOURCC`)."""
@@ -118,6 +138,7 @@ class VideoFileSink(Sink):
         self.path = Path(path)
         self.fps = fps if fps and fps > 0 else 30.0
         self.flags = flags
+        self._made = folders_to_make(self.path.parent)   # removed again if no video is written
         make_folder(self.path.parent, option("output", self.path, flags))
         self.tmp: Optional[Path] = None   # made with the first frame
         self._broken = False
@@ -207,14 +228,16 @@ class VideoFileSink(Sink):
                             "not be written completely")
 
     def close(self) -> None:
-        if self.writer is None:
+        if self.writer is None:   # no frame came (Ctrl-C before the first): no video
             if self.tmp is not None:
                 self.tmp.unlink(missing_ok=True)
+            remove_if_empty(self._made)
             return
         self.writer.release()
         self.writer = None
         if self._broken:
             self.tmp.unlink(missing_ok=True)
+            remove_if_empty(self._made)
             return
         try:
             # Not one block left: what did not fit was dropped (an AVI cut this way still
@@ -226,6 +249,7 @@ class VideoFileSink(Sink):
             os.chmod(self.tmp, 0o644)   # mkstemp makes files owner-only
         except BaseException:
             self.tmp.unlink(missing_ok=True)   # a broken video, and the space it holds
+            remove_if_empty(self._made)
             raise
         os.replace(self.tmp, self.path)
         if self.resized > 1:   # the first one was named as it happened
@@ -358,7 +382,7 @@ class ImageSink(Sink):
         self.path, self.single, self.layouts = Path(path), single_file, layouts
         folder = self.path.parent if single_file else self.path
         # A run whose every input is unreadable should not leave an empty folder behind.
-        self._made = None if folder.exists() else folder
+        self._made = folders_to_make(folder)
         self._written = 0
         make_folder(folder, option("output", self.path, flags))
 
@@ -388,11 +412,8 @@ class ImageSink(Sink):
         self._written += 1
 
     def close(self) -> None:
-        if self._made is not None and not self._written:
-            try:
-                self._made.rmdir()   # only if still empty
-            except OSError:
-                pass
+        if not self._written:
+            remove_if_empty(self._made)
 
 
 def _restore_layout(sharpened: np.ndarray, layout, target: Path) -> np.ndarray:

@@ -591,6 +591,45 @@ def test_an_interrupted_recording_says_its_output_is_partial(tmp_path, onnx_mode
     assert _interrupted_note(live, "o.mp4") == "interrupted, output closed cleanly"
 
 
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("out_name", ["o.mp4", "frames"])
+def test_ctrl_c_before_the_first_frame_writes_nothing_and_says_so(tmp_path, onnx_model,
+                                                                   out_name):
+    """Ctrl-C in the first second of `sharpen run --out new/o.mp4` said "new/o.mp4 holds 0 of
+    40 frames only (closed cleanly)" of a file that was never written (a complete one from
+    before stayed as it was), and left the folder `new` it had made, empty, behind."""
+    import os
+
+    from runtime import StreamInterrupted
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from runtime.cli import _interrupted_note
+
+    class SignalOnFirstFrame(OnnxRuntimeBackend):
+        sent = False
+
+        def infer(self, x):
+            # The warm-up runs in the caller's thread; the stream's frames in a worker, by
+            # which time run_stream's handler is in place.
+            if threading.current_thread() is not threading.main_thread() and not self.sent:
+                self.sent = True
+                os.kill(os.getpid(), signal.SIGINT)
+                time.sleep(1)   # the signal stops the stream before this frame comes out
+            return super().infer(x)
+
+    clip = tmp_path / "clip.mp4"
+    write_video(clip, n=6, fps=10.0)
+    out = tmp_path / "new" / "sub" / out_name
+    with pytest.raises(StreamInterrupted) as stopped:
+        run_stream(SignalOnFirstFrame(onnx_model), str(clip), out, quiet=True)
+    stats = stopped.value.stats
+    assert stats["frames_processed"] == 0, stats
+    assert not (tmp_path / "new").exists()
+    assert _interrupted_note(stats, str(out)) == (
+        f"interrupted before the first frame was written: nothing written to {out}")
+    live = {**stats, "source": {**stats["source"], "live": True}}
+    assert "nothing written" in _interrupted_note(live, str(out))
+
+
 def test_images_are_written_back_in_their_own_channel_layout(tmp_path, onnx_model, capsys):
     """A grayscale photo came back as a 3-channel file with colour noise (the model's three
     channels differ slightly); a PNG's alpha channel was dropped, so its transparent parts
