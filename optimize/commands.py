@@ -171,7 +171,7 @@ def run_export(args) -> int:
         # Here, not in export(): the API keeps impossible gates for forcing a failure.
         options.thresholds.check()
         check_options(options, flags=True)   # export() names them as its keywords
-        report = export(weights, args.formats, args.out, options)
+        report = export(weights, args.formats, args.out, options, flags=True)
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))
     print_table(report)

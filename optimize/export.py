@@ -399,7 +399,8 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
 
 def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
            out_dir: str | os.PathLike = "export", options: ExportOptions | None = None, *,
-           progress: Progress | None = None, on_result=None, **overrides) -> ExportReport:
+           progress: Progress | None = None, on_result=None, flags: bool = False,
+           **overrides) -> ExportReport:
     """Export `weights` (a student checkpoint, or a shipped student's name such as `fast`) to
     `formats` in `out_dir`; see the module doc.
     Settings come from `options` (an ExportOptions, `sharpen export` builds one from its flags)
@@ -412,17 +413,42 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     What the user may not expect (an image skipped, a format that cannot be built here, an
     option that does not apply) is a `runtime.SharpenWarning`; `quiet` silences the steps only.
     The root logger is left as found (TensorFlow's absl configured it for the whole process).
+    `flags`: messages about the calibration and parity images name `sharpen export`'s flags
+    (--parity-images), not these keywords (parity_images): the command line sets it.
     """
     from runtime.console import root_logging_kept
+    from runtime.sinks import folders_to_make, remove_if_empty
 
-    with root_logging_kept():
-        return _export(weights, formats, out_dir, options, progress=progress,
-                       on_result=on_result, **overrides)
+    # The out_dir folder is made before the calibration and parity images are read: a bad
+    # calib or parity_images (or a Ctrl-C then) must not leave it behind, empty.
+    made = folders_to_make(out_dir)
+    try:
+        with root_logging_kept():
+            return _export(weights, formats, out_dir, options, progress=progress,
+                           on_result=on_result, flags=flags, **overrides)
+    except BaseException:
+        remove_if_empty(made)
+        raise
+
+
+@contextlib.contextmanager
+def _naming(field: str, flags: bool):
+    """A CalibrationError about the images of option `field` names it, as a keyword (calib)
+    or with `flags` as its flag (--calib): 'no such file or folder: x' did not say whether
+    --calib or --parity-images held x."""
+    from .calibration import CalibrationError
+
+    try:
+        yield
+    except CalibrationError as e:
+        name = _FLAGS.get(field, "--" + field.replace("_", "-")) if flags else field
+        raise CalibrationError(f"{name}: {e}") from None
 
 
 def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             out_dir: str | os.PathLike, options: ExportOptions | None, *,
-            progress: Progress | None, on_result, **overrides) -> ExportReport:
+            progress: Progress | None, on_result, flags: bool = False,
+            **overrides) -> ExportReport:
     """`export`'s work, in the root logging state `export` restores."""
     known = {f.name for f in fields(ExportOptions)}
     unknown = sorted(set(overrides) - known)
@@ -506,17 +532,20 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     prog.say(f"student {model.arch_name} {model.arch_args} (multiple {multiple}) from {weights}")
 
     # ---- data: calibration crops and held-out parity images (fail early on bad data)
-    calib_paths = cal.resolve_paths(o.calib) if o.calib else None
+    with _naming("calib", flags):
+        calib_paths = cal.resolve_paths(o.calib) if o.calib else None
     parity_list = None
     held_out_note = ""
     if o.parity_images:
-        parity_paths = cal.resolve_paths(o.parity_images)
+        with _naming("parity_images", flags):
+            parity_paths = cal.resolve_paths(o.parity_images)
         both = {q.resolve() for q in parity_paths} & {q.resolve() for q in calib_paths or []}
         if both:
             # Calibrated on the very images it is judged on, INT8 looks better than it is.
             prog.warn(f"{len(both)} parity image(s) are also --calib images (e.g. "
                       f"{min(both).name}); parity is meant to be measured on held-out images")
-        parity_list = cal.load_images(parity_paths, what="parity", min_side=SSIM_MIN_SIDE)
+        with _naming("parity_images", flags):
+            parity_list = cal.load_images(parity_paths, what="parity", min_side=SSIM_MIN_SIDE)
     elif calib_paths is not None:
         imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
         if len(imgs) >= 2:
@@ -549,8 +578,9 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     crops, calib_names = None, []
     needs_calib = any(FORMATS[f].needs_calibration for f in fmts)
     if needs_calib:
-        calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
-                        else cal.sample_images(cal.BUILTIN_CALIB))
+        with _naming("calib", flags) if calib_paths else contextlib.nullcontext():
+            calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
+                            else cal.sample_images(cal.BUILTIN_CALIB))
         crops = cal.random_crops(calib_images, o.calib_count, o.calib_size, multiple)
         side, why = cal.crop_side(calib_images, o.calib_size, multiple)
         if why:

@@ -116,6 +116,34 @@ def test_missing_calibration_source(ckpt, tmp_path, capsys):
     assert rc == 2 and "no such file or folder" in _one_line_error(err)
 
 
+@pytest.mark.parametrize("flag", ["--calib", "--parity-images"])
+def test_bad_calibration_or_parity_images_name_their_flag_and_leave_no_empty_out(
+        tmp_path, capsys, ckpt, flag):
+    """`--parity-images nowhere` said only 'no such file or folder: nowhere' (which of the
+    two image options?) and left the --out folder it had just made behind, empty, though the
+    export's own comment says a mistake leaves none."""
+    out = tmp_path / "new" / "out"
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                    str(out), flag, str(tmp_path / "nowhere"), "--no-latency"], capsys)
+    assert rc == 2
+    assert f"{flag}: no such file or folder: {tmp_path / 'nowhere'}" in _one_line_error(err)
+    assert not (tmp_path / "new").exists()
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                    str(out), flag, str(empty), "--no-latency"], capsys)
+    assert rc == 2 and f"{flag}: {empty}: empty file" in _one_line_error(err)
+    assert not (tmp_path / "new").exists()
+    # From Python: the keyword, as export() names its other options
+    from optimize.calibration import CalibrationError
+    from optimize.export import export
+    keyword = flag[2:].replace("-", "_")
+    with pytest.raises(CalibrationError, match=f"^{keyword}: no such file or folder: "):
+        export(str(ckpt), ["onnx-int8"], out, latency=False, quiet=True,
+               **{keyword: str(tmp_path / "nowhere")})
+    assert not (tmp_path / "new").exists()
+
+
 def test_bad_engine_shape(ckpt, tmp_path, capsys):
     rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx", "--out",
                     str(tmp_path), "--opt-shape", "1080by1920"], capsys)
