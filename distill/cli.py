@@ -501,8 +501,13 @@ def _evaluate(args: argparse.Namespace) -> int:
     weights += models
     if args.limit is not None and args.limit < 1:
         return _err(f"--limit must be >= 1, got {args.limit}")
-    if args.figure_images < 1 or args.figure_crop < 16 or args.crop < 0:
-        return _err("--figure-images must be >= 1, --figure-crop >= 16 and --crop >= 0")
+    # One at a time, with its value: '--figure-images must be >= 1, --figure-crop >= 16 and
+    # --crop >= 0' left the user to find which of the three was wrong.
+    for flag, value, lo, note in (("--figure-images", args.figure_images, 1, ""),
+                                  ("--figure-crop", args.figure_crop, 16, ""),
+                                  ("--crop", args.crop, 0, " (0 = whole images)")):
+        if problem := _out_of_range(flag, value, lo, note=note):
+            return _err(problem)
     if 0 < args.crop < MIN_SIDE:
         return _err(f"--crop {args.crop}: SSIM needs at least {MIN_SIDE}x{MIN_SIDE} pixels "
                     "(0 = whole images)")

@@ -135,6 +135,12 @@ def test_shipped_models_by_name_and_clear_errors(nogt, tmp_path, capsys, monkeyp
     assert f"--out {nogt / 'eval'} is inside --data {nogt}" in capsys.readouterr().err
     assert main(["evaluate", "--weights", "mine", "--data", str(nogt), "--crop", "5"]) == 2
     assert "--crop 5: SSIM needs at least 7x7 pixels" in capsys.readouterr().err
+    # Each named alone, with its value (one line listed all three conditions)
+    for flag, value, said in (("--crop", "-5", "--crop must be >= 0 (0 = whole images), got -5"),
+                              ("--figure-images", "0", "--figure-images must be >= 1, got 0"),
+                              ("--figure-crop", "8", "--figure-crop must be >= 16, got 8")):
+        assert main(["evaluate", "--weights", "mine", "--data", str(nogt), flag, value]) == 2
+        assert capsys.readouterr().err.strip() == f"sharpen evaluate: error: {said}"
     assert main(["evaluate", "--weights", "mine", "mine", "--data", str(nogt), "--split", "val",
                  "--quiet"]) == 0
     err = capsys.readouterr().err
