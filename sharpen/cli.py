@@ -102,10 +102,15 @@ def main(argv: list[str] | None = None) -> int:
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _one_line_warnings()
-    parser = build_parser()
-    # argparse stops collecting a positional list at the first option, so the training
-    # commands' KEY=VALUE overrides after e.g. --quiet would be "unrecognized": take them back.
-    args, extra = parser.parse_known_args(argv)
+    try:   # the commands' modules load here (numpy...: most of a second on a slow machine)
+        parser = build_parser()
+        # argparse stops collecting a positional list at the first option, so the training
+        # commands' KEY=VALUE overrides after e.g. --quiet would be "unrecognized": take them
+        # back.
+        args, extra = parser.parse_known_args(argv)
+    except KeyboardInterrupt as e:   # a Ctrl-C then printed a traceback through argparse
+        print("sharpen: interrupted", file=sys.stderr)
+        return interrupt_exit_code(e)
     if extra:
         if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]

@@ -1328,3 +1328,27 @@ def test_an_import_error_raised_by_a_ctrl_c_raises_the_ctrl_c(tmp_path):
     except ImportError as e:
         e.__cause__.__context__ = e
         raise_if_interrupted(e)
+
+
+def test_ctrl_c_while_the_commands_load_is_one_line(tmp_path):
+    """Ctrl-C in the first half second of any `sharpen` command (while build_parser imports
+    the commands' modules) printed a 30-line traceback through argparse and gettext."""
+    import subprocess
+    import sys
+
+    from runtime_fixtures import REPO
+    if not (REPO / "distill" / "cli.py").exists():
+        pytest.skip("the full sharpen CLI is not in this checkout")
+    # A real KeyboardInterrupt at a real point: raised where build_parser imports distill.cli.
+    script = ("import sys\n"
+              "def hook(event, args):\n"
+              "    if event == 'import' and args[0] == 'distill.cli':\n"
+              "        raise KeyboardInterrupt\n"
+              "sys.addaudithook(hook)\n"
+              "from sharpen.cli import main\n"
+              "sys.exit(main(['models']))\n")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=120, env=env, cwd=tmp_path)
+    assert r.returncode == 130, r.stderr
+    assert r.stderr.strip() == "sharpen: interrupted", r.stderr
