@@ -5,7 +5,6 @@ the runtime); every handler imports what it needs."""
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import re
 import statistics
@@ -447,15 +446,16 @@ def _complete_results(path: Path) -> bool:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    """`_evaluate`, removing an --out folder it made when the run is refused (a video or a
-    missing folder as --data, a missing checkpoint...): it left an empty folder behind."""
-    made = bool(args.out) and not Path(args.out).exists()
+    """`_evaluate`, removing the --out folders it made when the run is refused (a video or a
+    missing folder as --data, a missing checkpoint...) or interrupted before an image was
+    scored: it left an empty folder behind."""
+    from runtime.sinks import folders_to_make, remove_if_empty
+
+    made = folders_to_make(args.out) if args.out else []
     try:
         return _evaluate(args)
-    except SharpenError:
-        if made:
-            with contextlib.suppress(OSError):
-                Path(args.out).rmdir()   # only if still empty
+    except (SharpenError, KeyboardInterrupt):   # (interrupted later: _evaluate writes a part)
+        remove_if_empty(made)   # deepest first, only while empty
         raise
 
 

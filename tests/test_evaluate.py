@@ -414,6 +414,27 @@ def test_an_interrupted_rerun_keeps_the_complete_results(nogt, tmp_path, capsys,
     assert json.loads((out / "metrics.json").read_text())["interrupted"] is True
 
 
+def test_an_interrupt_before_any_image_leaves_no_empty_out(nogt, tmp_path, capsys,
+                                                          monkeypatch):
+    """Ctrl-C while the models loaded, before an image was scored, left the --out folders
+    evaluate had just made (new/eval) behind, empty; a refused run already removed its one."""
+    import distill.evaluate as ev
+    from sharpen.cli import main
+
+    def stopped_early(*a, **k):   # as a Ctrl-C before the first image leaves it: no results
+        raise KeyboardInterrupt
+    monkeypatch.setattr(ev, "evaluate", stopped_early)
+    out = tmp_path / "new" / "eval"
+    assert main(["evaluate", "--weights", "fast", "--data", str(nogt), "--out", str(out),
+                 "--quiet"]) == 130
+    assert capsys.readouterr().err.strip() == "sharpen evaluate: interrupted"
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()   # a folder that was there stays
+    assert main(["evaluate", "--weights", "fast", "--data", str(nogt), "--out",
+                 str(tmp_path / "kept"), "--quiet"]) == 130
+    assert (tmp_path / "kept").is_dir()
+
+
 def test_the_figure_shows_the_images_a_model_does_worst_on(tmp_path):
     """The figure showed the first images, so the one pair a model made worse (the question a
     user asks of it) was named in the table but never shown."""
