@@ -15,7 +15,7 @@ from typing import Optional
 from .cli_errors import interrupt_exit_code, missing_dependency, raise_if_interrupted
 from .console import report_fatal_errors
 from .host import threads_help, threads_warning
-from .tiling import OVERLAP
+from .options import OVERLAP   # not from .tiling, which imports numpy
 
 EPILOG = """examples:
   sharpen run --model student.onnx --source 0 --show             # USB camera, live window

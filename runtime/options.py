@@ -1,7 +1,15 @@
 """How a message names one of the runtime's options: as the keyword a Python caller gave
 (`output=x.mp4`, `tile`), or, where the `sharpen` command line called (`flags`), as its flag
-(`--out x.mp4`, `--tile`). One rule for errors, warnings and notes alike."""
+(`--out x.mp4`, `--tile`). One rule for errors, warnings and notes alike. Also the defaults
+that `sharpen run --help` names, so that building its parser imports nothing heavy."""
 from __future__ import annotations
+
+# The overlap of neighbouring tiles, in pixels, for a model whose receptive field is unknown
+# (`sharpen run --tile` without --overlap, an export that did not record it). Here, not in
+# tiling.py, because `sharpen run --help` names it: tiling imports numpy, which the command
+# line must not load before a handler runs (about 0.2 s of `--help` on a desktop CPU, more
+# on a small device).
+OVERLAP = 32
 
 # run_stream's keywords whose `sharpen run` flag has another name.
 _FLAGS = {"output": "--out", "stats_path": "--stats", "reconnect_attempts": "--reconnect"}

@@ -16,13 +16,9 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from .options import option
+from .options import OVERLAP, option
 
 TileFn = Callable[[np.ndarray], np.ndarray]
-
-# The overlap of neighbouring tiles, in pixels, for a model whose receptive field is unknown
-# (`sharpen run --tile` without --overlap, an export that did not record it).
-OVERLAP = 32
 
 
 def gaussian_window(h: int, w: int, sigma_frac: float = 0.25) -> np.ndarray:

@@ -103,3 +103,24 @@ def test_runtime_sources_never_import_training_stacks():
             bad += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
                     if n.split(".")[0] in forbidden]
     assert not bad, bad
+
+
+def test_run_cli_imports_no_numpy_before_its_handler():
+    """`sharpen run --help` on a device: runtime.cli builds its parser with argparse alone (its
+    help named tiling's default overlap, and importing runtime.tiling for it loaded numpy)."""
+    script = textwrap.dedent("""
+        import contextlib, io, sys
+        import runtime.cli
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.suppress(SystemExit):
+            runtime.cli.main(["run", "--help"])
+        assert "--overlap" in out.getvalue(), out.getvalue()
+        heavy = sorted(m for m in sys.modules if m.split(".")[0] in {"numpy", "cv2"})
+        assert not heavy, heavy
+        print("LIGHT_OK")
+    """)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])]))
+    r = subprocess.run([sys.executable, "-c", script], cwd=REPO, env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert r.returncode == 0 and "LIGHT_OK" in r.stdout, r.stdout + r.stderr
