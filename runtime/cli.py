@@ -87,7 +87,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "keyframe intervals; 0: FFmpeg's own)")
     p.add_argument("--force", action="store_true",
                    help="run a model even though it failed its parity gate at export")
-    p.add_argument("--quiet", action="store_true", help="no live stats line")
+    p.add_argument("--quiet", action="store_true",
+                   help="no live stats line (the final done: line, warnings and errors stay)")
     p.set_defaults(func=handler)
 
 
@@ -238,16 +239,9 @@ def handler(args: argparse.Namespace) -> int:
     if summary.get("interrupted"):
         print(f"sharpen run: {_interrupted_note(summary, args.output, args.max_frames or 0)}",
               file=sys.stderr)
-    if not args.quiet:
-        b = summary.get("backend", {})
-        tiles = ""
-        if summary.get("tile"):
-            how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
-            tiles = f"; tile {summary['tile']}, {how} {summary['overlap']}"
-        print(f"{'stopped' if summary.get('interrupted') else 'done'}: "
-              f"{summary['frames_processed']} frames, {summary['throughput_fps']:.1f} fps, "
-              f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
-              f"{b.get('provider')}{tiles})", file=sys.stderr)
+    # Said with --quiet too: it silences progress (the live line), not the result, as every
+    # command's --quiet does (training's `done:`, export's and evaluate's tables).
+    print(_result_line(summary), file=sys.stderr)
     if summary.get("repeated_frames"):
         print(f"sharpen run: the video repeats the frame before each drop "
               f"({summary['repeated_frames']} frames in all) so that it plays in real time",
@@ -264,6 +258,19 @@ def handler(args: argparse.Namespace) -> int:
         _exit_now_if_workers_run(code)
         return code
     return 0
+
+
+def _result_line(summary: dict) -> str:
+    """`done: N frames, F fps, D dropped (engine precision on provider[; tiles])`."""
+    b = summary.get("backend", {})
+    tiles = ""
+    if summary.get("tile"):
+        how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
+        tiles = f"; tile {summary['tile']}, {how} {summary['overlap']}"
+    return (f"{'stopped' if summary.get('interrupted') else 'done'}: "
+            f"{summary['frames_processed']} frames, {summary['throughput_fps']:.1f} fps, "
+            f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
+            f"{b.get('provider')}{tiles})")
 
 
 def _note(message: str) -> None:

@@ -95,6 +95,18 @@ def test_image_folder_in_folder_out(tmp_path, onnx_model):
         assert a.shape == b.shape and lap_var(b) > 1.5 * lap_var(a)
 
 
+def test_quiet_drops_the_live_line_not_the_result(tmp_path, onnx_model, capsys):
+    """--quiet silences progress, as every command's does, not the final `done:` line (it hid
+    that too, though its help said only "no live stats line")."""
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), textured_frame(0))
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(img), "--output",
+                    str(tmp_path / "out.png"), "--threads", "1", "--quiet"]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("done: 1 frames, "), lines
+    assert "(onnxruntime fp32 on CPUExecutionProvider)" in lines[0], lines
+
+
 def test_glob_and_single_image(tmp_path, onnx_model):
     for i in range(3):
         cv2.imwrite(str(tmp_path / f"f{i}.png"), textured_frame(i))
