@@ -125,21 +125,24 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     Several specs: their items in the order given (an image that two of them hold, a file and
     its folder, once), `limit` spread over all of them; a name two of them share (frame0 of two
     folders) becomes the image's path.
-    info_out, when given, receives "split": the split folder used (None: the source has none)."""
+    info_out, when given, receives "split": the split folder used (None: the source has none),
+    "videos": the clips left out, "not_images": the other files no item reads (a notes.txt)."""
     from .data.sources import resolve_source, spread
     specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     items: list = []
     videos: set[str] = set()
+    not_images: set[str] = set()
     used_split = None
     for one in specs:
         # A missing split is an error, never the test split instead: choosing a model "on val"
         # must not quietly look at the test images.
         # The clips of a folder of footage are not decoded: evaluate scores images, and says
-        # which clips it left out (info_out "videos").
+        # which clips it left out (info_out "videos"), and which other files ("not_images").
         info = resolve_source(one, split=split, frames=False)
         used_split = used_split or info.split
         videos |= {str(s.input) for s in info.samples if s.frame is not None}
         videos |= set(info.videos_left_out)
+        not_images |= set(info.not_images)
         items += [(s.name, s.input, s.gt) for s in info.samples if s.frame is None]
     if len(specs) > 1:
         # A file named as well as its folder is one image, scored once (not twice in the mean).
@@ -154,6 +157,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     if info_out is not None:
         info_out["split"] = used_split
         info_out["videos"] = sorted(videos)
+        info_out["not_images"] = sorted(not_images)
     return spread(items, limit)
 
 
@@ -167,6 +171,18 @@ MIN_SIDE = 7
 # Mean gradient below this (a black or grey frame, a fade) has no detail to sharpen: such a
 # frame's sharpness ratio would divide by almost nothing, so it is left out of the ratio.
 FLAT = 1e-4
+
+
+def _say_not_images(shown: str, paths: list[str]) -> None:
+    """One warning for the files evaluate does not read (a notes.txt, .heic photos), worded as
+    `sharpen run` words it for a folder: left out unsaid, the score looked like the whole set's."""
+    if not paths:
+        return
+    from runtime.imageio import IMAGE_EXTS
+    more = ", ..." if len(paths) > 3 else ""
+    warnings.warn(f"{shown}: {len(paths)} file(s) that are not images skipped "
+                  f"({', '.join(paths[:3])}{more}); evaluate reads "
+                  f"{', '.join(sorted(IMAGE_EXTS))} only", SharpenWarning)
 
 
 def _read_pair(inp, gt, has_gt: bool, crop: int):
@@ -245,7 +261,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     images' are kept (None: all): the first ones, or with `rank` (a function of one image's
     outputs) the lowest-ranked. An image a model fails on (out of memory, a broken artifact)
     is skipped by name like an unreadable one (a `runtime.SharpenWarning` each, and listed in
-    "failed"); a folder's videos are left out with one. A Ctrl-C (or SIGTERM, as `sharpen`
+    "failed"); a folder's videos, and its files that are not images, are left out with one. A Ctrl-C (or SIGTERM, as `sharpen`
     raises it) once images are scored is raised on with `.results`: theirs, marked
     "interrupted".
 
@@ -281,6 +297,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     if videos:   # footage of stills and clips: the clips were left out without a word
         warnings.warn(f"{shown}: {len(videos)} video(s) left out ({', '.join(videos[:3])}"
                       f"{', ...' if len(videos) > 3 else ''}); {not_frames}", SharpenWarning)
+    _say_not_images(shown, used.get("not_images") or [])
     sharp_ratio: dict[str, list[float]] = {k: [] for k in ["input", *fns]}
     kept: list[tuple[float, int, str, dict[str, np.ndarray]]] = []
     per_image: dict[str, dict[str, dict[str, float]]] = {}

@@ -553,3 +553,32 @@ def test_threads_set_torchs_threads_for_checkpoints_on_the_cpu(nogt, tmp_path, c
         torch.set_num_threads(before)
     assert ("warning: --provider applies to .onnx models (ONNX Runtime); --provider cpu has no "
             "effect without one") in capsys.readouterr().err
+
+
+def test_files_that_are_not_images_are_named_as_run_names_them(nogt, tmp_path, capsys):
+    """A notes.txt in a data folder was left out without a word, where `sharpen run` over the
+    same folder warned; now one SharpenWarning names the files skipped, footage or pairs."""
+    from runtime_fixtures import make_onnx_model
+
+    from runtime.imageio import IMAGE_EXTS
+    from sharpen.cli import main
+
+    (nogt / "notes.txt").write_text("shot on the tram")
+    with pytest.warns(SharpenWarning, match=r"1 file\(s\) that are not images skipped \("
+                      + str(nogt / "notes.txt").replace("\\", "\\\\")):
+        res = evaluate_fns({"m": lambda x: x}, str(nogt), progress=False)
+    assert res["images"] == 3
+    pairs = tmp_path / "pairs"
+    img = np.random.default_rng(0).random((16, 16, 3)).astype(np.float32)
+    write_image(pairs / "target" / "a.png", img)
+    write_image(pairs / "input" / "a.png", img * 0.8)
+    (pairs / "input" / "README.txt").write_text("how these were made")
+    (pairs / "input" / "a.heic").write_bytes(b"\0")
+    (pairs / "meta.json").write_text("{}")   # beside input/ and target/: no sample's folder
+    model = make_onnx_model(tmp_path / "m.onnx")
+    assert main(["evaluate", "--model", str(model), "--data", str(pairs), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    said = [ln for ln in err.splitlines() if "not images" in ln]
+    assert said == [f"warning: {pairs}: 2 file(s) that are not images skipped "
+                    f"({pairs / 'input' / 'README.txt'}, {pairs / 'input' / 'a.heic'}); evaluate "
+                    f"reads {', '.join(sorted(IMAGE_EXTS))} only"], err

@@ -77,6 +77,9 @@ class SourceInfo:
     unmatched_inputs: list[str] = field(default_factory=list)
     unmatched_targets: list[str] = field(default_factory=list)
     videos_left_out: list[str] = field(default_factory=list)   # resolve_source(frames=False)
+    # Files in the samples' folders that no sample reads (a notes.txt; in a paired or GoPro
+    # folder a video too), as paths: for callers that say what they leave out (evaluate).
+    not_images: list[str] = field(default_factory=list)
 
     @property
     def has_gt(self) -> bool:
@@ -105,17 +108,23 @@ def _visible(rel: Path) -> bool:
     return not any(part.startswith(".") for part in rel.parts)
 
 
-def _images_under(folder: Path, recursive: bool = True, kind=None) -> list[Path]:
+def _images_under(folder: Path, recursive: bool = True, kind=None,
+                  others: Optional[list[str]] = None) -> list[Path]:
     """Image files (or, with kind=is_video, video files) under `folder` as paths relative to
     it (hidden files and folders skipped, so the temp files of interrupted atomic writes are
-    never picked up)."""
+    never picked up). `others`, when given, receives the paths of the other visible files."""
     kind = kind or is_image
     it = folder.rglob("*") if recursive else folder.iterdir()
     out = []
     for p in it:
         rel = p.relative_to(folder)
-        if _visible(rel) and kind(p) and p.is_file():
-            out.append(rel)
+        if not _visible(rel):
+            continue
+        if kind(p):
+            if p.is_file():
+                out.append(rel)
+        elif others is not None and p.is_file():
+            others.append(str(p))
     return sorted(out, key=lambda r: r.as_posix())
 
 
@@ -283,14 +292,15 @@ def _resolve_gopro(path: Path, split: str, blur: str) -> SourceInfo:
     samples: list[Sample] = []
     unmatched_in: list[str] = []
     unmatched_gt: list[str] = []
+    others: list[str] = []
     missing_blur = [s.name for s in seqs if not (s / blur).is_dir()]
     if missing_blur:
         raise SourceError(f"{len(missing_blur)} GoPro sequences have no {blur}/ folder: "
                           f"{_few(missing_blur)}"
                           + (" (try --gopro-blur blur)" if blur == "blur_gamma" else ""))
     for seq in seqs:
-        ins = {r.as_posix(): r for r in _images_under(seq / blur, recursive=False)}
-        gts = {r.as_posix(): r for r in _images_under(seq / "sharp", recursive=False)}
+        ins = {r.as_posix(): r for r in _images_under(seq / blur, False, others=others)}
+        gts = {r.as_posix(): r for r in _images_under(seq / "sharp", False, others=others)}
         both = [ins[k] for k in sorted(ins) if k in gts]
         unmatched_in += [f"{seq.name}/{blur}/{k}" for k in sorted(ins) if k not in gts]
         unmatched_gt += [f"{seq.name}/sharp/{k}" for k in sorted(gts) if k not in ins]
@@ -299,7 +309,8 @@ def _resolve_gopro(path: Path, split: str, blur: str) -> SourceInfo:
     _report_unmatched(split_dir, unmatched_in, unmatched_gt, "sharp image", "blurred image")
     if not samples:
         raise SourceError(f"no blurred/sharp pairs found in {split_dir}")
-    return SourceInfo("gopro", root, samples, split, unmatched_in, unmatched_gt)
+    return SourceInfo("gopro", root, samples, split, unmatched_in, unmatched_gt,
+                      not_images=sorted(others))
 
 
 def _report_unmatched(where: Path, ins: list[str], gts: list[str], gt_word: str = "target",
@@ -327,8 +338,9 @@ def _resolve_paired(path: Path, split: str) -> SourceInfo:
         used_split = split
     assert dirs is not None
     in_dir, gt_dir = dirs
-    ins = {r.as_posix(): r for r in _images_under(in_dir)}
-    gts = {r.as_posix(): r for r in _images_under(gt_dir)}
+    others: list[str] = []
+    ins = {r.as_posix(): r for r in _images_under(in_dir, others=others)}
+    gts = {r.as_posix(): r for r in _images_under(gt_dir, others=others)}
     both = [ins[k] for k in sorted(ins) if k in gts]
     un_in = [f"{in_dir.name}/{k}" for k in sorted(ins) if k not in gts]
     un_gt = [f"{gt_dir.name}/{k}" for k in sorted(gts) if k not in ins]
@@ -339,7 +351,8 @@ def _resolve_paired(path: Path, split: str) -> SourceInfo:
         raise SourceError(f"no file in {in_dir} has a same-named file in {gt_dir}")
     names = _sample_names(both)
     samples = [Sample(names[r], in_dir / r, gt_dir / r) for r in both]
-    return SourceInfo("paired", root, samples, used_split, un_in, un_gt)
+    return SourceInfo("paired", root, samples, used_split, un_in, un_gt,
+                      not_images=sorted(others))
 
 
 def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
@@ -351,18 +364,22 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
         return SourceInfo("folder", path.parent, [Sample(path.stem, path)])
     if not path.is_dir():
         raise SourceError(f"{path} is not a folder")
-    rels = _images_under(path)
+    others: list[str] = []
+    rels = _images_under(path, others=others)
     clips = _images_under(path, kind=is_video)
+    not_images = sorted(o for o in others if not is_video(o))   # clips: frames, or left out
     if not frames and rels:
         info = _resolve_folder_images(path, rels)
         info.videos_left_out = [str(path / r) for r in clips]
+        info.not_images = not_images
         return info
     if not rels and not clips:
         raise NoImagesError(f"no images or videos found in {path} (looked for "
                           f"{', '.join(sorted(e.lstrip('.') for e in _image_exts()))} and "
                           f"{', '.join(sorted(e.lstrip('.') for e in VIDEO_EXTS))})")
     if not frames:
-        return SourceInfo("folder", path, [], videos_left_out=[str(path / r) for r in clips])
+        return SourceInfo("folder", path, [], videos_left_out=[str(path / r) for r in clips],
+                          not_images=not_images)
     names = _sample_names(rels + clips)   # a.png beside a.mp4: both keep their extension
     taken = {names[r] for r in rels}
     by_file: dict[str, list[Sample]] = {r.as_posix(): [Sample(names[r], path / r)]
@@ -383,7 +400,7 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
     samples = [s for key in sorted(by_file) for s in by_file[key]]
     if not samples:
         raise SourceError(f"no readable images or video frames in {path}")
-    return SourceInfo("folder", path, samples)
+    return SourceInfo("folder", path, samples, not_images=not_images)
 
 
 def _resolve_folder_images(path: Path, rels: list[Path]) -> SourceInfo:
