@@ -267,8 +267,9 @@ def _result_line(summary: dict) -> str:
     if summary.get("tile"):
         how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
         tiles = f"; tile {summary['tile']}, {how} {summary['overlap']}"
+    n = summary["frames_processed"]
     return (f"{'stopped' if summary.get('interrupted') else 'done'}: "
-            f"{summary['frames_processed']} frames, {summary['throughput_fps']:.1f} fps, "
+            f"{n} frame{'' if n == 1 else 's'}, {summary['throughput_fps']:.1f} fps, "
             f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
             f"{b.get('provider')}{tiles})")
 

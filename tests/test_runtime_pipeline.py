@@ -103,7 +103,7 @@ def test_quiet_drops_the_live_line_not_the_result(tmp_path, onnx_model, capsys):
     assert run_cli(["run", "--model", str(onnx_model), "--source", str(img), "--output",
                     str(tmp_path / "out.png"), "--threads", "1", "--quiet"]) == 0
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("done: 1 frames, "), lines
+    assert len(lines) == 1 and lines[0].startswith("done: 1 frame, "), lines
     assert "(onnxruntime fp32 on CPUExecutionProvider)" in lines[0], lines
 
 
