@@ -113,6 +113,23 @@ def test_paired_matched_by_name_and_extension(tmp_path):
     assert [(s.input.name, s.gt.name) for s in info.samples] == [("a.png", "a.png")]
 
 
+
+def test_paired_blurred_jpegs_pair_with_png_ground_truth(tmp_path):
+    """blur/x.jpg beside sharp/x.png was "no sharp image with the same name" for every image,
+    though export's --parity-gt pairs them by name. The same name but for the extension pairs
+    where that is one input and one target; two candidates stay unpaired, said."""
+    for name in ("x.jpg", "y.jpg", "z.jpg", "z.webp"):
+        _png(tmp_path / "blur" / name)
+    for name in ("x.png", "y.png", "z.png"):
+        _png(tmp_path / "sharp" / name)
+    with pytest.warns(UserWarning) as rec:
+        info = resolve_source(str(tmp_path))
+    assert [(s.name, s.input.name, s.gt.name) for s in info.samples] == \
+        [("x", "x.jpg", "x.png"), ("y", "y.jpg", "y.png")]
+    assert info.unmatched_inputs == ["blur/z.jpg", "blur/z.webp"]
+    assert info.unmatched_targets == ["sharp/z.png"]
+    assert any("blur/z.jpg" in str(w.message) for w in rec)
+
 def test_paired_split_root(tmp_path):
     for split in ("train", "val", "test"):
         for i in range(2 if split == "train" else 1):

@@ -25,7 +25,8 @@ weights or architecture, other tile settings). Interrupting loses at most the im
 
 SPEC is a path whose layout is detected, or kind:path with kind one of
   gopro     GOPRO_Large/{train,test}/<sequence>/{blur,blur_gamma,sharp}/*.png
-  paired    input/ + target/ or blur/ + sharp/ (optionally under train/ val/ test/)
+  paired    input/ + target/ or blur/ + sharp/ (optionally under train/ val/ test/), paired
+            by file name (blur/a.jpg with sharp/a.png where that is the only a.*)
   folder    footage without ground truth: blurred images and/or video clips (searched
             recursively; a clip's frames are named <its path in the folder>_<frame:06d>)
   video     a video file; every frame is labelled

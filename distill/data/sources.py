@@ -341,18 +341,40 @@ def _resolve_paired(path: Path, split: str) -> SourceInfo:
     others: list[str] = []
     ins = {r.as_posix(): r for r in _images_under(in_dir, others=others)}
     gts = {r.as_posix(): r for r in _images_under(gt_dir, others=others)}
-    both = [ins[k] for k in sorted(ins) if k in gts]
-    un_in = [f"{in_dir.name}/{k}" for k in sorted(ins) if k not in gts]
-    un_gt = [f"{gt_dir.name}/{k}" for k in sorted(gts) if k not in ins]
+    pairs = _match_pairs(ins, gts)
+    un_in = [f"{in_dir.name}/{k}" for k in sorted(ins) if k not in pairs]
+    used = {g.as_posix() for g in pairs.values()}
+    un_gt = [f"{gt_dir.name}/{k}" for k in sorted(gts) if k not in used]
     _report_unmatched(in_dir.parent, un_in, un_gt, gt_dir.name + " image", in_dir.name + " image")
     if not ins:
         raise SourceError(f"no images in {in_dir}")
-    if not both:
+    if not pairs:
         raise SourceError(f"no file in {in_dir} has a same-named file in {gt_dir}")
+    both = [ins[k] for k in sorted(pairs)]
     names = _sample_names(both)
-    samples = [Sample(names[r], in_dir / r, gt_dir / r) for r in both]
+    samples = [Sample(names[r], in_dir / r, gt_dir / pairs[r.as_posix()]) for r in both]
     return SourceInfo("paired", root, samples, used_split, un_in, un_gt,
                       not_images=sorted(others))
+
+
+def _match_pairs(ins: dict[str, Path], gts: dict[str, Path]) -> dict[str, Path]:
+    """Each input's ground truth, by relative path: the same file name, else the same name
+    but for the extension where that leaves one input and one target (blurred JPEGs beside PNG
+    ground truth were all "unmatched", though export's --parity-gt pairs them by name)."""
+    pairs = {k: gts[k] for k in ins if k in gts}
+    left_in: dict[str, list[str]] = {}
+    left_gt: dict[str, list[str]] = {}
+    for k, r in ins.items():
+        if k not in pairs:
+            left_in.setdefault(r.with_suffix("").as_posix(), []).append(k)
+    for k, r in gts.items():
+        if k not in pairs:
+            left_gt.setdefault(r.with_suffix("").as_posix(), []).append(k)
+    for stem, ks in left_in.items():
+        gk = left_gt.get(stem, [])
+        if len(ks) == 1 and len(gk) == 1:   # a.jpg + a.png beside a.webp: which one is unknown
+            pairs[ks[0]] = gts[gk[0]]
+    return pairs
 
 
 def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
