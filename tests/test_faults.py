@@ -198,6 +198,29 @@ def test_labels_on_identical_pair_writes_valid_json(tmp_path, tiny_teacher_pt, c
     assert entry["input_psnr"] == 100.0 and entry["status"] == "ok"
 
 
+def test_labels_exits_1_for_a_footage_clip_it_cannot_open(tmp_path, tiny_teacher_pt, capsys):
+    """A clip OpenCV cannot open in a footage folder was left out with a warning and the run
+    exited 0, where an undecodable image beside it exits 1: a script took the footage as
+    labelled. The rest is still labelled, the summary names the clip left out."""
+    from sharpen.cli import main
+    footage = tmp_path / "footage"
+    write_image(footage / "a.png", np.zeros((16, 16, 3), np.float32))
+    (footage / "clip.mp4").write_text("not a video")
+    argv = ["labels", "--data", str(footage), "--out", str(tmp_path / "labels"),
+            "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device", "cpu",
+            "--quiet"]
+    assert main(argv) == 1
+    said = capsys.readouterr()
+    assert "clip.mp4: OpenCV cannot open this video" in said.err, said.err
+    assert "labels: 1 done, 0 skipped (up to date), 0 failed, of 1, " in said.out, said.out
+    assert "s per image; 1 video left out (OpenCV cannot open it: see the warning above)\n" \
+        in said.out, said.out
+    assert (tmp_path / "labels" / "labels" / "a.png").exists()
+    assert main(argv) == 1   # a rerun still says it (the clip is listed again)
+    (footage / "clip.mp4").unlink()
+    assert main(argv) == 0
+
+
 def test_concurrent_labels_runs_lose_no_entries(tmp_path, tiny_teacher_pt):
     rng = np.random.default_rng(3)
     for part, n in (("a", 6), ("b", 6)):

@@ -90,6 +90,9 @@ class LabelStats:
     undecodable: int = 0   # of `failed`: inputs that cannot be decoded, which a rerun fails too
     unopenable: int = 0    # of `undecodable`: frames of videos OpenCV cannot open (maybe a codec)
     too_large: int = 0     # of `failed`: inputs over SHARPEN_MAX_PIXELS, which a rerun fails too
+    # Clips of a footage folder that could not be opened, so none of their frames was listed:
+    # bad files like an undecodable image, but not among `total`.
+    videos_left_out: int = 0
 
 
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
@@ -171,6 +174,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                              .isoformat(timespec="seconds"))
         run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist)
         stats = run.process(mine, progress=progress, tag=tag)
+        stats.videos_left_out = len(info.unopenable_videos)
         if pg:
             import torch.distributed as tdist
             tdist.barrier()
@@ -461,8 +465,11 @@ class LabelRun:
         ents = [self.known.get(s.name) for s in samples]
         ents = [e for e in ents if e and e.get("status") == "ok"]
         per = f", {stats.seconds / stats.done:.2f} s per image" if stats.done else ""
+        left = stats.videos_left_out
+        left_out = (f"; {left} video{'s' * (left != 1)} left out (OpenCV cannot open "
+                    f"{'them' if left != 1 else 'it'}: see the warning above)" if left else "")
         say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date), "
-            f"{stats.failed} failed, of {stats.total}{per}")
+            f"{stats.failed} failed, of {stats.total}{per}{left_out}")
         tp = _mean([e.get("teacher_psnr") for e in ents])
         if tp is not None:
             n = sum(e.get("teacher_psnr") is not None for e in ents)
@@ -587,7 +594,9 @@ def run_from_args(args: argparse.Namespace) -> int:
         if isinstance(e, CheckpointError):
             raise SharpenError(str(e)) from None
         raise
-    return 1 if stats.failed else 0
+    # A footage folder's clip that cannot be opened is a bad file too: the rest is labelled,
+    # and the exit code says not all of it was (it was 0, with a warning a script never read).
+    return 1 if stats.failed or stats.videos_left_out else 0
 
 
 def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
@@ -620,7 +629,8 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
                       total=train.total + val.total,
                       undecodable=train.undecodable + val.undecodable,
                       unopenable=train.unopenable + val.unopenable,
-                      too_large=train.too_large + val.too_large)
+                      too_large=train.too_large + val.too_large,
+                      videos_left_out=max(train.videos_left_out, val.videos_left_out))   # one listing
 
 
 def main(argv: Optional[list[str]] = None) -> int:

@@ -80,6 +80,7 @@ class SourceInfo:
     # Files in the samples' folders that no sample reads (a notes.txt; in a paired or GoPro
     # folder a video too), as paths: for callers that say what they leave out (evaluate).
     not_images: list[str] = field(default_factory=list)
+    unopenable_videos: list[str] = field(default_factory=list)   # a footage folder's, left out
 
     @property
     def has_gt(self) -> bool:
@@ -422,7 +423,8 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
     samples = [s for key in sorted(by_file) for s in by_file[key]]
     if not samples:
         raise SourceError(f"no readable images or video frames in {path}")
-    return SourceInfo("folder", path, samples, not_images=not_images)
+    return SourceInfo("folder", path, samples, not_images=not_images,
+                      unopenable_videos=unusable)
 
 
 def _resolve_folder_images(path: Path, rels: list[Path]) -> SourceInfo:
