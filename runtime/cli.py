@@ -13,7 +13,7 @@ import threading
 from typing import Optional
 
 from .cli_errors import interrupt_exit_code, missing_dependency, raise_if_interrupted
-from .console import report_fatal_errors
+from .console import quiet_library_logs, report_fatal_errors
 from .host import threads_help, threads_warning
 from .options import OVERLAP   # not from .tiling, which imports numpy
 
@@ -90,20 +90,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--quiet", action="store_true",
                    help="no live stats line (the final done: line, warnings and errors stay)")
     p.set_defaults(func=handler)
-
-
-def _quiet_library_logs() -> None:
-    """OpenCV and FFmpeg print their own warnings ("moov atom not found", "can't open camera by
-    index") next to ours; the CLI's one-line error already says what failed. SHARPEN_DEBUG keeps
-    them."""
-    if os.environ.get("SHARPEN_DEBUG"):
-        return
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # read when FFmpeg is first used
-    import cv2
-    try:
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except AttributeError:  # very old OpenCV builds lack the logging module
-        pass
 
 
 # Flags that only a kind of source reads; given for another, they are said to do nothing.
@@ -183,7 +169,7 @@ def options_from_args(args: argparse.Namespace):
 def handler(args: argparse.Namespace) -> int:
     """Run the stream; user errors become one line on stderr and a non-zero exit code."""
     try:
-        _quiet_library_logs()
+        quiet_library_logs()   # also for `python -m runtime.cli run`
         from .backends import ModelError
         from .pipeline import StreamInterrupted, run_stream
         from .prepost import FrameError

@@ -80,6 +80,23 @@ TF_NOISE = re.compile(r"(INFO: .*(TensorFlow Lite|delegate)"
                       r"|[IW]\d{4} \d\d:\d\d:\d+\.\d+ +\d+ \S+:\d+\] "
                       r"|\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+: [IW] )")
 
+def quiet_library_logs() -> None:
+    """Keep OpenCV's and FFmpeg's own warnings ("moov atom not found", "can't open camera by
+    index", imread's "can't open/read file") off stderr: the command's one-line error or
+    warning already names the file and what failed, and printed first, theirs read as the
+    error. Every command line calls it (it was `sharpen run`'s alone, so `labels` and
+    `evaluate` on a broken clip led with FFmpeg's line). SHARPEN_DEBUG keeps them; a level a
+    user set in the environment is theirs."""
+    if os.environ.get("SHARPEN_DEBUG"):
+        return
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")   # read when FFmpeg is first used
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "ERROR")      # read when OpenCV first logs
+    cv2 = sys.modules.get("cv2")   # imported already: its logger may be set up
+    if cv2 is not None and os.environ["OPENCV_LOG_LEVEL"] == "ERROR":
+        with contextlib.suppress(AttributeError):   # very old OpenCV builds lack it
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+
+
 # One redirection of fd 2 at a time: two overlapping ones (two threads loading models) restored
 # fd 2 out of order, to the other's hiding place, and stderr was gone for the rest of the process.
 _STDERR_LOCK = threading.RLock()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runtime.cli_errors import (OWN_PACKAGES, SharpenError, Terminated, interrupt_exit_code,
                                  interrupted_message, missing_dependency)
-from runtime.console import report_fatal_errors
+from runtime.console import quiet_library_logs, report_fatal_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     report_fatal_errors()   # a native crash inside a quiet_native_stderr window says so
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    quiet_library_logs()
     _one_line_warnings()
     try:   # the commands' modules load here (numpy...: most of a second on a slow machine)
         parser = build_parser()

@@ -221,6 +221,29 @@ def test_labels_exits_1_for_a_footage_clip_it_cannot_open(tmp_path, tiny_teacher
     assert main(argv) == 0
 
 
+def test_a_broken_clip_is_our_one_line_not_ffmpegs(tmp_path):
+    """`sharpen labels` (and evaluate, bench) on a clip FFmpeg cannot read led with FFmpeg's own
+    "[mov,mp4,...] moov atom not found" before the command's error: only `sharpen run` kept
+    OpenCV's and FFmpeg's logs off stderr. SHARPEN_DEBUG=1 still shows them."""
+    clip = tmp_path / "clip.mp4"
+    clip.write_text("not a video")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("SHARPEN_DEBUG", "OPENCV_FFMPEG_LOGLEVEL", "OPENCV_LOG_LEVEL")}
+    env["OMP_NUM_THREADS"] = "1"
+    cmd = [sys.executable, "-m", "sharpen.cli", "labels", "--data", str(clip), "--out",
+           str(tmp_path / "labels"), "--device", "cpu", "--quiet"]
+    said = {}
+    for debug in ("", "1"):
+        r = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                           env=dict(env, **({"SHARPEN_DEBUG": debug} if debug else {})))
+        assert r.returncode == 2, r.stderr
+        said[debug] = r.stderr
+    assert said[""] == (f"sharpen labels: error: {clip}: OpenCV cannot open this video "
+                        "(damaged, or in a codec this OpenCV build cannot decode: convert it, "
+                        "e.g. with ffmpeg to H.264 or MJPG)\n"), said[""]
+    assert "moov atom not found" in said["1"], said["1"]
+
+
 def test_concurrent_labels_runs_lose_no_entries(tmp_path, tiny_teacher_pt):
     rng = np.random.default_rng(3)
     for part, n in (("a", 6), ("b", 6)):
