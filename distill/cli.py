@@ -679,6 +679,12 @@ def _train(args: argparse.Namespace, task: str) -> int:
     keys = ("input_gt_ssim", "teacher_gt_ssim", "model_gt_ssim", "model_teacher_ssim",
             "model_gt_psnr", "input_gt_psnr")
     shown = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
+    if shown and "step" in metrics:
+        # Beside best.pt's name these read as its score: they are last.pt's (the last
+        # validation), and best.pt's own follow.
+        shown = f"last validation (step {metrics['step']}): {shown}"
+    if (Path(cfg.out) / "best.pt").exists() and result.best:
+        shown = f"{shown}; {result.best}" if shown else result.best
     out = Path(cfg.out)
     written = [str(out / n) for n in ("best.pt", "last.pt") if (out / n).exists()]
     if result.step < cfg.optim.steps:

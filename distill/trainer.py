@@ -562,6 +562,7 @@ class Trainer:
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp)
         self.step = 0
         self.best: Optional[float] = None
+        self.best_step: Optional[int] = None   # the step best.pt holds (None: not known)
         self.metrics: dict = {}
         self.start_metrics: dict = {}     # validation before training (cfg.val_start)
         self.weights = loss_weights(cfg.loss)
@@ -592,7 +593,8 @@ class Trainer:
         extra = {}
         if full:
             extra = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
-                     "rng": rng_state(), "best": self.best, "processes": self.dist.world,
+                     "rng": rng_state(), "best": self.best, "best_step": self.best_step,
+                     "processes": self.dist.world,
                      "data": self._data_sig}
         return make_checkpoint(self.model, kind="teacher" if self.arch == "restormer"
                                else "student", arch=self.arch, arch_args=self.arch_args,
@@ -640,6 +642,8 @@ class Trainer:
             self.sched.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"])
             self.best = ck.get("best")
+            best_step = ck.get("best_step")   # absent from checkpoints before it was kept
+            self.best_step = best_step if isinstance(best_step, int) else None
         else:
             warnings.warn(f"{path} holds weights only (no optimizer state, as best.pt): the "
                           f"optimizer starts afresh at step {self.step}, the learning-rate "
@@ -649,6 +653,7 @@ class Trainer:
             m = ck.get("metrics") or {}
             score = m.get("model_gt_ssim", m.get("model_teacher_ssim"))
             self.best = float(score) if isinstance(score, (int, float)) else None
+            self.best_step = self.step if self.best is not None else None
         self._apply_optim_config()
         self._resumed_data = ck.get("data") or {}
         self.metrics = ck.get("metrics", {})
@@ -949,7 +954,7 @@ class Trainer:
                                f"{signal.Signals(self._stop).name}; last.pt saved")
                     break
             else:
-                self._text(f"finished at step {self.step}; best.pt scored {self.best}")
+                self._text(f"finished at step {self.step}; {self.best_text()}")
         finally:
             _shut_down_workers(batches)
             if bar is not None:
@@ -1025,6 +1030,16 @@ class Trainer:
         ema_update(self.ema, self.model, ema_decay_at(o.ema_decay, self.step + 1, o.ema_warmup))
         return float(loss.detach()), parts
 
+    def best_text(self) -> str:
+        """What best.pt scored and at which step, for the closing lines ("best.pt scored
+        None" was train.log's word for a run that validated nothing, and the console's last
+        line showed the last validation's score after best.pt's name)."""
+        if self.best is None or not (self.out / "best.pt").exists():
+            return "nothing was validated: no best.pt"
+        key = "model_gt_ssim" if "model_gt_ssim" in self.metrics else "model_teacher_ssim"
+        at = f" (step {self.best_step})" if self.best_step is not None else ""
+        return f"best.pt{at}: {key}={self.best:.4f}"
+
     def _validate(self, items: list[ValItem]) -> None:
         if not self.dist.main or not items:
             return
@@ -1047,7 +1062,7 @@ class Trainer:
                    + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "step")
                    + (f"  -> best.pt ({key})" if best else ""))
         if best:
-            self.best = m[key]
+            self.best, self.best_step = m[key], self.step
             self.save("best.pt", full=False)
 
     def _agree_started(self, started: bool) -> None:
@@ -1222,6 +1237,7 @@ class TrainResult:
     last.pt holds, below optim.steps when max_minutes or stop_after stopped it."""
     metrics: dict
     step: int
+    best: str = ""   # what best.pt scored, at which step (Trainer.best_text)
 
 
 def train(cfg: TrainConfig, quiet: bool = False) -> dict:
@@ -1253,7 +1269,7 @@ def run_training(cfg: TrainConfig, quiet: bool = False,
         if trainer._stop:
             raise TrainingInterrupted(int(trainer._stop), trainer.step, trainer.out,
                                       resume_hint(cfg))
-        return TrainResult(metrics, trainer.step)
+        return TrainResult(metrics, trainer.step, trainer.best_text())
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

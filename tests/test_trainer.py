@@ -1115,6 +1115,37 @@ def test_a_run_stopped_by_its_budget_does_not_end_with_done(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"done: {out / 'best.pt'}")
 
 
+def test_the_closing_lines_give_best_pts_own_step_and_score(tmp_path, capsys):
+    """The console's last line put the last validation's score beside best.pt's name (best.pt
+    had scored more, earlier), and train.log ended "best.pt scored 0.9862747391064962", or
+    "best.pt scored None" for a run that validated nothing. Both now say best.pt's step and
+    score, also after a resume, and the console labels the last validation as such."""
+    from sharpen.cli import main
+
+    out = tmp_path / "r"
+    argv = ["train", f"out={out}", "optim.steps=6", *TINY_CLI, "val_every=2"]
+    assert main([*argv, "stop_after=4"]) == 0
+    assert main(argv) == 0   # resumed: best.pt's step comes from last.pt
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    best = read_checkpoint(out / "best.pt")
+    said = f"best.pt (step {best['step']}): model_gt_ssim={best['metrics']['model_gt_ssim']:.4f}"
+    final = [json.loads(ln)["val"] for ln in (out / "metrics.jsonl").read_text().splitlines()
+             if '"val"' in ln][-1]
+    assert last == (f"done: {out / 'best.pt'}, {out / 'last.pt'}   last validation (step 6): "
+                    + "  ".join(f"{k}={final[k]:.4f}" for k in ("input_gt_ssim",
+                                                                 "model_gt_ssim",
+                                                                 "model_gt_psnr",
+                                                                 "input_gt_psnr"))
+                    + f"; {said}"), last
+    assert (out / "train.log").read_text().splitlines()[-1].endswith(
+        f"finished at step 6; {said}")
+    none = tmp_path / "none"
+    assert main(["train", f"out={none}", "optim.steps=2", *TINY_CLI, "data.val="]) == 0
+    assert (none / "train.log").read_text().splitlines()[-1].endswith(
+        "finished at step 2; nothing was validated: no best.pt")
+    assert capsys.readouterr().out.strip() == f"done: {none / 'last.pt'}"
+
+
 def test_train_log_records_the_torchrun_command_a_user_would_run_again(ddp_job, monkeypatch):
     """Under torchrun train.log recorded the worker's `.../sharpen/cli.py distill ...`, which
     runs one process without DDP."""
