@@ -189,6 +189,23 @@ def apply_dict(cfg: TrainConfig, d: dict, prefix: str = "") -> TrainConfig:
     return cfg
 
 
+def _project_config_hint(p: Path) -> str:
+    """Where the project's own config of that name is, for `--config configs/X.yaml` (as the
+    README writes it) given from another folder than the checkout, or the config of the
+    nearest name beside it: both said only "not found"."""
+    project = Path(__file__).resolve().parents[1] / "configs"
+    if not p.is_absolute() and p.parts[:1] == ("configs",):
+        there = project / Path(*p.parts[1:])
+        if there.is_file():
+            return (f" (from {Path.cwd()}; the project's is {there}: give that path, or run "
+                    f"from {project.parent})")
+    # A misspelt name (distill-fsat.yaml) beside the real ones.
+    folder = p.parent if p.parent.is_dir() else None
+    names = sorted(f.name for f in folder.glob("*.yaml")) if folder else []
+    close = difflib.get_close_matches(p.name, names, n=1)
+    return f"; did you mean {p.parent / close[0]}?" if close else ""
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None,
                 base: TrainConfig | None = None) -> TrainConfig:
     """Defaults <- YAML file <- `key=value` overrides (e.g. optim.lr=3e-4 data.crop=128)."""
@@ -196,7 +213,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
     if path:
         p = Path(path)
         if not p.exists():
-            raise FileNotFoundError(f"config file not found: {p}")
+            raise FileNotFoundError(f"config file not found: {p}{_project_config_hint(p)}")
         if p.is_dir():
             raise ValueError(f"--config {p} is a folder; give a YAML file (e.g. "
                              "configs/distill-fast.yaml)")

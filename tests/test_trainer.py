@@ -5,6 +5,7 @@ import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -1315,6 +1316,31 @@ def test_out_of_range_and_ill_typed_settings_are_one_line_errors(tmp_path, capsy
     err = capsys.readouterr().err
     assert rc == 2 and "Traceback" not in err and message in err, err
     assert not (tmp_path / "r").exists()
+
+
+def test_a_config_not_found_says_where_the_projects_is_or_the_nearest_name(
+        tmp_path, capsys, monkeypatch):
+    """`--config configs/distill-fast.yaml`, as the README writes it, from another folder than
+    the checkout, and a misspelt config name, both said only "config file not found"."""
+    from sharpen.cli import main
+
+    def err_of(*argv):
+        assert main(list(argv)) == 2
+        return capsys.readouterr().err.strip().splitlines()[-1]
+
+    monkeypatch.chdir(tmp_path)
+    project = Path(__file__).resolve().parents[1]
+    assert err_of("distill", "--config", "configs/distill-fast.yaml") == (
+        "sharpen distill: error: config file not found: configs/distill-fast.yaml (from "
+        f"{tmp_path}; the project's is {project / 'configs' / 'distill-fast.yaml'}: give that "
+        f"path, or run from {project})")
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "distill-footage.yaml").write_text("task: student\n")
+    assert err_of("distill", "--config", "mine/distill-fotage.yaml").endswith(
+        "config file not found: mine/distill-fotage.yaml; did you mean "
+        "mine/distill-footage.yaml?")
+    assert err_of("distill", "--config", "mine/other.yaml").endswith(
+        "config file not found: mine/other.yaml")
 
 
 def test_config_file_and_out_mistakes_are_one_line_errors(tmp_path, capsys):
