@@ -42,14 +42,17 @@ def raise_if_interrupted(exc: BaseException) -> None:
     pybind11 (ONNX Runtime, LiteRT) turns any exception raised while it initialises, the
     KeyboardInterrupt of a Ctrl-C too, into ImportError('initialization failed') chained to
     it; an import guard that read that as the package missing told a user who pressed
-    Ctrl-C to install it (exit 2). Call it first in such a guard's `except ImportError`."""
+    Ctrl-C to install it (exit 2). Call it first in such a guard's `except ImportError`.
+    Only explicit causes count (pybind11 sets one): `__context__` is also whatever was being
+    handled, and a guard that ran while an interruption was handled (the bench writing its
+    partial report checks whether TensorRT is installed) re-raised that interruption."""
     seen: set[int] = set()
-    cause = exc.__cause__ or exc.__context__
+    cause = exc.__cause__
     while cause is not None and id(cause) not in seen:
         if isinstance(cause, KeyboardInterrupt):
             raise cause from None   # the ImportError said nothing of its own
         seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
+        cause = cause.__cause__
 
 
 def cli_error(command: str, msg: str) -> int:
