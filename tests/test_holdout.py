@@ -237,3 +237,107 @@ def test_a_folder_of_frames_gets_the_gap_a_clip_gets(tmp_path):
         write_image(photos / f"{name}.png", rng.random((16, 16, 3)).astype(np.float32))
     plan = hold_out(str(photos), 0.2, progress=False)
     assert (plan.held, plan.gap) == (("tree",), ())
+
+
+def _files(cache: Path) -> dict[str, bytes]:
+    """The label and frame files of a cache, by path inside it."""
+    return {str(p.relative_to(cache)): p.read_bytes()
+            for sub in ("labels", "frames") for p in sorted((cache / sub).rglob("*.png"))}
+
+
+def _entries(cache: Path) -> dict[str, dict]:
+    """Manifest entries without what differs between two runs making the same label (when,
+    how long the teacher took) and the note a reused one carries."""
+    return {n: {k: v for k, v in e.items() if k not in ("created", "seconds", "reused_from")}
+            for n, e in json.loads((cache / "manifest.json").read_text())["entries"].items()}
+
+
+def test_a_hold_out_takes_the_labels_already_made_instead_of_running_the_teacher_again(
+        tmp_path, teacher, capsys):
+    """Footage labelled in full, then again with a hold-out: the held-out frames' labels were
+    dropped from --out and the teacher made them again into --val-out (10 s a tile on a CPU)."""
+    clip = _clip(tmp_path / "clip.avi", 10, 0)
+    out, val = tmp_path / "train", tmp_path / "val"
+    base = ["--data", str(clip), "--out", str(out), "--teacher-weights", str(teacher),
+            "--tile", "0", "--device", "cpu", "--quiet"]
+    assert main(base) == 0
+    capsys.readouterr()
+    assert main([*base, "--hold-out", "0.2", "--val-out", str(val)]) == 0
+    said = capsys.readouterr().out
+    assert "labels: 0 done, 6 skipped (up to date), 0 failed, of 6" in said, said
+    assert (f"labels: 0 done, 0 skipped (up to date), 2 reused from {out}, 0 failed, of 2"
+            in said), said
+    assert _names(val) == {"clip_000008", "clip_000009"}
+    assert _names(out) == {f"clip_{i:06d}" for i in range(6)}   # still dropped, afterwards
+    assert not (out / "labels" / "clip_000008.png").exists()
+    entries = json.loads((val / "manifest.json").read_text())["entries"]
+    assert all(e["reused_from"] == str(out.resolve()) for e in entries.values())
+    # Indistinguishable from caches the teacher labelled anew: the same files, byte for byte,
+    # and the same entries.
+    out2, val2 = tmp_path / "train2", tmp_path / "val2"
+    assert main(_labels(clip, out2, val2, teacher, "--hold-out", "0.2")) == 0
+    assert "reused" not in capsys.readouterr().out
+    assert _files(val) == _files(val2) and set(_files(val)) == {
+        f"{d}/clip_00000{i}.png" for d in ("labels", "frames") for i in (8, 9)}
+    assert _files(out) == _files(out2)
+    assert _entries(val) == _entries(val2) and _entries(out) == _entries(out2)
+    assert LabelCache(val).items() and not LabelCache(val).shared_inputs(LabelCache(out))
+
+
+def _photos(folder: Path) -> Path:
+    """Five photos that are not frames of one take: a hold-out takes the last, with no gap."""
+    rng = np.random.default_rng(0)
+    for name in ("beach", "dog", "hill", "lake", "tree"):
+        write_image(folder / f"{name}.png", rng.random((16, 16, 3)).astype(np.float32))
+    return folder
+
+
+def test_a_label_of_the_validation_cache_moving_to_training_is_taken_from_it(tmp_path, teacher,
+                                                                             capsys):
+    photos = _photos(tmp_path / "photos")
+    out, val = tmp_path / "train", tmp_path / "val"
+    assert main(_labels(photos, out, val, teacher, "--hold-out", "0.4")) == 0
+    assert _names(val) == {"lake", "tree"}
+    label = (val / "labels" / "lake.png").read_bytes()
+    capsys.readouterr()
+    assert main(_labels(photos, out, val, teacher, "--hold-out", "0.2")) == 0
+    said = capsys.readouterr().out
+    assert (f"labels: 0 done, 3 skipped (up to date), 1 reused from {val}, 0 failed, of 4"
+            in said), said
+    assert "labels: 0 done, 1 skipped (up to date), 0 failed, of 1" in said, said
+    assert (_names(out), _names(val)) == ({"beach", "dog", "hill", "lake"}, {"tree"})
+    assert (out / "labels" / "lake.png").read_bytes() == label
+    assert not (val / "labels" / "lake.png").exists()
+
+
+def _other_teacher(path: Path) -> Path:
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.restormer import build_restormer
+    torch.manual_seed(1)
+    m = build_restormer("tiny")
+    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
+                                arch_args=m.config.to_dict()), path)
+    return path
+
+
+@pytest.mark.parametrize("change", ["teacher", "tile"])
+def test_a_label_made_by_another_teacher_or_tiling_is_not_taken(tmp_path, teacher, capsys,
+                                                                change):
+    photos = _photos(tmp_path / "photos")
+    out, val = tmp_path / "train", tmp_path / "val"
+    assert main(["--data", str(photos), "--out", str(out), "--teacher-weights", str(teacher),
+                 "--tile", "0", "--device", "cpu", "--quiet"]) == 0
+    capsys.readouterr()
+    now = (_labels(photos, out, val, _other_teacher(tmp_path / "t1.pt"), "--hold-out", "0.2")
+           if change == "teacher" else
+           [*_labels(photos, out, val, teacher, "--hold-out", "0.2"), "--tile", "32",
+            "--overlap", "8"])
+    assert main(now) == 0
+    said = capsys.readouterr().out
+    assert "labels: 4 done, 0 skipped (up to date), 0 failed, of 4" in said, said
+    assert "labels: 1 done, 0 skipped (up to date), 0 failed, of 1" in said, said
+    assert "reused" not in said
+    assert json.loads((val / "manifest.json").read_text())["entries"]["tree"].get(
+        "reused_from") is None

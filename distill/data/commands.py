@@ -42,7 +42,9 @@ data.labels=OUT data.val_labels=VAL_OUT). What is held out depends only on the s
   - else its last FRACTION of images, with, for a video's frames or a folder of frames (every
     name ends in a number; in the order of those numbers), as many frames before them used
     by neither.
-Re-running with a hold-out over a cache labelled in full drops the held-out images from it.
+Re-running with a hold-out over a cache labelled in full moves the held-out images' labels
+from it to --val-out (the teacher does not run again for labels of the same input, teacher
+and tiling).
 The hold-out is recorded in each cache's run.json.
 
 Several GPUs: torchrun --nproc_per_node N -m distill.data.labels --data ... --out ...

@@ -14,12 +14,13 @@ import datetime
 import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any, Collection, Iterable, Optional
 
 import numpy as np
 
-from runtime.atomic import atomic_write_json
+from runtime.atomic import atomic_path, atomic_write_json
 from runtime.warn import warn
 
 from .sources import Sample, SourceError
@@ -204,6 +205,23 @@ def prune_held_out(out_dir: str | os.PathLike, names: Collection[str]) -> list[s
         write_manifest(out_dir, {n: e for n, e in entries.items() if n not in gone})
     _remove_files(out_dir, gone.values())
     return sorted(gone)
+
+
+def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """`dst` as a hard link to `src` where the filesystem allows (a label reused from the other
+    cache of a hold-out takes no second copy of the disk), else a copy; atomically (a temp file
+    beside `dst`, then a rename), like every file of a cache, so that a reader never sees half a
+    label. Files of a cache are only ever replaced by a rename or unlinked, never rewritten in
+    place, so the two names never see each other's changes. OSError when `src` is gone."""
+    dst = Path(dst)
+    with atomic_path(dst, suffix=dst.suffix or ".tmp") as tmp:
+        tmp.unlink()   # os.link makes the name itself
+        try:
+            os.link(src, tmp)
+        except FileNotFoundError:
+            raise   # `src` is gone: no copy either
+        except OSError:   # another filesystem, or one without hard links
+            shutil.copyfile(src, tmp)
 
 
 def write_run_record(out_dir: Path, **fields: Any) -> Path:

@@ -10,6 +10,8 @@ every blurred input at its full resolution and writes
 Every file is written atomically (temp file + rename) and the manifest is rewritten after each
 image, so an interrupted run loses at most the image in flight. A re-run skips entries whose input
 hash, teacher (weights hash and architecture) and tile settings match and whose label exists.
+With --hold-out, each of the two caches takes such a label from the other (a hard link, else a
+copy) for a sample that moved to it, rather than running the teacher again.
 
 Sharding: under `torchrun` (or with RANK/WORLD_SIZE set by hand) rank k labels samples[k::world]
 and writes its entries to DIR/manifest.rank<k>.json as it goes; at the end every rank merges all
@@ -41,7 +43,7 @@ from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overl
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
-                          label_relpath, merge_entries, merge_shards, prune_held_out,
+                          label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
                           write_manifest, write_run_record)
 from .sources import (Sample, SampleReader, SourceError, parse_spec, resolve_source,
@@ -90,6 +92,7 @@ class LabelStats:
     undecodable: int = 0   # of `failed`: inputs that cannot be decoded, which a rerun fails too
     unopenable: int = 0    # of `undecodable`: frames of videos OpenCV cannot open (maybe a codec)
     too_large: int = 0     # of `failed`: inputs over SHARPEN_MAX_PIXELS, which a rerun fails too
+    reused: int = 0        # copied from the other cache of a hold-out (`reuse_from`): no teacher
     # Clips of a footage folder that could not be opened, so none of their frames was listed:
     # bad files like an undecodable image, but not among `total`.
     videos_left_out: int = 0
@@ -103,12 +106,18 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                teacher=None, dist: Optional[DistInfo] = None,
                exclude: Collection[str] = (),
                hold_out: Optional[dict[str, Any]] = None,
-               say: Optional[Callable[[str], None]] = None) -> LabelStats:
+               say: Optional[Callable[[str], None]] = None,
+               reuse_from: Optional[str | os.PathLike] = None,
+               prune_later: Optional[list[Callable[[], None]]] = None) -> LabelStats:
     """Label every sample of `data` (this rank's share) into `out`. `teacher` may be passed
     already loaded (tests, notebooks); otherwise it is loaded from `teacher_weights`/`config`.
     `exclude`: sample names left out (images held out of a source that has one split, see
     `holdout.py`); their entries from earlier runs are dropped at the end. `hold_out`: what
     the run record (run.json) keeps of the hold-out (`HoldOut.record`).
+    `reuse_from`: another cache (the other of a hold-out) whose up-to-date label of a sample,
+    by the checks that skip one here, is copied rather than made again by the teacher.
+    `prune_later`: where the dropping of the `exclude` entries is put off to (a callable
+    appended), so that the other cache's run can still reuse them.
     `split`: of a source with split folders (None: train); said when the source has none.
     `say` takes the run's lines (what it labels, the summary, labels removed); by default they
     are printed with `progress` and not without it. Problems (an image skipped or failed, a
@@ -172,7 +181,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                              **({"hold_out": hold_out} if hold_out else {}),
                              started=datetime.datetime.now(datetime.timezone.utc)
                              .isoformat(timespec="seconds"))
-        run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist)
+        run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist, reuse_from)
         stats = run.process(mine, progress=progress, tag=tag)
         stats.videos_left_out = len(info.unopenable_videos)
         if pg:
@@ -191,14 +200,12 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             tdist.destroy_process_group()
     run.summary(stats, mine, tag, say)
     if merged is not None and exclude:
-        dropped = prune_held_out(out_dir, exclude)
-        if dropped:
-            shown = ", ".join(dropped[:3]) + (f" and {len(dropped) - 3} more"
-                                              if len(dropped) > 3 else "")
-            say(f"{tag}removed {len(dropped)} label(s) an earlier run made here of images "
-                f"this run holds out of {out_dir} ({shown}): the training and "
-                "validation caches must not share an image")
-            merged = read_manifest_entries(out_dir / MANIFEST)
+        def prune() -> None:
+            _prune_excluded(out_dir, exclude, tag, say)
+        if prune_later is None:
+            prune()
+        else:
+            prune_later.append(prune)
     if merged is not None:
         gone = prune_missing_inputs(out_dir, names=[s.name for s in pool])
         if gone:
@@ -207,9 +214,21 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                 f"labelled under another name ({shown})")
             merged = read_manifest_entries(out_dir / MANIFEST)
     if merged is not None and dist.world > 1:
-        n_ok = sum(e.get("status") == "ok" for e in merged.values())
+        # Entries held out and not dropped yet (`prune_later`) are not this cache's labels.
+        n_ok = sum(e.get("status") == "ok" and n not in exclude for n, e in merged.items())
         say(f"{tag}merged manifest: {out_dir / MANIFEST} ({n_ok} labels)")
     return stats
+
+
+def _prune_excluded(out_dir: Path, exclude: Collection[str], tag: str,
+                    say: Callable[[str], None]) -> None:
+    dropped = prune_held_out(out_dir, exclude)
+    if dropped:
+        shown = ", ".join(dropped[:3]) + (f" and {len(dropped) - 3} more"
+                                          if len(dropped) > 3 else "")
+        say(f"{tag}removed {len(dropped)} label(s) an earlier run made here of images "
+            f"this run holds out of {out_dir} ({shown}): the training and "
+            "validation caches must not share an image")
 
 
 def load_teacher(teacher_weights: Optional[str], config: Optional[str], device: str,
@@ -253,7 +272,7 @@ def _remove_stale_temp_files(out_dir: Path, min_age_s: float = 600.0) -> None:
 
 class LabelRun:
     def __init__(self, out_dir: Path, teacher, tile: int, overlap: int, batch_size: int,
-                 dist: DistInfo):
+                 dist: DistInfo, reuse_from: Optional[str | os.PathLike] = None):
         self.out_dir = out_dir
         self.teacher = teacher
         self.tile, self.overlap, self.batch_size = int(tile), int(overlap), int(batch_size)
@@ -269,6 +288,14 @@ class LabelRun:
             read_manifest_entries(out_dir / MANIFEST),
             *(read_manifest_entries(p) for _, p in sorted(shard_paths(out_dir).items())))
         self.touched: dict[str, dict] = {}
+        # The other cache of a hold-out, whose labels of samples that moved to this one are
+        # copied, not made again: its entries as they stood when this run began.
+        self.donor = (Path(reuse_from) if reuse_from is not None
+                      and Path(reuse_from).resolve() != out_dir.resolve() else None)
+        self.donor_known = merge_entries(
+            read_manifest_entries(self.donor / MANIFEST),
+            *(read_manifest_entries(p) for _, p in sorted(shard_paths(self.donor).items()))
+        ) if self.donor is not None else {}
         _remove_stale_temp_files(out_dir)
         self.target = (out_dir / MANIFEST if dist.world == 1
                        else out_dir / f"manifest.rank{dist.rank}.json")
@@ -314,6 +341,46 @@ class LabelRun:
             moved["gt"] = here["gt"]
         return moved
 
+    def _repointed(self, old: dict, sample: Sample, image: np.ndarray, root: Path,
+                   tag: str) -> dict:
+        """`old`, an up-to-date entry of the cache at `root`, pointing at this sample's files
+        (`_moved`), its ground-truth metrics measured again against a new ground truth.
+        ImageReadError for a label that cannot be read back."""
+        from ..images import read_image
+        moved = self._moved(old, sample)
+        kept = old
+        if "gt" in moved:
+            kept = {k: v for k, v in old.items() if k not in _GT_METRICS}
+            label = read_image(root / old["label"])
+            moved.update(self._gt_metrics(sample, image, label, tag))
+        return {**kept, **moved}
+
+    def _reuse(self, sample: Sample, input_hash: str, image: np.ndarray, tag: str) -> bool:
+        """Take the other cache's label of `sample` (and its video frame) when that cache's
+        entry passes the checks that skip a label here (same input, teacher, tile settings;
+        files there): the teacher would make the same label again, for hours on real footage.
+        Records the entry labelling anew gives, but for its time and a `reused_from` note.
+        False when there is none or it cannot be copied (the teacher makes it then)."""
+        from ..images import ImageReadError
+        old = self.donor_known.get(sample.name)
+        if self.donor is None or not self._up_to_date(old, input_hash, self.donor):
+            return False
+        try:
+            entry = self._repointed(old, sample, image, self.donor, tag)
+            entry.update(teacher_config=self.teacher_config, label=label_relpath(sample.name),
+                         input_file=label_relpath(sample.name, FRAMES_DIR)
+                         if sample.frame is not None else None)
+            link_or_copy(self.donor / old["label"], self.out_dir / entry["label"])
+            if entry["input_file"]:
+                link_or_copy(self.donor / old["input_file"], self.out_dir / entry["input_file"])
+        except (ImageReadError, OSError) as e:   # gone since (another rank's clean-up), damaged
+            _warn(f"{tag}could not reuse the label of {sample.name} from {self.donor} ({e}); "
+                  "labelling it again")
+            return False
+        self._record(sample.name, {**entry, "reused_from": str(self.donor.resolve()),
+                                   "created": time.time()})
+        return True
+
     def _gt_metrics(self, sample: Sample, image: np.ndarray, label: np.ndarray,
                     tag: str) -> dict:
         """PSNR/SSIM of the input and the label against the ground truth. A ground truth that
@@ -339,16 +406,20 @@ class LabelRun:
         return {"teacher_psnr": round(tp, 4), "teacher_ssim": round(ts, 5),
                 "input_psnr": round(ip, 4), "input_ssim": round(is_, 5)}
 
-    def _up_to_date(self, e: Optional[dict], input_hash: str) -> bool:
+    def _up_to_date(self, e: Optional[dict], input_hash: str,
+                    root: Optional[Path] = None) -> bool:
+        """Whether entry `e` of the cache at `root` (this one by default) holds the label this
+        run would make of an input hashing to `input_hash`."""
+        root = self.out_dir if root is None else root
         if not e or e.get("status") != "ok":
             return False
         if (e.get("input_hash") != input_hash or e.get("weights_hash") != self.weights_id
                 or e.get("teacher_arch") != self.teacher_arch
                 or e.get("tile") != self.tile or e.get("overlap") != self.overlap):
             return False
-        if not (self.out_dir / e["label"]).is_file():
+        if not (root / e["label"]).is_file():
             return False
-        if e.get("input_file") and not (self.out_dir / e["input_file"]).is_file():
+        if e.get("input_file") and not (root / e["input_file"]).is_file():
             return False
         return True
 
@@ -406,17 +477,13 @@ class LabelRun:
                 old = self.known.get(sample.name)
                 here = str(Path(sample.input).resolve())
                 if self._up_to_date(old, input_hash):
-                    moved = self._moved(old, sample)
                     try:
-                        if moved:
+                        if self._moved(old, sample):
                             # Same content at a new path (a moved or copied folder): repoint
                             # the entry, its ground truth too, measured against that.
-                            kept = old
-                            if "gt" in moved:
-                                kept = {k: v for k, v in old.items() if k not in _GT_METRICS}
-                                label = read_image(self.out_dir / old["label"])
-                                moved.update(self._gt_metrics(sample, image, label, tag))
-                            self._record(sample.name, {**kept, **moved, "created": time.time()})
+                            self._record(sample.name, {
+                                **self._repointed(old, sample, image, self.out_dir, tag),
+                                "created": time.time()})
                         stats.skipped += 1
                         continue
                     except ImageReadError as e:   # a damaged label: made again below
@@ -427,6 +494,9 @@ class LabelRun:
                     _warn(f"{tag}{sample.input} has the name {sample.name!r} of "
                           f"{old['input']}, labelled here before; its label replaces that one "
                           "(label each source into its own --out)")
+                if self._reuse(sample, input_hash, image, tag):
+                    stats.reused += 1
+                    continue
                 # 2. teacher at full resolution (tiled, Gaussian-blended)
                 t0 = time.perf_counter()
                 try:
@@ -468,7 +538,9 @@ class LabelRun:
         left = stats.videos_left_out
         left_out = (f"; {left} video{'s' * (left != 1)} left out (OpenCV cannot open "
                     f"{'them' if left != 1 else 'it'}: see the warning above)" if left else "")
-        say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date), "
+        # Reused: made in the other cache of a hold-out from the same input by the same teacher
+        reused = f", {stats.reused} reused from {self.donor}" if stats.reused else ""
+        say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date){reused}, "
             f"{stats.failed} failed, of {stats.total}{per}{left_out}")
         tp = _mean([e.get("teacher_psnr") for e in ents])
         if tp is not None:
@@ -601,7 +673,10 @@ def run_from_args(args: argparse.Namespace) -> int:
 
 def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
     """Both caches of `--hold-out`: --out without the held-out images, --val-out with them only
-    (or the source's own val/test split), the teacher loaded once. Its stats: both runs'."""
+    (or the source's own val/test split), the teacher loaded once. Its stats: both runs'.
+    Each cache takes the other's up-to-date labels of samples that moved to it (a hold-out
+    added to, or changed on, a cache labelled before) rather than running the teacher again:
+    so the training cache drops its held-out labels only once the validation run has ended."""
     from .holdout import hold_out
     try:
         dist = DistInfo.from_env()
@@ -618,18 +693,28 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
             print(f"warning: --hold-out {args.hold_out:g}: {short}", file=sys.stderr,
                   flush=True)
     teacher = load_teacher(args.teacher_weights, args.config, args.device, dist)
+    later: list[Callable[[], None]] = []
     train = run_labels(args.data, args.out, split=args.split, teacher=teacher, dist=dist,
-                       exclude=plan.not_train,
+                       exclude=plan.not_train, reuse_from=args.val_out, prune_later=later,
                        hold_out=plan.record("training", str(Path(args.val_out).resolve())), **common)
-    val = run_labels(args.data, args.val_out, split=None if plan.split == "train" else plan.split,
-                     teacher=teacher, dist=dist, exclude=plan.not_val,
-                     hold_out=plan.record("validation", str(Path(args.out).resolve())), **common)
+    try:
+        val = run_labels(args.data, args.val_out,
+                         split=None if plan.split == "train" else plan.split,
+                         teacher=teacher, dist=dist, exclude=plan.not_val, reuse_from=args.out,
+                         hold_out=plan.record("validation", str(Path(args.out).resolve())),
+                         **common)
+    finally:
+        # Even when the validation run fails or is interrupted, the training cache must not
+        # keep the held-out images: those not reused yet are left for the teacher next time.
+        for prune in later:
+            prune()
     return LabelStats(done=train.done + val.done, skipped=train.skipped + val.skipped,
                       failed=train.failed + val.failed, seconds=train.seconds + val.seconds,
                       total=train.total + val.total,
                       undecodable=train.undecodable + val.undecodable,
                       unopenable=train.unopenable + val.unopenable,
                       too_large=train.too_large + val.too_large,
+                      reused=train.reused + val.reused,
                       videos_left_out=max(train.videos_left_out, val.videos_left_out))   # one listing
 
 
