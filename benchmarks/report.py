@@ -31,6 +31,7 @@ from typing import Optional, Sequence
 
 from runtime.atomic import atomic_write_bytes
 from runtime.console import Console
+from runtime.sinks import folders_to_make, remove_if_empty
 
 from .artifacts import (DEFAULT_CALIB_COUNT, BenchError, atomic_write_json, default_cache_root,
                         buildable_formats, ensure_artifacts, resolve_students, split_list)
@@ -145,7 +146,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
             refuse_output_inside(out, spec, flag)
         except ValueError as e:
             raise BenchError(str(e)) from None
-    made = not out.exists()
+    made = folders_to_make(out)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -153,11 +154,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     try:
         return _run_bench(opts, out)
     except BaseException:
-        if made:
-            try:
-                out.rmdir()   # only if still empty
-            except OSError:
-                pass
+        remove_if_empty(made)   # deepest first, only while empty
         raise
 
 

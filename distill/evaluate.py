@@ -173,18 +173,6 @@ MIN_SIDE = 7
 FLAT = 1e-4
 
 
-def _say_not_images(shown: str, paths: list[str]) -> None:
-    """One warning for the files evaluate does not read (a notes.txt, .heic photos), worded as
-    `sharpen run` words it for a folder: left out unsaid, the score looked like the whole set's."""
-    if not paths:
-        return
-    from runtime.imageio import IMAGE_EXTS
-    more = ", ..." if len(paths) > 3 else ""
-    warnings.warn(f"{shown}: {len(paths)} file(s) that are not images skipped "
-                  f"({', '.join(paths[:3])}{more}); evaluate reads "
-                  f"{', '.join(sorted(IMAGE_EXTS))} only", SharpenWarning)
-
-
 def _read_pair(inp, gt, has_gt: bool, crop: int):
     """Input and ground truth (None without) cropped, or ImageReadError naming the file."""
     from .images import ImageReadError, centre_crop, read_image
@@ -297,7 +285,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     if videos:   # footage of stills and clips: the clips were left out without a word
         warnings.warn(f"{shown}: {len(videos)} video(s) left out ({', '.join(videos[:3])}"
                       f"{', ...' if len(videos) > 3 else ''}); {not_frames}", SharpenWarning)
-    _say_not_images(shown, used.get("not_images") or [])
+    from runtime.sources import warn_not_images
+    warn_not_images(shown, used.get("not_images") or [], "evaluate")
     sharp_ratio: dict[str, list[float]] = {k: [] for k in ["input", *fns]}
     kept: list[tuple[float, int, str, dict[str, np.ndarray]]] = []
     per_image: dict[str, dict[str, dict[str, float]]] = {}

@@ -596,12 +596,18 @@ def _say_not_images(spec: str, entries: list[Path], videos: bool, flags: bool = 
     """One warning for the files in a folder source that are not images: a notes.txt, a video,
     photos in a format it does not read (.heic, RAW). Left out unsaid, the folder looked done."""
     names = [q.name for q in entries if q.suffix.lower() not in IMAGE_EXTS and q.is_file()]
+    hint = f"; pass a video as {option('source', flags=flags)} to sharpen it" if videos else ""
+    warn_not_images(spec, names, "a folder source", hint)
+
+
+def warn_not_images(where: str, names: list[str], reader: str, hint: str = "") -> None:
+    """The one warning, worded alike wherever a folder's files that are not images are left out
+    (`run`'s folder source, `evaluate`'s data): left out unsaid, the folder looked done."""
     if not names:
         return
     more = ", ..." if len(names) > 3 else ""
-    hint = f"; pass a video as {option('source', flags=flags)} to sharpen it" if videos else ""
-    warn(f"{spec}: {len(names)} file(s) that are not images skipped ({', '.join(names[:3])}"
-         f"{more}); a folder source reads {', '.join(sorted(IMAGE_EXTS))} only{hint}")
+    warn(f"{where}: {len(names)} file(s) that are not images skipped ({', '.join(names[:3])}"
+         f"{more}); {reader} reads {', '.join(sorted(IMAGE_EXTS))} only{hint}", stacklevel=2)
 
 
 def _maybe_live(src: Source, live: Optional[bool], flags: bool = False) -> Source:
