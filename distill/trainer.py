@@ -506,6 +506,23 @@ def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
 
 # ---------------------------------------------------------------- the loop
 
+_last_collective: tuple = ()
+
+
+def _all_reduce_kept(t: torch.Tensor, op=dist.ReduceOp.SUM) -> None:
+    """dist.all_reduce, the finished collective kept until the next one. Dropped at once, its
+    last reference could be a gloo worker thread's, which frees `t` and needs the GIL for that;
+    when this thread, holding the GIL, then tore the group down (a rank raising right after
+    the collective: told that process 0 could not start), the group's destructor waited for
+    that worker and the worker for the GIL: the rank hung, in 1 of 3 test runs on a busy
+    machine. Kept by the module, not the Trainer: freed with the Trainer, it could go before
+    the DDP wrapper that holds the group."""
+    global _last_collective
+    work = dist.all_reduce(t, op=op, async_op=True)
+    work.wait()
+    _last_collective = (work, t)
+
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, quiet: bool = False, command: str | None = None):
         """`command`: the command line that started the run, for train.log; None when Python
@@ -770,7 +787,7 @@ class Trainer:
             names = ["loss", *(f.name for f in dataclasses.fields(LossConfig))]
             vec = torch.tensor([x for k in names for x in sums.get(k, (0.0, 0))],
                                dtype=torch.float64, device=self.device)
-            dist.all_reduce(vec)
+            _all_reduce_kept(vec)
             total = dict(zip(names, vec.view(-1, 2).tolist()))
             sums = {k: total[k] for k in [*sums, *names] if k in total}
         s, n = sums.pop("loss")
@@ -980,7 +997,7 @@ class Trainer:
                 what = f"weights give NaN/inf on the validation images ({nan[0]})"
         if self.dist.enabled:   # only rank 0 validates: the others must stop with it
             flag = torch.tensor([float(bool(what))], device=self.device)
-            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            _all_reduce_kept(flag, dist.ReduceOp.MAX)
             if flag.item() and not what:
                 what = "process 0 found NaN/inf on the validation images"
         if what:
@@ -1070,7 +1087,7 @@ class Trainer:
         if not self.dist.enabled:
             return
         flag = torch.tensor([float(not started)], device=self.device)
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        _all_reduce_kept(flag, dist.ReduceOp.MAX)
         if flag.item() and started:
             raise ValueError("process 0 could not start the run (its error says why)")
 
@@ -1083,7 +1100,7 @@ class Trainer:
         if not self.dist.enabled:
             return over
         flags = torch.tensor([float(int(self._stop or 0)), float(over)], device=self.device)
-        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+        _all_reduce_kept(flags, dist.ReduceOp.MAX)
         if flags[0] and not self._stop:
             self._stop = int(flags[0])
         return bool(flags[1])
