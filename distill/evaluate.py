@@ -346,8 +346,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         bar.close()
     outputs = {name: outs for _, _, name, outs in sorted(kept, key=lambda t: (t[0], t[1]))}
     if not scored:
-        raise ValueError(f"{shown}: none of its {len(items)} images could be evaluated (each "
-                         "is named above)")
+        what = ("its one image could not be evaluated (it is named above)" if len(items) == 1
+                else f"none of its {len(items)} images could be evaluated (each is named above)")
+        raise ValueError(f"{shown}: {what}")
     res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
                  "split": used.get("split"), "crop": crop, "limit": limit,
                  "flat_images": flat, "interrupted": stopped is not None}

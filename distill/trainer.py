@@ -35,6 +35,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from runtime.atomic import atomic_write_bytes
+from runtime.console import count
 from runtime.warn import SharpenWarning
 
 from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
@@ -255,15 +256,20 @@ def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
 def _resolve_gt_source(spec: str, split: str, progress: bool = True):
     """resolve_source for training on ground truth: an empty folder was "no images or videos
     found" with a list of video extensions, though only pairs can be used here."""
+    from runtime.sources import warn_not_images
+
     from .data.sources import NoImagesError, SourceError, resolve_source
     try:
-        return resolve_source(spec, split=split, progress=progress)
+        info = resolve_source(spec, split=split, progress=progress)
     except NoImagesError:
         raise SourceError(
             f"no images in {spec}: a ground-truth source is a paired folder, input/ + target/ "
             "(or blur/ + sharp/) holding same-named images, optionally under train/, val/, "
             f"test/, or a GoPro root (`sharpen corpus --photos PHOTOS --out {spec}` makes one "
             "from photos)") from None
+    if DistInfo.from_env().main:   # every rank reads the data: said once
+        warn_not_images(spec, [Path(p).name for p in info.not_images], "training")
+    return info
 
 
 def _source_pairs(key: str, spec: str, progress: bool = True) -> list:
@@ -1075,7 +1081,7 @@ class Trainer:
         # before this check) never blocks a real one.
         best = key in m and math.isfinite(m[key]) and (
             self.best is None or not math.isfinite(self.best) or m[key] > self.best)
-        self._text(f"validation at step {self.step} ({len(items)} images): "
+        self._text(f"validation at step {self.step} ({count(len(items), 'image')}): "
                    + "  ".join(f"{k} {v:.4f}" for k, v in m.items() if k != "step")
                    + (f"  -> best.pt ({key})" if best else ""))
         if best:

@@ -125,7 +125,8 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
     if src.get("live") or not output:
         return "interrupted, output closed cleanly" if output else "interrupted"
     part = f"{done} of {total}" if total else f"the first {done}"
-    return (f"interrupted: {output} holds {part} frames only (closed cleanly); run again for "
+    frames = "frame" if (total or done) == 1 else "frames"
+    return (f"interrupted: {output} holds {part} {frames} only (closed cleanly); run again for "
             "all of them")
 
 

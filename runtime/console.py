@@ -15,6 +15,11 @@ import threading
 from typing import Callable, Iterator, Optional, Sequence, TextIO
 
 
+def count(n: int, noun: str) -> str:
+    """`n` and the noun in the number it takes: "1 frame", "3 frames", "0 frames"."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
 def first_line(exc: BaseException, limit: Optional[int] = 300) -> str:
     """The first line of an exception's message (its type's name when it has none), cut to
     `limit` characters: engines raise messages with tracebacks and dumps in them."""

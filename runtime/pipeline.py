@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .backends import Backend, load_backend
+from .console import count
 from .host import check_threads
 from .options import option
 from .prepost import FrameProcessor, Timings
@@ -162,7 +163,7 @@ class StreamInterrupted(KeyboardInterrupt):
 
     def __init__(self, stats: dict[str, Any], signum: int) -> None:
         super().__init__(f"run_stream interrupted by {signal.Signals(signum).name} after "
-                         f"{stats.get('frames_processed', 0)} frames (output closed)")
+                         f"{count(stats.get('frames_processed', 0), 'frame')} (output closed)")
         self.stats, self.signum = stats, signum
 
 

@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_write_bytes
-from .console import quiet_native_stderr
+from .console import count, quiet_native_stderr
 from .imageio import IMAGE_EXTS, VIDEO_EXTS
 from .options import option
 from .prepost import to_8bit, to_bgr8
@@ -224,7 +224,7 @@ class VideoFileSink(Sink):
         if free is not None and free < below:
             raise SinkError(f"{option('output', self.path, self.flags)}: the disk is full "
                             f"({free} bytes free in "
-                            f"{self.path.parent}) after {self.frames} frames; the video could "
+                            f"{self.path.parent}) after {count(self.frames, 'frame')}; the video could "
                             "not be written completely")
 
     def close(self) -> None:
@@ -267,7 +267,7 @@ class VideoFileSink(Sink):
         if not ok:
             why = _size_refused(self.tmp, fourcc_for(self.path), self.size, self.fps, self.flags)
             raise SinkError(f"{option('output', self.path, self.flags)}: the video written "
-                            f"({self.frames} frames) does not play back: "
+                            f"({count(self.frames, 'frame')}) does not play back: "
                             f"{why or 'the write failed (disk full or I/O error?)'}; nothing was "
                             "written under that name")
 

@@ -20,6 +20,7 @@ from typing import Any, Callable, Iterator, Optional
 import cv2
 import numpy as np
 
+from .console import count
 from .imageio import IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, tiff_pages
 from .options import option
 from .prepost import FrameError, conversions, to_bgr
@@ -276,10 +277,10 @@ class VideoSource(Source):
         """Reopen a live source that stopped giving frames. False: stop (set, or the source is
         a recording that ended). The first frame read again is kept for `frames` to yield."""
         if not self.reconnect_attempts:
-            raise SourceError(f"{self.kind} {self.spec!r} stopped after {read} frames in all "
+            raise SourceError(f"{self.kind} {self.spec!r} stopped after {count(read, 'frame')} in all "
                               "(reconnecting is off: "
                               f"{option('reconnect_attempts', 0, self.flags)})")
-        warn(f"{self.kind} {self.spec!r}: stopped after {read} frames in all; reconnecting "
+        warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in all; reconnecting "
              f"(up to {self.reconnect_attempts} attempts)")
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):

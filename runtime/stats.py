@@ -15,6 +15,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .atomic import atomic_write_json
+from .console import count
 
 STAGES = ("capture", "pre", "infer", "post", "write", "end_to_end")
 
@@ -96,7 +97,7 @@ class Stats:
 
         def ms(d: dict) -> str:
             return "-" if d["p50"] is None else f"{d['p50']:.1f}"
-        return (f"{s['frames_processed']} frames  {s['throughput_fps']:.1f} fps  "
+        return (f"{count(s['frames_processed'], 'frame')}  {s['throughput_fps']:.1f} fps  "
                 f"e2e p50 {ms(s['end_to_end_ms'])} ms  infer {ms(lat['infer'])}  "
                 f"pre {ms(lat['pre'])}  post {ms(lat['post'])}  cap {ms(lat['capture'])}  "
                 f"write {ms(lat['write'])}  dropped {s['dropped_frames']}")

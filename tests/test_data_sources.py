@@ -325,6 +325,15 @@ def test_a_folder_of_footage_takes_its_clips_frames_beside_its_images(tmp_path):
     assert only.describe().endswith("3 frames of 1 video, no ground truth")
 
 
+def test_a_source_of_one_image_says_1_image(tmp_path):
+    from distill.images import write_image
+    write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.float32))
+    assert resolve_source(str(tmp_path)).describe() == \
+        f"folder source {tmp_path}: 1 image, no ground truth"
+    from runtime.console import count
+    assert [count(n, "frame") for n in (0, 1, 2)] == ["0 frames", "1 frame", "2 frames"]
+
+
 def test_sources_and_commands_import_without_torch():
     code = ("import sys, argparse\n"
             "import distill.data, distill.data.sources, distill.data.commands as c\n"

@@ -2,6 +2,7 @@
 import contextlib
 import json
 import os
+import re
 from dataclasses import replace
 
 import cv2
@@ -183,6 +184,16 @@ def test_split_is_disjoint_by_photo_and_stable(tmp_path):
     s2 = split_photos(tmp_path)
     for k in ("train", "val", "test"):
         assert set(s[k]) <= set(s2[k])
+
+
+def test_split_says_which_files_under_photos_are_not_images(tmp_path):
+    _photos(tmp_path, [(f"set/p{i}.png", 64) for i in range(3)])
+    (tmp_path / "README.md").write_text("where the photos come from")
+    (tmp_path / "set" / "IMG_1.heic").write_bytes(b"\0")
+    with pytest.warns(SharpenWarning, match=re.escape(f"--photos {tmp_path}: 2 file(s) that are "
+                      "not images skipped (README.md, set/IMG_1.heic); the corpus reads")):
+        s = split_photos(tmp_path)
+    assert sum(map(len, s.values())) == 3
 
 
 def test_split_without_named_test_folders_holds_out_by_hash(tmp_path):

@@ -791,6 +791,39 @@ def test_gt_train_joins_its_ground_truth_as_the_label(tmp_path):
         build_train_dataset(tiny_cfg(tmp_path / "u", 1, **{"data.gt_train_share": 0.2}))
 
 
+def test_labels_and_training_say_which_files_they_skip_as_not_images(tmp_path):
+    """A notes.txt or a .heic beside the pairs was left out without a word by labelling and
+    training, as run and evaluate already said."""
+    import numpy as np
+
+    from distill.data.labels import run_labels
+    from distill.images import write_image
+    from distill.trainer import build_train_dataset
+
+    class Doubler:
+        device, config_name, weights_id, model = "cpu", "fake", "fake-weights", None
+
+        def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+            return np.clip(image * 2, 0, 1)
+
+    data = tmp_path / "pairs"
+    for i in range(2):
+        write_image(data / "input" / f"a{i}.png", np.full((40, 40, 3), 0.25, np.float32))
+        write_image(data / "target" / f"a{i}.png", np.full((40, 40, 3), 0.5, np.float32))
+    (data / "input" / "notes.txt").write_text("shot on a phone")
+    (data / "target" / "b.heic").write_bytes(b"\0")
+    said = r"2 file\(s\) that are not images skipped \((b.heic, notes.txt|notes.txt, b.heic)\); "
+    with pytest.warns(SharpenWarning, match=re.escape(str(data)) + ": " + said
+                      + "labelling reads .*png"):
+        s = run_labels(str(data), tmp_path / "labels", teacher=Doubler(), tile=0, overlap=0,
+                       progress=False)
+    assert s.done == 2
+    cfg = tiny_cfg(tmp_path / "t", 1, task="teacher", **{"data.train": data, "data.val": ""})
+    with pytest.warns(SharpenWarning, match=re.escape(str(data)) + ": " + said
+                      + "training reads .*png"):
+        assert len(build_train_dataset(cfg).items) == 2
+
+
 def test_unreadable_samples_are_skipped_and_all_unreadable_is_a_clean_error(tmp_path):
     """A small set with one bad file trains (the fallback tries every sample before giving
     up); a set with none readable ends with one line, exit 2, and does not hang on its loader
@@ -1482,7 +1515,7 @@ def test_text_log_and_interval_records(tmp_path):
     text = "\n".join(log)
     assert "started step 0 of 8: fast" in log[0] and "command:" in log[0]
     assert "step 4/8  lr " in text and "s/step  eta 0:00:" in text
-    assert "validation at step 4 (1 images): input_gt_psnr" in text and "-> best.pt" in text
+    assert "validation at step 4 (1 image): input_gt_psnr" in text and "-> best.pt" in text
     assert "stopped at step 4 (time or step budget reached)" in text
     assert "resumed at step 4 of 8" in text and log[-1].split(" ", 2)[2].startswith(
         "finished at step 8")

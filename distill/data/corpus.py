@@ -55,9 +55,13 @@ def split_photos(root: str | Path) -> dict[str, list[Path]]:
                                 f"({root.parent}?)")
     if not root.is_dir():
         raise FileNotFoundError(f"photo folder {root} does not exist")
-    files = [root / r for r in _images_under(root)]
+    others: list[str] = []
+    files = [root / r for r in _images_under(root, others=others)]
     if not files:
         raise ValueError(f"no images found under {root}")
+    from runtime.sources import warn_not_images
+    warn_not_images(f"--photos {root}",
+                    sorted(Path(o).relative_to(root).as_posix() for o in others), "the corpus")
     rels = [f.relative_to(root).as_posix() for f in files]
     named_test = any(part in TEST_FOLDERS for r in rels for part in r.split("/")[:-1])
     out: dict[str, list[Path]] = {s: [] for s in SPLITS}

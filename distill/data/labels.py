@@ -37,6 +37,7 @@ from typing import Any, Callable, Collection, Optional
 import numpy as np
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
+from runtime.console import count
 from runtime.warn import SharpenWarning, shown_once_as_lines
 from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overlap_for,
                              tiling_problem)
@@ -135,6 +136,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         raise SourceError(problem)
     info = resolve_source(data, split=split or "train", gopro_blur=gopro_blur,
                           progress=progress)
+    if dist.rank == 0:
+        from runtime.sources import warn_not_images
+        warn_not_images(data, [Path(p).name for p in info.not_images], "labelling")
     if split and info.split is None and dist.rank == 0:
         # Labelling --split train and --split val of a flat folder gave two identical caches.
         _warn(f"{data} has no split folders (train/, val/, test/): --split {split} does not "
@@ -216,7 +220,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     if merged is not None and dist.world > 1:
         # Entries held out and not dropped yet (`prune_later`) are not this cache's labels.
         n_ok = sum(e.get("status") == "ok" and n not in exclude for n, e in merged.items())
-        say(f"{tag}merged manifest: {out_dir / MANIFEST} ({n_ok} labels)")
+        say(f"{tag}merged manifest: {out_dir / MANIFEST} ({count(n_ok, 'label')})")
     return stats
 
 
@@ -550,7 +554,7 @@ class LabelRun:
 
             def f(v, spec):
                 return "n/a" if v is None else format(v, spec)
-            say(f"{tag}vs ground truth ({n} images): teacher PSNR {f(tp, '.2f')} dB SSIM "
+            say(f"{tag}vs ground truth ({count(n, 'image')}): teacher PSNR {f(tp, '.2f')} dB SSIM "
                 f"{f(ts, '.4f')}; input PSNR {f(ip, '.2f')} dB SSIM {f(is_, '.4f')}")
             if ip is not None and tp < ip:
                 _warn(f"{tag}the teacher's outputs are further from the ground truth than the "

@@ -28,6 +28,7 @@ from typing import Iterable, Optional
 import cv2
 import numpy as np
 
+from runtime.console import count
 from runtime.imageio import VIDEO_EXTS
 from runtime.warn import warn
 
@@ -91,14 +92,14 @@ class SourceInfo:
         split = f", split {self.split}" if self.split else ""
         gt = f", {n_gt} with ground truth" if n_gt else ", no ground truth"
         if self.kind == "video" and self.samples:   # the file, not the folder it is in
-            return f"video source {self.samples[0].input}: {len(self.samples)} frames{gt}"
+            return f"video source {self.samples[0].input}: {count(len(self.samples), 'frame')}{gt}"
         frames = [s for s in self.samples if s.frame is not None]
         if frames:   # footage: say what came from clips, not "N images"
             n_img, n_vid = len(self.samples) - len(frames), len({s.input for s in frames})
-            what = (f"{n_img} image{'s' * (n_img != 1)} and " if n_img else "") + \
-                f"{len(frames)} frames of {n_vid} video{'s' * (n_vid != 1)}"
+            what = (f"{count(n_img, 'image')} and " if n_img else "") + \
+                f"{count(len(frames), 'frame')} of {count(n_vid, 'video')}"
             return f"{self.kind} source {self.root}{split}: {what}{gt}"
-        return f"{self.kind} source {self.root}{split}: {len(self.samples)} images{gt}"
+        return f"{self.kind} source {self.root}{split}: {count(len(self.samples), 'image')}{gt}"
 
 
 def is_video(path: str | os.PathLike) -> bool:
