@@ -28,7 +28,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from runtime.console import Console, first_line
+from runtime.console import Console, count, first_line
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 from runtime.backends.provenance import read_report as _read_report
 from runtime.cli_errors import raise_if_interrupted
@@ -589,8 +589,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             prog.warn(f"--calib-size {o.calib_size} {why}: calibrating on {side}x{side} crops")
         calib_names = [n for n, _ in calib_images]
         src = "--calib" if calib_paths else "built-in sample photos"
-        prog.say(f"calibration: {len(crops)} crops of {crops.shape[2]}x{crops.shape[3]} from "
-                 f"{len(calib_names)} images ({src})")
+        prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
+                 f"from {count(len(calib_names), 'image')} ({src})")
     gt = _load_matching(o.parity_gt, parity_list, "ground truth", prog)
     if o.thresholds.max_ssim_drop is not None and not gt:
         # A gate the user asked for must not pass by not being applied.
@@ -625,7 +625,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         float_spec, model, fmts, crops, parity_list, gt, o.thresholds, o.reduce_range,
         prog.say)
     lat_image = _latency_image(parity_list[0][1]) if o.latency else None
-    if o.latency and refs:
+    if o.latency and (refs or reference.get("latency_ms_1080p") is None):
         import torch
 
         prev = torch.get_num_threads()
@@ -636,6 +636,9 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                 ref_runner, runs=max(1, min(o.latency_runs, 3)), image=lat_image)
         finally:
             torch.set_num_threads(prev)
+    for f, res in kept.items():
+        if o.latency and o.latency_runs > 0 and res.latency_ms_1080p is None:
+            _measure_kept(res, o, lat_image, prog)
 
     settings = {
         "formats_requested": requested or "all buildable", "calib_count": o.calib_count,
@@ -976,8 +979,6 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
                                                           for k in changed)
     if extra.get("file_sha256") != file_hash(path, n=64):
         return "the file changed since it passed its gate"
-    if o.latency and prev.get("latency_ms_1080p") is None:
-        return "its 1080p latency was not measured (--no-latency then)"
     return None
 
 
@@ -1183,6 +1184,27 @@ def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, 
     return out
 
 
+def _measure_kept(res: FormatResult, o: ExportOptions, lat_image, prog: Progress) -> None:
+    """The 1080p latency of an up-to-date artifact built with --no-latency: measured, where
+    it was rebuilt for it (minutes of calibration for an INT8 model, to the same bytes)."""
+    from .parity import load_runner, measure_latency
+
+    path = Path(res.file)
+    prog.say(f"{res.format}: measuring the 1080p latency of {path.name} (built with "
+             "--no-latency)")
+    runner = None
+    try:
+        runner, _ = load_runner(path, threads=o.threads)
+        res.latency_ms_1080p = 1000 * measure_latency(runner, runs=o.latency_runs,
+                                                      image=lat_image)
+    except Exception as e:   # the artifact passed its gate; the missing number is said
+        prog.warn(f"{res.format}: its latency could not be measured: {first_line(e)}")
+    finally:
+        close = getattr(runner, "close", None)
+        if close:
+            close()
+
+
 def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, ref_ssim_gt,
           teacher, th: Thresholds, threads: int, lat_image, latency_runs: int, prog: Progress) -> None:
     from .parity import load_runner, measure_latency, run_parity
@@ -1298,7 +1320,7 @@ class _BuildContext:
         method = self.o.calib_method or DEFAULT_METHOD
         pct = self.o.percentile or DEFAULT_PERCENTILE
         self.prog.say(f"  calibrating ({method}{f' {pct}' if method == 'percentile' else ''}) "
-                      f"on {len(self.crops)} crops")
+                      f"on {count(len(self.crops), 'crop')}")
         fp32 = self.build("onnx")
         with self.prog.bar("ORT calibration") as bar:
             return quantize_onnx_int8(fp32, path, self.crops, method=method, percentile=pct,
@@ -1310,7 +1332,7 @@ class _BuildContext:
         from .modelopt_qdq import DEFAULT_METHOD, quantize_qdq_trt
 
         method = self.o.modelopt_method or DEFAULT_METHOD
-        self.prog.say(f"  ModelOpt PTQ ({method} calibration, CPU) on {len(self.crops)} crops")
+        self.prog.say(f"  ModelOpt PTQ ({method} calibration, CPU) on {count(len(self.crops), 'crop')}")
         return quantize_qdq_trt(self.build("onnx"), path, self.crops, method=method,
                                 float_layers=self.float_by_fmt.get("onnx-qdq-trt", ()))
 

@@ -713,6 +713,25 @@ def test_a_re_export_keeps_what_is_up_to_date_and_says_why_it_rebuilds_the_rest(
     assert "PASS (up to date, kept)" in export("--opset", "18", "--quiet")[0].out
 
 
+def test_an_artifact_built_with_no_latency_is_measured_not_rebuilt(ckpt, tmp_path, capsys):
+    """Exported again without --no-latency, an up-to-date artifact was rebuilt (minutes of
+    calibration for an INT8 model, to the same bytes) to measure its latency."""
+    out = tmp_path / "x"
+    base = ["export", "--weights", str(ckpt), "--out", str(out), "--formats", "onnx"]
+    onnx = out / f"{ckpt.stem}.onnx"
+    assert main([*base, "--no-latency"]) == 0
+    first = onnx.stat().st_mtime_ns
+    capsys.readouterr()
+    assert main([*base, "--latency-runs", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"onnx: {onnx.name} is up to date" in err, err
+    assert f"onnx: measuring the 1080p latency of {onnx.name} (built with --no-latency)" in err
+    assert onnx.stat().st_mtime_ns == first
+    report = json.loads((out / "export_report.json").read_text())
+    assert report["results"][0]["latency_ms_1080p"] > 0
+    assert report["reference"]["latency_ms_1080p"] > 0
+
+
 def test_a_calibrator_option_rebuilds_only_the_formats_it_applies_to(ckpt, tmp_path, capsys):
     """--calib-method (onnx-int8's calibrator) rebuilt the TFLite INT8 model too, to the same
     bytes and minutes for a real student: each INT8 format's record held every format's
