@@ -889,13 +889,16 @@ def _machine() -> str:
 
 
 def _digest(images) -> str | None:
-    """Of named images (pairs or a dict) or an array; None for none."""
+    """Of named images (pairs or a dict) or an array; None for none. Named images in name
+    order: the gate judges the worst image, whatever the order --parity-images gave them in
+    (`a.png,b.png` then `b.png,a.png` rebuilt every artifact)."""
     if images is None or len(images) == 0:
         return None
     h = hashlib.sha256()
     if isinstance(images, np.ndarray):
         images = [("", images)]
-    for name, img in (images.items() if isinstance(images, dict) else images):
+    pairs = images.items() if isinstance(images, dict) else images
+    for name, img in sorted(pairs, key=lambda p: p[0]):
         a = np.ascontiguousarray(img)
         h.update(f"{name}\0{a.dtype}{a.shape}".encode())
         h.update(a.tobytes())

@@ -732,6 +732,23 @@ def test_an_artifact_built_with_no_latency_is_measured_not_rebuilt(ckpt, tmp_pat
     assert report["reference"]["latency_ms_1080p"] > 0
 
 
+def test_the_order_of_parity_images_does_not_rebuild(ckpt, tmp_path, capsys):
+    import cv2
+
+    for i in range(2):
+        cv2.imwrite(str(tmp_path / f"p{i}.png"), np.full((40, 48, 3), 60 * i, np.uint8))
+    a, b = str(tmp_path / "p0.png"), str(tmp_path / "p1.png")
+    base = ["export", "--weights", str(ckpt), "--out", str(tmp_path / "x"), "--no-latency",
+            "--formats", "onnx", "--parity-images"]
+    assert main([*base, a, b]) == 0
+    capsys.readouterr()
+    assert main([*base, b, a]) == 0
+    err = capsys.readouterr().err
+    assert f"onnx: {ckpt.stem}.onnx is up to date" in err, err
+    assert main([*base, a]) == 0
+    assert "changed since it was built: the parity images" in capsys.readouterr().err
+
+
 def test_a_calibrator_option_rebuilds_only_the_formats_it_applies_to(ckpt, tmp_path, capsys):
     """--calib-method (onnx-int8's calibrator) rebuilt the TFLite INT8 model too, to the same
     bytes and minutes for a real student: each INT8 format's record held every format's
