@@ -270,9 +270,9 @@ def _exit_now_if_workers_run(code: int) -> None:
     """A second Ctrl-C leaves the pipeline's threads behind, possibly inside the engine's
     native code, where letting the interpreter shut down around them aborts the process
     (SIGABRT, no exit code of ours); the output and stats are already closed, so leave now."""
-    from .pipeline import WORKER_NAMES
+    from .pipeline import WORKER_NAMES, _Worker
     stuck = [t.name for t in threading.enumerate()
-             if t.daemon and t.is_alive() and t.name in WORKER_NAMES]
+             if isinstance(t, _Worker) and t.running and t.name in WORKER_NAMES]
     if stuck:
         print(f"sharpen run: not waiting for the {' and '.join(stuck)} thread(s)", file=sys.stderr)
         sys.stdout.flush()

@@ -146,6 +146,14 @@ class _Worker(threading.Thread):
                  errors: list) -> None:
         super().__init__(name=name, daemon=True)
         self._fn, self._stop_ev, self._errors = target, stop, errors
+        self._finished = threading.Event()
+
+    @property
+    def running(self) -> bool:
+        """Started and not yet returned. Not `is_alive()`: on Python 3.11 a join that a
+        KeyboardInterrupt (a second Ctrl-C) interrupts marks the thread stopped while it still
+        runs, maybe inside the engine, which must then be neither freed nor exited around."""
+        return self.ident is not None and not self._finished.is_set()
 
     def run(self) -> None:
         try:
@@ -153,6 +161,8 @@ class _Worker(threading.Thread):
         except BaseException as exc:  # noqa: BLE001 - handed to the caller, which re-raises
             self._errors.append(exc)
             self._stop_ev.set()
+        finally:
+            self._finished.set()
 
 
 class StreamInterrupted(KeyboardInterrupt):
@@ -431,7 +441,7 @@ class _Stream:
         self.sig.closing = True
         # A worker still inside the engine or the source (a second Ctrl-C stopped waiting for
         # it) must not have them freed under it: the process exits right after.
-        busy = {w.name for w in self.workers if w.is_alive()}
+        busy = {w.name for w in self.workers if w.running}
         sink = self.sink if self.sink is not None else self.user_sink
         closers = [c for c in (sink.close if sink is not None else None,
                                self.src.close if self.src is not None and "capture" not in busy

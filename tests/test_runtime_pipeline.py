@@ -778,3 +778,34 @@ def test_a_signal_during_run_stream_reaches_the_caller(tmp_path, onnx_model, sig
     assert stopped.value.signum == signum and stopped.value.stats["interrupted"] is True
     assert json.loads(stats.read_text())["frames_processed"] == sinks[0].n < 100
     assert signal.getsignal(signum) is before
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_worker_whose_join_a_ctrl_c_interrupted_still_counts_as_running(tmp_path):
+    """Python 3.11's Thread.join, interrupted by a KeyboardInterrupt, marks the thread stopped
+    (`is_alive()` False) while it still runs: a second Ctrl-C during the pipeline's join let
+    `sharpen run` shut the interpreter down around the infer thread inside ONNX Runtime
+    ("terminate called without an active exception", SIGABRT, exit 134)."""
+    script = tmp_path / "join.py"
+    script.write_text(
+        "import signal, threading\n"
+        "from runtime.cli import _exit_now_if_workers_run\n"
+        "from runtime.pipeline import _Worker\n"
+        "release = threading.Event()\n"
+        "w = _Worker('infer', lambda: release.wait(30), threading.Event(), [])\n"
+        "w.start()\n"
+        "def ctrl_c(*_):\n"
+        "    raise KeyboardInterrupt\n"
+        "signal.signal(signal.SIGALRM, ctrl_c)\n"
+        "signal.setitimer(signal.ITIMER_REAL, 0.2)\n"
+        "try:\n"
+        "    w.join(timeout=10)\n"
+        "except KeyboardInterrupt:\n"
+        "    pass\n"
+        "_exit_now_if_workers_run(130)\n"
+        "print('returned')\n")
+    proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=60, cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 130, proc.stderr
+    assert "not waiting for the infer thread" in proc.stderr
+    assert "returned" not in proc.stdout
