@@ -1022,3 +1022,18 @@ def test_a_calibration_that_fails_closes_its_progress_bars_stderr(ckpt, tmp_path
     assert "calibration failed" in report.result("onnx-int8").reason
     unclosed = [str(w.message) for w in said if issubclass(w.category, ResourceWarning)]
     assert not unclosed, unclosed
+
+
+def test_a_portrait_engine_shape_is_said_as_height_by_width(ckpt, tmp_path, capsys):
+    """`--opt-shape` takes HEIGHTxWIDTH (TensorRT's NCHW order), `sharpen bench --sizes` and
+    every frame size said elsewhere WIDTHxHEIGHT: `--opt-shape 1920x1080`, meant as full HD,
+    silently tuned the engine (and the printed trtexec line) for a portrait frame."""
+    base = ["export", "--weights", str(ckpt), "--format", "engine", "--no-latency", "--quiet"]
+    engine_here = not _trt_reason()
+    assert main([*base, "--out", str(tmp_path / "a"), "--opt-shape", "1920x1080"]) == \
+        (0 if engine_here else 1)
+    err = capsys.readouterr().err
+    assert "warning: --opt-shape 1920x1080 is HEIGHTxWIDTH" in err and "1080x1920" in err
+    assert main([*base, "--out", str(tmp_path / "b"), "--opt-shape", "720x1280"]) == \
+        (0 if engine_here else 1)
+    assert "HEIGHTxWIDTH" not in capsys.readouterr().err
