@@ -66,9 +66,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overlap", type=int, default=None,
                    help="tile overlap in pixels (with --tile; default: the model's receptive "
                         f"field as its export recorded it, at most half the tile, else {OVERLAP})")
-    p.add_argument("--width", type=int, default=None, help="camera capture width (default 1920)")
+    p.add_argument("--width", type=int, default=None,
+                   help="camera capture width (default 1920; also the width of --source "
+                        "synthetic)")
     p.add_argument("--height", type=int, default=None,
-                   help="camera capture height (default 1080)")
+                   help="camera capture height (default 1080; also the height of --source "
+                        "synthetic)")
     p.add_argument("--fps", type=float, default=0.0,
                    help="camera capture fps (0: camera default; the output video takes the "
                         "rate the camera or GStreamer pipeline gives); for other sources the "
@@ -93,8 +96,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 
 
 # Flags that only a kind of source reads; given for another, they are said to do nothing.
-_SOURCE_FLAGS = (("--width", "width", ("camera", "v4l2", "gstreamer")),
-                 ("--height", "height", ("camera", "v4l2", "gstreamer")),
+_SOURCE_FLAGS = (("--width", "width", ("camera", "v4l2", "gstreamer", "synthetic")),
+                 ("--height", "height", ("camera", "v4l2", "gstreamer", "synthetic")),
                  ("--reconnect", "reconnect", ("camera", "v4l2", "gstreamer", "stream")),
                  ("--timeout", "timeout", ("stream",)))
 
@@ -105,9 +108,14 @@ def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
     from .sources import spec_kind
 
     kind = spec_kind(args.source)
-    return [f"warning: {flag} applies to {', '.join(kinds)} sources, not to --source "
-            f"{args.source} ({kind}); it has no effect" for flag, attr, kinds in _SOURCE_FLAGS
-            if getattr(args, attr) is not None and kind not in kinds]
+    out = [f"warning: {flag} applies to {', '.join(kinds)} sources, not to --source "
+           f"{args.source} ({kind}); it has no effect" for flag, attr, kinds in _SOURCE_FLAGS
+           if getattr(args, attr) is not None and kind not in kinds]
+    # `synthetic` takes its size from --width/--height; `synthetic:WxH` names its own.
+    if kind == "synthetic" and ":" in args.source:
+        out += [f"warning: {flag} has no effect: --source {args.source} gives its own size"
+                for flag in ("--width", "--height") if getattr(args, flag[2:]) is not None]
+    return out
 
 
 def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0) -> str:

@@ -521,6 +521,12 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     if kind == "synthetic":
         m = _SYNTH.match(spec)
         w, h = (int(m.group(1)), int(m.group(2))) if m.group(1) else (width, height)
+        if w < 1 or h < 1:   # else an 'empty frame' error from deep in the pipeline
+            raise SourceError(
+                f"{option('source', spec, flags)}: a synthetic source's frames must be at "
+                f"least 1x1, got {w}x{h}" + ("" if m.group(1) else
+                                             f" (from {option('width', flags=flags)} and "
+                                             f"{option('height', flags=flags)})"))
         return SyntheticSource(spec, w, h, float(m.group(3) or 0), True if live is None else live)
     if kind == "camera":
         return VideoSource(spec, int(spec), live=True if live is None else live, kind="camera", **cam)

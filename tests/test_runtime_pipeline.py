@@ -809,3 +809,22 @@ def test_a_worker_whose_join_a_ctrl_c_interrupted_still_counts_as_running(tmp_pa
     assert proc.returncode == 130, proc.stderr
     assert "not waiting for the infer thread" in proc.stderr
     assert "returned" not in proc.stdout
+
+
+def test_a_synthetic_source_takes_width_and_height_and_refuses_an_empty_size(
+        tmp_path, onnx_model, capsys):
+    """`--source synthetic` reads its size from --width/--height, which `sharpen run` said had
+    no effect; a zero size (synthetic:0x0, or --width 0) failed later with 'empty frame of
+    shape (0, 0, 3)' and exit 1 instead of a usage error naming the source."""
+    out = tmp_path / "s"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", "synthetic", "--width", "40",
+                  "--height", "24", "--max-frames", "2", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and "no effect" not in err, err
+    assert cv2.imread(str(out / "frame_000000.png")).shape == (24, 40, 3)
+    for argv in (["--source", "synthetic:0x0"], ["--source", "synthetic:64x0@5"],
+                 ["--source", "synthetic", "--width", "0"]):
+        rc = run_cli(["run", "--model", str(onnx_model), *argv, "--max-frames", "2",
+                      "--out", str(tmp_path / "z.mp4"), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "synthetic" in err and "at least 1x1" in err, (argv, err)
