@@ -368,7 +368,9 @@ class _Stream:
             fr, stale = self.q_in.get_fresh(stop, self.max_age)
             if stale:
                 stats.count("dropped_frames", stale)
-            if fr is _END:
+            # Once stopped (Ctrl-C, an error, a live run's limit), the writer takes only what
+            # is already sharpened: running the frames still queued would only delay the stop.
+            if fr is _END or stop.is_set():
                 self.q_out.put(_END, stop)
                 return
             if fr.image.shape[:2] != self.size:
