@@ -47,9 +47,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(numbered 2, 3... if taken)")
     p.add_argument("--show", action="store_true",
                    help="show original | sharpened in a window with fps overlay (q/Esc quits)")
-    p.add_argument("--view", choices=("side", "split"), default="side",
-                   help="layout of --show and --compare: side by side, or split (left half "
-                        "original, right half sharpened)")
+    p.add_argument("--view", choices=("side", "split"), default=None,
+                   help="layout of --show and --compare: side by side (default), or split "
+                        "(left half original, right half sharpened)")
     p.add_argument("--compare", action="store_true",
                    help="write original and sharpened together (per --view) to --out, for "
                         "judging the result by eye")
@@ -166,7 +166,7 @@ def options_from_args(args: argparse.Namespace):
                          f"{args.fps:g}")
     # Before the model loads: a usage error. An automatic overlap (None) always fits its tile.
     check_tiling(args.tile, 0 if args.overlap is None else args.overlap, flags=True)
-    return StreamOptions(show=args.show, view=args.view, stats_path=args.stats,
+    return StreamOptions(show=args.show, view=args.view or "side", stats_path=args.stats,
                          threads=args.threads or None, provider=args.provider, tile=args.tile,
                          overlap=args.overlap, width=args.width, height=args.height,
                          fps=args.fps, max_frames=args.max_frames, live=args.live,
@@ -207,6 +207,8 @@ def handler(args: argparse.Namespace) -> int:
         print(f"warning: {too_many}", file=sys.stderr)
     if not args.tile and args.overlap is not None:
         print("warning: --overlap has no effect without --tile", file=sys.stderr)
+    if args.view is not None and not (args.show or args.compare):
+        print("warning: --view has no effect without --show or --compare", file=sys.stderr)
     defaulted = args.output is None and not args.show
     if defaulted:
         args.output = _default_output(args.source)

@@ -1361,3 +1361,20 @@ def test_ctrl_c_while_the_commands_load_is_one_line(tmp_path):
                        timeout=120, env=env, cwd=tmp_path)
     assert r.returncode == 130, r.stderr
     assert r.stderr.strip() == "sharpen: interrupted", r.stderr
+
+
+def test_view_without_show_or_compare_is_said_to_do_nothing(tmp_path, capsys, onnx_model):
+    """`--view split --out o.mp4` wrote the plain sharpened video without a word: --view lays
+    out --show and --compare only, as --overlap does nothing without --tile (said)."""
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.full((24, 32, 3), 90, np.uint8))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--view", "split",
+                   "--output", str(tmp_path / "b.png"))
+    assert rc == 0 and "warning: --view has no effect without --show or --compare" in err
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--view", "split",
+                   "--compare", "--output", str(tmp_path / "c.png"))
+    assert rc == 0 and "--view" not in err
+    assert cv2.imread(str(tmp_path / "c.png")).shape == (24, 32, 3)   # split: one frame wide
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--compare",
+                   "--output", str(tmp_path / "d.png"))
+    assert rc == 0 and cv2.imread(str(tmp_path / "d.png")).shape == (24, 64, 3)   # side: default
