@@ -14,7 +14,7 @@ import numpy as np
 
 from .backends.base import Backend
 from .options import option
-from .tiling import OVERLAP, auto_overlap, pad_to_multiple, tiled_apply
+from .tiling import OVERLAP, auto_overlap, pad_to_multiple, round_up, tiled_apply
 from .warn import warn as _warn
 
 
@@ -231,9 +231,14 @@ class FrameProcessor:
         # lets the warnings tell a capped automatic overlap from one the user chose.
         self.overlap_auto = overlap is None
         if overlap is None:
-            overlap = (auto_overlap(tile, getattr(backend, "receptive_field", None))
+            # Half the tile as it runs, rounded up to the model's multiple as tiled_apply
+            # rounds it (`--tile 40` runs as 64 for a multiple of 32), not as given.
+            runs_as = round_up(tile, getattr(backend, "multiple", 1) or 1) if tile > 0 else 0
+            overlap = (auto_overlap(runs_as, getattr(backend, "receptive_field", None))
                        if tile > 0 else OVERLAP)
-        check_tiling(tile, overlap)
+            check_tiling(runs_as, overlap)
+        else:
+            check_tiling(tile, overlap)
         self.backend, self.tile, self.overlap = backend, tile, overlap
 
     def _infer_nchw(self, batch: np.ndarray) -> np.ndarray:

@@ -187,7 +187,7 @@ def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
         return out
     if receptive_field and overlap < receptive_field and auto:
         out.append(f"the automatic overlap {overlap} is capped at half of "
-                   f"{named('tile', tile)}, narrower than the model's receptive field "
+                   f"{named('tile', t)}, narrower than the model's receptive field "
                    f"({receptive_field} px): tile seams may show; a {named('tile')} of at "
                    f"least {2 * receptive_field} lets the overlap reach it")
     elif receptive_field and overlap < receptive_field:

@@ -855,3 +855,25 @@ def test_a_stopped_stream_runs_no_more_frames_through_the_model(tmp_path, onnx_m
                StopAfterFirst(), stop_event=stop, queue_size=4)
     # The frame under way when the stop came may finish; no new one starts.
     assert sum(calls_after_stop) <= 1, calls_after_stop
+
+
+def test_the_automatic_overlap_is_half_the_tile_that_runs(tmp_path):
+    """A tile is rounded up to the model's size multiple (`--tile 40` runs as 64 for `edge`),
+    but the automatic overlap was capped at half the tile as given (20), not as run (32): a
+    narrower overlap than the tile allows, and a warning naming a tile that does not run."""
+    from runtime.backends import load_backend as load
+
+    model = _model_seeing(tmp_path, 40)
+    multiple = load(model).multiple
+    tile = 4 * multiple - 2                         # runs as 4 x multiple
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), textured_frame(1, h=96, w=128))
+    with runtime_warnings() as said:
+        s = run_stream(model, str(src), tmp_path / "t.png", tile=tile)
+    assert (s["overlap"], s["overlap_auto"]) == (min(40, 2 * multiple), True), said
+    assert not any(f"tile={tile}," in m or f"tile={tile} " in m for m in said
+                   if "capped" in m), said
+    # A tile below the multiple runs as one multiple, its automatic overlap half of that:
+    # not refused as 'overlap (4) must be smaller than tile (3)'.
+    s = run_stream(model, str(src), tmp_path / "t1.png", tile=multiple - 1)
+    assert s["overlap"] == multiple // 2
