@@ -67,7 +67,7 @@ def add_commands(sub) -> None:
                     "tiled teacher and the streaming pipeline, check quality on a held-out "
                     "set, and write DIR/report.md, DIR/report.json and PNG figures.",
         epilog=BENCH_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, metavar="DIR", help="report folder")
+    p.add_argument("--out", "--output", required=True, metavar="DIR", help="report folder")
     add_to_argparse(p)   # the options `pytest benchmarks/` shares (benchmarks/options.py)
     p.add_argument("--real-pairs", default=None, metavar="SPEC",
                    help="real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder "

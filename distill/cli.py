@@ -747,7 +747,7 @@ def add_commands(sub) -> None:
                        description="Run the Restormer teacher over images or folders at full "
                        "resolution with Gaussian-blended tiles; output names keep the input's.")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
-    p.add_argument("--out", required=True, help="output folder (PNG files)")
+    p.add_argument("--out", "--output", required=True, help="output folder (PNG files)")
     p.add_argument("--teacher-weights", default=None,
                    help="Restormer weights: the official motion_deblurring.pth, a state dict, or "
                    "a project checkpoint (default: the bundled models/teacher-restormer-small.pt)")
@@ -791,7 +791,7 @@ def add_commands(sub) -> None:
                        "OUT/input + OUT/target (the paired-folder layout), or build the "
                        "embedded default dataset with --embedded.")
     p.add_argument("--sharp", help="folder of sharp images")
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", "--output", required=True, help="output folder")
     p.add_argument("--embedded", action="store_true",
                    help="build the embedded default (bundled photos + dead leaves) instead")
     p.add_argument("--mode", default="mixed", choices=["kernel", "frames", "mixed"],
@@ -829,7 +829,7 @@ def add_commands(sub) -> None:
                        "makes the exit code 1 (the rest is still used), as does a run that "
                        "makes no training pair.")
     p.add_argument("--photos", required=True, metavar="DIR", help="folder of sharp photos")
-    p.add_argument("--out", required=True, metavar="DIR", help="corpus folder")
+    p.add_argument("--out", "--output", required=True, metavar="DIR", help="corpus folder")
     p.add_argument("--mix", default="gopro,handheld,mild", metavar="LIST",
                    help="presets cycled over each training photo's copies")
     p.add_argument("--test-preset", default="gopro", metavar="NAME",
@@ -851,7 +851,8 @@ def add_commands(sub) -> None:
                        "not exact); fine-tune the result with `sharpen distill ... init=OUT "
                        "\"model.args={...}\"`.")
     p.add_argument("--weights", required=True, metavar="CKPT", help="trained student")
-    p.add_argument("--out", required=True, metavar="CKPT", help="grown student checkpoint")
+    p.add_argument("--out", "--output", required=True, metavar="CKPT",
+                   help="grown student checkpoint")
     p.add_argument("changes", nargs="+", metavar="NAME=INT",
                    help="architecture changes, e.g. low_blocks=4 detail=8 edge=3")
     p.add_argument("--quiet", action="store_true", help="print nothing on success")
@@ -883,7 +884,7 @@ def add_commands(sub) -> None:
                    help="N images spread over the set (default: all)")
     p.add_argument("--crop", type=int, default=0, metavar="PX",
                    help="evaluate a centre crop of this side (0 = whole images)")
-    p.add_argument("--out", default=None, metavar="DIR",
+    p.add_argument("--out", "--output", default=None, metavar="DIR",
                    help="write metrics.json and side_by_side.png here")
     p.add_argument("--figure-images", type=int, default=6, metavar="N",
                    help="rows of the side-by-side figure: with ground truth the images some "

@@ -39,7 +39,7 @@ def add_commands(sub) -> None:
     p.add_argument("--formats", "--format", dest="formats", default=None, metavar="LIST",
                    help="comma-separated formats (see below) or 'all'; default: all that this "
                         "machine can build")
-    p.add_argument("--out", required=True, metavar="DIR",
+    p.add_argument("--out", "--output", required=True, metavar="DIR",
                    help="output folder for the artifacts and export_report.json")
     p.add_argument("--name", default=None,
                    help="file name stem of the artifacts (default: the checkpoint's stem)")

@@ -437,7 +437,7 @@ def add_commands(sub) -> None:
         "demo", formatter_class=HelpFormatter,
         help="run the whole pipeline end to end on the embedded default",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
-    p.add_argument("--out", default="demo-output", help="output folder")
+    p.add_argument("--out", "--output", default="demo-output", help="output folder")
     p.add_argument("--data", default="embedded",
                    help="training data SPEC for labels + distillation (embedded, a GoPro root, "
                    "paired folder, folder of footage, video, or kind:path); validated on its "

@@ -329,3 +329,19 @@ def test_export_warns_through_python_and_quiet_silences_only_its_steps(tmp_path,
                                             "float, so 'output' alone"):
         fl.plan([fl.OUTPUT], None, ["tflite-int8"], None, [], {}, None, True, steps.append)
     assert steps == ["tflite-int8 keeps output (and all after) in float"], steps
+
+
+def test_every_command_with_out_takes_output_too():
+    """`sharpen run` takes --out or --output; `sharpen export --output exp/` said only
+    'the following arguments are required: --out'. Every command's --out has the alias."""
+    import argparse
+
+    from sharpen.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    with_out = {name: p for name, p in sub.choices.items()
+                if any("--out" in a.option_strings for a in p._actions)}
+    assert {"run", "export", "bench", "evaluate"} <= set(with_out)
+    for name, p in with_out.items():
+        out = next(a for a in p._actions if "--out" in a.option_strings)
+        assert "--output" in out.option_strings, name

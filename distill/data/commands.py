@@ -55,7 +55,7 @@ Several GPUs: torchrun --nproc_per_node N -m distill.data.labels --data ... --ou
 def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="SPEC", default="embedded",
                    help="data source (see above; default: embedded)")
-    p.add_argument("--out", metavar="DIR", required=True, help="label cache folder")
+    p.add_argument("--out", "--output", metavar="DIR", required=True, help="label cache folder")
     p.add_argument("--teacher-weights", metavar="PATH", default=None,
                    help="teacher checkpoint (project checkpoint or the official "
                         "motion_deblurring.pth); default: the bundled teacher")
