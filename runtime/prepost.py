@@ -263,11 +263,17 @@ class FrameProcessor:
         # precision and the result comes back in 16 bits.
         bgr = to_bgr(frame)
         layout, multiple = self.backend.layout, self.backend.multiple
+        quantized_io = getattr(self.backend, "quantized_io", False)
         if bgr.dtype == np.uint16 and getattr(self.backend, "precision", "") == "int8" \
-                and not getattr(self.backend, "quantized_io", False):
+                and not quantized_io:
             # Float I/O, but the graph quantises its input to 8 bits first.
             _warn("16-bit frames through an INT8 model keep about 8 bits of precision (the "
                   "file stays 16-bit; use an FP32/FP16 model to keep all 16)")
+        if bgr.dtype == np.uint16 and quantized_io:
+            # The same 8-bit result whether tiled (the float path) or not (uint8 tables).
+            _warn("16-bit frames pass through the INT8 model's 8-bit input and output: "
+                  "results are 8-bit")
+            bgr = to_8bit(bgr)
         if self.tile:
             img = bgr_to_rgbf(bgr)
             t1 = time.perf_counter()
@@ -275,12 +281,8 @@ class FrameProcessor:
                               multiple=multiple, batch_size=1)
             t2 = time.perf_counter()
             result = rgbf_to_bgr(out, bgr.dtype)
-        elif getattr(self.backend, "quantized_io", False):
+        elif quantized_io:
             # Integer model I/O (TFLite INT8): stay in uint8 end to end, see LiteRTBackend.
-            if bgr.dtype == np.uint16:
-                _warn("16-bit frames pass through the INT8 model's 8-bit input and output: "
-                      "results are 8-bit")
-                bgr = to_8bit(bgr)
             padded, (h, w) = pad_to_multiple(bgr, multiple)
             rgb = cv2.cvtColor(padded, cv2.COLOR_BGR2RGB)[None]
             t1 = time.perf_counter()

@@ -527,3 +527,22 @@ def test_every_backend_run_after_close_says_so_alike(request, onnx_model, which)
         with pytest.raises(ModelError) as e:
             run()
         assert str(e.value) == said
+
+
+def test_a_16_bit_frame_through_int8_io_gives_8_bits_tiled_or_not(tflite_models):
+    """A TFLite INT8 model's 8-bit I/O turns 16-bit frames into 8-bit results, and says so;
+    with tiles (`--tile`) it returned a 16-bit result without a word, so the same model and
+    image gave an 8-bit or a 16-bit file depending on --tile."""
+    import warnings
+
+    from runtime.warn import SharpenWarning
+
+    b = load_backend(tflite_models[1], threads=2)
+    f16 = textured_frame(3, h=64, w=96).astype(np.uint16) * 257
+    for tile in (0, 32):
+        with warnings.catch_warnings(record=True) as said:
+            warnings.simplefilter("always")
+            out = FrameProcessor(b, tile=tile, overlap=8 if tile else None)(f16)
+        assert out.dtype == np.uint8 and out.shape == f16.shape, tile
+        assert any(issubclass(w.category, SharpenWarning) and "results are 8-bit"
+                   in str(w.message) for w in said), (tile, [str(w.message) for w in said])
