@@ -230,16 +230,18 @@ class FrameProcessor:
         # None: from the model's receptive field (runtime.tiling.auto_overlap); `overlap_auto`
         # lets the warnings tell a capped automatic overlap from one the user chose.
         self.overlap_auto = overlap is None
+        # The tile as tiled_apply runs it, rounded up to the model's multiple (`--tile 40` runs
+        # as 64 for a multiple of 32): the automatic overlap is half of it, and the stats and
+        # the `done:` line name it.
+        runs_as = round_up(tile, getattr(backend, "multiple", 1) or 1) if tile > 0 else 0
         if overlap is None:
-            # Half the tile as it runs, rounded up to the model's multiple as tiled_apply
-            # rounds it (`--tile 40` runs as 64 for a multiple of 32), not as given.
-            runs_as = round_up(tile, getattr(backend, "multiple", 1) or 1) if tile > 0 else 0
             overlap = (auto_overlap(runs_as, getattr(backend, "receptive_field", None))
                        if tile > 0 else OVERLAP)
             check_tiling(runs_as, overlap)
         else:
             check_tiling(tile, overlap)
         self.backend, self.tile, self.overlap = backend, tile, overlap
+        self.tile_runs_as = runs_as
 
     def _infer_nchw(self, batch: np.ndarray) -> np.ndarray:
         # tiled_apply speaks NCHW; NHWC backends (TFLite) get transposed tiles.

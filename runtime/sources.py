@@ -548,7 +548,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
             # A recording served over HTTP: as live, most of its frames were dropped (it is
             # read faster than real time) and the rest repeated.
             src.live = False
-            src.note(f"{spec!r} declares {src.frame_count} frames: a recording, so every frame "
+            src.note(f"{spec!r} declares {count(src.frame_count, 'frame')}: a recording, so every frame "
                      f"is processed ({option('live', True, flags)} to drop frames as for a live "
                      "stream)")
         return src

@@ -871,9 +871,12 @@ def test_the_automatic_overlap_is_half_the_tile_that_runs(tmp_path):
     with runtime_warnings() as said:
         s = run_stream(model, str(src), tmp_path / "t.png", tile=tile)
     assert (s["overlap"], s["overlap_auto"]) == (min(40, 2 * multiple), True), said
+    assert s["tile"] == 4 * multiple   # what ran, as the stats and `done:` line say
     assert not any(f"tile={tile}," in m or f"tile={tile} " in m for m in said
                    if "capped" in m), said
     # A tile below the multiple runs as one multiple, its automatic overlap half of that:
     # not refused as 'overlap (4) must be smaller than tile (3)'.
-    s = run_stream(model, str(src), tmp_path / "t1.png", tile=multiple - 1)
-    assert s["overlap"] == multiple // 2
+    with runtime_warnings() as said:
+        s = run_stream(model, str(src), tmp_path / "t1.png", tile=multiple - 1)
+    assert s["overlap"] == multiple // 2 and s["tile"] == multiple
+    assert any(f"tile={multiple - 1} runs as {multiple}" in m for m in said), said
