@@ -24,7 +24,7 @@ import warnings
 from numbers import Integral, Real
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
@@ -695,7 +695,18 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         if res.extra.get("float_layers"):
             ctx.float_by_fmt[f] = list(res.extra["float_layers"])
     total = len(fmts)
-    with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp:
+    def write_report(results: list[FormatResult], interrupted: bool = False) -> ExportReport:
+        settings.update(weights_sha256=weights_sha, stem=stem,
+                        float_layers=dict(ctx.float_by_fmt))   # as built, after any fallback
+        if interrupted:
+            settings["interrupted"] = True
+        report = ExportReport(str(weights), model.arch_name, str(out), results + earlier,
+                              reference, settings)
+        atomic_write_json(out / "export_report.json", report.to_dict())
+        return report
+
+    with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp, \
+            _report_if_interrupted(lambda: write_report(results, interrupted=True)):
         ctx.tmp = Path(tmp)
         ctx.requested = set(fmts) | set(kept)
         for i, f in enumerate(fmts, 1):
@@ -744,13 +755,20 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                      f"sidecar, {res.extra['trtexec_sidecar']}, is written: keep it beside "
                      "the engine)")
 
-    results += earlier
-    settings["weights_sha256"] = weights_sha
-    settings["stem"] = stem
-    settings["float_layers"] = dict(ctx.float_by_fmt)   # as built, after any fallback
-    report = ExportReport(str(weights), model.arch_name, str(out), results, reference, settings)
-    atomic_write_json(out / "export_report.json", report.to_dict())
-    return report
+    return write_report(results)
+
+
+@contextlib.contextmanager
+def _report_if_interrupted(write: Callable[[], object]) -> Iterator[None]:
+    """On Ctrl-C, the report of the formats finished so far, then the interruption: without
+    it the next export found no record of what they were built from and rebuilt them (minutes
+    of calibration each for the INT8 ones). The format under way stays marked unchecked."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        with contextlib.suppress(Exception):   # best effort: the interruption is what counts
+            write()
+        raise
 
 
 def _search_float_layers(attempt, tries: list[list[str]]) -> FormatResult:

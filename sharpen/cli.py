@@ -68,7 +68,7 @@ def _command_parser(parser: argparse.ArgumentParser,
 
 
 # Commands whose rerun skips what an interrupted run finished (their caches and outputs).
-RESUMABLE = ("corpus", "labels", "bench")
+RESUMABLE = ("corpus", "labels", "bench", "export")
 
 
 @contextlib.contextmanager

@@ -485,6 +485,37 @@ def test_artifacts_an_interrupted_re_export_was_replacing_are_refused(student, d
         load_backend(old_int8)
 
 
+def test_an_interrupted_export_reports_what_it_finished_and_the_next_keeps_it(
+        student, data_dir, tmp_path, monkeypatch):
+    """Ctrl-C in the second format left no export_report.json: the next export found no
+    record of the first one's build and rebuilt it (minutes for an INT8 model)."""
+    import optimize.export as ex
+
+    common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
+                  parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
+    real, calls = ex._build_and_gate, []
+
+    def stop_at_the_second(*a, **k):
+        calls.append(a[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(ex, "_build_and_gate", stop_at_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, **common)
+    report = json.loads((tmp_path / "export_report.json").read_text())
+    assert report["settings"]["interrupted"] is True
+    assert [(r["format"], r["status"]) for r in report["results"]] == [("onnx", "pass")]
+    monkeypatch.undo()
+    onnx = Path(report["results"][0]["file"])
+    first = onnx.stat().st_mtime_ns
+    rep = ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, **common)
+    assert rep.result("onnx").extra.get("up_to_date") and onnx.stat().st_mtime_ns == first
+    assert rep.result("onnx-int8").status == "pass"
+    assert "interrupted" not in json.loads((tmp_path / "export_report.json").read_text())[
+        "settings"]
+
+
 def test_ground_truth_for_some_parity_images_only_is_said(student, data_dir, tmp_path):
     import shutil
 
