@@ -10,6 +10,7 @@ from __future__ import annotations
 import glob
 import os
 import warnings
+from itertools import islice
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -68,7 +69,7 @@ def resolve_paths(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
         if p.is_dir():
             found = list_images(p)
             if not found:
-                raise CalibrationError(f"no images in folder {p}")
+                raise CalibrationError(f"no images in folder {p}{_empty_folder_hint(p)}")
             paths += found
         elif p.is_file():
             paths.append(p)
@@ -86,6 +87,30 @@ def resolve_paths(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
             seen.add(p.resolve())
             unique.append(p)
     return unique
+
+
+def _empty_folder_hint(folder: Path) -> str:
+    """What a folder without images directly in it holds instead, and what to pass: a user's
+    footage folder (clips, or stills in day1/, day2/) or a label cache's frames/ (one subfolder
+    per clip) drew only "no images in folder", though its images were one level down."""
+    from distill.images import is_image
+    from runtime.imageio import VIDEO_EXTS
+
+    entries = [q for q in folder.iterdir() if not q.name.startswith(".")]
+    videos = sorted(q.name for q in entries if q.is_file() and q.suffix.lower() in VIDEO_EXTS)
+    # Bounded: a hint must not walk a whole disk when someone passes their home folder.
+    below = sum(1 for q in islice(folder.rglob("*"), 100_000)
+                if is_image(q) and not any(part.startswith(".") for part in
+                                           q.relative_to(folder).parts))
+    hints = []
+    if below:
+        hints.append(f"its subfolders hold {below} image file(s), which a folder does not "
+                     f"include: pass '{folder / '**' / '*'}' (quoted) or one subfolder")
+    if videos:
+        hints.append(f"it holds video files ({', '.join(videos[:3])}), which are not read: "
+                     "pass frames instead, e.g. 'CACHE/frames/**/*' (quoted) of a cache "
+                     "`sharpen labels --data` labelled from them")
+    return "; " + "; ".join(hints) if hints else ""
 
 
 def _array_images(path: Path) -> list[tuple[str, np.ndarray]]:

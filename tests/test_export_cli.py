@@ -1037,3 +1037,29 @@ def test_a_portrait_engine_shape_is_said_as_height_by_width(ckpt, tmp_path, caps
     assert main([*base, "--out", str(tmp_path / "b"), "--opt-shape", "720x1280"]) == \
         (0 if engine_here else 1)
     assert "HEIGHTxWIDTH" not in capsys.readouterr().err
+
+
+def test_a_folder_with_images_only_below_it_or_videos_says_what_to_pass(tmp_path):
+    """`export --calib footage/` (stills in day1/, a clip) or `--calib CACHE/frames` (one
+    subfolder per clip) said only 'no images in folder', though the images were a level down."""
+    import cv2
+
+    from optimize.calibration import CalibrationError, resolve_paths
+
+    footage = tmp_path / "footage"
+    (footage / "day1").mkdir(parents=True)
+    for name in ("a", "b"):
+        cv2.imwrite(str(footage / "day1" / f"{name}.png"), np.full((24, 32, 3), 90, np.uint8))
+    (footage / "walk.mp4").write_bytes(b"not decoded here")
+    with pytest.raises(CalibrationError) as e:
+        resolve_paths(footage)
+    msg = str(e.value)
+    assert f"no images in folder {footage}" in msg
+    assert "subfolders hold 2 image file(s)" in msg and f"'{footage / '**' / '*'}'" in msg
+    assert "video files (walk.mp4)" in msg and "frames/**/*" in msg
+    # ... and the glob it suggests finds them
+    assert [p.name for p in resolve_paths(str(footage / "**" / "*"))] == ["a.png", "b.png"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(CalibrationError, match=r"no images in folder .*empty$"):
+        resolve_paths(empty)
