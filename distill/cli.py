@@ -691,11 +691,18 @@ def _train(args: argparse.Namespace, task: str) -> int:
         # Exit 0 (the budget was asked for), but not "done": that read as a finished run.
         print(f"stopped early at step {result.step} of {cfg.optim.steps} (time or step budget "
               f"reached): {', '.join(written)}   {shown}; {resume_hint(cfg)}")
+    elif not written:
+        # A branch (resume=OTHER/last.pt out=NEW) of a run already at optim.steps: nothing was
+        # trained or saved in NEW (the warning above says so); "done: " naming no file and
+        # "set data.val_labels" (though it was set) read as a run that lost its checkpoints.
+        print(f"nothing trained: {out} holds no checkpoint   {shown}")
     else:
         print(f"done: {', '.join(written)}   {shown}")
-    if not (out / "best.pt").exists():
-        print("note: no best.pt: nothing was validated (set data.val_labels for `distill`, "
-              "data.val for `train`)", file=sys.stderr)
+    if written and not (out / "best.pt").exists():
+        has_val = cfg.data.val_labels if cfg.task == "student" else cfg.data.val
+        print("note: no best.pt: nothing was validated" + (
+            "" if has_val else " (set data.val_labels for `distill`, data.val for `train`)"),
+            file=sys.stderr)
     return 0
 
 

@@ -1754,3 +1754,23 @@ def test_validation_and_saving_are_left_out_of_the_training_rate_and_eta(tmp_pat
     assert "val_s" not in recs[4] and recs[8]["val_s"] > wall / 2, (recs, wall)
     assert recs[8]["s_per_step"] * 4 < wall / 4, (recs, wall)
     assert "(validation and saving " in log
+
+
+def test_branching_a_finished_run_says_nothing_was_trained(tmp_path, capsys):
+    """`resume=a/last.pt out=b` where a is already at optim.steps printed "done: " naming no
+    file and "note: no best.pt: nothing was validated (set data.val ...)" though data.val was
+    set: b holds no checkpoint because nothing was trained."""
+    from sharpen.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    argv = ["train", "optim.steps=2", "val_every=1", *TINY_CLI]
+    assert main([*argv, f"out={a}"]) == 0
+    capsys.readouterr()
+    assert main([*argv, f"out={b}", f"resume={a / 'last.pt'}"]) == 0
+    std = capsys.readouterr()
+    assert "already at step 2 of optim.steps=2: nothing to train" in std.err
+    assert std.out.startswith(f"nothing trained: {b} holds no checkpoint"), std.out
+    assert "done:" not in std.out and "set data.val" not in std.err, std
+    assert main(["train", "optim.steps=3", "val_every=1", *TINY_CLI, f"out={b}",
+                 f"resume={a / 'last.pt'}"]) == 0   # the branch goes on once steps are raised
+    assert capsys.readouterr().out.startswith(f"done: {b / 'best.pt'}, {b / 'last.pt'}")
