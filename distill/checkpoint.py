@@ -40,13 +40,25 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     return Path(path)
 
 
+def folder_problem(path: str | os.PathLike) -> str:
+    """Why a folder is no checkpoint, naming the checkpoints in it: a run's out= folder is the
+    natural thing to pass (`--weights runs/mine`, `resume=runs/a`), and the message named only
+    the folder."""
+    path = Path(path)
+    found = [str(path / n) for n in ("best.pt", "last.pt") if (path / n).is_file()]
+    if not found:
+        found = [str(p) for p in sorted(path.glob("*.pt"))[:3]]
+    hint = f" (give {' or '.join(found)})" if found else ""
+    return f"checkpoint path is a folder, not a file: {path}{hint}"
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint file with weights_only=True and clear errors for missing/bad files."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
-        raise CheckpointError(f"checkpoint path is a folder, not a file: {path}")
+        raise CheckpointError(folder_problem(path))
     if path.suffix.lower() in (".onnx", ".tflite", ".engine", ".plan"):
         raise CheckpointError(f"{path} is an exported model, not a PyTorch checkpoint: run it "
                               f"with `sharpen run --model {path}`, or score it with `sharpen "

@@ -488,6 +488,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         except (SinkError, ValueError) as e:
             return _err(str(e))
     for w in weights:
+        if Path(w).is_dir():   # a run's out= folder: name the checkpoints in it
+            from .checkpoint import folder_problem
+            return _err(f"--weights {w}: {folder_problem(w)}")
         if not Path(w).is_file():
             return _err(f"--weights {w}: no such checkpoint")
         if is_artifact(w):

@@ -582,3 +582,30 @@ def test_files_that_are_not_images_are_named_as_run_names_them(nogt, tmp_path, c
     assert said == [f"warning: {pairs}: 2 file(s) that are not images skipped "
                     f"({pairs / 'input' / 'README.txt'}, {pairs / 'input' / 'a.heic'}); evaluate "
                     f"reads {', '.join(sorted(IMAGE_EXTS))} only"], err
+
+
+def test_a_run_folder_given_as_weights_names_its_checkpoints(nogt, tmp_path, capsys):
+    """`--weights runs/mine` (the run's out= folder) said 'no such checkpoint' though the
+    folder was there, and `export --weights`, `resume=` and `init=` named only the folder;
+    each now names the checkpoints in it."""
+    import torch
+
+    from distill.checkpoint import CheckpointError, atomic_save, make_checkpoint, read_checkpoint
+    from distill.students import create_student
+    from sharpen.cli import main
+
+    run = tmp_path / "runs" / "mine"
+    run.mkdir(parents=True)
+    torch.manual_seed(0)
+    st = create_student("fast", width=8)
+    for name in ("best.pt", "last.pt"):
+        atomic_save(make_checkpoint(st, kind="student", arch="fast", arch_args=st.arch_args),
+                    run / name)
+    assert main(["evaluate", "--weights", str(run), "--data", str(nogt), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--weights {run}: checkpoint path is a folder, not a file: {run} (give " \
+           f"{run / 'best.pt'} or {run / 'last.pt'})" in err, err
+    with pytest.raises(CheckpointError, match=r"a folder, not a file: .*mine \(give .*best\.pt"):
+        read_checkpoint(run)
+    with pytest.raises(CheckpointError, match=r"a folder, not a file: .*runs$"):
+        read_checkpoint(run.parent)   # no checkpoint in it: nothing to name
