@@ -314,6 +314,20 @@ def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
                        cache_size=d.cache_size)
 
 
+def warmup_problem(cfg: TrainConfig) -> Optional[str]:
+    """What a warmup as long as the run does: `sharpen distill optim.steps=150` with the
+    default optim.warmup_steps=200 trained the whole run on the rising ramp (its last step at
+    0.75 of optim.lr) and never on the cosine decay, without a word."""
+    o = cfg.optim
+    if o.warmup_steps < o.steps or o.warmup_steps <= 1:
+        return None
+    reached = o.steps / o.warmup_steps   # the schedule's factor at the last step (steps - 1)
+    return (f"optim.warmup_steps={o.warmup_steps} is not below optim.steps={o.steps}: the "
+            f"learning rate rises for the whole run, to {reached:.2g} x optim.lr={o.lr:g} at its "
+            "last step, and never decays; set optim.warmup_steps lower (e.g. "
+            f"optim.warmup_steps={max(1, o.steps // 20)}, a twentieth of the steps)")
+
+
 def _validation_leak(cfg: TrainConfig) -> Optional[str]:
     """What to say when the student's validation images are training images too: with
     footage, which has no ground truth and no split, a validation cache labelled from the same
@@ -867,6 +881,10 @@ class Trainer:
                 if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
                     warnings.warn(leak, SharpenWarning)
                     log_lines.append(f"warning: {leak}")
+                ramp = warmup_problem(cfg)
+                if ramp:   # said, not refused: a short test run may not care
+                    warnings.warn(ramp, SharpenWarning)
+                    log_lines.append(f"warning: {ramp}")
                 changed = data_changes(self._resumed_data, self._data_sig)
                 if changed:   # on the console, not only in train.log: the result differs silently
                     msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "

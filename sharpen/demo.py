@@ -338,7 +338,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"out={out / 'distill'}", f"model.arch={args.student}", f"model.args={arch_args}",
         f"init={student_ckpt}", "val_start=true",
         f"data.labels={labels / 'train'}", f"data.val_labels={labels / 'val'}",
-        f"optim.steps={args.steps}", "optim.warmup_steps=10", f"optim.lr={args.lr:g}",
+        # 10 steps of warmup, under half the run for a short --steps (the trainer warns of a
+        # warmup as long as the run: the rate would never reach --lr).
+        f"optim.steps={args.steps}", f"optim.warmup_steps={min(10, max(1, args.steps // 2))}",
+        f"optim.lr={args.lr:g}",
         "data.batch_size=8", "data.crop=128", "data.workers=1", f"val_every={args.steps}",
         f"ckpt_every={args.steps}", "resume=never", *DEMO_LOSS])
     trainer = Trainer(cfg, quiet=args.quiet)

@@ -1593,7 +1593,9 @@ def test_train_log_records_a_command_that_runs_again(tmp_path, monkeypatch, caps
     with pytest.raises(SystemExit) as e:
         runpy.run_module("sharpen.cli", run_name="__main__", alter_sys=True)
     assert e.value.code == 0, capsys.readouterr().err[-3000:]
-    recorded = (out / "train.log").read_text().splitlines()[0].split("command: ", 1)[1]
+    # (the start line: a warning, here the 200-step warmup of a 3-step run, may come first)
+    start = next(ln for ln in (out / "train.log").read_text().splitlines() if "command: " in ln)
+    recorded = start.split("command: ", 1)[1]
     assert recorded == shlex.join(["python", "-m", "sharpen.cli", *args]), recorded
     # the recorded line, run as a user would (the venv's python first on PATH), resumes
     r = subprocess.run(["bash", "-c", recorded], capture_output=True, text=True, timeout=300,
@@ -1774,3 +1776,17 @@ def test_branching_a_finished_run_says_nothing_was_trained(tmp_path, capsys):
     assert main(["train", "optim.steps=3", "val_every=1", *TINY_CLI, f"out={b}",
                  f"resume={a / 'last.pt'}"]) == 0   # the branch goes on once steps are raised
     assert capsys.readouterr().out.startswith(f"done: {b / 'best.pt'}, {b / 'last.pt'}")
+
+
+def test_a_warmup_as_long_as_the_run_is_warned_about(tmp_path):
+    """`optim.steps=150` with the default optim.warmup_steps=200 trained the whole run on the
+    rising ramp (never at optim.lr, never decaying) without a word."""
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "a", 3, **{"optim.warmup_steps": 4}), quiet=True)
+    ramp = [m for m in said if "optim.warmup_steps=4 is not below optim.steps=3" in m]
+    assert ramp and "to 0.75 x optim.lr=0.001 at its last step" in ramp[0], said
+    assert "optim.warmup_steps=4 is not below" in (tmp_path / "a" / "train.log").read_text()
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "b", 3), quiet=True)   # warmup 2 of 3 steps: nothing to say
+    assert not [m for m in said if "warmup" in m], said
+
