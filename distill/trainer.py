@@ -237,6 +237,31 @@ def _naming(key: str, value, hint: str = ""):
 
 
 _LABELS_HINT = "make it with `sharpen labels --data DATA --out {}`"
+def _val_labels_hint(d) -> str:
+    """How to make a missing data.val_labels: where data.labels' last `sharpen labels` run held
+    it out (--hold-out --val-out) and was stopped before labelling it, that run again. "make it
+    with `sharpen labels --data DATA --out VAL`", followed, labelled the training footage
+    itself into the validation cache."""
+    import shlex
+
+    from .data.label_cache import read_run_record
+
+    rec = read_run_record(Path(d.labels)) if d.labels else {}
+    held = rec.get("hold_out") if isinstance(rec.get("hold_out"), dict) else {}
+    other = held.get("other_cache")
+    if not (other and held.get("role") == "training" and rec.get("data")
+            and Path(other).resolve() == Path(d.val_labels).resolve()):
+        return _LABELS_HINT.format(d.val_labels)
+    cmd = ["sharpen", "labels", "--data", str(rec["data"])]
+    cmd += ["--split", str(rec["split"])] if rec.get("split") else []
+    cmd += ["--out", str(d.labels), "--hold-out", f"{held.get('fraction')}", "--val-out",
+            str(d.val_labels)]
+    cmd += ["--limit", str(rec["limit"])] if rec.get("limit") else []
+    return (f"the `sharpen labels` run that labelled data.labels={d.labels} holds it out into "
+            f"this cache{'' if rec.get('complete') else ' and was stopped before it got there'}"
+            f": run it again to finish both, `{shlex.join(cmd)}`")
+
+
 _SOURCE_HINT = ("build it with `sharpen corpus --photos PHOTOS --out {}` (see the config's "
                 "comments), or point it at a paired folder")
 
@@ -392,7 +417,7 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                 raise ValueError(f"data.val={d.val}: no readable validation pair")
     elif d.val_labels:
         from .data.crops import pairs_from_labels
-        with _naming("data.val_labels", d.val_labels, _LABELS_HINT.format(d.val_labels)):
+        with _naming("data.val_labels", d.val_labels, _val_labels_hint(d)):
             pairs = pairs_from_labels(d.val_labels, "data.val_labels")
         out = _read_val_items(pairs, d.val_max_images, f"data.val_labels={d.val_labels}", note)
         if not out:

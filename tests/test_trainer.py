@@ -1790,3 +1790,29 @@ def test_a_warmup_as_long_as_the_run_is_warned_about(tmp_path):
         train(tiny_cfg(tmp_path / "b", 3), quiet=True)   # warmup 2 of 3 steps: nothing to say
     assert not [m for m in said if "warmup" in m], said
 
+
+def test_a_missing_held_out_cache_is_told_to_rerun_the_hold_out_labels_command(tmp_path):
+    """`sharpen labels --hold-out 0.3 --val-out VAL` stopped before it reached VAL, then
+    `distill data.labels=OUT data.val_labels=VAL` said "make it with `sharpen labels --data
+    DATA --out VAL`", which, followed, labels the training footage into the validation cache."""
+    from distill.data.label_cache import write_run_record
+    from distill.trainer import load_val_items
+
+    train_cache, val = tmp_path / "foot", tmp_path / "foot-val"
+    train_cache.mkdir()
+    write_run_record(train_cache, complete=False, data="footage", split=None, limit=4,
+                     hold_out={"fraction": 0.3, "rule": "clips", "role": "training",
+                               "other_cache": str(val), "split": "train"})
+    cfg = load_config(None, ["task=student", f"data.labels={train_cache}",
+                             f"data.val_labels={val}"])
+    with pytest.raises(ValueError) as e:
+        load_val_items(cfg, progress=False)
+    msg = str(e.value)
+    assert msg.startswith(f"data.val_labels={val}: label cache not found"), msg
+    assert "was stopped before it got there" in msg and \
+        (f"`sharpen labels --data footage --out {train_cache} --hold-out 0.3 --val-out {val} "
+         "--limit 4`") in msg, msg
+    cfg = load_config(None, ["task=student", f"data.labels={tmp_path / 'other'}",
+                             f"data.val_labels={val}"])
+    with pytest.raises(ValueError, match=r"make it with `sharpen labels --data DATA --out "):
+        load_val_items(cfg, progress=False)   # no hold-out names it: the general advice
