@@ -350,7 +350,8 @@ def warmup_problem(cfg: TrainConfig) -> Optional[str]:
     return (f"optim.warmup_steps={o.warmup_steps} is not below optim.steps={o.steps}: the "
             f"learning rate rises for the whole run, to {reached:.2g} x optim.lr={o.lr:g} at its "
             "last step, and never decays; set optim.warmup_steps lower (e.g. "
-            f"optim.warmup_steps={max(1, o.steps // 20)}, a twentieth of the steps)")
+            f"optim.warmup_steps={max(1, o.steps // 20)}"
+            f"{', a twentieth of the steps' if o.steps >= 20 else ''})")
 
 
 def _validation_leak(cfg: TrainConfig) -> Optional[str]:
