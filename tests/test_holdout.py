@@ -341,3 +341,32 @@ def test_a_label_made_by_another_teacher_or_tiling_is_not_taken(tmp_path, teache
     assert "reused" not in said
     assert json.loads((val / "manifest.json").read_text())["entries"]["tree"].get(
         "reused_from") is None
+
+
+def test_run_json_records_a_relative_data_as_an_absolute_path(tmp_path, teacher, capsys,
+                                                              monkeypatch):
+    """`sharpen labels --data footage` kept "footage" in run.json, which distill quotes back
+    (the re-run advice for a hold-out stopped before its validation cache, the selection
+    warnings): from another folder it named nothing there."""
+    from distill.config import load_config
+    from distill.trainer import load_val_items
+
+    _frames(tmp_path / "footage" / "a", 3, 0)
+    _frames(tmp_path / "footage" / "b", 3, 1)
+    monkeypatch.chdir(tmp_path)
+    assert main(["--data", "footage", "--out", "train", "--teacher-weights", str(teacher),
+                 "--tile", "0", "--quiet"]) == 0
+    foot = str((tmp_path / "footage").resolve())
+    assert read_run_record(tmp_path / "train")["data"] == foot
+    assert main(["--data", "embedded", "--split", "val", "--out", "emb", "--teacher-weights",
+                 str(teacher), "--tile", "0", "--limit", "1", "--quiet"]) == 0
+    assert read_run_record(tmp_path / "emb")["data"] == "embedded"   # a name stays a name
+    # distill's advice for the validation cache the hold-out had not reached yet, elsewhere
+    rec = read_run_record(tmp_path / "train")
+    (tmp_path / "train" / "run.json").write_text(json.dumps({**rec, "hold_out": {
+        "fraction": 0.5, "role": "training", "other_cache": str(tmp_path / "val")}}))
+    monkeypatch.chdir(tmp_path / "footage")
+    cfg = load_config(None, ["task=student", f"data.labels={tmp_path / 'train'}",
+                             f"data.val_labels={tmp_path / 'val'}"])
+    with pytest.raises(ValueError, match=f"`sharpen labels --data {foot} --out "):
+        load_val_items(cfg, progress=False)

@@ -99,6 +99,13 @@ class LabelStats:
     videos_left_out: int = 0
 
 
+def _recorded_data(data: str) -> str:
+    """--data as run.json keeps it: a relative path made absolute, since the commands that
+    quote it (distill's advice to re-run `sharpen labels --data ...`) may run from another
+    folder than the labelling did ("--data footage" named nothing there)."""
+    return str(Path(data).resolve()) if Path(data).exists() else data
+
+
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
                config: Optional[str] = None, tile: int = TEACHER_TILE,
                overlap: Optional[int] = None,
@@ -177,7 +184,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             listed = {s.name for s in info.samples}
             here = merge_entries(read_manifest_entries(out_dir / MANIFEST),
                                  *(read_manifest_entries(p) for p in shard_paths(out_dir).values()))
-            write_run_record(out_dir, **({"complete": False} if records else {}), data=data,
+            write_run_record(out_dir, **({"complete": False} if records else {}),
+                             data=_recorded_data(data),
                              split=info.split,
                              limit=limit, selected=len(samples),
                              selection=[s.name for s in samples],
