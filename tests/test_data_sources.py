@@ -368,3 +368,32 @@ def test_embedded_spec(tmp_path, monkeypatch):
     assert info.kind == "embedded" and info.split == "val" and len(info.samples) == 2
     assert calls == [(tmp_path / "emb", ("val",))]
     assert resolve_source(f"embedded:{tmp_path / 'other'}").root == tmp_path / "other"
+
+
+def test_a_label_cache_given_as_data_is_refused_with_what_to_give(tmp_path):
+    """`evaluate --data runs/labels/foot` (or `labels --data` of one) read the cache as a
+    folder of footage: the teacher's outputs in labels/ scored as blurred inputs beside the
+    saved frames (14 images of a 7-label cache)."""
+    import json
+
+    from distill.data.label_cache import write_run_record
+    from distill.data.sources import SourceError, resolve_source
+    from distill.images import write_image
+
+    cache = tmp_path / "cache"
+    img = np.full((16, 16, 3), 0.5, np.float32)
+    write_image(cache / "labels" / "walk_000000.png", img)
+    write_image(cache / "frames" / "walk_000000.png", img)
+    (cache / "manifest.json").write_text(json.dumps({"format": "sharpen-labels/1",
+                                                     "entries": {}}))
+    write_run_record(cache, complete=True, data=str(tmp_path / "footage"))
+    for spec in (cache, f"folder:{cache}"):
+        with pytest.raises(SourceError) as e:
+            resolve_source(spec)
+        msg = str(e.value)
+        assert msg.startswith(f"{cache} is a label cache made by `sharpen labels`"), msg
+        assert f"labelled from ({tmp_path / 'footage'})" in msg and \
+            f"{cache / 'frames'}" in msg and f"data.labels={cache}" in msg, msg
+    assert len(resolve_source(cache / "frames").samples) == 1   # what it suggests works
+    (cache / "manifest.json").write_text(json.dumps({"format": "someone-else/2"}))
+    assert len(resolve_source(cache).samples) == 2   # another program's manifest.json: a folder

@@ -242,6 +242,8 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
     path = Path(raw).expanduser()
     if not path.exists():
         raise SourceError(f"data source not found: {path}")
+    if kind in (None, "folder") and path.is_dir():
+        _refuse_label_cache(path)
     if kind is None:
         kind = detect_kind(path)
     if kind == "gopro":
@@ -251,6 +253,31 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
     if kind == "video":
         return _resolve_video(path)
     return _resolve_folder(path, frames)
+
+
+def _refuse_label_cache(path: Path) -> None:
+    """SourceError for a `sharpen labels` output given as data: read as a folder of footage,
+    its teacher outputs (labels/) and saved frames (frames/) were scored or labelled as blurred
+    inputs side by side (`evaluate --data runs/labels/train`: "14 images" of a cache of 7)."""
+    import json
+
+    from .label_cache import MANIFEST, MANIFEST_FORMAT, read_run_record
+
+    try:
+        fmt = json.loads((path / MANIFEST).read_text()).get("format")
+    except (OSError, ValueError, AttributeError):
+        return
+    if fmt != MANIFEST_FORMAT:
+        return
+    origin = read_run_record(path).get("data")
+    frames = path / "frames"
+    where = [f"the --data it was labelled from ({origin})" if origin else
+             "the --data it was labelled from"]
+    if frames.is_dir():
+        where.append(f"the video frames it saved, {frames}")
+    raise SourceError(f"{path} is a label cache made by `sharpen labels`, not a data source: "
+                      "its labels/ are the teacher's outputs, not blurred inputs; give "
+                      f"{' or '.join(where)}; to train on it: data.labels={path}")
 
 
 def _resolve_embedded(raw: str, split: str, progress: bool = True) -> SourceInfo:
