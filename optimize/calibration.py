@@ -96,6 +96,12 @@ def _empty_folder_hint(folder: Path) -> str:
     from distill.images import is_image
     from runtime.imageio import VIDEO_EXTS
 
+    if (folder / "manifest.json").is_file() and (folder / "labels").is_dir():
+        # A label cache: '**/*' would take the teacher's outputs in labels/ as inputs.
+        frames = folder / "frames"
+        return ("; it is a label cache, whose labels/ are the teacher's outputs: pass its blurred "
+                + (f"frames, '{frames / '**' / '*'}' (quoted), " if frames.is_dir() else "")
+                + "or the images it was labelled from")
     entries = [q for q in folder.iterdir() if not q.name.startswith(".")]
     videos = sorted(q.name for q in entries if q.is_file() and q.suffix.lower() in VIDEO_EXTS)
     # Bounded: a hint must not walk a whole disk when someone passes their home folder.

@@ -1063,3 +1063,22 @@ def test_a_folder_with_images_only_below_it_or_videos_says_what_to_pass(tmp_path
     empty.mkdir()
     with pytest.raises(CalibrationError, match=r"no images in folder .*empty$"):
         resolve_paths(empty)
+
+
+def test_a_label_cache_as_calibration_folder_points_at_its_frames_not_its_labels(tmp_path):
+    """`--calib runs/labels/foot` was told to pass 'runs/labels/foot/**/*', which takes the
+    teacher's sharp outputs in labels/ as the student's blurred inputs."""
+    import cv2
+
+    from optimize.calibration import CalibrationError, resolve_paths
+
+    cache = tmp_path / "cache"
+    for sub in ("labels", "frames"):
+        (cache / sub).mkdir(parents=True)
+        cv2.imwrite(str(cache / sub / "walk_000000.png"), np.full((24, 32, 3), 90, np.uint8))
+    (cache / "manifest.json").write_text('{"format": "sharpen-labels/1", "entries": {}}')
+    with pytest.raises(CalibrationError) as e:
+        resolve_paths(cache)
+    msg = str(e.value)
+    assert "label cache" in msg and f"'{cache / 'frames' / '**' / '*'}'" in msg, msg
+    assert f"'{cache / '**' / '*'}'" not in msg, msg
