@@ -339,6 +339,29 @@ def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
                        cache_size=d.cache_size)
 
 
+def unused_data_keys(cfg: TrainConfig) -> Optional[str]:
+    """The data keys this task does not read, where they were set: `sharpen train
+    data.labels=CACHE` trained on the embedded default and `sharpen distill data.val=corpus`
+    validated on nothing, each without a word about the key it left aside."""
+    from .config import DataConfig
+
+    d, default = cfg.data, DataConfig()
+    if cfg.task == "student":
+        unused = [f"data.{k}={getattr(d, k)}" for k in ("train", "val")
+                  if getattr(d, k) not in ("", getattr(default, k))]   # "": off, as unused
+        why = ("`sharpen distill` trains on teacher labels (data.labels) and validates on a label "
+               "cache (data.val_labels=CACHE, made by `sharpen labels --data DATA --out "
+               "CACHE`); ground-truth pairs join it as data.gt_train, or train with `sharpen "
+               "train`")
+    else:
+        unused = [f"data.{k}={getattr(d, k)}" for k in ("labels", "val_labels") if getattr(d, k)]
+        why = ("training on ground truth (`sharpen train`, `train-teacher`) reads data.train and "
+               "data.val; to train a student on the teacher's labels, use `sharpen distill`")
+    if not unused:
+        return None
+    return f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used: {why}"
+
+
 def warmup_problem(cfg: TrainConfig) -> Optional[str]:
     """What a warmup as long as the run does: `sharpen distill optim.steps=150` with the
     default optim.warmup_steps=200 trained the whole run on the rising ramp (its last step at
@@ -907,10 +930,10 @@ class Trainer:
                 if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
                     warnings.warn(leak, SharpenWarning)
                     log_lines.append(f"warning: {leak}")
-                ramp = warmup_problem(cfg)
-                if ramp:   # said, not refused: a short test run may not care
-                    warnings.warn(ramp, SharpenWarning)
-                    log_lines.append(f"warning: {ramp}")
+                for problem in (warmup_problem(cfg), unused_data_keys(cfg)):
+                    if problem:   # said, not refused: a short test run may not care
+                        warnings.warn(problem, SharpenWarning)
+                        log_lines.append(f"warning: {problem}")
                 changed = data_changes(self._resumed_data, self._data_sig)
                 if changed:   # on the console, not only in train.log: the result differs silently
                     msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "

@@ -1816,3 +1816,26 @@ def test_a_missing_held_out_cache_is_told_to_rerun_the_hold_out_labels_command(t
                              f"data.val_labels={val}"])
     with pytest.raises(ValueError, match=r"make it with `sharpen labels --data DATA --out "):
         load_val_items(cfg, progress=False)   # no hold-out names it: the general advice
+
+
+def test_data_keys_the_task_does_not_read_are_warned_about(tmp_path):
+    """`sharpen train data.labels=CACHE` trained on the embedded default, and `sharpen distill
+    data.val=corpus` validated on nothing, without a word about the key left aside."""
+    from distill.trainer import unused_data_keys
+
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "a", 1, **{"data.labels": "runs/labels/train"}), quiet=True)
+    said = [m for m in said if "not used" in m]
+    assert said and said[0].startswith("data.labels=runs/labels/train is not used: training "
+                                       "on ground truth"), said
+    assert "data.labels=runs/labels/train is not used" in \
+        (tmp_path / "a" / "train.log").read_text()
+    student = load_config(None, ["task=student", "data.labels=c", "data.val=runs/corpus"])
+    assert unused_data_keys(student).startswith("data.val=runs/corpus is not used: `sharpen "
+                                                "distill` trains on teacher labels")
+    assert unused_data_keys(load_config(None, ["task=student", "data.labels=c",
+                                               "data.val_labels=v"])) is None
+    assert unused_data_keys(load_config(None, ["task=teacher", "data.train=x",
+                                               "data.val=y"])) is None
+    assert unused_data_keys(load_config(None, ["task=student", "data.labels=c", "data.val=",
+                                               "data.val_labels=v"])) is None   # "": off
