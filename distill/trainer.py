@@ -623,9 +623,10 @@ class Trainer:
         # init run first, once the file init= named had been moved or deleted.
         if cfg.init and self._resume_path() is None:
             from .teacher import resolve_weights
-            init = resolve_weights(cfg.init)   # shipped names (init=fast) work as elsewhere
             with _naming("init", cfg.init, "the run this one starts from: train it first (the "
                          "config's comments say how), or set init= to another checkpoint"):
+                # shipped names (init=fast) work as elsewhere; a typo is named by its key
+                init = resolve_weights(cfg.init)
                 ck = read_checkpoint(init)
             try:
                 load_weights(model, extract_state_dict(ck, init), init)

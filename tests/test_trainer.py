@@ -1411,6 +1411,9 @@ def test_config_file_and_out_mistakes_are_one_line_errors(tmp_path, capsys):
             "distill", f"out={tmp_path / 'k'}", "data.labels=nope/train", "--quiet")
     assert "init=nope/last.pt: checkpoint not found" in err_of(
         "train", f"out={tmp_path / 'k'}", "init=nope/last.pt", "--quiet")
+    # a shipped name misspelt: named by its key too (it was the bare name, which setting?)
+    assert "error: init=fats: 'fats' is neither a file nor a shipped model" in err_of(
+        "train", f"out={tmp_path / 'k'}", "init=fats", "--quiet")
     assert "data.train=nope: data source not found: nope (build it with `sharpen corpus" in \
         err_of("train", f"out={tmp_path / 'k'}", "data.train=nope", "--quiet")
     for cmd in (["corpus", "--photos", str(tmp_path)], ["synth", "--sharp", str(tmp_path)],
