@@ -362,6 +362,23 @@ def unused_data_keys(cfg: TrainConfig) -> Optional[str]:
     return f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used: {why}"
 
 
+def gt_loss_problem(cfg: TrainConfig, train_ds: Dataset) -> Optional[str]:
+    """Ground-truth loss terms a student's training data cannot feed: `loss.gt=0.5` over a
+    cache of footage (no sharp frames) trained on the teacher's labels alone, the term silently
+    absent from the loss."""
+    if cfg.task != "student":
+        return None
+    w = loss_weights(cfg.loss)
+    terms = [f"loss.{k}={getattr(w, k):g}" for k in ("gt", "gt_ssim") if getattr(w, k)]
+    items = getattr(train_ds, "items", None) or []
+    if not terms or not items or any(it[2] is not None for it in items):
+        return None
+    return (f"{' and '.join(terms)} {'has' if len(terms) == 1 else 'have'} no ground truth to "
+            f"use: none of the {len(items)} training images of data.labels={cfg.data.labels} "
+            "has a sharp image (footage has none), so the run trains on the teacher's labels "
+            "alone; label paired data (blur/ + sharp/) or add sharp frames as data.gt_train")
+
+
 def warmup_problem(cfg: TrainConfig) -> Optional[str]:
     """What a warmup as long as the run does: `sharpen distill optim.steps=150` with the
     default optim.warmup_steps=200 trained the whole run on the rising ramp (its last step at
@@ -931,7 +948,8 @@ class Trainer:
                 if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
                     warnings.warn(leak, SharpenWarning)
                     log_lines.append(f"warning: {leak}")
-                for problem in (warmup_problem(cfg), unused_data_keys(cfg)):
+                for problem in (warmup_problem(cfg), unused_data_keys(cfg),
+                                gt_loss_problem(cfg, train_ds)):
                     if problem:   # said, not refused: a short test run may not care
                         warnings.warn(problem, SharpenWarning)
                         log_lines.append(f"warning: {problem}")

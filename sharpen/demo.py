@@ -43,6 +43,16 @@ DEMO_LOSS = ("loss.pixel=0.5", "loss.ssim=0.25", "loss.gt=1.0", "loss.gt_ssim=1.
 DEMO_MIN_SSIM_GAIN = 0.02
 
 
+def _demo_loss(train_labels: Path) -> tuple[str, ...]:
+    """DEMO_LOSS, without its ground-truth terms where the labelled data has no ground truth
+    (--data footage): the trainer warns of such terms, which the demo's user did not set."""
+    from distill.data.label_cache import LabelCache
+
+    if any(gt is not None for _, _, gt in LabelCache(train_labels).pairs()):
+        return DEMO_LOSS
+    return tuple(t for t in DEMO_LOSS if not t.startswith(("loss.gt=", "loss.gt_ssim=")))
+
+
 def make_demo_video(path: Path, frames: int = 24, fps: float = 12.0, size=(1920, 1080),
                     seed: int = 0, progress: bool = True) -> Path:
     """A short 1080p clip: a slow pan over held-out photos and dead leaves, each frame blurred by
@@ -343,7 +353,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         f"optim.steps={args.steps}", f"optim.warmup_steps={min(10, max(1, args.steps // 2))}",
         f"optim.lr={args.lr:g}",
         "data.batch_size=8", "data.crop=128", "data.workers=1", f"val_every={args.steps}",
-        f"ckpt_every={args.steps}", "resume=never", *DEMO_LOSS])
+        f"ckpt_every={args.steps}", "resume=never", *_demo_loss(labels / "train")])
     trainer = Trainer(cfg, quiet=args.quiet)
     try:
         metrics = trainer.fit()

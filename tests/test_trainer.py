@@ -1842,3 +1842,31 @@ def test_data_keys_the_task_does_not_read_are_warned_about(tmp_path):
                                                "data.val=y"])) is None
     assert unused_data_keys(load_config(None, ["task=student", "data.labels=c", "data.val=",
                                                "data.val_labels=v"])) is None   # "": off
+
+
+def test_a_ground_truth_loss_over_labels_without_ground_truth_is_warned_about(tmp_path):
+    """`loss.gt=0.5` over a cache of footage (no sharp frames) trained on the teacher's labels
+    alone, the term silently absent from the loss."""
+    import numpy as np
+
+    from distill.data.labels import run_labels
+    from distill.images import write_image
+    kw = dict(teacher=_Brighter(), tile=0, overlap=0, progress=False)
+    run_labels(str(_footage(tmp_path / "footage", 2, 0)), tmp_path / "foot", **kw)
+    for i in range(2):
+        write_image(tmp_path / "pairs" / "input" / f"im{i}.png",
+                    np.full((40, 48, 3), 0.3, np.float32))
+        write_image(tmp_path / "pairs" / "target" / f"im{i}.png",
+                    np.full((40, 48, 3), 0.6, np.float32))
+    run_labels(str(tmp_path / "pairs"), tmp_path / "paired", **kw)
+    student = {"task": "student", "loss.gt": 0.5, "data.val": ""}
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "a", 1, **student, **{"data.labels": tmp_path / "foot"}),
+              quiet=True)
+    assert [m for m in said if m.startswith(
+        f"loss.gt=0.5 has no ground truth to use: none of the 2 training images of "
+        f"data.labels={tmp_path / 'foot'} has a sharp image")], said
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "b", 1, **student, **{"data.labels": tmp_path / "paired"}),
+              quiet=True)
+    assert not [m for m in said if "no ground truth to use" in m], said
