@@ -239,6 +239,27 @@ def test_a_folder_of_frames_gets_the_gap_a_clip_gets(tmp_path):
     assert (plan.held, plan.gap) == (("tree",), ())
 
 
+def test_one_folder_of_the_frames_of_several_clips_holds_out_whole_clips(tmp_path):
+    """reds-mini keeps six clips' frames in one folder (test_000_00000013.png ...): taken as
+    one run of frames, its last fifth cut a clip in two and the gap before it held frames of
+    another clip. Named photos (a1, b2) are not frames: no gap."""
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "frames"
+    for clip, n in (("walk_", 4), ("bike_", 3), ("car_", 3)):
+        for i in range(7, 7 + n):
+            write_image(folder / f"{clip}{i:08d}.png", rng.random((8, 8, 3)).astype(np.float32))
+    plan = hold_out(str(folder), 0.3, progress=False)
+    assert (plan.rule, plan.n_groups, plan.gap) == ("clips", 3, ())
+    assert len(plan.groups) == 1 and plan.groups[0] in ("bike_*", "car_*")
+    assert {n.rpartition("_")[0] + "_*" for n in plan.held} == set(plan.groups)
+    assert "1 of its 3 clips/folders, whole" in plan.describe()
+    named = tmp_path / "named"
+    for name in ("a1", "b2", "c3", "d4", "e5"):
+        write_image(named / f"{name}.png", rng.random((8, 8, 3)).astype(np.float32))
+    plan = hold_out(str(named), 0.2, progress=False)
+    assert (plan.rule, plan.held, plan.gap) == ("tail", ("e5",), ())
+
+
 def _files(cache: Path) -> dict[str, bytes]:
     """The label and frame files of a cache, by path inside it."""
     return {str(p.relative_to(cache)): p.read_bytes()

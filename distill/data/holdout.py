@@ -4,8 +4,9 @@
 
 1. a source with a val or test split apart from train (a GoPro root, a paired root with split
    folders, the embedded set) validates on that split (val before test); nothing is held out;
-2. a source of several clips or subfolders (footage: clips, frame folders, GoPro sequences)
-   holds out whole ones: the frames of one clip are near-duplicates of each other, so a
+2. a source of several clips or subfolders (footage: clips, frame folders, GoPro sequences;
+   or one folder of the frames of several clips, named CLIP_NUMBER: reds-mini) holds out
+   whole ones: the frames of one clip are near-duplicates of each other, so a
    validation frame of a clip the student trains on scores what it has seen. The clips (and
    folders) held out are those whose images add up nearest FRACTION of all samples, never all
    of them (of two choices as near, the one of fewer images; of two of as many, the one whose
@@ -144,6 +145,11 @@ def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: boo
     groups: dict[str, list[str]] = {}
     for s in samples:
         groups.setdefault(_group(s), []).append(s.name)
+    if len(groups) == 1:
+        # Frames of several clips exported into one folder (clipA_0001.png, clipB_0001.png):
+        # the clips, by the name before the number. As one run of frames the tail's gap held
+        # frames of other clips, and its block cut a clip in two.
+        groups = _numbered_runs([s.name for s in samples]) or groups
     if len(groups) > 1:
         return _whole_groups(fraction, groups, k)
     names = [s.name for s in samples]
@@ -160,15 +166,33 @@ def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: boo
 
 
 def _frame_order(names: list[str]) -> Optional[list[str]]:
-    """`names` in the order of the numbers they end in where every one does (a folder of
-    frames; frame_9 before frame_10), else None (images that are not frames of one take)."""
+    """`names` in the order of the numbers they end in where every one does after the same
+    name (a folder of frames; frame_9 before frame_10), else None (images that are not frames
+    of one take)."""
     keys = []
     for name in names:
         m = _NUMBERED.match(name)
         if m is None:
             return None
         keys.append((m.group(1), int(m.group(2)), name))
+    if len({prefix for prefix, *_ in keys}) > 1:   # a1, b2, c3: named photos, not one take
+        return None
     return [name for *_, name in sorted(keys)]
+
+
+def _numbered_runs(names: list[str]) -> Optional[dict[str, list[str]]]:
+    """`names` by the part before the number each ends in ("clipA_*"), each in number order,
+    where every name ends in a number, there are several such parts and one at least has
+    several frames; else None (one take, or photos named a1, b2 that are not frames)."""
+    runs: dict[str, list[tuple[int, str]]] = {}
+    for name in names:
+        m = _NUMBERED.match(name)
+        if m is None:
+            return None
+        runs.setdefault(m.group(1), []).append((int(m.group(2)), name))
+    if len(runs) < 2 or all(len(v) == 1 for v in runs.values()):
+        return None
+    return {f"{prefix}*": [name for _, name in sorted(runs[prefix])] for prefix in sorted(runs)}
 
 
 def _whole_groups(fraction: float, groups: dict[str, list[str]], k: int) -> HoldOut:
