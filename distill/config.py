@@ -315,6 +315,21 @@ def check_config(cfg: TrainConfig) -> None:
                          "(start over), or a checkpoint path")
     if cfg.task not in ("student", "teacher"):
         raise ValueError(f"task must be student or teacher, got {cfg.task!r}")
+    _refuse_out_into_data(cfg)
+
+
+def _refuse_out_into_data(cfg: TrainConfig) -> None:
+    """out= naming a data folder (the label cache, most likely) wrote checkpoints, logs and a
+    config into it, beside the labels the next run reads."""
+    import os
+
+    out = os.path.abspath(str(cfg.out))
+    for key in ("labels", "val_labels", "train", "val", "gt_train"):
+        value = str(getattr(cfg.data, key) or "")
+        if value and value != "embedded" and os.path.abspath(value) == out:
+            raise ValueError(f"out={cfg.out} is data.{key}'s folder: the run would write its "
+                             "checkpoints and logs among its data; give out= a folder of its "
+                             "own (e.g. runs/NAME)")
 
 
 def from_dict(d: dict) -> TrainConfig:

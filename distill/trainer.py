@@ -293,7 +293,8 @@ def _resolve_gt_source(spec: str, split: str, progress: bool = True):
             f"test/, or a GoPro root (`sharpen corpus --photos PHOTOS --out {spec}` makes one "
             "from photos)") from None
     if DistInfo.from_env().main:   # every rank reads the data: said once
-        warn_not_images(spec, [Path(p).name for p in info.not_images], "training")
+        warn_not_images(spec, [Path(p).name for p in info.not_images], "training",
+                        videos=info.kind == "folder")
     return info
 
 

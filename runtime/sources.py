@@ -607,14 +607,18 @@ def _say_not_images(spec: str, entries: list[Path], videos: bool, flags: bool = 
     warn_not_images(spec, names, "a folder source", hint)
 
 
-def warn_not_images(where: str, names: list[str], reader: str, hint: str = "") -> None:
+def warn_not_images(where: str, names: list[str], reader: str, hint: str = "",
+                    videos: bool = False) -> None:
     """The one warning, worded alike wherever a folder's files that are not images are left out
-    (`run`'s folder source, `evaluate`'s data): left out unsaid, the folder looked done."""
+    (`run`'s folder source, `evaluate`'s data): left out unsaid, the folder looked done.
+    `videos`: the reader takes the folder's video clips too (footage for labels, training)."""
     if not names:
         return
     more = ", ..." if len(names) > 3 else ""
+    clips = f" and {', '.join(sorted(VIDEO_EXTS))} clips" if videos else ""
     warn(f"{where}: {len(names)} file(s) that are not images skipped ({', '.join(names[:3])}"
-         f"{more}); {reader} reads {', '.join(sorted(IMAGE_EXTS))} only{hint}", stacklevel=2)
+         f"{more}); {reader} reads {', '.join(sorted(IMAGE_EXTS))}{clips} only{hint}",
+         stacklevel=2)
 
 
 def _maybe_live(src: Source, live: Optional[bool], flags: bool = False) -> Source:

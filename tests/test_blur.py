@@ -136,10 +136,15 @@ def test_synth_refuses_bad_numbers_naming_the_option(tmp_path, capsys, bad, what
     assert not out.exists()
 
 
-def test_corpus_names_the_seed_option(tmp_path, capsys):
-    """numpy's 'expected non-negative integer' named no option."""
+@pytest.mark.parametrize("bad, what", [
+    (["--seed", "-1"], "--seed must be >= 0, got -1"),   # numpy's message named no option
+    (["--crop", "-5"], "--crop must be >= 32, got -5"),  # one line named all three options
+    (["--test-crop", "16"], "--test-crop must be >= 32, got 16"),
+    (["--copies", "0"], "--copies must be >= 1, got 0"),
+])
+def test_corpus_names_the_option_out_of_range(tmp_path, capsys, bad, what):
     from sharpen.cli import main
 
     assert main(["corpus", "--photos", str(tmp_path), "--out", str(tmp_path / "c"),
-                 "--seed", "-1", "--quiet"]) == 2
-    assert "sharpen corpus: error: --seed must be >= 0, got -1" in capsys.readouterr().err
+                 *bad, "--quiet"]) == 2
+    assert f"sharpen corpus: error: {what}" in capsys.readouterr().err

@@ -38,7 +38,9 @@ def _embedded_images_made_once():
 
 def tiny_cfg(out, steps, **extra):
     ov = [f"out={out}", "task=teacher", "model.arch=fast", "model.args={width: 8, blocks: 1, "
-          "low_blocks: 1}", f"optim.steps={steps}", "optim.warmup_steps=2", "data.crop=32",
+          "low_blocks: 1}", f"optim.steps={steps}",
+          # below optim.steps, or the run warns that it never leaves its warmup
+          f"optim.warmup_steps={2 if steps > 2 else 1}", "data.crop=32",
           "data.batch_size=2", "data.workers=0", "val_every=1000", "ckpt_every=1000",
           "data.val_max_images=1", "data.val_max_side=64", "log_every=1"]
     ov += [f"{k}={v}" for k, v in extra.items()]
@@ -822,6 +824,13 @@ def test_labels_and_training_say_which_files_they_skip_as_not_images(tmp_path):
     with pytest.warns(SharpenWarning, match=re.escape(str(data)) + ": " + said
                       + "training reads .*png"):
         assert len(build_train_dataset(cfg).items) == 2
+    footage = tmp_path / "footage"   # whose clips are read too, which the warning says
+    write_image(footage / "a.png", np.full((40, 40, 3), 0.25, np.float32))
+    (footage / "notes.txt").write_text("day one")
+    with pytest.warns(SharpenWarning, match=r"notes.txt\); labelling reads .*png.* and .*mp4"
+                      r".* clips only"):
+        run_labels(str(footage), tmp_path / "l2", teacher=Doubler(), tile=0, overlap=0,
+                   progress=False)
 
 
 def test_unreadable_samples_are_skipped_and_all_unreadable_is_a_clean_error(tmp_path):
@@ -1535,6 +1544,18 @@ def test_the_steps_before_a_stop_and_the_last_ones_are_logged(tmp_path):
             if '"loss"' in ln]
     assert [r["step"] for r in recs] == [3, 4, 6, 7]
     assert "step 4/7  lr" in (out / "train.log").read_text()
+
+
+def test_out_naming_a_data_folder_is_refused(tmp_path):
+    """`sharpen distill ... out=labels/reds` wrote checkpoints and logs into the label cache."""
+    from distill.config import check_config
+
+    cache = tmp_path / "labels"
+    cfg = tiny_cfg(cache, 1, task="student", **{"data.labels": str(cache)})
+    with pytest.raises(ValueError, match=re.escape(f"out={cache} is data.labels's folder")):
+        check_config(cfg)
+    cfg.out = str(tmp_path / "run")
+    check_config(cfg)
 
 
 def test_every_shipped_config_loads_and_its_comment_runs_it_with_the_right_command():

@@ -145,7 +145,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                           progress=progress)
     if dist.rank == 0:
         from runtime.sources import warn_not_images
-        warn_not_images(data, [Path(p).name for p in info.not_images], "labelling")
+        warn_not_images(data, [Path(p).name for p in info.not_images], "labelling",
+                        videos=info.kind == "folder")
     if split and info.split is None and dist.rank == 0:
         # Labelling --split train and --split val of a flat folder gave two identical caches.
         _warn(f"{data} has no split folders (train/, val/, test/): --split {split} does not "
