@@ -28,3 +28,16 @@ def tiling_problem(tile: int, overlap: int, batch_size: int) -> str | None:
     if batch_size < 1:
         return f"--batch-size must be >= 1, got {batch_size}"
     return None
+
+
+def tiling_cost(tile: int, overlap: int) -> str | None:
+    """What an overlap costs when it makes the teacher compute each pixel many times (--tile
+    100 --overlap 80: about 25 times, labelling 8x slower than the default, without a word),
+    or None. Over a large image each tile advances by tile - overlap."""
+    if not tile or overlap * 2 <= tile:
+        return None
+    times = (tile / (tile - overlap)) ** 2
+    return (f"--tile {tile} --overlap {overlap}: the tiles advance by {tile - overlap} px, so "
+            f"the teacher computes each pixel about {times:.0f} times; an overlap of at most "
+            f"half the tile (the default for --tile {tile}: {overlap_for(tile)}) costs at "
+            "most 4 times")

@@ -82,6 +82,16 @@ def _label_ok(path: Path, shape) -> bool:
     return img is not None and img.dtype == np.uint16 and img.shape == shape
 
 
+def test_an_overlap_that_computes_each_pixel_many_times_is_said(tmp_path, teachers):
+    """--tile 100 --overlap 80 labelled 8x slower than the default, without a word."""
+    data = _paired(tmp_path / "data", 1)
+    with pytest.warns(SharpenWarning, match=r"--tile 32 --overlap 24: the tiles advance by 8 "
+                      r"px, so the teacher computes each pixel about 16 times; an overlap of "
+                      r"at most half the tile \(the default for --tile 32: 16\)"):
+        run_labels(str(data), tmp_path / "c", teacher_weights=str(teachers[0]), tile=32,
+                   overlap=24, device="cpu", progress=False)
+
+
 def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
     t0, t1 = teachers
     data = _paired(tmp_path / "data", 3)
