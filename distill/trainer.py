@@ -842,7 +842,8 @@ class Trainer:
 
     def _command_record(self) -> str:
         if self.command:
-            return f"command: {self.command}"
+            # Where it ran: its relative paths (data.labels=labels/foot) name nothing elsewhere.
+            return f"in {os.getcwd()}, command: {self.command}"
         # Python code (a notebook, a script, `sharpen demo`) started this run: its process's
         # argv does not run it again (a kernel's `ipykernel_launcher.py -f ...`); the config does.
         line = launch_command(["sharpen", "distill" if self.cfg.task == "student" else "train",

@@ -1621,6 +1621,7 @@ def test_train_log_records_a_command_that_runs_again(tmp_path, monkeypatch, caps
     start = next(ln for ln in (out / "train.log").read_text().splitlines() if "command: " in ln)
     recorded = start.split("command: ", 1)[1]
     assert recorded == shlex.join(["python", "-m", "sharpen.cli", *args]), recorded
+    assert f"in {os.getcwd()}, command: " in start   # where its relative paths are
     # the recorded line, run as a user would (the venv's python first on PATH), resumes
     r = subprocess.run(["bash", "-c", recorded], capture_output=True, text=True, timeout=300,
                        cwd=tmp_path, env=env)
