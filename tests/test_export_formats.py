@@ -457,6 +457,19 @@ def test_an_artifact_whose_check_was_cut_short_is_refused(student, data_dir, tmp
     load_backend(path)                              # checked again: runs
 
 
+def _ctrl_c_in_the_second_format(ex, monkeypatch) -> list[str]:
+    """A Ctrl-C as export starts its second format; the formats it started, as it goes."""
+    real, calls = ex._build_and_gate, []
+
+    def stop_at_the_second(*a, **k):
+        calls.append(a[1])
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(ex, "_build_and_gate", stop_at_the_second)
+    return calls
+
+
 def test_artifacts_an_interrupted_re_export_was_replacing_are_refused(student, data_dir,
                                                                      tmp_path, monkeypatch):
     """Re-exporting into a folder, stopped after its first format: the second format's old
@@ -469,14 +482,7 @@ def test_artifacts_an_interrupted_re_export_was_replacing_are_refused(student, d
     rep = ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, **common)
     old_int8 = Path(rep.result("onnx-int8").file)
     load_backend(old_int8)
-    real, calls = ex._build_and_gate, []
-
-    def stop_at_the_second(*a, **k):
-        calls.append(a[1])
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(ex, "_build_and_gate", stop_at_the_second)
+    calls = _ctrl_c_in_the_second_format(ex, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, rebuild=True, **common)
     assert calls == ["onnx", "onnx-int8"]
@@ -493,16 +499,10 @@ def test_an_interrupted_export_reports_what_it_finished_and_the_next_keeps_it(
 
     common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
                   parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
-    real, calls = ex._build_and_gate, []
-
-    def stop_at_the_second(*a, **k):
-        calls.append(a[1])
-        if len(calls) == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-    monkeypatch.setattr(ex, "_build_and_gate", stop_at_the_second)
+    calls = _ctrl_c_in_the_second_format(ex, monkeypatch)
     with pytest.raises(KeyboardInterrupt):
         ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, **common)
+    assert calls == ["onnx", "onnx-int8"]
     report = json.loads((tmp_path / "export_report.json").read_text())
     assert report["settings"]["interrupted"] is True
     assert [(r["format"], r["status"]) for r in report["results"]] == [("onnx", "pass")]
