@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from runtime.console import count
+
 from .quality import TABLE_HEADERS, format_table
 
 
@@ -144,10 +146,10 @@ def render_markdown(rep: dict) -> str:
         threads = st.get("sgemm_threads")
         rt = st.get("runtime_threads")
         lines += [f"This CPU's FP32 matrix-multiply peak, measured (numpy, "
-                  f"{_count(threads, 'thread') if threads else 'all cores'}): "
+                  f"{count(threads, 'thread') if threads else 'all cores'}): "
                   f"{st['sgemm_peak_gmacs']:g} GMAC/s; each student row's note gives its GMAC per "
                   "frame over its median time as a share of it (the ONNX Runtime and LiteRT "
-                  f"backends ran on {_count(rt, 'thread') if rt else 'every core'}"
+                  f"backends ran on {count(rt, 'thread') if rt else 'every core'}"
                   + ("; OMP_NUM_THREADS limited the peak to fewer, so their shares are "
                      "overstated" if threads and not rt and threads < _cores(rep) else "")
                   + ")." + _torch_threads(rep, lat["rows"], rt), ""]
@@ -237,10 +239,6 @@ def _quality_lines(s: dict, q: dict, checks: list[dict]) -> list[str]:
 
     qr = QualityResult(q["data"], q["images"], q["rows"], checks, {}, q["settings"])
     return lines + [_md_table(TABLE_HEADERS, format_table(qr)), ""]
-
-
-def _count(n: int, what: str) -> str:
-    return f"{n} {what}{'' if n == 1 else 's'}"
 
 
 def _torch_threads(rep: dict, rows: list[dict], rt) -> str:

@@ -385,11 +385,11 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     for name in (*mix, args.test_preset):
         if name not in PRESETS:
             return _err(f"unknown blur preset {name!r}; choose from {', '.join(PRESETS)}")
+    # One flag at a time: "--copies must be >= 1 and --crop/--test-crop >= 32" did not say
+    # which was wrong.
     for flag, value, lo in (("--copies", args.copies, 1), ("--crop", args.crop, 32),
-                            ("--test-crop", args.test_crop, 32)):
-        if value < lo:   # one flag at a time: the combined line did not say which was wrong
-            return _err(f"{flag} must be >= {lo}, got {value}")
-    for flag, value, lo in (("--workers", args.workers, 1), ("--seed", args.seed, 0)):
+                            ("--test-crop", args.test_crop, 32), ("--workers", args.workers, 1),
+                            ("--seed", args.seed, 0)):
         if problem := _out_of_range(flag, value, lo):
             return _err(problem)
     if err := _out_folder_problem(Path(args.out)):

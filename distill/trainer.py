@@ -257,6 +257,8 @@ def _val_labels_hint(d) -> str:
     cmd += ["--out", str(d.labels), "--hold-out", f"{held.get('fraction')}", "--val-out",
             str(d.val_labels)]
     cmd += ["--limit", str(rec["limit"])] if rec.get("limit") else []
+    opts = rec.get("teacher_options")   # the teacher and tiling its labels were made with
+    cmd += [str(o) for o in opts] if isinstance(opts, list) else []
     return (f"the `sharpen labels` run that labelled data.labels={d.labels} holds it out into "
             f"this cache{'' if rec.get('complete') else ' and was stopped before it got there'}"
             f": run it again to finish both, `{shlex.join(cmd)}`")
@@ -928,7 +930,7 @@ class Trainer:
         # them with its CPU affinity), and another machine's differ only with its cores.
         if workers < cfg.data.workers and self.dist.main:
             note(f"data.workers={cfg.data.workers} is more than {_cores_share()}: "
-                 f"{_count(workers, 'loader process', 'loader processes')} instead (more would "
+                 f"{count(workers, 'loader process', 'loader processes')} instead (more would "
                  "only share those cores with each other and with training)")
         # Only process 0 reads the validation images and checks the data: when that fails,
         # the others must not go on into the first step's all-reduce (gloo's "connection
@@ -1273,10 +1275,6 @@ def _local_world() -> int:
         return 1
 
 
-def _count(n: int, one: str, many: str) -> str:
-    return f"{n} {one if n == 1 else many}"
-
-
 def loader_workers(workers: int) -> int:
     """The data loader processes for data.workers: at most this process's share of the CPU
     cores it may use (a config written for a large machine, e.g. workers: 4, on a 2-core one;
@@ -1291,10 +1289,10 @@ def _cores_share() -> str:
     from runtime.host import usable_cores
     cores, procs = usable_cores(), _local_world()
     if procs == 1:
-        return f"the {_count(cores, 'CPU core', 'CPU cores')} this process may use"
-    return (f"this process's share of the {_count(cores, 'CPU core', 'CPU cores')} that the "
+        return f"the {count(cores, 'CPU core')} this process may use"
+    return (f"this process's share of the {count(cores, 'CPU core')} that the "
             f"{procs} training processes on this machine may use "
-            f"({_count(cores // procs, 'core', 'cores')} each)")
+            f"({count(cores // procs, 'core')} each)")
 
 
 def resume_hint(cfg: TrainConfig) -> str:

@@ -706,7 +706,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         return report
 
     with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp, \
-            _report_if_interrupted(lambda: write_report(results, interrupted=True)):
+            _report_if_stopped(lambda interrupted: write_report(results, interrupted)):
         ctx.tmp = Path(tmp)
         ctx.requested = set(fmts) | set(kept)
         for i, f in enumerate(fmts, 1):
@@ -759,15 +759,16 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
 
 
 @contextlib.contextmanager
-def _report_if_interrupted(write: Callable[[], object]) -> Iterator[None]:
-    """On Ctrl-C, the report of the formats finished so far, then the interruption: without
-    it the next export found no record of what they were built from and rebuilt them (minutes
-    of calibration each for the INT8 ones). The format under way stays marked unchecked."""
+def _report_if_stopped(write: Callable[[bool], object]) -> Iterator[None]:
+    """On Ctrl-C (or an error that ends the export), the report of the formats finished so
+    far, then the exception: without it the next export found no record of what they were
+    built from and rebuilt them (minutes of calibration each for the INT8 ones). The format
+    under way stays marked unchecked. `write(interrupted)`."""
     try:
         yield
-    except KeyboardInterrupt:
-        with contextlib.suppress(Exception):   # best effort: the interruption is what counts
-            write()
+    except BaseException as e:
+        with contextlib.suppress(Exception):   # best effort: the exception is what counts
+            write(isinstance(e, KeyboardInterrupt))
         raise
 
 

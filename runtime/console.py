@@ -15,9 +15,10 @@ import threading
 from typing import Callable, Iterator, Optional, Sequence, TextIO
 
 
-def count(n: int, noun: str) -> str:
-    """`n` and the noun in the number it takes: "1 frame", "3 frames", "0 frames"."""
-    return f"{n} {noun}{'' if n == 1 else 's'}"
+def count(n: int, noun: str, plural: Optional[str] = None) -> str:
+    """`n` and the noun in the number it takes: "1 frame", "3 frames", "0 frames" (`plural`
+    where it is not noun + "s": "loader processes")."""
+    return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
 def first_line(exc: BaseException, limit: Optional[int] = 300) -> str:

@@ -237,7 +237,7 @@ class FrameProcessor:
         if overlap is None:
             overlap = (auto_overlap(runs_as, getattr(backend, "receptive_field", None))
                        if tile > 0 else OVERLAP)
-            check_tiling(runs_as, overlap)
+            check_tiling(runs_as if tile > 0 else tile, overlap)   # (a negative tile: refused)
         else:
             check_tiling(tile, overlap)
         self.backend, self.tile, self.overlap = backend, tile, overlap

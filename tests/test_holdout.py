@@ -258,6 +258,13 @@ def test_one_folder_of_the_frames_of_several_clips_holds_out_whole_clips(tmp_pat
         write_image(named / f"{name}.png", rng.random((8, 8, 3)).astype(np.float32))
     plan = hold_out(str(named), 0.2, progress=False)
     assert (plan.rule, plan.held, plan.gap) == ("tail", ("e5",), ())
+    take = tmp_path / "take"   # one take and a stray cover1.png: not two clips
+    for i in range(1, 11):
+        write_image(take / f"frame_{i:04d}.png", rng.random((8, 8, 3)).astype(np.float32))
+    write_image(take / "cover1.png", rng.random((8, 8, 3)).astype(np.float32))
+    plan = hold_out(str(take), 0.2, progress=False)
+    assert (plan.rule, len(plan.held), len(plan.gap)) == ("tail", 2, 2)
+    assert plan.held == ("frame_0009", "frame_0010"), plan.held
 
 
 def _files(cache: Path) -> dict[str, bytes]:
@@ -362,6 +369,18 @@ def test_a_label_made_by_another_teacher_or_tiling_is_not_taken(tmp_path, teache
     assert "reused" not in said
     assert json.loads((val / "manifest.json").read_text())["entries"]["tree"].get(
         "reused_from") is None
+
+
+def test_recorded_data_keeps_a_kind_and_the_embedded_name(tmp_path, monkeypatch):
+    from distill.data.labels import _recorded_data
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "embedded").mkdir()        # a folder so named: `embedded` is still the set
+    (tmp_path / "pairs").mkdir()
+    assert _recorded_data("embedded") == "embedded"
+    assert _recorded_data("paired:pairs") == f"paired:{tmp_path / 'pairs'}"
+    assert _recorded_data("pairs") == str(tmp_path / "pairs")
+    assert _recorded_data("missing") == "missing"
 
 
 def test_run_json_records_a_relative_data_as_an_absolute_path(tmp_path, teacher, capsys,

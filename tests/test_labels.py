@@ -100,6 +100,9 @@ def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
 
     s = run_labels(str(data), out, teacher_weights=str(t0), **kw)
     assert (s.done, s.skipped, s.failed) == (3, 0, 0)
+    # what a rerun needs to reuse these labels, for the commands that quote it back
+    assert json.loads((out / "run.json").read_text())["teacher_options"] == [
+        "--teacher-weights", str(t0.resolve()), "--tile", "32", "--overlap", "8"]
     entries = _manifest(out)
     assert sorted(entries) == ["im00", "im01", "im02"]
     e = entries["im01"]

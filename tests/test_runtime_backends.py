@@ -41,6 +41,8 @@ def test_onnx_precision_detection(tmp_path, kind, expected):
     out = FrameProcessor(b)(textured_frame(4, h=40, w=60))  # 40x60: padded to 48x64
     assert out.shape == (40, 60, 3) and out.dtype == np.uint8
     assert band_index(out) == 4 and lap_var(out) > 1.5 * lap_var(textured_frame(4, h=40, w=60))
+    with pytest.raises(ValueError, match="tile and overlap must be >= 0, got -8"):
+        FrameProcessor(b, tile=-8)   # refused here, not at the first frame's tiling
 
 
 def test_onnx_multiple_defaults_to_8(tmp_path):

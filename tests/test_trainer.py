@@ -1827,7 +1827,8 @@ def test_a_missing_held_out_cache_is_told_to_rerun_the_hold_out_labels_command(t
     train_cache.mkdir()
     write_run_record(train_cache, complete=False, data="footage", split=None, limit=4,
                      hold_out={"fraction": 0.3, "rule": "clips", "role": "training",
-                               "other_cache": str(val), "split": "train"})
+                               "other_cache": str(val), "split": "train"},
+                     teacher_options=["--tile", "256"])
     cfg = load_config(None, ["task=student", f"data.labels={train_cache}",
                              f"data.val_labels={val}"])
     with pytest.raises(ValueError) as e:
@@ -1836,7 +1837,7 @@ def test_a_missing_held_out_cache_is_told_to_rerun_the_hold_out_labels_command(t
     assert msg.startswith(f"data.val_labels={val}: label cache not found"), msg
     assert "was stopped before it got there" in msg and \
         (f"`sharpen labels --data footage --out {train_cache} --hold-out 0.3 --val-out {val} "
-         "--limit 4`") in msg, msg
+         "--limit 4 --tile 256`") in msg, msg   # its tiling: else no label is reused
     cfg = load_config(None, ["task=student", f"data.labels={tmp_path / 'other'}",
                              f"data.val_labels={val}"])
     with pytest.raises(ValueError, match=r"make it with `sharpen labels --data DATA --out "):

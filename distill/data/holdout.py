@@ -166,31 +166,35 @@ def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: boo
 
 
 def _frame_order(names: list[str]) -> Optional[list[str]]:
-    """`names` in the order of the numbers they end in where every one does after the same
-    name (a folder of frames; frame_9 before frame_10), else None (images that are not frames
-    of one take)."""
+    """`names` in the order of the numbers they end in where every one does (a folder of
+    frames; frame_9 before frame_10), else None (images that are not frames of one take,
+    photos named a1, b2, c3 among them)."""
     keys = []
     for name in names:
         m = _NUMBERED.match(name)
         if m is None:
             return None
         keys.append((m.group(1), int(m.group(2)), name))
-    if len({prefix for prefix, *_ in keys}) > 1:   # a1, b2, c3: named photos, not one take
+    prefixes = [prefix for prefix, *_ in keys]
+    if len(set(prefixes)) == len(prefixes) > 1:   # a1, b2, c3: named photos, not one take
         return None
     return [name for *_, name in sorted(keys)]
 
 
 def _numbered_runs(names: list[str]) -> Optional[dict[str, list[str]]]:
     """`names` by the part before the number each ends in ("clipA_*"), each in number order,
-    where every name ends in a number, there are several such parts and one at least has
-    several frames; else None (one take, or photos named a1, b2 that are not frames)."""
+    where every name ends in a number, there are several such parts, each of several frames
+    and none under a quarter of the longest; else None (one take, or photos named a1, b2)."""
     runs: dict[str, list[tuple[int, str]]] = {}
     for name in names:
         m = _NUMBERED.match(name)
         if m is None:
             return None
         runs.setdefault(m.group(1), []).append((int(m.group(2)), name))
-    if len(runs) < 2 or all(len(v) == 1 for v in runs.values()):
+    sizes = [len(v) for v in runs.values()]
+    # Clips, not one take beside a stray cover1.png (held out alone, it was the whole
+    # validation set) nor two cameras' photo series of very different lengths.
+    if len(runs) < 2 or min(sizes) < 2 or min(sizes) * 4 < max(sizes):
         return None
     return {f"{prefix}*": [name for _, name in sorted(runs[prefix])] for prefix in sorted(runs)}
 

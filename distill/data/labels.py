@@ -99,11 +99,31 @@ class LabelStats:
     videos_left_out: int = 0
 
 
+def _teacher_options(weights: Optional[str], config: Optional[str], tile: int, overlap: int,
+                     batch_size: int, gopro_blur: str) -> list[str]:
+    """The `sharpen labels` flags of this run that differ from their defaults: a rerun without
+    them labels with another teacher or tiling, and reuses no label."""
+    if weights and Path(weights).exists():   # a shipped name ("teacher") stays a name
+        weights = str(Path(weights).resolve())
+    flags = []
+    for flag, value, default in (
+            ("--teacher-weights", weights, None), ("--teacher-config", config, None), ("--tile", tile, TEACHER_TILE),
+            ("--overlap", overlap, overlap_for(tile)), ("--batch-size", batch_size, TEACHER_BATCH),
+            ("--gopro-blur", gopro_blur, "blur")):
+        if value is not None and value != default:
+            flags += [flag, str(value)]
+    return flags
+
+
 def _recorded_data(data: str) -> str:
     """--data as run.json keeps it: a relative path made absolute, since the commands that
     quote it (distill's advice to re-run `sharpen labels --data ...`) may run from another
     folder than the labelling did ("--data footage" named nothing there)."""
-    return str(Path(data).resolve()) if Path(data).exists() else data
+    kind, raw = parse_spec(data)   # gopro:data/GOPRO keeps its kind; `embedded` is a name
+    if kind == "embedded" or not raw or not Path(raw).expanduser().exists():
+        return data
+    path = str(Path(raw).expanduser().resolve())
+    return f"{kind}:{path}" if kind else path
 
 
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
@@ -191,6 +211,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                              data=_recorded_data(data),
                              split=info.split,
                              limit=limit, selected=len(samples),
+                             # what a rerun needs to reuse these labels (distill quotes it back)
+                             teacher_options=_teacher_options(teacher_weights, config, tile,
+                                                              overlap, batch_size, gopro_blur),
                              selection=[s.name for s in samples],
                              elsewhere=sorted(n for n in here if n not in listed),
                              **({"hold_out": hold_out} if hold_out else {}),
