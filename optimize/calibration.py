@@ -93,12 +93,13 @@ def _empty_folder_hint(folder: Path) -> str:
     """What a folder without images directly in it holds instead, and what to pass: a user's
     footage folder (clips, or stills in day1/, day2/) or a label cache's frames/ (one subfolder
     per clip) drew only "no images in folder", though its images were one level down."""
+    from distill.data.label_cache import FRAMES_DIR, is_label_cache
     from distill.images import is_image
     from runtime.imageio import VIDEO_EXTS
 
-    if (folder / "manifest.json").is_file() and (folder / "labels").is_dir():
+    if is_label_cache(folder):
         # A label cache: '**/*' would take the teacher's outputs in labels/ as inputs.
-        frames = folder / "frames"
+        frames = folder / FRAMES_DIR
         return ("; it is a label cache, whose labels/ are the teacher's outputs: pass its blurred "
                 + (f"frames, '{frames / '**' / '*'}' (quoted), " if frames.is_dir() else "")
                 + "or the images it was labelled from")

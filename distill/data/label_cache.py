@@ -236,6 +236,15 @@ def write_run_record(out_dir: Path, **fields: Any) -> Path:
     return atomic_write_json(path, record)
 
 
+def is_label_cache(folder: Path) -> bool:
+    """Whether `folder` is a `sharpen labels` output (its manifest says so): read as images,
+    its labels/ are the teacher's outputs, not blurred inputs."""
+    try:
+        return json.loads((Path(folder) / MANIFEST).read_text()).get("format") == MANIFEST_FORMAT
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
 def read_run_record(out_dir: Path) -> dict:
     """The cache's run record; {} when absent (caches made before it existed) or unreadable."""
     try:

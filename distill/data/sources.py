@@ -259,18 +259,12 @@ def _refuse_label_cache(path: Path) -> None:
     """SourceError for a `sharpen labels` output given as data: read as a folder of footage,
     its teacher outputs (labels/) and saved frames (frames/) were scored or labelled as blurred
     inputs side by side (`evaluate --data runs/labels/train`: "14 images" of a cache of 7)."""
-    import json
+    from .label_cache import FRAMES_DIR, is_label_cache, read_run_record
 
-    from .label_cache import MANIFEST, MANIFEST_FORMAT, read_run_record
-
-    try:
-        fmt = json.loads((path / MANIFEST).read_text()).get("format")
-    except (OSError, ValueError, AttributeError):
-        return
-    if fmt != MANIFEST_FORMAT:
+    if not is_label_cache(path):
         return
     origin = read_run_record(path).get("data")
-    frames = path / "frames"
+    frames = path / FRAMES_DIR
     where = [f"the --data it was labelled from ({origin})" if origin else
              "the --data it was labelled from"]
     if frames.is_dir():
