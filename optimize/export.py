@@ -1371,7 +1371,8 @@ class _BuildContext:
         from .modelopt_qdq import DEFAULT_METHOD, quantize_qdq_trt
 
         method = self.o.modelopt_method or DEFAULT_METHOD
-        self.prog.say(f"  ModelOpt PTQ ({method} calibration, CPU) on {count(len(self.crops), 'crop')}")
+        self.prog.say(f"  ModelOpt PTQ ({method} calibration, CPU) on "
+                      f"{count(len(self.crops), 'crop')}")
         return quantize_qdq_trt(self.build("onnx"), path, self.crops, method=method,
                                 float_layers=self.float_by_fmt.get("onnx-qdq-trt", ()))
 

@@ -328,7 +328,8 @@ class _Stream:
                       "live": src.live,
                       "output": (type(output).__name__ if isinstance(output, Sink)
                                  else str(output) if output else None),
-                      "show": o.show, "tile": proc.tile_runs_as, "overlap": proc.overlap if o.tile else 0,
+                      "show": o.show, "tile": proc.tile_runs_as,
+                      "overlap": proc.overlap if o.tile else 0,
                       "overlap_auto": bool(o.tile) and proc.overlap_auto}
         # Live: a few frames of room, so that frames a network source delivers in a burst are
         # not dropped as stale (one slot dropped 30-50 % of a stream the model kept up with);

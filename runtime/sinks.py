@@ -224,7 +224,8 @@ class VideoFileSink(Sink):
         if free is not None and free < below:
             raise SinkError(f"{option('output', self.path, self.flags)}: the disk is full "
                             f"({free} bytes free in "
-                            f"{self.path.parent}) after {count(self.frames, 'frame')}; the video could "
+                            f"{self.path.parent}) after {count(self.frames, 'frame')}; the "
+                            "video could "
                             "not be written completely")
 
     def close(self) -> None:

@@ -277,10 +277,12 @@ class VideoSource(Source):
         """Reopen a live source that stopped giving frames. False: stop (set, or the source is
         a recording that ended). The first frame read again is kept for `frames` to yield."""
         if not self.reconnect_attempts:
-            raise SourceError(f"{self.kind} {self.spec!r} stopped after {count(read, 'frame')} in all "
+            raise SourceError(f"{self.kind} {self.spec!r} stopped after "
+                              f"{count(read, 'frame')} in all "
                               "(reconnecting is off: "
                               f"{option('reconnect_attempts', 0, self.flags)})")
-        warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in all; reconnecting "
+        warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in all; "
+             "reconnecting "
              f"(up to {self.reconnect_attempts} attempts)")
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):
@@ -548,7 +550,8 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
             # A recording served over HTTP: as live, most of its frames were dropped (it is
             # read faster than real time) and the rest repeated.
             src.live = False
-            src.note(f"{spec!r} declares {count(src.frame_count, 'frame')}: a recording, so every frame "
+            src.note(f"{spec!r} declares {count(src.frame_count, 'frame')}: a recording, so "
+                     "every frame "
                      f"is processed ({option('live', True, flags)} to drop frames as for a live "
                      "stream)")
         return src

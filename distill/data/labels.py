@@ -107,9 +107,9 @@ def _teacher_options(weights: Optional[str], config: Optional[str], tile: int, o
         weights = str(Path(weights).resolve())
     flags = []
     for flag, value, default in (
-            ("--teacher-weights", weights, None), ("--teacher-config", config, None), ("--tile", tile, TEACHER_TILE),
-            ("--overlap", overlap, overlap_for(tile)), ("--batch-size", batch_size, TEACHER_BATCH),
-            ("--gopro-blur", gopro_blur, "blur")):
+            ("--teacher-weights", weights, None), ("--teacher-config", config, None),
+            ("--tile", tile, TEACHER_TILE), ("--overlap", overlap, overlap_for(tile)),
+            ("--batch-size", batch_size, TEACHER_BATCH), ("--gopro-blur", gopro_blur, "blur")):
         if value is not None and value != default:
             flags += [flag, str(value)]
     return flags
