@@ -1231,17 +1231,12 @@ def _measure_kept(res: FormatResult, o: ExportOptions, lat_image, prog: Progress
     path = Path(res.file)
     prog.say(f"{res.format}: measuring the 1080p latency of {path.name} (built with "
              "--no-latency)")
-    runner = None
     try:
-        runner, _ = load_runner(path, threads=o.threads)
-        res.latency_ms_1080p = 1000 * measure_latency(runner, runs=o.latency_runs,
-                                                      image=lat_image)
+        with load_runner(path, threads=o.threads)[0] as runner:
+            res.latency_ms_1080p = 1000 * measure_latency(runner, runs=o.latency_runs,
+                                                          image=lat_image)
     except Exception as e:   # the artifact passed its gate; the missing number is said
         prog.warn(f"{res.format}: its latency could not be measured: {first_line(e)}")
-    finally:
-        close = getattr(runner, "close", None)
-        if close:
-            close()
 
 
 def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, ref_ssim_gt,
@@ -1258,21 +1253,18 @@ def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, re
         prog.say(f"  {res.reason}")
         return
     try:
-        pr = run_parity(runner, parity_list, refs, gt, teacher, ref_ssim_gt)
-        res.max_abs, res.psnr, res.ssim = pr.max_abs, pr.psnr, pr.ssim
-        res.ssim_gt, res.ssim_teacher, res.images = pr.ssim_gt, pr.ssim_teacher, pr.images
-        res.ssim_gt_drop = pr.ssim_gt_drop
-        if lat_image is not None and latency_runs > 0:
-            res.latency_ms_1080p = 1000 * measure_latency(runner, runs=latency_runs,
-                                                          image=lat_image)
+        with runner:
+            pr = run_parity(runner, parity_list, refs, gt, teacher, ref_ssim_gt)
+            res.max_abs, res.psnr, res.ssim = pr.max_abs, pr.psnr, pr.ssim
+            res.ssim_gt, res.ssim_teacher, res.images = pr.ssim_gt, pr.ssim_teacher, pr.images
+            res.ssim_gt_drop = pr.ssim_gt_drop
+            if lat_image is not None and latency_runs > 0:
+                res.latency_ms_1080p = 1000 * measure_latency(runner, runs=latency_runs,
+                                                              image=lat_image)
     except Exception as e:
         res.status, res.reason = "error", f"parity run failed: {first_line(e)}"
         prog.say(f"  {res.reason}")
         return
-    finally:
-        close = getattr(runner, "close", None)
-        if close:
-            close()
     _judge(res, spec, th)
     _say_verdict(res, prog)
 

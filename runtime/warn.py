@@ -20,8 +20,14 @@ class SharpenWarning(UserWarning):
 def warn(message: str, stacklevel: int = 1) -> None:
     """`message` as a SharpenWarning, attributed to the line that calls this; stacklevel as
     warnings.warn's (2: the line calling the function that calls this, for a warning about
-    what that caller passed)."""
-    warnings.warn(message, SharpenWarning, stacklevel=stacklevel + 1)
+    what that caller passed). Where tqdm is loaded (training, labelling, the corpus; the
+    runtime never loads it), its bars are cleared while the line is shown: a warning printed
+    into a bar broke it."""
+    tqdm = sys.modules.get("tqdm")
+    bars_cleared = (tqdm.tqdm.external_write_mode(file=sys.stderr) if tqdm is not None
+                    else contextlib.nullcontext())
+    with bars_cleared:
+        warnings.warn(message, SharpenWarning, stacklevel=stacklevel + 1)
 
 
 @contextlib.contextmanager

@@ -4,6 +4,7 @@ line. A plain `warnings.warn(msg)` (a UserWarning) escaped both."""
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,3 +56,21 @@ def test_every_warnings_warn_of_the_project_is_a_sharpen_warning():
                     if isinstance(node, ast.Call) and _is_warnings_warn(node, modules, functions)
                     and not _is_sharpen_warning(_category(node))]
     assert not bad, "warnings.warn without SharpenWarning at " + ", ".join(bad)
+
+
+def test_a_warning_clears_the_progress_bars_while_it_is_shown(capsys):
+    """A warning given while a tqdm bar was drawn (labelling, the corpus, training) was
+    printed onto the bar's line, breaking both; the bar is now cleared first and redrawn."""
+    from tqdm import tqdm
+
+    from runtime.warn import shown_once_as_lines, warn
+
+    with shown_once_as_lines():
+        bar = tqdm(total=10, file=sys.stderr, desc="labels", mininterval=0, ascii=True)
+        bar.update(3)
+        warn("a file was skipped")
+        bar.close()
+    err = capsys.readouterr().err
+    before = err[:err.index("a file was skipped")]
+    line_start = max(before.rfind("\r"), before.rfind("\n"))
+    assert "3/10" in before and "labels" not in before[line_start + 1:], repr(err)

@@ -24,7 +24,6 @@ import json
 import os
 import sys
 import threading
-import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
@@ -32,7 +31,7 @@ from typing import Callable
 import numpy as np
 
 from runtime.atomic import atomic_write_json
-from runtime.warn import SharpenWarning
+from runtime.warn import warn
 
 from ..images import ImageReadError, read_image, write_image
 from .scene_blur import SYNTHESIS_VERSION, SceneBlurConfig, preset, synthesize_pair
@@ -172,14 +171,6 @@ def _note(msg: str) -> None:
     print(msg, file=sys.stderr)
 
 
-def _warn(msg: str) -> None:
-    """`msg` as a SharpenWarning, with the progress bar cleared while it is shown (a line
-    printed into a bar broke it)."""
-    from tqdm import tqdm
-    with tqdm.external_write_mode(file=sys.stderr):
-        warnings.warn(msg, SharpenWarning, stacklevel=2)
-
-
 def _refuse_out_inside_photos(out: Path, root: Path) -> None:
     """A corpus written inside its photo folder would be read back as photos by the next run:
     blurred pairs taken for sharp photos, some of them in the test split."""
@@ -195,7 +186,7 @@ def _warn_empty_splits(root: Path, by_split: dict[str, list[Path]],
     if empty:
         # By hash about 1 photo in 10 goes to test and 1 in 25 to val: a few photos can leave
         # both empty, and training would then have nothing to validate on.
-        _warn(f"{root}: no photo fell in the {' or '.join(empty)} split "
+        warn(f"{root}: no photo fell in the {' or '.join(empty)} split "
               f"({sum(len(v) for v in by_split.values())} photos; about 1 in 10 go to test, "
               f"1 in 25 to val); add photos (a subfolder named {' or '.join(TEST_FOLDERS)} "
               "becomes the test split)")
@@ -326,7 +317,7 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
                     # and not a failure; an unreadable photo is.
                     summary["small" if too_small else "failed"].append(skipped)
                     summary["small_in"][split] += too_small
-                    _warn(f"skipped: {skipped}")
+                    warn(f"skipped: {skipped}")
             summary[split] = n
     finally:
         if pool:

@@ -29,7 +29,6 @@ import datetime
 import os
 import sys
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Collection, Optional
@@ -38,7 +37,7 @@ import numpy as np
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
 from runtime.console import count
-from runtime.warn import SharpenWarning, shown_once_as_lines
+from runtime.warn import shown_once_as_lines, warn
 from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overlap_for,
                              tiling_cost, tiling_problem)
 
@@ -59,14 +58,6 @@ _GT_METRICS = ("teacher_psnr", "teacher_ssim", "input_psnr", "input_ssim")
 
 def _line(msg: str) -> None:
     print(msg, flush=True)   # flushed: the ranks of a torchrun share the terminal
-
-
-def _warn(msg: str) -> None:
-    """`msg` as a SharpenWarning, with the progress bars cleared while it is shown (as
-    tqdm.write does): a warning line printed into a bar broke it."""
-    from tqdm import tqdm
-    with tqdm.external_write_mode(file=sys.stderr):
-        warnings.warn(msg, SharpenWarning, stacklevel=2)
 
 
 def _metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
@@ -164,14 +155,14 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     info = resolve_source(data, split=split or "train", gopro_blur=gopro_blur,
                           progress=progress)
     if dist.rank == 0 and (cost := tiling_cost(tile, overlap)):
-        _warn(cost)
+        warn(cost)
     if dist.rank == 0:
         from runtime.sources import warn_not_images
         warn_not_images(data, [Path(p).name for p in info.not_images], "labelling",
                         videos=info.kind == "folder")
     if split and info.split is None and dist.rank == 0:
         # Labelling --split train and --split val of a flat folder gave two identical caches.
-        _warn(f"{data} has no split folders (train/, val/, test/): --split {split} does not "
+        warn(f"{data} has no split folders (train/, val/, test/): --split {split} does not "
               "apply; labelling all of it")
     pool = [s for s in info.samples if s.name not in exclude] if exclude else info.samples
     if not pool:
@@ -412,7 +403,7 @@ class LabelRun:
             if entry["input_file"]:
                 link_or_copy(self.donor / old["input_file"], self.out_dir / entry["input_file"])
         except (ImageReadError, OSError) as e:   # gone since (another rank's clean-up), damaged
-            _warn(f"{tag}could not reuse the label of {sample.name} from {self.donor} ({e}); "
+            warn(f"{tag}could not reuse the label of {sample.name} from {self.donor} ({e}); "
                   "labelling it again")
             return False
         self._record(sample.name, {**entry, "reused_from": str(self.donor.resolve()),
@@ -433,7 +424,7 @@ class LabelRun:
                 raise ImageReadError(f"{sample.gt}: size {gt.shape[1]}x{gt.shape[0]} differs "
                                      f"from the input's {image.shape[1]}x{image.shape[0]}")
         except ImageReadError as e:
-            _warn(f"{tag}ground truth unusable for {sample.name}, which trains on its label "
+            warn(f"{tag}ground truth unusable for {sample.name}, which trains on its label "
                   f"alone: {e}")
             return {"gt": None}
         from ..metrics import SSIM_MIN_SIDE
@@ -502,7 +493,7 @@ class LabelRun:
                         image = to_rgb_float(raw, f"{sample.input}[frame {sample.frame}]")
                 except (ImageReadError, OSError) as e:
                     # One line, the bar cleared for it (e names the file).
-                    _warn(f"{tag}skipping {sample.name}: {e}")
+                    warn(f"{tag}skipping {sample.name}: {e}")
                     stats.failed += 1
                     stats.undecodable += isinstance(e, UndecodableImage)
                     stats.unopenable += isinstance(e, UnopenableVideo)
@@ -525,11 +516,11 @@ class LabelRun:
                         stats.skipped += 1
                         continue
                     except ImageReadError as e:   # a damaged label: made again below
-                        _warn(f"{tag}{e}; labelling {sample.name} again")
+                        warn(f"{tag}{e}; labelling {sample.name} again")
                 if (old and old.get("status") == "ok" and old.get("input") != here
                         and Path(old["input"]).is_file()):
                     # Names are the cache's keys: two sources labelled into one folder collide.
-                    _warn(f"{tag}{sample.input} has the name {sample.name!r} of "
+                    warn(f"{tag}{sample.input} has the name {sample.name!r} of "
                           f"{old['input']}, labelled here before; its label replaces that one "
                           "(label each source into its own --out)")
                 if self._reuse(sample, input_hash, image, tag):
@@ -541,7 +532,7 @@ class LabelRun:
                     label = self.teacher.sharpen(image, tile=self.tile, overlap=self.overlap,
                                                  batch_size=self.batch_size)
                 except Exception as e:  # e.g. out of memory on one huge image: keep going
-                    _warn(f"{tag}teacher failed on {sample.name}: {type(e).__name__}: {e}")
+                    warn(f"{tag}teacher failed on {sample.name}: {type(e).__name__}: {e}")
                     stats.failed += 1
                     self._record(sample.name, {"name": sample.name, "input": str(sample.input),
                                                "frame": sample.frame, "status": "failed",
@@ -591,12 +582,12 @@ class LabelRun:
             say(f"{tag}vs ground truth ({count(n, 'image')}): teacher PSNR {f(tp, '.2f')} dB SSIM "
                 f"{f(ts, '.4f')}; input PSNR {f(ip, '.2f')} dB SSIM {f(is_, '.4f')}")
             if ip is not None and tp < ip:
-                _warn(f"{tag}the teacher's outputs are further from the ground truth than the "
+                warn(f"{tag}the teacher's outputs are further from the ground truth than the "
                       f"blurred inputs ({tp:.2f} against {ip:.2f} dB PSNR): a student "
                       "distilled from these labels learns that; mix ground truth in (loss.gt, "
                       "data.gt_train) or use a teacher trained on such blur")
         if stats.failed:
-            _warn(f"{tag}{_failed_advice(stats)}")
+            warn(f"{tag}{_failed_advice(stats)}")
 
 
 def _failed_advice(stats: LabelStats) -> str:

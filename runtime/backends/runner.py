@@ -53,6 +53,12 @@ class BackendRunner:
         if close:
             close()
 
+    def __enter__(self) -> "BackendRunner":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
 
 def load_runner(path: str | os.PathLike, threads: int = 0,
                 providers: Optional[str] = None) -> tuple[BackendRunner, str]:
