@@ -23,11 +23,15 @@ def warn(message: str, stacklevel: int = 1) -> None:
     what that caller passed). Where tqdm is loaded (training, labelling, the corpus; the
     runtime never loads it), its bars are cleared while the line is shown: a warning printed
     into a bar broke it."""
-    tqdm = sys.modules.get("tqdm")
-    bars_cleared = (tqdm.tqdm.external_write_mode(file=sys.stderr) if tqdm is not None
-                    else contextlib.nullcontext())
-    with bars_cleared:
+    with _bars_cleared(sys.stderr):
         warnings.warn(message, SharpenWarning, stacklevel=stacklevel + 1)
+
+
+def _bars_cleared(stream: TextIO) -> contextlib.AbstractContextManager:
+    """tqdm's bars on `stream` cleared for the block, where tqdm is loaded."""
+    tqdm = sys.modules.get("tqdm")
+    return (tqdm.tqdm.external_write_mode(file=stream) if tqdm is not None
+            else contextlib.nullcontext())
 
 
 @contextlib.contextmanager
@@ -52,7 +56,9 @@ def shown_once_as_lines(stream: Optional[TextIO] = None) -> Iterator[None]:
                 if text in seen:
                     return
                 seen.add(text)
-            print(f"warning: {text}", file=stream or sys.stderr, flush=True)
+            out = stream or sys.stderr
+            with _bars_cleared(out):   # warnings.warn's own callers: the trainer, export
+                print(f"warning: {text}", file=out, flush=True)
 
         warnings.showwarning = show
         yield
