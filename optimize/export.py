@@ -355,14 +355,14 @@ _NUMBERS = {"opset": True, "calib_count": True, "calib_size": True, "latency_run
             "threads": True, "calib_blur": False, "percentile": False, "workspace_gb": False}
 
 
-def portrait_shape_warnings(shapes: tuple, given: tuple) -> list[str]:
+def portrait_shape_warnings(shapes: tuple) -> list[str]:
     """The engine profile's shapes are HEIGHTxWIDTH (TensorRT's NCHW order) while every other
     frame size here (`sharpen bench --sizes`, the product's 1920x1080) is WIDTHxHEIGHT: a
     portrait shape the user gave is most likely a landscape one written the other way round,
     which would tune (or cap) the engine for frames the camera never sends."""
     out = []
-    for flag, hw, text in zip(("--min-shape", "--opt-shape", "--max-shape"), shapes, given):
-        if text is not None and hw is not None and hw[0] > hw[1]:
+    for flag, hw in zip(("--min-shape", "--opt-shape", "--max-shape"), shapes):
+        if hw is not None and hw[0] > hw[1]:
             h, w = hw
             out.append(f"{flag} {h}x{w} is HEIGHTxWIDTH: a portrait frame {w} wide and {h} "
                        f"high; for landscape frames give {w}x{h} ({flag} takes TensorRT's "
@@ -514,7 +514,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                        for s in (o.min_shape, o.opt_shape, o.max_shape))
     except ValueError as e:
         raise ExportError(str(e)) from None
-    for line in portrait_shape_warnings(shapes, (o.min_shape, o.opt_shape, o.max_shape)):
+    for line in portrait_shape_warnings(shapes):
         prog.warn(line)
     check_options(o)
     # numpy's numbers pass the checks; the report (JSON) takes Python's.
