@@ -220,19 +220,20 @@ def _shut_down_workers(batches) -> None:
 
 
 @contextlib.contextmanager
-def _naming(key: str, value, hint: str = ""):
+def _naming(key: str, value, hint: str | Callable[[], str] = ""):
     """A data folder or checkpoint that is missing or unusable named by the config key that
     points at it, and a missing one with how to make it: "label cache not found:
     runs/labels-centred/train" alone left a user of a shipped config guessing which setting
     that was and which command builds it, and "folder source X has no ground truth" read the
-    same for data.train as for data.val."""
+    same for data.train as for data.val. `hint` may be a function: worked out only when
+    needed."""
     try:
         yield
     except (ValueError, FileNotFoundError, CheckpointError) as e:
         msg = str(e)
         if msg.startswith(f"{key}="):
             raise
-        hint = hint if "not found" in msg else ""
+        hint = (hint() if callable(hint) else hint) if "not found" in msg else ""
         raise type(e)(f"{key}={value}: {msg}{f' ({hint})' if hint else ''}") from None
 
 
@@ -461,7 +462,7 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                 raise ValueError(f"data.val={d.val}: no readable validation pair")
     elif d.val_labels:
         from .data.crops import pairs_from_labels
-        with _naming("data.val_labels", d.val_labels, _val_labels_hint(d)):
+        with _naming("data.val_labels", d.val_labels, lambda: _val_labels_hint(d)):
             pairs = pairs_from_labels(d.val_labels, "data.val_labels")
         out = _read_val_items(pairs, d.val_max_images, f"data.val_labels={d.val_labels}", note)
         if not out:
