@@ -39,10 +39,11 @@ class DistInfo:
 def _program(argv0: str) -> list[str] | None:
     """How a user starts the `sharpen` command line that `argv0` is, or None when it is not
     that: `python -m sharpen.cli` makes argv[0] the module's path (`.../sharpen/cli.py`, which
-    cannot run as a script), the console script its own path (`.venv/bin/sharpen`)."""
+    cannot run as a script), `python -m sharpen` the package's (`.../sharpen/__main__.py`), the
+    console script its own path (`.venv/bin/sharpen`)."""
     prog = Path(argv0)
-    if (prog.name, prog.parent.name) == ("cli.py", "sharpen"):
-        return ["python", "-m", "sharpen.cli"]
+    if prog.parent.name == "sharpen" and prog.name in ("cli.py", "__main__.py"):
+        return ["python", "-m", "sharpen" if prog.name == "__main__.py" else "sharpen.cli"]
     if prog.name.lower() in ("sharpen", "sharpen.exe"):
         return ["sharpen"]
     return None
@@ -50,16 +51,17 @@ def _program(argv0: str) -> list[str] | None:
 
 def launch_command(argv: list[str]) -> str:
     """The command that started this process, as a user would type it again: `sharpen ...` or
-    `python -m sharpen.cli ...` as it was started (argv[0] is a path to the console script or
-    to sharpen/cli.py), any other program as it is. Under torchrun argv is the worker's
-    (`.../sharpen/cli.py distill ...`), which runs one process and no DDP: train.log recorded
-    that, not the torchrun line."""
+    `python -m sharpen[.cli] ...` as it was started (argv[0] is a path to the console script,
+    sharpen/cli.py or sharpen/__main__.py), any other program as it is. Under torchrun argv is
+    the worker's (`.../sharpen/cli.py distill ...`), which runs one process and no DDP:
+    train.log recorded that, not the torchrun line."""
     env = os.environ
     program = _program(argv[0]) if argv else None
     if "TORCHELASTIC_RUN_ID" not in env or "LOCAL_WORLD_SIZE" not in env:
         return shlex.join((program or argv[:1]) + argv[1:])
     # torchrun -m sharpen.cli (as the README has it); torchrun runs a script or a module
-    target = ["-m", "sharpen.cli"] if program else argv[:1]
+    target = (program[1:] if program[0] == "python" else ["-m", "sharpen.cli"]) if program \
+        else argv[:1]
     nodes = env.get("GROUP_WORLD_SIZE", "1")
     launcher = ["torchrun"] + (["--nnodes", nodes] if nodes != "1" else []) + \
         ["--nproc_per_node", env["LOCAL_WORLD_SIZE"]]

@@ -345,3 +345,17 @@ def test_every_command_with_out_takes_output_too():
     for name, p in with_out.items():
         out = next(a for a in p._actions if "--out" in a.option_strings)
         assert "--output" in out.option_strings, name
+
+
+def test_python_dash_m_sharpen_runs_the_command_line():
+    """`python -m sharpen ...` (what a user types without the console script on PATH, e.g. from
+    a source tree) said "No module named sharpen.__main__"; the rerun advice an interrupted
+    command prints quotes it back as it was typed."""
+    import subprocess
+    import sys
+    r = subprocess.run([sys.executable, "-m", "sharpen", "--version"], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.startswith("sharpen "), r.stderr
+    from distill.dist import launch_command
+    assert launch_command(["/src/sharpen/__main__.py", "labels", "--out", "a b"]) == \
+        "python -m sharpen labels --out 'a b'"
