@@ -359,3 +359,24 @@ def test_python_dash_m_sharpen_runs_the_command_line():
     from distill.dist import launch_command
     assert launch_command(["/src/sharpen/__main__.py", "labels", "--out", "a b"]) == \
         "python -m sharpen labels --out 'a b'"
+
+
+def test_blur_synthesis_refuses_what_is_not_float_rgb_in_0_1():
+    """`synthesize_pair` and `synthesize` (making one's own pairs in Python) took OpenCV's BGR
+    uint8 photo, or a float one in [0, 255], and returned an all-white pair (clipped to 1)
+    without a word; a channels-first one was an OpenCV traceback from inside filter2D."""
+    from distill.data.blur import synthesize
+    from distill.data.scene_blur import preset, synthesize_pair
+    bgr = _bgr_u8(48, 64)
+    runs = {"scene": lambda x: synthesize_pair(x, np.random.default_rng(0), preset("mild")),
+            "kernel": lambda x: synthesize(x, np.random.default_rng(0))}
+    for who, run in runs.items():
+        for bad, says in ((bgr, "to_rgb_float"), (bgr.astype(np.float32), "divide it by 255"),
+                          (to_rgb_float(bgr).transpose(2, 0, 1), "channels first")):
+            with pytest.raises(FrameError, match=says):
+                run(bad)
+        out = run(to_rgb_float(bgr))   # what it takes still works
+        out = out[0] if isinstance(out, tuple) else out
+        assert out.shape == (48, 64, 3) and out.mean() < 0.9, who
+    with pytest.raises(FrameError, match="other"):   # the moving objects' texture too
+        synthesize_pair(to_rgb_float(bgr), np.random.default_rng(0), preset("gopro"), other=bgr)

@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from runtime.prepost import check_rgb_float
+
 
 def shake_trajectory(rng: np.random.Generator, n: int = 64, anxiety: float | None = None
                      ) -> np.ndarray:
@@ -185,7 +187,9 @@ class BlurConfig:
 
 def synthesize(sharp: np.ndarray, rng: np.random.Generator, cfg: BlurConfig | None = None
                ) -> np.ndarray:
-    """Blurred version of an HxWx3 float32 sRGB image in [0, 1]."""
+    """Blurred version of an HxWx3 float32 sRGB image in [0, 1] (FrameError for anything else:
+    an OpenCV uint8 photo was blurred into an all-white image)."""
+    check_rgb_float(sharp, "sharp")   # checked only: the blur is computed from `sharp` as given
     cfg = cfg or BlurConfig()
     mode = cfg.mode
     if mode == "mixed":

@@ -27,6 +27,8 @@ from dataclasses import dataclass, replace
 import cv2
 import numpy as np
 
+from runtime.prepost import check_rgb_float
+
 from .blur import jpeg, shake_trajectory
 
 Range = tuple[float, float]
@@ -181,8 +183,11 @@ def synthesize_pair(sharp: np.ndarray, rng: np.random.Generator,
     object at the centre of its path) through the same tone curve and clipping, so the pair
     differs only by motion, defocus, noise and compression."""
     cfg = cfg or PRESETS["gopro"]
-    if sharp.ndim != 3 or sharp.shape[2] != 3:
-        raise ValueError(f"synthesize_pair needs an HxWx3 image, got shape {sharp.shape}")
+    # An OpenCV uint8 photo (or a float one in [0, 255]) came back an all-white pair. Checked
+    # only: the pair is computed from `sharp` as given, so float64 callers get what they got.
+    check_rgb_float(sharp, "sharp")
+    if other is not None:
+        check_rgb_float(other, "other")
     h, w = sharp.shape[:2]
     n = int(rng.integers(cfg.frames[0], cfg.frames[1] + 1))
     gamma = _u(rng, cfg.gamma)
