@@ -26,6 +26,11 @@ def list_images(folder: str | os.PathLike) -> list[Path]:
 
 def to_rgb_float(img: np.ndarray, source: str = "<array>") -> np.ndarray:
     """BGR/gray/BGRA uint8 or uint16 (OpenCV layout) -> HxWx3 float32 RGB in [0, 1]."""
+    if img is None:   # cv2.imread's answer for a file it cannot read; it names no file
+        where = "" if source == "<array>" else f"{source}: "
+        raise ImageReadError(f"{where}got None, not an image: cv2.imread returns None for a path "
+                             "that is missing or not an image; distill.images.read_image(path) "
+                             "reads a file and names it when it cannot")
     if img.dtype == np.uint8:
         scale = 255.0
     elif img.dtype == np.uint16:

@@ -380,3 +380,13 @@ def test_blur_synthesis_refuses_what_is_not_float_rgb_in_0_1():
         assert out.shape == (48, 64, 3) and out.mean() < 0.9, who
     with pytest.raises(FrameError, match="other"):   # the moving objects' texture too
         synthesize_pair(to_rgb_float(bgr), np.random.default_rng(0), preset("gopro"), other=bgr)
+
+
+def test_to_rgb_float_of_a_failed_cv2_imread_says_the_file_was_not_read():
+    """The README's `to_rgb_float(cv2.imread("blurred.png"))` with a wrong path (imread gives
+    None) was "'NoneType' object has no attribute 'dtype'"."""
+    from distill.images import ImageReadError
+    with pytest.raises(ImageReadError, match="cv2.imread.*read_image"):
+        to_rgb_float(None)
+    with pytest.raises(ImageReadError, match="pixel type object"):   # not an array at all
+        to_rgb_float(np.array([["a"]], dtype=object))
