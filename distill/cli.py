@@ -317,11 +317,13 @@ def cmd_synth(args: argparse.Namespace) -> int:
 
         def make(sharp, rng):
             return synthesize(sharp, rng, cfg), sharp
-    held = len(list_images(out / "input")) if (out / "input").is_dir() else 0
+    def pair_name(f: Path, c: int) -> str:
+        return f"{names[f]}_{c}.png" if args.copies > 1 else f"{names[f]}.png"
+
+    held = {p.name for p in list_images(out / "input")} if (out / "input").is_dir() else set()
     if held:
-        print(f"warning: {out} already holds {held} pairs; those with the names written now "
-              "are replaced (labels made from them go stale, which `sharpen distill` refuses)",
-              file=sys.stderr)
+        writing = {pair_name(f, c) for f in files for c in range(args.copies)}
+        print(f"warning: {_held_pairs(out, held, writing)}", file=sys.stderr)
     failed = 0
     for i, f in enumerate(tqdm(files, desc="synth", unit="img", disable=args.quiet or None)):
         try:
@@ -332,12 +334,30 @@ def cmd_synth(args: argparse.Namespace) -> int:
             continue
         for c in range(args.copies):
             rng = np.random.default_rng([args.seed, i, c])
-            name = f"{names[f]}_{c}.png" if args.copies > 1 else f"{names[f]}.png"
+            name = pair_name(f, c)
             blurred, target = make(sharp, rng)
             write_image(out / "input" / name, blurred)
             write_image(out / "target" / name, target)
     print(f"synthetic pairs written to {out}/input and {out}/target ({failed} unreadable)")
     return 1 if failed else 0
+
+
+def _held_pairs(out: Path, held: set[str], writing: set[str]) -> str:
+    """What becomes of the pairs `out` already holds: those under the names this run writes are
+    replaced; the others (another --copies, other photos) stay, and the folder then mixes two
+    runs' settings, which a warning that called them all replaced hid."""
+    replaced, stay = len(held & writing), len(held - writing)
+    stale = "labels made from them go stale, which `sharpen distill` refuses"
+    if not stay:
+        return f"{out} already holds {len(held)} pairs; those with the names written now are " \
+            f"replaced ({stale})"
+    mixed = ("beside this run's pairs, whatever settings made them; choose a new --out for a "
+             "set of this run's pairs alone")
+    if not replaced:
+        return f"{out} already holds {len(held)} pairs, none of them under a name this run " \
+            f"writes: they stay {mixed}"
+    return (f"{out} already holds {len(held)} pairs, {replaced} of them under a name this run "
+            f"writes (replaced: {stale}); {stay} others stay {mixed}")
 
 
 def _synth_options_problem(args: argparse.Namespace) -> str:

@@ -148,3 +148,27 @@ def test_corpus_names_the_option_out_of_range(tmp_path, capsys, bad, what):
     assert main(["corpus", "--photos", str(tmp_path), "--out", str(tmp_path / "c"),
                  *bad, "--quiet"]) == 2
     assert f"sharpen corpus: error: {what}" in capsys.readouterr().err
+
+
+def test_synth_into_a_folder_of_other_names_says_the_old_pairs_stay_beside_the_new(tmp_path,
+                                                                                  capsys):
+    """A second `synth` with another --copies into the same --out said "those with the names
+    written now are replaced", yet replaced none (a_0.png, a_1.png against a.png): the folder
+    silently became a mix of two recipes' pairs."""
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    write_image(tmp_path / "photos" / "a.png", np.full((24, 24, 3), 0.5, np.float32))
+    argv = ["synth", "--sharp", str(tmp_path / "photos"), "--out", str(tmp_path / "o"),
+            "--size", "3", "7", "--quiet"]
+    assert main([*argv, "--copies", "2"]) == 0
+    capsys.readouterr()
+    assert main(argv) == 0   # a.png beside a_0.png and a_1.png
+    err = capsys.readouterr().err
+    assert "already holds 2 pairs, none of them under a name this run writes: they stay" in err
+    assert sorted(p.name for p in (tmp_path / "o" / "input").iterdir()) == \
+        ["a.png", "a_0.png", "a_1.png"]
+    assert main(argv) == 0   # the same run again replaces its own pair
+    err = capsys.readouterr().err
+    assert "already holds 3 pairs, 1 of them under a name this run writes (replaced:" in err
+    assert "2 others stay" in err
