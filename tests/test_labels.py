@@ -249,6 +249,31 @@ def test_bad_source_and_weights_exit_2(tmp_path, teachers, capsys):
     assert "not found" in err
 
 
+def test_an_out_that_holds_a_data_set_is_refused_before_it_becomes_a_label_cache(
+        tmp_path, teachers, capsys):
+    """`--out` naming a data set by mistake (a corpus, a paired folder, a folder of photos)
+    wrote manifest.json and labels/ into it, after which `--data` refused it as "a label cache
+    made by `sharpen labels`, not a data source"."""
+    data = _paired(tmp_path / "data", 1, h=16, w=24)
+    argv = ["--data", str(data), "--teacher-weights", str(teachers[0]), "--tile", "0",
+            "--device", "cpu", "--quiet"]
+    corpus = _paired(tmp_path / "corpus" / "train", 1, h=16, w=24).parent
+    (corpus / "corpus.json").write_text("{}")
+    photos = tmp_path / "photos"
+    write_image(photos / "a.png", np.zeros((8, 8, 3), np.float32))
+    for folder, what in ((corpus, "a photo corpus"), (_paired(tmp_path / "p", 1), "a paired"),
+                         (photos, "images")):
+        assert main([*argv, "--out", str(folder)]) == 2
+        err = capsys.readouterr().err
+        assert f"--out {folder} holds {what}" in err and "choose a new folder" in err, err
+        assert not (folder / "manifest.json").exists()
+    assert main([*argv, "--out", str(tmp_path / "cache")]) == 0   # a new folder
+    assert main([*argv, "--out", str(tmp_path / "cache")]) == 0   # and its own cache again
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([*argv, "--out", str(empty)]) == 0   # an empty folder
+
+
 def test_threads_set_torchs_cpu_threads_and_a_negative_count_is_refused(tmp_path, teachers,
                                                                          capsys):
     """`sharpen labels` had no --threads: the teacher took every core of a shared machine."""

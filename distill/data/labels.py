@@ -625,7 +625,7 @@ def _check_out(out: Path, data: str, flag: str = "--out") -> None:
     """SharpenError for an --out (or --val-out) that is (under) a file, or inside the data it
     labels: a paired folder or footage read again would take the label images in as data."""
     from runtime.sinks import file_in_the_way, refuse_output_inside
-    if problem := file_in_the_way(out, f"{flag} {out}"):
+    if problem := file_in_the_way(out, f"{flag} {out}") or _data_set_in_the_way(out, flag):
         raise SharpenError(problem)
     try:
         _, path = parse_spec(data)
@@ -636,6 +636,29 @@ def _check_out(out: Path, data: str, flag: str = "--out") -> None:
             refuse_output_inside(out, path, "--data", what="the labels", out_flag=flag)
         except ValueError as e:
             raise SharpenError(str(e)) from None
+
+
+def _data_set_in_the_way(out: Path, flag: str) -> str:
+    """The message when --out names a data set rather than a cache (a corpus's folder, a
+    paired folder, a folder of photos: a slip of the path): the manifest written into it made
+    it a label cache, which `--data` then refused; '' for a new, empty or cache folder."""
+    from ..images import is_image
+    from .label_cache import RUN_RECORD
+    from .sources import _gopro_root, _pair_dirs, _paired_split_root, is_video
+    if not out.is_dir() or (out / MANIFEST).exists() or (out / RUN_RECORD).exists():
+        return ""
+    if (out / "corpus.json").is_file():
+        what = "a photo corpus (corpus.json)"
+    elif _pair_dirs(out) or _paired_split_root(out):
+        what = "a paired data set (input/ + target/ or blur/ + sharp/)"
+    elif _gopro_root(out) is not None:
+        what = "a GoPro data set"
+    elif any(p.is_file() and (is_image(p) or is_video(p)) for p in out.iterdir()):
+        what = "images or videos"
+    else:
+        return ""
+    return (f"{flag} {out} holds {what}, not a label cache: labelling into it would make it "
+            "one, which --data then refuses as a data source; choose a new folder")
 
 
 def _check_hold_out(args: argparse.Namespace) -> None:
