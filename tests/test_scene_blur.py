@@ -368,6 +368,27 @@ def test_build_corpus_refuses_out_inside_photos(tmp_path):
         build_corpus(one, tmp_path / "c", TINY, progress=False)
 
 
+def test_build_corpus_refuses_an_out_that_holds_another_data_set(tmp_path):
+    """`--out` naming a `synth` paired folder by mistake put train/ val/ test/ beside its
+    input/ + target/, and `labels --data` on it then labelled input/ alone, saying it "has no
+    split folders"; into a label cache, its pairs left a cache that --data refuses."""
+    from distill.images import write_image
+    photos = tmp_path / "photos"
+    _tiny_photos(photos)
+    img = np.full((8, 8, 3), 0.5, np.float32)
+    paired, loose, cache = tmp_path / "pairs", tmp_path / "loose", tmp_path / "cache"
+    for rel in ("input/a.png", "target/a.png"):
+        write_image(paired / rel, img)
+    write_image(loose / "a.png", img)
+    cache.mkdir()
+    (cache / "manifest.json").write_text(json.dumps({"format": "sharpen-labels/1"}))
+    for out, what in ((paired, "a paired data set"), (loose, "images or videos"),
+                      (cache, "a label cache")):
+        with pytest.raises(ValueError, match=f"--out {out} holds {what}.*choose a new folder"):
+            build_corpus(photos, out, TINY, progress=False)
+        assert not (out / "corpus.json").exists() and not (out / "train").exists()
+
+
 def test_build_corpus_rerun_removes_pairs_of_moved_changed_and_deleted_photos(tmp_path, capsys):
     """A rerun only filled in missing pairs: a photo moved into kodak24/ kept its train pairs
     (tested on what it was trained on), a replaced photo kept its old pairs, a deleted one's

@@ -140,6 +140,7 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
     opts = opts or CorpusOptions()
     root, out = Path(photos), Path(out)
     _refuse_out_inside_photos(out, root)
+    _refuse_another_data_set(out)
     by_split = split_photos(root)
     names = {s: _names(root, by_split[s]) for s in SPLITS}
     meta = {"photos": str(root.resolve()), "synthesis": SYNTHESIS_VERSION,
@@ -178,6 +179,20 @@ def _refuse_out_inside_photos(out: Path, root: Path) -> None:
     if root.is_dir() and root.resolve() in (where, *where.parents):
         raise ValueError(f"--out {out} is inside --photos {root}: a rerun would take its "
                          f"blurred pairs for sharp photos; choose an --out outside {root}")
+
+
+def _refuse_another_data_set(out: Path) -> None:
+    """A corpus written into another data set (a `synth` paired folder, a label cache, a folder
+    of photos: a slip of the path) mixed with it: `labels --data` on a paired folder labelled
+    its input/ alone, and a label cache is refused as a data source."""
+    from .label_cache import is_label_cache
+    from .sources import data_set_in
+    if (out / "corpus.json").is_file():
+        return   # a corpus of ours: rerun, checked against its recipe
+    what = "a label cache" if is_label_cache(out) else data_set_in(out)
+    if what:
+        raise ValueError(f"--out {out} holds {what}, not a corpus: its files and the corpus's "
+                         "pairs would mix; choose a new folder")
 
 
 def _warn_empty_splits(root: Path, by_split: dict[str, list[Path]],

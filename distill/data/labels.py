@@ -642,20 +642,9 @@ def _data_set_in_the_way(out: Path, flag: str) -> str:
     """The message when --out names a data set rather than a cache (a corpus's folder, a
     paired folder, a folder of photos: a slip of the path): the manifest written into it made
     it a label cache, which `--data` then refused; '' for a new, empty or cache folder."""
-    from ..images import is_image
     from .label_cache import RUN_RECORD
-    from .sources import _gopro_root, _pair_dirs, _paired_split_root, is_video
-    if not out.is_dir() or (out / MANIFEST).exists() or (out / RUN_RECORD).exists():
-        return ""
-    if (out / "corpus.json").is_file():
-        what = "a photo corpus (corpus.json)"
-    elif _pair_dirs(out) or _paired_split_root(out):
-        what = "a paired data set (input/ + target/ or blur/ + sharp/)"
-    elif _gopro_root(out) is not None:
-        what = "a GoPro data set"
-    elif any(p.is_file() and (is_image(p) or is_video(p)) for p in out.iterdir()):
-        what = "images or videos"
-    else:
+    from .sources import data_set_in
+    if (out / MANIFEST).exists() or (out / RUN_RECORD).exists() or not (what := data_set_in(out)):
         return ""
     return (f"{flag} {out} holds {what}, not a label cache: labelling into it would make it "
             "one, which --data then refuses as a data source; choose a new folder")

@@ -190,6 +190,24 @@ def _paired_split_root(path: Path) -> bool:
     return any(_pair_dirs(path / s) for s in SPLITS if (path / s).is_dir())
 
 
+def data_set_in(folder: Path) -> str:
+    """What data set `folder` holds, in words ("a paired data set (...)"), or '' for none (a
+    new, empty or other folder): an output folder that holds one was named by mistake, and
+    writing into it mixes its files with the output's."""
+    if not folder.is_dir():
+        return ""
+    if (folder / "corpus.json").is_file():
+        return "a photo corpus (corpus.json)"
+    if _pair_dirs(folder) or _paired_split_root(folder):
+        return "a paired data set (input/ + target/ or blur/ + sharp/)"
+    if _gopro_root(folder) is not None:
+        return "a GoPro data set"
+    if any(p.is_file() and not p.name.startswith(".") and (is_image(p) or is_video(p))
+           for p in folder.iterdir()):
+        return "images or videos"
+    return ""
+
+
 def detect_kind(path: Path) -> str:
     if not path.exists():
         raise SourceError(f"data source not found: {path}")
