@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 from runtime.cli_errors import cli_error, missing_dependency, one_line, raise_if_interrupted
-from runtime.console import print_table, report_fatal_errors
+from runtime.console import count, print_table, report_fatal_errors
 
 from .options import add_to_argparse
 
@@ -139,7 +139,7 @@ def run_bench_cmd(args) -> int:
         for c in report["checks"]:
             if not c["passed"]:
                 print(f"sharpen bench: CHECK FAILED: {c['message']}", file=sys.stderr)
-        print(f"sharpen bench: {sum(not c['passed'] for c in report['checks'])} check(s) "
+        print(f"sharpen bench: {count(sum(not c['passed'] for c in report['checks']), 'check')} "
               f"failed; report written to {Path(args.out) / 'report.md'}", file=sys.stderr)
     return code
 

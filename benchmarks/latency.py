@@ -22,7 +22,7 @@ from typing import Callable, Optional, Sequence
 
 import numpy as np
 
-from runtime.console import first_line
+from runtime.console import count, first_line
 from runtime.formats import FORMATS
 from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
@@ -283,8 +283,9 @@ class TeacherTiles:
         return 1000.0 * timed_s / self.n_tiles * self.tiles(width, height)
 
     def note(self, width: int, height: int) -> str:
-        return (f"timed on {self.n_tiles} tile(s) of {self.tile_label(width, height)}, scaled "
-                f"by the {self.tiles(width, height)} tile(s) (overlap {self.overlap}) of a "
+        return (f"timed on {count(self.n_tiles, 'tile')} of {self.tile_label(width, height)}, "
+                "scaled "
+                f"by the {count(self.tiles(width, height), 'tile')} (overlap {self.overlap}) of a "
                 f"{width}x{height} frame (runtime.tiling.count_tiles); blending not included")
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from runtime.cli_errors import Terminated
+from runtime.console import count
 
 from .latency import (BACKENDS, SkipCase, frame_fn, make_video, measure, open_backend,
                       result_row, size_label, stream, stream_row)
@@ -94,8 +95,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     # tile), scaled per size
     if teacher_tiles is not None:
         shapes = list(dict.fromkeys(teacher_tiles.tile_shape(*wh) for wh in sizes))
-        say(f"latency: teacher, {teacher_tiles.n_tiles} tile(s) of "
-            f"{', '.join(f'{w}x{h}' for h, w in shapes)} px x {m['teacher_rounds']} round(s)")
+        say(f"latency: teacher, {count(teacher_tiles.n_tiles, 'tile')} of "
+            f"{', '.join(f'{w}x{h}' for h, w in shapes)} px x "
+            f"{count(m['teacher_rounds'], 'round')}")
         try:
             timed = {hw: measure(teacher_tiles.fn(hw), warmup=1, min_rounds=m["teacher_rounds"],
                                  max_rounds=m["teacher_rounds"], max_time=0.0) for hw in shapes}

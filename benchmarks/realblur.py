@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from distill.evaluate import evaluate_fns, load_model_fn, side_by_side
+from runtime.console import count
 
 FIGURES = {"pairs": "real_blur_pairs.png", "nogt": "real_blur_nogt.png"}
 HEADERS = ["model", "PSNR dB", "SSIM", "PSNR gain", "SSIM gain", "worst image's PSNR gain",
@@ -112,6 +113,6 @@ def markdown(res: dict, md_table) -> list[str]:
 def _failed_lines(r: dict) -> list[str]:
     if not r.get("failed"):
         return []
-    return [f"Not evaluated ({len(r['failed'])} image(s) skipped: unreadable, mismatched or "
+    return [f"Not evaluated ({count(len(r['failed']), 'image')} skipped: unreadable, mismatched or "
             "failed):", "",
             *[f"- {f}" for f in r["failed"]], ""]

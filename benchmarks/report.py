@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from runtime.atomic import atomic_write_bytes
-from runtime.console import Console
+from runtime.console import Console, count
 from runtime.sinks import folders_to_make, remove_if_empty
 
 from .artifacts import (DEFAULT_CALIB_COUNT, BenchError, atomic_write_json, default_cache_root,
@@ -193,7 +193,8 @@ def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: 
     items = source_items(specs[0] if len(specs) == 1 else specs, limit=limit)
     if need_gt and not all(gt is not None for _, _, gt in items):
         missing = sum(gt is None for _, _, gt in items)
-        raise BenchError(f"{flag} {shown}: {missing} of its {len(items)} image(s) have no "
+        raise BenchError(f"{flag} {shown}: {missing} of its {count(len(items), 'image')} "
+                         f"{'has' if missing == 1 else 'have'} no "
                          "ground truth (sharp image); real blur without ground truth goes to "
                          "--real-nogt")
     errors = []
@@ -203,7 +204,7 @@ def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: 
             return
         except (ImageReadError, OSError) as e:
             errors.append(str(e))
-    raise BenchError(f"{flag} {shown}: none of its {len(items)} image(s) could be read "
+    raise BenchError(f"{flag} {shown}: none of its {count(len(items), 'image')} could be read "
                      f"(first: {errors[0]})")
 
 

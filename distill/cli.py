@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code
-from runtime.console import HelpFormatter
+from runtime.console import HelpFormatter, count
 from runtime.host import threads_help
 from .teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
                             TILE as TEACHER_TILE)
@@ -99,7 +99,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
                             "device": teacher.device.type}, resume=args.resume)
     todo = [(src, rel) for src, rel in files if not run.is_done(src, rel)]
     if len(todo) < len(files):
-        print(f"resuming: {len(files) - len(todo)} of {len(files)} image(s) already in {out} "
+        print(f"resuming: {len(files) - len(todo)} of {count(len(files), 'image')} already in "
+              f"{out} "
               "from an earlier run with the same weights and settings (--no-resume writes them "
               "again)", file=sys.stderr)
     failed, done = 0, len(files) - len(todo)
@@ -130,11 +131,11 @@ def cmd_teacher(args: argparse.Namespace) -> int:
                 failed += 1
                 tqdm.write(f"skipped: {e}", file=sys.stderr)
     except KeyboardInterrupt as e:
-        print(f"interrupted: {done} of {len(files)} image(s) in {out}; the same command "
+        print(f"interrupted: {done} of {count(len(files), 'image')} in {out}; the same command "
               "continues with the rest", file=sys.stderr)
         return interrupt_exit_code(e)
     earlier = len(files) - len(todo)
-    print(f"teacher: {done} image(s) in {out}"
+    print(f"teacher: {count(done, 'image')} in {out}"
           + (f" ({earlier} from an earlier run)" if earlier else "") + f", {failed} failed")
     return 1 if failed else 0
 
@@ -436,21 +437,24 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
     small, failed, photos = summary["small"], summary["failed"], summary["photos"]
     if small:
         where = ", ".join(f"{s} {n}" for s, n in summary["small_in"].items() if n)
-        print(f"warning: {len(small)} photo(s) smaller than the crop skipped ({where}; listed "
+        print(f"warning: {count(len(small), 'photo')} smaller than the crop skipped ({where}; "
+              "listed "
               f"above): expected with a large --crop ({args.crop}); a smaller one keeps them",
               file=sys.stderr)
     empty = [s for s in splits if photos.get(s) and not summary[s]]
     if failed:
-        print(f"sharpen corpus: {len(failed)} photo(s) could not be read (listed above); the "
+        print(f"sharpen corpus: {count(len(failed), 'photo')} could not be read (listed "
+              "above); the "
               "others were used", file=sys.stderr)
     if "train" in empty or not any(summary[s] for s in splits):
-        which = (f"all {photos['train']} training photo(s)" if "train" in empty
+        which = (f"all {count(photos['train'], 'training photo')}" if "train" in empty
                  else "every photo")
         print(f"sharpen corpus: error: no training pair was made: {which} skipped (smaller "
               f"than --crop {args.crop}, or unreadable)", file=sys.stderr)
         return 1
     if empty:
-        print(f"warning: the {' and '.join(empty)} split(s) got no pair: every photo in them "
+        print(f"warning: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} got "
+              "no pair: every photo in them "
               "was skipped", file=sys.stderr)
     return 1 if failed else 0
 
@@ -575,8 +579,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                   f"part is written as metrics{tag}.json", file=sys.stderr)
         atomic_write_json(out / f"metrics{tag}.json", res)
         shown = dict(list(outputs.items())[:args.figure_images])
-        which = (f"the {len(shown)} image(s) some model gains least PSNR on, worst first"
-                 if res["has_gt"] else f"the first {len(shown)} image(s)")
+        which = (f"the {count(len(shown), 'image')} some model gains least PSNR on, worst first"
+                 if res["has_gt"] else f"the first {count(len(shown), 'image')}")
         fig = side_by_side(shown, out / f"side_by_side{tag}.png", side=args.figure_crop,
                            title=f"{args.data}, {which}: input | " + " | ".join(
                                k for k in next(iter(shown.values())) if k != "input"))
@@ -584,7 +588,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     if res["interrupted"]:
         return res.get("exit_code", 130)
     if res["failed"]:
-        print(f"sharpen evaluate: {len(res['failed'])} image(s) skipped (listed above); the "
+        print(f"sharpen evaluate: {count(len(res['failed']), 'image')} skipped (listed above); the "
               "rest were evaluated", file=sys.stderr)
         return 1
     return 0

@@ -20,7 +20,7 @@ import numpy as np
 
 from runtime.backends.runner import OutputSizeError
 from runtime.cli_errors import interrupt_exit_code
-from runtime.console import first_line
+from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
 from .metrics import psnr, ssim
@@ -283,7 +283,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
             raise ValueError(f"{what}: {not_frames}")
         raise ValueError(f"{shown}: no images")
     if videos:   # footage of stills and clips: the clips were left out without a word
-        warnings.warn(f"{shown}: {len(videos)} video(s) left out ({', '.join(videos[:3])}"
+        warnings.warn(f"{shown}: {count(len(videos), 'video')} left out ({', '.join(videos[:3])}"
                       f"{', ...' if len(videos) > 3 else ''}); {not_frames}", SharpenWarning)
     from runtime.sources import warn_not_images
     warn_not_images(shown, used.get("not_images") or [], "evaluate")
@@ -341,7 +341,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         if not scored:
             raise
         stopped = e   # what was scored is reported (and saved), marked as partial
-        print(f"interrupted: results of the {scored} image(s) scored so far", file=sys.stderr)
+        print(f"interrupted: results of the {count(scored, 'image')} scored so far",
+              file=sys.stderr)
     finally:
         bar.close()
     outputs = {name: outs for _, _, name, outs in sorted(kept, key=lambda t: (t[0], t[1]))}
@@ -468,6 +469,6 @@ def format_table(res: dict) -> str:
     partial = " (interrupted: a part of the set)" if res.get("interrupted") else ""
     lines.append(f"({n} image{'s' if n != 1 else ''} of {res['data']}{where}){partial}")
     if res.get("flat_images"):
-        lines.append(f"({res['flat_images']} flat image(s) without detail left out of the "
+        lines.append(f"({count(res['flat_images'], 'flat image')} without detail left out of the "
                      "sharpness ratio)")
     return "\n".join(lines)

@@ -10,6 +10,7 @@ from typing import Callable, Optional
 import numpy as np
 import torch
 
+from runtime.console import count
 from runtime.tiling import tiled_apply
 
 from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weights,
@@ -97,7 +98,8 @@ def pick_device(device: str = "auto", flag: str = "device=") -> torch.device:
             raise ValueError(f"{given}: {why} (auto uses a GPU when there is one)")
         n = torch.cuda.device_count()
         if dev.index is not None and dev.index >= n:
-            raise ValueError(f"{given}: this machine has {n} CUDA GPU(s), cuda:0 to cuda:{n - 1}")
+            raise ValueError(f"{given}: this machine has {count(n, 'CUDA GPU')}, cuda:0 to "
+                             f"cuda:{n - 1}")
     elif dev.type == "mps" and not torch.backends.mps.is_available():
         raise ValueError(f"{given}: no Apple GPU (MPS) here; use {DEVICES}")
     elif dev.type not in ("cpu", "cuda", "mps"):

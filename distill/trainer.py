@@ -771,7 +771,8 @@ class Trainer:
         before = ck.get("processes")
         if isinstance(before, int) and before != self.dist.world and self.dist.main:
             b = self.cfg.data.batch_size
-            warnings.warn(f"{path} was trained by {before} process(es), this run has "
+            warnings.warn(f"{path} was trained by {count(before, 'process', 'processes')}, "
+                          "this run has "
                           f"{self.dist.world}: data.batch_size ({b}) is per process, so the "
                           f"batch of a step changes from {before * b} to {self.dist.world * b}",
                           SharpenWarning)
@@ -989,7 +990,7 @@ class Trainer:
         n_params = count_params(self.model)
         self._text(f"{'resumed at' if self.step else 'started'} step {self.step} of "
                    f"{cfg.optim.steps}: {self.arch} ({n_params / 1e6:.2f} M parameters) on "
-                   f"{self.device}, {self.dist.world} process(es), batch "
+                   f"{self.device}, {count(self.dist.world, 'process', 'processes')}, batch "
                    f"{cfg.data.batch_size} per process of {cfg.data.crop} px crops, "
                    f"{len(getattr(train_ds, 'items', getattr(train_ds, 'sharp', ())))} "
                    f"training images, {len(val_items)} validation images; "

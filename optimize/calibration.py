@@ -16,6 +16,7 @@ from typing import Iterable, Sequence
 
 import numpy as np
 
+from runtime.console import count
 from runtime.warn import SharpenWarning
 
 
@@ -111,7 +112,7 @@ def _empty_folder_hint(folder: Path) -> str:
                                            q.relative_to(folder).parts))
     hints = []
     if below:
-        hints.append(f"its subfolders hold {below} image file(s), which a folder does not "
+        hints.append(f"its subfolders hold {count(below, 'image file')}, which a folder does not "
                      f"include: pass '{folder / '**' / '*'}' (quoted) or one subfolder")
     if videos:
         hints.append(f"it holds video files ({', '.join(videos[:3])}), which are not read: "

@@ -559,7 +559,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         both = {q.resolve() for q in parity_paths} & {q.resolve() for q in calib_paths or []}
         if both:
             # Calibrated on the very images it is judged on, INT8 looks better than it is.
-            prog.warn(f"{len(both)} parity image(s) are also --calib images (e.g. "
+            prog.warn(f"{count(len(both), 'parity image')} "
+                      f"{'is' if len(both) == 1 else 'are'} also --calib images (e.g. "
                       f"{min(both).name}); parity is meant to be measured on held-out images")
         with _naming("parity_images", flags):
             parity_list = cal.load_images(parity_paths, what="parity", min_side=SSIM_MIN_SIDE)

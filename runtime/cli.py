@@ -13,7 +13,7 @@ import threading
 from typing import Optional
 
 from .cli_errors import interrupt_exit_code, missing_dependency, raise_if_interrupted
-from .console import quiet_library_logs, report_fatal_errors
+from .console import count, quiet_library_logs, report_fatal_errors
 from .host import threads_help, threads_warning
 from .options import OVERLAP   # not from .tiling, which imports numpy
 
@@ -247,8 +247,10 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: results written to {args.output} (no --out given)",
               file=sys.stderr)
     if summary.get("skipped_inputs"):
-        print(f"sharpen run: {len(summary['skipped_inputs'])} input(s) or stretch(es) of the "
-              "input could not be read (listed above); the rest were processed", file=sys.stderr)
+        n = len(summary["skipped_inputs"])
+        print(f"sharpen run: {count(n, 'input or stretch', 'inputs or stretches')} of the "
+              "input could not be read (listed above); the rest were processed",
+              file=sys.stderr)
         return 1
     if summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
         code = 143 if summary.get("signal") == "SIGTERM" else 130
@@ -284,7 +286,8 @@ def _exit_now_if_workers_run(code: int) -> None:
     stuck = [t.name for t in threading.enumerate()
              if isinstance(t, _Worker) and t.running and t.name in WORKER_NAMES]
     if stuck:
-        print(f"sharpen run: not waiting for the {' and '.join(stuck)} thread(s)", file=sys.stderr)
+        print(f"sharpen run: not waiting for the {' and '.join(stuck)} "
+              f"thread{'s' if len(stuck) > 1 else ''}", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

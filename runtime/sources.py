@@ -367,8 +367,8 @@ class VideoSource(Source):
             ok, img = self.cap.read()
             if ok and img is not None:
                 self._first = img
-                msg = (f"{self.spec}: {lost} damaged frame(s) after frame {read} could not be "
-                       "decoded and were skipped")
+                msg = (f"{self.spec}: {count(lost, 'damaged frame')} after frame {read} could "
+                       f"not be decoded and {'was' if lost == 1 else 'were'} skipped")
                 self.skipped.append(msg)
                 warn(msg)
                 return lost
@@ -564,7 +564,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         images = _image_list(found)
         videos = [Path(f).name for f in found if Path(f).suffix.lower() in VIDEO_EXTS]
         if not images and videos:   # one run reads one video: say so, not "no images"
-            raise SourceError(f"{spec!r} matches {len(videos)} video file(s) "
+            raise SourceError(f"{spec!r} matches {count(len(videos), 'video file')} "
                               f"({', '.join(videos[:3])}) and no images: a run reads one video; "
                               f"pass each as {option('source', flags=flags)} "
                               f"({'e.g. a shell loop' if flags else 'a run_stream call each'})")
@@ -594,7 +594,8 @@ def _folder_source(spec: str, folder: Path, flags: bool = False) -> ImageSource:
             hint = (f"; it holds video files ({', '.join(videos[:3])}): pass one as "
                     f"{option('source', flags=flags)}")
         elif below:
-            hint = (f"; its subfolders hold {below} image file(s): pass '{folder / '**' / '*'}' "
+            hint = (f"; its subfolders hold {count(below, 'image file')}: pass "
+                    f"'{folder / '**' / '*'}' "
                     "(quoted) or one subfolder")
         raise SourceError(f"no images found in {spec!r} (extensions: "
                           f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
@@ -619,7 +620,8 @@ def warn_not_images(where: str, names: list[str], reader: str, hint: str = "",
         return
     more = ", ..." if len(names) > 3 else ""
     clips = f" and {', '.join(sorted(VIDEO_EXTS))} clips" if videos else ""
-    warn(f"{where}: {len(names)} file(s) that are not images skipped ({', '.join(names[:3])}"
+    what = "that is not an image" if len(names) == 1 else "that are not images"
+    warn(f"{where}: {count(len(names), 'file')} {what} skipped ({', '.join(names[:3])}"
          f"{more}); {reader} reads {', '.join(sorted(IMAGE_EXTS))}{clips} only{hint}",
          stacklevel=2)
 

@@ -26,7 +26,7 @@ import numpy as np
 
 from runtime.atomic import atomic_write_json
 from runtime.cli_errors import SharpenError, one_line
-from runtime.console import HelpFormatter
+from runtime.console import HelpFormatter, count
 from runtime.host import threads_help
 
 if TYPE_CHECKING:   # torch comes with it; the parser is built without torch
@@ -192,7 +192,8 @@ def _no_labels(caches: dict[str, tuple[Path, LabelStats]]) -> str | None:
 
     for what, (cache, st) in caches.items():
         if not cache.is_dir() or not len(LabelCache(cache)):
-            return (f"no {what} label was made: {st.failed} of the {st.total} image(s) it took "
+            return (f"no {what} label was made: {st.failed} of the {count(st.total, 'image')} "
+                    "it took "
                     f"could not be labelled (each is named above), so there is nothing to "
                     "distil from; give --data images that can be read")
     return None
@@ -379,8 +380,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         parity = str(default_root() / "test" / "input")
     else:   # the user's own images (they were scikit-image's sample photos)
         calib, parity = _cache_inputs(labels / "train"), _cache_inputs(labels / "val")
-        print(f"INT8 calibration on your {len(calib)} training image(s), parity on your "
-              f"{len(parity)} held-out image(s)")
+        print(f"INT8 calibration on your {count(len(calib), 'training image')}, parity on your "
+              f"{count(len(parity), 'held-out image')}")
     report = export(student, ["onnx", "onnx-int8", "tflite-int8"], out / "export",
                     calib=calib, parity_images=parity, latency_runs=3, quiet=args.quiet)
     print_table(report)

@@ -524,7 +524,7 @@ def test_limit_applies_to_the_real_blur_sets_too(env, capsys):
     from benchmarks.realblur import markdown
     nogt_res = {**real["nogt"], "failed": [f"{nogt}/bad.png: not a readable image"]}
     md = "\n".join(markdown({"nogt": nogt_res}, md_table))
-    assert "1 image(s) skipped" in md and "bad.png: not a readable image" in md
+    assert "1 image skipped" in md and "bad.png: not a readable image" in md
 
 
 def test_real_nogt_takes_image_files_and_several_paths(env, capsys):
@@ -570,8 +570,8 @@ def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
     junk = env / "junk"
     junk.mkdir()
     (junk / "a.png").write_bytes(b"not a png")
-    for flag, spec, says in (("--real-pairs", nogt, "3 of its 3 image(s) have no ground truth"),
-                             ("--real-nogt", junk, "none of its 1 image(s) could be read")):
+    for flag, spec, says in (("--real-pairs", nogt, "3 of its 3 images have no ground truth"),
+                             ("--real-nogt", junk, "none of its 1 image could be read")):
         rc = _bench(env, "never-made", "--students", str(env / "student-good.pt"), "--formats",
                     "onnx", "--no-latency", flag, str(spec))
         err = capsys.readouterr().err

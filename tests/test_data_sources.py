@@ -319,7 +319,7 @@ def test_a_folder_of_footage_takes_its_clips_frames_beside_its_images(tmp_path):
                                "no ground truth")
     # A folder of clips alone, and one broken clip among good ones: said, the rest kept.
     (tmp_path / "clips" / "broken.mp4").write_bytes(b"\x00" * 100)
-    with pytest.warns(UserWarning, match=r"1 video\(s\) left out: .*broken.mp4"):
+    with pytest.warns(UserWarning, match=r"1 video left out: .*broken.mp4"):
         only = resolve_source(str(tmp_path / "clips"))
     assert [s.name for s in only.samples] == [f"walk_{i:06d}" for i in range(3)]
     assert only.describe().endswith("3 frames of 1 video, no ground truth")

@@ -106,7 +106,7 @@ def test_demo_stops_at_stage_2_when_no_image_could_be_labelled(tmp_path, capsys)
     assert rc == 1 and "Traceback" not in captured.err, captured.err
     assert captured.err.strip().splitlines()[-1].startswith(
         "sharpen demo: error: stage 2 (teacher pseudo-labels): no training label was made: 2 "
-        "of the 2 image(s) it took could not be labelled"), captured.err
+        "of the 2 images it took could not be labelled"), captured.err
     assert "[3/6]" not in captured.out   # stopped right after the stage that failed
     # 1 of 3 images held out where a fifth was meant: said, as `sharpen labels` says it
     assert "warning: held out for validation: 33% of the images (1 of 3) held out, not 20%" \
@@ -148,7 +148,7 @@ def test_demo_on_footage_streams_and_calibrates_on_the_users_clip(tmp_path, caps
     settings = json.loads((out / "export" / "export_report.json").read_text())["settings"]
     assert settings["calib_images"] == ["walk_000000"]      # the clip's frame, as labelled
     assert settings["parity_images"] == ["walk_000005"]     # its held-out last fifth
-    assert "INT8 calibration on your 1 training image(s), parity on your 1 held-out" in said
+    assert "INT8 calibration on your 1 training image, parity on your 1 held-out" in said
 
 
 def test_demo_gate_options():

@@ -199,7 +199,7 @@ def test_bad_pairs_and_failing_models_are_skipped_by_name_and_numbers_stay_finit
     assert res["input"]["psnr"] < 101 and res["flat_images"] == 1
     assert np.isfinite(res["m"]["sharpness"]) and res["m"]["sharpness"] == pytest.approx(1.0)
     assert len(res["outputs"]) == 1   # only what a figure needs is kept
-    assert "(3 images of" in format_table(res) and "1 flat image(s)" in format_table(res)
+    assert "(3 images of" in format_table(res) and "1 flat image" in format_table(res)
 
 
 def test_a_video_as_data_says_where_its_frames_can_come_from(tmp_path):
@@ -233,7 +233,7 @@ def test_the_clips_of_a_folder_of_footage_are_named_as_left_out(nogt, capsys):
         res = evaluate_fns({"id": lambda im: im}, str(nogt), progress=False)
     assert res["images"] == 3
     said = " ".join(str(w.message) for w in rec)
-    assert f"1 video(s) left out ({clips / 'walk.avi'})" in said and "CACHE/frames" in said, said
+    assert f"1 video left out ({clips / 'walk.avi'})" in said and "CACHE/frames" in said, said
     assert capsys.readouterr().err == ""
     with pytest.raises(ValueError, match=r"holds only videos \(1\): evaluate scores images"):
         evaluate_fns({"id": lambda im: im}, str(clips))
@@ -564,7 +564,7 @@ def test_files_that_are_not_images_are_named_as_run_names_them(nogt, tmp_path, c
     from sharpen.cli import main
 
     (nogt / "notes.txt").write_text("shot on the tram")
-    with pytest.warns(SharpenWarning, match=r"1 file\(s\) that are not images skipped \("
+    with pytest.warns(SharpenWarning, match=r"1 file that is not an image skipped \("
                       + str(nogt / "notes.txt").replace("\\", "\\\\")):
         res = evaluate_fns({"m": lambda x: x}, str(nogt), progress=False)
     assert res["images"] == 3
@@ -579,7 +579,7 @@ def test_files_that_are_not_images_are_named_as_run_names_them(nogt, tmp_path, c
     assert main(["evaluate", "--model", str(model), "--data", str(pairs), "--quiet"]) == 0
     err = capsys.readouterr().err
     said = [ln for ln in err.splitlines() if "not images" in ln]
-    assert said == [f"warning: {pairs}: 2 file(s) that are not images skipped "
+    assert said == [f"warning: {pairs}: 2 files that are not images skipped "
                     f"({pairs / 'input' / 'README.txt'}, {pairs / 'input' / 'a.heic'}); evaluate "
                     f"reads {', '.join(sorted(IMAGE_EXTS))} only"], err
 

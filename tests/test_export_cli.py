@@ -499,7 +499,7 @@ def test_parity_images_that_are_also_calibration_images_are_warned_about(ckpt, t
     rc, err = _run(["export", "--weights", str(ckpt), "--formats", "onnx", "--out",
                     str(tmp_path / "o"), "--no-latency", "--quiet", "--calib", str(d),
                     "--parity-images", str(d / "p2.png")], capsys)
-    assert rc == 0 and "1 parity image(s) are also --calib images (e.g. p2.png)" in err
+    assert rc == 0 and "1 parity image is also --calib images (e.g. p2.png)" in err
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -1055,7 +1055,7 @@ def test_a_folder_with_images_only_below_it_or_videos_says_what_to_pass(tmp_path
         resolve_paths(footage)
     msg = str(e.value)
     assert f"no images in folder {footage}" in msg
-    assert "subfolders hold 2 image file(s)" in msg and f"'{footage / '**' / '*'}'" in msg
+    assert "subfolders hold 2 image files" in msg and f"'{footage / '**' / '*'}'" in msg
     assert "video files (walk.mp4)" in msg and "frames/**/*" in msg
     # ... and the glob it suggests finds them
     assert [p.name for p in resolve_paths(str(footage / "**" / "*"))] == ["a.png", "b.png"]

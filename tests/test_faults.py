@@ -141,7 +141,7 @@ def test_evaluate_folder_with_bad_files_says_so_in_plain_lines(tmp_path):
     r = _sharpen("evaluate", "--weights", str(ck), "--data", str(tmp_path / "pairs"), "--quiet",
                  cwd=tmp_path)
     assert r.returncode == 1, r.stderr
-    assert "bad.png" in r.stderr and "1 image(s) skipped (listed above)" in r.stderr
+    assert "bad.png" in r.stderr and "1 image skipped (listed above)" in r.stderr
     assert "warning: " in r.stderr and "gray.png: grayscale image converted to RGB" in r.stderr
     assert "UserWarning" not in r.stderr and "Traceback" not in r.stderr
     assert "(2 images of" in r.stdout

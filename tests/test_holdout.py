@@ -93,7 +93,7 @@ def test_a_hold_out_over_a_cache_labelled_in_full_drops_the_held_out_images(tmp_
     # the last 2 frames for validation, the 2 before them (near-duplicates) in neither cache
     assert _names(val) == {"clip_000008", "clip_000009"}
     assert _names(out) == {f"clip_{i:06d}" for i in range(6)}
-    assert (f"removed 4 label(s) an earlier run made here of images this run holds out of {out} "
+    assert (f"removed 4 labels an earlier run made here of images this run holds out of {out} "
             "(clip_000006, clip_000007, clip_000008 and 1 more): the training and validation "
             "caches must not share an image") in said, said
     for i in range(6, 10):

@@ -170,7 +170,7 @@ def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
     assert (s.done, s.skipped) == (0, 2)
     assert sorted(_manifest(out)) == ["im00", "im02"] and not label01.exists()
     assert [i.name for i, _, _ in pairs_from_labels(out)] == ["im00.png", "im02.png"]
-    assert "removed 1 label(s) whose input is gone or replaced" in capsys.readouterr().out
+    assert "removed 1 label whose input is gone or replaced" in capsys.readouterr().out
 
 
 def test_corrupt_input_warns_and_fails_run(tmp_path, teachers, capsys):
@@ -229,8 +229,8 @@ def test_a_clip_damaged_in_the_middle_fails_only_its_damaged_frames(tmp_path, te
         for i in bad], said.err
     assert f"{30 - len(bad)} done, 0 skipped (up to date), {len(bad)} failed" in said.out
     # not "re-run to retry": a damaged frame fails on every run
-    assert f"warning: {len(bad)} image(s) failed (see warnings above): their input cannot be " \
-        "decoded" in said.err and "re-run to retry" not in said.err, said.err
+    assert f"warning: {len(bad)} image{'s' * (len(bad) > 1)} failed (see warnings above): " \
+        "their input cannot be decoded" in said.err and "re-run to retry" not in said.err, said.err
     entries = _manifest(out)
     assert sorted(n for n, e in entries.items() if e["status"] == "failed") == \
         [f"hurt_{i:06d}" for i in bad]
@@ -502,7 +502,7 @@ def test_without_progress_a_run_prints_nothing_and_warns_as_python_warnings(tmp_
     assert (s.done, s.failed) == (1, 1)
     said = [str(w.message) for w in rec]
     assert any(m.startswith("skipping im01: ") for m in said), said
-    assert ("1 image(s) failed (see warnings above): their input cannot be decoded (damaged, "
+    assert ("1 image failed (see warnings above): their input cannot be decoded (damaged, "
             "truncated or not an image); replace or remove the damaged files: re-running fails "
             "them again") in said, said
     assert capsys.readouterr() == ("", "")
@@ -533,8 +533,8 @@ def test_failed_images_are_told_apart_damaged_ones_from_ones_a_rerun_may_label(t
         s = run_labels(str(data), tmp_path / "cache", teacher=OutOfMemoryOnIm02(), tile=0,
                        overlap=0, progress=False)
     assert (s.done, s.failed, s.undecodable) == (1, 2, 1)
-    said = [str(w.message) for w in rec if "image(s) failed" in str(w.message)]
-    assert said == ["2 image(s) failed (see warnings above): 1 cannot be decoded (damaged, "
+    said = [str(w.message) for w in rec if "failed (see warnings above)" in str(w.message)]
+    assert said == ["2 images failed (see warnings above): 1 cannot be decoded (damaged, "
                     "truncated or not an image; replace or remove the damaged files: "
                     "re-running fails them again); re-run to retry the other 1"], said
 
@@ -638,7 +638,7 @@ def test_a_replaced_video_drops_its_old_frames(tmp_path, capsys):
     assert sorted(_manifest(out)) == [f"clip_{i:06d}" for i in range(3)]
     assert not (out / "frames" / "clip_000004.png").exists()
     assert not (out / "labels" / "clip_000004.png").exists()
-    assert "removed 3 label(s)" in capsys.readouterr().out
+    assert "removed 3 labels" in capsys.readouterr().out
     # A deleted video's frames stay: they train from the cache's own copies.
     (tmp_path / "clip.avi").unlink()
     assert prune_missing_inputs(out) == [] and len(LabelCache(out)) == 3
@@ -688,7 +688,7 @@ def test_a_folder_of_clips_is_labelled_frame_by_frame_without_collisions(tmp_pat
     _clip(foot / "day1" / "walk.avi", 2, 200)
     capsys.readouterr()
     s = run_labels(str(foot), out, **kw)
-    assert s.done == 2 and "removed 1 label(s)" in capsys.readouterr().out
+    assert s.done == 2 and "removed 1 label" in capsys.readouterr().out
     assert "day1/walk_000002" not in _manifest(out) and len(LabelCache(out)) == 7
 
 
@@ -897,8 +897,8 @@ def test_images_over_the_pixel_budget_are_told_to_raise_it_not_to_re_run(tmp_pat
     monkeypatch.setenv("SHARPEN_MAX_PIXELS", "100")   # 16x16 = 256 pixels each
     with pytest.warns(SharpenWarning) as rec:
         s = run_labels(str(data), out, **kw)
-    said = [str(w.message) for w in rec if "image(s) failed" in str(w.message)]
-    assert said == ["2 image(s) failed (see warnings above): they exceed the pixel budget; "
+    said = [str(w.message) for w in rec if "failed (see warnings above)" in str(w.message)]
+    assert said == ["2 images failed (see warnings above): they exceed the pixel budget; "
                     "raise SHARPEN_MAX_PIXELS above their size (the warnings above give it) and "
                     "re-run: a re-run alone fails them again"], said
     assert (s.done, s.failed, s.too_large, s.undecodable) == (0, 2, 2, 0)
@@ -928,7 +928,7 @@ def test_a_video_opencv_cannot_open_may_be_a_codec_and_is_told_to_convert_it(tmp
     assert (f"skipping clip_000000: {clip}: OpenCV cannot open this video (damaged, or in a "
             "codec this OpenCV build cannot decode: convert it, e.g. with ffmpeg to H.264 or "
             "MJPG)") in said, said
-    assert ("2 image(s) failed (see warnings above): their input cannot be decoded (damaged, "
+    assert ("2 images failed (see warnings above): their input cannot be decoded (damaged, "
             "truncated, not an image, or a video in a codec this OpenCV build lacks); replace "
             "or remove the damaged files, and convert the videos this OpenCV build cannot open "
             "(e.g. with ffmpeg to H.264 or MJPG): re-running fails them again") in said, said

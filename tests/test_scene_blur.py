@@ -190,7 +190,7 @@ def test_split_says_which_files_under_photos_are_not_images(tmp_path):
     _photos(tmp_path, [(f"set/p{i}.png", 64) for i in range(3)])
     (tmp_path / "README.md").write_text("where the photos come from")
     (tmp_path / "set" / "IMG_1.heic").write_bytes(b"\0")
-    with pytest.warns(SharpenWarning, match=re.escape(f"--photos {tmp_path}: 2 file(s) that are "
+    with pytest.warns(SharpenWarning, match=re.escape(f"--photos {tmp_path}: 2 files that are "
                       "not images skipped (README.md, set/IMG_1.heic); the corpus reads")):
         s = split_photos(tmp_path)
     assert sum(map(len, s.values())) == 3
@@ -249,13 +249,13 @@ def test_corpus_command_skips_small_photos_with_a_warning_and_fails_on_bad_ones(
     assert rc == 0, captured.err
     assert "warning: skipped: " in captured.err   # a SharpenWarning, shown as a line
     assert "small.png: 24x24 is smaller than the 32-px crop" in captured.err
-    assert "warning: 1 photo(s) smaller than the crop skipped" in captured.err
+    assert "warning: 1 photo smaller than the crop skipped" in captured.err
     assert "pairs" in captured.out and "Traceback" not in captured.err
     # An unreadable photo is a failure: named, the rest used, exit 1.
     (photos / "set" / "broken.png").write_bytes(b"not a png")
     rc = main([*args, "--crop", "32", "--test-crop", "32", "--out", str(tmp_path / "c2")])
     err = capsys.readouterr().err
-    assert rc == 1 and "broken.png" in err and "1 photo(s) could not be read" in err, err
+    assert rc == 1 and "broken.png" in err and "1 photo could not be read" in err, err
     assert len(list((tmp_path / "c2" / "train" / "input").iterdir())) >= 4
     (photos / "set" / "broken.png").unlink()
     # Every photo smaller than the crop: nothing usable was made, exit 1 with a reason.
@@ -323,7 +323,7 @@ def test_build_corpus_says_when_a_split_is_empty(tmp_path, capsys):
     sorted(split_photos(photos)["train"])[0].unlink()
     assert main(["corpus", "--photos", str(photos), "--out", str(tmp_path / "c2"), "--copies",
                  "1", "--crop", "48", "--test-crop", "64", "--quiet"]) == 0
-    assert f"removed 1 stale pair(s) from {tmp_path / 'c2'}" in capsys.readouterr().err
+    assert f"removed 1 stale pair from {tmp_path / 'c2'}" in capsys.readouterr().err
 
 
 def test_build_corpus_in_parallel_writes_the_same_pairs(tmp_path, capsys):
@@ -408,7 +408,7 @@ def test_build_corpus_rerun_removes_pairs_of_moved_changed_and_deleted_photos(tm
     capsys.readouterr()
     said = []
     build_corpus(photos, out, TINY, progress=False, say=said.append)
-    assert any("removed 3 stale pair(s)" in m for m in said), said
+    assert any("removed 3 stale pairs" in m for m in said), said
     assert capsys.readouterr().err == ""
     assert f"set_{moved.stem}_0.png" not in _on_disk(out, "train")
     assert f"kodak24_{moved.stem}.png" in _on_disk(out, "test")
@@ -437,7 +437,7 @@ def test_build_corpus_without_photo_signatures_keeps_pairs_drops_orphans(tmp_pat
     build_corpus(photos, out, TINY, progress=False, say=said.append)
     assert capsys.readouterr().err == ""   # a print before: the caller's `say` has it now
     assert any(m.startswith("note: ") and "predates photo signatures" in m for m in said)
-    assert any("removed 1 stale pair(s)" in m for m in said), said
+    assert any("removed 1 stale pair" in m for m in said), said
     assert kept_pair.stat().st_mtime_ns == mtime            # trusted, not made again
     assert f"set_{deleted.stem}_0.png" not in _on_disk(out, "train")
     assert "photo_index" in json.loads((out / "corpus.json").read_text())

@@ -244,7 +244,7 @@ def test_a_rerun_skips_what_the_same_run_wrote_and_redoes_the_rest(tmp_path, tin
 
     assert main(cmd) == 0
     out_text = capsys.readouterr()
-    assert "resuming: 2 of 2 image(s)" in out_text.err and "(2 from an earlier run)" in \
+    assert "resuming: 2 of 2 images" in out_text.err and "(2 from an earlier run)" in \
         out_text.out
     assert {p: p.stat().st_mtime_ns for p in (a, b)} == written     # neither written again
 
@@ -252,16 +252,16 @@ def test_a_rerun_skips_what_the_same_run_wrote_and_redoes_the_rest(tmp_path, tin
     # --no-resume: written again.
     cv2.imwrite(str(src / "b.png"), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
     assert main(cmd) == 0
-    assert "resuming: 1 of 2 image(s)" in capsys.readouterr().err
+    assert "resuming: 1 of 2 images" in capsys.readouterr().err
     assert a.stat().st_mtime_ns == written[a] and b.stat().st_mtime_ns != written[b]
     marker = np.full_like(first, 7)
     cv2.imwrite(str(a), marker)      # e.g. `sharpen run` into the same folder
     assert main(cmd) == 0
-    assert "resuming: 1 of 2 image(s)" in capsys.readouterr().err
+    assert "resuming: 1 of 2 images" in capsys.readouterr().err
     assert np.array_equal(cv2.imread(str(a)), first)
     a.unlink()
     assert main(cmd) == 0
-    assert "resuming: 1 of 2 image(s)" in capsys.readouterr().err
+    assert "resuming: 1 of 2 images" in capsys.readouterr().err
     assert np.array_equal(cv2.imread(str(a)), first)
     for extra in (["--no-resume"], ["--tile", "16", "--overlap", "4"]):
         before = a.stat().st_mtime_ns

@@ -520,7 +520,7 @@ def test_ddp_two_processes_identical_weights(ddp_job, tmp_path):
     shutil.copytree(d / "ddp", tmp_path / "ddp")
     b = tiny_cfg(tmp_path / "ddp", 4, device="cpu").data.batch_size
     with pytest.warns(SharpenWarning, match=re.escape(
-            f"was trained by 2 process(es), this run has 1: data.batch_size ({b}) is per "
+            f"was trained by 2 processes, this run has 1: data.batch_size ({b}) is per "
             f"process, so the batch of a step changes from {2 * b} to {b}")):
         train(tiny_cfg(tmp_path / "ddp", 4, device="cpu"), quiet=True)
 
@@ -814,7 +814,7 @@ def test_labels_and_training_say_which_files_they_skip_as_not_images(tmp_path):
         write_image(data / "target" / f"a{i}.png", np.full((40, 40, 3), 0.5, np.float32))
     (data / "input" / "notes.txt").write_text("shot on a phone")
     (data / "target" / "b.heic").write_bytes(b"\0")
-    said = r"2 file\(s\) that are not images skipped \((b.heic, notes.txt|notes.txt, b.heic)\); "
+    said = r"2 files that are not images skipped \((b.heic, notes.txt|notes.txt, b.heic)\); "
     with pytest.warns(SharpenWarning, match=re.escape(str(data)) + ": " + said
                       + "labelling reads .*png"):
         s = run_labels(str(data), tmp_path / "labels", teacher=Doubler(), tile=0, overlap=0,

@@ -31,6 +31,7 @@ from typing import Callable
 import numpy as np
 
 from runtime.atomic import atomic_write_json
+from runtime.console import count
 from runtime.warn import warn
 
 from ..images import ImageReadError, read_image, write_image
@@ -298,7 +299,7 @@ def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
                 f.unlink(missing_ok=True)
             removed += 1
     if removed:
-        say(f"removed {removed} stale pair(s) from {out}: their photos were deleted, moved "
+        say(f"removed {count(removed, 'stale pair')} from {out}: their photos were deleted, moved "
             "to another split or changed since (changed ones are made again)")
     return removed
 

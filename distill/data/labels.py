@@ -239,7 +239,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         gone = prune_missing_inputs(out_dir, names=[s.name for s in pool])
         if gone:
             shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
-            say(f"{tag}removed {len(gone)} label(s) whose input is gone or replaced, or "
+            say(f"{tag}removed {count(len(gone), 'label')} whose input is gone or replaced, or "
                 f"labelled under another name ({shown})")
             merged = read_manifest_entries(out_dir / MANIFEST)
     if merged is not None and dist.world > 1:
@@ -255,7 +255,7 @@ def _prune_excluded(out_dir: Path, exclude: Collection[str], tag: str,
     if dropped:
         shown = ", ".join(dropped[:3]) + (f" and {len(dropped) - 3} more"
                                           if len(dropped) > 3 else "")
-        say(f"{tag}removed {len(dropped)} label(s) an earlier run made here of images "
+        say(f"{tag}removed {count(len(dropped), 'label')} an earlier run made here of images "
             f"this run holds out of {out_dir} ({shown}): the training and "
             "validation caches must not share an image")
 
@@ -598,7 +598,7 @@ def _failed_advice(stats: LabelStats) -> str:
     bad, big = stats.undecodable, stats.too_large
     other = stats.failed - bad - big
     if not bad and not big:
-        return f"{other} image(s) failed (see warnings above); re-run to retry"
+        return f"{count(other, 'image')} failed (see warnings above); re-run to retry"
     fix = ("replace or remove the damaged files" if not stats.unopenable else
            "replace or remove the damaged files, and convert the videos this OpenCV build "
            "cannot open (e.g. with ffmpeg to H.264 or MJPG)")
@@ -607,16 +607,16 @@ def _failed_advice(stats: LabelStats) -> str:
     raise_it = ("raise SHARPEN_MAX_PIXELS above their size (the warnings above give it) and "
                 "re-run: a re-run alone fails them again")
     if not other and not big:
-        return (f"{bad} image(s) failed (see warnings above): their input cannot be decoded "
+        return (f"{count(bad, 'image')} failed (see warnings above): their input cannot be decoded "
                 f"({kind}); {fix}: re-running fails them again")
     if not other and not bad:
-        return (f"{big} image(s) failed (see warnings above): they exceed the pixel budget; "
+        return (f"{count(big, 'image')} failed (see warnings above): they exceed the pixel budget; "
                 f"{raise_it}")
     parts = ([f"{bad} cannot be decoded ({kind}; {fix}: re-running fails them again)"]
              if bad else [])
     parts += [f"{big} exceed the pixel budget ({raise_it})"] if big else []
     parts += [f"re-run to retry the other {other}"] if other else []
-    return f"{stats.failed} image(s) failed (see warnings above): " + "; ".join(parts)
+    return f"{count(stats.failed, 'image')} failed (see warnings above): " + "; ".join(parts)
 
 
 # --- command line -----------------------------------------------------------------------------

@@ -459,7 +459,7 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
             base = r.as_posix()
         by_file[r.as_posix()] = [Sample(f"{base}_{i:06d}", path / r, None, i) for i in range(n)]
     if unusable:
-        warn(f"{path}: {len(unusable)} video(s) left out: {_few(unusable, 3)}", stacklevel=3)
+        warn(f"{path}: {count(len(unusable), 'video')} left out: {_few(unusable, 3)}", stacklevel=3)
     samples = [s for key in sorted(by_file) for s in by_file[key]]
     if not samples:
         raise SourceError(f"no readable images or video frames in {path}")
