@@ -197,6 +197,11 @@ def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: 
                          f"{'has' if missing == 1 else 'have'} no "
                          "ground truth (sharp image); real blur without ground truth goes to "
                          "--real-nogt")
+    if not need_gt and all(gt is not None for _, _, gt in items):
+        # Scored against its sharp images, the rows came out under the no-ground-truth
+        # table's headers: PSNR "to the teacher's output" that was not, SSIM as sharpness.
+        raise BenchError(f"{flag} {shown}: has ground truth (a sharp image for each blurred "
+                         "one); real blur/sharp pairs go to --real-pairs")
     errors = []
     for _, path, _ in items:
         try:

@@ -1059,3 +1059,19 @@ def test_a_backend_that_fails_while_timed_fails_the_run():
     assert "64x48" in checks[0]["message"] and "bad allocation" in checks[0]["message"]
     assert [s["what"] for s in skipped_list(type("Q", (), {"rows": []}), {"rows": rows})] == [
         "latency student fast " + rows[1]["backend_label"]]
+
+
+def test_a_paired_folder_as_real_nogt_points_to_real_pairs(tmp_path):
+    """`--real-nogt reds-mini` (blur/ + sharp/) scored against the sharp images and printed
+    those PSNR/SSIM/gain rows under the no-ground-truth table's headers (PSNR "to the teacher's
+    output" that was not, SSIM under "sharpness")."""
+    from benchmarks.artifacts import BenchError
+    from benchmarks.report import _check_real_blur
+    for i in range(2):
+        img = np.full((24, 32, 3), 0.2 + 0.3 * i, np.float32)
+        write_image(tmp_path / "sharp" / f"f{i}.png", img)
+        write_image(tmp_path / "blur" / f"f{i}.png", img)
+    with pytest.raises(BenchError, match=r"--real-nogt .*: has ground truth .* real "
+                                         r"blur/sharp pairs go to --real-pairs"):
+        _check_real_blur("--real-nogt", str(tmp_path), 4, need_gt=False)
+    _check_real_blur("--real-pairs", str(tmp_path), 4, need_gt=True)   # where it belongs
