@@ -471,6 +471,18 @@ def _complete_results(path: Path) -> bool:
     return isinstance(res, dict) and res.get("interrupted") is False
 
 
+def _remove_stale_partial(out: Path) -> None:
+    """A finished run's results replace the part an interrupted run kept beside the run before
+    it: left there, it was another run's numbers read as this one's."""
+    stale = [p for p in (out / "metrics.partial.json", out / "side_by_side.partial.png")
+             if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        print(f"removed {', '.join(p.name for p in stale)}: the part an interrupted run left",
+              file=sys.stderr)
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     """`_evaluate`, removing the --out folders it made when the run is refused (a video or a
     missing folder as --data, a missing checkpoint...) or interrupted before an image was
@@ -585,6 +597,8 @@ def _evaluate(args: argparse.Namespace) -> int:
                            title=f"{args.data}, {which}: input | " + " | ".join(
                                k for k in next(iter(shown.values())) if k != "input"))
         print(f"written: {out / f'metrics{tag}.json'}, {fig}")
+        if not res["interrupted"]:
+            _remove_stale_partial(out)
     if res["interrupted"]:
         return res.get("exit_code", 130)
     if res["failed"]:

@@ -414,6 +414,32 @@ def test_an_interrupted_rerun_keeps_the_complete_results(nogt, tmp_path, capsys,
     assert json.loads((out / "metrics.json").read_text())["interrupted"] is True
 
 
+def test_a_finished_rerun_removes_the_part_an_interrupted_one_left(nogt, tmp_path, capsys,
+                                                                   monkeypatch):
+    """After Ctrl-C in a rerun, the next run finished but left metrics.partial.json and
+    side_by_side.partial.png beside its complete results: a part of another run, with other
+    numbers, read as this one's."""
+    import distill.evaluate as ev
+    from sharpen.cli import main
+
+    out = tmp_path / "eval"
+    cmd = ["evaluate", "--weights", "fast", "--data", str(nogt), "--out", str(out), "--quiet"]
+    assert main(cmd) == 0
+    real = ev.evaluate
+
+    def cut_short(*a, **k):   # as a Ctrl-C after the first images leaves the result
+        stop = KeyboardInterrupt()
+        stop.results = {**real(*a, **k), "interrupted": True}
+        raise stop
+    monkeypatch.setattr(ev, "evaluate", cut_short)
+    assert main(cmd) == 130
+    assert (out / "metrics.partial.json").is_file()
+    monkeypatch.setattr(ev, "evaluate", real)
+    assert main(cmd) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "side_by_side.png"]
+    assert "metrics.partial.json" in capsys.readouterr().err   # the user is told
+
+
 def test_an_interrupt_before_any_image_leaves_no_empty_out(nogt, tmp_path, capsys,
                                                           monkeypatch):
     """Ctrl-C while the models loaded, before an image was scored, left the --out folders
