@@ -413,7 +413,11 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
                 ax.set_title(c, fontsize=8)
         axes[i][0].set_title(f"{n}\ninput", fontsize=7)
     if title:
-        fig.suptitle(title, fontsize=9)
+        # Wrapped to the figure's width (a 9 pt character is about 5.4 pt wide): one line
+        # ran off both sides of a one-model figure, cutting the data's name and the columns.
+        import textwrap
+        fig.suptitle(textwrap.fill(title, width=max(20, int(fig.get_figwidth() * 72 / 5.4))),
+                     fontsize=9)
     fig.tight_layout()
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100)

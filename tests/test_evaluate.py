@@ -486,6 +486,24 @@ def test_the_figure_shows_the_images_a_model_does_worst_on(tmp_path):
     assert least_gain(res["outputs"]["p3"]) < -1
 
 
+def test_the_figure_title_fits_the_figure(tmp_path):
+    """With one model (three columns) `sharpen evaluate --out`'s title, which names the data
+    and the columns, ran off both sides of side_by_side.png: cut at both ends."""
+    import cv2
+
+    from distill.evaluate import side_by_side
+
+    rng = np.random.default_rng(0)
+    img = rng.random((64, 64, 3)).astype(np.float32)
+    outputs = {"frame": {"input": img, "student-fast": img, "ground truth": img}}
+    title = ("/some/rather/long/path/to/the/data/reds-mini, the 1 image(s) some model gains "
+             "least PSNR on, worst first: input | student-fast | ground truth")
+    path = side_by_side(outputs, tmp_path / "fig.png", title=title)
+    png = cv2.imread(str(path))   # (the figure's PNG has an alpha channel)
+    edges = np.concatenate([png[:, :3], png[:, -3:]], axis=1)
+    assert edges.min() > 230, "the title (or a crop) touches the figure's left or right edge"
+
+
 def test_official_style_teacher_weights_with_teacher_config(nogt, tmp_path, capsys):
     """Restormer weights without a config of their own (the official motion_deblurring.pth:
     {'params': state_dict}) could not be scored: evaluate had no --teacher-config."""
