@@ -147,10 +147,12 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         except ValueError as e:
             raise BenchError(str(e)) from None
     made = folders_to_make(out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise BenchError(f"cannot create the output folder {out}: {e.strerror or e}") from None
+    from runtime.sinks import SinkError, make_folder
+    try:   # writable now, not found by the report's write after every measurement
+        make_folder(out, "--out")
+    except SinkError as e:
+        remove_if_empty(made)
+        raise BenchError(str(e)) from None
     try:
         return _run_bench(opts, out)
     except BaseException:

@@ -1075,3 +1075,19 @@ def test_a_paired_folder_as_real_nogt_points_to_real_pairs(tmp_path):
                                          r"blur/sharp pairs go to --real-pairs"):
         _check_real_blur("--real-nogt", str(tmp_path), 4, need_gt=False)
     _check_real_blur("--real-pairs", str(tmp_path), 4, need_gt=True)   # where it belongs
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/sys"), reason="needs a folder no file can be made in")
+def test_an_out_folder_that_cannot_be_written_is_refused_before_the_work(tmp_path, capsys):
+    """`--out` on a read-only file system passed (the folder existed): every export and
+    measurement ran, then writing report.json ended in a traceback, the work lost. A file given
+    as --out said "cannot create the output folder ...: File exists"."""
+    from benchmarks import cli as bench_cli
+    afile = tmp_path / "notes.txt"
+    afile.write_text("mine")
+    for out, says in (("/proc/sys", "--out: cannot write in /proc/sys"),
+                      (str(afile), f"--out: {afile} is a file, not a folder")):
+        rc = bench_cli.main(["--out", out, "--weights", str(tmp_path / "nowhere.pt"), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and "Traceback" not in err, err
+    assert afile.read_text() == "mine"
