@@ -116,6 +116,11 @@ def run_bench_cmd(args) -> int:
     except ImportError as e:
         raise_if_interrupted(e)
         return fail(missing_dependency("bench", e))
+    if args.no_latency and (idle := [f for f, v in (("--sizes", args.sizes),
+                                                     ("--stream-frames", args.stream_frames))
+                                     if v is not None]):
+        print(f"warning: {' and '.join(idle)} ha{'ve' if len(idle) > 1 else 's'} no effect with "
+              "--no-latency (nothing is timed)", file=sys.stderr)
     if args.calib_count < 1:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")
     from runtime.host import check_threads

@@ -1091,3 +1091,16 @@ def test_an_out_folder_that_cannot_be_written_is_refused_before_the_work(tmp_pat
         err = capsys.readouterr().err
         assert rc == 2 and says in err and "Traceback" not in err, err
     assert afile.read_text() == "mine"
+
+
+def test_timing_options_with_no_latency_are_said_to_do_nothing(tmp_path, capsys):
+    """`--no-latency --sizes 640x360 --stream-frames 5` ran without a word about the two
+    options it ignored."""
+    from benchmarks import cli as bench_cli
+    bench_cli.main(["--out", str(tmp_path / "b"), "--weights", str(tmp_path / "nowhere.pt"),
+                    "--no-latency", "--sizes", "640x360", "--stream-frames", "5", "--quiet"])
+    assert ("warning: --sizes and --stream-frames have no effect with --no-latency (nothing is "
+            "timed)") in capsys.readouterr().err
+    bench_cli.main(["--out", str(tmp_path / "b"), "--weights", str(tmp_path / "nowhere.pt"),
+                    "--no-latency", "--quiet"])
+    assert "warning" not in capsys.readouterr().err
