@@ -195,6 +195,10 @@ def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: 
     items = source_items(specs[0] if len(specs) == 1 else specs, limit=limit)
     if need_gt and not all(gt is not None for _, _, gt in items):
         missing = sum(gt is None for _, _, gt in items)
+        from distill.data.sources import paired_parent
+        if half := paired_parent(shown):
+            raise BenchError(f"{flag} {shown} is the blurred half of a paired folder: give "
+                             f"{half[0]}, whose {half[1]}/ holds the ground truth")
         raise BenchError(f"{flag} {shown}: {missing} of its {count(len(items), 'image')} "
                          f"{'has' if missing == 1 else 'have'} no "
                          "ground truth (sharp image); real blur without ground truth goes to "

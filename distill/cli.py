@@ -560,6 +560,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.provider != "auto" and not any(m.lower().endswith(".onnx") for m in models):
         print(f"warning: --provider applies to .onnx models (ONNX Runtime); --provider "
               f"{args.provider} has no effect without one", file=sys.stderr)
+    from .data.sources import paired_parent
+    if half := paired_parent(args.data):   # scored without its ground truth, said nowhere
+        print(f"warning: {args.data} is the blurred half of a paired folder: --data {half[0]} "
+              f"scores against its {half[1]}/ images; this run has no ground truth",
+              file=sys.stderr)
     if (args.threads and any(not is_artifact(w) for w in weights)
             and pick_device(args.device).type == "cpu"):
         import torch

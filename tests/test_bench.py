@@ -1104,3 +1104,14 @@ def test_timing_options_with_no_latency_are_said_to_do_nothing(tmp_path, capsys)
     bench_cli.main(["--out", str(tmp_path / "b"), "--weights", str(tmp_path / "nowhere.pt"),
                     "--no-latency", "--quiet"])
     assert "warning" not in capsys.readouterr().err
+
+
+def test_the_blurred_half_as_real_pairs_names_the_folder_to_give(tmp_path):
+    """`--real-pairs reds-mini/blur` said only that its images have no ground truth."""
+    from benchmarks.artifacts import BenchError
+    from benchmarks.report import _check_real_blur
+    for side in ("blur", "sharp"):
+        write_image(tmp_path / side / "a.png", np.full((24, 32, 3), 0.5, np.float32))
+    with pytest.raises(BenchError, match=rf"is the blurred half of a paired folder: give "
+                                         rf"{tmp_path}, whose sharp/ holds the ground truth"):
+        _check_real_blur("--real-pairs", str(tmp_path / "blur"), 4, need_gt=True)

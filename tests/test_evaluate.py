@@ -504,6 +504,24 @@ def test_the_figure_title_fits_the_figure(tmp_path):
     assert edges.min() > 230, "the title (or a crop) touches the figure's left or right edge"
 
 
+def test_the_blurred_half_of_a_paired_folder_names_the_folder_to_give(tmp_path, capsys):
+    """`--data reds-mini/blur` was scored as real blur without ground truth (a sharpness
+    ratio, no PSNR) without a word, though reds-mini/sharp held the ground truth beside it."""
+    from sharpen.cli import main
+
+    rng = np.random.default_rng(0)
+    for side in ("blur", "sharp"):
+        write_image(tmp_path / "pairs" / side / "a.png", rng.random((32, 40, 3)).astype(np.float32))
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path / "pairs" / "blur"),
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (f"warning: {tmp_path / 'pairs' / 'blur'} is the blurred half of a paired folder: "
+            f"--data {tmp_path / 'pairs'} scores against its sharp/ images") in err, err
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path / "pairs"),
+                 "--quiet"]) == 0
+    assert "warning" not in capsys.readouterr().err
+
+
 def test_official_style_teacher_weights_with_teacher_config(nogt, tmp_path, capsys):
     """Restormer weights without a config of their own (the official motion_deblurring.pth:
     {'params': state_dict}) could not be scored: evaluate had no --teacher-config."""

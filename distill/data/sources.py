@@ -170,6 +170,19 @@ def _pair_dirs(root: Path) -> Optional[tuple[Path, Path]]:
     return None
 
 
+def paired_parent(path: str | os.PathLike) -> Optional[tuple[Path, str]]:
+    """(the paired folder, its ground truth's folder name) where `path` is the blurred half of
+    one (`blur/` beside `sharp/`, `input/` beside `target/`): given alone, it reads as real
+    blur without ground truth. None otherwise."""
+    p = Path(path)
+    if not p.is_dir():
+        return None
+    for blurred, gt in PAIR_DIRS:
+        if p.name == blurred and (p.parent / gt).is_dir():
+            return p.parent, gt
+    return None
+
+
 def _gopro_sequences(split_dir: Path) -> list[Path]:
     if not split_dir.is_dir():
         return []
