@@ -673,6 +673,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     from runtime.backends import failed_marker
 
     _say_replaced(own, [out / f"{stem}{FORMATS[f].suffix}" for f in fmts], weights_sha, prog)
+    _drop_void_pending_sidecars(out, stem, {*fmts, *kept}, {*fmts, *skipped}, weights_sha,
+                                prog)
     _keep_other_report(out, stem, prog)
     earlier = _earlier_results(out, stem, own, {*fmts, *kept, *skipped}, weights_sha, prog)
     # A report from an earlier run must not vouch for artifacts this run is replacing.
@@ -851,6 +853,37 @@ def _say_replaced(own: dict | None, paths: list[Path], weights_sha: str,
     if hit:
         prog.warn(f"replacing {', '.join(hit)}, exported from {own.get('weights')} "
                   "(other weights); --name gives this export its own file names")
+
+
+# The ONNX model that each engine's trtexec line builds it from.
+_ENGINE_SOURCE = {"engine": "onnx", "engine-int8": "onnx-qdq-trt"}
+
+
+def _drop_void_pending_sidecars(out: Path, stem: str, ours: set[str], now: set[str],
+                                weights_sha: str, prog: Progress) -> None:
+    """A pending sidecar (written where TensorRT is missing, for the engine that the printed
+    trtexec line builds on the device) describes an engine of the ONNX model beside it. When
+    that model is of this export's weights (`ours`: built or kept now) and the sidecar of other
+    weights, and this export leaves the engine alone (not in `now`), no line builds the engine
+    it describes any more: the engine built from the new model got the old weights' hash
+    (`sharpen run` called it stale), size multiple and receptive field. It goes, said; an
+    engine that is there is named stale by `_earlier_results` instead."""
+    for eng, src in _ENGINE_SOURCE.items():
+        engine = out / f"{stem}{FORMATS[eng].suffix}"
+        side = engine.with_name(engine.name + ".json")
+        if eng in now or src not in ours or engine.exists() or not side.is_file():
+            continue
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, ValueError):
+            continue   # not ours to judge; the runtime names an unreadable sidecar
+        if not isinstance(meta, dict) or meta.get("source_sha256") in (None, weights_sha):
+            continue
+        side.unlink()
+        prog.warn(f"removed {side.name}: the sidecar of the engine that an earlier export's "
+                  f"trtexec line builds from {stem}{FORMATS[src].suffix} of other weights, "
+                  f"now of these; `--formats {eng}` writes the one for these "
+                  "weights and prints its line")
 
 
 def _reports_of(out: Path, stem: str):

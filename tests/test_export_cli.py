@@ -557,6 +557,36 @@ def test_an_export_of_more_formats_keeps_the_earlier_ones_in_the_report(ckpt, tm
         "results"]] == ["onnx"]
 
 
+def test_an_onnx_model_of_other_weights_drops_the_pending_engine_sidecar(ckpt, tmp_path,
+                                                                        capsys):
+    """`--formats engine` without TensorRT writes the engine's sidecar for the printed trtexec
+    line; an export of other weights under the same name then replaced the ONNX model that
+    line builds from and left that sidecar, not named among the stale files: the engine built
+    on the device from the new model got the old weights' hash (`sharpen run` called the
+    fresh engine stale), size multiple and receptive field."""
+    if not _trt_reason():
+        pytest.skip("TensorRT is here: the engine itself is built")
+    out = tmp_path / "o"
+    common = ["--out", str(out), "--no-latency", "--quiet", "--name", "m"]
+    assert main(["export", "--weights", str(ckpt), "--formats", "engine", *common]) == 1
+    side = out / "m_fp16.engine.json"
+    assert side.is_file()
+    # The same weights rebuilt: the sidecar still describes the engine the line builds.
+    assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--rebuild",
+                 *common]) == 0
+    assert side.is_file()
+    capsys.readouterr()
+    other = tmp_path / "other.pt"
+    torch.manual_seed(1)
+    model = create_student("fast")
+    atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
+                other)
+    rc, err = _run(["export", "--weights", str(other), "--formats", "onnx", *common], capsys)
+    assert rc == 0, err
+    assert not side.exists()
+    assert "removed m_fp16.engine.json" in err and "--formats engine" in err, err
+
+
 def test_engine_shapes_and_opset_usage(ckpt, tmp_path, capsys):
     base = ["export", "--weights", str(ckpt), "--format", "engine", "--no-latency", "--quiet"]
     engine_here = not _trt_reason()
