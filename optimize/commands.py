@@ -183,7 +183,7 @@ def run_export(args) -> int:
                       f"{r.extra['trtexec']}")
     print(f"report: {report.out_dir}/export_report.json")
     rc = 0
-    if not report.ok:
+    if report.failed:
         names = ", ".join(f"{r.format} ({r.reason})" for r in report.failed)
         print(f"sharpen export: FAILED: {names}", file=sys.stderr)
         for line in fail_advice(report, args.float_layers):

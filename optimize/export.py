@@ -186,8 +186,11 @@ class ExportReport:
 
     @property
     def ok(self) -> bool:
-        """This export's verdict: results carried from an earlier export do not count."""
-        return not self.failed
+        """This export's verdict, as its exit code: every artifact asked for was built and
+        passed. A format named in --formats that cannot be built here (`not_built`), or an
+        export stopped part-way (its report lists what it finished), is not ok; results carried
+        from an earlier export do not count."""
+        return not (self.failed or self.not_built or self.settings.get("interrupted"))
 
     @property
     def not_built(self) -> list[FormatResult]:

@@ -385,7 +385,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     report = export(student, ["onnx", "onnx-int8", "tflite-int8"], out / "export",
                     calib=calib, parity_images=parity, latency_runs=3, quiet=args.quiet)
     print_table(report)
-    if not report.ok:
+    if report.failed:   # (a format this machine cannot build is skipped: the rest stream)
         raise SharpenError("an artifact failed its parity check (see the table)", exit_code=1)
     passed = [r for r in report.results if r.status == "pass" and r.latency_ms_1080p]
     if not passed:

@@ -226,6 +226,8 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     assert f"trtexec --onnx={ckpt.stem}.onnx --saveEngine={ckpt.stem}_fp16.engine" in tail
     report = json.loads((tmp_path / "export_report.json").read_text())
     assert report["settings"]["formats_requested"] == ["engine"]   # not the stand-in onnx
+    # The report's verdict is the exit code's: the engine asked for is not there.
+    assert report["ok"] is False and report["not_built"] == ["engine"]
     # The engine the printed line builds finds its sidecar: the model's multiple and profile,
     # and no TensorRT version or GPU for the runtime to refuse it on.
     from runtime.backends.base import parse_multiple, read_sidecar

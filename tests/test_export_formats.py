@@ -505,6 +505,8 @@ def test_an_interrupted_export_reports_what_it_finished_and_the_next_keeps_it(
     assert calls == ["onnx", "onnx-int8"]
     report = json.loads((tmp_path / "export_report.json").read_text())
     assert report["settings"]["interrupted"] is True
+    # Not this export's verdict: a script that reads "ok" must not ship half an export.
+    assert report["ok"] is False
     assert [(r["format"], r["status"]) for r in report["results"]] == [("onnx", "pass")]
     monkeypatch.undo()
     onnx = Path(report["results"][0]["file"])
@@ -512,8 +514,8 @@ def test_an_interrupted_export_reports_what_it_finished_and_the_next_keeps_it(
     rep = ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, **common)
     assert rep.result("onnx").extra.get("up_to_date") and onnx.stat().st_mtime_ns == first
     assert rep.result("onnx-int8").status == "pass"
-    assert "interrupted" not in json.loads((tmp_path / "export_report.json").read_text())[
-        "settings"]
+    done = json.loads((tmp_path / "export_report.json").read_text())
+    assert "interrupted" not in done["settings"] and done["ok"] is True and rep.ok
 
 
 def test_ground_truth_for_some_parity_images_only_is_said(student, data_dir, tmp_path):
