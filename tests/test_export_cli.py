@@ -237,6 +237,13 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     assert parse_multiple(meta["multiple"], "") == create_student("fast").multiple
     assert meta["profile"]["opt"] == [1, 3, 1080, 1920] and meta["precision"] == "fp16"
     check_sidecar(meta, "10.3.0", "Orin", engine)
+    # The folder copied to the device and run before the line: "model not found" said nothing
+    # of the line that builds it, which the report holds.
+    from runtime.backends import ModelError, load_backend
+    with pytest.raises(ModelError) as e:
+        load_backend(engine)
+    assert f"model not found: {engine}: not built yet" in str(e.value), e.value
+    assert f"in {tmp_path}: trtexec --onnx={ckpt.stem}.onnx" in str(e.value), e.value
     # A built engine's sidecar (with its TensorRT version) is never replaced by a pending one.
     built = {**meta, "tensorrt_version": "10.3.0", "gpu_name": "Orin"}
     (tmp_path / f"{engine.name}.json").write_text(json.dumps(built))

@@ -52,7 +52,9 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     """
     p = Path(path)
     if not p.exists():
-        raise ModelError(f"model not found: {p}")
+        from .provenance import pending_engine
+        how = pending_engine(p)
+        raise ModelError(f"model not found: {p}" + (f": {how}" if how else ""))
     if p.is_dir():
         raise ModelError(f"model path is a folder, expected a file: {p}")
     reason = parity_failure(p)

@@ -69,3 +69,24 @@ def stale_reason(path: Union[str, Path], source_sha256: Optional[str]) -> Option
         return None
     return (f"{p} records no source weights and is not in {where.name}, where {latest}: it "
             "may be from other weights")
+
+
+def pending_engine(path: Union[str, Path]) -> Optional[str]:
+    """For an engine that is not there but whose sidecar `sharpen export` wrote where TensorRT
+    was missing (the folder copied to the device, run before the printed trtexec line): how to
+    build it, with the line from the folder's report where it lists one; None otherwise."""
+    p = Path(path)
+    side = p.with_name(p.name + ".json")
+    meta = read_report(side)
+    if p.suffix.lower() not in (".engine", ".plan") or not meta \
+            or not str(meta.get("built_by", "")).startswith("trtexec"):
+        return None
+    found = latest_export(p)
+    line = next((r["extra"]["trtexec"] for r in (found[1] if found else {}).get("results", [])
+                 if isinstance(r, dict) and isinstance(r.get("extra"), dict)
+                 and r["extra"].get("trtexec_sidecar") == side.name
+                 and r["extra"].get("trtexec")), None)
+    how = (f"run, in {p.parent}: {line}" if line else
+           f"run, in {p.parent}, the trtexec line that `sharpen export` printed")
+    return (f"not built yet: {side.name} is its sidecar, which `sharpen export` wrote for the "
+            f"engine that its trtexec line builds on the device; {how}")
