@@ -98,11 +98,24 @@ def parse_formats(text: str | Sequence[str] | None) -> list[str] | None:
         raise ExportError(f"--formats is empty; name formats ({', '.join(FORMATS)}) or 'all'")
     if names == ["all"]:
         return None
+    if "all" in names:
+        raise ExportError("'all' stands alone in --formats (every format this machine can "
+                          f"build); else name formats: {', '.join(FORMATS)}")
     unknown = [n for n in names if n not in FORMATS]
     if unknown:
-        raise ExportError(f"unknown format {', '.join(map(repr, unknown))}; choose from "
-                          f"{', '.join(FORMATS)} (or 'all')")
+        raise ExportError(f"unknown format {', '.join(map(_near_formats, unknown))}; choose "
+                          f"from {', '.join(FORMATS)} (or 'all')")
     return list(dict.fromkeys(names))
+
+
+def _near_formats(name: str) -> str:
+    """`'tflite' (did you mean tflite-int8 or tflite-fp16?)`: the formats a typo is near, or
+    that start with it (`tflite`, `engine`: there are two of each)."""
+    import difflib
+
+    near = [f for f in FORMATS if f.startswith(f"{name}-")] or difflib.get_close_matches(
+        name.replace("_", "-"), list(FORMATS), n=2, cutoff=0.75)
+    return repr(name) + (f" (did you mean {' or '.join(near)}?)" if near else "")
 
 
 # --------------------------------------------------------------------------- options & report

@@ -68,6 +68,20 @@ def test_unknown_format(ckpt, tmp_path, capsys):
     assert "unknown format 'coreml'" in line and "tflite-int8" in line
 
 
+@pytest.mark.parametrize("given, said", [
+    ("onnx,tflite", "unknown format 'tflite' (did you mean tflite-int8 or tflite-fp16?)"),
+    ("tflite_int8", "unknown format 'tflite_int8' (did you mean tflite-int8?)"),
+    # 'all' said to be unknown, then offered in the same line
+    ("all,onnx", "'all' stands alone in --formats (every format this machine can build)"),
+])
+def test_a_mistyped_format_is_answered_with_the_near_ones(given, said):
+    from optimize.export import ExportError, parse_formats
+
+    with pytest.raises(ExportError) as e:
+        parse_formats(given)
+    assert said in str(e.value), e.value
+
+
 @pytest.mark.parametrize("kind", ["file", "below-file"])
 def test_unwritable_output_path(ckpt, tmp_path, capsys, kind):
     blocker = tmp_path / "a_file"
