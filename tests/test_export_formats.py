@@ -487,8 +487,11 @@ def test_artifacts_an_interrupted_re_export_was_replacing_are_refused(student, d
         ex.export(student[1], ["onnx", "onnx-int8"], tmp_path, rebuild=True, **common)
     assert calls == ["onnx", "onnx-int8"]
     load_backend(Path(rep.result("onnx").file))     # rebuilt and checked: runs
-    with pytest.raises(ModelError, match="an export replacing it .* did not finish"):
+    with pytest.raises(ModelError, match="an export replacing it .* did not finish") as e:
         load_backend(old_int8)
+    # Unchecked, not failed: it was said to have failed its parity gate.
+    assert f"{old_int8} has no parity verdict: an export replacing it" in str(e.value)
+    assert "failed its parity gate" not in str(e.value)
 
 
 def test_an_interrupted_export_reports_what_it_finished_and_the_next_keeps_it(

@@ -109,12 +109,24 @@ def _say_stale(path: Path, reason: Optional[str]) -> None:
 
 
 def _failed(path: Path, reason: str) -> str:
+    if _marker_status(path) == "unchecked":   # an export stopped before judging (or while
+        return f"{path} has no parity verdict: {reason}"   # replacing) it: not a failure
     return f"{path} failed its parity gate at export ({reason})"
 
 
+def _marker_status(path: Path) -> Optional[str]:
+    try:
+        data = json.loads(failed_marker(path).read_text())
+    except (OSError, ValueError):
+        return None
+    return data.get("status") if isinstance(data, dict) else None
+
+
 def _refused(path: Path, reason: str) -> str:
-    return (f"{_failed(path, reason)}; re-export it, or pass --force (force=True from Python) "
-            "to run it anyway")
+    # An unchecked artifact's reason already says to export again.
+    again = "" if _marker_status(path) == "unchecked" else "; re-export it"
+    return (f"{_failed(path, reason)}{again}, or pass --force (force=True from Python) to run "
+            "it anyway")
 
 
 def _open(p: Path, kind: Optional[str], threads: Optional[int],
