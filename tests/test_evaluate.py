@@ -496,7 +496,7 @@ def test_the_figure_title_fits_the_figure(tmp_path):
     rng = np.random.default_rng(0)
     img = rng.random((64, 64, 3)).astype(np.float32)
     outputs = {"frame": {"input": img, "student-fast": img, "ground truth": img}}
-    title = ("/some/rather/long/path/to/the/data/reds-mini, the 1 image(s) some model gains "
+    title = ("/some/rather/long/path/to/the/data/reds-mini, the 1 image some model gains "
              "least PSNR on, worst first: input | student-fast | ground truth")
     path = side_by_side(outputs, tmp_path / "fig.png", title=title)
     png = cv2.imread(str(path))   # (the figure's PNG has an alpha channel)
