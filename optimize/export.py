@@ -1042,6 +1042,12 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
 
     if o.rebuild:
         return "--rebuild"
+    mark = failed_marker(path)
+    # Before the record: an export stopped while it replaced the artifact leaves the record
+    # without the inputs, and "no record of what it was built from" hid why.
+    if _marker(mark).get("status") == "unchecked":
+        return ("an export was stopped before its gate judged it (marked unchecked in "
+                f"{mark.name})")
     extra = (prev or {}).get("extra") or {}
     if "inputs" not in extra:
         return ("no record of what it was built from (its export report is gone, or it "
@@ -1049,8 +1055,9 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
     if prev.get("status") != "pass":
         return (f"its last build {'failed its gate' if prev.get('status') == 'fail' else 'failed'}"
                 + (f" ({prev['reason']})" if prev.get("reason") else ""))
-    if failed_marker(path).exists():
-        return "it is marked as failed or unchecked (an interrupted export?)"
+    if mark.exists():
+        reason = _marker(mark).get("reason")
+        return f"it is marked as failed ({mark.name}{f': {reason}' if reason else ''})"
     side = path.with_name(path.name + ".json")
     if path.suffix in (".tflite", ".engine") and not side.is_file():
         return f"its sidecar {side.name}, which the runtime needs, is missing"
@@ -1069,6 +1076,15 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
     if extra.get("file_sha256") != file_hash(path, n=64):
         return "the file changed since it passed its gate"
     return None
+
+
+def _marker(mark: Path) -> dict:
+    """The failed-or-unchecked marker's record; {} when there is none or it is unreadable."""
+    try:
+        info = json.loads(mark.read_text())
+    except (OSError, ValueError):
+        return {}
+    return info if isinstance(info, dict) else {}
 
 
 def _judged_anew(prev: dict, path: Path, o: ExportOptions) -> FormatResult | None:

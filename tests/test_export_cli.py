@@ -1135,3 +1135,24 @@ def test_a_label_cache_as_calibration_folder_points_at_its_frames_not_its_labels
     msg = str(e.value)
     assert "label cache" in msg and f"'{cache / 'frames' / '**' / '*'}'" in msg, msg
     assert f"'{cache / '**' / '*'}'" not in msg, msg
+
+
+def test_an_artifact_left_unchecked_is_rebuilt_saying_so(tmp_path):
+    """An export stopped while it replaced an artifact leaves it marked unchecked and its
+    record without the inputs; the next export said "no record of what it was built from
+    (its export report is gone...)", though the report was there."""
+    import optimize.export as ex
+    from runtime.backends import failed_marker
+
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"an onnx model")
+    o = ex.ExportOptions(thresholds=ex.Thresholds(), latency=False)
+    prev = {"format": "onnx", "status": "pass", "extra": {}}
+    failed_marker(onnx).write_text(json.dumps({"format": "onnx", "status": "unchecked"}))
+    assert "stopped before its gate judged it" in ex._rebuild_reason(onnx, prev, {}, o)
+    failed_marker(onnx).unlink()
+    assert "no record of what it was built from" in ex._rebuild_reason(onnx, prev, {}, o)
+    failed_marker(onnx).write_text(json.dumps({"status": "fail", "reason": "worst SSIM 0.9"}))
+    prev["extra"]["inputs"] = {}
+    assert ex._rebuild_reason(onnx, prev, {}, o) == \
+        "it is marked as failed (m.onnx.parity-failed.json: worst SSIM 0.9)"
