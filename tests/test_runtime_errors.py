@@ -400,7 +400,7 @@ def test_runtime_warnings_are_python_warnings_that_the_cli_shows_once_each(tmp_p
     assert "warning" not in capsys.readouterr().err   # the library prints nothing itself
     with warnings.catch_warnings():   # a program may make them errors (or ignore them)
         warnings.simplefilter("error", SharpenWarning)
-        with pytest.raises(SharpenWarning, match="not images skipped"):
+        with pytest.raises(SharpenWarning, match="that is not an image skipped"):
             open_source(str(src))
     # A warning issued for every frame (here: grayscale frames converted) is shown once by
     # Python's default filter, as the command line shows it.
