@@ -11,7 +11,9 @@ from pathlib import Path
 from runtime.cli_errors import cli_error, missing_dependency, one_line, raise_if_interrupted
 from runtime.console import count, print_table, report_fatal_errors
 
-from .options import add_to_argparse
+from .options import SCHEMA, add_to_argparse
+
+_DEFAULTS = {o.dest: o.default for o in SCHEMA}
 
 BENCH_EPILOG = """\
 Quick mode (default, minutes on a CPU): sizes 1920x1080 and 640x360, few rounds, 4 held-out
@@ -116,11 +118,13 @@ def run_bench_cmd(args) -> int:
     except ImportError as e:
         raise_if_interrupted(e)
         return fail(missing_dependency("bench", e))
-    if args.no_latency and (idle := [f for f, v in (("--sizes", args.sizes),
-                                                     ("--stream-frames", args.stream_frames))
-                                     if v is not None]):
-        print(f"warning: {' and '.join(idle)} ha{'ve' if len(idle) > 1 else 's'} no effect with "
-              "--no-latency (nothing is timed)", file=sys.stderr)
+    timing = (("--sizes", args.sizes is not None),
+              ("--stream-frames", args.stream_frames is not None),
+              ("--target-fps", args.target_fps != _DEFAULTS["target_fps"]))
+    if args.no_latency and (idle := [f for f, given in timing if given]):
+        print(f"warning: {', '.join(idle[:-1])}{' and ' if len(idle) > 1 else ''}{idle[-1]} "
+              f"ha{'ve' if len(idle) > 1 else 's'} no effect with --no-latency (nothing is "
+              "timed)", file=sys.stderr)
     if args.calib_count < 1:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")
     from runtime.host import check_threads

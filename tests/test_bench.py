@@ -1102,6 +1102,9 @@ def test_timing_options_with_no_latency_are_said_to_do_nothing(tmp_path, capsys)
     assert ("warning: --sizes and --stream-frames have no effect with --no-latency (nothing is "
             "timed)") in capsys.readouterr().err
     bench_cli.main(["--out", str(tmp_path / "b"), "--weights", str(tmp_path / "nowhere.pt"),
+                    "--no-latency", "--target-fps", "10", "--quiet"])
+    assert ("warning: --target-fps has no effect with --no-latency") in capsys.readouterr().err
+    bench_cli.main(["--out", str(tmp_path / "b"), "--weights", str(tmp_path / "nowhere.pt"),
                     "--no-latency", "--quiet"])
     assert "warning" not in capsys.readouterr().err
 
