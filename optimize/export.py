@@ -371,6 +371,18 @@ _NUMBERS = {"opset": True, "calib_count": True, "calib_size": True, "latency_run
             "threads": True, "calib_blur": False, "percentile": False, "workspace_gb": False}
 
 
+def _warn_small_parity(parity_list: list, field: int | None, prog: Progress) -> None:
+    """Parity images all smaller than what one output pixel sees (24x16 against 132 px) check
+    the artifact on nothing but padding and borders: it passes whatever INT8 does to frames."""
+    if not field or not parity_list:
+        return
+    largest = max(min(img.shape[:2]) for _, img in parity_list)
+    if largest < field:
+        prog.warn(f"the parity images are at most {largest} px on their short side, under the "
+                  f"model's receptive field ({field} px): the gate sees mostly padding; give "
+                  "larger held-out images (--parity-images)")
+
+
 def portrait_shape_warnings(shapes: tuple) -> list[str]:
     """The engine profile's shapes are HEIGHTxWIDTH (TensorRT's NCHW order) while every other
     frame size here (`sharpen bench --sizes`, the product's 1920x1080) is WIDTHxHEIGHT: a
@@ -575,9 +587,11 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         both = {q.resolve() for q in parity_paths} & {q.resolve() for q in calib_paths or []}
         if both:
             # Calibrated on the very images it is judged on, INT8 looks better than it is.
-            prog.warn(f"{count(len(both), 'parity image')} "
-                      f"{'is' if len(both) == 1 else 'are'} also --calib images (e.g. "
-                      f"{min(both).name}); parity is meant to be measured on held-out images")
+            also = ("is also a --calib image" if len(both) == 1
+                    else "are also --calib images")
+            prog.warn(f"{count(len(both), 'parity image')} {also} ({min(both).name}"
+                      f"{'' if len(both) == 1 else ', ...'}); parity is meant to be measured "
+                      "on held-out images")
         with _naming("parity_images", flags):
             parity_list = cal.load_images(parity_paths, what="parity", min_side=SSIM_MIN_SIDE)
     elif calib_paths is not None:
@@ -609,6 +623,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                                           f"{', '.join(cal.BUILTIN_PARITY)} (blurred)")
     if held_out_note:
         prog.say(held_out_note)
+    _warn_small_parity(parity_list, ckpt["receptive_field"], prog)
     crops, calib_names = None, []
     needs_calib = any(FORMATS[f].needs_calibration for f in fmts)
     if needs_calib:
