@@ -43,7 +43,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     from .images import ImageReadError, is_image, list_images, to_rgb_float, write_image
     from .teacher import Teacher, check_device, check_threads
 
-    from .teacher_tiles import overlap_for, tiling_problem
+    from .teacher_tiles import overlap_for, tiling_context, tiling_cost, tiling_problem
 
     if args.overlap is None:
         args.overlap = overlap_for(args.tile)
@@ -51,6 +51,9 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     problem = tiling_problem(args.tile, args.overlap, args.batch_size)
     if problem:
         return _err(problem)
+    for said in (tiling_context(args.tile), tiling_cost(args.tile, args.overlap)):
+        if said:
+            print(f"warning: {said}", file=sys.stderr)
     check_device(args.device)
     check_threads(args.threads)
     if args.threads:

@@ -30,6 +30,22 @@ def tiling_problem(tile: int, overlap: int, batch_size: int) -> str | None:
     return None
 
 
+# Under this a tile holds less than the teacher's training crops (128 px): blur tens of pixels
+# long then spans much of a tile, and channel attention sees little of the scene.
+MIN_USEFUL_TILE = 128
+
+
+def tiling_context(tile: int) -> str | None:
+    """What a tile too small for the teacher costs in quality (--tile 7 was run without a
+    word), or None."""
+    if not 0 < tile < MIN_USEFUL_TILE:
+        return None
+    return (f"--tile {tile} gives the teacher {tile} px of context per tile, less than its "
+            f"{MIN_USEFUL_TILE} px training crops: long blur is then not removed (and the "
+            f"tiles' seams show); use --tile {MIN_USEFUL_TILE} or more (default {TILE}, or 0 "
+            "for whole images)")
+
+
 def tiling_cost(tile: int, overlap: int) -> str | None:
     """What an overlap costs when it makes the teacher compute each pixel many times (--tile
     100 --overlap 80: about 25 times, labelling 8x slower than the default, without a word),

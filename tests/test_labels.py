@@ -92,6 +92,24 @@ def test_an_overlap_that_computes_each_pixel_many_times_is_said(tmp_path, teache
                    overlap=24, device="cpu", progress=False)
 
 
+def test_a_tile_smaller_than_the_teachers_training_crops_is_said(tmp_path, teachers, capsys):
+    """`labels --tile 7` (and `teacher --tile 7`) ran without a word: 7 px of context per tile
+    cannot remove blur tens of pixels long."""
+    from sharpen.cli import main
+    data = _paired(tmp_path / "data", 1)
+    with pytest.warns(SharpenWarning, match=r"--tile 32 gives the teacher 32 px of context per "
+                      r"tile, less than its 128 px training crops"):
+        run_labels(str(data), tmp_path / "c", teacher_weights=str(teachers[0]), tile=32,
+                   overlap=8, device="cpu", progress=False)
+    img = next((data / "input").iterdir())
+    assert main(["teacher", str(img), "--out", str(tmp_path / "t"), "--teacher-weights",
+                         str(teachers[0]), "--tile", "7", "--device", "cpu", "--quiet"]) == 0
+    assert "warning: --tile 7 gives the teacher 7 px of context" in capsys.readouterr().err
+    assert main(["teacher", str(img), "--out", str(tmp_path / "t0"), "--teacher-weights",
+                         str(teachers[0]), "--tile", "0", "--device", "cpu", "--quiet"]) == 0
+    assert "context" not in capsys.readouterr().err
+
+
 def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
     t0, t1 = teachers
     data = _paired(tmp_path / "data", 3)

@@ -39,7 +39,7 @@ from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_me
 from runtime.console import count
 from runtime.warn import shown_once_as_lines, warn
 from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overlap_for,
-                             tiling_cost, tiling_problem)
+                             tiling_context, tiling_cost, tiling_problem)
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
@@ -154,8 +154,10 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         raise SourceError(problem)
     info = resolve_source(data, split=split or "train", gopro_blur=gopro_blur,
                           progress=progress)
-    if dist.rank == 0 and (cost := tiling_cost(tile, overlap)):
-        warn(cost)
+    if dist.rank == 0:
+        for said in (tiling_context(tile), tiling_cost(tile, overlap)):
+            if said:
+                warn(said)
     if dist.rank == 0:
         from runtime.sources import warn_not_images
         warn_not_images(data, [Path(p).name for p in info.not_images], "labelling",
