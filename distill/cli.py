@@ -209,11 +209,17 @@ def _unique_png_names(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]
 
 # ------------------------------------------------------------------ sharpen models
 
+def _is_checkpoint_path(text: str) -> bool:
+    """A NAME of `sharpen models` that names a file: a suffix, a folder or an existing file."""
+    return bool(Path(text).suffix) or "/" in text or os.sep in text or Path(text).is_file()
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import time
 
     import torch
 
+    from .checkpoint import CheckpointError, load_student
     from .students import (activation_bytes, count_macs, count_params, create_student,
                            for_inference, list_students, receptive_field, run_padded,
                            student_spec)
@@ -225,13 +231,20 @@ def cmd_models(args: argparse.Namespace) -> int:
         return _err(f"--height must be within 16..8640 and --width within 16..15360, got "
                     f"--height {h} --width {w}")
     names = list_students()
+    checkpoints: dict[str, tuple] = {}   # a trained student's own layout (grown, blocks=1)
     if args.names:   # space or comma separated, as --weights everywhere
         args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))
-        unknown = [n for n in args.names if n not in names]
+        for n in args.names:
+            if n not in names and _is_checkpoint_path(n):
+                try:
+                    checkpoints[n] = load_student(n)
+                except (CheckpointError, OSError) as e:
+                    return _err(str(e))
+        unknown = [n for n in args.names if n not in names and n not in checkpoints]
         if unknown:
             hint = " (the teacher is listed with --teacher)" if "teacher" in unknown else ""
             return _err(f"unknown student {', '.join(unknown)}; registered: {', '.join(names)}"
-                        + hint)
+                        f", or a student checkpoint (.pt){hint}")
         names = args.names
     headers = ["name", "params", "GMAC", "receptive field px", "activations MiB", "multiple"]
     if args.measure:
@@ -243,7 +256,11 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     for name in tqdm(names, desc="models", unit="model", leave=False, file=sys.stderr,
                      disable=True if args.quiet else None):
-        m = create_student(name).eval()
+        if name in checkpoints:
+            m, ck = checkpoints[name]
+            description = f"checkpoint: {ck.get('arch')} {m.arch_args}"
+        else:
+            m, description = create_student(name).eval(), student_spec(name).description
         row = [name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",
                str(receptive_field(m)), f"{activation_bytes(m, h, w) / 2**20:.0f}",
                str(m.multiple)]
@@ -258,7 +275,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                     run_padded(m, x)
                     times.append(1000 * (time.perf_counter() - t0))
             row.append(f"{statistics.median(times):.1f}")
-        rows.append(row + [student_spec(name).description])
+        rows.append(row + [description])
     if args.teacher:
         from .restormer import CONFIGS, build_restormer
         for cname in CONFIGS:
@@ -835,7 +852,9 @@ def add_commands(sub) -> None:
     p.add_argument("--height", type=int, default=1080, help="frame height for MACs")
     p.add_argument("--width", type=int, default=1920, help="frame width for MACs")
     p.add_argument("--teacher", action="store_true", help="include Restormer configs")
-    p.add_argument("names", nargs="*", metavar="NAME", help="only these students")
+    p.add_argument("names", nargs="*", metavar="NAME",
+                   help="only these students: registered names, or checkpoints (a trained "
+                   "student's own layout, e.g. one grown or with blocks=1)")
     p.add_argument("--measure", action="store_true",
                    help="also time PyTorch CPU inference at this size on this machine")
     p.add_argument("--measure-runs", type=int, default=3, metavar="N",

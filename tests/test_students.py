@@ -177,6 +177,30 @@ def test_models_command_errors(capsys):
     assert "run," in out and "runs" not in out, out   # 'PyTorch ms (1 run, median)'
 
 
+def test_models_lists_a_checkpoints_own_layout(tmp_path, capsys, monkeypatch):
+    """`sharpen models runs/x/best.pt` said "unknown student": a grown or shrunk student's
+    budget (GMAC, receptive field) could not be shown."""
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from sharpen.cli import main
+
+    torch.manual_seed(0)
+    small = create_student("fast", blocks=1)
+    path = tmp_path / "b1.pt"
+    atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args),
+                path)
+    monkeypatch.chdir(tmp_path)
+    assert main(["models", "fast", "b1.pt", "--height", "64", "--width", "96"]) == 0
+    rows = {ln.split("│")[1].strip(): ln for ln in capsys.readouterr().out.splitlines()
+            if ln.count("│") > 3}
+    mine, reg = rows["b1.pt"], rows["fast"]
+    assert "checkpoint: fast" in mine
+    assert f"{count_params(small):,}" in mine and mine.split("│")[2] != reg.split("│")[2]
+    assert main(["models", str(tmp_path / "none.pt")]) == 2
+    assert "none.pt" in capsys.readouterr().err
+
+
 def test_edge_budget_receptive_field_and_low_resolution_work():
     edge = create_student("edge")
     assert isinstance(edge, EdgeStudent) and edge.multiple == 32
