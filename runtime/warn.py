@@ -23,6 +23,11 @@ def warn(message: str, stacklevel: int = 1) -> None:
     what that caller passed). Where tqdm is loaded (training, labelling, the corpus; the
     runtime never loads it), its bars are cleared while the line is shown: a warning printed
     into a bar broke it."""
+    if getattr(warnings.showwarning, "clears_bars", False):
+        # shown_once_as_lines clears them itself, for a line it prints: clearing here too
+        # redrew every bar on each repeat of a per-frame warning that it does not show.
+        warnings.warn(message, SharpenWarning, stacklevel=stacklevel + 1)
+        return
     with _bars_cleared(sys.stderr):
         warnings.warn(message, SharpenWarning, stacklevel=stacklevel + 1)
 
@@ -60,5 +65,6 @@ def shown_once_as_lines(stream: Optional[TextIO] = None) -> Iterator[None]:
             with _bars_cleared(out):   # warnings.warn's own callers: the trainer, export
                 print(f"warning: {text}", file=out, flush=True)
 
+        show.clears_bars = True   # (for warn())
         warnings.showwarning = show
         yield

@@ -77,3 +77,24 @@ def test_a_warning_clears_the_progress_bars_while_it_is_shown(capsys):
     for msg in ("a file was skipped", "a setting does not apply"):
         at = err.index(f"warning: {msg}")
         assert at > 0 and err[at - 1] in "\r\n", repr(err)   # not after the bar's text
+
+
+def test_a_warning_shown_already_leaves_the_bars_alone(capsys):
+    """The runtime warns per frame ("grayscale frames are converted to BGR"), shown once: with
+    tqdm loaded (bench, a program of the user's) each repeat cleared and redrew every bar,
+    30 times a second and from the pipeline's worker threads, though no line was printed."""
+    from tqdm import tqdm
+
+    from runtime.warn import shown_once_as_lines, warn
+
+    with shown_once_as_lines():
+        bar = tqdm(total=10, file=sys.stderr, desc="stream", mininterval=0, ascii=True)
+        bar.update(1)
+        warn("grayscale frames are converted to BGR")
+        before = capsys.readouterr().err
+        for _ in range(3):
+            warn("grayscale frames are converted to BGR")
+        again = capsys.readouterr().err
+        bar.close()
+    assert "warning: grayscale frames" in before
+    assert again == "", repr(again)   # nothing shown, so nothing cleared or redrawn
