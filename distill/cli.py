@@ -368,17 +368,22 @@ def _held_pairs(out: Path, held: set[str], writing: set[str]) -> str:
     replaced; the others (another --copies, other photos) stay, and the folder then mixes two
     runs' settings, which a warning that called them all replaced hid."""
     replaced, stay = len(held & writing), len(held - writing)
-    stale = "labels made from them go stale, which `sharpen distill` refuses"
+    holds = f"{out} already holds {count(len(held), 'pair')}"
+    stale = (f"labels made from {'it' if replaced == 1 else 'them'} go stale, which "
+             "`sharpen distill` refuses")
     if not stay:
-        return f"{out} already holds {len(held)} pairs; those with the names written now are " \
-            f"replaced ({stale})"
+        those = ("the one with a name written now is" if replaced == 1
+                 else "those with the names written now are")
+        return f"{holds}; {those} replaced ({stale})"
     mixed = ("beside this run's pairs, whatever settings made them; choose a new --out for a "
              "set of this run's pairs alone")
     if not replaced:
-        return f"{out} already holds {len(held)} pairs, none of them under a name this run " \
-            f"writes: they stay {mixed}"
-    return (f"{out} already holds {len(held)} pairs, {replaced} of them under a name this run "
-            f"writes (replaced: {stale}); {stay} others stay {mixed}")
+        which = ("not under a name this run writes: it stays" if stay == 1
+                 else "none of them under a name this run writes: they stay")
+        return f"{holds}, {which} {mixed}"
+    others = "1 other stays" if stay == 1 else f"{stay} others stay"
+    return (f"{holds}, {replaced} of them under a name this run writes (replaced: {stale}); "
+            f"{others} {mixed}")
 
 
 def _synth_options_problem(args: argparse.Namespace) -> str:

@@ -172,3 +172,17 @@ def test_synth_into_a_folder_of_other_names_says_the_old_pairs_stay_beside_the_n
     err = capsys.readouterr().err
     assert "already holds 3 pairs, 1 of them under a name this run writes (replaced:" in err
     assert "2 others stay" in err
+
+
+def test_synth_counts_one_held_pair_in_the_singular(tmp_path):
+    """The warning about the pairs a folder already holds said "holds 1 pairs", "they stay"
+    of one pair, and "1 others stay"."""
+    from distill.cli import _held_pairs
+
+    one_stays = _held_pairs(tmp_path, {"a.png"}, {"a_0.png", "a_1.png"})
+    assert "holds 1 pair, not under a name this run writes: it stays beside" in one_stays
+    one_other = _held_pairs(tmp_path, {"a.png", "a_0.png"}, {"a.png"})
+    assert "holds 2 pairs, 1 of them under a name" in one_other
+    assert "; 1 other stays beside" in one_other
+    replaced = _held_pairs(tmp_path, {"a.png"}, {"a.png"})
+    assert "holds 1 pair; the one with a name written now is replaced" in replaced
