@@ -520,9 +520,9 @@ def test_without_progress_a_run_prints_nothing_and_warns_as_python_warnings(tmp_
     assert (s.done, s.failed) == (1, 1)
     said = [str(w.message) for w in rec]
     assert any(m.startswith("skipping im01: ") for m in said), said
-    assert ("1 image failed (see warnings above): their input cannot be decoded (damaged, "
+    assert ("1 image failed (see warnings above): its input cannot be decoded (damaged, "
             "truncated or not an image); replace or remove the damaged files: re-running fails "
-            "them again") in said, said
+            "it again") in said, said
     assert capsys.readouterr() == ("", "")
     lines: list[str] = []
     with warnings.catch_warnings():
@@ -554,7 +554,7 @@ def test_failed_images_are_told_apart_damaged_ones_from_ones_a_rerun_may_label(t
     said = [str(w.message) for w in rec if "failed (see warnings above)" in str(w.message)]
     assert said == ["2 images failed (see warnings above): 1 cannot be decoded (damaged, "
                     "truncated or not an image; replace or remove the damaged files: "
-                    "re-running fails them again); re-run to retry the other 1"], said
+                    "re-running fails it again); re-run to retry the other 1"], said
 
 
 def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_path, teachers,
@@ -958,3 +958,20 @@ def test_a_video_opencv_cannot_open_may_be_a_codec_and_is_told_to_convert_it(tmp
     with pytest.warns(UserWarning, match=r"b\.mp4: OpenCV cannot open this video \(damaged, or "
                                          r"in a codec this OpenCV build cannot decode"):
         resolve_source(str(tmp_path / "footage"))
+
+
+def test_the_failed_images_advice_agrees_with_one_image():
+    """One failed image was told "they exceed the pixel budget", "their size", "fails them
+    again", and beside other failures "1 exceed the pixel budget"."""
+    from distill.data.labels import LabelStats, _failed_advice
+    big = _failed_advice(LabelStats(failed=1, too_large=1))
+    assert big.startswith("1 image failed (see warnings above): it exceeds the pixel budget; "
+                          "raise SHARPEN_MAX_PIXELS above its size"), big
+    assert big.endswith("a re-run alone fails it again"), big
+    mixed = _failed_advice(LabelStats(failed=3, undecodable=1, too_large=1))
+    assert mixed.startswith("3 images failed (see warnings above): 1 cannot be decoded "), mixed
+    assert "re-running fails it again); 1 exceeds the pixel budget (raise SHARPEN_MAX_PIXELS " \
+        "above its size" in mixed, mixed
+    assert mixed.endswith("re-run to retry the other 1"), mixed
+    two = _failed_advice(LabelStats(failed=2, too_large=2))   # as before
+    assert "2 images failed (see warnings above): they exceed the pixel budget; " in two

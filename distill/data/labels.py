@@ -606,17 +606,25 @@ def _failed_advice(stats: LabelStats) -> str:
            "cannot open (e.g. with ffmpeg to H.264 or MJPG)")
     kind = ("damaged, truncated or not an image" if not stats.unopenable else
             "damaged, truncated, not an image, or a video in a codec this OpenCV build lacks")
-    raise_it = ("raise SHARPEN_MAX_PIXELS above their size (the warnings above give it) and "
-                "re-run: a re-run alone fails them again")
+
+    def them(n: int) -> str:   # "1 image failed: it exceeds", not "they exceed"
+        return "it" if n == 1 else "them"
+
+    def raise_it(n: int) -> str:
+        return (f"raise SHARPEN_MAX_PIXELS above {'its' if n == 1 else 'their'} size (the "
+                f"warnings above give it) and re-run: a re-run alone fails {them(n)} again")
     if not other and not big:
-        return (f"{count(bad, 'image')} failed (see warnings above): their input cannot be decoded "
-                f"({kind}); {fix}: re-running fails them again")
+        return (f"{count(bad, 'image')} failed (see warnings above): "
+                f"{'its' if bad == 1 else 'their'} input cannot be decoded ({kind}); {fix}: "
+                f"re-running fails {them(bad)} again")
     if not other and not bad:
-        return (f"{count(big, 'image')} failed (see warnings above): they exceed the pixel budget; "
-                f"{raise_it}")
-    parts = ([f"{bad} cannot be decoded ({kind}; {fix}: re-running fails them again)"]
+        return (f"{count(big, 'image')} failed (see warnings above): "
+                f"{'it exceeds' if big == 1 else 'they exceed'} the pixel budget; "
+                f"{raise_it(big)}")
+    parts = ([f"{bad} cannot be decoded ({kind}; {fix}: re-running fails {them(bad)} again)"]
              if bad else [])
-    parts += [f"{big} exceed the pixel budget ({raise_it})"] if big else []
+    parts += ([f"{big} exceed{'s' if big == 1 else ''} the pixel budget ({raise_it(big)})"]
+              if big else [])
     parts += [f"re-run to retry the other {other}"] if other else []
     return f"{count(stats.failed, 'image')} failed (see warnings above): " + "; ".join(parts)
 
