@@ -437,7 +437,8 @@ def test_build_corpus_without_photo_signatures_keeps_pairs_drops_orphans(tmp_pat
     build_corpus(photos, out, TINY, progress=False, say=said.append)
     assert capsys.readouterr().err == ""   # a print before: the caller's `say` has it now
     assert any(m.startswith("note: ") and "predates photo signatures" in m for m in said)
-    assert any("removed 1 stale pair" in m for m in said), said
+    assert any("removed 1 stale pair" in m and ": its photo was deleted, moved" in m
+               for m in said), said   # one pair: not "their photos were"
     assert kept_pair.stat().st_mtime_ns == mtime            # trusted, not made again
     assert f"set_{deleted.stem}_0.png" not in _on_disk(out, "train")
     assert "photo_index" in json.loads((out / "corpus.json").read_text())

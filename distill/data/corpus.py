@@ -299,8 +299,10 @@ def _remove_stale_pairs(out: Path, index: dict[str, dict], opts: CorpusOptions,
                 f.unlink(missing_ok=True)
             removed += 1
     if removed:
-        say(f"removed {count(removed, 'stale pair')} from {out}: their photos were deleted, moved "
-            "to another split or changed since (changed ones are made again)")
+        whose = ("its photo was deleted, moved to another split or changed since (a changed "
+                 "one is made again)" if removed == 1 else "their photos were deleted, moved to "
+                 "another split or changed since (changed ones are made again)")
+        say(f"removed {count(removed, 'stale pair')} from {out}: {whose}")
     return removed
 
 
