@@ -463,24 +463,24 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
     if small:
         where = ", ".join(f"{s} {n}" for s, n in summary["small_in"].items() if n)
         print(f"warning: {count(len(small), 'photo')} smaller than the crop skipped ({where}; "
-              "listed "
-              f"above): expected with a large --crop ({args.crop}); a smaller one keeps them",
-              file=sys.stderr)
+              f"listed above): expected with a large --crop ({args.crop}); a smaller one keeps "
+              f"{'it' if len(small) == 1 else 'them'}", file=sys.stderr)
     empty = [s for s in splits if photos.get(s) and not summary[s]]
     if failed:
         print(f"sharpen corpus: {count(len(failed), 'photo')} could not be read (listed "
               "above); the "
               "others were used", file=sys.stderr)
     if "train" in empty or not any(summary[s] for s in splits):
-        which = (f"all {count(photos['train'], 'training photo')}" if "train" in empty
-                 else "every photo")
+        n = photos.get("train", 0)
+        which = ("every photo" if "train" not in empty else "the one training photo" if n == 1
+                 else f"all {n} training photos")
         print(f"sharpen corpus: error: no training pair was made: {which} skipped (smaller "
               f"than --crop {args.crop}, or unreadable)", file=sys.stderr)
         return 1
     if empty:
         print(f"warning: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} got "
-              "no pair: every photo in them "
-              "was skipped", file=sys.stderr)
+              f"no pair: every photo in {'them' if len(empty) > 1 else 'it'} was skipped",
+              file=sys.stderr)
     return 1 if failed else 0
 
 

@@ -586,3 +586,25 @@ def test_a_corpus_survives_new_mtimes_and_a_moved_photo_folder(tmp_path, capsys)
     build_corpus(tmp_path / "copy", out, TINY, progress=False, say=said.append)
     assert any("now read from" in m for m in said), said
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*.png")} == stamps   # nothing remade
+
+
+def test_corpus_summary_words_one_photo_and_one_split_in_the_singular(capsys):
+    """`sharpen corpus`'s closing lines said of one photo "a smaller one keeps them" and "all 1
+    training photo skipped", and of one empty split "every photo in them was skipped"."""
+    import argparse
+
+    from distill.cli import _corpus_outcome
+    args = argparse.Namespace(out="c", crop=384)
+    one_small = {"train": 3, "val": 0, "test": 1, "small": ["v.png"], "failed": [],
+                 "small_in": {"train": 0, "val": 1, "test": 0},
+                 "photos": {"train": 3, "val": 1, "test": 1}}
+    assert _corpus_outcome(args, one_small) == 0
+    err = capsys.readouterr().err
+    assert "warning: 1 photo smaller than the crop skipped (val 1; listed above): expected " \
+        "with a large --crop (384); a smaller one keeps it" in err, err
+    assert "warning: the val split got no pair: every photo in it was skipped" in err, err
+    no_train = {**one_small, "train": 0, "small_in": {"train": 1, "val": 1, "test": 0},
+                "small": ["t.png", "v.png"], "photos": {"train": 1, "val": 1, "test": 1}}
+    assert _corpus_outcome(args, no_train) == 1
+    err = capsys.readouterr().err
+    assert "no training pair was made: the one training photo skipped (smaller" in err, err
