@@ -548,3 +548,19 @@ def test_a_16_bit_frame_through_int8_io_gives_8_bits_tiled_or_not(tflite_models)
         assert out.dtype == np.uint8 and out.shape == f16.shape, tile
         assert any(issubclass(w.category, SharpenWarning) and "results are 8-bit"
                    in str(w.message) for w in said), (tile, [str(w.message) for w in said])
+
+
+def test_an_export_report_without_results_is_read_as_listing_nothing(tmp_path):
+    """A report whose "results" is null (hand-edited, or written by a tool of its own) made
+    the engine-not-built advice and the staleness check raise TypeError: a traceback where
+    `sharpen run` says why a model cannot run."""
+    from runtime.backends.provenance import pending_engine, stale_reason
+
+    settings = {"stem": "m", "weights_sha256": "a" * 64}
+    (tmp_path / "export_report.json").write_text(json.dumps({"settings": settings,
+                                                             "results": None}))
+    (tmp_path / "m_fp16.engine.json").write_text(json.dumps({"built_by": "trtexec"}))
+    said = pending_engine(tmp_path / "m_fp16.engine")
+    assert "the trtexec line that `sharpen export` printed" in said, said
+    (tmp_path / "m.onnx").write_bytes(b"x")
+    assert "is not in export_report.json" in stale_reason(tmp_path / "m.onnx", None)

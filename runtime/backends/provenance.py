@@ -63,7 +63,7 @@ def stale_reason(path: Union[str, Path], source_sha256: Optional[str]) -> Option
     # line, so its report cannot list it.
     if p.suffix.lower() in (".engine", ".plan"):
         return None
-    listed = {Path(r["file"]).name for r in report.get("results", [])
+    listed = {Path(r["file"]).name for r in report.get("results") or []
               if isinstance(r, dict) and r.get("file")}
     if p.name in listed:
         return None
@@ -82,7 +82,7 @@ def pending_engine(path: Union[str, Path]) -> Optional[str]:
             or not str(meta.get("built_by", "")).startswith("trtexec"):
         return None
     found = latest_export(p)
-    line = next((r["extra"]["trtexec"] for r in (found[1] if found else {}).get("results", [])
+    line = next((r["extra"]["trtexec"] for r in (found[1] if found else {}).get("results") or []
                  if isinstance(r, dict) and isinstance(r.get("extra"), dict)
                  and r["extra"].get("trtexec_sidecar") == side.name
                  and r["extra"].get("trtexec")), None)
