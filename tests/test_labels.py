@@ -171,7 +171,7 @@ def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
     # an input changed after labelling: training refuses the stale cache, naming the file,
     # and the re-run it asks for fixes exactly that entry
     write_image(data / "input" / "im02.png", np.full((40, 56, 3), 0.25, np.float32))
-    with pytest.raises(ValueError, match=r"1 of 3 labels no longer match .*im02\.png"):
+    with pytest.raises(ValueError, match=r"1 of 3 labels no longer matches its input.*im02\.png"):
         pairs_from_labels(out)
     s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4})
     assert (s.done, s.skipped) == (1, 2)
@@ -182,7 +182,7 @@ def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
     label01 = out / _manifest(out)["im01"]["label"]
     for side in ("input", "target"):
         (data / side / "im01.png").unlink()
-    with pytest.raises(ValueError, match=r"1 of 3 labels no longer match .*im01\.png"):
+    with pytest.raises(ValueError, match=r"1 of 3 labels no longer matches its input.*im01\.png"):
         pairs_from_labels(out)
     s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4}, say=print)
     assert (s.done, s.skipped) == (0, 2)

@@ -413,7 +413,7 @@ def _check_same_photos(out: Path, old: dict, photos: str, index: dict[str, dict]
     same = sum(_same_photo(e, index.get(rel, {})) for rel, e in (before or {}).items())
     if before and same >= len(before) / 2:
         say(f"note: {out} was built from the photos in {was}, now read from {photos}: the "
-            f"pairs of the {same} of its {len(before)} photos found unchanged are kept")
+            f"pairs of the {same} of its {count(len(before), 'photo')} found unchanged are kept")
         return
     raise ValueError(f"{out} was built from the photos in {was}, not {photos} (of its "
                      f"{len(before or {})} recorded photos {same} are here unchanged); its "

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from runtime.console import count
 from runtime.warn import warn
 
 from ..images import ImageReadError, read_image
@@ -268,8 +269,9 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels"
     stale = cache.stale()
     if stale:
         shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
-        raise ValueError(f"{cache_dir}: {len(stale)} of {len(items)} labels no longer match "
-                         f"their input, which changed or went missing since it was labelled "
+        raise ValueError(f"{cache_dir}: {len(stale)} of {count(len(items), 'label')} no longer "
+                         f"{'matches its' if len(stale) == 1 else 'match their'} "
+                         f"input, which changed or went missing since it was labelled "
                          f"({shown}); run `sharpen labels` on that data with --out {cache_dir} "
                          "again (it relabels what changed and drops what is gone)")
     if unfinished := cache.incomplete():
@@ -315,6 +317,6 @@ def pairs_from_source(info: SourceInfo) -> list[tuple[Path, Path, None]]:
         raise ValueError(f"{info.kind} source {info.root} has no ground truth; training on "
                          "ground truth needs a GoPro or paired source")
     if len(with_gt) < len(info.samples):
-        warn(f"{len(info.samples) - len(with_gt)} samples without ground truth ignored",
+        warn(f"{count(len(info.samples) - len(with_gt), 'sample')} without ground truth ignored",
              stacklevel=2)
     return [(s.input, s.gt, None) for s in with_gt]
