@@ -375,6 +375,20 @@ def test_an_interrupt_keeps_the_images_already_scored(nogt):
                      progress=False)
 
 
+def _cut_short(monkeypatch):
+    """distill.evaluate.evaluate patched to end as a Ctrl-C after the first images leaves
+    its result; returns the real one."""
+    import distill.evaluate as ev
+    real = ev.evaluate
+
+    def cut_short(*a, **k):
+        stop = KeyboardInterrupt()
+        stop.results = {**real(*a, **k), "interrupted": True}
+        raise stop
+    monkeypatch.setattr(ev, "evaluate", cut_short)
+    return real
+
+
 def test_an_interrupted_rerun_keeps_the_complete_results(nogt, tmp_path, capsys, monkeypatch):
     """Ctrl-C during a rerun replaced the finished run's metrics.json (12 images) and figure
     with a part of the set."""
@@ -382,7 +396,6 @@ def test_an_interrupted_rerun_keeps_the_complete_results(nogt, tmp_path, capsys,
 
     import torch
 
-    import distill.evaluate as ev
     from distill.checkpoint import atomic_save, make_checkpoint
     from distill.students import create_student
     from sharpen.cli import main
@@ -396,13 +409,7 @@ def test_an_interrupted_rerun_keeps_the_complete_results(nogt, tmp_path, capsys,
            "--quiet"]
     assert main(cmd) == 0
     complete = (out / "metrics.json").read_bytes()
-    real = ev.evaluate
-
-    def cut_short(*a, **k):   # as a Ctrl-C after the first images leaves the result
-        stop = KeyboardInterrupt()
-        stop.results = {**real(*a, **k), "interrupted": True}
-        raise stop
-    monkeypatch.setattr(ev, "evaluate", cut_short)
+    _cut_short(monkeypatch)
     capsys.readouterr()
     assert main(cmd) == 130
     assert (out / "metrics.json").read_bytes() == complete
@@ -425,13 +432,7 @@ def test_a_finished_rerun_removes_the_part_an_interrupted_one_left(nogt, tmp_pat
     out = tmp_path / "eval"
     cmd = ["evaluate", "--weights", "fast", "--data", str(nogt), "--out", str(out), "--quiet"]
     assert main(cmd) == 0
-    real = ev.evaluate
-
-    def cut_short(*a, **k):   # as a Ctrl-C after the first images leaves the result
-        stop = KeyboardInterrupt()
-        stop.results = {**real(*a, **k), "interrupted": True}
-        raise stop
-    monkeypatch.setattr(ev, "evaluate", cut_short)
+    real = _cut_short(monkeypatch)
     assert main(cmd) == 130
     assert (out / "metrics.partial.json").is_file()
     monkeypatch.setattr(ev, "evaluate", real)
