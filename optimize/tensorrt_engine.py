@@ -169,6 +169,15 @@ def gpu_identity() -> dict:
         return {"gpu_name": None}
 
 
+def workspace_flag(workspace_gb: float) -> str:
+    """trtexec's workspace limit as a bare number of MiB, the one spelling both versions
+    document: 8.6's help gives `poolfmt ::= pool:sizeInMiB` (a unit suffix such as "2048M" got
+    through only because its parser, std::stod, stops at the first non-digit), 10.x's reads a
+    number without a suffix as MiB. At least 1 MiB: a limit that rounds to 0 leaves the
+    builder no workspace, where the Python build (bytes) still had some."""
+    return f"--memPoolSize=workspace:{max(1, int(round(workspace_gb * 1024)))}"
+
+
 def trtexec_command(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,
                     profile: Profile, precision: str = "fp16",
                     workspace_gb: float = DEFAULT_WORKSPACE_GB,
@@ -179,7 +188,7 @@ def trtexec_command(onnx_path: str | os.PathLike, engine_path: str | os.PathLike
              f"--minShapes=input:{Profile.fmt(profile.min)}",
              f"--optShapes=input:{Profile.fmt(profile.opt)}",
              f"--maxShapes=input:{Profile.fmt(profile.max)}",
-             f"--memPoolSize=workspace:{int(round(workspace_gb * 1024))}M"]
+             workspace_flag(workspace_gb)]
     if timing_cache:
         parts.append(f"--timingCacheFile={timing_cache}")
     return shlex.join(parts)

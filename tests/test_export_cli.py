@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -210,14 +211,28 @@ def test_engine_profile_and_trtexec_line(tmp_path):
                            tmp_path / "timing.cache")
     for part in (f"--onnx={tmp_path / 'm.onnx'}", f"--saveEngine={tmp_path / 'm.engine'}",
                  "--fp16", "--minShapes=input:1x3x64x104", "--optShapes=input:1x3x1080x1920",
-                 "--maxShapes=input:1x3x2160x3840", "--memPoolSize=workspace:2048M",
+                 "--maxShapes=input:1x3x2160x3840", "--memPoolSize=workspace:2048",
                  f"--timingCacheFile={tmp_path / 'timing.cache'}"):
-        assert part in line
+        assert part in shlex.split(line), (part, line)
     assert "--int8" in trtexec_command("q.onnx", "q.engine", prof, "int8")
     assert "'--onnx=my models/q.onnx'" in trtexec_command("my models/q.onnx", "q.engine", prof)
     reason = availability()
     if reason is not None:
         assert "TensorRT" in reason or "GPU" in reason
+
+
+def test_trtexec_workspace_is_a_bare_number_of_mib():
+    """--memPoolSize takes `workspace:sizeInMiB` in TensorRT 8.6's trtexec (no unit suffix in its
+    grammar; "2048M" passed only because std::stod stops at the M) and a bare number as MiB in
+    10.x: the line uses that spelling, and never 0 MiB, which left the builder no workspace
+    where the Python build had some."""
+    from optimize.tensorrt_engine import Profile, trtexec_command, workspace_flag
+
+    assert workspace_flag(4.0) == "--memPoolSize=workspace:4096"
+    assert workspace_flag(0.5) == "--memPoolSize=workspace:512"
+    assert workspace_flag(1e-5) == "--memPoolSize=workspace:1"
+    line = shlex.split(trtexec_command("m.onnx", "m.engine", Profile.from_hw(), "int8", 0.25))
+    assert [p for p in line if p.startswith("--memPoolSize")] == ["--memPoolSize=workspace:256"]
 
 
 def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
