@@ -165,9 +165,14 @@ def test_tensorrt_refusals_name_the_callers_option_not_sharpen_runs_flag():
         "an engine with TensorRT, or --provider cuda")
 
 
-@pytest.mark.skipif(not HAS_TRT, reason="TensorRT not installed")
+@pytest.mark.skipif(not HAS_TRT, reason="TensorRT is not installed: this test builds and runs "
+                    "a real engine (NVIDIA GPU, TensorRT and cuda-python)")
 def test_tensorrt_engine_runs(tmp_path, onnx_model):
     """Builds an engine from the test ONNX model and runs it through the TensorRT backend."""
+    from optimize.tensorrt_engine import availability
+    reason = availability()
+    if reason:   # TensorRT without a GPU or cuda-python: the backend cannot run an engine here
+        pytest.skip(f"TensorRT is installed but cannot run an engine here: {reason}")
     import tensorrt as trt
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
