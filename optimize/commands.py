@@ -209,10 +209,12 @@ def not_built_advice(report, not_built) -> list[str]:
     from .tensorrt_engine import supported_for
 
     lines = []
+    opset = (report.settings or {}).get("opset")   # TensorRT 8.6 parses opsets up to 17
     for r in not_built:
         if r.extra.get("trtexec"):
+            where = supported_for(r.precision, opset)
             lines += [f"{r.format}: {r.reason}. An engine is built on the GPU it runs on: on "
-                      f"the Jetson or GPU machine, with {supported_for(r.precision)}, run this "
+                      f"the Jetson or GPU machine, with {where}, run this "
                       f"`sharpen export` command there, or copy {report.out_dir} there and, in "
                       "that folder, run", f"  {r.extra['trtexec']}",
                       f"(keep {r.extra['trtexec_sidecar']}, written here, beside the engine)"]

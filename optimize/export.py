@@ -784,7 +784,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         # benchmark does, and its table row says SKIPPED.
         (prog.say if explicit else prog.warn)(f"skipped {f}: {reason}")
         if "trtexec" in res.extra:
-            prog.say(f"  build it on the target device ({supported_for(res.precision)}): "
+            where = supported_for(res.precision, o.opset)
+            prog.say(f"  build it on the target device ({where}): "
                      f"copy {out} there and, in that folder, run\n  {res.extra['trtexec']}\n  (its "
                      f"sidecar, {res.extra['trtexec_sidecar']}, is written: keep it beside "
                      "the engine)")

@@ -89,10 +89,19 @@ class Profile:
 SUPPORTED = "TensorRT 8.6-10.x"
 
 
-def supported_for(precision: str) -> str:
-    """The TensorRT versions that build the engine of this precision, for the line that tells
-    the user where to run trtexec: the INT8 one needs 10.x (`int8_problem`)."""
-    return "TensorRT 10.x" if precision == "int8" else SUPPORTED
+# The newest ONNX opset TensorRT 8.x's parser covers (onnx-tensorrt release/8.6
+# docs/operators.md: "TensorRT 8.6 supports operators up to Opset 17"); 10.x's covers
+# torch's newest TorchScript opset (20).
+PARSER_MAX_OPSET_8X = 17
+
+
+def supported_for(precision: str, opset: int | None = None) -> str:
+    """The TensorRT versions that build the engine of this precision from an ONNX model of
+    this opset, for the line that tells the user where to run trtexec: the INT8 one needs 10.x
+    (`int8_problem`), and so does an FP16 one exported with --opset above 17."""
+    if precision == "int8" or (opset or 0) > PARSER_MAX_OPSET_8X:
+        return "TensorRT 10.x"
+    return SUPPORTED
 
 
 INSTALL_HINT = ("it ships with JetPack on Jetson and installs with `pip install "

@@ -375,6 +375,26 @@ def test_not_built_advice_names_the_tensorrt_that_builds_each_engine():
     assert "with TensorRT 10.x, run" in int8_line and "8.6" not in int8_line
 
 
+def test_not_built_advice_names_tensorrt_10_for_an_onnx_model_above_opset_17():
+    """TensorRT 8.6's ONNX parser covers opsets up to 17 (onnx-tensorrt release/8.6
+    docs/operators.md); `--opset 18` to 20 is allowed, and the FP16 engine's advice still said
+    'TensorRT 8.6-10.x', sending a JetPack 6.0 user to a trtexec line for a model its parser
+    does not cover."""
+    from optimize.commands import not_built_advice
+    from optimize.export import ExportReport, FormatResult
+    from optimize.tensorrt_engine import supported_for
+
+    assert supported_for("fp16") == supported_for("fp16", 17) == "TensorRT 8.6-10.x"
+    assert supported_for("fp16", 18) == supported_for("int8", 17) == "TensorRT 10.x"
+    fp16 = FormatResult("engine", "skipped", precision="fp16", reason="TensorRT is not installed",
+                        extra={"trtexec": "trtexec --onnx=m.onnx", "trtexec_sidecar": "m.json"})
+    for opset, where in ((17, "TensorRT 8.6-10.x"), (20, "TensorRT 10.x")):
+        report = ExportReport("m.pt", "fast", "out", [fp16], {},
+                              {"formats_requested": ["engine"], "opset": opset})
+        line = not_built_advice(report, report.not_built)[0]
+        assert f"with {where}, run" in line, line
+
+
 def test_tensorrt_engine_build(tmp_path):
     from optimize.tensorrt_engine import availability
 
