@@ -27,9 +27,11 @@ TRT_MISSING = ("TensorRT is not installed: it ships with JetPack on Jetson; on x
                "`pip install 'tensorrt-cu12>=10,<11'`; or use the .onnx model")
 
 
-# cuda-python 13 links the CUDA 13 runtime, which a CUDA 12 driver (JetPack 6) refuses.
+# cuda-python 13 links the CUDA 13 runtime, which a CUDA 12 driver (JetPack 6) refuses; 12 a
+# CUDA 11 one (JetPack 5).
 CUDA_PYTHON_HINT = ("pip install 'cuda-python>=12,<13' (its major version must match the "
-                    "driver's CUDA: 12 on JetPack 6; `nvidia-smi` shows it)")
+                    "driver's CUDA: 12 on JetPack 6, 11 on JetPack 5, whose CUDA is 11.4: "
+                    "'cuda-python>=11.4,<12'; `nvidia-smi` or `nvcc --version` shows it)")
 
 
 def _import_tensorrt() -> Any:
