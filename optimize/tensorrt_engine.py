@@ -29,7 +29,7 @@ from pathlib import Path
 from runtime.atomic import atomic_write_bytes, atomic_write_json
 from runtime.backends.base import ModelError, read_sidecar
 from runtime.cli_errors import raise_if_interrupted
-from runtime.backends.tensorrt_backend import REPLACES_KEY
+from runtime.backends.tensorrt_backend import REPLACES_KEY, shared_logger
 from runtime.tiling import round_up
 from runtime.warn import SharpenWarning
 
@@ -217,7 +217,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
         raise ValueError(f"engine precision must be fp16 or int8, got {precision!r}")
     if precision == "int8" and int8_problem(trt):
         raise RuntimeError(int8_problem(trt))
-    logger = trt.Logger(trt.Logger.WARNING)
+    logger = shared_logger(trt)
     builder = trt.Builder(logger)
     network = builder.create_network(network_flags(trt))
     parser = trt.OnnxParser(network, logger)

@@ -34,6 +34,18 @@ CUDA_PYTHON_HINT = ("pip install 'cuda-python>=12,<13' (its major version must m
                     "'cuda-python>=11.4,<12'; `nvidia-smi` or `nvcc --version` shows it)")
 
 
+_LOGGER: list = []
+
+
+def shared_logger(trt: Any) -> Any:
+    """One trt.Logger for every builder and runtime of the process: TensorRT keeps the first
+    it is given and warns that "the logger passed into createInferRuntime differs" for an
+    export that builds an engine and then loads it for its parity gate."""
+    if not _LOGGER:
+        _LOGGER.append(trt.Logger(trt.Logger.WARNING))
+    return _LOGGER[0]
+
+
 def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt  # noqa: PLC0415 - optional, only present on GPU devices
@@ -203,7 +215,7 @@ class TensorRTBackend(Backend):
         info = self.cuda.gpu()
         check_sidecar(meta, trt.__version__, info, path)
         gpu = info["gpu_name"]
-        self.logger = trt.Logger(trt.Logger.WARNING)
+        self.logger = shared_logger(trt)
         self.runtime = trt.Runtime(self.logger)
         engine = self.runtime.deserialize_cuda_engine(blob)
         if engine is None:
