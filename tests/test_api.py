@@ -219,6 +219,7 @@ def test_evaluate_takes_shipped_names_and_one_model_as_load_model_fn_does(tmp_pa
         assert res["images"] == 1 and res["weights"] == {"student-fast": shipped}
 
 
+@pytest.mark.filterwarnings("ignore:the parity images are at most")   # small for speed
 def test_export_leaves_the_root_logger_as_it_found_it(tmp_path):
     """An INT8 export set the root logger to ERROR for good (an app's own warnings were gone
     afterwards), and a TFLite one left absl's logging.basicConfig() stderr handler on it (an
