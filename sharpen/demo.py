@@ -184,6 +184,24 @@ def _check_checkpoints(student: Path, teacher: Path, arch: str) -> str | None:
     return None
 
 
+def _check_out(out: str, spec: str) -> str | None:
+    """Why --out cannot lie inside the --data folder: stage 1 writes the synthetic video there
+    and stage 2 the labels and the clips' frames, which the folder then holds as data (the
+    teacher labelled the demo's own 1080p frames as the user's footage)."""
+    from distill.data.sources import SourceError, parse_spec
+
+    try:
+        _, raw = parse_spec(spec)
+    except SourceError:
+        return None   # said by the source itself, with the kinds it knows
+    data = Path(raw).expanduser().resolve() if raw else None
+    where = Path(out).expanduser().resolve()
+    if data is None or not data.is_dir() or data not in (where, *where.parents):
+        return None
+    return (f"--out {out} is inside --data {raw}: the demo's video, labels and exports "
+            "written there would be read as your data; choose an --out outside it")
+
+
 def _no_labels(caches: dict[str, tuple[Path, LabelStats]]) -> str | None:
     """Why stage 3 has nothing to distil from (a cache, training or validation, without one
     finished label: every image unreadable), said at stage 2 rather than as the trainer's
@@ -277,6 +295,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise SharpenError(problem)
     val_split, not_train, not_val, plan = "val", frozenset(), frozenset(), None
     if args.data != "embedded":
+        problem = _check_out(args.out, args.data)
+        if problem:
+            raise SharpenError(problem)
         try:
             plan = _hold_out(args.data)
         except ValueError as e:

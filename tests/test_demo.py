@@ -166,3 +166,23 @@ def test_demo_gate_options():
     assert gate_argv(args) == ["--min-ssim-ratio", "0.9"]
     with pytest.raises(SystemExit):
         build_parser().parse_args(["demo", "--min-ssim-ratio", "0.9", "--min-ssim-gain", "0.1"])
+
+
+def test_demo_refuses_an_out_inside_its_data(tmp_path, capsys):
+    """`--data stills --out stills/demo`: stage 1 wrote the synthetic 1080p video into the
+    user's folder, stage 2 then took it as footage and the teacher labelled its 1080p frames as
+    the user's (5 minutes each on a CPU), and a re-run read the demo's labels as images too."""
+    import numpy as np
+
+    data = tmp_path / "stills"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        cv2.imwrite(str(data / f"p{i}.png"), (rng.random((32, 48, 3)) * 255).astype(np.uint8))
+    for out in (data / "demo", data):
+        rc = main(["demo", "--data", str(data), "--out", str(out), "--steps", "1",
+                   "--label-images", "1", "--video-frames", "2", "--no-bench", "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2, err
+        assert err.startswith(f"sharpen demo: error: --out {out} is inside --data {data}: "), err
+    assert sorted(p.name for p in data.iterdir()) == ["p0.png", "p1.png", "p2.png"]
