@@ -163,9 +163,31 @@ def _check_args(args: argparse.Namespace) -> str | None:
     return None
 
 
-def _check_checkpoints(student: Path, teacher: Path, arch: str) -> str | None:
-    """A teacher given as the student or the other way round, or a student of another
-    architecture than --student, named before the long stages."""
+def _missing_weights(args: argparse.Namespace, student: Path, teacher: Path) -> str | None:
+    """Weights that are not there, named by the flag that gave them; a missing teacher with
+    where the official one comes from (the README's `--teacher-weights motion_deblurring.pth`
+    is a download of the user's). It said to pass --teacher-weights, which the user had."""
+    from distill.teacher import OFFICIAL_WEIGHTS_HELP
+
+    if args.teacher_weights and not teacher.exists():
+        return (f"--teacher-weights {teacher}: no such file. {OFFICIAL_WEIGHTS_HELP} Leave "
+                "--teacher-weights (and --teacher-config) out for the shipped teacher.")
+    if args.student_weights and not student.exists():
+        return (f"--weights {student}: no such file; leave it out to start from the shipped "
+                f"models/student-{args.student}.pt")
+    for what, p in (("student", student), ("teacher", teacher)):
+        if not p.exists():
+            return (f"the {what} weights {p} are not there. The shipped models live in "
+                    "models/ (see models/README.md) or $SHARPEN_MODELS; pass --weights / "
+                    "--teacher-weights.")
+    return None
+
+
+def _check_checkpoints(student: Path, teacher: Path, arch: str,
+                       config: str | None = None) -> str | None:
+    """A teacher given as the student or the other way round, a student of another
+    architecture than --student, or a --teacher-config the teacher's weights do not take,
+    named before the long stages (the last failed at stage 2)."""
     from distill.checkpoint import FORMAT, CheckpointError, read_checkpoint
 
     try:
@@ -181,6 +203,12 @@ def _check_checkpoints(student: Path, teacher: Path, arch: str) -> str | None:
                 f"--student {s.get('arch')}")
     if t.get("format") == FORMAT and t.get("kind") != "teacher":
         return f"--teacher-weights {teacher} is a {t.get('kind')} checkpoint, not a teacher"
+    if config or t.get("format") != FORMAT:   # built as stage 2 builds it: config vs weights
+        from distill.teacher import load_teacher_model
+        try:
+            load_teacher_model(teacher, config)
+        except CheckpointError as e:
+            return str(e)
     return None
 
 
@@ -285,12 +313,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         raise SharpenError(problem)
     student_ckpt = Path(args.student_weights or models_dir() / f"student-{args.student}.pt")
     teacher = args.teacher_weights or str(models_dir() / BUNDLED_TEACHER)
-    for what, p in (("student", student_ckpt), ("teacher", Path(teacher))):
-        if not p.exists():
-            raise SharpenError(f"the {what} weights {p} are not there. The shipped models "
-                               "live in models/ (see models/README.md); pass --weights / "
-                               "--teacher-weights.")
-    problem = _check_checkpoints(student_ckpt, Path(teacher), args.student)
+    problem = (_missing_weights(args, student_ckpt, Path(teacher))
+               or _check_checkpoints(student_ckpt, Path(teacher), args.student, args.config))
     if problem:
         raise SharpenError(problem)
     val_split, not_train, not_val, plan = "val", frozenset(), frozenset(), None

@@ -52,11 +52,16 @@ def test_demo_runs_every_step(demo):
     assert pair is not None and pair.shape[1] == 2 * pair.shape[0]
 
 
-def test_demo_refuses_missing_weights(tmp_path, capsys):
+def test_demo_refuses_missing_weights(tmp_path, capsys, monkeypatch):
     rc = main(["demo", "--out", str(tmp_path), "--teacher-weights", str(tmp_path / "no.pt")])
     assert rc == 2
     assert capsys.readouterr().err.startswith(
-        f"sharpen demo: error: the teacher weights {tmp_path / 'no.pt'} are not there")
+        f"sharpen demo: error: --teacher-weights {tmp_path / 'no.pt'}: no such file")
+    monkeypatch.setenv("SHARPEN_MODELS", str(tmp_path))   # the shipped ones not there
+    assert main(["demo", "--out", str(tmp_path / "d")]) == 2
+    assert capsys.readouterr().err.startswith(
+        f"sharpen demo: error: the student weights {tmp_path / 'student-fast.pt'} are not "
+        "there. The shipped models live in models/")
 
 
 def test_demo_refuses_impossible_options_and_checkpoints_before_any_stage(tmp_path, capsys):
@@ -172,13 +177,10 @@ def test_demo_refuses_an_out_inside_its_data(tmp_path, capsys):
     """`--data stills --out stills/demo`: stage 1 wrote the synthetic 1080p video into the
     user's folder, stage 2 then took it as footage and the teacher labelled its 1080p frames as
     the user's (5 minutes each on a CPU), and a re-run read the demo's labels as images too."""
-    import numpy as np
-
     data = tmp_path / "stills"
     data.mkdir()
-    rng = np.random.default_rng(0)
     for i in range(3):
-        cv2.imwrite(str(data / f"p{i}.png"), (rng.random((32, 48, 3)) * 255).astype(np.uint8))
+        cv2.imwrite(str(data / f"p{i}.png"), _noise(i))
     for out in (data / "demo", data):
         rc = main(["demo", "--data", str(data), "--out", str(out), "--steps", "1",
                    "--label-images", "1", "--video-frames", "2", "--no-bench", "--quiet"])
@@ -186,3 +188,45 @@ def test_demo_refuses_an_out_inside_its_data(tmp_path, capsys):
         assert rc == 2, err
         assert err.startswith(f"sharpen demo: error: --out {out} is inside --data {data}: "), err
     assert sorted(p.name for p in data.iterdir()) == ["p0.png", "p1.png", "p2.png"]
+
+
+def test_demo_names_the_teacher_flags_that_cannot_work_before_any_stage(tmp_path, capsys):
+    """The README's `--teacher-weights motion_deblurring.pth --teacher-config motion-deblur`:
+    without the file the demo said to 'pass --weights / --teacher-weights' (passed) and not
+    where the file comes from; a --teacher-config the weights do not take (the shipped teacher
+    carries its own; a bare state dict of another size) failed at stage 2, after stage 1."""
+    import torch
+
+    from distill.restormer import build_restormer, get_config
+
+    data = tmp_path / "stills"
+    data.mkdir()
+    for i in range(3):
+        cv2.imwrite(str(data / f"p{i}.png"), _noise(i))
+    bare = tmp_path / "bare.pth"
+    torch.save({"params": build_restormer(get_config("tiny")).state_dict()}, bare)
+    out = tmp_path / "d"
+    missing = tmp_path / "motion_deblurring.pth"
+    for extra, says in (
+            (["--teacher-weights", str(missing), "--teacher-config", "motion-deblur"],
+             f"--teacher-weights {missing}: no such file. Get the official Restormer "
+             "motion-deblurring weights"),
+            (["--weights", str(tmp_path / "s.pt")],
+             f"--weights {tmp_path / 's.pt'}: no such file"),
+            (["--teacher-config", "motion-deblur"], "carries its own Restormer config, which is "
+             "not 'motion-deblur'"),
+            (["--teacher-weights", str(bare), "--teacher-config", "small"],
+             "does not match the Restormer architecture")):
+        rc = main(["demo", "--data", str(data), "--out", str(out), "--steps", "1",
+                   "--label-images", "1", "--video-frames", "2", "--no-bench", "--quiet",
+                   *extra])
+        err = capsys.readouterr().err
+        assert rc == 2, (extra, err)
+        assert err.startswith("sharpen demo: error: ") and says in err, (extra, err)
+        assert "pass --weights / --teacher-weights" not in err
+        assert not out.exists(), extra   # refused before stage 1 made anything
+
+
+def _noise(seed: int):
+    import numpy as np
+    return (np.random.default_rng(seed).random((32, 48, 3)) * 255).astype(np.uint8)
