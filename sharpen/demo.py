@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 from pathlib import Path
@@ -127,8 +128,30 @@ def _side_by_side_frame(blurred: Path, sharpened: Path, dst: Path, side: int = 4
     return dst
 
 
-def _step(n: int, title: str) -> None:
+# Each stage's short name, as its failure and its interruption name it.
+STAGES = {1: "data and video", 2: "teacher pseudo-labels", 3: "distillation", 4: "export",
+          5: "streaming", 6: "benchmark"}
+
+
+def _step(n: int, title: str, at: list[int] | None = None) -> None:
+    """Print stage n's header; `at` records it for the line an interruption ends with."""
+    if at is not None:
+        at[:] = [n]
     print(f"\n=== [{n}/6] {title}", flush=True)
+
+
+def _interrupted(sigterm: bool, stage: int, out: Path) -> str:
+    """The line a Ctrl-C (or SIGTERM) ends the demo with: the stage it stopped, and what of the
+    run a re-run keeps (the labels, the one slow stage on a CPU; the rest is made again). It
+    was `sharpen demo: interrupted`, which named neither."""
+    said = (f"sharpen demo: interrupted{' (SIGTERM)' if sigterm else ''} at stage {stage}/6 "
+            f"({STAGES[stage]})")
+    labels = out / "labels"
+    if labels.is_dir():
+        made = "the labels made so far are" if stage <= 2 else "its labels are"
+        return (f"{said}; {made} kept in {labels}: run the same command to go on from them "
+                "(the stages after them run again)")
+    return f"{said}; run the same command to start again"
 
 
 def _check_args(args: argparse.Namespace) -> str | None:
@@ -297,6 +320,20 @@ def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    at = [0]   # the stage running, for the line an interruption ends with
+    try:
+        return _run_demo(args, at)
+    except KeyboardInterrupt as e:
+        if not at[0]:   # still checking the options: nothing of the run to speak of
+            raise
+        from runtime.cli_errors import interrupt_exit_code
+        code = interrupt_exit_code(e)
+        print(_interrupted(code == 128 + signal.SIGTERM, at[0], Path(args.out).resolve()),
+              file=sys.stderr)
+        return code
+
+
+def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
     import torch
 
     from distill.checkpoint import CheckpointError
@@ -338,7 +375,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     clip = None if args.data == "embedded" else _user_clip(args.data)
     _step(1, f"data: {'embedded test images' if args.data == 'embedded' else args.data}"
-             + ("" if clip else " and a blurred 1080p video"))
+             + ("" if clip else " and a blurred 1080p video"), at)
     if args.data == "embedded":
         root = build_embedded(default_root(), splits=("train", "val", "test"),
                               progress=not args.quiet)
@@ -365,7 +402,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             print("your data has no video clip: stage 5 streams a synthetic one")
         print(f"blurred video: {video}")
 
-    _step(2, f"teacher pseudo-labels ({Path(teacher).name}, tiled + Gaussian blending)")
+    _step(2, f"teacher pseudo-labels ({Path(teacher).name}, tiled + Gaussian blending)", at)
     labels = out / "labels"
     try:
         made = {"training": (labels / "train", run_labels(
@@ -385,7 +422,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
 
     _step(3, f"short distillation of `{args.student}` from {student_ckpt.name} "
-             f"({args.steps} steps)")
+             f"({args.steps} steps)", at)
     yaml_cfg = Path(__file__).resolve().parents[1] / "configs" / f"distill-{args.student}.yaml"
     from distill.checkpoint import read_checkpoint
     # The architecture comes from the checkpoint being fine-tuned (e.g. `fast` with deep levels).
@@ -406,16 +443,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:   # the data it reads, not a bug: one line
         print(f"sharpen demo: error: stage 3 (distillation): {one_line(e)}", file=sys.stderr)
         return 1
-    if trainer._stop:
-        print(f"sharpen demo: interrupted during the fine-tune (checkpoint in "
-              f"{out / 'distill'}); nothing exported", file=sys.stderr)
+    if trainer._stop:   # the trainer saved and stopped; a re-run fine-tunes anew
+        print(_interrupted(trainer._stop == signal.SIGTERM, 3, out) + "; nothing exported",
+              file=sys.stderr)
         return 128 + int(trainer._stop)
     for when, m in (("before", trainer.start_metrics), ("after", metrics)):
         print(f"validation {when} the fine-tune: " + "  ".join(
             f"{k}={v:.4f}" for k, v in m.items() if k.endswith("ssim")))
     print("(best.pt keeps whichever is better on validation, the start included)")
 
-    _step(4, "export: ONNX, ONNX INT8, TFLite INT8 with the parity gate")
+    _step(4, "export: ONNX, ONNX INT8, TFLite INT8 with the parity gate", at)
     from distill.checkpoint import slim_checkpoint
 
     from optimize.export import export, print_table
@@ -439,7 +476,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return 1
     best = min(passed, key=lambda r: r.latency_ms_1080p)
 
-    _step(5, f"stream the video through the runtime ({Path(best.file).name})")
+    _step(5, f"stream the video through the runtime ({Path(best.file).name})", at)
     from runtime.pipeline import run_stream
     video_out, comparison = out / f"sharpened-{tag}.mp4", out / f"comparison-{tag}.mp4"
     stats = run_stream(best.file, str(video), output=str(video_out),
@@ -456,7 +493,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     bench_rc = 0
     if not args.no_bench:
-        _step(6, "benchmark report (quick mode)")
+        _step(6, "benchmark report (quick mode)", at)
         from benchmarks.cli import gate_argv
         from benchmarks.cli import main as bench_main
         gate = gate_argv(args)

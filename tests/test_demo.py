@@ -230,3 +230,49 @@ def test_demo_names_the_teacher_flags_that_cannot_work_before_any_stage(tmp_path
 def _noise(seed: int):
     import numpy as np
     return (np.random.default_rng(seed).random((32, 48, 3)) * 255).astype(np.uint8)
+
+
+def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path):
+    """Ctrl-C while the teacher labels: the demo ended in `sharpen demo: interrupted`, naming
+    no stage, and not that the labels made are kept and that a re-run goes on from them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+
+    data = tmp_path / "stills"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):   # one 512 px tile each: seconds per label, time to interrupt
+        cv2.imwrite(str(data / f"p{i}.png"), (rng.random((512, 512, 3)) * 255).astype(np.uint8))
+    out = tmp_path / "d"
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sharpen", "demo", "--data", str(data), "--out", str(out),
+         "--steps", "1", "--label-images", "1", "--video-frames", "2", "--no-bench",
+         "--threads", "1", "--quiet"],
+        cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            if (out / "labels" / "train" / "run.json").exists():   # the teacher is at work
+                break
+            time.sleep(0.05)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        err = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == 130 and "Traceback" not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("sharpen demo: interrupted at stage 2/6 (teacher pseudo-labels); "
+                           f"the labels made so far are kept in {out / 'labels'}: run the same "
+                           "command to go on from them"), err
