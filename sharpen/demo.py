@@ -286,13 +286,26 @@ def _user_clip(spec: str) -> Path | None:
     path = Path(raw).expanduser()
     try:
         if path.is_file():
-            return path if is_video(path) else None
+            return path if is_video(path) and _readable_clip(path) else None
         if path.is_dir() and (kind == "folder" or detect_kind(path) == "folder"):
-            clips = _images_under(path, kind=is_video)
-            return path / clips[0] if clips else None
+            # Labelling leaves out (and names) a clip OpenCV cannot read; so does stage 5,
+            # which streamed the first clip, damaged or not, into a traceback.
+            return next((path / c for c in _images_under(path, kind=is_video)
+                         if _readable_clip(path / c)), None)
     except (OSError, SourceError):
         pass
     return None
+
+
+def _readable_clip(path: Path) -> bool:
+    """Whether OpenCV opens the clip and decodes its first frame."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    try:
+        return cap.isOpened() and cap.read()[0]
+    finally:
+        cap.release()
 
 
 def _cache_inputs(cache: Path) -> list[str]:

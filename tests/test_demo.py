@@ -276,3 +276,29 @@ def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path):
     assert last.startswith("sharpen demo: interrupted at stage 2/6 (teacher pseudo-labels); "
                            f"the labels made so far are kept in {out / 'labels'}: run the same "
                            "command to go on from them"), err
+
+
+def _walk_clip(path: Path, frames: int = 6) -> Path:
+    import numpy as np
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (96, 64))
+    base = (np.random.default_rng(0).random((64, 120, 3)) * 255).astype(np.uint8)
+    for i in range(frames):
+        vw.write(cv2.blur(np.ascontiguousarray(base[:, 2 * i:2 * i + 96]), (5, 5)))
+    vw.release()
+    return path
+
+
+def test_demo_streams_the_first_clip_opencv_can_read(tmp_path):
+    """A folder of footage whose first clip is damaged: labelling left it out (with a warning)
+    and trained on the others, then stage 5 streamed that damaged clip and ended in a
+    traceback ('cannot open video source'), after the long stages."""
+    from sharpen.demo import _user_clip
+
+    foot = tmp_path / "footage"
+    foot.mkdir()
+    (foot / "a.mp4").write_bytes(b"not a video")
+    _walk_clip(foot / "b.avi")
+    assert _user_clip(str(foot)) == foot / "b.avi"
+    assert _user_clip(f"folder:{foot}") == foot / "b.avi"
+    (foot / "b.avi").write_bytes(b"damaged too")
+    assert _user_clip(str(foot)) is None   # stage 5 then streams the synthetic video
