@@ -283,7 +283,8 @@ def _user_clip(spec: str) -> Path | None:
         return None
     if not raw or kind not in (None, "folder", "video"):
         return None
-    path = Path(raw).expanduser()
+    # Absolute: demo-summary.json lists it with the outputs, read from any folder.
+    path = Path(raw).expanduser().absolute()
     try:
         if path.is_file():
             return path if is_video(path) and _readable_clip(path) else None

@@ -302,3 +302,16 @@ def test_demo_streams_the_first_clip_opencv_can_read(tmp_path):
     assert _user_clip(f"folder:{foot}") == foot / "b.avi"
     (foot / "b.avi").write_bytes(b"damaged too")
     assert _user_clip(str(foot)) is None   # stage 5 then streams the synthetic video
+
+
+def test_demo_names_the_users_clip_by_its_absolute_path(tmp_path, monkeypatch):
+    """`--data clip.mp4` from the clip's folder: demo-summary.json's video_in was `clip.mp4`,
+    the one relative path among its absolute ones, wrong from any other folder."""
+    from sharpen.demo import _user_clip
+
+    (tmp_path / "footage").mkdir()
+    _walk_clip(tmp_path / "footage" / "walk.avi")
+    monkeypatch.chdir(tmp_path)
+    assert _user_clip("footage") == tmp_path / "footage" / "walk.avi"
+    assert _user_clip("footage/walk.avi") == tmp_path / "footage" / "walk.avi"
+    assert _user_clip("video:footage/walk.avi") == tmp_path / "footage" / "walk.avi"
