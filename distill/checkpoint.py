@@ -34,9 +34,11 @@ class CheckpointError(ValueError):
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     """torch.save to a temp file in the same folder, then rename: an interrupted save never
-    leaves a truncated checkpoint behind."""
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
+    leaves a truncated checkpoint behind. Saved through a file object: torch.save names the
+    zip's folder after a path it is given, which here was the random temp name, so the same
+    weights saved twice hashed differently (exports and the bench key on the file's sha256)."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        torch.save(obj, f)
     return Path(path)
 
 

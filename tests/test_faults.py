@@ -602,3 +602,23 @@ def test_exif_orientation_is_applied_as_opencv_and_viewers_do(tmp_path, ext):
     Image.fromarray(deep).save(tmp_path / "deep.png", exif=exif.tobytes())
     got = decode_image(tmp_path / "deep.png")
     assert got.dtype == np.uint16 and np.array_equal(got, np.rot90(deep, -1))
+
+
+def test_saving_the_same_checkpoint_twice_gives_the_same_bytes(tmp_path):
+    """torch.save names the zip's folder after the file it writes, which atomic_save made a
+    random temp name: every save of the same weights hashed differently, so a re-run of
+    `sharpen demo` warned its export was 'replacing ... (other weights)' (same weights) and
+    the bench's cache, keyed by the file's sha256, never hit."""
+    import hashlib
+
+    import torch
+
+    from distill.checkpoint import read_checkpoint
+
+    ckpt = {"format": "x", "model": {"w": torch.arange(6.0).reshape(2, 3)}}
+    digests = []
+    for name in ("a.pt", "a.pt", "b.pt"):
+        atomic_save(ckpt, tmp_path / name)
+        digests.append(hashlib.sha256((tmp_path / name).read_bytes()).hexdigest())
+    assert len(set(digests)) == 1
+    assert torch.equal(read_checkpoint(tmp_path / "b.pt")["model"]["w"], ckpt["model"]["w"])
