@@ -187,6 +187,12 @@ class Teacher:
             weights = bundled
         else:   # the shipped name `teacher` as in --weights; a student's name is said to be one
             weights = resolve_weights(weights)
+            if not Path(weights).exists() and (config == "motion-deblur"
+                                              or Path(weights).suffix == ".pth"):
+                # The README's `--teacher-weights motion_deblurring.pth` is a download of the
+                # user's: "checkpoint not found" alone did not say where it comes from.
+                raise CheckpointError(f"checkpoint not found: {weights}. "
+                                      + OFFICIAL_WEIGHTS_HELP)
         model = load_teacher_model(weights, config)
         name = config or "checkpoint"
         return cls(model, device, weights_id=file_hash(weights), config_name=name)

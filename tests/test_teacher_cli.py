@@ -293,3 +293,19 @@ def test_threads_set_torchs_cpu_threads_and_a_negative_count_is_refused(tmp_path
     finally:
         torch.set_num_threads(before)
     assert (tmp_path / "o" / "x.png").is_file()
+
+
+def test_the_official_weights_missing_say_where_they_come_from(tmp_path, capsys):
+    """`sharpen teacher --teacher-weights motion_deblurring.pth --teacher-config motion-deblur`
+    (the README's line) without the download said only 'checkpoint not found'."""
+    src = tmp_path / "a.png"
+    cv2.imwrite(str(src), np.zeros((16, 16, 3), np.uint8))
+    rc = main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
+               str(tmp_path / "motion_deblurring.pth"), "--teacher-config", "motion-deblur",
+               "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoint not found" in err and "github.com/swz30/Restormer" in err, err
+    rc = main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
+               str(tmp_path / "mine.pt"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "checkpoint not found" in err and "swz30" not in err, err
