@@ -271,6 +271,18 @@ def _no_labels(caches: dict[str, tuple[Path, LabelStats]]) -> str | None:
 HOLD_OUT = 0.2   # of a one-split source's images, kept for validation
 
 
+def _frame_count(clip: Path) -> int:
+    """The frames the clip's header gives; a large number where it gives none (a stream
+    without a count streams what --video-frames asks)."""
+    import cv2
+    cap = cv2.VideoCapture(str(clip))
+    try:
+        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        cap.release()
+    return n if n > 0 else 1 << 30
+
+
 def _user_clip(spec: str) -> Path | None:
     """The clip of the user's --data that stage 5 streams: the video itself, or the first clip
     of a folder of footage; None for other data (stage 5 then streams the synthetic 1080p
@@ -408,7 +420,8 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
                 print(f"warning: held out for validation: {short}", file=sys.stderr, flush=True)
     if clip is not None:
         video, tag = clip, clip.stem
-        print(f"stage 5 streams your clip {clip} (its first {args.video_frames} frames)")
+        print(f"stage 5 streams your clip {clip} (its first "
+              f"{count(min(args.video_frames, _frame_count(clip)), 'frame')})")
     else:
         video, tag = make_demo_video(out / "blurred-1080p.mp4", frames=args.video_frames,
                                      progress=not args.quiet), "1080p"
@@ -436,7 +449,7 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
         return 1
 
     _step(3, f"short distillation of `{args.student}` from {student_ckpt.name} "
-             f"({args.steps} steps)", at)
+             f"({count(args.steps, 'step')})", at)
     yaml_cfg = Path(__file__).resolve().parents[1] / "configs" / f"distill-{args.student}.yaml"
     from distill.checkpoint import read_checkpoint
     # The architecture comes from the checkpoint being fine-tuned (e.g. `fast` with deep levels).

@@ -154,6 +154,7 @@ def test_demo_on_footage_streams_and_calibrates_on_the_users_clip(tmp_path, caps
     assert settings["calib_images"] == ["walk_000000"]      # the clip's frame, as labelled
     assert settings["parity_images"] == ["walk_000005"]     # its held-out last fifth
     assert "INT8 calibration on your 1 training image, parity on your 1 held-out" in said
+    assert "(its first 3 frames)" in said and "(1 step)" in said, said
 
 
 def test_demo_gate_options():
@@ -315,3 +316,13 @@ def test_demo_names_the_users_clip_by_its_absolute_path(tmp_path, monkeypatch):
     assert _user_clip("footage") == tmp_path / "footage" / "walk.avi"
     assert _user_clip("footage/walk.avi") == tmp_path / "footage" / "walk.avi"
     assert _user_clip("video:footage/walk.avi") == tmp_path / "footage" / "walk.avi"
+
+
+def test_demo_says_how_many_frames_of_the_users_clip_it_streams(tmp_path, capsys):
+    """It said "its first 30 frames" of a 6-frame clip, and "(1 steps)"."""
+    from sharpen.demo import _frame_count
+
+    clip = _walk_clip(tmp_path / "walk.avi")
+    assert _frame_count(clip) == 6
+    (tmp_path / "bad.avi").write_bytes(b"not a video")
+    assert _frame_count(tmp_path / "bad.avi") > 10 ** 6   # no count: --video-frames stands
