@@ -1052,7 +1052,7 @@ def _float_layers_key(spec: Sequence[str] | str | None) -> str | None:
 
 def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOptions) -> str | None:
     """Why the existing artifact at `path` is rebuilt; None when it is up to date."""
-    from runtime.backends import failed_marker
+    from runtime.backends import failed_marker, read_marker
 
     from distill.teacher import file_hash
 
@@ -1061,7 +1061,7 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
     mark = failed_marker(path)
     # Before the record: an export stopped while it replaced the artifact leaves the record
     # without the inputs, and "no record of what it was built from" hid why.
-    if _marker(mark).get("status") == "unchecked":
+    if read_marker(path).get("status") == "unchecked":
         return ("an export was stopped before its gate judged it (marked unchecked in "
                 f"{mark.name})")
     extra = (prev or {}).get("extra") or {}
@@ -1072,7 +1072,7 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
         return (f"its last build {'failed its gate' if prev.get('status') == 'fail' else 'failed'}"
                 + (f" ({prev['reason']})" if prev.get("reason") else ""))
     if mark.exists():
-        reason = _marker(mark).get("reason")
+        reason = read_marker(path).get("reason")
         return f"it is marked as failed ({mark.name}{f': {reason}' if reason else ''})"
     side = path.with_name(path.name + ".json")
     if path.suffix in (".tflite", ".engine") and not side.is_file():
@@ -1092,15 +1092,6 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
     if extra.get("file_sha256") != file_hash(path, n=64):
         return "the file changed since it passed its gate"
     return None
-
-
-def _marker(mark: Path) -> dict:
-    """The failed-or-unchecked marker's record; {} when there is none or it is unreadable."""
-    try:
-        info = json.loads(mark.read_text())
-    except (OSError, ValueError):
-        return {}
-    return info if isinstance(info, dict) else {}
 
 
 def _judged_anew(prev: dict, path: Path, o: ExportOptions) -> FormatResult | None:

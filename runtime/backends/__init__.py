@@ -22,16 +22,22 @@ def failed_marker(path: Union[str, Path]) -> Path:
     return Path(str(path) + FAILED_MARK)
 
 
+def read_marker(path: Union[str, Path]) -> dict:
+    """The record of the failed-or-unchecked marker beside the artifact at `path` (status,
+    reason); {} when there is none or it is unreadable."""
+    try:
+        data = json.loads(failed_marker(path).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
 def parity_failure(path: Union[str, Path], backend: Optional[Backend] = None) -> Optional[str]:
     """Why the artifact failed its export parity gate: the marker beside it, else the record
     inside it (`backend.parity_failed`, once loaded); None when nothing says it failed."""
     mark = failed_marker(path)
     if mark.exists():
-        try:
-            reason = json.loads(mark.read_text()).get("reason", "")
-        except ValueError:
-            reason = ""
-        return reason or f"see {mark}"
+        return read_marker(path).get("reason") or f"see {mark}"
     return backend.parity_failed if backend is not None else None
 
 
@@ -115,11 +121,7 @@ def _failed(path: Path, reason: str) -> str:
 
 
 def _marker_status(path: Path) -> Optional[str]:
-    try:
-        data = json.loads(failed_marker(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return data.get("status") if isinstance(data, dict) else None
+    return read_marker(path).get("status")
 
 
 def _refused(path: Path, reason: str) -> str:
