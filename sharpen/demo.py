@@ -272,15 +272,13 @@ HOLD_OUT = 0.2   # of a one-split source's images, kept for validation
 
 
 def _frame_count(clip: Path) -> int:
-    """The frames the clip's header gives; a large number where it gives none (a stream
-    without a count streams what --video-frames asks)."""
-    import cv2
-    cap = cv2.VideoCapture(str(clip))
+    """The clip's decodable frames (as labelling counts them); a large number where none is
+    found, so that --video-frames stands in the message."""
+    from distill.data.sources import SourceError, _count_frames
     try:
-        n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
-    finally:
-        cap.release()
-    return n if n > 0 else 1 << 30
+        return _count_frames(clip)
+    except SourceError:
+        return 1 << 30
 
 
 def _user_clip(spec: str) -> Path | None:
