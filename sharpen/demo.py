@@ -240,17 +240,18 @@ def _check_out(out: str, spec: str) -> str | None:
     and stage 2 the labels and the clips' frames, which the folder then holds as data (the
     teacher labelled the demo's own 1080p frames as the user's footage)."""
     from distill.data.sources import SourceError, parse_spec
+    from runtime.sinks import refuse_output_inside
 
     try:
         _, raw = parse_spec(spec)
     except SourceError:
         return None   # said by the source itself, with the kinds it knows
-    data = Path(raw).expanduser().resolve() if raw else None
-    where = Path(out).expanduser().resolve()
-    if data is None or not data.is_dir() or data not in (where, *where.parents):
-        return None
-    return (f"--out {out} is inside --data {raw}: the demo's video, labels and exports "
-            "written there would be read as your data; choose an --out outside it")
+    try:   # as `sharpen labels` refuses its --out inside --data
+        refuse_output_inside(Path(out).expanduser(), Path(raw).expanduser() if raw else None,
+                             "--data", what="the demo's video, labels and exports")
+    except ValueError as e:
+        return str(e)
+    return None
 
 
 def _no_labels(caches: dict[str, tuple[Path, LabelStats]]) -> str | None:
