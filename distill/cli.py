@@ -209,11 +209,6 @@ def _unique_png_names(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]
 
 # ------------------------------------------------------------------ sharpen models
 
-def _is_checkpoint_path(text: str) -> bool:
-    """A NAME of `sharpen models` that names a file: a suffix, a folder or an existing file."""
-    return bool(Path(text).suffix) or "/" in text or os.sep in text or Path(text).is_file()
-
-
 def cmd_models(args: argparse.Namespace) -> int:
     import time
 
@@ -223,6 +218,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .students import (activation_bytes, count_macs, count_params, create_student,
                            for_inference, list_students, receptive_field, run_padded,
                            student_spec)
+    from .teacher import names_a_file
 
     h, w = args.height, args.width
     if args.measure_runs < 1:
@@ -235,7 +231,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.names:   # space or comma separated, as --weights everywhere
         args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))
         for n in args.names:
-            if n not in names and _is_checkpoint_path(n):
+            if n not in names and names_a_file(n):
                 try:
                     checkpoints[n] = load_student(n)
                 except (CheckpointError, OSError) as e:

@@ -38,6 +38,13 @@ def shipped_students() -> list[str]:
     return sorted(p.stem[len("student-"):] for p in models_dir().glob("student-*.pt"))
 
 
+def names_a_file(text: str) -> bool:
+    """Whether a --weights value is a path rather than a shipped name: a suffix, a path
+    separator or an existing file (a folder named `fast` is not)."""
+    p = Path(text).expanduser()
+    return bool(p.suffix) or os.sep in text or p.is_file()
+
+
 def resolve_weights(item: str | os.PathLike, allow_teacher: bool = True) -> Path:
     """A checkpoint path as given, or a shipped model by name: a student's (`fast` ->
     models/student-fast.pt, `student-fast` too) or `teacher` (the bundled teacher). Anything
@@ -50,7 +57,7 @@ def resolve_weights(item: str | os.PathLike, allow_teacher: bool = True) -> Path
             and (models_dir() / Path(*p.parts[1:])).is_file()):
         # The project's configs name shipped models as models/...: found from any folder.
         return models_dir() / Path(*p.parts[1:])
-    if p.suffix or os.sep in text or p.is_file():
+    if names_a_file(text):
         return p
     if text == "teacher" and allow_teacher:
         return models_dir() / BUNDLED_TEACHER
