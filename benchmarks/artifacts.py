@@ -27,6 +27,9 @@ STAMP = "bench_artifacts.json"
 STAMP_FORMAT = "sharpen-bench-artifacts/1"
 DEFAULT_STUDENTS = ("seed", "fast")   # `edge` is benchmarked when asked: see its card
 DEFAULT_CALIB_COUNT = 32
+# The reason of a format --formats left out: report.json keeps its rows (the full matrix), the
+# tables leave them out and name the formats once (`not_requested_line`).
+NOT_REQUESTED = "not requested (--formats)"
 
 
 class BenchError(ValueError):
@@ -98,6 +101,19 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
 
 
 # --------------------------------------------------------------------------- artifacts
+
+def is_not_requested(row: dict) -> bool:
+    """Whether a report row (quality, latency or skipped-list entry) is of a format that
+    --formats left out."""
+    return row.get("reason") == NOT_REQUESTED and bool(row.get("format"))
+
+
+def not_requested_line(rows: Sequence[dict]) -> str:
+    """'not requested (--formats): a, b' for the formats of such rows, in their order; "" when
+    none. One line under a table instead of a "skipped: not requested" row per format."""
+    left = list(dict.fromkeys(r["format"] for r in rows if is_not_requested(r)))
+    return f"{NOT_REQUESTED}: {', '.join(left)}" if left else ""
+
 
 @dataclass
 class Artifact:
@@ -214,7 +230,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     to_build: list[str] = []
     for fmt, spec in FORMATS.items():
         if fmt not in requested:
-            items[fmt] = Artifact(fmt, spec.precision, "skipped", reason="not requested (--formats)")
+            items[fmt] = Artifact(fmt, spec.precision, "skipped", reason=NOT_REQUESTED)
             continue
         reason = spec.availability()
         if reason:

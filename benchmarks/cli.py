@@ -160,10 +160,14 @@ def _print_summary(report: dict) -> None:
 
     q = report["quality"]
     qr = QualityResult(q["data"], q["images"], q["rows"], report["checks"], {}, q["settings"])
+    from benchmarks.artifacts import not_requested_line
+
     print_table("quality (mean over held-out images)", TABLE_HEADERS, format_table(qr))
+    _print_note(not_requested_line(q["rows"]))
     if report["latency"]["rows"]:
         print_table(f"latency (target {report['settings']['target_fps']:g} fps)",
                      LATENCY_HEADERS, latency_table(report["latency"]["rows"]))
+        _print_note(not_requested_line(report["latency"]["rows"]))
     if report["latency"].get("stream"):
         print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
                      stream_table(report["latency"]["stream"]))
@@ -180,6 +184,12 @@ def _print_summary(report: dict) -> None:
                     NOGT_HEADERS, table_rows(n))
     failed = [c for c in report["checks"] if not c["passed"]]
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
+
+
+def _print_note(line: str) -> None:
+    """A line under the table before it, when there is something to say."""
+    if line:
+        print(line)
 
 
 def main(argv: list[str] | None = None) -> int:

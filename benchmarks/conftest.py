@@ -254,6 +254,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(TABLE_HEADERS))]
         for r in rows:
             tr.write_line("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
+        from benchmarks.artifacts import not_requested_line
+        if left := not_requested_line(ctx._quality.rows):
+            tr.write_line(f"  {left}")
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")
 

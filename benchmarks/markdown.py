@@ -5,6 +5,7 @@ from pathlib import Path
 
 from runtime.console import count
 
+from .artifacts import is_not_requested, not_requested_line
 from .quality import TABLE_HEADERS, format_table
 
 
@@ -33,8 +34,10 @@ def short_reason(reason) -> str:
 
 
 def latency_table(rows: list[dict]) -> list[list[str]]:
-    """One row per measured result; a backend skipped (or failed) at every size is one row."""
+    """One row per measured result; a backend skipped (or failed) at every size is one row.
+    Formats --formats left out have none (`not_requested_line` names them)."""
     out = []
+    rows = [r for r in rows if not is_not_requested(r)]
     sizes_of: dict = {}
     for r in rows:
         if r["status"] != "ok":
@@ -158,6 +161,7 @@ def render_markdown(rep: dict) -> str:
                   "per-tile time by their tile count.", ""]
     if lat["rows"]:
         lines += [_md_table(LATENCY_HEADERS, latency_table(lat["rows"])), ""]
+        lines += _note(not_requested_line(lat["rows"]))
     if lat.get("stream"):
         lines += ["### Streaming pipeline (end to end)", "",
                   f"{lat['settings'].get('stream')}: capture -> pre -> infer -> post in "
@@ -168,7 +172,9 @@ def render_markdown(rep: dict) -> str:
         lines += [_md_table(STREAM_HEADERS, stream_table(lat["stream"])), ""]
     if rep["skipped"]:
         lines += ["## Skipped", ""]
-        lines += [f"- {d['what']}: {d['reason']}" for d in rep["skipped"]]
+        lines += [f"- {d['what']}: {d['reason']}" for d in rep["skipped"]
+                  if not is_not_requested(d)]
+        lines += [f"- {line}" for line in [not_requested_line(rep["skipped"])] if line]
         lines.append("")
     lines += ["## Figures", ""]
     for key, title in (("latency", "Latency per backend"),
@@ -238,7 +244,13 @@ def _quality_lines(s: dict, q: dict, checks: list[dict]) -> list[str]:
     from .quality import QualityResult
 
     qr = QualityResult(q["data"], q["images"], q["rows"], checks, {}, q["settings"])
-    return lines + [_md_table(TABLE_HEADERS, format_table(qr)), ""]
+    return (lines + [_md_table(TABLE_HEADERS, format_table(qr)), ""]
+            + _note(not_requested_line(q["rows"])))
+
+
+def _note(line: str) -> list[str]:
+    """A paragraph under a table, when there is something to say."""
+    return [line, ""] if line else []
 
 
 def _torch_threads(rep: dict, rows: list[dict], rt) -> str:

@@ -35,7 +35,7 @@ from runtime.console import first_line
 from runtime.formats import FORMATS
 from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
-from .artifacts import BenchError, Student, default_cache_root, file_hash
+from .artifacts import BenchError, Student, default_cache_root, file_hash, is_not_requested
 
 DEFAULT_MIN_SSIM_RATIO = 0.95
 SSIM_CHECKS = ("ssim-ratio", "ssim-gain")
@@ -522,9 +522,11 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
 
 def format_table(result: QualityResult) -> list[list[str]]:
     """Rows for a text/markdown table: model, format, backend, PSNR, SSIM, SSIM vs teacher,
-    parity, status."""
+    parity, status. Formats --formats left out have no row (`not_requested_line` names them)."""
     out = []
     for r in result.rows:
+        if is_not_requested(r):
+            continue
         def f(v, d=4):
             return "-" if v is None else f"{v:.{d}f}"
         par = r.get("parity")

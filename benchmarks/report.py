@@ -499,14 +499,15 @@ def skipped_list(quality, latency: dict) -> list[dict]:
             key = ("quality", r["key"])
             if key not in seen:
                 seen.add(key)
-                out.append({"what": f"quality {r['key']}", "reason": r["reason"]})
+                out.append({"what": f"quality {r['key']}", "reason": r["reason"],
+                            "format": r.get("format")})
     for r in latency.get("rows", []) + latency.get("stream", []):
         if r["status"] == "skipped":
             key = ("latency", r["model"], r["backend"])
             if key not in seen:
                 seen.add(key)
                 out.append({"what": f"latency {r['model']} {r['backend_label']}",
-                            "reason": r["reason"]})
+                            "reason": r["reason"], "format": r.get("format")})
     return out
 
 

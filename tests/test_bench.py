@@ -121,6 +121,30 @@ def test_report_files_exist(env, good_run):
     assert report["ok"] is True and report["exit_code"] == 0
 
 
+def test_tables_leave_out_the_formats_not_requested(good_run, capsys):
+    """`--formats onnx,engine` printed a "skipped: not requested" row for every other format in
+    each table, in the terminal and in report.md, and listed each again under Skipped. They
+    are one line now; report.json keeps every row."""
+    from benchmarks.cli import _print_summary
+    from benchmarks.markdown import render_markdown
+
+    _, report = good_run
+    left = "not requested (--formats): onnx-int8, onnx-qdq-trt, tflite-int8, tflite-fp16, " \
+           "engine-int8"
+    keys = {r["key"] for r in report["quality"]["rows"]}
+    assert {"good/onnx-int8", "good/engine-int8"} <= keys   # the full matrix stays in the JSON
+    _print_summary(report)
+    term = capsys.readouterr().out
+    md = render_markdown(report)
+    for text in (term, md):
+        assert "skipped: not requested" not in text
+        assert text.count(left) == 2 + (text is md), text   # quality, latency (+ Skipped)
+        # Requested but not buildable here: still a row with its reason.
+        assert "TensorRT FP16" in text and "TensorRT INT8" not in text
+        assert "ONNX Runtime INT8" not in text and "TFLite" not in text
+    assert "onnx-int8:" not in md and f"engine: {MISSING_REASON}" in md
+
+
 def test_report_numbers_agree_with_direct_metrics(env, good_run):
     _, report = good_run
     rows = {r["key"]: r for r in report["quality"]["rows"]}
