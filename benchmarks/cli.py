@@ -63,7 +63,8 @@ def gate_argv(args: argparse.Namespace) -> list[str]:
 
 def add_commands(sub) -> None:
     p = sub.add_parser(
-        "bench", help="benchmark quality (SSIM vs teacher / ground truth) and real-time latency",
+        "bench", help="benchmark quality (SSIM to ground truth / the teacher's output) and "
+                      "real-time latency",
         description="Measure every student on every backend this machine can run (PyTorch, "
                     "ONNX Runtime FP32/INT8, TFLite INT8/FP16, ModelOpt QDQ, TensorRT), the "
                     "tiled teacher and the streaming pipeline, check quality on a held-out "
@@ -156,13 +157,14 @@ def run_bench_cmd(args) -> int:
 def _print_summary(report: dict) -> None:
     from benchmarks.markdown import (LATENCY_HEADERS, STREAM_HEADERS, latency_table,
                                    stream_table)
-    from benchmarks.quality import QualityResult, TABLE_HEADERS, format_table
+    from benchmarks.quality import QualityResult, TABLE_HEADERS, format_table, quality_legend
 
     q = report["quality"]
     qr = QualityResult(q["data"], q["images"], q["rows"], report["checks"], {}, q["settings"])
     from benchmarks.artifacts import not_requested_line
 
     print_table("quality (mean over held-out images)", TABLE_HEADERS, format_table(qr))
+    print(quality_legend(q["settings"]))
     _print_note(not_requested_line(q["rows"]))
     if report["latency"]["rows"]:
         print_table(f"latency (target {report['settings']['target_fps']:g} fps)",

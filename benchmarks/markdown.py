@@ -6,7 +6,7 @@ from pathlib import Path
 from runtime.console import count
 
 from .artifacts import is_not_requested, not_requested_line
-from .quality import TABLE_HEADERS, format_table
+from .quality import TABLE_HEADERS, TEACHER_SSIM_MEANING, format_table
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -231,7 +231,7 @@ def _incomplete(inc: dict) -> list[str]:
 def _quality_lines(s: dict, q: dict, checks: list[dict]) -> list[str]:
     lines = [
         f"Held-out set: {q['data']}. PSNR/SSIM (scikit-image, RGB, [0, 1]) against ground "
-        "truth, mean over the images; SSIM vs teacher is against the teacher's output; "
+        f"truth, mean over the images; {TEACHER_SSIM_MEANING} (the gate is in Checks); "
         "parity is the worst image against the FP32 PyTorch student (gates from "
         f"`optimize.export.Thresholds`: FP32 max abs < "
         f"{q['settings']['thresholds']['fp32_max_abs']:g}, INT8/FP16 SSIM >= "

@@ -521,8 +521,8 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
 
 
 def format_table(result: QualityResult) -> list[list[str]]:
-    """Rows for a text/markdown table: model, format, backend, PSNR, SSIM, SSIM vs teacher,
-    parity, status. Formats --formats left out have no row (`not_requested_line` names them)."""
+    """Rows for a text/markdown table: model, format, backend, PSNR, SSIM, SSIM to teacher
+    output, parity, status. Formats --formats left out have no row (`not_requested_line` names them)."""
     out = []
     for r in result.rows:
         if is_not_requested(r):
@@ -546,5 +546,24 @@ def format_table(result: QualityResult) -> list[list[str]]:
     return out
 
 
+# "SSIM vs teacher" read as the gate's ratio (student SSIM over teacher SSIM, both to ground
+# truth); the column is the SSIM between the two outputs.
+TEACHER_SSIM_HEADER = "SSIM to teacher output"
+TEACHER_SSIM_MEANING = (f"{TEACHER_SSIM_HEADER}: a model's output against the teacher's output, "
+                        "not the gate's ratio")
 TABLE_HEADERS = ["model", "format", "backend", "precision", "PSNR dB", "SSIM",
-                 "SSIM vs teacher", "parity vs PyTorch", "SSIM lost vs FP32 (worst)", "status"]
+                 TEACHER_SSIM_HEADER, "parity vs PyTorch", "SSIM lost vs FP32 (worst)",
+                 "status"]
+
+
+def quality_legend(settings: dict) -> str:
+    """The line under the terminal's quality table: what its SSIM columns compare and the gate
+    this run used (`settings`: the quality section's). report.md says it above its table."""
+    gain = settings.get("min_ssim_gain")
+    if gain is not None:
+        gate = (f"student's SSIM gain over the blurred input >= {gain:g} x the teacher's "
+                "(--min-ssim-gain)")
+    else:
+        ratio = settings.get("min_ssim_ratio") or DEFAULT_MIN_SSIM_RATIO
+        gate = f"student SSIM >= {ratio:g} x teacher SSIM (--min-ssim-ratio)"
+    return f"PSNR dB, SSIM: to ground truth; {TEACHER_SSIM_MEANING}; gate: {gate}"

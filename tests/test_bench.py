@@ -145,6 +145,31 @@ def test_tables_leave_out_the_formats_not_requested(good_run, capsys):
     assert "onnx-int8:" not in md and f"engine: {MISSING_REASON}" in md
 
 
+def test_quality_table_says_what_ssim_to_the_teacher_is(good_run, capsys):
+    """The terminal's "SSIM vs teacher" column (a model's output against the teacher's output)
+    read as the gate's ratio (student SSIM over teacher SSIM, both to ground truth), and only
+    report.md said which. One header in both, and a legend under the terminal table that
+    names the gate the run used."""
+    from benchmarks.cli import _print_summary
+    from benchmarks.markdown import render_markdown
+    from benchmarks.quality import TABLE_HEADERS, quality_legend
+
+    _, report = good_run
+    header = "SSIM to teacher output"
+    assert header in TABLE_HEADERS and "SSIM vs teacher" not in TABLE_HEADERS
+    _print_summary(report)
+    term = capsys.readouterr().out
+    legend = quality_legend(report["quality"]["settings"])
+    assert legend in term.splitlines()
+    assert f"{header}: a model's output against the teacher's output" in legend
+    assert "gate: student SSIM >= 0.95 x teacher SSIM (--min-ssim-ratio)" in legend
+    md = render_markdown(report)
+    assert f"| {header} |" in md and f"{header}: a model's output against the teacher's" in md
+    gain = quality_legend({"min_ssim_ratio": None, "min_ssim_gain": 0.5})
+    assert "gate: student's SSIM gain over the blurred input >= 0.5 x the teacher's " \
+           "(--min-ssim-gain)" in gain
+
+
 def test_report_numbers_agree_with_direct_metrics(env, good_run):
     _, report = good_run
     rows = {r["key"]: r for r in report["quality"]["rows"]}
