@@ -522,7 +522,8 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
 
 def format_table(result: QualityResult) -> list[list[str]]:
     """Rows for a text/markdown table: model, format, backend, PSNR, SSIM, SSIM to teacher
-    output, parity, status. Formats --formats left out have no row (`not_requested_line` names them)."""
+    output, parity, status. Formats --formats left out have no row (`not_requested_line`
+    names them)."""
     out = []
     for r in result.rows:
         if is_not_requested(r):
