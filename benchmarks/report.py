@@ -250,21 +250,8 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
                                  TEACHER_OVERLAP, cache)
     say(f"sharpen bench ({'full' if opts.full else 'quick'} mode): students "
         f"{', '.join(s.name for s in students)}; {data_desc}; cache {cache}")
-    if rerun:
-        # An interrupted or failed run left the earlier report under the final name, read as
-        # this run's result; kept under another name until this one is written. An earlier
-        # interrupted run's partial report does not replace a whole one kept so.
-        drop = (_is_incomplete(out / "report.json")
-                and (out / "report.previous.json").exists())
-        for name in ("report.json", "report.md"):
-            if (out / name).exists():
-                if drop:
-                    (out / name).unlink()
-                else:
-                    os.replace(out / name, out / name.replace("report.", "report.previous."))
-        say(f"the interrupted run's partial report in {out} is removed; report.previous.md / "
-            ".json is still the whole one before it" if drop else
-            f"the earlier report in {out} is now report.previous.md / .json")
+    if rerun and (moved := set_aside_earlier_report(out)):
+        say(moved)
 
     progress = _Progress()
     try:
@@ -286,8 +273,7 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         _remove_stale_figures(out, {*report["figures"].values(),
                                     *((progress.real or {}).get("figures") or {}).values()})
     report["wall_s"] = round(time.perf_counter() - t_start, 1)
-    atomic_write_json(out / "report.json", finite(report))
-    write_text(out / "report.md", render_markdown(report))
+    _write_report(out, report)
     say(f"report: {out / 'report.md'} and {out / 'report.json'} ({report['wall_s']:.0f} s)")
     return report, report["exit_code"]
 
@@ -433,17 +419,53 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
         "signal": "SIGTERM" if isinstance(e, Terminated) else "SIGINT",
         "stage": progress.stage, "missing": {k: v for k, v in missing.items() if v},
         "figures": "not written"}
-    atomic_write_json(out / "report.json", finite(report))
-    write_text(out / "report.md", render_markdown(report))
+    _write_report(out, report)
     return out / "report.md"
 
 
-def _is_incomplete(path: Path) -> bool:
-    """Whether `path` is the report of an interrupted run."""
+def _write_report(out: Path, report: dict) -> None:
+    """report.md, then report.json: a run killed between the two leaves no report.json, and
+    `set_aside_earlier_report` does not take the report.md beside it for a finished one."""
+    write_text(out / "report.md", render_markdown(report))
+    atomic_write_json(out / "report.json", finite(report))
+
+
+def _is_finished(path: Path) -> bool:
+    """Whether `path` is the report.json of a run that finished: readable, and not an
+    interrupted run's (those have "incomplete")."""
     try:
-        return "incomplete" in json.loads(path.read_text())
+        rep = json.loads(path.read_text())
     except (OSError, ValueError):
         return False
+    return isinstance(rep, dict) and "incomplete" not in rep
+
+
+def set_aside_earlier_report(out: Path) -> Optional[str]:
+    """Clear report.json / report.md for this run; what was done, for the console (None:
+    nothing there). An interrupted or failed run left the earlier report under the final
+    name, read as this run's result. A finished one becomes report.previous.*; an interrupted
+    run's partial report (or a report.md without its report.json) is removed, so that
+    report.previous.* is only ever a finished run's whole report."""
+    cur = {ext: out / f"report.{ext}" for ext in ("json", "md")}
+    prev = {ext: out / f"report.previous.{ext}" for ext in ("json", "md")}
+    if _is_finished(cur["json"]):
+        for ext, path in cur.items():
+            if path.exists():
+                os.replace(path, prev[ext])
+            else:   # an older run's, not the pair of the report just kept
+                prev[ext].unlink(missing_ok=True)
+        return f"the earlier report in {out} is now report.previous.md / .json"
+    partial = [p for p in cur.values() if p.exists()]
+    for path in partial:
+        path.unlink()
+    if not _is_finished(prev["json"]):   # one an older version of this code set aside
+        for path in prev.values():
+            path.unlink(missing_ok=True)
+    if not partial:
+        return None
+    kept = ("; report.previous.md / .json is still the whole one before it"
+            if prev["json"].exists() else "")
+    return f"the interrupted run's partial report in {out} is removed{kept}"
 
 
 def _remove_stale_figures(out: Path, written: set) -> None:

@@ -1006,6 +1006,42 @@ def test_interrupted_bench_writes_the_rows_it_finished(env, tmp_path, sig, when)
         assert json.loads((out / "report.previous.json").read_text())["whole"]
 
 
+def _report_files(out: Path, name: str, rep: dict) -> None:
+    (out / f"{name}.json").write_text(json.dumps(rep))
+    (out / f"{name}.md").write_text(f"# {rep['run']}\n")
+
+
+def test_only_a_finished_report_becomes_report_previous(tmp_path):
+    """A rerun after an interrupted first run made its partial report report.previous.*; and
+    a run killed between its report.json and report.md left report.previous.md an older run's
+    beside a newer report.previous.json. report.previous.* is now a finished run's pair, or
+    absent."""
+    from benchmarks.report import set_aside_earlier_report
+
+    out = tmp_path / "out"
+    out.mkdir()
+    _report_files(out, "report", {"run": "first", "incomplete": {"stage": "latency"}})
+    assert "partial report" in set_aside_earlier_report(out)
+    assert not list(out.iterdir())   # nothing to keep: the first run never finished
+
+    _report_files(out, "report.previous", {"run": "old"})
+    (out / "report.json").write_text(json.dumps({"run": "whole"}))   # its report.md never made
+    assert "report.previous" in set_aside_earlier_report(out)
+    assert json.loads((out / "report.previous.json").read_text())["run"] == "whole"
+    assert sorted(p.name for p in out.iterdir()) == ["report.previous.json"]
+
+    _report_files(out, "report.previous", {"run": "whole"})
+    (out / "report.md").write_text("# written, its report.json not\n")
+    assert "still the whole one" in set_aside_earlier_report(out)
+    assert (out / "report.previous.md").read_text() == "# whole\n"
+    assert sorted(p.name for p in out.iterdir()) == ["report.previous.json",
+                                                     "report.previous.md"]
+
+    _report_files(out, "report.previous", {"run": "partial", "incomplete": {}})
+    assert set_aside_earlier_report(out) is None   # an older version's partial one, removed
+    assert not list(out.iterdir())
+
+
 def test_bench_interrupted_in_its_export_lists_only_the_rows_it_would_measure(env, tmp_path):
     """A SIGTERM while a student was exported listed every format's rows as not measured (its
     artifact set did not exist yet), those --formats left out and those this machine cannot
