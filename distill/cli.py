@@ -293,7 +293,8 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data.blur import BlurConfig, synthesize
-    from .images import ImageReadError, list_images, read_image, write_image
+    from .images import ImageReadError, list_images, to_rgb_float, write_image
+    from runtime.imageio import decode_image
 
     if problem := _synth_options_problem(args):
         return _err(problem)
@@ -342,21 +343,37 @@ def cmd_synth(args: argparse.Namespace) -> int:
         writing = {pair_name(f, c) for f in files for c in range(args.copies)}
         print(f"warning: {_held_pairs(out, held, writing)}", file=sys.stderr)
     failed = 0
+    deep: list[Path] = []   # 16-bit photos, said once at the end
     for i, f in enumerate(tqdm(files, desc="synth", unit="img", disable=args.quiet or None)):
         try:
-            sharp = read_image(f)
+            raw = decode_image(f)
+            sharp = to_rgb_float(raw, str(f))
         except ImageReadError as e:
             failed += 1
             tqdm.write(f"skipped: {e}", file=sys.stderr)
             continue
+        if raw.dtype == np.uint16:
+            deep.append(f.relative_to(src))
         for c in range(args.copies):
             rng = np.random.default_rng([args.seed, i, c])
             name = pair_name(f, c)
             blurred, target = make(sharp, rng)
             write_image(out / "input" / name, blurred)
             write_image(out / "target" / name, target)
+    if deep:
+        _warn_16_bit(deep, len(files) - failed)
     print(f"synthetic pairs written to {out}/input and {out}/target ({failed} unreadable)")
     return 1 if failed else 0
+
+
+def _warn_16_bit(deep: list[Path], read: int) -> None:
+    """One warning for every 16-bit photo: their pairs lose the low 8 bits (as `corpus`'s do,
+    and as the 8-bit camera frames the students are made for have none)."""
+    from runtime.warn import warn
+
+    shown = ", ".join(str(p) for p in deep[:3]) + (", ..." if len(deep) > 3 else "")
+    warn(f"{len(deep)} of the {count(read, 'photo')} {'is' if len(deep) == 1 else 'are'} "
+         f"16-bit ({shown}): their pairs are written in 8 bits, as every synth pair is")
 
 
 def _held_pairs(out: Path, held: set[str], writing: set[str]) -> str:

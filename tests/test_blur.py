@@ -112,6 +112,28 @@ def test_synth_reads_subfolders_keeps_every_photo_and_checks_its_flags(tmp_path,
         assert what in capsys.readouterr().err
 
 
+def test_synth_says_once_that_16_bit_photos_are_written_as_8_bit_pairs(tmp_path, capsys):
+    """16-bit PNG/TIFF photos became 8-bit pairs without a word."""
+    import cv2
+
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    rng = np.random.default_rng(0)
+    photos = tmp_path / "photos"
+    for name, bits in (("a.png", 16), ("b.tif", 16), ("c.png", 8)):
+        write_image(photos / name, rng.random((24, 32, 3)).astype(np.float32), bits=bits)
+    out = tmp_path / "out"
+    assert main(["synth", "--sharp", str(photos), "--out", str(out), "--size", "3", "7",
+                 "--quiet"]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert warned == ["warning: 2 of the 3 photos are 16-bit (a.png, b.tif): their pairs are "
+                      "written in 8 bits, as every synth pair is"], warned
+    for half in ("input", "target"):
+        for f in (out / half).iterdir():
+            assert cv2.imread(str(f), cv2.IMREAD_UNCHANGED).dtype == np.uint8, f
+
+
 @pytest.mark.parametrize("bad, what", [
     (["--gamma", "0"], "--gamma must be in [0.1, 10]"),       # was ZeroDivisionError
     (["--gamma", "nan"], "--gamma must be in [0.1, 10]"),     # was black inputs, exit 0
