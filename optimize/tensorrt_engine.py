@@ -31,7 +31,8 @@ from runtime.backends.base import ModelError, read_sidecar
 from runtime.cli_errors import raise_if_interrupted
 from runtime.backends.tensorrt_backend import REPLACES_KEY, shared_logger
 from runtime.tiling import round_up
-from runtime.warn import SharpenWarning
+from runtime.console import first_line
+from runtime.warn import SharpenWarning, warn
 
 DEFAULT_OPT = (1080, 1920)
 DEFAULT_MIN = (64, 64)
@@ -233,15 +234,7 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
     prof.set_shape("input", profile.min, profile.opt, profile.max)
     config.add_optimization_profile(prof)
     cache_path = Path(timing_cache) if timing_cache else None
-    cache_bytes = cache_path.read_bytes() if cache_path and cache_path.exists() else b""
-    # The cache file travels with the export folder; one from another GPU is not used (NVIDIA:
-    # mixing device properties may give functional or performance bugs), nor an unreadable one
-    # (create_timing_cache returns None for a corrupt blob or another TensorRT's).
-    cache = config.create_timing_cache(cache_bytes)
-    if cache is None or not config.set_timing_cache(cache, ignore_mismatch=False):
-        warnings.warn(f"{cache_path} could not be used (made on another GPU, or unreadable); "
-                      "starting a new timing cache", SharpenWarning)
-        config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+    attach_timing_cache(config, cache_path)
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise RuntimeError("TensorRT failed to build the engine (see its log above)")
@@ -253,6 +246,39 @@ def build_engine(onnx_path: str | os.PathLike, engine_path: str | os.PathLike, p
         **engine_meta(onnx_path, profile, precision, multiple, workspace_gb),
         **(extra_meta or {})})
     return engine_path
+
+
+def attach_timing_cache(config, cache_path: Path | None) -> None:
+    """Give the builder config (trt.IBuilderConfig) the timing cache saved in `cache_path`, or
+    a new, empty one. The file travels with the export folder: one that cannot be used is
+    discarded with a warning, and the build's fresh cache replaces it. Not used: a file that
+    cannot be read, a corrupt one or another TensorRT version's (create_timing_cache returns
+    None, or raises in some versions' bindings), one made on another GPU (set_timing_cache
+    refuses it: NVIDIA warns that mixing device properties gives functional or performance
+    bugs)."""
+    if cache_path is not None and cache_path.exists():
+        try:
+            why = _timing_cache_problem(config, cache_path.read_bytes())
+        except OSError as e:
+            why = f"cannot be read ({e.strerror or e})"
+        if why is None:
+            return
+        warn(f"the timing cache {cache_path} {why}: starting a new timing cache, which the "
+             "build writes over it")
+    config.set_timing_cache(config.create_timing_cache(b""), ignore_mismatch=False)
+
+
+def _timing_cache_problem(config, blob: bytes) -> str | None:
+    """Attach `blob` as `config`'s timing cache; why it could not be, or None."""
+    try:
+        cache = config.create_timing_cache(blob)
+        if cache is None:
+            return "is not a timing cache this TensorRT can read (corrupt, or another version's)"
+        if not config.set_timing_cache(cache, ignore_mismatch=False):
+            return "was made on another GPU"
+    except Exception as e:  # noqa: BLE001 - a corrupt blob: the build goes on without it
+        return f"is not a timing cache this TensorRT can read ({first_line(e)})"
+    return None
 
 
 def engine_meta(onnx_path: str | os.PathLike, profile: Profile, precision: str, multiple: int,

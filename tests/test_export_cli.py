@@ -353,6 +353,69 @@ def test_tensorrt_11_is_refused_with_the_supported_versions():
     assert int8_problem(SimpleNamespace(__version__="10.3.0")) is None
 
 
+class _TimingCacheConfig:
+    """IBuilderConfig's documented timing-cache calls, as TensorRT answers them: None from
+    create_timing_cache for a blob it cannot read (some versions raise instead), False from
+    set_timing_cache for one made on another GPU. TensorRT itself cannot be installed here."""
+
+    def __init__(self, raises: bool = False, other_gpu: bool = False) -> None:
+        self.raises, self.other_gpu, self.attached = raises, other_gpu, None
+
+    def create_timing_cache(self, blob: bytes):
+        if blob and not blob.startswith(b"TRTCACHE"):
+            if self.raises:
+                raise RuntimeError("Error Code 1: Serialization (corrupt timing cache)\nmore")
+            return None
+        return ("cache", bytes(blob))
+
+    def set_timing_cache(self, cache, ignore_mismatch: bool) -> bool:
+        if cache[1] and self.other_gpu and not ignore_mismatch:
+            return False
+        self.attached = cache
+        return True
+
+
+@pytest.mark.parametrize("blob, config, why", [
+    (b"\x00garbage", _TimingCacheConfig(), "not a timing cache this TensorRT can read"),
+    (b"\x00garbage", _TimingCacheConfig(raises=True), "Error Code 1: Serialization"),
+    (b"TRTCACHE1", _TimingCacheConfig(other_gpu=True), "made on another GPU"),
+])
+def test_an_unusable_timing_cache_is_discarded_and_the_build_starts_afresh(tmp_path, blob,
+                                                                           config, why):
+    """A corrupt timing cache file raised out of the build (or, where create_timing_cache
+    returned None, was caught only by a check the raising bindings skip)."""
+    from optimize.tensorrt_engine import attach_timing_cache
+    from runtime.warn import SharpenWarning
+
+    path = tmp_path / "timing.cache"
+    path.write_bytes(blob)
+    with pytest.warns(SharpenWarning) as got:
+        attach_timing_cache(config, path)
+    assert config.attached == ("cache", b"")   # a new, empty cache
+    msg = str(got[0].message)
+    assert str(path) in msg and why in msg and "starting a new timing cache" in msg, msg
+    assert "\n" not in msg
+
+
+def test_a_usable_or_missing_timing_cache_is_attached_without_a_word(tmp_path):
+    import warnings
+
+    from optimize.tensorrt_engine import attach_timing_cache
+
+    path = tmp_path / "timing.cache"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for blob in (None, b"TRTCACHE1"):
+            if blob:
+                path.write_bytes(blob)
+            config = _TimingCacheConfig(other_gpu=False)
+            attach_timing_cache(config, path)
+            assert config.attached == ("cache", blob or b"")
+        config = _TimingCacheConfig()
+        attach_timing_cache(config, None)
+        assert config.attached == ("cache", b"")
+
+
 def test_not_built_advice_names_the_tensorrt_that_builds_each_engine():
     """The INT8 engine is built from ModelOpt's opset-19 QDQ model, which TensorRT 8.6 does not
     parse (int8_problem): its advice said 'TensorRT 8.6-10.x' like the FP16 engine's, sending a
