@@ -209,7 +209,7 @@ def not_built_advice(report, not_built) -> list[str]:
     from .tensorrt_engine import supported_for
 
     lines = []
-    opset = (report.settings or {}).get("opset")   # TensorRT 8.6 parses opsets up to 17
+    opset = (report.settings or {}).get("opset")   # TensorRT 8.x parses opsets up to 17
     for r in not_built:
         if r.extra.get("trtexec"):
             where = supported_for(r.precision, opset)

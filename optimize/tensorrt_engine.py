@@ -1,4 +1,4 @@
-"""TensorRT engines from the exported ONNX models (TensorRT Python API, 8.6 / 10.x).
+"""TensorRT engines from the exported ONNX models (TensorRT Python API, 8.5 to 10.x).
 
 - `engine` (FP16): the FP32 ONNX model with BuilderFlag.FP16.
 - `engine-int8`: the ModelOpt QDQ model (explicit quantisation) with INT8 + FP16 flags; the Q/DQ
@@ -29,7 +29,7 @@ from pathlib import Path
 from runtime.atomic import atomic_write_bytes, atomic_write_json
 from runtime.backends.base import ModelError, read_sidecar
 from runtime.cli_errors import raise_if_interrupted
-from runtime.backends.tensorrt_backend import REPLACES_KEY, shared_logger
+from runtime.backends.tensorrt_backend import REPLACES_KEY, shared_logger, tensorrt_too_old
 from runtime.tiling import round_up
 from runtime.console import first_line
 from runtime.warn import SharpenWarning, warn
@@ -87,12 +87,15 @@ class Profile:
         return "x".join(str(int(v)) for v in shape)
 
 
-SUPPORTED = "TensorRT 8.6-10.x"
+# From 8.5: the export loads each engine through the runtime backend for its parity gate,
+# whose named-tensor API 8.5 introduced (`tensorrt_too_old`); the builder's own calls
+# (build_serialized_network, set_memory_pool_limit) need 8.4.
+SUPPORTED = "TensorRT 8.5-10.x"
 
 
-# The newest ONNX opset TensorRT 8.x's parser covers (onnx-tensorrt release/8.6
-# docs/operators.md: "TensorRT 8.6 supports operators up to Opset 17"); 10.x's covers
-# torch's newest TorchScript opset (20).
+# The newest ONNX opset TensorRT 8.x's parser covers (onnx-tensorrt release/8.5-GA and
+# release/8.6 docs/operators.md: "TensorRT 8.5 (8.6) supports operators up to Opset 17");
+# 10.x's covers torch's newest TorchScript opset (20).
 PARSER_MAX_OPSET_8X = 17
 
 
@@ -131,6 +134,8 @@ def availability() -> str | None:
 
 def version_problem(trt) -> str | None:
     """Why this TensorRT cannot build the project's engines, or None."""
+    if too_old := tensorrt_too_old(trt.__version__):
+        return too_old
     if not hasattr(trt.BuilderFlag, "FP16"):
         return (f"TensorRT {trt.__version__} builds strongly typed networks only (11.x removed "
                 f"the FP16/INT8 builder flags); this exporter supports {SUPPORTED}: "
@@ -140,7 +145,7 @@ def version_problem(trt) -> str | None:
 
 def int8_problem(trt) -> str | None:
     """Why this TensorRT cannot build the INT8 engine, or None: it is built from ModelOpt's QDQ
-    model, which ModelOpt writes at ONNX opset 19, and TensorRT 8.6 parses opsets up to 17."""
+    model, which ModelOpt writes at ONNX opset 19, and TensorRT 8.x parses opsets up to 17."""
     major = int(str(trt.__version__).split(".")[0])
     if major < 10:
         return (f"the INT8 engine needs TensorRT 10.x (ModelOpt writes its QDQ model at ONNX "
@@ -192,7 +197,7 @@ def trtexec_command(onnx_path: str | os.PathLike, engine_path: str | os.PathLike
                     profile: Profile, precision: str = "fp16",
                     workspace_gb: float = DEFAULT_WORKSPACE_GB,
                     timing_cache: str | os.PathLike | None = None) -> str:
-    """The trtexec command line equivalent to `build_engine` (TensorRT 8.6-10.x flags)."""
+    """The trtexec command line equivalent to `build_engine` (TensorRT 8.5-10.x flags)."""
     flags = ["--fp16"] if precision == "fp16" else ["--int8", "--fp16"]
     parts = ["trtexec", f"--onnx={onnx_path}", f"--saveEngine={engine_path}", *flags,
              f"--minShapes=input:{Profile.fmt(profile.min)}",

@@ -341,7 +341,7 @@ def test_tensorrt_11_is_refused_with_the_supported_versions():
 
     assert version_problem(SimpleNamespace(__version__="10.3.0", BuilderFlag=Flags10)) is None
     why = version_problem(SimpleNamespace(__version__="11.4.0", BuilderFlag=Flags11))
-    assert "TensorRT 11.4.0" in why and "8.6-10.x" in why and "tensorrt-cu12>=10,<11" in why
+    assert "TensorRT 11.4.0" in why and "8.5-10.x" in why and "tensorrt-cu12>=10,<11" in why
     creation = SimpleNamespace(EXPLICIT_BATCH=0)
     assert network_flags(SimpleNamespace(__version__="8.6.1",
                                          NetworkDefinitionCreationFlag=creation)) == 1
@@ -351,6 +351,32 @@ def test_tensorrt_11_is_refused_with_the_supported_versions():
     from optimize.tensorrt_engine import int8_problem
     assert "opset 19" in int8_problem(SimpleNamespace(__version__="8.6.2"))
     assert int8_problem(SimpleNamespace(__version__="10.3.0")) is None
+
+
+def test_tensorrt_older_than_8_5_is_refused_naming_both_versions():
+    """The backend runs engines with TensorRT's named-tensor API (num_io_tensors,
+    get_tensor_name, set_input_shape, set_tensor_address, execute_async_v3), which came with
+    8.5 (JetPack 5.1): on 8.4 or JetPack 4.6's 8.2 the export's parity gate and `sharpen run`
+    died on an AttributeError deep in the backend."""
+    from types import SimpleNamespace
+
+    from optimize.tensorrt_engine import SUPPORTED, version_problem
+    from runtime.backends.tensorrt_backend import tensorrt_too_old
+
+    for old in ("8.2.1.8", "8.4.3.1", "7.1.3"):
+        why = tensorrt_too_old(old)
+        assert why and f"TensorRT {old}" in why and "needs TensorRT 8.5 or newer" in why, why
+        assert "execute_async_v3" in why
+    for ok in ("8.5.2.2", "8.6.1.post1", "10.3.0", "11.0.0", "unknown"):
+        assert tensorrt_too_old(ok) is None, ok
+
+    class Flags:
+        FP16, INT8 = 0, 1
+
+    why = version_problem(SimpleNamespace(__version__="8.4.1", BuilderFlag=Flags))
+    assert "TensorRT 8.4.1" in why and "8.5 or newer" in why
+    assert version_problem(SimpleNamespace(__version__="8.5.2.2", BuilderFlag=Flags)) is None
+    assert SUPPORTED == "TensorRT 8.5-10.x"
 
 
 class _TimingCacheConfig:
@@ -434,8 +460,8 @@ def test_not_built_advice_names_the_tensorrt_that_builds_each_engine():
     lines = not_built_advice(report, report.not_built)
     fp16_line = next(ln for ln in lines if ln.startswith("engine:"))
     int8_line = next(ln for ln in lines if ln.startswith("engine-int8:"))
-    assert "with TensorRT 8.6-10.x, run" in fp16_line
-    assert "with TensorRT 10.x, run" in int8_line and "8.6" not in int8_line
+    assert "with TensorRT 8.5-10.x, run" in fp16_line
+    assert "with TensorRT 10.x, run" in int8_line and "8.5" not in int8_line
 
 
 def test_not_built_advice_names_tensorrt_10_for_an_onnx_model_above_opset_17():
@@ -447,11 +473,11 @@ def test_not_built_advice_names_tensorrt_10_for_an_onnx_model_above_opset_17():
     from optimize.export import ExportReport, FormatResult
     from optimize.tensorrt_engine import supported_for
 
-    assert supported_for("fp16") == supported_for("fp16", 17) == "TensorRT 8.6-10.x"
+    assert supported_for("fp16") == supported_for("fp16", 17) == "TensorRT 8.5-10.x"
     assert supported_for("fp16", 18) == supported_for("int8", 17) == "TensorRT 10.x"
     fp16 = FormatResult("engine", "skipped", precision="fp16", reason="TensorRT is not installed",
                         extra={"trtexec": "trtexec --onnx=m.onnx", "trtexec_sidecar": "m.json"})
-    for opset, where in ((17, "TensorRT 8.6-10.x"), (20, "TensorRT 10.x")):
+    for opset, where in ((17, "TensorRT 8.5-10.x"), (20, "TensorRT 10.x")):
         report = ExportReport("m.pt", "fast", "out", [fp16], {},
                               {"formats_requested": ["engine"], "opset": opset})
         line = not_built_advice(report, report.not_built)[0]

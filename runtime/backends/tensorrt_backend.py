@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import re
 import threading
 from pathlib import Path
 from typing import Any, Mapping, Optional, Union
@@ -46,6 +47,24 @@ def shared_logger(trt: Any) -> Any:
     return _LOGGER[0]
 
 
+# The named-tensor API this backend runs engines with (num_io_tensors, get_tensor_name,
+# set_input_shape, set_tensor_address, execute_async_v3, get_tensor_profile_shape) came with
+# TensorRT 8.5 (JetPack 5.1); 8.4 and older (JetPack 4.6: 8.2) have only binding indices.
+MIN_TENSORRT = (8, 5)
+
+
+def tensorrt_too_old(version: str) -> Optional[str]:
+    """Why TensorRT `version` cannot run this backend's engines, or None. A version string
+    without a leading major.minor passes: the API calls themselves then say what is missing."""
+    m = re.match(r"(\d+)\.(\d+)", str(version))
+    if not m or (int(m[1]), int(m[2])) >= MIN_TENSORRT:
+        return None
+    need = ".".join(map(str, MIN_TENSORRT))
+    return (f"TensorRT {version} is too old: sharpen needs TensorRT {need} or newer (its "
+            "named-tensor API: get_tensor_name, set_tensor_address, execute_async_v3); JetPack "
+            "5.1 ships 8.5 and JetPack 6.1 10.3; or use the .onnx model")
+
+
 def _import_tensorrt() -> Any:
     try:
         import tensorrt as trt  # noqa: PLC0415 - optional, only present on GPU devices
@@ -54,6 +73,8 @@ def _import_tensorrt() -> Any:
         raise ModelError(TRT_MISSING) from None
     except Exception as e:   # e.g. an OSError for a missing libnvinfer: a broken install
         raise ModelError(f"TensorRT cannot be imported: {type(e).__name__}: {e}") from None
+    if why := tensorrt_too_old(trt.__version__):   # else an AttributeError mid-load
+        raise ModelError(why)
     return trt
 
 
