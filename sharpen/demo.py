@@ -21,7 +21,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -254,6 +254,12 @@ def _check_out(out: str, spec: str) -> str | None:
     return None
 
 
+def _said_as(run: str) -> Callable[[str], None]:
+    """A label run's `say`, its lines headed by which run it is: the training and validation
+    runs of one --data printed the same "SOURCE; labelling N" line."""
+    return lambda msg: print(f"{run}: {msg}")
+
+
 def _no_labels(caches: dict[str, tuple[Path, LabelStats]]) -> str | None:
     """Why stage 3 has nothing to distil from (a cache, training or validation, without one
     finished label: every image unreadable), said at stage 2 rather than as the trainer's
@@ -434,12 +440,12 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
         made = {"training": (labels / "train", run_labels(
             train_spec, labels / "train", teacher_weights=teacher, config=args.config,
             tile=TILE, overlap=OVERLAP, limit=args.label_images, progress=not args.quiet,
-            say=print, exclude=not_train))}
+            say=_said_as("training labels"), exclude=not_train))}
         made["validation"] = (labels / "val", run_labels(
             val_spec, labels / "val", teacher_weights=teacher, config=args.config,
             tile=TILE, overlap=OVERLAP, limit=args.label_images,
             split=None if val_split == "train" else val_split, progress=not args.quiet,
-            say=print, exclude=not_val))
+            say=_said_as("validation labels"), exclude=not_val))
     except (CheckpointError, ValueError) as e:
         raise SharpenError(str(e)) from None
     problem = _no_labels(made)

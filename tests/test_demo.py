@@ -118,6 +118,22 @@ def test_demo_stops_at_stage_2_when_no_image_could_be_labelled(tmp_path, capsys)
         in captured.err, captured.err
 
 
+def test_demo_says_which_label_run_each_source_line_is(tmp_path, capsys):
+    """The training and the validation label runs of the user's data each printed the same
+    "folder source ...; labelling N" line, with nothing to tell which was which."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for name in ("a.png", "b.png", "c.jpg", "d.png", "e.png"):
+        (data / name).write_bytes(b"not an image")
+    main(["demo", "--data", str(data), "--out", str(tmp_path / "d"), "--steps", "1",
+          "--video-frames", "2", "--no-bench", "--threads", "1", "--quiet"])
+    said = capsys.readouterr().out.splitlines()
+    runs = [ln for ln in said if "; labelling " in ln]
+    assert len(runs) == 2, said
+    assert runs[0].startswith("training labels: ") and "labelling 4 " in runs[0], runs
+    assert runs[1].startswith("validation labels: ") and "labelling 1 " in runs[1], runs
+
+
 def test_demo_on_footage_streams_and_calibrates_on_the_users_clip(tmp_path, capsys):
     """README: `--data SPEC switches it to your own footage`. With a folder of clips the demo
     said "no images found"; with one clip it calibrated INT8 on scikit-image's photos and
