@@ -255,8 +255,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         for r in rows:
             tr.write_line("  " + "  ".join(str(c).ljust(w) for c, w in zip(r, widths)))
         from benchmarks.artifacts import not_requested_line
+        from benchmarks.quality import quality_legend
         if left := not_requested_line(ctx._quality.rows):
             tr.write_line(f"  {left}")
+        tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")
 
