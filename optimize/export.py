@@ -196,6 +196,9 @@ class ExportReport:
     results: list[FormatResult]
     reference: dict
     settings: dict
+    # Artifacts of this stem in the folder that no result describes (not rebuilt, and no
+    # record of the same weights to carry): {"format", "file", "reason"} each.
+    stale: list[dict] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -228,7 +231,7 @@ class ExportReport:
         return {"weights": self.weights, "student": self.student, "out_dir": self.out_dir,
                 "ok": self.ok, "not_built": [r.format for r in self.not_built],
                 "reference": self.reference, "settings": self.settings,
-                "results": [_finite(asdict(r)) for r in self.results]}
+                "results": [_finite(asdict(r)) for r in self.results], "stale": self.stale}
 
 
 def _finite(obj):
@@ -707,9 +710,10 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     _drop_void_pending_sidecars(out, stem, {*fmts, *kept}, {*fmts, *skipped}, weights_sha,
                                 prog)
     _keep_other_report(out, stem, prog)
-    earlier = _earlier_results(out, stem, own, {*fmts, *kept, *skipped}, weights_sha, prog)
-    # A report from an earlier run must not vouch for artifacts this run is replacing.
-    (out / "export_report.json").unlink(missing_ok=True)
+    earlier, stale = _earlier_results(out, stem, own, {*fmts, *kept, *skipped}, weights_sha,
+                                      prog)
+    # A report from an earlier run must not vouch for artifacts this run is replacing: it is
+    # replaced at once (below) by one of the kept and carried results only.
     (out / f"export_report.{stem}.json").unlink(missing_ok=True)
     # Nor may the artifacts it is about to replace pass for this export's while it runs: an
     # interrupted re-export of other weights left the old .tflite beside the new .onnx, with no
@@ -732,12 +736,19 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     def write_report(results: list[FormatResult], interrupted: bool = False) -> ExportReport:
         settings.update(weights_sha256=weights_sha, stem=stem,
                         float_layers=dict(ctx.float_by_fmt))   # as built, after any fallback
+        settings.pop("interrupted", None)   # set by the writes made while the export runs
         if interrupted:
             settings["interrupted"] = True
         report = ExportReport(str(weights), model.arch_name, str(out), results + earlier,
-                              reference, settings)
+                              reference, settings, stale)
         atomic_write_json(out / "export_report.json", report.to_dict())
         return report
+
+    # The folder's report describes its artifacts all along, marked interrupted until the
+    # export ends: an export killed part-way (SIGKILL, a job's time limit) left none, and the
+    # next export of other formats into the folder (the bench's, a concurrent one) found no
+    # record of the finished ones, so that they were neither carried nor rebuilt.
+    write_report(results, interrupted=True)
 
     with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp, \
             _report_if_stopped(lambda interrupted: write_report(results, interrupted)):
@@ -769,6 +780,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             if res.file and Path(res.file).is_file():
                 res.extra["file_sha256"] = file_hash(res.file, n=64)
             results.append(res)
+            # Before on_result: the bench's stamp never lists a format this report lacks.
+            write_report(results, interrupted=True)
             if on_result is not None:
                 on_result(res)
     results.sort(key=lambda r: order.index(r.format))   # kept ones in their place
@@ -1176,13 +1189,14 @@ def _result_from(record: dict, path: Path, flag: str) -> FormatResult:
 
 
 def _earlier_results(out: Path, stem: str, old: dict | None, now: set[str], weights_sha: str,
-                     prog: Progress) -> list[FormatResult]:
+                     prog: Progress) -> tuple[list[FormatResult], list[dict]]:
     """What an earlier export of this stem built that this one does not rebuild: its results
     are carried into the new report (not into this export's verdict) when they came from the
     same weights and their files are still there (`--formats onnx`, then `--formats
-    tflite-int8`, used to leave a report of the second alone); from other weights they are
-    stale, which is said. `old`: the latest report of this stem (`_own_report`), read once
-    before anything is built."""
+    tflite-int8`, used to leave a report of the second alone); from other weights, or with no
+    record, they are stale, which is said, and listed as such for the report (the carried
+    results, the stale entries). `old`: the latest report of this stem (`_own_report`), read
+    once before anything is built."""
     same = old is not None and old.get("settings", {}).get("weights_sha256") == weights_sha
     carried = []
     if same:
@@ -1192,13 +1206,19 @@ def _earlier_results(out: Path, stem: str, old: dict | None, now: set[str], weig
                     and r.get("file") and (out / Path(r["file"]).name).exists()):
                 carried.append(_result_from(r, out / Path(r["file"]).name, "earlier_export"))
     kept = {c.format for c in carried}
-    stale = [p.name for f, spec in FORMATS.items() if f not in now and f not in kept
-             for p in (out / f"{stem}{spec.suffix}",) if p.exists()]
-    if stale:
-        prog.warn(f"{', '.join(stale)} in {out} {'are' if len(stale) > 1 else 'is'} not rebuilt "
-                  "by this export and not in its report (from other weights, or an export "
-                  "whose report is gone): remove, or rebuild with --formats")
-    return carried
+    stale = {f: p.name for f, spec in FORMATS.items() if f not in now and f not in kept
+             for p in (out / f"{stem}{spec.suffix}",) if p.exists()}
+    if not stale:
+        return carried, []
+    names = list(stale.values())
+    prog.warn(f"{', '.join(names)} in {out} {'are' if len(names) > 1 else 'is'} not rebuilt "
+              "by this export and not in its report (from other weights, or an export "
+              "whose report is gone): remove, or rebuild with --formats")
+    why = ("no report of an earlier export of this stem records it (gone, or never written)"
+           if old is None else "the latest report of this stem is of other weights"
+           if not same else "the latest report of these weights does not record it as built")
+    return carried, [{"format": f, "file": name, "reason": f"not rebuilt by this export: {why}"}
+                     for f, name in stale.items()]
 
 
 def _keep_other_report(out: Path, stem: str, prog: Progress) -> None:

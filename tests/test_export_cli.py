@@ -708,8 +708,42 @@ def test_an_export_of_more_formats_keeps_the_earlier_ones_in_the_report(ckpt, tm
     rc, err = _run(["export", "--weights", str(other), "--out", str(out), "--no-latency",
                     "--name", "m", "--formats", "onnx"], capsys)
     assert rc == 0 and "m_fp16.tflite in" in err and "is not rebuilt by this export" in err
-    assert [r["format"] for r in json.loads((out / "export_report.json").read_text())[
-        "results"]] == ["onnx"]
+    rep = json.loads((out / "export_report.json").read_text())
+    assert [r["format"] for r in rep["results"]] == ["onnx"]
+    # The report names the stale file too, with why, not the warning alone.
+    assert [(s["format"], s["file"]) for s in rep["stale"]] == [("tflite-fp16", "m_fp16.tflite")]
+    assert "other weights" in rep["stale"][0]["reason"], rep["stale"]
+
+
+def test_the_report_describes_the_finished_formats_while_the_export_runs(ckpt, tmp_path):
+    """The report was removed when an export began and written when it ended: an export
+    killed part-way (SIGKILL, a job's time limit) left none, and so did one still running
+    when a second export into the folder began. The next export of other formats then
+    carried none of the finished ones (the bench, whose stamp held them: 'not rebuilt by this
+    export and not in its report'). Now the report is rewritten as each format is finished,
+    marked interrupted until the export ends."""
+    from optimize.export import export
+
+    out = tmp_path / "x"
+    opts = dict(latency=False, quiet=True, name="m", calib_count=4, calib_size=64,
+                thresholds={"min_ssim": 0.5})   # (an untrained student: no gate tested)
+    assert export(ckpt, "onnx", out, **opts).ok
+    seen = []
+
+    def on_result(res):
+        rep = json.loads((out / "export_report.json").read_text())   # there, mid-export
+        seen.append((res.format, [r["format"] for r in rep["results"]],
+                     rep["settings"].get("interrupted")))
+
+    report = export(ckpt, "onnx-int8,tflite-fp16", out, on_result=on_result, **opts)
+    built = [r.format for r in report.results if not r.extra.get("earlier_export")]
+    # Each format is in the report (beside the carried onnx) before on_result hears of it.
+    assert seen[0] == ("onnx-int8", ["onnx-int8", "onnx"], True), seen
+    if "tflite-fp16" in built:   # (where LiteRT is installed)
+        assert seen[1] == ("tflite-fp16", ["onnx-int8", "tflite-fp16", "onnx"], True), seen
+    final = json.loads((out / "export_report.json").read_text())
+    assert "interrupted" not in final["settings"] and final["ok"] and final["stale"] == []
+    assert {r["format"] for r in final["results"]} == {"onnx", *built}
 
 
 def test_an_onnx_model_of_other_weights_drops_the_pending_engine_sidecar(ckpt, tmp_path,
