@@ -536,6 +536,9 @@ def test_kill9_run_into_image_folder_leaves_no_partial_file(tmp_path):
 
 @pytest.mark.slow
 def test_kill9_export_leaves_no_report_vouching_for_it(tmp_path, capsys):
+    from distill.teacher import file_hash
+    from runtime.backends import read_marker
+    from runtime.backends.provenance import read_report
     from sharpen.cli import main
     s = create_student("fast", width=8)
     ck = tmp_path / "s.pt"
@@ -550,9 +553,22 @@ def test_kill9_export_leaves_no_report_vouching_for_it(tmp_path, capsys):
     assert all(x["status"] == "pass" for x in before["results"] if x["status"] != "skipped")
     proc = subprocess.Popen([sys.executable, "-m", "sharpen.cli", *argv, "--rebuild"],
                             cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _kill_when(proc, lambda: not (out / "export_report.json").exists())
-    if proc.returncode != 0:   # killed mid-export: nothing may claim the new files passed
-        assert not (out / "export_report.json").exists()
+
+    def mid_export() -> bool:
+        """The report of the export under way (interrupted until it ends) lists onnx: the
+        INT8 model is being rebuilt."""
+        rep = read_report(out / "export_report.json") or {}
+        return bool(rep.get("settings", {}).get("interrupted")) and any(
+            r.get("format") == "onnx" for r in rep.get("results", []))
+
+    _kill_when(proc, mid_export)
+    if proc.returncode != 0:   # killed mid-export: the report vouches for what passed only
+        rep = json.loads((out / "export_report.json").read_text())
+        assert rep["settings"]["interrupted"] is True and rep["ok"] is False
+        for r in rep["results"]:
+            path = Path(r["file"])
+            assert r["status"] == "pass" and r["extra"]["file_sha256"] == file_hash(path, n=64)
+            assert read_marker(path).get("status") != "unchecked", r["format"]
     assert main(argv) == 0, capsys.readouterr().err
     assert json.loads((out / "export_report.json").read_text())["settings"]["weights_sha256"]
 
