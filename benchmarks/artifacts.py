@@ -8,17 +8,21 @@ settings and each format's result with the versions of the libraries that built 
 so later runs reuse what is up to date and build only what is missing or was built by other
 library versions (for example the TensorRT engines after TensorRT was installed, the TFLite
 models after a TensorFlow upgrade). Formats this machine
-cannot build are listed as skipped with the reason `optimize.export` gives.
+cannot build are listed as skipped with the reason `optimize.export` gives. A stamped format is
+reused only where the folder's export report describes it too (the report is the folder's
+record, which every later export carries on), and a run that builds holds a lock on the folder,
+so that runs sharing a cache export one student one at a time.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Iterator, Optional, Sequence
 
 from distill.teacher import file_hash, resolve_weights
 from runtime.atomic import atomic_write_json
@@ -200,7 +204,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     `optimize.export.export`. Formats not requested or not buildable here come back as skipped
     with a reason; failed builds as error with the export's reason. `float_layers` as
     `sharpen export --float-layers` (mixed-precision INT8; cached in a folder of its own)."""
-    from optimize.export import FORMATS, ExportError, export, parse_formats
+    from optimize.export import FORMATS, parse_formats
 
     say = say or (lambda msg: None)
     try:
@@ -213,74 +217,157 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     folder = (Path(cache_root or default_cache_root()).resolve()
               / f"{student.path.stem}-{student.hash}{suffix}")
     settings = _settings(student, calib_count, float_layers)
-    stamp_path = folder / STAMP
-    stamp: dict = {}
-    if stamp_path.is_file():
-        try:
-            stamp = json.loads(stamp_path.read_text())
-        except ValueError:
-            stamp = {}
-    old = stamp.get("formats", {}) if stamp.get("settings") == settings else {}
 
     from .machine import library_versions
 
     installed = library_versions()
     versions = {fmt: format_versions(fmt, installed) for fmt in FORMATS}
-    items: dict[str, Artifact] = {}
-    to_build: list[str] = []
-    for fmt, spec in FORMATS.items():
-        if fmt not in requested:
-            items[fmt] = Artifact(fmt, spec.precision, "skipped", reason=NOT_REQUESTED)
-            continue
-        reason = spec.availability()
-        if reason:
-            items[fmt] = Artifact(fmt, spec.precision, "skipped", reason=reason)
-            continue
-        prev = old.get(fmt)
-        # Found by file name in this folder: the cache may be reached by another path (a
-        # relative --cache from another directory) or have been moved.
-        here = folder / Path(prev["file"]).name if prev and prev.get("file") else None
-        # A stamp from before versions were recorded has none: rebuilt once.
-        if (here and here.is_file() and prev.get("status") in ("pass", "fail")
-                and prev.get("versions") == versions[fmt]):
-            items[fmt] = Artifact(**{**prev, "file": str(here)})
-        else:
-            to_build.append(fmt)
-
+    plan = _Plan.of(student, folder, settings, requested, versions)
     built_now: list[str] = []
-    if to_build:
-        say(f"exporting {student.name} ({student.path.name}) -> {', '.join(to_build)} "
-            f"in {folder} (cached for later runs)")
-
-        def save_stamp() -> None:
-            keep = {k: asdict(v) for k, v in items.items() if v.status in ("pass", "fail")}
-            atomic_write_json(stamp_path, {"format": STAMP_FORMAT, "settings": settings,
-                                           "student": student.to_dict(),
-                                           "formats": {**old, **keep}})
-
-        def record(r) -> None:
-            if r.format not in to_build or r.format in built_now:
-                return
-            parity = {k: getattr(r, k) for k in ("max_abs", "psnr", "ssim")
-                      if getattr(r, k) is not None}
-            items[r.format] = Artifact(r.format, r.precision or FORMATS[r.format].precision,
-                                       r.status, r.file, r.reason, parity, versions[r.format])
-            built_now.append(r.format)
-            # At once: Ctrl-C or SIGTERM during the next format (minutes for TFLite) left no
-            # stamp, and the rerun that "continues" built the finished formats again.
-            save_stamp()
-
-        try:
-            report = export(student.path, to_build, folder, calib_count=calib_count,
-                            latency=False, quiet=quiet, float_layers=float_layers,
-                            on_result=record)
-        except ExportError as e:
-            raise BenchError(f"{student.name}: {e}") from None
-        for r in report.results:
-            record(r)
-        for fmt in to_build:   # a format the export did not report on at all
-            items.setdefault(fmt, Artifact(fmt, FORMATS[fmt].precision, "error",
-                                           reason="the export produced no result"))
-        save_stamp()
-    ordered = {fmt: items[fmt] for fmt in FORMATS}
+    if plan.to_build:
+        with _export_lock(folder, say):
+            # Planned again inside the lock: a run that held it may have built them meanwhile.
+            plan = _Plan.of(student, folder, settings, requested, versions)
+            if plan.to_build:
+                built_now = _build(plan, student, folder, settings, versions, calib_count,
+                                   quiet, say, float_layers)
+    ordered = {fmt: plan.items[fmt] for fmt in FORMATS}
     return ArtifactSet(student, folder, ordered, built_now)
+
+
+@dataclass
+class _Plan:
+    """What `ensure_artifacts` reuses (`items`) and builds (`to_build`) in a cache folder, and
+    the stamp's formats (`old`) when its settings are this run's."""
+    old: dict
+    items: dict[str, Artifact]
+    to_build: list[str]
+
+    @classmethod
+    def of(cls, student: Student, folder: Path, settings: dict, requested: list[str],
+           versions: dict[str, dict]) -> "_Plan":
+        from optimize.export import FORMATS
+
+        stamp_path = folder / STAMP
+        stamp: dict = {}
+        if stamp_path.is_file():
+            try:
+                stamp = json.loads(stamp_path.read_text())
+            except ValueError:
+                stamp = {}
+        old = stamp.get("formats", {}) if stamp.get("settings") == settings else {}
+        vouched = _reported(folder, student)
+        items: dict[str, Artifact] = {}
+        to_build: list[str] = []
+        for fmt, spec in FORMATS.items():
+            if fmt not in requested:
+                items[fmt] = Artifact(fmt, spec.precision, "skipped", reason=NOT_REQUESTED)
+                continue
+            reason = spec.availability()
+            if reason:
+                items[fmt] = Artifact(fmt, spec.precision, "skipped", reason=reason)
+                continue
+            prev = old.get(fmt)
+            # Found by file name in this folder: the cache may be reached by another path (a
+            # relative --cache from another directory) or have been moved.
+            here = folder / Path(prev["file"]).name if prev and prev.get("file") else None
+            # A stamp from before versions were recorded has none: rebuilt once. One that the
+            # folder's export report does not hold too is rebuilt: an export of the other
+            # formats would carry it in no report (and warn so).
+            if (here and here.is_file() and prev.get("status") in ("pass", "fail")
+                    and prev.get("versions") == versions[fmt] and vouched.get(fmt) == here.name):
+                items[fmt] = Artifact(**{**prev, "file": str(here)})
+            else:
+                to_build.append(fmt)
+        return cls(old, items, to_build)
+
+
+def _reported(folder: Path, student: Student) -> dict[str, str]:
+    """Format -> file name of the built artifacts that the folder's export report describes,
+    from `student`'s weights (pass or fail: a result an export carries into its next report)."""
+    from runtime.backends.provenance import REPORT, read_report
+
+    report = read_report(folder / REPORT) or {}
+    settings = report.get("settings") or {}
+    if not str(settings.get("weights_sha256") or "").startswith(student.hash):
+        return {}
+    return {r["format"]: Path(r["file"]).name for r in report.get("results") or []
+            if isinstance(r, dict) and r.get("status") in ("pass", "fail") and r.get("file")
+            and r.get("format")}
+
+
+@contextlib.contextmanager
+def _export_lock(folder: Path, say) -> Iterator[None]:
+    """Held while a run plans and builds `folder`'s artifacts. Two runs exporting one student
+    at once (two bench runs, test sessions of worktrees sharing the default cache) each took
+    the formats the other had finished from the stamp and exported only the rest, while the
+    other's export had its report under way: the later report left those formats out and the
+    export warned that they were in no report. The second run waits, then reuses them. An
+    advisory flock beside the folder (the folder itself is the export's to make or remove),
+    which the kernel drops however its holder ends."""
+    try:
+        import fcntl
+    except ImportError:   # not POSIX: unlocked, as distill.run_lock
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    path = folder.parent / f".{folder.name}.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            say(f"waiting for process {holder}, which is exporting into {folder}")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)   # releases the lock
+
+
+def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
+           versions: dict[str, dict], calib_count: int, quiet: bool, say,
+           float_layers: str | None) -> list[str]:
+    """Export `plan.to_build` into `folder`, recording each result in `plan.items` and the
+    stamp as it comes; the formats built."""
+    from optimize.export import FORMATS, ExportError, export
+
+    items, old, to_build = plan.items, plan.old, plan.to_build
+    stamp_path = folder / STAMP
+    built_now: list[str] = []
+    say(f"exporting {student.name} ({student.path.name}) -> {', '.join(to_build)} "
+        f"in {folder} (cached for later runs)")
+
+    def save_stamp() -> None:
+        keep = {k: asdict(v) for k, v in items.items() if v.status in ("pass", "fail")}
+        atomic_write_json(stamp_path, {"format": STAMP_FORMAT, "settings": settings,
+                                       "student": student.to_dict(),
+                                       "formats": {**old, **keep}})
+
+    def record(r) -> None:
+        if r.format not in to_build or r.format in built_now:
+            return
+        parity = {k: getattr(r, k) for k in ("max_abs", "psnr", "ssim")
+                  if getattr(r, k) is not None}
+        items[r.format] = Artifact(r.format, r.precision or FORMATS[r.format].precision,
+                                   r.status, r.file, r.reason, parity, versions[r.format])
+        built_now.append(r.format)
+        # At once: Ctrl-C or SIGTERM during the next format (minutes for TFLite) left no
+        # stamp, and the rerun that "continues" built the finished formats again.
+        save_stamp()
+
+    try:
+        report = export(student.path, to_build, folder, calib_count=calib_count,
+                        latency=False, quiet=quiet, float_layers=float_layers,
+                        on_result=record)
+    except ExportError as e:
+        raise BenchError(f"{student.name}: {e}") from None
+    for r in report.results:
+        record(r)
+    for fmt in to_build:   # a format the export did not report on at all
+        items.setdefault(fmt, Artifact(fmt, FORMATS[fmt].precision, "error",
+                                       reason="the export produced no result"))
+    save_stamp()
+    return built_now
