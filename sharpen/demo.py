@@ -585,8 +585,8 @@ def add_commands(sub) -> None:
                    help="peak learning rate of the short distillation (small: it fine-tunes "
                    "the shipped student on a handful of crops, which a larger rate overfits)")
     p.add_argument("--label-images", type=int, default=6,
-                   help="training images the teacher labels (with the embedded default: 256x256 "
-                   "centre crops, one teacher tile each)")
+                   help="training images the teacher labels (with --data embedded: 256x256 centre "
+                   "crops, one teacher tile each)")
     p.add_argument("--video-frames", type=int, default=24,
                    help="frames of the synthetic 1080p video, or, when --data is a clip or a "
                    "folder of footage holding clips, frames of its first clip streamed at "

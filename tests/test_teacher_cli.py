@@ -1,4 +1,7 @@
 """`sharpen teacher` on files and folders, with bad inputs."""
+import argparse
+import re
+
 import cv2
 import numpy as np
 import pytest
@@ -105,6 +108,31 @@ def test_every_command_has_help(capsys):
         for action in p._actions:
             if action.dest != "help" and action.option_strings:
                 assert action.help, f"sharpen {name} {action.option_strings} has no help"
+
+
+def test_every_option_default_shows_in_help():
+    """A default the help leaves out is one a user cannot find: HelpFormatter adds
+    `(default: X)` unless the help already mentions a default, and `sharpen demo
+    --label-images` mentioned "the embedded default" (a data set), so its 6 was never shown."""
+    from sharpen.cli import build_parser
+    parser = build_parser()
+    sub = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+    number = re.compile(r"-?\d+(?:\.\d+)?(?:e-?\d+)?")
+    for name, p in sub.choices.items():
+        for action in p._actions:
+            d = action.default
+            if (not action.option_strings or action.required or d is None
+                    or isinstance(d, bool) or d == argparse.SUPPRESS):
+                continue
+            text = p._get_formatter()._expand_help(action)
+            values = d if isinstance(d, (list, tuple)) else [d]
+            for v in values:
+                if isinstance(v, (int, float)):
+                    shown = any(float(t) == v for t in number.findall(text))
+                else:
+                    shown = str(v) in text
+                assert shown, f"sharpen {name} {action.option_strings[0]}: default {v!r} " \
+                    f"not in its help: {text!r}"
 
 
 def test_a_flag_shared_by_commands_has_one_default():
