@@ -569,3 +569,41 @@ def test_an_export_report_without_results_is_read_as_listing_nothing(tmp_path):
     assert "the trtexec line that `sharpen export` printed" in said, said
     (tmp_path / "m.onnx").write_bytes(b"x")
     assert "is not in export_report.json" in stale_reason(tmp_path / "m.onnx", None)
+
+
+def test_a_model_renamed_to_another_engines_extension_says_which_it_is(tmp_path, onnx_model,
+                                                                       tflite_models):
+    """A .tflite copied to the device as .onnx (or the other way round) failed inside the
+    engine's parser ("Protobuf parsing failed"), which named neither the mix-up nor the fix."""
+    cases = ((onnx_model, "as.tflite", "an ONNX model", "as.onnx"),
+             (tflite_models[1], "as.onnx", "a TFLite model", "as.tflite"),
+             (onnx_model, "as.bin", "an ONNX model", "as.onnx"))
+    for model, name, held, fixed in cases:
+        copy = tmp_path / name
+        copy.write_bytes(model.read_bytes())
+        with pytest.raises(ModelError) as ei:
+            load_backend(copy, threads=1)
+        msg = str(ei.value)
+        assert f"holds {held} (by its first bytes)" in msg, msg
+        assert msg.endswith(f"rename it to {tmp_path / fixed}"), msg
+    plan = tmp_path / "engine.onnx"
+    plan.write_bytes(b"ftrt" + bytes(200))   # how every serialised TensorRT plan starts
+    with pytest.raises(ModelError, match=r"holds a TensorRT engine .* rename it to .*engine\."
+                                         r"engine$"):
+        load_backend(plan)
+
+
+@pytest.mark.parametrize("which", ["onnx", "tflite"])
+def test_a_model_cut_short_is_said_to_be_damaged_not_of_another_kind(request, tmp_path,
+                                                                     onnx_model, which):
+    """An interrupted copy leaves the start of a model: 'is it an ONNX model?' sent the user
+    looking for a format mix-up."""
+    model = onnx_model if which == "onnx" else request.getfixturevalue("tflite_models")[1]
+    cut = tmp_path / f"cut{model.suffix}"
+    data = model.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.raises(ModelError) as ei:
+        load_backend(cut, threads=1)
+    msg = str(ei.value)
+    assert f"damaged or cut short at {len(data) // 2:,} bytes: export or copy it again" in msg
+    assert "is it" not in msg, msg

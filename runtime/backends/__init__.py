@@ -67,6 +67,10 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     if reason and not force:   # before loading: a failed model is not opened at all
         raise ModelError(_refused(p, reason))
     kind = BACKEND_BY_SUFFIX.get(p.suffix.lower())
+    from .sniff import content_engine, misnamed
+    held = content_engine(p)
+    if held is not None and held != kind:   # a copy renamed by mistake: say which it is
+        raise ModelError(misnamed(p, held, kind))
     if kind not in (None, "onnxruntime") and providers not in (None, "auto", "cpu"):
         # ONNX Runtime says when a requested provider is not used; so does this.
         shown = providers if isinstance(providers, str) else ",".join(providers)

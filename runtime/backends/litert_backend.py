@@ -18,6 +18,7 @@ from ..console import TF_NOISE, brief, first_line, quiet_native_stderr
 from ..host import check_threads
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar, sidecar_path)
+from .sniff import load_hint
 from ..warn import warn
 
 
@@ -58,7 +59,7 @@ class LiteRTBackend(Backend):
             with quiet_native_stderr(TF_NOISE):
                 self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load {path} with LiteRT (is it a .tflite model?): "
+            raise ModelError(f"cannot load {path} with LiteRT ({load_hint(path, 'litert')}): "
                              f"{first_line(exc)}") from None
         self._last_error = ""
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()

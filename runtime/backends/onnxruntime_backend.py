@@ -15,6 +15,7 @@ from ..options import option
 from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar)
+from .sniff import load_hint
 from ..warn import warn
 
 # Preference order for "auto": fastest first. Only providers this onnxruntime build offers are
@@ -239,8 +240,8 @@ class OnnxRuntimeBackend(Backend):
                 str(path), sess_options=opts,
                 providers=[(p, provider_opts.get(p, {})) for p in chosen])
         except Exception as exc:  # ORT raises its own exception types, one per failure kind
-            raise ModelError(f"cannot load {path} with ONNX Runtime (is it an ONNX model?): "
-                             f"{first_line(exc)}") from None
+            raise ModelError(f"cannot load {path} with ONNX Runtime "
+                             f"({load_hint(path, 'onnxruntime')}): {first_line(exc)}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelError(f"{path}: expected one image input and one output, got "
@@ -295,7 +296,7 @@ def _peek(ort, path: Path) -> tuple[dict[str, str], str]:
     try:
         s = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelError(f"cannot load {path} with ONNX Runtime (is it an ONNX model?): "
-                         f"{first_line(exc)}") from None
+        raise ModelError(f"cannot load {path} with ONNX Runtime "
+                         f"({load_hint(path, 'onnxruntime')}): {first_line(exc)}") from None
     inputs = s.get_inputs()
     return dict(s.get_modelmeta().custom_metadata_map or {}), inputs[0].name if inputs else "input"
