@@ -324,7 +324,13 @@ class _Stream:
         first.t_capture = time.perf_counter()
         self.first = first
         self.size, self.size_said = first.image.shape[:2], False
-        stats.info = {"backend": dict(self.backend.describe()), "source": src.describe(),
+        # What was measured, so that two stats files can be told apart: the model file and
+        # the thread count it was loaded with (0: the engine's default, every core; None: an
+        # app's own backend, loaded with whatever it chose).
+        model = self.backend.path
+        stats.info = {"model": str(model) if model is not None else None,
+                      "threads": (o.threads or 0) if self.own_backend else None,
+                      "backend": dict(self.backend.describe()), "source": src.describe(),
                       "live": src.live,
                       "output": (type(output).__name__ if isinstance(output, Sink)
                                  else str(output) if output else None),

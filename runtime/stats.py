@@ -62,12 +62,15 @@ class Stats:
     def _percentiles(self, stage: str) -> dict[str, Optional[float]]:
         vals = np.asarray(self._samples[stage], dtype=np.float64) * 1000.0
         if vals.size == 0:
-            return {"p50": None, "p90": None, "p95": None, "p99": None, "mean": None, "n": 0}
-        # p90 too: `sharpen bench` reports median and p90 for every latency it times.
+            return {"p50": None, "p90": None, "p95": None, "p99": None, "mean": None,
+                    "min": None, "max": None, "n": 0}
+        # p90 too: `sharpen bench` reports median and p90 for every latency it times; min and
+        # max as trtexec and onnxruntime_perf_test report them (max: the one stall p99 hides).
         p50, p90, p95, p99 = np.percentile(vals, [50, 90, 95, 99])
         return {"p50": round(float(p50), 3), "p90": round(float(p90), 3),
                 "p95": round(float(p95), 3),
                 "p99": round(float(p99), 3), "mean": round(float(vals.mean()), 3),
+                "min": round(float(vals.min()), 3), "max": round(float(vals.max()), 3),
                 "n": int(vals.size)}
 
     def summary(self) -> dict[str, Any]:

@@ -880,3 +880,21 @@ def test_the_automatic_overlap_is_half_the_tile_that_runs(tmp_path):
         s = run_stream(model, str(src), tmp_path / "t1.png", tile=multiple - 1)
     assert s["overlap"] == multiple // 2 and s["tile"] == multiple
     assert any(f"tile={multiple - 1} runs as {multiple}" in m for m in said), said
+
+
+def test_the_stats_file_says_what_was_measured_and_each_stages_extremes(tmp_path, onnx_model):
+    """Two stats files (--threads 1 and 2, two models) could not be told apart, and a stall
+    hid below p99: trtexec and onnxruntime_perf_test report min and max as well."""
+    src = tmp_path / "in.mp4"
+    write_video(src, n=6)
+    stats = tmp_path / "stats.json"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--output",
+                  str(tmp_path / "out.mp4"), "--stats", str(stats), "--threads", "1", "--quiet"])
+    assert rc == 0
+    data = json.loads(stats.read_text())
+    assert data["model"] == str(onnx_model) and data["threads"] == 1
+    for d in [*data["latency_ms"].values(), data["end_to_end_ms"]]:
+        assert d["min"] <= d["p50"] <= d["p90"] <= d["p99"] <= d["max"], d
+    with load_backend(onnx_model, threads=1) as backend:   # an app's own: its threads unknown
+        summary = run_stream(backend, [textured_frame(0)], stats_path=stats, threads=2)
+    assert summary["model"] == str(onnx_model) and summary["threads"] is None
