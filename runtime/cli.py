@@ -226,6 +226,8 @@ def handler(args: argparse.Namespace) -> int:
         if os.environ.get("SHARPEN_DEBUG"):
             raise
         print(f"sharpen run: error: {exc}", file=sys.stderr)
+        if kept := _kept_before_error(getattr(exc, "stats", None), args.output):
+            print(f"sharpen run: {kept}", file=sys.stderr)
         return 2 if isinstance(exc, (ModelError, SourceError, SinkError)) else 1
     except Exception as exc:  # noqa: BLE001 - anything else: still one line, not a traceback
         if os.environ.get("SHARPEN_DEBUG"):
@@ -257,6 +259,17 @@ def handler(args: argparse.Namespace) -> int:
         _exit_now_if_workers_run(code)
         return code
     return 0
+
+
+def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
+    """What a run that failed part-way left (a camera unplugged, a stream gone for good): its
+    output holds the frames written before the error, closed cleanly, which the error line
+    alone left the user to guess."""
+    done = (summary or {}).get("frames_processed", 0)
+    if not done or not output or not os.path.exists(output):
+        return ""
+    frames = "frame" if done == 1 else "frames"
+    return f"{output} holds the {done} {frames} written before the error (closed cleanly)"
 
 
 def _result_line(summary: dict) -> str:

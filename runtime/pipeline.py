@@ -475,7 +475,14 @@ class _Stream:
         if self.o.stats_path and summary.get("frames_processed") is not None:
             write_json_atomic(self.o.stats_path, summary)
         if self.errors:
-            raise self.errors[0]
+            # As StreamInterrupted's: what ran before the error (an output with frames in it
+            # is closed and kept), for the caller to say.
+            err = self.errors[0]
+            try:
+                err.stats = summary  # type: ignore[attr-defined]
+            except AttributeError:   # an exception type without a __dict__
+                pass
+            raise err
         return summary
 
 

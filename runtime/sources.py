@@ -283,7 +283,7 @@ class VideoSource(Source):
                               f"{option('reconnect_attempts', 0, self.flags)})")
         warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in all; "
              "reconnecting "
-             f"(up to {self.reconnect_attempts} attempts)")
+             f"(up to {count(self.reconnect_attempts, 'attempt')})")
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):
             if stop.wait(delay):
@@ -304,7 +304,7 @@ class VideoSource(Source):
             self._first = img
             return True
         raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
-                          f"{self.reconnect_attempts} attempts")
+                          f"{count(self.reconnect_attempts, 'attempt')}")
 
     def _restarted(self, img: np.ndarray) -> bool:
         """Whether a reopened URL gave its very first frame again: a recorded video served over
