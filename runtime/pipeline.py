@@ -579,6 +579,24 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
                flags: bool = False) -> Sink:
     sinks: list[Sink] = []
+    # The window first: one refused (no display, a headless OpenCV) leaves no output made.
+    window = _window_sink(output, view, stop, stats, flags) if show else None
+    try:
+        sinks += _output_sinks(src, output, view, fps, compare, flags)
+    except BaseException:
+        if window is not None:
+            window.close()
+        raise
+    if window is not None:
+        sinks.append(window)
+    if not sinks:
+        return NullSink()
+    return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
+
+
+def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: str,
+                  fps: float, compare: bool, flags: bool) -> list[Sink]:
+    sinks: list[Sink] = []
     if isinstance(output, Sink):
         sinks.append(CompareSink(output, view, flags) if compare else output)
     elif output:
@@ -590,19 +608,21 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
             # Grayscale images are written back as grayscale, an alpha channel is kept.
             src.layouts = file_sink.layouts = {}
         sinks.append(CompareSink(file_sink, view, flags) if compare else file_sink)
-    if show:
-        ema = {"fps": 0.0, "t": None}
+    return sinks
 
-        def overlay() -> str:
-            # Cheap running estimate: the full percentile summary is too slow per frame.
-            now = time.perf_counter()
-            if ema["t"] is not None and now > ema["t"]:
-                inst = 1.0 / (now - ema["t"])
-                ema["fps"] = inst if not ema["fps"] else 0.9 * ema["fps"] + 0.1 * inst
-            ema["t"] = now
-            return f"{ema['fps']:.1f} fps  dropped {stats.dropped_frames}"
 
-        sinks.append(WindowSink(view, stop, overlay, flags=flags))
-    if not sinks:
-        return NullSink()
-    return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
+def _window_sink(output: Optional[Union[str, Path, Sink]], view: str, stop: threading.Event,
+                 stats: Stats, flags: bool) -> WindowSink:
+    ema = {"fps": 0.0, "t": None}
+
+    def overlay() -> str:
+        # Cheap running estimate: the full percentile summary is too slow per frame.
+        now = time.perf_counter()
+        if ema["t"] is not None and now > ema["t"]:
+            inst = 1.0 / (now - ema["t"])
+            ema["fps"] = inst if not ema["fps"] else 0.9 * ema["fps"] + 0.1 * inst
+        ema["t"] = now
+        return f"{ema['fps']:.1f} fps  dropped {stats.dropped_frames}"
+
+    return WindowSink(view, stop, overlay, flags=flags,
+                      output=None if isinstance(output, Sink) else output)

@@ -13,7 +13,7 @@ import sys
 import tempfile
 import threading
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
@@ -441,6 +441,18 @@ def has_display() -> bool:
     return True
 
 
+def check_display(output: Optional[Union[str, os.PathLike]], flags: bool = False) -> None:
+    """SinkError when a window cannot open; `output`: where the run would also write, which
+    the message then names instead of suggesting the option already given."""
+    if has_display():
+        return
+    show = option("show", True, flags)
+    rest = (f"{option('output', output, flags)} saves the result" if output
+            else f"or use {option('output', flags=flags)} to save the result")
+    raise SinkError(f"{show} needs a display (DISPLAY/WAYLAND_DISPLAY is not set); run "
+                    f"without {show}{': ' if output else ', '}{rest}")
+
+
 def compose(original: np.ndarray, sharpened: np.ndarray, view: str, max_width: int = 1920) -> np.ndarray:
     """Side by side (original | sharpened) or split (left half original, right half sharpened).
     The original may be any decoded frame (grey, BGRA, 16-bit): it is shown as BGR uint8."""
@@ -488,18 +500,21 @@ class WindowSink(Sink):
     """An OpenCV window with an fps / latency overlay; q or Esc stops the run."""
 
     def __init__(self, view: str, stop: threading.Event, overlay=None,
-                 title: str = "sharpen (original | sharpened)", flags: bool = False) -> None:
-        show, out = option("show", True, flags), option("output", flags=flags)
-        if not has_display():
-            raise SinkError(f"{show} needs a display (DISPLAY/WAYLAND_DISPLAY is not set); run "
-                            f"without {show}, or use {out} to save the result")
+                 title: str = "sharpen (original | sharpened)", flags: bool = False,
+                 output: Optional[Union[str, os.PathLike]] = None) -> None:
+        """output: where the run also writes, which a refusal then names instead of
+        suggesting the option already given."""
+        show = option("show", True, flags)
+        check_display(output, flags)
         self.view, self.stop, self.overlay, self.title = view, stop, overlay, title
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
         except cv2.error:
+            rest = (f"run without {show}: {option('output', output, flags)} saves the result"
+                    if output else f"or use {option('output', flags=flags)}")
             raise SinkError(f"{show} needs an OpenCV build with GUI support (this one is "
                             "headless: install opencv-python instead of opencv-python-headless, "
-                            f"or use {out})") from None
+                            f"{rest})") from None
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         img = compose(original, sharpened, self.view)

@@ -111,7 +111,26 @@ def test_show_without_display_fails_clearly(tmp_path, capsys, monkeypatch, onnx_
     cv2.imwrite(str(img), textured_frame(0))
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--show")
     assert rc != 0
-    _one_clear_line(err, "--show needs a display")
+    _one_clear_line(err, "--show needs a display", "or use --out to save the result")
+
+
+def test_show_without_display_beside_out_names_it_and_makes_nothing(tmp_path, capsys,
+                                                                     monkeypatch, onnx_model):
+    """With --out given, 'or use --out' told the user to do what they had done, and the
+    refusal came after the output folder was made, leaving it empty."""
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), textured_frame(0))
+    video = tmp_path / "clip.mp4"
+    write_video(video, n=2)
+    for source, out in ((src, tmp_path / "new" / "sharp"), (video, tmp_path / "new2" / "o.mp4")):
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(source), "--show",
+                       "--out", str(out))
+        assert rc == 2
+        _one_clear_line(err, f"run without --show: --out {out} saves the result")
+        assert not out.parent.exists(), list(out.parent.rglob("*"))
 
 
 def test_bad_output_and_options(tmp_path, capsys, onnx_model):
