@@ -607,3 +607,16 @@ def test_a_model_cut_short_is_said_to_be_damaged_not_of_another_kind(request, tm
     msg = str(ei.value)
     assert f"damaged or cut short at {len(data) // 2:,} bytes: export or copy it again" in msg
     assert "is it" not in msg, msg
+
+
+def test_an_export_folder_given_as_the_model_lists_its_models(tmp_path, onnx_model):
+    """`--model export/` said only that a file was expected; the models in it are the choice."""
+    (tmp_path / "student.onnx").write_bytes(onnx_model.read_bytes())
+    (tmp_path / "student_int8.tflite").write_bytes(b"x")
+    (tmp_path / "export_report.json").write_text("{}")
+    with pytest.raises(ModelError, match=r"^model path is a folder, expected a file: .* \(it "
+                                         r"holds student.onnx, student_int8.tflite: pass one "
+                                         r"of them\)$"):
+        load_backend(tmp_path)
+    with pytest.raises(ModelError, match=r"expected a file: [^(]*$"):   # nothing to offer
+        load_backend(tmp_path / "..")

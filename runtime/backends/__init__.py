@@ -62,7 +62,7 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
         how = pending_engine(p)
         raise ModelError(f"model not found: {p}" + (f": {how}" if how else ""))
     if p.is_dir():
-        raise ModelError(f"model path is a folder, expected a file: {p}")
+        raise ModelError(f"model path is a folder, expected a file: {p}{_models_in(p)}")
     reason = parity_failure(p)
     if reason and not force:   # before loading: a failed model is not opened at all
         raise ModelError(_refused(p, reason))
@@ -90,6 +90,19 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     from .provenance import stale_reason
     _say_stale(p, stale_reason(p, backend.source_sha256))
     return backend
+
+
+def _models_in(folder: Path) -> str:
+    """The models an export folder given as the model holds, for the user to pick one."""
+    try:
+        names = sorted(f.name for f in folder.iterdir()
+                       if f.suffix.lower() in BACKEND_BY_SUFFIX and f.is_file())
+    except OSError:
+        return ""
+    if not names:
+        return ""
+    more = f" and {len(names) - 6} more" if len(names) > 6 else ""
+    return f" (it holds {', '.join(names[:6])}{more}: pass one of them)"
 
 
 _said: set[tuple[str, str]] = set()
