@@ -105,11 +105,12 @@ _SOURCE_FLAGS = (("--width", "width", ("camera", "v4l2", "gstreamer", "synthetic
 def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
     """Warnings for flags given for a source that does not read them (a capture size for a
     video file, a stream timeout for a camera)."""
-    from .sources import spec_kind
+    from .sources import shown_url, spec_kind
 
     kind = spec_kind(args.source)
+    shown = shown_url(args.source) if kind == "stream" else args.source
     out = [f"warning: {flag} applies to {', '.join(kinds)} sources, not to --source "
-           f"{args.source} ({kind}); it has no effect" for flag, attr, kinds in _SOURCE_FLAGS
+           f"{shown} ({kind}); it has no effect" for flag, attr, kinds in _SOURCE_FLAGS
            if getattr(args, attr) is not None and kind not in kinds]
     # `synthetic` takes its size from --width/--height; `synthetic:WxH` names its own.
     if kind == "synthetic" and ":" in args.source:
@@ -319,8 +320,10 @@ def _default_output(source: str) -> str:
         stem, ext = p.stem, ".mp4"
     elif is_image(p):
         stem, ext = p.stem, ".png"
-    else:
-        name = p.name if p.exists() else "".join(c if c.isalnum() else "_" for c in source)[:40]
+    else:   # a camera, a stream (named without its password), a GStreamer pipeline
+        from .sources import shown_url
+        name = p.name if p.exists() else "".join(c if c.isalnum() else "_"
+                                                 for c in shown_url(source))[:40]
         stem, ext = name or "stream", "" if p.is_dir() else ".mp4"
     root = Path("runs/sharpen")
     sep = "-" if stem[-1:].isdigit() else ""   # clip1 -> clip1-2, not clip12

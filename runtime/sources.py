@@ -498,6 +498,19 @@ def spec_kind(spec: str) -> str:
     return "video"
 
 
+def shown_url(spec: str) -> str:
+    """A stream URL as messages, stats and file names show it: the password of its user info
+    (rtsp://admin:PASSWORD@camera/...), which IP cameras take there, replaced by ***, so that
+    it does not end up in logs, --stats files or runs/sharpen/ names."""
+    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#]*)", spec)
+    if not m or "@" not in m.group(2):
+        return spec
+    userinfo, host = m.group(2).rsplit("@", 1)   # a password may hold an unencoded @
+    if ":" not in userinfo:
+        return spec
+    return f"{m.group(1)}{userinfo.split(':', 1)[0]}:***@{host}{spec[m.end():]}"
+
+
 def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
                 live: Optional[bool] = None, reconnect_attempts: int = 5,
                 reconnect_delay: float = 0.5, timeout: Optional[float] = None,
@@ -544,13 +557,14 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         return VideoSource(spec, spec, cv2.CAP_GSTREAMER, live=True if live is None else live,
                            kind="gstreamer", **cam)
     if kind == "stream":
-        src = VideoSource(spec, spec, cv2.CAP_FFMPEG, live=True if live is None else live,
-                          kind="stream", timeout=timeout, **cam)
+        src = VideoSource(shown_url(spec), spec, cv2.CAP_FFMPEG,
+                          live=True if live is None else live, kind="stream", timeout=timeout,
+                          **cam)
         if live is None and src.frame_count:
             # A recording served over HTTP: as live, most of its frames were dropped (it is
             # read faster than real time) and the rest repeated.
             src.live = False
-            src.note(f"{spec!r} declares {count(src.frame_count, 'frame')}: a recording, so "
+            src.note(f"{src.spec!r} declares {count(src.frame_count, 'frame')}: a recording, so "
                      "every frame "
                      f"is processed ({option('live', True, flags)} to drop frames as for a live "
                      "stream)")

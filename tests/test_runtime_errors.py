@@ -1423,3 +1423,25 @@ def test_an_error_part_way_says_what_the_output_kept(tmp_path, capsys):
     rc, err = _run(capsys, "--model", str(model), "--source", str(src / "f3.png"), "--output",
                    str(tmp_path / "o.png"))
     assert rc == 1 and "holds" not in err, err
+
+
+def test_a_stream_urls_password_stays_out_of_messages_stats_and_file_names(
+        http_folder, capsys, onnx_model, tmp_path, monkeypatch):
+    """IP cameras take their password in the URL (rtsp://admin:PASSWORD@camera/...): it was
+    printed in every message, written to --stats and into the runs/sharpen/ file name."""
+    folder, url = http_folder
+    _write_frames(folder / "clip.mp4", 0, n=3)
+    secret_url = url.replace("http://", "http://admin:s3cret@") + "/clip.mp4"
+    shown = url.replace("http://", "http://admin:***@") + "/clip.mp4"
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", secret_url, "--stats",
+                   str(tmp_path / "s.json"), "--width", "640")
+    assert rc == 0, err
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["frames_processed"] == 3 and data["source"]["spec"] == shown
+    written = [str(p) for p in (tmp_path / "runs").rglob("*")]
+    assert f"--source {shown} (stream)" in err and f"'{shown}' declares 3 frames" in err, err
+    assert "s3cret" not in err + json.dumps(data) + " ".join(written), (err, written)
+    (folder / "clip.mp4").unlink()
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", secret_url, "--timeout", "5")
+    assert rc == 2 and f"'{shown}'" in err and "s3cret" not in err, err
