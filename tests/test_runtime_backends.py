@@ -620,3 +620,48 @@ def test_an_export_folder_given_as_the_model_lists_its_models(tmp_path, onnx_mod
         load_backend(tmp_path)
     with pytest.raises(ModelError, match=r"expected a file: [^(]*$"):   # nothing to offer
         load_backend(tmp_path / "..")
+
+
+TFLITE_RUNTIME_SCRIPT = """
+import importlib.abc, sys, types
+import ai_edge_litert.interpreter as real
+# tflite-runtime (no wheel for this Python here) stands in as the same interpreter under its
+# name, as the package is LiteRT's predecessor with the same API; ai_edge_litert is then gone.
+pkg = types.ModuleType("tflite_runtime")
+pkg.interpreter = real
+sys.modules.update({"tflite_runtime": pkg, "tflite_runtime.interpreter": real})
+for name in [m for m in sys.modules if m.split(".")[0] == "ai_edge_litert"]:
+    del sys.modules[name]
+
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BLOCKED:
+            raise ModuleNotFoundError(name, name=name)
+
+BLOCKED = {"ai_edge_litert"}
+sys.meta_path.insert(0, Blocker())
+from runtime.backends import ModelError, load_backend
+b = load_backend(sys.argv[1], threads=1)
+print("LOADED", b.name, b.precision)
+BLOCKED.add("tflite_runtime")
+del sys.modules["tflite_runtime"], sys.modules["tflite_runtime.interpreter"]
+try:
+    load_backend(sys.argv[1], threads=1)
+except ModelError as e:
+    print("MISSING", e)
+"""
+
+
+def test_tflite_runtime_runs_tflite_models_where_ai_edge_litert_is_missing(tflite_models):
+    """Boards without an ai-edge-litert wheel (32-bit ARM) have tflite-runtime: its models were
+    refused as 'LiteRT is not installed'."""
+    import subprocess
+    import sys
+    from runtime_fixtures import REPO
+
+    r = subprocess.run([sys.executable, "-c", TFLITE_RUNTIME_SCRIPT, str(tflite_models[1])],
+                       capture_output=True, text=True, cwd=REPO, timeout=120,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert "LOADED litert int8" in r.stdout, r.stdout + r.stderr
+    assert "MISSING LiteRT is not installed: `pip install ai-edge-litert` (tflite-runtime" in \
+        r.stdout, r.stdout + r.stderr

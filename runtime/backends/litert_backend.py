@@ -22,13 +22,23 @@ from .sniff import load_hint
 from ..warn import warn
 
 
+LITERT_MISSING = ("LiteRT is not installed: `pip install ai-edge-litert` (tflite-runtime, its "
+                  "predecessor, also works where ai-edge-litert has no wheel, e.g. 32-bit ARM), "
+                  "or use the .onnx model")
+
+
 def _interpreter_class() -> Any:
+    """LiteRT's interpreter; else tflite-runtime's, the same API under its old name, which is
+    what boards without an ai-edge-litert wheel (32-bit ARM, older Pythons) have."""
     try:
         from ai_edge_litert.interpreter import Interpreter
     except ImportError as e:
         raise_if_interrupted(e)   # a Ctrl-C while it loads is not a missing package
-        raise ModelError("LiteRT is not installed: `pip install ai-edge-litert` "
-                         "(or use the .onnx model)") from None
+        try:
+            from tflite_runtime.interpreter import Interpreter
+        except ImportError as e2:
+            raise_if_interrupted(e2)
+            raise ModelError(LITERT_MISSING) from None
     return Interpreter
 
 
