@@ -346,6 +346,8 @@ class _Stream:
         self.max_age = (max(LIVE_MAX_AGE_FRAMES / (src.fps or 30.0), LIVE_MIN_AGE_S)
                         if src.live else None)
         self.limit = o.max_frames if o.max_frames and o.max_frames > 0 else None
+        if not src.live and src.frame_count:   # every frame of it is written
+            stats.total = min(src.frame_count, self.limit or src.frame_count)
 
     def _capture(self) -> None:
         src, stats, stop = self.src, self.stats, self.stop

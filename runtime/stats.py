@@ -31,6 +31,9 @@ class Stats:
         self.dropped_frames = 0     # stale frames discarded under the live policy
         self.repeated_frames = 0    # video frames repeated over those drops (real-time file)
         self.max_queue_len: dict[str, int] = {}
+        # Frames a lossless run will write (a file's count, or --max-frames): the live line's
+        # progress and time left. None: unknown or live.
+        self.total: Optional[int] = None
         self.t_start: Optional[float] = None
         self.t_end: Optional[float] = None
         self.info: dict[str, Any] = {}
@@ -100,10 +103,26 @@ class Stats:
 
         def ms(d: dict) -> str:
             return "-" if d["p50"] is None else f"{d['p50']:.1f}"
-        return (f"{count(s['frames_processed'], 'frame')}  {s['throughput_fps']:.1f} fps  "
+        done, fps = s["frames_processed"], s["throughput_fps"]
+        frames = count(done, "frame")
+        if self.total:   # a file: how far, and how long the rest takes at this rate
+            rest = self.total - done
+            left = f"  {_duration(rest / fps)} left" if fps > 0 and rest > 0 else ""
+            frames = f"{done}/{count(self.total, 'frame')}{left}"
+        return (f"{frames}  {fps:.1f} fps  "
                 f"e2e p50 {ms(s['end_to_end_ms'])} ms  infer {ms(lat['infer'])}  "
                 f"pre {ms(lat['pre'])}  post {ms(lat['post'])}  cap {ms(lat['capture'])}  "
                 f"write {ms(lat['write'])}  dropped {s['dropped_frames']}")
+
+
+def _duration(seconds: float) -> str:
+    """12s, 3m05s, 1h20m: a time left, to the unit that matters."""
+    seconds = max(int(round(seconds)), 0)
+    if seconds < 60:
+        return f"{seconds}s"
+    if seconds < 3600:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:

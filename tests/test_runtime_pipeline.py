@@ -898,3 +898,20 @@ def test_the_stats_file_says_what_was_measured_and_each_stages_extremes(tmp_path
     with load_backend(onnx_model, threads=1) as backend:   # an app's own: its threads unknown
         summary = run_stream(backend, [textured_frame(0)], stats_path=stats, threads=2)
     assert summary["model"] == str(onnx_model) and summary["threads"] is None
+
+
+def test_the_live_line_of_a_file_says_how_far_and_the_time_left(tmp_path, onnx_model, capsys):
+    """An hour-long video said '1200 frames  3.1 fps' and nothing of how many were left."""
+    from runtime.stats import Stats
+
+    src = tmp_path / "in.mp4"
+    write_video(src, n=6)
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--output",
+                  str(tmp_path / "o.mp4"), "--max-frames", "4"])
+    lines = capsys.readouterr().err.splitlines()
+    assert rc == 0 and lines[-2].startswith("4/4 frames  "), lines   # the last live line
+    stats = Stats()
+    stats.total, stats.frames_processed, stats.t_start = 9000, 1800, time.perf_counter() - 600
+    assert stats.line().startswith("1800/9000 frames  40m00s left  3.0 fps  "), stats.line()
+    stats.total = None   # a camera: no end to count down to
+    assert stats.line().startswith("1800 frames  3.0 fps  "), stats.line()
