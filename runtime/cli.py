@@ -107,6 +107,8 @@ def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
     video file, a stream timeout for a camera)."""
     from .sources import shown_url, spec_kind
 
+    if not args.source.strip():   # refused as empty: no kind to speak of
+        return []
     kind = spec_kind(args.source)
     shown = shown_url(args.source) if kind == "stream" else args.source
     out = [f"warning: {flag} applies to {', '.join(kinds)} sources, not to --source "

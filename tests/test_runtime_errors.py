@@ -1445,3 +1445,11 @@ def test_a_stream_urls_password_stays_out_of_messages_stats_and_file_names(
     (folder / "clip.mp4").unlink()
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", secret_url, "--timeout", "5")
     assert rc == 2 and f"'{shown}'" in err and "s3cret" not in err, err
+
+
+def test_an_empty_source_is_one_line_not_a_warning_about_images(tmp_path, capsys, onnx_model):
+    """--source "" (an unset shell variable) with --timeout first warned that --timeout does
+    not apply to '--source  (images)', then said the source was empty."""
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", " ", "--timeout", "3")
+    assert rc == 2
+    _one_clear_line(err, "empty --source")
