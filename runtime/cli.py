@@ -283,15 +283,10 @@ def _result_line(summary: dict) -> str:
         how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
         tiles = f"; tile {summary['tile']}, {how} {summary['overlap']}"
     n = summary["frames_processed"]
-    # --threads, as LiteRT's provider says it ("XNNPACK (1 thread)"); ONNX Runtime's CPU
-    # provider's name does not, and a GPU provider's threads hardly matter.
-    threads = summary.get("threads")
-    cpu = (f", {count(threads, 'thread')}" if threads and b.get("name") == "onnxruntime"
-           and b.get("provider") == "CPUExecutionProvider" else "")
     return (f"{'stopped' if summary.get('interrupted') else 'done'}: "
             f"{n} frame{'' if n == 1 else 's'}, {summary['throughput_fps']:.1f} fps, "
             f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
-            f"{b.get('provider')}{cpu}{tiles})")
+            f"{b.get('provider')}{tiles})")
 
 
 def _note(message: str) -> None:

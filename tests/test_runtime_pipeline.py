@@ -882,8 +882,7 @@ def test_the_automatic_overlap_is_half_the_tile_that_runs(tmp_path):
     assert any(f"tile={multiple - 1} runs as {multiple}" in m for m in said), said
 
 
-def test_the_stats_file_says_what_was_measured_and_each_stages_extremes(tmp_path, onnx_model,
-                                                                        capsys):
+def test_the_stats_file_says_what_was_measured_and_each_stages_extremes(tmp_path, onnx_model):
     """Two stats files (--threads 1 and 2, two models) could not be told apart, and a stall
     hid below p99: trtexec and onnxruntime_perf_test report min and max as well."""
     src = tmp_path / "in.mp4"
@@ -894,8 +893,6 @@ def test_the_stats_file_says_what_was_measured_and_each_stages_extremes(tmp_path
     assert rc == 0
     data = json.loads(stats.read_text())
     assert data["model"] == str(onnx_model) and data["threads"] == 1
-    # ... and the done: line says the threads, as LiteRT's "XNNPACK (1 thread)" does
-    assert capsys.readouterr().err.strip().endswith("on CPUExecutionProvider, 1 thread)")
     for d in [*data["latency_ms"].values(), data["end_to_end_ms"]]:
         assert d["min"] <= d["p50"] <= d["p90"] <= d["p99"] <= d["max"], d
     with load_backend(onnx_model, threads=1) as backend:   # an app's own: its threads unknown
