@@ -665,3 +665,11 @@ def test_tflite_runtime_runs_tflite_models_where_ai_edge_litert_is_missing(tflit
     assert "LOADED litert int8" in r.stdout, r.stdout + r.stderr
     assert "MISSING LiteRT is not installed: `pip install ai-edge-litert` (tflite-runtime" in \
         r.stdout, r.stdout + r.stderr
+
+
+def test_onnx_runtimes_pool_threads_do_not_spin_between_runs(onnx_model):
+    """Busy-waiting pool threads took the cores the stream's decode and encode threads need
+    (half the frame rate on a 2-core host); the session is made with spinning off."""
+    b = load_backend(onnx_model, threads=2)
+    opts = b.session.get_session_options()
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"

@@ -229,6 +229,11 @@ class OnnxRuntimeBackend(Backend):
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         if threads:
             opts.intra_op_num_threads = int(threads)
+        # ORT's pool threads busy-wait between runs by default, on cores that the stream's
+        # decode and encode threads (and the device's other work) need: on a 2-core host the
+        # pipeline ran `fast` at 360p at 6-9 fps on both cores spinning, 14-18 without, 11-16
+        # on one thread (a host loaded by other work too, as a device often is).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.log_severity_level = 3  # ORT warns about every node it puts on CPU; too noisy live.
         # The memory pattern pre-plans one block per input shape that keeps every intermediate
         # tensor: at 1080p that block is several times the live set (README: peak memory), and
