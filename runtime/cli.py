@@ -54,7 +54,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="write original and sharpened together (per --view) to --out, for "
                         "judging the result by eye")
     p.add_argument("--stats", default=None, metavar="JSON",
-                   help="write latency percentiles, throughput and drops to this JSON file")
+                   help="write per-stage latency (p50/p90/p95/p99, mean, min, max), "
+                        "throughput, drops, the model and --threads to this JSON file")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help=threads_help("ONNX Runtime / LiteRT"))
     p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
