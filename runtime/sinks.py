@@ -510,7 +510,8 @@ class WindowSink(Sink):
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
         except cv2.error:
-            rest = (f"run without {show}: {option('output', output, flags)} saves the result"
+            rest = (f"or run without {show}: {option('output', output, flags)} saves the "
+                    "result"
                     if output else f"or use {option('output', flags=flags)}")
             raise SinkError(f"{show} needs an OpenCV build with GUI support (this one is "
                             "headless: install opencv-python instead of opencv-python-headless, "

@@ -131,6 +131,14 @@ def test_show_without_display_beside_out_names_it_and_makes_nothing(tmp_path, ca
         assert rc == 2
         _one_clear_line(err, f"run without --show: --out {out} saves the result")
         assert not out.parent.exists(), list(out.parent.rglob("*"))
+    if "GUI:                           NONE" in cv2.getBuildInformation():   # headless OpenCV
+        monkeypatch.setenv("DISPLAY", ":99")
+        out = tmp_path / "new3" / "sharp"
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--show",
+                       "--out", str(out))
+        _one_clear_line(err, "opencv-python-headless, or run without --show: --out "
+                             f"{out} saves the result")
+        assert rc == 2 and not out.parent.exists()
 
 
 def test_bad_output_and_options(tmp_path, capsys, onnx_model):
