@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from runtime_fixtures import (band_index, lap_var, make_onnx_model,  # noqa: E402
-                                   onnx_model, run_cli, runtime_warnings, textured_frame)
+                                   one_op_model, onnx_model, run_cli, runtime_warnings,
+                                   textured_frame)
 
 from runtime.backends import ModelError, load_backend  # noqa: E402
 from runtime.backends.onnxruntime_backend import resolve_providers  # noqa: E402
@@ -607,6 +608,44 @@ def test_a_model_cut_short_is_said_to_be_damaged_not_of_another_kind(request, tm
     msg = str(ei.value)
     assert f"damaged or cut short at {len(data) // 2:,} bytes: export or copy it again" in msg
     assert "is it" not in msg, msg
+
+
+def _tflite_of_op_version(model: Path, out: Path, version: int) -> Path:
+    """`model` with every operator asking for `version` of its kernel (a newer converter's)."""
+    schema = pytest.importorskip("tensorflow.lite.python.schema_py_generated")
+    flatbuffers = pytest.importorskip("flatbuffers")
+    m = schema.ModelT.InitFromObj(schema.Model.GetRootAsModel(model.read_bytes(), 0))
+    for code in m.operatorCodes:
+        code.version = version
+    b = flatbuffers.Builder(1024)
+    b.Finish(m.Pack(b), file_identifier=b"TFL3")
+    out.write_bytes(bytes(b.Output()))
+    return out
+
+
+@pytest.mark.parametrize("which", ["onnx", "tflite"])
+def test_a_whole_model_the_engine_cannot_run_is_not_said_to_be_damaged(request, tmp_path,
+                                                                         which):
+    """A model exported for a newer engine than the device's (ONNX IR version, a TFLite op
+    version an older tflite-runtime lacks) parses whole: 'damaged or cut short: export or
+    copy it again' sent the user copying it again, to the same error."""
+    if which == "onnx":
+        import onnx
+
+        m = onnx.load(str(one_op_model(tmp_path / "relu.onnx", "Relu", ["input"], {})))
+        m.ir_version = 60   # newer than any ONNX Runtime's
+        newer = tmp_path / "newer.onnx"
+        onnx.save(m, str(newer))
+    else:
+        model = request.getfixturevalue("tflite_models")[0]
+        newer = _tflite_of_op_version(model, tmp_path / "newer.tflite", 99)
+    with pytest.raises(ModelError) as ei:
+        load_backend(newer, threads=1)
+    msg = str(ei.value)
+    engine = "ONNX Runtime" if which == "onnx" else "LiteRT"
+    assert f"which this {engine} cannot load: made for a newer version, or a damaged copy?" \
+        in msg, msg
+    assert "cut short" not in msg and "is it" not in msg, msg
 
 
 def test_an_export_folder_given_as_the_model_lists_its_models(tmp_path, onnx_model):

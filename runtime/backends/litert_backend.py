@@ -69,7 +69,8 @@ class LiteRTBackend(Backend):
             with quiet_native_stderr(TF_NOISE):
                 self.interp = Interpreter(model_path=str(path), num_threads=threads or None)
         except (ValueError, RuntimeError) as exc:
-            raise ModelError(f"cannot load {path} with LiteRT ({load_hint(path, 'litert')}): "
+            hint = load_hint(path, "litert", str(exc))
+            raise ModelError(f"cannot load {path} with LiteRT ({hint}): "
                              f"{first_line(exc)}") from None
         self._last_error = ""
         ins, outs = self.interp.get_input_details(), self.interp.get_output_details()

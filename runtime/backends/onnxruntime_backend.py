@@ -245,8 +245,9 @@ class OnnxRuntimeBackend(Backend):
                 str(path), sess_options=opts,
                 providers=[(p, provider_opts.get(p, {})) for p in chosen])
         except Exception as exc:  # ORT raises its own exception types, one per failure kind
-            raise ModelError(f"cannot load {path} with ONNX Runtime "
-                             f"({load_hint(path, 'onnxruntime')}): {first_line(exc)}") from None
+            hint = load_hint(path, "onnxruntime", str(exc))
+            raise ModelError(f"cannot load {path} with ONNX Runtime ({hint}): "
+                             f"{first_line(exc)}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
             raise ModelError(f"{path}: expected one image input and one output, got "
@@ -301,7 +302,8 @@ def _peek(ort, path: Path) -> tuple[dict[str, str], str]:
     try:
         s = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
     except Exception as exc:
-        raise ModelError(f"cannot load {path} with ONNX Runtime "
-                         f"({load_hint(path, 'onnxruntime')}): {first_line(exc)}") from None
+        hint = load_hint(path, "onnxruntime", str(exc))
+        raise ModelError(f"cannot load {path} with ONNX Runtime ({hint}): "
+                         f"{first_line(exc)}") from None
     inputs = s.get_inputs()
     return dict(s.get_modelmeta().custom_metadata_map or {}), inputs[0].name if inputs else "input"

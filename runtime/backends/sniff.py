@@ -17,6 +17,11 @@ KIND_NAME = {"onnxruntime": "an ONNX model", "litert": "a TFLite model",
 
 _QUESTION = {"onnxruntime": "is it an ONNX model?", "litert": "is it a .tflite model?",
              "tensorrt": "is it a TensorRT engine?"}
+ENGINE_NAME = {"onnxruntime": "ONNX Runtime", "litert": "LiteRT", "tensorrt": "TensorRT"}
+# How each engine says that a file's structure does not parse (a copy cut short or damaged),
+# as against a whole model it cannot run (a newer IR version, opset or operator version).
+_PARSE_FAILED = {"onnxruntime": ("INVALID_PROTOBUF", "Protobuf parsing failed"),
+                 "litert": ("not a valid Flatbuffer",)}
 
 # ONNX's ModelProto fields are written in field order, ir_version (field 1, a varint) first,
 # then producer_name, ..., graph (7), opset_import (8) or metadata_props (14).
@@ -49,11 +54,17 @@ def misnamed(path: Path, held: str, expected: Optional[str]) -> str:
             f"{path.with_suffix(EXTENSION[held])}")
 
 
-def load_hint(path: Path, engine: str) -> str:
-    """What to suspect when the engine cannot parse a file with its extension: a file that
-    starts as its models do was damaged or cut short; anything else is likely no model."""
+def load_hint(path: Path, engine: str, error: str = "") -> str:
+    """What to suspect when the engine cannot load a file with its extension (`error`: what
+    the engine said): one that starts as its models do and does not parse was damaged or cut
+    short; one that parses is a model this engine cannot run (an older ONNX Runtime or
+    tflite-runtime than the export's: 'Unsupported model IR version', 'Didn't find op ...
+    version'), not a damaged one; anything else is likely no model."""
     if content_engine(path) != engine:
         return _QUESTION[engine]
+    if not any(m in error for m in _PARSE_FAILED.get(engine, ())):
+        return (f"by its first bytes {KIND_NAME[engine]}, which this {ENGINE_NAME[engine]} "
+                "cannot load: made for a newer version, or a damaged copy?")
     try:
         size = f" at {path.stat().st_size:,} bytes"
     except OSError:
