@@ -733,12 +733,16 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         if res.extra.get("float_layers"):
             ctx.float_by_fmt[f] = list(res.extra["float_layers"])
     total = len(fmts)
-    def write_report(results: list[FormatResult], interrupted: bool = False) -> ExportReport:
+    def write_report(results: list[FormatResult], interrupted: bool = False,
+                     error: str | None = None) -> ExportReport:
         settings.update(weights_sha256=weights_sha, stem=stem,
                         float_layers=dict(ctx.float_by_fmt))   # as built, after any fallback
-        settings.pop("interrupted", None)   # set by the writes made while the export runs
+        for key in ("interrupted", "error"):   # set by the writes made while the export runs
+            settings.pop(key, None)
         if interrupted:
             settings["interrupted"] = True
+        if error:
+            settings["error"] = error
         report = ExportReport(str(weights), model.arch_name, str(out), results + earlier,
                               reference, settings, stale)
         atomic_write_json(out / "export_report.json", report.to_dict())
@@ -751,7 +755,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     write_report(results, interrupted=True)
 
     with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp, \
-            _report_if_stopped(lambda interrupted: write_report(results, interrupted)):
+            _report_if_stopped(lambda error: write_report(results, True, error)):
         ctx.tmp = Path(tmp)
         ctx.requested = set(fmts) | set(kept)
         for i, f in enumerate(fmts, 1):
@@ -807,16 +811,20 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
 
 
 @contextlib.contextmanager
-def _report_if_stopped(write: Callable[[bool], object]) -> Iterator[None]:
+def _report_if_stopped(write: Callable[[str | None], object]) -> Iterator[None]:
     """On Ctrl-C (or an error that ends the export), the report of the formats finished so
     far, then the exception: without it the next export found no record of what they were
     built from and rebuilt them (minutes of calibration each for the INT8 ones). The format
-    under way stays marked unchecked. `write(interrupted)`."""
+    under way stays marked unchecked. The report is marked interrupted either way (an export
+    stopped part-way is not ok: the formats after it were never built); `write(error)`: the
+    error that stopped it, None for Ctrl-C or SIGTERM."""
     try:
         yield
     except BaseException as e:
+        error = (None if isinstance(e, KeyboardInterrupt)
+                 else f"{type(e).__name__}: {first_line(e)}")
         with contextlib.suppress(Exception):   # best effort: the exception is what counts
-            write(isinstance(e, KeyboardInterrupt))
+            write(error)
         raise
 
 

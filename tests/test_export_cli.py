@@ -746,6 +746,26 @@ def test_the_report_describes_the_finished_formats_while_the_export_runs(ckpt, t
     assert {r["format"] for r in final["results"]} == {"onnx", *built}
 
 
+def test_an_export_ended_by_an_error_is_not_ok_in_its_report(ckpt, tmp_path):
+    """An error that ended the export part-way (here the caller's on_result; a full disk
+    writing the bench's stamp) rewrote the report as finished: "ok": true, with the formats
+    after it never built, for a script that reads "ok" to ship."""
+    from optimize.export import export
+
+    out = tmp_path / "x"
+
+    def fail(res):
+        raise RuntimeError("the caller's record could not be written")
+
+    with pytest.raises(RuntimeError):
+        export(ckpt, "onnx,onnx-int8", out, on_result=fail, latency=False, quiet=True,
+               name="m", calib_count=4, calib_size=64, thresholds={"min_ssim": 0.5})
+    rep = json.loads((out / "export_report.json").read_text())
+    assert [r["format"] for r in rep["results"]] == ["onnx"]
+    assert rep["ok"] is False and rep["settings"]["interrupted"] is True, rep["settings"]
+    assert rep["settings"]["error"] == "RuntimeError: the caller's record could not be written"
+
+
 def test_an_onnx_model_of_other_weights_drops_the_pending_engine_sidecar(ckpt, tmp_path,
                                                                         capsys):
     """`--formats engine` without TensorRT writes the engine's sidecar for the printed trtexec
