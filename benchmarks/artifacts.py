@@ -314,14 +314,24 @@ def _export_lock(folder: Path, say) -> Iterator[None]:
     path = folder.parent / f".{folder.name}.lock"
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
+        locked = True
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             say(f"waiting for process {holder}, which is exporting into {folder}")
             fcntl.flock(fd, fcntl.LOCK_EX)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        except OSError as e:
+            # A filesystem without locks (some NFS, SMB and FUSE mounts: ENOLCK, EOPNOTSUPP):
+            # the lock only keeps concurrent runs apart, so this run goes on without it.
+            from runtime.warn import warn
+
+            locked = False
+            warn(f"cannot lock {path} ({e.strerror or e}): exporting unlocked; runs sharing "
+                 f"the cache {folder.parent} must not export this student at the same time")
+        if locked:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
         yield
     finally:
         os.close(fd)   # releases the lock
