@@ -111,7 +111,7 @@ def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
     if not args.source.strip():   # refused as empty: no kind to speak of
         return []
     kind = spec_kind(args.source)
-    shown = shown_url(args.source) if kind == "stream" else args.source
+    shown = shown_url(args.source)   # a URL's password, a pipeline's too
     out = [f"warning: {flag} applies to {', '.join(kinds)} sources, not to --source "
            f"{shown} ({kind}); it has no effect" for flag, attr, kinds in _SOURCE_FLAGS
            if getattr(args, attr) is not None and kind not in kinds]

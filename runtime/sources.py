@@ -498,17 +498,24 @@ def spec_kind(spec: str) -> str:
     return "video"
 
 
+# A URL's scheme and authority, in a --source URL or inside a GStreamer pipeline (rtspsrc
+# location=rtsp://...): the authority ends at the path, query, fragment or a space.
+_URL_AUTHORITY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)")
+
+
 def shown_url(spec: str) -> str:
-    """A stream URL as messages, stats and file names show it: the password of its user info
-    (rtsp://admin:PASSWORD@camera/...), which IP cameras take there, replaced by ***, so that
-    it does not end up in logs, --stats files or runs/sharpen/ names."""
-    m = re.match(r"^([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#]*)", spec)
-    if not m or "@" not in m.group(2):
-        return spec
-    userinfo, host = m.group(2).rsplit("@", 1)   # a password may hold an unencoded @
-    if ":" not in userinfo:
-        return spec
-    return f"{m.group(1)}{userinfo.split(':', 1)[0]}:***@{host}{spec[m.end():]}"
+    """A source as messages, stats and file names show it: the password of each URL's user
+    info (rtsp://admin:PASSWORD@camera/...), which IP cameras take there, replaced by ***, in
+    a stream URL and in a GStreamer pipeline's (rtspsrc location=...) alike, so that it does
+    not end up in logs, --stats files or runs/sharpen/ names."""
+    def masked(m: re.Match) -> str:
+        if "@" not in m.group(2):
+            return m.group(0)
+        userinfo, host = m.group(2).rsplit("@", 1)   # a password may hold an unencoded @
+        if ":" not in userinfo:
+            return m.group(0)
+        return f"{m.group(1)}{userinfo.split(':', 1)[0]}:***@{host}"
+    return _URL_AUTHORITY.sub(masked, spec)
 
 
 def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
@@ -554,8 +561,8 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         if not _gstreamer_available():
             raise SourceError("this OpenCV build has no GStreamer support, needed for pipeline "
                               "sources (on Jetson use the system OpenCV from JetPack)")
-        return VideoSource(spec, spec, cv2.CAP_GSTREAMER, live=True if live is None else live,
-                           kind="gstreamer", **cam)
+        return VideoSource(shown_url(spec), spec, cv2.CAP_GSTREAMER,
+                           live=True if live is None else live, kind="gstreamer", **cam)
     if kind == "stream":
         src = VideoSource(shown_url(spec), spec, cv2.CAP_FFMPEG,
                           live=True if live is None else live, kind="stream", timeout=timeout,

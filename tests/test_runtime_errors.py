@@ -1461,3 +1461,20 @@ def test_an_empty_source_is_one_line_not_a_warning_about_images(tmp_path, capsys
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", " ", "--timeout", "3")
     assert rc == 2
     _one_clear_line(err, "empty --source")
+
+
+def test_a_gstreamer_pipelines_url_password_stays_out_of_messages_and_names(capsys,
+                                                                             onnx_model):
+    """On a Jetson an IP camera is read through GStreamer (rtspsrc location=rtsp://admin:
+    PASSWORD@camera/...): a URL password was masked as a --source URL only, and the
+    pipeline's was printed in warnings and errors and written into the runs/sharpen/ name."""
+    from runtime.cli import _default_output
+    from runtime.sources import shown_url
+
+    pipeline = ("rtspsrc location=rtsp://admin:s3cret@10.0.0.7:554/live latency=0 ! "
+                "decodebin ! videoconvert ! appsink")
+    assert shown_url(pipeline) == pipeline.replace("admin:s3cret@", "admin:***@")
+    assert "s3cret" not in _default_output(pipeline)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", pipeline, "--timeout", "3")
+    assert rc == 2 and "s3cret" not in err, err
+    assert "--source rtspsrc location=rtsp://admin:***@10.0.0.7:554/live" in err, err
