@@ -896,19 +896,25 @@ def test_latency_table_shows_rounds_and_no_p90_of_one_round():
     assert all(len(r) == len(LATENCY_HEADERS) for r in (one, many))
 
 
-def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
-    """SIGTERM while the bench exported a student's second format left no stamp in the cache,
-    so the rerun that 'continues' (as the interrupted run says) built the first one again."""
-
+def _bench_export_cmd(env, tmp_path: Path, cache: Path) -> list[str]:
+    """A bench run whose export of the good student takes seconds in its second format
+    (TFLite), for a signal to land in; skips where TFLite cannot be built."""
     from optimize.export import FORMATS as EXPORT_FORMATS
 
     if EXPORT_FORMATS["tflite-fp16"].availability():
         pytest.skip("needs a second format that takes seconds to build (TFLite)")
+    return [sys.executable, "-m", "sharpen.cli", "bench", "--out", str(tmp_path / "out"),
+            "--weights", str(env / "student-good.pt"), "--teacher-weights",
+            str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache", str(cache),
+            "--formats", "onnx,tflite-fp16", "--no-latency"]
+
+
+def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
+    """SIGTERM while the bench exported a student's second format left no stamp in the cache,
+    so the rerun that 'continues' (as the interrupted run says) built the first one again."""
+
     cache = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "sharpen.cli", "bench", "--out", str(tmp_path / "out"),
-           "--weights", str(env / "student-good.pt"), "--teacher-weights",
-           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache", str(cache),
-           "--formats", "onnx,tflite-fp16", "--no-latency"]
+    cmd = _bench_export_cmd(env, tmp_path, cache)
     rc, out = _signal_at(cmd, "[2/2] tflite-fp16", "SIGTERM", 0.5)
     if rc in (0, 1):
         pytest.skip("the export finished before the signal landed")
@@ -938,15 +944,8 @@ def test_a_killed_export_leaves_no_format_out_of_the_next_report(env, tmp_path):
     without them."""
     import warnings
 
-    from optimize.export import FORMATS as EXPORT_FORMATS
-
-    if EXPORT_FORMATS["tflite-fp16"].availability():
-        pytest.skip("needs a second format that takes seconds to build (TFLite)")
     cache = tmp_path / "cache"
-    cmd = [sys.executable, "-m", "sharpen.cli", "bench", "--out", str(tmp_path / "out"),
-           "--weights", str(env / "student-good.pt"), "--teacher-weights",
-           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache", str(cache),
-           "--formats", "onnx,tflite-fp16", "--no-latency"]
+    cmd = _bench_export_cmd(env, tmp_path, cache)
     rc, out = _signal_at(cmd, "[2/2] tflite-fp16", "SIGKILL", 0.5)
     if rc in (0, 1):
         pytest.skip("the export finished before the signal landed")
