@@ -960,9 +960,13 @@ class Trainer:
                         warnings.warn(problem, SharpenWarning)
                         log_lines.append(f"warning: {problem}")
                 changed = data_changes(self._resumed_data, self._data_sig)
+                best_said = self._settle_best(val_items)
+                if best_said and not changed:
+                    note(best_said)
                 if changed:   # on the console, not only in train.log: the result differs silently
                     msg = (f"the data changed since step {self.step} ({'; '.join(changed)}); the "
-                           "run goes on with the new data")
+                           "run goes on with the new data"
+                           + (f"; {best_said}" if best_said else ""))
                     warnings.warn(msg, SharpenWarning)
                     log_lines.append(f"warning: {msg}")
                 # After the data checks: a run that cannot start leaves no folder.
@@ -1154,6 +1158,39 @@ class Trainer:
         key = "model_gt_ssim" if "model_gt_ssim" in self.metrics else "model_teacher_ssim"
         at = f" (step {self.best_step})" if self.best_step is not None else ""
         return f"best.pt{at}: {key}={self.best:.4f}"
+
+    def _settle_best(self, val_items: list[ValItem]) -> Optional[str]:
+        """What becomes of the best score a resume brought back, in words (None: kept as it
+        was). It is best.pt's score on the validation images of its run. Branched into another
+        folder (resume=a/last.pt out=b), b's validations, scored below a's best, wrote no
+        best.pt into b, and the run ended "nothing was validated"; with other validation images
+        than those of the checkpoint, scores of different images were compared, so an easier
+        set replaced best.pt with a worse model and a harder one never replaced it."""
+        ckpt = self._resume_path()
+        if self.best is None or ckpt is None:
+            return None
+        best_pt = self.out / "best.pt"
+        if ckpt.parent.resolve() != self.out.resolve() or not best_pt.exists():
+            self.best = self.best_step = None
+            why = (f"{ckpt.parent}'s best.pt stays there" if best_pt.parent.resolve()
+                   != ckpt.parent.resolve() else "the earlier best.pt is gone")
+            return f"best.pt is chosen among the validations in {self.out} ({why})"
+        if not val_items or self._resumed_data.get("val_digest") in (
+                None, self._data_sig.get("val_digest")):
+            return None
+        ck = read_checkpoint(best_pt)
+        model = copy.deepcopy(self.ema)
+        load_weights(model, extract_state_dict(ck, best_pt), best_pt)
+        m = evaluate(model, val_items, self.device)
+        key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
+        was, self.best = self.best, m.get(key)
+        step = ck.get("step")
+        self.best_step = step if isinstance(step, int) else None
+        if self.best is None or not math.isfinite(self.best):
+            self.best = self.best_step = None
+            return "best.pt is chosen afresh among the validations on the new images"
+        return (f"best.pt (step {step}) scored on the new validation images: {key} "
+                f"{self.best:.4f} ({was:.4f} on the earlier ones), the score to beat")
 
     def _validate(self, items: list[ValItem]) -> None:
         if not self.dist.main or not items:

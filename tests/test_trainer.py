@@ -1893,3 +1893,60 @@ def test_a_ground_truth_loss_over_labels_without_ground_truth_is_warned_about(tm
         train(tiny_cfg(tmp_path / "b", 1, **student, **{"data.labels": tmp_path / "paired"}),
               quiet=True)
     assert not [m for m in said if "no ground truth to use" in m], said
+
+
+def _raise_best(last_pt, score: float) -> None:
+    """A run whose best validation scored `score` (a better step before it, say)."""
+    from distill.checkpoint import atomic_save
+    ck = read_checkpoint(last_pt)
+    ck["best"] = score
+    atomic_save(ck, last_pt)
+
+
+def test_a_branch_chooses_its_best_pt_among_its_own_validations(tmp_path, capsys):
+    """`resume=a/last.pt out=b` brought a's best score along: b's validations, scored below it,
+    wrote no best.pt into b, and the run ended "nothing was validated: no best.pt" though b
+    had validated."""
+    from sharpen.cli import main
+
+    a, b = tmp_path / "a", tmp_path / "b"
+    argv = ["train", "val_every=1", *TINY_CLI]
+    assert main([*argv, "optim.steps=2", f"out={a}"]) == 0
+    _raise_best(a / "last.pt", 0.999)
+    capsys.readouterr()
+    assert main([*argv, "optim.steps=3", f"out={b}", f"resume={a / 'last.pt'}"]) == 0
+    out = capsys.readouterr().out
+    assert (b / "best.pt").exists() and read_checkpoint(b / "best.pt")["step"] == 3
+    assert "nothing was validated" not in out and "best.pt (step 3)" in out, out
+    log = (b / "train.log").read_text()
+    assert f"best.pt is chosen among the validations in {b}" in log, log
+
+
+def test_best_pt_is_rescored_when_the_validation_images_change(tmp_path, capsys):
+    """A resume whose validation images changed compared its scores with best.pt's score on
+    the earlier images: an easier set replaced best.pt with a worse model, a harder one never
+    replaced it. best.pt is scored on the new images first."""
+    import cv2
+    import numpy as np
+
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    val = tmp_path / "val"
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        write_image(val / "target" / f"v{i}.png", sharp)
+        write_image(val / "input" / f"v{i}.png", cv2.blur(sharp, (5, 5)))
+    out = tmp_path / "r"
+    argv = ["train", "val_every=1", *TINY_CLI, f"out={out}"]
+    assert main([*argv, "optim.steps=2"]) == 0
+    _raise_best(out / "last.pt", 0.999)   # as if best.pt had scored it on the earlier images
+    capsys.readouterr()
+    assert main([*argv, "optim.steps=3", f"data.val={val}"]) == 0
+    err = capsys.readouterr().err
+    ck = read_checkpoint(out / "last.pt")
+    best = read_checkpoint(out / "best.pt")
+    assert ck["best"] < 0.9 and ck["best"] == best["metrics"]["model_gt_ssim"], ck["best"]
+    said = "best.pt (step 2) scored on the new validation images: model_gt_ssim"
+    assert said in err and said in (out / "train.log").read_text(), err
