@@ -140,6 +140,7 @@ class ValItem:
     input: np.ndarray
     target: Optional[np.ndarray]   # teacher output (students) or None
     gt: Optional[np.ndarray]
+    path: Optional[Path] = None    # the input's file, where it is one
 
 
 def data_signature(train_ds: Dataset, val_items: list[ValItem]) -> dict:
@@ -423,6 +424,27 @@ def _validation_leak(cfg: TrainConfig) -> Optional[str]:
             "clip or folder) into data.val_labels")
 
 
+def _gt_validation_leak(cfg: TrainConfig, train_ds: Dataset,
+                        val_items: list[ValItem]) -> Optional[str]:
+    """What to say when validation pairs of ground-truth training are training pairs too:
+    `sharpen train data.train=pairs data.val=pairs` over a flat paired folder (no val/ split)
+    scored, and chose best.pt on, the pairs it trained on, without a word."""
+    if cfg.task == "student":
+        return None   # _validation_leak compares the label caches
+    trained = {os.path.realpath(item[0]) for item in getattr(train_ds, "items", None) or []}
+    same = [v.name for v in val_items if v.path and os.path.realpath(v.path) in trained]
+    if not same:
+        return None
+    d = cfg.data
+    shown = ", ".join(same[:3]) + (f" and {len(same) - 3} more" if len(same) > 3 else "")
+    return (f"{len(same)} of the {len(val_items)} validation images of data.val={d.val} are "
+            f"training images too, in data.train={d.train}"
+            f"{f' + {d.gt_train}' if d.gt_train else ''} ({shown}): validation, and the "
+            "choice of best.pt, scores the model on images it trains on; give data.val "
+            "held-out pairs (another folder, or the val/ split of a folder holding train/ and "
+            "val/)")
+
+
 def load_val_items(cfg: TrainConfig, progress: bool = True,
                    note: Optional[Callable[[str], None]] = None) -> list[ValItem]:
     """The validation images. `note` is told what was chosen for validation (another split, the
@@ -470,7 +492,7 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
     out = out[:d.val_max_images] if d.val_max_images else out
     s = d.val_max_side
     return [ValItem(v.name, centre_crop(v.input, s), centre_crop(v.target, s),
-                    centre_crop(v.gt, s)) for v in out]
+                    centre_crop(v.gt, s), v.path) for v in out]
 
 
 def _read_val_items(triples: list, n: Optional[int], what: str = "",
@@ -523,7 +545,7 @@ def _read_val_item(inp: Path, target: Optional[Path], gt: Optional[Path]) -> Opt
                       + ", ".join(f"{p} {sz}" for p, sz in sizes.items()), SharpenWarning)
         return None
     return ValItem(Path(inp).stem, imgs[inp], imgs.get(target) if target else None,
-                   imgs.get(gt) if gt else None)
+                   imgs.get(gt) if gt else None, Path(inp))
 
 
 def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> dict[str, float]:
@@ -950,7 +972,7 @@ class Trainer:
                     self.log(f"data: {self._data_sig['train']} training pairs ({src}"
                              f"{f' + {d.gt_train}' if d.gt_train else ''}), {len(val_items)} "
                              "validation images")
-                leak = _validation_leak(cfg)
+                leak = _validation_leak(cfg) or _gt_validation_leak(cfg, train_ds, val_items)
                 if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
                     warnings.warn(leak, SharpenWarning)
                     log_lines.append(f"warning: {leak}")

@@ -1950,3 +1950,32 @@ def test_best_pt_is_rescored_when_the_validation_images_change(tmp_path, capsys)
     assert ck["best"] < 0.9 and ck["best"] == best["metrics"]["model_gt_ssim"], ck["best"]
     said = "best.pt (step 2) scored on the new validation images: model_gt_ssim"
     assert said in err and said in (out / "train.log").read_text(), err
+
+
+def test_ground_truth_validation_pairs_that_are_training_pairs_are_warned_about(tmp_path):
+    """`sharpen train data.train=pairs data.val=pairs` (a flat paired folder, no val/ split)
+    validated on, and chose best.pt by, the very pairs it trained on, without a word; a
+    student's validation cache that shares training inputs was already warned about."""
+    import numpy as np
+
+    from distill.images import write_image
+
+    def pairs(folder, n, seed):
+        rng = np.random.default_rng(seed)
+        for i in range(n):
+            img = rng.random((40, 40, 3)).astype(np.float32)
+            write_image(folder / "input" / f"p{i}.png", img * 0.9)
+            write_image(folder / "target" / f"p{i}.png", img)
+        return folder
+    data, held = pairs(tmp_path / "pairs", 3, 0), pairs(tmp_path / "held", 2, 1)
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "a", 1, **{"data.train": data, "data.val": data,
+                                              "data.val_max_images": 2}), quiet=True)
+    err = " ".join(said)
+    assert (f"2 of the 2 validation images of data.val={data} are training images too, in "
+            f"data.train={data} (p0, p2)") in err, err
+    assert "(p0, p2)" in (tmp_path / "a" / "train.log").read_text()
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "b", 1, **{"data.train": data, "data.val": held}),
+              quiet=True)
+    assert "training images too" not in " ".join(said)
