@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import re
 import signal
 import sys
 import time
@@ -702,6 +703,7 @@ class Trainer:
         self._time_offset = 0.0           # seconds logged by the runs this one resumes
         self._carried: Optional[bytes] = None   # another folder's metrics.jsonl, up to the step
         self._history_note = ""           # train.log's word on where the earlier steps are
+        self._repeated = ""               # ... and on steps it logged that are trained again
         self._resume()
         self.net = self.model
         if cfg.qat:
@@ -843,6 +845,8 @@ class Trainer:
                    "no metrics.jsonl beside it, their records are not carried over"))
         if carry:
             path = theirs
+        else:
+            self._repeated = self._steps_trained_again(ckpt)
         if not path.exists():
             return
         keep = []
@@ -860,6 +864,30 @@ class Trainer:
             self._carried = data   # written once the data checks pass, as config.yaml
         else:
             atomic_write_bytes(path, data)
+
+    def _steps_trained_again(self, ckpt: Path) -> str:
+        """train.log's word on the step records its last run wrote past the resumed step: a
+        run killed (SIGKILL, a power cut) after its last checkpoint logged steps that the
+        resume trains and logs again, and the log then held them twice, told apart only by
+        the clock. metrics.jsonl drops such records; the text log keeps its history."""
+        path = self.out / "train.log"
+        if not path.exists():
+            return ""
+        steps: list[int] = []
+        for line in path.read_text(errors="replace").splitlines():
+            if " started step " in line or " resumed at step " in line:
+                steps = []   # only the last run's records: earlier ones were resumed already
+            m = re.search(r" step (\d+)/\d+ ", line)
+            if m:
+                steps.append(int(m.group(1)))
+        later = [s for s in steps if s > self.step]
+        if not later:
+            return ""
+        # resume=OUT/best.pt goes back on purpose; only last.pt behind the log is a lost run
+        lost = "the run that logged them ended without saving them, " \
+            if ckpt.name == "last.pt" else ""
+        return (f"; steps {self.step + 1} to {max(later)} logged above are trained again: "
+                f"{lost}{ckpt.name} holds step {self.step}")
 
     def log(self, msg: str) -> None:
         if self.dist.main and not self.quiet:
@@ -1020,7 +1048,7 @@ class Trainer:
                    f"{cfg.data.batch_size} per process of {cfg.data.crop} px crops, "
                    f"{len(getattr(train_ds, 'items', getattr(train_ds, 'sharp', ())))} "
                    f"training images, {len(val_items)} validation images; "
-                   f"settings in config.yaml; {self._command_record()}")
+                   f"settings in config.yaml; {self._command_record()}{self._repeated}")
         if self._history_note:
             self._text(self._history_note)
         bar = None

@@ -1979,3 +1979,22 @@ def test_ground_truth_validation_pairs_that_are_training_pairs_are_warned_about(
         train(tiny_cfg(tmp_path / "b", 1, **{"data.train": data, "data.val": held}),
               quiet=True)
     assert "training images too" not in " ".join(said)
+
+
+def test_train_log_says_which_steps_a_killed_run_logged_past_its_checkpoint(tmp_path):
+    """After a SIGKILL, train.log held the steps logged after the last checkpoint twice, the
+    resumed run's beside the killed run's, with nothing to tell them apart but the clock."""
+    import shutil
+
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 8, stop_after=2), quiet=True)
+    shutil.copy(out / "last.pt", tmp_path / "step2.pt")
+    train(tiny_cfg(out, 8, stop_after=3), quiet=True)         # logs steps 3-5, then "killed":
+    shutil.copy(tmp_path / "step2.pt", out / "last.pt")      # its checkpoint is step 2's
+    train(tiny_cfg(out, 8), quiet=True)
+    log = (out / "train.log").read_text()
+    resumed = [ln for ln in log.splitlines() if "resumed at step 2 of 8" in ln]
+    assert len(resumed) == 2, log
+    assert "trained again" not in resumed[0], log      # the stop saved its own step
+    assert ("steps 3 to 5 logged above are trained again: the run that logged them ended "
+            "without saving them, last.pt holds step 2") in resumed[1], log
