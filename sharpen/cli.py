@@ -113,7 +113,10 @@ def main(argv: list[str] | None = None) -> int:
         print("sharpen: interrupted", file=sys.stderr)
         return interrupt_exit_code(e)
     if extra:
-        if hasattr(args, "overrides") and all("=" in e and not e.startswith("-") for e in extra):
+        # Not only key=value: a value left out (`optim.lr --quiet`) gets load_config's
+        # "must look like key=value" naming it, not "unrecognized arguments" naming the
+        # valid overrides beside it too.
+        if hasattr(args, "overrides") and not any(e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
         else:   # with the command's own usage line, as argparse does for its other errors
             (_command_parser(parser, getattr(args, "command", None)) or parser).error(

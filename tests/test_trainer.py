@@ -250,6 +250,13 @@ def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["distill", "optim.steps=1", "--quiet", "--bogus"])
     assert "unrecognized arguments: --bogus" in capsys.readouterr().err
+    # A setting without its value after an option was "unrecognized arguments: optim.lr
+    # out=...", the valid override named with it; before an option it got the key=value line.
+    for argv in (["optim.steps=1", "--quiet", "optim.lr", f"out={tmp_path / 'r'}"],
+                 ["optim.lr", f"out={tmp_path / 'r'}", "--quiet"]):
+        assert main(["distill", *argv]) == 2
+        err = capsys.readouterr().err
+        assert "override 'optim.lr' must look like key=value" in err and "out=" not in err, err
 
 
 def test_student_checkpoint_loads(tmp_path):
