@@ -59,7 +59,9 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict]:
         model = _build_restormer(dict(cfg.model.args))
         arch, arch_args = "restormer", model.config.to_dict()
     else:
-        from .students import create_student
+        from .students import create_student, list_students
+        if cfg.model.arch not in list_students():
+            raise ValueError(_unknown_arch(cfg))
         model = create_student(cfg.model.arch, **cfg.model.args)
         arch, arch_args = cfg.model.arch, dict(model.arch_args)
     m = int(getattr(model, "multiple", 1))
@@ -68,6 +70,24 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict]:
         raise ValueError(f"data.crop={cfg.data.crop} is not a multiple of {m}, which {arch} "
                          f"needs (e.g. data.crop={max(m, cfg.data.crop // m * m)})")
     return model, arch, arch_args
+
+
+def _unknown_arch(cfg: TrainConfig) -> str:
+    """model.arch naming no model: the key, the nearest name and what the command takes
+    (students.py's "unknown student 'fastt'; choose from [...]" named neither the key nor
+    restormer, which `sharpen train` takes too)."""
+    import difflib
+
+    from .students import list_students
+    names = list_students()
+    teacher = cfg.task != "student"
+    close = difflib.get_close_matches(cfg.model.arch, [*names, "restormer"] if teacher else names,
+                                      n=1)
+    guess = f"did you mean {close[0]}? " if close else ""
+    command = "`sharpen train`" if teacher else "`sharpen distill`"
+    return (f"model.arch={cfg.model.arch}: no such model; {guess}{command} takes a student "
+            f"({', '.join(names)}; `sharpen models` lists them)"
+            + (" or restormer" if teacher else ""))
 
 
 def _build_restormer(args: dict) -> nn.Module:

@@ -1411,6 +1411,14 @@ def test_config_file_and_out_mistakes_are_one_line_errors(tmp_path, capsys):
     (tmp_path / "afile").write_text("x")
     assert "afile is a file, not a folder" in err_of("train", f"out={tmp_path / 'afile' / 's'}",
                                                      "--quiet")
+    # It was "unknown student 'fastt'; choose from [...]": no key, no guess, and for `train`
+    # (any model) no word of restormer.
+    assert err_of("train", f"out={tmp_path / 'f'}", "model.arch=fastt", "--quiet").endswith(
+        "model.arch=fastt: no such model; did you mean fast? `sharpen train` takes a student "
+        "(edge, fast, fast-detail, fast-plain, fast-s2, fast-wide, seed, seed-residual; "
+        "`sharpen models` lists them) or restormer")
+    assert "did you mean" not in err_of("distill", f"out={tmp_path / 'f'}", "model.arch=zzz",
+                                        "--quiet")
     assert "trains the Restormer teacher, not model.arch=fast" in err_of(
         "train-teacher", f"out={tmp_path / 't'}", "model.arch=fast", "--quiet")
     # A config's task: contradicting the command trained something else, exit 0.
