@@ -209,6 +209,19 @@ def _unique_png_names(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]
 
 # ------------------------------------------------------------------ sharpen models
 
+def _trained_text(ck: dict) -> str:
+    """How far a checkpoint was trained and what its last validation scored, for `sharpen
+    models`: the layout alone told a run's best.pt from its last.pt by nothing."""
+    step, m = ck.get("step"), ck.get("metrics") or {}
+    said = [f"step {step}"] if isinstance(step, int) and step > 0 else []
+    key = next((k for k in ("model_gt_ssim", "model_teacher_ssim")
+                if isinstance(m.get(k), (int, float))), None)
+    if key:
+        at = f" at step {m['step']}" if isinstance(m.get("step"), int) else ""
+        said.append(f"validation{at}: {key} {m[key]:.4f}")
+    return "".join(f"; {s}" for s in said)
+
+
 def cmd_models(args: argparse.Namespace) -> int:
     import time
 
@@ -254,7 +267,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                      disable=True if args.quiet else None):
         if name in checkpoints:
             m, ck = checkpoints[name]
-            description = f"checkpoint: {ck.get('arch')} {m.arch_args}"
+            description = f"checkpoint: {ck.get('arch')} {m.arch_args}{_trained_text(ck)}"
         else:
             m, description = create_student(name).eval(), student_spec(name).description
         row = [name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",

@@ -197,6 +197,15 @@ def test_models_lists_a_checkpoints_own_layout(tmp_path, capsys, monkeypatch):
     mine, reg = rows["b1.pt"], rows["fast"]
     assert "checkpoint: fast" in mine
     assert f"{count_params(small):,}" in mine and mine.split("│")[2] != reg.split("│")[2]
+    # A trained one also says how far it was trained and what its validation scored (the
+    # listing showed the layout alone: two checkpoints of a run looked the same).
+    atomic_save(make_checkpoint(small, kind="student", arch="fast", arch_args=small.arch_args,
+                                step=1200, metrics={"model_gt_ssim": 0.83312, "step": 1000}),
+                tmp_path / "trained.pt")
+    assert main(["models", "trained.pt", "--height", "64", "--width", "96"]) == 0
+    text = " ".join(ln.split("│")[-2].strip() for ln in capsys.readouterr().out.splitlines()
+                    if ln.count("│") > 3)
+    assert "step 1200; validation at step 1000: model_gt_ssim 0.8331" in text, text
     assert main(["models", str(tmp_path / "none.pt")]) == 2
     assert "none.pt" in capsys.readouterr().err
 
