@@ -565,6 +565,12 @@ def _read_val_item(inp: Path, target: Optional[Path], gt: Optional[Path]) -> Opt
         warnings.warn("validation pair skipped, sizes differ: "
                       + ", ".join(f"{p} {sz}" for p, sz in sizes.items()), SharpenWarning)
         return None
+    from .metrics import SSIM_MIN_SIDE
+    if min(imgs[inp].shape[:2]) < SSIM_MIN_SIDE:
+        # Else the first validation failed on it, after every step since the last checkpoint.
+        warnings.warn(f"validation pair skipped: {inp} is {sizes[inp]}, under SSIM's "
+                      f"{SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} window", SharpenWarning)
+        return None
     return ValItem(Path(inp).stem, imgs[inp], imgs.get(target) if target else None,
                    imgs.get(gt) if gt else None, Path(inp))
 

@@ -2013,3 +2013,33 @@ def test_train_log_says_which_steps_a_killed_run_logged_past_its_checkpoint(tmp_
     assert "trained again" not in resumed[0], log      # the stop saved its own step
     assert ("steps 3 to 5 logged above are trained again: the run that logged them ended "
             "without saving them, last.pt holds step 2") in resumed[1], log
+
+
+def test_a_validation_image_under_ssims_window_is_skipped_before_training(tmp_path, capsys):
+    """A 6x5 validation pair stopped the run at its first validation ("SSIM needs images of at
+    least 7x7 pixels"), after every step since the start and with no checkpoint saved; it is
+    skipped by name when the validation set is read, and a set of only such pairs is refused
+    before the first step."""
+    import numpy as np
+
+    from distill.images import write_image
+    from sharpen.cli import main
+    rng = np.random.default_rng(0)
+    val = tmp_path / "val"
+    for name, (h, w) in (("big", (40, 48)), ("small", (5, 6))):
+        img = rng.random((h, w, 3)).astype(np.float32)
+        write_image(val / "input" / f"{name}.png", img * 0.9)
+        write_image(val / "target" / f"{name}.png", img)
+    out = tmp_path / "r"
+    argv = ["train", f"out={out}", "optim.steps=2", *TINY_CLI, f"data.val={val}",
+            "data.val_max_images=2", "val_every=2"]
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert f"validation pair skipped: {val / 'input' / 'small.png'} is 6x5, under SSIM's " \
+           "7x7 window" in err, err
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    (val / "input" / "big.png").unlink()
+    (val / "target" / "big.png").unlink()
+    assert main([*argv[:1], f"out={tmp_path / 's'}", *argv[2:]]) == 2
+    assert "no readable validation pair" in capsys.readouterr().err
+    assert not (tmp_path / "s" / "last.pt").exists()
