@@ -1322,6 +1322,27 @@ class Trainer:
             self._validate(items)
         except _SecondSignal:
             self.log(f"validation at step {self.step} skipped (signal); saving")
+        except Exception:
+            self._save_before_failing()
+            raise
+
+    def _save_before_failing(self) -> None:
+        """last.pt at this step before a validation error ends the run (out of GPU memory on
+        whole images, say): the steps since the last checkpoint were lost with it. Only where
+        the weights are finite, checked here without _check_weights' all-reduce, which the
+        other processes, waiting for the end of validation, would never join."""
+        if not self.dist.main or not all(
+                torch.isfinite(p).all() for p in chain(self.model.parameters(),
+                                                       self.ema.parameters())):
+            return
+        try:
+            self.save()
+        except Exception:   # the validation's error is the one to report
+            return
+        msg = (f"validation at step {self.step} failed; last.pt saved at that step (the same "
+               "command resumes from it once the cause is fixed)")
+        self._text(msg)
+        print(f"\n{msg}", file=sys.stderr, flush=True)
 
     def _install_signal_handlers(self):
         def stop(signum, frame):

@@ -2043,3 +2043,23 @@ def test_a_validation_image_under_ssims_window_is_skipped_before_training(tmp_pa
     assert main([*argv[:1], f"out={tmp_path / 's'}", *argv[2:]]) == 2
     assert "no readable validation pair" in capsys.readouterr().err
     assert not (tmp_path / "s" / "last.pt").exists()
+
+
+def test_a_validation_that_fails_saves_the_steps_before_it(tmp_path, monkeypatch, capsys):
+    """An error in validation (out of GPU memory on whole images, a bad file) ended the run
+    with every step since the last checkpoint lost; last.pt now holds the step first."""
+    from distill import trainer as trainer_mod
+
+    def fails(*a, **k):
+        raise RuntimeError("out of memory while validating")
+    out = tmp_path / "r"
+    monkeypatch.setattr(trainer_mod, "evaluate", fails)
+    with pytest.raises(RuntimeError, match="out of memory while validating"):
+        train(tiny_cfg(out, 6, val_every=3), quiet=True)
+    assert read_checkpoint(out / "last.pt")["step"] == 3
+    said = "validation at step 3 failed; last.pt saved at that step"
+    assert said in (out / "train.log").read_text()
+    assert said in capsys.readouterr().err
+    monkeypatch.undo()
+    train(tiny_cfg(out, 6, val_every=3), quiet=True)    # the same command goes on from there
+    assert read_checkpoint(out / "last.pt")["step"] == 6
