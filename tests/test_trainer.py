@@ -1479,6 +1479,10 @@ def test_an_unusable_folder_or_checkpoint_is_named_by_its_key(tmp_path, capsys):
         assert main([*base, f"out={tmp_path / 'r'}", f"{key}={photos}", other]) == 2
         err = capsys.readouterr().err
         assert f"error: {key}={photos}: folder source" in err and "no ground truth" in err, err
+        # ... and what to do with such a folder: it named no command.
+        assert (f"sharp photos become pairs with `sharpen synth --sharp {photos} --out PAIRS`; "
+                f"blurred footage trains a student with `sharpen labels --data {photos} --out "
+                "CACHE` then `sharpen distill data.labels=CACHE`") in err, err
     assert main([*base, f"out={tmp_path / 'r'}", f"resume={tmp_path / 'no.pt'}"]) == 2
     err = capsys.readouterr().err
     assert f"error: resume={tmp_path / 'no.pt'}: checkpoint not found" in err, err

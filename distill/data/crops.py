@@ -314,8 +314,16 @@ def pairs_from_source(info: SourceInfo) -> list[tuple[Path, Path, None]]:
     """(input, gt, None) for the samples of a source that have ground truth (teacher training)."""
     with_gt = [s for s in info.samples if s.gt is not None and s.frame is None]
     if not with_gt:
+        import shlex
+        root = shlex.quote(str(info.root))
+        # What to do with it, not only what it is not: a user's own folder is often photos or
+        # footage, and the commands that make training data of either were left unsaid.
+        photos = (f"sharp photos become pairs with `sharpen synth --sharp {root} --out "
+                  "PAIRS`; " if info.kind == "folder" else "")
         raise ValueError(f"{info.kind} source {info.root} has no ground truth; training on "
-                         "ground truth needs a GoPro or paired source")
+                         f"ground truth needs a GoPro or paired source ({photos}blurred "
+                         f"footage trains a student with `sharpen labels --data {root} --out "
+                         "CACHE` then `sharpen distill data.labels=CACHE`)")
     if len(with_gt) < len(info.samples):
         warn(f"{count(len(info.samples) - len(with_gt), 'sample')} without ground truth ignored",
              stacklevel=2)
