@@ -1246,17 +1246,21 @@ class Trainer:
         if self.best is None or ckpt is None:
             return None
         best_pt = self.out / "best.pt"
-        if ckpt.parent.resolve() != self.out.resolve() or not best_pt.exists():
+        elsewhere = ckpt.parent.resolve() != self.out.resolve()
+        if elsewhere or not best_pt.exists():
             self.best = self.best_step = None
-            why = (f"{ckpt.parent}'s best.pt stays there" if best_pt.parent.resolve()
-                   != ckpt.parent.resolve() else "the earlier best.pt is gone")
+            why = f"{ckpt.parent}'s best.pt stays there" if elsewhere else "best.pt is gone"
             return f"best.pt is chosen among the validations in {self.out} ({why})"
         if not val_items or self._resumed_data.get("val_digest") in (
                 None, self._data_sig.get("val_digest")):
             return None
-        ck = read_checkpoint(best_pt)
-        model = copy.deepcopy(self.ema)
-        load_weights(model, extract_state_dict(ck, best_pt), best_pt)
+        try:
+            ck = read_checkpoint(best_pt)
+            model = copy.deepcopy(self.ema)
+            load_weights(model, extract_state_dict(ck, best_pt), best_pt)
+        except CheckpointError as e:   # replaced by hand, or another model's
+            self.best = self.best_step = None
+            return f"best.pt is chosen afresh ({e})"
         m = evaluate(model, val_items, self.device)
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
         was, self.best = self.best, m.get(key)
