@@ -113,6 +113,20 @@ class TrainConfig:
         return d
 
 
+def _key_elsewhere(key: str) -> list[str]:
+    """The dotted names of settings called `key` in a section: `steps=100` (as other trainers
+    spell it, or a flat YAML) and `optim.batch_size=8` were "unknown" with a list of the
+    fields of a section that has no such key."""
+    root = TrainConfig()
+    found = []
+    for f in dataclasses.fields(root):
+        section = getattr(root, f.name)
+        if dataclasses.is_dataclass(section) and key in {g.name for g in
+                                                          dataclasses.fields(section)}:
+            found.append(f"{f.name}.{key}")
+    return found
+
+
 def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
     """Set `dotted` (below `prefix`, which only names the key in messages) to `value`, checked
     against the field's type."""
@@ -128,7 +142,9 @@ def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
     if not hasattr(obj, key):
         names = [f.name for f in dataclasses.fields(obj)]
         close = difflib.get_close_matches(key, names, n=1)
-        hint = f"did you mean {prefix}{'.'.join([*parts[:-1], close[0]])}? " if close else ""
+        elsewhere = _key_elsewhere(key)
+        hint = (f"did you mean {' or '.join(elsewhere)}? " if elsewhere else
+                f"did you mean {prefix}{'.'.join([*parts[:-1], close[0]])}? " if close else "")
         raise KeyError(f"unknown config key {prefix + dotted!r}; {hint}{type(obj).__name__} "
                        f"has {names}")
     current = getattr(obj, key)

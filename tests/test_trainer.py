@@ -222,6 +222,16 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(None, ["optim.lrr=1"])
     with pytest.raises(ValueError, match="key=value"):
         load_config(None, ["optim.lr"])
+    # A key of another section (steps=, as other trainers spell it; a flat YAML) was "unknown"
+    # with the fields of the section it was looked for in, none of them it.
+    for given, meant in (("steps=10", "optim.steps"), ("batch_size=2", "data.batch_size"),
+                         ("optim.batch_size=2", "data.batch_size"), ("arch=fast", "model.arch"),
+                         ("lr=1e-3", "optim.lr")):
+        with pytest.raises(KeyError, match=f"did you mean {meant}\\?"):
+            load_config(None, [given])
+    (tmp_path / "flat.yaml").write_text("crop: 64\n")
+    with pytest.raises(KeyError, match="unknown config key 'crop'; did you mean data.crop\\?"):
+        load_config(str(tmp_path / "flat.yaml"))
     (tmp_path / "c.yaml").write_text("optim:\n  steps: 7\n")
     assert load_config(str(tmp_path / "c.yaml")).optim.steps == 7
     assert load_config(None, ["optim.steps=1e4"]).optim.steps == 10000
