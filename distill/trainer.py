@@ -1080,8 +1080,11 @@ class Trainer:
         bar = None
         if self.dist.main and not self.quiet:
             from tqdm import tqdm
+            # Off a terminal (`> out.txt 2>&1`, nohup, a scheduler's log) every redraw is a
+            # line of the file: a few seconds apart there, tqdm's usual rate on a terminal.
             bar = tqdm(total=cfg.optim.steps, initial=self.step, desc=f"train {self.arch}",
-                       unit="step", dynamic_ncols=True)
+                       unit="step", dynamic_ncols=True,
+                       mininterval=0.1 if sys.stderr.isatty() else 5.0)
         batches = iter(loader)
         try:
             if cfg.val_start and self.step == 0:
@@ -1103,7 +1106,8 @@ class Trainer:
                         terms.setdefault(k, []).append(float(v))
                 if bar is not None:
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_used:.1e}")
+                    # Shown at the bar's next redraw: refreshing here redrew it every step.
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_used:.1e}", refresh=False)
                 if self.step % cfg.log_every == 0 or self.step >= cfg.optim.steps:
                     self._log_interval(losses, terms, time.time() - t_log, paused)
                     losses, terms, t_log, paused = [], {}, time.time(), 0.0

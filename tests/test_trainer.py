@@ -2081,3 +2081,14 @@ def test_a_validation_that_fails_saves_the_steps_before_it(tmp_path, monkeypatch
     monkeypatch.undo()
     train(tiny_cfg(out, 6, val_every=3), quiet=True)    # the same command goes on from there
     assert read_checkpoint(out / "last.pt")["step"] == 6
+
+
+def test_the_progress_bar_does_not_flood_a_log_file(tmp_path, capsys):
+    """The bar redrew at every step (its loss/lr postfix forced it), so `sharpen distill ... >
+    out.txt 2>&1` filled the file with one bar per step; off a terminal it now redraws every
+    few seconds, on one at tqdm's usual rate."""
+    train(tiny_cfg(tmp_path / "r", 60, log_every=1000))
+    err = capsys.readouterr().err
+    bars = [s for s in err.replace("\r", "\n").splitlines() if s.startswith("train fast")]
+    assert bars and bars[-1].startswith("train fast: 100%"), err[-500:]
+    assert len(bars) <= 6, len(bars)
