@@ -1479,9 +1479,17 @@ class TrainingInterrupted(KeyboardInterrupt):
 
     def __init__(self, signum: int, step: int, out: Path,
                  hint: str = "run the same command to resume"):
-        super().__init__(f"interrupted by signal {signum} at step {step}; checkpoint saved to "
+        name = {signal.SIGINT: "Ctrl-C (SIGINT)"}.get(signum) or _signal_name(signum)
+        super().__init__(f"interrupted by {name} at step {step}; checkpoint saved to "
                          f"{out / 'last.pt'}; {hint}")
         self.signum, self.step = signum, step
+
+
+def _signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
 
 
 @dataclass

@@ -100,6 +100,8 @@ def test_a_signal_during_validation_saves_at_that_step(tmp_path, monkeypatch, ca
     with pytest.raises(TrainingInterrupted) as stopped:
         train(tiny_cfg(out, 10, val_every=3), quiet=True)
     assert stopped.value.signum == getattr(signal, signals[0])
+    said = {"SIGINT": "Ctrl-C (SIGINT)", "SIGTERM": "SIGTERM"}[signals[0]]
+    assert str(stopped.value).startswith(f"interrupted by {said} at step 3;"), str(stopped.value)
     assert read_checkpoint(out / "last.pt")["step"] == 3
     if signals == ("SIGINT",):
         assert "Ctrl-C again to skip it" in capsys.readouterr().err
@@ -564,7 +566,7 @@ def test_ddp_a_signal_during_rank0_validation_stops_every_rank_there(ddp_job):
     assert "collective mismatch" not in err and "EnforceNotMet" not in err, err[-3000:]
     assert read_checkpoint(out / "last.pt")["step"] == 3, err[-3000:]
     assert "stopped at step 3 by SIGINT" in (out / "train.log").read_text()
-    assert err.count("interrupted by signal 2 at step 3") == 1, err[-3000:]
+    assert err.count("interrupted by Ctrl-C (SIGINT) at step 3") == 1, err[-3000:]
 
 
 @pytest.mark.slow
