@@ -512,7 +512,7 @@ class WindowSink(Sink):
         except cv2.error:
             rest = (f"or run without {show}: {option('output', output, flags)} saves the "
                     "result"
-                    if output else f"or use {option('output', flags=flags)}")
+                    if output else f"or use {option('output', flags=flags)} to save the result")
             raise SinkError(f"{show} needs an OpenCV build with GUI support (this one is "
                             "headless: install opencv-python instead of opencv-python-headless, "
                             f"{rest})") from None

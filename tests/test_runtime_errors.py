@@ -139,6 +139,9 @@ def test_show_without_display_beside_out_names_it_and_makes_nothing(tmp_path, ca
         _one_clear_line(err, "opencv-python-headless, or run without --show: --out "
                              f"{out} saves the result")
         assert rc == 2 and not out.parent.exists()
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(src), "--show")
+        _one_clear_line(err, "opencv-python-headless, or use --out to save the result")
+        assert rc == 2
 
 
 def test_bad_output_and_options(tmp_path, capsys, onnx_model):
