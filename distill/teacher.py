@@ -15,7 +15,7 @@ from runtime.tiling import tiled_apply
 
 from .checkpoint import (FORMAT, CheckpointError, extract_state_dict, load_weights,
                          read_checkpoint)
-from .restormer import Restormer, build_restormer, get_config
+from .restormer import CONFIGS, Restormer, build_restormer, get_config
 from .teacher_tiles import BATCH as TEACHER_BATCH, OVERLAP, TILE, overlap_for  # noqa: F401 - OVERLAP for callers
 
 BUNDLED_TEACHER = "teacher-restormer-small.pt"
@@ -160,8 +160,31 @@ def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None)
     else:
         cfg = get_config(config or "motion-deblur")
     model = build_restormer(cfg)
-    load_weights(model, extract_state_dict(ckpt, weights), weights)
+    sd = extract_state_dict(ckpt, weights)
+    try:
+        load_weights(model, sd, weights)
+    except CheckpointError as e:
+        fits = [] if ckpt.get("format") == FORMAT else _named_configs_fitting(sd)
+        if not fits:
+            raise
+        # The official weights under `small`, the small teacher's bare state dict under the
+        # default: hundreds of mismatching tensors, and the flag that loads them unsaid.
+        raise CheckpointError(f"{e}\n  these weights fit the Restormer config {fits[0]!r}: "
+                              f"pass --teacher-config {fits[0]}") from None
     return model.eval()
+
+
+def _named_configs_fitting(sd: dict[str, torch.Tensor]) -> list[str]:
+    """The named Restormer configs whose state dict has exactly the names and shapes of
+    `sd`. Built on the meta device: no memory for the 26 M parameters of motion-deblur."""
+    want = {k: tuple(v.shape) for k, v in sd.items()}
+    fits = []
+    for name in CONFIGS:
+        with torch.device("meta"):
+            own = build_restormer(name).state_dict()
+        if {k: tuple(v.shape) for k, v in own.items()} == want:
+            fits.append(name)
+    return fits
 
 
 class Teacher:

@@ -85,3 +85,24 @@ def test_forward_shapes_and_multiple():
         assert m(torch.rand(2, 3, 24, 40)).shape == (2, 3, 24, 40)
         with pytest.raises(ValueError, match="divisible by 8"):
             m(torch.rand(1, 3, 20, 20))
+
+
+def test_weights_of_another_named_config_say_which_config_fits(tmp_path):
+    # A bare state dict of the small teacher under the default (motion-deblur) config, or the
+    # official weights under --teacher-config small, gave 478 mismatching tensors and no word
+    # that another named config loads them.
+    torch.save(build_restormer("tiny").state_dict(), tmp_path / "bare.pth")
+    for asked in (None, "small"):
+        with pytest.raises(CheckpointError) as e:
+            load_teacher_model(tmp_path / "bare.pth", config=asked)
+        msg = str(e.value)
+        assert "shape mismatches" in msg and "patch_embed" in msg
+        assert "fit the Restormer config 'tiny': pass --teacher-config tiny" in msg, msg
+    # No named config fits a partial state dict: the tensors are named, no config suggested.
+    sd = build_restormer("tiny").state_dict()
+    sd.pop("latent.0.attn.qkv.weight")
+    torch.save({"params": sd}, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_teacher_model(tmp_path / "partial.pth", config="tiny")
+    assert "latent.0.attn.qkv.weight" in str(e.value)
+    assert "pass --teacher-config" not in str(e.value)
