@@ -445,6 +445,36 @@ def _validation_leak(cfg: TrainConfig) -> Optional[str]:
             "clip or folder) into data.val_labels")
 
 
+def _validation_teacher(cfg: TrainConfig) -> Optional[str]:
+    """What to say when the validation labels were made by a teacher the training labels were
+    not: the training cache relabelled with new weights and the validation cache left as the
+    old teacher made it scored the student (and chose best.pt) against a teacher it does not
+    learn from, without a word."""
+    d = cfg.data
+    if cfg.task != "student" or not d.labels or not d.val_labels:
+        return None
+    from .data.label_cache import LabelCache, describe_maker
+    from .data.sources import SourceError
+    try:
+        train_cache, val_cache = LabelCache(d.labels), LabelCache(d.val_labels)
+    except SourceError:
+        return None
+
+    def teachers(cache: LabelCache) -> dict[tuple, tuple]:   # (weights, arch) -> a maker
+        return {k[:2]: k for k in cache.makers()}
+    trained, validated = teachers(train_cache), teachers(val_cache)
+    if not trained or not validated or not set(validated) - set(trained):
+        return None
+
+    def named(makers: dict[tuple, tuple]) -> str:
+        return ", ".join(describe_maker(k) for k in makers.values())
+    return (f"data.val_labels={d.val_labels} was labelled by another teacher "
+            f"({named(validated)}) than data.labels={d.labels} ({named(trained)}): validation, "
+            "and the choice of best.pt, scores the student against a teacher it does not learn "
+            "from; label both with the same --teacher-weights (`sharpen labels --hold-out F "
+            "--val-out DIR` labels both in one command)")
+
+
 def _gt_validation_leak(cfg: TrainConfig, train_ds: Dataset,
                         val_items: list[ValItem]) -> Optional[str]:
     """What to say when validation pairs of ground-truth training are training pairs too:
@@ -1027,9 +1057,10 @@ class Trainer:
                              f"{f' + {d.gt_train}' if d.gt_train else ''}), {len(val_items)} "
                              "validation images")
                 leak = _validation_leak(cfg) or _gt_validation_leak(cfg, train_ds, val_items)
-                if leak:   # said, not refused: a user may mean it (a smoke test, one clip)
-                    warnings.warn(leak, SharpenWarning)
-                    log_lines.append(f"warning: {leak}")
+                for said in (leak, _validation_teacher(cfg)):
+                    if said:   # said, not refused: a user may mean it (a smoke test, one clip)
+                        warnings.warn(said, SharpenWarning)
+                        log_lines.append(f"warning: {said}")
                 for problem in (warmup_problem(cfg), unused_data_keys(cfg),
                                 gt_loss_problem(cfg, train_ds)):
                     if problem:   # said, not refused: a short test run may not care

@@ -979,3 +979,45 @@ def test_the_failed_images_advice_agrees_with_one_image():
     assert mixed.endswith("re-run to retry the other 1"), mixed
     two = _failed_advice(LabelStats(failed=2, too_large=2))   # as before
     assert "2 images failed (see warnings above): they exceed the pixel budget; " in two
+
+
+class _OtherTeacher(FakeTeacher):
+    """Another teacher's weights; Ctrl-C (KeyboardInterrupt) before its label number `stop`."""
+    weights_id = "other-weights"
+
+    def __init__(self, stop: int = 10**9):
+        self.calls, self.stop = 0, stop
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        self.calls += 1
+        if self.calls >= self.stop:
+            raise KeyboardInterrupt
+        return np.clip(image * 0.8, 0, 1)
+
+
+def test_labels_of_two_teachers_in_one_cache_are_said_before_training(tmp_path):
+    """A cache labelled by one teacher, then relabelled by another (new weights) and stopped
+    part-way, held 2 labels of the new teacher and 3 of the old: `distill` warned only that the
+    run did not finish, '5 labels here of the 5 it selected', and trained on both teachers'
+    outputs mixed."""
+    data = _paired(tmp_path / "data", 5, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        run_labels(str(data), out, teacher=FakeTeacher(), **kw)
+        with pytest.raises(KeyboardInterrupt):
+            run_labels(str(data), out, teacher=_OtherTeacher(stop=3), **kw)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        assert len(pairs_from_labels(out)) == 5
+    said = " ".join(str(w.message) for w in rec)
+    assert ("labels of 2 teachers: the newest 2 by weights other-weights, 3 by weights "
+            "fake-weights") in said, said
+    assert "run the same labels command again" in said, said
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)
+        run_labels(str(data), out, teacher=_OtherTeacher(), **kw)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")   # one teacher again: nothing to say
+        assert len(pairs_from_labels(out)) == 5

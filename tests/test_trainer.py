@@ -2094,3 +2094,36 @@ def test_the_progress_bar_does_not_flood_a_log_file(tmp_path, capsys):
     bars = [s for s in err.replace("\r", "\n").splitlines() if s.startswith("train fast")]
     assert bars and bars[-1].startswith("train fast: 100%"), err[-500:]
     assert len(bars) <= 6, len(bars)
+
+
+class _Darker(_Brighter):
+    """Another stand-in teacher (other weights): its output is the input, darker."""
+    weights_id = "darker"
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        return image * 0.8
+
+
+def test_validation_labels_of_another_teacher_are_warned_about(tmp_path):
+    """Training labels remade with new teacher weights, the validation cache left as the old
+    teacher labelled it: validation (and the choice of best.pt) scored the student against a
+    teacher it does not learn from, without a word."""
+    from distill.data.labels import run_labels
+    kw = dict(tile=0, overlap=0, progress=False)
+    run_labels(str(_footage(tmp_path / "footage", 3, 0)), tmp_path / "train",
+               teacher=_Darker(), **kw)
+    held = _footage(tmp_path / "held", 2, 1)
+    run_labels(str(held), tmp_path / "val", teacher=_Brighter(), **kw)
+    run_labels(str(held), tmp_path / "val-same", teacher=_Darker(), **kw)
+    student = {"task": "student", "data.labels": tmp_path / "train"}
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "a", 1, **student, **{"data.val_labels": tmp_path / "val"}),
+              quiet=True)
+    err = " ".join(said)
+    assert (f"data.val_labels={tmp_path / 'val'} was labelled by another teacher (weights "
+            f"stand-in) than data.labels={tmp_path / 'train'} (weights darker)") in err, err
+    assert "weights stand-in" in (tmp_path / "a" / "train.log").read_text()
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "b", 1, **student,
+                       **{"data.val_labels": tmp_path / "val-same"}), quiet=True)
+    assert "another teacher" not in " ".join(said)

@@ -276,6 +276,8 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels"
                          "again (it relabels what changed and drops what is gone)")
     if unfinished := cache.incomplete():
         warn(unfinished, stacklevel=2)
+    if mixed := cache.mixed_teachers():
+        warn(mixed, stacklevel=2)
     if others := cache.unselected():
         shown = ", ".join(others[:3]) + (f" and {len(others) - 3} more" if len(others) > 3
                                          else "")

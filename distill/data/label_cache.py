@@ -254,6 +254,19 @@ def read_run_record(out_dir: Path) -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
+def label_maker(entry: dict) -> tuple:
+    """What made a label: the teacher's weights and architecture, and the tiling (what a
+    labels run compares to find a label up to date)."""
+    return (entry.get("weights_hash"), json.dumps(entry.get("teacher_arch"), sort_keys=True),
+            entry.get("tile"), entry.get("overlap"))
+
+
+def describe_maker(maker: tuple, tiling: bool = False) -> str:
+    """"weights 62902aa975fbe784" (and its tiling where `tiling`) of a `label_maker`."""
+    weights, _, tile, overlap = maker
+    return f"weights {weights}" + (f" (tile {tile}, overlap {overlap})" if tiling else "")
+
+
 def label_relpath(name: str, folder: str = LABELS_DIR) -> str:
     parts = [p for p in name.split("/") if p]
     if not parts or any(p in (".", "..") for p in parts):
@@ -369,6 +382,40 @@ class LabelCache:
                 f"{run.get('started', '?')}; {len(self)} labels here{of}): it was interrupted or "
                 f"is still running; run the same labels command again to finish it, or train "
                 "on what is here knowingly")
+
+    def makers(self) -> dict[tuple, list[str]]:
+        """The names of the labels training uses, by what made them (`label_maker`), the
+        newest maker first."""
+        groups: dict[tuple, list[str]] = {}
+        newest: dict[tuple, float] = {}
+        for s, _ in self.items():
+            e = self.entries[s.name]
+            key = label_maker(e)
+            groups.setdefault(key, []).append(s.name)
+            newest[key] = max(newest.get(key, 0.0), float(e.get("created") or 0.0))
+        return {k: groups[k] for k in sorted(groups, key=lambda k: -newest[k])}
+
+    def mixed_teachers(self) -> Optional[str]:
+        """What to say when the labels training uses were made by more than one teacher (or
+        tiling), else None: a run with new weights stopped part-way left the old teacher's
+        labels beside the new one's, and the student learnt from both."""
+        makers = self.makers()
+        if len(makers) < 2:
+            return None
+        tilings = len({k[2:] for k in makers}) > 1
+        teachers = len({k[:2] for k in makers})
+        what = (f"labels of {teachers} teachers" if teachers > 1
+                else f"labels of one teacher at {len(makers)} tilings")
+        shown = ", ".join(f"{'the newest ' if i == 0 else ''}{len(names)} by "
+                          f"{describe_maker(k, tilings)}" for i, (k, names) in
+                          enumerate(makers.items()))
+        opts = self.run.get("teacher_options")
+        teacher = (" ".join(map(str, opts)) if isinstance(opts, list) and opts
+                   else "the shipped teacher")
+        return (f"{self.root}: {what}: {shown}; a student trained on them learns their "
+                "outputs mixed: run the same labels "
+                f"command again ({self.describe_run()}, {teacher}), which relabels every label "
+                "its teacher did not make, or train on them knowingly")
 
     def shared_inputs(self, other: "LabelCache") -> list[str]:
         """Names of this cache's finished entries whose input is one of `other`'s finished
