@@ -154,14 +154,17 @@ def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
     s = run_labels(str(data), out, teacher_weights=str(t0), **kw)
     assert (s.done, s.skipped) == (1, 2)
 
-    # new teacher weights: everything
-    s = run_labels(str(data), out, teacher_weights=str(t1), **kw)
+    # new teacher weights: everything, said before the teacher runs
+    with pytest.warns(SharpenWarning, match="replaces 3 labels that another teacher made here"):
+        s = run_labels(str(data), out, teacher_weights=str(t1), **kw)
     assert (s.done, s.skipped) == (3, 0)
     assert len({en["weights_hash"] for en in _manifest(out).values()}) == 1
     assert _manifest(out)["im00"]["weights_hash"] != e["weights_hash"]
 
     # other tile settings: everything
-    s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4})
+    with pytest.warns(SharpenWarning, match=r"replaces 3 labels that it made here at another "
+                                            r"tiling \(tile 32, overlap 8\)"):
+        s = run_labels(str(data), out, teacher_weights=str(t1), **{**kw, "overlap": 4})
     assert (s.done, s.skipped) == (3, 0)
 
     # the cache feeds training crops
@@ -1021,3 +1024,33 @@ def test_labels_of_two_teachers_in_one_cache_are_said_before_training(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")   # one teacher again: nothing to say
         assert len(pairs_from_labels(out)) == 5
+
+
+def test_a_run_that_replaces_another_teachers_labels_says_so_before_it_starts(tmp_path):
+    """Labels made with the official weights, then the README's command run again without
+    --teacher-weights: the shipped teacher replaced every label, hours of work, said only as
+    '5 done, 0 skipped'. It is said before the teacher runs (a wrong flag can be stopped)."""
+    data = _paired(tmp_path / "data", 5, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(overlap=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        run_labels(str(data), out, teacher=FakeTeacher(), tile=0, **kw)
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        s = run_labels(str(data), out, teacher=_OtherTeacher(), tile=0, limit=3, **kw)
+    said = " ".join(str(w.message) for w in rec)
+    assert s.done == 3
+    assert (f"{out}: this run's teacher (weights other-weights) replaces 3 labels that "
+            "another teacher made here (weights fake-weights)") in said, said
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        run_labels(str(data), out, teacher=_OtherTeacher(), tile=0, **kw)
+    said = " ".join(str(w.message) for w in rec)
+    assert "replaces 2 labels" in said and "replaces 3" not in said, said
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        run_labels(str(data), out, teacher=_OtherTeacher(), tile=16, **kw)
+    said = " ".join(str(w.message) for w in rec)
+    assert ("replaces 5 labels that it made here at another tiling (tile 0, overlap 0)"
+            in said), said

@@ -43,6 +43,7 @@ from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overl
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
+                          describe_maker, label_maker,
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
                           write_manifest, write_run_record)
@@ -213,6 +214,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                              started=datetime.datetime.now(datetime.timezone.utc)
                              .isoformat(timespec="seconds"))
         run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist, reuse_from)
+        for said in run.replacing(mine):
+            warn(f"{tag}{said}")
         stats = run.process(mine, progress=progress, tag=tag)
         stats.videos_left_out = len(info.unopenable_videos)
         if pg:
@@ -453,6 +456,37 @@ class LabelRun:
         if e.get("input_file") and not (root / e["input_file"]).is_file():
             return False
         return True
+
+    def replacing(self, samples: list[Sample]) -> list[str]:
+        """What to say, before the teacher runs, of the labels here of `samples` that another
+        teacher (or this one at another tiling) made, which this run replaces: labels made
+        with the official weights were replaced by the shipped teacher's, hours of work, when
+        the command was run again without --teacher-weights, said as "5 done" at the end."""
+        mine = label_maker({"weights_hash": self.weights_id, "teacher_arch": self.teacher_arch,
+                            "tile": self.tile, "overlap": self.overlap})
+        teachers: dict[tuple, int] = {}
+        tilings: dict[tuple, int] = {}
+        for s in samples:
+            e = self.known.get(s.name)
+            if not e or e.get("status") != "ok" or not (self.out_dir / e["label"]).is_file():
+                continue
+            maker = label_maker(e)
+            if maker[:2] != mine[:2]:
+                teachers[maker] = teachers.get(maker, 0) + 1
+            elif maker[2:] != mine[2:]:
+                tilings[maker] = tilings.get(maker, 0) + 1
+        this = f"{self.out_dir}: this run's teacher ({describe_maker(mine)}) replaces"
+        said = []
+        if teachers:
+            shown = ", ".join(describe_maker(k) for k in teachers)
+            said.append(f"{this} {count(sum(teachers.values()), 'label')} that another teacher "
+                        f"made here ({shown}), one by one as it reaches them; to keep them "
+                        "(a --teacher-weights left out?), stop it now (Ctrl-C)")
+        if tilings:
+            shown = "; ".join(f"tile {k[2]}, overlap {k[3]}" for k in tilings)
+            said.append(f"{this} {count(sum(tilings.values()), 'label')} that it made here at "
+                        f"another tiling ({shown}), one by one as it reaches them")
+        return said
 
     def _save(self) -> None:
         if self.dist.world == 1:
