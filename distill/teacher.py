@@ -191,10 +191,12 @@ class Teacher:
     """Restormer plus tiled inference. `sharpen` takes and returns HxWx3 float32 RGB [0, 1]."""
 
     def __init__(self, model: Restormer, device: str = "auto", weights_id: str = "random",
-                 config_name: str = "custom"):
+                 config_name: str = "custom", weights_path: Optional[str] = None):
         self.device = pick_device(device)
         self.model = model.eval().to(self.device)
         self.weights_id = weights_id
+        # The file, for messages: label caches name the teacher of their labels by it.
+        self.weights_path = weights_path
         self.config_name = config_name
         # fp16 on CUDA halves memory per tile; bf16 where supported avoids overflow in attention.
         self.amp_dtype = None
@@ -225,7 +227,8 @@ class Teacher:
                                       + OFFICIAL_WEIGHTS_HELP)
         model = load_teacher_model(weights, config)
         name = config or "checkpoint"
-        return cls(model, device, weights_id=file_hash(weights), config_name=name)
+        return cls(model, device, weights_id=file_hash(weights), config_name=name,
+                   weights_path=str(Path(weights).resolve()))
 
     @torch.no_grad()
     def _run(self, batch: np.ndarray) -> np.ndarray:

@@ -460,14 +460,15 @@ def _validation_teacher(cfg: TrainConfig) -> Optional[str]:
     except SourceError:
         return None
 
-    def teachers(cache: LabelCache) -> dict[tuple, tuple]:   # (weights, arch) -> a maker
-        return {k[:2]: k for k in cache.makers()}
+    def teachers(cache: LabelCache) -> dict[tuple, str]:   # (weights, arch) -> described
+        return {k[:2]: describe_maker(k, file=cache.maker_file(names))
+                for k, names in cache.makers().items()}
     trained, validated = teachers(train_cache), teachers(val_cache)
     if not trained or not validated or not set(validated) - set(trained):
         return None
 
-    def named(makers: dict[tuple, tuple]) -> str:
-        return ", ".join(describe_maker(k) for k in makers.values())
+    def named(makers: dict[tuple, str]) -> str:
+        return ", ".join(makers.values())
     return (f"data.val_labels={d.val_labels} was labelled by another teacher "
             f"({named(validated)}) than data.labels={d.labels} ({named(trained)}): validation, "
             "and the choice of best.pt, scores the student against a teacher it does not learn "

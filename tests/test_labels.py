@@ -155,7 +155,9 @@ def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
     assert (s.done, s.skipped) == (1, 2)
 
     # new teacher weights: everything, said before the teacher runs
-    with pytest.warns(SharpenWarning, match="replaces 3 labels that another teacher made here"):
+    with pytest.warns(SharpenWarning, match=rf"teacher \(weights \w+ of {t1.resolve()}\) "
+                      rf"replaces 3 labels that another teacher made here \(weights \w+ of "
+                      rf"{t0.resolve()}\)"):
         s = run_labels(str(data), out, teacher_weights=str(t1), **kw)
     assert (s.done, s.skipped) == (3, 0)
     assert len({en["weights_hash"] for en in _manifest(out).values()}) == 1

@@ -261,10 +261,13 @@ def label_maker(entry: dict) -> tuple:
             entry.get("tile"), entry.get("overlap"))
 
 
-def describe_maker(maker: tuple, tiling: bool = False) -> str:
-    """"weights 62902aa975fbe784" (and its tiling where `tiling`) of a `label_maker`."""
+def describe_maker(maker: tuple, tiling: bool = False, file: Optional[str] = None) -> str:
+    """"weights 62902aa975fbe784 of FILE at --tile 512 --overlap 64" of a `label_maker`: the
+    weights `file` where known (labels from before entries recorded it: the hash alone), the
+    tiling where `tiling`."""
     weights, _, tile, overlap = maker
-    return f"weights {weights}" + (f" (tile {tile}, overlap {overlap})" if tiling else "")
+    return (f"weights {weights}" + (f" of {file}" if file else "")
+            + (f" at --tile {tile} --overlap {overlap}" if tiling else ""))
 
 
 def label_relpath(name: str, folder: str = LABELS_DIR) -> str:
@@ -395,6 +398,11 @@ class LabelCache:
             newest[key] = max(newest.get(key, 0.0), float(e.get("created") or 0.0))
         return {k: groups[k] for k in sorted(groups, key=lambda k: -newest[k])}
 
+    def maker_file(self, names: list[str]) -> Optional[str]:
+        """The teacher's weights file that made the labels `names` (one maker), where the
+        entries record it."""
+        return next((f for n in names if (f := self.entries[n].get("teacher_weights"))), None)
+
     def mixed_teachers(self) -> Optional[str]:
         """What to say when the labels training uses were made by more than one teacher (or
         tiling), else None: a run with new weights stopped part-way left the old teacher's
@@ -407,8 +415,8 @@ class LabelCache:
         what = (f"labels of {teachers} teachers" if teachers > 1
                 else f"labels of one teacher at {len(makers)} tilings")
         shown = ", ".join(f"{'the newest ' if i == 0 else ''}{len(names)} by "
-                          f"{describe_maker(k, tilings)}" for i, (k, names) in
-                          enumerate(makers.items()))
+                          f"{describe_maker(k, tilings, self.maker_file(names))}"
+                          for i, (k, names) in enumerate(makers.items()))
         opts = self.run.get("teacher_options")
         teacher = (" ".join(map(str, opts)) if isinstance(opts, list) and opts
                    else "the shipped teacher")

@@ -317,6 +317,7 @@ class LabelRun:
         self.teacher_arch = cfg.to_dict() if hasattr(cfg, "to_dict") else None
         self.teacher_config = getattr(teacher, "config_name", None)
         self.weights_id = str(getattr(teacher, "weights_id", "unknown"))
+        self.weights_path = getattr(teacher, "weights_path", None)
         # What this run knows: the merged manifest plus shards of interrupted runs.
         self.known = merge_entries(
             read_manifest_entries(out_dir / MANIFEST),
@@ -345,6 +346,7 @@ class LabelRun:
             "teacher_config": self.teacher_config,
             "teacher_arch": self.teacher_arch,
             "weights_hash": self.weights_id,
+            "teacher_weights": self.weights_path,
             "tile": self.tile,
             "overlap": self.overlap,
             "label": label_relpath(sample.name),
@@ -466,19 +468,22 @@ class LabelRun:
                             "tile": self.tile, "overlap": self.overlap})
         teachers: dict[tuple, int] = {}
         tilings: dict[tuple, int] = {}
+        files = {mine: self.weights_path}
         for s in samples:
             e = self.known.get(s.name)
             if not e or e.get("status") != "ok" or not (self.out_dir / e["label"]).is_file():
                 continue
             maker = label_maker(e)
+            files.setdefault(maker, e.get("teacher_weights"))
             if maker[:2] != mine[:2]:
                 teachers[maker] = teachers.get(maker, 0) + 1
             elif maker[2:] != mine[2:]:
                 tilings[maker] = tilings.get(maker, 0) + 1
-        this = f"{self.out_dir}: this run's teacher ({describe_maker(mine)}) replaces"
+        this = (f"{self.out_dir}: this run's teacher ({describe_maker(mine, file=files[mine])})"
+                " replaces")
         said = []
         if teachers:
-            shown = ", ".join(describe_maker(k) for k in teachers)
+            shown = ", ".join(describe_maker(k, file=files[k]) for k in teachers)
             said.append(f"{this} {count(sum(teachers.values()), 'label')} that another teacher "
                         f"made here ({shown}), one by one as it reaches them; to keep them "
                         "(a --teacher-weights left out?), stop it now (Ctrl-C)")
