@@ -64,6 +64,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
             found = list_images(src)
             if not found:
                 print(f"warning: {src}: no images in this folder", file=sys.stderr)
+            _warn_left_out_of_folder(src, Path(args.out))
             files += [(p, Path(p.name)) for p in found]
         else:
             files.append((src, Path(src.name)))
@@ -141,6 +142,31 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     print(f"teacher: {count(done, 'image')} in {out}"
           + (f" ({earlier} from an earlier run)" if earlier else "") + f", {failed} failed")
     return 1 if failed else 0
+
+
+def _warn_left_out_of_folder(folder: Path, out: Path) -> None:
+    """Say what `sharpen teacher FOLDER` leaves out: its files that are not images (clips among
+    them, which `labels` takes) and its subfolders but `out`. Left out unsaid, a folder of
+    footage gave '1 image in OUT, 0 failed' and exit 0 for its one still."""
+    from runtime.imageio import VIDEO_EXTS
+    from runtime.sources import warn_not_images
+    from runtime.warn import warn
+
+    from .images import is_image
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
+                     key=lambda p: p.name)
+    others = [p.name for p in entries if p.is_file() and not is_image(p)]
+    clips = any(Path(n).suffix.lower() in VIDEO_EXTS for n in others)
+    hint = (f"; `sharpen labels --data {folder}` runs the teacher over its clips' frames"
+            if clips else "")
+    warn_not_images(str(folder), others, "teacher", hint)
+    subs = [p.name for p in entries if p.is_dir() and p.resolve() != out.resolve()]
+    if subs:
+        shown = ", ".join(subs[:3]) + (", ..." if len(subs) > 3 else "")
+        which = (f"its subfolder {shown} is not searched: name it as an input too"
+                 if len(subs) == 1 else
+                 f"its {len(subs)} subfolders ({shown}) are not searched: name them as inputs too")
+        warn(f"{folder}: {which}")
 
 
 class _TeacherRun:

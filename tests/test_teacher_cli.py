@@ -337,3 +337,30 @@ def test_the_official_weights_missing_say_where_they_come_from(tmp_path, capsys)
                str(tmp_path / "mine.pt"), "--quiet"])
     err = capsys.readouterr().err
     assert rc == 2 and "checkpoint not found" in err and "swz30" not in err, err
+
+
+def test_a_folders_clips_and_subfolders_left_out_are_said(tmp_path, tiny_teacher, capsys):
+    """`sharpen teacher footage/` over a folder of a still, two clips and a subfolder of frames
+    sharpened the still, said '1 image in OUT, 0 failed' and exit 0: the clips and the
+    subfolder were left out without a word (a clip named alone is refused, pointing at labels)."""
+    src = tmp_path / "footage"
+    (src / "day1").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("still.png", "day1/f1.png"):
+        cv2.imwrite(str(src / name), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
+    vw = cv2.VideoWriter(str(src / "walk.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (24, 16))
+    vw.write(np.zeros((16, 24, 3), np.uint8))
+    vw.release()
+    (src / "notes.txt").write_text("shot on day 1")
+    rc = main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
+               tiny_teacher, "--tile", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 0 and (tmp_path / "out" / "still.png").is_file()
+    assert f"{src}: 2 files that are not images skipped (notes.txt, walk.avi)" in err, err
+    assert f"`sharpen labels --data {src}` runs the teacher over its clips' frames" in err, err
+    assert f"{src}: its subfolder day1 is not searched: name it as an input too" in err, err
+    # The --out folder inside the input folder is no subfolder left out.
+    main(["teacher", str(src), "--out", str(src / "sharp"), "--teacher-weights", tiny_teacher,
+          "--tile", "0", "--quiet"])
+    err = capsys.readouterr().err
+    assert "its subfolder day1 is not searched" in err, err   # one: day1, not sharp
