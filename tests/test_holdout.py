@@ -163,8 +163,9 @@ def test_the_rule_holds_out_whole_folders_nearest_the_fraction_and_never_all(tmp
     assert plan.not_val == {f"c/{i:04d}" for i in range(30)} and plan.not_train.isdisjoint(
         plan.not_val)
     assert hold_out(str(foot), 0.2, progress=False) == plan   # deterministic
-    # Whole clips are never all of them, and the smallest is taken when none is near.
-    assert hold_out(str(foot), 0.9, progress=False).groups == ("b/", "c/")
+    # Whole clips are never all of them (38 of 38): 36 (a + c, 95%) is the nearest to 90%
+    # (34.2 images; b + c, 32, is 84%).
+    assert hold_out(str(foot), 0.9, progress=False).groups == ("a/", "c/")
     two = tmp_path / "two"
     _frames(two / "x", 10, 4)
     _frames(two / "y", 10, 5)
@@ -410,3 +411,15 @@ def test_run_json_records_a_relative_data_as_an_absolute_path(tmp_path, teacher,
                              f"data.val_labels={tmp_path / 'val'}"])
     with pytest.raises(ValueError, match=f"`sharpen labels --data {foot} --out "):
         load_val_items(cfg, progress=False)
+
+
+def test_whole_clips_held_out_are_nearest_the_fraction_itself_not_its_rounded_count(tmp_path):
+    """0.3 of a still and two 5-frame clips (11 images) held out the still (9%), and warned
+    that no choice of clips came nearer than 30%: the count asked for, 3.3, was rounded to 3
+    first, to which 1 and 5 are as near, and the smaller won; 5 (45%) is the nearer to 30%."""
+    foot = tmp_path / "footage"
+    _frames(foot, 1, 0)                 # a still at the top level: the group "./"
+    _frames(foot / "day1", 5, 1)
+    _frames(foot / "day2", 5, 2)
+    plan = hold_out(str(foot), 0.3, progress=False)
+    assert (len(plan.groups), len(plan.held)) == (1, 5), plan.groups
