@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 
 from runtime.atomic import atomic_path
-from runtime.console import first_line
+from runtime.console import count, first_line
 
 FORMAT = "image-sharpening-kd/1"
 
@@ -130,11 +130,12 @@ def load_weights(model: nn.Module, sd: dict[str, torch.Tensor],
                   for k in own if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or mismatched:
         lines = [f"{source} does not match the {type(model).__name__} architecture:"]
-        for title, items in (("missing keys", missing), ("unexpected keys", unexpected),
-                             ("shape mismatches", mismatched)):
+        for noun, plural, items in (("missing key", None, missing),
+                                    ("unexpected key", None, unexpected),
+                                    ("shape mismatch", "shape mismatches", mismatched)):
             if items:
                 more = f" ... and {len(items) - 5} more" if len(items) > 5 else ""
-                lines.append(f"  {len(items)} {title}: {', '.join(items[:5])}{more}")
+                lines.append(f"  {count(len(items), noun, plural)}: {', '.join(items[:5])}{more}")
         lines.append("  (a checkpoint of another model or size: a teacher's Restormer config, "
                      "--teacher-config; a student's model.arch/model.args)")
         raise CheckpointError("\n".join(lines))

@@ -423,3 +423,12 @@ def test_whole_clips_held_out_are_nearest_the_fraction_itself_not_its_rounded_co
     _frames(foot / "day2", 5, 2)
     plan = hold_out(str(foot), 0.3, progress=False)
     assert (len(plan.groups), len(plan.held)) == (1, 5), plan.groups
+
+
+def test_one_frame_of_gap_is_said_in_the_singular(tmp_path):
+    """'the 1 frames before them used by neither'."""
+    plan = hold_out(str(_frames(tmp_path / "take", 5, 0)), 0.2, progress=False)
+    assert "its last 1 of its 5 images (20%), the 1 frame before it used by neither" \
+        in plan.describe(), plan.describe()
+    plan = hold_out(str(_frames(tmp_path / "long", 10, 0)), 0.2, progress=False)
+    assert "the 2 frames before them used by neither" in plan.describe(), plan.describe()

@@ -106,3 +106,18 @@ def test_weights_of_another_named_config_say_which_config_fits(tmp_path):
         load_teacher_model(tmp_path / "partial.pth", config="tiny")
     assert "latent.0.attn.qkv.weight" in str(e.value)
     assert "pass --teacher-config" not in str(e.value)
+
+
+def test_one_mismatching_tensor_is_said_in_the_singular(tmp_path):
+    """'1 missing keys: encoder_level2.1.attn.qkv.weight'."""
+    sd = build_restormer("tiny").state_dict()
+    sd.pop("latent.0.attn.qkv.weight")
+    sd["patch_embed.proj.weight"] = torch.zeros(1, 3, 3, 3)
+    sd["extra.weight"] = torch.zeros(1)
+    torch.save({"params": sd}, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError) as e:
+        load_teacher_model(tmp_path / "odd.pth", config="tiny")
+    msg = str(e.value)
+    assert "1 missing key: latent.0.attn.qkv.weight" in msg, msg
+    assert "1 unexpected key: extra.weight" in msg, msg
+    assert "1 shape mismatch: patch_embed.proj.weight: checkpoint (1, 3, 3, 3)" in msg, msg

@@ -30,6 +30,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from runtime.console import count
+
 from .sources import Sample, SourceError, resolve_source
 
 __all__ = ["HoldOut", "hold_out"]
@@ -73,8 +75,9 @@ class HoldOut:
                 f" and {len(self.groups) - 4} more" if len(self.groups) > 4 else "")
             return (f"{len(self.groups)} of its {self.n_groups} clips/folders, whole ({shown}): "
                     f"{share}")
-        gap = (f", the {len(self.gap)} frames before them used by neither (near-duplicates of "
-               "both sides)" if self.gap else "")
+        them = "it" if len(self.held) == 1 else "them"
+        gap = (f", the {count(len(self.gap), 'frame')} before {them} used by neither "
+               "(near-duplicates of both sides)" if self.gap else "")
         return f"its last {share}{gap}"
 
     def shortfall(self) -> Optional[str]:
