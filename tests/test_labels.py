@@ -1056,3 +1056,19 @@ def test_a_run_that_replaces_another_teachers_labels_says_so_before_it_starts(tm
     said = " ".join(str(w.message) for w in rec)
     assert ("replaces 5 labels that it made here at another tiling (tile 0, overlap 0)"
             in said), said
+
+
+def test_an_interrupted_run_says_how_far_it_got(tmp_path):
+    """Ctrl-C ended a run with 'interrupted; what is done is kept' alone: after hours of
+    labelling, nothing said how many labels were made and how many remain."""
+    data = _paired(tmp_path / "data", 5, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        run_labels(str(data), out, teacher=_OtherTeacher(), limit=1, **kw)
+        said: list[str] = []
+        with pytest.raises(KeyboardInterrupt):
+            run_labels(str(data), out, teacher=_OtherTeacher(stop=3), say=said.append, **kw)
+    assert said[-1] == f"labels: interrupted: 2 done, 1 skipped (up to date), of 5; 2 left " \
+                      f"for the same command to label into {out}", said

@@ -216,7 +216,18 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist, reuse_from)
         for said in run.replacing(mine):
             warn(f"{tag}{said}")
-        stats = run.process(mine, progress=progress, tag=tag)
+        try:
+            stats = run.process(mine, progress=progress, tag=tag)
+        except KeyboardInterrupt:
+            # After hours of labelling, how far it got (the command's last line says only
+            # that it was interrupted).
+            said = run.stats
+            left = said.total - said.done - said.skipped - said.reused - said.failed
+            reused = f", {said.reused} reused from {run.donor}" if said.reused else ""
+            say(f"{tag}labels: interrupted: {said.done} done, {said.skipped} skipped (up to "
+                f"date){reused}{f', {said.failed} failed' if said.failed else ''}, of "
+                f"{said.total}; {left} left for the same command to label into {out_dir}")
+            raise
         stats.videos_left_out = len(info.unopenable_videos)
         if pg:
             import torch.distributed as tdist
@@ -323,6 +334,7 @@ class LabelRun:
             read_manifest_entries(out_dir / MANIFEST),
             *(read_manifest_entries(p) for _, p in sorted(shard_paths(out_dir).items())))
         self.touched: dict[str, dict] = {}
+        self.stats = LabelStats()
         # The other cache of a hold-out, whose labels of samples that moved to this one are
         # copied, not made again: its entries as they stood when this run began.
         self.donor = (Path(reuse_from) if reuse_from is not None
@@ -517,7 +529,7 @@ class LabelRun:
         from .sources import UnopenableVideo
         from ..teacher import file_hash
 
-        stats = LabelStats(total=len(samples))
+        stats = self.stats = LabelStats(total=len(samples))   # read when interrupted
         bar = tqdm(samples, desc=f"{tag}labels", unit="img", disable=not progress,
                    dynamic_ncols=True)
         try:
