@@ -257,7 +257,11 @@ class Teacher:
         on_tile: Optional[Callable[[int, int], None]] = None
         if progress:
             from tqdm import tqdm
-            bar = tqdm(total=0, desc=desc, unit="tile", leave=False)
+
+            from runtime.tiling import count_tiles
+            # The count up front: a bar of total 0 read "0tile" until the first tile finished.
+            total = count_tiles(*image.shape[:2], tile, overlap, Restormer.multiple)
+            bar = tqdm(total=total, desc=desc, unit="tile", leave=False)
 
             def update(done: int, total: int) -> None:
                 bar.total = total

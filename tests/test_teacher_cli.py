@@ -364,3 +364,16 @@ def test_a_folders_clips_and_subfolders_left_out_are_said(tmp_path, tiny_teacher
           "--tile", "0", "--quiet"])
     err = capsys.readouterr().err
     assert "its subfolder day1 is not searched" in err, err   # one: day1, not sharp
+
+
+def test_the_tile_bar_counts_its_tiles_from_the_start(tiny_teacher_pt, capsys):
+    """The bar began at total 0 ('photo.png: 0tile') until the first tile was done."""
+    from distill.teacher import Teacher
+    from runtime.tiling import count_tiles
+
+    teacher = Teacher.load(tiny_teacher_pt, device="cpu")
+    image = np.random.default_rng(0).random((96, 160, 3), dtype=np.float32)
+    teacher.sharpen(image, tile=64, overlap=16, progress=True, desc="photo.png")
+    n = count_tiles(96, 160, 64, 16, 8)
+    first = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[0]
+    assert n > 1 and f"0/{n}" in first, first
