@@ -167,9 +167,8 @@ def tflite_nodes(tflite_bytes: bytes, names: Sequence[str]) -> list[str]:
     return [tensors[t] for i in sorted(keep) for t in outputs_of[i]]
 
 
-def float_units(model: nn.Module, names: Sequence[str]) -> list[str]:
-    """The units (see `units`) that `names` keep in float: theirs and everything downstream,
-    traced through the student's ONNX graph."""
+def student_graph(model: nn.Module):
+    """The student's ONNX graph (a tiny input: only its nodes and their scopes are read)."""
     import io
 
     import onnx
@@ -180,7 +179,14 @@ def float_units(model: nn.Module, names: Sequence[str]) -> list[str]:
     with torch.no_grad():
         torch.onnx.export(model.eval(), (torch.zeros(1, 3, 2 * m, 2 * m),), buf, dynamo=False,
                           opset_version=17, input_names=["input"], output_names=["output"])
-    proto = onnx.load_from_string(buf.getvalue())
+    return onnx.load_from_string(buf.getvalue())
+
+
+def float_units(model: nn.Module, names: Sequence[str], graph=None) -> list[str]:
+    """The units (see `units`) that `names` keep in float: theirs and everything downstream,
+    traced through the student's ONNX graph (`graph`: `student_graph(model)`, made once by a
+    caller that asks about many units; an export per call was most of `choose`'s time)."""
+    proto = graph if graph is not None else student_graph(model)
     paths = {onnx_module_path(n) for n in onnx_nodes(proto, names)}
     all_units = units(model)
     return [u for u in all_units if u == OUTPUT or any(covers([u], p) for p in paths)]
@@ -265,7 +271,8 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
             b = max(b, r["ssim_drop"] / max(target["max_ssim_drop"], 1e-9))
         return b
 
-    closure = {u: float_units(model, [u]) for u in units(model)}
+    graph = student_graph(model)
+    closure = {u: float_units(model, [u], graph) for u in units(model)}
     everything = set(units(model))
     keep: list[str] = []
     r = measure(keep)
