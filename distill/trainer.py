@@ -420,20 +420,30 @@ def warmup_problem(cfg: TrainConfig) -> Optional[str]:
             f"{', a twentieth of the steps' if o.steps >= 20 else ''})")
 
 
-def _validation_leak(cfg: TrainConfig) -> Optional[str]:
-    """What to say when the student's validation images are training images too: with
-    footage, which has no ground truth and no split, a validation cache labelled from the same
-    clip or folder (another --limit picks the same first and last frames) scored, and chose
-    best.pt on, images the student trained on, without a word."""
+def _label_caches(cfg: TrainConfig):
+    """A student run's training and validation label caches, or None where it has not both
+    (or one cannot be read: the run's own checks say why)."""
     d = cfg.data
     if cfg.task != "student" or not d.labels or not d.val_labels:
         return None
     from .data.label_cache import LabelCache
     from .data.sources import SourceError
     try:
-        train_cache, val_cache = LabelCache(d.labels), LabelCache(d.val_labels)
+        return LabelCache(d.labels), LabelCache(d.val_labels)
     except SourceError:
         return None
+
+
+def _validation_leak(cfg: TrainConfig) -> Optional[str]:
+    """What to say when the student's validation images are training images too: with
+    footage, which has no ground truth and no split, a validation cache labelled from the same
+    clip or folder (another --limit picks the same first and last frames) scored, and chose
+    best.pt on, images the student trained on, without a word."""
+    d = cfg.data
+    caches = _label_caches(cfg)
+    if caches is None:
+        return None
+    train_cache, val_cache = caches
     same = val_cache.shared_inputs(train_cache)
     if not same:
         return None
@@ -451,14 +461,11 @@ def _validation_teacher(cfg: TrainConfig) -> Optional[str]:
     old teacher made it scored the student (and chose best.pt) against a teacher it does not
     learn from, without a word."""
     d = cfg.data
-    if cfg.task != "student" or not d.labels or not d.val_labels:
+    caches = _label_caches(cfg)
+    if caches is None:
         return None
+    train_cache, val_cache = caches
     from .data.label_cache import LabelCache, describe_maker
-    from .data.sources import SourceError
-    try:
-        train_cache, val_cache = LabelCache(d.labels), LabelCache(d.val_labels)
-    except SourceError:
-        return None
 
     def teachers(cache: LabelCache) -> dict[tuple, str]:   # (weights, arch) -> described
         return {k[:2]: describe_maker(k, file=cache.maker_file(names))
