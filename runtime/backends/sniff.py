@@ -10,8 +10,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-# The extension each engine takes (the first is the one suggested) and how it is named.
-EXTENSION = {"onnxruntime": ".onnx", "litert": ".tflite", "tensorrt": ".engine"}
+from ..formats import ENGINE_BY_SUFFIX
+
+# The extension suggested for each engine: its first in the format table (.engine before
+# trtexec's .plan).
+EXTENSION: dict[str, str] = {}
+for _suffix, _engine in ENGINE_BY_SUFFIX.items():
+    EXTENSION.setdefault(_engine, _suffix)
 KIND_NAME = {"onnxruntime": "an ONNX model", "litert": "a TFLite model",
              "tensorrt": "a TensorRT engine"}
 
