@@ -332,7 +332,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from .data.blur import BlurConfig, synthesize
-    from .images import ImageReadError, list_images, to_rgb_float, write_image
+    from .images import ImageReadError, list_images, to_rgb_float, warn_16_bit, write_image
     from runtime.imageio import decode_image
 
     if problem := _synth_options_problem(args):
@@ -399,20 +399,9 @@ def cmd_synth(args: argparse.Namespace) -> int:
             blurred, target = make(sharp, rng)
             write_image(out / "input" / name, blurred)
             write_image(out / "target" / name, target)
-    if deep:
-        _warn_16_bit(deep, len(files) - failed)
+    warn_16_bit(deep, len(files) - failed, "synth")
     print(f"synthetic pairs written to {out}/input and {out}/target ({failed} unreadable)")
     return 1 if failed else 0
-
-
-def _warn_16_bit(deep: list[Path], read: int) -> None:
-    """One warning for every 16-bit photo: their pairs lose the low 8 bits (as `corpus`'s do,
-    and as the 8-bit camera frames the students are made for have none)."""
-    from runtime.warn import warn
-
-    shown = ", ".join(str(p) for p in deep[:3]) + (", ..." if len(deep) > 3 else "")
-    warn(f"{len(deep)} of the {count(read, 'photo')} {'is' if len(deep) == 1 else 'are'} "
-         f"16-bit ({shown}): their pairs are written in 8 bits, as every synth pair is")
 
 
 def _held_pairs(out: Path, held: set[str], writing: set[str]) -> str:

@@ -8,13 +8,14 @@ import cv2
 import numpy as np
 
 from runtime.atomic import atomic_path
+from runtime.console import count
 from runtime.imageio import (IMAGE_EXTS, ImageReadError, OverPixelBudget, UndecodableImage,
                              decode_image, is_image)
 from runtime.warn import warn
 
 __all__ = ["IMAGE_EXTS", "ImageReadError", "OverPixelBudget", "UndecodableImage", "centre_crop",
            "is_image",
-           "list_images", "read_image", "to_rgb_float", "write_image"]
+           "list_images", "read_image", "to_rgb_float", "warn_16_bit", "write_image"]
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -56,6 +57,17 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """Read an image file as HxWx3 float32 RGB in [0, 1] (8/16-bit, gray and RGBA accepted).
     Unreadable, truncated or over-budget files raise ImageReadError naming the file."""
     return to_rgb_float(decode_image(path, max_pixels), str(path))
+
+
+def warn_16_bit(deep: list[Path], read: int, command: str) -> None:
+    """One warning for all the 16-bit photos `command` (synth, corpus) made 8-bit pairs of:
+    they lose the low 8 bits, as the 8-bit camera frames the students are made for have none.
+    `deep` names them (the first three are shown); `read` is how many photos were read."""
+    if not deep:
+        return
+    shown = ", ".join(str(p) for p in deep[:3]) + (", ..." if len(deep) > 3 else "")
+    warn(f"{len(deep)} of the {count(read, 'photo')} {'is' if len(deep) == 1 else 'are'} "
+         f"16-bit ({shown}): their pairs are written in 8 bits, as every {command} pair is")
 
 
 def centre_crop(a: np.ndarray | None, side: int) -> np.ndarray | None:

@@ -232,6 +232,27 @@ def test_build_corpus_bad_inputs_named_and_rest_proceeds(tmp_path, capsys):
     assert (out / "corpus.json").exists()
 
 
+def test_corpus_says_once_that_16_bit_photos_are_written_as_8_bit_pairs(tmp_path, capsys):
+    """16-bit photos became 8-bit corpus pairs without a word, where `synth` says so: the same
+    one warning, with the count and the first names."""
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    photos = tmp_path / "photos"
+    _photos(photos, [("kodak24/k0.png", 48), ("set/c.png", 48)])
+    for rel in ("set/a.png", "set/b.tif"):
+        write_image(photos / rel, texture(48, 48, seed=len(rel)), bits=16)
+    out = tmp_path / "corpus"
+    assert main(["corpus", "--photos", str(photos), "--out", str(out), "--copies", "1",
+                 "--crop", "32", "--test-crop", "32", "--quiet"]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if "16-bit" in ln]
+    assert warned == ["warning: 2 of the 4 photos are 16-bit (set/a.png, set/b.tif): their "
+                      "pairs are written in 8 bits, as every corpus pair is"], warned
+    pairs = list(out.glob("*/*/*.png"))
+    assert len(pairs) == 8
+    assert all(cv2.imread(str(f), cv2.IMREAD_UNCHANGED).dtype == np.uint8 for f in pairs)
+
+
 def test_corpus_command_skips_small_photos_with_a_warning_and_fails_on_bad_ones(tmp_path, capsys):
     """Photos smaller than the crop are expected (the teacher card's `--crop 384` over a folder
     whose 500 BSDS500 photos are 481x321): named, skipped, summarised in one warning, and the

@@ -34,7 +34,8 @@ from runtime.atomic import atomic_write_json
 from runtime.console import count
 from runtime.warn import warn
 
-from ..images import ImageReadError, read_image, write_image
+from ..images import (ImageReadError, decode_image, read_image, to_rgb_float, warn_16_bit,
+                      write_image)
 from .scene_blur import SYNTHESIS_VERSION, SceneBlurConfig, preset, synthesize_pair
 
 TEST_FOLDERS = ("kodak24", "mcmaster")
@@ -311,7 +312,8 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
                  splits: tuple[str, ...], progress: bool, workers: int) -> dict:
     """Make the missing pairs of `splits`; returns {split: pairs written or present,
     "failed": [unreadable photos], "small": [photos smaller than the crop],
-    "small_in": {split: how many of them}, "photos": {split: photos}}."""
+    "small_in": {split: how many of them}, "photos": {split: photos}}. Says once how many of
+    the photos read were 16-bit (their pairs are 8-bit), as `synth` does."""
     from concurrent.futures import ProcessPoolExecutor
 
     from tqdm import tqdm
@@ -319,6 +321,8 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
     summary: dict = {"failed": [], "small": [], "small_in": {s: 0 for s in splits},
                      "photos": {s: len(by_split[s]) for s in splits}}
     pool = ProcessPoolExecutor(workers, initializer=_exit_with_parent) if workers > 1 else None
+    deep: list[str] = []   # 16-bit photos made into pairs now (relative paths)
+    read = 0               # photos decoded now; those whose pairs were all present are not
     try:
         for split in splits:
             files = by_split[split]
@@ -326,10 +330,13 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
             results = (pool.map(_photo_pairs, jobs, chunksize=4) if pool
                        else map(_photo_pairs, jobs))
             n = 0
-            for written, skipped, too_small in tqdm(results, total=len(jobs),
-                                                    desc=f"corpus {split}", unit="photo",
-                                                    disable=not progress):
+            for f, (written, skipped, too_small, bits) in zip(
+                    files, tqdm(results, total=len(jobs), desc=f"corpus {split}",
+                                unit="photo", disable=not progress)):
                 n += written
+                read += bits > 0
+                if bits == 16 and written:
+                    deep.append(f.relative_to(root).as_posix())
                 if skipped:
                     # Smaller than the crop is expected (--crop 384 over photos of all sizes)
                     # and not a failure; an unreadable photo is.
@@ -340,6 +347,7 @@ def _write_pairs(root: Path, out: Path, by_split: dict[str, list[Path]],
     finally:
         if pool:
             pool.shutdown(cancel_futures=True)
+    warn_16_bit(sorted(deep), read, "corpus")
     return summary
 
 
@@ -362,9 +370,10 @@ def _exit_with_parent() -> None:
     threading.Thread(target=watch, daemon=True).start()
 
 
-def _photo_pairs(job: tuple) -> tuple[int, str | None, bool]:
+def _photo_pairs(job: tuple) -> tuple[int, str | None, bool, int]:
     """The pairs of photo `i` of a split: (pairs written or present, why it was skipped,
-    whether that was because it is smaller than the crop rather than unreadable)."""
+    whether that was because it is smaller than the crop rather than unreadable, the photo's
+    bit depth: 8 or 16, 0 when it was not decoded)."""
     i, files, name_of, split, opts, out = job
     f = files[i]
     train = split == "train"
@@ -373,16 +382,19 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None, bool]:
     copies = len(names)
     if all((out / split / "input" / nm).exists() and (out / split / "target" / nm).exists()
            for nm in names):
-        return copies, None, False
+        return copies, None, False, 0
     try:
-        img = read_image(f)
+        raw = decode_image(f)   # its bit depth, which the float image no longer has
+        img = to_rgb_float(raw, str(f))
     except ImageReadError as e:
-        return 0, str(e), False
+        return 0, str(e), False, 0
+    bits = 16 if raw.dtype == np.uint16 else 8
     side = opts.crop
     if not train:  # one centre crop: as large as the photo allows, up to test_crop
         side = max(opts.crop, min(opts.test_crop, min(img.shape[:2])) // 8 * 8)
     if min(img.shape[:2]) < side:
-        return 0, f"{f}: {img.shape[1]}x{img.shape[0]} is smaller than the {side}-px crop", True
+        return (0, f"{f}: {img.shape[1]}x{img.shape[0]} is smaller than the {side}-px crop",
+                True, bits)
     for c, nm in enumerate(names):
         rng = np.random.default_rng([opts.seed, SPLITS.index(split), _bucket(nm, 2**31), c])
         # Objects come from another photo of the same split (never across splits).
@@ -397,7 +409,7 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None, bool]:
                                 centre=not train, other=other)
         write_image(out / split / "target" / nm, target)
         write_image(out / split / "input" / nm, blurred)
-    return copies, None, False
+    return copies, None, False, bits
 
 
 def _check_same_photos(out: Path, old: dict, photos: str, index: dict[str, dict],
