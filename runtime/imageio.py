@@ -197,7 +197,8 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
     if not data:
-        raise ImageReadError(f"{path}: empty file (0 bytes)")
+        # Undecodable, not unreadable for now: reading it again gives the same 0 bytes.
+        raise UndecodableImage(f"{path}: empty file (0 bytes)")
     size = header_size(path, data)
     if size is not None:
         w, h = size

@@ -566,6 +566,21 @@ def test_failed_images_are_told_apart_damaged_ones_from_ones_a_rerun_may_label(t
                     "re-running fails it again); re-run to retry the other 1"], said
 
 
+def test_an_empty_input_file_is_counted_as_undecodable_not_retried(tmp_path):
+    """A 0-byte input was among the failures 're-run to retry'; it never decodes, so it is
+    told apart with the damaged ones."""
+    data = _paired(tmp_path / "data", 2, h=16, w=16)
+    (data / "input" / "im01.png").write_bytes(b"")
+    with pytest.warns(SharpenWarning) as rec:
+        s = run_labels(str(data), tmp_path / "cache", teacher=FakeTeacher(), tile=0, overlap=0,
+                       progress=False)
+    assert (s.done, s.failed, s.undecodable) == (1, 1, 1)
+    said = [str(w.message) for w in rec if "failed (see warnings above)" in str(w.message)]
+    assert said == ["1 image failed (see warnings above): its input cannot be decoded "
+                    "(damaged, truncated or not an image); replace or remove the damaged "
+                    "files: re-running fails it again"], said
+
+
 def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_path, teachers,
                                                                          capsys):
     """`sharpen demo --data FOLDER` labelled the same images for training and validation, so
