@@ -169,10 +169,12 @@ def _print_summary(report: dict) -> None:
     if report["latency"]["rows"]:
         print_table(f"latency (target {report['settings']['target_fps']:g} fps)",
                      LATENCY_HEADERS, latency_table(report["latency"]["rows"]))
-        _print_note(not_requested_line(report["latency"]["rows"]))
-    if report["latency"].get("stream"):
+        # The streaming row's format too: its table may be left out with it.
+        _print_note(not_requested_line(report["latency"]["rows"]
+                                       + report["latency"].get("stream", [])))
+    if stream := stream_table(report["latency"].get("stream") or []):
         print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
-                     stream_table(report["latency"]["stream"]))
+                    stream)
     from benchmarks.realblur import HEADERS, NOGT_HEADERS, data_text, table_rows
     real = report.get("real_blur") or {}
     if real.get("pairs"):

@@ -20,6 +20,9 @@ if TYPE_CHECKING:
 
 TEACHER_LABEL = "PyTorch (tiled)"
 STREAM_KEY, STREAM_LABEL = "pipeline-ort-fp32", "sharpen run pipeline (ONNX Runtime FP32)"
+# The artifact the streaming row runs: its row carries this format, so a --formats without it
+# leaves the row out of the tables as it does the other formats' rows.
+STREAM_FORMAT = "onnx"
 
 
 def planned_rows(students, m: dict, artifact_sets: Optional[dict] = None,
@@ -45,7 +48,7 @@ def planned_rows(students, m: dict, artifact_sets: Optional[dict] = None,
     if m["stream_frames"]:
         rows += [{"model": f"student {st.name}", "backend": STREAM_KEY,
                   "backend_label": STREAM_LABEL, "size": size_label(m["stream_size"])}
-                 for st in students if not skipped(st, "onnx")]
+                 for st in students if not skipped(st, STREAM_FORMAT)]
     return rows
 
 
@@ -188,10 +191,10 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                 video, reason = None, str(e)
             for st in students:
                 arts = artifact_sets.get(st.name)
-                art = arts.get("onnx") if arts else None
+                art = arts.get(STREAM_FORMAT) if arts else None
                 base = dict(model=f"student {st.name}", student=st.name,
-                            backend="pipeline-ort-fp32", size=(w, h), target_fps=target,
-                            backend_label="sharpen run pipeline (ONNX Runtime FP32)",
+                            backend=STREAM_KEY, size=(w, h), target_fps=target,
+                            backend_label=STREAM_LABEL, format=STREAM_FORMAT,
                             precision="fp32", frames=m["stream_frames"])
                 if video is None or art is None or not art.usable:
                     why = reason if video is None else (

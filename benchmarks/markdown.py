@@ -82,11 +82,14 @@ STREAM_HEADERS = ["model", "size", "frames", "fps (throughput)", "end-to-end med
 
 def stream_table(rows: list[dict]) -> list[list[str]]:
     """fps is the run's throughput (the target is judged on it); the ms columns are each
-    frame's own end-to-end latency, not 1000 / fps."""
+    frame's own end-to-end latency, not 1000 / fps. A row of a format --formats left out has
+    none, as in `latency_table`."""
     def ms(v) -> str:
         return "-" if v is None else f"{v:.1f}"
     out = []
     for r in rows:
+        if is_not_requested(r):
+            continue
         if r["status"] == "ok":
             st = r.get("stats", {})
             out.append([r["model"], r["size"], str(st.get("frames_processed")),
@@ -161,15 +164,16 @@ def render_markdown(rep: dict) -> str:
                   "per-tile time by their tile count.", ""]
     if lat["rows"]:
         lines += [_md_table(LATENCY_HEADERS, latency_table(lat["rows"])), ""]
-        lines += _note(not_requested_line(lat["rows"]))
-    if lat.get("stream"):
+        # The streaming row's format too: its table may be left out with it.
+        lines += _note(not_requested_line(lat["rows"] + lat.get("stream", [])))
+    if stream := stream_table(lat.get("stream") or []):
         lines += ["### Streaming pipeline (end to end)", "",
                   f"{lat['settings'].get('stream')}: capture -> pre -> infer -> post in "
                   "threads (`runtime.pipeline.run_stream`). fps is the frames written per "
                   "second of the run, which the target is judged on; the ms columns are each "
                   "frame's end-to-end latency from its read to its write, queue waits "
                   "included (the stages overlap, so it is not 1000 / fps).", ""]
-        lines += [_md_table(STREAM_HEADERS, stream_table(lat["stream"])), ""]
+        lines += [_md_table(STREAM_HEADERS, stream), ""]
     if rep["skipped"]:
         lines += ["## Skipped", ""]
         lines += [f"- {d['what']}: {d['reason']}" for d in rep["skipped"]

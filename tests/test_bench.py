@@ -145,6 +145,33 @@ def test_tables_leave_out_the_formats_not_requested(good_run, capsys):
     assert "onnx-int8:" not in md and f"engine: {MISSING_REASON}" in md
 
 
+def test_the_streaming_row_is_left_out_when_onnx_is_not_requested(env, capsys):
+    """`--formats` without onnx left the other formats out of the tables but kept a streaming
+    row reading "skipped: not requested" (it runs the ONNX model), in the terminal and
+    report.md, and listed it again under Skipped. Now it goes as they do: the one line under
+    the latency table names onnx, and report.json keeps the row."""
+    from benchmarks.cli import _print_summary
+    from benchmarks.markdown import render_markdown
+
+    rc = _bench(env, "no-onnx", "--students", str(env / "student-good.pt"), "--formats",
+                "engine", "--sizes", "96x64", "--stream-frames", "2", "--limit", "1")
+    report = json.loads((env / "no-onnx" / "report.json").read_text())
+    assert rc == 0, report["checks"]
+    (row,) = report["latency"]["stream"]   # kept in the JSON, with its format
+    assert (row["status"], row["format"]) == ("skipped", "onnx"), row
+    capsys.readouterr()
+    _print_summary(report)
+    term = capsys.readouterr().out
+    md = render_markdown(report)
+    for text in (term, md):
+        assert "skipped: not requested" not in text, text
+        assert "streaming pipeline" not in text.lower(), text
+        line = next(ln for ln in text.splitlines() if "not requested (--formats):" in ln
+                    and "tflite-fp16" in ln)
+        assert "onnx," in line, line
+    assert "pipeline (ONNX Runtime FP32): not requested" not in md, md
+
+
 def test_quality_table_says_what_ssim_to_the_teacher_is(good_run, capsys):
     """The terminal's "SSIM vs teacher" column (a model's output against the teacher's output)
     read as the gate's ratio (student SSIM over teacher SSIM, both to ground truth), and only
