@@ -22,7 +22,7 @@ import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Callable, Iterator, Optional, Sequence
 
 from distill.teacher import file_hash, resolve_weights
 from runtime.atomic import atomic_write_json
@@ -225,7 +225,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     plan = _Plan.of(student, folder, settings, requested, versions)
     built_now: list[str] = []
     if plan.to_build:
-        with _export_lock(folder, say):
+        with cache_lock(folder, say, "exporting"):
             # Planned again inside the lock: a run that held it may have built them meanwhile.
             plan = _Plan.of(student, folder, settings, requested, versions)
             if plan.to_build:
@@ -297,14 +297,16 @@ def _reported(folder: Path, student: Student) -> dict[str, str]:
 
 
 @contextlib.contextmanager
-def _export_lock(folder: Path, say) -> Iterator[None]:
-    """Held while a run plans and builds `folder`'s artifacts. Two runs exporting one student
-    at once (two bench runs, test sessions of worktrees sharing the default cache) each took
-    the formats the other had finished from the stamp and exported only the rest, while the
-    other's export had its report under way: the later report left those formats out and the
-    export warned that they were in no report. The second run waits, then reuses them. An
-    advisory flock beside the folder (the folder itself is the export's to make or remove),
-    which the kernel drops however its holder ends."""
+def cache_lock(folder: Path, say: Callable[[str], None], doing: str) -> Iterator[None]:
+    """Held while a run writes a folder of the bench cache: a student's artifacts (planned and
+    built under it) and the teacher's outputs (`quality.TeacherOutputs`). Two runs exporting
+    one student at once (two bench runs, test sessions of worktrees sharing the default cache)
+    each took the formats the other had finished from the stamp and exported only the rest,
+    while the other's export had its report under way: the later report left those formats
+    out and the export warned that they were in no report. The second run waits, then reuses
+    them. An advisory flock beside the folder (the folder itself is the writer's to make or
+    remove), which the kernel drops however its holder ends. `doing` words the notes
+    ("exporting": "waiting for process N, which is exporting into FOLDER")."""
     try:
         import fcntl
     except ImportError:   # not POSIX: unlocked, as distill.run_lock
@@ -319,7 +321,7 @@ def _export_lock(folder: Path, say) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            say(f"waiting for process {holder}, which is exporting into {folder}")
+            say(f"waiting for process {holder}, which is {doing} into {folder}")
             fcntl.flock(fd, fcntl.LOCK_EX)
         except OSError as e:
             # A filesystem without locks (some NFS, SMB and FUSE mounts: ENOLCK, EOPNOTSUPP):
@@ -327,8 +329,9 @@ def _export_lock(folder: Path, say) -> Iterator[None]:
             from runtime.warn import warn
 
             locked = False
-            warn(f"cannot lock {path} ({e.strerror or e}): exporting unlocked; runs sharing "
-                 f"the cache {folder.parent} must not export this student at the same time")
+            warn(f"cannot lock {path} ({e.strerror or e}): {doing} unlocked; runs sharing "
+                 f"the cache {folder.parent} must not be {doing} into {folder.name} at the "
+                 "same time")
         if locked:
             os.ftruncate(fd, 0)
             os.pwrite(fd, str(os.getpid()).encode(), 0)

@@ -15,7 +15,8 @@ tables compute them), averaged over the images; parity uses `optimize.parity.com
 reports the worst image, like `sharpen export`.
 
 Teacher outputs are expensive on a CPU (seconds per 512x512 tile), so they are cached on disk:
-``<cache>/teacher/<weights hash>-<config>-t<tile>-o<overlap>-torch<version>/<input hash>.npy``.
+``<cache>/teacher/<weights hash>-<config>-t<tile>-o<overlap>-torch<version>/<input hash>.npy``,
+each computed under that folder's lock, so runs sharing the cache compute it once.
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ from runtime.console import first_line
 from runtime.formats import FORMATS
 from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
-from .artifacts import BenchError, Student, default_cache_root, file_hash, is_not_requested
+from .artifacts import (BenchError, Student, cache_lock, default_cache_root, file_hash,
+                        is_not_requested)
 
 DEFAULT_MIN_SSIM_RATIO = 0.95
 SSIM_CHECKS = ("ssim-ratio", "ssim-gain")
@@ -119,11 +121,14 @@ def array_hash(a: np.ndarray, n: int = 24) -> str:
 
 class TeacherOutputs:
     """Teacher (Gaussian-blended tiled Restormer) outputs, cached on disk by weights hash, tile
-    settings, torch version and input hash."""
+    settings, torch version and input hash. An output is computed under the cache folder's
+    lock (`artifacts.cache_lock`), so runs sharing the cache compute each one once. `say`
+    takes the note that this run waits for another (said once)."""
 
     def __init__(self, weights: Optional[str | os.PathLike] = None, config: Optional[str] = None,
                  tile: int = TEACHER_TILE, overlap: int = TEACHER_OVERLAP,
-                 cache_root: Optional[str | os.PathLike] = None, device: str = "auto"):
+                 cache_root: Optional[str | os.PathLike] = None, device: str = "auto",
+                 say: Optional[Callable[[str], None]] = None):
         from distill.teacher import BUNDLED_TEACHER, models_dir
 
         # `teacher` is the bundled one, as everywhere --weights takes shipped names.
@@ -150,6 +155,14 @@ class TeacherOutputs:
         self._teacher = Teacher.load(path, config, device)
         self.computed = 0
         self.cached = 0
+        self._say = say or (lambda msg: None)
+        self._said: set[str] = set()
+
+    def _say_once(self, msg: str) -> None:
+        """The wait note once a run, not once per image the other run computes first."""
+        if msg not in self._said:
+            self._said.add(msg)
+            self._say(msg)
 
     @property
     def teacher(self):
@@ -169,6 +182,25 @@ class TeacherOutputs:
 
     def __call__(self, blurred: np.ndarray) -> np.ndarray:
         path = self._path(blurred)
+        if (out := self._cached(path, blurred)) is not None:
+            return out
+        # Two runs sharing the cache each ran the teacher on an input neither had yet (minutes
+        # on a CPU): the second now waits for the first's output, then reads it.
+        with cache_lock(self.folder, self._say_once, "computing teacher outputs"):
+            if (out := self._cached(path, blurred)) is not None:
+                return out
+            out = self.teacher.sharpen(np.asarray(blurred, np.float32), tile=self.tile,
+                                       overlap=self.overlap)
+            out = np.ascontiguousarray(out, dtype=np.float32)
+            buf = io.BytesIO()
+            np.save(buf, out)
+            atomic_write_bytes(path, buf.getvalue())
+        self.computed += 1
+        return out
+
+    def _cached(self, path: Path, blurred: np.ndarray) -> Optional[np.ndarray]:
+        """The cached output of this input, counted; None when there is none (or a damaged
+        one, computed again)."""
         if path.is_file():
             try:
                 out = np.load(path)
@@ -177,14 +209,7 @@ class TeacherOutputs:
                     return out
             except (OSError, ValueError):
                 pass
-        out = self.teacher.sharpen(np.asarray(blurred, np.float32), tile=self.tile,
-                                   overlap=self.overlap)
-        out = np.ascontiguousarray(out, dtype=np.float32)
-        buf = io.BytesIO()
-        np.save(buf, out)
-        atomic_write_bytes(path, buf.getvalue())
-        self.computed += 1
-        return out
+        return None
 
 
 # --------------------------------------------------------------------------- evaluation

@@ -247,7 +247,7 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         if spec:
             _check_real_blur(flag, spec, real_limits[flag], need_gt=flag == "--real-pairs")
     teacher_out = TeacherOutputs(opts.teacher_weights, opts.teacher_config, TEACHER_TILE,
-                                 TEACHER_OVERLAP, cache)
+                                 TEACHER_OVERLAP, cache, say=say)
     say(f"sharpen bench ({'full' if opts.full else 'quick'} mode): students "
         f"{', '.join(s.name for s in students)}; {data_desc}; cache {cache}")
     if rerun and (moved := set_aside_earlier_report(out)):

@@ -1345,6 +1345,29 @@ def test_the_blurred_half_as_real_pairs_names_the_folder_to_give(tmp_path):
         _check_real_blur("--real-pairs", str(tmp_path / "blur"), 4, need_gt=True)
 
 
+def test_two_runs_sharing_a_cache_compute_a_teacher_output_once(env, tmp_path):
+    """The teacher-output cache had no lock, where the export cache has one: two bench runs
+    sharing a cache both ran the teacher (minutes per image on a CPU) on an input neither had
+    yet. The same lock keeps them apart now: one computes it, the other waits and reads it."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from benchmarks.quality import TeacherOutputs
+
+    runs = [TeacherOutputs(env / "teacher.pt", cache_root=tmp_path / "cache") for _ in range(2)]
+    blurred = np.random.default_rng(0).random((24, 32, 3), dtype=np.float32)
+    start = threading.Barrier(2)
+
+    def run(outputs):
+        start.wait()   # both look for the output before either has written it
+        return outputs(blurred)
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(run, runs))
+    assert sorted((r.computed, r.cached) for r in runs) == [(0, 1), (1, 0)]
+    assert np.array_equal(got[0], got[1])
+    assert [p.name for p in runs[0].folder.iterdir()] == [runs[0]._path(blurred).name]
+
+
 def test_a_cache_on_a_filesystem_without_locks_exports_unlocked_with_a_warning(tmp_path,
                                                                                monkeypatch):
     """flock fails with ENOLCK or EOPNOTSUPP on some NFS, SMB and FUSE mounts: the bench run
@@ -1353,7 +1376,7 @@ def test_a_cache_on_a_filesystem_without_locks_exports_unlocked_with_a_warning(t
     import fcntl
     import warnings
 
-    from benchmarks.artifacts import _export_lock
+    from benchmarks.artifacts import cache_lock
 
     def no_locks(fd, op):
         raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
@@ -1362,7 +1385,7 @@ def test_a_cache_on_a_filesystem_without_locks_exports_unlocked_with_a_warning(t
     ran = []
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with _export_lock(tmp_path / "cache" / "s-123", say=print):
+        with cache_lock(tmp_path / "cache" / "s-123", say=print, doing="exporting"):
             ran.append(True)
     assert ran == [True]
     said = _sharpen_warnings(caught)
