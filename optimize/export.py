@@ -333,12 +333,17 @@ def default_formats() -> tuple[list[str], dict[str, str]]:
 
 # --------------------------------------------------------------------------- orchestration
 
+CALIB_SIZE = 256   # the calibration crops' side unless told (`sharpen export --calib-size`)
+
+
 @dataclass
 class ExportOptions:
     """Everything `export` can be told besides what and where (flags of `sharpen export`)."""
     calib: Sequence[str] | str | None = None   # calibration images/folders/globs/.npy
     calib_count: int = 64
-    calib_size: int = 256
+    # None: CALIB_SIZE, fitted to the images and the model's multiple without a warning, for
+    # a caller whose user cannot set it (`sharpen demo`): the warning names --calib-size.
+    calib_size: int | None = CALIB_SIZE
     calib_blur: float = 0.0
     calib_method: str | None = None            # percentile / entropy / minmax
     percentile: float | None = None
@@ -420,7 +425,7 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
                           f"newest torch's TorchScript exporter writes), got {o.opset}")
     if o.calib_count < 1:
         raise ExportError(f"{n('calib_count')} must be >= 1, got {o.calib_count}")
-    if o.calib_size < 16:
+    if o.calib_size is not None and o.calib_size < 16:
         raise ExportError(f"{n('calib_size')} must be >= 16 pixels, got {o.calib_size}")
     if o.percentile is not None and not 50 < o.percentile <= 100:
         raise ExportError(f"{n('percentile')} must be in (50, 100], got {o.percentile}")
@@ -633,9 +638,10 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         with _naming("calib", flags) if calib_paths else contextlib.nullcontext():
             calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
                             else cal.sample_images(cal.BUILTIN_CALIB))
-        crops = cal.random_crops(calib_images, o.calib_count, o.calib_size, multiple)
-        side, why = cal.crop_side(calib_images, o.calib_size, multiple)
-        if why:
+        size = CALIB_SIZE if o.calib_size is None else o.calib_size
+        crops = cal.random_crops(calib_images, o.calib_count, size, multiple)
+        side, why = cal.crop_side(calib_images, size, multiple)
+        if why and o.calib_size is not None:
             # The crop side sets what calibration sees (and the report records it): a size the
             # user chose must not change unsaid.
             prog.warn(f"--calib-size {o.calib_size} {why}: calibrating on {side}x{side} crops")

@@ -860,6 +860,30 @@ def test_a_shrunk_calib_size_is_said_once(ckpt, tmp_path, capsys, size, said):
     assert report["settings"]["calib_size"] == (184 if size == 512 else 96)
 
 
+def test_a_calib_size_left_to_the_export_is_fitted_without_a_warning(ckpt, tmp_path):
+    """`sharpen demo` calibrates on its 256 px training crops (one of them 256x172) or on the
+    user's frames (96x64): export's default --calib-size warned of a flag the demo does not
+    have. calib_size=None fits the default to the images unsaid; the report says the side."""
+    import warnings
+
+    from distill.images import write_image
+    from optimize.export import export
+    from runtime.warn import SharpenWarning
+
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    rng = np.random.default_rng(0)
+    for name, (h, w) in (("a", (172, 256)), ("b", (240, 320))):
+        write_image(calib / f"{name}.png", rng.random((h, w, 3)).astype(np.float32))
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        report = export(ckpt, ["onnx-int8"], tmp_path / "o", calib=[str(calib)], calib_size=None,
+                        calib_count=2, latency=False, quiet=True)
+    shown = [str(w.message) for w in said if issubclass(w.category, SharpenWarning)]
+    assert not [m for m in shown if "calib" in m], shown
+    assert report.settings["calib_size"] == 168   # 172 rounded down to the multiple of 8
+
+
 def test_an_artifact_left_by_an_export_of_other_weights_is_warned_about_when_loaded(
         ckpt, tmp_path, capsys):
     """A full export, then `--formats onnx` from new weights into the same folder: the old
