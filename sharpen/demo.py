@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import sys
 import time
@@ -25,7 +26,7 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from runtime.atomic import atomic_write_json
+from runtime.atomic import atomic_path, atomic_write_json
 from runtime.cli_errors import SharpenError, one_line
 from runtime.console import HelpFormatter, count
 from runtime.host import threads_help
@@ -111,7 +112,6 @@ def _side_by_side_frame(blurred: Path, sharpened: Path, dst: Path, side: int = 4
     import cv2
 
     from distill.evaluate import crop_box
-    from runtime.atomic import atomic_path
 
     frames = []
     for path in (blurred, sharpened):
@@ -128,9 +128,67 @@ def _side_by_side_frame(blurred: Path, sharpened: Path, dst: Path, side: int = 4
     return dst
 
 
+def _stream_stage(model: str, video: Path, out: Path, tag: str, frames: int,
+                  quiet: bool = False) -> tuple[Path, Path]:
+    """Stage 5: stream `video` through `model` into sharpened-TAG.mp4, again as a split-screen
+    comparison-TAG.mp4, and one frame side by side; (sharpened, comparison).
+    Each video is written under a temporary name beside it and renamed when whole: the
+    runtime's sink names what it wrote when stopped (`sharpen run` keeps a Ctrl-C'd stream),
+    and a Ctrl-C here left a short comparison video under the final name.
+    A failure is a SharpenError (exit 1) naming the stage, the file and the cause; the
+    earlier stages' outputs stay (it was a traceback)."""
+    from runtime.pipeline import run_stream
+
+    video_out, comparison = out / f"sharpened-{tag}.mp4", out / f"comparison-{tag}.mp4"
+    side = out / "side_by_side.png"
+    doing, temp = f"streaming {video} into {video_out}", {}
+    try:
+        with atomic_path(video_out, suffix=video_out.suffix) as tmp:
+            temp[str(tmp)] = str(video_out)
+            stats = run_stream(model, str(video), output=str(tmp),
+                               stats_path=str(out / "stream-stats.json"), max_frames=frames,
+                               quiet=quiet)
+        print(f"streamed {stats['frames_processed']} frames at "
+              f"{stats['throughput_fps']:.1f} fps end to end "
+              f"(infer p50 {stats['latency_ms']['infer']['p50']:.0f} ms)")
+        # What to look at: the same stream split down the middle, and one frame side by side.
+        doing = f"streaming {video} into the comparison video {comparison}"
+        with atomic_path(comparison, suffix=comparison.suffix) as tmp:
+            temp[str(tmp)] = str(comparison)
+            run_stream(model, str(video), output=str(tmp), compare=True, view="split",
+                       max_frames=frames, quiet=quiet)
+        doing = f"writing {side}"
+        _side_by_side_frame(video, video_out, side)
+    except _stream_errors() as e:
+        if os.environ.get("SHARPEN_DEBUG"):
+            raise
+        cause = one_line(e)
+        if isinstance(e, OSError) and e.strerror:   # not "[Errno 21] ...: 'tmp' -> 'final'"
+            where = e.filename2 or e.filename
+            cause = f"{e.strerror}: {where}" if where else e.strerror
+        for tmp, final in temp.items():   # the user knows the final name, not ours
+            cause = cause.replace(tmp, final)
+        raise SharpenError(f"{_stage(5)}: {doing}: {cause}; the outputs of the stages before "
+                           f"it are kept in {out}", exit_code=1) from e
+    print(f"comparison: {comparison} (left blurred, right sharpened) and {side}")
+    return video_out, comparison
+
+
+# What stage 5 may meet that is no bug of the demo's (ModelError, SourceError and SinkError are
+# RuntimeErrors, FrameError a ValueError; OpenCV's own error; a disk that is full or read-only).
+def _stream_errors() -> tuple[type[BaseException], ...]:
+    import cv2
+    return (RuntimeError, ValueError, OSError, cv2.error)
+
+
 # Each stage's short name, as its failure and its interruption name it.
 STAGES = {1: "data and video", 2: "teacher pseudo-labels", 3: "distillation", 4: "export",
           5: "streaming", 6: "benchmark"}
+
+
+def _stage(n: int) -> str:
+    """Stage n as a failure names it: `stage 3 (distillation)`."""
+    return f"stage {n} ({STAGES[n]})"
 
 
 def _step(n: int, title: str, at: list[int] | None = None) -> None:
@@ -450,7 +508,7 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
         raise SharpenError(str(e)) from None
     problem = _no_labels(made)
     if problem:
-        print(f"sharpen demo: error: stage 2 (teacher pseudo-labels): {problem}", file=sys.stderr)
+        print(f"sharpen demo: error: {_stage(2)}: {problem}", file=sys.stderr)
         return 1
 
     _step(3, f"short distillation of `{args.student}` from {student_ckpt.name} "
@@ -473,7 +531,7 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
     try:
         metrics = trainer.fit()
     except (ValueError, FileNotFoundError) as e:   # the data it reads, not a bug: one line
-        print(f"sharpen demo: error: stage 3 (distillation): {one_line(e)}", file=sys.stderr)
+        print(f"sharpen demo: error: {_stage(3)}: {one_line(e)}", file=sys.stderr)
         return 1
     if trainer._stop:   # the trainer saved and stopped; a re-run fine-tunes anew
         print(_interrupted(trainer._stop == signal.SIGTERM, 3, out) + "; nothing exported",
@@ -513,19 +571,8 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
     best = min(passed, key=lambda r: r.latency_ms_1080p)
 
     _step(5, f"stream the video through the runtime ({Path(best.file).name})", at)
-    from runtime.pipeline import run_stream
-    video_out, comparison = out / f"sharpened-{tag}.mp4", out / f"comparison-{tag}.mp4"
-    stats = run_stream(best.file, str(video), output=str(video_out),
-                       stats_path=str(out / "stream-stats.json"), max_frames=args.video_frames,
-                       quiet=args.quiet)
-    print(f"streamed {stats['frames_processed']} frames at {stats['throughput_fps']:.1f} fps "
-          f"end to end (infer p50 {stats['latency_ms']['infer']['p50']:.0f} ms)")
-    # What to look at: the same stream split down the middle, and one frame side by side.
-    run_stream(best.file, str(video), output=str(comparison), compare=True,
-               view="split", max_frames=args.video_frames, quiet=args.quiet)
-    _side_by_side_frame(video, video_out, out / "side_by_side.png")
-    print(f"comparison: {comparison} (left blurred, right sharpened) and "
-          f"{out / 'side_by_side.png'}")
+    video_out, comparison = _stream_stage(best.file, video, out, tag, args.video_frames,
+                                          args.quiet)
 
     bench_rc = 0
     if not args.no_bench:

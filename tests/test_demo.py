@@ -345,3 +345,103 @@ def test_demo_says_how_many_frames_of_the_users_clip_it_streams(tmp_path, capsys
     assert _frame_count(clip) == 6
     (tmp_path / "bad.avi").write_bytes(b"not a video")
     assert _frame_count(tmp_path / "bad.avi") > 10 ** 6   # no count: --video-frames stands
+
+
+def _long_clip(path: Path, frames: int) -> Path:
+    """A 320x240 clip of moving noise, long enough to interrupt while it streams."""
+    import numpy as np
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (320, 240))
+    base = (np.random.default_rng(0).random((240, 320 + frames, 3)) * 255).astype(np.uint8)
+    for i in range(frames):
+        vw.write(np.ascontiguousarray(base[:, i:i + 320]))
+    vw.release()
+    return path
+
+
+def test_demo_stage_5_failure_is_one_line_naming_the_stage_file_and_cause(tmp_path):
+    """A clip stage 5 cannot stream, or a comparison video it cannot write, ended the demo in
+    a raw traceback after minutes of stages. Now one line (exit 1) naming the stage, the file
+    and the cause, with what the earlier stages made left in place."""
+    from runtime_fixtures import make_onnx_model
+
+    from runtime.cli_errors import SharpenError
+    from sharpen.demo import _stream_stage
+
+    model = str(make_onnx_model(tmp_path / "student.onnx"))
+    out = tmp_path / "d"
+    (out / "export").mkdir(parents=True)
+    earlier = out / "export" / "export_report.json"   # stands for stages 1-4's outputs
+    earlier.write_text("{}")
+    bad = tmp_path / "bad.mp4"
+    bad.write_bytes(b"not a video")
+    with pytest.raises(SharpenError) as e:
+        _stream_stage(model, bad, out, "bad", 2, quiet=True)
+    said = str(e.value)
+    assert e.value.exit_code == 1 and "\n" not in said, said
+    assert said.startswith(f"stage 5 (streaming): streaming {bad} into "
+                           f"{out / 'sharpened-bad.mp4'}: "), said
+    assert said.endswith(f"; the outputs of the stages before it are kept in {out}"), said
+    # The comparison video cannot take its name (a folder is in the way): named by its final
+    # name, not the temporary one it was written under; the sharpened video is kept, whole.
+    clip = _walk_clip(tmp_path / "walk.avi")
+    (out / "comparison-walk.mp4").mkdir()
+    with pytest.raises(SharpenError) as e:
+        _stream_stage(model, clip, out, "walk", 3, quiet=True)
+    said = str(e.value)
+    assert said.startswith(f"stage 5 (streaming): streaming {clip} into the comparison video "
+                           f"{out / 'comparison-walk.mp4'}: Is a directory: "
+                           f"{out / 'comparison-walk.mp4'}; "), said
+    assert ".partial" not in said and "/." not in said, said   # no temporary name
+    assert earlier.read_text() == "{}"
+    cap = cv2.VideoCapture(str(out / "sharpened-walk.mp4"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
+    cap.release()
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]   # no temporary left
+
+
+def test_demo_interrupted_in_stage_5_leaves_no_short_comparison_video(tmp_path):
+    """Ctrl-C while stage 5 wrote the comparison video: the runtime's sink closed it under its
+    final name, a short video that looks like the demo's result. It is written under a
+    temporary name and renamed only when whole."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from runtime_fixtures import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "student.onnx")
+    clip = _long_clip(tmp_path / "walk.avi", 400)
+    out = tmp_path / "d"
+    out.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    script = ("import sys\nfrom pathlib import Path\nfrom sharpen.demo import _stream_stage\n"
+              "try:\n"
+              f"    _stream_stage({str(model)!r}, Path({str(clip)!r}), Path({str(out)!r}), "
+              "'walk', 400, quiet=True)\n"
+              "except KeyboardInterrupt:\n    sys.exit(130)\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline and proc.poll() is None:
+            # the comparison's first frames are written: it is half a video now
+            if any(out.glob(".*comparison-walk*partial*")):
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        err = proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+    assert proc.returncode == 130, err
+    assert (out / "sharpened-walk.mp4").is_file()   # finished before the Ctrl-C: kept
+    assert not (out / "comparison-walk.mp4").exists(), err
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
