@@ -11,7 +11,8 @@
 6. `sharpen bench` in quick mode: report.md, report.json and figures. It gates on the SSIM gain
    (--min-ssim-gain): the shipped students keep a small fraction of the teacher's SSIM gain on
    its images and do not reach `sharpen bench`'s default 0.95 SSIM ratio (README, "Measured
-   results", has the fractions).
+   results", has the fractions). It scores --data's test split where it has one of
+   blurred/sharp pairs, else the embedded test split (it says which).
 """
 from __future__ import annotations
 
@@ -401,6 +402,33 @@ def _hold_out(spec: str) -> "HoldOut":
     return hold_out(spec, HOLD_OUT, needs="the demo")
 
 
+def _scored_set(spec: str) -> tuple[str | None, str]:
+    """What stage 6's quality gate scores: (the `sharpen bench --data` for it, None for bench's
+    default, the embedded test split; the line that says which and why). The user's --data
+    where it has a test split of blurred/sharp pairs: ground truth the fine-tune never saw
+    (it trains on the train split and validates on val, else test). Anything else cannot be
+    scored against ground truth without scoring what was trained on. Stage 6 scored the
+    embedded set whatever --data was, without a word."""
+    embedded = "quality gate scored on the embedded test split"
+    if spec == "embedded":
+        return None, f"{embedded} (held out of the fine-tune)"
+    from distill.data.sources import SourceError, resolve_source
+
+    try:
+        info = resolve_source(spec, "test", frames=False)
+    except SourceError:
+        info = None
+    pairs = [s for s in info.samples if s.gt is not None and s.frame is None] if info else []
+    if info is not None and info.split == "test" and pairs:
+        n = count(len(pairs), "blurred/sharp pair")
+        return spec, (f"quality gate scored on your data's test split ({n}, held out of the "
+                      "fine-tune)")
+    why = ("it has no ground truth (sharp images) to score against" if info and not pairs
+           else "it has no test split of blurred/sharp pairs held out of the fine-tune, and "
+           "scoring images the student was tuned on would flatter it")
+    return None, f"{embedded}, not your data: {why}"
+
+
 def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
     """(split, names left out of the training labels, names left out of the validation
     labels) of `_hold_out`."""
@@ -582,9 +610,12 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
         gate = gate_argv(args)
         teacher_opts = ["--teacher-weights", teacher] + (
             ["--teacher-config", args.config] if args.config else [])
+        scored, said = _scored_set(args.data)
+        print(said)
         print(f"quality gate: {' '.join(gate)} (see `sharpen demo --help`)")
         bench_rc = bench_main(["--out", str(out / "bench"), "--weights", str(student),
-                               *teacher_opts, *gate, *(["--quiet"] if args.quiet else [])])
+                               *teacher_opts, *(["--data", scored] if scored else []), *gate,
+                               *(["--quiet"] if args.quiet else [])])
     else:
         _step(6, "benchmark report skipped (--no-bench)")
 

@@ -445,3 +445,32 @@ def test_demo_interrupted_in_stage_5_leaves_no_short_comparison_video(tmp_path):
     assert not (out / "comparison-walk.mp4").exists(), err
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
+
+def test_demo_scores_the_users_held_out_pairs_or_says_why_not(tmp_path):
+    """Stage 6 scored the embedded test split whatever --data the user gave, and did not say
+    so. A --data with a test split of blurred/sharp pairs (never trained on) is scored; other
+    data is not (no ground truth, or none the fine-tune did not see), which the stage says."""
+    from sharpen.demo import _scored_set
+
+    scored, said = _scored_set("embedded")
+    assert scored is None and said.startswith("quality gate scored on the embedded test split")
+    root = tmp_path / "pairs"
+    for split, n in (("train", 3), ("test", 2)):
+        for sub in ("input", "target"):
+            (root / split / sub).mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(root / split / sub / f"p{i}.png"), _noise(i))
+    scored, said = _scored_set(str(root))
+    assert scored == str(root), said
+    assert said == ("quality gate scored on your data's test split (2 blurred/sharp pairs, "
+                    "held out of the fine-tune)")
+    flat = root / "train"   # pairs, but all of them trained on or validated on
+    scored, said = _scored_set(str(flat))
+    assert scored is None and said.startswith(
+        "quality gate scored on the embedded test split, not your data: it has no test split "
+        "of blurred/sharp pairs held out of the fine-tune"), said
+    stills = root / "train" / "input"   # no ground truth at all
+    scored, said = _scored_set(str(stills))
+    assert scored is None and said == (
+        "quality gate scored on the embedded test split, not your data: it has no ground "
+        "truth (sharp images) to score against"), said
