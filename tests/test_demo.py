@@ -4,6 +4,8 @@ labels, distillation, export with parity, streaming. The benchmark step has its 
 from __future__ import annotations
 
 import json
+import signal
+import time
 from pathlib import Path
 
 import cv2
@@ -252,14 +254,29 @@ def _noise(seed: int):
     return (np.random.default_rng(seed).random((32, 48, 3)) * 255).astype(np.uint8)
 
 
+def _ctrl_c_when(proc, ready, timeout: float = 120) -> str:
+    """Send the child a Ctrl-C (SIGINT) once ready() holds, wait for it, and return its stderr;
+    the child must still be running then."""
+    try:
+        deadline = time.time() + timeout
+        while time.time() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read().decode()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
+        return proc.stderr.read().decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.stderr.close()
+
+
 def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path):
     """Ctrl-C while the teacher labels: the demo ended in `sharpen demo: interrupted`, naming
     no stage, and not that the labels made are kept and that a re-run goes on from them."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     import numpy as np
 
@@ -277,20 +294,8 @@ def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path):
          "--steps", "1", "--label-images", "1", "--video-frames", "2", "--no-bench",
          "--threads", "1", "--quiet"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            if (out / "labels" / "train" / "run.json").exists():   # the teacher is at work
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, proc.stderr.read().decode()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-        err = proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    # the teacher is at work
+    err = _ctrl_c_when(proc, lambda: (out / "labels" / "train" / "run.json").exists())
     assert proc.returncode == 130 and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
     assert last.startswith("sharpen demo: interrupted at stage 2/6 (teacher pseudo-labels); "
@@ -404,10 +409,8 @@ def test_demo_interrupted_in_stage_5_leaves_no_short_comparison_video(tmp_path):
     final name, a short video that looks like the demo's result. It is written under a
     temporary name and renamed only when whole."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
 
     from runtime_fixtures import make_onnx_model
 
@@ -425,21 +428,8 @@ def test_demo_interrupted_in_stage_5_leaves_no_short_comparison_video(tmp_path):
               "except KeyboardInterrupt:\n    sys.exit(130)\n")
     proc = subprocess.Popen([sys.executable, "-c", script], cwd=tmp_path, env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.time() + 120
-        while time.time() < deadline and proc.poll() is None:
-            # the comparison's first frames are written: it is half a video now
-            if any(out.glob(".*comparison-walk*partial*")):
-                break
-            time.sleep(0.01)
-        assert proc.poll() is None, proc.stderr.read().decode()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(60)
-        err = proc.stderr.read().decode()
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        proc.stderr.close()
+    # the comparison's first frames are written: it is half a video now
+    err = _ctrl_c_when(proc, lambda: any(out.glob(".*comparison-walk*partial*")))
     assert proc.returncode == 130, err
     assert (out / "sharpened-walk.mp4").is_file()   # finished before the Ctrl-C: kept
     assert not (out / "comparison-walk.mp4").exists(), err
