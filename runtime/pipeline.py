@@ -27,7 +27,7 @@ from .host import check_threads
 from .options import option
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
-                    make_folder, output_sink, same_file)
+                    make_folder, output_sink, refuse_unwritten_format, same_file)
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, VideoSource, open_source, refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
@@ -233,6 +233,8 @@ def run_stream(model: Union[str, Path, Backend],
     except TypeError as e:
         raise ValueError(f"run_stream: unknown option ({e})") from None
     _check_options(o, flags)
+    if isinstance(output, (str, os.PathLike)):
+        refuse_unwritten_format(output, flags)   # a usage error: before anything is opened
     # numpy's numbers pass the checks; the stats (JSON) take Python's.
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})

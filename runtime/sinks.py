@@ -557,6 +557,28 @@ class MultiSink(Sink):
             raise errors[0]
 
 
+# Picture and animation formats someone may name as --out expecting one file of that kind,
+# which no writer here makes (OpenCV writes GIF from 4.11 only, and no animation at all): a
+# folder of PNG frames under such a name was not what they asked for.
+UNWRITTEN_FORMATS = {".gif": "GIF", ".apng": "APNG", ".avif": "AVIF", ".heic": "HEIC",
+                     ".heif": "HEIF", ".jxl": "JPEG XL"}
+
+
+def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False) -> None:
+    """SinkError naming the option when `output` names a format no sink writes (.gif), with
+    the extensions that are written: said before the model loads or the source opens."""
+    p = Path(output)
+    fmt = UNWRITTEN_FORMATS.get(p.suffix.lower())
+    if fmt is None:
+        return
+    video = option("output", p.with_suffix(".mp4").name, flags)
+    raise SinkError(f"{option('output', p, flags)}: {fmt} is not an output format; give a "
+                    f"video file ({', '.join(sorted(VIDEO_EXTS))}), an image file for a single "
+                    f"image ({', '.join(sorted(IMAGE_EXTS))}) or a folder for images; for a "
+                    f"{fmt}, write a video ({video}) and convert it: ffmpeg -i "
+                    f"{p.with_suffix('.mp4').name} {p.name}")
+
+
 def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
                 input_dirs: Sequence[str | os.PathLike] = (),
                 input_files: Sequence[str | os.PathLike] = (), flags: bool = False) -> Sink:
@@ -567,6 +589,7 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
     p = Path(output)
     ext = p.suffix.lower()
     named = option("output", p, flags)
+    refuse_unwritten_format(p, flags)
     try:
         refuse_overwriting_inputs(p, input_dirs, input_files, what=named)
     except ValueError as e:
