@@ -134,7 +134,8 @@ def availability() -> str | None:
 
 def version_problem(trt) -> str | None:
     """Why this TensorRT cannot build the project's engines, or None."""
-    if too_old := tensorrt_too_old(trt.__version__):
+    # A skip reason: the engine is then built on the device, so no advice to run the .onnx.
+    if too_old := tensorrt_too_old(trt.__version__, instead=""):
         return too_old
     if not hasattr(trt.BuilderFlag, "FP16"):
         return (f"TensorRT {trt.__version__} builds strongly typed networks only (11.x removed "

@@ -379,6 +379,26 @@ def test_tensorrt_older_than_8_5_is_refused_naming_both_versions():
     assert SUPPORTED == "TensorRT 8.5-10.x"
 
 
+def test_tensorrt_too_old_as_an_export_skip_reason_gives_no_run_advice():
+    """`sharpen run` with an engine on a too old TensorRT is told to use the .onnx model; the
+    same reason, shown by `sharpen export` for the engine it skips, ended with that advice too,
+    which does not fit there (the engine is built on the device from the .onnx model). One
+    message, the advice for running only."""
+    from types import SimpleNamespace
+
+    from optimize.tensorrt_engine import version_problem
+    from runtime.backends.tensorrt_backend import tensorrt_too_old
+
+    class Flags:
+        FP16, INT8 = 0, 1
+
+    run = tensorrt_too_old("8.4.1")
+    export = version_problem(SimpleNamespace(__version__="8.4.1", BuilderFlag=Flags))
+    assert run.endswith("JetPack 6.1 10.3; or use the .onnx model"), run
+    assert export.endswith("JetPack 6.1 10.3"), export
+    assert run.startswith(export)   # one text: the export's is the run's without its advice
+
+
 class _TimingCacheConfig:
     """IBuilderConfig's documented timing-cache calls, as TensorRT answers them: None from
     create_timing_cache for a blob it cannot read (some versions raise instead), False from

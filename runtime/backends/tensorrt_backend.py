@@ -53,16 +53,21 @@ def shared_logger(trt: Any) -> Any:
 MIN_TENSORRT = (8, 5)
 
 
-def tensorrt_too_old(version: str) -> Optional[str]:
+RUN_ONNX_INSTEAD = "or use the .onnx model"
+
+
+def tensorrt_too_old(version: str, instead: str = RUN_ONNX_INSTEAD) -> Optional[str]:
     """Why TensorRT `version` cannot run this backend's engines, or None. A version string
-    without a leading major.minor passes: the API calls themselves then say what is missing."""
+    without a leading major.minor passes: the API calls themselves then say what is missing.
+    `instead`: what else to do, ending the message; '' for none (an export that skips the
+    engine builds it on the device from the .onnx model, which running it is advised to use)."""
     m = re.match(r"(\d+)\.(\d+)", str(version))
     if not m or (int(m[1]), int(m[2])) >= MIN_TENSORRT:
         return None
     need = ".".join(map(str, MIN_TENSORRT))
     return (f"TensorRT {version} is too old: sharpen needs TensorRT {need} or newer (its "
             "named-tensor API: get_tensor_name, set_tensor_address, execute_async_v3); JetPack "
-            "5.1 ships 8.5 and JetPack 6.1 10.3; or use the .onnx model")
+            f"5.1 ships 8.5 and JetPack 6.1 10.3{'; ' + instead if instead else ''}")
 
 
 def _import_tensorrt() -> Any:
