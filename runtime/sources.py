@@ -36,6 +36,10 @@ class SourceError(RuntimeError):
 # keyframe: a slow camera with long keyframe intervals needs `--timeout` raised.
 STREAM_TIMEOUT_S = 20.0
 MAX_DAMAGED_READS = 250   # failed reads in a row before a file counts as ended
+# How long a stream's opening (its first frames, up to the first change of picture) is kept,
+# to know a recording that starts over when reopened: 5 s at 30 fps. Longer still, it proves
+# nothing (a still scene), and reading that far again would hold up a live stream.
+OPENING_FRAMES = 150
 # The frame rates a header may declare and be believed: the video writers refuse rates far
 # below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
 # far above (1e300 hung inside cv2.VideoWriter). Outside them the rate counts as unknown.
@@ -222,7 +226,10 @@ class VideoSource(Source):
             raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
                               f" ({hint.get(kind, 'is the camera in use by another program?')})")
         self._first: Optional[np.ndarray] = first
-        self._first_digest = _digest(first)
+        # A stream's opening frames (digests), read until the picture first changes.
+        self._opening = [_digest(first)] if kind == "stream" else []
+        self._reading_opening = kind == "stream"
+        self._opening_moves = False   # it did change: the opening can be recognised
         self.height, self.width = first.shape[:2]
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
@@ -284,6 +291,7 @@ class VideoSource(Source):
         warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in all; "
              "reconnecting "
              f"(up to {count(self.reconnect_attempts, 'attempt')})")
+        self._reading_opening = False   # what comes next is another connection's
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):
             if stop.wait(delay):
@@ -297,7 +305,8 @@ class VideoSource(Source):
             ok, img = self.cap.read()
             if not ok or img is None:
                 continue
-            if self._restarted(img):
+            img = self._resumed(img)
+            if img is None:
                 self._say_recording_ended(read)
                 return False
             self.note(f"{self.kind} {self.spec!r}: reconnected (attempt {attempt})")
@@ -306,13 +315,36 @@ class VideoSource(Source):
         raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
                           f"{count(self.reconnect_attempts, 'attempt')}")
 
-    def _restarted(self, img: np.ndarray) -> bool:
-        """Whether a reopened URL gave its very first frame again: a recorded video served over
-        the network starts over, and would loop forever; a live stream does not. Cameras are
-        never recordings, and a uniform frame (a covered lens, a 'no signal' card) proves
-        nothing."""
-        return (self.kind == "stream" and self._first_digest == _digest(img)
-                and bool(img.max() != img.min()))
+    def _note_opening(self, img: np.ndarray) -> None:
+        """Keep a stream's frame while its opening is read: up to the first changed picture."""
+        digest = _digest(img)
+        self._opening.append(digest)
+        if digest != self._opening[0]:
+            self._opening_moves, self._reading_opening = True, False
+        elif len(self._opening) >= OPENING_FRAMES:
+            self._reading_opening = False   # still all along: nothing to recognise it by
+
+    def _resumed(self, img: np.ndarray) -> Optional[np.ndarray]:
+        """The frame a reopened source goes on with (`img`, or a later one), or None when the
+        URL gave the run's opening again, byte for byte: its still frames and the first that
+        changed. A recorded video served over the network starts over, and would loop
+        forever; a live stream's picture has moved on. Bytes, because a file decodes to the
+        same ones every time and a camera's noise never repeats; but a still picture repeats
+        (a live still scene, a 'no signal' card, a covered lens), so an opening that never
+        changed proves nothing, and one that did is only recognised once the change comes
+        again. Cameras are never recordings."""
+        if self.kind != "stream" or not self._opening_moves:
+            return img
+        for j, want in enumerate(self._opening):
+            if j:
+                # The frames passed over here repeat the picture the one returned follows.
+                ok, nxt = self.cap.read()
+                if not ok or nxt is None:
+                    return img   # gone again: the next read reconnects
+                img = nxt
+            if _digest(img) != want:
+                return img
+        return None
 
     def _say_recording_ended(self, read: int) -> None:
         # A warning: a source taken for live ends here, which its user did not ask for.
@@ -334,6 +366,8 @@ class VideoSource(Source):
                 ok, img, self._first = True, self._first, None
             else:
                 ok, img = self.cap.read()
+                if self._reading_opening and ok and img is not None:
+                    self._note_opening(img)
             if not ok or img is None:
                 if not self.live or self.kind == "video":
                     lost = self._past_damage(i, stop)

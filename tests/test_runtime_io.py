@@ -3,13 +3,18 @@ served over HTTP, a live stream that reconnects showing the picture it started w
 from __future__ import annotations
 
 
+import threading
+
 import cv2
+import numpy as np
 import pytest
 
-from runtime_fixtures import onnx_model, run_cli, textured_frame  # noqa: E402
+from runtime_fixtures import (band_index, onnx_model, run_cli, runtime_warnings,  # noqa: E402
+                              textured_frame)
 
 from runtime.pipeline import run_stream  # noqa: E402
 from runtime.sinks import SinkError  # noqa: E402
+from runtime.sources import SourceError, VideoSource, open_source  # noqa: E402
 
 __all__ = ["onnx_model"]  # the fixture is used by name
 
@@ -43,3 +48,99 @@ def test_an_animation_output_is_refused_before_the_run_naming_what_is_written(
     with pytest.raises(SinkError, match=rf"^output={out}: .*GIF|^output={out}: .*APNG"):
         run_stream(onnx_model, str(video), out)
     assert not (tmp_path / "sub").exists()
+
+
+def _write_avi(path, frames) -> None:
+    """MJPG: every frame stands alone, so equal pictures decode to equal bytes, as a still
+    scene from a network encoder does."""
+    h, w = frames[0].shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (w, h))
+    for f in frames:
+        vw.write(f)
+    vw.release()
+
+
+def _live_run(video, on_frame, attempts: int = 3) -> tuple[list[np.ndarray], list[str]]:
+    """Frames of a file opened as a live stream (its end looks like a disconnect; rewriting
+    it is what the camera shows after reconnecting) until it is gone for good, and the
+    warnings said."""
+    src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=attempts,
+                      reconnect_delay=0.01)
+    src.frame_count = None   # a live stream declares no length
+    got: list[np.ndarray] = []
+    with runtime_warnings() as said, pytest.raises(SourceError, match="did not come back"):
+        for fr in src.frames(threading.Event()):
+            got.append(fr.image)
+            on_frame(len(got))
+            assert len(got) < 50, "looped"
+    src.close()
+    return got, said
+
+
+def test_a_still_live_stream_that_reconnects_is_not_taken_for_a_recording(tmp_path):
+    """A live stream of a still picture (a test card, a parked camera's logo) reconnects to
+    the same bytes it started with, which ended the run as 'a recording, not a live stream':
+    a picture that never changed proves no restart."""
+    video = tmp_path / "cam.avi"
+    card = textured_frame(0)
+    _write_avi(video, [card] * 3)
+
+    def after(n):
+        if n == 7:   # past two reconnects
+            video.unlink()
+
+    got, said = _live_run(video, after)
+    assert len(got) >= 7 and not any("recording" in m for m in said), said
+
+
+def test_a_live_stream_that_reconnects_to_its_opening_card_goes_on(tmp_path):
+    """A stream whose server shows a card before the camera's picture (a restreamer's
+    'connecting'), then the picture, shows the card again after a drop: the first frame
+    after reconnecting equals the run's first, but what follows is the camera's new picture,
+    not the old one again. Reading on past the card tells a restart from a reconnect."""
+    video = tmp_path / "cam.avi"
+    card = textured_frame(15)
+    _write_avi(video, [card, card, textured_frame(1), textured_frame(2)])
+
+    def after(n):
+        if n == 4:
+            _write_avi(video, [card, card, textured_frame(10), textured_frame(11)])
+        if n == 6:
+            video.unlink()
+
+    got, said = _live_run(video, after)
+    assert not any("recording" in m for m in said), said
+    assert [band_index(f) for f in got[:4]] == [15, 15, 1, 2]
+    assert 10 in [band_index(f) for f in got[4:]]
+
+
+@pytest.mark.parametrize("opening", ["black", "card"])
+def test_a_recording_over_http_that_opens_on_a_still_ends_after_one_pass(tmp_path, opening):
+    """A recorded file served over HTTP, without a frame count, that opens on black (a fade
+    in) or a held title card: reopened, it replays the same opening and then the same first
+    moving frame, which marks it a recording; black alone was no proof, and it looped."""
+    import functools
+    import http.server
+
+    first = np.zeros_like(textured_frame(0)) if opening == "black" else textured_frame(15)
+    _write_avi(tmp_path / "clip.avi", [first] * 3 + [textured_frame(i) for i in (1, 2, 3)])
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        src = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.avi",
+                          reconnect_attempts=3, live=True)
+        src.reconnect_delay, src.frame_count = 0.01, None   # as a container declaring none
+        with runtime_warnings() as said:
+            got = [fr.index for fr, _ in zip(src.frames(threading.Event()), range(40))]
+        src.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert got == list(range(6)), got
+    assert any("started again from its first frame" in m for m in said), said
