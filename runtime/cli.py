@@ -37,7 +37,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="exported model: .onnx (ONNX Runtime), .engine/.plan (TensorRT), "
                         ".tflite (LiteRT)")
     p.add_argument("--source", required=True,
-                   help="camera index (0), V4L2 device (/dev/video0), video file, rtsp/http URL, "
+                   help="camera index (0), V4L2 device (/dev/video0), video file, rtsp/http URL "
+                        "(one whose path names an image file is read as that image), "
                         "GStreamer pipeline (contains '!'), image file, folder or glob, or "
                         "synthetic[:WxH][@FPS]")
     p.add_argument("--out", "--output", dest="output", default=None, metavar="PATH",
@@ -316,14 +317,17 @@ def _default_output(source: str) -> str:
     from pathlib import Path
 
     from .imageio import is_image, is_video
+    from .sources import spec_kind
     p = Path(source)
-    if any(c in source for c in "*?["):   # a glob: several images, so a folder
+    if spec_kind(source) == "stream":   # named by the URL's file; a query is not a glob
+        stem, ext = _url_output_name(source)
+    elif any(c in source for c in "*?["):   # a glob: several images, so a folder
         stem, ext = "".join(c if c.isalnum() else "_" for c in p.parent.name or "images"), ""
     elif is_video(p):
         stem, ext = p.stem, ".mp4"
     elif is_image(p):
         stem, ext = p.stem, ".png"
-    else:   # a camera, a stream (named without its password), a GStreamer pipeline
+    else:   # a camera, a GStreamer pipeline (named without a URL's password)
         from .sources import shown_url
         name = p.name if p.exists() else "".join(c if c.isalnum() else "_"
                                                  for c in shown_url(source))[:40]
@@ -334,6 +338,23 @@ def _default_output(source: str) -> str:
     while out.exists():
         out, n = root / f"{stem}{sep}{n}{ext}", n + 1
     return str(out)
+
+
+def _url_output_name(url: str) -> tuple[str, str]:
+    """(stem, extension) of the default output for a URL: an image for the image a URL's
+    path names (read as that image), else a video named after its file or the URL itself
+    (without its password)."""
+    from pathlib import Path
+    from urllib.parse import unquote, urlsplit
+
+    from .imageio import is_video
+    from .sources import shown_url, url_image_name
+    if image := url_image_name(url):
+        return Path(image).stem, ".png"
+    file = Path(unquote(urlsplit(url).path))
+    if is_video(file) and file.stem:
+        return file.stem, ".mp4"
+    return "".join(c if c.isalnum() else "_" for c in shown_url(url))[:40] or "stream", ".mp4"
 
 
 def main(argv: Optional[list[str]] = None) -> int:

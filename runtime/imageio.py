@@ -4,6 +4,7 @@ turned into `ImageReadError` with the file name, so a command processing many fi
 bad one and carries on. Also the one list of image and video file extensions."""
 from __future__ import annotations
 
+import io
 import os
 import struct
 from pathlib import Path
@@ -99,8 +100,8 @@ def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
     return None
 
 
-def header_size(path: Path, data: bytes) -> Optional[tuple[int, int]]:
-    """(width, height) from the file header without decoding, or None when unknown."""
+def header_size(data: bytes) -> Optional[tuple[int, int]]:
+    """(width, height) from an image file's header without decoding, or None when unknown."""
     size = _png_size(data[:32]) or _jpeg_size(data)
     if size is None and data[:2] == b"BM" and len(data) >= 26:
         w, h = struct.unpack("<ii", data[18:26])
@@ -109,7 +110,7 @@ def header_size(path: Path, data: bytes) -> Optional[tuple[int, int]]:
         try:
             from PIL import Image
             Image.MAX_IMAGE_PIXELS = None  # our own budget applies, not PIL's warning
-            with Image.open(path) as im:
+            with Image.open(io.BytesIO(data)) as im:
                 size = im.size
         except Exception:  # noqa: BLE001 - unknown to PIL as well: let OpenCV decide
             size = None
@@ -189,37 +190,43 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
     """The file decoded as OpenCV does (BGR/BGRA/gray, 8 or 16 bit), turned upright by its EXIF
     orientation, or ImageReadError."""
     path = Path(path)
-    limit = max_pixels() if limit is None else limit
     try:
         data = path.read_bytes()
     except FileNotFoundError:
         raise ImageReadError(f"{path}: no such file") from None
     except OSError as e:
         raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
+    return decode_bytes(data, str(path), limit)
+
+
+def decode_bytes(data: bytes, where: str, limit: Optional[int] = None) -> np.ndarray:
+    """An image file's bytes (fetched from a URL) decoded as `decode_image` decodes a file,
+    or ImageReadError naming `where`."""
+    limit = max_pixels() if limit is None else limit
     if not data:
         # Undecodable, not unreadable for now: reading it again gives the same 0 bytes.
-        raise UndecodableImage(f"{path}: empty file (0 bytes)")
-    size = header_size(path, data)
+        raise UndecodableImage(f"{where}: empty file (0 bytes)")
+    size = header_size(data)
     if size is not None:
         w, h = size
         if w <= 0 or h <= 0:
-            raise UndecodableImage(f"{path}: header gives an invalid size {w}x{h}")
+            raise UndecodableImage(f"{where}: header gives an invalid size {w}x{h}")
         if w * h > limit:
-            raise OverPixelBudget(f"{path}: {w}x{h} = {w * h:,} pixels exceeds the pixel "
+            raise OverPixelBudget(f"{where}: {w}x{h} = {w * h:,} pixels exceeds the pixel "
                                  f"budget of {limit:,} (raise it with the "
                                  "SHARPEN_MAX_PIXELS environment variable)")
     if _truncated(data):
-        raise UndecodableImage(f"{path}: truncated or damaged file (it has no end-of-image "
+        raise UndecodableImage(f"{where}: truncated or damaged file (it has no end-of-image "
                                "marker)")
     try:
         img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
-        raise UndecodableImage(f"{path}: the decoder failed "
+        raise UndecodableImage(f"{where}: the decoder failed "
                                f"({str(e).strip().splitlines()[-1]})") from None
     except MemoryError:
-        raise ImageReadError(f"{path}: out of memory while decoding") from None
+        raise ImageReadError(f"{where}: out of memory while decoding") from None
     if img is None:
-        raise UndecodableImage(f"{path}: not a readable image (corrupt or unsupported format)")
+        raise UndecodableImage(f"{where}: not a readable image (corrupt or unsupported format)")
     # IMREAD_UNCHANGED (kept for 16-bit and alpha) ignores the EXIF rotation that viewers and
     # IMREAD_COLOR apply, which would leave phone photos sideways; TIFF is already upright.
     upright = _UPRIGHT.get(exif_orientation(data)) if data[:2] not in (b"II", b"MM") else None

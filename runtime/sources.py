@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import cv2
 import numpy as np
 
 from .console import count
-from .imageio import IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, tiff_pages
+from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_bytes, decode_image,
+                      max_pixels, tiff_pages)
 from .options import option
 from .prepost import FrameError, conversions, to_bgr
 from .warn import warn
@@ -108,26 +110,27 @@ class ImageSource(Source):
         self.layouts: Optional[dict[str, Layout]] = None
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        for i, p in enumerate(self.paths):
+        for i, name in enumerate(self.names):
             if stop.is_set():
                 return
             t0 = time.perf_counter()
+            where = self._where(i)
             # UNCHANGED keeps 16-bit and alpha so pre-processing converts them knowingly.
             try:
-                img = decode_image(p)
+                img = self._decode(i)
                 changes = conversions(img)
                 layout = Layout.of(img)
                 try:
                     img = to_bgr(img, warn=False)
                 except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
-                    raise ImageReadError(f"{p}: {e}") from None
+                    raise ImageReadError(f"{where}: {e}") from None
                 if layout is not None and self.layouts is not None:
-                    self.layouts[self.names[i]] = layout   # the output restores it
+                    self.layouts[name] = layout   # the output restores it
                 elif changes:
                     # Outputs are BGR; say which files that changes, one line each.
-                    warn(f"{p}: {'; '.join(changes)}")
+                    warn(f"{where}: {'; '.join(changes)}")
             except ImageReadError as e:
-                if len(self.paths) == 1:
+                if len(self.names) == 1:
                     raise SourceError(str(e)) from None
                 # One bad file in a folder must not end the run: report it, go on, and let the
                 # exit code say that some failed.
@@ -135,8 +138,33 @@ class ImageSource(Source):
                 warn(f"skipped: {e}")
                 continue
             t1 = time.perf_counter()
-            _say_other_pages(p)
-            yield Frame(i, img, self.names[i], t1, t1 - t0)
+            if self.paths:
+                _say_other_pages(self.paths[i])
+            yield Frame(i, img, name, t1, t1 - t0)
+
+    def _decode(self, i: int) -> np.ndarray:
+        return decode_image(self.paths[i])
+
+    def _where(self, i: int) -> str:
+        """Image `i` as messages name it."""
+        return str(self.paths[i])
+
+
+class UrlImageSource(ImageSource):
+    """The image an http(s) URL names, fetched once and then read as a local image file is
+    (`decode_image`'s checks, EXIF orientation, 16 bits, its grayscale or alpha written back
+    by an image output), named after the URL's file name."""
+
+    def __init__(self, spec: str, data: bytes, name: str) -> None:
+        super().__init__(spec, [Path(name)])
+        # No local file: none for an output to overwrite, no pages to count on disk.
+        self.paths, self._data = [], data
+
+    def _decode(self, i: int) -> np.ndarray:
+        return decode_bytes(self._data, self.spec)
+
+    def _where(self, i: int) -> str:
+        return self.spec
 
 
 def _say_other_pages(path: Path) -> None:
@@ -552,13 +580,79 @@ def shown_url(spec: str) -> str:
     return _URL_AUTHORITY.sub(masked, spec)
 
 
+def url_image_name(spec: str) -> Optional[str]:
+    """The file name of the image an http(s) URL names by its path's extension (photo.jpg for
+    https://host/img/photo.jpg?w=800), as a local path names an image; None for other URLs."""
+    parts = urlsplit(str(spec).strip())
+    name = Path(unquote(parts.path)).name
+    if parts.scheme.lower() in ("http", "https") and Path(name).suffix.lower() in IMAGE_EXTS:
+        return name
+    return None
+
+
+# Answers to an image URL that are a stream for FFmpeg to read, not one image: an MJPEG
+# camera's multipart/x-mixed-replace (some name theirs video.jpg), a video.
+_STREAM_TYPES = ("multipart/", "video/")
+
+
+def _fetch_image(spec: str, timeout: Optional[float], flags: bool = False) -> Optional[bytes]:
+    """The bytes an http(s) URL that names an image answers with, or None when it answers
+    with a stream, for FFmpeg to read; SourceError when it cannot be fetched. A user and
+    password in the URL are sent as HTTP authentication, as FFmpeg sends them (urllib
+    takes none in the URL itself)."""
+    import http.client
+    import urllib.error
+    import urllib.request
+
+    parts, shown = urlsplit(spec), shown_url(spec)
+    url, handlers = spec, []
+    if parts.username is not None:
+        url = urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
+        keys = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+        keys.add_password(None, url, unquote(parts.username), unquote(parts.password or ""))
+        handlers = [urllib.request.HTTPBasicAuthHandler(keys),
+                    urllib.request.HTTPDigestAuthHandler(keys)]
+    limit = STREAM_TIMEOUT_S if timeout is None else timeout
+    most = 8 * max_pixels() + (1 << 20)   # a 16-bit BGRA image of the pixel budget, stored raw
+
+    def fetch() -> Optional[bytes]:
+        with urllib.request.build_opener(*handlers).open(url, timeout=limit or None) as answer:
+            kind = answer.headers.get("Content-Type", "").strip().lower()
+            if kind.startswith(_STREAM_TYPES):
+                return None
+            if kind.startswith("text/"):
+                raise SourceError(f"image URL {shown!r} answered with a {kind.split(';')[0]} "
+                                  "page, not an image (a login or error page?)")
+            data = answer.read(most + 1)
+        if len(data) > most:
+            raise SourceError(f"image URL {shown!r} answered with more than {most:,} bytes, "
+                              "more than any image the pixel budget admits (the "
+                              "SHARPEN_MAX_PIXELS environment variable raises it)")
+        return data
+
+    try:
+        return _interruptible(fetch)
+    except urllib.error.HTTPError as e:
+        e.close()
+        raise SourceError(f"cannot fetch image URL {shown!r}: HTTP {e.code} {e.reason}"
+                          ) from None
+    except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
+        why = getattr(e, "reason", None) or e
+        if isinstance(why, TimeoutError):
+            why = (f"no answer within {limit:g} s ({option('timeout', flags=flags)})"
+                   if limit else "no answer")
+        raise SourceError(f"cannot fetch image URL {shown!r} ({why})") from None
+
+
 def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
                 live: Optional[bool] = None, reconnect_attempts: int = 5,
                 reconnect_delay: float = 0.5, timeout: Optional[float] = None,
                 note: Optional[Note] = None, flags: bool = False) -> Source:
     """Open a source from its command-line spelling.
 
-    "0" camera index; "/dev/video0" V4L2 device; "rtsp://..", "http://.." stream; a string
+    "0" camera index; "/dev/video0" V4L2 device; "rtsp://..", "http://.." stream (an http(s)
+    URL whose path names an image file, https://host/photo.jpg, is read as that image unless
+    it answers with a stream); a string
     containing "!" a GStreamer pipeline (e.g. nvarguscamerasrc ! ... ! appsink); a video file;
     an image file, folder or glob; "synthetic[:WxH][@FPS]". width/height/fps apply to cameras,
     timeout (seconds to open or read; 0: FFmpeg's own) to URLs.
@@ -598,6 +692,10 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         return VideoSource(shown_url(spec), spec, cv2.CAP_GSTREAMER,
                            live=True if live is None else live, kind="gstreamer", **cam)
     if kind == "stream":
+        if (name := url_image_name(spec)) is not None:
+            data = _fetch_image(spec, timeout, flags)
+            if data is not None:   # else a stream after all, which FFmpeg reads
+                return _maybe_live(UrlImageSource(shown_url(spec), data, name), live, flags)
         src = VideoSource(shown_url(spec), spec, cv2.CAP_FFMPEG,
                           live=True if live is None else live, kind="stream", timeout=timeout,
                           **cam)

@@ -50,6 +50,119 @@ def test_an_animation_output_is_refused_before_the_run_naming_what_is_written(
     assert not (tmp_path / "sub").exists()
 
 
+@pytest.fixture
+def served(tmp_path):
+    """(folder, URL) of a folder served over HTTP on 127.0.0.1, as a web server serves files;
+    a file named *.as-video.jpg is answered as video/mp4, as a camera's stream may be."""
+    import functools
+    import http.server
+
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def guess_type(self, path):
+            return "video/mp4" if str(path).endswith(".as-video.jpg") else super().guess_type(path)
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(folder)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def _photo() -> np.ndarray:
+    """A BGRA photo: its alpha channel, kept aside and written back, shows which reader ran."""
+    bgr = cv2.resize(textured_frame(3), (48, 32))
+    alpha = np.tile(np.linspace(0, 255, 48, dtype=np.uint8), (32, 1))
+    return np.dstack([bgr, alpha])
+
+
+def test_an_image_url_is_sharpened_into_an_image_as_a_local_image_is(
+        served, tmp_path, capsys, onnx_model, monkeypatch):
+    """`--source https://host/photo.png --out x.png` was refused: a URL was a stream, and an
+    image output takes a single image. A URL whose path names an image is now fetched and
+    read as a local image file is (its alpha kept, the same result byte for byte)."""
+    folder, url = served
+    cv2.imwrite(str(folder / "photo.png"), _photo())
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(folder / "photo.png"),
+                   "--out", str(tmp_path / "local.png"))
+    assert rc == 0, err
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/photo.png",
+                   "--out", str(tmp_path / "x.png"))
+    assert rc == 0 and "done: 1 frame" in err, err
+    assert (tmp_path / "x.png").read_bytes() == (tmp_path / "local.png").read_bytes()
+    assert cv2.imread(str(tmp_path / "x.png"), cv2.IMREAD_UNCHANGED).shape == (32, 48, 4)
+    # A query string is no part of the name; without --out the result is an image too.
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/photo.png?w=48")
+    assert rc == 0 and "results written to runs/sharpen/photo.png" in err, err
+    assert (tmp_path / "runs/sharpen/photo.png").read_bytes() == (tmp_path / "x.png").read_bytes()
+
+
+def test_an_image_url_fails_as_a_local_image_does_and_a_stream_under_one_is_a_stream(
+        served, tmp_path, capsys, onnx_model):
+    folder, url = served
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/gone.jpg",
+                   "--out", str(tmp_path / "x.png"))
+    assert rc == 2 and "gone.jpg" in err and "HTTP 404" in err, err
+    jpeg = cv2.imencode(".jpg", textured_frame(1))[1].tobytes()
+    (folder / "cut.jpg").write_bytes(jpeg[:len(jpeg) * 2 // 3])
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/cut.jpg",
+                   "--out", str(tmp_path / "x.png"))
+    assert rc == 2 and f"{url}/cut.jpg: truncated or damaged file" in err, err
+    assert not (tmp_path / "x.png").exists()
+    cv2.imwrite(str(folder / "photo.jpg"), textured_frame(1))
+    with pytest.raises(SourceError, match="images are all processed"):
+        open_source(f"{url}/photo.jpg", live=True)   # as for a local image
+    # Served as video (an MJPEG camera's snapshot-looking URL): read as a stream by FFmpeg.
+    _write_avi(folder / "cam.as-video.jpg", [textured_frame(i) for i in range(3)])
+    src = open_source(f"{url}/cam.as-video.jpg", live=True)
+    assert isinstance(src, VideoSource) and src.kind == "stream"
+    src.close()
+
+
+def test_an_image_urls_password_is_sent_as_http_authentication_and_never_shown(tmp_path):
+    """Cameras serve snapshots as http://admin:PASSWORD@camera/snapshot.jpg, which FFmpeg
+    reads; urllib takes no password in the URL, so it is sent when the server asks."""
+    import base64
+    import functools
+    import http.server
+
+    cv2.imwrite(str(tmp_path / "snap.jpg"), textured_frame(2))
+
+    class Guarded(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if self.headers.get("Authorization") != "Basic " + base64.b64encode(
+                    b"admin:p@ss").decode():
+                self.send_response(401)
+                self.send_header("WWW-Authenticate", 'Basic realm="camera"')
+                self.end_headers()
+                return
+            super().do_GET()
+
+    server = http.server.ThreadingHTTPServer(
+        ("127.0.0.1", 0), functools.partial(Guarded, directory=str(tmp_path)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    host = f"127.0.0.1:{server.server_address[1]}"
+    try:
+        src = open_source(f"http://admin:p%40ss@{host}/snap.jpg")
+        assert src.spec == f"http://admin:***@{host}/snap.jpg" and src.frame_count == 1
+        assert next(src.frames(threading.Event())).image.shape == textured_frame(2).shape
+        with pytest.raises(SourceError, match=r"HTTP 401") as e:
+            open_source(f"http://admin:wrong@{host}/snap.jpg")
+        assert "wrong" not in str(e.value) and "admin:***@" in str(e.value)
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
 def _write_avi(path, frames) -> None:
     """MJPG: every frame stands alone, so equal pictures decode to equal bytes, as a still
     scene from a network encoder does."""
@@ -115,32 +228,17 @@ def test_a_live_stream_that_reconnects_to_its_opening_card_goes_on(tmp_path):
 
 
 @pytest.mark.parametrize("opening", ["black", "card"])
-def test_a_recording_over_http_that_opens_on_a_still_ends_after_one_pass(tmp_path, opening):
+def test_a_recording_over_http_that_opens_on_a_still_ends_after_one_pass(served, opening):
     """A recorded file served over HTTP, without a frame count, that opens on black (a fade
     in) or a held title card: reopened, it replays the same opening and then the same first
     moving frame, which marks it a recording; black alone was no proof, and it looped."""
-    import functools
-    import http.server
-
+    folder, url = served
     first = np.zeros_like(textured_frame(0)) if opening == "black" else textured_frame(15)
-    _write_avi(tmp_path / "clip.avi", [first] * 3 + [textured_frame(i) for i in (1, 2, 3)])
-
-    class Quiet(http.server.SimpleHTTPRequestHandler):
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(Quiet, directory=str(tmp_path)))
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        src = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.avi",
-                          reconnect_attempts=3, live=True)
-        src.reconnect_delay, src.frame_count = 0.01, None   # as a container declaring none
-        with runtime_warnings() as said:
-            got = [fr.index for fr, _ in zip(src.frames(threading.Event()), range(40))]
-        src.close()
-    finally:
-        server.shutdown()
-        server.server_close()
+    _write_avi(folder / "clip.avi", [first] * 3 + [textured_frame(i) for i in (1, 2, 3)])
+    src = open_source(f"{url}/clip.avi", reconnect_attempts=3, live=True)
+    src.reconnect_delay, src.frame_count = 0.01, None   # as a container declaring none
+    with runtime_warnings() as said:
+        got = [fr.index for fr, _ in zip(src.frames(threading.Event()), range(40))]
+    src.close()
     assert got == list(range(6)), got
     assert any("started again from its first frame" in m for m in said), said
