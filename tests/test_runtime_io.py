@@ -242,3 +242,15 @@ def test_a_recording_over_http_that_opens_on_a_still_ends_after_one_pass(served,
     src.close()
     assert got == list(range(6)), got
     assert any("started again from its first frame" in m for m in said), said
+
+
+def test_a_urls_query_string_is_not_a_glob_in_the_default_output_name(tmp_path, monkeypatch):
+    """The '?' of rtsp://cam/live?channel=1 made the default output a folder of images named
+    after the host, as for a glob of images; a stream's is a video."""
+    from runtime.cli import _default_output
+
+    monkeypatch.chdir(tmp_path)
+    assert (_default_output("rtsp://cam/live?channel=1")
+            == "runs/sharpen/rtsp___cam_live_channel_1.mp4")
+    assert _default_output("http://cam/clip.mp4?t=3") == "runs/sharpen/clip.mp4"
+    assert _default_output("https://host/img/photo.jpg?w=800") == "runs/sharpen/photo.png"
