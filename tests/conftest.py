@@ -6,8 +6,19 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-# Tests share two cores with everything else: keep torch from oversubscribing.
-os.environ.setdefault("OMP_NUM_THREADS", "2")
+# Tests share two cores with everything else: keep torch from oversubscribing, also when
+# pytest-xdist runs several workers (scripts/test.sh): a core each on this 2-core machine.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
+os.environ.setdefault("OMP_NUM_THREADS", str(max(1, min(2, (os.cpu_count() or 2) // _WORKERS))))
+# Tables are read as a wide terminal shows them, whatever terminal (or pytest-xdist worker,
+# which gets COLUMNS=80) runs the suite: 160 is the width a run without a terminal has always
+# had (runtime/console.py's fallback).
+os.environ["COLUMNS"] = "160"
+# Child processes run as a user's would: a pytest started by a test (the bench report's
+# reproduce command) that inherits a worker's PYTEST_XDIST_WORKER takes itself for an xdist
+# worker, and pytest-benchmark then disables timing and writes no --benchmark-json.
+for _name in [n for n in os.environ if n.startswith("PYTEST_XDIST_")]:
+    del os.environ[_name]
 
 # A suite started in the background of a non-interactive shell (`cmd &`, nohup) inherits SIGINT
 # ignored, and so does every child it starts: the tests that Ctrl-C a child would wait on a

@@ -26,6 +26,8 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from runtime.atomic import atomic_write_json
+
 from ..images import write_image
 from .blur import BlurConfig, synthesize
 
@@ -154,5 +156,7 @@ def build_embedded(root: str | os.PathLike | None = None, splits=("train", "val"
         for name, blurred, sharp in items:
             write_image(d / "input" / f"{name}.png", blurred)
             write_image(d / "target" / f"{name}.png", sharp)
-        stamp.write_text(json.dumps(settings, indent=1))
+        # Atomic: runs sharing the cache (parallel test workers, two commands) read the stamp
+        # while another writes it.
+        atomic_write_json(stamp, settings, indent=1)
     return root
