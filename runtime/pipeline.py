@@ -240,6 +240,7 @@ def run_stream(model: Union[str, Path, Backend],
                       if getattr(o, k) is not None})
     if o.stats_path:
         _check_writable(o.stats_path, option("stats_path", o.stats_path, flags))
+    _check_source(source)
     own_backend = not isinstance(model, Backend)
     backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force,
                             flags=flags) if own_backend else model)
@@ -256,6 +257,18 @@ def run_stream(model: Union[str, Path, Backend],
     if stream.sig.signum:
         raise StreamInterrupted(summary, stream.sig.signum)
     return summary
+
+
+def _check_source(source: Any) -> None:
+    """Refuse a source of no kind run_stream takes before the model loads (a TensorRT engine
+    takes seconds): ArraySource's TypeError, reached last, spoke only of frames."""
+    if isinstance(source, (Source, str, os.PathLike)) or hasattr(source, "__iter__") or (
+            isinstance(source, Integral) and not isinstance(source, bool)):
+        if not isinstance(source, bytes):
+            return
+    raise TypeError("run_stream: source must be a spec (a file, folder, glob, camera index or "
+                    "URL), an opened Source or numpy frames, got "
+                    f"{type(source).__name__}")
 
 
 class _Stream:

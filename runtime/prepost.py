@@ -5,6 +5,7 @@ multiple -> model -> cropped back, clipped, rounded -> BGR uint8 frame of the in
 """
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -38,9 +39,11 @@ def to_bgr(frame: np.ndarray, warn: bool = True) -> np.ndarray:
     are converted (warned once unless `warn` is False: an image source names each file
     itself); other dtypes and shapes raise FrameError."""
     if not isinstance(frame, np.ndarray):
-        raise FrameError(f"expected an image array, got {type(frame).__name__}")
+        raise FrameError("expected a numpy image array (HxWx3 BGR uint8 or uint16), got "
+                         f"{type(frame).__name__}")
     if frame.dtype not in (np.uint8, np.uint16):
-        raise FrameError(f"unsupported frame dtype {frame.dtype}: expected uint8 or uint16")
+        raise FrameError(f"unsupported frame dtype {frame.dtype}: expected BGR uint8 or uint16"
+                         f"{_dtype_hint(frame.dtype)}")
     if frame.ndim in (2, 3) and 0 in frame.shape[:2]:
         raise FrameError(f"empty frame of shape {frame.shape}")
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
@@ -53,7 +56,28 @@ def to_bgr(frame: np.ndarray, warn: bool = True) -> np.ndarray:
         return cv2.cvtColor(frame, cv2.COLOR_BGRA2BGR)
     if frame.ndim == 3 and frame.shape[2] == 3:
         return frame
-    raise FrameError(f"unsupported frame shape {frame.shape}: expected HxW, HxWx1, HxWx3 or HxWx4")
+    raise FrameError(f"unsupported frame shape {frame.shape}: expected HxW, HxWx1, HxWx3 or HxWx4"
+                     f"{_shape_hint(frame.shape)}")
+
+
+def _dtype_hint(dtype: np.dtype) -> str:
+    """How to turn a frame of this dtype into the runtime's: the PyTorch side and
+    distill.images hand out float RGB in [0, 1], which a user passes on first."""
+    if dtype.kind == "f":
+        return (" (a float RGB image in [0, 1]: "
+                "(np.clip(img, 0, 1)[..., ::-1] * 255).round().astype(np.uint8))")
+    if dtype.kind in "iu":
+        return " (an integer image with values 0-255: frame.astype(np.uint8))"
+    return ""
+
+
+def _shape_hint(shape: tuple) -> str:
+    """The likely mistake behind a shape the runtime does not take (PyTorch's layouts)."""
+    if len(shape) == 3 and shape[0] in (1, 3, 4):
+        return " (channels first? use frame.transpose(1, 2, 0))"
+    if len(shape) == 4:
+        return " (a batch? pass one frame at a time, or a stack to run_stream)"
+    return ""
 
 
 def check_rgb_float(image: Any, what: str = "image") -> np.ndarray:
@@ -227,6 +251,12 @@ class FrameProcessor:
     Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
 
     def __init__(self, backend: Backend, tile: int = 0, overlap: Optional[int] = None) -> None:
+        if not (hasattr(backend, "infer") and hasattr(backend, "layout")):
+            # A path failed only at the first frame, with "'str' object has no attribute".
+            raise TypeError("FrameProcessor takes a loaded backend: "
+                            "FrameProcessor(load_backend(path)), got "
+                            f"{type(backend).__name__}" + (f" {str(backend)!r}" if isinstance(
+                                backend, (str, os.PathLike)) else ""))
         # None: from the model's receptive field (runtime.tiling.auto_overlap); `overlap_auto`
         # lets the warnings tell a capped automatic overlap from one the user chose.
         self.overlap_auto = overlap is None
@@ -259,6 +289,9 @@ class FrameProcessor:
         self(frame)
 
     def __call__(self, frame: np.ndarray, timings: Optional[Timings] = None) -> np.ndarray:
+        """Sharpen one frame: HxWx3 BGR uint8 or uint16 in (HxW / HxWx1 grayscale and BGRA are
+        converted, with a SharpenWarning), HxWx3 BGR of the same size and depth out. Anything
+        else raises FrameError naming the dtype or shape. `timings` gets each stage's seconds."""
         t = timings if timings is not None else Timings()
         t0 = time.perf_counter()
         # 16-bit frames (e.g. 16-bit PNG/TIFF) stay 16-bit: float models see their full

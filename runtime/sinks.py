@@ -68,6 +68,9 @@ class Sink:
     the sharpened frame (HxWx3 BGR, uint8 or uint16) and the frame's name; close() once."""
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        """Take one frame: the source's frame (grayscale or BGRA converted to BGR) and the
+        sharpened one, both HxWx3 BGR of the same size and depth (uint8 or uint16), and its
+        name (an image's file name, else frame_000000, frame_000001, ...)."""
         raise NotImplementedError
 
     def repeat_last(self, n: int) -> int:
@@ -76,7 +79,7 @@ class Sink:
         return 0
 
     def close(self) -> None:
-        pass
+        """Called once after the last frame (also after an error or Ctrl-C)."""
 
 
 class NullSink(Sink):

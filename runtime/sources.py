@@ -65,8 +65,8 @@ class Frame:
 
 
 class Source:
-    """Base class: iterate to get frames; `close()` (or leaving `with open_source(...) as
-    src:`) releases the device or file."""
+    """Base class: `frames(stop)` yields the frames; `close()` (or leaving `with
+    open_source(...) as src:`) releases the device or file."""
 
     live: bool = False
     kind: str = "source"
@@ -77,10 +77,12 @@ class Source:
         self.spec = spec
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Yield each Frame (.image: HxWx3 BGR uint8 or uint16, .name, .index) until the source
+        ends or `stop` is set: `for f in src.frames(threading.Event()): ...`."""
         raise NotImplementedError
 
     def close(self) -> None:
-        pass
+        """Release the camera, file or stream; safe to call twice."""
 
     def __enter__(self) -> "Source":
         return self

@@ -1481,3 +1481,36 @@ def test_a_gstreamer_pipelines_url_password_stays_out_of_messages_and_names(caps
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", pipeline, "--timeout", "3")
     assert rc == 2 and "s3cret" not in err, err
     assert "--source rtspsrc location=rtsp://admin:***@10.0.0.7:554/live" in err, err
+
+
+def test_frames_of_the_wrong_kind_say_how_to_convert_them():
+    """A float RGB [0, 1] image (what the PyTorch side and distill.images give), a
+    channels-first array and a batch were refused with 'expected uint8 or uint16' or 'expected
+    HxW, ...' alone; the message now says what the runtime takes and how to get there."""
+    with pytest.raises(FrameError, match=r"dtype float32: expected BGR uint8 or uint16 \(a "
+                                         r"float RGB image in \[0, 1\]: "):
+        to_bgr8(np.zeros((8, 8, 3), np.float32))
+    with pytest.raises(FrameError, match=r"channels first\? use frame.transpose\(1, 2, 0\)"):
+        to_bgr8(np.zeros((3, 8, 8), np.uint8))
+    with pytest.raises(FrameError, match=r"a batch\? pass one frame at a time"):
+        to_bgr8(np.zeros((2, 8, 8, 3), np.uint8))
+    with pytest.raises(FrameError, match=r"expected a numpy image array.*got NoneType"):
+        to_bgr8(None)
+
+
+def test_the_python_api_says_what_it_wanted_instead_of_a_path_or_none(onnx_model):
+    """FrameProcessor("model.onnx") failed at the first frame with "'str' object has no
+    attribute 'layout'", FrameProcessor(None) not until then; load_backend(None) and
+    run_stream(model, None) gave Python's own TypeError, naming no argument."""
+    from runtime import FrameProcessor, load_backend
+    for bad in (str(onnx_model), onnx_model, None):
+        with pytest.raises(TypeError, match=r"FrameProcessor takes a loaded backend: "
+                                            r"FrameProcessor\(load_backend\(path\)\)"):
+            FrameProcessor(bad)
+    with pytest.raises(TypeError, match=r"load_backend: path must be a model file path "
+                                        r"\(str or os.PathLike\), got NoneType"):
+        load_backend(None)
+    with pytest.raises(TypeError, match=r"run_stream: source must be a spec \(a file, folder, "
+                                        r"glob, camera index or URL\), an opened Source or "
+                                        r"numpy frames, got NoneType"):
+        run_stream(onnx_model, None)

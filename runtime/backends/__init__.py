@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
@@ -56,6 +57,9 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     run_stream).
     Raises ModelError with a user-facing message when the model is missing or cannot be loaded.
     """
+    if not isinstance(path, (str, os.PathLike)):   # Path(None) named no argument
+        raise TypeError("load_backend: path must be a model file path (str or os.PathLike), "
+                        f"got {type(path).__name__}")
     p = Path(path)
     if not p.exists():
         from .provenance import pending_engine
