@@ -380,7 +380,7 @@ _NUMBERS = {"opset": True, "calib_count": True, "calib_size": True, "latency_run
 
 
 def _warn_small_parity(parity_list: list, field: int | None, prog: Progress) -> None:
-    """Parity images all smaller than what one output pixel sees (24x16 against 132 px) check
+    """Parity images all smaller than what one output pixel sees (24x16 against 136 px) check
     the artifact on nothing but padding and borders: it passes whatever INT8 does to frames."""
     if not field or not parity_list:
         return

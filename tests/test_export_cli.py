@@ -667,9 +667,9 @@ def test_parity_images_that_are_also_calibration_images_are_warned_about(ckpt, t
                     str(tmp_path / "o"), "--no-latency", "--quiet", "--calib", str(d),
                     "--parity-images", str(d / "p2.png")], capsys)
     assert rc == 0 and "1 parity image is also a --calib image (p2.png)" in err
-    # 40x48 images against the fast layout's 132 px receptive field: the gate sees padding
+    # 40x48 images against the fast layout's 136 px receptive field: the gate sees padding
     assert "the parity images are at most 40 px on their short side, under the model's " \
-        "receptive field (132 px)" in err
+        "receptive field (136 px)" in err
     cv2.imwrite(str(d / "big.png"), np.full((140, 150, 3), 90, np.uint8))
     rc, err = _run(["export", "--weights", str(ckpt), "--formats", "onnx", "--out",
                     str(tmp_path / "o"), "--no-latency", "--quiet", "--parity-images",

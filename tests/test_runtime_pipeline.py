@@ -231,7 +231,7 @@ def test_tiled_matches_whole_frame(tmp_path, onnx_model):
 
 def _model_seeing(tmp_path: Path, receptive_field: int) -> Path:
     """The unsharp test model with a receptive field recorded in its sidecar, as `sharpen
-    export` records it for `fast` (132 px)."""
+    export` records it for `fast` (136 px)."""
     model = make_onnx_model(tmp_path / f"rf{receptive_field}.onnx")
     model.with_name(model.name + ".json").write_text(
         json.dumps({"receptive_field": receptive_field}))

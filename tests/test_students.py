@@ -145,6 +145,24 @@ def test_budget_measures():
     assert activation_bytes(fast, 1080, 1920) > 3.5 * activation_bytes(fast, 540, 960)
 
 
+def test_the_receptive_field_is_not_cut_short_by_a_zero_probe():
+    """Probed with a zero image, a gate's product (x * f(x)) passed no gradient to x's other
+    pixels and max pooling's ties sent all of it to one corner of each window: `sharpen
+    models` said 19 px for `seed`, whose layout gives 20 (two 3x3 at full resolution, a 2x2
+    pool, two 3x3 at half, upsampling, three 3x3 at full: 8 half-resolution pixels = 16, + 4),
+    and 132 for `fast`, whose field a gradient from a random image shows to be 136."""
+    class Product(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x * self.conv(x)
+
+    assert receptive_field(Product()) == 3
+    assert receptive_field(create_student("seed")) == 20
+
+
 def test_budget_measures_name_a_size_that_is_not_a_frame():
     """count_macs(model, 0, 0) and negative sizes gave torch's "Kernel size can't be greater
     than actual input size" or "negative dimension", naming neither argument."""
