@@ -206,6 +206,8 @@ def _short(reason: str | None) -> str:
 
 def not_built_advice(report, not_built) -> list[str]:
     """How to get each format that was named but cannot be built here."""
+    from runtime.backends.provenance import TRTEXEC_ON_JETSON
+
     from .tensorrt_engine import supported_for
 
     lines = []
@@ -217,7 +219,8 @@ def not_built_advice(report, not_built) -> list[str]:
                       f"the Jetson or GPU machine, with {where}, run this "
                       f"`sharpen export` command there, or copy {report.out_dir} there and, in "
                       "that folder, run", f"  {r.extra['trtexec']}",
-                      f"(keep {r.extra['trtexec_sidecar']}, written here, beside the engine)"]
+                      f"(keep {r.extra['trtexec_sidecar']}, written here, beside the engine; "
+                      f"{TRTEXEC_ON_JETSON})"]
         else:
             lines.append(f"{r.format}: {r.reason}; install that, or leave {r.format} out of "
                          "--formats ('all' skips what this machine cannot build)")

@@ -30,7 +30,7 @@ import numpy as np
 
 from runtime.console import Console, count, first_line
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
-from runtime.backends.provenance import read_report as _read_report
+from runtime.backends.provenance import TRTEXEC_ON_JETSON, read_report as _read_report
 from runtime.cli_errors import raise_if_interrupted
 from runtime.host import library_versions
 from runtime.warn import SharpenWarning
@@ -811,7 +811,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             prog.say(f"  build it on the target device ({where}): "
                      f"copy {out} there and, in that folder, run\n  {res.extra['trtexec']}\n  (its "
                      f"sidecar, {res.extra['trtexec_sidecar']}, is written: keep it beside "
-                     "the engine)")
+                     f"the engine; {TRTEXEC_ON_JETSON})")
 
     return write_report(results)
 

@@ -253,6 +253,8 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
     tail = cap.err[cap.err.index("sharpen export: NOT BUILT on this machine: engine ("):]
     assert reason in tail and "on the Jetson or GPU machine" in tail
     assert f"trtexec --onnx={ckpt.stem}.onnx --saveEngine={ckpt.stem}_fp16.engine" in tail
+    # JetPack puts trtexec where no PATH looks: `trtexec: command not found` on the device.
+    assert "on a Jetson, trtexec is /usr/src/tensorrt/bin/trtexec" in tail
     report = json.loads((tmp_path / "export_report.json").read_text())
     assert report["settings"]["formats_requested"] == ["engine"]   # not the stand-in onnx
     # The report's verdict is the exit code's: the engine asked for is not there.
@@ -273,6 +275,7 @@ def test_engine_without_tensorrt_prints_trtexec(ckpt, tmp_path, capsys):
         load_backend(engine)
     assert f"model not found: {engine}: not built yet" in str(e.value), e.value
     assert f"in {tmp_path}: trtexec --onnx={ckpt.stem}.onnx" in str(e.value), e.value
+    assert "on a Jetson, trtexec is /usr/src/tensorrt/bin/trtexec" in str(e.value), e.value
     # A built engine's sidecar (with its TensorRT version) is never replaced by a pending one.
     built = {**meta, "tensorrt_version": "10.3.0", "gpu_name": "Orin"}
     (tmp_path / f"{engine.name}.json").write_text(json.dumps(built))

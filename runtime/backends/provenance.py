@@ -71,6 +71,11 @@ def stale_reason(path: Union[str, Path], source_sha256: Optional[str]) -> Option
             "may be from other weights")
 
 
+# JetPack installs trtexec with TensorRT but not on PATH: `trtexec: command not found` is a
+# Jetson user's first reply to the printed line.
+TRTEXEC_ON_JETSON = "on a Jetson, trtexec is /usr/src/tensorrt/bin/trtexec, which is not on PATH"
+
+
 def pending_engine(path: Union[str, Path]) -> Optional[str]:
     """For an engine that is not there but whose sidecar `sharpen export` wrote where TensorRT
     was missing (the folder copied to the device, run before the printed trtexec line): how to
@@ -89,4 +94,4 @@ def pending_engine(path: Union[str, Path]) -> Optional[str]:
     how = (f"run, in {p.parent}: {line}" if line else
            f"run, in {p.parent}, the trtexec line that `sharpen export` printed")
     return (f"not built yet: {side.name} is its sidecar, which `sharpen export` wrote for the "
-            f"engine that its trtexec line builds on the device; {how}")
+            f"engine that its trtexec line builds on the device; {how} ({TRTEXEC_ON_JETSON})")
