@@ -524,7 +524,7 @@ def _check_options(o: StreamOptions, flags: bool = False) -> None:
          f"queue_size must be >= 1, got {o.queue_size}"),
         ((o.tile or 0) < 0 or (o.overlap or 0) < 0,
          f"tile and overlap must be >= 0, got tile={o.tile} overlap={o.overlap}"),
-        (bool(o.tile) and (o.overlap or 0) >= o.tile,
+        ((o.tile or 0) > 0 and (o.overlap or 0) >= o.tile,
          f"overlap must be smaller than tile, got tile={o.tile} overlap={o.overlap}"),
         (not (o.fps == 0 or o.fps is None or MIN_FPS <= o.fps <= MAX_FPS),
          f"fps must be 0 (the source's) or {MIN_FPS:g} to {MAX_FPS:g}, got {o.fps}"),

@@ -1514,3 +1514,11 @@ def test_the_python_api_says_what_it_wanted_instead_of_a_path_or_none(onnx_model
                                         r"glob, camera index or URL\), an opened Source or "
                                         r"numpy frames, got NoneType"):
         run_stream(onnx_model, None)
+
+
+def test_a_negative_tile_is_one_problem_not_two(onnx_model):
+    """run_stream(tile=-3) also said 'overlap must be smaller than tile, got tile=-3
+    overlap=None', of an overlap the caller never gave (None: automatic)."""
+    with pytest.raises(ValueError) as e:
+        run_stream(onnx_model, [np.zeros((8, 8, 3), np.uint8)], tile=-3)
+    assert str(e.value) == "run_stream: tile and overlap must be >= 0, got tile=-3 overlap=None"
