@@ -290,8 +290,9 @@ class FrameProcessor:
 
     def __call__(self, frame: np.ndarray, timings: Optional[Timings] = None) -> np.ndarray:
         """Sharpen one frame: HxWx3 BGR uint8 or uint16 in (HxW / HxWx1 grayscale and BGRA are
-        converted, with a SharpenWarning), HxWx3 BGR of the same size and depth out. Anything
-        else raises FrameError naming the dtype or shape. `timings` gets each stage's seconds."""
+        converted, with a SharpenWarning), HxWx3 BGR of the same size and depth out (but uint8
+        from a uint16 frame through a TFLite INT8 model's 8-bit I/O, warned). Anything else
+        raises FrameError naming the dtype or shape. `timings` gets each stage's seconds."""
         t = timings if timings is not None else Timings()
         t0 = time.perf_counter()
         # 16-bit frames (e.g. 16-bit PNG/TIFF) stay 16-bit: float models see their full

@@ -69,8 +69,9 @@ class Sink:
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         """Take one frame: the source's frame (grayscale or BGRA converted to BGR) and the
-        sharpened one, both HxWx3 BGR of the same size and depth (uint8 or uint16), and its
-        name (an image's file name, else frame_000000, frame_000001, ...)."""
+        sharpened one, both HxWx3 BGR of the same size, uint8 or uint16 (the same depth, but
+        for a 16-bit frame through a TFLite INT8 model: uint8), and its name (an image's file
+        name, else frame_000000, frame_000001, ...)."""
         raise NotImplementedError
 
     def repeat_last(self, n: int) -> int:
