@@ -320,8 +320,11 @@ def cmd_models(args: argparse.Namespace) -> int:
                          "-", "-", "8"] + (["-"] if args.measure else []) +
                         ["teacher (MACs of convs, scaled from 256x256 tiles)"])
     from runtime.console import print_table
+    # The measured times depend on the threads (OMP_NUM_THREADS, the cores): say how many.
+    n = torch.get_num_threads()
+    timed = f"; PyTorch timed on {n} CPU thread{'s' if n != 1 else ''}" if args.measure else ""
     print_table(f"Models (per {w}x{h} frame; activations: FP32 bytes written by every layer, "
-                "unfused)", headers, rows)
+                f"unfused{timed})", headers, rows)
     return 0
 
 

@@ -193,6 +193,9 @@ def test_models_command_errors(capsys):
     out = capsys.readouterr().out
     assert "receptive field" in out and "fast" in out
     assert "run," in out and "runs" not in out, out   # 'PyTorch ms (1 run, median)'
+    # The time depends on the threads: the title says how many, as the bench's rows do.
+    n = torch.get_num_threads()
+    assert f"PyTorch timed on {n} CPU thread{'s' if n != 1 else ''})" in out, out
 
 
 def test_models_lists_a_checkpoints_own_layout(tmp_path, capsys, monkeypatch):
