@@ -112,6 +112,9 @@ def test_tensorrt_missing_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError) as ei:
         load_backend(eng)
     assert str(ei.value) == TRT_MISSING
+    # On a Jetson it is there, in the system Python: a venv made without
+    # --system-site-packages hides it, the usual way to meet this message there.
+    assert "in a virtual environment, make it with --system-site-packages" in TRT_MISSING
 
 
 def test_tensorrt_sidecar_mismatch_message():

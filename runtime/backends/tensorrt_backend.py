@@ -24,8 +24,9 @@ from ..options import option
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar)
 
-TRT_MISSING = ("TensorRT is not installed: it ships with JetPack on Jetson; on x86 "
-               "`pip install 'tensorrt-cu12>=10,<11'`; or use the .onnx model")
+TRT_MISSING = ("TensorRT is not installed: it ships with JetPack on Jetson, in the system "
+               "Python (in a virtual environment, make it with --system-site-packages to see "
+               "it); on x86 `pip install 'tensorrt-cu12>=10,<11'`; or use the .onnx model")
 
 
 # cuda-python 13 links the CUDA 13 runtime, which a CUDA 12 driver (JetPack 6) refuses; 12 a
