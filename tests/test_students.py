@@ -163,6 +163,17 @@ def test_the_receptive_field_is_not_cut_short_by_a_zero_probe():
     assert receptive_field(create_student("seed")) == 20
 
 
+def test_models_teacher_rows_count_attention_too(capsys):
+    """`sharpen models --teacher` counted the Restormer's convolutions only: ~424 GMAC per
+    1080p frame for `small`, ~4461 for `motion-deblur`, without the ~10 % its transposed
+    attention's matrix products add (torch's FLOP counter: 465 and 4901)."""
+    from sharpen.cli import main
+    assert main(["models", "seed", "--teacher", "--quiet"]) == 0
+    rows = {r.split("│")[1].strip(): r.split("│")[3].strip()
+            for r in capsys.readouterr().out.splitlines() if "restormer:" in r}
+    assert rows["restormer:small"] == "~465" and rows["restormer:motion-deblur"] == "~4901", rows
+
+
 def test_budget_measures_name_a_size_that_is_not_a_frame():
     """count_macs(model, 0, 0) and negative sizes gave torch's "Kernel size can't be greater
     than actual input size" or "negative dimension", naming neither argument."""
