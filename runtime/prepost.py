@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
+from numbers import Integral
 from typing import Any, Optional
 
 import cv2
@@ -246,17 +247,25 @@ def check_tiling(tile: int, overlap: int, flags: bool = False) -> None:
         raise ValueError(f"{o} ({overlap}) must be smaller than {t} ({tile})")
 
 
+def _check_processor_args(backend: Any, tile: Any, overlap: Any) -> None:
+    """TypeError / ValueError naming FrameProcessor's argument that cannot be one: a path
+    failed only at the first frame ("'str' object has no attribute 'layout'"), a tile of "256"
+    or 2.5 with Python's own words, and True ran as a tile of 1 pixel."""
+    if not (hasattr(backend, "infer") and hasattr(backend, "layout")):
+        shown = f" {str(backend)!r}" if isinstance(backend, (str, os.PathLike)) else ""
+        raise TypeError("FrameProcessor takes a loaded backend: FrameProcessor(load_backend("
+                        f"path)), got {type(backend).__name__}{shown}")
+    for name, value in (("tile", tile), ("overlap", overlap)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+            raise ValueError(f"{name} must be an integer (pixels), got {value!r}")
+
+
 class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
     Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
 
     def __init__(self, backend: Backend, tile: int = 0, overlap: Optional[int] = None) -> None:
-        if not (hasattr(backend, "infer") and hasattr(backend, "layout")):
-            # A path failed only at the first frame, with "'str' object has no attribute".
-            raise TypeError("FrameProcessor takes a loaded backend: "
-                            "FrameProcessor(load_backend(path)), got "
-                            f"{type(backend).__name__}" + (f" {str(backend)!r}" if isinstance(
-                                backend, (str, os.PathLike)) else ""))
+        _check_processor_args(backend, tile, overlap)
         # None: from the model's receptive field (runtime.tiling.auto_overlap); `overlap_auto`
         # lets the warnings tell a capped automatic overlap from one the user chose.
         self.overlap_auto = overlap is None

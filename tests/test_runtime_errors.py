@@ -1522,3 +1522,20 @@ def test_a_negative_tile_is_one_problem_not_two(onnx_model):
     with pytest.raises(ValueError) as e:
         run_stream(onnx_model, [np.zeros((8, 8, 3), np.uint8)], tile=-3)
     assert str(e.value) == "run_stream: tile and overlap must be >= 0, got tile=-3 overlap=None"
+
+
+def test_frame_processor_names_a_tile_that_is_not_a_number_of_pixels(onnx_model):
+    """FrameProcessor(b, tile="256") raised "'>' not supported between instances of 'str' and
+    'int'", tile=2.5 "'float' object cannot be interpreted as an integer", and tile=True ran
+    as a tile of 1 pixel (rounded up to the model's multiple); run_stream names them."""
+    from runtime import FrameProcessor, load_backend
+    with load_backend(onnx_model) as backend:
+        for kw, said in (({"tile": "256"}, "tile must be an integer (pixels), got '256'"),
+                         ({"tile": 2.5}, "tile must be an integer (pixels), got 2.5"),
+                         ({"tile": True}, "tile must be an integer (pixels), got True"),
+                         ({"tile": 64, "overlap": 8.0},
+                          "overlap must be an integer (pixels), got 8.0")):
+            with pytest.raises(ValueError) as e:
+                FrameProcessor(backend, **kw)
+            assert str(e.value) == said, kw
+        assert FrameProcessor(backend, tile=np.int64(64)).tile == 64   # numpy's ints are ints
