@@ -1539,3 +1539,16 @@ def test_frame_processor_names_a_tile_that_is_not_a_number_of_pixels(onnx_model)
                 FrameProcessor(backend, **kw)
             assert str(e.value) == said, kw
         assert FrameProcessor(backend, tile=np.int64(64)).tile == 64   # numpy's ints are ints
+
+
+def test_load_backend_names_a_thread_count_that_is_not_a_whole_number(onnx_model, tmp_path):
+    """load_backend(path, threads="2") raised "'>=' not supported between instances of 'str'
+    and 'int'"; threads=2.5 ran ONNX Runtime and made LiteRT's loader call the model 'made for
+    a newer version, or a damaged copy'; threads=True ran 'XNNPACK (True thread)'."""
+    from runtime import load_backend
+    for bad in ("2", 2.5, True):
+        with pytest.raises(ValueError) as e:
+            load_backend(onnx_model, threads=bad)
+        assert str(e.value) == f"threads must be a whole number (0: all cores), got {bad!r}"
+    with load_backend(onnx_model, threads=np.int64(1)) as b:   # numpy's ints are ints
+        assert not b.closed
