@@ -21,7 +21,7 @@ from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from .backends import Backend, load_backend
+from .backends import Backend, check_providers, load_backend
 from .console import count
 from .host import check_threads
 from .options import option
@@ -537,6 +537,7 @@ def _check_options(o: StreamOptions, flags: bool = False) -> None:
         problems.append(str(e))
     if problems:
         raise ValueError(f"run_stream: {'; '.join(problems)}")
+    check_providers(o.provider, f"run_stream: {option('provider', flags=flags)}")
 
 
 def _check_writable(path: Union[str, Path], what: str) -> None:

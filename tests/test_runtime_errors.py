@@ -1552,3 +1552,17 @@ def test_load_backend_names_a_thread_count_that_is_not_a_whole_number(onnx_model
         assert str(e.value) == f"threads must be a whole number (0: all cores), got {bad!r}"
     with load_backend(onnx_model, threads=np.int64(1)) as b:   # numpy's ints are ints
         assert not b.closed
+
+
+def test_load_backend_names_providers_of_the_wrong_type(onnx_model):
+    """providers=3 raised "'int' object is not iterable" for an ONNX model and "can only join
+    an iterable" for the others: neither named the argument."""
+    from runtime import load_backend
+    for bad in (3, [3], b"cpu"):
+        with pytest.raises(TypeError) as e:
+            load_backend(onnx_model, providers=bad)
+        assert str(e.value) == ("load_backend: providers must be 'auto', 'cpu', 'cuda', "
+                                "'tensorrt', an ONNX Runtime provider name or a list of them, "
+                                f"got {bad!r}"), e.value
+    with pytest.raises(TypeError, match=r"^run_stream: provider must be 'auto', .*, got 3$"):
+        run_stream(onnx_model, "synthetic:32x24", provider=3, max_frames=1)

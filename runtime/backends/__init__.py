@@ -60,6 +60,7 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     if not isinstance(path, (str, os.PathLike)):   # Path(None) named no argument
         raise TypeError("load_backend: path must be a model file path (str or os.PathLike), "
                         f"got {type(path).__name__}")
+    check_providers(providers)
     p = Path(path)
     if not p.exists():
         from .provenance import pending_engine
@@ -94,6 +95,16 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     from .provenance import stale_reason
     _say_stale(p, stale_reason(p, backend.source_sha256))
     return backend
+
+
+def check_providers(providers: object, name: str = "load_backend: providers") -> None:
+    """TypeError naming `name` when `providers` is no provider spec: 3 met "'int' object is not
+    iterable" in ONNX Runtime's resolver, or "can only join an iterable" in a warning."""
+    if providers is None or isinstance(providers, str) or (
+            isinstance(providers, (list, tuple)) and all(isinstance(n, str) for n in providers)):
+        return
+    raise TypeError(f"{name} must be 'auto', 'cpu', 'cuda', 'tensorrt', an ONNX Runtime "
+                    f"provider name or a list of them, got {providers!r}")
 
 
 def _models_in(folder: Path) -> str:
