@@ -55,7 +55,8 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     flags: messages name `sharpen run`'s flags (--provider, --tile), not these keywords (or
     FrameProcessor's and run_stream's, such as tile): the command line sets it (through
     run_stream).
-    Raises ModelError with a user-facing message when the model is missing or cannot be loaded.
+    Raises ModelError with a user-facing message when the model is missing or cannot be loaded,
+    TypeError for a path or providers of another type, ValueError for threads out of range.
     """
     if not isinstance(path, (str, os.PathLike)):   # Path(None) named no argument
         raise TypeError("load_backend: path must be a model file path (str or os.PathLike), "
