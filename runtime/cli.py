@@ -107,7 +107,7 @@ _SOURCE_FLAGS = (("--width", "width", ("camera", "v4l2", "gstreamer", "synthetic
 def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
     """Warnings for flags given for a source that does not read them (a capture size for a
     video file, a stream timeout for a camera)."""
-    from .sources import shown_url, spec_kind
+    from .sources import shown_url, spec_kind, url_image_name
 
     if not args.source.strip():   # refused as empty: no kind to speak of
         return []
@@ -116,6 +116,13 @@ def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
     out = [f"warning: {flag} applies to {', '.join(kinds)} sources, not to --source "
            f"{shown} ({kind}); it has no effect" for flag, attr, kinds in _SOURCE_FLAGS
            if getattr(args, attr) is not None and kind not in kinds]
+    # An http(s) URL naming an image is fetched once (--timeout bounds the fetch) and read as
+    # that one image: nothing to reconnect to. Known only from its answer, hence "unless".
+    if kind == "stream" and url_image_name(args.source) is not None \
+            and args.reconnect is not None:
+        out.append(f"warning: --reconnect applies to camera, v4l2, gstreamer, stream sources, "
+                   f"not to --source {shown}, an image URL, fetched once and read as one "
+                   "image; it has no effect unless the URL answers with a stream")
     # `synthetic` takes its size from --width/--height; `synthetic:WxH` names its own.
     if kind == "synthetic" and ":" in args.source:
         out += [f"warning: {flag} has no effect: --source {args.source} gives its own size"

@@ -125,6 +125,36 @@ def test_an_image_url_fails_as_a_local_image_does_and_a_stream_under_one_is_a_st
     src.close()
 
 
+def test_stream_only_options_for_an_image_url_are_said_and_its_timeout_bounds_the_fetch(
+        served, tmp_path, capsys, onnx_model):
+    """An image URL is fetched once and read as one image: `--reconnect` did nothing there
+    and nothing said so. --timeout still bounds the fetch (a server that never answers)."""
+    import socket
+    import time
+
+    folder, url = served
+    cv2.imwrite(str(folder / "photo.png"), _photo())
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/photo.png",
+                   "--reconnect", "3", "--timeout", "5", "--out", str(tmp_path / "x.png"))
+    assert rc == 0 and "done: 1 frame" in err, err
+    assert (f"warning: --reconnect applies to camera, v4l2, gstreamer, stream sources, not to "
+            f"--source {url}/photo.png, an image URL, fetched once and read as one image; it "
+            "has no effect unless the URL answers with a stream") in err, err
+    assert "--timeout applies" not in err, err
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/photo.png",
+                   "--out", str(tmp_path / "y.png"))
+    assert rc == 0 and "warning" not in err, err
+    with socket.socket() as silent:   # listens, never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        t0 = time.monotonic()
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source",
+                       f"http://127.0.0.1:{silent.getsockname()[1]}/photo.png",
+                       "--timeout", "0.5", "--out", str(tmp_path / "z.png"))
+    assert rc == 2 and "no answer within 0.5 s (--timeout)" in err, err
+    assert time.monotonic() - t0 < 15
+
+
 def test_an_image_urls_password_is_sent_as_http_authentication_and_never_shown(tmp_path):
     """Cameras serve snapshots as http://admin:PASSWORD@camera/snapshot.jpg, which FFmpeg
     reads; urllib takes no password in the URL, so it is sent when the server asks."""
