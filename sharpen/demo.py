@@ -22,6 +22,7 @@ import os
 import signal
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
@@ -192,10 +193,52 @@ def _stage(n: int) -> str:
     return f"stage {n} ({STAGES[n]})"
 
 
-def _step(n: int, title: str, at: list[int] | None = None) -> None:
-    """Print stage n's header; `at` records it for the line an interruption ends with."""
-    if at is not None:
-        at[:] = [n]
+SUMMARY = "demo-summary.json"
+# The summary's outputs, in the order it lists them.
+OUTPUTS = ("video_in", "video_out", "comparison", "side_by_side", "labels", "student", "export",
+           "stream_stats", "bench_report")
+
+
+@dataclass
+class _Run:
+    """A demo run under way: the stage running (0: still checking the options), its --out
+    once stage 1 starts, and the outputs of the stages it finished. Only these go into
+    demo-summary.json: a file of an earlier run into the same --out is no output of this one."""
+    stage: int = 0
+    out: Path | None = None
+    made: dict[str, Path] = field(default_factory=dict)
+    t0: float = field(default_factory=time.time)
+
+    def summary(self, ok: bool) -> dict:
+        # List only what exists: a failed stage must never be announced as an output.
+        done = {k: str(self.made[k]) for k in OUTPUTS if k in self.made and self.made[k].exists()}
+        return {**done, "minutes": round((time.time() - self.t0) / 60, 1), "ok": ok}
+
+    def write_failure(self, error: str, interrupted: bool = False) -> None:
+        """demo-summary.json of a run that failed or was interrupted at self.stage: the stage,
+        the cause and what the stages before it made, so that no summary in --out vouches
+        for a run that did not finish."""
+        if self.out is None or not self.out.is_dir():
+            return
+        summary = self.summary(ok=False)
+        summary.update(failed_stage=self.stage, error=error, interrupted=interrupted)
+        try:
+            atomic_write_json(self.out / SUMMARY, summary)
+        except OSError:   # the failure itself may be the disk's: said already, not hidden
+            (self.out / SUMMARY).unlink(missing_ok=True)
+
+
+def _failure(stage: int, e: BaseException) -> str:
+    """A failure as the summary records it, its stage named once: `stage 3 (distillation): ...`."""
+    said = str(e) if isinstance(e, SharpenError) else f"{type(e).__name__}: {one_line(e)}"
+    return said if said.startswith("stage ") else f"{_stage(stage)}: {said}"
+
+
+def _step(n: int, title: str, run: _Run | None = None) -> None:
+    """Print stage n's header; `run` records it for the line a failure or interruption ends
+    with."""
+    if run is not None:
+        run.stage = n
     print(f"\n=== [{n}/6] {title}", flush=True)
 
 
@@ -437,20 +480,25 @@ def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    at = [0]   # the stage running, for the line an interruption ends with
+    run = _Run()
     try:
-        return _run_demo(args, at)
+        return _run_demo(args, run)
     except KeyboardInterrupt as e:
-        if not at[0]:   # still checking the options: nothing of the run to speak of
+        if not run.stage:   # still checking the options: nothing of the run to speak of
             raise
         from runtime.cli_errors import interrupt_exit_code
         code = interrupt_exit_code(e)
-        print(_interrupted(code == 128 + signal.SIGTERM, at[0], Path(args.out).resolve()),
-              file=sys.stderr)
+        said = _interrupted(code == 128 + signal.SIGTERM, run.stage, Path(args.out).resolve())
+        run.write_failure(said.removeprefix("sharpen demo: "), interrupted=True)
+        print(said, file=sys.stderr)
         return code
+    except Exception as e:   # a failed stage (or a bug's traceback): recorded, then said
+        if run.stage:
+            run.write_failure(_failure(run.stage, e))
+        raise
 
 
-def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
+def _run_demo(args: argparse.Namespace, run: _Run) -> int:
     import torch
 
     from distill.checkpoint import CheckpointError
@@ -488,11 +536,14 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
         raise SharpenError(str(e)) from None
     torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
     out = Path(args.out).resolve()
-    t0 = time.time()
+    # A run into an --out of an earlier one: that run's summary goes before anything else, so
+    # that a run that fails, is interrupted or killed never leaves it vouching for this one.
+    (out / SUMMARY).unlink(missing_ok=True)
+    run.out, run.t0 = out, time.time()
 
     clip = None if args.data == "embedded" else _user_clip(args.data)
     _step(1, f"data: {'embedded test images' if args.data == 'embedded' else args.data}"
-             + ("" if clip else " and a blurred 1080p video"), at)
+             + ("" if clip else " and a blurred 1080p video"), run)
     if args.data == "embedded":
         root = build_embedded(default_root(), splits=("train", "val", "test"),
                               progress=not args.quiet)
@@ -519,8 +570,9 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
         if args.data != "embedded":
             print("your data has no video clip: stage 5 streams a synthetic one")
         print(f"blurred video: {video}")
+    run.made["video_in"] = video
 
-    _step(2, f"teacher pseudo-labels ({Path(teacher).name}, tiled + Gaussian blending)", at)
+    _step(2, f"teacher pseudo-labels ({Path(teacher).name}, tiled + Gaussian blending)", run)
     labels = out / "labels"
     try:
         made = {"training": (labels / "train", run_labels(
@@ -536,11 +588,11 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
         raise SharpenError(str(e)) from None
     problem = _no_labels(made)
     if problem:
-        print(f"sharpen demo: error: {_stage(2)}: {problem}", file=sys.stderr)
-        return 1
+        raise SharpenError(f"{_stage(2)}: {problem}", exit_code=1)
+    run.made["labels"] = labels
 
     _step(3, f"short distillation of `{args.student}` from {student_ckpt.name} "
-             f"({count(args.steps, 'step')})", at)
+             f"({count(args.steps, 'step')})", run)
     yaml_cfg = Path(__file__).resolve().parents[1] / "configs" / f"distill-{args.student}.yaml"
     from distill.checkpoint import read_checkpoint
     # The architecture comes from the checkpoint being fine-tuned (e.g. `fast` with deep levels).
@@ -559,22 +611,23 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
     try:
         metrics = trainer.fit()
     except (ValueError, FileNotFoundError) as e:   # the data it reads, not a bug: one line
-        print(f"sharpen demo: error: {_stage(3)}: {one_line(e)}", file=sys.stderr)
-        return 1
+        raise SharpenError(f"{_stage(3)}: {one_line(e)}", exit_code=1) from None
     if trainer._stop:   # the trainer saved and stopped; a re-run fine-tunes anew
-        print(_interrupted(trainer._stop == signal.SIGTERM, 3, out) + "; nothing exported",
-              file=sys.stderr)
+        said = _interrupted(trainer._stop == signal.SIGTERM, 3, out) + "; nothing exported"
+        run.write_failure(said.removeprefix("sharpen demo: "), interrupted=True)
+        print(said, file=sys.stderr)
         return 128 + int(trainer._stop)
     for when, m in (("before", trainer.start_metrics), ("after", metrics)):
         print(f"validation {when} the fine-tune: " + "  ".join(
             f"{k}={v:.4f}" for k, v in m.items() if k.endswith("ssim")))
     print("(best.pt keeps whichever is better on validation, the start included)")
 
-    _step(4, "export: ONNX, ONNX INT8, TFLite INT8 with the parity gate", at)
+    _step(4, "export: ONNX, ONNX INT8, TFLite INT8 with the parity gate", run)
     from distill.checkpoint import slim_checkpoint
 
     from optimize.export import export, print_table
     student = slim_checkpoint(out / "distill" / "best.pt", out / f"student-{args.student}.pt")
+    run.made["student"] = student
     if args.data == "embedded":
         calib = str(out / "train-crops" / "input")
         parity = str(default_root() / "test" / "input")
@@ -589,22 +642,24 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
                     calib=calib, calib_size=None, parity_images=parity, latency_runs=3,
                     quiet=args.quiet)
     print_table(report)
+    run.made["export"] = out / "export"
     if report.failed:   # (a format this machine cannot build is skipped: the rest stream)
         raise SharpenError("an artifact failed its parity check (see the table)", exit_code=1)
     passed = [r for r in report.results if r.status == "pass" and r.latency_ms_1080p]
     if not passed:
-        print("sharpen demo: error: no exported model passed with a latency to stream with",
-              file=sys.stderr)
-        return 1
+        raise SharpenError("no exported model passed with a latency to stream with",
+                           exit_code=1)
     best = min(passed, key=lambda r: r.latency_ms_1080p)
 
-    _step(5, f"stream the video through the runtime ({Path(best.file).name})", at)
+    _step(5, f"stream the video through the runtime ({Path(best.file).name})", run)
     video_out, comparison = _stream_stage(best.file, video, out, tag, args.video_frames,
                                           args.quiet)
+    run.made.update(video_out=video_out, comparison=comparison,
+                    side_by_side=out / "side_by_side.png", stream_stats=out / "stream-stats.json")
 
     bench_rc = 0
     if not args.no_bench:
-        _step(6, "benchmark report (quick mode)", at)
+        _step(6, "benchmark report (quick mode)", run)
         from benchmarks.cli import gate_argv
         from benchmarks.cli import main as bench_main
         gate = gate_argv(args)
@@ -616,28 +671,21 @@ def _run_demo(args: argparse.Namespace, at: list[int]) -> int:
         bench_rc = bench_main(["--out", str(out / "bench"), "--weights", str(student),
                                *teacher_opts, *(["--data", scored] if scored else []), *gate,
                                *(["--quiet"] if args.quiet else [])])
+        run.made["bench_report"] = out / "bench" / "report.md"
     else:
         _step(6, "benchmark report skipped (--no-bench)")
 
-    written = {
-        "video_in": video, "video_out": video_out,
-        "comparison": comparison, "side_by_side": out / "side_by_side.png",
-        "labels": labels,
-        "student": out / f"student-{args.student}.pt", "export": out / "export",
-        "stream_stats": out / "stream-stats.json", "bench_report": out / "bench" / "report.md"}
-    # List only what exists: a failed stage must never be announced as an output.
-    summary = {k: str(v) for k, v in written.items() if v.exists()}
-    summary["minutes"] = round((time.time() - t0) / 60, 1)
-    summary["ok"] = bench_rc == 0
-    atomic_write_json(out / "demo-summary.json", summary)
     if bench_rc != 0:
         missing = "" if (out / "bench" / "report.md").exists() else "; no report was written"
+        run.write_failure(f"{_stage(6)}: the benchmark failed (exit {bench_rc}{missing})")
         print(f"\nsharpen demo: error: the benchmark stage failed (exit {bench_rc}{missing}). "
               f"Outputs of the stages that finished are in {out}.", file=sys.stderr)
         return bench_rc
+    summary = run.summary(ok=True)
+    atomic_write_json(out / SUMMARY, summary)
     print(f"\nDone in {summary['minutes']} min. Outputs:")
     for k, v in summary.items():
-        if k not in ("minutes", "ok"):
+        if k in OUTPUTS:
             print(f"  {k:13s} {v}")
     return 0
 

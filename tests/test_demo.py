@@ -107,7 +107,9 @@ def test_demo_stops_at_stage_2_when_no_image_could_be_labelled(tmp_path, capsys)
     data.mkdir()
     for name in ("a.png", "b.png", "c.jpg"):
         (data / name).write_bytes(b"not an image")
-    rc = main(["demo", "--data", str(data), "--out", str(tmp_path / "d"), "--steps", "1",
+    out = tmp_path / "d"
+    _earlier_summary(out)
+    rc = main(["demo", "--data", str(data), "--out", str(out), "--steps", "1",
                "--video-frames", "2", "--no-bench", "--threads", "1", "--quiet"])
     captured = capsys.readouterr()
     assert rc == 1 and "Traceback" not in captured.err, captured.err
@@ -118,6 +120,25 @@ def test_demo_stops_at_stage_2_when_no_image_could_be_labelled(tmp_path, capsys)
     # 1 of 3 images held out where a fifth was meant: said, as `sharpen labels` says it
     assert "warning: held out for validation: 33% of the images (1 of 3) held out, not 20%" \
         in captured.err, captured.err
+    # The earlier run's summary (ok, its outputs) no longer vouches for this one: the summary
+    # says where and why this run failed, and lists only what its finished stages made.
+    summary = json.loads((out / "demo-summary.json").read_text())
+    assert summary["ok"] is False and summary["failed_stage"] == 2, summary
+    assert summary["interrupted"] is False
+    assert summary["error"].startswith("stage 2 (teacher pseudo-labels): no training label was "
+                                       "made"), summary
+    assert summary["video_in"] == str(out / "blurred-1080p.mp4")
+    assert not {"labels", "student", "video_out", "comparison"} & set(summary), summary
+
+
+def _earlier_summary(out: Path) -> None:
+    """--out as an earlier, successful demo left it: its summary and outputs."""
+    out.mkdir(parents=True)
+    (out / "sharpened-1080p.mp4").write_bytes(b"an earlier run's video")
+    (out / "student-fast.pt").write_bytes(b"an earlier run's student")
+    (out / "demo-summary.json").write_text(json.dumps({
+        "video_out": str(out / "sharpened-1080p.mp4"), "student": str(out / "student-fast.pt"),
+        "minutes": 3.0, "ok": True}))
 
 
 def test_demo_says_which_label_run_each_source_line_is(tmp_path, capsys):
@@ -286,6 +307,7 @@ def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path):
     for i in range(3):   # one 512 px tile each: seconds per label, time to interrupt
         cv2.imwrite(str(data / f"p{i}.png"), (rng.random((512, 512, 3)) * 255).astype(np.uint8))
     out = tmp_path / "d"
+    _earlier_summary(out)
     root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, OMP_NUM_THREADS="1",
                PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
@@ -301,6 +323,11 @@ def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path):
     assert last.startswith("sharpen demo: interrupted at stage 2/6 (teacher pseudo-labels); "
                            f"the labels made so far are kept in {out / 'labels'}: run the same "
                            "command to go on from them"), err
+    summary = json.loads((out / "demo-summary.json").read_text())   # not the earlier run's
+    assert summary["ok"] is False and summary["interrupted"] is True, summary
+    assert summary["failed_stage"] == 2 and summary["error"].startswith(
+        "interrupted at stage 2/6 (teacher pseudo-labels)"), summary
+    assert "student" not in summary and "labels" not in summary, summary
 
 
 def _walk_clip(path: Path, frames: int = 6) -> Path:
