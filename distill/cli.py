@@ -258,11 +258,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .students import (activation_bytes, count_macs, count_params, create_student,
                            for_inference, list_students, receptive_field, run_padded,
                            student_spec)
-    from .teacher import names_a_file
+    from .teacher import check_threads, names_a_file
 
     h, w = args.height, args.width
     if args.measure_runs < 1:
         return _err(f"--measure-runs must be >= 1, got {args.measure_runs}")
+    check_threads(args.threads)
+    if args.threads:
+        # Before any model is built: the title below reports the count the times ran on.
+        torch.set_num_threads(args.threads)
+        from runtime.host import threads_warning
+        if args.measure and (too_many := threads_warning(args.threads, "--threads")):
+            print(f"warning: {too_many}", file=sys.stderr)   # oversubscribed times mislead
     if not (16 <= h <= 8640 and 16 <= w <= 15360):
         return _err(f"--height must be within 16..8640 and --width within 16..15360, got "
                     f"--height {h} --width {w}")
@@ -926,6 +933,8 @@ def add_commands(sub) -> None:
                    help="also time PyTorch CPU inference at this size on this machine")
     p.add_argument("--measure-runs", type=int, default=3, metavar="N",
                    help="timed runs per model with --measure")
+    p.add_argument("--threads", type=int, default=0, metavar="N",
+                   help=threads_help("PyTorch, which --measure times", "PyTorch's default"))
     p.add_argument("--quiet", action="store_true", help="no progress bar, only the table")
     p.set_defaults(func=cmd_models)
 

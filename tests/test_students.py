@@ -1,3 +1,5 @@
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -207,6 +209,26 @@ def test_models_command_errors(capsys):
     # The time depends on the threads: the title says how many, as the bench's rows do.
     n = torch.get_num_threads()
     assert f"PyTorch timed on {n} CPU thread{'s' if n != 1 else ''})" in out, out
+
+
+def test_models_measure_takes_threads_as_the_other_commands_do(capsys):
+    """`sharpen models --measure` had no --threads (run, bench, export... have it): its times
+    ran on whatever OMP_NUM_THREADS gave, with no flag to pin them to a device's cores."""
+    from runtime.host import MAX_THREADS
+    from sharpen.cli import main
+    before = torch.get_num_threads()
+    try:
+        assert main(["models", "seed", "--height", "32", "--width", "32", "--measure",
+                     "--measure-runs", "1", "--threads", "2", "--quiet"]) == 0
+        assert "PyTorch timed on 2 CPU threads)" in capsys.readouterr().out
+    finally:
+        torch.set_num_threads(before)   # the setting is the process's, not the command's
+    top = max(MAX_THREADS, os.cpu_count() or 0)
+    for bad, said in (("-1", "must be >= 0"), ("1000000", f"must be 0 to {top}")):
+        assert main(["models", "seed", "--measure", "--threads", bad]) == 2
+        out, err = capsys.readouterr()
+        assert f"--threads {said} (0: PyTorch's default), got {bad}" in err and not out, err
+    assert torch.get_num_threads() == before   # refused before it set anything
 
 
 def test_models_lists_a_checkpoints_own_layout(tmp_path, capsys, monkeypatch):

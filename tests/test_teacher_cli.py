@@ -168,7 +168,7 @@ def test_every_threads_flag_states_the_limit_it_is_held_to(tmp_path, capsys):
     helps = {name: a.help for name, p in sub.choices.items() for a in p._actions
              if "--threads" in a.option_strings}
     assert {"run", "evaluate", "export", "bench", "labels", "teacher", "distill", "train",
-            "train-teacher", "demo"} <= set(helps), sorted(helps)
+            "train-teacher", "demo", "models"} <= set(helps), sorted(helps)
     for name, text in helps.items():
         assert text.startswith("CPU threads for ") and text.endswith(limit), (name, text)
     top = max(MAX_THREADS, os.cpu_count() or 0)
