@@ -46,6 +46,18 @@ def test_readme_has_commands():
     assert any(c.startswith("sharpen bench") for c in cmds)
 
 
+def test_readme_receptive_fields_are_the_measured_ones():
+    """The README said `fast` sees ~130 px and `deep=2` ~530 px after `sharpen models` measured
+    136 and 560: the numbers a user sizes tiles and parity images by come from receptive_field."""
+    from distill.students import receptive_field
+    text = " ".join(README.read_text().split())
+    said = re.search(r"`deep=2` the receptive field is (\d+) px instead of (\d+) px", text)
+    assert said, "README.md no longer says fast's receptive field with and without deep=2"
+    deep, plain = map(int, said.groups())
+    assert deep == receptive_field(create_student("fast", deep=2))
+    assert plain == receptive_field(create_student("fast"))
+
+
 def _parse(where: str, line: str):
     """The parsed arguments of a documented `sharpen` command, or a test failure naming it."""
     from sharpen.cli import build_parser
