@@ -426,7 +426,7 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
     from .onnx_export import MAX_OPSET, MIN_OPSET
 
     def n(field: str) -> str:
-        return _FLAGS.get(field, "--" + field.replace("_", "-")) if flags else field
+        return _option(field, flags)
 
     for name, whole in _NUMBERS.items():
         v = getattr(o, name)
