@@ -262,10 +262,10 @@ def run_stream(model: Union[str, Path, Backend],
 def _check_source(source: Any) -> None:
     """Refuse a source of no kind run_stream takes before the model loads (a TensorRT engine
     takes seconds): ArraySource's TypeError, reached last, spoke only of frames."""
-    if isinstance(source, (Source, str, os.PathLike)) or hasattr(source, "__iter__") or (
-            isinstance(source, Integral) and not isinstance(source, bool)):
-        if not isinstance(source, bytes):
-            return
+    takes = isinstance(source, (Source, str, os.PathLike)) or hasattr(source, "__iter__") or (
+        isinstance(source, Integral) and not isinstance(source, bool))
+    if takes and not isinstance(source, bytes):
+        return
     raise TypeError("run_stream: source must be a spec (a file, folder, glob, camera index or "
                     "URL), an opened Source or numpy frames, got "
                     f"{type(source).__name__}")
