@@ -30,7 +30,7 @@ from typing import Callable, Optional, Sequence
 import numpy as np
 
 from distill.data.label_cache import sha256_array
-from distill.data.sources import spread
+from distill.data.sources import SourceInfo, spread
 from runtime.atomic import atomic_write_bytes
 from runtime.console import first_line
 from runtime.formats import FORMATS
@@ -79,6 +79,14 @@ def _reader(path: Path) -> Callable[[], np.ndarray]:
     return read
 
 
+def scored_samples(info: SourceInfo, limit: Optional[int]) -> tuple[list, list]:
+    """(the pairs scored, all of them) of a resolved --data source: its blurred/sharp image
+    pairs, `limit` of them spread evenly over the set. `sharpen demo` says how many its bench
+    scores from this, so the two cannot disagree."""
+    samples = [s for s in info.samples if s.gt is not None and s.frame is None]
+    return spread(samples, limit), samples
+
+
 def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
                ) -> tuple[list[Pair], str]:
     """Held-out (blurred, sharp) pairs and a description. data: None/'embedded' for the
@@ -101,13 +109,12 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
         info = resolve_source(data, "test", frames=False)   # (a folder's clips: not decoded)
     except SourceError as e:
         raise BenchError(str(e)) from None
-    samples = [s for s in info.samples if s.gt is not None and s.frame is None]
+    chosen, samples = scored_samples(info, limit)
     if not samples:
         where = " in its test split" if info.split else ""
         raise BenchError(f"{data}: no blurred/sharp image pairs{where} (the held-out set needs "
                          "ground truth; footage without it goes to --real-nogt: side-by-side "
                          "crops and each model's PSNR to the teacher's output)")
-    chosen = spread(samples, limit)
     pairs = [Pair(s.name, _reader(s.input), _reader(s.gt)) for s in chosen]
     split = f", split {info.split}" if info.split else ""
     return pairs, (f"{info.kind} {info.root}{split} ({len(pairs)} of {len(samples)} pairs)")

@@ -455,17 +455,20 @@ def _scored_set(spec: str) -> tuple[str | None, str]:
     embedded = "quality gate scored on the embedded test split"
     if spec == "embedded":
         return None, f"{embedded} (held out of the fine-tune)"
+    from benchmarks.quality import QUICK_LIMIT, scored_samples
     from distill.data.sources import SourceError, resolve_source
 
     try:
         info = resolve_source(spec, "test", frames=False)
     except SourceError:
         info = None
-    pairs = [s for s in info.samples if s.gt is not None and s.frame is None] if info else []
+    # The bench runs in quick mode without --limit: QUICK_LIMIT of the pairs, as it says too.
+    scored, pairs = scored_samples(info, QUICK_LIMIT) if info else ([], [])
     if info is not None and info.split == "test" and pairs:
         n = count(len(pairs), "blurred/sharp pair")
-        return spec, (f"quality gate scored on your data's test split ({n}, held out of the "
-                      "fine-tune)")
+        which = f"{len(scored)} of the {n}" if len(scored) < len(pairs) else f"the {n}"
+        return spec, (f"quality gate scored on {which} of your data's test split (held out of "
+                      "the fine-tune)")
     why = ("it has no ground truth (sharp images) to score against" if info and not pairs
            else "it has no test split of blurred/sharp pairs held out of the fine-tune, and "
            "scoring images the student was tuned on would flatter it")

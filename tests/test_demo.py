@@ -479,8 +479,8 @@ def test_demo_scores_the_users_held_out_pairs_or_says_why_not(tmp_path):
                 cv2.imwrite(str(root / split / sub / f"p{i}.png"), _noise(i))
     scored, said = _scored_set(str(root))
     assert scored == str(root), said
-    assert said == ("quality gate scored on your data's test split (2 blurred/sharp pairs, "
-                    "held out of the fine-tune)")
+    assert said == ("quality gate scored on the 2 blurred/sharp pairs of your data's test split "
+                    "(held out of the fine-tune)")
     flat = root / "train"   # pairs, but all of them trained on or validated on
     scored, said = _scored_set(str(flat))
     assert scored is None and said.startswith(
@@ -491,3 +491,25 @@ def test_demo_scores_the_users_held_out_pairs_or_says_why_not(tmp_path):
     assert scored is None and said == (
         "quality gate scored on the embedded test split, not your data: it has no ground "
         "truth (sharp images) to score against"), said
+
+
+def test_demo_says_how_many_held_out_pairs_its_quick_bench_scores(tmp_path):
+    """Stage 6 said it scored the test split's 6 pairs while the quick-mode bench it ran scored
+    4 of them (and said so): the two lines must name the same number."""
+    from benchmarks.quality import load_pairs
+    from benchmarks.report import BenchOptions
+    from sharpen.demo import _scored_set
+
+    root = tmp_path / "pairs"
+    for split, n in (("train", 1), ("test", 6)):
+        for sub in ("input", "target"):
+            (root / split / sub).mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(root / split / sub / f"p{i}.png"), _noise(i))
+    scored, said = _scored_set(str(root))
+    assert scored == str(root), said
+    assert said == ("quality gate scored on 4 of the 6 blurred/sharp pairs of your data's test "
+                    "split (held out of the fine-tune)")
+    quick = BenchOptions(out=str(tmp_path / "bench")).mode()["limit"]   # as stage 6 runs it
+    _, bench_said = load_pairs(str(root), quick)   # the line the bench prints
+    assert bench_said.endswith("split test (4 of 6 pairs)"), bench_said
