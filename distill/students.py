@@ -444,12 +444,13 @@ def _meta_pass(model: nn.Module, h: int, w: int, count: Callable, leaves_only: b
     """Sum of count(module, output) over a forward pass on the meta device (shapes only, no
     arithmetic) of one h x w frame padded to the model's multiple."""
     import copy
-    import numbers
+
+    from runtime.options import is_number
 
     # Checked here: torch's own complaint ("Kernel size can't be greater than actual input
     # size", "negative dimension") names neither argument.
     for name, v in (("h", h), ("w", w)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
+        if not is_number(v) or v < 1:
             raise ValueError(f"{name} must be a frame size in pixels (an integer >= 1), "
                              f"got {v!r}")
     m = getattr(model, "multiple", 1)

@@ -21,7 +21,6 @@ import tempfile
 import time
 import traceback
 import warnings
-from numbers import Integral, Real
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -33,6 +32,7 @@ from runtime.formats import FORMATS, Format  # FORMATS is re-exported for caller
 from runtime.backends.provenance import TRTEXEC_ON_JETSON, read_report as _read_report
 from runtime.cli_errors import raise_if_interrupted
 from runtime.host import library_versions
+from runtime.options import is_number
 from runtime.warn import SharpenWarning
 
 
@@ -430,8 +430,7 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
 
     for name, whole in _NUMBERS.items():
         v = getattr(o, name)
-        kind = Integral if whole else Real
-        if v is not None and (isinstance(v, bool) or not isinstance(v, kind)):
+        if v is not None and not is_number(v, whole):
             raise ExportError(f"{n(name)} must be {'an integer' if whole else 'a number'}, "
                               f"got {v!r}")
     if not MIN_OPSET <= o.opset <= MAX_OPSET:

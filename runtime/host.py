@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import os
 import platform
-from numbers import Integral
 from pathlib import Path
 from typing import Optional, Sequence
+
+from .options import is_number
 
 # Each library with the distributions that install it (CPU and GPU builds have other names);
 # the first one installed gives the version.
@@ -83,7 +84,7 @@ def check_threads(threads: Optional[int], name: str = "threads", zero: str = "al
     means. None passes (the engine's default)."""
     if threads is None:
         return
-    if isinstance(threads, bool) or not isinstance(threads, Integral):   # "2" met `>=`
+    if not is_number(threads):   # "2" met `>=`
         raise ValueError(f"{name} must be a whole number (0: {zero}), got {threads!r}")
     top = max(MAX_THREADS, os.cpu_count() or 0)
     if not threads >= 0:

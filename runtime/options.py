@@ -1,8 +1,12 @@
 """How a message names one of the runtime's options: as the keyword a Python caller gave
 (`output=x.mp4`, `tile`), or, where the `sharpen` command line called (`flags`), as its flag
 (`--out x.mp4`, `--tile`). One rule for errors, warnings and notes alike. Also the defaults
-that `sharpen run --help` names, so that building its parser imports nothing heavy."""
+that `sharpen run --help` names, so that building its parser imports nothing heavy, and which
+values a numeric option takes (`is_number`), for the runtime's, export's and the students'
+checks alike."""
 from __future__ import annotations
+
+from numbers import Integral, Real
 
 # The overlap of neighbouring tiles, in pixels, for a model whose receptive field is unknown
 # (`sharpen run --tile` without --overlap, an export that did not record it). Here, not in
@@ -23,3 +27,10 @@ def option(name: str, value: object = None, flags: bool = False) -> str:
         return name if value is None else f"{name}={value}"
     flag = _FLAGS.get(name, "--" + name.replace("_", "-"))
     return flag if value is None or value is True else f"{flag} {value}"
+
+
+def is_number(value: object, whole: bool = True) -> bool:
+    """Whether `value` is one a numeric option takes: an integer (numpy's too) where `whole`,
+    else any real number. Never a bool, though Python counts one as an integer: True ran as a
+    tile of 1 pixel. A string is not one either: "2" failed later, in Python's words."""
+    return not isinstance(value, bool) and isinstance(value, Integral if whole else Real)

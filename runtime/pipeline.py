@@ -17,14 +17,13 @@ import time
 from collections import deque
 from dataclasses import dataclass, replace
 from itertools import chain
-from numbers import Integral, Real
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .backends import Backend, check_providers, load_backend
 from .console import count
 from .host import check_threads
-from .options import option
+from .options import is_number, option
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
                     make_folder, output_sink, refuse_unwritten_format, same_file)
@@ -262,8 +261,8 @@ def run_stream(model: Union[str, Path, Backend],
 def _check_source(source: Any) -> None:
     """Refuse a source of no kind run_stream takes before the model loads (a TensorRT engine
     takes seconds): ArraySource's TypeError, reached last, spoke only of frames."""
-    takes = isinstance(source, (Source, str, os.PathLike)) or hasattr(source, "__iter__") or (
-        isinstance(source, Integral) and not isinstance(source, bool))
+    takes = (isinstance(source, (Source, str, os.PathLike)) or hasattr(source, "__iter__")
+             or is_number(source))
     if takes and not isinstance(source, bytes):
         return
     raise TypeError("run_stream: source must be a spec (a file, folder, glob, camera index or "
@@ -512,8 +511,7 @@ _NUMBERS = {"threads": True, "tile": True, "overlap": True, "width": True, "heig
 def _check_options(o: StreamOptions, flags: bool = False) -> None:
     for name, whole in _NUMBERS.items():
         v = getattr(o, name)
-        if v is not None and (isinstance(v, bool) or not isinstance(v, Integral if whole
-                                                                   else Real)):
+        if v is not None and not is_number(v, whole):
             raise ValueError(f"run_stream: {name} must be "
                              f"{'an integer' if whole else 'a number'}, got {v!r}")
     problems = [msg for bad, msg in (

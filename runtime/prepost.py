@@ -8,14 +8,13 @@ from __future__ import annotations
 import os
 import time
 from dataclasses import dataclass, field
-from numbers import Integral
 from typing import Any, Optional
 
 import cv2
 import numpy as np
 
 from .backends.base import Backend
-from .options import option
+from .options import is_number, option
 from .tiling import OVERLAP, auto_overlap, pad_to_multiple, round_up, tiled_apply
 from .warn import warn as _warn
 
@@ -256,7 +255,7 @@ def _check_processor_args(backend: Any, tile: Any, overlap: Any) -> None:
         raise TypeError("FrameProcessor takes a loaded backend: FrameProcessor(load_backend("
                         f"path)), got {type(backend).__name__}{shown}")
     for name, value in (("tile", tile), ("overlap", overlap)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, Integral)):
+        if value is not None and not is_number(value):
             raise ValueError(f"{name} must be an integer (pixels), got {value!r}")
 
 

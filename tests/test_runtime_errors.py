@@ -1554,6 +1554,18 @@ def test_load_backend_names_a_thread_count_that_is_not_a_whole_number(onnx_model
         assert not b.closed
 
 
+def test_one_rule_says_which_values_a_numeric_option_takes():
+    """The threads, tile, run_stream, export and model-size checks each wrote "a bool, or not
+    an Integral, is refused" in their own words; `is_number` is that rule for all of them."""
+    from runtime.options import is_number
+    for v in (3, 0, -2, np.int64(64), np.uint8(1)):
+        assert is_number(v) and is_number(v, whole=False), v
+    for v in (2.5, 8.0, np.float32(99.5)):
+        assert not is_number(v) and is_number(v, whole=False), v
+    for v in (True, False, np.bool_(True), "2", None, [2], 1j):
+        assert not is_number(v) and not is_number(v, whole=False), v
+
+
 def test_load_backend_names_providers_of_the_wrong_type(onnx_model):
     """providers=3 raised "'int' object is not iterable" for an ONNX model and "can only join
     an iterable" for the others: neither named the argument."""
