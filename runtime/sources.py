@@ -255,7 +255,7 @@ class VideoSource(Source):
                               "answers range requests when its index is at the end"}
             raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
                               f" ({hint.get(kind, 'is the camera in use by another program?')})")
-        self._first: Optional[np.ndarray] = first
+        self._ahead: list[np.ndarray] = [first]   # read but not yet yielded, in order
         # A stream's opening frames (digests), read until the picture first changes.
         self._opening = [_digest(first)] if kind == "stream" else []
         self._reading_opening = kind == "stream"
@@ -312,7 +312,7 @@ class VideoSource(Source):
 
     def _reconnect(self, stop: threading.Event, read: int) -> bool:
         """Reopen a live source that stopped giving frames. False: stop (set, or the source is
-        a recording that ended). The first frame read again is kept for `frames` to yield."""
+        a recording that ended). The frames read again are kept for `frames` to yield."""
         if not self.reconnect_attempts:
             raise SourceError(f"{self.kind} {self.spec!r} stopped after "
                               f"{count(read, 'frame')} in all "
@@ -335,12 +335,12 @@ class VideoSource(Source):
             ok, img = self.cap.read()
             if not ok or img is None:
                 continue
-            img = self._resumed(img)
-            if img is None:
+            resumed = self._resumed(img)
+            if resumed is None:
                 self._say_recording_ended(read)
                 return False
             self.note(f"{self.kind} {self.spec!r}: reconnected (attempt {attempt})")
-            self._first = img
+            self._ahead = resumed
             return True
         raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
                           f"{count(self.reconnect_attempts, 'attempt')}")
@@ -354,26 +354,27 @@ class VideoSource(Source):
         elif len(self._opening) >= OPENING_FRAMES:
             self._reading_opening = False   # still all along: nothing to recognise it by
 
-    def _resumed(self, img: np.ndarray) -> Optional[np.ndarray]:
-        """The frame a reopened source goes on with (`img`, or a later one), or None when the
-        URL gave the run's opening again, byte for byte: its still frames and the first that
-        changed. A recorded video served over the network starts over, and would loop
-        forever; a live stream's picture has moved on. Bytes, because a file decodes to the
+    def _resumed(self, img: np.ndarray) -> Optional[list[np.ndarray]]:
+        """The frames a reopened source goes on with (`img`, then those read to compare it), or
+        None when the URL gave the run's opening again, byte for byte: its still frames and the
+        first that changed. A recorded video served over the network starts over, and would
+        loop forever; a live stream's picture has moved on. Bytes, because a file decodes to the
         same ones every time and a camera's noise never repeats; but a still picture repeats
         (a live still scene, a 'no signal' card, a covered lens), so an opening that never
         changed proves nothing, and one that did is only recognised once the change comes
         again. Cameras are never recordings."""
         if self.kind != "stream" or not self._opening_moves:
-            return img
+            return [img]
+        read = [img]
         for j, want in enumerate(self._opening):
             if j:
-                # The frames passed over here repeat the picture the one returned follows.
                 ok, nxt = self.cap.read()
                 if not ok or nxt is None:
-                    return img   # gone again: the next read reconnects
-                img = nxt
-            if _digest(img) != want:
-                return img
+                    return read   # gone again: the next read reconnects
+                read.append(nxt)
+            if _digest(read[-1]) != want:
+                # Live: the still frames compared are its own, shown before this one.
+                return read
         return None
 
     def _say_recording_ended(self, read: int) -> None:
@@ -392,8 +393,8 @@ class VideoSource(Source):
                 next_t += period
                 stop.wait(max(0.0, next_t - time.perf_counter()))
             t0 = time.perf_counter()
-            if self._first is not None:
-                ok, img, self._first = True, self._first, None
+            if self._ahead:
+                ok, img = True, self._ahead.pop(0)
             else:
                 ok, img = self.cap.read()
                 if self._reading_opening and ok and img is not None:
@@ -430,7 +431,7 @@ class VideoSource(Source):
                 return 0
             ok, img = self.cap.read()
             if ok and img is not None:
-                self._first = img
+                self._ahead = [img]
                 msg = (f"{self.spec}: {count(lost, 'damaged frame')} after frame {read} could "
                        f"not be decoded and {'was' if lost == 1 else 'were'} skipped")
                 self.skipped.append(msg)

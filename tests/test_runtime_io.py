@@ -257,6 +257,26 @@ def test_a_live_stream_that_reconnects_to_its_opening_card_goes_on(tmp_path):
     assert 10 in [band_index(f) for f in got[4:]]
 
 
+def test_a_live_streams_opening_card_read_while_comparing_after_a_reconnect_is_yielded(
+        tmp_path):
+    """After a reconnect, the frames that repeat the run's opening card are read to tell a
+    restarted recording from a live stream; once the picture after them differs (live), they
+    were dropped: a live stream's frames are all yielded, in the order they came."""
+    video = tmp_path / "cam.avi"
+    card = textured_frame(15)
+    _write_avi(video, [card, card, textured_frame(1), textured_frame(2)])
+
+    def after(n):
+        if n == 4:
+            _write_avi(video, [card, card, card, textured_frame(10), textured_frame(11)])
+        if n == 9:
+            video.unlink()
+
+    got, said = _live_run(video, after)
+    assert not any("recording" in m for m in said), said
+    assert [band_index(f) for f in got] == [15, 15, 1, 2, 15, 15, 15, 10, 11]
+
+
 @pytest.mark.parametrize("opening", ["black", "card"])
 def test_a_recording_over_http_that_opens_on_a_still_ends_after_one_pass(served, opening):
     """A recorded file served over HTTP, without a frame count, that opens on black (a fade
