@@ -65,6 +65,34 @@ def tiff_pages(path: str | os.PathLike) -> int:
         return 1
 
 
+def tiff_pages_in(data: bytes) -> int:
+    """How many pages a TIFF's bytes (fetched from a URL) hold, as `tiff_pages` counts a
+    file's: the chain of image directories, followed without decoding any. 1 for other
+    formats; a chain cut short counts the pages up to the cut."""
+    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    if order is None or len(data) < 16:
+        return 1
+    # Classic TIFF (42): 2-byte entry counts, 12-byte entries, 4-byte offsets; BigTIFF (43):
+    # 8, 20 and 8, its first offset at 8.
+    layout = {42: ("H", 12, "I", 4), 43: ("Q", 20, "Q", 8)}.get(
+        struct.unpack_from(order + "H", data, 2)[0])
+    if layout is None:
+        return 1
+    count, entry, offset, first = layout
+    at = struct.unpack_from(order + offset, data, first)[0]
+    pages, seen = 0, set()
+    while at and at not in seen:   # a loop in the chain ends it
+        seen.add(at)
+        try:
+            n = struct.unpack_from(order + count, data, at)[0]
+            at = struct.unpack_from(order + offset, data,
+                                    at + struct.calcsize(count) + n * entry)[0]
+        except struct.error:
+            break
+        pages += 1
+    return max(1, pages)
+
+
 def _png_size(head: bytes) -> Optional[tuple[int, int]]:
     if len(head) >= 24 and head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
         w, h = struct.unpack(">II", head[16:24])

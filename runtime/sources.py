@@ -23,7 +23,7 @@ import numpy as np
 
 from .console import count
 from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_bytes, decode_image,
-                      max_pixels, tiff_pages)
+                      max_pixels, tiff_pages, tiff_pages_in)
 from .options import option
 from .prepost import FrameError, conversions, to_bgr
 from .warn import warn
@@ -140,8 +140,7 @@ class ImageSource(Source):
                 warn(f"skipped: {e}")
                 continue
             t1 = time.perf_counter()
-            if self.paths:
-                _say_other_pages(self.paths[i])
+            _say_other_pages(where, self._pages(i))
             yield Frame(i, img, name, t1, t1 - t0)
 
     def _decode(self, i: int) -> np.ndarray:
@@ -151,6 +150,9 @@ class ImageSource(Source):
         """Image `i` as messages name it."""
         return str(self.paths[i])
 
+    def _pages(self, i: int) -> int:
+        return tiff_pages(self.paths[i])
+
 
 class UrlImageSource(ImageSource):
     """The image an http(s) URL names, fetched once and then read as a local image file is
@@ -159,7 +161,7 @@ class UrlImageSource(ImageSource):
 
     def __init__(self, spec: str, data: bytes, name: str) -> None:
         super().__init__(spec, [Path(name)])
-        # No local file: none for an output to overwrite, no pages to count on disk.
+        # No local file: none for an output to overwrite; its pages are counted in `_data`.
         self.paths, self._data = [], data
 
     def _decode(self, i: int) -> np.ndarray:
@@ -168,13 +170,15 @@ class UrlImageSource(ImageSource):
     def _where(self, i: int) -> str:
         return self.spec
 
+    def _pages(self, i: int) -> int:
+        return tiff_pages_in(self._data)
 
-def _say_other_pages(path: Path) -> None:
+
+def _say_other_pages(where: str, pages: int) -> None:
     """A multi-page TIFF (a scan batch, a stack) decodes as its first page: said once, or its
     one output passes for the whole file."""
-    pages = tiff_pages(path)
     if pages > 1:
-        warn(f"{path}: a TIFF of {pages} pages; only the first page is sharpened")
+        warn(f"{where}: a TIFF of {pages} pages; only the first page is sharpened")
 
 
 @dataclass

@@ -125,6 +125,42 @@ def test_an_image_url_fails_as_a_local_image_does_and_a_stream_under_one_is_a_st
     src.close()
 
 
+def test_a_multi_page_tiff_url_says_only_its_first_page_is_sharpened_as_a_local_one_does(
+        served, tmp_path, capsys, onnx_model):
+    """A local multi-page TIFF says that only its first page is sharpened; the same TIFF
+    fetched from a URL said nothing. A one-page TIFF says nothing either way."""
+    folder, url = served
+    pages = [np.full((24, 32, 3), 60, np.uint8), np.full((24, 32, 3), 200, np.uint8)]
+    assert cv2.imwritemulti(str(folder / "scan.tif"), pages)
+    assert cv2.imwrite(str(folder / "one.tif"), pages[0])
+    for name, said in (("scan.tif", [f"warning: {url}/scan.tif: a TIFF of 2 pages; only the "
+                                     "first page is sharpened"]), ("one.tif", [])):
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/{name}",
+                       "--out", str(tmp_path / f"{name}.png"))
+        assert rc == 0 and [ln for ln in err.splitlines() if "page" in ln] == said, err
+        assert np.median(cv2.imread(str(tmp_path / f"{name}.png"))) == 60
+
+
+def test_a_tiffs_pages_are_counted_in_its_bytes_as_opencv_counts_its_file(tmp_path):
+    """A URL's TIFF has no file for cv2.imcount: its chain of pages is followed in the bytes,
+    and must count what OpenCV counts (classic TIFF by OpenCV, BigTIFF by Pillow)."""
+    from runtime.imageio import tiff_pages_in
+
+    files = []
+    for n in (1, 3):
+        files.append(tmp_path / f"p{n}.tif")
+        assert cv2.imwritemulti(str(files[-1]), [np.full((6, 8, 3), 40 * i, np.uint8)
+                                                 for i in range(n)])
+    image = pytest.importorskip("PIL.Image")
+    pages = [image.new("RGB", (8, 6), (40 * i, 0, 0)) for i in range(3)]
+    files.append(tmp_path / "big.tif")
+    pages[0].save(files[-1], save_all=True, append_images=pages[1:], big_tiff=True)
+    for f in files:
+        assert tiff_pages_in(f.read_bytes()) == cv2.imcount(str(f)), f
+    assert files[-1].read_bytes()[2] == 43   # BigTIFF
+    assert tiff_pages_in(cv2.imencode(".png", np.zeros((6, 8), np.uint8))[1].tobytes()) == 1
+
+
 def test_stream_only_options_for_an_image_url_are_said_and_its_timeout_bounds_the_fetch(
         served, tmp_path, capsys, onnx_model):
     """An image URL is fetched once and read as one image: `--reconnect` did nothing there
