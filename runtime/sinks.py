@@ -563,9 +563,13 @@ class MultiSink(Sink):
 
 # Picture and animation formats someone may name as --out expecting one file of that kind,
 # which no writer here makes (OpenCV writes GIF from 4.11 only, and no animation at all): a
-# folder of PNG frames under such a name was not what they asked for.
+# folder of PNG frames under such a name was not what they asked for. Raw H.264/HEVC streams
+# are read as inputs, but their muxers take only those codecs, which pip's OpenCV cannot
+# encode: the writer failed at the first frame, after the model and the source had opened.
 UNWRITTEN_FORMATS = {".gif": "GIF", ".apng": "APNG", ".avif": "AVIF", ".heic": "HEIC",
-                     ".heif": "HEIF", ".jxl": "JPEG XL"}
+                     ".heif": "HEIF", ".jxl": "JPEG XL", ".h264": "raw H.264 stream",
+                     ".h265": "raw HEVC stream", ".hevc": "raw HEVC stream"}
+VIDEO_OUTPUT_EXTS = VIDEO_EXTS.difference(UNWRITTEN_FORMATS)
 
 
 def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False) -> None:
@@ -577,8 +581,8 @@ def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False) -> N
         return
     video = option("output", p.with_suffix(".mp4").name, flags)
     raise SinkError(f"{option('output', p, flags)}: {fmt} is not an output format; give a "
-                    f"video file ({', '.join(sorted(VIDEO_EXTS))}), an image file for a single "
-                    f"image ({', '.join(sorted(IMAGE_EXTS))}) or a folder for images; for a "
+                    f"video file ({', '.join(sorted(VIDEO_OUTPUT_EXTS))}), an image file for a "
+                    f"single image ({', '.join(sorted(IMAGE_EXTS))}) or a folder for images; for a "
                     f"{fmt}, write a video ({video}) and convert it: ffmpeg -i "
                     f"{p.with_suffix('.mp4').name} {p.name}")
 

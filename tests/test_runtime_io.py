@@ -24,12 +24,14 @@ def _run(capsys, *argv: str) -> tuple[int, str]:
     return rc, capsys.readouterr().err
 
 
-@pytest.mark.parametrize("name", ["x.gif", "x.GIF", "anim.apng"])
+@pytest.mark.parametrize("name", ["x.gif", "x.GIF", "anim.apng", "x.h264", "cam.HEVC"])
 def test_an_animation_output_is_refused_before_the_run_naming_what_is_written(
         tmp_path, capsys, onnx_model, name):
     """--out x.gif wrote a folder of PNG frames named x.gif (with a warning): someone asking
     for a GIF wants one file, and OpenCV cannot be relied on to write GIF. Refused before the
-    model loads or the source opens, naming the option and the extensions written."""
+    model loads or the source opens, naming the option and the extensions written. So is a
+    raw H.264/HEVC stream, whose encoders pip's OpenCV lacks (the writer failed at the first
+    frame)."""
     video = tmp_path / "in.mp4"
     vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*"mp4v"), 10, (32, 24))
     for i in range(3):
@@ -42,12 +44,47 @@ def test_an_animation_output_is_refused_before_the_run_naming_what_is_written(
     assert rc == 2 and err.count("error:") == 1, err
     assert f"--out {out}:" in err and "missing" not in err.replace(str(out), ""), err
     assert ".mp4" in err and ".avi" in err and ".png" in err and ".jpg" in err, err
+    assert ".h264" not in err.split("(")[1] and ".hevc" not in err.split("(")[1], err
     assert "folder" in err and "ffmpeg" in err, err
     assert not (tmp_path / "sub").exists()
     # From Python: the keyword, and nothing made either.
-    with pytest.raises(SinkError, match=rf"^output={out}: .*GIF|^output={out}: .*APNG"):
+    with pytest.raises(SinkError, match=rf"^output={out}: .* is not an output format"):
         run_stream(onnx_model, str(video), out)
     assert not (tmp_path / "sub").exists()
+
+
+def test_every_video_output_extension_plays_back_or_is_refused_before_anything_opens(tmp_path):
+    """`--out x.h264` was taken as a video output, but the raw H.264/HEVC muxers take only
+    codecs pip's OpenCV cannot encode: the writer failed at the first frame, after the model
+    and the source had opened. Every video extension is now either written (a few frames,
+    read back with cv2.VideoCapture) or refused up front, naming those that are written; an
+    extension added to VIDEO_EXTS is checked here."""
+    import re
+
+    from runtime.imageio import VIDEO_EXTS
+    from runtime.sinks import output_sink, refuse_unwritten_format
+
+    frames = [textured_frame(i, 48, 64) for i in range(4)]
+    written, listed = [], set()
+    for ext in sorted(VIDEO_EXTS):
+        path = tmp_path / f"x{ext}"
+        try:
+            refuse_unwritten_format(path)
+        except SinkError as e:
+            listed.add(re.search(r"give a video file \(([^)]*)\)", str(e)).group(1))
+            continue
+        sink = output_sink(path, 10.0, single_image=False)
+        for i, f in enumerate(frames):
+            sink.write(f, f, f"frame_{i}")
+        sink.close()
+        cap, shapes = cv2.VideoCapture(str(path)), []
+        while (got := cap.read())[0]:
+            shapes.append(got[1].shape)
+        cap.release()
+        assert shapes == [(48, 64, 3)] * 4, (ext, shapes)
+        written.append(ext)
+    assert {".mp4", ".avi", ".mkv", ".webm"} <= set(written), written
+    assert listed <= {", ".join(written)}, listed
 
 
 @pytest.fixture
