@@ -298,7 +298,7 @@ class _Stream:
             self.user_sink = output
         if isinstance(source, Source):
             src = source
-        elif isinstance(source, (str, os.PathLike, int)) and not isinstance(source, bool):
+        elif isinstance(source, (str, os.PathLike)) or is_number(source):
             src = open_source(str(source), width=o.width, height=o.height, fps=o.fps,
                               live=o.live, reconnect_attempts=o.reconnect_attempts,
                               timeout=o.timeout, note=self.note, flags=self.flags)

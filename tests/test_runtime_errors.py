@@ -1516,6 +1516,18 @@ def test_the_python_api_says_what_it_wanted_instead_of_a_path_or_none(onnx_model
         run_stream(onnx_model, None)
 
 
+def test_a_numpy_camera_index_opens_the_camera_as_an_int_does(onnx_model):
+    """run_stream(model, np.int64(0)) passed the source check (an integer) and was then read
+    as an array of frames: 'ArraySource' errors instead of the camera it names."""
+    said = []
+    for index in (97, np.int64(97)):
+        with pytest.raises(Exception) as e:
+            run_stream(onnx_model, index)
+        said.append((type(e.value), str(e.value)))
+    assert said[0] == said[1], said
+    assert "97" in said[0][1], said
+
+
 def test_a_negative_tile_is_one_problem_not_two(onnx_model):
     """run_stream(tile=-3) also said 'overlap must be smaller than tile, got tile=-3
     overlap=None', of an overlap the caller never gave (None: automatic)."""
