@@ -487,6 +487,11 @@ def activation_bytes(model: nn.Module, h: int = 1080, w: int = 1920, bytes_per: 
                       if isinstance(out, torch.Tensor) else 0, leaves_only=True)
 
 
+# By layout: a registry student's field depends on its architecture alone (the probe replaces
+# the weights), and an export, a bench or `sharpen models` asked again for every model.
+_FIELDS: dict[str, int] = {}
+
+
 def receptive_field(model: nn.Module, size: int = 256) -> int:
     """Side in pixels of the input region that influences one output pixel at the centre,
     measured from the gradient with positive weights (no dead paths, no cancellation) on a
@@ -494,15 +499,26 @@ def receptive_field(model: nn.Module, size: int = 256) -> int:
     neighbours and max pooling's ties all go to one corner: `seed` measured 19 px, not 20);
     the probe grows until the field fits inside it."""
     import copy
+    import json
 
-    net = copy.deepcopy(model).float().eval()
+    name, args = getattr(model, "arch_name", None), getattr(model, "arch_args", None)
+    key = json.dumps([name, args, size], sort_keys=True, default=str) if name else None
+    if key is None:
+        return _probe_field(copy.deepcopy(model), size)
+    if key not in _FIELDS:
+        _FIELDS[key] = _probe_field(copy.deepcopy(model), size)
+    return _FIELDS[key]
+
+
+def _probe_field(net: nn.Module, size: int) -> int:
+    net = net.float().eval()
     gen = torch.Generator().manual_seed(0)   # the same answer in every process
     with torch.no_grad():   # positive, scaled by fan-in so that gates' products stay finite
         for p in net.parameters():
             fan_in = p[0].numel() if p.dim() > 1 else 1
             p.copy_((torch.rand(p.shape, generator=gen) + 0.5) / (4 * fan_in) if p.dim() > 1
                     else p.fill_(0.01))
-    m = int(getattr(model, "multiple", 1))
+    m = int(getattr(net, "multiple", 1))
     size, thin = max(size, 4 * m), 4 * m
     # Two thin strips (one long across, one long down) instead of a size x size square: each
     # extent depends only on the kernels along its own axis, and the strips cost a fraction of

@@ -165,6 +165,26 @@ def test_the_receptive_field_is_not_cut_short_by_a_zero_probe():
     assert receptive_field(create_student("seed")) == 20
 
 
+def test_the_receptive_field_is_probed_once_per_layout(monkeypatch):
+    """Each export probed the field again (a second per student here, several for `edge`),
+    though it depends on the layout alone: weights differ, the answer does not; another
+    layout of the same student is probed anew, and a module of no registry layout always."""
+    import distill.students as students
+
+    probes = []
+    real = students._probe_field
+    monkeypatch.setattr(students, "_FIELDS", {})
+    monkeypatch.setattr(students, "_probe_field", lambda net, size: probes.append(1)
+                        or real(net, size))
+    a, b = create_student("seed"), create_student("seed")   # two random initialisations
+    assert receptive_field(a) == receptive_field(b) == 20 and len(probes) == 1
+    wide = create_student("fast", low_blocks=1)
+    assert receptive_field(wide) == real(create_student("fast", low_blocks=1), 256)
+    assert receptive_field(create_student("fast")) == 136 and len(probes) == 3
+    plain = nn.Conv2d(3, 3, 5, padding=2)
+    assert receptive_field(plain) == receptive_field(plain) == 5 and len(probes) == 5
+
+
 def test_models_teacher_rows_count_attention_too(capsys):
     """`sharpen models --teacher` counted the Restormer's convolutions only: ~424 GMAC per
     1080p frame for `small`, ~4461 for `motion-deblur`, without the ~10 % its transposed

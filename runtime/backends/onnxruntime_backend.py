@@ -1,6 +1,7 @@
 """ONNX Runtime backend: the default on every device (CPU build, or onnxruntime-gpu on CUDA)."""
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from pathlib import Path
@@ -38,7 +39,10 @@ ProviderSpec = Union[None, str, Sequence[str]]
 _BASE_PROVIDERS = {"CPUExecutionProvider", "AzureExecutionProvider"}
 
 
-def installed_builds() -> list[tuple[str, str, Path]]:
+# Cached: the scan reads every installed package's metadata (a quarter of a second here) and
+# every model load on a CPU-only build asked it again.
+@functools.lru_cache(maxsize=1)
+def installed_builds() -> tuple[tuple[str, str, Path], ...]:
     """The installed distributions that provide the `onnxruntime` module (onnxruntime,
     onnxruntime-gpu, -directml, -openvino ...): (name, version, site folder), in sys.path order.
     They are different pip names for one folder, so pip installs one next to another."""
@@ -54,7 +58,7 @@ def installed_builds() -> list[tuple[str, str, Path]]:
                                        for f in dist.files or ()):
             seen.add(name)
             found.append((name, dist.version, Path(dist.locate_file(""))))
-    return found
+    return tuple(found)
 
 
 def hidden_build(available: Sequence[str]) -> Optional[str]:
