@@ -12,6 +12,7 @@ import os
 import re
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -209,6 +210,16 @@ def frame_names(paths: list[Path]) -> list[str]:
     return [p.absolute().relative_to(root).as_posix() for p in paths]
 
 
+@dataclass
+class _Held:
+    """A picture read but not yet yielded, and when each read of it came: a still picture read
+    over and over (the opening compared after a reconnect) is held once, with a time per read.
+    `digest`: its bytes' digest, where known; only a picture with one takes repeats."""
+    image: np.ndarray
+    times: list[float]
+    digest: Optional[bytes] = None
+
+
 def _interruptible(fn: Callable[[], Any]) -> Any:
     """fn() in a helper thread, waited for in this one: FFmpeg's open of an unanswering URL
     blocks in native code for up to --timeout, and Ctrl-C (KeyboardInterrupt) was only seen
@@ -252,6 +263,7 @@ class VideoSource(Source):
         self.cap = self._open()
         # Probe one frame now so an unreadable source fails before the model is warmed up.
         ok, first = self.cap.read()
+        t_first = time.perf_counter()
         if not ok or first is None:
             self.cap.release()
             hint = {"video": "corrupt or unsupported video?",
@@ -259,7 +271,7 @@ class VideoSource(Source):
                               "answers range requests when its index is at the end"}
             raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
                               f" ({hint.get(kind, 'is the camera in use by another program?')})")
-        self._ahead: list[np.ndarray] = [first]   # read but not yet yielded, in order
+        self._ahead: deque[_Held] = deque([_Held(first, [t_first])])   # not yet yielded
         # A stream's opening frames (digests), read until the picture first changes.
         self._opening = [_digest(first)] if kind == "stream" else []
         self._reading_opening = kind == "stream"
@@ -339,12 +351,10 @@ class VideoSource(Source):
             ok, img = self.cap.read()
             if not ok or img is None:
                 continue
-            resumed = self._resumed(img)
-            if resumed is None:
+            if not self._resume(img):
                 self._say_recording_ended(read)
                 return False
             self.note(f"{self.kind} {self.spec!r}: reconnected (attempt {attempt})")
-            self._ahead = resumed
             return True
         raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
                           f"{count(self.reconnect_attempts, 'attempt')}")
@@ -358,28 +368,54 @@ class VideoSource(Source):
         elif len(self._opening) >= OPENING_FRAMES:
             self._reading_opening = False   # still all along: nothing to recognise it by
 
-    def _resumed(self, img: np.ndarray) -> Optional[list[np.ndarray]]:
-        """The frames a reopened source goes on with (`img`, then those read to compare it), or
-        None when the URL gave the run's opening again, byte for byte: its still frames and the
-        first that changed. A recorded video served over the network starts over, and would
-        loop forever; a live stream's picture has moved on. Bytes, because a file decodes to the
-        same ones every time and a camera's noise never repeats; but a still picture repeats
-        (a live still scene, a 'no signal' card, a covered lens), so an opening that never
-        changed proves nothing, and one that did is only recognised once the change comes
-        again. Cameras are never recordings."""
+    def _hold(self, img: np.ndarray, t: float, digest: Optional[bytes] = None) -> None:
+        """Keep a frame read at `t` for `frames` to yield, after those kept before it. A repeat
+        of the last one's bytes (by `digest`) is one more time of it, not another array: the
+        still opening compared after a reconnect runs to OPENING_FRAMES, a GB at 1080p."""
+        last = self._ahead[-1] if self._ahead else None
+        if (digest is not None and last is not None and last.digest == digest
+                and last.image.shape == img.shape and last.image.dtype == img.dtype):
+            last.times.append(t)
+        else:
+            self._ahead.append(_Held(img, [t], digest))
+
+    def _take_held(self) -> tuple[np.ndarray, float]:
+        """The next frame kept and when it was read. Each repeat of a held picture is yielded
+        as an array of its own: a consumer may draw on the frame it gets."""
+        held = self._ahead[0]
+        t = held.times.pop(0)
+        if held.times:
+            return held.image.copy(), t
+        self._ahead.popleft()
+        return held.image, t
+
+    def _resume(self, img: np.ndarray) -> bool:
+        """Hold the frames a reopened source goes on with (`img`, then those read to compare
+        it); False, holding none, when the URL gave the run's opening again, byte for byte: its
+        still frames and the first that changed. A recorded video served over the network
+        starts over, and would loop forever; a live stream's picture has moved on. Bytes,
+        because a file decodes to the same ones every time and a camera's noise never repeats;
+        but a still picture repeats (a live still scene, a 'no signal' card, a covered lens), so
+        an opening that never changed proves nothing, and one that did is only recognised once
+        the change comes again. Cameras are never recordings."""
+        self._ahead.clear()
+        t = time.perf_counter()
         if self.kind != "stream" or not self._opening_moves:
-            return [img]
-        read = [img]
+            self._hold(img, t)
+            return True
         for j, want in enumerate(self._opening):
             if j:
-                ok, nxt = self.cap.read()
-                if not ok or nxt is None:
-                    return read   # gone again: the next read reconnects
-                read.append(nxt)
-            if _digest(read[-1]) != want:
-                # Live: the still frames compared are its own, shown before this one.
-                return read
-        return None
+                ok, img = self.cap.read()
+                t = time.perf_counter()
+                if not ok or img is None:
+                    return True   # gone again: the next read reconnects
+            digest = _digest(img)
+            # Held as read: if live, the still frames compared are its own, shown before this.
+            self._hold(img, t, digest)
+            if digest != want:
+                return True   # live: its picture has moved on
+        self._ahead.clear()
+        return False
 
     def _say_recording_ended(self, read: int) -> None:
         # A warning: a source taken for live ends here, which its user did not ask for.
@@ -397,8 +433,10 @@ class VideoSource(Source):
                 next_t += period
                 stop.wait(max(0.0, next_t - time.perf_counter()))
             t0 = time.perf_counter()
+            t_read: Optional[float] = None   # a held frame's: when it was read, not now
             if self._ahead:
-                ok, img = True, self._ahead.pop(0)
+                img, t_read = self._take_held()
+                ok = True
             else:
                 ok, img = self.cap.read()
                 if self._reading_opening and ok and img is not None:
@@ -417,7 +455,7 @@ class VideoSource(Source):
                     return
                 continue
             t1 = time.perf_counter()
-            yield Frame(i, img, f"frame_{i:06d}", t1, t1 - t0)
+            yield Frame(i, img, f"frame_{i:06d}", t1 if t_read is None else t_read, t1 - t0)
             i += 1
 
     def _past_damage(self, read: int, stop: threading.Event) -> int:
@@ -435,7 +473,7 @@ class VideoSource(Source):
                 return 0
             ok, img = self.cap.read()
             if ok and img is not None:
-                self._ahead = [img]
+                self._hold(img, time.perf_counter())
                 msg = (f"{self.spec}: {count(lost, 'damaged frame')} after frame {read} could "
                        f"not be decoded and {'was' if lost == 1 else 'were'} skipped")
                 self.skipped.append(msg)
