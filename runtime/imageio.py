@@ -38,6 +38,12 @@ class OverPixelBudget(ImageReadError):
     unless the budget is raised."""
 
 
+# How far a TIFF's chain of pages is followed in a URL's bytes: past any real scan batch or
+# stack, short of the 85 million directories a hostile 513 MB fetch can chain (each one
+# remembered to spot a loop: gigabytes).
+MAX_TIFF_PAGES = 65535
+
+
 def max_pixels() -> int:
     env = os.environ.get("SHARPEN_MAX_PIXELS")
     try:
@@ -68,8 +74,9 @@ def tiff_pages(path: str | os.PathLike) -> int:
 def tiff_pages_in(data: bytes) -> int:
     """How many pages a TIFF's bytes (fetched from a URL) hold, as `tiff_pages` counts a
     file's: the chain of image directories, followed without decoding any. 1 for other
-    formats; a chain cut short counts the pages up to the cut."""
-    order = {b"II": "<", b"MM": ">"}.get(data[:2])
+    formats. The bytes are anyone's: a chain that loops, points past the end or is cut short
+    counts the whole directories read up to there, and at most MAX_TIFF_PAGES."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
     if order is None or len(data) < 16:
         return 1
     # Classic TIFF (42): 2-byte entry counts, 12-byte entries, 4-byte offsets; BigTIFF (43):
@@ -79,16 +86,20 @@ def tiff_pages_in(data: bytes) -> int:
     if layout is None:
         return 1
     count, entry, offset, first = layout
+    count_size, offset_size = struct.calcsize(count), struct.calcsize(offset)
     at = struct.unpack_from(order + offset, data, first)[0]
     pages, seen = 0, set()
-    while at and at not in seen:   # a loop in the chain ends it
+    # Offsets are checked against the length before unpacking: a BigTIFF's reach 2**64, past
+    # what struct takes (OverflowError, not struct.error).
+    while at and at not in seen and pages < MAX_TIFF_PAGES:   # a loop in the chain ends it
         seen.add(at)
-        try:
-            n = struct.unpack_from(order + count, data, at)[0]
-            at = struct.unpack_from(order + offset, data,
-                                    at + struct.calcsize(count) + n * entry)[0]
-        except struct.error:
+        if at + count_size > len(data):
             break
+        n = struct.unpack_from(order + count, data, at)[0]
+        next_at = at + count_size + n * entry
+        if next_at + offset_size > len(data):
+            break
+        at = struct.unpack_from(order + offset, data, next_at)[0]
         pages += 1
     return max(1, pages)
 

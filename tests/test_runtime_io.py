@@ -178,6 +178,73 @@ def test_a_multi_page_tiff_url_says_only_its_first_page_is_sharpened_as_a_local_
         assert np.median(cv2.imread(str(tmp_path / f"{name}.png"))) == 60
 
 
+def _tiff_chain(order: str, nexts: list[int], first: int = 8, big: bool = False) -> bytes:
+    """A TIFF header and a chain of empty image directories, laid end to end from `first`;
+    directory i points on to `nexts[i]` (0 ends the chain)."""
+    import struct
+
+    count, offset = ("Q", "Q") if big else ("H", "I")
+    head = (b"II" if order == "<" else b"MM") + struct.pack(order + "H", 43 if big else 42)
+    head += struct.pack(order + "HHQ", 8, 0, first) if big else struct.pack(order + "I", first)
+    ifds = b"".join(struct.pack(order + count + offset, 0, n) for n in nexts)
+    return head + bytes(max(0, min(first, 64) - len(head))) + ifds
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_tiffs_page_chain_that_loops_or_runs_off_its_bytes_counts_what_it_safely_can(order):
+    """The chain of pages is read from a URL's bytes, which anyone may have written: a chain
+    that points back on itself, past the end, or is cut off counts the pages read up to
+    there, and never hangs or raises (OpenCV's decode says what is wrong with the image)."""
+    from runtime.imageio import tiff_pages_in
+
+    assert tiff_pages_in(_tiff_chain(order, [8])) == 1                  # points at itself
+    assert tiff_pages_in(_tiff_chain(order, [14, 20, 8])) == 3          # back to the first
+    assert tiff_pages_in(_tiff_chain(order, [14, 2 ** 32 - 1])) == 2    # past the end
+    assert tiff_pages_in(_tiff_chain(order, [14, 0])) == 2
+    whole = _tiff_chain(order, [14, 20, 0])
+    assert [tiff_pages_in(whole[:n]) for n in range(len(whole) + 1)] == (
+        [1] * 20 + [2] * 6 + [3])   # truncated: only whole directories count
+    # BigTIFF: 8-byte counts and offsets, up to 2**64 - 1, far past what an index can hold.
+    assert tiff_pages_in(_tiff_chain(order, [32, 2 ** 64 - 1], first=16, big=True)) == 2
+    assert tiff_pages_in(_tiff_chain(order, [0], first=2 ** 64 - 1, big=True)) == 1
+    huge = bytearray(_tiff_chain(order, [0], first=16, big=True))
+    huge[16:24] = b"\xff" * 8   # a directory of 2**64 - 1 entries
+    assert tiff_pages_in(bytes(huge)) == 1
+
+
+def test_a_tiffs_page_chain_is_walked_only_so_far(tmp_path):
+    """A URL's bytes may chain a directory every few bytes (six, in a classic TIFF): 85
+    million of them in the 513 MB a fetch admits, each remembered to spot a loop, which took
+    minutes and gigabytes. The walk stops at MAX_TIFF_PAGES, far more than any real TIFF."""
+    from runtime.imageio import MAX_TIFF_PAGES, tiff_pages_in
+
+    n = MAX_TIFF_PAGES + 10
+    data = _tiff_chain("<", [8 + 6 * (i + 1) for i in range(n - 1)] + [0])
+    assert tiff_pages_in(data) == MAX_TIFF_PAGES
+
+
+def test_a_url_tiff_whose_page_chain_is_broken_is_sharpened_without_a_page_warning(
+        served, tmp_path, capsys, onnx_model):
+    """A BigTIFF from a URL whose first page decodes but whose next-page offset is 2**64 - 1
+    raised OverflowError out of the page count, after the decode had succeeded."""
+    import io
+    import struct
+
+    image = pytest.importorskip("PIL.Image")
+    folder, url = served
+    buf = io.BytesIO()
+    image.new("RGB", (32, 24), (60, 60, 60)).save(buf, format="TIFF", big_tiff=True)
+    data = bytearray(buf.getvalue())
+    first = struct.unpack_from("<Q", data, 8)[0]
+    n = struct.unpack_from("<Q", data, first)[0]
+    struct.pack_into("<Q", data, first + 8 + 20 * n, 2 ** 64 - 1)
+    (folder / "broken.tif").write_bytes(bytes(data))
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/broken.tif",
+                   "--out", str(tmp_path / "broken.png"))
+    assert rc == 0 and "page" not in err, err
+    assert np.median(cv2.imread(str(tmp_path / "broken.png"))) == 60
+
+
 def test_a_tiffs_pages_are_counted_in_its_bytes_as_opencv_counts_its_file(tmp_path):
     """A URL's TIFF has no file for cv2.imcount: its chain of pages is followed in the bytes,
     and must count what OpenCV counts (classic TIFF by OpenCV, BigTIFF by Pillow)."""
