@@ -351,7 +351,10 @@ class VideoSource(Source):
             ok, img = self.cap.read()
             if not ok or img is None:
                 continue
-            if not self._resume(img):
+            live = self._resume(img, stop)
+            if stop.is_set():
+                return False
+            if not live:
                 self._say_recording_ended(read)
                 return False
             self.note(f"{self.kind} {self.spec!r}: reconnected (attempt {attempt})")
@@ -389,7 +392,7 @@ class VideoSource(Source):
         self._ahead.popleft()
         return held.image, t
 
-    def _resume(self, img: np.ndarray) -> bool:
+    def _resume(self, img: np.ndarray, stop: threading.Event) -> bool:
         """Hold the frames a reopened source goes on with (`img`, then those read to compare
         it); False, holding none, when the URL gave the run's opening again, byte for byte: its
         still frames and the first that changed. A recorded video served over the network
@@ -405,6 +408,8 @@ class VideoSource(Source):
             return True
         for j, want in enumerate(self._opening):
             if j:
+                if stop.is_set():   # a Ctrl-C waited for up to OPENING_FRAMES reads
+                    return True
                 ok, img = self.cap.read()
                 t = time.perf_counter()
                 if not ok or img is None:

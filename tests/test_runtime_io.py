@@ -462,6 +462,42 @@ def test_a_live_streams_still_opening_compared_after_a_reconnect_is_held_once(tm
     assert held == sorted(held) and t_reopen < held[0] and held[-1] < arrived[still + 2]
 
 
+def test_a_stop_while_a_reopened_streams_opening_is_compared_ends_it_at_once(tmp_path):
+    """A Ctrl-C that came while a reconnected stream's still opening was compared with the
+    first one waited for all of it to be read (up to OPENING_FRAMES, 5 s at 30 fps, more on a
+    stalling stream), then said "reconnected" of a run that was ending."""
+    class CtrlCAfterTheReopenDelay(threading.Event):
+        armed = False
+
+        def wait(self, timeout=None):
+            waited = super().wait(timeout)
+            if self.armed:
+                self.set()
+            return waited
+
+    video = tmp_path / "cam.avi"
+    card, still = textured_frame(15), 40
+    _write_avi(video, [card] * still + [textured_frame(i) for i in (1, 2)])
+    notes: list[str] = []
+    src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=3,
+                      reconnect_delay=0.01, note=notes.append)
+    src.frame_count = None   # a live stream declares no length
+    stop = CtrlCAfterTheReopenDelay()
+    got = []
+    with runtime_warnings() as said:
+        for fr in src.frames(stop):
+            got.append(fr.index)
+            if len(got) == still + 2:   # the drop: it reopens on the card
+                _write_avi(video, [card] * (still + 1) + [textured_frame(10)])
+                stop.armed = True
+            assert len(got) < 3 * still, "looped"
+    assert any("reconnecting" in m for m in said), said
+    read = int(src.cap.get(cv2.CAP_PROP_POS_FRAMES))
+    src.close()
+    assert len(got) == still + 2 and read <= 2, (len(got), read)
+    assert not any("reconnected" in n for n in notes), notes
+
+
 @pytest.mark.parametrize("opening", ["black", "card"])
 def test_a_recording_over_http_that_opens_on_a_still_ends_after_one_pass(served, opening):
     """A recorded file served over HTTP, without a frame count, that opens on black (a fade
