@@ -82,7 +82,7 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
     # The report's own rows and figure columns: a student file named teacher.pt took the
     # teacher's row (and input.pt the input's).
     names: set[str] = set(RESERVED_NAMES)
-    from distill.checkpoint import CheckpointError
+    from distill.checkpoint import CheckpointError, run_stem
     for item in items:
         try:
             p = resolve_weights(item, allow_teacher=False)
@@ -95,7 +95,8 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
             print(f"warning: --weights {item} names {p} again; benchmarked once",
                   file=sys.stderr)
             continue
-        name = p.stem[len("student-"):] if p.stem.startswith("student-") else p.stem
+        stem = run_stem(p)   # runs/a/best.pt -> a-best, as export names its files
+        name = stem[len("student-"):] if stem.startswith("student-") else stem
         base, k = name, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1

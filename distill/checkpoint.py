@@ -54,6 +54,18 @@ def folder_problem(path: str | os.PathLike) -> str:
     return f"checkpoint path is a folder, not a file: {path}{hint}"
 
 
+def run_stem(path: str | os.PathLike) -> str:
+    """A checkpoint's name: its stem, with its run folder in front for the names every training
+    run uses (runs/a/best.pt -> a-best), so that two runs' best.pt keep apart in export's file
+    names and in evaluate's and bench's rows. The folder is the absolute path's (links kept):
+    `best.pt` given from inside runs/a is a-best too."""
+    p = Path(path)
+    folder = Path(os.path.abspath(p)).parent.name
+    if p.stem in ("best", "last") and folder:
+        return f"{folder}-{p.stem}"
+    return p.stem
+
+
 def read_checkpoint(path: str | os.PathLike) -> dict:
     """Load a checkpoint file with weights_only=True and clear errors for missing/bad files."""
     path = Path(path)

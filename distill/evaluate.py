@@ -43,8 +43,9 @@ def is_artifact(path: str | Path) -> bool:
 def model_labels(paths: list[str]) -> list[str]:
     """Distinct table labels for checkpoints: the file stem (the file name for exported
     artifacts, whose stems repeat across formats), with the folder in front where labels
-    repeat (runs/a/best.pt, runs/b/best.pt) or clash with a result key."""
-    stems = [Path(p).name if is_artifact(p) else Path(p).stem for p in paths]
+    repeat or clash with a result key; a training run's best.pt and last.pt by their run, as
+    `sharpen export` names their artifacts (runs/a/best.pt -> a-best)."""
+    stems = [Path(p).name if is_artifact(p) else _checkpoint_stem(p) for p in paths]
     out = []
     for p, stem in zip(paths, stems):
         label = stem if stems.count(stem) == 1 and stem not in RESERVED \
@@ -53,6 +54,12 @@ def model_labels(paths: list[str]) -> list[str]:
             label += "'"
         out.append(label)
     return out
+
+
+def _checkpoint_stem(path: str) -> str:
+    # Imported here: distill.checkpoint brings torch, which artifacts alone do not need.
+    from .checkpoint import run_stem
+    return run_stem(path)
 
 
 def is_teacher(path: str | Path, teacher_config: Optional[str] = None) -> bool:

@@ -908,10 +908,8 @@ def default_stem(weights: Path) -> str:
     every training run uses (runs/a/best.pt -> a-best), so that exports of two runs into one
     folder do not replace each other. The folder is the absolute path's (links kept): `best.pt`
     given from inside runs/a was exported again, as best.*."""
-    folder = Path(os.path.abspath(weights)).parent.name
-    if weights.stem in ("best", "last") and folder:
-        return f"{folder}-{weights.stem}"
-    return weights.stem
+    from distill.checkpoint import run_stem
+    return run_stem(weights)
 
 
 def _say_replaced(own: dict | None, paths: list[Path], weights_sha: str,

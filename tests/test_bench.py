@@ -1392,3 +1392,19 @@ def test_a_cache_on_a_filesystem_without_locks_exports_unlocked_with_a_warning(t
     assert len(said) == 1 and said[0].startswith(
         f"cannot lock {tmp_path / 'cache' / '.s-123.lock'} (No locks available): exporting "
         "unlocked"), said
+
+
+def test_training_runs_checkpoints_are_named_after_their_run(tmp_path):
+    """Every training run writes best.pt and last.pt: the report called a run's best.pt
+    "student best" (two runs: "best" and "best-2"), where `sharpen export` names its files
+    after the run (runs/a/best.pt -> a-best)."""
+    from benchmarks.artifacts import resolve_students
+    m = create_student("fast", width=8, edge_width=8)
+    paths = []
+    for run in ("fast-mine", "fast-other"):
+        p = tmp_path / run / "best.pt"
+        p.parent.mkdir()
+        atomic_save(make_checkpoint(m, kind="student", arch="fast", arch_args=m.arch_args), p)
+        paths.append(str(p))
+    assert [st.name for st in resolve_students(paths, hash_files=False)] == \
+        ["fast-mine-best", "fast-other-best"]

@@ -672,3 +672,15 @@ def test_a_run_folder_given_as_weights_names_its_checkpoints(nogt, tmp_path, cap
         read_checkpoint(run)
     with pytest.raises(CheckpointError, match=r"a folder, not a file: .*runs$"):
         read_checkpoint(run.parent)   # no checkpoint in it: nothing to name
+
+
+def test_a_runs_checkpoint_is_labelled_after_its_run():
+    """A training run's best.pt was the row "best" (and, beside another run's, "a/best"), where
+    `sharpen export` names its artifacts after the run: runs/a/best.pt -> a-best."""
+    from distill.evaluate import model_labels
+    assert model_labels(["runs/fast-mine/best.pt", "models/student-fast.pt"]) == \
+        ["fast-mine-best", "student-fast"]
+    assert model_labels(["runs/a/best.pt", "runs/b/best.pt", "runs/a/last.pt"]) == \
+        ["a-best", "b-best", "a-last"]
+    # exported artifacts keep their file name, which already holds the run
+    assert model_labels(["export/fast-mine-best_int8.tflite"]) == ["fast-mine-best_int8.tflite"]
