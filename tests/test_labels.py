@@ -1087,3 +1087,29 @@ def test_an_interrupted_run_says_how_far_it_got(tmp_path):
             run_labels(str(data), out, teacher=_OtherTeacher(stop=3), say=said.append, **kw)
     assert said[-1] == f"labels: interrupted: 2 done, 1 skipped (up to date), of 5; 2 left " \
                       f"for the same command to label into {out}", said
+
+
+def test_the_run_ends_naming_the_caches_as_training_takes_them(tmp_path, teachers, capsys,
+                                                               monkeypatch):
+    """The last lines counted the labels but named no folder, and the distill keys that take
+    the caches were only in --help: the user had to piece `data.labels=...` together."""
+    data = tmp_path / "footage"
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        write_image(data / f"shot{i}.png", rng.random((24, 32, 3)))
+    out, val = tmp_path / "my labels" / "train", tmp_path / "my labels" / "val"
+    base = ["--data", str(data), "--out", str(out), "--teacher-weights", str(teachers[0]),
+            "--tile", "32", "--overlap", "8", "--device", "cpu", "--quiet"]
+    monkeypatch.chdir(REPO)   # the config is named as the README names it, from the checkout
+    assert main(base) == 0
+    said = capsys.readouterr().out.splitlines()
+    run = "sharpen distill --config configs/distill-fast.yaml"
+    assert said[-1] == f"train on it: {run} 'data.labels={out}'", said
+    assert main([*base, "--hold-out", "0.2", "--val-out", str(val)]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[-1] == f"train on them: {run} 'data.labels={out}' 'data.val_labels={val}'", said
+    monkeypatch.chdir(tmp_path)   # elsewhere: the checkout's config by its full path
+    assert main(base) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[-1].startswith(f"train on it: sharpen distill --config "
+                               f"{REPO / 'configs' / 'distill-fast.yaml'} "), said

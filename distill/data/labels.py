@@ -768,9 +768,28 @@ def run_from_args(args: argparse.Namespace) -> int:
         if isinstance(e, CheckpointError):
             raise SharpenError(str(e)) from None
         raise
+    if stats.done + stats.skipped + stats.reused and DistInfo.from_env().rank == 0:
+        print(_next_step(args), flush=True)
     # A footage folder's clip that cannot be opened is a bad file too: the rest is labelled,
     # and the exit code says not all of it was (it was 0, with a warning a script never read).
     return 1 if stats.failed or stats.videos_left_out else 0
+
+
+def _next_step(args: argparse.Namespace) -> str:
+    """The distill command that trains on the caches just written: the keys that take them
+    were said only in --help, and the folders nowhere after the run."""
+    import shlex
+    config = Path(__file__).resolve().parents[2] / "configs" / "distill-fast.yaml"
+    words = ["sharpen", "distill"]
+    if config.is_file():   # a checkout: named as the README names it, from its root
+        here = Path.cwd().resolve()
+        words += ["--config", str(config.relative_to(here) if here in config.parents
+                                  else config)]
+    words.append(f"data.labels={args.out}")
+    val = getattr(args, "val_out", None)
+    if val:
+        words.append(f"data.val_labels={val}")
+    return f"train on {'them' if val else 'it'}: {shlex.join(words)}"
 
 
 def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
