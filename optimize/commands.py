@@ -26,6 +26,15 @@ warning and listed as SKIPPED.
 """
 
 
+# `--calib`, as `sharpen export` and `sharpen bench` (benchmarks/options.py) both take it: one
+# meaning, checked by export() in both (optimize.calibration's messages, named --calib).
+CALIB_FLAGS = ("--calib",)
+CALIB_OPTION = dict(
+    nargs="+", default=None, metavar="SRC",
+    help="real calibration images: folder(s), glob(s), image files or a .npy/.npz array "
+         "(N x 3 x H x W or N x H x W x 3, float in [0,1]); use the student's (blurred) "
+         "training inputs. Default: scikit-image sample photos, blurred")
+
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "export", help="export a student to ONNX / INT8 / TFLite / TensorRT with a parity gate",
@@ -45,11 +54,7 @@ def add_commands(sub) -> None:
                    help="file name stem of the artifacts (default: the checkpoint's stem)")
 
     g = p.add_argument_group("calibration (INT8 formats)")
-    g.add_argument("--calib", nargs="+", default=None, metavar="SRC",
-                   help="real calibration images: folder(s), glob(s), image files or a .npy/.npz "
-                        "array (N x 3 x H x W or N x H x W x 3, float in [0,1]); use the "
-                        "student's (blurred) training inputs. Default: scikit-image sample "
-                        "photos, blurred")
+    g.add_argument(*CALIB_FLAGS, **CALIB_OPTION)
     g.add_argument("--calib-count", type=int, default=64, metavar="N",
                    help="number of random crops used for calibration (default 64)")
     g.add_argument("--calib-size", type=int, default=256, metavar="PX",

@@ -508,6 +508,122 @@ def _naming(field: str, flags: bool):
         raise CalibrationError(f"{_option(field, flags)}: {e}") from None
 
 
+@dataclass
+class _Data:
+    """The images an export calibrates on and judges parity on (`_calibration_data`)."""
+    parity_list: list
+    crops: np.ndarray | None
+    calib_names: list[str]
+    held_out: int = 0   # calib images held out for parity
+
+
+def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
+                      receptive_field: int | None, prog: Progress, flags: bool) -> _Data:
+    """Calibration crops (when `needs_calib`) and parity images from `o`'s calib and
+    parity_images: a fifth of the calib images held out for parity when no parity images are
+    given, else the built-in sample photos. `calibration_record` reads the same."""
+    from distill.metrics import SSIM_MIN_SIDE
+
+    from . import calibration as cal
+
+    calib_paths = resolve_calib(o.calib, flags) if o.calib else None
+    parity_list = None
+    held_out_note, held_out = "", 0
+    if o.parity_images:
+        with _naming("parity_images", flags):
+            parity_paths = cal.resolve_paths(o.parity_images)
+        both = {q.resolve() for q in parity_paths} & {q.resolve() for q in calib_paths or []}
+        if both:
+            # Calibrated on the very images it is judged on, INT8 looks better than it is.
+            also = ("is also a --calib image" if len(both) == 1
+                    else "are also --calib images")
+            prog.warn(f"{count(len(both), 'parity image')} {also} ({min(both).name}"
+                      f"{'' if len(both) == 1 else ', ...'}); parity is meant to be measured "
+                      "on held-out images")
+        with _naming("parity_images", flags):
+            parity_list = cal.load_images(parity_paths, what="parity", min_side=SSIM_MIN_SIDE)
+    elif calib_paths is not None:
+        imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
+        if len(imgs) >= 2:
+            # The last readable fifth: an unreadable file is skipped by name, not fatal.
+            k, held, bad, loaded = max(1, len(imgs) // 5), [], [], []
+            for p in reversed(imgs):
+                if len(held) == k:
+                    break
+                try:
+                    loaded += cal.load_images([p], what="parity", min_side=SSIM_MIN_SIDE)
+                    held.append(p)
+                except cal.CalibrationError as e:
+                    prog.warn(f"skipped: {e}")
+                    bad.append(p)
+            calib_paths = [p for p in calib_paths if p not in held and p not in bad]
+            if held and calib_paths:
+                parity_list, held_out = loaded[::-1], len(held)
+                held_out_note = f"held out {held_out} of the --calib images for parity"
+            else:   # too few readable ones to hold any out: calibrate on what there is
+                calib_paths = calib_paths or held
+                if not calib_paths:
+                    raise cal.CalibrationError(f"--calib {o.calib}: none of its {len(bad)} "
+                                               "images is readable")
+    builtin = parity_list is None
+    if builtin:
+        parity_list = cal.sample_images(cal.BUILTIN_PARITY)
+        held_out_note = held_out_note or ("parity on scikit-image sample photos "
+                                          f"{', '.join(cal.BUILTIN_PARITY)} (blurred)")
+    if held_out_note:
+        prog.say(held_out_note)
+    _warn_small_parity(parity_list, receptive_field, prog, builtin, flags)
+    crops, calib_names = None, []
+    if needs_calib:
+        with _naming("calib", flags) if calib_paths else contextlib.nullcontext():
+            calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
+                            else cal.sample_images(cal.BUILTIN_CALIB))
+        size = CALIB_SIZE if o.calib_size is None else o.calib_size
+        crops = cal.random_crops(calib_images, o.calib_count, size, multiple)
+        side, why = cal.crop_side(calib_images, size, multiple)
+        if why and o.calib_size is not None:
+            # The crop side sets what calibration sees (and the report records it): a size the
+            # user chose must not change unsaid.
+            prog.warn(f"--calib-size {o.calib_size} {why}: calibrating on {side}x{side} crops")
+        calib_names = [n for n, _ in calib_images]
+        src = "--calib" if calib_paths else "built-in sample photos"
+        prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
+                 f"from {count(len(calib_names), 'image')} ({src})")
+    return _Data(parity_list, crops, calib_names, held_out)
+
+
+def calibration_record(weights: str | os.PathLike, calib: Sequence[str] | str | None,
+                       calib_count: int, calib_size: int | None = None,
+                       flags: bool = False) -> dict:
+    """What an export of `weights` (its size multiple sets the crops) with these calibration
+    options calibrates and judges parity on, as its report records it: settings'
+    calib_images, and the inputs' calibration and parity_images digests. The bench keys its
+    cache on it, so that other crops (another --calib folder, files changed in it) rebuild
+    its artifacts. Raises CalibrationError as export() would, naming --calib with `flags`."""
+    from distill.checkpoint import load_student
+    from distill.teacher import resolve_weights
+
+    model, _ = load_student(resolve_weights(weights, allow_teacher=False))
+    from distill.students import receptive_field
+
+    o = ExportOptions(calib=calib, calib_count=calib_count, calib_size=calib_size, quiet=True)
+    # Quiet: the export that builds says the steps; its warnings are the same ones, which
+    # `sharpen` shows once.
+    data = _calibration_data(o, int(getattr(model, "multiple", 1)), True,
+                             receptive_field(model), Progress(True), flags)
+    return {"calib_images": data.calib_names, "calibration": _digest(data.crops),
+            "parity_images": _digest(data.parity_list), "parity_held_out": data.held_out}
+
+
+def resolve_calib(calib: Sequence[str] | str, flags: bool = False) -> list[Path]:
+    """The files of `calib` (folders, globs, files) as export() reads them; CalibrationError
+    naming the option (--calib with `flags`) for one that is missing or lists no images."""
+    from . import calibration as cal
+
+    with _naming("calib", flags):
+        return cal.resolve_paths(calib)
+
+
 def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             out_dir: str | os.PathLike, options: ExportOptions | None, *,
             progress: Progress | None, on_result, flags: bool = False,
@@ -530,9 +646,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             raise ExportError(f"thresholds: {e}; its keys: "
                               f"{', '.join(f.name for f in fields(Thresholds))}") from None
     from distill.checkpoint import load_student
-    from distill.metrics import SSIM_MIN_SIDE
 
-    from . import calibration as cal
     from .tensorrt_engine import Profile, parse_hw, supported_for
 
     prog = progress or Progress(o.quiet)
@@ -597,71 +711,9 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     prog.say(f"student {model.arch_name} {model.arch_args} (multiple {multiple}) from {weights}")
 
     # ---- data: calibration crops and held-out parity images (fail early on bad data)
-    with _naming("calib", flags):
-        calib_paths = cal.resolve_paths(o.calib) if o.calib else None
-    parity_list = None
-    held_out_note = ""
-    if o.parity_images:
-        with _naming("parity_images", flags):
-            parity_paths = cal.resolve_paths(o.parity_images)
-        both = {q.resolve() for q in parity_paths} & {q.resolve() for q in calib_paths or []}
-        if both:
-            # Calibrated on the very images it is judged on, INT8 looks better than it is.
-            also = ("is also a --calib image" if len(both) == 1
-                    else "are also --calib images")
-            prog.warn(f"{count(len(both), 'parity image')} {also} ({min(both).name}"
-                      f"{'' if len(both) == 1 else ', ...'}); parity is meant to be measured "
-                      "on held-out images")
-        with _naming("parity_images", flags):
-            parity_list = cal.load_images(parity_paths, what="parity", min_side=SSIM_MIN_SIDE)
-    elif calib_paths is not None:
-        imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
-        if len(imgs) >= 2:
-            # The last readable fifth: an unreadable file is skipped by name, not fatal.
-            k, held, bad, loaded = max(1, len(imgs) // 5), [], [], []
-            for p in reversed(imgs):
-                if len(held) == k:
-                    break
-                try:
-                    loaded += cal.load_images([p], what="parity", min_side=SSIM_MIN_SIDE)
-                    held.append(p)
-                except cal.CalibrationError as e:
-                    prog.warn(f"skipped: {e}")
-                    bad.append(p)
-            calib_paths = [p for p in calib_paths if p not in held and p not in bad]
-            if held and calib_paths:
-                parity_list = loaded[::-1]
-                held_out_note = f"held out {len(held)} of the --calib images for parity"
-            else:   # too few readable ones to hold any out: calibrate on what there is
-                calib_paths = calib_paths or held
-                if not calib_paths:
-                    raise cal.CalibrationError(f"--calib {o.calib}: none of its {len(bad)} "
-                                               "images is readable")
-    builtin = parity_list is None
-    if builtin:
-        parity_list = cal.sample_images(cal.BUILTIN_PARITY)
-        held_out_note = held_out_note or ("parity on scikit-image sample photos "
-                                          f"{', '.join(cal.BUILTIN_PARITY)} (blurred)")
-    if held_out_note:
-        prog.say(held_out_note)
-    _warn_small_parity(parity_list, ckpt["receptive_field"], prog, builtin, flags)
-    crops, calib_names = None, []
-    needs_calib = any(FORMATS[f].needs_calibration for f in fmts)
-    if needs_calib:
-        with _naming("calib", flags) if calib_paths else contextlib.nullcontext():
-            calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
-                            else cal.sample_images(cal.BUILTIN_CALIB))
-        size = CALIB_SIZE if o.calib_size is None else o.calib_size
-        crops = cal.random_crops(calib_images, o.calib_count, size, multiple)
-        side, why = cal.crop_side(calib_images, size, multiple)
-        if why and o.calib_size is not None:
-            # The crop side sets what calibration sees (and the report records it): a size the
-            # user chose must not change unsaid.
-            prog.warn(f"--calib-size {o.calib_size} {why}: calibrating on {side}x{side} crops")
-        calib_names = [n for n, _ in calib_images]
-        src = "--calib" if calib_paths else "built-in sample photos"
-        prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
-                 f"from {count(len(calib_names), 'image')} ({src})")
+    data = _calibration_data(o, multiple, any(FORMATS[f].needs_calibration for f in fmts),
+                             ckpt["receptive_field"], prog, flags)
+    parity_list, crops, calib_names = data.parity_list, data.crops, data.calib_names
     gt = _load_matching(o.parity_gt, parity_list, "ground truth", prog)
     if o.thresholds.max_ssim_drop is not None and not gt:
         # A gate the user asked for must not pass by not being applied.
