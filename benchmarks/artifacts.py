@@ -178,13 +178,48 @@ def format_versions(fmt: str, installed: Optional[dict] = None) -> dict:
     return {n: have.get(n) for n in names}
 
 
-def _settings(student: Student, calib_count: int, float_layers: str | None = None) -> dict:
+BUILTIN_CALIBRATION = "built-in sample photos"
+
+
+def _settings(student: Student, calib_count: int, float_layers: str | None = None,
+              calib: dict | None = None) -> dict:
+    """The stamp's key. `calib`: `calibration_record` of a --calib run, whose crops' and
+    parity images' digests are export's own record of them."""
     s = {"weights_hash": student.hash, "exporter": exporter_hash(),
-         "calib_count": int(calib_count), "calibration": "built-in sample photos",
-         "parity": "built-in sample photos"}
+         "calib_count": int(calib_count), "calibration": BUILTIN_CALIBRATION,
+         "parity": BUILTIN_CALIBRATION}
+    if calib:
+        s["calibration"] = {k: calib[k] for k in ("calib_images", "calibration")}
+        s["parity"] = {"parity_images": calib["parity_images"],
+                       "held_out": calib["parity_held_out"]}
     if float_layers:
         s["float_layers"] = float_layers
     return s
+
+
+def check_calib(calib: Sequence[str] | str | None) -> None:
+    """BenchError, worded as `sharpen export` words it, for a --calib source that is missing or
+    lists no images: before the long work, not at the first student's export."""
+    if not calib:
+        return
+    from optimize.calibration import CalibrationError
+    from optimize.export import resolve_calib
+
+    try:
+        resolve_calib(calib, flags=True)
+    except CalibrationError as e:
+        raise BenchError(str(e)) from None
+
+
+def _calibration(student: Student, calib: Sequence[str] | str, calib_count: int) -> dict:
+    """`optimize.export.calibration_record` for `student`, errors as BenchError."""
+    from optimize.calibration import CalibrationError
+    from optimize.export import ExportError, calibration_record
+
+    try:
+        return calibration_record(student.path, calib, calib_count, flags=True)
+    except (CalibrationError, ExportError) as e:
+        raise BenchError(str(e)) from None
 
 
 def buildable_formats(formats: str | Sequence[str] | None) -> list[str]:
@@ -200,11 +235,14 @@ def buildable_formats(formats: str | Sequence[str] | None) -> list[str]:
 def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = None,
                      formats: str | Sequence[str] | None = None,
                      calib_count: int = DEFAULT_CALIB_COUNT, quiet: bool = False,
-                     say=None, float_layers: str | None = None) -> ArtifactSet:
+                     say=None, float_layers: str | None = None,
+                     calib: Sequence[str] | str | None = None) -> ArtifactSet:
     """Every export format for `student`: reused from the cache when up to date, else built with
     `optimize.export.export`. Formats not requested or not buildable here come back as skipped
     with a reason; failed builds as error with the export's reason. `float_layers` as
-    `sharpen export --float-layers` (mixed-precision INT8; cached in a folder of its own)."""
+    `sharpen export --float-layers` (mixed-precision INT8; cached in a folder of its own).
+    `calib` as `sharpen export --calib` (default: the built-in sample photos): the cache keys
+    on the crops and parity images the export would use, so other images rebuild."""
     from optimize.export import FORMATS, parse_formats
 
     say = say or (lambda msg: None)
@@ -217,7 +255,9 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     suffix = ("-float-" + re.sub(r"[^A-Za-z0-9.]+", "_", float_layers)) if float_layers else ""
     folder = (Path(cache_root or default_cache_root()).resolve()
               / f"{student.path.stem}-{student.hash}{suffix}")
-    settings = _settings(student, calib_count, float_layers)
+    calib = calib or None
+    record = _calibration(student, calib, calib_count) if calib else None
+    settings = _settings(student, calib_count, float_layers, record)
 
     from .machine import library_versions
 
@@ -231,7 +271,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
             plan = _Plan.of(student, folder, settings, requested, versions)
             if plan.to_build:
                 built_now = _build(plan, student, folder, settings, versions, calib_count,
-                                   quiet, say, float_layers)
+                                   quiet, say, float_layers, calib)
     ordered = {fmt: plan.items[fmt] for fmt in FORMATS}
     return ArtifactSet(student, folder, ordered, built_now)
 
@@ -343,9 +383,10 @@ def cache_lock(folder: Path, say: Callable[[str], None], doing: str) -> Iterator
 
 def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
            versions: dict[str, dict], calib_count: int, quiet: bool, say,
-           float_layers: str | None) -> list[str]:
+           float_layers: str | None, calib: Sequence[str] | str | None = None) -> list[str]:
     """Export `plan.to_build` into `folder`, recording each result in `plan.items` and the
     stamp as it comes; the formats built."""
+    from optimize.calibration import CalibrationError
     from optimize.export import FORMATS, ExportError, export
 
     items, old, to_build = plan.items, plan.old, plan.to_build
@@ -373,10 +414,12 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
         save_stamp()
 
     try:
-        report = export(student.path, to_build, folder, calib_count=calib_count,
-                        latency=False, quiet=quiet, float_layers=float_layers,
-                        on_result=record)
-    except ExportError as e:
+        # calib_size None: export's default side, fitted to small --calib images without a
+        # warning naming --calib-size, which the bench does not take (the crops are the same).
+        report = export(student.path, to_build, folder, calib=calib, calib_count=calib_count,
+                        calib_size=None, latency=False, quiet=quiet,
+                        float_layers=float_layers, on_result=record, flags=True)
+    except (ExportError, CalibrationError) as e:
         raise BenchError(f"{student.name}: {e}") from None
     for r in report.results:
         record(r)

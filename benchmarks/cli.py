@@ -103,6 +103,7 @@ def options_from_args(args: argparse.Namespace):
                         sizes=args.sizes, formats=args.formats, cache=args.cache,
                         float_layers=args.float_layers,
                         threads=args.threads, calib_count=args.calib_count,
+                        calib=args.calib,
                         stream_frames=args.stream_frames, latency=not args.no_latency,
                         quiet=args.quiet)
 

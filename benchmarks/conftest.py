@@ -123,6 +123,12 @@ class BenchContext:
         self.calib_count = int(config.getoption("calib_count"))
         if self.calib_count < 1:
             raise pytest.UsageError(f"--calib-count must be >= 1, got {self.calib_count}")
+        self.calib = config.getoption("calib")
+        from benchmarks.artifacts import check_calib
+        try:   # as `sharpen bench` checks it, before any export
+            check_calib(self.calib)
+        except BenchError as e:
+            raise pytest.UsageError(str(e)) from None
         self.float_layers = config.getoption("float_layers")
         self.threads = int(config.getoption("threads") or 0)
         from runtime.host import check_threads
@@ -163,7 +169,8 @@ class BenchContext:
             self._artifacts[name] = ensure_artifacts(self.students[name], self.cache,
                                                      self.formats, self.calib_count, quiet=True,
                                                      say=self.say,
-                                                     float_layers=self.float_layers)
+                                                     float_layers=self.float_layers,
+                                                     calib=self.calib)
         return self._artifacts[name]
 
     @property

@@ -243,13 +243,22 @@ def _quality_lines(s: dict, q: dict, checks: list[dict]) -> list[str]:
         "artifact loses in SSIM to ground truth against the FP32 student, worst image "
         "(the students issue's INT8 budget: 0.002). Teacher: "
         f"{Path(s['teacher']['weights']).name} (sha256 {s['teacher']['hash']}), tiled "
-        f"{s['teacher']['tile']} px, overlap {s['teacher']['overlap']}, Gaussian-blended.",
+        f"{s['teacher']['tile']} px, overlap {s['teacher']['overlap']}, Gaussian-blended."
+        + _calibration_sentence(s),
         ""]
     from .quality import QualityResult
 
     qr = QualityResult(q["data"], q["images"], q["rows"], checks, {}, q["settings"])
     return (lines + [_md_table(TABLE_HEADERS, format_table(qr)), ""]
             + _note(not_requested_line(q["rows"])))
+
+
+def _calibration_sentence(s: dict) -> str:
+    """What the INT8 rows were calibrated on (a report from before it was recorded: nothing)."""
+    if not s.get("calibration"):
+        return ""
+    return (f" INT8 calibration: {s.get('calib_count')} crops per student from "
+            f"{s['calibration']}.")
 
 
 def _note(line: str) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from optimize.commands import CALIB_FLAGS, CALIB_OPTION
 from runtime.host import threads_help
 
 
@@ -51,6 +52,11 @@ SCHEMA: tuple[Opt, ...] = (
     Opt(("--cache",), "cache", "cache of artifacts and teacher outputs (default "
         "$SHARPEN_BENCH_CACHE or ~/.cache/sharpen/bench)", metavar="DIR",
         pytest_aliases=("--bench-cache",)),
+    # As `sharpen export --calib` (one definition): the same images make the same artifact.
+    Opt(CALIB_FLAGS, "calib", CALIB_OPTION["help"] + "; as `sharpen export --calib`, a fifth "
+        "is held out for the export's parity gate (artifacts cached per calibration)",
+        metavar=CALIB_OPTION["metavar"], nargs=CALIB_OPTION["nargs"],
+        pytest_aliases=("--bench-calib",)),
     Opt(("--calib-count",), "calib_count", "INT8 calibration crops per student (default 32)",
         type=int, default=32, metavar="N", pytest_aliases=("--bench-calib-count",)),
     Opt(("--threads",), "threads", threads_help("ONNX Runtime / LiteRT"), type=int, default=0, metavar="N", pytest_aliases=("--bench-threads",)),

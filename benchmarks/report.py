@@ -33,8 +33,9 @@ from runtime.atomic import atomic_write_bytes
 from runtime.console import Console, count
 from runtime.sinks import folders_to_make, remove_if_empty
 
-from .artifacts import (DEFAULT_CALIB_COUNT, BenchError, atomic_write_json, default_cache_root,
-                        buildable_formats, ensure_artifacts, resolve_students, split_list)
+from .artifacts import (BUILTIN_CALIBRATION, DEFAULT_CALIB_COUNT, BenchError,
+                        atomic_write_json, buildable_formats, check_calib, default_cache_root,
+                        ensure_artifacts, resolve_students, split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
                       TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
                       stream_size)
@@ -69,6 +70,7 @@ class BenchOptions:
     cache: Optional[str] = None
     threads: int = 0
     calib_count: int = DEFAULT_CALIB_COUNT
+    calib: Optional[Sequence[str]] = None    # as `sharpen export --calib`; None: built-in photos
     stream_frames: Optional[int] = None
     latency: bool = True
     quiet: bool = False
@@ -102,6 +104,8 @@ class BenchOptions:
             argv += ["--min-ssim-ratio", f"{self.min_ssim_ratio:g}"]
         if self.students:
             argv += ["--weights", *split_list(self.students)]
+        if self.calib:
+            argv += ["--calib", *calib_sources(self.calib)]
         if self.real_nogt and not pytest:
             argv += ["--real-nogt", *nogt_paths(self.real_nogt)]
         if not self.latency and not pytest:
@@ -158,6 +162,21 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     except BaseException:
         remove_if_empty(made)   # deepest first, only while empty
         raise
+
+
+def calib_sources(spec: Optional[str | Sequence[str]]) -> list[str]:
+    """--calib's sources (one given as a string is one source)."""
+    if not spec:
+        return []
+    return [str(spec)] if isinstance(spec, (str, os.PathLike)) else [str(p) for p in spec]
+
+
+def calibration_text(calib: Optional[str | Sequence[str]]) -> str:
+    """Which images the INT8 artifacts were calibrated on, for the report's settings."""
+    if not calib:
+        return BUILTIN_CALIBRATION + " (scikit-image, blurred)"
+    return (f"--calib {' '.join(calib_sources(calib))} (a fifth held out for the export's "
+            "parity gate, as `sharpen export --calib`)")
 
 
 def nogt_paths(spec: Optional[str | Sequence[str]]) -> list[str]:
@@ -240,6 +259,7 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         raise BenchError(str(e)) from None
     cache = Path(opts.cache) if opts.cache else default_cache_root()
     students = resolve_students(opts.students)
+    check_calib(calib_sources(opts.calib))   # as export checks it, before the long work
     pairs, data_desc = load_pairs(opts.data, m["limit"])
     real_limits = {"--real-pairs": opts.limit or (None if opts.full else 20),
                    "--real-nogt": opts.limit or (8 if opts.full else 4)}
@@ -299,7 +319,7 @@ def _measure(opts: BenchOptions, m: dict, students, pairs, data_desc: str, teach
         try:
             progress.artifact_sets[st.name] = ensure_artifacts(
                 st, cache, opts.formats, opts.calib_count, quiet=opts.quiet, say=say,
-                float_layers=opts.float_layers)
+                float_layers=opts.float_layers, calib=calib_sources(opts.calib))
         except CheckpointError as e:
             raise BenchError(str(e)) from None
 
@@ -365,6 +385,7 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, teacher_out,
                      "limit": m["limit"], "data": opts.data or "embedded",
                      "formats": opts.formats or "all", "cache": str(cache),
                      "threads": opts.threads, "calib_count": opts.calib_count,
+                     "calibration": calibration_text(opts.calib),
                      "students": [s.to_dict() for s in students],
                      "teacher": teacher_out.describe(),
                      "sizes": [size_label(z) for z in m["sizes"]],

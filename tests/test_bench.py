@@ -664,7 +664,8 @@ def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
      "--sizes", "640x360", "--target-fps", "25"],
     ["--out", "b", "--real-nogt", "a frame.png", "day1", "--limit", "3"],
     ["--out", "b", "--min-ssim-ratio", "0.9", "--limit", "3", "--formats", "onnx"],
-    ["--out", "b", "--formats", "tflite-int8", "--float-layers", "dec.1,head"]])
+    ["--out", "b", "--formats", "tflite-int8", "--float-layers", "dec.1,head"],
+    ["--out", "b", "--formats", "onnx-int8", "--calib", "frames", "more/*.png"]])
 def test_reproduce_command_round_trips(argv):
     """The report's reproduce command comes from the options object and rebuilds it."""
     from sharpen.cli import build_parser
@@ -1408,3 +1409,108 @@ def test_training_runs_checkpoints_are_named_after_their_run(tmp_path):
         paths.append(str(p))
     assert [st.name for st in resolve_students(paths, hash_files=False)] == \
         ["fast-mine-best", "fast-other-best"]
+
+
+def _calib_folder(root: Path, photo: str, n: int = 5) -> Path:
+    """`n` small blurred crops of a scikit-image photo: a user's --calib frames."""
+    import skimage.data
+
+    img = getattr(skimage.data, photo)()[..., :3].astype(np.float32) / 255.0
+    for i in range(n):
+        crop = cv2.resize(img[40 * i:40 * i + 200, 30 * i:30 * i + 240], (160, 144),
+                          interpolation=cv2.INTER_AREA)
+        write_image(root / f"{photo}{i}.png", cv2.GaussianBlur(crop, (0, 0), 1.0))
+    return root
+
+
+def _exported_calibration(folder: Path) -> tuple[list, set]:
+    """What the cache folder's export report says its INT8 artifact was calibrated on."""
+    report = json.loads((folder / "export_report.json").read_text())
+    inputs = {r["extra"]["inputs"]["calibration"] for r in report["results"]
+              if r["format"] == "onnx-int8"}
+    return report["settings"]["calib_images"], inputs
+
+
+def test_bench_calibrates_on_calib_and_caches_per_calibration(env, tmp_path):
+    """`sharpen bench` had no --calib: its INT8 rows were always calibrated on the built-in
+    sample photos, so a user who exported with --calib my_frames/ could not measure the
+    artifact they deploy. Now it takes export's --calib, and its cache keys on the crops."""
+    from benchmarks.artifacts import ensure_artifacts, resolve_students
+
+    cache, a = tmp_path / "cache", _calib_folder(tmp_path / "frames-a", "astronaut")
+    rc = _bench(env, "calib-a", "--students", str(env / "student-good.pt"), "--formats",
+                "onnx-int8", "--no-latency", "--calib", str(a), "--calib-count", "4",
+                "--cache", str(cache))
+    assert rc in (0, 1)
+    report = json.loads((env / "calib-a" / "report.json").read_text())
+    folder = Path(report["artifacts"]["good"]["folder"])
+    assert report["artifacts"]["good"]["built_now"] == ["onnx-int8"]
+    # As `sharpen export --calib`: the last fifth held out for parity, the rest calibrates.
+    names, _ = _exported_calibration(folder)
+    assert names == [f"astronaut{i}" for i in range(4)]
+    assert str(a) in report["settings"]["calibration"]
+    md = (env / "calib-a" / "report.md").read_text()
+    assert f"INT8 calibration: 4 crops per student from --calib {a}" in md
+    assert f"--calib {a}" in "\n".join(report["commands"])
+
+    st = resolve_students([str(env / "student-good.pt")])[0]
+    b = _calib_folder(tmp_path / "frames-b", "coffee")
+    other = ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True, calib=[str(b)])
+    assert other.built_now == ["onnx-int8"] and other.folder == folder
+    names, digest = _exported_calibration(folder)
+    assert names == [f"coffee{i}" for i in range(4)]
+    same = ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True, calib=[str(b)])
+    assert same.built_now == [] and same.get("onnx-int8").usable
+    # A file of the folder changed (same names): other crops, rebuilt.
+    write_image(b / "coffee1.png", np.full((144, 160, 3), 0.3, np.float32))
+    changed = ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True,
+                               calib=[str(b)])
+    assert changed.built_now == ["onnx-int8"]
+    assert _exported_calibration(folder)[1] != digest
+    # And back to the built-in photos: rebuilt again, not the --calib artifact reused.
+    builtin = ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True)
+    assert builtin.built_now == ["onnx-int8"]
+    assert _exported_calibration(folder)[0] == ["astronaut", "coffee", "rocket",
+                                                "hubble_deep_field"]
+
+
+def test_a_bad_calib_folder_stops_the_bench_with_exports_message(env, tmp_path, capsys):
+    """A missing or empty --calib folder is refused before any export, in export's words."""
+    import argparse
+
+    from optimize.commands import add_commands as export_commands
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for source in (tmp_path / "nope", empty):
+        cache = tmp_path / "cache"
+        rc = _bench(env, "never-made", "--students", str(env / "student-good.pt"),
+                    "--formats", "onnx-int8", "--cache", str(cache), "--calib", str(source))
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err, err
+        assert not cache.exists() and not (env / "never-made").exists()
+        parser = argparse.ArgumentParser(prog="sharpen")
+        export_commands(parser.add_subparsers())
+        args = parser.parse_args(["export", "--weights", str(env / "student-good.pt"),
+                                  "--formats", "onnx-int8", "--out", str(tmp_path / "exp"),
+                                  "--calib", str(source), "--quiet"])
+        assert args.func(args) == 2
+        said = capsys.readouterr().err.strip().removeprefix("sharpen export: ")
+        assert said.startswith("error: --calib: no ") and str(source) in said, said
+        assert err.strip() == f"sharpen bench: {said}"
+
+
+def test_the_pytest_suite_takes_calib(env, tmp_path):
+    """`pytest benchmarks/` shares the bench's options: --calib too, checked as the bench
+    checks it."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_quality.py"),
+           "-k", "keeps_teacher", "-p", "no:cacheprovider", "-q",
+           "--students", str(env / "student-good.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
+           "--cache", str(tmp_path / "cache"), "--calib", str(tmp_path / "nope")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode != 0, out
+    assert f"--calib: no such file or folder: {tmp_path / 'nope'}" in out, out
+    assert not (tmp_path / "cache").exists()
