@@ -193,8 +193,9 @@ def test_console_script_export_run_bench(work, capsys):
     """export -> run -> bench as the README chains them, from a folder that is not the
     checkout."""
     from sharpen.cli import main
+    # (--no-latency: the 1080p timing, 3 s of this script's 11, is nothing the chain reads)
     r = _run("export", "--weights", "student.pt", "--out", "export", "--formats", "onnx",
-             "--calib", "pairs/blur", cwd=work)
+             "--calib", "pairs/blur", "--no-latency", cwd=work)
     assert r.returncode == 0, r.stdout + r.stderr
     onnx = next((work / "export").glob("*.onnx"))
     # The exported artifact judged on the pairs as deployed: the same numbers as the checkpoint.
