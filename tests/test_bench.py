@@ -924,17 +924,24 @@ def test_latency_table_shows_rounds_and_no_p90_of_one_round():
     assert all(len(r) == len(LATENCY_HEADERS) for r in (one, many))
 
 
+# The second format of the export runs below: its build takes seconds (the INT8 calibration
+# on the bench's 32 crops of 256x256, 5 s here), for a signal or a second run to land in. Any
+# format shows the stamp, report and lock under test; a TFLite one took 14 s (TensorFlow's
+# import and converter) in the child and again where the test rebuilds it.
+SECOND = "onnx-int8"
+
+
 def _bench_export_cmd(env, tmp_path: Path, cache: Path) -> list[str]:
     """A bench run whose export of the good student takes seconds in its second format
-    (TFLite), for a signal to land in; skips where TFLite cannot be built."""
+    (SECOND), for a signal to land in; skips where that format cannot be built."""
     from optimize.export import FORMATS as EXPORT_FORMATS
 
-    if EXPORT_FORMATS["tflite-fp16"].availability():
-        pytest.skip("needs a second format that takes seconds to build (TFLite)")
+    if EXPORT_FORMATS[SECOND].availability():
+        pytest.skip(f"needs a second format that takes seconds to build ({SECOND})")
     return [sys.executable, "-m", "sharpen.cli", "bench", "--out", str(tmp_path / "out"),
             "--weights", str(env / "student-good.pt"), "--teacher-weights",
             str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache", str(cache),
-            "--formats", "onnx,tflite-fp16", "--no-latency"]
+            "--formats", f"onnx,{SECOND}", "--no-latency"]
 
 
 def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
@@ -943,7 +950,7 @@ def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
 
     cache = tmp_path / "cache"
     cmd = _bench_export_cmd(env, tmp_path, cache)
-    rc, out = _signal_at(cmd, "[2/2] tflite-fp16", "SIGTERM", 0.5)
+    rc, out = _signal_at(cmd, f"[2/2] {SECOND}", "SIGTERM", 0.5)
     if rc in (0, 1):
         pytest.skip("the export finished before the signal landed")
     assert rc == 143 and "interrupted (SIGTERM)" in out, out
@@ -952,7 +959,7 @@ def test_interrupted_export_keeps_the_formats_it_finished(env, tmp_path):
     st = resolve_students([str(env / "student-good.pt")])[0]
     stamp = json.loads((cache / f"{st.path.stem}-{st.hash}" / STAMP).read_text())
     assert stamp["formats"]["onnx"]["status"] == "pass"
-    assert "tflite-fp16" not in stamp["formats"]
+    assert SECOND not in stamp["formats"]
     again = ensure_artifacts(st, cache, "onnx", quiet=True)
     assert again.built_now == [] and again.get("onnx").usable
 
@@ -974,7 +981,7 @@ def test_a_killed_export_leaves_no_format_out_of_the_next_report(env, tmp_path):
 
     cache = tmp_path / "cache"
     cmd = _bench_export_cmd(env, tmp_path, cache)
-    rc, out = _signal_at(cmd, "[2/2] tflite-fp16", "SIGKILL", 0.5)
+    rc, out = _signal_at(cmd, f"[2/2] {SECOND}", "SIGKILL", 0.5)
     if rc in (0, 1):
         pytest.skip("the export finished before the signal landed")
     from benchmarks.artifacts import ensure_artifacts, resolve_students
@@ -982,11 +989,11 @@ def test_a_killed_export_leaves_no_format_out_of_the_next_report(env, tmp_path):
     st = resolve_students([str(env / "student-good.pt")])[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        again = ensure_artifacts(st, cache, "onnx,tflite-fp16", quiet=True)
+        again = ensure_artifacts(st, cache, f"onnx,{SECOND}", quiet=True)
     assert _sharpen_warnings(caught) == []
-    assert again.built_now == ["tflite-fp16"] and again.get("onnx").usable
+    assert again.built_now == [SECOND] and again.get("onnx").usable
     report = json.loads((again.folder / "export_report.json").read_text())
-    assert {r["format"] for r in report["results"]} == {"onnx", "tflite-fp16"}, report
+    assert {r["format"] for r in report["results"]} == {"onnx", SECOND}, report
     assert report["ok"] and report["stale"] == []
 
 
@@ -1022,14 +1029,14 @@ def test_two_runs_exporting_one_student_take_turns(env, tmp_path):
 
     from optimize.export import FORMATS as EXPORT_FORMATS
 
-    if EXPORT_FORMATS["tflite-fp16"].availability():
-        pytest.skip("needs a second format that takes seconds to build (TFLite)")
+    if EXPORT_FORMATS[SECOND].availability():
+        pytest.skip(f"needs a second format that takes seconds to build ({SECOND})")
     from benchmarks.artifacts import ensure_artifacts, resolve_students
 
     cache = tmp_path / "cache"
     code = ("import sys; from benchmarks.artifacts import ensure_artifacts, resolve_students; "
             "ensure_artifacts(resolve_students([sys.argv[1]])[0], sys.argv[2], "
-            "'onnx,tflite-fp16')")
+            f"'onnx,{SECOND}')")
     first = subprocess.Popen([sys.executable, "-c", code, str(env / "student-good.pt"),
                               str(cache)], cwd=ROOT, stderr=subprocess.PIPE,
                              stdout=subprocess.DEVNULL, text=True,
@@ -1041,7 +1048,7 @@ def test_two_runs_exporting_one_student_take_turns(env, tmp_path):
     try:
         for line in first.stderr:
             err.append(line)
-            if line.startswith("[2/2] tflite-fp16"):
+            if line.startswith(f"[2/2] {SECOND}"):
                 break
         # Read on while this run waits: a full pipe stalled the first run, holding the lock.
         reader = threading.Thread(target=lambda: err.extend(first.stderr), daemon=True)
@@ -1049,7 +1056,7 @@ def test_two_runs_exporting_one_student_take_turns(env, tmp_path):
         st = resolve_students([str(env / "student-good.pt")])[0]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            second = ensure_artifacts(st, cache, "onnx,tflite-fp16", quiet=True,
+            second = ensure_artifacts(st, cache, f"onnx,{SECOND}", quiet=True,
                                       say=said.append)
         first.wait(timeout=300)
         reader.join(timeout=10)
@@ -1058,10 +1065,10 @@ def test_two_runs_exporting_one_student_take_turns(env, tmp_path):
             first.kill()
     assert first.returncode == 0, "".join(err)
     assert _sharpen_warnings(caught) == []
-    assert second.built_now == [] and second.get("tflite-fp16").usable, said
+    assert second.built_now == [] and second.get(SECOND).usable, said
     assert any(m.startswith("waiting for process") for m in said), said
     report = json.loads((second.folder / "export_report.json").read_text())
-    assert {r["format"] for r in report["results"]} == {"onnx", "tflite-fp16"}, report
+    assert {r["format"] for r in report["results"]} == {"onnx", SECOND}, report
 
 
 def _signal_at(cmd: list[str], line_start: str, sig: str, delay: float) -> tuple[int, str]:
