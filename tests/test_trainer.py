@@ -183,7 +183,7 @@ def test_resume_says_what_changed_a_finished_run_trains_nothing_and_never_starts
     assert not (tmp_path / "never").exists()
 
 
-def test_overfit_tiny_batch():
+def test_overfit_tiny_batch(one_thread):
     torch.manual_seed(0)
     from distill.students import create_student
     m = create_student("seed-residual")
