@@ -466,6 +466,16 @@ def test_demo_interrupted_in_stage_5_leaves_no_short_comparison_video(tmp_path):
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 
+def _paired_root(root: Path, **counts: int) -> Path:
+    """A paired root: per split (train=3, test=2) that many noise images as input and target."""
+    for split, n in counts.items():
+        for sub in ("input", "target"):
+            (root / split / sub).mkdir(parents=True)
+            for i in range(n):
+                cv2.imwrite(str(root / split / sub / f"p{i}.png"), _noise(i))
+    return root
+
+
 def test_demo_scores_the_users_held_out_pairs_or_says_why_not(tmp_path):
     """Stage 6 scored the embedded test split whatever --data the user gave, and did not say
     so. A --data with a test split of blurred/sharp pairs (never trained on) is scored; other
@@ -474,12 +484,7 @@ def test_demo_scores_the_users_held_out_pairs_or_says_why_not(tmp_path):
 
     scored, said = _scored_set("embedded")
     assert scored is None and said.startswith("quality gate scored on the embedded test split")
-    root = tmp_path / "pairs"
-    for split, n in (("train", 3), ("test", 2)):
-        for sub in ("input", "target"):
-            (root / split / sub).mkdir(parents=True)
-            for i in range(n):
-                cv2.imwrite(str(root / split / sub / f"p{i}.png"), _noise(i))
+    root = _paired_root(tmp_path / "pairs", train=3, test=2)
     scored, said = _scored_set(str(root))
     assert scored == str(root), said
     assert said == ("quality gate scored on the 2 blurred/sharp pairs of your data's test split "
@@ -503,12 +508,7 @@ def test_demo_says_how_many_held_out_pairs_its_quick_bench_scores(tmp_path):
     from benchmarks.report import BenchOptions
     from sharpen.demo import _scored_set
 
-    root = tmp_path / "pairs"
-    for split, n in (("train", 1), ("test", 6)):
-        for sub in ("input", "target"):
-            (root / split / sub).mkdir(parents=True)
-            for i in range(n):
-                cv2.imwrite(str(root / split / sub / f"p{i}.png"), _noise(i))
+    root = _paired_root(tmp_path / "pairs", train=1, test=6)
     scored, said = _scored_set(str(root))
     assert scored == str(root), said
     assert said == ("quality gate scored on 4 of the 6 blurred/sharp pairs of your data's test "
