@@ -1805,15 +1805,19 @@ def test_validation_and_saving_are_left_out_of_the_training_rate_and_eta(tmp_pat
     recs = {r["step"]: r for r in map(json.loads, (out / "metrics.jsonl").read_text()
                                       .splitlines()) if "loss" in r}
     wall = recs[8]["time"] - recs[4]["time"]        # steps 5-8 and the validation at step 4
+    assert "val_s" not in recs[4] and recs[8]["val_s"] > wall / 3, (recs, wall)
+    # Four steps' time counted with the validation's would be the whole interval; without it,
+    # the interval less the validation. Half of the validation's time apart: robust to a
+    # loaded machine's slower steps (under xdist a step took 0.35 s beside 2.8 s validating).
+    steps_only = wall - recs[8]["val_s"] / 2
     log = (out / "train.log").read_text()
     per = re.findall(r"step 8/8 .* ([\d.]+) s/step  eta", log)
-    assert per and float(per[0]) * 4 < wall / 4, (log, wall)
+    assert per and float(per[0]) * 4 < steps_only, (log, wall)
     # The bar's last frame, after both validations and the final save.
     rate, unit = re.findall(r"8/8 \[[^,\]]*,\s*([\d.]+)(step/s|s/step)", bar)[-1]
     bar_per = float(rate) if unit == "s/step" else 1 / float(rate)
-    assert bar_per * 4 < wall / 4, (bar[-300:], wall)
-    assert "val_s" not in recs[4] and recs[8]["val_s"] > wall / 2, (recs, wall)
-    assert recs[8]["s_per_step"] * 4 < wall / 4, (recs, wall)
+    assert bar_per * 4 < steps_only, (bar[-300:], wall)
+    assert recs[8]["s_per_step"] * 4 < steps_only, (recs, wall)
     assert "(validation and saving " in log
 
 
