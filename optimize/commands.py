@@ -35,6 +35,7 @@ CALIB_OPTION = dict(
          "(N x 3 x H x W or N x H x W x 3, float in [0,1]); use the student's (blurred) "
          "training inputs. Default: scikit-image sample photos, blurred")
 
+
 def add_commands(sub) -> None:
     p = sub.add_parser(
         "export", help="export a student to ONNX / INT8 / TFLite / TensorRT with a parity gate",

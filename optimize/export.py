@@ -601,11 +601,10 @@ def calibration_record(weights: str | os.PathLike, calib: Sequence[str] | str | 
     cache on it, so that other crops (another --calib folder, files changed in it) rebuild
     its artifacts. Raises CalibrationError as export() would, naming --calib with `flags`."""
     from distill.checkpoint import load_student
+    from distill.students import receptive_field
     from distill.teacher import resolve_weights
 
     model, _ = load_student(resolve_weights(weights, allow_teacher=False))
-    from distill.students import receptive_field
-
     o = ExportOptions(calib=calib, calib_count=calib_count, calib_size=calib_size, quiet=True)
     # Quiet: the export that builds says the steps; its warnings are the same ones, which
     # `sharpen` shows once.
