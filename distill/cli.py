@@ -550,7 +550,19 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
         print(f"warning: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} got "
               f"no pair: every photo in {'them' if len(empty) > 1 else 'it'} was skipped",
               file=sys.stderr)
+    print(_corpus_next_step(args.out), flush=True)
     return 1 if failed else 0
+
+
+def _corpus_next_step(out: str) -> str:
+    """The labels command that continues from the corpus: the README's order of steps was the
+    only place that said what comes next, and `labels` ends with the distill line in turn.
+    --hold-out takes the corpus's own val split (its test split where val is empty)."""
+    import shlex
+    labels = str(Path(out).with_name(Path(out).name + "-labels"))
+    return "label it with the teacher: " + shlex.join(
+        ["sharpen", "labels", "--data", str(out), "--out", labels, "--hold-out", "0.2",
+         "--val-out", labels + "-val"])
 
 
 # ------------------------------------------------------------------ sharpen evaluate

@@ -245,9 +245,15 @@ def test_corpus_says_once_that_16_bit_photos_are_written_as_8_bit_pairs(tmp_path
     out = tmp_path / "corpus"
     assert main(["corpus", "--photos", str(photos), "--out", str(out), "--copies", "1",
                  "--crop", "32", "--test-crop", "32", "--quiet"]) == 0
-    warned = [ln for ln in capsys.readouterr().err.splitlines() if "16-bit" in ln]
+    said = capsys.readouterr()
+    warned = [ln for ln in said.err.splitlines() if "16-bit" in ln]
     assert warned == ["warning: 2 of the 4 photos are 16-bit (set/a.png, set/b.tif): their "
                       "pairs are written in 8 bits, as every corpus pair is"], warned
+    # It ends with the next step, as `labels` ends with the distill command.
+    labels = tmp_path / "corpus-labels"
+    assert said.out.splitlines()[-1] == (
+        f"label it with the teacher: sharpen labels --data {out} --out {labels} "
+        f"--hold-out 0.2 --val-out {labels}-val"), said.out
     pairs = list(out.glob("*/*/*.png"))
     assert len(pairs) == 8
     assert all(cv2.imread(str(f), cv2.IMREAD_UNCHANGED).dtype == np.uint8 for f in pairs)
