@@ -644,7 +644,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         except TypeError as e:
             raise ExportError(f"thresholds: {e}; its keys: "
                               f"{', '.join(f.name for f in fields(Thresholds))}") from None
-    from distill.checkpoint import load_student
+    from distill.checkpoint import load_student, run_stem
 
     from .tensorrt_engine import Profile, parse_hw, supported_for
 
@@ -701,7 +701,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     # narrower than what one output pixel sees (tile seams).
     ckpt["receptive_field"] = receptive_field(model)
     multiple = int(getattr(model, "multiple", 1))
-    stem = o.name or default_stem(weights)
+    stem = o.name or run_stem(weights)   # runs/a/best.pt -> a-best: runs keep apart
     try:
         profile = Profile.from_hw(*shapes, multiple=multiple)
     except ValueError as e:
@@ -952,15 +952,6 @@ def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssi
           o.threads, lat_image, o.latency_runs, prog)
     _mark(res, path, weights_sha)
     return res
-
-
-def default_stem(weights: Path) -> str:
-    """The artifacts' file stem: the checkpoint's, with its run folder in front for the names
-    every training run uses (runs/a/best.pt -> a-best), so that exports of two runs into one
-    folder do not replace each other. The folder is the absolute path's (links kept): `best.pt`
-    given from inside runs/a was exported again, as best.*."""
-    from distill.checkpoint import run_stem
-    return run_stem(weights)
 
 
 def _say_replaced(own: dict | None, paths: list[Path], weights_sha: str,

@@ -585,7 +585,7 @@ def test_runs_best_pt_exports_get_their_run_name_and_replacing_other_weights_is_
     run into the same folder replaced the first without a word."""
     import shutil
 
-    from optimize.export import default_stem
+    from distill.checkpoint import run_stem as default_stem   # export's artifact stem
 
     assert default_stem(Path("runs/edge-a/best.pt")) == "edge-a-best"
     assert default_stem(Path("models/student-fast.pt")) == "student-fast"
@@ -1287,7 +1287,7 @@ def test_changed_thresholds_rejudge_the_recorded_numbers_instead_of_rebuilding(
 def test_best_pt_named_from_inside_its_run_folder_keeps_the_runs_name(tmp_path, monkeypatch):
     """`sharpen export --weights best.pt` from inside runs/a named the artifacts best.*, and the
     same export spelled runs/a/best.pt built a second set, a-best.*."""
-    from optimize.export import default_stem
+    from distill.checkpoint import run_stem as default_stem   # export's artifact stem
 
     (tmp_path / "a").mkdir()
     monkeypatch.chdir(tmp_path / "a")
