@@ -557,7 +557,7 @@ def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
 def _corpus_next_step(out: str) -> str:
     """The labels command that continues from the corpus: the README's order of steps was the
     only place that said what comes next, and `labels` ends with the distill line in turn.
-    --hold-out takes the corpus's own val split (its test split where val is empty)."""
+    --hold-out takes the corpus's own val split (whole training photos where val is empty)."""
     import shlex
     labels = str(Path(out).with_name(Path(out).name + "-labels"))
     return "label it with the teacher: " + shlex.join(

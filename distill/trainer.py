@@ -505,13 +505,16 @@ def _gt_validation_leak(cfg: TrainConfig, train_ds: Dataset,
 
 
 def load_val_items(cfg: TrainConfig, progress: bool = True,
-                   note: Optional[Callable[[str], None]] = None) -> list[ValItem]:
-    """The validation images. `note` is told what was chosen for validation (another split, the
-    embedded images, the ones data.val_max_images keeps; default: a `note:` line on stderr);
-    an unreadable pair is skipped with a SharpenWarning."""
+                   note: Optional[Callable[[str], None]] = None,
+                   warn: Optional[Callable[[str], None]] = None) -> list[ValItem]:
+    """The validation images. `note` is told what was chosen for validation (the embedded
+    images, the ones data.val_max_images keeps; default: a `note:` line on stderr), `warn` that
+    it is data.val's test split (default: a SharpenWarning); an unreadable pair is skipped with
+    a SharpenWarning."""
     from .images import centre_crop
     d = cfg.data
     note = note or (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
+    warn = warn or (lambda msg: warnings.warn(msg, SharpenWarning, stacklevel=3))
     out: list[ValItem] = []
     if cfg.task == "teacher":
         if d.val == "embedded":
@@ -533,8 +536,13 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                 except SourceError:
                     with _naming("data.val", d.val, _SOURCE_HINT.format(d.val)):
                         raise no_val from None
-                note(f"data.val={d.val} has no 'val' split; validating (and choosing best.pt) "
-                     "on its 'test' split")
+                # A warning, not a note: a corpus of a few photos has no val pairs, and the
+                # user then reported evaluate's scores of the images best.pt was chosen on.
+                warn(f"data.val={d.val} has no 'val' split; validating (and choosing best.pt) "
+                     f"on its 'test' split, the images `sharpen evaluate --data {d.val}` "
+                     "scores by default: its scores there favour the model chosen on them; "
+                     "evaluate on other pairs, or give data.val a val split (for a corpus: "
+                     "more photos, 1 in 25 goes to val)")
             with _naming("data.val", d.val):
                 pairs = pairs_from_source(info)
             out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs],
@@ -1041,6 +1049,10 @@ class Trainer:
             if not self.quiet:
                 print(f"note: {msg}", file=sys.stderr, flush=True)
             log_lines.append(f"note: {msg}")
+
+        def warn(msg: str) -> None:   # on the console, --quiet or not, and in train.log
+            warnings.warn(msg, SharpenWarning)
+            log_lines.append(f"warning: {msg}")
         workers = loader_workers(cfg.data.workers)
         # Rank 0 only, for all: every process on a machine gets the same share (torchrun starts
         # them with its CPU affinity), and another machine's differ only with its cores.
@@ -1053,7 +1065,8 @@ class Trainer:
         # closed by peer" traceback beside the real error).
         started = False
         try:
-            val_items = load_val_items(cfg, not self.quiet, note) if self.dist.main else []
+            val_items = (load_val_items(cfg, not self.quiet, note, warn) if self.dist.main
+                         else [])
             if self.dist.main:
                 self._data_sig = data_signature(train_ds, val_items)
                 d = cfg.data

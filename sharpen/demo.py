@@ -437,9 +437,9 @@ def _cache_inputs(cache: Path) -> list[str]:
 
 def _hold_out(spec: str) -> "HoldOut":
     """Where the demo validates on the user's data: `sharpen labels --hold-out`'s rule
-    (`distill.data.holdout`) with HOLD_OUT: the source's val or test split, else whole clips or
-    folders of it, else its last fifth of images (with a gap before them for video frames and numbered
-    frame folders).
+    (`distill.data.holdout`) with HOLD_OUT: the source's val split, else whole clips or
+    folders of its train split, else its last fifth of images (with a gap before them for
+    video frames and numbered frame folders); its test split is left for stage 6.
     The rule reads only the source, so a re-run into the same --out keeps it."""
     from distill.data.holdout import hold_out
     return hold_out(spec, HOLD_OUT, needs="the demo")
@@ -449,9 +449,9 @@ def _scored_set(spec: str) -> tuple[str | None, str]:
     """What stage 6's quality gate scores: (the `sharpen bench --data` for it, None for bench's
     default, the embedded test split; the line that says which and why). The user's --data
     where it has a test split of blurred/sharp pairs: ground truth the fine-tune never saw
-    (it trains on the train split and validates on val, else test). Anything else cannot be
-    scored against ground truth without scoring what was trained on. Stage 6 scored the
-    embedded set whatever --data was, without a word."""
+    (it trains on the train split and validates on val, else on images held out of train).
+    Anything else cannot be scored against ground truth without scoring what was trained on.
+    Stage 6 scored the embedded set whatever --data was, without a word."""
     embedded = "quality gate scored on the embedded test split"
     if spec == "embedded":
         return None, f"{embedded} (held out of the fine-tune)"
@@ -559,8 +559,9 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
         train_spec = val_spec = args.data
         print(f"your data: {args.data}")
         if plan is not None and plan.rule != "split":
-            print(f"it has no validation or test split: held out of training for validation: "
-                  f"{plan.describe()}")
+            why = (f"it {plan.reason.removeprefix(f'{args.data} ')}; held out" if plan.reason
+                   else "it has no validation or test split: held out of training")
+            print(f"{why} for validation: {plan.describe()}")
             if short := plan.shortfall():
                 print(f"warning: held out for validation: {short}", file=sys.stderr, flush=True)
     if clip is not None:
@@ -702,9 +703,9 @@ def add_commands(sub) -> None:
     p.add_argument("--data", default="embedded",
                    help="training data SPEC for labels + distillation (embedded, a GoPro root, "
                    "paired folder, folder of footage, video, or kind:path); validated on its "
-                   "val or test split, else on a fifth of it held out of training: whole clips "
-                   "or folders where it has several, else its last images (as `sharpen labels "
-                   "--hold-out 0.2`)")
+                   "val split, else on a fifth of it held out of training (its test split left "
+                   "for stage 6): whole clips or folders where it has several, else its last "
+                   "images (as `sharpen labels --hold-out 0.2`)")
     p.add_argument("--teacher-weights", default=None,
                    help="teacher weights (default: the shipped models/teacher-restormer-small.pt;"
                    " the official motion_deblurring.pth with --teacher-config motion-deblur)")

@@ -432,3 +432,60 @@ def test_one_frame_of_gap_is_said_in_the_singular(tmp_path):
         in plan.describe(), plan.describe()
     plan = hold_out(str(_frames(tmp_path / "long", 10, 0)), 0.2, progress=False)
     assert "the 2 frames before them used by neither" in plan.describe(), plan.describe()
+
+
+def _small_corpus(tmp_path: Path) -> Path:
+    """A user's 6 photos through `sharpen corpus`: by the hash of their paths 5 train photos
+    (2 pairs each), 1 test photo and no val split."""
+    from distill.data.corpus import CorpusOptions, build_corpus
+    photos = tmp_path / "photos"
+    for i in (0, 1, 2, 3, 4, 10):
+        rng = np.random.default_rng(i)
+        img = cv2.resize((rng.random((18, 18, 3)) * 255).astype(np.uint8), (72, 72),
+                         interpolation=cv2.INTER_NEAREST)
+        photos.mkdir(exist_ok=True)
+        cv2.imwrite(str(photos / f"photo{i}.png"), img)
+    corpus = tmp_path / "corpus"
+    with pytest.warns(Warning, match="no photo fell in the val split"):
+        build_corpus(photos, corpus, CorpusOptions(copies=2, crop=48, test_crop=64, margin=8),
+                     progress=False)
+    assert not (corpus / "val").exists() and len(list((corpus / "test/input").iterdir())) == 1
+    return corpus
+
+
+def test_a_corpus_without_val_holds_out_whole_training_photos_not_its_test_split(
+        tmp_path, teacher, capsys):
+    """A corpus of a few photos has no val split: `--hold-out` validated on its test split,
+    the images `sharpen evaluate` scores by default, so the user tuned on what they reported
+    on. Whole photos of train are held out instead (both pairs of a photo on one side)."""
+    corpus = _small_corpus(tmp_path)
+    plan = hold_out(str(corpus), 0.2, progress=False)
+    assert plan.split == "train" and plan.held == ("photo4_0", "photo4_1")
+    assert not {n.rpartition("_")[0] for n in plan.train} & {"photo4", "photo10"}
+    assert "has no val split" in plan.reason and "`sharpen evaluate`" in plan.reason
+    out, val = tmp_path / "train", tmp_path / "val"
+    assert main(_labels(corpus, out, val, teacher, "--hold-out", "0.2")) == 0
+    said = " ".join(capsys.readouterr().out.split())
+    assert (f"hold-out: {corpus} has no val split: held out of its train split instead, so "
+            "that its test split, which `sharpen evaluate` scores by default, stays unseen by "
+            "training and validation") in said
+    assert _names(val) == {"photo4_0", "photo4_1"} and len(_names(out)) == 8
+    assert all("/train/input/" in e["input"]
+               for c in (out, val) for e in LabelCache(c).entries.values())
+
+
+def test_a_hold_out_that_must_take_the_test_split_warns_naming_evaluate(tmp_path):
+    """With one training image nothing can be held out of train: the test split validates, and
+    the user is told it is what `sharpen evaluate` reports on."""
+    from runtime import SharpenWarning
+    root = tmp_path / "pairs"
+    for split, n in (("train", 1), ("test", 2)):
+        for sub in ("input", "target"):
+            _frames(root / split / sub, n, 0)
+    with pytest.warns(SharpenWarning) as said:
+        plan = hold_out(str(root), 0.2, progress=False)
+    assert plan.split == "test" and plan.rule == "split"
+    msg = " ".join(str(w.message) for w in said)
+    assert (f"{root} has no val split and 1 training image, too few to hold one out: "
+            "validating on its test split, the images `sharpen evaluate "
+            f"--data {root}` scores by default") in msg

@@ -599,7 +599,11 @@ def test_demo_validates_a_one_split_source_on_images_it_did_not_train_on(tmp_pat
     split_root = tmp_path / "splits"
     _paired(split_root / "train", 2)
     _paired(split_root / "test", 2, seed=1)
-    assert _validation_split(str(split_root)) == ("test", set(), set())
+    # train/test only: held out of train, so that stage 6 scores a test split it never saw
+    # (validating on test chose the student on the images its quality gate then scored)
+    assert _validation_split(str(split_root)) == ("train", {"im01"}, {"im00"})
+    _paired(split_root / "val", 1, seed=2)
+    assert _validation_split(str(split_root)) == ("val", set(), set())
     assert _validation_split(str(_paired(tmp_path / "two", 2)))[1:] == ({"im01"}, {"im00"})
     # A video: its held-out frames are not the neighbours of training frames.
     video = tmp_path / "clip.avi"

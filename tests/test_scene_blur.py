@@ -635,3 +635,39 @@ def test_corpus_summary_words_one_photo_and_one_split_in_the_singular(capsys):
     assert _corpus_outcome(args, no_train) == 1
     err = capsys.readouterr().err
     assert "no training pair was made: the one training photo skipped (smaller" in err, err
+
+
+# Six photos whose path hashes put one in test and none in val: a user's small folder.
+SIX = [(f"photo{i}.png", 72) for i in (0, 1, 2, 3, 4, 10)]
+
+
+def test_corpus_says_what_an_empty_val_split_means_and_what_to_do(tmp_path, capsys):
+    """A user's 6 photos left val empty; `corpus` said only that, and `labels --hold-out`
+    then validated on the test split that `evaluate` reports on, without a word."""
+    from sharpen.cli import main
+    photos, out = tmp_path / "photos", tmp_path / "corpus"
+    _photos(photos, SIX)
+    assert [len(v) for v in split_photos(photos).values()] == [5, 0, 1]
+    assert main(["corpus", "--photos", str(photos), "--out", str(out), "--copies", "1",
+                 "--crop", "48", "--test-crop", "64", "--quiet"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    said = err[err.index("no photo fell in the val split"):]
+    assert "(6 photos; 1 in 25 goes to val, by a hash of its path" in said
+    # what it means for the next steps, and what the user can do (no option sets the sizes)
+    assert "`sharpen labels --hold-out` holds out whole training photos instead" in said
+    assert f"data.val={out} validate on its test split" in said
+    assert "`sharpen evaluate` scores by default" in said
+    assert "no option of `sharpen corpus` sets the split sizes: add photos" in said
+
+
+def test_corpus_says_what_an_empty_test_split_means(tmp_path, capsys):
+    from sharpen.cli import main
+    photos = tmp_path / "photos"
+    _photos(photos, SIX[:3])
+    assert not split_photos(photos)["test"]
+    assert main(["corpus", "--photos", str(photos), "--out", str(tmp_path / "corpus"),
+                 "--copies", "1", "--crop", "48", "--test-crop", "64", "--quiet"]) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert "no photo fell in the test split (3 photos; 1 in 10 goes to test" in err
+    assert f"`sharpen evaluate --data {tmp_path / 'corpus'}` has nothing to score by default" in err
+    assert "every photo under a subfolder named kodak24 or mcmaster is the test split (and" in err

@@ -35,7 +35,11 @@ SPEC is a path whose layout is detected, or kind:path with kind one of
 A validation set from the same footage: --hold-out FRACTION --val-out DIR labels both caches in
 one command, --out without the held-out images and --val-out with them only (train with
 data.labels=OUT data.val_labels=VAL_OUT). What is held out depends only on the source:
-  - its own val or test split, where it has one (GoPro, a paired root with split folders);
+  - its own val split, where it has one (a paired root with split folders, a corpus);
+    a source with a test split but no val split (GoPro, a corpus of a few photos) holds
+    out of its train split by the rules below, so that the test split `sharpen evaluate`
+    scores by default stays unseen (with too few training images, its test split, and a
+    warning);
   - else whole clips or subfolders, where it has several (those whose images add up nearest
     FRACTION, never all; a warning where that is still far from it): frames of one clip are
     near-duplicates;

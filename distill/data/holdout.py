@@ -2,8 +2,12 @@
 
 `sharpen labels --hold-out FRACTION --val-out DIR` and `sharpen demo --data SPEC` use one rule:
 
-1. a source with a val or test split apart from train (a GoPro root, a paired root with split
-   folders, the embedded set) validates on that split (val before test); nothing is held out;
+1. a source with a val split apart from train (a paired root with split folders, a corpus, the
+   embedded set) validates on it; nothing is held out. One with a test split but no val split
+   (a GoPro root, a corpus of a few photos) holds out of its train split by rule 2 or 3: its
+   test split is what `sharpen evaluate` scores by default, and a student chosen on it was
+   reported on the images it was tuned on. Only where train has too few images to spare one
+   does the test split validate, with a warning that says so;
 2. a source of several clips or subfolders (footage: clips, frame folders, GoPro sequences;
    or one folder of the frames of several clips, named CLIP_NUMBER: reds-mini) holds out
    whole ones: the frames of one clip are near-duplicates of each other, so a
@@ -25,12 +29,13 @@ samples. Torch-free (sources need numpy and OpenCV only).
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Optional
 
 import numpy as np
 
 from runtime.console import count
+from runtime.warn import warn
 
 from .sources import Sample, SourceError, resolve_source
 
@@ -54,6 +59,7 @@ class HoldOut:
     groups: tuple[str, ...] = ()   # the clips/folders held out (rule "clips")
     n_groups: int = 0
     group_sizes: tuple[int, int] = (0, 0)   # the fewest and most images of one clip/folder
+    reason: str = ""               # why a source with splits is held out of train
 
     @property
     def not_train(self) -> frozenset[str]:
@@ -130,20 +136,45 @@ def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: boo
     if problem:
         raise SourceError(problem)
     info = resolve_source(spec, split="train", gopro_blur=gopro_blur, progress=progress)
-    if info.split is not None:
-        for split in ("val", "test"):
-            try:
-                other = resolve_source(spec, split=split, gopro_blur=gopro_blur,
-                                       progress=progress)
-            except SourceError:
-                continue
-            if other.split and other.split != info.split:
-                return HoldOut(fraction, split, "split")
+    own = _own_split(spec, info.split, gopro_blur, progress) if info.split else None
+    if own == "val":
+        return HoldOut(fraction, "val", "split")
     samples = info.samples
     n = len(samples)
+    if n < 2 and own == "test":
+        warn(f"{spec} has no val split and {count(n, 'training image')}, too few to hold one "
+             f"out: validating on its test split, the images `sharpen evaluate --data {spec}` "
+             "scores by default; a model chosen on them scores higher there than on images "
+             "it never saw: add training images, or give it a val split")
+        return HoldOut(fraction, "test", "split")
     if n < 2:
         raise SourceError(f"{info.describe()}: {needs} needs at least 2 images (one to train on, "
                           "one to validate on)")
+    plan = _from_samples(fraction, samples)
+    if own == "test":
+        plan = replace(plan, reason=(
+            f"{spec} has no val split: held out of its train split instead, so that its test "
+            "split, which `sharpen evaluate` scores by default, stays unseen by training and "
+            "validation"))
+    return plan
+
+
+def _own_split(spec: str, train: str, gopro_blur: str, progress: bool) -> Optional[str]:
+    """The source's own split that is not `train` and has images: "val", else "test", else
+    None (an empty or missing one does not count: a corpus of few photos has no val pairs)."""
+    for split in ("val", "test"):
+        try:
+            other = resolve_source(spec, split=split, gopro_blur=gopro_blur, progress=progress)
+        except SourceError:
+            continue
+        if other.split and other.split != train:
+            return split
+    return None
+
+
+def _from_samples(fraction: float, samples: list[Sample]) -> HoldOut:
+    """Rules 2 and 3 over `samples` (at least 2)."""
+    n = len(samples)
     k = min(n - 1, max(1, round(n * fraction)))
     groups: dict[str, list[str]] = {}
     for s in samples:

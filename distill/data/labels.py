@@ -735,8 +735,8 @@ def _check_hold_out(args: argparse.Namespace) -> None:
                            "the training and validation caches folders of their own")
     if args.split not in (None, "train"):
         raise SharpenError(f"--split {args.split} with --hold-out: --out is labelled from the "
-                           "train split and --val-out from the source's val or test split, "
-                           "where it has one, or from images held out of train; drop --split")
+                           "train split and --val-out from the source's val split, where it "
+                           "has one, or from images held out of train; drop --split")
 
 
 def run_from_args(args: argparse.Namespace) -> int:
@@ -808,6 +808,8 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
     if dist.rank == 0:
         extra = (f" (--hold-out {args.hold_out:g} does not apply)" if plan.rule == "split"
                  else "")
+        if plan.reason:   # a source with splits: said before which images, not after
+            print(f"hold-out: {plan.reason}", flush=True)
         print(f"hold-out: {args.val_out} validates on {plan.describe()}{extra}; {args.out} "
               "trains on the rest", flush=True)
         if short := plan.shortfall():   # run.json has the counts, but nobody reads it
