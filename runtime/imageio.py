@@ -76,15 +76,21 @@ def tiff_pages_in(data: bytes) -> int:
     file's: the chain of image directories, followed without decoding any. 1 for other
     formats. The bytes are anyone's: a chain that loops, points past the end or is cut short
     counts the whole directories read up to there, and at most MAX_TIFF_PAGES."""
+    return tiff_page_count_in(data)[0]
+
+
+def tiff_page_count_in(data: bytes) -> tuple[int, bool]:
+    """`tiff_pages_in`, and whether the walk stopped at MAX_TIFF_PAGES with a page still
+    chained after them: the count is then a floor, not the TIFF's page count."""
     order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
     if order is None or len(data) < 16:
-        return 1
+        return 1, False
     # Classic TIFF (42): 2-byte entry counts, 12-byte entries, 4-byte offsets; BigTIFF (43):
     # 8, 20 and 8, its first offset at 8.
     layout = {42: ("H", 12, "I", 4), 43: ("Q", 20, "Q", 8)}.get(
         struct.unpack_from(order + "H", data, 2)[0])
     if layout is None:
-        return 1
+        return 1, False
     count, entry, offset, first = layout
     count_size, offset_size = struct.calcsize(count), struct.calcsize(offset)
     at = struct.unpack_from(order + offset, data, first)[0]
@@ -101,7 +107,8 @@ def tiff_pages_in(data: bytes) -> int:
             break
         at = struct.unpack_from(order + offset, data, next_at)[0]
         pages += 1
-    return max(1, pages)
+    more = pages == MAX_TIFF_PAGES and bool(at) and at not in seen
+    return max(1, pages), more
 
 
 def _png_size(head: bytes) -> Optional[tuple[int, int]]:

@@ -24,7 +24,7 @@ import numpy as np
 
 from .console import count
 from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_bytes, decode_image,
-                      max_pixels, tiff_pages, tiff_pages_in)
+                      max_pixels, tiff_page_count_in, tiff_pages)
 from .options import option
 from .prepost import FrameError, conversions, to_bgr
 from .warn import warn
@@ -141,7 +141,7 @@ class ImageSource(Source):
                 warn(f"skipped: {e}")
                 continue
             t1 = time.perf_counter()
-            _say_other_pages(where, self._pages(i))
+            _say_other_pages(where, *self._pages(i))
             yield Frame(i, img, name, t1, t1 - t0)
 
     def _decode(self, i: int) -> np.ndarray:
@@ -151,8 +151,9 @@ class ImageSource(Source):
         """Image `i` as messages name it."""
         return str(self.paths[i])
 
-    def _pages(self, i: int) -> int:
-        return tiff_pages(self.paths[i])
+    def _pages(self, i: int) -> tuple[int, bool]:
+        """Image `i`'s pages, and whether that count is only a floor (never, for a file)."""
+        return tiff_pages(self.paths[i]), False
 
 
 class UrlImageSource(ImageSource):
@@ -171,15 +172,17 @@ class UrlImageSource(ImageSource):
     def _where(self, i: int) -> str:
         return self.spec
 
-    def _pages(self, i: int) -> int:
-        return tiff_pages_in(self._data)
+    def _pages(self, i: int) -> tuple[int, bool]:
+        return tiff_page_count_in(self._data)
 
 
-def _say_other_pages(where: str, pages: int) -> None:
+def _say_other_pages(where: str, pages: int, floor: bool = False) -> None:
     """A multi-page TIFF (a scan batch, a stack) decodes as its first page: said once, or its
-    one output passes for the whole file."""
+    one output passes for the whole file. `floor`: the pages were counted up to a cap (a URL's
+    bytes), and there are more."""
     if pages > 1:
-        warn(f"{where}: a TIFF of {pages} pages; only the first page is sharpened")
+        many = f"at least {pages} pages (counted no further)" if floor else f"{pages} pages"
+        warn(f"{where}: a TIFF of {many}; only the first page is sharpened")
 
 
 @dataclass

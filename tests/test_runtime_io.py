@@ -3,6 +3,7 @@ served over HTTP, a live stream that reconnects showing the picture it started w
 from __future__ import annotations
 
 
+import struct
 import threading
 
 import cv2
@@ -221,6 +222,41 @@ def test_a_tiffs_page_chain_is_walked_only_so_far(tmp_path):
     n = MAX_TIFF_PAGES + 10
     data = _tiff_chain("<", [8 + 6 * (i + 1) for i in range(n - 1)] + [0])
     assert tiff_pages_in(data) == MAX_TIFF_PAGES
+
+
+def test_a_url_tiff_of_more_pages_than_are_counted_is_said_to_have_at_least_that_many():
+    """The page warning of a URL's TIFF said "a TIFF of 65535 pages" for one of more: the
+    walk stops at MAX_TIFF_PAGES, so that count is a floor. A TIFF of exactly that many pages
+    is said as it is."""
+    from runtime import SharpenWarning
+    from runtime.imageio import MAX_TIFF_PAGES
+    from runtime.sources import UrlImageSource
+
+    ok, tif = cv2.imencode(".tif", np.full((6, 8, 3), 90, np.uint8))
+    assert ok
+    tif = bytearray(tif.tobytes())
+    first = struct.unpack_from("<I", tif, 4)[0]
+    link = first + 2 + 12 * struct.unpack_from("<H", tif, first)[0]   # its next-page offset
+
+    def pages_said(n: int) -> str:
+        """The warning for OpenCV's page followed by a chain of n - 1 empty directories."""
+        start = len(tif) + len(tif) % 2
+        chain = b"".join(struct.pack("<HI", 0, start + 6 * (i + 1) if i < n - 2 else 0)
+                         for i in range(n - 1))
+        data = bytearray(tif) + bytes(start - len(tif)) + chain
+        struct.pack_into("<I", data, link, start)
+        src = UrlImageSource("http://host/stack.tif", bytes(data), "stack.tif")
+        with pytest.warns(SharpenWarning, match="TIFF of") as said:
+            [frame] = src.frames(threading.Event())
+        assert frame.image.shape[:2] == (6, 8)
+        return str(said[0].message)
+
+    assert pages_said(MAX_TIFF_PAGES + 10) == (
+        f"http://host/stack.tif: a TIFF of at least {MAX_TIFF_PAGES} pages (counted no "
+        "further); only the first page is sharpened")
+    assert pages_said(MAX_TIFF_PAGES) == (
+        f"http://host/stack.tif: a TIFF of {MAX_TIFF_PAGES} pages; only the first page is "
+        "sharpened")
 
 
 def test_a_url_tiff_whose_page_chain_is_broken_is_sharpened_without_a_page_warning(
