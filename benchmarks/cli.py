@@ -96,7 +96,8 @@ def options_from_args(args: argparse.Namespace):
 
     ratio, gain = resolve_gate(args)
     return BenchOptions(out=args.out, full=args.full, target_fps=args.target_fps,
-                        students=args.students, teacher_weights=args.teacher_weights,
+                        students=args.students, models=args.models,
+                        teacher_weights=args.teacher_weights,
                         teacher_config=args.teacher_config, data=args.data,
                         real_pairs=args.real_pairs, real_nogt=args.real_nogt,
                         min_ssim_ratio=ratio, min_ssim_gain=gain, limit=args.limit,

@@ -20,7 +20,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from benchmarks.artifacts import BenchError, resolve_students  # noqa: E402
+from benchmarks.artifacts import BenchError, split_list  # noqa: E402
+from benchmarks.given import bench_students, resolve_models  # noqa: E402
 from benchmarks.options import add_to_pytest  # noqa: E402
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
                                 size_label, stream_size)
@@ -62,11 +63,16 @@ def pytest_generate_tests(metafunc):
     config = metafunc.config
     if "student" in metafunc.fixturenames:
         try:
-            names = [s.name for s in resolve_students(config.getoption("students"),
-                                                      hash_files=False)]
+            names = [s.name for s in bench_students(config.getoption("students"),
+                                                    config.getoption("models"),
+                                                    hash_files=False)]
         except BenchError as e:
             raise pytest.UsageError(str(e)) from None
         metafunc.parametrize("student", names, scope="session")
+    if "given_model" in metafunc.fixturenames:   # --model files, by their paths
+        paths = list(dict.fromkeys(split_list(config.getoption("models"))))
+        metafunc.parametrize("given_model", paths, ids=[Path(p).stem for p in paths],
+                             scope="session")
     if "size" in metafunc.fixturenames:
         sizes = _sizes(config)
         metafunc.parametrize("size", sizes, ids=[size_label(s) for s in sizes])
@@ -148,7 +154,11 @@ class BenchContext:
         self.teacher_n_tiles = 2 if self.full else 1
         self.stream_frames = 30 if self.full else 16
         self.stream_size = stream_size(self.sizes, self.full)
-        self.students = {s.name: s for s in resolve_students(config.getoption("students"))}
+        self.students = {s.name: s for s in bench_students(config.getoption("students"),
+                                                           config.getoption("models"))}
+        # Read now, as `sharpen bench` reads them: a bad file is a usage error before any work.
+        self.models = resolve_models(config.getoption("models"), list(self.students),
+                                     self.threads)
         self.teacher_ms: dict[str, float] = {}
         self.results: list[dict] = []
         self._artifacts: dict = {}
@@ -158,6 +168,10 @@ class BenchContext:
         self._quality_error: Optional[BaseException] = None
         self._videos: dict = {}
         self._video_dir = cache_dir
+
+    def model(self, path: str):
+        """The --model file given as `path` (a `given_model` parameter)."""
+        return next(gm for gm in self.models if gm.path == Path(path).resolve())
 
     def say(self, msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -206,7 +220,8 @@ class BenchContext:
                                          list(self.students.values()), sets,
                                          self.min_ssim_ratio, threads=self.threads,
                                          min_ssim_gain=self.min_ssim_gain,
-                                         data_desc=desc, progress=False, n_crops=0)
+                                         data_desc=desc, progress=False, n_crops=0,
+                                         models=self.models)
             except BenchError as e:
                 self._quality_error = e
                 raise pytest.UsageError(str(e)) from None

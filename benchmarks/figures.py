@@ -37,11 +37,8 @@ def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
     if not rows:
         return False
     sizes = list(dict.fromkeys(r["size"] for r in rows))
-    labels = list(dict.fromkeys(
-        ("teacher" if r["model"] == "teacher" else f"{r['student']}\n{r['backend_label']}")
-        for r in rows))
-    ms = {(("teacher" if r["model"] == "teacher" else f"{r['student']}\n{r['backend_label']}"),
-           r["size"]): r["ms"] for r in rows}
+    labels = list(dict.fromkeys(_label(r, "\n") for r in rows))
+    ms = {(_label(r, "\n"), r["size"]): r["ms"] for r in rows}
     x = np.arange(len(labels))
     wdt = 0.8 / len(sizes)
     fig = Figure(figsize=(max(8, 0.9 * len(labels) + 2), 5.5))
@@ -61,6 +58,14 @@ def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
+
+
+def _label(r: dict, sep: str) -> str:
+    """A latency row's name in the figures: a --model file's by its name, the students' by
+    theirs, each with the backend."""
+    if r["model"] == "teacher":
+        return "teacher"
+    return f"{r.get('given') or r['student']}{sep}{r['backend_label']}"
 
 
 def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
@@ -83,11 +88,11 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
             label = "teacher"
         else:
             fmt = fmt_of.get(r["backend"]) or "pytorch"
-            q = qrows.get(f"{r['student']}/{fmt}")
-            label = f"{r['student']} {r['backend_label']}"
+            q = qrows.get(r.get("given") or f"{r['student']}/{fmt}")
+            label = _label(r, " ")
         if q and q.get("ssim") is not None:
             pts.append((r["ms"], q["ssim"], label))
-            plotted.add(r["student"] or "teacher")
+            plotted.add(r.get("given") or r["student"] or "teacher")
     if not pts:
         return False
     fig = Figure(figsize=(11, 6))
@@ -108,7 +113,7 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
     ax.set_ylabel("SSIM vs ground truth (mean)")
     ax.set_title("Quality versus latency (one point per model and format)")
     # Quick mode times some students at small sizes only: say so rather than drop them quietly.
-    missing = sorted({r["student"] or "teacher" for r in rows} - plotted)
+    missing = sorted({r.get("given") or r["student"] or "teacher" for r in rows} - plotted)
     if missing:
         fig.text(0.01, 0.01, f"not timed at {size}, so not shown: {', '.join(missing)} (see the "
                  "latency table for their sizes)", fontsize=8)
@@ -130,6 +135,8 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
     psnr_of = {d["image"]: d["input_psnr"] for d in rep["quality"]["images"]}
     names = sorted(crops, key=lambda n: psnr_of.get(n, 0.0))
     students = [s["name"] for s in rep["settings"]["students"]]
+    n_students = len(students)
+    students += [gm["name"] for gm in rep["settings"].get("models") or []]
     # The real-blur figures' order (input | teacher | students), with the ground truth last.
     cols = ["blurred", "teacher"] + [s for s in students if any(s in crops[n] for n in names)] \
         + ["sharp"]
@@ -145,7 +152,7 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
             if img is None:
                 continue
             ax.imshow(img[y:y + side, x:x + side].clip(0, 1), interpolation="nearest")
-            title = titles.get(c, f"student {c}")
+            title = titles.get(c, f"student {c}" if c in students[:n_students] else c)
             if j == 0:
                 ax.set_title(f"{n}\nblurred ({psnr_of.get(n, float('nan')):.1f} dB)",
                              fontsize=8)

@@ -89,6 +89,7 @@ BACKENDS: tuple[BackendSpec, ...] = (BackendSpec("pytorch", "PyTorch eager", Non
     BackendSpec(f.bench_key, f.label, f.name, f.precision, f.providers, f.informational, f.note)
     for f in FORMATS.values())
 BACKEND_BY_KEY = {b.key: b for b in BACKENDS}
+BACKEND_BY_FORMAT = {b.fmt: b for b in BACKENDS if b.fmt}
 
 
 def _torch_backend(model):

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 from runtime.cli_errors import Terminated
 from runtime.console import count
 
-from .latency import (BACKENDS, SkipCase, frame_fn, make_video, measure, open_backend,
-                      result_row, size_label, stream, stream_row)
+from .latency import (BACKEND_BY_FORMAT, BACKENDS, SkipCase, frame_fn, make_video, measure,
+                      open_backend, result_row, size_label, stream, stream_row)
 
 if TYPE_CHECKING:
     from .report import BenchOptions
@@ -26,7 +26,8 @@ STREAM_FORMAT = "onnx"
 
 
 def planned_rows(students, m: dict, artifact_sets: Optional[dict] = None,
-                 buildable: Optional[Sequence[str]] = None) -> list[dict]:
+                 buildable: Optional[Sequence[str]] = None, models: Sequence = ()
+                 ) -> list[dict]:
     """model, backend, backend_label and size of the rows run_latency makes, in its order,
     less those of formats the export skipped (not requested, not buildable here; for a student
     not exported yet, those not in `buildable`, when given): what an interrupted run lists as
@@ -45,6 +46,9 @@ def planned_rows(students, m: dict, artifact_sets: Optional[dict] = None,
     rows += [{"model": f"student {st.name}", "backend": spec.key, "backend_label": spec.label,
               "size": z} for st in students for spec in BACKENDS if not skipped(st, spec.fmt)
              for z in sizes]
+    rows += [{"model": gm.label(), "backend": BACKEND_BY_FORMAT[gm.format].key,
+              "backend_label": BACKEND_BY_FORMAT[gm.format].label, "size": z}
+             for gm in models if not gm.skipped for z in sizes]
     if m["stream_frames"]:
         rows += [{"model": f"student {st.name}", "backend": STREAM_KEY,
                   "backend_label": STREAM_LABEL, "size": size_label(m["stream_size"])}
@@ -60,9 +64,10 @@ def missing_rows(planned: list[dict], done: list[dict]) -> list[str]:
 
 
 def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_tiles, say,
-                partial: Optional[dict] = None) -> dict:
+                partial: Optional[dict] = None, models: Sequence = ()) -> dict:
     """The latency section of the report. With `partial`, partial["latency"] is that section
-    from the start, its rows added as each is measured (what an interrupted run has)."""
+    from the start, its rows added as each is measured (what an interrupted run has).
+    `models`: the --model files (`benchmarks.given.GivenModel`), timed after the students."""
     m = opts.mode()
     sizes, target = m["sizes"], opts.target_fps
     rows: list[dict] = []
@@ -132,7 +137,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     gmac = {k: g for k, (g, _) in budget.items()}
     too_big = _too_big(students, sizes, budget, m.get("max_activation_gb"))
     cases = [(st, spec) for st in students for spec in BACKENDS]
-    bar = _bar(len(cases) * len(sizes), "latency", opts.quiet)
+    bar = _bar((len(cases) + len(models)) * len(sizes), "latency", opts.quiet)
     try:
         for st, spec in cases:
             arts = artifact_sets.get(st.name)
@@ -178,6 +183,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                     bar(1)
             finally:
                 backend.close()
+        for gm in models:
+            _time_given(gm, students, sizes, timing, target, teacher_ms, too_big, gmac, peak,
+                        opts.threads, rows, bar)
     finally:   # on Ctrl-C too: the bar's line is cleared before the last words
         bar(0, close=True)
 
@@ -222,6 +230,49 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                     streams.append(result_row(ms=None, status="error",
                                               reason=f"{type(e).__name__}: {e}", **base))
     return result
+
+
+def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: dict,
+                too_big: dict, gmac: dict, peak: float, threads: int, rows: list, bar) -> None:
+    """The rows of one --model file at every size; skipped (with the reason) where this
+    machine cannot run it. The student it was exported from, when benchmarked too, gives its
+    GMAC per frame and quick mode's memory bound; nothing else is known of the file."""
+    spec = BACKEND_BY_FORMAT[gm.format]
+    st = gm.student_of(students)
+    base = dict(model=gm.label(), student=st, backend=spec, target_fps=target, given=gm.name,
+                file=str(gm.path), source=gm.source, precision=gm.precision)
+
+    def row(wh, **kw) -> dict:   # (base's precision is the file's, not its format's)
+        return result_row(size=wh, **{**base, **kw})
+
+    try:
+        backend = open_backend(spec, None, {gm.format: gm.artifact}, threads=threads or None)
+    except SkipCase as e:
+        rows += [row(wh, ms=None, status="skipped", reason=str(e)) for wh in sizes]
+        bar(len(sizes))
+        return
+    try:
+        for wh in sizes:
+            bar(0, what=f"{gm.name} {size_label(wh)}")
+            if (st, wh) in too_big:
+                rows.append(row(wh, ms=None, status="skipped", reason=too_big[st, wh]))
+            else:
+                try:
+                    t = measure(frame_fn(backend, *wh), **timing)
+                    extra = {}
+                    if (st, wh) in gmac:
+                        extra = dict(gmac=round(gmac[st, wh], 3),
+                                     peak_frac=round(gmac[st, wh] / t.median_s / peak, 4))
+                    rows.append(row(wh, ms=1000 * t.median_s, p90_ms=round(1000 * t.p90_s, 3),
+                                    teacher_ms=teacher_ms.get(size_label(wh)),
+                                    provider=backend.provider, engine=backend.name,
+                                    timing=_in_ms(t.to_dict()), **extra))
+                except Exception as e:  # noqa: BLE001
+                    rows.append(row(wh, ms=None, status="error",
+                                    reason=f"{type(e).__name__}: {e}"))
+            bar(1)
+    finally:
+        backend.close()
 
 
 def _student_budget(path, sizes) -> dict:

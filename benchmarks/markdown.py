@@ -112,6 +112,7 @@ def render_markdown(rep: dict) -> str:
              f"Target: {tgt:g} fps, i.e. <= {1000 / tgt:.1f} ms per frame; the product's "
              "target is 1920x1080, and rows at other sizes say whether that size reaches it.",
              ""]
+    lines += _models_lines(s)
     inc = rep.get("incomplete")
     if inc:
         lines += _incomplete(inc)
@@ -211,6 +212,23 @@ def render_markdown(rep: dict) -> str:
     return "\n".join(lines)
 
 
+def _models_lines(s: dict) -> list[str]:
+    """What was measured when --model gave files: which, read how (a report from before
+    --model existed has none)."""
+    models = s.get("models") or []
+    if not models:
+        return []
+    lines = [f"Measured: {s.get('measured')}. Exported models given with `--model`, measured "
+             "as they are (format from the format table, student from the file's export "
+             "metadata; parity against a student's FP32 output only where that student's "
+             "checkpoint, which the file records, is benchmarked too):", ""]
+    for gm in models:
+        lines.append(f"- {gm['name']}: {gm['path']} ({gm['format']}, "
+                     f"{str(gm['precision']).upper()}, student {gm['source']})"
+                     + (f": skipped: {gm['skipped']}" if gm.get("skipped") else ""))
+    return lines + [""]
+
+
 NOT_REACHED = "Not measured: the run was interrupted before any of it was finished."
 
 
@@ -255,8 +273,8 @@ def _quality_lines(s: dict, q: dict, checks: list[dict]) -> list[str]:
 
 def _calibration_sentence(s: dict) -> str:
     """What the INT8 rows were calibrated on (a report from before it was recorded: nothing)."""
-    if not s.get("calibration"):
-        return ""
+    if not s.get("calibration") or not s.get("students", True):
+        return ""   # (--model files only: the bench calibrated nothing)
     return (f" INT8 calibration: {s.get('calib_count')} crops per student from "
             f"{s['calibration']}.")
 

@@ -31,6 +31,10 @@ SCHEMA: tuple[Opt, ...] = (
     Opt(("--weights", "--students"), "students", "students: shipped names (seed, fast -> "
         "models/student-NAME.pt) or checkpoint paths, space or comma separated (default: seed "
         "fast)", metavar="CKPT", nargs="+"),
+    Opt(("--model",), "models", "exported models to measure as they are (.onnx, .tflite, "
+        ".engine: e.g. an engine built on the device, an INT8 model calibrated on your frames), "
+        "one row each; without --weights, only these (no default students)", metavar="FILE",
+        nargs="+", pytest_aliases=("--bench-model",)),
     Opt(("--teacher-weights",), "teacher_weights", "teacher checkpoint (default: the bundled "
         "models/teacher-restormer-small.pt)", metavar="PATH"),
     Opt(("--teacher-config",), "teacher_config", "Restormer config for weights without one "

@@ -268,11 +268,14 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
              artifact_sets: dict, min_ssim_ratio: float = DEFAULT_MIN_SSIM_RATIO,
              thresholds=None, min_ssim_gain: Optional[float] = None, threads: int = 0,
              n_crops: int = 3, data_desc: str = "",
-             progress: bool = True, say=None, partial: Optional[dict] = None
-             ) -> QualityResult:
+             progress: bool = True, say=None, partial: Optional[dict] = None,
+             models: Sequence = ()) -> QualityResult:
     """Run everything on every pair and compute metrics and checks (see the module doc).
 
     artifact_sets: student name -> benchmarks.artifacts.ArtifactSet (or None: PyTorch only).
+    models: `benchmarks.given.GivenModel`s (--model), a row each after the students', gated
+    as the students are; compared with a student's FP32 output (parity) where that student's
+    checkpoint is the one the file records.
     The outputs of the `n_crops` pairs with the lowest input PSNR are kept for the figure.
     With `partial`, a KeyboardInterrupt (Ctrl-C, SIGTERM) first puts partial["quality"]: the
     result of the rows that ran on every image, the others with status "missing"."""
@@ -327,6 +330,16 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                 continue
             r["file"] = art.file
             loaders[key] = lambda file=art.file: load_runner(file, threads=threads)
+    for gm in models:
+        spec = FORMATS[gm.format]
+        r = _row(gm.name, gm.label(), "model", gm.format, spec.label, gm.precision,
+                 gm.student_of(students))
+        r.update(file=str(gm.path), source=gm.source)
+        rows[gm.name] = r
+        if gm.skipped:
+            r.update(status="skipped", reason=gm.skipped)
+            continue
+        loaders[gm.name] = lambda file=str(gm.path): load_runner(file, threads=threads)
 
     from tqdm import tqdm
 
@@ -392,7 +405,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
         r["n_images"] = len(r["images"])
         r["psnr"], r["ssim"] = _mean(r["images"], "psnr"), _mean(r["images"], "ssim")
         r["ssim_teacher"] = _mean(r["images"], "ssim_teacher")
-        if r["kind"] == "artifact":
+        if r["kind"] in ("artifact", "model"):
             per = [i for i in r["images"] if "max_abs" in i]
             if per:
                 worst_ssim = min(per, key=lambda i: i["parity_ssim"])
@@ -412,11 +425,13 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
                 r["parity"] = par
 
     checks = _checks(rows, students, min_ssim_ratio, min_ssim_gain)
+    settings_models = [gm.to_dict() for gm in models]
     settings = {"min_ssim_ratio": None if min_ssim_gain is not None else min_ssim_ratio,
                 "min_ssim_gain": min_ssim_gain,
                 "thresholds": {"fp32_max_abs": th.fp32_max_abs, "min_ssim": th.min_ssim,
                                "min_psnr": th.min_psnr, "max_ssim_drop": th.max_ssim_drop},
                 "teacher": teacher.describe(), "hardest": sorted(hardest),
+                "models": settings_models,
                 "teacher_outputs": {"cached": teacher.cached, "computed": teacher.computed}}
     result = QualityResult(data_desc, images, list(rows.values()), checks, crops, settings)
     if interrupted is not None:
@@ -426,10 +441,12 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
 
 
 def planned_quality_keys(students: Sequence[Student], artifact_sets: Optional[dict] = None,
-                         buildable: Optional[Sequence[str]] = None) -> list[str]:
-    """The keys of the rows `evaluate` makes for these students, in its order, less those of
-    formats the export skipped (`artifact_sets`, as far as it got; for a student not exported
-    yet, those not in `buildable`, when given: not requested, or not buildable here)."""
+                         buildable: Optional[Sequence[str]] = None, models: Sequence = ()
+                         ) -> list[str]:
+    """The keys of the rows `evaluate` makes for these students and --model files, in its
+    order, less those of formats the export skipped (`artifact_sets`, as far as it got; for a
+    student not exported yet, those not in `buildable`, when given: not requested, or not
+    buildable here) and of files this machine cannot run."""
     def skipped(st: Student, fmt: str) -> bool:
         arts = (artifact_sets or {}).get(st.name)
         if arts is None:
@@ -438,7 +455,8 @@ def planned_quality_keys(students: Sequence[Student], artifact_sets: Optional[di
 
     return ["input", "teacher"] + [f"{st.name}/{fmt}" for st in students
                                    for fmt in ("pytorch", *FORMATS)
-                                   if fmt == "pytorch" or not skipped(st, fmt)]
+                                   if fmt == "pytorch" or not skipped(st, fmt)] \
+        + [gm.name for gm in models if not gm.skipped]
 
 
 def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
@@ -463,7 +481,9 @@ def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
         refs[r["student"], p.name] = out, img["ssim"]
         if p.name in crops:
             crops[p.name][r["student"]] = np.clip(out, 0, 1)
-    else:
+    if r["kind"] == "model" and p.name in crops:   # a --model file: a column of its own
+        crops[p.name][r["key"]] = np.clip(out, 0, 1)
+    if r["kind"] != "student":
         if (r["student"], p.name) in refs:
             ref, ref_ssim = refs[r["student"], p.name]
             c = compare(out, ref)
@@ -472,17 +492,19 @@ def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
     r["images"].append(img)
 
 
-def _gain_check(key: str, name: str, s: float, t: float, b: float, gain: float) -> dict:
+def _gain_check(key: str, who: str, how: str, s: float, t: float, b: float,
+                gain: float) -> dict:
+    """`who`: "student 'fast'" (or "model 'x'"), `how`: "PyTorch FP32" (its backend)."""
     tg, sg = t - b, s - b
     if tg <= 0:
         return {"check": "ssim-gain", "model": key, "metric": "ssim", "value": s,
                 "threshold": None, "passed": False,
-                "message": f"student {name!r}: the teacher's SSIM {t:.4f} does not improve on the "
+                "message": f"{who}: the teacher's SSIM {t:.4f} does not improve on the "
                            f"blurred input's {b:.4f}, so there is no gain to keep; use "
                            "--min-ssim-ratio or a better teacher"}
     frac = sg / tg
     ok = frac >= gain
-    msg = (f"student {name!r} (PyTorch FP32): SSIM gain over the blurred input {sg:+.4f} = "
+    msg = (f"{who} ({how}): SSIM gain over the blurred input {sg:+.4f} = "
            f"{frac:.2f} x the teacher's {tg:+.4f} {'>=' if ok else '<'} {gain:g} "
            f"(SSIM: input {b:.4f}, student {s:.4f}, teacher {t:.4f})")
     if not ok:
@@ -497,8 +519,12 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
             gain: Optional[float] = None) -> list[dict]:
     checks = []
     t, b = rows["teacher"], rows["input"]
-    for st in students:
-        r = rows[f"{st.name}/pytorch"]
+    # The students (PyTorch FP32), then the --model files this machine ran, by their backend.
+    gated = [(rows[f"{st.name}/pytorch"], f"student {st.name!r}", "PyTorch FP32")
+             for st in students]
+    gated += [(r, f"model {r['key']!r}", f"{r['backend']}, {r['precision'].upper()}")
+              for r in rows.values() if r["kind"] == "model" and r["status"] != "skipped"]
+    for r, who, how in gated:
         key = r["key"]
         kind = "ssim-ratio" if gain is None else "ssim-gain"
         if "missing" in (r.get("status"), t.get("status"), b.get("status")):
@@ -506,15 +532,15 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
         if r["ssim"] is None or t["ssim"] is None or b["ssim"] is None:
             checks.append({"check": kind, "model": key, "metric": "ssim", "value": None,
                            "threshold": None, "passed": False,
-                           "message": f"student {st.name!r} (PyTorch): no SSIM measured "
+                           "message": f"{who} ({how}): no SSIM measured "
                                       f"({r['reason'] or t['reason'] or 'no images'})"})
             continue
         if gain is not None:
-            checks.append(_gain_check(key, st.name, r["ssim"], t["ssim"], b["ssim"], gain))
+            checks.append(_gain_check(key, who, how, r["ssim"], t["ssim"], b["ssim"], gain))
             continue
         thr = ratio * t["ssim"]
         ok = r["ssim"] >= thr
-        msg = (f"student {st.name!r} (PyTorch FP32): mean SSIM vs ground truth {r['ssim']:.4f} "
+        msg = (f"{who} ({how}): mean SSIM vs ground truth {r['ssim']:.4f} "
                f"{'>=' if ok else '<'} {ratio:g} x teacher SSIM {t['ssim']:.4f} = {thr:.4f}")
         if not ok:
             # How far off, and which option set the bar (the same name in `sharpen bench` and
@@ -528,9 +554,13 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
                        "value": r["ssim"], "threshold": thr, "ratio": ratio,
                        "teacher_ssim": t["ssim"], "passed": bool(ok), "message": msg})
     for r in rows.values():
-        if r["kind"] != "artifact" or r["status"] in ("skipped", "missing"):
+        if r["kind"] not in ("artifact", "model") or r["status"] in ("skipped", "missing"):
             continue
-        label = f"student {r['student']!r} {r['format']} ({r['backend']})"
+        if r["kind"] == "model" and not (r["student"] and r["parity"]):
+            continue   # no FP32 student to compare with: gated on SSIM above
+        label = (f"student {r['student']!r} {r['format']} ({r['backend']})"
+                 if r["kind"] == "artifact" else
+                 f"model {r['key']!r} ({r['backend']}; student {r['student']!r})")
         if r["status"] == "error" or r["parity"] is None:
             checks.append({"check": "parity", "model": r["key"], "metric": None, "value": None,
                            "threshold": None, "passed": False,

@@ -18,11 +18,13 @@ NOGT_HEADERS = ["model", "PSNR to the teacher's output (dB)", "sharpness (x inpu
 
 def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: Callable,
                   students, out: Path, say, pairs_limit: Optional[int], nogt_limit: Optional[int],
-                  quiet: bool = False) -> dict:
+                  quiet: bool = False, models: Sequence = ()) -> dict:
     """{"pairs": {...metrics} | None, "nogt": {...} | None, "figures": {key: file name}}.
     The limits are the number of images spread over each set (None: all); `nogt` is image
-    files and folders of them, the limit spread over all of them."""
-    fns = {"teacher": teacher, **{s.name: load_model_fn(s.path) for s in students}}
+    files and folders of them, the limit spread over all of them. `models`: the --model files
+    (`benchmarks.given.GivenModel`), under their names, those this machine can run."""
+    fns = {"teacher": teacher, **{s.name: load_model_fn(s.path) for s in students},
+           **{gm.name: load_model_fn(gm.path) for gm in models if not gm.skipped}}
     res: dict = {"pairs": None, "nogt": None, "figures": {}}
     if pairs:
         say(f"real blur pairs: {pairs}")
@@ -91,7 +93,8 @@ def markdown(res: dict, md_table) -> list[str]:
     lines = ["## Real blur", ""]
     if res.get("pairs"):
         p = res["pairs"]
-        lines += [f"Real blur/sharp pairs: {p['data']} ({p['images']} images). PyTorch models; "
+        lines += [f"Real blur/sharp pairs: {p['data']} ({p['images']} images). PyTorch models "
+                  "(and the --model files); "
                   "the gain is over the blurred input. A model that sharpens real blur has a "
                   "positive PSNR and SSIM gain here.", "",
                   md_table(HEADERS, table_rows(p)), ""]

@@ -35,11 +35,12 @@ from runtime.sinks import folders_to_make, remove_if_empty
 
 from .artifacts import (BUILTIN_CALIBRATION, DEFAULT_CALIB_COUNT, BenchError,
                         atomic_write_json, buildable_formats, check_calib, default_cache_root,
-                        ensure_artifacts, resolve_students, split_list)
+                        ensure_artifacts, split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
                       TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
                       stream_size)
 from .figures import write_figures
+from .given import bench_students, resolve_models
 from .latency_run import missing_rows, planned_rows, run_latency
 from .machine import machine_info, peak_rss_mb
 from .markdown import render_markdown
@@ -55,6 +56,8 @@ class BenchOptions:
     full: bool = False
     target_fps: float = 30.0
     students: Optional[Sequence[str]] = None
+    # Exported models measured as they are (--model); without students, only these.
+    models: Optional[Sequence[str]] = None
     teacher_weights: Optional[str] = None
     teacher_config: Optional[str] = None
     data: Optional[str] = None
@@ -104,6 +107,8 @@ class BenchOptions:
             argv += ["--min-ssim-ratio", f"{self.min_ssim_ratio:g}"]
         if self.students:
             argv += ["--weights", *split_list(self.students)]
+        if self.models:
+            argv += ["--model", *split_list(self.models)]
         if self.calib:
             argv += ["--calib", *calib_sources(self.calib)]
         if self.real_nogt and not pytest:
@@ -177,6 +182,19 @@ def calibration_text(calib: Optional[str | Sequence[str]]) -> str:
         return BUILTIN_CALIBRATION + " (scikit-image, blurred)"
     return (f"--calib {' '.join(calib_sources(calib))} (a fifth held out for the export's "
             "parity gate, as `sharpen export --calib`)")
+
+
+def measured_text(students, models) -> str:
+    """What the run measures, for the console and the report's settings: with --model and no
+    --weights, the given files only (the default students are not measured)."""
+    parts = []
+    if students:
+        parts.append(f"students {', '.join(s.name for s in students)}")
+    if models:
+        parts.append(f"--model {', '.join(gm.name for gm in models)}")
+        if not students:
+            parts[-1] += " only (no --weights: the default students are not measured)"
+    return "; ".join(parts)
 
 
 def nogt_paths(spec: Optional[str | Sequence[str]]) -> list[str]:
@@ -258,7 +276,9 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     except ValueError as e:
         raise BenchError(str(e)) from None
     cache = Path(opts.cache) if opts.cache else default_cache_root()
-    students = resolve_students(opts.students)
+    students = bench_students(opts.students, opts.models)
+    # Read now: a missing or unreadable file stops the bench before the slow work.
+    models = resolve_models(opts.models, [s.name for s in students], opts.threads)
     check_calib(calib_sources(opts.calib))   # as export checks it, before the long work
     pairs, data_desc = load_pairs(opts.data, m["limit"])
     real_limits = {"--real-pairs": opts.limit or (None if opts.full else 20),
@@ -268,23 +288,26 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
             _check_real_blur(flag, spec, real_limits[flag], need_gt=flag == "--real-pairs")
     teacher_out = TeacherOutputs(opts.teacher_weights, opts.teacher_config, TEACHER_TILE,
                                  TEACHER_OVERLAP, cache, say=say)
-    say(f"sharpen bench ({'full' if opts.full else 'quick'} mode): students "
-        f"{', '.join(s.name for s in students)}; {data_desc}; cache {cache}")
+    say(f"sharpen bench ({'full' if opts.full else 'quick'} mode): "
+        f"{measured_text(students, models)}; {data_desc}; cache {cache}")
+    for gm in models:
+        if gm.skipped:
+            say(f"--model {gm.path}: skipped: {gm.skipped}")
     if rerun and (moved := set_aside_earlier_report(out)):
         say(moved)
 
     progress = _Progress()
     try:
-        _measure(opts, m, students, pairs, data_desc, teacher_out, cache, real_limits, out,
-                 progress, say)
-        report = _report(opts, m, cache, students, teacher_out, real_limits, progress)
+        _measure(opts, m, students, models, pairs, data_desc, teacher_out, cache, real_limits,
+                 out, progress, say)
+        report = _report(opts, m, cache, students, models, teacher_out, real_limits, progress)
         progress.stage = "figures"
         report["figures"] = write_figures(report, progress.quality, out, opts.target_fps, say)
     except KeyboardInterrupt as e:
         # Ctrl-C / SIGTERM: the rows finished are written, marked incomplete, and the
         # interruption goes on to the command line (exit 130 / 143), which says where.
         try:
-            e.partial_report = _write_partial(out, opts, m, cache, students, data_desc,
+            e.partial_report = _write_partial(out, opts, m, cache, students, models, data_desc,
                                               teacher_out, real_limits, progress, e, t_start)
         except Exception as w:  # noqa: BLE001 - the interruption, not this, is what to report
             say.warn(f"the partial report could not be written: {type(w).__name__}: {w}")
@@ -309,7 +332,7 @@ class _Progress:
     latency: Optional[dict] = None
 
 
-def _measure(opts: BenchOptions, m: dict, students, pairs, data_desc: str, teacher_out,
+def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: str, teacher_out,
              cache: Path, real_limits: dict, out: Path, progress: _Progress, say) -> None:
     """Every stage in turn, each result into `progress` as it finishes; a stage interrupted
     part way puts in what it finished, then the KeyboardInterrupt goes on."""
@@ -334,7 +357,7 @@ def _measure(opts: BenchOptions, m: dict, students, pairs, data_desc: str, teach
         progress.quality = evaluate(
             pairs, teacher_out, students, progress.artifact_sets, opts.min_ssim_ratio,
             min_ssim_gain=opts.min_ssim_gain, threads=opts.threads, data_desc=data_desc,
-            progress=not opts.quiet, say=say, partial=got)
+            progress=not opts.quiet, say=say, partial=got, models=models)
     except KeyboardInterrupt:
         progress.quality = got.get("quality")
         raise
@@ -348,7 +371,8 @@ def _measure(opts: BenchOptions, m: dict, students, pairs, data_desc: str, teach
             progress.real = run_real_blur(opts.real_pairs, nogt_paths(opts.real_nogt),
                                           teacher_out, students, out, say,
                                           real_limits["--real-pairs"],
-                                          real_limits["--real-nogt"], quiet=opts.quiet)
+                                          real_limits["--real-nogt"], quiet=opts.quiet,
+                                          models=models)
         except ValueError as e:   # e.g. every image unreadable after all
             raise BenchError(f"real blur: {e}") from None
         progress.peak_mb["real_blur"] = peak_rss_mb()
@@ -360,7 +384,7 @@ def _measure(opts: BenchOptions, m: dict, students, pairs, data_desc: str, teach
         tiles = TeacherTiles(teacher=teacher_out.teacher, n_tiles=m["teacher_tiles"])
         try:
             progress.latency = run_latency(opts, students, progress.artifact_sets, tiles, say,
-                                           partial=got)
+                                           partial=got, models=models)
         except KeyboardInterrupt:
             progress.latency = got.get("latency")
             raise
@@ -369,7 +393,7 @@ def _measure(opts: BenchOptions, m: dict, students, pairs, data_desc: str, teach
         progress.latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
 
 
-def _report(opts: BenchOptions, m: dict, cache: Path, students, teacher_out,
+def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_out,
             real_limits: dict, progress: _Progress) -> dict:
     """report.json's content from what `progress` holds (figures and wall time come after)."""
     quality, latency = progress.quality, progress.latency
@@ -387,6 +411,8 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, teacher_out,
                      "threads": opts.threads, "calib_count": opts.calib_count,
                      "calibration": calibration_text(opts.calib),
                      "students": [s.to_dict() for s in students],
+                     "models": [gm.to_dict() for gm in models],
+                     "measured": measured_text(students, models),
                      "teacher": teacher_out.describe(),
                      "sizes": [size_label(z) for z in m["sizes"]],
                      "stream_frames": m["stream_frames"],
@@ -406,7 +432,7 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, teacher_out,
     }
 
 
-def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students,
+def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students, models,
                    data_desc: str, teacher_out, real_limits: dict, progress: _Progress,
                    e: KeyboardInterrupt, t_start: float) -> Path:
     """An interrupted run's report: the rows it finished and the checks on them, and under
@@ -417,7 +443,8 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
     missing: dict[str, list[str]] = {}
     buildable = buildable_formats(opts.formats)   # for the students not exported yet
     if progress.quality is None:
-        missing["quality"] = planned_quality_keys(students, progress.artifact_sets, buildable)
+        missing["quality"] = planned_quality_keys(students, progress.artifact_sets, buildable,
+                                                  models)
         progress.quality = QualityResult(data_desc, [], [], [], {}, {})
     else:
         missing["quality"] = [r["key"] for r in progress.quality.rows
@@ -429,11 +456,11 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
     if opts.latency:
         progress.latency = progress.latency or {"rows": [], "stream": [], "settings": {}}
         missing["latency"] = missing_rows(planned_rows(students, m, progress.artifact_sets,
-                                                       buildable),
+                                                       buildable, models),
                                           progress.latency["rows"] + progress.latency["stream"])
     elif progress.latency is None:
         progress.latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
-    report = _report(opts, m, cache, students, teacher_out, real_limits, progress)
+    report = _report(opts, m, cache, students, models, teacher_out, real_limits, progress)
     report.update(ok=False, exit_code=interrupt_exit_code(e),
                   wall_s=round(time.perf_counter() - t_start, 1))
     report["incomplete"] = {

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.latency import (BACKEND_BY_KEY, SkipCase, frame_fn, open_backend, p90,
-                                result_row, size_label, stream, stream_row)
+from benchmarks.latency import (BACKEND_BY_FORMAT, BACKEND_BY_KEY, SkipCase, frame_fn,
+                                open_backend, p90, result_row, size_label, stream, stream_row)
 
 
 def _median_s(benchmark):
@@ -75,6 +75,30 @@ def test_student_latency(benchmark, bench, student, backend_key, size):
         model=f"student {student}", student=student, backend=spec, size=size, ms=1000 * med,
         p90_ms=_p90_ms(benchmark), target_fps=bench.target_fps, teacher_ms=bench.teacher_ms.get(size_label(size)),
         provider=provider, engine=engine))
+
+
+def test_given_model_latency(benchmark, bench, given_model, size):
+    """A --model file, as it is: one frame through FrameProcessor on its format's backend."""
+    gm = bench.model(given_model)
+    spec = BACKEND_BY_FORMAT[gm.format]
+    try:
+        backend = open_backend(spec, None, {gm.format: gm.artifact},
+                               threads=bench.threads or None)
+    except SkipCase as e:
+        pytest.skip(str(e))
+    try:
+        benchmark(frame_fn(backend, *size))
+        provider, engine = backend.provider, backend.name
+    finally:
+        backend.close()
+    med = _median_s(benchmark)
+    if med is None:
+        return
+    _record(bench, benchmark, result_row(
+        model=gm.label(), student=gm.student_of(list(bench.students.values())), backend=spec,
+        size=size, ms=1000 * med, p90_ms=_p90_ms(benchmark), target_fps=bench.target_fps,
+        teacher_ms=bench.teacher_ms.get(size_label(size)), provider=provider, engine=engine,
+        given=gm.name, file=str(gm.path), source=gm.source, precision=gm.precision))
 
 
 def test_stream_pipeline(benchmark, bench, student):

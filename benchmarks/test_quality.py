@@ -35,6 +35,20 @@ def test_artifact_parity(bench, student, fmt):
         pytest.fail(f"parity check failed: {check['message']}", pytrace=False)
 
 
+def test_given_model_quality(bench, given_model):
+    """A --model file keeps the SSIM gate as the students do (and parity, where its student is
+    benchmarked too); one this machine cannot run is skipped with the reason."""
+    gm = bench.model(given_model)
+    q = bench.quality()
+    row = q.row(gm.name)
+    assert row is not None, f"no quality row for --model {given_model}"
+    if row["status"] == "skipped":
+        pytest.skip(row["reason"])
+    failed = [c["message"] for c in q.checks if c["model"] == gm.name and not c["passed"]]
+    if failed:
+        pytest.fail("; ".join(failed), pytrace=False)
+
+
 def test_reference_rows(bench):
     """The blurred input and the teacher were measured on every image, with sane values."""
     q = bench.quality()

@@ -665,7 +665,8 @@ def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
     ["--out", "b", "--real-nogt", "a frame.png", "day1", "--limit", "3"],
     ["--out", "b", "--min-ssim-ratio", "0.9", "--limit", "3", "--formats", "onnx"],
     ["--out", "b", "--formats", "tflite-int8", "--float-layers", "dec.1,head"],
-    ["--out", "b", "--formats", "onnx-int8", "--calib", "frames", "more/*.png"]])
+    ["--out", "b", "--formats", "onnx-int8", "--calib", "frames", "more/*.png"],
+    ["--out", "b", "--model", "a.onnx", "b_fp16.engine", "--weights", "x.pt"]])
 def test_reproduce_command_round_trips(argv):
     """The report's reproduce command comes from the options object and rebuilds it."""
     from sharpen.cli import build_parser
@@ -1521,3 +1522,118 @@ def test_the_pytest_suite_takes_calib(env, tmp_path):
     assert res.returncode != 0, out
     assert f"--calib: no such file or folder: {tmp_path / 'nope'}" in out, out
     assert not (tmp_path / "cache").exists()
+
+
+# --------------------------------------------------------------------------- --model
+
+def _given_files(env: Path, good_run, folder: Path) -> tuple[Path, Path]:
+    """The FP32 ONNX model that good_run exported of the tiny student, copied alone (no export
+    report beside it) as a user's deployed file, and a TensorRT engine (its first bytes and
+    sidecar) that this machine cannot run: no TensorRT here, or not this GPU's."""
+    import shutil
+
+    _, report = good_run
+    onnx = Path(report["artifacts"]["good"]["formats"]["onnx"]["file"])
+    folder.mkdir(parents=True, exist_ok=True)
+    deployed = Path(shutil.copy(onnx, folder / "deployed.onnx"))
+    engine = folder / "jetson_fp16.engine"
+    engine.write_bytes(b"ftrt" + bytes(60))
+    (folder / "jetson_fp16.engine.json").write_text(json.dumps(
+        {"student": "fast", "precision": "fp16", "multiple": 8}))
+    return deployed, engine
+
+
+@pytest.fixture(scope="module")
+def model_run(env, good_run):
+    deployed, engine = _given_files(env, good_run, env / "my-export")
+    rc = _bench(env, "given", "--model", str(deployed), str(engine), "--sizes", "160x96",
+                "--stream-frames", "0", "--real-pairs", str(env / "pairs"))
+    return rc, json.loads((env / "given" / "report.json").read_text()), deployed, engine
+
+
+def test_model_files_are_measured_as_rows(env, good_run, model_run):
+    """`sharpen bench --model FILE` measures exported files as they are: the row is named after
+    the file, its format comes from the format table and its student from the file's metadata;
+    without --weights the default students are not measured."""
+    rc, rep, deployed, _ = model_run
+    assert rc == 0, rep["checks"]
+    assert rep["settings"]["students"] == [] and "good" not in rep["artifacts"]
+    assert "no --weights: the default students are not measured" in rep["settings"]["measured"]
+    keys = [r["key"] for r in rep["quality"]["rows"]]
+    assert keys == ["input", "teacher", "deployed", "jetson_fp16"], keys
+    row = next(r for r in rep["quality"]["rows"] if r["key"] == "deployed")
+    assert row["status"] == "ok" and row["format"] == "onnx" and row["source"] == "fast"
+    assert row["model"] == "deployed (student fast)" and row["n_images"] == 3
+    # The same model as good_run's own ONNX artifact, on the same images: the same numbers.
+    built = next(r for r in good_run[1]["quality"]["rows"] if r["key"] == "good/onnx")
+    for k in ("psnr", "ssim", "ssim_teacher"):
+        assert row[k] == pytest.approx(built[k], abs=1e-6) and row[k] > 0, k
+    gate = next(c for c in rep["checks"] if c["model"] == "deployed")
+    assert gate["check"] == "ssim-ratio" and gate["passed"], gate
+    assert gate["message"].startswith("model 'deployed' (ONNX Runtime FP32, FP32): ")
+    lat = [r for r in rep["latency"]["rows"] if r.get("given") == "deployed"]
+    assert [r["size"] for r in lat] == ["160x96"] and lat[0]["status"] == "ok"
+    assert lat[0]["ms"] > 0 and lat[0]["speedup_vs_teacher"] > 0
+    assert lat[0]["backend"] == "ort-fp32" and lat[0]["file"] == str(deployed.resolve())
+    pairs = rep["real_blur"]["pairs"]   # the real-blur tables take it too, by its name
+    assert set(pairs) >= {"teacher", "deployed"} and "jetson_fp16" not in pairs, pairs
+    assert pairs["deployed"]["psnr"] == pytest.approx(row["psnr"], abs=1e-3)
+    md = (env / "given" / "report.md").read_text()
+    assert "| deployed (student fast) | onnx | ONNX Runtime FP32 |" in md
+    assert f"- deployed: {deployed.resolve()} (onnx, FP32, student fast)" in md
+    cmd = rep["commands"][1]
+    assert f"--model {deployed} " in cmd and "--weights" not in cmd, cmd
+    assert set(rep["figures"]) == {"latency", "scatter", "crops"}
+
+
+def test_a_model_file_this_machine_cannot_run_is_skipped_with_why(model_run):
+    """A TensorRT engine where there is no TensorRT (or it is another GPU's) is reported as
+    skipped, naming the file and why, as unbuildable formats are; the rest is measured."""
+    _, rep, _, engine = model_run
+    row = next(r for r in rep["quality"]["rows"] if r["key"] == "jetson_fp16")
+    assert row["status"] == "skipped" and row["format"] == "engine", row
+    assert row["precision"] == "fp16" and row["source"] == "fast"
+    assert str(engine.resolve()) in row["reason"] and "TensorRT" in row["reason"], row
+    assert row["psnr"] is None and not any(c["model"] == "jetson_fp16" for c in rep["checks"])
+    lat = [r for r in rep["latency"]["rows"] if r.get("given") == "jetson_fp16"]
+    assert lat and all(r["status"] == "skipped" and r["ms"] is None for r in lat)
+    assert {d["what"] for d in rep["skipped"]} >= {"quality jetson_fp16"}
+    assert any(d["what"].startswith("latency jetson_fp16 (student fast)")
+               for d in rep["skipped"]), rep["skipped"]
+
+
+def test_bad_model_files_stop_the_bench_before_the_work(env, tmp_path, capsys):
+    """A missing file, a checkpoint or another extension, an empty file and a file the runtime
+    cannot read are named in a one-line error (exit 2) before the teacher or any export."""
+    junk = tmp_path / "junk.onnx"
+    junk.write_text("not a model at all\n")
+    empty = tmp_path / "empty.tflite"
+    empty.write_bytes(b"")
+    cases = {tmp_path / "nope.onnx": "no such file",
+             env / "student-good.pt": "not an exported model",
+             empty: "an empty file",
+             junk: "cannot load"}
+    for path, why in cases.items():
+        cache = tmp_path / "cache"
+        rc = _bench(env, "never-made", "--model", str(path), "--cache", str(cache))
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err, err
+        assert err.startswith(f"sharpen bench: error: --model {path}: ") and why in err, err
+        assert not cache.exists() and not (env / "never-made").exists()
+
+
+def test_the_pytest_suite_takes_model_files(env, good_run, tmp_path):
+    """`pytest benchmarks/ --model FILE` (the shared option) measures the file's quality and
+    latency, and skips the engine this machine cannot run, with the reason."""
+    deployed, engine = _given_files(env, good_run, tmp_path / "my-export")
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-k", "given_model",
+           "-p", "no:cacheprovider", "-q", "-rs", "--teacher-weights", str(env / "teacher.pt"),
+           "--data", str(env / "pairs"), "--cache", str(tmp_path / "cache"), "--sizes",
+           "160x96", "--model", str(deployed), str(engine)]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "2 passed, 2 skipped" in out, out
+    assert f"{engine.resolve()}: " in out and "deployed (student fast)" in out, out
+

@@ -1,0 +1,206 @@
+"""Exported models given to `sharpen bench --model FILE` (and `pytest benchmarks/ --model`):
+measured as they are, not built from a checkpoint into the bench's cache. A TensorRT engine
+built on a Jetson, an INT8 model calibrated on the user's own frames or a .tflite copied from
+another machine is what the user deploys, and the bench's own exports of the same student are
+not it.
+
+Each file is checked, and loaded once by the runtime, when the options are read: a missing
+file, an unknown extension or a model the runtime cannot read stops the bench before the
+teacher outputs and the exports (minutes), naming the file. A file whose engine this machine
+lacks (an engine without TensorRT) is kept, skipped with the reason, as the bench skips the
+formats it cannot build. Its format comes from the format table: the format the export report
+in its folder lists it under, else the formats of its extension narrowed by the precision the
+runtime reads from it and by the suffix of its name; the student it was exported from from
+its own metadata (ONNX metadata, the sidecar of a .tflite or an engine) or that report.
+"""
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from runtime.formats import ENGINE_BY_SUFFIX, FORMATS
+
+from .artifacts import RESERVED_NAMES, Artifact, BenchError, Student, split_list
+
+UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class GivenModel:
+    name: str                     # the row's label: the file's stem (made distinct)
+    path: Path
+    format: str                   # a name of the format table (runtime.formats.FORMATS)
+    precision: str
+    source: str                   # the student (architecture) it was exported from, or UNKNOWN
+    source_sha256: Optional[str] = None   # the checkpoint it was exported from, when recorded
+    skipped: Optional[str] = None         # why this machine cannot run it
+
+    @property
+    def artifact(self) -> Artifact:
+        """As the bench's own exports are held (status "given": no export gate of its own)."""
+        return Artifact(self.format, self.precision, "skipped" if self.skipped else "given",
+                        str(self.path), self.skipped)
+
+    def label(self) -> str:
+        """The model column: the file's stem and the student it came from."""
+        return f"{self.name} (student {self.source})"
+
+    def student_of(self, students: Sequence[Student]) -> Optional[str]:
+        """The name of the benchmarked student whose checkpoint this was exported from (its
+        PyTorch output is then the parity reference), else None."""
+        sha = self.source_sha256 or ""
+        return next((s.name for s in students if s.hash and sha.startswith(s.hash)), None)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "path": str(self.path), "format": self.format,
+                "precision": self.precision, "source": self.source,
+                "source_sha256": self.source_sha256, "skipped": self.skipped}
+
+
+def resolve_models(spec: str | Sequence[str] | None, taken: Sequence[str] = (),
+                   threads: int = 0) -> list[GivenModel]:
+    """The --model files, checked and read (see the module doc); BenchError naming the file
+    for one that is missing, not an exported model or unreadable. `taken`: row names already
+    used (the students'), which the files' stems must not repeat."""
+    items = split_list(spec)
+    if spec is not None and not items:
+        raise BenchError("--model names no file (give exported models: .onnx, .tflite, "
+                         ".engine)")
+    names = set(RESERVED_NAMES) | set(taken) | _evaluate_keys()
+    out: list[GivenModel] = []
+    for item in items:
+        p = Path(item)
+        _check_file(p)
+        if any(g.path == p.resolve() for g in out):
+            print(f"warning: --model {item} names {p} again; benchmarked once", file=sys.stderr)
+            continue
+        name, k = p.stem, 2
+        while name in names:
+            name, k = f"{p.stem}-{k}", k + 1
+        names.add(name)
+        out.append(_read(p, name, threads))
+    return out
+
+
+def _evaluate_keys() -> set[str]:
+    """Labels the real-blur tables keep for themselves (`distill.evaluate.RESERVED`)."""
+    from distill.evaluate import RESERVED
+    return set(RESERVED)
+
+
+def _check_file(p: Path) -> None:
+    if not p.exists():
+        raise BenchError(f"--model {p}: no such file")
+    if p.is_dir():
+        raise BenchError(f"--model {p}: a folder; give the model files in it (.onnx, .tflite, "
+                         ".engine)")
+    if p.suffix.lower() not in ENGINE_BY_SUFFIX:
+        exts = ", ".join(sorted(ENGINE_BY_SUFFIX))
+        raise BenchError(f"--model {p}: not an exported model (its extension "
+                         f"{p.suffix or '(none)'} is none of {exts}); pass checkpoints with "
+                         "--weights")
+    try:
+        with open(p, "rb") as f:
+            head = f.read(16)
+    except OSError as e:
+        raise BenchError(f"--model {p}: cannot read it: {e.strerror or e}") from None
+    if not head:
+        raise BenchError(f"--model {p}: an empty file (an interrupted copy?)")
+    from runtime.backends.sniff import content_engine, misnamed
+    held, kind = content_engine(p), ENGINE_BY_SUFFIX[p.suffix.lower()]
+    if held is not None and held != kind:
+        raise BenchError(f"--model {misnamed(p, held, kind)}")
+
+
+def engine_missing(engine: str) -> Optional[str]:
+    """Why this machine cannot run `engine`'s models (its library is not installed), or None."""
+    from runtime.backends.base import ModelError
+    try:
+        if engine == "onnxruntime":
+            import onnxruntime  # noqa: F401
+        elif engine == "litert":
+            from runtime.backends.litert_backend import _interpreter_class
+            _interpreter_class()
+        elif engine == "tensorrt":
+            from runtime.backends.tensorrt_backend import _import_cudart, _import_tensorrt
+            _import_tensorrt()
+            _import_cudart()
+    except ImportError:
+        return {"onnxruntime": "ONNX Runtime is not installed"}.get(engine, f"{engine} is "
+                                                                    "not installed")
+    except ModelError as e:
+        return str(e)
+    return None
+
+
+def _read(p: Path, name: str, threads: int) -> GivenModel:
+    """Load `p` once with the runtime (its precision and records); a model this machine lacks
+    the engine for is read from its sidecar and the export report alone, and skipped."""
+    from runtime.backends import load_backend
+    from runtime.backends.base import ModelError, read_sidecar
+
+    engine = ENGINE_BY_SUFFIX[p.suffix.lower()]
+    try:
+        meta = read_sidecar(p)
+    except ModelError as e:
+        raise BenchError(f"--model {p}: {e}") from None
+    skipped = engine_missing(engine)
+    precision = str(meta.get("precision") or "unknown")
+    source_sha = meta.get("source_sha256") or None
+    if skipped is None:
+        try:
+            backend = load_backend(p, threads=threads or None, force=True, say_forced=False,
+                                   providers="cpu" if engine == "onnxruntime" else "auto")
+        except ModelError as e:
+            if engine != "tensorrt":   # ONNX Runtime and LiteRT load anything they can run
+                raise BenchError(f"--model {p}: {e}") from None
+            # An engine of another GPU or TensorRT version: this machine cannot run it.
+            skipped = f"cannot load {p.name} here: {e}"
+        else:
+            try:
+                precision = backend.precision
+                source_sha = backend.source_sha256 or source_sha
+                session = getattr(backend, "session", None)
+                if session is not None:   # ONNX metadata (the runtime keeps what it needs)
+                    meta = {**meta, **(session.get_modelmeta().custom_metadata_map or {})}
+            finally:
+                backend.close()
+    if skipped:
+        skipped = f"{p}: {skipped}"
+    fmt, reported = _format(p, engine, precision)
+    source = str(meta.get("student") or reported.get("student") or UNKNOWN)
+    if precision == "unknown":
+        precision = FORMATS[fmt].precision
+    return GivenModel(name, p.resolve(), fmt, precision, source, source_sha, skipped)
+
+
+def _format(p: Path, engine: str, precision: str) -> tuple[str, dict]:
+    """The format-table name of `p` and the export report of its folder that lists it ({}):
+    the report's word first; else the formats of its engine, narrowed by precision, then by
+    the suffix its name ends with (`_qdq_trt.onnx`), then the table's order."""
+    from runtime.backends.provenance import latest_export
+
+    found = latest_export(p)
+    report = found[1] if found else {}
+    for r in report.get("results") or []:
+        if (isinstance(r, dict) and r.get("format") in FORMATS and r.get("file")
+                and Path(r["file"]).name == p.name):
+            return r["format"], report
+    cands = [f for f in FORMATS.values() if f.engine == engine]
+    cands = [f for f in cands if f.precision == precision] or cands
+    named = [f for f in cands if p.name.lower().endswith(f.suffix)]
+    best = max(named, key=lambda f: len(f.suffix)) if named else cands[0]
+    return best.name, {}
+
+
+def bench_students(spec: str | Sequence[str] | None, models: str | Sequence[str] | None,
+                   hash_files: bool = True) -> list[Student]:
+    """The students to benchmark: --weights, else the defaults, but none when --model gives
+    files and --weights is not given (the user asked for those files only)."""
+    from .artifacts import resolve_students
+
+    if spec is None and split_list(models):
+        return []
+    return resolve_students(spec, hash_files=hash_files)
