@@ -179,6 +179,9 @@ def format_versions(fmt: str, installed: Optional[dict] = None) -> dict:
 
 
 BUILTIN_CALIBRATION = "built-in sample photos"
+# The export's messages name `sharpen export`'s flags, less those the bench does not take: its
+# parity images are the fifth of --calib held out (`optimize.export.Flags`).
+EXPORT_FLAGS: dict = {"parity_images": None}
 
 
 def _settings(student: Student, calib_count: int, float_layers: str | None = None,
@@ -206,7 +209,7 @@ def check_calib(calib: Sequence[str] | str | None) -> None:
     from optimize.export import resolve_calib
 
     try:
-        resolve_calib(calib, flags=True)
+        resolve_calib(calib, flags=EXPORT_FLAGS)
     except CalibrationError as e:
         raise BenchError(str(e)) from None
 
@@ -217,7 +220,7 @@ def _calibration(student: Student, calib: Sequence[str] | str, calib_count: int)
     from optimize.export import ExportError, calibration_record
 
     try:
-        return calibration_record(student.path, calib, calib_count, flags=True)
+        return calibration_record(student.path, calib, calib_count, flags=EXPORT_FLAGS)
     except (CalibrationError, ExportError) as e:
         raise BenchError(str(e)) from None
 
@@ -418,7 +421,7 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
         # warning naming --calib-size, which the bench does not take (the crops are the same).
         report = export(student.path, to_build, folder, calib=calib, calib_count=calib_count,
                         calib_size=None, latency=False, quiet=quiet,
-                        float_layers=float_layers, on_result=record, flags=True)
+                        float_layers=float_layers, on_result=record, flags=EXPORT_FLAGS)
     except (ExportError, CalibrationError) as e:
         raise BenchError(f"{student.name}: {e}") from None
     for r in report.results:

@@ -23,7 +23,7 @@ import traceback
 import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -379,13 +379,22 @@ _NUMBERS = {"opset": True, "calib_count": True, "calib_size": True, "latency_run
             "threads": True, "calib_blur": False, "percentile": False, "workspace_gb": False}
 
 
-def _option(field: str, flags: bool) -> str:
-    """ExportOptions field `field` as `sharpen export`'s flag (with `flags`) or as a keyword."""
+# `flags` of the functions below: False names keywords (Python callers), True `sharpen
+# export`'s flags, a mapping another front end's: field -> its flag, None for a field it does
+# not take (`sharpen bench` has no --parity-images); fields it leaves out as export names them.
+Flags = Union[bool, Mapping[str, Optional[str]]]
+
+
+def _option(field: str, flags: Flags) -> Optional[str]:
+    """ExportOptions field `field` as `sharpen export`'s flag (with `flags`) or as a keyword;
+    None where the front end of a `flags` mapping does not take it."""
+    if isinstance(flags, Mapping) and field in flags:
+        return flags[field]
     return _FLAGS.get(field, "--" + field.replace("_", "-")) if flags else field
 
 
 def _warn_small_parity(parity_list: list, field: int | None, prog: Progress,
-                       builtin: bool = False, flags: bool = False) -> None:
+                       builtin: bool = False, flags: Flags = False) -> None:
     """Parity images all smaller than what one output pixel sees (24x16 against 136 px) check
     the artifact on nothing but padding and borders: it passes whatever INT8 does to frames.
     A warning even for the built-in images (`edge`, 744 px, always meets it): the user can act
@@ -399,10 +408,12 @@ def _warn_small_parity(parity_list: list, field: int | None, prog: Progress,
         which = (f"the built-in parity images (scikit-image's {', '.join(BUILTIN_PARITY)})"
                  if builtin else "the parity images")
         pi, calib = _option("parity_images", flags), _option("calib", flags)
+        held = "a fifth of them is held out for parity"
+        how = (f"give held-out images at least {field} px on their short side with {pi} (or "
+               f"{calib} images that large: {held})" if pi else
+               f"give {calib} images at least {field} px on their short side ({held})")
         prog.warn(f"{which} are at most {largest} px on their short side, under the model's "
-                  f"receptive field ({field} px): the gate sees mostly padding; give held-out "
-                  f"images at least {field} px on their short side with {pi} (or {calib} "
-                  "images that large: a fifth of them is held out for parity)")
+                  f"receptive field ({field} px): the gate sees mostly padding; {how}")
 
 
 def portrait_shape_warnings(shapes: tuple) -> list[str]:
@@ -463,7 +474,7 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
 
 def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
            out_dir: str | os.PathLike = "export", options: ExportOptions | None = None, *,
-           progress: Progress | None = None, on_result=None, flags: bool = False,
+           progress: Progress | None = None, on_result=None, flags: Flags = False,
            **overrides) -> ExportReport:
     """Export `weights` (a student checkpoint, or a shipped student's name such as `fast`) to
     `formats` in `out_dir`; see the module doc.
@@ -478,7 +489,9 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     option that does not apply) is a `runtime.SharpenWarning`; `quiet` silences the steps only.
     The root logger is left as found (TensorFlow's absl configured it for the whole process).
     `flags`: messages about the calibration and parity images name `sharpen export`'s flags
-    (--parity-images), not these keywords (parity_images): the command line sets it.
+    (--parity-images), not these keywords (parity_images): the command line sets it; a
+    mapping names another front end's (`Flags`: `sharpen bench`'s, which has no
+    --parity-images).
     """
     from runtime.console import root_logging_kept
     from runtime.sinks import folders_to_make, remove_if_empty
@@ -496,7 +509,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 
 
 @contextlib.contextmanager
-def _naming(field: str, flags: bool):
+def _naming(field: str, flags: Flags):
     """A CalibrationError about the images of option `field` names it, as a keyword (calib)
     or with `flags` as its flag (--calib): 'no such file or folder: x' did not say whether
     --calib or --parity-images held x."""
@@ -505,7 +518,7 @@ def _naming(field: str, flags: bool):
     try:
         yield
     except CalibrationError as e:
-        raise CalibrationError(f"{_option(field, flags)}: {e}") from None
+        raise CalibrationError(f"{_option(field, flags) or field}: {e}") from None
 
 
 @dataclass
@@ -518,7 +531,7 @@ class _Data:
 
 
 def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
-                      receptive_field: int | None, prog: Progress, flags: bool) -> _Data:
+                      receptive_field: int | None, prog: Progress, flags: Flags) -> _Data:
     """Calibration crops (when `needs_calib`) and parity images from `o`'s calib and
     parity_images: a fifth of the calib images held out for parity when no parity images are
     given, else the built-in sample photos. `calibration_record` reads the same."""
@@ -594,7 +607,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
 
 def calibration_record(weights: str | os.PathLike, calib: Sequence[str] | str | None,
                        calib_count: int, calib_size: int | None = None,
-                       flags: bool = False) -> dict:
+                       flags: Flags = False) -> dict:
     """What an export of `weights` (its size multiple sets the crops) with these calibration
     options calibrates and judges parity on, as its report records it: settings'
     calib_images, and the inputs' calibration and parity_images digests. The bench keys its
@@ -614,7 +627,7 @@ def calibration_record(weights: str | os.PathLike, calib: Sequence[str] | str | 
             "parity_images": _digest(data.parity_list), "parity_held_out": data.held_out}
 
 
-def resolve_calib(calib: Sequence[str] | str, flags: bool = False) -> list[Path]:
+def resolve_calib(calib: Sequence[str] | str, flags: Flags = False) -> list[Path]:
     """The files of `calib` (folders, globs, files) as export() reads them; CalibrationError
     naming the option (--calib with `flags`) for one that is missing or lists no images."""
     from . import calibration as cal
@@ -625,7 +638,7 @@ def resolve_calib(calib: Sequence[str] | str, flags: bool = False) -> list[Path]
 
 def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             out_dir: str | os.PathLike, options: ExportOptions | None, *,
-            progress: Progress | None, on_result, flags: bool = False,
+            progress: Progress | None, on_result, flags: Flags = False,
             **overrides) -> ExportReport:
     """`export`'s work, in the root logging state `export` restores."""
     known = {f.name for f in fields(ExportOptions)}

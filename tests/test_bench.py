@@ -1637,3 +1637,29 @@ def test_the_pytest_suite_takes_model_files(env, good_run, tmp_path):
     assert "2 passed, 2 skipped" in out, out
     assert f"{engine.resolve()}: " in out and "deployed (student fast)" in out, out
 
+
+def test_small_parity_images_warning_names_what_the_bench_takes(env, tmp_path):
+    """Under the bench, export's warning that the parity images are smaller than the model's
+    receptive field told the user to give --parity-images, which `sharpen bench` does not
+    take; it names --calib (a fifth of whose images is held out for parity) instead."""
+    import warnings
+
+    from benchmarks.artifacts import ensure_artifacts, resolve_students
+    from distill.students import receptive_field
+    from runtime.warn import SharpenWarning
+
+    st = resolve_students([str(env / "student-good.pt")])[0]
+    side = 24
+    assert receptive_field(create_student("fast", width=8)) > side
+    frames = tmp_path / "small"
+    for i in range(5):
+        write_image(frames / f"f{i}.png", np.full((side, side + 8, 3), 0.1 * (i + 1), np.float32))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        ensure_artifacts(st, tmp_path / "cache", "onnx", calib_count=4, quiet=True,
+                         calib=[str(frames)])
+    said = [str(w.message) for w in caught if issubclass(w.category, SharpenWarning)
+            and "receptive field" in str(w.message)]
+    assert said, [str(w.message) for w in caught]
+    for msg in said:
+        assert "--parity-images" not in msg and "give --calib images at least" in msg, msg
