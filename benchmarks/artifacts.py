@@ -186,15 +186,15 @@ EXPORT_FLAGS: dict = {"parity_images": None}
 
 def _settings(student: Student, calib_count: int, float_layers: str | None = None,
               calib: dict | None = None) -> dict:
-    """The stamp's key. `calib`: `calibration_record` of a --calib run, whose crops' and
-    parity images' digests are export's own record of them."""
+    """The stamp's key. `calib`: `_calib_files` of a --calib run: with the weights, the
+    exporter's code and OpenCV (the formats' versions) the files make the crops and the
+    held-out parity images, which export's own record holds the digests of."""
     s = {"weights_hash": student.hash, "exporter": exporter_hash(),
          "calib_count": int(calib_count), "calibration": BUILTIN_CALIBRATION,
          "parity": BUILTIN_CALIBRATION}
     if calib:
-        s["calibration"] = {k: calib[k] for k in ("calib_images", "calibration")}
-        s["parity"] = {"parity_images": calib["parity_images"],
-                       "held_out": calib["parity_held_out"]}
+        s["calibration"] = calib
+        s["parity"] = "held out of --calib"
     if float_layers:
         s["float_layers"] = float_layers
     return s
@@ -214,15 +214,25 @@ def check_calib(calib: Sequence[str] | str | None) -> None:
         raise BenchError(str(e)) from None
 
 
-def _calibration(student: Student, calib: Sequence[str] | str, calib_count: int) -> dict:
-    """`optimize.export.calibration_record` for `student`, errors as BenchError."""
+def _calib_files(calib: Sequence[str] | str) -> dict:
+    """The --calib files as the export lists them, by name and content digest. Keyed on these
+    rather than on the crops (`optimize.export.calibration_record`), a run whose artifacts are
+    all cached reads the files' bytes only: it neither loads the student nor decodes every
+    image. Errors as BenchError, in export's words."""
     from optimize.calibration import CalibrationError
-    from optimize.export import ExportError, calibration_record
+    from optimize.export import resolve_calib
 
     try:
-        return calibration_record(student.path, calib, calib_count, flags=EXPORT_FLAGS)
-    except (CalibrationError, ExportError) as e:
+        paths = resolve_calib(calib, flags=EXPORT_FLAGS)
+    except CalibrationError as e:
         raise BenchError(str(e)) from None
+
+    def digest(p: Path) -> Optional[str]:
+        try:
+            return file_hash(p, 32)
+        except OSError:   # the export skips it, said; unreadable is its state here
+            return None
+    return {"calib_files": [[p.name, digest(p)] for p in paths]}
 
 
 def buildable_formats(formats: str | Sequence[str] | None) -> list[str]:
@@ -245,7 +255,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     with a reason; failed builds as error with the export's reason. `float_layers` as
     `sharpen export --float-layers` (mixed-precision INT8; cached in a folder of its own).
     `calib` as `sharpen export --calib` (default: the built-in sample photos): the cache keys
-    on the crops and parity images the export would use, so other images rebuild."""
+    on its files' contents, so other images (or changed ones) rebuild."""
     from optimize.export import FORMATS, parse_formats
 
     say = say or (lambda msg: None)
@@ -259,7 +269,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     folder = (Path(cache_root or default_cache_root()).resolve()
               / f"{student.path.stem}-{student.hash}{suffix}")
     calib = calib or None
-    record = _calibration(student, calib, calib_count) if calib else None
+    record = _calib_files(calib) if calib else None
     settings = _settings(student, calib_count, float_layers, record)
 
     from .machine import library_versions

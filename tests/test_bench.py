@@ -1439,7 +1439,7 @@ def _exported_calibration(folder: Path) -> tuple[list, set]:
     return report["settings"]["calib_images"], inputs
 
 
-def test_bench_calibrates_on_calib_and_caches_per_calibration(env, tmp_path):
+def test_bench_calibrates_on_calib_and_caches_per_calibration(env, tmp_path, monkeypatch):
     """`sharpen bench` had no --calib: its INT8 rows were always calibrated on the built-in
     sample photos, so a user who exported with --calib my_frames/ could not measure the
     artifact they deploy. Now it takes export's --calib, and its cache keys on the crops."""
@@ -1467,7 +1467,15 @@ def test_bench_calibrates_on_calib_and_caches_per_calibration(env, tmp_path):
     assert other.built_now == ["onnx-int8"] and other.folder == folder
     names, digest = _exported_calibration(folder)
     assert names == [f"coffee{i}" for i in range(4)]
-    same = ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True, calib=[str(b)])
+    # Everything cached: the run reads the files' bytes, neither the student nor the images
+    # (it loaded the one and decoded every one of the others on every run).
+    with monkeypatch.context() as mp:
+        def not_now(*args, **kwargs):
+            raise AssertionError("a cached --calib run loaded the student or decoded an image")
+        mp.setattr("distill.checkpoint.load_student", not_now)
+        mp.setattr("distill.images.read_image", not_now)
+        same = ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True,
+                                calib=[str(b)])
     assert same.built_now == [] and same.get("onnx-int8").usable
     # A file of the folder changed (same names): other crops, rebuilt.
     write_image(b / "coffee1.png", np.full((144, 160, 3), 0.3, np.float32))
