@@ -216,8 +216,8 @@ def check_calib(calib: Sequence[str] | str | None) -> None:
 
 def _calib_files(calib: Sequence[str] | str) -> dict:
     """The --calib files as the export lists them, by name and content digest. Keyed on these
-    rather than on the crops (`optimize.export.calibration_record`), a run whose artifacts are
-    all cached reads the files' bytes only: it neither loads the student nor decodes every
+    rather than on the crops they give, a run whose artifacts are all cached reads the files'
+    bytes only: it neither loads the student nor decodes every
     image. Errors as BenchError, in export's words."""
     from optimize.calibration import CalibrationError
     from optimize.export import resolve_calib

@@ -534,7 +534,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
                       receptive_field: int | None, prog: Progress, flags: Flags) -> _Data:
     """Calibration crops (when `needs_calib`) and parity images from `o`'s calib and
     parity_images: a fifth of the calib images held out for parity when no parity images are
-    given, else the built-in sample photos. `calibration_record` reads the same."""
+    given, else the built-in sample photos."""
     from distill.metrics import SSIM_MIN_SIDE
 
     from . import calibration as cal
@@ -603,28 +603,6 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
         prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
                  f"from {count(len(calib_names), 'image')} ({src})")
     return _Data(parity_list, crops, calib_names, held_out)
-
-
-def calibration_record(weights: str | os.PathLike, calib: Sequence[str] | str | None,
-                       calib_count: int, calib_size: int | None = None,
-                       flags: Flags = False) -> dict:
-    """What an export of `weights` (its size multiple sets the crops) with these calibration
-    options calibrates and judges parity on, as its report records it: settings'
-    calib_images, and the inputs' calibration and parity_images digests. The bench keys its
-    cache on it, so that other crops (another --calib folder, files changed in it) rebuild
-    its artifacts. Raises CalibrationError as export() would, naming --calib with `flags`."""
-    from distill.checkpoint import load_student
-    from distill.students import receptive_field
-    from distill.teacher import resolve_weights
-
-    model, _ = load_student(resolve_weights(weights, allow_teacher=False))
-    o = ExportOptions(calib=calib, calib_count=calib_count, calib_size=calib_size, quiet=True)
-    # Quiet: the export that builds says the steps; its warnings are the same ones, which
-    # `sharpen` shows once.
-    data = _calibration_data(o, int(getattr(model, "multiple", 1)), True,
-                             receptive_field(model), Progress(True), flags)
-    return {"calib_images": data.calib_names, "calibration": _digest(data.crops),
-            "parity_images": _digest(data.parity_list), "parity_held_out": data.held_out}
 
 
 def resolve_calib(calib: Sequence[str] | str, flags: Flags = False) -> list[Path]:
