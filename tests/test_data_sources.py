@@ -397,3 +397,36 @@ def test_a_label_cache_given_as_data_is_refused_with_what_to_give(tmp_path):
     assert len(resolve_source(cache / "frames").samples) == 1   # what it suggests works
     (cache / "manifest.json").write_text(json.dumps({"format": "someone-else/2"}))
     assert len(resolve_source(cache).samples) == 2   # another program's manifest.json: a folder
+
+
+def test_a_label_cache_of_clips_given_to_evaluate_points_at_its_frames_only(tmp_path):
+    """`evaluate --data CACHE` of a footage cache of clips said "give the --data it was
+    labelled from (footage/) or the video frames it saved": evaluate refuses footage/ in turn
+    ("holds only videos"), a hint leading in a circle. `labels` takes clips, so it keeps both."""
+    import json
+
+    from distill.data.label_cache import write_run_record
+    from distill.images import write_image
+
+    footage = tmp_path / "footage"
+    footage.mkdir()
+    write_video(footage / "walk.avi", 3)
+    cache = tmp_path / "cache"
+    img = np.full((16, 16, 3), 0.5, np.float32)
+    write_image(cache / "labels" / "walk_000000.png", img)
+    write_image(cache / "frames" / "walk_000000.png", img)
+    (cache / "manifest.json").write_text(json.dumps({"format": "sharpen-labels/1",
+                                                     "entries": {}}))
+    write_run_record(cache, complete=True, data=str(footage))
+    with pytest.raises(SourceError) as e:
+        resolve_source(cache, frames=False)   # as evaluate, bench and the demo read sources
+    msg = str(e.value)
+    assert "labelled from" not in msg and f"the video frames it saved, {cache / 'frames'}" \
+        in msg, msg
+    with pytest.raises(SourceError) as e:
+        resolve_source(cache)   # as labels reads them: the clips are a source for it
+    assert f"labelled from ({footage})" in str(e.value), str(e.value)
+    write_image(footage / "still.png", img)   # a still beside the clip: evaluate scores it
+    with pytest.raises(SourceError) as e:
+        resolve_source(cache, frames=False)
+    assert f"labelled from ({footage})" in str(e.value), str(e.value)

@@ -274,7 +274,7 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
     if not path.exists():
         raise SourceError(f"data source not found: {path}")
     if kind in (None, "folder") and path.is_dir():
-        _refuse_label_cache(path)
+        _refuse_label_cache(path, frames)
     if kind is None:
         kind = detect_kind(path)
     if kind == "gopro":
@@ -286,23 +286,36 @@ def resolve_source(spec: str | os.PathLike, split: str = "train",
     return _resolve_folder(path, frames)
 
 
-def _refuse_label_cache(path: Path) -> None:
+def _refuse_label_cache(path: Path, frames: bool = True) -> None:
     """SourceError for a `sharpen labels` output given as data: read as a folder of footage,
     its teacher outputs (labels/) and saved frames (frames/) were scored or labelled as blurred
-    inputs side by side (`evaluate --data runs/labels/train`: "14 images" of a cache of 7)."""
+    inputs side by side (`evaluate --data runs/labels/train`: "14 images" of a cache of 7).
+    frames=False (a caller that takes images only): the source it was labelled from is offered
+    only where it holds images; `evaluate` told to give a folder of clips refused that too."""
     from .label_cache import FRAMES_DIR, is_label_cache, read_run_record
 
     if not is_label_cache(path):
         return
     origin = read_run_record(path).get("data")
-    frames = path / FRAMES_DIR
-    where = [f"the --data it was labelled from ({origin})" if origin else
-             "the --data it was labelled from"]
-    if frames.is_dir():
-        where.append(f"the video frames it saved, {frames}")
+    saved = path / FRAMES_DIR
+    where = []
+    if frames or not saved.is_dir() or not origin or _holds_images(origin):
+        where.append(f"the --data it was labelled from ({origin})" if origin else
+                     "the --data it was labelled from")
+    if saved.is_dir():
+        where.append(f"the video frames it saved, {saved}")
     raise SourceError(f"{path} is a label cache made by `sharpen labels`, not a data source: "
                       "its labels/ are the teacher's outputs, not blurred inputs; give "
                       f"{' or '.join(where)}; to train on it: data.labels={path}")
+
+
+def _holds_images(spec: str) -> bool:
+    """Whether SPEC is a source with images of its own, not only video clips (nor gone)."""
+    try:
+        info = resolve_source(spec, frames=False)
+    except SourceError:
+        return False
+    return any(s.frame is None for s in info.samples)
 
 
 def _resolve_embedded(raw: str, split: str, progress: bool = True) -> SourceInfo:
