@@ -1289,7 +1289,12 @@ class Trainer:
             return "nothing was validated: no best.pt"
         key = "model_gt_ssim" if "model_gt_ssim" in self.metrics else "model_teacher_ssim"
         at = f" (step {self.best_step})" if self.best_step is not None else ""
-        return f"best.pt{at}: {key}={self.best:.4f}"
+        said = f"best.pt{at}: {key}={self.best:.4f}"
+        if self.cfg.init and self.best_step == 0 and self.step > 0:
+            # A fine-tune (init=fast val_start=true) that never beat its start: best.pt is the
+            # starting model, which "step 0" alone did not tell a user about to export it.
+            said += f", the init={self.cfg.init} weights unchanged: no later validation beat them"
+        return said
 
     def _settle_best(self, val_items: list[ValItem]) -> Optional[str]:
         """What becomes of the best score a resume brought back, in words (None: kept as it

@@ -2145,3 +2145,25 @@ def test_validation_labels_of_another_teacher_are_warned_about(tmp_path):
         train(tiny_cfg(tmp_path / "b", 1, **student,
                        **{"data.val_labels": tmp_path / "val-same"}), quiet=True)
     assert "another teacher" not in " ".join(said)
+
+
+
+def test_a_fine_tune_that_never_beat_its_start_says_best_pt_is_the_init_weights(tmp_path):
+    """`distill init=fast val_start=true` ended "best.pt (step 0): model_teacher_ssim=..."
+    and nothing said that step 0 is the shipped model unchanged: a user then exported and
+    compared best.pt with `fast` as the fine-tuned model, and found the very same numbers."""
+    init = tmp_path / "init.pt"
+    train(tiny_cfg(tmp_path / "first", 1), quiet=True)
+    (tmp_path / "first" / "last.pt").rename(init)
+
+    def ended(best_step, **extra):   # a run at step 2 whose best.pt holds best_step
+        t = Trainer(tiny_cfg(tmp_path / "ft", 2, val_start="true", **extra), quiet=True)
+        t.out.mkdir(exist_ok=True)
+        (t.out / "best.pt").touch()
+        t.metrics, t.step, t.best, t.best_step = {"model_teacher_ssim": 0.8}, 2, 0.8, best_step
+        return t.best_text()
+    said = ended(0, init=init)
+    assert said == (f"best.pt (step 0): model_teacher_ssim=0.8000, the init={init} weights "
+                    "unchanged: no later validation beat them"), said
+    assert ended(2, init=init) == "best.pt (step 2): model_teacher_ssim=0.8000"
+    assert ended(0) == "best.pt (step 0): model_teacher_ssim=0.8000"   # no init: nothing to name
