@@ -1108,12 +1108,17 @@ def test_the_run_ends_naming_the_caches_as_training_takes_them(tmp_path, teacher
     assert main(base) == 0
     said = capsys.readouterr().out.splitlines()
     run = "sharpen distill --config configs/distill-fast.yaml"
-    assert said[-1] == f"train on it: {run} 'data.labels={out}'", said
+    assert said[-2] == f"train on it: {run} 'data.labels={out}'", said
     assert main([*base, "--hold-out", "0.2", "--val-out", str(val)]) == 0
     said = capsys.readouterr().out.splitlines()
-    assert said[-1] == f"train on them: {run} 'data.labels={out}' 'data.val_labels={val}'", said
+    assert said[-2] == f"train on them: {run} 'data.labels={out}' 'data.val_labels={val}'", said
+    # Footage users fine-tune the shipped student (README's recipe): the line above alone
+    # led them to train from scratch, the config's 8000 steps at lr 2e-3, hours on a CPU.
+    assert said[-1] == (f"or fine-tune the shipped fast on them: {run} init=fast "
+                        "val_start=true optim.lr=5e-5 optim.warmup_steps=10 optim.steps=300 "
+                        f"'data.labels={out}' 'data.val_labels={val}'"), said
     monkeypatch.chdir(tmp_path)   # elsewhere: the checkout's config by its full path
     assert main(base) == 0
     said = capsys.readouterr().out.splitlines()
-    assert said[-1].startswith(f"train on it: sharpen distill --config "
+    assert said[-2].startswith(f"train on it: sharpen distill --config "
                                f"{REPO / 'configs' / 'distill-fast.yaml'} "), said
