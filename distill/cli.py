@@ -852,12 +852,55 @@ def _train(args: argparse.Namespace, task: str) -> int:
         print(f"nothing trained: {out} holds no checkpoint   {shown}")
     else:
         print(f"done: {', '.join(written)}   {shown}")
+        if task == "student":
+            for line in _after_distill(cfg):
+                print(line)
     if written and not (out / "best.pt").exists():
         has_val = cfg.data.val_labels if cfg.task == "student" else cfg.data.val
         print("note: no best.pt: nothing was validated" + (
             "" if has_val else " (set data.val_labels for `distill`, data.val for `train`)"),
             file=sys.stderr)
     return 0
+
+
+def _after_distill(cfg: Any) -> list[str]:
+    """The commands that follow a finished `distill`, as `labels` ends with the distill one:
+    the run's result beside the weights it started from, on the held-out frames of footage
+    (evaluate scores images: a clip's are in its validation cache's frames/), and the export
+    that `sharpen run` needs. Each is said only where its inputs are there."""
+    import shlex
+
+    from .data.label_cache import FRAMES_DIR
+    out = Path(cfg.out)
+    weights = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
+    lines = []
+    frames = Path(cfg.data.val_labels) / FRAMES_DIR if cfg.data.val_labels else None
+    if frames is not None and frames.is_dir() and weights.name == "best.pt":
+        words = ["sharpen", "evaluate", "--weights", *([str(cfg.init)] if cfg.init else []),
+                 str(weights), *_label_teacher(Path(cfg.data.val_labels)),
+                 "--data", str(frames), "--out", str(out / "eval")]
+        before = f"init={cfg.init}" if cfg.init else "the blurred input"
+        lines.append(f"compare it with {before} on the held-out frames (metrics, "
+                     f"side_by_side.png): {shlex.join(words)}")
+    export = ["sharpen", "export", "--weights", str(weights), "--out", "export/"]
+    lines.append(f"export it for `sharpen run`: {shlex.join(export)}")
+    return lines
+
+
+def _label_teacher(cache: Path) -> list[str]:
+    """The --weights (and --teacher-config) of the teacher that labelled CACHE, for evaluate's
+    "PSNR to the teacher's output" on footage without ground truth: the shipped one by its
+    name, another by its path; `teacher` where the manifest does not name a file."""
+    from .data.label_cache import MANIFEST, read_manifest_entries
+    from .teacher import BUNDLED_TEACHER, models_dir
+    entry = next(iter(read_manifest_entries(cache / MANIFEST).values()), {})
+    path = entry.get("teacher_weights")
+    shipped = (models_dir() / BUNDLED_TEACHER).resolve()
+    if not path or not Path(path).is_file() or Path(path).resolve() == shipped:
+        return ["teacher"]
+    config = entry.get("teacher_config")
+    return [str(path), *(["--teacher-config", config] if config not in (None, "checkpoint")
+                         else [])]
 
 
 def _command_line(args: argparse.Namespace) -> str:

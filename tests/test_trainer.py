@@ -2167,3 +2167,48 @@ def test_a_fine_tune_that_never_beat_its_start_says_best_pt_is_the_init_weights(
                     "unchanged: no later validation beat them"), said
     assert ended(2, init=init) == "best.pt (step 2): model_teacher_ssim=0.8000"
     assert ended(0) == "best.pt (step 0): model_teacher_ssim=0.8000"   # no init: nothing to name
+
+
+def test_a_distilled_student_ends_with_how_to_compare_it_and_export_it(tmp_path, capsys):
+    """`distill` on footage ended at "done: best.pt, last.pt" while `labels` ends with the
+    distill command: how to see the fine-tune beside the weights it started from on the
+    held-out frames (evaluate takes images, the clips' frames are in CACHE/frames), and how to
+    get a model `sharpen run` takes, were left to the user to find in the README."""
+    import cv2
+    import numpy as np
+
+    from distill.data.labels import run_labels
+    from sharpen.cli import main
+
+    kw = dict(teacher=_Brighter(), tile=0, overlap=0, progress=False)
+    rng = np.random.default_rng(0)
+    for clip in ("walk", "shake"):
+        (tmp_path / "footage").mkdir(exist_ok=True)
+        vw = cv2.VideoWriter(str(tmp_path / "footage" / f"{clip}.avi"),
+                             cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 40))
+        for _ in range(3):
+            vw.write((rng.random((40, 48, 3)) * 255).astype(np.uint8))
+        vw.release()
+    train_cache, val_cache = tmp_path / "train", tmp_path / "val"
+    run_labels(str(tmp_path / "footage" / "walk.avi"), train_cache, **kw)
+    run_labels(str(tmp_path / "footage" / "shake.avi"), val_cache, **kw)
+    init = tmp_path / "init.pt"
+    train(tiny_cfg(tmp_path / "first", 1), quiet=True)
+    (tmp_path / "first" / "last.pt").rename(init)
+    capsys.readouterr()
+    out = tmp_path / "ft"
+    assert main(["distill", f"out={out}", "optim.steps=1", *TINY_CLI, f"init={init}",
+                 f"data.labels={train_cache}", f"data.val_labels={val_cache}"]) == 0
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[-3].startswith("done: "), said
+    assert said[-2] == (f"compare it with init={init} on the held-out frames (metrics, "
+                        f"side_by_side.png): sharpen evaluate --weights {init} "
+                        f"{out / 'best.pt'} teacher --data {val_cache / 'frames'} "
+                        f"--out {out / 'eval'}"), said
+    assert said[-1] == (f"export it for `sharpen run`: sharpen export --weights "
+                        f"{out / 'best.pt'} --out export/"), said
+    assert main(["distill", f"out={tmp_path / 'nv'}", "optim.steps=1", *TINY_CLI,
+                 f"data.labels={train_cache}"]) == 0   # no validation, no best.pt
+    said = capsys.readouterr().out.strip().splitlines()
+    assert said[-1] == (f"export it for `sharpen run`: sharpen export --weights "
+                        f"{tmp_path / 'nv' / 'last.pt'} --out export/"), said
