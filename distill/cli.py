@@ -853,7 +853,7 @@ def _train(args: argparse.Namespace, task: str) -> int:
     else:
         print(f"done: {', '.join(written)}   {shown}")
         if task == "student":
-            for line in _after_distill(cfg):
+            for line in _after_distill(cfg, result.best_step):
                 print(line)
     if written and not (out / "best.pt").exists():
         has_val = cfg.data.val_labels if cfg.task == "student" else cfg.data.val
@@ -863,11 +863,12 @@ def _train(args: argparse.Namespace, task: str) -> int:
     return 0
 
 
-def _after_distill(cfg: Any) -> list[str]:
+def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
     """The commands that follow a finished `distill`, as `labels` ends with the distill one:
     the run's result beside the weights it started from, on the held-out frames of footage
     (evaluate scores images: a clip's are in its validation cache's frames/), and the export
-    that `sharpen run` needs. Each is said only where its inputs are there."""
+    that `sharpen run` needs. Each is said only where its inputs are there. A best.pt still at
+    step 0 of an init= run is those weights: last.pt is compared, which differs from them."""
     import shlex
 
     from .data.label_cache import FRAMES_DIR
@@ -876,11 +877,14 @@ def _after_distill(cfg: Any) -> list[str]:
     lines = []
     frames = Path(cfg.data.val_labels) / FRAMES_DIR if cfg.data.val_labels else None
     if frames is not None and frames.is_dir() and weights.name == "best.pt":
+        unchanged = bool(cfg.init) and best_step == 0
+        tried = out / "last.pt" if unchanged else weights
         words = ["sharpen", "evaluate", "--weights", *([str(cfg.init)] if cfg.init else []),
-                 str(weights), *_label_teacher(Path(cfg.data.val_labels)),
+                 str(tried), *_label_teacher(Path(cfg.data.val_labels)),
                  "--data", str(frames), "--out", str(out / "eval")]
         before = f"init={cfg.init}" if cfg.init else "the blurred input"
-        lines.append(f"compare it with {before} on the held-out frames (metrics, "
+        what = f"the fine-tune's last.pt (best.pt is init={cfg.init})" if unchanged else "it"
+        lines.append(f"compare {what} with {before} on the held-out frames (metrics, "
                      f"side_by_side.png): {shlex.join(words)}")
     export = ["sharpen", "export", "--weights", str(weights), "--out", "export/"]
     lines.append(f"export it for `sharpen run`: {shlex.join(export)}")

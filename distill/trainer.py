@@ -1558,6 +1558,7 @@ class TrainResult:
     metrics: dict
     step: int
     best: str = ""   # what best.pt scored, at which step (Trainer.best_text)
+    best_step: Optional[int] = None   # the step best.pt holds (0 with init=: those weights)
 
 
 def train(cfg: TrainConfig, quiet: bool = False) -> dict:
@@ -1589,7 +1590,7 @@ def run_training(cfg: TrainConfig, quiet: bool = False,
         if trainer._stop:
             raise TrainingInterrupted(int(trainer._stop), trainer.step, trainer.out,
                                       resume_hint(cfg))
-        return TrainResult(metrics, trainer.step, trainer.best_text())
+        return TrainResult(metrics, trainer.step, trainer.best_text(), trainer.best_step)
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

@@ -2207,6 +2207,14 @@ def test_a_distilled_student_ends_with_how_to_compare_it_and_export_it(tmp_path,
                         f"--out {out / 'eval'}"), said
     assert said[-1] == (f"export it for `sharpen run`: sharpen export --weights "
                         f"{out / 'best.pt'} --out export/"), said
+    # best.pt still the init= weights (val_start, nothing beat them): comparing it with them
+    # showed two identical columns; last.pt is what the fine-tune made of them.
+    from distill.cli import _after_distill
+    cfg = tiny_cfg(out, 1, task="student", init=init, **{"data.val_labels": val_cache})
+    assert _after_distill(cfg, 0)[0] == (
+        f"compare the fine-tune's last.pt (best.pt is init={init}) with init={init} on the "
+        f"held-out frames (metrics, side_by_side.png): sharpen evaluate --weights {init} "
+        f"{out / 'last.pt'} teacher --data {val_cache / 'frames'} --out {out / 'eval'}")
     assert main(["distill", f"out={tmp_path / 'nv'}", "optim.steps=1", *TINY_CLI,
                  f"data.labels={train_cache}"]) == 0   # no validation, no best.pt
     said = capsys.readouterr().out.strip().splitlines()
