@@ -187,6 +187,15 @@ def options_from_args(args: argparse.Namespace):
                          compare=args.compare)
 
 
+def _a_models_name(model: str) -> bool:
+    """Whether --model is a bare name (`fast`) rather than a file: no such file, no suffix, no
+    folder. `teacher` is left out: only students are exported."""
+    from pathlib import Path
+    p = Path(model)
+    return (not p.exists() and not p.suffix and len(p.parts) == 1 and model != "teacher"
+            and "://" not in model)
+
+
 def handler(args: argparse.Namespace) -> int:
     """Run the stream; user errors become one line on stderr and a non-zero exit code."""
     try:
@@ -205,6 +214,14 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: error: {args.model} is a PyTorch checkpoint; export it first: "
               f"sharpen export --weights {args.model} --out export/ (then --model "
               "export/<name>.onnx or .tflite)", file=sys.stderr)
+        return 2
+    if _a_models_name(args.model):
+        # `fast`, as evaluate, export and distill's init= take it: run needs its export.
+        stem = args.model if args.model.startswith("student-") else f"student-{args.model}"
+        print(f"sharpen run: error: model not found: {args.model}: `sharpen run` takes an "
+              "exported model file (.onnx, .tflite, .engine), not a checkpoint or a shipped "
+              f"model's name; export it first: sharpen export --weights {args.model} --out "
+              f"export/ (then --model export/{stem}.onnx)", file=sys.stderr)
         return 2
     unapplied = unapplied_source_flags(args)
     try:

@@ -94,6 +94,24 @@ def test_bad_models_cli(tmp_path, capsys):
     _one_clear_line(err, "cannot load", "notonnx.onnx")
 
 
+def test_a_shipped_models_name_as_model_says_to_export_it(tmp_path, capsys, monkeypatch):
+    """`sharpen run --model fast`, as evaluate, export and distill's init= take it, said only
+    "model not found: fast": run takes exported files, and a user trying the shipped student
+    on their video before a fine-tune's export had to find out how to make one."""
+    src = tmp_path / "in.mp4"
+    write_video(src, n=3)
+    monkeypatch.chdir(tmp_path)
+    rc, err = _run(capsys, "--model", "fast", "--source", str(src))
+    assert rc == 2, err
+    _one_clear_line(err, "model not found: fast: `sharpen run` takes an exported model file "
+                    "(.onnx, .tflite, .engine), not a checkpoint or a shipped model's name; "
+                    "export it first: sharpen export --weights fast --out export/ (then "
+                    "--model export/student-fast.onnx)")
+    rc, err = _run(capsys, "--model", "fast.onnx", "--source", str(src))   # a file name
+    _one_clear_line(err, "model not found: fast.onnx")
+    assert "export it first" not in err, err
+
+
 def test_bad_model_subprocess(tmp_path):
     txt = tmp_path / "x.onnx"
     txt.write_text("not a model")
