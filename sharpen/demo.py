@@ -624,7 +624,14 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
     for when, m in (("before", trainer.start_metrics), ("after", metrics)):
         print(f"validation {when} the fine-tune: " + "  ".join(
             f"{k}={v:.4f}" for k, v in m.items() if k.endswith("ssim")))
-    print("(best.pt keeps whichever is better on validation, the start included)")
+    # Which weights stage 4 exports: from the two scores alone a user had to work out that a
+    # fine-tune that lost left the shipped student unchanged.
+    if trainer.best_step == 0:
+        print(f"best.pt: the start, {student_ckpt.name} unchanged (the fine-tune did not beat "
+              "it on validation): that is what is exported")
+    elif trainer.best_step is not None:
+        print(f"best.pt: step {trainer.best_step} of the fine-tune, better on validation than "
+              "the start")
 
     _step(4, "export: ONNX, ONNX INT8, TFLite INT8 with the parity gate", run)
     from distill.checkpoint import slim_checkpoint

@@ -200,6 +200,14 @@ def test_demo_on_footage_streams_and_calibrates_on_the_users_clip(tmp_path, caps
     assert settings["parity_images"] == ["walk_000005"]     # its held-out last fifth
     assert "INT8 calibration on your 1 training image, parity on your 1 held-out" in said
     assert "(its first 3 frames)" in said and "(1 step)" in said, said
+    # Which weights stage 4 exports, said: "(best.pt keeps whichever is better ...)" left a
+    # user to work out from two scores that the export was the shipped student unchanged.
+    from distill.checkpoint import read_checkpoint
+    start = ("best.pt: the start, student-fast.pt unchanged (the fine-tune did not beat it "
+             "on validation): that is what is exported")
+    fine_tuned = "best.pt: step 1 of the fine-tune, better on validation than the start"
+    assert (start if read_checkpoint(summary["student"])["step"] == 0 else fine_tuned) in said, \
+        said
 
 
 def test_demo_gate_options():
