@@ -189,7 +189,7 @@ def test_whole_clips_far_from_the_fraction_asked_are_said(tmp_path, teacher, cap
         "warning: --hold-out 0.1: 40% of the images (4 of 10) held out, not 10%: whole "
         "clips/folders are held out, so that no frame of a held-out clip is trained on (its "
         "neighbours are near-duplicates), and no choice of its 2 clips/folders (4 to 6 images "
-        "each) comes nearer; more, shorter clips would"], err
+        "each) comes nearer; more, shorter clips would let a share nearer 10% be held out"], err
     assert (len(_names(out)), len(_names(val))) == (6, 4)
     # A source of 3 images: a third is the nearest share to 0.2 with one image in each cache.
     assert hold_out(str(_frames(tmp_path / "three", 3, 0)), 0.2, progress=False).shortfall() \

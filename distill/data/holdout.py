@@ -104,7 +104,8 @@ class HoldOut:
             return (f"{said}: whole clips/folders are held out, so that no frame of a held-out "
                     f"clip is trained on (its neighbours are near-duplicates), and no choice "
                     f"of its {self.n_groups} clips/folders ({sizes}) comes nearer; "
-                    "more, shorter clips would")
+                    f"more, shorter clips would let a share nearer {self.fraction:.0%} be "
+                    "held out")
         return f"{said}: it has {n} images, and each cache needs one at least"
 
     def record(self, role: str, other: str) -> dict[str, Any]:
