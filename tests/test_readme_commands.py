@@ -74,6 +74,29 @@ def test_readme_command_parses(line):
     _parse("README", line)
 
 
+# The commands whose --out is made by the command itself (models, reports, caches), not a
+# user's own media (run's, teacher's and synth's outputs are theirs to name and keep).
+GENERATED = ("export", "bench", "labels", "corpus", "evaluate", "grow", "demo")
+
+
+def test_what_readme_commands_write_into_the_checkout_is_ignored_by_git():
+    """`sharpen export ... --out export/`, as the README writes it from the checkout's root,
+    left export/ untracked beside the code: `git status` listed every artifact."""
+    if not (README.parent / ".git").exists():
+        pytest.skip("not a git checkout")
+    outs = set()
+    for line in readme_commands():
+        args = _parse("README", line)
+        out = getattr(args, "out", None)
+        if args.command in GENERATED and out and not out.isupper() and not Path(out).is_absolute():
+            outs.add(out)
+    assert {"export/", "bench/"} <= outs, outs
+    said = subprocess.run(["git", "-C", str(README.parent), "check-ignore", "--no-index", *outs],
+                          capture_output=True, text=True)
+    ignored = {ln.strip() for ln in said.stdout.splitlines()}
+    assert ignored == outs, f"not in .gitignore: {sorted(outs - ignored)}"
+
+
 ROOT = README.parent
 # A command that names what it works on is meant to be copied and run as written; one without
 # (`sharpen export --formats engine`, naming a flag in prose) or with a `...` placeholder is not.
