@@ -474,6 +474,11 @@ def format_table(res: dict) -> str:
             d = res[k]
             lines.append(f"{k:{width}s} {_sharp(d['sharpness'], 20)}" + (
                 f"  {d['psnr_to_reference']:8.2f} dB" if "psnr_to_reference" in d else ""))
+        # Without ground truth neither column is a score the reader knows the sense of; the
+        # sharpness ratio also rewards ringing, which the distance to the reference does not.
+        caveat = "though halos and noise raise it too"
+        lines.append(f"(higher is better: PSNR to {ref}'s output, nearer the {ref}; sharpness, "
+                     f"{caveat})" if ref else f"(sharpness: higher is sharper, {caveat})")
     n = res["images"]
     where = "".join([f", split {res['split']}" if res.get("split") else "",
                      f", centre crops of at most {res['crop']} px" if res.get("crop") else ""])

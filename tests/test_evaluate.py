@@ -46,12 +46,17 @@ def test_reference_stands_in_for_ground_truth(nogt):
         > res["away"]["psnr_to_reference"]
     table = format_table(res)
     assert "PSNR to teacher's output" in table and "sharpness" in table
+    # Which way is better: the ground-truth table's PSNR/SSIM need no word, these two did.
+    assert ("(higher is better: PSNR to teacher's output, nearer the teacher; sharpness, "
+            "though halos and noise raise it too)") in table.splitlines(), table
 
 
 def test_no_reference_and_unknown_reference(nogt):
     res = evaluate_fns({"m": lambda x: x}, str(nogt), progress=False)
     assert "reference" not in res and "per_image" not in res
     assert "PSNR to" not in format_table(res)
+    assert "(sharpness: higher is sharper, though halos and noise raise it too)" \
+        in format_table(res).splitlines()
     with pytest.raises(ValueError, match="reference 'teacher' is not one of the models"):
         evaluate_fns({"m": lambda x: x}, str(nogt), progress=False, reference="teacher")
 
