@@ -188,6 +188,9 @@ def run_export(args) -> int:
                 print(f"{r.format}: build it on the device, in {report.out_dir} copied there: "
                       f"{r.extra['trtexec']}")
     print(f"report: {report.out_dir}/export_report.json")
+    if not args.quiet:   # (--quiet: the table, the report and errors only)
+        for line in next_steps(report):
+            print(line)
     rc = 0
     if report.failed:
         names = ", ".join(f"{r.format} ({r.reason})" for r in report.failed)
@@ -203,6 +206,46 @@ def run_export(args) -> int:
             print(f"  {line}", file=sys.stderr)
         rc = 1
     return rc
+
+
+# What the user fills in: `sharpen run` takes a camera index, a video, a stream or images.
+RUN_SOURCE = "VIDEO_OR_CAMERA"
+
+
+def next_steps(report) -> list[str]:
+    """The commands that use what this export built, as `labels` and `distill` end with
+    theirs: `sharpen run` on the artifact best suited to this machine (of those that passed
+    their parity gate, the fastest at 1080p here, else the first built), and, where `sharpen
+    bench` takes exported files, the bench that measures it as deployed. None when nothing
+    passed (the FAILED / NOT BUILT lines say what to do instead)."""
+    import shlex
+    built = [r for r in report.results if r.status == "pass" and r.file
+             and not r.extra.get("earlier_export") and Path(r.file).is_file()]
+    if not built:
+        return []
+    timed = [r for r in built if r.latency_ms_1080p]
+    pick = min(timed, key=lambda r: r.latency_ms_1080p) if timed else built[0]
+    why = ""
+    if len(built) > 1:
+        why = (f", the fastest here: {pick.latency_ms_1080p:.0f} ms at 1080p" if timed
+               else ", the first built")
+        why = f" ({Path(pick.file).name}{why})"
+    run = ["sharpen", "run", "--model", pick.file, "--source", RUN_SOURCE]
+    lines = [f"run it{why}: {shlex.join(run)}"]
+    if _bench_takes_models():
+        bench = ["sharpen", "bench", "--out", "bench/", "--model", pick.file]
+        lines.append(f"measure it as deployed (quality and latency): {shlex.join(bench)}")
+    return lines
+
+
+def _bench_takes_models() -> bool:
+    """Whether `sharpen bench --model FILE` (exported files measured as they are) is there:
+    a checkout from before it has `--weights` only."""
+    try:
+        from benchmarks.options import SCHEMA
+    except ImportError:
+        return False
+    return any("--model" in o.flags for o in SCHEMA)
 
 
 def _short(reason: str | None) -> str:

@@ -1418,3 +1418,58 @@ def test_an_artifact_left_unchecked_is_rebuilt_saying_so(tmp_path):
     prev["extra"]["inputs"] = {}
     assert ex._rebuild_reason(onnx, prev, {}, o) == \
         "it is marked as failed (m.onnx.parity-failed.json: worst SSIM 0.9)"
+
+
+def _parses(line: str) -> argparse.Namespace:
+    """The parsed `sharpen ...` command at the end of a next-step line."""
+    words = shlex.split(line[line.index("sharpen "):])
+    return build_parser().parse_args(words[1:])
+
+
+def test_an_export_ends_with_the_run_command_of_what_it_built(ckpt, tmp_path, capsys):
+    """Export ended with its table and report: the user had to work out which file of the
+    folder `sharpen run --model` takes, as `labels` and `distill` say their next command."""
+    out = tmp_path / "export"
+    assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
+                 "--no-latency"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    run = next(ln for ln in said if ln.startswith("run it"))
+    assert run == (f"run it: sharpen run --model {out / 'student.onnx'} --source "
+                   "VIDEO_OR_CAMERA"), said
+    args = _parses(run)
+    assert args.command == "run" and Path(args.model).is_file()
+    assert said.index(run) > next(i for i, ln in enumerate(said) if ln.startswith("report: "))
+    # --quiet: the table, the report and errors only.
+    assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
+                 "--no-latency", "--quiet"]) == 0
+    assert "sharpen run" not in capsys.readouterr().out
+
+
+def test_the_run_command_takes_the_fastest_artifact_that_passed(tmp_path):
+    """Of several artifacts, the one measured fastest at 1080p (all passed the parity gate);
+    without timings the first built. Failed ones and an earlier export's rows are not offered."""
+    from optimize.commands import next_steps
+    from optimize.export import ExportReport, FormatResult
+
+    files = {}
+    for name in ("m.onnx", "m_int8.onnx", "m_int8.tflite", "old.onnx"):
+        files[name] = tmp_path / name
+        files[name].write_bytes(b"x")
+
+    def report(*results):
+        return ExportReport("m.pt", "fast", str(tmp_path), list(results), {}, {})
+
+    onnx = FormatResult("onnx", "pass", str(files["m.onnx"]), latency_ms_1080p=210.0)
+    int8 = FormatResult("onnx-int8", "pass", str(files["m_int8.onnx"]), latency_ms_1080p=95.0)
+    bad = FormatResult("tflite-int8", "fail", str(files["m_int8.tflite"]), latency_ms_1080p=60.)
+    old = FormatResult("onnx", "pass", str(files["old.onnx"]), latency_ms_1080p=1.0,
+                       extra={"earlier_export": True})
+    lines = next_steps(report(onnx, int8, bad, old))
+    assert lines[0] == (f"run it (m_int8.onnx, the fastest here: 95 ms at 1080p): sharpen run "
+                        f"--model {files['m_int8.onnx']} --source VIDEO_OR_CAMERA"), lines
+    for line in lines:
+        assert _parses(line).command in ("run", "bench"), line
+    untimed = [FormatResult(r.format, "pass", r.file) for r in (onnx, int8)]
+    assert next_steps(report(*untimed))[0].startswith(
+        f"run it (m.onnx, the first built): sharpen run --model {files['m.onnx']} ")
+    assert next_steps(report(bad, old)) == []
