@@ -53,7 +53,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(left half original, right half sharpened)")
     p.add_argument("--compare", action="store_true",
                    help="write original and sharpened together (per --view) to --out, for "
-                        "judging the result by eye")
+                        "judging the result by eye, each side captioned (input, sharpened)")
     p.add_argument("--stats", default=None, metavar="JSON",
                    help="write per-stage latency (p50/p90/p95/p99, mean, min, max), "
                         "throughput, drops, the model and --threads to this JSON file")
@@ -277,6 +277,9 @@ def handler(args: argparse.Namespace) -> int:
     if defaulted:
         print(f"sharpen run: results written to {args.output} (no --out given)",
               file=sys.stderr)
+    if args.compare and args.output:   # the frames' captions say it too, once opened
+        from .sinks import compare_layout
+        print(f"sharpen run: {args.output}: {compare_layout(options.view)}", file=sys.stderr)
     if summary.get("skipped_inputs"):
         n = len(summary["skipped_inputs"])
         print(f"sharpen run: {count(n, 'input or stretch', 'inputs or stretches')} of the "

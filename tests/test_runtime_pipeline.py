@@ -1,6 +1,7 @@
 """End-to-end streaming: `sharpen run` on real videos and images with the ONNX backend."""
 from __future__ import annotations
 
+import itertools
 import json
 import signal
 import subprocess
@@ -502,20 +503,63 @@ def test_synthetic_source_cli_and_live_override(tmp_path, onnx_model):
     assert data["source"]["kind"] == "synthetic"
 
 
-def test_compare_writes_original_and_sharpened_together(tmp_path, onnx_model):
+def test_compare_writes_original_and_sharpened_together_captioned(tmp_path, onnx_model, capsys):
+    """--compare wrote the two frames with nothing saying which was which (the demo's line
+    said it, run did not): each side carries a small caption, and run says the layout. Outside
+    the captions the sides are the input and the model's output, pixel for pixel."""
+    from runtime.sinks import CAPTIONS, caption_boxes
     src = tmp_path / "in.png"
     cv2.imwrite(str(src), textured_frame(0))
+    plain = tmp_path / "plain.png"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--out",
+                    str(plain), "--quiet"]) == 0
+    x, y = textured_frame(0), cv2.imread(str(plain))
+    expected = {"side": np.hstack([x, y]),
+                "split": np.hstack([x[:, :FRAME_W // 2], y[:, FRAME_W // 2:]])}
+    said = {}
     for view, width in (("side", 2 * FRAME_W), ("split", FRAME_W)):
         out = tmp_path / f"{view}.png"
+        capsys.readouterr()
         rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--out", str(out),
                       "--compare", "--view", view, "--quiet"])
+        said[view] = capsys.readouterr().err
         assert rc == 0
         img = cv2.imread(str(out))
         assert img.shape == (FRAME_H, width, 3)
+        boxes = caption_boxes(img.shape, view)
+        assert len(boxes) == len(CAPTIONS) == 2
+        mask = np.zeros(img.shape[:2], bool)
+        for i, (x0, y0, x1, y1) in enumerate(boxes):
+            # Each caption on its own side, in its lower part, and small.
+            half = (0, width // 2) if i == 0 else (width // 2, width)
+            assert half[0] <= x0 < x1 <= half[1] and y0 > FRAME_H // 2 and y1 <= FRAME_H
+            assert (img[y0:y1, x0:x1] != expected[view][y0:y1, x0:x1]).any(), (view, i)
+            mask[y0:y1, x0:x1] = True
+        assert mask.mean() < 0.2, mask.mean()   # a 96x64 frame: at 360p and up, under 1%
+        want = expected[view].copy()
+        if view == "split":   # the dividing line
+            want[:, FRAME_W // 2] = 255
+        np.testing.assert_array_equal(img[~mask], want[~mask])
+    assert f"{tmp_path / 'side.png'}: input on the left, sharpened on the right" in said["side"]
+    assert f"{tmp_path / 'split.png'}: left half input, right half sharpened" in said["split"]
     side = cv2.imread(str(tmp_path / "side.png"))
-    # Left half is the untouched input; the right half is the model's output (it sharpens).
-    np.testing.assert_array_equal(side[:, :FRAME_W], textured_frame(0))
     assert lap_var(side[:, FRAME_W:]) > lap_var(side[:, :FRAME_W])
+
+
+def test_captions_fit_the_frame_or_are_left_out():
+    """Captions scale with the frame (readable at 1080p, small beside it) and are left out
+    where a side is too narrow to hold them."""
+    from runtime.sinks import caption_boxes, compose
+    for (h, w), view in itertools.product(((1080, 1920), (360, 640)), ("side", "split")):
+        shape = (h, 2 * w if view == "side" else w, 3)
+        boxes = caption_boxes(shape, view)
+        assert len(boxes) == 2 and all(0.015 * h < y1 - y0 < 0.06 * h
+                                       for _, y0, _, y1 in boxes), (h, view, boxes)
+        covered = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes)
+        assert covered < 0.01 * shape[0] * shape[1], (h, view, boxes)
+    assert caption_boxes((40, 24, 3), "split") == []
+    a, b = np.zeros((40, 12, 3), np.uint8), np.full((40, 12, 3), 200, np.uint8)
+    np.testing.assert_array_equal(compose(a, b, "side", captions=True), np.hstack([a, b]))
 
 
 def test_fps_flag_sets_the_output_rate_of_a_video_or_stream(tmp_path, onnx_model):
