@@ -608,7 +608,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .checkpoint import CheckpointError
     from .data.sources import SourceError
-    from .evaluate import MIN_SIDE, evaluate, format_table, is_artifact, side_by_side
+    from .evaluate import (MIN_SIDE, evaluate, format_table, is_artifact, side_by_side,
+                           teacher_labels_line)
 
     from .teacher import check_device, check_threads, pick_device, resolve_weights
     check_device(args.device)
@@ -691,6 +692,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "
               f"{args.split} does not apply; every image was evaluated", file=sys.stderr)
     print(format_table(res))
+    if said := teacher_labels_line(res):
+        print(said)
     outputs = res.pop("outputs")
     if args.out:
         out = Path(args.out)

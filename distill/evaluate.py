@@ -30,7 +30,7 @@ Fn = Callable[[np.ndarray], np.ndarray]
 
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
-            "exit_code"}
+            "exit_code", "teacher_labels"}
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -109,7 +109,7 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
         # Project checkpoints carry their config; --teacher-config is for the others.
         t = Teacher.load(path, config=None if ck.get("format") == FORMAT else teacher_config,
                          device=device)
-        return lambda img: t.sharpen(img, tile=TILE if tile is None else tile)
+        return TeacherFn(t, TILE if tile is None else tile)
     if kind != "student":
         raise CheckpointError(f"{path} is neither a teacher nor a student checkpoint of this "
                               f"project (kind={kind!r}); they are written by `sharpen "
@@ -124,6 +124,92 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     dev = pick_device(device)
     model = for_inference(load_student(path)[0]).to(dev)
     return lambda img: predict(model, img, dev)
+
+
+class TeacherFn:
+    """The teacher as evaluate runs it, tiled at `tile`; `teacher` says what it is."""
+
+    def __init__(self, teacher, tile: int) -> None:
+        self.teacher, self.tile = teacher, tile
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        return self.teacher.sharpen(img, tile=self.tile)
+
+    def maker(self) -> tuple:
+        """What its outputs are made by, as a label cache records it (`label_maker`)."""
+        from .data.label_cache import label_maker
+        from .teacher_tiles import overlap_for
+        cfg = getattr(self.teacher.model, "config", None)
+        return label_maker({"weights_hash": self.teacher.weights_id,
+                            "teacher_arch": cfg.to_dict() if hasattr(cfg, "to_dict") else None,
+                            "tile": self.tile, "overlap": overlap_for(self.tile)})
+
+
+class LabelledTeacher:
+    """The teacher's outputs for a label cache's frames (`sharpen labels` saves a clip's in
+    CACHE/frames) read from its labels, not made again (seconds a frame on a CPU). `labels`:
+    the sha256 of each frame as evaluate reads it (cropped) -> its label; only frames whose file
+    is the very input of their label are there, labelled by the weights, architecture and
+    tiling of `fn`. Any other image goes to the teacher."""
+
+    def __init__(self, fn: TeacherFn, cache: Path, labels: dict[str, Path], crop: int) -> None:
+        self.fn, self.cache, self.labels, self.crop = fn, cache, labels, crop
+        self.read = self.ran = 0
+
+    def __call__(self, img: np.ndarray) -> np.ndarray:
+        from .data.label_cache import sha256_array
+        from .images import ImageReadError, centre_crop, read_image
+        label = self.labels.get(sha256_array(np.ascontiguousarray(img)))
+        if label is not None:
+            try:
+                out = centre_crop(read_image(label), self.crop)
+            except ImageReadError:   # a damaged label: the teacher makes it
+                out = None
+            if out is not None and out.shape == img.shape:
+                self.read += 1
+                return out
+        self.ran += 1
+        return self.fn(img)
+
+
+def frames_cache(spec) -> Optional[Path]:
+    """The label cache whose frames/ `spec` is (evaluate's --data CACHE/frames), else None."""
+    from .data.label_cache import FRAMES_DIR, is_label_cache
+    if not isinstance(spec, (str, os.PathLike)):
+        return None
+    p = Path(spec)
+    return p.parent if p.name == FRAMES_DIR and p.is_dir() and is_label_cache(p.parent) else None
+
+
+def labelled_teacher(fn: TeacherFn, cache: Path, crop: int) -> tuple[Optional[LabelledTeacher],
+                                                                     str]:
+    """The teacher `fn` reading its outputs from `cache`'s labels where they are provably its
+    own (same weights file hash, architecture, tile and overlap), or None and why not."""
+    from .data.label_cache import LabelCache, describe_maker, label_maker, sha256_array
+    from .images import ImageReadError, centre_crop, decode_image, to_rgb_float
+    mine = fn.maker()
+    entries = [e for e in LabelCache(cache).entries.values()
+               if e.get("status") == "ok" and e.get("input_file") and e.get("input_hash")]
+    same = [e for e in entries if label_maker(e) == mine]
+    if not same:
+        if not entries:
+            return None, "it holds no labelled frames"
+        theirs = label_maker(entries[0])
+        tiling = theirs[2:] != mine[2:]
+        said = describe_maker(theirs, tiling, entries[0].get("teacher_weights"))
+        return None, (f"made by {said}, not "
+                      f"{describe_maker(mine, tiling, fn.teacher.weights_path)}")
+    labels = {}
+    for e in same:
+        label, frame = cache / e["label"], cache / e["input_file"]
+        try:
+            raw = decode_image(frame)
+        except (ImageReadError, OSError):
+            continue
+        if label.is_file() and sha256_array(raw) == e["input_hash"]:   # the input it labelled
+            x = centre_crop(to_rgb_float(raw, str(frame)), crop)
+            labels[sha256_array(np.ascontiguousarray(x))] = label
+    return LabelledTeacher(fn, cache, labels, crop), ""
 
 
 def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
@@ -216,6 +302,7 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
+    from_labels = _teacher_from_labels(fns, spec, crop)
     try:
         res = evaluate_fns(fns, spec, split, limit, crop, progress,
                            reference=teachers[0] if len(teachers) == 1 else None,
@@ -224,9 +311,55 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     except KeyboardInterrupt as e:
         if hasattr(e, "results"):
             e.results["weights"] = dict(zip(labels, weights))
+            e.results.update(_labels_record(fns, from_labels))
         raise
     res["weights"] = dict(zip(labels, weights))
+    res.update(_labels_record(fns, from_labels))
     return res
+
+
+def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int) -> dict:
+    """On a label cache's frames, each teacher of `fns` that made its labels reads them
+    (replaced in `fns`); {"model", "cache", "unused": why} for one whose labels they are not."""
+    cache = frames_cache(spec)
+    if cache is None:
+        return {}
+    for label, fn in list(fns.items()):
+        if isinstance(fn, TeacherFn):
+            reading, why = labelled_teacher(fn, cache, crop)
+            if reading is None:
+                return {"model": label, "cache": str(cache), "unused": why}
+            fns[label] = reading
+    return {}
+
+
+def _labels_record(fns: dict[str, Fn], unused: dict) -> dict:
+    """The results' "teacher_labels": which model's outputs came from which cache's labels,
+    for how many images ("read"), and on how many it ran ("ran"); or why they could not."""
+    for label, fn in fns.items():
+        if isinstance(fn, LabelledTeacher):
+            return {"teacher_labels": {"model": label, "cache": str(fn.cache), "read": fn.read,
+                                       "ran": fn.ran}}
+    return {"teacher_labels": unused} if unused else {}
+
+
+def teacher_labels_line(res: dict) -> Optional[str]:
+    """What evaluate says of a teacher's outputs read from a label cache, or of why not."""
+    rec = res.get("teacher_labels")
+    if not rec:
+        return None
+    model, cache = rec["model"], rec["cache"]
+    if "unused" in rec:
+        return (f"note: the labels of {cache} are not {model}'s outputs ({rec['unused']}): "
+                "it ran on every image")
+    n = rec["read"] + rec["ran"]
+    if not rec["read"]:
+        return (f"note: no image here is a frame labelled in {cache} as it is now: {model} "
+                "ran on every image")
+    which = (f"the {count(n, 'image')}" if not rec["ran"]
+             else f"{rec['read']} of the {count(n, 'image')}")
+    return (f"{model}: its outputs for {which} are the labels of {cache} (the same weights, "
+            "architecture and tiling made them), not computed again")
 
 
 def least_gain(outs: dict[str, np.ndarray]) -> float:
@@ -477,8 +610,9 @@ def format_table(res: dict) -> str:
         # Without ground truth neither column is a score the reader knows the sense of; the
         # sharpness ratio also rewards ringing, which the distance to the reference does not.
         caveat = "though halos and noise raise it too"
-        lines.append(f"(higher is better: PSNR to {ref}'s output, nearer the {ref}; sharpness, "
-                     f"{caveat})" if ref else f"(sharpness: higher is sharper, {caveat})")
+        lines.append(f"(higher is better in both: PSNR to {ref}'s output, closer to it; "
+                     f"sharpness, {caveat})" if ref
+                     else f"(sharpness: higher is sharper, {caveat})")
     n = res["images"]
     where = "".join([f", split {res['split']}" if res.get("split") else "",
                      f", centre crops of at most {res['crop']} px" if res.get("crop") else ""])

@@ -1,6 +1,7 @@
 """`sharpen evaluate`'s numbers on real blur without ground truth: the reference model."""
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def test_reference_stands_in_for_ground_truth(nogt):
     table = format_table(res)
     assert "PSNR to teacher's output" in table and "sharpness" in table
     # Which way is better: the ground-truth table's PSNR/SSIM need no word, these two did.
-    assert ("(higher is better: PSNR to teacher's output, nearer the teacher; sharpness, "
+    assert ("(higher is better in both: PSNR to teacher's output, closer to it; sharpness, "
             "though halos and noise raise it too)") in table.splitlines(), table
 
 
@@ -689,3 +690,73 @@ def test_a_runs_checkpoint_is_labelled_after_its_run():
         ["a-best", "b-best", "a-last"]
     # exported artifacts keep their file name, which already holds the run
     assert model_labels(["export/fast-mine-best_int8.tflite"]) == ["fast-mine-best_int8.tflite"]
+
+
+def _labelled_clip(tmp_path: Path, teacher: Path) -> Path:
+    """A label cache of a 4-frame clip by `teacher` (default tiling), its frames in
+    CACHE/frames, as `sharpen labels` leaves footage for evaluate."""
+    import cv2
+
+    from sharpen.cli import main
+    clip = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    rng = np.random.default_rng(3)
+    for _ in range(4):
+        vw.write(cv2.GaussianBlur((rng.random((32, 48, 3)) * 255).astype(np.uint8), (5, 5), 1))
+    vw.release()
+    cache = tmp_path / "cache"
+    assert main(["labels", "--data", str(clip), "--out", str(cache), "--teacher-weights",
+                 str(teacher), "--device", "cpu", "--quiet"]) == 0
+    assert len(list((cache / "frames").rglob("*.png"))) == 4
+    return cache
+
+
+def test_a_label_caches_frames_take_the_teachers_outputs_from_its_labels(
+        tmp_path, tiny_teacher_pt, capsys):
+    """`evaluate --weights ... teacher --data CACHE/frames` ran the teacher again on frames whose
+    outputs the cache holds (seconds a frame on a CPU): where the labels are provably the
+    teacher's asked for (same weights, architecture and tiling, and the frame the very input
+    labelled) they are its outputs, and the run says so; the scores are those of running it."""
+    import shutil
+
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.restormer import build_restormer
+    from distill.teacher import file_hash
+    from sharpen.cli import main
+    cache = _labelled_clip(tmp_path, tiny_teacher_pt)
+    frames = cache / "frames"
+    copy = tmp_path / "copy"   # the same frames outside a cache: the teacher runs on them
+    shutil.copytree(frames, copy)
+    capsys.readouterr()
+    common = ["--weights", "fast", str(tiny_teacher_pt), "--device", "cpu", "--quiet"]
+    assert main(["evaluate", *common, "--data", str(copy), "--out", str(tmp_path / "ran")]) == 0
+    ran = capsys.readouterr().out
+    assert "labels" not in ran, ran
+    assert main(["evaluate", *common, "--data", str(frames), "--out", str(tmp_path / "read")]) == 0
+    said = capsys.readouterr().out
+    assert (f"teacher: its outputs for the 4 images are the labels of {cache} (the same "
+            "weights, architecture and tiling made them), not computed again") in said, said
+    got, want = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("read", "ran"))
+    assert got["teacher_labels"] == {"model": "teacher", "cache": str(cache), "read": 4, "ran": 0}
+    for k in ("input", "student-fast"):   # 16-bit labels: the same scores to a hundredth of a dB
+        assert got[k]["psnr_to_reference"] == pytest.approx(want[k]["psnr_to_reference"],
+                                                            abs=0.01)
+    # A frame changed since it was labelled is no longer the input of its label: run on.
+    any_frame = sorted(frames.rglob("*.png"))[0]
+    write_image(any_frame, np.zeros((32, 48, 3), np.float32))
+    assert main(["evaluate", *common, "--data", str(frames)]) == 0
+    assert "outputs for 3 of the 4 images are the labels of" in capsys.readouterr().out
+    # Other teacher weights: the labels are not theirs, said with why.
+    torch.manual_seed(1)
+    other = build_restormer("tiny")
+    other_pt = tmp_path / "other-teacher.pt"
+    atomic_save(make_checkpoint(other, kind="teacher", arch="restormer",
+                                arch_args=other.config.to_dict()), other_pt)
+    assert main(["evaluate", "--weights", "fast", str(other_pt), "--device", "cpu", "--quiet",
+                 "--data", str(frames)]) == 0
+    said = capsys.readouterr().out
+    assert (f"note: the labels of {cache} are not other-teacher's outputs (made by weights "
+            in said and f"not weights {file_hash(other_pt)} of {other_pt}): it ran on every "
+            "image" in said), said
