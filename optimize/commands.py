@@ -215,8 +215,8 @@ RUN_SOURCE = "VIDEO_OR_CAMERA"
 def next_steps(report) -> list[str]:
     """The commands that use what this export built, as `labels` and `distill` end with
     theirs: `sharpen run` on the artifact best suited to this machine (of those that passed
-    their parity gate, the fastest at 1080p here, else the first built), and, where `sharpen
-    bench` takes exported files, the bench that measures it as deployed. None when nothing
+    their parity gate, the fastest at 1080p here, else the first built), and the `sharpen
+    bench --model` that measures it as deployed. None when nothing
     passed (the FAILED / NOT BUILT lines say what to do instead)."""
     import shlex
     built = [r for r in report.results if r.status == "pass" and r.file
@@ -232,20 +232,9 @@ def next_steps(report) -> list[str]:
         why = f" ({Path(pick.file).name}{why})"
     run = ["sharpen", "run", "--model", pick.file, "--source", RUN_SOURCE]
     lines = [f"run it{why}: {shlex.join(run)}"]
-    if _bench_takes_models():
-        bench = ["sharpen", "bench", "--out", "bench/", "--model", pick.file]
-        lines.append(f"measure it as deployed (quality and latency): {shlex.join(bench)}")
+    bench = ["sharpen", "bench", "--out", "bench/", "--model", pick.file]
+    lines.append(f"measure it as deployed (quality and latency): {shlex.join(bench)}")
     return lines
-
-
-def _bench_takes_models() -> bool:
-    """Whether `sharpen bench --model FILE` (exported files measured as they are) is there:
-    a checkout from before it has `--weights` only."""
-    try:
-        from benchmarks.options import SCHEMA
-    except ImportError:
-        return False
-    return any("--model" in o.flags for o in SCHEMA)
 
 
 def _short(reason: str | None) -> str:

@@ -1439,6 +1439,8 @@ def test_an_export_ends_with_the_run_command_of_what_it_built(ckpt, tmp_path, ca
     args = _parses(run)
     assert args.command == "run" and Path(args.model).is_file()
     assert said.index(run) > next(i for i, ln in enumerate(said) if ln.startswith("report: "))
+    bench = _parses(next(ln for ln in said if ln.startswith("measure it as deployed")))
+    assert bench.command == "bench" and bench.models == [str(out / "student.onnx")], said
     # --quiet: the table, the report and errors only.
     assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
                  "--no-latency", "--quiet"]) == 0
