@@ -878,9 +878,9 @@ def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
     out = Path(cfg.out)
     weights = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
     lines = []
+    unchanged = bool(cfg.init) and best_step == 0 and weights.name == "best.pt"
     frames = Path(cfg.data.val_labels) / FRAMES_DIR if cfg.data.val_labels else None
     if frames is not None and frames.is_dir() and weights.name == "best.pt":
-        unchanged = bool(cfg.init) and best_step == 0
         tried = out / "last.pt" if unchanged else weights
         words = ["sharpen", "evaluate", "--weights", *([str(cfg.init)] if cfg.init else []),
                  str(tried), *_label_teacher(Path(cfg.data.val_labels)),
@@ -890,7 +890,10 @@ def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
         lines.append(f"compare {what} with {before} on the held-out frames (metrics, "
                      f"side_by_side.png): {shlex.join(words)}")
     export = ["sharpen", "export", "--weights", str(weights), "--out", "export/"]
-    lines.append(f"export it for `sharpen run`: {shlex.join(export)}")
+    # "it" after a compare line of last.pt read as the fine-tune: say what best.pt holds.
+    what = (f"best.pt for `sharpen run` (the init={cfg.init} weights: no validation of the "
+            "fine-tune beat them)" if unchanged else "it for `sharpen run`")
+    lines.append(f"export {what}: {shlex.join(export)}")
     return lines
 
 

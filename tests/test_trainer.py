@@ -2220,3 +2220,25 @@ def test_a_distilled_student_ends_with_how_to_compare_it_and_export_it(tmp_path,
     said = capsys.readouterr().out.strip().splitlines()
     assert said[-1] == (f"export it for `sharpen run`: sharpen export --weights "
                         f"{tmp_path / 'nv' / 'last.pt'} --out export/"), said
+
+
+def test_the_export_line_of_a_fine_tune_that_never_beat_its_start_says_what_it_exports(
+        tmp_path):
+    """With best.pt still the init= weights, distill's compare line takes last.pt ("the
+    fine-tune's last.pt"), and the export line after it said "export it" of best.pt: a user read
+    it as exporting the fine-tune, and shipped the init= weights unchanged."""
+    from distill.cli import _after_distill
+    out, val = tmp_path / "ft", tmp_path / "val"
+    out.mkdir()
+    for name in ("best.pt", "last.pt"):
+        (out / name).write_bytes(b"")
+    (val / "frames").mkdir(parents=True)
+    init = tmp_path / "init.pt"
+    init.write_bytes(b"")
+    cfg = tiny_cfg(out, 1, task="student", init=init, **{"data.val_labels": val})
+    said = _after_distill(cfg, 0)[-1]
+    assert said == (f"export best.pt for `sharpen run` (the init={init} weights: no validation "
+                    f"of the fine-tune beat them): sharpen export --weights {out / 'best.pt'} "
+                    "--out export/"), said
+    assert _after_distill(cfg, 1)[-1] == (f"export it for `sharpen run`: sharpen export "
+                                          f"--weights {out / 'best.pt'} --out export/")
