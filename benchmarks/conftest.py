@@ -70,7 +70,11 @@ def pytest_generate_tests(metafunc):
             raise pytest.UsageError(str(e)) from None
         metafunc.parametrize("student", names, scope="session")
     if "given_model" in metafunc.fixturenames:   # --model files, by their paths
-        paths = list(dict.fromkeys(split_list(config.getoption("models"))))
+        # One test per file, however it is spelled (a.onnx ./a.onnx), as `sharpen bench`.
+        by_file: dict = {}
+        for p in split_list(config.getoption("models")):
+            by_file.setdefault(Path(p).resolve(), p)
+        paths = list(by_file.values())
         metafunc.parametrize("given_model", paths, ids=[Path(p).stem for p in paths],
                              scope="session")
     if "size" in metafunc.fixturenames:

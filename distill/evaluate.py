@@ -322,15 +322,17 @@ def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int) -> dict:
     """On a label cache's frames, each teacher of `fns` that made its labels reads them
     (replaced in `fns`); {"model", "cache", "unused": why} for one whose labels they are not."""
     cache = frames_cache(spec)
+    unused: dict = {}
     if cache is None:
-        return {}
+        return unused
     for label, fn in list(fns.items()):
         if isinstance(fn, TeacherFn):
             reading, why = labelled_teacher(fn, cache, crop)
-            if reading is None:
-                return {"model": label, "cache": str(cache), "unused": why}
-            fns[label] = reading
-    return {}
+            if reading is None:   # another teacher given beside it may still have made them
+                unused = unused or {"model": label, "cache": str(cache), "unused": why}
+            else:
+                fns[label] = reading
+    return unused
 
 
 def _labels_record(fns: dict[str, Fn], unused: dict) -> dict:

@@ -218,10 +218,13 @@ def handler(args: argparse.Namespace) -> int:
     if _a_models_name(args.model):
         # `fast`, as evaluate, export and distill's init= take it: run needs its export.
         stem = args.model if args.model.startswith("student-") else f"student-{args.model}"
+        # Conditional: the runtime cannot list the shipped students (they live in distill),
+        # and a typo (`fsat`) is no student to export.
         print(f"sharpen run: error: model not found: {args.model}: `sharpen run` takes an "
               "exported model file (.onnx, .tflite, .engine), not a checkpoint or a shipped "
-              f"model's name; export it first: sharpen export --weights {args.model} --out "
-              f"export/ (then --model export/{stem}.onnx)", file=sys.stderr)
+              f"model's name; if {args.model} is a shipped student, export it first: sharpen "
+              f"export --weights {args.model} --out export/ (then --model export/{stem}.onnx)",
+              file=sys.stderr)
         return 2
     unapplied = unapplied_source_flags(args)
     try:

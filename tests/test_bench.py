@@ -1632,12 +1632,14 @@ def test_bad_model_files_stop_the_bench_before_the_work(env, tmp_path, capsys):
 
 def test_the_pytest_suite_takes_model_files(env, good_run, tmp_path):
     """`pytest benchmarks/ --model FILE` (the shared option) measures the file's quality and
-    latency, and skips the engine this machine cannot run, with the reason."""
+    latency, and skips the engine this machine cannot run, with the reason. A file named twice
+    (another spelling of its path) is measured once, as `sharpen bench` does."""
     deployed, engine = _given_files(env, good_run, tmp_path / "my-export")
+    again = os.path.relpath(deployed, ROOT)   # the run's working folder is ROOT
     cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-k", "given_model",
            "-p", "no:cacheprovider", "-q", "-rs", "--teacher-weights", str(env / "teacher.pt"),
            "--data", str(env / "pairs"), "--cache", str(tmp_path / "cache"), "--sizes",
-           "160x96", "--model", str(deployed), str(engine)]
+           "160x96", "--model", str(deployed), str(engine), again]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
                          env={**os.environ, "OMP_NUM_THREADS": "1"})
     out = res.stdout + res.stderr

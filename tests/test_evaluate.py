@@ -760,3 +760,10 @@ def test_a_label_caches_frames_take_the_teachers_outputs_from_its_labels(
     assert (f"note: the labels of {cache} are not other-teacher's outputs (made by weights "
             in said and f"not weights {file_hash(other_pt)} of {other_pt}): it ran on every "
             "image" in said), said
+    # Beside a teacher that did make them, given after the other: its outputs are still read.
+    assert main(["evaluate", "--weights", str(other_pt), str(tiny_teacher_pt), "--device", "cpu",
+                 "--quiet", "--data", str(frames), "--out", str(tmp_path / "two")]) == 0
+    said = capsys.readouterr().out
+    assert "are the labels of" in said and "it ran on every image" not in said, said
+    two = json.loads((tmp_path / "two" / "metrics.json").read_text())["teacher_labels"]
+    assert two["model"] != "other-teacher" and two["read"] == 3, two

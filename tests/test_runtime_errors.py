@@ -105,7 +105,8 @@ def test_a_shipped_models_name_as_model_says_to_export_it(tmp_path, capsys, monk
     assert rc == 2, err
     _one_clear_line(err, "model not found: fast: `sharpen run` takes an exported model file "
                     "(.onnx, .tflite, .engine), not a checkpoint or a shipped model's name; "
-                    "export it first: sharpen export --weights fast --out export/ (then "
+                    "if fast is a shipped student, export it first: sharpen export --weights "
+                    "fast --out export/ (then "
                     "--model export/student-fast.onnx)")
     rc, err = _run(capsys, "--model", "fast.onnx", "--source", str(src))   # a file name
     _one_clear_line(err, "model not found: fast.onnx")
