@@ -9,7 +9,12 @@ ROOT = Path(__file__).resolve().parents[1]
 # Tests share two cores with everything else: keep torch from oversubscribing, also when
 # pytest-xdist runs several workers (scripts/test.sh): a core each on this 2-core machine.
 _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
-os.environ.setdefault("OMP_NUM_THREADS", str(max(1, min(2, (os.cpu_count() or 2) // _WORKERS))))
+# The controller imports this file too, before it starts the workers, and they inherit its
+# environment: a plain setdefault made the controller's "2" (one process, two cores) every
+# worker's, two torch threads per worker on two cores, spin-waiting (a 0.3 CPU-second test took
+# 30). The user's own OMP_NUM_THREADS, kept aside here by the first process, still wins.
+_USER_OMP = os.environ.setdefault("SHARPEN_TESTS_USER_OMP", os.environ.get("OMP_NUM_THREADS", ""))
+os.environ["OMP_NUM_THREADS"] = _USER_OMP or str(max(1, min(2, (os.cpu_count() or 2) // _WORKERS)))
 # Tables are read as a wide terminal shows them, whatever terminal (or pytest-xdist worker,
 # which gets COLUMNS=80) runs the suite: 160 is the width a run without a terminal has always
 # had (runtime/console.py's fallback).

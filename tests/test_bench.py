@@ -475,7 +475,7 @@ def test_bad_student_fails_pytest_suite(env, good_run):
            str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
            "--cache", str(env / "cache")]
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "2"})
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
     out = res.stdout + res.stderr
     assert res.returncode == 1, out
     assert "SSIM check failed" in out and "student 'bad'" in out, out

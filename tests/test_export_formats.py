@@ -202,7 +202,7 @@ def test_onnx_dynamic_shapes_one_session(report, student):
     from optimize.parity import load_runner
 
     model = student[0]
-    runner = load_runner(_built(report, "onnx").file, threads=2)[0]
+    runner = load_runner(_built(report, "onnx").file, threads=1)[0]
     rng = np.random.default_rng(1)
     for h, w in ((72, 128), (108, 192), (61, 97), (1080, 1920)):
         img = rng.random((h, w, 3), dtype=np.float32)
@@ -246,7 +246,7 @@ def test_onnx_int8_has_integer_kernels(report):
 def test_onnx_int8_dynamic_shapes(report, student):
     from optimize.parity import compare, load_runner
 
-    runner = load_runner(_built(report, "onnx-int8").file, threads=2)[0]
+    runner = load_runner(_built(report, "onnx-int8").file, threads=1)[0]
     blurred = dict(sample_images(("chelsea",), blur_sigma=BLUR))["chelsea"]
     for h, w in ((72, 128), (108, 192), (61, 97)):
         img = np.ascontiguousarray(blurred[:h, :w])
@@ -358,7 +358,7 @@ def test_tflite_dynamic_shapes_one_interpreter(report, student):
 
     blurred = dict(sample_images(("coffee",), blur_sigma=BLUR))["coffee"]
     for fmt, min_psnr in (("tflite-int8", 30), ("tflite-fp16", 60)):
-        runner = load_runner(_built(report, fmt).file, threads=2)[0]
+        runner = load_runner(_built(report, fmt).file, threads=1)[0]
         for h, w in ((72, 128), (108, 192), (61, 97), (72, 128)):
             img = np.ascontiguousarray(blurred[:h, :w])
             out = runner(img)
@@ -410,7 +410,7 @@ def test_cli_export_onnx_with_latency(student, data_dir, tmp_path, capsys):
 
     rc = main(["export", "--weights", str(student[1]), "--format", "onnx", "--out",
                str(tmp_path), "--parity-images", str(data_dir / "parity" / "chelsea.png"),
-               "--latency-runs", "1", "--threads", "2", "--quiet"])
+               "--latency-runs", "1", "--threads", "1", "--quiet"])
     out = capsys.readouterr().out
     assert rc == 0, out
     assert (tmp_path / "student.onnx").is_file()

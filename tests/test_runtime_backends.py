@@ -251,7 +251,7 @@ def tflite_models(tmp_path_factory):
 
 @pytest.mark.parametrize("which,precision,tol", [(0, "fp32", 1), (1, "int8", 12)])
 def test_litert_backend(tflite_models, onnx_model, which, precision, tol):
-    b = load_backend(tflite_models[which], threads=2)
+    b = load_backend(tflite_models[which], threads=1)
     assert b.name == "litert" and b.layout == "NHWC" and b.precision == precision
     assert "XNNPACK" in b.provider
     ref = FrameProcessor(load_backend(onnx_model))
@@ -272,9 +272,9 @@ def test_quantized_io_uint8_path_matches_float_path(tflite_models):
     """Integer-I/O TFLite models run uint8 -> uint8 through lookup tables; the result must equal
     the float path (quantize, invoke, dequantize, clip and round)."""
     from runtime.prepost import from_batch, to_batch
-    b = load_backend(tflite_models[1], threads=2)
+    b = load_backend(tflite_models[1], threads=1)
     assert b.quantized_io
-    assert not load_backend(tflite_models[0], threads=2).quantized_io
+    assert not load_backend(tflite_models[0], threads=1).quantized_io
     for h, w in ((64, 96), (37, 53)):
         f = textured_frame(3, h=h, w=w)
         fast = FrameProcessor(b)(f)
@@ -548,7 +548,7 @@ def test_a_16_bit_frame_through_int8_io_gives_8_bits_tiled_or_not(tflite_models)
 
     from runtime.warn import SharpenWarning
 
-    b = load_backend(tflite_models[1], threads=2)
+    b = load_backend(tflite_models[1], threads=1)
     f16 = textured_frame(3, h=64, w=96).astype(np.uint16) * 257
     for tile in (0, 32):
         with warnings.catch_warnings(record=True) as said:
