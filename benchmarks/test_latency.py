@@ -7,6 +7,8 @@ that cannot run here skip with the reason; nothing is ever reported as zero.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import pytest
 
 from benchmarks.latency import (BACKEND_BY_FORMAT, BACKEND_BY_KEY, SkipCase, frame_fn,
@@ -54,13 +56,11 @@ def test_teacher_tiled(benchmark, bench, size):
         stats_unit=f"seconds per {tiles.n_tiles} tile(s), not per frame"))
 
 
-def test_student_latency(benchmark, bench, student, backend_key, size):
-    """One frame through FrameProcessor (pre + infer + post) on the given backend."""
-    spec = BACKEND_BY_KEY[backend_key]
-    st = bench.students[student]
-    arts = bench.artifacts(student) if spec.fmt else None
+def _time_frames(benchmark, bench, size, opener: Callable, **row) -> None:
+    """Time one frame through FrameProcessor on the backend `opener()` gives (skipped with its
+    reason where it cannot open) and record its row."""
     try:
-        backend = open_backend(spec, st.path, arts, threads=bench.threads or None)
+        backend = opener()
     except SkipCase as e:
         pytest.skip(str(e))
     try:
@@ -72,33 +72,31 @@ def test_student_latency(benchmark, bench, student, backend_key, size):
     if med is None:
         return
     _record(bench, benchmark, result_row(
-        model=f"student {student}", student=student, backend=spec, size=size, ms=1000 * med,
-        p90_ms=_p90_ms(benchmark), target_fps=bench.target_fps, teacher_ms=bench.teacher_ms.get(size_label(size)),
-        provider=provider, engine=engine))
+        size=size, ms=1000 * med, p90_ms=_p90_ms(benchmark), target_fps=bench.target_fps,
+        teacher_ms=bench.teacher_ms.get(size_label(size)), provider=provider, engine=engine,
+        **row))
+
+
+def test_student_latency(benchmark, bench, student, backend_key, size):
+    """One frame through FrameProcessor (pre + infer + post) on the given backend."""
+    spec = BACKEND_BY_KEY[backend_key]
+    st = bench.students[student]
+    arts = bench.artifacts(student) if spec.fmt else None
+    _time_frames(benchmark, bench, size,
+                 lambda: open_backend(spec, st.path, arts, threads=bench.threads or None),
+                 model=f"student {student}", student=student, backend=spec)
 
 
 def test_given_model_latency(benchmark, bench, given_model, size):
     """A --model file, as it is: one frame through FrameProcessor on its format's backend."""
     gm = bench.model(given_model)
     spec = BACKEND_BY_FORMAT[gm.format]
-    try:
-        backend = open_backend(spec, None, {gm.format: gm.artifact},
-                               threads=bench.threads or None)
-    except SkipCase as e:
-        pytest.skip(str(e))
-    try:
-        benchmark(frame_fn(backend, *size))
-        provider, engine = backend.provider, backend.name
-    finally:
-        backend.close()
-    med = _median_s(benchmark)
-    if med is None:
-        return
-    _record(bench, benchmark, result_row(
-        model=gm.label(), student=gm.student_of(list(bench.students.values())), backend=spec,
-        size=size, ms=1000 * med, p90_ms=_p90_ms(benchmark), target_fps=bench.target_fps,
-        teacher_ms=bench.teacher_ms.get(size_label(size)), provider=provider, engine=engine,
-        given=gm.name, file=str(gm.path), source=gm.source, precision=gm.precision))
+    _time_frames(benchmark, bench, size,
+                 lambda: open_backend(spec, None, {gm.format: gm.artifact},
+                                      threads=bench.threads or None),
+                 model=gm.label(), student=gm.student_of(list(bench.students.values())),
+                 backend=spec, given=gm.name, file=str(gm.path), source=gm.source,
+                 precision=gm.precision)
 
 
 def test_stream_pipeline(benchmark, bench, student):

@@ -370,14 +370,12 @@ def test_embedded_spec(tmp_path, monkeypatch):
     assert resolve_source(f"embedded:{tmp_path / 'other'}").root == tmp_path / "other"
 
 
-def test_a_label_cache_given_as_data_is_refused_with_what_to_give(tmp_path):
-    """`evaluate --data runs/labels/foot` (or `labels --data` of one) read the cache as a
-    folder of footage: the teacher's outputs in labels/ scored as blurred inputs beside the
-    saved frames (14 images of a 7-label cache)."""
+def _label_cache_of_one_frame(tmp_path: Path, data: Path) -> Path:
+    """A finished label cache (as `sharpen labels` leaves it) of one frame of a clip `walk`,
+    labelled from `data`."""
     import json
 
     from distill.data.label_cache import write_run_record
-    from distill.data.sources import SourceError, resolve_source
     from distill.images import write_image
 
     cache = tmp_path / "cache"
@@ -386,7 +384,19 @@ def test_a_label_cache_given_as_data_is_refused_with_what_to_give(tmp_path):
     write_image(cache / "frames" / "walk_000000.png", img)
     (cache / "manifest.json").write_text(json.dumps({"format": "sharpen-labels/1",
                                                      "entries": {}}))
-    write_run_record(cache, complete=True, data=str(tmp_path / "footage"))
+    write_run_record(cache, complete=True, data=str(data))
+    return cache
+
+
+def test_a_label_cache_given_as_data_is_refused_with_what_to_give(tmp_path):
+    """`evaluate --data runs/labels/foot` (or `labels --data` of one) read the cache as a
+    folder of footage: the teacher's outputs in labels/ scored as blurred inputs beside the
+    saved frames (14 images of a 7-label cache)."""
+    import json
+
+    from distill.data.sources import SourceError, resolve_source
+
+    cache = _label_cache_of_one_frame(tmp_path, tmp_path / "footage")
     for spec in (cache, f"folder:{cache}"):
         with pytest.raises(SourceError) as e:
             resolve_source(spec)
@@ -403,21 +413,13 @@ def test_a_label_cache_of_clips_given_to_evaluate_points_at_its_frames_only(tmp_
     """`evaluate --data CACHE` of a footage cache of clips said "give the --data it was
     labelled from (footage/) or the video frames it saved": evaluate refuses footage/ in turn
     ("holds only videos"), a hint leading in a circle. `labels` takes clips, so it keeps both."""
-    import json
 
-    from distill.data.label_cache import write_run_record
     from distill.images import write_image
 
     footage = tmp_path / "footage"
     footage.mkdir()
     write_video(footage / "walk.avi", 3)
-    cache = tmp_path / "cache"
-    img = np.full((16, 16, 3), 0.5, np.float32)
-    write_image(cache / "labels" / "walk_000000.png", img)
-    write_image(cache / "frames" / "walk_000000.png", img)
-    (cache / "manifest.json").write_text(json.dumps({"format": "sharpen-labels/1",
-                                                     "entries": {}}))
-    write_run_record(cache, complete=True, data=str(footage))
+    cache = _label_cache_of_one_frame(tmp_path, footage)
     with pytest.raises(SourceError) as e:
         resolve_source(cache, frames=False)   # as evaluate, bench and the demo read sources
     msg = str(e.value)
@@ -426,7 +428,8 @@ def test_a_label_cache_of_clips_given_to_evaluate_points_at_its_frames_only(tmp_
     with pytest.raises(SourceError) as e:
         resolve_source(cache)   # as labels reads them: the clips are a source for it
     assert f"labelled from ({footage})" in str(e.value), str(e.value)
-    write_image(footage / "still.png", img)   # a still beside the clip: evaluate scores it
+    # A still beside the clip: evaluate scores it.
+    write_image(footage / "still.png", np.full((16, 16, 3), 0.5, np.float32))
     with pytest.raises(SourceError) as e:
         resolve_source(cache, frames=False)
     assert f"labelled from ({footage})" in str(e.value), str(e.value)
