@@ -469,7 +469,7 @@ def compare_layout(view: str) -> str:
     return f"{CAPTIONS[0]} on the left, {CAPTIONS[1]} on the right"
 
 
-def _caption_layout(shape: tuple, view: str) -> list[tuple[str, int, int, float, int]]:
+def _caption_layout(shape: tuple) -> list[tuple[str, int, int, float, int]]:
     """(text, x, baseline y, font scale, thickness) of each side's caption, in its lower left
     corner: about 2.5% of the frame's height (legible at 360p, small at 1080p), shrunk to fit
     its side; none where a side is too narrow for them to be read."""
@@ -489,10 +489,10 @@ def _caption_layout(shape: tuple, view: str) -> list[tuple[str, int, int, float,
     return [(t, x + margin, y, scale, thick) for t, x in zip(CAPTIONS, (0, half))]
 
 
-def caption_boxes(shape: tuple, view: str) -> list[tuple[int, int, int, int]]:
+def caption_boxes(shape: tuple) -> list[tuple[int, int, int, int]]:
     """(x0, y0, x1, y1) of each caption of a --compare frame of this shape: what they cover."""
     boxes = []
-    for text, x, y, scale, thick in _caption_layout(shape, view):
+    for text, x, y, scale, thick in _caption_layout(shape):
         (tw, th), base = cv2.getTextSize(text, _FONT, scale, thick + 2)
         pad = (thick + 2) // 2 + 1   # the outline's half-width around the glyphs
         boxes.append((max(0, x - pad), max(0, y - th - pad), min(shape[1], x + tw + pad),
@@ -500,10 +500,10 @@ def caption_boxes(shape: tuple, view: str) -> list[tuple[int, int, int, int]]:
     return boxes
 
 
-def draw_captions(img: np.ndarray, view: str) -> np.ndarray:
+def draw_captions(img: np.ndarray) -> np.ndarray:
     """Caption each side of a composed frame (white on a dark outline, legible on any
     content), so a comparison video says which side is the input after it leaves the run."""
-    for text, x, y, scale, thick in _caption_layout(img.shape, view):
+    for text, x, y, scale, thick in _caption_layout(img.shape):
         cv2.putText(img, text, (x, y), _FONT, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
         cv2.putText(img, text, (x, y), _FONT, scale, (255, 255, 255), thick, cv2.LINE_AA)
     return img
@@ -527,7 +527,7 @@ def compose(original: np.ndarray, sharpened: np.ndarray, view: str, max_width: i
     if out.shape[1] > max_width:  # two 1080p frames side by side do not fit a 1080p screen
         scale = max_width / out.shape[1]
         out = cv2.resize(out, (max_width, int(out.shape[0] * scale)), interpolation=cv2.INTER_AREA)
-    return draw_captions(out, view) if captions else out
+    return draw_captions(out) if captions else out
 
 
 class CompareSink(Sink):

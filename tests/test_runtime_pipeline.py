@@ -526,7 +526,7 @@ def test_compare_writes_original_and_sharpened_together_captioned(tmp_path, onnx
         assert rc == 0
         img = cv2.imread(str(out))
         assert img.shape == (FRAME_H, width, 3)
-        boxes = caption_boxes(img.shape, view)
+        boxes = caption_boxes(img.shape)
         assert len(boxes) == len(CAPTIONS) == 2
         mask = np.zeros(img.shape[:2], bool)
         for i, (x0, y0, x1, y1) in enumerate(boxes):
@@ -552,12 +552,12 @@ def test_captions_fit_the_frame_or_are_left_out():
     from runtime.sinks import caption_boxes, compose
     for (h, w), view in itertools.product(((1080, 1920), (360, 640)), ("side", "split")):
         shape = (h, 2 * w if view == "side" else w, 3)
-        boxes = caption_boxes(shape, view)
+        boxes = caption_boxes(shape)
         assert len(boxes) == 2 and all(0.015 * h < y1 - y0 < 0.06 * h
                                        for _, y0, _, y1 in boxes), (h, view, boxes)
         covered = sum((x1 - x0) * (y1 - y0) for x0, y0, x1, y1 in boxes)
         assert covered < 0.01 * shape[0] * shape[1], (h, view, boxes)
-    assert caption_boxes((40, 24, 3), "split") == []
+    assert caption_boxes((40, 24, 3)) == []
     a, b = np.zeros((40, 12, 3), np.uint8), np.full((40, 12, 3), 200, np.uint8)
     np.testing.assert_array_equal(compose(a, b, "side", captions=True), np.hstack([a, b]))
 
