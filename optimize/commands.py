@@ -216,8 +216,8 @@ def next_steps(report) -> list[str]:
     """The commands that use what this export built, as `labels` and `distill` end with
     theirs: `sharpen run` on the artifact best suited to this machine (of those that passed
     their parity gate, the fastest at 1080p here, else the first built), and the `sharpen
-    bench --model` that measures it as deployed. None when nothing
-    passed (the FAILED / NOT BUILT lines say what to do instead)."""
+    bench --model` that measures it as deployed. None when nothing passed (the FAILED / NOT
+    BUILT lines say what to do instead)."""
     import shlex
     built = [r for r in report.results if r.status == "pass" and r.file
              and not r.extra.get("earlier_export") and Path(r.file).is_file()]
