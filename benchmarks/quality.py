@@ -515,6 +515,13 @@ def _gain_check(key: str, who: str, how: str, s: float, t: float, b: float,
             "teacher_ssim": t, "input_ssim": b, "passed": bool(ok), "message": msg}
 
 
+def _backend_precision(r: dict) -> str:
+    """A --model row's backend and precision, the precision once: "ONNX Runtime INT8", but
+    "ModelOpt QDQ on ORT CPU, INT8" for a backend label that does not name it."""
+    prec = r["precision"].upper()
+    return r["backend"] if prec in r["backend"].upper().split() else f"{r['backend']}, {prec}"
+
+
 def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
             gain: Optional[float] = None) -> list[dict]:
     checks = []
@@ -522,7 +529,7 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
     # The students (PyTorch FP32), then the --model files this machine ran, by their backend.
     gated = [(rows[f"{st.name}/pytorch"], f"student {st.name!r}", "PyTorch FP32")
              for st in students]
-    gated += [(r, f"model {r['key']!r}", f"{r['backend']}, {r['precision'].upper()}")
+    gated += [(r, f"model {r['key']!r}", _backend_precision(r))
               for r in rows.values() if r["kind"] == "model" and r["status"] != "skipped"]
     for r, who, how in gated:
         key = r["key"]

@@ -348,7 +348,8 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
 
     progress.stage = "quality"
     todo = sum(not teacher_out.has(p.blurred) for p in pairs)
-    progress.peak_mb["export"] = peak_rss_mb()
+    if students:   # --model files alone: nothing is exported, so no stage to report
+        progress.peak_mb["export"] = peak_rss_mb()
     say(f"quality: {len(pairs)} held-out images; teacher outputs: {len(pairs) - todo} cached, "
         + (f"computing {todo} now (tiled Restormer, slow on a CPU; cached for the next run)"
            if todo else "none to compute") + f"; cache {teacher_out.folder}")

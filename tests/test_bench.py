@@ -1578,7 +1578,8 @@ def test_model_files_are_measured_as_rows(env, good_run, model_run):
         assert row[k] == pytest.approx(built[k], abs=1e-6) and row[k] > 0, k
     gate = next(c for c in rep["checks"] if c["model"] == "deployed")
     assert gate["check"] == "ssim-ratio" and gate["passed"], gate
-    assert gate["message"].startswith("model 'deployed' (ONNX Runtime FP32, FP32): ")
+    # The backend's label names the precision: said once, not "ONNX Runtime FP32, FP32".
+    assert gate["message"].startswith("model 'deployed' (ONNX Runtime FP32): "), gate
     lat = [r for r in rep["latency"]["rows"] if r.get("given") == "deployed"]
     assert [r["size"] for r in lat] == ["160x96"] and lat[0]["status"] == "ok"
     assert lat[0]["ms"] > 0 and lat[0]["speedup_vs_teacher"] > 0
@@ -1592,6 +1593,17 @@ def test_model_files_are_measured_as_rows(env, good_run, model_run):
     cmd = rep["commands"][1]
     assert f"--model {deployed} " in cmd and "--weights" not in cmd, cmd
     assert set(rep["figures"]) == {"latency", "scatter", "crops"}
+
+
+def test_a_model_only_run_reports_the_memory_of_the_stages_it_ran(env, good_run, model_run):
+    """Without --weights nothing is exported: the report's peak memory has no export stage
+    (it was the RSS after loading the --model files, under a stage that did not run)."""
+    _, rep, _, _ = model_run
+    assert list(rep["peak_rss_mb"]) == ["quality", "real_blur", "latency"], rep["peak_rss_mb"]
+    assert "export" in good_run[1]["peak_rss_mb"]   # a run that exported says so
+    md = (env / "given" / "report.md").read_text().splitlines()
+    line = next(ln for ln in md if ln.startswith("Peak memory"))
+    assert "export" not in line and "quality" in line, line
 
 
 def test_a_model_file_this_machine_cannot_run_is_skipped_with_why(model_run):
@@ -1608,6 +1620,49 @@ def test_a_model_file_this_machine_cannot_run_is_skipped_with_why(model_run):
     assert {d["what"] for d in rep["skipped"]} >= {"quality jetson_fp16"}
     assert any(d["what"].startswith("latency jetson_fp16 (student fast)")
                for d in rep["skipped"]), rep["skipped"]
+
+
+def test_a_model_file_of_a_benchmarked_student_is_compared_with_its_pytorch_output(
+        env, tmp_path):
+    """`--weights S --model DIR/S_int8.onnx`: the file was exported from S's checkpoint (its
+    metadata records the hash), so its parity is measured against S's FP32 PyTorch output and
+    gated as S's own artifact is; the very file the bench built gives the same numbers."""
+    import shutil
+
+    from benchmarks.artifacts import DEFAULT_CALIB_COUNT, ensure_artifacts, resolve_students
+
+    cache = tmp_path / "cache"
+    st = resolve_students([str(env / "student-good.pt")])[0]
+    built = ensure_artifacts(st, cache, "onnx-int8", DEFAULT_CALIB_COUNT, quiet=True, calib=[])
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    given = Path(shutil.copy(built.get("onnx-int8").file, mine / "student-good_int8.onnx"))
+    out = tmp_path / "both"
+    rc = _bench(env, str(out), "--weights", str(env / "student-good.pt"), "--model",
+                str(given), "--formats", "onnx-int8", "--cache", str(cache), "--no-latency")
+    rep = json.loads((out / "report.json").read_text())
+    assert rc == 0, rep["checks"]
+    # The bench's own artifact is the file copied (reused from the cache, not built again).
+    assert rep["artifacts"]["good"]["built_now"] == [], rep["artifacts"]["good"]
+    rows = {r["key"]: r for r in rep["quality"]["rows"]}
+    assert list(rows)[-1] == "student-good_int8", list(rows)   # after the students' rows
+    own, r = rows["good/onnx-int8"], rows["student-good_int8"]
+    assert r["status"] == "ok" and r["student"] == "good" and r["format"] == "onnx-int8", r
+    assert r["parity"] is not None and own["parity"] is not None, r
+    for k in ("max_abs", "psnr", "ssim", "ssim_drop", "metric", "threshold", "passed",
+              "worst_image"):
+        assert r["parity"][k] == own["parity"][k], k
+    for k in ("psnr", "ssim", "ssim_teacher"):
+        assert r[k] == own[k], k
+    checks = {(c["check"], c["model"]): c for c in rep["checks"]}
+    par = checks["parity", "student-good_int8"]
+    assert par["passed"] and par["value"] == checks["parity", "good/onnx-int8"]["value"]
+    assert par["message"].startswith("model 'student-good_int8' (ONNX Runtime INT8; student "
+                                     "'good'): worst-case "), par
+    gate = checks["ssim-ratio", "student-good_int8"]
+    assert gate["message"].startswith("model 'student-good_int8' (ONNX Runtime INT8): "), gate
+    md = (out / "report.md").read_text()
+    assert "| student-good_int8 (student fast) | onnx-int8 | ONNX Runtime INT8 |" in md, md
 
 
 def test_bad_model_files_stop_the_bench_before_the_work(env, tmp_path, capsys):
