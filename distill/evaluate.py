@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Optional, Sequence
+from typing import Callable, Collection, Optional, Sequence
 
 import numpy as np
 
@@ -135,6 +135,13 @@ class TeacherFn:
     def __call__(self, img: np.ndarray) -> np.ndarray:
         return self.teacher.sharpen(img, tile=self.tile)
 
+    def runs_on(self) -> str:
+        """"cpu fp32", "cuda bf16": where and in what its outputs are computed here, as a label
+        cache's entries say it of theirs (`label_cache.made_on`)."""
+        from .data.label_cache import made_on
+        return made_on({"teacher_device": self.teacher.device.type,
+                        "teacher_precision": self.teacher.precision})
+
     def maker(self) -> tuple:
         """What its outputs are made by, as a label cache records it (`label_maker`)."""
         from .data.label_cache import label_maker
@@ -150,16 +157,21 @@ class LabelledTeacher:
     CACHE/frames) read from its labels, not made again (seconds a frame on a CPU). `labels`:
     the sha256 of each frame as evaluate reads it (cropped) -> its label; only frames whose file
     is the very input of their label are there, labelled by the weights, architecture and
-    tiling of `fn`. Any other image goes to the teacher."""
+    tiling of `fn`. Any other image goes to the teacher. `made_on`: the sha256 -> the device
+    and precision its label was made in (`label_cache.made_on`), counted as labels are read."""
 
-    def __init__(self, fn: TeacherFn, cache: Path, labels: dict[str, Path], crop: int) -> None:
+    def __init__(self, fn: TeacherFn, cache: Path, labels: dict[str, Path], crop: int,
+                 made_on: Optional[dict[str, str]] = None) -> None:
         self.fn, self.cache, self.labels, self.crop = fn, cache, labels, crop
+        self.made_on = made_on or {}
         self.read = self.ran = 0
+        self.read_made_on: dict[str, int] = {}
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         from .data.label_cache import sha256_array
         from .images import ImageReadError, centre_crop, read_image
-        label = self.labels.get(sha256_array(np.ascontiguousarray(img)))
+        key = sha256_array(np.ascontiguousarray(img))
+        label = self.labels.get(key)
         if label is not None:
             try:
                 out = centre_crop(read_image(label), self.crop)
@@ -167,9 +179,18 @@ class LabelledTeacher:
                 out = None
             if out is not None and out.shape == img.shape:
                 self.read += 1
+                made = self.made_on.get(key, "unknown")
+                self.read_made_on[made] = self.read_made_on.get(made, 0) + 1
                 return out
         self.ran += 1
         return self.fn(img)
+
+    def made_on_text(self) -> str:
+        """"cuda bf16" of the labels read, "unknown" for a cache that does not record it, and
+        each with its count where they differ ("cuda bf16 (3 images), unknown (1 image)")."""
+        if len(self.read_made_on) <= 1:
+            return next(iter(self.read_made_on), "unknown")
+        return ", ".join(f"{k} ({count(n, 'image')})" for k, n in self.read_made_on.items())
 
 
 def frames_cache(spec) -> Optional[Path]:
@@ -181,11 +202,15 @@ def frames_cache(spec) -> Optional[Path]:
     return p.parent if p.name == FRAMES_DIR and p.is_dir() and is_label_cache(p.parent) else None
 
 
-def labelled_teacher(fn: TeacherFn, cache: Path, crop: int) -> tuple[Optional[LabelledTeacher],
-                                                                     str]:
+def labelled_teacher(fn: TeacherFn, cache: Path, crop: int,
+                     frames: Optional[Collection[Path]] = None
+                     ) -> tuple[Optional[LabelledTeacher], str]:
     """The teacher `fn` reading its outputs from `cache`'s labels where they are provably its
-    own (same weights file hash, architecture, tile and overlap), or None and why not."""
-    from .data.label_cache import LabelCache, describe_maker, label_maker, sha256_array
+    own (same weights file hash, architecture, tile and overlap), or None and why not.
+    `frames`: the resolved paths of the frames to be evaluated; only theirs are decoded and
+    hashed (None: every frame of the cache)."""
+    from .data.label_cache import (LabelCache, describe_maker, label_maker, made_on,
+                                   sha256_array)
     from .images import ImageReadError, centre_crop, decode_image, to_rgb_float
     mine = fn.maker()
     entries = [e for e in LabelCache(cache).entries.values()
@@ -199,17 +224,21 @@ def labelled_teacher(fn: TeacherFn, cache: Path, crop: int) -> tuple[Optional[La
         said = describe_maker(theirs, tiling, entries[0].get("teacher_weights"))
         return None, (f"made by {said}, not "
                       f"{describe_maker(mine, tiling, fn.teacher.weights_path)}")
-    labels = {}
+    labels, made = {}, {}
+    wanted = None if frames is None else {Path(f).resolve() for f in frames}
     for e in same:
         label, frame = cache / e["label"], cache / e["input_file"]
+        if wanted is not None and frame.resolve() not in wanted:
+            continue
         try:
             raw = decode_image(frame)
         except (ImageReadError, OSError):
             continue
         if label.is_file() and sha256_array(raw) == e["input_hash"]:   # the input it labelled
             x = centre_crop(to_rgb_float(raw, str(frame)), crop)
-            labels[sha256_array(np.ascontiguousarray(x))] = label
-    return LabelledTeacher(fn, cache, labels, crop), ""
+            key = sha256_array(np.ascontiguousarray(x))
+            labels[key], made[key] = label, made_on(e)
+    return LabelledTeacher(fn, cache, labels, crop, made), ""
 
 
 def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
@@ -302,7 +331,7 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
-    from_labels = _teacher_from_labels(fns, spec, crop)
+    from_labels = _teacher_from_labels(fns, spec, crop, split, limit)
     try:
         res = evaluate_fns(fns, spec, split, limit, crop, progress,
                            reference=teachers[0] if len(teachers) == 1 else None,
@@ -318,16 +347,24 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     return res
 
 
-def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int) -> dict:
+def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int, split: str = "test",
+                         limit: Optional[int] = None) -> dict:
     """On a label cache's frames, each teacher of `fns` that made its labels reads them
-    (replaced in `fns`); {"model", "cache", "unused": why} for one whose labels they are not."""
+    (replaced in `fns`); {"model", "cache", "unused": why} for one whose labels they are not,
+    and with "crop" when --crop kept them from being used (see `crop_unused`)."""
     cache = frames_cache(spec)
     unused: dict = {}
     if cache is None:
         return unused
+    teachers = [label for label, fn in fns.items() if isinstance(fn, TeacherFn)]
+    if teachers and crop:
+        return {"model": teachers[0], "cache": str(cache), "unused": crop_unused(crop),
+                "crop": crop}
+    # The frames evaluate reads (--limit's share): the others are neither decoded nor hashed.
+    frames = {Path(inp).resolve() for _, inp, _ in source_items(spec, split, limit)}
     for label, fn in list(fns.items()):
         if isinstance(fn, TeacherFn):
-            reading, why = labelled_teacher(fn, cache, crop)
+            reading, why = labelled_teacher(fn, cache, crop, frames)
             if reading is None:   # another teacher given beside it may still have made them
                 unused = unused or {"model": label, "cache": str(cache), "unused": why}
             else:
@@ -341,8 +378,17 @@ def _labels_record(fns: dict[str, Fn], unused: dict) -> dict:
     for label, fn in fns.items():
         if isinstance(fn, LabelledTeacher):
             return {"teacher_labels": {"model": label, "cache": str(fn.cache), "read": fn.read,
-                                       "ran": fn.ran}}
+                                       "ran": fn.ran, "made_on": fn.made_on_text(),
+                                       "runs_on": fn.fn.runs_on()}}
     return {"teacher_labels": unused} if unused else {}
+
+
+def crop_unused(crop: int) -> str:
+    """Why a teacher runs on --crop's crops rather than reading a cache's labels: a label is
+    its output on the whole frame, cropped, and Restormer's attention spans the whole input,
+    so on the crop alone (what every other model gets) it gives another output."""
+    return (f"--crop {crop}: they are its outputs on the whole frames, cropped, and on a "
+            f"{crop} px crop alone, as every model here sees it, it computes other ones")
 
 
 def teacher_labels_line(res: dict) -> Optional[str]:
@@ -351,6 +397,9 @@ def teacher_labels_line(res: dict) -> Optional[str]:
     if not rec:
         return None
     model, cache = rec["model"], rec["cache"]
+    if rec.get("crop"):
+        return (f"note: {model} ran on every image, not reading the labels of {cache} "
+                f"({rec['unused']}); without --crop it reads them")
     if "unused" in rec:
         return (f"note: the labels of {cache} are not {model}'s outputs ({rec['unused']}): "
                 "it ran on every image")
@@ -360,8 +409,16 @@ def teacher_labels_line(res: dict) -> Optional[str]:
                 "ran on every image")
     which = (f"the {count(n, 'image')}" if not rec["ran"]
              else f"{rec['read']} of the {count(n, 'image')}")
+    made = rec.get("made_on") or "unknown"
+    if made == "unknown":
+        made = ("labels made on an unknown device and precision (the cache predates their "
+                "record; labels made on a GPU are bf16/fp16 outputs)")
+    else:
+        made = f"labels made on {made}"
+    if rec.get("runs_on") and rec.get("made_on") not in ("unknown", rec["runs_on"]):
+        made += f"; here it runs on {rec['runs_on']}"
     return (f"{model}: its outputs for {which} are the labels of {cache} (the same weights, "
-            "architecture and tiling made them), not computed again")
+            f"architecture and tiling made them), not computed again ({made})")
 
 
 def least_gain(outs: dict[str, np.ndarray]) -> float:

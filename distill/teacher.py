@@ -203,6 +203,11 @@ class Teacher:
         if self.device.type == "cuda":
             self.amp_dtype = (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
 
+    @property
+    def precision(self) -> str:
+        """"bf16" / "fp16" (autocast on CUDA) or "fp32": what its outputs are computed in."""
+        return {torch.bfloat16: "bf16", torch.float16: "fp16"}.get(self.amp_dtype, "fp32")
+
     @classmethod
     def load(cls, weights: Optional[str | os.PathLike] = None, config: Optional[str] = None,
              device: str = "auto") -> "Teacher":

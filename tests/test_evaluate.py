@@ -739,7 +739,8 @@ def test_a_label_caches_frames_take_the_teachers_outputs_from_its_labels(
     assert (f"teacher: its outputs for the 4 images are the labels of {cache} (the same "
             "weights, architecture and tiling made them), not computed again") in said, said
     got, want = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("read", "ran"))
-    assert got["teacher_labels"] == {"model": "teacher", "cache": str(cache), "read": 4, "ran": 0}
+    assert got["teacher_labels"] == {"model": "teacher", "cache": str(cache), "read": 4, "ran": 0,
+                                     "made_on": "cpu fp32", "runs_on": "cpu fp32"}
     for k in ("input", "student-fast"):   # 16-bit labels: the same scores to a hundredth of a dB
         assert got[k]["psnr_to_reference"] == pytest.approx(want[k]["psnr_to_reference"],
                                                             abs=0.01)
@@ -767,3 +768,110 @@ def test_a_label_caches_frames_take_the_teachers_outputs_from_its_labels(
     assert "are the labels of" in said and "it ran on every image" not in said, said
     two = json.loads((tmp_path / "two" / "metrics.json").read_text())["teacher_labels"]
     assert two["model"] != "other-teacher" and two["read"] == 3, two
+
+
+def _evaluated(frames: Path, limit=None) -> set:
+    from distill.evaluate import source_items
+    return {Path(inp).resolve() for _, inp, _ in source_items(frames, "test", limit)}
+
+
+def test_a_label_caches_frames_beyond_limit_are_not_read(tmp_path, tiny_teacher_pt, capsys,
+                                                         monkeypatch):
+    """`evaluate --data CACHE/frames --limit 2` decoded and hashed every frame of the cache to
+    find the labels of the 2 it evaluates (a clip's cache holds thousands): only theirs."""
+    import distill.images
+    from sharpen.cli import main
+    cache = _labelled_clip(tmp_path, tiny_teacher_pt)
+    frames = cache / "frames"
+    real, decoded = distill.images.decode_image, []
+
+    def counting(path, *a, **kw):   # the real decoder, its files noted
+        decoded.append(Path(path).resolve())
+        return real(path, *a, **kw)
+    monkeypatch.setattr(distill.images, "decode_image", counting)
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", "fast", str(tiny_teacher_pt), "--device", "cpu",
+                 "--quiet", "--data", str(frames), "--limit", "2",
+                 "--out", str(tmp_path / "two")]) == 0
+    assert "its outputs for the 2 images are the labels of" in capsys.readouterr().out
+    frames_read = {p for p in decoded if p.parent == frames.resolve()
+                   or frames.resolve() in p.parents}
+    assert frames_read == _evaluated(frames, 2) and len(frames_read) == 2, frames_read
+    got = json.loads((tmp_path / "two" / "metrics.json").read_text())["teacher_labels"]
+    assert got["read"] == 2 and got["ran"] == 0, got
+
+
+def test_crop_runs_the_teacher_on_the_crops_and_says_why_it_reads_no_label(
+        tmp_path, tiny_teacher_pt, capsys):
+    """A label is the teacher's output on the whole frame; with --crop every model sees only
+    the centre crop, on which the teacher gives another output (its attention spans the whole
+    input). The teacher runs on the crops, as on frames of no cache, and the run says why."""
+    import shutil
+
+    from sharpen.cli import main
+    cache = _labelled_clip(tmp_path, tiny_teacher_pt)
+    frames = cache / "frames"
+    copy = tmp_path / "copy"
+    shutil.copytree(frames, copy)
+    common = ["--weights", "fast", str(tiny_teacher_pt), "--device", "cpu", "--quiet",
+              "--crop", "24"]
+    capsys.readouterr()
+    assert main(["evaluate", *common, "--data", str(copy), "--out", str(tmp_path / "ran")]) == 0
+    assert main(["evaluate", *common, "--data", str(frames), "--out", str(tmp_path / "crop")]) == 0
+    said = capsys.readouterr().out
+    assert (f"note: teacher ran on every image, not reading the labels of {cache} (--crop 24: "
+            "they are its outputs on the whole frames, cropped, and on a 24 px crop alone, as "
+            "every model here sees it, it computes other ones); without --crop it reads them"
+            in said), said
+    got, want = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("crop", "ran"))
+    rec = got["teacher_labels"]
+    assert rec["crop"] == 24 and rec["model"] == "teacher" and "read" not in rec, rec
+    for k in ("input", "student-fast"):   # the teacher ran on the crops: the same numbers
+        assert got[k]["psnr_to_reference"] == want[k]["psnr_to_reference"], k
+
+
+def _manifest_entries(cache: Path, change) -> None:
+    """Each entry of `cache`'s manifest changed in place by `change(entry)`."""
+    path = cache / "manifest.json"
+    man = json.loads(path.read_text())
+    for e in man["entries"].values():
+        change(e)
+    path.write_text(json.dumps(man))
+
+
+def test_labels_say_the_device_and_precision_that_made_them(tmp_path, tiny_teacher_pt, capsys):
+    """A GPU labels in bf16/fp16 (autocast), not as the FP32 teacher: entries record the device
+    and precision, and evaluate, reading labels as the teacher's outputs, says them (in the
+    output and metrics.json's teacher_labels), and where they differ from this run's; a cache
+    from before the record still reads, its labels made on "unknown"."""
+    from distill.data.label_cache import LabelCache
+    from sharpen.cli import main
+    cache = _labelled_clip(tmp_path, tiny_teacher_pt)
+    frames = cache / "frames"
+    entries = LabelCache(cache).entries.values()
+    assert {(e["teacher_device"], e["teacher_precision"]) for e in entries} == {("cpu", "fp32")}
+    common = ["--weights", "fast", str(tiny_teacher_pt), "--device", "cpu", "--quiet",
+              "--data", str(frames)]
+
+    def run(out: str) -> tuple[str, dict]:
+        capsys.readouterr()
+        assert main(["evaluate", *common, "--out", str(tmp_path / out)]) == 0
+        said = capsys.readouterr().out
+        return said, json.loads((tmp_path / out / "metrics.json").read_text())["teacher_labels"]
+
+    said, rec = run("cpu")
+    assert "not computed again (labels made on cpu fp32)" in said, said
+    assert rec["made_on"] == "cpu fp32" and rec["read"] == 4, rec
+    # Labels a GPU made (this cache's entries as `sharpen labels --device cuda` writes them).
+    _manifest_entries(cache, lambda e: e.update(teacher_device="cuda",
+                                                teacher_precision="bf16"))
+    said, rec = run("gpu")
+    assert "not computed again (labels made on cuda bf16; here it runs on cpu fp32)" in said
+    assert rec["made_on"] == "cuda bf16" and rec["runs_on"] == "cpu fp32", rec
+    assert rec["read"] == 4, rec
+    # A cache from before entries recorded them: read still, said unknown.
+    _manifest_entries(cache, lambda e: [e.pop(k) for k in ("teacher_device",
+                                                           "teacher_precision")])
+    said, rec = run("old")
+    assert "labels made on an unknown device and precision" in said, said
+    assert rec["made_on"] == "unknown" and rec["read"] == 4, rec

@@ -261,6 +261,14 @@ def label_maker(entry: dict) -> tuple:
             entry.get("tile"), entry.get("overlap"))
 
 
+def made_on(entry: dict) -> str:
+    """"cuda bf16" / "cpu fp32": the device and precision the teacher made a label in (on a
+    GPU, autocast: not the FP32 teacher's output), or "unknown" for labels of caches from
+    before entries recorded them."""
+    device, precision = entry.get("teacher_device"), entry.get("teacher_precision")
+    return f"{device} {precision}" if device and precision else "unknown"
+
+
 def describe_maker(maker: tuple, tiling: bool = False, file: Optional[str] = None) -> str:
     """"weights 62902aa975fbe784 of FILE at --tile 512 --overlap 64" of a `label_maker`: the
     weights `file` where known (labels from before entries recorded it: the hash alone), the

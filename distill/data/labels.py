@@ -329,6 +329,11 @@ class LabelRun:
         self.teacher_config = getattr(teacher, "config_name", None)
         self.weights_id = str(getattr(teacher, "weights_id", "unknown"))
         self.weights_path = getattr(teacher, "weights_path", None)
+        # Recorded in each entry: a GPU's labels are computed in bf16/fp16, which evaluate,
+        # reading them as the teacher's outputs, must say (label_cache.made_on).
+        device = getattr(teacher, "device", None)
+        self.device = getattr(device, "type", None) or (str(device) if device else None)
+        self.precision = getattr(teacher, "precision", None)
         # What this run knows: the merged manifest plus shards of interrupted runs.
         self.known = merge_entries(
             read_manifest_entries(out_dir / MANIFEST),
@@ -359,6 +364,8 @@ class LabelRun:
             "teacher_arch": self.teacher_arch,
             "weights_hash": self.weights_id,
             "teacher_weights": self.weights_path,
+            "teacher_device": self.device,
+            "teacher_precision": self.precision,
             "tile": self.tile,
             "overlap": self.overlap,
             "label": label_relpath(sample.name),
