@@ -357,6 +357,8 @@ class VideoSource(Source):
             live = self._resume(img, stop)
             if stop.is_set():
                 return False
+            if live is None:
+                continue   # gone again before the comparison decided: compared afresh
             if not live:
                 self._say_recording_ended(read)
                 return False
@@ -395,15 +397,17 @@ class VideoSource(Source):
         self._ahead.popleft()
         return held.image, t
 
-    def _resume(self, img: np.ndarray, stop: threading.Event) -> bool:
+    def _resume(self, img: np.ndarray, stop: threading.Event) -> Optional[bool]:
         """Hold the frames a reopened source goes on with (`img`, then those read to compare
         it); False, holding none, when the URL gave the run's opening again, byte for byte: its
-        still frames and the first that changed. A recorded video served over the network
-        starts over, and would loop forever; a live stream's picture has moved on. Bytes,
-        because a file decodes to the same ones every time and a camera's noise never repeats;
-        but a still picture repeats (a live still scene, a 'no signal' card, a covered lens), so
-        an opening that never changed proves nothing, and one that did is only recognised once
-        the change comes again. Cameras are never recordings."""
+        still frames and the first that changed. None, holding none, when it went again before
+        that was decided: the frames read so far repeat the opening, and yielded as live they
+        were up to OPENING_FRAMES of a recording that had started over. A recorded video served
+        over the network starts over, and would loop forever; a live stream's picture has moved
+        on. Bytes, because a file decodes to the same ones every time and a camera's noise never
+        repeats; but a still picture repeats (a live still scene, a 'no signal' card, a covered
+        lens), so an opening that never changed proves nothing, and one that did is only
+        recognised once the change comes again. Cameras are never recordings."""
         self._ahead.clear()
         t = time.perf_counter()
         if self.kind != "stream" or not self._opening_moves:
@@ -416,7 +420,8 @@ class VideoSource(Source):
                 ok, img = self.cap.read()
                 t = time.perf_counter()
                 if not ok or img is None:
-                    return True   # gone again: the next read reconnects
+                    self._ahead.clear()
+                    return None
             digest = _digest(img)
             # Held as read: if live, the still frames compared are its own, shown before this.
             self._hold(img, t, digest)

@@ -534,6 +534,53 @@ def test_a_stop_while_a_reopened_streams_opening_is_compared_ends_it_at_once(tmp
     assert not any("reconnected" in n for n in notes), notes
 
 
+@pytest.mark.parametrize("then", ["recording", "live"])
+def test_a_stream_that_drops_again_while_its_opening_is_compared_yields_none_of_it(
+        tmp_path, then):
+    """After a reconnect, the frames read to compare the stream's opening with the run's
+    first are held until the comparison decides. A second drop before it did yielded them as
+    live frames: up to OPENING_FRAMES of a recording that had started over. Undecided, they
+    are dropped, and the next reopen compares afresh: a recording then ends after one pass,
+    a live stream goes on."""
+    class Reopens(threading.Event):
+        """What the URL serves at each reconnect attempt (the wait before each reopen)."""
+        calls = 0
+
+        def wait(self, timeout=None):
+            self.calls += 1
+            if self.calls == 1:   # it starts over, and drops within the still opening
+                _write_avi(video, [card] * 2)
+            elif self.calls == 2:
+                _write_avi(video, second)
+            else:
+                video.unlink(missing_ok=True)
+            return super().wait(timeout)
+
+    video = tmp_path / "cam.avi"
+    card = textured_frame(15)
+    opening = [card] * 3 + [textured_frame(i) for i in (1, 2, 3)]
+    second = opening if then == "recording" else [card] * 3 + [textured_frame(10)]
+    _write_avi(video, opening)
+    src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=3,
+                      reconnect_delay=0.01)
+    src.frame_count = None   # a live stream declares no length
+    got: list[int] = []
+    with runtime_warnings() as said:
+        try:
+            for fr in src.frames(Reopens()):
+                got.append(band_index(fr.image))
+                assert len(got) < 40, "looped"
+        except SourceError as e:
+            assert then == "live" and "did not come back" in str(e), e
+    src.close()
+    if then == "recording":
+        assert got == [15, 15, 15, 1, 2, 3], got
+        assert any("started again from its first frame" in m for m in said), said
+    else:
+        assert got == [15, 15, 15, 1, 2, 3, 15, 15, 15, 10], got
+        assert not any("recording" in m for m in said), said
+
+
 @pytest.mark.parametrize("opening", ["black", "card"])
 def test_a_recording_over_http_that_opens_on_a_still_ends_after_one_pass(served, opening):
     """A recorded file served over HTTP, without a frame count, that opens on black (a fade
