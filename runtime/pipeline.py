@@ -372,6 +372,8 @@ class _Stream:
                 # stopped was still read from the source (a camera's, a paced file's last).
                 stats.add("capture", fr.capture_s)
                 stats.count("frames_captured")
+                if stats.total and not src.frame_count:
+                    stats.total = None   # read past its declared count: the count was wrong
                 if stop.is_set():
                     break
                 dropped = self.q_in.put(fr, stop)
@@ -457,6 +459,7 @@ class _Stream:
                 if reporter is not None:
                     reporter.close()
         stats.info["interrupted"] = sig.interrupted
+        stats.info["source"] = src.describe()   # a frame count found wrong by reading is gone
         if sig.signum:
             stats.info["signal"] = signal.Signals(sig.signum).name
 

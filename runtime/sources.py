@@ -43,6 +43,12 @@ MAX_DAMAGED_READS = 250   # failed reads in a row before a file counts as ended
 # to know a recording that starts over when reopened: 5 s at 30 fps. Longer still, it proves
 # nothing (a still scene), and reading that far again would hold up a live stream.
 OPENING_FRAMES = 150
+# MPEG program streams (.mpg, .mpeg) keep no frame count: FFmpeg's is their duration times
+# their rate, and short (1 or 3 for 5 frames written here, 23 for 30, 98 for 100), so a
+# progress bar read 5/1 frames. Their count is checked by seeking to its last frame (a frame past it is
+# found: unknown); the other containers written here declare theirs exactly, and a seek to the
+# end of every video (a GOP of 4K frames decoded) is a cost each run would pay for nothing.
+ESTIMATED_COUNT_EXTS = frozenset({".mpg", ".mpeg"})
 # The frame rates a header may declare and be believed: the video writers refuse rates far
 # below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
 # far above (1e300 hung inside cv2.VideoWriter). Outside them the rate counts as unknown.
@@ -291,6 +297,10 @@ class VideoSource(Source):
         # and its end is then not a disconnect.
         n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(n) if n and np.isfinite(n) and n > 0 else None
+        if (self.frame_count and kind == "video"
+                and Path(spec).suffix.lower() in ESTIMATED_COUNT_EXTS
+                and _frames_past(self.target, self.api, self.frame_count)):
+            self.frame_count = None
         self.skipped: list[str] = []
 
     def _open(self) -> cv2.VideoCapture:
@@ -467,6 +477,10 @@ class VideoSource(Source):
                 if not self._reconnect(stop, i):
                     return
                 continue
+            if self.kind == "video" and self.frame_count and i >= self.frame_count:
+                # More frames than the container declares: its count was an estimate, and a
+                # progress total or a "truncated" check taken from it would mislead.
+                self.frame_count = None
             t1 = time.perf_counter()
             yield Frame(i, img, f"frame_{i:06d}", t1 if t_read is None else t_read, t1 - t0)
             i += 1
@@ -514,6 +528,20 @@ class VideoSource(Source):
         d = super().describe()
         d.update(width=self.width, height=self.height)
         return d
+
+
+def _frames_past(target: object, api: int, n: int) -> bool:
+    """Whether a video file holds a frame after the `n` its container declares: a seek to
+    frame n-1 lands there (the position read back: a seek may land elsewhere, which proves
+    nothing) and a frame follows it. Read with a capture of its own, so the run's reads from
+    the start are untouched."""
+    cap = cv2.VideoCapture(target, api)
+    try:
+        if not cap.isOpened() or not cap.set(cv2.CAP_PROP_POS_FRAMES, n - 1) or not cap.grab():
+            return False
+        return int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == n and cap.grab()
+    finally:
+        cap.release()
 
 
 def _digest(img: np.ndarray) -> bytes:

@@ -14,7 +14,7 @@ from runtime_fixtures import (band_index, onnx_model, run_cli, runtime_warnings,
                               textured_frame)
 
 from runtime.pipeline import run_stream  # noqa: E402
-from runtime.sinks import SinkError  # noqa: E402
+from runtime.sinks import VIDEO_OUTPUT_EXTS, SinkError, fourcc_for  # noqa: E402
 from runtime.sources import SourceError, VideoSource, open_source  # noqa: E402
 
 __all__ = ["onnx_model"]  # the fixture is used by name
@@ -608,3 +608,65 @@ def test_a_urls_query_string_is_not_a_glob_in_the_default_output_name(tmp_path, 
             == "runs/sharpen/rtsp___cam_live_channel_1.mp4")
     assert _default_output("http://cam/clip.mp4?t=3") == "runs/sharpen/clip.mp4"
     assert _default_output("https://host/img/photo.jpg?w=800") == "runs/sharpen/photo.png"
+
+
+def _write_frames(path, n: int) -> None:
+    """n frames in the codec a video output of that extension is written with."""
+    h, w = textured_frame(0).shape[:2]
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc_for(path)), 10, (w, h))
+    for i in range(n):
+        vw.write(textured_frame(i % 16, seed=i))
+    vw.release()
+
+
+@pytest.mark.parametrize("ext", sorted(VIDEO_OUTPUT_EXTS))
+def test_a_videos_frame_count_is_the_frames_it_holds_or_unknown(tmp_path, ext):
+    """Each video a run writes, read back: the count its container declares is the progress
+    bar's total and the check for a cut file. An MPEG program stream (.mpg, .mpeg) declares
+    its duration times its rate, 1 for 5 frames and 23 for 30, and a run read '5/1 frame'."""
+    for n in (5, 30):
+        path = tmp_path / f"v{n}{ext}"
+        _write_frames(path, n)
+        with runtime_warnings() as said:
+            src = open_source(str(path))
+            declared = src.frame_count
+            read = sum(1 for _ in src.frames(threading.Event()))
+            src.close()
+        assert read == n and declared in (None, n), (ext, n, declared, read)
+        assert not said, said
+
+
+def test_a_count_that_reading_goes_past_is_dropped_from_progress_and_stats(
+        tmp_path, onnx_model, capsys):
+    """A container whose count is short of its frames (an estimate the seek at opening could
+    not check): the live line read 5/3 frames and the stats file kept the count of 3; read
+    past, it is unknown."""
+    import json
+
+    video = tmp_path / "in.mp4"
+    _write_frames(video, 5)
+    src = open_source(str(video))
+    src.frame_count = 3   # as a container whose count is an estimate
+    stats = tmp_path / "stats.json"
+    with runtime_warnings() as said:
+        summary = run_stream(onnx_model, src, None, stats_path=str(stats), quiet=False,
+                             report_interval=60)
+    err = capsys.readouterr().err
+    assert summary["frames_processed"] == 5 and not summary.get("skipped_inputs"), summary
+    assert err.startswith("5 frames  ") and "/3 frames" not in err, err
+    assert json.loads(stats.read_text())["source"]["frame_count"] is None
+    assert not said, said
+
+
+def test_sharpen_run_of_an_mpg_says_no_total_it_does_not_know(tmp_path, onnx_model, capsys):
+    """`sharpen run` of a 5-frame .mpg showed '5/3 frames' as its progress (its container's
+    estimate, 1 for other pictures)."""
+    import re
+
+    video = tmp_path / "in.mpg"
+    _write_frames(video, 5)
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(video),
+                  "--out", str(tmp_path / "out.mp4"), "--stats", str(tmp_path / "s.json")])
+    err = capsys.readouterr().err
+    assert rc == 0 and re.search(r"(?m)^5 frames  ", err), err
+    assert not re.search(r"\d/\d+ frame", err), err
