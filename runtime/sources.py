@@ -45,9 +45,10 @@ MAX_DAMAGED_READS = 250   # failed reads in a row before a file counts as ended
 OPENING_FRAMES = 150
 # MPEG program streams (.mpg, .mpeg) keep no frame count: FFmpeg's is their duration times
 # their rate, and short (1 or 3 for 5 frames written here, 23 for 30, 98 for 100), so a
-# progress bar read 5/1 frames. Their count is checked by seeking to its last frame (a frame past it is
-# found: unknown); the other containers written here declare theirs exactly, and a seek to the
-# end of every video (a GOP of 4K frames decoded) is a cost each run would pay for nothing.
+# progress bar read 5/1 frames. Their count is checked by seeking to its last frame (a frame
+# past it is found: unknown); the other containers written here declare theirs exactly, and a
+# seek to the end of every video (a GOP of 4K frames decoded) is a cost each run would pay for
+# nothing.
 ESTIMATED_COUNT_EXTS = frozenset({".mpg", ".mpeg"})
 # The frame rates a header may declare and be believed: the video writers refuse rates far
 # below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
