@@ -466,7 +466,11 @@ class VideoSource(Source):
                 if self._reading_opening and ok and img is not None:
                     self._note_opening(img)
             if not ok or img is None:
-                if not self.live or self.kind == "video":
+                # A file ends here, and so does a URL that declares its length (a recording)
+                # or a GStreamer pipeline run losslessly (a filesrc). A camera or live stream
+                # run losslessly (--no-live, every frame kept) disconnected: reopened, as live.
+                if self.kind == "video" or (not self.live and (
+                        self.kind == "gstreamer" or self.frame_count)):
                     lost = self._past_damage(i, stop)
                     if lost:
                         i += lost   # indices stay the file's frame numbers

@@ -863,6 +863,34 @@ def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model, capsys)
                     "attempt)"], said
 
 
+@pytest.mark.parametrize("kind", ["camera", "v4l2", "stream"])
+def test_a_lossless_camera_that_disconnects_is_reopened_not_taken_as_ended(tmp_path, kind):
+    """--no-live keeps every frame of a camera or live stream (a model slower than it), and
+    took its disconnect for the end of a file: the run ended there, 'done', exit 0, with no
+    reconnect and no word. Only files and URLs that declare their length end that way."""
+    import threading
+
+    from runtime.sources import VideoSource
+
+    video = tmp_path / "cam.mp4"
+    _write_frames(video, 0)
+    src = VideoSource("cam", str(video), live=False, kind=kind, reconnect_attempts=2,
+                      reconnect_delay=0.01)
+    src.frame_count = None   # a camera declares no length
+    got = []
+    with runtime_warnings() as said, pytest.raises(
+            SourceError, match="disconnected and did not come back after 2 attempts"):
+        for fr in src.frames(threading.Event()):
+            got.append(fr.index)
+            if len(got) == 4:
+                _write_frames(video, 10)
+            if len(got) == 6:
+                video.unlink()
+    src.close()
+    assert got[:6] == list(range(6)), got
+    assert f"{kind} 'cam': stopped after 4 frames in all; reconnecting" in said[0], said
+
+
 @pytest.fixture
 def http_folder(tmp_path):
     """tmp_path served over HTTP, as a recorded video on a web server is."""
