@@ -637,7 +637,7 @@ def spec_kind(spec: str) -> str:
     spec = str(spec).strip()
     if _SYNTH.match(spec):
         return "synthetic"
-    if spec.isdigit():
+    if spec.isdecimal():   # not isdigit: int() refuses '²', which is a digit to it
         return "camera"
     if spec.startswith("/dev/video"):
         return "v4l2"
@@ -770,6 +770,9 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
                                              f"{option('height', flags=flags)})"))
         return SyntheticSource(spec, w, h, float(m.group(3) or 0), True if live is None else live)
     if kind == "camera":
+        if int(spec) > 2**31 - 1:   # OpenCV takes a C int: its refusal is a page of overloads
+            raise SourceError(f"no camera with index {int(spec)}: a camera index is a small "
+                              "number (0 for the first camera)")
         return VideoSource(spec, int(spec), live=True if live is None else live, kind="camera", **cam)
     if kind == "v4l2":
         if not os.path.exists(spec):

@@ -863,6 +863,17 @@ def test_live_source_reconnects_then_fails_clearly(tmp_path, onnx_model, capsys)
                     "attempt)"], said
 
 
+def test_a_camera_index_beyond_a_c_int_is_refused_by_name(tmp_path):
+    """--source 2147483648 (a mistyped index) ended in OpenCV's 'Overload resolution failed'
+    page for the VideoCapture call, and '²' (a digit to str.isdigit, not to int) in a
+    ValueError traceback from inside open_source."""
+    with pytest.raises(SourceError, match=r"^no camera with index 2147483648: a camera index "
+                                          r"is a small number \(0 for the first camera\)$"):
+        open_source("2147483648")
+    with pytest.raises(SourceError, match=r"^source not found: ²$"):
+        open_source("²")
+
+
 @pytest.mark.parametrize("kind", ["camera", "v4l2", "stream"])
 def test_a_lossless_camera_that_disconnects_is_reopened_not_taken_as_ended(tmp_path, kind):
     """--no-live keeps every frame of a camera or live stream (a model slower than it), and
