@@ -356,17 +356,19 @@ def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int, split: str = "test
     unused: dict = {}
     if cache is None:
         return unused
-    teachers = [label for label, fn in fns.items() if isinstance(fn, TeacherFn)]
-    if teachers and crop:
-        return {"model": teachers[0], "cache": str(cache), "unused": crop_unused(crop),
-                "crop": crop}
     # The frames evaluate reads (--limit's share): the others are neither decoded nor hashed.
-    frames = {Path(inp).resolve() for _, inp, _ in source_items(spec, split, limit)}
+    # With --crop none is: the labels go unread, and are only checked to be a teacher's own
+    # (the --crop note would otherwise tell another teacher that it reads them without it).
+    frames = (set() if crop else
+              {Path(inp).resolve() for _, inp, _ in source_items(spec, split, limit)})
     for label, fn in list(fns.items()):
         if isinstance(fn, TeacherFn):
             reading, why = labelled_teacher(fn, cache, crop, frames)
             if reading is None:   # another teacher given beside it may still have made them
                 unused = unused or {"model": label, "cache": str(cache), "unused": why}
+            elif crop:
+                return {"model": label, "cache": str(cache), "unused": crop_unused(crop),
+                        "crop": crop}
             else:
                 fns[label] = reading
     return unused

@@ -875,3 +875,34 @@ def test_labels_say_the_device_and_precision_that_made_them(tmp_path, tiny_teach
     said, rec = run("old")
     assert "labels made on an unknown device and precision" in said, said
     assert rec["made_on"] == "unknown" and rec["read"] == 4, rec
+
+
+def test_crop_with_labels_another_teacher_made_says_they_are_not_its_own(
+        tmp_path, tiny_teacher_pt, capsys):
+    """With --crop, a teacher whose weights did not make the cache's labels was told
+    'without --crop it reads them', which it would not: the note says whose they are. Beside
+    it, the teacher that did make them is the one the --crop note names."""
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.restormer import build_restormer
+    from sharpen.cli import main
+    cache = _labelled_clip(tmp_path, tiny_teacher_pt)
+    torch.manual_seed(1)
+    other = build_restormer("tiny")
+    other_pt = tmp_path / "other-teacher.pt"
+    atomic_save(make_checkpoint(other, kind="teacher", arch="restormer",
+                                arch_args=other.config.to_dict()), other_pt)
+    common = ["--device", "cpu", "--quiet", "--crop", "24", "--data", str(cache / "frames")]
+    capsys.readouterr()
+    assert main(["evaluate", "--weights", "fast", str(other_pt), *common,
+                 "--out", str(tmp_path / "other")]) == 0
+    said = capsys.readouterr().out
+    assert f"note: the labels of {cache} are not other-teacher's outputs (made by " in said, said
+    assert "without --crop it reads them" not in said, said
+    assert main(["evaluate", "--weights", str(other_pt), str(tiny_teacher_pt), *common,
+                 "--out", str(tmp_path / "two")]) == 0
+    said = capsys.readouterr().out
+    rec = json.loads((tmp_path / "two" / "metrics.json").read_text())["teacher_labels"]
+    assert rec["crop"] == 24 and rec["model"] != "other-teacher", rec
+    assert f"ran on every image, not reading the labels of {cache} (--crop 24: " in said, said
