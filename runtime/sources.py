@@ -770,8 +770,13 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
                                              f"{option('height', flags=flags)})"))
         return SyntheticSource(spec, w, h, float(m.group(3) or 0), True if live is None else live)
     if kind == "camera":
-        if int(spec) > 2**31 - 1:   # OpenCV takes a C int: its refusal is a page of overloads
-            raise SourceError(f"no camera with index {int(spec)}: a camera index is a small "
+        # OpenCV takes a C int (its refusal is a page of overloads), and int() refuses over
+        # 4300 digits (a ValueError): a long spelling is refused before either sees it.
+        digits = spec.lstrip("0") or "0"
+        if len(digits) > 10 or int(digits) > 2**31 - 1:
+            shown = (digits if len(digits) <= 20
+                     else f"{digits[:12]}... (a number of {len(digits)} digits)")
+            raise SourceError(f"no camera with index {shown}: a camera index is a small "
                               "number (0 for the first camera)")
         return VideoSource(spec, int(spec), live=True if live is None else live, kind="camera", **cam)
     if kind == "v4l2":

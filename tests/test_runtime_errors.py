@@ -872,6 +872,13 @@ def test_a_camera_index_beyond_a_c_int_is_refused_by_name(tmp_path):
         open_source("2147483648")
     with pytest.raises(SourceError, match=r"^source not found: ²$"):
         open_source("²")
+    # Past 4300 digits int() itself refuses (Python's guard against slow conversions): a
+    # ValueError traceback, not the message.
+    with pytest.raises(SourceError, match=r"^no camera with index 1{12}\.\.\. \(a number of "
+                                          r"5000 digits\): a camera index is a small number"):
+        open_source("1" * 5000)
+    with pytest.raises(SourceError, match="cannot open camera source '00000000000099'"):
+        open_source("00000000000099")   # leading zeros: camera 99, which is not there
 
 
 @pytest.mark.parametrize("kind", ["camera", "v4l2", "stream"])
