@@ -155,26 +155,26 @@ class TeacherFn:
 class LabelledTeacher:
     """The teacher's outputs for a label cache's frames (`sharpen labels` saves a clip's in
     CACHE/frames) read from its labels, not made again (seconds a frame on a CPU). `labels`:
-    the sha256 of each frame as evaluate reads it (cropped) -> its label; only frames whose file
-    is the very input of their label are there, labelled by the weights, architecture and
-    tiling of `fn`. Any other image goes to the teacher. `made_on`: the sha256 -> the device
+    the sha256 of each whole frame (never a --crop: see `crop_unused`) -> its label; only
+    frames whose file is the very input of their label are there, labelled by the weights,
+    architecture and tiling of `fn`. Any other image goes to the teacher. `made_on`: the sha256 -> the device
     and precision its label was made in (`label_cache.made_on`), counted as labels are read."""
 
-    def __init__(self, fn: TeacherFn, cache: Path, labels: dict[str, Path], crop: int,
+    def __init__(self, fn: TeacherFn, cache: Path, labels: dict[str, Path],
                  made_on: Optional[dict[str, str]] = None) -> None:
-        self.fn, self.cache, self.labels, self.crop = fn, cache, labels, crop
+        self.fn, self.cache, self.labels = fn, cache, labels
         self.made_on = made_on or {}
         self.read = self.ran = 0
         self.read_made_on: dict[str, int] = {}
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         from .data.label_cache import sha256_array
-        from .images import ImageReadError, centre_crop, read_image
+        from .images import ImageReadError, read_image
         key = sha256_array(np.ascontiguousarray(img))
         label = self.labels.get(key)
         if label is not None:
             try:
-                out = centre_crop(read_image(label), self.crop)
+                out = read_image(label)
             except ImageReadError:   # a damaged label: the teacher makes it
                 out = None
             if out is not None and out.shape == img.shape:
@@ -202,7 +202,7 @@ def frames_cache(spec) -> Optional[Path]:
     return p.parent if p.name == FRAMES_DIR and p.is_dir() and is_label_cache(p.parent) else None
 
 
-def labelled_teacher(fn: TeacherFn, cache: Path, crop: int,
+def labelled_teacher(fn: TeacherFn, cache: Path,
                      frames: Optional[Collection[Path]] = None
                      ) -> tuple[Optional[LabelledTeacher], str]:
     """The teacher `fn` reading its outputs from `cache`'s labels where they are provably its
@@ -211,7 +211,7 @@ def labelled_teacher(fn: TeacherFn, cache: Path, crop: int,
     hashed (None: every frame of the cache)."""
     from .data.label_cache import (LabelCache, describe_maker, label_maker, made_on,
                                    sha256_array)
-    from .images import ImageReadError, centre_crop, decode_image, to_rgb_float
+    from .images import ImageReadError, decode_image, to_rgb_float
     mine = fn.maker()
     entries = [e for e in LabelCache(cache).entries.values()
                if e.get("status") == "ok" and e.get("input_file") and e.get("input_hash")]
@@ -235,10 +235,10 @@ def labelled_teacher(fn: TeacherFn, cache: Path, crop: int,
         except (ImageReadError, OSError):
             continue
         if label.is_file() and sha256_array(raw) == e["input_hash"]:   # the input it labelled
-            x = centre_crop(to_rgb_float(raw, str(frame)), crop)
+            x = to_rgb_float(raw, str(frame))
             key = sha256_array(np.ascontiguousarray(x))
             labels[key], made[key] = label, made_on(e)
-    return LabelledTeacher(fn, cache, labels, crop, made), ""
+    return LabelledTeacher(fn, cache, labels, made), ""
 
 
 def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
@@ -363,7 +363,7 @@ def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int, split: str = "test
               {Path(inp).resolve() for _, inp, _ in source_items(spec, split, limit)})
     for label, fn in list(fns.items()):
         if isinstance(fn, TeacherFn):
-            reading, why = labelled_teacher(fn, cache, crop, frames)
+            reading, why = labelled_teacher(fn, cache, frames)
             if reading is None:   # another teacher given beside it may still have made them
                 unused = unused or {"model": label, "cache": str(cache), "unused": why}
             elif crop:

@@ -341,8 +341,9 @@ class VideoSource(Source):
         return cap
 
     def _reconnect(self, stop: threading.Event, read: int) -> bool:
-        """Reopen a live source that stopped giving frames. False: stop (set, or the source is
-        a recording that ended). The frames read again are kept for `frames` to yield."""
+        """Reopen a camera or stream that stopped giving frames (live or --no-live). False:
+        stop (set, or the source is a recording that ended). The frames read again are kept for
+        `frames` to yield."""
         if not self.reconnect_attempts:
             raise SourceError(f"{self.kind} {self.spec!r} stopped after "
                               f"{count(read, 'frame')} in all "
