@@ -468,10 +468,12 @@ class VideoSource(Source):
                     self._note_opening(img)
             if not ok or img is None:
                 # A file ends here, and so does a URL that declares its length (a recording)
-                # or a GStreamer pipeline run losslessly (a filesrc). A camera or live stream
-                # run losslessly (--no-live, every frame kept) disconnected: reopened, as live.
+                # or a GStreamer pipeline that reads a file, run losslessly. A camera or live
+                # stream run losslessly (--no-live, every frame kept; nvarguscamerasrc too)
+                # disconnected: reopened, as live.
                 if self.kind == "video" or (not self.live and (
-                        self.kind == "gstreamer" or self.frame_count)):
+                        self.frame_count or (self.kind == "gstreamer"
+                                             and pipeline_reads_file(self.spec)))):
                     lost = self._past_damage(i, stop)
                     if lost:
                         i += lost   # indices stay the file's frame numbers
@@ -620,6 +622,17 @@ class ArraySource(Source):
 
 
 _SYNTH = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?$")
+
+
+# GStreamer elements that read a file or a file URI: such a pipeline ends; any other source
+# element (nvarguscamerasrc, v4l2src, rtspsrc, ...) is a camera or stream that can come back.
+_GST_FILE_SOURCES = re.compile(r"(^|!)\s*(filesrc|multifilesrc|splitfilesrc)\b"
+                               r"|\buri\s*=\s*[\"']?file:", re.IGNORECASE)
+
+
+def pipeline_reads_file(pipeline: str) -> bool:
+    """Whether a GStreamer pipeline's source reads a file (filesrc, uridecodebin uri=file:...)."""
+    return bool(_GST_FILE_SOURCES.search(pipeline))
 
 
 def _gstreamer_available() -> bool:

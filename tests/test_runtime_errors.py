@@ -881,11 +881,12 @@ def test_a_camera_index_beyond_a_c_int_is_refused_by_name(tmp_path):
         open_source("00000000000099")   # leading zeros: camera 99, which is not there
 
 
-@pytest.mark.parametrize("kind", ["camera", "v4l2", "stream"])
+@pytest.mark.parametrize("kind", ["camera", "v4l2", "stream", "gstreamer"])
 def test_a_lossless_camera_that_disconnects_is_reopened_not_taken_as_ended(tmp_path, kind):
     """--no-live keeps every frame of a camera or live stream (a model slower than it), and
     took its disconnect for the end of a file: the run ended there, 'done', exit 0, with no
-    reconnect and no word. Only files and URLs that declare their length end that way."""
+    reconnect and no word. Only files, URLs that declare their length and GStreamer pipelines
+    that read a file end that way; a camera pipeline (nvarguscamerasrc on a Jetson) does not."""
     import threading
 
     from runtime.sources import VideoSource
@@ -907,6 +908,27 @@ def test_a_lossless_camera_that_disconnects_is_reopened_not_taken_as_ended(tmp_p
     src.close()
     assert got[:6] == list(range(6)), got
     assert f"{kind} 'cam': stopped after 4 frames in all; reconnecting" in said[0], said
+
+
+def test_a_lossless_gstreamer_pipeline_that_reads_a_file_ends_there(tmp_path):
+    """The other side of the rule above: a filesrc pipeline run with --no-live has ended."""
+    import threading
+
+    from runtime.sources import VideoSource, pipeline_reads_file
+
+    video = tmp_path / "clip.mp4"
+    _write_frames(video, 0, n=5)
+    src = VideoSource("clip", str(video), live=False, kind="gstreamer", reconnect_attempts=2,
+                      reconnect_delay=0.01)
+    src.frame_count = None   # an appsink declares no length
+    src.spec = f"filesrc location={video} ! decodebin ! videoconvert ! appsink"
+    with runtime_warnings() as said:
+        got = [fr.index for fr in src.frames(threading.Event())]
+    src.close()
+    assert got == list(range(5)) and not said, (got, said)
+    assert pipeline_reads_file("uridecodebin uri=file:///v.mp4 ! appsink")
+    assert not pipeline_reads_file("rtspsrc location=rtsp://cam/filesrc ! decodebin ! appsink")
+    assert not pipeline_reads_file("nvarguscamerasrc ! nvvidconv ! appsink")
 
 
 @pytest.fixture
