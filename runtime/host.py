@@ -71,7 +71,14 @@ def usable_cores() -> int:
             else os.cpu_count() or 1)
 
 
-def threads_help(runs: str, zero: str = "all cores") -> str:
+# The variable torch, OpenMP builds and many numeric tools take their thread count from. ONNX
+# Runtime and LiteRT read no variable of their own: given no thread count, the backends take it
+# from here, so that one setting bounds every engine of a process (a container's share of the
+# cores, a test worker's), as it already bounded torch.
+THREADS_ENV = "OMP_NUM_THREADS"
+
+
+def threads_help(runs: str, zero: str = f"{THREADS_ENV} when set, else all cores") -> str:
     """The --threads help of every command, in the same words: what the threads run, what 0
     means (as check_threads says it) and the limit check_threads enforces."""
     return (f"CPU threads for {runs} (default 0: {zero}; at most {MAX_THREADS}, or the "
@@ -91,6 +98,31 @@ def check_threads(threads: Optional[int], name: str = "threads", zero: str = "al
         raise ValueError(f"{name} must be >= 0 (0: {zero}), got {threads}")
     if threads > top:
         raise ValueError(f"{name} must be 0 to {top} (0: {zero}), got {threads}")
+
+
+def env_threads() -> Optional[int]:
+    """The thread count OMP_NUM_THREADS sets, or None when it is unset or empty, or invalid
+    (then warned of, naming the variable and value: the engines keep their own default). A
+    list ("4,2", OpenMP's nested levels) gives its first, outermost, level."""
+    raw = os.environ.get(THREADS_ENV, "")
+    if not raw.strip():
+        return None
+    first = raw.split(",")[0].strip()
+    top = max(MAX_THREADS, os.cpu_count() or 0)
+    n = int(first) if first.isascii() and first.isdigit() else 0
+    if 1 <= n <= top:
+        return n
+    from .warn import warn
+
+    warn(f"{THREADS_ENV}={raw!r} is not a thread count (a whole number 1 to {top}): ignored; "
+         "ONNX Runtime and LiteRT use their own default thread counts")
+    return None
+
+
+def default_threads(threads: Optional[int]) -> Optional[int]:
+    """The thread count an engine runs with: `threads` when given (not None or 0), else
+    OMP_NUM_THREADS's (env_threads), else None (the engine's own default)."""
+    return threads or env_threads()
 
 
 def threads_warning(threads: Optional[int], name: str = "threads") -> str:

@@ -339,11 +339,11 @@ class _Stream:
         self.first = first
         self.size, self.size_said = first.image.shape[:2], False
         # What was measured, so that two stats files can be told apart: the model file and
-        # the thread count it was loaded with (0: the engine's default, every core; None: an
-        # app's own backend, loaded with whatever it chose).
+        # the thread count it ran with, --threads or else OMP_NUM_THREADS's (0: the engine's
+        # default, every core; None: an app's own backend, loaded with whatever it chose).
         model = self.backend.path
         stats.info = {"model": str(model) if model is not None else None,
-                      "threads": (o.threads or 0) if self.own_backend else None,
+                      "threads": self.backend.threads if self.own_backend else None,
                       "backend": dict(self.backend.describe()), "source": src.describe(),
                       "live": src.live,
                       "output": (type(output).__name__ if isinstance(output, Sink)

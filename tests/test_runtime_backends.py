@@ -727,3 +727,56 @@ def test_the_installed_onnxruntime_builds_are_scanned_once():
     builds = installed_builds()
     assert ("onnxruntime", onnxruntime.__version__) in [b[:2] for b in builds], builds
     assert installed_builds() is builds
+
+
+def _os_threads() -> int:
+    return len(os.listdir("/proc/self/task"))
+
+
+def test_onnx_runtime_takes_omp_num_threads_when_no_thread_count_is_given(onnx_model,
+                                                                         monkeypatch):
+    """Given no threads, ONNX Runtime took every core whatever OMP_NUM_THREADS said: two test
+    workers on a 2-core host ran two pool threads each. The variable sets the default now;
+    an explicit count still wins."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    with load_backend(onnx_model) as b:
+        assert b.session.get_session_options().intra_op_num_threads == 3
+        assert b.threads == 3
+    with load_backend(onnx_model, threads=1) as b:
+        assert b.session.get_session_options().intra_op_num_threads == 1
+        assert b.threads == 1
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    with load_backend(onnx_model) as b:   # ONNX Runtime's own default, said as 0
+        assert b.session.get_session_options().intra_op_num_threads == 0
+        assert b.threads == 0
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="counts threads in /proc")
+def test_litert_takes_omp_num_threads_when_no_thread_count_is_given(tflite_models,
+                                                                   monkeypatch):
+    """XNNPACK's pool holds a worker thread per thread beyond the caller's: counted in the
+    process, OMP_NUM_THREADS=3 gives two, an explicit threads=1 none."""
+    frame = textured_frame(0, h=32, w=32)
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    for threads, workers in ((None, 2), (1, 0)):
+        before = _os_threads()
+        b = load_backend(tflite_models[0], threads=threads)
+        try:
+            FrameProcessor(b)(frame)
+            assert _os_threads() - before == workers, (threads, b.provider)
+            assert b.threads == (threads or 3)
+        finally:
+            b.close()
+
+
+@pytest.mark.parametrize("value", ["two", "0", "-2", "1.5"])
+def test_an_invalid_omp_num_threads_is_said_and_the_default_kept(onnx_model, monkeypatch,
+                                                                 value):
+    monkeypatch.setenv("OMP_NUM_THREADS", value)
+    with runtime_warnings() as said, load_backend(onnx_model) as b:
+        assert b.session.get_session_options().intra_op_num_threads == 0
+    assert any(m.startswith(f"OMP_NUM_THREADS={value!r} is not a thread count") for m in said), \
+        said
+    with runtime_warnings() as said, load_backend(onnx_model, threads=1):
+        pass
+    assert not said   # not read at all when a count is given

@@ -959,3 +959,14 @@ def test_the_live_line_of_a_file_says_how_far_and_the_time_left(tmp_path, onnx_m
     assert stats.line().startswith("1800/9000 frames  40m00s left  3.0 fps  "), stats.line()
     stats.total = None   # a camera: no end to count down to
     assert stats.line().startswith("1800 frames  3.0 fps  "), stats.line()
+
+
+def test_the_stats_give_the_thread_count_taken_from_omp_num_threads(tmp_path, onnx_model,
+                                                                     monkeypatch):
+    """Without --threads the engine runs with OMP_NUM_THREADS's count: the stats said 0 (the
+    engine's default), which it no longer was."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    summary = run_stream(onnx_model, [textured_frame(0)], stats_path=tmp_path / "s.json")
+    assert summary["threads"] == 3
+    assert json.loads((tmp_path / "s.json").read_text())["threads"] == 3
+    assert run_stream(onnx_model, [textured_frame(0)], threads=1)["threads"] == 1

@@ -48,7 +48,8 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     """Load a model for inference.
 
     path: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .tflite (LiteRT).
-    threads: CPU threads for ONNX Runtime / LiteRT (None: every core).
+    threads: CPU threads for ONNX Runtime / LiteRT (None: OMP_NUM_THREADS's count when it is
+    set, else every core); the backend's `threads` says the count it runs with.
     providers: ONNX Runtime only: "auto", "cpu", "cuda", "tensorrt" or a list of provider names.
     force: load a model that failed its export parity gate, with a warning unless `say_forced`
     is False (a caller that judges or reports the model itself).

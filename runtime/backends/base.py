@@ -46,6 +46,7 @@ class Backend(ABC):
     parity_failed: Optional[str] = None
     receptive_field: Optional[int] = None
     source_sha256: Optional[str] = None
+    threads: int = 0   # the CPU threads it runs with (0: the engine's default, or not the CPU)
     path: Optional[Path] = None   # the model file it was loaded from
     closed: bool = False
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from ..cli_errors import raise_if_interrupted
 from ..console import TF_NOISE, brief, first_line, quiet_native_stderr
-from ..host import check_threads
+from ..host import check_threads, default_threads
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar, sidecar_path)
 from .sniff import load_hint
@@ -62,8 +62,9 @@ class LiteRTBackend(Backend):
         # (unlocked, they returned each other's frames or failed).
         self._lock = threading.Lock()
         path = Path(path)
-        # LiteRT runs XNNPACK single-threaded unless told otherwise; use every core by default.
-        threads = threads or os.cpu_count() or 1
+        # LiteRT runs XNNPACK single-threaded unless told otherwise; use OMP_NUM_THREADS's
+        # count, or every core, by default.
+        threads = default_threads(threads) or os.cpu_count() or 1
         try:
             # Hides "INFO: Created TensorFlow Lite XNNPACK delegate"; what else is said stays.
             with quiet_native_stderr(TF_NOISE):

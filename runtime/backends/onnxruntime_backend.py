@@ -11,7 +11,7 @@ import numpy as np
 
 from ..cli_errors import raise_if_interrupted
 from ..console import brief, first_line
-from ..host import check_threads
+from ..host import check_threads, default_threads
 from ..options import option
 from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
@@ -231,6 +231,7 @@ class OnnxRuntimeBackend(Backend):
                     parse_multiple(meta.get("multiple"), str(path)), int8)
                 if int8:   # ORT's own QDQ fusions can leave graphs TensorRT does not build
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+        threads = default_threads(threads)   # else OMP_NUM_THREADS's
         if threads:
             opts.intra_op_num_threads = int(threads)
         # ORT's pool threads busy-wait between runs by default, on cores that the stream's
@@ -271,6 +272,7 @@ class OnnxRuntimeBackend(Backend):
         self.source_sha256 = meta.get("source_sha256") or sidecar.get("source_sha256") or None
         self.precision = detect_precision(data, inputs[0].type, meta)
         self.provider = self.session.get_providers()[0]
+        self.threads = int(threads or 0)   # 0: ONNX Runtime's default (a thread per core)
         self.path = path
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
