@@ -75,6 +75,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     teacher_ms: dict[str, float] = {}
     timing = dict(warmup=m["warmup"], min_rounds=m["min_rounds"], max_rounds=m["max_rounds"],
                   max_time=m["max_time"], slow_s=m["slow_s"])
+    from runtime.host import default_threads
     from runtime.pipeline import StreamInterrupted
 
     from .machine import blas_threads, sgemm_peak_gmacs
@@ -83,7 +84,8 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
               "settings": {"sizes": [size_label(s) for s in sizes], "target_fps": target,
                            "sgemm_peak_gmacs": None,
                            "sgemm_threads": blas_threads(),
-                           "runtime_threads": opts.threads or None,
+                           # --threads, else OMP_NUM_THREADS's: what the backends ran on
+                           "runtime_threads": default_threads(opts.threads) or None,
                            "warmup": m["warmup"], "min_rounds": m["min_rounds"],
                            "max_rounds": m["max_rounds"], "max_time_s": m["max_time"],
                            "slow_single_round_s": m["slow_s"],

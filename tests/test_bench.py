@@ -1250,6 +1250,16 @@ def test_quality_interrupted_part_way_keeps_the_rows_it_finished(env, good_run):
     assert [c["model"] for c in got["quality"].checks] == ["good/pytorch"]
 
 
+def test_the_report_gives_the_runtimes_threads_from_omp_num_threads(good_run):
+    """Without --threads the backends run with OMP_NUM_THREADS's count (the suite sets it):
+    the report said they ran on every core."""
+    _, report = good_run
+    n = int(os.environ["OMP_NUM_THREADS"])
+    assert report["latency"]["settings"]["runtime_threads"] == n
+    assert report["settings"]["threads"] == 0   # not given: the variable set them
+    assert report["machine"]["env"].get("OMP_NUM_THREADS") == str(n)
+
+
 def test_latency_section_says_where_pytorch_ran(good_run):
     """The section said how many threads the runtimes had, not PyTorch eager's: with
     OMP_NUM_THREADS=1 it ran on one thread beside runtimes on every core, read as a backend
