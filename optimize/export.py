@@ -1508,7 +1508,7 @@ class _BuildContext:
             return quantize_onnx_int8(fp32, path, self.crops, method=method, percentile=pct,
                                       reduce_range=self.o.reduce_range,
                                       float_layers=self.float_by_fmt.get("onnx-int8", ()),
-                                      on_batch=bar)
+                                      on_batch=bar, threads=self.o.threads)
 
     def _build_onnx_qdq_trt(self, path: Path) -> Path:
         from .modelopt_qdq import DEFAULT_METHOD, quantize_qdq_trt

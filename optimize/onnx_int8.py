@@ -97,13 +97,30 @@ def _chunked(collect_data: Callable, chunk: int) -> Callable:
 
 
 @contextlib.contextmanager
-def _calibrator_options(**opts):
+def _calibrator_options(threads: int | None = None, **opts):
     """quantize_static forwards only a few calibrator options (not the histogram sizes): wrap
-    its create_calibrator to add them, and to feed the calibrator CALIB_CHUNK crops at a time."""
+    its create_calibrator to add them, and to feed the calibrator CALIB_CHUNK crops at a time.
+    Its session runs on `threads`, else OMP_NUM_THREADS's count, as the runtime's backends do
+    (ORT's calibrator took every core, its threads spinning, whatever the variable said)."""
     import importlib
+
+    from onnxruntime.quantization.calibrate import CalibraterBase
+
+    from runtime.host import default_threads
 
     qmod = importlib.import_module("onnxruntime.quantization.quantize")
     original = qmod.create_calibrator
+    original_session = CalibraterBase.create_inference_session
+    threads = default_threads(threads)
+
+    def session(self) -> None:
+        import onnxruntime
+
+        so = onnxruntime.SessionOptions()   # as ORT's own, with the thread count
+        so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
+        so.intra_op_num_threads = threads
+        self.infer_session = onnxruntime.InferenceSession(
+            self.augmented_model_path, sess_options=so, providers=self.execution_providers)
 
     def create(*args, **kw):
         extra = dict(kw.get("extra_options") or {})
@@ -114,10 +131,13 @@ def _calibrator_options(**opts):
         return calibrator
 
     qmod.create_calibrator = create
+    if threads:
+        CalibraterBase.create_inference_session = session
     try:
         yield
     finally:
         qmod.create_calibrator = original
+        CalibraterBase.create_inference_session = original_session
 
 
 def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
@@ -125,10 +145,13 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
                        percentile: float = DEFAULT_PERCENTILE, reduce_range: bool = True,
                        per_channel: bool = True, preprocess: bool = True,
                        float_layers: Sequence[str] = (),
-                       on_batch: Callable[[int, int], None] | None = None) -> Path:
+                       on_batch: Callable[[int, int], None] | None = None,
+                       threads: int | None = None) -> Path:
     """Static INT8 QDQ quantisation of an FP32 ONNX file; written atomically to `out_path`.
     Metadata of the FP32 model is carried over (plus "quantization"). The nodes of the
-    student's modules named in `float_layers` stay float (`optimize/float_layers.py`)."""
+    student's modules named in `float_layers` stay float (`optimize/float_layers.py`).
+    threads: of the calibration's ONNX Runtime session (None: OMP_NUM_THREADS's, else ORT's
+    default)."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -167,7 +190,7 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
         if float_layers:
             from .float_layers import onnx_nodes
             exclude = onnx_nodes(onnx.load(str(model_in)), float_layers)
-        with root_logging_kept(logging.ERROR), _calibrator_options(**calib_opts), \
+        with root_logging_kept(logging.ERROR), _calibrator_options(threads, **calib_opts), \
                 open(os.devnull, "w") as null, contextlib.redirect_stdout(null):
             quantize_static(
                 str(model_in), str(q_path), make_reader(crops, "input", on_batch),

@@ -332,6 +332,27 @@ def test_calibration_in_chunks_equals_all_at_once(report, tmp_path):
             == onnx.load(tmp_path / "whole.onnx").SerializeToString())
 
 
+def test_the_calibration_session_takes_the_runtimes_thread_default(tmp_path, monkeypatch):
+    """ONNX Runtime's calibrator made its session on every core whatever OMP_NUM_THREADS said
+    (two test workers: four threads on two cores); it takes the variable's count now, as the
+    runtime's backends do, and export's --threads before it."""
+    import importlib
+
+    from onnxruntime.quantization.calibrate import CalibrationMethod
+    from runtime_fixtures import make_onnx_model
+
+    from optimize.onnx_int8 import _calibrator_options
+
+    qmod = importlib.import_module("onnxruntime.quantization.quantize")   # (`quantize`: a function)
+    model = make_onnx_model(tmp_path / "m.onnx")
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    for threads, want in ((None, 3), (1, 1)):
+        with _calibrator_options(threads):
+            cal = qmod.create_calibrator(str(model), calibrate_method=CalibrationMethod.MinMax,
+                                         augmented_model_path=str(tmp_path / f"a{want}.onnx"))
+        assert cal.infer_session.get_session_options().intra_op_num_threads == want
+
+
 # --------------------------------------------------------------------------- TFLite
 
 def test_tflite_int8_is_fully_integer(report):
