@@ -134,12 +134,34 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     return atomic_write_bytes(out_path, proto.SerializeToString())
 
 
+def _sessions_on(threads: int) -> None:
+    """Every ONNX Runtime session made in this (child) process from now on runs `threads`
+    intra-op threads: ModelOpt makes its calibration sessions itself, on every core whatever
+    OMP_NUM_THREADS says. The child is ModelOpt's alone, so the class is replaced for good."""
+    import onnxruntime as ort
+
+    base = ort.InferenceSession
+
+    class Session(base):
+        def __init__(self, path_or_bytes, sess_options=None, *args, **kwargs):
+            sess_options = sess_options or ort.SessionOptions()
+            sess_options.intra_op_num_threads = threads
+            super().__init__(path_or_bytes, sess_options, *args, **kwargs)
+
+    ort.InferenceSession = Session
+
+
 def _quantize_in_child(src: str, dst: str, crops_path: str, method: str,
                        float_layers: str = "") -> None:
     import onnx
     from modelopt.onnx.quantization import quantize
 
+    from runtime.host import default_threads
+
     from .float_layers import onnx_nodes
+
+    if threads := default_threads(None):   # as the runtime's backends (README: threads)
+        _sessions_on(threads)
 
     params = inspect.signature(quantize).parameters
     kwargs = dict(onnx_path=src, calibration_data=np.load(crops_path),

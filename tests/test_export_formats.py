@@ -353,6 +353,29 @@ def test_the_calibration_session_takes_the_runtimes_thread_default(tmp_path, mon
         assert cal.infer_session.get_session_options().intra_op_num_threads == want
 
 
+MODELOPT_SESSIONS = """
+import sys
+import onnxruntime as ort
+from optimize.modelopt_qdq import _sessions_on
+_sessions_on(3)
+opts = ort.SessionOptions()
+for s in (ort.InferenceSession(sys.argv[1]), ort.InferenceSession(sys.argv[1], opts),
+          ort.InferenceSession(open(sys.argv[1], "rb").read(), sess_options=opts)):
+    print(s.get_session_options().intra_op_num_threads)
+"""
+
+
+def test_modelopts_calibration_sessions_take_the_thread_count(tmp_path):
+    """ModelOpt makes its ONNX Runtime sessions itself (with options, without, from bytes), on
+    every core: its child process makes each of them run the runtime's thread count."""
+    from runtime_fixtures import REPO, make_onnx_model
+
+    model = make_onnx_model(tmp_path / "m.onnx")
+    r = subprocess.run([sys.executable, "-c", MODELOPT_SESSIONS, str(model)], cwd=REPO,
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.split() == ["3", "3", "3"], r.stdout + r.stderr
+
+
 # --------------------------------------------------------------------------- TFLite
 
 def test_tflite_int8_is_fully_integer(report):
