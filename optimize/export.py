@@ -31,7 +31,7 @@ from runtime.console import Console, count, first_line
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 from runtime.backends.provenance import TRTEXEC_ON_JETSON, read_report as _read_report
 from runtime.cli_errors import raise_if_interrupted
-from runtime.host import library_versions
+from runtime.host import default_threads, library_versions
 from runtime.options import is_number
 from runtime.warn import SharpenWarning
 
@@ -759,7 +759,9 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         "calib_images": calib_names, "calib_method": o.calib_method, "percentile": o.percentile,
         "reduce_range": o.reduce_range, "float_layers_auto": float_choices or None,
         "modelopt_method": o.modelopt_method, "thresholds": asdict(o.thresholds),
-        "profile": profile.to_dict(), "workspace_gb": o.workspace_gb, "threads": o.threads,
+        "profile": profile.to_dict(), "workspace_gb": o.workspace_gb,
+        # What the checks and latencies ran on: --threads, else OMP_NUM_THREADS's (0: all cores)
+        "threads": default_threads(o.threads) or 0,
         "parity_images": [n for n, _ in parity_list], "opset": o.opset,
     }
 

@@ -6,6 +6,7 @@ One module-scoped export builds all artifacts once (the expensive part); the tes
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -71,6 +72,12 @@ def _torch_out(model, img: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- report & parity
+
+def test_the_report_gives_the_thread_count_the_checks_ran_on(report):
+    """No --threads: the parity runs took OMP_NUM_THREADS's count (the suite sets it), which
+    the report said as 0, all cores."""
+    assert report.settings["threads"] == int(os.environ["OMP_NUM_THREADS"])
+
 
 def test_every_buildable_format_passes_parity(report):
     assert report.ok, [(r.format, r.status, r.reason) for r in report.results]
