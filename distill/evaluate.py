@@ -85,10 +85,11 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     "cuda", "auto" (CUDA when present; the teacher then runs in bf16/fp16 autocast).
     `teacher_config` builds the Restormer for weights without a config (the official .pth).
     `threads` (0: OMP_NUM_THREADS's count, else all cores) and `provider` (auto, cpu, cuda,
-    tensorrt; .onnx only) are for artifacts, as `sharpen run --threads/--provider` take them. `path` may also name a shipped
-    model (`fast`, `teacher`); an artifact that failed its parity gate at export is loaded with
-    a `runtime.SharpenWarning`. The function takes and returns HxWx3 float32 RGB in [0, 1]
-    (FrameError, a ValueError, for anything else, OpenCV's BGR uint8 included)."""
+    tensorrt; .onnx only) are for artifacts, as `sharpen run --threads/--provider` take them.
+    `path` may also name a shipped model (`fast`, `teacher`); an artifact that failed its parity
+    gate at export is loaded with a `runtime.SharpenWarning`. The function takes and returns
+    HxWx3 float32 RGB in [0, 1] (FrameError, a ValueError, for anything else, OpenCV's BGR
+    uint8 included)."""
     if is_artifact(path):
         from runtime.backends import parity_failure
         from runtime.backends.runner import load_runner
