@@ -56,7 +56,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "judging the result by eye, each side captioned (input, sharpened)")
     p.add_argument("--stats", default=None, metavar="JSON",
                    help="write per-stage latency (p50/p90/p95/p99, mean, min, max), "
-                        "throughput, drops, the model and --threads to this JSON file")
+                        "throughput, drops, the model and the threads it ran on to this JSON "
+                        "file")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help=threads_help("ONNX Runtime / LiteRT"))
     p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
