@@ -75,7 +75,7 @@ def pytest_generate_tests(metafunc):
         for p in split_list(config.getoption("models")):
             by_file.setdefault(Path(p).resolve(), p)
         paths: list = list(by_file.values())
-        ids = [Path(p).stem for p in paths]
+        ids = given_ids(paths)
         if not paths:   # said as what it is, not as pytest's "got empty parameter set"
             paths, ids = [pytest.param(None, marks=pytest.mark.skip(
                 reason="no --model files given (exported models measured as they are)"))], ["none"]
@@ -86,6 +86,20 @@ def pytest_generate_tests(metafunc):
     if "backend_key" in metafunc.fixturenames:
         keys = [b.key for b in BACKENDS]
         metafunc.parametrize("backend_key", keys, ids=keys)
+
+
+def given_ids(paths: list) -> list[str]:
+    """Test ids of the --model files: the stem, or the file name where files share a stem
+    (student-fast_int8.onnx and .tflite), or its folder too where they share that. Never
+    pytest's order suffix (`_0`, `_1`): --benchmark-compare pairs runs by name, and a later run
+    giving the files in another order had compared one file's timing against another's."""
+    def counted(keys):
+        return [keys.count(k) for k in keys]
+    stems = [Path(p).stem for p in paths]
+    names = [Path(p).name for p in paths]
+    folders = [f"{Path(p).resolve().parent.name}-{Path(p).name}" for p in paths]
+    return [s if ns == 1 else n if nn == 1 else f
+            for s, n, f, ns, nn in zip(stems, names, folders, counted(stems), counted(names))]
 
 
 def pytest_collection_modifyitems(config, items):

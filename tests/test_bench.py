@@ -1738,3 +1738,29 @@ def test_small_parity_images_warning_names_what_the_bench_takes(env, tmp_path):
     assert said, [str(w.message) for w in caught]
     for msg in said:
         assert "--parity-images" not in msg and "give --calib images at least" in msg, msg
+
+
+def _collected(*args: str) -> list[str]:
+    """The test ids `pytest benchmarks/` collects with these options (nothing runs)."""
+    res = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "benchmarks"),
+                          "--collect-only", "-q", "-p", "no:cacheprovider", *args],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return [line.split("::", 1)[1] for line in res.stdout.splitlines() if "::" in line]
+
+
+def test_model_files_with_one_stem_keep_their_test_ids_whatever_the_order(tmp_path):
+    """An export folder holds student-fast_int8.onnx and student-fast_int8.tflite: both were
+    `[student-fast_int8_0]` / `[student-fast_int8_1]` in the order given, so a later run with
+    the files in another order had --benchmark-compare compare the ONNX model's timing against
+    the TFLite one's, under one name."""
+    onnx = str(tmp_path / "student-fast_int8.onnx")
+    tfl = str(tmp_path / "student-fast_int8.tflite")
+    one = [i for i in _collected("--model", onnx, tfl) if "given_model" in i]
+    other = [i for i in _collected("--model", tfl, onnx) if "given_model" in i]
+    assert sorted(one) == sorted(other), (one, other)
+    assert "test_given_model_latency[student-fast_int8.onnx-640x360]" in one, one
+    assert "test_given_model_quality[student-fast_int8.tflite]" in one, one
+    # a file whose stem no other file shares keeps the id it had
+    alone = [i for i in _collected("--model", onnx) if "given_model" in i]
+    assert "test_given_model_quality[student-fast_int8]" in alone, alone
