@@ -133,8 +133,9 @@ def pytest_collection_modifyitems(config, items):
 class BenchContext:
     """Session state shared by the latency and quality tests (built lazily)."""
 
-    def __init__(self, config, cache_dir: Path):
+    def __init__(self, config, cache_dir: Path, items: Optional[list] = None):
         self.config = config
+        self.items = items   # the tests selected to run (after -k, -m), None: all
         self.mode = _mode(config)
         self.full = self.mode == "full"
         self.target_fps = float(config.getoption("--target-fps"))
@@ -236,9 +237,10 @@ class BenchContext:
 
             try:
                 pairs, desc = load_pairs(self.data, self.limit)
-                sets = {n: self.artifacts(n) for n in self.students}
+                students = self.selected_students()
+                sets = {n: self.artifacts(n) for n in students}
                 self._quality = evaluate(pairs, self.teacher_outputs,
-                                         list(self.students.values()), sets,
+                                         [self.students[n] for n in students], sets,
                                          self.min_ssim_ratio, threads=self.threads,
                                          min_ssim_gain=self.min_ssim_gain,
                                          data_desc=desc, progress=False, n_crops=0,
@@ -250,6 +252,19 @@ class BenchContext:
                 self._quality_error = e
                 raise
         return self._quality
+
+    def selected_students(self) -> list[str]:
+        """The students the quality evaluation covers: those with a selected test. `-k fast`
+        exported and evaluated every default student (minutes of INT8 calibration for one
+        nobody asked about). A --model file's parity compares it with its student's PyTorch
+        output, so with one of those selected every student stays."""
+        if self.items is None:
+            return list(self.students)
+        params = [getattr(getattr(it, "callspec", None), "params", {}) for it in self.items]
+        if any(p.get("given_model") is not None for p in params):
+            return list(self.students)
+        chosen = {p["student"] for p in params if "student" in p}
+        return [n for n in self.students if n in chosen]
 
     def video(self, width: int, height: int, frames: int) -> Path:
         key = (width, height, frames)
@@ -264,7 +279,8 @@ class BenchContext:
 @pytest.fixture(scope="session")
 def bench(request, tmp_path_factory) -> BenchContext:
     try:
-        ctx = BenchContext(request.config, tmp_path_factory.mktemp("bench"))
+        ctx = BenchContext(request.config, tmp_path_factory.mktemp("bench"),
+                           items=list(request.session.items))
     except BenchError as e:
         raise pytest.UsageError(str(e)) from None
     request.config._sharpen_bench = ctx
@@ -301,6 +317,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         from benchmarks.quality import quality_legend
         if left := not_requested_line(ctx._quality.rows):
             tr.write_line(f"  {left}")
+        if left := [n for n in ctx.students if n not in ctx.selected_students()]:
+            tr.write_line(f"  students with no selected test, not evaluated: {', '.join(left)}")
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")

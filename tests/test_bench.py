@@ -1764,3 +1764,21 @@ def test_model_files_with_one_stem_keep_their_test_ids_whatever_the_order(tmp_pa
     # a file whose stem no other file shares keeps the id it had
     alone = [i for i in _collected("--model", onnx) if "given_model" in i]
     assert "test_given_model_quality[student-fast_int8]" in alone, alone
+
+
+def test_k_selecting_one_student_evaluates_only_that_student(env, tmp_path):
+    """`pytest benchmarks/ -k fast` with the default students still exported `seed` in every
+    format and ran its quality evaluation (minutes for its INT8 calibrations), then listed it
+    in the summary, though none of its tests was selected."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_quality.py"),
+           "-k", "good", "-p", "no:cacheprovider", "-q", "--students",
+           str(env / "student-good.pt"), str(env / "student-bad.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
+           "--cache", str(tmp_path / "cache"), "--min-ssim-ratio", "0"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "student good" in out and "student bad" not in out, out
+    assert not list((tmp_path / "cache").glob("student-bad*")), out
+    assert "students with no selected test, not evaluated: bad" in out, out
