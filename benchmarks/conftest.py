@@ -5,8 +5,8 @@ testpaths is tests/), so the suite runs by path. Quick mode (default, for CI): 6
 few rounds, 4 held-out images. --full: 1920x1080, 1280x720 and 640x360, calibrated rounds
 with more warm-up, every held-out image. Results go to pytest-benchmark (--benchmark-json,
 --benchmark-compare, --benchmark-autosave work as usual) with the fields of
-`benchmarks.latency.result_row` in each benchmark's extra_info. Per-frame timings are grouped by
-size; the teacher's (time of its timed tiles) and the stream's (a whole run) have groups of
+`benchmarks.latency.result_row` in each benchmark's extra_info, and the quality the run measured
+in the JSON (`pytest_benchmark_update_json`). Per-frame timings are grouped by size; the teacher's (time of its timed tiles) and the stream's (a whole run) have groups of
 their own, so that pytest-benchmark does not rank them against frame times.
 """
 from __future__ import annotations
@@ -322,6 +322,35 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")
+
+
+@pytest.hookimpl(optionalhook=True)   # pytest-benchmark's hook: absent without the plugin
+def pytest_benchmark_update_json(config, benchmarks, output_json):
+    """Quality into --benchmark-json (and --benchmark-autosave's file), where it was measured
+    (the quality tests ran; not with --benchmark-only): `sharpen_quality` as report.json's
+    `quality`, and each timed model's PSNR/SSIM and parity in its benchmark's
+    extra_info.quality. The terminal showed them and no file held them."""
+    ctx: Optional[BenchContext] = getattr(config, "_sharpen_bench", None)
+    if ctx is None or ctx._quality is None:
+        return
+    from benchmarks.report import finite
+
+    q = ctx._quality
+    output_json["sharpen_quality"] = finite(q.to_dict())
+    for b in output_json.get("benchmarks", []):
+        info = b.get("extra_info") or {}
+        if info.get("given"):
+            key = info["given"]
+        elif info.get("student") and info.get("backend") == "pytorch":
+            key = f"{info['student']}/pytorch"
+        elif info.get("student") and info.get("format"):   # the stream's has none
+            key = f"{info['student']}/{info['format']}"
+        else:
+            continue
+        row = q.row(key)
+        if row is not None and row["status"] == "ok":
+            info["quality"] = finite({k: row[k] for k in ("key", "n_images", "psnr", "ssim",
+                                                          "ssim_teacher", "parity")})
 
 
 # TensorFlow (TFLite export) logs every step at INFO otherwise.

@@ -1782,3 +1782,27 @@ def test_k_selecting_one_student_evaluates_only_that_student(env, tmp_path):
     assert "student good" in out and "student bad" not in out, out
     assert not list((tmp_path / "cache").glob("student-bad*")), out
     assert "students with no selected test, not evaluated: bad" in out, out
+
+
+def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
+    """`pytest benchmarks/ --benchmark-json` wrote the timings alone: the PSNR/SSIM, parity and
+    checks it printed went nowhere a script could read them. The file holds the quality section
+    (as report.json's) and each timed model's quality beside its timing."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-k", "good",
+           "-p", "no:cacheprovider", "-q", "--students", str(env / "student-good.pt"),
+           "--teacher-weights", str(env / "teacher.pt"), "--data", str(env / "pairs"),
+           "--formats", "onnx", "--cache", str(tmp_path / "cache"), "--sizes", "160x96",
+           "--min-ssim-ratio", "0", "--benchmark-json", str(tmp_path / "b.json")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    saved = json.loads((tmp_path / "b.json").read_text())
+    quality = saved["sharpen_quality"]
+    rows = {r["key"]: r for r in quality["rows"]}
+    assert rows["good/onnx"]["ssim"] is not None and quality["checks"], quality
+    timed = {b["extra_info"]["backend"]: b["extra_info"] for b in saved["benchmarks"]}
+    for backend, key in (("ort-fp32", "good/onnx"), ("pytorch", "good/pytorch")):
+        q = timed[backend]["quality"]
+        assert (q["psnr"], q["ssim"]) == (rows[key]["psnr"], rows[key]["ssim"]), q
+    assert timed["ort-fp32"]["quality"]["parity"]["passed"] is True
+    assert "quality" not in timed["pipeline-ort-fp32"]   # not the stream's own measure
