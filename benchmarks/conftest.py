@@ -6,8 +6,9 @@ few rounds, 4 held-out images. --full: 1920x1080, 1280x720 and 640x360, calibrat
 with more warm-up, every held-out image. Results go to pytest-benchmark (--benchmark-json,
 --benchmark-compare, --benchmark-autosave work as usual) with the fields of
 `benchmarks.latency.result_row` in each benchmark's extra_info, and the quality the run measured
-in the JSON (`pytest_benchmark_update_json`). Per-frame timings are grouped by size; the teacher's (time of its timed tiles) and the stream's (a whole run) have groups of
-their own, so that pytest-benchmark does not rank them against frame times.
+in the JSON (`pytest_benchmark_update_json`). Per-frame timings are grouped by size; the
+teacher's (time of its timed tiles) and the stream's (a whole run) have groups of their own,
+so that pytest-benchmark does not rank them against frame times.
 """
 from __future__ import annotations
 
