@@ -81,9 +81,6 @@ def add_commands(sub) -> None:
                         "spread over all of them): side-by-side crops and each model's PSNR "
                         "to the teacher's output in the report")
     add_gate_options(p)
-    p.add_argument("--stream-frames", type=int, default=None, metavar="N",
-                   help="frames of the generated video for the streaming pipeline (default 24 "
-                        "quick, 30 full; 0 skips it)")
     p.add_argument("--no-latency", action="store_true",
                    help="quality only (no timing)")
     p.add_argument("--quiet", action="store_true", help="no progress output")

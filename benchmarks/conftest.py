@@ -175,7 +175,14 @@ class BenchContext:
         self.sizes = _sizes(config)
         self.teacher_rounds = 3 if self.full else 1
         self.teacher_n_tiles = 2 if self.full else 1
-        self.stream_frames = 30 if self.full else 16
+        from benchmarks.report import BenchOptions
+        # As `sharpen bench` streams: the report's pytest line times the report's stream.
+        frames = config.getoption("stream_frames")
+        if frames is not None and frames < 0:
+            raise pytest.UsageError(f"--stream-frames must be >= 0 (0 skips the streaming "
+                                    f"row), got {frames}")
+        self.stream_frames = BenchOptions(out="", full=self.full,
+                                          stream_frames=frames).mode()["stream_frames"]
         self.stream_size = stream_size(self.sizes, self.full)
         self.students = {s.name: s for s in bench_students(config.getoption("students"),
                                                            config.getoption("models"))}

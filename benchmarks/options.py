@@ -63,6 +63,8 @@ SCHEMA: tuple[Opt, ...] = (
         pytest_aliases=("--bench-calib",)),
     Opt(("--calib-count",), "calib_count", "INT8 calibration crops per student (default 32)",
         type=int, default=32, metavar="N", pytest_aliases=("--bench-calib-count",)),
+    Opt(("--stream-frames",), "stream_frames", "frames of the generated video for the "
+        "streaming pipeline (default 24 quick, 30 full; 0 skips it)", type=int, metavar="N"),
     Opt(("--threads",), "threads", threads_help("ONNX Runtime / LiteRT"), type=int, default=0, metavar="N", pytest_aliases=("--bench-threads",)),
 )
 

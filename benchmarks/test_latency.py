@@ -102,6 +102,8 @@ def test_given_model_latency(benchmark, bench, given_model, size):
 def test_stream_pipeline(benchmark, bench, student):
     """`sharpen run`'s threaded pipeline over a short generated video (ONNX Runtime FP32):
     frames per second end to end."""
+    if bench.stream_frames == 0:
+        pytest.skip("--stream-frames 0")
     art = bench.artifacts(student).get("onnx")
     if art.status == "skipped":
         pytest.skip(art.reason)

@@ -1806,3 +1806,37 @@ def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
         assert (q["psnr"], q["ssim"]) == (rows[key]["psnr"], rows[key]["ssim"]), q
     assert timed["ort-fp32"]["quality"]["parity"]["passed"] is True
     assert "quality" not in timed["pipeline-ort-fp32"]   # not the stream's own measure
+
+
+def _stream_frames_timed(env: Path, tmp_path: Path, *extra: str) -> tuple:
+    """Frames the pytest suite's streaming benchmark ran (None: not run), and its output."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_latency.py"),
+           "-k", "stream", "-p", "no:cacheprovider", "-q", "-rs", "--students",
+           str(env / "student-good.pt"), "--formats", "onnx", "--cache",
+           str(tmp_path / "cache"), "--sizes", "160x96", "--benchmark-json",
+           str(tmp_path / "b.json"), *extra]
+    (tmp_path / "b.json").unlink(missing_ok=True)   # none is written when nothing was timed
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    if not (tmp_path / "b.json").exists():
+        return None, out
+    runs = json.loads((tmp_path / "b.json").read_text())["benchmarks"]
+    return runs[0]["extra_info"]["frames"], out
+
+
+def test_the_pytest_suite_streams_as_many_frames_as_the_bench(env, tmp_path):
+    """`pytest benchmarks/` streamed 16 frames in quick mode where `sharpen bench` streams 24,
+    and took no --stream-frames, so the report's pytest line timed another stream than the
+    report's row (the run's fixed costs spread over fewer frames)."""
+    from benchmarks.report import BenchOptions
+
+    frames, _ = _stream_frames_timed(env, tmp_path)
+    assert frames == BenchOptions(out="").mode()["stream_frames"]
+    frames, _ = _stream_frames_timed(env, tmp_path, "--stream-frames", "3")
+    assert frames == 3
+    frames, out = _stream_frames_timed(env, tmp_path, "--stream-frames", "0")
+    assert frames is None and "--stream-frames 0" in out, out
+    opts = BenchOptions(out="r", stream_frames=3)
+    assert "--stream-frames 3" in " ".join(opts.to_argv(pytest=True))
