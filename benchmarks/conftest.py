@@ -197,6 +197,7 @@ class BenchContext:
         self._quality = None
         self._quality_error: Optional[BaseException] = None
         self._videos: dict = {}
+        self._too_big: dict = {}
         self._video_dir = cache_dir
 
     def model(self, path: str):
@@ -273,6 +274,22 @@ class BenchContext:
             return list(self.students)
         chosen = {p["student"] for p in params if "student" in p}
         return [n for n in self.students if n in chosen]
+
+    def too_big(self, student: str, size: tuple[int, int]) -> Optional[str]:
+        """Why quick mode leaves `student` out at `size` (its activations past the quick
+        bench's memory bound), as `sharpen bench` does; None: it is timed."""
+        if self.full:
+            return None
+        key = (student, tuple(size))
+        if key not in self._too_big:
+            from benchmarks.latency import QUICK_MAX_ACTIVATION_GB
+            from benchmarks.latency_run import _student_budget, _too_big
+
+            st = self.students[student]
+            budget = {(student, wh): b for wh, b in _student_budget(st.path, [key[1]]).items()}
+            self._too_big[key] = _too_big([st], [key[1]], budget,
+                                          QUICK_MAX_ACTIVATION_GB).get(key)
+        return self._too_big[key]
 
     def video(self, width: int, height: int, frames: int) -> Path:
         key = (width, height, frames)
