@@ -366,6 +366,8 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
         info = b.get("extra_info") or {}
         if info.get("given"):
             key = info["given"]
+        elif info.get("backend") == "teacher-tiled":
+            key = "teacher"
         elif info.get("student") and info.get("backend") == "pytorch":
             key = f"{info['student']}/pytorch"
         elif info.get("student") and info.get("format"):   # the stream's has none

@@ -1788,7 +1788,7 @@ def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
     """`pytest benchmarks/ --benchmark-json` wrote the timings alone: the PSNR/SSIM, parity and
     checks it printed went nowhere a script could read them. The file holds the quality section
     (as report.json's) and each timed model's quality beside its timing."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-k", "good",
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"),
            "-p", "no:cacheprovider", "-q", "--students", str(env / "student-good.pt"),
            "--teacher-weights", str(env / "teacher.pt"), "--data", str(env / "pairs"),
            "--formats", "onnx", "--cache", str(tmp_path / "cache"), "--sizes", "160x96",
@@ -1801,7 +1801,8 @@ def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
     rows = {r["key"]: r for r in quality["rows"]}
     assert rows["good/onnx"]["ssim"] is not None and quality["checks"], quality
     timed = {b["extra_info"]["backend"]: b["extra_info"] for b in saved["benchmarks"]}
-    for backend, key in (("ort-fp32", "good/onnx"), ("pytorch", "good/pytorch")):
+    for backend, key in (("ort-fp32", "good/onnx"), ("pytorch", "good/pytorch"),
+                         ("teacher-tiled", "teacher")):
         q = timed[backend]["quality"]
         assert (q["psnr"], q["ssim"]) == (rows[key]["psnr"], rows[key]["ssim"]), q
     assert timed["ort-fp32"]["quality"]["parity"]["passed"] is True
