@@ -380,5 +380,23 @@ def pytest_benchmark_update_json(config, benchmarks, output_json):
                                                           "ssim_teacher", "parity")})
 
 
+@pytest.hookimpl(optionalhook=True)
+def pytest_benchmark_group_stats(config, benchmarks, group_by):
+    """pytest-benchmark's grouping, except that a benchmark without a parameter
+    --benchmark-group-by names (`param:backend_key`: the teacher's and the stream's have none)
+    keeps its own group: pytest-benchmark stopped the run with a KeyError after every
+    benchmark had run."""
+    from pytest_benchmark.plugin import pytest_benchmark_group_stats as by_plugin
+
+    names = [g[len("param:"):] for g in group_by.split(",") if g.startswith("param:")]
+    lacking = [b for b in benchmarks if any(n not in (b.get("params") or {}) for n in names)]
+    if not lacking:
+        return by_plugin(config=config, benchmarks=benchmarks, group_by=group_by)
+    rest = [b for b in benchmarks if all(b is not x for x in lacking)]
+    groups = by_plugin(config=config, benchmarks=rest, group_by=group_by) if rest else []
+    groups += by_plugin(config=config, benchmarks=lacking, group_by="group")
+    return sorted(groups, key=lambda pair: pair[0] or "")
+
+
 # TensorFlow (TFLite export) logs every step at INFO otherwise.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

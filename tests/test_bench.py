@@ -1857,3 +1857,18 @@ def test_the_pytest_suite_leaves_out_what_quick_mode_cannot_hold(env, tmp_path):
     out = res.stdout + res.stderr
     assert res.returncode == 0, out
     assert "1 passed, 1 skipped" in out and "GB of activations > 2 GB" in out, out
+
+
+def test_grouping_by_a_parameter_the_teacher_lacks_keeps_it_in_its_group(env, tmp_path):
+    """`--benchmark-group-by=param:backend_key` (the backends side by side) stopped the run with
+    pytest-benchmark's KeyError after every benchmark ran: the teacher's has no backend_key."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_latency.py"),
+           "-k", "test_teacher_tiled or test_student_latency", "-p", "no:cacheprovider", "-q",
+           "--students", str(env / "student-good.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--formats", "onnx", "--cache", str(tmp_path / "cache"),
+           "--sizes", "160x96", "--benchmark-group-by=param:backend_key"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "INTERNALERROR" not in out, out
+    assert "benchmark 'backend_key=ort-fp32'" in out and "benchmark 'teacher at 160x96" in out, out
