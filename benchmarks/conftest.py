@@ -103,10 +103,28 @@ def given_ids(paths: list) -> list[str]:
             for s, n, f, ns, nn in zip(stems, names, folders, counted(stems), counted(names))]
 
 
+# pytest-benchmark's options for the marker's keys: one given on the command line wins.
+TIMING_FLAGS = {"--benchmark-min-rounds": "min_rounds", "--benchmark-max-time": "max_time",
+                "--benchmark-warmup": "warmup",
+                "--benchmark-warmup-iterations": "warmup_iterations"}
+
+
+def _given_timing(config) -> set[str]:
+    """The marker keys whose pytest-benchmark option the user gave (command line, addopts,
+    PYTEST_ADDOPTS): a marker's value is above the option's, so the mode's would hide it."""
+    import shlex
+
+    args = [*config.invocation_params.args, *config.getini("addopts"),
+            *shlex.split(os.environ.get("PYTEST_ADDOPTS", ""))]
+    return {key for flag, key in TIMING_FLAGS.items()
+            if any(a == flag or a.startswith(flag + "=") for a in map(str, args))}
+
+
 def pytest_collection_modifyitems(config, items):
     has_plugin = config.pluginmanager.hasplugin("pytest_benchmark") or \
         config.pluginmanager.hasplugin("benchmark")
-    mark = MODE_MARKS[_mode(config)]
+    given = _given_timing(config)
+    mark = {k: v for k, v in MODE_MARKS[_mode(config)].items() if k not in given}
     for item in items:
         if "benchmark" not in getattr(item, "fixturenames", ()):
             continue

@@ -1872,3 +1872,20 @@ def test_grouping_by_a_parameter_the_teacher_lacks_keeps_it_in_its_group(env, tm
     out = res.stdout + res.stderr
     assert res.returncode == 0 and "INTERNALERROR" not in out, out
     assert "benchmark 'backend_key=ort-fp32'" in out and "benchmark 'teacher at 160x96" in out, out
+
+
+def test_benchmark_round_options_given_win_over_the_mode(env, tmp_path):
+    """The suite's mode set min_rounds / max_time / warm-up in each test's benchmark marker,
+    which pytest-benchmark puts above its command line: `--benchmark-min-rounds=100` timed the
+    same 3+ rounds as without it, silently."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_latency.py"),
+           "-k", "test_student_latency and ort-fp32", "-p", "no:cacheprovider", "-q",
+           "--students", str(env / "student-good.pt"), "--formats", "onnx", "--cache",
+           str(tmp_path / "cache"), "--sizes", "160x96", "--benchmark-min-rounds=7",
+           "--benchmark-max-time", "0.000001", "--benchmark-json", str(tmp_path / "b.json")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert res.returncode == 0, res.stdout + res.stderr
+    (run,) = json.loads((tmp_path / "b.json").read_text())["benchmarks"]
+    assert run["stats"]["rounds"] == 7, run["stats"]
+    assert run["options"]["warmup"] == 1   # the mode's, where none was given
