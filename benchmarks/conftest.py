@@ -69,7 +69,12 @@ def pytest_generate_tests(metafunc):
                                                     hash_files=False)]
         except BenchError as e:
             raise pytest.UsageError(str(e)) from None
-        metafunc.parametrize("student", names, scope="session")
+        ids = None
+        if not names:   # as the --model files' tests below: said, not "empty parameter set"
+            names, ids = [pytest.param(None, marks=pytest.mark.skip(
+                reason="no students: --model without --weights measures those files alone"))], \
+                ["none"]
+        metafunc.parametrize("student", names, ids=ids, scope="session")
     if "given_model" in metafunc.fixturenames:   # --model files, by their paths
         # One test per file, however it is spelled (a.onnx ./a.onnx), as `sharpen bench`.
         by_file: dict = {}

@@ -1889,3 +1889,16 @@ def test_benchmark_round_options_given_win_over_the_mode(env, tmp_path):
     (run,) = json.loads((tmp_path / "b.json").read_text())["benchmarks"]
     assert run["stats"]["rounds"] == 7, run["stats"]
     assert run["options"]["warmup"] == 1   # the mode's, where none was given
+
+
+def test_student_tests_without_students_say_why_they_skip(tmp_path):
+    """`pytest benchmarks/ --model FILE` without --weights measures the files alone: the student
+    tests were skipped as pytest's "got empty parameter set for (student)"."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider",
+           "-q", "-rs", "-k", "not given_model and not teacher and not reference",
+           "--model", str(tmp_path / "a.onnx")]   # never read: nothing that needs it runs
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "empty parameter set" not in out, out
+    assert "no students: --model without --weights measures those files alone" in out, out
