@@ -168,6 +168,10 @@ class BenchContext:
                                     f"{self.target_fps:g}")
         self.min_ssim_ratio = float(config.getoption("--min-ssim-ratio"))
         self.min_ssim_gain = config.getoption("--min-ssim-gain")
+        for flag, v in (("--min-ssim-ratio", self.min_ssim_ratio),
+                        ("--min-ssim-gain", self.min_ssim_gain)):
+            if v is not None and not 0 <= v <= 1.5:   # as `sharpen bench`
+                raise pytest.UsageError(f"{flag} must be in [0, 1.5], got {v:g}")
         self.teacher_weights = config.getoption("--teacher-weights")
         self.teacher_config = config.getoption("--teacher-config")
         self.data = config.getoption("--data")
@@ -212,6 +216,10 @@ class BenchContext:
         # Read now, as `sharpen bench` reads them: a bad file is a usage error before any work.
         self.models = resolve_models(config.getoption("models"), list(self.students),
                                      self.threads)
+        self._pairs = None
+        if self._runs_quality():   # read now, as `sharpen bench` does: a bad --data stops it
+            from benchmarks.quality import load_pairs   # before the latency tests' minutes
+            self._pairs = load_pairs(self.data, self.limit)
         self.teacher_ms: dict[str, float] = {}
         self.results: list[dict] = []
         self._artifacts: dict = {}
@@ -268,7 +276,8 @@ class BenchContext:
             from benchmarks.quality import evaluate, load_pairs
 
             try:
-                pairs, desc = load_pairs(self.data, self.limit)
+                pairs, desc = self._pairs or load_pairs(self.data, self.limit)
+                self._pairs = None
                 students = self.selected_students()
                 sets = {n: self.artifacts(n) for n in students}
                 self._quality = evaluate(pairs, self.teacher_outputs,
@@ -279,11 +288,18 @@ class BenchContext:
                                          models=self.models)
             except BenchError as e:
                 self._quality_error = e
-                raise pytest.UsageError(str(e)) from None
+                usage_exit(str(e))
             except Exception as e:
                 self._quality_error = e
                 raise
         return self._quality
+
+    def _runs_quality(self) -> bool:
+        """Whether a selected test, not skipped (--benchmark-only), evaluates quality."""
+        if self.items is None:
+            return True
+        return any("bench" in it.fixturenames and "benchmark" not in it.fixturenames
+                   and it.get_closest_marker("skip") is None for it in self.items)
 
     def selected_students(self) -> list[str]:
         """The students the quality evaluation covers: those with a selected test. `-k fast`
@@ -324,13 +340,20 @@ class BenchContext:
         return self._videos[key]
 
 
+def usage_exit(msg: str):
+    """Stop the session on a bad option value, once, with the message and pytest's usage exit
+    status: a UsageError raised in a fixture or a test was an ERROR with a traceback at every
+    test that used it, and exit 1 as if tests had failed."""
+    pytest.exit(f"usage error: {msg}", returncode=pytest.ExitCode.USAGE_ERROR)
+
+
 @pytest.fixture(scope="session")
 def bench(request, tmp_path_factory) -> BenchContext:
     try:
         ctx = BenchContext(request.config, tmp_path_factory.mktemp("bench"),
                            items=list(request.session.items))
-    except BenchError as e:
-        raise pytest.UsageError(str(e)) from None
+    except (BenchError, pytest.UsageError) as e:
+        usage_exit(str(e))
     request.config._sharpen_bench = ctx
     return ctx
 

@@ -1902,3 +1902,22 @@ def test_student_tests_without_students_say_why_they_skip(tmp_path):
     assert res.returncode == 0, out
     assert "empty parameter set" not in out, out
     assert "no students: --model without --weights measures those files alone" in out, out
+
+
+@pytest.mark.parametrize("bad,says", [
+    (["--target-fps", "0"], "--target-fps must be a finite number > 0, got 0"),
+    (["--stream-frames", "-1"], "--stream-frames must be >= 0"),
+    (["--data", "no/such/set"], "no/such/set")])
+def test_a_bad_option_value_stops_the_suite_once_with_its_message(env, tmp_path, bad, says):
+    """A bad value raised a UsageError inside the session fixture (or the quality evaluation):
+    pytest reported it as an ERROR with a full traceback at every test, the message buried
+    in the tracebacks, and exited 1, as if tests had failed."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider",
+           "-q", "--students", str(env / "student-good.pt"), "--formats", "onnx",
+           "--teacher-weights", str(env / "teacher.pt"), "--cache", str(tmp_path / "cache"),
+           "--sizes", "96x64", *bad]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 4, out   # pytest's usage error
+    assert out.count(says) == 1 and "Traceback" not in out and "ERROR at" not in out, out
