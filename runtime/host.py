@@ -109,13 +109,17 @@ def env_threads() -> Optional[int]:
         return None
     first = raw.split(",")[0].strip()
     top = max(MAX_THREADS, os.cpu_count() or 0)
-    n = int(first) if first.isascii() and first.isdigit() else 0
+    # Digits past 9 (leading zeros aside) exceed any top: int() of over 4300 of them raised
+    # Python's ValueError at every model load.
+    digits = first.lstrip("0")
+    n = int(digits) if first.isascii() and first.isdigit() and 0 < len(digits) < 10 else 0
     if 1 <= n <= top:
         return n
     from .warn import warn
 
-    warn(f"{THREADS_ENV}={raw!r} is not a thread count (a whole number 1 to {top}): ignored; "
-         "ONNX Runtime and LiteRT use their own default thread counts")
+    shown = repr(raw) if len(raw) <= 40 else f"{raw[:20]!r}... ({len(raw)} characters)"
+    warn(f"{THREADS_ENV}={shown} is not a thread count (a whole number 1 to {top}): "
+         "ignored; ONNX Runtime and LiteRT use their own default thread counts")
     return None
 
 

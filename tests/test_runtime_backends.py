@@ -780,3 +780,18 @@ def test_an_invalid_omp_num_threads_is_said_and_the_default_kept(onnx_model, mon
     with runtime_warnings() as said, load_backend(onnx_model, threads=1):
         pass
     assert not said   # not read at all when a count is given
+
+
+def test_an_omp_num_threads_of_thousands_of_digits_is_said_not_a_traceback(onnx_model,
+                                                                          monkeypatch):
+    """int() of over 4300 digits raises Python's ValueError ("Exceeds the limit"): every model
+    load failed with it, where another bad value is warned of and ignored. The warning gives
+    the start of such a value and its length, not all of it."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "9" * 5000)
+    with runtime_warnings() as said, load_backend(onnx_model) as b:
+        assert b.threads == 0
+    assert [m for m in said if m.startswith(f"OMP_NUM_THREADS={'9' * 20!r}... (5000 characters)"
+                                            " is not a thread count")], said
+    monkeypatch.setenv("OMP_NUM_THREADS", "0" * 5000 + "2")   # leading zeros: still two
+    with load_backend(onnx_model) as b:
+        assert b.threads == 2
