@@ -129,7 +129,7 @@ def run_bench_cmd(args) -> int:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")
     from runtime.host import check_threads
     try:   # here, not when the first runtime loads after the exports
-        check_threads(args.threads, "--threads", "all cores")
+        check_threads(args.threads, "--threads")
     except ValueError as e:
         return fail(str(e))
     opts = options_from_args(args)

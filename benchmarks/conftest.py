@@ -189,7 +189,7 @@ class BenchContext:
         self.threads = int(config.getoption("threads") or 0)
         from runtime.host import check_threads
         try:   # as `sharpen bench` checks it
-            check_threads(self.threads, "--threads", "all cores")
+            check_threads(self.threads, "--threads")
         except ValueError as e:
             raise pytest.UsageError(str(e)) from None
         cache = config.getoption("cache")

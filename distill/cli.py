@@ -613,8 +613,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     from .teacher import check_device, check_threads, pick_device, resolve_weights
     check_device(args.device)
-    check_threads(args.threads, zero="all cores")
-    from runtime.host import threads_warning
+    from runtime.host import ZERO_THREADS, threads_warning
+    check_threads(args.threads, zero=ZERO_THREADS)   # artifacts: the runtimes' meaning of 0
     if too_many := threads_warning(args.threads, "--threads"):   # as sharpen run warns
         print(f"warning: {too_many}", file=sys.stderr)
     models = [m for item in args.model or [] for m in item.split(",") if m]

@@ -459,7 +459,7 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
         raise ExportError(f"{n('latency_runs')} must be >= 0, got {o.latency_runs}")
     from runtime.host import check_threads
     try:   # here, not when the latency check loads a runtime after the whole export
-        check_threads(o.threads, n("threads"), "all cores")
+        check_threads(o.threads, n("threads"))
     except ValueError as e:
         raise ExportError(str(e)) from None
     if o.thresholds is not None and o.thresholds.max_ssim_drop is not None and not o.parity_gt:

@@ -76,16 +76,19 @@ def usable_cores() -> int:
 # from here, so that one setting bounds every engine of a process (a container's share of the
 # cores, a test worker's), as it already bounded torch.
 THREADS_ENV = "OMP_NUM_THREADS"
+# What a thread count of 0 (or none) means, as the help and the range errors say it.
+ZERO_THREADS = f"{THREADS_ENV} when set, else all cores"
 
 
-def threads_help(runs: str, zero: str = f"{THREADS_ENV} when set, else all cores") -> str:
+def threads_help(runs: str, zero: str = ZERO_THREADS) -> str:
     """The --threads help of every command, in the same words: what the threads run, what 0
     means (as check_threads says it) and the limit check_threads enforces."""
     return (f"CPU threads for {runs} (default 0: {zero}; at most {MAX_THREADS}, or the "
             "machine's cores where it has more)")
 
 
-def check_threads(threads: Optional[int], name: str = "threads", zero: str = "all cores") -> None:
+def check_threads(threads: Optional[int], name: str = "threads",
+                  zero: str = ZERO_THREADS) -> None:
     """ValueError naming `name` (a keyword, or a flag such as --threads) and the range for a
     thread count below 0 or above max(MAX_THREADS, the machine's cores); `zero` says what 0
     means. None passes (the engine's default)."""

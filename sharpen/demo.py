@@ -275,7 +275,7 @@ def _check_args(args: argparse.Namespace) -> str | None:
             return f"{flag} must be >= {low}, got {value}"
     from runtime.host import check_threads
     try:
-        check_threads(args.threads, "--threads", "all cores")
+        check_threads(args.threads, "--threads")
     except ValueError as e:
         return str(e)
     if not args.lr > 0:

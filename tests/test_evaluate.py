@@ -13,6 +13,9 @@ from distill.evaluate import evaluate_fns, format_table
 from distill.images import write_image
 from runtime import SharpenWarning
 
+# What a --threads of 0 means, as the range errors say it (the runtimes: README "threads").
+ZERO_THREADS = "0: OMP_NUM_THREADS when set, else all cores"
+
 
 @pytest.fixture()
 def nogt(tmp_path):
@@ -573,7 +576,7 @@ def test_threads_and_provider_reach_the_runtime_as_in_sharpen_run(nogt, tmp_path
             capsys.readouterr().err
     assert main([*argv, "--threads", "-1"]) == 2
     err = capsys.readouterr().err
-    assert err.strip() == ("sharpen evaluate: error: --threads must be >= 0 (0: all cores), "
+    assert err.strip() == (f"sharpen evaluate: error: --threads must be >= 0 ({ZERO_THREADS}), "
                            "got -1"), err
 
 
@@ -598,7 +601,7 @@ def test_threads_above_the_cores_are_warned_of_and_absurd_ones_refused(nogt, tmp
     top = max(MAX_THREADS, os.cpu_count() or 0)
     assert main([*argv, "--threads", str(10**6)]) == 2
     assert capsys.readouterr().err.strip() == (f"sharpen evaluate: error: --threads must be 0 "
-                                               f"to {top} (0: all cores), got 1000000")
+                                               f"to {top} ({ZERO_THREADS}), got 1000000")
 
 
 def test_threads_set_torchs_threads_for_checkpoints_on_the_cpu(nogt, tmp_path, capsys):
