@@ -154,14 +154,14 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
 def options_from_args(args: argparse.Namespace):
     """StreamOptions from parsed `sharpen run` arguments."""
     from .pipeline import MAX_FPS, MIN_FPS, StreamOptions
-    from .host import check_threads
+    from .host import ZERO_THREADS, check_threads
     from .prepost import check_tiling
 
     args.width = 1920 if args.width is None else args.width
     args.height = 1080 if args.height is None else args.height
     args.reconnect = 5 if args.reconnect is None else args.reconnect
 
-    for flag, value, meaning in (("--threads", args.threads, "0: all cores"),
+    for flag, value, meaning in (("--threads", args.threads, f"0: {ZERO_THREADS}"),
                                  ("--fps", args.fps, "0: the source's own"),
                                  ("--max-frames", args.max_frames or 0, "0: all"),
                                  ("--reconnect", args.reconnect, "0: never"),

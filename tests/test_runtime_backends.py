@@ -497,6 +497,10 @@ def test_an_absurd_thread_count_is_refused_naming_the_range(request, onnx_model,
                     str(10**6), "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == (f"sharpen run: error: --threads must be 0 to "
                                                f"{top} ({ZERO_THREADS}), got 1000000")
+    assert run_cli(["run", "--model", str(model), "--source", "synthetic", "--threads", "-1",
+                    "--quiet"]) == 2   # sharpen run's own check, before the range's
+    assert capsys.readouterr().err.strip() == (f"sharpen run: error: --threads must be >= 0 "
+                                               f"({ZERO_THREADS}), got -1")
 
 
 @pytest.mark.parametrize("which", ["onnx", "tflite"])
