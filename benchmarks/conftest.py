@@ -366,7 +366,7 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     if ctx.results:
         tr.section("sharpen latency (per frame, median)")
         tr.write_line(f"target {ctx.target_fps:g} fps = {1000 / ctx.target_fps:.1f} ms; "
-                      f"mode {ctx.mode}")
+                      f"mode {ctx.mode}; {runtime_threads_line(ctx.threads)}")
         for r in ctx.results:
             sp = r.get("speedup_vs_teacher")
             tr.write_line(
@@ -393,6 +393,22 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")
+
+
+def runtime_threads_line(threads: int) -> str:
+    """The threads ONNX Runtime and LiteRT were timed on, and what set them: without --threads
+    a shell's OMP_NUM_THREADS sets them (README "threads"), which the summary did not say."""
+    from runtime.console import count
+    from runtime.host import THREADS_ENV, default_threads
+
+    n = default_threads(threads)
+    if threads:
+        why = f"--threads {threads}"
+    elif n:
+        why = f"{THREADS_ENV}={os.environ[THREADS_ENV]}; --threads N sets another count"
+    else:
+        return f"ONNX Runtime and LiteRT on their default threads (no --threads, {THREADS_ENV})"
+    return f"ONNX Runtime and LiteRT on {count(n, 'thread')} ({why})"
 
 
 @pytest.hookimpl(optionalhook=True)   # pytest-benchmark's hook: absent without the plugin

@@ -66,6 +66,9 @@ def _time_frames(benchmark, bench, size, opener: Callable, **row) -> None:
     try:
         benchmark(frame_fn(backend, *size))
         provider, engine = backend.provider, backend.name
+        # The count ONNX Runtime / LiteRT ran on (--threads, else OMP_NUM_THREADS's; 0: ONNX
+        # Runtime's default): a shell's OMP_NUM_THREADS=1 halves a 2-core timing, unseen.
+        threads = backend.threads if row["backend"].fmt else None
     finally:
         backend.close()
     med = _median_s(benchmark)
@@ -74,7 +77,7 @@ def _time_frames(benchmark, bench, size, opener: Callable, **row) -> None:
     _record(bench, benchmark, result_row(
         size=size, ms=1000 * med, p90_ms=_p90_ms(benchmark), target_fps=bench.target_fps,
         teacher_ms=bench.teacher_ms.get(size_label(size)), provider=provider, engine=engine,
-        **row))
+        threads=threads, **row))
 
 
 def test_student_latency(benchmark, bench, student, backend_key, size):

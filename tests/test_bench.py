@@ -1891,6 +1891,26 @@ def test_benchmark_round_options_given_win_over_the_mode(env, tmp_path):
     assert run["options"]["warmup"] == 1   # the mode's, where none was given
 
 
+def test_the_pytest_suite_says_the_runtimes_threads_and_what_set_them(env, tmp_path):
+    """Without --threads the runtimes take OMP_NUM_THREADS's count: a shell's =1 timed `fast`
+    on one of two cores, and neither the summary nor the JSON said so (the 10 fps target is
+    judged on both). Each timing's extra_info holds the count, the summary what set it."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_latency.py"),
+           "-k", "test_student_latency and ort-fp32", "-p", "no:cacheprovider", "-q",
+           "--students", str(env / "student-good.pt"), "--formats", "onnx", "--cache",
+           str(tmp_path / "cache"), "--sizes", "96x64", "--benchmark-json",
+           str(tmp_path / "b.json")]
+    for extra, threads, said in (
+            ((), 1, "ONNX Runtime and LiteRT on 1 thread (OMP_NUM_THREADS=1; --threads N sets"),
+            (("--threads", "2"), 2, "ONNX Runtime and LiteRT on 2 threads (--threads 2)")):
+        res = subprocess.run([*cmd, *extra], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        out = res.stdout + res.stderr
+        assert res.returncode == 0 and said in out, out
+        (run,) = json.loads((tmp_path / "b.json").read_text())["benchmarks"]
+        assert run["extra_info"]["threads"] == threads, run["extra_info"]
+
+
 def test_student_tests_without_students_say_why_they_skip(tmp_path):
     """`pytest benchmarks/ --model FILE` without --weights measures the files alone: the student
     tests were skipped as pytest's "got empty parameter set for (student)"."""
