@@ -1519,7 +1519,8 @@ class _BuildContext:
         self.prog.say(f"  ModelOpt PTQ ({method} calibration, CPU) on "
                       f"{count(len(self.crops), 'crop')}")
         return quantize_qdq_trt(self.build("onnx"), path, self.crops, method=method,
-                                float_layers=self.float_by_fmt.get("onnx-qdq-trt", ()))
+                                float_layers=self.float_by_fmt.get("onnx-qdq-trt", ()),
+                                threads=self.o.threads)
 
     def _build_tflite(self, path: Path, quantization: str) -> Path:
         import contextlib

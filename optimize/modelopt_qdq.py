@@ -77,7 +77,7 @@ def conv_sum_adds(onnx_path: str | os.PathLike) -> list[str]:
 
 def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                      crops: np.ndarray, method: str = DEFAULT_METHOD,
-                     float_layers: Sequence[str] = ()) -> Path:
+                     float_layers: Sequence[str] = (), threads: int | None = None) -> Path:
     """ModelOpt INT8 PTQ of an FP32 ONNX file, calibrated on `crops` (N x 3 x H x W float32).
     Writes `out_path` atomically and returns it.
 
@@ -87,8 +87,11 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     0.977 against 0.991 for a `fast` student).
 
     The nodes of the modules named in `float_layers` stay in high precision
-    (`optimize/float_layers.py`)."""
+    (`optimize/float_layers.py`). Its ONNX Runtime sessions run `threads` CPU threads (None or
+    0: OMP_NUM_THREADS's count, else every core), as the runtime's backends do."""
     import onnx
+
+    from runtime.host import THREADS_ENV, default_threads
 
     from .onnx_export import atomic_write_bytes, read_metadata, set_metadata
 
@@ -111,6 +114,10 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
+        # The child reads the count from the variable (_quantize_in_child): given here, it
+        # replaces the one the child would inherit (export's --threads read only in this process).
+        if n := default_threads(threads):
+            env[THREADS_ENV] = str(n)
         code = ("import sys; from optimize.modelopt_qdq import _quantize_in_child as q; "
                 "q(*sys.argv[1:])")
         proc = subprocess.run([sys.executable, "-c", code, str(src), str(dst),

@@ -5,6 +5,7 @@ One module-scoped export builds all artifacts once (the expensive part); the tes
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -381,6 +382,47 @@ def test_modelopts_calibration_sessions_take_the_thread_count(tmp_path):
     r = subprocess.run([sys.executable, "-c", MODELOPT_SESSIONS, str(model)], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.stdout.split() == ["3", "3", "3"], r.stdout + r.stderr
+
+
+CHILD_SESSIONS_HOOK = """
+import atexit, inspect, os, sys
+
+def _said():   # the count ModelOpt's child gave its ONNX Runtime sessions (_sessions_on)
+    if "modelopt" not in sys.modules:
+        return
+    ort = sys.modules.get("onnxruntime")
+    init = getattr(getattr(ort, "InferenceSession", None), "__init__", None)
+    got = inspect.getclosurevars(init).nonlocals.get("threads") if init else None
+    with open(os.environ["SHARPEN_TEST_SAID"], "a") as f:
+        f.write(f"{got}\\n")
+
+atexit.register(_said)
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("modelopt") is None,
+                    reason="NVIDIA ModelOpt is not installed")
+def test_modelopt_calibrates_on_the_exports_thread_count(tmp_path, monkeypatch):
+    """Export's --threads reached ONNX Runtime's INT8 calibration but not ModelOpt's: its child
+    read OMP_NUM_THREADS alone, so `sharpen export --threads 1` calibrated on every core (or
+    OMP_NUM_THREADS's count). The count given wins; without one the variable's holds."""
+    from runtime_fixtures import make_onnx_model
+
+    from optimize.modelopt_qdq import quantize_qdq_trt
+
+    hook = tmp_path / "hook"   # Python imports sitecustomize from PYTHONPATH at start
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(CHILD_SESSIONS_HOOK)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
+        [str(hook), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]))
+    said = tmp_path / "said.txt"
+    monkeypatch.setenv("SHARPEN_TEST_SAID", str(said))
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")
+    model = make_onnx_model(tmp_path / "m.onnx")
+    crops = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+    for threads in (2, None):
+        quantize_qdq_trt(model, tmp_path / f"q{threads}.onnx", crops, threads=threads)
+    assert said.read_text().split() == ["2", "3"]
 
 
 # --------------------------------------------------------------------------- TFLite
