@@ -176,6 +176,11 @@ class BenchContext:
         self.teacher_config = config.getoption("--teacher-config")
         self.data = config.getoption("--data")
         self.formats = config.getoption("formats")
+        from optimize.export import parse_formats
+        try:   # once, here: each latency test that exported failed on it with a traceback
+            parse_formats(self.formats)
+        except ValueError as e:
+            raise pytest.UsageError(str(e)) from None
         self.calib_count = int(config.getoption("calib_count"))
         if self.calib_count < 1:
             raise pytest.UsageError(f"--calib-count must be >= 1, got {self.calib_count}")

@@ -1927,6 +1927,7 @@ def test_student_tests_without_students_say_why_they_skip(tmp_path):
 @pytest.mark.parametrize("bad,says", [
     (["--target-fps", "0"], "--target-fps must be a finite number > 0, got 0"),
     (["--stream-frames", "-1"], "--stream-frames must be >= 0"),
+    (["--formats", "onnx,bogus"], "unknown format 'bogus'; choose from onnx, "),
     (["--data", "no/such/set"], "no/such/set")])
 def test_a_bad_option_value_stops_the_suite_once_with_its_message(env, tmp_path, bad, says):
     """A bad value raised a UsageError inside the session fixture (or the quality evaluation):
