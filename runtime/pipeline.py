@@ -182,7 +182,8 @@ class StreamOptions:
     show: bool = False                  # window: original | sharpened, fps overlay
     view: str = "side"                  # side by side, or split
     stats_path: Optional[Union[str, Path]] = None
-    threads: Optional[int] = None       # CPU threads of ONNX Runtime / LiteRT (0/None: all)
+    # CPU threads of ONNX Runtime / LiteRT (0/None: OMP_NUM_THREADS's count, else all cores)
+    threads: Optional[int] = None
     provider: Union[str, Sequence[str]] = "auto"
     tile: int = 0                       # Gaussian-blended tiles of this side (0: whole frame)
     overlap: Optional[int] = None       # None: the model's receptive field, at most tile/2
