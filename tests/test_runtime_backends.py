@@ -776,6 +776,25 @@ def test_litert_takes_omp_num_threads_when_no_thread_count_is_given(tflite_model
             b.close()
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity") or (os.cpu_count() or 1) < 2,
+                    reason="needs sched_setaffinity and two cores")
+def test_litert_without_a_thread_count_takes_the_cores_this_process_may_use(tflite_models,
+                                                                            monkeypatch):
+    """A container or taskset gives a process fewer cores than the machine has: LiteRT's
+    default is the cores it may use, not os.cpu_count() (threads fighting for one core)."""
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    allowed = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {min(allowed)})
+    try:
+        b = load_backend(tflite_models[0])
+    finally:
+        os.sched_setaffinity(0, allowed)
+    try:
+        assert b.threads == 1, b.threads
+    finally:
+        b.close()
+
+
 @pytest.mark.parametrize("value", ["two", "0", "-2", "1.5"])
 def test_an_invalid_omp_num_threads_is_said_and_the_default_kept(onnx_model, monkeypatch,
                                                                  value):

@@ -6,7 +6,6 @@ scale and zero point, so the pipeline always sees float32 in [0, 1].
 """
 from __future__ import annotations
 
-import os
 import threading
 from pathlib import Path
 from typing import Any, Optional, Union
@@ -15,7 +14,7 @@ import numpy as np
 
 from ..cli_errors import raise_if_interrupted
 from ..console import TF_NOISE, brief, first_line, quiet_native_stderr
-from ..host import check_threads, default_threads
+from ..host import check_threads, default_threads, usable_cores
 from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
                    read_sidecar, sidecar_path)
 from .sniff import load_hint
@@ -63,8 +62,8 @@ class LiteRTBackend(Backend):
         self._lock = threading.Lock()
         path = Path(path)
         # LiteRT runs XNNPACK single-threaded unless told otherwise; use OMP_NUM_THREADS's
-        # count, or every core, by default.
-        threads = default_threads(threads) or os.cpu_count() or 1
+        # count, or every core this process may use (a container or taskset limits them).
+        threads = default_threads(threads) or usable_cores()
         try:
             # Hides "INFO: Created TensorFlow Lite XNNPACK delegate"; what else is said stays.
             with quiet_native_stderr(TF_NOISE):
