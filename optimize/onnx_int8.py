@@ -119,6 +119,9 @@ def _calibrator_options(threads: int | None = None, **opts):
         so = onnxruntime.SessionOptions()   # as ORT's own, with the thread count
         so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
         so.intra_op_num_threads = threads
+        # Not spinning between runs, as the runtime's sessions: beside other work (a test
+        # worker, a bench) spinning threads take the cores it needs.
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
         self.infer_session = onnxruntime.InferenceSession(
             self.augmented_model_path, sess_options=so, providers=self.execution_providers)
 
