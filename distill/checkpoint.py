@@ -157,6 +157,10 @@ def load_weights(model: nn.Module, sd: dict[str, torch.Tensor],
 def make_checkpoint(model: nn.Module, *, kind: str, arch: str, arch_args: dict,
                     ema: nn.Module | None = None, step: int = 0, config: dict | None = None,
                     metrics: dict | None = None, **extra) -> dict:
+    from .students import student_module
+    if kind == "student" and (module := student_module(arch)):
+        # What a process without it is told to import (see `load_student`).
+        extra = {"arch_module": module, **extra}
     return {"format": FORMAT, "kind": kind, "arch": arch, "arch_args": dict(arch_args),
             "model": model.state_dict(), "ema": ema.state_dict() if ema is not None else None,
             "step": int(step), "config": config or {}, "metrics": metrics or {}, **extra}
@@ -167,7 +171,7 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
     models/student-fast.pt, as `--weights` takes it; see `distill.teacher.resolve_weights`);
     returns (model in eval mode on the CPU, checkpoint dict). The weights are its EMA's unless
     `prefer_ema` is False. CheckpointError (a ValueError) says why a file cannot be used."""
-    from .students import list_students, student_from_saved_args
+    from .students import STUDENTS_ENV, list_students, student_from_saved_args
     from .teacher import resolve_weights
 
     path = resolve_weights(path, allow_teacher=False)
@@ -177,7 +181,13 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
                               f"(kind={ckpt.get('kind')!r}); students are written by "
                               "`sharpen distill`")
     if ckpt["arch"] not in list_students():
-        raise CheckpointError(f"{path}: unknown student architecture {ckpt['arch']!r}")
+        module = ckpt.get("arch_module")
+        how = (f"module {module} registered it when this checkpoint was saved: set "
+               f"{STUDENTS_ENV}={module}, with its folder on PYTHONPATH"
+               if isinstance(module, str) else
+               f"a student of your own: name the module that registers it in {STUDENTS_ENV}")
+        raise CheckpointError(f"{path}: student {ckpt['arch']!r} is not registered in this "
+                              f"process; {how} (registered now: {', '.join(list_students())})")
     try:
         model = student_from_saved_args(ckpt["arch"], ckpt.get("arch_args", {}))
     except (TypeError, ValueError) as e:

@@ -11,6 +11,8 @@ Registry in the style of timm: `create_student(name, **overrides)`, `list_studen
 from __future__ import annotations
 
 import inspect
+import os
+import re
 from dataclasses import dataclass
 from typing import Callable
 
@@ -308,8 +310,24 @@ class StudentSpec:
 
 _REGISTRY: dict[str, StudentSpec] = {}
 
+# Names a command line or a checkpoint can carry as they are: no "." (`sharpen models my.net`
+# and `--weights` read a suffix as a file), no "," (lists of names), no space.
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
+
 
 def register(name: str, builder: Callable[..., nn.Module], description: str, **defaults) -> None:
+    """Add a student: `builder(**defaults, **overrides)` returns an nn.Module mapping NCHW RGB
+    to the same shape (checked when it is built), with H and W a multiple of its attribute
+    `multiple` (default 1). A module outside the project that calls this is found by every
+    command when named in SHARPEN_STUDENTS (see `import_student_modules`)."""
+    if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "restormer":
+        raise ValueError(f"student name {name!r}: use letters, digits, '-' and '_' (no '.', "
+                         "',' or space), and not restormer (the teacher)")
+    old = _REGISTRY.get(name)
+    # The same module imported again (a reload, a script run as __main__) replaces its own.
+    if old is not None and builder.__module__ not in (old.builder.__module__, "__main__"):
+        raise ValueError(f"student name {name!r} is already registered (by "
+                         f"{old.builder.__module__}); {builder.__module__} must choose another")
     _REGISTRY[name] = StudentSpec(name, builder, defaults, description)
 
 
@@ -333,13 +351,50 @@ register("fast-s2", FastStudent, "pixel-unshuffle x2, width 24: finer detail, sl
          scale=2, width=24, blocks=2, low_blocks=3)
 
 
+_BUILT_IN = frozenset(_REGISTRY)
+
+# Importable modules (their folder on PYTHONPATH), comma-separated, whose register() calls add
+# students: a fresh process (every `sharpen` command, a DDP rank, a loader worker) knows only
+# the built-in ones otherwise. Not read from checkpoints: those are untrusted input, and a
+# checkpoint naming a module to import would run code of its choosing.
+STUDENTS_ENV = "SHARPEN_STUDENTS"
+_imported: set[str] = set()
+
+
+def import_student_modules() -> None:
+    """Import the modules named in SHARPEN_STUDENTS that are not imported yet."""
+    import importlib
+
+    from runtime.cli_errors import SharpenError
+    value = os.environ.get(STUDENTS_ENV, "")
+    for module in (m.strip() for m in value.split(",")):
+        if not module or module in _imported:
+            continue
+        try:
+            importlib.import_module(module)
+        except ImportError as e:   # a typo, a folder not on the path, a package it lacks
+            raise SharpenError(f"{STUDENTS_ENV}={value}: cannot import {module} ({e}); give "
+                               "importable module names, comma-separated, with their folder "
+                               "on PYTHONPATH") from e
+        _imported.add(module)
+
+
+def student_module(name: str) -> str | None:
+    """The module that registered a student not built in, for a checkpoint to record."""
+    module = _REGISTRY[name].builder.__module__ if name in _REGISTRY else None
+    return None if name in _BUILT_IN or module == "__main__" else module
+
+
 def list_students() -> list[str]:
+    import_student_modules()
     return sorted(_REGISTRY)
 
 
 def student_spec(name: str) -> StudentSpec:
+    import_student_modules()
     if name not in _REGISTRY:
-        raise ValueError(f"unknown student {name!r}; choose from {list_students()}")
+        raise ValueError(f"unknown student {name!r}; choose from {list_students()} (a student "
+                         f"of your own: its module in {STUDENTS_ENV})")
     return _REGISTRY[name]
 
 
@@ -356,8 +411,30 @@ def create_student(name: str, **overrides) -> nn.Module:
         if key in accepted:
             _check_arg(name, key, value, accepted[key].default)
     model = spec.builder(**args)
+    _check_shape(name, model)
     model.arch_name, model.arch_args = name, args
     return model
+
+
+def _check_shape(name: str, model: nn.Module) -> None:
+    """ValueError if the student's output is not its input's shape: a user's student that
+    halved the frame failed in training deep inside the loss, in `sharpen models` inside
+    the receptive-field probe. Shapes only (the meta device), at a size that is no square."""
+    import copy
+
+    m = int(getattr(model, "multiple", 1))
+    h = m * -(-24 // m)
+    x = torch.zeros(1, 3, h, h + m, device="meta")
+    try:
+        with torch.no_grad():
+            y = copy.deepcopy(model).to("meta")(x)
+    except (NotImplementedError, RuntimeError):
+        return   # an op without a meta kernel: the first real forward pass tells
+    if not isinstance(y, torch.Tensor) or y.shape != x.shape:
+        got = "x".join(map(str, y.shape)) if isinstance(y, torch.Tensor) else type(y).__name__
+        raise ValueError(f"student {name!r} maps a {'x'.join(map(str, x.shape))} input to "
+                         f"{got}; a student must return the same shape as its input (N x 3 x "
+                         f"H x W) for H and W multiples of its `multiple` ({m})")
 
 
 # Sizes that no layer can be built with (a 0-wide convolution, a 0x0 kernel, no unshuffle).

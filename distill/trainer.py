@@ -78,7 +78,7 @@ def _unknown_arch(cfg: TrainConfig) -> str:
     restormer, which `sharpen train` takes too)."""
     import difflib
 
-    from .students import list_students
+    from .students import STUDENTS_ENV, list_students
     names = list_students()
     teacher = cfg.task != "student"
     close = difflib.get_close_matches(cfg.model.arch, [*names, "restormer"] if teacher else names,
@@ -87,7 +87,8 @@ def _unknown_arch(cfg: TrainConfig) -> str:
     command = "`sharpen train`" if teacher else "`sharpen distill`"
     return (f"model.arch={cfg.model.arch}: no such model; {guess}{command} takes a student "
             f"({', '.join(names)}; `sharpen models` lists them)"
-            + (" or restormer" if teacher else ""))
+            + (" or restormer" if teacher else "")
+            + f"; a student of your own: name the module that registers it in {STUDENTS_ENV}")
 
 
 def _build_restormer(args: dict) -> nn.Module:

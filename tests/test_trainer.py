@@ -1438,7 +1438,8 @@ def test_config_file_and_out_mistakes_are_one_line_errors(tmp_path, capsys):
     assert err_of("train", f"out={tmp_path / 'f'}", "model.arch=fastt", "--quiet").endswith(
         "model.arch=fastt: no such model; did you mean fast? `sharpen train` takes a student "
         "(edge, fast, fast-detail, fast-plain, fast-s2, fast-wide, seed, seed-residual; "
-        "`sharpen models` lists them) or restormer")
+        "`sharpen models` lists them) or restormer; a student of your own: name the module "
+        "that registers it in SHARPEN_STUDENTS")
     assert "did you mean" not in err_of("distill", f"out={tmp_path / 'f'}", "model.arch=zzz",
                                         "--quiet")
     assert "trains the Restormer teacher, not model.arch=fast" in err_of(

@@ -1,0 +1,134 @@
+"""A user's own student architecture, defined outside the project and registered with
+`distill.students.register`: found by every command of a fresh process through
+SHARPEN_STUDENTS, refused with a message naming the problem when it cannot work."""
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from distill import students
+from distill.checkpoint import CheckpointError, atomic_save, load_student, make_checkpoint
+from distill.students import create_student, list_students, register
+from runtime.cli_errors import SharpenError
+from tests.conftest import ROOT
+
+TINY = textwrap.dedent('''
+    import torch.nn as nn
+    import torch.nn.functional as F
+
+    from distill.students import register
+
+
+    class TinyNet(nn.Module):
+        multiple = 2
+
+        def __init__(self, width: int = 8):
+            super().__init__()
+            self.stem = nn.Conv2d(12, width, 3, padding=1)
+            self.head = nn.Conv2d(width, 12, 3, padding=1)
+
+        def forward(self, x):
+            r = self.head(F.relu(self.stem(F.pixel_unshuffle(x, 2))))
+            return x + F.pixel_shuffle(r, 2)
+
+
+    register("{name}", TinyNet, "a user's tiny student", width=8)
+''')
+
+
+class Tiny(nn.Module):
+    multiple = 2
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.stem = nn.Conv2d(12, width, 3, padding=1)
+        self.head = nn.Conv2d(width, 12, 3, padding=1)
+
+    def forward(self, x):
+        return x + F.pixel_shuffle(self.head(F.relu(self.stem(F.pixel_unshuffle(x, 2)))), 2)
+
+
+class Shrink(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 3, padding=1, stride=2)
+
+    def forward(self, x):
+        return self.c(x)
+
+
+@pytest.fixture
+def registry():
+    """The registry as it was after the test: what a test registers is gone again."""
+    saved = dict(students._REGISTRY)
+    yield
+    students._REGISTRY.clear()
+    students._REGISTRY.update(saved)
+
+
+def _sharpen(args, tmp_path, **env):
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1",
+           **env}
+    return subprocess.run([sys.executable, "-m", "sharpen", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=120)
+
+
+def test_a_module_named_in_SHARPEN_STUDENTS_registers_in_every_fresh_process(tmp_path):
+    (tmp_path / "my_students.py").write_text(TINY.format(name="tiny-user"))
+    p = _sharpen(["models", "tiny-user", "--quiet"], tmp_path, SHARPEN_STUDENTS="my_students")
+    assert p.returncode == 0, p.stderr
+    assert "tiny-user" in p.stdout and "a user's tiny student" in p.stdout
+    # Without it, the unknown name says how to make it known.
+    p = _sharpen(["models", "tiny-user", "--quiet"], tmp_path, SHARPEN_STUDENTS="")
+    assert p.returncode == 2 and "SHARPEN_STUDENTS" in p.stderr
+
+
+def test_a_module_that_cannot_be_imported_is_named(tmp_path, monkeypatch, registry):
+    monkeypatch.setenv("SHARPEN_STUDENTS", "no_such_students_module")
+    with pytest.raises(SharpenError, match="SHARPEN_STUDENTS=no_such_students_module: cannot "
+                                           "import no_such_students_module.*PYTHONPATH"):
+        list_students()
+
+
+def test_a_name_taken_or_unusable_is_refused(registry):
+    with pytest.raises(ValueError, match=r"student name 'fast' is already registered \(by "
+                                         r"distill\.students\)"):
+        register("fast", Tiny, "mine")
+    for bad in ("restormer", "my.net", "a,b", "", "my net"):
+        with pytest.raises(ValueError, match="student name"):
+            register(bad, Tiny, "mine")
+    register("tiny-ok", Tiny, "mine")
+    register("tiny-ok", Tiny, "mine, imported again")   # the same module again: replaced
+    assert students.student_spec("tiny-ok").description == "mine, imported again"
+
+
+def test_a_student_that_changes_the_frame_shape_is_refused_when_built(registry):
+    register("shrink", Shrink, "halves the frame")
+    with pytest.raises(ValueError, match=r"student 'shrink' maps a 1x3x24x25 input to "
+                                         r"1x3x12x13.*same shape"):
+        create_student("shrink")
+
+
+def test_a_checkpoint_of_a_student_this_process_lacks_says_what_to_set(tmp_path, registry):
+    register("tiny-ck", Tiny, "mine")
+    m = create_student("tiny-ck")
+    ck = make_checkpoint(m, kind="student", arch="tiny-ck", arch_args=m.arch_args)
+    assert ck["arch_module"] == __name__
+    atomic_save(ck, tmp_path / "t.pt")
+    assert torch.equal(load_student(tmp_path / "t.pt")[0].head.weight, m.head.weight)
+    del students._REGISTRY["tiny-ck"]
+    with pytest.raises(CheckpointError, match=f"student 'tiny-ck' is not registered in this "
+                                              f"process; module {__name__} registered it .*"
+                                              f"set SHARPEN_STUDENTS={__name__}, with"):
+        load_student(tmp_path / "t.pt")
+
+
+def test_built_in_checkpoints_record_no_module():
+    m = create_student("fast", width=8, blocks=1, low_blocks=1)
+    assert "arch_module" not in make_checkpoint(m, kind="student", arch="fast",
+                                                arch_args=m.arch_args)
