@@ -24,6 +24,8 @@ Layout conventions carried over from PyTorch:
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import torch.nn as nn
 
@@ -270,23 +272,268 @@ def _build_edge(b: _Builder, x, m):
     return b.add(x, D2S(r)(res), OUTPUT)
 
 
+# What `_build_traced` rebuilds, by the name torch.fx gives each call.
+TRACED_OPS = ("Conv2d (stride 1, odd kernel, padding k//2; groups 1 or depthwise)", "ReLU",
+              "sigmoid", "max pooling 2x2 stride 2", "nearest x2 upsampling", "pixel_shuffle",
+              "pixel_unshuffle", "add", "mul", "cat and chunk over channels")
+
+
+def _build_traced(b: _Builder, x, model: nn.Module):
+    """Any student made of the operators in TRACED_OPS, rebuilt from its torch.fx graph (a
+    student of a user's own, registered outside the project, has no hand-written twin).
+
+    Each Keras tensor carries `perm` (TF channel k holds PyTorch channel perm[k], None: the
+    same order) as the hand-written builders pass it by hand: a conv reads its input's order
+    (its kernel's input axis permuted) and writes PyTorch's, or the order the pixel_shuffle it
+    feeds needs; where two orders meet that no conv can absorb, a channel gather restores
+    PyTorch's. An operator outside TRACED_OPS raises NotImplementedError naming it."""
+    import operator
+
+    import keras
+    import tensorflow as tf
+    import torch
+    import torch.fx as fx
+    import torch.nn.functional as F
+
+    Up, S2D, D2S = _custom_layers()
+    cls = type(model).__name__
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:   # control flow on values, an untraceable call
+        raise NotImplementedError(f"{cls} cannot be traced by torch.fx for the Keras rebuild "
+                                  f"({type(e).__name__}: {e})") from None
+    mods = dict(gm.named_modules())
+    users = {n: list(n.users) for n in gm.graph.nodes}
+
+    def unsupported(node, why: str = ""):
+        if node.op == "call_module":
+            what = f"{node.target} ({type(mods[node.target]).__name__})"
+        elif node.op == "call_method":
+            what = f"Tensor.{node.target}"
+        elif node.target is getattr:   # x.shape: sizes computed in the graph
+            what = f"Tensor.{node.args[1]}"
+        else:
+            what = getattr(node.target, "__name__", str(node.target))
+        raise NotImplementedError(
+            f"{cls} uses {what}{why}, which the Keras rebuild for TFLite does not cover (it "
+            f"covers {', '.join(TRACED_OPS)})")
+
+    def gather(t, idx):
+        return keras.layers.Lambda(lambda a, i=idx: tf.gather(a, i, axis=-1))(t)
+
+    def ident(v):   # the tensor in PyTorch's channel order, by a gather if it is in another
+        t, perm = v
+        return t if perm is None else gather(t, np.argsort(perm))
+
+    def shuffle_perm(node):   # the order a conv must write for the pixel_shuffle it feeds
+        us = users[node]
+        if len(us) == 1 and _is(us[0], F.pixel_shuffle, nn.PixelShuffle, mods):
+            r = _block(us[0], mods)
+            return torch_to_tf_channel_perm(node.meta["channels"] // (r * r), r)
+        return None
+
+    def take_order(node, perm) -> bool:
+        """Give a conv whose output only meets `perm`'s tensor that order: its weights are set
+        after the graph is built, so they are permuted still (`mix(u) + dw(u)`, u unshuffled,
+        needs no gather)."""
+        if node not in free:
+            return False
+        weights = free.pop(node)
+        weights[0] = weights[0][..., perm]
+        if len(weights) > 1:
+            weights[1] = weights[1][perm]
+        env[node] = (env[node][0], perm)
+        return True
+
+    def channels_of(a):
+        return a.meta["channels"] if isinstance(a, fx.Node) else None
+
+    ADD = (operator.add, operator.iadd, torch.add, "add")
+    BINARY = (*ADD, operator.mul, operator.imul, torch.mul, "mul")
+    env: dict = {}
+    free: dict = {}   # conv node -> its weights, while no consumer has read its order
+    named: set[str] = set()
+    out_node = next(n for n in gm.graph.nodes if n.op == "output")
+    final = out_node.args[0]
+    for node in gm.graph.nodes:
+        args = [env[a] if isinstance(a, fx.Node) else a for a in node.args]
+        name = OUTPUT if node is final else None
+        if node.op == "placeholder":
+            if env:
+                unsupported(node, " (a second input)")
+            env[node], node.meta["channels"] = (x, None), 3
+            continue
+        if node.op == "output":
+            break
+        if node.op == "get_attr":
+            unsupported(node, " (a tensor used directly, not through a layer)")
+        mod = mods.get(node.target) if node.op == "call_module" else None
+        fn = node.target
+        if isinstance(mod, nn.Conv2d):
+            t, perm = args[0]
+            node.meta["channels"] = mod.out_channels
+            # depthwise keeps its input's order; a conv reused gets Keras' own layer name
+            out_perm = shuffle_perm(node) if mod.groups == 1 else perm
+            lname = name or (node.target if node.target not in named else None)
+            named.add(node.target)
+            try:
+                y = b.conv(t, mod, in_perm=perm, out_perm=out_perm, name=lname)
+            except NotImplementedError as e:
+                unsupported(node, f" ({e})")
+            env[node] = (y, out_perm)
+            if mod.groups == 1 and out_perm is None and len(users[node]) == 1:
+                free[node] = b.assign[-1][1]
+            continue
+        if mod is not None and isinstance(mod, nn.Identity):
+            env[node], node.meta["channels"] = args[0], channels_of(node.args[0])
+            continue
+        c_in = channels_of(node.args[0]) if node.args else None
+        if _is(node, F.relu, nn.ReLU, mods) or fn in (torch.relu, "relu"):
+            t, perm = args[0]
+            y = keras.layers.ReLU(name=name)(t)
+            env[node], node.meta["channels"] = (y, perm), c_in
+        elif fn in (torch.sigmoid, F.sigmoid, "sigmoid") or isinstance(mod, nn.Sigmoid):
+            t, perm = args[0]
+            y = keras.layers.Activation("sigmoid", name=name)(t)
+            env[node], node.meta["channels"] = (y, perm), c_in
+        elif _pool2(node, mod):
+            t, perm = args[0]
+            env[node], node.meta["channels"] = (b.maxpool2(t), perm), c_in
+        elif _nearest2(node, mod):
+            t, perm = args[0]
+            env[node], node.meta["channels"] = (Up()(t), perm), c_in
+        elif _is(node, F.pixel_unshuffle, nn.PixelUnshuffle, mods):
+            r = _block(node, mods)
+            t, perm = args[0]
+            base = np.arange(c_in) if perm is None else perm
+            new = np.empty(c_in * r * r, dtype=np.int64)
+            for i in range(r):
+                for j in range(r):
+                    new[(i * r + j) * c_in:(i * r + j + 1) * c_in] = base * r * r + i * r + j
+            env[node], node.meta["channels"] = (S2D(r)(t), new), c_in * r * r
+        elif _is(node, F.pixel_shuffle, nn.PixelShuffle, mods):
+            r = _block(node, mods)
+            t, perm = args[0]
+            c = c_in // (r * r)
+            if perm is None or not np.array_equal(perm, torch_to_tf_channel_perm(c, r)):
+                # PyTorch's order, then the one depth_to_space reads
+                t = gather(ident(args[0]), torch_to_tf_channel_perm(c, r))
+            env[node], node.meta["channels"] = (D2S(r)(t), None), c
+        elif fn in BINARY and len(args) == 2 and not node.kwargs:
+            if not all(isinstance(a, tuple) for a in args):
+                unsupported(node, " with a constant")
+            (ta, pa), (tb, pb) = args
+            na, nb = node.args
+
+            def same(p, q):
+                return p is None and q is None or (p is not None and q is not None
+                                                   and np.array_equal(p, q))
+            if not same(pa, pb):
+                if channels_of(na) != channels_of(nb):   # broadcast: in PyTorch's order
+                    ta, tb, pa = ident(env[na]), ident(env[nb]), None
+                elif pa is None and take_order(na, pb) or pb is None and take_order(nb, pa):
+                    pa = pb if pa is None else pa
+                else:
+                    ta, tb, pa = ident(env[na]), ident(env[nb]), None
+            layer = keras.layers.Add if fn in ADD else keras.layers.Multiply
+            env[node] = (layer(name=name)([ta, tb]), pa)
+            node.meta["channels"] = max(channels_of(node.args[0]), channels_of(node.args[1]))
+        elif fn in (torch.cat, torch.concat) and _dim(node, 1) == 1:
+            parts = [env[a] for a in node.args[0]]
+            perms, off = [], 0
+            for a, (_, p_) in zip(node.args[0], parts):
+                perms.append((np.arange(a.meta["channels"]) if p_ is None else p_) + off)
+                off += a.meta["channels"]
+            perm = np.concatenate(perms)
+            y = keras.layers.Concatenate(axis=-1, name=name)([t for t, _ in parts])
+            env[node] = (y, None if np.array_equal(perm, np.arange(off)) else perm)
+            node.meta["channels"] = off
+        elif fn in (torch.chunk, "chunk") and _dim(node, 2) == 1:
+            k = node.args[1] if len(node.args) > 1 else node.kwargs["chunks"]
+            if c_in % k:
+                unsupported(node, f" ({c_in} channels into {k} unequal chunks)")
+            t, step = ident(args[0]), c_in // k
+            env[node] = ([t[..., i * step:(i + 1) * step] for i in range(k)], None)
+            node.meta["channels"] = step
+        elif fn is operator.getitem and isinstance(args[0], tuple) and isinstance(
+                args[0][0], list):
+            env[node], node.meta["channels"] = (args[0][0][node.args[1]], None), c_in
+        else:
+            unsupported(node)
+    if isinstance(final, fx.Node) and env[final][1] is not None:
+        return ident(env[final])
+    return env[final][0]
+
+
+def _pool2(node, mod) -> bool:
+    """MaxPool2d(2) or F.max_pool2d(x, 2): 2x2, stride 2, no padding."""
+    import torch.nn.functional as F
+
+    if isinstance(mod, nn.MaxPool2d):
+        k, st, pad = mod.kernel_size, mod.stride, mod.padding
+    elif node.op == "call_function" and node.target is F.max_pool2d and len(node.args) >= 2:
+        k = node.args[1]
+        st = node.args[2] if len(node.args) > 2 else node.kwargs.get("stride") or k
+        pad = node.args[3] if len(node.args) > 3 else node.kwargs.get("padding", 0)
+    else:
+        return False
+    return k in (2, (2, 2)) and st in (2, (2, 2)) and pad in (0, (0, 0)) and not getattr(
+        mod, "ceil_mode", node.kwargs.get("ceil_mode", False))
+
+
+def _nearest2(node, mod) -> bool:
+    """nn.Upsample or F.interpolate by 2, nearest."""
+    import torch.nn.functional as F
+
+    if isinstance(mod, nn.Upsample):
+        mode, scale, size = mod.mode, mod.scale_factor, mod.size
+    elif node.op == "call_function" and node.target is F.interpolate:
+        kw = node.kwargs
+        mode, scale, size = kw.get("mode", "nearest"), kw.get("scale_factor"), kw.get("size")
+        if len(node.args) > 1:
+            size = node.args[1]
+        if len(node.args) > 2:
+            scale = node.args[2]
+    else:
+        return False
+    return mode == "nearest" and size is None and scale in (2, 2.0, (2, 2), (2.0, 2.0))
+
+
+def _is(node, fn, module_cls, mods) -> bool:
+    return (node.op == "call_function" and node.target is fn) or (
+        node.op == "call_module" and isinstance(mods.get(node.target), module_cls))
+
+
+def _block(node, mods) -> int:
+    if node.op == "call_module":
+        m = mods[node.target]
+        return m.upscale_factor if isinstance(m, nn.PixelShuffle) else m.downscale_factor
+    return node.args[1] if len(node.args) > 1 else next(iter(node.kwargs.values()))
+
+
+def _dim(node, pos: int) -> int | None:
+    return node.args[pos] if len(node.args) > pos else node.kwargs.get("dim", 0)
+
+
 def build_keras_student(model: nn.Module, batch: int | None = 1):
     """A Keras functional model, NHWC RGB float32 input [batch, None, None, 3], with the
-    PyTorch student's weights. Raises NotImplementedError for unknown architectures."""
+    PyTorch student's weights: the hand-written twin of a built-in student, else one rebuilt
+    from the student's torch.fx graph (`_build_traced`). NotImplementedError names what
+    neither covers."""
     import keras
 
     from distill.students import EdgeStudent, FastStudent, SeedStudent
 
     builders = {SeedStudent: _build_seed, FastStudent: _build_fast, EdgeStudent: _build_edge}
-    build = builders.get(type(model))
-    if build is None:
-        raise NotImplementedError(f"no Keras rebuild for {type(model).__name__}; "
-                                  f"supported: {[c.__name__ for c in builders]}")
+    build = builders.get(type(model), _build_traced)
     b = _Builder()
     b.names = {id(mod): name for name, mod in model.named_modules() if name}
     inp = keras.Input(shape=(None, None, 3), batch_size=batch, name="input")
     out = build(b, inp, model)
-    km = keras.Model(inp, out, name=getattr(model, "arch_name", type(model).__name__))
+    # TensorFlow takes the model's name as a root scope: a class named `_Mine` failed to
+    # convert ("not a valid root scope name").
+    name = re.sub(r"[^A-Za-z0-9_.-]", "_", getattr(model, "arch_name", type(model).__name__))
+    km = keras.Model(inp, out, name=name.lstrip("_-") or "student")
     for layer, weights in b.assign:
         layer.set_weights(weights)
     return km

@@ -10,6 +10,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 torch = pytest.importorskip("torch")
+nn, F = torch.nn, torch.nn.functional
 tf = pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
@@ -104,10 +105,143 @@ def test_export_leaves_tensorflow_logging_settings_as_it_found_them(tmp_path, mo
         absl.logging.set_verbosity(verbosity)
 
 
-def test_unsupported_architecture_is_reported():
-    class Other(torch.nn.Module):
-        def forward(self, x):
-            return x
+class UserStudent(nn.Module):
+    """A student of a user's own (no hand-written Keras twin), whose channel orders meet where
+    no conv can absorb them: an unshuffled input added to a conv's output, a depthwise conv and
+    a concatenation in the unshuffled order, a gate's chunk, pooling and upsampling."""
+    multiple = 4
 
-    with pytest.raises(NotImplementedError, match="no Keras rebuild"):
-        build_keras_student(Other())
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(12, 12, 3, padding=1, groups=12)
+        self.mix = nn.Conv2d(12, 12, 1)
+        self.wide = nn.Conv2d(24, 16, 3, padding=1)
+        self.pool, self.up = nn.MaxPool2d(2), nn.Upsample(scale_factor=2, mode="nearest")
+        self.low = nn.Conv2d(8, 8, 5, padding=2)
+        self.head = nn.Conv2d(8, 12, 1)
+
+    def forward(self, x):
+        u = F.pixel_unshuffle(x, 2)
+        f = F.relu(self.mix(u) + u)
+        g = torch.cat([self.dw(u), f], dim=1)
+        a, b = torch.chunk(self.wide(g), 2, dim=1)
+        h = a * torch.sigmoid(b)
+        h = h + self.up(F.relu(self.low(self.pool(h))))
+        h = h + F.interpolate(F.max_pool2d(h, 2), scale_factor=2, mode="nearest")
+        return x + F.pixel_shuffle(self.head(h), 2) + F.pixel_shuffle(f, 2)
+
+
+def _seeded_module(model: nn.Module, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.uniform_(-0.3, 0.3)
+    return model.eval()
+
+
+def _same_function(model: nn.Module, km) -> float:
+    m = getattr(model, "multiple", 1)
+    x = torch.rand(1, 3, m * -(-40 // m), m * -(-56 // m))
+    with torch.no_grad():
+        ref = model(x)[0].permute(1, 2, 0).numpy()
+    out = km(x.permute(0, 2, 3, 1).numpy()).numpy()[0]
+    assert out.shape == ref.shape
+    return float(np.abs(out - ref).max())
+
+
+def test_a_student_of_ones_own_is_rebuilt_from_its_graph():
+    # It was "no Keras rebuild for UserStudent": a registered student could not reach TFLite.
+    model = _seeded_module(UserStudent())
+    assert _same_function(model, build_keras_student(model)) < 1e-4
+
+
+class _UserResidual(nn.Module):
+    multiple = 2
+
+    def __init__(self):
+        super().__init__()
+        self.dw = nn.Conv2d(12, 12, 3, padding=1, groups=12)
+        self.mix = nn.Conv2d(12, 12, 1)
+        self.body = nn.Conv2d(12, 16, 3, padding=1)
+        self.head = nn.Conv2d(16, 12, 3, padding=1)
+
+    def forward(self, x):
+        u = F.pixel_unshuffle(x, 2)
+        f = F.relu(self.mix(u) + self.dw(u))
+        return x + F.pixel_shuffle(self.head(F.relu(self.body(f))), 2)
+
+
+def test_a_student_of_ones_own_exports_to_full_integer_tflite(tmp_path):
+    """The graph rebuild absorbs the unshuffled channel order into the convs, as the
+    hand-written twins do: no gather, every tensor int8, the output PyTorch's within INT8's
+    error."""
+    from optimize.parity import load_runner, torch_runner
+    from optimize.tflite_export import export_tflite, tensor_types
+
+    model = _seeded_module(_UserResidual())
+    with torch.no_grad():
+        model.head.weight.mul_(0.1)   # a residual model's small correction
+    rng = np.random.default_rng(0)
+    path = export_tflite(model, tmp_path / "user_int8.tflite", "int8",
+                         crops=rng.random((8, 3, 64, 64), dtype=np.float32))
+    assert set(tensor_types(path)) == {"int8", "int32"}
+    img = rng.random((37, 51, 3), dtype=np.float32)
+    out, ref = load_runner(path, threads=1)[0](img), torch_runner(model)(img)
+    assert out.shape == (37, 51, 3) and np.abs(out - ref).mean() < 0.01
+
+
+@pytest.mark.parametrize("name, overrides", [
+    ("fast", {"edge": 3, "deep": 1, "deep_blocks": 1}), ("fast-detail", {}), ("seed", {}),
+    ("edge", {"width": 8, "middle": 1})])
+def test_the_graph_rebuild_computes_what_the_hand_written_twins_do(name, overrides):
+    """The built-in students, rebuilt from their graphs as a user's student would be."""
+    import keras
+
+    from optimize.keras_student import _build_traced, _Builder
+
+    model = _seeded(name, **overrides)
+    b = _Builder()
+    b.names = {id(mod): n for n, mod in model.named_modules() if n}
+    inp = keras.Input(shape=(None, None, 3), batch_size=1)
+    km = keras.Model(inp, _build_traced(b, inp, model))
+    for layer, weights in b.assign:
+        layer.set_weights(weights)
+    assert _same_function(model, km) < 1e-4
+
+
+class _Gelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return x + F.gelu(self.conv(x))
+
+
+class _Strided(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.down = nn.Conv2d(3, 12, 3, padding=1, stride=2)
+
+    def forward(self, x):
+        return x + F.pixel_shuffle(self.down(x), 2)
+
+
+class _SizeDependent(nn.Module):
+    def forward(self, x):
+        return F.interpolate(F.avg_pool2d(x, 2), size=x.shape[-2:])
+
+
+class _Branching(nn.Module):
+    def forward(self, x):
+        return x * 2 if x.mean() > 0.5 else x
+
+
+@pytest.mark.parametrize("model, named", [
+    (_Gelu(), "_Gelu uses gelu, which the Keras rebuild for TFLite does not cover"),
+    (_Strided(), r"_Strided uses down \(Conv2d\) \(conv Conv2d\(3, 12, .*stride=\(2, 2\)"),
+    (_SizeDependent(), "_SizeDependent uses avg_pool2d, which"),
+    (_Branching(), "_Branching cannot be traced by torch.fx for the Keras rebuild")])
+def test_an_operator_the_rebuild_lacks_is_named(model, named):
+    with pytest.raises(NotImplementedError, match=named):
+        build_keras_student(model)
