@@ -315,18 +315,22 @@ _REGISTRY: dict[str, StudentSpec] = {}
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]*")
 
 
+class RegistryError(ValueError):
+    """A name register() cannot take."""
+
+
 def register(name: str, builder: Callable[..., nn.Module], description: str, **defaults) -> None:
     """Add a student: `builder(**defaults, **overrides)` returns an nn.Module mapping NCHW RGB
     to the same shape (checked when it is built), with H and W a multiple of its attribute
     `multiple` (default 1). A module outside the project that calls this is found by every
     command when named in SHARPEN_STUDENTS (see `import_student_modules`)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "restormer":
-        raise ValueError(f"student name {name!r}: use letters, digits, '-' and '_' (no '.', "
+        raise RegistryError(f"student name {name!r}: use letters, digits, '-' and '_' (no '.', "
                          "',' or space), and not restormer (the teacher)")
     old = _REGISTRY.get(name)
     # The same module imported again (a reload, a script run as __main__) replaces its own.
     if old is not None and builder.__module__ not in (old.builder.__module__, "__main__"):
-        raise ValueError(f"student name {name!r} is already registered (by "
+        raise RegistryError(f"student name {name!r} is already registered (by "
                          f"{old.builder.__module__}); {builder.__module__} must choose another")
     _REGISTRY[name] = StudentSpec(name, builder, defaults, description)
 
@@ -376,6 +380,8 @@ def import_student_modules() -> None:
             raise SharpenError(f"{STUDENTS_ENV}={value}: cannot import {module} ({e}); give "
                                "importable module names, comma-separated, with their folder "
                                "on PYTHONPATH") from e
+        except RegistryError as e:   # the module's own bugs keep their tracebacks
+            raise SharpenError(f"{STUDENTS_ENV}={value}: {module}: {e}") from e
         _imported.add(module)
 
 

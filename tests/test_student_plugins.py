@@ -95,6 +95,16 @@ def test_a_module_that_cannot_be_imported_is_named(tmp_path, monkeypatch, regist
         list_students()
 
 
+def test_a_module_whose_name_is_taken_is_named(tmp_path, monkeypatch, registry):
+    (tmp_path / "clash_students.py").write_text(TINY.format(name="fast"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SHARPEN_STUDENTS", "clash_students")
+    with pytest.raises(SharpenError, match=r"SHARPEN_STUDENTS=clash_students: clash_students: "
+                                           r"student name 'fast' is already registered \(by "
+                                           r"distill\.students\); clash_students must choose"):
+        list_students()
+
+
 def test_a_name_taken_or_unusable_is_refused(registry):
     with pytest.raises(ValueError, match=r"student name 'fast' is already registered \(by "
                                          r"distill\.students\)"):
