@@ -6,7 +6,8 @@ Only operators that export cleanly to ONNX, full-integer TFLite and TensorRT are
 (incl. depthwise), ReLU, max-pool, nearest resize, pixel (un)shuffle, add, concat, and the
 channel split, sigmoid and multiply of a gate.
 
-Registry in the style of timm: `create_student(name, **overrides)`, `list_students()`.
+Registry in the style of timm: `create_student(name, **overrides)`, `list_students()`;
+`register()` adds a student, from a module of one's own too (named in SHARPEN_STUDENTS).
 """
 from __future__ import annotations
 

@@ -269,7 +269,7 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
 def test_readme_pytorch_api_example_runs(tmp_path, monkeypatch):
     """The README's PyTorch-side example runs as written, on the shipped models."""
     (block,) = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
-                if "from distill" in b]
+                if "from distill" in b and "register(" not in b]
     monkeypatch.chdir(tmp_path)
     blurred = cv2.GaussianBlur(np.random.default_rng(0).integers(0, 255, (48, 64, 3),
                                                                  dtype=np.uint8), (5, 5), 2)
@@ -278,3 +278,19 @@ def test_readme_pytorch_api_example_runs(tmp_path, monkeypatch):
     exec(compile(block, "README.md", "exec"), scope)
     assert scope["t_out"].shape == scope["s_out"].shape == (48, 64, 3)
     assert scope["net"].arch_args["width"] == 24 and "fast" in scope["list_students"]()
+
+
+def test_readme_student_of_ones_own_registers_and_builds(monkeypatch):
+    """The README's own-student example, as the module SHARPEN_STUDENTS would import."""
+    import types
+
+    from distill import students
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", README.read_text(), flags=re.S)
+                if "register(" in b]
+    module = types.ModuleType("my_students")
+    monkeypatch.setitem(sys.modules, "my_students", module)
+    monkeypatch.setattr(students, "_REGISTRY", dict(students._REGISTRY))
+    exec(compile(block, "README.md", "exec"), module.__dict__)
+    net = students.create_student("tiny", width=8)
+    x = torch.rand(1, 3, 6, 10)
+    assert net(x).shape == x.shape and students.student_module("tiny") == "my_students"
