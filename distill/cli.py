@@ -304,7 +304,10 @@ def cmd_models(args: argparse.Namespace) -> int:
             m, ck = checkpoints[name]
             description = f"checkpoint: {ck.get('arch')} {m.arch_args}{_trained_text(ck)}"
         else:
-            m, description = create_student(name).eval(), student_spec(name).description
+            try:   # a student of a user's own that cannot be built or changes the shape
+                m, description = create_student(name).eval(), student_spec(name).description
+            except ValueError as e:
+                return _err(str(e))
         row = [name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",
                str(receptive_field(m)), f"{activation_bytes(m, h, w) / 2**20:.0f}",
                str(m.multiple)]

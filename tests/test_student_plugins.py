@@ -124,6 +124,17 @@ def test_a_student_that_changes_the_frame_shape_is_refused_when_built(registry):
         create_student("shrink")
 
 
+def test_models_names_a_student_that_changes_the_frame_shape(registry, capsys):
+    from sharpen.cli import main
+
+    register("shrink", Shrink, "halves the frame")
+    assert main(["models", "shrink", "--quiet"]) == 2   # it was a traceback
+    assert capsys.readouterr().err.strip() == (
+        "sharpen models: error: student 'shrink' maps a 1x3x24x25 input to 1x3x12x13; a "
+        "student must return the same shape as its input (N x 3 x H x W) for H and W "
+        "multiples of its `multiple` (1)")
+
+
 def test_a_checkpoint_of_a_student_this_process_lacks_says_what_to_set(tmp_path, registry):
     register("tiny-ck", Tiny, "mine")
     m = create_student("tiny-ck")
