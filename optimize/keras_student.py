@@ -83,6 +83,9 @@ class _Builder:
             raise NotImplementedError(f"conv {conv} is not supported by the Keras rebuild")
         if tuple(conv.padding) != (kh // 2, kw // 2):
             raise NotImplementedError(f"conv {conv}: only padding=k//2 ('same') is supported")
+        if conv.padding_mode != "zeros":   # Keras' "same" pads with zeros only
+            raise NotImplementedError(f"conv {conv}: padding_mode={conv.padding_mode!r} (only "
+                                      "'zeros' is supported)")
         bias = conv.bias is not None
         name = name or self.name(conv)
         if conv.groups == 1:
@@ -368,7 +371,8 @@ def _build_traced(b: _Builder, x, model: nn.Module):
         if node.op == "get_attr":
             unsupported(node, " (a tensor used directly, not through a layer)")
         mod = mods.get(node.target) if node.op == "call_module" else None
-        fn = node.target
+        # A module's target is its attribute path: `self.relu = nn.LeakyReLU()` is no "relu".
+        fn = None if mod is not None else node.target
         if isinstance(mod, nn.Conv2d):
             t, perm = args[0]
             node.meta["channels"] = mod.out_channels

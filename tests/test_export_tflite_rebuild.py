@@ -237,7 +237,29 @@ class _Branching(nn.Module):
         return x * 2 if x.mean() > 0.5 else x
 
 
+class _LeakyNamedRelu(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.relu = nn.LeakyReLU(0.2)   # a module's name is no operator: it was rebuilt as ReLU
+
+    def forward(self, x):
+        return x + self.relu(self.conv(x))
+
+
+class _Reflect(nn.Module):
+    def __init__(self):
+        super().__init__()   # Keras' "same" pads zeros: it was rebuilt with zero padding
+        self.conv = nn.Conv2d(3, 3, 3, padding=1, padding_mode="reflect")
+
+    def forward(self, x):
+        return x + self.conv(x)
+
+
 @pytest.mark.parametrize("model, named", [
+    (_LeakyNamedRelu(), r"_LeakyNamedRelu uses relu \(LeakyReLU\), which"),
+    (_Reflect(), r"_Reflect uses conv \(Conv2d\) \(conv .*padding_mode='reflect' \(only "
+                 r"'zeros'"),
     (_Gelu(), "_Gelu uses gelu, which the Keras rebuild for TFLite does not cover"),
     (_Strided(), r"_Strided uses down \(Conv2d\) \(conv Conv2d\(3, 12, .*stride=\(2, 2\)"),
     (_SizeDependent(), "_SizeDependent uses avg_pool2d, which"),
