@@ -307,6 +307,9 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                                   f"({type(e).__name__}: {e})") from None
     mods = dict(gm.named_modules())
     users = {n: list(n.users) for n in gm.graph.nodes}
+    # Layers are named below, from the graph: the module names `build_keras_student` set gave a
+    # conv called twice its name twice, which Keras refused ("used 2 times").
+    b.names = {}
 
     def unsupported(node, why: str = ""):
         if node.op == "call_module":
@@ -376,9 +379,12 @@ def _build_traced(b: _Builder, x, model: nn.Module):
         if isinstance(mod, nn.Conv2d):
             t, perm = args[0]
             node.meta["channels"] = mod.out_channels
-            # depthwise keeps its input's order; a conv reused gets Keras' own layer name
+            # depthwise keeps its input's order
             out_perm = shuffle_perm(node) if mod.groups == 1 else perm
-            lname = name or (node.target if node.target not in named else None)
+            # "input" and OUTPUT are the model's own layers: a module named so, or called a
+            # second time, gets a name Keras makes up.
+            lname = name or (node.target if node.target not in (*named, "input", OUTPUT)
+                             else None)
             named.add(node.target)
             try:
                 y = b.conv(t, mod, in_perm=perm, out_perm=out_perm, name=lname)

@@ -209,6 +209,26 @@ def test_the_graph_rebuild_computes_what_the_hand_written_twins_do(name, overrid
     assert _same_function(model, km) < 1e-4
 
 
+class _NamedLikeTheModel(nn.Module):
+    multiple = 2
+
+    def __init__(self):
+        super().__init__()
+        self.input = nn.Conv2d(12, 12, 3, padding=1)
+        self.output = nn.Conv2d(12, 12, 1)
+
+    def forward(self, x):
+        u = F.relu(self.input(F.pixel_unshuffle(x, 2)))
+        return x + F.pixel_shuffle(self.output(F.relu(self.input(u))), 2)
+
+
+def test_modules_named_input_and_output_or_called_twice_are_rebuilt():
+    # Keras refused a second layer named "input" (the model's input is), "output" (the residual
+    # add is) or "input" again (the conv called twice): "used 2 times".
+    model = _seeded_module(_NamedLikeTheModel())
+    assert _same_function(model, build_keras_student(model)) < 1e-4
+
+
 class _Gelu(nn.Module):
     def __init__(self):
         super().__init__()
