@@ -14,6 +14,7 @@ from __future__ import annotations
 import inspect
 import os
 import re
+import sys
 from dataclasses import dataclass
 from typing import Callable
 
@@ -307,6 +308,7 @@ class StudentSpec:
     builder: Callable[..., nn.Module]
     defaults: dict
     description: str
+    module: str = __name__   # the one that called register(), not the builder's own
 
 
 _REGISTRY: dict[str, StudentSpec] = {}
@@ -327,13 +329,21 @@ def register(name: str, builder: Callable[..., nn.Module], description: str, **d
     command when named in SHARPEN_STUDENTS (see `import_student_modules`)."""
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "restormer":
         raise RegistryError(f"student name {name!r}: use letters, digits, '-' and '_' (no '.', "
-                         "',' or space), and not restormer (the teacher)")
+                            "',' or space), and not restormer (the teacher)")
+    # The caller, not builder.__module__: a variant of FastStudent registered elsewhere is that
+    # module's (its checkpoints name it), and may not replace `fast`.
+    module = sys._getframe(1).f_globals.get("__name__", "?")
     old = _REGISTRY.get(name)
-    # The same module imported again (a reload, a script run as __main__) replaces its own.
-    if old is not None and builder.__module__ not in (old.builder.__module__, "__main__"):
-        raise RegistryError(f"student name {name!r} is already registered (by "
-                         f"{old.builder.__module__}); {builder.__module__} must choose another")
-    _REGISTRY[name] = StudentSpec(name, builder, defaults, description)
+    if old is not None and old.module != module:
+        # A script run as __main__ and imported again by name (SHARPEN_STUDENTS naming it, for
+        # its loader workers and ranks) registers the same class twice: the module name stays.
+        again = "__main__" in (old.module, module) and __name__ not in (old.module, module) and (
+            getattr(old.builder, "__qualname__", 0) == getattr(builder, "__qualname__", 1))
+        if not again:
+            raise RegistryError(f"student name {name!r} is already registered (by "
+                                f"{old.module}); {module} must choose another")
+        module = module if old.module == "__main__" else old.module
+    _REGISTRY[name] = StudentSpec(name, builder, defaults, description, module)
 
 
 register("seed", SeedStudent, "the seed project's separable CNN, exact layout")
@@ -388,7 +398,7 @@ def import_student_modules() -> None:
 
 def student_module(name: str) -> str | None:
     """The module that registered a student not built in, for a checkpoint to record."""
-    module = _REGISTRY[name].builder.__module__ if name in _REGISTRY else None
+    module = _REGISTRY[name].module if name in _REGISTRY else None
     return None if name in _BUILT_IN or module == "__main__" else module
 
 

@@ -153,3 +153,51 @@ def test_built_in_checkpoints_record_no_module():
     m = create_student("fast", width=8, blocks=1, low_blocks=1)
     assert "arch_module" not in make_checkpoint(m, kind="student", arch="fast",
                                                 arch_args=m.arch_args)
+
+
+def test_a_variant_of_a_built_in_class_records_its_own_module(tmp_path, monkeypatch, registry):
+    # The builder's module was recorded: distill.students, which registers no 'fast-tiny', and
+    # a process without the user's module was told to set SHARPEN_STUDENTS=distill.students.
+    (tmp_path / "variant_students.py").write_text(textwrap.dedent('''
+        from distill.students import FastStudent, register
+
+        register("fast-tiny", FastStudent, "fast, narrower", width=8, blocks=1, low_blocks=1)
+    '''))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("SHARPEN_STUDENTS", "variant_students")
+    m = create_student("fast-tiny")
+    ck = make_checkpoint(m, kind="student", arch="fast-tiny", arch_args=m.arch_args)
+    assert ck["arch_module"] == "variant_students"
+
+
+def test_a_built_in_name_is_refused_to_a_built_in_class_too(registry):
+    # Same builder module as the built-in's, so 'fast' was silently replaced by another model.
+    from distill.students import FastStudent
+
+    with pytest.raises(ValueError, match=r"student name 'fast' is already registered \(by "
+                                         rf"distill\.students\); {__name__} must choose"):
+        register("fast", FastStudent, "fast, wider", width=64)
+    assert create_student("fast").stem.out_channels == 32
+
+
+def test_a_script_may_name_itself_in_SHARPEN_STUDENTS(tmp_path):
+    # Run as __main__ it registers first; the import SHARPEN_STUDENTS makes (as every loader
+    # worker and rank does) registers again, under its module name: that was refused.
+    (tmp_path / "train_tiny.py").write_text(TINY.format(name="tiny-script") + textwrap.dedent('''
+        from distill.students import list_students, student_module
+
+        print(list_students(), student_module("tiny-script"))
+    '''))
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1",
+           "SHARPEN_STUDENTS": "train_tiny"}
+    p = subprocess.run([sys.executable, "train_tiny.py"], cwd=tmp_path, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert "'tiny-script'" in p.stdout and p.stdout.strip().endswith(" train_tiny")
+
+
+def test_a_script_cannot_take_a_built_in_name(registry):
+    with pytest.raises(ValueError, match=r"student name 'seed' is already registered \(by "
+                                         r"distill\.students\); __main__ must choose"):
+        exec("register('seed', Tiny, 'mine')",
+             {"__name__": "__main__", "register": register, "Tiny": Tiny})
