@@ -15,6 +15,7 @@ state dict. A checkpoint is untrusted input: never unpickle arbitrary objects.
 from __future__ import annotations
 
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Any
@@ -166,6 +167,11 @@ def make_checkpoint(model: nn.Module, *, kind: str, arch: str, arch_args: dict,
             "step": int(step), "config": config or {}, "metrics": metrics or {}, **extra}
 
 
+# A dotted module name and nothing else: the advice below is pasted into a shell, and what a
+# checkpoint (untrusted input) recorded must not carry a command there.
+_MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
 def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.Module, dict]:
     """Rebuild a student from a project checkpoint, or a shipped student by name (`fast` ->
     models/student-fast.pt, as `--weights` takes it; see `distill.teacher.resolve_weights`);
@@ -184,7 +190,7 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
         module = ckpt.get("arch_module")
         how = (f"module {module} registered it when this checkpoint was saved: set "
                f"{STUDENTS_ENV}={module}, with its folder on PYTHONPATH"
-               if isinstance(module, str) else
+               if isinstance(module, str) and _MODULE.fullmatch(module) else
                f"a student of your own: name the module that registers it in {STUDENTS_ENV}")
         raise CheckpointError(f"{path}: student {ckpt['arch']!r} is not registered in this "
                               f"process; {how} (registered now: {', '.join(list_students())})")

