@@ -276,7 +276,7 @@ def _build_edge(b: _Builder, x, m):
 
 
 # What `_build_traced` rebuilds, by the name torch.fx gives each call.
-TRACED_OPS = ("Conv2d (stride 1, odd kernel, padding k//2; groups 1 or depthwise)", "ReLU",
+TRACED_OPS = ("Conv2d (stride 1, odd kernel, zero padding k//2; groups 1 or depthwise)", "ReLU",
               "sigmoid", "max pooling 2x2 stride 2", "nearest x2 upsampling", "pixel_shuffle",
               "pixel_unshuffle", "add", "mul", "cat and chunk over channels")
 
