@@ -426,7 +426,7 @@ def create_student(name: str, **overrides) -> nn.Module:
                              f" (it takes: {', '.join(accepted)})")
     for key, value in args.items():
         if key in accepted:
-            _check_arg(name, key, value, accepted[key].default)
+            _check_arg(name, key, value, accepted[key].default, spec.module == __name__)
     model = spec.builder(**args)
     _check_shape(name, model)
     model.arch_name, model.arch_args = name, args
@@ -459,10 +459,11 @@ _AT_LEAST_ONE = {"scale", "width", "k", "low_k", "expand"}
 _MAX_INT = 4096   # far past any budget: a typo (width 32000) would otherwise exhaust memory
 
 
-def _check_arg(name: str, key: str, value: object, default: object) -> None:
+def _check_arg(name: str, key: str, value: object, default: object, sizes: bool) -> None:
     """ValueError naming the student and argument for a value of the wrong type or range
     (width='32' met a string-formatting TypeError, width=-1 a negative-dimension error from
-    inside torch)."""
+    inside torch). The ranges (`sizes`) are the built-in students' layer sizes: a user's
+    student's whole numbers mean what it says (shift=-1, seed=12345)."""
     where = f"student {name!r} argument {key}={value!r}"
     if isinstance(default, bool):
         if not isinstance(value, bool):
@@ -471,7 +472,7 @@ def _check_arg(name: str, key: str, value: object, default: object) -> None:
         if isinstance(value, bool) or not isinstance(value, int):
             raise ValueError(f"{where}: expected a whole number")
         low = 1 if key in _AT_LEAST_ONE else 0
-        if not low <= value <= _MAX_INT:
+        if sizes and not low <= value <= _MAX_INT:
             raise ValueError(f"{where}: expected {low} to {_MAX_INT}")
     elif isinstance(default, tuple):
         if (not isinstance(value, (list, tuple)) or not value

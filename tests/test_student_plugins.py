@@ -215,3 +215,23 @@ def test_a_checkpoint_cannot_put_a_command_in_the_advice(tmp_path, registry):
         load_student(tmp_path / "t.pt")
     assert "curl" not in str(e.value)
     assert "name the module that registers it in SHARPEN_STUDENTS" in str(e.value)
+
+
+class Shifted(nn.Module):
+    def __init__(self, shift: int = 0, seed: int = 0):
+        super().__init__()
+        self.shift, self.seed = shift, seed
+        self.c = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.c(x)
+
+
+def test_a_students_own_whole_numbers_are_not_held_to_the_built_ins_sizes(registry):
+    # The built-ins' size range (0 or 1 to 4096) refused a user's shift=-1 and seed=12345.
+    register("shifted", Shifted, "mine", shift=-1, seed=12345)
+    assert (create_student("shifted").shift, create_student("shifted").seed) == (-1, 12345)
+    with pytest.raises(ValueError, match=r"student 'shifted' argument seed='1': expected a whole"):
+        create_student("shifted", seed="1")
+    with pytest.raises(ValueError, match=r"student 'fast' argument width=5000: expected 1 to"):
+        create_student("fast", width=5000)
