@@ -233,6 +233,7 @@ def run_stream(model: Union[str, Path, Backend],
     except TypeError as e:
         raise ValueError(f"run_stream: unknown option ({e})") from None
     _check_options(o, flags)
+    _check_output(output)
     if isinstance(output, (str, os.PathLike)):
         refuse_unwritten_format(output, flags)   # a usage error: before anything is opened
     # numpy's numbers pass the checks; the stats (JSON) take Python's.
@@ -257,6 +258,23 @@ def run_stream(model: Union[str, Path, Backend],
     if stream.sig.signum:
         raise StreamInterrupted(summary, stream.sig.signum)
     return summary
+
+
+def _check_output(output: Any) -> None:
+    """Refuse an output of no kind run_stream takes before the model loads: a callback or the
+    Sink class itself met os.fspath's "expected str, bytes or os.PathLike object" once the
+    model had loaded and the source opened."""
+    if output is None or isinstance(output, (str, os.PathLike, Sink)):
+        return
+    if isinstance(output, type) and issubclass(output, Sink):
+        got = f"the class {output.__name__}: pass an instance, {output.__name__}()"
+    elif callable(output):
+        got = (f"{type(output).__name__} (a callback? subclass runtime.Sink and call it from "
+               "its write(original, sharpened, name))")
+    else:
+        got = type(output).__name__
+    raise TypeError("run_stream: output must be a file or folder path, a runtime.Sink or "
+                    f"None, got {got}")
 
 
 def _check_source(source: Any) -> None:
@@ -444,8 +462,11 @@ class _Stream:
             try:
                 _write_loop(self.q_out, sink, stop, stats, self.limit if src.live else None,
                             src.live, self.video_fps)
-            except KeyboardInterrupt:
-                pass  # a second Ctrl-C: leave the queued frames unwritten, close the output
+            except KeyboardInterrupt as exc:
+                # A second Ctrl-C leaves the queued frames unwritten and closes the output; one
+                # before any signal is the app's own (its sink's "quit"), raised as an error.
+                if not sig.interrupted:
+                    self.errors.append(exc)
             except BaseException as exc:
                 self.errors.append(exc)
             finally:

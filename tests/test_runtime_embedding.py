@@ -1,0 +1,63 @@
+"""The runtime embedded in an app's own loop (no `sharpen`): what the app hands run_stream and
+FrameProcessor, and what it gets back when it stops a run itself or passes the wrong thing."""
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from runtime_fixtures import onnx_model, textured_frame
+
+from runtime import Sink, load_backend, run_stream
+
+__all__ = ["onnx_model"]  # the fixture is used by name
+
+
+class Collect(Sink):
+    def __init__(self) -> None:
+        self.names: list[str] = []
+        self.closed = 0
+
+    def write(self, original, sharpened, name) -> None:
+        self.names.append(name)
+
+    def close(self) -> None:
+        self.closed += 1
+
+
+def test_a_keyboard_interrupt_from_the_apps_sink_reaches_the_app(onnx_model):
+    """A sink that raises KeyboardInterrupt (an app's "q pressed, quit") had it swallowed as if
+    it were a second Ctrl-C: run_stream returned the stats of a finished run (`interrupted`
+    False), and the app's loop went on. It is now raised, after the output is closed, with
+    the stats on it, as any other error of the sink."""
+    class QuitOnSecond(Collect):
+        def write(self, original, sharpened, name) -> None:
+            super().write(original, sharpened, name)
+            if len(self.names) == 2:
+                raise KeyboardInterrupt
+
+    before = set(threading.enumerate())
+    backend = load_backend(onnx_model, threads=1)
+    sink = QuitOnSecond()
+    frames = (textured_frame(i % 8) for i in range(100))
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_stream(backend, frames, sink)
+    assert sink.closed == 1 and stopped.value.stats["frames_processed"] == 1
+    assert set(threading.enumerate()) == before
+    assert not backend.closed   # the app's backend is the app's to close
+
+
+def test_an_output_of_another_kind_is_refused_before_the_model_loads(tmp_path):
+    """A callback function (or the Sink class itself, not an instance) as the output met
+    "expected str, bytes or os.PathLike object, not function" from deep inside, after the model
+    had loaded; it now names what output takes, first."""
+    missing = tmp_path / "no-such-model.onnx"
+    frames = [textured_frame(0)]
+    with pytest.raises(TypeError, match=r"run_stream: output must be a file or folder path, "
+                                        r"a runtime\.Sink or None, got function \(a callback\? "
+                                        r"subclass runtime\.Sink"):
+        run_stream(missing, frames, lambda original, sharpened, name: None)
+    with pytest.raises(TypeError, match=r"got the class Collect: pass an instance, Collect\(\)"):
+        run_stream(missing, frames, Collect)
+    with pytest.raises(TypeError, match=r"got int"):
+        run_stream(missing, frames, 3)
