@@ -333,7 +333,8 @@ class _Stream:
             raise SinkError(f"{option('stats_path', o.stats_path, self.flags)} is the source or "
                             f"the {option('output', flags=self.flags)} file: the stats would "
                             "overwrite it; choose another path")
-        self.processor = FrameProcessor(self.backend, tile=o.tile, overlap=o.overlap)
+        self.processor = FrameProcessor(self.backend, tile=o.tile, overlap=o.overlap,
+                                        flags=self.flags)
         # The output video's rate, and its slots'. A camera is only asked for --fps and may
         # give another, and a GStreamer pipeline sets its own; elsewhere --fps is the user's
         # word over the source's (for a stream, often FFmpeg's guess of 25).
@@ -348,10 +349,7 @@ class _Stream:
         if first is None:
             raise SourceError(f"source {src.spec!r} produced no frames")
         proc = self.processor
-        for msg in tiling_warnings(*first.image.shape[:2], o.tile, proc.overlap,
-                                   self.backend.multiple, self.backend.receptive_field,
-                                   auto=proc.overlap_auto, flags=self.flags):
-            warn(msg)
+        # The processor says what its tiles of this first frame may do (seams, wasted work).
         self.processor.warmup(first.image)  # one-off costs (allocation, kernel selection)
         self.processor.warmup(first.image)  # are not timed
         first.t_capture = time.perf_counter()

@@ -15,7 +15,8 @@ import numpy as np
 
 from .backends.base import Backend
 from .options import is_number, option
-from .tiling import OVERLAP, auto_overlap, pad_to_multiple, round_up, tiled_apply
+from .tiling import (OVERLAP, auto_overlap, pad_to_multiple, round_up, tiled_apply,
+                     tiling_warnings)
 from .warn import warn as _warn
 
 
@@ -263,7 +264,12 @@ class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
     Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
 
-    def __init__(self, backend: Backend, tile: int = 0, overlap: Optional[int] = None) -> None:
+    def __init__(self, backend: Backend, tile: int = 0, overlap: Optional[int] = None, *,
+                 flags: bool = False) -> None:
+        """tile: the side of the tiles in pixels (0: the whole frame); overlap: theirs (None:
+        the model's receptive field, at most half the tile). Tiles that can show seams or
+        waste work are warned about (SharpenWarning) at the first frame. flags: the warnings
+        name `sharpen run`'s flags (--tile), not these keywords: run_stream sets it."""
         _check_processor_args(backend, tile, overlap)
         # None: from the model's receptive field (runtime.tiling.auto_overlap); `overlap_auto`
         # lets the warnings tell a capped automatic overlap from one the user chose.
@@ -280,6 +286,10 @@ class FrameProcessor:
             check_tiling(tile, overlap)
         self.backend, self.tile, self.overlap = backend, tile, overlap
         self.tile_runs_as = runs_as
+        self.flags = flags
+        # Said at the first frame (its size decides them), as run_stream says them: an app's
+        # own loop got tiles narrower than the model's receptive field without a word.
+        self._tiling_said = not tile
 
     def _infer_nchw(self, batch: np.ndarray) -> np.ndarray:
         # tiled_apply speaks NCHW; NHWC backends (TFLite) get transposed tiles.
@@ -318,6 +328,12 @@ class FrameProcessor:
             _warn("16-bit frames pass through the INT8 model's 8-bit input and output: "
                   "results are 8-bit")
             bgr = to_8bit(bgr)
+        if not self._tiling_said:
+            self._tiling_said = True
+            for msg in tiling_warnings(*bgr.shape[:2], self.tile, self.overlap, multiple,
+                                       getattr(self.backend, "receptive_field", None),
+                                       auto=self.overlap_auto, flags=self.flags):
+                _warn(msg)
         if self.tile:
             img = bgr_to_rgbf(bgr)
             t1 = time.perf_counter()

@@ -2,13 +2,14 @@
 FrameProcessor, and what it gets back when it stops a run itself or passes the wrong thing."""
 from __future__ import annotations
 
+import json
 import threading
 
 import pytest
 
-from runtime_fixtures import onnx_model, textured_frame
+from runtime_fixtures import make_onnx_model, onnx_model, runtime_warnings, textured_frame
 
-from runtime import Sink, load_backend, run_stream
+from runtime import FrameProcessor, Sink, load_backend, run_stream
 
 __all__ = ["onnx_model"]  # the fixture is used by name
 
@@ -61,3 +62,28 @@ def test_an_output_of_another_kind_is_refused_before_the_model_loads(tmp_path):
         run_stream(missing, frames, Collect)
     with pytest.raises(TypeError, match=r"got int"):
         run_stream(missing, frames, 3)
+
+
+def test_a_frame_processor_in_tiles_warns_of_seams_as_run_stream_does(tmp_path):
+    """FrameProcessor(backend, tile=48) on a model that sees 40 px ran tiles whose seams can
+    show without a word, where run_stream(..., tile=48) warned: the warnings were the
+    pipeline's. The processor now says them at its first frame, and run_stream once."""
+    model = make_onnx_model(tmp_path / "rf40.onnx")
+    model.with_name(model.name + ".json").write_text(json.dumps({"receptive_field": 40}))
+    backend = load_backend(model, threads=1)
+    frame = textured_frame(1, h=96, w=128)
+    capped = "the automatic overlap 24 is capped at half of tile=48"
+    with runtime_warnings() as said:
+        proc = FrameProcessor(backend, tile=48)
+        proc(frame)
+    assert said[0].startswith(capped) and "2.8x the frame's pixels computed" in said[1], said
+    with runtime_warnings() as said:
+        proc(frame)
+    assert said == []   # once, not per frame
+    with runtime_warnings() as said:
+        FrameProcessor(backend, tile=96)(frame)   # overlap 40: the receptive field
+    assert said == []
+    with runtime_warnings() as said:
+        run_stream(backend, [frame, frame], Collect(), tile=48)
+    assert len([m for m in said if m.startswith(capped)]) == 1, said
+
