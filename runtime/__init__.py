@@ -2,14 +2,15 @@
 
 The Python API, for an app that embeds the runtime (no torch, no TensorFlow):
 
-    from runtime import FrameProcessor, Sink, load_backend, run_stream
+    from runtime import FrameProcessor, Sink, Timings, load_backend, run_stream
 
     proc = FrameProcessor(load_backend("export/student-fast.onnx"))
     sharp = proc(frame)                          # one BGR uint8/uint16 frame -> same size/depth
+    proc(frame, t := Timings())                  # t.pre, t.infer, t.post: that frame's seconds
 
     class Collect(Sink):                         # every frame of a stream, in order
         def write(self, original, sharpened, name): ...
-    stats = run_stream("export/student-fast.onnx", "in.mp4", Collect())
+    stats = run_stream("export/student-fast.onnx", "in.mp4", Collect())   # as --stats writes
     held = run_stream("export/student-fast.onnx", [frame1, frame2], Collect())   # arrays too
     # Ctrl-C / SIGTERM during a run: output closed, then StreamInterrupted (.stats) is raised.
 
@@ -25,7 +26,7 @@ from typing import Any
 
 _API = {
     "load_backend": ".backends", "Backend": ".backends", "ModelError": ".backends",
-    "FrameProcessor": ".prepost", "FrameError": ".prepost",
+    "FrameProcessor": ".prepost", "FrameError": ".prepost", "Timings": ".prepost",
     "run_stream": ".pipeline", "StreamOptions": ".pipeline", "StreamInterrupted": ".pipeline",
     "Sink": ".sinks", "SinkError": ".sinks",
     "open_source": ".sources", "Source": ".sources", "SourceError": ".sources",

@@ -87,3 +87,13 @@ def test_a_frame_processor_in_tiles_warns_of_seams_as_run_stream_does(tmp_path):
         run_stream(backend, [frame, frame], Collect(), tile=48)
     assert len([m for m in said if m.startswith(capped)]) == 1, said
 
+
+def test_each_frames_stage_times_come_from_the_api(onnx_model):
+    """FrameProcessor's `timings` argument took a Timings, which `runtime` did not export (an
+    app timing its own loop had to find runtime.prepost)."""
+    from runtime import Timings
+
+    proc = FrameProcessor(load_backend(onnx_model, threads=1))
+    t = Timings()
+    proc(textured_frame(0), t)
+    assert t.pre > 0 and t.infer > 0 and t.post > 0
