@@ -15,7 +15,8 @@ import sys
 import threading
 import time
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
+from difflib import get_close_matches
 from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
@@ -228,10 +229,8 @@ def run_stream(model: Union[str, Path, Backend],
     holds SIGINT and SIGTERM while it runs: either closes the output, writes the stats and
     raises StreamInterrupted (a KeyboardInterrupt, `.stats` the summary).
     """
-    try:
-        o = replace(options or StreamOptions(), **overrides)
-    except TypeError as e:
-        raise ValueError(f"run_stream: unknown option ({e})") from None
+    _check_keywords(overrides)
+    o = replace(options or StreamOptions(), **overrides)
     _check_options(o, flags)
     _check_output(output)
     if isinstance(output, (str, os.PathLike)):
@@ -258,6 +257,22 @@ def run_stream(model: Union[str, Path, Backend],
     if stream.sig.signum:
         raise StreamInterrupted(summary, stream.sig.signum)
     return summary
+
+
+def _check_keywords(overrides: dict[str, Any]) -> None:
+    """ValueError naming keywords that are no StreamOptions field, with the one likely meant:
+    dataclasses' own message named StreamOptions.__init__, and neither run_stream nor what it
+    takes."""
+    names = [f.name for f in fields(StreamOptions)]
+    bad = [k for k in overrides if k not in names]
+    if not bad:
+        return
+    said = ", ".join(f"{k}={overrides[k]!r}" if isinstance(overrides[k], str)
+                     else f"{k}={overrides[k]}" for k in bad)
+    meant = get_close_matches(bad[0], names, n=1) if len(bad) == 1 else []
+    raise ValueError(f"run_stream: unknown option{'s' if len(bad) > 1 else ''} {said}"
+                     + (f" (did you mean {meant[0]}=?)" if meant else "")
+                     + f"; it takes {', '.join(names)}")
 
 
 def _check_output(output: Any) -> None:

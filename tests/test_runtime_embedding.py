@@ -97,3 +97,14 @@ def test_each_frames_stage_times_come_from_the_api(onnx_model):
     t = Timings()
     proc(textured_frame(0), t)
     assert t.pre > 0 and t.infer > 0 and t.post > 0
+
+
+def test_an_unknown_keyword_is_named_with_the_option_meant(onnx_model):
+    """A misspelt keyword met dataclasses' "StreamOptions.__init__() got an unexpected keyword
+    argument 'tiles'", which names neither run_stream nor what it takes."""
+    with pytest.raises(ValueError, match=r"^run_stream: unknown option tiles=64 \(did you "
+                                         r"mean tile=\?\); it takes .*\bmax_frames\b"):
+        run_stream(onnx_model, [textured_frame(0)], None, tiles=64)
+    with pytest.raises(ValueError, match=r"^run_stream: unknown options bogus=1, other=2; it "
+                                         r"takes show, view, "):
+        run_stream(onnx_model, [textured_frame(0)], None, bogus=1, other=2)
