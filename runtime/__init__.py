@@ -22,7 +22,20 @@ Names are imported on first use, so `import runtime` stays cheap for the command
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:   # for type checkers and editors, which do not run __getattr__
+    # `X as X`: a re-export, as PEP 484 spells it.
+    from .backends import Backend as Backend, ModelError as ModelError
+    from .backends import load_backend as load_backend
+    from .pipeline import StreamInterrupted as StreamInterrupted
+    from .pipeline import StreamOptions as StreamOptions, run_stream as run_stream
+    from .prepost import FrameError as FrameError, FrameProcessor as FrameProcessor
+    from .prepost import Timings as Timings
+    from .sinks import Sink as Sink, SinkError as SinkError
+    from .sources import ArraySource as ArraySource, Source as Source
+    from .sources import SourceError as SourceError, open_source as open_source
+    from .warn import SharpenWarning as SharpenWarning
 
 _API = {
     "load_backend": ".backends", "Backend": ".backends", "ModelError": ".backends",
@@ -41,3 +54,8 @@ def __getattr__(name: str) -> Any:
     if name not in _API:
         raise AttributeError(f"module 'runtime' has no attribute {name!r}")
     return getattr(importlib.import_module(_API[name], __name__), name)
+
+
+def __dir__() -> list[str]:
+    # What IPython and Jupyter complete `runtime.` from: the API, loaded or not yet.
+    return __all__

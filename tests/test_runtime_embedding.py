@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -108,3 +109,20 @@ def test_an_unknown_keyword_is_named_with_the_option_meant(onnx_model):
     with pytest.raises(ValueError, match=r"^run_stream: unknown options bogus=1, other=2; it "
                                          r"takes show, view, "):
         run_stream(onnx_model, [textured_frame(0)], None, bogus=1, other=2)
+
+
+def test_the_api_is_listed_to_completion_and_type_checkers():
+    """`import runtime` loads its names on first use: dir(runtime), which IPython and Jupyter
+    complete from, gave Any, annotations and importlib and none of the API, and type checkers
+    (and editors' hover help) saw each name as the Any of a module __getattr__."""
+    import ast
+
+    import runtime
+
+    assert sorted(n for n in dir(runtime) if not n.startswith("_")) == runtime.__all__
+    tree = ast.parse(Path(runtime.__file__).read_text())
+    checked = next(node for node in tree.body if isinstance(node, ast.If)
+                   and ast.unparse(node.test) == "TYPE_CHECKING")
+    imported = {(imp.module, alias.name) for imp in checked.body
+                for alias in imp.names if isinstance(imp, ast.ImportFrom)}
+    assert imported == {(where.lstrip("."), name) for name, where in runtime._API.items()}
