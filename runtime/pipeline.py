@@ -416,6 +416,13 @@ class _Stream:
                 # were written (frames in between may be dropped).
                 if self.limit and not src.live and n + 1 >= self.limit:
                     break
+        except Exception as exc:
+            if src.live:
+                raise
+            # A lossless source failing part-way (an app's generator, a file on a dropped
+            # mount): the frames it gave are written before its error is raised, where
+            # stopping at once, as for Ctrl-C, lost those queued.
+            self.errors.append(exc)
         finally:
             stats.count("dropped_frames", self.q_in.put(_END, stop))
 

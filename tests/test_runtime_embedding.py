@@ -126,3 +126,19 @@ def test_the_api_is_listed_to_completion_and_type_checkers():
     imported = {(imp.module, alias.name) for imp in checked.body
                 for alias in imp.names if isinstance(imp, ast.ImportFrom)}
     assert imported == {(where.lstrip("."), name) for name, where in runtime._API.items()}
+
+
+def test_frames_an_apps_source_gave_before_failing_are_written(onnx_model):
+    """A generator of frames (a batch job's reader, a web server's frames) that raised at its
+    seventh frame lost the frames it had given and the pipeline had queued: the run stopped at
+    once, as for Ctrl-C. A lossless run now writes them, then raises the source's error."""
+    def frames():
+        for i in range(6):
+            yield textured_frame(i)
+        raise OSError("the reader failed")
+
+    sink = Collect()
+    with pytest.raises(OSError, match="the reader failed") as failed:
+        run_stream(load_backend(onnx_model, threads=1), frames(), sink)
+    assert sink.names == [f"frame_{i:06d}" for i in range(6)] and sink.closed == 1
+    assert failed.value.stats["frames_processed"] == 6
