@@ -21,7 +21,7 @@ from itertools import chain
 from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
-from .backends import Backend, check_providers, load_backend
+from .backends import BACKEND_BY_SUFFIX, Backend, check_providers, load_backend
 from .console import count
 from .host import check_threads
 from .options import is_number, option
@@ -232,6 +232,7 @@ def run_stream(model: Union[str, Path, Backend],
     _check_keywords(overrides)
     o = replace(options or StreamOptions(), **overrides)
     _check_options(o, flags)
+    _check_model(model)
     _check_output(output)
     if isinstance(output, (str, os.PathLike)):
         refuse_unwritten_format(output, flags)   # a usage error: before anything is opened
@@ -273,6 +274,17 @@ def _check_keywords(overrides: dict[str, Any]) -> None:
     raise ValueError(f"run_stream: unknown option{'s' if len(bad) > 1 else ''} {said}"
                      + (f" (did you mean {meant[0]}=?)" if meant else "")
                      + f"; it takes {', '.join(names)}")
+
+
+def _check_model(model: Any) -> None:
+    """TypeError naming run_stream's model argument: load_backend's own message named a
+    function the app never called."""
+    if isinstance(model, (Backend, str, os.PathLike)):
+        return
+    hint = " (its backend: proc.backend)" if isinstance(model, FrameProcessor) else ""
+    raise TypeError(f"run_stream: model must be a model file path "
+                    f"({', '.join(sorted(BACKEND_BY_SUFFIX))}) or a Backend from load_backend, "
+                    f"got {type(model).__name__}{hint}")
 
 
 def _check_output(output: Any) -> None:

@@ -142,3 +142,16 @@ def test_frames_an_apps_source_gave_before_failing_are_written(onnx_model):
         run_stream(load_backend(onnx_model, threads=1), frames(), sink)
     assert sink.names == [f"frame_{i:06d}" for i in range(6)] and sink.closed == 1
     assert failed.value.stats["frames_processed"] == 6
+
+
+def test_a_model_of_another_kind_is_named_as_run_streams(onnx_model):
+    """run_stream(FrameProcessor(...), ...) or a model of None said "load_backend: path must be
+    a model file path", naming a function the app never called."""
+    proc = FrameProcessor(load_backend(onnx_model, threads=1))
+    with pytest.raises(TypeError, match=r"^run_stream: model must be a model file path "
+                                        r"\(\.engine, \.onnx, \.plan, \.tflite\) or a Backend "
+                                        r"from load_backend, got FrameProcessor \(its backend: "
+                                        r"proc\.backend\)"):
+        run_stream(proc, [textured_frame(0)], None)
+    with pytest.raises(TypeError, match=r"^run_stream: model must be .* got NoneType$"):
+        run_stream(None, [textured_frame(0)], None)
