@@ -821,3 +821,18 @@ def test_an_omp_num_threads_of_thousands_of_digits_is_said_not_a_traceback(onnx_
     monkeypatch.setenv("OMP_NUM_THREADS", "0" * 5000 + "2")   # leading zeros: still two
     with load_backend(onnx_model) as b:
         assert b.threads == 2
+
+
+def test_a_batch_in_the_other_layout_is_named_as_such(tflite_models, onnx_model):
+    """Backend.infer, given an NHWC batch by ONNX Runtime (or NCHW by LiteRT), said that H and W
+    must be multiples of 8, or only the engine's words (LiteRT's space_to_depth check): the
+    batch's layout was the problem, which the message now names."""
+    nhwc, nchw = np.zeros((1, 16, 16, 3), np.float32), np.zeros((1, 3, 16, 16), np.float32)
+    with load_backend(onnx_model, threads=1) as b, pytest.raises(
+            ModelError, match=r"failed on a \(1, 16, 16, 3\) float32 input \(the backend "
+                              r"takes a batch in NCHW, \(N, 3, H, W\); FrameProcessor"):
+        b.infer(nhwc)
+    with load_backend(tflite_models[1], threads=1) as b, pytest.raises(
+            ModelError, match=r"input \[1, 3, 16, 16\] \(the backend takes a batch in NHWC, "
+                              r"\(N, H, W, 3\); FrameProcessor"):
+        b.infer(nchw)

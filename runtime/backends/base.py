@@ -119,6 +119,16 @@ def read_sidecar(model_path: str | Path) -> dict[str, Any]:
     return data
 
 
+def layout_hint(shape: tuple[int, ...], layout: str) -> str:
+    """Why a batch of this shape failed, where its shape says: it is not N x 3 x H x W (NCHW)
+    or N x H x W x 3 (NHWC), as the backend takes it; '' when it is. An NHWC batch given to
+    ONNX Runtime was said to need H and W in multiples of 8."""
+    if len(shape) == 4 and shape[1 if layout == "NCHW" else 3] == 3:
+        return ""
+    want = "(N, 3, H, W)" if layout == "NCHW" else "(N, H, W, 3)"
+    return f" (the backend takes a batch in {layout}, {want}; FrameProcessor converts frames)"
+
+
 def parse_receptive_field(value: Any) -> Optional[int]:
     """The recorded receptive field, or None when absent or unreadable (older exports)."""
     try:

@@ -15,8 +15,8 @@ import numpy as np
 from ..cli_errors import raise_if_interrupted
 from ..console import TF_NOISE, brief, first_line, quiet_native_stderr
 from ..host import check_threads, default_threads, usable_cores
-from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
-                   read_sidecar, sidecar_path)
+from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
+                   parse_receptive_field, read_sidecar, sidecar_path)
 from .sniff import load_hint
 from ..warn import warn
 
@@ -152,8 +152,8 @@ class LiteRTBackend(Backend):
             self.interp.resize_tensor_input(self.inp["index"], list(shape), strict=False)
             self.interp.allocate_tensors()
         except (RuntimeError, ValueError) as exc:
-            raise ModelError(f"{self.path}: LiteRT cannot run input {list(shape)} (size "
-                             f"multiple {self.multiple}): {brief(exc)}") from None
+            raise ModelError(f"{self.path}: LiteRT cannot run input {list(shape)}"
+                             f"{self._why(shape)}: {brief(exc)}") from None
         self.out = self.interp.get_output_details()[0]
         self._shape = shape
 
@@ -183,8 +183,13 @@ class LiteRTBackend(Backend):
         try:
             self.interp.invoke()
         except (RuntimeError, ValueError) as exc:
-            raise ModelError(f"{self.path}: LiteRT failed on input {list(self._shape)} (size "
-                             f"multiple {self.multiple}): {brief(exc)}") from None
+            raise ModelError(f"{self.path}: LiteRT failed on input {list(self._shape)}"
+                             f"{self._why(self._shape)}: {brief(exc)}") from None
+
+    def _why(self, shape: Optional[tuple[int, ...]]) -> str:
+        # The batch's layout where it is not the model's, else the size multiple it needs.
+        return (shape is not None and layout_hint(shape, self.layout)
+                or f" (size multiple {self.multiple})")
 
     def close(self) -> None:
         # The interpreter keeps its tensors (allocated at the last frame size) while anything

@@ -14,8 +14,8 @@ from ..console import brief, first_line
 from ..host import check_threads, default_threads
 from ..options import option
 from ..tiling import round_up
-from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
-                   read_sidecar)
+from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
+                   parse_receptive_field, read_sidecar)
 from .sniff import load_hint
 from ..warn import warn
 
@@ -285,8 +285,8 @@ class OnnxRuntimeBackend(Backend):
         try:
             out = session.run([self.output_name], {self.input_name: batch})[0]
         except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
-            off = ""
-            if batch.ndim == 4 and any(n % self.multiple for n in batch.shape[2:]):
+            off = layout_hint(batch.shape, self.layout)
+            if not off and any(n % self.multiple for n in batch.shape[2:]):
                 off = f" (H and W must be multiples of {self.multiple}; FrameProcessor pads)"
             raise ModelError(f"{self.path} failed on a {tuple(batch.shape)} {batch.dtype} "
                              f"input{off} with {self.provider}: {brief(exc)}") from None
