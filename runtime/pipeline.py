@@ -139,6 +139,31 @@ class _SignalStop:
         self._old.clear()
 
 
+class _RunStop(threading.Event):
+    """The run's own stop, set by the run (its end, an error, a signal) and also set, as read,
+    once the app's `stop_event` is: the run used to set the app's event itself at its end, and
+    the app's next run with that event read no frame."""
+
+    def __init__(self, app: Optional[threading.Event]) -> None:
+        super().__init__()
+        self.app = app
+
+    def is_set(self) -> bool:
+        return super().is_set() or (self.app is not None and self.app.is_set())
+
+    def wait(self, timeout: Optional[float] = None) -> bool:
+        if self.app is None:
+            return super().wait(timeout)
+        # Slices, so that the app's set() ends a wait (a reconnect's delay) within 50 ms.
+        end = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = 0.05 if end is None else min(0.05, end - time.monotonic())
+            if left <= 0:
+                break
+            super().wait(left)
+        return self.is_set()
+
+
 class _Worker(threading.Thread):
     """A daemon thread whose exception is kept for the caller and stops the whole pipeline."""
 
@@ -218,7 +243,8 @@ def run_stream(model: Union[str, Path, Backend],
         or a Sink: its write(original, sharpened, name) gets every frame (BGR arrays) in order,
         in the calling thread, and close() once at the end.
     options: a StreamOptions; any of its fields may also be given as a keyword.
-    stop_event: set it to stop the run from another thread (the stats are returned).
+    stop_event: set it to stop the run from another thread (the stats are returned); the run
+        only reads it (one already set is refused: clear() it to run again).
     flags: messages name the options as `sharpen run`'s flags (--out, --stats, --tile), not as
         these keywords (output=, stats_path=, tile=): the command line sets it.
     note: takes the run's informational lines (a source reconnected, a URL found to be a
@@ -242,10 +268,12 @@ def run_stream(model: Union[str, Path, Backend],
     if o.stats_path:
         _check_writable(o.stats_path, option("stats_path", o.stats_path, flags))
     _check_source(source)
+    if stop_event is not None and stop_event.is_set():
+        raise ValueError("run_stream: stop_event is already set (clear() it to run again)")
     own_backend = not isinstance(model, Backend)
     backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force,
                             flags=flags) if own_backend else model)
-    stream = _Stream(o, backend, own_backend, stop_event or threading.Event(), flags, note)
+    stream = _Stream(o, backend, own_backend, _RunStop(stop_event), flags, note)
     try:
         try:
             stream.open(source, output)

@@ -155,3 +155,31 @@ def test_a_model_of_another_kind_is_named_as_run_streams(onnx_model):
         run_stream(proc, [textured_frame(0)], None)
     with pytest.raises(TypeError, match=r"^run_stream: model must be .* got NoneType$"):
         run_stream(None, [textured_frame(0)], None)
+
+
+def test_an_apps_stop_event_is_the_apps_to_set(onnx_model):
+    """run_stream set the app's stop_event itself at the end of every run, so the app's next
+    run with the same event (one Stop button for a loop over clips) read no frame and failed
+    with "source '<arrays>' produced no frames". The event is now only read: the app sets it
+    to stop a run, and one already set is refused by name."""
+    backend = load_backend(onnx_model, threads=1)
+    stop = threading.Event()
+    frames = [textured_frame(i) for i in range(5)]
+    for _ in range(2):
+        sink = Collect()
+        assert run_stream(backend, frames, sink, stop_event=stop)["frames_processed"] == 5
+        assert len(sink.names) == 5 and not stop.is_set()
+
+    class StopAtThird(Collect):
+        def write(self, original, sharpened, name) -> None:
+            super().write(original, sharpened, name)
+            if len(self.names) == 3:
+                stop.set()
+
+    sink = StopAtThird()
+    endless = (textured_frame(i % 8) for i in iter(int, 1))
+    assert run_stream(backend, endless, sink, stop_event=stop)["frames_processed"] >= 3
+    assert stop.is_set() and sink.closed == 1
+    with pytest.raises(ValueError, match=r"^run_stream: stop_event is already set \(clear\(\) "
+                                         r"it to run again\)$"):
+        run_stream(backend, frames, Collect(), stop_event=stop)
