@@ -371,6 +371,10 @@ class _Stream:
         if isinstance(output, Sink):
             self.user_sink = output
         if isinstance(source, Source):
+            if source.closed:   # its released capture read nothing: "produced no frames"
+                raise SourceError(f"source {source.spec!r} is closed: run_stream closes the "
+                                  "Source it is given when the run ends; open it again "
+                                  "(open_source)")
             src = source
         elif isinstance(source, (str, os.PathLike)) or is_number(source):
             src = open_source(str(source), width=o.width, height=o.height, fps=o.fps,

@@ -80,6 +80,7 @@ class Source:
     kind: str = "source"
     fps: float = 0.0              # 0 when unknown
     frame_count: Optional[int] = None
+    closed: bool = False          # released, and no more frames to read (a capture)
 
     def __init__(self, spec: str) -> None:
         self.spec = spec
@@ -531,6 +532,7 @@ class VideoSource(Source):
 
     def close(self) -> None:
         self.cap.release()
+        self.closed = True
 
     def describe(self) -> dict:
         d = super().describe()

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from runtime_fixtures import make_onnx_model, onnx_model, runtime_warnings, textured_frame
+from runtime_fixtures import (make_onnx_model, onnx_model, runtime_warnings, textured_frame,
+                              write_video)
 
 from runtime import FrameProcessor, Sink, load_backend, run_stream
 
@@ -183,3 +184,18 @@ def test_an_apps_stop_event_is_the_apps_to_set(onnx_model):
     with pytest.raises(ValueError, match=r"^run_stream: stop_event is already set \(clear\(\) "
                                          r"it to run again\)$"):
         run_stream(backend, frames, Collect(), stop_event=stop)
+
+
+def test_a_video_source_run_stream_closed_is_said_to_be_closed(tmp_path, onnx_model):
+    """An opened video Source, given to run_stream a second time (or after its `with`), read no
+    frame from its released capture and said "produced no frames", as of an empty file."""
+    from runtime import SourceError, open_source
+
+    video = tmp_path / "in.mp4"
+    write_video(video, n=4)
+    backend = load_backend(onnx_model, threads=1)
+    src = open_source(str(video))
+    assert run_stream(backend, src, Collect(), max_frames=2)["frames_processed"] == 2
+    with pytest.raises(SourceError, match=r"is closed: run_stream closes the Source it is given "
+                                          r"when the run ends; open it again \(open_source\)"):
+        run_stream(backend, src, Collect())
