@@ -199,3 +199,27 @@ def test_a_video_source_run_stream_closed_is_said_to_be_closed(tmp_path, onnx_mo
     with pytest.raises(SourceError, match=r"is closed: run_stream closes the Source it is given "
                                           r"when the run ends; open it again \(open_source\)"):
         run_stream(backend, src, Collect())
+
+
+def test_the_installed_runtime_is_typed_for_an_apps_type_checker(tmp_path):
+    """Without a py.typed marker (PEP 561), mypy stopped at `import runtime` in an app that
+    installed the project ("module is installed, but missing library stubs or py.typed
+    marker") and pyright took none of its annotations; the wheel now carries it."""
+    import shutil
+    import subprocess
+    import sys
+    import zipfile
+
+    repo = Path(__file__).resolve().parents[1]
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, tmp_path / name)
+    shutil.copytree(repo / "runtime", tmp_path / "runtime",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                        "-q", "-w", str(tmp_path / "dist"), str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    if r.returncode != 0 and "No module named pip" in r.stderr:
+        pytest.skip("pip is not installed here")
+    assert r.returncode == 0, r.stderr
+    wheel, = (tmp_path / "dist").glob("*.whl")
+    assert "runtime/py.typed" in zipfile.ZipFile(wheel).namelist()
