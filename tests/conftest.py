@@ -14,7 +14,12 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
 # worker's, two torch threads per worker on two cores, spin-waiting (a 0.3 CPU-second test took
 # 30). The user's own OMP_NUM_THREADS, kept aside here by the first process, still wins.
 _USER_OMP = os.environ.setdefault("SHARPEN_TESTS_USER_OMP", os.environ.get("OMP_NUM_THREADS", ""))
-os.environ["OMP_NUM_THREADS"] = _USER_OMP or str(max(1, min(2, (os.cpu_count() or 2) // _WORKERS)))
+# Once per process: imported again under another name (`from tests.conftest import ...`), it
+# ran after the worker's PYTEST_XDIST_* were deleted below and gave the worker two threads.
+if os.environ.get("SHARPEN_TESTS_OMP_PID") != str(os.getpid()):
+    os.environ["SHARPEN_TESTS_OMP_PID"] = str(os.getpid())
+    os.environ["OMP_NUM_THREADS"] = (_USER_OMP
+                                     or str(max(1, min(2, (os.cpu_count() or 2) // _WORKERS))))
 # Tables are read as a wide terminal shows them, whatever terminal (or pytest-xdist worker,
 # which gets COLUMNS=80) runs the suite: 160 is the width a run without a terminal has always
 # had (runtime/console.py's fallback).

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -15,7 +16,10 @@ from distill import students
 from distill.checkpoint import CheckpointError, atomic_save, load_student, make_checkpoint
 from distill.students import create_student, list_students, register
 from runtime.cli_errors import SharpenError
-from tests.conftest import ROOT
+
+# Not `from tests.conftest import ROOT`: that imports conftest a second time, as another
+# module, and its set-up ran again in the worker (OMP_NUM_THREADS back to one process's).
+ROOT = Path(__file__).resolve().parents[1]
 
 TINY = textwrap.dedent('''
     import torch.nn as nn
