@@ -9,6 +9,7 @@ and signals are delivered there.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import sys
@@ -298,10 +299,13 @@ def _check_keywords(overrides: dict[str, Any]) -> None:
         return
     said = ", ".join(f"{k}={overrides[k]!r}" if isinstance(overrides[k], str)
                      else f"{k}={overrides[k]}" for k in bad)
-    meant = get_close_matches(bad[0], names, n=1) if len(bad) == 1 else []
+    # Its own keywords too: `stop_evnet=` was offered no stop_event, nor told it is taken.
+    own = [p for p in inspect.signature(run_stream).parameters
+           if p not in ("model", "source", "overrides")]
+    meant = get_close_matches(bad[0], names + own, n=1) if len(bad) == 1 else []
     raise ValueError(f"run_stream: unknown option{'s' if len(bad) > 1 else ''} {said}"
                      + (f" (did you mean {meant[0]}=?)" if meant else "")
-                     + f"; it takes {', '.join(names)}")
+                     + f"; it takes {', '.join(names)}, besides {', '.join(own)}")
 
 
 def _check_model(model: Any) -> None:
@@ -576,7 +580,8 @@ class _Stream:
         if skipped:
             summary["skipped_inputs"] = list(skipped)
         if self.errors:
-            summary["error"] = str(self.errors[0])
+            # Its type where it says nothing: a sink's bare `raise KeyboardInterrupt` left "".
+            summary["error"] = str(self.errors[0]) or type(self.errors[0]).__name__
         if self.o.stats_path and summary.get("frames_processed") is not None:
             write_json_atomic(self.o.stats_path, summary)
         if self.errors:
