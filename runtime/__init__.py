@@ -22,6 +22,7 @@ Names are imported on first use, so `import runtime` stays cheap for the command
 from __future__ import annotations
 
 import importlib
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:   # for type checkers and editors, which do not run __getattr__
@@ -57,5 +58,9 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
-    # What IPython and Jupyter complete `runtime.` from: the API, loaded or not yet.
-    return __all__
+    # What IPython and Jupyter complete `runtime.` from: the API, loaded or not yet, with the
+    # module's own names (__file__, __path__) and its submodules imported so far (the API
+    # alone hid `runtime.pipeline`), but not the helpers imported above (Any, importlib).
+    own = [n for n, v in globals().items() if n.startswith("_")
+           or isinstance(v, ModuleType) and v.__name__.startswith(f"{__name__}.")]
+    return sorted({*own, *__all__})

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -120,7 +121,10 @@ def test_the_api_is_listed_to_completion_and_type_checkers():
 
     import runtime
 
-    assert sorted(n for n in dir(runtime) if not n.startswith("_")) == runtime.__all__
+    submodules = {n for n in dir(runtime) if isinstance(getattr(runtime, n), ModuleType)
+                  and getattr(runtime, n).__name__ == f"runtime.{n}"}
+    assert sorted(n for n in dir(runtime) if not n.startswith("_")
+                  and n not in submodules) == runtime.__all__
     tree = ast.parse(Path(runtime.__file__).read_text())
     checked = next(node for node in tree.body if isinstance(node, ast.If)
                    and ast.unparse(node.test) == "TYPE_CHECKING")
@@ -223,3 +227,41 @@ def test_the_installed_runtime_is_typed_for_an_apps_type_checker(tmp_path):
     assert r.returncode == 0, r.stderr
     wheel, = (tmp_path / "dist").glob("*.whl")
     assert "runtime/py.typed" in zipfile.ZipFile(wheel).namelist()
+
+
+def test_a_misspelt_keyword_of_run_stream_itself_is_named(onnx_model):
+    """`stop_evnet=` (or `outptu=`) was said to be no option, with StreamOptions' fields as all
+    run_stream takes: stop_event and output were not among them, nor suggested."""
+    frames = [textured_frame(0)]
+    with pytest.raises(ValueError, match=r"^run_stream: unknown option stop_evnet=.* \(did you "
+                                         r"mean stop_event=\?\); it takes .*\bcompare, "
+                                         r"besides output, options, stop_event, flags, note$"):
+        run_stream(onnx_model, frames, None, stop_evnet=threading.Event())
+    with pytest.raises(ValueError, match=r"\(did you mean output=\?\)"):
+        run_stream(onnx_model, frames, outptu="x.mp4")
+
+
+def test_a_bare_keyboard_interrupt_from_the_sink_is_named_in_the_stats(tmp_path, onnx_model):
+    """A sink's `raise KeyboardInterrupt` ended the run with "error": "" in the stats (its
+    message is empty): the summary and --stats file said an error came and not which."""
+    class Quit(Collect):
+        def write(self, original, sharpened, name) -> None:
+            raise KeyboardInterrupt
+
+    stats = tmp_path / "s.json"
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_stream(load_backend(onnx_model, threads=1), [textured_frame(0)] * 3, Quit(),
+                   stats_path=stats)
+    assert stopped.value.stats["error"] == "KeyboardInterrupt"
+    assert json.loads(stats.read_text())["error"] == "KeyboardInterrupt"
+
+
+def test_dir_of_runtime_keeps_the_modules_own_names():
+    """dir(runtime) gave the API alone: `runtime.pipeline`, once imported, and `__file__` and
+    `__path__` were gone from completion and from tools that walk a module's names."""
+    import runtime
+    import runtime.pipeline  # noqa: F401 - imported so that dir() lists it
+
+    names = dir(runtime)
+    assert {"pipeline", "__file__", "__path__", "__doc__"} <= set(names)
+    assert set(runtime.__all__) <= set(names) and names == sorted(names)
