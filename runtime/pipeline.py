@@ -339,6 +339,10 @@ def _check_output(output: Any) -> None:
 def _check_source(source: Any) -> None:
     """Refuse a source of no kind run_stream takes before the model loads (a TensorRT engine
     takes seconds): ArraySource's TypeError, reached last, spoke only of frames."""
+    if isinstance(source, Source) and source.closed:
+        # Its released capture read nothing: "produced no frames", once the model had loaded.
+        raise SourceError(f"source {source.spec!r} is closed: run_stream closes the Source it "
+                          "is given when the run ends; open it again (open_source)")
     takes = (isinstance(source, (Source, str, os.PathLike)) or hasattr(source, "__iter__")
              or is_number(source))
     if takes and not isinstance(source, bytes):
@@ -375,11 +379,7 @@ class _Stream:
         if isinstance(output, Sink):
             self.user_sink = output
         if isinstance(source, Source):
-            if source.closed:   # its released capture read nothing: "produced no frames"
-                raise SourceError(f"source {source.spec!r} is closed: run_stream closes the "
-                                  "Source it is given when the run ends; open it again "
-                                  "(open_source)")
-            src = source
+            src = source   # not closed: _check_source refused that
         elif isinstance(source, (str, os.PathLike)) or is_number(source):
             src = open_source(str(source), width=o.width, height=o.height, fps=o.fps,
                               live=o.live, reconnect_attempts=o.reconnect_attempts,

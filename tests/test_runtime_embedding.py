@@ -265,3 +265,16 @@ def test_dir_of_runtime_keeps_the_modules_own_names():
     names = dir(runtime)
     assert {"pipeline", "__file__", "__path__", "__doc__"} <= set(names)
     assert set(runtime.__all__) <= set(names) and names == sorted(names)
+
+
+def test_a_closed_source_is_refused_before_the_model_loads(tmp_path):
+    """A closed video Source was refused only once the model had loaded (seconds for a TensorRT
+    engine), after any error of the model's: the missing model here was said first."""
+    from runtime import SourceError, open_source
+
+    video = tmp_path / "in.mp4"
+    write_video(video, n=2)
+    with open_source(str(video)) as src:
+        pass
+    with pytest.raises(SourceError, match=r"is closed: run_stream closes the Source"):
+        run_stream(tmp_path / "no-such-model.onnx", src, Collect())
