@@ -409,28 +409,21 @@ class _Stream:
                                o.compare, self.flags)
         self.frames = src.frames(self.stop)
         first = next(self.frames, None)
+        self.first = first
+        if first is None and self.stop.is_set():
+            # The app's stop_event, set while the run opened (a TensorRT engine loading): a
+            # run stopped before its first frame, as the docstring says, not "produced no
+            # frames", a SourceError.
+            stats.info = self._info(output)
+            return
         if first is None:
             raise SourceError(f"source {src.spec!r} produced no frames")
-        proc = self.processor
         # The processor says what its tiles of this first frame may do (seams, wasted work).
         self.processor.warmup(first.image)  # one-off costs (allocation, kernel selection)
         self.processor.warmup(first.image)  # are not timed
         first.t_capture = time.perf_counter()
-        self.first = first
         self.size, self.size_said = first.image.shape[:2], False
-        # What was measured, so that two stats files can be told apart: the model file and
-        # the thread count it ran with, --threads or else OMP_NUM_THREADS's (0: the engine's
-        # default, every core; None: an app's own backend, loaded with whatever it chose).
-        model = self.backend.path
-        stats.info = {"model": str(model) if model is not None else None,
-                      "threads": self.backend.threads if self.own_backend else None,
-                      "backend": dict(self.backend.describe()), "source": src.describe(),
-                      "live": src.live,
-                      "output": (type(output).__name__ if isinstance(output, Sink)
-                                 else str(output) if output else None),
-                      "show": o.show, "tile": proc.tile_runs_as,
-                      "overlap": proc.overlap if o.tile else 0,
-                      "overlap_auto": bool(o.tile) and proc.overlap_auto}
+        stats.info = self._info(output)
         # Live: a few frames of room, so that frames a network source delivers in a burst are
         # not dropped as stale (one slot dropped 30-50 % of a stream the model kept up with);
         # what bounds latency is their age (`max_age`), not the queue's length.
@@ -442,6 +435,22 @@ class _Stream:
         self.limit = o.max_frames if o.max_frames and o.max_frames > 0 else None
         if not src.live and src.frame_count:   # every frame of it is written
             stats.total = min(src.frame_count, self.limit or src.frame_count)
+
+    def _info(self, output: Optional[Union[str, Path, Sink]]) -> dict[str, Any]:
+        """What was measured, so that two stats files can be told apart: the model file and
+        the thread count it ran with, --threads or else OMP_NUM_THREADS's (0: the engine's
+        default, every core; None: an app's own backend, loaded with whatever it chose)."""
+        o, src, proc, model = self.o, self.src, self.processor, self.backend.path
+        assert src is not None
+        return {"model": str(model) if model is not None else None,
+                "threads": self.backend.threads if self.own_backend else None,
+                "backend": dict(self.backend.describe()), "source": src.describe(),
+                "live": src.live,
+                "output": (type(output).__name__ if isinstance(output, Sink)
+                           else str(output) if output else None),
+                "show": o.show, "tile": proc.tile_runs_as,
+                "overlap": proc.overlap if o.tile else 0,
+                "overlap_auto": bool(o.tile) and proc.overlap_auto}
 
     def _capture(self) -> None:
         src, stats, stop = self.src, self.stats, self.stop
@@ -520,6 +529,9 @@ class _Stream:
         frame limit is reached, a stage fails or a signal stops it."""
         src, sink, stats, stop, sig = self.src, self.sink, self.stats, self.stop, self.sig
         assert src is not None and sink is not None
+        if self.first is None:   # the app's stop_event came before the first frame
+            stats.info["interrupted"] = False
+            return
         stats.start()
         self.workers = [_Worker(name, fn, stop, self.errors)
                         for name, fn in zip(WORKER_NAMES, (self._capture, self._process))]

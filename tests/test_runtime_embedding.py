@@ -278,3 +278,19 @@ def test_a_closed_source_is_refused_before_the_model_loads(tmp_path):
         pass
     with pytest.raises(SourceError, match=r"is closed: run_stream closes the Source"):
         run_stream(tmp_path / "no-such-model.onnx", src, Collect())
+
+
+def test_a_stop_event_set_while_the_run_opens_returns_the_summary(onnx_model):
+    """The app's Stop pressed while run_stream opened (a TensorRT engine takes seconds to load)
+    ended the run with SourceError "source '<arrays>' produced no frames", where a stop_event
+    returns the run's summary."""
+    stop = threading.Event()
+
+    def frames():
+        stop.set()   # the first frame is read once the model is loaded and the output open
+        yield from (textured_frame(i) for i in range(5))
+
+    sink = Collect()
+    stats = run_stream(load_backend(onnx_model, threads=1), frames(), sink, stop_event=stop)
+    assert stats["frames_processed"] == 0 and stats["interrupted"] is False
+    assert sink.names == [] and sink.closed == 1 and stats["model"].endswith(".onnx")
