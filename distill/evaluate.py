@@ -158,8 +158,9 @@ class LabelledTeacher:
     CACHE/frames) read from its labels, not made again (seconds a frame on a CPU). `labels`:
     the sha256 of each whole frame (never a --crop: see `crop_unused`) -> its label; only
     frames whose file is the very input of their label are there, labelled by the weights,
-    architecture and tiling of `fn`. Any other image goes to the teacher. `made_on`: the sha256 -> the device
-    and precision its label was made in (`label_cache.made_on`), counted as labels are read."""
+    architecture and tiling of `fn`. Any other image goes to the teacher. `made_on`: the
+    sha256 -> the device and precision its label was made in (`label_cache.made_on`), counted
+    as labels are read."""
 
     def __init__(self, fn: TeacherFn, cache: Path, labels: dict[str, Path],
                  made_on: Optional[dict[str, str]] = None) -> None:
