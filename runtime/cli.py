@@ -83,7 +83,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="stop after this many frames")
     p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="force the live policy (drop stale frames) or --no-live for lossless; "
-                        "default: live for cameras and streams, lossless for files")
+                        "default: live for cameras, streams and synthetic@FPS, lossless for "
+                        "files and an unpaced synthetic")
     p.add_argument("--reconnect", type=int, default=None, metavar="N",
                    help="attempts to reopen a camera or stream that disconnects (exponential "
                         "backoff; default 5)")

@@ -561,7 +561,10 @@ def _digest(img: np.ndarray) -> bytes:
 class SyntheticSource(Source):
     """Generated frames (moving gradient) for benchmarks and tests without a camera.
 
-    spec: synthetic[:WxH][@FPS]; fps 0 means as fast as possible. Live unless overridden."""
+    spec: synthetic[:WxH][@FPS]; fps 0 means as fast as possible. At a frame rate it stands in
+    for a camera and is live; at fps 0 each frame is made when the pipeline asks for it, so
+    none can go stale and the run is lossless (its fps is the model's throughput), unless
+    `live` says otherwise."""
 
     kind = "synthetic"
 
@@ -784,7 +787,10 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
                 f"least 1x1, got {w}x{h}" + ("" if m.group(1) else
                                              f" (from {option('width', flags=flags)} and "
                                              f"{option('height', flags=flags)})"))
-        return SyntheticSource(spec, w, h, float(m.group(3) or 0), True if live is None else live)
+        fps = float(m.group(3) or 0)
+        # Unthrottled, live dropped all but the frames the model took: thousands "dropped" in
+        # a short run and a written video padded with repeats of the few it kept.
+        return SyntheticSource(spec, w, h, fps, fps > 0 if live is None else live)
     if kind == "camera":
         # OpenCV takes a C int (its refusal is a page of overloads), and int() refuses over
         # 4300 digits (a ValueError): a long spelling is refused before either sees it.

@@ -399,7 +399,7 @@ def test_a_source_faster_than_real_time_does_not_pad_the_recording(tmp_path, onn
     """An unpaced live source drops thousands of frames in no time; the recording holds the
     last frame only as long as the wall clock allows (it grew to hours of video before)."""
     stats = run_stream(onnx_model, "synthetic:64x48", tmp_path / "o.mp4", max_frames=20,
-                       fps=30.0)
+                       fps=30.0, live=True)
     assert stats["live"] and stats["frames_processed"] == 20
     frames, _ = read_video(tmp_path / "o.mp4")
     assert len(frames) == 20 + stats["repeated_frames"]
@@ -490,6 +490,21 @@ def test_compose_views():
     assert split.shape == (20, 30, 3) and split[:, :14].max() == 0 and split[:, 16:].min() == 200
     big = compose(np.zeros((1080, 1920, 3), np.uint8), np.zeros((1080, 1920, 3), np.uint8), "side")
     assert big.shape[1] == 1920  # scaled to fit one screen
+
+
+@pytest.mark.parametrize("rate, live", [("", False), ("@200", True)])
+def test_an_unthrottled_synthetic_source_is_lossless_one_at_a_rate_live(tmp_path, onnx_model,
+                                                                        rate, live):
+    """`--source synthetic` made frames as fast as it could and ran live: a 15-frame run said
+    thousands dropped and wrote a video of repeats. Made on demand, no frame goes stale."""
+    stats = tmp_path / "s.json"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source",
+                  f"synthetic:{FRAME_W}x{FRAME_H}{rate}", "--max-frames", "15",
+                  "--stats", str(stats), "--out", str(tmp_path / "s.mp4"), "--quiet"])
+    data = json.loads(stats.read_text())
+    assert rc == 0 and data["live"] is live and data["frames_processed"] == 15
+    if not live:
+        assert data["dropped_frames"] == 0
 
 
 def test_synthetic_source_cli_and_live_override(tmp_path, onnx_model):
