@@ -177,7 +177,9 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
     models/student-fast.pt, as `--weights` takes it; see `distill.teacher.resolve_weights`);
     returns (model in eval mode on the CPU, checkpoint dict). The weights are its EMA's unless
     `prefer_ema` is False. CheckpointError (a ValueError) says why a file cannot be used."""
-    from .students import STUDENTS_ENV, list_students, student_from_saved_args
+    from runtime.warn import warn
+
+    from .students import STUDENTS_ENV, list_students, student_from_saved_args, student_module
     from .teacher import resolve_weights
 
     path = resolve_weights(path, allow_teacher=False)
@@ -194,6 +196,13 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
                f"a student of your own: name the module that registers it in {STUDENTS_ENV}")
         raise CheckpointError(f"{path}: student {ckpt['arch']!r} is not registered in this "
                               f"process; {how} (registered now: {', '.join(list_students())})")
+    saved, now = ckpt.get("arch_module"), student_module(ckpt["arch"])
+    if isinstance(saved, str) and _MODULE.fullmatch(saved) and saved != now:
+        # Same name, another definition: the weights may still fit it (same layer names and
+        # shapes) and give other outputs, with nothing else to tell.
+        warn(f"{path}: student {ckpt['arch']!r} was registered by {saved} when it was saved; "
+             f"{now or 'the project (built in)'} registers it now, and its definition is the "
+             "one these weights load into")
     try:
         model = student_from_saved_args(ckpt["arch"], ckpt.get("arch_args", {}))
     except (TypeError, ValueError) as e:

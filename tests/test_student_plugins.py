@@ -153,6 +153,26 @@ def test_a_checkpoint_of_a_student_this_process_lacks_says_what_to_set(tmp_path,
         load_student(tmp_path / "t.pt")
 
 
+def test_a_checkpoint_saved_under_another_module_says_whose_definition_loads(tmp_path,
+                                                                               registry):
+    """A name registered by one module when saved and by another now loads the weights into
+    the other's definition (same layer names and shapes: no error): said, naming both."""
+    import warnings
+    register("tiny-ck3", Tiny, "mine")
+    m = create_student("tiny-ck3")
+    ck = make_checkpoint(m, kind="student", arch="tiny-ck3", arch_args=m.arch_args)
+    atomic_save({**ck, "arch_module": "old_students"}, tmp_path / "moved.pt")
+    atomic_save(ck, tmp_path / "same.pt")
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        load_student(tmp_path / "same.pt")
+        assert not said, [str(w.message) for w in said]
+        load_student(tmp_path / "moved.pt")
+    assert any("registered by old_students when it was saved" in str(w.message)
+               and f"{__name__} registers it now" in str(w.message) for w in said), \
+        [str(w.message) for w in said]
+
+
 def test_built_in_checkpoints_record_no_module():
     m = create_student("fast", width=8, blocks=1, low_blocks=1)
     assert "arch_module" not in make_checkpoint(m, kind="student", arch="fast",
