@@ -341,8 +341,10 @@ def _check_source(source: Any) -> None:
     takes seconds): ArraySource's TypeError, reached last, spoke only of frames."""
     if isinstance(source, Source) and source.closed:
         # Its released capture read nothing: "produced no frames", once the model had loaded.
+        again = ("give it a new iterator: the one it holds (a generator) was read by a run"
+                 if isinstance(source, ArraySource) else "open it again (open_source)")
         raise SourceError(f"source {source.spec!r} is closed: run_stream closes the Source it "
-                          "is given when the run ends; open it again (open_source)")
+                          f"is given when the run ends; {again}")
     takes = (isinstance(source, (Source, str, os.PathLike)) or hasattr(source, "__iter__")
              or is_number(source))
     if takes and not isinstance(source, bytes):

@@ -625,6 +625,12 @@ class ArraySource(Source):
             t1 = time.perf_counter()
             yield Frame(i, img, f"frame_{i:06d}", t1, t1 - t0)
 
+    def close(self) -> None:
+        # A generator (any iterator that is its own) is read once: a second run of it got no
+        # frame and said "produced no frames". A list or an array can be read again.
+        if iter(self._frames) is self._frames:
+            self.closed = True
+
 
 _SYNTH = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?$")
 

@@ -294,3 +294,21 @@ def test_a_stop_event_set_while_the_run_opens_returns_the_summary(onnx_model):
     stats = run_stream(load_backend(onnx_model, threads=1), frames(), sink, stop_event=stop)
     assert stats["frames_processed"] == 0 and stats["interrupted"] is False
     assert sink.names == [] and sink.closed == 1 and stats["model"].endswith(".onnx")
+
+
+def test_an_array_source_over_a_spent_generator_is_said_to_be_closed(onnx_model):
+    """An ArraySource over a generator, given to a second run, had nothing left to read and
+    said "produced no frames"; one over a list can be run again."""
+    from runtime import SourceError
+    from runtime.sources import ArraySource
+
+    backend = load_backend(onnx_model, threads=1)
+    frames = [textured_frame(i) for i in range(3)]
+    listed = ArraySource(frames)
+    for _ in range(2):
+        assert run_stream(backend, listed, Collect())["frames_processed"] == 3
+    once = ArraySource(f for f in frames)
+    assert run_stream(backend, once, Collect())["frames_processed"] == 3
+    with pytest.raises(SourceError, match="give it a new iterator: the one it holds "
+                                          r"\(a generator\) was read by a run"):
+        run_stream(backend, once, Collect())
