@@ -21,8 +21,8 @@ import numpy as np
 
 from ..cli_errors import raise_if_interrupted
 from ..options import option
-from .base import (PARITY_KEY, Backend, ModelError, parse_multiple, parse_receptive_field,
-                   read_sidecar)
+from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
+                   parse_receptive_field, read_sidecar)
 
 TRT_MISSING = ("TensorRT is not installed: it ships with JetPack on Jetson, in the system "
                "Python (in a virtual environment, make it with --system-site-packages to see "
@@ -301,6 +301,11 @@ class TensorRTBackend(Backend):
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         rt = self.cuda.rt
+        # An NHWC batch (an app's own loop) would be called outside the optimisation profile,
+        # with advice to rebuild the engine: say the layout, as the other backends do.
+        hint = layout_hint(tuple(batch.shape), self.layout)
+        if hint:
+            raise ModelError(f"{self.path}: TensorRT cannot run input {list(batch.shape)}{hint}")
         if not self.context.set_input_shape(self.input_name, tuple(batch.shape)):
             raise ModelError(outside_profile(tuple(batch.shape), self._profile_range(),
                                              self._flags))
