@@ -11,7 +11,7 @@ from typing import Optional
 
 # Shared with export's up-to-date check (runtime.host), re-exported for the bench's modules.
 from runtime.host import (LIBRARIES, cpu_model, dist_version, library_versions,  # noqa: E402,F401
-                          usable_cores)
+                          parse_threads, usable_cores)
 
 
 def peak_rss_mb() -> float:
@@ -44,11 +44,12 @@ def sgemm_peak_gmacs(n: int = 1024, rounds: int = 8) -> float:
 
 def blas_threads() -> int:
     """Threads numpy's BLAS (OpenBLAS) runs the peak measurement on: it reads
-    OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS, else takes every core."""
+    OPENBLAS_NUM_THREADS, else OMP_NUM_THREADS, else takes every core. Both are read as the
+    runtimes read OMP_NUM_THREADS (runtime.host.parse_threads): "4,2" is 4, as OpenBLAS's
+    atoi takes it too, not every core."""
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
-        v = os.environ.get(var, "").strip()
-        if v.isdigit() and int(v) > 0:
-            return int(v)
+        if n := parse_threads(os.environ.get(var, "")):
+            return n
     return usable_cores()
 
 

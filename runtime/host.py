@@ -103,6 +103,20 @@ def check_threads(threads: Optional[int], name: str = "threads",
         raise ValueError(f"{name} must be 0 to {top} (0: {zero}), got {threads}")
 
 
+def parse_threads(raw: str) -> Optional[int]:
+    """The thread count a variable such as OMP_NUM_THREADS holding `raw` sets, or None when it
+    sets none (empty, not a whole number 1 to max(MAX_THREADS, cores)). A list ("4,2",
+    OpenMP's nested levels) gives its first, outermost, level. Says nothing: env_threads warns,
+    and the benchmark reads OPENBLAS_NUM_THREADS by the same rule."""
+    first = raw.split(",")[0].strip()
+    top = max(MAX_THREADS, os.cpu_count() or 0)
+    # Digits past 9 (leading zeros aside) exceed any top: int() of over 4300 of them raised
+    # Python's ValueError at every model load.
+    digits = first.lstrip("0")
+    n = int(digits) if first.isascii() and first.isdigit() and 0 < len(digits) < 10 else 0
+    return n if 1 <= n <= top else None
+
+
 def env_threads() -> Optional[int]:
     """The thread count OMP_NUM_THREADS sets, or None when it is unset or empty, or invalid
     (then warned of, naming the variable and value: the engines keep their own default). A
@@ -110,17 +124,13 @@ def env_threads() -> Optional[int]:
     raw = os.environ.get(THREADS_ENV, "")
     if not raw.strip():
         return None
-    first = raw.split(",")[0].strip()
-    top = max(MAX_THREADS, os.cpu_count() or 0)
-    # Digits past 9 (leading zeros aside) exceed any top: int() of over 4300 of them raised
-    # Python's ValueError at every model load.
-    digits = first.lstrip("0")
-    n = int(digits) if first.isascii() and first.isdigit() and 0 < len(digits) < 10 else 0
-    if 1 <= n <= top:
+    n = parse_threads(raw)
+    if n is not None:
         return n
     from .warn import warn
 
     shown = repr(raw) if len(raw) <= 40 else f"{raw[:20]!r}... ({len(raw)} characters)"
+    top = max(MAX_THREADS, os.cpu_count() or 0)
     warn(f"{THREADS_ENV}={shown} is not a thread count (a whole number 1 to {top}): "
          "ignored; ONNX Runtime and LiteRT use their own default thread counts")
     return None

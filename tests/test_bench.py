@@ -1942,3 +1942,20 @@ def test_a_bad_option_value_stops_the_suite_once_with_its_message(env, tmp_path,
     out = res.stdout + res.stderr
     assert res.returncode == 4, out   # pytest's usage error
     assert out.count(says) == 1 and "Traceback" not in out and "ERROR at" not in out, out
+
+
+def test_sgemm_threads_read_omp_num_threads_as_the_runtimes_do(monkeypatch):
+    """OMP_NUM_THREADS=4,2 (OpenMP's nested levels) ran the runtimes on 4 threads, and the
+    report's sgemm_threads said every core: the two counts of one run disagreed."""
+    from benchmarks.machine import blas_threads
+    from runtime.host import env_threads, usable_cores
+
+    monkeypatch.delenv("OPENBLAS_NUM_THREADS", raising=False)
+    for value, n in (("4,2", 4), (" 3 ", 3), ("2,", 2)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert blas_threads() == env_threads() == n, value
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "5,1")   # OpenBLAS's own variable wins
+    assert blas_threads() == 5
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "0")
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")   # neither sets a count: every core
+    assert blas_threads() == usable_cores()
