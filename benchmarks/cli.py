@@ -127,11 +127,13 @@ def run_bench_cmd(args) -> int:
               "timed)", file=sys.stderr)
     if args.calib_count < 1:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")
-    from runtime.host import check_threads
+    from runtime.host import check_threads, threads_warning
     try:   # here, not when the first runtime loads after the exports
         check_threads(args.threads, "--threads")
     except ValueError as e:
         return fail(str(e))
+    if not args.no_latency and (too_many := threads_warning(args.threads, "--threads")):
+        print(f"warning: {too_many}", file=sys.stderr)   # as sharpen run: times on shared cores
     opts = options_from_args(args)
     try:
         report, code = run_bench(opts)

@@ -143,10 +143,16 @@ def default_threads(threads: Optional[int]) -> Optional[int]:
 
 
 def threads_warning(threads: Optional[int], name: str = "threads") -> str:
-    """What to warn of when `threads` is more than the cores this process may use; '' when it
-    is not."""
+    """What to warn of when the thread count the engines run with, `threads` (named `name`)
+    when given, else OMP_NUM_THREADS's (default_threads), is more than the cores this process
+    may use; '' when it is not. The warning names where the count came from: an oversized
+    OMP_NUM_THREADS, the runtimes' default, went unsaid where the same --threads was warned of."""
     cores = usable_cores()
-    if not threads or threads <= cores:
+    n = default_threads(threads)
+    if not n or n <= cores:
         return ""
-    return (f"{name} {threads} is more than the {cores} CPU cores this process may use; the "
+    said = (f"{name} {n}" if threads else
+            f"{THREADS_ENV}={os.environ.get(THREADS_ENV, '').strip()} (the thread count "
+            f"when {name} is not given)")
+    return (f"{said} is more than the {cores} CPU cores this process may use; the "
             "extra threads share cores and usually make inference slower")

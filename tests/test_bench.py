@@ -494,6 +494,24 @@ def test_usage_errors_exit_2(env, capsys):
     assert "WIDTHxHEIGHT" in capsys.readouterr().err
 
 
+def test_an_oversized_omp_num_threads_is_warned_of_before_the_bench_times(env, capsys,
+                                                                         monkeypatch):
+    """The runtimes time on OMP_NUM_THREADS's count when --threads is not given: a count above
+    the cores (shared cores, slower times) went unsaid, as --threads above them did."""
+    from benchmarks import cli as bench_cli
+
+    cores = len(os.sched_getaffinity(0))
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores + 1))
+    argv = ["--out", str(env / "x"), "--students", str(env / "nope.pt"), "--quiet"]
+    assert bench_cli.main(argv) == 2   # stops before any export: only the warning matters
+    assert (f"warning: OMP_NUM_THREADS={cores + 1} (the thread count when --threads is not "
+            f"given) is more than the {cores} CPU cores") in capsys.readouterr().err
+    assert bench_cli.main([*argv, "--threads", str(cores + 2)]) == 2
+    assert f"warning: --threads {cores + 2} is more than" in capsys.readouterr().err
+    assert bench_cli.main([*argv, "--no-latency"]) == 2   # nothing timed: nothing to say
+    assert "CPU cores" not in capsys.readouterr().err
+
+
 def test_bad_numbers_and_refused_teacher_weights_stop_the_bench_before_any_export(
         env, tmp_path, capsys):
     """--stream-frames -1 ran (then a false 'OpenCV cannot write a video here' row),

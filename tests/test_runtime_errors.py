@@ -685,6 +685,30 @@ def test_flags_that_would_do_nothing_are_said(tmp_path, capsys, onnx_model):
     assert rc == 0 and f"--threads {too_many} is more than the" in err, err
 
 
+def test_an_oversized_omp_num_threads_is_warned_of_as_threads_are(tmp_path, capsys, onnx_model,
+                                                                  monkeypatch):
+    """Without --threads ONNX Runtime and LiteRT take OMP_NUM_THREADS's count, and a count
+    above the cores went unsaid where the same --threads was warned of."""
+    from runtime.host import threads_warning
+
+    cores = len(os.sched_getaffinity(0))
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.full((24, 32, 3), 90, np.uint8))
+    monkeypatch.setenv("OMP_NUM_THREADS", f"{cores + 1},1")
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--output",
+                   str(tmp_path / "b.png"))
+    said = [ln for ln in err.splitlines() if "CPU cores" in ln]
+    assert rc == 0 and said == [
+        f"warning: OMP_NUM_THREADS={cores + 1},1 (the thread count when --threads is not "
+        f"given) is more than the {cores} CPU cores this process may use; the extra threads "
+        "share cores and usually make inference slower"], err
+    # An explicit count is the one run with, and the one named; within the cores, nothing.
+    assert threads_warning(cores, "--threads") == ""
+    assert threads_warning(cores + 2, "--threads").startswith(f"--threads {cores + 2} is more")
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores))
+    assert threads_warning(None, "--threads") == threads_warning(0, "--threads") == ""
+
+
 def test_image_folder_names_each_file_it_converts(tmp_path, capsys, onnx_model):
     rng = np.random.default_rng(0)
     src = tmp_path / "in"
