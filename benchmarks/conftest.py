@@ -299,21 +299,29 @@ class BenchContext:
                 raise
         return self._quality
 
+    def _quality_items(self) -> list:
+        """The selected tests, not skipped (--benchmark-only), that evaluate quality: those of
+        the bench that time nothing."""
+        return [it for it in self.items or []
+                if "bench" in it.fixturenames and "benchmark" not in it.fixturenames
+                and it.get_closest_marker("skip") is None]
+
     def _runs_quality(self) -> bool:
-        """Whether a selected test, not skipped (--benchmark-only), evaluates quality."""
-        if self.items is None:
-            return True
-        return any("bench" in it.fixturenames and "benchmark" not in it.fixturenames
-                   and it.get_closest_marker("skip") is None for it in self.items)
+        """Whether a selected test evaluates quality."""
+        return self.items is None or bool(self._quality_items())
 
     def selected_students(self) -> list[str]:
-        """The students the quality evaluation covers: those with a selected test. `-k fast`
-        exported and evaluated every default student (minutes of INT8 calibration for one
-        nobody asked about). A --model file's parity compares it with its student's PyTorch
-        output, so with one of those selected every student stays."""
+        """The students the quality evaluation covers: those with a selected quality test.
+        `-k fast` exported and evaluated every default student (minutes of INT8 calibration
+        for one nobody asked about), and a student's latency tests counted too: `-k
+        "test_student_latency and pytorch or test_reference_rows"` exported and evaluated it
+        in every format, for nothing but its timed rows' extra_info.quality. A --model file's
+        parity compares it with its student's PyTorch output, so with one of those selected
+        every student stays."""
         if self.items is None:
             return list(self.students)
-        params = [getattr(getattr(it, "callspec", None), "params", {}) for it in self.items]
+        params = [getattr(getattr(it, "callspec", None), "params", {})
+                  for it in self._quality_items()]
         if any(p.get("given_model") is not None for p in params):
             return list(self.students)
         chosen = {p["student"] for p in params if "student" in p}
@@ -394,7 +402,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if left := not_requested_line(ctx._quality.rows):
             tr.write_line(f"  {left}")
         if left := [n for n in ctx.students if n not in ctx.selected_students()]:
-            tr.write_line(f"  students with no selected test, not evaluated: {', '.join(left)}")
+            tr.write_line(f"  students with no selected quality test, not evaluated: "
+                          f"{', '.join(left)}")
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")

@@ -1799,7 +1799,31 @@ def test_k_selecting_one_student_evaluates_only_that_student(env, tmp_path):
     assert res.returncode == 0, out
     assert "student good" in out and "student bad" not in out, out
     assert not list((tmp_path / "cache").glob("student-bad*")), out
-    assert "students with no selected test, not evaluated: bad" in out, out
+    assert "students with no selected quality test, not evaluated: bad" in out, out
+
+
+def test_a_latency_test_alone_does_not_put_its_student_in_the_quality_evaluation(env,
+                                                                                  tmp_path):
+    """The quality evaluation covered every student with a selected test, latency tests too:
+    with its PyTorch timing and the reference rows selected, `good` was exported to ONNX and
+    evaluated in every format, though no quality test of it was selected."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-k",
+           "test_student_latency and pytorch or test_reference_rows", "-p", "no:cacheprovider",
+           "-q", "--students", str(env / "student-good.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
+           "--cache", str(tmp_path / "cache"), "--sizes", "160x96", "--stream-frames", "0",
+           "--benchmark-json", str(tmp_path / "b.json")]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "2 passed" in out, out
+    assert not list((tmp_path / "cache").glob("student-good*")), out   # nothing exported
+    assert "student good" not in out.split("sharpen quality")[1], out
+    assert "students with no selected quality test, not evaluated: good" in out, out
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert {r["key"] for r in saved["sharpen_quality"]["rows"]} == {"input", "teacher"}
+    [timed] = saved["benchmarks"]
+    assert timed["extra_info"]["backend"] == "pytorch" and "quality" not in timed["extra_info"]
 
 
 def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
