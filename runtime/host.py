@@ -71,6 +71,12 @@ def usable_cores() -> int:
             else os.cpu_count() or 1)
 
 
+def threads_top() -> int:
+    """The most threads a count may ask for: MAX_THREADS, or the machine's cores where it
+    has more."""
+    return max(MAX_THREADS, os.cpu_count() or 0)
+
+
 # The variable torch, OpenMP builds and many numeric tools take their thread count from. ONNX
 # Runtime and LiteRT read no variable of their own: given no thread count, the backends take it
 # from here, so that one setting bounds every engine of a process (a container's share of the
@@ -96,7 +102,7 @@ def check_threads(threads: Optional[int], name: str = "threads",
         return
     if not is_number(threads):   # "2" met `>=`
         raise ValueError(f"{name} must be a whole number (0: {zero}), got {threads!r}")
-    top = max(MAX_THREADS, os.cpu_count() or 0)
+    top = threads_top()
     if not threads >= 0:
         raise ValueError(f"{name} must be >= 0 (0: {zero}), got {threads}")
     if threads > top:
@@ -109,7 +115,7 @@ def parse_threads(raw: str) -> Optional[int]:
     OpenMP's nested levels) gives its first, outermost, level. Says nothing: env_threads warns,
     and the benchmark reads OPENBLAS_NUM_THREADS by the same rule."""
     first = raw.split(",")[0].strip()
-    top = max(MAX_THREADS, os.cpu_count() or 0)
+    top = threads_top()
     # Digits past 9 (leading zeros aside) exceed any top: int() of over 4300 of them raised
     # Python's ValueError at every model load.
     digits = first.lstrip("0")
@@ -130,8 +136,7 @@ def env_threads() -> Optional[int]:
     from .warn import warn
 
     shown = repr(raw) if len(raw) <= 40 else f"{raw[:20]!r}... ({len(raw)} characters)"
-    top = max(MAX_THREADS, os.cpu_count() or 0)
-    warn(f"{THREADS_ENV}={shown} is not a thread count (a whole number 1 to {top}): "
+    warn(f"{THREADS_ENV}={shown} is not a thread count (a whole number 1 to {threads_top()}): "
          "ignored; ONNX Runtime and LiteRT use their own default thread counts")
     return None
 
