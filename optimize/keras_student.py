@@ -415,11 +415,9 @@ def _build_traced(b: _Builder, x, model: nn.Module):
         elif _is(node, F.pixel_unshuffle, nn.PixelUnshuffle, mods):
             r = _block(node, mods)
             t, perm = args[0]
-            base = np.arange(c_in) if perm is None else perm
-            new = np.empty(c_in * r * r, dtype=np.int64)
-            for i in range(r):
-                for j in range(r):
-                    new[(i * r + j) * c_in:(i * r + j + 1) * c_in] = base * r * r + i * r + j
+            new = torch_to_tf_channel_perm(c_in, r)
+            if perm is not None:   # the input's channel ch is PyTorch's perm[ch]
+                new = perm[new // (r * r)] * r * r + new % (r * r)
             env[node], node.meta["channels"] = (S2D(r)(t), new), c_in * r * r
         elif _is(node, F.pixel_shuffle, nn.PixelShuffle, mods):
             r = _block(node, mods)
