@@ -437,9 +437,10 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                 return p is None and q is None or (p is not None and q is not None
                                                    and np.array_equal(p, q))
             if not same(pa, pb):
-                if channels_of(na) != channels_of(nb):   # broadcast: in PyTorch's order
-                    ta, tb, pa = ident(env[na]), ident(env[nb]), None
-                elif pa is None and take_order(na, pb) or pb is None and take_order(nb, pa):
+                # A conv free to take the other's order does; else (a broadcast too) both in
+                # PyTorch's order.
+                if channels_of(na) == channels_of(nb) and (
+                        pa is None and take_order(na, pb) or pb is None and take_order(nb, pa)):
                     pa = pb if pa is None else pa
                 else:
                     ta, tb, pa = ident(env[na]), ident(env[nb]), None
@@ -468,9 +469,7 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             env[node], node.meta["channels"] = (args[0][0][node.args[1]], None), c_in
         else:
             unsupported(node)
-    if isinstance(final, fx.Node) and env[final][1] is not None:
-        return ident(env[final])
-    return env[final][0]
+    return ident(env[final])
 
 
 def _pool2(node, mod) -> bool:
