@@ -71,9 +71,8 @@ def pytest_generate_tests(metafunc):
             raise pytest.UsageError(str(e)) from None
         ids = None
         if not names:   # as the --model files' tests below: said, not "empty parameter set"
-            names, ids = [pytest.param(None, marks=pytest.mark.skip(
-                reason="no students: --model without --weights measures those files alone"))], \
-                ["none"]
+            names, ids = _skipped("no students: --model without --weights measures those "
+                                  "files alone")
         metafunc.parametrize("student", names, ids=ids, scope="session")
     if "given_model" in metafunc.fixturenames:   # --model files, by their paths
         # One test per file, however it is spelled (a.onnx ./a.onnx), as `sharpen bench`.
@@ -83,8 +82,7 @@ def pytest_generate_tests(metafunc):
         paths: list = list(by_file.values())
         ids = given_ids(paths)
         if not paths:   # said as what it is, not as pytest's "got empty parameter set"
-            paths, ids = [pytest.param(None, marks=pytest.mark.skip(
-                reason="no --model files given (exported models measured as they are)"))], ["none"]
+            paths, ids = _skipped("no --model files given (exported models measured as they are)")
         metafunc.parametrize("given_model", paths, ids=ids, scope="session")
     if "size" in metafunc.fixturenames:
         sizes = _sizes(config)
@@ -92,6 +90,12 @@ def pytest_generate_tests(metafunc):
     if "backend_key" in metafunc.fixturenames:
         keys = [b.key for b in BACKENDS]
         metafunc.parametrize("backend_key", keys, ids=keys)
+
+
+def _skipped(reason: str) -> tuple[list, list[str]]:
+    """The values and ids of a parameter with nothing to run: one test, id `none`, skipped
+    with `reason`."""
+    return [pytest.param(None, marks=pytest.mark.skip(reason=reason))], ["none"]
 
 
 def given_ids(paths: list) -> list[str]:
@@ -401,7 +405,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         from benchmarks.quality import quality_legend
         if left := not_requested_line(ctx._quality.rows):
             tr.write_line(f"  {left}")
-        if left := [n for n in ctx.students if n not in ctx.selected_students()]:
+        chosen = ctx.selected_students()
+        if left := [n for n in ctx.students if n not in chosen]:
             tr.write_line(f"  students with no selected quality test, not evaluated: "
                           f"{', '.join(left)}")
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
