@@ -6,6 +6,7 @@ playable file and never a half-written one under the final name.
 """
 from __future__ import annotations
 
+import functools
 import glob
 import os
 import re
@@ -469,11 +470,12 @@ def compare_layout(view: str) -> str:
     return f"{CAPTIONS[0]} on the left, {CAPTIONS[1]} on the right"
 
 
-def _caption_layout(shape: tuple) -> list[tuple[str, int, int, float, int]]:
-    """(text, x, baseline y, font scale, thickness) of each side's caption, in its lower left
-    corner: about 2.5% of the frame's height (legible at 360p, small at 1080p), shrunk to fit
-    its side; none where a side is too narrow for them to be read."""
-    h, w = shape[:2]
+@functools.lru_cache(maxsize=8)   # per frame, the same few sizes: no text measured again
+def _caption_layout(size: tuple[int, int]) -> tuple[tuple[str, int, int, float, int], ...]:
+    """(text, x, baseline y, font scale, thickness) of each side's caption on a frame of `size`
+    (h, w), in its lower left corner: about 2.5% of the frame's height (legible at 360p, small
+    at 1080p), shrunk to fit its side; none where a side is too narrow for them to be read."""
+    h, w = size
     half = w // 2   # side: where the second frame starts; split: the dividing line
     margin = max(2, h // 60)
     scale = max(0.3, h / 900)
@@ -482,17 +484,17 @@ def _caption_layout(shape: tuple) -> list[tuple[str, int, int, float, int]]:
     if widest > room:
         scale *= room / widest
     if scale < 0.25:
-        return []
+        return ()
     thick = max(1, round(scale * 1.5))
     base = cv2.getTextSize(CAPTIONS[0], _FONT, scale, thick + 2)[1]
     y = h - margin - base
-    return [(t, x + margin, y, scale, thick) for t, x in zip(CAPTIONS, (0, half))]
+    return tuple((t, x + margin, y, scale, thick) for t, x in zip(CAPTIONS, (0, half)))
 
 
 def caption_boxes(shape: tuple) -> list[tuple[int, int, int, int]]:
     """(x0, y0, x1, y1) of each caption of a --compare frame of this shape: what they cover."""
     boxes = []
-    for text, x, y, scale, thick in _caption_layout(shape):
+    for text, x, y, scale, thick in _caption_layout(tuple(shape[:2])):
         (tw, th), base = cv2.getTextSize(text, _FONT, scale, thick + 2)
         pad = (thick + 2) // 2 + 1   # the outline's half-width around the glyphs
         boxes.append((max(0, x - pad), max(0, y - th - pad), min(shape[1], x + tw + pad),
@@ -503,7 +505,7 @@ def caption_boxes(shape: tuple) -> list[tuple[int, int, int, int]]:
 def draw_captions(img: np.ndarray) -> np.ndarray:
     """Caption each side of a composed frame (white on a dark outline, legible on any
     content), so a comparison video says which side is the input after it leaves the run."""
-    for text, x, y, scale, thick in _caption_layout(img.shape):
+    for text, x, y, scale, thick in _caption_layout(img.shape[:2]):
         cv2.putText(img, text, (x, y), _FONT, scale, (0, 0, 0), thick + 2, cv2.LINE_AA)
         cv2.putText(img, text, (x, y), _FONT, scale, (255, 255, 255), thick, cv2.LINE_AA)
     return img
