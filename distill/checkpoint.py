@@ -179,7 +179,8 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
     `prefer_ema` is False. CheckpointError (a ValueError) says why a file cannot be used."""
     from runtime.warn import warn
 
-    from .students import STUDENTS_ENV, list_students, student_from_saved_args, student_module
+    from .students import (OWN_STUDENT_HINT, STUDENTS_ENV, list_students,
+                           student_from_saved_args, student_module)
     from .teacher import resolve_weights
 
     path = resolve_weights(path, allow_teacher=False)
@@ -193,7 +194,7 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
         how = (f"module {module} registered it when this checkpoint was saved: set "
                f"{STUDENTS_ENV}={module}, with its folder on PYTHONPATH"
                if isinstance(module, str) and _MODULE.fullmatch(module) else
-               f"a student of your own: name the module that registers it in {STUDENTS_ENV}")
+               OWN_STUDENT_HINT)
         raise CheckpointError(f"{path}: student {ckpt['arch']!r} is not registered in this "
                               f"process; {how} (registered now: {', '.join(list_students())})")
     saved, now = ckpt.get("arch_module"), student_module(ckpt["arch"])

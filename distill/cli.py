@@ -255,7 +255,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     import torch
 
     from .checkpoint import CheckpointError, load_student
-    from .students import (STUDENTS_ENV, activation_bytes, count_macs, count_params,
+    from .students import (OWN_STUDENT_HINT, activation_bytes, count_macs, count_params,
                            create_student, for_inference, list_students, receptive_field,
                            run_padded, student_spec)
     from .teacher import check_threads, names_a_file
@@ -287,8 +287,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         if unknown:
             hint = " (the teacher is listed with --teacher)" if "teacher" in unknown else ""
             return _err(f"unknown student {', '.join(unknown)}; registered: {', '.join(names)}"
-                        f", or a student checkpoint (.pt){hint}; a student of your own: name "
-                        f"the module that registers it in {STUDENTS_ENV}")
+                        f", or a student checkpoint (.pt){hint}; {OWN_STUDENT_HINT}")
         names = args.names
     headers = ["name", "params", "GMAC", "receptive field px", "activations MiB", "multiple"]
     if args.measure:

@@ -373,6 +373,8 @@ _BUILT_IN = frozenset(_REGISTRY)
 # the built-in ones otherwise. Not read from checkpoints: those are untrusted input, and a
 # checkpoint naming a module to import would run code of its choosing.
 STUDENTS_ENV = "SHARPEN_STUDENTS"
+# What the messages about a student not registered in this process advise.
+OWN_STUDENT_HINT = f"a student of your own: name the module that registers it in {STUDENTS_ENV}"
 _imported: set[str] = set()
 
 

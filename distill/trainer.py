@@ -78,7 +78,7 @@ def _unknown_arch(cfg: TrainConfig) -> str:
     restormer, which `sharpen train` takes too)."""
     import difflib
 
-    from .students import STUDENTS_ENV, list_students
+    from .students import OWN_STUDENT_HINT, list_students
     names = list_students()
     teacher = cfg.task != "student"
     close = difflib.get_close_matches(cfg.model.arch, [*names, "restormer"] if teacher else names,
@@ -88,7 +88,7 @@ def _unknown_arch(cfg: TrainConfig) -> str:
     return (f"model.arch={cfg.model.arch}: no such model; {guess}{command} takes a student "
             f"({', '.join(names)}; `sharpen models` lists them)"
             + (" or restormer" if teacher else "")
-            + f"; a student of your own: name the module that registers it in {STUDENTS_ENV}")
+            + f"; {OWN_STUDENT_HINT}")
 
 
 def _build_restormer(args: dict) -> nn.Module:
