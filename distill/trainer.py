@@ -46,78 +46,11 @@ from .config import (LossConfig, TrainConfig, as_overrides, check_config, loss_w
 from .dist import DistInfo, launch_command
 from .losses import combined_loss
 from .metrics import psnr, ssim
+from .model_build import arch_text, build_model
 from .run_lock import run_lock
 
 # Non-finite batches skipped in a row before training stops as diverged.
 MAX_BAD_STEPS = 20
-
-# ---------------------------------------------------------------- model building
-
-def build_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict]:
-    """(model, arch name, arch args as stored in checkpoints)."""
-    if cfg.model.arch == "restormer":
-        model = _build_restormer(dict(cfg.model.args))
-        arch, arch_args = "restormer", model.config.to_dict()
-    else:
-        from .students import create_student, list_students
-        if cfg.model.arch not in list_students():
-            raise ValueError(_unknown_arch(cfg))
-        model = create_student(cfg.model.arch, **cfg.model.args)
-        arch, arch_args = cfg.model.arch, dict(model.arch_args)
-    m = int(getattr(model, "multiple", 1))
-    if cfg.data.crop % m:
-        # Otherwise a shape error deep in the model at the first step.
-        raise ValueError(f"data.crop={cfg.data.crop} is not a multiple of {m}, which {arch} "
-                         f"needs (e.g. data.crop={max(m, cfg.data.crop // m * m)})")
-    return model, arch, arch_args
-
-
-def _unknown_arch(cfg: TrainConfig) -> str:
-    """model.arch naming no model: the key, the nearest name and what the command takes
-    (students.py's "unknown student 'fastt'; choose from [...]" named neither the key nor
-    restormer, which `sharpen train` takes too)."""
-    import difflib
-
-    from .students import OWN_STUDENT_HINT, list_students
-    names = list_students()
-    teacher = cfg.task != "student"
-    close = difflib.get_close_matches(cfg.model.arch, [*names, "restormer"] if teacher else names,
-                                      n=1)
-    guess = f"did you mean {close[0]}? " if close else ""
-    command = "`sharpen train`" if teacher else "`sharpen distill`"
-    return (f"model.arch={cfg.model.arch}: no such model; {guess}{command} takes a student "
-            f"({', '.join(names)}; `sharpen models` lists them)"
-            + (" or restormer" if teacher else "")
-            + f"; {OWN_STUDENT_HINT}")
-
-
-def _build_restormer(args: dict) -> nn.Module:
-    """A named config (`config`, default small) with any of its fields overridden."""
-    from dataclasses import fields, replace
-
-    from .restormer import build_restormer, get_config
-    base = get_config(args.pop("config", "small"))
-    known = [f.name for f in fields(base)]
-    unknown = sorted(set(args) - set(known))
-    if unknown:
-        raise ValueError(f"restormer has no argument {unknown[0]!r} (model.args takes config "
-                         f"and {', '.join(known)})")
-    for k in ("num_blocks", "heads"):
-        if k in args:
-            args[k] = tuple(args[k]) if isinstance(args[k], (list, tuple)) else args[k]
-    try:
-        model = build_restormer(replace(base, **args))
-        with torch.no_grad():   # channel/head mismatches only show in a forward pass
-            model(torch.zeros(1, model.config.inp_channels, 8, 8))
-    except Exception as e:  # noqa: BLE001 - torch and einops raise many types
-        why = " ".join(str(e).split()) or type(e).__name__
-        raise ValueError(f"model.args {args} do not build a Restormer: {why}") from None
-    return model
-
-
-def _arch_text(cfg: TrainConfig) -> str:
-    return f"{cfg.model.arch} with model.args={cfg.model.args or {}}"
-
 
 def predict(model: nn.Module, image: np.ndarray, device: torch.device | str) -> np.ndarray:
     """Whole-image inference of a student (or any NCHW RGB model) in its current mode (call
@@ -751,7 +684,7 @@ class Trainer:
                 if ck.get("arch"):   # say what it was built as: the override that fits
                     raise CheckpointError(f"{e}\n  init={init} holds {ck['arch']} with "
                                           f"model.args={ck.get('arch_args')}; this run builds "
-                                          f"{_arch_text(cfg)}") from None
+                                          f"{arch_text(cfg)}") from None
                 raise
         self.model = model.to(self.device)
         if cfg.channels_last:
