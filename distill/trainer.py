@@ -5,9 +5,8 @@ CUDA, DistributedDataParallel under torchrun. Checkpoints carry architecture, co
 the full resume state (model, EMA, optimizer, scheduler, step, RNG), written atomically, so an
 interrupted run continues exactly where it stopped.
 
-Batches are a pure function of (seed, step, rank): `StepSampler` hands out dataset indices by
-global step, which is what makes resume and multi-rank training reproducible (a shuffled
-DistributedSampler would need its epoch/offset state restored as well).
+Batches are a pure function of (seed, step, rank) (train_loader.StepSampler), so resume and
+multi-rank training are reproducible.
 """
 from __future__ import annotations
 
@@ -27,13 +26,13 @@ import warnings
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader, Dataset
 
 from runtime.atomic import atomic_write_bytes
 from runtime.console import count
@@ -48,6 +47,8 @@ from .losses import combined_loss
 from .metrics import psnr, ssim
 from .model_build import arch_text, build_model
 from .run_lock import run_lock
+from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
+                           loader_workers, shut_down_workers)
 
 # Non-finite batches skipped in a row before training stops as diverged.
 MAX_BAD_STEPS = 20
@@ -69,24 +70,6 @@ def predict(model: nn.Module, image: np.ndarray, device: torch.device | str) -> 
 
 
 # ---------------------------------------------------------------- data
-
-class StepSampler(Sampler[int]):
-    """Indices for steps start_step.. : batch b of rank r at step s gets
-    ((s * world + r) * b + j) mod len(dataset). Stateless, so resume needs only the step."""
-
-    def __init__(self, n: int, batch_size: int, start_step: int, total_steps: int,
-                 rank: int = 0, world: int = 1):
-        self.n, self.b, self.start, self.total = n, batch_size, start_step, total_steps
-        self.rank, self.world = rank, world
-
-    def __iter__(self) -> Iterator[int]:
-        for s in range(self.start, self.total):
-            base = (s * self.world + self.rank) * self.b
-            for j in range(self.b):
-                yield (base + j) % self.n
-
-    def __len__(self) -> int:
-        return max(0, self.total - self.start) * self.b
 
 
 @dataclass
@@ -138,14 +121,6 @@ def data_changes(before: dict, now: dict) -> list[str]:
     return said
 
 
-def _leave_stop_signals_to_main(worker_id: int) -> None:
-    # Ctrl-C, `timeout`, Slurm and systemd signal the whole process group. A loader worker that
-    # died of it would make the main process raise mid-step instead of finishing the step and
-    # saving; the workers exit with the main process anyway.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
 # Settings that steer one invocation, not what is trained: changing them on resume is normal.
 _RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile", "log_every",
                 "val_every", "ckpt_every", "data.workers"}
@@ -164,15 +139,6 @@ def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
         else:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
-
-
-def _shut_down_workers(batches) -> None:
-    # The workers ignore SIGTERM, and after an error multiprocessing's exit handler stops them
-    # with SIGTERM and then waits for them: forever. The loader's own shutdown asks them to
-    # finish, which they do.
-    shutdown = getattr(batches, "_shutdown_workers", None)
-    if shutdown is not None:
-        shutdown()
 
 
 @contextlib.contextmanager
@@ -991,7 +957,7 @@ class Trainer:
         # Rank 0 only, for all: every process on a machine gets the same share (torchrun starts
         # them with its CPU affinity), and another machine's differ only with its cores.
         if workers < cfg.data.workers and self.dist.main:
-            note(f"data.workers={cfg.data.workers} is more than {_cores_share()}: "
+            note(f"data.workers={cfg.data.workers} is more than {cores_share()}: "
                  f"{count(workers, 'loader process', 'loader processes')} instead (more would "
                  "only share those cores with each other and with training)")
         # Only process 0 reads the validation images and checks the data: when that fails,
@@ -1048,7 +1014,7 @@ class Trainer:
         loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
                             num_workers=workers, pin_memory=self.cuda,
                             persistent_workers=False, drop_last=True,
-                            worker_init_fn=_leave_stop_signals_to_main)
+                            worker_init_fn=leave_stop_signals_to_main)
         handlers = self._install_signal_handlers()
         t0 = self._t0 = time.time()
         start_step = self.step
@@ -1141,7 +1107,7 @@ class Trainer:
             else:
                 self._text(f"finished at step {self.step}; {self.best_text()}")
         finally:
-            _shut_down_workers(batches)
+            shut_down_workers(batches)
             if bar is not None:
                 bar.close()
             self._restore_signal_handlers(handlers)
@@ -1402,34 +1368,6 @@ def _pause_bar(bar, seconds: float) -> None:
     if bar is not None:
         bar.start_t += seconds
         bar.last_print_t += seconds
-
-
-def _local_world() -> int:
-    """The training processes on this machine (torchrun's LOCAL_WORLD_SIZE; 1 without it)."""
-    try:
-        return max(1, int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
-    except ValueError:
-        return 1
-
-
-def loader_workers(workers: int) -> int:
-    """The data loader processes for data.workers: at most this process's share of the CPU
-    cores it may use (a config written for a large machine, e.g. workers: 4, on a 2-core one;
-    under torchrun each of the machine's processes starts its own loaders on the same cores).
-    0 where the processes outnumber the cores: each loads its batches itself."""
-    from runtime.host import usable_cores
-    return min(workers, usable_cores() // _local_world())
-
-
-def _cores_share() -> str:
-    """The cores loader_workers allows, as its note says it."""
-    from runtime.host import usable_cores
-    cores, procs = usable_cores(), _local_world()
-    if procs == 1:
-        return f"the {count(cores, 'CPU core')} this process may use"
-    return (f"this process's share of the {count(cores, 'CPU core')} that the "
-            f"{procs} training processes on this machine may use "
-            f"({count(cores // procs, 'core')} each)")
 
 
 def resume_hint(cfg: TrainConfig) -> str:

@@ -1715,7 +1715,7 @@ def test_more_loader_workers_than_cores_are_cut_to_the_cores_with_a_note(tmp_pat
         assert capsys.readouterr().err == ""
         assert ("note: data.workers=2 is more than the 1 CPU core this process may use: 1 "
                 "loader process instead") in (out / "train.log").read_text()
-        from distill.trainer import loader_workers
+        from distill.train_loader import loader_workers
         assert (loader_workers(0), loader_workers(1), loader_workers(4)) == (0, 1, 1)
     finally:
         os.sched_setaffinity(0, before)
@@ -1728,7 +1728,7 @@ def test_loader_workers_under_torchrun_share_the_cores_among_the_local_processes
     """Under torchrun each of a machine's N processes started up to all its cores' worth of
     loader processes (N times the cores in all); each now gets its share, and the note says
     so."""
-    from distill.trainer import loader_workers
+    from distill.train_loader import loader_workers
     before = os.sched_getaffinity(0)
     os.sched_setaffinity(0, set(sorted(before)[:2]))
     try:
