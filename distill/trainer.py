@@ -17,7 +17,6 @@ import datetime
 import json
 import math
 import os
-import random
 import re
 import signal
 import sys
@@ -49,6 +48,8 @@ from .model_build import arch_text, build_model
 from .run_lock import run_lock
 from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
                            loader_workers, shut_down_workers)
+from .train_state import (ema_decay_at, ema_update, lr_lambda, rng_state, seed_everything,
+                          set_rng_state, warmup_problem)
 
 # Non-finite batches skipped in a row before training stops as diverged.
 MAX_BAD_STEPS = 20
@@ -305,21 +306,6 @@ def gt_loss_problem(cfg: TrainConfig, train_ds: Dataset) -> Optional[str]:
             "alone; label paired data (blur/ + sharp/) or add sharp frames as data.gt_train")
 
 
-def warmup_problem(cfg: TrainConfig) -> Optional[str]:
-    """What a warmup as long as the run does: `sharpen distill optim.steps=150` with the
-    default optim.warmup_steps=200 trained the whole run on the rising ramp (its last step at
-    0.75 of optim.lr) and never on the cosine decay, without a word."""
-    o = cfg.optim
-    if o.warmup_steps < o.steps or o.warmup_steps <= 1:
-        return None
-    reached = o.steps / o.warmup_steps   # the schedule's factor at the last step (steps - 1)
-    return (f"optim.warmup_steps={o.warmup_steps} is not below optim.steps={o.steps}: the "
-            f"learning rate rises for the whole run, to {reached:.2g} x optim.lr={o.lr:g} at its "
-            "last step, and never decays; set optim.warmup_steps lower (e.g. "
-            f"optim.warmup_steps={max(1, o.steps // 20)}"
-            f"{', a twentieth of the steps' if o.steps >= 20 else ''})")
-
-
 def _label_caches(cfg: TrainConfig):
     """A student run's training and validation label caches, or None where it has not both
     (or one cannot be read: the run's own checks say why)."""
@@ -541,52 +527,6 @@ def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> di
         if it.target is not None:
             add("model_teacher", out, it.target)
     return {k: float(np.mean(v)) for k, v in acc.items()}
-
-
-# ---------------------------------------------------------------- training state
-
-def lr_lambda(cfg: TrainConfig):
-    o = cfg.optim
-
-    def f(step: int) -> float:
-        if step < o.warmup_steps:
-            return (step + 1) / max(1, o.warmup_steps)
-        t = (step - o.warmup_steps) / max(1, o.steps - o.warmup_steps)
-        return o.min_lr_ratio + (1 - o.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(t, 1)))
-
-    return f
-
-
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def rng_state() -> dict:
-    return {"torch": torch.get_rng_state(), "python": list(random.getstate()[1]),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_state(s: dict) -> None:
-    torch.set_rng_state(s["torch"])
-    random.setstate((3, tuple(s["python"]), None))
-    if s.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
-
-
-def ema_decay_at(decay: float, updates: int, warmup: bool = True) -> float:
-    """EMA decay for the `updates`-th update (1-based)."""
-    return min(decay, (1 + updates) / (10 + updates)) if warmup else decay
-
-
-@torch.no_grad()
-def ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.state_dict().values(), model.state_dict().values()):
-        if e.dtype.is_floating_point:
-            e.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        else:
-            e.copy_(p)
 
 
 # ---------------------------------------------------------------- the loop

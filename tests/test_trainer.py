@@ -585,7 +585,7 @@ def test_ddp_when_process_0_cannot_start_the_others_stop_without_a_traceback(ddp
 
 
 def test_ema_warmup_follows_a_short_run():
-    from distill.trainer import ema_decay_at, ema_update
+    from distill.train_state import ema_decay_at, ema_update
     assert ema_decay_at(0.999, 1) == pytest.approx(2 / 11)
     assert ema_decay_at(0.999, 100) == pytest.approx(101 / 110)
     assert ema_decay_at(0.999, 100_000) == 0.999
@@ -1307,7 +1307,7 @@ def _lr_at(out, step):
 def test_a_changed_learning_rate_is_used_after_resume(tmp_path, capsys):
     """The optimizer's and scheduler's saved state brought the old lr back: a resume with
     optim.lr changed said the new one was used, and trained on with the old."""
-    from distill.trainer import lr_lambda
+    from distill.train_state import lr_lambda
 
     out = tmp_path / "r"
     train(tiny_cfg(out, 8, stop_after=3), quiet=True)
