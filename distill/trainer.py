@@ -10,7 +10,6 @@ multi-rank training are reproducible.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
 import datetime
@@ -46,6 +45,8 @@ from .losses import combined_loss
 from .metrics import psnr, ssim
 from .model_build import arch_text, build_model
 from .run_lock import run_lock
+from .train_data import (LABELS_HINT, SOURCE_HINT, build_train_dataset, naming,
+                         resolve_gt_source)
 from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
                            loader_workers, shut_down_workers)
 from .train_state import (ema_decay_at, ema_update, lr_lambda, rng_state, seed_everything,
@@ -142,25 +143,6 @@ def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
     return out
 
 
-@contextlib.contextmanager
-def _naming(key: str, value, hint: str | Callable[[], str] = ""):
-    """A data folder or checkpoint that is missing or unusable named by the config key that
-    points at it, and a missing one with how to make it: "label cache not found:
-    runs/labels-centred/train" alone left a user of a shipped config guessing which setting
-    that was and which command builds it, and "folder source X has no ground truth" read the
-    same for data.train as for data.val. `hint` may be a function: worked out only when
-    needed."""
-    try:
-        yield
-    except (ValueError, FileNotFoundError, CheckpointError) as e:
-        msg = str(e)
-        if msg.startswith(f"{key}="):
-            raise
-        hint = (hint() if callable(hint) else hint) if "not found" in msg else ""
-        raise type(e)(f"{key}={value}: {msg}{f' ({hint})' if hint else ''}") from None
-
-
-_LABELS_HINT = "make it with `sharpen labels --data DATA --out {}`"
 def _val_labels_hint(d) -> str:
     """How to make a missing data.val_labels: where data.labels' last `sharpen labels` run held
     it out (--hold-out --val-out) and was stopped before labelling it, that run again. "make it
@@ -175,7 +157,7 @@ def _val_labels_hint(d) -> str:
     other = held.get("other_cache")
     if not (other and held.get("role") == "training" and rec.get("data")
             and Path(other).resolve() == Path(d.val_labels).resolve()):
-        return _LABELS_HINT.format(d.val_labels)
+        return LABELS_HINT.format(d.val_labels)
     cmd = ["sharpen", "labels", "--data", str(rec["data"])]
     cmd += ["--split", str(rec["split"])] if rec.get("split") else []
     cmd += ["--out", str(d.labels), "--hold-out", f"{held.get('fraction')}", "--val-out",
@@ -186,84 +168,6 @@ def _val_labels_hint(d) -> str:
     return (f"the `sharpen labels` run that labelled data.labels={d.labels} holds it out into "
             f"this cache{'' if rec.get('complete') else ' and was stopped before it got there'}"
             f": run it again to finish both, `{shlex.join(cmd)}`")
-
-
-_SOURCE_HINT = ("build it with `sharpen corpus --photos PHOTOS --out {}` (see the config's "
-                "comments), or point it at a paired folder")
-
-
-def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
-    """data.gt_train's pairs with the ground truth as the label, as many as gt_train_share asks
-    next to n_main other items."""
-    d = cfg.data
-    extra = [(inp, gt, None if cfg.task == "teacher" else gt)
-             for inp, gt, _ in _source_pairs("data.gt_train", d.gt_train)]
-    if d.gt_train_share > 0:
-        n = max(1, round(n_main * d.gt_train_share / (1 - d.gt_train_share)))
-        extra = [extra[i * len(extra) // n] for i in range(n)]
-    return extra
-
-
-def _resolve_gt_source(spec: str, split: str, progress: bool = True):
-    """resolve_source for training on ground truth: an empty folder was "no images or videos
-    found" with a list of video extensions, though only pairs can be used here."""
-    from runtime.sources import warn_not_images
-
-    from .data.sources import NoImagesError, SourceError, resolve_source
-    try:
-        info = resolve_source(spec, split=split, progress=progress)
-    except NoImagesError:
-        raise SourceError(
-            f"no images in {spec}: a ground-truth source is a paired folder, input/ + target/ "
-            "(or blur/ + sharp/) holding same-named images, optionally under train/, val/, "
-            f"test/, or a GoPro root (`sharpen corpus --photos PHOTOS --out {spec}` makes one "
-            "from photos)") from None
-    if DistInfo.from_env().main:   # every rank reads the data: said once
-        warn_not_images(spec, [Path(p).name for p in info.not_images], "training",
-                        videos=info.kind == "folder")
-    return info
-
-
-def _source_pairs(key: str, spec: str, progress: bool = True) -> list:
-    from .data.crops import pairs_from_source
-    with _naming(key, spec, _SOURCE_HINT.format(spec)):
-        return pairs_from_source(_resolve_gt_source(spec, "train", progress))
-
-
-def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
-    d = cfg.data
-    if not 0 <= d.gt_train_share < 1:
-        raise ValueError(f"data.gt_train_share must be in [0, 1), got {d.gt_train_share}")
-    if d.gt_train_share and not d.gt_train:
-        raise ValueError("data.gt_train_share is set but data.gt_train is empty: name the "
-                         "source it draws from")
-    if cfg.task == "teacher":
-        if d.train == "embedded":
-            if d.gt_train:
-                raise ValueError("data.gt_train joins a folder source; with data.train=embedded "
-                                 "(synthesised on the fly) set data.train to a folder too")
-            from .data.embedded import EMBEDDED_BLUR, sharp_images
-            from .data.synthetic import SyntheticBlurDataset
-            return SyntheticBlurDataset([im for _, im in sharp_images("train")], crop=d.crop,
-                                        blur=EMBEDDED_BLUR, seed=cfg.seed,
-                                        brightness=d.brightness)
-        from .data.crops import CropDataset
-        items = _source_pairs("data.train", d.train, progress)
-    else:
-        if not d.labels:
-            raise ValueError("student training needs data.labels: the pseudo-label cache made "
-                             "by `sharpen labels` (e.g. data.labels=runs/labels/train)")
-        from .data.crops import CropDataset, pairs_from_labels
-        with _naming("data.labels", d.labels, _LABELS_HINT.format(d.labels)):
-            items = pairs_from_labels(d.labels, "data.labels")
-    if d.gt_train:
-        items = list(items) + _gt_train_items(cfg, len(items))
-    if not items:
-        raise ValueError(f"no training images found for task {cfg.task!r}")
-    # A long virtual length: indices never wrap, so every step gets fresh random crops.
-    return CropDataset(items, crop=d.crop, flips=d.flips, rot90=d.rot90,
-                       brightness=d.brightness, seed=cfg.seed, length=10**9,
-                       cache_size=d.cache_size)
 
 
 def unused_data_keys(cfg: TrainConfig) -> Optional[str]:
@@ -415,12 +319,12 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
             from .data.crops import pairs_from_source
             from .data.sources import SourceError
             try:
-                info = _resolve_gt_source(d.val, "val", progress)
+                info = resolve_gt_source(d.val, "val", progress)
             except SourceError as no_val:  # GoPro and many paired sets have train/test only
                 try:
-                    info = _resolve_gt_source(d.val, "test", progress)
+                    info = resolve_gt_source(d.val, "test", progress)
                 except SourceError:
-                    with _naming("data.val", d.val, _SOURCE_HINT.format(d.val)):
+                    with naming("data.val", d.val, SOURCE_HINT.format(d.val)):
                         raise no_val from None
                 # A warning, not a note: a corpus of a few photos has no val pairs, and the
                 # user then reported evaluate's scores of the images best.pt was chosen on.
@@ -429,7 +333,7 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                      "scores by default: its scores there favour the model chosen on them; "
                      "evaluate on other pairs, or give data.val a val split (for a corpus: "
                      "more photos, 1 in 25 goes to val)")
-            with _naming("data.val", d.val):
+            with naming("data.val", d.val):
                 pairs = pairs_from_source(info)
             out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs],
                                   d.val_max_images, f"data.val={d.val}", note)
@@ -437,7 +341,7 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                 raise ValueError(f"data.val={d.val}: no readable validation pair")
     elif d.val_labels:
         from .data.crops import pairs_from_labels
-        with _naming("data.val_labels", d.val_labels, lambda: _val_labels_hint(d)):
+        with naming("data.val_labels", d.val_labels, lambda: _val_labels_hint(d)):
             pairs = pairs_from_labels(d.val_labels, "data.val_labels")
         out = _read_val_items(pairs, d.val_max_images, f"data.val_labels={d.val_labels}", note)
         if not out:
@@ -579,7 +483,7 @@ class Trainer:
         # init run first, once the file init= named had been moved or deleted.
         if cfg.init and self._resume_path() is None:
             from .teacher import resolve_weights
-            with _naming("init", cfg.init, "the run this one starts from: train it first (the "
+            with naming("init", cfg.init, "the run this one starts from: train it first (the "
                          "config's comments say how), or set init= to another checkpoint"):
                 # shipped names (init=fast) work as elsewhere; a typo is named by its key
                 init = resolve_weights(cfg.init)
@@ -672,7 +576,7 @@ class Trainer:
                           f"replaced ({', '.join(p.name for p in old)})", file=sys.stderr)
                 self._replace = old
             return
-        with _naming("resume", r):
+        with naming("resume", r):
             ck = read_checkpoint(path)
         if ck.get("arch") != self.arch or ck.get("arch_args") != self.arch_args:
             raise ValueError(f"cannot resume from {path}: it holds {ck.get('arch')} "

@@ -772,7 +772,7 @@ def test_gt_train_joins_its_ground_truth_as_the_label(tmp_path):
 
     from distill.data.labels import run_labels
     from distill.images import write_image
-    from distill.trainer import build_train_dataset
+    from distill.train_data import build_train_dataset
 
     class Doubler:       # stands in for the teacher: labels differ from the ground truth
         device, config_name, weights_id, model = "cpu", "fake", "fake-weights", None
@@ -820,7 +820,7 @@ def test_labels_and_training_say_which_files_they_skip_as_not_images(tmp_path):
 
     from distill.data.labels import run_labels
     from distill.images import write_image
-    from distill.trainer import build_train_dataset
+    from distill.train_data import build_train_dataset
 
     class Doubler:
         device, config_name, weights_id, model = "cpu", "fake", "fake-weights", None

@@ -1,0 +1,111 @@
+"""The training set a config names: teacher pairs (a paired folder, GoPro, the embedded images)
+or a student's pseudo-label cache, with data.gt_train's ground-truth pairs mixed in; and the
+config key named in every error about a data folder or checkpoint it points at."""
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Callable
+
+from torch.utils.data import Dataset
+
+from .checkpoint import CheckpointError
+from .config import TrainConfig
+from .dist import DistInfo
+
+
+@contextlib.contextmanager
+def naming(key: str, value, hint: str | Callable[[], str] = ""):
+    """A data folder or checkpoint that is missing or unusable named by the config key that
+    points at it, and a missing one with how to make it: "label cache not found:
+    runs/labels-centred/train" alone left a user of a shipped config guessing which setting
+    that was and which command builds it, and "folder source X has no ground truth" read the
+    same for data.train as for data.val. `hint` may be a function: worked out only when
+    needed."""
+    try:
+        yield
+    except (ValueError, FileNotFoundError, CheckpointError) as e:
+        msg = str(e)
+        if msg.startswith(f"{key}="):
+            raise
+        hint = (hint() if callable(hint) else hint) if "not found" in msg else ""
+        raise type(e)(f"{key}={value}: {msg}{f' ({hint})' if hint else ''}") from None
+
+
+LABELS_HINT = "make it with `sharpen labels --data DATA --out {}`"
+SOURCE_HINT = ("build it with `sharpen corpus --photos PHOTOS --out {}` (see the config's "
+               "comments), or point it at a paired folder")
+
+
+def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
+    """data.gt_train's pairs with the ground truth as the label, as many as gt_train_share asks
+    next to n_main other items."""
+    d = cfg.data
+    extra = [(inp, gt, None if cfg.task == "teacher" else gt)
+             for inp, gt, _ in _source_pairs("data.gt_train", d.gt_train)]
+    if d.gt_train_share > 0:
+        n = max(1, round(n_main * d.gt_train_share / (1 - d.gt_train_share)))
+        extra = [extra[i * len(extra) // n] for i in range(n)]
+    return extra
+
+
+def resolve_gt_source(spec: str, split: str, progress: bool = True):
+    """resolve_source for training on ground truth: an empty folder was "no images or videos
+    found" with a list of video extensions, though only pairs can be used here."""
+    from runtime.sources import warn_not_images
+
+    from .data.sources import NoImagesError, SourceError, resolve_source
+    try:
+        info = resolve_source(spec, split=split, progress=progress)
+    except NoImagesError:
+        raise SourceError(
+            f"no images in {spec}: a ground-truth source is a paired folder, input/ + target/ "
+            "(or blur/ + sharp/) holding same-named images, optionally under train/, val/, "
+            f"test/, or a GoPro root (`sharpen corpus --photos PHOTOS --out {spec}` makes one "
+            "from photos)") from None
+    if DistInfo.from_env().main:   # every rank reads the data: said once
+        warn_not_images(spec, [Path(p).name for p in info.not_images], "training",
+                        videos=info.kind == "folder")
+    return info
+
+
+def _source_pairs(key: str, spec: str, progress: bool = True) -> list:
+    from .data.crops import pairs_from_source
+    with naming(key, spec, SOURCE_HINT.format(spec)):
+        return pairs_from_source(resolve_gt_source(spec, "train", progress))
+
+
+def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
+    d = cfg.data
+    if not 0 <= d.gt_train_share < 1:
+        raise ValueError(f"data.gt_train_share must be in [0, 1), got {d.gt_train_share}")
+    if d.gt_train_share and not d.gt_train:
+        raise ValueError("data.gt_train_share is set but data.gt_train is empty: name the "
+                         "source it draws from")
+    if cfg.task == "teacher":
+        if d.train == "embedded":
+            if d.gt_train:
+                raise ValueError("data.gt_train joins a folder source; with data.train=embedded "
+                                 "(synthesised on the fly) set data.train to a folder too")
+            from .data.embedded import EMBEDDED_BLUR, sharp_images
+            from .data.synthetic import SyntheticBlurDataset
+            return SyntheticBlurDataset([im for _, im in sharp_images("train")], crop=d.crop,
+                                        blur=EMBEDDED_BLUR, seed=cfg.seed,
+                                        brightness=d.brightness)
+        from .data.crops import CropDataset
+        items = _source_pairs("data.train", d.train, progress)
+    else:
+        if not d.labels:
+            raise ValueError("student training needs data.labels: the pseudo-label cache made "
+                             "by `sharpen labels` (e.g. data.labels=runs/labels/train)")
+        from .data.crops import CropDataset, pairs_from_labels
+        with naming("data.labels", d.labels, LABELS_HINT.format(d.labels)):
+            items = pairs_from_labels(d.labels, "data.labels")
+    if d.gt_train:
+        items = list(items) + _gt_train_items(cfg, len(items))
+    if not items:
+        raise ValueError(f"no training images found for task {cfg.task!r}")
+    # A long virtual length: indices never wrap, so every step gets fresh random crops.
+    return CropDataset(items, crop=d.crop, flips=d.flips, rot90=d.rot90,
+                       brightness=d.brightness, seed=cfg.seed, length=10**9,
+                       cache_size=d.cache_size)
