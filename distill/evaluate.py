@@ -121,7 +121,7 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     from .checkpoint import load_student
     from .students import for_inference
     from .teacher import pick_device
-    from .trainer import predict
+    from .validation import predict
     dev = pick_device(device)
     model = for_inference(load_student(path)[0]).to(dev)
     return lambda img: predict(model, img, dev)

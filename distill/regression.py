@@ -36,7 +36,7 @@ def _student_fn(path: str | Path):
     import torch
 
     from .checkpoint import load_student
-    from .trainer import predict
+    from .validation import predict
     model, _ = load_student(path)
     return lambda img: predict(model, img, torch.device("cpu"))
 

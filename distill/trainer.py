@@ -24,7 +24,7 @@ import warnings
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Optional
 
 import numpy as np
 import torch
@@ -42,45 +42,21 @@ from .config import (LossConfig, TrainConfig, as_overrides, check_config, loss_w
                      save_config)
 from .dist import DistInfo, launch_command
 from .losses import combined_loss
-from .metrics import psnr, ssim
 from .model_build import arch_text, build_model
 from .run_lock import run_lock
-from .train_data import (LABELS_HINT, SOURCE_HINT, build_train_dataset, naming,
-                         resolve_gt_source)
+from .train_data import build_train_dataset, naming
 from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
                            loader_workers, shut_down_workers)
 from .train_state import (ema_decay_at, ema_update, lr_lambda, rng_state, seed_everything,
                           set_rng_state, warmup_problem)
+from .validation import ValItem, evaluate, load_val_items
+from .validation import predict as predict
 
 # Non-finite batches skipped in a row before training stops as diverged.
 MAX_BAD_STEPS = 20
 
-def predict(model: nn.Module, image: np.ndarray, device: torch.device | str) -> np.ndarray:
-    """Whole-image inference of a student (or any NCHW RGB model) in its current mode (call
-    `distill.students.for_inference(model)` first): HxWx3 float RGB in [0, 1] in (float32, or
-    float16/64, converted), HxWx3 float32 RGB clipped to [0, 1] out, the input's size (padded
-    to the model's multiple and cropped back). OpenCV's BGR uint8 is not accepted (FrameError,
-    a ValueError, saying so): convert it with `distill.images.to_rgb_float`."""
-    from runtime.prepost import check_rgb_float
-
-    from .students import run_padded
-    image = check_rgb_float(image)
-    x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None].to(device)
-    with torch.no_grad():
-        y = run_padded(model, x)
-    return y[0].float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
-
 
 # ---------------------------------------------------------------- data
-
-
-@dataclass
-class ValItem:
-    name: str
-    input: np.ndarray
-    target: Optional[np.ndarray]   # teacher output (students) or None
-    gt: Optional[np.ndarray]
-    path: Optional[Path] = None    # the input's file, where it is one
 
 
 def data_signature(train_ds: Dataset, val_items: list[ValItem]) -> dict:
@@ -141,33 +117,6 @@ def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
         else:
             out.append(f"{name}: {a!r} -> {b!r}")
     return out
-
-
-def _val_labels_hint(d) -> str:
-    """How to make a missing data.val_labels: where data.labels' last `sharpen labels` run held
-    it out (--hold-out --val-out) and was stopped before labelling it, that run again. "make it
-    with `sharpen labels --data DATA --out VAL`", followed, labelled the training footage
-    itself into the validation cache."""
-    import shlex
-
-    from .data.label_cache import read_run_record
-
-    rec = read_run_record(Path(d.labels)) if d.labels else {}
-    held = rec.get("hold_out") if isinstance(rec.get("hold_out"), dict) else {}
-    other = held.get("other_cache")
-    if not (other and held.get("role") == "training" and rec.get("data")
-            and Path(other).resolve() == Path(d.val_labels).resolve()):
-        return LABELS_HINT.format(d.val_labels)
-    cmd = ["sharpen", "labels", "--data", str(rec["data"])]
-    cmd += ["--split", str(rec["split"])] if rec.get("split") else []
-    cmd += ["--out", str(d.labels), "--hold-out", f"{held.get('fraction')}", "--val-out",
-            str(d.val_labels)]
-    cmd += ["--limit", str(rec["limit"])] if rec.get("limit") else []
-    opts = rec.get("teacher_options")   # the teacher and tiling its labels were made with
-    cmd += [str(o) for o in opts] if isinstance(opts, list) else []
-    return (f"the `sharpen labels` run that labelled data.labels={d.labels} holds it out into "
-            f"this cache{'' if rec.get('complete') else ' and was stopped before it got there'}"
-            f": run it again to finish both, `{shlex.join(cmd)}`")
 
 
 def unused_data_keys(cfg: TrainConfig) -> Optional[str]:
@@ -292,145 +241,6 @@ def _gt_validation_leak(cfg: TrainConfig, train_ds: Dataset,
             "choice of best.pt, scores the model on images it trains on; give data.val "
             "held-out pairs (another folder, or the val/ split of a folder holding train/ and "
             "val/)")
-
-
-def load_val_items(cfg: TrainConfig, progress: bool = True,
-                   note: Optional[Callable[[str], None]] = None,
-                   warn: Optional[Callable[[str], None]] = None) -> list[ValItem]:
-    """The validation images. `note` is told what was chosen for validation (the embedded
-    images, the ones data.val_max_images keeps; default: a `note:` line on stderr), `warn` that
-    it is data.val's test split (default: a SharpenWarning); an unreadable pair is skipped with
-    a SharpenWarning."""
-    from .images import centre_crop
-    d = cfg.data
-    note = note or (lambda msg: print(f"note: {msg}", file=sys.stderr, flush=True))
-    warn = warn or (lambda msg: warnings.warn(msg, SharpenWarning, stacklevel=3))
-    out: list[ValItem] = []
-    if cfg.task == "teacher":
-        if d.val == "embedded":
-            if d.train != "embedded":
-                note(f"training on data.train={d.train} and validating (choosing best.pt) on "
-                     "the built-in embedded images; set data.val to your own held-out pairs "
-                     "to choose on those")
-            from .data.embedded import blurred_pairs
-            for name, blurred, sharp in blurred_pairs("val"):
-                out.append(ValItem(name, blurred, None, sharp))
-        elif d.val:
-            from .data.crops import pairs_from_source
-            from .data.sources import SourceError
-            try:
-                info = resolve_gt_source(d.val, "val", progress)
-            except SourceError as no_val:  # GoPro and many paired sets have train/test only
-                try:
-                    info = resolve_gt_source(d.val, "test", progress)
-                except SourceError:
-                    with naming("data.val", d.val, SOURCE_HINT.format(d.val)):
-                        raise no_val from None
-                # A warning, not a note: a corpus of a few photos has no val pairs, and the
-                # user then reported evaluate's scores of the images best.pt was chosen on.
-                warn(f"data.val={d.val} has no 'val' split; validating (and choosing best.pt) "
-                     f"on its 'test' split, the images `sharpen evaluate --data {d.val}` "
-                     "scores by default: its scores there favour the model chosen on them; "
-                     "evaluate on other pairs, or give data.val a val split (for a corpus: "
-                     "more photos, 1 in 25 goes to val)")
-            with naming("data.val", d.val):
-                pairs = pairs_from_source(info)
-            out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs],
-                                  d.val_max_images, f"data.val={d.val}", note)
-            if not out:
-                raise ValueError(f"data.val={d.val}: no readable validation pair")
-    elif d.val_labels:
-        from .data.crops import pairs_from_labels
-        with naming("data.val_labels", d.val_labels, lambda: _val_labels_hint(d)):
-            pairs = pairs_from_labels(d.val_labels, "data.val_labels")
-        out = _read_val_items(pairs, d.val_max_images, f"data.val_labels={d.val_labels}", note)
-        if not out:
-            raise ValueError(f"data.val_labels={d.val_labels}: no readable validation pair")
-    out = out[:d.val_max_images] if d.val_max_images else out
-    s = d.val_max_side
-    return [ValItem(v.name, centre_crop(v.input, s), centre_crop(v.target, s),
-                    centre_crop(v.gt, s), v.path) for v in out]
-
-
-def _read_val_items(triples: list, n: Optional[int], what: str = "",
-                    note: Optional[Callable[[str], None]] = None) -> list[ValItem]:
-    """`n` readable (input, target, gt) triples spread evenly over the list (in name order), read
-    one by one: reading every pair of a large validation cache (300 labelled 1080p frames: ~15
-    GB of float images) to keep `data.val_max_images` of them ran out of memory before the
-    first step. The first `n` were taken before, which for footage is the opening frames of
-    one clip. An unreadable pick is replaced by its nearest neighbour not yet tried."""
-    from .data.sources import spread
-    total = len(triples)
-    queue = spread(list(range(total)), n)
-    tried = set(queue)
-    got: dict[int, ValItem] = {}
-    while queue and not (n and len(got) >= n):
-        i = queue.pop(0)
-        item = _read_val_item(*triples[i])
-        if item is not None:
-            got[i] = item
-            continue
-        # The next frame (or image) after it first, then the one before, and so on.
-        near = min((k for k in range(total) if k not in tried),
-                   key=lambda k: (abs(k - i), k < i), default=None)
-        if near is not None:
-            tried.add(near)
-            queue.append(near)
-    out = [got[i] for i in sorted(got)]
-    if note and out and n and total > n:
-        names = [v.name for v in out]
-        shown = ", ".join(names[:4]) + (f", ... {names[-1]}" if len(names) > 4 else "")
-        note(f"{what} holds {total} validation pairs: validating on {len(out)} of them "
-             f"(data.val_max_images={n}), spread evenly over them in name order ({shown})")
-    return out
-
-
-def _read_val_item(inp: Path, target: Optional[Path], gt: Optional[Path]) -> Optional[ValItem]:
-    """A validation pair, or None (a SharpenWarning naming the file) when a file is unreadable or
-    the sizes differ: as the training set does, rather than failing at the first validation,
-    after the steps since the last checkpoint."""
-    from .images import ImageReadError, read_image
-    paths = [p for p in (inp, target, gt) if p]
-    try:
-        imgs = {p: read_image(p) for p in paths}
-    except ImageReadError as e:
-        warnings.warn(f"validation pair skipped: {e}", SharpenWarning)
-        return None
-    sizes = {p: f"{im.shape[1]}x{im.shape[0]}" for p, im in imgs.items()}
-    if len(set(sizes.values())) > 1:
-        warnings.warn("validation pair skipped, sizes differ: "
-                      + ", ".join(f"{p} {sz}" for p, sz in sizes.items()), SharpenWarning)
-        return None
-    from .metrics import SSIM_MIN_SIDE
-    if min(imgs[inp].shape[:2]) < SSIM_MIN_SIDE:
-        # Else the first validation failed on it, after every step since the last checkpoint.
-        warnings.warn(f"validation pair skipped: {inp} is {sizes[inp]}, under SSIM's "
-                      f"{SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} window", SharpenWarning)
-        return None
-    return ValItem(Path(inp).stem, imgs[inp], imgs.get(target) if target else None,
-                   imgs.get(gt) if gt else None, Path(inp))
-
-
-def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> dict[str, float]:
-    """Mean PSNR/SSIM of input, teacher (targets) and model vs ground truth, and model vs
-    teacher; keys like `model_gt_ssim`, `teacher_gt_psnr`, `model_teacher_ssim`."""
-    acc: dict[str, list[float]] = {}
-
-    def add(key, a, b):
-        acc.setdefault(f"{key}_psnr", []).append(psnr(a, b))
-        acc.setdefault(f"{key}_ssim", []).append(ssim(a, b))
-
-    model.eval()
-    for it in items:
-        out = predict(model, it.input, device)
-        if it.gt is not None:
-            add("input_gt", it.input, it.gt)
-            add("model_gt", out, it.gt)
-            if it.target is not None:
-                add("teacher_gt", it.target, it.gt)
-        if it.target is not None:
-            add("model_teacher", out, it.target)
-    return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
 # ---------------------------------------------------------------- the loop

@@ -390,7 +390,7 @@ def test_run_json_records_a_relative_data_as_an_absolute_path(tmp_path, teacher,
     (the re-run advice for a hold-out stopped before its validation cache, the selection
     warnings): from another folder it named nothing there."""
     from distill.config import load_config
-    from distill.trainer import load_val_items
+    from distill.validation import load_val_items
 
     _frames(tmp_path / "footage" / "a", 3, 0)
     _frames(tmp_path / "footage" / "b", 3, 1)

@@ -897,7 +897,7 @@ def test_a_bad_validation_pair_is_skipped_by_name_not_fatal_at_the_first_validat
     import numpy as np
 
     from distill.images import write_image
-    from distill.trainer import load_val_items
+    from distill.validation import load_val_items
     rng = np.random.default_rng(0)
     val = tmp_path / "val"
     for i in range(3):
@@ -1006,7 +1006,7 @@ def test_only_the_validation_images_kept_are_read(tmp_path, capsys):
     step. The one not picked is not read (its damaged label is never seen); a damaged pick is
     replaced by its nearest neighbour."""
     from distill.data.labels import run_labels
-    from distill.trainer import load_val_items
+    from distill.validation import load_val_items
     run_labels(str(_footage(tmp_path / "footage", 3, 0)), tmp_path / "val", teacher=_Brighter(),
                tile=0, overlap=0, progress=False)
     label = tmp_path / "val" / "labels" / "f1.png"
@@ -1034,7 +1034,7 @@ def test_validation_frames_are_spread_over_the_footage_not_its_first(tmp_path, c
     the opening frames of the first clip. They are now spread evenly over the sorted set, and
     the console and train.log say which were taken."""
     from distill.data.labels import run_labels
-    from distill.trainer import load_val_items
+    from distill.validation import load_val_items
     foot = tmp_path / "footage"
     for clip in ("a", "b"):
         for i in range(6):
@@ -1532,7 +1532,7 @@ def test_an_empty_data_folder_says_what_the_key_must_hold(tmp_path, capsys):
 
 def test_a_validation_folder_that_is_no_label_cache_is_told_to_give_data_val_labels(tmp_path):
     """data.val_labels=EMPTY ended "... and give data.labels=CACHE", the training key."""
-    from distill.trainer import load_val_items
+    from distill.validation import load_val_items
 
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -1867,7 +1867,7 @@ def test_a_missing_held_out_cache_is_told_to_rerun_the_hold_out_labels_command(t
     `distill data.labels=OUT data.val_labels=VAL` said "make it with `sharpen labels --data
     DATA --out VAL`", which, followed, labels the training footage into the validation cache."""
     from distill.data.label_cache import write_run_record
-    from distill.trainer import load_val_items
+    from distill.validation import load_val_items
 
     train_cache, val = tmp_path / "foot", tmp_path / "foot-val"
     train_cache.mkdir()
