@@ -1893,7 +1893,7 @@ def test_a_missing_held_out_cache_is_told_to_rerun_the_hold_out_labels_command(t
 def test_data_keys_the_task_does_not_read_are_warned_about(tmp_path):
     """`sharpen train data.labels=CACHE` trained on the embedded default, and `sharpen distill
     data.val=corpus` validated on nothing, without a word about the key left aside."""
-    from distill.trainer import unused_data_keys
+    from distill.data_checks import unused_data_keys
 
     with runtime_warnings() as said:
         train(tiny_cfg(tmp_path / "a", 1, **{"data.labels": "runs/labels/train"}), quiet=True)
