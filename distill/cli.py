@@ -820,7 +820,8 @@ def _train(args: argparse.Namespace, task: str) -> int:
         # This process's own: torchrun starts one process per rank, each running this command.
         import torch
         torch.set_num_threads(args.threads)
-    from .trainer import TrainingDiverged, TrainingInterrupted, resume_hint, run_training
+    from .interrupts import TrainingInterrupted, resume_hint
+    from .trainer import TrainingDiverged, run_training
     try:
         result = run_training(cfg, quiet=args.quiet, command=_command_line(args))
     except (ValueError, FileNotFoundError) as e:

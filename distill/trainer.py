@@ -41,6 +41,7 @@ from .config import (LossConfig, TrainConfig, as_overrides, check_config, loss_w
                      save_config)
 from .data_checks import data_changes, data_problems, data_signature
 from .dist import DistInfo, launch_command
+from .interrupts import SecondSignal, TrainingInterrupted, resume_hint
 from .losses import combined_loss
 from .model_build import arch_text, build_model
 from .run_lock import run_lock
@@ -765,7 +766,7 @@ class Trainer:
         """Validation that a second Ctrl-C/SIGTERM cuts short; the checkpoint is still saved."""
         try:
             self._validate(items)
-        except _SecondSignal:
+        except SecondSignal:
             self.log(f"validation at step {self.step} skipped (signal); saving")
         except Exception:
             self._save_before_failing()
@@ -796,7 +797,7 @@ class Trainer:
                 return
             # SIGTERM (a scheduler, torchrun) is followed by SIGKILL within seconds: save now.
             if again or signum == signal.SIGTERM:
-                raise _SecondSignal()
+                raise SecondSignal()
             print("\nstopping after this validation, then saving; Ctrl-C again to skip it",
                   file=sys.stderr, flush=True)
         try:
@@ -850,17 +851,6 @@ def _pause_bar(bar, seconds: float) -> None:
         bar.last_print_t += seconds
 
 
-def resume_hint(cfg: TrainConfig) -> str:
-    """How to go on from out/last.pt after a stop. "Run the same command" started a
-    resume=never run over from step 0, and sent a resume=CKPT run back to CKPT, each replacing
-    the steps just saved."""
-    r, last = str(cfg.resume), Path(cfg.out) / "last.pt"
-    if r == "auto" or (r != "never" and Path(r).resolve() == last.resolve()):
-        return "run the same command to resume"
-    would = "start over" if r == "never" else f"go back to {r}"
-    return f"to resume, run it with resume=auto (resume={r} would {would})"
-
-
 def _json_safe(x):
     """JSON has no NaN (jq and most readers refuse it): a skipped batch's loss, or a diverged
     model's score, is logged as null."""
@@ -873,34 +863,11 @@ def _json_safe(x):
     return x
 
 
-class _SecondSignal(BaseException):
-    """SIGTERM, or a second SIGINT, while validation runs: skip it and save. A BaseException,
-    so that no `except Exception` on the way swallows it."""
-
-
 class TrainingDiverged(RuntimeError):
     """The loss or its gradient stayed non-finite for MAX_BAD_STEPS batches in a row, or the
     weights about to be saved are (or compute) NaN/inf."""
 
     REMEDY = "Lower optim.lr, raise optim.warmup_steps or set optim.grad_clip, and resume."
-
-
-class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT/SIGTERM stopped training after a checkpoint was saved; `signum` says which."""
-
-    def __init__(self, signum: int, step: int, out: Path,
-                 hint: str = "run the same command to resume"):
-        name = {signal.SIGINT: "Ctrl-C (SIGINT)"}.get(signum) or _signal_name(signum)
-        super().__init__(f"interrupted by {name} at step {step}; checkpoint saved to "
-                         f"{out / 'last.pt'}; {hint}")
-        self.signum, self.step = signum, step
-
-
-def _signal_name(signum: int) -> str:
-    try:
-        return signal.Signals(signum).name
-    except ValueError:
-        return f"signal {signum}"
 
 
 @dataclass
