@@ -383,3 +383,23 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
     tmp = Path(path).with_suffix(".tmp")
     tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     tmp.replace(path)
+
+
+# Settings that steer one invocation, not what is trained: changing them on resume is normal.
+_RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile", "log_every",
+                "val_every", "ckpt_every", "data.workers"}
+
+
+def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
+    """'key: old -> new' for every training setting that differs between two config dicts."""
+    out = []
+    for key in sorted(saved):   # a key the saved config lacks is newer code, not a change
+        name = prefix + key
+        a, b = saved[key], now.get(key)
+        if name in _RUN_CONTROL or a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict):
+            out += config_changes(a, b, name + ".")
+        else:
+            out.append(f"{name}: {a!r} -> {b!r}")
+    return out

@@ -37,8 +37,8 @@ from runtime.warn import SharpenWarning
 
 from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
                          make_checkpoint, read_checkpoint)
-from .config import (LossConfig, TrainConfig, as_overrides, check_config, loss_weights,
-                     save_config)
+from .config import (LossConfig, TrainConfig, as_overrides, check_config, config_changes,
+                     loss_weights, save_config)
 from .data_checks import data_changes, data_problems, data_signature
 from .dist import DistInfo, launch_command
 from .interrupts import SecondSignal, TrainingInterrupted, resume_hint
@@ -55,26 +55,6 @@ from .validation import predict as predict
 
 # Non-finite batches skipped in a row before training stops as diverged.
 MAX_BAD_STEPS = 20
-
-
-# Settings that steer one invocation, not what is trained: changing them on resume is normal.
-_RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile", "log_every",
-                "val_every", "ckpt_every", "data.workers"}
-
-
-def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
-    """'key: old -> new' for every training setting that differs between two config dicts."""
-    out = []
-    for key in sorted(saved):   # a key the saved config lacks is newer code, not a change
-        name = prefix + key
-        a, b = saved[key], now.get(key)
-        if name in _RUN_CONTROL or a == b:
-            continue
-        if isinstance(a, dict) and isinstance(b, dict):
-            out += config_changes(a, b, name + ".")
-        else:
-            out.append(f"{name}: {a!r} -> {b!r}")
-    return out
 
 
 # ---------------------------------------------------------------- the loop
