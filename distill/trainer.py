@@ -16,7 +16,6 @@ import datetime
 import json
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -48,6 +47,7 @@ from .run_lock import run_lock
 from .train_data import build_train_dataset, naming
 from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
                            loader_workers, shut_down_workers)
+from .train_log import append_jsonl, append_text, plot_curves, steps_trained_again
 from .train_state import (ema_decay_at, ema_update, lr_lambda, rng_state, seed_everything,
                           set_rng_state)
 from .validation import ValItem, evaluate, load_val_items
@@ -286,7 +286,7 @@ class Trainer:
         if carry:
             path = theirs
         else:
-            self._repeated = self._steps_trained_again(ckpt)
+            self._repeated = steps_trained_again(self.out / "train.log", self.step, ckpt)
         if not path.exists():
             return
         keep = []
@@ -304,30 +304,6 @@ class Trainer:
             self._carried = data   # written once the data checks pass, as config.yaml
         else:
             atomic_write_bytes(path, data)
-
-    def _steps_trained_again(self, ckpt: Path) -> str:
-        """train.log's word on the step records its last run wrote past the resumed step: a
-        run killed (SIGKILL, a power cut) after its last checkpoint logged steps that the
-        resume trains and logs again, and the log then held them twice, told apart only by
-        the clock. metrics.jsonl drops such records; the text log keeps its history."""
-        path = self.out / "train.log"
-        if not path.exists():
-            return ""
-        steps: list[int] = []
-        for line in path.read_text(errors="replace").splitlines():
-            if " started step " in line or " resumed at step " in line:
-                steps = []   # only the last run's records: earlier ones were resumed already
-            m = re.search(r" step (\d+)/\d+ ", line)
-            if m:
-                steps.append(int(m.group(1)))
-        later = [s for s in steps if s > self.step]
-        if not later:
-            return ""
-        # resume=OUT/best.pt goes back on purpose; only last.pt behind the log is a lost run
-        lost = "the run that logged them ended without saving them, " \
-            if ckpt.name == "last.pt" else ""
-        return (f"; steps {self.step + 1} to {max(later)} logged above are trained again: "
-                f"{lost}{ckpt.name} holds step {self.step}")
 
     def log(self, msg: str) -> None:
         if self.dist.main and not self.quiet:
@@ -349,9 +325,7 @@ class Trainer:
         included; BasicSR-style), beside the machine-readable metrics.jsonl."""
         if not self.dist.main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "train.log", "a") as f:
-            f.write(f"{datetime.datetime.now():%Y-%m-%d %H:%M:%S} {msg}\n")
+        append_text(self.out / "train.log", msg)
 
     def _log_interval(self, losses: list, parts: dict, seconds: float,
                       paused: float = 0.0) -> None:
@@ -394,9 +368,7 @@ class Trainer:
     def _append_jsonl(self, rec: dict) -> None:
         if not self.dist.main:
             return
-        self.out.mkdir(parents=True, exist_ok=True)
-        with open(self.out / "metrics.jsonl", "a") as f:
-            f.write(json.dumps(_json_safe(rec)) + "\n")
+        append_jsonl(self.out / "metrics.jsonl", rec)
 
     # -- main loop
     def fit(self) -> dict:
@@ -792,33 +764,7 @@ class Trainer:
 
     def plot(self) -> Optional[Path]:
         """Loss and validation curves to out/curves.png."""
-        path = self.out / "metrics.jsonl"
-        if not path.exists():
-            return None
-        # A Figure of its own, not pyplot's: matplotlib.use("Agg") switched the backend of
-        # the notebook or app that called train().
-        from matplotlib.figure import Figure
-        recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
-        tr = [r for r in recs if r.get("loss") is not None]
-        va = [r for r in recs if "val" in r]
-        fig = Figure(figsize=(11, 4))
-        # Fixed margins, not tight_layout(): it measured every label, 0.2 s of each run's
-        # half-second plot, for the same layout.
-        fig.subplots_adjust(left=0.06, right=0.985, bottom=0.13, top=0.92, wspace=0.18)
-        ax = fig.subplots(1, 2)
-        if tr:
-            ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr], lw=0.8)
-            ax[0].set_yscale("log")
-        ax[0].set(title="training loss", xlabel="step")
-        for key in sorted({k for r in va for k in r["val"] if k.endswith("_ssim")}):
-            pts = [(r["step"], r["val"][key]) for r in va if r["val"].get(key) is not None]
-            ax[1].plot(*zip(*pts), marker=".", label=key)
-        ax[1].set(title="validation SSIM", xlabel="step")
-        if va:
-            ax[1].legend(fontsize=8)
-        out = self.out / "curves.png"
-        fig.savefig(out, dpi=100)
-        return out
+        return plot_curves(self.out)
 
 
 def _pause_bar(bar, seconds: float) -> None:
@@ -829,18 +775,6 @@ def _pause_bar(bar, seconds: float) -> None:
     if bar is not None:
         bar.start_t += seconds
         bar.last_print_t += seconds
-
-
-def _json_safe(x):
-    """JSON has no NaN (jq and most readers refuse it): a skipped batch's loss, or a diverged
-    model's score, is logged as null."""
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_json_safe(v) for v in x]
-    return x
 
 
 class TrainingDiverged(RuntimeError):
