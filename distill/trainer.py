@@ -57,8 +57,6 @@ from .validation import predict as predict
 MAX_BAD_STEPS = 20
 
 
-# ---------------------------------------------------------------- the loop
-
 _last_collective: tuple = ()
 
 
