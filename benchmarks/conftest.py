@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import pytest
 
@@ -232,6 +232,7 @@ class BenchContext:
         self.teacher_ms: dict[str, float] = {}
         self.results: list[dict] = []
         self._artifacts: dict = {}
+        self._failed: dict[str, list] = {}   # student -> [why it failed, said in a test yet]
         self._teacher_outputs = None
         self._teacher_tiles = None
         self._quality = None
@@ -248,15 +249,59 @@ class BenchContext:
         print(msg, file=sys.stderr, flush=True)
 
     def artifacts(self, name: str):
-        if name not in self._artifacts:
-            from benchmarks.artifacts import ensure_artifacts
+        """Student `name`'s exported artifacts, built (or taken from the cache) once per
+        session. An export that raises fails the first test that needs it and skips the
+        others, with the reason (see `student_failed`)."""
+        self.student_failed(name)
+        arts = self._export(name)
+        self.student_failed(name)
+        return arts
 
-            self._artifacts[name] = ensure_artifacts(self.students[name], self.cache,
-                                                     self.formats, self.calib_count, quiet=True,
-                                                     say=self.say,
-                                                     float_layers=self.float_layers,
-                                                     calib=self.calib)
+    def _export(self, name: str):
+        """`artifacts` without the test outcome: None where the export raised (the reason
+        kept for `student_failed`), so that the quality evaluation goes on without `name`."""
+        if name not in self._artifacts:
+            from benchmarks.artifacts import buildable_formats, ensure_artifacts
+
+            fmts = ", ".join(buildable_formats(self.formats))
+            self._artifacts[name] = self.attempt(
+                name, f"exporting it to {fmts}",
+                lambda: ensure_artifacts(self.students[name], self.cache, self.formats,
+                                         self.calib_count, quiet=True, say=self.say,
+                                         float_layers=self.float_layers, calib=self.calib))
         return self._artifacts[name]
+
+    def attempt(self, name: str, doing: str, fn: Callable):
+        """fn()'s result, or None where it raised: student `name` has then failed, its reason
+        kept for `student_failed`. A backend's SkipCase passes through: it is a skip."""
+        from benchmarks.latency import SkipCase
+        from runtime.console import first_line
+
+        try:
+            return fn()
+        except SkipCase:
+            raise
+        except Exception as e:  # noqa: BLE001 - said as the test's failure, without a traceback
+            # BenchError and CheckpointError (a ValueError each) are worded for the user.
+            why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {first_line(e)}"
+            why = why.removeprefix(f"{name}: ")   # the bench's export errors lead with it
+            st = self.students[name]
+            self._failed.setdefault(name, [f"student {name} ({st.path}): {doing} failed: {why}",
+                                           False])
+            return None
+
+    def student_failed(self, name: str) -> None:
+        """Nothing while student `name` has not failed (`attempt`). After it has, the first
+        test that asks fails with the reason, without a traceback, and the later ones skip
+        with it: each of the student's tests failed with the same traceback, the reason at
+        its end."""
+        if name not in self._failed:
+            return
+        msg, said = self._failed[name]
+        if not said:
+            self._failed[name][1] = True
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(f"{msg} (a failure at the first test that needed it)")
 
     @property
     def teacher_outputs(self):
@@ -287,8 +332,10 @@ class BenchContext:
             try:
                 pairs, desc = self._pairs or load_pairs(self.data, self.limit)
                 self._pairs = None
-                students = self.selected_students()
-                sets = {n: self.artifacts(n) for n in students}
+                # A student whose export failed is left out; its own tests say why.
+                sets = {n: arts for n in self.selected_students()
+                        if (arts := self._export(n)) is not None}
+                students = list(sets)
                 self._quality = evaluate(pairs, self.teacher_outputs,
                                          [self.students[n] for n in students], sets,
                                          self.min_ssim_ratio, threads=self.threads,
@@ -342,7 +389,11 @@ class BenchContext:
             from benchmarks.latency_run import _student_budget, _too_big
 
             st = self.students[student]
-            budget = {(student, wh): b for wh, b in _student_budget(st.path, [key[1]]).items()}
+            self.student_failed(student)
+            per_size = self.attempt(student, "reading its checkpoint",
+                                    lambda: _student_budget(st.path, [key[1]]))
+            self.student_failed(student)
+            budget = {(student, wh): b for wh, b in per_size.items()}
             self._too_big[key] = _too_big([st], [key[1]], budget,
                                           QUICK_MAX_ACTIVATION_GB).get(key)
         return self._too_big[key]
@@ -409,6 +460,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         if left := [n for n in ctx.students if n not in chosen]:
             tr.write_line(f"  students with no selected quality test, not evaluated: "
                           f"{', '.join(left)}")
+        if failed := [n for n in chosen if n in ctx._failed]:
+            tr.write_line(f"  students that failed, not evaluated: {', '.join(failed)} (why: "
+                          "their first test's failure)")
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")

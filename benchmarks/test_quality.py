@@ -15,6 +15,7 @@ from optimize.export import FORMATS
 
 
 def test_student_keeps_teacher_ssim(bench, student):
+    bench.artifacts(student)   # an export that failed: said here, not as a missing row
     q = bench.quality()
     check = q.check(f"{student}/pytorch", "ssim")
     assert check is not None, f"no SSIM check for student {student!r}"
@@ -24,6 +25,7 @@ def test_student_keeps_teacher_ssim(bench, student):
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_artifact_parity(bench, student, fmt):
+    bench.artifacts(student)
     q = bench.quality()
     row = q.row(f"{student}/{fmt}")
     assert row is not None, f"no quality row for {student}/{fmt}"

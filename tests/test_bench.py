@@ -2001,3 +2001,35 @@ def test_sgemm_threads_read_omp_num_threads_as_the_runtimes_do(monkeypatch):
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "0")
     monkeypatch.setenv("OMP_NUM_THREADS", "many")   # neither sets a count: every core
     assert blas_threads() == usable_cores()
+
+
+@pytest.mark.parametrize("case", ["unreadable checkpoint", "export error"])
+def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
+    """An export that raised (a checkpoint that is not one, --float-layers naming no layer)
+    failed each of the student's latency tests with the same traceback, the reason at its end;
+    the quality evaluation stopped for every student."""
+    broken = tmp_path / "student-broken.pt"
+    broken.write_bytes(bytes(range(256)) * 8)
+    students, extra, says, test_of = [str(env / "student-good.pt"), str(broken)], [], \
+        "student-broken.pt is not a PyTorch checkpoint", "broken"
+    if case == "export error":
+        students, extra, says, test_of = students[:1], ["--float-layers", "nosuchlayer"], \
+            "'nosuchlayer' is not a layer of fast", "good"
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider",
+           "-q", "-rs", "-k", "not teacher_tiled", "--students", *students,
+           "--teacher-weights", str(env / "teacher.pt"), "--data", str(env / "pairs"),
+           "--formats", "onnx", "--cache", str(tmp_path / "cache"), "--sizes", "96x64",
+           "--min-ssim-ratio", "0", *extra]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "1 failed" in out, out
+    assert "Traceback" not in out and "Error: " not in out.split("short test summary")[0], out
+    [failure] = [part for part in out.split("\n_") if f"[{test_of}-" in part.split("\n")[0]]
+    assert f"student {test_of} (" in failure and says in failure, failure
+    # the student's other tests skip with the reason; the rest run
+    assert "(a failure at the first test that needed it)" in out and says in out, out
+    if case == "unreadable checkpoint":
+        assert "test_student_keeps_teacher_ssim" not in out.split("short test summary")[1], out
+        assert "students that failed, not evaluated: broken" in out, out
+        assert "student good" in out.split("sharpen quality")[1], out
