@@ -34,6 +34,8 @@ DEFAULT_CALIB_COUNT = 32
 # The reason of a format --formats left out: report.json keeps its rows (the full matrix), the
 # tables leave them out and name the formats once (`not_requested_line`).
 NOT_REQUESTED = "not requested (--formats)"
+# The pytest suite's: a format of --formats that no test selected (-k) uses is not exported.
+NOT_SELECTED = "no selected test uses it (-k)"
 
 
 class BenchError(ValueError):
@@ -109,15 +111,19 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
 
 def is_not_requested(row: dict) -> bool:
     """Whether a report row (quality, latency or skipped-list entry) is of a format that
-    --formats left out."""
-    return row.get("reason") == NOT_REQUESTED and bool(row.get("format"))
+    --formats left out (or, in the pytest suite, that no selected test uses)."""
+    return row.get("reason") in (NOT_REQUESTED, NOT_SELECTED) and bool(row.get("format"))
 
 
 def not_requested_line(rows: Sequence[dict]) -> str:
     """'not requested (--formats): a, b' for the formats of such rows, in their order; "" when
     none. One line under a table instead of a "skipped: not requested" row per format."""
-    left = list(dict.fromkeys(r["format"] for r in rows if is_not_requested(r)))
-    return f"{NOT_REQUESTED}: {', '.join(left)}" if left else ""
+    parts = []
+    for why in (NOT_REQUESTED, NOT_SELECTED):
+        left = list(dict.fromkeys(r["format"] for r in rows
+                                  if is_not_requested(r) and r["reason"] == why))
+        parts += [f"{why}: {', '.join(left)}"] if left else []
+    return "; ".join(parts)
 
 
 @dataclass

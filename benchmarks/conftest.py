@@ -180,9 +180,9 @@ class BenchContext:
         self.teacher_config = config.getoption("--teacher-config")
         self.data = config.getoption("--data")
         self.formats = config.getoption("formats")
-        from optimize.export import parse_formats
+        from optimize.export import FORMATS, parse_formats
         try:   # once, here: each latency test that exported failed on it with a traceback
-            parse_formats(self.formats)
+            self._requested = parse_formats(self.formats) or list(FORMATS)
         except ValueError as e:
             raise pytest.UsageError(str(e)) from None
         self.calib_count = int(config.getoption("calib_count"))
@@ -261,15 +261,56 @@ class BenchContext:
         """`artifacts` without the test outcome: None where the export raised (the reason
         kept for `student_failed`), so that the quality evaluation goes on without `name`."""
         if name not in self._artifacts:
-            from benchmarks.artifacts import buildable_formats, ensure_artifacts
+            from benchmarks.artifacts import buildable_formats
 
-            fmts = ", ".join(buildable_formats(self.formats))
-            self._artifacts[name] = self.attempt(
-                name, f"exporting it to {fmts}",
-                lambda: ensure_artifacts(self.students[name], self.cache, self.formats,
-                                         self.calib_count, quiet=True, say=self.say,
-                                         float_layers=self.float_layers, calib=self.calib))
+            used = self.formats_used(name)
+            fmts = ", ".join(buildable_formats(used)) if used else "no format"
+            self._artifacts[name] = self.attempt(name, f"exporting it to {fmts}",
+                                                 lambda: self._ensure(name, used))
         return self._artifacts[name]
+
+    def _ensure(self, name: str, used: list[str]):
+        """ensure_artifacts for the formats `used`; the others of --formats as skipped, no
+        selected test using them."""
+        from benchmarks.artifacts import (NOT_REQUESTED, NOT_SELECTED, Artifact, ArtifactSet,
+                                          ensure_artifacts)
+        from optimize.export import FORMATS
+
+        st = self.students[name]
+        if used:
+            arts = ensure_artifacts(st, self.cache, used, self.calib_count, quiet=True,
+                                    say=self.say, float_layers=self.float_layers,
+                                    calib=self.calib)
+        else:   # nothing to export (nor a cache folder to name)
+            arts = ArtifactSet(st, self.cache, {f: Artifact(f, FORMATS[f].precision, "skipped",
+                                                            reason=NOT_REQUESTED)
+                                                for f in FORMATS})
+        for f in self._requested:
+            if f not in used:
+                arts.items[f] = Artifact(f, FORMATS[f].precision, "skipped", reason=NOT_SELECTED)
+        return arts
+
+    def formats_used(self, name: str) -> list[str]:
+        """The formats of --formats that a selected test of student `name` uses: its latency
+        tests' backends, its parity tests' formats, the stream's ONNX model. `-k fast` or
+        `-k "onnx and not int8"` exported every format (minutes of INT8 calibration and TFLite
+        conversion) for tests that use one or two."""
+        if self.items is None:
+            return list(self._requested)
+        from benchmarks.latency import BACKEND_BY_KEY
+
+        used = set()
+        for it in self.items:
+            p = getattr(getattr(it, "callspec", None), "params", {})
+            if p.get("student") != name or it.get_closest_marker("skip") is not None:
+                continue
+            if "backend_key" in p:
+                used.add(BACKEND_BY_KEY[p["backend_key"]].fmt)
+            elif "fmt" in p:
+                used.add(p["fmt"])
+            elif it.originalname == "test_stream_pipeline" and self.stream_frames:
+                used.add("onnx")
+        return [f for f in self._requested if f in used]
 
     def attempt(self, name: str, doing: str, fn: Callable):
         """fn()'s result, or None where it raised: student `name` has then failed, its reason

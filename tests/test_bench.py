@@ -2033,3 +2033,23 @@ def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
         assert "test_student_keeps_teacher_ssim" not in out.split("short test summary")[1], out
         assert "students that failed, not evaluated: broken" in out, out
         assert "student good" in out.split("sharpen quality")[1], out
+
+
+def test_k_exports_only_the_formats_its_tests_use(env, tmp_path):
+    """`-k fast` or `-k "onnx and not int8"` exported the selected students in every format of
+    --formats (minutes of INT8 calibration and TFLite conversion on the real students) for
+    tests that use one or two."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider",
+           "-q", "-k", "test_artifact_parity and onnx or test_student_latency and ort-fp32",
+           "--students", str(env / "student-good.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats",
+           "onnx,tflite-fp16", "--cache", str(tmp_path / "cache"), "--sizes", "96x64"]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "2 passed" in out, out   # onnx's parity and latency
+    [stamp] = (tmp_path / "cache").glob("student-good*/bench_artifacts.json")
+    assert list(json.loads(stamp.read_text())["formats"]) == ["onnx"], out
+    built = sorted(p.suffix for p in stamp.parent.iterdir() if p.suffix in (".onnx", ".tflite"))
+    assert built == [".onnx"], built
+    assert "no selected test uses it (-k): tflite-fp16" in out, out
