@@ -76,6 +76,21 @@ def _bench(env: Path, out: str, *extra: str) -> int:
         return bench_cli.main(args)
 
 
+def _run_suite(*args: str, file: str = "", expect: int | None = None, timeout: int = 300
+               ) -> tuple[subprocess.CompletedProcess, str]:
+    """`pytest benchmarks/[FILE] -q -p no:cacheprovider ARGS` in a subprocess, from the
+    repository root, on one OpenMP thread; its result and its stdout and stderr together.
+    `expect`: the exit status it must end with (the output is the assertion's message)."""
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / file), "-q", "-p",
+           "no:cacheprovider", *args]
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+                         env={**os.environ, "OMP_NUM_THREADS": "1"})
+    out = res.stdout + res.stderr
+    if expect is not None:
+        assert res.returncode == expect, out
+    return res, out
+
+
 @pytest.fixture(scope="module")
 def good_run(env):
     rc = _bench(env, "good", "--students", str(env / "student-good.pt"),
@@ -469,15 +484,10 @@ def test_bad_student_fails_gain_gate(env, good_run):
 
 def test_bad_student_fails_pytest_suite(env, good_run):
     """The same check inside `pytest benchmarks/` fails with the message."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_quality.py"),
-           "-k", "keeps_teacher", "-p", "no:cacheprovider", "-q",
-           "--students", str(env / "student-bad.pt"), "--teacher-weights",
-           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
-           "--cache", str(env / "cache")]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 1, out
+    _, out = _run_suite("-k", "keeps_teacher", "--students", str(env / "student-bad.pt"),
+                        "--teacher-weights", str(env / "teacher.pt"), "--data",
+                        str(env / "pairs"), "--formats", "onnx", "--cache", str(env / "cache"),
+                        file="test_quality.py", expect=1)
     assert "SSIM check failed" in out and "student 'bad'" in out, out
 
 
@@ -713,10 +723,7 @@ def test_format_is_an_alias_of_formats_as_in_export():
                                                 "onnx,tflite-int8"]))
     assert opts.formats == "onnx,tflite-int8"
     assert "--formats" in opts.to_argv()   # the reproduce command keeps the name
-    res = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "benchmarks"),
-                          "--collect-only", "-q", "-p", "no:cacheprovider", "--format", "onnx"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
+    _run_suite("--collect-only", "--format", "onnx", expect=0, timeout=120)
 
 
 def test_bad_real_blur_folder_fails_before_the_work(env, capsys):
@@ -1547,14 +1554,11 @@ def test_a_bad_calib_folder_stops_the_bench_with_exports_message(env, tmp_path, 
 def test_the_pytest_suite_takes_calib(env, tmp_path):
     """`pytest benchmarks/` shares the bench's options: --calib too, checked as the bench
     checks it."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_quality.py"),
-           "-k", "keeps_teacher", "-p", "no:cacheprovider", "-q",
-           "--students", str(env / "student-good.pt"), "--teacher-weights",
-           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
-           "--cache", str(tmp_path / "cache"), "--calib", str(tmp_path / "nope")]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
+    res, out = _run_suite("-k", "keeps_teacher", "--students", str(env / "student-good.pt"),
+                          "--teacher-weights", str(env / "teacher.pt"), "--data",
+                          str(env / "pairs"), "--formats", "onnx", "--cache",
+                          str(tmp_path / "cache"), "--calib", str(tmp_path / "nope"),
+                          file="test_quality.py")
     assert res.returncode != 0, out
     assert f"--calib: no such file or folder: {tmp_path / 'nope'}" in out, out
     assert not (tmp_path / "cache").exists()
@@ -1719,14 +1723,10 @@ def test_the_pytest_suite_takes_model_files(env, good_run, tmp_path):
     (another spelling of its path) is measured once, as `sharpen bench` does."""
     deployed, engine = _given_files(env, good_run, tmp_path / "my-export")
     again = os.path.relpath(deployed, ROOT)   # the run's working folder is ROOT
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-k", "given_model",
-           "-p", "no:cacheprovider", "-q", "-rs", "--teacher-weights", str(env / "teacher.pt"),
-           "--data", str(env / "pairs"), "--cache", str(tmp_path / "cache"), "--sizes",
-           "160x96", "--model", str(deployed), str(engine), again]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out
+    _, out = _run_suite("-k", "given_model", "-rs", "--teacher-weights",
+                        str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache",
+                        str(tmp_path / "cache"), "--sizes", "160x96", "--model", str(deployed),
+                        str(engine), again, expect=0)
     assert "2 passed, 2 skipped" in out, out
     assert f"{engine.resolve()}: " in out and "deployed (student fast)" in out, out
 
@@ -1760,10 +1760,7 @@ def test_small_parity_images_warning_names_what_the_bench_takes(env, tmp_path):
 
 def _collected(*args: str) -> list[str]:
     """The test ids `pytest benchmarks/` collects with these options (nothing runs)."""
-    res = subprocess.run([sys.executable, "-m", "pytest", str(ROOT / "benchmarks"),
-                          "--collect-only", "-q", "-p", "no:cacheprovider", *args],
-                         cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert res.returncode == 0, res.stdout + res.stderr
+    res, _ = _run_suite("--collect-only", *args, expect=0, timeout=120)
     return [line.split("::", 1)[1] for line in res.stdout.splitlines() if "::" in line]
 
 
@@ -1788,15 +1785,11 @@ def test_k_selecting_one_student_evaluates_only_that_student(env, tmp_path):
     """`pytest benchmarks/ -k fast` with the default students still exported `seed` in every
     format and ran its quality evaluation (minutes for its INT8 calibrations), then listed it
     in the summary, though none of its tests was selected."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_quality.py"),
-           "-k", "good", "-p", "no:cacheprovider", "-q", "--students",
-           str(env / "student-good.pt"), str(env / "student-bad.pt"), "--teacher-weights",
-           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
-           "--cache", str(tmp_path / "cache"), "--min-ssim-ratio", "0"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out
+    _, out = _run_suite("-k", "good", "--students", str(env / "student-good.pt"),
+                        str(env / "student-bad.pt"), "--teacher-weights",
+                        str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats",
+                        "onnx", "--cache", str(tmp_path / "cache"), "--min-ssim-ratio", "0",
+                        file="test_quality.py", expect=0)
     assert "student good" in out and "student bad" not in out, out
     assert not list((tmp_path / "cache").glob("student-bad*")), out
     assert "students with no selected quality test, not evaluated: bad" in out, out
@@ -1807,16 +1800,13 @@ def test_a_latency_test_alone_does_not_put_its_student_in_the_quality_evaluation
     """The quality evaluation covered every student with a selected test, latency tests too:
     with its PyTorch timing and the reference rows selected, `good` was exported to ONNX and
     evaluated in every format, though no quality test of it was selected."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-k",
-           "test_student_latency and pytorch or test_reference_rows", "-p", "no:cacheprovider",
-           "-q", "--students", str(env / "student-good.pt"), "--teacher-weights",
-           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
-           "--cache", str(tmp_path / "cache"), "--sizes", "160x96", "--stream-frames", "0",
-           "--benchmark-json", str(tmp_path / "b.json")]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 0 and "2 passed" in out, out
+    _, out = _run_suite("-k", "test_student_latency and pytorch or test_reference_rows",
+                        "--students", str(env / "student-good.pt"), "--teacher-weights",
+                        str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats",
+                        "onnx", "--cache", str(tmp_path / "cache"), "--sizes", "160x96",
+                        "--stream-frames", "0", "--benchmark-json", str(tmp_path / "b.json"),
+                        expect=0)
+    assert "2 passed" in out, out
     assert not list((tmp_path / "cache").glob("student-good*")), out   # nothing exported
     assert "student good" not in out.split("sharpen quality")[1], out
     assert "students with no selected quality test, not evaluated: good" in out, out
@@ -1830,14 +1820,10 @@ def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
     """`pytest benchmarks/ --benchmark-json` wrote the timings alone: the PSNR/SSIM, parity and
     checks it printed went nowhere a script could read them. The file holds the quality section
     (as report.json's) and each timed model's quality beside its timing."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"),
-           "-p", "no:cacheprovider", "-q", "--students", str(env / "student-good.pt"),
-           "--teacher-weights", str(env / "teacher.pt"), "--data", str(env / "pairs"),
-           "--formats", "onnx", "--cache", str(tmp_path / "cache"), "--sizes", "160x96",
-           "--min-ssim-ratio", "0", "--benchmark-json", str(tmp_path / "b.json")]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stdout + res.stderr
+    _run_suite("--students", str(env / "student-good.pt"), "--teacher-weights",
+               str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
+               "--cache", str(tmp_path / "cache"), "--sizes", "160x96", "--min-ssim-ratio", "0",
+               "--benchmark-json", str(tmp_path / "b.json"), expect=0)
     saved = json.loads((tmp_path / "b.json").read_text())
     quality = saved["sharpen_quality"]
     rows = {r["key"]: r for r in quality["rows"]}
@@ -1853,16 +1839,11 @@ def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
 
 def _stream_frames_timed(env: Path, tmp_path: Path, *extra: str) -> tuple:
     """Frames the pytest suite's streaming benchmark ran (None: not run), and its output."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_latency.py"),
-           "-k", "stream", "-p", "no:cacheprovider", "-q", "-rs", "--students",
-           str(env / "student-good.pt"), "--formats", "onnx", "--cache",
-           str(tmp_path / "cache"), "--sizes", "160x96", "--benchmark-json",
-           str(tmp_path / "b.json"), *extra]
     (tmp_path / "b.json").unlink(missing_ok=True)   # none is written when nothing was timed
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out
+    _, out = _run_suite("-k", "stream", "-rs", "--students", str(env / "student-good.pt"),
+                        "--formats", "onnx", "--cache", str(tmp_path / "cache"), "--sizes",
+                        "160x96", "--benchmark-json", str(tmp_path / "b.json"), *extra,
+                        file="test_latency.py", expect=0)
     if not (tmp_path / "b.json").exists():
         return None, out
     runs = json.loads((tmp_path / "b.json").read_text())["benchmarks"]
@@ -1890,29 +1871,23 @@ def test_the_pytest_suite_leaves_out_what_quick_mode_cannot_hold(env, tmp_path):
     QUICK_MAX_ACTIVATION_GB (seed at 1080p: 5.6 GB); its report's pytest line (which passes the
     quick sizes, 1920x1080 among them) timed it there all the same, past the memory the quick
     bench is held to, in a row the report does not have."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_latency.py"),
-           "-k", "test_student_latency and pytorch", "-p", "no:cacheprovider", "-q", "-rs",
-           "--students", str(env / "student-bad.pt"), "--cache", str(tmp_path / "cache"),
-           "--sizes", "1024x736,160x96", "--benchmark-disable"]   # seed: 2.1 GB at 1024x736
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out
+    _, out = _run_suite("-k", "test_student_latency and pytorch", "-rs", "--students",
+                        str(env / "student-bad.pt"), "--cache", str(tmp_path / "cache"),
+                        "--sizes", "1024x736,160x96",   # seed: 2.1 GB at 1024x736
+                        "--benchmark-disable", file="test_latency.py", expect=0)
     assert "1 passed, 1 skipped" in out and "GB of activations > 2 GB" in out, out
 
 
 def test_grouping_by_a_parameter_the_teacher_lacks_keeps_it_in_its_group(env, tmp_path):
     """`--benchmark-group-by=param:backend_key` (the backends side by side) stopped the run with
     pytest-benchmark's KeyError after every benchmark ran: the teacher's has no backend_key."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_latency.py"),
-           "-k", "test_teacher_tiled or test_student_latency", "-p", "no:cacheprovider", "-q",
-           "--students", str(env / "student-good.pt"), "--teacher-weights",
-           str(env / "teacher.pt"), "--formats", "onnx", "--cache", str(tmp_path / "cache"),
-           "--sizes", "160x96", "--benchmark-group-by=param:backend_key"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 0 and "INTERNALERROR" not in out, out
+    _, out = _run_suite("-k", "test_teacher_tiled or test_student_latency", "--students",
+                        str(env / "student-good.pt"), "--teacher-weights",
+                        str(env / "teacher.pt"), "--formats", "onnx", "--cache",
+                        str(tmp_path / "cache"), "--sizes", "160x96",
+                        "--benchmark-group-by=param:backend_key", file="test_latency.py",
+                        expect=0)
+    assert "INTERNALERROR" not in out, out
     assert "benchmark 'backend_key=ort-fp32'" in out and "benchmark 'teacher at 160x96" in out, out
 
 
@@ -1920,14 +1895,11 @@ def test_benchmark_round_options_given_win_over_the_mode(env, tmp_path):
     """The suite's mode set min_rounds / max_time / warm-up in each test's benchmark marker,
     which pytest-benchmark puts above its command line: `--benchmark-min-rounds=100` timed the
     same 3+ rounds as without it, silently."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_latency.py"),
-           "-k", "test_student_latency and ort-fp32", "-p", "no:cacheprovider", "-q",
-           "--students", str(env / "student-good.pt"), "--formats", "onnx", "--cache",
-           str(tmp_path / "cache"), "--sizes", "160x96", "--benchmark-min-rounds=7",
-           "--benchmark-max-time", "0.000001", "--benchmark-json", str(tmp_path / "b.json")]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    assert res.returncode == 0, res.stdout + res.stderr
+    _run_suite("-k", "test_student_latency and ort-fp32", "--students",
+               str(env / "student-good.pt"), "--formats", "onnx", "--cache",
+               str(tmp_path / "cache"), "--sizes", "160x96", "--benchmark-min-rounds=7",
+               "--benchmark-max-time", "0.000001", "--benchmark-json", str(tmp_path / "b.json"),
+               file="test_latency.py", expect=0)
     (run,) = json.loads((tmp_path / "b.json").read_text())["benchmarks"]
     assert run["stats"]["rounds"] == 7, run["stats"]
     assert run["options"]["warmup"] == 1   # the mode's, where none was given
@@ -1937,18 +1909,15 @@ def test_the_pytest_suite_says_the_runtimes_threads_and_what_set_them(env, tmp_p
     """Without --threads the runtimes take OMP_NUM_THREADS's count: a shell's =1 timed `fast`
     on one of two cores, and neither the summary nor the JSON said so (the 10 fps target is
     judged on both). Each timing's extra_info holds the count, the summary what set it."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks" / "test_latency.py"),
-           "-k", "test_student_latency and ort-fp32", "-p", "no:cacheprovider", "-q",
-           "--students", str(env / "student-good.pt"), "--formats", "onnx", "--cache",
-           str(tmp_path / "cache"), "--sizes", "96x64", "--benchmark-json",
-           str(tmp_path / "b.json")]
+    args = ["-k", "test_student_latency and ort-fp32", "--students",
+            str(env / "student-good.pt"), "--formats", "onnx", "--cache",
+            str(tmp_path / "cache"), "--sizes", "96x64", "--benchmark-json",
+            str(tmp_path / "b.json")]
     for extra, threads, said in (
             ((), 1, "ONNX Runtime and LiteRT on 1 thread (OMP_NUM_THREADS=1; --threads N sets"),
             (("--threads", "2"), 2, "ONNX Runtime and LiteRT on 2 threads (--threads 2)")):
-        res = subprocess.run([*cmd, *extra], cwd=ROOT, capture_output=True, text=True,
-                             timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        out = res.stdout + res.stderr
-        assert res.returncode == 0 and said in out, out
+        _, out = _run_suite(*args, *extra, file="test_latency.py", expect=0)
+        assert said in out, out
         (run,) = json.loads((tmp_path / "b.json").read_text())["benchmarks"]
         assert run["extra_info"]["threads"] == threads, run["extra_info"]
 
@@ -1956,12 +1925,9 @@ def test_the_pytest_suite_says_the_runtimes_threads_and_what_set_them(env, tmp_p
 def test_student_tests_without_students_say_why_they_skip(tmp_path):
     """`pytest benchmarks/ --model FILE` without --weights measures the files alone: the student
     tests were skipped as pytest's "got empty parameter set for (student)"."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider",
-           "-q", "-rs", "-k", "not given_model and not teacher and not reference",
-           "--model", str(tmp_path / "a.onnx")]   # never read: nothing that needs it runs
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
-    out = res.stdout + res.stderr
-    assert res.returncode == 0, out
+    _, out = _run_suite("-rs", "-k", "not given_model and not teacher and not reference",
+                        "--model", str(tmp_path / "a.onnx"),   # never read: nothing needs it
+                        expect=0, timeout=120)
     assert "empty parameter set" not in out, out
     assert "no students: --model without --weights measures those files alone" in out, out
 
@@ -1975,14 +1941,10 @@ def test_a_bad_option_value_stops_the_suite_once_with_its_message(env, tmp_path,
     """A bad value raised a UsageError inside the session fixture (or the quality evaluation):
     pytest reported it as an ERROR with a full traceback at every test, the message buried
     in the tracebacks, and exited 1, as if tests had failed."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider",
-           "-q", "--students", str(env / "student-good.pt"), "--formats", "onnx",
-           "--teacher-weights", str(env / "teacher.pt"), "--cache", str(tmp_path / "cache"),
-           "--sizes", "96x64", *bad]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 4, out   # pytest's usage error
+    _, out = _run_suite("--students", str(env / "student-good.pt"), "--formats", "onnx",
+                        "--teacher-weights", str(env / "teacher.pt"), "--cache",
+                        str(tmp_path / "cache"), "--sizes", "96x64", *bad,
+                        expect=4)   # pytest's usage error
     assert out.count(says) == 1 and "Traceback" not in out and "ERROR at" not in out, out
 
 
@@ -2015,15 +1977,12 @@ def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
     if case == "export error":
         students, extra, says, test_of = students[:1], ["--float-layers", "nosuchlayer"], \
             "'nosuchlayer' is not a layer of fast", "good"
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider",
-           "-q", "-rs", "-k", "not teacher_tiled", "--students", *students,
-           "--teacher-weights", str(env / "teacher.pt"), "--data", str(env / "pairs"),
-           "--formats", "onnx", "--cache", str(tmp_path / "cache"), "--sizes", "96x64",
-           "--min-ssim-ratio", "0", *extra]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 1 and "1 failed" in out, out
+    _, out = _run_suite("-rs", "-k", "not teacher_tiled", "--students", *students,
+                        "--teacher-weights", str(env / "teacher.pt"), "--data",
+                        str(env / "pairs"), "--formats", "onnx", "--cache",
+                        str(tmp_path / "cache"), "--sizes", "96x64", "--min-ssim-ratio", "0",
+                        *extra, expect=1)
+    assert "1 failed" in out, out
     assert "Traceback" not in out and "Error: " not in out.split("short test summary")[0], out
     [failure] = [part for part in out.split("\n_") if f"[{test_of}-" in part.split("\n")[0]]
     assert f"student {test_of} (" in failure and says in failure, failure
@@ -2039,15 +1998,13 @@ def test_k_exports_only_the_formats_its_tests_use(env, tmp_path):
     """`-k fast` or `-k "onnx and not int8"` exported the selected students in every format of
     --formats (minutes of INT8 calibration and TFLite conversion on the real students) for
     tests that use one or two."""
-    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider",
-           "-q", "-k", "test_artifact_parity and onnx or test_student_latency and ort-fp32",
-           "--students", str(env / "student-good.pt"), "--teacher-weights",
-           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats",
-           "onnx,tflite-fp16", "--cache", str(tmp_path / "cache"), "--sizes", "96x64"]
-    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env={**os.environ, "OMP_NUM_THREADS": "1"})
-    out = res.stdout + res.stderr
-    assert res.returncode == 0 and "2 passed" in out, out   # onnx's parity and latency
+    _, out = _run_suite("-k",
+                        "test_artifact_parity and onnx or test_student_latency and ort-fp32",
+                        "--students", str(env / "student-good.pt"), "--teacher-weights",
+                        str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats",
+                        "onnx,tflite-fp16", "--cache", str(tmp_path / "cache"), "--sizes",
+                        "96x64", expect=0)
+    assert "2 passed" in out, out   # onnx's parity and latency
     [stamp] = (tmp_path / "cache").glob("student-good*/bench_artifacts.json")
     assert list(json.loads(stamp.read_text())["formats"]) == ["onnx"], out
     built = sorted(p.suffix for p in stamp.parent.iterdir() if p.suffix in (".onnx", ".tflite"))
