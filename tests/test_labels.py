@@ -1122,3 +1122,41 @@ def test_the_run_ends_naming_the_caches_as_training_takes_them(tmp_path, teacher
     said = capsys.readouterr().out.splitlines()
     assert said[-2].startswith(f"train on it: sharpen distill --config "
                                f"{REPO / 'configs' / 'distill-fast.yaml'} "), said
+
+
+def test_labels_made_in_another_precision_are_made_again_and_said(tmp_path, teachers):
+    """Labels record the device and precision they were made in, but a run in another
+    precision (cuda bf16 labels, now `--device cpu`: fp32) skipped them as up to date, and the
+    cache mixed outputs of two precisions, unsaid. They are made again, said before the
+    teacher runs; the device alone (same precision) is no reason."""
+    from distill.teacher import Teacher
+
+    data = _paired(tmp_path / "data", 3, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, progress=False)
+    bf16 = Teacher.load(teachers[0], device="cpu")
+    bf16.amp_dtype = torch.bfloat16   # autocast on the CPU: what a GPU's labels are made in
+    assert bf16.precision == "bf16"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)
+        assert run_labels(str(data), out, teacher=bf16, **kw).done == 3
+    assert {e["teacher_precision"] for e in _manifest(out).values()} == {"bf16"}
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        s = run_labels(str(data), out, teacher=Teacher.load(teachers[0], device="cpu"), **kw)
+    said = " ".join(str(w.message) for w in rec)
+    assert (s.done, s.skipped) == (3, 0), said
+    assert ("replaces 3 labels that it made here in another precision (on cpu bf16; this run "
+            "computes in fp32 on cpu), one by one as it reaches them; to keep them, stop it "
+            "now (Ctrl-C) and run with --device cpu") in said, said
+    assert {e["teacher_precision"] for e in _manifest(out).values()} == {"fp32"}
+    # the same precision on another device: kept
+    entries = _manifest(out)
+    for e in entries.values():
+        e["teacher_device"] = "cuda"
+    write_manifest(out, entries, out / "manifest.json")
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        s = run_labels(str(data), out, teacher=Teacher.load(teachers[0], device="cpu"), **kw)
+    assert (s.done, s.skipped) == (0, 3)
+    assert "precision" not in " ".join(str(w.message) for w in rec)

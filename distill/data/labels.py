@@ -43,7 +43,7 @@ from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overl
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
-                          describe_maker, label_maker,
+                          describe_maker, label_maker, made_on,
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
                           write_manifest, write_run_record)
@@ -472,21 +472,33 @@ class LabelRun:
                 or e.get("teacher_arch") != self.teacher_arch
                 or e.get("tile") != self.tile or e.get("overlap") != self.overlap):
             return False
+        if self._other_precision(e):
+            return False
         if not (root / e["label"]).is_file():
             return False
         if e.get("input_file") and not (root / e["input_file"]).is_file():
             return False
         return True
 
+    def _other_precision(self, e: dict) -> bool:
+        """Whether entry `e`'s label was computed in another precision than this run's (cuda
+        bf16 then, cpu fp32 now): it is not the output this run asks for, so it is made again,
+        said before the teacher runs (`replacing`). The device alone is no reason (two GPUs in
+        bf16), nor a label from before entries recorded the precision."""
+        theirs = e.get("teacher_precision")
+        return bool(self.precision and theirs and theirs != self.precision)
+
     def replacing(self, samples: list[Sample]) -> list[str]:
         """What to say, before the teacher runs, of the labels here of `samples` that another
-        teacher (or this one at another tiling) made, which this run replaces: labels made
-        with the official weights were replaced by the shipped teacher's, hours of work, when
-        the command was run again without --teacher-weights, said as "5 done" at the end."""
+        teacher (or this one at another tiling or precision) made, which this run replaces:
+        labels made with the official weights were replaced by the shipped teacher's, hours of
+        work, when the command was run again without --teacher-weights, said as "5 done" at
+        the end."""
         mine = label_maker({"weights_hash": self.weights_id, "teacher_arch": self.teacher_arch,
                             "tile": self.tile, "overlap": self.overlap})
         teachers: dict[tuple, int] = {}
         tilings: dict[tuple, int] = {}
+        precisions: dict[str, int] = {}   # "cuda bf16" -> labels this teacher made so
         files = {mine: self.weights_path}
         for s in samples:
             e = self.known.get(s.name)
@@ -498,6 +510,8 @@ class LabelRun:
                 teachers[maker] = teachers.get(maker, 0) + 1
             elif maker[2:] != mine[2:]:
                 tilings[maker] = tilings.get(maker, 0) + 1
+            elif self._other_precision(e):
+                precisions[made_on(e)] = precisions.get(made_on(e), 0) + 1
         this = (f"{self.out_dir}: this run's teacher ({describe_maker(mine, file=files[mine])})"
                 " replaces")
         said = []
@@ -510,6 +524,14 @@ class LabelRun:
             shown = "; ".join(f"tile {k[2]}, overlap {k[3]}" for k in tilings)
             said.append(f"{this} {count(sum(tilings.values()), 'label')} that it made here at "
                         f"another tiling ({shown}), one by one as it reaches them")
+        if precisions:
+            # On a CPU, hours for labels a GPU made in minutes: the way to keep them is said.
+            shown = ", ".join(precisions)
+            devices = " or ".join(dict.fromkeys(f"--device {m.split()[0]}" for m in precisions))
+            said.append(f"{this} {count(sum(precisions.values()), 'label')} that it made here "
+                        f"in another precision (on {shown}; this run computes in "
+                        f"{self.precision} on {self.device}), one by one as it reaches them; "
+                        f"to keep them, stop it now (Ctrl-C) and run with {devices}")
         return said
 
     def _save(self) -> None:
