@@ -472,8 +472,6 @@ class LabelRun:
                 or e.get("teacher_arch") != self.teacher_arch
                 or e.get("tile") != self.tile or e.get("overlap") != self.overlap):
             return False
-        if self._other_precision(e):
-            return False
         if not (root / e["label"]).is_file():
             return False
         if e.get("input_file") and not (root / e["input_file"]).is_file():
@@ -482,9 +480,10 @@ class LabelRun:
 
     def _other_precision(self, e: dict) -> bool:
         """Whether entry `e`'s label was computed in another precision than this run's (cuda
-        bf16 then, cpu fp32 now): it is not the output this run asks for, so it is made again,
-        said before the teacher runs (`replacing`). The device alone is no reason (two GPUs in
-        bf16), nor a label from before entries recorded the precision."""
+        bf16 then, cpu fp32 now). Such labels are kept and said (`replacing`): bf16 and fp32
+        outputs of one teacher differ far less than a student learns, and remaking a GPU's
+        labels on a CPU takes hours. Neither the device alone nor a label from before entries
+        recorded the precision is said."""
         theirs = e.get("teacher_precision")
         return bool(self.precision and theirs and theirs != self.precision)
 
@@ -525,13 +524,11 @@ class LabelRun:
             said.append(f"{this} {count(sum(tilings.values()), 'label')} that it made here at "
                         f"another tiling ({shown}), one by one as it reaches them")
         if precisions:
-            # On a CPU, hours for labels a GPU made in minutes: the way to keep them is said.
-            shown = ", ".join(precisions)
-            devices = " or ".join(dict.fromkeys(f"--device {m.split()[0]}" for m in precisions))
-            said.append(f"{this} {count(sum(precisions.values()), 'label')} that it made here "
-                        f"in another precision (on {shown}; this run computes in "
-                        f"{self.precision} on {self.device}), one by one as it reaches them; "
-                        f"to keep them, stop it now (Ctrl-C) and run with {devices}")
+            shown = ", ".join(f"{n} on {m}" for m, n in precisions.items())
+            said.append(f"{self.out_dir}: keeps {count(sum(precisions.values()), 'label')} "
+                        f"made in another precision ({shown}; this run computes in "
+                        f"{self.precision} on {self.device}); to remake them, label into a "
+                        "new --out")
         return said
 
     def _save(self) -> None:
