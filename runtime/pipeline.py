@@ -28,7 +28,8 @@ from .host import check_threads
 from .options import is_number, option
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
-                    make_folder, output_sink, refuse_unwritten_format, same_file)
+                    make_folder, output_sink, raised_first, refuse_unwritten_format,
+                    same_file)
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, VideoSource, open_source, refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
@@ -561,7 +562,7 @@ class _Stream:
                 sig.closing = True
                 stats.stop()
                 if reporter is not None:
-                    reporter.close()
+                    _close_all([reporter.close], self.errors)
         stats.info["interrupted"] = sig.interrupted
         stats.info["source"] = src.describe()   # a frame count found wrong by reading is gone
         if sig.signum:
@@ -580,11 +581,7 @@ class _Stream:
                                else None,
                                self.backend.close if self.own_backend and "infer" not in busy
                                else None) if c]
-        for close in closers:
-            try:
-                close()
-            except Exception as exc:  # noqa: BLE001 - first error wins, the rest still close
-                self.errors.append(exc)
+        _close_all(closers, self.errors)
 
     def finish(self) -> dict[str, Any]:
         """The stats summary, written to --stats (on failure too: what ran before the error is
@@ -595,19 +592,30 @@ class _Stream:
             summary["skipped_inputs"] = list(skipped)
         if self.errors:
             # Its type where it says nothing: a sink's bare `raise KeyboardInterrupt` left "".
-            summary["error"] = str(self.errors[0]) or type(self.errors[0]).__name__
+            err = raised_first(self.errors)
+            summary["error"] = str(err) or type(err).__name__
         if self.o.stats_path and summary.get("frames_processed") is not None:
             write_json_atomic(self.o.stats_path, summary)
         if self.errors:
             # As StreamInterrupted's: what ran before the error (an output with frames in it
             # is closed and kept), for the caller to say.
-            err = self.errors[0]
+            err = raised_first(self.errors)
             try:
                 err.stats = summary  # type: ignore[attr-defined]
             except AttributeError:   # an exception type without a __dict__
                 pass
             raise err
         return summary
+
+
+def _close_all(closers: Iterable[Callable[[], None]], errors: list) -> None:
+    """Run every closer, keeping what each raises in `errors`: a Ctrl-C landing in one (an
+    app's sink flushing) left the camera open and the engine's threads running."""
+    for close in closers:
+        try:
+            close()
+        except BaseException as exc:  # noqa: BLE001 - raised by finish, once all are closed
+            errors.append(exc)
 
 
 # The options that are numbers: whole (True) or any; None leaves one to its default.

@@ -594,6 +594,18 @@ class WindowSink(Sink):
             pass
 
 
+def raised_first(errors: Sequence[BaseException]) -> BaseException:
+    """The error a run raises of those it met: the first, unless an interrupt (Ctrl-C, an
+    app's SystemExit) came after it, which must still reach the caller: an app's `except
+    SourceError: continue` went on to its next stream at a Ctrl-C during the close. The
+    interrupt then carries the first error as its context, as Python chains them."""
+    first = errors[0]
+    stop = next((e for e in errors if not isinstance(e, Exception)), first)
+    if stop is not first and stop.__context__ is None:
+        stop.__context__ = first
+    return stop
+
+
 class MultiSink(Sink):
     def __init__(self, sinks: list[Sink]) -> None:
         self.sinks = sinks
@@ -606,15 +618,16 @@ class MultiSink(Sink):
         return max((s.repeat_last(n) for s in self.sinks), default=0)
 
     def close(self) -> None:
-        # Close all, even if one fails, so the video file is still finalised.
-        errors = []
+        # Close all, even if one fails or a Ctrl-C lands in one, so the video file is still
+        # finalised and the window closed.
+        errors: list[BaseException] = []
         for s in self.sinks:
             try:
                 s.close()
-            except Exception as exc:  # noqa: BLE001 - re-raised below
+            except BaseException as exc:  # noqa: BLE001 - re-raised below
                 errors.append(exc)
         if errors:
-            raise errors[0]
+            raise raised_first(errors)
 
 
 # Picture and animation formats someone may name as --out expecting one file of that kind,

@@ -312,3 +312,86 @@ def test_an_array_source_over_a_spent_generator_is_said_to_be_closed(onnx_model)
     with pytest.raises(SourceError, match="give it a new iterator: the one it holds "
                                           r"\(a generator\) was read by a run"):
         run_stream(backend, once, Collect())
+
+
+@pytest.mark.parametrize("raised", [KeyboardInterrupt, SystemExit])
+def test_a_sinks_close_interrupted_still_closes_the_source_and_the_backend(
+        tmp_path, onnx_model, monkeypatch, raised):
+    """A Ctrl-C landing while the app's sink flushed in close() (a KeyboardInterrupt, or a
+    SystemExit from the app's handler) skipped closing the source and the backend: the video
+    (a camera, in use) stayed open and ONNX Runtime's threads ran on. Every closer runs; the
+    interrupt still reaches the app, with the stats on it."""
+    import runtime.pipeline as pipeline
+    from runtime import open_source
+
+    loaded = []
+
+    def load_and_keep(*args, **kwargs):
+        loaded.append(real_load(*args, **kwargs))
+        return loaded[-1]
+
+    real_load = pipeline.load_backend
+    monkeypatch.setattr(pipeline, "load_backend", load_and_keep)
+
+    class InterruptedFlush(Collect):
+        def close(self) -> None:
+            super().close()
+            raise raised
+
+    video = tmp_path / "in.mp4"
+    write_video(video, n=3)
+    src, sink, stats = open_source(str(video)), InterruptedFlush(), tmp_path / "s.json"
+    with pytest.raises(raised) as stopped:
+        run_stream(onnx_model, src, sink, threads=1, stats_path=stats)
+    assert sink.closed == 1 and src.closed and not src.cap.isOpened()
+    assert len(loaded) == 1 and loaded[0].closed
+    assert stopped.value.stats["frames_processed"] == 3
+    assert json.loads(stats.read_text())["error"] == type(stopped.value).__name__
+
+
+def test_a_multi_sink_closes_every_sink_when_one_is_interrupted():
+    """A MultiSink (an app's sink with --show's window) stopped at the first close that raised
+    KeyboardInterrupt: the window, or a second output, stayed open. Once all are closed the
+    interrupt is raised, even after another sink's error, which it carries as its context."""
+    from runtime.sinks import MultiSink
+
+    class Interrupted(Collect):
+        def close(self) -> None:
+            super().close()
+            raise KeyboardInterrupt
+
+    class Failing(Collect):
+        def close(self) -> None:
+            super().close()
+            raise OSError("disk full")
+
+    sinks = [Failing(), Interrupted(), Collect()]
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        MultiSink(sinks).close()
+    assert [s.closed for s in sinks] == [1, 1, 1]
+    assert str(stopped.value.__context__) == "disk full"
+    sinks = [Failing(), Collect()]
+    with pytest.raises(OSError, match="disk full"):
+        MultiSink(sinks).close()
+    assert [s.closed for s in sinks] == [1, 1]
+
+
+def test_a_ctrl_c_in_the_sinks_close_after_an_error_still_reaches_the_app(onnx_model):
+    """After an error (a frame the sink could not write), a Ctrl-C during the sink's close
+    must not be dropped for that error: the app's `except SinkError: continue` would go on to
+    its next stream. The interrupt is raised, the error as its context."""
+    from runtime import SinkError
+
+    class Broken(Collect):
+        def write(self, original, sharpened, name) -> None:
+            raise SinkError("cannot write frame")
+
+        def close(self) -> None:
+            super().close()
+            raise KeyboardInterrupt
+
+    sink = Broken()
+    with pytest.raises(KeyboardInterrupt) as stopped:
+        run_stream(load_backend(onnx_model, threads=1), [textured_frame(0)] * 3, sink)
+    assert sink.closed == 1 and isinstance(stopped.value.__context__, SinkError)
+    assert stopped.value.stats["error"] == "KeyboardInterrupt"
