@@ -646,6 +646,48 @@ def test_a_model_returning_nan_is_refused(tmp_path, capsys):
         assert "model returned NaN or infinite values" in last and "Traceback" not in err, err
 
 
+def _failing_at_run(tmp_path: Path, kind: str) -> Path:
+    """A model that ONNX Runtime loads and fails to run: a Conv whose weights take 2 channels
+    (a corrupted export), or a Reshape to a fixed 16x16 (a model made for another input
+    size)."""
+    if kind == "conv":
+        return one_op_model(tmp_path / "conv.onnx", "Conv", ["input", "w"],
+                            {"w": np.zeros((3, 2, 3, 3))}, group=3, pads=[1, 1, 1, 1])
+    path = one_op_model(tmp_path / "fixed.onnx", "Reshape", ["input", "shape"],
+                        {"shape": [1, 3, 16, 16]})
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))   # a shape is int64, which one_op_model's constants are not
+    model.graph.initializer[0].CopyFrom(
+        numpy_helper.from_array(np.array([1, 3, 16, 16], np.int64), "shape"))
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["conv", "fixed-size"])
+def test_a_model_failing_at_run_says_so_once(tmp_path, capfd, kind):
+    """ONNX Runtime printed its own log line of a failing run ("[E:onnxruntime:, sequential_
+    executor.cc ... ExecuteKernel] Non-zero status code ...") before the error line that says
+    it with the model, the input and the provider: two errors in different words. Only ours
+    is left; from Python, a failed run prints nothing."""
+    model = _failing_at_run(tmp_path, kind)
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), textured_frame(1))
+    capfd.readouterr()
+    rc = run_cli(["run", "--model", str(model), "--source", str(img), "--output",
+                  str(tmp_path / "o.png"), "--quiet", "--threads", "1"])
+    err = capfd.readouterr().err
+    assert rc != 0
+    _one_clear_line(err, str(model), "failed on a (1, 3, 64, 96) float32 input",
+                    "with CPUExecutionProvider", "Non-zero status code")
+    from runtime import ModelError, load_backend
+
+    with load_backend(model, threads=1) as backend, pytest.raises(ModelError):
+        backend.infer(np.zeros((1, 3, 8, 8), np.float32))
+    assert capfd.readouterr().err == ""
+
+
 @pytest.mark.parametrize("flag,value", [(f, "-1") for f in ("--fps", "--max-frames",
                                                               "--reconnect", "--threads")]
                          + [("--fps", "nan"), ("--fps", "inf")])

@@ -274,6 +274,11 @@ class OnnxRuntimeBackend(Backend):
         self.provider = self.session.get_providers()[0]
         self.threads = int(threads or 0)   # 0: ONNX Runtime's default (a thread per core)
         self.path = path
+        # A failing run is raised as a ModelError that says what ORT said, and what it was
+        # given; ORT's own log line of it ([E:onnxruntime:...] ExecuteKernel) came first, a
+        # second error in other words. Runs log fatal errors only; the session's level stays.
+        self._run_options = ort.RunOptions()
+        self._run_options.log_severity_level = 4
 
     def infer(self, batch: np.ndarray) -> np.ndarray:
         # Read before the check: a close() from another thread after it then leaves this call
@@ -283,7 +288,8 @@ class OnnxRuntimeBackend(Backend):
         if batch.dtype != self.input_dtype:
             batch = batch.astype(self.input_dtype)
         try:
-            out = session.run([self.output_name], {self.input_name: batch})[0]
+            out = session.run([self.output_name], {self.input_name: batch},
+                              self._run_options)[0]
         except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
             off = layout_hint(batch.shape, self.layout)
             if not off and any(n % self.multiple for n in batch.shape[2:]):
