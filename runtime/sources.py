@@ -350,24 +350,39 @@ class VideoSource(Source):
                               f"{count(read, 'frame')} in all "
                               "(reconnecting is off: "
                               f"{option('reconnect_attempts', 0, self.flags)})")
-        warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in all; "
-             "reconnecting "
-             f"(up to {count(self.reconnect_attempts, 'attempt')})")
+        said = []
+
+        def say_lost() -> None:
+            if not said:
+                said.append(True)
+                warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in "
+                     f"all; reconnecting (up to {count(self.reconnect_attempts, 'attempt')})")
+
+        # A stream whose opening can be recognised may be a recording that ended (a finite
+        # HTTP download declares no length): the loss is said once the first reopen shows a
+        # live stream, or fails; a recording's end is no loss.
+        if self.kind != "stream" or not self._opening_moves:
+            say_lost()
         self._reading_opening = False   # what comes next is another connection's
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):
             if stop.wait(delay):
+                say_lost()
                 return False
             delay = min(delay * 2, 10.0)
             self.cap.release()
             try:
                 self.cap = self._open()
             except SourceError:
+                say_lost()
                 continue
             ok, img = self.cap.read()
             if not ok or img is None:
+                say_lost()
                 continue
             live = self._resume(img, stop)
+            if live is not False or stop.is_set():
+                say_lost()
             if stop.is_set():
                 return False
             if live is None:
@@ -444,9 +459,16 @@ class VideoSource(Source):
         return False
 
     def _say_recording_ended(self, read: int) -> None:
-        # A warning: a source taken for live ends here, which its user did not ask for.
-        warn(f"{self.kind} {self.spec!r} started again from its first frame: it is a "
-             "recording, not a live stream; ending after one pass")
+        if not self.live:
+            # --no-live: every frame was kept, as for a file, which it is; a note says why it
+            # ended, and what its missing length leaves unknown.
+            self.note(f"{self.kind} {self.spec!r} ended after {count(read, 'frame')} "
+                      "(reopened, it starts over: a recording; it declares no length, so a "
+                      "connection dropped before its end would end it here too)")
+        else:
+            # A warning: a source taken for live ends here, which its user did not ask for.
+            warn(f"{self.kind} {self.spec!r} started again from its first frame: it is a "
+                 "recording, not a live stream; ending after one pass")
         self._check_ended(read)
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:

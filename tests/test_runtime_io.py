@@ -673,3 +673,91 @@ def test_sharpen_run_of_an_mpg_says_no_total_it_does_not_know(tmp_path, onnx_mod
     err = capsys.readouterr().err
     assert rc == 0 and re.search(r"(?m)^5 frames  ", err), err
     assert not re.search(r"\d/\d+ frame", err), err
+
+
+@pytest.fixture
+def web_videos(tmp_path):
+    """(folder, URL) of a folder served two ways, as web servers serve a video: /ranges/NAME
+    with its length and byte ranges (nginx, a CDN), /chunked/NAME without a length (chunked,
+    as a server that makes or relays it does). Skipped where OpenCV's FFmpeg reads no http."""
+    import http.server
+
+    folder = tmp_path / "www"
+    folder.mkdir()
+
+    class Server(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"   # chunked transfer needs it
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            how, _, name = self.path.strip("/").partition("/")
+            path = folder / name
+            if how not in ("ranges", "chunked") or not path.is_file():
+                self.send_error(404)
+                return
+            data = path.read_bytes()
+            asked = self.headers.get("Range", "")
+            if how == "ranges" and asked.startswith("bytes="):
+                first, _, last = asked[6:].partition("-")
+                start, end = int(first or 0), min(int(last or len(data) - 1), len(data) - 1)
+                self.send_response(206)
+                self.send_header("Content-Range", f"bytes {start}-{end}/{len(data)}")
+                data = data[start:end + 1]
+            else:
+                self.send_response(200)
+            self.send_header("Content-Type", "video/mpeg")
+            if how == "ranges":
+                self.send_header("Accept-Ranges", "bytes")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                return
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(data), 4096):
+                chunk = data[i:i + 4096]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+            self.wfile.write(b"0\r\n\r\n")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Server)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        _write_frames(folder / "probe.avi", 2)
+        cap = cv2.VideoCapture(f"{url}/chunked/probe.avi", cv2.CAP_FFMPEG)
+        readable = cap.isOpened() and cap.read()[0]
+        cap.release()
+        if not readable:
+            pytest.skip("this OpenCV's FFmpeg does not read http:// URLs")
+        yield folder, url
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_lossless_recording_over_http_without_a_length_ends_as_a_file_does(
+        web_videos, tmp_path, capsys, onnx_model):
+    """`--no-live` on a recording served without a length (chunked: no frame count in an
+    MPEG-TS) warned at its end that the stream "stopped ... reconnecting", then that it "started
+    again from its first frame": two warnings for a download that had ended, every frame
+    written. The reopen that tells a recording from a live stream is now silent, and its end is
+    a note; taken for live (no --no-live), it is one warning, not two."""
+    folder, url = web_videos
+    _write_frames(folder / "clip.ts", 30)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/chunked/clip.ts",
+                   "--no-live", "--out", str(tmp_path / "out.mp4"))
+    assert rc == 0 and "done: 30 frames" in err, err
+    assert [ln for ln in err.splitlines() if not ln.startswith("done: ")] == [
+        f"note: stream '{url}/chunked/clip.ts' ended after 30 frames (reopened, it starts over: "
+        "a recording; it declares no length, so a connection dropped before its end would end "
+        "it here too)"], err
+    src = open_source(f"{url}/chunked/clip.ts", live=True)
+    src.reconnect_delay = 0.01
+    with runtime_warnings() as said:
+        got = [fr.index for fr, _ in zip(src.frames(threading.Event()), range(100))]
+    src.close()
+    assert got == list(range(30)) and said == [
+        f"stream '{url}/chunked/clip.ts' started again from its first frame: it is a "
+        "recording, not a live stream; ending after one pass"], said
