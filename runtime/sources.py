@@ -299,17 +299,28 @@ class VideoSource(Source):
         # and its end is then not a disconnect.
         n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(n) if n and np.isfinite(n) and n > 0 else None
-        if (self.frame_count and kind == "video"
-                and Path(spec).suffix.lower() in ESTIMATED_COUNT_EXTS
-                and _frames_past(self.target, self.api, self.frame_count)):
-            self.frame_count = None
+        # A count found short (an estimate) is dropped, but it was declared: a recording's,
+        # whose end is no disconnect, over HTTP too.
+        self.count_found_short = False
+        if self.frame_count and kind in ("video", "stream") and _estimates_count(spec, kind):
+            def past() -> bool:
+                return _frames_past(self.target, self.api, int(self.frame_count or 0),
+                                    self._params())
+
+            self.count_found_short = (_interruptible(past) if kind == "stream" else past())
+            if self.count_found_short:
+                self.frame_count = None
         self.skipped: list[str] = []
 
+    def _params(self) -> list[int]:
+        """A URL's capture parameters: how long it may take to open or give a frame."""
+        if self.kind != "stream" or self.timeout <= 0:
+            return []
+        ms = int(self.timeout * 1000)
+        return [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+
     def _open(self) -> cv2.VideoCapture:
-        params = []
-        if self.kind == "stream" and self.timeout > 0:
-            ms = int(self.timeout * 1000)
-            params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, ms]
+        params = self._params()
 
         def open_capture() -> cv2.VideoCapture:
             return cv2.VideoCapture(self.target, self.api, params)
@@ -495,23 +506,23 @@ class VideoSource(Source):
                 # stream run losslessly (--no-live, every frame kept; nvarguscamerasrc too)
                 # disconnected: reopened, as live.
                 if self.kind == "video" or (not self.live and (
-                        self.frame_count or (self.kind == "gstreamer"
-                                             and pipeline_reads_file(self.spec)))):
+                        self.frame_count or self.count_found_short
+                        or (self.kind == "gstreamer" and pipeline_reads_file(self.spec)))):
                     lost = self._past_damage(i, stop)
                     if lost:
                         i += lost   # indices stay the file's frame numbers
                         continue
                     self._check_ended(i)
                     return  # end of file (a file run with --live ends too)
-                if self.frame_count and i >= self.frame_count:
+                if self.count_found_short or (self.frame_count and i >= self.frame_count):
                     return  # a recording over the network, read to its declared end
                 if not self._reconnect(stop, i):
                     return
                 continue
-            if self.kind == "video" and self.frame_count and i >= self.frame_count:
+            if self.kind in ("video", "stream") and self.frame_count and i >= self.frame_count:
                 # More frames than the container declares: its count was an estimate, and a
                 # progress total or a "truncated" check taken from it would mislead.
-                self.frame_count = None
+                self.frame_count, self.count_found_short = None, True
             t1 = time.perf_counter()
             yield Frame(i, img, f"frame_{i:06d}", t1 if t_read is None else t_read, t1 - t0)
             i += 1
@@ -562,12 +573,18 @@ class VideoSource(Source):
         return d
 
 
-def _frames_past(target: object, api: int, n: int) -> bool:
-    """Whether a video file holds a frame after the `n` its container declares: a seek to
-    frame n-1 lands there (the position read back: a seek may land elsewhere, which proves
-    nothing) and a frame follows it. Read with a capture of its own, so the run's reads from
-    the start are untouched."""
-    cap = cv2.VideoCapture(target, api)
+def _estimates_count(spec: str, kind: str) -> bool:
+    """Whether a video file's or URL's container only estimates its frame count (.mpg)."""
+    path = urlsplit(spec).path if kind == "stream" else spec
+    return Path(unquote(path)).suffix.lower() in ESTIMATED_COUNT_EXTS
+
+
+def _frames_past(target: object, api: int, n: int, params: Optional[list] = None) -> bool:
+    """Whether a video file (or URL) holds a frame after the `n` its container declares: a
+    seek to frame n-1 lands there (the position read back: a seek may land elsewhere, which
+    proves nothing) and a frame follows it. Read with a capture of its own, so the run's reads
+    from the start are untouched; `params`: a URL's timeouts."""
+    cap = cv2.VideoCapture(target, api, params or [])
     try:
         if not cap.isOpened() or not cap.set(cv2.CAP_PROP_POS_FRAMES, n - 1) or not cap.grab():
             return False
@@ -848,12 +865,13 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         src = VideoSource(shown_url(spec), spec, cv2.CAP_FFMPEG,
                           live=True if live is None else live, kind="stream", timeout=timeout,
                           **cam)
-        if live is None and src.frame_count:
+        if live is None and (src.frame_count or src.count_found_short):
             # A recording served over HTTP: as live, most of its frames were dropped (it is
             # read faster than real time) and the rest repeated.
             src.live = False
-            src.note(f"{src.spec!r} declares {count(src.frame_count, 'frame')}: a recording, so "
-                     "every frame "
+            length = (count(src.frame_count, 'frame') if src.frame_count
+                      else "a length (a frame count found short)")
+            src.note(f"{src.spec!r} declares {length}: a recording, so every frame "
                      f"is processed ({option('live', True, flags)} to drop frames as for a live "
                      "stream)")
         return src

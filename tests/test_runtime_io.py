@@ -761,3 +761,38 @@ def test_a_lossless_recording_over_http_without_a_length_ends_as_a_file_does(
     assert got == list(range(30)) and said == [
         f"stream '{url}/chunked/clip.ts' started again from its first frame: it is a "
         "recording, not a live stream; ending after one pass"], said
+
+
+@pytest.mark.parametrize("n", [5, 30])
+def test_an_mpg_over_http_drops_a_count_found_short_as_a_local_one_does(
+        web_videos, tmp_path, capsys, onnx_model, n):
+    """An .mpg served with its length declares a frame count, its duration times its rate,
+    short of its frames, as a local one does; the local file drops a count found short, the
+    URL kept it: its progress read 30/29 frames, and the --stats file kept 29. It is read as
+    the recording it is, every frame, as before."""
+    import json
+    import re
+
+    folder, url = web_videos
+    _write_frames(folder / "clip.mpg", n)
+    local = open_source(str(folder / "clip.mpg"))
+    local.close()
+    src = open_source(f"{url}/ranges/clip.mpg")
+    src.close()
+    assert (src.frame_count, src.live) == (local.frame_count, False), src.describe()
+    stats = tmp_path / "s.json"
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", f"{url}/ranges/clip.mpg",
+                  "--out", str(tmp_path / "out.mp4"), "--stats", str(stats)])
+    err = capsys.readouterr().err
+    assert rc == 0 and re.search(rf"(?m)^done: {n} frames", err), err
+    assert not re.search(r"\d/\d+ frame", err) and "warning" not in err, err
+    data = json.loads(stats.read_text())
+    assert data["frames_processed"] == n and data["source"]["frame_count"] is None, data
+    # A count that reading goes past is dropped from a URL too, which still ends there.
+    _write_frames(folder / "clip.avi", n)
+    src = open_source(f"{url}/ranges/clip.avi")
+    src.frame_count = n - 2   # as an estimate the seek at opening could not check
+    with runtime_warnings() as said:
+        got = [fr.index for fr, _ in zip(src.frames(threading.Event()), range(3 * n))]
+    src.close()
+    assert got == list(range(n)) and src.frame_count is None and not said, (got, said)
