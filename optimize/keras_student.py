@@ -12,7 +12,8 @@ either pull large extra packages, leave transposes around every op, or fall back
 Layout conventions carried over from PyTorch:
 - conv weight [out, in/groups, kh, kw] -> Keras Conv2D kernel [kh, kw, in, out];
   depthwise [C, 1, kh, kw] -> DepthwiseConv2D kernel [kh, kw, C, 1].
-- padding "same" equals PyTorch's padding=k//2 for odd k at stride 1 (symmetric).
+- padding "same" equals PyTorch's padding="same", and padding=dilation*(k//2) for odd k, at
+  stride 1 (dilated too: both pad dilation*(k-1) in all, the smaller half first).
 - MaxPool2d(2) -> MaxPool2D(2) ("valid"; inputs are padded to the model's multiple).
 - nn.Upsample(x2, nearest) -> tf.image.resize(method="nearest") on the *dynamic* shape (Keras'
   UpSampling2D bakes the static shape in and breaks size-agnostic models). TF's nearest resize
@@ -79,10 +80,15 @@ class _Builder:
              out_perm: np.ndarray | None = None, name: str | None = None):
         k = self.keras
         kh, kw = conv.kernel_size
-        if conv.stride != (1, 1) or conv.dilation != (1, 1) or kh % 2 == 0 or kw % 2 == 0:
+        dh, dw = conv.dilation
+        if conv.stride != (1, 1):
             raise NotImplementedError(f"conv {conv} is not supported by the Keras rebuild")
-        if tuple(conv.padding) != (kh // 2, kw // 2):
-            raise NotImplementedError(f"conv {conv}: only padding=k//2 ('same') is supported")
+        # Keras' "same" pads dilation*(k-1) in all, the smaller half first, as PyTorch's
+        # padding="same" does (even kernels too); a number equals it for odd kernels only.
+        if conv.padding != "same" and (kh % 2 == 0 or kw % 2 == 0 or tuple(conv.padding) != (
+                dh * (kh // 2), dw * (kw // 2))):
+            raise NotImplementedError(f"conv {conv}: only 'same' padding is supported "
+                                      "(padding='same', or dilation*(k//2) for an odd kernel k)")
         if conv.padding_mode != "zeros":   # Keras' "same" pads with zeros only
             raise NotImplementedError(f"conv {conv}: padding_mode={conv.padding_mode!r} (only "
                                       "'zeros' is supported)")
@@ -95,14 +101,15 @@ class _Builder:
             if out_perm is not None:
                 w = w[:, :, :, out_perm]
             layer = k.layers.Conv2D(conv.out_channels, (kh, kw), padding="same", use_bias=bias,
-                                    name=name)
+                                    dilation_rate=(dh, dw), name=name)
             weights = [w]
         elif conv.groups == conv.in_channels == conv.out_channels:
             if (in_perm is None) != (out_perm is None) or (
                     in_perm is not None and not np.array_equal(in_perm, out_perm)):
                 raise NotImplementedError("a depthwise conv keeps its channel order: "
                                           "in_perm and out_perm must be equal")
-            layer = k.layers.DepthwiseConv2D((kh, kw), padding="same", use_bias=bias, name=name)
+            layer = k.layers.DepthwiseConv2D((kh, kw), padding="same", use_bias=bias,
+                                             dilation_rate=(dh, dw), name=name)
             w = depthwise_kernel(conv)
             weights = [w[:, :, out_perm, :] if out_perm is not None else w]
         else:
@@ -276,7 +283,7 @@ def _build_edge(b: _Builder, x, m):
 
 
 # What `_build_traced` rebuilds, by the name torch.fx gives each call.
-TRACED_OPS = ("Conv2d (stride 1, odd kernel, zero padding k//2; groups 1 or depthwise)", "ReLU",
+TRACED_OPS = ("Conv2d (stride 1, zero padding 'same'; groups 1 or depthwise)", "ReLU",
               "sigmoid", "max pooling 2x2 stride 2", "nearest x2 upsampling", "pixel_shuffle",
               "pixel_unshuffle", "add", "mul", "cat and chunk over channels")
 

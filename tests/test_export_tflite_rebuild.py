@@ -287,3 +287,43 @@ class _Reflect(nn.Module):
 def test_an_operator_the_rebuild_lacks_is_named(model, named):
     with pytest.raises(NotImplementedError, match=named):
         build_keras_student(model)
+
+
+def _export_matches(model, tmp_path, quant: str, tol: float):
+    """`export_tflite` (the exporter `sharpen export` runs) of `model`, its LiteRT output
+    PyTorch's on a frame of another size than the calibration crops."""
+    from optimize.parity import load_runner, torch_runner
+    from optimize.tflite_export import export_tflite
+
+    m = getattr(model, "multiple", 1)
+    rng = np.random.default_rng(0)
+    path = export_tflite(model, tmp_path / f"mine_{quant}.tflite", quant,
+                         crops=rng.random((8, 3, 32, 32), dtype=np.float32))
+    img = rng.random((m * -(-37 // m), m * -(-51 // m), 3), dtype=np.float32)
+    out, ref = load_runner(path, threads=1)[0](img), torch_runner(model)(img)
+    assert out.shape == ref.shape
+    err = float(np.abs(out - ref).mean() if quant == "int8" else np.abs(out - ref).max())
+    assert err < tol, err
+
+
+class _SamePadding(nn.Module):
+    """padding="same", as an engineer writes it, odd and even kernels, dilated too."""
+
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 8, 3, padding="same")
+        self.b = nn.Conv2d(8, 8, 5, padding="same", dilation=2, groups=8)
+        self.c = nn.Conv2d(8, 8, 3, padding=2, dilation=2)
+        self.d = nn.Conv2d(8, 8, 2, padding="same")
+        self.e = nn.Conv2d(8, 3, (4, 3), padding="same", dilation=(1, 3))
+
+    def forward(self, x):
+        f = F.relu(self.a(x))
+        f = F.relu(self.c(F.relu(self.b(f))))
+        return x + self.e(F.relu(self.d(f)))
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_same_padding_and_dilated_convs_export(tmp_path, quant, tol):
+    # It was "only padding=k//2 ('same') is supported" for padding="same", and dilation refused.
+    _export_matches(_seeded_module(_SamePadding()), tmp_path, quant, tol)
