@@ -285,7 +285,8 @@ def _build_edge(b: _Builder, x, m):
 # What `_build_traced` rebuilds, by the name torch.fx gives each call.
 TRACED_OPS = ("Conv2d (stride 1, zero padding 'same'; groups 1 or depthwise)", "ReLU",
               "sigmoid", "max pooling 2x2 stride 2", "nearest x2 upsampling", "pixel_shuffle",
-              "pixel_unshuffle", "add", "mul", "cat and chunk over channels")
+              "pixel_unshuffle", "add", "mul", "cat and chunk over channels",
+              "Identity and dropout (eval mode)")
 
 
 def _build_traced(b: _Builder, x, model: nn.Module):
@@ -401,7 +402,14 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             if mod.groups == 1 and out_perm is None and len(users[node]) == 1:
                 free[node] = b.assign[-1][1]
             continue
-        if mod is not None and isinstance(mod, nn.Identity):
+        if isinstance(mod, _DROPOUT) or fn in _F_DROPOUT:
+            # Dropout is the identity in eval mode, the one exported; in training mode (or
+            # F.dropout's default training=True) it drops channels the rebuild would keep.
+            if mod.training if mod is not None else node.kwargs.get("training", True):
+                unsupported(node, " in training mode (call .eval() first; F.dropout needs "
+                            "training=self.training)")
+            mod = nn.Identity()
+        if isinstance(mod, nn.Identity):
             env[node], node.meta["channels"] = args[0], channels_of(node.args[0])
             continue
         c_in = channels_of(node.args[0]) if node.args else None
@@ -477,6 +485,13 @@ def _build_traced(b: _Builder, x, model: nn.Module):
         else:
             unsupported(node)
     return ident(env[final])
+
+
+# The identity in eval mode (their base class is private).
+_DROPOUT = (nn.Dropout, nn.Dropout1d, nn.Dropout2d, nn.Dropout3d, nn.AlphaDropout,
+            nn.FeatureAlphaDropout)
+_F_DROPOUT = tuple(getattr(nn.functional, f) for f in (
+    "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"))
 
 
 def _pool2(node, mod) -> bool:

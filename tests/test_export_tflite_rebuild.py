@@ -327,3 +327,34 @@ class _SamePadding(nn.Module):
 def test_same_padding_and_dilated_convs_export(tmp_path, quant, tol):
     # It was "only padding=k//2 ('same') is supported" for padding="same", and dilation refused.
     _export_matches(_seeded_module(_SamePadding()), tmp_path, quant, tol)
+
+
+class _WithDropout(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+        self.drop, self.drop2d, self.skip = nn.Dropout(0.2), nn.Dropout2d(0.1), nn.Identity()
+
+    def forward(self, x):
+        f = self.drop2d(F.relu(self.a(x)))
+        f = F.dropout(self.drop(f), 0.1, training=self.training)
+        return self.skip(x) + self.b(f)
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_dropout_and_identity_export_as_the_identity(tmp_path, quant, tol):
+    # It was "_WithDropout uses drop2d (Dropout2d), which the Keras rebuild ... does not cover".
+    _export_matches(_seeded_module(_WithDropout()), tmp_path, quant, tol)
+
+
+class _AlwaysDropping(nn.Module):
+    def forward(self, x):
+        return x + F.dropout(x, 0.5)   # training=True by default: drops in eval mode too
+
+
+def test_dropout_that_drops_in_eval_mode_is_refused():
+    with pytest.raises(NotImplementedError, match=r"_AlwaysDropping uses dropout in training "
+                                                  r"mode \(call .eval\(\) first; F.dropout needs"):
+        build_keras_student(_AlwaysDropping().eval())
+    with pytest.raises(NotImplementedError, match=r"uses drop2d \(Dropout2d\) in training mode"):
+        build_keras_student(_WithDropout().train())
