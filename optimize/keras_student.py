@@ -28,6 +28,7 @@ from __future__ import annotations
 import re
 
 import numpy as np
+import torch.fx as fx
 import torch.nn as nn
 
 from .float_layers import OUTPUT
@@ -283,7 +284,7 @@ def _build_edge(b: _Builder, x, m):
 
 
 # What `_build_traced` rebuilds, by the name torch.fx gives each call.
-TRACED_OPS = ("Conv2d (stride 1, zero padding 'same'; groups 1 or depthwise)", "ReLU",
+TRACED_OPS = ("Conv2d or F.conv2d (stride 1, zero padding 'same'; groups 1 or depthwise)", "ReLU",
               "sigmoid", "max pooling 2x2 stride 2", "nearest x2 upsampling", "pixel_shuffle",
               "pixel_unshuffle", "add", "mul", "cat and chunk over channels",
               "Identity and dropout (eval mode)")
@@ -297,19 +298,19 @@ def _build_traced(b: _Builder, x, model: nn.Module):
     same order) as the hand-written builders pass it by hand: a conv reads its input's order
     (its kernel's input axis permuted) and writes PyTorch's, or the order the pixel_shuffle it
     feeds needs; where two orders meet that no conv can absorb, a channel gather restores
-    PyTorch's. An operator outside TRACED_OPS raises NotImplementedError naming it."""
+    PyTorch's. What depends on the weights alone (a weight-standardised conv's weight) is
+    computed here, once. An operator outside TRACED_OPS raises NotImplementedError naming it."""
     import operator
 
     import keras
     import tensorflow as tf
     import torch
-    import torch.fx as fx
     import torch.nn.functional as F
 
     Up, S2D, D2S = _custom_layers()
     cls = type(model).__name__
     try:
-        gm = fx.symbolic_trace(model)
+        gm = fx.GraphModule(model, _Tracer().trace(model))
     except Exception as e:   # control flow on values, an untraceable call
         raise NotImplementedError(f"{cls} cannot be traced by torch.fx for the Keras rebuild "
                                   f"({type(e).__name__}: {e})") from None
@@ -365,12 +366,19 @@ def _build_traced(b: _Builder, x, model: nn.Module):
     ADD = (operator.add, operator.iadd, torch.add, "add")
     BINARY = (*ADD, operator.mul, operator.imul, torch.mul, "mul")
     env: dict = {}
+    consts: dict = {}   # node -> its value, for what depends on no input
     free: dict = {}   # conv node -> its weights, while no consumer has read its order
     named: set[str] = set()
     out_node = next(n for n in gm.graph.nodes if n.op == "output")
     final = out_node.args[0]
     for node in gm.graph.nodes:
-        args = [env[a] if isinstance(a, fx.Node) else a for a in node.args]
+        if node.op in ("get_attr", "call_function", "call_method", "call_module") and all(
+                a in consts for a in node.all_input_nodes):
+            # Computed from the weights alone (a weight-standardised conv's weight): its value.
+            consts[node] = _evaluate(gm, mods, node, consts)
+            continue
+        args = [(env[a] if a in env else consts[a]) if isinstance(a, fx.Node) else a
+                for a in node.args]
         name = OUTPUT if node is final else None
         if node.op == "placeholder":
             if env:
@@ -379,11 +387,13 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             continue
         if node.op == "output":
             break
-        if node.op == "get_attr":
-            unsupported(node, " (a tensor used directly, not through a layer)")
         mod = mods.get(node.target) if node.op == "call_module" else None
         # A module's target is its attribute path: `self.relu = nn.LeakyReLU()` is no "relu".
         fn = None if mod is not None else node.target
+        if fn in (torch.conv2d, F.conv2d):   # a Conv2d subclass's own forward, or F.conv2d
+            mod, target = _functional_conv(node, consts, unsupported)
+        else:
+            target = node.target
         if isinstance(mod, nn.Conv2d):
             t, perm = args[0]
             node.meta["channels"] = mod.out_channels
@@ -391,9 +401,9 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             out_perm = shuffle_perm(node) if mod.groups == 1 else perm
             # "input" and OUTPUT are the model's own layers: a module named so, or called a
             # second time, gets a name Keras makes up.
-            lname = name or (node.target if node.target not in (*named, "input", OUTPUT)
+            lname = name or (target if target not in (*named, "input", OUTPUT, None)
                              else None)
-            named.add(node.target)
+            named.add(target)
             try:
                 y = b.conv(t, mod, in_perm=perm, out_perm=out_perm, name=lname)
             except NotImplementedError as e:
@@ -485,6 +495,66 @@ def _build_traced(b: _Builder, x, model: nn.Module):
         else:
             unsupported(node)
     return ident(env[final])
+
+
+class _Tracer(fx.Tracer):
+    def is_leaf_module(self, m, qualname):
+        # fx traces modules not defined in torch.nn into their code: a user's
+        # `class MyConv(nn.Conv2d)` that keeps Conv2d's forward is the conv it was built as.
+        return (isinstance(m, nn.Conv2d) and type(m).forward is nn.Conv2d.forward
+                and type(m)._conv_forward is nn.Conv2d._conv_forward
+                ) or super().is_leaf_module(m, qualname)
+
+
+def _evaluate(gm, mods, node, consts):
+    import torch
+
+    if node.op == "get_attr":
+        value = gm
+        for part in node.target.split("."):
+            value = getattr(value, part)
+        return value
+    args = fx.node.map_arg(node.args, consts.__getitem__)
+    kwargs = fx.node.map_arg(node.kwargs, consts.__getitem__)
+    with torch.no_grad():
+        if node.op == "call_function":
+            return node.target(*args, **kwargs)
+        if node.op == "call_method":
+            return getattr(args[0], node.target)(*args[1:], **kwargs)
+        return mods[node.target](*args, **kwargs)
+
+
+def _functional_conv(node, consts, unsupported):
+    """The nn.Conv2d that F.conv2d(x, weight, bias, stride, padding, dilation, groups) computes,
+    its weight and bias computed from the model's weights alone (a subclass of nn.Conv2d with its
+    own forward, a weight-standardised conv, traces to this); with the name of the module the
+    weight belongs to."""
+    import inspect
+
+    import torch
+
+    def conv2d(input, weight, bias=None, stride=1, padding=0, dilation=1, groups=1):
+        return locals()
+
+    a = inspect.signature(conv2d).bind(*node.args, **node.kwargs).arguments
+    if not all(a.get(k) is None or a[k] in consts for k in ("weight", "bias")):
+        unsupported(node, " (its weight computed from the input)")
+    w = consts[a["weight"]]
+    bias = consts[a["bias"]] if a.get("bias") is not None else None
+    groups = a.get("groups", 1)
+    conv = nn.Conv2d(w.shape[1] * groups, w.shape[0], tuple(w.shape[2:]), a.get("stride", 1),
+                     a.get("padding", 0), a.get("dilation", 1), groups, bias=bias is not None)
+    with torch.no_grad():
+        conv.weight.copy_(w)
+        if bias is not None:
+            conv.bias.copy_(bias)
+    src = a["weight"]
+    while src.op != "get_attr" and src.all_input_nodes:
+        src = src.all_input_nodes[0]
+    if src.op != "get_attr":
+        return conv, None
+    owner, _, attr = src.target.rpartition(".")
+    return conv, owner or attr   # a parameter of the model itself: its own name
 
 
 # The identity in eval mode (their base class is private).

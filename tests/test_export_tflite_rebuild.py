@@ -276,7 +276,17 @@ class _Reflect(nn.Module):
         return x + self.conv(x)
 
 
+class _Scaled(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(1, 3, 1, 1))
+
+    def forward(self, x):
+        return x * self.gain
+
+
 @pytest.mark.parametrize("model, named", [
+    (_Scaled(), "_Scaled uses mul with a constant, which"),
     (_LeakyNamedRelu(), r"_LeakyNamedRelu uses relu \(LeakyReLU\), which"),
     (_Reflect(), r"_Reflect uses conv \(Conv2d\) \(conv .*padding_mode='reflect' \(only "
                  r"'zeros'"),
@@ -358,3 +368,40 @@ def test_dropout_that_drops_in_eval_mode_is_refused():
         build_keras_student(_AlwaysDropping().eval())
     with pytest.raises(NotImplementedError, match=r"uses drop2d \(Dropout2d\) in training mode"):
         build_keras_student(_WithDropout().train())
+
+
+class _MyConv(nn.Conv2d):
+    """A subclass of one's own that keeps Conv2d's forward (fx traced it into F.conv2d of a
+    weight read directly, which was refused)."""
+
+
+class _StandardisedConv(nn.Conv2d):
+    """Weight standardisation: a forward of its own, its weight computed from the weights."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean(dim=(1, 2, 3), keepdim=True)) / (w.std(dim=(1, 2, 3), keepdim=True) + 1e-5)
+        return F.conv2d(x, w, self.bias, self.stride, self.padding, self.dilation, self.groups)
+
+
+class _ConvSubclasses(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.mine = _MyConv(3, 8, 3, padding=1)
+        self.ws = _StandardisedConv(8, 8, 3, padding="same", groups=8)
+        self.head = nn.Parameter(torch.zeros(3, 8, 1, 1))
+
+    def forward(self, x):
+        f = F.relu(self.ws(F.relu(self.mine(x))))
+        return x + F.conv2d(f, self.head * 0.1)
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_conv2d_subclasses_and_functional_convs_export(tmp_path, quant, tol):
+    _export_matches(_seeded_module(_ConvSubclasses()), tmp_path, quant, tol)
+
+
+def test_a_conv2d_subclass_keeps_its_module_name():
+    # Layers are named after the modules (float_layers= names them).
+    km = build_keras_student(_seeded_module(_ConvSubclasses()))
+    assert {"mine", "ws", "head"} <= {layer.name for layer in km.layers}
