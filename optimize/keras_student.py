@@ -365,6 +365,7 @@ def _build_traced(b: _Builder, x, model: nn.Module):
 
     ADD = (operator.add, operator.iadd, torch.add, "add")
     BINARY = (*ADD, operator.mul, operator.imul, torch.mul, "mul")
+    CAT, CHUNK = (torch.cat, torch.concat, torch.concatenate), (torch.chunk, "chunk")
     env: dict = {}
     consts: dict = {}   # node -> its value, for what depends on no input
     free: dict = {}   # conv node -> its weights, while no consumer has read its order
@@ -472,7 +473,10 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             layer = keras.layers.Add if fn in ADD else keras.layers.Multiply
             env[node] = (layer(name=name)([ta, tb]), pa)
             node.meta["channels"] = max(channels_of(node.args[0]), channels_of(node.args[1]))
-        elif fn in (torch.cat, torch.concat) and _dim(node, 1) == 1:
+        elif fn in CAT + CHUNK and _dim(node, 1 if fn in CAT else 2) not in (1, -3):
+            unsupported(node, f" over dim={_dim(node, 1 if fn in CAT else 2)} (only over the "
+                        "channels of N x C x H x W: dim=1 or dim=-3)")
+        elif fn in CAT:
             parts = [env[a] for a in node.args[0]]
             perms, off = [], 0
             for a, (_, p_) in zip(node.args[0], parts):
@@ -482,7 +486,7 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             y = keras.layers.Concatenate(axis=-1, name=name)([t for t, _ in parts])
             env[node] = (y, None if np.array_equal(perm, np.arange(off)) else perm)
             node.meta["channels"] = off
-        elif fn in (torch.chunk, "chunk") and _dim(node, 2) == 1:
+        elif fn in CHUNK:
             k = node.args[1] if len(node.args) > 1 else node.kwargs["chunks"]
             if c_in % k:
                 unsupported(node, f" ({c_in} channels into {k} unequal chunks)")

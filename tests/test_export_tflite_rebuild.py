@@ -285,7 +285,21 @@ class _Scaled(nn.Module):
         return x * self.gain
 
 
+class _CatOverWidth(nn.Module):
+    def forward(self, x):
+        return torch.cat([x, x], dim=-1)[..., ::2]
+
+
+class _ChunkOverHeight(nn.Module):
+    def forward(self, x):
+        a, b = x.chunk(2, dim=2)
+        return torch.cat([b, a], 2)
+
+
 @pytest.mark.parametrize("model, named", [
+    (_CatOverWidth(), r"_CatOverWidth uses cat over dim=-1 \(only over the channels of N x C x H "
+                      r"x W: dim=1 or dim=-3\)"),
+    (_ChunkOverHeight(), r"_ChunkOverHeight uses Tensor.chunk over dim=2 \(only"),
     (_Scaled(), "_Scaled uses mul with a constant, which"),
     (_LeakyNamedRelu(), r"_LeakyNamedRelu uses relu \(LeakyReLU\), which"),
     (_Reflect(), r"_Reflect uses conv \(Conv2d\) \(conv .*padding_mode='reflect' \(only "
@@ -405,3 +419,24 @@ def test_a_conv2d_subclass_keeps_its_module_name():
     # Layers are named after the modules (float_layers= names them).
     km = build_keras_student(_seeded_module(_ConvSubclasses()))
     assert {"mine", "ws", "head"} <= {layer.name for layer in km.layers}
+
+
+class _NegativeDims(nn.Module):
+    """The channel dim spelt from the end, as code written for any batch rank does."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 1)
+        self.head = nn.Conv2d(16, 3, 3, padding=1)
+
+    def forward(self, x):
+        f = torch.cat([F.relu(self.a(x)), self.b(x)], dim=-3)
+        g, h = torch.chunk(f, 2, dim=-3)
+        u, v = torch.cat((g, h), 1).chunk(2, dim=1)
+        return x + self.head(torch.cat([u * torch.sigmoid(v), g], -3))
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_cat_and_chunk_over_dim_minus_3_export(tmp_path, quant, tol):
+    # It was "_NegativeDims uses cat, which the Keras rebuild for TFLite does not cover".
+    _export_matches(_seeded_module(_NegativeDims()), tmp_path, quant, tol)
