@@ -285,9 +285,10 @@ def _build_edge(b: _Builder, x, m):
 
 # What `_build_traced` rebuilds, by the name torch.fx gives each call.
 TRACED_OPS = ("Conv2d or F.conv2d (stride 1, zero padding 'same'; groups 1 or depthwise)", "ReLU",
-              "sigmoid", "max pooling 2x2 stride 2", "nearest x2 upsampling", "pixel_shuffle",
-              "pixel_unshuffle", "add", "mul", "cat and chunk over channels",
-              "Identity and dropout (eval mode)")
+              "sigmoid",
+              "max pooling (kernel = stride, or stride 1 and padding k//2 for an odd kernel)",
+              "nearest x2 upsampling", "pixel_shuffle", "pixel_unshuffle", "add", "mul",
+              "cat and chunk over channels", "Identity and dropout (eval mode)")
 
 
 def _build_traced(b: _Builder, x, model: nn.Module):
@@ -432,9 +433,12 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             t, perm = args[0]
             y = keras.layers.Activation("sigmoid", name=name)(t)
             env[node], node.meta["channels"] = (y, perm), c_in
-        elif _pool2(node, mod):
+        elif (pool := _max_pool(node, mod)) is not None:
+            layer, why = _max_pool_layer(pool)
+            if layer is None:
+                unsupported(node, f" with {why}")
             t, perm = args[0]
-            env[node], node.meta["channels"] = (b.maxpool2(t), perm), c_in
+            env[node], node.meta["channels"] = (layer(t), perm), c_in
         elif _nearest2(node, mod):
             t, perm = args[0]
             env[node], node.meta["channels"] = (Up()(t), perm), c_in
@@ -568,20 +572,49 @@ _F_DROPOUT = tuple(getattr(nn.functional, f) for f in (
     "dropout", "dropout1d", "dropout2d", "dropout3d", "alpha_dropout", "feature_alpha_dropout"))
 
 
-def _pool2(node, mod) -> bool:
-    """MaxPool2d(2) or F.max_pool2d(x, 2): 2x2, stride 2, no padding."""
+def _max_pool(node, mod) -> dict | None:
+    """The settings of nn.MaxPool2d or F.max_pool2d (None: neither), pairs as pairs."""
     import torch.nn.functional as F
 
+    def pair(v):
+        return tuple(v) if isinstance(v, (tuple, list)) else (v, v)
+
     if isinstance(mod, nn.MaxPool2d):
-        k, st, pad = mod.kernel_size, mod.stride, mod.padding
-    elif node.op == "call_function" and node.target is F.max_pool2d and len(node.args) >= 2:
-        k = node.args[1]
-        st = node.args[2] if len(node.args) > 2 else node.kwargs.get("stride") or k
-        pad = node.args[3] if len(node.args) > 3 else node.kwargs.get("padding", 0)
+        a = {k: getattr(mod, k) for k in ("kernel_size", "stride", "padding", "dilation",
+                                          "ceil_mode", "return_indices")}
+    elif node.op == "call_function" and node.target is F.max_pool2d:
+        def max_pool2d(input, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
+                       return_indices=False):
+            return locals()
+        a = max_pool2d(*node.args, **node.kwargs)
+        del a["input"]
     else:
-        return False
-    return k in (2, (2, 2)) and st in (2, (2, 2)) and pad in (0, (0, 0)) and not getattr(
-        mod, "ceil_mode", node.kwargs.get("ceil_mode", False))
+        return None
+    if a["stride"] in (None, ()):   # PyTorch's default: the kernel size
+        a["stride"] = a["kernel_size"]
+    return {k: pair(v) if k in ("kernel_size", "stride", "padding", "dilation") else v
+            for k, v in a.items()}
+
+
+def _max_pool_layer(p: dict) -> tuple[object, str]:
+    """The Keras MaxPool2D computing what a max pooling with settings `p` does, or (None, the
+    setting it cannot rebuild). Windows side by side (kernel = stride, no padding) floor the
+    size as PyTorch does; stride 1 with padding k//2 is Keras' "same", whose padding, like
+    PyTorch's, is never the maximum."""
+    import keras
+
+    k, st, pad = p["kernel_size"], p["stride"], p["padding"]
+    for key in ("dilation", "ceil_mode", "return_indices"):
+        if p[key] not in ((1, 1), False):
+            value = p[key] if not isinstance(p[key], tuple) or p[key][0] != p[key][1] \
+                else p[key][0]
+            return None, f"{key}={value}"
+    if k == st and pad == (0, 0):
+        return keras.layers.MaxPool2D(k, strides=st, padding="valid"), ""
+    if st == (1, 1) and k[0] % 2 and k[1] % 2 and pad == (k[0] // 2, k[1] // 2):
+        return keras.layers.MaxPool2D(k, strides=1, padding="same"), ""
+    return None, (f"kernel_size={k}, stride={st}, padding={pad} (covered: kernel_size = "
+                  "stride with padding 0, or stride 1 with an odd kernel and padding k//2)")
 
 
 def _nearest2(node, mod) -> bool:

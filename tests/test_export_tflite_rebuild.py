@@ -296,7 +296,29 @@ class _ChunkOverHeight(nn.Module):
         return torch.cat([b, a], 2)
 
 
+class _Pooled(nn.Module):
+    def __init__(self, **pool):
+        super().__init__()
+        self.conv, self.pool = nn.Conv2d(3, 3, 3, padding=1), nn.MaxPool2d(**pool)
+
+    def forward(self, x):
+        return x + F.interpolate(self.pool(self.conv(x)), scale_factor=2, mode="nearest")
+
+
+class _DilatedPool(nn.Module):
+    def forward(self, x):
+        return x + F.max_pool2d(x, 3, stride=1, padding=2, dilation=2)
+
+
 @pytest.mark.parametrize("model, named", [
+    # dilation was ignored: a 2x2 window rebuilt where PyTorch took a 3x3 one's corners
+    (_Pooled(kernel_size=2, dilation=2), r"uses pool \(MaxPool2d\) with dilation=2, which"),
+    (_DilatedPool(), r"_DilatedPool uses max_pool2d with dilation=2, which"),
+    (_Pooled(kernel_size=2, ceil_mode=True), r"uses pool \(MaxPool2d\) with ceil_mode=True"),
+    (_Pooled(kernel_size=3, stride=2, padding=1),
+     r"pool \(MaxPool2d\) with kernel_size=\(3, 3\), stride=\(2, 2\), padding=\(1, 1\) "
+     r"\(covered: kernel_size = stride with padding 0, or stride 1 with an odd kernel and "
+     r"padding k//2\)"),
     (_CatOverWidth(), r"_CatOverWidth uses cat over dim=-1 \(only over the channels of N x C x H "
                       r"x W: dim=1 or dim=-3\)"),
     (_ChunkOverHeight(), r"_ChunkOverHeight uses Tensor.chunk over dim=2 \(only"),
@@ -440,3 +462,30 @@ class _NegativeDims(nn.Module):
 def test_cat_and_chunk_over_dim_minus_3_export(tmp_path, quant, tol):
     # It was "_NegativeDims uses cat, which the Keras rebuild for TFLite does not cover".
     _export_matches(_seeded_module(_NegativeDims()), tmp_path, quant, tol)
+
+
+class _Pools(nn.Module):
+    """Max pooling as small CNNs use it: 2x2 and 4x4 windows side by side, a 3x3 and a 5x3
+    one at stride 1 (SPP-like), functional and as modules."""
+    multiple = 8
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+        self.spp = nn.MaxPool2d(3, stride=1, padding=1)
+        self.quarter = nn.MaxPool2d(4)
+
+    def forward(self, x):
+        f = F.relu(self.a(x))
+        f = f + self.spp(f) + F.max_pool2d(f, (5, 3), 1, (2, 1))
+        low = F.interpolate(self.quarter(F.max_pool2d(f, 2)), scale_factor=2, mode="nearest")
+        f = f + F.interpolate(F.interpolate(low, scale_factor=2), scale_factor=2)
+        return x + self.b(f)
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_max_pooling_as_small_cnns_use_it_exports(tmp_path, quant, tol):
+    model = _seeded_module(_Pools())
+    with torch.no_grad():
+        model.b.weight.mul_(0.1)   # a residual model's small correction: INT8's steps small
+    _export_matches(model, tmp_path, quant, tol)
