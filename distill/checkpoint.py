@@ -172,6 +172,18 @@ def make_checkpoint(model: nn.Module, *, kind: str, arch: str, arch_args: dict,
 _MODULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
+def registering_module_hint(ckpt: dict) -> str | None:
+    """What to set for the student a checkpoint holds, by the module it recorded (None: none,
+    or a value no module has, which is not repeated into advice pasted into a shell)."""
+    from .students import STUDENTS_ENV
+
+    module = ckpt.get("arch_module")
+    if not (isinstance(module, str) and _MODULE.fullmatch(module)):
+        return None
+    return (f"module {module} registered it when this checkpoint was saved: set "
+            f"{STUDENTS_ENV}={module}, with its folder on PYTHONPATH")
+
+
 def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.Module, dict]:
     """Rebuild a student from a project checkpoint, or a shipped student by name (`fast` ->
     models/student-fast.pt, as `--weights` takes it; see `distill.teacher.resolve_weights`);
@@ -179,8 +191,7 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
     `prefer_ema` is False. CheckpointError (a ValueError) says why a file cannot be used."""
     from runtime.warn import warn
 
-    from .students import (OWN_STUDENT_HINT, STUDENTS_ENV, list_students,
-                           student_from_saved_args, student_module)
+    from .students import OWN_STUDENT_HINT, list_students, student_from_saved_args, student_module
     from .teacher import resolve_weights
 
     path = resolve_weights(path, allow_teacher=False)
@@ -190,11 +201,7 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
                               f"(kind={ckpt.get('kind')!r}); students are written by "
                               "`sharpen distill`")
     if ckpt["arch"] not in list_students():
-        module = ckpt.get("arch_module")
-        how = (f"module {module} registered it when this checkpoint was saved: set "
-               f"{STUDENTS_ENV}={module}, with its folder on PYTHONPATH"
-               if isinstance(module, str) and _MODULE.fullmatch(module) else
-               OWN_STUDENT_HINT)
+        how = registering_module_hint(ckpt) or OWN_STUDENT_HINT
         raise CheckpointError(f"{path}: student {ckpt['arch']!r} is not registered in this "
                               f"process; {how} (registered now: {', '.join(list_students())})")
     saved, now = ckpt.get("arch_module"), student_module(ckpt["arch"])

@@ -43,7 +43,28 @@ def _unknown_arch(cfg: TrainConfig) -> str:
     return (f"model.arch={cfg.model.arch}: no such model; {guess}{command} takes a student "
             f"({', '.join(names)}; `sharpen models` lists them)"
             + (" or restormer" if teacher else "")
-            + f"; {OWN_STUDENT_HINT}")
+            + f"; {_recorded_module_hint(cfg) or OWN_STUDENT_HINT}")
+
+
+def _recorded_module_hint(cfg: TrainConfig) -> str | None:
+    """The module that registered model.arch, by the checkpoint the run resumes (or starts,
+    init=) from: a resumed run in a fresh shell without SHARPEN_STUDENTS got the general hint.
+    Named, never imported (the checkpoint is untrusted input)."""
+    from pathlib import Path
+
+    from .checkpoint import CheckpointError, read_checkpoint, registering_module_hint
+    r = str(cfg.resume)
+    paths = [Path(cfg.out) / "last.pt" if r == "auto" else Path(r)] if r != "never" else []
+    for path in [*paths, *([Path(cfg.init)] if cfg.init else [])]:
+        if not path.is_file():
+            continue
+        try:
+            ck = read_checkpoint(path)
+        except CheckpointError:
+            continue   # what is wrong with it is said where the run reads it
+        if ck.get("arch") == cfg.model.arch and (hint := registering_module_hint(ck)):
+            return f"{path}: {hint}"
+    return None
 
 
 def _build_restormer(args: dict) -> nn.Module:

@@ -259,3 +259,37 @@ def test_a_students_own_whole_numbers_are_not_held_to_the_built_ins_sizes(regist
         create_student("shifted", seed="1")
     with pytest.raises(ValueError, match=r"student 'fast' argument width=5000: expected 1 to"):
         create_student("fast", width=5000)
+
+
+def test_a_resumed_run_in_a_shell_without_the_module_names_it(tmp_path):
+    """A fresh shell without SHARPEN_STUDENTS that goes on with a run of a student of one's own
+    (resume=auto, resume=CKPT), or scores or exports its checkpoint, is told the module the
+    checkpoint recorded (the distill run got the general hint), never has it imported."""
+    (tmp_path / "mymodule.py").write_text(TINY.format(name="tiny-resumed"))
+    script = textwrap.dedent('''
+        import mymodule
+        from distill.checkpoint import atomic_save, make_checkpoint
+        from distill.students import create_student
+        m = create_student("tiny-resumed")
+        atomic_save(make_checkpoint(m, kind="student", arch="tiny-resumed",
+                                    arch_args=m.arch_args, step=3), "run/last.pt")
+    ''')
+    env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}"}
+    (tmp_path / "run").mkdir(exist_ok=True)
+    subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env=env, check=True,
+                   timeout=120)
+    said = "module mymodule registered it when this checkpoint was saved: set " \
+           "SHARPEN_STUDENTS=mymodule, with its folder on PYTHONPATH"
+    distill = ["distill", "--config", str(ROOT / "configs/distill-fast.yaml"),
+               "model.arch=tiny-resumed"]
+    for args in ([*distill, "out=run"], [*distill, "out=branch", "resume=run/last.pt"],
+                 ["evaluate", "--weights", "seed", "run/last.pt", "--data", "nowhere"],
+                 ["export", "--weights", "run/last.pt", "--formats", "onnx", "--out", "ex"]):
+        p = _sharpen(args, tmp_path, SHARPEN_STUDENTS="")
+        assert p.returncode == 2, (args, p.stderr)
+        assert said in p.stderr and "run/last.pt: " in p.stderr, (args, p.stderr)
+        assert "registers it in SHARPEN_STUDENTS" not in p.stderr
+    # A run that names another model than the checkpoint holds gets no module of that one.
+    p = _sharpen([*distill[:-1], "model.arch=tiny-other", "out=run"], tmp_path,
+                 SHARPEN_STUDENTS="")
+    assert p.returncode == 2 and "mymodule" not in p.stderr, p.stderr
