@@ -309,6 +309,7 @@ class StudentSpec:
     defaults: dict
     description: str
     module: str = __name__   # the one that called register(), not the builder's own
+    keras_twin: Callable | None = None   # see register()
 
 
 _REGISTRY: dict[str, StudentSpec] = {}
@@ -322,11 +323,19 @@ class RegistryError(ValueError):
     """A name register() cannot take."""
 
 
-def register(name: str, builder: Callable[..., nn.Module], description: str, **defaults) -> None:
+def register(name: str, builder: Callable[..., nn.Module], description: str, *,
+             keras_twin: Callable | None = None, **defaults) -> None:
     """Add a student: `builder(**defaults, **overrides)` returns an nn.Module mapping NCHW RGB
     to the same shape (checked when it is built), with H and W a multiple of its attribute
     `multiple` (default 1). A module outside the project that calls this is found by every
-    command when named in SHARPEN_STUDENTS (see `import_student_modules`)."""
+    command when named in SHARPEN_STUDENTS (see `import_student_modules`).
+    keras_twin(model, batch) -> keras.Model, for TFLite export: the student (eval mode, on the
+    CPU) rebuilt by hand in Keras with its weights, input `keras.Input((None, None, 3),
+    batch_size=batch)` NHWC RGB; without it the student is rebuilt from its torch.fx graph
+    (`optimize/keras_student.py`). The export checks it computes what the student does."""
+    if keras_twin is not None and not callable(keras_twin):
+        raise RegistryError(f"student {name!r}: keras_twin={keras_twin!r} is not a function "
+                            "(model, batch) -> keras.Model")
     if not isinstance(name, str) or not _NAME.fullmatch(name) or name == "restormer":
         raise RegistryError(f"student name {name!r}: use letters, digits, '-' and '_' (no '.', "
                             "',' or space), and not restormer (the teacher)")
@@ -343,7 +352,7 @@ def register(name: str, builder: Callable[..., nn.Module], description: str, **d
             raise RegistryError(f"student name {name!r} is already registered (by "
                                 f"{old.module}); {module} must choose another")
         module = module if old.module == "__main__" else old.module
-    _REGISTRY[name] = StudentSpec(name, builder, defaults, description, module)
+    _REGISTRY[name] = StudentSpec(name, builder, defaults, description, module, keras_twin)
 
 
 register("seed", SeedStudent, "the seed project's separable CNN, exact layout")
@@ -402,6 +411,12 @@ def student_module(name: str) -> str | None:
     """The module that registered a student not built in, for a checkpoint to record."""
     module = _REGISTRY[name].module if name in _REGISTRY else None
     return None if name in _BUILT_IN or module == "__main__" else module
+
+
+def keras_twin(model: nn.Module) -> Callable | None:
+    """The hand-written Keras twin registered with the student `model` was built as."""
+    spec = _REGISTRY.get(getattr(model, "arch_name", None))
+    return spec.keras_twin if spec is not None else None
 
 
 def list_students() -> list[str]:

@@ -658,8 +658,10 @@ def build_keras_student(model: nn.Module, batch: int | None = 1):
     neither covers."""
     import keras
 
-    from distill.students import EdgeStudent, FastStudent, SeedStudent
+    from distill.students import EdgeStudent, FastStudent, SeedStudent, keras_twin
 
+    if (twin := keras_twin(model)) is not None:
+        return _checked_twin(model, twin, batch)
     builders = {SeedStudent: _build_seed, FastStudent: _build_fast, EdgeStudent: _build_edge}
     build = builders.get(type(model), _build_traced)
     b = _Builder()
@@ -672,4 +674,35 @@ def build_keras_student(model: nn.Module, batch: int | None = 1):
     km = keras.Model(inp, out, name=name.lstrip("_-") or "student")
     for layer, weights in b.assign:
         layer.set_weights(weights)
+    return km
+
+
+def _checked_twin(model: nn.Module, twin, batch: int | None):
+    """A hand-written twin registered with a user's student (`register(keras_twin=...)`),
+    checked against the student: a wrong weight layout would otherwise surface as a failed
+    parity gate after a long INT8 calibration, naming no cause."""
+    import torch
+
+    what = (f"the Keras twin of student {model.arch_name!r} "
+            f"({getattr(twin, '__module__', '?')}.{getattr(twin, '__qualname__', twin)})")
+    km = twin(model, batch)
+    shape = tuple(getattr(km, "input_shape", ()) or ())
+    if shape != (batch, None, None, 3):
+        raise ValueError(f"{what} takes input {shape}; it must take keras.Input((None, None, 3),"
+                         f" batch_size={batch}), NHWC RGB of any size")
+    m = int(getattr(model, "multiple", 1))
+    h, w = m * -(-40 // m), m * -(-56 // m)
+    x = torch.rand(1, 3, h, w, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        ref = model(x)[0].permute(1, 2, 0).numpy()
+    out = np.asarray(km(x.permute(0, 2, 3, 1).numpy()))[0]
+    if out.shape != ref.shape:
+        raise ValueError(f"{what} maps a 1x{h}x{w}x3 input to {'x'.join(map(str, out.shape))}; "
+                         f"the student to {h}x{w}x3")
+    diff = float(np.abs(out - ref).max())
+    if not diff <= 1e-3:
+        raise ValueError(f"{what} differs from the student by up to {diff:.3g} on a {h}x{w} "
+                         "frame (float32); it must compute the same function with the same "
+                         "weights (a kernel's axes: PyTorch [out, in, kh, kw] is Keras "
+                         "[kh, kw, in, out])")
     return km

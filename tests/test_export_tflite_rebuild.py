@@ -489,3 +489,72 @@ def test_max_pooling_as_small_cnns_use_it_exports(tmp_path, quant, tol):
     with torch.no_grad():
         model.b.weight.mul_(0.1)   # a residual model's small correction: INT8's steps small
     _export_matches(model, tmp_path, quant, tol)
+
+
+class _Leaky(nn.Module):
+    """A student with an operator the graph rebuild lacks (LeakyReLU)."""
+
+    def __init__(self, width: int = 8):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, width, 3, padding=1), nn.Conv2d(width, 3, 3, padding=1)
+        self.act = nn.LeakyReLU(0.2)
+
+    def forward(self, x):
+        return x + self.b(self.act(self.a(x)))
+
+
+def _leaky_twin(model, batch, transpose_wrong=False):
+    import keras
+
+    from optimize.keras_student import conv_kernel
+
+    inp = keras.Input((None, None, 3), batch_size=batch)
+    a = keras.layers.Conv2D(model.a.out_channels, 3, padding="same", name="a")
+    b = keras.layers.Conv2D(3, 3, padding="same", name="b")
+    out = keras.layers.Add()([inp, b(keras.layers.LeakyReLU(0.2)(a(inp)))])
+    km = keras.Model(inp, out)
+    ka = conv_kernel(model.a)
+    a.set_weights([ka.transpose(1, 0, 2, 3) if transpose_wrong else ka,
+                   model.a.bias.detach().numpy()])
+    b.set_weights([conv_kernel(model.b), model.b.bias.detach().numpy()])
+    return km
+
+
+@pytest.fixture
+def leaky():
+    from distill import students
+
+    saved = dict(students._REGISTRY)
+    yield
+    students._REGISTRY.clear()
+    students._REGISTRY.update(saved)
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_a_student_of_ones_own_exports_through_its_own_keras_twin(tmp_path, leaky, quant, tol):
+    from distill.students import register
+
+    with pytest.raises(NotImplementedError, match=r"uses act \(LeakyReLU\)"):
+        build_keras_student(_seeded_module(_Leaky()))   # no twin: the graph rebuild lacks it
+    register("leaky-own", _Leaky, "LeakyReLU", keras_twin=_leaky_twin)
+    model = create_student("leaky-own")
+    model.load_state_dict(_seeded_module(_Leaky()).state_dict())
+    _export_matches(model.eval(), tmp_path, quant, tol)
+
+
+def test_a_keras_twin_that_computes_another_function_is_refused(leaky):
+    from distill.students import register
+
+    register("leaky-wrong", _Leaky, "LeakyReLU",
+             keras_twin=lambda m, b: _leaky_twin(m, b, transpose_wrong=True))
+    model = _seeded_module(create_student("leaky-wrong"))
+    with pytest.raises(ValueError, match=r"the Keras twin of student 'leaky-wrong' \(.*<lambda>\)"
+                                         r" differs from the student by up to [0-9.e-]+ on a "
+                                         r"40x56 frame"):
+        build_keras_student(model)
+    with pytest.raises(ValueError, match=r"keras_twin='_leaky_twin' is not a function"):
+        register("leaky-name", _Leaky, "LeakyReLU", keras_twin="_leaky_twin")
+    register("leaky-batch", _Leaky, "LeakyReLU", keras_twin=lambda m, b: _leaky_twin(m, 2))
+    with pytest.raises(ValueError, match=r"takes input \(2, None, None, 3\); it must take "
+                                         r"keras.Input\(\(None, None, 3\), batch_size=1\)"):
+        build_keras_student(_seeded_module(create_student("leaky-batch")))
