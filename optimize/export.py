@@ -20,20 +20,20 @@ import sys
 import tempfile
 import time
 import traceback
-import warnings
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from runtime.console import Console, count, first_line
+from runtime.console import count, first_line
 from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
 from runtime.backends.provenance import TRTEXEC_ON_JETSON, read_report as _read_report
 from runtime.cli_errors import raise_if_interrupted
 from runtime.host import default_threads, library_versions
 from runtime.options import is_number
-from runtime.warn import SharpenWarning
+
+from .export_progress import Progress as Progress
 
 
 class ExportError(ValueError):
@@ -243,63 +243,6 @@ def _finite(obj):
     if isinstance(obj, list):
         return [_finite(v) for v in obj]
     return obj
-
-
-class Progress(Console):
-    """Step messages (`say`) on stderr and tqdm bars (hidden when stderr is not a terminal);
-    warnings (`warn`) as SharpenWarnings."""
-
-    def say(self, msg: str) -> None:
-        self(msg)
-
-    def warn(self, msg: str) -> None:
-        """Said with quiet too, which silences progress, not problems; a Python warning, not a
-        print, so that a program calling export() can filter or record it (`sharpen` shows it
-        as a `warning:` line)."""
-        warnings.warn(msg, SharpenWarning, stacklevel=2)
-
-    def bar(self, desc: str) -> "_Bar":
-        """A callback (done, total) driving a progress bar; call with done == total to close,
-        or use it as a context manager (a build that fails before its last call must not keep
-        its duplicate of fd 2 open). Make it before a quiet_native_stderr window that calls
-        it: the TFLite converter's calibration runs inside one, where a bar on sys.stderr was
-        hidden with TF's noise."""
-        return _Bar(desc, self.quiet)
-
-
-class _Bar:
-    """`Progress.bar`: a tqdm bar on a duplicate of fd 2 taken when it is made
-    (runtime.console.stderr_past_windows), closed with the bar."""
-
-    def __init__(self, desc: str, quiet: bool) -> None:
-        from runtime.console import stderr_past_windows
-
-        self.desc, self.quiet = desc, quiet
-        self.out = sys.stderr if quiet else stderr_past_windows()
-        self.own = self.out is not sys.stderr   # the duplicate: ours to close
-        self.bar = None
-
-    def __call__(self, done: int, total: int) -> None:
-        from tqdm import tqdm
-
-        if self.bar is None:
-            self.bar = tqdm(total=total, desc=f"  {self.desc}", unit="crop", leave=False,
-                            disable=True if self.quiet else None, file=self.out)
-        self.bar.update(done - self.bar.n)
-        if done >= total:
-            self.close()
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()   # (a closed bar ignores later updates)
-        if self.own:
-            self.out.close()
-
-    def __enter__(self) -> "_Bar":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------------- checks
