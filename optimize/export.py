@@ -25,7 +25,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 import numpy as np
 
 from runtime.console import count, first_line
-from runtime.formats import FORMATS, Format  # FORMATS is re-exported for callers
+from runtime.formats import FORMATS  # FORMATS is re-exported for callers
 from runtime.backends.provenance import TRTEXEC_ON_JETSON, read_report as _read_report
 from runtime.cli_errors import raise_if_interrupted
 from runtime.host import default_threads, library_versions
@@ -42,6 +42,8 @@ from .export_report import (HEADERS as HEADERS, ExportReport as ExportReport,
                             FormatResult as FormatResult, print_table as print_table,
                             table_headers as table_headers, table_legend as table_legend,
                             table_rows as table_rows)
+from .parity_gate import (_gate, _judge, _latency_image, _mark, _measure_kept,
+                          _record_failure_inside, _say_verdict, _search_float_layers)
 
 
 # --------------------------------------------------------------------------- registry
@@ -530,25 +532,6 @@ def _report_if_stopped(write: Callable[[str | None], object]) -> Iterator[None]:
         raise
 
 
-def _search_float_layers(attempt, tries: list[list[str]]) -> FormatResult:
-    """The smallest of `tries` (float regions, smallest first; larger ones lose less) whose
-    artifact passes its gate, by bisection: about log2(len) rebuilds instead of len. Ends with
-    that artifact built, or with the largest one if none passes."""
-    best = last = len(tries) - 1
-    res = attempt(tries[best])
-    if res.status != "pass":
-        return res
-    lo = 0
-    while lo < best:
-        mid = (lo + best) // 2
-        res, last = attempt(tries[mid]), mid
-        if res.status == "pass":
-            best = mid
-        else:
-            lo = mid + 1
-    return res if last == best else attempt(tries[best])
-
-
 def _build_and_gate(ctx: "_BuildContext", f: str, parity_list, refs, gt, ref_ssim_gt, teacher,
                     lat_image, weights_sha: str) -> FormatResult:
     """Build format `f` and judge it (see `_gate`); a failed build is an "error" result."""
@@ -937,48 +920,6 @@ def _keep_other_report(out: Path, stem: str, prog: Progress) -> None:
     prog.say(f"kept the report of the {old_stem} artifacts as {kept.name}")
 
 
-def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:
-    """Record the source checkpoint; beside a failing artifact leave a marker that makes
-    `sharpen run` refuse it unless forced, beside a passing one remove it (each build leaves
-    an "unchecked" one until it is judged)."""
-    from runtime.atomic import atomic_write_json
-    from runtime.backends import failed_marker
-
-    res.extra["weights_sha256"] = weights_sha
-    if res.status == "pass":
-        failed_marker(path).unlink(missing_ok=True)
-    elif path.exists():
-        atomic_write_json(failed_marker(path), {"format": res.format, "status": res.status,
-                                 "reason": res.reason, "weights_sha256": weights_sha})
-        _record_failure_inside(path, res.reason or res.status)
-
-
-def _record_failure_inside(path: Path, reason: str | None) -> None:
-    """The gate's verdict where it travels with the model: ONNX metadata, else the sidecar that
-    the runtime needs beside a .tflite or an engine anyway. None clears it."""
-    from runtime.atomic import atomic_write_json
-    from runtime.backends.base import PARITY_KEY, read_sidecar, sidecar_path
-
-    if path.suffix.lower() == ".onnx":
-        from .onnx_export import record_parity_failure
-        record_parity_failure(path, reason)
-        return
-    side = sidecar_path(path)
-    if side is None:
-        return
-    info = read_sidecar(path)
-    if reason is not None:
-        atomic_write_json(side, {**info, PARITY_KEY: reason})
-    elif PARITY_KEY in info:
-        atomic_write_json(side, {k: v for k, v in info.items() if k != PARITY_KEY})
-
-
-def _latency_image(img: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return np.ascontiguousarray(cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_LINEAR))
-
-
 def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, np.ndarray]:
     """Reference images (ground truth / teacher outputs) matched to parity images by stem."""
     if not folder:
@@ -1013,78 +954,6 @@ def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, 
                   f"(none for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): "
                   f"the numbers against {what} cover only those")
     return out
-
-
-def _measure_kept(res: FormatResult, o: ExportOptions, lat_image, prog: Progress) -> None:
-    """The 1080p latency of an up-to-date artifact built with --no-latency: measured, where
-    it was rebuilt for it (minutes of calibration for an INT8 model, to the same bytes)."""
-    from .parity import load_runner, measure_latency
-
-    path = Path(res.file)
-    prog.say(f"{res.format}: measuring the 1080p latency of {path.name} (built with "
-             "--no-latency)")
-    try:
-        with load_runner(path, threads=o.threads)[0] as runner:
-            res.latency_ms_1080p = 1000 * measure_latency(runner, runs=o.latency_runs,
-                                                          image=lat_image)
-    except Exception as e:   # the artifact passed its gate; the missing number is said
-        prog.warn(f"{res.format}: its latency could not be measured: {first_line(e)}")
-
-
-def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, ref_ssim_gt,
-          teacher, th: Thresholds, threads: int, lat_image, latency_runs: int, prog: Progress) -> None:
-    from .parity import load_runner, measure_latency, run_parity
-
-    try:
-        runner, res.runner = load_runner(path, threads=threads)
-    except Exception as e:
-        if path.suffix == ".engine":
-            res.status, res.reason = "error", f"cannot run the engine: {first_line(e)}"
-        else:
-            res.status, res.reason = "error", f"cannot load: {first_line(e)}"
-        prog.say(f"  {res.reason}")
-        return
-    try:
-        with runner:
-            pr = run_parity(runner, parity_list, refs, gt, teacher, ref_ssim_gt)
-            res.max_abs, res.psnr, res.ssim = pr.max_abs, pr.psnr, pr.ssim
-            res.ssim_gt, res.ssim_teacher, res.images = pr.ssim_gt, pr.ssim_teacher, pr.images
-            res.ssim_gt_drop = pr.ssim_gt_drop
-            if lat_image is not None and latency_runs > 0:
-                res.latency_ms_1080p = 1000 * measure_latency(runner, runs=latency_runs,
-                                                              image=lat_image)
-    except Exception as e:
-        res.status, res.reason = "error", f"parity run failed: {first_line(e)}"
-        prog.say(f"  {res.reason}")
-        return
-    _judge(res, spec, th)
-    _say_verdict(res, prog)
-
-
-def _judge(res: FormatResult, spec: Format, th: Thresholds) -> None:
-    """res.status and res.reason from its worst-image numbers and the thresholds."""
-    ok, metric, limit = th.judge(spec.gate, res.max_abs, res.ssim, res.psnr, res.ssim_gt_drop)
-    res.reason = None
-    if not ok and metric == "max_abs":
-        res.reason = f"max abs error {res.max_abs:.3g} >= {limit:g}"
-    elif not ok and metric == "ssim":
-        res.reason = f"SSIM {res.ssim:.4f} < {limit:g}"
-    elif not ok and metric == "psnr":
-        res.reason = f"PSNR {res.psnr:.2f} < {limit:g} dB"
-    elif not ok:
-        worst = max(res.images or [{}], key=lambda r: r.get("ssim_gt_drop", -1.0))
-        res.reason = (f"loses {res.ssim_gt_drop:.4f} SSIM to ground truth against FP32"
-                      + (f" on {worst['image']}" if worst.get("image") else "")
-                      + f" > {limit:g}")
-    res.status = "pass" if ok else "fail"
-
-
-def _say_verdict(res: FormatResult, prog: Progress) -> None:
-    lat = f", {res.latency_ms_1080p:.0f} ms @1080p" if res.latency_ms_1080p else ""
-    drop = (f", SSIM to ground truth -{res.ssim_gt_drop:.4f} vs FP32"
-            if res.ssim_gt_drop is not None else "")
-    prog.say(f"  {res.status.upper()}: max abs {res.max_abs:.3g}, PSNR {res.psnr:.2f} dB, "
-             f"SSIM {res.ssim:.4f}{drop}{lat}" + (f" ({res.reason})" if res.reason else ""))
 
 
 class _BuildContext:

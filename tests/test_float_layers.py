@@ -167,7 +167,8 @@ def test_auto_for_tflite_int8_keeps_its_output_int8(student):
 
 def test_fallback_search_bisects():
     """The smallest passing region of the fallbacks, in about log2(n) builds."""
-    from optimize.export import FormatResult, _search_float_layers
+    from optimize.export import FormatResult
+    from optimize.parity_gate import _search_float_layers
 
     tries = [[f"r{i}"] for i in range(9)]
     built = []
