@@ -1092,10 +1092,11 @@ def test_what_an_artifact_does_not_depend_on_keeps_it(ckpt, tmp_path, capsys, mo
     head'` (or 'head,dec.1') the artifact that 'dec.1,head' built. What an artifact does depend on still
     rebuilds it."""
     import optimize.export as ex
+    import optimize.export_reuse as reuse
     from runtime.host import library_versions
 
     upgraded: dict[str, str] = {}   # an upgrade, as the installed packages' metadata says
-    monkeypatch.setattr(ex, "library_versions", lambda names: {
+    monkeypatch.setattr(reuse, "library_versions", lambda names: {
         **library_versions(names), **{n: v for n, v in upgraded.items() if n in names}})
     out = tmp_path / "x"
     base = ["export", "--weights", str(ckpt), "--out", str(out), "--no-latency", "--formats",
@@ -1141,13 +1142,14 @@ def test_when_an_engine_is_stale_is_decided_without_tensorrt(tmp_path, monkeypat
     and a missing sidecar; `sharpen run` warns about an engine whose sidecar records other
     weights than its folder's latest export."""
     import optimize.export as ex
+    import optimize.export_reuse as reuse
     from distill.teacher import file_hash
     from optimize.tensorrt_engine import Profile
     from runtime.backends.base import read_sidecar
     from runtime.backends.provenance import stale_reason
 
     installed = {"tensorrt": "10.3.0"}
-    monkeypatch.setattr(ex, "library_versions",
+    monkeypatch.setattr(reuse, "library_versions",
                         lambda names: {n: installed.get(n, "1.0") for n in names})
     o = ex.ExportOptions(thresholds=ex.Thresholds(), latency=False)
     profile = Profile.from_hw(multiple=8)
@@ -1168,7 +1170,7 @@ def test_when_an_engine_is_stale_is_decided_without_tensorrt(tmp_path, monkeypat
               for f, p in (("engine", engine), ("onnx", onnx))}
 
     def why(now: dict, fmt: str = "engine") -> str | None:
-        return ex._rebuild_reason(engine if fmt == "engine" else onnx, record[fmt], now[fmt], o)
+        return reuse._rebuild_reason(engine if fmt == "engine" else onnx, record[fmt], now[fmt], o)
 
     assert why(inputs()) is None and why(inputs(), "onnx") is None
     installed["tensorrt"] = "10.7.0"
@@ -1191,8 +1193,8 @@ def test_when_an_engine_is_stale_is_decided_without_tensorrt(tmp_path, monkeypat
         th = ex.Thresholds(min_ssim=min_ssim)
         now = ex.build_inputs(["engine"], "w", ex.replace(o, thresholds=th), profile, None,
                               parity, {}, {})["engine"]
-        assert ex._rebuild_reason(engine, record["engine"], now,
-                                  ex.replace(o, thresholds=th)) == said
+        assert reuse._rebuild_reason(engine, record["engine"], now,
+                                     ex.replace(o, thresholds=th)) == said
     engine.write_bytes(b"an engine trtexec built again")
     assert why(inputs()) == "the file changed since it passed its gate"
     (tmp_path / "m_fp16.engine.json").unlink()
@@ -1404,6 +1406,7 @@ def test_an_artifact_left_unchecked_is_rebuilt_saying_so(tmp_path):
     record without the inputs; the next export said "no record of what it was built from
     (its export report is gone...)", though the report was there."""
     import optimize.export as ex
+    import optimize.export_reuse as reuse
     from runtime.backends import failed_marker
 
     onnx = tmp_path / "m.onnx"
@@ -1411,12 +1414,12 @@ def test_an_artifact_left_unchecked_is_rebuilt_saying_so(tmp_path):
     o = ex.ExportOptions(thresholds=ex.Thresholds(), latency=False)
     prev = {"format": "onnx", "status": "pass", "extra": {}}
     failed_marker(onnx).write_text(json.dumps({"format": "onnx", "status": "unchecked"}))
-    assert "stopped before its gate judged it" in ex._rebuild_reason(onnx, prev, {}, o)
+    assert "stopped before its gate judged it" in reuse._rebuild_reason(onnx, prev, {}, o)
     failed_marker(onnx).unlink()
-    assert "no record of what it was built from" in ex._rebuild_reason(onnx, prev, {}, o)
+    assert "no record of what it was built from" in reuse._rebuild_reason(onnx, prev, {}, o)
     failed_marker(onnx).write_text(json.dumps({"status": "fail", "reason": "worst SSIM 0.9"}))
     prev["extra"]["inputs"] = {}
-    assert ex._rebuild_reason(onnx, prev, {}, o) == \
+    assert reuse._rebuild_reason(onnx, prev, {}, o) == \
         "it is marked as failed (m.onnx.parity-failed.json: worst SSIM 0.9)"
 
 
