@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 
 from runtime.console import first_line
 from runtime.formats import Format
@@ -69,12 +68,6 @@ def _record_failure_inside(path: Path, reason: str | None) -> None:
         atomic_write_json(side, {**info, PARITY_KEY: reason})
     elif PARITY_KEY in info:
         atomic_write_json(side, {k: v for k, v in info.items() if k != PARITY_KEY})
-
-
-def _latency_image(img: np.ndarray) -> np.ndarray:
-    import cv2
-
-    return np.ascontiguousarray(cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_LINEAR))
 
 
 def _measure_kept(res: FormatResult, o: ExportOptions, lat_image, prog: Progress) -> None:

@@ -700,7 +700,8 @@ def test_builtin_parity_images_under_the_receptive_field_warn_with_the_fix(tmp_p
         "side with --parity-images (or --calib images that large: a fifth of them is held out "
         "for parity)"], err
     # export() called from Python names its keywords, as its other messages do.
-    from optimize.export import Progress, _warn_small_parity
+    from optimize.export import Progress
+    from optimize.export_data import _warn_small_parity
     from runtime.warn import SharpenWarning
     with pytest.warns(SharpenWarning, match=r"the parity images are at most 40 px .* "
                       r"with parity_images \(or calib images that large"):

@@ -1,0 +1,187 @@
+"""The images `sharpen export` calibrates on and judges parity on: the calibration crops, the
+parity images (given, held out of --calib, or the built-in samples), the ground truth or
+teacher outputs matched to them by name, and the 1080p frame the latencies are timed on."""
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from runtime.console import count
+
+from .export_options import CALIB_SIZE, ExportOptions, Flags, _option
+from .export_progress import Progress
+
+
+def _warn_small_parity(parity_list: list, field: int | None, prog: Progress,
+                       builtin: bool = False, flags: Flags = False) -> None:
+    """Parity images all smaller than what one output pixel sees (24x16 against 136 px) check
+    the artifact on nothing but padding and borders: it passes whatever INT8 does to frames.
+    A warning even for the built-in images (`edge`, 744 px, always meets it): the user can act
+    on it, and a note would vanish with --quiet, leaving a weak gate unsaid. `builtin`: the
+    images are the built-in samples, which the user never chose."""
+    if not field or not parity_list:
+        return
+    largest = max(min(img.shape[:2]) for _, img in parity_list)
+    if largest < field:
+        from .calibration import BUILTIN_PARITY
+        which = (f"the built-in parity images (scikit-image's {', '.join(BUILTIN_PARITY)})"
+                 if builtin else "the parity images")
+        pi, calib = _option("parity_images", flags), _option("calib", flags)
+        held = "a fifth of them is held out for parity"
+        how = (f"give held-out images at least {field} px on their short side with {pi} (or "
+               f"{calib} images that large: {held})" if pi else
+               f"give {calib} images at least {field} px on their short side ({held})")
+        prog.warn(f"{which} are at most {largest} px on their short side, under the model's "
+                  f"receptive field ({field} px): the gate sees mostly padding; {how}")
+
+
+@contextlib.contextmanager
+def _naming(field: str, flags: Flags):
+    """A CalibrationError about the images of option `field` names it, as a keyword (calib)
+    or with `flags` as its flag (--calib): 'no such file or folder: x' did not say whether
+    --calib or --parity-images held x."""
+    from .calibration import CalibrationError
+
+    try:
+        yield
+    except CalibrationError as e:
+        raise CalibrationError(f"{_option(field, flags) or field}: {e}") from None
+
+
+@dataclass
+class _Data:
+    """The images an export calibrates on and judges parity on (`_calibration_data`)."""
+    parity_list: list
+    crops: np.ndarray | None
+    calib_names: list[str]
+    held_out: int = 0   # calib images held out for parity
+
+
+def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
+                      receptive_field: int | None, prog: Progress, flags: Flags) -> _Data:
+    """Calibration crops (when `needs_calib`) and parity images from `o`'s calib and
+    parity_images: a fifth of the calib images held out for parity when no parity images are
+    given, else the built-in sample photos."""
+    from distill.metrics import SSIM_MIN_SIDE
+
+    from . import calibration as cal
+
+    calib_paths = resolve_calib(o.calib, flags) if o.calib else None
+    parity_list = None
+    held_out_note, held_out = "", 0
+    if o.parity_images:
+        with _naming("parity_images", flags):
+            parity_paths = cal.resolve_paths(o.parity_images)
+        both = {q.resolve() for q in parity_paths} & {q.resolve() for q in calib_paths or []}
+        if both:
+            # Calibrated on the very images it is judged on, INT8 looks better than it is.
+            also = ("is also a --calib image" if len(both) == 1
+                    else "are also --calib images")
+            prog.warn(f"{count(len(both), 'parity image')} {also} ({min(both).name}"
+                      f"{'' if len(both) == 1 else ', ...'}); parity is meant to be measured "
+                      "on held-out images")
+        with _naming("parity_images", flags):
+            parity_list = cal.load_images(parity_paths, what="parity", min_side=SSIM_MIN_SIDE)
+    elif calib_paths is not None:
+        imgs = [p for p in calib_paths if p.suffix.lower() not in (".npy", ".npz")]
+        if len(imgs) >= 2:
+            # The last readable fifth: an unreadable file is skipped by name, not fatal.
+            k, held, bad, loaded = max(1, len(imgs) // 5), [], [], []
+            for p in reversed(imgs):
+                if len(held) == k:
+                    break
+                try:
+                    loaded += cal.load_images([p], what="parity", min_side=SSIM_MIN_SIDE)
+                    held.append(p)
+                except cal.CalibrationError as e:
+                    prog.warn(f"skipped: {e}")
+                    bad.append(p)
+            calib_paths = [p for p in calib_paths if p not in held and p not in bad]
+            if held and calib_paths:
+                parity_list, held_out = loaded[::-1], len(held)
+                held_out_note = f"held out {held_out} of the --calib images for parity"
+            else:   # too few readable ones to hold any out: calibrate on what there is
+                calib_paths = calib_paths or held
+                if not calib_paths:
+                    raise cal.CalibrationError(f"--calib {o.calib}: none of its {len(bad)} "
+                                               "images is readable")
+    builtin = parity_list is None
+    if builtin:
+        parity_list = cal.sample_images(cal.BUILTIN_PARITY)
+        held_out_note = held_out_note or ("parity on scikit-image sample photos "
+                                          f"{', '.join(cal.BUILTIN_PARITY)} (blurred)")
+    if held_out_note:
+        prog.say(held_out_note)
+    _warn_small_parity(parity_list, receptive_field, prog, builtin, flags)
+    crops, calib_names = None, []
+    if needs_calib:
+        with _naming("calib", flags) if calib_paths else contextlib.nullcontext():
+            calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
+                            else cal.sample_images(cal.BUILTIN_CALIB))
+        size = CALIB_SIZE if o.calib_size is None else o.calib_size
+        crops = cal.random_crops(calib_images, o.calib_count, size, multiple)
+        side, why = cal.crop_side(calib_images, size, multiple)
+        if why and o.calib_size is not None:
+            # The crop side sets what calibration sees (and the report records it): a size the
+            # user chose must not change unsaid.
+            prog.warn(f"--calib-size {o.calib_size} {why}: calibrating on {side}x{side} crops")
+        calib_names = [n for n, _ in calib_images]
+        src = "--calib" if calib_paths else "built-in sample photos"
+        prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
+                 f"from {count(len(calib_names), 'image')} ({src})")
+    return _Data(parity_list, crops, calib_names, held_out)
+
+
+def resolve_calib(calib: Sequence[str] | str, flags: Flags = False) -> list[Path]:
+    """The files of `calib` (folders, globs, files) as export() reads them; CalibrationError
+    naming the option (--calib with `flags`) for one that is missing or lists no images."""
+    from . import calibration as cal
+
+    with _naming("calib", flags):
+        return cal.resolve_paths(calib)
+
+
+def _load_matching(folder, parity_list, what: str, prog: Progress) -> dict[str, np.ndarray]:
+    """Reference images (ground truth / teacher outputs) matched to parity images by stem."""
+    if not folder:
+        return {}
+    from distill.images import ImageReadError, list_images, read_image
+
+    from .calibration import CalibrationError
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CalibrationError(f"{what} folder not found: {folder}")
+    by_stem = {p.stem: p for p in list_images(folder)}
+    out = {}
+    for n, img in parity_list:
+        p = by_stem.get(n)
+        if p is None:
+            continue
+        try:
+            ref = read_image(p)
+        except ImageReadError as e:
+            prog.warn(f"skipped {what} image: {e}")
+            continue
+        if ref.shape != img.shape:
+            raise CalibrationError(f"{what} image {p} is {ref.shape[1]}x{ref.shape[0]} but the "
+                                   f"parity image {n} is {img.shape[1]}x{img.shape[0]}")
+        out[n] = ref
+    if not out:
+        prog.warn(f"no {what} image in {folder} matches a parity image by name")
+    elif len(out) < len(parity_list):
+        missing = [n for n, _ in parity_list if n not in out]
+        prog.warn(f"{what} for {len(out)} of the {len(parity_list)} parity images in {folder} "
+                  f"(none for {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''}): "
+                  f"the numbers against {what} cover only those")
+    return out
+
+
+def _latency_image(img: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return np.ascontiguousarray(cv2.resize(img, (1920, 1080), interpolation=cv2.INTER_LINEAR))
