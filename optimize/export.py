@@ -98,7 +98,6 @@ def _trt_int8_available() -> str | None:
 
 # --------------------------------------------------------------------------- orchestration
 
-
 def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = None,
            out_dir: str | os.PathLike = "export", options: ExportOptions | None = None, *,
            progress: Progress | None = None, on_result=None, flags: Flags = False,

@@ -23,77 +23,6 @@ from .export_report import FormatResult
 from .parity_gate import _judge, _mark, _say_verdict
 
 
-def _say_replaced(own: dict | None, paths: list[Path], weights_sha: str,
-                  prog: Progress) -> None:
-    """Warn when this export replaces artifacts that their report (`own`: the latest report of
-    the stem, `_own_report`) says came from other weights (a rebuild from the same checkpoint
-    is routine)."""
-    if own is None or own.get("settings", {}).get("weights_sha256") in (None, weights_sha):
-        return
-    hit = [p.name for p in paths if p.exists()]
-    if hit:
-        prog.warn(f"replacing {', '.join(hit)}, exported from {own.get('weights')} "
-                  "(other weights); --name gives this export its own file names")
-
-
-# The ONNX model that each engine's trtexec line builds it from.
-_ENGINE_SOURCE = {"engine": "onnx", "engine-int8": "onnx-qdq-trt"}
-
-
-def _drop_void_pending_sidecars(out: Path, stem: str, ours: set[str], now: set[str],
-                                weights_sha: str, prog: Progress) -> None:
-    """A pending sidecar (written where TensorRT is missing, for the engine that the printed
-    trtexec line builds on the device) describes an engine of the ONNX model beside it. When
-    that model is of this export's weights (`ours`: built or kept now) and the sidecar of other
-    weights, and this export leaves the engine alone (not in `now`), no line builds the engine
-    it describes any more: the engine built from the new model got the old weights' hash
-    (`sharpen run` called it stale), size multiple and receptive field. It goes, said; an
-    engine that is there is named stale by `_earlier_results` instead."""
-    for eng, src in _ENGINE_SOURCE.items():
-        engine = out / f"{stem}{FORMATS[eng].suffix}"
-        side = engine.with_name(engine.name + ".json")
-        if eng in now or src not in ours or engine.exists() or not side.is_file():
-            continue
-        try:
-            meta = json.loads(side.read_text())
-        except (OSError, ValueError):
-            continue   # not ours to judge; the runtime names an unreadable sidecar
-        if not isinstance(meta, dict) or meta.get("source_sha256") in (None, weights_sha):
-            continue
-        side.unlink()
-        prog.warn(f"removed {side.name}: the sidecar of the engine that an earlier export's "
-                  f"trtexec line builds from {stem}{FORMATS[src].suffix} of other weights, "
-                  f"now of these; `--formats {eng}` writes the one for these "
-                  "weights and prints its line")
-
-
-def _reports_of(out: Path, stem: str):
-    """The folder's latest report, then the one kept aside for `stem`, where they exist."""
-    for name in ("export_report.json", f"export_report.{stem}.json"):
-        report = _read_report(out / name)
-        if report is not None:
-            yield report
-
-
-def _report_stem(report: dict) -> str | None:
-    """The artifact stem an export report describes (older reports: from its files' names)."""
-    stem = report.get("settings", {}).get("stem")
-    if stem:
-        return stem
-    for r in report.get("results", []):
-        if r.get("file"):
-            name = Path(r["file"]).name
-            suffix = FORMATS[r["format"]].suffix if r.get("format") in FORMATS else ""
-            return name[: -len(suffix)] if suffix and name.endswith(suffix) else Path(name).stem
-    return None
-
-
-def _own_report(out: Path, stem: str) -> dict | None:
-    """The report of the latest export of `stem` in `out` (the folder's, or the one kept aside
-    for it), if any."""
-    return next((r for r in _reports_of(out, stem) if _report_stem(r) == stem), None)
-
-
 # What an artifact is built and judged from, besides the weights: a change to any of these
 # rebuilds it. The exporter's code and the libraries are in it because a fixed converter must
 # not be hidden by a kept file; the CPU because the gate ran on it (INT8 kernels differ).
@@ -205,6 +134,47 @@ def _float_layers_key(spec: Sequence[str] | str | None) -> str | None:
     return None if not names or names == ["none"] else ",".join(names)
 
 
+def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
+                o: ExportOptions, prog: Progress) -> dict[str, FormatResult]:
+    """The formats whose artifact is up to date (built from the same weights and inputs, file
+    unchanged since it passed its gate): their earlier results, to keep. Each existing artifact
+    that is rebuilt is said, with why. Also those whose build measures the same every time and
+    whose recorded numbers fail changed thresholds: judged failed on those numbers, not rebuilt
+    to fail again (marked failed as a failed build is)."""
+    from distill.teacher import file_hash
+
+    prev = {r.get("format"): r for r in (own or {}).get("results", []) if isinstance(r, dict)}
+    kept = {}
+    for f, want in inputs.items():
+        path = out / f"{stem}{FORMATS[f].suffix}"
+        if not path.is_file():
+            continue   # a first build: nothing to say
+        why = _rebuild_reason(path, prev.get(f), want, o)
+        if why:
+            prog.say(f"{f}: rebuilding {path.name}: {why}")
+            continue
+        anew = (_judged_anew(prev[f], path, o)
+                if want.get("thresholds") != prev[f]["extra"]["inputs"].get("thresholds")
+                else None)
+        if anew is not None and anew.status == "fail":
+            # Rebuilt, it would measure these numbers again and fail the same way.
+            prog.say(f"{f}: {path.name} is not rebuilt: built again from the same weights, "
+                     "calibration and options it measures the same, and its recorded numbers "
+                     "fail the changed parity thresholds (--rebuild builds it again)")
+            anew.extra.pop("up_to_date", None)
+            _say_verdict(anew, prog)
+            _mark(anew, path, want["weights"])
+            anew.extra["inputs"] = want
+            anew.extra["file_sha256"] = file_hash(path, n=64)   # the verdict is inside it
+            kept[f] = anew
+            continue
+        kept[f] = _result_from(prev[f], path, "up_to_date")
+        kept[f].extra["inputs"] = want   # thresholds it was judged on anew
+        prog.say(f"{f}: {path.name} is up to date (same weights, options, exporter, "
+                 "libraries and CPU; passed its gate): kept (--rebuild rebuilds it)")
+    return kept
+
+
 def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOptions) -> str | None:
     """Why the existing artifact at `path` is rebuilt; None when it is up to date."""
     from runtime.backends import failed_marker, read_marker
@@ -278,47 +248,6 @@ def _deterministic(fmt: str) -> bool:
     return FORMATS[fmt].engine != "tensorrt" and fmt != "onnx-qdq-trt"
 
 
-def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
-                o: ExportOptions, prog: Progress) -> dict[str, FormatResult]:
-    """The formats whose artifact is up to date (built from the same weights and inputs, file
-    unchanged since it passed its gate): their earlier results, to keep. Each existing artifact
-    that is rebuilt is said, with why. Also those whose build measures the same every time and
-    whose recorded numbers fail changed thresholds: judged failed on those numbers, not rebuilt
-    to fail again (marked failed as a failed build is)."""
-    from distill.teacher import file_hash
-
-    prev = {r.get("format"): r for r in (own or {}).get("results", []) if isinstance(r, dict)}
-    kept = {}
-    for f, want in inputs.items():
-        path = out / f"{stem}{FORMATS[f].suffix}"
-        if not path.is_file():
-            continue   # a first build: nothing to say
-        why = _rebuild_reason(path, prev.get(f), want, o)
-        if why:
-            prog.say(f"{f}: rebuilding {path.name}: {why}")
-            continue
-        anew = (_judged_anew(prev[f], path, o)
-                if want.get("thresholds") != prev[f]["extra"]["inputs"].get("thresholds")
-                else None)
-        if anew is not None and anew.status == "fail":
-            # Rebuilt, it would measure these numbers again and fail the same way.
-            prog.say(f"{f}: {path.name} is not rebuilt: built again from the same weights, "
-                     "calibration and options it measures the same, and its recorded numbers "
-                     "fail the changed parity thresholds (--rebuild builds it again)")
-            anew.extra.pop("up_to_date", None)
-            _say_verdict(anew, prog)
-            _mark(anew, path, want["weights"])
-            anew.extra["inputs"] = want
-            anew.extra["file_sha256"] = file_hash(path, n=64)   # the verdict is inside it
-            kept[f] = anew
-            continue
-        kept[f] = _result_from(prev[f], path, "up_to_date")
-        kept[f].extra["inputs"] = want   # thresholds it was judged on anew
-        prog.say(f"{f}: {path.name} is up to date (same weights, options, exporter, "
-                 "libraries and CPU; passed its gate): kept (--rebuild rebuilds it)")
-    return kept
-
-
 def _result_from(record: dict, path: Path, flag: str) -> FormatResult:
     """An earlier report's result for the artifact at `path` (named as this run names its
     own), marked with `flag` in its extra (up_to_date: kept; earlier_export: carried)."""
@@ -328,6 +257,33 @@ def _result_from(record: dict, path: Path, flag: str) -> FormatResult:
     known["extra"].pop("earlier_export", None)
     known["extra"][flag] = True
     return FormatResult(**known)
+
+
+def _reports_of(out: Path, stem: str):
+    """The folder's latest report, then the one kept aside for `stem`, where they exist."""
+    for name in ("export_report.json", f"export_report.{stem}.json"):
+        report = _read_report(out / name)
+        if report is not None:
+            yield report
+
+
+def _report_stem(report: dict) -> str | None:
+    """The artifact stem an export report describes (older reports: from its files' names)."""
+    stem = report.get("settings", {}).get("stem")
+    if stem:
+        return stem
+    for r in report.get("results", []):
+        if r.get("file"):
+            name = Path(r["file"]).name
+            suffix = FORMATS[r["format"]].suffix if r.get("format") in FORMATS else ""
+            return name[: -len(suffix)] if suffix and name.endswith(suffix) else Path(name).stem
+    return None
+
+
+def _own_report(out: Path, stem: str) -> dict | None:
+    """The report of the latest export of `stem` in `out` (the folder's, or the one kept aside
+    for it), if any."""
+    return next((r for r in _reports_of(out, stem) if _report_stem(r) == stem), None)
 
 
 def _earlier_results(out: Path, stem: str, old: dict | None, now: set[str], weights_sha: str,
@@ -378,3 +334,47 @@ def _keep_other_report(out: Path, stem: str, prog: Progress) -> None:
     kept = out / f"export_report.{old_stem}.json"
     os.replace(path, kept)
     prog.say(f"kept the report of the {old_stem} artifacts as {kept.name}")
+
+
+def _say_replaced(own: dict | None, paths: list[Path], weights_sha: str,
+                  prog: Progress) -> None:
+    """Warn when this export replaces artifacts that their report (`own`: the latest report of
+    the stem, `_own_report`) says came from other weights (a rebuild from the same checkpoint
+    is routine)."""
+    if own is None or own.get("settings", {}).get("weights_sha256") in (None, weights_sha):
+        return
+    hit = [p.name for p in paths if p.exists()]
+    if hit:
+        prog.warn(f"replacing {', '.join(hit)}, exported from {own.get('weights')} "
+                  "(other weights); --name gives this export its own file names")
+
+
+# The ONNX model that each engine's trtexec line builds it from.
+_ENGINE_SOURCE = {"engine": "onnx", "engine-int8": "onnx-qdq-trt"}
+
+
+def _drop_void_pending_sidecars(out: Path, stem: str, ours: set[str], now: set[str],
+                                weights_sha: str, prog: Progress) -> None:
+    """A pending sidecar (written where TensorRT is missing, for the engine that the printed
+    trtexec line builds on the device) describes an engine of the ONNX model beside it. When
+    that model is of this export's weights (`ours`: built or kept now) and the sidecar of other
+    weights, and this export leaves the engine alone (not in `now`), no line builds the engine
+    it describes any more: the engine built from the new model got the old weights' hash
+    (`sharpen run` called it stale), size multiple and receptive field. It goes, said; an
+    engine that is there is named stale by `_earlier_results` instead."""
+    for eng, src in _ENGINE_SOURCE.items():
+        engine = out / f"{stem}{FORMATS[eng].suffix}"
+        side = engine.with_name(engine.name + ".json")
+        if eng in now or src not in ours or engine.exists() or not side.is_file():
+            continue
+        try:
+            meta = json.loads(side.read_text())
+        except (OSError, ValueError):
+            continue   # not ours to judge; the runtime names an unreadable sidecar
+        if not isinstance(meta, dict) or meta.get("source_sha256") in (None, weights_sha):
+            continue
+        side.unlink()
+        prog.warn(f"removed {side.name}: the sidecar of the engine that an earlier export's "
+                  f"trtexec line builds from {stem}{FORMATS[src].suffix} of other weights, "
+                  f"now of these; `--formats {eng}` writes the one for these "
+                  "weights and prints its line")

@@ -15,77 +15,6 @@ from .export_progress import Progress
 from .export_report import FormatResult
 
 
-def _search_float_layers(attempt, tries: list[list[str]]) -> FormatResult:
-    """The smallest of `tries` (float regions, smallest first; larger ones lose less) whose
-    artifact passes its gate, by bisection: about log2(len) rebuilds instead of len. Ends with
-    that artifact built, or with the largest one if none passes."""
-    best = last = len(tries) - 1
-    res = attempt(tries[best])
-    if res.status != "pass":
-        return res
-    lo = 0
-    while lo < best:
-        mid = (lo + best) // 2
-        res, last = attempt(tries[mid]), mid
-        if res.status == "pass":
-            best = mid
-        else:
-            lo = mid + 1
-    return res if last == best else attempt(tries[best])
-
-
-def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:
-    """Record the source checkpoint; beside a failing artifact leave a marker that makes
-    `sharpen run` refuse it unless forced, beside a passing one remove it (each build leaves
-    an "unchecked" one until it is judged)."""
-    from runtime.atomic import atomic_write_json
-    from runtime.backends import failed_marker
-
-    res.extra["weights_sha256"] = weights_sha
-    if res.status == "pass":
-        failed_marker(path).unlink(missing_ok=True)
-    elif path.exists():
-        atomic_write_json(failed_marker(path), {"format": res.format, "status": res.status,
-                                 "reason": res.reason, "weights_sha256": weights_sha})
-        _record_failure_inside(path, res.reason or res.status)
-
-
-def _record_failure_inside(path: Path, reason: str | None) -> None:
-    """The gate's verdict where it travels with the model: ONNX metadata, else the sidecar that
-    the runtime needs beside a .tflite or an engine anyway. None clears it."""
-    from runtime.atomic import atomic_write_json
-    from runtime.backends.base import PARITY_KEY, read_sidecar, sidecar_path
-
-    if path.suffix.lower() == ".onnx":
-        from .onnx_export import record_parity_failure
-        record_parity_failure(path, reason)
-        return
-    side = sidecar_path(path)
-    if side is None:
-        return
-    info = read_sidecar(path)
-    if reason is not None:
-        atomic_write_json(side, {**info, PARITY_KEY: reason})
-    elif PARITY_KEY in info:
-        atomic_write_json(side, {k: v for k, v in info.items() if k != PARITY_KEY})
-
-
-def _measure_kept(res: FormatResult, o: ExportOptions, lat_image, prog: Progress) -> None:
-    """The 1080p latency of an up-to-date artifact built with --no-latency: measured, where
-    it was rebuilt for it (minutes of calibration for an INT8 model, to the same bytes)."""
-    from .parity import load_runner, measure_latency
-
-    path = Path(res.file)
-    prog.say(f"{res.format}: measuring the 1080p latency of {path.name} (built with "
-             "--no-latency)")
-    try:
-        with load_runner(path, threads=o.threads)[0] as runner:
-            res.latency_ms_1080p = 1000 * measure_latency(runner, runs=o.latency_runs,
-                                                          image=lat_image)
-    except Exception as e:   # the artifact passed its gate; the missing number is said
-        prog.warn(f"{res.format}: its latency could not be measured: {first_line(e)}")
-
-
 def _gate(res: FormatResult, spec: Format, path: Path, parity_list, refs, gt, ref_ssim_gt,
           teacher, th: Thresholds, threads: int, lat_image, latency_runs: int,
           prog: Progress) -> None:
@@ -141,3 +70,74 @@ def _say_verdict(res: FormatResult, prog: Progress) -> None:
             if res.ssim_gt_drop is not None else "")
     prog.say(f"  {res.status.upper()}: max abs {res.max_abs:.3g}, PSNR {res.psnr:.2f} dB, "
              f"SSIM {res.ssim:.4f}{drop}{lat}" + (f" ({res.reason})" if res.reason else ""))
+
+
+def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:
+    """Record the source checkpoint; beside a failing artifact leave a marker that makes
+    `sharpen run` refuse it unless forced, beside a passing one remove it (each build leaves
+    an "unchecked" one until it is judged)."""
+    from runtime.atomic import atomic_write_json
+    from runtime.backends import failed_marker
+
+    res.extra["weights_sha256"] = weights_sha
+    if res.status == "pass":
+        failed_marker(path).unlink(missing_ok=True)
+    elif path.exists():
+        atomic_write_json(failed_marker(path), {"format": res.format, "status": res.status,
+                                 "reason": res.reason, "weights_sha256": weights_sha})
+        _record_failure_inside(path, res.reason or res.status)
+
+
+def _record_failure_inside(path: Path, reason: str | None) -> None:
+    """The gate's verdict where it travels with the model: ONNX metadata, else the sidecar that
+    the runtime needs beside a .tflite or an engine anyway. None clears it."""
+    from runtime.atomic import atomic_write_json
+    from runtime.backends.base import PARITY_KEY, read_sidecar, sidecar_path
+
+    if path.suffix.lower() == ".onnx":
+        from .onnx_export import record_parity_failure
+        record_parity_failure(path, reason)
+        return
+    side = sidecar_path(path)
+    if side is None:
+        return
+    info = read_sidecar(path)
+    if reason is not None:
+        atomic_write_json(side, {**info, PARITY_KEY: reason})
+    elif PARITY_KEY in info:
+        atomic_write_json(side, {k: v for k, v in info.items() if k != PARITY_KEY})
+
+
+def _measure_kept(res: FormatResult, o: ExportOptions, lat_image, prog: Progress) -> None:
+    """The 1080p latency of an up-to-date artifact built with --no-latency: measured, where
+    it was rebuilt for it (minutes of calibration for an INT8 model, to the same bytes)."""
+    from .parity import load_runner, measure_latency
+
+    path = Path(res.file)
+    prog.say(f"{res.format}: measuring the 1080p latency of {path.name} (built with "
+             "--no-latency)")
+    try:
+        with load_runner(path, threads=o.threads)[0] as runner:
+            res.latency_ms_1080p = 1000 * measure_latency(runner, runs=o.latency_runs,
+                                                          image=lat_image)
+    except Exception as e:   # the artifact passed its gate; the missing number is said
+        prog.warn(f"{res.format}: its latency could not be measured: {first_line(e)}")
+
+
+def _search_float_layers(attempt, tries: list[list[str]]) -> FormatResult:
+    """The smallest of `tries` (float regions, smallest first; larger ones lose less) whose
+    artifact passes its gate, by bisection: about log2(len) rebuilds instead of len. Ends with
+    that artifact built, or with the largest one if none passes."""
+    best = last = len(tries) - 1
+    res = attempt(tries[best])
+    if res.status != "pass":
+        return res
+    lo = 0
+    while lo < best:
+        mid = (lo + best) // 2
+        res, last = attempt(tries[mid]), mid
+        if res.status == "pass":
+            best = mid
+        else:
+            lo = mid + 1
+    return res if last == best else attempt(tries[best])
