@@ -287,7 +287,8 @@ def _build_edge(b: _Builder, x, m):
 TRACED_OPS = ("Conv2d or F.conv2d (stride 1, zero padding 'same'; groups 1 or depthwise)", "ReLU",
               "sigmoid",
               "max pooling (kernel = stride, or stride 1 and padding k//2 for an odd kernel)",
-              "nearest x2 upsampling", "pixel_shuffle", "pixel_unshuffle", "add", "mul",
+              "nearest x2 upsampling", "pixel_shuffle", "pixel_unshuffle",
+              "add and mul (of tensors, numbers, or one value a channel)",
               "cat and chunk over channels", "Identity and dropout (eval mode)")
 
 
@@ -361,8 +362,34 @@ def _build_traced(b: _Builder, x, model: nn.Module):
         env[node] = (env[node][0], perm)
         return True
 
-    def channels_of(a):
-        return a.meta["channels"] if isinstance(a, fx.Node) else None
+    def channels_of(a):   # None for a number or a constant tensor
+        return a.meta.get("channels") if isinstance(a, fx.Node) else None
+
+    def per_channel(node, value, c: int, perm):
+        """A number, or a tensor of one value a channel (shape C x 1 x 1, as NAFNet's learned
+        scales): the float32 constant an NHWC tensor of `c` channels in order `perm` takes."""
+        v = torch.as_tensor(value, dtype=torch.float32).detach()
+        if v.numel() == 1:
+            return np.float32(v.item())
+        try:
+            ok = torch.broadcast_shapes(v.shape, (1, c, 1, 1)) == (1, c, 1, 1)
+        except RuntimeError:   # shapes that do not broadcast
+            ok = False
+        if not ok:
+            unsupported(node, f" with a constant of shape {tuple(v.shape)} (covered: a number, "
+                        f"or one a channel: {c} x 1 x 1)")
+        v = v.expand(1, c, 1, 1).reshape(c).numpy()
+        return v if perm is None else v[perm]
+
+    def affine(node, arg, scale=None, shift=None, name=None):
+        """arg * scale + shift, in arg's channel order (scale, shift: see per_channel; None:
+        none). The converter folds it into the conv before it where there is one."""
+        (t, perm), c = env[arg], channels_of(arg)
+        s = None if scale is None else per_channel(node, scale, c, perm)
+        b = None if shift is None else per_channel(node, shift, c, perm)
+        y = keras.layers.Lambda(lambda a, s=s, b=b: (a if s is None else a * s)
+                                + (0 if b is None else b), name=name)(t)
+        env[node], node.meta["channels"] = (y, perm), c
 
     ADD = (operator.add, operator.iadd, torch.add, "add")
     BINARY = (*ADD, operator.mul, operator.imul, torch.mul, "mul")
@@ -457,9 +484,14 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                 # PyTorch's order, then the one depth_to_space reads
                 t = gather(ident(args[0]), torch_to_tf_channel_perm(c, r))
             env[node], node.meta["channels"] = (D2S(r)(t), None), c
+        elif fn in BINARY and len(args) == 2 and not node.kwargs and not all(
+                isinstance(a, tuple) for a in args):
+            # A tensor and a number or a constant tensor (a learned scale of a residual)
+            i = 0 if isinstance(args[0], tuple) else 1
+            value = args[1 - i]
+            affine(node, node.args[i], *((None, value) if fn in ADD else (value, None)),
+                   name=name)
         elif fn in BINARY and len(args) == 2 and not node.kwargs:
-            if not all(isinstance(a, tuple) for a in args):
-                unsupported(node, " with a constant")
             (ta, pa), (tb, pb) = args
             na, nb = node.args
 
@@ -481,6 +513,8 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             unsupported(node, f" over dim={_dim(node, 1 if fn in CAT else 2)} (only over the "
                         "channels of N x C x H x W: dim=1 or dim=-3)")
         elif fn in CAT:
+            if not all(a in env for a in node.args[0]):
+                unsupported(node, " with a constant")
             parts = [env[a] for a in node.args[0]]
             perms, off = [], 0
             for a, (_, p_) in zip(node.args[0], parts):

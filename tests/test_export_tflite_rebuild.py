@@ -278,8 +278,8 @@ class _Reflect(nn.Module):
 
 class _Scaled(nn.Module):
     def __init__(self):
-        super().__init__()
-        self.gain = nn.Parameter(torch.ones(1, 3, 1, 1))
+        super().__init__()   # one gain a column: not one a channel
+        self.gain = nn.Parameter(torch.ones(1, 3, 1, 56))
 
     def forward(self, x):
         return x * self.gain
@@ -288,6 +288,15 @@ class _Scaled(nn.Module):
 class _CatOverWidth(nn.Module):
     def forward(self, x):
         return torch.cat([x, x], dim=-1)[..., ::2]
+
+
+class _ColumnCat(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.extra = nn.Parameter(torch.ones(1, 1, 40, 56))
+
+    def forward(self, x):   # it was a KeyError
+        return torch.cat([x, self.extra], 1)[:, :3]
 
 
 class _ChunkOverHeight(nn.Module):
@@ -322,10 +331,12 @@ class _DilatedPool(nn.Module):
     (_CatOverWidth(), r"_CatOverWidth uses cat over dim=-1 \(only over the channels of N x C x H "
                       r"x W: dim=1 or dim=-3\)"),
     (_ChunkOverHeight(), r"_ChunkOverHeight uses Tensor.chunk over dim=2 \(only"),
-    (_Scaled(), "_Scaled uses mul with a constant, which"),
+    (_Scaled(), r"_Scaled uses mul with a constant of shape \(1, 3, 1, 56\) \(covered: a "
+                r"number, or one a channel: 3 x 1 x 1\), which"),
     (_LeakyNamedRelu(), r"_LeakyNamedRelu uses relu \(LeakyReLU\), which"),
     (_Reflect(), r"_Reflect uses conv \(Conv2d\) \(conv .*padding_mode='reflect' \(only "
                  r"'zeros'"),
+    (_ColumnCat(), r"_ColumnCat uses cat with a constant, which"),
     (_Gelu(), "_Gelu uses gelu, which the Keras rebuild for TFLite does not cover"),
     (_Strided(), r"_Strided uses down \(Conv2d\) \(conv Conv2d\(3, 12, .*stride=\(2, 2\)"),
     (_SizeDependent(), "_SizeDependent uses avg_pool2d, which"),
@@ -373,6 +384,32 @@ class _SamePadding(nn.Module):
 def test_same_padding_and_dilated_convs_export(tmp_path, quant, tol):
     # It was "only padding=k//2 ('same') is supported" for padding="same", and dilation refused.
     _export_matches(_seeded_module(_SamePadding()), tmp_path, quant, tol)
+
+
+class _ScaledResiduals(nn.Module):
+    """Learned scales of a residual, as NAFNet's beta and gamma, a learned scalar and EDSR's
+    literal res_scale, over channels in pixel_unshuffle's order too: it was a KeyError
+    ('channels') for `self.alpha * y`, and "uses mul with a constant" for `y * self.beta`."""
+
+    multiple = 2
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(12, 12, 3, padding=1), nn.Conv2d(12, 12, 1)
+        self.beta = nn.Parameter(torch.zeros(1, 12, 1, 1))
+        self.gamma = nn.Parameter(torch.zeros(12, 1, 1))
+        self.alpha = nn.Parameter(torch.zeros(()))
+        self.register_buffer("offset", torch.full((1, 12, 1, 1), 0.1))
+
+    def forward(self, x):
+        u = F.pixel_unshuffle(x, 2) * self.gamma + self.offset
+        y = u + self.alpha * F.relu(self.a(u)) * 0.2
+        return F.pixel_shuffle(u + 0.5 + self.b(y) * self.beta, 2)
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_learned_and_literal_scales_of_a_residual_export(tmp_path, quant, tol):
+    _export_matches(_seeded_module(_ScaledResiduals()), tmp_path, quant, tol)
 
 
 class _WithDropout(nn.Module):
