@@ -289,7 +289,8 @@ TRACED_OPS = ("Conv2d or F.conv2d (stride 1, zero padding 'same'; groups 1 or de
               "max pooling (kernel = stride, or stride 1 and padding k//2 for an odd kernel)",
               "nearest x2 upsampling", "pixel_shuffle", "pixel_unshuffle",
               "add and mul (of tensors, numbers, or one value a channel)",
-              "cat and chunk over channels", "Identity and dropout (eval mode)")
+              "BatchNorm2d (eval mode)", "cat and chunk over channels",
+              "Identity and dropout (eval mode)")
 
 
 def _build_traced(b: _Builder, x, model: nn.Module):
@@ -484,6 +485,17 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                 # PyTorch's order, then the one depth_to_space reads
                 t = gather(ident(args[0]), torch_to_tf_channel_perm(c, r))
             env[node], node.meta["channels"] = (D2S(r)(t), None), c
+        elif isinstance(mod, (nn.BatchNorm2d, nn.SyncBatchNorm)):
+            if mod.training:
+                unsupported(node, " in training mode (call .eval() first)")
+            if mod.running_var is None:
+                unsupported(node, " without running statistics (track_running_stats=False: it "
+                            "normalises each frame by its own statistics)")
+            scale = 1 / torch.sqrt(mod.running_var + mod.eps)
+            if mod.affine:
+                scale = scale * mod.weight
+            shift = -mod.running_mean * scale + (mod.bias if mod.affine else 0)
+            affine(node, node.args[0], scale.reshape(-1, 1, 1), shift.reshape(-1, 1, 1), name)
         elif fn in BINARY and len(args) == 2 and not node.kwargs and not all(
                 isinstance(a, tuple) for a in args):
             # A tensor and a number or a constant tensor (a learned scale of a residual)

@@ -299,6 +299,15 @@ class _ColumnCat(nn.Module):
         return torch.cat([x, self.extra], 1)[:, :3]
 
 
+class _BatchStatistics(nn.Module):
+    def __init__(self):
+        super().__init__()   # normalises each frame by its own statistics, in eval mode too
+        self.bn = nn.BatchNorm2d(3, track_running_stats=False)
+
+    def forward(self, x):
+        return x + self.bn(x)
+
+
 class _ChunkOverHeight(nn.Module):
     def forward(self, x):
         a, b = x.chunk(2, dim=2)
@@ -337,6 +346,8 @@ class _DilatedPool(nn.Module):
     (_Reflect(), r"_Reflect uses conv \(Conv2d\) \(conv .*padding_mode='reflect' \(only "
                  r"'zeros'"),
     (_ColumnCat(), r"_ColumnCat uses cat with a constant, which"),
+    (_BatchStatistics().eval(), r"uses bn \(BatchNorm2d\) without running statistics "
+                         r"\(track_running_stats=False"),
     (_Gelu(), "_Gelu uses gelu, which the Keras rebuild for TFLite does not cover"),
     (_Strided(), r"_Strided uses down \(Conv2d\) \(conv Conv2d\(3, 12, .*stride=\(2, 2\)"),
     (_SizeDependent(), "_SizeDependent uses avg_pool2d, which"),
@@ -410,6 +421,38 @@ class _ScaledResiduals(nn.Module):
 @pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
 def test_learned_and_literal_scales_of_a_residual_export(tmp_path, quant, tol):
     _export_matches(_seeded_module(_ScaledResiduals()), tmp_path, quant, tol)
+
+
+class _ConvBatchNorm(nn.Module):
+    """Conv then BatchNorm2d, the most common pattern, and a BatchNorm2d on its own (no affine
+    too): it was "uses bn (BatchNorm2d), which the Keras rebuild ... does not cover"."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn_a = nn.Conv2d(3, 8, 3, padding=1, bias=False), nn.BatchNorm2d(8)
+        self.b, self.bn_b = nn.Conv2d(8, 3, 3, padding=1), nn.BatchNorm2d(3, affine=False)
+        self.bn_in = nn.BatchNorm2d(3)
+
+    def forward(self, x):
+        return x + self.bn_b(self.b(F.relu(self.bn_a(self.a(self.bn_in(x))))))
+
+
+def _with_running_statistics(model: nn.Module) -> nn.Module:
+    torch.manual_seed(1)
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.uniform_(-0.2, 0.2)
+            m.running_var.uniform_(0.5, 2.0)
+    return model
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_batch_norm_exports_with_its_running_statistics(tmp_path, quant, tol):
+    model = _with_running_statistics(_seeded_module(_ConvBatchNorm()))
+    _export_matches(model, tmp_path, quant, tol)
+    with pytest.raises(NotImplementedError, match=r"uses bn_in \(BatchNorm2d\) in training mode "
+                                                  r"\(call .eval\(\) first\)"):
+        build_keras_student(model.train())
 
 
 class _WithDropout(nn.Module):
