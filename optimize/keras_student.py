@@ -445,8 +445,10 @@ def _build_traced(b: _Builder, x, model: nn.Module):
         if isinstance(mod, _DROPOUT) or fn in _F_DROPOUT:
             # Dropout is the identity in eval mode, the one exported; in training mode (or
             # F.dropout's default training=True) it drops channels the rebuild would keep.
-            if mod.training if mod is not None else node.kwargs.get("training", True):
-                unsupported(node, " in training mode (call .eval() first; F.dropout needs "
+            if mod is not None and mod.training:
+                unsupported(node, " in training mode (call .eval() first)")
+            if mod is None and node.kwargs.get("training", True):
+                unsupported(node, " with training=True, which drops in eval mode too (pass "
                             "training=self.training)")
             mod = nn.Identity()
         if isinstance(mod, nn.Identity):
