@@ -14,6 +14,7 @@ state dict. A checkpoint is untrusted input: never unpickle arbitrary objects.
 """
 from __future__ import annotations
 
+import keyword
 import os
 import re
 import warnings
@@ -178,7 +179,9 @@ def registering_module_hint(ckpt: dict) -> str | None:
     from .students import STUDENTS_ENV
 
     module = ckpt.get("arch_module")
-    if not (isinstance(module, str) and _MODULE.fullmatch(module)):
+    # `__main__` is the program running, a keyword no module's name: neither imports a student
+    if not (isinstance(module, str) and _MODULE.fullmatch(module)) or any(
+            part == "__main__" or keyword.iskeyword(part) for part in module.split(".")):
         return None
     return (f"module {module} registered it when this checkpoint was saved: set "
             f"{STUDENTS_ENV}={module}, with its folder on PYTHONPATH")

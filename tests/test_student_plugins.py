@@ -293,3 +293,15 @@ def test_a_resumed_run_in_a_shell_without_the_module_names_it(tmp_path):
     p = _sharpen([*distill[:-1], "model.arch=tiny-other", "out=run"], tmp_path,
                  SHARPEN_STUDENTS="")
     assert p.returncode == 2 and "mymodule" not in p.stderr, p.stderr
+
+
+@pytest.mark.parametrize("recorded", ["__main__", "pkg.__main__", "/home/me/students.py",
+                                      "C:\\mine\\students", "my-students", "import", "", None, 3])
+def test_a_recorded_module_no_import_can_name_is_not_suggested(recorded):
+    """The checkpoint is untrusted input, and its advice is pasted into a shell: `__main__` (a
+    student registered by a script run directly) passed the name check and was suggested as
+    SHARPEN_STUDENTS=__main__, which names the program running (sharpen), never the student's."""
+    from distill.checkpoint import registering_module_hint
+
+    assert registering_module_hint({"arch_module": recorded}) is None
+    assert "SHARPEN_STUDENTS=pkg.mine," in registering_module_hint({"arch_module": "pkg.mine"})
