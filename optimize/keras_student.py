@@ -729,12 +729,16 @@ def _checked_twin(model: nn.Module, twin, batch: int | None):
     """A hand-written twin registered with a user's student (`register(keras_twin=...)`),
     checked against the student: a wrong weight layout would otherwise surface as a failed
     parity gate after a long INT8 calibration, naming no cause."""
+    import keras
     import torch
 
     what = (f"the Keras twin of student {model.arch_name!r} "
             f"({getattr(twin, '__module__', '?')}.{getattr(twin, '__qualname__', twin)})")
     km = twin(model, batch)
-    shape = tuple(getattr(km, "input_shape", ()) or ())
+    if not isinstance(km, keras.Model):
+        raise ValueError(f"{what} returned {type(km).__name__ if km is not None else None}, "
+                         "not a keras.Model")
+    shape = tuple(getattr(km, "input_shape", ()) or ())   # a subclassed Model never called: ()
     if shape != (batch, None, None, 3):
         raise ValueError(f"{what} takes input {shape}; it must take keras.Input((None, None, 3),"
                          f" batch_size={batch}), NHWC RGB of any size")

@@ -640,3 +640,8 @@ def test_a_keras_twin_that_computes_another_function_is_refused(leaky):
     with pytest.raises(ValueError, match=r"takes input \(2, None, None, 3\); it must take "
                                          r"keras.Input\(\(None, None, 3\), batch_size=1\)"):
         build_keras_student(_seeded_module(create_student("leaky-batch")))
+    # A twin that forgot its return: it was "takes input (); it must take keras.Input(...)"
+    register("leaky-none", _Leaky, "LeakyReLU", keras_twin=lambda m, b: None)
+    with pytest.raises(ValueError, match=r"the Keras twin of student 'leaky-none' \(.*<lambda>\) "
+                                         r"returned None, not a keras.Model"):
+        build_keras_student(_seeded_module(create_student("leaky-none")))
