@@ -85,8 +85,10 @@ class _Builder:
         if conv.stride != (1, 1):
             raise NotImplementedError(f"conv {conv} is not supported by the Keras rebuild")
         # Keras' "same" pads dilation*(k-1) in all, the smaller half first, as PyTorch's
-        # padding="same" does (even kernels too); a number equals it for odd kernels only.
-        if conv.padding != "same" and (kh % 2 == 0 or kw % 2 == 0 or tuple(conv.padding) != (
+        # padding="same" does (even kernels too); a number equals it for odd kernels only
+        # ("valid" is padding 0: 'same' for a 1x1 kernel).
+        pad = (0, 0) if conv.padding == "valid" else conv.padding
+        if pad != "same" and (kh % 2 == 0 or kw % 2 == 0 or tuple(pad) != (
                 dh * (kh // 2), dw * (kw // 2))):
             raise NotImplementedError(f"conv {conv}: only 'same' padding is supported "
                                       "(padding='same', or dilation*(k//2) for an odd kernel k)")

@@ -375,7 +375,8 @@ def _export_matches(model, tmp_path, quant: str, tol: float):
 
 
 class _SamePadding(nn.Module):
-    """padding="same", as an engineer writes it, odd and even kernels, dilated too."""
+    """padding="same", as an engineer writes it, odd and even kernels, dilated too; and
+    padding="valid" of a 1x1 conv, no padding either way (it was refused as not 'same')."""
 
     def __init__(self):
         super().__init__()
@@ -384,11 +385,12 @@ class _SamePadding(nn.Module):
         self.c = nn.Conv2d(8, 8, 3, padding=2, dilation=2)
         self.d = nn.Conv2d(8, 8, 2, padding="same")
         self.e = nn.Conv2d(8, 3, (4, 3), padding="same", dilation=(1, 3))
+        self.f = nn.Conv2d(8, 8, 1, padding="valid")
 
     def forward(self, x):
         f = F.relu(self.a(x))
         f = F.relu(self.c(F.relu(self.b(f))))
-        return x + self.e(F.relu(self.d(f)))
+        return x + self.e(F.relu(self.d(self.f(f))))
 
 
 @pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
