@@ -290,7 +290,8 @@ TRACED_OPS = ("Conv2d or F.conv2d (stride 1, zero padding 'same'; groups 1 or de
               "sigmoid",
               "max pooling (kernel = stride, or stride 1 and padding k//2 for an odd kernel)",
               "nearest x2 upsampling", "pixel_shuffle", "pixel_unshuffle",
-              "add and mul (of tensors, numbers, or one value a channel)",
+              "add, sub and mul (of tensors, numbers, or one value a channel), div (by "
+              "a number or one value a channel)",
               "BatchNorm2d (eval mode)", "cat and chunk over channels",
               "Identity and dropout (eval mode)")
 
@@ -395,7 +396,9 @@ def _build_traced(b: _Builder, x, model: nn.Module):
         env[node], node.meta["channels"] = (y, perm), c
 
     ADD = (operator.add, operator.iadd, torch.add, "add")
-    BINARY = (*ADD, operator.mul, operator.imul, torch.mul, "mul")
+    SUB = (operator.sub, operator.isub, torch.sub, "sub")
+    DIV = (operator.truediv, operator.itruediv, torch.div, "div")   # by a constant only
+    BINARY = (*ADD, *SUB, operator.mul, operator.imul, torch.mul, "mul")
     CAT, CHUNK = (torch.cat, torch.concat, torch.concatenate), (torch.chunk, "chunk")
     env: dict = {}
     consts: dict = {}   # node -> its value, for what depends on no input
@@ -500,13 +503,19 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                 scale = scale * mod.weight
             shift = -mod.running_mean * scale + (mod.bias if mod.affine else 0)
             affine(node, node.args[0], scale.reshape(-1, 1, 1), shift.reshape(-1, 1, 1), name)
-        elif fn in BINARY and len(args) == 2 and not node.kwargs and not all(
+        elif fn in BINARY + DIV and len(args) == 2 and not node.kwargs and not all(
                 isinstance(a, tuple) for a in args):
             # A tensor and a number or a constant tensor (a learned scale of a residual)
             i = 0 if isinstance(args[0], tuple) else 1
             value = args[1 - i]
-            affine(node, node.args[i], *((None, value) if fn in ADD else (value, None)),
-                   name=name)
+            if fn in DIV and i == 1:
+                unsupported(node, " of a constant by a tensor")
+            scale, shift = ((None, value) if fn in ADD else
+                            ((None, -value) if i == 0 else (-1, value)) if fn in SUB else
+                            (1 / value, None) if fn in DIV else (value, None))
+            affine(node, node.args[i], scale, shift, name=name)
+        elif fn in DIV and not node.kwargs:
+            unsupported(node, " by a tensor (covered: by a number or one value a channel)")
         elif fn in BINARY and len(args) == 2 and not node.kwargs:
             (ta, pa), (tb, pb) = args
             na, nb = node.args
@@ -522,7 +531,8 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                     pa = pb if pa is None else pa
                 else:
                     ta, tb, pa = ident(env[na]), ident(env[nb]), None
-            layer = keras.layers.Add if fn in ADD else keras.layers.Multiply
+            layer = (keras.layers.Add if fn in ADD else keras.layers.Subtract if fn in SUB
+                     else keras.layers.Multiply)
             env[node] = (layer(name=name)([ta, tb]), pa)
             node.meta["channels"] = max(channels_of(node.args[0]), channels_of(node.args[1]))
         elif fn in CAT + CHUNK and _dim(node, 1 if fn in CAT else 2) not in (1, -3):

@@ -290,6 +290,11 @@ class _CatOverWidth(nn.Module):
         return torch.cat([x, x], dim=-1)[..., ::2]
 
 
+class _DividedByATensor(nn.Module):
+    def forward(self, x):
+        return x / (1 + x)
+
+
 class _ColumnCat(nn.Module):
     def __init__(self):
         super().__init__()
@@ -348,6 +353,8 @@ class _DilatedPool(nn.Module):
     (_ColumnCat(), r"_ColumnCat uses cat with a constant, which"),
     (_BatchStatistics().eval(), r"uses bn \(BatchNorm2d\) without running statistics "
                          r"\(track_running_stats=False"),
+    (_DividedByATensor(), r"_DividedByATensor uses truediv by a tensor \(covered: by a "
+                          r"number or one value a channel\), which"),
     (_Gelu(), "_Gelu uses gelu, which the Keras rebuild for TFLite does not cover"),
     (_Strided(), r"_Strided uses down \(Conv2d\) \(conv Conv2d\(3, 12, .*stride=\(2, 2\)"),
     (_SizeDependent(), "_SizeDependent uses avg_pool2d, which"),
@@ -423,6 +430,28 @@ class _ScaledResiduals(nn.Module):
 @pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
 def test_learned_and_literal_scales_of_a_residual_export(tmp_path, quant, tol):
     _export_matches(_seeded_module(_ScaledResiduals()), tmp_path, quant, tol)
+
+
+class _Normalised(nn.Module):
+    """Subtraction and division by a constant, as a user writes them: input normalisation, a
+    gate's complement, a difference of branches (all refused as "uses sub" or "truediv")."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+        self.g = nn.Conv2d(3, 3, 1)
+        self.register_buffer("mean", torch.tensor([0.4, 0.5, 0.6]).reshape(3, 1, 1))
+
+    def forward(self, x):
+        u = (x - self.mean) / 0.25
+        y = self.b(F.relu(self.a(u))) - u / self.mean
+        g = torch.sigmoid(self.g(x))
+        return (1 - g) * x + g * (x - 0.1 * y)
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_subtraction_and_division_by_a_constant_export(tmp_path, quant, tol):
+    _export_matches(_seeded_module(_Normalised()), tmp_path, quant, tol)
 
 
 class _ConvBatchNorm(nn.Module):
