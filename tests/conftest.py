@@ -38,6 +38,17 @@ if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
 
 
 @pytest.fixture
+def registry():
+    """The student registry as it was before the test: what a test registers is gone after."""
+    from distill import students
+
+    saved = dict(students._REGISTRY)
+    yield
+    students._REGISTRY.clear()
+    students._REGISTRY.update(saved)
+
+
+@pytest.fixture
 def one_thread():
     """One torch thread for the test: two on a shared 2-core box make a tiny model ~20x slower
     (spin-waiting)."""

@@ -633,18 +633,8 @@ def _leaky_twin(model, batch, transpose_wrong=False):
     return km
 
 
-@pytest.fixture
-def leaky():
-    from distill import students
-
-    saved = dict(students._REGISTRY)
-    yield
-    students._REGISTRY.clear()
-    students._REGISTRY.update(saved)
-
-
 @pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
-def test_a_student_of_ones_own_exports_through_its_own_keras_twin(tmp_path, leaky, quant, tol):
+def test_a_student_of_ones_own_exports_through_its_own_keras_twin(tmp_path, registry, quant, tol):
     from distill.students import register
 
     with pytest.raises(NotImplementedError, match=r"uses act \(LeakyReLU\)"):
@@ -655,7 +645,7 @@ def test_a_student_of_ones_own_exports_through_its_own_keras_twin(tmp_path, leak
     _export_matches(model.eval(), tmp_path, quant, tol)
 
 
-def test_a_keras_twin_that_computes_another_function_is_refused(leaky):
+def test_a_keras_twin_that_computes_another_function_is_refused(registry):
     from distill.students import register
 
     register("leaky-wrong", _Leaky, "LeakyReLU",

@@ -66,15 +66,6 @@ class Shrink(nn.Module):
         return self.c(x)
 
 
-@pytest.fixture
-def registry():
-    """The registry as it was after the test: what a test registers is gone again."""
-    saved = dict(students._REGISTRY)
-    yield
-    students._REGISTRY.clear()
-    students._REGISTRY.update(saved)
-
-
 def _sharpen(args, tmp_path, **env):
     env = {**os.environ, "PYTHONPATH": f"{tmp_path}{os.pathsep}{ROOT}", "OMP_NUM_THREADS": "1",
            **env}
