@@ -83,7 +83,8 @@ class _Builder:
         kh, kw = conv.kernel_size
         dh, dw = conv.dilation
         if conv.stride != (1, 1):
-            raise NotImplementedError(f"conv {conv} is not supported by the Keras rebuild")
+            raise NotImplementedError(f"conv {conv}: stride {conv.stride} (only stride 1; "
+                                      "pixel_unshuffle or max pooling downsample)")
         # Keras' "same" pads dilation*(k-1) in all, the smaller half first, as PyTorch's
         # padding="same" does (even kernels too); a number equals it for odd kernels only
         # ("valid" is padding 0: 'same' for a 1x1 kernel).

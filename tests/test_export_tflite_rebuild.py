@@ -356,7 +356,9 @@ class _DilatedPool(nn.Module):
     (_DividedByATensor(), r"_DividedByATensor uses truediv by a tensor \(covered: by a "
                           r"number or one value a channel\), which"),
     (_Gelu(), "_Gelu uses gelu, which the Keras rebuild for TFLite does not cover"),
-    (_Strided(), r"_Strided uses down \(Conv2d\) \(conv Conv2d\(3, 12, .*stride=\(2, 2\)"),
+    # It said the conv "is not supported", the stride only in the module's repr
+    (_Strided(), r"_Strided uses down \(Conv2d\) \(conv Conv2d\(3, 12, .*\): stride \(2, 2\) "
+                 r"\(only stride 1; pixel_unshuffle or max pooling downsample\)\)"),
     (_SizeDependent(), "_SizeDependent uses avg_pool2d, which"),
     (_Branching(), "_Branching cannot be traced by torch.fx for the Keras rebuild")])
 def test_an_operator_the_rebuild_lacks_is_named(model, named):
