@@ -729,13 +729,17 @@ def build_keras_student(model: nn.Module, batch: int | None = 1):
     b.names = {id(mod): name for name, mod in model.named_modules() if name}
     inp = keras.Input(shape=(None, None, 3), batch_size=batch, name="input")
     out = build(b, inp, model)
-    # TensorFlow takes the model's name as a root scope: a class named `_Mine` failed to
-    # convert ("not a valid root scope name").
-    name = re.sub(r"[^A-Za-z0-9_.-]", "_", getattr(model, "arch_name", type(model).__name__))
-    km = keras.Model(inp, out, name=name.lstrip("_-") or "student")
+    km = keras.Model(inp, out, name=_scope_name(getattr(model, "arch_name",
+                                                         type(model).__name__)))
     for layer, weights in b.assign:
         layer.set_weights(weights)
     return km
+
+
+def _scope_name(name: str) -> str:
+    """`name` as TensorFlow takes a model's name, as a root scope: a class named `_Mine`, or a
+    twin named "my twin", failed to convert ("not a valid root scope name", or a TypeError)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_-") or "student"
 
 
 def _checked_twin(model: nn.Module, twin, batch: int | None):
@@ -751,6 +755,7 @@ def _checked_twin(model: nn.Module, twin, batch: int | None):
     if not isinstance(km, keras.Model):
         raise ValueError(f"{what} returned {type(km).__name__ if km is not None else None}, "
                          "not a keras.Model")
+    km.name = _scope_name(km.name)
     shape = tuple(getattr(km, "input_shape", ()) or ())   # a subclassed Model never called: ()
     if shape != (batch, None, None, 3):
         raise ValueError(f"{what} takes input {shape}; it must take keras.Input((None, None, 3),"

@@ -618,7 +618,7 @@ class _Leaky(nn.Module):
         return x + self.b(self.act(self.a(x)))
 
 
-def _leaky_twin(model, batch, transpose_wrong=False):
+def _leaky_twin(model, batch, transpose_wrong=False, name=None):
     import keras
 
     from optimize.keras_student import conv_kernel
@@ -627,7 +627,7 @@ def _leaky_twin(model, batch, transpose_wrong=False):
     a = keras.layers.Conv2D(model.a.out_channels, 3, padding="same", name="a")
     b = keras.layers.Conv2D(3, 3, padding="same", name="b")
     out = keras.layers.Add()([inp, b(keras.layers.LeakyReLU(0.2)(a(inp)))])
-    km = keras.Model(inp, out)
+    km = keras.Model(inp, out, name=name)
     ka = conv_kernel(model.a)
     a.set_weights([ka.transpose(1, 0, 2, 3) if transpose_wrong else ka,
                    model.a.bias.detach().numpy()])
@@ -641,7 +641,10 @@ def test_a_student_of_ones_own_exports_through_its_own_keras_twin(tmp_path, regi
 
     with pytest.raises(NotImplementedError, match=r"uses act \(LeakyReLU\)"):
         build_keras_student(_seeded_module(_Leaky()))   # no twin: the graph rebuild lacks it
-    register("leaky-own", _Leaky, "LeakyReLU", keras_twin=_leaky_twin)
+    # A name TensorFlow takes for no scope: the conversion failed ("'NoneType' object is not
+    # callable")
+    register("leaky-own", _Leaky, "LeakyReLU",
+             keras_twin=lambda m, b: _leaky_twin(m, b, name="_my twin"))
     model = create_student("leaky-own")
     model.load_state_dict(_seeded_module(_Leaky()).state_dict())
     _export_matches(model.eval(), tmp_path, quant, tol)
