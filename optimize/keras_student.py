@@ -412,6 +412,10 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                 a in consts for a in node.all_input_nodes):
             # Computed from the weights alone (a weight-standardised conv's weight): its value.
             consts[node] = _evaluate(gm, mods, node, consts)
+            # unless drawn anew each call (torch.randn_like of a weight), which no constant is
+            if node.op != "get_attr" and isinstance(consts[node], torch.Tensor) and not (
+                    torch.equal(consts[node], _evaluate(gm, mods, node, consts))):
+                unsupported(node, " (a random draw each call, no weight)")
             continue
         args = [(env[a] if a in env else consts[a]) if isinstance(a, fx.Node) else a
                 for a in node.args]

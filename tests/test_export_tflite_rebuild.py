@@ -290,6 +290,15 @@ class _CatOverWidth(nn.Module):
         return torch.cat([x, x], dim=-1)[..., ::2]
 
 
+class _Noisy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.sigma = nn.Parameter(torch.full((1, 3, 1, 1), 0.1))
+
+    def forward(self, x):   # drawn anew each call: it was folded into one constant draw
+        return x + self.sigma * torch.randn_like(self.sigma)
+
+
 class _DividedByATensor(nn.Module):
     def forward(self, x):
         return x / (1 + x)
@@ -353,6 +362,7 @@ class _DilatedPool(nn.Module):
     (_ColumnCat(), r"_ColumnCat uses cat with a constant, which"),
     (_BatchStatistics().eval(), r"uses bn \(BatchNorm2d\) without running statistics "
                          r"\(track_running_stats=False"),
+    (_Noisy(), r"_Noisy uses randn_like \(a random draw each call, no weight\), which"),
     (_DividedByATensor(), r"_DividedByATensor uses truediv by a tensor \(covered: by a "
                           r"number or one value a channel\), which"),
     (_Gelu(), "_Gelu uses gelu, which the Keras rebuild for TFLite does not cover"),
