@@ -367,6 +367,14 @@ def _build_traced(b: _Builder, x, model: nn.Module):
         env[node] = (env[node][0], perm)
         return True
 
+    def layer_name(target, name):
+        """The module's name for its layer, as float layers are chosen by (`name`: OUTPUT for
+        the last). "input" and OUTPUT are the model's own layers: a module named so, or called a
+        second time, gets a name Keras makes up."""
+        lname = name or (target if target not in (*named, "input", OUTPUT, None) else None)
+        named.add(target)
+        return lname
+
     def channels_of(a):   # None for a number or a constant tensor
         return a.meta.get("channels") if isinstance(a, fx.Node) else None
 
@@ -439,13 +447,8 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             node.meta["channels"] = mod.out_channels
             # depthwise keeps its input's order
             out_perm = shuffle_perm(node) if mod.groups == 1 else perm
-            # "input" and OUTPUT are the model's own layers: a module named so, or called a
-            # second time, gets a name Keras makes up.
-            lname = name or (target if target not in (*named, "input", OUTPUT, None)
-                             else None)
-            named.add(target)
             try:
-                y = b.conv(t, mod, in_perm=perm, out_perm=out_perm, name=lname)
+                y = b.conv(t, mod, in_perm=perm, out_perm=out_perm, name=layer_name(target, name))
             except NotImplementedError as e:
                 unsupported(node, f" ({e})")
             env[node] = (y, out_perm)
@@ -507,7 +510,8 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             if mod.affine:
                 scale = scale * mod.weight
             shift = -mod.running_mean * scale + (mod.bias if mod.affine else 0)
-            affine(node, node.args[0], scale.reshape(-1, 1, 1), shift.reshape(-1, 1, 1), name)
+            affine(node, node.args[0], scale.reshape(-1, 1, 1), shift.reshape(-1, 1, 1),
+                   layer_name(node.target, name))
         elif fn in BINARY + DIV and len(args) == 2 and not node.kwargs and not all(
                 isinstance(a, tuple) for a in args):
             # A tensor and a number or a constant tensor (a learned scale of a residual)

@@ -493,6 +493,12 @@ def _with_running_statistics(model: nn.Module) -> nn.Module:
 def test_batch_norm_exports_with_its_running_statistics(tmp_path, quant, tol):
     model = _with_running_statistics(_seeded_module(_ConvBatchNorm()))
     _export_matches(model, tmp_path, quant, tol)
+    if quant == "int8":   # it was "no TFLite ops found for float layers ['bn_in']"
+        from optimize.tflite_export import export_tflite, tensor_types
+
+        path = export_tflite(model, tmp_path / "bn_in_float.tflite", "int8", float_layers=["bn_in"],
+                             crops=np.random.default_rng(0).random((4, 3, 32, 32), np.float32))
+        assert tensor_types(path).get("float32")
     with pytest.raises(NotImplementedError, match=r"uses bn_in \(BatchNorm2d\) in training mode "
                                                   r"\(call .eval\(\) first\)"):
         build_keras_student(model.train())
