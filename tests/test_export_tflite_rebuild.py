@@ -412,6 +412,8 @@ class _SamePadding(nn.Module):
         return x + self.e(F.relu(self.d(self.f(f))))
 
 
+# torch's own note that an even kernel with padding="same" pads a copy of the input
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel:UserWarning")
 @pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
 def test_same_padding_and_dilated_convs_export(tmp_path, quant, tol):
     # It was "only padding=k//2 ('same') is supported" for padding="same", and dilation refused.
