@@ -1161,3 +1161,36 @@ def test_labels_made_in_another_precision_are_kept_and_said(tmp_path, teachers):
         s = run_labels(str(data), out, teacher=Teacher.load(teachers[0], device="cpu"), **kw)
     assert (s.done, s.skipped) == (0, 3)
     assert "precision" not in " ".join(str(w.message) for w in rec)
+
+
+def test_a_hold_out_under_torchrun_labels_both_caches(tmp_path, teachers):
+    """`labels --hold-out` under torchrun set up its gloo group again for --val-out under the
+    same store: rank 1 connected to rank 0's closed first group and failed, rank 0 hung in
+    the barrier until torchrun killed it; the validation cache was never labelled."""
+    import socket
+    data = tmp_path / "GOPRO_Large"
+    rng = np.random.default_rng(0)
+    for seq in ("GOPR0372_07_00", "GOPR0374_11_00", "GOPR0378_13_00"):   # one held out whole
+        for i in range(2):
+            sharp = rng.random((32, 40, 3)).astype(np.float32)
+            write_image(data / "train" / seq / "sharp" / f"{i:06d}.png", sharp)
+            write_image(data / "train" / seq / "blur" / f"{i:06d}.png", cv2.blur(sharp, (5, 5)))
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={port}", "-m", "distill.data.labels",
+           *_cli(data, tmp_path / "train", teachers[0], "--hold-out", "0.34",
+                 "--val-out", str(tmp_path / "val"))[3:]]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    assert len(_manifest(tmp_path / "train")) == 4 and len(_manifest(tmp_path / "val")) == 2
+    for cache in ("train", "val"):
+        assert json.loads((tmp_path / cache / "run.json").read_text())["complete"] is True

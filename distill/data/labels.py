@@ -178,7 +178,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     out_dir = Path(out)
     tag = f"[rank {dist.rank}/{dist.world}] " if dist.world > 1 else ""
 
-    pg = _maybe_init_process_group(dist)
+    owned = _maybe_init_process_group(dist)
+    # A group the caller set up (--hold-out's two runs share one) serves as well as our own.
+    pg = owned or _group_ready(dist)
     try:
         if teacher is None:
             teacher = load_teacher(teacher_weights, config, device, dist)
@@ -240,7 +242,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         if records and dist.rank == 0:
             write_run_record(out_dir, complete=True)
     finally:
-        if pg:
+        if owned:
             import torch.distributed as tdist
             tdist.destroy_process_group()
     run.summary(stats, mine, tag, say)
@@ -300,6 +302,13 @@ def _maybe_init_process_group(dist: DistInfo) -> bool:
     tdist.init_process_group("gloo", rank=dist.rank, world_size=dist.world,
                              timeout=datetime.timedelta(days=7))
     return True
+
+
+def _group_ready(dist: DistInfo) -> bool:
+    if dist.world <= 1:
+        return False
+    import torch.distributed as tdist
+    return tdist.is_available() and tdist.is_initialized()
 
 
 def _remove_stale_temp_files(out_dir: Path, min_age_s: float = 600.0) -> None:
@@ -849,6 +858,19 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
             print(f"warning: --hold-out {args.hold_out:g}: {short}", file=sys.stderr,
                   flush=True)
     teacher = load_teacher(args.teacher_weights, args.config, args.device, dist)
+    # One gloo group for both runs: one set up again under torchrun's store reuses the first
+    # one's keys, and rank 1 connected to rank 0's closed group (it failed, rank 0 hung).
+    owned = _maybe_init_process_group(dist)
+    try:
+        return _both_caches(args, common, plan, teacher, dist)
+    finally:
+        if owned:
+            import torch.distributed as tdist
+            tdist.destroy_process_group()
+
+
+def _both_caches(args: argparse.Namespace, common: dict, plan, teacher,
+                 dist: DistInfo) -> LabelStats:
     later: list[Callable[[], None]] = []
     train = run_labels(args.data, args.out, split=args.split, teacher=teacher, dist=dist,
                        exclude=plan.not_train, reuse_from=args.val_out, prune_later=later,
