@@ -10,6 +10,7 @@ multi-rank training are reproducible.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import datetime
@@ -804,12 +805,24 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
     return result.metrics
 
 
+def _remove_killed_saves(out: Path) -> None:
+    """The temp files of checkpoint saves a SIGKILL cut short (atomic_save's hidden
+    `.last.pt.XXXX.tmp`): each as large as last.pt, and no run ever reads them. Only under
+    the folder's lock, so no live save of another run is among them."""
+    for p in out.glob(".*.pt.*.tmp"):
+        with contextlib.suppress(OSError):
+            p.unlink()
+
+
 def run_training(cfg: TrainConfig, quiet: bool = False,
                  command: str | None = None) -> TrainResult:
     """`train`, also saying the step reached: a run stopped by its budget returns as one that
     finished, and its caller must not report it "done". `command`: as Trainer's."""
     try:
-        with run_lock(Path(cfg.out), enabled=DistInfo.from_env().main):
+        main = DistInfo.from_env().main
+        with run_lock(Path(cfg.out), enabled=main):
+            if main:
+                _remove_killed_saves(Path(cfg.out))
             trainer = Trainer(cfg, quiet=quiet, command=command)
             metrics = trainer.fit()
         if dist.is_initialized():

@@ -2050,6 +2050,22 @@ def test_train_log_says_which_steps_a_killed_run_logged_past_its_checkpoint(tmp_
             "without saving them, last.pt holds step 2") in resumed[1], log
 
 
+def test_a_checkpoint_save_killed_half_way_leaves_no_temp_file_after_the_resume(tmp_path):
+    """A SIGKILL during a save left its hidden temp checkpoint (`.last.pt.XXXX.tmp`, the size
+    of last.pt: hundreds of MB for a teacher with its optimizer) in out= for good, one more
+    for each such kill; the resumed run removes them (it holds the folder's lock)."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 4, stop_after=2), quiet=True)
+    killed = [out / ".last.pt.k1ll3d_1.tmp", out / ".best.pt.k1ll3d_2.tmp"]
+    for f in killed:
+        f.write_bytes((out / "last.pt").read_bytes()[:1000])   # cut off as a kill leaves it
+    other = out / ".notes.tmp"   # not a checkpoint's: left alone
+    other.write_text("mine")
+    train(tiny_cfg(out, 4), quiet=True)
+    assert read_checkpoint(out / "last.pt")["step"] == 4
+    assert not any(f.exists() for f in killed) and other.exists()
+
+
 def test_a_validation_image_under_ssims_window_is_skipped_before_training(tmp_path, capsys):
     """A 6x5 validation pair stopped the run at its first validation ("SSIM needs images of at
     least 7x7 pixels"), after every step since the start and with no checkpoint saved; it is
