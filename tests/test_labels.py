@@ -1194,3 +1194,31 @@ def test_a_hold_out_under_torchrun_labels_both_caches(tmp_path, teachers):
     assert len(_manifest(tmp_path / "train")) == 4 and len(_manifest(tmp_path / "val")) == 2
     for cache in ("train", "val"):
         assert json.loads((tmp_path / cache / "run.json").read_text())["complete"] is True
+
+
+def test_a_rank_resuming_an_interrupted_run_keeps_the_labels_its_shard_holds(tmp_path, teachers):
+    """A Ctrl-C under torchrun leaves each rank's entries in manifest.rank<k>.json. The re-run
+    skipped those labels as up to date, then rewrote its shard with only the labels it made
+    itself: the merged manifest lost every label of the interrupted run (4 of GoPro's 8),
+    and run.json called the cache complete."""
+    from distill.dist import DistInfo
+    from distill.data.labels import write_manifest
+    data = _paired(tmp_path / "data", 6, h=32, w=40, seed=5)
+    out = tmp_path / "cache"
+    kw = dict(teacher_weights=str(teachers[0]), tile=32, overlap=8, device="cpu",
+              progress=False)
+    for rank in (0, 1):
+        run_labels(str(data), out, dist=DistInfo(rank, 2), **kw)
+    entries = _manifest(out)
+    # What the Ctrl-C left: each rank's first label, in its shard; no manifest.json yet.
+    (out / "manifest.json").unlink()
+    for rank in (0, 1):
+        first, *rest = sorted(entries)[rank::2]
+        write_manifest(out, {first: entries[first]}, out / f"manifest.rank{rank}.json")
+        for name in rest:
+            (out / entries[name]["label"]).unlink()
+    for rank in (0, 1):
+        s = run_labels(str(data), out, dist=DistInfo(rank, 2), **kw)
+        assert (s.done, s.skipped) == (2, 1)
+    assert sorted(_manifest(out)) == sorted(entries)
+    assert not list(out.glob("manifest.rank*.json"))

@@ -360,6 +360,9 @@ class LabelRun:
         _remove_stale_temp_files(out_dir)
         self.target = (out_dir / MANIFEST if dist.world == 1
                        else out_dir / f"manifest.rank{dist.rank}.json")
+        # An interrupted run's entries in this rank's shard: this run skips their labels as up
+        # to date, so its shard must keep them (rewritten with only this run's, they were lost).
+        self.inherited = read_manifest_entries(self.target) if dist.world > 1 else {}
 
     # One entry per input; see the module docstring for the files it points to.
     def _entry(self, sample: Sample, input_hash: str, **extra) -> dict:
@@ -549,7 +552,8 @@ class LabelRun:
                 self.known = merge_entries(on_disk, self.known, self.touched)
                 write_manifest(self.out_dir, self.known, self.target)
         else:
-            write_manifest(self.out_dir, self.touched, self.target)
+            write_manifest(self.out_dir, merge_entries(self.inherited, self.touched),
+                           self.target)
 
     def _record(self, name: str, entry: dict) -> None:
         self.touched[name] = entry
