@@ -1196,6 +1196,8 @@ def test_a_hold_out_under_torchrun_labels_both_caches(tmp_path, teachers):
         assert json.loads((tmp_path / cache / "run.json").read_text())["complete"] is True
 
 
+@pytest.mark.filterwarnings(   # the ranks' warnings carry their tag in front
+    "ignore:\\[rank .*the teacher's outputs are further:runtime.warn.SharpenWarning")
 def test_a_rank_resuming_an_interrupted_run_keeps_the_labels_its_shard_holds(tmp_path, teachers):
     """A Ctrl-C under torchrun leaves each rank's entries in manifest.rank<k>.json. The re-run
     skipped those labels as up to date, then rewrote its shard with only the labels it made
