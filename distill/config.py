@@ -40,6 +40,9 @@ class DataConfig:
     cache_size: int = 256         # decoded images kept per loader worker (LRU)
     val_max_images: int = 8       # spread evenly over the validation set in name order
     val_max_side: int = 512       # validation images are centre-cropped to this side
+    # A GoPro root's blurred folder for data.train, data.val and data.gt_train: blur or
+    # blur_gamma (as `sharpen labels --gopro-blur`); other sources ignore it.
+    gopro_blur: str = "blur"
 
 
 @dataclass
@@ -329,6 +332,9 @@ def check_config(cfg: TrainConfig) -> None:
     if not str(cfg.resume).strip():
         raise ValueError("resume= is empty: auto (go on from out/last.pt when there), never "
                          "(start over), or a checkpoint path")
+    if cfg.data.gopro_blur not in ("blur", "blur_gamma"):
+        raise ValueError(f"data.gopro_blur must be blur or blur_gamma (a GoPro sequence's "
+                         f"blurred folder), got {cfg.data.gopro_blur!r}")
     if cfg.task not in ("student", "teacher"):
         raise ValueError(f"task must be student or teacher, got {cfg.task!r}")
     _refuse_out_into_data(cfg)

@@ -42,21 +42,22 @@ def _gt_train_items(cfg: TrainConfig, n_main: int) -> list:
     next to n_main other items."""
     d = cfg.data
     extra = [(inp, gt, None if cfg.task == "teacher" else gt)
-             for inp, gt, _ in _source_pairs("data.gt_train", d.gt_train)]
+             for inp, gt, _ in _source_pairs("data.gt_train", d.gt_train,
+                                             gopro_blur=d.gopro_blur)]
     if d.gt_train_share > 0:
         n = max(1, round(n_main * d.gt_train_share / (1 - d.gt_train_share)))
         extra = [extra[i * len(extra) // n] for i in range(n)]
     return extra
 
 
-def resolve_gt_source(spec: str, split: str, progress: bool = True):
+def resolve_gt_source(spec: str, split: str, progress: bool = True, gopro_blur: str = "blur"):
     """resolve_source for training on ground truth: an empty folder was "no images or videos
     found" with a list of video extensions, though only pairs can be used here."""
     from runtime.sources import warn_not_images
 
     from .data.sources import NoImagesError, SourceError, resolve_source
     try:
-        info = resolve_source(spec, split=split, progress=progress)
+        info = resolve_source(spec, split=split, progress=progress, gopro_blur=gopro_blur)
     except NoImagesError:
         raise SourceError(
             f"no images in {spec}: a ground-truth source is a paired folder, input/ + target/ "
@@ -69,10 +70,10 @@ def resolve_gt_source(spec: str, split: str, progress: bool = True):
     return info
 
 
-def _source_pairs(key: str, spec: str, progress: bool = True) -> list:
+def _source_pairs(key: str, spec: str, progress: bool = True, gopro_blur: str = "blur") -> list:
     from .data.crops import pairs_from_source
     with naming(key, spec, SOURCE_HINT.format(spec)):
-        return pairs_from_source(resolve_gt_source(spec, "train", progress))
+        return pairs_from_source(resolve_gt_source(spec, "train", progress, gopro_blur))
 
 
 def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
@@ -93,7 +94,7 @@ def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:
                                         blur=EMBEDDED_BLUR, seed=cfg.seed,
                                         brightness=d.brightness)
         from .data.crops import CropDataset
-        items = _source_pairs("data.train", d.train, progress)
+        items = _source_pairs("data.train", d.train, progress, d.gopro_blur)
     else:
         if not d.labels:
             raise ValueError("student training needs data.labels: the pseudo-label cache made "

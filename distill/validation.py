@@ -53,10 +53,10 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
             from .data.crops import pairs_from_source
             from .data.sources import SourceError
             try:
-                info = resolve_gt_source(d.val, "val", progress)
+                info = resolve_gt_source(d.val, "val", progress, d.gopro_blur)
             except SourceError as no_val:  # GoPro and many paired sets have train/test only
                 try:
-                    info = resolve_gt_source(d.val, "test", progress)
+                    info = resolve_gt_source(d.val, "test", progress, d.gopro_blur)
                 except SourceError:
                     with naming("data.val", d.val, SOURCE_HINT.format(d.val)):
                         raise no_val from None

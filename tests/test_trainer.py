@@ -2066,6 +2066,38 @@ def test_a_checkpoint_save_killed_half_way_leaves_no_temp_file_after_the_resume(
     assert not any(f.exists() for f in killed) and other.exists()
 
 
+def test_a_gopro_root_trains_and_validates_on_the_blurred_folder_data_gopro_blur_names(
+        tmp_path):
+    """`sharpen labels --gopro-blur blur_gamma` had no counterpart in training: train and
+    train-teacher on a GoPro root always read blur/, with no key to choose blur_gamma/."""
+    import numpy as np
+
+    from distill.images import read_image, write_image
+    from distill.metrics import psnr
+    rng = np.random.default_rng(0)
+    root = tmp_path / "GOPRO_Large"
+    for split, seq in (("train", "GOPR0372_07_00"), ("test", "GOPR0384_11_00")):
+        for i in range(2):
+            sharp = rng.random((40, 48, 3)).astype(np.float32)
+            d = root / split / seq
+            write_image(d / "sharp" / f"{i:06d}.png", sharp)
+            write_image(d / "blur" / f"{i:06d}.png", sharp * 0.9)
+            write_image(d / "blur_gamma" / f"{i:06d}.png", sharp ** 2.2)
+    test = root / "test" / "GOPR0384_11_00"
+    want = {b: np.mean([psnr(read_image(test / b / f"{i:06d}.png"),
+                             read_image(test / "sharp" / f"{i:06d}.png")) for i in range(2)])
+            for b in ("blur", "blur_gamma")}
+    for blur in ("blur", "blur_gamma"):
+        cfg = tiny_cfg(tmp_path / blur, 1, **{"data.train": root, "data.val": root,
+                                              "data.gopro_blur": blur, "data.val_max_images": 2})
+        with pytest.warns(SharpenWarning, match="has no 'val' split"):
+            m = train(cfg, quiet=True)
+        assert m["input_gt_psnr"] == pytest.approx(want[blur], abs=1e-4), blur
+    with pytest.raises(ValueError, match="data.gopro_blur must be blur or blur_gamma .*, got "
+                                         "'gamma'"):
+        train(tiny_cfg(tmp_path / "bad", 1, **{"data.gopro_blur": "gamma"}), quiet=True)
+
+
 def test_a_validation_image_under_ssims_window_is_skipped_before_training(tmp_path, capsys):
     """A 6x5 validation pair stopped the run at its first validation ("SSIM needs images of at
     least 7x7 pixels"), after every step since the start and with no checkpoint saved; it is
