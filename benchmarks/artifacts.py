@@ -107,6 +107,37 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
     return out
 
 
+def failure_reason(name: str, e: BaseException) -> str:
+    """Why student `name`'s export (or checkpoint) failed, on one line: a ValueError's message
+    (BenchError and CheckpointError are worded for the user), else the exception's type and
+    first line; without the `NAME: ` the bench's export errors lead with, since the line that
+    says it names the student."""
+    from runtime.console import first_line
+
+    why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {first_line(e)}"
+    return why.removeprefix(f"{name}: ")
+
+
+def failed_artifacts(student: Student, cache_root: str | os.PathLike | None,
+                     formats: str | Sequence[str] | None, why: str) -> ArtifactSet:
+    """The ArtifactSet of a student whose export raised: status "failed" with `why` for each
+    format it was to build; those not requested or not buildable here skipped as
+    `ensure_artifacts` skips them."""
+    from optimize.export import FORMATS
+
+    build = buildable_formats(formats)
+    items = {}
+    for fmt, spec in FORMATS.items():
+        if fmt in build:
+            items[fmt] = Artifact(fmt, spec.precision, "failed", reason=why)
+        else:
+            items[fmt] = Artifact(fmt, spec.precision, "skipped",
+                                  reason=spec.availability() or NOT_REQUESTED)
+    folder = Path(cache_root or default_cache_root()).resolve() / \
+        f"{student.path.stem}-{student.hash}"
+    return ArtifactSet(student, folder, items)
+
+
 # --------------------------------------------------------------------------- artifacts
 
 def is_not_requested(row: dict) -> bool:
@@ -130,7 +161,9 @@ def not_requested_line(rows: Sequence[dict]) -> str:
 class Artifact:
     format: str
     precision: str
-    status: str                 # pass / fail / error / skipped (as in optimize.export)
+    # pass / fail / error / skipped (as in optimize.export); failed: the student's whole
+    # export raised (`failed_artifacts`)
+    status: str
     file: Optional[str] = None
     reason: Optional[str] = None
     export_parity: dict = field(default_factory=dict)   # export's own gate (sample photos)

@@ -24,8 +24,9 @@ weights, the exporter code and the versions of the libraries that made them (tor
 ONNX Runtime, TensorFlow / LiteRT, TensorRT) are unchanged. The same measurements run as a
 pytest-benchmark suite:
   pytest benchmarks/ [--full] --benchmark-json bench.json   (same option names)
-Exit codes: 0 every check passed, 1 a quality or parity check failed (the report is still
-written), 2 a usage error, 130 / 143 interrupted by Ctrl-C / SIGTERM (the report then holds the
+Exit codes: 0 every check passed, 1 a quality or parity check failed or a student's export
+(or checkpoint) failed (the report is still written, that student's rows say why, the others
+are measured), 2 a usage error, 130 / 143 interrupted by Ctrl-C / SIGTERM (the report then holds the
 rows finished so far, marked incomplete, with those not measured listed).
 """
 
@@ -152,6 +153,10 @@ def run_bench_cmd(args) -> int:
                 print(f"sharpen bench: CHECK FAILED: {c['message']}", file=sys.stderr)
         print(f"sharpen bench: {count(sum(not c['passed'] for c in report['checks']), 'check')} "
               f"failed; report written to {Path(args.out) / 'report.md'}", file=sys.stderr)
+    if failed := report.get("failed"):   # last: whose export to fix, after the tables
+        print(f"sharpen bench: {count(len(failed), 'student')} failed, not measured: "
+              f"{', '.join(f['student'] for f in failed)} (why: their CHECK FAILED lines)",
+              file=sys.stderr)
     return code
 
 

@@ -315,17 +315,15 @@ class BenchContext:
     def attempt(self, name: str, doing: str, fn: Callable):
         """fn()'s result, or None where it raised: student `name` has then failed, its reason
         kept for `student_failed`. A backend's SkipCase passes through: it is a skip."""
+        from benchmarks.artifacts import failure_reason
         from benchmarks.latency import SkipCase
-        from runtime.console import first_line
 
         try:
             return fn()
         except SkipCase:
             raise
         except Exception as e:  # noqa: BLE001 - said as the test's failure, without a traceback
-            # BenchError and CheckpointError (a ValueError each) are worded for the user.
-            why = str(e) if isinstance(e, ValueError) else f"{type(e).__name__}: {first_line(e)}"
-            why = why.removeprefix(f"{name}: ")   # the bench's export errors lead with it
+            why = failure_reason(name, e)   # as `sharpen bench` words it
             st = self.students[name]
             self._failed.setdefault(name, [f"student {name} ({st.path}): {doing} failed: {why}",
                                            False])

@@ -64,10 +64,14 @@ def missing_rows(planned: list[dict], done: list[dict]) -> list[str]:
 
 
 def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_tiles, say,
-                partial: Optional[dict] = None, models: Sequence = ()) -> dict:
+                partial: Optional[dict] = None, models: Sequence = (),
+                failed: Optional[dict] = None) -> dict:
     """The latency section of the report. With `partial`, partial["latency"] is that section
     from the start, its rows added as each is measured (what an interrupted run has).
-    `models`: the --model files (`benchmarks.given.GivenModel`), timed after the students."""
+    `models`: the --model files (`benchmarks.given.GivenModel`), timed after the students.
+    `failed`: student name -> why its export raised: its rows are status "failed" with that
+    reason (its formats not built here skipped as usual), and nothing of it is loaded."""
+    failed = failed or {}
     m = opts.mode()
     sizes, target = m["sizes"], opts.target_fps
     rows: list[dict] = []
@@ -135,14 +139,25 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     # (measured once) the student reaches: its GMAC per frame over the median time.
     peak = sgemm_peak_gmacs()
     result["settings"]["sgemm_peak_gmacs"] = round(peak, 1)
-    budget = {(st.name, wh): b for st in students for wh, b in _student_budget(st.path, sizes).items()}
+    measured = [st for st in students if st.name not in failed]
+    budget = {(st.name, wh): b for st in measured
+              for wh, b in _student_budget(st.path, sizes).items()}
     gmac = {k: g for k, (g, _) in budget.items()}
-    too_big = _too_big(students, sizes, budget, m.get("max_activation_gb"))
+    too_big = _too_big(measured, sizes, budget, m.get("max_activation_gb"))
     cases = [(st, spec) for st in students for spec in BACKENDS]
     bar = _bar((len(cases) + len(models)) * len(sizes), "latency", opts.quiet)
     try:
         for st, spec in cases:
             arts = artifact_sets.get(st.name)
+            if st.name in failed:
+                art = arts.get(spec.fmt) if arts and spec.fmt else None
+                status, why = ((art.status, art.reason) if art and art.status == "skipped"
+                               else ("failed", failed[st.name]))
+                rows += [result_row(model=f"student {st.name}", student=st.name, backend=spec,
+                                    size=wh, ms=None, target_fps=target, status=status,
+                                    reason=why) for wh in sizes]
+                bar(len(sizes))
+                continue
             try:
                 backend = open_backend(spec, st.path, arts, threads=opts.threads or None)
             except SkipCase as e:
@@ -206,6 +221,10 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                             backend=STREAM_KEY, size=(w, h), target_fps=target,
                             backend_label=STREAM_LABEL, format=STREAM_FORMAT,
                             precision="fp32", frames=m["stream_frames"])
+                if st.name in failed and art is not None and art.status == "failed":
+                    streams.append(result_row(ms=None, status="failed", reason=art.reason,
+                                              **base))
+                    continue
                 if video is None or art is None or not art.usable:
                     why = reason if video is None else (
                         art.reason if art is not None else "no ONNX artifact")

@@ -269,13 +269,15 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
              thresholds=None, min_ssim_gain: Optional[float] = None, threads: int = 0,
              n_crops: int = 3, data_desc: str = "",
              progress: bool = True, say=None, partial: Optional[dict] = None,
-             models: Sequence = ()) -> QualityResult:
+             models: Sequence = (), failed: Optional[dict] = None) -> QualityResult:
     """Run everything on every pair and compute metrics and checks (see the module doc).
 
     artifact_sets: student name -> benchmarks.artifacts.ArtifactSet (or None: PyTorch only).
     models: `benchmarks.given.GivenModel`s (--model), a row each after the students', gated
     as the students are; compared with a student's FP32 output (parity) where that student's
     checkpoint is the one the file records.
+    failed: student name -> why its export raised: its rows are status "failed" with that
+    reason, nothing of it is run, and no check is made on it here (`failed_checks`).
     The outputs of the `n_crops` pairs with the lowest input PSNR are kept for the figure.
     With `partial`, a KeyboardInterrupt (Ctrl-C, SIGTERM) first puts partial["quality"]: the
     result of the rows that ran on every image, the others with status "missing"."""
@@ -313,7 +315,10 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
         key = f"{st.name}/pytorch"
         rows[key] = _row(key, f"student {st.name}", "student", "pytorch", "PyTorch eager",
                          "fp32", st.name)
-        loaders[key] = lambda path=st.path: (torch_runner(load_student(path)[0]), None)
+        if st.name in (failed or {}):
+            rows[key].update(status="failed", reason=failed[st.name])
+        else:
+            loaders[key] = lambda path=st.path: (torch_runner(load_student(path)[0]), None)
         arts = artifact_sets.get(st.name) if artifact_sets else None
         if arts is None:
             continue
@@ -322,8 +327,8 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             label = FORMATS[fmt].label if fmt in FORMATS else fmt
             r = _row(key, f"student {st.name}", "artifact", fmt, label, art.precision, st.name)
             rows[key] = r
-            if art.status == "skipped":
-                r.update(status="skipped", reason=art.reason)
+            if art.status in ("skipped", "failed"):
+                r.update(status=art.status, reason=art.reason)
                 continue
             if not art.usable:
                 r.update(status="error", reason=f"export failed: {art.reason or 'no file'}")
@@ -440,6 +445,15 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     return result
 
 
+def failed_checks(students: Sequence[Student], failed: dict) -> list[dict]:
+    """A failed check for each student whose export raised (`failed`: name -> why), naming
+    its checkpoint: the run exits 1 with the others measured."""
+    return [{"check": "student", "model": st.name, "metric": None, "value": None,
+             "threshold": None, "passed": False,
+             "message": f"student {st.name!r} ({st.path}): not measured: {failed[st.name]}"}
+            for st in students if st.name in failed]
+
+
 def planned_quality_keys(students: Sequence[Student], artifact_sets: Optional[dict] = None,
                          buildable: Optional[Sequence[str]] = None, models: Sequence = ()
                          ) -> list[str]:
@@ -536,6 +550,8 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
         kind = "ssim-ratio" if gain is None else "ssim-gain"
         if "missing" in (r.get("status"), t.get("status"), b.get("status")):
             continue   # an interrupted run's: not measured, so neither passed nor failed
+        if r["status"] == "failed":
+            continue   # its export raised: one check says so (`failed_checks`)
         if r["ssim"] is None or t["ssim"] is None or b["ssim"] is None:
             checks.append({"check": kind, "model": key, "metric": "ssim", "value": None,
                            "threshold": None, "passed": False,
@@ -561,7 +577,8 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
                        "value": r["ssim"], "threshold": thr, "ratio": ratio,
                        "teacher_ssim": t["ssim"], "passed": bool(ok), "message": msg})
     for r in rows.values():
-        if r["kind"] not in ("artifact", "model") or r["status"] in ("skipped", "missing"):
+        if r["kind"] not in ("artifact", "model") or r["status"] in ("skipped", "missing",
+                                                                    "failed"):
             continue
         if r["kind"] == "model" and not (r["student"] and r["parity"]):
             continue   # no FP32 student to compare with: gated on SSIM above

@@ -35,7 +35,7 @@ from runtime.sinks import folders_to_make, remove_if_empty
 
 from .artifacts import (BUILTIN_CALIBRATION, DEFAULT_CALIB_COUNT, BenchError,
                         atomic_write_json, buildable_formats, check_calib, default_cache_root,
-                        ensure_artifacts, split_list)
+                        ensure_artifacts, failed_artifacts, failure_reason, split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
                       TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
                       stream_size)
@@ -45,7 +45,7 @@ from .latency_run import missing_rows, planned_rows, run_latency
 from .machine import machine_info, peak_rss_mb
 from .markdown import render_markdown
 from .quality import (DEFAULT_MIN_SSIM_RATIO, QUICK_LIMIT, QualityResult, TeacherOutputs,
-                      evaluate, load_pairs, planned_quality_keys)
+                      evaluate, failed_checks, load_pairs, planned_quality_keys)
 
 REPORT_FORMAT = "sharpen-bench/1"
 
@@ -273,6 +273,8 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         raise BenchError(f"--min-ssim-gain must be in [0, 1.5], got {opts.min_ssim_gain}")
     try:
         m = opts.mode()
+        # Now: an export error is a student's failure, but a bad --formats is every student's.
+        buildable_formats(opts.formats)
     except ValueError as e:
         raise BenchError(str(e)) from None
     cache = Path(opts.cache) if opts.cache else default_cache_root()
@@ -326,6 +328,7 @@ class _Progress:
     """What a run has finished so far: an interrupted run's report is made of it."""
     stage: str = "export"
     artifact_sets: dict = field(default_factory=dict)
+    failed: dict = field(default_factory=dict)    # student -> why its export raised
     peak_mb: dict = field(default_factory=dict)   # peak RSS so far after each stage
     quality: Optional[QualityResult] = None
     real: Optional[dict] = None
@@ -336,15 +339,21 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
              cache: Path, real_limits: dict, out: Path, progress: _Progress, say) -> None:
     """Every stage in turn, each result into `progress` as it finishes; a stage interrupted
     part way puts in what it finished, then the KeyboardInterrupt goes on."""
-    from distill.checkpoint import CheckpointError
-
     for st in students:
         try:
             progress.artifact_sets[st.name] = ensure_artifacts(
                 st, cache, opts.formats, opts.calib_count, quiet=opts.quiet, say=say,
                 float_layers=opts.float_layers, calib=calib_sources(opts.calib))
-        except CheckpointError as e:
-            raise BenchError(str(e)) from None
+        except Exception as e:  # noqa: BLE001 - that student fails; the others are measured
+            # A broken checkpoint (or an export that raised) of one student stopped the run
+            # for every student, without a report. Its rows say why, and the run exits 1.
+            fmts = ", ".join(buildable_formats(opts.formats)) or "no format"
+            why = f"exporting it to {fmts} failed: {failure_reason(st.name, e)}"
+            progress.failed[st.name] = why
+            progress.artifact_sets[st.name] = failed_artifacts(st, cache, opts.formats, why)
+            say.warn(f"student {st.name} ({st.path}): {why}; not measured, the other "
+                     "students are")
+    measured = [st for st in students if st.name not in progress.failed]
 
     progress.stage = "quality"
     todo = sum(not teacher_out.has(p.blurred) for p in pairs)
@@ -358,7 +367,8 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
         progress.quality = evaluate(
             pairs, teacher_out, students, progress.artifact_sets, opts.min_ssim_ratio,
             min_ssim_gain=opts.min_ssim_gain, threads=opts.threads, data_desc=data_desc,
-            progress=not opts.quiet, say=say, partial=got, models=models)
+            progress=not opts.quiet, say=say, partial=got, models=models,
+            failed=progress.failed)
     except KeyboardInterrupt:
         progress.quality = got.get("quality")
         raise
@@ -370,7 +380,7 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
         out.mkdir(parents=True, exist_ok=True)
         try:
             progress.real = run_real_blur(opts.real_pairs, nogt_paths(opts.real_nogt),
-                                          teacher_out, students, out, say,
+                                          teacher_out, measured, out, say,
                                           real_limits["--real-pairs"],
                                           real_limits["--real-nogt"], quiet=opts.quiet,
                                           models=models)
@@ -385,7 +395,8 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
         tiles = TeacherTiles(teacher=teacher_out.teacher, n_tiles=m["teacher_tiles"])
         try:
             progress.latency = run_latency(opts, students, progress.artifact_sets, tiles, say,
-                                           partial=got, models=models)
+                                           partial=got, models=models,
+                                           failed=progress.failed)
         except KeyboardInterrupt:
             progress.latency = got.get("latency")
             raise
@@ -398,7 +409,8 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
             real_limits: dict, progress: _Progress) -> dict:
     """report.json's content from what `progress` holds (figures and wall time come after)."""
     quality, latency = progress.quality, progress.latency
-    checks = quality.checks + latency_checks(latency)
+    checks = (failed_checks(students, progress.failed) + quality.checks
+              + latency_checks(latency))
     ok = all(c["passed"] for c in checks)
     return {
         "format": REPORT_FORMAT,
@@ -428,6 +440,9 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
         "real_blur": progress.real or {},
         "latency": latency,
         "artifacts": {k: v.to_dict() for k, v in progress.artifact_sets.items()},
+        # The students whose export raised: their rows are status "failed" with the reason.
+        "failed": [{"student": st.name, "path": str(st.path), "reason": progress.failed[st.name]}
+                   for st in students if st.name in progress.failed],
         "skipped": skipped_list(quality, latency),
         "figures": {},
     }
@@ -443,8 +458,10 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
 
     missing: dict[str, list[str]] = {}
     buildable = buildable_formats(opts.formats)   # for the students not exported yet
+    # A student whose export raised is not "not measured": its check says why.
+    measured = [st for st in students if st.name not in progress.failed]
     if progress.quality is None:
-        missing["quality"] = planned_quality_keys(students, progress.artifact_sets, buildable,
+        missing["quality"] = planned_quality_keys(measured, progress.artifact_sets, buildable,
                                                   models)
         progress.quality = QualityResult(data_desc, [], [], [], {}, {})
     else:
@@ -456,7 +473,7 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
                                 if spec]
     if opts.latency:
         progress.latency = progress.latency or {"rows": [], "stream": [], "settings": {}}
-        missing["latency"] = missing_rows(planned_rows(students, m, progress.artifact_sets,
+        missing["latency"] = missing_rows(planned_rows(measured, m, progress.artifact_sets,
                                                        buildable, models),
                                           progress.latency["rows"] + progress.latency["stream"])
     elif progress.latency is None:

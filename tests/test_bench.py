@@ -2010,3 +2010,57 @@ def test_k_exports_only_the_formats_its_tests_use(env, tmp_path):
     built = sorted(p.suffix for p in stamp.parent.iterdir() if p.suffix in (".onnx", ".tflite"))
     assert built == [".onnx"], built
     assert "no selected test uses it (-k): tflite-fp16" in out, out
+
+
+def test_a_student_that_fails_is_reported_failed_and_the_others_measured(env, tmp_path,
+                                                                          capsys):
+    """`sharpen bench --students good,broken` stopped the whole run at the broken student's
+    export with a bare error (exit 2, no report): a checkpoint of garbage bytes, or a valid
+    one of a student architecture this process does not know."""
+    broken = tmp_path / "student-broken.pt"
+    broken.write_bytes(bytes(range(256)) * 8)
+    good = create_student("fast", width=8)
+    atomic_save(make_checkpoint(good, kind="student", arch="nosuch", arch_args=good.arch_args),
+                tmp_path / "student-other.pt")
+    rc = _bench(env, "failed", "--students",
+                f"{env / 'student-good.pt'},{broken},{tmp_path / 'student-other.pt'}",
+                "--formats", "onnx", "--sizes", "96x64", "--stream-frames", "2",
+                "--min-ssim-ratio", "0")
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    assert "Traceback" not in err, err
+    rep = json.loads((env / "failed" / "report.json").read_text())
+    why = {"broken": "student-broken.pt is not a PyTorch checkpoint",
+           "other": "student 'nosuch' is not registered"}
+    assert {f["student"]: f["path"] for f in rep["failed"]} == {
+        "broken": str(broken), "other": str(tmp_path / "student-other.pt")}
+    for name, says in why.items():
+        # (the formats --formats left out keep their skipped rows, as for any student)
+        rows = [r for r in rep["quality"]["rows"]
+                if r["student"] == name and r["status"] != "skipped"]
+        assert {r["key"]: r["status"] for r in rows} == {f"{name}/pytorch": "failed",
+                                                         f"{name}/onnx": "failed"}, rows
+        assert all("exporting it to onnx failed" in r["reason"] and says in r["reason"]
+                   for r in rows), rows
+        lat = [r for r in rep["latency"]["rows"] + rep["latency"]["stream"]
+               if r["student"] == name and r["status"] != "skipped"]
+        assert {r["backend"] for r in lat} == {"pytorch", "ort-fp32", "pipeline-ort-fp32"}
+        assert all(r["status"] == "failed" and says in r["reason"] for r in lat), lat
+        [check] = [c for c in rep["checks"] if c["model"] == name]
+        assert not check["passed"] and says in check["message"], check
+        assert f"student {name!r}" in check["message"], check
+        assert says in err, err
+    # the good student is measured as usual, and its checks pass
+    ok = {r["key"]: r["status"] for r in rep["quality"]["rows"]
+          if r["student"] == "good" and r["status"] != "skipped"}
+    assert ok == {"good/pytorch": "ok", "good/onnx": "ok"}, ok
+    timed = {r["backend"] for r in rep["latency"]["rows"] + rep["latency"]["stream"]
+             if r["student"] == "good" and r["status"] == "ok"}
+    assert timed == {"pytorch", "ort-fp32", "pipeline-ort-fp32"}, rep["latency"]
+    assert all(c["passed"] for c in rep["checks"] if c["model"].startswith("good")), rep["checks"]
+    md = (env / "failed" / "report.md").read_text()
+    assert "| student broken | pytorch |" in md and "failed: exporting it to onnx failed" in md
+    assert "sharpen bench: 2 students failed, not measured: broken, other" in err, err
+    # a bad --formats is still a usage error, not every student's failure
+    assert _bench(env, "bogus", "--students", str(broken), "--formats", "bogus") == 2
+    assert "unknown format 'bogus'" in capsys.readouterr().err
