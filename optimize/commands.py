@@ -177,6 +177,11 @@ def run_export(args) -> int:
         # Here, not in export(): the API keeps impossible gates for forcing a failure.
         options.thresholds.check()
         check_options(options, flags=True)   # export() names them as its keywords
+        from runtime.host import threads_warning
+        # As `sharpen run` and `sharpen bench`: the parity checks and the 1080p latencies run
+        # on this count, and extra threads share cores (slower, and the times mislead).
+        if too_many := threads_warning(args.threads, "--threads"):
+            print(f"warning: {too_many}", file=sys.stderr)
         report = export(weights, args.formats, args.out, options, flags=True)
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))

@@ -1479,3 +1479,28 @@ def test_the_run_command_takes_the_fastest_artifact_that_passed(tmp_path):
     assert next_steps(report(*untimed))[0].startswith(
         f"run it (m.onnx, the first built): sharpen run --model {files['m.onnx']} ")
     assert next_steps(report(bad, old)) == []
+
+
+def test_more_threads_than_cores_is_warned_of_once_naming_where_the_count_came_from(
+        ckpt, tmp_path, capsys, monkeypatch):
+    """`sharpen run` and `sharpen bench` warned when --threads or OMP_NUM_THREADS asks for more
+    threads than this process's cores; export, whose parity checks and 1080p latencies run on
+    that count too, did not."""
+    import os
+
+    cores = len(os.sched_getaffinity(0))
+    argv = ["export", "--weights", str(ckpt), "--formats", "onnx", "--out",
+            str(tmp_path / "out"), "--no-latency", "--quiet"]
+    monkeypatch.setenv("OMP_NUM_THREADS", str(cores + 1))
+    rc, err = _run(argv, capsys)
+    assert rc == 0, err
+    assert err.count("CPU cores") == 1, err
+    assert (f"warning: OMP_NUM_THREADS={cores + 1} (the thread count when --threads is not "
+            f"given) is more than the {cores} CPU cores this process may use") in err, err
+    rc, err = _run([*argv, "--threads", str(cores + 2)], capsys)
+    assert rc == 0 and err.count("CPU cores") == 1, err
+    assert f"warning: --threads {cores + 2} is more than the {cores} CPU cores" in err, err
+    rc, err = _run([*argv, "--threads", "1"], capsys)   # --threads wins over the variable
+    assert rc == 0 and "CPU cores" not in err, err
+    rc, err = _run([*argv, "--threads", "-1"], capsys)   # a bad count: its error, no warning
+    assert rc == 2 and "CPU cores" not in err, err
