@@ -2064,3 +2064,14 @@ def test_a_student_that_fails_is_reported_failed_and_the_others_measured(env, tm
     # a bad --formats is still a usage error, not every student's failure
     assert _bench(env, "bogus", "--students", str(broken), "--formats", "bogus") == 2
     assert "unknown format 'bogus'" in capsys.readouterr().err
+
+
+def test_k_selects_a_latency_test_by_student_and_backend_as_one_id(env, tmp_path):
+    """`-k "good-ort-int8"`, the student and the backend as the test id spells them, selected
+    nothing: the size stood between them (`good-96x64-ort-int8`)."""
+    _, out = _run_suite("--collect-only", "-k", "good-ort-int8", "--students",
+                        str(env / "student-good.pt"), "--sizes", "96x64,160x96", expect=0)
+    assert [ln for ln in out.splitlines() if "::" in ln] == [
+        f"benchmarks/test_latency.py::test_student_latency[good-ort-int8-{z}]"
+        for z in ("96x64", "160x96")], out
+
