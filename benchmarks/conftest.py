@@ -235,6 +235,7 @@ class BenchContext:
         self.results: list[dict] = []
         self._artifacts: dict = {}
         self._failed: dict[str, list] = {}   # student -> [why it failed, said in a test yet]
+        self._format_failed: set = set()    # (student, format) whose export failure was said
         self._teacher_outputs = None
         self._teacher_tiles = None
         self._quality = None
@@ -258,6 +259,22 @@ class BenchContext:
         arts = self._export(name)
         self.student_failed(name)
         return arts
+
+    def artifact(self, name: str, fmt: str):
+        """Student `name`'s `fmt` artifact (see `artifacts`). One whose build failed while the
+        student's other formats built fails the first test that needs it, with the export's
+        reason and no traceback, and skips the later ones: its latency tests skipped it as if
+        this machine could not run the format, and `-k ort-int8` passed with the INT8 export
+        broken. Only that format: the student's others are measured."""
+        art = self.artifacts(name).get(fmt)
+        if art.status == "skipped" or art.usable:
+            return art
+        msg = (f"student {name} ({self.students[name].path}): exporting it to {fmt} failed: "
+               f"{art.reason or 'it wrote no file'}")
+        if (name, fmt) not in self._format_failed:
+            self._format_failed.add((name, fmt))
+            pytest.fail(msg, pytrace=False)
+        pytest.skip(f"{msg} (a failure at the first test that needed it)")
 
     def _export(self, name: str):
         """`artifacts` without the test outcome: None where the export raised (the reason

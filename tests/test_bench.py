@@ -2075,3 +2075,29 @@ def test_k_selects_a_latency_test_by_student_and_backend_as_one_id(env, tmp_path
         f"benchmarks/test_latency.py::test_student_latency[good-ort-int8-{z}]"
         for z in ("96x64", "160x96")], out
 
+
+def test_a_format_whose_export_failed_fails_its_first_test_not_a_skip(env, tmp_path):
+    """A format whose build raised (the others built) skipped its latency tests as if this
+    machine could not run it: `-k "ort-int8"` passed with the INT8 export broken. The first
+    test that needs it fails with the export's reason, the later ones skip with it, and the
+    student's other formats are measured."""
+    (tmp_path / "break_int8.py").write_text(
+        "import optimize.onnx_int8 as oi\n\n\n"
+        "def fails(*args, **kw):   # a calibrator error, as test_export_cli's\n"
+        "    raise RuntimeError('calibration failed')\n\n\n"
+        "oi.quantize_onnx_int8 = fails\n")
+    cmd = [sys.executable, "-m", "pytest", str(ROOT / "benchmarks"), "-p", "no:cacheprovider",
+           "-p", "break_int8", "-q", "-rs", "-k", "ort-int8 or ort-fp32", "--students",
+           str(env / "student-good.pt"), "--formats", "onnx,onnx-int8", "--cache",
+           str(tmp_path / "cache"), "--sizes", "96x64,64x48", "--calib-count", "2"]
+    path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": path})
+    out = res.stdout + res.stderr
+    assert res.returncode == 1 and "1 failed, 2 passed, 1 skipped" in out, out
+    assert "Traceback" not in out, out
+    says = (f"student good ({env / 'student-good.pt'}): exporting it to onnx-int8 failed: "
+            "build failed: RuntimeError: calibration failed")
+    [failure] = [part for part in out.split("\n_") if "[good-ort-int8-96x64]" in part]
+    assert says in failure, failure
+    assert f"{says} (a failure at the first test that needed it)" in out, out
