@@ -351,8 +351,8 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
             why = f"exporting it to {fmts} failed: {failure_reason(st.name, e)}"
             progress.failed[st.name] = why
             progress.artifact_sets[st.name] = failed_artifacts(st, cache, opts.formats, why)
-            say.warn(f"student {st.name} ({st.path}): {why}; not measured, the other "
-                     "students are")
+            others = "; not measured, the other students are" if len(students) > 1 else ""
+            say.warn(f"student {st.name} ({st.path}): {why}{others or '; not measured'}")
     measured = [st for st in students if st.name not in progress.failed]
 
     progress.stage = "quality"
