@@ -278,7 +278,12 @@ class BenchContext:
 
     def _export(self, name: str):
         """`artifacts` without the test outcome: None where the export raised (the reason
-        kept for `student_failed`), so that the quality evaluation goes on without `name`."""
+        kept for `student_failed`), so that the quality evaluation goes on without `name`.
+        None too for a student that failed before (its checkpoint, read for quick mode's
+        memory bound): exported anyway, it took minutes and was evaluated where the summary
+        said it was not."""
+        if name in self._failed:
+            return None
         if name not in self._artifacts:
             from benchmarks.artifacts import buildable_formats
 

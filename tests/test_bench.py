@@ -2101,3 +2101,23 @@ def test_a_format_whose_export_failed_fails_its_first_test_not_a_skip(env, tmp_p
     [failure] = [part for part in out.split("\n_") if "[good-ort-int8-96x64]" in part]
     assert says in failure, failure
     assert f"{says} (a failure at the first test that needed it)" in out, out
+
+
+def test_a_student_that_failed_in_a_test_is_not_exported_for_the_quality_evaluation(
+        env, tmp_path):
+    """A student whose checkpoint failed in its latency tests (quick mode reads it for its
+    memory bound) was exported all the same when a later student's quality test evaluated the
+    set (minutes of INT8 calibration), and evaluated where the summary said it was not."""
+    broken = tmp_path / "student-broken.pt"
+    broken.write_bytes(bytes(range(256)) * 8)
+    _, out = _run_suite("-k", "pytorch or ort-fp32 or keeps_teacher", "--students",
+                        f"{broken},{env / 'student-good.pt'}", "--teacher-weights",
+                        str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats",
+                        "onnx", "--cache", str(tmp_path / "cache"), "--sizes", "96x64",
+                        "--min-ssim-ratio", "0", expect=1)
+    assert "1 failed, 3 passed, 2 skipped" in out, out
+    assert "reading its checkpoint failed" in out, out
+    assert "students that failed, not evaluated: broken" in out, out
+    cached = os.listdir(tmp_path / "cache")
+    assert not [n for n in cached if "broken" in n], cached   # no export (nor its lock) begun
+    assert [n for n in cached if n.startswith("student-good-")], cached
