@@ -550,7 +550,7 @@ def _checks(rows: dict[str, dict], students: Sequence[Student], ratio: float,
         kind = "ssim-ratio" if gain is None else "ssim-gain"
         if "missing" in (r.get("status"), t.get("status"), b.get("status")):
             continue   # an interrupted run's: not measured, so neither passed nor failed
-        if r["status"] == "failed":
+        if r.get("status") == "failed":
             continue   # its export raised: one check says so (`failed_checks`)
         if r["ssim"] is None or t["ssim"] is None or b["ssim"] is None:
             checks.append({"check": kind, "model": key, "metric": "ssim", "value": None,
