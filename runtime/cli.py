@@ -92,6 +92,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="seconds a stream URL may take to open or to give a frame before it "
                         "counts as lost (default 20; raise it for slow cameras with long "
                         "keyframe intervals; 0: FFmpeg's own)")
+    p.add_argument("--no-audio", action="store_true",
+                   help="leave a video file source's sound out of a video --out without a "
+                        "word (default: copied in by ffmpeg, found on PATH or named by "
+                        "SHARPEN_FFMPEG; said when it cannot be)")
     p.add_argument("--force", action="store_true",
                    help="run a model even though it failed its parity gate at export")
     p.add_argument("--quiet", action="store_true",
@@ -186,7 +190,7 @@ def options_from_args(args: argparse.Namespace):
                          fps=args.fps, max_frames=args.max_frames, live=args.live,
                          quiet=args.quiet, reconnect_attempts=args.reconnect, timeout=args.timeout,
                          force=args.force,
-                         compare=args.compare)
+                         compare=args.compare, audio=not args.no_audio)
 
 
 def _a_models_name(model: str) -> bool:

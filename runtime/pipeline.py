@@ -27,9 +27,9 @@ from .console import count
 from .host import check_threads
 from .options import is_number, option
 from .prepost import FrameProcessor, Timings
-from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
-                    make_folder, output_sink, raised_first, refuse_unwritten_format,
-                    same_file)
+from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError,
+                    VideoFileSink, WindowSink, make_folder, output_sink, raised_first,
+                    refuse_unwritten_format, same_file)
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, VideoSource, open_source, refuse_live_images)
 from .stats import LiveReporter, Stats, write_json_atomic
@@ -227,6 +227,7 @@ class StreamOptions:
     report_interval: float = 1.0
     force: bool = False                 # run a model that failed its export parity gate
     compare: bool = False               # write original | sharpened (per `view`) to the output
+    audio: bool = True                  # copy a video file source's sound into a video output
 
 
 def run_stream(model: Union[str, Path, Backend],
@@ -409,7 +410,7 @@ class _Stream:
         if not 0 < self.video_fps <= MAX_FPS:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
-                               o.compare, self.flags)
+                               o.compare, self.flags, o.audio)
         self.frames = src.frames(self.stop)
         first = next(self.frames, None)
         self.first = first
@@ -709,12 +710,12 @@ def _input_files(src: Source) -> list:
 
 def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool, view: str,
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
-               flags: bool = False) -> Sink:
+               flags: bool = False, audio: bool = True) -> Sink:
     sinks: list[Sink] = []
     # The window first: one refused (no display, a headless OpenCV) leaves no output made.
     window = _window_sink(output, view, stop, stats, flags) if show else None
     try:
-        sinks += _output_sinks(src, output, view, fps, compare, flags)
+        sinks += _output_sinks(src, output, view, fps, compare, flags, audio)
     except BaseException:
         if window is not None:
             window.close()
@@ -727,7 +728,7 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
 
 
 def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: str,
-                  fps: float, compare: bool, flags: bool) -> list[Sink]:
+                  fps: float, compare: bool, flags: bool, audio: bool = True) -> list[Sink]:
     sinks: list[Sink] = []
     if isinstance(output, Sink):
         sinks.append(CompareSink(output, view, flags) if compare else output)
@@ -739,6 +740,12 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:
             # Grayscale images are written back as grayscale, an alpha channel is kept.
             src.layouts = file_sink.layouts = {}
+        if audio and isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) \
+                and src.kind == "video":
+            # A local file's sound, which OpenCV's writer leaves out (a --compare video keeps
+            # it too: both sides play in the source's time). A URL's is not fetched again.
+            file_sink.audio_source, file_sink.audio_live = str(src.target), src.live
+            file_sink.source_fps = src.fps or 0.0
         sinks.append(CompareSink(file_sink, view, flags) if compare else file_sink)
     return sinks
 

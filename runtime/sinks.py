@@ -153,6 +153,11 @@ class VideoFileSink(Sink):
         self.resized = 0
         self.deep_warned = False
         self._last: Optional[np.ndarray] = None
+        # The video file whose sound is copied in at close (run_stream sets it for a file
+        # source; `audio_live`: a run that drops frames, which would put the sound out of step).
+        self.audio_source: Optional[str] = None
+        self.audio_live = False
+        self.source_fps = 0.0   # the source's rate (0: unknown), where --fps may differ
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
@@ -250,6 +255,8 @@ class VideoFileSink(Sink):
             # plays, so playing back is not proof enough).
             self._check_disk(below=DISK_BLOCK_BYTES)
             self._check_playable()
+            if self.audio_source is not None:
+                self._add_audio(self.audio_source)
             with open(self.tmp, "r+b") as f:   # on disk before it gets its final name (a
                 os.fsync(f.fileno())           # writable handle: Windows' fsync needs one)
             os.chmod(self.tmp, 0o644)   # mkstemp makes files owner-only
@@ -262,6 +269,44 @@ class VideoFileSink(Sink):
             warn(f"{self.resized} frames in all were resized to {self.size[0]}x{self.size[1]} "
                  f"in {self.path}")
 
+    def _add_audio(self, source: str) -> None:
+        """Replace the written video by one that also holds `source`'s sound, over the video's
+        length; where that cannot be done, say once that the output is silent, and why."""
+        from .audio import ENV, find_ffmpeg, has_audio, mux_audio
+        ffmpeg, no_ffmpeg = find_ffmpeg()
+        sound = has_audio(source, ffmpeg)
+        # Unknown (no ffmpeg, and a container other than MP4/MOV): nothing is said, since a
+        # warning on every silent AVI or MKV would be noise; with ffmpeg a copy is tried.
+        if sound is False or (sound is None and (ffmpeg is None or self.audio_live)):
+            return
+        silent = f"{option('output', self.path, self.flags)} has no sound:"
+        off = f"{'--no-audio' if self.flags else 'audio=False'} leaves it out without a word"
+        if self.source_fps and abs(self.fps - self.source_fps) > 1e-3 * self.source_fps:
+            warn(f"{silent} {option('fps', f'{self.fps:g}', self.flags)} plays the frames at "
+                 f"another rate than the {self.source_fps:g} fps of {source}, so its audio "
+                 f"would not match them; {off}")
+            return
+        if self.audio_live:
+            warn(f"{silent} the audio of {source} is kept only when every frame is written "
+                 f"({'--no-live' if self.flags else 'live=False'}): "
+                 f"a live run drops frames, which would put it out of step; {off}")
+            return
+        if ffmpeg is None:
+            warn(f"{silent} the audio of {source} is not copied, as {no_ffmpeg}; install "
+                 f"ffmpeg, or set {ENV} to an ffmpeg executable, to keep it ({off})")
+            return
+        muxed = self._temp_file()
+        try:
+            why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg)
+            if why:
+                warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
+                     "the video was written without it")
+                return
+            self.tmp.unlink(missing_ok=True)
+            self.tmp, muxed = muxed, None
+        finally:
+            if muxed is not None:
+                muxed.unlink(missing_ok=True)
 
     def _check_playable(self) -> None:
         """The written file opens and gives its first frame: what a failed write (a full disk,

@@ -1,0 +1,125 @@
+"""A video file source's sound, copied into the sharpened video by an ffmpeg executable.
+
+OpenCV's VideoWriter writes pictures only, and the FFmpeg backend of pip's OpenCV (5.1) refuses
+the audio-stream parameters, so neither reading nor writing sound goes through it: an `ffmpeg`
+on PATH, or the one SHARPEN_FFMPEG names, probes the source and copies its audio into the
+finished video. Without one, an MP4/MOV source (what cameras and phones record) is still read
+far enough to tell whether it has sound, so that the user is told what was left out.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import struct
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+ENV = "SHARPEN_FFMPEG"
+PROBE_TIMEOUT_S = 30
+MUX_TIMEOUT_S = 600     # a copy, not an encode: seconds even for an hour of sound
+
+# ISO base media files (MP4, MOV and their kin): their tracks can be read without ffmpeg.
+ISO_EXTS = (".mp4", ".m4v", ".mov", ".3gp", ".3g2")
+_AUDIO_LINE = re.compile(r"^\s*Stream #\d+:\d+.*?: Audio: ", re.M)
+
+
+def find_ffmpeg() -> tuple[Optional[str], str]:
+    """(the ffmpeg executable, '') or (None, why there is none, for a message)."""
+    named = os.environ.get(ENV, "").strip()
+    if named:
+        found = shutil.which(named)
+        if found:
+            return found, ""
+        return None, f"{ENV}={named} is not an executable file"
+    found = shutil.which("ffmpeg")
+    return (found, "") if found else (None, "no ffmpeg was found on PATH")
+
+
+def has_audio(source: str | os.PathLike, ffmpeg: Optional[str]) -> Optional[bool]:
+    """Whether the video file `source` holds an audio stream; None where it cannot be told
+    (no ffmpeg and not an MP4/MOV, or a file ffmpeg cannot read)."""
+    if ffmpeg:
+        try:
+            # Without an output ffmpeg lists the streams and exits 1: the listing is the answer.
+            done = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
+                                  capture_output=True, text=True, errors="replace",
+                                  timeout=PROBE_TIMEOUT_S)
+        except (OSError, subprocess.SubprocessError):
+            done = None
+        if done is not None and "Stream #" in done.stderr:
+            return bool(_AUDIO_LINE.search(done.stderr))
+    if Path(source).suffix.lower() in ISO_EXTS:
+        return _iso_has_sound_track(Path(source))
+    return None
+
+
+def _iso_has_sound_track(path: Path) -> Optional[bool]:
+    """Whether an MP4/MOV file has a track whose handler is 'soun' (moov/trak/mdia/hdlr);
+    None when the file cannot be read as one."""
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            moov = _find_box(f, 0, size, b"moov")
+            if moov is None:
+                return None
+            for trak in _boxes(f, *moov, b"trak"):
+                mdia = next(_boxes(f, *trak, b"mdia"), None)
+                hdlr = mdia and next(_boxes(f, *mdia, b"hdlr"), None)
+                if hdlr:
+                    f.seek(hdlr[0] + 8)   # version/flags, pre_defined, then the handler type
+                    if f.read(4) == b"soun":
+                        return True
+            return False
+    except (OSError, struct.error):
+        return None
+
+
+def _boxes(f, start: int, end: int, kind: bytes):
+    """(payload start, payload end) of each box of `kind` between `start` and `end`."""
+    pos = start
+    while pos + 8 <= end:
+        f.seek(pos)
+        head = f.read(8)
+        if len(head) < 8:
+            return
+        length, name = struct.unpack(">I4s", head)
+        body = pos + 8
+        if length == 1:   # a 64-bit size follows
+            length = struct.unpack(">Q", f.read(8))[0]
+            body += 8
+        elif length == 0:   # to the end of the file
+            length = end - pos
+        if length < body - pos:
+            return   # not a box: a damaged file
+        if name == kind:
+            yield body, min(pos + length, end)
+        pos += length
+
+
+def _find_box(f, start: int, end: int, kind: bytes) -> Optional[tuple[int, int]]:
+    return next(_boxes(f, start, end, kind), None)
+
+
+def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
+              ffmpeg: str) -> str:
+    """Write `out`: `video`'s pictures, copied, with `source`'s audio over its first `seconds`
+    (the video's length: a run that stopped early, --max-frames, gets that much of it). The
+    audio is copied where `out`'s container takes its codec, else encoded in the container's
+    default one (AAC in MP4, from PCM or Vorbis). Returns '' or ffmpeg's last error line."""
+    base = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
+            "-i", os.fspath(video), "-i", os.fspath(source),
+            "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", "-t", f"{seconds:.6f}"]
+    why = ""
+    for audio in (["-c:a", "copy"], []):
+        try:
+            done = subprocess.run([*base, *audio, os.fspath(out)], capture_output=True,
+                                  text=True, errors="replace", timeout=MUX_TIMEOUT_S)
+        except (OSError, subprocess.SubprocessError) as exc:
+            return str(exc)
+        if done.returncode == 0 and out.exists() and out.stat().st_size:
+            return ""
+        lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+        why = lines[-1] if lines else f"exit code {done.returncode}"
+    return why

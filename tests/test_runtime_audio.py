@@ -1,0 +1,198 @@
+"""`sharpen run` keeps a video file's sound: OpenCV's writer writes pictures only, and a phone
+or GoPro clip sharpened into a silent video lost its sound without a word. An ffmpeg (on PATH
+or named by SHARPEN_FFMPEG) copies it in; without one the run still succeeds and says so."""
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytest
+
+from runtime_fixtures import onnx_model, read_video, run_cli, runtime_warnings, write_video
+
+from runtime.audio import has_audio
+from runtime.pipeline import run_stream
+
+__all__ = ["onnx_model"]  # the fixture is used by name
+
+FPS, FRAMES, TONE_HZ, RATE = 5.0, 16, 440, 8000   # 3.2 s of video
+
+
+def _find_ffmpeg() -> Optional[str]:
+    if found := shutil.which("ffmpeg"):
+        return found
+    try:
+        import imageio_ffmpeg   # the dev extra's static build
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> str:
+    exe = _find_ffmpeg()
+    if exe is None:
+        pytest.skip("no ffmpeg to make a clip with sound: none on PATH and imageio-ffmpeg is "
+                    "not installed (pip install -e '.[dev]')")
+    return exe
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory, ffmpeg) -> dict[str, Path]:
+    """A 3.2 s clip (16 frames at 5 fps) with a 440 Hz tone in AAC, and the same one silent."""
+    folder = tmp_path_factory.mktemp("clips")
+    silent = folder / "silent.mp4"
+    write_video(silent, FRAMES, FPS)
+    loud = folder / "loud.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(silent), "-f", "lavfi", "-i",
+                    f"sine=frequency={TONE_HZ}:duration={FRAMES / FPS}", "-map", "0:v",
+                    "-map", "1:a", "-c:v", "copy", "-c:a", "aac", str(loud)], check=True,
+                   timeout=60)
+    return {"loud": loud, "silent": silent}
+
+
+def sound_of(ffmpeg: str, path: Path) -> Optional[np.ndarray]:
+    """The first audio stream of `path` decoded to mono 8 kHz samples; None when it has none."""
+    done = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0",
+                           "-f", "s16le", "-ac", "1", "-ar", str(RATE), "-"],
+                          capture_output=True, timeout=60)
+    if done.returncode != 0:
+        assert b"matches no streams" in done.stderr, done.stderr
+        return None
+    return np.frombuffer(done.stdout, np.int16).astype(np.float64)
+
+
+def assert_tone(samples: Optional[np.ndarray], seconds: float) -> None:
+    assert samples is not None, "the output has no audio stream"
+    # AAC comes in 1024-sample frames (23 ms at 44.1 kHz), plus its priming: a few of them.
+    assert abs(len(samples) / RATE - seconds) < 0.1, len(samples) / RATE
+    spectrum = np.abs(np.fft.rfft(samples * np.hanning(len(samples))))
+    peak = np.argmax(spectrum) * RATE / len(samples)
+    assert abs(peak - TONE_HZ) < 5, peak
+
+
+def _run(capsys, *argv: str) -> tuple[int, str]:
+    rc = run_cli(["run", *argv, "--quiet"])
+    return rc, capsys.readouterr().err
+
+
+def test_a_video_files_sound_is_copied_into_the_sharpened_video(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
+                   "--out", str(out))
+    assert rc == 0 and "sound" not in err and "warning" not in err, err
+    frames, fps = read_video(out)
+    assert len(frames) == FRAMES and fps == FPS
+    assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
+    assert [p.name for p in tmp_path.iterdir()] == ["sharp.mp4"]   # no temporary file left
+
+
+def test_a_shortened_run_and_a_comparison_keep_the_sound_of_the_frames_they_hold(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """--max-frames 6 of 16 frames: 1.2 s of video, so 1.2 s of sound, not the clip's 3.2 s
+    (which would play on over a frozen last frame). A --compare video plays in the source's
+    time too."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out = tmp_path / "cmp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
+                   "--out", str(out), "--max-frames", "6", "--compare")
+    assert rc == 0 and "sound" not in err, err
+    frames, _ = read_video(out)
+    assert len(frames) == 6
+    assert_tone(sound_of(ffmpeg, out), 6 / FPS)
+
+
+@pytest.mark.parametrize("no_ffmpeg", ["variable", "path"])
+def test_without_ffmpeg_the_run_succeeds_and_says_once_that_the_video_is_silent(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips, no_ffmpeg):
+    """The sound is found in the MP4 itself (its track list), so the user is told, naming the
+    way to keep it; a silent clip, or --no-audio, says nothing."""
+    if no_ffmpeg == "variable":
+        monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
+        why = f"SHARPEN_FFMPEG={tmp_path / 'no-such-ffmpeg'} is not an executable file"
+    else:
+        monkeypatch.delenv("SHARPEN_FFMPEG", raising=False)
+        empty = tmp_path / "bin"
+        empty.mkdir()
+        monkeypatch.setenv("PATH", str(empty))
+        why = "no ffmpeg was found on PATH"
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
+                   "--out", str(out))
+    assert rc == 0, err
+    assert err.count("has no sound") == 1, err
+    assert (f"warning: --out {out} has no sound: the audio of {clips['loud']} is not copied, "
+            f"as {why}; install ffmpeg, or set SHARPEN_FFMPEG") in err, err
+    assert "--no-audio" in err, err
+    assert len(read_video(out)[0]) == FRAMES and sound_of(ffmpeg, out) is None
+
+    for source, flags in ((clips["loud"], ["--no-audio"]), (clips["silent"], [])):
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(source),
+                       "--out", str(tmp_path / "again.mp4"), *flags)
+        assert rc == 0 and "sound" not in err and "warning" not in err, (source, err)
+
+
+@pytest.mark.parametrize("flags, why", [
+    (["--live"], "kept only when every frame is written (--no-live)"),
+    (["--fps", "10"], "--fps 10 plays the frames at another rate than the 5 fps of")])
+def test_a_run_out_of_step_with_the_files_time_says_its_sound_is_left_out(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips, flags, why):
+    """--live may drop frames, and --fps 10 plays a 5 fps clip twice as fast: the sound would
+    no longer match the pictures."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out = tmp_path / "out.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
+                   "--out", str(out), *flags)
+    assert rc == 0 and err.count("has no sound") == 1 and why in err, err
+    assert sound_of(ffmpeg, out) is None
+
+
+def test_an_ffmpeg_that_fails_leaves_the_video_without_sound_and_says_why(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """A stand-in for an ffmpeg that cannot write the file (a full disk, a broken build): the
+    sharpened video is still written, and the user is told it is silent and why."""
+    broken = tmp_path / "ffmpeg"
+    broken.write_text("#!/bin/sh\necho 'Conversion failed!' >&2\nexit 1\n")
+    broken.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(broken))
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
+                   "--out", str(out))
+    assert rc == 0 and err.count("has no sound") == 1, err
+    assert f"{broken} could not copy the audio of {clips['loud']} into it (Conversion " \
+           "failed!)" in err, err
+    assert len(read_video(out)[0]) == FRAMES and sound_of(ffmpeg, out) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "sharp.mp4"]
+
+
+def test_from_python_the_warning_names_the_keywords(tmp_path, monkeypatch, onnx_model, clips):
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
+    out = tmp_path / "sharp.mp4"
+    with runtime_warnings() as said:
+        run_stream(onnx_model, str(clips["loud"]), out)
+    assert len(said) == 1 and said[0].startswith(f"output={out} has no sound:"), said
+    assert "audio=False" in said[0], said
+    with runtime_warnings() as said:
+        run_stream(onnx_model, str(clips["loud"]), out, audio=False)
+    assert said == []
+
+
+def test_whether_a_file_has_sound(tmp_path, ffmpeg, clips):
+    """With ffmpeg from its stream list; without, from an MP4's track list, and unknown for a
+    container that is not read here."""
+    assert has_audio(clips["loud"], ffmpeg) is True
+    assert has_audio(clips["silent"], ffmpeg) is False
+    assert has_audio(clips["loud"], None) is True
+    assert has_audio(clips["silent"], None) is False
+    mkv = tmp_path / "loud.mkv"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(clips["loud"]), "-c", "copy",
+                    str(mkv)], check=True, timeout=60)
+    assert has_audio(mkv, ffmpeg) is True and has_audio(mkv, None) is None
+    # Cut short before its track list (which ffmpeg writes last): unknown, not "silent".
+    (tmp_path / "cut.mp4").write_bytes(clips["loud"].read_bytes()[:100])
+    assert has_audio(tmp_path / "cut.mp4", None) is None
