@@ -117,10 +117,11 @@ class _SignalStop:
         if self.interrupted and signum == signal.SIGINT:
             if not self.closing or self.warned:
                 raise KeyboardInterrupt
-            # Closing the output: one more Ctrl-C abandons it (a stuck network source).
+            # Closing the output: one more Ctrl-C stops waiting for the closer it lands in (a
+            # stuck network sink, the audio copy); the other closers and the stats still run.
             self.warned = True
-            print("\nclosing the output and writing the stats; Ctrl-C again to abandon them",
-                  file=sys.stderr, flush=True)
+            print("\nclosing the output and writing the stats; Ctrl-C again to stop waiting "
+                  "for the output", file=sys.stderr, flush=True)
         self.interrupted, self.signum = True, self.signum or signum
         self.stop.set()
 
