@@ -51,7 +51,7 @@ from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
 from .train_log import append_jsonl, append_text, plot_curves, steps_trained_again
 from .train_state import (ema_decay_at, ema_update, lr_lambda, rng_state, seed_everything,
                           set_rng_state)
-from .validation import ValItem, evaluate, load_val_items
+from .validation import ValItem, evaluate, load_val_items, val_summary
 from .validation import predict as predict
 
 # Non-finite batches skipped in a row before training stops as diverged.
@@ -677,8 +677,7 @@ class Trainer:
         self.metrics = m
         self._append_jsonl({"val": m, "step": self.step})
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
-        summary = "  ".join(f"{k}={v:.4f}" for k, v in m.items() if k.endswith("ssim"))
-        self.log(f"step {self.step}: {summary}")
+        self.log(f"step {self.step}: {val_summary(m)}")
         # A NaN score (diverged weights) is never best, and a NaN best (saved by a version
         # before this check) never blocks a real one.
         best = key in m and math.isfinite(m[key]) and (

@@ -208,3 +208,19 @@ def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> di
         if it.target is not None:
             add("model_teacher", out, it.target)
     return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+def val_summary(m: dict) -> str:
+    """The console's validation line: PSNR and SSIM of each comparison `evaluate` made, the
+    model's first with its gain over the blurred input (train.log has every key). SSIM
+    alone hid the PSNR that BasicSR users read first."""
+    parts = []
+    for key in ("model_gt", "input_gt", "teacher_gt", "model_teacher"):
+        if f"{key}_psnr" not in m or f"{key}_ssim" not in m:
+            continue
+        said = f"{key} PSNR {m[key + '_psnr']:.2f} dB SSIM {m[key + '_ssim']:.4f}"
+        if key == "model_gt" and "input_gt_psnr" in m and "input_gt_ssim" in m:
+            said += (f" ({m['model_gt_psnr'] - m['input_gt_psnr']:+.2f} dB "
+                     f"{m['model_gt_ssim'] - m['input_gt_ssim']:+.4f} over the input)")
+        parts.append(said)
+    return "  ".join(parts)

@@ -2291,3 +2291,21 @@ def test_the_export_line_of_a_fine_tune_that_never_beat_its_start_says_what_it_e
                     "--out export/"), said
     assert _after_distill(cfg, 1)[-1] == (f"export it for `sharpen run`: sharpen export "
                                           f"--weights {out / 'best.pt'} --out export/")
+
+
+def test_console_validation_line_shows_psnr_beside_ssim_and_the_gain_over_the_input(
+        tmp_path, capsys):
+    """The console's validation line showed SSIM only (`step 2: input_gt_ssim=...
+    model_gt_ssim=...`): PSNR, which BasicSR users read first, was only in train.log and the
+    closing `done:` line."""
+    out = tmp_path / "v"
+    train(tiny_cfg(out, 2))
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("step 2: "))
+    m = [json.loads(ln)["val"] for ln in (out / "metrics.jsonl").read_text().splitlines()
+         if '"val"' in ln][-1]
+    assert (f"model_gt PSNR {m['model_gt_psnr']:.2f} dB SSIM {m['model_gt_ssim']:.4f}"
+            in line), line
+    gain = (f"{m['model_gt_psnr'] - m['input_gt_psnr']:+.2f} dB "
+            f"{m['model_gt_ssim'] - m['input_gt_ssim']:+.4f} over the input")
+    assert gain in line, line
+    assert f"input_gt PSNR {m['input_gt_psnr']:.2f} dB" in line, line
