@@ -1224,3 +1224,70 @@ def test_a_rank_resuming_an_interrupted_run_keeps_the_labels_its_shard_holds(tmp
         assert (s.done, s.skipped) == (2, 1)
     assert sorted(_manifest(out)) == sorted(entries)
     assert not list(out.glob("manifest.rank*.json"))
+
+
+def test_under_torchrun_the_summary_and_the_teacher_warning_are_said_once_for_the_whole_cache(
+        tmp_path, teachers):
+    """Each rank printed its own `labels: ... of 3` / `of 2`, `vs ground truth` and "the
+    teacher's outputs are further from the ground truth" lines, each of its share only: two
+    summaries, neither of the cache, and the same warning twice."""
+    import socket
+    data = _paired(tmp_path / "data", 5, h=32, w=40, seed=6)
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={port}", "-m", "distill.data.labels",
+           *_cli(data, tmp_path / "cache", teachers[0])[3:]]
+    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=150)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 0, err[-3000:]
+    entries = _manifest(tmp_path / "cache")
+    said = [ln for ln in out.splitlines() if "labels: " in ln]
+    assert len(said) == 1 and said[0].startswith("labels: 5 done, 0 skipped (up to date), "
+                                                 "0 failed, of 5"), out
+    gt = [ln for ln in out.splitlines() if "vs ground truth" in ln]
+    tp = np.mean([e["teacher_psnr"] for e in entries.values()])
+    assert gt == [f"vs ground truth (5 images): teacher PSNR {tp:.2f} dB SSIM "
+                  f"{np.mean([e['teacher_ssim'] for e in entries.values()]):.4f}; input PSNR "
+                  f"{np.mean([e['input_psnr'] for e in entries.values()]):.2f} dB SSIM "
+                  f"{np.mean([e['input_ssim'] for e in entries.values()]):.4f}"], out
+    worse = [ln for ln in err.splitlines() if "further from the ground truth" in ln]
+    assert len(worse) == 1 and "[rank" not in worse[0] and f"({tp:.2f} against" in worse[0], err
+    # what only a rank knows stays said by it
+    assert "labelling 3 (this rank's share of 5)" in out and "labelling 2 (this rank's" in out
+
+
+class _InterruptedTeacher(FakeTeacher):
+    """Ctrl-C as the teacher runs on its `after`+1-th image."""
+    def __init__(self, after: int):
+        self.left = after
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        if not self.left:
+            raise KeyboardInterrupt
+        self.left -= 1
+        return super().sharpen(image, tile, overlap, batch_size)
+
+
+def test_an_interrupted_rank_0_says_how_far_the_whole_cache_got(tmp_path, capsys):
+    """Each rank said `[rank k/2] labels: interrupted: 1 done, 0 skipped, of 3; 2 left ...`
+    of its share: nobody said how much of the cache the same command had left to label."""
+    from distill.dist import DistInfo
+    data = _paired(tmp_path / "data", 5, h=32, w=40, seed=7)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, say=print)
+    run_labels(str(data), out, teacher=FakeTeacher(), dist=DistInfo(1, 2), **kw)   # 2 of 5
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        run_labels(str(data), out, teacher=_InterruptedTeacher(1), dist=DistInfo(0, 2),
+                   progress=False, **kw)
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "labels: interrupted" in ln]
+    assert said == [f"labels: interrupted: 3 of 5 labelled in {out} (all ranks' shares); 2 "
+                    "left for the same command to label"], said

@@ -223,17 +223,26 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         except KeyboardInterrupt:
             # After hours of labelling, how far it got (the command's last line says only
             # that it was interrupted).
-            said = run.stats
-            left = said.total - said.done - said.skipped - said.reused - said.failed
-            reused = f", {said.reused} reused from {run.donor}" if said.reused else ""
-            say(f"{tag}labels: interrupted: {said.done} done, {said.skipped} skipped (up to "
-                f"date){reused}{f', {said.failed} failed' if said.failed else ''}, of "
-                f"{said.total}; {left} left for the same command to label into {out_dir}")
+            if dist.world > 1 and dist.rank == 0:
+                say(_interrupted_whole(out_dir, samples))
+            elif not pg:   # ranks started by hand may be stopped alone: each says its share
+                said = run.stats
+                left = said.total - said.done - said.skipped - said.reused - said.failed
+                reused = f", {said.reused} reused from {run.donor}" if said.reused else ""
+                say(f"{tag}labels: interrupted: {said.done} done, {said.skipped} skipped (up "
+                    f"to date){reused}{f', {said.failed} failed' if said.failed else ''}, of "
+                    f"{said.total}; {left} left for the same command to label into {out_dir}")
             raise
         stats.videos_left_out = len(info.unopenable_videos)
+        whole = stats
         if pg:
             import torch.distributed as tdist
             tdist.barrier()
+            # The summary is rank 0's, of every rank's share: each rank said its own before,
+            # two summaries of no cache, and the teacher's warning once per rank.
+            shares: list = [None] * dist.world
+            tdist.all_gather_object(shares, stats)
+            whole = _sum_stats(shares)
         merged = None
         if not pg:
             merged = merge_shards(out_dir, dist.rank, dist.world)
@@ -245,7 +254,10 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         if owned:
             import torch.distributed as tdist
             tdist.destroy_process_group()
-    run.summary(stats, mine, tag, say)
+    if not pg:
+        run.summary(stats, mine, tag, say)
+    elif dist.rank == 0:
+        run.summary(whole, samples, "", say, entries=merged)
     if merged is not None and exclude:
         def prune() -> None:
             _prune_excluded(out_dir, exclude, tag, say)
@@ -265,6 +277,29 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         n_ok = sum(e.get("status") == "ok" and n not in exclude for n, e in merged.items())
         say(f"{tag}merged manifest: {out_dir / MANIFEST} ({count(n_ok, 'label')})")
     return stats
+
+
+def _sum_stats(shares: list[LabelStats]) -> LabelStats:
+    """Every rank's counts as one run's. The unopenable videos are the source's, listed alike
+    by every rank."""
+    whole = LabelStats()
+    for k in ("done", "skipped", "failed", "seconds", "total", "undecodable", "unopenable",
+              "too_large", "reused"):
+        setattr(whole, k, sum(getattr(s, k) for s in shares))
+    whole.videos_left_out = max(s.videos_left_out for s in shares)
+    return whole
+
+
+def _interrupted_whole(out_dir: Path, samples: list[Sample]) -> str:
+    """How far a run of several ranks got, from every rank's manifest shard on disk: the
+    ranks stop together, and none knows the others' counts."""
+    entries = merge_entries(read_manifest_entries(out_dir / MANIFEST),
+                            *(read_manifest_entries(p) for p in shard_paths(out_dir).values()))
+    status = [(entries.get(s.name) or {}).get("status") for s in samples]
+    ok, failed = status.count("ok"), status.count("failed")
+    return (f"labels: interrupted: {ok} of {len(samples)} labelled in {out_dir} (all ranks' "
+            f"shares){f', {failed} failed' if failed else ''}; {len(samples) - ok - failed} "
+            "left for the same command to label")
 
 
 def _prune_excluded(out_dir: Path, exclude: Collection[str], tag: str,
@@ -652,8 +687,12 @@ class LabelRun:
         return stats
 
     def summary(self, stats: LabelStats, samples: list[Sample], tag: str = "",
-                say: Callable[[str], None] = print) -> None:
-        ents = [self.known.get(s.name) for s in samples]
+                say: Callable[[str], None] = print,
+                entries: Optional[dict[str, dict]] = None) -> None:
+        """The run's closing lines; `entries`: where the samples' entries are (the merged
+        manifest, for every rank's share) when not in this run's own."""
+        known = self.known if entries is None else entries
+        ents = [known.get(s.name) for s in samples]
         ents = [e for e in ents if e and e.get("status") == "ok"]
         per = f", {stats.seconds / stats.done:.2f} s per image" if stats.done else ""
         left = stats.videos_left_out
