@@ -52,9 +52,9 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     problem = tiling_problem(args.tile, args.overlap, args.batch_size)
     if problem:
         return _err(problem)
-    for said in (tiling_context(args.tile), tiling_cost(args.tile, args.overlap)):
-        if said:
-            print(f"warning: {said}", file=sys.stderr)
+    said = tiling_cost(args.tile, args.overlap)
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
     check_device(args.device)
     check_threads(args.threads)
     if args.threads:
@@ -97,6 +97,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         teacher = Teacher.load(args.teacher_weights, args.config, device=args.device)
     except (CheckpointError, ValueError) as e:
         return _err(str(e))
+    # Once it is loaded: its checkpoint says which crops it was trained on.
+    said = tiling_context(args.tile, teacher.train_crop)
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
     files = _unique_png_names(files)
     run = _TeacherRun(out, {"weights": teacher.weights_id, "config": teacher.config_name,
                             "tile": args.tile, "overlap": args.overlap,

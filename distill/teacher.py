@@ -138,6 +138,20 @@ def check_threads(threads: int, zero: str = "PyTorch's default") -> None:
 def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None) -> Restormer:
     """Build Restormer for `weights`. Project checkpoints carry their config; the official file
     and bare state dicts use `config` (default: motion-deblur)."""
+    return _load_teacher(weights, config)[0]
+
+
+def recorded_crop(ckpt: dict) -> Optional[int]:
+    """The training crop side (data.crop) a project checkpoint records, or None (the official
+    file, a bare state dict, a checkpoint without a config)."""
+    cfg = ckpt.get("config") if ckpt.get("format") == FORMAT else None
+    data = cfg.get("data") if isinstance(cfg, dict) else None
+    crop = data.get("crop") if isinstance(data, dict) else None
+    return crop if isinstance(crop, int) and not isinstance(crop, bool) and crop > 0 else None
+
+
+def _load_teacher(weights: str | os.PathLike,
+                  config: Optional[str] = None) -> tuple[Restormer, dict]:
     ckpt = read_checkpoint(weights)
     if ckpt.get("format") == FORMAT:
         if ckpt.get("kind") != "teacher":
@@ -171,7 +185,7 @@ def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None)
         # default: hundreds of mismatching tensors, and the flag that loads them unsaid.
         raise CheckpointError(f"{e}\n  these weights fit the Restormer config {fits[0]!r}: "
                               f"pass --teacher-config {fits[0]}") from None
-    return model.eval()
+    return model.eval(), ckpt
 
 
 def _named_configs_fitting(sd: dict[str, torch.Tensor]) -> list[str]:
@@ -191,8 +205,12 @@ class Teacher:
     """Restormer plus tiled inference. `sharpen` takes and returns HxWx3 float32 RGB [0, 1]."""
 
     def __init__(self, model: Restormer, device: str = "auto", weights_id: str = "random",
-                 config_name: str = "custom", weights_path: Optional[str] = None):
+                 config_name: str = "custom", weights_path: Optional[str] = None,
+                 train_crop: Optional[int] = None):
         self.device = pick_device(device)
+        # The crop side its checkpoint says it was trained on (None: not recorded), which
+        # the --tile warning compares tiles with.
+        self.train_crop = train_crop
         self.model = model.eval().to(self.device)
         self.weights_id = weights_id
         # The file, for messages: label caches name the teacher of their labels by it.
@@ -230,10 +248,10 @@ class Teacher:
                 # user's: "checkpoint not found" alone did not say where it comes from.
                 raise CheckpointError(f"checkpoint not found: {weights}. "
                                       + OFFICIAL_WEIGHTS_HELP)
-        model = load_teacher_model(weights, config)
+        model, ckpt = _load_teacher(weights, config)
         name = config or "checkpoint"
         return cls(model, device, weights_id=file_hash(weights), config_name=name,
-                   weights_path=str(Path(weights).resolve()))
+                   weights_path=str(Path(weights).resolve()), train_crop=recorded_crop(ckpt))
 
     @torch.no_grad()
     def _run(self, batch: np.ndarray) -> np.ndarray:

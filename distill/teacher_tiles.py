@@ -30,20 +30,25 @@ def tiling_problem(tile: int, overlap: int, batch_size: int) -> str | None:
     return None
 
 
-# Under this a tile holds less than the teacher's training crops (128 px): blur tens of pixels
-# long then spans much of a tile, and channel attention sees little of the scene.
+# Under this a tile holds less than the smallest crops Restormer trains on (128 px): blur tens
+# of pixels long then spans much of a tile, and channel attention sees little of the scene.
+# The measure where a teacher's checkpoint records no crop size of its own.
 MIN_USEFUL_TILE = 128
 
 
-def tiling_context(tile: int) -> str | None:
+def tiling_context(tile: int, crop: int | None = None) -> str | None:
     """What a tile too small for the teacher costs in quality (--tile 7 was run without a
-    word), or None."""
-    if not 0 < tile < MIN_USEFUL_TILE:
+    word), or None. `crop`: the training crop side the teacher's checkpoint records (None:
+    not recorded, MIN_USEFUL_TILE is the measure); "its 128 px training crops" was said of
+    every teacher, one trained on 256 px crops too."""
+    least = crop or MIN_USEFUL_TILE
+    if not 0 < tile < least:
         return None
-    return (f"--tile {tile} gives the teacher {tile} px of context per tile, less than its "
-            f"{MIN_USEFUL_TILE} px training crops: long blur is then not removed (and the "
-            f"tiles' seams show); use --tile {MIN_USEFUL_TILE} or more (default {TILE}, or 0 "
-            "for whole images)")
+    trained = (f"the {crop} px training crops its checkpoint records" if crop else
+               f"{MIN_USEFUL_TILE} px, the smallest crops Restormer is trained on")
+    return (f"--tile {tile} gives the teacher {tile} px of context per tile, less than "
+            f"{trained}: long blur is then not removed (and the tiles' seams show); use "
+            f"--tile {least} or more (default {TILE}, or 0 for whole images)")
 
 
 def tiling_cost(tile: int, overlap: int) -> str | None:

@@ -101,7 +101,8 @@ def test_a_tile_smaller_than_the_teachers_training_crops_is_said(tmp_path, teach
     from sharpen.cli import main
     data = _paired(tmp_path / "data", 1)
     with pytest.warns(SharpenWarning, match=r"--tile 32 gives the teacher 32 px of context per "
-                      r"tile, less than its 128 px training crops"):
+                      r"tile, less than 128 px, the smallest crops Restormer is "
+                      r"trained on"):
         run_labels(str(data), tmp_path / "c", teacher_weights=str(teachers[0]), tile=32,
                    overlap=8, device="cpu", progress=False)
     img = next((data / "input").iterdir())
@@ -1291,3 +1292,30 @@ def test_an_interrupted_rank_0_says_how_far_the_whole_cache_got(tmp_path, capsys
     said = [ln for ln in capsys.readouterr().out.splitlines() if "labels: interrupted" in ln]
     assert said == [f"labels: interrupted: 3 of 5 labelled in {out} (all ranks' shares); 2 "
                     "left for the same command to label"], said
+
+
+def test_the_tile_warning_names_the_crops_the_teacher_recorded_it_was_trained_on(tmp_path,
+                                                                                capsys):
+    """The --tile warning said "less than its 128 px training crops" of every teacher, the
+    shipped one too, whose checkpoint records 256 px crops (configs/teacher-crop256.yaml)."""
+    from sharpen.cli import main
+    torch.manual_seed(0)
+    m = build_restormer("tiny")
+    weights = tmp_path / "t256.pt"
+    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
+                                arch_args=m.config.to_dict(), config={"data": {"crop": 256}}),
+                weights)
+    data = _paired(tmp_path / "data", 1)
+    with pytest.warns(SharpenWarning, match=r"--tile 192 gives the teacher 192 px of context "
+                      r"per tile, less than the 256 px training crops its checkpoint records"):
+        run_labels(str(data), tmp_path / "c", teacher_weights=str(weights), tile=192,
+                   device="cpu", progress=False)
+    img = next((data / "input").iterdir())
+    assert main(["teacher", str(img), "--out", str(tmp_path / "t"), "--teacher-weights",
+                 str(weights), "--tile", "64", "--device", "cpu", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "--tile 64 gives the teacher 64 px of context per tile, less than the 256 px " \
+           "training crops its checkpoint records" in err and "128" not in err, err
+    assert main(["teacher", str(img), "--out", str(tmp_path / "t3"), "--teacher-weights",
+                 str(weights), "--tile", "256", "--device", "cpu", "--quiet"]) == 0
+    assert "context" not in capsys.readouterr().err

@@ -156,9 +156,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     info = resolve_source(data, split=split or "train", gopro_blur=gopro_blur,
                           progress=progress)
     if dist.rank == 0:
-        for said in (tiling_context(tile), tiling_cost(tile, overlap)):
-            if said:
-                warn(said)
+        said = tiling_cost(tile, overlap)
+        if said:
+            warn(said)
     if dist.rank == 0:
         from runtime.sources import warn_not_images
         warn_not_images(data, [Path(p).name for p in info.not_images], "labelling",
@@ -184,6 +184,10 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     try:
         if teacher is None:
             teacher = load_teacher(teacher_weights, config, device, dist)
+        # Once it is loaded: its checkpoint says which crops it was trained on.
+        said = tiling_context(tile, getattr(teacher, "train_crop", None))
+        if said and dist.rank == 0:
+            warn(said)
         # After the teacher loads: wrong weights leave no empty --out behind.
         out_dir.mkdir(parents=True, exist_ok=True)
         share = f" (this rank's share of {len(samples)})" if dist.world > 1 else ""
