@@ -688,7 +688,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        crop=args.crop, progress=not args.quiet,
                        keep_outputs=args.figure_images if args.out else 0, device=args.device,
                        teacher_config=args.teacher_config, threads=args.threads,
-                       provider=args.provider)
+                       provider=args.provider, gopro_blur=args.gopro_blur)
     except KeyboardInterrupt as e:   # after some images: theirs are reported and saved
         if not hasattr(e, "results"):
             raise
@@ -1106,6 +1106,8 @@ def add_commands(sub) -> None:
                    "a folder of blurred images without ground truth")
     p.add_argument("--split", default=None,
                    help="split of a source with split folders (default: test)")
+    from .data.commands import add_gopro_blur_argument
+    add_gopro_blur_argument(p)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="N images spread over the set (default: all)")
     p.add_argument("--crop", type=int, default=0, metavar="PX",

@@ -244,13 +244,15 @@ def labelled_teacher(fn: TeacherFn, cache: Path,
 
 
 def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
-                 limit: Optional[int] = None, info_out: Optional[dict] = None):
+                 limit: Optional[int] = None, info_out: Optional[dict] = None,
+                 gopro_blur: str = "blur"):
     """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly.
     Several specs: their items in the order given (an image that two of them hold, a file and
     its folder, once), `limit` spread over all of them; a name two of them share (frame0 of two
     folders) becomes the image's path.
     info_out, when given, receives "split": the split folder used (None: the source has none),
-    "videos": the clips left out, "not_images": the other files no item reads (a notes.txt)."""
+    "videos": the clips left out, "not_images": the other files no item reads (a notes.txt).
+    `gopro_blur`: a GoPro root's blurred folder (blur or blur_gamma), as labels reads it."""
     from .data.sources import resolve_source, spread
     specs = [spec] if isinstance(spec, (str, os.PathLike)) else list(spec)
     items: list = []
@@ -262,7 +264,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         # must not quietly look at the test images.
         # The clips of a folder of footage are not decoded: evaluate scores images, and says
         # which clips it left out (info_out "videos"), and which other files ("not_images").
-        info = resolve_source(one, split=split, frames=False)
+        info = resolve_source(one, split=split, frames=False, gopro_blur=gopro_blur)
         used_split = used_split or info.split
         videos |= {str(s.input) for s in info.samples if s.frame is not None}
         videos |= set(info.videos_left_out)
@@ -319,11 +321,12 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
              crop: int = 0, progress: bool = True, tile: Optional[int] = None,
              keep_outputs: Optional[int] = None, device: str = "cpu",
              teacher_config: Optional[str] = None, threads: int = 0,
-             provider: str = "auto") -> dict:
+             provider: str = "auto", gopro_blur: str = "blur") -> dict:
     """Checkpoints and exported artifacts (paths, or shipped names such as `fast` and
     `teacher`; one, or a list) over a data source; see `evaluate_fns`. With exactly one
     teacher among them, its output is the reference where the data has no ground truth.
-    `threads` and `provider` are for exported artifacts (see `load_model_fn`)."""
+    `threads` and `provider` are for exported artifacts (see `load_model_fn`); `gopro_blur`
+    picks a GoPro root's blurred folder (see `source_items`)."""
     from .teacher import resolve_weights
     if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
         weights = [weights]
@@ -338,7 +341,7 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
         res = evaluate_fns(fns, spec, split, limit, crop, progress,
                            reference=teachers[0] if len(teachers) == 1 else None,
                            keep_outputs=keep_outputs, rank=least_gain,
-                           names=dict(zip(labels, weights)))
+                           names=dict(zip(labels, weights)), gopro_blur=gopro_blur)
     except KeyboardInterrupt as e:
         if hasattr(e, "results"):
             e.results["weights"] = dict(zip(labels, weights))
@@ -442,7 +445,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                  progress: bool = True, reference: Optional[str] = None,
                  keep_outputs: Optional[int] = None,
                  rank: Optional[Callable[[dict], float]] = None,
-                 names: Optional[dict[str, str]] = None) -> dict:
+                 names: Optional[dict[str, str]] = None, gopro_blur: str = "blur") -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
     ssim_gain, worst_psnr_gain, worst_image, sharpness}, "per_image": {name: {label: {psnr,
     ssim}}}, "outputs": {name: {label: image}}} (outputs kept for figures). A mean gain can
@@ -472,7 +475,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
 
     from .images import ImageReadError
     used: dict = {}
-    items = source_items(spec, split, limit, used)
+    items = source_items(spec, split, limit, used, gopro_blur)
     videos = used.get("videos") or []
     one = isinstance(spec, (str, os.PathLike))
     shown = str(spec) if one else ", ".join(map(str, spec))

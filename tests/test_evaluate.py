@@ -909,3 +909,31 @@ def test_crop_with_labels_another_teacher_made_says_they_are_not_its_own(
     rec = json.loads((tmp_path / "two" / "metrics.json").read_text())["teacher_labels"]
     assert rec["crop"] == 24 and rec["model"] != "other-teacher", rec
     assert f"ran on every image, not reading the labels of {cache} (--crop 24: " in said, said
+
+
+def test_gopro_blur_picks_a_gopro_roots_blurred_folder_as_labels_and_training_do(tmp_path,
+                                                                                  capsys):
+    """`labels --gopro-blur` and training's data.gopro_blur read GoPro's blur_gamma/ images;
+    evaluate always read blur/, so a model trained on blur_gamma was scored on other inputs."""
+    from sharpen.cli import main
+
+    rng = np.random.default_rng(0)
+    gopro = tmp_path / "GOPRO_Large"
+    sharp = rng.random((32, 40, 3)).astype(np.float32)
+    blurred = {"blur": np.clip(sharp + 0.05, 0, 1), "blur_gamma": np.clip(sharp - 0.2, 0, 1)}
+    for folder in ("sharp", *blurred):
+        for split in ("train", "test"):
+            write_image(gopro / split / "GOPR0384_11_00" / folder / "000001.png",
+                        blurred.get(folder, sharp))
+    for folder, image in blurred.items():
+        out = tmp_path / f"eval-{folder}"
+        args = ["--gopro-blur", folder] if folder == "blur_gamma" else []
+        assert main(["evaluate", "--weights", "fast", "--data", str(gopro), "--out", str(out),
+                     "--quiet", *args]) == 0, capsys.readouterr().err
+        res = json.loads((out / "metrics.json").read_text())
+        want = peak_signal_noise_ratio(sharp, image.astype(np.float32), data_range=1.0)
+        assert res["input"]["psnr"] == pytest.approx(want, abs=0.05), folder
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--weights", "fast", "--data", str(gopro), "--gopro-blur", "gamma"])
+    assert ("argument --gopro-blur: invalid choice: 'gamma' (choose from 'blur', 'blur_gamma')"
+            in capsys.readouterr().err)

@@ -76,8 +76,7 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--split", default=None, metavar="NAME",
                    help="split of GoPro (train, test) or of a paired root with split folders "
                         "(train, val, test) (default: train)")
-    p.add_argument("--gopro-blur", choices=("blur", "blur_gamma"), default="blur",
-                   help="GoPro blurred images to use (default: blur)")
+    add_gopro_blur_argument(p)
     p.add_argument("--device", default="auto",
                    help="auto, cpu, cuda or cuda:N (default: auto; under torchrun each rank "
                         "uses cuda:LOCAL_RANK)")
@@ -104,3 +103,10 @@ def add_commands(sub) -> None:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     add_labels_arguments(p)
     p.set_defaults(func=_labels_handler)
+
+
+def add_gopro_blur_argument(p: argparse.ArgumentParser) -> None:
+    """--gopro-blur, as `labels` and `evaluate` take it (training's data.gopro_blur has the
+    same values): which blurred folder of a GoPro root's sequences is the input."""
+    p.add_argument("--gopro-blur", choices=("blur", "blur_gamma"), default="blur",
+                   help="GoPro blurred images to use (default: blur)")
