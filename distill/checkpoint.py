@@ -24,7 +24,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from runtime.atomic import atomic_path
+from runtime.atomic import atomic_file
 from runtime.console import count, first_line
 
 FORMAT = "image-sharpening-kd/1"
@@ -39,30 +39,12 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
     leaves a truncated checkpoint behind. Saved through a file object: torch.save names the
     zip's folder after a path it is given, which here was the random temp name, so the same
     weights saved twice hashed differently (exports and the bench key on the file's sha256).
-    Durable as runtime.atomic's writes are: the file is synced before the rename, and the
-    folder after it, or a power cut could keep the rename but not the data (a last.pt of
-    zeros, or the earlier one gone)."""
-    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+    Durable as runtime.atomic's other writes are (atomic_file): the file is synced before the
+    rename, and the folder after it, or a power cut could keep the rename but not the data (a
+    last.pt of zeros, or the earlier one gone)."""
+    with atomic_file(path) as f:
         torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    _sync_folder(Path(path).parent)
     return Path(path)
-
-
-def _sync_folder(folder: Path) -> None:
-    """The rename into `folder` made durable. Windows cannot open a folder to sync it, and
-    some filesystems refuse to: the file's own data is synced already."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def folder_problem(path: str | os.PathLike) -> str:

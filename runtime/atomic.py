@@ -1,5 +1,6 @@
 """Atomic file writes: a temp file in the destination folder, fsync, then rename over the target,
-so a reader (or a resumed run after a crash) never sees half a file."""
+so a reader (or a resumed run after a crash) never sees half a file; then the folder is synced,
+or after a power cut the rename could be lost, or kept without the data."""
 from __future__ import annotations
 
 import json
@@ -7,7 +8,7 @@ import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterator
 
 
 @contextmanager
@@ -28,11 +29,36 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
             os.unlink(tmp)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+@contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
+    """A binary file to write that becomes `path` durably: synced before the rename, its folder
+    after it. Every durable write goes through here (distill's checkpoints too), so none of
+    them forgets one of the two syncs."""
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
-        f.write(data)
+        yield f
         f.flush()
         os.fsync(f.fileno())
+    sync_folder(Path(path).parent)
+
+
+def sync_folder(folder: str | os.PathLike) -> None:
+    """A rename into `folder` made durable. Windows cannot open a folder to sync it, and some
+    filesystems refuse to: the file's own data is synced already."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    with atomic_file(path) as f:
+        f.write(data)
     return Path(path)
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import struct
 import subprocess
 import sys
@@ -21,6 +20,7 @@ from distill.images import ImageReadError, read_image, write_image
 from distill.restormer import build_restormer
 from distill.students import create_student
 from runtime.imageio import decode_image
+from strace_check import assert_durable_write, strace_works
 
 
 def _png_chunk(kind: bytes, data: bytes) -> bytes:
@@ -660,37 +660,13 @@ def test_a_checkpoint_save_that_fails_midway_leaves_the_last_one_whole_and_no_te
     assert sorted(p.name for p in tmp_path.iterdir()) == ["last.pt"]
 
 
-def _strace_works() -> bool:
-    import shutil
-    if not shutil.which("strace"):
-        return False
-    try:   # ptrace may be forbidden (containers)
-        return subprocess.run(["strace", "-o", os.devnull, "true"], capture_output=True,
-                              timeout=30).returncode == 0
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-
-
-@pytest.mark.skipif(not _strace_works(), reason="needs a working strace")
+@pytest.mark.skipif(not strace_works(), reason="needs a working strace")
 def test_a_checkpoint_save_is_durable_fsync_before_the_rename_and_of_the_folder_after(
         tmp_path):
     """atomic_save renamed its temp file without an fsync (the project's other atomic writes,
     runtime.atomic's, sync theirs): after a power cut the rename could be on disk before the
     data, a last.pt of zeros or none, where the resume expected the last checkpoint. Seen in
     the system calls the save makes, traced by strace, not by replacing os functions."""
-    out = tmp_path / "run"
-    trace = tmp_path / "trace.txt"
     code = ("import sys, torch; from distill.checkpoint import atomic_save; "
             "atomic_save({'format': 'x', 'w': torch.ones(8)}, sys.argv[1])")
-    subprocess.run(["strace", "-f", "-y", "-o", str(trace), "-e",
-                    "trace=fsync,fdatasync,rename,renameat,renameat2", sys.executable, "-c",
-                    code, str(out / "last.pt")], check=True, capture_output=True, timeout=300,
-                   env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    calls = [ln for ln in trace.read_text().splitlines() if str(out) in ln]
-    renamed = [i for i, ln in enumerate(calls) if "rename" in ln and "last.pt\"" in ln]
-    assert len(renamed) == 1, calls
-    r = renamed[0]
-    assert any(re.search(r"f(data)?sync\(\d+<[^>]*/\.last\.pt\.[^>]*>\)", ln)
-               for ln in calls[:r]), calls
-    assert any(re.search(rf"f(data)?sync\(\d+<{re.escape(str(out))}>\)", ln)
-               for ln in calls[r + 1:]), calls
+    assert_durable_write(code, tmp_path / "run" / "last.pt", tmp_path / "trace.txt")

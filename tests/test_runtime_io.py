@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 
+from strace_check import assert_durable_write, strace_works  # noqa: E402
 from runtime_fixtures import (band_index, onnx_model, run_cli, runtime_warnings,  # noqa: E402
                               textured_frame)
 
@@ -796,3 +797,13 @@ def test_an_mpg_over_http_drops_a_count_found_short_as_a_local_one_does(
         got = [fr.index for fr, _ in zip(src.frames(threading.Event()), range(3 * n))]
     src.close()
     assert got == list(range(n)) and src.frame_count is None and not said, (got, said)
+
+
+@pytest.mark.skipif(not strace_works(), reason="needs a working strace")
+def test_runtime_atomic_writes_sync_the_file_before_the_rename_and_the_folder_after(tmp_path):
+    """runtime.atomic's writes (run's image outputs, stats, export reports) synced the file but
+    not its folder after the rename, as distill's checkpoints did: after a power cut the rename
+    could be lost, the earlier file back or none."""
+    code = ("import sys; from runtime.atomic import atomic_write_json; "
+            "atomic_write_json(sys.argv[1], {'frames': 3})")
+    assert_durable_write(code, tmp_path / "out" / "stats.json", tmp_path / "trace.txt")
