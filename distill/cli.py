@@ -841,9 +841,9 @@ def _train(args: argparse.Namespace, task: str) -> int:
     if not DistInfo.from_env().main:   # under torchrun: rank 0 validates and reports
         return 0
     metrics = result.metrics
-    keys = ("input_gt_ssim", "teacher_gt_ssim", "model_gt_ssim", "model_teacher_ssim",
-            "model_gt_psnr", "input_gt_psnr")
-    shown = "  ".join(f"{k}={metrics[k]:.4f}" for k in keys if k in metrics)
+    from .validation import val_summary
+    # As the console's validation lines read (key=value pairs in a mixed order did not).
+    shown = val_summary(metrics)
     if shown and "step" in metrics:
         # Beside best.pt's name these read as its score: they are last.pt's (the last
         # validation), and best.pt's own follow.

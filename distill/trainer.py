@@ -621,7 +621,7 @@ class Trainer:
             return "nothing was validated: no best.pt"
         key = "model_gt_ssim" if "model_gt_ssim" in self.metrics else "model_teacher_ssim"
         at = f" (step {self.best_step})" if self.best_step is not None else ""
-        said = f"best.pt{at}: {key}={self.best:.4f}"
+        said = f"best.pt{at}: {key.removesuffix('_ssim')} SSIM {self.best:.4f}"
         if self.cfg.init and self.best_step == 0 and self.step > 0:
             # A fine-tune (init=fast val_start=true) that never beat its start: best.pt is the
             # starting model, which "step 0" alone did not tell a user about to export it.

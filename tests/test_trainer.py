@@ -1200,15 +1200,17 @@ def test_the_closing_lines_give_best_pts_own_step_and_score(tmp_path, capsys):
     assert main(argv) == 0   # resumed: best.pt's step comes from last.pt
     last = capsys.readouterr().out.strip().splitlines()[-1]
     best = read_checkpoint(out / "best.pt")
-    said = f"best.pt (step {best['step']}): model_gt_ssim={best['metrics']['model_gt_ssim']:.4f}"
-    final = [json.loads(ln)["val"] for ln in (out / "metrics.jsonl").read_text().splitlines()
-             if '"val"' in ln][-1]
+    said = f"best.pt (step {best['step']}): model_gt SSIM {best['metrics']['model_gt_ssim']:.4f}"
+    f = [json.loads(ln)["val"] for ln in (out / "metrics.jsonl").read_text().splitlines()
+         if '"val"' in ln][-1]
+    # It read `input_gt_ssim=... model_gt_ssim=... model_gt_psnr=... input_gt_psnr=...`, in
+    # that order; the validation lines above it read as these do.
     assert last == (f"done: {out / 'best.pt'}, {out / 'last.pt'}   last validation (step 6): "
-                    + "  ".join(f"{k}={final[k]:.4f}" for k in ("input_gt_ssim",
-                                                                 "model_gt_ssim",
-                                                                 "model_gt_psnr",
-                                                                 "input_gt_psnr"))
-                    + f"; {said}"), last
+                    f"model_gt PSNR {f['model_gt_psnr']:.2f} dB SSIM {f['model_gt_ssim']:.4f} "
+                    f"({f['model_gt_psnr'] - f['input_gt_psnr']:+.2f} dB "
+                    f"{f['model_gt_ssim'] - f['input_gt_ssim']:+.4f} over the input)  "
+                    f"input_gt PSNR {f['input_gt_psnr']:.2f} dB SSIM {f['input_gt_ssim']:.4f}"
+                    f"; {said}"), last
     assert (out / "train.log").read_text().splitlines()[-1].endswith(
         f"finished at step 6; {said}")
     none = tmp_path / "none"
@@ -2212,10 +2214,10 @@ def test_a_fine_tune_that_never_beat_its_start_says_best_pt_is_the_init_weights(
         t.metrics, t.step, t.best, t.best_step = {"model_teacher_ssim": 0.8}, 2, 0.8, best_step
         return t.best_text()
     said = ended(0, init=init)
-    assert said == (f"best.pt (step 0): model_teacher_ssim=0.8000, the init={init} weights "
+    assert said == (f"best.pt (step 0): model_teacher SSIM 0.8000, the init={init} weights "
                     "unchanged: no later validation beat them"), said
-    assert ended(2, init=init) == "best.pt (step 2): model_teacher_ssim=0.8000"
-    assert ended(0) == "best.pt (step 0): model_teacher_ssim=0.8000"   # no init: nothing to name
+    assert ended(2, init=init) == "best.pt (step 2): model_teacher SSIM 0.8000"
+    assert ended(0) == "best.pt (step 0): model_teacher SSIM 0.8000"   # no init: nothing to name
 
 
 def test_a_distilled_student_ends_with_how_to_compare_it_and_export_it(tmp_path, capsys):
