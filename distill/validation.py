@@ -60,11 +60,12 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                 except SourceError:
                     with naming("data.val", d.val, SOURCE_HINT.format(d.val)):
                         raise no_val from None
+                from .data.holdout import evaluate_command
                 # A warning, not a note: a corpus of a few photos has no val pairs, and the
                 # user then reported evaluate's scores of the images best.pt was chosen on.
                 warn(f"data.val={d.val} has no 'val' split; validating (and choosing best.pt) "
-                     f"on its 'test' split, the images `sharpen evaluate --data {d.val}` "
-                     "scores by default: its scores there favour the model chosen on them; "
+                     f"on its 'test' split, the images `{evaluate_command(d.val, d.gopro_blur)}`"
+                     " scores by default: its scores there favour the model chosen on them; "
                      "evaluate on other pairs, or give data.val a val split (for a corpus: "
                      "more photos, 1 in 25 goes to val)")
             with naming("data.val", d.val):

@@ -489,3 +489,18 @@ def test_a_hold_out_that_must_take_the_test_split_warns_naming_evaluate(tmp_path
     assert (f"{root} has no val split and 1 training image, too few to hold one out: "
             "validating on its test split, the images `sharpen evaluate "
             f"--data {root}` scores by default") in msg
+
+
+def test_the_hold_out_warning_names_evaluates_gopro_blur_when_labels_read_blur_gamma(tmp_path):
+    """The warning's command read blur/ (evaluate's default) of a GoPro root labelled from its
+    blur_gamma/ images: the scores it gave were of other inputs than validation's."""
+    from runtime import SharpenWarning
+    gopro = tmp_path / "GOPRO_Large"
+    for split, n in (("train", 1), ("test", 2)):
+        for sub in ("blur", "blur_gamma", "sharp"):
+            _frames(gopro / split / "GOPR0384_11_00" / sub, n, 0)
+    for blur, said in (("blur", ""), ("blur_gamma", " --gopro-blur blur_gamma")):
+        with pytest.warns(SharpenWarning) as warned:
+            assert hold_out(str(gopro), 0.2, gopro_blur=blur, progress=False).split == "test"
+        msg = " ".join(str(w.message) for w in warned)
+        assert f"the images `sharpen evaluate --data {gopro}{said}` scores by default" in msg

@@ -2072,10 +2072,13 @@ def test_a_gopro_root_trains_and_validates_on_the_blurred_folder_data_gopro_blur
         tmp_path):
     """`sharpen labels --gopro-blur blur_gamma` had no counterpart in training: train and
     train-teacher on a GoPro root always read blur/, with no key to choose blur_gamma/."""
+    import shlex
+
     import numpy as np
 
     from distill.images import read_image, write_image
     from distill.metrics import psnr
+    from sharpen.cli import main
     rng = np.random.default_rng(0)
     root = tmp_path / "GOPRO_Large"
     for split, seq in (("train", "GOPR0372_07_00"), ("test", "GOPR0384_11_00")):
@@ -2092,9 +2095,19 @@ def test_a_gopro_root_trains_and_validates_on_the_blurred_folder_data_gopro_blur
     for blur in ("blur", "blur_gamma"):
         cfg = tiny_cfg(tmp_path / blur, 1, **{"data.train": root, "data.val": root,
                                               "data.gopro_blur": blur, "data.val_max_images": 2})
-        with pytest.warns(SharpenWarning, match="has no 'val' split"):
+        with pytest.warns(SharpenWarning, match="has no 'val' split") as said:
             m = train(cfg, quiet=True)
         assert m["input_gt_psnr"] == pytest.approx(want[blur], abs=1e-4), blur
+        # The warning's evaluate command scored blur/ after training on blur_gamma/: run as
+        # given, it scores the inputs validation scored.
+        msg = " ".join(str(w.message) for w in said)
+        command = re.search(r"`sharpen (evaluate [^`]*)`", msg)
+        assert command, msg
+        out = tmp_path / f"eval-{blur}"
+        assert main([*shlex.split(command[1]), "--weights", str(tmp_path / blur / "last.pt"),
+                     "--out", str(out), "--quiet"]) == 0
+        res = json.loads((out / "metrics.json").read_text())
+        assert res["input"]["psnr"] == pytest.approx(want[blur], abs=0.05), (blur, msg)
     with pytest.raises(ValueError, match="data.gopro_blur must be blur or blur_gamma .*, got "
                                          "'gamma'"):
         train(tiny_cfg(tmp_path / "bad", 1, **{"data.gopro_blur": "gamma"}), quiet=True)

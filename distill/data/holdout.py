@@ -129,6 +129,17 @@ def _group(s: Sample) -> str:
     return f"{folder}/" if folder else "./"
 
 
+def evaluate_command(spec: str, gopro_blur: str = "blur") -> str:
+    """The `sharpen evaluate` command that scores the test split of `spec` as training read it:
+    with --gopro-blur where that was not the default (a model trained on GoPro's blur_gamma/
+    was pointed at a command that scored blur/)."""
+    import shlex
+    words = ["sharpen", "evaluate", "--data", str(spec)]
+    if gopro_blur != "blur":
+        words += ["--gopro-blur", gopro_blur]
+    return shlex.join(words)
+
+
 def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: bool = True,
              needs: str = "a validation hold-out") -> HoldOut:
     """The hold-out of `spec` (see the module docstring). SourceError for a source that cannot
@@ -144,9 +155,10 @@ def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: boo
     n = len(samples)
     if n < 2 and own == "test":
         warn(f"{spec} has no val split and {count(n, 'training image')}, too few to hold one "
-             f"out: validating on its test split, the images `sharpen evaluate --data {spec}` "
-             "scores by default; a model chosen on them scores higher there than on images "
-             "it never saw: add training images, or give it a val split")
+             "out: validating on its test split, the images "
+             f"`{evaluate_command(spec, gopro_blur)}` scores by default; a model chosen on "
+             "them scores higher there than on images it never saw: add training images, or "
+             "give it a val split")
         return HoldOut(fraction, "test", "split")
     if n < 2:
         raise SourceError(f"{info.describe()}: {needs} needs at least 2 images (one to train on, "
