@@ -10,6 +10,8 @@ import re
 from pathlib import Path
 from typing import Optional
 
+from runtime.atomic import atomic_file
+
 
 def append_text(path: Path, msg: str) -> None:
     """A timestamped line of train.log; its folder made where missing."""
@@ -89,5 +91,8 @@ def plot_curves(out: Path) -> Optional[Path]:
     if va:
         ax[1].legend(fontsize=8)
     png = out / "curves.png"
-    fig.savefig(png, dpi=100)
+    # Whole or not at all: a start that finds curves.png takes it for drawn (a run killed
+    # while drawing it left a truncated one that was never redrawn).
+    with atomic_file(png) as f:
+        fig.savefig(f, format="png", dpi=100)
     return png

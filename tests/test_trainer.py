@@ -18,6 +18,7 @@ from distill.losses import combined_loss, ssim_torch
 from distill.trainer import MAX_BAD_STEPS, Trainer, TrainingDiverged, train
 from runtime import SharpenWarning
 from runtime_fixtures import runtime_warnings
+from strace_check import assert_durable_write, strace_works
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -2324,3 +2325,20 @@ def test_console_validation_line_shows_psnr_beside_ssim_and_the_gain_over_the_in
             f"{m['model_gt_ssim'] - m['input_gt_ssim']:+.4f} over the input")
     assert gain in line, line
     assert f"input_gt PSNR {m['input_gt_psnr']:.2f} dB" in line, line
+
+
+@pytest.mark.skipif(not strace_works(), reason="needs a working strace")
+def test_curves_png_is_written_whole_or_not_at_all(tmp_path):
+    """curves.png was drawn straight into its name: a run killed while drawing it left a
+    truncated curves.png, which the next start (already at optim.steps) took for drawn and did
+    not redraw. It is written as checkpoints are: a temp file, synced, renamed."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n'
+                                       '{"step": 1, "val": {"model_gt_ssim": 0.8}}\n')
+    code = ("import sys; from pathlib import Path; from distill.train_log import plot_curves; "
+            "plot_curves(Path(sys.argv[1]).parent)")
+    assert_durable_write(code, run / "curves.png", tmp_path / "trace.txt")
+    assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert sorted(p.name for p in run.iterdir()) == ["curves.png", "metrics.jsonl"]
+
