@@ -9,6 +9,8 @@ from typing import Any
 
 import yaml
 
+from runtime.atomic import atomic_write_bytes
+
 
 @dataclass
 class ModelConfig:
@@ -385,10 +387,9 @@ def as_overrides(cfg: TrainConfig) -> list[str]:
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(path).with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    tmp.replace(path)
+    # As checkpoints are written: a temp name of its own (config.tmp was every writer's),
+    # synced before the rename and the folder after.
+    atomic_write_bytes(path, yaml.safe_dump(cfg.to_dict(), sort_keys=False).encode())
 
 
 # Settings that steer one invocation, not what is trained: changing them on resume is normal.

@@ -2342,3 +2342,12 @@ def test_curves_png_is_written_whole_or_not_at_all(tmp_path):
     assert (run / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert sorted(p.name for p in run.iterdir()) == ["curves.png", "metrics.jsonl"]
 
+
+@pytest.mark.skipif(not strace_works(), reason="needs a working strace")
+def test_config_yaml_is_written_as_checkpoints_are(tmp_path):
+    """save_config wrote config.tmp (one name for every writer) and renamed it without a sync:
+    a power cut could keep the rename and lose the data, an empty config.yaml beside last.pt."""
+    code = ("import sys; from distill.config import TrainConfig, save_config; "
+            "save_config(TrainConfig(), sys.argv[1])")
+    assert_durable_write(code, tmp_path / "run" / "config.yaml", tmp_path / "trace.txt")
+    assert load_config(tmp_path / "run" / "config.yaml") == load_config(None)
