@@ -297,7 +297,14 @@ class VideoFileSink(Sink):
             return
         muxed = self._temp_file()
         try:
-            why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg)
+            try:
+                why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg)
+            except KeyboardInterrupt:
+                # The Ctrl-C that stops waiting for the copy (subprocess has killed ffmpeg):
+                # every frame is in the silent video, which is still worth its name.
+                warn(f"{silent} the copy of the audio of {source} was stopped (Ctrl-C); the "
+                     "video was written without it")
+                return
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
                      "the video was written without it")

@@ -196,3 +196,47 @@ def test_whether_a_file_has_sound(tmp_path, ffmpeg, clips):
     # Cut short before its track list (which ffmpeg writes last): unknown, not "silent".
     (tmp_path / "cut.mp4").write_bytes(clips["loud"].read_bytes()[:100])
     assert has_audio(tmp_path / "cut.mp4", None) is None
+
+
+def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
+        tmp_path, onnx_model, ffmpeg, clips):
+    """Every frame is sharpened when the copy starts: the Ctrl-C that stops waiting for it (the
+    third: the first asks to stop, the second is told what one more does) must not throw the
+    video away. The stand-in ffmpeg lists streams as ffmpeg does but hangs in the copy."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from runtime_fixtures import cli_module
+
+    copying = tmp_path / "copying"
+    hangs = tmp_path / "ffmpeg"
+    hangs.write_text(f'#!/bin/sh\ncase " $* " in *" -map "*) touch "{copying}"; exec sleep 60;;'
+                     f'\nesac\nexec "{ffmpeg}" "$@"\n')
+    hangs.chmod(0o755)
+    out = tmp_path / "sharp.mp4"
+    child = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
+                              str(onnx_model), "--source", str(clips["loud"]), "--out", str(out),
+                              "--quiet"], env={**os.environ, "SHARPEN_FFMPEG": str(hangs)},
+                             cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not copying.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert copying.exists(), child.communicate(timeout=10)[1]
+        for _ in range(3):
+            child.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+        err = child.communicate(timeout=30)[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    # Every frame was sharpened before the Ctrl-C: whether that counts as interrupted is the
+    # pipeline's call, not this test's.
+    assert child.returncode in (0, 130), err
+    assert f"{out} has no sound: the copy of the audio of {clips['loud']} was stopped (Ctrl-C)" \
+        in err, err
+    assert len(read_video(out)[0]) == FRAMES and sound_of(ffmpeg, out) is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copying", "ffmpeg", "sharp.mp4"]
