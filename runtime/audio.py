@@ -43,9 +43,8 @@ def has_audio(source: str | os.PathLike, ffmpeg: Optional[str]) -> Optional[bool
     if ffmpeg:
         try:
             # Without an output ffmpeg lists the streams and exits 1: the listing is the answer.
-            done = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
-                                  capture_output=True, text=True, errors="replace",
-                                  timeout=PROBE_TIMEOUT_S)
+            done = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
+                        PROBE_TIMEOUT_S)
         except (OSError, subprocess.SubprocessError):
             done = None
         if done is not None and "Stream #" in done.stderr:
@@ -53,6 +52,14 @@ def has_audio(source: str | os.PathLike, ffmpeg: Optional[str]) -> Optional[bool
     if Path(source).suffix.lower() in ISO_EXTS:
         return _iso_has_sound_track(Path(source))
     return None
+
+
+def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
+    # In a session of its own: a terminal's Ctrl-C goes to its whole process group, and ffmpeg
+    # would stop the copy at the first one, which the run takes as "finish what you are doing"
+    # (the next ones stop waiting for it, and subprocess then kills it).
+    return subprocess.run(command, capture_output=True, text=True, errors="replace",
+                          timeout=timeout, start_new_session=True)
 
 
 def _iso_has_sound_track(path: Path) -> Optional[bool]:
@@ -114,8 +121,7 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     why = ""
     for audio in (["-c:a", "copy"], []):
         try:
-            done = subprocess.run([*base, *audio, os.fspath(out)], capture_output=True,
-                                  text=True, errors="replace", timeout=MUX_TIMEOUT_S)
+            done = _run([*base, *audio, os.fspath(out)], MUX_TIMEOUT_S)
         except (OSError, subprocess.SubprocessError) as exc:
             return str(exc)
         if done.returncode == 0 and out.exists() and out.stat().st_size:

@@ -198,11 +198,14 @@ def test_whether_a_file_has_sound(tmp_path, ffmpeg, clips):
     assert has_audio(tmp_path / "cut.mp4", None) is None
 
 
+@pytest.mark.parametrize("to", ["process", "terminal"])
 def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
-        tmp_path, onnx_model, ffmpeg, clips):
+        tmp_path, onnx_model, ffmpeg, clips, to):
     """Every frame is sharpened when the copy starts: the Ctrl-C that stops waiting for it (the
     third: the first asks to stop, the second is told what one more does) must not throw the
-    video away. The stand-in ffmpeg lists streams as ffmpeg does but hangs in the copy."""
+    video away. The stand-in ffmpeg lists streams as ffmpeg does but hangs in the copy. A
+    terminal's Ctrl-C goes to its whole process group: ffmpeg must not take the first one as
+    its own (stopping, and the copy being tried again as an encode)."""
     import os
     import signal
     import sys
@@ -219,14 +222,18 @@ def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
     child = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
                               str(onnx_model), "--source", str(clips["loud"]), "--out", str(out),
                               "--quiet"], env={**os.environ, "SHARPEN_FFMPEG": str(hangs)},
-                             cwd=tmp_path, stderr=subprocess.PIPE, text=True)
+                             cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
     try:
         deadline = time.monotonic() + 60
         while not copying.exists() and child.poll() is None and time.monotonic() < deadline:
             time.sleep(0.05)
         assert copying.exists(), child.communicate(timeout=10)[1]
         for _ in range(3):
-            child.send_signal(signal.SIGINT)
+            if to == "terminal":
+                os.killpg(child.pid, signal.SIGINT)
+            else:
+                child.send_signal(signal.SIGINT)
             time.sleep(0.5)
         err = child.communicate(timeout=30)[1]
     finally:
