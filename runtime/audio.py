@@ -115,8 +115,12 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     (the video's length: a run that stopped early, --max-frames, gets that much of it). The
     audio is copied where `out`'s container takes its codec, else encoded in the container's
     default one (AAC in MP4, from PCM or Vorbis). Returns '' or ffmpeg's last error line."""
+    # OpenCV's first frame is the video stream's first, while ffmpeg would copy the sound from
+    # the file's start: where the sound begins earlier, skip to the first frame's time.
+    skip = _video_start(source, ffmpeg)
     base = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-i", os.fspath(video), "-i", os.fspath(source),
+            "-i", os.fspath(video), *(["-ss", f"{skip:.6f}"] if skip > 0.0005 else []),
+            "-i", os.fspath(source),
             "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", "-t", f"{seconds:.6f}"]
     why = ""
     for audio in (["-c:a", "copy"], []):
@@ -129,3 +133,22 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
         lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
         why = lines[-1] if lines else f"exit code {done.returncode}"
     return why
+
+
+def _video_start(source: str | os.PathLike, ffmpeg: str) -> float:
+    """Seconds from `source`'s start (its earliest stream's) to its first video packet; 0 when
+    ffmpeg cannot tell. framemd5 lists packets in the times ffmpeg copies them at, in every
+    ffmpeg version (the stream listing shows a stream's own start only in recent ones). That
+    is the delay in MP4/MOV (an edit list's); MPEG-TS streams come out from their own first
+    packet, so there it reads 0 and the sound is copied from its own start, as before."""
+    try:
+        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i",
+                     os.fspath(source), "-map", "0:v:0", "-c", "copy", "-frames:v", "1",
+                     "-f", "framemd5", "-"], PROBE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return 0.0
+    tb = re.search(r"^#tb 0: (\d+)/(\d+)$", done.stdout, re.M)
+    first = re.search(r"^0,\s*-?\d+,\s*(-?\d+),", done.stdout, re.M)
+    if done.returncode or not tb or not first or not int(tb.group(2)):
+        return 0.0
+    return max(0.0, int(first.group(1)) * int(tb.group(1)) / int(tb.group(2)))

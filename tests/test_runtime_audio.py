@@ -215,7 +215,7 @@ def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
 
     copying = tmp_path / "copying"
     hangs = tmp_path / "ffmpeg"
-    hangs.write_text(f'#!/bin/sh\ncase " $* " in *" -map "*) touch "{copying}"; exec sleep 60;;'
+    hangs.write_text(f'#!/bin/sh\ncase " $* " in *" -c:v copy "*) touch "{copying}"; exec sleep 60;;'
                      f'\nesac\nexec "{ffmpeg}" "$@"\n')
     hangs.chmod(0o755)
     out = tmp_path / "sharp.mp4"
@@ -247,3 +247,28 @@ def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
         in err, err
     assert len(read_video(out)[0]) == FRAMES and sound_of(ffmpeg, out) is None
     assert sorted(p.name for p in tmp_path.iterdir()) == ["copying", "ffmpeg", "sharp.mp4"]
+
+
+def test_sound_that_starts_before_the_pictures_is_copied_from_the_first_frame_on(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """A clip whose video starts 1 s into its sound (a cut, a screen recording): its first
+    frame plays over the sound at 1 s, and so must the sharpened video's, not over the
+    sound's first second (880 Hz here, then 440 Hz under the pictures)."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    tone = tmp_path / "tone.wav"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+                    "sine=frequency=880:duration=1", "-f", "lavfi", "-i",
+                    f"sine=frequency={TONE_HZ}:duration={FRAMES / FPS}", "-filter_complex",
+                    "[0][1]concat=v=0:a=1", str(tone)], check=True, timeout=60)
+    early = tmp_path / "early.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-itsoffset", "1",
+                    "-i", str(clips["silent"]), "-i", str(tone), "-map", "0:v", "-map", "1:a",
+                    "-c:v", "copy", "-c:a", "aac", str(early)], check=True, timeout=60)
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(early),
+                   "--out", str(out))
+    assert rc == 0 and "sound" not in err, err
+    assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
+    first = sound_of(ffmpeg, out)[:RATE // 2]
+    assert np.argmax(np.abs(np.fft.rfft(first))) * RATE / len(first) == pytest.approx(
+        TONE_HZ, abs=5)
