@@ -215,8 +215,8 @@ def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
 
     copying = tmp_path / "copying"
     hangs = tmp_path / "ffmpeg"
-    hangs.write_text(f'#!/bin/sh\ncase " $* " in *" -c:v copy "*) touch "{copying}"; exec sleep 60;;'
-                     f'\nesac\nexec "{ffmpeg}" "$@"\n')
+    hangs.write_text(f'#!/bin/sh\ncase " $* " in *" -c:v copy "*) touch "{copying}"; '
+                     f'exec sleep 60;;\nesac\nexec "{ffmpeg}" "$@"\n')
     hangs.chmod(0o755)
     out = tmp_path / "sharp.mp4"
     child = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
