@@ -19,6 +19,9 @@ from typing import Optional
 ENV = "SHARPEN_FFMPEG"
 PROBE_TIMEOUT_S = 30
 MUX_TIMEOUT_S = 600     # a copy, not an encode: seconds even for an hour of sound
+# ...plus the time to read both files and write the output at a slow USB or network disk's
+# rate: a 2-hour recording's tens of GB would not be copied in 600 s there.
+SLOW_DISK_BYTES_S = 5e6
 
 # ISO base media files (MP4, MOV and their kin): their tracks can be read without ffmpeg.
 ISO_EXTS = (".mp4", ".m4v", ".mov", ".3gp", ".3g2")
@@ -123,9 +126,16 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
             "-i", os.fspath(source),
             "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", "-t", f"{seconds:.6f}"]
     why = ""
+    try:
+        sizes = 2 * os.path.getsize(video) + os.path.getsize(source)
+    except OSError:
+        sizes = 0
+    limit = MUX_TIMEOUT_S + sizes / SLOW_DISK_BYTES_S
     for audio in (["-c:a", "copy"], []):
         try:
-            done = _run([*base, *audio, os.fspath(out)], MUX_TIMEOUT_S)
+            done = _run([*base, *audio, os.fspath(out)], limit)
+        except subprocess.TimeoutExpired:
+            return f"it had not finished after {limit:.0f} s"
         except (OSError, subprocess.SubprocessError) as exc:
             return str(exc)
         if done.returncode == 0 and out.exists() and out.stat().st_size:

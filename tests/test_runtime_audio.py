@@ -272,3 +272,24 @@ def test_sound_that_starts_before_the_pictures_is_copied_from_the_first_frame_on
     first = sound_of(ffmpeg, out)[:RATE // 2]
     assert np.argmax(np.abs(np.fft.rfft(first))) * RATE / len(first) == pytest.approx(
         TONE_HZ, abs=5)
+
+
+def test_an_ffmpeg_that_hangs_is_given_up_on_and_the_video_kept_without_sound(
+        tmp_path, monkeypatch, onnx_model, ffmpeg, clips):
+    """The copy's time limit (here cut to 1 s) ends a hung ffmpeg: the warning says that in a
+    sentence, not as the whole ffmpeg command line Python's TimeoutExpired spells out."""
+    import runtime.audio
+
+    hangs = tmp_path / "ffmpeg"
+    hangs.write_text(f'#!/bin/sh\ncase " $* " in *" -c:v copy "*) exec sleep 60;;\nesac\n'
+                     f'exec "{ffmpeg}" "$@"\n')
+    hangs.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(hangs))
+    monkeypatch.setattr(runtime.audio, "MUX_TIMEOUT_S", 1)
+    out = tmp_path / "sharp.mp4"
+    with runtime_warnings() as said:
+        run_stream(onnx_model, str(clips["loud"]), out)
+    assert len(said) == 1 and said[0] == (
+        f"output={out} has no sound: {hangs} could not copy the audio of {clips['loud']} into "
+        "it (it had not finished after 1 s); the video was written without it"), said
+    assert len(read_video(out)[0]) == FRAMES and sound_of(ffmpeg, out) is None
