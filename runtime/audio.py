@@ -25,7 +25,11 @@ SLOW_DISK_BYTES_S = 5e6
 
 # ISO base media files (MP4, MOV and their kin): their tracks can be read without ffmpeg.
 ISO_EXTS = (".mp4", ".m4v", ".mov", ".3gp", ".3g2")
-_AUDIO_LINE = re.compile(r"^\s*Stream #\d+:\d+.*?: Audio: ", re.M)
+_AUDIO_LINE = re.compile(r"^\s*Stream #\d+:\d+.*?: Audio: (\w+)", re.M)
+# What an MP4 is played with (browsers, QuickTime, phones). Recent ffmpeg also copies PCM and
+# Vorbis into one when asked, as tracks those players do not play: such sound is encoded.
+MP4_EXTS = (".mp4", ".m4v", ".3gp", ".3g2")
+MP4_PLAYED = ("aac", "mp3", "ac3", "eac3", "alac", "opus", "flac")
 
 
 def find_ffmpeg() -> tuple[Optional[str], str]:
@@ -43,18 +47,23 @@ def find_ffmpeg() -> tuple[Optional[str], str]:
 def has_audio(source: str | os.PathLike, ffmpeg: Optional[str]) -> Optional[bool]:
     """Whether the video file `source` holds an audio stream; None where it cannot be told
     (no ffmpeg and not an MP4/MOV, or a file ffmpeg cannot read)."""
-    if ffmpeg:
-        try:
-            # Without an output ffmpeg lists the streams and exits 1: the listing is the answer.
-            done = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
-                        PROBE_TIMEOUT_S)
-        except (OSError, subprocess.SubprocessError):
-            done = None
-        if done is not None and "Stream #" in done.stderr:
-            return bool(_AUDIO_LINE.search(done.stderr))
+    codecs = _audio_codecs(source, ffmpeg) if ffmpeg else None
+    if codecs is not None:
+        return bool(codecs)
     if Path(source).suffix.lower() in ISO_EXTS:
         return _iso_has_sound_track(Path(source))
     return None
+
+
+def _audio_codecs(source: str | os.PathLike, ffmpeg: str) -> Optional[list[str]]:
+    """The codec of each of `source`'s audio streams; None where ffmpeg cannot read it."""
+    try:
+        # Without an output ffmpeg lists the streams and exits 1: the listing is the answer.
+        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-i", os.fspath(source)],
+                    PROBE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return _AUDIO_LINE.findall(done.stderr) if "Stream #" in done.stderr else None
 
 
 def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
@@ -116,8 +125,9 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
               ffmpeg: str) -> str:
     """Write `out`: `video`'s pictures, copied, with `source`'s audio over its first `seconds`
     (the video's length: a run that stopped early, --max-frames, gets that much of it). The
-    audio is copied where `out`'s container takes its codec, else encoded in the container's
-    default one (AAC in MP4, from PCM or Vorbis). Returns '' or ffmpeg's last error line."""
+    audio is copied where `out`'s container takes its codec (and an MP4's players play it),
+    else encoded in the container's default one (AAC in MP4, from PCM or Vorbis). Returns ''
+    or why not, in words (ffmpeg's last error line)."""
     # OpenCV's first frame is the video stream's first, while ffmpeg would copy the sound from
     # the file's start: where the sound begins earlier, skip to the first frame's time.
     skip = _video_start(source, ffmpeg)
@@ -131,7 +141,11 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     except OSError:
         sizes = 0
     limit = MUX_TIMEOUT_S + sizes / SLOW_DISK_BYTES_S
-    for audio in (["-c:a", "copy"], []):
+    tries: list[list[str]] = [["-c:a", "copy"], []]
+    if out.suffix.lower() in MP4_EXTS and any(
+            c not in MP4_PLAYED for c in _audio_codecs(source, ffmpeg) or []):
+        del tries[0]
+    for audio in tries:
         try:
             done = _run([*base, *audio, os.fspath(out)], limit)
         except subprocess.TimeoutExpired:

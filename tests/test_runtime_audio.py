@@ -293,3 +293,23 @@ def test_an_ffmpeg_that_hangs_is_given_up_on_and_the_video_kept_without_sound(
         f"output={out} has no sound: {hangs} could not copy the audio of {clips['loud']} into "
         "it (it had not finished after 1 s); the video was written without it"), said
     assert len(read_video(out)[0]) == FRAMES and sound_of(ffmpeg, out) is None
+
+
+def test_a_movs_pcm_sound_is_encoded_to_aac_in_an_mp4(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """Recent ffmpeg copies PCM (and Vorbis) into MP4 when asked, as tracks that browsers,
+    QuickTime and phones do not play: the sound is kept there only as AAC. A .mov keeps PCM,
+    as cameras write it."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    mov = tmp_path / "camera.mov"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(clips["loud"]), "-c:v", "copy",
+                    "-c:a", "pcm_s16le", str(mov)], check=True, timeout=60)
+    for name, codec in (("sharp.mp4", "aac"), ("sharp.mov", "pcm_s16le")):
+        out = tmp_path / name
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(mov),
+                       "--out", str(out))
+        assert rc == 0 and "sound" not in err, err
+        listing = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(out)],
+                                 capture_output=True, text=True, timeout=60).stderr
+        assert f"Audio: {codec}" in listing, (name, listing)
+        assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
