@@ -256,7 +256,15 @@ class VideoFileSink(Sink):
             self._check_disk(below=DISK_BLOCK_BYTES)
             self._check_playable()
             if self.audio_source is not None:
-                self._add_audio(self.audio_source)
+                try:
+                    self._add_audio(self.audio_source)
+                except KeyboardInterrupt:
+                    # The Ctrl-C that stops waiting for ffmpeg (subprocess has killed it), in
+                    # the copy or the look at the source before it: every frame is in the
+                    # silent video, which is still worth its name.
+                    warn(f"{option('output', self.path, self.flags)} has no sound: the copy "
+                         f"of the audio of {self.audio_source} was stopped (Ctrl-C); the "
+                         "video was written without it")
             with open(self.tmp, "r+b") as f:   # on disk before it gets its final name (a
                 os.fsync(f.fileno())           # writable handle: Windows' fsync needs one)
             os.chmod(self.tmp, 0o644)   # mkstemp makes files owner-only
@@ -297,20 +305,13 @@ class VideoFileSink(Sink):
             return
         muxed = self._temp_file()
         try:
-            try:
-                why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg)
-            except KeyboardInterrupt:
-                # The Ctrl-C that stops waiting for the copy (subprocess has killed ffmpeg):
-                # every frame is in the silent video, which is still worth its name.
-                warn(f"{silent} the copy of the audio of {source} was stopped (Ctrl-C); the "
-                     "video was written without it")
-                return
+            why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg)
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
                      "the video was written without it")
                 return
-            self.tmp.unlink(missing_ok=True)
-            self.tmp, muxed = muxed, None
+            os.replace(muxed, self.tmp)   # one step: a Ctrl-C cannot leave neither file
+            muxed = None
         finally:
             if muxed is not None:
                 muxed.unlink(missing_ok=True)

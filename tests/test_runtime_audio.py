@@ -198,12 +198,14 @@ def test_whether_a_file_has_sound(tmp_path, ffmpeg, clips):
     assert has_audio(tmp_path / "cut.mp4", None) is None
 
 
-@pytest.mark.parametrize("to", ["process", "terminal"])
+@pytest.mark.parametrize("to, hang", [("process", "copy"), ("terminal", "copy"),
+                                      ("process", "probe")])
 def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
-        tmp_path, onnx_model, ffmpeg, clips, to):
+        tmp_path, onnx_model, ffmpeg, clips, to, hang):
     """Every frame is sharpened when the copy starts: the Ctrl-C that stops waiting for it (the
     third: the first asks to stop, the second is told what one more does) must not throw the
-    video away. The stand-in ffmpeg lists streams as ffmpeg does but hangs in the copy. A
+    video away. The stand-in ffmpeg hangs in the copy, or in listing the streams before it
+    (a file on a network share that stopped answering), and is ffmpeg otherwise. A
     terminal's Ctrl-C goes to its whole process group: ffmpeg must not take the first one as
     its own (stopping, and the copy being tried again as an encode)."""
     import os
@@ -215,7 +217,8 @@ def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
 
     copying = tmp_path / "copying"
     hangs = tmp_path / "ffmpeg"
-    hangs.write_text(f'#!/bin/sh\ncase " $* " in *" -c:v copy "*) touch "{copying}"; '
+    args = {"copy": " -c:v copy ", "probe": " -nostdin -i "}[hang]
+    hangs.write_text(f'#!/bin/sh\ncase " $* " in *"{args}"*) touch "{copying}"; '
                      f'exec sleep 60;;\nesac\nexec "{ffmpeg}" "$@"\n')
     hangs.chmod(0o755)
     out = tmp_path / "sharp.mp4"
