@@ -411,7 +411,7 @@ class _Stream:
         if not 0 < self.video_fps <= MAX_FPS:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
-                               o.compare, self.flags, o.audio)
+                               o.compare, self.flags, o.audio, o.fps)
         self.frames = src.frames(self.stop)
         first = next(self.frames, None)
         self.first = first
@@ -711,12 +711,13 @@ def _input_files(src: Source) -> list:
 
 def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool, view: str,
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
-               flags: bool = False, audio: bool = True) -> Sink:
+               flags: bool = False, audio: bool = True,
+               fps_asked: Optional[float] = None) -> Sink:
     sinks: list[Sink] = []
     # The window first: one refused (no display, a headless OpenCV) leaves no output made.
     window = _window_sink(output, view, stop, stats, flags) if show else None
     try:
-        sinks += _output_sinks(src, output, view, fps, compare, flags, audio)
+        sinks += _output_sinks(src, output, view, fps, compare, flags, audio, fps_asked)
     except BaseException:
         if window is not None:
             window.close()
@@ -729,7 +730,8 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
 
 
 def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: str,
-                  fps: float, compare: bool, flags: bool, audio: bool = True) -> list[Sink]:
+                  fps: float, compare: bool, flags: bool, audio: bool = True,
+                  fps_asked: Optional[float] = None) -> list[Sink]:
     sinks: list[Sink] = []
     if isinstance(output, Sink):
         sinks.append(CompareSink(output, view, flags) if compare else output)
@@ -746,7 +748,9 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             # A local file's sound, which OpenCV's writer leaves out (a --compare video keeps
             # it too: both sides play in the source's time). A URL's is not fetched again.
             file_sink.audio_source, file_sink.audio_live = str(src.target), src.live
-            file_sink.source_fps = src.fps or 0.0
+            # The rate the sound is matched to: the file's, else --fps taken as the clip's; 0
+            # where neither is known and the video's rate is a guess.
+            file_sink.source_fps = src.fps or fps_asked or 0.0
         sinks.append(CompareSink(file_sink, view, flags) if compare else file_sink)
     return sinks
 

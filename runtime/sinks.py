@@ -289,7 +289,12 @@ class VideoFileSink(Sink):
             return
         silent = f"{option('output', self.path, self.flags)} has no sound:"
         off = f"{'--no-audio' if self.flags else 'audio=False'} leaves it out without a word"
-        if self.source_fps and abs(self.fps - self.source_fps) > 1e-3 * self.source_fps:
+        if not self.source_fps:
+            warn(f"{silent} the frame rate of {source} is unknown, so the video's "
+                 f"{self.fps:g} fps is a guess its audio would not match; "
+                 f"{option('fps', 'RATE', self.flags)} with the clip's rate keeps it ({off})")
+            return
+        if abs(self.fps - self.source_fps) > 1e-3 * self.source_fps:
             warn(f"{silent} {option('fps', f'{self.fps:g}', self.flags)} plays the frames at "
                  f"another rate than the {self.source_fps:g} fps of {source}, so its audio "
                  f"would not match them; {off}")

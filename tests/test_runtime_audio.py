@@ -316,3 +316,26 @@ def test_a_movs_pcm_sound_is_encoded_to_aac_in_an_mp4(
                                  capture_output=True, text=True, timeout=60).stderr
         assert f"Audio: {codec}" in listing, (name, listing)
         assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
+
+
+def test_a_clip_of_unknown_frame_rate_keeps_its_sound_only_at_the_rate_given(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """A header of 2000 fps is taken as unknown and the video written at 30 fps: its sound,
+    0.4 s for 800 frames here, was laid over 27 s of pictures. Said and left out instead, with
+    what keeps it; --fps (the user's word for the clip's rate) keeps it."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    fast = tmp_path / "fast.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(clips["loud"]), "-t", "0.4",
+                    "-r", "2000", "-c:v", "mpeg4", "-c:a", "copy", str(fast)], check=True,
+                   timeout=60)
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(fast), "--out", str(out))
+    assert rc == 0, err
+    assert (f"--out {out} has no sound: the frame rate of {fast} is unknown, so the video's 30 "
+            "fps is a guess its audio would not match; --fps RATE with the clip's rate keeps "
+            "it (--no-audio") in err, err
+    assert sound_of(ffmpeg, out) is None
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(fast), "--out", str(out),
+                   "--fps", "1000", "--max-frames", "400")
+    assert rc == 0 and "sound" not in err, err
+    assert_tone(sound_of(ffmpeg, out), 0.4)
