@@ -453,8 +453,10 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
                                        "student": student.to_dict(),
                                        "formats": {**old, **keep}})
 
+    failed: list[str] = []   # formats whose export raised; the others' is not about them
+
     def record(r) -> None:
-        if r.format not in to_build or r.format in built_now:
+        if r.format not in to_build or r.format in built_now or r.format in failed:
             return
         parity = {k: getattr(r, k) for k in ("max_abs", "psnr", "ssim")
                   if getattr(r, k) is not None}
@@ -465,15 +467,36 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
         # stamp, and the rerun that "continues" built the finished formats again.
         save_stamp()
 
-    try:
+    def run(fmts: list[str]):
         # calib_size None: export's default side, fitted to small --calib images without a
         # warning naming --calib-size, which the bench does not take (the crops are the same).
-        report = export(student.path, to_build, folder, calib=calib, calib_count=calib_count,
-                        calib_size=None, latency=False, quiet=quiet,
-                        float_layers=float_layers, on_result=record, flags=EXPORT_FLAGS)
+        return export(student.path, fmts, folder, calib=calib, calib_count=calib_count,
+                      calib_size=None, latency=False, quiet=quiet,
+                      float_layers=float_layers, on_result=record, flags=EXPORT_FLAGS)
+
+    try:
+        try:
+            report = run(to_build)
+        except CalibrationError as e:
+            # Raised before building anything, for the images the INT8 formats calibrate on:
+            # it failed the student in every format, FP32 included. Those fail with the reason
+            # and the others are exported alone; where the error is theirs too (their parity
+            # images are held out of --calib) it raises again, and the student fails.
+            calibrated = [f for f in to_build
+                          if FORMATS[f].needs_calibration and f not in built_now]
+            rest = [f for f in to_build if f not in calibrated and f not in built_now]
+            if not calibrated:
+                raise
+            for f in calibrated:
+                items[f] = Artifact(f, FORMATS[f].precision, "error", reason=str(e))
+            # (the export of the others carries an earlier build of these into its report)
+            failed += calibrated
+            say(f"exporting {student.name} to {', '.join(calibrated)} failed: {e}"
+                + (f"; exporting {', '.join(rest)} alone" if rest else ""))
+            report = run(rest) if rest else None
     except (ExportError, CalibrationError) as e:
         raise BenchError(f"{student.name}: {e}") from None
-    for r in report.results:
+    for r in report.results if report else ():
         record(r)
     for fmt in to_build:   # a format the export did not report on at all
         items.setdefault(fmt, Artifact(fmt, FORMATS[fmt].precision, "error",

@@ -2121,3 +2121,63 @@ def test_a_student_that_failed_in_a_test_is_not_exported_for_the_quality_evaluat
     cached = os.listdir(tmp_path / "cache")
     assert not [n for n in cached if "broken" in n], cached   # no export (nor its lock) begun
     assert [n for n in cached if n.startswith("student-good-")], cached
+
+
+def _calib_unreadable_but_one(folder: Path, good: Path) -> Path:
+    """A --calib folder whose only readable image is the one the export holds out for parity:
+    the FP32 formats' parity gate has an image, INT8 calibration has none."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(4):
+        (folder / f"a{i}.png").write_bytes(b"not an image " * 20)
+    (folder / "z.png").write_bytes(good.read_bytes())
+    return folder
+
+
+def test_a_calibration_error_fails_the_calibrated_formats_alone(env, tmp_path, capsys):
+    """An export that raised for its INT8 calibration images (before building anything)
+    failed the student in every format, FP32 and PyTorch included, though only the INT8
+    formats calibrate: they fail with the reason, and the others are measured."""
+    calib = _calib_unreadable_but_one(tmp_path / "calib", env / "pairs" / "target" / "coffee.png")
+    rc = _bench(env, "calibfail", "--students", str(env / "student-good.pt"), "--formats",
+                "onnx,onnx-int8", "--calib", str(calib), "--cache", str(tmp_path / "cache"),
+                "--sizes", "96x64", "--stream-frames", "2", "--min-ssim-ratio", "0")
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err, err
+    rep = json.loads((env / "calibfail" / "report.json").read_text())
+    assert rep["failed"] == [], rep["failed"]
+    says = "no calibration images: none of the 4 files is a readable image"
+    q = {r["key"]: r for r in rep["quality"]["rows"] if r["student"] == "good"}
+    assert q["good/pytorch"]["status"] == "ok" and q["good/onnx"]["status"] == "ok", q
+    assert q["good/onnx-int8"]["status"] == "error", q["good/onnx-int8"]
+    assert says in q["good/onnx-int8"]["reason"], q["good/onnx-int8"]
+    lat = {r["backend"]: r["status"] for r in rep["latency"]["rows"] + rep["latency"]["stream"]
+           if r["student"] == "good"}
+    assert {k: lat[k] for k in ("pytorch", "ort-fp32", "pipeline-ort-fp32")} == dict.fromkeys(
+        ("pytorch", "ort-fp32", "pipeline-ort-fp32"), "ok"), lat
+    [check] = [c for c in rep["checks"] if not c["passed"]]
+    assert check["model"] == "good/onnx-int8" and says in check["message"], rep["checks"]
+    assert rep["artifacts"]["good"]["formats"]["onnx"]["status"] == "pass", rep["artifacts"]
+
+
+def test_a_calibration_error_does_not_pass_an_earlier_int8_build_for_this_one(env, tmp_path):
+    """When the INT8 formats fail for their calibration images, the FP32 formats' export
+    carries the folder's earlier INT8 build (other calibration images) into its report: that
+    build must not stand for the failed one."""
+    from benchmarks.artifacts import ensure_artifacts, resolve_students
+
+    st = resolve_students([str(env / "student-good.pt")])[0]
+    cache = tmp_path / "cache"
+    first = ensure_artifacts(st, cache, "onnx,onnx-int8", calib_count=2, quiet=True)
+    assert first.get("onnx-int8").status in ("pass", "fail"), first.to_dict()
+    calib = _calib_unreadable_but_one(tmp_path / "calib", env / "pairs" / "target" / "coffee.png")
+    from runtime.warn import SharpenWarning
+    with pytest.warns(SharpenWarning) as warned:   # expected: each unreadable image, by name
+        arts = ensure_artifacts(st, cache, "onnx,onnx-int8", calib_count=2, quiet=True,
+                                calib=[str(calib)])
+    assert {f"a{i}.png" for i in range(4)} <= {
+        str(w.message).split("/")[-1].split(":")[0] for w in warned}, [str(w.message)
+                                                                       for w in warned]
+    assert arts.get("onnx").status == "pass", arts.to_dict()
+    int8 = arts.get("onnx-int8")
+    assert int8.status == "error" and not int8.usable, arts.to_dict()
+    assert "none of the 4 files is a readable image" in int8.reason, int8
