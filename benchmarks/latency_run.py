@@ -63,6 +63,15 @@ def missing_rows(planned: list[dict], done: list[dict]) -> list[str]:
             if (r["model"], r["backend"], r["size"]) not in have]
 
 
+def build_failed(art) -> Optional[str]:
+    """Why `art` (an Artifact, or None) was not built, where its build failed while the
+    student's other formats built: its rows are failed, as its quality row is, not skipped as
+    for a format this machine cannot run. None for a built or skipped one."""
+    if art is None or art.status in ("skipped", "failed") or art.usable:
+        return None
+    return f"exporting it to {art.format} failed: {art.reason or 'it wrote no file'}"
+
+
 def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_tiles, say,
                 partial: Optional[dict] = None, models: Sequence = (),
                 failed: Optional[dict] = None) -> dict:
@@ -149,10 +158,10 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     try:
         for st, spec in cases:
             arts = artifact_sets.get(st.name)
-            if st.name in failed:
-                art = arts.get(spec.fmt) if arts and spec.fmt else None
+            art = arts.get(spec.fmt) if arts and spec.fmt else None
+            if st.name in failed or build_failed(art):
                 status, why = ((art.status, art.reason) if art and art.status == "skipped"
-                               else ("failed", failed[st.name]))
+                               else ("failed", failed.get(st.name) or build_failed(art)))
                 rows += [result_row(model=f"student {st.name}", student=st.name, backend=spec,
                                     size=wh, ms=None, target_fps=target, status=status,
                                     reason=why) for wh in sizes]
@@ -224,6 +233,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                 if st.name in failed and art is not None and art.status == "failed":
                     streams.append(result_row(ms=None, status="failed", reason=art.reason,
                                               **base))
+                    continue
+                if why := build_failed(art):
+                    streams.append(result_row(ms=None, status="failed", reason=why, **base))
                     continue
                 if video is None or art is None or not art.usable:
                     why = reason if video is None else (

@@ -10,6 +10,7 @@ Timings are never asserted.
 from __future__ import annotations
 
 import dataclasses
+import io
 import json
 import os
 import shlex
@@ -2133,30 +2134,63 @@ def _calib_unreadable_but_one(folder: Path, good: Path) -> Path:
     return folder
 
 
-def test_a_calibration_error_fails_the_calibrated_formats_alone(env, tmp_path, capsys):
+@pytest.fixture(scope="module")
+def calibfail_run(env, tmp_path_factory):
+    """A bench run whose INT8 export fails for its --calib images: report.json, report.md,
+    the run's exit status, its stderr and its stdout (the tables)."""
+    tmp = tmp_path_factory.mktemp("calibfail")
+    calib = _calib_unreadable_but_one(tmp / "calib", env / "pairs" / "target" / "coffee.png")
+    with pytest.MonkeyPatch.context() as mp:
+        term, err = io.StringIO(), io.StringIO()
+        mp.setattr(sys, "stdout", term)
+        mp.setattr(sys, "stderr", err)
+        rc = _bench(env, "calibfail", "--students", str(env / "student-good.pt"), "--formats",
+                    "onnx,onnx-int8", "--calib", str(calib), "--cache", str(tmp / "cache"),
+                    "--sizes", "96x64", "--stream-frames", "2", "--min-ssim-ratio", "0")
+    out = env / "calibfail"
+    return (json.loads((out / "report.json").read_text()), (out / "report.md").read_text(), rc,
+            err.getvalue(), term.getvalue())
+
+
+CALIB_FAILED = "no calibration images: none of the 4 files is a readable image"
+
+
+def test_a_calibration_error_fails_the_calibrated_formats_alone(calibfail_run):
     """An export that raised for its INT8 calibration images (before building anything)
     failed the student in every format, FP32 and PyTorch included, though only the INT8
     formats calibrate: they fail with the reason, and the others are measured."""
-    calib = _calib_unreadable_but_one(tmp_path / "calib", env / "pairs" / "target" / "coffee.png")
-    rc = _bench(env, "calibfail", "--students", str(env / "student-good.pt"), "--formats",
-                "onnx,onnx-int8", "--calib", str(calib), "--cache", str(tmp_path / "cache"),
-                "--sizes", "96x64", "--stream-frames", "2", "--min-ssim-ratio", "0")
-    err = capsys.readouterr().err
+    rep, _, rc, err, _ = calibfail_run
     assert rc == 1 and "Traceback" not in err, err
-    rep = json.loads((env / "calibfail" / "report.json").read_text())
     assert rep["failed"] == [], rep["failed"]
-    says = "no calibration images: none of the 4 files is a readable image"
     q = {r["key"]: r for r in rep["quality"]["rows"] if r["student"] == "good"}
     assert q["good/pytorch"]["status"] == "ok" and q["good/onnx"]["status"] == "ok", q
     assert q["good/onnx-int8"]["status"] == "error", q["good/onnx-int8"]
-    assert says in q["good/onnx-int8"]["reason"], q["good/onnx-int8"]
+    assert CALIB_FAILED in q["good/onnx-int8"]["reason"], q["good/onnx-int8"]
     lat = {r["backend"]: r["status"] for r in rep["latency"]["rows"] + rep["latency"]["stream"]
            if r["student"] == "good"}
     assert {k: lat[k] for k in ("pytorch", "ort-fp32", "pipeline-ort-fp32")} == dict.fromkeys(
         ("pytorch", "ort-fp32", "pipeline-ort-fp32"), "ok"), lat
     [check] = [c for c in rep["checks"] if not c["passed"]]
-    assert check["model"] == "good/onnx-int8" and says in check["message"], rep["checks"]
+    assert check["model"] == "good/onnx-int8" and CALIB_FAILED in check["message"], rep["checks"]
     assert rep["artifacts"]["good"]["formats"]["onnx"]["status"] == "pass", rep["artifacts"]
+
+
+def test_a_format_whose_build_failed_has_failed_latency_rows(calibfail_run):
+    """A format whose build failed (the student's others built) had its latency rows marked
+    skipped, as a format this machine cannot run, in the terminal, report.md and report.json,
+    while its quality row said the export failed: they say failed, with the reason."""
+    rep, md, _, _, term = calibfail_run
+    [row] = [r for r in rep["latency"]["rows"]
+             if r["student"] == "good" and r["backend"] == "ort-int8"]
+    assert row["status"] == "failed", row
+    assert row["reason"] == f"exporting it to onnx-int8 failed: --calib: {CALIB_FAILED}", row
+    assert "ONNX Runtime INT8" not in " ".join(s["what"] for s in rep["skipped"]), rep["skipped"]
+    assert (f"| student good | ONNX Runtime INT8 | INT8 | 96x64 | - | - | - | - | - | - | "
+            f"failed: {row['reason']} |") in md, md
+    [line] = [ln for ln in term.splitlines() if "ONNX Runtime INT8" in ln]
+    assert "failed: exporting it to" in line, term
+    # no second check for it: the parity check says the export failed
+    assert [c["model"] for c in rep["checks"] if not c["passed"]] == ["good/onnx-int8"]
 
 
 def test_a_calibration_error_does_not_pass_an_earlier_int8_build_for_this_one(env, tmp_path):
