@@ -118,6 +118,13 @@ def failure_reason(name: str, e: BaseException) -> str:
     return why.removeprefix(f"{name}: ")
 
 
+def path_unless_named(path: str | os.PathLike, why: str) -> str:
+    """" (PATH)" after "student NAME" in a line saying why it failed, or "" where `why` names
+    the path already (a CheckpointError's "PATH is not a PyTorch checkpoint"): said twice, a
+    long path made the line hard to read."""
+    return "" if str(path) in why else f" ({path})"
+
+
 def failed_artifacts(student: Student, cache_root: str | os.PathLike | None,
                      formats: str | Sequence[str] | None, why: str) -> ArtifactSet:
     """The ArtifactSet of a student whose export raised: status "failed" with `why` for each

@@ -21,7 +21,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 
-from benchmarks.artifacts import BenchError, split_list  # noqa: E402
+from benchmarks.artifacts import BenchError, path_unless_named, split_list  # noqa: E402
 from benchmarks.given import bench_students, resolve_models  # noqa: E402
 from benchmarks.options import add_to_pytest  # noqa: E402
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
@@ -269,8 +269,9 @@ class BenchContext:
         art = self.artifacts(name).get(fmt)
         if art.status == "skipped" or art.usable:
             return art
-        msg = (f"student {name} ({self.students[name].path}): exporting it to {fmt} failed: "
-               f"{art.reason or 'it wrote no file'}")
+        why = art.reason or "it wrote no file"
+        msg = (f"student {name}{path_unless_named(self.students[name].path, why)}: exporting it "
+               f"to {fmt} failed: {why}")
         if (name, fmt) not in self._format_failed:
             self._format_failed.add((name, fmt))
             pytest.fail(msg, pytrace=False)
@@ -349,7 +350,8 @@ class BenchContext:
         except Exception as e:  # noqa: BLE001 - said as the test's failure, without a traceback
             why = failure_reason(name, e)   # as `sharpen bench` words it
             st = self.students[name]
-            self._failed.setdefault(name, [f"student {name} ({st.path}): {doing} failed: {why}",
+            where = path_unless_named(st.path, why)
+            self._failed.setdefault(name, [f"student {name}{where}: {doing} failed: {why}",
                                            False])
             return None
 

@@ -37,7 +37,7 @@ from runtime.formats import FORMATS
 from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 from .artifacts import (BenchError, Student, cache_lock, default_cache_root, file_hash,
-                        is_not_requested)
+                        is_not_requested, path_unless_named)
 
 DEFAULT_MIN_SSIM_RATIO = 0.95
 SSIM_CHECKS = ("ssim-ratio", "ssim-gain")
@@ -450,7 +450,8 @@ def failed_checks(students: Sequence[Student], failed: dict) -> list[dict]:
     its checkpoint: the run exits 1 with the others measured."""
     return [{"check": "student", "model": st.name, "metric": None, "value": None,
              "threshold": None, "passed": False,
-             "message": f"student {st.name!r} ({st.path}): not measured: {failed[st.name]}"}
+             "message": f"student {st.name!r}{path_unless_named(st.path, failed[st.name])}: "
+                        f"not measured: {failed[st.name]}"}
             for st in students if st.name in failed]
 
 

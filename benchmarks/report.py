@@ -35,7 +35,8 @@ from runtime.sinks import folders_to_make, remove_if_empty
 
 from .artifacts import (BUILTIN_CALIBRATION, DEFAULT_CALIB_COUNT, BenchError,
                         atomic_write_json, buildable_formats, check_calib, default_cache_root,
-                        ensure_artifacts, failed_artifacts, failure_reason, split_list)
+                        ensure_artifacts, failed_artifacts, failure_reason, path_unless_named,
+                        split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
                       TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
                       stream_size)
@@ -352,7 +353,8 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
             progress.failed[st.name] = why
             progress.artifact_sets[st.name] = failed_artifacts(st, cache, opts.formats, why)
             others = "; not measured, the other students are" if len(students) > 1 else ""
-            say.warn(f"student {st.name} ({st.path}): {why}{others or '; not measured'}")
+            say.warn(f"student {st.name}{path_unless_named(st.path, why)}: {why}"
+                     f"{others or '; not measured'}")
     measured = [st for st in students if st.name not in progress.failed]
 
     progress.stage = "quality"

@@ -1986,7 +1986,9 @@ def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
     assert "1 failed" in out, out
     assert "Traceback" not in out and "Error: " not in out.split("short test summary")[0], out
     [failure] = [part for part in out.split("\n_") if f"[{test_of}-" in part.split("\n")[0]]
-    assert f"student {test_of} (" in failure and says in failure, failure
+    # the checkpoint's path once: the reason names it where the checkpoint is unreadable
+    where = "" if case == "unreadable checkpoint" else f" ({students[0]})"
+    assert f"student {test_of}{where}: " in failure and says in failure, failure
     # the student's other tests skip with the reason; the rest run
     assert "(a failure at the first test that needed it)" in out and says in out, out
     if case == "unreadable checkpoint":
@@ -2215,3 +2217,36 @@ def test_a_calibration_error_does_not_pass_an_earlier_int8_build_for_this_one(en
     int8 = arts.get("onnx-int8")
     assert int8.status == "error" and not int8.usable, arts.to_dict()
     assert "none of the 4 files is a readable image" in int8.reason, int8
+
+
+def test_a_failed_students_line_names_its_checkpoint_once(env, tmp_path, capsys):
+    """"student 'broken' (PATH): ... failed: PATH is not a PyTorch checkpoint": the lines that
+    say a student failed named its checkpoint twice where the reason names it already."""
+    broken = tmp_path / "student-broken.pt"
+    broken.write_bytes(bytes(range(256)) * 8)
+    rc = _bench(env, "broken-once", "--students", str(broken), "--formats", "onnx",
+                "--no-latency")
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    says = f"{broken} is not a PyTorch checkpoint"
+    lines = [ln for ln in err.splitlines() if "student broken" in ln or "student 'broken'" in ln]
+    assert len(lines) == 2 and all(says in ln and ln.count(str(broken)) == 1 for ln in lines), err
+    rep = json.loads((env / "broken-once" / "report.json").read_text())
+    [check] = rep["checks"]
+    assert says in check["message"] and check["message"].count(str(broken)) == 1, check
+    # ... and in the pytest suite's failure, and the skips that repeat it
+    _, out = _run_suite("-k", "pytorch", "--students", str(broken), "--sizes", "96x64,64x48",
+                        "--cache", str(tmp_path / "cache"), "-rs", expect=1)
+    lines = [ln for ln in out.splitlines() if "student broken" in ln]
+    assert len(lines) == 2 and all(says in ln and ln.count(str(broken)) == 1 for ln in lines), out
+    # a reason that does not name it keeps it in the line: a --calib with no readable image
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(3):
+        (calib / f"a{i}.png").write_bytes(b"not an image " * 20)
+    good = env / "student-good.pt"
+    assert _bench(env, "nocalib", "--students", str(good), "--formats", "onnx,onnx-int8",
+                  "--calib", str(calib), "--cache", str(tmp_path / "cache"), "--no-latency") == 1
+    err = capsys.readouterr().err
+    assert f"CHECK FAILED: student 'good' ({good}): not measured: exporting it to onnx, " \
+           "onnx-int8 failed: --calib" in err, err
