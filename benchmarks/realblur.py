@@ -18,12 +18,17 @@ NOGT_HEADERS = ["model", "PSNR to the teacher's output (dB)", "sharpness (x inpu
 
 def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: Callable,
                   students, out: Path, say, pairs_limit: Optional[int], nogt_limit: Optional[int],
-                  quiet: bool = False, models: Sequence = ()) -> dict:
+                  quiet: bool = False, models: Sequence = (),
+                  failed: Optional[dict] = None) -> dict:
     """{"pairs": {...metrics} | None, "nogt": {...} | None, "figures": {key: file name}}.
     The limits are the number of images spread over each set (None: all); `nogt` is image
     files and folders of them, the limit spread over all of them. `models`: the --model files
-    (`benchmarks.given.GivenModel`), under their names, those this machine can run."""
-    fns = {"teacher": teacher, **{s.name: load_model_fn(s.path) for s in students},
+    (`benchmarks.given.GivenModel`), under their names, those this machine can run.
+    `failed`: student name -> why its export (or checkpoint) failed: not run, its entry in
+    each set {"status": "failed", "reason": why}, as its rows in the other tables."""
+    failed = failed or {}
+    fns = {"teacher": teacher,
+           **{s.name: load_model_fn(s.path) for s in students if s.name not in failed},
            **{gm.name: load_model_fn(gm.path) for gm in models if not gm.skipped}}
     res: dict = {"pairs": None, "nogt": None, "figures": {}}
     if pairs:
@@ -32,7 +37,7 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
         r = evaluate_fns(fns, pairs, limit=pairs_limit, progress=not quiet, keep_outputs=4,
                          rank=lambda outs: _psnr_gain(outs, "teacher"))
         outputs = r.pop("outputs")
-        res["pairs"] = r
+        res["pairs"] = _with_failed(r, failed)
         side_by_side(outputs, out / FIGURES["pairs"],
                      title=f"Real blur pairs ({pairs}): input | teacher | students | "
                            "ground truth")
@@ -44,12 +49,18 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
         r = evaluate_fns(fns, nogt[0] if len(nogt) == 1 else list(nogt), limit=nogt_limit,
                          crop=384, progress=not quiet, reference="teacher")
         outputs = r.pop("outputs")
-        res["nogt"] = r
+        res["nogt"] = _with_failed(r, failed)
         side_by_side(outputs, out / FIGURES["nogt"],
                      title=f"Real blur, no ground truth ({shown}): input | teacher | "
                            "students")
         res["figures"]["nogt"] = FIGURES["nogt"]
     return res
+
+
+def _with_failed(r: dict, failed: dict) -> dict:
+    """`r` with an entry for each failed student: it vanished from these tables while the
+    others said it failed."""
+    return {**r, **{name: {"status": "failed", "reason": why} for name, why in failed.items()}}
 
 
 def data_text(data) -> str:
@@ -73,6 +84,10 @@ def table_rows(r: dict) -> list[list[str]]:
     """Rows under HEADERS for pairs (with ground truth), under NOGT_HEADERS without it."""
     rows = []
     for k, d in r.items():
+        if isinstance(d, dict) and d.get("status") == "failed":
+            n = len(HEADERS if r.get("has_gt") else NOGT_HEADERS)
+            rows.append([k, f"failed: {d['reason']}", *["-"] * (n - 2)])
+            continue
         if not isinstance(d, dict) or "sharpness" not in d:
             continue
         if "psnr" in d:

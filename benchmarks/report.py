@@ -355,7 +355,6 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
             others = "; not measured, the other students are" if len(students) > 1 else ""
             say.warn(f"student {st.name}{path_unless_named(st.path, why)}: {why}"
                      f"{others or '; not measured'}")
-    measured = [st for st in students if st.name not in progress.failed]
 
     progress.stage = "quality"
     todo = sum(not teacher_out.has(p.blurred) for p in pairs)
@@ -382,10 +381,10 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
         out.mkdir(parents=True, exist_ok=True)
         try:
             progress.real = run_real_blur(opts.real_pairs, nogt_paths(opts.real_nogt),
-                                          teacher_out, measured, out, say,
+                                          teacher_out, students, out, say,
                                           real_limits["--real-pairs"],
                                           real_limits["--real-nogt"], quiet=opts.quiet,
-                                          models=models)
+                                          models=models, failed=progress.failed)
         except ValueError as e:   # e.g. every image unreadable after all
             raise BenchError(f"real blur: {e}") from None
         progress.peak_mb["real_blur"] = peak_rss_mb()

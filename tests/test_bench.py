@@ -2250,3 +2250,27 @@ def test_a_failed_students_line_names_its_checkpoint_once(env, tmp_path, capsys)
     err = capsys.readouterr().err
     assert f"CHECK FAILED: student 'good' ({good}): not measured: exporting it to onnx, " \
            "onnx-int8 failed: --calib" in err, err
+
+
+def test_a_failed_student_is_in_the_real_blur_tables_as_failed(env, tmp_path, capsys):
+    """A student whose checkpoint failed had no row in the real-blur tables (--real-pairs,
+    --real-nogt): it vanished there while every other table said it failed."""
+    broken = tmp_path / "student-broken.pt"
+    broken.write_bytes(bytes(range(256)) * 8)
+    good = env / "student-good.pt"
+    rc = _bench(env, "real-failed", "--students", f"{broken},{good}", "--formats", "onnx",
+                "--no-latency", "--min-ssim-ratio", "0", "--real-pairs", str(env / "pairs"),
+                "--real-nogt", str(_blurred_frames(env, "frames-failed")))
+    term = capsys.readouterr().out
+    assert rc == 1, term
+    rep = json.loads((env / "real-failed" / "report.json").read_text())
+    [why] = [f["reason"] for f in rep["failed"]]
+    md = (env / "real-failed" / "report.md").read_text()
+    for key in ("pairs", "nogt"):
+        real = rep["real_blur"][key]
+        assert real["broken"] == {"status": "failed", "reason": why}, real
+        assert "sharpness" in real["good"] and "sharpness" in real["teacher"], real
+    dashes = {"pairs": " - | - | - | - | - |", "nogt": " - |"}
+    for key, rest in dashes.items():
+        assert f"| broken | failed: {why} |{rest}" in md, md
+    assert len([ln for ln in term.splitlines() if ln.startswith("│ broken ")]) == 2, term
