@@ -4,6 +4,7 @@ teacher outputs matched to them by name, and the 1080p frame the latencies are t
 from __future__ import annotations
 
 import contextlib
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -107,7 +108,10 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
             else:   # too few readable ones to hold any out: calibrate on what there is
                 calib_paths = calib_paths or held
                 if not calib_paths:
-                    raise cal.CalibrationError(f"--calib {o.calib}: none of its {len(bad)} "
+                    # As given on the command line: a list printed as one read "['DIR']".
+                    shown = (o.calib if isinstance(o.calib, (str, os.PathLike))
+                             else " ".join(map(str, o.calib)))
+                    raise cal.CalibrationError(f"--calib {shown}: none of its {len(bad)} "
                                                "images is readable")
     builtin = parity_list is None
     if builtin:

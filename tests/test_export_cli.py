@@ -1504,3 +1504,15 @@ def test_more_threads_than_cores_is_warned_of_once_naming_where_the_count_came_f
     assert rc == 0 and "CPU cores" not in err, err
     rc, err = _run([*argv, "--threads", "-1"], capsys)   # a bad count: its error, no warning
     assert rc == 2 and "CPU cores" not in err, err
+
+
+def test_a_calib_folder_with_no_readable_image_is_named_as_given(ckpt, tmp_path, capsys):
+    """`--calib DIR` whose images are all unreadable said "--calib ['DIR']: none of its 3
+    images is readable": the option's list, as Python prints it."""
+    d = tmp_path / "calib"
+    d.mkdir()
+    for i in range(3):
+        (d / f"a{i}.png").write_bytes(b"not an image")
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx", "--out",
+                    str(tmp_path / "out"), "--calib", str(d)], capsys)
+    assert rc == 2 and f"--calib {d}: none of its 3 images is readable" in err, err
