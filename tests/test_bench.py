@@ -1997,6 +1997,24 @@ def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
         assert "student good" in out.split("sharpen quality")[1], out
 
 
+def test_a_quality_evaluation_that_fails_leaves_the_formats_not_requested_skipped(env,
+                                                                                  tmp_path):
+    """A teacher checkpoint of garbage bytes failed the quality evaluation, and with it the
+    parity test of every format, those --formats left out too: 9 failures for one teacher,
+    and the formats the user did not ask for among them."""
+    teacher = tmp_path / "teacher-broken.pt"
+    teacher.write_bytes(bytes(range(256)) * 8)
+    _, out = _run_suite("-rs", "-k", "not teacher_tiled", "--students",
+                        str(env / "student-good.pt"), "--teacher-weights", str(teacher),
+                        "--data", str(env / "pairs"), "--formats", "onnx", "--cache",
+                        str(tmp_path / "cache"), "--sizes", "96x64", expect=1)
+    # the SSIM gate, onnx's parity and the reference rows: what the teacher's outputs judge
+    assert "3 failed" in out, out
+    failed = [line for line in out.splitlines() if line.startswith("FAILED")]
+    assert not [line for line in failed if "onnx-int8" in line or "tflite" in line], failed
+    assert "not requested (--formats)" in out.split("short test summary")[1], out
+
+
 def test_k_exports_only_the_formats_its_tests_use(env, tmp_path):
     """`-k fast` or `-k "onnx and not int8"` exported the selected students in every format of
     --formats (minutes of INT8 calibration and TFLite conversion on the real students) for
