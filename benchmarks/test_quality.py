@@ -25,7 +25,9 @@ def test_student_keeps_teacher_ssim(bench, student):
 
 @pytest.mark.parametrize("fmt", list(FORMATS))
 def test_artifact_parity(bench, student, fmt):
-    bench.artifact(student, fmt)   # a build that failed: said once, by the first test
+    art = bench.artifact(student, fmt)   # a build that failed: said once, by the first test
+    if art.status == "skipped":   # before the evaluation: one that failed (a broken teacher)
+        pytest.skip(art.reason)   # failed the formats --formats left out too
     q = bench.quality()
     row = q.row(f"{student}/{fmt}")
     assert row is not None, f"no quality row for {student}/{fmt}"
