@@ -2270,6 +2270,24 @@ def test_a_failed_students_line_names_its_checkpoint_once(env, tmp_path, capsys)
            "onnx-int8 failed: --calib" in err, err
 
 
+def test_a_failed_students_warning_promises_no_other_student_that_failed(env, tmp_path,
+                                                                          capsys):
+    """With every student broken, the last one's warning still said "not measured, the other
+    students are" while none was: it spoke of the others without looking whether they had
+    failed too."""
+    paths = []
+    for name in ("student-b1.pt", "student-b2.pt"):
+        paths.append(tmp_path / name)
+        paths[-1].write_bytes(bytes(range(256)) * 8)
+    rc = _bench(env, "all-broken", "--students", ",".join(map(str, paths)), "--formats",
+                "onnx", "--no-latency")
+    err = capsys.readouterr().err
+    assert rc == 1, err
+    first, last = [ln for ln in err.splitlines() if ln.startswith("warning: student b")]
+    assert "the run goes on with the other students" in first, err
+    assert last.endswith("; not measured") and "other students" not in last, err
+
+
 def test_a_failed_student_is_in_the_real_blur_tables_as_failed(env, tmp_path, capsys):
     """A student whose checkpoint failed had no row in the real-blur tables (--real-pairs,
     --real-nogt): it vanished there while every other table said it failed."""
