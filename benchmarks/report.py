@@ -352,9 +352,10 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
             why = f"exporting it to {fmts} failed: {failure_reason(st.name, e)}"
             progress.failed[st.name] = why
             progress.artifact_sets[st.name] = failed_artifacts(st, cache, opts.formats, why)
-            others = "; not measured, the other students are" if len(students) > 1 else ""
-            say.warn(f"student {st.name}{path_unless_named(st.path, why)}: {why}"
-                     f"{others or '; not measured'}")
+            # Not "the others are measured": with every student broken, none was.
+            goes_on = any(o is not st and o.name not in progress.failed for o in students)
+            say.warn(f"student {st.name}{path_unless_named(st.path, why)}: {why}; not measured"
+                     + ("; the run goes on with the other students" if goes_on else ""))
 
     progress.stage = "quality"
     todo = sum(not teacher_out.has(p.blurred) for p in pairs)
