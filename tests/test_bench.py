@@ -2288,6 +2288,18 @@ def test_a_failed_students_warning_promises_no_other_student_that_failed(env, tm
     assert last.endswith("; not measured") and "other students" not in last, err
 
 
+def test_a_failed_students_artifact_folder_is_the_one_its_export_uses(env, tmp_path):
+    """report.json's "artifacts" folder of a student whose export raised was named without
+    the --float-layers suffix that its export's cache folder has: a folder no run writes."""
+    broken = tmp_path / "student-broken.pt"
+    broken.write_bytes(bytes(range(256)) * 8)
+    rc = _bench(env, "float-failed", "--students", str(broken), "--formats", "onnx-int8",
+                "--float-layers", "head", "--cache", str(tmp_path / "cache"), "--no-latency")
+    assert rc == 1
+    rep = json.loads((env / "float-failed" / "report.json").read_text())
+    assert rep["artifacts"]["broken"]["folder"].endswith("-float-head"), rep["artifacts"]
+
+
 def test_a_failed_student_is_in_the_real_blur_tables_as_failed(env, tmp_path, capsys):
     """A student whose checkpoint failed had no row in the real-blur tables (--real-pairs,
     --real-nogt): it vanished there while every other table said it failed."""
