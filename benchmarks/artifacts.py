@@ -126,7 +126,8 @@ def path_unless_named(path: str | os.PathLike, why: str) -> str:
 
 
 def failed_artifacts(student: Student, cache_root: str | os.PathLike | None,
-                     formats: str | Sequence[str] | None, why: str) -> ArtifactSet:
+                     formats: str | Sequence[str] | None, why: str,
+                     float_layers: Optional[str] = None) -> ArtifactSet:
     """The ArtifactSet of a student whose export raised: status "failed" with `why` for each
     format it was to build; those not requested or not buildable here skipped as
     `ensure_artifacts` skips them."""
@@ -140,9 +141,17 @@ def failed_artifacts(student: Student, cache_root: str | os.PathLike | None,
         else:
             items[fmt] = Artifact(fmt, spec.precision, "skipped",
                                   reason=spec.availability() or NOT_REQUESTED)
-    folder = Path(cache_root or default_cache_root()).resolve() / \
-        f"{student.path.stem}-{student.hash}"
-    return ArtifactSet(student, folder, items)
+    return ArtifactSet(student, artifact_folder(student, cache_root, float_layers), items)
+
+
+def artifact_folder(student: Student, cache_root: str | os.PathLike | None,
+                    float_layers: Optional[str] = None) -> Path:
+    """The cache folder of `student`'s artifacts; --float-layers builds in one of its own.
+    One place: a failed student's report named a folder without that suffix."""
+    float_layers = (float_layers or "").strip()
+    suffix = ("-float-" + re.sub(r"[^A-Za-z0-9.]+", "_", float_layers)) if float_layers else ""
+    return (Path(cache_root or default_cache_root()).resolve()
+            / f"{student.path.stem}-{student.hash}{suffix}")
 
 
 # --------------------------------------------------------------------------- artifacts
@@ -311,9 +320,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
         raise BenchError(str(e)) from None
     requested = list(FORMATS) if requested is None else requested
     float_layers = (float_layers or "").strip() or None
-    suffix = ("-float-" + re.sub(r"[^A-Za-z0-9.]+", "_", float_layers)) if float_layers else ""
-    folder = (Path(cache_root or default_cache_root()).resolve()
-              / f"{student.path.stem}-{student.hash}{suffix}")
+    folder = artifact_folder(student, cache_root, float_layers)
     calib = calib or None
     record = _calib_files(calib) if calib else None
     settings = _settings(student, calib_count, float_layers, record)

@@ -351,7 +351,8 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
             fmts = ", ".join(buildable_formats(opts.formats)) or "no format"
             why = f"exporting it to {fmts} failed: {failure_reason(st.name, e)}"
             progress.failed[st.name] = why
-            progress.artifact_sets[st.name] = failed_artifacts(st, cache, opts.formats, why)
+            progress.artifact_sets[st.name] = failed_artifacts(st, cache, opts.formats, why,
+                                                                opts.float_layers)
             # Not "the others are measured": with every student broken, none was.
             goes_on = any(o is not st and o.name not in progress.failed for o in students)
             say.warn(f"student {st.name}{path_unless_named(st.path, why)}: {why}; not measured"
