@@ -83,9 +83,15 @@ def unused_data_keys(cfg: TrainConfig) -> Optional[str]:
         unused = [f"data.{k}={getattr(d, k)}" for k in ("labels", "val_labels") if getattr(d, k)]
         why = ("training on ground truth (`sharpen train`, `train-teacher`) reads data.train and "
                "data.val; to train a student on the teacher's labels, use `sharpen distill`")
-    if not unused:
-        return None
-    return f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used: {why}"
+    said = [f"{' and '.join(unused)} {'is' if len(unused) == 1 else 'are'} not used: {why}"
+            ] if unused else []
+    if cfg.task == "student" and d.gopro_blur != default.gopro_blur and not d.gt_train:
+        # Read as training on those inputs: the labels' inputs were chosen when they were made.
+        said.append(f"data.gopro_blur={d.gopro_blur} is not used: `sharpen distill` reads it "
+                    "only for a GoPro root given as data.gt_train; the labels' inputs are the "
+                    "blurred folder they were made from (`sharpen labels --gopro-blur "
+                    f"{d.gopro_blur}` for those)")
+    return "; ".join(said) or None
 
 
 def gt_loss_problem(cfg: TrainConfig, train_ds: Dataset) -> Optional[str]:

@@ -1916,6 +1916,29 @@ def test_data_keys_the_task_does_not_read_are_warned_about(tmp_path):
                                                "data.val_labels=v"])) is None   # "": off
 
 
+def test_data_gopro_blur_a_distill_run_does_not_read_is_warned_about():
+    """`sharpen distill data.labels=CACHE data.gopro_blur=blur_gamma` read as training on
+    blur_gamma inputs; distill reads the key only for a GoPro root given as data.gt_train (the
+    labels' inputs are the folder `sharpen labels --gopro-blur` read), and said nothing."""
+    from distill.data_checks import unused_data_keys
+
+    said = unused_data_keys(load_config(None, ["task=student", "data.labels=c",
+                                               "data.val_labels=v",
+                                               "data.gopro_blur=blur_gamma"]))
+    assert said is not None and said.startswith(
+        "data.gopro_blur=blur_gamma is not used: `sharpen distill` reads it only for a GoPro "
+        "root given as data.gt_train"), said
+    assert "sharpen labels --gopro-blur blur_gamma" in said, said
+    assert unused_data_keys(load_config(None, ["task=student", "data.labels=c",
+                                               "data.val_labels=v", "data.gt_train=g",
+                                               "data.gopro_blur=blur_gamma"])) is None
+    both = unused_data_keys(load_config(None, ["task=student", "data.labels=c",
+                                               "data.val=runs/corpus",
+                                               "data.gopro_blur=blur_gamma"]))
+    assert both.startswith("data.val=runs/corpus is not used") and \
+        "data.gopro_blur=blur_gamma is not used" in both, both
+
+
 def test_a_ground_truth_loss_over_labels_without_ground_truth_is_warned_about(tmp_path):
     """`loss.gt=0.5` over a cache of footage (no sharp frames) trained on the teacher's labels
     alone, the term silently absent from the loss."""
