@@ -18,7 +18,7 @@ from distill.losses import combined_loss, ssim_torch
 from distill.trainer import MAX_BAD_STEPS, Trainer, TrainingDiverged, train
 from runtime import SharpenWarning
 from runtime_fixtures import runtime_warnings
-from strace_check import assert_durable_write, strace_works
+from strace_check import assert_durable_write
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -2350,7 +2350,6 @@ def test_console_validation_line_shows_psnr_beside_ssim_and_the_gain_over_the_in
     assert f"input_gt PSNR {m['input_gt_psnr']:.2f} dB" in line, line
 
 
-@pytest.mark.skipif(not strace_works(), reason="needs a working strace")
 def test_curves_png_is_written_whole_or_not_at_all(tmp_path):
     """curves.png was drawn straight into its name: a run killed while drawing it left a
     truncated curves.png, which the next start (already at optim.steps) took for drawn and did
@@ -2366,7 +2365,6 @@ def test_curves_png_is_written_whole_or_not_at_all(tmp_path):
     assert sorted(p.name for p in run.iterdir()) == ["curves.png", "metrics.jsonl"]
 
 
-@pytest.mark.skipif(not strace_works(), reason="needs a working strace")
 def test_config_yaml_is_written_as_checkpoints_are(tmp_path):
     """save_config wrote config.tmp (one name for every writer) and renamed it without a sync:
     a power cut could keep the rename and lose the data, an empty config.yaml beside last.pt."""
