@@ -1296,6 +1296,31 @@ def test_an_interrupted_rank_0_says_how_far_the_whole_cache_got(tmp_path, capsys
                     "left for the same command to label"], said
 
 
+class _NewTeacher(_InterruptedTeacher):
+    weights_id = "new-weights"
+
+
+@pytest.mark.filterwarnings("ignore:.*further from the ground truth:UserWarning")
+def test_an_interrupted_rank_0_does_not_count_another_teachers_labels_as_done(tmp_path,
+                                                                              capsys):
+    """Relabelling a cache with a new teacher under torchrun, a Ctrl-C after one label said
+    `interrupted: 5 of 5 labelled ...; 0 left`: the old teacher's labels, which the same
+    command makes again, counted as this run's."""
+    from distill.dist import DistInfo
+    data = _paired(tmp_path / "data", 5, h=32, w=40, seed=8)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, say=print)
+    run_labels(str(data), out, teacher=FakeTeacher(), progress=False, **kw)   # the old teacher
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt), pytest.warns(
+            SharpenWarning, match=r"teacher \(weights new-weights\) replaces 3 labels"):
+        run_labels(str(data), out, teacher=_NewTeacher(1), dist=DistInfo(0, 2),
+                   progress=False, **kw)
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "labels: interrupted" in ln]
+    assert said == [f"labels: interrupted: 1 of 5 labelled in {out} (all ranks' shares); 4 "
+                    "left for the same command to label"], said
+
+
 def test_the_tile_warning_names_the_crops_the_teacher_recorded_it_was_trained_on(tmp_path,
                                                                                 capsys):
     """The --tile warning said "less than its 128 px training crops" of every teacher, the

@@ -228,7 +228,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             # After hours of labelling, how far it got (the command's last line says only
             # that it was interrupted).
             if dist.world > 1 and dist.rank == 0:
-                say(_interrupted_whole(out_dir, samples))
+                say(_interrupted_whole(run, samples))
             elif not pg:   # ranks started by hand may be stopped alone: each says its share
                 said = run.stats
                 left = said.total - said.done - said.skipped - said.reused - said.failed
@@ -294,13 +294,16 @@ def _sum_stats(shares: list[LabelStats]) -> LabelStats:
     return whole
 
 
-def _interrupted_whole(out_dir: Path, samples: list[Sample]) -> str:
+def _interrupted_whole(run: LabelRun, samples: list[Sample]) -> str:
     """How far a run of several ranks got, from every rank's manifest shard on disk: the
-    ranks stop together, and none knows the others' counts."""
+    ranks stop together, and none knows the others' counts. Labels another teacher or tiling
+    made are not counted: the same command makes them again."""
+    out_dir = run.out_dir
     entries = merge_entries(read_manifest_entries(out_dir / MANIFEST),
                             *(read_manifest_entries(p) for p in shard_paths(out_dir).values()))
-    status = [(entries.get(s.name) or {}).get("status") for s in samples]
-    ok, failed = status.count("ok"), status.count("failed")
+    found = [entries.get(s.name) for s in samples]
+    ok = sum(run.made_alike(e) for e in found)
+    failed = sum((e or {}).get("status") == "failed" for e in found)
     return (f"labels: interrupted: {ok} of {len(samples)} labelled in {out_dir} (all ranks' "
             f"shares){f', {failed} failed' if failed else ''}; {len(samples) - ok - failed} "
             "left for the same command to label")
@@ -516,10 +519,15 @@ class LabelRun:
                     root: Optional[Path] = None) -> bool:
         """Whether entry `e` of the cache at `root` (this one by default) holds the label this
         run would make of an input hashing to `input_hash`."""
+        return bool(e) and e.get("input_hash") == input_hash and self.made_alike(e, root)
+
+    def made_alike(self, e: Optional[dict], root: Optional[Path] = None) -> bool:
+        """Whether entry `e` holds a label made as this run makes them (teacher, tiling, its
+        files there), its input unchecked (hashing every input is a run's work)."""
         root = self.out_dir if root is None else root
         if not e or e.get("status") != "ok":
             return False
-        if (e.get("input_hash") != input_hash or e.get("weights_hash") != self.weights_id
+        if (e.get("weights_hash") != self.weights_id
                 or e.get("teacher_arch") != self.teacher_arch
                 or e.get("tile") != self.tile or e.get("overlap") != self.overlap):
             return False
