@@ -1195,6 +1195,19 @@ def test_a_hold_out_under_torchrun_labels_both_caches(tmp_path, teachers):
     assert len(_manifest(tmp_path / "train")) == 4 and len(_manifest(tmp_path / "val")) == 2
     for cache in ("train", "val"):
         assert json.loads((tmp_path / cache / "run.json").read_text())["complete"] is True
+    # Rank 1 started the validation run, which reads the training cache for labels to reuse,
+    # while rank 0 still merged that cache's shards and deleted them (a shard gone as it was
+    # read: "unreadable label manifest", its labels made again). Rank 0 says it merged only
+    # after; rank 1's first line of the validation run must come later.
+    lines = out.splitlines()
+    merged = [i for i, ln in enumerate(lines)
+              if ln.startswith(f"merged manifest: {tmp_path / 'train'}")]
+    val_start = [i for i, ln in enumerate(lines)
+                 if ln.startswith("[rank 1/2]") and "labelling" in ln]
+    assert len(merged) == 1 and len(val_start) == 2 and merged[0] < val_start[1], out
+    assert "unreadable label manifest" not in err, err
+    # Rank 0's lines of the whole cache carry no rank tag, as its summary.
+    assert not [ln for ln in lines if "merged manifest" in ln and "[rank" in ln], out
 
 
 @pytest.mark.filterwarnings(   # the ranks' warnings carry their tag in front

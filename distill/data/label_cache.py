@@ -61,14 +61,14 @@ def video_signature(path: str | os.PathLike) -> str:
 def read_manifest_entries(path: str | os.PathLike) -> dict[str, dict]:
     """Entries of a manifest (or shard) file; {} when missing; a warning when unreadable."""
     path = Path(path)
-    if not path.exists():
-        return {}
     try:
         obj = json.loads(path.read_text())
         entries = obj["entries"]
         if not isinstance(entries, dict):
             raise TypeError("entries is not an object")
         return entries
+    except FileNotFoundError:   # also a shard another rank merged and deleted just now
+        return {}
     except Exception as e:  # a hand-edited or foreign file: start over rather than crash
         warn(f"{path}: unreadable label manifest ({e}); its entries are ignored and will be "
              "recomputed", stacklevel=2)

@@ -279,7 +279,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     if merged is not None and dist.world > 1:
         # Entries held out and not dropped yet (`prune_later`) are not this cache's labels.
         n_ok = sum(e.get("status") == "ok" and n not in exclude for n, e in merged.items())
-        say(f"{tag}merged manifest: {out_dir / MANIFEST} ({count(n_ok, 'label')})")
+        # Rank 0's line of the whole cache, untagged as the summary above it.
+        say(f"{tag if not pg else ''}merged manifest: {out_dir / MANIFEST} "
+            f"({count(n_ok, 'label')})")
     return stats
 
 
@@ -930,6 +932,12 @@ def _both_caches(args: argparse.Namespace, common: dict, plan, teacher,
     train = run_labels(args.data, args.out, split=args.split, teacher=teacher, dist=dist,
                        exclude=plan.not_train, reuse_from=args.val_out, prune_later=later,
                        hold_out=plan.record("training", str(Path(args.val_out).resolve())), **common)
+    if _group_ready(dist):
+        # Rank 0 merges the training cache's shards and deletes them after its run; the other
+        # ranks' validation runs read that cache for labels to reuse: mid-merge, a shard
+        # vanished as it was read and its labels were made again.
+        import torch.distributed as tdist
+        tdist.barrier()
     try:
         val = run_labels(args.data, args.val_out,
                          split=None if plan.split == "train" else plan.split,
