@@ -211,6 +211,13 @@ def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> di
     return {k: float(np.mean(v)) for k, v in acc.items()}
 
 
+def _gain(v: float, digits: int) -> str:
+    """A signed difference; one that rounds to zero unsigned: a model equal to its input is
+    neither "-0.0000" nor "+0.0000" over it."""
+    said = f"{v:+.{digits}f}"
+    return said[1:] if float(said) == 0 else said
+
+
 def val_summary(m: dict) -> str:
     """The console's validation line: PSNR and SSIM of each comparison `evaluate` made, the
     model's first with its gain over the blurred input (train.log has every key). SSIM
@@ -221,7 +228,7 @@ def val_summary(m: dict) -> str:
             continue
         said = f"{key} PSNR {m[key + '_psnr']:.2f} dB SSIM {m[key + '_ssim']:.4f}"
         if key == "model_gt" and "input_gt_psnr" in m and "input_gt_ssim" in m:
-            said += (f" ({m['model_gt_psnr'] - m['input_gt_psnr']:+.2f} dB "
-                     f"{m['model_gt_ssim'] - m['input_gt_ssim']:+.4f} over the input)")
+            said += (f" ({_gain(m['model_gt_psnr'] - m['input_gt_psnr'], 2)} dB "
+                     f"{_gain(m['model_gt_ssim'] - m['input_gt_ssim'], 4)} over the input)")
         parts.append(said)
     return "  ".join(parts)

@@ -2372,3 +2372,14 @@ def test_config_yaml_is_written_as_checkpoints_are(tmp_path):
             "save_config(TrainConfig(), sys.argv[1])")
     assert_durable_write(code, tmp_path / "run" / "config.yaml", tmp_path / "trace.txt")
     assert load_config(tmp_path / "run" / "config.yaml") == load_config(None)
+
+
+def test_a_gain_over_the_input_that_rounds_to_zero_has_no_sign():
+    """A model as good as its blurred input (in the first steps) was said to be "-0.00 dB
+    -0.0000 over the input": a negative zero, as if it were worse."""
+    from distill.validation import val_summary
+    m = {"model_gt_psnr": 25.0 - 1e-4, "model_gt_ssim": 0.8 - 1e-6,
+         "input_gt_psnr": 25.0, "input_gt_ssim": 0.8}
+    assert "(0.00 dB 0.0000 over the input)" in val_summary(m), val_summary(m)
+    m.update(model_gt_psnr=25.5, model_gt_ssim=0.79)
+    assert "(+0.50 dB -0.0100 over the input)" in val_summary(m), val_summary(m)
