@@ -674,7 +674,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.provider != "auto" and not any(m.lower().endswith(".onnx") for m in models):
         print(f"warning: --provider applies to .onnx models (ONNX Runtime); --provider "
               f"{args.provider} has no effect without one", file=sys.stderr)
-    from .data.sources import paired_parent
+    from .data.sources import gopro_blur_unused, paired_parent
+    if unused := gopro_blur_unused([args.data], args.gopro_blur, "--gopro-blur"):
+        print(f"warning: {unused}", file=sys.stderr)
     if half := paired_parent(args.data):   # scored without its ground truth, said nowhere
         print(f"warning: {args.data} is the blurred half of a paired folder: --data {half[0]} "
               f"scores against its {half[1]}/ images; this run has no ground truth",

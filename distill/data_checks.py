@@ -91,6 +91,11 @@ def unused_data_keys(cfg: TrainConfig) -> Optional[str]:
                     "only for a GoPro root given as data.gt_train; the labels' inputs are the "
                     "blurred folder they were made from (`sharpen labels --gopro-blur "
                     f"{d.gopro_blur}` for those)")
+    read = [d.gt_train] if cfg.task == "student" else [d.train, d.val]
+    if cfg.task != "student" or d.gt_train:
+        from .data.sources import gopro_blur_unused
+        if unused := gopro_blur_unused(read, d.gopro_blur, "data.gopro_blur"):
+            said.append(unused)
     return "; ".join(said) or None
 
 

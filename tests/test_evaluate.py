@@ -930,9 +930,18 @@ def test_gopro_blur_picks_a_gopro_roots_blurred_folder_as_labels_and_training_do
         args = ["--gopro-blur", folder] if folder == "blur_gamma" else []
         assert main(["evaluate", "--weights", "fast", "--data", str(gopro), "--out", str(out),
                      "--quiet", *args]) == 0, capsys.readouterr().err
+        assert "is not a GoPro layout" not in capsys.readouterr().err
         res = json.loads((out / "metrics.json").read_text())
         want = peak_signal_noise_ratio(sharp, image.astype(np.float32), data_range=1.0)
         assert res["input"]["psnr"] == pytest.approx(want, abs=0.05), folder
+    # Elsewhere the option changes nothing, which was not said.
+    one_split = gopro / "test" / "GOPR0384_11_00"
+    assert main(["evaluate", "--weights", "fast", "--data", str(one_split), "--out",
+                 str(tmp_path / "eval-paired"), "--quiet", "--gopro-blur", "blur_gamma"]) == 0
+    err = capsys.readouterr().err
+    assert [ln for ln in err.splitlines() if "--gopro-blur" in ln] == [
+        f"warning: --gopro-blur blur_gamma is ignored: {one_split} (paired) is not a GoPro "
+        "layout (it picks a GoPro sequence's blurred folder)"], err
     with pytest.raises(SystemExit):
         main(["evaluate", "--weights", "fast", "--data", str(gopro), "--gopro-blur", "gamma"])
     assert ("argument --gopro-blur: invalid choice: 'gamma' (choose from 'blur', 'blur_gamma')"

@@ -1359,3 +1359,18 @@ def test_the_tile_warning_names_the_crops_the_teacher_recorded_it_was_trained_on
     assert main(["teacher", str(img), "--out", str(tmp_path / "t3"), "--teacher-weights",
                  str(weights), "--tile", "256", "--device", "cpu", "--quiet"]) == 0
     assert "context" not in capsys.readouterr().err
+
+
+def test_gopro_blur_on_a_source_that_is_not_a_gopro_root_is_said_to_be_ignored(
+        tmp_path, teachers, capsys):
+    """`labels --gopro-blur blur_gamma` on a paired folder labelled its input/ images as the
+    option did not exist, without a word: read as labels of GoPro's gamma-blurred inputs."""
+    data = _paired(tmp_path / "data", 2, h=32, w=40, seed=8)
+    assert main(["--data", str(data), "--out", str(tmp_path / "cache"), "--teacher-weights",
+                 str(teachers[0]), "--tile", "32", "--overlap", "8", "--device", "cpu",
+                 "--quiet", "--gopro-blur", "blur_gamma"]) == 0
+    err = capsys.readouterr().err
+    said = [ln for ln in err.splitlines() if "--gopro-blur" in ln]
+    assert len(said) == 1 and (f"--gopro-blur blur_gamma is ignored: {data} (paired) is not a "
+                               "GoPro layout") in said[0], err
+    assert len(_manifest(tmp_path / "cache")) == 2

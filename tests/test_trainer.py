@@ -2383,3 +2383,26 @@ def test_a_gain_over_the_input_that_rounds_to_zero_has_no_sign():
     assert "(0.00 dB 0.0000 over the input)" in val_summary(m), val_summary(m)
     m.update(model_gt_psnr=25.5, model_gt_ssim=0.79)
     assert "(+0.50 dB -0.0100 over the input)" in val_summary(m), val_summary(m)
+
+
+def test_data_gopro_blur_on_sources_that_are_not_gopro_roots_is_said_to_be_ignored(tmp_path):
+    """`sharpen train data.train=PAIRED data.gopro_blur=blur_gamma` trained on PAIRED's
+    inputs as if the key were not there, without a word."""
+    from distill.data_checks import unused_data_keys
+    import numpy as np
+    from distill.images import write_image
+
+    paired, gopro = tmp_path / "paired", tmp_path / "GOPRO_Large"
+    image = np.zeros((8, 8, 3), np.float32)
+    for folder in ("input", "target"):
+        write_image(paired / folder / "a.png", image)
+    for folder in ("sharp", "blur", "blur_gamma"):
+        write_image(gopro / "train" / "GOPR0384_11_00" / folder / "000001.png", image)
+    said = unused_data_keys(load_config(None, ["task=teacher", f"data.train={paired}",
+                                               "data.val=", "data.gopro_blur=blur_gamma"]))
+    assert said == (f"data.gopro_blur=blur_gamma is ignored: {paired} (paired) is not a GoPro "
+                    "layout (it picks a GoPro sequence's blurred folder)"), said
+    assert unused_data_keys(load_config(None, ["task=teacher", f"data.train={gopro}",
+                                               "data.val=", "data.gopro_blur=blur_gamma"])) is None
+    assert unused_data_keys(load_config(None, ["task=teacher", f"data.train={paired}",
+                                               "data.val="])) is None   # the default: quiet

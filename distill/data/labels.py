@@ -47,8 +47,8 @@ from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifes
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
                           write_manifest, write_run_record)
-from .sources import (Sample, SampleReader, SourceError, parse_spec, resolve_source,
-                      spread)
+from .sources import (Sample, SampleReader, SourceError, gopro_blur_unused, parse_spec,
+                      resolve_source, spread)
 
 __all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
            "sha256_array", "write_manifest", "main"]
@@ -841,6 +841,9 @@ def run_from_args(args: argparse.Namespace) -> int:
     _check_out(Path(args.out), args.data)
     if getattr(args, "val_out", None):
         _check_out(Path(args.val_out), args.data, "--val-out")
+    unused = gopro_blur_unused([args.data], args.gopro_blur, "--gopro-blur")
+    if unused and DistInfo.from_env().rank == 0:
+        warn(unused)
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)

@@ -241,6 +241,34 @@ def detect_kind(path: Path) -> str:
     return "folder"
 
 
+def gopro_blur_unused(specs: Iterable[str], gopro_blur: str, option: str) -> Optional[str]:
+    """Why `option` (--gopro-blur, data.gopro_blur) set to other than its default changes
+    nothing, when none of `specs` is a GoPro root: it picks a GoPro sequence's blurred folder
+    and was ignored without a word elsewhere. None where it applies or a source cannot be
+    read (resolving it says why)."""
+    if gopro_blur == GOPRO_BLUR[0]:
+        return None
+    others = []
+    for spec in specs:
+        if not spec:
+            continue
+        try:
+            kind, raw = parse_spec(os.fspath(spec))
+            if kind is None:
+                kind = detect_kind(Path(raw).expanduser())
+        except SourceError:
+            return None
+        if kind == "gopro":
+            return None
+        others.append(f"{spec} ({kind})")
+    if not others:
+        return None
+    setting = f"{option} {gopro_blur}" if option.startswith("-") else f"{option}={gopro_blur}"
+    return (f"{setting} is ignored: {' and '.join(others)} "
+            f"{'is not a GoPro layout' if len(others) == 1 else 'are not GoPro layouts'} "
+            "(it picks a GoPro sequence's blurred folder)")
+
+
 def parse_spec(spec: str) -> tuple[Optional[str], str]:
     """'kind:path' -> (kind, path); a plain path -> (None, path). A path that exists is never
     split at a colon."""
