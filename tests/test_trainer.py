@@ -1188,6 +1188,13 @@ def test_a_run_stopped_by_its_budget_does_not_end_with_done(tmp_path, capsys):
     assert capsys.readouterr().out.startswith(f"done: {out / 'best.pt'}")
 
 
+def _gain(v: float, digits: int) -> str:
+    """A gain over the input as the console says it: signed, a zero (a model no better or
+    worse than its input, tiny runs' usual) without a sign."""
+    said = f"{v:+.{digits}f}"
+    return said[1:] if float(said) == 0 else said
+
+
 def test_the_closing_lines_give_best_pts_own_step_and_score(tmp_path, capsys):
     """The console's last line put the last validation's score beside best.pt's name (best.pt
     had scored more, earlier), and train.log ended "best.pt scored 0.9862747391064962", or
@@ -1208,8 +1215,8 @@ def test_the_closing_lines_give_best_pts_own_step_and_score(tmp_path, capsys):
     # that order; the validation lines above it read as these do.
     assert last == (f"done: {out / 'best.pt'}, {out / 'last.pt'}   last validation (step 6): "
                     f"model_gt PSNR {f['model_gt_psnr']:.2f} dB SSIM {f['model_gt_ssim']:.4f} "
-                    f"({f['model_gt_psnr'] - f['input_gt_psnr']:+.2f} dB "
-                    f"{f['model_gt_ssim'] - f['input_gt_ssim']:+.4f} over the input)  "
+                    f"({_gain(f['model_gt_psnr'] - f['input_gt_psnr'], 2)} dB "
+                    f"{_gain(f['model_gt_ssim'] - f['input_gt_ssim'], 4)} over the input)  "
                     f"input_gt PSNR {f['input_gt_psnr']:.2f} dB SSIM {f['input_gt_ssim']:.4f}"
                     f"; {said}"), last
     assert (out / "train.log").read_text().splitlines()[-1].endswith(
@@ -2344,8 +2351,8 @@ def test_console_validation_line_shows_psnr_beside_ssim_and_the_gain_over_the_in
          if '"val"' in ln][-1]
     assert (f"model_gt PSNR {m['model_gt_psnr']:.2f} dB SSIM {m['model_gt_ssim']:.4f}"
             in line), line
-    gain = (f"{m['model_gt_psnr'] - m['input_gt_psnr']:+.2f} dB "
-            f"{m['model_gt_ssim'] - m['input_gt_ssim']:+.4f} over the input")
+    gain = (f"{_gain(m['model_gt_psnr'] - m['input_gt_psnr'], 2)} dB "
+            f"{_gain(m['model_gt_ssim'] - m['input_gt_ssim'], 4)} over the input")
     assert gain in line, line
     assert f"input_gt PSNR {m['input_gt_psnr']:.2f} dB" in line, line
 
