@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -1164,25 +1165,15 @@ def test_labels_made_in_another_precision_are_kept_and_said(tmp_path, teachers):
     assert "precision" not in " ".join(str(w.message) for w in rec)
 
 
-def test_a_hold_out_under_torchrun_labels_both_caches(tmp_path, teachers):
-    """`labels --hold-out` under torchrun set up its gloo group again for --val-out under the
-    same store: rank 1 connected to rank 0's closed first group and failed, rank 0 hung in
-    the barrier until torchrun killed it; the validation cache was never labelled."""
+def _torchrun_labels(cli: list[str]) -> tuple[str, str]:
+    """`sharpen labels` (its arguments as `_cli` gives them) under torchrun with 2 processes on
+    a free port; its stdout and stderr, once it exited 0. The group is killed if it hangs."""
     import socket
-    data = tmp_path / "GOPRO_Large"
-    rng = np.random.default_rng(0)
-    for seq in ("GOPR0372_07_00", "GOPR0374_11_00", "GOPR0378_13_00"):   # one held out whole
-        for i in range(2):
-            sharp = rng.random((32, 40, 3)).astype(np.float32)
-            write_image(data / "train" / seq / "sharp" / f"{i:06d}.png", sharp)
-            write_image(data / "train" / seq / "blur" / f"{i:06d}.png", cv2.blur(sharp, (5, 5)))
     with socket.socket() as s:
         s.bind(("", 0))
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={port}", "-m", "distill.data.labels",
-           *_cli(data, tmp_path / "train", teachers[0], "--hold-out", "0.34",
-                 "--val-out", str(tmp_path / "val"))[3:]]
+           f"--master_port={port}", "-m", "distill.data.labels", *cli[3:]]
     proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
@@ -1192,6 +1183,22 @@ def test_a_hold_out_under_torchrun_labels_both_caches(tmp_path, teachers):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert proc.returncode == 0, err[-3000:]
+    return out, err
+
+
+def test_a_hold_out_under_torchrun_labels_both_caches(tmp_path, teachers):
+    """`labels --hold-out` under torchrun set up its gloo group again for --val-out under the
+    same store: rank 1 connected to rank 0's closed first group and failed, rank 0 hung in
+    the barrier until torchrun killed it; the validation cache was never labelled."""
+    data = tmp_path / "GOPRO_Large"
+    rng = np.random.default_rng(0)
+    for seq in ("GOPR0372_07_00", "GOPR0374_11_00", "GOPR0378_13_00"):   # one held out whole
+        for i in range(2):
+            sharp = rng.random((32, 40, 3)).astype(np.float32)
+            write_image(data / "train" / seq / "sharp" / f"{i:06d}.png", sharp)
+            write_image(data / "train" / seq / "blur" / f"{i:06d}.png", cv2.blur(sharp, (5, 5)))
+    out, err = _torchrun_labels(_cli(data, tmp_path / "train", teachers[0], "--hold-out", "0.34",
+                                     "--val-out", str(tmp_path / "val")))
     assert len(_manifest(tmp_path / "train")) == 4 and len(_manifest(tmp_path / "val")) == 2
     for cache in ("train", "val"):
         assert json.loads((tmp_path / cache / "run.json").read_text())["complete"] is True
@@ -1199,15 +1206,14 @@ def test_a_hold_out_under_torchrun_labels_both_caches(tmp_path, teachers):
     # while rank 0 still merged that cache's shards and deleted them (a shard gone as it was
     # read: "unreadable label manifest", its labels made again). Rank 0 says it merged only
     # after; rank 1's first line of the validation run must come later.
-    lines = out.splitlines()
-    merged = [i for i, ln in enumerate(lines)
-              if ln.startswith(f"merged manifest: {tmp_path / 'train'}")]
-    val_start = [i for i, ln in enumerate(lines)
-                 if ln.startswith("[rank 1/2]") and "labelling" in ln]
+    # Positions in the text, not lines: torchrun's two ranks can write into one line.
+    merged = [m.start() for m in re.finditer(
+        re.escape(f"merged manifest: {tmp_path / 'train'}"), out)]
+    val_start = [m.start() for m in re.finditer(r"\[rank 1/2\][^\n\[]*labelling", out)]
     assert len(merged) == 1 and len(val_start) == 2 and merged[0] < val_start[1], out
     assert "unreadable label manifest" not in err, err
     # Rank 0's lines of the whole cache carry no rank tag, as its summary.
-    assert not [ln for ln in lines if "merged manifest" in ln and "[rank" in ln], out
+    assert not re.search(r"\[rank \d+/\d+\] merged manifest", out), out
 
 
 @pytest.mark.filterwarnings(   # the ranks' warnings carry their tag in front
@@ -1245,23 +1251,8 @@ def test_under_torchrun_the_summary_and_the_teacher_warning_are_said_once_for_th
     """Each rank printed its own `labels: ... of 3` / `of 2`, `vs ground truth` and "the
     teacher's outputs are further from the ground truth" lines, each of its share only: two
     summaries, neither of the cache, and the same warning twice."""
-    import socket
     data = _paired(tmp_path / "data", 5, h=32, w=40, seed=6)
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={port}", "-m", "distill.data.labels",
-           *_cli(data, tmp_path / "cache", teachers[0])[3:]]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 0, err[-3000:]
+    out, err = _torchrun_labels(_cli(data, tmp_path / "cache", teachers[0]))
     entries = _manifest(tmp_path / "cache")
     said = [ln for ln in out.splitlines() if "labels: " in ln]
     assert len(said) == 1 and said[0].startswith("labels: 5 done, 0 skipped (up to date), "
