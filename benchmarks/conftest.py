@@ -234,7 +234,8 @@ class BenchContext:
         self.teacher_ms: dict[str, float] = {}
         self.results: list[dict] = []
         self._artifacts: dict = {}
-        self._failed: dict[str, list] = {}   # student -> [why it failed, said in a test yet]
+        # student -> [why it failed, said in a test yet, the reason its quality rows give]
+        self._failed: dict[str, list] = {}
         self._format_failed: set = set()    # (student, format) whose export failure was said
         self._teacher_outputs = None
         self._teacher_tiles = None
@@ -297,23 +298,48 @@ class BenchContext:
     def _ensure(self, name: str, used: list[str]):
         """ensure_artifacts for the formats `used`; the others of --formats as skipped, no
         selected test using them."""
-        from benchmarks.artifacts import (NOT_REQUESTED, NOT_SELECTED, Artifact, ArtifactSet,
-                                          ensure_artifacts)
-        from optimize.export import FORMATS
+        from benchmarks.artifacts import ensure_artifacts
 
         st = self.students[name]
         if used:
             arts = ensure_artifacts(st, self.cache, used, self.calib_count, quiet=True,
                                     say=self.say, float_layers=self.float_layers,
                                     calib=self.calib)
-        else:   # nothing to export (nor a cache folder to name)
-            arts = ArtifactSet(st, self.cache, {f: Artifact(f, FORMATS[f].precision, "skipped",
-                                                            reason=NOT_REQUESTED)
-                                                for f in FORMATS})
+        else:
+            arts = self._nothing_to_export(name)
+        return self._unselected_skipped(arts, used)
+
+    def _nothing_to_export(self, name: str):
+        """Student `name`'s ArtifactSet where no selected test uses a format: each skipped
+        (nor a cache folder to name)."""
+        from benchmarks.artifacts import NOT_REQUESTED, Artifact, ArtifactSet
+        from optimize.export import FORMATS
+
+        return ArtifactSet(self.students[name], self.cache,
+                           {f: Artifact(f, FORMATS[f].precision, "skipped", reason=NOT_REQUESTED)
+                            for f in FORMATS})
+
+    def _unselected_skipped(self, arts, used: list[str]):
+        """`arts` with the formats of --formats that no selected test uses as skipped."""
+        from benchmarks.artifacts import NOT_SELECTED, Artifact
+        from optimize.export import FORMATS
+
         for f in self._requested:
             if f not in used:
                 arts.items[f] = Artifact(f, FORMATS[f].precision, "skipped", reason=NOT_SELECTED)
         return arts
+
+    def _failed_artifacts(self, name: str):
+        """The ArtifactSet of student `name`, which failed: its formats "failed" with the
+        reason, as `sharpen bench` gives a student whose export raised."""
+        from benchmarks.artifacts import failed_artifacts
+
+        used = self.formats_used(name)
+        if not used:   # failed_artifacts reads no format as every format
+            return self._unselected_skipped(self._nothing_to_export(name), used)
+        arts = failed_artifacts(self.students[name], self.cache, used, self._failed[name][2],
+                                self.float_layers)
+        return self._unselected_skipped(arts, used)
 
     def formats_used(self, name: str) -> list[str]:
         """The formats of --formats that a selected test of student `name` uses: its latency
@@ -352,7 +378,7 @@ class BenchContext:
             st = self.students[name]
             where = path_unless_named(st.path, why)
             self._failed.setdefault(name, [f"student {name}{where}: {doing} failed: {why}",
-                                           False])
+                                           False, f"{doing} failed: {why}"])
             return None
 
     def student_failed(self, name: str) -> None:
@@ -362,7 +388,7 @@ class BenchContext:
         its end."""
         if name not in self._failed:
             return
-        msg, said = self._failed[name]
+        msg, said, _ = self._failed[name]
         if not said:
             self._failed[name][1] = True
             pytest.fail(msg, pytrace=False)
@@ -397,16 +423,18 @@ class BenchContext:
             try:
                 pairs, desc = self._pairs or load_pairs(self.data, self.limit)
                 self._pairs = None
-                # A student whose export failed is left out; its own tests say why.
-                sets = {n: arts for n in self.selected_students()
-                        if (arts := self._export(n)) is not None}
-                students = list(sets)
+                # A student that failed (its export, its checkpoint) is not run: its rows say
+                # "failed" with the reason, as in `sharpen bench`'s report; its tests say why.
+                students = self.selected_students()
+                sets = {n: self._failed_artifacts(n) if (arts := self._export(n)) is None
+                        else arts for n in students}
+                failed = {n: self._failed[n][2] for n in students if n in self._failed}
                 self._quality = evaluate(pairs, self.teacher_outputs,
                                          [self.students[n] for n in students], sets,
                                          self.min_ssim_ratio, threads=self.threads,
                                          min_ssim_gain=self.min_ssim_gain,
                                          data_desc=desc, progress=False, n_crops=0,
-                                         models=self.models)
+                                         models=self.models, failed=failed)
             except BenchError as e:
                 self._quality_error = e
                 usage_exit(str(e))
@@ -526,8 +554,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
             tr.write_line(f"  students with no selected quality test, not evaluated: "
                           f"{', '.join(left)}")
         if failed := [n for n in chosen if n in ctx._failed]:
-            tr.write_line(f"  students that failed, not evaluated: {', '.join(failed)} (why: "
-                          "their first test's failure)")
+            tr.write_line(f"  students that failed, not measured: {', '.join(failed)} (why: "
+                          "their rows, their first test's failure)")
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")

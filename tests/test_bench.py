@@ -1970,7 +1970,9 @@ def test_sgemm_threads_read_omp_num_threads_as_the_runtimes_do(monkeypatch):
 def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
     """An export that raised (a checkpoint that is not one, --float-layers naming no layer)
     failed each of the student's latency tests with the same traceback, the reason at its end;
-    the quality evaluation stopped for every student."""
+    the quality evaluation stopped for every student. Then the summary's quality table and
+    --benchmark-json's `sharpen_quality` left the failed student out, where `sharpen bench`'s
+    report has its rows, status "failed" with the reason."""
     broken = tmp_path / "student-broken.pt"
     broken.write_bytes(bytes(range(256)) * 8)
     students, extra, says, test_of = [str(env / "student-good.pt"), str(broken)], [], \
@@ -1982,7 +1984,7 @@ def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
                         "--teacher-weights", str(env / "teacher.pt"), "--data",
                         str(env / "pairs"), "--formats", "onnx", "--cache",
                         str(tmp_path / "cache"), "--sizes", "96x64", "--min-ssim-ratio", "0",
-                        *extra, expect=1)
+                        "--benchmark-json", str(tmp_path / "bench.json"), *extra, expect=1)
     assert "1 failed" in out, out
     assert "Traceback" not in out and "Error: " not in out.split("short test summary")[0], out
     [failure] = [part for part in out.split("\n_") if f"[{test_of}-" in part.split("\n")[0]]
@@ -1993,8 +1995,17 @@ def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
     assert "(a failure at the first test that needed it)" in out and says in out, out
     if case == "unreadable checkpoint":
         assert "test_student_keeps_teacher_ssim" not in out.split("short test summary")[1], out
-        assert "students that failed, not evaluated: broken" in out, out
-        assert "student good" in out.split("sharpen quality")[1], out
+        table = out.split("sharpen quality")[1]
+        assert "student good" in table, out
+        # its rows, as in `sharpen bench`'s report: failed, with the reason
+        [row] = [line for line in table.splitlines() if "student broken" in line
+                 and "PyTorch eager" in line]
+        assert "failed: exporting it to onnx failed: " in row and says in row, row
+        rows = {r["key"]: r for r in json.loads((tmp_path / "bench.json").read_text())
+                ["sharpen_quality"]["rows"] if r["student"] == "broken"}
+        assert {k: r["status"] for k, r in rows.items() if r["status"] != "skipped"} == {
+            "broken/pytorch": "failed", "broken/onnx": "failed"}, rows
+        assert says in rows["broken/pytorch"]["reason"], rows
 
 
 def test_a_quality_evaluation_that_fails_leaves_the_formats_not_requested_skipped(env,
