@@ -2149,7 +2149,11 @@ def test_a_student_that_failed_in_a_test_is_not_exported_for_the_quality_evaluat
                         "--min-ssim-ratio", "0", expect=1)
     assert "1 failed, 3 passed, 2 skipped" in out, out
     assert "reading its checkpoint failed" in out, out
-    assert "students that failed, not evaluated: broken" in out, out
+    assert "students that failed, not measured: broken" in out, out
+    # its row in the quality table says so, not a student left out
+    [row] = [line for line in out.split("sharpen quality")[1].splitlines()
+             if "student broken" in line and "PyTorch eager" in line]
+    assert "failed: reading its checkpoint failed: " in row, row
     cached = os.listdir(tmp_path / "cache")
     assert not [n for n in cached if "broken" in n], cached   # no export (nor its lock) begun
     assert [n for n in cached if n.startswith("student-good-")], cached
