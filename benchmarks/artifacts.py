@@ -82,9 +82,12 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
     items = items or list(DEFAULT_STUDENTS)
     out: list[Student] = []
     # The report's own rows and figure columns: a student file named teacher.pt took the
-    # teacher's row (and input.pt the input's).
-    names: set[str] = set(RESERVED_NAMES)
+    # teacher's row (and input.pt the input's); data.pt the real-blur tables' `data` entry.
     from distill.checkpoint import CheckpointError, run_stem
+    from distill.evaluate import RESERVED
+
+    reserved = set(RESERVED_NAMES) | set(RESERVED)
+    names: set[str] = set(reserved)
     for item in items:
         try:
             p = resolve_weights(item, allow_teacher=False)
@@ -102,6 +105,9 @@ def resolve_students(spec: str | Sequence[str] | None = None, hash_files: bool =
         base, k = name, 2
         while name in names:
             name, k = f"{base}-{k}", k + 1
+        if base in reserved:   # renamed where a name the user did not choose would puzzle
+            print(f"warning: student checkpoint {p}: the name {base!r} is one the report keeps "
+                  f"for itself; benchmarked as {name!r}", file=sys.stderr)
         names.add(name)
         out.append(Student(name, p.resolve(), file_hash(p) if hash_files else ""))
     return out

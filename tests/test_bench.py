@@ -836,6 +836,26 @@ def test_student_files_named_like_report_rows_get_other_names(tmp_path):
         ["teacher-2", "input-2", "fast"]
 
 
+def test_a_student_named_as_a_real_blur_table_key_is_renamed_and_says_so(env, tmp_path,
+                                                                       capsys):
+    """A student checkpoint named data.pt, images.pt or student-failed.pt took that name, and
+    with it the real-blur tables' own `data`, `images` or `failed` entry of report.json
+    (a --model file of that name was renamed already)."""
+    from benchmarks.artifacts import resolve_students
+
+    paths = []
+    for stem in ("data", "images", "student-failed", "student-ok"):
+        (tmp_path / f"{stem}.pt").write_bytes((env / "student-good.pt").read_bytes())
+        paths.append(str(tmp_path / f"{stem}.pt"))
+    names = [st.name for st in resolve_students(paths, hash_files=False)]
+    assert names == ["data-2", "images-2", "failed-2", "ok"], names
+    err = capsys.readouterr().err
+    for stem, name in (("data", "data"), ("images", "images"), ("student-failed", "failed")):
+        assert (f"{tmp_path / stem}.pt: the name {name!r} is one the report keeps for itself; "
+                f"benchmarked as '{name}-2'") in err, err
+    assert "student-ok.pt" not in err, err
+
+
 def _shell(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
     """One of the report's reproduce commands, run by the shell as a user would, with this
     interpreter's pytest."""
