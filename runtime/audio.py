@@ -47,7 +47,7 @@ def find_ffmpeg() -> tuple[Optional[str], str]:
 def has_audio(source: str | os.PathLike, ffmpeg: Optional[str]) -> Optional[bool]:
     """Whether the video file `source` holds an audio stream; None where it cannot be told
     (no ffmpeg and not an MP4/MOV, or a file ffmpeg cannot read)."""
-    codecs = _audio_codecs(source, ffmpeg) if ffmpeg else None
+    codecs = audio_codecs(source, ffmpeg) if ffmpeg else None
     if codecs is not None:
         return bool(codecs)
     if Path(source).suffix.lower() in ISO_EXTS:
@@ -55,7 +55,7 @@ def has_audio(source: str | os.PathLike, ffmpeg: Optional[str]) -> Optional[bool
     return None
 
 
-def _audio_codecs(source: str | os.PathLike, ffmpeg: str) -> Optional[list[str]]:
+def audio_codecs(source: str | os.PathLike, ffmpeg: str) -> Optional[list[str]]:
     """The codec of each of `source`'s audio streams; None where ffmpeg cannot read it."""
     try:
         # Without an output ffmpeg lists the streams and exits 1: the listing is the answer.
@@ -122,12 +122,13 @@ def _find_box(f, start: int, end: int, kind: bytes) -> Optional[tuple[int, int]]
 
 
 def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
-              ffmpeg: str) -> str:
+              ffmpeg: str, codecs: Optional[list[str]]) -> str:
     """Write `out`: `video`'s pictures, copied, with `source`'s audio over its first `seconds`
     (the video's length: a run that stopped early, --max-frames, gets that much of it). The
     audio is copied where `out`'s container takes its codec (and an MP4's players play it),
     else encoded in the container's default one (AAC in MP4, from PCM or Vorbis). Returns ''
-    or why not, in words (ffmpeg's last error line)."""
+    or why not, in words (ffmpeg's last error line). `codecs`: `audio_codecs` of `source`,
+    which the caller probed already to know there is sound."""
     # OpenCV's first frame is the video stream's first, while ffmpeg would copy the sound from
     # the file's start: where the sound begins earlier, skip to the first frame's time.
     skip = _video_start(source, ffmpeg)
@@ -143,7 +144,7 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     limit = MUX_TIMEOUT_S + sizes / SLOW_DISK_BYTES_S
     tries: list[list[str]] = [["-c:a", "copy"], []]
     if out.suffix.lower() in MP4_EXTS and any(
-            c not in MP4_PLAYED for c in _audio_codecs(source, ffmpeg) or []):
+            c not in MP4_PLAYED for c in codecs or []):
         del tries[0]
     for audio in tries:
         try:

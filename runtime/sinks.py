@@ -280,9 +280,11 @@ class VideoFileSink(Sink):
     def _add_audio(self, source: str) -> None:
         """Replace the written video by one that also holds `source`'s sound, over the video's
         length; where that cannot be done, say once that the output is silent, and why."""
-        from .audio import ENV, find_ffmpeg, has_audio, mux_audio
+        from .audio import ENV, audio_codecs, find_ffmpeg, has_audio, mux_audio
         ffmpeg, no_ffmpeg = find_ffmpeg()
-        sound = has_audio(source, ffmpeg)
+        # One ffmpeg probe of the source tells both whether it has sound and how to copy it.
+        codecs = audio_codecs(source, ffmpeg) if ffmpeg else None
+        sound = bool(codecs) if codecs is not None else has_audio(source, None)
         # Unknown (no ffmpeg, and a container other than MP4/MOV): nothing is said, since a
         # warning on every silent AVI or MKV would be noise; with ffmpeg a copy is tried.
         if sound is False or (sound is None and (ffmpeg is None or self.audio_live)):
@@ -310,7 +312,7 @@ class VideoFileSink(Sink):
             return
         muxed = self._temp_file()
         try:
-            why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg)
+            why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg, codecs)
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
                      "the video was written without it")
