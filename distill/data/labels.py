@@ -29,7 +29,7 @@ import datetime
 import os
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Collection, Optional
 
@@ -289,10 +289,9 @@ def _sum_stats(shares: list[LabelStats]) -> LabelStats:
     """Every rank's counts as one run's. The unopenable videos are the source's, listed alike
     by every rank."""
     whole = LabelStats()
-    for k in ("done", "skipped", "failed", "seconds", "total", "undecodable", "unopenable",
-              "too_large", "reused"):
-        setattr(whole, k, sum(getattr(s, k) for s in shares))
-    whole.videos_left_out = max(s.videos_left_out for s in shares)
+    for f in fields(LabelStats):   # a count added later is summed too
+        values = [getattr(s, f.name) for s in shares]
+        setattr(whole, f.name, max(values) if f.name == "videos_left_out" else sum(values))
     return whole
 
 
