@@ -227,13 +227,24 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
     return model.eval(), ckpt
 
 
+def slim(ck: dict, source: str | os.PathLike = "<checkpoint>") -> dict:
+    """A checkpoint dict without its resume state: the EMA weights as the model, no optimizer or
+    RNG state (half the size, nothing needed for inference lost). What `slim_checkpoint`
+    writes and a run's `stepN.pt` snapshots hold."""
+    sd = extract_state_dict(ck, source, prefer_ema=True)
+    keep = {k: v for k, v in ck.items()
+            if k not in ("optimizer", "scheduler", "rng", "best", "model", "ema")}
+    return {**keep, "model": sd, "ema": None}
+
+
 def slim_checkpoint(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
-    """A shippable copy of a training checkpoint: the EMA weights as the model, no optimizer or
-    RNG state (half the size, nothing needed for inference lost)."""
+    """A shippable copy of a training checkpoint (see `slim`). RunLocked (a ValueError) when
+    `dst`'s folder is a live run's out= folder."""
+    from .run_lock import writing_into
+
     ck = read_checkpoint(src)
     if ck.get("format") != FORMAT:
         raise CheckpointError(f"{src} is not a checkpoint of this project")
-    sd = extract_state_dict(ck, src, prefer_ema=True)
-    keep = {k: v for k, v in ck.items()
-            if k not in ("optimizer", "scheduler", "rng", "best", "model", "ema")}
-    return atomic_save({**keep, "model": sd, "ema": None}, dst)
+    slimmed = slim(ck, src)
+    with writing_into(Path(dst).parent, str(dst)):
+        return atomic_save(slimmed, dst)

@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import inspect
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from .checkpoint import CheckpointError, atomic_save, load_student, make_checkpoint
+from .run_lock import writing_into
 from .students import FastStudent, create_student
 
 _GROWABLE = ("blocks", "low_blocks", "k", "low_k", "detail", "detail_blocks", "edge",
@@ -81,8 +83,9 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
         err = (new(x) - model(x)).abs().max().item()
     if err > 1e-5 and not shrunk:
         raise RuntimeError(f"grown model differs from {src} by {err:.2e}; growth is not exact")
-    atomic_save(make_checkpoint(new, kind="student", arch=ckpt["arch"], arch_args=new.arch_args,
-                                grown_from=str(src)), dst)
+    with writing_into(Path(dst).parent, str(dst)):   # not into a live run's out= folder
+        atomic_save(make_checkpoint(new, kind="student", arch=ckpt["arch"],
+                                    arch_args=new.arch_args, grown_from=str(src)), dst)
     return {**new.arch_args, "max_change": round(err, 4)} if shrunk else dict(new.arch_args)
 
 

@@ -15,7 +15,12 @@ LOCK_NAME = ".lock"
 
 
 class RunLocked(ValueError):
-    """Another live process is writing into this out folder (training, a corpus)."""
+    """Another live process is writing into this out folder (training, a corpus); `holder`
+    is its process id as its lock file says it ("unknown" when it says nothing)."""
+
+    def __init__(self, message: str, holder: str = "unknown"):
+        super().__init__(message)
+        self.holder = holder
 
 
 @contextlib.contextmanager
@@ -72,7 +77,7 @@ def _acquire(path: Path, doing: str, flag: str) -> int:
             os.close(fd)
             raise RunLocked(f"another run is {doing} into {path.parent} (process {holder}); "
                             f"wait for it to finish or stop it, or give this run another "
-                            f"{flag}") from None
+                            f"{flag}", holder) from None
         except BaseException:
             os.close(fd)
             raise
@@ -84,3 +89,49 @@ def _acquire(path: Path, doing: str, flag: str) -> int:
         except FileNotFoundError:
             pass
         os.close(fd)
+
+
+@contextlib.contextmanager
+def writing_into(folder: str | os.PathLike, what: str) -> Iterator[None]:
+    """Hold `folder`'s run lock while `what` (a checkpoint written outside training: `sharpen
+    grow`, slim_checkpoint) is written into it. A live run there refuses it, naming its
+    process: it could overwrite the file, or remove its temp file as a killed save's when it
+    starts (train's clean-up); and a run started meanwhile is refused until the write is done.
+    A missing folder has no run: the write makes it. The lock is per open file, so this
+    process's own lock (a run's out= written from inside it) would refuse it: not taken again."""
+    try:
+        import fcntl
+    except ImportError:      # not on POSIX: unlocked, as run_lock
+        fcntl = None
+    folder = Path(folder)
+    path = folder / LOCK_NAME
+    fd = None
+    if fcntl is not None and folder.is_dir() and not _held_by_this_process(path):
+        try:
+            fd = _acquire(path, "writing", "folder")
+        except RunLocked as e:
+            raise RunLocked(f"{folder} is the folder of a live run (process {e.holder}, which "
+                            f"holds {path}): writing {what} there could clash with its "
+                            "checkpoints; wait for it to finish or stop it, or write "
+                            f"{Path(what).name} to another folder", e.holder) from None
+        except OSError:      # a folder this user cannot write to: the write says so itself
+            fd = None
+    if fd is None:
+        yield
+        return
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        yield
+    finally:   # as run_lock lets go: unlinked while still held
+        with contextlib.suppress(OSError):
+            path.unlink()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+
+def _held_by_this_process(path: Path) -> bool:
+    try:
+        return path.read_text().strip() == str(os.getpid())
+    except (OSError, UnicodeDecodeError):
+        return False

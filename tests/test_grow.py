@@ -150,3 +150,50 @@ def test_grow_cli_warns_that_fewer_blocks_is_not_exact(tmp_path, capsys):
     assert main(["grow", "--weights", str(tmp_path / "s.pt"), "--out", str(tmp_path / "g.pt"),
                  "blocks=1"]) == 0
     assert "not exact" in capsys.readouterr().err
+
+
+def test_grow_and_slim_refuse_a_folder_that_a_live_run_holds(tmp_path, capsys):
+    """grow and slim_checkpoint wrote into a run's out= folder without its lock: a training
+    run there could overwrite the file, or remove its temp file at its start as a killed
+    save's. While a live process holds the folder they are refused, naming it; once it died
+    (SIGKILL: its .lock stays behind, unlocked) they write, and leave no lock behind."""
+    import subprocess
+    import sys
+
+    from distill.checkpoint import read_checkpoint, slim_checkpoint
+    from distill.run_lock import LOCK_NAME, RunLocked, run_lock
+    from sharpen.cli import main
+
+    src = tmp_path / "s.pt"
+    _save(_trained_like(create_student("fast-plain", width=8, low_blocks=1)), src)
+    run = tmp_path / "run"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from distill.run_lock import run_lock\n"
+         "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        said = f"{run} is the folder of a live run \\(process {holder.pid}, which holds"
+        with pytest.raises(RunLocked, match=said):
+            grow_student(src, run / "g.pt", low_blocks=2)
+        with pytest.raises(RunLocked, match=said):
+            slim_checkpoint(src, run / "slim.pt")
+        assert main(["grow", "--weights", str(src), "--out", str(run / "g.pt"),
+                     "low_blocks=2"]) == 2
+        assert f"(process {holder.pid}, which holds" in capsys.readouterr().err
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]   # nothing written
+    finally:
+        holder.kill()   # SIGKILL: no clean-up runs, the kernel drops the lock
+        holder.wait()
+    assert (run / LOCK_NAME).exists()
+    grow_student(src, run / "g.pt", low_blocks=2)
+    slim_checkpoint(src, run / "slim.pt")
+    assert sorted(p.name for p in run.iterdir()) == ["g.pt", "slim.pt"]
+    assert read_checkpoint(run / "slim.pt")["ema"] is None
+    # A run's own process (code run inside it) writes into its folder: its lock is not
+    # taken a second time, which the kernel would refuse it.
+    with run_lock(run):
+        slim_checkpoint(src, run / "slim2.pt")
+        with pytest.raises(RunLocked, match="another run is training into"), run_lock(run):
+            pass   # the outer lock is still held
+    assert load_student(run / "slim2.pt")[1]["ema"] is None
