@@ -87,7 +87,11 @@ class TrainConfig:
     qat: bool = False             # simulate INT8 in the training forward (distill/qat.py)
     val_every: int = 500
     val_start: bool = False       # validate before the first step (is a fine-tune helping?)
-    ckpt_every: int = 250
+    ckpt_every: int = 250         # last.pt (the resume checkpoint), overwritten each time
+    # Keep the weights every N steps as stepN.pt (EMA weights only, as best.pt; BasicSR's
+    # save_checkpoint_freq); 0 = off. keep_snapshots: only the newest K of them; 0 = all.
+    snapshot_every: int = 0
+    keep_snapshots: int = 0
     log_every: int = 10
     max_minutes: float = 0.0      # stop cleanly (checkpoint saved) after this wall time; 0 = off
     stop_after: int = 0           # stop cleanly after this many steps in this invocation; 0 = off
@@ -279,6 +283,8 @@ RANGES = (
     ("data.cache_size", 0, None, ""), ("data.val_max_images", 1, None, ""),
     ("data.val_max_side", 16, None, ""),
     ("val_every", 1, None, ""), ("ckpt_every", 1, None, ""), ("log_every", 1, None, ""),
+    ("snapshot_every", 0, None, " (0: no snapshots)"),
+    ("keep_snapshots", 0, None, " (0: keep them all)"),
     ("max_minutes", 0, None, " (0: no limit)"), ("stop_after", 0, None, " (0: no limit)"),
     ("seed", 0, None, ""),
     ("loss.pixel", 0, None, ""), ("loss.ssim", 0, None, ""), ("loss.gt", 0, None, ""),
@@ -394,7 +400,7 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
 
 # Settings that steer one invocation, not what is trained: changing them on resume is normal.
 _RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile", "log_every",
-                "val_every", "ckpt_every", "data.workers"}
+                "val_every", "ckpt_every", "snapshot_every", "keep_snapshots", "data.workers"}
 
 
 def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:

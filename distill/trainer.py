@@ -17,6 +17,7 @@ import datetime
 import json
 import math
 import os
+import re
 import signal
 import sys
 import time
@@ -36,7 +37,7 @@ from runtime.console import count
 from runtime.warn import SharpenWarning
 
 from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
-                         make_checkpoint, read_checkpoint)
+                         make_checkpoint, read_checkpoint, slim)
 from .config import (LossConfig, TrainConfig, as_overrides, check_config, config_changes,
                      loss_weights, save_config)
 from .data_checks import data_changes, data_problems, data_signature
@@ -175,6 +176,18 @@ class Trainer:
     def save(self, name: str = "last.pt", full: bool = True) -> Path:
         return atomic_save(self._checkpoint(full), self.out / name)
 
+    def snapshot(self) -> Path:
+        """stepN.pt, the weights at this step kept for good (snapshot_every): slim, as
+        slim_checkpoint writes them, so `--weights`, `init=` and `resume=` take it. Written
+        before last.pt of the same step: a kill between the two leaves last.pt behind it, and
+        the resumed run trains the step again and writes it, where the other order lost it."""
+        path = atomic_save(slim(self._checkpoint(False)), self.out / f"step{self.step}.pt")
+        keep = self.cfg.keep_snapshots
+        if keep:
+            for old in snapshots(self.out)[:-keep]:
+                old.unlink(missing_ok=True)
+        return path
+
     def _resume_path(self) -> Optional[Path]:
         """The checkpoint this run goes on from; None: it starts at step 0."""
         r = self.cfg.resume
@@ -189,15 +202,20 @@ class Trainer:
             old = [p for p in (self.out / n for n in ("metrics.jsonl", "train.log", "best.pt",
                                                       "last.pt"))
                    if p.exists()]
-            if old and self.dist.main:
+            # That run's stepN.pt too: kept, the new run's would replace them one by one, two
+            # runs' weights under one naming.
+            kept = snapshots(self.out)
+            if (old or kept) and self.dist.main:
                 # Removed in fit(), once the data checks pass: a run that cannot start must not
                 # cost the one before it its results.
                 why = ("resume=never" if r == "never" else
                        "no last.pt to resume (the run there stopped before its first checkpoint)")
+                names = [p.name for p in old] + (
+                    [count(len(kept), "snapshot") + " stepN.pt"] if kept else [])
                 if not self.quiet:
                     print(f"note: {why}: starting over in {self.out}; the run there before is "
-                          f"replaced ({', '.join(p.name for p in old)})", file=sys.stderr)
-                self._replace = old
+                          f"replaced ({', '.join(names)})", file=sys.stderr)
+                self._replace = old + kept
             return
         with naming("resume", r):
             ck = read_checkpoint(path)
@@ -513,10 +531,15 @@ class Trainer:
                     # Ctrl-C during rank 0's validation: every rank stops at this step.
                     self._agree_to_stop(False)
                     stop = bool(self._stop)
-                save = self.step % cfg.ckpt_every == 0 or last or over or stop
+                snap = bool(cfg.snapshot_every) and self.step % cfg.snapshot_every == 0
+                # last.pt with each snapshot: a resume never goes back behind one, so never
+                # writes it again
+                save = self.step % cfg.ckpt_every == 0 or last or over or stop or snap
                 if save:
                     self._check_weights()
                     if self.dist.main:
+                        if snap:
+                            self.snapshot()
                         self.save()
                 if validate or save:
                     pause = time.time() - t_val
@@ -802,6 +825,13 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
         print(f"stopped at step {result.step} of {cfg.optim.steps} (time or step budget "
               f"reached); {resume_hint(cfg)}", file=sys.stderr)
     return result.metrics
+
+
+def snapshots(out: Path) -> list[Path]:
+    """A run's stepN.pt snapshots (snapshot_every), by step."""
+    found = [(int(m[1]), p) for p in Path(out).glob("step*.pt")
+             if (m := re.fullmatch(r"step([0-9]+)", p.stem)) and p.is_file()]
+    return [p for _, p in sorted(found)]
 
 
 def _remove_killed_saves(out: Path) -> None:

@@ -63,6 +63,53 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert torch.allclose(a["ema"][k], b["ema"][k], atol=1e-6), k
 
 
+def test_snapshots_are_kept_every_n_steps_and_survive_a_resume(tmp_path):
+    """snapshot_every=N keeps stepN.pt (BasicSR's save_checkpoint_freq; only last.pt and
+    best.pt were kept): slim weights that evaluate's loader and init= take, written once each,
+    the same set whether the run was interrupted and resumed or not."""
+    train(tiny_cfg(tmp_path / "a", 6, snapshot_every=2), quiet=True)
+    a = tmp_path / "a"
+    assert sorted(p.name for p in a.glob("step*.pt")) == ["step2.pt", "step4.pt", "step6.pt"]
+    last = read_checkpoint(a / "last.pt")
+    for n in (2, 4, 6):
+        model, ck = load_student(a / f"step{n}.pt")   # as `sharpen evaluate --weights` loads
+        assert ck["step"] == n and ck["ema"] is None and "optimizer" not in ck
+        assert (a / f"step{n}.pt").stat().st_size < (a / "last.pt").stat().st_size / 2
+    for k, v in last["ema"].items():   # the EMA weights, as slim_checkpoint keeps them
+        assert torch.equal(ck["model"][k], v), k
+
+    b = tmp_path / "b"
+    train(tiny_cfg(b, 6, snapshot_every=2, stop_after=3), quiet=True)   # interrupted at 3
+    assert sorted(p.name for p in b.glob("step*.pt")) == ["step2.pt"]
+    step2 = (b / "step2.pt").stat()
+    train(tiny_cfg(b, 6, snapshot_every=2), quiet=True)                 # resumed
+    assert sorted(p.name for p in b.glob("step*.pt")) == ["step2.pt", "step4.pt", "step6.pt"]
+    assert (b / "step2.pt").stat().st_mtime_ns == step2.st_mtime_ns     # not written again
+    for n in (2, 4, 6):
+        x, y = read_checkpoint(a / f"step{n}.pt"), read_checkpoint(b / f"step{n}.pt")
+        for k in x["model"]:
+            assert torch.allclose(x["model"][k], y["model"][k], atol=1e-6), (n, k)
+
+    # a fine-tune starts from one
+    train(tiny_cfg(tmp_path / "c", 1, init=a / "step4.pt"), quiet=True)
+
+
+def test_keep_snapshots_bounds_them_and_a_fresh_start_replaces_them(tmp_path, capsys):
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 5, snapshot_every=1, keep_snapshots=2), quiet=True)
+    assert sorted(p.name for p in out.glob("step*.pt")) == ["step4.pt", "step5.pt"]
+    (out / "step10.txt").write_text("not a snapshot")   # only stepN.pt are the run's
+    # resume=never: the run before is replaced, its snapshots too (kept, they would be
+    # replaced one by one by the new run's, two runs' weights under one naming)
+    train(tiny_cfg(out, 2, resume="never"))
+    err = capsys.readouterr().err
+    assert "replaced (metrics.jsonl, train.log, best.pt, last.pt, 2 snapshots stepN.pt)" in err, err
+    assert sorted(p.name for p in out.glob("step*")) == ["step10.txt"]
+    with pytest.raises(ValueError, match=r"snapshot_every must be >= 0 \(0: no snapshots\), "
+                                         "got -1"):
+        train(tiny_cfg(tmp_path / "x", 2, snapshot_every=-1), quiet=True)
+
+
 def test_signal_stop_then_resume(tmp_path):
     """max_minutes acts like an interruption: state is saved and the same command continues."""
     cfg = tiny_cfg(tmp_path / "r", 4, max_minutes=1e-9)
@@ -475,7 +522,8 @@ def ddp_job(request, tmp_path_factory):
         phases["stop"] = []
     if "weights" in wanted:
         phases["weights"] = ["train", f"out={job / 'weights' / 'ddp'}", "optim.steps=3",
-                             "optim.warmup_steps=2", "log_every=1", *TINY_CLI]
+                             "optim.warmup_steps=2", "log_every=1", "snapshot_every=2",
+                             *TINY_CLI]
     if "val_signal" in wanted:
         base = _cli_teacher_run(job / "val_signal", job / "val_signal" / "run", workers=0)
         phases["val_signal"] = [*base[3:], f"data.val={job / 'val_signal' / 'pairs'}",
@@ -531,6 +579,9 @@ def test_ddp_two_processes_identical_weights(ddp_job, tmp_path):
     for k in a["state"]:
         assert torch.equal(a["state"][k], b["state"][k]), k
     assert (d / "ddp" / "last.pt").exists()
+    # each rank joins the weights check before a snapshot, process 0 alone writes it
+    assert [p.name for p in (d / "ddp").glob("step*.pt")] == ["step2.pt"]
+    assert load_student(d / "ddp" / "step2.pt")[1]["step"] == 2
     # The logged loss is that of the step's whole batch, every rank's crops (it was rank 0's).
     logged = [json.loads(ln)["loss"] for ln in
               (d / "ddp" / "metrics.jsonl").read_text().splitlines() if '"loss"' in ln]
@@ -1235,7 +1286,7 @@ def test_train_log_records_the_torchrun_command_a_user_would_run_again(ddp_job, 
     first = (out / "train.log").read_text().splitlines()[0]
     assert first.endswith(
         f"command: torchrun --nproc_per_node 2 -m sharpen.cli train out={out} optim.steps=3 "
-        "optim.warmup_steps=2 log_every=1 model.arch=fast "
+        "optim.warmup_steps=2 log_every=1 snapshot_every=2 model.arch=fast "
         "'model.args={width: 8, blocks: 1, low_blocks: 1}' data.crop=32 "
         "data.batch_size=2 data.workers=0 val_every=1000 data.val_max_images=1 "
         "data.val_max_side=64 device=cpu --quiet"), first
