@@ -685,8 +685,10 @@ class Trainer:
         if self.best is None or not math.isfinite(self.best):
             self.best = self.best_step = None
             return "best.pt is chosen afresh among the validations on the new images"
-        return (f"best.pt (step {step}) scored on the new validation images: {key} "
-                f"{self.best:.4f} ({was:.4f} on the earlier ones), the score to beat")
+        # in the words of best_text and the console's validation line, not the metrics key
+        return (f"best.pt (step {step}) scored on the new validation images: "
+                f"{key.removesuffix('_ssim')} SSIM {self.best:.4f} ({was:.4f} on the earlier "
+                "ones), the score to beat")
 
     def _validate(self, items: list[ValItem]) -> None:
         if not self.dist.main or not items:

@@ -2078,7 +2078,7 @@ def test_best_pt_is_rescored_when_the_validation_images_change(tmp_path, capsys)
     ck = read_checkpoint(out / "last.pt")
     best = read_checkpoint(out / "best.pt")
     assert ck["best"] < 0.9 and ck["best"] == best["metrics"]["model_gt_ssim"], ck["best"]
-    said = "best.pt (step 2) scored on the new validation images: model_gt_ssim"
+    said = "best.pt (step 2) scored on the new validation images: model_gt SSIM "
     assert said in err and said in (out / "train.log").read_text(), err
     (out / "best.pt").write_bytes(b"not a checkpoint")   # unusable: chosen afresh, not fatal
     assert main([*argv, "optim.steps=4", f"data.val={val}", "data.val_max_images=2"]) == 0
