@@ -38,7 +38,7 @@ def grow_student(src: str | os.PathLike, dst: str | os.PathLike, **changes: int)
     architecture arguments in `changes` (larger `blocks`, `low_blocks`, `k`, `low_k`,
     `detail_blocks`; `detail` only from 0), or, for a smaller `blocks`, the nearest such model.
     Returns the new arch args, plus `max_change` (the largest output change on a random input)
-    when `blocks` shrank."""
+    when `blocks` shrank. RunLocked (a ValueError) when `dst`'s folder is a live run's out=."""
     model, ckpt = load_student(src)
     if not isinstance(model, FastStudent):
         raise CheckpointError(f"{src}: only fast-family students can grow, not {ckpt['arch']!r}")
