@@ -39,10 +39,6 @@ class SourceError(RuntimeError):
 # keyframe: a slow camera with long keyframe intervals needs `--timeout` raised.
 STREAM_TIMEOUT_S = 20.0
 MAX_DAMAGED_READS = 250   # failed reads in a row before a file counts as ended
-# How long a stream's opening (its first frames, up to the first change of picture) is kept,
-# to know a recording that starts over when reopened: 5 s at 30 fps. Longer still, it proves
-# nothing (a still scene), and reading that far again would hold up a live stream.
-OPENING_FRAMES = 150
 # MPEG program streams (.mpg, .mpeg) keep no frame count: FFmpeg's is their duration times
 # their rate, and short (1 or 3 for 5 frames written here, 23 for 30, 98 for 100), so a
 # progress bar read 5/1 frames. Their count is checked by seeking to its last frame (a frame
@@ -271,6 +267,7 @@ class VideoSource(Source):
         self.timeout = STREAM_TIMEOUT_S if timeout is None else timeout
         self.req = (width, height, fps)
         self.reconnect_attempts, self.reconnect_delay = reconnect_attempts, reconnect_delay
+        self._loss_said = False   # the loss `_reconnect` handles is warned of (once)
         self.cap = self._open()
         # Probe one frame now so an unreadable source fails before the model is warmed up.
         ok, first = self.cap.read()
@@ -283,10 +280,16 @@ class VideoSource(Source):
             raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
                               f" ({hint.get(kind, 'is the camera in use by another program?')})")
         self._ahead: deque[_Held] = deque([_Held(first, [t_first])])   # not yet yielded
-        # A stream's opening frames (digests), read until the picture first changes.
-        self._opening = [_digest(first)] if kind == "stream" else []
+        # A stream's opening, to know a recording that starts over when reopened: its first
+        # picture (a copy: a consumer may draw on the frame it gets), how many frames in a row
+        # showed it, and the digest of the first that did not. Kept up to that change however
+        # late it comes (a long title card, a fade from grey), as a count: a still opening
+        # cut short proved nothing, and the recording looped. Frames are compared with the
+        # first picture as arrays, a tenth of a digest's cost, for a still picture may last.
+        self._opening_first = first.copy() if kind == "stream" else None
+        self._opening_still = 1
+        self._opening_next: Optional[bytes] = None   # set: the opening can be recognised
         self._reading_opening = kind == "stream"
-        self._opening_moves = False   # it did change: the opening can be recognised
         self.height, self.width = first.shape[:2]
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
@@ -357,68 +360,71 @@ class VideoSource(Source):
         stop (set, or the source is a recording that ended). The frames read again are kept for
         `frames` to yield."""
         if not self.reconnect_attempts:
+            if self.kind == "stream" and not self.live:
+                # --no-live: every frame was kept, as for a file, and not reopened, its end
+                # is where the run ends; a recording's end (a finite HTTP download declares no
+                # length) and a dropped connection read alike, which the note says.
+                self.note(f"{self.kind} {self.spec!r} ended after {count(read, 'frame')} (it "
+                          "declares no length, and with "
+                          f"{option('reconnect_attempts', 0, self.flags)} it was not reopened "
+                          "to tell a recording's end from a dropped connection)")
+                return False
             raise SourceError(f"{self.kind} {self.spec!r} stopped after "
                               f"{count(read, 'frame')} in all "
                               "(reconnecting is off: "
                               f"{option('reconnect_attempts', 0, self.flags)})")
-        said = []
-
-        def say_lost() -> None:
-            if not said:
-                said.append(True)
-                warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in "
-                     f"all; reconnecting (up to {count(self.reconnect_attempts, 'attempt')})")
-
         # A stream whose opening can be recognised may be a recording that ended (a finite
         # HTTP download declares no length): the loss is said once the first reopen shows a
-        # live stream, or fails; a recording's end is no loss.
-        if self.kind != "stream" or not self._opening_moves:
-            say_lost()
+        # live stream, or fails, or a stop comes; a recording's end is no loss.
+        self._loss_said = False
+        if self.kind != "stream" or self._opening_next is None:
+            self._say_lost(read)
         self._reading_opening = False   # what comes next is another connection's
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):
             if stop.wait(delay):
-                say_lost()
+                self._say_lost(read)
                 return False
             delay = min(delay * 2, 10.0)
             self.cap.release()
             try:
                 self.cap = self._open()
             except SourceError:
-                say_lost()
+                self._say_lost(read)
                 continue
             ok, img = self.cap.read()
-            if not ok or img is None:
-                say_lost()
-                continue
-            live = self._resume(img, stop)
-            if live is not False or stop.is_set():
-                say_lost()
+            live = None if not ok or img is None else self._resume(img, stop)
+            if live is False and not stop.is_set():
+                self._say_recording_ended(read)
+                return False
+            self._say_lost(read)
             if stop.is_set():
                 return False
             if live is None:
-                continue   # gone again before the comparison decided: compared afresh
-            if not live:
-                self._say_recording_ended(read)
-                return False
+                continue   # gone, or again before the comparison decided: compared afresh
             self.note(f"{self.kind} {self.spec!r}: reconnected (attempt {attempt})")
             return True
         raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
                           f"{count(self.reconnect_attempts, 'attempt')}")
 
+    def _say_lost(self, read: int) -> None:
+        """Warn of the loss that `_reconnect` handles, once for each loss."""
+        if not self._loss_said:
+            self._loss_said = True
+            warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in "
+                 f"all; reconnecting (up to {count(self.reconnect_attempts, 'attempt')})")
+
     def _note_opening(self, img: np.ndarray) -> None:
-        """Keep a stream's frame while its opening is read: up to the first changed picture."""
-        digest = _digest(img)
-        self._opening.append(digest)
-        if digest != self._opening[0]:
-            self._opening_moves, self._reading_opening = True, False
-        elif len(self._opening) >= OPENING_FRAMES:
-            self._reading_opening = False   # still all along: nothing to recognise it by
+        """Count a stream's frame while its opening is read: up to the first changed picture."""
+        if _same(img, self._opening_first):
+            self._opening_still += 1
+        else:
+            self._opening_next, self._reading_opening = _digest(img), False
 
     def _hold(self, img: np.ndarray, t: float, digest: Optional[bytes] = None) -> None:
         """Keep a frame read at `t` for `frames` to yield, after those kept before it. A repeat
         of the last one's bytes (by `digest`) is one more time of it, not another array: the
-        still opening compared after a reconnect runs to OPENING_FRAMES, a GB at 1080p."""
+        still opening compared after a reconnect, 150 frames a GB at 1080p."""
         last = self._ahead[-1] if self._ahead else None
         if (digest is not None and last is not None and last.digest == digest
                 and last.image.shape == img.shape and last.image.dtype == img.dtype):
@@ -441,7 +447,7 @@ class VideoSource(Source):
         it); False, holding none, when the URL gave the run's opening again, byte for byte: its
         still frames and the first that changed. None, holding none, when it went again before
         that was decided: the frames read so far repeat the opening, and yielded as live they
-        were up to OPENING_FRAMES of a recording that had started over. A recorded video served
+        were the still opening of a recording that had started over. A recorded video served
         over the network starts over, and would loop forever; a live stream's picture has moved
         on. Bytes, because a file decodes to the same ones every time and a camera's noise never
         repeats; but a still picture repeats (a live still scene, a 'no signal' card, a covered
@@ -449,23 +455,28 @@ class VideoSource(Source):
         recognised once the change comes again. Cameras are never recordings."""
         self._ahead.clear()
         t = time.perf_counter()
-        if self.kind != "stream" or not self._opening_moves:
+        if self.kind != "stream" or self._opening_next is None:
             self._hold(img, t)
             return True
-        for j, want in enumerate(self._opening):
+        for j in range(self._opening_still + 1):
             if j:
-                if stop.is_set():   # a Ctrl-C waited for up to OPENING_FRAMES reads
+                if stop.is_set():   # a Ctrl-C waited for the whole still opening's reads
                     return True
                 ok, img = self.cap.read()
                 t = time.perf_counter()
                 if not ok or img is None:
                     self._ahead.clear()
                     return None
-            digest = _digest(img)
             # Held as read: if live, the still frames compared are its own, shown before this.
-            self._hold(img, t, digest)
-            if digest != want:
-                return True   # live: its picture has moved on
+            if j < self._opening_still:
+                if not _same(img, self._opening_first):
+                    self._hold(img, t)
+                    return True   # live: its picture has moved on
+                self._hold(img, t, _STILL)
+            else:
+                self._hold(img, t)
+                if _digest(img) != self._opening_next:
+                    return True
         self._ahead.clear()
         return False
 
@@ -595,6 +606,16 @@ def _frames_past(target: object, api: int, n: int, params: Optional[list] = None
 
 def _digest(img: np.ndarray) -> bytes:
     return hashlib.blake2b(np.ascontiguousarray(img).data, digest_size=16).digest()
+
+
+# `_hold`'s key for the frames that equal a stream's first picture, compared as arrays.
+_STILL = b"still opening"
+
+
+def _same(img: np.ndarray, ref: Optional[np.ndarray]) -> bool:
+    """Whether a frame is the picture `ref` is, byte for byte."""
+    return (ref is not None and img.shape == ref.shape and img.dtype == ref.dtype
+            and np.array_equal(img, ref))
 
 
 class SyntheticSource(Source):

@@ -764,6 +764,67 @@ def test_a_lossless_recording_over_http_without_a_length_ends_as_a_file_does(
         "recording, not a live stream; ending after one pass"], said
 
 
+@pytest.mark.parametrize("live", [False, True])
+def test_a_recording_over_http_whose_opening_stays_still_past_150_frames_ends_after_one_pass(
+        web_videos, live):
+    """A recording served without a length that opens on 200 frames of one picture (a fade
+    from grey, a long title card): its opening was only kept for 150 frames, so it never
+    changed picture there, proved nothing, and each reopen started it over, forever. The
+    opening is now kept up to its first change, however late."""
+    folder, url = web_videos
+    # Flat: MPEG-2 decodes each repeat of it to the same bytes (a texture drifts per GOP).
+    still = np.full_like(textured_frame(0), 128)
+    h, w = still.shape[:2]
+    vw = cv2.VideoWriter(str(folder / "clip.ts"), cv2.VideoWriter.fourcc(*"MPG2"), 10, (w, h))
+    for img in [still] * 200 + [textured_frame(i) for i in range(1, 6)]:
+        vw.write(img)
+    vw.release()
+    notes: list[str] = []
+    src = open_source(f"{url}/chunked/clip.ts", live=live, note=notes.append)
+    src.reconnect_delay = 0.01
+    assert src.frame_count is None and src.live == live, src.describe()
+    with runtime_warnings() as said:
+        got = [fr.index for fr, _ in zip(src.frames(threading.Event()), range(3 * 205))]
+    src.close()
+    assert got == list(range(205)), (len(got), said, notes)
+    spec = f"stream '{url}/chunked/clip.ts'"
+    if live:
+        assert said == [f"{spec} started again from its first frame: it is a recording, not a "
+                        "live stream; ending after one pass"], said
+    else:
+        assert not said and notes == [f"{spec} ended after 205 frames (reopened, it starts "
+                                      "over: a recording; it declares no length, so a "
+                                      "connection dropped before its end would end it here "
+                                      "too)"], (said, notes)
+
+
+def test_a_lossless_stream_without_a_length_and_reconnect_0_ends_cleanly(
+        web_videos, tmp_path, capsys, onnx_model):
+    """`--reconnect 0 --no-live` on a download served without a length ended in an error
+    ("stopped after 30 frames in all (reconnecting is off: --reconnect 0)", exit 2) where
+    `--reconnect 1` ends it with a note: not reopened, its end cannot be told from a dropped
+    connection, which the note says; the frames are all written. Taken for live, a stop is
+    still an error."""
+    folder, url = web_videos
+    _write_frames(folder / "clip.ts", 30)
+    out = tmp_path / "out.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", f"{url}/chunked/clip.ts",
+                   "--no-live", "--reconnect", "0", "--out", str(out))
+    assert rc == 0 and "done: 30 frames" in err, err
+    assert [ln for ln in err.splitlines() if not ln.startswith("done: ")] == [
+        f"note: stream '{url}/chunked/clip.ts' ended after 30 frames (it declares no length, "
+        "and with --reconnect 0 it was not reopened to tell a recording's end from a dropped "
+        "connection)"], err
+    cap = cv2.VideoCapture(str(out))
+    assert cap.get(cv2.CAP_PROP_FRAME_COUNT) == 30
+    cap.release()
+    src = open_source(f"{url}/chunked/clip.ts", live=True, reconnect_attempts=0)
+    with pytest.raises(SourceError, match=r"stopped after 30 frames in all \(reconnecting is "
+                                          r"off: reconnect_attempts=0\)"):
+        list(src.frames(threading.Event()))
+    src.close()
+
+
 @pytest.mark.parametrize("n", [5, 30])
 def test_an_mpg_over_http_drops_a_count_found_short_as_a_local_one_does(
         web_videos, tmp_path, capsys, onnx_model, n):
