@@ -96,12 +96,30 @@ def _chunked(collect_data: Callable, chunk: int) -> Callable:
     return collect
 
 
+def _quiet_runs(base: type) -> type:
+    """An ONNX Runtime session class whose runs log fatal errors only. ORT's calibrator runs its
+    session itself, without run options: a failing run printed ORT's own log line of it
+    ([E:onnxruntime:...] ExecuteKernel) on stderr, then the export said the error raised
+    again, in its report; the runtime's sessions run so too (onnxruntime_backend.py)."""
+    import onnxruntime
+
+    class QuietRuns(base):
+        def run(self, output_names, input_feed, run_options=None):
+            if run_options is None:
+                run_options = onnxruntime.RunOptions()
+                run_options.log_severity_level = 4
+            return super().run(output_names, input_feed, run_options)
+
+    return QuietRuns
+
+
 @contextlib.contextmanager
 def _calibrator_options(threads: int | None = None, **opts):
     """quantize_static forwards only a few calibrator options (not the histogram sizes): wrap
     its create_calibrator to add them, and to feed the calibrator CALIB_CHUNK crops at a time.
     Its session runs on `threads`, else OMP_NUM_THREADS's count, as the runtime's backends do
-    (ORT's calibrator took every core, its threads spinning, whatever the variable said)."""
+    (ORT's calibrator took every core, its threads spinning, whatever the variable said), and
+    its runs log fatal errors only (`_quiet_runs`)."""
     import importlib
 
     from onnxruntime.quantization.calibrate import CalibraterBase
@@ -118,11 +136,12 @@ def _calibrator_options(threads: int | None = None, **opts):
 
         so = onnxruntime.SessionOptions()   # as ORT's own, with the thread count
         so.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_DISABLE_ALL
-        so.intra_op_num_threads = threads
-        # Not spinning between runs, as the runtime's sessions: beside other work (a test
-        # worker, a bench) spinning threads take the cores it needs.
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        self.infer_session = onnxruntime.InferenceSession(
+        if threads:
+            so.intra_op_num_threads = threads
+            # Not spinning between runs, as the runtime's sessions: beside other work (a test
+            # worker, a bench) spinning threads take the cores it needs.
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.infer_session = _quiet_runs(onnxruntime.InferenceSession)(
             self.augmented_model_path, sess_options=so, providers=self.execution_providers)
 
     def create(*args, **kw):
@@ -134,8 +153,7 @@ def _calibrator_options(threads: int | None = None, **opts):
         return calibrator
 
     qmod.create_calibrator = create
-    if threads:
-        CalibraterBase.create_inference_session = session
+    CalibraterBase.create_inference_session = session
     try:
         yield
     finally:

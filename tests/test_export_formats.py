@@ -361,6 +361,28 @@ def test_the_calibration_session_takes_the_runtimes_thread_default(tmp_path, mon
         assert cal.infer_session.get_session_options().intra_op_num_threads == want
 
 
+@pytest.mark.parametrize("threads", [1, None])
+def test_a_calibration_run_that_fails_leaves_onnx_runtimes_own_log_line_out(
+        tmp_path, capfd, threads):
+    """A model that ONNX Runtime loads and fails to run (a Conv whose weights take 2 of its 3
+    channels: a corrupted export): the calibrator's session printed ORT's own log line of it
+    ("[E:onnxruntime:, sequential_executor.cc ... ExecuteKernel] Non-zero status code ...") on
+    stderr, then the export said the failure again in its report. Its runs log fatal errors
+    only now, as the runtime's sessions do; the error itself is still raised, whole."""
+    from runtime_fixtures import one_op_model
+
+    from optimize.onnx_int8 import quantize_onnx_int8
+
+    model = one_op_model(tmp_path / "conv.onnx", "Conv", ["input", "w"],
+                         {"w": np.zeros((3, 2, 3, 3))}, group=3, pads=[1, 1, 1, 1])
+    crops = np.random.default_rng(0).random((2, 3, 16, 16), dtype=np.float32)
+    capfd.readouterr()
+    with pytest.raises(Exception, match="Non-zero status code returned while running Conv"):
+        quantize_onnx_int8(model, tmp_path / "q.onnx", crops, threads=threads)
+    err = capfd.readouterr().err
+    assert "onnxruntime" not in err and "ExecuteKernel" not in err, err
+
+
 MODELOPT_SESSIONS = """
 import sys
 import onnxruntime as ort
