@@ -19,7 +19,7 @@ from typing import Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .atomic import atomic_write_bytes
+from .atomic import atomic_path, atomic_write_bytes, sync_files
 from .console import count, quiet_native_stderr
 from .imageio import IMAGE_EXTS, VIDEO_EXTS
 from .options import option
@@ -450,6 +450,8 @@ class ImageSink(Sink):
         # A run whose every input is unreadable should not leave an empty folder behind.
         self._made = folders_to_make(folder)
         self._written = 0
+        self._unsynced: dict[Path, None] = {}   # images in place, synced at close
+        self.flags = flags
         make_folder(folder, option("output", self.path, flags))
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
@@ -472,12 +474,30 @@ class ImageSink(Sink):
             raise SinkError(f"cannot encode image {target}")
         try:
             target.parent.mkdir(parents=True, exist_ok=True)   # names may hold subfolders
-            atomic_write_bytes(target, buf.tobytes())
+            if self.single:
+                atomic_write_bytes(target, buf.tobytes())   # synced: the run's one result
+            else:
+                # A stream of images is synced once, at close (a Ctrl-C's too): an fsync of
+                # each image and its folder as it came took 0.45 of the 0.65 ms a small frame
+                # cost to write (ext4 here; an SD card's fsync takes far longer). A power cut
+                # mid-run may lose the images since the run began; a killed run never leaves
+                # half of one.
+                with atomic_path(target) as tmp:
+                    tmp.write_bytes(buf.tobytes())
+                self._unsynced[target] = None
         except OSError as exc:
             raise SinkError(f"cannot write image {target}: {exc}") from None
         self._written += 1
 
     def close(self) -> None:
+        try:
+            sync_files(self._unsynced)
+        except OSError as exc:
+            folder = option("output", self.path, self.flags)
+            raise SinkError(f"cannot sync the images written to {folder} to disk: "
+                            f"{exc}") from None
+        finally:
+            self._unsynced.clear()
         if not self._written:
             remove_if_empty(self._made)
 

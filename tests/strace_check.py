@@ -47,14 +47,20 @@ finally:
 """
 
 
+def observed_calls(code: str, target: Path) -> list[list[str]]:
+    """The opens (absolute paths), renames and fsync calls that `code` (Python, given
+    `target` as sys.argv[1]) makes in a child process, in order."""
+    run = subprocess.run([sys.executable, "-c", _OBSERVER, code, str(target)],
+                         capture_output=True, text=True, timeout=300, check=True,
+                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
+    return json.loads(run.stdout.split("OBSERVED ", 1)[1])
+
+
 def assert_durable_write_observed(code: str, target: Path) -> None:
     """As assert_durable_write, from inside the child (no strace): after the last open of the
     temp file renamed onto `target` comes an fsync before that rename, and after it an open
     of the folder followed by an fsync."""
-    run = subprocess.run([sys.executable, "-c", _OBSERVER, code, str(target)],
-                         capture_output=True, text=True, timeout=300, check=True,
-                         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)})
-    seen = json.loads(run.stdout.split("OBSERVED ", 1)[1])
+    seen = observed_calls(code, target)
     folder, dst = os.path.abspath(target.parent), os.path.abspath(target)
     renamed = [i for i, e in enumerate(seen) if e[0] == "rename" and e[2] == dst]
     assert len(renamed) == 1, seen
