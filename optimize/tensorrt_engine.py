@@ -108,7 +108,8 @@ def supported_for(precision: str, opset: int | None = None) -> str:
     return SUPPORTED
 
 
-INSTALL_HINT = ("it ships with JetPack on Jetson and installs with `pip install "
+INSTALL_HINT = ("it ships with JetPack on Jetson, as python3-libnvinfer for the system Python "
+                "(`sudo apt install python3-libnvinfer`), and installs with `pip install "
                 "'tensorrt-cu12>=10,<11'` on x86 machines with an NVIDIA GPU")
 
 
@@ -118,7 +119,11 @@ def availability() -> str | None:
         import tensorrt as trt
     except ImportError as e:
         raise_if_interrupted(e)
-        return f"TensorRT is not installed ({INSTALL_HINT})"
+        # JetPack's bindings out of this Python's sight (a venv without the system packages,
+        # another Python version) are said as such: installing them again changes nothing.
+        from runtime.backends.tensorrt_backend import TRT_MISSING, tensorrt_missing
+        why = tensorrt_missing(e, instead="")
+        return why if why != TRT_MISSING else f"TensorRT is not installed ({INSTALL_HINT})"
     except Exception as e:
         return f"TensorRT cannot be imported: {type(e).__name__}: {e}"
     unsupported = version_problem(trt)

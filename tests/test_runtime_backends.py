@@ -118,6 +118,67 @@ def test_tensorrt_missing_is_a_clear_error(tmp_path):
     # On a Jetson it is there, in the system Python: a venv made without
     # --system-site-packages hides it, the usual way to meet this message there.
     assert "in a virtual environment, make it with --system-site-packages" in TRT_MISSING
+    # It names JetPack's package, and the second thing the backend needs.
+    assert "`sudo apt install python3-libnvinfer`" in TRT_MISSING
+    assert "also needs cuda-python" in TRT_MISSING
+
+
+def _jetpack_bindings(root: Path, py: str) -> Path:
+    """A system site folder holding JetPack's `tensorrt` package as python3-libnvinfer lays
+    it out (the extension module's name carries the Python it is built for)."""
+    site = root / "dist-packages"
+    (site / "tensorrt").mkdir(parents=True)
+    (site / "tensorrt" / "__init__.py").write_text("from .tensorrt import *\n")
+    (site / "tensorrt" / f"tensorrt.cpython-{py}-aarch64-linux-gnu.so").write_bytes(b"\0")
+    return site
+
+
+@pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed: the missing-TensorRT message is moot")
+def test_tensorrt_out_of_sight_is_said_as_such(tmp_path, monkeypatch, capsys):
+    """JetPack's bindings were there, but out of this Python's sight (a venv made without
+    --system-site-packages, or another Python than JetPack's): the message said they were
+    not installed, and `apt install` then changes nothing."""
+    import sys
+
+    from runtime.backends import tensorrt_backend as tb
+
+    here = f"{sys.version_info[0]}{sys.version_info[1]}"
+    site = _jetpack_bindings(tmp_path / "same", here)
+    monkeypatch.setattr(tb, "SYSTEM_SITE_GLOBS", (str(site),))
+    eng = tmp_path / "student.engine"
+    eng.write_bytes(b"\x00" * 64)
+    with pytest.raises(ModelError) as ei:
+        load_backend(eng)
+    said = str(ei.value)
+    assert said.startswith(f"TensorRT is installed in {site / 'tensorrt'}, which this Python "
+                           f"({sys.executable}) does not see: make its virtual environment "
+                           "with `python3 -m venv --system-site-packages`"), said
+    assert said.endswith("; or use the .onnx model"), said
+    # sharpen run says it in one line, no traceback
+    assert run_cli(["run", "--model", str(eng), "--source", str(tmp_path), "--out",
+                    str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "does not see: make its virtual environment" in err and "Traceback" not in err
+    # JetPack 6's bindings are for its Python 3.10: another Python never sees them
+    other = _jetpack_bindings(tmp_path / "other", "310" if here != "310" else "312")
+    want = "3.10" if here != "310" else "3.12"
+    said = tb.tensorrt_missing(site_globs=(str(other),))
+    assert said.startswith(f"TensorRT is installed in {other / 'tensorrt'} for Python {want}, "
+                           f"but this is Python {sys.version_info[0]}.{sys.version_info[1]} "
+                           f"({sys.executable}): run with the system python3"), said
+    # In sight but failing (a library of its own missing): the import's own words
+    monkeypatch.syspath_prepend(str(site))
+    said = tb.tensorrt_missing(ImportError("libnvinfer.so.10: cannot open shared object file"),
+                               site_globs=(str(site),))
+    assert said == (f"TensorRT in {site / 'tensorrt'} cannot be imported: libnvinfer.so.10: "
+                    "cannot open shared object file")
+    # Nothing there: the install advice; an export's skip reason gives no run advice
+    assert tb.tensorrt_missing(site_globs=(str(tmp_path / "none"),)) == TRT_MISSING
+    monkeypatch.setattr(tb, "SYSTEM_SITE_GLOBS", (str(other),))
+    from optimize.tensorrt_engine import availability
+    assert availability() == tb.tensorrt_missing(instead="")
+    assert "run with the system python3" in availability()
+    assert "onnx" not in availability()
 
 
 def test_tensorrt_sidecar_mismatch_message():

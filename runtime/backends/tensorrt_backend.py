@@ -24,9 +24,57 @@ from ..options import option
 from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
                    parse_receptive_field, read_sidecar)
 
-TRT_MISSING = ("TensorRT is not installed: it ships with JetPack on Jetson, in the system "
-               "Python (in a virtual environment, make it with --system-site-packages to see "
-               "it); on x86 `pip install 'tensorrt-cu12>=10,<11'`; or use the .onnx model")
+RUN_ONNX_INSTEAD = "or use the .onnx model"
+
+# JetPack's apt package of TensorRT's Python bindings: in the default JetPack install, absent
+# from a minimal L4T image or container (`nvidia-tensorrt` pulls it in too).
+JETPACK_TRT = "python3-libnvinfer"
+
+TRT_MISSING = ("TensorRT is not installed: on a Jetson it is JetPack's python3-libnvinfer "
+               f"(`sudo apt install {JETPACK_TRT}`), for the system Python only (in a virtual "
+               "environment, make it with --system-site-packages to see it); on x86 `pip "
+               f"install 'tensorrt-cu12>=10,<11'`; the backend also needs cuda-python; "
+               f"{RUN_ONNX_INSTEAD}")
+
+# Where JetPack's (and Debian's) python3-libnvinfer puts the `tensorrt` package.
+SYSTEM_SITE_GLOBS = ("/usr/lib/python3/dist-packages", "/usr/lib/python3.*/dist-packages")
+
+
+def tensorrt_missing(error: Optional[BaseException] = None, instead: str = RUN_ONNX_INSTEAD,
+                     site_globs: Optional[tuple[str, ...]] = None) -> str:
+    """Why `import tensorrt` failed, as the user fixes it. The usual case on a Jetson is not a
+    missing package but JetPack's bindings out of sight: a virtual environment made without
+    --system-site-packages, or a Python other than the one they were built for (JetPack 6's
+    are for 3.10), which the generic message would send to `apt install` in vain. `error`:
+    the ImportError, said where the bindings are in sight (a library of theirs missing).
+    `instead`, as `tensorrt_too_old` takes it: '' for none. `site_globs`: where to look
+    (default SYSTEM_SITE_GLOBS)."""
+    import glob
+    import sys
+
+    here = f"cpython-{sys.version_info[0]}{sys.version_info[1]}"
+    path = {str(Path(p).resolve()) for p in sys.path if p}
+    for pattern in SYSTEM_SITE_GLOBS if site_globs is None else site_globs:
+        for site in sorted(glob.glob(pattern)):
+            pkg = Path(site) / "tensorrt"
+            if not (pkg / "__init__.py").is_file():
+                continue
+            tags = {m[1] for f in pkg.glob("*.so")
+                    if (m := re.search(r"\.(cpython-\d+)", f.name))}
+            if tags and here not in tags:
+                built = ", ".join("Python {}.{}".format(t[8], t[9:]) for t in sorted(tags))
+                return (f"TensorRT is installed in {pkg} for {built}, but this is Python "
+                        f"{sys.version_info[0]}.{sys.version_info[1]} ({sys.executable}): "
+                        "run with the system python3 (a virtual environment made from it "
+                        f"with --system-site-packages){'; ' + instead if instead else ''}")
+            if str(Path(site).resolve()) not in path:
+                return (f"TensorRT is installed in {pkg}, which this Python ({sys.executable}) "
+                        "does not see: make its virtual environment with `python3 -m venv "
+                        "--system-site-packages` (README \"On a Jetson\")"
+                        f"{'; ' + instead if instead else ''}")
+            if error is not None:
+                return f"TensorRT in {pkg} cannot be imported: {error}"
+    return TRT_MISSING
 
 
 # cuda-python 13 links the CUDA 13 runtime, which a CUDA 12 driver (JetPack 6) refuses; 12 a
@@ -54,8 +102,6 @@ def shared_logger(trt: Any) -> Any:
 MIN_TENSORRT = (8, 5)
 
 
-RUN_ONNX_INSTEAD = "or use the .onnx model"
-
 
 def tensorrt_too_old(version: str, instead: str = RUN_ONNX_INSTEAD) -> Optional[str]:
     """Why TensorRT `version` cannot run this backend's engines, or None. A version string
@@ -76,7 +122,7 @@ def _import_tensorrt() -> Any:
         import tensorrt as trt  # noqa: PLC0415 - optional, only present on GPU devices
     except ImportError as e:
         raise_if_interrupted(e)
-        raise ModelError(TRT_MISSING) from None
+        raise ModelError(tensorrt_missing(e)) from None
     except Exception as e:   # e.g. an OSError for a missing libnvinfer: a broken install
         raise ModelError(f"TensorRT cannot be imported: {type(e).__name__}: {e}") from None
     if why := tensorrt_too_old(trt.__version__):   # else an AttributeError mid-load
