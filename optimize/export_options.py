@@ -168,6 +168,10 @@ _FLAGS = {"workspace_gb": "--workspace", "thresholds.max_ssim_drop": "--max-ssim
 
 
 # The options that are numbers: whole (True) or any.
+# The largest --workspace: TensorRT's pool is capped at the GPU's memory anyway, and 1e10 GB
+# in bytes overflows the size_t that set_memory_pool_limit takes.
+MAX_WORKSPACE_GB = 1024
+
 _NUMBERS = {"opset": True, "calib_count": True, "calib_size": True, "latency_runs": True,
             "threads": True, "calib_blur": False, "percentile": False, "workspace_gb": False}
 
@@ -223,8 +227,11 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
         raise ExportError(f"{n('calib_size')} must be >= 16 pixels, got {o.calib_size}")
     if o.percentile is not None and not 50 < o.percentile <= 100:
         raise ExportError(f"{n('percentile')} must be in (50, 100], got {o.percentile}")
-    if o.workspace_gb <= 0:
-        raise ExportError(f"{n('workspace_gb')} must be > 0 GB, got {o.workspace_gb}")
+    # NaN passed `<= 0` and failed in the trtexec line as "cannot convert float NaN to
+    # integer"; the pool defaults to the GPU's memory, so more than a GPU has limits nothing.
+    if not 0 < o.workspace_gb <= MAX_WORKSPACE_GB:
+        raise ExportError(f"{n('workspace_gb')} must be > 0 GB and at most {MAX_WORKSPACE_GB} GB, "
+                          f"got {o.workspace_gb}")
     if o.latency_runs < 0:
         raise ExportError(f"{n('latency_runs')} must be >= 0, got {o.latency_runs}")
     from runtime.host import check_threads

@@ -257,6 +257,10 @@ def test_export_names_a_bad_option_by_its_keyword(tmp_path, capsys):
     for kw, said in ((dict(calib_size=8), r"^calib_size must be >= 16 pixels, got 8$"),
                      (dict(opset=99), r"^opset must be between 17 and"),
                      (dict(workspace_gb=0), r"^workspace_gb must be > 0 GB"),
+                     # NaN and infinity failed mid-export, in int()'s words
+                     (dict(workspace_gb=float("nan")), r"^workspace_gb must be > 0 GB and at "
+                                                       r"most 1024 GB, got nan$"),
+                     (dict(workspace_gb=float("inf")), r"^workspace_gb must .* got inf$"),
                      (dict(name="../x"), r"^name '../x' must be a file name stem, not a path "
                                          r"\(the artifacts go in out_dir\)$")):
         with pytest.raises(ExportError, match=said):
@@ -265,6 +269,11 @@ def test_export_names_a_bad_option_by_its_keyword(tmp_path, capsys):
     assert main(["export", "--weights", "fast", "--formats", "onnx", "--out",
                  str(tmp_path / "out"), "--calib-size", "8"]) == 2
     assert "--calib-size must be >= 16 pixels, got 8" in capsys.readouterr().err
+    assert main(["export", "--weights", "fast", "--formats", "engine", "--out",
+                 str(tmp_path / "out"), "--workspace", "nan"]) == 2
+    err = capsys.readouterr().err
+    assert "--workspace must be > 0 GB and at most 1024 GB, got nan" in err, err
+    assert "Traceback" not in err and not (tmp_path / "out").exists()
 
 
 def test_export_says_how_to_give_an_option_given_the_wrong_way(tmp_path):
