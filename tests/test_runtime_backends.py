@@ -65,6 +65,32 @@ def test_provider_resolution():
     assert resolve_providers("tensorrt", avail) == avail
 
 
+def test_a_gpu_provider_missing_says_how_to_get_it_on_a_jetson(onnx_model, tmp_path, capsys):
+    """--provider tensorrt with pip's CPU onnxruntime said 'install onnxruntime-gpu', which pip
+    has no build of for a Jetson's ARM CPU (no matching distribution there), and not that the
+    runtime runs TensorRT engines itself."""
+    import onnxruntime as ort
+
+    gpu = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+    if gpu & set(ort.get_available_providers()):
+        pytest.skip("this onnxruntime has GPU providers")
+    img = tmp_path / "in.png"
+    cv2.imwrite(str(img), textured_frame(0))
+    args = ["run", "--model", str(onnx_model), "--source", str(img), "--out",
+            str(tmp_path / "o.png"), "--provider"]
+    assert run_cli(args + ["tensorrt"]) == 2
+    err = capsys.readouterr().err
+    assert "provider 'tensorrt' is not available in this build" in err, err
+    assert ("on a Jetson, where pip has none, NVIDIA's onnxruntime-gpu wheel for its JetPack; "
+            "or build a TensorRT engine (sharpen export --formats engine) and run the .engine)"
+            in err), err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    assert run_cli(args + ["cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "NVIDIA's onnxruntime-gpu wheel for its JetPack)" in err, err
+    assert "TensorRT engine" not in err, err
+
+
 def test_tensorrt_provider_options_key_the_cache_by_model_and_cover_1080p_to_4k(tmp_path):
     """ORT names cached engines after the graph, not the weights: a retrained model exported
     under the same name ran the old engine. Without a profile every larger frame rebuilt it."""

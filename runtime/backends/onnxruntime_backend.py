@@ -84,6 +84,14 @@ def hidden_build(available: Sequence[str]) -> Optional[str]:
             f"{fix}")
 
 
+# pip's onnxruntime-gpu is built for x86 (and Windows) only: on a Jetson the advice to install
+# it ended in "no matching distribution".
+GPU_BUILD_HINT = ("install onnxruntime-gpu on a CUDA machine, never next to onnxruntime; on a "
+                  "Jetson, where pip has none, NVIDIA's onnxruntime-gpu wheel for its JetPack")
+# TensorRT without ONNX Runtime's GPU build: the engine the runtime runs itself.
+ENGINE_HINT = "; or build a TensorRT engine (sharpen export --formats engine) and run the .engine"
+
+
 def resolve_providers(spec: ProviderSpec, available: Sequence[str],
                       hidden: Optional[str] = None) -> list[str]:
     """Turn `auto` / `cpu` / `cuda` / `tensorrt` (or full provider names) into the ordered list
@@ -98,7 +106,7 @@ def resolve_providers(spec: ProviderSpec, available: Sequence[str],
         full = _ALIASES.get(n.lower(), n)
         if full not in available:
             hint = ("" if full == "CPUExecutionProvider" else f": {hidden}" if hidden else
-                    " (install onnxruntime-gpu on a CUDA machine, never next to onnxruntime)")
+                    f" ({GPU_BUILD_HINT}{ENGINE_HINT if full == _ALIASES['tensorrt'] else ''})")
             raise ModelError(f"ONNX Runtime provider {n!r} is not available in this build; "
                              f"available: {', '.join(available)}{hint}")
         chosen.append(full)
