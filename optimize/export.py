@@ -157,7 +157,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                               f"{', '.join(f.name for f in fields(Thresholds))}") from None
     from distill.checkpoint import load_student, run_stem
 
-    from .tensorrt_engine import Profile, parse_hw, supported_for
+    from .tensorrt_engine import Profile, as_hw, supported_for
 
     prog = progress or Progress(o.quiet)
     if o.thresholds is None:
@@ -181,14 +181,11 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                 fmts.append(src)
                 prog.say(f"{eng} cannot be built here; exporting {src} for building it on the "
                          "target device")
-    try:
-        shapes = tuple(s if s is None else parse_hw(s) if isinstance(s, str) else tuple(s)
-                       for s in (o.min_shape, o.opt_shape, o.max_shape))
-    except ValueError as e:
-        raise ExportError(str(e)) from None
+    check_options(o)   # the shapes too, named as the caller gave them
+    shapes = tuple(s if s is None else as_hw(s)
+                   for s in (o.min_shape, o.opt_shape, o.max_shape))
     for line in portrait_shape_warnings(shapes):
         prog.warn(line)
-    check_options(o)
     # numpy's numbers pass the checks; the report (JSON) takes Python's.
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})

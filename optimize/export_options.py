@@ -232,6 +232,13 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
     if not 0 < o.workspace_gb <= MAX_WORKSPACE_GB:
         raise ExportError(f"{n('workspace_gb')} must be > 0 GB and at most {MAX_WORKSPACE_GB} GB, "
                           f"got {o.workspace_gb}")
+    from .tensorrt_engine import as_hw
+    for field in ("min_shape", "opt_shape", "max_shape"):
+        if getattr(o, field) is not None:
+            try:
+                as_hw(getattr(o, field), n(field))
+            except ValueError as e:
+                raise ExportError(str(e)) from None
     if o.latency_runs < 0:
         raise ExportError(f"{n('latency_runs')} must be >= 0, got {o.latency_runs}")
     from runtime.host import check_threads

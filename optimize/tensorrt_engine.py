@@ -40,15 +40,35 @@ DEFAULT_MAX = (2160, 3840)
 DEFAULT_WORKSPACE_GB = 4.0
 
 
-def parse_hw(text: str) -> tuple[int, int]:
-    """'1080x1920' -> (1080, 1920) (height x width)."""
+def parse_hw(text: str, name: str = "shape") -> tuple[int, int]:
+    """'1080x1920' -> (1080, 1920) (height x width). `name`: the option, for the message."""
     try:
         h, w = (int(v) for v in str(text).lower().replace("*", "x").split("x"))
     except ValueError:
-        raise ValueError(f"shape {text!r} must be HEIGHTxWIDTH, e.g. 1080x1920") from None
+        raise ValueError(f"{name} {text!r} must be HEIGHTxWIDTH, e.g. 1080x1920") from None
     if h < 1 or w < 1:
-        raise ValueError(f"shape {text!r} must be positive")
+        raise ValueError(f"{name} {text!r} must be positive")
     return h, w
+
+
+def as_hw(value: "str | tuple[int, int]", name: str = "shape") -> tuple[int, int]:
+    """A profile shape as export() takes it, 'HxW' or (h, w), as whole pixels. A tuple was
+    used as given: (64,) failed with an IndexError, (0, 10) gave a profile of 0-pixel frames
+    and (1080.5, 1920) a sidecar whose profile the trtexec line (1080) did not build."""
+    if isinstance(value, str):
+        return parse_hw(value, name)
+    from runtime.options import is_number
+
+    try:
+        h, w = value
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} {value!r} must be HEIGHTxWIDTH, e.g. '1080x1920' or "
+                         "(1080, 1920)") from None
+    if not (is_number(h) and is_number(w)):
+        raise ValueError(f"{name} {value!r} must be whole numbers of pixels")
+    if h < 1 or w < 1:
+        raise ValueError(f"{name} {value!r} must be positive")
+    return int(h), int(w)
 
 
 @dataclass(frozen=True)

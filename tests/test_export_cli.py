@@ -163,6 +163,29 @@ def test_bad_engine_shape(ckpt, tmp_path, capsys):
     rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx", "--out",
                     str(tmp_path), "--opt-shape", "1080by1920"], capsys)
     assert rc == 2 and "HEIGHTxWIDTH" in _one_line_error(err)
+    # The message named no option ("shape '0x10' must be positive": which of the three?)
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "engine", "--out",
+                    str(tmp_path / "o"), "--min-shape", "0x10"], capsys)
+    assert rc == 2 and _one_line_error(err).endswith("--min-shape '0x10' must be positive")
+
+
+def test_engine_shapes_from_python_are_checked_and_named_by_keyword(tmp_path):
+    """A tuple went in as given: (64,) failed with an IndexError, (0, 10) made a profile of
+    0-pixel frames, (1080.5, 1920) a sidecar profile that the trtexec line (1080) did not
+    build."""
+    from optimize.export import ExportError, export
+
+    for kw, said in ((dict(min_shape=(64,)), r"^min_shape \(64,\) must be HEIGHTxWIDTH, "
+                                             r"e\.g\. '1080x1920' or \(1080, 1920\)$"),
+                     (dict(min_shape=(0, 10)), r"^min_shape \(0, 10\) must be positive$"),
+                     (dict(opt_shape=(1080.5, 1920)), r"^opt_shape \(1080\.5, 1920\) must be "
+                                                      r"whole numbers of pixels$"),
+                     (dict(max_shape="4k"), r"^max_shape '4k' must be HEIGHTxWIDTH")):
+        with pytest.raises(ExportError, match=said):
+            export("fast", ["engine"], tmp_path / "out", latency=False, quiet=True, **kw)
+    assert not (tmp_path / "out").exists()
+    from optimize.tensorrt_engine import as_hw
+    assert as_hw((np.int64(720), 1280)) == (720, 1280) and as_hw("1080*1920") == (1080, 1920)
 
 
 def test_every_option_has_help():
