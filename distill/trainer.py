@@ -184,7 +184,9 @@ class Trainer:
         path = atomic_save(slim(self._checkpoint(False)), self.out / f"step{self.step}.pt")
         keep = self.cfg.keep_snapshots
         if keep:
-            for old in snapshots(self.out)[:-keep]:
+            # Up to this step only: gone back to an earlier checkpoint in this folder, the run
+            # before's later ones are not newer than this one (each new one was deleted).
+            for old in snapshots(self.out, upto=self.step)[:-keep]:
                 old.unlink(missing_ok=True)
         return path
 
@@ -224,7 +226,9 @@ class Trainer:
                              f"{ck.get('arch_args')}, this run builds {self.arch} "
                              f"{self.arch_args}; use another out folder or resume=never")
         self.model.load_state_dict(ck["model"])
-        self.ema.load_state_dict(ck["ema"])
+        # A slim checkpoint (stepN.pt, slim_checkpoint's copy, grow's) has no EMA of its own:
+        # its model is the EMA weights, which the EMA goes on from.
+        self.ema.load_state_dict(ck["model"] if ck.get("ema") is None else ck["ema"])
         self.step = int(ck["step"])
         if "optimizer" in ck:
             self.opt.load_state_dict(ck["optimizer"])
@@ -829,11 +833,11 @@ def train(cfg: TrainConfig, quiet: bool = False) -> dict:
     return result.metrics
 
 
-def snapshots(out: Path) -> list[Path]:
-    """A run's stepN.pt snapshots (snapshot_every), by step."""
+def snapshots(out: Path, upto: Optional[int] = None) -> list[Path]:
+    """A run's stepN.pt snapshots (snapshot_every), by step; `upto`: those of steps up to it."""
     found = [(int(m[1]), p) for p in Path(out).glob("step*.pt")
              if (m := re.fullmatch(r"step([0-9]+)", p.stem)) and p.is_file()]
-    return [p for _, p in sorted(found)]
+    return [p for n, p in sorted(found) if upto is None or n <= upto]
 
 
 def _remove_killed_saves(out: Path) -> None:

@@ -110,6 +110,27 @@ def test_keep_snapshots_bounds_them_and_a_fresh_start_replaces_them(tmp_path, ca
         train(tiny_cfg(tmp_path / "x", 2, snapshot_every=-1), quiet=True)
 
 
+def test_a_snapshot_resumes_and_a_resume_further_back_keeps_its_own_snapshots(tmp_path):
+    """resume= takes a stepN.pt as the README says (its EMA weights are the model: ema=None
+    crashed load_state_dict with a TypeError). Gone back to an earlier checkpoint in the same
+    folder, keep_snapshots bounds the snapshots up to this run's step: the later ones of the
+    run before counted as newer, and each new stepN.pt was deleted as soon as written."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 6, stop_after=2), quiet=True)
+    shutil.copy(out / "last.pt", tmp_path / "early.pt")            # step 2, a full checkpoint
+    train(tiny_cfg(out, 6, snapshot_every=1, keep_snapshots=2), quiet=True)
+    assert sorted(p.name for p in out.glob("step*.pt")) == ["step5.pt", "step6.pt"]
+    with pytest.warns(SharpenWarning, match="holds weights only"):
+        train(tiny_cfg(tmp_path / "b", 7, resume=out / "step6.pt"), quiet=True)
+    assert read_checkpoint(tmp_path / "b" / "last.pt")["step"] == 7
+
+    train(tiny_cfg(out, 6, snapshot_every=1, keep_snapshots=2, resume=tmp_path / "early.pt",
+                   stop_after=2), quiet=True)                      # steps 3 and 4 again
+    assert sorted(p.name for p in out.glob("step*.pt")) == [
+        "step3.pt", "step4.pt", "step5.pt", "step6.pt"], "this run's own were deleted"
+    assert read_checkpoint(out / "step4.pt")["step"] == 4
+
+
 def test_signal_stop_then_resume(tmp_path):
     """max_minutes acts like an interruption: state is saved and the same command continues."""
     cfg = tiny_cfg(tmp_path / "r", 4, max_minutes=1e-9)
