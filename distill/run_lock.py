@@ -12,6 +12,10 @@ from pathlib import Path
 from typing import Iterator
 
 LOCK_NAME = ".lock"
+# The lock files this process holds, by (device, inode): flock is per open file, so this
+# process's own lock would refuse writing_into. Known here, not from the pid in the file: a
+# run in another PID namespace (a container's process 1) can have this process's number.
+_HELD: set[tuple[int, int]] = set()
 
 
 class RunLocked(ValueError):
@@ -48,6 +52,7 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
     fd = _acquire(path, doing, flag)
+    held = _hold(fd)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -57,6 +62,7 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
         # sees that it is gone and locks a new one (_acquire), never two runs at once.
         with contextlib.suppress(OSError):
             path.unlink()
+        _HELD.discard(held)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
         if created:   # removed only when empty: a run that could not start leaves no folder
@@ -110,7 +116,9 @@ def writing_into(folder: str | os.PathLike, what: str) -> Iterator[None]:
         try:
             fd = _acquire(path, "writing", "folder")
         except RunLocked as e:
-            raise RunLocked(f"{folder} is the folder of a live run (process {e.holder}, which "
+            named = folder if folder.parts else Path.cwd()   # "." for a bare file name
+            path = named / LOCK_NAME
+            raise RunLocked(f"{named} is the folder of a live run (process {e.holder}, which "
                             f"holds {path}): writing {what} there could clash with its "
                             "checkpoints; wait for it to finish or stop it, or write "
                             f"{Path(what).name} to another folder", e.holder) from None
@@ -119,6 +127,7 @@ def writing_into(folder: str | os.PathLike, what: str) -> Iterator[None]:
     if fd is None:
         yield
         return
+    held = _hold(fd)
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
@@ -126,12 +135,20 @@ def writing_into(folder: str | os.PathLike, what: str) -> Iterator[None]:
     finally:   # as run_lock lets go: unlinked while still held
         with contextlib.suppress(OSError):
             path.unlink()
+        _HELD.discard(held)
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
 
 
+def _hold(fd: int) -> tuple[int, int]:
+    st = os.fstat(fd)
+    _HELD.add((st.st_dev, st.st_ino))
+    return st.st_dev, st.st_ino
+
+
 def _held_by_this_process(path: Path) -> bool:
     try:
-        return path.read_text().strip() == str(os.getpid())
-    except (OSError, UnicodeDecodeError):
+        st = os.stat(path)
+    except OSError:
         return False
+    return (st.st_dev, st.st_ino) in _HELD

@@ -197,3 +197,43 @@ def test_grow_and_slim_refuse_a_folder_that_a_live_run_holds(tmp_path, capsys):
         with pytest.raises(RunLocked, match="another run is training into"), run_lock(run):
             pass   # the outer lock is still held
     assert load_student(run / "slim2.pt")[1]["ema"] is None
+
+
+def test_a_live_run_whose_lock_names_this_process_id_still_refuses(tmp_path, monkeypatch,
+                                                                   capsys):
+    """Whether this process holds the folder's lock was read from the pid in .lock: a run
+    in another PID namespace (a container's process 1, as this one's) holding it was taken
+    for this process, and grow wrote into its live folder. A bare --out name (the current
+    folder) is named as the folder it is, not ".". """
+    import os
+    import subprocess
+    import sys
+
+    from distill.checkpoint import slim_checkpoint
+    from distill.run_lock import LOCK_NAME, RunLocked
+    from sharpen.cli import main
+
+    src = tmp_path / "s.pt"
+    _save(_trained_like(create_student("fast-plain", width=8, low_blocks=1)), src)
+    run = tmp_path / "run"
+    run.mkdir()
+    holder = subprocess.Popen(   # locks as run_lock does, writing this process's id
+        [sys.executable, "-c", "import fcntl, os, sys, time\n"
+         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); os.pwrite(fd, sys.argv[2].encode(), 0)\n"
+         "print('held', flush=True); time.sleep(120)", str(run / LOCK_NAME), str(os.getpid())],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunLocked, match=f"process {os.getpid()}, which holds"):
+            grow_student(src, run / "g.pt", low_blocks=2)
+        with pytest.raises(RunLocked):
+            slim_checkpoint(src, run / "slim.pt")
+        monkeypatch.chdir(run)
+        assert main(["grow", "--weights", str(src), "--out", "g.pt", "low_blocks=2"]) == 2
+        err = capsys.readouterr().err
+        assert f"{run} is the folder of a live run" in err, err
+        assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]   # nothing written
+    finally:
+        holder.kill()
+        holder.wait()
