@@ -61,12 +61,13 @@ def folder_problem(path: str | os.PathLike) -> str:
 
 def run_stem(path: str | os.PathLike) -> str:
     """A checkpoint's name: its stem, with its run folder in front for the names every training
-    run uses (runs/a/best.pt -> a-best), so that two runs' best.pt keep apart in export's file
-    names and in evaluate's and bench's rows. The folder is the absolute path's (links kept):
-    `best.pt` given from inside runs/a is a-best too."""
+    run uses (runs/a/best.pt -> a-best, a snapshot runs/a/step500.pt -> a-step500), so that two
+    runs' best.pt keep apart in export's file names and in evaluate's and bench's rows. The
+    folder is the absolute path's (links kept): `best.pt` given from inside runs/a is a-best
+    too."""
     p = Path(path)
     folder = Path(os.path.abspath(p)).parent.name
-    if p.stem in ("best", "last") and folder:
+    if re.fullmatch(r"best|last|step[0-9]+", p.stem) and folder:
         return f"{folder}-{p.stem}"
     return p.stem
 

@@ -691,6 +691,8 @@ def test_a_runs_checkpoint_is_labelled_after_its_run():
         ["fast-mine-best", "student-fast"]
     assert model_labels(["runs/a/best.pt", "runs/b/best.pt", "runs/a/last.pt"]) == \
         ["a-best", "b-best", "a-last"]
+    assert model_labels(["runs/a/step500.pt", "runs/b/step500.pt"]) == \
+        ["a-step500", "b-step500"]   # snapshot_every's, as export names them
     # exported artifacts keep their file name, which already holds the run
     assert model_labels(["export/fast-mine-best_int8.tflite"]) == ["fast-mine-best_int8.tflite"]
 

@@ -612,6 +612,8 @@ def test_runs_best_pt_exports_get_their_run_name_and_replacing_other_weights_is_
 
     assert default_stem(Path("runs/edge-a/best.pt")) == "edge-a-best"
     assert default_stem(Path("models/student-fast.pt")) == "student-fast"
+    # a run's snapshots (snapshot_every) are named alike in every run too
+    assert default_stem(Path("runs/edge-a/step1000.pt")) == "edge-a-step1000"
     run_a = tmp_path / "edge-a" / "best.pt"
     run_a.parent.mkdir()
     shutil.copy(ckpt, run_a)
