@@ -207,6 +207,19 @@ class Trainer:
             # That run's stepN.pt too: kept, the new run's would replace them one by one, two
             # runs' weights under one naming.
             kept = snapshots(self.out)
+            best = self.out / "best.pt"
+            if r == "auto" and (kept or best.exists()):
+                # Trained weights without the checkpoint to go on from (last.pt deleted to
+                # save space, or a kill before the first one): the same command would replace
+                # them, said only in a note.
+                latest = max([p for p in (best,) if p.exists()] + kept[-1:],
+                             key=lambda p: p.stat().st_mtime)
+                have = ([best.name] if best.exists() else []) + (
+                    [count(len(kept), "snapshot") + " stepN.pt"] if kept else [])
+                raise ValueError(
+                    f"{self.out} holds {' and '.join(have)} but no last.pt to resume: "
+                    f"resume={latest} goes on from its weights (a fresh optimizer), "
+                    "resume=never starts over and replaces them, or use another out=")
             if (old or kept) and self.dist.main:
                 # Removed in fit(), once the data checks pass: a run that cannot start must not
                 # cost the one before it its results.

@@ -98,12 +98,18 @@ def test_keep_snapshots_bounds_them_and_a_fresh_start_replaces_them(tmp_path, ca
     out = tmp_path / "r"
     train(tiny_cfg(out, 5, snapshot_every=1, keep_snapshots=2), quiet=True)
     assert sorted(p.name for p in out.glob("step*.pt")) == ["step4.pt", "step5.pt"]
+    for name in ("last.pt", "best.pt"):
+        (out / name).unlink()   # to save space: the snapshots are not replaced unasked
+    with pytest.raises(ValueError, match=rf"holds 2 snapshots stepN.pt but no last.pt to "
+                                         rf"resume: resume={out / 'step5.pt'} goes on"):
+        train(tiny_cfg(out, 5, snapshot_every=1, keep_snapshots=2), quiet=True)
+    assert sorted(p.name for p in out.glob("step*.pt")) == ["step4.pt", "step5.pt"]
     (out / "step10.txt").write_text("not a snapshot")   # only stepN.pt are the run's
     # resume=never: the run before is replaced, its snapshots too (kept, they would be
     # replaced one by one by the new run's, two runs' weights under one naming)
     train(tiny_cfg(out, 2, resume="never"))
     err = capsys.readouterr().err
-    assert "replaced (metrics.jsonl, train.log, best.pt, last.pt, 2 snapshots stepN.pt)" in err, err
+    assert "replaced (metrics.jsonl, train.log, 2 snapshots stepN.pt)" in err, err
     assert sorted(p.name for p in out.glob("step*")) == ["step10.txt"]
     with pytest.raises(ValueError, match=r"snapshot_every must be >= 0 \(0: no snapshots\), "
                                          "got -1"):
@@ -1425,7 +1431,12 @@ def test_starting_over_waits_until_the_new_run_can_start(tmp_path, capsys):
     train(tiny_cfg(out, 2, resume="never", ckpt_every=1000))
     assert "starting over" in capsys.readouterr().err
     assert read_checkpoint(out / "last.pt")["step"] == 2
-    (out / "last.pt").unlink()   # as if killed before its first checkpoint
+    (out / "last.pt").unlink()   # deleted to save space: best.pt is not replaced unasked
+    with pytest.raises(ValueError, match=rf"{out} holds best.pt but no last.pt to resume: "
+                                         rf"resume={out / 'best.pt'} goes on from its weights"):
+        train(tiny_cfg(out, 2), quiet=True)
+    assert (out / "best.pt").is_file()
+    (out / "best.pt").unlink()   # as if killed before its first checkpoint and validation
     train(tiny_cfg(out, 2))
     assert "no last.pt to resume" in capsys.readouterr().err
     steps = [json.loads(ln)["step"] for ln in (out / "metrics.jsonl").read_text().splitlines()
