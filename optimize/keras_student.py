@@ -291,9 +291,10 @@ TRACED_OPS = ("Conv2d or F.conv2d (stride 1, zero padding 'same'; groups 1 or de
               "sigmoid",
               "max pooling (kernel = stride, or stride 1 and padding k//2 for an odd kernel)",
               "nearest x2 upsampling", "pixel_shuffle", "pixel_unshuffle",
-              "add, sub and mul (of tensors, numbers, or one value a channel), div (by "
-              "a number or one value a channel)",
-              "BatchNorm2d (eval mode)", "cat and chunk over channels",
+              "add, sub (alpha= too) and mul (of tensors, numbers, or one value a channel), "
+              "div (by a number or one value a channel)",
+              "BatchNorm2d and its subclasses (eval mode)",
+              "cat, chunk and split over channels",
               "Identity and dropout (eval mode)")
 
 
@@ -321,6 +322,8 @@ def _build_traced(b: _Builder, x, model: nn.Module):
     except Exception as e:   # control flow on values, an untraceable call
         raise NotImplementedError(f"{cls} cannot be traced by torch.fx for the Keras rebuild "
                                   f"({type(e).__name__}: {e})") from None
+    for node in list(gm.graph.nodes):
+        _canonical(gm.graph, node)
     mods = dict(gm.named_modules())
     users = {n: list(n.users) for n in gm.graph.nodes}
     # Layers are named below, from the graph: the module names `build_keras_student` set gave a
@@ -409,6 +412,7 @@ def _build_traced(b: _Builder, x, model: nn.Module):
     DIV = (operator.truediv, operator.itruediv, torch.div, "div")   # by a constant only
     BINARY = (*ADD, *SUB, operator.mul, operator.imul, torch.mul, "mul")
     CAT, CHUNK = (torch.cat, torch.concat, torch.concatenate), (torch.chunk, "chunk")
+    SPLIT = (torch.split, "split")
     env: dict = {}
     consts: dict = {}   # node -> its value, for what depends on no input
     free: dict = {}   # conv node -> its weights, while no consumer has read its order
@@ -519,6 +523,11 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             value = args[1 - i]
             if fn in DIV and i == 1:
                 unsupported(node, " of a constant by a tensor")
+            if fn in DIV and bool(torch.as_tensor(value).eq(0).any()):
+                # PyTorch's output is inf or NaN there too; 1 / 0 was a bare ZeroDivisionError
+                raise ValueError(f"{cls} divides by zero at node {node.name!r}"
+                                 f"{_source(node)}: its output is inf or NaN there, in "
+                                 "PyTorch too; nothing to export")
             scale, shift = ((None, value) if fn in ADD else
                             ((None, -value) if i == 0 else (-1, value)) if fn in SUB else
                             (1 / value, None) if fn in DIV else (value, None))
@@ -544,10 +553,14 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                      else keras.layers.Multiply)
             env[node] = (layer(name=name)([ta, tb]), pa)
             node.meta["channels"] = max(channels_of(node.args[0]), channels_of(node.args[1]))
-        elif fn in CAT + CHUNK and _dim(node, 1 if fn in CAT else 2) not in (1, -3):
+        elif fn in CAT + CHUNK + SPLIT and node.kwargs:   # keywords `_canonical` did not know
+            unsupported(node, f" with {', '.join(f'{k}=' for k in node.kwargs)}")
+        elif fn in CAT + CHUNK + SPLIT and _dim(node, 1 if fn in CAT else 2) not in (1, -3):
             unsupported(node, f" over dim={_dim(node, 1 if fn in CAT else 2)} (only over the "
                         "channels of N x C x H x W: dim=1 or dim=-3)")
         elif fn in CAT:
+            if not isinstance(node.args[0], (list, tuple)):
+                unsupported(node, " of a list computed in the graph (covered: a list of tensors)")
             if not all(a in env for a in node.args[0]):
                 unsupported(node, " with a constant")
             parts = [env[a] for a in node.args[0]]
@@ -565,22 +578,107 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                 unsupported(node, f" ({c_in} channels into {k} unequal chunks)")
             t, step = ident(args[0]), c_in // k
             env[node] = ([t[..., i * step:(i + 1) * step] for i in range(k)], None)
-            node.meta["channels"] = step
+            node.meta["channels"] = [step] * k   # each part's, read by the getitem of one
+        elif fn in SPLIT:
+            size = node.args[1]
+            if isinstance(size, int) and not isinstance(size, bool) and size > 0:
+                sizes = [size] * (c_in // size) + ([c_in % size] if c_in % size else [])
+            elif isinstance(size, (list, tuple)) and all(
+                    isinstance(s_, int) and not isinstance(s_, bool) and s_ > 0 for s_ in size):
+                sizes = list(size)
+                if sum(sizes) != c_in:   # PyTorch refuses it when run; tracing did not run it
+                    unsupported(node, f" into sizes {sizes}, which sum to {sum(sizes)}, not its "
+                                f"{c_in} channels")
+            else:
+                unsupported(node, f" into {size!r} (covered: a positive number of channels, or "
+                            "a list of them)")
+            t, ends = ident(args[0]), np.cumsum([0, *sizes]).tolist()
+            env[node] = ([t[..., a:e] for a, e in zip(ends, ends[1:])], None)
+            node.meta["channels"] = sizes
         elif fn is operator.getitem and isinstance(args[0], tuple) and isinstance(
                 args[0][0], list):
-            env[node], node.meta["channels"] = (args[0][0][node.args[1]], None), c_in
+            if not isinstance(node.args[1], int):
+                unsupported(node, f" with index {node.args[1]!r} (covered: one part by its "
+                            "number)")
+            env[node] = (args[0][0][node.args[1]], None)
+            node.meta["channels"] = node.args[0].meta["channels"][node.args[1]]
         else:
             unsupported(node)
     return ident(env[final])
 
 
 class _Tracer(fx.Tracer):
+    record_stack_traces = True   # a refusal names the line of the student's code
+
     def is_leaf_module(self, m, qualname):
         # fx traces modules not defined in torch.nn into their code: a user's
-        # `class MyConv(nn.Conv2d)` that keeps Conv2d's forward is the conv it was built as.
+        # `class MyConv(nn.Conv2d)` that keeps Conv2d's forward is the conv it was built as,
+        # and a `class MyBN(nn.BatchNorm2d)` the batch norm (traced, its input check failed:
+        # "symbolically traced variables cannot be used as inputs to control flow").
         return (isinstance(m, nn.Conv2d) and type(m).forward is nn.Conv2d.forward
                 and type(m)._conv_forward is nn.Conv2d._conv_forward
-                ) or super().is_leaf_module(m, qualname)
+                ) or (isinstance(m, nn.BatchNorm2d) and type(m).forward is nn.BatchNorm2d.forward
+                      ) or super().is_leaf_module(m, qualname)
+
+
+def _source(node) -> str:
+    """' (file.py:12: `code`)', the student's line that made `node`, or ''."""
+    m = re.match(r'\s*File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)',
+                 node.meta.get("stack_trace") or "")
+    return f" ({m[1]}:{m[2]}: `{m[3].strip()}`)" if m else ""
+
+
+def _canonical(graph, node) -> None:
+    """Rewrites the calls the rebuild reads by position, as a user may spell them with keywords
+    (`torch.cat(tensors=[a, b], dim=1)`, `x.split(8, dim=1)`), to positional arguments (tensors,
+    dim / input, chunks or sizes, dim); `torch.add(a, b, alpha=k)` and sub to `a + b * k`, the
+    multiplication a node of its own. A call it cannot bind is left as it is, for the rebuild
+    to refuse naming it."""
+    import inspect
+    import operator
+
+    import torch
+
+    def cat(tensors, dim=0, axis=None):
+        return (tensors, dim if axis is None else axis)
+
+    def chunk(input, chunks, dim=0):
+        return (input, chunks, dim)
+
+    def split(tensor, split_size_or_sections=None, dim=0, split_size=None):
+        return (tensor, split_size if split_size_or_sections is None else
+                split_size_or_sections, dim)
+
+    def add(input, other, *, alpha=1):
+        return (input, other, alpha)
+
+    target = node.target
+    method = node.op == "call_method"
+    if node.op not in ("call_function", "call_method"):
+        return
+    form = {torch.cat: cat, torch.concat: cat, torch.concatenate: cat, torch.chunk: chunk,
+            torch.split: split, torch.add: add, torch.sub: add} if not method else {
+            "chunk": chunk, "split": split, "add": add, "sub": add}
+    try:
+        fn = form.get(target)
+    except TypeError:   # an unhashable target
+        return
+    if fn is None:
+        return
+    try:
+        args = inspect.signature(fn).bind(*node.args, **node.kwargs)
+    except TypeError:
+        return
+    canon = fn(*args.args, **args.kwargs)
+    if fn is add:
+        *canon, alpha = canon
+        if not isinstance(alpha, (int, float)) or isinstance(alpha, bool):
+            return
+        if alpha != 1:
+            with graph.inserting_before(node):
+                canon[1] = graph.call_function(operator.mul, (canon[1], alpha))
+            canon[1].meta["stack_trace"] = node.meta.get("stack_trace")
+    node.args, node.kwargs = tuple(canon), {}
 
 
 def _evaluate(gm, mods, node, consts):

@@ -328,6 +328,12 @@ class _ChunkOverHeight(nn.Module):
         return torch.cat([b, a], 2)
 
 
+class _SplitIntoWrongSizes(nn.Module):
+    def forward(self, x):
+        a, b = torch.split(x, [1, 1], dim=1)
+        return x + torch.cat([a, b, a], 1)
+
+
 class _Pooled(nn.Module):
     def __init__(self, **pool):
         super().__init__()
@@ -354,6 +360,8 @@ class _DilatedPool(nn.Module):
     (_CatOverWidth(), r"_CatOverWidth uses cat over dim=-1 \(only over the channels of N x C x H "
                       r"x W: dim=1 or dim=-3\)"),
     (_ChunkOverHeight(), r"_ChunkOverHeight uses Tensor.chunk over dim=2 \(only"),
+    (_SplitIntoWrongSizes(), r"_SplitIntoWrongSizes uses split into sizes \[1, 1\], which sum to "
+                             r"2, not its 3 channels, which"),
     (_Scaled(), r"_Scaled uses mul with a constant of shape \(1, 3, 1, 56\) \(covered: a "
                 r"number, or one a channel: 3 x 1 x 1\), which"),
     (_LeakyNamedRelu(), r"_LeakyNamedRelu uses relu \(LeakyReLU\), which"),
@@ -595,6 +603,57 @@ class _NegativeDims(nn.Module):
 def test_cat_and_chunk_over_dim_minus_3_export(tmp_path, quant, tol):
     # It was "_NegativeDims uses cat, which the Keras rebuild for TFLite does not cover".
     _export_matches(_seeded_module(_NegativeDims()), tmp_path, quant, tol)
+
+
+class _MyBatchNorm(nn.BatchNorm2d):
+    """A BatchNorm2d subclass of one's own, keeping its forward (fx traced into it: "cannot be
+    traced by torch.fx ... control flow")."""
+
+    def __init__(self, c: int):
+        super().__init__(c, eps=1e-3)
+
+
+class _KeywordsAndSplits(nn.Module):
+    """How NAFNet/EDSR-style code spells channel splits and scaled residuals: `cat(tensors=...)`
+    was an IndexError, `split` (a number or a list of sizes, uneven too, function and method)
+    and `add`/`sub` with `alpha=` were refused as "uses split" and "uses add"."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn = nn.Conv2d(3, 8, 3, padding=1), _MyBatchNorm(8)
+        self.b, self.head = nn.Conv2d(8, 8, 1), nn.Conv2d(10, 3, 3, padding=1)
+
+    def forward(self, x):
+        f = F.relu(self.bn(self.a(x.sub(0.25, alpha=2))))
+        p, q = torch.split(f, 4, dim=1)
+        g = torch.cat(tensors=[p * torch.sigmoid(q), q], dim=1)
+        u, v, w = self.b(g).split([2, 3, 3], dim=-3)
+        r = torch.split(g, 3, 1)   # 3, 3 and 2 channels
+        h = torch.cat([u, torch.add(v, w, alpha=0.5), torch.sub(r[0], v, alpha=2), r[2]], 1)
+        return torch.add(x, self.head(h), alpha=0.2)
+
+
+@pytest.mark.parametrize("quant, tol", [("fp32", 1e-4), ("int8", 0.01)])
+def test_keyword_cat_split_alpha_and_batch_norm_subclasses_export(tmp_path, quant, tol):
+    _export_matches(_with_running_statistics(_seeded_module(_KeywordsAndSplits())), tmp_path,
+                    quant, tol)
+
+
+class _DividedByZero(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a = nn.Conv2d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.a(x) / 0
+
+
+def test_division_by_zero_names_the_node_and_its_line():
+    # It was a bare "ZeroDivisionError: division by zero" from inside the rebuild.
+    with pytest.raises(ValueError, match=r"_DividedByZero divides by zero at node 'truediv' "
+                                         r"\(.*test_export_tflite_rebuild.py:\d+: `return x \+ "
+                                         r"self.a\(x\) / 0`\): its output is inf or NaN there"):
+        build_keras_student(_DividedByZero().eval())
 
 
 class _Pools(nn.Module):
