@@ -8,16 +8,18 @@ quantizer's `denylisted_nodes`) and ModelOpt (`nodes_to_exclude`) allow it; the 
 network stays int8. How many layers a budget needs, and what they cost in speed, is in the
 student cards.
 
-Layers are named by the student's PyTorch modules ("dec.0", "edge_gate", `OUTPUT` for the
-global residual add that makes the image), so one list means the same layers in every format:
-ONNX node names carry the module scope ("/dec/dec.0/pw2/Conv") and the Keras rebuild names its
-layers after the modules. A named layer stays float *with everything downstream of it*: a float
-layer whose output the next int8 layer rounds again gains nothing, so float regions are closed
-toward the output. "auto" picks the list: it simulates INT8 in PyTorch
+Layers are named by the student's PyTorch modules ("dec.0", "edge_gate", `OUTPUT` for the global
+residual add that makes the image), so one list means the same layers in every format: ONNX node
+names carry the module scope ("/dec/dec.0/pw2/Conv") and the Keras rebuild names its layers
+after the modules; a hand-written Keras twin (`register(keras_twin=...)`) by the names its
+author gave its layers: a name it lacks is refused for tflite-int8 naming the twin's layers, and
+"auto" keeps to the layers it names there. A named layer stays float *with everything downstream
+of it*: a float layer whose output the next int8 layer rounds again gains nothing, so float
+regions are closed toward the output. "auto" picks the list: it simulates INT8 in PyTorch
 (`distill.qat.FakeQuantForward` with every convolution, block, add, product and sigmoid rounded)
 on the parity images and grows the float region from the output, each step the cut that most
-lowers the worst image's loss, until the simulated artifact passes the export's own gates with
-a margin. The simulation is an estimate (for `fast` it over-states full INT8's loss and
+lowers the worst image's loss, until the simulated artifact passes the export's own gates with a
+margin. The simulation is an estimate (for `fast` it over-states full INT8's loss and
 under-states what the early layers cost in TFLite), so the real artifacts are gated as usual and
 one that fails is rebuilt with the search's next larger regions.
 """
@@ -167,6 +169,43 @@ def tflite_nodes(tflite_bytes: bytes, names: Sequence[str]) -> list[str]:
     return [tensors[t] for i in sorted(keep) for t in outputs_of[i]]
 
 
+def twin_layers(model: nn.Module) -> list[str] | None:
+    """The layer names of the student's hand-written Keras twin, None for a student without one
+    (the rebuild names every layer after its module)."""
+    from distill.students import keras_twin
+
+    if keras_twin(model) is None:
+        return None
+    from .keras_student import build_keras_student
+
+    return keras_layer_names(build_keras_student(model.eval().cpu(), batch=1))
+
+
+def keras_layer_names(km) -> list[str]:
+    """The names of a Keras model's layers, its input's left out (no op to keep in float)."""
+    return [la.name for la in km.layers if type(la).__name__ != "InputLayer"]
+
+
+def twin_gaps(names: Sequence[str], layers: Sequence[str]) -> list[str]:
+    """The names of `names` that no layer of a twin (`layers`) is named after (`OUTPUT`: the
+    graph's output, always found)."""
+    return [n for n in names if n != OUTPUT and not any(covers([n], la) for la in layers)]
+
+
+def twin_gap_message(model: nn.Module, missing: Sequence[str], layers: Sequence[str]) -> str:
+    from distill.students import keras_twin
+
+    twin = keras_twin(model)
+    shown = list(layers)
+    return (f"float layers {', '.join(map(repr, missing))}: the Keras twin of student "
+            f"{getattr(model, 'arch_name', type(model).__name__)!r} "
+            f"({getattr(twin, '__module__', '?')}.{getattr(twin, '__qualname__', twin)}) has no "
+            f"layer named after {'it' if len(missing) == 1 else 'them'} (its layers: "
+            f"{', '.join(shown[:12]) + (', ...' if len(shown) > 12 else '') or 'none'}); "
+            "TFLite finds a twin's layers by the student's module names: name them so "
+            f"(keras.layers.Conv2D(..., name={missing[0]!r})), or choose layers it names")
+
+
 def student_graph(model: nn.Module):
     """The student's ONNX graph (a tiny input: only its nodes and their scopes are read)."""
     import io
@@ -213,14 +252,16 @@ class Choice:
 def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.ndarray]],
            min_ssim: float | None, gt: dict[str, np.ndarray] | None = None,
            max_ssim_drop: float | None = None, weight_bits: int = 8,
-           on_step: Callable[[str], None] | None = None, io_int8: bool = False) -> Choice:
+           on_step: Callable[[str], None] | None = None, io_int8: bool = False,
+           allowed: Sequence[str] | None = None) -> Choice:
     """Greedy search (see the module doc). `crops` (N x 3 x H x W) calibrate the simulated
     ranges (min/max), `images` (name, HxWx3 float in [0, 1]) are the parity images, `gt` their
     ground truth by name. `weight_bits` 7 simulates ONNX Runtime's reduce_range. `io_int8`: the
     artifact's output stays int8 whatever runs in float (full-integer TFLite), so the simulated
     output is always rounded and `OUTPUT` alone (which would change nothing there) is never a
     cut. Targets: worst SSIM to FP32 >= 1 - MARGIN * (1 - min_ssim), and with ground truth
-    worst SSIM-to-GT lost <= MARGIN * max_ssim_drop."""
+    worst SSIM-to-GT lost <= MARGIN * max_ssim_drop. `allowed`: the units the artifact can keep
+    in float (a Keras twin's named layers), the only cuts tried; None: all."""
     import torch
 
     from distill.metrics import ssim
@@ -272,7 +313,8 @@ def choose(model: nn.Module, crops: np.ndarray, images: Sequence[tuple[str, np.n
         return b
 
     graph = student_graph(model)
-    closure = {u: float_units(model, [u], graph) for u in units(model)}
+    closure = {u: float_units(model, [u], graph) for u in units(model)
+               if allowed is None or u in allowed}
     everything = set(units(model))
     keep: list[str] = []
     r = measure(keep)
@@ -333,21 +375,42 @@ def plan(spec: list[str] | str, model: nn.Module, fmts: Sequence[str], crops, im
     if spec == AUTO and fmts and crops is not None:
         # one search per weight precision (ONNX Runtime's reduce_range: 7 bits) and per output
         # type: full-integer TFLite's output is int8 whatever runs in float
-        by_kind: dict[tuple[int, bool], Choice] = {}
+        by_kind: dict[tuple, Choice] = {}
+        # A hand-written Keras twin keeps in float only the layers its author named after the
+        # student's modules: TFLite's search tries those alone.
+        try:
+            layers = twin_layers(model) if any(f.startswith("tflite") for f in fmts) else None
+        except Exception:   # a twin that fails says so in its format's row, as it builds
+            layers = None
+        named = None if layers is None else tuple(
+            u for u in units(model) if not twin_gaps([u], layers))
         for f in fmts:
-            kind = (7 if f == "onnx-int8" and reduce_range else 8, f in INT8_IO)
-            bits, io_int8 = kind
+            allowed = named if f.startswith("tflite") else None
+            kind = (7 if f == "onnx-int8" and reduce_range else 8, f in INT8_IO, allowed)
+            bits, io_int8, _ = kind
             if kind not in by_kind:
                 say(f"choosing the layers to keep in float ({bits}-bit weights"
                     + (", int8 output" if io_int8 else "")
                     + ", simulated INT8 on the parity images)")
+                if allowed is not None and len(allowed) < len(units(model)):
+                    lacking = [u for u in units(model) if u not in allowed]
+                    say(f"  {f}: the Keras twin of {model.arch_name} names "
+                        + (f"only {', '.join(u for u in allowed if u != OUTPUT)}"
+                           if set(allowed) - {OUTPUT} else "none")
+                        + f" of the student's layers after its modules, so "
+                        f"{', '.join(lacking)} cannot be kept in float there (name the twin's "
+                        f"layers so: keras.layers.Conv2D(..., name={lacking[0]!r}))")
                 by_kind[kind] = choose(model, crops, images, thresholds.min_ssim, gt,
                                        thresholds.max_ssim_drop, weight_bits=bits,
-                                       on_step=lambda msg: say("  " + msg), io_int8=io_int8)
+                                       on_step=lambda msg: say("  " + msg), io_int8=io_int8,
+                                       allowed=allowed)
                 if not by_kind[kind].met:   # float layers short of the gate: speed for nothing
                     say("  the simulation does not pass the gates short of a float model"
                         + ("; 7-bit weights limit it (--no-reduce-range on VNNI CPUs)"
-                           if bits == 7 else "") + ": keeping every layer int8")
+                           if bits == 7 else "")
+                        + ("; so do the few layers the Keras twin names"
+                           if allowed is not None and len(allowed) < len(units(model)) else "")
+                        + ": keeping every layer int8")
             by_fmt[f] = list(by_kind[kind].layers)
             choices[f] = by_kind[kind].to_dict()
             tries[f] = list(by_kind[kind].fallbacks)

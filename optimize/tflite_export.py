@@ -207,6 +207,15 @@ def export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str =
     from .keras_student import build_keras_student
 
     km = build_keras_student(model.eval().cpu(), batch=1)
+    if quantization == "int8" and float_layers:
+        from distill.students import keras_twin
+
+        from .float_layers import keras_layer_names, twin_gap_message, twin_gaps
+        layers = keras_layer_names(km)
+        # A twin names its layers as its author chose: a name it lacks found no ops (or, beside
+        # one it has, was dropped unsaid), after the calibration.
+        if keras_twin(model) is not None and (missing := twin_gaps(float_layers, layers)):
+            raise ValueError(twin_gap_message(model, missing, layers))
     data = convert_keras(km, quantization, crops, on_sample, float_layers)
     m = int(getattr(model, "multiple", 1))
     data = set_default_input_shape(data, (max(m, 256 // m * m), max(m, 256 // m * m)))

@@ -748,3 +748,72 @@ def test_a_keras_twin_that_computes_another_function_is_refused(registry):
     with pytest.raises(ValueError, match=r"the Keras twin of student 'leaky-none' \(.*<lambda>\) "
                                          r"returned None, not a keras.Model"):
         build_keras_student(_seeded_module(create_student("leaky-none")))
+
+
+class _Leaky3(nn.Module):
+    """Three convolutions and LeakyReLU (which the graph rebuild lacks): a twin's float
+    layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.mid = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 8, 3, padding=1)
+        self.b, self.act = nn.Conv2d(8, 3, 3, padding=1), nn.LeakyReLU(0.2)
+
+    def forward(self, x):
+        return x + self.b(self.act(self.mid(self.act(self.a(x)))))
+
+
+def _leaky3_twin(model, batch, named=("b",)):
+    """A twin that names only the layers in `named` after the student's modules."""
+    import keras
+
+    from optimize.keras_student import conv_kernel
+
+    inp = f = keras.Input((None, None, 3), batch_size=batch)
+    weights = []
+    for n in ("a", "mid", "b"):
+        conv = getattr(model, n)
+        layer = keras.layers.Conv2D(conv.out_channels, 3, padding="same",
+                                    name=n if n in named else None)
+        f = layer(f) if n == "a" else layer(keras.layers.LeakyReLU(0.2)(f))
+        weights.append((layer, [conv_kernel(conv), conv.bias.detach().numpy()]))
+    km = keras.Model(inp, keras.layers.Add()([inp, f]))
+    for layer, w in weights:
+        layer.set_weights(w)
+    return km
+
+
+def test_float_layers_of_a_keras_twin_are_the_layers_it_names(tmp_path, registry):
+    """A twin's layers are found by the names its author gave them: a name it lacks was "no
+    TFLite ops found" after the calibration, or, beside one it has, dropped unsaid; and "auto"
+    chose layers the twin could not keep in float."""
+    from distill.students import register
+    from optimize import float_layers as fl
+    from optimize.export import Thresholds
+    from optimize.tflite_export import export_tflite, tensor_types
+
+    register("leaky3-b", _Leaky3, "LeakyReLU, only b named", keras_twin=_leaky3_twin)
+    model = _seeded_module(create_student("leaky3-b"))
+    rng = np.random.default_rng(0)
+    crops = rng.random((4, 3, 32, 32), dtype=np.float32)
+    path = export_tflite(model, tmp_path / "b.tflite", "int8", crops=crops, float_layers=["b"])
+    assert tensor_types(path).get("float32")
+    with pytest.raises(ValueError, match=r"float layers 'mid': the Keras twin of student "
+                                         r"'leaky3-b' \(.*_leaky3_twin\) has no layer named "
+                                         r"after it \(its layers: conv2d.*, b, add.*\); TFLite "
+                                         r"finds a twin's layers by the student's module names"):
+        export_tflite(model, tmp_path / "mid.tflite", "int8", crops=crops,
+                      float_layers=["mid", "b"])
+    said: list[str] = []
+    images = [(f"{i}.png", rng.random((32, 32, 3), dtype=np.float32)) for i in range(2)]
+    by_fmt, choices, tries = fl.plan(fl.AUTO, model, ["tflite-int8", "onnx-int8"], crops,
+                                     images, None, Thresholds(min_ssim=0.999999), False,
+                                     said.append)
+    assert any("the Keras twin of leaky3-b names only b of the student's layers after its "
+               "modules, so a, mid cannot be kept in float there" in s for s in said), said
+    tfl = [u for step in choices["tflite-int8"]["steps"] for u in step["float"]]
+    assert tfl and set(tfl) <= {"b"}, choices["tflite-int8"]["steps"]
+    assert all(set(t) <= {"b", fl.OUTPUT} for t in tries["tflite-int8"])
+    # ONNX Runtime's search is the student's own graph's: every layer
+    onnx_steps = choices["onnx-int8"]["steps"]
+    assert any("mid" in step["float"] or "a" in step["float"] for step in onnx_steps), onnx_steps
