@@ -200,8 +200,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                             ms=1000 * t.median_s, p90_ms=round(1000 * t.p90_s, 3),
                             gmac=round(gmac[st.name, wh], 3),
                             peak_frac=round(gmac[st.name, wh] / t.median_s / peak, 4),
-                            target_fps=target, teacher_ms=teacher_ms.get(lbl), provider=backend.provider,
-                            engine=backend.name, timing=_in_ms(t.to_dict())))
+                            target_fps=target, teacher_ms=teacher_ms.get(lbl),
+                            provider=backend.provider, engine=backend.name,
+                            timing=_in_ms(t.to_dict())))
                     except Exception as e:  # noqa: BLE001
                         rows.append(result_row(model=f"student {st.name}", student=st.name,
                                                backend=spec, size=wh, ms=None, target_fps=target,
@@ -230,11 +231,10 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                             backend=STREAM_KEY, size=(w, h), target_fps=target,
                             backend_label=STREAM_LABEL, format=STREAM_FORMAT,
                             precision="fp32", frames=m["stream_frames"])
-                if st.name in failed and art is not None and art.status == "failed":
-                    streams.append(result_row(ms=None, status="failed", reason=art.reason,
-                                              **base))
-                    continue
-                if why := build_failed(art):
+                # Failed whether the student's export raised (its artifacts "failed") or the
+                # ONNX build alone did: one row, the reason the artifact gives.
+                if why := (art.reason if art is not None and art.status == "failed"
+                           else build_failed(art)):
                     streams.append(result_row(ms=None, status="failed", reason=why, **base))
                     continue
                 if video is None or art is None or not art.usable:
@@ -322,8 +322,8 @@ def _too_big(students, sizes, budget: dict, max_gb) -> dict:
     """{(student, size): reason} for the cases quick mode leaves out to bound its memory."""
     if max_gb is None:
         return {}
-    return {(st.name, wh): f"quick mode: {budget[st.name, wh][1]:.1f} GB of activations > {max_gb:g} "
-                           f"GB (left out to bound the bench's memory; --full times it)"
+    return {(st.name, wh): f"quick mode: {budget[st.name, wh][1]:.1f} GB of activations > "
+                           f"{max_gb:g} GB (left out to bound the bench's memory; --full times it)"
             for st in students for wh in sizes if budget[st.name, wh][1] > max_gb}
 
 
