@@ -275,6 +275,35 @@ def check_calib(calib: Sequence[str] | str | None) -> None:
         raise BenchError(str(e)) from None
 
 
+def check_float_layers(students: Sequence[Student], float_layers: str | None) -> None:
+    """BenchError, worded as `sharpen export` words it, where --float-layers names a layer
+    one of `students` lacks: a typo (or a list meant for another architecture) is the
+    command's mistake, not a student's failure, so it stops the run before any export instead
+    of failing that student minutes in. Reads each checkpoint; one that cannot be read is left
+    to its export, which fails that student with the reason."""
+    from distill.checkpoint import CheckpointError, load_student
+    from optimize import float_layers as fl
+
+    if not (float_layers or "").strip():
+        return
+    problems, fine = [], []
+    for st in students:
+        try:
+            model = load_student(st.path)[0]
+        except CheckpointError:
+            continue
+        try:
+            fl.parse(float_layers, model)
+            fine.append(st.name)
+        except fl.FloatLayersError as e:
+            why = str(e).removeprefix("--float-layers: ")
+            problems.append(f"student {st.name} ({st.path}): {why}")
+    if problems:
+        apart = (f"; it fits {', '.join(fine)} only: benchmark the students apart (--weights), "
+                 "each with its own list" if fine else "")
+        raise BenchError(f"--float-layers {float_layers}: {'; '.join(problems)}{apart}")
+
+
 def _calib_files(calib: Sequence[str] | str) -> dict:
     """The --calib files as the export lists them, by name and content digest. Keyed on these
     rather than on the crops they give, a run whose artifacts are all cached reads the files'

@@ -196,7 +196,6 @@ class BenchContext:
             check_calib(self.calib)
         except BenchError as e:
             raise pytest.UsageError(str(e)) from None
-        self.float_layers = config.getoption("float_layers")
         self.threads = int(config.getoption("threads") or 0)
         from runtime.host import check_threads
         try:   # as `sharpen bench` checks it
@@ -224,6 +223,9 @@ class BenchContext:
         self.stream_size = stream_size(self.sizes, self.full)
         self.students = {s.name: s for s in bench_students(config.getoption("students"),
                                                            config.getoption("models"))}
+        self.float_layers = config.getoption("float_layers")
+        from benchmarks.artifacts import check_float_layers
+        check_float_layers(list(self.students.values()), self.float_layers)   # as the bench
         # Read now, as `sharpen bench` reads them: a bad file is a usage error before any work.
         self.models = resolve_models(config.getoption("models"), list(self.students),
                                      self.threads)

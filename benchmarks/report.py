@@ -34,9 +34,9 @@ from runtime.console import Console, count
 from runtime.sinks import folders_to_make, remove_if_empty
 
 from .artifacts import (BUILTIN_CALIBRATION, DEFAULT_CALIB_COUNT, BenchError,
-                        atomic_write_json, buildable_formats, check_calib, default_cache_root,
-                        ensure_artifacts, failed_artifacts, failure_reason, path_unless_named,
-                        split_list)
+                        atomic_write_json, buildable_formats, check_calib, check_float_layers,
+                        default_cache_root, ensure_artifacts, failed_artifacts, failure_reason,
+                        path_unless_named, split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
                       TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
                       stream_size)
@@ -283,6 +283,7 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     # Read now: a missing or unreadable file stops the bench before the slow work.
     models = resolve_models(opts.models, [s.name for s in students], opts.threads)
     check_calib(calib_sources(opts.calib))   # as export checks it, before the long work
+    check_float_layers(students, opts.float_layers)
     pairs, data_desc = load_pairs(opts.data, m["limit"])
     real_limits = {"--real-pairs": opts.limit or (None if opts.full else 20),
                    "--real-nogt": opts.limit or (8 if opts.full else 4)}

@@ -1560,7 +1560,7 @@ def test_a_bad_calib_folder_stops_the_bench_with_exports_message(env, tmp_path, 
                     "--formats", "onnx-int8", "--cache", str(cache), "--calib", str(source))
         err = capsys.readouterr().err
         assert rc == 2 and "Traceback" not in err, err
-        assert not cache.exists() and not (env / "never-made").exists()
+        assert not cache.exists() and not (env / "float-never-made").exists()
         parser = argparse.ArgumentParser(prog="sharpen")
         export_commands(parser.add_subparsers())
         args = parser.parse_args(["export", "--weights", str(env / "student-good.pt"),
@@ -1735,7 +1735,7 @@ def test_bad_model_files_stop_the_bench_before_the_work(env, tmp_path, capsys):
         err = capsys.readouterr().err
         assert rc == 2 and "Traceback" not in err, err
         assert err.startswith(f"sharpen bench: error: --model {path}: ") and why in err, err
-        assert not cache.exists() and not (env / "never-made").exists()
+        assert not cache.exists() and not (env / "float-never-made").exists()
 
 
 def test_the_pytest_suite_takes_model_files(env, good_run, tmp_path):
@@ -1988,23 +1988,27 @@ def test_sgemm_threads_read_omp_num_threads_as_the_runtimes_do(monkeypatch):
 
 @pytest.mark.parametrize("case", ["unreadable checkpoint", "export error"])
 def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
-    """An export that raised (a checkpoint that is not one, --float-layers naming no layer)
+    """An export that raised (a checkpoint that is not one, a cache folder that is a file)
     failed each of the student's latency tests with the same traceback, the reason at its end;
     the quality evaluation stopped for every student. Then the summary's quality table and
     --benchmark-json's `sharpen_quality` left the failed student out, where `sharpen bench`'s
     report has its rows, status "failed" with the reason."""
     broken = tmp_path / "student-broken.pt"
     broken.write_bytes(bytes(range(256)) * 8)
-    students, extra, says, test_of = [str(env / "student-good.pt"), str(broken)], [], \
+    students, says, test_of = [str(env / "student-good.pt"), str(broken)], \
         "student-broken.pt is not a PyTorch checkpoint", "broken"
-    if case == "export error":
-        students, extra, says, test_of = students[:1], ["--float-layers", "nosuchlayer"], \
-            "'nosuchlayer' is not a layer of fast", "good"
+    if case == "export error":   # a valid checkpoint: its cache folder cannot be made
+        from benchmarks.artifacts import artifact_folder, resolve_students
+
+        blocker = artifact_folder(resolve_students(students[:1])[0], tmp_path / "cache")
+        blocker.parent.mkdir(parents=True)
+        blocker.write_text("a file where the export's folder goes")
+        students, says, test_of = students[:1], "exists and is not a folder", "good"
     _, out = _run_suite("-rs", "-k", "not teacher_tiled", "--students", *students,
                         "--teacher-weights", str(env / "teacher.pt"), "--data",
                         str(env / "pairs"), "--formats", "onnx", "--cache",
                         str(tmp_path / "cache"), "--sizes", "96x64", "--min-ssim-ratio", "0",
-                        "--benchmark-json", str(tmp_path / "bench.json"), *extra, expect=1)
+                        "--benchmark-json", str(tmp_path / "bench.json"), expect=1)
     assert "1 failed" in out, out
     assert "Traceback" not in out and "Error: " not in out.split("short test summary")[0], out
     [failure] = [part for part in out.split("\n_") if f"[{test_of}-" in part.split("\n")[0]]
@@ -2357,3 +2361,31 @@ def test_a_failed_student_is_in_the_real_blur_tables_as_failed(env, tmp_path, ca
     for key, rest in dashes.items():
         assert f"| broken | failed: {why} |{rest}" in md, md
     assert len([ln for ln in term.splitlines() if ln.startswith("│ broken ")]) == 2, term
+
+
+def test_a_float_layer_a_student_lacks_is_a_usage_error_before_any_export(env, tmp_path,
+                                                                           capsys):
+    """--float-layers naming a layer a student lacks failed that student's whole export at its
+    turn (FP32 and PyTorch included, minutes in): a typo, or a list meant for another
+    architecture, refused at once as `sharpen export` refuses it, naming the layer and each
+    such student's layers."""
+    good, seed = env / "student-good.pt", env / "student-bad.pt"   # fast and seed students
+    cache = tmp_path / "cache"
+    for students, layers, says in (
+            ([good], "nosuchlayer", "'nosuchlayer' is not a layer of fast"),
+            # dec.0 is a layer of fast, not of seed: the one list cannot serve both
+            ([good, seed], "dec.0", "'dec.0' is not a layer of seed")):
+        rc = _bench(env, "float-never-made", "--students", ",".join(map(str, students)),
+                    "--formats", "onnx,onnx-int8", "--float-layers", layers, "--cache",
+                    str(cache))
+        err = capsys.readouterr().err
+        assert rc == 2 and says in err and "Traceback" not in err, err
+        [line] = [ln for ln in err.splitlines() if says in ln]
+        assert "--float-layers" in line and "choose from " in line and "output" in line, line
+        assert not cache.exists() and not (env / "float-never-made").exists()
+    assert "student bad" in line and str(seed) in line and "student good" not in line, line
+    # the pytest suite, as it stops on a bad option value: once, pytest's usage error
+    _, out = _run_suite("--students", str(good), "--float-layers", "nosuchlayer", "--cache",
+                        str(cache), "--sizes", "96x64", expect=4)
+    assert out.count("'nosuchlayer' is not a layer of fast") == 1, out
+    assert "Traceback" not in out and not cache.exists(), out
