@@ -516,7 +516,7 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
         # stamp, and the rerun that "continues" built the finished formats again.
         save_stamp()
 
-    def run(fmts: list[str]):
+    def run(fmts: list[str], calib=calib):
         # calib_size None: export's default side, fitted to small --calib images without a
         # warning naming --calib-size, which the bench does not take (the crops are the same).
         return export(student.path, fmts, folder, calib=calib, calib_count=calib_count,
@@ -527,22 +527,34 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
         try:
             report = run(to_build)
         except CalibrationError as e:
-            # Raised before building anything, for the images the INT8 formats calibrate on:
-            # it failed the student in every format, FP32 included. Those fail with the reason
-            # and the others are exported alone; where the error is theirs too (their parity
-            # images are held out of --calib) it raises again, and the student fails.
+            # Raised before building anything, for the images the INT8 formats calibrate on
+            # (or hold out for parity): it failed the student in every format, FP32 included.
+            # The calibrated ones fail with the reason and the others are exported alone.
             calibrated = [f for f in to_build
                           if FORMATS[f].needs_calibration and f not in built_now]
             rest = [f for f in to_build if f not in calibrated and f not in built_now]
-            if not calibrated:
-                raise
             for f in calibrated:
                 items[f] = Artifact(f, FORMATS[f].precision, "error", reason=str(e))
             # (the export of the others carries an earlier build of these into its report)
             failed += calibrated
-            say(f"exporting {student.name} to {', '.join(calibrated)} failed: {e}"
-                + (f"; exporting {', '.join(rest)} alone" if rest else ""))
-            report = run(rest) if rest else None
+            if calibrated:
+                say(f"exporting {student.name} to {', '.join(calibrated)} failed: {e}"
+                    + (f"; exporting {', '.join(rest)} alone" if rest else ""))
+            report = None
+            if rest:
+                try:
+                    if not calibrated:   # the same export again: the same error
+                        raise e
+                    report = run(rest)
+                except CalibrationError as again:
+                    # Their parity images, held out of --calib, are none (none of its images
+                    # is readable): gated on the built-in parity photos, as without --calib,
+                    # they are measured; failed too, PyTorch eager went unmeasured with them.
+                    if not calib:
+                        raise
+                    say(f"exporting {student.name} to {', '.join(rest)}: {again}; their "
+                        "parity gate runs on the built-in sample photos instead")
+                    report = run(rest, calib=None)
     except (ExportError, CalibrationError) as e:
         raise BenchError(f"{student.name}: {e}") from None
     for r in report.results if report else ():

@@ -41,16 +41,28 @@ def _warn_small_parity(parity_list: list, field: int | None, prog: Progress,
 
 
 @contextlib.contextmanager
-def _naming(field: str, flags: Flags):
+def _naming(field: str, flags: Flags, source: str = "", note: str = ""):
     """A CalibrationError about the images of option `field` names it, as a keyword (calib)
     or with `flags` as its flag (--calib): 'no such file or folder: x' did not say whether
-    --calib or --parity-images held x."""
+    --calib or --parity-images held x. `source`: the option's value, named too where the
+    message does not name it ('no calibration images: none of the 4 files ...' said neither
+    which folder nor which files); `note` ends a message that no image was read."""
     from .calibration import CalibrationError
 
     try:
         yield
     except CalibrationError as e:
-        raise CalibrationError(f"{_option(field, flags) or field}: {e}") from None
+        flag = _option(field, flags) or field
+        if source and source not in str(e):
+            end = note if str(e).startswith("no ") else ""   # (a note on what was read)
+            raise CalibrationError(f"{flag} {source}: {e}{end}") from None
+        raise CalibrationError(f"{flag}: {e}") from None
+
+
+def _shown(spec) -> str:
+    """An option's sources as given on the command line: a list printed as one read
+    "['DIR']"."""
+    return spec if isinstance(spec, (str, os.PathLike)) else " ".join(map(str, spec))
 
 
 @dataclass
@@ -108,11 +120,8 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
             else:   # too few readable ones to hold any out: calibrate on what there is
                 calib_paths = calib_paths or held
                 if not calib_paths:
-                    # As given on the command line: a list printed as one read "['DIR']".
-                    shown = (o.calib if isinstance(o.calib, (str, os.PathLike))
-                             else " ".join(map(str, o.calib)))
-                    raise cal.CalibrationError(f"--calib {shown}: none of its {len(bad)} "
-                                               "images is readable")
+                    raise cal.CalibrationError(f"--calib {_shown(o.calib)}: none of its "
+                                               f"{len(bad)} images is readable")
     builtin = parity_list is None
     if builtin:
         parity_list = cal.sample_images(cal.BUILTIN_PARITY)
@@ -123,7 +132,9 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
     _warn_small_parity(parity_list, receptive_field, prog, builtin, flags)
     crops, calib_names = None, []
     if needs_calib:
-        with _naming("calib", flags) if calib_paths else contextlib.nullcontext():
+        held = f" (besides the {count(held_out, 'image')} held out for parity)" if held_out else ""
+        with (_naming("calib", flags, str(_shown(o.calib)), held) if calib_paths
+              else contextlib.nullcontext()):
             calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
                             else cal.sample_images(cal.BUILTIN_CALIB))
         size = CALIB_SIZE if o.calib_size is None else o.calib_size

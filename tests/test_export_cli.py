@@ -1541,3 +1541,23 @@ def test_a_calib_folder_with_no_readable_image_is_named_as_given(ckpt, tmp_path,
     rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx", "--out",
                     str(tmp_path / "out"), "--calib", str(d)], capsys)
     assert rc == 2 and f"--calib {d}: none of its 3 images is readable" in err, err
+
+
+def test_a_calib_folder_readable_only_in_its_held_out_image_is_named(ckpt, tmp_path, capsys):
+    """`--calib DIR` whose one readable image is the one held out for parity, the rest corrupt,
+    said "--calib: no calibration images: none of the 4 files is a readable image": neither
+    the folder nor why its readable image was not among them."""
+    import cv2
+
+    d = tmp_path / "calib"
+    d.mkdir()
+    for i in range(4):
+        (d / f"a{i}.png").write_bytes(b"not an image")
+    cv2.imwrite(str(d / "z.png"), np.full((64, 96, 3), 90, np.uint8))
+    rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx-int8", "--out",
+                    str(tmp_path / "out"), "--calib", str(d), "--calib-count", "2",
+                    "--no-latency"], capsys)
+    assert rc == 2, err
+    line = _one_line_error(err)
+    assert (f"--calib {d}: no calibration images: none of the 4 files is a readable image "
+            "(besides the 1 image held out for parity)") in line, line
