@@ -131,19 +131,36 @@ def path_unless_named(path: str | os.PathLike, why: str) -> str:
     return "" if str(path) in why else f" ({path})"
 
 
+def checkpoint_failed(student: Student, e: BaseException) -> bool:
+    """Whether export error `e` is the checkpoint's (nothing of the student runs, PyTorch eager
+    included) rather than its formats' alone (a cache folder that cannot be written): a
+    CheckpointError, or a checkpoint that does not load either."""
+    from distill.checkpoint import CheckpointError, load_student
+
+    if isinstance(e, CheckpointError):
+        return True
+    try:
+        load_student(student.path)
+    except Exception:  # noqa: BLE001 - whatever it is, PyTorch eager could not run it
+        return True
+    return False
+
+
 def failed_artifacts(student: Student, cache_root: str | os.PathLike | None,
                      formats: str | Sequence[str] | None, why: str,
-                     float_layers: Optional[str] = None) -> ArtifactSet:
+                     float_layers: Optional[str] = None, status: str = "failed"
+                     ) -> ArtifactSet:
     """The ArtifactSet of a student whose export raised: status "failed" with `why` for each
     format it was to build; those not requested or not buildable here skipped as
-    `ensure_artifacts` skips them."""
+    `ensure_artifacts` skips them. `status` "error": the export's failure, not the student's
+    (`checkpoint_failed`): each format fails its own check, as one whose build failed."""
     from optimize.export import FORMATS
 
     build = buildable_formats(formats)
     items = {}
     for fmt, spec in FORMATS.items():
         if fmt in build:
-            items[fmt] = Artifact(fmt, spec.precision, "failed", reason=why)
+            items[fmt] = Artifact(fmt, spec.precision, status, reason=why)
         else:
             items[fmt] = Artifact(fmt, spec.precision, "skipped",
                                   reason=spec.availability() or NOT_REQUESTED)

@@ -294,8 +294,24 @@ class BenchContext:
             used = self.formats_used(name)
             fmts = ", ".join(buildable_formats(used)) if used else "no format"
             self._artifacts[name] = self.attempt(name, f"exporting it to {fmts}",
-                                                 lambda: self._ensure(name, used))
+                                                 lambda: self._ensure_or_failed(name, used))
         return self._artifacts[name]
+
+    def _ensure_or_failed(self, name: str, used: list[str]):
+        """`_ensure`, or where the export raised for a sound checkpoint, its formats failed
+        with the reason: the student is not failed, so its PyTorch eager tests, which need only
+        the checkpoint, run whether they come before or after the first test that exported
+        (they were skipped after it). A checkpoint's failure raises on: the student's."""
+        from benchmarks.artifacts import checkpoint_failed, failed_artifacts, failure_reason
+
+        try:
+            return self._ensure(name, used)
+        except Exception as e:  # noqa: BLE001 - sorted below; `attempt` takes the student's
+            if checkpoint_failed(self.students[name], e):
+                raise
+            arts = failed_artifacts(self.students[name], self.cache, used,
+                                    failure_reason(name, e), self.float_layers, status="error")
+            return self._unselected_skipped(arts, used)
 
     def _ensure(self, name: str, used: list[str]):
         """ensure_artifacts for the formats `used`; the others of --formats as skipped, no

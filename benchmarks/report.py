@@ -35,8 +35,8 @@ from runtime.sinks import folders_to_make, remove_if_empty
 
 from .artifacts import (BUILTIN_CALIBRATION, DEFAULT_CALIB_COUNT, BenchError,
                         atomic_write_json, buildable_formats, check_calib, check_float_layers,
-                        default_cache_root, ensure_artifacts, failed_artifacts, failure_reason,
-                        path_unless_named, split_list)
+                        checkpoint_failed, default_cache_root, ensure_artifacts,
+                        failed_artifacts, failure_reason, path_unless_named, split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
                       TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
                       stream_size)
@@ -351,6 +351,15 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
             # for every student, without a report. Its rows say why, and the run exits 1.
             fmts = ", ".join(buildable_formats(opts.formats)) or "no format"
             why = f"exporting it to {fmts} failed: {failure_reason(st.name, e)}"
+            if not checkpoint_failed(st, e):
+                # Its formats fail, each with its check; PyTorch eager needs only the
+                # checkpoint, which loads: it is measured.
+                progress.artifact_sets[st.name] = failed_artifacts(
+                    st, cache, opts.formats, failure_reason(st.name, e), opts.float_layers,
+                    status="error")
+                say.warn(f"student {st.name}{path_unless_named(st.path, why)}: {why}; its "
+                         "PyTorch eager rows are measured")
+                continue
             progress.failed[st.name] = why
             progress.artifact_sets[st.name] = failed_artifacts(st, cache, opts.formats, why,
                                                                 opts.float_layers)

@@ -2430,3 +2430,59 @@ def test_a_float_layer_a_student_lacks_is_a_usage_error_before_any_export(env, t
                         str(cache), "--sizes", "96x64", expect=4)
     assert out.count("'nosuchlayer' is not a layer of fast") == 1, out
     assert "Traceback" not in out and not cache.exists(), out
+
+
+def _blocked_cache(env: Path, cache: Path) -> Path:
+    """A cache whose folder for student-good is a file: its export raises ("output path ...
+    exists and is not a folder") while its checkpoint is sound."""
+    from benchmarks.artifacts import artifact_folder, resolve_students
+
+    blocker = artifact_folder(resolve_students([str(env / "student-good.pt")])[0], cache)
+    blocker.parent.mkdir(parents=True, exist_ok=True)
+    blocker.write_text("a file where the export's folder goes")
+    return cache
+
+
+@pytest.mark.parametrize("order", ["pytorch first", "ort-fp32 first"])
+def test_pytorch_eager_is_timed_whatever_the_export_and_the_test_order(env, tmp_path, order):
+    """A sound checkpoint whose export raised: its PyTorch eager latency was timed when its
+    test ran before the first test that exported, and skipped ("exporting it ... failed")
+    when it ran after. PyTorch eager needs the checkpoint alone: timed in either order; the
+    ONNX test fails with the export's reason."""
+    cache = _blocked_cache(env, tmp_path / "cache")
+    ids = [f"test_latency.py::test_student_latency[good-{b}-96x64]" for b in ("pytorch",
+                                                                              "ort-fp32")]
+    first, second = ids if order == "pytorch first" else ids[::-1]
+    _, out = _run_suite(str(ROOT / "benchmarks" / second), "-p", "no:randomly", "-rs",
+                        "--students", str(env / "student-good.pt"), "--formats", "onnx",
+                        "--cache", str(cache), "--sizes", "96x64", file=first, expect=1)
+    assert "1 failed, 1 passed" in out and "Traceback" not in out, out
+    [failure] = [part for part in out.split("\n_") if "[good-ort-fp32-96x64]" in part]
+    assert (f"student good ({env / 'student-good.pt'}): exporting it to onnx failed: output "
+            "path ") in failure and "exists and is not a folder" in failure, failure
+
+
+def test_an_export_error_of_a_sound_checkpoint_fails_its_formats_not_pytorch(env, tmp_path,
+                                                                            capsys):
+    """`sharpen bench`: an export that raised for a sound checkpoint (here its cache folder is
+    a file) failed the whole student, PyTorch eager included, which needs only the
+    checkpoint: the formats fail with the reason, PyTorch eager is measured."""
+    cache = _blocked_cache(env, tmp_path / "cache")
+    rc = _bench(env, "export-blocked", "--students", str(env / "student-good.pt"), "--formats",
+                "onnx", "--cache", str(cache), "--sizes", "96x64", "--stream-frames", "2",
+                "--min-ssim-ratio", "0")
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err, err
+    rep = json.loads((env / "export-blocked" / "report.json").read_text())
+    assert rep["failed"] == [], rep["failed"]
+    says = "exists and is not a folder"
+    q = {r["key"]: r for r in rep["quality"]["rows"] if r["student"] == "good"}
+    assert q["good/pytorch"]["status"] == "ok", q
+    assert q["good/onnx"]["status"] == "error" and says in q["good/onnx"]["reason"], q
+    lat = {r["backend"]: r for r in rep["latency"]["rows"] + rep["latency"]["stream"]
+           if r["student"] == "good" and r["status"] != "skipped"}
+    assert {k: r["status"] for k, r in lat.items()} == {
+        "pytorch": "ok", "ort-fp32": "failed", "pipeline-ort-fp32": "failed"}, lat
+    assert says in lat["ort-fp32"]["reason"] and says in lat["pipeline-ort-fp32"]["reason"], lat
+    assert [c["model"] for c in rep["checks"] if not c["passed"]] == ["good/onnx"], rep["checks"]
+    assert f"student good ({env / 'student-good.pt'}): exporting it to onnx failed: " in err, err
