@@ -16,7 +16,7 @@ from collections import deque
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Generator, Iterator, Optional
 from urllib.parse import unquote, urlsplit, urlunsplit
 
 import cv2
@@ -39,6 +39,11 @@ class SourceError(RuntimeError):
 # keyframe: a slow camera with long keyframe intervals needs `--timeout` raised.
 STREAM_TIMEOUT_S = 20.0
 MAX_DAMAGED_READS = 250   # failed reads in a row before a file counts as ended
+# How long a live run's output may wait, after a reconnect, for the comparison that tells a
+# recording starting over (its still opening, then its first change) from a live stream: the
+# still opening may have lasted minutes ('no signal' before the picture). Past this, the still
+# frames read are yielded as they come, the comparison going on; --no-live holds them all.
+LIVE_HOLD_S = 2.0
 # MPEG program streams (.mpg, .mpeg) keep no frame count: FFmpeg's is their duration times
 # their rate, and short (1 or 3 for 5 frames written here, 23 for 30, 98 for 100), so a
 # progress bar read 5/1 frames. Their count is checked by seeking to its last frame (a frame
@@ -223,7 +228,7 @@ class _Held:
     over and over (the opening compared after a reconnect) is held once, with a time per read.
     `digest`: its bytes' digest, where known; only a picture with one takes repeats."""
     image: np.ndarray
-    times: list[float]
+    times: deque[float]   # popped from the front: a still opening may be read for hours
     digest: Optional[bytes] = None
 
 
@@ -279,7 +284,7 @@ class VideoSource(Source):
                               "answers range requests when its index is at the end"}
             raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
                               f" ({hint.get(kind, 'is the camera in use by another program?')})")
-        self._ahead: deque[_Held] = deque([_Held(first, [t_first])])   # not yet yielded
+        self._ahead: deque[_Held] = deque([_Held(first, deque([t_first]))])   # not yet yielded
         # A stream's opening, to know a recording that starts over when reopened: its first
         # picture (a copy: a consumer may draw on the frame it gets), how many frames in a row
         # showed it, and the digest of the first that did not. Kept up to that change however
@@ -355,10 +360,12 @@ class VideoSource(Source):
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # driver-side queue: stale frames add latency
         return cap
 
-    def _reconnect(self, stop: threading.Event, read: int) -> bool:
-        """Reopen a camera or stream that stopped giving frames (live or --no-live). False:
-        stop (set, or the source is a recording that ended). The frames read again are kept for
-        `frames` to yield."""
+    def _reconnect(self, stop: threading.Event,
+                   read: int) -> Generator[tuple[np.ndarray, float], None, bool]:
+        """Reopen a camera or stream that stopped giving frames (live or --no-live). Returns
+        False: stop (set, or the source is a recording that ended). The frames read again are
+        kept for `frames` to yield, but for those a live run shows while they are compared
+        (`_resume`), which it yields, each with when it was read."""
         if not self.reconnect_attempts:
             if self.kind == "stream" and not self.live:
                 # --no-live: every frame was kept, as for a file, and not reopened, its end
@@ -393,7 +400,7 @@ class VideoSource(Source):
                 self._say_lost(read)
                 continue
             ok, img = self.cap.read()
-            live = None if not ok or img is None else self._resume(img, stop)
+            live = None if not ok or img is None else (yield from self._resume(img, stop))
             if live is False and not stop.is_set():
                 self._say_recording_ended(read)
                 return False
@@ -424,30 +431,35 @@ class VideoSource(Source):
     def _hold(self, img: np.ndarray, t: float, digest: Optional[bytes] = None) -> None:
         """Keep a frame read at `t` for `frames` to yield, after those kept before it. A repeat
         of the last one's bytes (by `digest`) is one more time of it, not another array: the
-        still opening compared after a reconnect, 150 frames a GB at 1080p."""
+        still opening compared after a reconnect may last minutes (as arrays, 1080p at 30 fps
+        is 190 MB a second)."""
         last = self._ahead[-1] if self._ahead else None
         if (digest is not None and last is not None and last.digest == digest
                 and last.image.shape == img.shape and last.image.dtype == img.dtype):
             last.times.append(t)
         else:
-            self._ahead.append(_Held(img, [t], digest))
+            self._ahead.append(_Held(img, deque([t]), digest))
 
     def _take_held(self) -> tuple[np.ndarray, float]:
         """The next frame kept and when it was read. Each repeat of a held picture is yielded
         as an array of its own: a consumer may draw on the frame it gets."""
         held = self._ahead[0]
-        t = held.times.pop(0)
+        t = held.times.popleft()
         if held.times:
             return held.image.copy(), t
         self._ahead.popleft()
         return held.image, t
 
-    def _resume(self, img: np.ndarray, stop: threading.Event) -> Optional[bool]:
+    def _resume(self, img: np.ndarray, stop: threading.Event
+                ) -> Generator[tuple[np.ndarray, float], None, Optional[bool]]:
         """Hold the frames a reopened source goes on with (`img`, then those read to compare
         it); False, holding none, when the URL gave the run's opening again, byte for byte: its
         still frames and the first that changed. None, holding none, when it went again before
         that was decided: the frames read so far repeat the opening, and yielded as live they
-        were the still opening of a recording that had started over. A recorded video served
+        were the still opening of a recording that had started over. A live run holds them for
+        LIVE_HOLD_S at most, then yields them and the next as read, the comparison going on:
+        the opening may have been still for minutes, and its output stood as long (a
+        recording's still opening is then shown twice before it ends). A recorded video served
         over the network starts over, and would loop forever; a live stream's picture has moved
         on. Bytes, because a file decodes to the same ones every time and a camera's noise never
         repeats; but a still picture repeats (a live still scene, a 'no signal' card, a covered
@@ -458,10 +470,11 @@ class VideoSource(Source):
         if self.kind != "stream" or self._opening_next is None:
             self._hold(img, t)
             return True
+        shown_from = t + LIVE_HOLD_S if self.live else None
         for j in range(self._opening_still + 1):
+            if stop.is_set():   # a Ctrl-C waited for the whole still opening's reads
+                return True
             if j:
-                if stop.is_set():   # a Ctrl-C waited for the whole still opening's reads
-                    return True
                 ok, img = self.cap.read()
                 t = time.perf_counter()
                 if not ok or img is None:
@@ -473,6 +486,9 @@ class VideoSource(Source):
                     self._hold(img, t)
                     return True   # live: its picture has moved on
                 self._hold(img, t, _STILL)
+                if shown_from is not None and t >= shown_from:
+                    while self._ahead:
+                        yield self._take_held()
             else:
                 self._hold(img, t)
                 if _digest(img) != self._opening_next:
@@ -527,7 +543,18 @@ class VideoSource(Source):
                     return  # end of file (a file run with --live ends too)
                 if self.count_found_short or (self.frame_count and i >= self.frame_count):
                     return  # a recording over the network, read to its declared end
-                if not self._reconnect(stop, i):
+                # The frames a live run shows while a reopened stream is compared come from
+                # `_reconnect` itself; it returns whether the run goes on.
+                reopen = self._reconnect(stop, i)
+                while True:
+                    try:
+                        img, t_read = next(reopen)
+                    except StopIteration as back:
+                        goes_on = back.value
+                        break
+                    yield Frame(i, img, f"frame_{i:06d}", t_read, 0.0)
+                    i += 1
+                if not goes_on:
                     return
                 continue
             if self.kind in ("video", "stream") and self.frame_count and i >= self.frame_count:

@@ -501,6 +501,75 @@ def test_a_live_streams_still_opening_compared_after_a_reconnect_is_held_once(tm
     assert held == sorted(held) and t_reopen < held[0] and held[-1] < arrived[still + 2]
 
 
+@pytest.mark.parametrize("live", [True, False])
+def test_a_live_run_shows_a_reopened_streams_long_still_opening_as_it_comes(
+        tmp_path, monkeypatch, live):
+    """After a reconnect, the frames that repeat a stream's still opening were all held until
+    the comparison with the run's opening decided, however long that opening had been still: a
+    live stream whose 'no signal' card had lasted an hour came back on it and its output stood
+    for an hour. A live run holds them LIVE_HOLD_S at most (here none), then yields each as
+    read; the comparison goes on, and a live stream is still told from a recording. --no-live
+    (written to a file) holds them as before."""
+    import time
+
+    from runtime import sources
+
+    monkeypatch.setattr(sources, "LIVE_HOLD_S", 0.0, raising=False)
+    video = tmp_path / "cam.avi"
+    card, still = textured_frame(15), 30
+    _write_avi(video, [card] * still + [textured_frame(i) for i in (1, 2)])
+    src = VideoSource("cam", str(video), live=live, kind="stream", reconnect_attempts=3,
+                      reconnect_delay=0.01)
+    src.frame_count = None   # a live stream declares no length
+    got: list[int] = []
+    stamps: list[float] = []
+    arrived: list[float] = []
+    with runtime_warnings() as said, pytest.raises(SourceError, match="did not come back"):
+        for fr in src.frames(threading.Event()):
+            got.append(band_index(fr.image))
+            stamps.append(fr.t_capture)
+            arrived.append(time.perf_counter())
+            if len(got) == still + 2:   # the drop: it reopens on the card, then moves on
+                _write_avi(video, [card] * (still + 5) + [textured_frame(10)])
+            if len(got) == 2 * still + 8:
+                video.unlink()
+            assert len(got) < 3 * still, "looped"
+    src.close()
+    assert not any("recording" in m for m in said), said
+    assert got == [15] * still + [1, 2] + [15] * (still + 5) + [10], got
+    again = range(still + 2, 2 * still + 3)   # the card read again to compare: still + 1
+    if live:   # each yielded before the next was read
+        assert all(arrived[k] < stamps[k + 1] for k in again), "held"
+    else:   # all read before the first was yielded
+        assert stamps[again[-1]] < arrived[again[0]], "not held"
+
+
+def test_a_live_recordings_long_still_opening_shown_while_compared_still_ends_it(
+        web_videos, monkeypatch):
+    """A recording served without a length, taken for live, whose opening is still for longer
+    than a live run holds frames after a reconnect: the repeat of its still opening is shown as
+    it comes, and the run still ends at its first change, after one pass, not looping."""
+    from runtime import sources
+
+    monkeypatch.setattr(sources, "LIVE_HOLD_S", 0.0, raising=False)
+    folder, url = web_videos
+    still = np.full_like(textured_frame(0), 128)   # flat: MPEG-2 repeats it byte for byte
+    h, w = still.shape[:2]
+    vw = cv2.VideoWriter(str(folder / "clip.ts"), cv2.VideoWriter.fourcc(*"MPG2"), 10, (w, h))
+    for img in [still] * 60 + [textured_frame(i) for i in range(1, 6)]:
+        vw.write(img)
+    vw.release()
+    src = open_source(f"{url}/chunked/clip.ts", live=True)
+    src.reconnect_delay = 0.01
+    assert src.frame_count is None and src.live, src.describe()
+    with runtime_warnings() as said:
+        got = [fr.index for fr, _ in zip(src.frames(threading.Event()), range(4 * 65))]
+    src.close()
+    assert got == list(range(65 + 60)), (len(got), said)
+    assert said == [f"stream '{url}/chunked/clip.ts' started again from its first frame: it is "
+                    "a recording, not a live stream; ending after one pass"], said
+
+
 def test_a_stop_while_a_reopened_streams_opening_is_compared_ends_it_at_once(tmp_path):
     """A Ctrl-C that came while a reconnected stream's still opening was compared with the
     first one waited for all of it to be read (up to OPENING_FRAMES, 5 s at 30 fps, more on a
