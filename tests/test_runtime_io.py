@@ -969,6 +969,24 @@ def test_an_image_folder_output_syncs_its_images_once_at_the_end_and_a_single_im
     assert_durable_write(code, tmp_path / "one" / "x.png", tmp_path / "trace.txt")
 
 
+def test_a_long_image_folder_output_syncs_its_images_as_it_goes_not_all_at_close(tmp_path):
+    """An image folder output kept every image's path until it closed, to sync them all then:
+    a live camera run into a folder for a day (2.6 million frames at 30 fps) held a GB of them
+    and synced none until its end, so a power cut lost all of it. Images are synced in
+    batches as they come: the first are synced before the thousandth is written."""
+    code = ("import sys; import numpy as np; from pathlib import Path; "
+            "from runtime.sinks import ImageSink; "
+            "s = ImageSink(Path(sys.argv[1]).parent); img = np.zeros((4, 4, 3), np.uint8); "
+            "[s.write(img, img, f'f{i}.png') for i in range(1000)]; s.close()")
+    folder = tmp_path / "out"
+    seen = observed_calls(code, folder / "f0.png")
+    last = max(i for i, e in enumerate(seen) if e[:1] == ["rename"]
+               and e[2] == str(folder / "f999.png"))
+    first = seen.index(["open", str(folder / "f0.png")])   # opened to sync it
+    assert first < last and ["fsync"] in seen[first:last], seen[:20]
+    assert ["open", str(folder)] in seen[first:last], "its folder's rename not synced"
+
+
 def test_an_image_folder_output_stopped_by_ctrl_c_syncs_what_it_wrote(tmp_path, onnx_model):
     """A Ctrl-C (SIGINT) part way through a run into an image folder: the images written before
     it are synced when the run closes its output, as at a normal end."""
