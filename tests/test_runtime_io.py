@@ -456,11 +456,13 @@ def test_a_live_streams_opening_card_read_while_comparing_after_a_reconnect_is_y
     assert [band_index(f) for f in got] == [15, 15, 1, 2, 15, 15, 15, 10, 11]
 
 
-def test_a_live_streams_still_opening_compared_after_a_reconnect_is_held_once(tmp_path):
+@pytest.mark.parametrize("live", [True, False])
+def test_a_live_streams_still_opening_compared_after_a_reconnect_is_held_once(tmp_path, live):
     """The frames that repeat the opening card after a reconnect are kept to be yielded; up to
     OPENING_FRAMES of them (150: about a GB at 1080p) were each held as an array of their own,
     though they are byte for byte one picture. Held once, the run's memory stays a few frames;
-    each is still yielded, in order, as an array of its own, stamped when it was read."""
+    each is still yielded, in order, as an array of its own, stamped when it was read. So with
+    --no-live too, which holds the whole still opening, however long."""
     import time
     import tracemalloc
 
@@ -468,7 +470,7 @@ def test_a_live_streams_still_opening_compared_after_a_reconnect_is_held_once(tm
     big = dict(h=256, w=256)   # 192 KiB a frame
     card, still = textured_frame(15, **big), 40
     _write_avi(video, [card] * still + [textured_frame(i, **big) for i in (1, 2)])
-    src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=3,
+    src = VideoSource("cam", str(video), live=live, kind="stream", reconnect_attempts=3,
                       reconnect_delay=0.01)
     src.frame_count = None   # a live stream declares no length
     got: list[int] = []
