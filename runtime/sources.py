@@ -273,6 +273,7 @@ class VideoSource(Source):
         self.req = (width, height, fps)
         self.reconnect_attempts, self.reconnect_delay = reconnect_attempts, reconnect_delay
         self._loss_said = False   # the loss `_reconnect` handles is warned of (once)
+        self._lost_after = 0      # and the frames read before it
         self.cap = self._open()
         # Probe one frame now so an unreadable source fails before the model is warmed up.
         ok, first = self.cap.read()
@@ -383,28 +384,28 @@ class VideoSource(Source):
         # A stream whose opening can be recognised may be a recording that ended (a finite
         # HTTP download declares no length): the loss is said once the first reopen shows a
         # live stream, or fails, or a stop comes; a recording's end is no loss.
-        self._loss_said = False
+        self._loss_said, self._lost_after = False, read
         if self.kind != "stream" or self._opening_next is None:
-            self._say_lost(read)
+            self._say_lost()
         self._reading_opening = False   # what comes next is another connection's
         delay = self.reconnect_delay
         for attempt in range(1, self.reconnect_attempts + 1):
             if stop.wait(delay):
-                self._say_lost(read)
+                self._say_lost()
                 return False
             delay = min(delay * 2, 10.0)
             self.cap.release()
             try:
                 self.cap = self._open()
             except SourceError:
-                self._say_lost(read)
+                self._say_lost()
                 continue
             ok, img = self.cap.read()
             live = None if not ok or img is None else (yield from self._resume(img, stop))
             if live is False and not stop.is_set():
                 self._say_recording_ended(read)
                 return False
-            self._say_lost(read)
+            self._say_lost()
             if stop.is_set():
                 return False
             if live is None:
@@ -414,12 +415,13 @@ class VideoSource(Source):
         raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
                           f"{count(self.reconnect_attempts, 'attempt')}")
 
-    def _say_lost(self, read: int) -> None:
+    def _say_lost(self) -> None:
         """Warn of the loss that `_reconnect` handles, once for each loss."""
         if not self._loss_said:
             self._loss_said = True
-            warn(f"{self.kind} {self.spec!r}: stopped after {count(read, 'frame')} in "
-                 f"all; reconnecting (up to {count(self.reconnect_attempts, 'attempt')})")
+            read = count(self._lost_after, 'frame')
+            warn(f"{self.kind} {self.spec!r}: stopped after {read} in all; reconnecting (up "
+                 f"to {count(self.reconnect_attempts, 'attempt')})")
 
     def _note_opening(self, img: np.ndarray) -> None:
         """Count a stream's frame while its opening is read: up to the first changed picture."""
@@ -487,6 +489,7 @@ class VideoSource(Source):
                     return True   # live: its picture has moved on
                 self._hold(img, t, _STILL)
                 if shown_from is not None and t >= shown_from:
+                    self._say_lost()   # its frames are shown: said now, not once decided
                     while self._ahead:
                         yield self._take_held()
             else:

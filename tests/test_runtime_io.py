@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 import threading
+import warnings
 
 import cv2
 import numpy as np
@@ -526,8 +527,12 @@ def test_a_live_run_shows_a_reopened_streams_long_still_opening_as_it_comes(
     got: list[int] = []
     stamps: list[float] = []
     arrived: list[float] = []
-    with runtime_warnings() as said, pytest.raises(SourceError, match="did not come back"):
+    said_by: dict[str, int] = {}   # each warning, and how many frames had come before it
+    with warnings.catch_warnings(record=True) as rec, \
+            pytest.raises(SourceError, match="did not come back"):
+        warnings.simplefilter("always")
         for fr in src.frames(threading.Event()):
+            said_by.update((str(w.message), len(got)) for w in rec[len(said_by):])
             got.append(band_index(fr.image))
             stamps.append(fr.t_capture)
             arrived.append(time.perf_counter())
@@ -537,8 +542,12 @@ def test_a_live_run_shows_a_reopened_streams_long_still_opening_as_it_comes(
                 video.unlink()
             assert len(got) < 3 * still, "looped"
     src.close()
+    said = [str(w.message) for w in rec]
     assert not any("recording" in m for m in said), said
     assert got == [15] * still + [1, 2] + [15] * (still + 5) + [10], got
+    # Said as its frames are shown again, not once the comparison decided.
+    lost = "cam': stopped after 32 frames in all; reconnecting (up to 3 attempts)"
+    assert [n for m, n in said_by.items() if lost in m] == [still + 2], said_by
     again = range(still + 2, 2 * still + 3)   # the card read again to compare: still + 1
     if live:   # each yielded before the next was read
         assert all(arrived[k] < stamps[k + 1] for k in again), "held"
@@ -568,8 +577,10 @@ def test_a_live_recordings_long_still_opening_shown_while_compared_still_ends_it
         got = [fr.index for fr, _ in zip(src.frames(threading.Event()), range(4 * 65))]
     src.close()
     assert got == list(range(65 + 60)), (len(got), said)
-    assert said == [f"stream '{url}/chunked/clip.ts' started again from its first frame: it is "
-                    "a recording, not a live stream; ending after one pass"], said
+    spec = f"stream '{url}/chunked/clip.ts'"   # the loss said as its frames were shown again
+    assert said == [f"{spec}: stopped after 65 frames in all; reconnecting (up to 5 attempts)",
+                    f"{spec} started again from its first frame: it is a recording, not a live "
+                    "stream; ending after one pass"], said
 
 
 def test_a_stop_while_a_reopened_streams_opening_is_compared_ends_it_at_once(tmp_path):
