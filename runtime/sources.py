@@ -368,10 +368,12 @@ class VideoSource(Source):
         kept for `frames` to yield, but for those a live run shows while they are compared
         (`_resume`), which it yields, each with when it was read."""
         if not self.reconnect_attempts:
-            if self.kind == "stream" and not self.live:
+            if self.kind == "stream" and not self.live and _is_http(self.spec):
                 # --no-live: every frame was kept, as for a file, and not reopened, its end
                 # is where the run ends; a recording's end (a finite HTTP download declares no
-                # length) and a dropped connection read alike, which the note says.
+                # length) and a dropped connection read alike, which the note says. Other
+                # protocols (rtsp, udp, rtmp) carry cameras: a stop is a loss, exit 2, which
+                # scripts watching a camera alert on.
                 self.note(f"{self.kind} {self.spec!r} ended after {count(read, 'frame')} (it "
                           "declares no length, and with "
                           f"{option('reconnect_attempts', 0, self.flags)} it was not reopened "
@@ -632,6 +634,11 @@ def _frames_past(target: object, api: int, n: int, params: Optional[list] = None
         return int(cap.get(cv2.CAP_PROP_POS_FRAMES)) == n and cap.grab()
     finally:
         cap.release()
+
+
+def _is_http(spec: str) -> bool:
+    """Whether a stream is an HTTP(S) download, which may be a finite recording."""
+    return urlsplit(spec).scheme.lower() in ("http", "https")
 
 
 def _digest(img: np.ndarray) -> bytes:
