@@ -622,10 +622,18 @@ class _Tracer(fx.Tracer):
 
 
 def _source(node) -> str:
-    """' (file.py:12: `code`)', the student's line that made `node`, or ''."""
-    m = re.match(r'\s*File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)',
-                 node.meta.get("stack_trace") or "")
-    return f" ({m[1]}:{m[2]}: `{m[3].strip()}`)" if m else ""
+    """' (file.py:12: `code`)', the student's line that made `node`, or ''. The trace runs from
+    the student's forward, through each block it calls, into torch's own tracing code: the
+    line is the last one outside torch (the first named the block's call, not its division)."""
+    import os
+
+    import torch
+
+    own = os.path.dirname(torch.__file__) + os.sep
+    frames = [m for m in re.finditer(r'File "([^"]+)", line (\d+), in [^\n]*\n\s*([^\n]*)',
+                                     node.meta.get("stack_trace") or "")
+              if not m[1].startswith(own)]
+    return f" ({frames[-1][1]}:{frames[-1][2]}: `{frames[-1][3].strip()}`)" if frames else ""
 
 
 def _canonical(graph, node) -> None:
