@@ -293,7 +293,7 @@ TRACED_OPS = ("Conv2d or F.conv2d (stride 1, zero padding 'same'; groups 1 or de
               "nearest x2 upsampling", "pixel_shuffle", "pixel_unshuffle",
               "add, sub (alpha= too) and mul (of tensors, numbers, or one value a channel), "
               "div (by a number or one value a channel)",
-              "BatchNorm2d and its subclasses (eval mode)",
+              "BatchNorm2d, its subclasses and F.batch_norm (eval mode)",
               "cat, chunk and split over channels",
               "Identity and dropout (eval mode)")
 
@@ -504,6 +504,24 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                 # PyTorch's order, then the one depth_to_space reads
                 t = gather(ident(args[0]), torch_to_tf_channel_perm(c, r))
             env[node], node.meta["channels"] = (D2S(r)(t), None), c
+        elif fn is F.batch_norm:   # a batch norm subclass's own forward, or F.batch_norm
+            a = _bound(F.batch_norm, node)
+            stats = [a.get(k) for k in ("running_mean", "running_var")]
+            owner = _owner(stats[0]) or _owner(a.get("weight"))
+            if a.get("training") or None in stats:
+                what = (f" ({owner}: track_running_stats=False?)" if owner else "")
+                unsupported(node, f" without running statistics{what} (in training mode, or "
+                            "training=True: it normalises each frame by its own statistics)")
+            if not all(a.get(k) is None or a[k] in consts for k in (
+                    "running_mean", "running_var", "weight", "bias")):
+                unsupported(node, " with statistics computed from the input")
+            mean, var = consts[a["running_mean"]], consts[a["running_var"]]
+            scale = 1 / torch.sqrt(var + a.get("eps", 1e-5))
+            if a.get("weight") is not None:
+                scale = scale * consts[a["weight"]]
+            shift = -mean * scale + (consts[a["bias"]] if a.get("bias") is not None else 0)
+            affine(node, a["input"], scale.reshape(-1, 1, 1), shift.reshape(-1, 1, 1),
+                   layer_name(owner, name))
         elif isinstance(mod, (nn.BatchNorm2d, nn.SyncBatchNorm)):
             if mod.training:
                 unsupported(node, " in training mode (call .eval() first)")
@@ -572,15 +590,12 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             y = keras.layers.Concatenate(axis=-1, name=name)([t for t, _ in parts])
             env[node] = (y, None if np.array_equal(perm, np.arange(off)) else perm)
             node.meta["channels"] = off
-        elif fn in CHUNK:
-            k = node.args[1] if len(node.args) > 1 else node.kwargs["chunks"]
-            if c_in % k:
-                unsupported(node, f" ({c_in} channels into {k} unequal chunks)")
-            t, step = ident(args[0]), c_in // k
-            env[node] = ([t[..., i * step:(i + 1) * step] for i in range(k)], None)
-            node.meta["channels"] = [step] * k   # each part's, read by the getitem of one
-        elif fn in SPLIT:
+        elif fn in CHUNK + SPLIT:
             size = node.args[1]
+            if fn in CHUNK:   # PyTorch's chunks: ceil(C / k) channels each, the last the rest
+                if not isinstance(size, int) or isinstance(size, bool) or size < 1:
+                    unsupported(node, f" into {size!r} chunks (covered: a positive number)")
+                size = -(-c_in // size)
             if isinstance(size, int) and not isinstance(size, bool) and size > 0:
                 sizes = [size] * (c_in // size) + ([c_in % size] if c_in % size else [])
             elif isinstance(size, (list, tuple)) and all(
@@ -594,7 +609,7 @@ def _build_traced(b: _Builder, x, model: nn.Module):
                             "a list of them)")
             t, ends = ident(args[0]), np.cumsum([0, *sizes]).tolist()
             env[node] = ([t[..., a:e] for a, e in zip(ends, ends[1:])], None)
-            node.meta["channels"] = sizes
+            node.meta["channels"] = sizes   # each part's, read by the getitem of one
         elif fn is operator.getitem and isinstance(args[0], tuple) and isinstance(
                 args[0][0], list):
             if not isinstance(node.args[1], int):
@@ -619,6 +634,19 @@ class _Tracer(fx.Tracer):
                 and type(m)._conv_forward is nn.Conv2d._conv_forward
                 ) or (isinstance(m, nn.BatchNorm2d) and type(m).forward is nn.BatchNorm2d.forward
                       ) or super().is_leaf_module(m, qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        # A batch norm subclass with a forward of its own is traced into: its
+        # `super().forward(x)` checks the input's dim (control flow fx cannot trace) and then
+        # calls F.batch_norm, which the rebuild reads; the input here is N x C x H x W.
+        if not isinstance(m, nn.modules.batchnorm._BatchNorm) or self.is_leaf_module(
+                m, self.path_of_module(m)):
+            return super().call_module(m, forward, args, kwargs)
+        m._check_input_dim = lambda input: None
+        try:
+            return super().call_module(m, forward, args, kwargs)
+        finally:
+            del m._check_input_dim
 
 
 def _source(node) -> str:
@@ -673,6 +701,8 @@ def _canonical(graph, node) -> None:
         return
     if fn is None:
         return
+    if "out" in node.kwargs and node.kwargs["out"] is None:   # PyTorch's default: a new tensor
+        node.kwargs = {k: v for k, v in node.kwargs.items() if k != "out"}
     try:
         args = inspect.signature(fn).bind(*node.args, **node.kwargs)
     except TypeError:
@@ -687,6 +717,22 @@ def _canonical(graph, node) -> None:
                 canon[1] = graph.call_function(operator.mul, (canon[1], alpha))
             canon[1].meta["stack_trace"] = node.meta.get("stack_trace")
     node.args, node.kwargs = tuple(canon), {}
+
+
+def _bound(fn, node) -> dict:
+    """`node`'s arguments by the names of `fn`'s parameters (defaults left out)."""
+    import inspect
+
+    return dict(inspect.signature(fn).bind(*node.args, **node.kwargs).arguments)
+
+
+def _owner(arg) -> str | None:
+    """The module a weight or buffer read by `arg` (a get_attr node) belongs to ("bn" for
+    bn.running_mean), None for anything else."""
+    if not isinstance(arg, fx.Node) or arg.op != "get_attr":
+        return None
+    owner, _, attr = arg.target.rpartition(".")
+    return owner or attr
 
 
 def _evaluate(gm, mods, node, consts):

@@ -656,6 +656,83 @@ def test_division_by_zero_names_the_node_and_its_line():
         build_keras_student(_DividedByZero().eval())
 
 
+class _Scales(nn.Module):
+    """A block of one's own (fx traces into it) dividing by a per-channel scale with a zero."""
+
+    def __init__(self):
+        super().__init__()
+        self.c = nn.Conv2d(3, 3, 1)
+        self.register_buffer("s", torch.tensor([1.0, -0.0, 2.0]).reshape(3, 1, 1))
+
+    def forward(self, x):
+        y = self.c(x)
+        return y / self.s
+
+
+class _DividedInABlock(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = _Scales()
+
+    def forward(self, x):
+        return x + self.body(x * 2)
+
+
+def test_division_by_zero_in_a_block_names_the_line_that_divides():
+    # It named the outermost line of the student's forward, `return x + self.body(x * 2)`,
+    # not the division inside the block.
+    with pytest.raises(ValueError, match=r"_DividedInABlock divides by zero at node 'truediv' "
+                                         r"\(.*test_export_tflite_rebuild.py:\d+: `return y / "
+                                         r"self.s`\)"):
+        build_keras_student(_DividedInABlock().eval())
+
+
+class _ScaledBatchNorm(nn.BatchNorm2d):
+    """A BatchNorm2d subclass with a forward of its own, calling BatchNorm2d's."""
+
+    def forward(self, x):
+        return super().forward(x) * 0.5
+
+
+class _OwnForwards(nn.Module):
+    """A batch norm subclass with its own forward, F.batch_norm, chunks of unequal size and
+    `out=None`, as code spells them: fx traced into BatchNorm2d's input check ("cannot be
+    traced by torch.fx ... control flow"), chunk(3) of 8 channels was refused as "unequal
+    chunks" (PyTorch's are 3, 3 and 2), and `out=None` as "uses cat with dim=, out="."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn = nn.Conv2d(3, 8, 3, padding=1), _ScaledBatchNorm(8)
+        self.norm = nn.BatchNorm2d(8)
+        self.head = nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        f = F.relu(self.bn(self.a(x)))
+        f = F.batch_norm(f, self.norm.running_mean, self.norm.running_var, self.norm.weight,
+                         self.norm.bias, False, 0.1, 1e-3)
+        p, q, r = f.chunk(3, dim=1)
+        g = torch.cat([r, torch.add(q, p, alpha=0.5, out=None), p], dim=1, out=None)
+        return x + self.head(g)
+
+
+class _UntrackedBatchNorm(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.bn = nn.Conv2d(3, 3, 1), _ScaledBatchNorm(3, track_running_stats=False)
+
+    def forward(self, x):
+        return x + self.bn(self.a(x))
+
+
+def test_batch_norm_with_a_forward_of_its_own_and_unequal_chunks_are_rebuilt():
+    model = _with_running_statistics(_seeded_module(_OwnForwards()))
+    assert _same_function(model, build_keras_student(model)) < 1e-4
+    # eval mode without running statistics normalises each frame by its own: not a constant
+    with pytest.raises(NotImplementedError, match=r"_UntrackedBatchNorm uses batch_norm without "
+                                                  r"running statistics \(bn: track_running_st"):
+        build_keras_student(_seeded_module(_UntrackedBatchNorm()))
+
+
 class _Pools(nn.Module):
     """Max pooling as small CNNs use it: 2x2 and 4x4 windows side by side, a 3x3 and a 5x3
     one at stride 1 (SPP-like), functional and as modules."""
