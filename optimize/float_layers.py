@@ -178,12 +178,19 @@ def twin_layers(model: nn.Module) -> list[str] | None:
         return None
     from .keras_student import build_keras_student
 
-    return keras_layer_names(build_keras_student(model.eval().cpu(), batch=1))
+    return twin_named_layers(build_keras_student(model.eval().cpu(), batch=1))
 
 
 def keras_layer_names(km) -> list[str]:
     """The names of a Keras model's layers, its input's left out (no op to keep in float)."""
     return [la.name for la in km.layers if type(la).__name__ != "InputLayer"]
+
+
+def twin_named_layers(km) -> list[str]:
+    """The names a twin's author gave its layers: those Keras made up ("conv2d_3", counted
+    over the process, so another in each build) name no module, even one called "conv2d"."""
+    made = getattr(km, "_made_up_names", frozenset())
+    return [n for n in keras_layer_names(km) if n not in made]
 
 
 def twin_gaps(names: Sequence[str], layers: Sequence[str]) -> list[str]:
@@ -408,7 +415,9 @@ def plan(spec: list[str] | str, model: nn.Module, fmts: Sequence[str], crops, im
                     say("  the simulation does not pass the gates short of a float model"
                         + ("; 7-bit weights limit it (--no-reduce-range on VNNI CPUs)"
                            if bits == 7 else "")
-                        + ("; so do the few layers the Keras twin names"
+                        + (("; so do the few layers the Keras twin names"
+                            if set(allowed) - {OUTPUT} else
+                            "; the Keras twin names none of its layers after the student's")
                            if allowed is not None and len(allowed) < len(units(model)) else "")
                         + ": keeping every layer int8")
             by_fmt[f] = list(by_kind[kind].layers)

@@ -25,6 +25,7 @@ Layout conventions carried over from PyTorch:
 """
 from __future__ import annotations
 
+import contextlib
 import re
 
 import numpy as np
@@ -902,6 +903,31 @@ def _scope_name(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_-") or "student"
 
 
+@contextlib.contextmanager
+def _made_up_names(into: set):
+    """Collects the names Keras makes up (`into`) for the layers a twin gives no name: the
+    first Conv2D of a process is "conv2d", a later one "conv2d_3", so such a name is no module's
+    even where a module is called so (float layers are found by the names a twin's author
+    gave)."""
+    try:
+        from keras.src.ops import operation
+        made_up = operation.auto_name
+    except (ImportError, AttributeError):   # another Keras: every name counts as given
+        yield
+        return
+
+    def auto_name(prefix):
+        name = made_up(prefix)
+        into.add(name)
+        return name
+
+    operation.auto_name = auto_name
+    try:
+        yield
+    finally:
+        operation.auto_name = made_up
+
+
 def _checked_twin(model: nn.Module, twin, batch: int | None):
     """A hand-written twin registered with a user's student (`register(keras_twin=...)`),
     checked against the student: a wrong weight layout would otherwise surface as a failed
@@ -911,10 +937,16 @@ def _checked_twin(model: nn.Module, twin, batch: int | None):
 
     what = (f"the Keras twin of student {model.arch_name!r} "
             f"({getattr(twin, '__module__', '?')}.{getattr(twin, '__qualname__', twin)})")
-    km = twin(model, batch)
+    made: set[str] = set()
+    try:
+        with _made_up_names(made):
+            km = twin(model, batch)
+    except Exception as e:   # Keras' own message ("The name "b" is used 2 times") names no twin
+        raise ValueError(f"{what} failed: {type(e).__name__}: {e}") from e
     if not isinstance(km, keras.Model):
         raise ValueError(f"{what} returned {type(km).__name__ if km is not None else None}, "
                          "not a keras.Model")
+    km._made_up_names = frozenset(made)   # read by float_layers.twin_named_layers
     km.name = _scope_name(km.name)
     shape = tuple(getattr(km, "input_shape", ()) or ())   # a subclassed Model never called: ()
     if shape != (batch, None, None, 3):

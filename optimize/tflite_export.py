@@ -210,12 +210,13 @@ def export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str =
     if quantization == "int8" and float_layers:
         from distill.students import keras_twin
 
-        from .float_layers import keras_layer_names, twin_gap_message, twin_gaps
-        layers = keras_layer_names(km)
+        from .float_layers import (keras_layer_names, twin_gap_message, twin_gaps,
+                                   twin_named_layers)
         # A twin names its layers as its author chose: a name it lacks found no ops (or, beside
         # one it has, was dropped unsaid), after the calibration.
-        if keras_twin(model) is not None and (missing := twin_gaps(float_layers, layers)):
-            raise ValueError(twin_gap_message(model, missing, layers))
+        if keras_twin(model) is not None and (
+                missing := twin_gaps(float_layers, twin_named_layers(km))):
+            raise ValueError(twin_gap_message(model, missing, keras_layer_names(km)))
     data = convert_keras(km, quantization, crops, on_sample, float_layers)
     m = int(getattr(model, "multiple", 1))
     data = set_default_input_shape(data, (max(m, 256 // m * m), max(m, 256 // m * m)))

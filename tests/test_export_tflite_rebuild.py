@@ -894,3 +894,69 @@ def test_float_layers_of_a_keras_twin_are_the_layers_it_names(tmp_path, registry
     # ONNX Runtime's search is the student's own graph's: every layer
     onnx_steps = choices["onnx-int8"]["steps"]
     assert any("mid" in step["float"] or "a" in step["float"] for step in onnx_steps), onnx_steps
+
+
+class _AutoNamedModules(nn.Module):
+    """Modules named as Keras names a layer it is given no name for."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv2d, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 3, 3, padding=1)
+
+    def forward(self, x):
+        return x + self.b(F.leaky_relu(self.conv2d(x), 0.2))
+
+
+def _auto_named_twin(model, batch, names=(None, "b")):
+    import keras
+
+    from optimize.keras_student import conv_kernel
+
+    inp = keras.Input((None, None, 3), batch_size=batch)
+    a = keras.layers.Conv2D(8, 3, padding="same", name=names[0])
+    b = keras.layers.Conv2D(3, 3, padding="same", name=names[1])
+    km = keras.Model(inp, keras.layers.Add()([inp, b(keras.layers.LeakyReLU(0.2)(a(inp)))]))
+    a.set_weights([conv_kernel(model.conv2d), model.conv2d.bias.detach().numpy()])
+    b.set_weights([conv_kernel(model.b), model.b.bias.detach().numpy()])
+    return km
+
+
+def test_a_name_keras_made_up_for_a_twin_layer_names_no_module(tmp_path, registry):
+    """A twin layer given no name is named by Keras, from a count of the layers made in the
+    process so far: the first Conv2D is "conv2d", a later one "conv2d_3". It was taken for the
+    student's module `conv2d`: `auto` could choose it (the plan's build named a layer so) and
+    the export's build then refuse it, or keep its ops in float for a layer the twin never
+    named."""
+    import keras
+
+    from distill.students import register
+    from optimize import float_layers as fl
+    from optimize.tflite_export import export_tflite
+
+    register("auto-named", _AutoNamedModules, "conv2d not named", keras_twin=_auto_named_twin)
+    model = _seeded_module(create_student("auto-named"))
+    keras.backend.clear_session()   # as in a fresh process: the twin's first Conv2D is "conv2d"
+    layers = fl.twin_layers(model)
+    assert fl.twin_gaps(["conv2d", "b"], layers) == ["conv2d"], layers
+    assert fl.twin_gaps(["conv2d"], fl.twin_layers(model)) == ["conv2d"]
+    keras.backend.clear_session()
+    crops = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    with pytest.raises(ValueError, match=r"float layers 'conv2d': the Keras twin of student "
+                                         r"'auto-named' \(.*_auto_named_twin\) has no layer "
+                                         r"named after it \(its layers: conv2d, .*b"):
+        export_tflite(model, tmp_path / "c.tflite", "int8", crops=crops, float_layers=["conv2d"])
+    # a layer its author named "conv2d" is the module's
+    register("conv2d-named", _AutoNamedModules, "conv2d named",
+             keras_twin=lambda m, b: _auto_named_twin(m, b, ("conv2d", "b")))
+    assert not fl.twin_gaps(["conv2d", "b"], fl.twin_layers(create_student("conv2d-named")))
+
+
+def test_a_keras_twin_that_fails_is_named(registry):
+    # It was Keras' own message alone: 'The name "b" is used 2 times in the model.'
+    from distill.students import register
+
+    register("dup-named", _AutoNamedModules, "two layers named b",
+             keras_twin=lambda m, b: _auto_named_twin(m, b, ("b", "b")))
+    with pytest.raises(ValueError, match=r"the Keras twin of student 'dup-named' \(.*<lambda>\) "
+                                         r"failed: ValueError: The name \"b\" is used 2 times"):
+        build_keras_student(create_student("dup-named").eval())
