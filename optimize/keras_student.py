@@ -509,10 +509,13 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             a = _bound(F.batch_norm, node)
             stats = [a.get(k) for k in ("running_mean", "running_var")]
             owner = _owner(stats[0]) or _owner(a.get("weight"))
-            if a.get("training") or None in stats:
-                what = (f" ({owner}: track_running_stats=False?)" if owner else "")
-                unsupported(node, f" without running statistics{what} (in training mode, or "
-                            "training=True: it normalises each frame by its own statistics)")
+            if None in stats:   # eval mode too: each frame normalised by its own statistics
+                unsupported(node, " without running statistics ("
+                            + (f"{owner}: " if owner else "") + "track_running_stats=False: it "
+                            "normalises each frame by its own statistics)")
+            if a.get("training"):
+                unsupported(node, " in training mode (call .eval() first, or pass "
+                            "training=False)")
             if not all(a.get(k) is None or a[k] in consts for k in (
                     "running_mean", "running_var", "weight", "bias")):
                 unsupported(node, " with statistics computed from the input")
@@ -573,7 +576,10 @@ def _build_traced(b: _Builder, x, model: nn.Module):
             env[node] = (layer(name=name)([ta, tb]), pa)
             node.meta["channels"] = max(channels_of(node.args[0]), channels_of(node.args[1]))
         elif fn in CAT + CHUNK + SPLIT and node.kwargs:   # keywords `_canonical` did not know
-            unsupported(node, f" with {', '.join(f'{k}=' for k in node.kwargs)}")
+            known = {"tensors", "dim", "axis", "input", "tensor", "chunks",
+                     "split_size_or_sections", "split_size"}   # (`dim=` was named for `out=`)
+            odd = [k for k in node.kwargs if k not in known] or list(node.kwargs)
+            unsupported(node, f" with {', '.join(f'{k}={node.kwargs[k]!r}' for k in odd)}")
         elif fn in CAT + CHUNK + SPLIT and _dim(node, 1 if fn in CAT else 2) not in (1, -3):
             unsupported(node, f" over dim={_dim(node, 1 if fn in CAT else 2)} (only over the "
                         "channels of N x C x H x W: dim=1 or dim=-3)")

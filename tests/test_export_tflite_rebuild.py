@@ -731,6 +731,10 @@ def test_batch_norm_with_a_forward_of_its_own_and_unequal_chunks_are_rebuilt():
     with pytest.raises(NotImplementedError, match=r"_UntrackedBatchNorm uses batch_norm without "
                                                   r"running statistics \(bn: track_running_st"):
         build_keras_student(_seeded_module(_UntrackedBatchNorm()))
+    model.bn.train()
+    with pytest.raises(NotImplementedError, match=r"_OwnForwards uses batch_norm in training "
+                                                  r"mode \(call .eval\(\) first"):
+        build_keras_student(model)
 
 
 class _Pools(nn.Module):
@@ -960,3 +964,18 @@ def test_a_keras_twin_that_fails_is_named(registry):
     with pytest.raises(ValueError, match=r"the Keras twin of student 'dup-named' \(.*<lambda>\) "
                                          r"failed: ValueError: The name \"b\" is used 2 times"):
         build_keras_student(create_student("dup-named").eval())
+
+
+class _CatIntoABuffer(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("buf", torch.zeros(1, 6, 32, 32))
+
+    def forward(self, x):
+        return torch.cat([x, x], dim=1, out=self.buf)[:, :3]
+
+
+def test_a_keyword_the_rebuild_lacks_is_the_one_named():
+    # It was "uses cat with dim=, out=": dim= is covered.
+    with pytest.raises(NotImplementedError, match=r"_CatIntoABuffer uses cat with out=buf, which"):
+        build_keras_student(_CatIntoABuffer().eval())
