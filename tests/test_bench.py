@@ -2486,3 +2486,31 @@ def test_an_export_error_of_a_sound_checkpoint_fails_its_formats_not_pytorch(env
     assert says in lat["ort-fp32"]["reason"] and says in lat["pipeline-ort-fp32"]["reason"], lat
     assert [c["model"] for c in rep["checks"] if not c["passed"]] == ["good/onnx"], rep["checks"]
     assert f"student good ({env / 'student-good.pt'}): exporting it to onnx failed: " in err, err
+
+
+def test_float_layers_leave_a_checkpoint_that_does_not_load_to_its_student(env, tmp_path,
+                                                                          capsys):
+    """--float-layers' up-front check loads each student; a checkpoint that raised there
+    anything but a CheckpointError (here a KeyError: its 'arch' missing) crashed the bench with
+    a traceback and errored every test of the pytest suite. It is that student's failure, as
+    without --float-layers; the others are measured."""
+    model = create_student("fast", width=8)
+    ckpt = make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args)
+    del ckpt["arch"]
+    odd = tmp_path / "student-odd.pt"
+    atomic_save(ckpt, odd)
+    good = str(env / "student-good.pt")
+    rc = _bench(env, "float-odd", "--students", f"{good},{odd}", "--formats", "onnx",
+                "--float-layers", "output", "--cache", str(tmp_path / "cache"), "--no-latency",
+                "--min-ssim-ratio", "0")
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err, err
+    rep = json.loads((env / "float-odd" / "report.json").read_text())
+    assert [f["student"] for f in rep["failed"]] == ["odd"], rep["failed"]
+    q = {r["key"]: r["status"] for r in rep["quality"]["rows"] if r["student"] == "good"}
+    assert q["good/pytorch"] == q["good/onnx"] == "ok", q
+    _, out = _run_suite("-k", "pytorch", "--students", good, str(odd), "--float-layers",
+                        "output", "--cache", str(tmp_path / "cache"), "--sizes", "96x64",
+                        expect=1)
+    assert "1 failed, 1 passed" in out and "Traceback" not in out, out
+    assert "student odd (" in out and "reading its checkpoint failed: KeyError: 'arch'" in out, out
