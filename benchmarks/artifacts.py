@@ -148,18 +148,23 @@ def checkpoint_failed(student: Student, e: BaseException) -> bool:
 
 def failed_artifacts(student: Student, cache_root: str | os.PathLike | None,
                      formats: str | Sequence[str] | None, why: str,
-                     float_layers: Optional[str] = None, status: str = "failed"
-                     ) -> ArtifactSet:
+                     float_layers: Optional[str] = None, status: str = "failed",
+                     kept: Optional[dict] = None) -> ArtifactSet:
     """The ArtifactSet of a student whose export raised: status "failed" with `why` for each
     format it was to build; those not requested or not buildable here skipped as
     `ensure_artifacts` skips them. `status` "error": the export's failure, not the student's
-    (`checkpoint_failed`): each format fails its own check, as one whose build failed."""
+    (`checkpoint_failed`): each format fails its own check, as one whose build failed.
+    `kept`: `ensure_artifacts`' `partial` "items", the formats it reused from the cache or
+    built (or failed with a reason of their own) before it raised, which stay as they are."""
     from optimize.export import FORMATS
 
     build = buildable_formats(formats)
+    kept = kept or {}
     items = {}
     for fmt, spec in FORMATS.items():
-        if fmt in build:
+        if fmt in build and fmt in kept and kept[fmt].status != "skipped":
+            items[fmt] = kept[fmt]
+        elif fmt in build:
             items[fmt] = Artifact(fmt, spec.precision, status, reason=why)
         else:
             items[fmt] = Artifact(fmt, spec.precision, "skipped",
@@ -356,13 +361,16 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
                      formats: str | Sequence[str] | None = None,
                      calib_count: int = DEFAULT_CALIB_COUNT, quiet: bool = False,
                      say=None, float_layers: str | None = None,
-                     calib: Sequence[str] | str | None = None) -> ArtifactSet:
+                     calib: Sequence[str] | str | None = None,
+                     partial: Optional[dict] = None) -> ArtifactSet:
     """Every export format for `student`: reused from the cache when up to date, else built with
     `optimize.export.export`. Formats not requested or not buildable here come back as skipped
     with a reason; failed builds as error with the export's reason. `float_layers` as
     `sharpen export --float-layers` (mixed-precision INT8; cached in a folder of its own).
     `calib` as `sharpen export --calib` (default: the built-in sample photos): the cache keys
-    on its files' contents, so other images (or changed ones) rebuild."""
+    on its files' contents, so other images (or changed ones) rebuild. `partial`: a dict
+    whose "items" are the formats reused or built so far, for a caller that measures them
+    where the export raises (`failed_artifacts`' `kept`)."""
     from optimize.export import FORMATS, parse_formats
 
     say = say or (lambda msg: None)
@@ -381,12 +389,21 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
 
     installed = library_versions()
     versions = {fmt: format_versions(fmt, installed) for fmt in FORMATS}
-    plan = _Plan.of(student, folder, settings, requested, versions)
+    partial = {} if partial is None else partial
+
+    def planned() -> _Plan:
+        plan = _Plan.of(student, folder, settings, requested, versions)
+        # The formats reused, and those `_build` records as it goes (the same dict): an export
+        # that raised for the others took them with it, cached and sound, unmeasured.
+        partial["items"] = plan.items
+        return plan
+
+    plan = planned()
     built_now: list[str] = []
     if plan.to_build:
         with cache_lock(folder, say, "exporting"):
             # Planned again inside the lock: a run that held it may have built them meanwhile.
-            plan = _Plan.of(student, folder, settings, requested, versions)
+            plan = planned()
             if plan.to_build:
                 built_now = _build(plan, student, folder, settings, versions, calib_count,
                                    quiet, say, float_layers, calib)

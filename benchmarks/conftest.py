@@ -304,16 +304,19 @@ class BenchContext:
         (they were skipped after it). A checkpoint's failure raises on: the student's."""
         from benchmarks.artifacts import checkpoint_failed, failed_artifacts, failure_reason
 
+        partial: dict = {}
         try:
-            return self._ensure(name, used)
+            return self._ensure(name, used, partial)
         except Exception as e:  # noqa: BLE001 - sorted below; `attempt` takes the student's
             if checkpoint_failed(self.students[name], e):
                 raise
+            # (those reused from the cache or built before it raised are measured)
             arts = failed_artifacts(self.students[name], self.cache, used,
-                                    failure_reason(name, e), self.float_layers, status="error")
+                                    failure_reason(name, e), self.float_layers, status="error",
+                                    kept=partial.get("items"))
             return self._unselected_skipped(arts, used)
 
-    def _ensure(self, name: str, used: list[str]):
+    def _ensure(self, name: str, used: list[str], partial: Optional[dict] = None):
         """ensure_artifacts for the formats `used`; the others of --formats as skipped, no
         selected test using them."""
         from benchmarks.artifacts import ensure_artifacts
@@ -322,7 +325,7 @@ class BenchContext:
         if used:
             arts = ensure_artifacts(st, self.cache, used, self.calib_count, quiet=True,
                                     say=self.say, float_layers=self.float_layers,
-                                    calib=self.calib)
+                                    calib=self.calib, partial=partial)
         else:
             arts = self._nothing_to_export(name)
         return self._unselected_skipped(arts, used)

@@ -342,23 +342,31 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
     """Every stage in turn, each result into `progress` as it finishes; a stage interrupted
     part way puts in what it finished, then the KeyboardInterrupt goes on."""
     for st in students:
+        partial: dict = {}
         try:
             progress.artifact_sets[st.name] = ensure_artifacts(
                 st, cache, opts.formats, opts.calib_count, quiet=opts.quiet, say=say,
-                float_layers=opts.float_layers, calib=calib_sources(opts.calib))
+                float_layers=opts.float_layers, calib=calib_sources(opts.calib),
+                partial=partial)
         except Exception as e:  # noqa: BLE001 - that student fails; the others are measured
             # A broken checkpoint (or an export that raised) of one student stopped the run
             # for every student, without a report. Its rows say why, and the run exits 1.
             fmts = ", ".join(buildable_formats(opts.formats)) or "no format"
             why = f"exporting it to {fmts} failed: {failure_reason(st.name, e)}"
             if not checkpoint_failed(st, e):
-                # Its formats fail, each with its check; PyTorch eager needs only the
-                # checkpoint, which loads: it is measured.
-                progress.artifact_sets[st.name] = failed_artifacts(
+                # Its formats fail, each with its check, but those reused from the cache or
+                # built before it raised; PyTorch eager needs only the checkpoint, which
+                # loads: they are measured.
+                arts = progress.artifact_sets[st.name] = failed_artifacts(
                     st, cache, opts.formats, failure_reason(st.name, e), opts.float_layers,
-                    status="error")
+                    status="error", kept=partial.get("items"))
+                kept = [f for f, a in arts.items.items() if a.status in ("pass", "fail")]
+                lost = [f for f, a in arts.items.items() if a.status == "error"]
+                why = (f"exporting it to {', '.join(lost) or 'no format'} failed: "
+                       f"{failure_reason(st.name, e)}")
                 say.warn(f"student {st.name}{path_unless_named(st.path, why)}: {why}; its "
-                         "PyTorch eager rows are measured")
+                         "PyTorch eager rows are measured"
+                         + (f", as are those of {', '.join(kept)} (cached)" if kept else ""))
                 continue
             progress.failed[st.name] = why
             progress.artifact_sets[st.name] = failed_artifacts(st, cache, opts.formats, why,

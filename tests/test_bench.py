@@ -2514,3 +2514,44 @@ def test_float_layers_leave_a_checkpoint_that_does_not_load_to_its_student(env, 
                         expect=1)
     assert "1 failed, 1 passed" in out and "Traceback" not in out, out
     assert "student odd (" in out and "reading its checkpoint failed: KeyError: 'arch'" in out, out
+
+
+def test_an_export_error_leaves_the_cached_formats_measured(env, tmp_path, capsys):
+    """An export that raised for a sound checkpoint failed every format of the student, those
+    the run reused from the cache too (valid, and reused by the next run): only the formats it
+    was building fail; the cached one is measured, in `sharpen bench` and the pytest suite."""
+    good, cache = str(env / "student-good.pt"), tmp_path / "cache"
+    assert _bench(env, "cached-onnx", "--students", good, "--formats", "onnx", "--cache",
+                  str(cache), "--no-latency", "--min-ssim-ratio", "0") == 0
+    from benchmarks.artifacts import artifact_folder, resolve_students
+
+    folder = artifact_folder(resolve_students([good])[0], cache)
+    # the export of onnx-int8 raises (IsADirectoryError) on the report it replaces
+    (folder / "export_report.student-good.json").mkdir()
+    capsys.readouterr()
+    rc = _bench(env, "cached-onnx-2", "--students", good, "--formats", "onnx,onnx-int8",
+                "--cache", str(cache), "--sizes", "96x64", "--stream-frames", "2",
+                "--min-ssim-ratio", "0")
+    err = capsys.readouterr().err
+    assert rc == 1 and "Traceback" not in err, err
+    rep = json.loads((env / "cached-onnx-2" / "report.json").read_text())
+    assert rep["failed"] == [] and rep["artifacts"]["good"]["formats"]["onnx"]["status"] == \
+        "pass", rep["artifacts"]["good"]
+    q = {r["key"]: r for r in rep["quality"]["rows"] if r["student"] == "good"}
+    assert q["good/pytorch"]["status"] == q["good/onnx"]["status"] == "ok", q
+    assert q["good/onnx-int8"]["status"] == "error" and "IsADirectoryError" in \
+        q["good/onnx-int8"]["reason"], q
+    lat = {r["backend"]: r["status"] for r in rep["latency"]["rows"] + rep["latency"]["stream"]
+           if r["student"] == "good" and r["status"] != "skipped"}
+    assert lat == {"pytorch": "ok", "ort-fp32": "ok", "ort-int8": "failed",
+                   "pipeline-ort-fp32": "ok"}, lat
+    assert [c["model"] for c in rep["checks"] if not c["passed"]] == ["good/onnx-int8"]
+    [line] = [ln for ln in err.splitlines() if "PyTorch eager rows are measured" in ln]
+    assert "exporting it to onnx-int8 failed: IsADirectoryError" in line, line
+    assert line.endswith("as are those of onnx (cached)"), line
+    _, out = _run_suite("-k", "test_student_latency and (ort-fp32 or ort-int8)", "--students",
+                        good, "--formats", "onnx,onnx-int8", "--cache", str(cache), "--sizes",
+                        "96x64", expect=1)
+    assert "1 failed, 1 passed" in out and "Traceback" not in out, out
+    [failure] = [part for part in out.split("\n_") if "[good-ort-int8-96x64]" in part]
+    assert "exporting it to onnx-int8 failed: IsADirectoryError" in failure, failure
