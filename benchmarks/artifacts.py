@@ -262,6 +262,10 @@ def format_versions(fmt: str, installed: Optional[dict] = None) -> dict:
 
 
 BUILTIN_CALIBRATION = "built-in sample photos"
+# An artifact's `export_parity["images"]` where its parity gate, held out of --calib otherwise,
+# ran on the built-in photos: no --calib image was readable (`_build`). Said in the artifact,
+# which a later run with the same --calib files reuses, not only in that run's console.
+BUILTIN_PARITY_FALLBACK = f"{BUILTIN_CALIBRATION} (no --calib image is readable)"
 # The export's messages name `sharpen export`'s flags, less those the bench does not take: its
 # parity images are the fifth of --calib held out (`optimize.export.Flags`).
 EXPORT_FLAGS: dict = {"parity_images": None}
@@ -537,12 +541,13 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
                                        "formats": {**old, **keep}})
 
     failed: list[str] = []   # formats whose export raised; the others' is not about them
+    parity_on: dict = {}     # export_parity's "images" where not as `settings` say
 
     def record(r) -> None:
         if r.format not in to_build or r.format in built_now or r.format in failed:
             return
         parity = {k: getattr(r, k) for k in ("max_abs", "psnr", "ssim")
-                  if getattr(r, k) is not None}
+                  if getattr(r, k) is not None} | parity_on
         items[r.format] = Artifact(r.format, r.precision or FORMATS[r.format].precision,
                                    r.status, r.file, r.reason, parity, versions[r.format])
         built_now.append(r.format)
@@ -588,6 +593,7 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
                         raise
                     say(f"exporting {student.name} to {', '.join(rest)}: {again}; their "
                         "parity gate runs on the built-in sample photos instead")
+                    parity_on["images"] = BUILTIN_PARITY_FALLBACK
                     report = run(rest, calib=None)
     except (ExportError, CalibrationError) as e:
         raise BenchError(f"{student.name}: {e}") from None

@@ -33,10 +33,11 @@ from runtime.atomic import atomic_write_bytes
 from runtime.console import Console, count
 from runtime.sinks import folders_to_make, remove_if_empty
 
-from .artifacts import (BUILTIN_CALIBRATION, DEFAULT_CALIB_COUNT, BenchError,
-                        atomic_write_json, buildable_formats, check_calib, check_float_layers,
-                        checkpoint_failed, default_cache_root, ensure_artifacts,
-                        failed_artifacts, failure_reason, path_unless_named, split_list)
+from .artifacts import (BUILTIN_CALIBRATION, BUILTIN_PARITY_FALLBACK, DEFAULT_CALIB_COUNT,
+                        BenchError, atomic_write_json, buildable_formats, check_calib,
+                        check_float_layers, checkpoint_failed, default_cache_root,
+                        ensure_artifacts, failed_artifacts, failure_reason, path_unless_named,
+                        split_list)
 from .latency import (QUICK_MAX_ACTIVATION_GB, SIZES_FULL, SIZES_QUICK_REPORT, TEACHER_OVERLAP,
                       TEACHER_TILE, TeacherTiles, parse_sizes, size_label,
                       stream_size)
@@ -177,12 +178,19 @@ def calib_sources(spec: Optional[str | Sequence[str]]) -> list[str]:
     return [str(spec)] if isinstance(spec, (str, os.PathLike)) else [str(p) for p in spec]
 
 
-def calibration_text(calib: Optional[str | Sequence[str]]) -> str:
-    """Which images the INT8 artifacts were calibrated on, for the report's settings."""
+def calibration_text(calib: Optional[str | Sequence[str]], artifact_sets=None) -> str:
+    """Which images the INT8 artifacts were calibrated on, for the report's settings.
+    `artifact_sets`: the run's, whose FP32 artifacts say where no --calib image was readable
+    (`BUILTIN_PARITY_FALLBACK`): then nothing was held out, and the INT8 formats failed."""
     if not calib:
         return BUILTIN_CALIBRATION + " (scikit-image, blurred)"
-    return (f"--calib {' '.join(calib_sources(calib))} (a fifth held out for the export's "
-            "parity gate, as `sharpen export --calib`)")
+    sources = " ".join(calib_sources(calib))
+    if any(a.export_parity.get("images") == BUILTIN_PARITY_FALLBACK
+           for arts in (artifact_sets or {}).values() for a in arts.items.values()):
+        return (f"--calib {sources} (none of its images is readable: the INT8 formats "
+                f"failed; the export's parity gate ran on the {BUILTIN_CALIBRATION})")
+    return (f"--calib {sources} (a fifth held out for the export's parity gate, as "
+            "`sharpen export --calib`)")
 
 
 def measured_text(students, models) -> str:
@@ -443,7 +451,7 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
                      "limit": m["limit"], "data": opts.data or "embedded",
                      "formats": opts.formats or "all", "cache": str(cache),
                      "threads": opts.threads, "calib_count": opts.calib_count,
-                     "calibration": calibration_text(opts.calib),
+                     "calibration": calibration_text(opts.calib, progress.artifact_sets),
                      "students": [s.to_dict() for s in students],
                      "models": [gm.to_dict() for gm in models],
                      "measured": measured_text(students, models),

@@ -2555,3 +2555,40 @@ def test_an_export_error_leaves_the_cached_formats_measured(env, tmp_path, capsy
     assert "1 failed, 1 passed" in out and "Traceback" not in out, out
     [failure] = [part for part in out.split("\n_") if "[good-ort-int8-96x64]" in part]
     assert "exporting it to onnx-int8 failed: IsADirectoryError" in failure, failure
+
+
+def test_the_report_says_where_the_parity_gate_ran_without_a_readable_calib(env, tmp_path,
+                                                                           capsys):
+    """With no --calib image readable the FP32 formats' parity gate runs on the built-in
+    photos, but report.json's `settings.calibration` and report.md said a fifth of --calib
+    was held out for it, and so did a later run reusing those artifacts (only the first run's
+    console said otherwise). The artifact records it; a --calib with readable images rebuilds
+    it, gated on the images held out."""
+    calib = tmp_path / "calib"
+    calib.mkdir()
+    for i in range(3):
+        (calib / f"a{i}.png").write_bytes(b"not an image " * 20)
+    good, cache = str(env / "student-good.pt"), str(tmp_path / "cache")
+    says = (f"--calib {calib} (none of its images is readable: the INT8 formats failed; the "
+            "export's parity gate ran on the built-in sample photos)")
+    for run in ("nocalib-1", "nocalib-2"):   # built, then reused from the cache
+        assert _bench(env, run, "--students", good, "--formats", "onnx,onnx-int8", "--calib",
+                      str(calib), "--cache", cache, "--no-latency", "--min-ssim-ratio",
+                      "0") == 1
+        rep = json.loads((env / run / "report.json").read_text())
+        assert rep["settings"]["calibration"] == says, rep["settings"]
+        assert f"INT8 calibration: 32 crops per student from {says}." in \
+            (env / run / "report.md").read_text()
+        arts = rep["artifacts"]["good"]
+        assert arts["formats"]["onnx"]["export_parity"]["images"] == \
+            "built-in sample photos (no --calib image is readable)", arts
+        assert arts["built_now"] == (["onnx"] if run == "nocalib-1" else []), arts
+    capsys.readouterr()
+    assert _bench(env, "readable-calib", "--students", good, "--formats", "onnx", "--calib",
+                  str(env / "pairs" / "input"), "--cache", cache, "--no-latency",
+                  "--min-ssim-ratio", "0") == 0
+    rep = json.loads((env / "readable-calib" / "report.json").read_text())
+    onnx = rep["artifacts"]["good"]["formats"]["onnx"]
+    assert rep["artifacts"]["good"]["built_now"] == ["onnx"] and "images" not in \
+        onnx["export_parity"], rep["artifacts"]["good"]
+    assert "a fifth held out" in rep["settings"]["calibration"], rep["settings"]
