@@ -365,13 +365,14 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
                 # Its formats fail, each with its check, but those reused from the cache or
                 # built before it raised; PyTorch eager needs only the checkpoint, which
                 # loads: they are measured.
+                reason = failure_reason(st.name, e)
                 arts = progress.artifact_sets[st.name] = failed_artifacts(
-                    st, cache, opts.formats, failure_reason(st.name, e), opts.float_layers,
-                    status="error", kept=partial.get("items"))
+                    st, cache, opts.formats, reason, opts.float_layers, status="error",
+                    kept=partial.get("items"))
                 kept = [f for f, a in arts.items.items() if a.status in ("pass", "fail")]
-                lost = [f for f, a in arts.items.items() if a.status == "error"]
-                why = (f"exporting it to {', '.join(lost) or 'no format'} failed: "
-                       f"{failure_reason(st.name, e)}")
+                lost = [f for f, a in arts.items.items() if a.status == "error"
+                        and a.reason == reason]
+                why = f"exporting it to {', '.join(lost) or 'no format'} failed: {reason}"
                 say.warn(f"student {st.name}{path_unless_named(st.path, why)}: {why}; its "
                          "PyTorch eager rows are measured"
                          + (f", as are those of {', '.join(kept)} (cached)" if kept else ""))
