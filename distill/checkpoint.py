@@ -207,6 +207,10 @@ def load_student(path: str | os.PathLike, prefer_ema: bool = True) -> tuple[nn.M
         raise CheckpointError(f"{path} is not a student checkpoint of this project "
                               f"(kind={ckpt.get('kind')!r}); students are written by "
                               "`sharpen distill`")
+    if not isinstance(ckpt.get("arch"), str):
+        raise CheckpointError(f"{path}: a student checkpoint that names no architecture ('arch' "
+                              f"is {ckpt.get('arch')!r}); damaged or written by hand? Students "
+                              "are written by `sharpen distill`")
     if ckpt["arch"] not in list_students():
         how = registering_module_hint(ckpt) or OWN_STUDENT_HINT
         raise CheckpointError(f"{path}: student {ckpt['arch']!r} is not registered in this "
