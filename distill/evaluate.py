@@ -301,14 +301,17 @@ FLAT = 1e-4
 
 def _read_pair(inp, gt, has_gt: bool, crop: int):
     """Input and ground truth (None without) cropped, or ImageReadError naming the file."""
-    from .images import ImageReadError, centre_crop, read_image
+    from .images import ImageReadError, centre_crop, misoriented, read_image
 
     x = read_image(inp)
     y = read_image(gt) if has_gt else None
+    note = misoriented(inp, x, gt, y) if y is not None else ""
     # Sizes are compared before cropping: equal crops of unequal images are out of line.
     if y is not None and y.shape != x.shape:
         raise ImageReadError(f"{gt}: size {y.shape[1]}x{y.shape[0]} differs from its input "
-                             f"{inp} ({x.shape[1]}x{x.shape[0]})")
+                             f"{inp} ({x.shape[1]}x{x.shape[0]})" + (note and f"; {note}"))
+    if note:
+        raise ImageReadError(f"{gt}: {note}")
     x, y = centre_crop(x, crop), centre_crop(y, crop)
     if min(x.shape[:2]) < MIN_SIDE:
         raise ImageReadError(f"{inp}: {x.shape[1]}x{x.shape[0]} is smaller than SSIM's "

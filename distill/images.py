@@ -10,12 +10,13 @@ import numpy as np
 from runtime.atomic import atomic_path
 from runtime.console import count
 from runtime.imageio import (IMAGE_EXTS, ImageReadError, OverPixelBudget, UndecodableImage,
-                             decode_image, is_image)
+                             decode_image, exif_orientation, is_image, turn_upright)
 from runtime.warn import warn
 
 __all__ = ["IMAGE_EXTS", "ImageReadError", "OverPixelBudget", "UndecodableImage", "centre_crop",
            "is_image",
-           "list_images", "read_image", "to_rgb_float", "warn_16_bit", "write_image"]
+           "list_images", "misoriented", "read_image", "to_rgb_float", "warn_16_bit",
+           "write_image"]
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:
@@ -57,6 +58,61 @@ def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.nda
     """Read an image file as HxWx3 float32 RGB in [0, 1] (8/16-bit, gray and RGBA accepted).
     Unreadable, truncated or over-budget files raise ImageReadError naming the file."""
     return to_rgb_float(decode_image(path, max_pixels), str(path))
+
+
+_TURNS = {1: "none", 2: "mirrored left to right", 3: "turned 180 degrees",
+          4: "flipped top to bottom", 5: "mirrored along the main diagonal",
+          6: "turned 90 degrees clockwise", 7: "mirrored along the other diagonal",
+          8: "turned 90 degrees counter-clockwise"}
+# The tag whose turn undoes tag N's: 6 and 8 undo each other, every other turn undoes itself.
+_UNDO = {6: 8, 8: 6}
+
+
+def _orientation(path: str | os.PathLike) -> int:
+    try:
+        return exif_orientation(Path(path).read_bytes())
+    except OSError:   # gone since it was decoded: nothing to compare
+        return 1
+
+
+def _thumb(img: np.ndarray) -> np.ndarray:
+    """A small grey version: blur and sharpening leave it alike, a turn does not."""
+    grey = img.mean(axis=2) if img.ndim == 3 else img
+    h, w = grey.shape[:2]
+    f = min(1.0, 64 / max(h, w))
+    size = (max(1, round(w * f)), max(1, round(h * f)))
+    return cv2.resize(grey.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+
+
+def misoriented(ref_path: str | os.PathLike, ref: np.ndarray, path: str | os.PathLike,
+                img: np.ndarray) -> str:
+    """Why `img` (read from `path`) may not line up with `ref` (read from `ref_path`, its
+    pair's input), or '' where nothing says so. Both were read upright by their orientation
+    tags; where the tags differ, one of the pair may have lost its tag (re-saved by a tool that
+    drops EXIF) or kept one its pixels no longer need, so that the pixels line up only as
+    stored: said where the sizes differ but match as stored, or where the sizes match (a
+    180-degree tag, a square photo) and the pictures agree far better as stored."""
+    a, b = _orientation(ref_path), _orientation(path)
+    if a == b:
+        return ""
+    tags = (f"EXIF orientation {a} ({_TURNS[a]}) on {Path(ref_path).name}, {b} ({_TURNS[b]}) "
+            f"on {Path(path).name}")
+    advice = ("one of the pair has likely lost or gained its tag: save both upright (without "
+              "the tag) or both as stored with the same tag")
+    as_stored = turn_upright(turn_upright(ref, _UNDO.get(a, a)), b)
+    if ref.shape != img.shape:
+        if as_stored.shape != img.shape:
+            return ""
+        return f"as stored they are the same size, with {tags}; {advice}"
+    if as_stored.shape != img.shape:
+        return ""
+    t = _thumb(img)
+    upright = float(np.mean((_thumb(ref) - t) ** 2))
+    stored = float(np.mean((_thumb(as_stored) - t) ** 2))
+    # Blur and sharpening change little at 64 px; a turned picture differs everywhere.
+    if upright > 1e-4 and stored * 4 < upright:
+        return f"lines up with {ref_path} only as stored, with {tags}; {advice}"
+    return ""
 
 
 def warn_16_bit(deep: list[Path], read: int, command: str) -> None:

@@ -191,12 +191,15 @@ def _exif_block(data: bytes) -> Optional[bytes]:
 
 
 def exif_orientation(data: bytes) -> int:
-    """The EXIF Orientation tag (1-8; 1 = as stored) of an encoded image, 1 when absent."""
-    t = _exif_block(data)
+    """The EXIF Orientation tag (1-8; 1 = as stored) of an encoded image, 1 when absent; a
+    TIFF's own Orientation tag (the same tag, which OpenCV's TIFF decoder applies)."""
+    t = data if data[:2] in (b"II", b"MM") else _exif_block(data)
     if not t or t[:2] not in (b"II", b"MM"):
         return 1
     e = "<" if t[:2] == b"II" else ">"
     try:
+        if struct.unpack(e + "H", t[2:4])[0] != 42:   # BigTIFF's 8-byte layout: not read here
+            return 1
         ifd = struct.unpack(e + "I", t[4:8])[0]
         for k in range(struct.unpack(e + "H", t[ifd:ifd + 2])[0]):
             entry = t[ifd + 2 + 12 * k:ifd + 14 + 12 * k]
@@ -218,6 +221,12 @@ _UPRIGHT = {
     7: lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180),
     8: lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
 }
+
+
+def turn_upright(img: np.ndarray, orientation: int) -> np.ndarray:
+    """The stored pixels `img` turned as orientation tag `orientation` (1-8) shows them."""
+    upright = _UPRIGHT.get(orientation)
+    return upright(img) if upright else img
 
 
 def _truncated(data: bytes) -> bool:

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from runtime.console import count
 from runtime.warn import warn
 
-from ..images import ImageReadError, read_image
+from ..images import ImageReadError, misoriented, read_image
 from .sources import SourceInfo
 
 
@@ -61,6 +61,7 @@ class _DecodeMixin:
         self.cache_size = int(cache_size)
         self._cache: Optional[OrderedDict] = None
         self._bad: set[int] = set()
+        self._in_line: set[int] = set()
         self._pid = None
 
     def __getstate__(self):
@@ -90,9 +91,15 @@ class _DecodeMixin:
         imgs = [self._read(p) for p in paths]
         shape = imgs[0].shape
         for p, im in zip(paths[1:], imgs[1:]):
+            # Once per sample and process: the tags are read from the files again.
+            note = "" if idx in self._in_line else misoriented(paths[0], imgs[0], p, im)
             if im.shape != shape:
                 raise ImageReadError(f"{p}: size {im.shape[1]}x{im.shape[0]} differs from "
-                                     f"{paths[0]} ({shape[1]}x{shape[0]})")
+                                     f"{paths[0]} ({shape[1]}x{shape[0]})"
+                                     + (note and f"; {note}"))
+            if note:
+                raise ImageReadError(f"{p}: {note}")
+        self._in_line.add(idx)
         return imgs
 
     def _load_with_fallback(self, idx: int, pick_other) -> tuple[int, list[np.ndarray]]:

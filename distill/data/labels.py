@@ -496,14 +496,18 @@ class LabelRun:
         """PSNR/SSIM of the input and the label against the ground truth. A ground truth that
         cannot be used (unreadable, another size) is said and dropped from the entry
         (gt: None): the sample still trains on its label, without ground-truth terms."""
-        from ..images import ImageReadError, read_image
+        from ..images import ImageReadError, misoriented, read_image
         if sample.gt is None:
             return {}
         try:
             gt = read_image(sample.gt)
+            note = misoriented(sample.input, image, sample.gt, gt)
             if gt.shape != image.shape:
                 raise ImageReadError(f"{sample.gt}: size {gt.shape[1]}x{gt.shape[0]} differs "
-                                     f"from the input's {image.shape[1]}x{image.shape[0]}")
+                                     f"from the input's {image.shape[1]}x{image.shape[0]}"
+                                     + (note and f"; {note}"))
+            if note:
+                raise ImageReadError(f"{sample.gt}: {note}")
         except ImageReadError as e:
             warn(f"{tag}ground truth unusable for {sample.name}, which trains on its label "
                   f"alone: {e}")
