@@ -54,6 +54,7 @@ class Pair:
     name: str
     _blurred: Callable[[], np.ndarray]
     _sharp: Callable[[], np.ndarray]
+    files: Optional[tuple[Path, Path]] = None   # (blurred, sharp) where read from files
 
     @property
     def blurred(self) -> np.ndarray:
@@ -115,7 +116,7 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
         raise BenchError(f"{data}: no blurred/sharp image pairs{where} (the held-out set needs "
                          "ground truth; footage without it goes to --real-nogt: side-by-side "
                          "crops and each model's PSNR to the teacher's output)")
-    pairs = [Pair(s.name, _reader(s.input), _reader(s.gt)) for s in chosen]
+    pairs = [Pair(s.name, _reader(s.input), _reader(s.gt), (s.input, s.gt)) for s in chosen]
     split = f", split {info.split}" if info.split else ""
     return pairs, (f"{info.kind} {info.root}{split} ({len(pairs)} of {len(samples)} pairs)")
 
@@ -282,6 +283,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     With `partial`, a KeyboardInterrupt (Ctrl-C, SIGTERM) first puts partial["quality"]: the
     result of the rows that ran on every image, the others with status "missing"."""
     from distill.checkpoint import load_student
+    from distill.images import misoriented
     from distill.metrics import psnr, ssim
     from optimize.export import Thresholds
     from optimize.parity import load_runner, torch_runner
@@ -295,10 +297,16 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     images = []
     for p in pairs:
         b, s = p.blurred, p.sharp
+        note = misoriented(p.files[0], b, p.files[1], s) if p.files else ""
         if b.shape != s.shape:
             raise BenchError(f"held-out pair {p.name} of --data: blurred {b.shape[1]}x"
                              f"{b.shape[0]} and sharp {s.shape[1]}x{s.shape[0]} differ in size "
-                             "(every model is scored on the same images: fix or remove it)")
+                             + (f"({note}; " if note else "(")
+                             + "every model is scored on the same images: fix or remove it)")
+        if note:
+            raise BenchError(f"held-out pair {p.name} of --data: its sharp image {p.files[1]} "
+                             f"{note} (every model is scored on the same images: fix or "
+                             "remove it)")
         images.append({"image": p.name, "shape": list(b.shape), "input_psnr": psnr(b, s),
                        "input_ssim": ssim(b, s)})
     hardest = {d["image"] for d in sorted(images, key=lambda d: d["input_psnr"])[:n_crops]}

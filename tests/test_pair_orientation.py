@@ -142,3 +142,19 @@ def test_a_tiffs_own_orientation_tag_counts_as_a_jpegs_exif_one(tmp_path):
     with pytest.warns(SharpenWarning, match="orientation 6 .* on t.tif, 1 .* on t.png"):
         res = evaluate_fns({"m": lambda x: x}, str(tmp_path), progress=False)
     assert res["images"] == 1
+
+
+def test_the_bench_stops_at_a_held_out_pair_that_lines_up_only_as_stored(tmp_path):
+    from benchmarks.artifacts import BenchError
+    from benchmarks.quality import evaluate, load_pairs
+    root = tmp_path / "pairs"
+    _save(root / "input" / "good.jpg", _scene(64, 64, 1), 6)
+    _save(root / "target" / "good.png", _scene(64, 64, 1), 1)
+    _save(root / "input" / "lost.jpg", _scene(64, 64, 2), 6)
+    _save(root / "target" / "lost.png", _scene(64, 64, 2), 1, stored_as=6)
+    pairs, _ = load_pairs(str(root))
+    assert [p.name for p in pairs] == ["good", "lost"]
+    # Stopped before any model runs (none is given): the pairs are checked first.
+    with pytest.raises(BenchError, match=r"held-out pair lost of --data: its sharp image .*"
+                                         r"lost.png lines up with .*lost.jpg only as stored"):
+        evaluate(pairs, None, [], {}, progress=False)
