@@ -124,7 +124,7 @@ def _read_val_item(inp: Path, target: Optional[Path], gt: Optional[Path]) -> Opt
     """A validation pair, or None (a SharpenWarning naming the file) when a file is unreadable or
     the sizes differ: as the training set does, rather than failing at the first validation,
     after the steps since the last checkpoint."""
-    from .images import ImageReadError, read_image
+    from .images import ImageReadError, misoriented, read_image
     paths = [p for p in (inp, target, gt) if p]
     try:
         imgs = {p: read_image(p) for p in paths}
@@ -132,9 +132,14 @@ def _read_val_item(inp: Path, target: Optional[Path], gt: Optional[Path]) -> Opt
         warnings.warn(f"validation pair skipped: {e}", SharpenWarning)
         return None
     sizes = {p: f"{im.shape[1]}x{im.shape[0]}" for p, im in imgs.items()}
+    notes = [(p, n) for p in paths[1:] if (n := misoriented(inp, imgs[inp], p, imgs[p]))]
     if len(set(sizes.values())) > 1:
         warnings.warn("validation pair skipped, sizes differ: "
-                      + ", ".join(f"{p} {sz}" for p, sz in sizes.items()), SharpenWarning)
+                      + ", ".join(f"{p} {sz}" for p, sz in sizes.items())
+                      + "".join(f"; {p}: {n}" for p, n in notes), SharpenWarning)
+        return None
+    if notes:
+        warnings.warn(f"validation pair skipped: {notes[0][0]}: {notes[0][1]}", SharpenWarning)
         return None
     from .metrics import SSIM_MIN_SIDE
     if min(imgs[inp].shape[:2]) < SSIM_MIN_SIDE:

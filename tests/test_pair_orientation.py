@@ -158,3 +158,14 @@ def test_the_bench_stops_at_a_held_out_pair_that_lines_up_only_as_stored(tmp_pat
     with pytest.raises(BenchError, match=r"held-out pair lost of --data: its sharp image .*"
                                          r"lost.png lines up with .*lost.jpg only as stored"):
         evaluate(pairs, None, [], {}, progress=False)
+
+
+def test_validation_skips_a_pair_that_lines_up_only_as_stored(tmp_path):
+    from distill.validation import _read_val_item
+    root = _pairs(tmp_path)
+    good = _read_val_item(root / "input" / "good.jpg", None, root / "target" / "good.png")
+    assert good is not None and good.gt.shape == good.input.shape
+    with pytest.warns(SharpenWarning, match=r"validation pair skipped: .*flip.png: lines up "
+                                            r"with .*flip.jpg only as stored"):
+        assert _read_val_item(root / "input" / "flip.jpg", None,
+                              root / "target" / "flip.png") is None
