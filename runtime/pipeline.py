@@ -31,7 +31,7 @@ from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError
                     VideoFileSink, WindowSink, make_folder, output_sink, raised_first,
                     refuse_unwritten_format, same_file)
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
-                      SourceError, VideoSource, open_source, refuse_live_images)
+                      SourceError, VideoSource, open_source, refuse_live_images, shown_url)
 from .stats import LiveReporter, Stats, write_json_atomic
 from .tiling import tiling_warnings
 from .warn import warn
@@ -751,6 +751,8 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             # The rate the sound is matched to: the file's, else --fps taken as the clip's; 0
             # where neither is known and the video's rate is a guess.
             file_sink.source_fps = src.fps or fps_asked or 0.0
+        if isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) and src.sar:
+            file_sink.source_sar = (src.sar, shown_url(src.spec))
         sinks.append(CompareSink(file_sink, view, flags) if compare else file_sink)
     return sinks
 

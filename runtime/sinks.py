@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import functools
 import glob
+import math
 import os
 import re
+import shlex
 import sys
 import tempfile
 import threading
@@ -162,6 +164,8 @@ class VideoFileSink(Sink):
         self.audio_source: Optional[str] = None
         self.audio_live = False
         self.source_fps = 0.0   # the source's rate (0: unknown), where --fps may differ
+        # ((num, den), source): a source of non-square pixels, whose ratio the video lacks
+        self.source_sar: Optional[tuple[tuple[int, int], str]] = None
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
@@ -277,9 +281,24 @@ class VideoFileSink(Sink):
             remove_if_empty(self._made)
             raise
         os.replace(self.tmp, self.path)
+        if self.source_sar and self.size:
+            self._say_aspect(*self.source_sar)
         if self.resized > 1:   # the first one was named as it happened
             warn(f"{self.resized} frames in all were resized to {self.size[0]}x{self.size[1]} "
                  f"in {self.path}")
+
+    def _say_aspect(self, sar: tuple[int, int], source: str) -> None:
+        """OpenCV's writer has no pixel aspect ratio to set: players show the video narrower
+        or wider than the source. ffmpeg sets it in the container without re-encoding."""
+        w, h = self.size[0] - self.size[0] % 2, self.size[1] - self.size[1] % 2
+        dw, dh = w * sar[0], h * sar[1]
+        g = math.gcd(dw, dh)
+        fixed = self.path.with_name(f"{self.path.stem}-aspect{self.path.suffix}")
+        warn(f"{source} has non-square pixels (sample aspect ratio {sar[0]}:{sar[1]}), which "
+             f"players stretch; {self.path} holds its {w}x{h} pixels as square ones, so it "
+             f"plays {'squeezed' if sar[0] > sar[1] else 'stretched'}; to show it as the "
+             f"source is shown, without re-encoding: ffmpeg -i {shlex.quote(str(self.path))} "
+             f"-c copy -aspect {dw // g}:{dh // g} {shlex.quote(str(fixed))}")
 
     def _add_audio(self, source: str) -> None:
         """Replace the written video by one that also holds `source`'s sound, over the video's

@@ -297,6 +297,12 @@ class VideoSource(Source):
         self._opening_next: Optional[bytes] = None   # set: the opening can be recognised
         self._reading_opening = kind == "stream"
         self.height, self.width = first.shape[:2]
+        # Non-square pixels (DV, HDV, broadcast, some apps' clips): players stretch the frames
+        # to this ratio, which a video output, written with square pixels, does not keep.
+        sar = self.cap.get(cv2.CAP_PROP_SAR_NUM), self.cap.get(cv2.CAP_PROP_SAR_DEN)
+        self.sar: Optional[tuple[int, int]] = (
+            (int(sar[0]), int(sar[1])) if sar[0] > 0 and sar[1] > 0 and sar[0] != sar[1]
+            else None)
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
         if not self.fps and fps_prop and fps_prop > 0:   # nan compares False: left unsaid

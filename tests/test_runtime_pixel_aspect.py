@@ -1,0 +1,75 @@
+"""A video of non-square pixels (DV, HDV, broadcast, some apps' clips): players stretch its
+frames by its sample aspect ratio; OpenCV reads the stored pixels and its writer has no ratio
+to set, so the sharpened video played narrower than the source, and nothing said so."""
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Optional
+
+import pytest
+
+from runtime_fixtures import onnx_model, run_cli, write_video
+
+__all__ = ["onnx_model"]  # the fixture is used by name
+
+
+def _find_ffmpeg() -> Optional[str]:
+    if found := shutil.which("ffmpeg"):
+        return found
+    try:
+        import imageio_ffmpeg   # the dev extra's static build
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+
+
+@pytest.fixture(scope="module")
+def ffmpeg() -> str:
+    exe = _find_ffmpeg()
+    if exe is None:
+        pytest.skip("no ffmpeg to set a clip's pixel aspect ratio: none on PATH and "
+                    "imageio-ffmpeg is not installed (pip install -e '.[dev]')")
+    return exe
+
+
+def _display_aspect(ffmpeg: str, path: Path) -> str:
+    """The display aspect ratio players use: the container's where set (ffmpeg lists it
+    last), else the stream's."""
+    listing = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(path)],
+                             capture_output=True, text=True, timeout=60).stderr
+    return re.findall(r"DAR (\d+:\d+)", listing)[-1]
+
+
+@pytest.mark.parametrize("compare", [False, True])
+def test_a_video_of_non_square_pixels_says_how_to_keep_its_shape(tmp_path, onnx_model,
+                                                                 ffmpeg, capsys, compare):
+    plain = tmp_path / "plain.mp4"
+    write_video(plain, 4, 5.0)                                # 96x64, square pixels: 3:2
+    clip = tmp_path / "anamorphic.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(plain), "-c", "copy",
+                    "-aspect", "16:9", str(clip)], check=True, timeout=60)
+    assert _display_aspect(ffmpeg, clip) == "16:9"
+    out = tmp_path / "sharp.mp4"
+    argv = ["run", "--model", str(onnx_model), "--source", str(clip), "--out", str(out),
+            "--quiet"] + (["--compare"] if compare else [])
+    assert run_cli(argv) == 0
+    err = capsys.readouterr().err
+    assert "has non-square pixels (sample aspect ratio 32:27)" in err, err
+    assert _display_aspect(ffmpeg, out) == ("3:1" if compare else "3:2")   # as written
+    command = re.search(r"ffmpeg -i .* -c copy -aspect \S+ \S+", err).group(0)
+    args = shlex.split(command)
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin"] + args[1:], check=True, timeout=60)
+    # Shown as the source is: 16:9, and a side-by-side of two 16:9 pictures
+    assert _display_aspect(ffmpeg, Path(args[-1])) == ("32:9" if compare else "16:9")
+
+
+def test_a_video_of_square_pixels_says_nothing_of_them(tmp_path, onnx_model, capsys):
+    clip = tmp_path / "plain.mp4"
+    write_video(clip, 3, 5.0)
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                    str(tmp_path / "sharp.mp4"), "--quiet"]) == 0
+    assert "pixels" not in capsys.readouterr().err
