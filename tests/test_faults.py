@@ -214,7 +214,7 @@ def test_labels_exits_1_for_a_footage_clip_it_cannot_open(tmp_path, tiny_teacher
     said = capsys.readouterr()
     assert "clip.mp4: OpenCV cannot open this video" in said.err, said.err
     assert "labels: 1 done, 0 skipped (up to date), 0 failed, of 1, " in said.out, said.out
-    assert "s per image; 1 video left out (OpenCV cannot open it: see the warning above)\n" \
+    assert "s per image; 1 video left out (OpenCV cannot read it: see the warning above)\n" \
         in said.out, said.out
     assert (tmp_path / "labels" / "labels" / "a.png").exists()
     assert main(argv) == 1   # a rerun still says it (the clip is listed again)
@@ -669,3 +669,26 @@ def test_a_checkpoint_save_is_durable_fsync_before_the_rename_and_of_the_folder_
     code = ("import sys, torch; from distill.checkpoint import atomic_save; "
             "atomic_save({'format': 'x', 'w': torch.ones(8)}, sys.argv[1])")
     assert_durable_write(code, tmp_path / "run" / "last.pt", tmp_path / "trace.txt")
+
+
+def test_labels_says_a_footage_clip_with_no_frames_is_empty_not_unopenable(tmp_path,
+                                                                            tiny_teacher_pt,
+                                                                            capsys):
+    """A clip that opens but holds no frame (a recording stopped before its first) was
+    summed up as one 'OpenCV cannot open', which sends the user to convert a codec."""
+    from sharpen.cli import main
+    footage = tmp_path / "footage"
+    write_image(footage / "a.png", np.zeros((16, 16, 3), np.float32))
+    empty = cv2.VideoWriter(str(footage / "empty.avi"), cv2.VideoWriter.fourcc(*"MJPG"), 10,
+                            (16, 16))
+    empty.release()
+    cap = cv2.VideoCapture(str(footage / "empty.avi"))
+    assert cap.isOpened() and not cap.read()[0]   # opens, and has nothing in it
+    cap.release()
+    assert main(["labels", "--data", str(footage), "--out", str(tmp_path / "labels"),
+                 "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device", "cpu",
+                 "--quiet"]) == 1
+    said = capsys.readouterr()
+    assert "empty.avi: no decodable frames (an empty recording" in said.err, said.err
+    assert "1 video left out (OpenCV cannot read it: see the warning above)\n" in said.out, \
+        said.out

@@ -713,7 +713,7 @@ class LabelRun:
         ents = [e for e in ents if e and e.get("status") == "ok"]
         per = f", {stats.seconds / stats.done:.2f} s per image" if stats.done else ""
         left = stats.videos_left_out
-        left_out = (f"; {left} video{'s' * (left != 1)} left out (OpenCV cannot open "
+        left_out = (f"; {left} video{'s' * (left != 1)} left out (OpenCV cannot read "
                     f"{'them' if left != 1 else 'it'}: see the warning above)" if left else "")
         # Reused: made in the other cache of a hold-out from the same input by the same teacher
         reused = f", {stats.reused} reused from {self.donor}" if stats.reused else ""

@@ -551,7 +551,9 @@ def _count_frames(path: Path) -> int:
     finally:
         cap.release()
     if n == 0:
-        raise SourceError(f"{path}: no decodable frames")
+        raise SourceError(f"{path}: no decodable frames (an empty recording, or frames in a "
+                          "codec this OpenCV build cannot decode: convert it, e.g. with ffmpeg "
+                          "to H.264 or MJPG)")
     return n
 
 
