@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import os
 import struct
+import zlib
 from pathlib import Path
 from typing import Optional
 
@@ -187,6 +188,66 @@ def _exif_block(data: bytes) -> Optional[bytes]:
                 block = data[i + 8:i + 8 + n]
                 return block[6:] if block[:6] == b"Exif\x00\x00" else block
             i += 8 + n + (n & 1)
+    return None
+
+
+_ICC_JPEG = b"ICC_PROFILE\x00"
+
+
+def icc_profile(data: bytes) -> Optional[bytes]:
+    """The ICC colour profile embedded in a JPEG, PNG or WebP file's bytes, or None (none, or
+    one cut or damaged: the pixels are then shown as sRGB, as without one)."""
+    try:
+        if data[:2] == b"\xff\xd8":
+            parts = {}
+            for marker, i in _jpeg_segments(data):
+                n = struct.unpack(">H", data[i + 2:i + 4])[0]
+                if marker == 0xE2 and data[i + 4:i + 16] == _ICC_JPEG:
+                    parts[data[i + 16]] = data[i + 18:i + 2 + n]   # sequence number: from 1
+            return b"".join(parts[k] for k in sorted(parts)) or None
+        if data[:8] == b"\x89PNG\r\n\x1a\n":
+            i = 8
+            while i + 8 <= len(data):
+                n, kind = struct.unpack(">I", data[i:i + 4])[0], data[i + 4:i + 8]
+                if kind == b"iCCP":
+                    body = data[i + 8:i + 8 + n]
+                    return zlib.decompress(body[body.index(b"\x00") + 2:]) or None
+                if kind in (b"IDAT", b"IEND"):   # iCCP comes before the image data
+                    break
+                i += 12 + n
+        elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+            i = 12
+            while i + 8 <= len(data):
+                kind, n = data[i:i + 4], struct.unpack("<I", data[i + 4:i + 8])[0]
+                if kind == b"ICCP":
+                    return data[i + 8:i + 8 + n] or None
+                i += 8 + n + (n & 1)
+    except (struct.error, ValueError, IndexError, zlib.error):
+        pass
+    return None
+
+
+def with_icc_profile(encoded: bytes, profile: bytes) -> Optional[bytes]:
+    """A PNG's or JPEG's bytes (as OpenCV encodes them, without a profile) with `profile`
+    embedded; None for other formats, whose encoders here cannot carry one."""
+    if encoded[:8] == b"\x89PNG\r\n\x1a\n":
+        body = b"icc\x00\x00" + zlib.compress(profile)   # name, compression method 0
+        chunk = (struct.pack(">I", len(body)) + b"iCCP" + body
+                 + struct.pack(">I", zlib.crc32(b"iCCP" + body)))
+        at = 8 + 12 + struct.unpack(">I", encoded[8:12])[0]   # after IHDR, as it must be
+        return encoded[:at] + chunk + encoded[at:]
+    if encoded[:2] == b"\xff\xd8":
+        step = 65533 - 2 - len(_ICC_JPEG) - 2   # a segment's length field counts itself
+        parts = [profile[k:k + step] for k in range(0, len(profile), step)]
+        if len(parts) > 255:
+            return None
+        segments = b"".join(b"\xff\xe2" + struct.pack(">H", 2 + len(_ICC_JPEG) + 2 + len(p))
+                            + _ICC_JPEG + bytes([k + 1, len(parts)]) + p
+                            for k, p in enumerate(parts))
+        at = 2
+        if encoded[2:4] == b"\xff\xe0":   # JFIF's APP0 stays first
+            at = 4 + struct.unpack(">H", encoded[4:6])[0]
+        return encoded[:at] + segments + encoded[at:]
     return None
 
 

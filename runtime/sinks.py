@@ -23,7 +23,7 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, sync_files
 from .console import count, quiet_native_stderr
-from .imageio import IMAGE_EXTS, VIDEO_EXTS
+from .imageio import IMAGE_EXTS, VIDEO_EXTS, with_icc_profile
 from .options import option
 from .prepost import to_8bit, to_bgr8
 from .warn import warn
@@ -495,10 +495,18 @@ class ImageSink(Sink):
         ok, buf = cv2.imencode(target.suffix or ".png", sharpened)
         if not ok:
             raise SinkError(f"cannot encode image {target}")
+        data = buf.tobytes()
+        if layout is not None and layout.icc:
+            kept = with_icc_profile(data, layout.icc)
+            if kept is None:
+                warn(f"{target.name}: its input's colour profile (ICC) is dropped "
+                     f"({target.suffix} is written without one; PNG and JPEG keep it): "
+                     "colour-managed viewers show it as sRGB, its colours duller or off")
+            data = kept or data
         try:
             target.parent.mkdir(parents=True, exist_ok=True)   # names may hold subfolders
             if self.single:
-                atomic_write_bytes(target, buf.tobytes())   # synced: the run's one result
+                atomic_write_bytes(target, data)   # synced: the run's one result
             else:
                 # A stream of images is synced SYNC_BATCH at a time, the rest at close (a
                 # Ctrl-C's too): an fsync of each image and its folder as it came took 0.45
@@ -506,7 +514,7 @@ class ImageSink(Sink):
                 # takes far longer). A power cut mid-run may lose the images of a batch; a
                 # killed run never leaves half of one.
                 with atomic_path(target) as tmp:
-                    tmp.write_bytes(buf.tobytes())
+                    tmp.write_bytes(data)
                 self._unsynced[target] = None
         except OSError as exc:
             raise SinkError(f"cannot write image {target}: {exc}") from None

@@ -24,7 +24,7 @@ import numpy as np
 
 from .console import count
 from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_bytes, decode_image,
-                      max_pixels, tiff_page_count_in, tiff_pages)
+                      icc_profile, max_pixels, tiff_page_count_in, tiff_pages)
 from .options import option
 from .prepost import FrameError, conversions, to_bgr
 from .warn import warn
@@ -131,7 +131,8 @@ class ImageSource(Source):
             try:
                 img = self._decode(i)
                 changes = conversions(img)
-                layout = Layout.of(img)
+                # The profile only for an output that keeps the layout (read again: cheap)
+                layout = Layout.of(img, self._icc(i) if self.layouts is not None else None)
                 try:
                     img = to_bgr(img, warn=False)
                 except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
@@ -156,6 +157,12 @@ class ImageSource(Source):
     def _decode(self, i: int) -> np.ndarray:
         return decode_image(self.paths[i])
 
+    def _icc(self, i: int) -> Optional[bytes]:
+        try:
+            return icc_profile(self.paths[i].read_bytes())
+        except OSError:   # gone since it was decoded: its result is written without one
+            return None
+
     def _where(self, i: int) -> str:
         """Image `i` as messages name it."""
         return str(self.paths[i])
@@ -177,6 +184,9 @@ class UrlImageSource(ImageSource):
 
     def _decode(self, i: int) -> np.ndarray:
         return decode_bytes(self._data, self.spec)
+
+    def _icc(self, i: int) -> Optional[bytes]:
+        return icc_profile(self._data)
 
     def _where(self, i: int) -> str:
         return self.spec
@@ -200,15 +210,19 @@ class Layout:
     channel (kept as decoded, at the image's depth). The image sinks put it back."""
     gray: bool = False
     alpha: Optional[np.ndarray] = None
+    # The file's ICC colour profile (a phone's Display P3): without it, colour-managed viewers
+    # show the same pixel values as sRGB, duller than the input.
+    icc: Optional[bytes] = None
 
     @classmethod
-    def of(cls, img: np.ndarray) -> Optional["Layout"]:
-        """The layout of a decoded image, None for plain BGR (or a shape to_bgr refuses)."""
+    def of(cls, img: np.ndarray, icc: Optional[bytes] = None) -> Optional["Layout"]:
+        """The layout of a decoded image, None for plain BGR (or a shape to_bgr refuses)
+        without a colour profile."""
         if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
-            return cls(gray=True)
+            return cls(gray=True, icc=icc)
         if img.ndim == 3 and img.shape[2] == 4:
-            return cls(alpha=np.ascontiguousarray(img[..., 3]))
-        return None
+            return cls(alpha=np.ascontiguousarray(img[..., 3]), icc=icc)
+        return cls(icc=icc) if icc else None
 
 
 def frame_names(paths: list[Path]) -> list[str]:
