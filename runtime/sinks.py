@@ -497,7 +497,10 @@ class ImageSink(Sink):
             raise SinkError(f"cannot encode image {target}")
         data = buf.tobytes()
         if layout is not None and layout.icc:
-            kept = with_icc_profile(data, layout.icc)
+            # A profile describes the channels it came with: a CMYK JPEG's, on the RGB result
+            # OpenCV converted it to, or an RGB one on a grey output, would be misread.
+            fits = layout.icc[16:20] == (b"GRAY" if sharpened.ndim == 2 else b"RGB ")
+            kept = with_icc_profile(data, layout.icc) if fits else data
             if kept is None:
                 warn(f"{target.name}: its input's colour profile (ICC) is dropped "
                      f"({target.suffix} is written without one; PNG and JPEG keep it): "

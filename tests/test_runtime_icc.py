@@ -26,6 +26,12 @@ def profile() -> bytes:
     return p
 
 
+def _in_space(profile: bytes, space: bytes) -> bytes:
+    """`profile` relabelled as one for another colour space (its header's bytes 16-19): all
+    the sink reads of it."""
+    return profile[:16] + space + profile[20:]
+
+
 def _photo(rng) -> Image.Image:
     return Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8))
 
@@ -56,12 +62,19 @@ def test_a_folder_keeps_each_image_s_own_profile_and_adds_none(tmp_path, onnx_mo
     _photo(rng).save(tmp_path / "in" / "p3.jpg", icc_profile=profile)
     _photo(rng).save(tmp_path / "in" / "plain.jpg")
     gray = Image.fromarray((rng.random((30, 30)) * 255).astype(np.uint8))
-    gray_profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("LAB")).tobytes()
+    gray_profile = _in_space(profile, b"GRAY")
     gray.save(tmp_path / "in" / "gray.png", icc_profile=gray_profile)
+    # A CMYK photo is sharpened as the RGB OpenCV converts it to: its CMYK profile would be
+    # misread on that, and is left out.
+    _photo(rng).convert("CMYK").save(tmp_path / "in" / "print.jpg",
+                                     icc_profile=_in_space(profile, b"CMYK"))
     run_stream(onnx_model, str(tmp_path / "in"), tmp_path / "out")
     assert _profile_of(tmp_path / "out" / "p3.jpg") == profile
     assert _profile_of(tmp_path / "out" / "plain.jpg") is None
     assert _profile_of(tmp_path / "out" / "gray.png") == gray_profile
+    assert _profile_of(tmp_path / "out" / "print.jpg") is None
+    with Image.open(tmp_path / "out" / "print.jpg") as im:
+        assert im.mode == "RGB"
 
 
 def test_a_format_written_without_a_profile_says_so(tmp_path, onnx_model, profile):
