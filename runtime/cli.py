@@ -279,10 +279,12 @@ def handler(args: argparse.Namespace) -> int:
     # Said with --quiet too: it silences progress (the live line), not the result, as every
     # command's --quiet does (training's `done:`, export's and evaluate's tables).
     print(_result_line(summary), file=sys.stderr)
-    if summary.get("repeated_frames"):
+    if summary.get("live") and summary.get("repeated_frames"):
         print(f"sharpen run: the video repeats the frame before each drop "
               f"({summary['repeated_frames']} frames in all) so that it plays in real time",
               file=sys.stderr)
+    elif retimed := _retimed_note(summary, args.source):
+        print(f"sharpen run: {retimed}", file=sys.stderr)
     if defaulted:
         print(f"sharpen run: results written to {args.output} (no --out given)",
               file=sys.stderr)
@@ -300,6 +302,26 @@ def handler(args: argparse.Namespace) -> int:
         _exit_now_if_workers_run(code)
         return code
     return 0
+
+
+def _retimed_note(summary: dict, source: str) -> str:
+    """What a video placing a file's frames by their times did to them ('' where nothing): the
+    done: line counts the frames sharpened, which the video then does not hold one for one."""
+    repeated, left_out = summary.get("repeated_frames", 0), summary.get("left_out_frames", 0)
+    if not repeated and not left_out:
+        return ""
+    fps = (summary.get("source") or {}).get("fps") or 0
+    did = []
+    if repeated:
+        did.append(f"repeats the frame before each longer gap ({count(repeated, 'frame')} in "
+                   "all)")
+    if left_out:
+        did.append(f"leaves out {left_out} of the {summary.get('frames_processed', 0)} "
+                   "sharpened, each in a frame interval already filled")
+    why = ("a variable frame rate, or frames lost to damage" if summary.get("skipped_inputs")
+           else "a variable frame rate")
+    return (f"{source} has frames at uneven times ({why}): the {fps:g} fps video "
+            f"{' and '.join(did)}, so that it keeps their times and its sound in step")
 
 
 def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:

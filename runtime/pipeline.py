@@ -376,6 +376,7 @@ class _Stream:
         self.sink: Optional[Sink] = None
         self.user_sink: Optional[Sink] = None   # an app's own output, closed even if open fails
         self.video_fps = 30.0
+        self.timed = False   # the video output places a file's frames by their times
 
     def open(self, source: Union[str, Path, int, Source, Iterable[Any]],
              output: Optional[Union[str, Path, Sink]]) -> None:
@@ -412,6 +413,13 @@ class _Stream:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
                                o.compare, self.flags, o.audio, o.fps)
+        # A file's frames go into a video at its own rate by their times in the file: a phone
+        # records at a variable rate, and written one per slot at the average rate they drifted
+        # from the sound copied beside them (0.5 s by the middle of a clip). --fps other than
+        # the file's plays it faster or slower on purpose: frame by frame, as before.
+        self.timed = (isinstance(src, VideoSource) and src.kind == "video" and not src.live
+                      and bool(src.fps) and abs(self.video_fps - src.fps) <= 1e-3 * src.fps
+                      and _writes_video(self.sink))
         self.frames = src.frames(self.stop)
         first = next(self.frames, None)
         self.first = first
@@ -546,7 +554,7 @@ class _Stream:
                 w.start()
             try:
                 _write_loop(self.q_out, sink, stop, stats, self.limit if src.live else None,
-                            src.live, self.video_fps)
+                            src.live, self.video_fps, self.timed)
             except KeyboardInterrupt as exc:
                 # A second Ctrl-C leaves the queued frames unwritten and closes the output; one
                 # before any signal is the app's own (its sink's "quit"), raised as an error.
@@ -665,10 +673,25 @@ def _check_writable(path: Union[str, Path], what: str) -> None:
     make_folder(Path(path).parent, what)
 
 
+def _writes_video(sink: Sink) -> bool:
+    """Whether `sink` writes a video file (alone, in a comparison, or beside a window)."""
+    if isinstance(sink, CompareSink):
+        return _writes_video(sink.inner)
+    if isinstance(sink, MultiSink):
+        return any(_writes_video(s) for s in sink.sinks)
+    return isinstance(sink, VideoFileSink)
+
+
 def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Stats,
-                live_limit: Optional[int], live: bool = False, video_fps: float = 30.0) -> None:
+                live_limit: Optional[int], live: bool = False, video_fps: float = 30.0,
+                timed: bool = False) -> None:
+    """Write each sharpened frame. `timed`: a file's frames go into the video's slots by their
+    time in the file (Frame.t_media), as ffmpeg's -fps_mode cfr does: the last frame is
+    repeated over a longer gap, a frame whose slot is already taken is left out."""
     prev: Optional[int] = None
     t_first, slots = 0.0, 0   # capture time of the first frame written; video slots written
+    m_first: Optional[float] = None   # the first frame's time in the file
+    m_prev = -float("inf")
     while True:
         # After `stop`, frames already queued are still written, then the end marker comes.
         item = q_out.get(stop)
@@ -686,6 +709,21 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
             repeats = min(fr.index - prev - 1, max(due - slots, 0))
             if repeats:
                 added = sink.repeat_last(repeats)
+                stats.count("repeated_frames", added)
+                slots += added
+        if timed and fr.t_media is not None and fr.t_media > m_prev:
+            # Times that do not increase (a file without them reads 0) say nothing: written
+            # in order. round(): a constant rate's jitter, under half a frame, moves nothing.
+            if m_first is None:
+                m_first = fr.t_media
+            due = round((fr.t_media - m_first) * video_fps)
+            m_prev = fr.t_media
+            if due < slots:
+                stats.count("left_out_frames")
+                stats.count("frames_processed")
+                continue
+            if due > slots:
+                added = sink.repeat_last(due - slots)
                 stats.count("repeated_frames", added)
                 slots += added
         if prev is None:

@@ -71,6 +71,10 @@ class Frame:
     name: str            # file name for image sources, frame_<index> otherwise
     t_capture: float     # perf_counter when the frame became available (end-to-end latency start)
     capture_s: float = 0.0  # time spent reading/decoding this frame
+    # Its time in a video file (seconds from the video's start), where the file gives one: a
+    # phone's clip has frames at uneven times (a variable frame rate), which a constant-rate
+    # output places by it.
+    t_media: Optional[float] = None
 
 
 class Source:
@@ -244,6 +248,7 @@ class _Held:
     image: np.ndarray
     times: deque[float]   # popped from the front: a still opening may be read for hours
     digest: Optional[bytes] = None
+    at: Optional[float] = None   # a video file's frame: its time in the file (`Frame.t_media`)
 
 
 def _interruptible(fn: Callable[[], Any]) -> Any:
@@ -299,7 +304,8 @@ class VideoSource(Source):
                               "answers range requests when its index is at the end"}
             raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
                               f" ({hint.get(kind, 'is the camera in use by another program?')})")
-        self._ahead: deque[_Held] = deque([_Held(first, deque([t_first]))])   # not yet yielded
+        self._ahead: deque[_Held] = deque([_Held(first, deque([t_first]),
+                                                  at=self._media_time())])   # not yet yielded
         # A stream's opening, to know a recording that starts over when reopened: its first
         # picture (a copy: a consumer may draw on the frame it gets), how many frames in a row
         # showed it, and the digest of the first that did not. Kept up to that change however
@@ -452,7 +458,16 @@ class VideoSource(Source):
         else:
             self._opening_next, self._reading_opening = _digest(img), False
 
-    def _hold(self, img: np.ndarray, t: float, digest: Optional[bytes] = None) -> None:
+    def _media_time(self) -> Optional[float]:
+        """The time in a video file of the frame read last (seconds); None for other sources,
+        whose frames come in real time."""
+        if self.kind != "video":
+            return None
+        ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+        return ms / 1000.0 if np.isfinite(ms) else None
+
+    def _hold(self, img: np.ndarray, t: float, digest: Optional[bytes] = None,
+              at: Optional[float] = None) -> None:
         """Keep a frame read at `t` for `frames` to yield, after those kept before it. A repeat
         of the last one's bytes (by `digest`) is one more time of it, not another array: the
         still opening compared after a reconnect may last minutes (as arrays, 1080p at 30 fps
@@ -462,7 +477,7 @@ class VideoSource(Source):
                 and last.image.shape == img.shape and last.image.dtype == img.dtype):
             last.times.append(t)
         else:
-            self._ahead.append(_Held(img, deque([t]), digest))
+            self._ahead.append(_Held(img, deque([t]), digest, at))
 
     def _take_held(self) -> tuple[np.ndarray, float]:
         """The next frame kept and when it was read. Each repeat of a held picture is yielded
@@ -546,10 +561,12 @@ class VideoSource(Source):
             t0 = time.perf_counter()
             t_read: Optional[float] = None   # a held frame's: when it was read, not now
             if self._ahead:
+                at = self._ahead[0].at
                 img, t_read = self._take_held()
                 ok = True
             else:
                 ok, img = self.cap.read()
+                at = self._media_time() if ok else None
                 if self._reading_opening and ok and img is not None:
                     self._note_opening(img)
             if not ok or img is None:
@@ -587,7 +604,8 @@ class VideoSource(Source):
                 # progress total or a "truncated" check taken from it would mislead.
                 self.frame_count, self.count_found_short = None, True
             t1 = time.perf_counter()
-            yield Frame(i, img, f"frame_{i:06d}", t1 if t_read is None else t_read, t1 - t0)
+            yield Frame(i, img, f"frame_{i:06d}", t1 if t_read is None else t_read, t1 - t0,
+                        at)
             i += 1
 
     def _past_damage(self, read: int, stop: threading.Event) -> int:
@@ -605,7 +623,7 @@ class VideoSource(Source):
                 return 0
             ok, img = self.cap.read()
             if ok and img is not None:
-                self._hold(img, time.perf_counter())
+                self._hold(img, time.perf_counter(), at=self._media_time())
                 msg = (f"{self.spec}: {count(lost, 'damaged frame')} after frame {read} could "
                        f"not be decoded and {'was' if lost == 1 else 'were'} skipped")
                 self.skipped.append(msg)

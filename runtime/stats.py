@@ -27,9 +27,13 @@ class Stats:
         self._lock = threading.Lock()
         self._samples: dict[str, deque] = {s: deque(maxlen=window) for s in STAGES}
         self.frames_captured = 0
-        self.frames_processed = 0   # written to the sink (or discarded by a null sink)
+        self.frames_processed = 0   # sharpened and written to the sink (or discarded by a null
+        # sink), but for left_out_frames
         self.dropped_frames = 0     # stale frames discarded under the live policy
-        self.repeated_frames = 0    # video frames repeated over those drops (real-time file)
+        # Video frames repeated over those drops (real-time file), or over a file's longer gaps
+        # between frames (a variable frame rate, its frames placed by their times)...
+        self.repeated_frames = 0
+        self.left_out_frames = 0    # ...and frames sharpened but left out where they are closer
         self.max_queue_len: dict[str, int] = {}
         # Frames a lossless run will write (a file's count, or --max-frames): the live line's
         # progress and time left. None: unknown or live.
@@ -88,6 +92,7 @@ class Stats:
                 "frames_captured": self.frames_captured,
                 "dropped_frames": self.dropped_frames,
                 "repeated_frames": self.repeated_frames,
+                "left_out_frames": self.left_out_frames,
                 "elapsed_s": round(elapsed, 4),
                 "throughput_fps": round(self.frames_processed / elapsed, 3) if elapsed > 0 else 0.0,
                 "latency_ms": lat,

@@ -339,3 +339,99 @@ def test_a_clip_of_unknown_frame_rate_keeps_its_sound_only_at_the_rate_given(
                    "--fps", "1000", "--max-frames", "400")
     assert rc == 0 and "sound" not in err, err
     assert_tone(sound_of(ffmpeg, out), 0.4)
+
+
+MARK_S, MARK_FPS = 2.0, 20   # the flash frame and the click: 2 s in, of a 3 s, 20 fps clip
+
+
+def _marked_clip(ffmpeg: str, path: Path, frame_times: str) -> Path:
+    """A 64x48 clip of frames made at 20 fps, grey but for a white flash at 2 s, shown at the
+    times `frame_times` gives (an ffmpeg select filter: the frames kept keep their times; or a
+    setpts one), over a sound that is silent but for a 30 ms click at 2 s."""
+    video = (f"geq=lum='if(eq(N,{int(MARK_S * MARK_FPS)}),235,if(mod(N,2),100,140))':cb=128:"
+             f"cr=128,{frame_times}")
+    command = [ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+               f"color=gray:s=64x48:r={MARK_FPS}:d=3", "-f", "lavfi", "-i",
+               f"aevalsrc='if(between(t,{MARK_S},{MARK_S + 0.03}),sin(2*PI*1000*t),0)':d=3:"
+               f"s={RATE}", "-vf", video, "-fps_mode", "vfr", "-enc_time_base", "1/1000",
+               "-c:v", "mpeg4", "-q:v", "2", "-c:a", "aac", str(path)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    if done.returncode and "fps_mode" in done.stderr:   # ffmpeg before 5.1
+        command[command.index("-fps_mode")] = "-vsync"
+        done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return path
+
+
+def _frame_times(path: Path) -> list[float]:
+    import cv2
+    cap = cv2.VideoCapture(str(path))
+    times = []
+    while cap.read()[0]:
+        times.append(cap.get(cv2.CAP_PROP_POS_MSEC) / 1000)
+    cap.release()
+    return times
+
+
+def _flash_and_click(ffmpeg: str, path: Path) -> tuple[float, float, float]:
+    """When the video shows its white frame (its index over the video's rate), when its sound
+    clicks (in the file's time: sound that starts late is padded with silence), in seconds,
+    and one frame interval."""
+    frames, fps = read_video(path)
+    flash = int(np.argmax([f.mean() for f in frames])) / fps
+    done = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(path), "-map", "0:a:0",
+                           "-af", "aresample=async=1:first_pts=0", "-f", "s16le", "-ac", "1",
+                           "-ar", str(RATE), "-"], capture_output=True, check=True, timeout=60)
+    sound = np.abs(np.frombuffer(done.stdout, np.int16).astype(np.float64))
+    return flash, float(np.argmax(sound > 0.3 * sound.max())) / RATE, 1 / fps
+
+
+def test_a_variable_frame_rate_clip_keeps_its_pictures_in_step_with_its_sound(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """A phone records at a variable frame rate: here 20 fps but for 0.5-1.9 s, where only
+    every 4th frame is kept, 39 frames in 3 s, read as 13 fps. Written one per slot at 13 fps
+    the flash showed at 1.46 s, over the click at 2 s; placed by their times, each frame is
+    repeated over the longer gaps and frames closer than a slot are left out, and the flash
+    comes within a frame of the click. The done: line counts the frames sharpened, and a note
+    says what the video did to them."""
+    import json
+
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _marked_clip(ffmpeg, tmp_path / "phone.mp4",
+                        "select='not(between(t,0.5,1.9))+not(mod(n,4))'")
+    times = _frame_times(clip)
+    assert len(times) == 39 and times[19] == pytest.approx(MARK_S), times
+    out, stats = tmp_path / "sharp.mp4", tmp_path / "stats.json"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
+                   "--out", str(out), "--stats", str(stats))
+    assert rc == 0 and "done: 39 frames" in err and "warning" not in err, err
+    flash, click, frame = _flash_and_click(ffmpeg, out)
+    assert click == pytest.approx(MARK_S, abs=0.01), click
+    assert abs(flash - click) < frame, (flash, click)
+    s = json.loads(stats.read_text())
+    repeated, left_out = s["repeated_frames"], s["left_out_frames"]
+    assert repeated > 0 and left_out > 0, s
+    assert len(read_video(out)[0]) == 39 + repeated - left_out
+    assert (f"sharpen run: {clip} has frames at uneven times (a variable frame rate): the 13 "
+            f"fps video repeats the frame before each longer gap ({repeated} frames in all) "
+            f"and leaves out {left_out} of the 39 sharpened, each in a frame interval already "
+            "filled, so that it keeps their times and its sound in step") in err, err
+
+
+def test_a_constant_rate_clips_uneven_timestamps_move_no_frame(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """Frames up to 0.4 of an interval off their slots (a recorder's clock, a timebase's
+    rounding), either way, are written once each: no frame repeated or left out, no note."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _marked_clip(ffmpeg, tmp_path / "jitter.mp4",
+                        "settb=1/1000,setpts='(N+0.4*gt(N,0)*lt(N,59)*(2*mod(N,2)-1))/20/TB'")
+    times = _frame_times(clip)
+    off = [t * MARK_FPS - n for n, t in enumerate(times)]
+    assert len(times) == 60 and max(off) > 0.3 and min(off) < -0.3, off   # the jitter is there
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip), "--out", str(out))
+    assert rc == 0 and "uneven" not in err and "warning" not in err, err
+    assert len(read_video(out)[0]) == 60
+    flash, click, frame = _flash_and_click(ffmpeg, out)
+    assert flash == pytest.approx(MARK_S) and abs(flash - click) < frame, (flash, click)
+
