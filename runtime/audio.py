@@ -130,11 +130,13 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     or why not, in words (ffmpeg's last error line). `codecs`: `audio_codecs` of `source`,
     which the caller probed already to know there is sound."""
     # OpenCV's first frame is the video stream's first, while ffmpeg would copy the sound from
-    # the file's start: where the sound begins earlier, skip to the first frame's time.
-    skip = _video_start(source, ffmpeg)
+    # its own start: where the sound begins earlier, skip to the first frame's time; where
+    # later, delay it as much.
+    lead = _sound_lead(source, ffmpeg)
+    shift = (["-ss", f"{lead:.6f}"] if lead > 0.0005
+             else ["-itsoffset", f"{-lead:.6f}"] if lead < -0.0005 else [])
     base = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
-            "-i", os.fspath(video), *(["-ss", f"{skip:.6f}"] if skip > 0.0005 else []),
-            "-i", os.fspath(source),
+            "-i", os.fspath(video), *shift, "-i", os.fspath(source),
             "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", "-t", f"{seconds:.6f}"]
     why = ""
     try:
@@ -160,20 +162,37 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     return why
 
 
-def _video_start(source: str | os.PathLike, ffmpeg: str) -> float:
-    """Seconds from `source`'s start (its earliest stream's) to its first video packet; 0 when
-    ffmpeg cannot tell. framemd5 lists packets in the times ffmpeg copies them at, in every
-    ffmpeg version (the stream listing shows a stream's own start only in recent ones). That
-    is the delay in MP4/MOV (an edit list's); MPEG-TS streams come out from their own first
-    packet, so there it reads 0 and the sound is copied from its own start, as before."""
+def _sound_lead(source: str | os.PathLike, ffmpeg: str) -> float:
+    """Seconds by which `source`'s sound, as the copy reads it, starts before its first video
+    frame (negative: after it); 0 when ffmpeg cannot tell. The copy reads the sound alone,
+    which ffmpeg times from the file's start in MP4/MOV (an edit list's delay kept) but from
+    its own first packet in MPEG-TS (a cut from a broadcast, whose first frame may come a
+    second after the sound's, or before it). So the sound's start is read as the copy reads
+    it, and the frame placed against it by the two streams' own timestamps (-copyts), which
+    neither container's rule touches. framemd5 lists packets in every ffmpeg version (the
+    stream listing shows a stream's start only in recent ones)."""
+    sound = _first_time(source, ffmpeg, "a:0")
+    sound_own = _first_time(source, ffmpeg, "a:0", copyts=True)
+    frame_own = _first_time(source, ffmpeg, "v:0", copyts=True)
+    if sound is None or sound_own is None or frame_own is None:
+        return 0.0
+    return sound + frame_own - sound_own
+
+
+def _first_time(source: str | os.PathLike, ffmpeg: str, stream: str,
+                copyts: bool = False) -> Optional[float]:
+    """The time of the first packet of `source`'s `stream` (v:0, a:0), read alone, in seconds
+    (`copyts`: the file's own timestamp); None where ffmpeg cannot read it. One stream at a
+    time: ffmpeg ends a copy at the first stream that has its -frames."""
     try:
-        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-i",
-                     os.fspath(source), "-map", "0:v:0", "-c", "copy", "-frames:v", "1",
+        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error",
+                     *(["-copyts"] if copyts else []), "-i", os.fspath(source),
+                     "-map", f"0:{stream}", "-c", "copy", f"-frames:{stream[0]}", "1",
                      "-f", "framemd5", "-"], PROBE_TIMEOUT_S)
     except (OSError, subprocess.SubprocessError):
-        return 0.0
+        return None
     tb = re.search(r"^#tb 0: (\d+)/(\d+)$", done.stdout, re.M)
     first = re.search(r"^0,\s*-?\d+,\s*(-?\d+),", done.stdout, re.M)
     if done.returncode or not tb or not first or not int(tb.group(2)):
-        return 0.0
-    return max(0.0, int(first.group(1)) * int(tb.group(1)) / int(tb.group(2)))
+        return None
+    return int(first.group(1)) * int(tb.group(1)) / int(tb.group(2))
