@@ -673,6 +673,11 @@ def _check_writable(path: Union[str, Path], what: str) -> None:
     make_folder(Path(path).parent, what)
 
 
+# A jump in a file's frame times longer than this is its clock's, not a pause to hold a frame
+# over: ffmpeg's own threshold for MPEG-TS discontinuities (-dts_delta_threshold).
+MAX_GAP_S = 10.0
+
+
 def _writes_video(sink: Sink) -> bool:
     """Whether `sink` writes a video file (alone, in a comparison, or beside a window)."""
     if isinstance(sink, CompareSink):
@@ -690,8 +695,8 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
     repeated over a longer gap, a frame whose slot is already taken is left out."""
     prev: Optional[int] = None
     t_first, slots = 0.0, 0   # capture time of the first frame written; video slots written
-    m_first: Optional[float] = None   # the first frame's time in the file
-    m_prev = -float("inf")
+    origin: Optional[float] = None   # the file time of the video's first slot
+    m_prev = 0.0   # the last frame's time in the file
     while True:
         # After `stop`, frames already queued are still written, then the end marker comes.
         item = q_out.get(stop)
@@ -711,13 +716,15 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
                 added = sink.repeat_last(repeats)
                 stats.count("repeated_frames", added)
                 slots += added
-        if timed and fr.t_media is not None and fr.t_media > m_prev:
-            # Times that do not increase (a file without them reads 0) say nothing: written
-            # in order. round(): a constant rate's jitter, under half a frame, moves nothing.
-            if m_first is None:
-                m_first = fr.t_media
-            due = round((fr.t_media - m_first) * video_fps)
-            m_prev = fr.t_media
+        if timed and fr.t_media is not None:
+            t, gap, m_prev = fr.t_media, fr.t_media - m_prev, fr.t_media
+            if origin is None or not 0 < gap <= MAX_GAP_S:
+                # The first frame, or a clock that went back or leapt (MPEG-TS files joined, a
+                # recorder's reset; a file without times reads 0 throughout): this frame takes
+                # the next slot, and those after it are placed from it.
+                origin = t - slots / video_fps
+            # round(): a constant rate's jitter, under half a frame, moves nothing.
+            due = round((t - origin) * video_fps)
             if due < slots:
                 stats.count("left_out_frames")
                 stats.count("frames_processed")

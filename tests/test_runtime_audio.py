@@ -436,6 +436,33 @@ def test_a_constant_rate_clips_uneven_timestamps_move_no_frame(
     assert flash == pytest.approx(MARK_S) and abs(flash - click) < frame, (flash, click)
 
 
+@pytest.mark.parametrize("clock", ["back", "ahead"])
+def test_mpeg_ts_files_joined_keep_every_frame_where_their_clock_jumps(
+        tmp_path, onnx_model, ffmpeg, clock):
+    """Transport streams join by concatenation (a recorder's segments, `cat a.ts b.ts`); the
+    second's clock starts again (back), or a minute on (ahead). Placed by their times, the
+    second's frames fell in slots already filled and were left out (30 of 90), or the last
+    frame before the jump was repeated over the minute (1169 frames); a jump is the clock's,
+    not a pause: every frame is written once."""
+    parts = []
+    for n, seconds in enumerate((1.5, 3)):
+        parts.append(tmp_path / f"part{n}.ts")
+        subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                        f"color=gray:s=64x48:r={MARK_FPS}:d={seconds}", "-c:v", "mpeg2video",
+                        *(["-output_ts_offset", "60"] if n and clock == "ahead" else []),
+                        str(parts[-1])], check=True, timeout=60)
+    joined = tmp_path / "joined.ts"
+    joined.write_bytes(b"".join(p.read_bytes() for p in parts))
+    times = _frame_times(joined)
+    assert len(times) == 90 and (times[30] < times[29] if clock == "back"
+                                 else times[30] - times[29] > 50), times
+    out = tmp_path / "sharp.mp4"
+    with runtime_warnings():   # ahead: OpenCV counts 1229 frames over the span, said short
+        stats = run_stream(onnx_model, str(joined), out)
+    assert stats["repeated_frames"] == stats["left_out_frames"] == 0, stats
+    assert len(read_video(out)[0]) == 90
+
+
 @pytest.mark.parametrize("ext, lead", [(".ts", 0.5), (".ts", -0.5), (".mp4", -0.5)])
 def test_sound_keeps_its_place_against_the_first_frame_in_an_mpeg_ts_clip_too(
         tmp_path, monkeypatch, onnx_model, ffmpeg, ext, lead):
