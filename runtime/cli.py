@@ -321,7 +321,7 @@ def _retimed_note(summary: dict, source: str) -> str:
     why = ("a variable frame rate, or frames lost to damage" if summary.get("skipped_inputs")
            else "a variable frame rate")
     return (f"{source} has frames at uneven times ({why}): the {fps:g} fps video "
-            f"{' and '.join(did)}, so that it keeps their times and its sound in step")
+            f"{' and '.join(did)}, so that it keeps their times (and any sound in step)")
 
 
 def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:

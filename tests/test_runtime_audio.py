@@ -415,7 +415,7 @@ def test_a_variable_frame_rate_clip_keeps_its_pictures_in_step_with_its_sound(
     assert (f"sharpen run: {clip} has frames at uneven times (a variable frame rate): the 13 "
             f"fps video repeats the frame before each longer gap ({repeated} frames in all) "
             f"and leaves out {left_out} of the 39 sharpened, each in a frame interval already "
-            "filled, so that it keeps their times and its sound in step") in err, err
+            "filled, so that it keeps their times (and any sound in step)") in err, err
 
 
 def test_a_constant_rate_clips_uneven_timestamps_move_no_frame(
