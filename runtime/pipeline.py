@@ -486,6 +486,11 @@ class _Stream:
                 # were written (frames in between may be dropped).
                 if self.limit and not src.live and n + 1 >= self.limit:
                     break
+            else:
+                # Read to its end: a count that was an estimate (an MPEG-TS file's) is now the
+                # frames it held, and the last progress line reads 60/60, not 60/65.
+                if not src.live and src.frame_count and stats.total and not stop.is_set():
+                    stats.total = min(src.frame_count, self.limit or src.frame_count)
         except Exception as exc:
             if src.live:
                 raise

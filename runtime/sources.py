@@ -51,6 +51,13 @@ LIVE_HOLD_S = 2.0
 # seek to the end of every video (a GOP of 4K frames decoded) is a cost each run would pay for
 # nothing.
 ESTIMATED_COUNT_EXTS = frozenset({".mpg", ".mpeg"})
+# MPEG transport streams (.ts; .m2ts, .mts from Blu-ray and AVCHD) keep none either. FFmpeg's
+# is the span from their first packet to their last, any stream's, times the rate: 65 for 60
+# frames whose sound runs on 0.2 s, 1229 for 90 where a joined file's clock jumps a minute.
+# It is taken from what the file holds, so a file cut in half declares the half (33 for 32):
+# the count tells no cut. A cut is told by the size instead, as transport streams are written
+# in whole packets; the count serves the progress bar, and is what was read once read.
+TRANSPORT_STREAM_EXTS = frozenset({".ts", ".m2ts", ".mts"})
 # The frame rates a header may declare and be believed: the video writers refuse rates far
 # below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
 # far above (1e300 hung inside cv2.VideoWriter). Outside them the rate counts as unknown.
@@ -345,6 +352,7 @@ class VideoSource(Source):
             self.count_found_short = (_interruptible(past) if kind == "stream" else past())
             if self.count_found_short:
                 self.frame_count = None
+        self.transport = kind == "video" and Path(spec).suffix.lower() in TRANSPORT_STREAM_EXTS
         self.skipped: list[str] = []
 
     def _params(self) -> list[int]:
@@ -632,6 +640,9 @@ class VideoSource(Source):
         return 0
 
     def _check_ended(self, read: int) -> None:
+        if self.transport:
+            self._check_transport_ended(read)
+            return
         # A cut or damaged file reads like a short one; the header's frame count (an estimate
         # in some containers, hence the margin) tells them apart. A recording served over the
         # network ends short when its connection drops.
@@ -643,6 +654,26 @@ class VideoSource(Source):
                    f"header declares ({why})")
             self.skipped.append(msg)
             warn(msg)
+
+    def _check_transport_ended(self, read: int) -> None:
+        """A transport stream read to its end. Its count, an estimate, becomes the frames it
+        held (the progress bar's total, the stats file's count). A cut is said where the file
+        shows one: a packet or a sized stream packet left part-written. One between packets is
+        a shorter whole file, and one through a picture's packets may be a picture that fills
+        its last packet exactly (rare): a note."""
+        declared, self.frame_count, self.count_found_short = self.frame_count, read, False
+        cut, maybe = _transport_cut(self.target)
+        if cut:
+            msg = (f"{self.spec}: the video ended after {count(read, 'frame')}: {cut} "
+                   "(truncated file?)")
+            self.skipped.append(msg)
+            warn(msg)
+        elif maybe:
+            self.note(f"{self.spec}: the video ended after {count(read, 'frame')}: {maybe}")
+        elif declared and read < 0.98 * declared - 1:
+            self.note(f"{self.spec}: {count(read, 'frame')}, where its length times its frame "
+                      f"rate made {declared}: an MPEG transport stream keeps no frame count, and "
+                      "its length counts its sound (and any clock jump) too")
 
     def close(self) -> None:
         self.cap.release()
@@ -658,6 +689,67 @@ def _estimates_count(spec: str, kind: str) -> bool:
     """Whether a video file's or URL's container only estimates its frame count (.mpg)."""
     path = urlsplit(spec).path if kind == "stream" else spec
     return Path(unquote(path)).suffix.lower() in ESTIMATED_COUNT_EXTS
+
+
+def _transport_packet_size(head: bytes) -> tuple[int, int]:
+    """(packet size, offset of the first sync byte) of an MPEG transport stream starting with
+    `head`, by the sync byte (0x47) that starts each of its packets: 188 bytes, 192 with the
+    timestamp a Blu-ray or AVCHD .m2ts puts before each, 204 with error correction. (0, 0) when
+    its first packets show no such size."""
+    for size, lead in ((188, 0), (192, 4), (204, 0)):
+        n = min(8, (len(head) - lead) // size)
+        if n >= 2 and all(head[lead + k * size] == 0x47 for k in range(n)):
+            return size, lead
+    return 0, 0
+
+
+def _transport_cut(path: object, tail: int = 4 << 20) -> tuple[str, str]:
+    """(a cut the end of the transport stream file `path` shows, one it may show), each '' when
+    none. A writer ends each stream packet (PES: a picture, a few sound frames) at the end of a
+    transport packet, padding the last: a file whose size is no whole number of packets, or
+    whose last sized PES has fewer bytes than its header gives, was cut; one whose last unsized
+    PES (video's, as a rule) fills its last packet may have been. Read: the last `tail` bytes."""
+    try:
+        with open(str(path), "rb") as f:
+            size, lead = _transport_packet_size(f.read(204 * 8))
+            end = f.seek(0, os.SEEK_END)
+            if not size:
+                return "", ""
+            if end % size:
+                return (f"its {end} bytes are no whole number of its {size}-byte packets, the "
+                        "last one cut", "")
+            f.seek(max(0, end - tail // size * size))
+            data = f.read()
+    except OSError:   # gone or unreadable since it was read: nothing to tell from
+        return "", ""
+    pes: dict[int, list[int]] = {}   # per PID: [length its header gives, bytes seen, last full]
+    for at in range(lead, len(data) - 187, size):
+        p = data[at:at + 188]
+        if p[0] != 0x47:
+            return "", ""
+        pid, field = ((p[1] & 0x1F) << 8) | p[2], p[3] >> 4 & 3
+        start = 5 + p[4] if field & 2 else 4
+        if not field & 1 or start > 188:
+            continue
+        payload = p[start:]
+        if p[1] & 0x40:   # a PES (or a table) starts here
+            if payload[:3] == b"\0\0\1" and len(payload) >= 6:
+                pes[pid] = [payload[4] << 8 | payload[5], len(payload), len(payload) == 184]
+            else:
+                pes.pop(pid, None)
+        elif pid in pes:
+            pes[pid][1] += len(payload)
+            pes[pid][2] = len(payload) == 184
+    for pid, (length, got, full) in sorted(pes.items()):
+        if length and got < length + 6:
+            return (f"its last packet of stream {pid} (0x{pid:x}) holds {got} of the "
+                    f"{length + 6} bytes its header gives", "")
+    for pid, (length, got, full) in sorted(pes.items()):
+        if not length and full:
+            return "", (f"the last data of its stream {pid} (0x{pid:x}) fills its packet, "
+                        "where the end of a picture is padded unless it fills it exactly: the "
+                        "file may have been cut short there")
+    return "", ""
 
 
 def _frames_past(target: object, api: int, n: int, params: Optional[list] = None) -> bool:

@@ -3,6 +3,7 @@ or GoPro clip sharpened into a silent video lost its sound without a word. An ff
 or named by SHARPEN_FFMPEG) copies it in; without one the run still succeeds and says so."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -457,8 +458,11 @@ def test_mpeg_ts_files_joined_keep_every_frame_where_their_clock_jumps(
     assert len(times) == 90 and (times[30] < times[29] if clock == "back"
                                  else times[30] - times[29] > 50), times
     out = tmp_path / "sharp.mp4"
-    with runtime_warnings():   # ahead: OpenCV counts 1229 frames over the span, said short
+    # Ahead, OpenCV counts 1229 frames over the span, and the file was said truncated at 90.
+    with runtime_warnings() as said:
         stats = run_stream(onnx_model, str(joined), out)
+    assert not said and not stats.get("skipped_inputs"), said
+    assert stats["source"]["frame_count"] == 90, stats["source"]
     assert stats["repeated_frames"] == stats["left_out_frames"] == 0, stats
     assert len(read_video(out)[0]) == 90
 
@@ -485,11 +489,107 @@ def test_sound_keeps_its_place_against_the_first_frame_in_an_mpeg_ts_clip_too(
                     *(["-output_ts_offset", "10"] if ext == ".ts" else []), str(clip)],
                    check=True, timeout=60)
     out = tmp_path / "sharp.mp4"
-    # From Python: the frame count OpenCV gives a short .ts (its whole length, the sound's
-    # too, times the rate) is more than it holds, which is said and not what is tested here.
+    # The frame count OpenCV gives a .ts (its whole length, the sound's too, times the rate)
+    # is more than it holds where the sound runs on: no cause for a warning.
     with runtime_warnings() as said:
         run_stream(onnx_model, str(clip), out)
-    assert not [m for m in said if "has no sound" in m], said
+    assert not said, said
     flash, click, frame = _flash_and_click(ffmpeg, out)
     assert flash == pytest.approx(MARK_S), flash
     assert abs(click - flash) < frame, (flash, click)
+
+
+def _ts_clip(ffmpeg: str, path: Path, sound: Optional[float], size: str = "64x48",
+             seconds: float = 3.0, fps: int = MARK_FPS) -> Path:
+    """An H.264 MPEG-TS clip (a .m2ts or .mts in 192-byte packets, as Blu-ray and AVCHD write
+    them) with an AAC tone that lasts `sound` seconds (None: silent)."""
+    audio = ["-f", "lavfi", "-i", f"sine=frequency={TONE_HZ}:duration={sound}"] if sound else []
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                    f"testsrc2=s={size}:r={fps}:d={seconds}", *audio, "-c:v", "libx264",
+                    "-pix_fmt", "yuv420p", *(["-c:a", "aac"] if sound else []),
+                    *(["-mpegts_m2ts_mode", "1"] if path.suffix != ".ts" else []),
+                    "-f", "mpegts", str(path)], check=True, timeout=60)
+    return path
+
+
+@pytest.mark.parametrize("name, sound", [("clip.ts", 3.2), ("clip.ts", 3.0), ("silent.ts", None),
+                                         ("clip.m2ts", 3.2), ("clip.mts", 3.2)])
+def test_a_whole_mpeg_ts_clip_is_not_called_truncated(tmp_path, capsys, onnx_model, ffmpeg,
+                                                      name, sound):
+    """OpenCV's frame count for a transport stream is its whole length, its sound's too, times
+    its rate: 65 for these 60 frames with 3.2 s of sound, and `sharpen run` ended with '60 of
+    the 65 frames its header declares (truncated or damaged file?)', exit 1, its progress at
+    60/65. Read to its end, the clip's count is the frames it held; a note says what the
+    count was where it was off."""
+    import json
+
+    clip = _ts_clip(ffmpeg, tmp_path / name, sound)
+    out, stats = tmp_path / "sharp.mp4", tmp_path / "stats.json"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip), "--out", str(out))
+    assert rc == 0 and "done: 60 frames" in err, err
+    assert "warning" not in err and "truncated" not in err and "cut short" not in err, err
+    estimate = ("note: {clip}: 60 frames, where its length times its frame rate made 65: an "
+                "MPEG transport stream keeps no frame count, and its length counts its sound "
+                "(and any clock jump) too")
+    assert (estimate.format(clip=clip) in err) == (sound == 3.2), err
+    with runtime_warnings() as said:
+        summary = run_stream(onnx_model, str(clip), out, stats_path=str(stats), quiet=False,
+                             report_interval=60)
+    err = capsys.readouterr().err
+    assert not said and not summary.get("skipped_inputs"), (said, summary)
+    # The last progress line: the frames the file held, not its estimate.
+    assert "60/60 frames" in err and "/65" not in err, err
+    assert json.loads(stats.read_text())["source"]["frame_count"] == 60
+    assert len(read_video(out)[0]) == 60
+
+
+def _ts_packets(data: bytes) -> list[tuple[int, bool]]:
+    """(PID, whether a PES starts there) of each 188-byte packet."""
+    return [(((data[i + 1] & 0x1F) << 8) | data[i + 2], bool(data[i + 1] & 0x40))
+            for i in range(0, len(data), 188)]
+
+
+def test_a_cut_mpeg_ts_clip_is_said_to_be_cut(tmp_path, capsys, onnx_model, ffmpeg):
+    """A transport stream's count is taken from what it holds, so a clip cut in half declared
+    the half (read 32 of 33: said nothing). It is written in whole packets, each stream packet
+    (a picture, a few sound frames) ending at a packet's end: cut through a packet, or through
+    a sound packet whose header gives its length, it is said cut, exit 1 as for another cut
+    video; cut between packets through a picture (which might, rarely, end there), a note."""
+    data = _ts_clip(ffmpeg, tmp_path / "whole.ts", 2.0, "320x240", 2.0, 25).read_bytes()
+    packets = _ts_packets(data)
+    video, audio = 0x100, 0x101   # ffmpeg's PIDs
+    half = len(packets) // 2
+    # The first packet from the middle on that goes on with a sound packet (a PES) started
+    # before it; and, of the clip without sound, one that goes on with a picture.
+    in_sound = next(k for k in range(half, len(packets)) if packets[k] == (audio, False))
+    silent = _ts_clip(ffmpeg, tmp_path / "silent.ts", None, "320x240", 2.0, 25).read_bytes()
+    in_picture = next(k for k, p in enumerate(_ts_packets(silent)) if k >= half
+                      and p == (video, False))
+    cuts = {"mid_packet": data[:half * 188 + 94], "mid_sound": data[:in_sound * 188],
+            "mid_picture": silent[:in_picture * 188]}
+    for name, cut in cuts.items():
+        (tmp_path / f"{name}.ts").write_bytes(cut)
+    out = tmp_path / "sharp.mp4"
+
+    def run(name: str) -> tuple[int, str]:
+        return _run(capsys, "--model", str(onnx_model), "--source",
+                    str(tmp_path / f"{name}.ts"), "--out", str(out))
+
+    rc, err = run("mid_packet")
+    assert rc == 1, err
+    assert re.search(rf"mid_packet\.ts: the video ended after \d+ frames: its {half * 188 + 94} "
+                     r"bytes are no whole number of its 188-byte packets, the last one cut "
+                     r"\(truncated file\?\)", err), err
+    rc, err = run("mid_sound")
+    assert rc == 1 and re.search(r"mid_sound\.ts: the video ended after \d+ frames: its last "
+                                 r"packet of stream 257 \(0x101\) holds (\d+) of the (\d+) "
+                                 r"bytes its header gives \(truncated file\?\)", err), err
+    rc, err = run("mid_picture")
+    assert rc == 0 and "warning" not in err, err
+    assert re.search(r"note: .*mid_picture\.ts: the video ended after \d+ frames: the last data "
+                     r"of its stream 256 \(0x100\) fills its packet, where the end of a picture "
+                     r"is padded unless it fills it exactly: the file may have been cut short "
+                     r"there", err), err
+    with runtime_warnings() as said:
+        summary = run_stream(onnx_model, str(tmp_path / "mid_packet.ts"), out)
+    assert len(said) == 1 and said == summary["skipped_inputs"], (said, summary)
