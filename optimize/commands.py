@@ -274,6 +274,8 @@ def fail_advice(report, float_layers) -> list[str]:
     """What a failed export leaves and what to try next (the FAILED line says only why)."""
     from runtime.formats import FORMATS
 
+    from .export_reuse import asks_float_layers
+
     failed = report.failed
     ok = [Path(r.file).name for r in report.results if r.status == "pass" and r.file
           and not r.extra.get("earlier_export")]
@@ -289,7 +291,7 @@ def fail_advice(report, float_layers) -> list[str]:
             and r.format in FORMATS and FORMATS[r.format].needs_calibration]
     if int8:
         tips = []
-        if not float_layers:
+        if not asks_float_layers(float_layers):   # 'none' too: the default, full integer
             tips.append("--float-layers auto (keeps the fewest last layers in float that pass)")
         tips.append("--calib with frames like the device's input (blurred, as it sees them)")
         tips.append("a float format (onnx, tflite-fp16)")

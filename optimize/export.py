@@ -48,7 +48,7 @@ from .export_report import (HEADERS as HEADERS, ExportReport as ExportReport,
                             table_headers as table_headers, table_legend as table_legend,
                             table_rows as table_rows)
 from .export_reuse import (_drop_void_pending_sidecars, _earlier_results, _keep_other_report,
-                           _own_report, _say_replaced, _up_to_date, build_inputs as build_inputs,
+                           _own_report, asks_float_layers, _say_replaced, _up_to_date, build_inputs as build_inputs,
                            code_hash as code_hash)
 from .parity_gate import (_gate, _mark, _measure_kept, _record_failure_inside,
                           _search_float_layers)
@@ -189,7 +189,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     # numpy's numbers pass the checks; the report (JSON) takes Python's.
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})
-    if o.float_layers and not any(FORMATS[f].needs_calibration for f in fmts):
+    if asks_float_layers(o.float_layers) and not any(FORMATS[f].needs_calibration
+                                                     for f in fmts):
         prog.warn(f"--float-layers applies to the INT8 formats only, none of which is built "
                   f"here ({', '.join(fmts)})")
 

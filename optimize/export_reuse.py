@@ -130,8 +130,16 @@ def _float_layers_key(spec: Sequence[str] | str | None) -> str | None:
     of "none" (a list, or 'dec.1, head'; 'head,dec.1') built the same artifact and rebuilt it.
     The order: each named layer stays float with all downstream of it, so the set decides."""
     items = spec.split(",") if isinstance(spec, str) else list(spec or ())
-    names = sorted({s.strip() for s in items if s.strip()})
+    # the keywords in any case, as `float_layers.parse` takes them ('Auto' is 'auto')
+    names = sorted({s.strip().lower() if s.strip().lower() in ("auto", "none") else s.strip()
+                    for s in items if s.strip()})
     return None if not names or names == ["none"] else ",".join(names)
+
+
+def asks_float_layers(spec: Sequence[str] | str | None) -> bool:
+    """Whether --float-layers asks for any layer in float (or 'auto'): not unset, '' or 'none',
+    which are the default, full integer."""
+    return _float_layers_key(spec) is not None
 
 
 def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],

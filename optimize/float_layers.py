@@ -25,6 +25,7 @@ one that fails is rebuilt with the search's next larger regions.
 """
 from __future__ import annotations
 
+import difflib
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ FORMATS = ("onnx-int8", "tflite-int8", "onnx-qdq-trt")
 # in a requantisation to the int8 output, so OUTPUT alone in float changes nothing there.
 INT8_IO = ("tflite-int8",)
 AUTO = "auto"
+NONE = "none"           # every layer int8 (the default)
 MARGIN = 0.75           # auto aims at this fraction of each gate's allowed loss
 
 
@@ -75,17 +77,27 @@ def parse(spec: str | Sequence[str] | None, model: nn.Module) -> list[str] | str
         return []
     items = spec.split(",") if isinstance(spec, str) else list(spec)
     names = [s.strip() for s in items if s.strip()]
-    if not names or names == ["none"]:
+    # the keywords in any case: no layer is named so ('Auto' was "not a layer")
+    words = [n.lower() if n.lower() in (AUTO, NONE) else n for n in names]
+    if not words or words == [NONE]:
         return []
-    if names == [AUTO]:
+    if words == [AUTO]:
         return AUTO
+    arch = getattr(model, "arch_name", type(model).__name__)
+    choices = f"choose from {', '.join(units(model))} (or 'auto' / 'none' alone)"
+    alone = [n for n, w in zip(names, words) if w in (AUTO, NONE)]
+    if alone:
+        raise FloatLayersError(
+            f"--float-layers: {repr(alone[0])} must be given alone, not in a list of layers "
+            f"('{AUTO}' picks the layers, '{NONE}' keeps every layer int8); or {choices}")
     known = {n for n, _ in model.named_modules() if n} | {OUTPUT}
     unknown = [n for n in names if n not in known]
     if unknown:
+        near = difflib.get_close_matches(unknown[0], units(model) + [AUTO, NONE], n=1)
+        hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise FloatLayersError(
-            f"--float-layers: {', '.join(map(repr, unknown))} is not a layer of "
-            f"{getattr(model, 'arch_name', type(model).__name__)}; choose from "
-            f"{', '.join(units(model))} (or 'auto' / 'none')")
+            f"--float-layers: {', '.join(map(repr, unknown))} is not a layer of {arch}{hint}; "
+            + choices)
     return list(dict.fromkeys(names))
 
 

@@ -681,6 +681,10 @@ def test_name_must_be_a_stem_and_float_layers_without_int8_is_warned(ckpt, tmp_p
     assert not (tmp_path / "escaped.onnx").exists()
     rc, err = _run([*base, "--float-layers", "head"], capsys)
     assert rc == 0 and "--float-layers applies to the INT8 formats only" in err
+    # 'none' is the default (full integer): nothing to warn about with FP32 formats
+    for spelling in ("none", " none ", ""):
+        rc, err = _run([*base, "--float-layers", spelling], capsys)
+        assert rc == 0 and "--float-layers" not in err, (spelling, err)
 
 
 def test_parity_images_that_are_also_calibration_images_are_warned_about(ckpt, tmp_path,
@@ -906,6 +910,11 @@ def test_a_failed_export_says_what_it_left_and_what_to_try(ckpt, tmp_path, capsy
     assert "onnx-int8: INT8 loses too much here; try --float-layers auto" in err
     assert "a float format (onnx, tflite-fp16)" in err
     assert (out / "student_int8.onnx.parity-failed.json").exists()
+    # an explicit '--float-layers none' is the default: auto is still worth trying
+    rc, err = _run(["export", "--weights", str(ckpt), "--formats", "onnx-int8", "--out",
+                    str(out), "--no-latency", "--quiet", "--calib-count", "2", "--calib-size",
+                    "64", "--min-ssim", "0.999999", "--float-layers", "none"], capsys)
+    assert rc == 1 and "INT8 loses too much here; try --float-layers auto" in err, err
 
 
 @pytest.mark.parametrize("size, said", [
@@ -1158,6 +1167,9 @@ def test_what_an_artifact_does_not_depend_on_keeps_it(ckpt, tmp_path, capsys, mo
     # Each named layer stays float with everything downstream: the set decides, not the order.
     assert inputs(float_layers="head,dec.1") == inputs(float_layers="dec.1,head")
     assert inputs(float_layers="none") == inputs()
+    # the keywords in any case, as --float-layers takes them
+    assert inputs(float_layers="NONE") == inputs()
+    assert inputs(float_layers="Auto") == inputs(float_layers="auto")
     assert inputs(float_layers="head")["tflite-int8"] != inputs()["tflite-int8"]
 
 

@@ -29,9 +29,23 @@ def test_units_and_parse():
     assert fl.parse(None, model) == [] and fl.parse("none", model) == []
     assert fl.parse("auto", model) == fl.AUTO
     assert fl.parse("dec, head,dec", model) == ["dec", "head"]
-    with pytest.raises(fl.FloatLayersError, match=r"'nope' is not a layer of fast; choose from "
+    with pytest.raises(fl.FloatLayersError, match=r"'nope' is not a layer of fast.*; choose from "
                                                   r"stem, enc\.0"):
         fl.parse("head,nope", model)
+    # 'auto' and 'none' are whole values: beside layer names they are not called unknown layers
+    # (the list of choices offered them in the same breath)
+    for spec, word in (("auto,dec.1", "auto"), ("dec.1, none", "none")):
+        with pytest.raises(fl.FloatLayersError) as e:
+            fl.parse(spec, model)
+        msg = str(e.value)
+        assert f"'{word}' must be given alone" in msg and "is not a layer" not in msg, msg
+        assert "--float-layers" in msg and "stem, enc.0" in msg, msg
+    # the keywords in any case; a misspelt one, or layer, is pointed at the nearest choice
+    assert fl.parse("Auto", model) == fl.AUTO and fl.parse("NONE", model) == []
+    for typo, near in (("atuo", "auto"), ("aut", "auto"), ("dec1", "dec.1")):
+        with pytest.raises(fl.FloatLayersError, match=rf"'{typo}' is not a layer of fast "
+                                                      rf"\(did you mean '{near}'\?\)"):
+            fl.parse(typo, model)
 
 
 def test_onnx_scope_names_map_to_modules():
