@@ -48,7 +48,8 @@ from .export_report import (HEADERS as HEADERS, ExportReport as ExportReport,
                             table_headers as table_headers, table_legend as table_legend,
                             table_rows as table_rows)
 from .export_reuse import (_drop_void_pending_sidecars, _earlier_results, _keep_other_report,
-                           _own_report, asks_float_layers, _say_replaced, _up_to_date, build_inputs as build_inputs,
+                           _own_report, _say_replaced, _up_to_date, asks_float_layers,
+                           build_inputs as build_inputs,
                            code_hash as code_hash)
 from .parity_gate import (_gate, _mark, _measure_kept, _record_failure_inside,
                           _search_float_layers)
