@@ -172,6 +172,14 @@ def failed_artifacts(student: Student, cache_root: str | os.PathLike | None,
     return ArtifactSet(student, artifact_folder(student, cache_root, float_layers), items)
 
 
+def precision_label(row: dict) -> str:
+    """A report row's precision as the tables show it: "INT8, float from dec.1" for an artifact
+    with float layers (layer names as the student spells them), as `sharpen export`'s table."""
+    floats = row.get("float_layers")
+    return ((row.get("precision") or "").upper()
+            + (f", float from {', '.join(floats)}" if floats else ""))
+
+
 def artifact_folder(student: Student, cache_root: str | os.PathLike | None,
                     float_layers: Optional[str] = None) -> Path:
     """The cache folder of `student`'s artifacts; --float-layers builds in one of its own.
@@ -212,6 +220,9 @@ class Artifact:
     reason: Optional[str] = None
     export_parity: dict = field(default_factory=dict)   # export's own gate (sample photos)
     versions: dict = field(default_factory=dict)        # format_versions() it was built with
+    # INT8 layers the export kept in float (each with all after it); --float-layers auto's
+    # choice is known only here: the rows said "INT8" whatever it chose, nothing included
+    float_layers: list = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -549,7 +560,8 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
         parity = {k: getattr(r, k) for k in ("max_abs", "psnr", "ssim")
                   if getattr(r, k) is not None} | parity_on
         items[r.format] = Artifact(r.format, r.precision or FORMATS[r.format].precision,
-                                   r.status, r.file, r.reason, parity, versions[r.format])
+                                   r.status, r.file, r.reason, parity, versions[r.format],
+                                   list(r.extra.get("float_layers") or []))
         built_now.append(r.format)
         # At once: Ctrl-C or SIGTERM during the next format (minutes for TFLite) left no
         # stamp, and the rerun that "continues" built the finished formats again.

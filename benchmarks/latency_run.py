@@ -202,7 +202,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                             peak_frac=round(gmac[st.name, wh] / t.median_s / peak, 4),
                             target_fps=target, teacher_ms=teacher_ms.get(lbl),
                             provider=backend.provider, engine=backend.name,
-                            timing=_in_ms(t.to_dict())))
+                            timing=_in_ms(t.to_dict()),
+                            **({"float_layers": list(art.float_layers)}
+                               if art and art.float_layers else {})))
                     except Exception as e:  # noqa: BLE001
                         rows.append(result_row(model=f"student {st.name}", student=st.name,
                                                backend=spec, size=wh, ms=None, target_fps=target,

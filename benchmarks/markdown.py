@@ -5,7 +5,7 @@ from pathlib import Path
 
 from runtime.console import count
 
-from .artifacts import is_not_requested, not_requested_line
+from .artifacts import is_not_requested, not_requested_line, precision_label
 from .quality import TABLE_HEADERS, TEACHER_SSIM_MEANING, format_table
 
 
@@ -52,7 +52,7 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
             done.add(key)
             sizes = sizes_of[key]
             size = sizes[0] if len(sizes) == 1 else ", ".join(sizes)
-            out.append([r["model"], r["backend_label"], (r.get("precision") or "").upper(),
+            out.append([r["model"], r["backend_label"], precision_label(r),
                         size, "-", "-", "-", "-", "-", "-",
                         f"{r['status']}: {short_reason(r['reason'])}"])
             continue
@@ -68,7 +68,7 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
         rounds = _rounds(r)
         # A single round's "90th percentile" is that round: no spread was measured.
         p90 = (f"{r['p90_ms']:.1f}" if r.get("p90_ms") is not None and rounds != 1 else "-")
-        out.append([r["model"], r["backend_label"], (r.get("precision") or "").upper(),
+        out.append([r["model"], r["backend_label"], precision_label(r),
                     r["size"], f"{r['ms']:.1f}", p90, "-" if rounds is None else str(rounds),
                     f"{r['fps']:.2f}",
                     f"{r['speedup_vs_teacher']:.0f}x" if r.get("speedup_vs_teacher")

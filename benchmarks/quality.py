@@ -37,7 +37,7 @@ from runtime.formats import FORMATS
 from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 from .artifacts import (BenchError, Student, cache_lock, default_cache_root, file_hash,
-                        is_not_requested, path_unless_named)
+                        is_not_requested, path_unless_named, precision_label)
 
 DEFAULT_MIN_SSIM_RATIO = 0.95
 SSIM_CHECKS = ("ssim-ratio", "ssim-gain")
@@ -334,6 +334,8 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             key = f"{st.name}/{fmt}"
             label = FORMATS[fmt].label if fmt in FORMATS else fmt
             r = _row(key, f"student {st.name}", "artifact", fmt, label, art.precision, st.name)
+            if art.float_layers:
+                r["float_layers"] = list(art.float_layers)
             rows[key] = r
             if art.status in ("skipped", "failed"):
                 r.update(status=art.status, reason=art.reason)
@@ -637,7 +639,7 @@ def format_table(result: QualityResult) -> list[list[str]]:
             reason = reason.split(" (")[0]   # the advice in parentheses stays in the JSON
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {reason}"
         drop = f"{par['ssim_drop']:.4f}" if par and par.get("ssim_drop") is not None else "-"
-        out.append([r["model"], r["format"], r["backend"], r["precision"].upper(),
+        out.append([r["model"], r["format"], r["backend"], precision_label(r),
                     f(r["psnr"], 2), f(r["ssim"]), f(r["ssim_teacher"]), ptxt, drop, status])
     return out
 

@@ -2593,3 +2593,17 @@ def test_the_report_says_where_the_parity_gate_ran_without_a_readable_calib(env,
     assert rep["artifacts"]["good"]["built_now"] == ["onnx"] and "images" not in \
         onnx["export_parity"], rep["artifacts"]["good"]
     assert "a fifth held out" in rep["settings"]["calibration"], rep["settings"]
+def test_rows_of_mixed_precision_artifacts_say_which_layers_are_float(env, tmp_path):
+    """--float-layers built mixed-precision artifacts, yet every table and report.json said
+    only "INT8": with 'auto' nothing told which layers it kept in float, or that it kept none."""
+    rc = _bench(env, "float-rows", "--students", str(env / "student-good.pt"), "--formats",
+                "onnx-int8", "--float-layers", "head", "--sizes", "160x96",
+                "--stream-frames", "0", "--min-ssim-ratio", "0",
+                "--cache", str(tmp_path / "cache"))
+    rep = json.loads((env / "float-rows" / "report.json").read_text())
+    assert rc == 0, rep["checks"]
+    q = next(r for r in rep["quality"]["rows"] if r["format"] == "onnx-int8")
+    lat = next(r for r in rep["latency"]["rows"] if r.get("format") == "onnx-int8")
+    assert q["float_layers"] == ["head"] and lat["float_layers"] == ["head"], (q, lat)
+    md = (env / "float-rows" / "report.md").read_text()
+    assert md.count("| INT8, float from head |") == 2, md   # quality and latency tables
