@@ -442,10 +442,30 @@ def plan(spec: list[str] | str, model: nn.Module, fmts: Sequence[str], crops, im
                 warnings.warn(f"{f}'s output is int8 whatever runs in float, so '{OUTPUT}' "
                               "alone in float changes nothing there (name an earlier layer, or "
                               "use tflite-fp16)", SharpenWarning)
+    graph = None
     for f, layers in by_fmt.items():
         if layers:
-            say(f"{f} keeps {', '.join(layers)} (and all after) in float")
+            # how much: the closure toward the output can be most of the model ("stem" is
+            # all but the edge branch in `fast`), which costs nearly a float model's speed
+            share = ""
+            if model is not None:
+                graph = graph if graph is not None else student_graph(model)
+                share = f": {len(float_units(model, layers, graph))} of {len(units(model))} layers"
+            say(f"{f} keeps {', '.join(layers)} (and all after{share}) in float")
+        elif f in choices and choices[f]["met"]:
+            say(f"{f}: simulated full INT8 passes the gates ({_targets(choices[f]['target'])}): "
+                "every layer stays int8")
     return by_fmt, choices, tries
+
+
+def _targets(target: dict) -> str:
+    """The simulated gates of a `Choice.target`, as the search aimed at them."""
+    parts = []
+    if target.get("min_ssim") is not None:
+        parts.append(f"worst SSIM to FP32 >= {target['min_ssim']:.4g}")
+    if target.get("max_ssim_drop") is not None:
+        parts.append(f"SSIM to ground truth lost <= {target['max_ssim_drop']:.4g}")
+    return ", ".join(parts) or "none set"
 
 
 def _describe(keep: list[str], r: dict) -> str:

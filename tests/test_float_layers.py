@@ -283,6 +283,27 @@ def test_plan_per_format():
                                      Thresholds(), True, said.append)
     assert by_fmt == {"tflite-int8": ["head"], "onnx-qdq-trt": ["head"]}
     assert choices == {} and tries == {}
-    assert "tflite-int8 keeps head (and all after) in float" in said
+    assert "tflite-int8 keeps head (and all after: 2 of 14 layers) in float" in said
     assert fl.plan([], model, ["onnx-int8"], None, [], None, Thresholds(), True,
                    said.append)[0] == {}
+
+
+def test_plan_says_how_much_stays_float_and_when_auto_keeps_none():
+    """The export said "tflite-int8 keeps stem (and all after) in float" for a model with 12 of
+    its 14 layers float (`fast`: the edge branch alone int8), and nothing at all when auto
+    found full INT8 good enough: the table's "INT8" then read like a search that did not run."""
+    torch.manual_seed(0)
+    model = create_student("fast").eval()
+    said: list[str] = []
+    fl.plan(["dec.1"], model, ["onnx-int8", "onnx"], None, [], {}, Thresholds(), True,
+            said.append)
+    assert said == ["onnx-int8 keeps dec.1 (and all after: 5 of 14 layers) in float"], said
+    said.clear()
+    rng = np.random.default_rng(0)
+    crops = rng.random((2, 3, 32, 32), dtype=np.float32)
+    images = [("a", rng.random((32, 32, 3), dtype=np.float32))]
+    by_fmt, _, _ = fl.plan(fl.AUTO, model, ["onnx-int8"], crops, images, {},
+                           Thresholds(min_ssim=0.0), True, said.append)
+    assert by_fmt == {"onnx-int8": []}
+    assert said[-1] == ("onnx-int8: simulated full INT8 passes the gates (worst SSIM to FP32 "
+                        ">= 0.25): every layer stays int8"), said
