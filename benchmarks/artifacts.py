@@ -180,11 +180,20 @@ def precision_label(row: dict) -> str:
             + (f", float from {', '.join(floats)}" if floats else ""))
 
 
+def float_layers_key(spec: Optional[str]) -> Optional[str]:
+    """--float-layers as the cache keys it, the export's way: 'none' (the default, full
+    integer) is no float layers, and spelling, spaces and order do not matter. 'none' had a
+    cache folder of its own, so it exported every format again to the same artifacts."""
+    from optimize.export_reuse import _float_layers_key
+
+    return _float_layers_key(spec)
+
+
 def artifact_folder(student: Student, cache_root: str | os.PathLike | None,
                     float_layers: Optional[str] = None) -> Path:
     """The cache folder of `student`'s artifacts; --float-layers builds in one of its own.
     One place: a failed student's report named a folder without that suffix."""
-    float_layers = (float_layers or "").strip()
+    float_layers = float_layers_key(float_layers) or ""
     suffix = ("-float-" + re.sub(r"[^A-Za-z0-9.]+", "_", float_layers)) if float_layers else ""
     return (Path(cache_root or default_cache_root()).resolve()
             / f"{student.path.stem}-{student.hash}{suffix}")
@@ -394,7 +403,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     except ValueError as e:
         raise BenchError(str(e)) from None
     requested = list(FORMATS) if requested is None else requested
-    float_layers = (float_layers or "").strip() or None
+    float_layers = float_layers_key(float_layers)
     folder = artifact_folder(student, cache_root, float_layers)
     calib = calib or None
     record = _calib_files(calib) if calib else None

@@ -321,6 +321,11 @@ def test_missing_backends_are_skipped_with_reasons(good_run):
     stamp_path.write_text(json.dumps(stamp))
     rebuilt = ensure_artifacts(st, report["settings"]["cache"], "onnx", quiet=True)
     assert rebuilt.built_now == ["onnx"] and rebuilt.get("onnx").usable
+    # '--float-layers none' is the default: the same cache, nothing exported again
+    for spelling in ("none", " None "):
+        same = ensure_artifacts(st, report["settings"]["cache"], "onnx", quiet=True,
+                                float_layers=spelling)
+        assert same.folder == rebuilt.folder and same.built_now == [], (spelling, same.folder)
     # Mixed-precision artifacts (--float-layers) are cached beside the full-integer ones, and a
     # layer the student does not have is a clear error naming it.
     mixed = ensure_artifacts(st, report["settings"]["cache"], "onnx-int8", quiet=True,
