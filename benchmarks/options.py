@@ -51,7 +51,10 @@ SCHEMA: tuple[Opt, ...] = (
         "all this machine can build; see `sharpen export --help`)", metavar="LIST",
         pytest_aliases=("--bench-formats",)),
     Opt(("--float-layers",), "float_layers", "INT8 formats: layers of each student kept in "
-        "float (and all after), as `sharpen export --float-layers` (default none)",
+        "float (and all after), as `sharpen export --float-layers` (default none); 'auto' "
+        "here aims at the export's SSIM-to-FP32 gate only (its parity images have no ground "
+        "truth): for an SSIM budget, choose with `sharpen export --parity-gt DIR "
+        "--max-ssim-drop D --float-layers auto` and give its layers by name",
         metavar="LIST", pytest_aliases=("--bench-float-layers",)),
     Opt(("--cache",), "cache", "cache of artifacts and teacher outputs (default "
         "$SHARPEN_BENCH_CACHE or ~/.cache/sharpen/bench)", metavar="DIR",
