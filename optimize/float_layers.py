@@ -93,12 +93,36 @@ def parse(spec: str | Sequence[str] | None, model: nn.Module) -> list[str] | str
     known = {n for n, _ in model.named_modules() if n} | {OUTPUT}
     unknown = [n for n in names if n not in known]
     if unknown:
-        near = difflib.get_close_matches(unknown[0], units(model) + [AUTO, NONE], n=1)
-        hint = f" (did you mean {near[0]!r}?)" if near else ""
+        one = len(unknown) == 1
+        owner = _other_student_with(unknown, arch)
+        if owner:   # a list made for another student: each has its own layer names
+            hint = (f" ({'it is a layer' if one else 'they are layers'} of {owner}: each "
+                    f"student has its own layers, and --float-layers auto picks {arch}'s)")
+        else:
+            # a typo; only close matches: a looser one "corrected" names to unrelated layers
+            near = difflib.get_close_matches(unknown[0], units(model) + [AUTO, NONE], n=1,
+                                             cutoff=0.75)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
         raise FloatLayersError(
-            f"--float-layers: {', '.join(map(repr, unknown))} is not a layer of {arch}{hint}; "
-            + choices)
+            f"--float-layers: {', '.join(map(repr, unknown))} "
+            f"{'is not a layer' if one else 'are not layers'} of {arch}{hint}; " + choices)
     return list(dict.fromkeys(names))
+
+
+def _other_student_with(names: Sequence[str], arch: str) -> str | None:
+    """The registered student other than `arch` that has every one of `names` as a layer."""
+    from distill.students import create_student, list_students
+
+    for other in list_students():
+        if other == arch:
+            continue
+        try:
+            model = create_student(other)
+        except Exception:  # noqa: BLE001 (a student that does not build is no answer)
+            continue
+        if set(names) <= set(units(model)):
+            return other
+    return None
 
 
 

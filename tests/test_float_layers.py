@@ -40,6 +40,14 @@ def test_units_and_parse():
         msg = str(e.value)
         assert f"'{word}' must be given alone" in msg and "is not a layer" not in msg, msg
         assert "--float-layers" in msg and "stem, enc.0" in msg, msg
+    # a list made for another student (each has its own layer names) is said to be that, not
+    # "corrected" to a look-alike of this one ('low.0' -> edge's 'downs.0')
+    edge = create_student("edge")
+    with pytest.raises(fl.FloatLayersError) as e:
+        fl.parse("low.0,edge_dw", edge)
+    msg = str(e.value)
+    assert "'low.0', 'edge_dw' are not layers of edge (they are layers of fast" in msg, msg
+    assert "did you mean" not in msg and "choose from stem, encoders.0.0" in msg, msg
     # the keywords in any case; a misspelt one, or layer, is pointed at the nearest choice
     assert fl.parse("Auto", model) == fl.AUTO and fl.parse("NONE", model) == []
     for typo, near in (("atuo", "auto"), ("aut", "auto"), ("dec1", "dec.1")):
