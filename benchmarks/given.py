@@ -15,6 +15,7 @@ its own metadata (ONNX metadata, the sidecar of a .tflite or an engine) or that 
 """
 from __future__ import annotations
 
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,12 +37,13 @@ class GivenModel:
     source: str                   # the student (architecture) it was exported from, or UNKNOWN
     source_sha256: Optional[str] = None   # the checkpoint it was exported from, when recorded
     skipped: Optional[str] = None         # why this machine cannot run it
+    float_layers: tuple = ()              # INT8 layers its export kept in float, as recorded
 
     @property
     def artifact(self) -> Artifact:
         """As the bench's own exports are held (status "given": no export gate of its own)."""
         return Artifact(self.format, self.precision, "skipped" if self.skipped else "given",
-                        str(self.path), self.skipped)
+                        str(self.path), self.skipped, float_layers=list(self.float_layers))
 
     def label(self) -> str:
         """The model column: the file's stem and the student it came from."""
@@ -56,7 +58,8 @@ class GivenModel:
     def to_dict(self) -> dict:
         return {"name": self.name, "path": str(self.path), "format": self.format,
                 "precision": self.precision, "source": self.source,
-                "source_sha256": self.source_sha256, "skipped": self.skipped}
+                "source_sha256": self.source_sha256, "skipped": self.skipped,
+                "float_layers": list(self.float_layers)}
 
 
 def resolve_models(spec: str | Sequence[str] | None, taken: Sequence[str] = (),
@@ -173,7 +176,18 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
     source = str(meta.get("student") or reported.get("student") or UNKNOWN)
     if precision == "unknown":
         precision = FORMATS[fmt].precision
-    return GivenModel(name, p.resolve(), fmt, precision, source, source_sha, skipped)
+    return GivenModel(name, p.resolve(), fmt, precision, source, source_sha, skipped,
+                      tuple(recorded_float_layers(meta)))
+
+
+def recorded_float_layers(meta: dict) -> list[str]:
+    """The layers an artifact's export kept in float, from its record: a sidecar's list
+    (TFLite, engines), else the "float layers: a, b" that the ONNX exporters write into the
+    model's "quantization" metadata."""
+    if isinstance(meta.get("float_layers"), list):
+        return [str(n) for n in meta["float_layers"]]
+    m = re.search(r"float layers: ([^);]+)", str(meta.get("quantization") or ""))
+    return [n.strip() for n in m.group(1).split(",") if n.strip()] if m else []
 
 
 def _format(p: Path, engine: str, precision: str) -> tuple[str, dict]:

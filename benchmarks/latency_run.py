@@ -275,7 +275,8 @@ def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: di
     spec = BACKEND_BY_FORMAT[gm.format]
     st = gm.student_of(students)
     base = dict(model=gm.label(), student=st, backend=spec, target_fps=target, given=gm.name,
-                file=str(gm.path), source=gm.source, precision=gm.precision)
+                file=str(gm.path), source=gm.source, precision=gm.precision,
+                **({"float_layers": list(gm.float_layers)} if gm.float_layers else {}))
 
     def row(wh, **kw) -> dict:   # (base's precision is the file's, not its format's)
         return result_row(size=wh, **{**base, **kw})

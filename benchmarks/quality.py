@@ -350,6 +350,8 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
         r = _row(gm.name, gm.label(), "model", gm.format, spec.label, gm.precision,
                  gm.student_of(students))
         r.update(file=str(gm.path), source=gm.source)
+        if gm.float_layers:
+            r["float_layers"] = list(gm.float_layers)
         rows[gm.name] = r
         if gm.skipped:
             r.update(status="skipped", reason=gm.skipped)

@@ -2612,3 +2612,19 @@ def test_rows_of_mixed_precision_artifacts_say_which_layers_are_float(env, tmp_p
     assert q["float_layers"] == ["head"] and lat["float_layers"] == ["head"], (q, lat)
     md = (env / "float-rows" / "report.md").read_text()
     assert md.count("| INT8, float from head |") == 2, md   # quality and latency tables
+    # ... and so do the rows of such a file given as it is (--model): the file's own record
+    # (ONNX metadata, the TFLite sidecar) names its float layers
+    path = rep["artifacts"]["good"]["formats"]["onnx-int8"]["file"]
+    rc = _bench(env, "float-given", "--model", path, "--sizes", "160x96", "--stream-frames",
+                "0", "--min-ssim-ratio", "0", "--cache", str(tmp_path / "cache"))
+    rep = json.loads((env / "float-given" / "report.json").read_text())
+    assert rc == 0, rep["checks"]
+    q = next(r for r in rep["quality"]["rows"] if r.get("file") == path)
+    lat = next(r for r in rep["latency"]["rows"] if r.get("file") == path)
+    assert q["float_layers"] == ["head"] and lat["float_layers"] == ["head"], (q, lat)
+    from benchmarks.given import recorded_float_layers
+    assert recorded_float_layers({"float_layers": ["dec.1", "head"]}) == ["dec.1", "head"]
+    assert recorded_float_layers({"quantization": "int8 QDQ static (percentile 99.999, "
+                                  "reduce_range=True, float layers: edge_dw, enc.1)"}) \
+        == ["edge_dw", "enc.1"]
+    assert recorded_float_layers({"quantization": "full-integer int8"}) == []
