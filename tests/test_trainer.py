@@ -2335,7 +2335,8 @@ def test_a_fine_tune_that_never_beat_its_start_says_best_pt_is_the_init_weights(
     (tmp_path / "first" / "last.pt").rename(init)
 
     def ended(best_step, **extra):   # a run at step 2 whose best.pt holds best_step
-        t = Trainer(tiny_cfg(tmp_path / "ft", 2, val_start="true", **extra), quiet=True)
+        out = tmp_path / f"ft{best_step}{len(extra)}"   # best.pt without last.pt is refused
+        t = Trainer(tiny_cfg(out, 2, val_start="true", **extra), quiet=True)
         t.out.mkdir(exist_ok=True)
         (t.out / "best.pt").touch()
         t.metrics, t.step, t.best, t.best_step = {"model_teacher_ssim": 0.8}, 2, 0.8, best_step
