@@ -162,6 +162,9 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     return why
 
 
+NO_TIME = -(1 << 63)   # ffmpeg's AV_NOPTS_VALUE, a packet without a time
+
+
 def _sound_lead(source: str | os.PathLike, ffmpeg: str) -> float:
     """Seconds by which `source`'s sound, as the copy reads it, starts before its first video
     frame (negative: after it); 0 when ffmpeg cannot tell. The copy reads the sound alone,
@@ -193,6 +196,9 @@ def _first_time(source: str | os.PathLike, ffmpeg: str, stream: str,
         return None
     tb = re.search(r"^#tb 0: (\d+)/(\d+)$", done.stdout, re.M)
     first = re.search(r"^0,\s*-?\d+,\s*(-?\d+),", done.stdout, re.M)
-    if done.returncode or not tb or not first or not int(tb.group(2)):
+    # An AVI holds no presentation times: with B-frames ffmpeg prints its "none" (INT64_MIN),
+    # which read as a time delayed the sound past what ffmpeg accepts, and the copy failed.
+    if (done.returncode or not tb or not first or not int(tb.group(2))
+            or int(first.group(1)) == NO_TIME):
         return None
     return int(first.group(1)) * int(tb.group(1)) / int(tb.group(2))

@@ -593,3 +593,18 @@ def test_a_cut_mpeg_ts_clip_is_said_to_be_cut(tmp_path, capsys, onnx_model, ffmp
     with runtime_warnings() as said:
         summary = run_stream(onnx_model, str(tmp_path / "mid_packet.ts"), out)
     assert len(said) == 1 and said == summary["skipped_inputs"], (said, summary)
+def test_an_avi_with_b_frames_keeps_its_sound(tmp_path, capsys, monkeypatch, onnx_model, ffmpeg,
+                                             clips):
+    """An AVI stores no presentation times: with B-frames (Xvid, DivX, H.264 in AVI), ffmpeg
+    reads the first frame's as 'none', a huge negative number, which delayed the sound by
+    ten billion years: ffmpeg refused the copy and the video came out silent."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = tmp_path / "xvid.avi"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(clips["loud"]), "-c:v",
+                    "mpeg4", "-bf", "2", "-q:v", "2", "-c:a", "pcm_s16le", str(clip)],
+                   check=True, timeout=60)
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip), "--out", str(out))
+    assert rc == 0 and "sound" not in err and "warning" not in err, err
+    assert len(read_video(out)[0]) == FRAMES
+    assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
