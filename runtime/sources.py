@@ -58,6 +58,11 @@ ESTIMATED_COUNT_EXTS = frozenset({".mpg", ".mpeg"})
 # the count tells no cut. A cut is told by the size instead, as transport streams are written
 # in whole packets; the count serves the progress bar, and is what was read once read.
 TRANSPORT_STREAM_EXTS = frozenset({".ts", ".m2ts", ".mts"})
+# MPEG program streams (a DVD's .vob too) pack several small frames into one 2 KB pack, which
+# carries a time for the first only; FFmpeg guesses the others' times, up to a frame off for
+# dozens of frames. Their frames are written one per slot, not placed by those times: a
+# constant-rate clip got a frame repeated and a "variable frame rate" note.
+GUESSED_TIMES_EXTS = frozenset({".mpg", ".mpeg", ".vob", ".m2p"})
 # The frame rates a header may declare and be believed: the video writers refuse rates far
 # below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
 # far above (1e300 hung inside cv2.VideoWriter). Outside them the rate counts as unknown.
@@ -300,6 +305,8 @@ class VideoSource(Source):
         self.reconnect_attempts, self.reconnect_delay = reconnect_attempts, reconnect_delay
         self._loss_said = False   # the loss `_reconnect` handles is warned of (once)
         self._lost_after = 0      # and the frames read before it
+        # Whether its frames' times are the file's own (`_media_time`)
+        self._timed = kind == "video" and Path(spec).suffix.lower() not in GUESSED_TIMES_EXTS
         self.cap = self._open()
         # Probe one frame now so an unreadable source fails before the model is warmed up.
         ok, first = self.cap.read()
@@ -468,8 +475,8 @@ class VideoSource(Source):
 
     def _media_time(self) -> Optional[float]:
         """The time in a video file of the frame read last (seconds); None for other sources,
-        whose frames come in real time."""
-        if self.kind != "video":
+        whose frames come in real time, and for a file whose times are guesses."""
+        if not self._timed:
             return None
         ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
         return ms / 1000.0 if np.isfinite(ms) else None
