@@ -681,6 +681,13 @@ def _check_writable(path: Union[str, Path], what: str) -> None:
 # A jump in a file's frame times longer than this is its clock's, not a pause to hold a frame
 # over: ffmpeg's own threshold for MPEG-TS discontinuities (-dts_delta_threshold).
 MAX_GAP_S = 10.0
+# How many frame intervals a file's frame may be off its slot, either way, and still take the
+# next one, while every gap between its frames so far was within EVEN_GAP of an interval.
+# OpenCV 5 gives a file's average rate, its last frame's duration counted: a clip of even
+# frames whose last one lasts twice as long, or not at all, drifts up to a frame from it by
+# the end (held to half a frame, one was left out, or one repeated, and the clip called
+# variable). Once a gap is uneven (a variable rate, frames lost), half a frame, as ffmpeg.
+EVEN_SLACK, EVEN_GAP = 1.5, 0.25
 
 
 def _writes_video(sink: Sink) -> bool:
@@ -702,6 +709,7 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
     t_first, slots = 0.0, 0   # capture time of the first frame written; video slots written
     origin: Optional[float] = None   # the file time of the video's first slot
     m_prev = 0.0   # the last frame's time in the file
+    slack = EVEN_SLACK   # how far a frame may be off its slot: half a frame once a gap is uneven
     while True:
         # After `stop`, frames already queued are still written, then the end marker comes.
         item = q_out.get(stop)
@@ -728,14 +736,15 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
                 # recorder's reset; a file without times reads 0 throughout): this frame takes
                 # the next slot, and those after it are placed from it.
                 origin = t - slots / video_fps
-            # round(): a constant rate's jitter, under half a frame, moves nothing.
-            due = round((t - origin) * video_fps)
-            if due < slots:
+            elif abs(gap * video_fps - 1) > EVEN_GAP:
+                slack = 0.5
+            late = (t - origin) * video_fps - slots   # in frame intervals; < 0: early
+            if late < -slack:
                 stats.count("left_out_frames")
                 stats.count("frames_processed")
                 continue
-            if due > slots:
-                added = sink.repeat_last(due - slots)
+            if late > slack:
+                added = sink.repeat_last(round(late))
                 stats.count("repeated_frames", added)
                 slots += added
         if prev is None:

@@ -437,6 +437,30 @@ def test_a_constant_rate_clips_uneven_timestamps_move_no_frame(
     assert flash == pytest.approx(MARK_S) and abs(flash - click) < frame, (flash, click)
 
 
+@pytest.mark.parametrize("last", ["DURATION*2", "1"])
+def test_a_constant_rate_clip_whose_last_frame_lasts_longer_or_shorter_moves_no_frame(
+        tmp_path, onnx_model, ffmpeg, last):
+    """300 frames at 29.97 fps, the last lasting two frame intervals (a recorder stopped
+    late) or none: OpenCV 5 reads the container's average rate, 29.87 or 30.07 fps, which the
+    evenly spaced frames drift from by up to a frame by the end. Placed by their times, one
+    was left out (or the one before repeated) and the clip was said to be of variable rate."""
+    import cv2
+
+    clip = tmp_path / "even.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                    "color=gray:s=64x48:r=30000/1001:d=10", "-c:v", "mpeg4",
+                    "-enc_time_base", "1/30000", "-bsf:v",
+                    f"setts=duration='if(eq(N,299),{last},DURATION)'", str(clip)],
+                   check=True, timeout=60)
+    step = np.diff(_frame_times(clip)) * 30000 / 1001
+    assert len(step) == 299 and abs(step - 1).max() < 0.01, step   # evenly spaced
+    out = tmp_path / "sharp.mp4"
+    stats = run_stream(onnx_model, str(clip), out)
+    assert stats["repeated_frames"] == stats["left_out_frames"] == 0, (
+        cv2.VideoCapture(str(clip)).get(cv2.CAP_PROP_FPS), stats)
+    assert len(read_video(out)[0]) == 300
+
+
 def test_an_mpeg_program_streams_guessed_times_move_no_frame(tmp_path, capsys, onnx_model,
                                                              ffmpeg):
     """An MPEG program stream (.mpg, a DVD's .vob) packs several small frames into one 2 KB
