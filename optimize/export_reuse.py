@@ -130,9 +130,11 @@ def _float_layers_key(spec: Sequence[str] | str | None) -> str | None:
     of "none" (a list, or 'dec.1, head'; 'head,dec.1') built the same artifact and rebuilt it.
     The order: each named layer stays float with all downstream of it, so the set decides."""
     items = spec.split(",") if isinstance(spec, str) else list(spec or ())
-    # the keywords in any case, as `float_layers.parse` takes them ('Auto' is 'auto')
-    names = sorted({s.strip().lower() if s.strip().lower() in ("auto", "none") else s.strip()
-                    for s in items if s.strip()})
+    names = sorted({s.strip() for s in items if s.strip()})
+    # a keyword alone in any case, as `float_layers.parse` takes it ('Auto' is 'auto'); in a
+    # list a name is kept as spelt: there it can only be a layer (a student's own 'None')
+    if len(names) == 1 and names[0].lower() in ("auto", "none"):
+        names = [names[0].lower()]
     return None if not names or names == ["none"] else ",".join(names)
 
 

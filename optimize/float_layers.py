@@ -85,12 +85,13 @@ def parse(spec: str | Sequence[str] | None, model: nn.Module) -> list[str] | str
         return AUTO
     arch = getattr(model, "arch_name", type(model).__name__)
     choices = f"choose from {', '.join(units(model))} (or 'auto' / 'none' alone)"
-    alone = [n for n, w in zip(names, words) if w in (AUTO, NONE)]
+    known = {n for n, _ in model.named_modules() if n} | {OUTPUT}
+    # in a list, a layer of one's own student named 'auto' or 'None' is that layer
+    alone = [n for n, w in zip(names, words) if w in (AUTO, NONE) and n not in known]
     if alone:
         raise FloatLayersError(
             f"--float-layers: {repr(alone[0])} must be given alone, not in a list of layers "
             f"('{AUTO}' picks the layers, '{NONE}' keeps every layer int8); or {choices}")
-    known = {n for n, _ in model.named_modules() if n} | {OUTPUT}
     unknown = [n for n in names if n not in known]
     if unknown:
         one = len(unknown) == 1

@@ -315,3 +315,30 @@ def test_plan_says_how_much_stays_float_and_when_auto_keeps_none():
     assert by_fmt == {"onnx-int8": []}
     assert said[-1] == ("onnx-int8: simulated full INT8 passes the gates (worst SSIM to FP32 "
                         ">= 0.25): every layer stays int8"), said
+
+
+def test_layers_named_like_the_keywords_are_layers_in_a_list():
+    """A student of one's own (SHARPEN_STUDENTS) may name a module 'auto' or 'None'. Alone,
+    the words are the keywords, in any case; in a list of layers such a name is its layer (it
+    was refused as "must be given alone", and the cache key made 'None' 'none', so the bench
+    handed the export a list it refused)."""
+    from optimize.export_reuse import _float_layers_key
+
+    class Tiny(torch.nn.Module):
+        arch_name = "tiny"
+
+        def __init__(self):
+            super().__init__()
+            self.add_module("auto", torch.nn.Conv2d(3, 3, 1))
+            self.add_module("None", torch.nn.Conv2d(3, 3, 1))
+            self.head = torch.nn.Conv2d(3, 3, 1)
+
+    model = Tiny()
+    assert fl.parse("auto, head", model) == ["auto", "head"]
+    assert fl.parse("head,None", model) == ["head", "None"]
+    assert fl.parse(_float_layers_key("head,None"), model) == ["None", "head"]
+    assert fl.parse("auto", model) == fl.AUTO and fl.parse("None", model) == []
+    assert _float_layers_key("Auto") == "auto" and _float_layers_key(" NONE ") is None
+    # a keyword that is no layer of this student is still refused beside layers
+    with pytest.raises(fl.FloatLayersError, match="'none' must be given alone"):
+        fl.parse("head,none", model)
