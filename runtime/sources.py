@@ -710,36 +710,63 @@ def _transport_packet_size(head: bytes) -> tuple[int, int]:
     return 0, 0
 
 
-def _transport_cut(path: object, tail: int = 4 << 20) -> tuple[str, str]:
+def _transport_packets(data: bytes, size: int, lead: int) -> Iterator[tuple[int, bool, bytes]]:
+    """(PID, whether a PES or table starts there, payload) of each transport packet in `data`,
+    which starts at a packet; stops at one that has lost its sync byte."""
+    for at in range(lead, len(data) - 187, size):
+        p = data[at:at + 188]
+        if p[0] != 0x47:
+            return
+        field = p[3] >> 4 & 3
+        start = 5 + p[4] if field & 2 else 4
+        if field & 1 and start <= 188:
+            yield ((p[1] & 0x1F) << 8) | p[2], bool(p[1] & 0x40), p[start:]
+
+
+def _starts_inside_a_pes(head: bytes, size: int, lead: int) -> bool:
+    """Whether a transport stream whose first bytes are `head` starts inside a PES begun
+    before it: the first data of one of its streams goes on with one, as in a recording of a
+    broadcast or a live stream, started wherever it was. A muxer starts each with a PES."""
+    first: dict[int, bool] = {}   # per PID: whether its first packet starts a PES or table
+    pes = set()
+    for pid, starts, payload in _transport_packets(head, size, lead):
+        first.setdefault(pid, starts)
+        if starts and payload[:3] == b"\0\0\1":
+            pes.add(pid)
+    return any(not first[pid] for pid in pes)
+
+
+def _transport_cut(path: object, tail: int = 4 << 20, head: int = 1 << 20) -> tuple[str, str]:
     """(a cut the end of the transport stream file `path` shows, one it may show), each '' when
     none. A writer ends each stream packet (PES: a picture, a few sound frames) at the end of a
     transport packet, padding the last: a file whose size is no whole number of packets, or
     whose last sized PES has fewer bytes than its header gives, was cut; one whose last unsized
-    PES (video's, as a rule) fills its last packet may have been. Read: the last `tail` bytes."""
+    PES (video's, as a rule) fills its last packet may have been. A recording of a broadcast or
+    live stream ends wherever it was stopped, as it starts: one that starts inside a PES is
+    said to end so (a note). Read: the first `head` and the last `tail` bytes."""
     try:
         with open(str(path), "rb") as f:
-            size, lead = _transport_packet_size(f.read(204 * 8))
+            first = f.read(head)
+            size, lead = _transport_packet_size(first)
             end = f.seek(0, os.SEEK_END)
             if not size:
                 return "", ""
+            live = _starts_inside_a_pes(first, size, lead)
             if end % size:
-                return (f"its {end} bytes are no whole number of its {size}-byte packets, the "
-                        "last one cut", "")
+                cut = (f"its {end} bytes are no whole number of its {size}-byte packets, the "
+                       "last one cut")
+                return ("", _as_recorded(cut)) if live else (cut, "")
             f.seek(max(0, end - tail // size * size))
             data = f.read()
     except OSError:   # gone or unreadable since it was read: nothing to tell from
         return "", ""
     pes: dict[int, list[int]] = {}   # per PID: [length its header gives, bytes seen, last full]
-    for at in range(lead, len(data) - 187, size):
-        p = data[at:at + 188]
-        if p[0] != 0x47:
-            return "", ""
-        pid, field = ((p[1] & 0x1F) << 8) | p[2], p[3] >> 4 & 3
-        start = 5 + p[4] if field & 2 else 4
-        if not field & 1 or start > 188:
-            continue
-        payload = p[start:]
-        if p[1] & 0x40:   # a PES (or a table) starts here
+    whole = len(data) - lead >= 188 and all(
+        data[at] == 0x47 for at in range(lead, len(data) - 187, size))
+    if not whole:   # its packets lost their sync: no end to tell from
+        return "", ""
+    for pid, starts, payload in _transport_packets(data, size, lead):
+        if starts:   # a PES (or a table) starts here
             if payload[:3] == b"\0\0\1" and len(payload) >= 6:
                 pes[pid] = [payload[4] << 8 | payload[5], len(payload), len(payload) == 184]
             else:
@@ -749,14 +776,20 @@ def _transport_cut(path: object, tail: int = 4 << 20) -> tuple[str, str]:
             pes[pid][2] = len(payload) == 184
     for pid, (length, got, full) in sorted(pes.items()):
         if length and got < length + 6:
-            return (f"its last packet of stream {pid} (0x{pid:x}) holds {got} of the "
-                    f"{length + 6} bytes its header gives", "")
+            cut = (f"its last packet of stream {pid} (0x{pid:x}) holds {got} of the "
+                   f"{length + 6} bytes its header gives")
+            return ("", _as_recorded(cut)) if live else (cut, "")
     for pid, (length, got, full) in sorted(pes.items()):
         if not length and full:
             return "", (f"the last data of its stream {pid} (0x{pid:x}) fills its packet, "
                         "where the end of a picture is padded unless it fills it exactly: the "
                         "file may have been cut short there")
     return "", ""
+
+
+def _as_recorded(cut: str) -> str:
+    return (f"{cut}, as a recording of a broadcast or live stream ends (it starts inside a "
+            "stream packet begun before it too)")
 
 
 def _frames_past(target: object, api: int, n: int, params: Optional[list] = None) -> bool:

@@ -650,3 +650,35 @@ def test_an_avi_with_b_frames_keeps_its_sound(tmp_path, capsys, monkeypatch, onn
     assert rc == 0 and "sound" not in err and "warning" not in err, err
     assert len(read_video(out)[0]) == FRAMES
     assert_tone(sound_of(ffmpeg, out), FRAMES / FPS)
+
+
+def test_a_recording_of_a_live_mpeg_ts_stream_is_not_called_cut(tmp_path, capsys, onnx_model,
+                                                                ffmpeg):
+    """A recording of a broadcast or a live stream (a DVB tuner's, `curl` of an IPTV stream)
+    starts and ends wherever it was started and stopped: inside a sound packet, and for
+    `curl` inside a 188-byte packet. Its end is no cut file's: it was said 'truncated file?',
+    exit 1, where the frame count's 2 % margin had said nothing. A note says what it ends in."""
+    whole = tmp_path / "whole.ts"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                    "testsrc2=s=64x48:r=25:d=40", "-f", "lavfi", "-i",
+                    f"sine=frequency={TONE_HZ}:duration=40", "-c:v", "libx264", "-g", "10",
+                    "-pix_fmt", "yuv420p", "-c:a", "mp2", "-f", "mpegts", str(whole)],
+                   check=True, timeout=120)
+    data = whole.read_bytes()
+    packets = _ts_packets(data)
+    audio = 0x101
+
+    def in_sound(frm: int) -> int:   # a packet that goes on with a sound packet begun before
+        return next(k for k in range(frm, len(packets)) if packets[k] == (audio, False))
+
+    first, last = in_sound(len(packets) // 10), in_sound(len(packets) * 9 // 10)
+    out = tmp_path / "sharp.mp4"
+    for name, end in (("tuner", last * 188), ("curl", last * 188 + 100)):
+        clip = tmp_path / f"{name}.ts"
+        clip.write_bytes(data[first * 188:end])
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
+                       "--out", str(out))
+        assert rc == 0 and "warning" not in err and "truncated" not in err, (name, err)
+        assert re.search(rf"note: .*{name}\.ts: the video ended after \d+ frames: .*, as a "
+                         r"recording of a broadcast or live stream ends \(it starts inside a "
+                         r"stream packet begun before it too\)", err), (name, err)
