@@ -752,12 +752,22 @@ def _transport_cut(path: object, tail: int = 4 << 20, head: int = 1 << 20) -> tu
             if not size:
                 return "", ""
             live = _starts_inside_a_pes(first, size, lead)
-            if end % size:
+            # Zeros (or 0xff) after the last packet, which a recorder or a copy padded the file
+            # with, are no part of a packet: a cut one is found where the rest ends within one.
+            f.seek(max(0, end - size))
+            last = f.read()
+            pad = len(last) - min(len(last.rstrip(b"\0")), len(last.rstrip(b"\xff")))
+            if pad == len(last):
+                f.seek(max(0, end - tail))
+                last = f.read()
+                pad = len(last) - min(len(last.rstrip(b"\0")), len(last.rstrip(b"\xff")))
+            stop = -(-(end - pad) // size) * size
+            if stop > end:
                 cut = (f"its {end} bytes are no whole number of its {size}-byte packets, the "
                        "last one cut")
                 return ("", _as_recorded(cut)) if live else (cut, "")
-            f.seek(max(0, end - tail // size * size))
-            data = f.read()
+            at = f.seek(max(0, stop - tail // size * size))
+            data = f.read(stop - at)
     except OSError:   # gone or unreadable since it was read: nothing to tell from
         return "", ""
     pes: dict[int, list[int]] = {}   # per PID: [length its header gives, bytes seen, last full]

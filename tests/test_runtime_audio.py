@@ -682,3 +682,22 @@ def test_a_recording_of_a_live_mpeg_ts_stream_is_not_called_cut(tmp_path, capsys
         assert re.search(rf"note: .*{name}\.ts: the video ended after \d+ frames: .*, as a "
                          r"recording of a broadcast or live stream ends \(it starts inside a "
                          r"stream packet begun before it too\)", err), (name, err)
+
+
+def test_an_mpeg_ts_clip_padded_with_zeros_is_not_called_cut(tmp_path, capsys, onnx_model,
+                                                             ffmpeg):
+    """Bytes after a transport stream's last packet that start no packet (zeros a recorder or
+    a copy padded it with) are no cut packet: 'no whole number of its 188-byte packets, the
+    last one cut (truncated file?)', exit 1, was said of a whole clip with 1000 zeros after it.
+    Part of a packet, its sync byte first, is still a cut."""
+    data = _ts_clip(ffmpeg, tmp_path / "whole.ts", 3.0).read_bytes()
+    padded, cut = tmp_path / "padded.ts", tmp_path / "cut.ts"
+    cut.write_bytes(data + data[:100] + bytes(40))
+    out = tmp_path / "sharp.mp4"
+    for pad in (bytes(1000), b"\xff" * 100, bytes(5000)):
+        padded.write_bytes(data + pad)
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(padded),
+                       "--out", str(out))
+        assert rc == 0 and "warning" not in err and "truncated" not in err, (len(pad), err)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(cut), "--out", str(out))
+    assert rc == 1 and f"its {len(data) + 140} bytes are no whole number" in err, err
