@@ -561,8 +561,7 @@ def test_a_whole_mpeg_ts_clip_is_not_called_truncated(tmp_path, capsys, onnx_mod
     """OpenCV's frame count for a transport stream is its whole length, its sound's too, times
     its rate: 65 for these 60 frames with 3.2 s of sound, and `sharpen run` ended with '60 of
     the 65 frames its header declares (truncated or damaged file?)', exit 1, its progress at
-    60/65. Read to its end, the clip's count is the frames it held; a note says what the
-    count was where it was off."""
+    60/65. Read to its end, the clip's count is the frames it held, unsaid."""
     import json
 
     clip = _ts_clip(ffmpeg, tmp_path / name, sound)
@@ -570,10 +569,7 @@ def test_a_whole_mpeg_ts_clip_is_not_called_truncated(tmp_path, capsys, onnx_mod
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip), "--out", str(out))
     assert rc == 0 and "done: 60 frames" in err, err
     assert "warning" not in err and "truncated" not in err and "cut short" not in err, err
-    estimate = ("note: {clip}: 60 frames, where its length times its frame rate made 65: an "
-                "MPEG transport stream keeps no frame count, and its length counts its sound "
-                "(and any clock jump) too")
-    assert (estimate.format(clip=clip) in err) == (sound == 3.2), err
+    assert "note:" not in err, err   # the estimate off is no news: the totals are corrected
     with runtime_warnings() as said:
         summary = run_stream(onnx_model, str(clip), out, stats_path=str(stats), quiet=False,
                              report_interval=60)
