@@ -345,6 +345,13 @@ def check_config(cfg: TrainConfig) -> None:
                          f"blurred folder), got {cfg.data.gopro_blur!r}")
     if cfg.task not in ("student", "teacher"):
         raise ValueError(f"task must be student or teacher, got {cfg.task!r}")
+    if cfg.keep_snapshots and not cfg.snapshot_every:
+        # A warning, not a refusal: a config file's keep_snapshots with snapshots turned off
+        # for one run (snapshot_every=0) is a normal thing to do.
+        from runtime.warn import warn
+        warn(f"keep_snapshots={cfg.keep_snapshots} does nothing without snapshot_every "
+             "(0: no snapshots stepN.pt are taken); set snapshot_every=N to keep the newest "
+             f"{cfg.keep_snapshots} of a snapshot every N steps", stacklevel=2)
     _refuse_out_into_data(cfg)
 
 

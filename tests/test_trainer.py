@@ -116,6 +116,14 @@ def test_keep_snapshots_bounds_them_and_a_fresh_start_replaces_them(tmp_path, ca
         train(tiny_cfg(tmp_path / "x", 2, snapshot_every=-1), quiet=True)
 
 
+def test_keep_snapshots_without_snapshot_every_is_warned_of():
+    """keep_snapshots=K alone kept nothing (no snapshot is taken) and said nothing."""
+    from distill.config import check_config
+    with pytest.warns(SharpenWarning, match=r"keep_snapshots=3 does nothing without "
+                                            r"snapshot_every"):
+        check_config(tiny_cfg("runs/x", 2, keep_snapshots=3))
+
+
 def test_a_snapshot_resumes_and_a_resume_further_back_keeps_its_own_snapshots(tmp_path):
     """resume= takes a stepN.pt as the README says (its EMA weights are the model: ema=None
     crashed load_state_dict with a TypeError). Gone back to an earlier checkpoint in the same
