@@ -19,12 +19,30 @@ _HELD: set[tuple[int, int]] = set()
 
 
 class RunLocked(ValueError):
-    """Another live process is writing into this out folder (training, a corpus); `holder`
-    is its process id as its lock file says it ("unknown" when it says nothing)."""
+    """Another live process is writing into this out folder (training, a corpus, a checkpoint
+    of grow or slim_checkpoint); `holder` is its process id as its lock file says it
+    ("unknown" when it says nothing), `doing` what it says it is doing ("training", "writing
+    a corpus", "writing g.pt"; None when it says nothing, as the lock of older code)."""
 
-    def __init__(self, message: str, holder: str = "unknown"):
+    def __init__(self, message: str, holder: str = "unknown", doing: str | None = None,
+                 kind: str = "run"):
         super().__init__(message)
-        self.holder = holder
+        self.holder, self.doing, self.kind = holder, doing, kind
+
+
+def _stamp(fd: int, kind: str, doing: str) -> None:
+    """The holder's record in its lock file: process id, then whether it is a run or a short
+    write, then what it is doing, a line each; a refused process says which it met (a
+    training run was named for grow's brief write, and the other way round)."""
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n{kind}\n{doing}".encode(), 0)
+
+
+def _holding(holder: RunLocked) -> str:
+    """'another run is training', 'another process is writing g.pt', ...: the holder as its
+    lock file describes it ('another run', doing what it does not say, for older code's)."""
+    doing = holder.doing or "writing"
+    return f"another {'run' if holder.kind == 'run' else 'process'} is {doing}"
 
 
 @contextlib.contextmanager
@@ -32,8 +50,9 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
              flag: str = "out=") -> Iterator[None]:
     """Hold the out folder's lock for the block. A folder this call had to create is removed
     again if the run left nothing in it (a run that could not start leaves no folder).
-    `doing` and `flag` word the refusal for other commands (`sharpen corpus`: "writing a
-    corpus", "--out")."""
+    `doing` (written into the lock file, for another's refusal to name) and `flag` (this
+    one's refusal) word it for other commands (`sharpen corpus`: "writing a corpus",
+    "--out")."""
     try:
         import fcntl
     except ImportError:      # not on POSIX: run unlocked rather than not at all
@@ -51,11 +70,16 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / LOCK_NAME
-    fd = _acquire(path, doing, flag)
+    try:
+        fd = _acquire(path)
+    except RunLocked as e:
+        wait = ("it is done in moments: try again" if e.kind == "write"
+                else "wait for it to finish or stop it")
+        raise RunLocked(f"{_holding(e)} into {out} (process {e.holder}); {wait}, or give this "
+                        f"run another {flag}", e.holder, e.doing, e.kind) from None
     held = _hold(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _stamp(fd, "run", doing)
         yield
     finally:
         # Unlinked while still held: a run that opened the file meanwhile and locks it next
@@ -70,8 +94,9 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
                 out.rmdir()
 
 
-def _acquire(path: Path, doing: str, flag: str) -> int:
-    """An open descriptor of `path`, locked by this process; RunLocked when another holds it."""
+def _acquire(path: Path) -> int:
+    """An open descriptor of `path`, locked by this process; RunLocked, naming the holder
+    and what it is doing, when another holds it (each caller words the refusal)."""
     import fcntl
 
     while True:
@@ -79,11 +104,12 @@ def _acquire(path: Path, doing: str, flag: str) -> int:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "unknown"
+            said = os.pread(fd, 4096, 0).decode(errors="replace").strip().split("\n", 2)
             os.close(fd)
-            raise RunLocked(f"another run is {doing} into {path.parent} (process {holder}); "
-                            f"wait for it to finish or stop it, or give this run another "
-                            f"{flag}", holder) from None
+            holder = said[0].strip() or "unknown"
+            # a lock of older code holds its process id alone
+            kind, doing = (said[1], said[2]) if len(said) == 3 else ("run", None)
+            raise RunLocked(f"process {holder} holds {path}", holder, doing, kind) from None
         except BaseException:
             os.close(fd)
             raise
@@ -114,14 +140,20 @@ def writing_into(folder: str | os.PathLike, what: str) -> Iterator[None]:
     fd = None
     if fcntl is not None and folder.is_dir() and not _held_by_this_process(path):
         try:
-            fd = _acquire(path, "writing", "folder")
+            fd = _acquire(path)
         except RunLocked as e:
             named = folder if folder.parts else Path.cwd()   # "." for a bare file name
             path = named / LOCK_NAME
+            if e.kind == "write":
+                raise RunLocked(f"{_holding(e)} into {named} (process {e.holder}, which "
+                                f"holds {path}): it is done in moments: try again, or write "
+                                f"{Path(what).name} to another folder", e.holder, e.doing,
+                                e.kind) from None
             raise RunLocked(f"{named} is the folder of a live run (process {e.holder}, which "
                             f"holds {path}): writing {what} there could clash with its "
                             "checkpoints; wait for it to finish or stop it, or write "
-                            f"{Path(what).name} to another folder", e.holder) from None
+                            f"{Path(what).name} to another folder", e.holder, e.doing,
+                            e.kind) from None
         except OSError:      # a folder this user cannot write to: the write says so itself
             fd = None
     if fd is None:
@@ -129,8 +161,7 @@ def writing_into(folder: str | os.PathLike, what: str) -> Iterator[None]:
         return
     held = _hold(fd)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _stamp(fd, "write", f"writing {Path(what).name}")
         yield
     finally:   # as run_lock lets go: unlinked while still held
         with contextlib.suppress(OSError):

@@ -498,7 +498,8 @@ def test_build_corpus_removes_its_temp_files_and_listings_skip_them(tmp_path):
     assert temp not in list_images(folder)
     assert all(not p.name.startswith(".") for p in open_source(str(folder)).paths)
     with run_lock(out):                # another run at work: refused, its files left alone
-        with pytest.raises(RunLocked, match=f"another run is writing a corpus into {out}"):
+        # (named as the holder says it is: training, not this command's "writing a corpus")
+        with pytest.raises(RunLocked, match=f"another run is training into {out}"):
             build_corpus(photos, out, TINY, progress=False)
     assert temp.exists()
     build_corpus(photos, out, TINY, progress=False)

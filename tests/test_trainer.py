@@ -1368,6 +1368,27 @@ def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path
         train(tiny_cfg(tmp_path / "file", 2), quiet=True)
 
 
+def test_a_run_refused_by_a_brief_write_is_told_what_holds_the_folder(tmp_path):
+    """`sharpen grow` or slim_checkpoint writing into out= holds its lock for a moment: the
+    run refused was told "another run is training into" it."""
+    out = tmp_path / "r"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from distill.run_lock import writing_into\n"
+         "with writing_into(sys.argv[1], sys.argv[1] + '/g.pt'):\n"
+         "    print('held', flush=True); time.sleep(120)", str(out)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(ValueError, match=f"another process is writing g.pt into {out} "
+                                             f"\\(process {holder.pid}\\); it is done in "
+                                             "moments: try again"):
+            train(tiny_cfg(out, 2), quiet=True)
+    finally:
+        holder.kill()
+        holder.wait()
+
+
 def test_a_run_that_locks_the_file_a_finished_run_removed_tries_again(tmp_path, monkeypatch):
     """A finished run removes out/.lock. One that opened the file just before and locks it just
     after holds a lock on a removed file: it must lock the new one, or a third run would go on
