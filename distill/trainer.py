@@ -254,12 +254,18 @@ class Trainer:
             warnings.warn(f"{path} holds weights only (no optimizer state, as best.pt): the "
                           f"optimizer starts afresh at step {self.step}, the learning-rate "
                           "schedule at that step", SharpenWarning)
-            # Its own score is the one to beat: else the first validation, however worse,
-            # would overwrite best.pt (the file resumed from, when out= is its folder).
-            m = ck.get("metrics") or {}
-            score = m.get("model_gt_ssim", m.get("model_teacher_ssim"))
-            self.best = float(score) if isinstance(score, (int, float)) else None
-            self.best_step = self.step if self.best is not None else None
+            # A score to beat: else the first validation, however worse, would overwrite
+            # best.pt (the file resumed from, when out= is its folder). best.pt's own where
+            # it is in this folder: a snapshot's metrics are the last validation's, perhaps
+            # of an earlier step and below best.pt's, which a worse model then beat.
+            found = _score_at_own_step(ck)
+            best_pt = self.out / "best.pt"
+            if path.parent.resolve() == self.out.resolve() and best_pt.exists():
+                try:
+                    found = _score_at_own_step(read_checkpoint(best_pt)) or found
+                except CheckpointError:   # replaced by hand: _settle_best's to say
+                    pass
+            self.best, self.best_step = found or (None, None)
         self._apply_optim_config()
         self._resumed_data = ck.get("data") or {}
         self.metrics = ck.get("metrics", {})
@@ -832,6 +838,18 @@ class TrainResult:
     step: int
     best: str = ""   # what best.pt scored, at which step (Trainer.best_text)
     best_step: Optional[int] = None   # the step best.pt holds (0 with init=: those weights)
+
+
+def _score_at_own_step(ck: dict) -> Optional[tuple[float, int]]:
+    """A checkpoint's validation score and step, when it was validated at its own step: a
+    snapshot (stepN.pt) carries the last validation's metrics, which may be of an earlier
+    step, and that score is not its model's."""
+    m, step = ck.get("metrics") or {}, ck.get("step")
+    score = m.get("model_gt_ssim", m.get("model_teacher_ssim"))
+    if (isinstance(score, (int, float)) and not isinstance(score, bool)
+            and isinstance(step, int) and m.get("step") == step):
+        return float(score), step
+    return None
 
 
 def train(cfg: TrainConfig, quiet: bool = False) -> dict:

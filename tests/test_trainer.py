@@ -1446,6 +1446,29 @@ def test_a_changed_learning_rate_is_used_after_resume(tmp_path, capsys):
     assert t.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * lr_lambda(t.cfg)(t.step))
 
 
+def test_a_snapshot_resumed_is_held_to_best_pt_s_score_not_to_an_earlier_validation(tmp_path):
+    """stepN.pt carries the metrics of the last validation, which may be of an earlier step:
+    resumed, that score was taken as best.pt's, credited to the snapshot's step, so a
+    validation worse than best.pt but better than that one replaced it."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 6, val_every=3, snapshot_every=4), quiet=True)
+    snap = read_checkpoint(out / "step4.pt")
+    assert snap["step"] == 4 and snap["metrics"]["step"] == 3   # validated at 3, not at 4
+    best = read_checkpoint(out / "best.pt")
+    with pytest.warns(SharpenWarning, match="holds weights only"):
+        t = Trainer(tiny_cfg(out, 6, resume=str(out / "step4.pt")), quiet=True)
+    assert t.step == 4
+    assert t.best == pytest.approx(best["metrics"]["model_gt_ssim"])
+    assert t.best_step == best["step"] == best["metrics"]["step"]
+    # Alone in a folder without best.pt, a score of another step is not the snapshot's own.
+    (tmp_path / "s").mkdir()
+    shutil.copy(out / "step4.pt", tmp_path / "s" / "step4.pt")
+    with pytest.warns(SharpenWarning, match="holds weights only"):
+        t = Trainer(tiny_cfg(tmp_path / "s", 6, resume=str(tmp_path / "s" / "step4.pt")),
+                    quiet=True)
+    assert t.best is None and t.best_step is None
+
+
 def test_starting_over_waits_until_the_new_run_can_start(tmp_path, capsys):
     """resume=never removed the run before (best.pt, log) before checking its own inputs,
     and kept its last.pt, which the next plain command resumed; a run killed before its first
