@@ -15,12 +15,12 @@ its own metadata (ONNX metadata, the sidecar of a .tflite or an engine) or that 
 """
 from __future__ import annotations
 
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from runtime.backends.base import recorded_float_layers  # noqa: F401 - read here, as before
 from runtime.formats import ENGINE_BY_SUFFIX, FORMATS
 
 from .artifacts import RESERVED_NAMES, Artifact, BenchError, Student, split_list
@@ -178,16 +178,6 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
         precision = FORMATS[fmt].precision
     return GivenModel(name, p.resolve(), fmt, precision, source, source_sha, skipped,
                       tuple(recorded_float_layers(meta)))
-
-
-def recorded_float_layers(meta: dict) -> list[str]:
-    """The layers an artifact's export kept in float, from its record: a sidecar's list
-    (TFLite, engines), else the "float layers: a, b" that the ONNX exporters write into the
-    model's "quantization" metadata."""
-    if isinstance(meta.get("float_layers"), list):
-        return [str(n) for n in meta["float_layers"]]
-    m = re.search(r"float layers: ([^);]+)", str(meta.get("quantization") or ""))
-    return [n.strip() for n in m.group(1).split(",") if n.strip()] if m else []
 
 
 def _format(p: Path, engine: str, precision: str) -> tuple[str, dict]:

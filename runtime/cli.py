@@ -343,9 +343,13 @@ def _result_line(summary: dict) -> str:
         how = "automatic overlap" if summary.get("overlap_auto") else "overlap"
         tiles = f"; tile {summary['tile']}, {how} {summary['overlap']}"
     n = summary["frames_processed"]
+    # a mixed model's float layers (--float-layers): "int8" alone said integer throughout
+    floats = b.get("float_layers") or ()
+    precision = (f"{b.get('precision')}, float from {', '.join(floats)}, " if floats
+                 else f"{b.get('precision')} ")
     return (f"{'stopped' if summary.get('interrupted') else 'done'}: "
             f"{n} frame{'' if n == 1 else 's'}, {summary['throughput_fps']:.1f} fps, "
-            f"{summary['dropped_frames']} dropped ({b.get('name')} {b.get('precision')} on "
+            f"{summary['dropped_frames']} dropped ({b.get('name')} {precision}on "
             f"{b.get('provider')}{tiles})")
 
 

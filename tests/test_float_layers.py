@@ -227,7 +227,7 @@ def test_export_falls_back_to_larger_regions_when_the_real_gate_fails(student, d
     assert "float layers: dec.1" in meta["quantization"]
 
 
-def test_export_keeps_named_layers_float(student, data_dir, tmp_path):
+def test_export_keeps_named_layers_float(student, data_dir, tmp_path, capsys):
     """ONNX Runtime and TFLite artifacts with float layers: those layers' weights stay float,
     the rest int8, the TFLite model keeps int8 input/output, both pass parity."""
     common = dict(calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
@@ -265,6 +265,21 @@ def test_export_keeps_named_layers_float(student, data_dir, tmp_path):
     # ONNX Runtime's output is float: the float tail takes its rounding away (TFLite's int8
     # output keeps one rounding of the image)
     assert mixed.result("onnx-int8").psnr > full.result("onnx-int8").psnr + 1
+
+    # `sharpen run` read the file's record of it too: its line and --stats said plain int8.
+    from runtime_fixtures import run_cli
+    photo = sorted((data_dir / "parity").iterdir())[0]
+    for rep, floats in ((mixed, ["dec.1"]), (full, [])):
+        for f in fmts:
+            stats = tmp_path / f"{f}-{len(floats)}.json"
+            capsys.readouterr()
+            assert run_cli(["run", "--model", rep.result(f).file, "--source", str(photo),
+                            "--out", str(tmp_path / f"{f}-{len(floats)}.png"), "--stats",
+                            str(stats), "--quiet"]) == 0
+            said = ("int8, float from dec.1, on " if floats else "int8 on ")
+            err = capsys.readouterr().err
+            assert said in err, (f, err)
+            assert json.loads(stats.read_text())["backend"]["float_layers"] == floats, f
 
 
 def test_export_auto_and_bad_names(student, data_dir, tmp_path):

@@ -7,6 +7,7 @@ batch of the same layout back (not clamped; post-processing clips).
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Optional
@@ -29,7 +30,9 @@ class Backend(ABC):
     export's parity gate failed the model, as recorded inside it (ONNX metadata) or in its sidecar.
     `receptive_field` is the side in pixels of what one output pixel sees, when the export
     recorded it (tiling's overlap should reach it). `source_sha256` is the sha256 of the
-    checkpoint the export built it from, when recorded (see `provenance`).
+    checkpoint the export built it from, when recorded (see `provenance`). `float_layers`
+    are the layers of an INT8 model that its export kept in float (`--float-layers`), as
+    its record says (`recorded_float_layers`); () for a model of one precision.
 
     `infer` may be called from several threads: ONNX Runtime runs concurrent calls itself,
     LiteRT and TensorRT (one interpreter / execution context) take them in turn.
@@ -46,6 +49,7 @@ class Backend(ABC):
     parity_failed: Optional[str] = None
     receptive_field: Optional[int] = None
     source_sha256: Optional[str] = None
+    float_layers: tuple[str, ...] = ()
     threads: int = 0   # the CPU threads it runs with (0: the engine's default, or not the CPU)
     path: Optional[Path] = None   # the model file it was loaded from
     closed: bool = False
@@ -78,7 +82,8 @@ class Backend(ABC):
 
     def describe(self) -> dict[str, Any]:
         return {"name": self.name, "precision": self.precision, "provider": self.provider,
-                "layout": self.layout, "multiple": self.multiple}
+                "layout": self.layout, "multiple": self.multiple,
+                "float_layers": list(self.float_layers)}
 
     def __enter__(self) -> "Backend":
         return self
@@ -90,6 +95,16 @@ class Backend(ABC):
 # Where an artifact records, in itself or its sidecar, that it failed its export parity gate: a
 # marker file beside it stays behind when the model alone is copied to the device.
 PARITY_KEY = "parity_failed"
+
+
+def recorded_float_layers(meta: dict) -> list[str]:
+    """The layers an artifact's export kept in float, from its record: a sidecar's list
+    (TFLite), else the "float layers: a, b" that the ONNX exporters write into the
+    model's "quantization" metadata."""
+    if isinstance(meta.get("float_layers"), list):
+        return [str(n) for n in meta["float_layers"]]
+    m = re.search(r"float layers: ([^);]+)", str(meta.get("quantization") or ""))
+    return [n.strip() for n in m.group(1).split(",") if n.strip()] if m else []
 
 
 def sidecar_path(model_path: str | Path) -> Path | None:

@@ -16,7 +16,7 @@ from ..cli_errors import raise_if_interrupted
 from ..console import TF_NOISE, brief, first_line, quiet_native_stderr
 from ..host import check_threads, default_threads, usable_cores
 from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
-                   parse_receptive_field, read_sidecar, sidecar_path)
+                   parse_receptive_field, read_sidecar, recorded_float_layers, sidecar_path)
 from .sniff import load_hint
 from ..warn import warn
 
@@ -91,6 +91,7 @@ class LiteRTBackend(Backend):
         self.receptive_field = parse_receptive_field(sidecar.get("receptive_field"))
         self.source_sha256 = sidecar.get("source_sha256") or None
         self.precision = self._precision()
+        self.float_layers = tuple(recorded_float_layers(sidecar))
         self.provider = (f"XNNPACK ({threads} thread{'s' if threads != 1 else ''})" if threads
                          else "XNNPACK")
         self.threads = threads

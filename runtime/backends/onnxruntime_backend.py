@@ -15,7 +15,7 @@ from ..host import check_threads, default_threads
 from ..options import option
 from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
-                   parse_receptive_field, read_sidecar)
+                   parse_receptive_field, read_sidecar, recorded_float_layers)
 from .sniff import load_hint
 from ..warn import warn
 
@@ -279,6 +279,7 @@ class OnnxRuntimeBackend(Backend):
             meta.get("receptive_field") or sidecar.get("receptive_field"))
         self.source_sha256 = meta.get("source_sha256") or sidecar.get("source_sha256") or None
         self.precision = detect_precision(data, inputs[0].type, meta)
+        self.float_layers = tuple(recorded_float_layers(meta) or recorded_float_layers(sidecar))
         self.provider = self.session.get_providers()[0]
         self.threads = int(threads or 0)   # 0: ONNX Runtime's default (a thread per core)
         self.path = path

@@ -22,7 +22,7 @@ import numpy as np
 from ..cli_errors import raise_if_interrupted
 from ..options import option
 from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
-                   parse_receptive_field, read_sidecar)
+                   parse_receptive_field, read_sidecar, recorded_float_layers)
 
 RUN_ONNX_INSTEAD = "or use the .onnx model"
 
@@ -315,6 +315,7 @@ class TensorRTBackend(Backend):
         self.receptive_field = parse_receptive_field(meta.get("receptive_field"))
         self.source_sha256 = meta.get("source_sha256") or None
         self.precision = str(meta.get("precision", "unknown"))
+        self.float_layers = tuple(recorded_float_layers(meta))
         self.provider = f"TensorRT {trt.__version__} on {gpu}"
         self.path = path
 
