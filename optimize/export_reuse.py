@@ -138,6 +138,15 @@ def _float_layers_key(spec: Sequence[str] | str | None) -> str | None:
     return None if not names or names == ["none"] else ",".join(names)
 
 
+def _as_auto_built(extra: dict, inputs: dict) -> bool:
+    """Whether --float-layers names the layers that `auto` chose for the artifact (recorded as
+    built, after any fallback): the same file, which switching from one to the other rebuilt.
+    Not the other way: auto's choice depends on the calibration crops and the thresholds, so
+    it searches again rather than take a file built from the names as its own choice."""
+    return (extra["inputs"].get("float_layers") == "auto" and inputs.get("float_layers") != "auto"
+            and _float_layers_key(extra.get("float_layers")) == inputs.get("float_layers"))
+
+
 def asks_float_layers(spec: Sequence[str] | str | None) -> bool:
     """Whether --float-layers asks for any layer in float (or 'auto'): not unset, '' or 'none',
     which are the default, full integer."""
@@ -214,6 +223,8 @@ def _rebuild_reason(path: Path, prev: dict | None, inputs: dict, o: ExportOption
         return f"its sidecar {side.name}, which the runtime needs, is missing"
     changed = [k for k in dict.fromkeys([*inputs, *extra["inputs"]])
                if inputs.get(k) != extra["inputs"].get(k)]
+    if "float_layers" in changed and _as_auto_built(extra, inputs):
+        changed.remove("float_layers")
     anew = _judged_anew(prev, path, o) if changed == ["thresholds"] else None
     if anew is not None and (anew.status == "pass" or _deterministic(prev["format"])):
         changed = []   # failing: judged failed on its numbers, not rebuilt (_up_to_date)

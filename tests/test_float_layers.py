@@ -294,6 +294,16 @@ def test_export_auto_and_bad_names(student, data_dir, tmp_path):
     assert auto["target"]["weight_bits"] == 7 and auto["target"]["max_ssim_drop"] == 0.0005 * 0.75
     assert rep.settings["float_layers"]["onnx-int8"] == auto["layers"]
     assert auto["steps"][0]["float"] == []
+    # The layers auto chose, given by name, build the same file: kept, not rebuilt (the
+    # other way, auto searches again, its choice depending on the crops and thresholds).
+    built = rep.result("onnx-int8")
+    again = export(student[1], ["onnx-int8"], tmp_path / "auto",
+                   float_layers=",".join(auto["layers"]) or "none", parity_gt=data_dir / "gt",
+                   thresholds=Thresholds(max_ssim_drop=0.0005), **common)
+    kept = again.result("onnx-int8")
+    assert kept.extra.get("up_to_date") and kept.extra["float_layers"] == auto["layers"], \
+        kept.extra
+    assert kept.file == built.file and kept.psnr == built.psnr
 
 
 def test_plan_per_format():
