@@ -300,8 +300,8 @@ def _settings(student: Student, calib_count: int, float_layers: str | None = Non
          "calib_count": int(calib_count), "calibration": BUILTIN_CALIBRATION,
          "parity": BUILTIN_CALIBRATION}
     if calib:
-        s["calibration"] = calib
-        s["parity"] = "held out of --calib"
+        s["calibration"] = {k: v for k, v in calib.items() if k != "parity"}
+        s["parity"] = calib.get("parity", "held out of --calib")
     if float_layers:
         s["float_layers"] = float_layers
     return s
@@ -354,9 +354,11 @@ def _calib_files(calib: Sequence[str] | str) -> dict:
     """The --calib files as the export lists them, by name and content digest. Keyed on these
     rather than on the crops they give, a run whose artifacts are all cached reads the files'
     bytes only: it neither loads the student nor decodes every
-    image. Errors as BenchError, in export's words."""
+    image. Errors as BenchError, in export's words. "parity": where the export's parity gate
+    runs when --calib holds no image out for it (one image, .npy crops), as `_settings` keys it."""
     from optimize.calibration import CalibrationError
     from optimize.export import resolve_calib
+    from optimize.export_data import no_parity_held_out
 
     try:
         paths = resolve_calib(calib, flags=EXPORT_FLAGS)
@@ -368,7 +370,10 @@ def _calib_files(calib: Sequence[str] | str) -> dict:
             return file_hash(p, 32)
         except OSError:   # the export skips it, said; unreadable is its state here
             return None
-    return {"calib_files": [[p.name, digest(p)] for p in paths]}
+    files = {"calib_files": [[p.name, digest(p)] for p in paths]}
+    if why := no_parity_held_out(paths):
+        files["parity"] = f"{BUILTIN_CALIBRATION} ({why})"
+    return files
 
 
 def buildable_formats(formats: str | Sequence[str] | None) -> list[str]:
@@ -561,7 +566,9 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
                                        "formats": {**old, **keep}})
 
     failed: list[str] = []   # formats whose export raised; the others' is not about them
-    parity_on: dict = {}     # export_parity's "images" where not as `settings` say
+    parity_on: dict = {}     # export_parity's "images" where not held out of --calib
+    if calib and settings["parity"] != "held out of --calib":   # (a --calib of one image)
+        parity_on["images"] = settings["parity"]
 
     def record(r) -> None:
         if r.format not in to_build or r.format in built_now or r.format in failed:

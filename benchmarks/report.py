@@ -185,10 +185,14 @@ def calibration_text(calib: Optional[str | Sequence[str]], artifact_sets=None) -
     if not calib:
         return BUILTIN_CALIBRATION + " (scikit-image, blurred)"
     sources = " ".join(calib_sources(calib))
-    if any(a.export_parity.get("images") == BUILTIN_PARITY_FALLBACK
-           for arts in (artifact_sets or {}).values() for a in arts.items.values()):
+    ran = {a.export_parity.get("images") for arts in (artifact_sets or {}).values()
+           for a in arts.items.values()} - {None}
+    if BUILTIN_PARITY_FALLBACK in ran:
         return (f"--calib {sources} (none of its images is readable: the INT8 formats "
                 f"failed; the export's parity gate ran on the {BUILTIN_CALIBRATION})")
+    if ran:   # a --calib of one image, or of .npy crops: none held out
+        return (f"--calib {sources} (nothing held out: the export's parity gate ran on the "
+                f"{min(ran)})")
     return (f"--calib {sources} (a fifth held out for the export's parity gate, as "
             "`sharpen export --calib`)")
 

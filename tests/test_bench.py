@@ -14,6 +14,7 @@ import io
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -2598,6 +2599,24 @@ def test_the_report_says_where_the_parity_gate_ran_without_a_readable_calib(env,
     assert rep["artifacts"]["good"]["built_now"] == ["onnx"] and "images" not in \
         onnx["export_parity"], rep["artifacts"]["good"]
     assert "a fifth held out" in rep["settings"]["calibration"], rep["settings"]
+def test_the_report_says_where_the_parity_gate_ran_with_a_calib_of_one_image(env, tmp_path):
+    """A --calib of one image (or of .npy crops) holds none out for the export's parity gate,
+    which runs on the built-in photos, yet settings.calibration said "a fifth held out"."""
+    calib = tmp_path / "one"
+    calib.mkdir()
+    shutil.copy(sorted((env / "pairs" / "input").iterdir())[0], calib)
+    says = (f"--calib {calib} (nothing held out: the export's parity gate ran on the built-in "
+            "sample photos (--calib has one image, none to hold out besides it))")
+    for run in ("one-calib-1", "one-calib-2"):   # built, then reused from the cache
+        assert _bench(env, run, "--students", str(env / "student-good.pt"), "--formats",
+                      "onnx", "--calib", str(calib), "--cache", str(tmp_path / "cache"),
+                      "--no-latency", "--min-ssim-ratio", "0") == 0
+        rep = json.loads((env / run / "report.json").read_text())
+        assert rep["settings"]["calibration"] == says, rep["settings"]
+        arts = rep["artifacts"]["good"]
+        assert arts["built_now"] == (["onnx"] if run == "one-calib-1" else []), arts
+
+
 def test_rows_of_mixed_precision_artifacts_say_which_layers_are_float(env, tmp_path):
     """--float-layers built mixed-precision artifacts, yet every table and report.json said
     only "INT8": with 'auto' nothing told which layers it kept in float, or that it kept none."""

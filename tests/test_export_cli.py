@@ -673,6 +673,35 @@ def test_held_out_parity_skips_an_unreadable_file_and_unapplicable_gates_are_ref
     assert rc == 2 and "a video; calibration and parity take images" in _one_line_error(err)
 
 
+def test_the_report_says_where_parity_ran_when_calib_leaves_nothing_to_hold_out(
+        ckpt, tmp_path, capsys):
+    """A --calib of one image, or of .npy crops, holds none out: the gate runs on the built-in
+    photos, which only the console said (not with --quiet); the report said nothing of it."""
+    import cv2
+
+    one = tmp_path / "one.png"
+    cv2.imwrite(str(one), np.full((40, 48, 3), 90, np.uint8))
+    crops = tmp_path / "crops.npy"
+    np.save(crops, np.zeros((2, 3, 32, 32), np.float32))
+    d = tmp_path / "calib"
+    d.mkdir()
+    for i in range(5):
+        cv2.imwrite(str(d / f"p{i}.png"), np.full((40, 48, 3), 40 * i, np.uint8))
+    for calib, says in ((one, "--calib has one image, none to hold out besides it"),
+                        (crops, "--calib holds .npy crops only, no image to hold out"),
+                        (d, None)):
+        out = tmp_path / f"out-{calib.stem}"
+        assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
+                     "--no-latency", "--quiet", "--calib", str(calib)]) == 0
+        parity = json.loads((out / "export_report.json").read_text())["settings"]["parity"]
+        if says:
+            assert parity.startswith("built-in sample photos (") and parity.endswith(
+                f"): {says}"), parity
+        else:
+            assert parity == "1 image held out of --calib", parity
+    capsys.readouterr()
+
+
 def test_name_must_be_a_stem_and_float_layers_without_int8_is_warned(ckpt, tmp_path, capsys):
     base = ["export", "--weights", str(ckpt), "--formats", "onnx", "--out",
             str(tmp_path / "o"), "--no-latency", "--quiet"]
