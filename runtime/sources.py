@@ -284,6 +284,13 @@ def _interruptible(fn: Callable[[], Any]) -> Any:
     return box["value"]
 
 
+# A video file that opens but decodes no frame, in `sharpen run`'s words and `labels`'
+# (distill/data/sources.py).
+NO_DECODABLE_FRAMES = ("no decodable frames (an empty recording, or frames in a codec this "
+                       "OpenCV build cannot decode: convert it, e.g. with ffmpeg to H.264 or "
+                       "MJPG)")
+
+
 class VideoSource(Source):
     """cv2.VideoCapture wrapper. Live captures that fail are reopened with exponential backoff.
 
@@ -312,9 +319,16 @@ class VideoSource(Source):
         ok, first = self.cap.read()
         t_first = time.perf_counter()
         if not ok or first is None:
+            listed = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
             self.cap.release()
-            hint = {"video": "corrupt or unsupported video?",
-                    "stream": "has the stream started? An MP4 over HTTP needs a server that "
+            if kind == "video" and listed == 0:
+                # (a recording stopped before its first frame: "corrupt?" sent users to
+                # check a file that is sound)
+                raise SourceError(f"{spec!r} has no frames (its container lists 0: an empty "
+                                  "recording)")
+            if kind == "video":
+                raise SourceError(f"cannot read frames from {spec!r}: {NO_DECODABLE_FRAMES}")
+            hint = {"stream": "has the stream started? An MP4 over HTTP needs a server that "
                               "answers range requests when its index is at the end"}
             raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
                               f" ({hint.get(kind, 'is the camera in use by another program?')})")

@@ -84,6 +84,17 @@ def test_empty_folder_and_missing_camera(tmp_path, capsys, onnx_model):
     _one_clear_line(err, "/dev/video99")
 
 
+def test_a_clip_of_no_frames_is_said_to_have_none(tmp_path, capsys, onnx_model):
+    """A clip whose container lists 0 frames (a recording stopped before its first) was
+    called "corrupt or unsupported video?"."""
+    clip = tmp_path / "empty.avi"
+    cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10, (48, 40)).release()
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip))
+    assert rc != 0
+    _one_clear_line(err, f"{str(clip)!r} has no frames (its container lists 0: an empty "
+                         "recording)")
+
+
 def test_bad_models_cli(tmp_path, capsys):
     src = tmp_path / "in.mp4"
     write_video(src, n=3)

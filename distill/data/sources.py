@@ -30,6 +30,7 @@ import numpy as np
 
 from runtime.console import count
 from runtime.imageio import VIDEO_EXTS
+from runtime.sources import NO_DECODABLE_FRAMES
 from runtime.warn import warn
 
 from ..images import UndecodableImage, is_image, read_image, to_rgb_float
@@ -551,9 +552,7 @@ def _count_frames(path: Path) -> int:
     finally:
         cap.release()
     if n == 0:
-        raise SourceError(f"{path}: no decodable frames (an empty recording, or frames in a "
-                          "codec this OpenCV build cannot decode: convert it, e.g. with ffmpeg "
-                          "to H.264 or MJPG)")
+        raise SourceError(f"{path}: {NO_DECODABLE_FRAMES}")
     return n
 
 
