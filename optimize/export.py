@@ -464,10 +464,13 @@ class _BuildContext:
         base = self.out if fmt in self.requested or self.tmp is None else self.tmp
         return base / f"{self.stem}{FORMATS[fmt].suffix}"
 
-    def _engine_meta(self) -> dict:
-        return {"student": self.model.arch_name,
+    def _engine_meta(self, fmt: str = "engine") -> dict:
+        meta = {"student": self.model.arch_name,
                 "receptive_field": self.ckpt.get("receptive_field"),
                 "source_sha256": self.ckpt.get("source_sha256")}
+        if fmt == "engine-int8":   # its QDQ model's float layers, which the runtime names
+            meta["float_layers"] = list(self.float_by_fmt.get("onnx-qdq-trt", ()))
+        return meta
 
     def trtexec_line(self, fmt: str) -> str:
         """The trtexec line that builds `fmt` on the device; the engine's sidecar (size
@@ -479,7 +482,7 @@ class _BuildContext:
         engine = self.out / f"{self.stem}{FORMATS[fmt].suffix}"
         precision = "fp16" if fmt == "engine" else "int8"
         write_pending_sidecar(src, engine, self.profile, precision, self.multiple,
-                              self.o.workspace_gb, self._engine_meta())
+                              self.o.workspace_gb, self._engine_meta(fmt))
         # File names only: the line runs on the device, in the export folder copied there.
         return trtexec_command(src.name, engine.name, self.profile, precision,
                                self.o.workspace_gb, "timing.cache")
@@ -557,4 +560,4 @@ class _BuildContext:
         self.prog.say("  TensorRT build (INT8 from the QDQ model); this takes a while")
         return build_engine(self.build("onnx-qdq-trt"), path, self.profile, "int8",
                             self.o.workspace_gb, self.out / "timing.cache", self.multiple,
-                            self._engine_meta())
+                            self._engine_meta("engine-int8"))

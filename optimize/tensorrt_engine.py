@@ -357,7 +357,8 @@ def write_pending_sidecar(onnx_path: str | os.PathLike, engine_path: str | os.Pa
 # What makes an engine another build, for `write_pending_sidecar`, as said (the workspace
 # does not: it limits the builder's scratch memory).
 BUILD_KEYS = {"source_sha256": "weights", "student": "student", "precision": "precision",
-              "profile": "profile", "multiple": "size multiple", "source": "ONNX model"}
+              "profile": "profile", "multiple": "size multiple", "source": "ONNX model",
+              "float_layers": "float layers"}
 
 
 def sidecar_path(engine_path: str | os.PathLike) -> Path:

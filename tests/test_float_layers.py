@@ -2,6 +2,8 @@
 the simulated search, and real ONNX Runtime / TFLite artifacts with float layers."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -367,3 +369,19 @@ def test_layers_named_like_the_keywords_are_layers_in_a_list():
     # a keyword that is no layer of this student is still refused beside layers
     with pytest.raises(fl.FloatLayersError, match="'none' must be given alone"):
         fl.parse("head,none", model)
+
+
+def test_an_int8_engines_sidecar_records_its_float_layers(student, data_dir, tmp_path):
+    """An INT8 engine built from a QDQ model with float layers said nothing of them: its
+    sidecar, which `sharpen run` and `bench --model` read, had no float_layers."""
+    import json
+
+    from optimize.export import FORMATS
+    if FORMATS["onnx-qdq-trt"].availability():
+        pytest.skip(FORMATS["onnx-qdq-trt"].availability())
+    rep = export(student[1], ["engine-int8"], tmp_path, float_layers="dec.1",
+                 calib=[str(data_dir / "calib")], calib_count=8, calib_size=128,
+                 parity_images=[str(data_dir / "parity")], latency=False, quiet=True)
+    res = rep.result("engine-int8")
+    side = tmp_path / (res.extra.get("trtexec_sidecar") or Path(res.file).name + ".json")
+    assert json.loads(side.read_text())["float_layers"] == ["dec.1"]

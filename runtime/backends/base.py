@@ -99,7 +99,7 @@ PARITY_KEY = "parity_failed"
 
 def recorded_float_layers(meta: dict) -> list[str]:
     """The layers an artifact's export kept in float, from its record: a sidecar's list
-    (TFLite), else the "float layers: a, b" that the ONNX exporters write into the
+    (TFLite, TensorRT engines), else the "float layers: a, b" that the ONNX exporters write into the
     model's "quantization" metadata."""
     if isinstance(meta.get("float_layers"), list):
         return [str(n) for n in meta["float_layers"]]
