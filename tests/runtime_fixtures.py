@@ -6,12 +6,13 @@ really sharpens (tests can check the Laplacian variance) and builds in milliseco
 from __future__ import annotations
 
 import contextlib
+import shutil
 import subprocess
 import tempfile
 import sys
 import warnings
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Optional
 
 import cv2
 import numpy as np
@@ -205,3 +206,23 @@ def damaged_video(video: Path) -> Path:
     data[n // 3:n // 3 + n // 6] = bytes(n // 6)
     video.write_bytes(bytes(data))
     return video
+
+
+def find_ffmpeg() -> Optional[str]:
+    """An ffmpeg to make test clips with: the one on PATH, else the dev extra's static build."""
+    if found := shutil.which("ffmpeg"):
+        return found
+    try:
+        import imageio_ffmpeg
+        return imageio_ffmpeg.get_ffmpeg_exe()
+    except (ImportError, RuntimeError):
+        return None
+
+
+def ffmpeg_or_skip(purpose: str) -> str:
+    """find_ffmpeg(), or skip the test saying what it needed ffmpeg for."""
+    exe = find_ffmpeg()
+    if exe is None:
+        pytest.skip(f"no ffmpeg to {purpose}: none on PATH and imageio-ffmpeg is not "
+                    "installed (pip install -e '.[dev]')")
+    return exe

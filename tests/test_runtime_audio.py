@@ -4,7 +4,6 @@ or named by SHARPEN_FFMPEG) copies it in; without one the run still succeeds and
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Optional
@@ -12,7 +11,8 @@ from typing import Optional
 import numpy as np
 import pytest
 
-from runtime_fixtures import onnx_model, read_video, run_cli, runtime_warnings, write_video
+from runtime_fixtures import (ffmpeg_or_skip, onnx_model, read_video, run_cli, runtime_warnings,
+                              write_video)
 
 from runtime.audio import has_audio
 from runtime.pipeline import run_stream
@@ -22,23 +22,9 @@ __all__ = ["onnx_model"]  # the fixture is used by name
 FPS, FRAMES, TONE_HZ, RATE = 5.0, 16, 440, 8000   # 3.2 s of video
 
 
-def _find_ffmpeg() -> Optional[str]:
-    if found := shutil.which("ffmpeg"):
-        return found
-    try:
-        import imageio_ffmpeg   # the dev extra's static build
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        return None
-
-
 @pytest.fixture(scope="module")
 def ffmpeg() -> str:
-    exe = _find_ffmpeg()
-    if exe is None:
-        pytest.skip("no ffmpeg to make a clip with sound: none on PATH and imageio-ffmpeg is "
-                    "not installed (pip install -e '.[dev]')")
-    return exe
+    return ffmpeg_or_skip("make a clip with sound")
 
 
 @pytest.fixture(scope="module")

@@ -5,35 +5,19 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 import pytest
 
-from runtime_fixtures import onnx_model, run_cli, write_video
+from runtime_fixtures import ffmpeg_or_skip, onnx_model, run_cli, write_video
 
 __all__ = ["onnx_model"]  # the fixture is used by name
 
 
-def _find_ffmpeg() -> Optional[str]:
-    if found := shutil.which("ffmpeg"):
-        return found
-    try:
-        import imageio_ffmpeg   # the dev extra's static build
-        return imageio_ffmpeg.get_ffmpeg_exe()
-    except (ImportError, RuntimeError):
-        return None
-
-
 @pytest.fixture(scope="module")
 def ffmpeg() -> str:
-    exe = _find_ffmpeg()
-    if exe is None:
-        pytest.skip("no ffmpeg to set a clip's pixel aspect ratio: none on PATH and "
-                    "imageio-ffmpeg is not installed (pip install -e '.[dev]')")
-    return exe
+    return ffmpeg_or_skip("set a clip's pixel aspect ratio")
 
 
 def _display_aspect(ffmpeg: str, path: Path) -> str:
