@@ -192,6 +192,26 @@ def _exif_block(data: bytes) -> Optional[bytes]:
 
 
 _ICC_JPEG = b"ICC_PROFILE\x00"
+# The most a JPEG carries: 255 APP2 segments of at most 65,517 profile bytes. Also where a
+# PNG's iCCP chunk stops being inflated: no profile is larger, and 40 KB of zlib data inflate
+# to 40 MB (a URL's bytes are anyone's).
+MAX_ICC_BYTES = 255 * 65517
+# Pillow refuses to open a PNG whose iCCP chunk inflates past 1 MiB (its MAX_TEXT_CHUNK).
+MAX_PNG_ICC_BYTES = 1 << 20
+
+
+def icc_problem(profile: bytes) -> str:
+    """Why `profile` is not a whole ICC profile (cut short, a segment of a JPEG's lost, or not
+    one at all), '' where its header holds: the checks colour management makes first."""
+    if len(profile) < 128:
+        return f"not an ICC profile: {len(profile)} bytes, shorter than a profile's header"
+    if profile[36:40] != b"acsp":
+        return "not an ICC profile: its header lacks the 'acsp' signature"
+    size = struct.unpack(">I", profile[:4])[0]
+    if size != len(profile):
+        return (f"its header gives {size:,} bytes and it holds {len(profile):,}: cut short, or "
+                "a part lost")
+    return ""
 
 
 def icc_profile(data: bytes) -> Optional[bytes]:
@@ -211,7 +231,10 @@ def icc_profile(data: bytes) -> Optional[bytes]:
                 n, kind = struct.unpack(">I", data[i:i + 4])[0], data[i + 4:i + 8]
                 if kind == b"iCCP":
                     body = data[i + 8:i + 8 + n]
-                    return zlib.decompress(body[body.index(b"\x00") + 2:]) or None
+                    inflate = zlib.decompressobj()
+                    profile = inflate.decompress(body[body.index(b"\x00") + 2:],
+                                                 MAX_ICC_BYTES + 1)
+                    return profile if 0 < len(profile) <= MAX_ICC_BYTES else None
                 if kind in (b"IDAT", b"IEND"):   # iCCP comes before the image data
                     break
                 i += 12 + n

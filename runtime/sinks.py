@@ -23,7 +23,8 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, sync_files
 from .console import count, quiet_native_stderr
-from .imageio import IMAGE_EXTS, VIDEO_EXTS, with_icc_profile
+from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, VIDEO_EXTS, icc_problem,
+                      with_icc_profile)
 from .options import option
 from .prepost import to_8bit, to_bgr8
 from .warn import warn
@@ -497,15 +498,7 @@ class ImageSink(Sink):
             raise SinkError(f"cannot encode image {target}")
         data = buf.tobytes()
         if layout is not None and layout.icc:
-            # A profile describes the channels it came with: a CMYK JPEG's, on the RGB result
-            # OpenCV converted it to, or an RGB one on a grey output, would be misread.
-            fits = layout.icc[16:20] == (b"GRAY" if sharpened.ndim == 2 else b"RGB ")
-            kept = with_icc_profile(data, layout.icc) if fits else data
-            if kept is None:
-                warn(f"{target.name}: its input's colour profile (ICC) is dropped "
-                     f"({target.suffix} is written without one; PNG and JPEG keep it): "
-                     "colour-managed viewers show it as sRGB, its colours duller or off")
-            data = kept or data
+            data = self._with_profile(data, layout.icc, target, sharpened.ndim == 2)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)   # names may hold subfolders
             if self.single:
@@ -524,6 +517,31 @@ class ImageSink(Sink):
         self._written += 1
         if len(self._unsynced) >= SYNC_BATCH:
             self._sync()
+
+    @staticmethod
+    def _with_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> bytes:
+        """The encoded image `data` with its input's colour profile `icc`, or without it and
+        a warning saying why where it cannot be kept as it is."""
+        as_srgb = "colour-managed viewers show it as sRGB, its colours duller or off"
+        if why := icc_problem(icc):
+            # Written on, a damaged profile is misread by viewers or makes them refuse it.
+            warn(f"{target.name}: its input's colour profile (ICC) is damaged ({why}) and "
+                 f"left out: {as_srgb}")
+            return data
+        # A profile describes the channels it came with: a CMYK JPEG's, on the RGB result
+        # OpenCV converted it to, or an RGB one on a grey output, would be misread.
+        if icc[16:20] != (b"GRAY" if gray else b"RGB "):
+            return data
+        if data[:8] == b"\x89PNG\r\n\x1a\n" and len(icc) > MAX_PNG_ICC_BYTES:
+            warn(f"{target.name}: its input's colour profile (ICC, {len(icc):,} bytes) is "
+                 "dropped: PNG readers such as Pillow refuse one over 1 MiB, and would not "
+                 f"open the image (JPEG keeps it): {as_srgb}")
+            return data
+        kept = with_icc_profile(data, icc)
+        if kept is None:
+            warn(f"{target.name}: its input's colour profile (ICC) is dropped "
+                 f"({target.suffix} is written without one; PNG and JPEG keep it): {as_srgb}")
+        return kept or data
 
     def _sync(self) -> None:
         """Sync the images written since the last sync, and their folders."""

@@ -93,3 +93,83 @@ def test_a_profile_larger_than_one_jpeg_segment_is_split_and_read_back(profile):
     assert icc_profile(out) == big
     with Image.open(io.BytesIO(out)) as im:
         assert im.info["icc_profile"] == big
+
+
+def _grown(profile: bytes, extra: int) -> bytes:
+    """`profile` padded by `extra` bytes, its header's size (bytes 0-3) saying so: still a
+    profile colour management opens (the tag table points inside the first bytes)."""
+    grown = bytearray(profile + bytes(extra))
+    grown[:4] = len(grown).to_bytes(4, "big")
+    ImageCms.ImageCmsProfile(io.BytesIO(bytes(grown)))   # a whole profile to lcms
+    return bytes(grown)
+
+
+def _opens(path) -> None:
+    """The file decodes whole in Pillow and OpenCV."""
+    import cv2
+    with Image.open(path) as im:
+        im.load()
+    assert cv2.imread(str(path), cv2.IMREAD_UNCHANGED) is not None
+
+
+def test_a_profile_cut_short_is_left_out_with_a_warning(tmp_path, onnx_model, profile):
+    """A JPEG whose profile lost one of its APP2 segments (a tool that dropped one) holds
+    part of a profile: written on, it is a damaged one, which viewers misread or refuse."""
+    from runtime.imageio import _jpeg_segments
+    whole = _grown(profile, 150_000)   # three APP2 segments
+    buf = io.BytesIO()
+    _photo(np.random.default_rng(4)).save(buf, "JPEG", icc_profile=whole)
+    data = buf.getvalue()
+    at = [i for marker, i in _jpeg_segments(data) if marker == 0xE2][1]
+    src = tmp_path / "cut.jpg"
+    src.write_bytes(data[:at] + data[at + 2 + int.from_bytes(data[at + 2:at + 4], "big"):])
+    for ext in ("jpg", "png"):
+        out = tmp_path / f"sharp.{ext}"
+        with pytest.warns(SharpenWarning, match=r"sharp\.%s: its input's colour profile "
+                                                r"\(ICC\) is damaged .*left out" % ext):
+            run_stream(onnx_model, str(src), out)
+        assert _profile_of(out) is None
+        _opens(out)
+
+
+def test_a_profile_that_is_not_one_is_left_out_with_a_warning(tmp_path, onnx_model,
+                                                               profile):
+    src = tmp_path / "odd.png"
+    _photo(np.random.default_rng(5)).save(src, icc_profile=b"\x00" * 16 + b"RGB " + b"x" * 200)
+    with pytest.warns(SharpenWarning, match=r"colour profile \(ICC\) is damaged \(not an ICC "
+                                            r"profile"):
+        run_stream(onnx_model, str(src), tmp_path / "sharp.jpg")
+    assert _profile_of(tmp_path / "sharp.jpg") is None
+
+
+def test_a_profile_over_pngs_readers_limit_is_kept_in_jpeg_only(tmp_path, onnx_model,
+                                                                profile):
+    """Pillow refuses a PNG whose iCCP chunk inflates past 1 MiB: a 1.5 MB profile (a
+    calibrated display's lookup tables) written into a PNG made a file it cannot open."""
+    big = _grown(profile, 1_500_000)
+    src = tmp_path / "photo.jpg"
+    _photo(np.random.default_rng(6)).save(src, icc_profile=big)
+    with pytest.warns(SharpenWarning, match=r"sharp\.png: its input's colour profile \(ICC, "
+                                            r"1,50\d,\d{3} bytes\) is dropped.*JPEG keeps it"):
+        run_stream(onnx_model, str(src), tmp_path / "sharp.png")
+    _opens(tmp_path / "sharp.png")
+    assert _profile_of(tmp_path / "sharp.png") is None
+    run_stream(onnx_model, str(src), tmp_path / "sharp.jpg")
+    _opens(tmp_path / "sharp.jpg")
+    assert _profile_of(tmp_path / "sharp.jpg") == big
+
+
+def test_a_png_profile_that_inflates_without_end_is_not_read(tmp_path):
+    """An iCCP chunk is zlib data: 40 KB of it (a URL's bytes are anyone's) inflated to
+    40 MB, all held in memory and written into the output."""
+    import struct
+    import zlib
+    buf = io.BytesIO()
+    _photo(np.random.default_rng(7)).save(buf, "PNG")
+    png = buf.getvalue()
+    body = b"icc\x00\x00" + zlib.compress(bytes(40_000_000), 9)
+    chunk = (struct.pack(">I", len(body)) + b"iCCP" + body
+             + struct.pack(">I", zlib.crc32(b"iCCP" + body)))
+    at = 8 + 12 + 13   # after IHDR
+    assert len(body) < 100_000
+    assert icc_profile(png[:at] + chunk + png[at:]) is None
