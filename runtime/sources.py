@@ -347,10 +347,12 @@ class VideoSource(Source):
         self.height, self.width = first.shape[:2]
         # Non-square pixels (DV, HDV, broadcast, some apps' clips): players stretch the frames
         # to this ratio, which a video output, written with square pixels, does not keep.
+        # A ratio within 1% of 1:1 is square pixels rounded (1001:1000, 508:507 as MP4 stores
+        # a rescaled one): the formats that stretch (DV's 10:11, PAL's 16:15) are 6% and more.
         sar = self.cap.get(cv2.CAP_PROP_SAR_NUM), self.cap.get(cv2.CAP_PROP_SAR_DEN)
         self.sar: Optional[tuple[int, int]] = (
-            (int(sar[0]), int(sar[1])) if sar[0] > 0 and sar[1] > 0 and sar[0] != sar[1]
-            else None)
+            (int(sar[0]), int(sar[1]))
+            if sar[0] > 0 and sar[1] > 0 and abs(sar[0] / sar[1] - 1) > 0.01 else None)
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
         if not self.fps and fps_prop and fps_prop > 0:   # nan compares False: left unsaid

@@ -57,3 +57,41 @@ def test_a_video_of_square_pixels_says_nothing_of_them(tmp_path, onnx_model, cap
     assert run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
                     str(tmp_path / "sharp.mp4"), "--quiet"]) == 0
     assert "pixels" not in capsys.readouterr().err
+
+
+def test_a_ratio_of_square_pixels_but_for_rounding_says_nothing(tmp_path, onnx_model, ffmpeg,
+                                                                capsys):
+    """A clip whose SAR is 1:1 but for rounding (1001:1000, 508:507 as MP4 stores a
+    rescaled one: a pixel in a few hundred) plays as square pixels: the warning and its
+    ffmpeg line are noise."""
+    plain = tmp_path / "plain.mp4"
+    write_video(plain, 3, 5.0)                                # 96x64
+    clip = tmp_path / "near.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(plain), "-c", "copy",
+                    "-aspect", "3003:2000", str(clip)], check=True, timeout=60)
+    listing = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(clip)],
+                             capture_output=True, text=True, timeout=60).stderr
+    num, den = map(int, re.findall(r"SAR (\d+):(\d+)", listing)[-1])   # 508:507 as stored
+    assert num != den and abs(num / den - 1) < 0.005, listing
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                    str(tmp_path / "sharp.mp4"), "--quiet"]) == 0
+    assert "pixels" not in capsys.readouterr().err
+
+
+def test_the_ffmpeg_line_runs_for_an_output_path_with_spaces(tmp_path, onnx_model, ffmpeg,
+                                                             capsys):
+    plain = tmp_path / "plain.mp4"
+    write_video(plain, 3, 5.0)
+    clip = tmp_path / "anamorphic.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(plain), "-c", "copy",
+                    "-aspect", "16:9", str(clip)], check=True, timeout=60)
+    out = tmp_path / "my clips" / "it's sharp.mp4"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                    str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    line = " ".join(err.split())   # as one line, however the warning was wrapped
+    args = shlex.split(re.search(r"ffmpeg -i .*?-aspect \d+:\d+ '.*?-aspect\.mp4'", line)
+                       .group(0))
+    assert args[2] == str(out) and Path(args[-1]).parent == out.parent, args
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin"] + args[1:], check=True, timeout=60)
+    assert _display_aspect(ffmpeg, Path(args[-1])) == "16:9"
