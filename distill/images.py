@@ -76,12 +76,18 @@ def _orientation(path: str | os.PathLike) -> int:
 
 
 def _thumb(img: np.ndarray) -> np.ndarray:
-    """A small grey version: blur and sharpening leave it alike, a turn does not."""
-    grey = img.mean(axis=2) if img.ndim == 3 else img
-    h, w = grey.shape[:2]
+    """A small grey version: blur and sharpening leave it alike, a turn does not. Shrunk
+    before it is made grey: averaging the channels of a 12-megapixel float image cost more
+    than the shrinking."""
+    h, w = img.shape[:2]
     f = min(1.0, 64 / max(h, w))
     size = (max(1, round(w * f)), max(1, round(h * f)))
-    return cv2.resize(grey.astype(np.float32), size, interpolation=cv2.INTER_AREA)
+    small = cv2.resize(np.asarray(img, np.float32), size, interpolation=cv2.INTER_AREA)
+    return small.mean(axis=2) if small.ndim == 3 else small
+
+
+# Tags whose turn swaps width and height.
+_SIDEWAYS = {5, 6, 7, 8}
 
 
 def misoriented(ref_path: str | os.PathLike, ref: np.ndarray, path: str | os.PathLike,
@@ -99,16 +105,22 @@ def misoriented(ref_path: str | os.PathLike, ref: np.ndarray, path: str | os.Pat
             f"on {Path(path).name}")
     advice = ("one of the pair has likely lost or gained its tag: save both upright (without "
               "the tag) or both as stored with the same tag")
-    as_stored = turn_upright(turn_upright(ref, _UNDO.get(a, a)), b)
+    # `ref`'s shape shown by `img`'s tag, from the shapes alone: turning the full image to
+    # find it cost as much as reading the pair.
+    stored_shape = ref.shape
+    if (a in _SIDEWAYS) != (b in _SIDEWAYS):
+        stored_shape = (ref.shape[1], ref.shape[0]) + ref.shape[2:]
     if ref.shape != img.shape:
-        if as_stored.shape != img.shape:
+        if stored_shape != img.shape:
             return ""
         return f"as stored they are the same size, with {tags}; {advice}"
-    if as_stored.shape != img.shape:
+    if stored_shape != img.shape:
         return ""
-    t = _thumb(img)
-    upright = float(np.mean((_thumb(ref) - t) ** 2))
-    stored = float(np.mean((_thumb(as_stored) - t) ** 2))
+    t, r = _thumb(img), _thumb(ref)
+    upright = float(np.mean((r - t) ** 2))
+    # The thumbnail turned, not the image: the shapes match, so the sizes the thumbnails
+    # were shrunk to do too (a side's rounding is the same turned or not).
+    stored = float(np.mean((turn_upright(turn_upright(r, _UNDO.get(a, a)), b) - t) ** 2))
     # Blur and sharpening change little at 64 px; a turned picture differs everywhere.
     if upright > 1e-4 and stored * 4 < upright:
         return f"lines up with {ref_path} only as stored, with {tags}; {advice}"
