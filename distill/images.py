@@ -101,8 +101,11 @@ def misoriented(ref_path: str | os.PathLike, ref: np.ndarray, path: str | os.Pat
     a, b = _orientation(ref_path), _orientation(path)
     if a == b:
         return ""
-    tags = (f"EXIF orientation {a} ({_TURNS[a]}) on {Path(ref_path).name}, {b} ({_TURNS[b]}) "
-            f"on {Path(path).name}")
+    # Paired folders give both files one name: then their folders say which had which tag.
+    names = [Path(ref_path).name, Path(path).name]
+    if names[0] == names[1]:
+        names = [Path(p).parent.name + "/" + Path(p).name for p in (ref_path, path)]
+    tags = f"EXIF orientation {a} ({_TURNS[a]}) on {names[0]}, {b} ({_TURNS[b]}) on {names[1]}"
     advice = ("one of the pair has likely lost or gained its tag: save both upright (without "
               "the tag) or both as stored with the same tag")
     # `ref`'s shape shown by `img`'s tag, from the shapes alone: turning the full image to

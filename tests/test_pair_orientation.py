@@ -80,7 +80,7 @@ def test_evaluate_skips_by_name_a_pair_that_lines_up_only_as_stored(tmp_path):
         assert f"target/{name}.png" in failed and f"input/{name}." in failed, failed
     assert "orientation 6 (turned 90 degrees clockwise) on lost.jpg, 1 (none) on lost.png" in failed
     assert "orientation 3 (turned 180 degrees) on flip.jpg" in failed
-    assert "8 (turned 90 degrees counter-clockwise) on gained.png" in failed
+    assert "8 (turned 90 degrees counter-clockwise) on target/gained.png" in failed
 
 
 def test_a_pair_of_other_sizes_whose_tags_differ_says_so(tmp_path):
@@ -191,3 +191,15 @@ def test_comparing_a_pair_s_orientation_costs_little_beside_reading_it(tmp_path)
     compared = (time.perf_counter() - start) / 2
     assert noted[0] == "" and "lines up with" in noted[1], noted
     assert compared < 0.25 * read, (compared, read)
+
+
+def test_the_tags_name_which_file_of_a_pair_of_one_name(tmp_path):
+    """Paired folders hold input/x.png and target/x.png: 'orientation 1 on x.png, 8 on x.png'
+    did not say which file had which tag."""
+    root = _pairs(tmp_path)
+    with pytest.warns(SharpenWarning, match="EXIF orientation"):
+        res = evaluate_fns({"m": lambda x: x}, str(root), progress=False)
+    failed = "\n".join(res["failed"])
+    assert ("1 (none) on input/gained.png, 8 (turned 90 degrees counter-clockwise) on "
+            "target/gained.png") in failed, failed
+    assert "on lost.jpg, 1 (none) on lost.png" in failed   # names that differ stay short
