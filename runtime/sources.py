@@ -353,6 +353,12 @@ class VideoSource(Source):
         self.sar: Optional[tuple[int, int]] = (
             (int(sar[0]), int(sar[1]))
             if sar[0] > 0 and sar[1] > 0 and abs(sar[0] / sar[1] - 1) > 0.01 else None)
+        # The ratio is of the stored pixels; a phone clip's frames are read turned by its
+        # rotation, a quarter turn making the stored height their width.
+        turned = self.cap.get(cv2.CAP_PROP_ORIENTATION_AUTO) and \
+            round(self.cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 180 == 90
+        if self.sar and turned:
+            self.sar = self.sar[::-1]
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
         if not self.fps and fps_prop and fps_prop > 0:   # nan compares False: left unsaid

@@ -95,3 +95,24 @@ def test_the_ffmpeg_line_runs_for_an_output_path_with_spaces(tmp_path, onnx_mode
     assert args[2] == str(out) and Path(args[-1]).parent == out.parent, args
     subprocess.run([ffmpeg, "-v", "error", "-nostdin"] + args[1:], check=True, timeout=60)
     assert _display_aspect(ffmpeg, Path(args[-1])) == "16:9"
+
+
+def test_a_turned_phone_clip_s_ratio_is_turned_with_its_frames(tmp_path, onnx_model, ffmpeg,
+                                                               capsys):
+    """A clip stored 96x64 with a 90-degree rotation: OpenCV reads its frames turned, 64x96,
+    but the sample aspect ratio is of the stored pixels' width. Applied to the turned frames'
+    width unchanged, the printed -aspect gave the output another shape than the source's."""
+    plain = tmp_path / "plain.mp4"
+    write_video(plain, 3, 5.0)                                # 96x64
+    clip = tmp_path / "turned.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-display_rotation", "90", "-i",
+                    str(plain), "-c", "copy", "-aspect", "16:9", str(clip)], check=True,
+                   timeout=60)
+    out = tmp_path / "sharp.mp4"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(clip), "--out",
+                    str(out), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    args = shlex.split(re.search(r"ffmpeg -i .* -c copy -aspect \S+ \S+", err).group(0))
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin"] + args[1:], check=True, timeout=60)
+    # Players show the source 16:9 turned upright: 9:16
+    assert _display_aspect(ffmpeg, Path(args[-1])) == "9:16", err
