@@ -208,7 +208,8 @@ def icc_problem(profile: bytes) -> str:
     if profile[36:40] != b"acsp":
         return "not an ICC profile: its header lacks the 'acsp' signature"
     size = struct.unpack(">I", profile[:4])[0]
-    if size != len(profile):
+    # Bytes past the size are padding some writers add, which colour management ignores.
+    if size > len(profile) or size < 128:
         return (f"its header gives {size:,} bytes and it holds {len(profile):,}: cut short, or "
                 "a part lost")
     return ""

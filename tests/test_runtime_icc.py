@@ -132,6 +132,16 @@ def test_a_profile_cut_short_is_left_out_with_a_warning(tmp_path, onnx_model, pr
         _opens(out)
 
 
+def test_a_profile_padded_past_its_size_is_kept(tmp_path, onnx_model, profile):
+    """Bytes after the size its header gives are padding (some writers round it up), which
+    colour management ignores: not a damaged profile."""
+    padded = profile + bytes(3)
+    src = tmp_path / "padded.jpg"
+    _photo(np.random.default_rng(8)).save(src, icc_profile=padded)
+    run_stream(onnx_model, str(src), tmp_path / "sharp.png")
+    assert _profile_of(tmp_path / "sharp.png") == padded
+
+
 def test_a_profile_that_is_not_one_is_left_out_with_a_warning(tmp_path, onnx_model,
                                                                profile):
     src = tmp_path / "odd.png"
