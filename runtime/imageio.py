@@ -164,6 +164,26 @@ def header_size(data: bytes) -> Optional[tuple[int, int]]:
     return size
 
 
+def _png_chunks(data: bytes):
+    """(kind, body) of a PNG file's chunks, up to IEND."""
+    i = 8
+    while i + 8 <= len(data):
+        n, kind = struct.unpack(">I", data[i:i + 4])[0], data[i + 4:i + 8]
+        if kind == b"IEND":
+            return
+        yield kind, data[i + 8:i + 8 + n]
+        i += 12 + n
+
+
+def _webp_chunks(data: bytes):
+    """(kind, body) of a WebP (RIFF) file's chunks."""
+    i = 12
+    while i + 8 <= len(data):
+        kind, n = data[i:i + 4], struct.unpack("<I", data[i + 4:i + 8])[0]
+        yield kind, data[i + 8:i + 8 + n]
+        i += 8 + n + (n & 1)
+
+
 def _exif_block(data: bytes) -> Optional[bytes]:
     """The EXIF (TIFF-structured) block of a JPEG, PNG or WebP file, or None."""
     if data[:2] == b"\xff\xd8":
@@ -172,22 +192,13 @@ def _exif_block(data: bytes) -> Optional[bytes]:
                 n = struct.unpack(">H", data[i + 2:i + 4])[0]
                 return data[i + 10:i + 2 + n]
     elif data[:8] == b"\x89PNG\r\n\x1a\n":
-        i = 8
-        while i + 8 <= len(data):
-            n, kind = struct.unpack(">I", data[i:i + 4])[0], data[i + 4:i + 8]
+        for kind, body in _png_chunks(data):   # eXIf may come after the image data
             if kind == b"eXIf":
-                return data[i + 8:i + 8 + n]
-            if kind == b"IEND":
-                break
-            i += 12 + n
+                return body
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-        i = 12
-        while i + 8 <= len(data):
-            kind, n = data[i:i + 4], struct.unpack("<I", data[i + 4:i + 8])[0]
+        for kind, block in _webp_chunks(data):
             if kind == b"EXIF":
-                block = data[i + 8:i + 8 + n]
                 return block[6:] if block[:6] == b"Exif\x00\x00" else block
-            i += 8 + n + (n & 1)
     return None
 
 
@@ -227,25 +238,18 @@ def icc_profile(data: bytes) -> Optional[bytes]:
                     parts[data[i + 16]] = data[i + 18:i + 2 + n]   # sequence number: from 1
             return b"".join(parts[k] for k in sorted(parts)) or None
         if data[:8] == b"\x89PNG\r\n\x1a\n":
-            i = 8
-            while i + 8 <= len(data):
-                n, kind = struct.unpack(">I", data[i:i + 4])[0], data[i + 4:i + 8]
+            for kind, body in _png_chunks(data):
                 if kind == b"iCCP":
-                    body = data[i + 8:i + 8 + n]
                     inflate = zlib.decompressobj()
                     profile = inflate.decompress(body[body.index(b"\x00") + 2:],
                                                  MAX_ICC_BYTES + 1)
                     return profile if 0 < len(profile) <= MAX_ICC_BYTES else None
-                if kind in (b"IDAT", b"IEND"):   # iCCP comes before the image data
+                if kind == b"IDAT":   # iCCP comes before the image data
                     break
-                i += 12 + n
         elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
-            i = 12
-            while i + 8 <= len(data):
-                kind, n = data[i:i + 4], struct.unpack("<I", data[i + 4:i + 8])[0]
+            for kind, body in _webp_chunks(data):
                 if kind == b"ICCP":
-                    return data[i + 8:i + 8 + n] or None
-                i += 8 + n + (n & 1)
+                    return body or None
     except (struct.error, ValueError, IndexError, zlib.error):
         pass
     return None
