@@ -76,6 +76,15 @@ def _all_reduce_kept(t: torch.Tensor, op=dist.ReduceOp.SUM) -> None:
     _last_collective = (work, t)
 
 
+def _trained_past_start(best: Path) -> bool:
+    """Whether best.pt holds trained weights: val_start=true writes it at step 0 with the
+    weights the run starts from, so a run killed before its first last.pt left nothing to keep
+    and the same command starts over. Unreadable counts as trained: not replaced unasked."""
+    try:
+        return read_checkpoint(best).get("step") != 0
+    except (CheckpointError, OSError):
+        return True
+
 class Trainer:
     def __init__(self, cfg: TrainConfig, quiet: bool = False, command: str | None = None):
         """`command`: the command line that started the run, for train.log; None when Python
@@ -208,13 +217,14 @@ class Trainer:
             # runs' weights under one naming.
             kept = snapshots(self.out)
             best = self.out / "best.pt"
-            if r == "auto" and (kept or best.exists()):
+            trained = r == "auto" and best.exists() and _trained_past_start(best)
+            if r == "auto" and (kept or trained):
                 # Trained weights without the checkpoint to go on from (last.pt deleted to
-                # save space, or a kill before the first one): the same command would replace
-                # them, said only in a note.
-                latest = max([p for p in (best,) if p.exists()] + kept[-1:],
+                # save space, or a kill before the first one but after a validation): the same
+                # command would replace them, said only in a note.
+                latest = max(([best] if trained else []) + kept[-1:],
                              key=lambda p: p.stat().st_mtime)
-                have = ([best.name] if best.exists() else []) + (
+                have = ([best.name] if trained else []) + (
                     [count(len(kept), "snapshot") + " stepN.pt"] if kept else [])
                 raise ValueError(
                     f"{self.out} holds {' and '.join(have)} but no last.pt to resume: "

@@ -1496,6 +1496,34 @@ def test_starting_over_waits_until_the_new_run_can_start(tmp_path, capsys):
     assert steps == [1, 2], steps
 
 
+def test_a_fine_tune_killed_before_its_first_checkpoint_is_started_over_by_the_same_command(
+        tmp_path, capsys):
+    """val_start=true writes best.pt at step 0 (the weights it starts from, nothing trained): a
+    run killed (SIGKILL, out of memory, a reboot) before its first checkpoint left it and no
+    last.pt, and the same command was refused as if trained weights stood to be lost."""
+    out = tmp_path / "ft"
+    # As tiny_cfg's run, long enough to be killed before its first checkpoint.
+    cli = [sys.executable, "-m", "sharpen", "train", "--quiet", f"out={out}", "task=teacher",
+           "model.arch=fast", "model.args={width: 8, blocks: 1, low_blocks: 1}",
+           "optim.steps=100000", "optim.warmup_steps=2", "data.crop=32", "data.batch_size=2",
+           "data.workers=0", "val_every=100000", "ckpt_every=100000", "data.val_max_images=1",
+           "data.val_max_side=64", "val_start=true"]
+    proc = subprocess.Popen(cli, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    try:
+        deadline = time.time() + 120
+        while not (out / "best.pt").exists() and proc.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.kill()
+        err = proc.communicate()[1]
+    assert (out / "best.pt").exists() and not (out / "last.pt").exists(), err[-2000:]
+    assert read_checkpoint(out / "best.pt")["step"] == 0
+    train(tiny_cfg(out, 2, val_start="true"))   # nothing trained to keep: it starts over
+    assert "no last.pt to resume" in capsys.readouterr().err
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+
+
 def test_a_nan_score_is_logged_as_null_and_never_best(tmp_path, monkeypatch):
     import distill.trainer as trainer_mod
 
