@@ -38,7 +38,8 @@ from .export_data import _calibration_data, _latency_image, _load_matching
 from .export_data import resolve_calib as resolve_calib
 from .export_options import (CALIB_SIZE as CALIB_SIZE, ExportError as ExportError,
                              ExportOptions as ExportOptions, Flags as Flags,
-                             Thresholds as Thresholds, _NUMBERS, check_options as check_options,
+                             Thresholds as Thresholds, _NUMBERS, _option,
+                             check_options as check_options,
                              check_out_dir as check_out_dir, default_formats as default_formats,
                              list_formats as list_formats, parse_formats as parse_formats,
                              portrait_shape_warnings as portrait_shape_warnings)
@@ -213,7 +214,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     multiple = int(getattr(model, "multiple", 1))
     stem = o.name or run_stem(weights)   # runs/a/best.pt -> a-best: runs keep apart
     try:
-        profile = Profile.from_hw(*shapes, multiple=multiple)
+        profile = Profile.from_hw(*shapes, multiple=multiple, names=tuple(
+            _option(f, flags) or f for f in ("min_shape", "opt_shape", "max_shape")))
     except ValueError as e:
         raise ExportError(str(e)) from None
     out = check_out_dir(out_dir)   # after the usage checks: a mistake leaves no empty folder

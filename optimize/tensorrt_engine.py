@@ -81,22 +81,24 @@ class Profile:
 
     @classmethod
     def from_hw(cls, min_hw=DEFAULT_MIN, opt_hw=DEFAULT_OPT, max_hw=DEFAULT_MAX,
-                multiple: int = 8, batch: int = 1) -> "Profile":
+                multiple: int = 8, batch: int = 1,
+                names: tuple[str, str, str] = ("--min-shape", "--opt-shape", "--max-shape")
+                ) -> "Profile":
         """`opt_hw` None: the default 1080x1920, brought within [min_hw, max_hw] (a
-        --max-shape below 1080p alone is a complete request, not a contradiction)."""
+        --max-shape below 1080p alone is a complete request, not a contradiction). `names`:
+        the three options as the caller gave them (export()'s keywords)."""
         if opt_hw is None:
             opt_hw = tuple(min(max(d, lo), hi) for d, lo, hi in zip(DEFAULT_OPT, min_hw, max_hw))
-        shapes = [(batch, 3, round_up(h, multiple), round_up(w, multiple))
-                  for h, w in (min_hw, opt_hw, max_hw)]
-        names = ("--min-shape", "--opt-shape", "--max-shape")
+        given = (min_hw, opt_hw, max_hw)
+        # Rounding up to the multiple keeps the order, so the shapes as given are compared and
+        # said: the rounded ones, "rounded up" where nothing was, were not what the user wrote.
         for i, j in ((0, 2), (0, 1), (1, 2)):   # min vs max first: opt may be a default
-            a, b = shapes[i], shapes[j]
-            if a[2] > b[2] or a[3] > b[3]:
-                rounded = (f" (rounded up to the model's multiple of {multiple})"
-                           if multiple > 1 else "")
-                raise ValueError(f"engine profile: {names[i]} {a[2]}x{a[3]} is larger than "
-                                 f"{names[j]} {b[2]}x{b[3]}{rounded} in height or width")
-        return cls(*shapes)
+            a, b = given[i], given[j]
+            if a[0] > b[0] or a[1] > b[1]:
+                raise ValueError(f"engine profile: {names[i]} {a[0]}x{a[1]} is larger than "
+                                 f"{names[j]} {b[0]}x{b[1]} in height or width")
+        return cls(*[(batch, 3, round_up(h, multiple), round_up(w, multiple))
+                     for h, w in given])
 
     def to_dict(self) -> dict:
         return {"input": "input", "min": list(self.min), "opt": list(self.opt),

@@ -180,7 +180,11 @@ def test_engine_shapes_from_python_are_checked_and_named_by_keyword(tmp_path):
                      (dict(min_shape=(0, 10)), r"^min_shape \(0, 10\) must be positive$"),
                      (dict(opt_shape=(1080.5, 1920)), r"^opt_shape \(1080\.5, 1920\) must be "
                                                       r"whole numbers of pixels$"),
-                     (dict(max_shape="4k"), r"^max_shape '4k' must be HEIGHTxWIDTH")):
+                     (dict(max_shape="4k"), r"^max_shape '4k' must be HEIGHTxWIDTH"),
+                     # named as sharpen export's flags, and said 'rounded up' where none was
+                     (dict(min_shape=(1080, 1920), max_shape=(720, 1280)),
+                      r"^engine profile: min_shape 1080x1920 is larger than max_shape 720x1280 "
+                      r"in height or width$")):
         with pytest.raises(ExportError, match=said):
             export("fast", ["engine"], tmp_path / "out", latency=False, quiet=True, **kw)
     assert not (tmp_path / "out").exists()
@@ -230,6 +234,10 @@ def test_engine_profile_and_trtexec_line(tmp_path):
     assert Profile.from_hw((64, 64), None, (2160, 3840), multiple=8).opt == (1, 3, 1080, 1920)
     with pytest.raises(ValueError, match="--min-shape 2000x2000 is larger than --max-shape"):
         Profile.from_hw((2000, 2000), None, (1000, 1000), multiple=8)
+    # Rounding up keeps the order, so a refused shape is said as given: 1081 was 1088.
+    with pytest.raises(ValueError, match=r"--opt-shape 1081x1920 is larger than --max-shape "
+                                         r"1080x1920 in height or width$"):
+        Profile.from_hw((64, 64), (1081, 1920), (1080, 1920), multiple=8)
     line = trtexec_command(tmp_path / "m.onnx", tmp_path / "m.engine", prof, "fp16", 2.0,
                            tmp_path / "timing.cache")
     for part in (f"--onnx={tmp_path / 'm.onnx'}", f"--saveEngine={tmp_path / 'm.engine'}",
