@@ -150,13 +150,35 @@ def test_tensorrt_missing_is_a_clear_error(tmp_path):
 
 
 def _jetpack_bindings(root: Path, py: str) -> Path:
-    """A system site folder holding JetPack's `tensorrt` package as python3-libnvinfer lays
-    it out (the extension module's name carries the Python it is built for)."""
+    """A system site folder holding a `tensorrt` package whose extension module's name
+    carries the Python it is built for (python3-libnvinfer's plain tensorrt.so is in
+    test_jetpacks_untagged_bindings_are_said_to_be_for_their_folders_python)."""
     site = root / "dist-packages"
     (site / "tensorrt").mkdir(parents=True)
     (site / "tensorrt" / "__init__.py").write_text("from .tensorrt import *\n")
     (site / "tensorrt" / f"tensorrt.cpython-{py}-aarch64-linux-gnu.so").write_bytes(b"\0")
     return site
+
+
+def test_jetpacks_untagged_bindings_are_said_to_be_for_their_folders_python(tmp_path):
+    """python3-libnvinfer installs /usr/lib/python3.10/dist-packages/tensorrt/tensorrt.so, a
+    name without the cpython tag: the Python it is for is its folder's. Another Python (a
+    3.12 venv, a conda env) was told to make its venv with --system-site-packages, which
+    shows it no python3.10 folder."""
+    import sys
+
+    from runtime.backends import tensorrt_backend as tb
+
+    here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    want = "3.10" if here != "3.10" else "3.12"
+    site = tmp_path / "lib" / f"python{want}" / "dist-packages"
+    (site / "tensorrt").mkdir(parents=True)
+    (site / "tensorrt" / "__init__.py").write_text("from .tensorrt import *\n")
+    (site / "tensorrt" / "tensorrt.so").write_bytes(b"\0")
+    said = tb.tensorrt_missing(site_globs=(str(tmp_path / "lib" / "python3.*" / "dist-packages"),))
+    assert said.startswith(f"TensorRT is installed in {site / 'tensorrt'} for Python {want}, "
+                           f"but this is Python {here} ({sys.executable}): run with the system "
+                           "python3"), said
 
 
 @pytest.mark.skipif(HAS_TRT, reason="TensorRT is installed: the missing-TensorRT message is moot")

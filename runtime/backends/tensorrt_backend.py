@@ -61,6 +61,10 @@ def tensorrt_missing(error: Optional[BaseException] = None, instead: str = RUN_O
                 continue
             tags = {m[1] for f in pkg.glob("*.so")
                     if (m := re.search(r"\.(cpython-\d+)", f.name))}
+            # python3-libnvinfer's module is plain tensorrt.so: the Python it is built for
+            # is its folder's (/usr/lib/python3.10/dist-packages).
+            if not tags and (m := re.fullmatch(r"python(\d)\.(\d+)", Path(site).parent.name)):
+                tags = {f"cpython-{m[1]}{m[2]}"}
             if tags and here not in tags:
                 built = ", ".join("Python {}.{}".format(t[8], t[9:]) for t in sorted(tags))
                 return (f"TensorRT is installed in {pkg} for {built}, but this is Python "
