@@ -624,8 +624,15 @@ class Trainer:
                 what = "process 0 found NaN/inf on the validation images"
         if what:
             raise TrainingDiverged(
-                f"training diverged by step {self.step}: {what}; not saved, the last "
-                f"checkpoint in {self.out} is intact. {TrainingDiverged.REMEDY}")
+                f"training diverged by step {self.step}: {what}; not saved, "
+                f"{self._kept_text()}. {TrainingDiverged.REMEDY}")
+
+    def _kept_text(self) -> str:
+        """What a diverged run leaves to go on from: its last checkpoint, or none yet."""
+        if (self.out / "last.pt").exists():
+            return f"the last checkpoint in {self.out} is intact"
+        return (f"no checkpoint was written in {self.out} yet, so the same command starts "
+                "over")
 
     def _train_step(self, batch: dict) -> tuple[float, dict]:
         self._lr_used = self.opt.param_groups[0]["lr"]   # the schedule moves on after the step
@@ -659,7 +666,7 @@ class Trainer:
                 raise TrainingDiverged(
                     f"training diverged at step {self.step + 1}: the loss or its gradient was "
                     f"NaN/inf for {self._bad_steps} batches in a row (weights left as they were "
-                    f"before them; the last checkpoint is intact). {TrainingDiverged.REMEDY}")
+                    f"before them; {self._kept_text()}). {TrainingDiverged.REMEDY}")
             return float("nan"), parts
         self._bad_steps = 0
         self.scaler.step(self.opt)
@@ -837,7 +844,8 @@ class TrainingDiverged(RuntimeError):
     """The loss or its gradient stayed non-finite for MAX_BAD_STEPS batches in a row, or the
     weights about to be saved are (or compute) NaN/inf."""
 
-    REMEDY = "Lower optim.lr, raise optim.warmup_steps or set optim.grad_clip, and resume."
+    REMEDY = ("Lower optim.lr, raise optim.warmup_steps or set optim.grad_clip, and run the "
+              "same command again.")
 
 
 @dataclass
