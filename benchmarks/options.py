@@ -61,7 +61,8 @@ SCHEMA: tuple[Opt, ...] = (
         pytest_aliases=("--bench-cache",)),
     # As `sharpen export --calib` (one definition): the same images make the same artifact.
     Opt(CALIB_FLAGS, "calib", CALIB_OPTION["help"] + "; as `sharpen export --calib`, a fifth "
-        "is held out for the export's parity gate (artifacts cached per calibration)",
+        "is held out for the export's parity gate (none from one image or .npy crops: the "
+        "gate then runs on the sample photos; artifacts cached per calibration)",
         metavar=CALIB_OPTION["metavar"], nargs=CALIB_OPTION["nargs"],
         pytest_aliases=("--bench-calib",)),
     Opt(("--calib-count",), "calib_count", "INT8 calibration crops per student (default 32)",
