@@ -87,7 +87,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "files and an unpaced synthetic")
     p.add_argument("--reconnect", type=int, default=None, metavar="N",
                    help="attempts to reopen a camera or stream that disconnects (exponential "
-                        "backoff; default 5)")
+                        "backoff; default 5; 0: an HTTP(S) stream run --no-live ends where it "
+                        "stops, other cameras and streams end with an error)")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds a stream URL may take to open or to give a frame before it "
                         "counts as lost (default 20; raise it for slow cameras with long "
