@@ -102,7 +102,8 @@ def shared_logger(trt: Any) -> Any:
 
 # The named-tensor API this backend runs engines with (num_io_tensors, get_tensor_name,
 # set_input_shape, set_tensor_address, execute_async_v3, get_tensor_profile_shape) came with
-# TensorRT 8.5 (JetPack 5.1); 8.4 and older (JetPack 4.6: 8.2) have only binding indices.
+# TensorRT 8.5 (JetPack 5.1); 8.4 and older (JetPack 4.6: 8.0, 4.6.1-4.6.6: 8.2) have only
+# binding indices.
 MIN_TENSORRT = (8, 5)
 
 
