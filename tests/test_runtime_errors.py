@@ -1087,9 +1087,10 @@ def test_stream_that_never_answers_fails_within_the_timeout(monkeypatch, silent_
     in FFmpeg, without a word, and Ctrl-C waited for it."""
     import time
 
-    import runtime.sources as sources
+    import runtime.video_source as video_source
 
-    monkeypatch.setattr(sources, "STREAM_TIMEOUT_S", 1.0)
+    # Patched where VideoSource reads it (runtime.sources only re-exports it).
+    monkeypatch.setattr(video_source, "STREAM_TIMEOUT_S", 1.0)
     t0 = time.perf_counter()
     with pytest.raises(SourceError, match="no answer within 1 s"):
         open_source(silent_server[0])

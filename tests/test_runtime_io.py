@@ -515,9 +515,9 @@ def test_a_live_run_shows_a_reopened_streams_long_still_opening_as_it_comes(
     (written to a file) holds them as before."""
     import time
 
-    from runtime import sources
+    from runtime import video_source
 
-    monkeypatch.setattr(sources, "LIVE_HOLD_S", 0.0, raising=False)
+    monkeypatch.setattr(video_source, "LIVE_HOLD_S", 0.0)
     video = tmp_path / "cam.avi"
     card, still = textured_frame(15), 30
     _write_avi(video, [card] * still + [textured_frame(i) for i in (1, 2)])
@@ -560,9 +560,9 @@ def test_a_live_recordings_long_still_opening_shown_while_compared_still_ends_it
     """A recording served without a length, taken for live, whose opening is still for longer
     than a live run holds frames after a reconnect: the repeat of its still opening is shown as
     it comes, and the run still ends at its first change, after one pass, not looping."""
-    from runtime import sources
+    from runtime import video_source
 
-    monkeypatch.setattr(sources, "LIVE_HOLD_S", 0.0, raising=False)
+    monkeypatch.setattr(video_source, "LIVE_HOLD_S", 0.0)
     folder, url = web_videos
     still = np.full_like(textured_frame(0), 128)   # flat: MPEG-2 repeats it byte for byte
     h, w = still.shape[:2]

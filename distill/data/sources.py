@@ -605,7 +605,7 @@ class FrameReader:
         # one), so it is counted: counting only decoded frames named every frame after a
         # damaged one by a later frame's index, failed the clip's last frames as "not found"
         # and failed the frames after the damage too while skipping to them.
-        # runtime.sources counts the same way.
+        # runtime.video_source counts the same way.
         while self._next < index:
             if self._cap.grab():
                 self._decoded = self._next

@@ -1,0 +1,197 @@
+"""Image sources: an image file, a folder of them or a glob (`ImageSource`), the grayscale,
+alpha and colour profile a decoded image loses on its way to the model (`Layout`), and the
+warnings for what a folder holds that is not an image."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass
+from itertools import islice
+from pathlib import Path
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .console import count
+from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, icc_profile,
+                      tiff_pages)
+from .options import option
+from .prepost import FrameError, conversions, to_bgr
+from .source_base import Frame, Source, SourceError
+from .warn import warn
+
+
+class ImageSource(Source):
+    kind = "images"
+
+    def __init__(self, spec: str, paths: list[Path]) -> None:
+        super().__init__(spec)
+        if not paths:
+            raise SourceError(f"no images found in {spec!r} (extensions: "
+                              f"{', '.join(sorted(IMAGE_EXTS))})")
+        self.paths = paths
+        self.names = frame_names(paths)
+        self.frame_count = len(paths)
+        self.skipped: list[str] = []
+        # Set to {} by an output that writes each image back in its own channel layout (an
+        # image folder or file): frame name -> `Layout` of the grayscale and BGRA files.
+        self.layouts: Optional[dict[str, Layout]] = None
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        for i, name in enumerate(self.names):
+            if stop.is_set():
+                return
+            t0 = time.perf_counter()
+            where = self._where(i)
+            # UNCHANGED keeps 16-bit and alpha so pre-processing converts them knowingly.
+            try:
+                img = self._decode(i)
+                changes = conversions(img)
+                # The profile only for an output that keeps the layout (read again: cheap)
+                layout = Layout.of(img, self._icc(i) if self.layouts is not None else None)
+                try:
+                    img = to_bgr(img, warn=False)
+                except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
+                    raise ImageReadError(f"{where}: {e}") from None
+                if layout is not None and self.layouts is not None:
+                    self.layouts[name] = layout   # the output restores it
+                elif changes:
+                    # Outputs are BGR; say which files that changes, one line each.
+                    warn(f"{where}: {'; '.join(changes)}")
+            except ImageReadError as e:
+                if len(self.names) == 1:
+                    raise SourceError(str(e)) from None
+                # One bad file in a folder must not end the run: report it, go on, and let the
+                # exit code say that some failed.
+                self.skipped.append(str(e))
+                warn(f"skipped: {e}")
+                continue
+            t1 = time.perf_counter()
+            _say_other_pages(where, *self._pages(i))
+            yield Frame(i, img, name, t1, t1 - t0)
+
+    def _decode(self, i: int) -> np.ndarray:
+        return decode_image(self.paths[i])
+
+    def _icc(self, i: int) -> Optional[bytes]:
+        try:
+            return icc_profile(self.paths[i].read_bytes())
+        except OSError:   # gone since it was decoded: its result is written without one
+            return None
+
+    def _where(self, i: int) -> str:
+        """Image `i` as messages name it."""
+        return str(self.paths[i])
+
+    def _pages(self, i: int) -> tuple[int, bool]:
+        """Image `i`'s pages, and whether that count is only a floor (never, for a file)."""
+        return tiff_pages(self.paths[i]), False
+
+
+def _say_other_pages(where: str, pages: int, floor: bool = False) -> None:
+    """A multi-page TIFF (a scan batch, a stack) decodes as its first page: said once, or its
+    one output passes for the whole file. `floor`: the pages were counted up to a cap (a URL's
+    bytes), and there are more."""
+    if pages > 1:
+        many = f"at least {pages} pages (counted no further)" if floor else f"{pages} pages"
+        warn(f"{where}: a TIFF of {many}; only the first page is sharpened")
+
+
+@dataclass
+class Layout:
+    """What the model's BGR frame lost of a decoded image: that it was grayscale, or its alpha
+    channel (kept as decoded, at the image's depth). The image sinks put it back."""
+    gray: bool = False
+    alpha: Optional[np.ndarray] = None
+    # The file's ICC colour profile (a phone's Display P3): without it, colour-managed viewers
+    # show the same pixel values as sRGB, duller than the input.
+    icc: Optional[bytes] = None
+
+    @classmethod
+    def of(cls, img: np.ndarray, icc: Optional[bytes] = None) -> Optional["Layout"]:
+        """The layout of a decoded image, None for plain BGR (or a shape to_bgr refuses)
+        without a colour profile."""
+        if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
+            return cls(gray=True, icc=icc)
+        if img.ndim == 3 and img.shape[2] == 4:
+            return cls(alpha=np.ascontiguousarray(img[..., 3]), icc=icc)
+        return cls(icc=icc) if icc else None
+
+
+def frame_names(paths: list[Path]) -> list[str]:
+    """Output names for image files: the file name, or, when files from several folders share
+    one (a glob such as 'shots/*/*.png'), the path below the folders' common parent, so that no
+    output overwrites another."""
+    names = [p.name for p in paths]
+    if len(set(names)) == len(names):
+        return names
+    root = Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
+    return [p.absolute().relative_to(root).as_posix() for p in paths]
+
+
+def _image_list(paths: list[str]) -> list[Path]:
+    return sorted(Path(p) for p in paths
+                  if Path(p).suffix.lower() in IMAGE_EXTS and Path(p).is_file())
+
+
+def _folder_source(spec: str, folder: Path, flags: bool = False) -> ImageSource:
+    """The images directly in `folder`; says what else is there that it does not read. Hidden
+    files are left out: an atomic write killed mid-way leaves .NAME.png.XXXX.png, half written."""
+    entries = sorted(q for q in folder.iterdir() if not q.name.startswith("."))
+    images = _image_list([str(q) for q in entries])
+    videos = [q.name for q in entries if q.suffix.lower() in VIDEO_EXTS and q.is_file()]
+    if not images:
+        # Bounded: a hint must not walk a whole disk when someone passes their home folder.
+        below = sum(1 for q in islice(folder.rglob("*"), 100_000)
+                    if q.suffix.lower() in IMAGE_EXTS)
+        hint = ""
+        if videos:
+            hint = (f"; it holds video files ({', '.join(videos[:3])}): pass one as "
+                    f"{option('source', flags=flags)}")
+        elif below:
+            hint = (f"; its subfolders hold {count(below, 'image file')}: pass "
+                    f"'{folder / '**' / '*'}' "
+                    "(quoted) or one subfolder")
+        raise SourceError(f"no images found in {spec!r} (extensions: "
+                          f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
+    _say_not_images(spec, entries, bool(videos), flags)
+    return ImageSource(spec, images)
+
+
+def _say_not_images(spec: str, entries: list[Path], videos: bool, flags: bool = False) -> None:
+    """One warning for the files in a folder source that are not images: a notes.txt, a video,
+    photos in a format it does not read (.heic, RAW). Left out unsaid, the folder looked done."""
+    names = [q.name for q in entries if q.suffix.lower() not in IMAGE_EXTS and q.is_file()]
+    hint = f"; pass a video as {option('source', flags=flags)} to sharpen it" if videos else ""
+    warn_not_images(spec, names, "a folder source", hint)
+
+
+def warn_not_images(where: str, names: list[str], reader: str, hint: str = "",
+                    videos: bool = False) -> None:
+    """The one warning, worded alike wherever a folder's files that are not images are left out
+    (`run`'s folder source, `evaluate`'s data): left out unsaid, the folder looked done.
+    `videos`: the reader takes the folder's video clips too (footage for labels, training)."""
+    if not names:
+        return
+    more = ", ..." if len(names) > 3 else ""
+    clips = f" and {', '.join(sorted(VIDEO_EXTS))} clips" if videos else ""
+    what = "that is not an image" if len(names) == 1 else "that are not images"
+    warn(f"{where}: {count(len(names), 'file')} {what} skipped ({', '.join(names[:3])}"
+         f"{more}); {reader} reads {', '.join(sorted(IMAGE_EXTS))}{clips} only{hint}",
+         stacklevel=2)
+
+
+def _maybe_live(src: Source, live: Optional[bool], flags: bool = False) -> Source:
+    refuse_live_images(src, live, flags)
+    return src
+
+
+def refuse_live_images(src: Source, live: Optional[bool], flags: bool = False) -> None:
+    """--live on images kept 2 of 20 (the rest "dropped"), exit 0: refused. flags: the message
+    names `sharpen run`'s --live, not run_stream's live=True."""
+    if live and isinstance(src, ImageSource):
+        said = option("live", True, flags)
+        raise SourceError(f"{said} drops the frames a model cannot keep up with, for cameras, "
+                          "streams and videos; images are all processed, one by one: leave "
+                          f"{said} out")

@@ -1,0 +1,88 @@
+"""What every frame source is: `Source` (iterated for `Frame`s), the `SourceError` a source
+raises, the `Note` callback that takes its informational lines, and `_interruptible`, which
+keeps a blocking open (a URL's) interruptible by Ctrl-C."""
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
+
+import numpy as np
+
+
+class SourceError(RuntimeError):
+    """A source that cannot be opened or read. The message is meant for the user as is."""
+
+
+Note = Callable[[str], None]   # takes a source's informational lines (`sharpen run` prints them)
+
+
+def _no_note(message: str) -> None:
+    """The default: from Python a source's informational lines are dropped; what needs the
+    caller's attention comes as a SharpenWarning."""
+
+
+@dataclass
+class Frame:
+    index: int
+    image: np.ndarray
+    name: str            # file name for image sources, frame_<index> otherwise
+    t_capture: float     # perf_counter when the frame became available (end-to-end latency start)
+    capture_s: float = 0.0  # time spent reading/decoding this frame
+    # Its time in a video file (seconds from the video's start), where the file gives one: a
+    # phone's clip has frames at uneven times (a variable frame rate), which a constant-rate
+    # output places by it.
+    t_media: Optional[float] = None
+
+
+class Source:
+    """Base class: `frames(stop)` yields the frames; `close()` (or leaving `with
+    open_source(...) as src:`) releases the device or file."""
+
+    live: bool = False
+    kind: str = "source"
+    fps: float = 0.0              # 0 when unknown
+    frame_count: Optional[int] = None
+    closed: bool = False          # released, and no more frames to read (a capture)
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        """Yield each Frame (.image: HxWx3 BGR uint8 or uint16, .name, .index) until the source
+        ends or `stop` is set: `for f in src.frames(threading.Event()): ...`."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release the camera, file or stream; safe to call twice."""
+
+    def __enter__(self) -> "Source":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def describe(self) -> dict:
+        return {"spec": self.spec, "kind": self.kind, "live": self.live, "fps": self.fps,
+                "frame_count": self.frame_count}
+
+
+def _interruptible(fn: Callable[[], Any]) -> Any:
+    """fn() in a helper thread, waited for in this one: FFmpeg's open of an unanswering URL
+    blocks in native code for up to --timeout, and Ctrl-C (KeyboardInterrupt) was only seen
+    once it returned. Interrupted, the helper is left to finish on its own (a daemon)."""
+    box: dict = {}
+
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller's thread
+            box["error"] = exc
+
+    t = threading.Thread(target=run, name="source-open", daemon=True)
+    t.start()
+    while t.is_alive():
+        t.join(0.1)
+    if "error" in box:
+        raise box["error"]
+    return box["value"]

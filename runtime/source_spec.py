@@ -1,0 +1,63 @@
+"""A source's command-line spelling, read without opening it: the kind of source it names
+(`spec_kind`), how messages show it (`shown_url`: a URL's password masked), and whether a
+GStreamer pipeline reads a file (`pipeline_reads_file`)."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from .imageio import IMAGE_EXTS
+
+
+_SYNTH = re.compile(r"^synthetic(?::(\d+)x(\d+))?(?:@(\d+(?:\.\d+)?))?$")
+
+
+# GStreamer elements that read a file or a file URI: such a pipeline ends; any other source
+# element (nvarguscamerasrc, v4l2src, rtspsrc, ...) is a camera or stream that can come back.
+_GST_FILE_SOURCES = re.compile(r"(^|!)\s*(filesrc|multifilesrc|splitfilesrc)\b"
+                               r"|\buri\s*=\s*[\"']?file:", re.IGNORECASE)
+
+
+def pipeline_reads_file(pipeline: str) -> bool:
+    """Whether a GStreamer pipeline's source reads a file (filesrc, uridecodebin uri=file:...)."""
+    return bool(_GST_FILE_SOURCES.search(pipeline))
+
+
+def spec_kind(spec: str) -> str:
+    """The kind of source `open_source` makes of a spelling, without opening it: synthetic,
+    camera, v4l2, gstreamer, stream, images or video."""
+    spec = str(spec).strip()
+    if _SYNTH.match(spec):
+        return "synthetic"
+    if spec.isdecimal():   # not isdigit: int() refuses '²', which is a digit to it
+        return "camera"
+    if spec.startswith("/dev/video"):
+        return "v4l2"
+    if "!" in spec:
+        return "gstreamer"
+    if re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*://", spec):
+        return "stream"
+    p = Path(spec)
+    if p.is_dir() or any(c in spec for c in "*?[") or p.suffix.lower() in IMAGE_EXTS:
+        return "images"
+    return "video"
+
+
+# A URL's scheme and authority, in a --source URL or inside a GStreamer pipeline (rtspsrc
+# location=rtsp://...): the authority ends at the path, query, fragment or a space.
+_URL_AUTHORITY = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://)([^/?#\s]*)")
+
+
+def shown_url(spec: str) -> str:
+    """A source as messages, stats and file names show it: the password of each URL's user
+    info (rtsp://admin:PASSWORD@camera/...), which IP cameras take there, replaced by ***, in
+    a stream URL and in a GStreamer pipeline's (rtspsrc location=...) alike, so that it does
+    not end up in logs, --stats files or runs/sharpen/ names."""
+    def masked(m: re.Match) -> str:
+        if "@" not in m.group(2):
+            return m.group(0)
+        userinfo, host = m.group(2).rsplit("@", 1)   # a password may hold an unencoded @
+        if ":" not in userinfo:
+            return m.group(0)
+        return f"{m.group(1)}{userinfo.split(':', 1)[0]}:***@{host}"
+    return _URL_AUTHORITY.sub(masked, spec)
