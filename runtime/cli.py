@@ -284,6 +284,8 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: the video repeats the frame before each drop "
               f"({summary['repeated_frames']} frames in all) so that it plays in real time",
               file=sys.stderr)
+    if summary.get("live") and summary.get("left_out_frames"):
+        print(f"sharpen run: {_live_left_out_note(summary, args.fps)}", file=sys.stderr)
     elif retimed := _retimed_note(summary, args.source):
         print(f"sharpen run: {retimed}", file=sys.stderr)
     if defaulted:
@@ -303,6 +305,20 @@ def handler(args: argparse.Namespace) -> int:
         _exit_now_if_workers_run(code)
         return code
     return 0
+
+
+def _live_left_out_note(summary: dict, asked_fps: float) -> str:
+    """Why a live video holds fewer frames than were sharpened: the source gave them faster
+    than the video's rate (an MJPEG camera declares none, and FFmpeg guesses 25)."""
+    src = summary.get("source") or {}
+    video_fps = asked_fps or src.get("fps") or 30.0
+    elapsed = summary.get("elapsed_s") or 0
+    sent = f" (about {summary.get('frames_captured', 0) / elapsed:.0f} fps)" if elapsed else ""
+    return (f"the video leaves out {summary['left_out_frames']} of the "
+            f"{summary.get('frames_processed', 0)} frames sharpened so that it plays in real "
+            f"time: the source gave frames faster{sent} than the video's {video_fps:g} fps "
+            "(a stream that declares no rate, as MJPEG, is read at FFmpeg's guess of 25); "
+            "--fps with the source's rate keeps them")
 
 
 def _retimed_note(summary: dict, source: str) -> str:

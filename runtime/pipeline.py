@@ -688,6 +688,9 @@ MAX_GAP_S = 10.0
 # the end (held to half a frame, one was left out, or one repeated, and the clip called
 # variable). Once a gap is uneven (a variable rate, frames lost), half a frame, as ffmpeg.
 EVEN_SLACK, EVEN_GAP = 1.5, 0.25
+# How far a live run's video may run ahead of the wall clock, in seconds: drops are filled in
+# with repeats up to it, and frames past it (a source faster than the video's rate) left out.
+LIVE_VIDEO_LEAD_S = 1.0
 
 
 def _writes_video(sink: Sink) -> bool:
@@ -717,18 +720,30 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
             return
         fr, result = item
         t0 = time.perf_counter()
-        if live and prev is not None and fr.index > prev + 1:
-            # Frames dropped since the last one written: a video holds the last frame over the
-            # gap, as a constant-frame-rate recorder does, instead of playing the rest too fast;
-            # but never more than a second ahead of the wall clock: a source faster than real
-            # time (a file streamed over HTTP, an unpaced synthetic source) drops frames in no
-            # time. (The second absorbs a paced source catching up after a slow start.)
-            due = round((fr.t_capture - t_first + 1.0) * video_fps)
-            repeats = min(fr.index - prev - 1, max(due - slots, 0))
-            if repeats:
-                added = sink.repeat_last(repeats)
-                stats.count("repeated_frames", added)
-                slots += added
+        if live and prev is not None:
+            # The video's slots follow the wall clock, up to a second ahead of it (which
+            # absorbs a paced source catching up after a slow start).
+            due = round((fr.t_capture - t_first + LIVE_VIDEO_LEAD_S) * video_fps)
+            if slots >= due and _writes_video(sink):
+                # A source faster than the video's rate: an MJPEG camera declares none, and
+                # FFmpeg's guess of 25 played a 50 fps camera's run at half speed.
+                prev = fr.index
+                stats.count("left_out_frames")
+                stats.count("frames_processed")
+                if live_limit and stats.frames_processed >= live_limit:
+                    return
+                continue
+            if fr.index > prev + 1:
+                # Frames dropped since the last one written: a video holds the last frame over
+                # the gap, as a constant-frame-rate recorder does, instead of playing the rest
+                # too fast; but only up to that lead, this frame's slot kept: a source faster
+                # than real time (a file streamed over HTTP, an unpaced synthetic source) drops
+                # frames in no time.
+                repeats = min(fr.index - prev - 1, due - slots - 1)
+                if repeats:
+                    added = sink.repeat_last(repeats)
+                    stats.count("repeated_frames", added)
+                    slots += added
         if timed and fr.t_media is not None:
             t, gap, m_prev = fr.t_media, fr.t_media - m_prev, fr.t_media
             if origin is None or not 0 < gap <= MAX_GAP_S:

@@ -1038,3 +1038,67 @@ def test_the_durability_check_without_strace_sees_the_same_syncs(tmp_path):
     code = ("import sys, torch; from distill.checkpoint import atomic_save; "
             "atomic_save({'format': 'x', 'w': torch.ones(8)}, sys.argv[1])")
     assert_durable_write_observed(code, tmp_path / "run" / "last.pt")
+
+
+def _serve_mjpeg(w: int, h: int, fps: float):
+    """A network camera stand-in: MJPEG over HTTP (multipart/x-mixed-replace, as IP cameras
+    send it), frames paced in real time at `fps`, none declared (FFmpeg guesses 25). Returns
+    (URL, server)."""
+    import http.server
+    import time
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            # One clock for every connection, as a camera's: a reconnect joins it where it is.
+            i = int((time.monotonic() - t0) / period) + 1
+            try:
+                while True:
+                    time.sleep(max(0.0, t0 + i * period - time.monotonic()))
+                    jpg = cv2.imencode(".jpg", np.roll(picture, i, axis=1))[1].tobytes()
+                    self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                     b"%d\r\n\r\n%s\r\n" % (len(jpg), jpg))
+                    i += 1
+            except OSError:   # the client went away
+                pass
+
+    picture, period, t0 = textured_frame(0, h, w), 1.0 / fps, time.monotonic()
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{server.server_address[1]}/cam.mjpg", server
+
+
+def test_a_live_mjpeg_camera_faster_than_its_guessed_rate_gives_a_real_time_video(
+        tmp_path, capsys, onnx_model):
+    """An MJPEG camera declares no rate; FFmpeg guesses 25 fps, and the video was written at
+    25 with every frame of a faster camera: a 4 s run of a 50 fps camera played for 8 s, at
+    half speed. A live video follows the clock both ways: frames past a second ahead of it
+    are left out (as drops are filled in), said with the --fps that keeps them."""
+    import json
+
+    url, server = _serve_mjpeg(64, 48, 50.0)
+    try:
+        out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", url, "--live",
+                       "--max-frames", "200", "--out", str(out), "--stats", str(stats))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert rc == 0, err
+    summary = json.loads(stats.read_text())
+    cap = cv2.VideoCapture(str(out))
+    n, fps = cap.get(cv2.CAP_PROP_FRAME_COUNT), cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    assert fps == summary["source"]["fps"] or summary["source"]["fps"] == 0, summary
+    elapsed = summary["elapsed_s"]
+    assert elapsed - 1.0 <= n / fps <= elapsed + 1.2, (n, fps, elapsed, err)
+    if fps < 40:   # FFmpeg's guess, not the camera's 50
+        left_out = summary["left_out_frames"]
+        assert left_out > 0 and summary["frames_processed"] == 200, (summary, n, elapsed)
+        assert f"leaves out {left_out} of the 200" in err and "--fps" in err, err
