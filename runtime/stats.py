@@ -41,6 +41,11 @@ class Stats:
         self.t_start: Optional[float] = None
         self.t_end: Optional[float] = None
         self.info: dict[str, Any] = {}
+        # The live line describes the frames since the line before last (about two seconds):
+        # the window's p50 hid a latency that grew, or a stall, for minutes. Samples ever
+        # added per stage, and (time, those counts, frames processed) at the last lines.
+        self._added = dict.fromkeys(STAGES, 0)
+        self._marks: deque = deque(maxlen=2)
 
     def start(self) -> None:
         self.t_start = time.perf_counter()
@@ -51,6 +56,7 @@ class Stats:
     def add(self, stage: str, seconds: float) -> None:
         with self._lock:
             self._samples[stage].append(seconds)
+            self._added[stage] += 1
 
     def count(self, field: str, n: int = 1) -> None:
         with self._lock:
@@ -102,22 +108,37 @@ class Stats:
         return out
 
     def line(self) -> str:
-        """One-line live summary."""
+        """One-line live summary: fps and p50s of the last seconds, the counts of the run."""
         s = self.summary()
-        lat = s["latency_ms"]
+        with self._lock:
+            mark = (time.perf_counter(), dict(self._added), self.frames_processed)
+            since = self._marks[0] if self._marks else None
+            recent: dict[str, Optional[list]] = dict.fromkeys(STAGES)
+            for st in recent if since else ():
+                n = mark[1][st] - since[1][st]
+                recent[st] = list(self._samples[st])[-n:] if n else []
+            self._marks.append(mark)
 
-        def ms(d: dict) -> str:
-            return "-" if d["p50"] is None else f"{d['p50']:.1f}"
+        def ms(stage: str) -> str:
+            vals = recent[stage]
+            if vals is None:   # the first line: the run so far
+                p50 = (s["end_to_end_ms"] if stage == "end_to_end"
+                       else s["latency_ms"][stage])["p50"]
+                return "-" if p50 is None else f"{p50:.1f}"
+            return f"{float(np.median(vals)) * 1000:.1f}" if vals else "-"
         done, fps = s["frames_processed"], s["throughput_fps"]
+        # Two lines in a row (the closing one) measure no rate: the run's is given.
+        rate = (done - since[2]) / (mark[0] - since[0]) if since and \
+            mark[0] - since[0] >= 0.5 else fps
         frames = count(done, "frame")
-        if self.total:   # a file: how far, and how long the rest takes at this rate
+        if self.total:   # a file: how far, and how long the rest takes at the run's rate
             rest = self.total - done
             left = f"  {_duration(rest / fps)} left" if fps > 0 and rest > 0 else ""
             frames = f"{done}/{count(self.total, 'frame')}{left}"
-        return (f"{frames}  {fps:.1f} fps  "
-                f"e2e p50 {ms(s['end_to_end_ms'])} ms  infer {ms(lat['infer'])}  "
-                f"pre {ms(lat['pre'])}  post {ms(lat['post'])}  cap {ms(lat['capture'])}  "
-                f"write {ms(lat['write'])}  dropped {s['dropped_frames']}")
+        return (f"{frames}  {rate:.1f} fps  "
+                f"e2e p50 {ms('end_to_end')} ms  infer {ms('infer')}  "
+                f"pre {ms('pre')}  post {ms('post')}  cap {ms('capture')}  "
+                f"write {ms('write')}  dropped {s['dropped_frames']}")
 
 
 def _duration(seconds: float) -> str:

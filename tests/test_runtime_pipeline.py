@@ -979,6 +979,37 @@ def test_the_live_line_of_a_file_says_how_far_and_the_time_left(tmp_path, onnx_m
     assert stats.line().startswith("1800 frames  3.0 fps  "), stats.line()
 
 
+def test_the_live_line_gives_the_last_seconds_not_the_whole_run():
+    """Watching a camera's latency: the line gave the p50 of the last 10000 frames (5 minutes
+    at 30 fps) and the whole run's fps, so a latency that grew, or a stream that stalled, hardly
+    moved it. It gives the frames since the line before last (about two seconds); the --stats
+    file and the closing line keep the whole run."""
+    from runtime.stats import Stats
+
+    stats = Stats()
+    stats.t_start = time.perf_counter() - 600
+    for _ in range(1000):   # ten minutes at 500 ms
+        stats.add("end_to_end", 0.5)
+        stats.add("infer", 0.4)
+    stats.frames_processed = 1000
+    stats.line()
+    time.sleep(1.0)
+    for _ in range(20):    # then a second at 100 ms, 20 frames
+        stats.add("end_to_end", 0.1)
+        stats.add("infer", 0.05)
+    stats.frames_processed = 1020
+    line = stats.line()
+    assert " e2e p50 100.0 ms  infer 50.0 " in line, line
+    fps = float(line.split(" fps")[0].split()[-1])
+    assert 10 <= fps <= 21, line   # not the run's 1020 in 601 s, 1.7
+    time.sleep(1.0)
+    stats.line()
+    time.sleep(1.0)
+    line = stats.line()  # a stall: two seconds without a frame
+    assert " 0.0 fps  e2e p50 - ms  infer - " in line, line
+    assert stats.summary()["end_to_end_ms"]["n"] == 1020
+
+
 def test_the_stats_give_the_thread_count_taken_from_omp_num_threads(tmp_path, onnx_model,
                                                                      monkeypatch):
     """Without --threads the engine runs with OMP_NUM_THREADS's count: the stats said 0 (the
