@@ -284,10 +284,10 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: the video repeats the frame before each drop "
               f"({summary['repeated_frames']} frames in all) so that it plays in real time",
               file=sys.stderr)
+    elif not summary.get("live") and (retimed := _retimed_note(summary, args.source)):
+        print(f"sharpen run: {retimed}", file=sys.stderr)
     if summary.get("live") and summary.get("left_out_frames"):
         print(f"sharpen run: {_live_left_out_note(summary, args.fps)}", file=sys.stderr)
-    elif retimed := _retimed_note(summary, args.source):
-        print(f"sharpen run: {retimed}", file=sys.stderr)
     if defaulted:
         print(f"sharpen run: results written to {args.output} (no --out given)",
               file=sys.stderr)

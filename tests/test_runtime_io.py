@@ -1102,3 +1102,19 @@ def test_a_live_mjpeg_camera_faster_than_its_guessed_rate_gives_a_real_time_vide
         left_out = summary["left_out_frames"]
         assert left_out > 0 and summary["frames_processed"] == 200, (summary, n, elapsed)
         assert f"leaves out {left_out} of the 200" in err and "--fps" in err, err
+
+
+def test_a_live_run_that_drops_frames_is_not_said_to_have_uneven_frame_times(
+        tmp_path, capsys, onnx_model):
+    """The note for a file of uneven frame times ('has frames at uneven times (a variable frame
+    rate)') was said of a camera too, beside the one for its drops, once a live run could
+    leave frames out as well as repeat them."""
+    import json
+
+    stats = tmp_path / "stats.json"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "synthetic:640x360@200",
+                   "--max-frames", "20", "--out", str(tmp_path / "o.mp4"), "--stats", str(stats))
+    summary = json.loads(stats.read_text())
+    assert rc == 0 and summary["repeated_frames"] > 0, (err, summary)
+    assert "repeats the frame before each drop" in err, err
+    assert "uneven" not in err, err
