@@ -1112,7 +1112,7 @@ def test_a_live_run_that_drops_frames_is_not_said_to_have_uneven_frame_times(
     import json
 
     stats = tmp_path / "stats.json"
-    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "synthetic:640x360@200",
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", "synthetic:1280x720@1000",
                    "--max-frames", "20", "--out", str(tmp_path / "o.mp4"), "--stats", str(stats))
     summary = json.loads(stats.read_text())
     assert rc == 0 and summary["repeated_frames"] > 0, (err, summary)
