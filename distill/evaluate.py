@@ -451,8 +451,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                  names: Optional[dict[str, str]] = None, gopro_blur: str = "blur") -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
     ssim_gain, worst_psnr_gain, worst_image, sharpness}, "per_image": {name: {label: {psnr,
-    ssim}}}, "outputs": {name: {label: image}}} (outputs kept for figures). A mean gain can
-    hide frames made worse (a deblurrer that over-sharpens sharp frames), hence the worst.
+    ssim} (without ground truth: {sharpness, psnr_to_reference})}}, "outputs": {name: {label:
+    image}}} (outputs kept for figures). A mean gain can hide frames made worse (a deblurrer
+    that over-sharpens sharp frames), hence the worst.
 
     Full-resolution outputs add up (tens of MB per image and model), so only `keep_outputs`
     images' are kept (None: all): the first ones, or with `rank` (a function of one image's
@@ -535,14 +536,18 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                           for k, img in outs.items() if k != reference}
             else:
                 scores = {}
-            if y is not None:
+            if y is None:
+                # Without ground truth the ratio is an image's only score: without it the
+                # results named no image (which ones --limit took, which one a model overdid).
+                for k in outs:
+                    scores.setdefault(k, {})["sharpness"] = ratios.get(k)
+            else:
                 outs["ground truth"] = y
             order = rank(outs) if rank else float(i)
             scored, flat = scored + 1, flat + (base < FLAT)
             for k, r in ratios.items():
                 sharp_ratio[k].append(r)
-            if scores:
-                per_image[name] = scores
+            per_image[name] = scores
             kept.append((order, i, name, outs))
             if keep_outputs is not None and len(kept) > keep_outputs:
                 kept.remove(max(kept, key=lambda t: (t[0], t[1])))
@@ -576,13 +581,12 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
             gains = {n: m[k]["psnr"] - m["input"]["psnr"] for n, m in per_image.items()}
             worst = min(gains, key=gains.get)
             res[k]["worst_psnr_gain"], res[k]["worst_image"] = gains[worst], worst
-        res["per_image"] = per_image
     elif reference is not None:
         res["reference"] = reference
         for k in (k for k in ("input", *fns) if k != reference):
             res[k]["psnr_to_reference"] = float(np.mean(
                 [v[k]["psnr_to_reference"] for v in per_image.values()]))
-        res["per_image"] = per_image
+    res["per_image"] = per_image
     res["outputs"] = outputs
     if stopped is not None:
         # The interruption goes on, carrying the results: returned, they let a loop over

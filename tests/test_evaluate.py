@@ -57,12 +57,34 @@ def test_reference_stands_in_for_ground_truth(nogt):
 
 def test_no_reference_and_unknown_reference(nogt):
     res = evaluate_fns({"m": lambda x: x}, str(nogt), progress=False)
-    assert "reference" not in res and "per_image" not in res
+    assert "reference" not in res
+    assert "psnr_to_reference" not in res["per_image"]["frame0"]["m"]
     assert "PSNR to" not in format_table(res)
     assert "(sharpness: higher is sharper, though halos and noise raise it too)" \
         in format_table(res).splitlines()
     with pytest.raises(ValueError, match="reference 'teacher' is not one of the models"):
         evaluate_fns({"m": lambda x: x}, str(nogt), progress=False, reference="teacher")
+
+
+def test_per_image_sharpness_without_ground_truth(nogt):
+    """Without ground truth and without a reference, metrics.json named no image: which frames
+    a --limit took, and which of them a model over-sharpened, could not be told."""
+    from distill.evaluate import sharpness
+    write_image(nogt / "flat.png", np.full((40, 56, 3), 0.5, np.float32))
+    res = evaluate_fns({"blur": lambda x: (x + np.roll(x, 1, axis=1)) / 2}, str(nogt),
+                       progress=False)
+    per = res["per_image"]
+    assert set(per) == {"flat", "frame0", "frame1", "frame2"}
+    for name in ("frame0", "frame1", "frame2"):
+        x = res["outputs"][name]["input"]
+        want = sharpness(res["outputs"][name]["blur"]) / sharpness(x)
+        assert per[name]["blur"]["sharpness"] == pytest.approx(want)
+        assert per[name]["input"]["sharpness"] == 1.0
+    # A frame without detail is left out of the ratio, here as in the mean.
+    assert per["flat"]["blur"]["sharpness"] is None
+    assert res["blur"]["sharpness"] == pytest.approx(
+        np.mean([per[n]["blur"]["sharpness"] for n in ("frame0", "frame1", "frame2")]))
+    assert res["blur"]["sharpness"] < 1
 
 
 def test_psnr_of_identical_images_is_capped_without_warning():
