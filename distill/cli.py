@@ -256,6 +256,7 @@ def _trained_text(ck: dict) -> str:
 def cmd_models(args: argparse.Namespace) -> int:
     import time
 
+    import numpy as np
     import torch
 
     from .checkpoint import CheckpointError, load_student
@@ -263,6 +264,7 @@ def cmd_models(args: argparse.Namespace) -> int:
                            create_student, for_inference, list_students, receptive_field,
                            run_padded, student_spec)
     from .teacher import check_threads, names_a_file
+    from runtime.host import cpu_model
 
     h, w = args.height, args.width
     if args.measure_runs < 1:
@@ -296,7 +298,7 @@ def cmd_models(args: argparse.Namespace) -> int:
     headers = ["name", "params", "GMAC", "receptive field px", "activations MiB", "multiple"]
     if args.measure:
         runs = args.measure_runs
-        headers.append(f"PyTorch ms ({runs} run{'s' if runs != 1 else ''}, median)")
+        headers.append(f"PyTorch ms, median / p90 of {runs} run{'s' if runs != 1 else ''}")
     headers.append("description")
     rows = []
     from tqdm import tqdm
@@ -324,7 +326,9 @@ def cmd_models(args: argparse.Namespace) -> int:
                     t0 = time.perf_counter()
                     run_padded(m, x)
                     times.append(1000 * (time.perf_counter() - t0))
-            row.append(f"{statistics.median(times):.1f}")
+            # The p90 beside the median: a deployment meets the slow runs too.
+            p90 = float(np.percentile(times, 90))
+            row.append(f"{statistics.median(times):.1f} / {p90:.1f}")
         rows.append(row + [description])
     if args.teacher:
         from .restormer import CONFIGS, build_restormer
@@ -341,6 +345,12 @@ def cmd_models(args: argparse.Namespace) -> int:
     timed = f"; PyTorch timed on {n} CPU thread{'s' if n != 1 else ''}" if args.measure else ""
     print_table(f"Models (per {w}x{h} frame; activations: FP32 bytes written by every layer, "
                 f"unfused{timed})", headers, rows)
+    # What the columns mean, where the table is read (the README is not always at hand).
+    print("receptive field px: the input pixels one output pixel depends on (side of the "
+          "square)\nmultiple: height and width are padded up to a multiple of it")
+    if args.measure:
+        print(f"PyTorch ms: one FP32 {w}x{h} frame (batch 1) on {n} thread{'s' if n != 1 else ''}"
+              f" of {cpu_model()}, after 2 warm-up runs")
     return 0
 
 

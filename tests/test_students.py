@@ -227,10 +227,32 @@ def test_models_command_errors(capsys):
                  "--measure-runs", "1"]) == 0
     out = capsys.readouterr().out
     assert "receptive field" in out and "fast" in out
-    assert "run," in out and "runs" not in out, out   # 'PyTorch ms (1 run, median)'
+    assert "median / p90 of 1 run " in out and "1 runs" not in out, out
     # The time depends on the threads: the title says how many, as the bench's rows do.
     n = torch.get_num_threads()
     assert f"PyTorch timed on {n} CPU thread{'s' if n != 1 else ''})" in out, out
+
+
+def test_models_says_what_its_columns_and_times_are(capsys):
+    """`sharpen models` left "multiple" and "receptive field px" unexplained, and --measure's
+    times named neither the host's CPU nor their spread (a median of 3 said nothing of the
+    slow runs a deployment sees)."""
+    import re
+
+    from runtime.host import cpu_model
+    from sharpen.cli import main
+    assert main(["models", "fast", "--height", "64", "--width", "96", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "multiple: height and width are padded up to a multiple of it" in out, out
+    assert "receptive field px: the input pixels one output pixel depends on" in out, out
+    assert main(["models", "fast", "--height", "64", "--width", "96", "--measure",
+                 "--measure-runs", "4", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "median / p90 of 4 runs" in out, out
+    assert " ".join(cpu_model().split()) in " ".join(out.split()), out
+    row = next(ln for ln in out.splitlines() if ln.startswith("│ fast "))
+    median, p90 = map(float, re.search(r"│ ([0-9.]+) / ([0-9.]+) ", row).groups())
+    assert 0 < median <= p90, row
 
 
 def test_models_measure_takes_threads_as_the_other_commands_do(capsys):
