@@ -160,8 +160,25 @@ def test_paired_split_root_named_blur_sharp_is_not_gopro(tmp_path):
     assert len(resolve_source(str(tmp_path), split="train").samples) == 3
     # A GoPro split folder given directly stays GoPro.
     g = _gopro(tmp_path / "g")
-    with pytest.warns(UserWarning, match="have no .* with the same name and are ignored"):
+    with pytest.warns(UserWarning, match="no .* with the same name and (is|are) ignored"):
         assert resolve_source(str(g / "train")).kind == "gopro"   # _gopro's unpaired frames
+
+
+def test_unmatched_pairs_are_counted_in_the_number_they_take(tmp_path):
+    """One unmatched file was reported as "1 sharp images have no blur image ... and are
+    ignored"."""
+    for i in range(3):
+        _png(tmp_path / "blur" / f"b{i}.png", i)
+    _png(tmp_path / "sharp" / "b0.png")
+    _png(tmp_path / "sharp" / "x.png")
+    with pytest.warns(UserWarning) as caught:
+        info = resolve_source(str(tmp_path))
+    said = [str(w.message) for w in caught]
+    assert [s.name for s in info.samples] == ["b0"]
+    assert any("2 blur images have no sharp image with the same name and are ignored: "
+               in m for m in said), said
+    assert any("1 sharp image has no blur image with the same name and is ignored: sharp/x.png"
+               in m for m in said), said
 
 
 def test_plain_folder(tmp_path):

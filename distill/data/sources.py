@@ -411,12 +411,13 @@ def _resolve_gopro(path: Path, split: str, blur: str) -> SourceInfo:
 
 def _report_unmatched(where: Path, ins: list[str], gts: list[str], gt_word: str = "target",
                       in_word: str = "input") -> None:
-    if ins:
-        warn(f"{where}: {len(ins)} {in_word}s have no {gt_word} with the same name and are "
-             f"ignored: {_few(ins)}", stacklevel=3)
-    if gts:
-        warn(f"{where}: {len(gts)} {gt_word}s have no {in_word} with the same name and are "
-             f"ignored: {_few(gts)}", stacklevel=3)
+    # In the number it takes: "1 sharp images have no blur image ... and are ignored".
+    for these, word, other in ((ins, in_word, gt_word), (gts, gt_word, in_word)):
+        if these:
+            one = len(these) == 1
+            warn(f"{where}: {count(len(these), word)} {'has' if one else 'have'} no {other} "
+                 f"with the same name and {'is' if one else 'are'} ignored: {_few(these)}",
+                 stacklevel=3)
 
 
 def _resolve_paired(path: Path, split: str) -> SourceInfo:
