@@ -691,6 +691,12 @@ def format_table(res: dict) -> str:
                      f", centre crops of at most {res['crop']} px" if res.get("crop") else ""])
     partial = " (interrupted: a part of the set)" if res.get("interrupted") else ""
     lines.append(f"({n} image{'s' if n != 1 else ''} of {res['data']}{where}){partial}")
+    if res["has_gt"]:
+        # How to check a number by hand (scikit-image, the same images), and what the d and
+        # sharpness columns are: none of it was said where the numbers are read.
+        area = f"centre crops of at most {res['crop']} px" if res.get("crop") else "whole images"
+        lines.append(f"(PSNR/SSIM: scikit-image on RGB in [0, 1], {area}, against the ground "
+                     "truth; d: gain over the input; sharpness: mean gradient, x the input's)")
     if res.get("flat_images"):
         lines.append(f"({count(res['flat_images'], 'flat image')} without detail left out of the "
                      "sharpness ratio)")

@@ -87,6 +87,27 @@ def test_per_image_sharpness_without_ground_truth(nogt):
     assert res["blur"]["sharpness"] < 1
 
 
+def test_ground_truth_table_says_how_it_scores(tmp_path):
+    """The table's PSNR/SSIM named no colour space, range or border: checking one pair by hand
+    with scikit-image meant reading the source. The line under it says; its numbers match
+    scikit-image on the RGB images in [0, 1], whole."""
+    from skimage.metrics import structural_similarity
+
+    from distill.images import read_image, to_rgb_float
+    rng = np.random.default_rng(1)
+    for d in ("blur", "sharp"):
+        write_image(tmp_path / d / "a.png", rng.random((24, 32, 3)).astype(np.float32))
+    res = evaluate_fns({"m": lambda x: x * 0.9}, str(tmp_path), progress=False)
+    x, y = (to_rgb_float(read_image(tmp_path / d / "a.png")) for d in ("blur", "sharp"))
+    out = np.clip(x * 0.9, 0, 1)
+    assert res["m"]["psnr"] == pytest.approx(peak_signal_noise_ratio(y, out, data_range=1.0))
+    assert res["m"]["ssim"] == pytest.approx(
+        structural_similarity(y, out, channel_axis=-1, data_range=1.0), abs=1e-6)
+    lines = format_table(res).splitlines()
+    assert ("(PSNR/SSIM: scikit-image on RGB in [0, 1], whole images, against the ground truth; "
+            "d: gain over the input; sharpness: mean gradient, x the input's)") in lines, lines
+
+
 def test_psnr_of_identical_images_is_capped_without_warning():
     import warnings
 
