@@ -44,6 +44,8 @@ class SyntheticSource(Source):
             img = np.dstack([g, np.flipud(g), np.full_like(g, (i * 7) % 256)])
             t1 = time.perf_counter()
             yield Frame(i, img, f"frame_{i:06d}", t1, t1 - t0)
+            if i == 0:   # paced from the first frame's release (the warm-up), as a file is
+                next_t = time.perf_counter()
             i += 1
 
 

@@ -702,6 +702,15 @@ def _writes_video(sink: Sink) -> bool:
     return isinstance(sink, VideoFileSink)
 
 
+def _show_left_out(sink: Sink, fr: Frame, result: Any) -> None:
+    """A frame left out of a live video still goes to a window beside it, which plays no rate
+    (it showed a 50 fps camera at the video's 25)."""
+    if isinstance(sink, MultiSink):
+        for s in sink.sinks:
+            if not _writes_video(s):
+                s.write(fr.image, result, fr.name)
+
+
 def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Stats,
                 live_limit: Optional[int], live: bool = False, video_fps: float = 30.0,
                 timed: bool = False) -> None:
@@ -728,6 +737,7 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
                 # A source faster than the video's rate: an MJPEG camera declares none, and
                 # FFmpeg's guess of 25 played a 50 fps camera's run at half speed.
                 prev = fr.index
+                _show_left_out(sink, fr, result)
                 stats.count("left_out_frames")
                 stats.count("frames_processed")
                 if live_limit and stats.frames_processed >= live_limit:

@@ -422,6 +422,11 @@ class VideoSource(Source):
             t1 = time.perf_counter()
             yield Frame(i, img, f"frame_{i:06d}", t1 if t_read is None else t_read, t1 - t0,
                         at)
+            if i == 0:
+                # The pipeline holds the first frame through the model's warm-up: the pace
+                # starts after it, or the frames due meanwhile come at once, and a live video,
+                # which follows the clock, leaves out all but a second of them.
+                next_t = time.perf_counter()
             i += 1
 
     def _past_damage(self, read: int, stop: threading.Event) -> int:

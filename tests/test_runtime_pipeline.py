@@ -1019,3 +1019,63 @@ def test_the_stats_give_the_thread_count_taken_from_omp_num_threads(tmp_path, on
     assert summary["threads"] == 3
     assert json.loads((tmp_path / "s.json").read_text())["threads"] == 3
     assert run_stream(onnx_model, [textured_frame(0)], threads=1)["threads"] == 1
+
+
+@pytest.mark.parametrize("kind", ["video", "synthetic"])
+def test_a_paced_source_does_not_catch_up_the_time_its_first_frame_was_held(tmp_path, kind):
+    """A file run with --live (and a synthetic source at a rate) is paced from when it was
+    opened; the pipeline holds the first frame through the model's warm-up (seconds on a GPU),
+    and the frames due meanwhile then came at once. A live video, which follows the clock,
+    left out all but a second of them: the opening seconds of a file the model kept up with."""
+    if kind == "video":
+        path = tmp_path / "in.mp4"
+        write_video(path, n=16, fps=20.0)
+        src = VideoSource(str(path), str(path), live=True, kind="video")
+    else:
+        src = SyntheticSource("synthetic", width=FRAME_W, height=FRAME_H, fps=20.0, live=True)
+    stop = threading.Event()
+    frames = src.frames(stop)
+    try:
+        next(frames)
+        time.sleep(1.5)   # the warm-up
+        t0 = time.perf_counter()
+        for _ in range(10):
+            next(frames)
+        took = time.perf_counter() - t0
+    finally:
+        stop.set()
+        frames.close()
+        src.close()
+    assert took >= 0.4, took   # ten frames at 20 fps: half a second, not a burst
+
+
+def test_a_live_video_left_out_frame_is_still_shown_in_the_window(tmp_path):
+    """Frames a live video leaves out (a source faster than its rate) were left out of --show's
+    window beside it too, which plays no rate: it showed a 50 fps camera at 25 fps."""
+    from runtime.pipeline import _END, _write_loop
+    from runtime.sinks import MultiSink, Sink, VideoFileSink
+    from runtime.source_base import Frame
+    from runtime.stats import Stats
+
+    class Shown(Sink):
+        """What a window is given (the real one needs a display)."""
+        def __init__(self):
+            self.names = []
+
+        def write(self, original, sharpened, name):
+            self.names.append(name)
+
+    shown = Shown()
+    video = VideoFileSink(tmp_path / "o.mp4", fps=10.0)
+    q, stop, stats = FrameQueue(100, drop_oldest=False), threading.Event(), Stats()
+    t = time.perf_counter()
+    img = textured_frame(0)
+    for i in range(40):   # 40 frames in no time, for a 10 fps video: past a second ahead
+        q.put((Frame(i, img, f"frame_{i:06d}", t + i * 1e-4), img), stop)
+    q.put(_END, stop)
+    sink = MultiSink([video, shown])
+    _write_loop(q, sink, stop, stats, None, live=True, video_fps=10.0)
+    sink.close()
+    assert stats.left_out_frames > 0, stats.summary()
+    assert len(shown.names) == 40, len(shown.names)
+    assert len(read_video(tmp_path / "o.mp4")[0]) == 40 - stats.left_out_frames
