@@ -15,7 +15,7 @@ from typing import Optional
 from .cli_errors import interrupt_exit_code, missing_dependency, raise_if_interrupted
 from .console import count, quiet_library_logs, report_fatal_errors
 from .host import threads_help, threads_warning
-from .options import OVERLAP   # not from .tiling, which imports numpy
+from .options import OVERLAP, RATE_SETTING_KINDS, video_rate   # not .tiling's (numpy)
 
 EPILOG = """examples:
   sharpen run --model student.onnx --source 0 --show             # USB camera, live window
@@ -311,14 +311,21 @@ def _live_left_out_note(summary: dict, asked_fps: float) -> str:
     """Why a live video holds fewer frames than were sharpened: the source gave them faster
     than the video's rate (an MJPEG camera declares none, and FFmpeg guesses 25)."""
     src = summary.get("source") or {}
-    video_fps = asked_fps or src.get("fps") or 30.0
+    kind = src.get("kind") or ""
+    video_fps = video_rate(kind, src.get("fps") or 0.0, asked_fps or 0.0) or 30.0
     elapsed = summary.get("elapsed_s") or 0
     sent = f" (about {summary.get('frames_captured', 0) / elapsed:.0f} fps)" if elapsed else ""
+    if kind in RATE_SETTING_KINDS:
+        # Its declared rate is the video's, --fps or not: --fps only asks the camera for one.
+        why = (f"than the {video_fps:g} fps it declares, which the video is written at "
+               "(a camera may give another rate than the one it says)")
+    else:
+        why = (f"than the video's {video_fps:g} fps (a stream that declares no rate, as "
+               "MJPEG, is read at FFmpeg's guess of 25); --fps with the source's rate keeps "
+               "them")
     return (f"the video leaves out {summary['left_out_frames']} of the "
             f"{summary.get('frames_processed', 0)} frames sharpened so that it plays in real "
-            f"time: the source gave frames faster{sent} than the video's {video_fps:g} fps "
-            "(a stream that declares no rate, as MJPEG, is read at FFmpeg's guess of 25); "
-            "--fps with the source's rate keeps them")
+            f"time: the source gave frames faster{sent} {why}")
 
 
 def _retimed_note(summary: dict, source: str) -> str:

@@ -34,3 +34,17 @@ def is_number(value: object, whole: bool = True) -> bool:
     else any real number. Never a bool, though Python counts one as an integer: True ran as a
     tile of 1 pixel. A string is not one either: "2" failed later, in Python's words."""
     return not isinstance(value, bool) and isinstance(value, Integral if whole else Real)
+
+
+# Sources whose own rate is the video's: a camera is only asked for --fps and may give another,
+# and a GStreamer pipeline sets its own. Elsewhere --fps is the user's word over the source's
+# (for a stream, often FFmpeg's guess of 25).
+RATE_SETTING_KINDS = ("camera", "v4l2", "gstreamer")
+
+
+def video_rate(kind: str, declared: float, asked: float) -> float:
+    """The rate a video of a source of `kind` declaring `declared` fps is written at, --fps
+    `asked` (0: none): where neither gives one, 0 (the caller's default)."""
+    if kind in RATE_SETTING_KINDS:
+        return declared or asked or 0.0
+    return asked or declared or 0.0

@@ -25,7 +25,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 from .backends import BACKEND_BY_SUFFIX, Backend, check_providers, load_backend
 from .console import count
 from .host import check_threads
-from .options import is_number, option
+from .options import is_number, option, video_rate
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError,
                     VideoFileSink, WindowSink, make_folder, output_sink, raised_first,
@@ -404,11 +404,8 @@ class _Stream:
                             "overwrite it; choose another path")
         self.processor = FrameProcessor(self.backend, tile=o.tile, overlap=o.overlap,
                                         flags=self.flags)
-        # The output video's rate, and its slots'. A camera is only asked for --fps and may
-        # give another, and a GStreamer pipeline sets its own; elsewhere --fps is the user's
-        # word over the source's (for a stream, often FFmpeg's guess of 25).
-        camera = src.kind in ("camera", "v4l2", "gstreamer")
-        self.video_fps = ((src.fps or o.fps) if camera else (o.fps or src.fps)) or 30.0
+        # The output video's rate, and its slots' (see video_rate).
+        self.video_fps = video_rate(src.kind, src.fps, o.fps) or 30.0
         if not 0 < self.video_fps <= MAX_FPS:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,

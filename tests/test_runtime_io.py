@@ -1118,3 +1118,20 @@ def test_a_live_run_that_drops_frames_is_not_said_to_have_uneven_frame_times(
     assert rc == 0 and summary["repeated_frames"] > 0, (err, summary)
     assert "repeats the frame before each drop" in err, err
     assert "uneven" not in err, err
+
+
+@pytest.mark.parametrize("kind", ["camera", "gstreamer"])
+def test_a_camera_live_video_note_gives_the_rate_it_was_written_at(kind):
+    """A camera's (or GStreamer pipeline's) declared rate is its video's, --fps only asking the
+    camera for one: the note for the frames left out gave --fps as the video's rate and said
+    that --fps with the source's rate keeps them, which it does not there."""
+    from runtime.cli import _live_left_out_note
+
+    summary = {"left_out_frames": 90, "frames_processed": 300, "frames_captured": 300,
+               "elapsed_s": 5.0, "source": {"kind": kind, "fps": 30.0}}
+    note = _live_left_out_note(summary, 60.0)
+    assert "leaves out 90 of the 300 frames" in note and "about 60 fps" in note, note
+    assert "30 fps" in note and "60 fps than" not in note, note
+    assert "keeps them" not in note, note
+    stream = _live_left_out_note({**summary, "source": {"kind": "stream", "fps": 25.0}}, 0.0)
+    assert "the video's 25 fps" in stream and "--fps with the source's rate keeps" in stream
