@@ -746,7 +746,8 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
                 # too fast; but only up to that lead, this frame's slot kept: a source faster
                 # than real time (a file streamed over HTTP, an unpaced synthetic source) drops
                 # frames in no time.
-                repeats = min(fr.index - prev - 1, due - slots - 1)
+                # (Past it, a sink frames are not left out of is asked for none, not fewer.)
+                repeats = min(fr.index - prev - 1, max(due - slots - 1, 0))
                 if repeats:
                     added = sink.repeat_last(repeats)
                     stats.count("repeated_frames", added)

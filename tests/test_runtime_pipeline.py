@@ -1079,3 +1079,27 @@ def test_a_live_video_left_out_frame_is_still_shown_in_the_window(tmp_path):
     assert stats.left_out_frames > 0, stats.summary()
     assert len(shown.names) == 40, len(shown.names)
     assert len(read_video(tmp_path / "o.mp4")[0]) == 40 - stats.left_out_frames
+
+
+def test_an_apps_sink_is_never_asked_to_repeat_a_negative_count(onnx_model):
+    """Past a second ahead of the clock (a live source faster than its rate), an app's sink,
+    which frames are not left out of, was asked to repeat the frame before a drop a negative
+    number of times (the count of slots it was ahead), not none."""
+    from runtime import Sink
+
+    class Recording(Sink):
+        def __init__(self):
+            self.asked, self.written = [], 0
+
+        def write(self, original, sharpened, name):
+            self.written += 1
+
+        def repeat_last(self, n):
+            self.asked.append(n)
+            return n
+
+    sink = Recording()
+    stats = run_stream(onnx_model, "synthetic:64x48", sink, max_frames=300, fps=30.0, live=True)
+    assert stats["dropped_frames"] > 0, stats   # drops, else nothing is asked
+    assert all(n > 0 for n in sink.asked), sink.asked
+    assert stats["repeated_frames"] >= 0 and stats["left_out_frames"] == 0, stats
