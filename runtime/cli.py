@@ -352,7 +352,11 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
     """What a run that failed part-way left (a camera unplugged, a stream gone for good): its
     output holds the frames written before the error, closed cleanly, which the error line
     alone left the user to guess."""
-    done = (summary or {}).get("frames_processed", 0)
+    s = summary or {}
+    # What the output holds, not the frames sharpened: a video leaves out frames faster than
+    # its rate, and repeats the frame before a drop or a longer gap.
+    done = (s.get("frames_processed", 0) - s.get("left_out_frames", 0)
+            + s.get("repeated_frames", 0))
     if not done or not output or not os.path.exists(output):
         return ""
     frames = "frame" if done == 1 else "frames"

@@ -1135,3 +1135,47 @@ def test_a_camera_live_video_note_gives_the_rate_it_was_written_at(kind):
     assert "keeps them" not in note, note
     stream = _live_left_out_note({**summary, "source": {"kind": "stream", "fps": 25.0}}, 0.0)
     assert "the video's 25 fps" in stream and "--fps with the source's rate keeps" in stream
+
+
+def test_a_live_video_ended_by_an_error_says_the_frames_it_holds(tmp_path, capsys, onnx_model):
+    """A camera gone for good ends a live run with an error, and the line after it says what the
+    video holds: it counted the frames sharpened, where a video of a camera faster than its
+    rate left some out (and one that dropped repeats others)."""
+    import json
+    import re
+
+    import http.server
+    import time
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        """Three seconds of a 50 fps MJPEG camera, then gone: its server closed."""
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            self.send_response(200)
+            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
+            self.end_headers()
+            t0 = time.monotonic()
+            for i in range(150):
+                time.sleep(max(0.0, t0 + i / 50 - time.monotonic()))
+                jpg = cv2.imencode(".jpg", textured_frame(i % 16, 48, 64))[1].tobytes()
+                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
+                                 b"%d\r\n\r\n%s\r\n" % (len(jpg), jpg))
+            server.shutdown()
+            server.server_close()
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/cam.mjpg"
+    out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", url, "--live",
+                   "--reconnect", "0", "--out", str(out), "--stats", str(stats))
+    summary = json.loads(stats.read_text())
+    held = re.search(r"holds the (\d+) frames? written before the error", err)
+    assert rc != 0 and held, err
+    cap = cv2.VideoCapture(str(out))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert int(held.group(1)) == n, (err, n, summary)
