@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 import threading
 import warnings
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -1040,10 +1041,10 @@ def test_the_durability_check_without_strace_sees_the_same_syncs(tmp_path):
     assert_durable_write_observed(code, tmp_path / "run" / "last.pt")
 
 
-def _serve_mjpeg(w: int, h: int, fps: float):
+def _serve_mjpeg(w: int, h: int, fps: float, frames: Optional[int] = None):
     """A network camera stand-in: MJPEG over HTTP (multipart/x-mixed-replace, as IP cameras
-    send it), frames paced in real time at `fps`, none declared (FFmpeg guesses 25). Returns
-    (URL, server)."""
+    send it), frames paced in real time at `fps`, none declared (FFmpeg guesses 25); with
+    `frames`, gone for good after that many (its server closed). Returns (URL, server)."""
     import http.server
     import time
 
@@ -1058,14 +1059,16 @@ def _serve_mjpeg(w: int, h: int, fps: float):
             # One clock for every connection, as a camera's: a reconnect joins it where it is.
             i = int((time.monotonic() - t0) / period) + 1
             try:
-                while True:
+                while frames is None or i <= frames:
                     time.sleep(max(0.0, t0 + i * period - time.monotonic()))
                     jpg = cv2.imencode(".jpg", np.roll(picture, i, axis=1))[1].tobytes()
                     self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
                                      b"%d\r\n\r\n%s\r\n" % (len(jpg), jpg))
                     i += 1
             except OSError:   # the client went away
-                pass
+                return
+            server.shutdown()   # serve_forever runs in another thread: this returns
+            server.server_close()
 
     picture, period, t0 = textured_frame(0, h, w), 1.0 / fps, time.monotonic()
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
@@ -1144,31 +1147,7 @@ def test_a_live_video_ended_by_an_error_says_the_frames_it_holds(tmp_path, capsy
     import json
     import re
 
-    import http.server
-    import time
-
-    class Camera(http.server.BaseHTTPRequestHandler):
-        """Three seconds of a 50 fps MJPEG camera, then gone: its server closed."""
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "multipart/x-mixed-replace; boundary=frame")
-            self.end_headers()
-            t0 = time.monotonic()
-            for i in range(150):
-                time.sleep(max(0.0, t0 + i / 50 - time.monotonic()))
-                jpg = cv2.imencode(".jpg", textured_frame(i % 16, 48, 64))[1].tobytes()
-                self.wfile.write(b"--frame\r\nContent-Type: image/jpeg\r\nContent-Length: "
-                                 b"%d\r\n\r\n%s\r\n" % (len(jpg), jpg))
-            server.shutdown()
-            server.server_close()
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{server.server_address[1]}/cam.mjpg"
+    url, _ = _serve_mjpeg(64, 48, 50.0, frames=150)   # three seconds of it, then gone
     out, stats = tmp_path / "out.mp4", tmp_path / "stats.json"
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", url, "--live",
                    "--reconnect", "0", "--out", str(out), "--stats", str(stats))
