@@ -5,6 +5,7 @@ the runtime); every handler imports what it needs."""
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import re
 import statistics
@@ -292,8 +293,11 @@ def cmd_models(args: argparse.Namespace) -> int:
         unknown = [n for n in args.names if n not in names and n not in checkpoints]
         if unknown:
             hint = " (the teacher is listed with --teacher)" if "teacher" in unknown else ""
-            return _err(f"unknown student {', '.join(unknown)}; registered: {', '.join(names)}"
-                        f", or a student checkpoint (.pt){hint}; {OWN_STUDENT_HINT}")
+            near = [c for n in unknown for c in difflib.get_close_matches(n, names, n=1)]
+            guess = f" (did you mean {' or '.join(near)}?)" if near else ""
+            return _err(f"unknown student {', '.join(unknown)}{guess}; registered: "
+                        f"{', '.join(names)}, or a student checkpoint (.pt){hint}; "
+                        f"{OWN_STUDENT_HINT}")
         names = args.names
     headers = ["name", "params", "GMAC", "receptive field px", "activations MiB", "multiple"]
     if args.measure:

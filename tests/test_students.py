@@ -213,7 +213,9 @@ def test_budget_measures_name_a_size_that_is_not_a_frame():
 def test_models_command_errors(capsys):
     from sharpen.cli import main
     assert main(["models", "nope"]) == 2
-    assert "unknown student nope" in capsys.readouterr().err
+    assert "unknown student nope; registered: " in capsys.readouterr().err   # near to none
+    assert main(["models", "fsat"]) == 2
+    assert "unknown student fsat (did you mean fast?); registered: " in capsys.readouterr().err
     assert main(["models", "teacher"]) == 2
     assert "(the teacher is listed with --teacher)" in capsys.readouterr().err
     # (seed, not edge, beside fast: the commas and the repeat are the point, and edge's
