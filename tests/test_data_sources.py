@@ -103,6 +103,20 @@ def test_paired_parsing_reports_unmatched(tmp_path, dirs):
     assert len(info.unmatched_inputs) == 7 and info.unmatched_targets == [f"{b}/orphan.png"]
 
 
+@pytest.mark.parametrize("blurred, gt", [("blur", "sharp"), ("input", "target")])
+def test_half_a_paired_layout_is_said(tmp_path, blurred, gt):
+    """A paired folder whose sharp half is missing (not copied, misnamed) was read as footage
+    and scored without ground truth, unsaid: `evaluate` gave a sharpness table, no PSNR."""
+    from runtime.warn import SharpenWarning
+    _png(tmp_path / blurred / "a.png")
+    (tmp_path / "Sharp images").mkdir()
+    with pytest.warns(SharpenWarning, match=rf"{tmp_path} has {blurred}/ but no {gt}/ beside "
+                                            rf"it: read as a folder of footage without ground "
+                                            rf"truth; .* {tmp_path / gt}$"):
+        info = resolve_source(str(tmp_path))
+    assert info.kind == "folder" and [s.gt for s in info.samples] == [None]
+
+
 def test_paired_matched_by_name_and_extension(tmp_path):
     _png(tmp_path / "input" / "a.png")
     _png(tmp_path / "input" / "a.jpg")

@@ -483,6 +483,13 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
         return SourceInfo("folder", path.parent, [Sample(path.stem, path)])
     if not path.is_dir():
         raise SourceError(f"{path} is not a folder")
+    for blurred, gt in PAIR_DIRS:
+        if (path / blurred).is_dir():
+            # Half of a paired layout: its sharp half missing (not copied, misnamed), the
+            # blurred images are read as footage with no ground truth to score against.
+            warn(f"{path} has {blurred}/ but no {gt}/ beside it: read as a folder of footage "
+                 f"without ground truth; for blur/sharp pairs put the sharp images in "
+                 f"{path / gt}")
     others: list[str] = []
     rels = _images_under(path, others=others)
     clips = _images_under(path, kind=is_video)
