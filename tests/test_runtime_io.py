@@ -384,6 +384,17 @@ def _write_avi(path, frames) -> None:
     vw.release()
 
 
+def _still_opening_stream(video, card, still: int, live: bool, **kw) -> VideoSource:
+    """A file opened as a stream that declares no length (its end reads as a disconnect),
+    written as `still` frames of `card`, then two that move (bands 1 and 2)."""
+    size = dict(h=card.shape[0], w=card.shape[1])
+    _write_avi(video, [card] * still + [textured_frame(i, **size) for i in (1, 2)])
+    src = VideoSource("cam", str(video), live=live, kind="stream", reconnect_attempts=3,
+                      reconnect_delay=0.01, **kw)
+    src.frame_count = None   # a live stream declares no length
+    return src
+
+
 def _live_run(video, on_frame, attempts: int = 3) -> tuple[list[np.ndarray], list[str]]:
     """Frames of a file opened as a live stream (its end looks like a disconnect; rewriting
     it is what the camera shows after reconnecting) until it is gone for good, and the
@@ -471,10 +482,7 @@ def test_a_live_streams_still_opening_compared_after_a_reconnect_is_held_once(tm
     video = tmp_path / "cam.avi"
     big = dict(h=256, w=256)   # 192 KiB a frame
     card, still = textured_frame(15, **big), 40
-    _write_avi(video, [card] * still + [textured_frame(i, **big) for i in (1, 2)])
-    src = VideoSource("cam", str(video), live=live, kind="stream", reconnect_attempts=3,
-                      reconnect_delay=0.01)
-    src.frame_count = None   # a live stream declares no length
+    src = _still_opening_stream(video, card, still, live)
     got: list[int] = []
     stamps: list[float] = []
     arrived: list[float] = []
@@ -521,10 +529,7 @@ def test_a_live_run_shows_a_reopened_streams_long_still_opening_as_it_comes(
     monkeypatch.setattr(video_source, "LIVE_HOLD_S", 0.0)
     video = tmp_path / "cam.avi"
     card, still = textured_frame(15), 30
-    _write_avi(video, [card] * still + [textured_frame(i) for i in (1, 2)])
-    src = VideoSource("cam", str(video), live=live, kind="stream", reconnect_attempts=3,
-                      reconnect_delay=0.01)
-    src.frame_count = None   # a live stream declares no length
+    src = _still_opening_stream(video, card, still, live)
     got: list[int] = []
     stamps: list[float] = []
     arrived: list[float] = []
@@ -599,11 +604,8 @@ def test_a_stop_while_a_reopened_streams_opening_is_compared_ends_it_at_once(tmp
 
     video = tmp_path / "cam.avi"
     card, still = textured_frame(15), 40
-    _write_avi(video, [card] * still + [textured_frame(i) for i in (1, 2)])
     notes: list[str] = []
-    src = VideoSource("cam", str(video), live=True, kind="stream", reconnect_attempts=3,
-                      reconnect_delay=0.01, note=notes.append)
-    src.frame_count = None   # a live stream declares no length
+    src = _still_opening_stream(video, card, still, True, note=notes.append)
     stop = CtrlCAfterTheReopenDelay()
     got = []
     with runtime_warnings() as said:
