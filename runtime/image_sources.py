@@ -4,6 +4,7 @@ warnings for what a folder holds that is not an image."""
 from __future__ import annotations
 
 import os
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -130,9 +131,22 @@ def frame_names(paths: list[Path]) -> list[str]:
     return [p.absolute().relative_to(root).as_posix() for p in paths]
 
 
+def name_order(p: Path) -> tuple:
+    """Sort key reading the numbers in a path as numbers: a camera run's image folder holds
+    frame_999999 then frame_1000000 (9 hours at 30 fps), which by characters came between
+    frame_100000 and frame_100001. Zero-padded names keep their order; the path itself breaks
+    ties (img01, img1)."""
+    parts = tuple(tuple(int(t) if k % 2 else t for k, t in enumerate(_DIGITS.split(part)))
+                  for part in p.parts)
+    return parts, p
+
+
+_DIGITS = re.compile(r"(\d+)")
+
+
 def _image_list(paths: list[str]) -> list[Path]:
-    return sorted(Path(p) for p in paths
-                  if Path(p).suffix.lower() in IMAGE_EXTS and Path(p).is_file())
+    return sorted((Path(p) for p in paths
+                   if Path(p).suffix.lower() in IMAGE_EXTS and Path(p).is_file()), key=name_order)
 
 
 def _folder_source(spec: str, folder: Path, flags: bool = False) -> ImageSource:

@@ -118,6 +118,27 @@ def test_glob_and_single_image(tmp_path, onnx_model):
     assert cv2.imread(str(tmp_path / "one.png")).shape == (FRAME_H, FRAME_W, 3)
 
 
+def test_a_day_long_runs_image_folder_reads_back_in_frame_order(tmp_path):
+    """A camera's image folder output names its frames frame_000000, ...; past frame 999999
+    (9 hours at 30 fps) the names take a seventh digit, and read back by name, frame_1000000
+    came between frame_100000 and frame_100001: a day's run made into a video jumped back
+    and forth. Numbers in names are read as numbers (as file managers show them)."""
+    from runtime.sources import open_source
+
+    frames = [99_999, 100_000, 100_001, 999_999, 1_000_000, 1_000_001, 2_591_999]
+    for i in reversed(frames):
+        cv2.imwrite(str(tmp_path / f"frame_{i:06d}.png"), textured_frame(0, h=8, w=8))
+    want = [f"frame_{i:06d}.png" for i in frames]
+    for spec in (tmp_path, tmp_path / "frame_*.png"):
+        with open_source(str(spec)) as src:
+            assert src.names == want, (spec, src.names)
+    # Zero-padded names keep their order; unpadded ones (an export's img1, img2, img10) too.
+    for n in ("img1.png", "img2.png", "img10.png"):
+        cv2.imwrite(str(tmp_path / n), textured_frame(0, h=8, w=8))
+    with open_source(str(tmp_path / "img*.png")) as src:
+        assert src.names == ["img1.png", "img2.png", "img10.png"], src.names
+
+
 def test_odd_size_gray_bgra_uint16(tmp_path, onnx_model, capsys):
     """Sizes that are not a multiple of 8 are padded and cropped back; grayscale and BGRA
     inputs are sharpened as BGR and written back in their own layout (grayscale, alpha kept);
