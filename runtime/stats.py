@@ -21,6 +21,7 @@ import numpy as np
 
 from .atomic import atomic_write_json
 from .console import count
+from .warn import warn
 
 STAGES = ("capture", "pre", "infer", "post", "write", "end_to_end")
 # How far a percentile of a run longer than the window may be from the samples' own, relative
@@ -33,9 +34,9 @@ _TINY_S = 1e-9
 
 class RunLatency:
     """One stage's latencies over a whole run in bounded memory, as DDSketch keeps them: count,
-    sum, min and max exact; each sample in the bucket of its logarithm, which stands for every
-    value within RELATIVE_ACCURACY of it. Latencies of 1 ns to a day take under 3000 buckets
-    however many frames come."""
+    sum, min and max exact; each sample in the bucket of its magnitude's logarithm, which
+    stands for every value within RELATIVE_ACCURACY of it. Latencies of 1 ns to a day take
+    about 3200 buckets however many frames come."""
 
     def __init__(self, accuracy: float = RELATIVE_ACCURACY) -> None:
         self.gamma = (1 + accuracy) / (1 - accuracy)
@@ -44,8 +45,13 @@ class RunLatency:
         self.min, self.max = math.inf, -math.inf
         self.zeros = 0
         self.buckets: dict[int, int] = {}
+        # Negative ones by their magnitude's bucket: counted as 0 they made p50 0.0 beside a
+        # min and max of -1000 ms (a Source's t_capture taken from another clock).
+        self.negative: dict[int, int] = {}
 
     def add(self, x: float) -> None:
+        if not math.isfinite(x):   # no bucket holds it (math.ceil raised in the pipeline)
+            raise ValueError(f"a latency must be a finite number of seconds, got {x}")
         self.n += 1
         # fsum's worth of care is not needed: 2.6 million latencies of about 1e-2 s sum to
         # 1e4 s, whose rounding (1e-12 s) is far below the 3 decimals of ms reported.
@@ -54,11 +60,11 @@ class RunLatency:
             self.min = x
         if x > self.max:
             self.max = x
-        if x < _TINY_S:
+        if abs(x) < _TINY_S:
             self.zeros += 1
             return
-        k = math.ceil(math.log(x) * self._per_log)
-        b = self.buckets
+        k = math.ceil(math.log(abs(x)) * self._per_log)
+        b = self.buckets if x > 0 else self.negative
         b[k] = b.get(k, 0) + 1
 
     def _value(self, k: int) -> float:
@@ -70,17 +76,18 @@ class RunLatency:
         its bucket's value, clamped to the exact min and max."""
         if not self.n:
             return [math.nan] * len(qs)
-        keys = sorted(self.buckets)
-        ends, upto = [], self.zeros   # the rank just past each bucket
-        for k in keys:
-            upto += self.buckets[k]
+        # (sign, bucket) in value order; valued only where a rank falls (a second's summary)
+        order = [(-1, k, c) for k, c in sorted(self.negative.items(), reverse=True)]
+        order.append((0, 0, self.zeros))
+        order += [(1, k, c) for k, c in sorted(self.buckets.items())]
+        ends, upto = [], 0   # the rank just past each bucket
+        for *_, c in order:
+            upto += c
             ends.append(upto)
 
         def nth(i: int) -> float:   # the i-th smallest sample (0-based), as its bucket says
-            if i < self.zeros:
-                return 0.0
-            v = self._value(keys[bisect_right(ends, i)])
-            return min(max(v, self.min), self.max)
+            sign, k, _ = order[bisect_right(ends, i)]
+            return min(max(sign * self._value(k), self.min), self.max)
 
         out = []
         for q in qs:
@@ -119,6 +126,8 @@ class Stats:
         # added per stage, and (time, those counts, frames processed) at the last lines.
         self._added = dict.fromkeys(STAGES, 0)
         self._marks: deque = deque(maxlen=2)
+        # (stage, finite) whose impossible latency was said: a negative, then a nan
+        self._odd_said: set[tuple[str, bool]] = set()
 
     def start(self) -> None:
         self.t_start = time.perf_counter()
@@ -127,16 +136,37 @@ class Stats:
         self.t_end = time.perf_counter()
 
     def add(self, stage: str, seconds: float) -> None:
+        if not seconds >= 0 or seconds == math.inf:
+            self._say_odd(stage, seconds)
+            if not math.isfinite(seconds):
+                # Not a time: kept, it ended the run (no log bucket holds it) or, inside the
+                # window, made every percentile nan and the --stats file not JSON.
+                return
         with self._lock:
             self._samples[stage].append(seconds)
             self._runs[stage].add(seconds)
             self._added[stage] += 1
 
+    def _say_odd(self, stage: str, seconds: float) -> None:
+        """Once a stage and kind: a latency no clock of this process gives, and where it came from (the
+        runtime's own stages time with perf_counter; an app's Source gives the frames')."""
+        kind = (stage, math.isfinite(seconds))
+        with self._lock:
+            if kind in self._odd_said:
+                return
+            self._odd_said.add(kind)
+        fate = "kept in" if kind[1] else "left out of"
+        why = {"capture": "a Source's Frame.capture_s must be the seconds its read took",
+               "end_to_end": "a Source's Frame.t_capture must be time.perf_counter()'s when "
+                             "the frame arrived (time.time() is another clock)"}
+        warn(f"{stage} latency of {seconds} s: {why.get(stage, 'a timer went wrong')}; "
+             f"such latencies are {fate} the stats")
+
     def kept_samples(self, stage: str) -> int:
         """What `stage` holds, in samples and buckets: bounded, however long the run."""
         with self._lock:
             run = self._runs[stage]
-            return len(self._samples[stage]) + len(run.buckets) + 1
+            return len(self._samples[stage]) + len(run.buckets) + len(run.negative) + 1
 
     def count(self, field: str, n: int = 1) -> None:
         with self._lock:

@@ -1075,6 +1075,84 @@ def test_the_stats_of_a_short_run_are_exact():
     assert got["p90"] == round(float(np.percentile(lat, 90)) * 1000, 3), got
 
 
+def test_the_run_stats_of_negative_latencies_are_their_samples_percentiles():
+    """Past the window the percentiles came from log buckets of positive values only: a
+    negative latency (an app's Source stamping t_capture with time.time(), another clock)
+    counted as 0, so p50 said 0.0 ms beside a min, max and mean of -1000 ms, and a p50 of
+    5.0 where the samples' own was -495."""
+    from runtime.stats import RELATIVE_ACCURACY, RunLatency, Stats
+
+    rng = np.random.default_rng(1)
+    for lat in ([-1.0] * 200, [-1.0] * 100 + [0.01] * 100,
+                list(rng.uniform(-0.05, 0.05, 3000)) + [0.0] * 50):
+        stats = Stats(window=10)
+        with pytest.warns(SharpenWarning, match=r"end_to_end latency of -.* s: a Source's "
+                          r"Frame.t_capture must be time.perf_counter\(\)'s"):
+            for x in lat:
+                stats.add("end_to_end", x)
+        got = stats.summary()["end_to_end_ms"]
+        ms = np.sort(np.asarray(lat) * 1000)
+        for key, q in (("p50", 50), ("p90", 90), ("p95", 95), ("p99", 99)):
+            # Each of the two samples np.percentile interpolates between is within the
+            # accuracy; across a change of sign, relative to the larger of them.
+            r = q / 100 * (len(ms) - 1)
+            near = max(abs(ms[int(r)]), abs(ms[min(int(r) + 1, len(ms) - 1)]))
+            w = np.percentile(ms, q)
+            assert abs(got[key] - w) <= RELATIVE_ACCURACY * near + 1e-3, (key, got, w)
+            assert got["min"] <= got[key] <= got["max"], got
+    run = RunLatency()
+    for x in (-2.0, -1.0, 0.0, 1.0, 2.0):
+        run.add(x)
+    assert run.percentiles([0, 25, 50, 75, 100]) == pytest.approx(
+        [-2.0, -1.0, 0.0, 1.0, 2.0], rel=RELATIVE_ACCURACY)
+
+
+def test_a_latency_that_is_not_a_number_does_not_end_the_run():
+    """nan or inf as a latency (an app's Source giving Frame.capture_s or t_capture as nan)
+    raised ValueError/OverflowError from the log buckets in the pipeline's thread, ending
+    the run; inside the window it made every percentile nan (and the --stats file then held
+    NaN, which is not JSON). It is left out of the numbers, and said once."""
+    from runtime.stats import Stats
+
+    for window in (10, 10000):
+        stats = Stats(window=window)
+        with pytest.warns(SharpenWarning) as said:
+            for k in range(100):
+                stats.add("capture", 0.01)
+                stats.add("capture", float("nan") if k % 2 else float("inf"))
+        assert len(said) == 1 and "capture latency of" in str(said[0].message) and \
+            "left out of the stats" in str(said[0].message) and \
+            "Frame.capture_s" in str(said[0].message), [str(w.message) for w in said]
+        got = stats.summary()["latency_ms"]["capture"]
+        assert got == {"p50": 10.0, "p90": 10.0, "p95": 10.0, "p99": 10.0, "mean": 10.0,
+                       "min": 10.0, "max": 10.0, "n": 100}, got
+        json.dumps(stats.summary(), allow_nan=False)
+
+
+def test_an_apps_source_with_a_capture_time_of_nan_runs_to_its_end(onnx_model):
+    """An app's own Source giving Frame.capture_s as nan (no read timed) ended run_stream
+    with "cannot convert float NaN to integer" from the stats, its frames not all written."""
+    from runtime import Sink
+    from runtime.source_base import Frame, Source
+
+    class Held(Source):
+        def frames(self, stop):
+            for i in range(3):
+                yield Frame(i, textured_frame(i), f"f{i}", time.perf_counter(), float("nan"))
+
+    written = []
+
+    class Keep(Sink):
+        def write(self, original, sharpened, name):
+            written.append(name)
+
+    with pytest.warns(SharpenWarning, match="capture latency of nan s: a Source's "
+                      "Frame.capture_s must be"):
+        stats = run_stream(str(onnx_model), Held("held"), Keep(), quiet=True)
+    assert written == ["f0", "f1", "f2"]
+    assert stats["latency_ms"]["capture"]["n"] == 0 and stats["end_to_end_ms"]["n"] == 3
+
+
 def test_the_stats_give_the_thread_count_taken_from_omp_num_threads(tmp_path, onnx_model,
                                                                      monkeypatch):
     """Without --threads the engine runs with OMP_NUM_THREADS's count: the stats said 0 (the
