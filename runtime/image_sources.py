@@ -152,7 +152,9 @@ def _image_list(paths: list[str]) -> list[Path]:
 def _folder_source(spec: str, folder: Path, flags: bool = False) -> ImageSource:
     """The images directly in `folder`; says what else is there that it does not read. Hidden
     files are left out: an atomic write killed mid-way leaves .NAME.png.XXXX.png, half written."""
-    entries = sorted(q for q in folder.iterdir() if not q.name.startswith("."))
+    # In the images' order, so the clips and other files said come in it too (clip2, clip10)
+    entries = sorted((q for q in folder.iterdir() if not q.name.startswith(".")),
+                     key=name_order)
     images = _image_list([str(q) for q in entries])
     videos = [q.name for q in entries if q.suffix.lower() in VIDEO_EXTS and q.is_file()]
     if not images:

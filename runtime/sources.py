@@ -21,7 +21,7 @@ import cv2
 from .console import count
 from .image_sources import (ImageSource as ImageSource, Layout as Layout,
                             _folder_source, _image_list, _maybe_live,
-                            frame_names as frame_names,
+                            frame_names as frame_names, name_order,
                             refuse_live_images as refuse_live_images,
                             warn_not_images as warn_not_images)
 from .imageio import VIDEO_EXTS
@@ -126,7 +126,9 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     if any(c in spec for c in "*?["):
         found = globmod.glob(spec, recursive=True)
         images = _image_list(found)
-        videos = [Path(f).name for f in found if Path(f).suffix.lower() in VIDEO_EXTS]
+        # Sorted as the images are: glob gives the file system's order, not one from run to run
+        videos = [f.name for f in sorted(map(Path, found), key=name_order)
+                  if f.suffix.lower() in VIDEO_EXTS]
         if not images and videos:   # one run reads one video: say so, not "no images"
             raise SourceError(f"{spec!r} matches {count(len(videos), 'video file')} "
                               f"({', '.join(videos[:3])}) and no images: a run reads one video; "

@@ -139,6 +139,19 @@ def test_a_day_long_runs_image_folder_reads_back_in_frame_order(tmp_path):
         assert src.names == ["img1.png", "img2.png", "img10.png"], src.names
 
 
+def test_the_videos_a_folder_or_glob_holds_are_named_in_the_order_of_its_images(tmp_path):
+    """The folder's images are read in name order with numbers read as numbers; the clips its
+    message names came by characters (clip1, clip10, clip11), and a glob's in the order the
+    file system listed them (clip7, clip2, ... from run to run)."""
+    from runtime.sources import SourceError, open_source
+
+    for i in (7, 2, 11, 1, 10, 3, 12):
+        (tmp_path / f"clip{i}.mp4").write_bytes(b"x")
+    for spec in (tmp_path, tmp_path / "clip*.mp4"):
+        with pytest.raises(SourceError, match=r"\(clip1\.mp4, clip2\.mp4, clip3\.mp4[,)]"):
+            open_source(str(spec))
+
+
 def test_odd_size_gray_bgra_uint16(tmp_path, onnx_model, capsys):
     """Sizes that are not a multiple of 8 are padded and cropped back; grayscale and BGRA
     inputs are sharpened as BGR and written back in their own layout (grayscale, alpha kept);
