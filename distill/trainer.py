@@ -707,9 +707,13 @@ class Trainer:
             self.best = self.best_step = None
             why = f"{ckpt.parent}'s best.pt stays there" if elsewhere else "best.pt is gone"
             return f"best.pt is chosen among the validations in {self.out} ({why})"
-        if not val_items or self._resumed_data.get("val_digest") in (
-                None, self._data_sig.get("val_digest")):
+        if not val_items:
             return None
+        recorded = self._resumed_data.get("val_digest")
+        if recorded == self._data_sig.get("val_digest"):
+            return None
+        # Checkpoints saved before they recorded their data: the images of the score unknown
+        unknown = recorded is None
         try:
             ck = read_checkpoint(best_pt)
             model = copy.deepcopy(self.ema)
@@ -725,10 +729,15 @@ class Trainer:
         if self.best is None or not math.isfinite(self.best):
             self.best = self.best_step = None
             return "best.pt is chosen afresh among the validations on the new images"
+        if unknown and abs(self.best - was) < 1e-6:
+            return None   # the same images, most likely: nothing to say
+        images = ("this run's validation images (its checkpoint, saved by an older version, "
+                  "does not record the images of its score)" if unknown
+                  else "the new validation images")
         # in the words of best_text and the console's validation line, not the metrics key
-        return (f"best.pt (step {step}) scored on the new validation images: "
-                f"{key.removesuffix('_ssim')} SSIM {self.best:.4f} ({was:.4f} on the earlier "
-                "ones), the score to beat")
+        before = f"{was:.4f} recorded" if unknown else f"{was:.4f} on the earlier ones"
+        return (f"best.pt (step {step}) scored on {images}: "
+                f"{key.removesuffix('_ssim')} SSIM {self.best:.4f} ({before}), the score to beat")
 
     def _validate(self, items: list[ValItem]) -> None:
         if not self.dist.main or not items:

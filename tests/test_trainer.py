@@ -2200,6 +2200,42 @@ def test_best_pt_is_rescored_when_the_validation_images_change(tmp_path, capsys)
     assert read_checkpoint(out / "best.pt")["step"] == 4
 
 
+def test_a_checkpoint_of_an_older_version_has_best_pt_rescored_on_this_run_s_images(
+        tmp_path, capsys):
+    """A last.pt saved before checkpoints recorded their data (no 'data', no 'best_step') kept
+    its best score on a resume whose validation images had changed, unsaid: nothing told the
+    images apart, so an easier set replaced best.pt with a worse model, a harder one never did."""
+    import cv2
+    import numpy as np
+
+    from distill.checkpoint import atomic_save
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    val = tmp_path / "val"
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        write_image(val / "target" / f"v{i}.png", sharp)
+        write_image(val / "input" / f"v{i}.png", cv2.blur(sharp, (5, 5)))
+    out = tmp_path / "r"
+    argv = ["train", "val_every=1", *TINY_CLI, f"out={out}"]
+    assert main([*argv, "optim.steps=2"]) == 0
+    ck = read_checkpoint(out / "last.pt")
+    for key in ("data", "best_step", "processes"):   # as the version of 2026-12-02 wrote it
+        del ck[key]
+    atomic_save({**ck, "best": 0.999}, out / "last.pt")
+    capsys.readouterr()
+    loud = [a for a in argv if a != "--quiet"]   # a note, which --quiet keeps to train.log
+    assert main([*loud, "optim.steps=3", f"data.val={val}"]) == 0
+    err = capsys.readouterr().err
+    ck, best = read_checkpoint(out / "last.pt"), read_checkpoint(out / "best.pt")
+    assert ck["best"] < 0.9 and ck["best"] == best["metrics"]["model_gt_ssim"], ck["best"]
+    said = ("best.pt (step 2) scored on this run's validation images (its checkpoint, saved by "
+            "an older version, does not record the images of its score): model_gt SSIM ")
+    assert said in err and said in (out / "train.log").read_text(), err
+
+
 def test_ground_truth_validation_pairs_that_are_training_pairs_are_warned_about(tmp_path):
     """`sharpen train data.train=pairs data.val=pairs` (a flat paired folder, no val/ split)
     validated on, and chose best.pt by, the very pairs it trained on, without a word; a
