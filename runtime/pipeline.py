@@ -536,7 +536,8 @@ class _Stream:
         proc = self.processor
         for msg in tiling_warnings(h, w, self.o.tile, proc.overlap, self.backend.multiple,
                                    self.backend.receptive_field, auto=proc.overlap_auto,
-                                   flags=self.flags):
+                                   flags=self.flags,
+                                   unrecorded=self.backend.receptive_field_unrecorded):
             warn(msg)
 
     def run(self) -> None:

@@ -337,7 +337,9 @@ class FrameProcessor:
             self._tiling_said = True
             for msg in tiling_warnings(*bgr.shape[:2], self.tile, self.overlap, multiple,
                                        getattr(self.backend, "receptive_field", None),
-                                       auto=self.overlap_auto, flags=self.flags):
+                                       auto=self.overlap_auto, flags=self.flags,
+                                       unrecorded=getattr(self.backend,
+                                                          "receptive_field_unrecorded", False)):
                 _warn(msg)
         if self.tile:
             img = bgr_to_rgbf(bgr)

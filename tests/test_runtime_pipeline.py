@@ -308,6 +308,43 @@ def test_the_overlap_follows_the_models_receptive_field_unless_given(tmp_path):
         assert diff.mean() < 1.0, name
 
 
+def test_an_export_from_before_the_receptive_field_was_recorded_is_said_when_tiled(tmp_path,
+                                                                                   capsys):
+    """`sharpen export` before 2026-12-03 recorded its student but no receptive field: `run
+    --tile` on such a model took the overlap of before (32 px) without a word, while the same
+    student exported now overlaps its tiles by its receptive field (136 px for fast): seams
+    of up to 26/255 that a new export does not show. A model of no export stays unsaid."""
+    import onnx
+
+    old = make_onnx_model(tmp_path / "old.onnx")
+    m = onnx.load(str(old))
+    # the metadata as the export of 2026-12-02 wrote it (no receptive_field)
+    onnx.helper.set_model_props(m, {"student": "fast", "multiple": "8", "precision": "fp32",
+                                    "arch_args": '{"width": 8, "blocks": 1}',
+                                    "layout": "NCHW RGB float32 [0,1]"})
+    onnx.save(m, str(old))
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), textured_frame(1, h=96, w=128))
+    with runtime_warnings() as said:
+        s = run_stream(old, str(src), tmp_path / "old.png", tile=96)
+    assert (s["overlap"], s["overlap_auto"]) == (32, True)
+    assert [m for m in said if m.startswith(
+        "the model's export records no receptive field (an export from before it was "
+        "recorded): the automatic overlap 32 may be narrower than it, and tile seams may show; "
+        "export it again with `sharpen export` to record it, or give a wider overlap")], said
+    with runtime_warnings() as said:   # an overlap given, or no tiles: nothing to say
+        run_stream(old, str(src), tmp_path / "given.png", tile=96, overlap=48)
+        run_stream(old, str(src), tmp_path / "whole.png")
+    assert not [m for m in said if "receptive field" in m], said
+    plain = make_onnx_model(tmp_path / "plain.onnx")   # no export's: nothing known, as before
+    with runtime_warnings() as said:
+        run_stream(plain, str(src), tmp_path / "plain.png", tile=96)
+    assert not [m for m in said if "receptive field" in m], said
+    assert run_cli(["run", "--model", str(old), "--source", str(src), "--threads", "1",
+                    "--out", str(tmp_path / "cli.png"), "--tile", "96"]) == 0
+    assert "or give a wider --overlap" in capsys.readouterr().err
+
+
 def test_run_says_the_overlap_it_chose(tmp_path, capsys):
     model = _model_seeing(tmp_path, 40)
     src = tmp_path / "in.png"

@@ -29,8 +29,10 @@ class Backend(ABC):
     `multiple` is the size multiple H and W must be divisible by. `parity_failed` is why the
     export's parity gate failed the model, as recorded inside it (ONNX metadata) or in its sidecar.
     `receptive_field` is the side in pixels of what one output pixel sees, when the export
-    recorded it (tiling's overlap should reach it). `source_sha256` is the sha256 of the
-    checkpoint the export built it from, when recorded (see `provenance`). `float_layers`
+    recorded it (tiling's overlap should reach it); `receptive_field_unrecorded` says that the
+    model is an export from before it was recorded (see `exported_without_receptive_field`).
+    `source_sha256` is the sha256 of the checkpoint the export built it from, when recorded
+    (see `provenance`). `float_layers`
     are the layers of an INT8 model that its export kept in float (`--float-layers`), as
     its record says (`recorded_float_layers`); () for a model of one precision.
 
@@ -48,6 +50,7 @@ class Backend(ABC):
     multiple: int = DEFAULT_MULTIPLE
     parity_failed: Optional[str] = None
     receptive_field: Optional[int] = None
+    receptive_field_unrecorded: bool = False
     source_sha256: Optional[str] = None
     float_layers: tuple[str, ...] = ()
     threads: int = 0   # the CPU threads it runs with (0: the engine's default, or not the CPU)
@@ -151,6 +154,15 @@ def parse_receptive_field(value: Any) -> Optional[int]:
     except (TypeError, ValueError):
         return None
     return rf if rf > 0 else None
+
+
+def exported_without_receptive_field(receptive_field: Optional[int], *records: Any) -> bool:
+    """Whether a model whose record (ONNX metadata, sidecar) names its student, as every
+    `sharpen export` wrote it, records no receptive field: an export from before it was
+    recorded (2026-12-03), which tiles with a fixed overlap that a new export of the same
+    student would not (`runtime.tiling.tiling_warnings`). A model of no export: not known."""
+    return receptive_field is None and any(
+        isinstance(r, dict) and r.get("student") for r in records)
 
 
 def parse_multiple(value: Any, where: str) -> int:

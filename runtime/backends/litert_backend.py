@@ -15,7 +15,8 @@ import numpy as np
 from ..cli_errors import raise_if_interrupted
 from ..console import TF_NOISE, brief, first_line, quiet_native_stderr
 from ..host import check_threads, default_threads, usable_cores
-from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
+from .base import (PARITY_KEY, Backend, ModelError, exported_without_receptive_field,
+                   layout_hint, parse_multiple,
                    parse_receptive_field, read_sidecar, recorded_float_layers, sidecar_path)
 from .sniff import load_hint
 from ..warn import warn
@@ -89,6 +90,8 @@ class LiteRTBackend(Backend):
         self._shape = ()   # not allocated yet: the first frame allocates
         self.parity_failed = sidecar.get(PARITY_KEY) or None
         self.receptive_field = parse_receptive_field(sidecar.get("receptive_field"))
+        self.receptive_field_unrecorded = exported_without_receptive_field(
+            self.receptive_field, sidecar)
         self.source_sha256 = sidecar.get("source_sha256") or None
         self.precision = self._precision()
         self.float_layers = tuple(recorded_float_layers(sidecar))

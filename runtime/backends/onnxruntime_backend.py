@@ -14,7 +14,8 @@ from ..console import brief, first_line
 from ..host import check_threads, default_threads
 from ..options import option
 from ..tiling import round_up
-from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
+from .base import (PARITY_KEY, Backend, ModelError, exported_without_receptive_field,
+                   layout_hint, parse_multiple,
                    parse_receptive_field, read_sidecar, recorded_float_layers)
 from .sniff import load_hint
 from ..warn import warn
@@ -277,6 +278,8 @@ class OnnxRuntimeBackend(Backend):
         self.parity_failed = meta.get(PARITY_KEY) or sidecar.get(PARITY_KEY) or None
         self.receptive_field = parse_receptive_field(
             meta.get("receptive_field") or sidecar.get("receptive_field"))
+        self.receptive_field_unrecorded = exported_without_receptive_field(
+            self.receptive_field, meta, sidecar)
         self.source_sha256 = meta.get("source_sha256") or sidecar.get("source_sha256") or None
         self.precision = detect_precision(data, inputs[0].type, meta)
         self.float_layers = tuple(recorded_float_layers(meta) or recorded_float_layers(sidecar))

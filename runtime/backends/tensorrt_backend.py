@@ -21,7 +21,8 @@ import numpy as np
 
 from ..cli_errors import raise_if_interrupted
 from ..options import option
-from .base import (PARITY_KEY, Backend, ModelError, layout_hint, parse_multiple,
+from .base import (PARITY_KEY, Backend, ModelError, exported_without_receptive_field,
+                   layout_hint, parse_multiple,
                    parse_receptive_field, read_sidecar, recorded_float_layers)
 
 RUN_ONNX_INSTEAD = "or use the .onnx model"
@@ -318,6 +319,8 @@ class TensorRTBackend(Backend):
         self.multiple = parse_multiple(meta.get("multiple"), str(path))
         self.parity_failed = meta.get(PARITY_KEY) or None
         self.receptive_field = parse_receptive_field(meta.get("receptive_field"))
+        self.receptive_field_unrecorded = exported_without_receptive_field(
+            self.receptive_field, meta)
         self.source_sha256 = meta.get("source_sha256") or None
         self.precision = str(meta.get("precision", "unknown"))
         self.float_layers = tuple(recorded_float_layers(meta))
