@@ -95,6 +95,7 @@ class Trainer:
         self._replace: list[Path] = []    # an earlier run's files, removed once this one starts
         self._data_sig: dict = {}         # what this run trains on (data_signature)
         self._resumed_data: dict = {}     # ... and what the checkpoint resumed from did
+        self._data_unrecorded = False     # ... or it is of a version that did not record it
         self.dist = DistInfo.from_env()
         if self.dist.enabled and not dist.is_initialized():
             backend = "nccl" if torch.cuda.is_available() and cfg.device != "cpu" else "gloo"
@@ -278,6 +279,9 @@ class Trainer:
             self.best, self.best_step = found or (None, None)
         self._apply_optim_config()
         self._resumed_data = ck.get("data") or {}
+        # A last.pt (resume state) without it: saved by a version from before it was recorded.
+        # Weights-only checkpoints (best.pt, stepN.pt) never record it.
+        self._data_unrecorded = "optimizer" in ck and not isinstance(ck.get("data"), dict)
         self.metrics = ck.get("metrics", {})
         self._truncate_log()
         if self.dist.main and not self.quiet:   # train.log says it too ("resumed at step")
@@ -710,10 +714,10 @@ class Trainer:
         if not val_items:
             return None
         recorded = self._resumed_data.get("val_digest")
-        if recorded == self._data_sig.get("val_digest"):
+        # A last.pt from before checkpoints recorded their data: the images of its score unknown
+        unknown = self._data_unrecorded
+        if recorded == self._data_sig.get("val_digest") or (recorded is None and not unknown):
             return None
-        # Checkpoints saved before they recorded their data: the images of the score unknown
-        unknown = recorded is None
         try:
             ck = read_checkpoint(best_pt)
             model = copy.deepcopy(self.ema)
