@@ -483,11 +483,14 @@ class _BuildContext:
         src = self.out / f"{self.stem}{FORMATS[source].suffix}"
         engine = self.out / f"{self.stem}{FORMATS[fmt].suffix}"
         precision = "fp16" if fmt == "engine" else "int8"
-        write_pending_sidecar(src, engine, self.profile, precision, self.multiple,
-                              self.o.workspace_gb, self._engine_meta(fmt))
         # File names only: the line runs on the device, in the export folder copied there.
-        return trtexec_command(src.name, engine.name, self.profile, precision,
+        line = trtexec_command(src.name, engine.name, self.profile, precision,
                                self.o.workspace_gb, "timing.cache")
+        # In the sidecar too: a later export into the folder replaces the report that lists
+        # it, and `sharpen run` given the engine before it is built says this line.
+        write_pending_sidecar(src, engine, self.profile, precision, self.multiple,
+                              self.o.workspace_gb, {**self._engine_meta(fmt), "trtexec": line})
+        return line
 
     def build(self, fmt: str) -> Path:
         if fmt in self.built:

@@ -252,6 +252,30 @@ def test_engine_profile_and_trtexec_line(tmp_path):
         assert "TensorRT" in reason or "GPU" in reason
 
 
+def test_a_pending_engine_keeps_its_trtexec_line_after_a_later_export(ckpt, tmp_path):
+    """The README's two lines, `--formats engine` then `--formats engine-int8` into one folder:
+    the second report lists only its own engine, so `sharpen run` given the FP16 engine
+    before its line had built it said only "the trtexec line that `sharpen export` printed",
+    a line gone with the first run's terminal. The sidecar, which travels with the engine,
+    holds the line."""
+    from optimize.tensorrt_engine import availability
+
+    if availability() is None:
+        pytest.skip("TensorRT and a GPU are present: the engine is really built here")
+    out = tmp_path / "export"
+    assert main(["export", "--weights", str(ckpt), "--format", "engine", "--out", str(out),
+                 "--no-latency", "--quiet"]) == 1
+    # A later export of other formats of the same weights replaces the report.
+    assert main(["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(out),
+                 "--no-latency", "--quiet"]) == 0
+    from runtime.backends import ModelError, load_backend
+    engine = out / f"{ckpt.stem}_fp16.engine"
+    with pytest.raises(ModelError) as e:
+        load_backend(engine)
+    assert f"in {out}: trtexec --onnx={ckpt.stem}.onnx --saveEngine={engine.name}" \
+        in str(e.value), e.value
+
+
 def test_trtexec_workspace_is_a_bare_number_of_mib():
     """--memPoolSize takes `workspace:sizeInMiB` in TensorRT 8.6's trtexec (no unit suffix in its
     grammar; "2048M" passed only because std::stod stops at the M) and a bare number as MiB in

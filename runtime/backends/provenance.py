@@ -79,7 +79,8 @@ TRTEXEC_ON_JETSON = "on a Jetson, trtexec is /usr/src/tensorrt/bin/trtexec, whic
 def pending_engine(path: Union[str, Path]) -> Optional[str]:
     """For an engine that is not there but whose sidecar `sharpen export` wrote where TensorRT
     was missing (the folder copied to the device, run before the printed trtexec line): how to
-    build it, with the line from the folder's report where it lists one; None otherwise."""
+    build it, with the line from the folder's report where it lists one, else from the sidecar
+    (a later export replaced that report); None otherwise."""
     p = Path(path)
     side = p.with_name(p.name + ".json")
     meta = read_report(side)
@@ -90,7 +91,9 @@ def pending_engine(path: Union[str, Path]) -> Optional[str]:
     line = next((r["extra"]["trtexec"] for r in (found[1] if found else {}).get("results") or []
                  if isinstance(r, dict) and isinstance(r.get("extra"), dict)
                  and r["extra"].get("trtexec_sidecar") == side.name
-                 and r["extra"].get("trtexec")), None)
+                 and r["extra"].get("trtexec")), None) or meta.get("trtexec")
+    if not isinstance(line, str):   # a hand-edited sidecar
+        line = None
     how = (f"run, in {p.parent}: {line}" if line else
            f"run, in {p.parent}, the trtexec line that `sharpen export` printed")
     return (f"not built yet: {side.name} is its sidecar, which `sharpen export` wrote for the "
