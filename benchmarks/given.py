@@ -95,7 +95,9 @@ def _evaluate_keys() -> set[str]:
 
 def _check_file(p: Path) -> None:
     if not p.exists():
-        raise BenchError(f"--model {p}: no such file")
+        # An engine whose trtexec line `sharpen export` printed where TensorRT was missing.
+        from runtime.backends.provenance import pending_engine
+        raise BenchError(f"--model {p}: {pending_engine(p) or 'no such file'}")
     if p.is_dir():
         raise BenchError(f"--model {p}: a folder; give the model files in it (.onnx, .tflite, "
                          ".engine)")

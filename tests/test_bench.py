@@ -1744,6 +1744,22 @@ def test_bad_model_files_stop_the_bench_before_the_work(env, tmp_path, capsys):
         assert not cache.exists() and not (env / "float-never-made").exists()
 
 
+def test_a_model_engine_not_built_yet_says_its_trtexec_line(env, tmp_path, capsys):
+    """The README's `--model export/student-fast_int8.onnx export/student-fast_fp16.engine`
+    run where `sharpen export` could not build the engine (no TensorRT): "no such file" said
+    nothing of the trtexec line whose sidecar is beside it, as `sharpen run` does."""
+    line = "trtexec --onnx=m.onnx --saveEngine=m_fp16.engine --fp16"
+    engine = tmp_path / "export" / "m_fp16.engine"
+    engine.parent.mkdir()
+    (engine.parent / "m_fp16.engine.json").write_text(json.dumps(
+        {"precision": "fp16", "multiple": 8, "trtexec": line,
+         "built_by": "trtexec (the line `sharpen export` printed)"}))
+    rc = _bench(env, "never-made", "--model", str(engine), "--cache", str(tmp_path / "cache"))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith(f"sharpen bench: error: --model {engine}: "), err
+    assert "not built yet" in err and f"in {engine.parent}: {line}" in err, err
+
+
 def test_the_pytest_suite_takes_model_files(env, good_run, tmp_path):
     """`pytest benchmarks/ --model FILE` (the shared option) measures the file's quality and
     latency, and skips the engine this machine cannot run, with the reason. A file named twice
