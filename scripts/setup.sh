@@ -7,6 +7,7 @@
 #                $VENV then sees the system's packages, so JetPack's torch is used, not PyPI's
 #   EXTRAS       project extras (default dev; a device needs only runtime or litert)
 #   VENV         where the environment goes (default .venv)
+#   PYTHON       the Python that creates $VENV (default python3; the project needs 3.10+)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
