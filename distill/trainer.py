@@ -93,6 +93,7 @@ class Trainer:
         check_config(cfg)
         self.cfg, self.quiet, self.command = cfg, quiet, command
         self._replace: list[Path] = []    # an earlier run's files, removed once this one starts
+        self._set_aside: list[Path] = []  # a later history's, moved aside once this one starts
         self._data_sig: dict = {}         # what this run trains on (data_signature)
         self._resumed_data: dict = {}     # ... and what the checkpoint resumed from did
         self._data_unrecorded = False     # ... or it is of a version that did not record it
@@ -194,10 +195,11 @@ class Trainer:
         path = atomic_save(slim(self._checkpoint(False)), self.out / f"step{self.step}.pt")
         keep = self.cfg.keep_snapshots
         if keep:
-            # Up to this step only: gone back to an earlier checkpoint in this folder, the run
-            # before's later ones are not newer than this one (each new one was deleted).
+            # Up to this step only: a later one is no newer than this one (each new one was
+            # deleted), one copied in by hand or one a kill left past last.pt.
             for old in snapshots(self.out, upto=self.step)[:-keep]:
-                old.unlink(missing_ok=True)
+                if written_in(old) == os.path.realpath(self.out):   # not one copied in
+                    old.unlink(missing_ok=True)
         return path
 
     def _resume_path(self) -> Optional[Path]:
@@ -231,6 +233,18 @@ class Trainer:
                     f"{self.out} holds {' and '.join(have)} but no last.pt to resume: "
                     f"resume={latest} goes on from its weights (a fresh optimizer), "
                     "resume=never starts over and replaces them, or use another out=")
+            # Only what a run with this out= wrote: a stepN.pt copied in by hand was removed
+            # with the run's own, and a kept one would be replaced at its step. On every
+            # process, as the refusal above: one left behind would wait for process 0.
+            here = os.path.realpath(self.out)
+            for p in [p for p in old if p.suffix == ".pt"] + kept:
+                if (came := written_in(p)) != here:
+                    whose = (f"which a run in {came} wrote, not one in {self.out}" if came
+                             else "which no run in it wrote (no checkpoint of this project, "
+                             "or none naming its out= folder)")
+                    raise ValueError(
+                        f"{'resume=never' if r == 'never' else 'starting over'} would "
+                        f"remove {p}, {whose}: move it out of {self.out}, or use another out=")
             if (old or kept) and self.dist.main:
                 # Removed in fit(), once the data checks pass: a run that cannot start must not
                 # cost the one before it its results.
@@ -258,25 +272,28 @@ class Trainer:
             self.opt.load_state_dict(ck["optimizer"])
             self.sched.load_state_dict(ck["scheduler"])
             set_rng_state(ck["rng"])
-            self.best = ck.get("best")
             best_step = ck.get("best_step")   # absent from checkpoints before it was kept
-            self.best_step = best_step if isinstance(best_step, int) else None
+            found = (ck.get("best"), best_step if isinstance(best_step, int) else None)
         else:
             warnings.warn(f"{path} holds weights only (no optimizer state, as best.pt): the "
                           f"optimizer starts afresh at step {self.step}, the learning-rate "
                           "schedule at that step", SharpenWarning)
             # A score to beat: else the first validation, however worse, would overwrite
-            # best.pt (the file resumed from, when out= is its folder). best.pt's own where
-            # it is in this folder: a snapshot's metrics are the last validation's, perhaps
-            # of an earlier step and below best.pt's, which a worse model then beat.
-            found = _score_at_own_step(ck)
-            best_pt = self.out / "best.pt"
-            if path.parent.resolve() == self.out.resolve() and best_pt.exists():
-                try:
-                    found = _score_at_own_step(read_checkpoint(best_pt)) or found
-                except CheckpointError:   # replaced by hand: _settle_best's to say
-                    pass
-            self.best, self.best_step = found or (None, None)
+            # best.pt (the file resumed from, when out= is its folder). A snapshot's metrics
+            # are the last validation's, perhaps of an earlier step: not its model's score.
+            found = _score_at_own_step(ck) or (None, None)
+        # best.pt's own score where out= holds one: an older checkpoint's (a stepN.pt's, an
+        # earlier last.pt's) was below it, and a worse model then replaced it. _settle_best
+        # drops it when there is none, and scores a branch's on its validation images.
+        best_pt = self.out / "best.pt"
+        if best_pt.exists():
+            try:
+                found = _score_at_own_step(read_checkpoint(best_pt)) or found
+            except CheckpointError:   # replaced by hand: _settle_best's to say
+                pass
+        self.best, self.best_step = found
+        if self.dist.main:
+            self._set_aside = self._later_history(path)
         self._apply_optim_config()
         self._resumed_data = ck.get("data") or {}
         # A last.pt (resume state) without it: saved by a version from before it was recorded.
@@ -303,6 +320,51 @@ class Trainer:
             warnings.warn(f"resuming {path} (step {self.step}) with settings of its own "
                           f"changed: {'; '.join(changes)}. The run goes on with the new ones; "
                           f"the earlier settings are in {kept}", SharpenWarning)
+
+    def _later_history(self, resumed: Path) -> list[Path]:
+        """The checkpoints in out= (its stepN.pt and last.pt) of another history than the one
+        resumed: in the folder of the checkpoint, those past its step (resume=<run>/step500.pt
+        beside step1000.pt, the history gone back from); branched in from elsewhere, all of
+        them (the run there before, an earlier try of the branch). Left, two histories shared
+        one folder and naming, and a kill before the first save sent resume=auto back to the
+        other's last.pt. None when going on from out='s own last.pt: a snapshot past it (a kill
+        between the two) is its history's, written again at its step. best.pt stays: the best
+        validated here, the score to beat (see _resume)."""
+        last = self.out / "last.pt"
+        if resumed.resolve() == last.resolve():
+            return []
+        here = resumed.parent.resolve() == self.out.resolve()
+        later = [p for p in snapshots(self.out) if not here or int(p.stem[4:]) > self.step]
+        if last.is_file():
+            try:
+                step = read_checkpoint(last).get("step")
+            except CheckpointError:
+                step = None   # unreadable: the next save would replace it
+            if not here or not isinstance(step, int) or step > self.step:
+                later.append(last)
+        return later
+
+    def _move_later_history_aside(self) -> Optional[str]:
+        """Moves _later_history's files into abandoned-at-stepN/ (-2, -3, ... when resumed at
+        that step again), never deleting them; what was moved, in words."""
+        if not self._set_aside:
+            return None
+        dest = self.out / f"abandoned-at-step{self.step}"
+        n = 1
+        while dest.exists():
+            n += 1
+            dest = self.out / f"abandoned-at-step{self.step}-{n}"
+        dest.mkdir()
+        for p in self._set_aside:
+            os.replace(p, dest / p.name)
+        ckpt = self._resume_path()
+        what = ("the later checkpoints of the history gone back from"
+                if ckpt.parent.resolve() == self.out.resolve()
+                else "the checkpoints of the run there before")
+        kept = (f"; best.pt (step {self.best_step}) stays, the score to beat"
+                if self.best_step is not None and (self.out / "best.pt").exists() else "")
+        return (f"resumed at step {self.step} from {ckpt}: {what} are moved to {dest}: "
+                f"{', '.join(p.name for p in self._set_aside)}{kept}")
 
     def _apply_optim_config(self) -> None:
         """The config's optimizer settings over those a resumed checkpoint brought back: its
@@ -487,6 +549,8 @@ class Trainer:
                 # After the data checks: a run that cannot start leaves no folder.
                 for p in self._replace:
                     p.unlink(missing_ok=True)
+                if moved := self._move_later_history_aside():
+                    warn(moved)
                 self.out.mkdir(parents=True, exist_ok=True)
                 save_config(cfg, self.out / "config.yaml")
                 if self._carried is not None:
@@ -701,13 +765,16 @@ class Trainer:
         folder (resume=a/last.pt out=b), b's validations, scored below a's best, wrote no
         best.pt into b, and the run ended "nothing was validated"; with other validation images
         than those of the checkpoint, scores of different images were compared, so an easier
-        set replaced best.pt with a worse model and a harder one never replaced it."""
+        set replaced best.pt with a worse model and a harder one never replaced it. A branch
+        into a folder holding a best.pt of its own scores that one on this run's images."""
         ckpt = self._resume_path()
-        if self.best is None or ckpt is None:
+        if ckpt is None:
             return None
         best_pt = self.out / "best.pt"
         elsewhere = ckpt.parent.resolve() != self.out.resolve()
-        if elsewhere or not best_pt.exists():
+        if not best_pt.exists():
+            if self.best is None:
+                return None
             self.best = self.best_step = None
             why = f"{ckpt.parent}'s best.pt stays there" if elsewhere else "best.pt is gone"
             return f"best.pt is chosen among the validations in {self.out} ({why})"
@@ -715,8 +782,11 @@ class Trainer:
             return None
         recorded = self._resumed_data.get("val_digest")
         # A last.pt from before checkpoints recorded their data: the images of its score unknown
-        unknown = self._data_unrecorded
-        if recorded == self._data_sig.get("val_digest") or (recorded is None and not unknown):
+        unknown = self._data_unrecorded and not elsewhere
+        # A branch into a folder holding a best.pt of its own: validated on images that the
+        # checkpoint's data signature does not describe, so scored again.
+        if not elsewhere and (recorded == self._data_sig.get("val_digest")
+                              or (recorded is None and not unknown)):
             return None
         try:
             ck = read_checkpoint(best_pt)
@@ -730,18 +800,24 @@ class Trainer:
         was, self.best = self.best, m.get(key)
         step = ck.get("step")
         self.best_step = step if isinstance(step, int) else None
+        images = "this run's validation images" if elsewhere else "the new validation images"
         if self.best is None or not math.isfinite(self.best):
             self.best = self.best_step = None
-            return "best.pt is chosen afresh among the validations on the new images"
-        if unknown and abs(self.best - was) < 1e-6:
+            return f"best.pt is chosen afresh among the validations on {images}"
+        if unknown and isinstance(was, float) and abs(self.best - was) < 1e-6:
             return None   # the same images, most likely: nothing to say
-        images = ("this run's validation images (its checkpoint, saved by an older version, "
-                  "does not record the images of its score)" if unknown
-                  else "the new validation images")
+        if unknown:
+            images = ("this run's validation images (its checkpoint, saved by an older version, "
+                      "does not record the images of its score)")
         # in the words of best_text and the console's validation line, not the metrics key
-        before = f"{was:.4f} recorded" if unknown else f"{was:.4f} on the earlier ones"
-        return (f"best.pt (step {step}) scored on {images}: "
-                f"{key.removesuffix('_ssim')} SSIM {self.best:.4f} ({before}), the score to beat")
+        if not isinstance(was, float):
+            earlier = ""
+        elif unknown:
+            earlier = f" ({was:.4f} recorded)"
+        else:
+            earlier = f" ({was:.4f} on the earlier ones)"
+        return (f"{best_pt if elsewhere else 'best.pt'} (step {step}) scored on {images}: "
+                f"{key.removesuffix('_ssim')} SSIM {self.best:.4f}{earlier}, the score to beat")
 
     def _validate(self, items: list[ValItem]) -> None:
         if not self.dist.main or not items:
@@ -900,6 +976,19 @@ def snapshots(out: Path, upto: Optional[int] = None) -> list[Path]:
     found = [(int(m[1]), p) for p in Path(out).glob("step*.pt")
              if (m := re.fullmatch(r"step([0-9]+)", p.stem)) and p.is_file()]
     return [p for n, p in sorted(found) if upto is None or n <= upto]
+
+
+def written_in(path: Path) -> Optional[str]:
+    """The folder a checkpoint was written in, as its config's out= resolves from here (None:
+    unreadable, or no out= recorded): what tells a run's own stepN.pt from one copied into
+    its folder by hand, which starting over and keep_snapshots must not delete. A folder
+    moved since, or out= given relative from another directory, resolves elsewhere: its
+    files count as another's, kept."""
+    try:
+        out = (read_checkpoint(path).get("config") or {}).get("out")
+    except CheckpointError:
+        return None
+    return os.path.realpath(out) if isinstance(out, str) and out else None
 
 
 def _remove_killed_saves(out: Path) -> None:

@@ -128,7 +128,8 @@ def test_a_snapshot_resumes_and_a_resume_further_back_keeps_its_own_snapshots(tm
     """resume= takes a stepN.pt as the README says (its EMA weights are the model: ema=None
     crashed load_state_dict with a TypeError). Gone back to an earlier checkpoint in the same
     folder, keep_snapshots bounds the snapshots up to this run's step: the later ones of the
-    run before counted as newer, and each new stepN.pt was deleted as soon as written."""
+    run before counted as newer, and each new stepN.pt was deleted as soon as written. Those
+    are now set aside (abandoned-at-stepN/), out of the new history's way."""
     out = tmp_path / "r"
     train(tiny_cfg(out, 6, stop_after=2), quiet=True)
     shutil.copy(out / "last.pt", tmp_path / "early.pt")            # step 2, a full checkpoint
@@ -138,10 +139,14 @@ def test_a_snapshot_resumes_and_a_resume_further_back_keeps_its_own_snapshots(tm
         train(tiny_cfg(tmp_path / "b", 7, resume=out / "step6.pt"), quiet=True)
     assert read_checkpoint(tmp_path / "b" / "last.pt")["step"] == 7
 
-    train(tiny_cfg(out, 6, snapshot_every=1, keep_snapshots=2, resume=tmp_path / "early.pt",
-                   stop_after=2), quiet=True)                      # steps 3 and 4 again
+    with runtime_warnings() as said:   # the later history's step5.pt, step6.pt set aside
+        train(tiny_cfg(out, 6, snapshot_every=1, keep_snapshots=2,
+                       resume=tmp_path / "early.pt", stop_after=2), quiet=True)  # 3 and 4 again
+    assert [m for m in said if "step5.pt, step6.pt, last.pt" in m], said
     assert sorted(p.name for p in out.glob("step*.pt")) == [
-        "step3.pt", "step4.pt", "step5.pt", "step6.pt"], "this run's own were deleted"
+        "step3.pt", "step4.pt"], "this run's own were deleted"
+    assert sorted(p.name for p in (out / "abandoned-at-step2").iterdir()) == [
+        "last.pt", "step5.pt", "step6.pt"]
     assert read_checkpoint(out / "step4.pt")["step"] == 4
 
 
@@ -1952,7 +1957,9 @@ def test_a_run_resumed_into_another_folder_carries_the_history_before_its_step(t
     train(tiny_cfg(a, 8, stop_after=2), quiet=True)               # a goes on past step 3
     train(tiny_cfg(b, 8, stop_after=6), quiet=True)               # b's own, unrelated run
     before = (a / "metrics.jsonl").read_text()
-    train(tiny_cfg(b, 8, stop_after=1, resume=a / "step3.pt"), quiet=True)
+    with pytest.warns(SharpenWarning, match=r"the checkpoints of the run there before are "
+                                            r"moved to .*abandoned-at-step3: last.pt"):
+        train(tiny_cfg(b, 8, stop_after=1, resume=a / "step3.pt"), quiet=True)
     assert (a / "metrics.jsonl").read_text() == before
     recs = [json.loads(ln) for ln in (b / "metrics.jsonl").read_text().splitlines()]
     theirs = [json.loads(ln) for ln in before.splitlines()]
@@ -2615,3 +2622,94 @@ def test_data_gopro_blur_on_sources_that_are_not_gopro_roots_is_said_to_be_ignor
                                                "data.val=", "data.gopro_blur=blur_gamma"])) is None
     assert unused_data_keys(load_config(None, ["task=teacher", f"data.train={paired}",
                                                "data.val="])) is None   # the default: quiet
+
+
+def test_going_back_sets_the_later_history_aside(tmp_path):
+    """resume=<run>/stepN.pt in its own folder left the later stepN.pt and last.pt of the
+    history gone back from beside the new one's: two histories under one naming, and a kill
+    before the first save sent resume=auto back to the abandoned last.pt. They are moved, not
+    deleted, into a folder named for the step gone back to; best.pt stays, the score to beat."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 6, snapshot_every=2, val_every=2), quiet=True)
+    later = {n: (out / n).read_bytes() for n in ("step4.pt", "step6.pt", "last.pt")}
+    best = (out / "best.pt").read_bytes()
+    aside = out / "abandoned-at-step2"
+    with runtime_warnings() as said:
+        train(tiny_cfg(out, 6, snapshot_every=2, val_every=2, resume=out / "step2.pt",
+                       stop_after=1), quiet=True)
+    moved = [m for m in said if "history gone back from" in m]
+    assert moved and f"moved to {aside}: step4.pt, step6.pt, last.pt" in moved[0], said
+    assert sorted(p.name for p in out.glob("step*.pt")) == ["step2.pt"]
+    assert read_checkpoint(out / "last.pt")["step"] == 3
+    assert {n: (aside / n).read_bytes() for n in later} == later
+    if read_checkpoint(out / "best.pt")["step"] != 3:   # not beaten at step 3: kept as it was
+        assert (out / "best.pt").read_bytes() == best
+    # the same again: the first folder set aside is not mixed with the second
+    with runtime_warnings():
+        train(tiny_cfg(out, 6, snapshot_every=2, val_every=2, resume=out / "step2.pt",
+                       stop_after=1), quiet=True)
+    assert read_checkpoint(out / "abandoned-at-step2-2" / "last.pt")["step"] == 3
+    # going on from last.pt sets nothing aside (a snapshot past it is the same history's)
+    train(tiny_cfg(out, 6, snapshot_every=2, val_every=2), quiet=True)
+    assert sorted(p.name for p in out.glob("step*.pt")) == ["step2.pt", "step4.pt", "step6.pt"]
+    assert sorted(p.name for p in out.glob("abandoned-*")) == [
+        "abandoned-at-step2", "abandoned-at-step2-2"]
+
+
+def test_starting_over_removes_only_what_a_run_in_this_folder_wrote(tmp_path, capsys):
+    """resume=never deleted every stepN.pt in out=, a snapshot copied in by hand from another
+    run too. It removes metrics.jsonl, train.log and the last.pt, best.pt and stepN.pt that a
+    run with this out= wrote; a checkpoint it did not write is named and the run refused."""
+    a, r = tmp_path / "a", tmp_path / "r"
+    train(tiny_cfg(a, 2, snapshot_every=2), quiet=True)
+    train(tiny_cfg(r, 2, snapshot_every=1), quiet=True)
+    shutil.copy(a / "step2.pt", r / "step7.pt")   # kept by hand among r's
+    with pytest.raises(ValueError, match=rf"resume=never would remove {r / 'step7.pt'}, which "
+                                         rf"a run in {a} wrote, not one in {r}"):
+        train(tiny_cfg(r, 2, resume="never"), quiet=True)
+    assert sorted(p.name for p in r.glob("step*.pt")) == ["step1.pt", "step2.pt", "step7.pt"]
+    (r / "step7.pt").rename(tmp_path / "step7.pt")
+    train(tiny_cfg(r, 2, resume="never"))
+    assert ("replaced (metrics.jsonl, train.log, best.pt, last.pt, 2 snapshots stepN.pt)"
+            in capsys.readouterr().err)
+    assert not list(r.glob("step*.pt"))
+    # keep_snapshots prunes only its run's own
+    shutil.copy(tmp_path / "step7.pt", r / "step0.pt")
+    with runtime_warnings():   # optim.steps 2 -> 3
+        train(tiny_cfg(r, 3, snapshot_every=1, keep_snapshots=1), quiet=True)
+    assert sorted(p.name for p in r.glob("step*.pt")) == ["step0.pt", "step3.pt"]
+
+
+def test_a_resumed_checkpoint_is_held_to_the_best_pt_on_disk(tmp_path):
+    """An older full checkpoint brought back its own best score, below that of the folder's
+    best.pt, which any later validation then replaced, however worse. The score to beat is
+    best.pt's own, in the folder resumed from and in a branch into a folder holding one."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 4, val_every=1, stop_after=2), quiet=True)
+    early = out / "early.pt"
+    shutil.copy(out / "last.pt", early)
+    _raise_best(early, 0.0)   # an older best, below every later one
+    train(tiny_cfg(out, 4, val_every=1), quiet=True)
+    disk = read_checkpoint(out / "best.pt")
+    score = disk["metrics"]["model_gt_ssim"]
+    with runtime_warnings() as said:
+        t = Trainer(tiny_cfg(out, 4, val_every=1, resume=early), quiet=True)
+        assert (t.best, t.best_step) == (pytest.approx(score), disk["step"])
+        t.fit()
+    assert [m for m in said if f"best.pt (step {disk['step']}) stays, the score to beat" in m]
+    now = read_checkpoint(out / "best.pt")
+    assert t.best == pytest.approx(now["metrics"]["model_gt_ssim"])
+    assert now["metrics"]["model_gt_ssim"] >= score - 1e-9
+    assert t.best_step == now["step"]
+
+    b = tmp_path / "b"   # a branch into a folder with a best.pt of its own
+    train(tiny_cfg(b, 2, val_every=1), quiet=True)
+    theirs = read_checkpoint(b / "best.pt")
+    with runtime_warnings() as said:
+        t = Trainer(tiny_cfg(b, 4, val_every=1, resume=early), quiet=True)
+        t.fit()
+    assert [m for m in said if f"the run there before are moved to {b / 'abandoned-at-step2'}"
+            f": last.pt" in m], said
+    now = read_checkpoint(b / "best.pt")
+    assert t.best == pytest.approx(now["metrics"]["model_gt_ssim"])
+    assert now["metrics"]["model_gt_ssim"] >= theirs["metrics"]["model_gt_ssim"] - 1e-6
