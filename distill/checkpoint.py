@@ -72,8 +72,11 @@ def run_stem(path: str | os.PathLike) -> str:
     return p.stem
 
 
-def read_checkpoint(path: str | os.PathLike) -> dict:
-    """Load a checkpoint file with weights_only=True and clear errors for missing/bad files."""
+def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
+    """Load a checkpoint file with weights_only=True and clear errors for missing/bad files.
+    `mmap`: the tensors mapped from the file, not read, for a caller wanting only its step,
+    config or metrics (a teacher's last.pt is hundreds of MB); a pickle of older torch
+    versions cannot be mapped and is read whole."""
     path = Path(path)
     if not path.exists():
         raise CheckpointError(f"checkpoint not found: {path}")
@@ -98,7 +101,8 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     try:
         with warnings.catch_warnings():   # e.g. "Detected pickle protocol 4", ahead of our error
             warnings.simplefilter("ignore")
-            obj = torch.load(path, map_location="cpu", weights_only=True)
+            obj = torch.load(path, map_location="cpu", weights_only=True,
+                             mmap=mmap and head[:2] == b"PK")
     except Exception as e:  # torch raises many types for garbage input
         first = first_line(e, None)
         if head[:2] == b"PK" and (isinstance(e, OSError) or "zip" in str(e).lower()

@@ -21,6 +21,7 @@ import re
 import signal
 import sys
 import time
+import uuid
 import warnings
 from dataclasses import dataclass
 from itertools import chain
@@ -33,7 +34,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from runtime.atomic import atomic_write_bytes
-from runtime.console import count
+from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
 from .checkpoint import (CheckpointError, atomic_save, extract_state_dict, load_weights,
@@ -81,7 +82,7 @@ def _trained_past_start(best: Path) -> bool:
     weights the run starts from, so a run killed before its first last.pt left nothing to keep
     and the same command starts over. Unreadable counts as trained: not replaced unasked."""
     try:
-        return read_checkpoint(best).get("step") != 0
+        return read_checkpoint(best, mmap=True).get("step") != 0
     except (CheckpointError, OSError):
         return True
 
@@ -112,6 +113,9 @@ class Trainer:
             self.device = pick_device(cfg.device, "device=")
         self.cuda = self.device.type == "cuda"
         self.out = Path(cfg.out)
+        # Which checkpoints in out= are its runs' own (see foreign): None until the first run
+        # in the folder starts.
+        self._run_id = read_run_id(self.out)
         seed_everything(cfg.seed)
         model, self.arch, self.arch_args = build_model(cfg)
         # Not when resuming, which replaces the weights: a resume failed, told to train the
@@ -182,7 +186,8 @@ class Trainer:
         return make_checkpoint(self.model, kind="teacher" if self.arch == "restormer"
                                else "student", arch=self.arch, arch_args=self.arch_args,
                                ema=self.ema, step=self.step, config=self.cfg.to_dict(),
-                               metrics=self.metrics, **extra)
+                               metrics=self.metrics, **extra,
+                               run={"id": self._run_id, "dir": os.path.realpath(self.out)})
 
     def save(self, name: str = "last.pt", full: bool = True) -> Path:
         return atomic_save(self._checkpoint(full), self.out / name)
@@ -198,7 +203,7 @@ class Trainer:
             # Up to this step only: a later one is no newer than this one (each new one was
             # deleted), one copied in by hand or one a kill left past last.pt.
             for old in snapshots(self.out, upto=self.step)[:-keep]:
-                if written_in(old) == os.path.realpath(self.out):   # not one copied in
+                if foreign(old, self.out, self._run_id) is None:   # not one copied in
                     old.unlink(missing_ok=True)
         return path
 
@@ -236,12 +241,8 @@ class Trainer:
             # Only what a run with this out= wrote: a stepN.pt copied in by hand was removed
             # with the run's own, and a kept one would be replaced at its step. On every
             # process, as the refusal above: one left behind would wait for process 0.
-            here = os.path.realpath(self.out)
             for p in [p for p in old if p.suffix == ".pt"] + kept:
-                if (came := written_in(p)) != here:
-                    whose = (f"which a run in {came} wrote, not one in {self.out}" if came
-                             else "which no run in it wrote (no checkpoint of this project, "
-                             "or none naming its out= folder)")
+                if whose := foreign(p, self.out, self._run_id):
                     raise ValueError(
                         f"{'resume=never' if r == 'never' else 'starting over'} would "
                         f"remove {p}, {whose}: move it out of {self.out}, or use another out=")
@@ -288,7 +289,7 @@ class Trainer:
         best_pt = self.out / "best.pt"
         if best_pt.exists():
             try:
-                found = _score_at_own_step(read_checkpoint(best_pt)) or found
+                found = _score_at_own_step(read_checkpoint(best_pt, mmap=True)) or found
             except CheckpointError:   # replaced by hand: _settle_best's to say
                 pass
         self.best, self.best_step = found
@@ -337,7 +338,7 @@ class Trainer:
         later = [p for p in snapshots(self.out) if not here or int(p.stem[4:]) > self.step]
         if last.is_file():
             try:
-                step = read_checkpoint(last).get("step")
+                step = read_checkpoint(last, mmap=True).get("step")
             except CheckpointError:
                 step = None   # unreadable: the next save would replace it
             if not here or not isinstance(step, int) or step > self.step:
@@ -355,7 +356,9 @@ class Trainer:
             n += 1
             dest = self.out / f"abandoned-at-step{self.step}-{n}"
         dest.mkdir()
-        for p in self._set_aside:
+        # last.pt first: a kill among the moves then leaves no last.pt of the history gone
+        # back from for resume=auto to go on from unsaid (fit saves the new one next).
+        for p in sorted(self._set_aside, key=lambda p: p.name != "last.pt"):
             os.replace(p, dest / p.name)
         ckpt = self._resume_path()
         what = ("the later checkpoints of the history gone back from"
@@ -549,9 +552,15 @@ class Trainer:
                 # After the data checks: a run that cannot start leaves no folder.
                 for p in self._replace:
                     p.unlink(missing_ok=True)
+                self.out.mkdir(parents=True, exist_ok=True)
+                if self._run_id is None:
+                    self._run_id = write_run_id(self.out)
                 if moved := self._move_later_history_aside():
                     warn(moved)
-                self.out.mkdir(parents=True, exist_ok=True)
+                    # At once, not at the first ckpt_every: a stop before it (Ctrl-C while
+                    # the loader starts) left no last.pt, and resume=auto was refused or
+                    # pointed at the abandoned history's best.pt.
+                    self.save()
                 save_config(cfg, self.out / "config.yaml")
                 if self._carried is not None:
                     atomic_write_bytes(self.out / "metrics.jsonl", self._carried)
@@ -793,7 +802,10 @@ class Trainer:
             model = copy.deepcopy(self.ema)
             load_weights(model, extract_state_dict(ck, best_pt), best_pt)
         except CheckpointError as e:   # replaced by hand, or another model's
+            # Moved aside with the other files of the run there before: the first
+            # validation would overwrite it, that run's best weights.
             self.best = self.best_step = None
+            self._set_aside.append(best_pt)
             return f"best.pt is chosen afresh ({e})"
         m = evaluate(model, val_items, self.device)
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
@@ -978,17 +990,60 @@ def snapshots(out: Path, upto: Optional[int] = None) -> list[Path]:
     return [p for n, p in sorted(found) if upto is None or n <= upto]
 
 
-def written_in(path: Path) -> Optional[str]:
-    """The folder a checkpoint was written in, as its config's out= resolves from here (None:
-    unreadable, or no out= recorded): what tells a run's own stepN.pt from one copied into
-    its folder by hand, which starting over and keep_snapshots must not delete. A folder
-    moved since, or out= given relative from another directory, resolves elsewhere: its
-    files count as another's, kept."""
+RUN_ID_NAME = ".run-id"
+
+
+def read_run_id(out: Path) -> Optional[str]:
+    """The id the first run in `out` wrote into it (RUN_ID_NAME), which every checkpoint
+    written there records: None when there is none, or not one this code wrote."""
     try:
-        out = (read_checkpoint(path).get("config") or {}).get("out")
-    except CheckpointError:
+        text = (Path(out) / RUN_ID_NAME).read_text().strip()
+    except (OSError, UnicodeDecodeError):
         return None
-    return os.path.realpath(out) if isinstance(out, str) and out else None
+    return text if re.fullmatch(r"[0-9a-f]{32}", text) else None
+
+
+def write_run_id(out: Path) -> str:
+    run_id = uuid.uuid4().hex
+    atomic_write_bytes(Path(out) / RUN_ID_NAME, f"{run_id}\n".encode())
+    return run_id
+
+
+def _same_folder(a: str, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:   # one of them gone: by their resolved paths
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
+def foreign(path: Path, out: Path, run_id: Optional[str]) -> Optional[str]:
+    """None when a run in `out` wrote the checkpoint `path`, else whose it is, in words: what
+    tells a run's own stepN.pt from one copied into its folder by hand, which starting over
+    and keep_snapshots must not delete. Its run id (the folder's, `run_id`: the folder
+    moved or renamed since) or the folder it records, resolved; a checkpoint of code before
+    those, by its config's out= resolved from here (given relative from another directory,
+    counted another's: kept). Read mapped: only its metadata costs. A file gone meanwhile
+    (process 0 replacing the run, under torchrun) is nothing to keep."""
+    try:
+        ck = read_checkpoint(path, mmap=True)
+    except CheckpointError:
+        if not path.exists():
+            return None
+        return ("which no run in it wrote (not a readable checkpoint: "
+                f"{first_line(sys.exc_info()[1])})")
+    run = ck.get("run") if isinstance(ck.get("run"), dict) else {}
+    if run_id is not None and run.get("id") == run_id:
+        return None
+    if isinstance(folder := run.get("dir"), str) and folder:
+        return None if _same_folder(folder, out) else (
+            f"which a run in {folder} wrote, not one in {out}")
+    typed = (ck.get("config") or {}).get("out")
+    if not (isinstance(typed, str) and typed):
+        return "which no run in it wrote (a checkpoint naming no out= folder)"
+    if _same_folder(typed, out):
+        return None
+    return (f"which a run with out={typed} wrote ({os.path.realpath(typed)} from here), "
+            f"not one in {out}")
 
 
 def _remove_killed_saves(out: Path) -> None:

@@ -2713,3 +2713,83 @@ def test_a_resumed_checkpoint_is_held_to_the_best_pt_on_disk(tmp_path):
     now = read_checkpoint(b / "best.pt")
     assert t.best == pytest.approx(now["metrics"]["model_gt_ssim"])
     assert now["metrics"]["model_gt_ssim"] >= theirs["metrics"]["model_gt_ssim"] - 1e-6
+
+
+def test_a_run_knows_its_own_checkpoints_under_another_spelling_of_out_and_once_moved(
+        tmp_path, monkeypatch):
+    """Ownership rested on out= as typed: a run started with out=r from one directory had
+    its own checkpoints called another's when restarted with resume=never from another
+    (out= given absolute), or once its folder was renamed, and the run was refused. Each
+    checkpoint now records the folder's run id and resolved path."""
+    (tmp_path / "x").mkdir()
+    monkeypatch.chdir(tmp_path)
+    train(tiny_cfg("r", 2, snapshot_every=1), quiet=True)   # relative, from tmp_path
+    monkeypatch.chdir(tmp_path / "x")
+    r = tmp_path / "r"
+    train(tiny_cfg(r, 2, snapshot_every=1, resume="never"), quiet=True)
+    m = tmp_path / "moved"
+    r.rename(m)
+    train(tiny_cfg(m, 2, resume="never"), quiet=True)
+    assert not list(m.glob("step*.pt"))
+    # one copied in from another folder is still another's
+    train(tiny_cfg(r, 2, snapshot_every=2), quiet=True)
+    shutil.copy(r / "step2.pt", m / "step5.pt")
+    with pytest.raises(ValueError, match=rf"would remove {m / 'step5.pt'}, which a run in "
+                                         rf"{r} wrote"):
+        train(tiny_cfg(m, 2, resume="never"), quiet=True)
+    # Gone meanwhile (process 0 removing it under torchrun while another process checks):
+    # nothing to keep, not a refusal on one process while the others go on.
+    from distill.trainer import foreign
+    assert foreign(m / "gone.pt", m, None) is None
+
+
+def test_a_best_pt_that_cannot_be_scored_is_set_aside_not_overwritten(tmp_path):
+    """Branched into a folder whose best.pt is another model's (another width), the score to
+    beat was dropped and the first validation overwrote that best.pt: the run there before
+    lost its best weights, while its last.pt was moved aside. It is moved aside with them."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    train(tiny_cfg(a, 4, stop_after=2), quiet=True)
+    train(tiny_cfg(b, 2, val_every=1, **{"model.args": "{width: 12, blocks: 1, low_blocks: 1}"}),
+          quiet=True)
+    theirs = (b / "best.pt").read_bytes()
+    with runtime_warnings() as said:
+        train(tiny_cfg(b, 4, val_every=1, resume=a / "last.pt"), quiet=True)
+    aside = b / "abandoned-at-step2"
+    assert (aside / "best.pt").read_bytes() == theirs
+    assert read_checkpoint(b / "best.pt")["arch_args"]["width"] == 8
+    assert [w for w in said if "last.pt, best.pt" in w and str(aside) in w], said
+
+
+def test_a_stop_right_after_going_back_leaves_a_folder_resume_auto_goes_on_from(
+        tmp_path, monkeypatch):
+    """Gone back (resume=r/step2.pt), the later history's last.pt is moved aside; a Ctrl-C
+    before the first checkpoint of the new one left no last.pt, and the same command with
+    resume=auto was refused (or would pick the abandoned history's best.pt). The step gone
+    back to is saved as last.pt as soon as the later history is set aside."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 4, snapshot_every=2), quiet=True)
+
+    def ctrl_c(self):
+        raise KeyboardInterrupt
+    with monkeypatch.context() as mp:
+        mp.setattr(Trainer, "_install_signal_handlers", ctrl_c)
+        with runtime_warnings(), pytest.raises(KeyboardInterrupt):
+            train(tiny_cfg(out, 4, snapshot_every=2, resume=out / "step2.pt"), quiet=True)
+    assert read_checkpoint(out / "abandoned-at-step2" / "last.pt")["step"] == 4
+    assert read_checkpoint(out / "last.pt")["step"] == 2
+    train(tiny_cfg(out, 4, snapshot_every=2), quiet=True)
+    assert read_checkpoint(out / "last.pt")["step"] == 4
+    assert not (out / "abandoned-at-step2-2").exists()
+
+
+def test_a_checkpoint_read_for_its_metadata_is_mapped_and_an_old_pickle_still_reads(tmp_path):
+    """Ownership and step checks read each checkpoint in out= (a teacher's are hundreds of
+    MB) mapped rather than whole; torch.load refuses to map a pickle of older torch
+    versions, which is read whole instead of being called unreadable."""
+    p = tmp_path / "old.pt"
+    torch.save({"step": 3, "model": {"w": torch.ones(4)}}, p,
+               _use_new_zipfile_serialization=False)
+    ck = read_checkpoint(p, mmap=True)
+    assert ck["step"] == 3 and ck["model"]["w"].sum() == 4
+    torch.save({"step": 5, "model": {"w": torch.ones(4)}}, tmp_path / "new.pt")
+    assert read_checkpoint(tmp_path / "new.pt", mmap=True)["model"]["w"].sum() == 4
