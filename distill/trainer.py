@@ -197,14 +197,28 @@ class Trainer:
         slim_checkpoint writes them, so `--weights`, `init=` and `resume=` take it. Written
         before last.pt of the same step: a kill between the two leaves last.pt behind it, and
         the resumed run trains the step again and writes it, where the other order lost it."""
-        path = atomic_save(slim(self._checkpoint(False)), self.out / f"step{self.step}.pt")
+        path = self.out / f"step{self.step}.pt"
+        if path.exists() and (whose := foreign(path, self.out, self._run_id)):
+            # One copied in by hand at a step this run reaches: overwritten, it was lost.
+            n, kept = 1, self.out / f"step{self.step}-copied.pt"
+            while kept.exists():
+                n += 1
+                kept = self.out / f"step{self.step}-copied-{n}.pt"
+            os.replace(path, kept)
+            msg = (f"{path} was not this run's ({whose}): moved to {kept} before writing "
+                   f"this run's step {self.step} snapshot")
+            warnings.warn(msg, SharpenWarning)
+            self._text(f"warning: {msg}")
+        atomic_save(slim(self._checkpoint(False)), path)
         keep = self.cfg.keep_snapshots
         if keep:
             # Up to this step only: a later one is no newer than this one (each new one was
-            # deleted), one copied in by hand or one a kill left past last.pt.
-            for old in snapshots(self.out, upto=self.step)[:-keep]:
-                if foreign(old, self.out, self._run_id) is None:   # not one copied in
-                    old.unlink(missing_ok=True)
+            # deleted), one copied in by hand or one a kill left past last.pt. The K newest
+            # of the run's own: one copied in is never deleted, nor takes one of the K places.
+            own = [p for p in snapshots(self.out, upto=self.step)
+                   if foreign(p, self.out, self._run_id) is None]
+            for old in own[:-keep]:
+                old.unlink(missing_ok=True)
         return path
 
     def _resume_path(self) -> Optional[Path]:

@@ -2793,3 +2793,25 @@ def test_a_checkpoint_read_for_its_metadata_is_mapped_and_an_old_pickle_still_re
     assert ck["step"] == 3 and ck["model"]["w"].sum() == 4
     torch.save({"step": 5, "model": {"w": torch.ones(4)}}, tmp_path / "new.pt")
     assert read_checkpoint(tmp_path / "new.pt", mmap=True)["model"]["w"].sum() == 4
+
+
+def test_a_copied_in_snapshot_is_neither_overwritten_nor_counted_by_keep_snapshots(tmp_path):
+    """A stepN.pt copied into a run's folder by hand was overwritten once the run reached
+    step N, and with keep_snapshots=K one at another step took one of the K places, so the
+    run kept fewer of its own. The copy is moved to stepN-copied.pt (said) and K counts the
+    run's own."""
+    a, r = tmp_path / "a", tmp_path / "r"
+    train(tiny_cfg(a, 4, snapshot_every=1), quiet=True)
+    train(tiny_cfg(r, 4, snapshot_every=2, keep_snapshots=2, stop_after=2), quiet=True)
+    shutil.copy(a / "step3.pt", r / "step3.pt")
+    shutil.copy(a / "step4.pt", r / "step4.pt")
+    theirs = (a / "step4.pt").read_bytes()
+    with runtime_warnings() as said:
+        train(tiny_cfg(r, 4, snapshot_every=2, keep_snapshots=2), quiet=True)
+    assert (r / "step4-copied.pt").read_bytes() == theirs
+    assert [w for w in said if f"{r / 'step4.pt'} was not this run's" in w
+            and str(r / "step4-copied.pt") in w], said
+    assert Path(read_checkpoint(r / "step4.pt")["run"]["dir"]).samefile(r)   # r's own
+    assert sorted(p.name for p in r.glob("step*.pt")) == [
+        "step2.pt", "step3.pt", "step4-copied.pt", "step4.pt"]
+    assert "step4-copied.pt" in (r / "train.log").read_text()
