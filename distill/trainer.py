@@ -1037,7 +1037,7 @@ def foreign(path: Path, out: Path, run_id: Optional[str]) -> Optional[str]:
     moved or renamed since) or the folder it records, resolved; a checkpoint of code before
     those, by its config's out= resolved from here (given relative from another directory,
     counted another's: kept). Read mapped: only its metadata costs. A file gone meanwhile
-    (process 0 replacing the run, under torchrun) is nothing to keep."""
+    (deleted by hand since the folder was listed) is nothing to keep."""
     try:
         ck = read_checkpoint(path, mmap=True)
     except CheckpointError:

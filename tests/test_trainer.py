@@ -467,6 +467,18 @@ if "stop" in phases:
         dist.destroy_process_group()
         (d / f"exit{rank}.json").write_text("0")
 
+if "history" in phases:
+    # going back (process 0 alone moves the later history aside), then starting over (each
+    # process checks what would be removed while process 0 removes it)
+    with phase("history") as d:
+        for resume, stop in (("auto", 0), (str(d / "ddp" / "step2.pt"), 1), ("never", 0)):
+            cfg = load_config(str(d / "ddp.yaml"))
+            cfg.resume, cfg.stop_after = resume, stop
+            Trainer(cfg, quiet=True).fit()
+            dist.barrier()
+        dist.destroy_process_group()
+        (d / f"exit{rank}.json").write_text("0")
+
 if "weights" in phases:
     with phase("weights") as d:
         losses, step, fit = [], Trainer._train_step, Trainer.fit
@@ -502,6 +514,7 @@ if "no_start" in phases:
 # Which phase of the shared DDP job (ddp_job) each test reads.
 DDP_PHASES = {
     "test_ddp_ranks_stop_at_the_same_step": "stop",
+    "test_ddp_going_back_and_starting_over_move_and_remove_on_process_0_alone": "history",
     "test_ddp_two_processes_identical_weights": "weights",
     "test_train_log_records_the_torchrun_command_a_user_would_run_again": "weights",
     "test_ddp_a_signal_during_rank0_validation_stops_every_rank_there": "val_signal",
@@ -560,6 +573,10 @@ def ddp_job(request, tmp_path_factory):
     if "stop" in wanted:
         save_config(tiny_cfg(job / "stop" / "ddp", 20, device="cpu"), job / "stop" / "ddp.yaml")
         phases["stop"] = []
+    if "history" in wanted:
+        save_config(tiny_cfg(job / "history" / "ddp", 4, device="cpu", snapshot_every=2),
+                    job / "history" / "ddp.yaml")
+        phases["history"] = []
     if "weights" in wanted:
         phases["weights"] = ["train", f"out={job / 'weights' / 'ddp'}", "optim.steps=3",
                              "optim.warmup_steps=2", "log_every=1", "snapshot_every=2",
@@ -635,6 +652,23 @@ def test_ddp_two_processes_identical_weights(ddp_job, tmp_path):
             f"was trained by 2 processes, this run has 1: data.batch_size ({b}) is per "
             f"process, so the batch of a step changes from {2 * b} to {b}")):
         train(tiny_cfg(tmp_path / "ddp", 4, device="cpu"), quiet=True)
+
+
+def test_ddp_going_back_and_starting_over_move_and_remove_on_process_0_alone(ddp_job):
+    """Under torchrun, going back to step2.pt moves the later history aside once (process 0
+    alone: two would make abandoned-at-step2-2 or fail on a file the other moved), and
+    resume=never then removes the run's own files, every process agreeing that they are.
+    (Process 0 cannot remove them while another still checks: the DDP wrapper, built after
+    the checks, waits for every process.)"""
+    d = ddp_job.phase("history")
+    assert ddp_job.exits("history") == [0, 0], ddp_job.err("history", 1)[-3000:]
+    out = d / "ddp"
+    assert sorted(p.name for p in (out / "abandoned-at-step2").iterdir()) == [
+        "last.pt", "step4.pt"]
+    assert [p.name for p in out.glob("abandoned-*")] == ["abandoned-at-step2"]
+    assert sorted(p.name for p in out.glob("step*.pt")) == ["step2.pt", "step4.pt"]
+    assert read_checkpoint(out / "last.pt")["step"] == 4
+    assert "would remove" not in ddp_job.err("history", 1)
 
 
 def test_ddp_ranks_stop_at_the_same_step(ddp_job):
@@ -2737,8 +2771,7 @@ def test_a_run_knows_its_own_checkpoints_under_another_spelling_of_out_and_once_
     with pytest.raises(ValueError, match=rf"would remove {m / 'step5.pt'}, which a run in "
                                          rf"{r} wrote"):
         train(tiny_cfg(m, 2, resume="never"), quiet=True)
-    # Gone meanwhile (process 0 removing it under torchrun while another process checks):
-    # nothing to keep, not a refusal on one process while the others go on.
+    # Gone since the folder was listed: nothing to keep, not "no run in it wrote" it.
     from distill.trainer import foreign
     assert foreign(m / "gone.pt", m, None) is None
 
