@@ -156,7 +156,9 @@ class Trainer:
         self._validating = False
         self._bad_steps = 0
         self._time_offset = 0.0           # seconds logged by the runs this one resumes
-        self._carried: Optional[bytes] = None   # another folder's metrics.jsonl, up to the step
+        # metrics.jsonl up to the step resumed at (another folder's, for a branch), written
+        # once the run starts
+        self._carried: Optional[bytes] = None
         self._history_note = ""           # train.log's word on where the earlier steps are
         self._repeated = ""               # ... and on steps it logged that are trained again
         self._resume()
@@ -374,14 +376,20 @@ class Trainer:
         # back from for resume=auto to go on from unsaid (fit saves the new one next).
         for p in sorted(self._set_aside, key=lambda p: p.name != "last.pt"):
             os.replace(p, dest / p.name)
+        # Its records too, as they were: this folder's is cut to the step (or replaced by the
+        # branch's) next.
+        records = self.out / "metrics.jsonl"
+        if records.is_file():
+            atomic_write_bytes(dest / records.name, records.read_bytes())
         ckpt = self._resume_path()
         what = ("the later checkpoints of the history gone back from"
                 if ckpt.parent.resolve() == self.out.resolve()
                 else "the checkpoints of the run there before")
         kept = (f"; best.pt (step {self.best_step}) stays, the score to beat"
                 if self.best_step is not None and (self.out / "best.pt").exists() else "")
+        copied = ", with a copy of metrics.jsonl as it was" if records.is_file() else ""
         return (f"resumed at step {self.step} from {ckpt}: {what} are moved to {dest}: "
-                f"{', '.join(p.name for p in self._set_aside)}{kept}")
+                f"{', '.join(p.name for p in self._set_aside)}{copied}{kept}")
 
     def _apply_optim_config(self) -> None:
         """The config's optimizer settings over those a resumed checkpoint brought back: its
@@ -432,11 +440,9 @@ class Trainer:
                 keep.append(line)
                 # The log's clock goes on from where the resumed run stopped.
                 self._time_offset = max(self._time_offset, float(rec.get("time", 0.0)))
-        data = ("\n".join(keep) + "\n" if keep else "").encode()
-        if carry:
-            self._carried = data   # written once the data checks pass, as config.yaml
-        else:
-            atomic_write_bytes(path, data)
+        # Written once the data checks pass, as config.yaml: cut here, a command that then
+        # failed (a data path mistyped) had cost the run its records past the step.
+        self._carried = ("\n".join(keep) + "\n" if keep else "").encode()
 
     def log(self, msg: str) -> None:
         if self.dist.main and not self.quiet:
@@ -569,15 +575,16 @@ class Trainer:
                 self.out.mkdir(parents=True, exist_ok=True)
                 if self._run_id is None:
                     self._run_id = write_run_id(self.out)
-                if moved := self._move_later_history_aside():
+                moved = self._move_later_history_aside()
+                if self._carried is not None:
+                    atomic_write_bytes(self.out / "metrics.jsonl", self._carried)
+                if moved:
                     warn(moved)
                     # At once, not at the first ckpt_every: a stop before it (Ctrl-C while
                     # the loader starts) left no last.pt, and resume=auto was refused or
                     # pointed at the abandoned history's best.pt.
                     self.save()
                 save_config(cfg, self.out / "config.yaml")
-                if self._carried is not None:
-                    atomic_write_bytes(self.out / "metrics.jsonl", self._carried)
                 for line in log_lines:
                     self._text(line)
             started = True

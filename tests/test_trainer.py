@@ -146,7 +146,7 @@ def test_a_snapshot_resumes_and_a_resume_further_back_keeps_its_own_snapshots(tm
     assert sorted(p.name for p in out.glob("step*.pt")) == [
         "step3.pt", "step4.pt"], "this run's own were deleted"
     assert sorted(p.name for p in (out / "abandoned-at-step2").iterdir()) == [
-        "last.pt", "step5.pt", "step6.pt"]
+        "last.pt", "metrics.jsonl", "step5.pt", "step6.pt"]
     assert read_checkpoint(out / "step4.pt")["step"] == 4
 
 
@@ -664,7 +664,7 @@ def test_ddp_going_back_and_starting_over_move_and_remove_on_process_0_alone(ddp
     assert ddp_job.exits("history") == [0, 0], ddp_job.err("history", 1)[-3000:]
     out = d / "ddp"
     assert sorted(p.name for p in (out / "abandoned-at-step2").iterdir()) == [
-        "last.pt", "step4.pt"]
+        "last.pt", "metrics.jsonl", "step4.pt"]
     assert [p.name for p in out.glob("abandoned-*")] == ["abandoned-at-step2"]
     assert sorted(p.name for p in out.glob("step*.pt")) == ["step2.pt", "step4.pt"]
     assert read_checkpoint(out / "last.pt")["step"] == 4
@@ -2848,3 +2848,34 @@ def test_a_copied_in_snapshot_is_neither_overwritten_nor_counted_by_keep_snapsho
     assert sorted(p.name for p in r.glob("step*.pt")) == [
         "step2.pt", "step3.pt", "step4-copied.pt", "step4.pt"]
     assert "step4-copied.pt" in (r / "train.log").read_text()
+
+
+def test_the_history_gone_back_from_keeps_its_metrics_and_a_run_that_cannot_start_keeps_all(
+        tmp_path):
+    """Going back cut metrics.jsonl to the step gone back to as soon as the Trainer was built,
+    before the data checks: a command that then failed (a data path mistyped) had cost the
+    run its records past that step, while its checkpoints stayed. And the records of the
+    history gone back from, or of the run there before a branch, were deleted where its
+    checkpoints were moved aside. The cut waits for the run to start, and the records
+    before it go with the checkpoints set aside."""
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 4, snapshot_every=2), quiet=True)
+    before = (out / "metrics.jsonl").read_text()
+    assert '"step": 4' in before
+    with runtime_warnings(), pytest.raises(Exception, match="missing"):
+        train(tiny_cfg(out, 4, resume=out / "step2.pt", **{"data.train": tmp_path / "missing"}),
+              quiet=True)
+    assert (out / "metrics.jsonl").read_text() == before
+    with runtime_warnings():
+        train(tiny_cfg(out, 4, snapshot_every=2, resume=out / "step2.pt", stop_after=1),
+              quiet=True)
+    assert (out / "abandoned-at-step2" / "metrics.jsonl").read_text() == before
+    records = (out / "metrics.jsonl").read_text().splitlines()
+    assert max(json.loads(ln).get("step", 0) for ln in records) == 3
+    # a branch into it: the run there keeps its records with its checkpoints
+    b = tmp_path / "b"
+    train(tiny_cfg(b, 2, stop_after=1), quiet=True)
+    theirs = (out / "metrics.jsonl").read_text()
+    with runtime_warnings():
+        train(tiny_cfg(out, 4, resume=b / "last.pt", stop_after=1), quiet=True)
+    assert (out / "abandoned-at-step1" / "metrics.jsonl").read_text() == theirs
