@@ -382,13 +382,16 @@ class Trainer:
         if records.is_file():
             atomic_write_bytes(dest / records.name, records.read_bytes())
         ckpt = self._resume_path()
-        what = ("the later checkpoints of the history gone back from"
+        what = ("best.pt, which this run cannot score," if self._set_aside == [
+                    self.out / "best.pt"] else
+                "the later checkpoints of the history gone back from"
                 if ckpt.parent.resolve() == self.out.resolve()
                 else "the checkpoints of the run there before")
         kept = (f"; best.pt (step {self.best_step}) stays, the score to beat"
                 if self.best_step is not None and (self.out / "best.pt").exists() else "")
         copied = ", with a copy of metrics.jsonl as it was" if records.is_file() else ""
-        return (f"resumed at step {self.step} from {ckpt}: {what} are moved to {dest}: "
+        verb = "is" if what.startswith("best.pt") else "are"
+        return (f"resumed at step {self.step} from {ckpt}: {what} {verb} moved to {dest}: "
                 f"{', '.join(p.name for p in self._set_aside)}{copied}{kept}")
 
     def _apply_optim_config(self) -> None:
@@ -580,6 +583,7 @@ class Trainer:
                     atomic_write_bytes(self.out / "metrics.jsonl", self._carried)
                 if moved:
                     warn(moved)
+                if moved and not (self.out / "last.pt").exists():
                     # At once, not at the first ckpt_every: a stop before it (Ctrl-C while
                     # the loader starts) left no last.pt, and resume=auto was refused or
                     # pointed at the abandoned history's best.pt.
@@ -1040,22 +1044,30 @@ def _same_folder(a: str, b: Path) -> bool:
 def foreign(path: Path, out: Path, run_id: Optional[str]) -> Optional[str]:
     """None when a run in `out` wrote the checkpoint `path`, else whose it is, in words: what
     tells a run's own stepN.pt from one copied into its folder by hand, which starting over
-    and keep_snapshots must not delete. Its run id (the folder's, `run_id`: the folder
-    moved or renamed since) or the folder it records, resolved; a checkpoint of code before
-    those, by its config's out= resolved from here (given relative from another directory,
-    counted another's: kept). Read mapped: only its metadata costs. A file gone meanwhile
-    (deleted by hand since the folder was listed) is nothing to keep."""
+    and keep_snapshots must not delete. By the run id it records where the folder has one
+    (`run_id`), which holds when the folder is moved or renamed; else by the folder it
+    records, resolved, which holds however out= was spelled; a checkpoint of code before
+    those by its config's out= resolved from here (given relative from another directory,
+    counted another's: kept). Read mapped: only its metadata costs. A file gone since the
+    folder was listed (deleted by hand) is nothing to keep."""
     try:
         ck = read_checkpoint(path, mmap=True)
-    except CheckpointError:
+    except CheckpointError as e:
         if not path.exists():
             return None
-        return ("which no run in it wrote (not a readable checkpoint: "
-                f"{first_line(sys.exc_info()[1])})")
+        return f"which no run in it wrote (not a readable checkpoint: {first_line(e)})"
     run = ck.get("run") if isinstance(ck.get("run"), dict) else {}
-    if run_id is not None and run.get("id") == run_id:
-        return None
-    if isinstance(folder := run.get("dir"), str) and folder:
+    folder = run.get("dir") if isinstance(run.get("dir"), str) and run.get("dir") else None
+    if run_id is not None and isinstance(run.get("id"), str):
+        # a folder's id, not its path: another folder since moved to this one's path is
+        # another run's
+        if run["id"] == run_id:
+            return None
+        if folder and _same_folder(folder, out):
+            return (f"which a run in another folder then at this path wrote (run id "
+                    f"{run['id']}, not {out / RUN_ID_NAME}'s {run_id})")
+        return f"which a run in {folder or 'another folder'} wrote, not one in {out}"
+    if folder:
         return None if _same_folder(folder, out) else (
             f"which a run in {folder} wrote, not one in {out}")
     typed = (ck.get("config") or {}).get("out")
@@ -1063,7 +1075,9 @@ def foreign(path: Path, out: Path, run_id: Optional[str]) -> Optional[str]:
         return "which no run in it wrote (a checkpoint naming no out= folder)"
     if _same_folder(typed, out):
         return None
-    return (f"which a run with out={typed} wrote ({os.path.realpath(typed)} from here), "
+    where = ("" if os.path.isabs(typed) else "; run from the directory that run started "
+             "in if it is this folder's")
+    return (f"which a run with out={typed} wrote ({os.path.realpath(typed)} from here{where}), "
             f"not one in {out}")
 
 

@@ -2758,6 +2758,7 @@ def test_a_run_knows_its_own_checkpoints_under_another_spelling_of_out_and_once_
     (tmp_path / "x").mkdir()
     monkeypatch.chdir(tmp_path)
     train(tiny_cfg("r", 2, snapshot_every=1), quiet=True)   # relative, from tmp_path
+    shutil.copy(tmp_path / "r" / "step1.pt", tmp_path / "first.pt")
     monkeypatch.chdir(tmp_path / "x")
     r = tmp_path / "r"
     train(tiny_cfg(r, 2, snapshot_every=1, resume="never"), quiet=True)
@@ -2771,8 +2772,19 @@ def test_a_run_knows_its_own_checkpoints_under_another_spelling_of_out_and_once_
     with pytest.raises(ValueError, match=rf"would remove {m / 'step5.pt'}, which a run in "
                                          rf"{r} wrote"):
         train(tiny_cfg(m, 2, resume="never"), quiet=True)
+    # A checkpoint of code before the run id: by its out= as typed, resolved from here.
+    old = read_checkpoint(m / "step5.pt")
+    del old["run"]
+    torch.save({**old, "config": {**old["config"], "out": str(m)}}, m / "step6.pt")
+    torch.save({**old, "config": {**old["config"], "out": "r"}}, m / "step7.pt")
+    from distill.trainer import foreign, read_run_id
+    assert foreign(m / "step6.pt", m, read_run_id(m)) is None
+    assert "a run with out=r wrote (" in foreign(m / "step7.pt", m, read_run_id(m))
+    # r's first run's, copied into the r now there (another run's folder at its path)
+    shutil.copy(tmp_path / "first.pt", r / "step9.pt")
+    assert "which a run in another folder then at this path wrote (run id " in foreign(
+        r / "step9.pt", r, read_run_id(r))
     # Gone since the folder was listed: nothing to keep, not "no run in it wrote" it.
-    from distill.trainer import foreign
     assert foreign(m / "gone.pt", m, None) is None
 
 
