@@ -1365,3 +1365,43 @@ def test_gopro_blur_on_a_source_that_is_not_a_gopro_root_is_said_to_be_ignored(
     assert len(said) == 1 and (f"--gopro-blur blur_gamma is ignored: {data} (paired) is not a "
                                "GoPro layout") in said[0], err
     assert len(_manifest(tmp_path / "cache")) == 2
+
+
+class _StartsAnotherRun(FakeTeacher):
+    """On its first image, a second run into the same cache starts (another terminal, a cron
+    job) with its own --data, and is stopped (Ctrl-C) after one label."""
+
+    def __init__(self, other_data: Path, out: Path):
+        self.other_data, self.out, self.started = other_data, out, False
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        if not self.started:
+            self.started = True
+            with pytest.raises(KeyboardInterrupt):
+                run_labels(str(self.other_data), self.out, teacher=_OtherTeacher(stop=2),
+                           tile=0, overlap=0, progress=False)
+        return super().sharpen(image)
+
+
+def test_a_run_that_ends_does_not_call_a_later_interrupted_runs_record_complete(tmp_path):
+    """Two `labels` runs into one --out at once: the one started second (another --data) was
+    stopped part-way, then the first ended and marked the run record, by then the second's,
+    complete: training took the second run's selection as finished, 1 label of its 4, without
+    the 'did not finish' warning."""
+    first = _paired(tmp_path / "first", 3, h=16, w=16, seed=1)
+    second = tmp_path / "second"
+    for i in range(4):
+        rng = np.random.default_rng(10 + i)
+        write_image(second / "input" / f"s{i}.png", rng.random((16, 16, 3)).astype(np.float32))
+        write_image(second / "target" / f"s{i}.png", rng.random((16, 16, 3)).astype(np.float32))
+    out = tmp_path / "cache"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        s = run_labels(str(first), out, teacher=_StartsAnotherRun(second, out), tile=0,
+                       overlap=0, progress=False)
+    assert s.done == 3
+    record = json.loads((out / "run.json").read_text())
+    assert record["data"] == str(second.resolve()) and record["selected"] == 4
+    assert record["complete"] is False, record
+    with pytest.warns(UserWarning, match="did not finish .*; 1 labels? here of the 4 it selected"):
+        assert len(pairs_from_labels(out)) == 1

@@ -224,16 +224,25 @@ def link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
             shutil.copyfile(src, tmp)
 
 
-def write_run_record(out_dir: Path, **fields: Any) -> Path:
+def write_run_record(out_dir: Path, run_id: Optional[str] = None,
+                     **fields: Any) -> Optional[Path]:
     """DIR/run.json: the last `sharpen labels` run on this cache (its data, its selection, which
-    training uses, the labels here its data does not list, and whether it finished). Written with complete=False when a run starts and True when it ends,
-    so that training can tell a cache an interrupted run left part-labelled from a finished one
-    (the manifest alone cannot: it is rewritten after every image)."""
+    training uses, the labels here its data does not list, and whether it finished). Written
+    with complete=False when a run starts and True when it ends, so that training can tell a
+    cache an interrupted run left part-labelled from a finished one (the manifest alone
+    cannot: it is rewritten after every image). `run_id` names the run: its end marks the
+    record complete only while the record is still its own. Another run into the same --out
+    started meanwhile has replaced it with its own selection, and that run may be the one
+    stopped part-way (None then: nothing written)."""
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
     path = out_dir / RUN_RECORD
-    record = read_run_record(out_dir) if fields.get("complete") else {}
-    record.update({"format": RUN_FORMAT, **fields, "updated": now})
-    return atomic_write_json(path, record)
+    ids = {"run_id": run_id} if run_id is not None else {}
+    with _manifest_lock(out_dir):
+        record = read_run_record(out_dir) if fields.get("complete") else {}
+        if fields.get("complete") and run_id is not None and record.get("run_id") != run_id:
+            return None
+        record.update({"format": RUN_FORMAT, **ids, **fields, "updated": now})
+        return atomic_write_json(path, record)
 
 
 def is_label_cache(folder: Path) -> bool:

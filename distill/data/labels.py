@@ -29,6 +29,7 @@ import datetime
 import os
 import sys
 import time
+import uuid
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Callable, Collection, Optional
@@ -197,6 +198,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             f"{teacher.device} (tile {tile}, overlap {overlap})")
         # Only a run that knows when every rank has finished can say the cache is complete.
         records = dist.world == 1 or pg
+        # Names this run's record, which another run into this --out may replace meanwhile.
+        run_id = uuid.uuid4().hex
         if dist.rank == 0:
             # The selection by name: training uses these labels only, not those earlier runs
             # with another --limit, hold-out or --data left here. Ranks without a process
@@ -207,7 +210,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             listed = {s.name for s in info.samples}
             here = merge_entries(read_manifest_entries(out_dir / MANIFEST),
                                  *(read_manifest_entries(p) for p in shard_paths(out_dir).values()))
-            write_run_record(out_dir, **({"complete": False} if records else {}),
+            write_run_record(out_dir, run_id, **({"complete": False} if records else {}),
                              data=_recorded_data(data),
                              split=info.split,
                              limit=limit, selected=len(samples),
@@ -253,7 +256,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         elif dist.rank == 0:   # after the barrier every shard is final
             merged = merge_shards(out_dir, dist.rank, dist.world, all_finished=True)
         if records and dist.rank == 0:
-            write_run_record(out_dir, complete=True)
+            write_run_record(out_dir, run_id, complete=True)
     finally:
         if owned:
             import torch.distributed as tdist
