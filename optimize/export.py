@@ -128,9 +128,11 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     # calib or parity_images (or a Ctrl-C then) must not leave it behind, empty.
     made = folders_to_make(out_dir)
     try:
-        with root_logging_kept():
+        # Holds the out_dir folder's lock (taken in _export once the folder is checked) until
+        # the export has ended, its lock file removed before an empty folder is.
+        with root_logging_kept(), contextlib.ExitStack() as held:
             return _export(weights, formats, out_dir, options, progress=progress,
-                           on_result=on_result, flags=flags, **overrides)
+                           on_result=on_result, flags=flags, held=held, **overrides)
     except BaseException:
         remove_if_empty(made)
         raise
@@ -139,8 +141,9 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
 def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
             out_dir: str | os.PathLike, options: ExportOptions | None, *,
             progress: Progress | None, on_result, flags: Flags = False,
-            **overrides) -> ExportReport:
-    """`export`'s work, in the root logging state `export` restores."""
+            held: contextlib.ExitStack | None = None, **overrides) -> ExportReport:
+    """`export`'s work, in the root logging state `export` restores; the folder's lock is
+    entered into `held`, which the caller leaves when the export has ended."""
     known = {f.name for f in fields(ExportOptions)}
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -219,6 +222,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     except ValueError as e:
         raise ExportError(str(e)) from None
     out = check_out_dir(out_dir)   # after the usage checks: a mistake leaves no empty folder
+    if held is not None:
+        held.enter_context(_export_lock(out, flags))
     prog.say(f"student {model.arch_name} {model.arch_args} (multiple {multiple}) from {weights}")
 
     # ---- data: calibration crops and held-out parity images (fail early on bad data)
@@ -392,6 +397,24 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
                      f"the engine; {TRTEXEC_ON_JETSON})")
 
     return write_report(results)
+
+
+@contextlib.contextmanager
+def _export_lock(out: Path, flags: Flags) -> Iterator[None]:
+    """One export at a time into `out`, the second refused (ExportError naming the first's
+    process), as training refuses a second run in its out= (`distill.run_lock`, whose lock
+    the kernel drops however its holder ends). Two exports at once each marked, replaced and
+    gated the other's artifacts and rewrote one report: a report could vouch for the file the
+    other had built with its own options, its hash recorded as gated."""
+    from distill.run_lock import RunLocked, run_lock
+
+    flag = ("--out" if flags is True else
+            (flags.get("out_dir") if isinstance(flags, Mapping) else None) or "out_dir")
+    try:
+        with run_lock(out, doing="exporting", flag=flag):
+            yield
+    except RunLocked as e:   # only the lock raises it: the export itself takes no other
+        raise ExportError(str(e)) from None
 
 
 @contextlib.contextmanager

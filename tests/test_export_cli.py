@@ -1634,3 +1634,31 @@ def test_a_calib_folder_readable_only_in_its_held_out_image_is_named(ckpt, tmp_p
     line = _one_line_error(err)
     assert (f"--calib {d}: no calibration images: none of the 4 files is a readable image "
             "(besides the 1 image held out for parity)") in line, line
+
+
+def test_an_export_into_a_folder_another_export_is_writing_is_refused(ckpt, tmp_path, capsys):
+    """Two `sharpen export` into one --out at once (two terminals, a cron job) each marked,
+    replaced and gated the other's artifacts and rewrote one export_report.json: a report could
+    vouch for the file the other run built with its own options (its hash recorded as gated), a
+    marker for the other's verdict. The second is refused before it writes anything, naming
+    the first; once that one has ended the same command runs."""
+    import os
+
+    from distill.run_lock import run_lock
+
+    out = tmp_path / "export"
+    out.mkdir()
+    (out / "student.onnx").write_bytes(b"the other export's model, being written")
+    argv = ["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(out),
+            "--no-latency", "--quiet"]
+    with run_lock(out, doing="exporting", flag="--out"):   # the other export, in this process
+        rc, err = _run(argv, capsys)
+    assert rc == 2
+    assert (f"another run is exporting into {out} (process {os.getpid()}); wait for it to "
+            "finish or stop it, or give this run another --out") in _one_line_error(err)
+    assert sorted(p.name for p in out.iterdir()) == ["student.onnx"]   # no marker, no report
+    assert (out / "student.onnx").read_bytes() == b"the other export's model, being written"
+    rc, err = _run(argv, capsys)
+    assert rc == 0, err
+    assert json.loads((out / "export_report.json").read_text())["ok"] is True
+    assert not (out / ".lock").exists()
