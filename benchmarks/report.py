@@ -164,8 +164,16 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     except SinkError as e:
         remove_if_empty(made)
         raise BenchError(str(e)) from None
+    from distill.run_lock import RunLocked, run_lock
     try:
-        return _run_bench(opts, out)
+        # One bench per --out: two at once timed their backends on each other's cores, and
+        # the second to end replaced the first's report (never set aside as
+        # report.previous.*), its report.md, report.json and figures mixable with the other's.
+        with run_lock(out, doing="benchmarking", flag="--out"):
+            return _run_bench(opts, out)
+    except RunLocked as e:   # the lock alone raises it
+        remove_if_empty(made)
+        raise BenchError(str(e)) from None
     except BaseException:
         remove_if_empty(made)   # deepest first, only while empty
         raise

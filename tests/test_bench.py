@@ -2663,3 +2663,27 @@ def test_rows_of_mixed_precision_artifacts_say_which_layers_are_float(env, tmp_p
                                   "reduce_range=True, float layers: edge_dw, enc.1)"}) \
         == ["edge_dw", "enc.1"]
     assert recorded_float_layers({"quantization": "full-integer int8"}) == []
+
+
+def test_a_bench_into_an_out_another_bench_is_writing_is_refused(env, capsys):
+    """Two `sharpen bench --out` into one folder at once both ran: each timed its backends
+    while the other loaded the same cores (latencies and fps of neither alone), the second to
+    end replaced the first's report without setting it aside as report.previous.*, and
+    report.md, report.json and the figures of the two could be mixed. The second is refused
+    before it measures or moves anything, naming the first."""
+    from benchmarks import cli as bench_cli
+    from distill.run_lock import run_lock
+
+    out = env / "shared-out"
+    out.mkdir()
+    (out / "report.json").write_text('{"the other run": "finished"}\n')
+    with run_lock(out, doing="benchmarking", flag="--out"):   # the other bench, in this process
+        rc = bench_cli.main(["--out", str(out), "--students", str(env / "student-good.pt"),
+                             "--teacher-weights", str(env / "teacher.pt"), "--data",
+                             str(env / "pairs"), "--cache", str(env / "cache"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert (f"another run is benchmarking into {out} (process {os.getpid()}); wait for it to "
+            "finish or stop it, or give this run another --out") in err
+    assert sorted(p.name for p in out.iterdir()) == ["report.json"]   # not set aside
+    assert json.loads((out / "report.json").read_text()) == {"the other run": "finished"}
