@@ -377,13 +377,6 @@ def _matmul_macs(model: Any, size: int) -> int:   # a torch.nn.Module (imported 
 # ------------------------------------------------------------------ sharpen synth
 
 def cmd_synth(args: argparse.Namespace) -> int:
-    import numpy as np
-    from tqdm import tqdm
-
-    from .data.blur import BlurConfig, synthesize
-    from .images import ImageReadError, list_images, to_rgb_float, warn_16_bit, write_image
-    from runtime.imageio import decode_image
-
     if problem := _synth_options_problem(args):
         return _err(problem)
     if args.embedded:
@@ -396,11 +389,30 @@ def cmd_synth(args: argparse.Namespace) -> int:
     src = Path(args.sharp)
     if not src.is_dir():
         return _err(f"--sharp {src}: not a folder")
-    from .data.corpus import _names
-    from .data.sources import _images_under
     out = Path(args.out)
     if err := _out_folder_problem(out):
         return _err(err)
+    from .run_lock import RunLocked, run_lock
+    try:
+        # One run per --out: two at once wrote each pair's input and target one after the
+        # other, and a pair could take its input from one and its target from the other.
+        with run_lock(out, doing="writing synthetic pairs", flag="--out"):
+            return _synth_into(args, src, out)
+    except RunLocked as e:   # only the lock raises it
+        return _err(str(e))
+
+
+def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
+    """`synth`'s pairs of the photos in `src` written into `out`, whose lock is held."""
+    import numpy as np
+    from tqdm import tqdm
+
+    from .data.blur import BlurConfig, synthesize
+    from .data.corpus import _names
+    from .data.sources import _images_under
+    from .images import ImageReadError, list_images, to_rgb_float, warn_16_bit, write_image
+    from runtime.imageio import decode_image
+
     # Subfolders too, as `corpus` and `labels` read them; never this run's own output.
     files = [src / r for r in _images_under(src)
              if not (src / r).resolve().is_relative_to(out.resolve())]

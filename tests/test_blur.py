@@ -208,3 +208,30 @@ def test_synth_counts_one_held_pair_in_the_singular(tmp_path):
     assert "; 1 other stays beside" in one_other
     replaced = _held_pairs(tmp_path, {"a.png"}, {"a.png"})
     assert "holds 1 pair; the one with a name written now is replaced" in replaced
+
+
+def test_a_synth_into_an_out_another_run_is_writing_is_refused(tmp_path, capsys):
+    """Two `synth` into one --out at once (other seeds or presets) wrote each pair's input and
+    target one after the other: a pair could take its blurred input from one run and its
+    target from the other, which with a --preset is another frame (misaligned), and the
+    warning about the pairs already there counted none of the other run's. The second is
+    refused before it writes anything, naming the first."""
+    import os
+
+    from distill.images import write_image
+    from distill.run_lock import run_lock
+    from sharpen.cli import main
+
+    write_image(tmp_path / "photos" / "a.png", np.full((24, 24, 3), 0.5, np.float32))
+    out = tmp_path / "o"
+    argv = ["synth", "--sharp", str(tmp_path / "photos"), "--out", str(out), "--size", "3", "7",
+            "--quiet"]
+    with run_lock(out, doing="writing synthetic pairs", flag="--out"):   # the other synth
+        assert main(argv) == 2
+        assert sorted(p.name for p in out.iterdir()) == [".lock"]
+    err = capsys.readouterr().err
+    assert (f"another run is writing synthetic pairs into {out} (process {os.getpid()}); wait "
+            "for it to finish or stop it, or give this run another --out") in err, err
+    assert not out.exists()   # the lock's holder made the folder, and it was left empty
+    assert main(argv) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["input", "target"]
