@@ -169,7 +169,8 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         # One bench per --out: two at once timed their backends on each other's cores, and
         # the second to end replaced the first's report (never set aside as
         # report.previous.*), its report.md, report.json and figures mixable with the other's.
-        with run_lock(out, doing="benchmarking", flag="--out"):
+        # Its own lock file: a training run or an export in the folder writes none of these.
+        with run_lock(out, doing="benchmarking", flag="--out", name=".bench.lock"):
             return _run_bench(opts, out)
     except RunLocked as e:   # the lock alone raises it
         remove_if_empty(made)

@@ -47,12 +47,14 @@ def _holding(holder: RunLocked) -> str:
 
 @contextlib.contextmanager
 def run_lock(out: Path, enabled: bool = True, doing: str = "training",
-             flag: str = "out=") -> Iterator[None]:
+             flag: str = "out=", name: str = LOCK_NAME) -> Iterator[None]:
     """Hold the out folder's lock for the block. A folder this call had to create is removed
     again if the run left nothing in it (a run that could not start leaves no folder).
     `doing` (written into the lock file, for another's refusal to name) and `flag` (this
     one's refusal) word it for other commands (`sharpen corpus`: "writing a corpus",
-    "--out")."""
+    "--out"). `name`: the lock file's, for a command whose files a training run in the same
+    folder never touches (`export`, `bench`), so that only runs of that command exclude
+    each other."""
     try:
         import fcntl
     except ImportError:      # not on POSIX: run unlocked rather than not at all
@@ -69,7 +71,7 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
         raise ValueError(problem)
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
-    path = out / LOCK_NAME
+    path = out / name
     try:
         fd = _acquire(path)
     except RunLocked as e:

@@ -399,19 +399,25 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     return write_report(results)
 
 
+# The export's own lock file: a training run in the same folder (an export of its best.pt
+# beside it) writes none of the export's files, and goes on.
+EXPORT_LOCK = ".export.lock"
+
+
 @contextlib.contextmanager
 def _export_lock(out: Path, flags: Flags) -> Iterator[None]:
     """One export at a time into `out`, the second refused (ExportError naming the first's
     process), as training refuses a second run in its out= (`distill.run_lock`, whose lock
-    the kernel drops however its holder ends). Two exports at once each marked, replaced and
-    gated the other's artifacts and rewrote one report: a report could vouch for the file the
-    other had built with its own options, its hash recorded as gated."""
+    the kernel drops however its holder ends; here in a file of its own, EXPORT_LOCK). Two
+    exports at once each marked, replaced and gated the other's artifacts and rewrote one
+    report: a report could vouch for the file the other had built with its own options, its
+    hash recorded as gated."""
     from distill.run_lock import RunLocked, run_lock
 
     flag = ("--out" if flags is True else
             (flags.get("out_dir") if isinstance(flags, Mapping) else None) or "out_dir")
     try:
-        with run_lock(out, doing="exporting", flag=flag):
+        with run_lock(out, doing="exporting", flag=flag, name=EXPORT_LOCK):
             yield
     except RunLocked as e:   # only the lock raises it: the export itself takes no other
         raise ExportError(str(e)) from None

@@ -2677,7 +2677,7 @@ def test_a_bench_into_an_out_another_bench_is_writing_is_refused(env, capsys):
     out = env / "shared-out"
     out.mkdir()
     (out / "report.json").write_text('{"the other run": "finished"}\n')
-    with run_lock(out, doing="benchmarking", flag="--out"):   # the other bench, in this process
+    with run_lock(out, doing="benchmarking", flag="--out", name=".bench.lock"):   # another
         rc = bench_cli.main(["--out", str(out), "--students", str(env / "student-good.pt"),
                              "--teacher-weights", str(env / "teacher.pt"), "--data",
                              str(env / "pairs"), "--cache", str(env / "cache"), "--quiet"])

@@ -1641,7 +1641,7 @@ def test_an_export_into_a_folder_another_export_is_writing_is_refused(ckpt, tmp_
     replaced and gated the other's artifacts and rewrote one export_report.json: a report could
     vouch for the file the other run built with its own options (its hash recorded as gated), a
     marker for the other's verdict. The second is refused before it writes anything, naming
-    the first; once that one has ended the same command runs."""
+    the first."""
     import os
 
     from distill.run_lock import run_lock
@@ -1651,14 +1651,17 @@ def test_an_export_into_a_folder_another_export_is_writing_is_refused(ckpt, tmp_
     (out / "student.onnx").write_bytes(b"the other export's model, being written")
     argv = ["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(out),
             "--no-latency", "--quiet"]
-    with run_lock(out, doing="exporting", flag="--out"):   # the other export, in this process
+    with run_lock(out, doing="exporting", flag="--out", name=".export.lock"):   # another export
         rc, err = _run(argv, capsys)
     assert rc == 2
     assert (f"another run is exporting into {out} (process {os.getpid()}); wait for it to "
             "finish or stop it, or give this run another --out") in _one_line_error(err)
     assert sorted(p.name for p in out.iterdir()) == ["student.onnx"]   # no marker, no report
     assert (out / "student.onnx").read_bytes() == b"the other export's model, being written"
-    rc, err = _run(argv, capsys)
+    # Once it has ended the same command runs, also beside a training run in the folder
+    # (its best.pt exported where it trains), which writes none of the export's files.
+    with run_lock(out, doing="training"):
+        rc, err = _run(argv, capsys)
     assert rc == 0, err
     assert json.loads((out / "export_report.json").read_text())["ok"] is True
-    assert not (out / ".lock").exists()
+    assert not (out / ".export.lock").exists()
