@@ -1405,3 +1405,37 @@ def test_a_run_that_ends_does_not_call_a_later_interrupted_runs_record_complete(
     assert record["complete"] is False, record
     with pytest.warns(UserWarning, match="did not finish .*; 1 labels? here of the 4 it selected"):
         assert len(pairs_from_labels(out)) == 1
+
+
+def test_a_label_and_its_entry_come_from_the_same_run_when_two_label_one_name(tmp_path,
+                                                                              monkeypatch):
+    """Two `labels` runs with other teachers into one --out at once, labelling the same image:
+    the other run's label and entry went in between this run's label and its entry, which
+    left the other teacher's label under an entry naming this run's teacher, and every later
+    run took it as this teacher's, up to date. The other run is started where this one
+    measures the label against the ground truth, between making it and recording it."""
+    from distill.data.labels import LabelRun
+
+    data = _paired(tmp_path / "data", 1, h=16, w=16)
+    out = tmp_path / "cache"
+    measure = LabelRun._gt_metrics
+    other_ran = []
+
+    def gt_metrics(self, sample, image, label, tag):
+        if not other_ran:
+            other_ran.append(True)
+            run_labels(str(data), out, teacher=_OtherTeacher(), tile=0, overlap=0,
+                       progress=False)
+        return measure(self, sample, image, label, tag)
+
+    monkeypatch.setattr(LabelRun, "_gt_metrics", gt_metrics)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert other_ran
+    entry = _manifest(out)["im00"]
+    label = cv2.imread(str(out / entry["label"]), cv2.IMREAD_UNCHANGED)[..., ::-1] / 65535.0
+    blurred = cv2.imread(str(data / "input" / "im00.png"))[..., ::-1] / 255.0
+    made = {"fake-weights": FakeTeacher().sharpen(blurred),
+            "other-weights": _OtherTeacher().sharpen(blurred)}
+    assert np.abs(label - made[entry["weights_hash"]]).max() < 1e-3, entry["weights_hash"]

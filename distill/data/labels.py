@@ -370,6 +370,24 @@ def _remove_stale_temp_files(out_dir: Path, min_age_s: float = 600.0) -> None:
                     p.unlink()
 
 
+def _staged(path: Path, rgb: np.ndarray, bits: int) -> Path:
+    """`rgb` written to a hidden temp file beside `path` (named as atomic writes name theirs,
+    which the next run removes if a kill leaves it), for `LabelRun._put_in_place`."""
+    import tempfile
+
+    from ..images import write_image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        write_image(tmp, rgb, bits=bits)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    return Path(tmp)
+
+
 class LabelRun:
     def __init__(self, out_dir: Path, teacher, tile: int, overlap: int, batch_size: int,
                  dist: DistInfo, reuse_from: Optional[str | os.PathLike] = None):
@@ -598,28 +616,55 @@ class LabelRun:
                         "new --out")
         return said
 
-    def _save(self) -> None:
+    def _save(self, staged: Optional[list[tuple[Path, Path]]] = None) -> None:
+        """The manifest with this run's entries; `staged`: (temp file, final name) pairs of
+        the files of the entry just made, renamed into place first."""
         if self.dist.world == 1:
             # Another run may write the same folder: re-read under the lock and merge, so no
-            # entry is lost to a last-writer-wins rewrite.
+            # entry is lost to a last-writer-wins rewrite. The files go in place under the
+            # lock too, and the entry is dated then: two runs (other teachers) labelling one
+            # name left one run's label under the other's entry, when the other's label and
+            # entry went in between this run's label and its entry. Now the newest entry,
+            # which the merge keeps, is the one of the file renamed last.
             with _manifest_lock(self.out_dir):
+                self._put_in_place(staged or [])
                 on_disk = read_manifest_entries(self.target)
                 self.known = merge_entries(on_disk, self.known, self.touched)
                 write_manifest(self.out_dir, self.known, self.target)
-        else:
+        else:   # the ranks of a run label names of their own
+            self._put_in_place(staged or [])
             write_manifest(self.out_dir, merge_entries(self.inherited, self.touched),
                            self.target)
 
-    def _record(self, name: str, entry: dict) -> None:
+    def _put_in_place(self, staged: list[tuple[Path, Path]]) -> None:
+        """The staged files renamed into place, and the entry they belong to dated now."""
+        while staged:   # each one taken off the list once renamed (_record's clean-up)
+            tmp, path = staged[0]
+            os.chmod(tmp, 0o644)   # mkstemp makes files owner-only
+            os.replace(tmp, path)
+            staged.pop(0)
+        for e in self.touched.values():
+            if e.pop("_now", False):
+                e["created"] = time.time()
+
+    def _record(self, name: str, entry: dict,
+                staged: Optional[list[tuple[Path, Path]]] = None) -> None:
+        if staged:
+            entry["_now"] = True   # dated when its files are in place (_save)
         self.touched[name] = entry
         self.known[name] = entry
-        self._save()
+        try:
+            self._save(staged)
+        finally:
+            for tmp, _ in staged or ():   # not renamed: an error or Ctrl-C came first
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
 
     def process(self, samples: list[Sample], progress: bool = True, tag: str = "") -> LabelStats:
         from tqdm import tqdm
 
         from ..images import (ImageReadError, OverPixelBudget, UndecodableImage, read_image,
-                              to_rgb_float, write_image)
+                              to_rgb_float)
         from .sources import UnopenableVideo
         from ..teacher import file_hash
 
@@ -688,15 +733,18 @@ class LabelRun:
                     continue
                 entry_extra: dict[str, Any] = {"status": "ok", "height": int(image.shape[0]),
                                                "width": int(image.shape[1])}
-                # 3. write the label (and the video frame) atomically, then the entry
-                rel = label_relpath(sample.name)
-                write_image(self.out_dir / rel, label, bits=16)
-                if raw is not None:
-                    write_image(self.out_dir / label_relpath(sample.name, FRAMES_DIR), image)
                 entry_extra["seconds"] = round(time.perf_counter() - t0, 4)
-                # 4. metrics against ground truth
+                # 3. metrics against ground truth
                 entry_extra.update(self._gt_metrics(sample, image, label, tag))
-                self._record(sample.name, self._entry(sample, input_hash, **entry_extra))
+                # 4. the label (and the video frame) written to temp files, put in place with
+                # the entry (_record)
+                staged = [(_staged(self.out_dir / label_relpath(sample.name), label, 16),
+                           self.out_dir / label_relpath(sample.name))]
+                if raw is not None:
+                    frame = self.out_dir / label_relpath(sample.name, FRAMES_DIR)
+                    staged.append((_staged(frame, image, 8), frame))
+                self._record(sample.name, self._entry(sample, input_hash, **entry_extra),
+                             staged)
                 stats.done += 1
                 stats.seconds += time.perf_counter() - t0
                 if "teacher_psnr" in entry_extra:
