@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import glob
+import itertools
 import math
 import os
 import re
@@ -15,13 +16,14 @@ import shlex
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import cv2
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_bytes, sync_files
+from .atomic import atomic_path, atomic_write_bytes, sync_files, sync_folder
 from .console import count, quiet_native_stderr
 from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, VIDEO_EXTS, icc_problem,
                       with_icc_profile)
@@ -231,11 +233,55 @@ class VideoFileSink(Sink):
         for old in folder.glob(f".{glob.escape(stem)}.*.partial{glob.escape(ext)}"):
             m = mine.match(old.name)
             if m and not _pid_alive(int(m.group(1))):
-                old.unlink(missing_ok=True)
+                self._keep_or_remove(old, int(m.group(1)))
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
                                    dir=folder)
         os.close(fd)
         return Path(tmp)
+
+    def _keep_or_remove(self, old: Path, pid: int) -> None:
+        """What a killed run (SIGKILL, a power cut) left: a recording of hours, which MPEG-TS,
+        MKV, AVI and the rest play up to the cut, is renamed beside the output and said once;
+        one without a frame is removed. MP4/MOV hold their frames but no index (written at
+        close), so no player opens them; kept too, with the ffmpeg command that rebuilds them.
+        Measured (a writer SIGKILLed at 300 frames of 64x64): all but the writer's last 256 KB
+        read back from .ts .mpg .mkv .webm .avi .flv .wmv .ogv, nothing from .mp4 .mov .m4v
+        .3gp ('moov atom not found') until rebuilt, then as many as a closed file's."""
+        try:
+            st = old.stat()
+        except FileNotFoundError:
+            return   # another run starting into the same output took it
+        plays = _first_frame_reads(old)
+        if not plays and not _mp4_frame_bytes(old):
+            old.unlink(missing_ok=True)
+            return
+        when = time.localtime(st.st_mtime)
+        ext = self.path.suffix
+        kept = _move_aside(old, self.path.with_name(
+            f"{self.path.stem}.interrupted-{time.strftime('%Y%m%d-%H%M%S', when)}{ext}"))
+        if kept is None:
+            return
+        try:
+            os.chmod(kept, 0o644)   # mkstemp made it owner-only
+        except OSError:
+            pass
+        said = (f"{option('output', self.path, self.flags)}: a recording into it was cut (its "
+                f"process, {pid}, was killed or the power failed) and left "
+                f"{st.st_size / 1e6:.1f} MB of video, last written "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}; it is kept as {kept}")
+        if plays:
+            warn(f"{said}, which plays up to the cut (less what the writer still held in "
+                 "memory then, its last moments)")
+            return
+        rebuilt = kept.with_name(f"{kept.stem}-rebuilt{ext}")
+        warn(f"{said}, which no player opens: its frames are there but not the index "
+             f"{ext.lstrip('.').upper()} files get when they are closed. Given REF{ext}, a "
+             "complete video this runtime wrote at the same frame size and rate (a recording "
+             f"of the same camera), ffmpeg rebuilds it: ffmpeg -i REF{ext} -c copy -bsf:v "
+             f"dump_extra -frames:v 1 -f m4v - | cat - {shlex.quote(str(kept))} | ffmpeg -f "
+             f"m4v -r {self.fps:g} -i - -c copy -bsf:v 'noise=drop=not(n)' "
+             f"{shlex.quote(str(rebuilt))}; an .mkv, .avi or .ts recording plays up to a cut "
+             "as it is")
 
     def _check_disk(self, below: int = DISK_FULL_BYTES) -> None:
         # OpenCV's writer drops what does not fit without a word; a full disk is the usual why.
@@ -374,6 +420,70 @@ def free_bytes(folder: Path) -> Optional[int]:
         return None
     blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
     return blocks * st.f_frsize
+
+
+def _first_frame_reads(path: Path) -> bool:
+    with quiet_native_stderr():
+        cap = cv2.VideoCapture(str(path))
+        ok = cap.isOpened() and cap.read()[0]
+        cap.release()
+    return bool(ok)
+
+
+def _mp4_frame_bytes(path: Path) -> int:
+    """The bytes of frames in an MP4/MOV file's mdat box (0: none, or not such a file): what a
+    writer killed before it wrote the index at close leaves them in."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            at = 0
+            while at + 8 <= size:
+                f.seek(at)
+                head = f.read(16)
+                box, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                header = 8
+                if box == 1 and len(head) == 16:
+                    box, header = int.from_bytes(head[8:16], "big"), 16
+                if kind == b"mdat":   # size 0: up to the end, as the writer leaves it open
+                    end = size if box == 0 else min(size, at + box)
+                    return max(0, end - at - header)
+                if box < header or (at == 0 and kind != b"ftyp"):
+                    return 0
+                at += box
+    except OSError:
+        pass
+    return 0
+
+
+def _move_aside(old: Path, name: Path) -> Optional[Path]:
+    """`old` renamed to `name`, else to name-2, name-3, ...: never over another file (a link
+    then an unlink, since a rename replaces). None when another run took it meanwhile."""
+    for n in itertools.count(1):
+        target = name if n == 1 else name.with_name(f"{name.stem}-{n}{name.suffix}")
+        try:
+            os.link(old, target)
+        except FileExistsError:
+            try:
+                if os.path.samefile(old, target):   # linked there by another run
+                    return None
+            except OSError:
+                return None
+            continue
+        except FileNotFoundError:
+            return None
+        except OSError:   # no hard links (FAT, as on a camera's SD card, some shares)
+            if os.path.lexists(target):
+                continue
+            try:
+                os.rename(old, target)
+            except FileNotFoundError:
+                return None
+            sync_folder(target.parent)
+            return target
+        old.unlink(missing_ok=True)
+        sync_folder(target.parent)
+        return target
+    return None
 
 
 def _pid_alive(pid: int) -> bool:

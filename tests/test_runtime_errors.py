@@ -604,6 +604,139 @@ def test_two_video_sinks_into_one_file_do_not_share_a_temp_file(tmp_path):
     assert read_video(tmp_path / "v.mp4")[0] and [p.name for p in tmp_path.iterdir()] == ["v.mp4"]
 
 
+# A recording that writes noise frames until it is killed: noise fills the writer's buffer
+# fast, so what reaches the disk before the kill is the same as after hours of a camera's.
+_RECORDER = """
+import sys
+import numpy as np
+from runtime.sinks import VideoFileSink
+sink, rng, n = VideoFileSink(sys.argv[1], 30.0), np.random.default_rng(0), 0
+while True:
+    f = rng.integers(0, 255, (96, 128, 3), np.uint8)
+    sink.write(f, f, "f")
+    n += 1
+"""
+
+
+def _killed_recording(out: Path, at_least: int = 300_000) -> Path:
+    """The hidden file a recording into `out` leaves when it is SIGKILLed (a power cut) once
+    that file holds `at_least` bytes."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-c", _RECORDER, str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            left = list(out.parent.glob(f".{out.stem}.{proc.pid}.*.partial{out.suffix}"))
+            if left and left[0].stat().st_size >= at_least:
+                break
+            time.sleep(0.01)
+        assert proc.poll() is None, proc.stderr.read().decode()
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+        proc.stderr.close()
+    (left,) = out.parent.glob(f".{out.stem}.{proc.pid}.*.partial{out.suffix}")
+    return left
+
+
+def _frames_read(path: Path) -> int:
+    cap, n = cv2.VideoCapture(str(path)), 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+@pytest.mark.parametrize("ext", [".ts", ".mkv", ".avi"])
+def test_a_killed_recording_is_kept_beside_its_output_and_said_once(tmp_path, ext):
+    """A camera box recorded a day into day.ts; the power failed (SIGKILL) and the restarted
+    service's first frame deleted the hidden leftover, whose frames played up to the cut. It
+    is kept now under a visible name of its last write's time, never over another file."""
+    import time
+
+    from runtime.sinks import VideoFileSink
+
+    out = tmp_path / f"day{ext}"
+    left = _killed_recording(out)
+    size, mtime = left.stat().st_size, left.stat().st_mtime
+    assert _frames_read(left) > 0
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(mtime))
+    kept = tmp_path / f"day.interrupted-{stamp}{ext}"
+    kept.write_bytes(b"someone's own file")   # not overwritten: the next free name is taken
+    with runtime_warnings() as said:
+        sink = VideoFileSink(out, 10)
+        for i in range(3):
+            sink.write(textured_frame(i), textured_frame(i), "f")
+        sink.close()
+    moved = tmp_path / f"day.interrupted-{stamp}-2{ext}"
+    assert kept.read_bytes() == b"someone's own file"
+    assert moved.stat().st_size == size and _frames_read(moved) > 0
+    assert moved.stat().st_mode & 0o777 == 0o644   # not the temp file's owner-only mode
+    assert not list(tmp_path.glob(".*")) and _frames_read(out) == 3
+    (note,) = [s for s in said if "interrupted" in s]
+    assert str(moved) in note and f"{size / 1e6:.1f} MB" in note and "cut" in note, note
+    assert "plays up to the cut" in note, note
+
+
+@pytest.mark.parametrize("ext", [".mp4", ".mov"])
+def test_a_killed_mp4_recording_is_kept_and_the_way_to_rebuild_it_is_said(tmp_path, ext):
+    """An MP4/MOV writer keeps its index until it closes: what a kill leaves opens in no
+    player (OpenCV and ffmpeg: 'moov atom not found'), but its frames are all there. It is
+    kept, and the warning's ffmpeg command, given a complete video of the same size and rate,
+    rebuilds it."""
+    import shlex
+    import subprocess
+
+    from runtime.sinks import VideoFileSink
+    from runtime_fixtures import find_ffmpeg
+
+    out = tmp_path / f"day{ext}"
+    left = _killed_recording(out)
+    size = left.stat().st_size
+    assert _frames_read(left) == 0
+    with runtime_warnings() as said:
+        sink = VideoFileSink(out, 30)
+        for _ in range(3):
+            f = np.random.default_rng(1).integers(0, 255, (96, 128, 3), np.uint8)
+            sink.write(f, f, "f")
+        sink.close()
+    (moved,) = tmp_path.glob(f"day.interrupted-*{ext}")
+    assert moved.stat().st_size == size and not list(tmp_path.glob(".*"))
+    (note,) = [s for s in said if "interrupted" in s]
+    assert str(moved) in note and "no player opens" in note, note
+    command = note.split("rebuilds it: ", 1)[1].split("; ")[0]
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg to try the rebuild the warning names")
+    command = command.replace("ffmpeg ", f"{shlex.quote(ffmpeg)} ")
+    command = command.replace(f"REF{ext}", shlex.quote(str(out)))
+    r = subprocess.run(["bash", "-c", command], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    (rebuilt,) = tmp_path.glob(f"day.interrupted-*-rebuilt{ext}")
+    assert _frames_read(rebuilt) > 20   # the frames up to the cut, at 300 KB of noise
+
+
+def test_a_killed_recording_that_holds_no_frame_is_removed(tmp_path):
+    """Killed before its first frame reached the disk: nothing worth a file of its own."""
+    from runtime.sinks import VideoFileSink
+
+    # Cut to what precedes the first frame: two 188-byte MPEG-TS packets (PAT, PMT), the
+    # MP4 boxes before the frames (ftyp, free, the mdat header).
+    for ext, header in ((".ts", 376), (".mp4", 44)):
+        out = tmp_path / f"day{ext}"
+        left = _killed_recording(out, at_least=1)
+        left.write_bytes(left.read_bytes()[:header])
+        sink = VideoFileSink(out, 10)
+        sink.write(textured_frame(0), textured_frame(0), "f")
+        sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["day.mp4", "day.ts"]
+
+
 def test_an_output_that_cannot_start_leaves_no_temp_file(tmp_path):
     from runtime.sinks import VideoFileSink
 
