@@ -7,7 +7,6 @@ inputs the student sees (calibration and parity use disjoint photos).
 """
 from __future__ import annotations
 
-import glob
 import os
 import warnings
 from itertools import islice
@@ -17,6 +16,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from runtime.console import count
+from runtime.walk import glob_files, walk_files
 from runtime.warn import SharpenWarning
 
 
@@ -75,8 +75,8 @@ def resolve_paths(specs: str | os.PathLike | Iterable[str | os.PathLike]) -> lis
         elif p.is_file():
             paths.append(p)
         elif any(ch in s for ch in "*?["):
-            found = sorted(Path(f) for f in glob.glob(s, recursive=True)
-                           if Path(f).is_file() and (is_image(f) or f.endswith((".npy", ".npz"))))
+            found = sorted(Path(f) for f in glob_files(s)
+                           if is_image(f) or f.endswith((".npy", ".npz")))
             if not found:
                 raise CalibrationError(f"no images match {s!r}")
             paths += found
@@ -107,9 +107,7 @@ def _empty_folder_hint(folder: Path) -> str:
     entries = [q for q in folder.iterdir() if not q.name.startswith(".")]
     videos = sorted(q.name for q in entries if q.is_file() and q.suffix.lower() in VIDEO_EXTS)
     # Bounded: a hint must not walk a whole disk when someone passes their home folder.
-    below = sum(1 for q in islice(folder.rglob("*"), 100_000)
-                if is_image(q) and not any(part.startswith(".") for part in
-                                           q.relative_to(folder).parts))
+    below = sum(1 for q in islice(walk_files(folder, broken=[]), 100_000) if is_image(q))
     hints = []
     if below:
         hints.append(f"its subfolders hold {count(below, 'image file')}, which a folder does not "

@@ -20,6 +20,7 @@ from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, icc_
 from .options import option
 from .prepost import FrameError, conversions, to_bgr
 from .source_base import Frame, Source, SourceError
+from .walk import walk_files
 from .warn import warn
 
 
@@ -159,7 +160,7 @@ def _folder_source(spec: str, folder: Path, flags: bool = False) -> ImageSource:
     videos = [q.name for q in entries if q.suffix.lower() in VIDEO_EXTS and q.is_file()]
     if not images:
         # Bounded: a hint must not walk a whole disk when someone passes their home folder.
-        below = sum(1 for q in islice(folder.rglob("*"), 100_000)
+        below = sum(1 for q in islice(walk_files(folder, broken=[]), 100_000)
                     if q.suffix.lower() in IMAGE_EXTS)
         hint = ""
         if videos:

@@ -10,7 +10,6 @@ Frame, SourceError), `source_spec` (spec_kind, shown_url), `image_sources`, `url
 """
 from __future__ import annotations
 
-import glob as globmod
 import os
 import re
 from pathlib import Path
@@ -40,6 +39,7 @@ from .video_source import (ESTIMATED_COUNT_EXTS as ESTIMATED_COUNT_EXTS,
                            MAX_FPS as MAX_FPS, MIN_FPS as MIN_FPS,
                            NO_DECODABLE_FRAMES as NO_DECODABLE_FRAMES,
                            STREAM_TIMEOUT_S as STREAM_TIMEOUT_S, VideoSource as VideoSource)
+from .walk import glob_files
 
 
 def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
@@ -124,7 +124,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     if p.is_dir():
         return _maybe_live(_folder_source(spec, p, flags), live, flags)
     if any(c in spec for c in "*?["):
-        found = globmod.glob(spec, recursive=True)
+        found = glob_files(spec)
         images = _image_list(found)
         # Sorted as the images are: glob gives the file system's order, not one from run to run
         videos = [f.name for f in sorted(map(Path, found), key=name_order)

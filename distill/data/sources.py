@@ -31,6 +31,7 @@ import numpy as np
 from runtime.console import count
 from runtime.imageio import VIDEO_EXTS
 from runtime.sources import NO_DECODABLE_FRAMES
+from runtime.walk import walk_files
 from runtime.warn import warn
 
 from ..images import UndecodableImage, is_image, read_image, to_rgb_float
@@ -112,21 +113,23 @@ def _visible(rel: Path) -> bool:
 
 
 def _images_under(folder: Path, recursive: bool = True, kind=None,
-                  others: Optional[list[str]] = None) -> list[Path]:
+                  others: Optional[list[str]] = None,
+                  broken: Optional[list[Path]] = None) -> list[Path]:
     """Image files (or, with kind=is_video, video files) under `folder` as paths relative to
     it (hidden files and folders skipped, so the temp files of interrupted atomic writes are
-    never picked up). `others`, when given, receives the paths of the other visible files."""
+    never picked up; linked subfolders followed, see runtime.walk). `others`, when given,
+    receives the paths of the other visible files; `broken`, the links whose target is gone
+    (else a warning names them)."""
     kind = kind or is_image
-    it = folder.rglob("*") if recursive else folder.iterdir()
+    if recursive:
+        files = walk_files(folder, broken)
+    else:
+        files = (p for p in folder.iterdir() if _visible(p.relative_to(folder)) and p.is_file())
     out = []
-    for p in it:
-        rel = p.relative_to(folder)
-        if not _visible(rel):
-            continue
+    for p in files:
         if kind(p):
-            if p.is_file():
-                out.append(rel)
-        elif others is not None and p.is_file():
+            out.append(p.relative_to(folder))
+        elif others is not None:
             others.append(str(p))
     return sorted(out, key=lambda r: r.as_posix())
 
@@ -492,7 +495,7 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
                  f"{path / gt}")
     others: list[str] = []
     rels = _images_under(path, others=others)
-    clips = _images_under(path, kind=is_video)
+    clips = _images_under(path, kind=is_video, broken=[])   # (its broken links: said above)
     not_images = sorted(o for o in others if not is_video(o))   # clips: frames, or left out
     if not frames and rels:
         info = _resolve_folder_images(path, rels)

@@ -1,0 +1,112 @@
+"""The one walk over a folder of user data at any depth (photos, footage, pairs, calibration
+images, a recursive glob): symlinked subfolders are followed, as users link their data sets in
+(`ln -s /data/gopro data/gopro`, `photos/extra -> /mnt/photos`); pathlib's rglob before Python
+3.13 does not follow them, and their images were left out without a word. Here in runtime/
+because the runtime ships alone and the other packages import it."""
+from __future__ import annotations
+
+import glob as globmod
+import os
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Iterator, Optional
+
+from .warn import warn
+
+
+def walk_files(folder: str | os.PathLike, broken: Optional[list[Path]] = None) -> Iterator[Path]:
+    """The files under `folder` at any depth, by name in each folder, hidden files and folders
+    left out (an atomic write killed mid-way leaves its temp file as .NAME.png.XXXX.png).
+    Linked folders are entered once each: a link back up (a loop) or a second link to a folder
+    already walked adds nothing, so no file comes twice and a loop ends. A link whose target is
+    gone is appended to `broken` when given, else said in one warning after the walk."""
+    root = Path(folder)
+    said = broken is None
+    broken = [] if broken is None else broken
+    seen: set[tuple[int, int]] = set()
+    try:
+        st = root.stat()
+        seen.add((st.st_dev, st.st_ino))
+    except OSError:
+        return
+    stack = [root]
+    while stack:
+        here = stack.pop()
+        try:
+            with os.scandir(here) as it:
+                entries = sorted(it, key=lambda e: e.name)
+        except OSError:   # unreadable (permissions), or gone since: as rglob, left out
+            continue
+        dirs = []
+        for e in entries:
+            if e.name.startswith("."):
+                continue
+            try:
+                if e.is_dir():   # follows a link
+                    dirs.append((e.is_symlink(), e.name, e.stat()))
+                elif e.is_file():
+                    yield here / e.name
+                elif e.is_symlink() and not os.path.exists(e.path):
+                    broken.append(here / e.name)
+            except OSError:   # a link loop on a file (a -> b -> a) resolves to nothing
+                broken.append(here / e.name)
+        # A folder also reached through a link here keeps its own name (sub/b.png, not
+        # again/b.png for again -> sub): real folders are taken first.
+        subs = []
+        for _, name, st in sorted(dirs, key=lambda d: d[0]):
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                subs.append(here / name)
+        stack.extend(reversed(subs))   # depth first
+    if said:
+        say_broken(folder, broken)
+
+
+def say_broken(folder: str | os.PathLike, broken: list[Path]) -> None:
+    """One warning naming the links under `folder` whose target is gone (a data set unmounted,
+    moved): their files are not there to read, which would otherwise go unsaid."""
+    if not broken:
+        return
+    one = len(broken) == 1
+    shown = ", ".join(f"{p} -> {_target(p)}" for p in broken[:3])
+    more = f", ... ({len(broken)} in all)" if len(broken) > 3 else ""
+    warn(f"{folder}: {len(broken)} broken link{'' if one else 's'} skipped ({shown}{more}): "
+         f"{'its target is' if one else 'their targets are'} missing (unmounted or moved?)",
+         stacklevel=3)
+
+
+def _target(link: Path) -> str:
+    try:
+        return os.readlink(link)
+    except OSError:
+        return "?"
+
+
+def glob_files(pattern: str) -> list[str]:
+    """glob.glob(pattern, recursive=True) for files, with each `**` walked by walk_files: glob
+    follows linked folders but not loops, which listed a file once per turn (and two links to
+    `.` in one folder never ended). Hidden files are left out, as `*` leaves them out."""
+    parts = Path(pattern).parts
+    if "**" not in parts:
+        return [f for f in globmod.glob(pattern) if os.path.isfile(f)]
+    at = parts.index("**")
+    head, rest = parts[:at], parts[at:]
+    bases = globmod.glob(os.path.join(*head)) if head else ["."]
+    found: list[str] = []
+    for base in bases:
+        if not os.path.isdir(base):
+            continue
+        for f in walk_files(base):
+            rel = f.relative_to(base).parts
+            if _matches(rel, rest):
+                found.append(str(f) if head else os.path.relpath(f))
+    return found
+
+
+def _matches(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:
+    """Whether a relative path's parts match a glob's: `**` stands for any number of folders."""
+    if not pats:
+        return not parts
+    if pats[0] == "**":
+        return any(_matches(parts[i:], pats[1:]) for i in range(len(parts) + 1))
+    return bool(parts) and fnmatch(parts[0], pats[0]) and _matches(parts[1:], pats[1:])
