@@ -217,21 +217,35 @@ def run_export(args) -> int:
 RUN_SOURCE = "VIDEO_OR_CAMERA"
 
 
-def next_steps(report) -> list[str]:
+def next_steps(report, gpu_here: bool | None = None) -> list[str]:
     """The commands that use what this export built, as `labels` and `distill` end with
     theirs: `sharpen run` on the artifact best suited to this machine (of those that passed
     their parity gate, the fastest at 1080p here, else the first built), and the `sharpen
     bench --model` that measures it as deployed. None when nothing passed (the FAILED / NOT
-    BUILT lines say what to do instead)."""
+    BUILT lines say what to do instead). The ModelOpt QDQ model, meant for TensorRT, is offered
+    only where ONNX Runtime runs it on TensorRT or CUDA (`gpu_here`; None: asked of this
+    machine): timed on the CPU it could come out fastest, and a CPU user was told to run it."""
     import shlex
+
+    from runtime.formats import FORMATS
     built = [r for r in report.results if r.status == "pass" and r.file
              and not r.extra.get("earlier_export") and Path(r.file).is_file()]
     if not built:
         return []
-    timed = [r for r in built if r.latency_ms_1080p]
-    pick = min(timed, key=lambda r: r.latency_ms_1080p) if timed else built[0]
+    for_trt = [r for r in built if r.format in FORMATS and _tensorrt_model(FORMATS[r.format])]
+    if for_trt and (gpu_here if gpu_here is not None else _ort_gpu_here()):
+        for_trt = []
+    suited = [r for r in built if r not in for_trt]
+    if not suited:
+        names = ", ".join(Path(r.file).name for r in for_trt)
+        return [f"{names}: for TensorRT, and this machine's ONNX Runtime has neither its "
+                "TensorRT nor its CUDA provider: build the engine from it on the GPU or Jetson "
+                "it will run on (--formats engine-int8 there), or export onnx, onnx-int8 or "
+                "tflite-int8 to run here"]
+    timed = [r for r in suited if r.latency_ms_1080p]
+    pick = min(timed, key=lambda r: r.latency_ms_1080p) if timed else suited[0]
     why = ""
-    if len(built) > 1:
+    if len(suited) > 1:
         why = (f", the fastest here: {pick.latency_ms_1080p:.0f} ms at 1080p" if timed
                else ", the first built")
         why = f" ({Path(pick.file).name}{why})"
@@ -240,6 +254,22 @@ def next_steps(report) -> list[str]:
     bench = ["sharpen", "bench", "--out", "bench/", "--model", pick.file]
     lines.append(f"measure it as deployed (quality and latency): {shlex.join(bench)}")
     return lines
+
+
+def _tensorrt_model(fmt) -> bool:
+    """A model meant for TensorRT that ONNX Runtime runs (the QDQ model); an engine, built on
+    this machine's TensorRT, runs here as it is."""
+    return fmt.engine == "onnxruntime" and fmt.target.startswith("TensorRT")
+
+
+def _ort_gpu_here() -> bool:
+    """Whether `sharpen run`'s ONNX Runtime (providers auto) has TensorRT or CUDA here."""
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return False
+    gpu = {"TensorrtExecutionProvider", "CUDAExecutionProvider"}
+    return bool(gpu & set(ort.get_available_providers()))
 
 
 def _short(reason: str | None) -> str:

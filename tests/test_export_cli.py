@@ -1579,6 +1579,51 @@ def test_the_run_command_takes_the_fastest_artifact_that_passed(tmp_path):
     assert next_steps(report(bad, old)) == []
 
 
+def test_the_run_command_offers_the_qdq_model_only_where_tensorrt_or_cuda_runs_it(tmp_path):
+    """The ModelOpt QDQ model (onnx-qdq-trt) is for TensorRT: timed on ONNX Runtime's CPU it
+    came out fastest and a CPU user was told to run it. Here (no GPU provider) the fastest of
+    the ONNX Runtime and TFLite artifacts that passed is offered; with TensorRT or CUDA, it."""
+    import onnxruntime as ort
+
+    from optimize.commands import next_steps
+    from optimize.export import ExportReport, FormatResult
+
+    files = {}
+    for name in ("m.onnx", "m_qdq_trt.onnx", "m_int8.tflite"):
+        files[name] = tmp_path / name
+        files[name].write_bytes(b"x")
+
+    def report(*results):
+        return ExportReport("m.pt", "fast", str(tmp_path), list(results), {}, {})
+
+    onnx = FormatResult("onnx", "pass", str(files["m.onnx"]), latency_ms_1080p=210.0)
+    qdq = FormatResult("onnx-qdq-trt", "pass", str(files["m_qdq_trt.onnx"]),
+                       latency_ms_1080p=80.0)
+    tfl = FormatResult("tflite-int8", "pass", str(files["m_int8.tflite"]),
+                       latency_ms_1080p=120.0)
+    gpu = {"TensorrtExecutionProvider", "CUDAExecutionProvider"} & \
+        set(ort.get_available_providers())
+    # Without the argument, this machine is asked: its ONNX Runtime's providers decide.
+    cpu = next_steps(report(onnx, qdq, tfl)) if not gpu else \
+        next_steps(report(onnx, qdq, tfl), gpu_here=False)
+    assert cpu[0] == (f"run it (m_int8.tflite, the fastest here: 120 ms at 1080p): sharpen run "
+                      f"--model {files['m_int8.tflite']} --source VIDEO_OR_CAMERA"), cpu
+    assert all("qdq" not in line for line in cpu), cpu
+    assert next_steps(report(onnx, qdq, tfl), gpu_here=True)[0].startswith(
+        f"run it (m_qdq_trt.onnx, the fastest here: 80 ms at 1080p): sharpen run --model "
+        f"{files['m_qdq_trt.onnx']} ")
+    # Untimed: the first built that suits, not the QDQ model listed first.
+    untimed = [FormatResult(r.format, "pass", r.file) for r in (qdq, onnx)]
+    assert next_steps(report(*untimed), gpu_here=False)[0].startswith(
+        f"run it: sharpen run --model {files['m.onnx']} ")
+    # The QDQ model alone on a CPU machine: no command to run it, but where it runs.
+    only = next_steps(report(qdq), gpu_here=False)
+    assert len(only) == 1 and "sharpen run" not in only[0], only
+    assert "m_qdq_trt.onnx: for TensorRT" in only[0] and "engine-int8" in only[0], only
+    assert next_steps(report(onnx, qdq, tfl)) == \
+        next_steps(report(onnx, qdq, tfl), gpu_here=bool(gpu))
+
+
 def test_more_threads_than_cores_is_warned_of_once_naming_where_the_count_came_from(
         ckpt, tmp_path, capsys, monkeypatch):
     """`sharpen run` and `sharpen bench` warned when --threads or OMP_NUM_THREADS asks for more
