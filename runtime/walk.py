@@ -71,7 +71,8 @@ def say_broken(folder: str | os.PathLike, broken: list[Path]) -> None:
     shown = ", ".join(f"{p} -> {_target(p)}" for p in broken[:3])
     more = f", ... ({len(broken)} in all)" if len(broken) > 3 else ""
     warn(f"{folder}: {len(broken)} broken link{'' if one else 's'} skipped ({shown}{more}): "
-         f"{'its target is' if one else 'their targets are'} missing (unmounted or moved?)",
+         f"{'its target is' if one else 'their targets are'} missing (unmounted or moved?) "
+         "or a link loop",
          stacklevel=3)
 
 
