@@ -537,8 +537,11 @@ class _Stream:
         for msg in tiling_warnings(h, w, self.o.tile, proc.overlap, self.backend.multiple,
                                    self.backend.receptive_field, auto=proc.overlap_auto,
                                    flags=self.flags,
-                                   unrecorded=self.backend.receptive_field_unrecorded):
-            warn(msg)
+                                   unrecorded=self.backend.receptive_field_unrecorded,
+                                   model=self.backend.path):
+            if msg not in proc.tiling_said:
+                proc.tiling_said.add(msg)
+                warn(msg)
 
     def run(self) -> None:
         """Capture and infer in worker threads, write in this one, until the stream ends, the

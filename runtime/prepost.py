@@ -295,6 +295,10 @@ class FrameProcessor:
         # Said at the first frame (its size decides them), as run_stream says them: an app's
         # own loop got tiles narrower than the model's receptive field without a word.
         self._tiling_said = not tile
+        # What it said: a stream whose frames change size is checked again (run_stream), and
+        # what does not depend on the size (a tile rounded up, an export without a receptive
+        # field) was said twice.
+        self.tiling_said: set[str] = set()
 
     def _infer_nchw(self, batch: np.ndarray) -> np.ndarray:
         # tiled_apply speaks NCHW; NHWC backends (TFLite) get transposed tiles.
@@ -339,7 +343,9 @@ class FrameProcessor:
                                        getattr(self.backend, "receptive_field", None),
                                        auto=self.overlap_auto, flags=self.flags,
                                        unrecorded=getattr(self.backend,
-                                                          "receptive_field_unrecorded", False)):
+                                                          "receptive_field_unrecorded", False),
+                                       model=getattr(self.backend, "path", None)):
+                self.tiling_said.add(msg)
                 _warn(msg)
         if self.tile:
             img = bgr_to_rgbf(bgr)

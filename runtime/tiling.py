@@ -164,14 +164,16 @@ def auto_overlap(tile: int, receptive_field: Optional[int] = None) -> int:
 
 def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
                     receptive_field: int | None = None, auto: bool = False,
-                    flags: bool = False, unrecorded: bool = False) -> list[str]:
+                    flags: bool = False, unrecorded: bool = False,
+                    model: object = None) -> list[str]:
     """What a user should know before an h x w frame is tiled: a tile rounded up to the model's
     size multiple, tiles that overlap so much that each pixel is computed many times, and an
     overlap narrower than the model's receptive field (the blend then hides seams only
     partly: a tile's border pixels miss context its neighbour had). `auto`: the overlap is
     `auto_overlap`'s, not the user's, so it is narrower only where the tile capped it.
     `unrecorded`: the model is an export that records no receptive field (one from before it
-    was recorded), whose automatic overlap is then a fixed one that may be too narrow.
+    was recorded), whose automatic overlap is then a fixed one that may be too narrow; `model`,
+    its file, which that message names.
     The messages name run_stream's keywords (`tile=250`), or with `flags` the flags of
     `sharpen run` (`--tile 250`)."""
     if not tile:
@@ -193,7 +195,8 @@ def tiling_warnings(h: int, w: int, tile: int, overlap: int, multiple: int = 8,
                    f"({receptive_field} px): tile seams may show; a {named('tile')} of at "
                    f"least {2 * receptive_field} lets the overlap reach it")
     elif unrecorded and auto and not receptive_field:
-        out.append(f"the model's export records no receptive field (an export from before it "
+        whose = f"{model}: its export" if model else "the model's export"
+        out.append(f"{whose} records no receptive field (an export from before it "
                    f"was recorded): the automatic overlap {overlap} may be narrower than it, and "
                    "tile seams may show; export it again with `sharpen export` to record it, or "
                    f"give a wider {named('overlap')}")

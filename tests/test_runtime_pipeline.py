@@ -329,9 +329,24 @@ def test_an_export_from_before_the_receptive_field_was_recorded_is_said_when_til
         s = run_stream(old, str(src), tmp_path / "old.png", tile=96)
     assert (s["overlap"], s["overlap_auto"]) == (32, True)
     assert [m for m in said if m.startswith(
-        "the model's export records no receptive field (an export from before it was "
+        f"{old}: its export records no receptive field (an export from before it was "
         "recorded): the automatic overlap 32 may be narrower than it, and tile seams may show; "
         "export it again with `sharpen export` to record it, or give a wider overlap")], said
+    # Once however the frames change size (a stream checks each new size again, which said
+    # it, and the rounded tile, a second time), and not for an export that records the field.
+    frames = [textured_frame(i, h=96, w=128) for i in range(2)] + [
+        textured_frame(i, h=120, w=160) for i in range(2)]
+    with runtime_warnings() as said:
+        run_stream(old, frames, None, tile=90)
+    assert sum("records no receptive field" in m for m in said) == 1, said
+    assert sum(m.startswith("tile=90 runs as 96") for m in said) == 1, said
+    props = {p.key: p.value for p in m.metadata_props}
+    recorded = tmp_path / "recorded.onnx"
+    onnx.helper.set_model_props(m, {**props, "receptive_field": "40"})
+    onnx.save(m, str(recorded))
+    with runtime_warnings() as said:
+        run_stream(recorded, frames, None, tile=96)
+    assert not [m for m in said if "receptive field" in m], said
     with runtime_warnings() as said:   # an overlap given, or no tiles: nothing to say
         run_stream(old, str(src), tmp_path / "given.png", tile=96, overlap=48)
         run_stream(old, str(src), tmp_path / "whole.png")
