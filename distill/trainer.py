@@ -800,7 +800,9 @@ class Trainer:
         best.pt into b, and the run ended "nothing was validated"; with other validation images
         than those of the checkpoint, scores of different images were compared, so an easier
         set replaced best.pt with a worse model and a harder one never replaced it. A branch
-        into a folder holding a best.pt of its own scores that one on this run's images."""
+        into a folder holding a best.pt of its own, or a resume from a checkpoint that does not
+        record its images, scores that one on this run's images; one this run's model cannot
+        load is set aside."""
         ckpt = self._resume_path()
         if ckpt is None:
             return None
@@ -815,13 +817,14 @@ class Trainer:
         if not val_items:
             return None
         recorded = self._resumed_data.get("val_digest")
-        # A last.pt from before checkpoints recorded their data: the images of its score unknown
-        unknown = self._data_unrecorded and not elsewhere
+        # The images of best.pt's score unknown: a last.pt from before checkpoints recorded
+        # their data, or a weights-only checkpoint (stepN.pt, best.pt), which never records it.
         # A branch into a folder holding a best.pt of its own: validated on images that the
-        # checkpoint's data signature does not describe, so scored again.
-        if not elsewhere and (recorded == self._data_sig.get("val_digest")
-                              or (recorded is None and not unknown)):
-            return None
+        # checkpoint's data signature does not describe. Either way, scored again.
+        unknown = recorded is None and not elsewhere
+        rescore = elsewhere or recorded != self._data_sig.get("val_digest")
+        # Loaded even when its score stands: one replaced by hand (another model's, not a
+        # checkpoint) was else held up as the run's best and overwritten once beaten, unsaid.
         try:
             ck = read_checkpoint(best_pt)
             model = copy.deepcopy(self.ema)
@@ -832,20 +835,26 @@ class Trainer:
             self.best = self.best_step = None
             self._set_aside.append(best_pt)
             return f"best.pt is chosen afresh ({e})"
+        if not rescore:
+            return None
         m = evaluate(model, val_items, self.device)
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
         was, self.best = self.best, m.get(key)
         step = ck.get("step")
         self.best_step = step if isinstance(step, int) else None
-        images = "this run's validation images" if elsewhere else "the new validation images"
+        images = ("this run's validation images" if elsewhere or unknown
+                  else "the new validation images")
         if self.best is None or not math.isfinite(self.best):
             self.best = self.best_step = None
             return f"best.pt is chosen afresh among the validations on {images}"
         if unknown and isinstance(was, float) and abs(self.best - was) < 1e-6:
             return None   # the same images, most likely: nothing to say
-        if unknown:
+        if unknown and self._data_unrecorded:
             images = ("this run's validation images (its checkpoint, saved by an older version, "
                       "does not record the images of its score)")
+        elif unknown:
+            images = (f"this run's validation images ({ckpt.name} holds weights only, with no "
+                      "record of the images of best.pt's score)")
         # in the words of best_text and the console's validation line, not the metrics key
         if not isinstance(was, float):
             earlier = ""

@@ -2805,6 +2805,74 @@ def test_a_best_pt_that_cannot_be_scored_is_set_aside_not_overwritten(tmp_path):
     assert [w for w in said if "last.pt, best.pt" in w and str(aside) in w], said
 
 
+def test_a_best_pt_in_the_run_s_own_folder_that_cannot_be_scored_is_set_aside(tmp_path):
+    """Resumed in its own folder with the same data (resume=auto, or a stepN.pt), a best.pt
+    replaced by hand (another model's, or not a checkpoint) was never looked at: another
+    model's score became the score to beat and its weights were overwritten once beaten,
+    unsaid; an unreadable one stayed, and the closing line named a step of this run for it
+    ("best.pt (step 2) stays, the score to beat"). It is set aside, as in a branch."""
+    r, other = tmp_path / "r", tmp_path / "other"
+    train(tiny_cfg(other, 1, val_every=1,
+                   **{"model.args": "{width: 12, blocks: 1, low_blocks: 1}"}), quiet=True)
+    train(tiny_cfg(r, 3, val_every=1, snapshot_every=1), quiet=True)
+    theirs = (other / "best.pt").read_bytes()
+    (r / "best.pt").write_bytes(theirs)
+    with runtime_warnings() as said:
+        t = Trainer(tiny_cfg(r, 4, val_every=1, snapshot_every=1), quiet=True)   # its last.pt
+        t.fit()
+    aside = r / "abandoned-at-step3"
+    assert (aside / "best.pt").read_bytes() == theirs
+    assert read_checkpoint(r / "best.pt")["arch_args"]["width"] == 8
+    assert t.best_step == 4, t.best_step   # this run's own validation, not the other's score
+    assert [w for w in said if "best.pt, which this run cannot score, is moved to "
+            f"{aside}" in w], said
+    (r / "best.pt").write_bytes(b"not a checkpoint")
+    with runtime_warnings() as said:
+        t = Trainer(tiny_cfg(r, 4, val_every=1, resume=r / "step2.pt"), quiet=True)
+        t.fit()
+    assert (r / "abandoned-at-step2" / "best.pt").read_bytes() == b"not a checkpoint"
+    assert read_checkpoint(r / "best.pt")["step"] == t.best_step
+    assert not [w for w in said if "stays, the score to beat" in w], said
+
+
+def test_a_snapshot_resumed_has_best_pt_rescored_on_this_run_s_validation_images(
+        tmp_path, capsys):
+    """A stepN.pt records no data: resumed in its folder with other validation images, best.pt
+    kept its score on the earlier ones, so a harder set never replaced it (the run went on
+    beside a best.pt no validation of its own could beat). It is scored on this run's images
+    first; the message says why, not that the checkpoint is of an older version."""
+    import cv2
+    import numpy as np
+
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    val = tmp_path / "val"
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        write_image(val / "target" / f"v{i}.png", sharp)
+        write_image(val / "input" / f"v{i}.png", cv2.blur(sharp, (5, 5)))
+    out = tmp_path / "r"
+    argv = ["train", "val_every=1", *TINY_CLI, f"out={out}"]
+    assert main([*argv, "optim.steps=3", "snapshot_every=1"]) == 0
+    earlier = read_checkpoint(out / "best.pt")
+    capsys.readouterr()
+    loud = [a for a in argv if a != "--quiet"]
+    assert main([*loud, "optim.steps=4", f"data.val={val}", f"resume={out / 'step2.pt'}"]) == 0
+    err = capsys.readouterr().err
+    ck, best = read_checkpoint(out / "last.pt"), read_checkpoint(out / "best.pt")
+    assert best["step"] > earlier["step"], (best["step"], earlier["step"])
+    assert ck["best"] == best["metrics"]["model_gt_ssim"] < 0.9
+    said = (f"best.pt (step {earlier['step']}) scored on this run's validation images "
+            "(step2.pt holds weights only, with no record of the images of best.pt's score): "
+            "model_gt SSIM ")
+    assert said in err and "older version" not in err, err
+    # The same images: scored again, nothing to say.
+    assert main([*loud, "optim.steps=4", f"data.val={val}", f"resume={out / 'step2.pt'}"]) == 0
+    assert "scored on" not in capsys.readouterr().err
+
+
 def test_a_stop_right_after_going_back_leaves_a_folder_resume_auto_goes_on_from(
         tmp_path, monkeypatch):
     """Gone back (resume=r/step2.pt), the later history's last.pt is moved aside; a Ctrl-C
