@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import glob as globmod
 import os
+from collections import deque
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Iterator, Optional
@@ -23,43 +24,62 @@ def walk_files(folder: str | os.PathLike, broken: Optional[list[Path]] = None) -
     root = Path(folder)
     said = broken is None
     broken = [] if broken is None else broken
-    seen: set[tuple[int, int]] = set()
     try:
-        st = root.stat()
-        seen.add((st.st_dev, st.st_ino))
+        seen = {_identity(root)}
     except OSError:
         return
+    # The real folders are walked first, all of them, and the linked ones after (a link's own
+    # real folders before the links found in it): a folder reached both directly and through
+    # a link keeps its real name wherever the link is (photos/kodak -> bench/kodak24 lists
+    # bench/kodak24/x.png), the name rglob gave it, on which the corpus split, the test-folder
+    # rule and the label caches are keyed.
+    links: deque[Path] = deque()
     stack = [root]
-    while stack:
+    while stack or links:
+        if not stack:
+            link = links.popleft()
+            try:
+                key = _identity(link)
+            except OSError:   # gone since it was listed
+                continue
+            if key not in seen:
+                seen.add(key)
+                stack.append(link)
+            continue
         here = stack.pop()
         try:
             with os.scandir(here) as it:
                 entries = sorted(it, key=lambda e: e.name)
         except OSError:   # unreadable (permissions), or gone since: as rglob, left out
             continue
-        dirs = []
+        subs = []
         for e in entries:
             if e.name.startswith("."):
                 continue
             try:
                 if e.is_dir():   # follows a link
-                    dirs.append((e.is_symlink(), e.name, e.stat()))
+                    if e.is_symlink():
+                        links.append(here / e.name)
+                    elif (key := _identity(e.path)) not in seen:   # (a bind mount of .. etc.)
+                        seen.add(key)
+                        subs.append(here / e.name)
                 elif e.is_file():
                     yield here / e.name
                 elif e.is_symlink() and not os.path.exists(e.path):
                     broken.append(here / e.name)
             except OSError:   # a link loop on a file (a -> b -> a) resolves to nothing
                 broken.append(here / e.name)
-        # A folder also reached through a link here keeps its own name (sub/b.png, not
-        # again/b.png for again -> sub): real folders are taken first.
-        subs = []
-        for _, name, st in sorted(dirs, key=lambda d: d[0]):
-            if (st.st_dev, st.st_ino) not in seen:
-                seen.add((st.st_dev, st.st_ino))
-                subs.append(here / name)
         stack.extend(reversed(subs))   # depth first
     if said:
         say_broken(folder, broken)
+
+
+def _identity(path: str | os.PathLike) -> tuple[int, int] | str:
+    """What tells one folder from another however it is reached: os.stat's device and inode
+    (DirEntry.stat's are 0 on Windows, as os.stat's are on a few file systems: there, the
+    resolved path)."""
+    st = os.stat(path)
+    return (st.st_dev, st.st_ino) if st.st_ino else os.path.realpath(path)
 
 
 def say_broken(folder: str | os.PathLike, broken: list[Path]) -> None:
@@ -100,7 +120,7 @@ def glob_files(pattern: str) -> list[str]:
         for f in walk_files(base):
             rel = f.relative_to(base).parts
             if _matches(rel, rest):
-                found.append(str(f) if head else os.path.relpath(f))
+                found.append(str(f))   # relative when the pattern is: Path('.') / 'x' is 'x'
     return found
 
 

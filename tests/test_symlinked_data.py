@@ -146,3 +146,37 @@ def test_the_hints_count_images_in_linked_subfolders(tmp_path):
     with pytest.raises(SourceError, match="subfolders hold 2 image files"):
         open_source(str(photos))
     assert sorted(p.name for p in resolve_paths(str(photos / "**" / "*"))) == ["b.png", "d.png"]
+
+
+def test_a_folder_reached_directly_and_through_a_link_keeps_its_real_name(tmp_path):
+    """The corpus split, its test-folder rule and the label caches are keyed on each photo's
+    path: a convenience link above the real folder (photos/kodak -> bench/kodak24) must not
+    rename its photos, whichever comes first in the walk. Named through the link, kodak24's
+    photos lost their test folder and were split by hash, most of them into training."""
+    photos = tmp_path / "photos"
+    for i in range(10):
+        _png(photos / "bench" / "kodak24" / f"k{i}.png", i)
+        _png(photos / "own" / f"o{i}.png", 100 + i)
+    (photos / "kodak").symlink_to("bench/kodak24", target_is_directory=True)
+    (photos / "bench" / "alias").symlink_to("../own", target_is_directory=True)
+    want = sorted([f"bench/kodak24/k{i}.png" for i in range(10)] +
+                  [f"own/o{i}.png" for i in range(10)])
+    assert sorted(p.relative_to(photos).as_posix() for p in walk_files(photos)) == want
+    splits = split_photos(photos)
+    assert sorted(p.relative_to(photos).as_posix() for p in splits["test"]) == want[:10]
+    assert sorted(p.name for p in open_source(str(photos / "**" / "k*.png")).paths) == \
+        [f"k{i}.png" for i in range(10)]
+    assert all("kodak24" in f for f in glob_files(str(photos / "**" / "k*.png")))
+
+
+def test_recursive_globs_without_links_list_what_glob_listed(tmp_path, monkeypatch):
+    """Without links glob_files gives glob.glob's files, the same strings (relative ones too)."""
+    import glob
+    for rel in ("frames/a/1.png", "frames/2.png", "frames/.h.png", "frames/.t/3.png",
+                "x[1]/4.png", "frames/a/b/c/1.png", "z.png"):
+        _png(tmp_path / rel)
+    monkeypatch.chdir(tmp_path)
+    for pattern in ("**/*.png", "frames/**/*.png", "f*/**", "frames/**/1.png", "x[[]1]/**",
+                    str(tmp_path / "**" / "*.png"), "frames/*.png", "z.png"):
+        want = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
+        assert sorted(glob_files(pattern)) == want, pattern
