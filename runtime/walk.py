@@ -15,9 +15,11 @@ from typing import Iterator, Optional
 from .warn import warn
 
 
-def walk_files(folder: str | os.PathLike, broken: Optional[list[Path]] = None) -> Iterator[Path]:
+def walk_files(folder: str | os.PathLike, broken: Optional[list[Path]] = None,
+               hidden: bool = False) -> Iterator[Path]:
     """The files under `folder` at any depth, by name in each folder, hidden files and folders
-    left out (an atomic write killed mid-way leaves its temp file as .NAME.png.XXXX.png).
+    left out unless `hidden` (an atomic write killed mid-way leaves its temp file as
+    .NAME.png.XXXX.png).
     Linked folders are entered once each: a link back up (a loop) or a second link to a folder
     already walked adds nothing, so no file comes twice and a loop ends. A link whose target is
     gone is appended to `broken` when given, else said in one warning after the walk."""
@@ -54,7 +56,7 @@ def walk_files(folder: str | os.PathLike, broken: Optional[list[Path]] = None) -
             continue
         subs = []
         for e in entries:
-            if e.name.startswith("."):
+            if e.name.startswith(".") and not hidden:
                 continue
             try:
                 if e.is_dir():   # follows a link
@@ -106,18 +108,21 @@ def _target(link: Path) -> str:
 def glob_files(pattern: str) -> list[str]:
     """glob.glob(pattern, recursive=True) for files, with each `**` walked by walk_files: glob
     follows linked folders but not loops, which listed a file once per turn (and two links to
-    `.` in one folder never ended). Hidden files are left out, as `*` leaves them out."""
+    `.` in one folder never ended). Hidden names are matched as glob matches them: only by a
+    part that starts with '.' (`**/.thumbs/*.png`), never by `*` or `**`."""
     parts = Path(pattern).parts
     if "**" not in parts:
         return [f for f in globmod.glob(pattern) if os.path.isfile(f)]
     at = parts.index("**")
     head, rest = parts[:at], parts[at:]
     bases = globmod.glob(os.path.join(*head)) if head else ["."]
+    # Hidden folders are walked only for a pattern that names one: most hold no images (.git)
+    hidden = any(p.startswith(".") for p in rest)
     found: list[str] = []
     for base in bases:
         if not os.path.isdir(base):
             continue
-        for f in walk_files(base):
+        for f in walk_files(base, hidden=hidden):
             rel = f.relative_to(base).parts
             if _matches(rel, rest):
                 found.append(str(f))   # relative when the pattern is: Path('.') / 'x' is 'x'
@@ -125,9 +130,16 @@ def glob_files(pattern: str) -> list[str]:
 
 
 def _matches(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:
-    """Whether a relative path's parts match a glob's: `**` stands for any number of folders."""
+    """Whether a relative path's parts match a glob's: `**` stands for any number of folders
+    (none hidden); a hidden name matches only a part that starts with '.', as in glob."""
     if not pats:
         return not parts
     if pats[0] == "**":
-        return any(_matches(parts[i:], pats[1:]) for i in range(len(parts) + 1))
-    return bool(parts) and fnmatch(parts[0], pats[0]) and _matches(parts[1:], pats[1:])
+        for i in range(len(parts) + 1):
+            if _matches(parts[i:], pats[1:]):
+                return True
+            if i < len(parts) and parts[i].startswith("."):
+                return False
+        return False
+    return (bool(parts) and (pats[0].startswith(".") or not parts[0].startswith("."))
+            and fnmatch(parts[0], pats[0]) and _matches(parts[1:], pats[1:]))

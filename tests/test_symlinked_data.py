@@ -170,13 +170,17 @@ def test_a_folder_reached_directly_and_through_a_link_keeps_its_real_name(tmp_pa
 
 
 def test_recursive_globs_without_links_list_what_glob_listed(tmp_path, monkeypatch):
-    """Without links glob_files gives glob.glob's files, the same strings (relative ones too)."""
+    """Without links glob_files gives glob.glob's files, the same strings (relative ones too):
+    `sharpen run` and --calib take the patterns users wrote for glob."""
     import glob
     for rel in ("frames/a/1.png", "frames/2.png", "frames/.h.png", "frames/.t/3.png",
                 "x[1]/4.png", "frames/a/b/c/1.png", "z.png"):
         _png(tmp_path / rel)
     monkeypatch.chdir(tmp_path)
     for pattern in ("**/*.png", "frames/**/*.png", "f*/**", "frames/**/1.png", "x[[]1]/**",
-                    str(tmp_path / "**" / "*.png"), "frames/*.png", "z.png"):
+                    str(tmp_path / "**" / "*.png"), "frames/*.png", "z.png",
+                    # A hidden name written out is matched, as glob matches it: '*' and '**'
+                    # alone pass hidden names by.
+                    "**/.h*.png", "frames/**/.t/*.png", "**/.*/*.png", "frames/**/.h.png"):
         want = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
         assert sorted(glob_files(pattern)) == want, pattern
