@@ -249,16 +249,27 @@ class VideoFileSink(Sink):
         .3gp ('moov atom not found') until rebuilt, then as many as a closed file's."""
         try:
             st = old.stat()
+            # Another user's (mkstemp makes it owner-only): what OpenCV cannot open is no
+            # proof of an empty file, and a day of someone's footage was removed as one.
+            with open(old, "rb"):
+                pass
         except FileNotFoundError:
             return   # another run starting into the same output took it
-        plays = _first_frame_reads(old)
-        if not plays and not _mp4_frame_bytes(old):
-            old.unlink(missing_ok=True)
+        except OSError as exc:
+            self._left_alone(old, pid, exc)
             return
+        plays = _first_frame_reads(old)
         when = time.localtime(st.st_mtime)
         ext = self.path.suffix
-        kept = _move_aside(old, self.path.with_name(
-            f"{self.path.stem}.interrupted-{time.strftime('%Y%m%d-%H%M%S', when)}{ext}"))
+        try:
+            if not plays and not _mp4_frame_bytes(old):
+                old.unlink(missing_ok=True)
+                return
+            kept = _move_aside(old, self.path.with_name(
+                f"{self.path.stem}.interrupted-{time.strftime('%Y%m%d-%H%M%S', when)}{ext}"))
+        except PermissionError as exc:   # a folder with the sticky bit (/tmp's), not our file
+            self._left_alone(old, pid, exc)
+            return
         if kept is None:
             return
         try:
@@ -282,6 +293,11 @@ class VideoFileSink(Sink):
              f"m4v -r {self.fps:g} -i - -c copy -bsf:v 'noise=drop=not(n)' "
              f"{shlex.quote(str(rebuilt))}; an .mkv, .avi or .ts recording plays up to a cut "
              "as it is")
+
+    def _left_alone(self, old: Path, pid: int, exc: OSError) -> None:
+        warn(f"{option('output', self.path, self.flags)}: {old} is what a recording into it "
+             f"left when its process ({pid}) was killed, which this user cannot read or move "
+             f"({exc.strerror or exc}); it is left as it is for its owner to keep or remove")
 
     def _check_disk(self, below: int = DISK_FULL_BYTES) -> None:
         # OpenCV's writer drops what does not fit without a word; a full disk is the usual why.
@@ -472,15 +488,28 @@ def _move_aside(old: Path, name: Path) -> Optional[Path]:
         except FileNotFoundError:
             return None
         except OSError:   # no hard links (FAT, as on a camera's SD card, some shares)
-            if os.path.lexists(target):
+            # The name taken first, then replaced: a name found free, then renamed onto,
+            # replaced a file another run or person put there in between.
+            try:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
                 continue
             try:
-                os.rename(old, target)
-            except FileNotFoundError:
-                return None
+                os.replace(old, target)
+            except BaseException as exc:
+                target.unlink(missing_ok=True)
+                if isinstance(exc, FileNotFoundError):
+                    return None   # another run moved it first
+                raise
             sync_folder(target.parent)
             return target
-        old.unlink(missing_ok=True)
+        try:
+            old.unlink()
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            target.unlink(missing_ok=True)   # not moved: one name, as before
+            raise
         sync_folder(target.parent)
         return target
     return None

@@ -737,6 +737,96 @@ def test_a_killed_recording_that_holds_no_frame_is_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["day.mp4", "day.ts"]
 
 
+def test_a_killed_recording_on_a_file_system_without_hard_links_takes_no_ones_name(
+        tmp_path, monkeypatch):
+    """FAT (a camera's SD card) has no hard links: the leftover is renamed, and a rename
+    replaces. A file another run or person put under the kept name just before the rename
+    (after the look that found the name free) was overwritten; the name is taken first now."""
+    import errno
+
+    from runtime.sinks import VideoFileSink
+
+    out = tmp_path / "day.ts"
+    left = _killed_recording(out)
+    size = left.stat().st_size
+    link, rename, replace = os.link, os.rename, os.replace
+
+    def fat_link(src, dst, *a, **k):   # as vfat answers: EEXIST for a taken name, else EPERM
+        if os.path.lexists(dst):
+            raise FileExistsError(errno.EEXIST, "File exists", str(dst))
+        raise PermissionError(errno.EPERM, "Operation not permitted", str(dst))
+
+    theirs = []
+
+    def someone_first(move):
+        def moved(src, dst, *a, **k):   # another process takes a free kept name right then
+            if "interrupted" in str(dst) and not os.path.lexists(dst):
+                Path(dst).write_bytes(b"someone's own file")
+                theirs.append(Path(dst))
+            return move(src, dst, *a, **k)
+        return moved
+
+    monkeypatch.setattr(os, "link", fat_link)
+    monkeypatch.setattr(os, "rename", someone_first(rename))
+    monkeypatch.setattr(os, "replace", someone_first(replace))
+    with runtime_warnings() as said:
+        sink = VideoFileSink(out, 10)
+        sink.write(textured_frame(0), textured_frame(0), "f")
+        sink.close()
+    monkeypatch.setattr(os, "link", link)
+    (note,) = [s for s in said if "interrupted" in s]
+    kept = [p for p in tmp_path.glob("day.interrupted-*.ts") if p.stat().st_size == size]
+    assert len(kept) == 1 and str(kept[0]) in note, (note, list(tmp_path.iterdir()))
+    assert all(p.read_bytes() == b"someone's own file" for p in theirs), theirs
+    assert _frames_read(kept[0]) > 0 and not list(tmp_path.glob(".*"))
+
+
+def test_a_killed_recording_this_user_cannot_read_is_left_alone(tmp_path):
+    """A recording another user's service left (mkstemp makes it owner-only) cannot be looked
+    into: it was removed as one without a frame, a day of someone's footage, and in a folder
+    with the sticky bit (/tmp's) the run stopped at its first frame with a PermissionError.
+    It is left where it is, and said. Root reads every file, so a child drops to nobody."""
+    import subprocess
+    import sys
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="sharpen-test-"))   # nobody can reach /tmp's
+    try:
+        for sticky in (0, 0o1000):
+            os.chmod(folder, 0o777 | sticky)
+            out = folder / f"day{sticky}.ts"
+            left = _killed_recording(out)
+            size = left.stat().st_size
+            if os.geteuid() != 0:
+                left.chmod(0)
+            r = subprocess.run([sys.executable, "-c", _UNPRIVILEGED_RUN, str(out)],
+                               capture_output=True, text=True, timeout=120)
+            assert r.returncode == 0, r.stderr
+            assert left.exists() and left.stat().st_size == size, r.stderr
+            assert str(left) in r.stderr and "cannot read" in r.stderr, r.stderr
+            assert (folder / f"day{sticky}.ts").exists()
+    finally:
+        import shutil
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+# The next run into an output, as the user nobody where it would be root (whose reads no mode
+# stops), its modules loaded first (nobody may not reach the interpreter's own files).
+_UNPRIVILEGED_RUN = """
+import os, sys, warnings
+import numpy as np
+from runtime.sinks import VideoFileSink
+if os.geteuid() == 0:
+    os.setgid(65534)
+    os.setuid(65534)
+warnings.simplefilter("always")
+warnings.showwarning = lambda m, *a, **k: print(m, file=sys.stderr)
+sink, f = VideoFileSink(sys.argv[1], 10), np.full((96, 128, 3), 90, np.uint8)
+sink.write(f, f, "f")
+sink.close()
+"""
+
+
 def test_an_output_that_cannot_start_leaves_no_temp_file(tmp_path):
     from runtime.sinks import VideoFileSink
 
