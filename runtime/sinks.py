@@ -267,8 +267,8 @@ class VideoFileSink(Sink):
                 return
             kept = _move_aside(old, self.path.with_name(
                 f"{self.path.stem}.interrupted-{time.strftime('%Y%m%d-%H%M%S', when)}{ext}"))
-        except PermissionError as exc:   # a folder with the sticky bit (/tmp's), not our file
-            self._left_alone(old, pid, exc)
+        except OSError as exc:   # the sticky bit (/tmp's), another user's file: said, and
+            self._left_alone(old, pid, exc)   # this run's own recording goes on
             return
         if kept is None:
             return
@@ -480,8 +480,9 @@ def _move_aside(old: Path, name: Path) -> Optional[Path]:
             os.link(old, target)
         except FileExistsError:
             try:
-                if os.path.samefile(old, target):   # linked there by another run
-                    return None
+                if os.path.samefile(old, target):   # linked there by another run, or by
+                    old.unlink(missing_ok=True)      # one killed before it unlinked the old
+                    return None                      # name, which stayed for good
             except OSError:
                 return None
             continue

@@ -781,6 +781,25 @@ def test_a_killed_recording_on_a_file_system_without_hard_links_takes_no_ones_na
     assert _frames_read(kept[0]) > 0 and not list(tmp_path.glob(".*"))
 
 
+def test_a_killed_recording_kept_by_a_run_killed_in_turn_loses_its_hidden_name(tmp_path):
+    """Kept is a hard link, then the hidden name's removal: a run killed between the two
+    left the hidden name beside the kept file for good, looked into by every run after."""
+    import time
+
+    from runtime.sinks import VideoFileSink
+
+    out = tmp_path / "day.ts"
+    left = _killed_recording(out)
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(left.stat().st_mtime))
+    kept = tmp_path / f"day.interrupted-{stamp}.ts"
+    os.link(left, kept)
+    sink = VideoFileSink(out, 10)
+    sink.write(textured_frame(0), textured_frame(0), "f")
+    sink.close()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["day.ts", kept.name])
+    assert _frames_read(kept) > 0
+
+
 def test_a_killed_recording_this_user_cannot_read_is_left_alone(tmp_path):
     """A recording another user's service left (mkstemp makes it owner-only) cannot be looked
     into: it was removed as one without a frame, a day of someone's footage, and in a folder
