@@ -262,7 +262,10 @@ class VideoFileSink(Sink):
         when = time.localtime(st.st_mtime)
         ext = self.path.suffix
         try:
-            if not plays and not _mp4_frame_bytes(old):
+            mp4_frames = _mp4_frame_bytes(old)
+            # OpenCV's one probe is no proof of an empty file past what the writer flushes
+            # before its first frame (a header; it writes in 256 KB blocks): kept unread.
+            if not plays and not mp4_frames and st.st_size < UNREAD_KEPT_BYTES:
                 old.unlink(missing_ok=True)
                 return
             kept = _move_aside(old, self.path.with_name(
@@ -283,6 +286,10 @@ class VideoFileSink(Sink):
         if plays:
             warn(f"{said}, which plays up to the cut (less what the writer still held in "
                  "memory then, its last moments)")
+            return
+        if not mp4_frames:
+            warn(f"{said}, which OpenCV could not read back (try ffmpeg or VLC; delete it if "
+                 "it holds nothing of use)")
             return
         rebuilt = kept.with_name(f"{kept.stem}-rebuilt{ext}")
         warn(f"{said}, which no player opens: its frames are there but not the index "
@@ -436,6 +443,9 @@ def free_bytes(folder: Path) -> Optional[int]:
         return None
     blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
     return blocks * st.f_frsize
+
+
+UNREAD_KEPT_BYTES = 1 << 20   # a killed recording this large is kept even if OpenCV reads none
 
 
 def _first_frame_reads(path: Path) -> bool:

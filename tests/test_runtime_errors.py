@@ -737,6 +737,24 @@ def test_a_killed_recording_that_holds_no_frame_is_removed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["day.mp4", "day.ts"]
 
 
+def test_a_large_killed_recording_that_opencv_cannot_read_is_kept(tmp_path):
+    """One failed OpenCV probe deleted whatever it could not open: a recording of megabytes
+    whose start was damaged (a power cut mid-write) is kept for ffmpeg or VLC to try."""
+    from runtime.sinks import UNREAD_KEPT_BYTES, VideoFileSink
+
+    out = tmp_path / "day.ts"
+    left = _killed_recording(out, at_least=1)
+    left.write_bytes(bytes(UNREAD_KEPT_BYTES))   # zeros: nothing OpenCV reads
+    with runtime_warnings() as said:
+        sink = VideoFileSink(out, 10)
+        sink.write(textured_frame(0), textured_frame(0), "f")
+        sink.close()
+    (kept,) = tmp_path.glob("day.interrupted-*.ts")
+    assert kept.stat().st_size == UNREAD_KEPT_BYTES
+    (note,) = [s for s in said if "interrupted" in s]
+    assert "could not read back" in note and str(kept) in note, note
+
+
 def test_a_killed_recording_on_a_file_system_without_hard_links_takes_no_ones_name(
         tmp_path, monkeypatch):
     """FAT (a camera's SD card) has no hard links: the leftover is renamed, and a rename
