@@ -7,11 +7,15 @@ or by an exception, also removes the file; a killed one leaves it, unlocked, for
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 from pathlib import Path
 from typing import Iterator
 
 LOCK_NAME = ".lock"
+# flock's errors on a filesystem without locks (some NFS, SMB and FUSE mounts): the lock only
+# keeps concurrent runs apart, so a run there goes on without it (as the bench cache's lock).
+NO_LOCKS = frozenset({errno.ENOLCK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.ENOSYS})
 # The lock files this process holds, by (device, inode): flock is per open file, so this
 # process's own lock would refuse writing_into. Known here, not from the pid in the file: a
 # run in another PID namespace (a container's process 1) can have this process's number.
@@ -79,6 +83,23 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
                 else "wait for it to finish or stop it")
         raise RunLocked(f"{_holding(e)} into {out} (process {e.holder}); {wait}, or give this "
                         f"run another {flag}", e.holder, e.doing, e.kind) from None
+    except OSError as e:
+        if e.errno not in NO_LOCKS:
+            raise
+        # An export or bench (and training) there ended in this traceback, where they ran
+        # before they took a lock. The file, which locks nothing, is not left behind either.
+        from runtime.warn import warn
+        with contextlib.suppress(OSError):
+            path.unlink()
+        warn(f"cannot lock {path} ({e.strerror or e}): {doing} unlocked; no other run may be "
+             f"{doing} into {out} at the same time")
+        try:
+            yield
+        finally:
+            if created:
+                with contextlib.suppress(OSError):
+                    out.rmdir()
+        return
     held = _hold(fd)
     try:
         _stamp(fd, "run", doing)
