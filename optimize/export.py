@@ -414,8 +414,8 @@ def _export_lock(out: Path, flags: Flags) -> Iterator[None]:
     hash recorded as gated."""
     from distill.run_lock import RunLocked, run_lock
 
-    flag = ("--out" if flags is True else
-            (flags.get("out_dir") if isinstance(flags, Mapping) else None) or "out_dir")
+    # As the front end names it: the bench's export goes into a folder of its --cache.
+    flag = _option("out_dir", flags) or "out_dir"
     try:
         with run_lock(out, doing="exporting", flag=flag, name=EXPORT_LOCK):
             yield

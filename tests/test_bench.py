@@ -2687,3 +2687,22 @@ def test_a_bench_into_an_out_another_bench_is_writing_is_refused(env, capsys):
             "finish or stop it, or give this run another --out") in err
     assert sorted(p.name for p in out.iterdir()) == ["report.json"]   # not set aside
     assert json.loads((out / "report.json").read_text()) == {"the other run": "finished"}
+
+
+def test_a_cache_folder_a_users_export_is_writing_is_named_with_the_flag_of_the_bench(env):
+    """`sharpen export --out` into a folder of the bench cache while the bench exports the
+    student there: the bench's export is refused, as one export into another's --out is, and
+    its reason (the formats' error in the report) said "give this run another out_dir", a
+    keyword of the Python API the bench has no option for; the bench's is --cache."""
+    from benchmarks.artifacts import (BenchError, artifact_folder, ensure_artifacts,
+                                      resolve_students)
+    from distill.run_lock import run_lock
+
+    st = resolve_students([str(env / "student-good.pt")])[0]
+    cache = env / "shared-cache"
+    folder = artifact_folder(st, cache, None)
+    with run_lock(folder, doing="exporting", flag="--out", name=".export.lock"):   # the user's
+        with pytest.raises(BenchError) as e:
+            ensure_artifacts(st, cache, "onnx", quiet=True)
+    assert (f"another run is exporting into {folder} (process {os.getpid()}); wait for it to "
+            "finish or stop it, or give this run another --cache") in str(e.value), e.value
