@@ -38,8 +38,9 @@ def _stamp(fd: int, kind: str, doing: str) -> None:
     """The holder's record in its lock file: process id, then whether it is a run or a short
     write, then what it is doing, a line each; a refused process says which it met (a
     training run was named for grow's brief write, and the other way round)."""
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n{kind}\n{doing}".encode(), 0)
+    with contextlib.suppress(OSError):   # a file held read-only, another user's (_acquire)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n{kind}\n{doing}".encode(), 0)
 
 
 def _holding(holder: RunLocked) -> str:
@@ -120,30 +121,55 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
 def _acquire(path: Path) -> int:
     """An open descriptor of `path`, locked by this process; RunLocked, naming the holder
     and what it is doing, when another holds it (each caller words the refusal)."""
-    import fcntl
-
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            said = os.pread(fd, 4096, 0).decode(errors="replace").strip().split("\n", 2)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except PermissionError:
+            # Another user's, left by a run of theirs that was killed in a shared folder: it
+            # refused every later run in a traceback. Locked through a read-only descriptor
+            # (flock needs none other), it shows whether that run is alive.
+            fd = os.open(path, os.O_RDONLY)
+            _lock_or_refuse(fd, path)
+            try:
+                path.unlink()   # that run has ended: its file goes, and this run makes its own
+            except OSError:
+                # A folder whose files only their owners remove (the sticky bit): held as it
+                # is, its holder's record not this run's (_stamp).
+                if _still_there(fd, path):
+                    return fd
             os.close(fd)
-            holder = said[0].strip() or "unknown"
-            # a lock of older code holds its process id alone
-            kind, doing = (said[1], said[2]) if len(said) == 3 else ("run", None)
-            raise RunLocked(f"process {holder} holds {path}", holder, doing, kind) from None
-        except BaseException:
-            os.close(fd)
-            raise
+            continue
+        _lock_or_refuse(fd, path)
         # Locked after the run that held it ended and removed it: that file is no longer
         # <out>/.lock, and a third run would lock the new one too. Try again on the new one.
-        try:
-            if os.path.samestat(os.fstat(fd), os.stat(path)):
-                return fd
-        except FileNotFoundError:
-            pass
+        if _still_there(fd, path):
+            return fd
         os.close(fd)
+
+
+def _lock_or_refuse(fd: int, path: Path) -> None:
+    """`fd` (of `path`) locked by this process, or closed and RunLocked naming its holder."""
+    import fcntl
+
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        said = os.pread(fd, 4096, 0).decode(errors="replace").strip().split("\n", 2)
+        os.close(fd)
+        holder = said[0].strip() or "unknown"
+        # a lock of older code holds its process id alone
+        kind, doing = (said[1], said[2]) if len(said) == 3 else ("run", None)
+        raise RunLocked(f"process {holder} holds {path}", holder, doing, kind) from None
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _still_there(fd: int, path: Path) -> bool:
+    try:
+        return os.path.samestat(os.fstat(fd), os.stat(path))
+    except FileNotFoundError:
+        return False
 
 
 @contextlib.contextmanager

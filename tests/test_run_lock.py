@@ -1,0 +1,67 @@
+"""distill.run_lock between processes of different users (a shared, group-writable folder)."""
+from __future__ import annotations
+
+import fcntl  # noqa: F401 - imported before the child drops to another user, who cannot
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+import runtime.sinks  # noqa: F401 - (the same: run_lock imports it when it runs)
+import runtime.warn  # noqa: F401
+from distill.run_lock import RunLocked, run_lock
+
+pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
+
+
+def _as_another_user(folder: Path) -> dict:
+    """run_lock on `folder` (an export's lock) in a child process, as user nobody where this
+    process is root (as this user otherwise, the lock file then made read-only for it): what
+    it saw inside the lock and after it, or the refusal."""
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: reports through the pipe, never returns into pytest
+        said: dict = {}
+        try:
+            os.chdir(folder)   # its parents (pytest's tmp folders) are root's alone
+            if os.geteuid() == 0:
+                os.setgid(65534)
+                os.setuid(65534)
+            with run_lock(Path("."), doing="exporting", flag="--out", name=".export.lock"):
+                said["inside"] = Path(".export.lock").read_text().split("\n")
+            said["after"] = sorted(os.listdir("."))
+        except RunLocked as e:
+            said["refused"] = str(e)
+        except BaseException as e:  # noqa: BLE001 - reported to the test
+            said["error"] = f"{type(e).__name__}: {e}"
+        os.write(w, json.dumps(said).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        said = json.loads(f.read() or "{}")
+    os.waitpid(pid, 0)
+    return said
+
+
+def test_a_lock_file_another_users_killed_run_left_does_not_refuse_every_later_run(tmp_path):
+    """An export (or bench, or training run) killed in a folder shared by a group leaves its
+    lock file, its owner's, which the next user's run cannot open to write: every later run
+    there ended in 'PermissionError: .export.lock', a refusal for good until someone removed
+    the file. Its holder has ended, so the next run takes the folder; and a live run of another
+    user refuses it by name, as one of the same user does."""
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o777)
+    stale = folder / ".export.lock"
+    stale.write_text("999999\nrun\nexporting")
+    stale.chmod(0o444)
+    said = _as_another_user(folder)
+    assert "inside" in said, said
+    assert said["inside"][1:] == ["run", "exporting"] and said["inside"][0] != "999999", said
+    assert said["after"] == [], said
+    with run_lock(folder, doing="exporting", flag="--out", name=".export.lock"):
+        (folder / ".export.lock").chmod(0o444)   # another user's, for a run of this one
+        said = _as_another_user(folder)
+    assert said.get("refused", "").startswith(
+        f"another run is exporting into . (process {os.getpid()}); wait for it to finish"), said
