@@ -2,13 +2,12 @@
 this machine has, and the streaming pipeline over a generated video."""
 from __future__ import annotations
 
-import signal
 import sys
 import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Sequence
 
-from runtime.cli_errors import Terminated
+from runtime.cli_errors import STOP_SIGNALS, Terminated
 from runtime.console import count
 
 from .latency import (BACKEND_BY_FORMAT, BACKENDS, SkipCase, frame_fn, make_video, measure,
@@ -257,9 +256,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                             "latency_ms": s["latency_ms"],
                             "provider": s.get("backend", {}).get("provider")}, **base))
                 except StreamInterrupted as e:
-                    # run_stream took the Ctrl-C / SIGTERM and closed the stream; the report
-                    # tells a SIGTERM by its Terminated.
-                    raise (Terminated() if e.signum == signal.SIGTERM
+                    # run_stream took the Ctrl-C / stop signal and closed the stream; the
+                    # report tells a stop signal by its Terminated.
+                    raise (Terminated(e.signum) if e.signum in STOP_SIGNALS
                            else KeyboardInterrupt()) from None
                 except Exception as e:  # noqa: BLE001
                     streams.append(result_row(ms=None, status="error",

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import shlex
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -496,8 +497,8 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
                    e: KeyboardInterrupt, t_start: float) -> Path:
     """An interrupted run's report: the rows it finished and the checks on them, and under
     "incomplete" the signal, the stage it stopped in and every row it did not reach; no
-    figures. Its exit_code is the command's (130 for Ctrl-C, 143 for SIGTERM)."""
-    from runtime.cli_errors import Terminated, interrupt_exit_code
+    figures. Its exit_code is the command's (130 for Ctrl-C, 143 for SIGTERM, 129 for SIGHUP)."""
+    from runtime.cli_errors import interrupt_exit_code, stop_signal
 
     missing: dict[str, list[str]] = {}
     buildable = buildable_formats(opts.formats)   # for the students not exported yet
@@ -525,7 +526,7 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
     report.update(ok=False, exit_code=interrupt_exit_code(e),
                   wall_s=round(time.perf_counter() - t_start, 1))
     report["incomplete"] = {
-        "signal": "SIGTERM" if isinstance(e, Terminated) else "SIGINT",
+        "signal": signal.Signals(stop_signal(e) or signal.SIGINT).name,
         "stage": progress.stage, "missing": {k: v for k, v in missing.items() if v},
         "figures": "not written"}
     _write_report(out, report)

@@ -9,7 +9,7 @@ from .config import TrainConfig
 
 
 class TrainingInterrupted(KeyboardInterrupt):
-    """SIGINT/SIGTERM stopped training after a checkpoint was saved; `signum` says which."""
+    """SIGINT/SIGTERM/SIGHUP stopped training after a checkpoint was saved; `signum` says which."""
 
     def __init__(self, signum: int, step: int, out: Path,
                  hint: str = "run the same command to resume"):
@@ -27,8 +27,8 @@ def _signal_name(signum: int) -> str:
 
 
 class SecondSignal(BaseException):
-    """SIGTERM, or a second SIGINT, while validation runs: skip it and save. A BaseException,
-    so that no `except Exception` on the way swallows it."""
+    """SIGTERM or SIGHUP, or a second SIGINT, while validation runs: skip it and save. A
+    BaseException, so that no `except Exception` on the way swallows it."""
 
 
 def resume_hint(cfg: TrainConfig) -> str:

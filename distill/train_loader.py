@@ -13,6 +13,7 @@ from typing import Iterator
 
 from torch.utils.data import Sampler
 
+from runtime.cli_errors import STOP_SIGNALS
 from runtime.console import count
 
 
@@ -39,8 +40,8 @@ def leave_stop_signals_to_main(worker_id: int) -> None:
     # Ctrl-C, `timeout`, Slurm and systemd signal the whole process group. A loader worker that
     # died of it would make the main process raise mid-step instead of finishing the step and
     # saving; the workers exit with the main process anyway.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    for s in (signal.SIGINT, *STOP_SIGNALS):   # a hang-up's SIGHUP reaches the group too
+        signal.signal(s, signal.SIG_IGN)
 
 
 def shut_down_workers(batches) -> None:

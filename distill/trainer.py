@@ -34,6 +34,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from runtime.atomic import atomic_write_bytes
+from runtime.cli_errors import drop_gone_outputs, signals_to_take
 from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
@@ -945,13 +946,15 @@ class Trainer:
             again, self._stop = bool(self._stop), self._stop or signum
             if not self._validating:
                 return
-            # SIGTERM (a scheduler, torchrun) is followed by SIGKILL within seconds: save now.
-            if again or signum == signal.SIGTERM:
+            drop_gone_outputs(signum)
+            # SIGTERM (a scheduler, torchrun) is followed by SIGKILL within seconds, and torchrun
+            # forwards SIGHUP to the ranks and kills them 30 s later: save now.
+            if again or signum != signal.SIGINT:
                 raise SecondSignal()
             print("\nstopping after this validation, then saving; Ctrl-C again to skip it",
                   file=sys.stderr, flush=True)
         try:
-            return {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)}
+            return {s: signal.signal(s, stop) for s in signals_to_take()}
         except ValueError:  # not the main thread
             return {}
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import signal
 import sys
 import threading
 from typing import Optional
@@ -275,8 +276,10 @@ def handler(args: argparse.Namespace) -> int:
               "(set SHARPEN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
     if summary.get("interrupted"):
-        print(f"sharpen run: {_interrupted_note(summary, args.output, args.max_frames or 0)}",
-              file=sys.stderr)
+        note = _interrupted_note(summary, args.output, args.max_frames or 0)
+        if summary.get("signal", "SIGINT") != "SIGINT":   # each note starts "interrupted"
+            note = note.replace("interrupted", f"interrupted ({summary['signal']})", 1)
+        print(f"sharpen run: {note}", file=sys.stderr)
     # Said with --quiet too: it silences progress (the live line), not the result, as every
     # command's --quiet does (training's `done:`, export's and evaluate's tables).
     print(_result_line(summary), file=sys.stderr)
@@ -301,7 +304,7 @@ def handler(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     if summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
-        code = 143 if summary.get("signal") == "SIGTERM" else 130
+        code = 128 + getattr(signal, summary.get("signal") or "SIGINT")
         _exit_now_if_workers_run(code)
         return code
     return 0

@@ -2,8 +2,14 @@
 the command, exit code 2 (argparse's code for bad usage)."""
 from __future__ import annotations
 
+import os
 import signal
 import sys
+
+# The signals that stop a command as Ctrl-C does, the one list every handler reads: SIGTERM
+# (kill, a job scheduler, `timeout`) and SIGHUP (the terminal closed, the SSH connection
+# dropped), which would otherwise kill a job and lose what it had not saved.
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 class SharpenError(Exception):
@@ -16,29 +22,71 @@ class SharpenError(Exception):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (kill, a job scheduler, `timeout`), raised by the `sharpen` command line where
-    SIGTERM has its default action, so that commands clean up and say so as on Ctrl-C."""
+    """A stop signal (SIGTERM, SIGHUP), raised by the `sharpen` command line where that signal
+    has its default action, so that commands clean up and say so as on Ctrl-C."""
+
+    def __init__(self, signum: int = signal.SIGTERM):
+        super().__init__()
+        self.signum = signum
 
 
-def _sigterm(e: BaseException) -> bool:
-    # Terminated, or an interruption that names its signal (run_stream's, the trainer's).
-    return isinstance(e, Terminated) or getattr(e, "signum", None) == signal.SIGTERM
+def stop_signal(e: BaseException) -> int:
+    """The stop signal an interruption names (Terminated's, run_stream's, the trainer's);
+    0 for Ctrl-C."""
+    signum = getattr(e, "signum", None)
+    return signum if signum in STOP_SIGNALS else 0
 
 
 def interrupt_exit_code(e: BaseException) -> int:
-    """The shell's 128 + signal number for an interruption: 143 for SIGTERM, 130 for Ctrl-C."""
-    return 143 if _sigterm(e) else 130
+    """The shell's 128 + signal number for an interruption: 143 for SIGTERM, 129 for SIGHUP,
+    130 for Ctrl-C."""
+    return 128 + (stop_signal(e) or signal.SIGINT)
+
+
+def signals_to_take() -> list[int]:
+    """The signals a stop handler installs now: SIGINT and SIGTERM as always; SIGHUP only where
+    its action is the default or the `sharpen` command line's handler. Under `nohup` (which
+    ignores it) a hang-up must not stop the job, and an app embedding run_stream or the trainer
+    that handles SIGHUP itself keeps its handler."""
+    def free(signum: int) -> bool:
+        old = signal.getsignal(signum)
+        return old is signal.SIG_DFL or getattr(old, "sharpen_stop", False)
+    hup = getattr(signal, "SIGHUP", None)
+    return [s for s in (signal.SIGINT, *STOP_SIGNALS) if s != hup or free(s)]
+
+
+def drop_gone_outputs(signum: int) -> None:
+    """After a hang-up the terminal is gone, and so may be the reader of a pipe the output
+    went to: a write there raises (EIO, BrokenPipeError), which would cut short the save or
+    the close it lands in, or end the process on its last message. Such a stdout/stderr is
+    pointed at /dev/null; a file or a pipe still read keeps what follows."""
+    if signum != getattr(signal, "SIGHUP", None) or not hasattr(os, "dup2"):
+        return
+    import select
+    for fd in (1, 2):
+        try:
+            poll = select.poll()
+            poll.register(fd, select.POLLOUT)
+            # A hung-up terminal, and a pipe nobody reads any more, poll as error or hang-up.
+            if not any(ev & (select.POLLERR | select.POLLHUP) for _, ev in poll.poll(0)):
+                continue
+            null = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(null, fd)
+            os.close(null)
+        except (OSError, ValueError, AttributeError):   # closed, or no poll() (Windows)
+            continue
 
 
 def interrupted_message(command: str, e: BaseException, resumable: bool) -> str:
     """The line an interrupted command ends with; `resumable`: its rerun skips what is done."""
-    term = " (SIGTERM)" if _sigterm(e) else ""
+    signum = stop_signal(e)
+    term = f" ({signal.Signals(signum).name})" if signum else ""
     again = "; what is done is kept: run the same command to continue" if resumable else ""
     return f"sharpen {command}: interrupted{term}{again}"
 
 
 def raise_if_interrupted(exc: BaseException) -> None:
-    """Raise the Ctrl-C (or SIGTERM) an ImportError stands for. A compiled module built with
+    """Raise the Ctrl-C (or stop signal) an ImportError stands for. A compiled module built with
     pybind11 (ONNX Runtime, LiteRT) turns any exception raised while it initialises, the
     KeyboardInterrupt of a Ctrl-C too, into ImportError('initialization failed') chained to
     it; an import guard that read that as the package missing told a user who pressed

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .backends import BACKEND_BY_SUFFIX, Backend, check_providers, load_backend
+from .cli_errors import drop_gone_outputs, signals_to_take
 from .console import count
 from .host import check_threads
 from .options import is_number, option, video_rate
@@ -103,8 +104,8 @@ LIVE_MIN_AGE_S = 0.05
 
 
 class _SignalStop:
-    """Ctrl-C / SIGTERM set the stop event (clean shutdown, output finalised); a second Ctrl-C
-    raises KeyboardInterrupt for when something is stuck. Once the stream is over and the output
+    """Ctrl-C / SIGTERM / SIGHUP set the stop event (clean shutdown, output finalised); a second
+    Ctrl-C raises KeyboardInterrupt for when something is stuck. Once the stream is over and the output
     is being closed (`closing`), a second one is said and absorbed, a third raises; the handlers
     stay until `restore()`."""
 
@@ -122,13 +123,14 @@ class _SignalStop:
             self.warned = True
             print("\nclosing the output and writing the stats; Ctrl-C again to stop waiting "
                   "for the output", file=sys.stderr, flush=True)
+        drop_gone_outputs(signum)
         self.interrupted, self.signum = True, self.signum or signum
         self.stop.set()
 
     def __enter__(self) -> "_SignalStop":
         self.closing = self.warned = False
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
+            for sig in signals_to_take():
                 self._old[sig] = signal.signal(sig, self._handler)
         return self
 
@@ -256,8 +258,8 @@ def run_stream(model: Union[str, Path, Backend],
         `note: ...` lines; what needs attention comes as a SharpenWarning either way.
     Raises ModelError / SourceError / SinkError / FrameError with user-facing messages, and
     ValueError for options out of range (before anything is opened). In the main thread it
-    holds SIGINT and SIGTERM while it runs: either closes the output, writes the stats and
-    raises StreamInterrupted (a KeyboardInterrupt, `.stats` the summary).
+    holds SIGINT and SIGTERM (and SIGHUP where its action is the default) while it runs: either
+    closes the output, writes the stats and raises StreamInterrupted (a KeyboardInterrupt, `.stats` the summary).
     """
     _check_keywords(overrides)
     o = replace(options or StreamOptions(), **overrides)

@@ -11,8 +11,9 @@ import sys
 import threading
 from pathlib import Path
 
-from runtime.cli_errors import (OWN_PACKAGES, SharpenError, Terminated, interrupt_exit_code,
-                                 interrupted_message, missing_dependency)
+from runtime.cli_errors import (OWN_PACKAGES, STOP_SIGNALS, SharpenError, Terminated,
+                                 drop_gone_outputs, interrupt_exit_code, interrupted_message,
+                                 missing_dependency)
 from runtime.console import quiet_library_logs, report_fatal_errors
 
 
@@ -72,29 +73,33 @@ RESUMABLE = ("corpus", "labels", "bench", "export")
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    # Only where SIGTERM still has its default action (the trainer and `sharpen run` install
-    # their own handlers, which replace this one while they run). Python runs the handler
-    # between bytecodes, so a long native call (a teacher tile, an engine build) finishes
-    # first; schedulers follow SIGTERM with SIGKILL after their grace period anyway.
-    if (threading.current_thread() is not threading.main_thread()
-            or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL):
+def _stop_signals_as_interrupt():
+    # Only the stop signals that still have their default action (the trainer and `sharpen run`
+    # install their own handlers, which replace this one while they run; `nohup` ignores
+    # SIGHUP). Python runs the handler between bytecodes, so a long native call (a teacher
+    # tile, an engine build) finishes first; schedulers follow SIGTERM with SIGKILL after
+    # their grace period anyway.
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-
+    taken = [s for s in STOP_SIGNALS if signal.getsignal(s) is signal.SIG_DFL]
     pid = os.getpid()
 
     def raise_terminated(signum, frame):
         if os.getpid() != pid:   # a forked worker (pool, loader): die as it would have
-            signal.signal(signal.SIGTERM, signal.SIG_DFL)
-            os.kill(os.getpid(), signal.SIGTERM)
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
             return
-        raise Terminated()
-    signal.signal(signal.SIGTERM, raise_terminated)
+        drop_gone_outputs(signum)
+        raise Terminated(signum)
+    raise_terminated.sharpen_stop = True   # run_stream and the trainer may take SIGHUP over
+    for s in taken:
+        signal.signal(s, raise_terminated)
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for s in taken:
+            signal.signal(s, signal.SIG_DFL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from runtime.warn import shown_once_as_lines
     try:
-        with _sigterm_as_interrupt(), shown_once_as_lines():
+        with _stop_signals_as_interrupt(), shown_once_as_lines():
             return int(args.func(args) or 0)
     except SharpenError as e:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)

@@ -550,6 +550,100 @@ def test_sigterm_stops_cleanly(tmp_path, onnx_model):
     assert len(frames) == data["frames_processed"] + data["repeated_frames"] > 0
 
 
+def _hang_up_run(tmp_path, onnx_model, out, stats, closed: bool, ignored: bool = False):
+    """`sharpen run` into a video, sent SIGHUP once frames are written, as a dropped SSH
+    connection sends it; `closed`: its stdout and stderr are pipes nobody reads any more (the
+    terminal is gone); `ignored`: started under nohup (SIGHUP ignored). Returns (rc, stderr)."""
+    import os
+    r, w = os.pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", cli_module(), "run", "--model", str(onnx_model),
+         "--source", f"synthetic:{FRAME_W}x{FRAME_H}@50", "--output", str(out),
+         "--stats", str(stats), "--quiet"], cwd=tmp_path, stdout=w, stderr=w,
+        preexec_fn=(lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN)) if ignored else None)
+    os.close(w)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(
+                p.stat().st_size for p in tmp_path.glob(f".{out.stem}.*partial*")):
+            time.sleep(0.1)
+        time.sleep(0.5)
+        if closed:
+            os.close(r)
+        proc.send_signal(signal.SIGHUP)
+        if ignored:
+            time.sleep(1.0)
+            assert proc.poll() is None, "nohup's SIGHUP stopped the run"
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=30)
+        return proc.returncode, "" if closed else os.read(r, 1 << 20).decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if not closed:
+            os.close(r)
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_hang_up_closes_the_video_even_with_the_terminal_gone(tmp_path, onnx_model, closed):
+    """A dropped SSH connection (SIGHUP) killed `sharpen run`: the video was left a partial
+    temp file and no stats written. It now stops as on SIGTERM, exit 129, also when writing to
+    the terminal that went away fails."""
+    out, stats = tmp_path / "hup.mp4", tmp_path / "s.json"
+    rc, err = _hang_up_run(tmp_path, onnx_model, out, stats, closed)
+    assert rc == 128 + signal.SIGHUP, err
+    assert closed or "interrupted (SIGHUP)" in err and "Traceback" not in err, err
+    frames, _ = read_video(out)
+    data = json.loads(stats.read_text())
+    assert data["interrupted"] is True and data["signal"] == "SIGHUP"
+    assert len(frames) == data["frames_processed"] + data["repeated_frames"] > 0
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_hang_up_under_nohup_leaves_the_run_going(tmp_path, onnx_model):
+    out, stats = tmp_path / "nohup.mp4", tmp_path / "s.json"
+    rc, err = _hang_up_run(tmp_path, onnx_model, out, stats, closed=False, ignored=True)
+    assert rc == 128 + signal.SIGTERM, err
+    assert json.loads(stats.read_text())["signal"] == "SIGTERM"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+@pytest.mark.parametrize("own_handler", [True, False])
+def test_run_stream_takes_sighup_only_where_the_app_left_it_alone(tmp_path, onnx_model,
+                                                                  own_handler):
+    """An app embedding run_stream that handles SIGHUP itself (reloading its settings, say)
+    keeps its handler during the run; where SIGHUP has its default action, a hang-up stops the
+    run as SIGTERM does (output closed, StreamInterrupted). In a process of its own: the
+    default action ends the process."""
+    script = tmp_path / "app.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from runtime import Sink, StreamInterrupted, run_stream\n"
+        "seen = []\n"
+        f"if {own_handler}:\n"
+        "    signal.signal(signal.SIGHUP, lambda s, f: seen.append(s))\n"
+        "class HangUp(Sink):\n"
+        "    n = 0\n"
+        "    def write(self, original, sharpened, name):\n"
+        "        self.n += 1\n"
+        "        if self.n == 3:\n"
+        "            os.kill(os.getpid(), signal.SIGHUP)\n"
+        "sink = HangUp()\n"
+        "try:\n"
+        f"    s = run_stream({str(onnx_model)!r}, 'synthetic:64x48@200', sink, max_frames=10)\n"
+        "    print('finished', s['frames_processed'], seen)\n"
+        "except StreamInterrupted as e:\n"
+        "    print('stopped', e.signum, sink.n < 10,\n"
+        "          signal.getsignal(signal.SIGHUP) is signal.SIG_DFL)\n")
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    want = (f"finished 10 [{int(signal.SIGHUP)}]" if own_handler
+            else f"stopped {int(signal.SIGHUP)} True True")
+    assert done.stdout.strip() == want, done.stderr
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 def test_a_second_ctrl_c_still_closes_the_output_and_exits_130(tmp_path, onnx_model):
     """Two Ctrl-C in quick succession (common where winding down takes long) aborted the process
