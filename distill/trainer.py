@@ -944,9 +944,9 @@ class Trainer:
     def _install_signal_handlers(self):
         def stop(signum, frame):
             again, self._stop = bool(self._stop), self._stop or signum
+            drop_gone_outputs(signum)
             if not self._validating:
                 return
-            drop_gone_outputs(signum)
             # SIGTERM (a scheduler, torchrun) is followed by SIGKILL within seconds, and torchrun
             # forwards SIGHUP to the ranks and kills them 30 s later: save now.
             if again or signum != signal.SIGINT:
