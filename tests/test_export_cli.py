@@ -1736,3 +1736,40 @@ def test_an_export_onto_a_filesystem_without_locks_runs_unlocked_with_a_warning(
     assert (f"cannot lock {out / '.export.lock'} (No locks available): exporting unlocked; "
             f"no other run may be exporting into {out} at the same time") in err, err
     assert sorted(p.name for p in out.iterdir()) == ["export_report.json", "student.onnx"]
+
+
+def test_a_hang_up_mid_export_keeps_the_finished_formats_and_says_so(ckpt, tmp_path):
+    """A dropped SSH connection (SIGHUP) killed the export mid-format with no word and no exit
+    code of ours; it now stops as on SIGTERM: the report holds the formats finished, marked
+    interrupted, and the command says so and exits 129."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    out = tmp_path / "x"
+    cmd = [sys.executable, "-m", "sharpen.cli", "export", "--weights", str(ckpt), "--out",
+           str(out), "--no-latency", "--name", "m", "--formats", "onnx,onnx-int8,tflite-fp16",
+           "--calib-count", "4", "--calib-size", "64", "--min-ssim", "0.5"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    said = []
+    try:
+        for line in proc.stdout:
+            said.append(line)
+            if line.startswith("[3/3]"):   # the TFLite conversion: seconds
+                proc.send_signal(signal.SIGHUP)
+                break
+        said.append(proc.communicate(timeout=120)[0])
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    said = "".join(said)
+    if proc.returncode == 0:
+        pytest.skip("the export finished before the signal landed")
+    assert proc.returncode == 128 + signal.SIGHUP and "Traceback" not in said, said
+    assert said.strip().splitlines()[-1] == ("sharpen export: interrupted (SIGHUP); what is "
+                                             "done is kept: run the same command to continue")
+    rep = json.loads((out / "export_report.json").read_text())
+    assert rep["ok"] is False and rep["settings"]["interrupted"] is True, rep["settings"]
+    assert [r["format"] for r in rep["results"]] == ["onnx", "onnx-int8"]

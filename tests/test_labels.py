@@ -380,8 +380,11 @@ def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig, capsys):
     assert json.loads((out / "run.json").read_text())["complete"] is True
 
 
-def test_sigterm_is_an_interruption_that_says_so(tmp_path, teachers):
-    """`kill` (or a scheduler, or `timeout`) ended the run with exit 143 and not a word."""
+@pytest.mark.parametrize("name", ["SIGTERM", "SIGHUP"])
+def test_sigterm_is_an_interruption_that_says_so(tmp_path, teachers, name):
+    """`kill` (or a scheduler, or `timeout`) ended the run with exit 143 and not a word; a
+    dropped SSH connection (SIGHUP) killed it outright."""
+    signum = getattr(signal, name)
     # Enough images that the signal lands mid-run, not while the run is already ending.
     data = _paired(tmp_path / "data", 40, seed=3)
     out = tmp_path / "cache"
@@ -395,16 +398,19 @@ def test_sigterm_is_an_interruption_that_says_so(tmp_path, teachers):
             time.sleep(0.02)
         if proc.poll() is not None:
             pytest.skip("finished before it could be interrupted")
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
             proc.kill()
     if proc.returncode == 0 and "interrupted" not in err:
         pytest.skip("finished between the check and the signal")
-    assert proc.returncode == 128 + signal.SIGTERM and "Traceback" not in err, err
-    assert err.strip().splitlines()[-1] == ("sharpen labels: interrupted (SIGTERM); what is done "
+    assert proc.returncode == 128 + signum and "Traceback" not in err, err
+    assert err.strip().splitlines()[-1] == (f"sharpen labels: interrupted ({name}); what is done "
                                             "is kept: run the same command to continue"), err
+    entries = _manifest(out)   # the cache stays consistent: every entry's label is whole
+    assert entries and all(cv2.imread(str(out / e["label"]), cv2.IMREAD_UNCHANGED) is not None
+                           for e in entries.values() if e["status"] == "ok")
 
 
 def test_two_ranks_merge_into_one_manifest(tmp_path, teachers):

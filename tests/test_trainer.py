@@ -808,6 +808,39 @@ def test_sigterm_to_the_process_group_with_loader_workers_still_saves(tmp_path):
     assert read_checkpoint(out / "last.pt")["step"] >= 3
 
 
+@pytest.mark.slow
+@pytest.mark.parametrize("closed", [False, True])
+def test_a_hang_up_saves_and_exits_129_with_the_terminal_gone(tmp_path, closed):
+    """A dropped SSH connection sends SIGHUP to the foreground job, the loader workers too: it
+    killed the run, losing every step since the last checkpoint. It now saves as on SIGTERM,
+    also when the terminal it wrote to is gone (stderr a pipe nobody reads: the final message
+    raised BrokenPipeError)."""
+    import os
+    import signal
+
+    out = tmp_path / "run"
+    cmd = [*_cli_teacher_run(tmp_path, out, workers=1), "optim.steps=100000"]
+    r, w = os.pipe()
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=w, stderr=w, start_new_session=True)
+    os.close(w)
+    try:
+        _wait_for_log_lines(proc, out / "metrics.jsonl", 3)
+        if closed:
+            os.close(r)
+        os.killpg(proc.pid, signal.SIGHUP)
+        proc.wait(timeout=120)
+        err = "" if closed else os.read(r, 1 << 20).decode()
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        if not closed:
+            os.close(r)
+    assert proc.returncode == 128 + signal.SIGHUP, err
+    assert closed or "interrupted by SIGHUP at step" in err and "Traceback" not in err, err
+    assert read_checkpoint(out / "last.pt")["step"] >= 3
+
+
 # A skipped first step must not surface torch's scheduler-order warning to the user.
 @pytest.mark.filterwarnings("error:.*lr_scheduler.step")
 def test_non_finite_batches_are_skipped_then_training_stops_as_diverged(tmp_path):
