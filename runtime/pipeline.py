@@ -105,9 +105,9 @@ LIVE_MIN_AGE_S = 0.05
 
 class _SignalStop:
     """Ctrl-C / SIGTERM / SIGHUP set the stop event (clean shutdown, output finalised); a second
-    Ctrl-C raises KeyboardInterrupt for when something is stuck. Once the stream is over and the output
-    is being closed (`closing`), a second one is said and absorbed, a third raises; the handlers
-    stay until `restore()`."""
+    Ctrl-C raises KeyboardInterrupt for when something is stuck. Once the stream is over and the
+    output is being closed (`closing`), a second one is said and absorbed, a third raises; the
+    handlers stay until `restore()`."""
 
     def __init__(self, stop: threading.Event) -> None:
         self.stop, self.interrupted, self.signum = stop, False, 0
@@ -259,7 +259,8 @@ def run_stream(model: Union[str, Path, Backend],
     Raises ModelError / SourceError / SinkError / FrameError with user-facing messages, and
     ValueError for options out of range (before anything is opened). In the main thread it
     holds SIGINT and SIGTERM (and SIGHUP where its action is the default) while it runs: either
-    closes the output, writes the stats and raises StreamInterrupted (a KeyboardInterrupt, `.stats` the summary).
+    closes the output, writes the stats and raises StreamInterrupted (a KeyboardInterrupt,
+    `.stats` the summary).
     """
     _check_keywords(overrides)
     o = replace(options or StreamOptions(), **overrides)
