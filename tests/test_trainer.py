@@ -841,6 +841,36 @@ def test_a_hang_up_saves_and_exits_129_with_the_terminal_gone(tmp_path, closed):
     assert read_checkpoint(out / "last.pt")["step"] >= 3
 
 
+@pytest.mark.slow
+def test_torchrun_forwards_a_hang_up_and_every_rank_stops_at_a_saved_step(tmp_path):
+    """torchrun catches SIGHUP, sends it to every rank and kills them 30 s later: the ranks,
+    each in a session of its own with SIGHUP's default action, died with nothing saved."""
+    import os
+    import signal
+    import socket
+
+    out = tmp_path / "run"
+    base = _cli_teacher_run(tmp_path, out, workers=0)
+    with socket.socket() as s:   # a port free now, not a fixed one another run may hold
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={port}", "-m", "sharpen.cli", *base[3:], "optim.steps=100000",
+           "device=cpu"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        _wait_for_log_lines(proc, out / "metrics.jsonl", 3)
+        proc.send_signal(signal.SIGHUP)   # to torchrun alone, as its terminal's hang-up
+        said, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert said.count("interrupted by SIGHUP at step") == 1, said[-3000:]
+    assert read_checkpoint(out / "last.pt")["step"] >= 3, said[-3000:]
+
+
 # A skipped first step must not surface torch's scheduler-order warning to the user.
 @pytest.mark.filterwarnings("error:.*lr_scheduler.step")
 def test_non_finite_batches_are_skipped_then_training_stops_as_diverged(tmp_path):
