@@ -242,12 +242,12 @@ def _step(n: int, title: str, run: _Run | None = None) -> None:
     print(f"\n=== [{n}/6] {title}", flush=True)
 
 
-def _interrupted(sigterm: bool, stage: int, out: Path) -> str:
-    """The line a Ctrl-C (or SIGTERM) ends the demo with: the stage it stopped, and what of the
+def _interrupted(signum: int, stage: int, out: Path) -> str:
+    """The line a Ctrl-C (or SIGTERM, SIGHUP: `signum`) ends the demo with: the stage it stopped, and what of the
     run a re-run keeps (the labels, the one slow stage on a CPU; the rest is made again). It
     was `sharpen demo: interrupted`, which named neither."""
-    said = (f"sharpen demo: interrupted{' (SIGTERM)' if sigterm else ''} at stage {stage}/6 "
-            f"({STAGES[stage]})")
+    by = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
+    said = f"sharpen demo: interrupted{by} at stage {stage}/6 ({STAGES[stage]})"
     labels = out / "labels"
     if labels.is_dir():
         made = "the labels made so far are" if stage <= 2 else "its labels are"
@@ -491,7 +491,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             raise
         from runtime.cli_errors import interrupt_exit_code
         code = interrupt_exit_code(e)
-        said = _interrupted(code == 128 + signal.SIGTERM, run.stage, Path(args.out).resolve())
+        said = _interrupted(code - 128, run.stage, Path(args.out).resolve())
         run.write_failure(said.removeprefix("sharpen demo: "), interrupted=True)
         print(said, file=sys.stderr)
         return code
@@ -617,7 +617,7 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
     except (ValueError, FileNotFoundError) as e:   # the data it reads, not a bug: one line
         raise SharpenError(f"{_stage(3)}: {one_line(e)}", exit_code=1) from None
     if trainer._stop:   # the trainer saved and stopped; a re-run fine-tunes anew
-        said = _interrupted(trainer._stop == signal.SIGTERM, 3, out) + "; nothing exported"
+        said = _interrupted(int(trainer._stop), 3, out) + "; nothing exported"
         run.write_failure(said.removeprefix("sharpen demo: "), interrupted=True)
         print(said, file=sys.stderr)
         return 128 + int(trainer._stop)

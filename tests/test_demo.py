@@ -289,15 +289,15 @@ def _noise(seed: int):
     return (np.random.default_rng(seed).random((32, 48, 3)) * 255).astype(np.uint8)
 
 
-def _ctrl_c_when(proc, ready, timeout: float = 120) -> str:
-    """Send the child a Ctrl-C (SIGINT) once ready() holds, wait for it, and return its stderr;
-    the child must still be running then."""
+def _ctrl_c_when(proc, ready, timeout: float = 120, signum: int = signal.SIGINT) -> str:
+    """Send the child a Ctrl-C (SIGINT; or `signum`) once ready() holds, wait for it, and return
+    its stderr; the child must still be running then."""
     try:
         deadline = time.time() + timeout
         while time.time() < deadline and proc.poll() is None and not ready():
             time.sleep(0.01)
         assert proc.poll() is None, proc.stderr.read().decode()
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
         proc.wait(60)
         return proc.stderr.read().decode()
     finally:
@@ -306,9 +306,11 @@ def _ctrl_c_when(proc, ready, timeout: float = 120) -> str:
         proc.stderr.close()
 
 
-def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path):
+@pytest.mark.parametrize("name", ["SIGINT", "SIGHUP"])
+def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path, name):
     """Ctrl-C while the teacher labels: the demo ended in `sharpen demo: interrupted`, naming
-    no stage, and not that the labels made are kept and that a re-run goes on from them."""
+    no stage, and not that the labels made are kept and that a re-run goes on from them. A
+    hang-up (SIGHUP) killed it with nothing said or recorded."""
     import os
     import subprocess
     import sys
@@ -331,16 +333,19 @@ def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path):
          "--threads", "1", "--quiet"],
         cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # the teacher is at work
-    err = _ctrl_c_when(proc, lambda: (out / "labels" / "train" / "run.json").exists())
-    assert proc.returncode == 130 and "Traceback" not in err, err
+    signum = getattr(signal, name)
+    err = _ctrl_c_when(proc, lambda: (out / "labels" / "train" / "run.json").exists(),
+                       signum=signum)
+    assert proc.returncode == 128 + signum and "Traceback" not in err, err
     last = err.strip().splitlines()[-1]
-    assert last.startswith("sharpen demo: interrupted at stage 2/6 (teacher pseudo-labels); "
+    by = "" if name == "SIGINT" else f" ({name})"
+    assert last.startswith(f"sharpen demo: interrupted{by} at stage 2/6 (teacher pseudo-labels); "
                            f"the labels made so far are kept in {out / 'labels'}: run the same "
                            "command to go on from them"), err
     summary = json.loads((out / "demo-summary.json").read_text())   # not the earlier run's
     assert summary["ok"] is False and summary["interrupted"] is True, summary
     assert summary["failed_stage"] == 2 and summary["error"].startswith(
-        "interrupted at stage 2/6 (teacher pseudo-labels)"), summary
+        f"interrupted{by} at stage 2/6 (teacher pseudo-labels)"), summary
     assert "student" not in summary and "labels" not in summary, summary
 
 
