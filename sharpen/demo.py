@@ -243,9 +243,9 @@ def _step(n: int, title: str, run: _Run | None = None) -> None:
 
 
 def _interrupted(signum: int, stage: int, out: Path) -> str:
-    """The line a Ctrl-C (or SIGTERM, SIGHUP: `signum`) ends the demo with: the stage it stopped, and what of the
-    run a re-run keeps (the labels, the one slow stage on a CPU; the rest is made again). It
-    was `sharpen demo: interrupted`, which named neither."""
+    """The line a Ctrl-C (or SIGTERM, SIGHUP: `signum`) ends the demo with: the stage it
+    stopped, and what of the run a re-run keeps (the labels, the one slow stage on a CPU; the
+    rest is made again). It was `sharpen demo: interrupted`, which named neither."""
     by = "" if signum == signal.SIGINT else f" ({signal.Signals(signum).name})"
     said = f"sharpen demo: interrupted{by} at stage {stage}/6 ({STAGES[stage]})"
     labels = out / "labels"
