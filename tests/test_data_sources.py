@@ -210,7 +210,10 @@ def test_plain_folder(tmp_path):
     _png(p / "input" / "x.png")
     _png(p / "target" / "x.png")
     assert detect_kind(p) == "paired"
-    assert [s.name for s in resolve_source(f"folder:{p}").samples] == ["input/x", "target/x"]
+    with warnings.catch_warnings():   # both halves there: read as footage on purpose, unsaid
+        warnings.simplefilter("error")
+        assert [s.name for s in resolve_source(f"folder:{p}").samples] == [
+            "input/x", "target/x"]
     # a single image file
     single = resolve_source(str(tmp_path / "a.png"))
     assert single.kind == "folder" and [s.name for s in single.samples] == ["a"]

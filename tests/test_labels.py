@@ -1409,7 +1409,8 @@ def test_a_run_that_ends_does_not_call_a_later_interrupted_runs_record_complete(
     record = json.loads((out / "run.json").read_text())
     assert record["data"] == str(second.resolve()) and record["selected"] == 4
     assert record["complete"] is False, record
-    with pytest.warns(UserWarning, match="did not finish .*; 1 labels? here of the 4 it selected"):
+    with pytest.warns(SharpenWarning, match="the 3 that earlier runs .* are left out"), \
+            pytest.warns(UserWarning, match="did not finish .*; 1 labels? here of the 4 it"):
         assert len(pairs_from_labels(out)) == 1
 
 

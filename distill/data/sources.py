@@ -487,7 +487,7 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
     if not path.is_dir():
         raise SourceError(f"{path} is not a folder")
     for blurred, gt in PAIR_DIRS:
-        if (path / blurred).is_dir():
+        if (path / blurred).is_dir() and not (path / gt).is_dir():
             # Half of a paired layout: its sharp half missing (not copied, misnamed), the
             # blurred images are read as footage with no ground truth to score against.
             warn(f"{path} has {blurred}/ but no {gt}/ beside it: read as a folder of footage "
