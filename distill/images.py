@@ -50,8 +50,11 @@ def to_rgb_float(img: np.ndarray, source: str = "<array>") -> np.ndarray:
         img = cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
     elif img.ndim != 3 or img.shape[2] != 3:
         raise UndecodableImage(f"{source}: unsupported image shape {img.shape}")
-    rgb = img[..., ::-1].astype(np.float32) / scale
-    return np.ascontiguousarray(rgb)
+    # Scaled in place: `astype(...) / scale` held two float copies of a 48-megapixel photo
+    # (576 MB each) at once.
+    rgb = np.ascontiguousarray(img[..., ::-1], dtype=np.float32)
+    rgb /= scale
+    return rgb
 
 
 def read_image(path: str | os.PathLike, max_pixels: int | None = None) -> np.ndarray:
@@ -151,8 +154,16 @@ def centre_crop(a: np.ndarray | None, side: int) -> np.ndarray | None:
     return a[y:y + side, x:x + side]
 
 
+def _quantised_bgr(rgb: np.ndarray, top: float, dtype) -> np.ndarray:
+    # One float temporary, scaled in place: the chained expression held two beside `rgb`.
+    q = np.clip(rgb, 0, 1)
+    q *= top
+    q += 0.5
+    return q[..., ::-1].astype(dtype, order="C")
+
+
 def to_uint8_bgr(rgb: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray((np.clip(rgb, 0, 1) * 255.0 + 0.5).astype(np.uint8)[..., ::-1])
+    return _quantised_bgr(rgb, 255.0, np.uint8)
 
 
 def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8) -> Path:
@@ -161,7 +172,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8) -> Path
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if bits == 16:
-        data = (np.clip(rgb, 0, 1) * 65535.0 + 0.5).astype(np.uint16)[..., ::-1]
+        data = _quantised_bgr(rgb, 65535.0, np.uint16)
     else:
         data = to_uint8_bgr(rgb)
     with atomic_path(path, suffix=path.suffix or ".png") as tmp:

@@ -85,10 +85,9 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
         raise ValueError(f"tile and overlap must be >= 0, got tile={tile} overlap={overlap}")
     padded, (h, w) = pad_to_multiple(np.asarray(image, dtype=np.float32), multiple)
     H, W = padded.shape[:2]
-    chw = np.ascontiguousarray(padded.transpose(2, 0, 1))
 
     if tile == 0 or (tile >= H and tile >= W):
-        out = fn(chw[None])[0]
+        out = fn(np.ascontiguousarray(padded.transpose(2, 0, 1))[None])[0]
         result = out.transpose(1, 2, 0)[:h, :w]
         if on_tile:
             on_tile(1, 1)
@@ -124,23 +123,28 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
         if mx > 0 and x + tw < W:
             wt[:, tw - mx:] = 0
         return wt
+    # Tiles are cut from, and blended into, HxWxC arrays: a 48-megapixel photo is 576 MB per
+    # float32 copy, and a CHW copy of the input, a CHW accumulator and the division's and
+    # transpose's results held five such copies at once (2.4 GB beside the input's own).
     acc: Optional[np.ndarray] = None
     wsum = np.zeros((H, W), dtype=np.float32)
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i:i + batch_size]
-        batch = np.stack([chw[:, y:y + th, x:x + tw] for y, x in chunk])
+        batch = np.ascontiguousarray(
+            np.stack([padded[y:y + th, x:x + tw].transpose(2, 0, 1) for y, x in chunk]))
         out = np.asarray(fn(batch), dtype=np.float32)
         if acc is None:
-            acc = np.zeros((out.shape[1], H, W), dtype=np.float32)
+            acc = np.zeros((H, W, out.shape[1]), dtype=np.float32)
         for (y, x), o in zip(chunk, out):
             wt = window(y, x)
-            acc[:, y:y + th, x:x + tw] += o * wt
+            acc[y:y + th, x:x + tw] += o.transpose(1, 2, 0) * wt[..., None]
             wsum[y:y + th, x:x + tw] += wt
         if on_tile:
             on_tile(min(i + batch_size, len(boxes)), len(boxes))
     assert acc is not None
-    result = (acc / wsum[None]).transpose(1, 2, 0)[:h, :w]
-    return np.ascontiguousarray(result, dtype=np.float32)
+    np.divide(acc, wsum[..., None], out=acc)
+    del wsum
+    return np.ascontiguousarray(acc[:h, :w])
 
 
 def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> int:

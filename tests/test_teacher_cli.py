@@ -380,3 +380,28 @@ def test_the_tile_bar_counts_its_tiles_from_the_start(tiny_teacher_pt, capsys):
     n = count_tiles(96, 160, 64, 16, 8)
     first = capsys.readouterr().err.replace("\r", "\n").strip().splitlines()[0]
     assert n > 1 and f"0/{n}" in first, first
+
+
+def test_reading_and_writing_an_image_hold_one_float_copy(tmp_path):
+    # Per 48-megapixel photo a float32 copy is 576 MB: reading one made two at once, writing
+    # one two beside the image written.
+    import tracemalloc
+
+    from distill.images import read_image, to_rgb_float, write_image
+    bgr = np.random.default_rng(0).integers(0, 256, (600, 800, 3), dtype=np.uint8)
+    floats = bgr.size * 4
+    tracemalloc.start()
+    try:
+        rgb = to_rgb_float(bgr)
+        read_peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.reset_peak()
+        base = tracemalloc.get_traced_memory()[0]
+        write_image(tmp_path / "x.png", rgb, bits=16)
+        write_peak = tracemalloc.get_traced_memory()[1] - base
+    finally:
+        tracemalloc.stop()
+    assert np.array_equal(rgb, bgr[..., ::-1].astype(np.float32) / 255.0)
+    assert read_peak < 1.3 * floats, f"reading: {read_peak / floats:.2f} float copies"
+    assert write_peak < 1.8 * floats, f"writing: {write_peak / floats:.2f} float copies"
+    back = read_image(tmp_path / "x.png")
+    assert np.abs(back - rgb).max() < 1e-4
