@@ -87,7 +87,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         # like a missing checkpoint; one missing among others is skipped with the rest done.
         return _err("no such file or folder: " + ", ".join(str(s) for s, _ in files))
     out = Path(args.out)
-    from runtime.imageio import decode_image
+    from runtime.imageio import decode_image, icc_profile
     from runtime.sinks import SinkError, make_folder, refuse_overwriting_inputs
     try:
         refuse_overwriting_inputs(out, {p.parent for p, _ in files if p.exists()})
@@ -115,9 +115,30 @@ def cmd_teacher(args: argparse.Namespace) -> int:
               "again)", file=sys.stderr)
     failed, done = 0, len(files) - len(todo)
     from runtime.imageio import VIDEO_EXTS
+    from runtime.tiling import count_tiles
     from tqdm import tqdm
+
+    from .restormer import Restormer
+
+    def tiles(size: tuple[int, int] | None) -> int:
+        return count_tiles(size[1], size[0], args.tile, args.overlap,
+                           Restormer.multiple) if size else 0
+
+    # One bar in tiles over the whole folder: counted in images, its rate and ETA were those
+    # of the images so far, hours off where a 48-megapixel photo follows 12-megapixel ones.
+    sizes = {src: _header_size(src) for src, _ in todo}
+    bar = tqdm(total=sum(tiles(s) for s in sizes.values()), desc="teacher", unit="tile",
+               disable=args.quiet, dynamic_ncols=True)
     try:
-        for src, rel in tqdm(todo, desc="teacher", unit="img", disable=args.quiet):
+        for src, rel in todo:
+            bar.set_postfix_str(f"{done + failed + 1}/{len(files)}: {src.name}", refresh=False)
+            base, planned = bar.n, tiles(sizes[src])
+
+            def on_tile(n: int, total: int) -> None:
+                if total != planned:   # a size the header did not give, or gave wrong
+                    bar.total += total - planned
+                bar.n = base + n
+                bar.refresh()
             try:
                 if not src.exists():
                     raise ImageReadError(f"{src}: no such file")
@@ -131,23 +152,43 @@ def cmd_teacher(args: argparse.Namespace) -> int:
                     tqdm.write(f"warning: {src} is 16-bit; written as 8-bit PNG (--bits16 keeps "
                                "16 bits)", file=sys.stderr)
                 img = to_rgb_float(raw, str(src))
+                del raw   # each copy of a 48-megapixel photo is hundreds of MB
                 y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
-                                    batch_size=args.batch_size, progress=not args.quiet,
-                                    desc=src.name)
-                write_image(out / rel, y, bits=16 if args.bits16 else 8)
+                                    batch_size=args.batch_size, on_tile=on_tile)
+                del img
+                # As `sharpen run` keeps it: without it a phone's Display P3 photo is shown
+                # as sRGB, its colours duller.
+                write_image(out / rel, y, bits=16 if args.bits16 else 8,
+                            icc=icc_profile(src.read_bytes()))
                 run.mark_done(src, rel)
                 done += 1
             except (ImageReadError, OSError, MemoryError) as e:
                 failed += 1
+                bar.total -= planned - (bar.n - base)   # its tiles that will not run
+                bar.refresh()
                 tqdm.write(f"skipped: {e}", file=sys.stderr)
     except KeyboardInterrupt as e:
+        bar.close()
         print(f"interrupted: {done} of {count(len(files), 'image')} in {out}; the same command "
               "continues with the rest", file=sys.stderr)
         return interrupt_exit_code(e)
+    bar.close()
     earlier = len(files) - len(todo)
     print(f"teacher: {count(done, 'image')} in {out}"
           + (f" ({earlier} from an earlier run)" if earlier else "") + f", {failed} failed")
     return 1 if failed else 0
+
+
+def _header_size(path: Path) -> tuple[int, int] | None:
+    """An image's (width, height) from its first bytes, for the progress bar's tile count
+    before any image is decoded (square tiles: a turn keeps the count); None where they do
+    not say."""
+    from runtime.imageio import header_size
+    try:
+        with open(path, "rb") as f:
+            return header_size(f.read(1 << 18))   # past a JPEG's EXIF and ICC segments
+    except OSError:
+        return None
 
 
 def _warn_left_out_of_folder(folder: Path, out: Path) -> None:

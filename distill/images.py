@@ -166,16 +166,26 @@ def to_uint8_bgr(rgb: np.ndarray) -> np.ndarray:
     return _quantised_bgr(rgb, 255.0, np.uint8)
 
 
-def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8) -> Path:
+def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8,
+                icc: bytes | None = None) -> Path:
     """Write HxWx3 float RGB atomically (temp file + rename). PNG is lossless; bits=16 keeps the
-    full precision of a float result."""
+    full precision of a float result. `icc`: the input's colour profile, kept in a PNG or JPEG
+    (else left out with a warning saying why, as `sharpen run` does)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     if bits == 16:
         data = _quantised_bgr(rgb, 65535.0, np.uint16)
     else:
         data = to_uint8_bgr(rgb)
-    with atomic_path(path, suffix=path.suffix or ".png") as tmp:
-        if not cv2.imwrite(str(tmp), np.ascontiguousarray(data)):
+    suffix = path.suffix or ".png"
+    with atomic_path(path, suffix=suffix) as tmp:
+        if icc:
+            from runtime.sinks import with_input_profile
+            ok, encoded = cv2.imencode(suffix, data)
+            if not ok:
+                raise OSError(f"OpenCV could not encode {path}")
+            del data
+            Path(tmp).write_bytes(with_input_profile(encoded.tobytes(), icc, path, False))
+        elif not cv2.imwrite(str(tmp), np.ascontiguousarray(data)):
             raise OSError(f"OpenCV could not write {path}")
     return path

@@ -264,20 +264,21 @@ class Teacher:
 
     def sharpen(self, image: np.ndarray, tile: int = TILE, overlap: Optional[int] = None,
                 batch_size: int = TEACHER_BATCH,
-                progress: bool = False, desc: str = "tiles") -> np.ndarray:
+                progress: bool = False, desc: str = "tiles",
+                on_tile: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
         """Sharpen one image: HxWx3 float RGB in [0, 1] in (float32, or float16/64, converted),
         an HxWx3 float32 RGB image in [0, 1] of the same size out; the input is not changed.
         OpenCV's BGR uint8 is not accepted (FrameError, a ValueError, saying so): convert it
         with `distill.images.to_rgb_float`. Runs Gaussian-blended tiles of `tile` px (0: the
         whole image at once) overlapping by `overlap` (default: 64, at most half the tile),
         `batch_size` tiles per forward pass;
-        `progress` shows a tqdm bar on stderr (off by default)."""
+        `progress` shows a tqdm bar on stderr (off by default); `on_tile(done, total)` is
+        called after each batch of tiles (a folder's bar counts them over all its images)."""
         from runtime.prepost import check_rgb_float
         image = check_rgb_float(image)
         if overlap is None:
             overlap = overlap_for(tile)
         bar = None
-        on_tile: Optional[Callable[[int, int], None]] = None
         if progress:
             from tqdm import tqdm
 
@@ -286,10 +287,14 @@ class Teacher:
             total = count_tiles(*image.shape[:2], tile, overlap, Restormer.multiple)
             bar = tqdm(total=total, desc=desc, unit="tile", leave=False)
 
+            also = on_tile
+
             def update(done: int, total: int) -> None:
                 bar.total = total
                 bar.n = done
                 bar.refresh()
+                if also:
+                    also(done, total)
             on_tile = update
         try:
             return tiled_apply(image, self._run, tile=tile, overlap=overlap,

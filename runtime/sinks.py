@@ -612,6 +612,31 @@ def _why_unwritable(path: Path, codec: str, size: Optional[tuple[int, int]] = No
             f"{option('output', 'NAME.mp4', flags)}")
 
 
+def with_input_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> bytes:
+    """The encoded image `data` with its input's colour profile `icc`, or without it and
+    a warning saying why where it cannot be kept as it is."""
+    as_srgb = "colour-managed viewers show it as sRGB, its colours duller or off"
+    if why := icc_problem(icc):
+        # Written on, a damaged profile is misread by viewers or makes them refuse it.
+        warn(f"{target.name}: its input's colour profile (ICC) is damaged ({why}) and "
+             f"left out: {as_srgb}")
+        return data
+    # A profile describes the channels it came with: a CMYK JPEG's, on the RGB result
+    # OpenCV converted it to, or an RGB one on a grey output, would be misread.
+    if icc[16:20] != (b"GRAY" if gray else b"RGB "):
+        return data
+    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(icc) > MAX_PNG_ICC_BYTES:
+        warn(f"{target.name}: its input's colour profile (ICC, {len(icc):,} bytes) is "
+             "dropped: PNG readers such as Pillow refuse one over 1 MiB, and would not "
+             f"open the image (JPEG keeps it): {as_srgb}")
+        return data
+    kept = with_icc_profile(data, icc)
+    if kept is None:
+        warn(f"{target.name}: its input's colour profile (ICC) is dropped "
+             f"({target.suffix} is written without one; PNG and JPEG keep it): {as_srgb}")
+    return kept or data
+
+
 class ImageSink(Sink):
     """Images named after the input files in a folder, or one image file for a single input.
     With `layouts` (frame name -> the source's `Layout`), a grayscale input is written back as
@@ -670,28 +695,7 @@ class ImageSink(Sink):
 
     @staticmethod
     def _with_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> bytes:
-        """The encoded image `data` with its input's colour profile `icc`, or without it and
-        a warning saying why where it cannot be kept as it is."""
-        as_srgb = "colour-managed viewers show it as sRGB, its colours duller or off"
-        if why := icc_problem(icc):
-            # Written on, a damaged profile is misread by viewers or makes them refuse it.
-            warn(f"{target.name}: its input's colour profile (ICC) is damaged ({why}) and "
-                 f"left out: {as_srgb}")
-            return data
-        # A profile describes the channels it came with: a CMYK JPEG's, on the RGB result
-        # OpenCV converted it to, or an RGB one on a grey output, would be misread.
-        if icc[16:20] != (b"GRAY" if gray else b"RGB "):
-            return data
-        if data[:8] == b"\x89PNG\r\n\x1a\n" and len(icc) > MAX_PNG_ICC_BYTES:
-            warn(f"{target.name}: its input's colour profile (ICC, {len(icc):,} bytes) is "
-                 "dropped: PNG readers such as Pillow refuse one over 1 MiB, and would not "
-                 f"open the image (JPEG keeps it): {as_srgb}")
-            return data
-        kept = with_icc_profile(data, icc)
-        if kept is None:
-            warn(f"{target.name}: its input's colour profile (ICC) is dropped "
-                 f"({target.suffix} is written without one; PNG and JPEG keep it): {as_srgb}")
-        return kept or data
+        return with_input_profile(data, icc, target, gray)
 
     def _sync(self) -> None:
         """Sync the images written since the last sync, and their folders."""

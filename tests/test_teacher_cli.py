@@ -405,3 +405,52 @@ def test_reading_and_writing_an_image_hold_one_float_copy(tmp_path):
     assert write_peak < 1.8 * floats, f"writing: {write_peak / floats:.2f} float copies"
     back = read_image(tmp_path / "x.png")
     assert np.abs(back - rgb).max() < 1e-4
+
+
+def test_an_inputs_colour_profile_is_kept_in_its_output(tmp_path, tiny_teacher):
+    # A phone's Display P3 photo written without its profile is shown as sRGB by colour-
+    # managed viewers, its colours duller: `sharpen run` keeps the profile, the teacher
+    # dropped it without a word.
+    from PIL import Image, ImageCms
+
+    from runtime.imageio import icc_profile
+    src = tmp_path / "in"
+    src.mkdir()
+    profile = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 48, 3), dtype=np.uint8)
+    Image.fromarray(rgb).save(src / "p3.jpg", icc_profile=profile, quality=95)
+    Image.fromarray(rgb).save(src / "plain.jpg", quality=95)
+    out = tmp_path / "out"
+    for bits in ([], ["--bits16"]):
+        assert main(["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+                     "--tile", "0", "--quiet", "--no-resume", *bits]) == 0
+        written = (out / "p3.png").read_bytes()
+        assert icc_profile(written) == profile
+        assert icc_profile((out / "plain.png").read_bytes()) is None
+        img = cv2.imread(str(out / "p3.png"), cv2.IMREAD_UNCHANGED)
+        assert img.shape == (40, 48, 3) and img.dtype == (np.uint16 if bits else np.uint8)
+
+
+def test_a_folders_progress_counts_tiles_over_all_its_images(tmp_path, tiny_teacher, capsys):
+    # Counted in images, the bar's rate and ETA were those of the images so far: hours off
+    # where a 48-megapixel photo follows 12-megapixel ones.
+    from PIL import Image
+
+    from runtime.tiling import count_tiles
+    src = tmp_path / "in"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(src / "small.png"), rng.integers(0, 256, (40, 48, 3), dtype=np.uint8))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rng.integers(0, 256, (56, 120, 3), dtype=np.uint8)).save(
+        src / "turned.jpg", exif=exif.tobytes())
+    (src / "cut.png").write_bytes(b"\x89PNG garbage")
+    assert main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
+                 tiny_teacher, "--tile", "32", "--overlap", "8"]) == 1
+    err = capsys.readouterr().err
+    n = count_tiles(40, 48, 32, 8) + count_tiles(120, 56, 32, 8)
+    final = err.replace("\r", "\n").strip().splitlines()
+    assert any(f"{n}/{n}" in line and "tile" in line for line in final), err
+    assert not any(f"/{n + 1}" in line or f"{n + 1}/" in line for line in final), err
+    assert "skipped: " in err and "cut.png" in err
