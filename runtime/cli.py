@@ -13,7 +13,8 @@ import sys
 import threading
 from typing import Optional
 
-from .cli_errors import interrupt_exit_code, missing_dependency, raise_if_interrupted
+from .cli_errors import (interrupt_exit_code, missing_dependency, raise_if_interrupted,
+                         said_after_hang_up)
 from .console import count, quiet_library_logs, report_fatal_errors
 from .host import threads_help, threads_warning
 from .options import OVERLAP, RATE_SETTING_KINDS, video_rate   # not .tiling's (numpy)
@@ -275,14 +276,15 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: error: {type(exc).__name__}: {exc} "
               "(set SHARPEN_DEBUG=1 for the traceback)", file=sys.stderr)
         return 1
-    if summary.get("interrupted"):
-        note = _interrupted_note(summary, args.output, args.max_frames or 0)
-        if summary.get("signal", "SIGINT") != "SIGINT":   # each note starts "interrupted"
-            note = note.replace("interrupted", f"interrupted ({summary['signal']})", 1)
-        print(f"sharpen run: {note}", file=sys.stderr)
-    # Said with --quiet too: it silences progress (the live line), not the result, as every
-    # command's --quiet does (training's `done:`, export's and evaluate's tables).
-    print(_result_line(summary), file=sys.stderr)
+    with said_after_hang_up():
+        if summary.get("interrupted"):
+            note = _interrupted_note(summary, args.output, args.max_frames or 0)
+            if summary.get("signal", "SIGINT") != "SIGINT":   # each note starts "interrupted"
+                note = note.replace("interrupted", f"interrupted ({summary['signal']})", 1)
+            print(f"sharpen run: {note}", file=sys.stderr)
+        # Said with --quiet too: it silences progress (the live line), not the result, as
+        # every command's --quiet does (training's `done:`, export's and evaluate's tables).
+        print(_result_line(summary), file=sys.stderr)
     if summary.get("live") and summary.get("repeated_frames"):
         print(f"sharpen run: the video repeats the frame before each drop "
               f"({summary['repeated_frames']} frames in all) so that it plays in real time",

@@ -2,9 +2,12 @@
 the command, exit code 2 (argparse's code for bad usage)."""
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import signal
 import sys
+from typing import Iterator
 
 # The signals that stop a command as Ctrl-C does, the one list every handler reads: SIGTERM
 # (kill, a job scheduler, `timeout`) and SIGHUP (the terminal closed, the SSH connection
@@ -60,8 +63,40 @@ def drop_gone_outputs(signum: int) -> None:
     went to: a write there raises (EIO, BrokenPipeError), which would cut short the save or
     the close it lands in, or end the process on its last message. Such a stdout/stderr is
     pointed at /dev/null; a file or a pipe still read keeps what follows."""
+    global _hung_up
     if signum != getattr(signal, "SIGHUP", None) or not hasattr(os, "dup2"):
         return
+    _hung_up = True
+    _drop_gone()
+
+
+# Whether a SIGHUP came: a quiet_native_stderr window that held fd 2 then puts back a gone
+# terminal when it ends, and calls drop_gone_outputs_after_hang_up() to point it elsewhere.
+_hung_up = False
+
+
+def drop_gone_outputs_after_hang_up() -> None:
+    """drop_gone_outputs again, where a SIGHUP came: for a descriptor put back since."""
+    if _hung_up:
+        _drop_gone()
+
+
+@contextlib.contextmanager
+def said_after_hang_up() -> Iterator[None]:
+    """Around a last message to stdout/stderr: where a SIGHUP came, a reader gone since the
+    handler looked (a `| tee` the hang-up ended with the job, a moment later) is dropped as
+    the handler drops one, before the write or, when it went meanwhile, on the write's
+    BrokenPipeError / EIO; that failure is not the command's. Elsewhere writes as ever."""
+    drop_gone_outputs_after_hang_up()
+    try:
+        yield
+    except OSError as e:
+        if not _hung_up or e.errno not in (errno.EPIPE, errno.EIO):
+            raise
+        _drop_gone()
+
+
+def _drop_gone() -> None:
     import select
     for fd in (1, 2):
         try:

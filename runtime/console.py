@@ -144,6 +144,9 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
                 sys.stderr.flush()   # what Python wrote in the block goes with the rest
             os.dup2(saved, 2)
             os.close(saved)
+            # A hang-up inside the window saw fd 2 on `aside`, not on the terminal now gone.
+            from .cli_errors import drop_gone_outputs_after_hang_up
+            drop_gone_outputs_after_hang_up()
             with aside:
                 aside.seek(0)
                 said = aside.read()

@@ -20,6 +20,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from .atomic import atomic_write_json
+from .cli_errors import said_after_hang_up
 from .console import count
 from .warn import warn
 
@@ -308,6 +309,7 @@ class LiveReporter:
         self._stop.set()
         if self._thread.is_alive():
             self._thread.join(timeout=2)
-        self._emit()
+        with said_after_hang_up():
+            self._emit()
         if self._live is not None:
             self._live.stop()

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from runtime.cli_errors import (OWN_PACKAGES, STOP_SIGNALS, SharpenError, Terminated,
                                  drop_gone_outputs, interrupt_exit_code, interrupted_message,
-                                 missing_dependency)
+                                 missing_dependency, said_after_hang_up)
 from runtime.console import quiet_library_logs, report_fatal_errors
 
 
@@ -144,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"sharpen {args.command}: error: {e}", file=sys.stderr)
         return e.exit_code
     except KeyboardInterrupt as e:
-        print(interrupted_message(args.command, e, args.command in RESUMABLE), file=sys.stderr)
+        with said_after_hang_up():
+            print(interrupted_message(args.command, e, args.command in RESUMABLE),
+                  file=sys.stderr)
         return interrupt_exit_code(e)
     except ModuleNotFoundError as e:
         # A device install (runtime extra only) lists every command; those needing torch,

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import shlex
 import signal
 import subprocess
 import sys
@@ -642,6 +643,67 @@ def test_run_stream_takes_sighup_only_where_the_app_left_it_alone(tmp_path, onnx
     want = (f"finished 10 [{int(signal.SIGHUP)}]" if own_handler
             else f"stopped {int(signal.SIGHUP)} True True")
     assert done.stdout.strip() == want, done.stderr
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_hang_up_that_also_ends_a_tee_still_exits_129(tmp_path, onnx_model):
+    """`sharpen run ... 2>&1 | tee log` over SSH: the hang-up ends tee too, after the handler
+    found its pipe still read. The closing stats line then raised BrokenPipeError and the run
+    exited 1 ("error"), its video closed and stats written all the same."""
+    import os
+    out, stats, rc = tmp_path / "tee.mp4", tmp_path / "s.json", tmp_path / "rc"
+    # bash's own trap: its children keep SIGHUP's default action (an ignored one they would
+    # inherit), and it outlives the hang-up to say the run's exit status.
+    job = (f"trap true HUP; {shlex.join([sys.executable, '-m', cli_module(), 'run'])} "
+           f"--model {shlex.quote(str(onnx_model))} --source synthetic:{FRAME_W}x{FRAME_H}@50 "
+           f"--output {shlex.quote(str(out))} --stats {shlex.quote(str(stats))} 2>&1 "
+           f"| tee {shlex.quote(str(tmp_path / 'log'))}; echo ${{PIPESTATUS[0]}} > {rc.name}")
+    proc = subprocess.Popen(["bash", "-c", job], cwd=tmp_path, start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 30
+        while time.time() < deadline and not any(
+                p.stat().st_size for p in tmp_path.glob(f".{out.stem}.*partial*")):
+            time.sleep(0.1)
+        os.killpg(proc.pid, signal.SIGHUP)   # its own session: the job, never pytest
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert rc.read_text().strip() == str(128 + signal.SIGHUP)
+    assert json.loads(stats.read_text())["signal"] == "SIGHUP"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+def test_a_hang_up_inside_a_quiet_stderr_window_still_drops_the_gone_terminal(tmp_path):
+    """A hang-up landing while a quiet_native_stderr window held fd 2 (an FFmpeg sink opening,
+    TFLite's converter and its calibration) found fd 2 on the window's file, left it, and the
+    window put the gone terminal back: the command's last line then raised BrokenPipeError
+    and it exited 1, not 129."""
+    script = tmp_path / "win.py"
+    script.write_text(
+        "import os, signal, sys\n"
+        "from sharpen.cli import _stop_signals_as_interrupt\n"
+        "from runtime.cli_errors import Terminated\n"
+        "from runtime.console import quiet_native_stderr\n"
+        "sys.stdin.read(1)   # the reader of stdout and stderr is gone now\n"
+        "try:\n"
+        "    with _stop_signals_as_interrupt(), quiet_native_stderr():\n"
+        "        os.kill(os.getpid(), signal.SIGHUP)\n"
+        "        while True:   # the handler raises at the next bytecode\n"
+        "            pass\n"
+        "except Terminated as e:\n"
+        "    print('interrupted', file=sys.stderr, flush=True)\n"
+        "    print('said', flush=True)\n"
+        "    sys.exit(128 + e.signum)\n")
+    import os
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, str(script)], cwd=tmp_path, stdin=subprocess.PIPE,
+                            stdout=w, stderr=w)
+    os.close(w)
+    os.close(r)
+    proc.communicate(b"x", timeout=60)
+    assert proc.returncode == 128 + signal.SIGHUP
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
