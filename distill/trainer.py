@@ -34,7 +34,7 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from runtime.atomic import atomic_write_bytes
-from runtime.cli_errors import drop_gone_outputs, signals_to_take
+from runtime.cli_errors import drop_gone_outputs, said_after_hang_up, signals_to_take
 from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
@@ -451,7 +451,8 @@ class Trainer:
     def log(self, msg: str) -> None:
         if self.dist.main and not self.quiet:
             from tqdm import tqdm
-            tqdm.write(msg)
+            with said_after_hang_up():   # a `| tee` gone with a hang-up: not a failed step
+                tqdm.write(msg)
 
     def _command_record(self) -> str:
         if self.command:
@@ -643,7 +644,9 @@ class Trainer:
                     for k, v in parts.items():
                         terms.setdefault(k, []).append(float(v))
                 if bar is not None:
-                    bar.update(1)
+                    # The step's save must not be lost to a reader the hang-up ended since.
+                    with said_after_hang_up():
+                        bar.update(1)
                     # Shown at the bar's next redraw: refreshing here redrew it every step.
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_used:.1e}", refresh=False)
                 if self.step % cfg.log_every == 0 or self.step >= cfg.optim.steps:
@@ -700,7 +703,8 @@ class Trainer:
         finally:
             shut_down_workers(batches)
             if bar is not None:
-                bar.close()
+                with said_after_hang_up():
+                    bar.close()
             self._restore_signal_handlers(handlers)
         if self.dist.main:
             self.plot()

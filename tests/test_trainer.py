@@ -842,6 +842,36 @@ def test_a_hang_up_saves_and_exits_129_with_the_terminal_gone(tmp_path, closed):
 
 
 @pytest.mark.slow
+def test_a_hang_up_that_also_ends_a_tee_still_saves_and_exits_129(tmp_path):
+    """`sharpen train ... 2>&1 | tee log` over SSH: the hang-up ends tee too, a moment after
+    the handler found its pipe still read. The step's log line, the bar or the stop line then
+    raised BrokenPipeError: exit 1, and where that was before the save, the steps since the
+    last checkpoint were lost."""
+    import os
+    import shlex
+    import signal
+
+    out = tmp_path / "run"
+    cmd = [c for c in _cli_teacher_run(tmp_path, out, workers=1) if c != "--quiet"]
+    # bash's own trap: its children keep SIGHUP's default action (an ignored one they would
+    # inherit), and it outlives the hang-up to say the run's exit status.
+    job = (f"trap true HUP; {shlex.join([*cmd, 'optim.steps=100000'])} 2>&1 "
+           f"| tee {shlex.quote(str(tmp_path / 'log'))}; echo ${{PIPESTATUS[0]}} > rc")
+    proc = subprocess.Popen(["bash", "-c", job], cwd=tmp_path, start_new_session=True,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for_log_lines(proc, out / "metrics.jsonl", 3)
+        os.killpg(proc.pid, signal.SIGHUP)   # its own session: the job, never pytest
+        proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert (out / "last.pt").exists()
+    assert (tmp_path / "rc").read_text().strip() == str(128 + signal.SIGHUP)
+
+
+@pytest.mark.slow
 def test_torchrun_forwards_a_hang_up_and_every_rank_stops_at_a_saved_step(tmp_path):
     """torchrun catches SIGHUP, sends it to every rank and kills them 30 s later: the ranks,
     each in a session of its own with SIGHUP's default action, died with nothing saved."""
