@@ -135,8 +135,10 @@ def cmd_teacher(args: argparse.Namespace) -> int:
             base, planned = bar.n, tiles(sizes[src])
 
             def on_tile(n: int, total: int) -> None:
+                nonlocal planned
                 if total != planned:   # a size the header did not give, or gave wrong
                     bar.total += total - planned
+                    planned = total   # once: this is called after every batch
                 bar.n = base + n
                 bar.refresh()
             try:

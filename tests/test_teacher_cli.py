@@ -454,3 +454,26 @@ def test_a_folders_progress_counts_tiles_over_all_its_images(tmp_path, tiny_teac
     assert any(f"{n}/{n}" in line and "tile" in line for line in final), err
     assert not any(f"/{n + 1}" in line or f"{n + 1}/" in line for line in final), err
     assert "skipped: " in err and "cut.png" in err
+
+
+def test_a_folders_bar_ends_at_its_tiles_where_a_header_does_not_give_the_size(
+        tmp_path, tiny_teacher, capsys):
+    # A JPEG whose size comes after 256 KB of APP segments (a large ICC profile or XMP) is
+    # counted as 0 tiles before it runs; the bar then added its tile count once per batch,
+    # so it ended short of its total (6/12 for 6 tiles in 2 batches).
+    from runtime.imageio import header_size
+    from runtime.tiling import count_tiles
+    src = tmp_path / "in"
+    src.mkdir()
+    rgb = np.random.default_rng(0).integers(0, 256, (56, 72, 3), dtype=np.uint8)
+    jpeg = cv2.imencode(".jpg", rgb)[1].tobytes()
+    app15 = b"\xff\xef" + (65533).to_bytes(2, "big") + bytes(65531)
+    (src / "late.jpg").write_bytes(jpeg[:2] + app15 * 5 + jpeg[2:])
+    assert header_size((src / "late.jpg").read_bytes()[:1 << 18]) is None
+    assert main(["teacher", str(src), "--out", str(tmp_path / "out"), "--teacher-weights",
+                 tiny_teacher, "--tile", "32", "--overlap", "8", "--batch-size", "3"]) == 0
+    err = capsys.readouterr().err
+    n = count_tiles(56, 72, 32, 8)
+    assert n > 3
+    final = err.replace("\r", "\n").strip().splitlines()
+    assert any(f"{n}/{n}" in line and "tile" in line for line in final), err
