@@ -94,6 +94,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         make_folder(out, "--out")
     except (ValueError, SinkError) as e:
         return _err(str(e))
+    from runtime.atomic import remove_killed_writes
+    remove_killed_writes(out)   # a killed run's half-written outputs, up to ~100 MB each
     try:
         teacher = Teacher.load(args.teacher_weights, args.config, device=args.device)
     except (CheckpointError, ValueError) as e:

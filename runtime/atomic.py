@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,10 +16,13 @@ from typing import Any, BinaryIO, Iterable, Iterator
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yields a temp path beside `path` to write; on success it becomes `path` (mode 0644:
     mkstemp makes files owner-only), on error it is removed and `path` is left as it was.
-    `suffix` matters to writers that pick the format by extension (OpenCV)."""
+    `suffix` matters to writers that pick the format by extension (OpenCV). The temp name,
+    .NAME.PID.XXXXXXXX+suffix, holds the writer's pid: what a SIGKILL left is told from a
+    live write of another run by it (`remove_killed_writes`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix, dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix,
+                               dir=path.parent)
     os.close(fd)
     try:
         yield Path(tmp)
@@ -27,6 +31,37 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process `pid` still runs here."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True   # another user's, or a system that cannot say: leave its file alone
+    return True
+
+
+# mkstemp's names: 8 of [a-z0-9_].
+_KILLED_WRITE = re.compile(r"^\..+\.(\d+)\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
+
+
+def remove_killed_writes(folder: str | os.PathLike) -> list[Path]:
+    """Remove the temp files `atomic_path` left in `folder` when its writer was killed mid-write
+    (SIGKILL, a power cut), each up to an output's size, which no run reads; those of a process
+    that still runs (another run's write in progress) stay. Returns those removed."""
+    removed = []
+    for p in Path(folder).glob(".*.*"):
+        m = _KILLED_WRITE.match(p.name)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            try:
+                p.unlink()
+            except OSError:
+                continue   # gone already, or not ours to remove
+            removed.append(p)
+    return removed
 
 
 @contextmanager

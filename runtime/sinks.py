@@ -24,6 +24,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, sync_files, sync_folder
+from .atomic import pid_alive as _pid_alive
 from .console import count, quiet_native_stderr
 from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, VIDEO_EXTS, icc_problem,
                       with_icc_profile)
@@ -524,16 +525,6 @@ def _move_aside(old: Path, name: Path) -> Optional[Path]:
         sync_folder(target.parent)
         return target
     return None
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (PermissionError, OSError):
-        return True   # another user's, or a system that cannot say: leave its file alone
-    return True
 
 
 def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:

@@ -477,3 +477,39 @@ def test_a_folders_bar_ends_at_its_tiles_where_a_header_does_not_give_the_size(
     assert n > 3
     final = err.replace("\r", "\n").strip().splitlines()
     assert any(f"{n}/{n}" in line and "tile" in line for line in final), err
+
+
+def test_a_rerun_removes_the_temp_files_of_writes_a_killed_run_cut_short(tmp_path,
+                                                                          tiny_teacher):
+    # A SIGKILL during a write left its hidden temp file in --out (up to ~100 MB for a
+    # 48-megapixel 16-bit PNG), and no later run removed it. Only a dead process's are removed:
+    # a live one's may be another run's write in progress.
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "a.png"), np.full((16, 24, 3), 100, np.uint8))
+    out = tmp_path / "out"
+    out.mkdir()
+    # A process that wrote part of an output, then was killed as a SIGKILL kills it.
+    code = ("import sys, time; from runtime.atomic import atomic_path\n"
+            "with atomic_path(sys.argv[1], suffix='.png') as tmp:\n"
+            "    tmp.write_bytes(b'\\x89PNG half'); print(tmp, flush=True); time.sleep(60)\n")
+    killed = subprocess.Popen([sys.executable, "-c", code, str(out / "a.png")],
+                              stdout=subprocess.PIPE, text=True)
+    dead = Path(killed.stdout.readline().strip())
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    killed.stdout.close()
+    assert dead.exists() and dead.parent == out and dead.name.startswith(".a.png.")
+    live = out / f".b.png.{os.getpid()}.abcd1234.png"   # a write of a run still at work
+    live.write_bytes(b"\x89PNG half")
+    mine = out / ".notes.png"                            # a hidden file of the user's own
+    mine.write_bytes(b"kept")
+    assert main(["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
+                 "--tile", "0", "--quiet"]) == 0
+    assert not dead.exists()
+    assert live.exists() and mine.exists() and (out / "a.png").is_file()
