@@ -164,6 +164,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
                 # as sRGB, its colours duller.
                 write_image(out / rel, y, bits=16 if args.bits16 else 8,
                             icc=icc_profile(src.read_bytes()))
+                del y   # kept, it would be held through the next image's reading and tiling
                 run.mark_done(src, rel)
                 done += 1
             except (ImageReadError, OSError, MemoryError) as e:
