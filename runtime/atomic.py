@@ -44,8 +44,8 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
-# mkstemp's names: 8 of [a-z0-9_].
-_KILLED_WRITE = re.compile(r"^\..+\.(\d+)\.[a-z0-9_]{8}\.[A-Za-z0-9]+$")
+# .NAME.PID.XXXXXXXX.EXT: mkstemp's 8 of [a-z0-9_], EXT the name's own or .tmp.
+_KILLED_WRITE = re.compile(r"^\.(.+)\.(\d+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)$")
 
 
 def remove_killed_writes(folder: str | os.PathLike) -> list[Path]:
@@ -55,7 +55,11 @@ def remove_killed_writes(folder: str | os.PathLike) -> list[Path]:
     removed = []
     for p in Path(folder).glob(".*.*"):
         m = _KILLED_WRITE.match(p.name)
-        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+        # The extension as atomic_path's callers give it: a user's .backup.2023.holidays.png
+        # is not one.
+        if not m or m.group(3) not in (".tmp", Path(m.group(1)).suffix):
+            continue
+        if int(m.group(2)) != os.getpid() and not pid_alive(int(m.group(2))):
             try:
                 p.unlink()
             except OSError:

@@ -507,12 +507,14 @@ def test_a_rerun_removes_the_temp_files_of_writes_a_killed_run_cut_short(tmp_pat
     assert dead.exists() and dead.parent == out and dead.name.startswith(".a.png.")
     live = out / f".b.png.{os.getpid()}.abcd1234.png"   # a write of a run still at work
     live.write_bytes(b"\x89PNG half")
-    mine = out / ".notes.png"                            # a hidden file of the user's own
+    mine = out / ".notes.png"                            # hidden files of the user's own
     mine.write_bytes(b"kept")
+    dated = out / f".backup.{killed.pid}.holidays.png"
+    dated.write_bytes(b"kept")
     assert main(["teacher", str(src), "--out", str(out), "--teacher-weights", tiny_teacher,
                  "--tile", "0", "--quiet"]) == 0
     assert not dead.exists()
-    assert live.exists() and mine.exists() and (out / "a.png").is_file()
+    assert live.exists() and mine.exists() and dated.exists() and (out / "a.png").is_file()
 
 
 def test_a_folders_images_are_sharpened_without_the_last_ones_result_held(tmp_path,
