@@ -149,8 +149,9 @@ class Stats:
             self._added[stage] += 1
 
     def _say_odd(self, stage: str, seconds: float) -> None:
-        """Once a stage and kind: a latency no clock of this process gives, and where it came from (the
-        runtime's own stages time with perf_counter; an app's Source gives the frames')."""
+        """Once a stage and kind: a latency no clock of this process gives, and where it came
+        from (the runtime's own stages time with perf_counter; an app's Source gives the
+        frames')."""
         kind = (stage, math.isfinite(seconds))
         with self._lock:
             if kind in self._odd_said:
