@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -199,6 +200,9 @@ OUTPUTS = ("video_in", "video_out", "comparison", "side_by_side", "labels", "stu
            "stream_stats", "bench_report")
 
 
+DEMO_LOCK = ".demo.lock"   # the stages' own locks (training's, export's) are other files
+
+
 @dataclass
 class _Run:
     """A demo run under way: the stage running (0: still checking the options), its --out
@@ -208,6 +212,7 @@ class _Run:
     out: Path | None = None
     made: dict[str, Path] = field(default_factory=dict)
     t0: float = field(default_factory=time.time)
+    held: contextlib.ExitStack | None = None
 
     def summary(self, ok: bool) -> dict:
         # List only what exists: a failed stage must never be announced as an output.
@@ -484,21 +489,23 @@ def _validation_split(spec: str) -> tuple[str, set[str], set[str]]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     run = _Run()
-    try:
-        return _run_demo(args, run)
-    except KeyboardInterrupt as e:
-        if not run.stage:   # still checking the options: nothing of the run to speak of
+    with contextlib.ExitStack() as held:   # the --out lock, held to the last word said
+        run.held = held
+        try:
+            return _run_demo(args, run)
+        except KeyboardInterrupt as e:
+            if not run.stage:   # still checking the options: nothing of the run to speak of
+                raise
+            from runtime.cli_errors import interrupt_exit_code
+            code = interrupt_exit_code(e)
+            said = _interrupted(code - 128, run.stage, Path(args.out).resolve())
+            run.write_failure(said.removeprefix("sharpen demo: "), interrupted=True)
+            print(said, file=sys.stderr)
+            return code
+        except Exception as e:   # a failed stage (or a bug's traceback): recorded, then said
+            if run.stage:
+                run.write_failure(_failure(run.stage, e))
             raise
-        from runtime.cli_errors import interrupt_exit_code
-        code = interrupt_exit_code(e)
-        said = _interrupted(code - 128, run.stage, Path(args.out).resolve())
-        run.write_failure(said.removeprefix("sharpen demo: "), interrupted=True)
-        print(said, file=sys.stderr)
-        return code
-    except Exception as e:   # a failed stage (or a bug's traceback): recorded, then said
-        if run.stage:
-            run.write_failure(_failure(run.stage, e))
-        raise
 
 
 def _run_demo(args: argparse.Namespace, run: _Run) -> int:
@@ -539,6 +546,14 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
         raise SharpenError(str(e)) from None
     torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
     out = Path(args.out).resolve()
+    # A second demo into this --out was refused by a stage's own lock, in its words (out=,
+    # out_dir), after it had removed the first one's summary: refused here, naming --out.
+    from distill.run_lock import RunLocked, run_lock
+    try:
+        run.held.enter_context(run_lock(out, doing="running the demo", flag="--out",
+                                        name=DEMO_LOCK))
+    except RunLocked as e:
+        raise SharpenError(str(e)) from None
     # A run into an --out of an earlier one: that run's summary goes before anything else, so
     # that a run that fails, is interrupted or killed never leaves it vouching for this one.
     (out / SUMMARY).unlink(missing_ok=True)

@@ -532,3 +532,24 @@ def test_demo_says_how_many_held_out_pairs_its_quick_bench_scores(tmp_path):
     quick = BenchOptions(out=str(tmp_path / "bench")).mode()["limit"]   # as stage 6 runs it
     _, bench_said = load_pairs(str(root), quick)   # the line the bench prints
     assert bench_said.endswith("split test (4 of 6 pairs)"), bench_said
+
+
+def test_a_second_demo_into_one_out_is_refused_naming_out(tmp_path, capsys):
+    """Two `sharpen demo --out d` at once: the second went on until a stage's own lock refused
+    it in that stage's words (out=, out_dir), after it had removed the first one's summary.
+    It is refused before it touches the folder, naming --out."""
+    import os
+
+    from distill.run_lock import run_lock
+    from sharpen.demo import DEMO_LOCK, SUMMARY
+
+    out = tmp_path / "d"
+    out.mkdir()
+    (out / SUMMARY).write_text("{}")   # the first demo's, being written
+    with run_lock(out, doing="running the demo", flag="--out", name=DEMO_LOCK):
+        rc = main(["demo", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert (f"another run is running the demo into {out} (process {os.getpid()}); wait for it "
+            "to finish or stop it, or give this run another --out") in err, err
+    assert (out / SUMMARY).read_text() == "{}"
