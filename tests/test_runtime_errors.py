@@ -855,6 +855,9 @@ _UNPRIVILEGED_RUN = """
 import os, sys, warnings
 import numpy as np
 from runtime.sinks import VideoFileSink
+# This Python's standard library may lie in root's home, out of nobody's reach: what the
+# sink imports lazily (signal, via cli_errors) is imported before the switch.
+import runtime.cli_errors
 if os.geteuid() == 0:
     try:
         os.setgid(65534)
