@@ -1446,3 +1446,38 @@ def test_a_label_and_its_entry_come_from_the_same_run_when_two_label_one_name(tm
     made = {"fake-weights": FakeTeacher().sharpen(blurred),
             "other-weights": _OtherTeacher().sharpen(blurred)}
     assert np.abs(label - made[entry["weights_hash"]]).max() < 1e-3, entry["weights_hash"]
+
+
+def _bar_ends(err: str, n: int) -> bool:
+    """Whether the tqdm bar in `err` ended at n of n tiles, its total never above n."""
+    lines = err.replace("\r", "\n").splitlines()
+    return (any(f" {n}/{n} [" in line and "tile" in line for line in lines)
+            and not any(re.search(rf" \d+/{n + k} \[", line) for line in lines
+                        for k in range(1, 4 * n)))
+
+
+def test_the_bar_counts_tiles_over_the_selection_not_the_labels_already_made(tmp_path,
+                                                                             teachers, capsys):
+    """Counted in images, the bar sat still for minutes on a 48-megapixel photo (seconds per
+    tile on a CPU), its rate and ETA those of the images so far."""
+    from runtime.tiling import count_tiles
+    data = _paired(tmp_path / "data", 2)
+    out = tmp_path / "cache"
+    kw = dict(tile=32, overlap=8, device="cpu")
+    s = run_labels(str(data), out, teacher_weights=str(teachers[0]), **kw)
+    small = count_tiles(40, 56, 32, 8)
+    err = capsys.readouterr().err
+    assert s.done == 2 and _bar_ends(err, 2 * small), err
+    assert "2/2: im01" in err, err   # the image in flight is named
+    # A bigger image added: the labels already made do not count.
+    rng = np.random.default_rng(1)
+    big = rng.random((72, 96, 3)).astype(np.float32)
+    write_image(data / "input" / "im09.png", cv2.blur(big, (5, 5)))
+    write_image(data / "target" / "im09.png", big)
+    s = run_labels(str(data), out, teacher_weights=str(teachers[0]), **kw)
+    err = capsys.readouterr().err
+    assert (s.done, s.skipped) == (1, 2) and _bar_ends(err, count_tiles(72, 96, 32, 8)), err
+    # A teacher whose sharpen takes no on_tile=: its tiles count as each image ends.
+    s = run_labels(str(data), tmp_path / "stub", teacher=FakeTeacher(), tile=32, overlap=8)
+    err = capsys.readouterr().err
+    assert s.done == 3 and _bar_ends(err, 2 * small + count_tiles(72, 96, 32, 8)), err

@@ -413,6 +413,7 @@ class LabelRun:
             *(read_manifest_entries(p) for _, p in sorted(shard_paths(out_dir).items())))
         self.touched: dict[str, dict] = {}
         self.stats = LabelStats()
+        self._video_sizes: dict[Path, Optional[tuple[int, int]]] = {}   # for the bar's plan
         # The other cache of a hold-out, whose labels of samples that moved to this one are
         # copied, not made again: its entries as they stood when this run began.
         self.donor = (Path(reuse_from) if reuse_from is not None
@@ -660,6 +661,42 @@ class LabelRun:
                 with contextlib.suppress(OSError):
                     tmp.unlink()
 
+    def _likely_kept(self, sample: Sample) -> bool:
+        """Whether `sample`'s label is likely skipped or reused, its input unhashed (hashing
+        every input before the bar starts would read the whole selection twice)."""
+        if self.made_alike(self.known.get(sample.name)):
+            return True
+        return self.donor is not None and self.made_alike(self.donor_known.get(sample.name),
+                                                          self.donor)
+
+    def _planned_tiles(self, sample: Sample) -> int:
+        """The tiles the teacher runs on `sample`, from its file's header or its video's frame
+        size, without decoding it; 0 where they do not say (counted when it runs)."""
+        from runtime.imageio import header_size
+        from runtime.tiling import count_tiles
+
+        from ..restormer import Restormer
+        size = None
+        try:
+            if sample.frame is None:
+                with open(sample.input, "rb") as f:
+                    size = header_size(f.read(1 << 18))   # past a JPEG's EXIF and ICC segments
+            else:
+                sizes = self._video_sizes
+                if sample.input not in sizes:
+                    import cv2
+                    cap = cv2.VideoCapture(str(sample.input))
+                    w, h = (int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                            int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+                    cap.release()
+                    sizes[sample.input] = (w, h) if w > 0 and h > 0 else None
+                size = sizes[sample.input]
+        except OSError:
+            pass
+        # Square tiles: an EXIF turn keeps the count.
+        return count_tiles(size[1], size[0], self.tile, self.overlap,
+                           Restormer.multiple) if size else 0
+
     def process(self, samples: list[Sample], progress: bool = True, tag: str = "") -> LabelStats:
         from tqdm import tqdm
 
@@ -669,86 +706,118 @@ class LabelRun:
         from ..teacher import file_hash
 
         stats = self.stats = LabelStats(total=len(samples))   # read when interrupted
-        bar = tqdm(samples, desc=f"{tag}labels", unit="img", disable=not progress,
-                   dynamic_ncols=True)
+        # One bar in tiles over the whole selection: counted in images it sat still for
+        # minutes on a 48-megapixel photo, its rate and ETA those of the images so far.
+        # Labels already made alike count none (their input's hash, checked as each comes,
+        # may still call for the teacher: its tiles are added then).
+        planned = {s.name: self._planned_tiles(s) for s in samples if not self._likely_kept(s)}
+        bar = tqdm(total=sum(planned.values()), desc=f"{tag}labels", unit="tile",
+                   disable=not progress, dynamic_ncols=True)
+        # Stub teachers (tests, notebooks) may not take on_tile: their tiles count as each
+        # image ends.
+        tile_kw: dict[str, Any] = {}
+        plan = [0]
+        base = 0
+
+        def on_tile(n: int, total: int) -> None:
+            if total != plan[0]:   # a size the header did not give, or gave wrong
+                bar.total += total - plan[0]
+                plan[0] = total
+            bar.n = base + n
+            bar.refresh()
+        if _takes_on_tile(self.teacher):
+            tile_kw["on_tile"] = on_tile
+        psnr = ""
         try:
-            for sample in bar:
-                # 1. read and hash the input
+            for i, sample in enumerate(samples):
+                bar.set_postfix_str(f"{i + 1}/{len(samples)}: {sample.name}{psnr}",
+                                    refresh=False)
+                base, plan[0], ran = bar.n, planned.get(sample.name, 0), False
                 try:
-                    if sample.frame is None:
-                        input_hash = file_hash(sample.input, n=64)
-                        image = read_image(sample.input)
-                        raw = None
-                    else:
-                        raw = self.reader.input_raw(sample)
-                        input_hash = sha256_array(raw)
-                        image = to_rgb_float(raw, f"{sample.input}[frame {sample.frame}]")
-                except (ImageReadError, OSError) as e:
-                    # One line, the bar cleared for it (e names the file).
-                    warn(f"{tag}skipping {sample.name}: {e}")
-                    stats.failed += 1
-                    stats.undecodable += isinstance(e, UndecodableImage)
-                    stats.unopenable += isinstance(e, UnopenableVideo)
-                    stats.too_large += isinstance(e, OverPixelBudget)
-                    self._record(sample.name, {"name": sample.name,
-                                               "input": str(sample.input),
-                                               "frame": sample.frame, "status": "failed",
-                                               "error": str(e), "created": time.time()})
-                    continue
-                old = self.known.get(sample.name)
-                here = str(Path(sample.input).resolve())
-                if self._up_to_date(old, input_hash):
+                    # 1. read and hash the input
                     try:
-                        if self._moved(old, sample):
-                            # Same content at a new path (a moved or copied folder): repoint
-                            # the entry, its ground truth too, measured against that.
-                            self._record(sample.name, {
-                                **self._repointed(old, sample, image, self.out_dir, tag),
-                                "created": time.time()})
-                        stats.skipped += 1
+                        if sample.frame is None:
+                            input_hash = file_hash(sample.input, n=64)
+                            image = read_image(sample.input)
+                            raw = None
+                        else:
+                            raw = self.reader.input_raw(sample)
+                            input_hash = sha256_array(raw)
+                            image = to_rgb_float(raw, f"{sample.input}[frame {sample.frame}]")
+                    except (ImageReadError, OSError) as e:
+                        # One line, the bar cleared for it (e names the file).
+                        warn(f"{tag}skipping {sample.name}: {e}")
+                        stats.failed += 1
+                        stats.undecodable += isinstance(e, UndecodableImage)
+                        stats.unopenable += isinstance(e, UnopenableVideo)
+                        stats.too_large += isinstance(e, OverPixelBudget)
+                        self._record(sample.name, {"name": sample.name,
+                                                   "input": str(sample.input),
+                                                   "frame": sample.frame, "status": "failed",
+                                                   "error": str(e), "created": time.time()})
                         continue
-                    except ImageReadError as e:   # a damaged label: made again below
-                        warn(f"{tag}{e}; labelling {sample.name} again")
-                if (old and old.get("status") == "ok" and old.get("input") != here
-                        and Path(old["input"]).is_file()):
-                    # Names are the cache's keys: two sources labelled into one folder collide.
-                    warn(f"{tag}{sample.input} has the name {sample.name!r} of "
-                          f"{old['input']}, labelled here before; its label replaces that one "
-                          "(label each source into its own --out)")
-                if self._reuse(sample, input_hash, image, tag):
-                    stats.reused += 1
-                    continue
-                # 2. teacher at full resolution (tiled, Gaussian-blended)
-                t0 = time.perf_counter()
-                try:
-                    label = self.teacher.sharpen(image, tile=self.tile, overlap=self.overlap,
-                                                 batch_size=self.batch_size)
-                except Exception as e:  # e.g. out of memory on one huge image: keep going
-                    warn(f"{tag}teacher failed on {sample.name}: {type(e).__name__}: {e}")
-                    stats.failed += 1
-                    self._record(sample.name, {"name": sample.name, "input": str(sample.input),
-                                               "frame": sample.frame, "status": "failed",
-                                               "error": f"{type(e).__name__}: {e}",
-                                               "created": time.time()})
-                    continue
-                entry_extra: dict[str, Any] = {"status": "ok", "height": int(image.shape[0]),
-                                               "width": int(image.shape[1])}
-                entry_extra["seconds"] = round(time.perf_counter() - t0, 4)
-                # 3. metrics against ground truth
-                entry_extra.update(self._gt_metrics(sample, image, label, tag))
-                # 4. the label (and the video frame) written to temp files, put in place with
-                # the entry (_record)
-                staged = [(_staged(self.out_dir / label_relpath(sample.name), label, 16),
-                           self.out_dir / label_relpath(sample.name))]
-                if raw is not None:
-                    frame = self.out_dir / label_relpath(sample.name, FRAMES_DIR)
-                    staged.append((_staged(frame, image, 8), frame))
-                self._record(sample.name, self._entry(sample, input_hash, **entry_extra),
-                             staged)
-                stats.done += 1
-                stats.seconds += time.perf_counter() - t0
-                if "teacher_psnr" in entry_extra:
-                    bar.set_postfix(psnr=f"{entry_extra['teacher_psnr']:.2f}")
+                    old = self.known.get(sample.name)
+                    here = str(Path(sample.input).resolve())
+                    if self._up_to_date(old, input_hash):
+                        try:
+                            if self._moved(old, sample):
+                                # Same content at a new path (a moved or copied folder): repoint
+                                # the entry, its ground truth too, measured against that.
+                                self._record(sample.name, {
+                                    **self._repointed(old, sample, image, self.out_dir, tag),
+                                    "created": time.time()})
+                            stats.skipped += 1
+                            continue
+                        except ImageReadError as e:   # a damaged label: made again below
+                            warn(f"{tag}{e}; labelling {sample.name} again")
+                    if (old and old.get("status") == "ok" and old.get("input") != here
+                            and Path(old["input"]).is_file()):
+                        # Names are the cache's keys: two sources labelled into one folder collide.
+                        warn(f"{tag}{sample.input} has the name {sample.name!r} of "
+                              f"{old['input']}, labelled here before; its label replaces that one "
+                              "(label each source into its own --out)")
+                    if self._reuse(sample, input_hash, image, tag):
+                        stats.reused += 1
+                        continue
+                    # 2. teacher at full resolution (tiled, Gaussian-blended)
+                    t0 = time.perf_counter()
+                    try:
+                        label = self.teacher.sharpen(image, tile=self.tile,
+                                                     overlap=self.overlap,
+                                                     batch_size=self.batch_size, **tile_kw)
+                        ran = True
+                    except Exception as e:  # e.g. out of memory on one huge image: keep going
+                        warn(f"{tag}teacher failed on {sample.name}: {type(e).__name__}: {e}")
+                        stats.failed += 1
+                        self._record(sample.name, {"name": sample.name, "input": str(sample.input),
+                                                   "frame": sample.frame, "status": "failed",
+                                                   "error": f"{type(e).__name__}: {e}",
+                                                   "created": time.time()})
+                        continue
+                    entry_extra: dict[str, Any] = {"status": "ok", "height": int(image.shape[0]),
+                                                   "width": int(image.shape[1])}
+                    entry_extra["seconds"] = round(time.perf_counter() - t0, 4)
+                    # 3. metrics against ground truth
+                    entry_extra.update(self._gt_metrics(sample, image, label, tag))
+                    # 4. the label (and the video frame) written to temp files, put in place with
+                    # the entry (_record)
+                    staged = [(_staged(self.out_dir / label_relpath(sample.name), label, 16),
+                               self.out_dir / label_relpath(sample.name))]
+                    if raw is not None:
+                        frame = self.out_dir / label_relpath(sample.name, FRAMES_DIR)
+                        staged.append((_staged(frame, image, 8), frame))
+                    self._record(sample.name, self._entry(sample, input_hash, **entry_extra),
+                                 staged)
+                    stats.done += 1
+                    stats.seconds += time.perf_counter() - t0
+                    if "teacher_psnr" in entry_extra:
+                        psnr = f", psnr={entry_extra['teacher_psnr']:.2f}"
+                finally:
+                    if ran:
+                        bar.n = base + plan[0]
+                    else:   # skipped, reused or failed: its tiles that did not run
+                        bar.total -= plan[0] - (bar.n - base)
+                    bar.refresh()
         finally:
             bar.close()
             self.reader.close()
@@ -787,6 +856,17 @@ class LabelRun:
                       "data.gt_train) or use a teacher trained on such blur")
         if stats.failed:
             warn(f"{tag}{_failed_advice(stats)}")
+
+
+def _takes_on_tile(teacher) -> bool:
+    """Whether `teacher.sharpen` takes on_tile= (distill.teacher.Teacher's does; a stub
+    written before it may not). Named, not through **kw: a wrapper's **kw may be passed on to
+    a sharpen that does not take it."""
+    import inspect
+    try:
+        return "on_tile" in inspect.signature(teacher.sharpen).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _failed_advice(stats: LabelStats) -> str:
