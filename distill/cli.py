@@ -212,12 +212,25 @@ def _warn_left_out_of_folder(folder: Path, out: Path) -> None:
     hint = (f"; `sharpen labels --data {folder}` runs the teacher over its clips' frames"
             if clips else "")
     warn_not_images(str(folder), others, "teacher", hint)
-    subs = [p.name for p in entries if p.is_dir() and p.resolve() != out.resolve()]
+    dirs = [p for p in entries if p.is_dir() and p.resolve() != out.resolve()]
+    # An earlier run's --out (its record says so): "name it as an input too" invited
+    # sharpening the teacher's outputs again.
+    ours = [p.name for p in dirs if (p / _TeacherRun.FILE).is_file()]
+    subs = [p.name for p in dirs if p.name not in ours]
+
+    def shown(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    if ours:
+        which = (f"its subfolder {shown(ours)} holds `sharpen teacher` outputs "
+                 f"({_TeacherRun.FILE}): left out" if len(ours) == 1 else
+                 f"its {len(ours)} subfolders ({shown(ours)}) hold `sharpen teacher` outputs "
+                 f"({_TeacherRun.FILE}): left out")
+        warn(f"{folder}: {which}")
     if subs:
-        shown = ", ".join(subs[:3]) + (", ..." if len(subs) > 3 else "")
-        which = (f"its subfolder {shown} is not searched: name it as an input too"
+        which = (f"its subfolder {shown(subs)} is not searched: name it as an input too"
                  if len(subs) == 1 else
-                 f"its {len(subs)} subfolders ({shown}) are not searched: name them as inputs too")
+                 f"its {len(subs)} subfolders ({shown(subs)}) are not searched: name them as "
+                 "inputs too")
         warn(f"{folder}: {which}")
 
 

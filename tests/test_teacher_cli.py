@@ -539,3 +539,26 @@ def test_a_folders_images_are_sharpened_without_the_last_ones_result_held(tmp_pa
             tracemalloc.stop()
     floats = 480 * 640 * 3 * 4
     assert peaks[2] - peaks[1] < 0.4 * floats, f"{(peaks[2] - peaks[1]) / floats:.2f} copies"
+
+
+def test_an_earlier_runs_output_folder_in_the_input_folder_is_not_offered_as_an_input(
+        tmp_path, tiny_teacher, capsys):
+    """With an earlier run's --out inside the input folder, the warning said 'its subfolder
+    sharp is not searched: name it as an input too': an invitation to sharpen the outputs."""
+    src = tmp_path / "photos"
+    (src / "day1").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "day1/b.png"):
+        cv2.imwrite(str(src / name), rng.integers(0, 255, (16, 24, 3), dtype=np.uint8))
+    args = ["--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    assert main(["teacher", str(src), "--out", str(src / "sharp"), *args]) == 0
+    capsys.readouterr()
+    assert main(["teacher", str(src), "--out", str(tmp_path / "elsewhere"), *args]) == 0
+    err = capsys.readouterr().err
+    assert (f"{src}: its subfolder sharp holds `sharpen teacher` outputs "
+            "(.sharpen-teacher.json): left out") in err, err
+    assert "sharp is not searched" not in err and "sharp, " not in err, err
+    # Other subfolders keep their hint.
+    assert f"{src}: its subfolder day1 is not searched: name it as an input too" in err, err
+    assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()
+                  if not p.name.startswith(".")) == ["a.png"]
