@@ -116,7 +116,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
               "from an earlier run with the same weights and settings (--no-resume writes them "
               "again)", file=sys.stderr)
     failed, done = 0, len(files) - len(todo)
-    from runtime.imageio import VIDEO_EXTS
+    from runtime.imageio import VIDEO_EXTS, file_header_size
     from runtime.tiling import count_tiles
     from tqdm import tqdm
 
@@ -128,7 +128,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
     # One bar in tiles over the whole folder: counted in images, its rate and ETA were those
     # of the images so far, hours off where a 48-megapixel photo follows 12-megapixel ones.
-    sizes = {src: _header_size(src) for src, _ in todo}
+    sizes = {src: file_header_size(src) for src, _ in todo}
     bar = tqdm(total=sum(tiles(s) for s in sizes.values()), desc="teacher", unit="tile",
                disable=args.quiet, dynamic_ncols=True)
     try:
@@ -182,18 +182,6 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     print(f"teacher: {count(done, 'image')} in {out}"
           + (f" ({earlier} from an earlier run)" if earlier else "") + f", {failed} failed")
     return 1 if failed else 0
-
-
-def _header_size(path: Path) -> tuple[int, int] | None:
-    """An image's (width, height) from its first bytes, for the progress bar's tile count
-    before any image is decoded (square tiles: a turn keeps the count); None where they do
-    not say."""
-    from runtime.imageio import header_size
-    try:
-        with open(path, "rb") as f:
-            return header_size(f.read(1 << 18))   # past a JPEG's EXIF and ICC segments
-    except OSError:
-        return None
 
 
 def _warn_left_out_of_folder(folder: Path, out: Path) -> None:

@@ -9,7 +9,7 @@ import os
 import struct
 import zlib
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Union
 
 import cv2
 import numpy as np
@@ -145,6 +145,17 @@ def _jpeg_size(data: bytes) -> Optional[tuple[int, int]]:
             h, w = struct.unpack(">HH", data[i + 5:i + 9])
             return w, h
     return None
+
+
+def file_header_size(path: Union[str, Path]) -> Optional[tuple[int, int]]:
+    """An image file's (width, height) from its first 256 KiB (past a JPEG's EXIF and ICC
+    segments), for a progress bar's tile count before anything is decoded; None where the
+    header does not say or the file cannot be read."""
+    try:
+        with open(path, "rb") as f:
+            return header_size(f.read(1 << 18))
+    except OSError:
+        return None
 
 
 def header_size(data: bytes) -> Optional[tuple[int, int]]:

@@ -672,15 +672,14 @@ class LabelRun:
     def _planned_tiles(self, sample: Sample) -> int:
         """The tiles the teacher runs on `sample`, from its file's header or its video's frame
         size, without decoding it; 0 where they do not say (counted when it runs)."""
-        from runtime.imageio import header_size
+        from runtime.imageio import file_header_size
         from runtime.tiling import count_tiles
 
         from ..restormer import Restormer
         size = None
         try:
             if sample.frame is None:
-                with open(sample.input, "rb") as f:
-                    size = header_size(f.read(1 << 18))   # past a JPEG's EXIF and ICC segments
+                size = file_header_size(sample.input)
             else:
                 sizes = self._video_sizes
                 if sample.input not in sizes:
