@@ -203,7 +203,8 @@ def _warn_left_out_of_folder(folder: Path, out: Path) -> None:
     dirs = [p for p in entries if p.is_dir() and p.resolve() != out.resolve()]
     # An earlier run's --out (its record says so): "name it as an input too" invited
     # sharpening the teacher's outputs again.
-    ours = [p.name for p in dirs if (p / _TeacherRun.FILE).is_file()]
+    # os.path's: a subfolder this user cannot enter (lost+found) is not one, not a traceback
+    ours = [p.name for p in dirs if os.path.isfile(p / _TeacherRun.FILE)]
     subs = [p.name for p in dirs if p.name not in ours]
 
     def shown(names: list[str]) -> str:

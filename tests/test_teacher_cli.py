@@ -562,3 +562,49 @@ def test_an_earlier_runs_output_folder_in_the_input_folder_is_not_offered_as_an_
     assert f"{src}: its subfolder day1 is not searched: name it as an input too" in err, err
     assert sorted(p.name for p in (tmp_path / "elsewhere").iterdir()
                   if not p.name.startswith(".")) == ["a.png"]
+
+
+# `sharpen teacher`'s look at the input folder's subfolders, as the user nobody where it
+# would be root (whom no mode stops); its modules loaded before the switch.
+_UNPRIVILEGED_LOOK = """
+import os, sys
+from pathlib import Path
+import distill.cli, distill.images, runtime.imageio, runtime.sources, runtime.warn
+try:
+    os.setgid(65534)
+    os.setuid(65534)
+except PermissionError:   # root of a container without CAP_SETUID
+    sys.exit(3)
+folder = Path(sys.argv[1])
+distill.cli._warn_left_out_of_folder(folder, folder / "sharp")
+"""
+
+
+def test_a_subfolder_this_user_cannot_enter_does_not_stop_the_teacher(tmp_path):
+    """Looking for an earlier run's record in each subfolder raised PermissionError, a
+    traceback, for one the user cannot enter (a disk's root/lost+found)."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+
+    if os.geteuid() != 0:
+        pytest.skip("needs root, to run as nobody")
+    folder = Path(tempfile.mkdtemp(prefix="sharpen-test-"))   # nobody can reach /tmp's
+    try:
+        os.chmod(folder, 0o777)
+        cv2.imwrite(str(folder / "a.png"), np.zeros((8, 8, 3), np.uint8))
+        (folder / "lost+found").mkdir(mode=0o700)
+        root = Path(__file__).resolve().parents[1]
+        r = subprocess.run([sys.executable, "-c", _UNPRIVILEGED_LOOK, str(folder)],
+                           capture_output=True, text=True, cwd=folder,
+                           env=dict(os.environ, PYTHONPATH=str(root)))
+        if r.returncode == 3:
+            pytest.skip("cannot switch to nobody here")
+        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        assert (f"{folder}: its subfolder lost+found is not searched: name it as an input "
+                "too") in r.stderr, r.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
