@@ -1481,3 +1481,21 @@ def test_the_bar_counts_tiles_over_the_selection_not_the_labels_already_made(tmp
     s = run_labels(str(data), tmp_path / "stub", teacher=FakeTeacher(), tile=32, overlap=8)
     err = capsys.readouterr().err
     assert s.done == 3 and _bar_ends(err, 2 * small + count_tiles(72, 96, 32, 8)), err
+
+
+def test_a_run_without_its_bar_reads_no_headers_for_it(tmp_path, monkeypatch):
+    """The bar's tile count read the first 256 KiB of every input before the first label,
+    with the bar off (--quiet, the demo's --quiet) as well: a selection's worth of reads on a
+    network disk, for nothing shown."""
+    import runtime.imageio
+
+    read = []
+    real = runtime.imageio.file_header_size
+    monkeypatch.setattr(runtime.imageio, "file_header_size",
+                        lambda p: read.append(p) or real(p))
+    data = _paired(tmp_path / "data", 2)
+    s = run_labels(str(data), tmp_path / "quiet", teacher=FakeTeacher(), tile=32, overlap=8,
+                   progress=False)
+    assert s.done == 2 and read == []
+    s = run_labels(str(data), tmp_path / "shown", teacher=FakeTeacher(), tile=32, overlap=8)
+    assert s.done == 2 and len(read) == 2   # the bar's, when it is shown

@@ -709,7 +709,10 @@ class LabelRun:
         # minutes on a 48-megapixel photo, its rate and ETA those of the images so far.
         # Labels already made alike count none (their input's hash, checked as each comes,
         # may still call for the teacher: its tiles are added then).
-        planned = {s.name: self._planned_tiles(s) for s in samples if not self._likely_kept(s)}
+        # Not read with the bar off: a selection's headers read before the first label, for
+        # nothing shown.
+        planned = ({s.name: self._planned_tiles(s) for s in samples if not self._likely_kept(s)}
+                   if progress else {})
         bar = tqdm(total=sum(planned.values()), desc=f"{tag}labels", unit="tile",
                    disable=not progress, dynamic_ncols=True)
         # Stub teachers (tests, notebooks) may not take on_tile: their tiles count as each
