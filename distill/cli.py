@@ -128,13 +128,14 @@ def cmd_teacher(args: argparse.Namespace) -> int:
 
     # One bar in tiles over the whole folder: counted in images, its rate and ETA were those
     # of the images so far, hours off where a 48-megapixel photo follows 12-megapixel ones.
-    sizes = {src: file_header_size(src) for src, _ in todo}
+    # Not read under --quiet: a folder's headers read before the first image, for no bar.
+    sizes = {} if args.quiet else {src: file_header_size(src) for src, _ in todo}
     bar = tqdm(total=sum(tiles(s) for s in sizes.values()), desc="teacher", unit="tile",
                disable=args.quiet, dynamic_ncols=True)
     try:
         for src, rel in todo:
             bar.set_postfix_str(f"{done + failed + 1}/{len(files)}: {src.name}", refresh=False)
-            base, planned = bar.n, tiles(sizes[src])
+            base, planned = bar.n, tiles(sizes.get(src))
 
             def on_tile(n: int, total: int) -> None:
                 nonlocal planned

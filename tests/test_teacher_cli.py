@@ -608,3 +608,24 @@ def test_a_subfolder_this_user_cannot_enter_does_not_stop_the_teacher(tmp_path):
                 "too") in r.stderr, r.stderr
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_a_quiet_run_reads_no_headers_for_a_bar_it_does_not_show(tmp_path, tiny_teacher,
+                                                                  monkeypatch):
+    """The bar's tile count read the first 256 KiB of every image before the first, under
+    --quiet as well: a folder's worth of reads on a network disk, for no bar."""
+    import runtime.imageio
+
+    read = []
+    real = runtime.imageio.file_header_size
+    monkeypatch.setattr(runtime.imageio, "file_header_size",
+                        lambda p: read.append(p) or real(p))
+    src = tmp_path / "photos"
+    src.mkdir()
+    for name in ("a.png", "b.png"):
+        cv2.imwrite(str(src / name), np.zeros((16, 24, 3), np.uint8))
+    args = ["--teacher-weights", tiny_teacher, "--tile", "0"]
+    assert main(["teacher", str(src), "--out", str(tmp_path / "q"), *args, "--quiet"]) == 0
+    assert read == [] and len(list((tmp_path / "q").glob("*.png"))) == 2
+    assert main(["teacher", str(src), "--out", str(tmp_path / "shown"), *args]) == 0
+    assert len(read) == 2   # the bar's, when it is shown
