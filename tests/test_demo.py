@@ -37,6 +37,7 @@ def test_demo_runs_every_step(demo):
     assert rc == 0
     summary = json.loads((out / "demo-summary.json").read_text())
     assert summary["ok"] is True
+    assert not (out / ".demo.lock").exists()   # its lock on --out went with it
     assert "bench_report" not in summary      # skipped, so never announced
     assert Path(summary["student"]).is_file()
     labels = sorted((out / "labels" / "train" / "labels").glob("*.png"))
@@ -306,7 +307,7 @@ def _ctrl_c_when(proc, ready, timeout: float = 120, signum: int = signal.SIGINT)
         proc.stderr.close()
 
 
-@pytest.mark.parametrize("name", ["SIGINT", "SIGHUP"])
+@pytest.mark.parametrize("name", ["SIGINT", "SIGHUP", "SIGTERM"])
 def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path, name):
     """Ctrl-C while the teacher labels: the demo ended in `sharpen demo: interrupted`, naming
     no stage, and not that the labels made are kept and that a re-run goes on from them. A
@@ -347,6 +348,8 @@ def test_demo_interrupted_says_at_which_stage_and_what_a_rerun_keeps(tmp_path, n
     assert summary["failed_stage"] == 2 and summary["error"].startswith(
         f"interrupted{by} at stage 2/6 (teacher pseudo-labels)"), summary
     assert "student" not in summary and "labels" not in summary, summary
+    from sharpen.demo import DEMO_LOCK
+    assert not (out / DEMO_LOCK).exists()   # its lock on --out goes with it
 
 
 def _walk_clip(path: Path, frames: int = 6) -> Path:
