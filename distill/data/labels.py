@@ -358,8 +358,9 @@ def _group_ready(dist: DistInfo) -> bool:
 
 
 def _remove_stale_temp_files(out_dir: Path, min_age_s: float = 600.0) -> None:
-    """Temp files of writes killed mid-way (atomic writes name them .NAME.XXXX.png/.tmp, hidden
-    so no reader picks them up); ones young enough to belong to a concurrent run stay."""
+    """Temp files of writes killed mid-way (atomic writes name them .NAME.PID.XXXX.png/.tmp,
+    hidden so no reader picks them up); ones young enough to belong to a concurrent run
+    stay."""
     now = time.time()
     for folder in (out_dir, out_dir / LABELS_DIR, out_dir / FRAMES_DIR):
         if not folder.is_dir():
@@ -377,7 +378,8 @@ def _staged(path: Path, rgb: np.ndarray, bits: int) -> Path:
 
     from ..images import write_image
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".png",
+                               dir=path.parent)
     os.close(fd)
     try:
         write_image(tmp, rgb, bits=bits)
