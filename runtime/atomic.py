@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -33,8 +34,13 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
             os.unlink(tmp)
 
 
-def pid_alive(pid: int) -> bool:
-    """Whether process `pid` still runs here."""
+def pid_alive(pid: int, platform: str | None = None) -> bool:
+    """Whether process `pid` still runs here (`platform`: sys.platform's spelling, default
+    this one's). Where it cannot say, True: the caller then leaves that process's file alone."""
+    if (platform or sys.platform) == "win32":
+        # Not os.kill(pid, 0): on Windows that is TerminateProcess, which killed the live run
+        # (or whatever process had the pid since) it was asked about.
+        return _windows_pid_alive(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -42,6 +48,37 @@ def pid_alive(pid: int) -> bool:
     except (PermissionError, OSError):
         return True   # another user's, or a system that cannot say: leave its file alone
     return True
+
+
+_PROCESS_QUERY_LIMITED_INFORMATION = 0x1000
+_ERROR_INVALID_PARAMETER = 87   # OpenProcess's answer for a pid no process has
+_STILL_ACTIVE = 259
+
+
+def _windows_pid_alive(pid: int) -> bool:
+    """pid_alive on Windows: the process opened for a query of its exit code, which kills
+    nothing. True where the Windows API is not there to ask (another system)."""
+    try:
+        import ctypes
+        from ctypes import wintypes
+        kernel32 = ctypes.WinDLL("kernel32", use_last_error=True)
+    except (ImportError, AttributeError, OSError):
+        return True
+    kernel32.OpenProcess.restype = wintypes.HANDLE
+    kernel32.OpenProcess.argtypes = (wintypes.DWORD, wintypes.BOOL, wintypes.DWORD)
+    kernel32.GetExitCodeProcess.argtypes = (wintypes.HANDLE, ctypes.POINTER(wintypes.DWORD))
+    kernel32.CloseHandle.argtypes = (wintypes.HANDLE,)
+    handle = kernel32.OpenProcess(_PROCESS_QUERY_LIMITED_INFORMATION, False, pid)
+    if not handle:
+        # Access denied: another user's (a service's), which runs.
+        return ctypes.get_last_error() != _ERROR_INVALID_PARAMETER
+    try:
+        code = wintypes.DWORD()
+        if not kernel32.GetExitCodeProcess(handle, ctypes.byref(code)):
+            return True
+        return code.value == _STILL_ACTIVE
+    finally:
+        kernel32.CloseHandle(handle)
 
 
 # .NAME.PID.XXXXXXXX.EXT: mkstemp's 8 of [a-z0-9_], EXT the name's own or .tmp.

@@ -1,0 +1,49 @@
+"""Windows and macOS code paths, exercised here on Linux: each POSIX-only call has a branch for
+the other systems, run directly (a platform argument, sys.platform set for the test, or a
+module such as fcntl or resource made unimportable in a fresh interpreter)."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from runtime.atomic import pid_alive, remove_killed_writes
+
+
+def _sleeper() -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+
+def test_windows_liveness_probe_never_signals_the_process(monkeypatch, tmp_path):
+    """On Windows os.kill(pid, 0) is TerminateProcess: asked whether the run that owns a temp
+    file still writes it, remove_killed_writes killed that run (or any process that had its pid
+    since). There the process is queried instead; here, with no Windows API to query, it counts
+    as alive and its file stays."""
+    child = _sleeper()
+    try:
+        sent = []
+        monkeypatch.setattr(os, "kill", lambda pid, sig: sent.append((pid, sig)))
+        monkeypatch.setattr(sys, "platform", "win32")
+        live = tmp_path / f".out.png.{child.pid}.abcd1234.png"
+        live.write_bytes(b"half an image")
+        assert remove_killed_writes(tmp_path) == []
+        assert pid_alive(child.pid) is True
+        monkeypatch.undo()
+        assert sent == [], "a signal was sent to ask whether a process is alive"
+        assert live.exists() and child.poll() is None
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_posix_liveness_probe_tells_a_dead_writer_from_a_live_one(tmp_path):
+    child = _sleeper()
+    try:
+        assert pid_alive(child.pid, platform="linux") is True
+    finally:
+        child.kill()
+        child.wait()
+    assert pid_alive(child.pid, platform="darwin") is False
+    left = tmp_path / f".out.png.{child.pid}.abcd1234.png"
+    left.write_bytes(b"half an image")
+    assert remove_killed_writes(tmp_path) == [left] and not left.exists()
