@@ -358,6 +358,13 @@ class _Progress:
     real: Optional[dict] = None
     latency: Optional[dict] = None
 
+    def note_peak(self, stage: str) -> None:
+        """The peak memory after `stage`, where this system says it (the report leaves out
+        what it cannot say)."""
+        mb = peak_rss_mb()
+        if mb is not None:
+            self.peak_mb[stage] = mb
+
 
 def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: str, teacher_out,
              cache: Path, real_limits: dict, out: Path, progress: _Progress, say) -> None:
@@ -402,7 +409,7 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
     progress.stage = "quality"
     todo = sum(not teacher_out.has(p.blurred) for p in pairs)
     if students:   # --model files alone: nothing is exported, so no stage to report
-        progress.peak_mb["export"] = peak_rss_mb()
+        progress.note_peak("export")
     say(f"quality: {len(pairs)} held-out images; teacher outputs: {len(pairs) - todo} cached, "
         + (f"computing {todo} now (tiled Restormer, slow on a CPU; cached for the next run)"
            if todo else "none to compute") + f"; cache {teacher_out.folder}")
@@ -416,7 +423,7 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
     except KeyboardInterrupt:
         progress.quality = got.get("quality")
         raise
-    progress.peak_mb["quality"] = peak_rss_mb()
+    progress.note_peak("quality")
 
     if opts.real_pairs or opts.real_nogt:
         progress.stage = "real blur"
@@ -430,7 +437,7 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
                                           models=models, failed=progress.failed)
         except ValueError as e:   # e.g. every image unreadable after all
             raise BenchError(f"real blur: {e}") from None
-        progress.peak_mb["real_blur"] = peak_rss_mb()
+        progress.note_peak("real_blur")
     else:
         progress.real = {}
 
@@ -444,7 +451,7 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
         except KeyboardInterrupt:
             progress.latency = got.get("latency")
             raise
-        progress.peak_mb["latency"] = peak_rss_mb()
+        progress.note_peak("latency")
     else:
         progress.latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
 

@@ -47,3 +47,30 @@ def test_posix_liveness_probe_tells_a_dead_writer_from_a_live_one(tmp_path):
     left = tmp_path / f".out.png.{child.pid}.abcd1234.png"
     left.write_bytes(b"half an image")
     assert remove_killed_writes(tmp_path) == [left] and not left.exists()
+
+
+def _fresh_python(code: str, blocked: tuple[str, ...]) -> subprocess.CompletedProcess:
+    """`code` run in a new interpreter where the modules `blocked` cannot be imported, as on a
+    system that has none of them (fcntl and resource on Windows)."""
+    prelude = "import sys\n" + "".join(f"sys.modules[{m!r}] = None\n" for m in blocked)
+    return subprocess.run([sys.executable, "-c", prelude + code], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_bench_memory_figures_on_a_system_without_the_resource_module():
+    """Windows has no `resource` module: `sharpen bench` ended in ModuleNotFoundError after
+    exporting, where it noted its peak memory. The report now leaves out what the system cannot
+    say, and on Windows asks it for the peak working set."""
+    from benchmarks.machine import peak_rss_mb
+
+    assert peak_rss_mb() > 0                       # Linux: from resource
+    assert peak_rss_mb(system="win32") is None     # no Windows API to ask here
+    done = _fresh_python(
+        "from benchmarks.machine import peak_rss_mb\n"
+        "from benchmarks.report import _Progress\n"
+        "assert peak_rss_mb() is None\n"
+        "progress = _Progress()\n"
+        "progress.note_peak('quality')\n"
+        "print(progress.peak_mb)\n", blocked=("resource",))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "{}"
