@@ -267,23 +267,25 @@ class _TeacherRun:
 def _unique_png_names(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
     """Output names NAME.png that never collide: a.jpg and a.png keep their extension
     (a.jpg.png), equal names from different folders get the folder's name in front, and what
-    still collides (p1/x/a.png, p2/x/a.png) is numbered."""
+    still collides (p1/x/a.png, p2/x/a.png) is numbered. Letter case aside, all of it: on
+    macOS' and Windows' file systems A.jpg's output is a.png's."""
     from collections import Counter
 
     suffixes: dict[str, set[str]] = {}
     for _, rel in files:
-        suffixes.setdefault(rel.stem, set()).add(rel.suffix.lower())
-    named = [(p, rel.with_suffix(".png") if len(suffixes[rel.stem]) == 1
+        suffixes.setdefault(rel.stem.casefold(), set()).add(rel.suffix.lower())
+    named = [(p, rel.with_suffix(".png") if len(suffixes[rel.stem.casefold()]) == 1
               else Path(f"{rel.name}.png")) for p, rel in files]
-    clash = Counter(rel for _, rel in named)
-    named = [(p, Path(f"{p.parent.name}_{rel}") if clash[rel] > 1 else rel) for p, rel in named]
-    taken: set[Path] = set()
+    clash = Counter(str(rel).casefold() for _, rel in named)
+    named = [(p, Path(f"{p.parent.name}_{rel}") if clash[str(rel).casefold()] > 1 else rel)
+             for p, rel in named]
+    taken: set[str] = set()
     out = []
     for p, rel in named:
         name, k = rel, 2
-        while name in taken:
+        while str(name).casefold() in taken:
             name, k = rel.with_name(f"{rel.stem}-{k}{rel.suffix}"), k + 1
-        taken.add(name)
+        taken.add(str(name).casefold())
         out.append((p, name))
     return out
 

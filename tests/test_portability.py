@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 from runtime.atomic import pid_alive, remove_killed_writes
 
@@ -74,3 +75,45 @@ def test_bench_memory_figures_on_a_system_without_the_resource_module():
         "print(progress.peak_mb)\n", blocked=("resource",))
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "{}"
+
+
+def _image(path) -> None:
+    import numpy as np
+
+    from distill.images import write_image
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_image(path, np.full((40, 40, 3), 0.5, np.float32))
+
+
+def _distinct_ignoring_case(names) -> bool:
+    names = [str(n) for n in names]
+    return len({n.casefold() for n in names}) == len(names)
+
+
+def test_label_names_differ_on_a_case_insensitive_file_system(tmp_path):
+    """A.png and a.jpg both live in one folder on macOS and Windows, whose file systems take
+    labels/A.png and labels/a.png for one file: one image was labelled with the other's
+    label, and trained on it. They keep their extensions, as a.png and a.jpg do."""
+    from distill.data.sources import resolve_source
+
+    for name in ("A.png", "a.jpg", "b.png"):
+        _image(tmp_path / "shots" / name)
+    names = sorted(s.name for s in resolve_source(tmp_path / "shots").samples)
+    assert names == ["A.png", "a.jpg", "b"]
+    assert _distinct_ignoring_case(names)
+
+
+def test_corpus_and_teacher_output_names_differ_on_a_case_insensitive_file_system(tmp_path):
+    """The corpus's pair names and `sharpen teacher`'s output names: A.jpg's and a.png's were
+    A.png and a.png, one file where the photos are on a Mac."""
+    from distill.cli import _unique_png_names
+    from distill.data.corpus import _names
+
+    files = [tmp_path / "A.jpg", tmp_path / "a.png", tmp_path / "Trip_x" / "1.png",
+             tmp_path / "trip" / "X_1.png"]
+    pairs = _names(tmp_path, files)
+    assert _distinct_ignoring_case(pairs.values()), pairs
+    out = _unique_png_names([(f, f.relative_to(tmp_path)) for f in files[:2]]
+                            + [(tmp_path / "B" / "c.png", Path("c.png")),
+                               (tmp_path / "b" / "C.png", Path("C.png"))])
+    assert _distinct_ignoring_case(rel for _, rel in out), out

@@ -78,17 +78,18 @@ def split_photos(root: str | Path) -> dict[str, list[Path]]:
 
 def _names(root: Path, files: list[Path]) -> dict[Path, str]:
     """Flat, distinct output names: the relative path without extension ('/' -> '_'); a name
-    two photos would share (a.jpg and a.png, x/a_b and x_a/b) gets its extension and a counter."""
+    two photos would share (a.jpg and a.png, x/a_b and x_a/b) gets its extension and a counter.
+    Shared letter case aside: on macOS' and Windows' file systems A.jpg's pairs are a.png's."""
     base = {f: f.relative_to(root).with_suffix("").as_posix().replace("/", "_") for f in files}
     seen: dict[str, int] = {}
     for v in base.values():
-        seen[v] = seen.get(v, 0) + 1
+        seen[v.casefold()] = seen.get(v.casefold(), 0) + 1
     out, used = {}, set()
     for f, v in base.items():
-        name = v if seen[v] == 1 else f"{v}_{f.suffix.lstrip('.').lower()}"
-        while name in used:
+        name = v if seen[v.casefold()] == 1 else f"{v}_{f.suffix.lstrip('.').lower()}"
+        while name.casefold() in used:
             name += "_"
-        used.add(name)
+        used.add(name.casefold())
         out[f] = name
     return out
 

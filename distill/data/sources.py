@@ -136,15 +136,16 @@ def _images_under(folder: Path, recursive: bool = True, kind=None,
 
 def _sample_names(rels: list[Path], prefix: str = "") -> dict[Path, str]:
     """Names for files: the relative path without extension, or with it where two files differ
-    only by extension (a.png and a.jpg)."""
+    only by extension (a.png and a.jpg), letter case aside: a name is a label's file name, and
+    on macOS' and Windows' file systems A.png's label (labels/A.png) is a.jpg's (labels/a.png)."""
     stems: dict[str, int] = {}
     for r in rels:
-        key = r.with_suffix("").as_posix()
+        key = r.with_suffix("").as_posix().casefold()
         stems[key] = stems.get(key, 0) + 1
     names = {}
     for r in rels:
         key = r.with_suffix("").as_posix()
-        names[r] = prefix + (key if stems[key] == 1 else r.as_posix())
+        names[r] = prefix + (key if stems[key.casefold()] == 1 else r.as_posix())
     return names
 
 
