@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from runtime.atomic import pid_alive, remove_killed_writes
 
 
@@ -117,3 +119,41 @@ def test_corpus_and_teacher_output_names_differ_on_a_case_insensitive_file_syste
                             + [(tmp_path / "B" / "c.png", Path("c.png")),
                                (tmp_path / "b" / "C.png", Path("C.png"))])
     assert _distinct_ignoring_case(rel for _, rel in out), out
+
+
+@pytest.mark.slow
+def test_training_loader_workers_start_under_spawn(tmp_path):
+    """macOS and Windows start processes by 'spawn': the data set and the worker setup are
+    pickled into each loader process, which a lambda or closure among them cannot be. Both
+    training sets (a paired folder's crops; the embedded set blurred on the fly) train here
+    with loader processes started that way."""
+    import cv2
+    import numpy as np
+
+    from distill.images import write_image
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        write_image(tmp_path / "pairs" / "target" / f"p{i}.png", sharp)
+        write_image(tmp_path / "pairs" / "input" / f"p{i}.png", cv2.blur(sharp, (5, 5)))
+    common = ["train-teacher", "--quiet", "model.args={config: tiny}", "data.val=",
+              "data.crop=32", "data.batch_size=1", "data.workers=1", "optim.warmup_steps=1",
+              "optim.steps=3", "val_every=100000", "ckpt_every=100000"]
+    runs = [[*common, f"out={tmp_path / 'pairs-run'}", f"data.train={tmp_path / 'pairs'}"],
+            [*common, f"out={tmp_path / 'embedded-run'}", "data.train=embedded"]]
+    script = tmp_path / "spawned.py"   # spawn re-imports the main module: a guarded file
+    script.write_text(
+        "import multiprocessing, sys\n"
+        "if __name__ == '__main__':\n"
+        "    multiprocessing.set_start_method('spawn')\n"
+        "    from sharpen.cli import main\n"
+        f"    for argv in {runs!r}:\n"
+        "        code = main(argv)\n"
+        "        if code:\n"
+        "            sys.exit(code)\n")
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=600, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert done.returncode == 0, done.stderr[-3000:]
+    from distill.checkpoint import read_checkpoint
+    for run in ("pairs-run", "embedded-run"):
+        assert read_checkpoint(tmp_path / run / "last.pt")["step"] == 3
