@@ -256,12 +256,29 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
             raise ValueError(f"override {ov!r} must look like key=value (e.g. optim.lr=3e-4)")
         k, v = ov.split("=", 1)
         try:
-            value = yaml.safe_load(v)
+            value = _override_value(cfg, k.strip(), v)
         except yaml.YAMLError as e:
             raise ValueError(f"override {ov!r}: the value is not valid YAML "
                              f"({_yaml_problem(e)}); quote it, e.g. '{k}=\"...\"'") from None
         _set(cfg, k.strip(), value)
     return cfg
+
+
+def _override_value(cfg: TrainConfig, key: str, text: str) -> Any:
+    """The value of the override key=text: YAML, but a string key's (a path, a name) is text as
+    it is, in double quotes or not, for Windows paths: YAML read data.train="C:\\new" as a
+    newline and "C:\\Users" as an error, and data.val=D:\\shots #2 as D:\\shots. Null, a
+    single-quoted string and a mapping or list (refused by _set, saying so) are YAML's."""
+    current: Any = cfg
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(current) or not hasattr(current, part):
+            return yaml.safe_load(text)
+        current = getattr(current, part)
+    raw = text.strip()
+    if not isinstance(current, str) or raw in ("null", "Null", "NULL", "~") or \
+            raw[:1] in ("'", "{", "["):
+        return yaml.safe_load(text)
+    return raw[1:-1] if len(raw) >= 2 and raw[0] == raw[-1] == '"' else raw
 
 
 def _yaml_problem(e: Exception) -> str:

@@ -157,3 +157,21 @@ def test_training_loader_workers_start_under_spawn(tmp_path):
     from distill.checkpoint import read_checkpoint
     for run in ("pairs-run", "embedded-run"):
         assert read_checkpoint(tmp_path / run / "last.pt")["step"] == 3
+
+
+def test_windows_paths_in_key_value_overrides_are_taken_as_written():
+    """A path key's value is the text as written, quoted or not: read as YAML, the quoting the
+    error message advised turned data.gt_train="C:\\new\\tmp" into a newline and a tab, and
+    "C:\\Users\\me" into an error; unquoted, ' #' cut a path short as a YAML comment."""
+    from distill.config import as_overrides, load_config
+
+    cfg = load_config(None, [r'data.gt_train="C:\new\tmp"', r'data.val="C:\Users\me\val"',
+                             r"data.labels=D:\shots #2\labels", r"out=\\server\share\runs\a",
+                             "data.val_labels=null", "optim.lr=3e-4", "device='cpu'"])
+    assert cfg.data.gt_train == r"C:\new\tmp"
+    assert cfg.data.val == r"C:\Users\me\val"
+    assert cfg.data.labels == r"D:\shots #2\labels"
+    assert cfg.out == r"\\server\share\runs\a"
+    assert cfg.data.val_labels == "" and cfg.optim.lr == 3e-4 and cfg.device == "cpu"
+    # The command a run records for itself (as_overrides) still gives the same config.
+    assert load_config(None, as_overrides(cfg)).to_dict() == cfg.to_dict()
