@@ -302,6 +302,22 @@ class VideoFileSink(Sink):
              f"{shlex.quote(str(rebuilt))}; an .mkv, .avi or .ts recording plays up to a cut "
              "as it is")
 
+    def _not_replaced(self, exc: OSError) -> str:
+        """Why the finished video did not get its name, and where it is: beside the output under
+        a name of its own, not the hidden temp name (which the next run into the output would
+        take for a killed run's and rename). Windows refuses to replace a file another
+        program holds open (the last run's video in a player), where a POSIX rename never
+        fails that way."""
+        try:
+            kept = _move_aside(self.tmp, self.path.with_name(
+                f"{self.path.stem}.new{self.path.suffix}")) or self.tmp
+        except OSError:
+            kept = self.tmp
+        busy = (" (is it open in another program, a video player? Windows cannot replace a "
+                "file that is open)" if isinstance(exc, PermissionError) else "")
+        return (f"{option('output', self.path, self.flags)}: cannot replace {self.path} with "
+                f"the new video: {exc.strerror or exc}{busy}; the new video is kept as {kept}")
+
     def _left_alone(self, old: Path, pid: int, exc: OSError) -> None:
         warn(f"{option('output', self.path, self.flags)}: {old} is what a recording into it "
              f"left when its process ({pid}) was killed, which this user cannot read or move "
@@ -351,7 +367,10 @@ class VideoFileSink(Sink):
             self.tmp.unlink(missing_ok=True)   # a broken video, and the space it holds
             remove_if_empty(self._made)
             raise
-        os.replace(self.tmp, self.path)
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise SinkError(self._not_replaced(exc)) from None
         if self.source_sar and self.size:
             self._say_aspect(*self.source_sar)
         if self.resized > 1:   # the first one was named as it happened

@@ -175,3 +175,59 @@ def test_windows_paths_in_key_value_overrides_are_taken_as_written():
     assert cfg.data.val_labels == "" and cfg.optim.lr == 3e-4 and cfg.device == "cpu"
     # The command a run records for itself (as_overrides) still gives the same config.
     assert load_config(None, as_overrides(cfg)).to_dict() == cfg.to_dict()
+
+
+def _recorded(sink, frames: int = 3) -> None:
+    from runtime_fixtures import textured_frame
+    for i in range(frames):
+        sink.write(textured_frame(i), textured_frame(i), "f")
+
+
+def test_a_video_that_cannot_replace_its_output_is_kept_under_a_visible_name(tmp_path,
+                                                                             monkeypatch):
+    """Windows refuses to replace a file another program holds open (the last run's video in
+    a player): close() ended in a bare `[WinError 5] ... '.out.PID.x.partial.avi' ->
+    'out.avi'`, the new video left under a hidden name that the next run took for a killed
+    run's. It is kept beside the output, and the message says where and the likely cause."""
+    import cv2
+
+    from runtime.sinks import SinkError, VideoFileSink
+
+    def frames_in(path) -> int:
+        cap, n = cv2.VideoCapture(str(path)), 0
+        while cap.read()[0]:
+            n += 1
+        cap.release()
+        return n
+
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"the last run's video")
+    sink = VideoFileSink(out, 10)
+    _recorded(sink)
+    real_replace = os.replace
+
+    def held_open(src, dst):   # what Windows answers for a file open in a player
+        if os.fspath(dst) == str(out):
+            raise PermissionError(13, "Access is denied", str(src), None, str(dst))
+        real_replace(src, dst)
+    monkeypatch.setattr(os, "replace", held_open)
+    with pytest.raises(SinkError) as said:
+        sink.close()
+    monkeypatch.undo()
+    kept = tmp_path / "out.new.avi"
+    assert f"the new video is kept as {kept}" in str(said.value), said.value
+    assert "open in another program" in str(said.value)
+    assert out.read_bytes() == b"the last run's video" and frames_in(kept) == 3
+    assert not list(tmp_path.glob(".*")), list(tmp_path.glob(".*"))
+
+    # Any system: a folder put in the output's place (a real rename failure here).
+    out.unlink()
+    out.mkdir()
+    (out / "x").write_bytes(b"")
+    sink = VideoFileSink(out, 10)
+    _recorded(sink, 2)
+    with pytest.raises(SinkError) as said:
+        sink.close()
+    kept = tmp_path / "out.new-2.avi"
+    assert f"the new video is kept as {kept}" in str(said.value), said.value
+    assert "open in another program" not in str(said.value) and frames_in(kept) == 2
