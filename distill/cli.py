@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code
-from runtime.console import HelpFormatter, count
+from runtime.console import HelpFormatter, count, shell_join
 from runtime.host import threads_help
 from .teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
                             TILE as TEACHER_TILE)
@@ -642,9 +642,8 @@ def _corpus_next_step(out: str) -> str:
     """The labels command that continues from the corpus: the README's order of steps was the
     only place that said what comes next, and `labels` ends with the distill line in turn.
     --hold-out takes the corpus's own val split (whole training photos where val is empty)."""
-    import shlex
     labels = str(Path(out).with_name(Path(out).name + "-labels"))
-    return "label it with the teacher: " + shlex.join(
+    return "label it with the teacher: " + shell_join(
         ["sharpen", "labels", "--data", str(out), "--out", labels, "--hold-out", "0.2",
          "--val-out", labels + "-val"])
 
@@ -959,7 +958,6 @@ def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
     (evaluate scores images: a clip's are in its validation cache's frames/), and the export
     that `sharpen run` needs. Each is said only where its inputs are there. A best.pt still at
     step 0 of an init= run is those weights: last.pt is compared, which differs from them."""
-    import shlex
 
     from .data.label_cache import FRAMES_DIR
     out = Path(cfg.out)
@@ -975,12 +973,12 @@ def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
         before = f"init={cfg.init}" if cfg.init else "the blurred input"
         what = f"the fine-tune's last.pt (best.pt is init={cfg.init})" if unchanged else "it"
         lines.append(f"compare {what} with {before} on the held-out frames (metrics, "
-                     f"side_by_side.png): {shlex.join(words)}")
+                     f"side_by_side.png): {shell_join(words)}")
     export = ["sharpen", "export", "--weights", str(weights), "--out", "export/"]
     # "it" after a compare line of last.pt read as the fine-tune: say what best.pt holds.
     what = (f"best.pt for `sharpen run` (the init={cfg.init} weights: no validation of the "
             "fine-tune beat them)" if unchanged else "it for `sharpen run`")
-    lines.append(f"export {what}: {shlex.join(export)}")
+    lines.append(f"export {what}: {shell_join(export)}")
     return lines
 
 

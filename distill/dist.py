@@ -3,9 +3,10 @@ not launched by torchrun). Shared by the trainer and the labelling run."""
 from __future__ import annotations
 
 import os
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
+
+from runtime.console import shell_join
 
 
 @dataclass
@@ -58,13 +59,13 @@ def launch_command(argv: list[str]) -> str:
     env = os.environ
     program = _program(argv[0]) if argv else None
     if "TORCHELASTIC_RUN_ID" not in env or "LOCAL_WORLD_SIZE" not in env:
-        return shlex.join((program or argv[:1]) + argv[1:])
+        return shell_join((program or argv[:1]) + argv[1:])
     # torchrun -m sharpen.cli (as the README has it); torchrun runs a script or a module
     target = (program[1:] if program[0] == "python" else ["-m", "sharpen.cli"]) if program \
         else argv[:1]
     nodes = env.get("GROUP_WORLD_SIZE", "1")
     launcher = ["torchrun"] + (["--nnodes", nodes] if nodes != "1" else []) + \
         ["--nproc_per_node", env["LOCAL_WORLD_SIZE"]]
-    line = shlex.join(launcher + target + argv[1:])
+    line = shell_join(launcher + target + argv[1:])
     return line if nodes == "1" else f"{line} (on each of the {nodes} nodes, with its " \
         "rendezvous options)"

@@ -12,6 +12,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from runtime.console import shell_join
 from runtime.warn import SharpenWarning
 
 from .config import TrainConfig
@@ -156,7 +157,6 @@ def _val_labels_hint(d) -> str:
     it out (--hold-out --val-out) and was stopped before labelling it, that run again. "make it
     with `sharpen labels --data DATA --out VAL`", followed, labelled the training footage
     itself into the validation cache."""
-    import shlex
 
     from .data.label_cache import read_run_record
 
@@ -175,7 +175,7 @@ def _val_labels_hint(d) -> str:
     cmd += [str(o) for o in opts] if isinstance(opts, list) else []
     return (f"the `sharpen labels` run that labelled data.labels={d.labels} holds it out into "
             f"this cache{'' if rec.get('complete') else ' and was stopped before it got there'}"
-            f": run it again to finish both, `{shlex.join(cmd)}`")
+            f": run it again to finish both, `{shell_join(cmd)}`")
 
 
 def predict(model: nn.Module, image: np.ndarray, device: torch.device | str) -> np.ndarray:

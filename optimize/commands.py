@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from runtime.cli_errors import cli_error, missing_dependency, one_line, raise_if_interrupted
+from runtime.console import shell_join
 from runtime.formats import help_lines
 from runtime.host import threads_help
 
@@ -225,7 +226,6 @@ def next_steps(report, gpu_here: bool | None = None) -> list[str]:
     BUILT lines say what to do instead). The ModelOpt QDQ model, meant for TensorRT, is offered
     only where ONNX Runtime runs it on TensorRT or CUDA (`gpu_here`; None: asked of this
     machine): timed on the CPU it could come out fastest, and a CPU user was told to run it."""
-    import shlex
 
     from runtime.formats import FORMATS
     built = [r for r in report.results if r.status == "pass" and r.file
@@ -250,9 +250,9 @@ def next_steps(report, gpu_here: bool | None = None) -> list[str]:
                else ", the first built")
         why = f" ({Path(pick.file).name}{why})"
     run = ["sharpen", "run", "--model", pick.file, "--source", RUN_SOURCE]
-    lines = [f"run it{why}: {shlex.join(run)}"]
+    lines = [f"run it{why}: {shell_join(run)}"]
     bench = ["sharpen", "bench", "--out", "bench/", "--model", pick.file]
-    lines.append(f"measure it as deployed (quality and latency): {shlex.join(bench)}")
+    lines.append(f"measure it as deployed (quality and latency): {shell_join(bench)}")
     return lines
 
 

@@ -21,6 +21,23 @@ def count(n: int, noun: str, plural: Optional[str] = None) -> str:
     return f"{n} {noun if n == 1 else plural or noun + 's'}"
 
 
+def shell_join(words: Sequence[str], system: Optional[str] = None) -> str:
+    """`words` as one command line to paste into this system's shell (`system`: sys.platform's
+    spelling, default this one's): shlex's quoting, but on Windows, whose cmd.exe takes single
+    quotes as part of a word, double quotes as its programs read them, which PowerShell takes
+    too: `sharpen run --model 'C:\\my models\\a.onnx'` found no file there."""
+    if (system or sys.platform) == "win32":
+        import subprocess
+        return subprocess.list2cmdline([str(w) for w in words])
+    import shlex
+    return shlex.join(str(w) for w in words)
+
+
+def shell_quote(word: str, system: Optional[str] = None) -> str:
+    """One word of a command line, quoted where this system's shell needs it (shell_join)."""
+    return shell_join([word], system)
+
+
 def first_line(exc: BaseException, limit: Optional[int] = 300) -> str:
     """The first line of an exception's message (its type's name when it has none), cut to
     `limit` characters: engines raise messages with tracebacks and dumps in them."""

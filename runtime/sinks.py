@@ -25,7 +25,7 @@ import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, sync_files, sync_folder
 from .atomic import pid_alive as _pid_alive
-from .console import count, quiet_native_stderr
+from .console import count, quiet_native_stderr, shell_quote
 from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, VIDEO_EXTS, icc_problem,
                       with_icc_profile)
 from .options import option
@@ -387,8 +387,8 @@ class VideoFileSink(Sink):
         warn(f"{source} has non-square pixels (sample aspect ratio {sar[0]}:{sar[1]}), which "
              f"players stretch; {self.path} holds its {w}x{h} pixels as square ones, so it "
              f"plays {'squeezed' if sar[0] > sar[1] else 'stretched'}; to show it as the "
-             f"source is shown, without re-encoding: ffmpeg -i {shlex.quote(str(self.path))} "
-             f"-c copy -aspect {dw // g}:{dh // g} {shlex.quote(str(fixed))}")
+             f"source is shown, without re-encoding: ffmpeg -i {shell_quote(str(self.path))} "
+             f"-c copy -aspect {dw // g}:{dh // g} {shell_quote(str(fixed))}")
 
     def _add_audio(self, source: str) -> None:
         """Replace the written video by one that also holds `source`'s sound, over the video's

@@ -231,3 +231,29 @@ def test_a_video_that_cannot_replace_its_output_is_kept_under_a_visible_name(tmp
     kept = tmp_path / "out.new-2.avi"
     assert f"the new video is kept as {kept}" in str(said.value), said.value
     assert "open in another program" not in str(said.value) and frames_in(kept) == 2
+
+
+def test_printed_commands_quote_as_the_windows_shells_read_them(monkeypatch):
+    """The next-step commands the tools print (and train.log's command to run again) were
+    shlex-quoted: cmd.exe keeps single quotes as part of a word, so a pasted
+    `--data 'C:\\Users\\me\\my corpus'` named a folder that does not exist. On Windows they
+    are double-quoted as its programs (and PowerShell) read them; elsewhere shlex's, as ever."""
+    import shlex
+
+    from distill.cli import _corpus_next_step
+    from distill.dist import launch_command
+    from runtime.console import shell_join
+
+    corpus = r"C:\Users\me\my corpus"
+    words = ["sharpen", "run", "--model", r"C:\my models\a.onnx", "model.args={width: 8}", ""]
+    assert shlex.split(shell_join(words, "linux")) == words
+    assert shell_join(words, "win32") == (r'sharpen run --model "C:\my models\a.onnx" '
+                                          r'"model.args={width: 8}" ""')
+    posix = _corpus_next_step(corpus)
+    assert f"--data {shlex.quote(corpus)}" in posix, posix
+    monkeypatch.setattr(sys, "platform", "win32")
+    said = _corpus_next_step(corpus)
+    assert f'--data "{corpus}" --out "{corpus}-labels"' in said and "'" not in said, said
+    monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
+    line = launch_command(["sharpen", "train", rf"out={corpus}\run"])
+    assert line == rf'sharpen train "out={corpus}\run"', line

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from runtime.console import count
+from runtime.console import count, shell_quote
 from runtime.warn import warn
 
 from ..images import ImageReadError, misoriented, read_image
@@ -323,8 +323,7 @@ def pairs_from_source(info: SourceInfo) -> list[tuple[Path, Path, None]]:
     """(input, gt, None) for the samples of a source that have ground truth (teacher training)."""
     with_gt = [s for s in info.samples if s.gt is not None and s.frame is None]
     if not with_gt:
-        import shlex
-        root = shlex.quote(str(info.root))
+        root = shell_quote(str(info.root))
         # What to do with it, not only what it is not: a user's own folder is often photos or
         # footage, and the commands that make training data of either were left unsaid.
         photos = (f"sharp photos become pairs with `sharpen synth --sharp {root} --out "

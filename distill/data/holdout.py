@@ -34,7 +34,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from runtime.console import count
+from runtime.console import count, shell_join
 from runtime.warn import warn
 
 from .sources import Sample, SourceError, resolve_source
@@ -133,11 +133,10 @@ def evaluate_command(spec: str, gopro_blur: str = "blur") -> str:
     """The `sharpen evaluate` command that scores the test split of `spec` as training read it:
     with --gopro-blur where that was not the default (a model trained on GoPro's blur_gamma/
     was pointed at a command that scored blur/)."""
-    import shlex
     words = ["sharpen", "evaluate", "--data", str(spec)]
     if gopro_blur != "blur":
         words += ["--gopro-blur", gopro_blur]
-    return shlex.join(words)
+    return shell_join(words)
 
 
 def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: bool = True,

@@ -37,7 +37,7 @@ from typing import Any, Callable, Collection, Optional
 import numpy as np
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
-from runtime.console import count
+from runtime.console import count, shell_join
 from runtime.warn import shown_once_as_lines, warn
 from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overlap_for,
                              tiling_context, tiling_cost, tiling_problem)
@@ -1014,7 +1014,6 @@ def _next_step(args: argparse.Namespace) -> str:
     scratch, and the README's fine-tune of the shipped `fast`, what a user with a little
     footage of their own wants (the first alone is the config's 8000 steps at lr 2e-3: hours
     on a CPU, and below the shipped weights on a few labels)."""
-    import shlex
     config = Path(__file__).resolve().parents[2] / "configs" / "distill-fast.yaml"
     words = ["sharpen", "distill"]
     if config.is_file():   # a checkout: named as the README names it, from its root
@@ -1028,8 +1027,8 @@ def _next_step(args: argparse.Namespace) -> str:
     them = "them" if val else "it"
     fine_tune = [*words, "init=fast", "val_start=true", "optim.lr=5e-5",
                  "optim.warmup_steps=10", "optim.steps=300", *caches]
-    return (f"train on {them}: {shlex.join(words + caches)}\n"
-            f"or fine-tune the shipped fast on {them}: {shlex.join(fine_tune)}")
+    return (f"train on {them}: {shell_join(words + caches)}\n"
+            f"or fine-tune the shipped fast on {them}: {shell_join(fine_tune)}")
 
 
 def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
