@@ -62,8 +62,8 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
     each other."""
     try:
         import fcntl
-    except ImportError:      # not on POSIX: run unlocked rather than not at all
-        enabled = False
+    except ImportError:
+        fcntl = None
     if not enabled:
         yield
         return
@@ -74,6 +74,11 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
     from runtime.sinks import file_in_the_way
     if problem := file_in_the_way(out, f"out={out}"):
         raise ValueError(problem)
+    if fcntl is None:
+        # Not on POSIX (Windows): unlocked rather than not at all, but with the checks above,
+        # without which an out= naming a file ended in the trainer's FileExistsError traceback.
+        yield
+        return
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     path = out / name

@@ -257,3 +257,35 @@ def test_printed_commands_quote_as_the_windows_shells_read_them(monkeypatch):
     monkeypatch.delenv("TORCHELASTIC_RUN_ID", raising=False)
     line = launch_command(["sharpen", "train", rf"out={corpus}\run"])
     assert line == rf'sharpen train "out={corpus}\run"', line
+
+
+@pytest.mark.slow
+def test_training_without_fcntl_runs_unlocked_and_still_refuses_a_file_as_out(tmp_path):
+    """Windows has no fcntl: the out folder's lock is skipped there, and so were the checks
+    of out= that came with it: an out= naming a file ended in the trainer's FileExistsError
+    traceback. A run in a folder trains as ever."""
+    import cv2
+    import numpy as np
+
+    from distill.images import write_image
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        write_image(tmp_path / "pairs" / "target" / f"p{i}.png", sharp)
+        write_image(tmp_path / "pairs" / "input" / f"p{i}.png", cv2.blur(sharp, (5, 5)))
+    (tmp_path / "notes.txt").write_text("mine")
+    common = ["train-teacher", "--quiet", "model.args={config: tiny}", "data.val=",
+              f"data.train={tmp_path / 'pairs'}", "data.crop=32", "data.batch_size=1",
+              "data.workers=0", "optim.warmup_steps=1", "optim.steps=2"]
+    into_file, into_folder = f"out={tmp_path / 'notes.txt'}", f"out={tmp_path / 'run'}"
+    code = ("from sharpen.cli import main\n"
+            f"print('rc', main({[*common, into_file]!r}))\n"
+            f"print('rc', main({[*common, into_folder]!r}))\n")
+    done = _fresh_python(code, blocked=("fcntl",))
+    assert done.returncode == 0, done.stderr[-3000:]
+    codes = [ln for ln in done.stdout.splitlines() if ln.startswith("rc ")]
+    assert codes == ["rc 2", "rc 0"], (done.stdout, done.stderr[-3000:])
+    assert "Traceback" not in done.stderr
+    assert f"out={tmp_path / 'notes.txt'} is a file; a run's out= is a folder" in done.stderr
+    assert (tmp_path / "notes.txt").read_text() == "mine"
+    assert (tmp_path / "run" / "last.pt").is_file() and not (tmp_path / "run" / ".lock").exists()
