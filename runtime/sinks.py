@@ -451,13 +451,21 @@ class VideoFileSink(Sink):
                             "written under that name")
 
 
-def free_bytes(folder: Path) -> Optional[int]:
+def free_bytes(folder: Path, system: Optional[str] = None) -> Optional[int]:
     """Bytes this process may still write in `folder`'s file system (root may use the reserved
-    blocks), or None where the system cannot say (no statvfs; a file system that reports no
-    size at all, as some virtual ones do)."""
+    blocks), or None where the system cannot say (a file system that reports no size at all,
+    as some virtual ones do). `system`: sys.platform's spelling, default this one's. Windows
+    has no statvfs: its answer is shutil.disk_usage's, or OpenCV's writer there dropped the
+    frames a full disk could not hold without a word."""
+    if (system or sys.platform) == "win32" or not hasattr(os, "statvfs"):
+        import shutil
+        try:
+            return shutil.disk_usage(folder).free
+        except (OSError, AttributeError):   # AttributeError: a system with neither
+            return None
     try:
         st = os.statvfs(folder)
-    except (OSError, AttributeError):
+    except OSError:
         return None
     if not st.f_blocks:
         return None

@@ -289,3 +289,15 @@ def test_training_without_fcntl_runs_unlocked_and_still_refuses_a_file_as_out(tm
     assert f"out={tmp_path / 'notes.txt'} is a file; a run's out= is a folder" in done.stderr
     assert (tmp_path / "notes.txt").read_text() == "mine"
     assert (tmp_path / "run" / "last.pt").is_file() and not (tmp_path / "run" / ".lock").exists()
+
+
+def test_free_disk_space_is_known_without_statvfs(tmp_path):
+    """Windows has no os.statvfs: free_bytes said "cannot say" there, so a recording that
+    filled the disk (OpenCV's writer drops what does not fit, silently) ended as a success."""
+    import shutil
+
+    from runtime.sinks import free_bytes
+
+    free = free_bytes(tmp_path, system="win32")
+    assert free is not None and abs(free - shutil.disk_usage(tmp_path).free) < 1 << 30
+    assert free_bytes(tmp_path / "gone", system="win32") is None
