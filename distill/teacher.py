@@ -40,9 +40,10 @@ def shipped_students() -> list[str]:
 
 def names_a_file(text: str) -> bool:
     """Whether a --weights value is a path rather than a shipped name: a suffix, a path
-    separator or an existing file (a folder named `fast` is not)."""
+    separator or an existing file (a folder named `fast` is not). '/' is one on Windows too,
+    where os.sep is '\\': runs/fast, a run's folder, was taken for a shipped model's name."""
     p = Path(text).expanduser()
-    return bool(p.suffix) or os.sep in text or p.is_file()
+    return bool(p.suffix) or os.sep in text or "/" in text or p.is_file()
 
 
 def resolve_weights(item: str | os.PathLike, allow_teacher: bool = True) -> Path:

@@ -301,3 +301,16 @@ def test_free_disk_space_is_known_without_statvfs(tmp_path):
     free = free_bytes(tmp_path, system="win32")
     assert free is not None and abs(free - shutil.disk_usage(tmp_path).free) < 1 << 30
     assert free_bytes(tmp_path / "gone", system="win32") is None
+
+
+def test_a_forward_slash_path_is_a_path_on_windows_too(monkeypatch, tmp_path):
+    """Windows takes '/' as a separator as well as its os.sep, '\\': `--weights runs/fast`
+    (a run's folder, as PowerShell users type it) was looked up as a shipped model's name and
+    refused as "neither a file nor a shipped model", not as the folder it is."""
+    from distill.teacher import resolve_weights
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "fast").mkdir(parents=True)
+    monkeypatch.setattr(os, "sep", "\\")
+    assert resolve_weights("runs/fast") == Path("runs/fast")
+    assert resolve_weights("runs\\fast") == Path("runs\\fast")
