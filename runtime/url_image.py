@@ -42,12 +42,25 @@ class UrlImageSource(ImageSource):
 
 def url_image_name(spec: str) -> Optional[str]:
     """The file name of the image an http(s) URL names by its path's extension (photo.jpg for
-    https://host/img/photo.jpg?w=800), as a local path names an image; None for other URLs."""
+    https://host/img/photo.jpg?w=800), as a local path names an image; None for other URLs.
+    The output is named after it, so it is a name every system can write (portable_name)."""
     parts = urlsplit(str(spec).strip())
-    name = Path(unquote(parts.path)).name
+    name = Path(unquote(parts.path).replace("\\", "/")).name
     if parts.scheme.lower() in ("http", "https") and Path(name).suffix.lower() in IMAGE_EXTS:
-        return name
+        return portable_name(name)
     return None
+
+
+# Windows' device names, which no file there can have, whatever its extension.
+_DEVICES = {"CON", "PRN", "AUX", "NUL", *(f"{d}{i}" for d in ("COM", "LPT") for i in range(10))}
+
+
+def portable_name(name: str) -> str:
+    """`name` as a file name Windows can hold too: each of <>:"|?* and control characters
+    (an escaped URL's %3A is a ':') as '_', no trailing dot or space, no device name (NUL.jpg
+    is _NUL.jpg). On Windows "a:b.jpg" wrote a stream of a file "a", not an image."""
+    name = "".join("_" if c in '<>:"|?*' or ord(c) < 32 else c for c in name).rstrip(". ")
+    return f"_{name}" if name.split(".")[0].upper() in _DEVICES else name
 
 
 # Answers to an image URL that are a stream for FFmpeg to read, not one image: an MJPEG

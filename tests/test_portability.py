@@ -314,3 +314,15 @@ def test_a_forward_slash_path_is_a_path_on_windows_too(monkeypatch, tmp_path):
     monkeypatch.setattr(os, "sep", "\\")
     assert resolve_weights("runs/fast") == Path("runs/fast")
     assert resolve_weights("runs\\fast") == Path("runs\\fast")
+
+
+def test_an_image_urls_output_name_is_one_windows_can_write():
+    """`sharpen run https://host/a%3Ab.jpg` named its output after the URL's file, a:b.jpg:
+    on Windows an alternate stream of a file `a`, not an image; nul.jpg is a device there."""
+    from runtime.url_image import url_image_name
+
+    assert url_image_name("https://host/img/photo.jpg?w=800") == "photo.jpg"
+    assert url_image_name("https://host/shots/a%3Ab%3F%2A.jpg") == "a_b__.jpg"
+    assert url_image_name("https://host/x%5Cy.png") == "y.png"
+    assert url_image_name("https://host/nul.jpg") == "_nul.jpg"
+    assert url_image_name("https://host/live.mjpg") is None
