@@ -402,18 +402,32 @@ def as_overrides(cfg: TrainConfig) -> list[str]:
                 yield f"{prefix}{k}", v
 
     end = "\n...\n"
-    defaults = dict(leaves(TrainConfig().to_dict()))
+    base = TrainConfig()
+    defaults = dict(leaves(base.to_dict()))
     out = []
     for key, value in leaves(cfg.to_dict()):
         if key == "task" or value is None or value == defaults.get(key):
             continue   # None: the API's "off" (max_minutes, stop_after) or an empty path
         if isinstance(value, Path):
             value = str(value)
+        # A path key's value as written where load_config reads it back so: YAML's dump wrote
+        # a non-ASCII path as "/home/jos\xE9", which that key takes as written, backslash too.
+        if isinstance(value, str) and _reads_back(base, key, value):
+            out.append(f"{key}={value}")
+            continue
         text = yaml.safe_dump(value, default_flow_style=True, sort_keys=False,
-                              width=float("inf"))
+                              width=float("inf"), allow_unicode=True)
         # a plain scalar's dump ends in YAML's document end marker, "...", on a line of its own
         out.append(f"{key}={text.removesuffix(end).strip()}")
     return out
+
+
+def _reads_back(cfg: TrainConfig, key: str, text: str) -> bool:
+    """Whether the override key=text sets `key` to `text` itself."""
+    try:
+        return _override_value(cfg, key, text) == text
+    except yaml.YAMLError:
+        return False
 
 
 def save_config(cfg: TrainConfig, path: str | Path) -> None:

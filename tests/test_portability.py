@@ -326,3 +326,21 @@ def test_an_image_urls_output_name_is_one_windows_can_write():
     assert url_image_name("https://host/x%5Cy.png") == "y.png"
     assert url_image_name("https://host/nul.jpg") == "_nul.jpg"
     assert url_image_name("https://host/live.mjpg") is None
+
+
+def test_a_runs_equivalent_command_names_its_non_ascii_paths_as_they_are():
+    """train.log's equivalent command of a run started from Python (as_overrides) wrote a
+    non-ASCII path as YAML escapes, data.val="/home/jos\\xE9/val": with a path key's value
+    taken as written, that command trained on a folder named with a backslash."""
+    from distill.config import TrainConfig, as_overrides, load_config
+
+    paths = {"data.val": "/home/josé/val", "data.labels": "/data/照片 #1/labels",
+             "data.gt_train": "a\tb", "out": " runs/lead", "init": "'q'.pt", "teacher": "null",
+             "data.val_labels": 'C:\\Users\\"me"'}
+    cfg = TrainConfig()
+    for key, value in paths.items():
+        section, _, name = key.rpartition(".")
+        setattr(getattr(cfg, section) if section else cfg, name, value)
+    said = as_overrides(cfg)
+    assert "data.val=/home/josé/val" in said and "data.labels=/data/照片 #1/labels" in said, said
+    assert load_config(None, said).to_dict() == cfg.to_dict(), said
