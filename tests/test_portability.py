@@ -344,3 +344,17 @@ def test_a_runs_equivalent_command_names_its_non_ascii_paths_as_they_are():
     said = as_overrides(cfg)
     assert "data.val=/home/josé/val" in said and "data.labels=/data/照片 #1/labels" in said, said
     assert load_config(None, said).to_dict() == cfg.to_dict(), said
+
+
+def test_names_that_differ_only_in_case_and_share_an_extension_keep_their_names(tmp_path):
+    """A.png beside a.png exists only on a case-sensitive file system (Linux), where labels/A.png
+    and labels/a.png are two files: their names stay A and a, as before, rather than A.png and
+    a.png, which renamed their labels (relabelled by the teacher) and still differ only in case."""
+    from distill.data.sources import resolve_source
+
+    for name in ("A.png", "a.png", "b.jpg", "c.png", "c.PNG"):
+        _image(tmp_path / "shots" / name)
+    if len(list((tmp_path / "shots").iterdir())) < 5:
+        pytest.skip("a case-insensitive file system holds one of A.png and a.png")
+    names = sorted(s.name for s in resolve_source(tmp_path / "shots").samples)
+    assert names == ["A", "a", "b", "c.PNG", "c.png"]   # c's extensions tell them apart, as ever

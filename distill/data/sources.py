@@ -137,15 +137,20 @@ def _images_under(folder: Path, recursive: bool = True, kind=None,
 def _sample_names(rels: list[Path], prefix: str = "") -> dict[Path, str]:
     """Names for files: the relative path without extension, or with it where two files differ
     only by extension (a.png and a.jpg), letter case aside: a name is a label's file name, and
-    on macOS' and Windows' file systems A.png's label (labels/A.png) is a.jpg's (labels/a.png)."""
+    on macOS' and Windows' file systems A.png's label (labels/A.png) is a.jpg's (labels/a.png).
+    A.png and a.png, which only a case-sensitive file system holds, keep A and a: their
+    extensions would not tell them apart there either, and renamed labels are made again."""
     stems: dict[str, int] = {}
+    folded: dict[str, set[str]] = {}
     for r in rels:
-        key = r.with_suffix("").as_posix().casefold()
+        key = r.with_suffix("").as_posix()
         stems[key] = stems.get(key, 0) + 1
+        folded.setdefault(key.casefold(), set()).add(r.as_posix().casefold())
     names = {}
     for r in rels:
         key = r.with_suffix("").as_posix()
-        names[r] = prefix + (key if stems[key.casefold()] == 1 else r.as_posix())
+        alone = stems[key] == 1 and len(folded[key.casefold()]) == 1
+        names[r] = prefix + (key if alone else r.as_posix())
     return names
 
 
