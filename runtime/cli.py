@@ -444,9 +444,11 @@ def _url_output_name(url: str) -> tuple[str, str]:
 
     from .imageio import is_video
     from .sources import shown_url, url_image_name
+    from .url_image import portable_name
     if image := url_image_name(url):
         return Path(image).stem, ".png"
-    file = Path(unquote(urlsplit(url).path))
+    # As an image URL's: https://host/a%3Ab.mp4 was a:b.mp4, on Windows a stream of a file a.
+    file = Path(portable_name(Path(unquote(urlsplit(url).path).replace("\\", "/")).name))
     if is_video(file) and file.stem:
         return file.stem, ".mp4"
     return "".join(c if c.isalnum() else "_" for c in shown_url(url))[:40] or "stream", ".mp4"

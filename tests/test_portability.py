@@ -358,3 +358,15 @@ def test_names_that_differ_only_in_case_and_share_an_extension_keep_their_names(
         pytest.skip("a case-insensitive file system holds one of A.png and a.png")
     names = sorted(s.name for s in resolve_source(tmp_path / "shots").samples)
     assert names == ["A", "a", "b", "c.PNG", "c.png"]   # c's extensions tell them apart, as ever
+
+
+def test_a_video_urls_default_output_is_a_name_windows_can_write(tmp_path, monkeypatch):
+    """An image URL's output name was made one Windows can write, a video URL's was not:
+    `sharpen run --source https://host/a%3Ab.mp4` wrote runs/sharpen/a:b.mp4, on Windows a
+    stream of a file `a`, and https://host/nul.mp4 the device NUL."""
+    from runtime.cli import _default_output
+
+    monkeypatch.chdir(tmp_path)
+    assert _default_output("https://host/clips/walk.mp4?t=3") == str(Path("runs/sharpen/walk.mp4"))
+    assert _default_output("https://host/a%3Ab%2A.mp4") == str(Path("runs/sharpen/a_b_.mp4"))
+    assert _default_output("https://host/nul.mp4") == str(Path("runs/sharpen/_nul.mp4"))
