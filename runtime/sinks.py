@@ -313,8 +313,10 @@ class VideoFileSink(Sink):
                 f"{self.path.stem}.new{self.path.suffix}")) or self.tmp
         except OSError:
             kept = self.tmp
+        # Linux refuses it only for the folder's sake (a sticky /tmp, another user's file).
         busy = (" (is it open in another program, a video player? Windows cannot replace a "
-                "file that is open)" if isinstance(exc, PermissionError) else "")
+                "file that is open)" if isinstance(exc, PermissionError)
+                and sys.platform == "win32" else "")
         return (f"{option('output', self.path, self.flags)}: cannot replace {self.path} with "
                 f"the new video: {exc.strerror or exc}{busy}; the new video is kept as {kept}")
 
