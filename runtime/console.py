@@ -27,10 +27,26 @@ def shell_join(words: Sequence[str], system: Optional[str] = None) -> str:
     quotes as part of a word, double quotes as its programs read them, which PowerShell takes
     too: `sharpen run --model 'C:\\my models\\a.onnx'` found no file there."""
     if (system or sys.platform) == "win32":
-        import subprocess
-        return subprocess.list2cmdline([str(w) for w in words])
+        return " ".join(_windows_word(str(w)) for w in words)
     import shlex
     return shlex.join(str(w) for w in words)
+
+
+# What cmd.exe (&|<>^ and parentheses) or PowerShell (the rest) read as syntax outside quotes.
+_WINDOWS_SYNTAX = set("&|<>^(),;{}$@#'`")
+
+
+def _windows_word(word: str) -> str:
+    """One word as Windows programs split their command line (list2cmdline), in double quotes
+    also where it holds shell syntax: list2cmdline quotes for spaces alone, and C:\\R&D\\x,
+    pasted into cmd.exe, ran D\\x as a command of its own."""
+    import subprocess
+    plain = subprocess.list2cmdline([word])
+    if plain.startswith('"') or '"' in word or not _WINDOWS_SYNTAX.intersection(word):
+        return plain
+    # Backslashes before the closing quote doubled, or the last one escapes it.
+    tail = "\\" * (len(word) - len(word.rstrip("\\")))
+    return f'"{word}{tail}"'
 
 
 def shell_quote(word: str, system: Optional[str] = None) -> str:

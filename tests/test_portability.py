@@ -383,3 +383,16 @@ def test_a_video_urls_default_output_is_a_name_windows_can_write(tmp_path, monke
     assert _default_output("https://host/clips/walk.mp4?t=3") == str(Path("runs/sharpen/walk.mp4"))
     assert _default_output("https://host/a%3Ab%2A.mp4") == str(Path("runs/sharpen/a_b_.mp4"))
     assert _default_output("https://host/nul.mp4") == str(Path("runs/sharpen/_nul.mp4"))
+
+
+def test_printed_windows_commands_quote_the_shells_own_characters():
+    """list2cmdline quotes a word for its spaces alone: `--data C:\\R&D\\shots`, pasted into
+    cmd.exe, ran `D\\shots` as a second command, and PowerShell read `a,b` as two words. Such a
+    word is double-quoted, a trailing backslash doubled so that it does not escape the quote."""
+    from runtime.console import shell_join
+
+    words = ["sharpen", "labels", "--data", r"C:\R&D\shots", "--out", "C:\\R&D\\labels\\",
+             "data.val=x,y", "model.args={width:8}", r"C:\plain\path", r"\\srv\C$\x"]
+    assert shell_join(words, "win32") == (
+        r'sharpen labels --data "C:\R&D\shots" --out "C:\R&D\labels\\" "data.val=x,y" '
+        r'"model.args={width:8}" C:\plain\path "\\srv\C$\x"')
