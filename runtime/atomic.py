@@ -37,6 +37,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
 def pid_alive(pid: int, platform: str | None = None) -> bool:
     """Whether process `pid` still runs here (`platform`: sys.platform's spelling, default
     this one's). Where it cannot say, True: the caller then leaves that process's file alone."""
+    if not 0 < pid < 2**31:
+        return True   # no process has it: not a name this package's writers give a file
     if (platform or sys.platform) == "win32":
         # Not os.kill(pid, 0): on Windows that is TerminateProcess, which killed the live run
         # (or whatever process had the pid since) it was asked about.

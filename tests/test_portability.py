@@ -52,6 +52,18 @@ def test_posix_liveness_probe_tells_a_dead_writer_from_a_live_one(tmp_path):
     assert remove_killed_writes(tmp_path) == [left] and not left.exists()
 
 
+@pytest.mark.parametrize("platform", ["linux", "win32"])
+def test_a_temp_name_with_a_pid_no_process_can_have_is_left_alone(tmp_path, platform,
+                                                                   monkeypatch):
+    """A file named like a killed write's but with a pid past any system's (copied from
+    elsewhere, or a user's own) stopped the cleanup with an OverflowError."""
+    monkeypatch.setattr(sys, "platform", platform)
+    odd = tmp_path / f".out.png.{2**64}.abcd1234.png"
+    odd.write_bytes(b"not ours")
+    assert pid_alive(2**64) is True and pid_alive(0) is True
+    assert remove_killed_writes(tmp_path) == [] and odd.exists()
+
+
 def _fresh_python(code: str, blocked: tuple[str, ...]) -> subprocess.CompletedProcess:
     """`code` run in a new interpreter where the modules `blocked` cannot be imported, as on a
     system that has none of them (fcntl and resource on Windows)."""
