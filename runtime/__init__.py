@@ -36,6 +36,7 @@ if TYPE_CHECKING:   # for type checkers and editors, which do not run __getattr_
     from .sinks import Sink as Sink, SinkError as SinkError
     from .sources import ArraySource as ArraySource, Source as Source
     from .sources import SourceError as SourceError, open_source as open_source
+    from .sources import SourceLost as SourceLost
     from .warn import SharpenWarning as SharpenWarning
 
 _API = {
@@ -44,7 +45,7 @@ _API = {
     "run_stream": ".pipeline", "StreamOptions": ".pipeline", "StreamInterrupted": ".pipeline",
     "Sink": ".sinks", "SinkError": ".sinks",
     "open_source": ".sources", "Source": ".sources", "SourceError": ".sources",
-    "ArraySource": ".sources",
+    "SourceLost": ".sources", "ArraySource": ".sources",
     "SharpenWarning": ".warn",
 }
 

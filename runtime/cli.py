@@ -19,11 +19,21 @@ from .console import count, quiet_library_logs, report_fatal_errors
 from .host import threads_help, threads_warning
 from .options import OVERLAP, RATE_SETTING_KINDS, video_rate   # not .tiling's (numpy)
 
+# The exit code of a camera or stream not there, or lost and not back (SourceLost): neither a
+# usage error (2: a service manager should stop, RestartPreventExitStatus=2) nor failed work
+# (1), so that a supervisor restarts on it and alerting can tell it apart.
+SOURCE_LOST_EXIT = 3
+
 EPILOG = """examples:
   sharpen run --model student.onnx --source 0 --show             # USB camera, live window
   sharpen run --model student.onnx --source in.mp4 --out out.mp4 --stats stats.json
   sharpen run --model student.engine --source "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1920,height=1080,framerate=30/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1" --show
   sharpen run --model student.tflite --source photos/ --out sharp/ --threads 4
+
+exit codes: 0 done; 1 inputs that could not be read (the rest processed) or an unexpected
+error; 2 a usage or configuration error (an option, the model, a source or output misnamed):
+restarting does not help; 3 a camera or stream not there, or lost and not back: a restart
+may find it; 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
 """
 
 
@@ -213,7 +223,7 @@ def handler(args: argparse.Namespace) -> int:
         from .pipeline import StreamInterrupted, run_stream
         from .prepost import FrameError
         from .sinks import SinkError
-        from .sources import SourceError
+        from .sources import SourceError, SourceLost
     except ImportError as exc:  # e.g. opencv or numpy missing on the device
         raise_if_interrupted(exc)
         print(f"sharpen run: error: {missing_dependency('run', exc)}", file=sys.stderr)
@@ -269,6 +279,8 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: error: {exc}", file=sys.stderr)
         if kept := _kept_before_error(getattr(exc, "stats", None), args.output):
             print(f"sharpen run: {kept}", file=sys.stderr)
+        if isinstance(exc, SourceLost):   # a camera or stream away: a restart may find it
+            return SOURCE_LOST_EXIT
         return 2 if isinstance(exc, (ModelError, SourceError, SinkError)) else 1
     except Exception as exc:  # noqa: BLE001 - anything else: still one line, not a traceback
         if os.environ.get("SHARPEN_DEBUG"):

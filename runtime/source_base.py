@@ -14,6 +14,13 @@ class SourceError(RuntimeError):
     """A source that cannot be opened or read. The message is meant for the user as is."""
 
 
+class SourceLost(SourceError):
+    """A camera or stream that is not there now (unplugged, in use, unreachable, gone part-way
+    and not back) and may come back, where a plain SourceError is a source misnamed or
+    unreadable (no such file, no frames in it) that no retry mends. `sharpen run` exits 3 for
+    it, 2 for the other, so a service manager restarts the one and stops on the other."""
+
+
 Note = Callable[[str], None]   # takes a source's informational lines (`sharpen run` prints them)
 
 

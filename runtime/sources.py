@@ -27,7 +27,7 @@ from .imageio import VIDEO_EXTS
 from .memory_sources import ArraySource as ArraySource, SyntheticSource as SyntheticSource
 from .options import option
 from .source_base import (Frame as Frame, Note as Note, Source as Source,
-                          SourceError as SourceError)
+                          SourceError as SourceError, SourceLost as SourceLost)
 from .source_spec import (_SYNTH, pipeline_reads_file as pipeline_reads_file,
                           shown_url as shown_url, spec_kind as spec_kind)
 from .transport_stream import TRANSPORT_STREAM_EXTS as TRANSPORT_STREAM_EXTS
@@ -92,7 +92,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
                            **cam)
     if kind == "v4l2":
         if not os.path.exists(spec):
-            raise SourceError(f"camera device not found: {spec}")
+            raise SourceLost(f"camera device not found: {spec}")   # unplugged, as a rule
         return VideoSource(spec, spec, cv2.CAP_V4L2, live=True if live is None else live,
                            kind="v4l2", **cam)
     if kind == "gstreamer":

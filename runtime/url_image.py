@@ -12,7 +12,7 @@ import numpy as np
 from .image_sources import ImageSource
 from .imageio import IMAGE_EXTS, decode_bytes, icc_profile, max_pixels, tiff_page_count_in
 from .options import option
-from .source_base import SourceError, _interruptible
+from .source_base import SourceError, SourceLost, _interruptible
 from .source_spec import shown_url
 from .video_source import STREAM_TIMEOUT_S
 
@@ -107,11 +107,12 @@ def _fetch_image(spec: str, timeout: Optional[float], flags: bool = False) -> Op
         return _interruptible(fetch)
     except urllib.error.HTTPError as e:
         e.close()
-        raise SourceError(f"cannot fetch image URL {shown!r}: HTTP {e.code} {e.reason}"
-                          ) from None
+        # A server's own failure (5xx) may pass; a page not found (4xx) is the URL's.
+        error = SourceLost if e.code >= 500 else SourceError
+        raise error(f"cannot fetch image URL {shown!r}: HTTP {e.code} {e.reason}") from None
     except (urllib.error.URLError, OSError, http.client.HTTPException) as e:
         why = getattr(e, "reason", None) or e
         if isinstance(why, TimeoutError):
             why = (f"no answer within {limit:g} s ({option('timeout', flags=flags)})"
                    if limit else "no answer")
-        raise SourceError(f"cannot fetch image URL {shown!r} ({why})") from None
+        raise SourceLost(f"cannot fetch image URL {shown!r} ({why})") from None

@@ -17,7 +17,8 @@ import numpy as np
 
 from .console import count
 from .options import option
-from .source_base import Frame, Note, Source, SourceError, _interruptible, _no_note
+from .source_base import (Frame, Note, Source, SourceError, SourceLost, _interruptible,
+                          _no_note)
 from .source_spec import pipeline_reads_file
 from .transport_stream import TRANSPORT_STREAM_EXTS, _transport_cut
 from .warn import warn
@@ -109,7 +110,7 @@ class VideoSource(Source):
                 raise SourceError(f"cannot read frames from {spec!r}: {NO_DECODABLE_FRAMES}")
             hint = {"stream": "has the stream started? An MP4 over HTTP needs a server that "
                               "answers range requests when its index is at the end"}
-            raise SourceError(f"cannot read frames from {spec!r}: opened but returned no frame"
+            raise SourceLost(f"cannot read frames from {spec!r}: opened but returned no frame"
                               f" ({hint.get(kind, 'is the camera in use by another program?')})")
         self._ahead: deque[_Held] = deque([_Held(first, deque([t_first]),
                                                   at=self._media_time())])   # not yet yielded
@@ -187,8 +188,12 @@ class VideoSource(Source):
                                 if self.timeout > 0 else "FFmpeg's own limit of about 30 s "
                                 f"({option('timeout', 0, self.flags)})?"),
                    "gstreamer": "check the pipeline with gst-launch-1.0; it must end in appsink"}
-            raise SourceError(f"cannot open {self.kind} source {self.spec!r} "
-                              f"({why.get(self.kind, 'unreadable')})")
+            # A file that does not open is unreadable for good; a camera or stream may be
+            # plugged in, freed or reachable again (OpenCV cannot tell a GStreamer pipeline's
+            # typo from its camera's absence: counted as absent).
+            error = SourceError if self.kind == "video" else SourceLost
+            raise error(f"cannot open {self.kind} source {self.spec!r} "
+                        f"({why.get(self.kind, 'unreadable')})")
         if self.kind in ("camera", "v4l2"):
             width, height, fps = self.req
             # USB cameras only reach 1080p at full frame rate with MJPG; YUYV tops out at ~5 fps.
@@ -214,14 +219,14 @@ class VideoSource(Source):
                 # --no-live: every frame was kept, as for a file, and not reopened, its end
                 # is where the run ends; a recording's end (a finite HTTP download declares no
                 # length) and a dropped connection read alike, which the note says. Other
-                # protocols (rtsp, udp, rtmp) carry cameras: a stop is a loss, exit 2, which
+                # protocols (rtsp, udp, rtmp) carry cameras: a stop is a loss, exit 3, which
                 # scripts watching a camera alert on.
                 self.note(f"{self.kind} {self.spec!r} ended after {count(read, 'frame')} (it "
                           "declares no length, and with "
                           f"{option('reconnect_attempts', 0, self.flags)} it was not reopened "
                           "to tell a recording's end from a dropped connection)")
                 return False
-            raise SourceError(f"{self.kind} {self.spec!r} stopped after "
+            raise SourceLost(f"{self.kind} {self.spec!r} stopped after "
                               f"{count(read, 'frame')} in all "
                               "(reconnecting is off: "
                               f"{option('reconnect_attempts', 0, self.flags)})")
@@ -256,7 +261,7 @@ class VideoSource(Source):
                 continue   # gone, or again before the comparison decided: compared afresh
             self.note(f"{self.kind} {self.spec!r}: reconnected (attempt {attempt})")
             return True
-        raise SourceError(f"{self.kind} {self.spec!r} disconnected and did not come back after "
+        raise SourceLost(f"{self.kind} {self.spec!r} disconnected and did not come back after "
                           f"{count(self.reconnect_attempts, 'attempt')}")
 
     def _say_lost(self) -> None:

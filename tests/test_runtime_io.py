@@ -332,7 +332,8 @@ def test_stream_only_options_for_an_image_url_are_said_and_its_timeout_bounds_th
         rc, err = _run(capsys, "--model", str(onnx_model), "--source",
                        f"http://127.0.0.1:{silent.getsockname()[1]}/photo.png",
                        "--timeout", "0.5", "--out", str(tmp_path / "z.png"))
-    assert rc == 2 and "no answer within 0.5 s (--timeout)" in err, err
+    # A camera's snapshot URL not answering may answer later: 3, a camera not there, not 2
+    assert rc == 3 and "no answer within 0.5 s (--timeout)" in err, err
     assert time.monotonic() - t0 < 15
 
 
