@@ -113,6 +113,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="run a model even though it failed its parity gate at export")
     p.add_argument("--quiet", action="store_true",
                    help="no live stats line (the final done: line, warnings and errors stay)")
+    p.add_argument("--report-interval", type=float, default=None, metavar="S",
+                   help="seconds between live stats lines (default: 1 on a terminal, 60 where "
+                        "stderr is a file, a pipe or a service's journal)")
     p.set_defaults(func=handler)
 
 
@@ -188,6 +191,10 @@ def options_from_args(args: argparse.Namespace):
                                  ("--height", args.height, "the camera's capture size")):
         if not value >= 0 or value == math.inf:   # nan and inf too
             raise ValueError(f"{flag} must be >= 0 ({meaning}), got {value}")
+    interval = args.report_interval
+    if interval is not None and not 0 < interval < math.inf:   # 0 printed without a pause
+        raise ValueError(f"--report-interval must be a number of seconds above 0, got "
+                         f"{interval:g}")
     check_threads(args.threads, "--threads")   # and not absurdly many
     if args.fps > MAX_FPS:
         # A video writer asked for 1e300 fps hung inside OpenCV, deaf to Ctrl-C.
@@ -202,6 +209,7 @@ def options_from_args(args: argparse.Namespace):
                          overlap=args.overlap, width=args.width, height=args.height,
                          fps=args.fps, max_frames=args.max_frames, live=args.live,
                          quiet=args.quiet, reconnect_attempts=args.reconnect, timeout=args.timeout,
+                         report_interval=interval,
                          force=args.force,
                          compare=args.compare, audio=not args.no_audio)
 
@@ -258,6 +266,9 @@ def handler(args: argparse.Namespace) -> int:
         print(f"warning: {too_many}", file=sys.stderr)
     if not args.tile and args.overlap is not None:
         print("warning: --overlap has no effect without --tile", file=sys.stderr)
+    if args.quiet and args.report_interval is not None:
+        print("warning: --report-interval has no effect with --quiet (no live stats line)",
+              file=sys.stderr)
     if args.view is not None and not (args.show or args.compare):
         print("warning: --view has no effect without --show or --compare", file=sys.stderr)
     defaulted = args.output is None and not args.show

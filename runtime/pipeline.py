@@ -10,6 +10,7 @@ and signals are delivered there.
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import signal
 import sys
@@ -227,7 +228,8 @@ class StreamOptions:
     queue_size: Optional[int] = None    # default 4
     reconnect_attempts: int = 5
     timeout: Optional[float] = None     # seconds a URL may take to open or give a frame
-    report_interval: float = 1.0
+    # seconds between live stats lines (None: 1 on a terminal, 60 in a log, as a service's)
+    report_interval: Optional[float] = None
     force: bool = False                 # run a model that failed its export parity gate
     compare: bool = False               # write original | sharpened (per `view`) to the output
     audio: bool = True                  # copy a video file source's sound into a video output
@@ -659,6 +661,9 @@ def _check_options(o: StreamOptions, flags: bool = False) -> None:
          f"tile and overlap must be >= 0, got tile={o.tile} overlap={o.overlap}"),
         ((o.tile or 0) > 0 and (o.overlap or 0) >= o.tile,
          f"overlap must be smaller than tile, got tile={o.tile} overlap={o.overlap}"),
+        (o.report_interval is not None and not 0 < o.report_interval < math.inf,
+         f"{option('report_interval', flags=flags)} must be a number of seconds above 0, "
+         f"got {o.report_interval}"),
         (not (o.fps == 0 or o.fps is None or MIN_FPS <= o.fps <= MAX_FPS),
          f"fps must be 0 (the source's) or {MIN_FPS:g} to {MAX_FPS:g}, got {o.fps}"),
     ) if bad]

@@ -271,19 +271,35 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     atomic_write_json(path, data)
 
 
-class LiveReporter:
-    """Prints `stats.line()` about once a second from its own thread; rich when available and
-    the terminal is interactive, plain lines otherwise (logs, pipes, devices without rich)."""
+# Seconds between live lines: on a terminal, where each replaces the last (rich) or scrolls
+# past; and in a log (a file, a pipe, the journal of a service), where each stays: once a
+# second was 86,400 lines a day of a camera service's journal.
+TERMINAL_INTERVAL, LOG_INTERVAL = 1.0, 60.0
 
-    def __init__(self, stats: Stats, interval: float = 1.0, stream=None) -> None:
-        self.stats, self.interval = stats, interval
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, OSError, ValueError):   # no isatty, or closed (a daemon's)
+        return False
+
+
+class LiveReporter:
+    """Prints `stats.line()` every `interval` seconds from its own thread (None: once a second
+    on a terminal, once a minute in a log); rich when available and the terminal is
+    interactive, plain lines otherwise (logs, pipes, devices without rich)."""
+
+    def __init__(self, stats: Stats, interval: Optional[float] = None, stream=None) -> None:
         self.stream = stream or sys.stderr
+        if interval is None:
+            interval = TERMINAL_INTERVAL if _is_terminal(self.stream) else LOG_INTERVAL
+        self.stats, self.interval = stats, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
         self._live = None
 
     def start(self) -> "LiveReporter":
-        if self.stream.isatty():
+        if _is_terminal(self.stream):
             try:
                 from rich.console import Console
                 from rich.live import Live

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import http.server
+import os
+import re
 import socket
 import subprocess
 import sys
@@ -104,3 +106,52 @@ def test_a_config_error_exits_2_and_a_camera_not_there_or_lost_exits_3(model, tm
     assert r.returncode == 3, (r.returncode, r.stderr)
     assert "stopped after 30 frames in all (reconnecting is off: --reconnect 0)" in r.stderr
     assert f"sharpen run: {out} holds the " in r.stderr, r.stderr   # kept, closed cleanly
+
+
+def _status_lines(err: str) -> list[str]:
+    return [ln for ln in err.splitlines() if re.match(r"\d+ frames?  [\d.]+ fps  e2e", ln)]
+
+
+def test_a_live_line_goes_to_a_log_once_a_minute_not_once_a_second(model, tmp_path):
+    """Run under a service manager, stderr is the journal: the live stats line, made for a
+    terminal, went there once a second, 86,400 lines a day of a camera service's log. Where
+    stderr is no terminal it now comes once a minute (and the closing one), --report-interval
+    sets it, and --quiet still drops it."""
+    argv = ["--model", str(model), "--source", "synthetic:32x24@30", "--max-frames", "100",
+            "--out", str(tmp_path / "cam.ts")]   # 3.3 s of a 30 fps camera
+    r = _sharpen_run(*argv)
+    assert r.returncode == 0, r.stderr
+    assert len(_status_lines(r.stderr)) == 1, r.stderr   # the closing one, with the run's counts
+    assert _status_lines(r.stderr)[0].startswith("100 frames  "), r.stderr
+    r = _sharpen_run(*argv, "--report-interval", "1")
+    assert r.returncode == 0 and len(_status_lines(r.stderr)) >= 3, r.stderr
+    r = _sharpen_run(*argv, "--quiet")
+    assert r.returncode == 0 and not _status_lines(r.stderr), r.stderr
+    assert r.stderr.startswith("done: 100 frames"), r.stderr
+    for bad in ("0", "-1", "inf", "nan"):
+        r = _sharpen_run(*argv, "--report-interval", bad)
+        assert r.returncode == 2 and r.stderr == (
+            "sharpen run: error: --report-interval must be a number of seconds above 0, got "
+            f"{float(bad):g}\n"), r.stderr
+
+
+def test_a_terminal_still_gets_the_live_line_once_a_second():
+    """The interval follows what stderr is: a terminal's line is replaced in place."""
+    from runtime.stats import LiveReporter, Stats
+
+    main, second = os.openpty()
+    with os.fdopen(second, "w") as tty, open(os.devnull, "w") as log:
+        assert LiveReporter(Stats(), stream=tty).interval == 1.0
+        assert LiveReporter(Stats(), stream=log).interval == 60.0
+        assert LiveReporter(Stats(), 5.0, stream=tty).interval == 5.0
+    os.close(main)
+
+
+def test_run_stream_refuses_a_report_interval_of_0_by_name(model):
+    """0 made the live line's thread print without a pause, as fast as it could."""
+    from runtime import run_stream
+
+    for bad in (0, -1.0, float("inf")):
+        with pytest.raises(ValueError, match=rf"report_interval must be a number of seconds "
+                                             rf"above 0, got {bad}"):
+            run_stream(model, "synthetic:8x8", None, report_interval=bad, quiet=False)
