@@ -6,6 +6,7 @@ playable file and never a half-written one under the final name.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
 import itertools
@@ -280,10 +281,24 @@ class VideoFileSink(Sink):
             os.chmod(kept, 0o644)   # mkstemp made it owner-only
         except OSError:
             pass
-        said = (f"{option('output', self.path, self.flags)}: a recording into it was cut (its "
-                f"process, {pid}, was killed or the power failed) and left "
-                f"{st.st_size / 1e6:.1f} MB of video, last written "
-                f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}; it is kept as {kept}")
+        cut = (f"{option('output', self.path, self.flags)}: a recording into it was cut (its "
+               f"process, {pid}, was killed or the power failed) and left "
+               f"{st.st_size / 1e6:.1f} MB of video, last written "
+               f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}")
+        removed = self._bound_kept()
+        bound = (f"at most {INTERRUPTED_KEPT} such recordings of {self.path.name} are kept, the "
+                 "ones holding the most video, so that a service killed in a loop does not "
+                 "fill the disk (rename one to keep it out of the count)")
+        for old_one, size, at in removed:
+            if old_one != kept:
+                warn(f"{option('output', self.path, self.flags)}: {old_one} ({size / 1e6:.1f} "
+                     f"MB, last written {time.strftime('%Y-%m-%d %H:%M:%S', at)}), what an "
+                     f"earlier cut recording left, was removed: {bound}")
+        if any(old_one == kept for old_one, _, _ in removed):
+            warn(f"{cut}; it was removed, holding no more video than each of the "
+                 f"{INTERRUPTED_KEPT} kept from earlier cuts: {bound}")
+            return
+        said = f"{cut}; it is kept as {kept}"
         if plays:
             warn(f"{said}, which plays up to the cut (less what the writer still held in "
                  "memory then, its last moments)")
@@ -319,6 +334,33 @@ class VideoFileSink(Sink):
                 and sys.platform == "win32" else "")
         return (f"{option('output', self.path, self.flags)}: cannot replace {self.path} with "
                 f"the new video: {exc.strerror or exc}{busy}; the new video is kept as {kept}")
+
+    def _bound_kept(self) -> list[tuple[Path, int, time.struct_time]]:
+        """Remove the cut recordings of this output past INTERRUPTED_KEPT, those holding the
+        least video (bytes) first, the older of two alike; (path, size, last write) of each
+        removed. Only the names `_keep_or_remove` gives count: a `-rebuilt` video, or one the
+        user renamed, is theirs."""
+        name = re.compile(rf"^{re.escape(self.path.stem)}\.interrupted-\d{{8}}-\d{{6}}(-\d+)?"
+                          rf"{re.escape(self.path.suffix)}$")
+        found = []
+        try:
+            for p in self.path.parent.iterdir():
+                if name.match(p.name):
+                    with contextlib.suppress(OSError):   # gone meanwhile: not counted
+                        st = p.stat()
+                        found.append((st.st_size, st.st_mtime, p))
+        except OSError:
+            return []
+        removed = []
+        for size, mtime, p in sorted(found)[:max(0, len(found) - INTERRUPTED_KEPT)]:
+            try:
+                p.unlink()
+            except FileNotFoundError:   # another run starting into this output took it
+                continue
+            except OSError:   # another user's: left to its owner, as a leftover is
+                continue
+            removed.append((p, size, time.localtime(mtime)))
+        return removed
 
     def _left_alone(self, old: Path, pid: int, exc: OSError) -> None:
         warn(f"{option('output', self.path, self.flags)}: {old} is what a recording into it "
@@ -476,6 +518,9 @@ def free_bytes(folder: Path, system: Optional[str] = None) -> Optional[int]:
 
 
 UNREAD_KEPT_BYTES = 1 << 20   # a killed recording this large is kept even if OpenCV reads none
+# The cut recordings of one output kept at most (`.interrupted-` names): a service killed in a
+# loop (out of memory, a watchdog) left one a restart, without end.
+INTERRUPTED_KEPT = 10
 
 
 def _first_frame_reads(path: Path) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 import cv2
+import numpy as np
 import pytest
 
 from runtime.sinks import fourcc_for
@@ -155,3 +156,63 @@ def test_run_stream_refuses_a_report_interval_of_0_by_name(model):
         with pytest.raises(ValueError, match=rf"report_interval must be a number of seconds "
                                              rf"above 0, got {bad}"):
             run_stream(model, "synthetic:8x8", None, report_interval=bad, quiet=False)
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def _recording(path: Path, frames: int) -> Path:
+    """A video of noise (its size grows with its frames), in its container's codec."""
+    rng = np.random.default_rng(frames)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc_for(path)), 10, (32, 24))
+    for _ in range(frames):
+        vw.write(rng.integers(0, 255, (24, 32, 3), np.uint8))
+    vw.release()
+    return path
+
+
+def test_a_service_killed_in_a_loop_keeps_ten_cut_recordings_and_names_what_it_removes(
+        model, tmp_path):
+    """Each restart of a service killed in a loop (out of memory, a watchdog's SIGKILL) kept
+    the video the last run was recording as day.interrupted-*.ts: one file more a restart,
+    without end, until the disk was full. Ten are kept now, those holding the most video (the
+    hours before a crash loop, not its seconds-long stubs), and each removed is named with its
+    size; a video the user made of one (-rebuilt) or renamed is not counted."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    out = rec / "day.ts"
+    earlier = [_recording(rec / f"day.interrupted-20261201-0000{i:02d}.ts", 20 + 10 * i)
+               for i in range(10)]
+    sizes = [p.stat().st_size for p in earlier]
+    assert sizes == sorted(set(sizes)), sizes
+    theirs = {p: _recording(p, 5).read_bytes() for p in (
+        rec / "day.interrupted-20261201-000000-rebuilt.ts", rec / "day-saved.ts")}
+    argv = ["--model", str(model), "--source", "synthetic:96x64", "--max-frames", "5",
+            "--out", str(out), "--quiet"]
+
+    def cut_recordings() -> set[Path]:
+        return {p for p in rec.iterdir()
+                if re.fullmatch(r"day\.interrupted-\d{8}-\d{6}(-\d+)?\.ts", p.name)}
+
+    _recording(rec / f".day.{_dead_pid()}.k1ll3d.partial.ts", 60)   # more than the least
+    r = _sharpen_run(*argv)
+    assert r.returncode == 0, r.stderr
+    (new,) = cut_recordings() - set(earlier)
+    assert cut_recordings() == {new, *earlier[1:]}, sorted(p.name for p in cut_recordings())
+    assert f"it is kept as {new}" in r.stderr, r.stderr
+    assert (f"warning: --out {out}: {earlier[0]} ({sizes[0] / 1e6:.1f} MB, last written "
+            in r.stderr and "what an earlier cut recording left, was removed: at most 10 such "
+            "recordings of day.ts are kept, the ones holding the most video" in r.stderr), \
+        r.stderr
+    # A stub shorter than every one kept: removed itself, and said to be.
+    _recording(rec / f".day.{_dead_pid()}.k1ll3d.partial.ts", 10)
+    r = _sharpen_run(*argv)
+    assert r.returncode == 0, r.stderr
+    assert cut_recordings() == {new, *earlier[1:]}, sorted(p.name for p in cut_recordings())
+    assert "; it was removed, holding no more video than each of the 10 kept from earlier " \
+           "cuts: at most 10" in r.stderr, r.stderr
+    assert not list(rec.glob(".*partial*")), list(rec.iterdir())
+    assert all(p.read_bytes() == data for p, data in theirs.items())
