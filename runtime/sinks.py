@@ -14,6 +14,7 @@ import math
 import os
 import re
 import shlex
+import stat
 import sys
 import tempfile
 import threading
@@ -168,6 +169,10 @@ class VideoFileSink(Sink):
         # source; `audio_live`: a run that drops frames, which would put the sound out of step).
         self.audio_source: Optional[str] = None
         self.audio_live = False
+        # A camera's or live stream's recording, which no rerun makes again: one that an earlier
+        # run left under this name is kept beside it, not replaced (a service restarted after
+        # its camera dropped off replaced the hours before at every restart). run_stream sets it.
+        self.keep_previous = False
         self.source_fps = 0.0   # the source's rate (0: unknown), where --fps may differ
         # ((num, den), source): a source of non-square pixels, whose ratio the video lacks
         self.source_sar: Optional[tuple[tuple[int, int], str]] = None
@@ -335,6 +340,32 @@ class VideoFileSink(Sink):
         return (f"{option('output', self.path, self.flags)}: cannot replace {self.path} with "
                 f"the new video: {exc.strerror or exc}{busy}; the new video is kept as {kept}")
 
+    def _keep_previous(self) -> None:
+        """Move the video an earlier run left under this name aside, as NAME.<its last write's
+        time>.EXT (never over another file), and say so: this run's recording takes the name."""
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return   # none there
+        if not stat.S_ISREG(st.st_mode):   # a link the user made: theirs to point elsewhere
+            return
+        when = time.localtime(st.st_mtime)
+        try:
+            kept = _move_aside(self.path, self.path.with_name(
+                f"{self.path.stem}.{time.strftime('%Y%m%d-%H%M%S', when)}{self.path.suffix}"))
+        except OSError as exc:
+            # Not movable (another user's file in a shared folder): replaced, as before, but
+            # not without a word.
+            warn(f"{option('output', self.path, self.flags)}: the recording an earlier run "
+                 f"left there could not be kept aside ({exc.strerror or exc}); it is replaced")
+            return
+        if kept is not None:
+            warn(f"{option('output', self.path, self.flags)}: the recording an earlier run left "
+                 f"there ({st.st_size / 1e6:.1f} MB, last written "
+                 f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}) is kept as {kept}; this run's "
+                 "takes the name (a camera's recording, which no rerun makes again, is not "
+                 "replaced)")
+
     def _bound_kept(self) -> list[tuple[Path, int, time.struct_time]]:
         """Remove the cut recordings of this output past INTERRUPTED_KEPT, those holding the
         least video (bytes) first, the older of two alike; (path, size, last write) of each
@@ -411,6 +442,8 @@ class VideoFileSink(Sink):
             self.tmp.unlink(missing_ok=True)   # a broken video, and the space it holds
             remove_if_empty(self._made)
             raise
+        if self.keep_previous:
+            self._keep_previous()
         try:
             os.replace(self.tmp, self.path)
         except OSError as exc:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Iterator
 
@@ -118,19 +119,21 @@ def test_a_live_line_goes_to_a_log_once_a_minute_not_once_a_second(model, tmp_pa
     terminal, went there once a second, 86,400 lines a day of a camera service's log. Where
     stderr is no terminal it now comes once a minute (and the closing one), --report-interval
     sets it, and --quiet still drops it."""
-    argv = ["--model", str(model), "--source", "synthetic:32x24@30", "--max-frames", "100",
-            "--out", str(tmp_path / "cam.ts")]   # 3.3 s of a 30 fps camera
-    r = _sharpen_run(*argv)
+    def argv(out: str) -> list[str]:   # 3.3 s of a 30 fps camera
+        return ["--model", str(model), "--source", "synthetic:32x24@30", "--max-frames", "100",
+                "--out", str(tmp_path / out)]
+
+    r = _sharpen_run(*argv("a.ts"))
     assert r.returncode == 0, r.stderr
     assert len(_status_lines(r.stderr)) == 1, r.stderr   # the closing one, with the run's counts
     assert _status_lines(r.stderr)[0].startswith("100 frames  "), r.stderr
-    r = _sharpen_run(*argv, "--report-interval", "1")
+    r = _sharpen_run(*argv("b.ts"), "--report-interval", "1")
     assert r.returncode == 0 and len(_status_lines(r.stderr)) >= 3, r.stderr
-    r = _sharpen_run(*argv, "--quiet")
+    r = _sharpen_run(*argv("c.ts"), "--quiet")
     assert r.returncode == 0 and not _status_lines(r.stderr), r.stderr
     assert r.stderr.startswith("done: 100 frames"), r.stderr
     for bad in ("0", "-1", "inf", "nan"):
-        r = _sharpen_run(*argv, "--report-interval", bad)
+        r = _sharpen_run(*argv("d.ts"), "--report-interval", bad)
         assert r.returncode == 2 and r.stderr == (
             "sharpen run: error: --report-interval must be a number of seconds above 0, got "
             f"{float(bad):g}\n"), r.stderr
@@ -216,3 +219,37 @@ def test_a_service_killed_in_a_loop_keeps_ten_cut_recordings_and_names_what_it_r
            "cuts: at most 10" in r.stderr, r.stderr
     assert not list(rec.glob(".*partial*")), list(rec.iterdir())
     assert all(p.read_bytes() == data for p, data in theirs.items())
+
+
+def test_a_restarted_camera_run_keeps_the_recording_before_it(model, tmp_path):
+    """A service restarted after its camera dropped off (exit 3, Restart=always) wrote the same
+    --out again, and its first close replaced the recording of the hours before without a word:
+    every restart lost what the camera gave, which no rerun can give again. That recording is
+    kept now, named by its last write's time; a file's output, which a rerun makes again, is
+    still replaced."""
+    out = tmp_path / "rec" / "day.ts"
+    argv = ["--model", str(model), "--source", "synthetic:96x64@30", "--max-frames", "5",
+            "--out", str(out), "--quiet"]
+    r = _sharpen_run(*argv)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    first = out.read_bytes()
+    os.utime(out, (1.7e9, 1.7e9))
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(1.7e9))
+    r = _sharpen_run(*argv)
+    assert r.returncode == 0, r.stderr
+    kept = out.with_name(f"day.{stamp}.ts")
+    assert sorted(p.name for p in out.parent.iterdir()) == sorted(["day.ts", kept.name])
+    assert kept.read_bytes() == first and out.stat().st_mtime > 1.7e9
+    assert r.stderr.startswith(
+        f"warning: --out {out}: the recording an earlier run left there ({len(first) / 1e6:.1f} "
+        f"MB, last written {time.strftime('%Y-%m-%d %H:%M:%S', time.localtime(1.7e9))}) is kept "
+        f"as {kept}; this run's takes the name"), r.stderr
+    # A file's sharpened copy: the rerun's replaces it, as a rerun is for.
+    clip = _recording(tmp_path / "clip.ts", 20)
+    again = tmp_path / "sharp.ts"
+    for _ in range(2):
+        r = _sharpen_run("--model", str(model), "--source", str(clip), "--out", str(again),
+                         "--quiet")
+        assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert sorted(p.name for p in tmp_path.glob("sharp*")) == ["sharp.ts"]
+
