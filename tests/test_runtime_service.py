@@ -2,10 +2,14 @@
 exit codes a supervisor acts on, and what the run writes to a log that is not a terminal."""
 from __future__ import annotations
 
+import argparse
+import configparser
 import contextlib
 import http.server
 import os
 import re
+import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -253,3 +257,68 @@ def test_a_restarted_camera_run_keeps_the_recording_before_it(model, tmp_path):
         assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     assert sorted(p.name for p in tmp_path.glob("sharp*")) == ["sharp.ts"]
 
+
+def _readme_unit() -> configparser.ConfigParser:
+    """The systemd unit file of README.md's "As a service", read as systemd reads it: a line
+    ending in a backslash goes on on the next."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [b for b in re.findall(r"```ini\n(.*?)```", readme, flags=re.S)
+                if "[Service]" in b]
+    unit = configparser.ConfigParser(interpolation=None, strict=False)
+    unit.optionxform = str   # systemd's keys are CamelCase
+    unit.read_string(block.replace("\\\n", " "))
+    return unit
+
+
+def test_the_readmes_unit_file_restarts_a_lost_camera_and_stops_on_a_config_error(
+        model, tmp_path):
+    """The README's unit runs `sharpen run` with Restart=always; its RestartPreventExitStatus
+    and SuccessExitStatus must be the codes the command exits with: its ExecStart, with this
+    machine's model, camera stand-ins and folder, is run here as systemd would run it."""
+    from runtime.cli import add_commands
+
+    service = _readme_unit()["Service"]
+    assert service["Restart"] == "always"
+    prevent = {int(c) for c in service["RestartPreventExitStatus"].split()}
+    clean = {int(c) for c in service["SuccessExitStatus"].split()}
+    exec_start = shlex.split(service["ExecStart"])
+    assert Path(exec_start[0]).name == "sharpen" and exec_start[1] == "run", exec_start
+    parser = argparse.ArgumentParser(prog="sharpen")
+    add_commands(parser.add_subparsers())
+    args = parser.parse_args(exec_start[1:])
+    out = tmp_path / Path(args.output).name
+
+    def argv(**given: str) -> list[str]:
+        """ExecStart's arguments, these flags' values swapped for the ones given."""
+        swap = {"--model": str(model), "--out": str(out),
+                "--stats": str(tmp_path / Path(args.stats).name), **given}
+        words = exec_start[2:]
+        return [swap.get(words[i - 1], w) if i else w for i, w in enumerate(words)]
+
+    def restarts(code: int) -> bool:   # Restart=always, but for these
+        return code not in prevent and code not in clean and code != 0
+
+    # The camera not there at boot: exit 3, restarted (each start a few seconds later).
+    for _ in range(2):
+        r = _sharpen_run(*argv(**{"--source": f"rtsp://127.0.0.1:{_closed_port()}/stream"}))
+        assert r.returncode == 3 and restarts(r.returncode), (r.returncode, r.stderr)
+    # Back: recording until `systemctl stop` (SIGTERM), a clean stop.
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run",
+                             *argv(**{"--source": "synthetic:96x64@30"})],
+                            cwd=tempfile.gettempdir(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 60
+    while not list(tmp_path.glob(f".{out.stem}.*.partial{out.suffix}")):   # frames written
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.1)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in clean and not restarts(proc.returncode), (proc.returncode, err)
+    assert "interrupted (SIGTERM), output closed cleanly" in err and out.exists(), err
+    assert (tmp_path / Path(args.stats).name).exists()
+    # A model misnamed after an upgrade: exit 2, not restarted in a loop.
+    r = _sharpen_run(*argv(**{"--model": str(tmp_path / "student-fast.onnx"),
+                              "--source": "synthetic:96x64@30"}))
+    assert r.returncode == 2 and r.returncode in prevent, (r.returncode, r.stderr)
+    assert "model not found" in r.stderr, r.stderr
