@@ -848,6 +848,8 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
         if isinstance(file_sink, VideoFileSink) and src.live:
             # What a camera gave is not given again: an earlier run's recording is kept.
             file_sink.keep_previous = True
+        if isinstance(file_sink, ImageSink) and src.live:   # and its frames numbered on
+            file_sink.number_on = True
         if isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) and src.sar:
             file_sink.source_sar = (src.sar, shown_url(src.spec))
         sinks.append(CompareSink(file_sink, view, flags) if compare else file_sink)

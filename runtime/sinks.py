@@ -750,8 +750,15 @@ class ImageSink(Sink):
         self._unsynced: dict[Path, None] = {}   # images in place, not yet synced
         self.flags = flags
         make_folder(folder, option("output", self.path, flags))
+        # A camera's frames, which no rerun gives again, are named frame_000000 on at every
+        # start: a restarted service wrote its frames over the last run's. With it (run_stream
+        # sets it for a live source) they are numbered on from the last one there.
+        self.number_on = False
+        self._offset: Optional[int] = None
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        if self.number_on and not self.single:
+            name = self._numbered_on(name)
         target = self.path if self.single else self.path / name
         if target.suffix.lower() not in IMAGE_EXTS:
             target = target.with_name(target.name + ".png")
@@ -790,6 +797,29 @@ class ImageSink(Sink):
         self._written += 1
         if len(self._unsynced) >= SYNC_BATCH:
             self._sync()
+
+    def _numbered_on(self, name: str) -> str:
+        m = re.fullmatch(r"frame_(\d+)", name)
+        if m is None:
+            return name
+        if self._offset is None:
+            self._offset = self._first_free_number()
+        return f"frame_{int(m.group(1)) + self._offset:06d}" if self._offset else name
+
+    def _first_free_number(self) -> int:
+        """1 + the highest frame_N an earlier run left in the folder (0: none), said."""
+        try:
+            numbers = [int(m.group(1)) for e in os.scandir(self.path)
+                       if (m := re.fullmatch(r"frame_(\d+)\.[^.]+", e.name))]
+        except OSError:
+            return 0
+        if not numbers:
+            return 0
+        last = max(numbers)
+        warn(f"{option('output', self.path, self.flags)} holds an earlier run's frames, up to "
+             f"frame_{last:06d}: this run's are numbered on from frame_{last + 1:06d}, not "
+             "written over them (a camera's frames, which no rerun gives again)")
+        return last + 1
 
     @staticmethod
     def _with_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> bytes:

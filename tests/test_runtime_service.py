@@ -322,3 +322,30 @@ def test_the_readmes_unit_file_restarts_a_lost_camera_and_stops_on_a_config_erro
                               "--source": "synthetic:96x64@30"}))
     assert r.returncode == 2 and r.returncode in prevent, (r.returncode, r.stderr)
     assert "model not found" in r.stderr, r.stderr
+
+
+def test_a_restarted_camera_run_into_an_image_folder_numbers_its_frames_on(model, tmp_path):
+    """A camera's frames are named frame_000000 on at every start: a restarted run into the
+    same image folder wrote its frames over the last run's, without a word. They are
+    numbered on from the last one there now; images' outputs keep their inputs' names."""
+    out = tmp_path / "frames"
+    argv = ["--model", str(model), "--source", "synthetic:96x64@30", "--max-frames", "3",
+            "--out", str(out), "--quiet"]
+    r = _sharpen_run(*argv)
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    first = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert sorted(first) == [f"frame_{i:06d}.png" for i in range(3)], sorted(first)
+    r = _sharpen_run(*argv)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"frame_{i:06d}.png" for i in range(6)]
+    assert all((out / name).read_bytes() == data for name, data in first.items())
+    assert r.stderr.startswith(
+        f"warning: --out {out} holds an earlier run's frames, up to frame_000002: this run's "
+        "are numbered on from frame_000003, not written over them"), r.stderr
+    # Images sharpened again: written over, under their own names, as a rerun is for.
+    for _ in range(2):
+        r = _sharpen_run("--model", str(model), "--source", str(out), "--out",
+                         str(tmp_path / "again"), "--quiet")
+        assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(
+        p.name for p in out.iterdir())
