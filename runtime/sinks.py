@@ -290,7 +290,7 @@ class VideoFileSink(Sink):
                f"process, {pid}, was killed or the power failed) and left "
                f"{st.st_size / 1e6:.1f} MB of video, last written "
                f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}")
-        removed = self._bound_kept()
+        removed = self._bound_kept("interrupted-", INTERRUPTED_KEPT)
         bound = (f"at most {INTERRUPTED_KEPT} such recordings of {self.path.name} are kept, the "
                  "ones holding the most video, so that a service killed in a loop does not "
                  "fill the disk (rename one to keep it out of the count)")
@@ -359,20 +359,37 @@ class VideoFileSink(Sink):
             warn(f"{option('output', self.path, self.flags)}: the recording an earlier run "
                  f"left there could not be kept aside ({exc.strerror or exc}); it is replaced")
             return
-        if kept is not None:
-            warn(f"{option('output', self.path, self.flags)}: the recording an earlier run left "
-                 f"there ({st.st_size / 1e6:.1f} MB, last written "
-                 f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}) is kept as {kept}; this run's "
-                 "takes the name (a camera's recording, which no rerun makes again, is not "
-                 "replaced)")
+        if kept is None:
+            return
+        out = option('output', self.path, self.flags)
+        earlier = (f"the recording an earlier run left there ({st.st_size / 1e6:.1f} MB, last "
+                   f"written {time.strftime('%Y-%m-%d %H:%M:%S', when)})")
+        # Bounded as the cut recordings are: a developer's reruns of a quick test, or a service
+        # whose camera drops off every few seconds, left one more file a run, without end.
+        removed = self._bound_kept("", PREVIOUS_KEPT)
+        bound = (f"at most {PREVIOUS_KEPT} earlier runs' recordings of {self.path.name} are kept "
+                 "(NAME.YYYYmmdd-HHMMSS), the ones holding the most video, so that runs "
+                 "restarted in a loop do not fill the folder (rename one to keep it out of the "
+                 "count)")
+        for old_one, size, at in removed:
+            if old_one != kept:
+                warn(f"{out}: {old_one} ({size / 1e6:.1f} MB, last written "
+                     f"{time.strftime('%Y-%m-%d %H:%M:%S', at)}), an earlier run's recording, "
+                     f"was removed: {bound}")
+        if any(old_one == kept for old_one, _, _ in removed):
+            warn(f"{out}: {earlier} is replaced, holding no more video than each of the "
+                 f"{PREVIOUS_KEPT} kept from earlier runs: {bound}")
+            return
+        warn(f"{out}: {earlier} is kept as {kept}; this run's takes the name (a camera's "
+             "recording, which no rerun makes again, is not replaced)")
 
-    def _bound_kept(self) -> list[tuple[Path, int, time.struct_time]]:
-        """Remove the cut recordings of this output past INTERRUPTED_KEPT, those holding the
-        least video (bytes) first, the older of two alike; (path, size, last write) of each
-        removed. Only the names `_keep_or_remove` gives count: a `-rebuilt` video, or one the
-        user renamed, is theirs."""
-        name = re.compile(rf"^{re.escape(self.path.stem)}\.interrupted-\d{{8}}-\d{{6}}(-\d+)?"
-                          rf"{re.escape(self.path.suffix)}$")
+    def _bound_kept(self, infix: str, most: int) -> list[tuple[Path, int, time.struct_time]]:
+        """Remove the recordings of this output named NAME.<infix>YYYYmmdd-HHMMSS[-N].EXT past
+        `most`, those holding the least video (bytes) first, the older of two alike; (path,
+        size, last write) of each removed. Only the names `_keep_or_remove` and
+        `_keep_previous` give count: a `-rebuilt` video, or one the user renamed, is theirs."""
+        name = re.compile(rf"^{re.escape(self.path.stem)}\.{re.escape(infix)}\d{{8}}-\d{{6}}"
+                          rf"(-\d+)?{re.escape(self.path.suffix)}$")
         found = []
         try:
             for p in self.path.parent.iterdir():
@@ -383,7 +400,7 @@ class VideoFileSink(Sink):
         except OSError:
             return []
         removed = []
-        for size, mtime, p in sorted(found)[:max(0, len(found) - INTERRUPTED_KEPT)]:
+        for size, mtime, p in sorted(found)[:max(0, len(found) - most)]:
             try:
                 p.unlink()
             except FileNotFoundError:   # another run starting into this output took it
@@ -554,6 +571,9 @@ UNREAD_KEPT_BYTES = 1 << 20   # a killed recording this large is kept even if Op
 # The cut recordings of one output kept at most (`.interrupted-` names): a service killed in a
 # loop (out of memory, a watchdog) left one a restart, without end.
 INTERRUPTED_KEPT = 10
+# The recordings of earlier runs of a camera into one output kept at most (NAME.YYYYmmdd-HHMMSS
+# names, `_keep_previous`'s): each rerun or restart set one more aside.
+PREVIOUS_KEPT = 10
 
 
 def _first_frame_reads(path: Path) -> bool:

@@ -258,6 +258,48 @@ def test_a_restarted_camera_run_keeps_the_recording_before_it(model, tmp_path):
     assert sorted(p.name for p in tmp_path.glob("sharp*")) == ["sharp.ts"]
 
 
+def test_a_camera_run_keeps_ten_earlier_recordings_and_names_what_it_removes(model, tmp_path):
+    """Each rerun of a camera's run set the recording before it aside, without end: a
+    developer's quick test rerun all day, or a service whose camera drops off every few
+    seconds (Restart=always), left one file more a run. Ten are kept, as ten cut recordings
+    are, those holding the most video, each removed named with its size; one renamed is not
+    counted, and a name taken in the same second gets -2, never replacing it."""
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    out = rec / "day.ts"
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(1.7e9))
+    earlier = [_recording(rec / f"day.20261201-0000{i:02d}.ts", 20 + 10 * i) for i in range(9)]
+    earlier.append(_recording(rec / f"day.{stamp}.ts", 120))   # the previous one's second
+    sizes = [p.stat().st_size for p in earlier]
+    assert sizes == sorted(set(sizes)), sizes
+    renamed = _recording(rec / "day.monday.ts", 5).read_bytes()
+    previous = _recording(out, 60).read_bytes()   # more than the least kept
+    os.utime(out, (1.7e9, 1.7e9))
+    argv = ["--model", str(model), "--source", "synthetic:96x64@30", "--max-frames", "5",
+            "--out", str(out), "--quiet"]
+
+    def kept_ones() -> set[Path]:
+        return {p for p in rec.iterdir() if re.fullmatch(r"day\.\d{8}-\d{6}(-\d+)?\.ts", p.name)}
+
+    r = _sharpen_run(*argv)
+    assert r.returncode == 0, r.stderr
+    kept = rec / f"day.{stamp}-2.ts"
+    assert kept.read_bytes() == previous, sorted(p.name for p in rec.iterdir())
+    assert kept_ones() == {kept, *earlier[1:]}, sorted(p.name for p in kept_ones())
+    assert f"is kept as {kept}; this run's takes the name" in r.stderr, r.stderr
+    assert (f"warning: --out {out}: {earlier[0]} ({sizes[0] / 1e6:.1f} MB, last written "
+            in r.stderr and "an earlier run's recording, was removed: at most 10 earlier runs' "
+            "recordings of day.ts are kept" in r.stderr), r.stderr
+    # A stub shorter than every one kept (a camera lost a second in): replaced, and said to be.
+    _recording(out, 10)
+    r = _sharpen_run(*argv)
+    assert r.returncode == 0, r.stderr
+    assert kept_ones() == {kept, *earlier[1:]}, sorted(p.name for p in kept_ones())
+    assert "is replaced, holding no more video than each of the 10 kept from earlier runs: " \
+           "at most 10 earlier runs' recordings" in r.stderr, r.stderr
+    assert (rec / "day.monday.ts").read_bytes() == renamed and out.stat().st_size > 0
+
+
 def _readme_unit() -> configparser.ConfigParser:
     """The systemd unit file of README.md's "As a service", read as systemd reads it: a line
     ending in a backslash goes on on the next."""
