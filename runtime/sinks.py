@@ -827,10 +827,12 @@ class ImageSink(Sink):
         return f"frame_{int(m.group(1)) + self._offset:06d}" if self._offset else name
 
     def _first_free_number(self) -> int:
-        """1 + the highest frame_N an earlier run left in the folder (0: none), said."""
+        """1 + the highest frame_N an earlier run left in the folder (0: none), said. Images
+        only: a frame_N.json, or a folder so named, is no frame (it moved the numbers on)."""
         try:
             numbers = [int(m.group(1)) for e in os.scandir(self.path)
-                       if (m := re.fullmatch(r"frame_(\d+)\.[^.]+", e.name))]
+                       if (m := re.fullmatch(r"frame_(\d+)(\.[^.]+)", e.name))
+                       and m.group(2).lower() in IMAGE_EXTS and e.is_file()]
         except OSError:
             return 0
         if not numbers:

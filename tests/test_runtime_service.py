@@ -391,3 +391,23 @@ def test_a_restarted_camera_run_into_an_image_folder_numbers_its_frames_on(model
         assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
     assert sorted(p.name for p in (tmp_path / "again").iterdir()) == sorted(
         p.name for p in out.iterdir())
+
+
+def test_numbering_on_counts_the_frames_there_not_other_files_named_frame_n(model, tmp_path):
+    """The last frame_N there is an image's: a stats file, a note or a folder named frame_N
+    moved the numbers on past it (to frame_500001), leaving a gap the folder's order then
+    showed; images of another extension (a run written as .jpg) count as frames."""
+    out = tmp_path / "frames"
+    out.mkdir()
+    cv2.imwrite(str(out / "frame_000000.png"), textured_frame(0))
+    cv2.imwrite(str(out / "frame_000007.jpg"), textured_frame(1))
+    (out / "frame_500000.json").write_text("{}")
+    (out / "frame_900000.d").mkdir()
+    (out / "frame_800000.png.txt").write_text("")
+    r = _sharpen_run("--model", str(model), "--source", "synthetic:96x64@30", "--max-frames",
+                     "2", "--out", str(out), "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert {"frame_000008.png", "frame_000009.png"} <= {p.name for p in out.iterdir()}, \
+        sorted(p.name for p in out.iterdir())
+    assert "up to frame_000007: this run's are numbered on from frame_000008" in r.stderr, \
+        r.stderr
