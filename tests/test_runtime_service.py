@@ -48,7 +48,9 @@ def _closed_port() -> int:
 @contextlib.contextmanager
 def _camera_stream(folder: Path, frames: int) -> Iterator[str]:
     """The URL of an MPEG-TS served without a length (chunked), as an IP camera's relay serves
-    one: read live, its end is the camera dropping off."""
+    one: read live, its end is the camera dropping off. Served at its rate (10 fps), as a
+    camera gives it: sent at once, the loss at its end could come before the first frame was
+    written on a busy machine (a live run stops at once, the queued frames unwritten)."""
     video = folder / "cam.ts"
     h, w = textured_frame(0).shape[:2]
     vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*fourcc_for(video)), 10, (w, h))
@@ -71,6 +73,8 @@ def _camera_stream(folder: Path, frames: int) -> Iterator[str]:
             for i in range(0, len(data), 4096):
                 chunk = data[i:i + 4096]
                 self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(frames / 10 * len(chunk) / len(data))
             self.wfile.write(b"0\r\n\r\n")
 
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
