@@ -184,8 +184,10 @@ class Trainer:
         if full:
             extra = {"optimizer": self.opt.state_dict(), "scheduler": self.sched.state_dict(),
                      "rng": rng_state(), "best": self.best, "best_step": self.best_step,
-                     "processes": self.dist.world,
                      "data": self._data_sig}
+        # In every checkpoint, slim ones too: a resume from a stepN.pt or best.pt under another
+        # process count changes the batch of a step as one from last.pt does.
+        extra["processes"] = self.dist.world
         return make_checkpoint(self.model, kind="teacher" if self.arch == "restormer"
                                else "student", arch=self.arch, arch_args=self.arch_args,
                                ema=self.ema, step=self.step, config=self.cfg.to_dict(),
@@ -322,12 +324,21 @@ class Trainer:
         if self.dist.main and not self.quiet:   # train.log says it too ("resumed at step")
             print(f"resumed from {path} at step {self.step}", file=sys.stderr)
         before = ck.get("processes")
-        if isinstance(before, int) and before != self.dist.world and self.dist.main:
-            b = self.cfg.data.batch_size
+        b, world = self.cfg.data.batch_size, self.dist.world
+        if isinstance(before, int) and before != world and self.dist.main:
             warnings.warn(f"{path} was trained by {count(before, 'process', 'processes')}, "
                           "this run has "
-                          f"{self.dist.world}: data.batch_size ({b}) is per process, so the "
-                          f"batch of a step changes from {before * b} to {self.dist.world * b}",
+                          f"{world}: data.batch_size ({b}) is per process, so the "
+                          f"batch of a step changes from {before * b} to {world * b}",
+                          SharpenWarning)
+        elif not isinstance(before, int) and self.dist.main:
+            # Saved by a version from before the count was kept (or another tool): a resume
+            # under another torchrun --nproc_per_node changed the batch of a step unsaid.
+            warnings.warn(f"{path} does not record how many processes trained it (saved by an "
+                          f"older version): this run has {count(world, 'process', 'processes')}"
+                          f" at data.batch_size {b} per process, {world * b} crops a step; if it "
+                          "was trained by another number of processes (torchrun "
+                          "--nproc_per_node), the batch of a step changes with it",
                           SharpenWarning)
         changes = config_changes(ck.get("config") or {}, self.cfg.to_dict())
         if changes and self.dist.main:

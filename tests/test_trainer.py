@@ -3054,3 +3054,33 @@ def test_the_history_gone_back_from_keeps_its_metrics_and_a_run_that_cannot_star
     with runtime_warnings():
         train(tiny_cfg(out, 4, resume=b / "last.pt", stop_after=1), quiet=True)
     assert (out / "abandoned-at-step1" / "metrics.jsonl").read_text() == theirs
+
+
+def test_a_resume_from_a_checkpoint_without_a_process_count_says_so(tmp_path):
+    """A last.pt of a version from before checkpoints recorded their process count resumed
+    under another torchrun --nproc_per_node changed the batch of a step without a word; a
+    stepN.pt recorded none at all, so a resume from it never said so either."""
+    from distill.checkpoint import atomic_save
+
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 4, stop_after=2, snapshot_every=1), quiet=True)
+    snap = read_checkpoint(out / "step2.pt")
+    assert snap["processes"] == 1 and "optimizer" not in snap
+    ck = read_checkpoint(out / "last.pt")
+    del ck["processes"]   # as the versions before 2026-12-03 wrote it
+    atomic_save(ck, out / "last.pt")
+    with runtime_warnings() as said:
+        train(tiny_cfg(out, 4, stop_after=1, snapshot_every=1), quiet=True)
+    assert [m for m in said if m.startswith(
+        f"{out / 'last.pt'} does not record how many processes trained it (saved by an older "
+        "version): this run has 1 process at data.batch_size 2 per process, 2 crops a step; if "
+        "it was trained by another number of processes")], said
+    atomic_save({**snap, "processes": 2}, tmp_path / "step2.pt")   # a snapshot of a DDP run
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "b", 4, resume=str(tmp_path / "step2.pt")), quiet=True)
+    assert [m for m in said if "step2.pt was trained by 2 processes, this run has 1: "
+            "data.batch_size (2) is per process, so the batch of a step changes from 4 to 2"
+            in m], said
+    with runtime_warnings() as said:   # the count recorded and unchanged: nothing to say
+        train(tiny_cfg(out, 5), quiet=True)
+    assert not [m for m in said if "processes" in m], said
