@@ -95,6 +95,9 @@ class Trainer:
         check_config(cfg)
         self.cfg, self.quiet, self.command = cfg, quiet, command
         self._replace: list[Path] = []    # an earlier run's files, removed once this one starts
+        # The resumed checkpoint's settings where this run changes them, and in words: kept in
+        # config-stepN.yaml once the data checks pass (a refused run leaves no such file)
+        self._earlier_config: Optional[tuple[dict, list[str]]] = None
         self._set_aside: list[Path] = []  # a later history's, moved aside once this one starts
         self._data_sig: dict = {}         # what this run trains on (data_signature)
         self._resumed_data: dict = {}     # ... and what the checkpoint resumed from did
@@ -342,13 +345,7 @@ class Trainer:
                           SharpenWarning)
         changes = config_changes(ck.get("config") or {}, self.cfg.to_dict())
         if changes and self.dist.main:
-            kept = self.out / f"config-step{self.step}.yaml"
-            import yaml
-            self.out.mkdir(parents=True, exist_ok=True)
-            atomic_write_bytes(kept, yaml.safe_dump(ck["config"], sort_keys=False).encode())
-            warnings.warn(f"resuming {path} (step {self.step}) with settings of its own "
-                          f"changed: {'; '.join(changes)}. The run goes on with the new ones; "
-                          f"the earlier settings are in {kept}", SharpenWarning)
+            self._earlier_config = ck["config"], changes
 
     def _later_history(self, resumed: Path) -> list[Path]:
         """The checkpoints in out= (its stepN.pt and last.pt) of another history than the one
@@ -602,6 +599,14 @@ class Trainer:
                     # pointed at the abandoned history's best.pt.
                     self.save()
                 save_config(cfg, self.out / "config.yaml")
+                if self._earlier_config:
+                    earlier, changes = self._earlier_config
+                    kept = self.out / f"config-step{self.step}.yaml"
+                    import yaml
+                    atomic_write_bytes(kept, yaml.safe_dump(earlier, sort_keys=False).encode())
+                    warn(f"resuming {self._resume_path()} (step {self.step}) with settings of "
+                         f"its own changed: {'; '.join(changes)}. The run goes on with the new "
+                         f"ones; the earlier settings are in {kept}")
                 for line in log_lines:
                     self._text(line)
             started = True

@@ -3084,3 +3084,25 @@ def test_a_resume_from_a_checkpoint_without_a_process_count_says_so(tmp_path):
     with runtime_warnings() as said:   # the count recorded and unchanged: nothing to say
         train(tiny_cfg(out, 5), quiet=True)
     assert not [m for m in said if "processes" in m], said
+
+
+def test_a_resume_refused_for_its_data_leaves_no_config_of_earlier_settings(tmp_path):
+    """config-stepN.yaml (the settings a resume changed) was written before the data checks:
+    a resume with a changed setting and a mistyped data path was refused, and left a file
+    beside the run saying it had gone on with other settings."""
+    from distill.data.sources import SourceError
+
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 6, stop_after=3), quiet=True)
+    before = sorted(p.name for p in out.iterdir())
+    with pytest.raises(SourceError, match="data source not found"):
+        train(tiny_cfg(out, 6, **{"optim.lr": 1e-4, "data.val": str(tmp_path / "nope")}),
+              quiet=True)
+    assert sorted(p.name for p in out.iterdir()) == before
+    with runtime_warnings() as said:
+        train(tiny_cfg(out, 6, stop_after=1, **{"optim.lr": 1e-4}), quiet=True)
+    msg = (f"resuming {out / 'last.pt'} (step 3) with settings of its own changed: optim.lr: "
+           f"0.001 -> 0.0001. The run goes on with the new ones; the earlier settings are in "
+           f"{out / 'config-step3.yaml'}")
+    assert msg in said and msg in (out / "train.log").read_text(), said
+    assert yaml.safe_load((out / "config-step3.yaml").read_text())["optim"]["lr"] == 1e-3
