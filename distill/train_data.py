@@ -73,7 +73,11 @@ def resolve_gt_source(spec: str, split: str, progress: bool = True, gopro_blur: 
 def _source_pairs(key: str, spec: str, progress: bool = True, gopro_blur: str = "blur") -> list:
     from .data.crops import pairs_from_source
     with naming(key, spec, SOURCE_HINT.format(spec)):
-        return pairs_from_source(resolve_gt_source(spec, "train", progress, gopro_blur))
+        pairs = pairs_from_source(resolve_gt_source(spec, "train", progress, gopro_blur))
+    # In their paths' character order, as sources listed them before they read frame numbers
+    # as numbers: random crops draw from them in any order, and the digest a resume compares
+    # (data_signature) was taken in this one, which a new order would call changed data.
+    return sorted(pairs, key=lambda t: Path(t[0]).as_posix())
 
 
 def build_train_dataset(cfg: TrainConfig, progress: bool = True) -> Dataset:

@@ -78,7 +78,7 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
     elif d.val_labels:
         from .data.crops import pairs_from_labels
         with naming("data.val_labels", d.val_labels, lambda: _val_labels_hint(d)):
-            pairs = pairs_from_labels(d.val_labels, "data.val_labels")
+            pairs = pairs_from_labels(d.val_labels, "data.val_labels", sequence=True)
         out = _read_val_items(pairs, d.val_max_images, f"data.val_labels={d.val_labels}", note)
         if not out:
             raise ValueError(f"data.val_labels={d.val_labels}: no readable validation pair")

@@ -504,3 +504,88 @@ def test_the_hold_out_warning_names_evaluates_gopro_blur_when_labels_read_blur_g
             assert hold_out(str(gopro), 0.2, gopro_blur=blur, progress=False).split == "test"
         msg = " ".join(str(w.message) for w in warned)
         assert f"the images `sharpen evaluate --data {gopro}{said}` scores by default" in msg
+
+
+def _tiny(folder: Path, names: list[str]) -> Path:
+    img = np.full((8, 8, 3), 0.5, np.float32)
+    for name in names:
+        write_image(folder / name, img)
+    return folder
+
+
+def test_unpadded_frame_numbers_are_read_as_numbers_in_limit_and_hold_out(tmp_path):
+    """A user's frames named frame1.png ... frame12.png were listed by characters (frame1,
+    frame10, frame11, frame12, frame2, ...): --limit's spread took frames out of sequence, and
+    a folder of them with one other image held out frame7-frame9, not the last frames."""
+    from distill.data.sources import resolve_source, spread
+
+    folder = _tiny(tmp_path / "shots", ["cover.png", *(f"frame{i}.png" for i in range(1, 13))])
+    names = [s.name for s in resolve_source(str(folder), split="train").samples]
+    assert names == ["cover", *(f"frame{i}" for i in range(1, 13))]
+    assert [n for n in spread(names, 3)] == ["cover", "frame6", "frame12"]
+    plan = hold_out(str(folder), 0.25)   # not all named alike: the tail of the listing
+    assert plan.rule == "tail" and plan.held == ("frame10", "frame11", "frame12"), plan
+
+
+def test_zero_padded_and_other_names_keep_their_character_order(tmp_path):
+    """Reading numbers as numbers must not move anything else: zero-padded frames, folders
+    (day1/ beside day1-b/), names with and without a number (a.png, a1.png), so existing
+    --limit selections, hold-outs and label caches' training order stay as they were."""
+    from distill.data.sources import name_key, resolve_source
+
+    names = ["0009.png", "0010.png", "a.png", "a1.png", "a-b.png", "day1/x_000002.png",
+             "day1-b/x_000001.png", "day1/x_000010.png", "img01.png", "img02.png", "z_9.png"]
+    folder = _tiny(tmp_path / "mixed", names)
+    listed = [s.input.relative_to(folder).as_posix()
+              for s in resolve_source(str(folder), split="train").samples]
+    assert listed == sorted(names), listed
+    assert sorted(names, key=name_key) == sorted(names)
+    frames = [f"clip_{i:06d}" for i in (1, 9, 10, 100, 999, 1000)]
+    assert sorted(frames, key=name_key) == sorted(frames)
+
+
+def test_validation_spreads_over_a_label_cache_s_frames_in_number_order(tmp_path, teacher):
+    """data.val_labels of frames named frame1 ... frame12 validated on the picks of a
+    character-ordered list (frame1, frame10, frame11, ...): `data.val_max_images=3` took
+    frame1, frame2 and frame9 instead of the first, middle and last frames."""
+    from distill.config import load_config
+    from distill.validation import load_val_items
+
+    folder = _tiny(tmp_path / "shots", [f"frame{i}.png" for i in range(1, 13)])
+    out = tmp_path / "val"
+    assert main(["--data", str(folder), "--out", str(out), "--teacher-weights", str(teacher),
+                 "--tile", "0", "--device", "cpu", "--quiet"]) == 0
+    cache = LabelCache(out)
+    assert [s.name for s, _ in cache.items()] == sorted(f"frame{i}" for i in range(1, 13))
+    cfg = load_config(None, ["task=student", f"data.val_labels={out}",
+                             "data.val_max_images=3"])
+    picked = [v.name for v in load_val_items(cfg, False, lambda m: None, lambda m: None)]
+    assert picked == ["frame1", "frame7", "frame12"], picked
+
+
+def test_a_limit_selection_made_in_character_order_is_said_to_change(tmp_path, teacher, capsys):
+    """A cache labelled with --limit by a version that listed frame10 before frame2 selected
+    other frames than the same command does now: the rerun labelled new frames and training
+    left the earlier ones out, with nothing to say why."""
+    folder = _tiny(tmp_path / "shots", [f"frame{i}.png" for i in range(1, 13)])
+    out = tmp_path / "cache"
+    argv = ["--data", str(folder), "--out", str(out), "--teacher-weights", str(teacher),
+            "--tile", "0", "--device", "cpu", "--quiet", "--limit", "3"]
+    assert main(argv) == 0
+    run = read_run_record(out)
+    assert run["selection"] == ["frame1", "frame7", "frame12"] and run["order"] == "numbers"
+    capsys.readouterr()
+    assert main(argv) == 0   # recorded in this order: nothing to say
+    assert "order of their characters" not in capsys.readouterr().err
+    del run["order"]   # as the versions before wrote it, of the characters' spread
+    (out / "run.json").write_text(json.dumps({**run, "selection": ["frame1", "frame4",
+                                                                   "frame9"]}))
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"warning: {out}: its last labels run (--data {folder} --limit 3) spread its 3 over "
+            "the names in the order of their characters (frame10 before frame2); numbers now "
+            "read as numbers (frame2 before frame10), so this run selects 2 images that one "
+            "did not (labelled where the cache lacks them), and training leaves out 2 labels "
+            "of its selection (kept in the cache)") in err, err
+    assert LabelCache(out).selection == {"frame1", "frame7", "frame12"}

@@ -247,14 +247,15 @@ class WholeImageDataset(_DecodeMixin, Dataset):
         return out
 
 
-def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels"
-                      ) -> list[tuple[Path, Path, Optional[Path]]]:
+def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels",
+                      sequence: bool = False) -> list[tuple[Path, Path, Optional[Path]]]:
     """(input, teacher label, gt or None) for every finished entry of a `sharpen labels` cache.
-    `key`: the setting that named it, which the advice names."""
+    `key`: the setting that named it, which the advice names; `sequence`: in the order of the
+    numbers in their names (see `LabelCache.items`)."""
     from .label_cache import LabelCache
     from .label_cache import MANIFEST
     cache = LabelCache(cache_dir)
-    items = cache.pairs()
+    items = cache.pairs(sequence)
     if not items and not (Path(cache_dir) / MANIFEST).exists():
         # Most often the data folder itself, given where its label cache belongs.
         raise ValueError(f"{cache_dir} is not a label cache (no {MANIFEST}): make one from "

@@ -23,7 +23,7 @@ import numpy as np
 from runtime.atomic import atomic_path, atomic_write_json
 from runtime.warn import warn
 
-from .sources import Sample, SourceError
+from .sources import Sample, SourceError, name_key
 
 MANIFEST = "manifest.json"
 MANIFEST_FORMAT = "sharpen-labels/1"
@@ -344,12 +344,15 @@ class LabelCache:
                         + ([f"--hold-out {r['hold_out'].get('fraction')}"]
                            if isinstance(r.get("hold_out"), dict) else []))
 
-    def items(self) -> list[tuple[Sample, Path]]:
+    def items(self, sequence: bool = False) -> list[tuple[Sample, Path]]:
         """(Sample, label path) for every finished entry of the last run's selection whose
         label file exists. For video frames, Sample.input is the saved frame PNG (frame=None)
-        so it reads like any image."""
+        so it reads like any image. In the names' character order, which training's resume
+        digest was taken in; `sequence`: with their numbers read as numbers (frame9 before
+        frame10), as validation spreads its picks over them and replaces one by its
+        neighbour."""
         out = []
-        for name in sorted(self.entries):
+        for name in sorted(self.entries, key=name_key if sequence else None):
             e = self.entries[name]
             if e.get("status") != "ok" or not self._selected(name):
                 continue
@@ -368,9 +371,10 @@ class LabelCache:
             out.append((Sample(name, inp, gt, frame), label))
         return out
 
-    def pairs(self) -> list[tuple[Path, Path, Optional[Path]]]:
-        """(input, label, gt or None) triples, the items of `distill.data.crops.CropDataset`."""
-        return [(s.input, label, s.gt) for s, label in self.items()]
+    def pairs(self, sequence: bool = False) -> list[tuple[Path, Path, Optional[Path]]]:
+        """(input, label, gt or None) triples, the items of `distill.data.crops.CropDataset`
+        (`sequence`: see `items`)."""
+        return [(s.input, label, s.gt) for s, label in self.items(sequence)]
 
     def stale(self) -> list[str]:
         """Inputs of finished image entries that are missing or changed since they were

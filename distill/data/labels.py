@@ -47,7 +47,7 @@ from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifes
                           describe_maker, label_maker, made_on,
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
-                          write_manifest, write_run_record)
+                          read_run_record, write_manifest, write_run_record)
 from .sources import (Sample, SampleReader, SourceError, gopro_blur_unused, parse_spec,
                       resolve_source, spread)
 
@@ -106,6 +106,32 @@ def _teacher_options(weights: Optional[str], config: Optional[str], tile: int, o
         if value is not None and value != default:
             flags += [flag, str(value)]
     return flags
+
+
+def _reordered_selection(out_dir: Path, data: str, split: Optional[str], limit: Optional[int],
+                         pool: list[Sample], samples: list[Sample]) -> Optional[str]:
+    """What to say where the cache's last run, with the same --data, --split and --limit, was
+    made by a version that listed names by their characters (its run.json records no order)
+    and selected other images than this run does, now that numbers read as numbers
+    (frame9 before frame10): the rerun labels frames it did not before, and training leaves
+    the earlier ones out, which would otherwise go unsaid."""
+    prior = read_run_record(out_dir)
+    chosen = prior.get("selection")
+    if (not isinstance(chosen, list) or "order" in prior or not limit
+            or prior.get("data") != _recorded_data(data) or prior.get("split") != split
+            or prior.get("limit") != limit):
+        return None
+    names = {s.name for s in samples}
+    before = spread(sorted(pool, key=lambda s: (s.input.as_posix(), s.frame or 0)), limit)
+    if set(chosen) == names or set(chosen) != {s.name for s in before}:
+        return None
+    new = len(names - set(chosen))
+    return (f"{out_dir}: its last labels run (--data {data} --limit {limit}) spread its "
+            f"{limit} over the names in the order of their characters (frame10 before frame2); "
+            "numbers now read as numbers (frame2 before frame10), so this run selects "
+            f"{count(new, 'image')} that one did not (labelled where the cache lacks them), "
+            f"and training leaves out {count(len(set(chosen) - names), 'label')} of its "
+            "selection (kept in the cache)")
 
 
 def _recorded_data(data: str) -> str:
@@ -201,6 +227,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         # Names this run's record, which another run into this --out may replace meanwhile.
         run_id = uuid.uuid4().hex
         if dist.rank == 0:
+            if said := _reordered_selection(out_dir, data, info.split, limit, pool, samples):
+                warn(said)
             # The selection by name: training uses these labels only, not those earlier runs
             # with another --limit, hold-out or --data left here. Ranks without a process
             # group record it too (an earlier run's would select instead), not whether it
@@ -217,7 +245,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                              # what a rerun needs to reuse these labels (distill quotes it back)
                              teacher_options=_teacher_options(teacher_weights, config, tile,
                                                               overlap, batch_size, gopro_blur),
-                             selection=[s.name for s in samples],
+                             selection=[s.name for s in samples], order="numbers",
                              elsewhere=sorted(n for n in here if n not in listed),
                              **({"hold_out": hold_out} if hold_out else {}),
                              started=datetime.datetime.now(datetime.timezone.utc)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional
@@ -104,6 +105,20 @@ class SourceInfo:
         return f"{self.kind} source {self.root}{split}: {count(len(self.samples), 'image')}{gt}"
 
 
+_DIGITS = re.compile(r"\d+")
+
+
+def name_key(name: str | os.PathLike) -> tuple[str, str]:
+    """Sort key for sample names and paths that reads their numbers as numbers, as `sharpen run`
+    orders a folder (runtime.image_sources.name_order): frame9 before frame10, where characters
+    put frame10 between frame1 and frame2, and `--limit`'s spread, the hold-out's last frames
+    and validation's nearest neighbour then took frames out of sequence. Each number is padded
+    to one width, so every other order is the characters' as before: zero-padded names
+    (000009, 000010), and so existing selections and splits, keep theirs."""
+    s = Path(name).as_posix() if isinstance(name, os.PathLike) else name
+    return _DIGITS.sub(lambda m: m.group().zfill(20), s), s
+
+
 def is_video(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in VIDEO_EXTS
 
@@ -131,7 +146,7 @@ def _images_under(folder: Path, recursive: bool = True, kind=None,
             out.append(p.relative_to(folder))
         elif others is not None:
             others.append(str(p))
-    return sorted(out, key=lambda r: r.as_posix())
+    return sorted(out, key=name_key)
 
 
 def _sample_names(rels: list[Path], prefix: str = "") -> dict[Path, str]:
@@ -196,9 +211,10 @@ def paired_parent(path: str | os.PathLike) -> Optional[tuple[Path, str]]:
 def _gopro_sequences(split_dir: Path) -> list[Path]:
     if not split_dir.is_dir():
         return []
-    return sorted(p for p in split_dir.iterdir()
-                  if p.is_dir() and not p.name.startswith(".")
-                  and (p / "sharp").is_dir() and any((p / b).is_dir() for b in GOPRO_BLUR))
+    return sorted((p for p in split_dir.iterdir()
+                   if p.is_dir() and not p.name.startswith(".")
+                   and (p / "sharp").is_dir() and any((p / b).is_dir() for b in GOPRO_BLUR)),
+                  key=lambda p: name_key(p.name))
 
 
 def _gopro_root(path: Path) -> Optional[Path]:
@@ -406,9 +422,11 @@ def _resolve_gopro(path: Path, split: str, blur: str) -> SourceInfo:
     for seq in seqs:
         ins = {r.as_posix(): r for r in _images_under(seq / blur, False, others=others)}
         gts = {r.as_posix(): r for r in _images_under(seq / "sharp", False, others=others)}
-        both = [ins[k] for k in sorted(ins) if k in gts]
-        unmatched_in += [f"{seq.name}/{blur}/{k}" for k in sorted(ins) if k not in gts]
-        unmatched_gt += [f"{seq.name}/sharp/{k}" for k in sorted(gts) if k not in ins]
+        both = [ins[k] for k in sorted(ins, key=name_key) if k in gts]
+        unmatched_in += [f"{seq.name}/{blur}/{k}" for k in sorted(ins, key=name_key)
+                         if k not in gts]
+        unmatched_gt += [f"{seq.name}/sharp/{k}" for k in sorted(gts, key=name_key)
+                         if k not in ins]
         names = _sample_names(both, prefix=f"{seq.name}/")
         samples += [Sample(names[r], seq / blur / r, seq / "sharp" / r) for r in both]
     _report_unmatched(split_dir, unmatched_in, unmatched_gt, "sharp image", "blurred image")
@@ -448,15 +466,15 @@ def _resolve_paired(path: Path, split: str) -> SourceInfo:
     ins = {r.as_posix(): r for r in _images_under(in_dir, others=others)}
     gts = {r.as_posix(): r for r in _images_under(gt_dir, others=others)}
     pairs = _match_pairs(ins, gts)
-    un_in = [f"{in_dir.name}/{k}" for k in sorted(ins) if k not in pairs]
+    un_in = [f"{in_dir.name}/{k}" for k in sorted(ins, key=name_key) if k not in pairs]
     used = {g.as_posix() for g in pairs.values()}
-    un_gt = [f"{gt_dir.name}/{k}" for k in sorted(gts) if k not in used]
+    un_gt = [f"{gt_dir.name}/{k}" for k in sorted(gts, key=name_key) if k not in used]
     _report_unmatched(in_dir.parent, un_in, un_gt, gt_dir.name + " image", in_dir.name + " image")
     if not ins:
         raise SourceError(f"no images in {in_dir}")
     if not pairs:
         raise SourceError(f"no file in {in_dir} has a same-named file in {gt_dir}")
-    both = [ins[k] for k in sorted(pairs)]
+    both = [ins[k] for k in sorted(pairs, key=name_key)]
     names = _sample_names(both)
     samples = [Sample(names[r], in_dir / r, gt_dir / pairs[r.as_posix()]) for r in both]
     return SourceInfo("paired", root, samples, used_split, un_in, un_gt,
@@ -532,7 +550,7 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
         by_file[r.as_posix()] = [Sample(f"{base}_{i:06d}", path / r, None, i) for i in range(n)]
     if unusable:
         warn(f"{path}: {count(len(unusable), 'video')} left out: {_few(unusable, 3)}", stacklevel=3)
-    samples = [s for key in sorted(by_file) for s in by_file[key]]
+    samples = [s for key in sorted(by_file, key=name_key) for s in by_file[key]]
     if not samples:
         raise SourceError(f"no readable images or video frames in {path}")
     return SourceInfo("folder", path, samples, not_images=not_images,
