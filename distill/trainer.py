@@ -230,10 +230,23 @@ class Trainer:
         return path
 
     def _resume_path(self) -> Optional[Path]:
-        """The checkpoint this run goes on from; None: it starts at step 0."""
+        """The checkpoint this run goes on from; None: it starts at step 0. Looked up once:
+        the run's own saves (a last.pt at the step gone back to) must not change the answer."""
+        if "_resume_at" not in self.__dict__:
+            self._resume_at = self._find_resume_path()
+        return self._resume_at
+
+    def _find_resume_path(self) -> Optional[Path]:
         r = self.cfg.resume
         if r == "auto":
-            return self.out / "last.pt" if (self.out / "last.pt").exists() else None
+            if (self.out / "last.pt").exists():
+                return self.out / "last.pt"
+            # A run stopped while it moved a history aside (last.pt goes first): go on from
+            # the checkpoint it went back to, and finish the move, as its own command would.
+            pending = _pending_move(self.out)
+            if pending and Path(pending[1]["resumed"]).is_file():
+                return Path(pending[1]["resumed"])
+            return None
         return Path(r) if r and r != "never" else None
 
     def _resume(self) -> None:
@@ -372,25 +385,49 @@ class Trainer:
 
     def _move_later_history_aside(self) -> Optional[str]:
         """Moves _later_history's files into abandoned-at-stepN/ (-2, -3, ... when resumed at
-        that step again), never deleting them; what was moved, in words."""
-        if not self._set_aside:
+        that step again), never deleting them; what was moved, in words. The folder records
+        the move (MOVING) until it is done: one stopped part-way is finished into the same
+        folder by the next run of the same resume, or of resume=auto, which goes on from it."""
+        ckpt = self._resume_path()
+        pending = _pending_move(self.out)
+        # An earlier try of this very resume, stopped among its moves: this run finishes it
+        # into the same folder (with what it moved then, said with this run's).
+        own = pending is not None and ckpt is not None and pending[1].get("step") == self.step \
+            and os.path.realpath(pending[1]["resumed"]) == os.path.realpath(ckpt)
+        if pending and not own:   # another command's, given up: its folder stays as it is
+            (pending[0] / MOVING).unlink(missing_ok=True)
+        if not self._set_aside and not own:
             return None
-        dest = self.out / f"abandoned-at-step{self.step}"
-        n = 1
-        while dest.exists():
-            n += 1
-            dest = self.out / f"abandoned-at-step{self.step}-{n}"
-        dest.mkdir()
+        assert ckpt is not None   # only a resume sets files aside
+        if own:
+            dest = pending[0]
+            self._set_aside = [*(self.out / n for n in pending[1]["files"]
+                                 if (dest / n).exists() and not (self.out / n).exists()),
+                               *self._set_aside]
+        else:
+            dest = self.out / f"abandoned-at-step{self.step}"
+            n = 1
+            while dest.exists():
+                n += 1
+                dest = self.out / f"abandoned-at-step{self.step}-{n}"
+            dest.mkdir()
+            # What the move is to do, before any file goes: a Ctrl-C among the moves left a
+            # half-moved folder, no last.pt, and resume=auto refused, advising the abandoned
+            # history's latest snapshot.
+            atomic_write_bytes(dest / MOVING, json.dumps({
+                "resumed": os.path.abspath(ckpt), "step": self.step,
+                "files": [p.name for p in self._set_aside]}).encode())
         # last.pt first: a kill among the moves then leaves no last.pt of the history gone
         # back from for resume=auto to go on from unsaid (fit saves the new one next).
         for p in sorted(self._set_aside, key=lambda p: p.name != "last.pt"):
-            os.replace(p, dest / p.name)
+            if p.exists():
+                os.replace(p, dest / p.name)
         # Its records too, as they were: this folder's is cut to the step (or replaced by the
         # branch's) next.
         records = self.out / "metrics.jsonl"
         if records.is_file():
             atomic_write_bytes(dest / records.name, records.read_bytes())
-        ckpt = self._resume_path()
+        (dest / MOVING).unlink()
         what = ("best.pt, which this run cannot score," if self._set_aside == [
                     self.out / "best.pt"] else
                 "the later checkpoints of the history gone back from"
@@ -1014,6 +1051,22 @@ class TrainResult:
     step: int
     best: str = ""   # what best.pt scored, at which step (Trainer.best_text)
     best_step: Optional[int] = None   # the step best.pt holds (0 with init=: those weights)
+
+
+MOVING = ".moving.json"   # in an abandoned-at-stepN/ folder whose move has not finished
+
+
+def _pending_move(out: Path) -> Optional[tuple[Path, dict]]:
+    """(folder, record) of a move into abandoned-at-stepN/ that was stopped part-way (see
+    Trainer._move_later_history_aside), or None."""
+    for marker in sorted(out.glob(f"abandoned-at-step*/{MOVING}")):
+        try:
+            rec = json.loads(marker.read_text())
+            if isinstance(rec.get("resumed"), str) and isinstance(rec.get("files"), list):
+                return marker.parent, rec
+        except (OSError, ValueError):   # cut by a kill as it was written: nothing moved yet
+            pass
+    return None
 
 
 def _score_at_own_step(ck: dict) -> Optional[tuple[float, int]]:

@@ -1565,21 +1565,23 @@ def test_a_changed_learning_rate_is_used_after_resume(tmp_path, capsys):
     out = tmp_path / "r"
     train(tiny_cfg(out, 8, stop_after=3), quiet=True)
     cfg = tiny_cfg(out, 8, **{"optim.lr": 1e-2, "optim.weight_decay": 0.5})
-    with pytest.warns(SharpenWarning, match=r"optim.lr: 0.001 -> 0.01\b"):
-        t = Trainer(cfg, quiet=True)
+    t = Trainer(cfg, quiet=True)
     assert t.step == 3
     assert all(g["weight_decay"] == 0.5 for g in t.opt.param_groups)
-    t.fit()
+    with pytest.warns(SharpenWarning, match=r"optim.lr: 0.001 -> 0.01\b"):   # once it starts
+        t.fit()
     f = lr_lambda(cfg)
     assert _lr_at(out, 5) == pytest.approx(1e-2 * f(4))   # step 5 ran at the schedule's 4
     # best.pt holds no optimizer state: the schedule goes on at its step, said so.
     best = read_checkpoint(out / "best.pt")
-    with pytest.warns(SharpenWarning, match=r"optim.steps: 8 -> 12\b"), \
-            pytest.warns(SharpenWarning, match=r"holds weights only \(no optimizer state"):
-        t = Trainer(tiny_cfg(tmp_path / "b", 12, resume=str(out / "best.pt")), quiet=True)
+    with pytest.warns(SharpenWarning, match=r"holds weights only \(no optimizer state"):
+        t = Trainer(tiny_cfg(tmp_path / "b", 12, resume=str(out / "best.pt"), stop_after=1),
+                    quiet=True)
     assert t.step == best["step"] > 0
     assert t.best == pytest.approx(best["metrics"]["model_gt_ssim"])   # the score to beat
     assert t.opt.param_groups[0]["lr"] == pytest.approx(1e-3 * lr_lambda(t.cfg)(t.step))
+    with pytest.warns(SharpenWarning, match=r"optim.steps: 8 -> 12\b"):
+        t.fit()
 
 
 def test_a_snapshot_resumed_is_held_to_best_pt_s_score_not_to_an_earlier_validation(tmp_path):
@@ -3106,3 +3108,40 @@ def test_a_resume_refused_for_its_data_leaves_no_config_of_earlier_settings(tmp_
            f"{out / 'config-step3.yaml'}")
     assert msg in said and msg in (out / "train.log").read_text(), said
     assert yaml.safe_load((out / "config-step3.yaml").read_text())["optim"]["lr"] == 1e-3
+
+
+@pytest.mark.parametrize("again", ["the same command", "resume=auto"])
+def test_a_move_aside_stopped_part_way_is_finished_by_the_next_run(tmp_path, monkeypatch,
+                                                                    again):
+    """A Ctrl-C among the moves into abandoned-at-stepN/ left last.pt there, the later
+    snapshots here and no last.pt: resume=auto was refused, advising the abandoned history's
+    latest snapshot, and the same command moved the rest into abandoned-at-stepN-2/."""
+    import distill.trainer as trainer_mod
+
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 6, snapshot_every=2), quiet=True)
+    later = {n: (out / n).read_bytes() for n in ("step4.pt", "step6.pt", "last.pt")}
+    aside = out / "abandoned-at-step2"
+    real, moves = os.replace, []
+
+    def stopped(src, dst):   # Ctrl-C as the second checkpoint goes
+        if Path(dst).parent == aside and not Path(dst).name.startswith("."):
+            moves.append(Path(dst).name)
+            if len(moves) == 2:
+                raise KeyboardInterrupt
+        return real(src, dst)
+    monkeypatch.setattr(trainer_mod.os, "replace", stopped)
+    go_back = tiny_cfg(out, 6, snapshot_every=2, resume=out / "step2.pt", stop_after=1)
+    with pytest.raises(KeyboardInterrupt):
+        train(go_back, quiet=True)
+    monkeypatch.setattr(trainer_mod.os, "replace", real)
+    assert not (out / "last.pt").exists() and (aside / "last.pt").exists()
+    with runtime_warnings() as said:
+        train(go_back if again == "the same command" else
+              tiny_cfg(out, 6, snapshot_every=2, stop_after=1), quiet=True)
+    assert [m for m in said if f"moved to {aside}: last.pt, step4.pt, step6.pt" in m], said
+    assert {n: (aside / n).read_bytes() for n in later} == later
+    assert sorted(p.name for p in aside.iterdir()) == sorted([*later, "metrics.jsonl"])
+    assert [p.name for p in out.glob("abandoned-*")] == [aside.name]
+    assert sorted(p.name for p in out.glob("step*.pt")) == ["step2.pt"]
+    assert read_checkpoint(out / "last.pt")["step"] == 3
