@@ -3132,7 +3132,7 @@ def test_a_move_aside_stopped_part_way_is_finished_by_the_next_run(tmp_path, mon
         return real(src, dst)
     monkeypatch.setattr(trainer_mod.os, "replace", stopped)
     go_back = tiny_cfg(out, 6, snapshot_every=2, resume=out / "step2.pt", stop_after=1)
-    with pytest.raises(KeyboardInterrupt):
+    with runtime_warnings(), pytest.raises(KeyboardInterrupt):
         train(go_back, quiet=True)
     monkeypatch.setattr(trainer_mod.os, "replace", real)
     assert not (out / "last.pt").exists() and (aside / "last.pt").exists()
