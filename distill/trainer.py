@@ -244,8 +244,8 @@ class Trainer:
             # A run stopped while it moved a history aside (last.pt goes first): go on from
             # the checkpoint it went back to, and finish the move, as its own command would.
             pending = _pending_move(self.out)
-            if pending and Path(pending[1]["resumed"]).is_file():
-                return Path(pending[1]["resumed"])
+            if pending and pending[1]["resumed"].is_file():
+                return pending[1]["resumed"]
             return None
         return Path(r) if r and r != "never" else None
 
@@ -393,7 +393,7 @@ class Trainer:
         # An earlier try of this very resume, stopped among its moves: this run finishes it
         # into the same folder (with what it moved then, said with this run's).
         own = pending is not None and ckpt is not None and pending[1].get("step") == self.step \
-            and os.path.realpath(pending[1]["resumed"]) == os.path.realpath(ckpt)
+            and pending[1]["resumed"].resolve() == ckpt.resolve()
         if pending and not own:   # another command's, given up: its folder stays as it is
             (pending[0] / MOVING).unlink(missing_ok=True)
         if not self._set_aside and not own:
@@ -414,8 +414,11 @@ class Trainer:
             # What the move is to do, before any file goes: a Ctrl-C among the moves left a
             # half-moved folder, no last.pt, and resume=auto refused, advising the abandoned
             # history's latest snapshot.
+            # The checkpoint by its name where it is in out= (the step gone back to): the
+            # folder moved or copied elsewhere finishes the move from its own copy of it.
+            here = ckpt.parent.resolve() == self.out.resolve()
             atomic_write_bytes(dest / MOVING, json.dumps({
-                "resumed": os.path.abspath(ckpt), "step": self.step,
+                "resumed": ckpt.name if here else os.path.abspath(ckpt), "step": self.step,
                 "files": [p.name for p in self._set_aside]}).encode())
         # last.pt first: a kill among the moves then leaves no last.pt of the history gone
         # back from for resume=auto to go on from unsaid (fit saves the new one next).
@@ -1058,12 +1061,13 @@ MOVING = ".moving.json"   # in an abandoned-at-stepN/ folder whose move has not 
 
 def _pending_move(out: Path) -> Optional[tuple[Path, dict]]:
     """(folder, record) of a move into abandoned-at-stepN/ that was stopped part-way (see
-    Trainer._move_later_history_aside), or None."""
+    Trainer._move_later_history_aside), or None; the record's "resumed" as a Path (a name:
+    one in `out`)."""
     for marker in sorted(out.glob(f"abandoned-at-step*/{MOVING}")):
         try:
             rec = json.loads(marker.read_text())
             if isinstance(rec.get("resumed"), str) and isinstance(rec.get("files"), list):
-                return marker.parent, rec
+                return marker.parent, {**rec, "resumed": out / rec["resumed"]}
         except (OSError, ValueError):   # cut by a kill as it was written: nothing moved yet
             pass
     return None

@@ -3145,3 +3145,38 @@ def test_a_move_aside_stopped_part_way_is_finished_by_the_next_run(tmp_path, mon
     assert [p.name for p in out.glob("abandoned-*")] == [aside.name]
     assert sorted(p.name for p in out.glob("step*.pt")) == ["step2.pt"]
     assert read_checkpoint(out / "last.pt")["step"] == 3
+
+
+def test_a_move_aside_stopped_part_way_is_finished_in_a_folder_moved_elsewhere(tmp_path,
+                                                                               monkeypatch):
+    """The move's record named the checkpoint gone back to by its absolute path: the run
+    folder moved (or copied to another disk) after a Ctrl-C among the moves, resume=auto
+    found no such file and was refused, advising the abandoned history's latest snapshot."""
+    import shutil
+
+    import distill.trainer as trainer_mod
+
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 6, snapshot_every=2), quiet=True)
+    real, moves = os.replace, []
+
+    def stopped(src, dst):   # Ctrl-C as the second checkpoint goes
+        if Path(dst).parent.name == "abandoned-at-step2" and not Path(dst).name.startswith("."):
+            moves.append(Path(dst).name)
+            if len(moves) == 2:
+                raise KeyboardInterrupt
+        return real(src, dst)
+    monkeypatch.setattr(trainer_mod.os, "replace", stopped)
+    with runtime_warnings(), pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(out, 6, snapshot_every=2, resume=out / "step2.pt", stop_after=1),
+              quiet=True)
+    monkeypatch.setattr(trainer_mod.os, "replace", real)
+    moved = tmp_path / "elsewhere"
+    shutil.move(out, moved)
+    with runtime_warnings() as said:
+        train(tiny_cfg(moved, 6, snapshot_every=2, stop_after=1), quiet=True)
+    aside = moved / "abandoned-at-step2"
+    assert [m for m in said if f"moved to {aside}: last.pt, step4.pt, step6.pt" in m], said
+    assert [p.name for p in moved.glob("abandoned-*")] == [aside.name]
+    assert not (aside / ".moving.json").exists()
+    assert read_checkpoint(moved / "last.pt")["step"] == 3
