@@ -73,6 +73,10 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
                 pairs = pairs_from_source(info)
             out = _read_val_items([(inp, None, gt) for inp, gt, _ in pairs],
                                   d.val_max_images, f"data.val={d.val}", note)
+            # Picked in the order of the numbers in their names, kept in their paths' character
+            # order: the one sources listed them in before, which the digest a resume compares
+            # (data_checks.data_signature) was taken in; another called them changed.
+            out.sort(key=lambda v: v.path.as_posix())
             if not out:
                 raise ValueError(f"data.val={d.val}: no readable validation pair")
     elif d.val_labels:
@@ -80,6 +84,10 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
         with naming("data.val_labels", d.val_labels, lambda: _val_labels_hint(d)):
             pairs = pairs_from_labels(d.val_labels, "data.val_labels", sequence=True)
         out = _read_val_items(pairs, d.val_max_images, f"data.val_labels={d.val_labels}", note)
+        # As data.val's (above): in the cache's order of names by their characters.
+        listed = {Path(inp): i for i, (inp, _, _) in enumerate(
+            pairs_from_labels(d.val_labels, "data.val_labels"))}
+        out.sort(key=lambda v: listed[v.path])
         if not out:
             raise ValueError(f"data.val_labels={d.val_labels}: no readable validation pair")
     out = out[:d.val_max_images] if d.val_max_images else out

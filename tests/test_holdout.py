@@ -560,7 +560,7 @@ def test_validation_spreads_over_a_label_cache_s_frames_in_number_order(tmp_path
     cfg = load_config(None, ["task=student", f"data.val_labels={out}",
                              "data.val_max_images=3"])
     picked = [v.name for v in load_val_items(cfg, False, lambda m: None, lambda m: None)]
-    assert picked == ["frame1", "frame7", "frame12"], picked
+    assert sorted(picked) == ["frame1", "frame12", "frame7"], picked
 
 
 def test_a_limit_selection_made_in_character_order_is_said_to_change(tmp_path, teacher, capsys):
@@ -589,3 +589,25 @@ def test_a_limit_selection_made_in_character_order_is_said_to_change(tmp_path, t
             "did not (labelled where the cache lacks them), and training leaves out 2 labels "
             "of its selection (kept in the cache)") in err, err
     assert LabelCache(out).selection == {"frame1", "frame7", "frame12"}
+
+
+def test_a_label_cache_s_validation_images_keep_the_order_their_digest_was_taken_in(
+        tmp_path, teacher):
+    """Validation's picks go by the numbers in the names, but the digest a resume compares
+    (data_signature) was taken in the names' character order (frame1, frame10, frame11, ...):
+    in the new order, every run resumed on such a cache said its validation images had changed
+    ("relabelled?") and scored best.pt again."""
+    from distill.config import load_config
+    from distill.data_checks import data_signature
+    from distill.validation import load_val_items
+
+    folder = _tiny(tmp_path / "shots", [f"frame{i}.png" for i in range(1, 13)])
+    out = tmp_path / "val"
+    assert main(["--data", str(folder), "--out", str(out), "--teacher-weights", str(teacher),
+                 "--tile", "0", "--device", "cpu", "--quiet"]) == 0
+    cfg = load_config(None, ["task=student", f"data.val_labels={out}",
+                             "data.val_max_images=12"])
+    items = load_val_items(cfg, False, lambda m: None, lambda m: None)
+    then = sorted(items, key=lambda v: v.name)   # as the versions before listed the cache
+    assert [v.name for v in then] == sorted(f"frame{i}" for i in range(1, 13))
+    assert data_signature([], items) == data_signature([], then)

@@ -3180,3 +3180,35 @@ def test_a_move_aside_stopped_part_way_is_finished_in_a_folder_moved_elsewhere(t
     assert [p.name for p in moved.glob("abandoned-*")] == [aside.name]
     assert not (aside / ".moving.json").exists()
     assert read_checkpoint(moved / "last.pt")["step"] == 3
+
+
+def test_validation_frames_numbered_unpadded_resume_as_the_same_data(tmp_path):
+    """data.val of frame1 ... frame12 was listed frame1, frame10, frame11, frame12, frame2, ...
+    before numbers read as numbers, and last.pt's digest of the validation images was taken in
+    that order: resumed after the change, the run said its validation images had changed
+    ("relabelled?") and scored best.pt again, though not one had."""
+    import numpy as np
+
+    from distill.checkpoint import atomic_save
+    from distill.data_checks import data_signature
+    from distill.images import write_image
+    from distill.validation import load_val_items
+
+    data = tmp_path / "pairs"
+    rng = np.random.default_rng(0)
+    for i in range(1, 13):
+        img = rng.random((40, 40, 3)).astype(np.float32)
+        write_image(data / "blur" / f"frame{i}.png", img)
+        write_image(data / "sharp" / f"frame{i}.png", img)
+    out = tmp_path / "r"
+    val = {"data.val": str(data), "data.val_max_images": 12}
+    train(tiny_cfg(out, 4, stop_after=2, **val), quiet=True)
+    ck = read_checkpoint(out / "last.pt")
+    items = load_val_items(tiny_cfg(out, 4, **val), False, lambda m: None, lambda m: None)
+    assert sorted(v.name for v in items) == sorted(f"frame{i}" for i in range(1, 13))
+    # As the versions before took it: in the order of the files' names by their characters.
+    then = data_signature([], sorted(items, key=lambda v: v.path.name))["val_digest"]
+    atomic_save({**ck, "data": {**ck["data"], "val_digest": then}}, out / "last.pt")
+    with runtime_warnings() as said:
+        train(tiny_cfg(out, 4, **val), quiet=True)
+    assert not [m for m in said if "data changed" in m], said
