@@ -672,3 +672,17 @@ def test_corpus_says_what_an_empty_test_split_means(tmp_path, capsys):
     assert "no photo fell in the test split (3 photos; 1 in 10 goes to test" in err
     assert f"`sharpen evaluate --data {tmp_path / 'corpus'}` has nothing to score by default" in err
     assert "every photo under a subfolder named kodak24 or mcmaster is the test split (and" in err
+
+
+def test_split_lists_photos_in_the_order_earlier_corpora_were_made_in(tmp_path):
+    """Each pair's pasted objects come from the photo at a place in its split's list: listed
+    with numbers read as numbers (p9 before p10, bsds500's 10081 before 100007), the same
+    photos made other pairs than the versions before, so a corpus made again to reproduce a
+    model differed from the one it was trained on."""
+    names = [f"set/p{i}.png" for i in range(1, 40)]
+    _photos(tmp_path, [(n, 48) for n in names])
+    s = split_photos(tmp_path)
+    for split, files in s.items():
+        rels = [f.relative_to(tmp_path).as_posix() for f in files]
+        assert rels == sorted(rels), split
+    assert any("set/p10.png" in str(f) for f in s["train"]) and len(s["train"]) > 20

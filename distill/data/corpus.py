@@ -57,7 +57,11 @@ def split_photos(root: str | Path) -> dict[str, list[Path]]:
     if not root.is_dir():
         raise FileNotFoundError(f"photo folder {root} does not exist")
     others: list[str] = []
-    files = [root / r for r in _images_under(root, others=others)]
+    # In the characters' order of their paths, not the numbers' (_images_under): each pair's
+    # pasted objects come from a photo picked by its place in this list, and bsds500's 10081
+    # and 100007 swapped places, so the same photos made other pairs than before.
+    files = [root / r for r in sorted(_images_under(root, others=others),
+                                      key=lambda r: r.as_posix())]
     if not files:
         raise ValueError(f"no images found under {root}")
     from runtime.sources import warn_not_images
