@@ -611,3 +611,30 @@ def test_a_label_cache_s_validation_images_keep_the_order_their_digest_was_taken
     then = sorted(items, key=lambda v: v.name)   # as the versions before listed the cache
     assert [v.name for v in then] == sorted(f"frame{i}" for i in range(1, 13))
     assert data_signature([], items) == data_signature([], then)
+
+
+def test_a_hold_out_made_in_character_order_that_now_moves_trained_images_is_said(
+        tmp_path, teacher, capsys):
+    """A cache pair labelled with --hold-out by a version that listed frame10 before frame2
+    held out other frames than the same command does now: the rerun moved frames the student
+    had trained on into the validation cache, and said only that it removed their labels."""
+    folder = _tiny(tmp_path / "shots", ["cover.png", *(f"frame{i}.png" for i in range(1, 13))])
+    out, val = tmp_path / "train", tmp_path / "val"
+    argv = _labels(folder, out, val, teacher, "--hold-out", "0.25")
+    assert main(argv) == 0
+    run = read_run_record(out)
+    assert set(run["selection"]) == {"cover", *(f"frame{i}" for i in range(1, 10))}
+    capsys.readouterr()
+    assert main(argv) == 0   # recorded in this order: nothing to say
+    assert "order of the names' characters" not in capsys.readouterr().err
+    del run["order"]   # as the versions before wrote it, of the characters' hold-out
+    then = ["cover", *(f"frame{i}" for i in (1, 10, 11, 12, 2, 3, 4, 5, 6))]
+    (out / "run.json").write_text(json.dumps({**run, "selection": then}))
+    assert main(argv) == 0
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"warning: {out}: its last labels run (--data {folder} --hold-out 0.25) held out "
+            "its last 3 of its 13 images (23%) in the order of the names' characters (frame10 "
+            "before frame2); numbers now read as numbers (frame2 before frame10), so this run "
+            "holds out 3 images that one trained on (frame10, frame11, frame12): a student "
+            f"trained on its labels has seen them, and scores higher on {val} than on images "
+            "it never saw; train it again (resume=never) to validate on unseen images") in err, err

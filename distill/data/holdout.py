@@ -140,9 +140,11 @@ def evaluate_command(spec: str, gopro_blur: str = "blur") -> str:
 
 
 def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: bool = True,
-             needs: str = "a validation hold-out") -> HoldOut:
+             needs: str = "a validation hold-out", characters: bool = False) -> HoldOut:
     """The hold-out of `spec` (see the module docstring). SourceError for a source that cannot
-    be split (fewer than 2 samples; `needs` names who asks) or a fraction outside (0, 1)."""
+    be split (fewer than 2 samples; `needs` names who asks) or a fraction outside (0, 1).
+    `characters`: the one of the versions that listed names by their characters (frame10
+    before frame2), which caches labelled by them hold."""
     problem = check_fraction(fraction, "the hold-out fraction")
     if problem:
         raise SourceError(problem)
@@ -151,6 +153,8 @@ def hold_out(spec: str, fraction: float, gopro_blur: str = "blur", progress: boo
     if own == "val":
         return HoldOut(fraction, "val", "split")
     samples = info.samples
+    if characters:
+        samples = sorted(samples, key=lambda s: (s.input.as_posix(), s.frame or 0))
     n = len(samples)
     if n < 2 and own == "test":
         warn(f"{spec} has no val split and {count(n, 'training image')}, too few to hold one "

@@ -134,6 +134,37 @@ def _reordered_selection(out_dir: Path, data: str, split: Optional[str], limit: 
             "selection (kept in the cache)")
 
 
+def _reheld(args: argparse.Namespace, plan) -> Optional[str]:
+    """What to say where --out's last run, with the same --data and --hold-out, was
+    made by a version that listed names by their characters (its run.json records no order)
+    and trained on images this run holds out, now that numbers read as numbers: the rerun
+    moves them to --val-out, and a student trained on the earlier labels is then validated
+    on images it has seen, its scores there too high, with nothing else to say why."""
+    from .holdout import hold_out
+    prior = read_run_record(Path(args.out))
+    held, chosen = prior.get("hold_out"), prior.get("selection")
+    if (plan.rule == "split" or "order" in prior or not isinstance(held, dict)
+            or not isinstance(chosen, list) or held.get("role") != "training"
+            or held.get("fraction") != args.hold_out
+            or prior.get("data") != _recorded_data(args.data)):
+        return None
+    seen = sorted(set(chosen) & set(plan.held))
+    if not seen:
+        return None
+    before = hold_out(args.data, args.hold_out, gopro_blur=args.gopro_blur, progress=False,
+                      characters=True)
+    if set(chosen) & before.not_train:   # not that hold-out's: the images changed
+        return None
+    shown = ", ".join(seen[:3]) + (f" and {len(seen) - 3} more" if len(seen) > 3 else "")
+    return (f"{args.out}: its last labels run (--data {args.data} --hold-out "
+            f"{args.hold_out:g}) held out {before.describe()} in the order of the names' "
+            "characters (frame10 before frame2); numbers now read as numbers (frame2 before "
+            f"frame10), so this run holds out {count(len(seen), 'image')} that one trained on "
+            f"({shown}): a student trained on its labels has seen them, and scores higher on "
+            f"{args.val_out} than on images it never saw; train it again (resume=never) to "
+            "validate on unseen images")
+
+
 def _recorded_data(data: str) -> str:
     """--data as run.json keeps it: a relative path made absolute, since the commands that
     quote it (distill's advice to re-run `sharpen labels --data ...`) may run from another
@@ -1082,6 +1113,8 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
         if short := plan.shortfall():   # run.json has the counts, but nobody reads it
             print(f"warning: --hold-out {args.hold_out:g}: {short}", file=sys.stderr,
                   flush=True)
+        if said := _reheld(args, plan):
+            print(f"warning: {said}", file=sys.stderr, flush=True)
     teacher = load_teacher(args.teacher_weights, args.config, args.device, dist)
     # One gloo group for both runs: one set up again under torchrun's store reuses the first
     # one's keys, and rank 1 connected to rank 0's closed group (it failed, rank 0 hung).
