@@ -347,9 +347,11 @@ class Trainer:
                           f"{world}: data.batch_size ({b}) is per process, so the "
                           f"batch of a step changes from {before * b} to {world * b}",
                           SharpenWarning)
-        elif not isinstance(before, int) and self.dist.main:
-            # Saved by a version from before the count was kept (or another tool): a resume
-            # under another torchrun --nproc_per_node changed the batch of a step unsaid.
+        elif not isinstance(before, int) and self.step and self.dist.main:
+            # Saved by a version from before the count was kept: a resume under another
+            # torchrun --nproc_per_node changed the batch of a step unsaid. Not at step 0 (no
+            # step taken at any batch): `sharpen grow` writes its checkpoints there, and this
+            # version's were called an older version's.
             warnings.warn(f"{path} does not record how many processes trained it (saved by an "
                           f"older version): this run has {count(world, 'process', 'processes')}"
                           f" at data.batch_size {b} per process, {world * b} crops a step; if it "

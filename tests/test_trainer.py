@@ -3212,3 +3212,18 @@ def test_validation_frames_numbered_unpadded_resume_as_the_same_data(tmp_path):
     with runtime_warnings() as said:
         train(tiny_cfg(out, 4, **val), quiet=True)
     assert not [m for m in said if "data changed" in m], said
+
+
+def test_a_grown_checkpoint_resumed_is_not_called_an_older_version_s(tmp_path):
+    """`sharpen grow` writes a step-0 checkpoint that records no process count (no step was
+    taken): resumed, it was said to be saved by an older version, its batch perhaps changed."""
+    from distill.grow import grow_student
+
+    train(tiny_cfg(tmp_path / "a", 2), quiet=True)
+    args = grow_student(tmp_path / "a" / "last.pt", tmp_path / "g.pt", blocks=2)
+    grown = {"model.args": "{" + ", ".join(f"{k}: {v}" for k, v in args.items()) + "}"}
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "b", 2, resume=str(tmp_path / "g.pt"), **grown), quiet=True)
+    assert [m for m in said if "holds weights only" in m], said   # it was resumed
+    assert not [m for m in said if "processes" in m], said
+    assert read_checkpoint(tmp_path / "b" / "last.pt")["processes"] == 1
