@@ -114,7 +114,8 @@ def name_key(name: str | os.PathLike) -> tuple[str, str]:
     put frame10 between frame1 and frame2, and `--limit`'s spread, the hold-out's last frames
     and validation's nearest neighbour then took frames out of sequence. Each number is padded
     to one width, so every other order is the characters' as before: zero-padded names
-    (000009, 000010), and so existing selections and splits, keep theirs."""
+    (000009, 000010), and so existing selections and splits, keep theirs. name_order reads
+    them apart there (a1.png before a.png, day1/ before day1-b/): a listing's order alone."""
     s = Path(name).as_posix() if isinstance(name, os.PathLike) else name
     return _DIGITS.sub(lambda m: m.group().zfill(20), s), s
 
