@@ -162,19 +162,22 @@ def run_bench_cmd(args) -> int:
 
 def _print_summary(report: dict) -> None:
     from benchmarks.markdown import (LATENCY_HEADERS, STREAM_HEADERS, latency_table,
-                                   stream_table)
-    from benchmarks.quality import QualityResult, TABLE_HEADERS, format_table, quality_legend
+                                     stream_table, where_timed)
+    from benchmarks.quality import (QualityResult, TABLE_HEADERS, format_table, held_out_label,
+                                    quality_legend, real_blur_note)
 
     q = report["quality"]
     qr = QualityResult(q["data"], q["images"], q["rows"], report["checks"], {}, q["settings"])
     from benchmarks.artifacts import not_requested_line
 
-    print_table("quality (mean over held-out images)", TABLE_HEADERS, format_table(qr))
+    print_table(f"quality: mean over the held-out set ({held_out_label(report)})",
+                TABLE_HEADERS, format_table(qr))
     print(quality_legend(q["settings"]))
+    _print_note(real_blur_note(report))
     _print_note(not_requested_line(q["rows"]))
     if report["latency"]["rows"]:
-        print_table(f"latency (target {report['settings']['target_fps']:g} fps)",
-                     LATENCY_HEADERS, latency_table(report["latency"]["rows"]))
+        print_table(f"latency ({where_timed(report)})", LATENCY_HEADERS,
+                    latency_table(report["latency"]["rows"]))
         # The streaming row's format too: its table may be left out with it.
         _print_note(not_requested_line(report["latency"]["rows"]
                                        + report["latency"].get("stream", [])))
@@ -194,6 +197,10 @@ def _print_summary(report: dict) -> None:
                     NOGT_HEADERS, table_rows(n))
     failed = [c for c in report["checks"] if not c["passed"]]
     print(f"checks: {len(report['checks']) - len(failed)} passed, {len(failed)} failed")
+    if ship := report.get("ship"):   # last: the answer the tables above lead to
+        from benchmarks.ship import HEADERS as SHIP_HEADERS, table_rows as ship_rows, title
+        print_table(title(ship), SHIP_HEADERS, ship_rows(ship))
+        print(f"what to ship: {ship['answer']}")
 
 
 def _print_note(line: str) -> None:

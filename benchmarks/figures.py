@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from .latency import BACKENDS
+from .markdown import where_timed
+from .quality import held_out_label
 
 FIGURES = {"latency": "latency_per_backend.png", "scatter": "quality_vs_latency.png",
            "crops": "hardest_crops.png"}
@@ -52,7 +54,10 @@ def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
     ax.set_ylabel("ms per frame (log)")
     ax.set_xticks(x)
     ax.set_xticklabels(labels, rotation=60, ha="right", fontsize=7)
-    ax.set_title("Latency per backend (teacher: tile time x tile count)")
+    import textwrap
+    ax.set_title(textwrap.fill(f"Latency per backend ({where_timed(rep)}; teacher: tile time "
+                               "x tile count)", width=int(fig.get_figwidth() * 72 / 6)),
+                 fontsize=10)
     ax.legend(fontsize=8)
     ax.grid(axis="y", which="both", alpha=0.3)
     fig.tight_layout()
@@ -109,9 +114,13 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
     ax.axvline(1000.0 / target_fps, color="red", ls="--", lw=1,
                label=f"real time: {target_fps:g} fps = {1000 / target_fps:.1f} ms")
     ax.set_xscale("log")
-    ax.set_xlabel(f"ms per frame at {size} (log)")
-    ax.set_ylabel("SSIM vs ground truth (mean)")
-    ax.set_title("Quality versus latency (one point per model and format)")
+    ax.set_xlabel(f"median ms per frame at {size} (log)")
+    ax.set_ylabel(f"SSIM vs ground truth, higher is better\n(mean over the held-out set: "
+                  f"{held_out_label(rep)})")
+    import textwrap
+    ax.set_title(textwrap.fill(f"Quality versus latency, one point per model and format "
+                               f"(better: up and to the left; {where_timed(rep)})",
+                               width=int(fig.get_figwidth() * 72 / 6)), fontsize=9)
     # Quick mode times some students at small sizes only: say so rather than drop them quietly.
     missing = sorted({r.get("given") or r["student"] or "teacher" for r in rows} - plotted)
     if missing:
@@ -122,6 +131,30 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     return True
+
+
+def crop_titles(rep: dict, names: list[str], cols: list[str], n_students: int) -> dict:
+    """(image, column) -> the crop's title: every crop says whose output it is and that
+    model's PSNR on the whole image (the first row alone was titled, and the outputs had no
+    number to tell the better one by eye)."""
+    students = [s["name"] for s in rep["settings"]["students"]][:n_students]
+    rows = {r["key"]: r for r in rep["quality"]["rows"]}
+    psnr_in = {d["image"]: d["input_psnr"] for d in rep["quality"]["images"]}
+    out = {}
+    for n in names:
+        for c in cols:
+            if c == "sharp":
+                out[n, c] = "ground truth"
+                continue
+            if c == "blurred":
+                who, db = f"{n}\nblurred", psnr_in.get(n)
+            else:
+                key = f"{c}/pytorch" if c in students else c
+                who = f"student {c}" if c in students else c
+                db = next((d["psnr"] for d in (rows.get(key) or {}).get("images") or []
+                           if d["image"] == n), None)
+            out[n, c] = who + ("" if db is None else f" (PSNR {db:.1f} dB)")
+    return out
 
 
 def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
@@ -140,7 +173,7 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
     # The real-blur figures' order (input | teacher | students), with the ground truth last.
     cols = ["blurred", "teacher"] + [s for s in students if any(s in crops[n] for n in names)] \
         + ["sharp"]
-    titles = {"blurred": "blurred", "teacher": "teacher", "sharp": "ground truth"}
+    titles = crop_titles(rep, names, cols, n_students)
     fig = Figure(figsize=(2.6 * len(cols), 2.8 * len(names)))
     axes = fig.subplots(len(names), len(cols), squeeze=False)
     for i, n in enumerate(names):
@@ -152,14 +185,9 @@ def _fig_crops(rep, quality, path: Path, target_fps: float) -> bool:
             if img is None:
                 continue
             ax.imshow(img[y:y + side, x:x + side].clip(0, 1), interpolation="nearest")
-            title = titles.get(c, f"student {c}" if c in students[:n_students] else c)
-            if j == 0:
-                ax.set_title(f"{n}\nblurred ({psnr_of.get(n, float('nan')):.1f} dB)",
-                             fontsize=8)
-            elif i == 0:
-                ax.set_title(title, fontsize=9)
-    fig.suptitle("Hardest blur in the held-out set: blurred | teacher | students | "
-                 "ground truth", fontsize=10)
+            ax.set_title(titles[n, c], fontsize=8)
+    fig.suptitle(f"Hardest blur in the held-out set ({held_out_label(rep)}): blurred | "
+                 "teacher | students | ground truth", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return True

@@ -6,7 +6,7 @@ from pathlib import Path
 from runtime.console import count
 
 from .artifacts import is_not_requested, not_requested_line, precision_label
-from .quality import TABLE_HEADERS, TEACHER_SSIM_MEANING, format_table
+from .quality import TABLE_HEADERS, TEACHER_SSIM_MEANING, format_table, held_out_label
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -31,6 +31,22 @@ def short_reason(reason) -> str:
     'Skipped' section)."""
     reason = str(reason or "")
     return reason.split(" (")[0] if " (" in reason and not reason.startswith("(") else reason
+
+
+def where_timed(rep: dict) -> str:
+    """What a latency number is and where it was measured, in one line for the titles of the
+    terminal's table and the figure: the terminal said only the target, and a reader of
+    its ms could not tell the machine or the threads they came from."""
+    lat = rep.get("latency") or {}
+    st = lat.get("settings") or {}
+    mach = rep.get("machine") or {}
+    tgt = float((rep.get("settings") or {}).get("target_fps") or st.get("target_fps") or 30)
+    rt = st.get("runtime_threads")
+    torch_n = mach.get("torch_threads")
+    return (f"median ms per frame, lower is better; target {tgt:g} fps = {1000 / tgt:.1f} ms; "
+            f"{mach.get('cpu') or 'CPU unknown'}, ONNX Runtime / LiteRT on "
+            f"{count(rt, 'thread') if rt else 'every core'}"
+            + (f", PyTorch on {count(torch_n, 'thread')}" if torch_n else ""))
 
 
 def latency_table(rows: list[dict]) -> list[list[str]]:
@@ -116,6 +132,7 @@ def render_markdown(rep: dict) -> str:
     inc = rep.get("incomplete")
     if inc:
         lines += _incomplete(inc)
+    lines += _ship_lines(rep.get("ship"))
     fails = [c for c in rep["checks"] if not c["passed"]]
     lines += ["## Checks", ""]
     if not rep["checks"]:
@@ -127,7 +144,7 @@ def render_markdown(rep: dict) -> str:
                   f"measured, {len(fails)} failed")
     lines += ["", f"Result: {result}", ""]
     lines += ["## Quality", ""]
-    lines += [NOT_REACHED, ""] if not q["settings"] else _quality_lines(s, q, rep["checks"])
+    lines += [NOT_REACHED, ""] if not q["settings"] else _quality_lines(rep)
     if rep.get("real_blur"):
         # Only then: an interrupted run may have been stopped inside the imports it needs.
         from .realblur import markdown as real_markdown
@@ -138,7 +155,9 @@ def render_markdown(rep: dict) -> str:
     elif lat["settings"].get("max_time_s") is None:
         lines += ["Not measured in this run (`--no-latency`).", ""]
     else:
-        lines += [f"Timed: {lat['settings'].get('timed', '-')}. Warm-up "
+        lines += [f"Timed on {mach.get('cpu') or 'an unknown CPU'} "
+                  f"({mach.get('usable_cores', '?')} usable cores; Machine below): "
+                  f"{lat['settings'].get('timed', '-')}; lower is better. Warm-up "
                   f"{lat['settings'].get('warmup')}, rounds calibrated to "
                   f"~{lat['settings'].get('max_time_s')} s (min "
                   f"{lat['settings'].get('min_rounds')}, max {lat['settings'].get('max_rounds')}"
@@ -184,7 +203,8 @@ def render_markdown(rep: dict) -> str:
     lines += ["## Figures", ""]
     for key, title in (("latency", "Latency per backend"),
                        ("scatter", "Quality versus latency"),
-                       ("crops", "Hardest test images (lowest input PSNR)")):
+                       ("crops", "Hardest held-out images (lowest input PSNR; "
+                                 f"{held_out_label(rep)})")):
         if rep["figures"].get(key):
             lines += [f"### {title}", "", f"![{title}]({rep['figures'][key]})", ""]
     n_worst = min(4, ((rep.get("real_blur") or {}).get("pairs") or {}).get("images") or 4)
@@ -229,6 +249,23 @@ def _models_lines(s: dict) -> list[str]:
     return lines + [""]
 
 
+def _ship_lines(ship) -> list[str]:
+    """The short answer first: the reader deciding what to deploy should not have to cross
+    the tables below by hand (a report from before it existed has none)."""
+    if not ship:
+        return []
+    from .ship import HEADERS, budget_text, table_rows
+    return ["## What to ship", "",
+            f"**Answer:** {ship['answer']}.", "",
+            f"Per backend, at {ship['size']}: the model with the best mean SSIM on the "
+            "held-out set (Quality) among those that pass their checks (the quality gate and "
+            "the artifact's parity) and whose median time per frame is within "
+            f"{budget_text(ship['budget_ms'])} ms ({ship['target_fps']:g} fps, "
+            "`--target-fps`), on this machine (Machine; threads in Latency). Lower ms and "
+            "higher SSIM are better.",
+            "", _md_table(HEADERS, table_rows(ship)), ""]
+
+
 NOT_REACHED = "Not measured: the run was interrupted before any of it was finished."
 
 
@@ -250,11 +287,15 @@ def _incomplete(inc: dict) -> list[str]:
     return lines
 
 
-def _quality_lines(s: dict, q: dict, checks: list[dict]) -> list[str]:
+def _quality_lines(rep: dict) -> list[str]:
+    from .quality import real_blur_note
+
+    s, q, checks = rep["settings"], rep["quality"], rep["checks"]
     lines = [
-        f"Held-out set: {q['data']}. PSNR/SSIM (scikit-image, RGB, [0, 1]) against ground "
-        f"truth, mean over the images; {TEACHER_SSIM_MEANING} (the gate is in Checks); "
-        "parity is the worst image against the FP32 PyTorch student (gates from "
+        f"Held-out set: {q['data']}. {real_blur_note(rep)} PSNR/SSIM (scikit-image, RGB, "
+        f"[0, 1]) against ground truth, mean over the images; {TEACHER_SSIM_MEANING} (the "
+        "gate is in Checks); parity is the worst image against the FP32 PyTorch student "
+        "(gates from "
         f"`optimize.export.Thresholds`: FP32 max abs < "
         f"{q['settings']['thresholds']['fp32_max_abs']:g}, INT8/FP16 SSIM >= "
         f"{q['settings']['thresholds']['min_ssim']:g}); SSIM lost vs FP32 is what an "

@@ -32,7 +32,7 @@ import numpy as np
 from distill.data.label_cache import sha256_array
 from distill.data.sources import SourceInfo, spread
 from runtime.atomic import atomic_write_bytes
-from runtime.console import first_line
+from runtime.console import count, first_line
 from runtime.formats import FORMATS
 from distill.teacher_tiles import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
@@ -101,8 +101,10 @@ def load_pairs(data: Optional[str] = None, limit: Optional[int] = None
         pairs = spread(all_pairs, limit)
         shown = ("chelsea, coffee, rocket + dead-leaves 9000-9002, moderate and heavy blur"
                  if len(pairs) == len(all_pairs) else ", ".join(p.name for p in pairs))
-        desc = (f"embedded default, fixed test split ({len(pairs)} of {len(all_pairs)} pairs: "
-                f"{shown})")
+        # "Synthetic" in the description itself: the quality table's SSIM was read as a
+        # real-blur number, which the real-blur section (--real-pairs) alone measures.
+        desc = (f"embedded default, synthetic camera-shake blur, fixed test split "
+                f"({len(pairs)} of {len(all_pairs)} pairs: {shown})")
         return pairs, desc
     from distill.data.sources import SourceError, resolve_source
 
@@ -654,6 +656,28 @@ TEACHER_SSIM_MEANING = (f"{TEACHER_SSIM_HEADER}: a model's output against the te
 TABLE_HEADERS = ["model", "format", "backend", "precision", "PSNR dB", "SSIM",
                  TEACHER_SSIM_HEADER, "parity vs PyTorch", "SSIM lost vs FP32 (worst)",
                  "status"]
+
+
+def held_out_label(rep: dict) -> str:
+    """The held-out set in a few words, for titles and axis labels: which set, whether its blur
+    is synthetic, how many images the means are over."""
+    n = len((rep.get("quality") or {}).get("images") or [])
+    data = (rep.get("settings") or {}).get("data") or "embedded"
+    what = "embedded test split, synthetic blur" if data == "embedded" else str(data)
+    return f"{what}, {count(n, 'image')}"
+
+
+def real_blur_note(rep: dict) -> str:
+    """Where the held-out set is synthetic, what says how the models do on real blur."""
+    if ((rep.get("settings") or {}).get("data") or "embedded") != "embedded":
+        return ""
+    real = rep.get("real_blur") or {}
+    if real.get("pairs") or real.get("nogt"):
+        return ("Its blur is synthetic: the Real blur section is the measure on real camera "
+                "blur.")
+    return ("Its blur is synthetic, and this run measured no real blur (`--real-pairs DIR` "
+            "with blurred/sharp pairs, `--real-nogt` without ground truth): these numbers "
+            "may not hold on real camera blur.")
 
 
 def quality_legend(settings: dict) -> str:

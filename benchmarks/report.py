@@ -47,6 +47,7 @@ from .given import bench_students, resolve_models
 from .latency_run import missing_rows, planned_rows, run_latency
 from .machine import machine_info, peak_rss_mb
 from .markdown import render_markdown
+from .ship import ship_section
 from .quality import (DEFAULT_MIN_SSIM_RATIO, QUICK_LIMIT, QualityResult, TeacherOutputs,
                       evaluate, failed_checks, load_pairs, planned_quality_keys)
 
@@ -463,7 +464,7 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
     checks = (failed_checks(students, progress.failed) + quality.checks
               + latency_checks(latency))
     ok = all(c["passed"] for c in checks)
-    return {
+    rep = {
         "format": REPORT_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "full" if opts.full else "quick", "ok": ok, "exit_code": 0 if ok else 1,
@@ -497,6 +498,8 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
         "skipped": skipped_list(quality, latency),
         "figures": {},
     }
+    rep["ship"] = ship_section(rep)
+    return rep
 
 
 def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students, models,
@@ -530,7 +533,8 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
     elif progress.latency is None:
         progress.latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
     report = _report(opts, m, cache, students, models, teacher_out, real_limits, progress)
-    report.update(ok=False, exit_code=interrupt_exit_code(e),
+    # Picked from the rows finished, a model would be "the one to ship" for want of the others.
+    report.update(ok=False, exit_code=interrupt_exit_code(e), ship=None,
                   wall_s=round(time.perf_counter() - t_start, 1))
     report["incomplete"] = {
         "signal": signal.Signals(stop_signal(e) or signal.SIGINT).name,

@@ -1,0 +1,182 @@
+"""The report's short answer: which model to ship on each backend.
+
+A reader deciding what to deploy had to cross the quality table, the checks and a latency
+table of every size by hand. Per backend this picks, at the product's frame size, the model
+with the best held-out SSIM among those that pass their checks (the quality gate, and the
+artifact's parity) and whose median time per frame is within the budget of --target-fps; where
+none is, it says why and how far the fastest one is from the budget.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+from .latency import BACKEND_BY_KEY
+
+PRODUCT_SIZE = "1920x1080"
+GATES = ("ssim-ratio", "ssim-gain")
+
+HEADERS = ["backend", "precision", "ship", "median ms", "held-out SSIM", "why"]
+
+
+def ship_section(rep: dict) -> Optional[dict]:
+    """report.json's "ship": {"size", "target_fps", "budget_ms", "rows", "answer"}; None when
+    nothing was timed (--no-latency, or no student row measured)."""
+    lat = rep.get("latency") or {}
+    rows = [r for r in lat.get("rows") or [] if r.get("model") != "teacher"
+            and not r.get("informational")]
+    timed = [r for r in rows if r["status"] == "ok" and r.get("ms") is not None]
+    if not timed:
+        return None
+    sizes = {r["size"]: r["width"] * r["height"] for r in timed}
+    size = PRODUCT_SIZE if PRODUCT_SIZE in sizes else max(sizes, key=sizes.get)
+    target = float(rep["settings"]["target_fps"])
+    budget = 1000.0 / target
+    checks = rep.get("checks") or []
+    quality = {q["key"]: q for q in (rep.get("quality") or {}).get("rows") or []}
+    real = ((rep.get("real_blur") or {}).get("pairs") or {})
+    out = []
+    for backend in dict.fromkeys(r["backend"] for r in rows):
+        mine = [r for r in rows if r["backend"] == backend]
+        out.append(_backend_row(backend, mine, size, budget, checks, quality, real))
+    out = [r for r in out if r is not None]
+    picks = [r for r in out if r["ship"]]
+    if picks:
+        best = max(picks, key=lambda r: (r["ssim"], -r["ms"]))
+        answer = (f"{best['ship']} on {best['backend_label']}: held-out SSIM "
+                  f"{best['ssim']:.4f} at {best['ms']:.1f} ms per {size} frame, within "
+                  f"{budget_text(budget)} ms ({target:g} fps)")
+    elif slow := [r for r in out if r.get("fastest", {}).get("ssim") is not None]:
+        best = min(slow, key=lambda r: r["fastest"]["ms"])
+        f = best["fastest"]
+        answer = (f"nothing to ship for {target:g} fps at {size}: of the models that pass "
+                  f"their checks, the fastest, {f['model']} on {best['backend_label']}, takes "
+                  f"{f['ms']:.1f} ms per frame, {f['ms'] / budget:.1f}x the "
+                  f"{budget_text(budget)} ms budget")
+    else:
+        answer = (f"nothing to ship: no model timed at {size} passes its checks (the quality "
+                  "gate and parity: see Checks)")
+    return {"size": size, "target_fps": target, "budget_ms": round(budget, 3),
+            "ranked_by": "mean SSIM to ground truth on the held-out set (quality table)",
+            "rows": out, "answer": answer}
+
+
+def _backend_row(backend: str, rows: list[dict], size: str, budget: float, checks: list[dict],
+                 quality: dict, real: dict) -> Optional[dict]:
+    spec = BACKEND_BY_KEY.get(backend)
+    label = rows[0].get("backend_label") or backend
+    at_size = [r for r in rows if r["size"] == size]
+    row = {"backend": backend, "backend_label": label,
+           "precision": (spec.precision if spec else rows[0].get("precision") or "-"),
+           "ship": None, "ms": None, "ssim": None, "why": ""}
+    ok = [r for r in at_size if r["status"] == "ok" and r.get("ms") is not None]
+    if not ok:
+        if all(r["status"] == "skipped" for r in rows):
+            return None   # not run here (no TensorRT): the Skipped section says why
+        others = sorted({r["size"] for r in rows if r["status"] == "ok"})
+        reasons = sorted({f"{_name(r)}: {r['status']}: {r['reason']}" for r in at_size
+                          if r["status"] != "ok"})
+        row["why"] = (f"not timed at {size}" + (f" (timed at {', '.join(others)} only)"
+                                                if others else "")
+                      + (f"; {'; '.join(reasons)}" if reasons else ""))
+        return row
+    passing, failing = [], []
+    for r in ok:
+        q = quality.get(_quality_key(r))
+        failed = _failed_checks(r, checks)
+        if q is None or q.get("ssim") is None:
+            failing.append((r, "no held-out SSIM measured"))
+        elif failed:
+            failing.append((r, failed))
+        else:
+            passing.append((r, q["ssim"]))
+    fits = [(r, s) for r, s in passing if r["ms"] <= budget]
+    not_timed = sorted({_name(r) for r in at_size if r["status"] != "ok"})
+    # The models left out, each with why: a faster one failing its checks is not "slower".
+    tail = "".join(f"; left out: {_name(f)} ({why})" for f, why in failing) if passing else ""
+    tail += (f"; not timed at {size}: {', '.join(not_timed)} (see Latency)" if not_timed
+             else "")
+    if fits:
+        r, s = max(fits, key=lambda rs: (rs[1], -rs[0]["ms"]))
+        others = len(fits) - 1
+        row.update(ship=_name(r), ms=r["ms"], ssim=s,
+                   why=(f"best held-out SSIM of the {len(fits)} within budget" if others
+                        else "the only one within budget that passes its checks"))
+        if (gain := _real_gain(r, real)) is not None:
+            row["real_blur_ssim_gain"] = gain
+            row["why"] += f"; real-blur SSIM gain {gain:+.4f} (PyTorch FP32)"
+        row["why"] += tail
+        return row
+    if passing:
+        r, s = min(passing, key=lambda rs: rs[0]["ms"])
+        row["fastest"] = {"model": _name(r), "ms": r["ms"], "ssim": s}
+        row["why"] = (f"none within {budget_text(budget)} ms; the fastest that passes its "
+                      f"checks, {_name(r)}, takes {r['ms']:.1f} ms "
+                      f"({r['ms'] / budget:.1f}x the budget)" + tail)
+        return row
+    r = min(ok, key=lambda r: r["ms"])
+    row["why"] = ("none passes its checks: " + "; ".join(
+        f"{_name(f)} ({why})" for f, why in failing)
+        + f"; the fastest, {_name(r)}, takes {r['ms']:.1f} ms "
+          f"({r['ms'] / budget:.1f}x the budget)" + tail)
+    row["fastest"] = {"model": _name(r), "ms": r["ms"]}
+    return row
+
+
+def budget_text(v: float) -> str:
+    """A budget in ms: 33.3, but 0.01 for a target of 100000 fps, not 0.0."""
+    return f"{v:.1f}" if v >= 1 else f"{v:.2g}"
+
+
+def _name(r: dict) -> str:
+    return r.get("given") or r.get("student") or r["model"]
+
+
+def _quality_key(r: dict) -> str:
+    if r.get("given"):
+        return r["given"]
+    return f"{r['student']}/{r.get('format') or 'pytorch'}"
+
+
+def _failed_checks(r: dict, checks: list[dict]) -> str:
+    """What keeps a latency row's model from shipping: its student's quality gate (that of
+    the file, for --model), its artifact's parity, or its export; "" when all passed. A model
+    with no gate check at all (an interrupted run) is not shipped either."""
+    gate_key = r["given"] if r.get("given") else f"{r['student']}/pytorch"
+    own = [c for c in checks if c.get("model") in (gate_key, _quality_key(r), r.get("student"))]
+    gates = [c for c in own if c["check"] in GATES and c.get("model") == gate_key]
+    why = []
+    if not gates:
+        why.append("its quality gate did not run")
+    for c in own:
+        if c["passed"]:
+            continue
+        if c["check"] in GATES:
+            short = c.get("threshold")
+            why.append("quality gate failed" + (
+                f": SSIM {c['value']:.4f} < {short:.4f}" if short is not None
+                and c.get("value") is not None else ""))
+        elif c["check"] == "parity" and c.get("model") == _quality_key(r):
+            why.append("parity failed" + (f": {c['metric']} {c['value']:.4g} vs {c['threshold']:g}"
+                                          if c.get("value") is not None else ""))
+        elif c["check"] == "student":
+            why.append("its export failed")
+    return ", ".join(dict.fromkeys(why))
+
+
+def _real_gain(r: dict, real: dict) -> Optional[float]:
+    """The student's SSIM gain over the blurred input on the real blur/sharp pairs (run in
+    PyTorch FP32), where the run had them: the held-out set may be synthetic blur."""
+    d = real.get(_name(r))
+    return d.get("ssim_gain") if isinstance(d, dict) else None
+
+
+def table_rows(ship: dict) -> list[list[str]]:
+    return [[r["backend_label"], str(r["precision"]).upper(), r["ship"] or "none",
+             "-" if r["ms"] is None else f"{r['ms']:.1f}",
+             "-" if r["ssim"] is None else f"{r['ssim']:.4f}", r["why"]]
+            for r in ship["rows"]]
+
+
+def title(ship: dict) -> str:
+    return (f"what to ship at {ship['size']} (budget {budget_text(ship['budget_ms'])} ms per "
+            f"frame = {ship['target_fps']:g} fps; lower ms and higher SSIM are better)")
