@@ -103,7 +103,9 @@ def _backend_row(backend: str, rows: list[dict], size: str, budget: float, check
                         else "the only one within budget that passes its checks"))
         if (gain := _real_gain(r, real)) is not None:
             row["real_blur_ssim_gain"] = gain
-            row["why"] += f"; real-blur SSIM gain {gain:+.4f} (PyTorch FP32)"
+            # The real-blur sets run a student's checkpoint, but a --model file itself.
+            row["why"] += (f"; real-blur SSIM gain {gain:+.4f} "
+                           + ("(the file itself)" if r.get("given") else "(PyTorch FP32)"))
         row["why"] += tail
         return row
     if passing:
@@ -164,8 +166,9 @@ def _failed_checks(r: dict, checks: list[dict]) -> str:
 
 
 def _real_gain(r: dict, real: dict) -> Optional[float]:
-    """The student's SSIM gain over the blurred input on the real blur/sharp pairs (run in
-    PyTorch FP32), where the run had them: the held-out set may be synthetic blur."""
+    """The model's SSIM gain over the blurred input on the real blur/sharp pairs (a student's
+    checkpoint in PyTorch FP32, a --model file as itself), where the run had them: the
+    held-out set it is ranked on may be synthetic blur."""
     d = real.get(_name(r))
     return d.get("ssim_gain") if isinstance(d, dict) else None
 

@@ -1818,6 +1818,26 @@ def test_model_files_are_measured_as_rows(env, good_run, model_run):
     assert set(rep["figures"]) == {"latency", "scatter", "crops"}
 
 
+def test_what_to_ship_takes_model_files_by_their_name(model_run):
+    """A --model file is a candidate as the students are: under its name, gated on its own
+    SSIM check, with its real-blur gain; a file this machine cannot run gets no row."""
+    from benchmarks.ship import ship_section
+
+    _, rep, _, _ = model_run
+    rep = json.loads(json.dumps(rep))
+    rep["settings"]["target_fps"] = 1.0   # a budget its row meets whatever this machine's load
+    ship = ship_section(rep)
+    assert [r["backend"] for r in ship["rows"]] == ["ort-fp32"], ship["rows"]
+    (row,) = ship["rows"]
+    lat = next(r for r in rep["latency"]["rows"] if r.get("given") == "deployed")
+    quality = next(r for r in rep["quality"]["rows"] if r["key"] == "deployed")
+    assert (row["ship"], row["ms"], row["ssim"]) == ("deployed", lat["ms"], quality["ssim"])
+    gain = rep["real_blur"]["pairs"]["deployed"]["ssim_gain"]
+    assert row["real_blur_ssim_gain"] == gain
+    # run as the file itself there too, not as a student's PyTorch checkpoint
+    assert f"real-blur SSIM gain {gain:+.4f} (the file itself)" in row["why"], row["why"]
+
+
 def test_a_model_only_run_reports_the_memory_of_the_stages_it_ran(env, good_run, model_run):
     """Without --weights nothing is exported: the report's peak memory has no export stage
     (it was the RSS after loading the --model files, under a stage that did not run)."""
