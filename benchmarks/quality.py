@@ -642,6 +642,9 @@ def format_table(result: QualityResult) -> list[list[str]]:
         if " (" in reason and not reason.startswith("("):
             reason = reason.split(" (")[0]   # the advice in parentheses stays in the JSON
         status = r["status"] if r["status"] == "ok" else f"{r['status']}: {reason}"
+        if r["status"] == "ok" and par and not par["passed"]:
+            # "ok" (measured) beside a parity FAIL read as fit to deploy.
+            status = "parity FAILED: do not deploy"
         drop = f"{par['ssim_drop']:.4f}" if par and par.get("ssim_drop") is not None else "-"
         out.append([r["model"], r["format"], r["backend"], precision_label(r),
                     f(r["psnr"], 2), f(r["ssim"]), f(r["ssim_teacher"]), ptxt, drop, status])

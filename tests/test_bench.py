@@ -13,6 +13,7 @@ import dataclasses
 import io
 import json
 import os
+import re
 import shlex
 import shutil
 import subprocess
@@ -212,6 +213,33 @@ def test_quality_table_says_what_ssim_to_the_teacher_is(good_run, capsys):
     gain = quality_legend({"min_ssim_ratio": None, "min_ssim_gain": 0.5})
     assert "gate: student's SSIM gain over the blurred input >= 0.5 x the teacher's " \
            "(--min-ssim-gain)" in gain
+
+
+def test_a_row_failing_parity_is_not_ok_in_the_quality_table(good_run, capsys):
+    """The quality table's status said "ok" (it was measured) on a row whose parity column
+    said FAIL (edge in TFLite INT8 in a real run): read as fit to deploy. The JSON's status
+    stays "ok" (measured) for its readers; the tables say the parity failed."""
+    from benchmarks.cli import _print_summary
+    from benchmarks.markdown import render_markdown
+
+    _, report = good_run
+    report = json.loads(json.dumps(report))
+    [row] = [r for r in report["quality"]["rows"] if r["key"] == "good/onnx"]
+    assert row["status"] == "ok" and row["parity"]["passed"], row
+    row["parity"]["passed"] = False   # as a failing artifact's row is written
+    for c in report["checks"]:
+        if c["check"] == "parity" and c["model"] == "good/onnx":
+            c["passed"] = False
+    md = render_markdown(report)
+    [line] = [ln for ln in md.splitlines() if ln.startswith("| student good | onnx |")]
+    assert " FAIL |" in line and line.endswith("| parity FAILED: do not deploy |"), line
+    [other] = [ln for ln in md.splitlines() if ln.startswith("| student good | pytorch |")]
+    assert other.endswith("| ok |"), other
+    capsys.readouterr()
+    _print_summary(report)
+    # the table's cells wrap: read them without the borders and the line breaks
+    term = " ".join(re.sub("[\u2502\u2503]", " ", capsys.readouterr().out).split())
+    assert "FAIL" in term and "parity FAILED: do not deploy" in term, term
 
 
 @pytest.fixture(scope="module")
