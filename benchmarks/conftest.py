@@ -558,9 +558,11 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
                 + (f"  {sp:.0f}x teacher" if sp else "") + (f"  ({r['note']})"
                                                           if r.get("note") else ""))
     if ctx._quality is not None:
-        from benchmarks.quality import TABLE_HEADERS, format_table
+        from benchmarks.quality import TABLE_HEADERS, format_table, held_out_label
 
-        tr.section("sharpen quality (mean over held-out images)")
+        # As `sharpen bench`'s title: the embedded set's blur is synthetic, not real blur.
+        held_out = {"settings": {"data": ctx.data}, "quality": {"images": ctx._quality.images}}
+        tr.section(f"sharpen quality: mean over the held-out set ({held_out_label(held_out)})")
         tr.write_line(ctx._quality.data)
         rows = [TABLE_HEADERS] + format_table(ctx._quality)
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(TABLE_HEADERS))]

@@ -2062,6 +2062,8 @@ def test_a_latency_test_alone_does_not_put_its_student_in_the_quality_evaluation
                         "--stream-frames", "0", "--benchmark-json", str(tmp_path / "b.json"),
                         expect=0)
     assert "2 passed" in out, out
+    # the user's set is named as it is, claimed neither synthetic nor real
+    assert f"sharpen quality: mean over the held-out set ({env / 'pairs'}, 3 images)" in out
     assert not list((tmp_path / "cache").glob("student-good*")), out   # nothing exported
     assert "student good" not in out.split("sharpen quality")[1], out
     assert "students with no selected quality test, not evaluated: good" in out, out
@@ -2069,6 +2071,17 @@ def test_a_latency_test_alone_does_not_put_its_student_in_the_quality_evaluation
     assert {r["key"] for r in saved["sharpen_quality"]["rows"]} == {"input", "teacher"}
     [timed] = saved["benchmarks"]
     assert timed["extra_info"]["backend"] == "pytorch" and "quality" not in timed["extra_info"]
+
+
+def test_the_suite_summary_says_the_held_out_set_is_synthetic_blur(env, tmp_path):
+    """`pytest benchmarks/`'s quality summary was titled "mean over held-out images" when
+    `sharpen bench`'s title said the embedded set's blur is synthetic: its SSIM read as a
+    real-blur number there."""
+    _, out = _run_suite("-k", "test_reference_rows", "--students", str(env / "student-good.pt"),
+                        "--teacher-weights", str(env / "teacher.pt"), "--limit", "1",
+                        "--cache", str(tmp_path / "cache"), expect=0)
+    assert ("sharpen quality: mean over the held-out set (embedded test split, synthetic "
+            "blur, 1 image)") in out, out
 
 
 def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
