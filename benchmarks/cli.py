@@ -11,7 +11,7 @@ from pathlib import Path
 from runtime.cli_errors import cli_error, missing_dependency, one_line, raise_if_interrupted
 from runtime.console import count, print_table, report_fatal_errors
 
-from .options import SCHEMA, add_to_argparse
+from .options import DEFAULT_CPU_TARGET_FPS, SCHEMA, add_to_argparse
 
 _DEFAULTS = {o.dest: o.default for o in SCHEMA}
 
@@ -81,6 +81,11 @@ def add_commands(sub) -> None:
                         "folders of images (several may be given; the real-blur limit is "
                         "spread over all of them): side-by-side crops and each model's PSNR "
                         "to the teacher's output in the report")
+    p.add_argument("--cpu-target-fps", type=float, default=DEFAULT_CPU_TARGET_FPS,
+                   metavar="FPS",
+                   help="frame rate the report's what-to-ship pick must reach on a backend "
+                        "that runs on the CPU (default 10: a CPU student's target at 1080p); "
+                        "on a GPU (TensorRT, CUDA) it is --target-fps")
     add_gate_options(p)
     p.add_argument("--no-latency", action="store_true",
                    help="quality only (no timing)")
@@ -94,6 +99,7 @@ def options_from_args(args: argparse.Namespace):
 
     ratio, gain = resolve_gate(args)
     return BenchOptions(out=args.out, full=args.full, target_fps=args.target_fps,
+                        cpu_target_fps=args.cpu_target_fps,
                         students=args.students, models=args.models,
                         teacher_weights=args.teacher_weights,
                         teacher_config=args.teacher_config, data=args.data,
@@ -121,7 +127,8 @@ def run_bench_cmd(args) -> int:
         return fail(missing_dependency("bench", e))
     timing = (("--sizes", args.sizes is not None),
               ("--stream-frames", args.stream_frames is not None),
-              ("--target-fps", args.target_fps != _DEFAULTS["target_fps"]))
+              ("--target-fps", args.target_fps != _DEFAULTS["target_fps"]),
+              ("--cpu-target-fps", args.cpu_target_fps != DEFAULT_CPU_TARGET_FPS))
     if args.no_latency and (idle := [f for f, given in timing if given]):
         print(f"warning: {', '.join(idle[:-1])}{' and ' if len(idle) > 1 else ''}{idle[-1]} "
               f"ha{'ve' if len(idle) > 1 else 's'} no effect with --no-latency (nothing is "

@@ -254,15 +254,14 @@ def _ship_lines(ship) -> list[str]:
     the tables below by hand (a report from before it existed has none)."""
     if not ship:
         return []
-    from .ship import HEADERS, budget_text, table_rows
+    from .ship import HEADERS, budgets_text, table_rows
     return ["## What to ship", "",
             f"**Answer:** {ship['answer']}.", "",
             f"Per backend, at {ship['size']}: the model with the best mean SSIM on the "
             "held-out set (Quality) among those that pass their checks (the quality gate and "
-            "the artifact's parity) and whose median time per frame is within "
-            f"{budget_text(ship['budget_ms'])} ms ({ship['target_fps']:g} fps, "
-            "`--target-fps`), on this machine (Machine; threads in Latency). Lower ms and "
-            "higher SSIM are better.",
+            "the artifact's parity) and whose median time per frame is within its budget "
+            f"({budgets_text(ship)}), on this machine (Machine; threads in Latency). Lower "
+            "ms and higher SSIM are better.",
             "", _md_table(HEADERS, table_rows(ship)), ""]
 
 

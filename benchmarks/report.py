@@ -46,6 +46,7 @@ from .figures import write_figures
 from .given import bench_students, resolve_models
 from .latency_run import missing_rows, planned_rows, run_latency
 from .machine import machine_info, peak_rss_mb
+from .options import DEFAULT_CPU_TARGET_FPS
 from .markdown import render_markdown
 from .ship import ship_section
 from .quality import (DEFAULT_MIN_SSIM_RATIO, QUICK_LIMIT, QualityResult, TeacherOutputs,
@@ -59,6 +60,8 @@ class BenchOptions:
     out: str
     full: bool = False
     target_fps: float = 30.0
+    # The what-to-ship budget of a backend on a CPU (--target-fps: on a GPU, and the tables').
+    cpu_target_fps: float = DEFAULT_CPU_TARGET_FPS
     students: Optional[Sequence[str]] = None
     # Exported models measured as they are (--model); without students, only these.
     models: Optional[Sequence[str]] = None
@@ -83,7 +86,8 @@ class BenchOptions:
     quiet: bool = False
 
     # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
-    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs"}
+    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs",
+                 "cpu_target_fps": "--cpu-target-fps"}
 
     def to_argv(self, pytest: bool = False) -> list[str]:
         """The `sharpen bench` arguments that rebuild these options (defaults left out); with
@@ -285,8 +289,10 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     rerun = (out / "report.json").exists() or (out / "report.previous.json").exists()
     say = Console(opts.quiet)
     t_start = time.perf_counter()
-    if not 0 < opts.target_fps < math.inf:   # NaN fails this too; `<= 0` let it through
-        raise BenchError(f"--target-fps must be a finite number > 0, got {opts.target_fps:g}")
+    for flag, fps in (("--target-fps", opts.target_fps),
+                      ("--cpu-target-fps", opts.cpu_target_fps)):
+        if not 0 < fps < math.inf:   # NaN fails this too; `<= 0` let it through
+            raise BenchError(f"{flag} must be a finite number > 0, got {fps:g}")
     if opts.stream_frames is not None and opts.stream_frames < 0:
         # -1 reached the video writer and came back as a false "OpenCV cannot write" row.
         raise BenchError(f"--stream-frames must be >= 0 (0 skips the streaming row), got "
@@ -468,7 +474,7 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
         "format": REPORT_FORMAT,
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "mode": "full" if opts.full else "quick", "ok": ok, "exit_code": 0 if ok else 1,
-        "settings": {"target_fps": opts.target_fps,
+        "settings": {"target_fps": opts.target_fps, "cpu_target_fps": opts.cpu_target_fps,
                      "min_ssim_ratio": None if opts.min_ssim_gain is not None
                      else opts.min_ssim_ratio, "min_ssim_gain": opts.min_ssim_gain,
                      "limit": m["limit"], "data": opts.data or "embedded",

@@ -245,11 +245,11 @@ def test_a_row_failing_parity_is_not_ok_in_the_quality_table(good_run, capsys):
 @pytest.fixture(scope="module")
 def ship_run(env, good_run):
     """The good student and the bad one (black output: it fails the quality gate), both timed
-    at one size on ONNX Runtime and PyTorch, with a budget either meets (--target-fps 1:
-    1000 ms per frame), so that only the checks tell them apart."""
+    at one size on ONNX Runtime and PyTorch, on the CPU, with a budget either meets
+    (--cpu-target-fps 1: 1000 ms per frame), so that only the checks tell them apart."""
     rc = _bench(env, "ship", "--students", str(env / "student-good.pt"),
                 str(env / "student-bad.pt"), "--formats", "onnx", "--sizes", "160x96",
-                "--stream-frames", "0", "--target-fps", "1")
+                "--stream-frames", "0", "--cpu-target-fps", "1")
     return rc, json.loads((env / "ship" / "report.json").read_text())
 
 
@@ -264,16 +264,19 @@ def test_the_report_says_what_to_ship_on_each_backend(env, ship_run, capsys):
     quality table, the checks and the latency table of every size by hand (and could take a
     fast student failing its gate for the answer). Now report.json, report.md and the terminal
     give it: per backend, the best held-out SSIM among the models passing their checks within
-    the --target-fps budget, and the models left out with why."""
+    the budget (--cpu-target-fps on the CPU), and the models left out with why."""
     from benchmarks.cli import _print_summary
     from benchmarks.markdown import render_markdown
 
     rc, report = ship_run
     assert rc == 1   # the bad student fails its gate
     ship = report["ship"]
-    assert (ship["size"], ship["budget_ms"], ship["target_fps"]) == ("160x96", 1000.0, 1.0)
+    assert (ship["size"], ship["cpu_target_fps"], ship["target_fps"]) == ("160x96", 1.0, 30.0)
     rows = {r["backend"]: r for r in ship["rows"]}
     assert set(rows) == {"pytorch", "ort-fp32"}, rows   # TensorRT was not run here
+    assert all((r["device"], r["budget_ms"]) == ("CPU", 1000.0) for r in rows.values()), rows
+    assert any("sharpen bench " in c and "--cpu-target-fps 1 " in c
+               for c in report["commands"]), report["commands"]
     quality = {q["key"]: q["ssim"] for q in report["quality"]["rows"]}
     for backend, fmt in (("pytorch", "pytorch"), ("ort-fp32", "onnx")):
         r = rows[backend]
@@ -284,49 +287,90 @@ def test_the_report_says_what_to_ship_on_each_backend(env, ship_run, capsys):
     best = max(rows.values(), key=lambda r: (r["ssim"], -r["ms"]))
     assert ship["answer"].startswith(f"good on {best['backend_label']}: held-out SSIM "
                                      f"{best['ssim']:.4f} at {best['ms']:.1f} ms per 160x96 "
-                                     "frame, within 1000.0 ms (1 fps)"), ship["answer"]
+                                     "frame, within 1000.0 ms (1 fps, the CPU target, "
+                                     "--cpu-target-fps); not timed at 1920x1080, the product's "
+                                     "size"), ship["answer"]
     md = (env / "ship" / "report.md").read_text()
     assert md == render_markdown(report)
     assert md.index("## What to ship") < md.index("## Checks")
     assert f"**Answer:** {ship['answer']}." in md
     for r in rows.values():
-        assert (f"| {r['backend_label']} | FP32 | good | {r['ms']:.1f} | {r['ssim']:.4f} | "
-                in md), md
+        assert (f"| {r['backend_label']} | FP32 | good | {r['ms']:.1f} | 1000.0 (1 fps, CPU) | "
+                f"{r['ssim']:.4f} | " in md), md
     capsys.readouterr()
     _print_summary(report)
     term = capsys.readouterr().out
     assert f"what to ship: {ship['answer']}" in term.splitlines()
 
 
-def test_what_to_ship_says_how_far_the_fastest_is_from_the_budget(ship_run):
+def test_what_to_ship_says_how_far_the_fastest_is_from_the_budget(ship_run, capsys):
     """With no model within the budget, the answer is "nothing", with the fastest that passes
-    its checks and how many times the budget it takes; with none passing, that none does."""
+    its checks and how many times the budget it takes; with none passing, that none does.
+    The terminal said "what to ship: nothing to ship: ..."."""
+    from benchmarks.cli import _print_summary
     from benchmarks.ship import ship_section
 
     _, report = ship_run
     report = json.loads(json.dumps(report))
-    report["settings"]["target_fps"] = 100000.0   # 0.01 ms per frame: nothing is that fast
+    report["settings"]["cpu_target_fps"] = 100000.0   # 0.01 ms per frame: nothing is that fast
     ship = ship_section(report)
     assert all(r["ship"] is None for r in ship["rows"]), ship["rows"]
     fastest = min(ship["rows"], key=lambda r: r["fastest"]["ms"])
     ms = _latency_ms(report, "good", fastest["backend"])
     assert fastest["fastest"] == {"model": "good", "ms": ms, "ssim": fastest["fastest"]["ssim"]}
     assert ship["answer"] == (
-        f"nothing to ship for 100000 fps at 160x96: of the models that pass their checks, the "
-        f"fastest, good on {fastest['backend_label']}, takes {ms:.1f} ms per frame, "
-        f"{ms / 0.01:.1f}x the 0.01 ms budget")
+        "nothing within its budget at 160x96: of the models that pass their checks, the "
+        f"nearest, good on {fastest['backend_label']}, takes {ms:.1f} ms per frame, "
+        f"{ms / 0.01:.1f}x the 0.01 ms budget (100000 fps, the CPU target, --cpu-target-fps); "
+        "not timed at 1920x1080, the product's size")
     assert f"none within 0.01 ms; the fastest that passes its checks, good, takes {ms:.1f} " \
         in fastest["why"]
+    report["ship"] = ship
+    capsys.readouterr()
+    _print_summary(report)
+    assert f"what to ship: {ship['answer']}" in capsys.readouterr().out.splitlines()
     for c in report["checks"]:   # the good student failing its gate too
         if c["model"] == "good/pytorch":
             c["passed"] = False
-    report["settings"]["target_fps"] = 1.0
+    report["settings"]["cpu_target_fps"] = 1.0
     ship = ship_section(report)
-    assert ship["answer"] == ("nothing to ship: no model timed at 160x96 passes its checks "
-                              "(the quality gate and parity: see Checks)")
+    assert ship["answer"] == ("nothing: no model timed at 160x96 passes its checks (the "
+                              "quality gate and parity: see Checks); not timed at 1920x1080, "
+                              "the product's size")
     for r in ship["rows"]:
         assert r["ship"] is None and r["why"].startswith("none passes its checks: ")
         assert "good (quality gate failed: SSIM" in r["why"], r["why"]
+
+
+def test_what_to_ship_judges_a_cpu_backend_on_the_cpu_target(env, ship_run, good_run):
+    """One --target-fps (default 30, the Jetson's real time) judged every backend: on a CPU,
+    where a student's target is 10 fps at 1080p, the answer was "nothing to ship" where README
+    ships `fast` in TFLite INT8. A backend on the CPU is judged on --cpu-target-fps (default
+    10), one on a GPU (TensorRT, CUDA) on --target-fps."""
+    from benchmarks.ship import on_gpu, ship_section
+
+    _, report = ship_run
+    report = json.loads(json.dumps(report))
+    report["settings"]["target_fps"] = 100000.0   # no CPU row is judged on it
+    ship = ship_section(report)
+    assert [r["ship"] for r in ship["rows"]] == ["good", "good"], ship["rows"]
+    assert ship["answer"].startswith("good on "), ship["answer"]
+    _, default = good_run   # no --cpu-target-fps: 10 fps, 100 ms per frame
+    assert default["settings"]["cpu_target_fps"] == 10.0
+    assert {(r["device"], r["target_fps"], r["budget_ms"]) for r in default["ship"]["rows"]} \
+        == {("CPU", 10.0, 100.0)}, default["ship"]["rows"]
+    # where a row ran on a GPU, --target-fps is its budget
+    row = next(r for r in report["latency"]["rows"] if r["backend"] == "ort-fp32")
+    assert not on_gpu(row), row["provider"]
+    for r in report["latency"]["rows"]:
+        if r["backend"] == "ort-fp32":
+            r["provider"] = "CUDAExecutionProvider"
+    report["settings"]["target_fps"] = 1.0
+    report["settings"]["cpu_target_fps"] = 100000.0
+    rows = {r["backend"]: r for r in ship_section(report)["rows"]}
+    assert (rows["ort-fp32"]["device"], rows["ort-fp32"]["ship"]) == ("GPU", "good"), rows
+    assert (rows["pytorch"]["device"], rows["pytorch"]["ship"]) == ("CPU", None), rows
+    assert on_gpu({"backend": "trt-fp16", "provider": None})
 
 
 def test_the_report_says_the_held_out_set_is_synthetic_blur(env, good_run, capsys):
@@ -732,6 +776,8 @@ def test_bad_numbers_and_refused_teacher_weights_stop_the_bench_before_any_expor
     for extra, says in ((["--stream-frames", "-1"], "--stream-frames must be >= 0"),
                         (["--target-fps", "nan"], "--target-fps must be a finite number > 0"),
                         (["--target-fps", "inf"], "--target-fps must be a finite number > 0"),
+                        (["--cpu-target-fps", "0"],
+                         "--cpu-target-fps must be a finite number > 0, got 0"),
                         (["--teacher-weights", str(evil)], "refuses to unpickle")):
         rc = _bench(env, "never-made", "--students", str(env / "student-good.pt"), "--formats",
                     "onnx", "--cache", str(cache), *extra)
@@ -886,7 +932,7 @@ def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
     ["--out", "b"],
     ["--out", "b", "--full", "--weights", "x.pt", "y.pt", "--min-ssim-gain", "0.2",
      "--real-pairs", "reds", "--real-nogt", "nogt", "--threads", "2", "--no-latency",
-     "--sizes", "640x360", "--target-fps", "25"],
+     "--sizes", "640x360", "--target-fps", "25", "--cpu-target-fps", "12.5"],
     ["--out", "b", "--real-nogt", "a frame.png", "day1", "--limit", "3"],
     ["--out", "b", "--min-ssim-ratio", "0.9", "--limit", "3", "--formats", "onnx"],
     ["--out", "b", "--formats", "tflite-int8", "--float-layers", "dec.1,head"],
@@ -1853,7 +1899,8 @@ def test_what_to_ship_takes_model_files_by_their_name(model_run):
 
     _, rep, _, _ = model_run
     rep = json.loads(json.dumps(rep))
-    rep["settings"]["target_fps"] = 1.0   # a budget its row meets whatever this machine's load
+    # a budget its row meets whatever this machine's load
+    rep["settings"]["target_fps"] = rep["settings"]["cpu_target_fps"] = 1.0
     ship = ship_section(rep)
     assert [r["backend"] for r in ship["rows"]] == ["ort-fp32"], ship["rows"]
     (row,) = ship["rows"]
