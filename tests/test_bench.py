@@ -1639,6 +1639,10 @@ def test_timing_options_with_no_latency_are_said_to_do_nothing(tmp_path, capsys)
                     "--no-latency", "--target-fps", "10", "--quiet"])
     assert ("warning: --target-fps has no effect with --no-latency") in capsys.readouterr().err
     bench_cli.main(["--out", str(tmp_path / "b"), "--weights", str(tmp_path / "nowhere.pt"),
+                    "--no-latency", "--target-fps", "10", "--cpu-target-fps", "5", "--quiet"])
+    assert ("warning: --target-fps and --cpu-target-fps have no effect with --no-latency"
+            in capsys.readouterr().err)
+    bench_cli.main(["--out", str(tmp_path / "b"), "--weights", str(tmp_path / "nowhere.pt"),
                     "--no-latency", "--quiet"])
     assert "warning" not in capsys.readouterr().err
 
