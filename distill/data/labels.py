@@ -7,8 +7,10 @@ every blurred input at its full resolution and writes
     DIR/frames/<name>.png     the decoded input frame, for video sources only (training reads it)
     DIR/manifest.json         one entry per input (see `LabelRun._entry`)
 
-Every file is written atomically (temp file + rename) and the manifest is rewritten after each
-image, so an interrupted run loses at most the image in flight. A re-run skips entries whose input
+Every file is written atomically (temp file + rename) and each image's entry is appended to
+DIR/manifest.journal.jsonl once its label is in place (read with the manifest, folded into it
+as it grows and when the run ends), so an interrupted run, even a killed one, loses at most the
+image in flight. A re-run skips entries whose input
 hash, teacher (weights hash and architecture) and tile settings match and whose label exists.
 With --hold-out, each of the two caches takes such a label from the other (a hard link, else a
 copy) for a sample that moved to it, rather than running the teacher again.
@@ -44,7 +46,7 @@ from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overl
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
-                          describe_maker, label_maker, made_on,
+                          append_journal, describe_maker, label_maker, made_on,
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
                           read_run_record, write_manifest, write_run_record)
@@ -489,6 +491,8 @@ class LabelRun:
         # An interrupted run's entries in this rank's shard: this run skips their labels as up
         # to date, so its shard must keep them (rewritten with only this run's, they were lost).
         self.inherited = read_manifest_entries(self.target) if dist.world > 1 else {}
+        self.journaled = 0   # entries appended to the journal since the manifest was rewritten
+        self.rewrites = 0    # of the manifest by this run (a run of n labels: O(log n))
 
     # One entry per input; see the module docstring for the files it points to.
     def _entry(self, sample: Sample, input_hash: str, **extra) -> dict:
@@ -678,25 +682,61 @@ class LabelRun:
                         "new --out")
         return said
 
-    def _save(self, staged: Optional[list[tuple[Path, Path]]] = None) -> None:
-        """The manifest with this run's entries; `staged`: (temp file, final name) pairs of
-        the files of the entry just made, renamed into place first."""
+    def _save(self, staged: Optional[list[tuple[Path, Path]]] = None,
+              entries: Optional[dict[str, dict]] = None) -> None:
+        """`entries`, this run's newest, appended to the manifest's journal; `staged`: (temp
+        file, final name) pairs of the files of the entry just made, renamed into place first.
+        The manifest itself is rewritten (the journal folded in) once the journal has grown by
+        half the manifest's entries, and when the run ends (`flush`): a run of n labels writes
+        O(n) entries in all, where rewriting it per label wrote n^2/2 (4,000 labels of 16x16
+        images: 601 s, 1,000: 43 s). A kill loses no entry: the journal is read with it."""
         if self.dist.world == 1:
-            # Another run may write the same folder: re-read under the lock and merge, so no
-            # entry is lost to a last-writer-wins rewrite. The files go in place under the
-            # lock too, and the entry is dated then: two runs (other teachers) labelling one
-            # name left one run's label under the other's entry, when the other's label and
-            # entry went in between this run's label and its entry. Now the newest entry,
-            # which the merge keeps, is the one of the file renamed last.
+            # Another run may write the same folder: its entries go to the same journal, and a
+            # rewrite re-reads both under the lock and merges, so no entry is lost to a
+            # last-writer-wins rewrite. The files go in place under the lock too, and the
+            # entry is dated then: two runs (other teachers) labelling one name left one run's
+            # label under the other's entry, when the other's label and entry went in between
+            # this run's label and its entry. Now the newest entry, which the merge keeps, is
+            # the one of the file renamed last.
             with _manifest_lock(self.out_dir):
                 self._put_in_place(staged or [])
-                on_disk = read_manifest_entries(self.target)
-                self.known = merge_entries(on_disk, self.known, self.touched)
-                write_manifest(self.out_dir, self.known, self.target)
+                self._journal(entries or {})
         else:   # the ranks of a run label names of their own
             self._put_in_place(staged or [])
+            self._journal(entries or {})
+
+    def _journal(self, entries: dict[str, dict]) -> None:
+        """(Under the manifest lock where runs share the file.)"""
+        if entries:
+            append_journal(self.target, entries)
+            self.journaled += len(entries)
+        if self.journaled and self.journaled >= len(self.known) // 2:
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        """The manifest rewritten whole, its journal folded in (under the manifest lock where
+        runs share the file)."""
+        if self.dist.world == 1:
+            self.known = merge_entries(read_manifest_entries(self.target), self.known,
+                                       self.touched)
+            write_manifest(self.out_dir, self.known, self.target)
+        else:
             write_manifest(self.out_dir, merge_entries(self.inherited, self.touched),
                            self.target)
+        self.journaled = 0
+        self.rewrites += 1
+
+    def flush(self) -> None:
+        """The manifest rewritten with what this run journaled since its last rewrite: at the
+        run's end, however it ends, so that manifest.json is whole for an older version of
+        this program (which reads no journal)."""
+        if not self.journaled:
+            return
+        if self.dist.world == 1:
+            with _manifest_lock(self.out_dir):
+                self._rewrite()
+        else:
+            self._rewrite()
 
     def _put_in_place(self, staged: list[tuple[Path, Path]]) -> None:
         """The staged files renamed into place, and the entry they belong to dated now."""
@@ -716,7 +756,7 @@ class LabelRun:
         self.touched[name] = entry
         self.known[name] = entry
         try:
-            self._save(staged)
+            self._save(staged, {name: entry})
         finally:
             for tmp, _ in staged or ():   # not renamed: an error or Ctrl-C came first
                 with contextlib.suppress(OSError):
@@ -884,6 +924,7 @@ class LabelRun:
         finally:
             bar.close()
             self.reader.close()
+            self.flush()
         return stats
 
     def summary(self, stats: LabelStats, samples: list[Sample], tag: str = "",
