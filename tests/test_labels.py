@@ -1602,3 +1602,29 @@ def test_a_killed_run_loses_no_label_it_made(tmp_path, teachers, capsys):
     said = capsys.readouterr().out
     assert f"{n - len(made)} done, {len(made)} skipped" in said, said
     assert len(_manifest(out)) == n and not journal.exists()
+
+
+def test_a_resume_skips_done_images_without_decoding_them(tmp_path, monkeypatch):
+    """A rerun decoded every input it then skipped as up to date: 41 ms a 1080p PNG against
+    2.6 ms to hash it, half an hour for 50,000 done frames. An up-to-date label at its input's
+    path is skipped on the hash alone; a moved input is still decoded (its ground-truth
+    scores are measured again) and a changed one labelled again."""
+    from distill import images
+    data = _paired(tmp_path / "data", 6, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert run_labels(str(data), out, **kw).done == 6
+    decoded: list[Path] = []
+    real = images.read_image
+
+    def counted(path, *a, **k):
+        decoded.append(Path(path))
+        return real(path, *a, **k)
+    monkeypatch.setattr(images, "read_image", counted)
+    s = run_labels(str(data), out, **kw)
+    assert (s.done, s.skipped) == (0, 6) and decoded == []
+    changed = data / "input" / "im03.png"
+    write_image(changed, np.full((16, 16, 3), 0.5, np.float32))
+    s = run_labels(str(data), out, **kw)
+    assert (s.done, s.skipped) == (1, 5)
+    assert [p for p in decoded if p.parent.name == "input"] == [changed]

@@ -841,6 +841,14 @@ class LabelRun:
                     try:
                         if sample.frame is None:
                             input_hash = file_hash(sample.input, n=64)
+                            old = self.known.get(sample.name)
+                            if (self._up_to_date(old, input_hash)
+                                    and not self._moved(old, sample)):
+                                # Undecoded: a resume decoded every done image to skip it,
+                                # 41 ms a 1080p PNG (19 ms a JPEG) against 2.6 ms (0.5) to hash
+                                # it: 34 minutes of 50,000 frames' decoding to label nothing.
+                                stats.skipped += 1
+                                continue
                             image = read_image(sample.input)
                             raw = None
                         else:
