@@ -1628,3 +1628,34 @@ def test_a_resume_skips_done_images_without_decoding_them(tmp_path, monkeypatch)
     s = run_labels(str(data), out, **kw)
     assert (s.done, s.skipped) == (1, 5)
     assert [p for p in decoded if p.parent.name == "input"] == [changed]
+
+
+def test_frames_of_many_clips_keep_two_videos_open(tmp_path):
+    """SampleReader kept every clip it had read open: 300 short clips held 300 file
+    descriptors and 520 MB, and past the descriptor limit each further clip failed as a video
+    OpenCV cannot open (damaged). It keeps the two read last; a clip read again reopens."""
+    from distill.data.sources import Sample, SampleReader
+    clips = []
+    for i in range(8):
+        clip = tmp_path / f"c{i}.avi"
+        vw = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10, (32, 16))
+        for k in range(3):
+            vw.write(np.full((16, 32, 3), 10 * i + 60 * k, np.uint8))
+        vw.release()
+        clips.append(clip)
+
+    def fds() -> int:
+        return len(os.listdir("/proc/self/fd"))
+    reader = SampleReader()
+    before = fds()
+    try:
+        for i, clip in enumerate(clips):
+            for k in range(3):
+                frame = reader.input_raw(Sample(f"c{i}_{k}", clip, None, k))
+                assert abs(int(frame.mean()) - (10 * i + 60 * k)) <= 3
+            assert fds() - before <= 2
+        frame = reader.input_raw(Sample("c0_1", clips[0], None, 1))   # reopened
+        assert abs(int(frame.mean()) - 60) <= 3 and fds() - before <= 2
+    finally:
+        reader.close()
+    assert fds() == before
