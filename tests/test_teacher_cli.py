@@ -629,3 +629,67 @@ def test_a_quiet_run_reads_no_headers_for_a_bar_it_does_not_show(tmp_path, tiny_
     assert read == [] and len(list((tmp_path / "q").glob("*.png"))) == 2
     assert main(["teacher", str(src), "--out", str(tmp_path / "shown"), *args]) == 0
     assert len(read) == 2   # the bar's, when it is shown
+
+
+def _folder(root, n):
+    root.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(str(root / f"f{i:03d}.png"), rng.integers(0, 255, (16, 16, 3), np.uint8))
+    return root
+
+
+def test_a_folder_rewrites_its_resume_record_a_logarithmic_number_of_times(
+        tmp_path, tiny_teacher, monkeypatch, capsys):
+    """.sharpen-teacher.json, the record a rerun resumes from, was rewritten whole after each
+    image: a folder of n images wrote n^2/2 records (a day of frames, 50,000, wrote 1.25e9).
+    Each image is now appended to a journal, folded into the record as it doubles and at the
+    end."""
+    import json
+
+    import runtime.atomic
+    sizes = []
+    real = runtime.atomic.atomic_write_json
+
+    def counted(path, obj, *a, **kw):
+        if str(path).endswith(".sharpen-teacher.json"):
+            sizes.append(len(obj["done"]))
+        return real(path, obj, *a, **kw)
+    monkeypatch.setattr(runtime.atomic, "atomic_write_json", counted)
+    n, out = 40, tmp_path / "out"
+    args = ["teacher", str(_folder(tmp_path / "in", n)), "--out", str(out),
+            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    assert main(args) == 0, capsys.readouterr().err
+    assert sum(sizes) <= 4 * n, sizes   # was 820
+    assert len(sizes) <= 2 * n.bit_length() + 2, sizes   # was 40
+    # Whole at the end, for a version that reads no journal.
+    assert len(json.loads((out / ".sharpen-teacher.json").read_text())["done"]) == n
+    assert not (out / ".sharpen-teacher.journal.jsonl").exists()
+    capsys.readouterr()
+    assert main(args) == 0
+    assert f"resuming: {n} of {n} images" in capsys.readouterr().err
+
+
+def test_a_killed_teacher_runs_journal_is_resumed_from(tmp_path, tiny_teacher, capsys):
+    """What a kill leaves: images done since the record's last rewrite are in the journal only
+    (a line cut short at the end). The rerun skips those, not the one cut short nor one done
+    with other settings."""
+    import json
+    out = tmp_path / "out"
+    args = ["teacher", str(_folder(tmp_path / "in", 5)), "--out", str(out),
+            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    assert main(args) == 0
+    record = out / ".sharpen-teacher.json"
+    state = json.loads(record.read_text())
+    record.unlink()
+    lines = [json.dumps({"name": k, "stamp": v, "settings": state["settings"]})
+             for k, v in sorted(state["done"].items())]
+    other = json.dumps({"name": "f004.png", "stamp": state["done"]["f004.png"],
+                        "settings": {**state["settings"], "tile": 64}})
+    (out / ".sharpen-teacher.journal.jsonl").write_text(
+        "\n" + "\n".join(lines[:3]) + "\n" + other + "\n" + lines[3][:40])
+    capsys.readouterr()
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "resuming: 3 of 5 images" in err, err
+    assert len(json.loads(record.read_text())["done"]) == 5
