@@ -246,7 +246,6 @@ class _TeacherRun:
         self.path, self.settings, self.done = out / self.FILE, settings, {}
         self.journal = out / self.JOURNAL
         self.journaled = 0   # images appended to the journal since FILE was rewritten
-        self.rewrites = 0
         if not resume:
             return
         if self.path.is_file():
@@ -304,7 +303,6 @@ class _TeacherRun:
         atomic_write_json(self.path, {"settings": self.settings, "done": self.done})
         self.journal.unlink(missing_ok=True)
         self.journaled = 0
-        self.rewrites += 1
 
 
 def _unique_png_names(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:

@@ -492,7 +492,6 @@ class LabelRun:
         # to date, so its shard must keep them (rewritten with only this run's, they were lost).
         self.inherited = read_manifest_entries(self.target) if dist.world > 1 else {}
         self.journaled = 0   # entries appended to the journal since the manifest was rewritten
-        self.rewrites = 0    # of the manifest by this run (a run of n labels: O(log n))
 
     # One entry per input; see the module docstring for the files it points to.
     def _entry(self, sample: Sample, input_hash: str, **extra) -> dict:
@@ -724,7 +723,6 @@ class LabelRun:
             write_manifest(self.out_dir, merge_entries(self.inherited, self.touched),
                            self.target)
         self.journaled = 0
-        self.rewrites += 1
 
     def flush(self) -> None:
         """The manifest rewritten with what this run journaled since its last rewrite: at the
