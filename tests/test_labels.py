@@ -1659,3 +1659,34 @@ def test_frames_of_many_clips_keep_two_videos_open(tmp_path):
     finally:
         reader.close()
     assert fds() == before
+
+
+@pytest.mark.filterwarnings("ignore:.*further from the ground truth:UserWarning")
+def test_a_killed_ranks_journal_without_its_shard_is_read_and_merged(tmp_path, monkeypatch):
+    """A rank resuming a cache of many labels journals its entries without writing its shard
+    (manifest.rankK.json) until the journal grows by half the cache: killed before (torchrun
+    stops every rank with SIGTERM when one fails), it left manifest.rankK.journal.jsonl alone,
+    which nothing read (the shards are found by their .json): training lost those labels, a
+    rerun made them again, and the journal stayed in the folder for ever."""
+    from distill.data.labels import LabelRun
+    from distill.dist import DistInfo
+    data = _paired(tmp_path / "data", 8, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, progress=False)
+    assert run_labels(str(data), out, teacher=FakeTeacher(), **kw).done == 8
+    _paired(tmp_path / "more", 12, h=16, w=16, seed=1)
+    for i in range(8, 12):   # four new images: rank 1 of 2 gets im09 and im11
+        for side in ("input", "target"):
+            os.replace(tmp_path / "more" / side / f"im{i:02d}.png",
+                       data / side / f"im{i:02d}.png")
+    monkeypatch.setattr(LabelRun, "flush", lambda self: None)   # the kill: no closing rewrite
+    with pytest.raises(KeyboardInterrupt):
+        run_labels(str(data), out, teacher=_InterruptedTeacher(1), dist=DistInfo(1, 2), **kw)
+    monkeypatch.undo()
+    assert not (out / "manifest.rank1.json").exists()
+    assert (out / "manifest.rank1.journal.jsonl").exists()
+    assert "im09" in LabelCache(out).entries   # what training reads
+    s = run_labels(str(data), out, teacher=FakeTeacher(), **kw)
+    assert (s.done, s.skipped) == (3, 9)   # im09 not made again
+    assert len(_manifest(out)) == 12 and not list(out.glob("manifest.rank*"))
+

@@ -139,12 +139,14 @@ def merge_entries(*sources: dict[str, dict]) -> dict[str, dict]:
 
 
 def shard_paths(out_dir: Path) -> dict[int, Path]:
+    """The shard file (manifest.rankK.json) of each rank, by K: those that exist, and those
+    of which only the journal does (a rank resuming a large cache journals its entries before
+    its shard's first rewrite: killed then, its journal is all it left)."""
     shards = {}
-    for p in out_dir.glob("manifest.rank*.json"):
-        try:
-            shards[int(p.name[len("manifest.rank"):-len(".json")])] = p
-        except ValueError:
-            continue
+    for p in [*out_dir.glob("manifest.rank*.json"), *out_dir.glob("manifest.rank*.journal.jsonl")]:
+        rank = p.name[len("manifest.rank"):].split(".", 1)[0]
+        if rank.isdigit():
+            shards[int(rank)] = out_dir / f"manifest.rank{rank}.json"
     return shards
 
 
