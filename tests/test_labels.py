@@ -1690,3 +1690,46 @@ def test_a_killed_ranks_journal_without_its_shard_is_read_and_merged(tmp_path, m
     assert (s.done, s.skipped) == (3, 9)   # im09 not made again
     assert len(_manifest(out)) == 12 and not list(out.glob("manifest.rank*"))
 
+
+def test_training_hashes_only_the_inputs_whose_stat_changed(tmp_path, monkeypatch):
+    """LabelCache.stale hashed every input in full at each `distill` start (100 GB for 50,000
+    1080p frames). An input with the size, mtime and ctime taken when it was hashed is not
+    read; one touched is hashed once (its new stat kept beside the cache); one edited is still
+    found, its mtime set back or not."""
+    from distill import teacher
+    from distill.data import label_cache
+    monkeypatch.setattr(label_cache, "RACY_NS", 0)   # files written just now vouch here
+    data = _paired(tmp_path / "data", 4, h=16, w=16)
+    out = tmp_path / "cache"
+    run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    hashed: list[str] = []
+    real = teacher.file_hash
+
+    def counted(path, *a, **k):
+        hashed.append(Path(path).name)
+        return real(path, *a, **k)
+    monkeypatch.setattr(teacher, "file_hash", counted)
+
+    def stale() -> list[str]:
+        hashed.clear()
+        return [Path(p).name for p in LabelCache(out).stale()]
+    assert stale() == [] and hashed == []
+    touched = data / "input" / "im01.png"
+    st = touched.stat()
+    # (in the past: a file dated ahead of the clock vouches for nothing, RACY_NS or not)
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    assert stale() == [] and hashed == ["im01.png"]
+    assert stale() == [] and hashed == []   # its new stat, recorded
+    edited = data / "input" / "im02.png"
+    st = edited.stat()
+    content = bytearray(edited.read_bytes())
+    content[len(content) // 2] ^= 0xFF   # the same size
+    edited.write_bytes(bytes(content))
+    os.utime(edited, ns=(st.st_atime_ns, st.st_mtime_ns))   # and mtime
+    assert stale() == ["im02.png"] and hashed == ["im02.png"]
+    edited.unlink()
+    assert stale() == ["im02.png"]
+    # The record of a file that changed since is not trusted: the cache hashes it again.
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns - 3 * 10**9))
+    assert stale() == ["im02.png"] and hashed == ["im01.png"]
+

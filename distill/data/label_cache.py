@@ -8,6 +8,8 @@ lock) and `LabelCache`, the reader training uses. Torch-free; `labels.py` writes
                               rewrote manifest.json, one JSON line each; read with it
     DIR/run.json              the last labelling run: what it selected (what training uses)
                               and whether it finished
+    DIR/input_stats.json      inputs whose hash training checked again since they were
+                              labelled: their stat then (see `LabelCache.stale`)
 """
 from __future__ import annotations
 
@@ -17,6 +19,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any, Collection, Iterable, Optional
 
@@ -34,6 +37,11 @@ FRAMES_DIR = "frames"
 LOCK_FILE = ".manifest.lock"
 RUN_RECORD = "run.json"
 RUN_FORMAT = "sharpen-labels-run/1"
+INPUT_STATS = "input_stats.json"
+INPUT_STATS_FORMAT = "sharpen-input-stats/1"
+# A file changed within this of when it was looked at may be changed again with its size and
+# timestamps kept (a coarse clock, FAT's 2 s): such a stat vouches for no content.
+RACY_NS = 2_000_000_000
 
 
 # --- small helpers (torch-free) -----------------------------------------------------------------
@@ -58,6 +66,29 @@ def video_signature(path: str | os.PathLike) -> str:
             f.seek(-(1 << 20), os.SEEK_END)
             h.update(f.read(1 << 20))
     return h.hexdigest()[:16]
+
+
+def input_stat(path: str | os.PathLike) -> tuple[Optional[list[int]], os.stat_result]:
+    """([size, mtime_ns, ctime_ns] of `path`, or None when it changed too recently to vouch
+    for its content (RACY_NS), and the stat). Taken before the file is hashed: recorded
+    beside the hash, it lets `LabelCache.stale` trust that hash while the file keeps it (ctime
+    too: a copy with its mtime kept, `rsync -a` or `cp -p` of another version, changes it)."""
+    st = os.stat(path)
+    now = time.time_ns()
+    racy = max(st.st_mtime_ns, st.st_ctime_ns) > now - RACY_NS
+    return (None if racy else [st.st_size, st.st_mtime_ns, st.st_ctime_ns]), st
+
+
+def _read_input_stats(root: Path) -> dict[str, list]:
+    """INPUT_STATS's records, input path -> [hash, size, mtime_ns, ctime_ns]; {} when missing
+    or unreadable (each input is then hashed again)."""
+    try:
+        obj = json.loads((root / INPUT_STATS).read_text())
+        records = obj["inputs"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+    return ({p: r for p, r in records.items() if isinstance(r, list) and len(r) == 4}
+            if isinstance(records, dict) else {})
 
 
 def journal_path(path: str | os.PathLike) -> Path:
@@ -439,19 +470,41 @@ class LabelCache:
     def stale(self) -> list[str]:
         """Inputs of finished image entries that are missing or changed since they were
         labelled (their file hash differs): training on those would pair an input with another
-        input's label."""
+        input's label. An input whose size, mtime and ctime are those taken when it was hashed
+        (by the labels run: the entry's input_stat; or here: INPUT_STATS) is not read again:
+        every input hashed in full at each `distill` start read 100 GB for 50,000 1080p
+        frames. One whose stat differs is hashed; the same content, its new stat is recorded
+        in INPUT_STATS (the manifest is the labels runs'), so a touched file is read once."""
         from ..teacher import file_hash
+        known = _read_input_stats(self.root)
+        checked: dict[str, list] = {}
         out = []
         for s, _ in self.items():
             e = self.entries[s.name]
-            if e.get("frame") is not None or not e.get("input_hash"):
+            want = e.get("input_hash")
+            if e.get("frame") is not None or not want:
                 continue
+            path = str(s.input)
             try:
-                same = file_hash(s.input, n=len(e["input_hash"])) == e["input_hash"]
+                stat, st = input_stat(path)
+                now = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+                rec = known.get(path)
+                if now == e.get("input_stat") or rec == [want, *now]:
+                    if rec == [want, *now]:
+                        checked[path] = rec
+                    continue
+                same = file_hash(path, n=len(want)) == want
             except OSError:
                 same = False
             if not same:
-                out.append(str(s.input))
+                out.append(path)
+            elif stat is not None:
+                checked[path] = [want, *stat]
+        if checked != known:
+            # Unwritable (a cache shared read-only): each start hashes those inputs again.
+            with contextlib.suppress(OSError):
+                atomic_write_json(self.root / INPUT_STATS,
+                                  {"format": INPUT_STATS_FORMAT, "inputs": checked})
         return out
 
     def incomplete(self) -> Optional[str]:

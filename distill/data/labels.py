@@ -46,7 +46,7 @@ from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overl
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
-                          append_journal, describe_maker, label_maker, made_on,
+                          append_journal, describe_maker, input_stat, label_maker, made_on,
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
                           read_run_record, write_manifest, write_run_record)
@@ -492,6 +492,9 @@ class LabelRun:
         # to date, so its shard must keep them (rewritten with only this run's, they were lost).
         self.inherited = read_manifest_entries(self.target) if dist.world > 1 else {}
         self.journaled = 0   # entries appended to the journal since the manifest was rewritten
+        # The stat of the input file `process` hashed last (`input_stat`), which the entry it
+        # makes or repoints records beside the hash.
+        self._input_stat: Optional[list[int]] = None
 
     # One entry per input; see the module docstring for the files it points to.
     def _entry(self, sample: Sample, input_hash: str, **extra) -> dict:
@@ -512,6 +515,7 @@ class LabelRun:
             "label": label_relpath(sample.name),
             "input_file": label_relpath(sample.name, FRAMES_DIR) if sample.frame is not None
             else None,
+            "input_stat": self._input_stat if sample.frame is None else None,
             "created": time.time(),
         }
         if sample.frame is not None:
@@ -544,6 +548,8 @@ class LabelRun:
         ImageReadError for a label that cannot be read back."""
         from ..images import read_image
         moved = self._moved(old, sample)
+        if sample.frame is None:   # the stat of the file at its new path (or another cache's)
+            moved["input_stat"] = self._input_stat
         kept = old
         if "gt" in moved:
             kept = {k: v for k, v in old.items() if k not in _GT_METRICS}
@@ -838,6 +844,7 @@ class LabelRun:
                     # 1. read and hash the input
                     try:
                         if sample.frame is None:
+                            self._input_stat = input_stat(sample.input)[0]   # before the hash
                             input_hash = file_hash(sample.input, n=64)
                             old = self.known.get(sample.name)
                             if (self._up_to_date(old, input_hash)
