@@ -1733,3 +1733,31 @@ def test_training_hashes_only_the_inputs_whose_stat_changed(tmp_path, monkeypatc
     os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns - 3 * 10**9))
     assert stale() == ["im02.png"] and hashed == ["im01.png"]
 
+
+def test_a_label_cut_short_is_made_again_not_skipped(tmp_path):
+    """A resume skipped a label as done on its file's existence alone: one cut short (a copy
+    of the cache stopped part-way, a disk that filled) stayed, and training failed on it
+    hours later. A label or frame that does not end as a PNG ends is made again."""
+    data = _paired(tmp_path / "data", 3, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert run_labels(str(data), out, **kw).done == 3
+    label = out / _manifest(out)["im01"]["label"]
+    whole = label.read_bytes()
+    label.write_bytes(whole[:len(whole) // 2])
+    s = run_labels(str(data), out, **kw)
+    assert (s.done, s.skipped) == (1, 2)
+    assert label.read_bytes() == whole
+    # a video's frame, which training reads as the input
+    video = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for i in range(2):
+        vw.write(np.full((32, 48, 3), 30 + 50 * i, np.uint8))
+    vw.release()
+    out = tmp_path / "clips"
+    assert run_labels(str(video), out, **kw).done == 2
+    frame = out / _manifest(out)["clip_000001"]["input_file"]
+    whole = frame.read_bytes()
+    frame.write_bytes(whole[:-1])
+    s = run_labels(str(video), out, **kw)
+    assert (s.done, s.skipped) == (1, 1) and frame.read_bytes() == whole

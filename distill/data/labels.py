@@ -47,6 +47,7 @@ from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overl
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
                           append_journal, describe_maker, input_stat, label_maker, made_on,
+                          png_whole,
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
                           read_run_record, write_manifest, write_run_record)
@@ -628,9 +629,9 @@ class LabelRun:
                 or e.get("teacher_arch") != self.teacher_arch
                 or e.get("tile") != self.tile or e.get("overlap") != self.overlap):
             return False
-        if not (root / e["label"]).is_file():
+        if not png_whole(root / e["label"]):
             return False
-        if e.get("input_file") and not (root / e["input_file"]).is_file():
+        if e.get("input_file") and not png_whole(root / e["input_file"]):
             return False
         return True
 
