@@ -265,6 +265,8 @@ class _TeacherRun:
                 rec = json.loads(line)
                 if rec["settings"] == settings:   # another run's settings: not done for this
                     self.done[str(rec["name"])] = rec["stamp"]
+                    # folded in by this run's flush, even one with no image left to write
+                    self.journaled += 1
             except (ValueError, KeyError, TypeError):
                 continue
 

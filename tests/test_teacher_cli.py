@@ -693,3 +693,26 @@ def test_a_killed_teacher_runs_journal_is_resumed_from(tmp_path, tiny_teacher, c
     err = capsys.readouterr().err
     assert "resuming: 3 of 5 images" in err, err
     assert len(json.loads(record.read_text())["done"]) == 5
+
+
+def test_a_resume_with_nothing_left_folds_the_killed_runs_journal_in(tmp_path, tiny_teacher,
+                                                                     capsys):
+    """A killed run's journal was folded into .sharpen-teacher.json only when the rerun wrote
+    an image: one that found every image done left the record without them for good, and a
+    version that reads no journal wrote those images again."""
+    import json
+    out = tmp_path / "out"
+    args = ["teacher", str(_folder(tmp_path / "in", 3)), "--out", str(out),
+            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    assert main(args) == 0
+    record = out / ".sharpen-teacher.json"
+    state = json.loads(record.read_text())
+    record.write_text(json.dumps({**state, "done": {}}))   # the kill: all in the journal
+    (out / ".sharpen-teacher.journal.jsonl").write_text("".join(
+        "\n" + json.dumps({"name": k, "stamp": v, "settings": state["settings"]})
+        for k, v in state["done"].items()))
+    capsys.readouterr()
+    assert main(args) == 0
+    assert "resuming: 3 of 3 images" in capsys.readouterr().err
+    assert json.loads(record.read_text()) == state
+    assert not (out / ".sharpen-teacher.journal.jsonl").exists()
