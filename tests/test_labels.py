@@ -1761,3 +1761,23 @@ def test_a_label_cut_short_is_made_again_not_skipped(tmp_path):
     frame.write_bytes(whole[:-1])
     s = run_labels(str(video), out, **kw)
     assert (s.done, s.skipped) == (1, 1) and frame.read_bytes() == whole
+
+
+def test_an_interrupted_rerun_folds_a_killed_runs_journal_in(tmp_path):
+    """A killed run's journal was folded into manifest.json only by a rerun that made a label
+    or finished: one stopped before either (Ctrl-C on its first new image) left manifest.json
+    without those entries, and a version that reads no journal labelled them again."""
+    from distill.data.label_cache import append_journal, journal_path
+    data = _paired(tmp_path / "data", 4, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, progress=False)
+    assert run_labels(str(data), out, teacher=FakeTeacher(), **kw).done == 4
+    entries = _manifest(out)
+    write_manifest(out, {k: entries[k] for k in ("im00", "im01")})   # the kill
+    append_journal(out / "manifest.json", {k: entries[k] for k in ("im02", "im03")})
+    _paired(tmp_path / "more", 5, h=16, w=16, seed=1)
+    for side in ("input", "target"):
+        os.replace(tmp_path / "more" / side / "im04.png", data / side / "im04.png")
+    with pytest.raises(KeyboardInterrupt):
+        run_labels(str(data), out, teacher=_InterruptedTeacher(0), **kw)
+    assert _manifest(out) == entries and not journal_path(out / "manifest.json").exists()

@@ -46,8 +46,8 @@ from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overl
 
 from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
-                          append_journal, describe_maker, input_stat, label_maker, made_on,
-                          png_whole,
+                          append_journal, describe_maker, input_stat, journal_path, label_maker,
+                          made_on, png_whole,
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
                           read_run_record, write_manifest, write_run_record)
@@ -492,7 +492,10 @@ class LabelRun:
         # An interrupted run's entries in this rank's shard: this run skips their labels as up
         # to date, so its shard must keep them (rewritten with only this run's, they were lost).
         self.inherited = read_manifest_entries(self.target) if dist.world > 1 else {}
-        self.journaled = 0   # entries appended to the journal since the manifest was rewritten
+        # Entries in the journal since the manifest was rewritten: a killed run's count too,
+        # so that this run's flush folds them in however it ends (for a version that reads
+        # no journal), not only a run that makes a label or finishes.
+        self.journaled = int(journal_path(self.target).exists())
         # The stat of the input file `process` hashed last (`input_stat`), which the entry it
         # makes or repoints records beside the hash.
         self._input_stat: Optional[list[int]] = None
