@@ -56,7 +56,9 @@ def set_rng_state(s: dict) -> None:
     torch.set_rng_state(s["torch"])
     random.setstate((3, tuple(s["python"]), None))
     if s.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(s["cuda"])
+        # A checkpoint from a box with more GPUs holds a state per GPU there; set_rng_state_all
+        # would stop at the first device this one lacks.
+        torch.cuda.set_rng_state_all(s["cuda"][:torch.cuda.device_count()])
 
 
 def ema_decay_at(decay: float, updates: int, warmup: bool = True) -> float:
