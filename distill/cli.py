@@ -38,14 +38,12 @@ def _out_of_range(flag: str, value: float, lo: float, hi: float | None = None,
 # ------------------------------------------------------------------ sharpen teacher
 
 def cmd_teacher(args: argparse.Namespace) -> int:
-    import numpy as np
     import torch
 
-    from .checkpoint import CheckpointError
-    from .images import ImageReadError, is_image, list_images, to_rgb_float, write_image
-    from .teacher import Teacher, check_device, check_threads
+    from .images import list_images
+    from .teacher import check_device, check_threads
 
-    from .teacher_tiles import overlap_for, tiling_context, tiling_cost, tiling_problem
+    from .teacher_tiles import overlap_for, tiling_cost, tiling_problem
 
     if args.overlap is None:
         args.overlap = overlap_for(args.tile)
@@ -87,14 +85,33 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         # like a missing checkpoint; one missing among others is skipped with the rest done.
         return _err("no such file or folder: " + ", ".join(str(s) for s, _ in files))
     out = Path(args.out)
-    from runtime.imageio import decode_image, icc_profile
     from runtime.sinks import SinkError, make_folder, refuse_overwriting_inputs
     try:
         refuse_overwriting_inputs(out, {p.parent for p, _ in files if p.exists()})
         make_folder(out, "--out")
     except (ValueError, SinkError) as e:
         return _err(str(e))
+    from .run_lock import RunLocked, run_lock
+    try:
+        # One run per --out: two at once each wrote the other's images again, and the first
+        # to compact its record removed the journal the other was appending to.
+        with run_lock(out, doing="writing teacher outputs", flag="--out",
+                      name=_TeacherRun.LOCK):
+            return _teacher_into(args, files, out)
+    except RunLocked as e:   # only the lock raises it
+        return _err(str(e))
+
+
+def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out: Path) -> int:
+    """`sharpen teacher`'s outputs of `files` written into `out`, whose lock is held."""
+    import numpy as np
+
+    from .checkpoint import CheckpointError
+    from .images import ImageReadError, is_image, to_rgb_float, write_image
+    from .teacher import Teacher
+    from .teacher_tiles import tiling_context
     from runtime.atomic import remove_killed_writes
+    from runtime.imageio import decode_image, icc_profile
     remove_killed_writes(out)   # a killed run's half-written outputs, up to ~100 MB each
     try:
         teacher = Teacher.load(args.teacher_weights, args.config, device=args.device)
@@ -239,6 +256,7 @@ class _TeacherRun:
 
     FILE = ".sharpen-teacher.json"
     JOURNAL = ".sharpen-teacher.journal.jsonl"
+    LOCK = ".sharpen-teacher.lock"   # distill.run_lock's, held while a run writes the folder
 
     def __init__(self, out: Path, settings: dict, resume: bool = True):
         import json

@@ -716,3 +716,60 @@ def test_a_resume_with_nothing_left_folds_the_killed_runs_journal_in(tmp_path, t
     assert "resuming: 3 of 3 images" in capsys.readouterr().err
     assert json.loads(record.read_text()) == state
     assert not (out / ".sharpen-teacher.journal.jsonl").exists()
+
+
+def test_a_second_teacher_run_into_one_out_is_refused_naming_the_first(tmp_path, tiny_teacher,
+                                                                        capsys):
+    """Two `sharpen teacher` into one --out had no lock: each wrote the other's images again,
+    and the first to compact its record removed the journal the other appended to. The second
+    is refused before it writes anything, naming the first's process; a lock file that a
+    killed run left (no process holds it) refuses nothing."""
+    import os
+
+    from distill.run_lock import run_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    journal = out / ".sharpen-teacher.journal.jsonl"
+    journal.write_text('\n{"name": "f000.png"}')   # the first run's, mid-run
+    args = ["teacher", str(_folder(tmp_path / "in", 2)), "--out", str(out),
+            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    with run_lock(out, doing="writing teacher outputs", flag="--out",
+                  name=".sharpen-teacher.lock"):   # the first run, as it holds the folder
+        assert main(args) == 2
+    err = capsys.readouterr().err
+    assert (f"another run is writing teacher outputs into {out} (process {os.getpid()}); wait "
+            "for it to finish or stop it, or give this run another --out") in err, err
+    assert sorted(p.name for p in out.iterdir()) == [journal.name]
+    assert journal.read_text() == '\n{"name": "f000.png"}'
+    (out / ".sharpen-teacher.lock").write_text("999999\nrun\nwriting teacher outputs")   # killed
+    assert main(args) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in out.glob("*.png")) == ["f000.png", "f001.png"]
+    assert not (out / ".sharpen-teacher.lock").exists()
+
+
+def test_a_teacher_run_onto_a_filesystem_without_locks_runs_unlocked_with_a_warning(
+        tmp_path, tiny_teacher, capsys, monkeypatch):
+    """flock fails with ENOLCK or EOPNOTSUPP on some NFS, SMB and FUSE mounts: the lock only
+    keeps two runs apart, so the run goes on there, saying so (as export, bench and training
+    do)."""
+    import errno
+    import fcntl
+    import os
+
+    real = fcntl.flock
+
+    def no_locks(fd, op):
+        if op & fcntl.LOCK_UN:
+            return real(fd, op)
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+    out = tmp_path / "nfs"
+    assert main(["teacher", str(_folder(tmp_path / "in", 1)), "--out", str(out),
+                 "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (f"cannot lock {out / '.sharpen-teacher.lock'} (No locks available): writing "
+            "teacher outputs unlocked; no other run may be writing teacher outputs into "
+            f"{out} at the same time") in err, err
+    assert (out / "f000.png").is_file() and not (out / ".sharpen-teacher.lock").exists()
