@@ -192,11 +192,12 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
                 tqdm.write(f"skipped: {e}", file=sys.stderr)
     except KeyboardInterrupt as e:
         bar.close()
+        run.close()   # its warning, if any, before the line that ends the run
         print(f"interrupted: {done} of {count(len(files), 'image')} in {out}; the same command "
               "continues with the rest", file=sys.stderr)
         return interrupt_exit_code(e)
     finally:   # the record whole, for a version that reads no journal
-        run.flush()
+        run.close()
     bar.close()
     earlier = len(files) - len(todo)
     print(f"teacher: {count(done, 'image')} in {out}"
@@ -264,6 +265,10 @@ class _TeacherRun:
         self.path, self.settings, self.done = out / self.FILE, settings, {}
         self.journal = out / self.JOURNAL
         self.journaled = 0   # images appended to the journal since FILE was rewritten
+        # A rewrite of FILE failed (a full disk, FILE a folder): the journal keeps growing,
+        # read back by the next run, and FILE is tried again once, at the end (close).
+        self.stuck = False
+        self.closed = False
         if not resume:
             return
         if self.path.is_file():
@@ -310,8 +315,29 @@ class _TeacherRun:
             f.write("\n" + json.dumps({"name": str(rel), "stamp": stamp,
                                        "settings": self.settings}))
         self.journaled += 1
-        if self.journaled >= len(self.done) // 2:
+        if not self.stuck and self.journaled >= len(self.done) // 2:
+            try:
+                self.flush()
+            except OSError:
+                # Not this image's failure: it is written and journaled. Tried again at the
+                # end, where a failure is said (close); each image's retry would fail alike.
+                self.stuck = True
+
+    def close(self) -> None:
+        """FILE rewritten at the run's end, however it ends (once). A failure is a warning:
+        raised, it replaced a Ctrl-C's summary and exit code, or a finished run's, with a
+        traceback, though the journal keeps every image done and the next run reads it."""
+        from runtime.warn import warn
+
+        if self.closed:
+            return
+        self.closed = True
+        try:
             self.flush()
+        except OSError as e:
+            warn(f"could not compact {self.path} ({e.strerror or e}): its journal "
+                 f"{self.journal} keeps every image done, and the next run into "
+                 f"{self.path.parent} folds it in")
 
     def flush(self) -> None:
         """FILE rewritten with every image done, the journal removed (after FILE is in

@@ -773,3 +773,49 @@ def test_a_teacher_run_onto_a_filesystem_without_locks_runs_unlocked_with_a_warn
             "teacher outputs unlocked; no other run may be writing teacher outputs into "
             f"{out} at the same time") in err, err
     assert (out / "f000.png").is_file() and not (out / ".sharpen-teacher.lock").exists()
+
+
+@pytest.mark.parametrize("stop", [None, 2])
+def test_a_record_that_cannot_be_rewritten_keeps_the_runs_outcome_and_its_journal(
+        tmp_path, tiny_teacher, capsys, monkeypatch, stop):
+    """.sharpen-teacher.json rewritten at the run's end, failing (a full disk; here its name
+    taken by a folder), ended the run in a Python traceback, after a Ctrl-C too, whose
+    summary and exit code it replaced; and a rewrite mid-run that failed counted the image
+    it followed, written and journaled, as failed. The journal keeps every image: the end
+    says so and the run's own outcome stands."""
+    import json
+
+    from distill.teacher import Teacher
+
+    real, calls = Teacher.sharpen, []
+
+    def sharpen(self, *a, **kw):   # the real teacher; Ctrl-C as it starts image `stop` + 1
+        if len(calls) == stop:
+            raise KeyboardInterrupt
+        calls.append(1)
+        return real(self, *a, **kw)
+    monkeypatch.setattr(Teacher, "sharpen", sharpen)
+    out = tmp_path / "out"
+    record = out / ".sharpen-teacher.json"
+    record.mkdir(parents=True)
+    args = ["teacher", str(_folder(tmp_path / "in", 3)), "--out", str(out),
+            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    rc = main(args)
+    err = capsys.readouterr()
+    said = (f"could not compact {record} (Is a directory): its journal "
+            f"{out / '.sharpen-teacher.journal.jsonl'} keeps every image done, and the next "
+            f"run into {out} folds it in")
+    assert said in err.err, err.err
+    if stop:
+        assert rc == 130
+        assert err.err.rstrip().endswith(f"interrupted: 2 of 3 images in {out}; the same "
+                                         "command continues with the rest"), err.err
+    else:
+        assert rc == 0, err.err
+        assert err.out == f"teacher: 3 images in {out}, 0 failed\n"
+    assert not list(out.glob(".*.tmp"))   # the failed rewrites' temp files
+    record.rmdir()
+    monkeypatch.setattr(Teacher, "sharpen", real)
+    assert main(args) == 0
+    assert f"resuming: {stop or 3} of 3 images" in capsys.readouterr().err
+    assert len(json.loads(record.read_text())["done"]) == 3
