@@ -1781,3 +1781,62 @@ def test_an_interrupted_rerun_folds_a_killed_runs_journal_in(tmp_path):
     with pytest.raises(KeyboardInterrupt):
         run_labels(str(data), out, teacher=_InterruptedTeacher(0), **kw)
     assert _manifest(out) == entries and not journal_path(out / "manifest.json").exists()
+
+
+class _ManifestTakenAway(FakeTeacher):
+    """manifest.json's name taken by a folder (the real one set aside), so that its rewrites
+    fail as on a full disk, as the teacher starts its `after`+1-th image; then Ctrl-C there
+    where `interrupt`."""
+    def __init__(self, out: Path, after: int, interrupt: bool):
+        self.out, self.left, self.interrupt = out, after, interrupt
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        if not self.left:
+            os.replace(self.out / "manifest.json", self.out / "aside.json")
+            (self.out / "manifest.json").mkdir()
+            if self.interrupt:
+                raise KeyboardInterrupt
+        self.left -= 1
+        return super().sharpen(image, tile, overlap, batch_size)
+
+
+@pytest.mark.parametrize("interrupt", [True, False])
+def test_a_manifest_that_cannot_be_rewritten_keeps_the_runs_outcome_and_its_journal(
+        tmp_path, interrupt):
+    """manifest.json rewritten at the run's end, failing (a full disk, a folder made
+    read-only; here its name taken by a folder), raised its OSError in place of a Ctrl-C, or
+    of a finished run's summary. The journal keeps every entry: the end says so, and the run
+    ends as it would have."""
+    from distill.data.label_cache import journal_path
+    n = 7   # the manifest is rewritten after the 1st, 2nd, 3rd and 5th label
+    data = _paired(tmp_path / "data", n, h=16, w=16)
+    out = tmp_path / "cache"
+    said: list[str] = []
+    # Ctrl-C with the 6th label in the journal alone; or a run whose rewrite after the 5th
+    # fails too, mid-run (that label is made, not failed, and no rewrite is tried per label).
+    teacher = _ManifestTakenAway(out, 6 if interrupt else 4, interrupt)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        if interrupt:
+            with pytest.raises(KeyboardInterrupt):
+                run_labels(str(data), out, teacher=teacher, tile=0, overlap=0, progress=False,
+                           say=said.append)
+        else:
+            s = run_labels(str(data), out, teacher=teacher, tile=0, overlap=0, progress=False,
+                           say=said.append)
+            assert (s.done, s.failed) == (n, 0)
+    warned = [str(w.message) for w in caught]
+    journal = journal_path(out / "manifest.json")
+    want = (f"could not compact {out / 'manifest.json'} (Is a directory): its journal "
+            f"{journal} keeps every entry, and the next run into {out} folds it in")
+    assert warned.count(want) == 1, warned
+    if interrupt:
+        assert said[-1].startswith("labels: interrupted: 6 done"), said
+    else:
+        assert any(line.startswith(f"labels: {n} done") for line in said), said
+    assert journal.is_file() and not list(out.glob(".*.tmp"))
+    (out / "manifest.json").rmdir()
+    os.replace(out / "aside.json", out / "manifest.json")
+    s = run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert (s.done, s.skipped) == ((1, 6) if interrupt else (0, n))
+    assert len(_manifest(out)) == n and not journal.exists()

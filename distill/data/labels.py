@@ -314,9 +314,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             whole = _sum_stats(shares)
         merged = None
         if not pg:
-            merged = merge_shards(out_dir, dist.rank, dist.world)
+            merged = _merged(out_dir, dist, run)
         elif dist.rank == 0:   # after the barrier every shard is final
-            merged = merge_shards(out_dir, dist.rank, dist.world, all_finished=True)
+            merged = _merged(out_dir, dist, run, all_finished=True)
         if records and dist.rank == 0:
             write_run_record(out_dir, run_id, complete=True)
     finally:
@@ -348,6 +348,28 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         say(f"{tag if not pg else ''}merged manifest: {out_dir / MANIFEST} "
             f"({count(n_ok, 'label')})")
     return stats
+
+
+def not_compacted(manifest: Path, e: OSError) -> str:
+    """The warning when `manifest` (or a rank's shard) could not be rewritten at a run's end."""
+    return (f"could not compact {manifest} ({e.strerror or e}): its journal "
+            f"{journal_path(manifest)} keeps every entry, and the next run into "
+            f"{manifest.parent} folds it in")
+
+
+def _merged(out_dir: Path, dist: DistInfo, run: "LabelRun", all_finished: bool = False
+            ) -> dict[str, dict]:
+    """`merge_shards`' entries; where the manifest cannot be rewritten (a full disk, a folder
+    made read-only), the same merged in memory and said (once: the run's flush may have
+    said it), the files left as they are, the journals holding every entry."""
+    try:
+        return merge_shards(out_dir, dist.rank, dist.world, all_finished=all_finished)
+    except OSError as e:
+        if run.not_compacted is None:
+            warn(not_compacted(out_dir / MANIFEST, e))
+        return merge_entries(read_manifest_entries(out_dir / MANIFEST),
+                             *(read_manifest_entries(p)
+                               for _, p in sorted(shard_paths(out_dir).items())))
 
 
 def _sum_stats(shares: list[LabelStats]) -> LabelStats:
@@ -499,6 +521,10 @@ class LabelRun:
         # The stat of the input file `process` hashed last (`input_stat`), which the entry it
         # makes or repoints records beside the hash.
         self._input_stat: Optional[list[int]] = None
+        # A rewrite of the manifest failed (a full disk, a folder made read-only): the journal
+        # keeps growing, read with the manifest, and the rewrite is tried again at the end.
+        self.stuck = False
+        self.not_compacted: Optional[str] = None   # the end's warning, when it failed too
 
     # One entry per input; see the module docstring for the files it points to.
     def _entry(self, sample: Sample, input_hash: str, **extra) -> dict:
@@ -719,8 +745,13 @@ class LabelRun:
         if entries:
             append_journal(self.target, entries)
             self.journaled += len(entries)
-        if self.journaled and self.journaled >= len(self.known) // 2:
-            self._rewrite()
+        if not self.stuck and self.journaled and self.journaled >= len(self.known) // 2:
+            try:
+                self._rewrite()
+            except OSError:
+                # Not this label's failure: its file and entry are in place. Tried again at
+                # the end, which says so if it fails (flush); each label's retry fails alike.
+                self.stuck = True
 
     def _rewrite(self) -> None:
         """The manifest rewritten whole, its journal folded in (under the manifest lock where
@@ -737,14 +768,20 @@ class LabelRun:
     def flush(self) -> None:
         """The manifest rewritten with what this run journaled since its last rewrite: at the
         run's end, however it ends, so that manifest.json is whole for an older version of
-        this program (which reads no journal)."""
+        this program (which reads no journal). A failure is a warning: raised, it replaced a
+        Ctrl-C (or a finished run's end) with its own error, though the journal keeps every
+        entry and the next run reads it."""
         if not self.journaled:
             return
-        if self.dist.world == 1:
-            with _manifest_lock(self.out_dir):
+        try:
+            if self.dist.world == 1:
+                with _manifest_lock(self.out_dir):
+                    self._rewrite()
+            else:
                 self._rewrite()
-        else:
-            self._rewrite()
+        except OSError as e:
+            self.not_compacted = not_compacted(self.target, e)
+            warn(self.not_compacted)
 
     def _put_in_place(self, staged: list[tuple[Path, Path]]) -> None:
         """The staged files renamed into place, and the entry they belong to dated now."""
