@@ -1840,3 +1840,42 @@ def test_a_manifest_that_cannot_be_rewritten_keeps_the_runs_outcome_and_its_jour
     s = run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
     assert (s.done, s.skipped) == ((1, 6) if interrupt else (0, n))
     assert len(_manifest(out)) == n and not journal.exists()
+
+
+def test_training_refuses_labels_cut_short_at_its_start_naming_them(tmp_path, capsys):
+    """`sharpen distill` took a cache whose labels a killed `labels` run cut short and failed
+    on them mid-training. They are found as it starts (the PNG end the labels resume checks)
+    and named, with the labels command that makes them again; a video frame's copy, which
+    training reads as the input, too."""
+    from distill.data.crops import pairs_from_labels
+    from sharpen.cli import main as sharpen
+    data = _paired(tmp_path / "data", 3, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert run_labels(str(data), out, **kw).done == 3
+    label = out / "labels" / "im01.png"
+    whole = label.read_bytes()
+    label.write_bytes(whole[:len(whole) // 2])   # the kill
+    rc = sharpen(["distill", "optim.steps=1", "--quiet", f"out={tmp_path / 'run'}",
+                  f"data.labels={out}", "data.val=", "device=cpu"])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert (f"{out}: 1 file of the cache cut short (labels/im01.png), which training fails "
+            "on: a `sharpen labels` run killed as it wrote it, or a copy of the cache stopped "
+            f"part-way; run the same labels command again with --out {out} (--data {data}, "
+            "--tile 0 --overlap 0): it makes it again") in " ".join(err.split()), err
+    assert not (tmp_path / "run" / "last.pt").exists()
+    assert run_labels(str(data), out, **kw).done == 1   # as it says
+    assert len(pairs_from_labels(out)) == 3
+    video = tmp_path / "clip.avi"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for i in range(2):
+        vw.write(np.full((32, 48, 3), 30 + 50 * i, np.uint8))
+    vw.release()
+    clips = tmp_path / "clips"
+    assert run_labels(str(video), clips, **kw).done == 2
+    frame = clips / "frames" / "clip_000001.png"
+    frame.write_bytes(frame.read_bytes()[:-1])
+    with pytest.raises(ValueError, match=r"1 file of the cache cut short "
+                                         r"\(frames/clip_000001\.png\)"):
+        pairs_from_labels(clips)

@@ -274,6 +274,16 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels",
     if not items:
         raise ValueError(f"{cache_dir}: no finished labels (run `sharpen labels --out "
                          f"{cache_dir}` first)")
+    if cut := cache.cut_short():
+        # Before the inputs' hashes are checked (stale): one seek per file, and a rerun of
+        # labels is needed either way.
+        shown = ", ".join(cut[:3]) + (f" and {len(cut) - 3} more" if len(cut) > 3 else "")
+        them = "it" if len(cut) == 1 else "them"
+        raise ValueError(f"{cache_dir}: {count(len(cut), 'file')} of the cache cut short "
+                         f"({shown}), which training fails on: a `sharpen labels` run killed "
+                         f"as it wrote {them}, or a copy of the cache stopped part-way; run the "
+                         f"same labels command again with --out {cache_dir} "
+                         f"({cache.teacher_command()}): it makes {them} again")
     stale = cache.stale()
     if stale:
         shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")

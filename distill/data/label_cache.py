@@ -522,6 +522,28 @@ class LabelCache:
                                   {"format": INPUT_STATS_FORMAT, "inputs": checked})
         return out
 
+    def cut_short(self) -> list[str]:
+        """The labels (and video frames' copies) training uses whose PNG does not end as one
+        ends (`png_whole`), relative to the cache: what a `sharpen labels` killed as it wrote
+        them (or a copy stopped part-way) left, on which training failed mid-run. One seek
+        each, not a decode. The inputs of images are the user's own, in any format: not
+        checked."""
+        out = []
+        for s, label in self.items():
+            files = [label] + ([s.input] if self.entries[s.name].get("frame") is not None
+                               else [])
+            out += [Path(f).relative_to(self.root).as_posix() for f in files
+                    if not png_whole(f)]
+        return out
+
+    def teacher_command(self) -> str:
+        """The last labelling run as its flags gave it, its teacher's options too ("--data X
+        --limit 5, --teacher-weights t.pt"), for advice to run it again."""
+        opts = self.run.get("teacher_options")
+        teacher = (" ".join(map(str, opts)) if isinstance(opts, list) and opts
+                   else "the shipped teacher")
+        return f"{self.describe_run()}, {teacher}"
+
     def incomplete(self) -> Optional[str]:
         """What is unfinished when the last labelling run on this cache did not end (interrupted,
         killed, or still running), else None."""
@@ -566,12 +588,9 @@ class LabelCache:
         shown = ", ".join(f"{'the newest ' if i == 0 else ''}{len(names)} by "
                           f"{describe_maker(k, tilings, self.maker_file(names))}"
                           for i, (k, names) in enumerate(makers.items()))
-        opts = self.run.get("teacher_options")
-        teacher = (" ".join(map(str, opts)) if isinstance(opts, list) and opts
-                   else "the shipped teacher")
         return (f"{self.root}: {what}: {shown}; a student trained on them learns their "
                 "outputs mixed: run the same labels "
-                f"command again ({self.describe_run()}, {teacher}), which relabels every label "
+                f"command again ({self.teacher_command()}), which relabels every label "
                 "its teacher did not make, or train on them knowingly")
 
     def shared_inputs(self, other: "LabelCache") -> list[str]:
