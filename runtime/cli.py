@@ -109,6 +109,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="leave a video file source's sound out of a video --out without a "
                         "word (default: copied in by ffmpeg, found on PATH or named by "
                         "SHARPEN_FFMPEG; said when it cannot be)")
+    p.add_argument("--resume", action="store_true",
+                   help="go on with a video file's run into --out that stopped part-way "
+                        "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to; "
+                        "refused, naming what changed, where the model, the source or an "
+                        "option that shapes the frames differs")
     p.add_argument("--force", action="store_true",
                    help="run a model even though it failed its parity gate at export")
     p.add_argument("--quiet", action="store_true",
@@ -166,10 +171,15 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
         return f"interrupted before the first frame was written: nothing written to {output}"
     if src.get("live") or not output:
         return "interrupted, output closed cleanly" if output else "interrupted"
+    resumed = summary.get("resumed_from", 0)
+    if summary.get("resumable"):   # a video file's run, which --resume goes on with
+        done += resumed
+        again = "run the same command with --resume to go on from there"
+    else:
+        again = "run again for all of them"
     part = f"{done} of {total}" if total else f"the first {done}"
     frames = "frame" if (total or done) == 1 else "frames"
-    return (f"interrupted: {output} holds {part} {frames} only (closed cleanly); run again for "
-            "all of them")
+    return f"interrupted: {output} holds {part} {frames} only (closed cleanly); {again}"
 
 
 def options_from_args(args: argparse.Namespace):
@@ -211,7 +221,7 @@ def options_from_args(args: argparse.Namespace):
                          quiet=args.quiet, reconnect_attempts=args.reconnect, timeout=args.timeout,
                          report_interval=interval,
                          force=args.force,
-                         compare=args.compare, audio=not args.no_audio)
+                         compare=args.compare, audio=not args.no_audio, resume=args.resume)
 
 
 def _a_models_name(model: str) -> bool:
@@ -230,6 +240,7 @@ def handler(args: argparse.Namespace) -> int:
         from .backends import ModelError
         from .pipeline import StreamInterrupted, run_stream
         from .prepost import FrameError
+        from .resume import ResumeError
         from .sinks import SinkError
         from .sources import SourceError, SourceLost
     except ImportError as exc:  # e.g. opencv or numpy missing on the device
@@ -292,7 +303,7 @@ def handler(args: argparse.Namespace) -> int:
             print(f"sharpen run: {kept}", file=sys.stderr)
         if isinstance(exc, SourceLost):   # a camera or stream away: a restart may find it
             return SOURCE_LOST_EXIT
-        return 2 if isinstance(exc, (ModelError, SourceError, SinkError)) else 1
+        return 2 if isinstance(exc, (ModelError, SourceError, SinkError, ResumeError)) else 1
     except Exception as exc:  # noqa: BLE001 - anything else: still one line, not a traceback
         if os.environ.get("SHARPEN_DEBUG"):
             raise

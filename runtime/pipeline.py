@@ -28,6 +28,7 @@ from .cli_errors import drop_gone_outputs, signals_to_take
 from .console import count
 from .host import check_threads
 from .options import is_number, option, video_rate
+from . import resume as resume_mod
 from .prepost import FrameProcessor, Timings
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError,
                     VideoFileSink, WindowSink, make_folder, output_sink, raised_first,
@@ -233,6 +234,7 @@ class StreamOptions:
     force: bool = False                 # run a model that failed its export parity gate
     compare: bool = False               # write original | sharpened (per `view`) to the output
     audio: bool = True                  # copy a video file source's sound into a video output
+    resume: bool = False                # go on with a stopped run of a video file (resume.py)
 
 
 def run_stream(model: Union[str, Path, Backend],
@@ -382,6 +384,13 @@ class _Stream:
         self.user_sink: Optional[Sink] = None   # an app's own output, closed even if open fails
         self.video_fps = 30.0
         self.timed = False   # the video output places a file's frames by their times
+        # A video file's run into a file or folder: what its resume record holds (resume.py),
+        # and the writer's progress, which the record takes when the run stops.
+        self.resume_record: Optional[dict[str, Any]] = None
+        self.progress: dict[str, Any] = {}
+        self.output: Optional[Union[str, Path]] = None
+        self.resumed_from = 0   # the source frame a resumed run started at
+        self.ran = False        # the stream ran to its end (or its limit, or an error)
 
     def open(self, source: Union[str, Path, int, Source, Iterable[Any]],
              output: Optional[Union[str, Path, Sink]]) -> None:
@@ -415,6 +424,11 @@ class _Stream:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
                                o.compare, self.flags, o.audio, o.fps)
+        start = self.resumed_from = self._resume_from(src, output)
+        if start and self.resume_record.get("output") == "video":
+            video = _video_sink(self.sink)
+            if video is not None:
+                video.join(Path(output), self.progress["slots"])
         # A file's frames go into a video at its own rate by their times in the file: a phone
         # records at a variable rate, and written one per slot at the average rate they drifted
         # from the sound copied beside them (0.5 s by the middle of a clip). --fps other than
@@ -448,8 +462,95 @@ class _Stream:
         self.max_age = (max(LIVE_MAX_AGE_FRAMES / (src.fps or 30.0), LIVE_MIN_AGE_S)
                         if src.live else None)
         self.limit = o.max_frames if o.max_frames and o.max_frames > 0 else None
+        if self.limit and start:   # counted from the source's first frame, as if not stopped
+            self.limit = max(1, self.limit - start)
         if not src.live and src.frame_count:   # every frame of it is written
-            stats.total = min(src.frame_count, self.limit or src.frame_count)
+            stats.total = min(src.frame_count - start, self.limit or src.frame_count)
+
+    def _resume_from(self, src: Source, output: Optional[Union[str, Path, Sink]]) -> int:
+        """Keep the resume record of a video file's run into a file or folder, and with
+        --resume go on where the stopped run got to: the source frame to start from."""
+        o, resume = self.o, self.o.resume
+        what = option("resume", True, self.flags)
+        resumable = (isinstance(output, (str, os.PathLike)) and isinstance(src, VideoSource)
+                     and src.kind == "video" and not src.live and self.backend.path is not None)
+        if not resumable:
+            if resume:
+                raise resume_mod.ResumeError(
+                    f"{what} goes on with a video file's run into a file or folder; "
+                    f"{shown_url(src.spec)} ({src.kind}{', live' if src.live else ''}) "
+                    "cannot be resumed (a camera's or stream's frames are not given again)")
+            return 0
+        out = Path(output)
+        kind = "video" if _video_sink_for(out) else "images"
+        now = resume_mod.identity(self.backend.path, str(src.target), src.frame_count,
+                                  {"tile": o.tile, "overlap": o.overlap, "fps": o.fps,
+                                   "compare": o.compare, "view": o.view if o.compare else None},
+                                  kind)
+        self.output, self.resume_record = out, now
+        self.progress = {"next": 0, "slots": 0}
+        if not resume:
+            resume_mod.save(out, {**now, **self.progress})
+            return 0
+        flag = option("output", flags=self.flags)
+        record = resume_mod.load(out, flag)
+        if changed := resume_mod.changes(record, now):
+            raise resume_mod.ResumeError(
+                f"{what}: {flag} {out} was made otherwise than this run would make it: "
+                f"{'; '.join(changed)}; run without {what} to start from the first frame")
+        if kind == "video":
+            start, slots = int(record.get("next", 0)), int(record.get("slots", 0))
+            try:
+                there = resume_mod.output_stat(out)
+            except OSError:
+                there = None
+            if not start or there != record.get("output_stat"):
+                why = ("it is not there" if there is None else "the stopped run closed no "
+                       "video there" if not start else "it was changed since the run stopped")
+                raise resume_mod.ResumeError(f"{what}: {flag} {out}: {why}; run without "
+                                             f"{what} to start from the first frame")
+        else:
+            start = resume_mod.images_done(out)
+            slots = start
+        self.progress = {k: record[k] for k in ("origin", "m_prev", "slack", "last_digest",
+                                                "output_stat") if k in record}
+        self.progress.update(next=start, slots=slots)
+        resume_mod.save(out, {**now, **self.progress})
+        if start and src.frame_count and start >= src.frame_count:
+            raise resume_mod.ResumeError(f"{what}: {flag} {out} holds every frame of "
+                                         f"{src.spec} already")
+        if start:
+            how = src.start_at(start, record.get("last_digest") if kind == "video" else None)
+            if self.note:
+                self.note(f"resuming at frame {start} of {src.spec} ("
+                          f"{'seek' if how == 'seek' else 'read from the start'}); "
+                          f"{out} holds the frames before it")
+        return start
+
+    def _keep_resume_record(self) -> None:
+        """After the output closed: no record for a finished run; a stopped run's, with how
+        far it got, where its output holds what it wrote (a video replaced by this run's)."""
+        out, rec, p = self.output, self.resume_record, self.progress
+        if out is None or rec is None:
+            return
+        app = getattr(self.stop, "app", None)   # an app's stop_event: stopped part-way
+        # An error raised while opening (a refused --resume) is in no list: `ran` tells.
+        if self.ran and not self.errors and not self.sig.interrupted \
+                and not (app and app.is_set()):
+            resume_mod.remove(out)
+            return
+        if "last" not in p:   # no frame of this run's reached the output
+            return
+        if rec["output"] == "video":
+            try:
+                there = resume_mod.output_stat(out)
+            except OSError:
+                return
+            if there == p.get("output_stat"):   # not replaced: this run's video was not kept
+                return
+            p["output_stat"] = there
+        p["last_digest"] = resume_mod.frame_digest(p.pop("last"))
+        resume_mod.save(out, {**rec, **p})
 
     def _info(self, output: Optional[Union[str, Path, Sink]]) -> dict[str, Any]:
         """What was measured, so that two stats files can be told apart: the model file and
@@ -565,7 +666,7 @@ class _Stream:
                 w.start()
             try:
                 _write_loop(self.q_out, sink, stop, stats, self.limit if src.live else None,
-                            src.live, self.video_fps, self.timed)
+                            src.live, self.video_fps, self.timed, self.progress)
             except KeyboardInterrupt as exc:
                 # A second Ctrl-C leaves the queued frames unwritten and closes the output; one
                 # before any signal is the app's own (its sink's "quit"), raised as an error.
@@ -584,6 +685,7 @@ class _Stream:
                 stats.stop()
                 if reporter is not None:
                     _close_all([reporter.close], self.errors)
+        self.ran = True
         stats.info["interrupted"] = sig.interrupted
         stats.info["source"] = src.describe()   # a frame count found wrong by reading is gone
         if sig.signum:
@@ -603,11 +705,15 @@ class _Stream:
                                self.backend.close if self.own_backend and "infer" not in busy
                                else None) if c]
         _close_all(closers, self.errors)
+        _close_all([self._keep_resume_record], self.errors)
 
     def finish(self) -> dict[str, Any]:
         """The stats summary, written to --stats (on failure too: what ran before the error is
         worth keeping); raises the first error."""
         summary = self.stats.summary()
+        if self.output is not None:
+            summary["resumed_from"] = self.resumed_from
+            summary["resumable"] = resume_mod.record_path(self.output).exists()
         skipped = getattr(self.src, "skipped", None) if self.src is not None else None
         if skipped:
             summary["skipped_inputs"] = list(skipped)
@@ -722,15 +828,24 @@ def _show_left_out(sink: Sink, fr: Frame, result: Any) -> None:
 
 def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Stats,
                 live_limit: Optional[int], live: bool = False, video_fps: float = 30.0,
-                timed: bool = False) -> None:
+                timed: bool = False, progress: Optional[dict] = None) -> None:
     """Write each sharpened frame. `timed`: a file's frames go into the video's slots by their
     time in the file (Frame.t_media), as ffmpeg's -fps_mode cfr does: the last frame is
-    repeated over a longer gap, a frame whose slot is already taken is left out."""
+    repeated over a longer gap, a frame whose slot is already taken is left out. `progress`:
+    where a stopped run got to (a resume record's), taken up and kept up to date."""
+    progress = {} if progress is None else progress
     prev: Optional[int] = None
-    t_first, slots = 0.0, 0   # capture time of the first frame written; video slots written
-    origin: Optional[float] = None   # the file time of the video's first slot
-    m_prev = 0.0   # the last frame's time in the file
-    slack = EVEN_SLACK   # how far a frame may be off its slot: half a frame once a gap is uneven
+    t_first = 0.0   # capture time of the first frame written
+    slots = progress.get("slots", 0)   # video slots written
+    origin: Optional[float] = progress.get("origin")   # the file time of the video's first slot
+    m_prev = progress.get("m_prev", 0.0)   # the last frame's time in the file
+    # how far a frame may be off its slot: half a frame once a gap is uneven
+    slack = progress.get("slack", EVEN_SLACK)
+
+    def done(fr: Frame) -> None:
+        progress.update(next=fr.index + 1, slots=slots, origin=origin, m_prev=m_prev,
+                        slack=slack, last=fr.image)
+
     while True:
         # After `stop`, frames already queued are still written, then the end marker comes.
         item = q_out.get(stop)
@@ -777,6 +892,7 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
             if late < -slack:
                 stats.count("left_out_frames")
                 stats.count("frames_processed")
+                done(fr)
                 continue
             if late > slack:
                 added = sink.repeat_last(round(late))
@@ -787,12 +903,29 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
         prev = fr.index
         sink.write(fr.image, result, fr.name)
         slots += 1
+        done(fr)
         t1 = time.perf_counter()
         stats.add("write", t1 - t0)
         stats.add("end_to_end", t1 - fr.t_capture)
         stats.count("frames_processed")
         if live_limit and stats.frames_processed >= live_limit:
             return
+
+
+def _video_sink(sink: Sink) -> Optional[VideoFileSink]:
+    if isinstance(sink, VideoFileSink):
+        return sink
+    if isinstance(sink, CompareSink):
+        return _video_sink(sink.inner)
+    if isinstance(sink, MultiSink):
+        return next((v for s in sink.sinks if (v := _video_sink(s)) is not None), None)
+    return None
+
+
+def _video_sink_for(output: Path) -> bool:
+    """Whether `output_sink` writes a video to `output` (else an image folder)."""
+    from .imageio import VIDEO_EXTS
+    return output.suffix.lower() in VIDEO_EXTS
 
 
 def _input_files(src: Source) -> list:

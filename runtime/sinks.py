@@ -176,6 +176,11 @@ class VideoFileSink(Sink):
         self.source_fps = 0.0   # the source's rate (0: unknown), where --fps may differ
         # ((num, den), source): a source of non-square pixels, whose ratio the video lacks
         self.source_sar: Optional[tuple[tuple[int, int], str]] = None
+        # A resumed run's: the video the stopped run left, whose `joined_frames` come before
+        # this run's in the output (`join`).
+        self.joined: Optional[Path] = None
+        self.joined_frames = 0
+        self._join_ffmpeg: Optional[str] = None
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
@@ -203,6 +208,8 @@ class VideoFileSink(Sink):
                      f"is dropped); write an image folder ({option('output', 'DIR', self.flags)}) "
                      "to keep every pixel")
             self.size = (w, h)
+            if self.joined is not None and self._join_ffmpeg is None:
+                self._encode_joined()
         elif (w, h) != self.size:
             # A video has one size; fitting keeps the file valid if a stream changes resolution
             # (or a folder mixes sizes), and the picture's proportions (stretched, a portrait
@@ -222,6 +229,66 @@ class VideoFileSink(Sink):
             except SinkError:
                 self._broken = True   # close() discards it rather than naming half a video
                 raise
+
+    def join(self, earlier: Path, frames: int) -> None:
+        """Make the output `earlier`'s `frames` followed by this run's (a resumed run). With
+        ffmpeg, joined at close by a stream copy: the earlier frames keep their encoding. Without
+        it, OpenCV cannot append to a video, so they are decoded and encoded again ahead of this
+        run's: a second lossy encode of those frames, said once."""
+        from .audio import find_ffmpeg
+        self.joined, self.joined_frames = earlier, frames
+        self._join_ffmpeg = find_ffmpeg()[0]
+        if self._join_ffmpeg is None:
+            warn(f"{option('output', self.path, self.flags)}: the {frames} frames the stopped "
+                 "run wrote are encoded a second time ahead of this run's (no ffmpeg to join "
+                 "the videos without it: install one, or set SHARPEN_FFMPEG, to keep them as "
+                 "they are)")
+
+    def _encode_joined(self) -> None:
+        cap = cv2.VideoCapture(str(self.joined))
+        try:
+            for n in range(self.joined_frames):
+                ok, img = cap.read()
+                if not ok:
+                    raise SinkError(f"{option('output', self.path, self.flags)}: {self.joined} "
+                                    f"gave {n} of the {self.joined_frames} frames the stopped "
+                                    "run wrote; run without --resume")
+                if (img.shape[1], img.shape[0]) != self.size:
+                    img = letterbox(img, self.size)
+                self.writer.write(img)
+        finally:
+            cap.release()
+        self.frames += self.joined_frames
+
+    def _concat_joined(self) -> None:
+        """The earlier video then this run's, its pictures copied (an earlier part's sound,
+        copied in when it closed, is left: the whole is given the source's at close)."""
+        import subprocess
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.{os.getpid()}.", suffix=".txt",
+                                    dir=self.path.parent)
+        os.close(fd)
+        listing, joined = Path(name), self._temp_file()
+        try:
+            listing.write_text("".join(
+                "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n"
+                for p in (self.joined, self.tmp)))
+            done = subprocess.run([self._join_ffmpeg, "-hide_banner", "-nostdin", "-loglevel",
+                                   "error", "-y", "-f", "concat", "-safe", "0", "-i",
+                                   str(listing), "-map", "0:v:0", "-c", "copy", str(joined)],
+                                  capture_output=True, text=True, timeout=600)
+            if done.returncode or not joined.stat().st_size:
+                lines = done.stderr.strip().splitlines()
+                raise SinkError(f"{option('output', self.path, self.flags)}: ffmpeg could not "
+                                f"join {self.joined} and this run's frames "
+                                f"({lines[-1] if lines else done.returncode}); the earlier "
+                                f"video is left as it was")
+            os.replace(joined, self.tmp)
+            joined = None
+        finally:
+            listing.unlink(missing_ok=True)
+            if joined is not None:
+                joined.unlink(missing_ok=True)
+        self.frames += self.joined_frames
 
     def repeat_last(self, n: int) -> int:
         if self.writer is None or self._last is None or n <= 0:
@@ -441,6 +508,8 @@ class VideoFileSink(Sink):
             # Not one block left: what did not fit was dropped (an AVI cut this way still
             # plays, so playing back is not proof enough).
             self._check_disk(below=DISK_BLOCK_BYTES)
+            if self.joined is not None and self._join_ffmpeg is not None:
+                self._concat_joined()
             self._check_playable()
             if self.audio_source is not None:
                 try:

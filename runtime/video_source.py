@@ -163,6 +163,7 @@ class VideoSource(Source):
                 self.frame_count = None
         self.transport = kind == "video" and Path(spec).suffix.lower() in TRANSPORT_STREAM_EXTS
         self.skipped: list[str] = []
+        self._start = 0   # the first frame's number: another for a resumed run (`start_at`)
 
     def _params(self) -> list[int]:
         """A URL's capture parameters: how long it may take to open or give a frame."""
@@ -370,8 +371,40 @@ class VideoSource(Source):
                  "recording, not a live stream; ending after one pass")
         self._check_ended(read)
 
+    def start_at(self, k: int, last_digest: Optional[str]) -> str:
+        """Go on from frame `k` (a resumed run): the next frame read is frame k. A seek is
+        exact for the clips this runtime writes, not for every codec (a seek lands on a keyframe
+        and some demuxers count from it), so it is checked on frame k-1 against `last_digest`,
+        the digest of the frame the stopped run read last; where the seek missed, the file is
+        read from its start and k frames dropped. Returns how ('seek' or 'read'); SourceError
+        where frame k-1 is not the frame the stopped run read (the file is another)."""
+        from .resume import frame_digest
+        self._ahead.clear()
+        self._start = k
+        if k <= 0:
+            self.cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
+            return "seek"
+        if (self.cap.set(cv2.CAP_PROP_POS_FRAMES, k - 1)
+                and int(self.cap.get(cv2.CAP_PROP_POS_FRAMES)) == k - 1):
+            ok, img = self.cap.read()
+            if ok and img is not None and frame_digest(img) == last_digest:
+                return "seek"
+        self.cap.release()
+        self.cap = self._open()
+        img = None
+        for _ in range(k):
+            ok, img = self.cap.read()
+            if not ok or img is None:
+                raise SourceError(f"{self.spec}: ended before frame {k}, where the stopped run "
+                                  "got to")
+        if last_digest is not None and frame_digest(img) != last_digest:
+            raise SourceError(f"{self.spec}: frame {k - 1} is not the frame the stopped run "
+                              "read there: the file was changed in place; run without "
+                              "--resume")
+        return "read"
+
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
-        i = 0
+        i = self._start
         # A file run with --live is paced at its own frame rate, so it behaves like a camera.
         period = 1.0 / self.fps if (self.live and self.kind == "video" and self.fps) else 0.0
         next_t = time.perf_counter()
@@ -427,7 +460,7 @@ class VideoSource(Source):
             t1 = time.perf_counter()
             yield Frame(i, img, f"frame_{i:06d}", t1 if t_read is None else t_read, t1 - t0,
                         at)
-            if i == 0:
+            if i == self._start:
                 # The pipeline holds the first frame through the model's warm-up: the pace
                 # starts after it, or the frames due meanwhile come at once, and a live video,
                 # which follows the clock, leaves out all but a second of them.

@@ -1,0 +1,121 @@
+"""`sharpen run --resume`: go on with a video file's run that stopped part-way.
+
+A run of a video file into a video or an image folder keeps a small record beside its output
+(`.NAME.resume.json`, written atomically): what made the frames there (the model file's hash,
+the options that change them, the source's size, time and frame count) and, once it stops,
+how far it got. A complete run removes it. --resume reads it, refuses where anything that
+shapes the frames changed (naming it), and reads the source on from the next frame: the
+frames it gives equal an uninterrupted run's, so the joined output does too.
+
+A camera or live stream cannot resume: its frames are not given again.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .atomic import atomic_write_json
+
+VERSION = 1
+# The options that change the frames written (the provider and threads change no pixel
+# beyond float rounding, and --max-frames only where it stops).
+SHAPING = ("tile", "overlap", "fps", "compare", "view")
+
+
+class ResumeError(ValueError):
+    """--resume cannot go on with what is there. The message is meant for the user as is."""
+
+
+def record_path(output: str | os.PathLike) -> Path:
+    p = Path(output)
+    return p.with_name(f".{p.name}.resume.json")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def frame_digest(img: np.ndarray) -> str:
+    return hashlib.blake2b(np.ascontiguousarray(img).data, digest_size=16).hexdigest()
+
+
+def identity(model: str | os.PathLike, source: str, frame_count: Optional[int],
+             options: dict[str, Any], output_kind: str) -> dict[str, Any]:
+    """What must be the same for a resumed run's frames to match the stopped run's."""
+    st = os.stat(source)
+    return {"model": {"file": os.path.abspath(model), "sha256": file_sha256(model)},
+            "source": {"file": os.path.abspath(source), "size": st.st_size,
+                       "mtime_ns": st.st_mtime_ns, "frame_count": frame_count},
+            "options": {k: options.get(k) for k in SHAPING}, "output": output_kind}
+
+
+def changes(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """What differs between a record's identity and this run's, in words ([] : none)."""
+    said = []
+    rm, nm = recorded.get("model", {}), now["model"]
+    if rm.get("sha256") != nm["sha256"]:
+        said.append(f"the model ({rm.get('file')} then, {nm['file']} now) is another file: "
+                    "its contents differ")
+    rs, ns = recorded.get("source", {}), now["source"]
+    if rs.get("file") != ns["file"]:
+        said.append(f"the source was {rs.get('file')}, now {ns['file']}")
+    for key, what in (("size", "size in bytes"), ("mtime_ns", "modification time"),
+                      ("frame_count", "frame count")):
+        if rs.get(key) != ns[key]:
+            said.append(f"the source's {what} was {rs.get(key)}, now {ns[key]}")
+    ro = recorded.get("options", {})
+    for key in SHAPING:
+        if ro.get(key) != now["options"].get(key):
+            said.append(f"--{key} was {ro.get(key)}, now {now['options'].get(key)}")
+    if recorded.get("output") != now["output"]:
+        said.append(f"the output was {recorded.get('output')}, now {now['output']}")
+    return said
+
+
+def load(output: str | os.PathLike, flag: str) -> dict[str, Any]:
+    """The record of the stopped run into `output`, or ResumeError saying why there is none."""
+    path = record_path(output)
+    try:
+        record = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ResumeError(f"--resume: no stopped run into {flag} {output} to go on with "
+                          f"({path.name} is not there: the run finished, or never started); "
+                          "run without --resume to start from the first frame") from None
+    except (OSError, ValueError) as exc:
+        raise ResumeError(f"--resume: cannot read {path} ({exc}); run without --resume to "
+                          "start from the first frame") from None
+    if not isinstance(record, dict) or record.get("version") != VERSION:
+        raise ResumeError(f"--resume: {path} is not a record this version writes; run "
+                          "without --resume to start from the first frame")
+    return record
+
+
+def save(output: str | os.PathLike, record: dict[str, Any]) -> None:
+    atomic_write_json(record_path(output), {"version": VERSION, **record})
+
+
+def remove(output: str | os.PathLike) -> None:
+    record_path(output).unlink(missing_ok=True)
+
+
+def output_stat(path: str | os.PathLike) -> dict[str, int]:
+    st = os.stat(path)
+    return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def images_done(folder: str | os.PathLike, start: int = 0) -> int:
+    """How many frames from frame_000000 on an image folder holds in a row: a run writes them
+    in order, each atomically, so these are whole and the next one is where to go on."""
+    n = start
+    while (Path(folder) / f"frame_{n:06d}.png").is_file():
+        n += 1
+    return n

@@ -1,0 +1,285 @@
+"""`sharpen run --resume`: a video file's run stopped part-way (Ctrl-C, SIGTERM) goes on from
+the frame it got to and ends with the output an uninterrupted run gives; what would make other
+frames (another model, source or option) is refused, naming it."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime_fixtures import cli_module, find_ffmpeg, textured_frame, unsharp_kernel
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+N, W, H, FPS = 90, 320, 240, 25.0
+
+
+def slow_model(path: Path, depth: int = 60) -> Path:
+    """The unsharp-mask model behind `depth` identity convolutions: the same frames as the
+    fixtures' model, at some 30 ms a frame, so that a run can be stopped part-way."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    ident = np.zeros((3, 1, 3, 3), np.float32)
+    ident[:, 0, 1, 1] = 1
+    inits = [numpy_helper.from_array(ident, "i"),
+             numpy_helper.from_array(np.stack([unsharp_kernel()[None]] * 3), "w")]
+    nodes, x = [], "input"
+    for j in range(depth):
+        nodes.append(helper.make_node("Conv", [x, "i"], [f"c{j}"], group=3, pads=[1] * 4,
+                                      kernel_shape=[3, 3]))
+        x = f"c{j}"
+    nodes.append(helper.make_node("Conv", [x, "w"], ["output"], group=3, pads=[1] * 4,
+                                  kernel_shape=[3, 3]))
+    dims = ["batch", 3, "height", "width"]
+    graph = helper.make_graph(nodes, "slow", [helper.make_tensor_value_info("input", 1, dims)],
+                              [helper.make_tensor_value_info("output", 1, dims)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    helper.set_model_props(model, {"multiple": "8"})
+    onnx.save(model, str(path))
+    return path
+
+
+def clip(path: Path, n: int = N) -> Path:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), FPS, (W, H))
+    for i in range(n):
+        vw.write(textured_frame(i % 16, H, W, seed=i - i % 16))
+    vw.release()
+    return path
+
+
+def sharpen(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", cli_module(), "run", *argv, "--threads", "1",
+                           "--quiet"], cwd=tempfile.gettempdir(), capture_output=True,
+                          text=True, timeout=120, env=env)
+
+
+def stopped(argv: list[str], after: int, signum: int, env: dict | None = None
+            ) -> tuple[int, str]:
+    """Run `sharpen run`, and send `signum` once its live line says `after` frames are
+    written; (exit code, stderr)."""
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", *argv, "--threads",
+                             "1", "--report-interval", "0.05"], cwd=tempfile.gettempdir(),
+                            stderr=subprocess.PIPE, text=True, env=env)
+    lines = []
+    killer = threading.Timer(120, proc.kill)
+    killer.start()
+    try:
+        for line in proc.stderr:
+            lines.append(line)
+            m = re.match(r"\s*(\d+)/", line)
+            if m and int(m.group(1)) >= after:
+                proc.send_signal(signum)
+                break
+        lines.append(proc.stderr.read())
+        proc.wait()
+    finally:
+        killer.cancel()
+    return proc.returncode, "".join(lines)
+
+
+def frames_and_times(path: Path) -> tuple[list[np.ndarray], list[float], float]:
+    cap = cv2.VideoCapture(str(path))
+    frames, times = [], []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+        times.append(round(cap.get(cv2.CAP_PROP_POS_MSEC), 3))
+    fps = cap.get(cv2.CAP_PROP_FPS)
+    cap.release()
+    return frames, times, fps
+
+
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> dict[str, Path]:
+    """The model, the clip, and what uninterrupted runs make of it: a video, and the
+    sharpened frames themselves (PNG, lossless)."""
+    d = tmp_path_factory.mktemp("resume")
+    made = {"model": slow_model(d / "slow.onnx"), "clip": clip(d / "clip.mp4")}
+    for name in ("full.mp4", "truth"):
+        r = sharpen("--model", str(made["model"]), "--source", str(made["clip"]), "--out",
+                    str(d / name))
+        assert r.returncode == 0, r.stderr
+        made[name] = d / name
+    assert not list(d.glob(".*.resume.json")), "a finished run leaves no resume record"
+    return made
+
+
+def _env(ffmpeg: str | None) -> dict:
+    env = dict(os.environ)
+    env["SHARPEN_FFMPEG"] = ffmpeg or "/no/such/ffmpeg"
+    return env
+
+
+@pytest.mark.parametrize("signum, join", [(signal.SIGINT, "ffmpeg"),
+                                          (signal.SIGTERM, "encode")])
+def test_a_stopped_video_run_resumes_to_an_uninterrupted_runs_frames(made, tmp_path, signum,
+                                                                     join):
+    ffmpeg = find_ffmpeg() if join == "ffmpeg" else None
+    if join == "ffmpeg" and ffmpeg is None:
+        pytest.skip("no ffmpeg to join with")
+    env = _env(ffmpeg)
+    out = tmp_path / "sharp.mp4"
+    argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out)]
+    code, err = stopped(argv, 15, signum, env)
+    assert code == 128 + signum, err
+    first, _, _ = frames_and_times(out)
+    k = len(first)
+    assert 15 <= k < N, err
+    assert (f"{out} holds {k} of {N} frames only (closed cleanly); run the same command with "
+            "--resume to go on from there") in err, err
+
+    r = sharpen(*argv, "--resume", env=env)
+    assert r.returncode == 0, r.stderr
+    assert f"note: resuming at frame {k} of {made['clip']} (seek)" in r.stderr, r.stderr
+    assert f"done: {N - k} frames" in r.stderr, r.stderr
+    assert ("encoded a second time" in r.stderr) == (join == "encode"), r.stderr
+    assert not (tmp_path / f".{out.name}.resume.json").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+    got, times, fps = frames_and_times(out)
+    full, full_times, full_fps = frames_and_times(made["full.mp4"])
+    assert len(got) == len(full) == N and times == full_times and fps == full_fps
+    if join == "ffmpeg":   # a stream copy: the stopped run's frames as they were encoded
+        assert all(np.array_equal(a, b) for a, b in zip(got, first))
+    truth = [cv2.imread(str(made["truth"] / f"frame_{i:06d}.png")) for i in range(N)]
+    # Each frame is the sharpened source frame of its place (the clip's frames differ by far
+    # more than the codec's error), and as close to it as the uninterrupted run's.
+    for i, f in enumerate(got):
+        errs = [cv2.norm(f, t, cv2.NORM_L1) for t in truth[max(0, i - 1):i + 2]]
+        assert int(np.argmin(errs)) == min(i, 1), f"frame {i} is not in its place"
+    psnr = [cv2.PSNR(f, t) for f, t in zip(got, truth)]
+    psnr_full = [cv2.PSNR(f, t) for f, t in zip(full, truth)]
+    assert np.mean(psnr) > np.mean(psnr_full) - 1.5, (np.mean(psnr), np.mean(psnr_full))
+
+
+def test_an_image_folder_resumes_past_the_frames_written(made, tmp_path):
+    out = tmp_path / "frames"
+    argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out)]
+    code, err = stopped(argv, 15, signal.SIGINT)
+    assert code == 130, err
+    before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
+    k = len(before)
+    assert sorted(before) == [f"frame_{i:06d}.png" for i in range(k)] and 15 <= k < N
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"done: {N - k} frames" in r.stderr, r.stderr
+    for p in made["truth"].iterdir():
+        assert (out / p.name).read_bytes() == p.read_bytes(), p.name
+    assert len(list(out.iterdir())) == N
+    assert all((out / n).stat().st_mtime_ns == t for n, t in before.items()), "rewritten"
+
+
+def test_a_changed_model_source_or_option_is_refused_naming_it(made, tmp_path):
+    out = tmp_path / "sharp.mp4"
+    clip_copy = tmp_path / "clip.mp4"
+    clip_copy.write_bytes(made["clip"].read_bytes())
+    argv = ["--model", str(made["model"]), "--source", str(clip_copy), "--out", str(out)]
+    code, err = stopped(argv, 10, signal.SIGINT, _env(None))
+    assert code == 130, err
+    kept = out.read_bytes()
+    other = slow_model(tmp_path / "slow.onnx", depth=59)   # another file: other contents
+    for given, said in (
+            (["--model", str(other)], "the model ("),
+            (["--tile", "64"], "--tile was 0, now 64"),
+            (["--fps", "30"], "--fps was 0.0, now 30.0")):
+        args = list(argv)
+        if given[0] == "--model":
+            args[1] = given[1]
+        else:
+            args += given
+        r = sharpen(*args, "--resume")
+        assert r.returncode == 2 and said in r.stderr, r.stderr
+        assert "run without --resume to start from the first frame" in r.stderr, r.stderr
+    os.utime(clip_copy, ns=(0, 0))
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 2 and "the source's modification time was" in r.stderr, r.stderr
+    assert out.read_bytes() == kept
+
+
+def test_resume_without_a_stopped_run_or_from_a_camera_is_refused(made, tmp_path):
+    out = tmp_path / "sharp.mp4"
+    r = sharpen("--model", str(made["model"]), "--source", str(made["clip"]), "--out",
+                str(out), "--resume")
+    assert r.returncode == 2, r.stderr
+    assert f"--resume: no stopped run into --out {out} to go on with" in r.stderr, r.stderr
+    r = sharpen("--model", str(made["model"]), "--source", "synthetic:64x48", "--out",
+                str(out), "--max-frames", "2", "--resume")
+    assert r.returncode == 2, r.stderr
+    assert "cannot be resumed (a camera's or stream's frames are not given again)" in r.stderr
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("ext, how", [(".mp4", "seek"), (".ts", "read")])
+def test_a_seek_is_checked_and_frames_read_and_dropped_where_it_lands_elsewhere(tmp_path, ext,
+                                                                               how):
+    """OpenCV's seek to frame 1 of an MPEG-TS clip gives another frame while reporting
+    position 1; frame k-1's digest tells, and the frames are then read from the start."""
+    from runtime.resume import frame_digest
+    from runtime.sources import open_source
+
+    video = tmp_path / f"in{ext}"
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*("MPG2" if ext == ".ts"
+                                                              else "mp4v")), 10, (96, 64))
+    for i in range(12):
+        vw.write(textured_frame(i))
+    vw.release()
+    with open_source(str(video)) as src:
+        every = [f.image for f in src.frames(threading.Event())]
+    with open_source(str(video)) as src:
+        assert src.start_at(2, frame_digest(every[1])) == how
+        rest = list(src.frames(threading.Event()))
+    assert [f.index for f in rest] == list(range(2, len(every)))
+    assert all(np.array_equal(f.image, every[f.index]) for f in rest)
+    with open_source(str(video)) as src:
+        with pytest.raises(Exception, match="not the frame the stopped run read"):
+            src.start_at(2, frame_digest(every[5]))
+
+
+def test_the_record_is_written_atomically_beside_the_output(made, tmp_path):
+    out = tmp_path / "sharp.mp4"
+    code, err = stopped(["--model", str(made["model"]), "--source", str(made["clip"]),
+                         "--out", str(out)], 5, signal.SIGINT, _env(None))
+    assert code == 130, err
+    record = json.loads((tmp_path / ".sharp.mp4.resume.json").read_text())
+    assert record["source"]["frame_count"] == N and record["next"] == len(
+        frames_and_times(out)[0])
+    assert record["model"]["sha256"] and record["options"]["tile"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sharp.mp4.resume.json",
+                                                          "sharp.mp4"]
+
+
+def test_a_resumed_video_gets_the_sound_of_all_its_frames(made, tmp_path):
+    """The stopped run's video had the sound of its own frames copied in; the joined one has
+    the clip's over its whole length, as an uninterrupted run's."""
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg to make a clip with sound")
+    loud = tmp_path / "loud.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(made["clip"]), "-f", "lavfi",
+                    "-i", f"sine=frequency=440:duration={N / FPS}", "-map", "0:v", "-map",
+                    "1:a", "-c:v", "copy", "-c:a", "aac", str(loud)], check=True, timeout=60)
+    out = tmp_path / "sharp.mp4"
+    argv = ["--model", str(made["model"]), "--source", str(loud), "--out", str(out)]
+    code, err = stopped(argv, 15, signal.SIGINT, _env(ffmpeg))
+    assert code == 130, err
+    r = sharpen(*argv, "--resume", env=_env(ffmpeg))
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert len(frames_and_times(out)[0]) == N
+    done = subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(out), "-map", "0:a:0",
+                           "-f", "s16le", "-ac", "1", "-ar", "8000", "-"], capture_output=True,
+                          timeout=60, check=True)
+    assert abs(len(done.stdout) / 2 / 8000 - N / FPS) < 0.1
