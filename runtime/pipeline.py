@@ -391,6 +391,7 @@ class _Stream:
         self.output: Optional[Union[str, Path]] = None
         self.resumed_from = 0   # the source frame a resumed run started at
         self.ran = False        # the stream ran to its end (or its limit, or an error)
+        self.stopped_part_way = False   # by a signal, before the output closed
 
     def open(self, source: Union[str, Path, int, Source, Iterable[Any]],
              output: Optional[Union[str, Path, Sink]]) -> None:
@@ -489,8 +490,12 @@ class _Stream:
                                   kind)
         self.output, self.resume_record = out, now
         self.progress = {"next": 0, "slots": 0}
+        if kind == "images":
+            # Saved with the first image: a run killed (SIGKILL) leaves its images, which
+            # --resume goes on after; a video is only worth going on with once closed.
+            self.progress["first"] = lambda: resume_mod.save(out, {**now, "next": 0,
+                                                                  "slots": 0})
         if not resume:
-            resume_mod.save(out, {**now, **self.progress})
             return 0
         flag = option("output", flags=self.flags)
         record = resume_mod.load(out, flag)
@@ -515,7 +520,10 @@ class _Stream:
         self.progress = {k: record[k] for k in ("origin", "m_prev", "slack", "last_digest",
                                                 "output_stat") if k in record}
         self.progress.update(next=start, slots=slots)
-        resume_mod.save(out, {**now, **self.progress})
+        if start and o.max_frames and start >= o.max_frames:
+            limit = option("max_frames", o.max_frames, self.flags)
+            raise resume_mod.ResumeError(f"{what}: {flag} {out} holds the first {start} "
+                                         f"frames already ({limit})")
         if start and src.frame_count and start >= src.frame_count:
             raise resume_mod.ResumeError(f"{what}: {flag} {out} holds every frame of "
                                          f"{src.spec} already")
@@ -534,8 +542,9 @@ class _Stream:
         if out is None or rec is None:
             return
         app = getattr(self.stop, "app", None)   # an app's stop_event: stopped part-way
-        # An error raised while opening (a refused --resume) is in no list: `ran` tells.
-        if self.ran and not self.errors and not self.sig.interrupted \
+        # An error raised while opening (a refused --resume) is in no list: `ran` tells. A
+        # signal while the output closed (the sound's copy) came after every frame was in.
+        if self.ran and not self.errors and not self.stopped_part_way \
                 and not (app and app.is_set()):
             resume_mod.remove(out)
             return
@@ -685,7 +694,7 @@ class _Stream:
                 stats.stop()
                 if reporter is not None:
                     _close_all([reporter.close], self.errors)
-        self.ran = True
+        self.ran, self.stopped_part_way = True, sig.interrupted
         stats.info["interrupted"] = sig.interrupted
         stats.info["source"] = src.describe()   # a frame count found wrong by reading is gone
         if sig.signum:
@@ -901,6 +910,8 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
         if prev is None:
             t_first = fr.t_capture
         prev = fr.index
+        if first := progress.pop("first", None):   # before the first image is there
+            first()
         sink.write(fr.image, result, fr.name)
         slots += 1
         done(fr)
