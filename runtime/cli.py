@@ -282,6 +282,12 @@ def handler(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if args.view is not None and not (args.show or args.compare):
         print("warning: --view has no effect without --show or --compare", file=sys.stderr)
+    if args.resume and args.output is None:
+        # The default output is a fresh name (clip2.mp4 where clip.mp4 is there), never the
+        # stopped run's.
+        print("sharpen run: error: --resume needs --out naming the stopped run's output",
+              file=sys.stderr)
+        return 2
     defaulted = args.output is None and not args.show
     if defaulted:
         args.output = _default_output(args.source)

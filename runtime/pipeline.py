@@ -497,11 +497,11 @@ class _Stream:
                                                                   "slots": 0})
         if not resume:
             return 0
-        flag = option("output", flags=self.flags)
-        record = resume_mod.load(out, flag)
-        if changed := resume_mod.changes(record, now):
+        named = option("output", out, self.flags)
+        record = resume_mod.load(out, self.flags)
+        if changed := resume_mod.changes(record, now, self.flags):
             raise resume_mod.ResumeError(
-                f"{what}: {flag} {out} was made otherwise than this run would make it: "
+                f"{what}: {named} was made otherwise than this run would make it: "
                 f"{'; '.join(changed)}; run without {what} to start from the first frame")
         if kind == "video":
             start, slots = int(record.get("next", 0)), int(record.get("slots", 0))
@@ -512,7 +512,7 @@ class _Stream:
             if not start or there != record.get("output_stat"):
                 why = ("it is not there" if there is None else "the stopped run closed no "
                        "video there" if not start else "it was changed since the run stopped")
-                raise resume_mod.ResumeError(f"{what}: {flag} {out}: {why}; run without "
+                raise resume_mod.ResumeError(f"{what}: {named}: {why}; run without "
                                              f"{what} to start from the first frame")
         else:
             start = resume_mod.images_done(out)
@@ -522,10 +522,10 @@ class _Stream:
         self.progress.update(next=start, slots=slots)
         if start and o.max_frames and start >= o.max_frames:
             limit = option("max_frames", o.max_frames, self.flags)
-            raise resume_mod.ResumeError(f"{what}: {flag} {out} holds the first {start} "
+            raise resume_mod.ResumeError(f"{what}: {named} holds the first {start} "
                                          f"frames already ({limit})")
         if start and src.frame_count and start >= src.frame_count:
-            raise resume_mod.ResumeError(f"{what}: {flag} {out} holds every frame of "
+            raise resume_mod.ResumeError(f"{what}: {named} holds every frame of "
                                          f"{src.spec} already")
         if start:
             how = src.start_at(start, record.get("last_digest") if kind == "video" else None)

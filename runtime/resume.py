@@ -20,6 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .atomic import atomic_write_json
+from .options import option
 
 VERSION = 1
 # The options that change the frames written (the provider and threads change no pixel
@@ -58,8 +59,9 @@ def identity(model: str | os.PathLike, source: str, frame_count: Optional[int],
             "options": {k: options.get(k) for k in SHAPING}, "output": output_kind}
 
 
-def changes(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    """What differs between a record's identity and this run's, in words ([] : none)."""
+def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False) -> list[str]:
+    """What differs between a record's identity and this run's, in words ([] : none);
+    `flags`: options named as `sharpen run`'s flags, else as run_stream's keywords."""
     said = []
     rm, nm = recorded.get("model", {}), now["model"]
     if rm.get("sha256") != nm["sha256"]:
@@ -75,27 +77,28 @@ def changes(recorded: dict[str, Any], now: dict[str, Any]) -> list[str]:
     ro = recorded.get("options", {})
     for key in SHAPING:
         if ro.get(key) != now["options"].get(key):
-            said.append(f"--{key} was {ro.get(key)}, now {now['options'].get(key)}")
+            said.append(f"{option(key, flags=flags)} was {ro.get(key)}, now "
+                        f"{now['options'].get(key)}")
     if recorded.get("output") != now["output"]:
         said.append(f"the output was {recorded.get('output')}, now {now['output']}")
     return said
 
 
-def load(output: str | os.PathLike, flag: str) -> dict[str, Any]:
+def load(output: str | os.PathLike, flags: bool = False) -> dict[str, Any]:
     """The record of the stopped run into `output`, or ResumeError saying why there is none."""
     path = record_path(output)
+    what = option("resume", True, flags)
+    again = f"run without {what} to start from the first frame"
     try:
         record = json.loads(path.read_text())
     except FileNotFoundError:
-        raise ResumeError(f"--resume: no stopped run into {flag} {output} to go on with "
-                          f"({path.name} is not there: the run finished, or never started); "
-                          "run without --resume to start from the first frame") from None
+        raise ResumeError(f"{what}: no stopped run into {option('output', output, flags)} to "
+                          f"go on with ({path.name} is not there: the run finished, or never "
+                          f"started); {again}") from None
     except (OSError, ValueError) as exc:
-        raise ResumeError(f"--resume: cannot read {path} ({exc}); run without --resume to "
-                          "start from the first frame") from None
+        raise ResumeError(f"{what}: cannot read {path} ({exc}); {again}") from None
     if not isinstance(record, dict) or record.get("version") != VERSION:
-        raise ResumeError(f"--resume: {path} is not a record this version writes; run "
-                          "without --resume to start from the first frame")
+        raise ResumeError(f"{what}: {path} is not a record this version writes; {again}")
     return record
 
 

@@ -224,6 +224,9 @@ def test_resume_without_a_stopped_run_or_from_a_camera_is_refused(made, tmp_path
     assert r.returncode == 2, r.stderr
     assert "cannot be resumed (a camera's or stream's frames are not given again)" in r.stderr
     assert not out.exists()
+    r = sharpen("--model", str(made["model"]), "--source", str(made["clip"]), "--resume")
+    assert r.returncode == 2, r.stderr
+    assert "--resume needs --out naming the stopped run's output" in r.stderr, r.stderr
 
 
 @pytest.mark.parametrize("ext, how", [(".mp4", "seek"), (".ts", "read")])
