@@ -490,6 +490,14 @@ class _Stream:
                                   kind)
         self.output, self.resume_record = out, now
         self.progress = {"next": 0, "slots": 0}
+        if kind == "video":
+            # The video there now (an earlier run's, or none): a run whose own video did not
+            # take the name (a full disk) leaves it, and a record of this run's progress
+            # would have --resume join all of it to the frames after this run's last.
+            try:
+                self.progress["output_stat"] = resume_mod.output_stat(out)
+            except OSError:
+                self.progress["output_stat"] = None
         if kind == "images":
             # Saved with the first image: a run killed (SIGKILL) leaves its images, which
             # --resume goes on after; a video is only worth going on with once closed.

@@ -289,3 +289,27 @@ def test_a_resumed_video_gets_the_sound_of_all_its_frames(made, tmp_path):
                            "-f", "s16le", "-ac", "1", "-ar", "8000", "-"], capture_output=True,
                           timeout=60, check=True)
     assert abs(len(done.stdout) / 2 / 8000 - N / FPS) < 0.1
+
+
+def test_a_run_whose_video_was_discarded_leaves_no_record_to_resume_the_older_video(
+        made, tmp_path, capsys, monkeypatch):
+    """A run that wrote frames but whose video did not take the name (a full disk) leaves the
+    earlier run's video there: a record of this run's progress would have --resume join that
+    whole video to the frames after this run's last (a video of nearly twice the length)."""
+    import runtime.sinks as sinks
+    from runtime_fixtures import run_cli
+
+    out = tmp_path / "sharp.mp4"
+    argv = ["run", "--model", str(made["model"]), "--source", str(made["clip"]), "--out",
+            str(out), "--threads", "1", "--quiet"]
+    assert run_cli(argv) == 0
+    kept = out.read_bytes()
+    monkeypatch.setattr(sinks, "DISK_CHECK_EVERY", 5)
+    monkeypatch.setattr(sinks, "free_bytes", lambda folder: 0)   # the statvfs answer
+    assert run_cli(argv) == 2
+    assert "the disk is full" in capsys.readouterr().err
+    assert out.read_bytes() == kept and not (tmp_path / ".sharp.mp4.resume.json").exists()
+    monkeypatch.undo()
+    assert run_cli([*argv, "--resume"]) == 2
+    assert "no stopped run into --out" in capsys.readouterr().err
+    assert out.read_bytes() == kept
