@@ -490,14 +490,6 @@ class _Stream:
                                   kind)
         self.output, self.resume_record = out, now
         self.progress = {"next": 0, "slots": 0}
-        if kind == "video":
-            # The video there now (an earlier run's, or none): a run whose own video did not
-            # take the name (a full disk) leaves it, and a record of this run's progress
-            # would have --resume join all of it to the frames after this run's last.
-            try:
-                self.progress["output_stat"] = resume_mod.output_stat(out)
-            except OSError:
-                self.progress["output_stat"] = None
         if kind == "images":
             # Saved with the first image: a run killed (SIGKILL) leaves its images, which
             # --resume goes on after; a video is only worth going on with once closed.
@@ -559,13 +551,16 @@ class _Stream:
         if "last" not in p:   # no frame of this run's reached the output
             return
         if rec["output"] == "video":
+            # Only where this run's video took the name: one discarded (a full disk, a join
+            # refused) leaves an earlier run's there, which --resume would join whole to the
+            # frames after this run's last.
+            video = _video_sink(self.sink) if self.sink is not None else None
+            if video is None or not video.replaced:
+                return
             try:
-                there = resume_mod.output_stat(out)
+                p["output_stat"] = resume_mod.output_stat(out)
             except OSError:
                 return
-            if there == p.get("output_stat"):   # not replaced: this run's video was not kept
-                return
-            p["output_stat"] = there
         p["last_digest"] = resume_mod.frame_digest(p.pop("last"))
         resume_mod.save(out, {**rec, **p})
 

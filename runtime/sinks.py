@@ -181,6 +181,8 @@ class VideoFileSink(Sink):
         self.joined: Optional[Path] = None
         self.joined_frames = 0
         self._join_ffmpeg: Optional[str] = None
+        self._joined_stat: Optional[tuple[int, int]] = None   # `joined`'s size and time then
+        self.replaced = False   # this run's video took the output's name
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
@@ -209,7 +211,11 @@ class VideoFileSink(Sink):
                      "to keep every pixel")
             self.size = (w, h)
             if self.joined is not None and self._join_ffmpeg is None:
-                self._encode_joined()
+                try:
+                    self._encode_joined()
+                except BaseException:
+                    self._broken = True   # not a video of part of the stopped run's frames
+                    raise
         elif (w, h) != self.size:
             # A video has one size; fitting keeps the file valid if a stream changes resolution
             # (or a folder mixes sizes), and the picture's proportions (stretched, a portrait
@@ -237,6 +243,8 @@ class VideoFileSink(Sink):
         run's: a second lossy encode of those frames, said once."""
         from .audio import find_ffmpeg
         self.joined, self.joined_frames = earlier, frames
+        st = os.stat(earlier)
+        self._joined_stat = (st.st_size, st.st_mtime_ns)
         self._join_ffmpeg = find_ffmpeg()[0]
         if self._join_ffmpeg is None:
             warn(f"{option('output', self.path, self.flags)}: the {frames} frames the stopped "
@@ -244,7 +252,24 @@ class VideoFileSink(Sink):
                  "the videos without it: install one, or set SHARPEN_FFMPEG, to keep them as "
                  "they are)")
 
+    def _check_joined(self) -> None:
+        """The earlier video is the output itself, which another run into it (a plain rerun in
+        a second terminal) may have replaced meanwhile: all of that one joined to this run's
+        frames made a video of nearly twice the length."""
+        try:
+            st = os.stat(self.joined)
+            now: Optional[tuple[int, int]] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            now = None
+        if now != self._joined_stat:
+            raise SinkError(f"{option('output', self.path, self.flags)}: {self.joined} was "
+                            f"{'removed' if now is None else 'replaced'} while this run went "
+                            "on (by another run into it?): this run's frames, which go after "
+                            f"the stopped run's {self.joined_frames}, are discarded, and what "
+                            "is there is left as it is")
+
     def _encode_joined(self) -> None:
+        self._check_joined()
         cap = cv2.VideoCapture(str(self.joined))
         try:
             for n in range(self.joined_frames):
@@ -509,6 +534,7 @@ class VideoFileSink(Sink):
             # plays, so playing back is not proof enough).
             self._check_disk(below=DISK_BLOCK_BYTES)
             if self.joined is not None and self._join_ffmpeg is not None:
+                self._check_joined()
                 self._concat_joined()
             self._check_playable()
             if self.audio_source is not None:
@@ -534,6 +560,7 @@ class VideoFileSink(Sink):
             os.replace(self.tmp, self.path)
         except OSError as exc:
             raise SinkError(self._not_replaced(exc)) from None
+        self.replaced = True
         if self.source_sar and self.size:
             self._say_aspect(*self.source_sar)
         if self.resized > 1:   # the first one was named as it happened

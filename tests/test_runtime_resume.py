@@ -65,10 +65,10 @@ def sharpen(*argv: str, env: dict | None = None) -> subprocess.CompletedProcess:
                           text=True, timeout=120, env=env)
 
 
-def stopped(argv: list[str], after: int, signum: int, env: dict | None = None
-            ) -> tuple[int, str]:
-    """Run `sharpen run`, and send `signum` once its live line says `after` frames are
-    written; (exit code, stderr)."""
+def stopped(argv: list[str], after: int, signum: int | None, env: dict | None = None,
+            then=None) -> tuple[int, str]:
+    """Run `sharpen run`, and send `signum` (if any) and call `then` (if any) once its live
+    line says `after` frames are written; (exit code, stderr)."""
     proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", *argv, "--threads",
                              "1", "--report-interval", "0.05"], cwd=tempfile.gettempdir(),
                             stderr=subprocess.PIPE, text=True, env=env)
@@ -80,7 +80,10 @@ def stopped(argv: list[str], after: int, signum: int, env: dict | None = None
             lines.append(line)
             m = re.match(r"\s*(\d+)/", line)
             if m and int(m.group(1)) >= after:
-                proc.send_signal(signum)
+                if signum is not None:
+                    proc.send_signal(signum)
+                if then is not None:
+                    then()
                 break
         lines.append(proc.stderr.read())
         proc.wait()
@@ -313,3 +316,33 @@ def test_a_run_whose_video_was_discarded_leaves_no_record_to_resume_the_older_vi
     assert run_cli([*argv, "--resume"]) == 2
     assert "no stopped run into --out" in capsys.readouterr().err
     assert out.read_bytes() == kept
+
+
+def test_a_video_replaced_while_a_resumed_run_goes_on_is_not_joined_to(made, tmp_path):
+    """Another run into the same output that finished first (a plain rerun in a second
+    terminal) replaced the stopped run's video: joining that whole video to this run's frames
+    made one of some 150 frames; it is left as it is, and no record claims it."""
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg to join with")
+    env = _env(ffmpeg)
+    out = tmp_path / "sharp.mp4"
+    argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out)]
+    code, err = stopped(argv, 15, signal.SIGINT, env)
+    assert code == 130, err
+    other = tmp_path / "other.mp4"
+    other.write_bytes(made["full.mp4"].read_bytes())
+
+    def replace() -> None:
+        os.replace(other, out)   # what the other run's close does
+
+    code, err = stopped([*argv, "--resume"], 45, None, env, replace)
+    assert code == 2, err
+    assert f"{out} was replaced while this run went on" in err, err
+    assert out.read_bytes() == made["full.mp4"].read_bytes()
+    # The stopped run's record is left (the other run's, finished, removes it): it no longer
+    # matches the video there.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".sharp.mp4.resume.json", out.name]
+    r = sharpen(*argv, "--resume", env=env)
+    assert r.returncode == 2 and "it was changed since the run stopped" in r.stderr, r.stderr
+    assert out.read_bytes() == made["full.mp4"].read_bytes()
