@@ -605,7 +605,8 @@ class _Stream:
                 # Read to its end: a count that was an estimate (an MPEG-TS file's) is now the
                 # frames it held, and the last progress line reads 60/60, not 60/65.
                 if not src.live and src.frame_count and stats.total and not stop.is_set():
-                    stats.total = min(src.frame_count, self.limit or src.frame_count)
+                    stats.total = min(src.frame_count - self.resumed_from,
+                                      self.limit or src.frame_count)
         except Exception as exc:
             if src.live:
                 raise

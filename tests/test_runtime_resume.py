@@ -346,3 +346,17 @@ def test_a_video_replaced_while_a_resumed_run_goes_on_is_not_joined_to(made, tmp
     r = sharpen(*argv, "--resume", env=env)
     assert r.returncode == 2 and "it was changed since the run stopped" in r.stderr, r.stderr
     assert out.read_bytes() == made["full.mp4"].read_bytes()
+
+
+def test_a_resumed_runs_progress_counts_the_frames_it_has_to_write(made, tmp_path):
+    """Its last live line read 74/90 where the run wrote the 74 frames left of 90."""
+    out = tmp_path / "frames"
+    argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out)]
+    code, err = stopped(argv, 15, signal.SIGINT)
+    assert code == 130, err
+    k = len(list(out.glob("frame_*")))
+    code, err = stopped([*argv, "--resume"], N + 1, None)   # never reached: runs to its end
+    assert code == 0, err
+    counts = re.findall(r"^\s*(\d+)/(\d+) frames", err, re.M)
+    assert counts and {int(t) for _, t in counts} == {N - k}, err
+    assert counts[-1] == (str(N - k), str(N - k)), err
