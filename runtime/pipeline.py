@@ -562,7 +562,7 @@ class _Stream:
             except OSError:
                 return
         p["last_digest"] = resume_mod.frame_digest(p.pop("last"))
-        resume_mod.save(out, {**rec, **p})
+        resume_mod.save(out, resume_mod.sealed({**rec, **p}))
 
     def _info(self, output: Optional[Union[str, Path, Sink]]) -> dict[str, Any]:
         """What was measured, so that two stats files can be told apart: the model file and

@@ -51,22 +51,50 @@ def frame_digest(img: np.ndarray) -> str:
 
 def identity(model: str | os.PathLike, source: str, frame_count: Optional[int],
              options: dict[str, Any], output_kind: str) -> dict[str, Any]:
-    """What must be the same for a resumed run's frames to match the stopped run's."""
-    st = os.stat(source)
-    return {"model": {"file": os.path.abspath(model), "sha256": file_sha256(model)},
+    """What must be the same for a resumed run's frames to match the stopped run's. The
+    model's hash is left to `sealed` and `changes`: taken at every run's start, it cost each
+    video run 0.3 s per 100 MB of model, where few runs are ever stopped or resumed."""
+    st, mst = os.stat(source), os.stat(model)
+    return {"model": {"file": os.path.abspath(model), "size": mst.st_size,
+                      "mtime_ns": mst.st_mtime_ns},
             "source": {"file": os.path.abspath(source), "size": st.st_size,
                        "mtime_ns": st.st_mtime_ns, "frame_count": frame_count},
             "options": {k: options.get(k) for k in SHAPING}, "output": output_kind}
 
 
+def _model_unchanged(model: dict[str, Any]) -> bool:
+    try:
+        st = os.stat(model["file"])
+    except OSError:
+        return False
+    return (st.st_size, st.st_mtime_ns) == (model["size"], model["mtime_ns"])
+
+
+def sealed(record: dict[str, Any]) -> dict[str, Any]:
+    """`record` with its model's hash, taken as it is saved at a stop: where the file was
+    changed since the run opened it, the hash would not be of the model that made the frames,
+    and none is kept (--resume then refuses it as another model)."""
+    model = dict(record["model"])
+    if "sha256" not in model:
+        model["sha256"] = file_sha256(model["file"]) if _model_unchanged(model) else None
+    return {**record, "model": model}
+
+
 def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False) -> list[str]:
     """What differs between a record's identity and this run's, in words ([] : none);
-    `flags`: options named as `sharpen run`'s flags, else as run_stream's keywords."""
+    `flags`: options named as `sharpen run`'s flags, else as run_stream's keywords. A record
+    saved with a folder's first image, before any stop, holds no hash: its model's size and
+    time are compared."""
     said = []
     rm, nm = recorded.get("model", {}), now["model"]
-    if rm.get("sha256") != nm["sha256"]:
-        said.append(f"the model ({rm.get('file')} then, {nm['file']} now) is another file: "
-                    "its contents differ")
+    if "sha256" in rm:
+        other = "its contents differ" if rm["sha256"] != file_sha256(nm["file"]) else ""
+    else:
+        other = ("its size or modification time differ" if (rm.get("size"), rm.get("mtime_ns"))
+                 != (nm["size"], nm["mtime_ns"]) else "")
+    if other:
+        said.append(f"the model ({rm.get('file')} then, {nm['file']} now) differs: "
+                    f"{other}")
     rs, ns = recorded.get("source", {}), now["source"]
     if rs.get("file") != ns["file"]:
         said.append(f"the source was {rs.get('file')}, now {ns['file']}")

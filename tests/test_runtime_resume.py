@@ -360,3 +360,19 @@ def test_a_resumed_runs_progress_counts_the_frames_it_has_to_write(made, tmp_pat
     counts = re.findall(r"^\s*(\d+)/(\d+) frames", err, re.M)
     assert counts and {int(t) for _, t in counts} == {N - k}, err
     assert counts[-1] == (str(N - k), str(N - k)), err
+
+
+def test_a_run_that_is_neither_stopped_nor_resumed_reads_no_model_for_its_hash(
+        made, tmp_path, monkeypatch):
+    """The model's hash, taken at every video run's start, cost 0.3 s per 100 MB of model
+    (a Restormer teacher's ONNX) where only a stopped run's record, or --resume, needs it."""
+    import runtime.resume as resume
+    from runtime_fixtures import run_cli
+
+    hashed = []
+    real = resume.file_sha256
+    monkeypatch.setattr(resume, "file_sha256", lambda p: hashed.append(p) or real(p))
+    for out in ("sharp.mp4", "frames"):
+        assert run_cli(["run", "--model", str(made["model"]), "--source", str(made["clip"]),
+                        "--out", str(tmp_path / out), "--max-frames", "3", "--quiet"]) == 0
+    assert hashed == []
