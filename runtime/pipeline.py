@@ -493,8 +493,14 @@ class _Stream:
         if kind == "images":
             # Saved with the first image: a run killed (SIGKILL) leaves its images, which
             # --resume goes on after; a video is only worth going on with once closed.
-            self.progress["first"] = lambda: resume_mod.save(out, {**now, "next": 0,
-                                                                  "slots": 0})
+            def first() -> None:
+                # When this run's images began: an earlier run's left in the folder are not
+                # counted as this one's (`images_done`).
+                self.progress["started_ns"] = time.time_ns()
+                resume_mod.save(out, {**now, "next": 0, "slots": 0,
+                                      "started_ns": self.progress["started_ns"]})
+
+            self.progress["first"] = first
         if not resume:
             return 0
         named = option("output", out, self.flags)
@@ -515,10 +521,10 @@ class _Stream:
                 raise resume_mod.ResumeError(f"{what}: {named}: {why}; run without "
                                              f"{what} to start from the first frame")
         else:
-            start = resume_mod.images_done(out)
+            start = resume_mod.images_done(out, since_ns=record.get("started_ns"))
             slots = start
         self.progress = {k: record[k] for k in ("origin", "m_prev", "slack", "last_digest",
-                                                "output_stat") if k in record}
+                                                "output_stat", "started_ns") if k in record}
         self.progress.update(next=start, slots=slots)
         if start and o.max_frames and start >= o.max_frames:
             limit = option("max_frames", o.max_frames, self.flags)
@@ -528,7 +534,11 @@ class _Stream:
             raise resume_mod.ResumeError(f"{what}: {named} holds every frame of "
                                          f"{src.spec} already")
         if start:
-            how = src.start_at(start, record.get("last_digest") if kind == "video" else None)
+            # A folder's record tells the frame before `start` where the images in it end
+            # at the stop's (not after a killed run's); else the source is read up to it.
+            digest = (record.get("last_digest")
+                      if kind == "video" or record.get("next") == start else None)
+            how = src.start_at(start, digest)
             if self.note:
                 self.note(f"resuming at frame {start} of {src.spec} ("
                           f"{'seek' if how == 'seek' else 'read from the start'}); "

@@ -143,10 +143,24 @@ def output_stat(path: str | os.PathLike) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def images_done(folder: str | os.PathLike, start: int = 0) -> int:
+# How much older than the time a run noted before its first image that image's time may read:
+# a file's time comes from the kernel's coarse clock, a tick (up to 10 ms) behind time_ns.
+CLOCK_SLACK_NS = 1_000_000_000
+
+
+def images_done(folder: str | os.PathLike, start: int = 0,
+                since_ns: Optional[int] = None) -> int:
     """How many frames from frame_000000 on an image folder holds in a row: a run writes them
-    in order, each atomically, so these are whole and the next one is where to go on."""
+    in order, each atomically, so these are whole and the next one is where to go on.
+    `since_ns`: when the stopped run began writing; older images are an earlier run's (a
+    complete one's, into the same folder), not the stopped run's."""
     n = start
-    while (Path(folder) / f"frame_{n:06d}.png").is_file():
+    while True:
+        image = Path(folder) / f"frame_{n:06d}.png"
+        try:
+            if not image.is_file() or (since_ns is not None and image.stat().st_mtime_ns
+                                       < since_ns - CLOCK_SLACK_NS):
+                return n
+        except OSError:   # gone meanwhile
+            return n
         n += 1
-    return n

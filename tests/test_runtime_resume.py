@@ -183,6 +183,10 @@ def test_an_image_folder_resumes_past_the_frames_written(made, tmp_path, signum)
     r = sharpen(*argv, "--resume")
     assert r.returncode == 0, r.stderr
     assert f"done: {N - k} frames" in r.stderr, r.stderr
+    # Sought where the record names the frame before (a stop's), else read up to it: a
+    # killed run's record is its first image's.
+    how = "seek" if signum == signal.SIGINT else "read from the start"
+    assert f"resuming at frame {k} of {made['clip']} ({how})" in r.stderr, r.stderr
     for p in made["truth"].iterdir():
         assert (out / p.name).read_bytes() == p.read_bytes(), p.name
     assert len(list(out.glob("frame_*"))) == N
@@ -376,3 +380,27 @@ def test_a_run_that_is_neither_stopped_nor_resumed_reads_no_model_for_its_hash(
         assert run_cli(["run", "--model", str(made["model"]), "--source", str(made["clip"]),
                         "--out", str(tmp_path / out), "--max-frames", "3", "--quiet"]) == 0
     assert hashed == []
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_a_folder_resumes_after_this_runs_images_not_an_earlier_runs(made, tmp_path, signum):
+    """A folder an earlier, complete run filled, written into again and stopped: counting
+    every image in a row, --resume said it held every frame already (exit 2), though all
+    but the first few were the earlier run's (another model's, say)."""
+    import shutil
+
+    out = tmp_path / "frames"
+    shutil.copytree(made["truth"], out)
+    for p in out.iterdir():
+        os.utime(p, ns=(10**18, 10**18))   # an earlier run's, in 2001
+    argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out)]
+    code, err = stopped(argv, 15, signum)
+    assert code == (130 if signum == signal.SIGINT else -signal.SIGKILL), err
+    k = sum(p.stat().st_mtime_ns > 10**18 for p in out.iterdir())
+    assert 15 <= k < N
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"done: {N - k} frames" in r.stderr, r.stderr
+    assert all(p.stat().st_mtime_ns > 10**18 for p in out.iterdir())
+    for p in made["truth"].iterdir():
+        assert (out / p.name).read_bytes() == p.read_bytes(), p.name
