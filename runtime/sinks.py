@@ -287,8 +287,13 @@ class VideoFileSink(Sink):
 
     def _concat_joined(self) -> None:
         """The earlier video then this run's, its pictures copied (an earlier part's sound,
-        copied in when it closed, is left: the whole is given the source's at close)."""
+        copied in when it closed, is left: the whole is given the source's at close). Run as
+        the sound's copy is (audio._run): in a session of its own, so that a terminal's Ctrl-C,
+        which the run takes as "finish what you are doing", does not stop it, and given the
+        time a slow disk takes to copy hours of video."""
         import subprocess
+
+        from .audio import MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, _run
         fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.{os.getpid()}.", suffix=".txt",
                                     dir=self.path.parent)
         os.close(fd)
@@ -297,16 +302,24 @@ class VideoFileSink(Sink):
             listing.write_text("".join(
                 "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n"
                 for p in (self.joined, self.tmp)))
-            done = subprocess.run([self._join_ffmpeg, "-hide_banner", "-nostdin", "-loglevel",
-                                   "error", "-y", "-f", "concat", "-safe", "0", "-i",
-                                   str(listing), "-map", "0:v:0", "-c", "copy", str(joined)],
-                                  capture_output=True, text=True, timeout=600)
-            if done.returncode or not joined.stat().st_size:
+            limit = MUX_TIMEOUT_S + 2 * (os.path.getsize(self.joined)
+                                         + os.path.getsize(self.tmp)) / SLOW_DISK_BYTES_S
+            try:
+                done = _run([self._join_ffmpeg, "-hide_banner", "-nostdin", "-loglevel",
+                             "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
+                             "-map", "0:v:0", "-c", "copy", str(joined)], limit)
+            except subprocess.TimeoutExpired:
+                why = f"it had not finished after {limit:.0f} s"
+            except (OSError, subprocess.SubprocessError) as exc:
+                why = f"{self._join_ffmpeg} did not run: {exc}"
+            else:
                 lines = done.stderr.strip().splitlines()
+                why = ("" if not done.returncode and joined.stat().st_size
+                       else lines[-1] if lines else f"exit code {done.returncode}")
+            if why:
                 raise SinkError(f"{option('output', self.path, self.flags)}: ffmpeg could not "
-                                f"join {self.joined} and this run's frames "
-                                f"({lines[-1] if lines else done.returncode}); the earlier "
-                                f"video is left as it was")
+                                f"join {self.joined} and this run's frames ({why}); the "
+                                "earlier video is left as it was")
             os.replace(joined, self.tmp)
             joined = None
         finally:

@@ -404,3 +404,37 @@ def test_a_folder_resumes_after_this_runs_images_not_an_earlier_runs(made, tmp_p
     assert all(p.stat().st_mtime_ns > 10**18 for p in out.iterdir())
     for p in made["truth"].iterdir():
         assert (out / p.name).read_bytes() == p.read_bytes(), p.name
+
+
+def test_a_ctrl_c_while_the_parts_are_joined_does_not_stop_the_join(made, tmp_path):
+    """A terminal's Ctrl-C goes to the whole process group: ffmpeg, run in it, quit the join at
+    the Ctrl-C the run takes as "finish what you are doing", and the resumed run's frames were
+    lost with it (the sound's copy runs in a session of its own for this reason)."""
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg to join with")
+    mark = tmp_path / "joining"
+    slow = tmp_path / "ffmpeg"   # ffmpeg, but a join waits a moment: time to press Ctrl-C
+    slow.write_text(f'#!/bin/sh\ncase "$*" in *concat*) touch "{mark}"; sleep 2;; esac\n'
+                    f'exec "{ffmpeg}" "$@"\n')
+    slow.chmod(0o755)
+    env = _env(str(slow))
+    out = tmp_path / "sharp.mp4"
+    argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out)]
+    code, err = stopped(argv, 15, signal.SIGINT, env)
+    assert code == 130, err
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", *argv, "--resume",
+                             "--threads", "1", "--quiet"], cwd=tempfile.gettempdir(),
+                            stderr=subprocess.PIPE, text=True, env=env, start_new_session=True)
+    try:
+        for _ in range(1200):
+            if mark.exists() or proc.poll() is not None:
+                break
+            threading.Event().wait(0.05)
+        assert mark.exists(), proc.stderr.read()
+        os.killpg(proc.pid, signal.SIGINT)   # what the terminal does
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        proc.kill()
+    assert "could not join" not in err, err
+    assert len(frames_and_times(out)[0]) == N, err
