@@ -404,6 +404,9 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
             + s.get("repeated_frames", 0))
     if not done or not output or not os.path.exists(output):
         return ""
+    if s.get("output_replaced") is False:   # discarded (a full disk, a join that failed)
+        return f"{output} is as it was before this run, which wrote no video there"
+    done += s.get("resumed_from", 0) if s.get("resumable") else 0
     frames = "frame" if done == 1 else "frames"
     return f"{output} holds the {done} {frames} written before the error (closed cleanly)"
 

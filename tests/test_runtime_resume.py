@@ -314,7 +314,9 @@ def test_a_run_whose_video_was_discarded_leaves_no_record_to_resume_the_older_vi
     monkeypatch.setattr(sinks, "DISK_CHECK_EVERY", 5)
     monkeypatch.setattr(sinks, "free_bytes", lambda folder: 0)   # the statvfs answer
     assert run_cli(argv) == 2
-    assert "the disk is full" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "the disk is full" in err and "written before the error" not in err, err
+    assert f"{out} is as it was before this run, which wrote no video there" in err, err
     assert out.read_bytes() == kept and not (tmp_path / ".sharp.mp4.resume.json").exists()
     monkeypatch.undo()
     assert run_cli([*argv, "--resume"]) == 2
