@@ -245,12 +245,13 @@ class VideoFileSink(Sink):
         self.joined, self.joined_frames = earlier, frames
         st = os.stat(earlier)
         self._joined_stat = (st.st_size, st.st_mtime_ns)
-        self._join_ffmpeg = find_ffmpeg()[0]
+        self._join_ffmpeg, why = find_ffmpeg()
         if self._join_ffmpeg is None:
+            # Why there is none: a SHARPEN_FFMPEG that names no executable was said to be unset.
             warn(f"{option('output', self.path, self.flags)}: the {frames} frames the stopped "
-                 "run wrote are encoded a second time ahead of this run's (no ffmpeg to join "
-                 "the videos without it: install one, or set SHARPEN_FFMPEG, to keep them as "
-                 "they are)")
+                 f"run wrote are encoded a second time ahead of this run's ({why}, and only "
+                 "ffmpeg joins videos without it: install one, or set SHARPEN_FFMPEG, to keep "
+                 "them as they are)")
 
     def _check_joined(self) -> None:
         """The earlier video is the output itself, which another run into it (a plain rerun in

@@ -150,6 +150,8 @@ def test_a_stopped_video_run_resumes_to_an_uninterrupted_runs_frames(made, tmp_p
     assert f"note: resuming at frame {k} of {made['clip']} (seek)" in r.stderr, r.stderr
     assert f"done: {N - k} frames" in r.stderr, r.stderr
     assert ("encoded a second time" in r.stderr) == (join == "encode"), r.stderr
+    assert ("SHARPEN_FFMPEG=/no/such/ffmpeg is not an executable file" in r.stderr) == (
+        join == "encode"), r.stderr
     assert not (tmp_path / f".{out.name}.resume.json").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
 
