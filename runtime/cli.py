@@ -165,13 +165,18 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
     done, total = summary.get("frames_processed", 0), src.get("frame_count")
     if total and max_frames:
         total = min(total, max_frames)
+    resumed = summary.get("resumed_from", 0)
+    if output and not done and resumed and summary.get("resumable"):
+        # "nothing written" read as an empty output: the stopped run's frames are there still.
+        return (f"interrupted before the first frame was written: {output} holds the "
+                f"{resumed} {'frame' if resumed == 1 else 'frames'} it held; run the same "
+                "command with --resume to go on from there")
     if output and not done:
         # A video gets its name only when it is closed with frames in it, so a file there
         # from an earlier run is untouched; an image folder has gained nothing.
         return f"interrupted before the first frame was written: nothing written to {output}"
     if src.get("live") or not output:
         return "interrupted, output closed cleanly" if output else "interrupted"
-    resumed = summary.get("resumed_from", 0)
     if summary.get("resumable"):   # a video file's run, which --resume goes on with
         done += resumed
         again = "run the same command with --resume to go on from there"

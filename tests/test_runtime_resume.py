@@ -442,3 +442,18 @@ def test_a_ctrl_c_while_the_parts_are_joined_does_not_stop_the_join(made, tmp_pa
         proc.kill()
     assert "could not join" not in err, err
     assert len(frames_and_times(out)[0]) == N, err
+
+
+def test_a_resumed_run_stopped_before_its_first_frame_says_what_the_output_still_holds():
+    """'nothing written to OUT' read as an empty output, where the stopped run's frames are
+    still there to go on from."""
+    from runtime.cli import _interrupted_note
+
+    summary = {"source": {"frame_count": 90}, "frames_processed": 0, "resumed_from": 31,
+               "resumable": True}
+    assert _interrupted_note(summary, "sharp.mp4") == (
+        "interrupted before the first frame was written: sharp.mp4 holds the 31 frames it "
+        "held; run the same command with --resume to go on from there")
+    fresh = {**summary, "resumed_from": 0, "resumable": False}
+    assert _interrupted_note(fresh, "sharp.mp4") == (
+        "interrupted before the first frame was written: nothing written to sharp.mp4")
