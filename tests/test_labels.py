@@ -1842,6 +1842,125 @@ def test_a_manifest_that_cannot_be_rewritten_keeps_the_runs_outcome_and_its_jour
     assert len(_manifest(out)) == n and not journal.exists()
 
 
+
+class _DiskFull:
+    """The cache's JSON records (manifest, run.json) failing as on a full disk once `full`
+    and the path is one `fails` accepts: the labels' PNGs go in, as the last ones did before
+    the disk filled."""
+    def __init__(self, monkeypatch, fails=lambda path: True):
+        import errno
+
+        from distill.data import label_cache
+        self.full, real = False, label_cache.atomic_write_json
+
+        def write(path, obj, indent=2):
+            if self.full and fails(Path(path)):
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+            return real(path, obj, indent)
+        monkeypatch.setattr(label_cache, "atomic_write_json", write)
+
+
+class _FillsTheDisk(FakeTeacher):
+    def __init__(self, disk: _DiskFull):
+        self.disk = disk
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        self.disk.full = True
+        return super().sharpen(image, tile, overlap, batch_size)
+
+
+def test_a_disk_that_fills_at_a_runs_end_keeps_its_outcome_and_says_what_is_left(
+        tmp_path, monkeypatch):
+    """A labels run whose last label took the disk's last space ended in a traceback as it
+    marked run.json complete, or dropped the entries of inputs that are gone: its labels
+    made, its summary never said. Each is a warning naming the file, and the next run, the
+    disk freed, finishes both."""
+    from distill.data.label_cache import journal_path
+    n = 4
+    data = _paired(tmp_path / "data", n, h=16, w=16)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, progress=False)
+    run_labels(str(data), out, teacher=FakeTeacher(), **kw)
+    for side in ("input", "target"):   # one input gone, one new one for the teacher
+        os.replace(data / side / "im00.png", data / side / "im09.png")
+    disk = _DiskFull(monkeypatch)
+    said: list[str] = []
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        s = run_labels(str(data), out, teacher=_FillsTheDisk(disk), say=said.append, **kw)
+    assert (s.done, s.skipped, s.failed) == (1, n - 1, 0)
+    assert any(line.startswith(f"labels: 1 done, {n - 1} skipped") for line in said), said
+    warned = [str(w.message) for w in caught]
+    full = "No space left on device"
+    assert warned.count(f"could not mark {out / 'run.json'} complete ({full}): training takes "
+                        f"{out} for an interrupted run's and says so; run the same labels "
+                        "command again once the folder can be written (it skips every label "
+                        "made)") == 1, warned
+    assert warned.count(f"could not drop the entries of inputs that are gone or replaced from "
+                        f"{out / 'manifest.json'} ({full}): training refuses {out} while it "
+                        "lists them; run the same labels command again once the folder can be "
+                        "written (it skips every label made)") == 1, warned
+    assert sum(w.startswith("could not compact") for w in warned) == 1, warned
+    assert LabelCache(out).incomplete() and journal_path(out / "manifest.json").is_file()
+    disk.full = False
+    s = run_labels(str(data), out, teacher=FakeTeacher(), **kw)
+    assert (s.done, s.skipped) == (0, n)
+    assert sorted(_manifest(out)) == ["im01", "im02", "im03", "im09"]
+    assert LabelCache(out).incomplete() is None
+
+
+def test_a_hold_outs_prune_that_cannot_write_the_manifest_is_a_warning(
+        tmp_path, teachers, monkeypatch, capsys):
+    """--hold-out on a cache labelled in full drops the held-out images' labels from it after
+    both runs, in a `finally`: a manifest that could not be written raised its OSError there,
+    a traceback in place of the two runs' outcome."""
+    data = tmp_path / "footage"
+    rng = np.random.default_rng(3)
+    for i in range(5):
+        write_image(data / f"shot{i}.png", rng.random((24, 32, 3)))
+    out, val = tmp_path / "train", tmp_path / "val"
+    base = ["--data", str(data), "--out", str(out), "--teacher-weights", str(teachers[0]),
+            "--tile", "32", "--overlap", "8", "--device", "cpu", "--quiet"]
+    assert main(base) == 0
+    disk = _DiskFull(monkeypatch, fails=lambda path: path == out / "manifest.json")
+    disk.full = True
+    assert main([*base, "--hold-out", "0.2", "--val-out", str(val)]) == 0
+    said = capsys.readouterr()
+    want = (f"warning: could not drop the labels of the images this run holds out from "
+            f"{out / 'manifest.json'} (No space left on device): training leaves them out (the "
+            "run's selection does), and the same labels command run again once the folder "
+            "can be written drops them")
+    assert said.err.splitlines().count(want) == 1, said.err
+    assert "train on them:" in said.out
+    held = LabelCache(val).run["selection"]
+    assert len(held) == 1 and held[0] in LabelCache(out).unselected()
+    disk.full = False
+    assert main([*base, "--hold-out", "0.2", "--val-out", str(val)]) == 0
+    assert held[0] not in _manifest(out) and sorted(_manifest(val)) == held
+
+
+def test_a_label_that_cannot_be_written_mid_run_is_an_error_naming_it(tmp_path, capsys,
+                                                                     monkeypatch):
+    """A label that could not be put in place (a full disk, a read-only folder; here its name
+    taken by a folder) ended `sharpen labels` in a traceback that said nothing of the labels
+    made before it, which the same command then skips."""
+    data = _paired(tmp_path / "data", 4, h=16, w=16)
+    out = tmp_path / "cache"
+    (out / "labels" / "im02.png" / "x").mkdir(parents=True)
+    argv = ["--data", str(data), "--out", str(out), "--tile", "0", "--quiet"]
+    from distill.data import labels
+    monkeypatch.setattr(labels, "load_teacher", lambda *a, **k: FakeTeacher())
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1] == (
+        f"sharpen labels: error: {out / 'labels' / 'im02.png'}: Is a directory (the labels "
+        f"made before it stay in {out}: the same command run again skips them)"), err
+    (out / "labels" / "im02.png" / "x").rmdir()
+    (out / "labels" / "im02.png").rmdir()
+    assert main(argv) == 0
+    assert "2 done, 2 skipped" in capsys.readouterr().out
+
+
 def test_training_refuses_labels_cut_short_at_its_start_naming_them(tmp_path, capsys):
     """`sharpen distill` took a cache whose labels a killed `labels` run cut short and failed
     on them mid-training. They are found as it starts (the PNG end the labels resume checks)

@@ -50,7 +50,7 @@ from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifes
                           made_on, png_whole,
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
                           prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths, video_signature,
-                          read_run_record, write_manifest, write_run_record)
+                          RUN_RECORD, read_run_record, write_manifest, write_run_record)
 from .sources import (Sample, SampleReader, SourceError, gopro_blur_unused, parse_spec,
                       resolve_source, spread)
 
@@ -318,7 +318,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         elif dist.rank == 0:   # after the barrier every shard is final
             merged = _merged(out_dir, dist, run, all_finished=True)
         if records and dist.rank == 0:
-            write_run_record(out_dir, run_id, complete=True)
+            _mark_complete(out_dir, run_id)
     finally:
         if owned:
             import torch.distributed as tdist
@@ -335,7 +335,14 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         else:
             prune_later.append(prune)
     if merged is not None:
-        gone = prune_missing_inputs(out_dir, names=[s.name for s in pool])
+        try:
+            gone = prune_missing_inputs(out_dir, names=[s.name for s in pool])
+        except OSError as e:   # the labels are made: a warning, not their run's traceback
+            warn(f"{tag}could not drop the entries of inputs that are gone or replaced from "
+                 f"{out_dir / MANIFEST} ({e.strerror or e}): training refuses {out_dir} while "
+                 "it lists them; run the same labels command again once the folder can be "
+                 "written (it skips every label made)")
+            gone = []
         if gone:
             shown = ", ".join(gone[:3]) + (f" and {len(gone) - 3} more" if len(gone) > 3 else "")
             say(f"{tag}removed {count(len(gone), 'label')} whose input is gone or replaced, or "
@@ -348,6 +355,17 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         say(f"{tag if not pg else ''}merged manifest: {out_dir / MANIFEST} "
             f"({count(n_ok, 'label')})")
     return stats
+
+
+def _mark_complete(out_dir: Path, run_id: str) -> None:
+    """run.json marked complete; where it cannot be written (a full disk, a folder made
+    read-only) a warning: every label is made, and raised, the error replaced the summary."""
+    try:
+        write_run_record(out_dir, run_id, complete=True)
+    except OSError as e:
+        warn(f"could not mark {out_dir / RUN_RECORD} complete ({e.strerror or e}): training "
+             f"takes {out_dir} for an interrupted run's and says so; run the same labels "
+             "command again once the folder can be written (it skips every label made)")
 
 
 def not_compacted(manifest: Path, e: OSError) -> str:
@@ -399,7 +417,15 @@ def _interrupted_whole(run: LabelRun, samples: list[Sample]) -> str:
 
 def _prune_excluded(out_dir: Path, exclude: Collection[str], tag: str,
                     say: Callable[[str], None]) -> None:
-    dropped = prune_held_out(out_dir, exclude)
+    try:
+        dropped = prune_held_out(out_dir, exclude)
+    except OSError as e:
+        # Run in a `finally` too: raised, it replaced the runs' summaries (or a Ctrl-C).
+        warn(f"{tag}could not drop the labels of the images this run holds out from "
+             f"{out_dir / MANIFEST} ({e.strerror or e}): training leaves them out (the "
+             "run's selection does), and the same labels command run again once the folder "
+             "can be written drops them")
+        return
     if dropped:
         shown = ", ".join(dropped[:3]) + (f" and {len(dropped) - 3} more"
                                           if len(dropped) > 3 else "")
@@ -1150,6 +1176,13 @@ def run_from_args(args: argparse.Namespace) -> int:
                                config=args.config, split=args.split, **common)
     except SourceError as e:
         raise SharpenError(str(e)) from None
+    except OSError as e:
+        # A full disk or a folder made read-only as a label, a frame or run.json is written:
+        # the run cannot go on, and its traceback said nothing of the labels it made.
+        where = e.filename2 or e.filename
+        raise SharpenError(f"{f'{where}: {e.strerror}' if where and e.strerror else e} (the "
+                           f"labels made before it stay in {args.out}: the same command run "
+                           "again skips them)") from None
     except Exception as e:
         from ..checkpoint import CheckpointError
         if isinstance(e, CheckpointError):
