@@ -1939,6 +1939,43 @@ def test_a_hold_outs_prune_that_cannot_write_the_manifest_is_a_warning(
     assert held[0] not in _manifest(out) and sorted(_manifest(val)) == held
 
 
+
+class _AnotherRunMeanwhile(FakeTeacher):
+    """At its `after`+1-th image, a plain `labels` run (no --hold-out) into `out`, as a second
+    terminal's would be."""
+    def __init__(self, data: Path, out: Path, after: int):
+        self.data, self.out, self.left = data, out, after
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        if not self.left:
+            run_labels(str(self.data), self.out, teacher=FakeTeacher(), tile=0, overlap=0,
+                       progress=False)
+        self.left -= 1
+        return super().sharpen(image, tile, overlap, batch_size)
+
+
+def test_a_hold_out_leaves_the_labels_of_a_run_into_out_started_meanwhile(
+        tmp_path, monkeypatch, capsys):
+    """--hold-out drops the held-out images' labels from --out after labelling --val-out. A
+    `labels` run into --out meanwhile (run.json then its, selecting every image) lost those
+    labels to that prune, after it had skipped them as made: its complete cache lacked labels
+    of its own selection, training on fewer without a word."""
+    data = _paired(tmp_path / "data", 5, h=16, w=16)
+    out, val = tmp_path / "train", tmp_path / "val"
+    from distill.data import labels
+    # 3 labels for --out, then --val-out's first: the other run labels all 5 into --out
+    monkeypatch.setattr(labels, "load_teacher",
+                        lambda *a, **k: _AnotherRunMeanwhile(data, out, 3))
+    assert main(["--data", str(data), "--out", str(out), "--val-out", str(val),
+                 "--hold-out", "0.2", "--tile", "0", "--overlap", "0", "--quiet"]) == 0
+    cache = LabelCache(out)
+    assert len(cache.run["selection"]) == 5 and len(cache) == 5
+    err = " ".join(capsys.readouterr().err.split())
+    assert (f"warning: {out}: another labels run into it started after this one (its "
+            "run.json is now that run's): the labels of the images this run holds out are "
+            "kept for its selection") in err, err
+
+
 def test_a_label_that_cannot_be_written_mid_run_is_an_error_naming_it(tmp_path, capsys,
                                                                      monkeypatch):
     """A label that could not be put in place (a full disk, a read-only folder; here its name

@@ -296,14 +296,18 @@ def _remove_files(out_dir: Path, entries: Iterable[dict]) -> None:
                     (out_dir / e[key]).unlink()
 
 
-def prune_held_out(out_dir: str | os.PathLike, names: Collection[str]) -> list[str]:
+def prune_held_out(out_dir: str | os.PathLike, names: Collection[str],
+                   run_id: Optional[str] = None) -> Optional[list[str]]:
     """Drop the entries (and files) of `names`, the samples a run holds out of this cache: a
     hold-out added to a cache an earlier run labelled in full left the held-out images in it
     (and training on them scores validation on images the student trained on). Returns the
-    names dropped."""
+    names dropped; None, nothing dropped, where `run_id` is given and run.json is no longer
+    that run's: another run into this cache started since, whose selection may hold them."""
     out_dir = Path(out_dir)
     names = set(names)
     with _manifest_lock(out_dir):
+        if run_id is not None and read_run_record(out_dir).get("run_id") != run_id:
+            return None
         entries = read_manifest_entries(out_dir / MANIFEST)
         gone = {n: e for n, e in entries.items() if n in names}
         if not gone:

@@ -329,7 +329,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         run.summary(whole, samples, "", say, entries=merged)
     if merged is not None and exclude:
         def prune() -> None:
-            _prune_excluded(out_dir, exclude, tag, say)
+            # Rank 0's run owns run.json; another rank's prunes as before.
+            _prune_excluded(out_dir, exclude, tag, say, run_id if dist.rank == 0 else None)
         if prune_later is None:
             prune()
         else:
@@ -416,15 +417,22 @@ def _interrupted_whole(run: LabelRun, samples: list[Sample]) -> str:
 
 
 def _prune_excluded(out_dir: Path, exclude: Collection[str], tag: str,
-                    say: Callable[[str], None]) -> None:
+                    say: Callable[[str], None], run_id: Optional[str]) -> None:
     try:
-        dropped = prune_held_out(out_dir, exclude)
+        dropped = prune_held_out(out_dir, exclude, run_id)
     except OSError as e:
         # Run in a `finally` too: raised, it replaced the runs' summaries (or a Ctrl-C).
         warn(f"{tag}could not drop the labels of the images this run holds out from "
              f"{out_dir / MANIFEST} ({e.strerror or e}): training leaves them out (the "
              "run's selection does), and the same labels command run again once the folder "
              "can be written drops them")
+        return
+    if dropped is None:
+        # Run after --val-out's labelling: a `labels` run into --out meanwhile (without
+        # --hold-out) selected these, skipped them as made, and lost them to this prune.
+        warn(f"{tag}{out_dir}: another labels run into it started after this one (its "
+             "run.json is now that run's): the labels of the images this run holds out are "
+             "kept for its selection")
         return
     if dropped:
         shown = ", ".join(dropped[:3]) + (f" and {len(dropped) - 3} more"
