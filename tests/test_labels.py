@@ -703,11 +703,11 @@ def test_a_replaced_video_drops_its_old_frames(tmp_path, capsys):
     assert prune_missing_inputs(out) == [] and len(LabelCache(out)) == 3
 
 
-def _clip(path: Path, n: int, base: int) -> Path:
+def _clip(path: Path, n: int, base: int, step: int = 30) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     vw = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
     for i in range(n):
-        vw.write(np.full((32, 48, 3), base + 30 * i, np.uint8))
+        vw.write(np.full((32, 48, 3), base + step * i, np.uint8))
     vw.release()
     return path
 
@@ -1749,11 +1749,7 @@ def test_a_label_cut_short_is_made_again_not_skipped(tmp_path):
     assert (s.done, s.skipped) == (1, 2)
     assert label.read_bytes() == whole
     # a video's frame, which training reads as the input
-    video = tmp_path / "clip.avi"
-    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
-    for i in range(2):
-        vw.write(np.full((32, 48, 3), 30 + 50 * i, np.uint8))
-    vw.release()
+    video = _clip(tmp_path / "clip.avi", 2, 30, step=50)
     out = tmp_path / "clips"
     assert run_labels(str(video), out, **kw).done == 2
     frame = out / _manifest(out)["clip_000001"]["input_file"]
@@ -2023,11 +2019,7 @@ def test_training_refuses_labels_cut_short_at_its_start_naming_them(tmp_path, ca
     assert not (tmp_path / "run" / "last.pt").exists()
     assert run_labels(str(data), out, **kw).done == 1   # as it says
     assert len(pairs_from_labels(out)) == 3
-    video = tmp_path / "clip.avi"
-    vw = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
-    for i in range(2):
-        vw.write(np.full((32, 48, 3), 30 + 50 * i, np.uint8))
-    vw.release()
+    video = _clip(tmp_path / "clip.avi", 2, 30, step=50)
     clips = tmp_path / "clips"
     assert run_labels(str(video), clips, **kw).done == 2
     frame = clips / "frames" / "clip_000001.png"
