@@ -49,6 +49,23 @@ def registry():
 
 
 @pytest.fixture
+def no_flock(monkeypatch):
+    """flock failing with ENOLCK, as on some NFS, SMB and FUSE mounts (unlocking still works:
+    a run that goes on unlocked releases nothing it holds)."""
+    import errno
+    import fcntl
+
+    real = fcntl.flock
+
+    def no_locks(fd, op):
+        if op & fcntl.LOCK_UN:
+            return real(fd, op)
+        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
+
+    monkeypatch.setattr(fcntl, "flock", no_locks)
+
+
+@pytest.fixture
 def one_thread():
     """One torch thread for the test: two on a shared 2-core box make a tiny model ~20x slower
     (spin-waiting)."""

@@ -1713,22 +1713,10 @@ def test_an_export_into_a_folder_another_export_is_writing_is_refused(ckpt, tmp_
 
 
 def test_an_export_onto_a_filesystem_without_locks_runs_unlocked_with_a_warning(
-        ckpt, tmp_path, capsys, monkeypatch):
+        ckpt, tmp_path, capsys, no_flock):
     """flock fails with ENOLCK or EOPNOTSUPP on some NFS, SMB and FUSE mounts: the export,
     which ran there before it took a lock of its own, ended in a traceback from the lock and
     left its --out holding an empty .export.lock. The lock only keeps two exports apart."""
-    import errno
-    import fcntl
-    import os
-
-    real = fcntl.flock
-
-    def no_locks(fd, op):
-        if op & fcntl.LOCK_UN:
-            return real(fd, op)
-        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
-
-    monkeypatch.setattr(fcntl, "flock", no_locks)
     out = tmp_path / "nfs" / "export"
     rc, err = _run(["export", "--weights", str(ckpt), "--format", "onnx", "--out", str(out),
                     "--no-latency", "--quiet"], capsys)

@@ -749,22 +749,10 @@ def test_a_second_teacher_run_into_one_out_is_refused_naming_the_first(tmp_path,
 
 
 def test_a_teacher_run_onto_a_filesystem_without_locks_runs_unlocked_with_a_warning(
-        tmp_path, tiny_teacher, capsys, monkeypatch):
+        tmp_path, tiny_teacher, capsys, no_flock):
     """flock fails with ENOLCK or EOPNOTSUPP on some NFS, SMB and FUSE mounts: the lock only
     keeps two runs apart, so the run goes on there, saying so (as export, bench and training
     do)."""
-    import errno
-    import fcntl
-    import os
-
-    real = fcntl.flock
-
-    def no_locks(fd, op):
-        if op & fcntl.LOCK_UN:
-            return real(fd, op)
-        raise OSError(errno.ENOLCK, os.strerror(errno.ENOLCK))
-
-    monkeypatch.setattr(fcntl, "flock", no_locks)
     out = tmp_path / "nfs"
     assert main(["teacher", str(_folder(tmp_path / "in", 1)), "--out", str(out),
                  "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]) == 0
