@@ -347,6 +347,7 @@ class VideoFileSink(Sink):
             m = mine.match(old.name)
             if m and not _pid_alive(int(m.group(1))):
                 self._keep_or_remove(old, int(m.group(1)))
+        _remove_killed_listings(folder, stem)
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
                                    dir=folder)
         os.close(fd)
@@ -684,6 +685,29 @@ INTERRUPTED_KEPT = 10
 # The recordings of earlier runs of a camera into one output kept at most (NAME.YYYYmmdd-HHMMSS
 # names, `_keep_previous`'s): each rerun or restart set one more aside.
 PREVIOUS_KEPT = 10
+
+
+# What `_concat_joined` gives ffmpeg: one line "file '<path>'" for each video joined.
+_LISTING_LINE = re.compile(r"file '.*'")
+
+
+def _remove_killed_listings(folder: Path, stem: str) -> None:
+    """Remove the list of videos a resumed run killed while ffmpeg joined them left beside its
+    output (.STEM.PID.XXXXXXXX.txt), once its process is gone. Only a file that holds such a
+    list: a user's .day.2023.holidays.txt has a name of that shape."""
+    mine = re.compile(rf"^\.{re.escape(stem)}\.(\d+)\.[a-z0-9_]{{8}}\.txt$")
+    for old in folder.glob(f".{glob.escape(stem)}.*.txt"):
+        m = mine.match(old.name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if old.stat().st_size > 64 * 1024:   # two paths: not a list this run writes
+                continue
+            lines = old.read_text(errors="replace").splitlines()
+            if lines and all(_LISTING_LINE.fullmatch(line) for line in lines):
+                old.unlink()
+        except OSError:   # gone meanwhile, or another user's: left to its owner
+            continue
 
 
 def _first_frame_reads(path: Path) -> bool:

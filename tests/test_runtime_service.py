@@ -415,3 +415,25 @@ def test_numbering_on_counts_the_frames_there_not_other_files_named_frame_n(mode
         sorted(p.name for p in out.iterdir())
     assert "up to frame_000007: this run's are numbered on from frame_000008" in r.stderr, \
         r.stderr
+
+
+def test_a_killed_joins_listing_is_removed_by_the_next_run_into_the_output(tmp_path):
+    """A resumed run killed while ffmpeg joined the videos left its hidden list of the two
+    (.day.PID.XXXXXXXX.txt) beside the output, which no cleanup knew: one more file each
+    time. The next run into the output removes it once its process is gone; a live run's
+    list, and a user's hidden .txt of another content, stay."""
+    from runtime.sinks import VideoFileSink
+
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    listing = "file '/x/day.ts'\nfile '/x/.day.1.abcdefgh.partial.ts'\n"
+    killed = rec / f".day.{_dead_pid()}.k1ll3d_x.txt"
+    live = rec / f".day.{os.getppid()}.l1ve0000.txt"
+    theirs = rec / f".day.{_dead_pid()}.holidays.txt"
+    for p, text in ((killed, listing), (live, listing), (theirs, "packing list\n")):
+        p.write_text(text)
+    sink = VideoFileSink(rec / "day.ts", 10)
+    sink.write(textured_frame(0), textured_frame(0), "frame_000000")
+    sink.close()
+    assert not killed.exists(), sorted(p.name for p in rec.iterdir())
+    assert live.read_text() == listing and theirs.read_text() == "packing list\n"
