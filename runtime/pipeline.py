@@ -34,7 +34,8 @@ from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError
                     VideoFileSink, WindowSink, make_folder, output_sink, raised_first,
                     refuse_unwritten_format, same_file)
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
-                      SourceError, VideoSource, open_source, refuse_live_images, shown_url)
+                      SourceError, VideoSource, open_source, refuse_live_images, shown_url,
+                      spec_kind)
 from .stats import LiveReporter, Stats, write_json_atomic
 from .tiling import tiling_warnings
 from .warn import warn
@@ -402,6 +403,10 @@ class _Stream:
         if isinstance(source, Source):
             src = source   # not closed: _check_source refused that
         elif isinstance(source, (str, os.PathLike)) or is_number(source):
+            if o.resume and (kind := spec_kind(str(source))) not in ("video", "images"):
+                # Before it opens: a camera not there raised SourceLost (exit 3: a restart may
+                # find it), where no restart makes a camera's run resumable (exit 2).
+                raise self._not_resumable(shown_url(str(source)), kind, bool(o.live))
             src = open_source(str(source), width=o.width, height=o.height, fps=o.fps,
                               live=o.live, reconnect_attempts=o.reconnect_attempts,
                               timeout=o.timeout, note=self.note, flags=self.flags)
@@ -477,10 +482,7 @@ class _Stream:
                      and src.kind == "video" and not src.live and self.backend.path is not None)
         if not resumable:
             if resume:
-                raise resume_mod.ResumeError(
-                    f"{what} goes on with a video file's run into a file or folder; "
-                    f"{shown_url(src.spec)} ({src.kind}{', live' if src.live else ''}) "
-                    "cannot be resumed (a camera's or stream's frames are not given again)")
+                raise self._not_resumable(shown_url(src.spec), src.kind, src.live)
             return 0
         out = Path(output)
         kind = "video" if _video_sink_for(out) else "images"
@@ -544,6 +546,12 @@ class _Stream:
                           f"{'seek' if how == 'seek' else 'read from the start'}); "
                           f"{out} holds the frames before it")
         return start
+
+    def _not_resumable(self, spec: str, kind: str, live: bool) -> resume_mod.ResumeError:
+        return resume_mod.ResumeError(
+            f"{option('resume', True, self.flags)} goes on with a video file's run into a file "
+            f"or folder; {spec} ({kind}{', live' if live else ''}) cannot be resumed (a "
+            "camera's or stream's frames are not given again)")
 
     def _keep_resume_record(self) -> None:
         """After the output closed: no record for a finished run; a stopped run's, with how

@@ -457,3 +457,19 @@ def test_a_resumed_run_stopped_before_its_first_frame_says_what_the_output_still
     fresh = {**summary, "resumed_from": 0, "resumable": False}
     assert _interrupted_note(fresh, "sharp.mp4") == (
         "interrupted before the first frame was written: nothing written to sharp.mp4")
+
+
+def test_resume_from_a_camera_that_is_not_there_is_a_usage_error_not_a_lost_source(
+        tmp_path):
+    """--resume of a camera was refused only once the camera opened: an unplugged one exited
+    3, which a service restarts on (a restart may find the camera), then 2 once it was back.
+    No camera run resumes, so it is refused before the camera is opened, with 2."""
+    from runtime_fixtures import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "m.onnx")
+    r = sharpen("--model", str(model), "--source", "/dev/video99", "--out",
+                str(tmp_path / "day.ts"), "--resume")
+    assert r.returncode == 2, r.stderr
+    assert ("--resume goes on with a video file's run into a file or folder; /dev/video99 "
+            "(v4l2) cannot be resumed (a camera's or stream's frames are not given again)"
+            in r.stderr), r.stderr
