@@ -745,9 +745,9 @@ class _Stream:
         if self.output is not None:
             summary["resumed_from"] = self.resumed_from
             summary["resumable"] = resume_mod.record_path(self.output).exists()
-            video = _video_sink(self.sink) if self.sink is not None else None
-            if video is not None and video.frames:   # whether its video took the name
-                summary["output_replaced"] = video.replaced
+        video = _video_sink(self.sink) if self.sink is not None else None
+        if video is not None and video.frames:   # whether its video took the name (a camera's
+            summary["output_replaced"] = video.replaced   # too: kept as NAME.new.EXT)
         skipped = getattr(self.src, "skipped", None) if self.src is not None else None
         if skipped:
             summary["skipped_inputs"] = list(skipped)

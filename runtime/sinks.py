@@ -397,16 +397,11 @@ class VideoFileSink(Sink):
                f"process, {pid}, was killed or the power failed) and left "
                f"{st.st_size / 1e6:.1f} MB of video, last written "
                f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}")
-        removed = self._bound_kept("interrupted-", INTERRUPTED_KEPT)
         bound = (f"at most {INTERRUPTED_KEPT} such recordings of {self.path.name} are kept, the "
                  "ones holding the most video, so that a service killed in a loop does not "
                  "fill the disk (rename one to keep it out of the count)")
-        for old_one, size, at in removed:
-            if old_one != kept:
-                warn(f"{option('output', self.path, self.flags)}: {old_one} ({size / 1e6:.1f} "
-                     f"MB, last written {time.strftime('%Y-%m-%d %H:%M:%S', at)}), what an "
-                     f"earlier cut recording left, was removed: {bound}")
-        if any(old_one == kept for old_one, _, _ in removed):
+        if self._bound_kept(kept, "interrupted-", INTERRUPTED_KEPT, bound,
+                            "what an earlier cut recording left"):
             warn(f"{cut}; it was removed, holding no more video than each of the "
                  f"{INTERRUPTED_KEPT} kept from earlier cuts: {bound}")
             return
@@ -447,15 +442,17 @@ class VideoFileSink(Sink):
         return (f"{option('output', self.path, self.flags)}: cannot replace {self.path} with "
                 f"the new video: {exc.strerror or exc}{busy}; the new video is kept as {kept}")
 
-    def _keep_previous(self) -> None:
+    def _keep_previous(self) -> Optional[str]:
         """Move the video an earlier run left under this name aside, as NAME.<its last write's
-        time>.EXT (never over another file), and say so: this run's recording takes the name."""
+        time>.EXT (never over another file), and say so: this run's recording takes the name.
+        Where it cannot be moved, what to say once this run's has replaced it: the same cause
+        (a player holding it open on Windows) may keep it from being replaced too."""
         try:
             st = os.lstat(self.path)
         except OSError:
-            return   # none there
+            return None   # none there
         if not stat.S_ISREG(st.st_mode):   # a link the user made: theirs to point elsewhere
-            return
+            return None
         when = time.localtime(st.st_mtime)
         try:
             kept = _move_aside(self.path, self.path.with_name(
@@ -463,34 +460,40 @@ class VideoFileSink(Sink):
         except OSError as exc:
             # Not movable (another user's file in a shared folder): replaced, as before, but
             # not without a word.
-            warn(f"{option('output', self.path, self.flags)}: the recording an earlier run "
-                 f"left there could not be kept aside ({exc.strerror or exc}); it is replaced")
-            return
+            return (f"{option('output', self.path, self.flags)}: the recording an earlier run "
+                    f"left there could not be kept aside ({exc.strerror or exc}); it is "
+                    "replaced")
         if kept is None:
-            return
+            return None
         out = option('output', self.path, self.flags)
         earlier = (f"the recording an earlier run left there ({st.st_size / 1e6:.1f} MB, last "
                    f"written {time.strftime('%Y-%m-%d %H:%M:%S', when)})")
         # Bounded as the cut recordings are: a developer's reruns of a quick test, or a service
         # whose camera drops off every few seconds, left one more file a run, without end.
-        removed = self._bound_kept("", PREVIOUS_KEPT)
         bound = (f"at most {PREVIOUS_KEPT} earlier runs' recordings of {self.path.name} are kept "
                  "(NAME.YYYYmmdd-HHMMSS), the ones holding the most video, so that runs "
                  "restarted in a loop do not fill the folder (rename one to keep it out of the "
                  "count)")
-        for old_one, size, at in removed:
-            if old_one != kept:
-                warn(f"{out}: {old_one} ({size / 1e6:.1f} MB, last written "
-                     f"{time.strftime('%Y-%m-%d %H:%M:%S', at)}), an earlier run's recording, "
-                     f"was removed: {bound}")
-        if any(old_one == kept for old_one, _, _ in removed):
+        if self._bound_kept(kept, "", PREVIOUS_KEPT, bound, "an earlier run's recording"):
             warn(f"{out}: {earlier} is replaced, holding no more video than each of the "
                  f"{PREVIOUS_KEPT} kept from earlier runs: {bound}")
-            return
+            return None
         warn(f"{out}: {earlier} is kept as {kept}; this run's takes the name (a camera's "
              "recording, which no rerun makes again, is not replaced)")
+        return None
 
-    def _bound_kept(self, infix: str, most: int) -> list[tuple[Path, int, time.struct_time]]:
+    def _bound_kept(self, kept: Path, infix: str, most: int, bound: str, what: str) -> bool:
+        """`_remove_past`, each removed but `kept` (the one just set aside) said as `what`,
+        with `bound`, the rule; whether `kept` itself was removed (the caller says that)."""
+        removed = self._remove_past(infix, most)
+        for old_one, size, at in removed:
+            if old_one != kept:
+                warn(f"{option('output', self.path, self.flags)}: {old_one} ({size / 1e6:.1f} "
+                     f"MB, last written {time.strftime('%Y-%m-%d %H:%M:%S', at)}), {what}, was "
+                     f"removed: {bound}")
+        return any(old_one == kept for old_one, _, _ in removed)
+
+    def _remove_past(self, infix: str, most: int) -> list[tuple[Path, int, time.struct_time]]:
         """Remove the recordings of this output named NAME.<infix>YYYYmmdd-HHMMSS[-N].EXT past
         `most`, those holding the least video (bytes) first, the older of two alike; (path,
         size, last write) of each removed. Only the names `_keep_or_remove` and
@@ -569,13 +572,14 @@ class VideoFileSink(Sink):
             self.tmp.unlink(missing_ok=True)   # a broken video, and the space it holds
             remove_if_empty(self._made)
             raise
-        if self.keep_previous:
-            self._keep_previous()
+        unkept = self._keep_previous() if self.keep_previous else None
         try:
             os.replace(self.tmp, self.path)
         except OSError as exc:
             raise SinkError(self._not_replaced(exc)) from None
         self.replaced = True
+        if unkept:
+            warn(unkept)
         if self.source_sar and self.size:
             self._say_aspect(*self.source_sar)
         if self.resized > 1:   # the first one was named as it happened

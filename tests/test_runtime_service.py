@@ -437,3 +437,27 @@ def test_a_killed_joins_listing_is_removed_by_the_next_run_into_the_output(tmp_p
     sink.close()
     assert not killed.exists(), sorted(p.name for p in rec.iterdir())
     assert live.read_text() == listing and theirs.read_text() == "packing list\n"
+
+
+def test_a_recording_neither_kept_aside_nor_replaced_is_not_said_to_be_replaced(model, tmp_path):
+    """A camera run whose earlier recording could not be moved aside said "it is replaced",
+    then could not replace it either (the same cause: Windows' player holding it open, an
+    immutable file here) and kept its own as day.new.ts: the earlier one is there still."""
+    out = tmp_path / "day.ts"
+    argv = ["--model", str(model), "--source", "synthetic:96x64@30", "--max-frames", "5",
+            "--out", str(out), "--quiet"]
+    assert _sharpen_run(*argv).returncode == 0
+    before = out.read_bytes()
+    if subprocess.run(["chattr", "+i", str(out)], capture_output=True).returncode:
+        pytest.skip("chattr +i is refused here (not root, or a file system without it)")
+    try:
+        r = _sharpen_run(*argv)
+    finally:
+        subprocess.run(["chattr", "-i", str(out)], check=True)
+    assert r.returncode == 2, r.stderr
+    assert out.read_bytes() == before
+    assert "it is replaced" not in r.stderr, r.stderr
+    assert f"the new video is kept as {tmp_path / 'day.new.ts'}" in r.stderr, r.stderr
+    # Nor that day.ts holds this run's frames.
+    assert f"{out} is as it was before this run, which wrote no video there" in r.stderr, \
+        r.stderr
