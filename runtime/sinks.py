@@ -25,7 +25,8 @@ from typing import Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_bytes, sync_files, sync_folder
+from .atomic import (atomic_path, atomic_write_bytes, remove_killed_writes, sync_files,
+                     sync_folder)
 from .atomic import pid_alive as _pid_alive
 from .console import count, quiet_native_stderr, shell_quote
 from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, VIDEO_EXTS, icc_problem,
@@ -908,6 +909,11 @@ class ImageSink(Sink):
         self._unsynced: dict[Path, None] = {}   # images in place, not yet synced
         self.flags = flags
         make_folder(folder, option("output", self.path, flags))
+        if not single_file:
+            # The image a killed run (SIGKILL, a power cut) was writing, under its hidden temp
+            # name: each kill of a service writing frames left one more. Not in the folder of
+            # a single image's output, which is the user's own.
+            remove_killed_writes(folder)
         # A camera's frames, which no rerun gives again, are named frame_000000 on at every
         # start: a restarted service wrote its frames over the last run's. With it (run_stream
         # sets it for a live source) they are numbered on from the last one there.

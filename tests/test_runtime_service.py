@@ -461,3 +461,22 @@ def test_a_recording_neither_kept_aside_nor_replaced_is_not_said_to_be_replaced(
     # Nor that day.ts holds this run's frames.
     assert f"{out} is as it was before this run, which wrote no video there" in r.stderr, \
         r.stderr
+
+
+def test_an_image_folder_run_removes_what_a_killed_runs_writes_left_in_it(tmp_path):
+    """A run into an image folder killed mid-write (SIGKILL, a power cut) left the image it was
+    writing under a hidden temp name, which no later run removed: one more file, up to a
+    frame's size, each kill of a service that writes frames. The next run into the folder
+    removes those of a process that is gone; a live run's stay."""
+    from runtime.sinks import ImageSink
+
+    out = tmp_path / "frames"
+    out.mkdir()
+    killed = out / f".frame_000003.png.{_dead_pid()}.abcdefgh.tmp"
+    live = out / f".frame_000007.png.{os.getppid()}.ijklmnop.tmp"
+    for p in (killed, live):
+        p.write_bytes(b"\x89PNG half")
+    sink = ImageSink(out)
+    sink.write(textured_frame(0), textured_frame(0), "frame_000000")
+    sink.close()
+    assert sorted(p.name for p in out.iterdir()) == sorted([live.name, "frame_000000.png"])
