@@ -261,7 +261,32 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
             raise ValueError(f"override {ov!r}: the value is not valid YAML "
                              f"({_yaml_problem(e)}); quote it, e.g. '{k}=\"...\"'") from None
         _set(cfg, k.strip(), value)
+    if path and "out" in d and not any(ov.split("=", 1)[0].strip() == "out"
+                                       for ov in overrides or []):
+        _refuse_a_moved_runs_out(Path(path), cfg.out)
     return cfg
+
+
+# What marks a folder as a training run's (distill.trainer.RUN_ID_NAME; last.pt for runs of
+# versions before it): not imported, so that reading a config never loads torch.
+_RUN_MARKS = (".run-id", "last.pt")
+
+
+def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
+    """A run folder's own config.yaml records its `out` as it was given, absolute where it was:
+    on another machine, or after the folder was moved, `--config RUN/config.yaml` made the
+    missing folder there and trained a new run from step 0, saying only where it had."""
+    here = config.resolve().parent
+    if not any((here / m).exists() for m in _RUN_MARKS):
+        return
+    there = Path(out).expanduser()
+    if there.resolve() == here or any((there / m).exists() for m in _RUN_MARKS):
+        return
+    state = "holds no run" if there.is_dir() else "does not exist"
+    raise ValueError(f"{config} holds the settings of the run in {config.parent}, but its "
+                     f"out: {out} {state} here (was the run moved or copied from there?): add "
+                     f"out={config.parent} to go on with the run beside it, or out={out} to "
+                     "start a new run there")
 
 
 def _override_value(cfg: TrainConfig, key: str, text: str) -> Any:

@@ -344,6 +344,30 @@ def test_config_overrides_and_errors(tmp_path):
         load_config(str(tmp_path / "glued.yaml"))
 
 
+def test_a_moved_runs_own_config_names_its_out_rather_than_training_a_new_run_there(
+        tmp_path, capsys):
+    """A run folder copied to another machine (or moved) keeps the absolute `out` its
+    config.yaml recorded: `--config RUN/config.yaml` made that missing folder and trained a new
+    run in it from step 0, exit 0."""
+    from sharpen.cli import main
+    gpu = tmp_path / "gpu" / "runs" / "s1"
+    train(tiny_cfg(gpu, 3, stop_after=2), quiet=True)
+    laptop = tmp_path / "laptop" / "s1"
+    laptop.parent.mkdir()
+    gpu.rename(laptop)
+    assert main(["train", "--config", str(laptop / "config.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (f"its out: {gpu} does not exist here" in err and f"add out={laptop} to go on" in err
+            and f"out={gpu} to start a new run there" in err), err
+    assert not gpu.exists()
+    assert main(["train", "--config", str(laptop / "config.yaml"), f"out={laptop}",
+                 "--quiet"]) == 0
+    assert read_checkpoint(laptop / "last.pt")["step"] == 3   # resumed at 2, not from 0
+    # A config file that is no run's (a template in configs/) keeps any out it names.
+    (tmp_path / "mine.yaml").write_text(f"out: {tmp_path / 'new'}\n")
+    assert load_config(str(tmp_path / "mine.yaml")).out == str(tmp_path / "new")
+
+
 def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
     from sharpen.cli import main
     missing = tmp_path / "no-labels"
