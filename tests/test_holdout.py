@@ -638,3 +638,43 @@ def test_a_hold_out_made_in_character_order_that_now_moves_trained_images_is_sai
             "holds out 3 images that one trained on (frame10, frame11, frame12): a student "
             f"trained on its labels has seen them, and scores higher on {val} than on images "
             "it never saw; train it again (resume=never) to validate on unseen images") in err, err
+
+
+def test_a_hold_out_cache_whose_data_moved_says_the_command_that_keeps_its_labels(tmp_path,
+                                                                                  teacher,
+                                                                                  capsys):
+    """Caches labelled on one machine and copied, with the data, to another (or the data
+    folder renamed): training said the inputs "changed or went missing" and to label "that
+    data" again, naming the old path; a hold-out's run.json did not record --teacher-weights,
+    so the command quoted back labelled with the shipped teacher, and reused nothing."""
+    import shlex
+
+    from distill.data.crops import pairs_from_labels
+    gpu = tmp_path / "gpu"
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        for side in ("input", "target"):
+            write_image(gpu / "shots" / side / f"im{i:02d}.png",
+                        rng.random((16, 16, 3)).astype(np.float32))
+    assert main(_labels(gpu / "shots", gpu / "labels", gpu / "labels-val", teacher,
+                        "--hold-out", "0.34")) == 0
+    for cache in ("labels", "labels-val"):
+        opts = read_run_record(gpu / cache)["teacher_options"]
+        assert opts[:2] == ["--teacher-weights", str(teacher.resolve())], opts
+    laptop = tmp_path / "laptop"
+    gpu.rename(laptop)
+    (laptop / "shots").rename(laptop / "work")
+    with pytest.raises(ValueError) as e:
+        pairs_from_labels(laptop / "labels")
+    said = str(e.value)
+    assert f"as is {gpu / 'shots'}, the data they were labelled from" in said, said
+    command = said.split("`")[1].replace("NEW_PATH", str(laptop / "work"))
+    assert f"--val-out {laptop / 'labels-val'} --teacher-weights {teacher}" in command, command
+    capsys.readouterr()
+    assert main([*shlex.split(command)[2:], "--device", "cpu"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("labels: 0 done, 2 skipped (up to date)") == 2, out
+    assert all(i.parent.parent == laptop / "work" for i, _, _ in pairs_from_labels(
+        laptop / "labels"))
+    assert all(i.parent.parent == laptop / "work" for i, _, _ in pairs_from_labels(
+        laptop / "labels-val"))

@@ -285,6 +285,8 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels",
                          f"same labels command again with --out {cache_dir} "
                          f"({cache.teacher_command()}): it makes {them} again")
     stale = cache.stale()
+    if stale and (moved := _moved_data_advice(cache, cache_dir, stale, len(items))):
+        raise ValueError(moved)
     if stale:
         shown = ", ".join(stale[:3]) + (f" and {len(stale) - 3} more" if len(stale) > 3 else "")
         raise ValueError(f"{cache_dir}: {len(stale)} of {count(len(items), 'label')} no longer "
@@ -304,6 +306,44 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels",
              f"another selection made there ({shown}) are left out; "
              f"{_left_out_advice(cache, others, key)}", stacklevel=2)
     return items
+
+
+def _moved_data_advice(cache, cache_dir, stale: list[str], n: int) -> Optional[str]:
+    """Where every stale input is gone along with the data the cache's last run named (the data
+    moved, renamed, or labelled on another machine), the command that repoints the labels: the
+    generic "changed or went missing" advice sent users to the old path, or to label again
+    what `sharpen labels` finds by content and keeps (with the same teacher and tiling)."""
+    from .sources import parse_spec
+    data = cache.run.get("data")
+    if not data or any(Path(p).exists() for p in stale):
+        return None
+    try:
+        kind, raw = parse_spec(str(data))
+    except ValueError:
+        return None
+    if not raw or Path(raw).expanduser().exists():
+        return None
+    words = cache.describe_run().split(" ", 2)[2:]   # past "--data DATA"
+    words = ["--data", f"{kind}:NEW_PATH" if kind else "NEW_PATH", *words]
+    hold_out = cache.run.get("hold_out")
+    if isinstance(hold_out, dict) and hold_out.get("other_cache"):
+        other = Path(hold_out["other_cache"])
+        # Copied with this cache, the other one is most often still beside it.
+        beside = Path(cache_dir).parent / other.name
+        other = other if other.is_dir() else beside if beside.is_dir() else None
+        words += ["--val-out", shell_quote(str(other)) if other else "VAL_CACHE"]
+    opts = cache.run.get("teacher_options")
+    for flag, value in zip(opts[::2], opts[1::2]) if isinstance(opts, list) else ():
+        gone = flag == "--teacher-weights" and not Path(value).exists()
+        words += [flag, "TEACHER_PT" if gone else shell_quote(str(value))]
+    shown = ", ".join(stale[:2]) + (f" and {len(stale) - 2} more" if len(stale) > 2 else "")
+    return (f"{cache_dir}: the inputs of {len(stale)} of {count(n, 'label')} are gone ({shown}), "
+            f"as is {raw}, the data they were labelled from (moved, renamed, or labelled on "
+            f"another machine?): run `sharpen labels {' '.join(words)} --out "
+            f"{shell_quote(str(cache_dir))}` with NEW_PATH where that data is now"
+            + (" and TEACHER_PT the teacher's weights" if "TEACHER_PT" in words else "")
+            + "; labels of the same images by the same teacher and tiling are found by their "
+            "content and kept, not made again")
 
 
 def _left_out_advice(cache, others: list[str], key: str) -> str:

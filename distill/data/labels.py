@@ -1266,6 +1266,9 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
 def _both_caches(args: argparse.Namespace, common: dict, plan, teacher,
                  dist: DistInfo) -> LabelStats:
     later: list[Callable[[], None]] = []
+    # The teacher is loaded once for both, but each run.json records the flags that chose it:
+    # without them, the commands quoted back (distill's advice) named the shipped teacher.
+    common = dict(common, teacher_weights=args.teacher_weights, config=args.config)
     train = run_labels(args.data, args.out, split=args.split, teacher=teacher, dist=dist,
                        exclude=plan.not_train, reuse_from=args.val_out, prune_later=later,
                        hold_out=plan.record("training", str(Path(args.val_out).resolve())), **common)
