@@ -678,6 +678,31 @@ def test_a_moved_folder_repoints_input_and_ground_truth(tmp_path, capsys):
     assert "/day3/target/" in e["gt"] and e["input_psnr"] != before
 
 
+def test_labels_of_an_embedded_set_that_moved_say_where_sharpen_data_must_point(tmp_path,
+                                                                              monkeypatch):
+    """SHARPEN_DATA moved (or the cache copied to a machine whose user cache holds the set
+    elsewhere): training said the inputs "changed or went missing" and to label "that data"
+    again, the embedded set, which is read from SHARPEN_DATA: not said."""
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False, split="val", limit=1)
+    out = tmp_path / "cache"
+    monkeypatch.setenv("SHARPEN_DATA", str(tmp_path / "emb1"))
+    run_labels("embedded", out, **kw)
+    (tmp_path / "emb1").rename(tmp_path / "emb2")
+    monkeypatch.setenv("SHARPEN_DATA", str(tmp_path / "elsewhere"))
+    with pytest.raises(ValueError) as e:
+        pairs_from_labels(out)
+    said = str(e.value)
+    assert ("as is the embedded set they were labelled from" in said
+            and f"read from {tmp_path / 'elsewhere'} here" in said
+            and f"`sharpen labels --data embedded --split val --limit 1 --tile 0 --overlap 0 "
+                f"--out {out}` with SHARPEN_DATA set to the folder that set is in now" in said
+            ), said
+    monkeypatch.setenv("SHARPEN_DATA", str(tmp_path / "emb2"))
+    s = run_labels("embedded", out, **kw)
+    assert (s.done, s.skipped) == (0, 1)
+    assert [i.parents[2] for i, _, _ in pairs_from_labels(out)] == [tmp_path / "emb2"]
+
+
 def test_a_replaced_video_drops_its_old_frames(tmp_path, capsys):
     from distill.data.label_cache import prune_missing_inputs
 

@@ -321,10 +321,25 @@ def _moved_data_advice(cache, cache_dir, stale: list[str], n: int) -> Optional[s
         kind, raw = parse_spec(str(data))
     except ValueError:
         return None
-    if not raw or Path(raw).expanduser().exists():
+    if kind == "embedded":
+        from .embedded import default_root
+        root = default_root()
+        if any(Path(p).is_relative_to(root) for p in stale):
+            return None
+        gone = ("as is the embedded set they were labelled from (moved, or labelled on another "
+                f"machine?), which is read from {root} here (SHARPEN_DATA, else the user cache)")
+        where = ("with SHARPEN_DATA set to the folder that set is in now (without it, the set "
+                 f"is built again in {root})")
+        new_data = "embedded"
+    elif not raw or Path(raw).expanduser().exists():
         return None
+    else:
+        gone = (f"as is {raw}, the data they were labelled from (moved, renamed, or labelled "
+                "on another machine?)")
+        where = "with NEW_PATH where that data is now"
+        new_data = f"{kind}:NEW_PATH" if kind else "NEW_PATH"
     words = cache.describe_run().split(" ", 2)[2:]   # past "--data DATA"
-    words = ["--data", f"{kind}:NEW_PATH" if kind else "NEW_PATH", *words]
+    words = ["--data", new_data, *words]
     hold_out = cache.run.get("hold_out")
     if isinstance(hold_out, dict) and hold_out.get("other_cache"):
         other = Path(hold_out["other_cache"])
@@ -334,13 +349,12 @@ def _moved_data_advice(cache, cache_dir, stale: list[str], n: int) -> Optional[s
         words += ["--val-out", shell_quote(str(other)) if other else "VAL_CACHE"]
     opts = cache.run.get("teacher_options")
     for flag, value in zip(opts[::2], opts[1::2]) if isinstance(opts, list) else ():
-        gone = flag == "--teacher-weights" and not Path(value).exists()
-        words += [flag, "TEACHER_PT" if gone else shell_quote(str(value))]
+        lost = flag == "--teacher-weights" and not Path(value).exists()
+        words += [flag, "TEACHER_PT" if lost else shell_quote(str(value))]
     shown = ", ".join(stale[:2]) + (f" and {len(stale) - 2} more" if len(stale) > 2 else "")
     return (f"{cache_dir}: the inputs of {len(stale)} of {count(n, 'label')} are gone ({shown}), "
-            f"as is {raw}, the data they were labelled from (moved, renamed, or labelled on "
-            f"another machine?): run `sharpen labels {' '.join(words)} --out "
-            f"{shell_quote(str(cache_dir))}` with NEW_PATH where that data is now"
+            f"{gone}: run `sharpen labels {' '.join(words)} --out "
+            f"{shell_quote(str(cache_dir))}` {where}"
             + (" and TEACHER_PT the teacher's weights" if "TEACHER_PT" in words else "")
             + "; labels of the same images by the same teacher and tiling are found by their "
             "content and kept, not made again")
