@@ -29,7 +29,20 @@ def naming(key: str, value, hint: str | Callable[[], str] = ""):
         if msg.startswith(f"{key}="):
             raise
         hint = (hint() if callable(hint) else hint) if "not found" in msg else ""
+        if "not found" in msg and _absolute_and_gone(value):
+            # A config or command copied from another machine or an older project folder: what
+            # it names is most often here under another path, not to be made again.
+            hint += (f"{'; ' if hint else ''}or, if it was moved or copied from elsewhere, give "
+                     f"{key}=ITS_PATH_HERE")
         raise type(e)(f"{key}={value}: {msg}{f' ({hint})' if hint else ''}") from None
+
+
+def _absolute_and_gone(value) -> bool:
+    try:
+        path = Path(str(value)).expanduser()
+        return path.is_absolute() and not path.exists()
+    except (OSError, ValueError):
+        return False
 
 
 LABELS_HINT = "make it with `sharpen labels --data DATA --out {}`"

@@ -368,6 +368,26 @@ def test_a_moved_runs_own_config_names_its_out_rather_than_training_a_new_run_th
     assert load_config(str(tmp_path / "mine.yaml")).out == str(tmp_path / "new")
 
 
+def test_a_missing_absolute_data_path_names_the_key_that_points_it_elsewhere(tmp_path,
+                                                                           monkeypatch):
+    """A config (a run's config.yaml, a colleague's) written where the labels lay under
+    /data/...: on another machine the only advice was to make the cache again, hours of
+    teacher work, when it was copied and only lies elsewhere."""
+    gone = tmp_path / "gpu-box" / "labels"
+    with pytest.raises(ValueError) as e:
+        train(tiny_cfg(tmp_path / "r", 2, task="student", **{"data.labels": str(gone)}),
+              quiet=True)
+    assert (f"data.labels={gone}: label cache not found" in str(e.value)
+            and "if it was moved or copied from elsewhere, give data.labels=ITS_PATH_HERE"
+            in str(e.value)), e.value
+    monkeypatch.chdir(tmp_path)   # a relative path is read from here: nothing recorded elsewhere
+    with pytest.raises(ValueError) as e:
+        train(tiny_cfg(tmp_path / "r", 2, task="student", **{"data.labels": "nolabels"}),
+              quiet=True)
+    assert "ITS_PATH_HERE" not in str(e.value), e.value
+    assert not (tmp_path / "r").exists()
+
+
 def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
     from sharpen.cli import main
     missing = tmp_path / "no-labels"
