@@ -90,6 +90,7 @@ class LabelStats:
     unopenable: int = 0    # of `undecodable`: frames of videos OpenCV cannot open (maybe a codec)
     too_large: int = 0     # of `failed`: inputs over SHARPEN_MAX_PIXELS, which a rerun fails too
     reused: int = 0        # copied from the other cache of a hold-out (`reuse_from`): no teacher
+    repointed: int = 0     # of `skipped`: the same input at a new path (the data folder moved)
     # Clips of a footage folder that could not be opened, so none of their frames was listed:
     # bad files like an undecodable image, but not among `total`.
     videos_left_out: int = 0
@@ -951,9 +952,10 @@ class LabelRun:
                     here = str(Path(sample.input).resolve())
                     if self._up_to_date(old, input_hash):
                         try:
-                            if self._moved(old, sample):
+                            if moved := self._moved(old, sample):
                                 # Same content at a new path (a moved or copied folder): repoint
                                 # the entry, its ground truth too, measured against that.
+                                stats.repointed += "input" in moved
                                 self._record(sample.name, {
                                     **self._repointed(old, sample, image, self.out_dir, tag),
                                     "created": time.time()})
@@ -1029,8 +1031,12 @@ class LabelRun:
                     f"{'them' if left != 1 else 'it'}: see the warning above)" if left else "")
         # Reused: made in the other cache of a hold-out from the same input by the same teacher
         reused = f", {stats.reused} reused from {self.donor}" if stats.reused else ""
-        say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date){reused}, "
-            f"{stats.failed} failed, of {stats.total}{per}{left_out}")
+        # Said: after a move, "skipped (up to date)" alone left users unsure the labels of the
+        # old path were kept for the new one rather than stale.
+        moved = (f"; {stats.repointed} of them found by content at their input's new path"
+                 if stats.repointed else "")
+        say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date{moved})"
+            f"{reused}, {stats.failed} failed, of {stats.total}{per}{left_out}")
         tp = _mean([e.get("teacher_psnr") for e in ents])
         if tp is not None:
             n = sum(e.get("teacher_psnr") is not None for e in ents)
@@ -1296,6 +1302,7 @@ def _both_caches(args: argparse.Namespace, common: dict, plan, teacher,
                       unopenable=train.unopenable + val.unopenable,
                       too_large=train.too_large + val.too_large,
                       reused=train.reused + val.reused,
+                      repointed=train.repointed + val.repointed,
                       videos_left_out=max(train.videos_left_out, val.videos_left_out))   # one listing
 
 
