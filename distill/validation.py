@@ -166,13 +166,13 @@ def _val_labels_hint(d) -> str:
     with `sharpen labels --data DATA --out VAL`", followed, labelled the training footage
     itself into the validation cache."""
 
-    from .data.label_cache import read_run_record
+    from .data.label_cache import other_cache, read_run_record
 
     rec = read_run_record(Path(d.labels)) if d.labels else {}
     held = rec.get("hold_out") if isinstance(rec.get("hold_out"), dict) else {}
-    other = held.get("other_cache")
+    other = other_cache(Path(d.labels), rec) if d.labels else None
     if not (other and held.get("role") == "training" and rec.get("data")
-            and Path(other).resolve() == Path(d.val_labels).resolve()):
+            and other.resolve() == Path(d.val_labels).resolve()):
         return LABELS_HINT.format(d.val_labels)
     cmd = ["sharpen", "labels", "--data", str(rec["data"])]
     cmd += ["--split", str(rec["split"])] if rec.get("split") else []

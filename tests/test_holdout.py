@@ -679,3 +679,29 @@ def test_a_hold_out_cache_whose_data_moved_says_the_command_that_keeps_its_label
         laptop / "labels"))
     assert all(i.parent.parent == laptop / "work" for i, _, _ in pairs_from_labels(
         laptop / "labels-val"))
+
+
+def test_caches_of_a_hold_out_moved_together_still_name_each_other(tmp_path, teacher):
+    """run.json named the other cache of a hold-out by its absolute path alone: with both moved
+    to another project folder or machine, a missing validation cache was told to be made with
+    `sharpen labels --data DATA --out VAL`, which labels the training images into it."""
+    from distill.config import load_config
+    from distill.data.label_cache import other_cache
+    from distill.validation import load_val_items
+    old = tmp_path / "gpu"
+    _frames(old / "shots", 6, 0)
+    assert main(_labels(old / "shots", old / "labels", old / "labels-val", teacher,
+                        "--hold-out", "0.34")) == 0
+    new = tmp_path / "laptop"
+    old.rename(new)
+    assert other_cache(new / "labels", read_run_record(new / "labels")) == new / "labels-val"
+    assert other_cache(new / "labels-val", read_run_record(new / "labels-val")) == new / "labels"
+    for p in sorted((new / "labels-val").rglob("*"), reverse=True):   # as if never made
+        p.rmdir() if p.is_dir() else p.unlink()
+    (new / "labels-val").rmdir()
+    cfg = load_config(None, ["task=student", f"data.labels={new / 'labels'}",
+                             f"data.val_labels={new / 'labels-val'}"])
+    with pytest.raises(ValueError) as e:
+        load_val_items(cfg, progress=False)
+    assert (f"--out {new / 'labels'} --hold-out 0.34 --val-out {new / 'labels-val'}"
+            in str(e.value)), e.value

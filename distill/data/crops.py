@@ -313,6 +313,7 @@ def _moved_data_advice(cache, cache_dir, stale: list[str], n: int) -> Optional[s
     moved, renamed, or labelled on another machine), the command that repoints the labels: the
     generic "changed or went missing" advice sent users to the old path, or to label again
     what `sharpen labels` finds by content and keeps (with the same teacher and tiling)."""
+    from .label_cache import other_cache
     from .sources import parse_spec
     data = cache.run.get("data")
     if not data or any(Path(p).exists() for p in stale):
@@ -340,13 +341,8 @@ def _moved_data_advice(cache, cache_dir, stale: list[str], n: int) -> Optional[s
         new_data = f"{kind}:NEW_PATH" if kind else "NEW_PATH"
     words = cache.describe_run().split(" ", 2)[2:]   # past "--data DATA"
     words = ["--data", new_data, *words]
-    hold_out = cache.run.get("hold_out")
-    if isinstance(hold_out, dict) and hold_out.get("other_cache"):
-        other = Path(hold_out["other_cache"])
-        # Copied with this cache, the other one is most often still beside it.
-        beside = Path(cache_dir).parent / other.name
-        other = other if other.is_dir() else beside if beside.is_dir() else None
-        words += ["--val-out", shell_quote(str(other)) if other else "VAL_CACHE"]
+    if other := other_cache(Path(cache_dir), cache.run):
+        words += ["--val-out", shell_quote(str(other)) if other.is_dir() else "VAL_CACHE"]
     opts = cache.run.get("teacher_options")
     for flag, value in zip(opts[::2], opts[1::2]) if isinstance(opts, list) else ():
         lost = flag == "--teacher-weights" and not Path(value).exists()

@@ -373,6 +373,24 @@ def read_run_record(out_dir: Path) -> dict:
     return obj if isinstance(obj, dict) else {}
 
 
+def other_cache(root: Path, record: dict) -> Optional[Path]:
+    """The other cache of a hold-out that the run record of the cache at `root` names: where its
+    path relative to `root` leads (caches copied or moved together, to another machine or
+    project folder, are still each other's), else the absolute path recorded; None without a
+    hold-out."""
+    held = record.get("hold_out")
+    if not isinstance(held, dict) or not held.get("other_cache"):
+        return None
+    recorded = Path(held["other_cache"])
+    rel = held.get("other_cache_from_here")
+    beside = (Path(os.path.normpath(Path(root).resolve() / rel)) if isinstance(rel, str)
+              else None)
+    for where in (beside, recorded):
+        if where is not None and where.exists():
+            return where
+    return beside or recorded
+
+
 def label_maker(entry: dict) -> tuple:
     """What made a label: the teacher's weights and architecture, and the tiling (what a
     labels run compares to find a label up to date)."""

@@ -1269,6 +1269,19 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
             tdist.destroy_process_group()
 
 
+def _hold_out_record(plan, role: str, here: str, other: str) -> dict:
+    """The hold-out as the run record of the cache `here` keeps it, naming `other` both
+    absolute and relative to `here`: copied together elsewhere, the caches still find each
+    other (label_cache.other_cache)."""
+    rec = plan.record(role, str(Path(other).resolve()))
+    try:
+        rec["other_cache_from_here"] = os.path.relpath(Path(other).resolve(),
+                                                       Path(here).resolve())
+    except ValueError:   # on two Windows drives: no relative path, the absolute one serves
+        pass
+    return rec
+
+
 def _both_caches(args: argparse.Namespace, common: dict, plan, teacher,
                  dist: DistInfo) -> LabelStats:
     later: list[Callable[[], None]] = []
@@ -1277,7 +1290,8 @@ def _both_caches(args: argparse.Namespace, common: dict, plan, teacher,
     common = dict(common, teacher_weights=args.teacher_weights, config=args.config)
     train = run_labels(args.data, args.out, split=args.split, teacher=teacher, dist=dist,
                        exclude=plan.not_train, reuse_from=args.val_out, prune_later=later,
-                       hold_out=plan.record("training", str(Path(args.val_out).resolve())), **common)
+                       hold_out=_hold_out_record(plan, "training", args.out, args.val_out),
+                       **common)
     if _group_ready(dist):
         # Rank 0 merges the training cache's shards and deletes them after its run; the other
         # ranks' validation runs read that cache for labels to reuse: mid-merge, a shard
@@ -1288,7 +1302,7 @@ def _both_caches(args: argparse.Namespace, common: dict, plan, teacher,
         val = run_labels(args.data, args.val_out,
                          split=None if plan.split == "train" else plan.split,
                          teacher=teacher, dist=dist, exclude=plan.not_val, reuse_from=args.out,
-                         hold_out=plan.record("validation", str(Path(args.out).resolve())),
+                         hold_out=_hold_out_record(plan, "validation", args.val_out, args.out),
                          **common)
     finally:
         # Even when the validation run fails or is interrupted, the training cache must not
