@@ -275,13 +275,21 @@ _RUN_MARKS = (".run-id", "last.pt")
 def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
     """A run folder's own config.yaml records its `out` as it was given, absolute where it was:
     on another machine, or after the folder was moved, `--config RUN/config.yaml` made the
-    missing folder there and trained a new run from step 0, saying only where it had."""
+    missing folder there and trained a new run from step 0, saying only where it had; in a
+    copy of the folder, it trained the original. Refused, with the `out=` of each."""
     here = config.resolve().parent
     if not any((here / m).exists() for m in _RUN_MARKS):
         return
     there = Path(out).expanduser()
-    if there.resolve() == here or any((there / m).exists() for m in _RUN_MARKS):
+    if there.resolve() == here:
         return
+    if any((there / m).exists() for m in _RUN_MARKS):
+        # A copy (cp -r runs/a runs/a-try): its config went on training, and changing, the run
+        # it was copied from.
+        raise ValueError(f"{config} holds the settings of the run in {config.parent}, but its "
+                         f"out: {out} is another run's folder (was this one copied from it?): "
+                         f"add out={config.parent} to go on with the run beside it, or "
+                         f"out={out} to go on with that one")
     state = "holds no run" if there.is_dir() else "does not exist"
     raise ValueError(f"{config} holds the settings of the run in {config.parent}, but its "
                      f"out: {out} {state} here (was the run moved or copied from there?): add "

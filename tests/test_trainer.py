@@ -363,6 +363,13 @@ def test_a_moved_runs_own_config_names_its_out_rather_than_training_a_new_run_th
     assert main(["train", "--config", str(laptop / "config.yaml"), f"out={laptop}",
                  "--quiet"]) == 0
     assert read_checkpoint(laptop / "last.pt")["step"] == 3   # resumed at 2, not from 0
+    # A copy beside the run: its config.yaml (out: the run) trained and changed the original.
+    shutil.copytree(laptop, tmp_path / "laptop" / "s1-try")
+    before = (laptop / "last.pt").read_bytes()
+    assert main(["train", "--config", str(tmp_path / "laptop" / "s1-try" / "config.yaml"),
+                 "optim.steps=4", "--quiet"]) == 2
+    assert f"out: {laptop} is another run's folder" in capsys.readouterr().err
+    assert (laptop / "last.pt").read_bytes() == before
     # A config file that is no run's (a template in configs/) keeps any out it names.
     (tmp_path / "mine.yaml").write_text(f"out: {tmp_path / 'new'}\n")
     assert load_config(str(tmp_path / "mine.yaml")).out == str(tmp_path / "new")
