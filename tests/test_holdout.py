@@ -669,7 +669,8 @@ def test_a_hold_out_cache_whose_data_moved_says_the_command_that_keeps_its_label
     said = str(e.value)
     assert f"as is {gpu / 'shots'}, the data they were labelled from" in said, said
     command = said.split("`")[1].replace("NEW_PATH", str(laptop / "work"))
-    assert f"--val-out {laptop / 'labels-val'} --teacher-weights {teacher}" in command, command
+    assert (f"--teacher-weights {teacher} --tile 0 --out {laptop / 'labels'} --val-out "
+            f"{laptop / 'labels-val'}") in command, command
     capsys.readouterr()
     assert main([*shlex.split(command)[2:], "--device", "cpu"]) == 0
     out = capsys.readouterr().out
@@ -705,3 +706,40 @@ def test_caches_of_a_hold_out_moved_together_still_name_each_other(tmp_path, tea
         load_val_items(cfg, progress=False)
     assert (f"--out {new / 'labels'} --hold-out 0.34 --val-out {new / 'labels-val'}"
             in str(e.value)), e.value
+
+
+def test_the_moved_data_advice_of_either_cache_relabels_each_into_its_own(tmp_path, teacher,
+                                                                           capsys):
+    """The command quoted back for a moved data folder was cut from the cache's description
+    at its second space: a data path with a space left its tail as a stray word in it. And
+    the validation cache's was the training cache's with the two swapped (--out labels-val
+    --val-out labels): it moved the training images' labels into the validation cache."""
+    import shlex
+
+    from distill.data.crops import pairs_from_labels
+    gpu = tmp_path / "gpu"
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        for side in ("input", "target"):
+            write_image(gpu / "my shots" / side / f"im{i:02d}.png",
+                        rng.random((16, 16, 3)).astype(np.float32))
+    assert main(_labels(gpu / "my shots", gpu / "labels", gpu / "labels-val", teacher,
+                        "--hold-out", "0.34", "--limit", "5")) == 0
+    names = {c: _names(gpu / c) for c in ("labels", "labels-val")}
+    laptop = tmp_path / "laptop"
+    gpu.rename(laptop)
+    now = laptop / "my work"
+    (laptop / "my shots").rename(now)
+    for cache in ("labels-val", "labels"):
+        with pytest.raises(ValueError) as e:
+            pairs_from_labels(laptop / cache)
+        command = str(e.value).split("`")[1].replace("NEW_PATH", shlex.quote(str(now)))
+        capsys.readouterr()
+        assert main([*shlex.split(command)[2:], "--device", "cpu"]) == 0, command
+        out = capsys.readouterr().out
+        assert "0 done" in out and ", 0 failed" in out, (command, out)
+        for c in ("labels", "labels-val"):
+            assert _names(laptop / c) == names[c], (command, c)
+            assert all(i.parent.parent == now for i, _, _ in pairs_from_labels(laptop / c)), (
+                command, c)
+        now = now.rename(laptop / "my work 2")   # moved again, for the other cache's advice

@@ -339,19 +339,36 @@ def _moved_data_advice(cache, cache_dir, stale: list[str], n: int) -> Optional[s
                 "on another machine?)")
         where = "with NEW_PATH where that data is now"
         new_data = f"{kind}:NEW_PATH" if kind else "NEW_PATH"
-    words = cache.describe_run().split(" ", 2)[2:]   # past "--data DATA"
-    words = ["--data", new_data, *words]
-    if other := other_cache(Path(cache_dir), cache.run):
-        words += ["--val-out", shell_quote(str(other)) if other.is_dir() else "VAL_CACHE"]
-    opts = cache.run.get("teacher_options")
+    # From the record's fields, not cut from describe_run: a data path with a space in it
+    # left its tail there as a stray word.
+    run, this = cache.run, shell_quote(str(cache_dir))
+    held = run.get("hold_out") if isinstance(run.get("hold_out"), dict) else None
+    validation = bool(held) and held.get("role") == "validation"
+    words = ["--data", new_data]
+    # A validation cache's split is the one --hold-out picked, not a flag: quoted, it is refused.
+    words += ["--split", str(run["split"])] if run.get("split") and not validation else []
+    words += ["--limit", str(run["limit"])] if run.get("limit") else []
+    outs = ["--out", this]
+    if held:
+        other = other_cache(Path(cache_dir), run)
+        theirs = (shell_quote(str(other)) if other and other.is_dir()
+                  else "TRAIN_CACHE" if validation else "VAL_CACHE")
+        words += ["--hold-out", str(held.get("fraction"))]
+        # The command of the pair: a validation cache's is the training cache's, --out and
+        # --val-out as that one gave them (swapped, it labelled each cache's images into the
+        # other).
+        outs = ["--out", theirs, "--val-out", this] if validation else [*outs,
+                                                                         "--val-out", theirs]
+    opts = run.get("teacher_options")
     for flag, value in zip(opts[::2], opts[1::2]) if isinstance(opts, list) else ():
         lost = flag == "--teacher-weights" and not Path(value).exists()
         words += [flag, "TEACHER_PT" if lost else shell_quote(str(value))]
     shown = ", ".join(stale[:2]) + (f" and {len(stale) - 2} more" if len(stale) > 2 else "")
     return (f"{cache_dir}: the inputs of {len(stale)} of {count(n, 'label')} are gone ({shown}), "
-            f"{gone}: run `sharpen labels {' '.join(words)} --out "
-            f"{shell_quote(str(cache_dir))}` {where}"
+            f"{gone}: run `sharpen labels {' '.join(words + outs)}` {where}"
             + (" and TEACHER_PT the teacher's weights" if "TEACHER_PT" in words else "")
+            + (" and TRAIN_CACHE the training cache" if "TRAIN_CACHE" in outs else "")
+            + (" and VAL_CACHE the validation cache" if "VAL_CACHE" in outs else "")
             + "; labels of the same images by the same teacher and tiling are found by their "
             "content and kept, not made again")
 
