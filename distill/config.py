@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -278,23 +279,50 @@ def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
     missing folder there and trained a new run from step 0, saying only where it had; in a
     copy of the folder, it trained the original. Refused, with the `out=` of each."""
     here = config.resolve().parent
+    config = Path(os.path.abspath(config))   # "the run in ." named no folder; links kept
     if not any((here / m).exists() for m in _RUN_MARKS):
         return
     there = Path(out).expanduser()
     if there.resolve() == here:
         return
+    beside, theirs = _word("out", config.parent), _word("out", out)
+    said = f"{config} holds the settings of the run in {config.parent}, but its out: {out}"
     if any((there / m).exists() for m in _RUN_MARKS):
         # A copy (cp -r runs/a runs/a-try): its config went on training, and changing, the run
         # it was copied from.
-        raise ValueError(f"{config} holds the settings of the run in {config.parent}, but its "
-                         f"out: {out} is another run's folder (was this one copied from it?): "
-                         f"add out={config.parent} to go on with the run beside it, or "
-                         f"out={out} to go on with that one")
+        raise ValueError(f"{said} is another run's folder (was this one copied from it?): add "
+                         f"{beside} to go on with the run beside it, or {theirs} to go on with "
+                         "that one")
     state = "holds no run" if there.is_dir() else "does not exist"
-    raise ValueError(f"{config} holds the settings of the run in {config.parent}, but its "
-                     f"out: {out} {state} here (was the run moved or copied from there?): add "
-                     f"out={config.parent} to go on with the run beside it, or out={out} to "
-                     "start a new run there")
+    start = _started_in(here, there)
+    if start is not None:
+        # Not moved: run from another folder than the one a relative out was given in.
+        raise ValueError(f"{said} is read from the current folder, {Path.cwd()}, where it "
+                         f"{state}: run the command from {start}, where the run was started "
+                         "(the config's other relative paths, such as data.labels, are read "
+                         f"from there too), or add {beside} to go on with the run beside it "
+                         "from here")
+    raise ValueError(f"{said} {state} here (was the run moved or copied from there?): add "
+                     f"{beside} to go on with the run beside it, or {theirs} to start a new run "
+                     "there")
+
+
+def _word(key: str, value) -> str:
+    """key=value as one word of a command line (a path with a space in it is quoted)."""
+    from runtime.console import shell_quote
+    return shell_quote(f"{key}={value}")
+
+
+def _started_in(here: Path, out: Path) -> Path | None:
+    """The folder a relative `out` leads from to the run folder `here` (resolved), where the
+    run was started; None for an absolute out, or one that leads there from no folder."""
+    if out.is_absolute():
+        return None
+    parts = Path(os.path.normpath(out)).parts
+    if ".." in parts or len(parts) >= len(here.parts) or (
+            parts and here.parts[-len(parts):] != parts):
+        return None
+    return here.parents[len(parts) - 1] if parts else here
 
 
 def _override_value(cfg: TrainConfig, key: str, text: str) -> Any:

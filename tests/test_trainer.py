@@ -375,6 +375,37 @@ def test_a_moved_runs_own_config_names_its_out_rather_than_training_a_new_run_th
     assert load_config(str(tmp_path / "mine.yaml")).out == str(tmp_path / "new")
 
 
+def test_a_runs_config_with_a_relative_out_is_refused_from_another_folder_naming_where_to_run(
+        tmp_path, monkeypatch, capsys):
+    """A run's config.yaml keeps a relative out as given (out=runs/s1), read from the current
+    folder like data.labels: from the project folder, or through a link to it, it goes on with
+    the run; from another folder it is refused, and that said the run was moved or copied, when
+    only the folder the command runs from differs: the folder it was started in is named."""
+    import shlex
+
+    from sharpen.cli import main
+    proj = tmp_path / "my proj"   # the out= given back is one word of a command
+    proj.mkdir()
+    monkeypatch.chdir(proj)
+    train(tiny_cfg("runs/s1", 4, stop_after=1), quiet=True)
+    (tmp_path / "link").symlink_to(proj)
+    for config in ("runs/s1/config.yaml", str(tmp_path / "link" / "runs" / "s1" / "config.yaml")):
+        step = read_checkpoint(proj / "runs" / "s1" / "last.pt")["step"]
+        assert main(["train", "--config", config, "stop_after=1", "--quiet"]) == 0, config
+        assert read_checkpoint(proj / "runs" / "s1" / "last.pt")["step"] == step + 1, config
+    capsys.readouterr()
+    for cwd, config in ((proj / "runs" / "s1", "config.yaml"),
+                        (tmp_path, str(proj / "runs" / "s1" / "config.yaml"))):
+        monkeypatch.chdir(cwd)
+        assert main(["train", "--config", config, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert (f"its out: runs/s1 is read from the current folder, {cwd}, where it does not "
+                f"exist: run the command from {proj}, where the run was started" in err
+                and f"or add {shlex.quote(f'out={proj}/runs/s1')} to go on with the run" in err
+                and "moved" not in err), err
+        assert not (cwd / "runs").exists()   # no new run made there
+
+
 def test_a_missing_absolute_data_path_names_the_key_that_points_it_elsewhere(tmp_path,
                                                                            monkeypatch):
     """A config (a run's config.yaml, a colleague's) written where the labels lay under
