@@ -743,3 +743,31 @@ def test_the_moved_data_advice_of_either_cache_relabels_each_into_its_own(tmp_pa
             assert all(i.parent.parent == now for i, _, _ in pairs_from_labels(laptop / c)), (
                 command, c)
         now = now.rename(laptop / "my work 2")   # moved again, for the other cache's advice
+
+
+def test_the_moved_data_advice_keeps_a_shipped_teacher_by_its_name(tmp_path, teacher,
+                                                                    monkeypatch, capsys):
+    """`--teacher-weights teacher` (the shipped one, by name) is no file in the current
+    folder: the command quoted back for a moved data folder asked for TEACHER_PT, "the
+    teacher's weights", as if the file were lost."""
+    import shlex
+    import shutil
+
+    from distill.data.crops import pairs_from_labels
+    from distill.teacher import BUNDLED_TEACHER
+    (tmp_path / "models").mkdir()
+    shutil.copy(teacher, tmp_path / "models" / BUNDLED_TEACHER)
+    monkeypatch.setenv("SHARPEN_MODELS", str(tmp_path / "models"))
+    _frames(tmp_path / "shots", 3, 0)
+    assert main(["--data", str(tmp_path / "shots"), "--out", str(tmp_path / "labels"),
+                 "--teacher-weights", "teacher", "--tile", "0", "--device", "cpu",
+                 "--quiet"]) == 0
+    (tmp_path / "shots").rename(tmp_path / "work")
+    with pytest.raises(ValueError) as e:
+        pairs_from_labels(tmp_path / "labels")
+    command = str(e.value).split("`")[1]
+    assert "--teacher-weights teacher " in command and "TEACHER_PT" not in str(e.value), e.value
+    capsys.readouterr()
+    command = command.replace("NEW_PATH", str(tmp_path / "work"))
+    assert main([*shlex.split(command)[2:], "--device", "cpu"]) == 0
+    assert "labels: 0 done, 3 skipped" in capsys.readouterr().out

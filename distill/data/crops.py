@@ -313,6 +313,7 @@ def _moved_data_advice(cache, cache_dir, stale: list[str], n: int) -> Optional[s
     moved, renamed, or labelled on another machine), the command that repoints the labels: the
     generic "changed or went missing" advice sent users to the old path, or to label again
     what `sharpen labels` finds by content and keeps (with the same teacher and tiling)."""
+    from ..teacher import names_a_file
     from .label_cache import other_cache
     from .sources import parse_spec
     data = cache.run.get("data")
@@ -361,7 +362,9 @@ def _moved_data_advice(cache, cache_dir, stale: list[str], n: int) -> Optional[s
                                                                          "--val-out", theirs]
     opts = run.get("teacher_options")
     for flag, value in zip(opts[::2], opts[1::2]) if isinstance(opts, list) else ():
-        lost = flag == "--teacher-weights" and not Path(value).exists()
+        # A shipped name (`teacher`) is no file here, and not lost.
+        lost = (flag == "--teacher-weights" and names_a_file(str(value))
+                and not Path(value).expanduser().exists())
         words += [flag, "TEACHER_PT" if lost else shell_quote(str(value))]
     shown = ", ".join(stale[:2]) + (f" and {len(stale) - 2} more" if len(stale) > 2 else "")
     return (f"{cache_dir}: the inputs of {len(stale)} of {count(n, 'label')} are gone ({shown}), "
