@@ -29,20 +29,28 @@ def naming(key: str, value, hint: str | Callable[[], str] = ""):
         if msg.startswith(f"{key}="):
             raise
         hint = (hint() if callable(hint) else hint) if "not found" in msg else ""
-        if "not found" in msg and _absolute_and_gone(value):
+        kind = _absolute_and_gone(value) if "not found" in msg else None
+        if kind is not None:
             # A config or command copied from another machine or an older project folder: what
             # it names is most often here under another path, not to be made again.
             hint += (f"{'; ' if hint else ''}or, if it was moved or copied from elsewhere, give "
-                     f"{key}=ITS_PATH_HERE")
+                     f"{key}={kind}ITS_PATH_HERE")
         raise type(e)(f"{key}={value}: {msg}{f' ({hint})' if hint else ''}") from None
 
 
-def _absolute_and_gone(value) -> bool:
+def _absolute_and_gone(value) -> str | None:
+    """The `kind:` a data spec's absolute, missing path is given with ("" for none: a plain
+    path or a checkpoint), None where the path is relative or there: gopro:/data/GOPRO of
+    another machine was not told where to point data.train."""
+    from .data.sources import parse_spec
     try:
-        path = Path(str(value)).expanduser()
-        return path.is_absolute() and not path.exists()
+        kind, raw = parse_spec(str(value))
+        path = Path(raw).expanduser()
+        if not path.is_absolute() or path.exists():
+            return None
+        return f"{kind}:" if kind else ""
     except (OSError, ValueError):
-        return False
+        return None
 
 
 LABELS_HINT = "make it with `sharpen labels --data DATA --out {}`"

@@ -424,6 +424,12 @@ def test_a_missing_absolute_data_path_names_the_key_that_points_it_elsewhere(tmp
               quiet=True)
     assert "ITS_PATH_HERE" not in str(e.value), e.value
     assert not (tmp_path / "r").exists()
+    # A data source of a kind (gopro:PATH) is pointed elsewhere with its kind.
+    gone = tmp_path / "gpu-box" / "GOPRO"
+    with pytest.raises(ValueError) as e:
+        train(tiny_cfg(tmp_path / "r", 2, **{"data.train": f"gopro:{gone}"}), quiet=True)
+    assert (f"data.train=gopro:{gone}: data source not found" in str(e.value)
+            and "give data.train=gopro:ITS_PATH_HERE" in str(e.value)), e.value
 
 
 def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
