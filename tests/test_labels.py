@@ -678,6 +678,20 @@ def test_a_moved_folder_repoints_input_and_ground_truth(tmp_path, capsys):
     assert "/day3/target/" in e["gt"] and e["input_psnr"] != before
 
 
+def test_a_moved_input_whose_label_is_damaged_is_labelled_again_not_counted_as_found(tmp_path):
+    """The summary's "N of them found by content at their input's new path" counted a moved
+    input whose label could not be read back, and was made again: more than were skipped."""
+    import shutil
+    kw = dict(teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    out = tmp_path / "cache"
+    run_labels(str(_paired(tmp_path / "day1", 2, h=16, w=16)), out, **kw)
+    (out / _manifest(out)["im00"]["label"]).write_bytes(b"not an image")
+    shutil.move(tmp_path / "day1", tmp_path / "day2")
+    with pytest.warns(SharpenWarning, match="labelling im00 again"):
+        s = run_labels(str(tmp_path / "day2"), out, **kw)
+    assert (s.done, s.skipped, s.repointed) == (1, 1, 1)
+
+
 def test_labels_of_an_embedded_set_that_moved_say_where_sharpen_data_must_point(tmp_path,
                                                                               monkeypatch):
     """SHARPEN_DATA moved (or the cache copied to a machine whose user cache holds the set

@@ -955,10 +955,11 @@ class LabelRun:
                             if moved := self._moved(old, sample):
                                 # Same content at a new path (a moved or copied folder): repoint
                                 # the entry, its ground truth too, measured against that.
-                                stats.repointed += "input" in moved
                                 self._record(sample.name, {
                                     **self._repointed(old, sample, image, self.out_dir, tag),
                                     "created": time.time()})
+                                # After: a label that cannot be read back is made again.
+                                stats.repointed += "input" in moved
                             stats.skipped += 1
                             continue
                         except ImageReadError as e:   # a damaged label: made again below
