@@ -4,6 +4,7 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,7 +281,10 @@ def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
     copy of the folder, it trained the original. Refused, with the `out=` of each."""
     here = config.resolve().parent
     config = Path(os.path.abspath(config))   # "the run in ." named no folder; links kept
-    if not any((here / m).exists() for m in _RUN_MARKS):
+    # The trainer's names only: a config of the user's own kept in a run's folder (a fine-tune
+    # beside the run it starts from) names another out on purpose.
+    if not re.fullmatch(r"config(-step\d+)?\.yaml", config.resolve().name) or not any(
+            (here / m).exists() for m in _RUN_MARKS):
         return
     there = Path(out).expanduser()
     if there.resolve() == here:

@@ -373,6 +373,10 @@ def test_a_moved_runs_own_config_names_its_out_rather_than_training_a_new_run_th
     # A config file that is no run's (a template in configs/) keeps any out it names.
     (tmp_path / "mine.yaml").write_text(f"out: {tmp_path / 'new'}\n")
     assert load_config(str(tmp_path / "mine.yaml")).out == str(tmp_path / "new")
+    # So does one of the user's own kept in a run's folder (a fine-tune beside the run it
+    # starts from): it was refused as that run moved.
+    (laptop / "finetune.yaml").write_text(f"out: {laptop / 'ft'}\ninit: {laptop / 'last.pt'}\n")
+    assert load_config(str(laptop / "finetune.yaml")).out == str(laptop / "ft")
 
 
 def test_a_runs_config_with_a_relative_out_is_refused_from_another_folder_naming_where_to_run(
