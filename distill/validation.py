@@ -174,7 +174,13 @@ def _val_labels_hint(d) -> str:
     if not (other and held.get("role") == "training" and rec.get("data")
             and other.resolve() == Path(d.val_labels).resolve()):
         return LABELS_HINT.format(d.val_labels)
-    cmd = ["sharpen", "labels", "--data", str(rec["data"])]
+    data, moved = str(rec["data"]), ""
+    kind, raw = _spec(data)
+    if kind != "embedded" and raw and not Path(raw).expanduser().exists():
+        # Gone from there with the caches (moved, or another machine): quoted, it failed.
+        data = f"{kind}:NEW_PATH" if kind else "NEW_PATH"
+        moved = f" with NEW_PATH where {raw} is now"
+    cmd = ["sharpen", "labels", "--data", data]
     cmd += ["--split", str(rec["split"])] if rec.get("split") else []
     cmd += ["--out", str(d.labels), "--hold-out", f"{held.get('fraction')}", "--val-out",
             str(d.val_labels)]
@@ -183,7 +189,16 @@ def _val_labels_hint(d) -> str:
     cmd += [str(o) for o in opts] if isinstance(opts, list) else []
     return (f"the `sharpen labels` run that labelled data.labels={d.labels} holds it out into "
             f"this cache{'' if rec.get('complete') else ' and was stopped before it got there'}"
-            f": run it again to finish both, `{shell_join(cmd)}`")
+            f": run it again to finish both, `{shell_join(cmd)}`{moved}")
+
+
+def _spec(data: str) -> tuple:
+    """(kind, path) of a recorded --data; (None, "") for one that reads as no source."""
+    from .data.sources import parse_spec
+    try:
+        return parse_spec(data)
+    except ValueError:
+        return None, ""
 
 
 def predict(model: nn.Module, image: np.ndarray, device: torch.device | str) -> np.ndarray:

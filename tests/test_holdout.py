@@ -706,6 +706,9 @@ def test_caches_of_a_hold_out_moved_together_still_name_each_other(tmp_path, tea
         load_val_items(cfg, progress=False)
     assert (f"--out {new / 'labels'} --hold-out 0.34 --val-out {new / 'labels-val'}"
             in str(e.value)), e.value
+    # The data, moved with them, is not quoted at its old path, where the command failed.
+    assert ("--data NEW_PATH --out" in str(e.value)
+            and f"with NEW_PATH where {old / 'shots'} is now" in str(e.value)), e.value
 
 
 def test_the_moved_data_advice_of_either_cache_relabels_each_into_its_own(tmp_path, teacher,
