@@ -283,21 +283,23 @@ def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
     config = Path(os.path.abspath(config))   # "the run in ." named no folder; links kept
     # The trainer's names only: a config of the user's own kept in a run's folder (a fine-tune
     # beside the run it starts from) names another out on purpose.
-    if not re.fullmatch(r"config(-step\d+)?\.yaml", config.resolve().name) or not any(
-            (here / m).exists() for m in _RUN_MARKS):
+    if not re.fullmatch(r"config(-step\d+)?\.yaml", config.resolve().name) or not _is_run(
+            here):
         return
     there = Path(out).expanduser()
     if there.resolve() == here:
         return
     beside, theirs = _word("out", config.parent), _word("out", out)
     said = f"{config} holds the settings of the run in {config.parent}, but its out: {out}"
-    if any((there / m).exists() for m in _RUN_MARKS):
+    run_there = _is_run(there)
+    if run_there:
         # A copy (cp -r runs/a runs/a-try): its config went on training, and changing, the run
         # it was copied from.
         raise ValueError(f"{said} is another run's folder (was this one copied from it?): add "
                          f"{beside} to go on with the run beside it, or {theirs} to go on with "
                          "that one")
-    state = "holds no run" if there.is_dir() else "does not exist"
+    state = ("cannot be read" if run_there is None else "holds no run" if there.is_dir()
+             else "does not exist")
     start = _started_in(here, there)
     if start is not None:
         # Not moved: run from another folder than the one a relative out was given in.
@@ -309,6 +311,15 @@ def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
     raise ValueError(f"{said} {state} here (was the run moved or copied from there?): add "
                      f"{beside} to go on with the run beside it, or {theirs} to start a new run "
                      "there")
+
+
+def _is_run(folder: Path) -> bool | None:
+    """Whether `folder` holds a training run; None where it cannot be looked into (another
+    user's folder: the error, not the refusal, ended the command)."""
+    try:
+        return any((folder / m).exists() for m in _RUN_MARKS)
+    except OSError:
+        return None
 
 
 def _word(key: str, value) -> str:

@@ -379,6 +379,23 @@ def test_a_moved_runs_own_config_names_its_out_rather_than_training_a_new_run_th
     assert load_config(str(laptop / "finetune.yaml")).out == str(laptop / "ft")
 
 
+def test_a_runs_config_whose_out_cannot_be_looked_into_here_is_refused_not_a_traceback(
+        tmp_path, capsys):
+    """A run copied from a folder this user may not look into (a colleague's home, 0700) keeps
+    that out: checking it for a run raised OSError, a traceback. A name too long for this file
+    system fails the same way, and root may look into any folder: it stands in for one."""
+    from sharpen.cli import main
+    run = tmp_path / "s1"
+    train(tiny_cfg(run, 2, stop_after=1), quiet=True)
+    there = tmp_path / ("a" * 300) / "s1"
+    text = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(text.replace(f"out: {run}", f"out: {there}"))
+    assert main(["train", "--config", str(run / "config.yaml"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert (f"its out: {there} cannot be read here" in err and f"add out={run} to go on" in err
+            ), err
+
+
 def test_a_runs_config_with_a_relative_out_is_refused_from_another_folder_naming_where_to_run(
         tmp_path, monkeypatch, capsys):
     """A run's config.yaml keeps a relative out as given (out=runs/s1), read from the current
