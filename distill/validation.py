@@ -176,8 +176,10 @@ def _val_labels_hint(d) -> str:
         return LABELS_HINT.format(d.val_labels)
     data, moved = str(rec["data"]), ""
     kind, raw = _spec(data)
-    if kind != "embedded" and raw and not Path(raw).expanduser().exists():
-        # Gone from there with the caches (moved, or another machine): quoted, it failed.
+    where = Path(raw).expanduser()
+    if kind != "embedded" and raw and where.is_absolute() and not where.exists():
+        # Gone from there with the caches (moved, or another machine): quoted, it failed. A
+        # relative one (recorded by earlier versions) may be there from another folder.
         data = f"{kind}:NEW_PATH" if kind else "NEW_PATH"
         moved = f" with NEW_PATH where {raw} is now"
     cmd = ["sharpen", "labels", "--data", data]
