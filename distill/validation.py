@@ -82,11 +82,12 @@ def load_val_items(cfg: TrainConfig, progress: bool = True,
     elif d.val_labels:
         from .data.crops import pairs_from_labels
         with naming("data.val_labels", d.val_labels, lambda: _val_labels_hint(d)):
-            pairs = pairs_from_labels(d.val_labels, "data.val_labels", sequence=True)
+            pairs = pairs_from_labels(d.val_labels, "data.val_labels", sequence=True,
+                                      refuse_cut_short=False)
         out = _read_val_items(pairs, d.val_max_images, f"data.val_labels={d.val_labels}", note)
         # As data.val's (above): in the cache's order of names by their characters.
         listed = {Path(inp): i for i, (inp, _, _) in enumerate(
-            pairs_from_labels(d.val_labels, "data.val_labels"))}
+            pairs_from_labels(d.val_labels, "data.val_labels", refuse_cut_short=False))}
         out.sort(key=lambda v: listed[v.path])
         if not out:
             raise ValueError(f"data.val_labels={d.val_labels}: no readable validation pair")

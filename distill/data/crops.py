@@ -248,10 +248,12 @@ class WholeImageDataset(_DecodeMixin, Dataset):
 
 
 def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels",
-                      sequence: bool = False) -> list[tuple[Path, Path, Optional[Path]]]:
+                      sequence: bool = False, refuse_cut_short: bool = True,
+                      ) -> list[tuple[Path, Path, Optional[Path]]]:
     """(input, teacher label, gt or None) for every finished entry of a `sharpen labels` cache.
     `key`: the setting that named it, which the advice names; `sequence`: in the order of the
-    numbers in their names (see `LabelCache.items`)."""
+    numbers in their names (see `LabelCache.items`); `refuse_cut_short`: False where the caller
+    reads only some of the pairs and replaces one it cannot read (validation's picks)."""
     from .label_cache import LabelCache
     from .label_cache import MANIFEST
     cache = LabelCache(cache_dir)
@@ -274,7 +276,7 @@ def pairs_from_labels(cache_dir: str | os.PathLike, key: str = "data.labels",
     if not items:
         raise ValueError(f"{cache_dir}: no finished labels (run `sharpen labels --out "
                          f"{cache_dir}` first)")
-    if cut := cache.cut_short():
+    if refuse_cut_short and (cut := cache.cut_short()):
         # Before the inputs' hashes are checked (stale): one seek per file, and a rerun of
         # labels is needed either way.
         shown = ", ".join(cut[:3]) + (f" and {len(cut) - 3} more" if len(cut) > 3 else "")
