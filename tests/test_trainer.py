@@ -2386,6 +2386,23 @@ def test_a_ground_truth_loss_over_labels_without_ground_truth_is_warned_about(tm
     assert not [m for m in said if "no ground truth to use" in m], said
 
 
+def _validated_run(tmp_path: Path) -> tuple[Path, Path, list[str]]:
+    """Two blurred/sharp validation pairs in tmp_path/val, a run folder tmp_path/r and the
+    `sharpen train` arguments of a tiny run validated at every step into it."""
+    import cv2
+    import numpy as np
+
+    from distill.images import write_image
+    val = tmp_path / "val"
+    rng = np.random.default_rng(0)
+    for i in range(2):
+        sharp = rng.random((48, 48, 3)).astype(np.float32)
+        write_image(val / "target" / f"v{i}.png", sharp)
+        write_image(val / "input" / f"v{i}.png", cv2.blur(sharp, (5, 5)))
+    out = tmp_path / "r"
+    return val, out, ["train", "val_every=1", *TINY_CLI, f"out={out}"]
+
+
 def _raise_best(last_pt, score: float) -> None:
     """A run whose best validation scored `score` (a better step before it, say)."""
     from distill.checkpoint import atomic_save
@@ -2417,20 +2434,9 @@ def test_best_pt_is_rescored_when_the_validation_images_change(tmp_path, capsys)
     """A resume whose validation images changed compared its scores with best.pt's score on
     the earlier images: an easier set replaced best.pt with a worse model, a harder one never
     replaced it. best.pt is scored on the new images first."""
-    import cv2
-    import numpy as np
-
-    from distill.images import write_image
     from sharpen.cli import main
 
-    val = tmp_path / "val"
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        sharp = rng.random((48, 48, 3)).astype(np.float32)
-        write_image(val / "target" / f"v{i}.png", sharp)
-        write_image(val / "input" / f"v{i}.png", cv2.blur(sharp, (5, 5)))
-    out = tmp_path / "r"
-    argv = ["train", "val_every=1", *TINY_CLI, f"out={out}"]
+    val, out, argv = _validated_run(tmp_path)
     assert main([*argv, "optim.steps=2"]) == 0
     _raise_best(out / "last.pt", 0.999)   # as if best.pt had scored it on the earlier images
     capsys.readouterr()
@@ -2452,21 +2458,10 @@ def test_a_checkpoint_of_an_older_version_has_best_pt_rescored_on_this_run_s_ima
     """A last.pt saved before checkpoints recorded their data (no 'data', no 'best_step') kept
     its best score on a resume whose validation images had changed, unsaid: nothing told the
     images apart, so an easier set replaced best.pt with a worse model, a harder one never did."""
-    import cv2
-    import numpy as np
-
     from distill.checkpoint import atomic_save
-    from distill.images import write_image
     from sharpen.cli import main
 
-    val = tmp_path / "val"
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        sharp = rng.random((48, 48, 3)).astype(np.float32)
-        write_image(val / "target" / f"v{i}.png", sharp)
-        write_image(val / "input" / f"v{i}.png", cv2.blur(sharp, (5, 5)))
-    out = tmp_path / "r"
-    argv = ["train", "val_every=1", *TINY_CLI, f"out={out}"]
+    val, out, argv = _validated_run(tmp_path)
     assert main([*argv, "optim.steps=2"]) == 0
     ck = read_checkpoint(out / "last.pt")
     for key in ("data", "best_step", "processes"):   # as the version of 2026-12-02 wrote it
@@ -3047,20 +3042,9 @@ def test_a_snapshot_resumed_has_best_pt_rescored_on_this_run_s_validation_images
     kept its score on the earlier ones, so a harder set never replaced it (the run went on
     beside a best.pt no validation of its own could beat). It is scored on this run's images
     first; the message says why, not that the checkpoint is of an older version."""
-    import cv2
-    import numpy as np
-
-    from distill.images import write_image
     from sharpen.cli import main
 
-    val = tmp_path / "val"
-    rng = np.random.default_rng(0)
-    for i in range(2):
-        sharp = rng.random((48, 48, 3)).astype(np.float32)
-        write_image(val / "target" / f"v{i}.png", sharp)
-        write_image(val / "input" / f"v{i}.png", cv2.blur(sharp, (5, 5)))
-    out = tmp_path / "r"
-    argv = ["train", "val_every=1", *TINY_CLI, f"out={out}"]
+    val, out, argv = _validated_run(tmp_path)
     assert main([*argv, "optim.steps=3", "snapshot_every=1"]) == 0
     earlier = read_checkpoint(out / "best.pt")
     capsys.readouterr()
