@@ -153,7 +153,8 @@ def test_cache_resume_and_invalidation(tmp_path, teachers, capsys):
 
     # a deleted label file is recomputed
     (out / "labels" / "im02.png").unlink()
-    s = run_labels(str(data), out, teacher_weights=str(t0), **kw)
+    with pytest.warns(SharpenWarning, match=r"im02\.png is gone; labelling im02 again"):
+        s = run_labels(str(data), out, teacher_weights=str(t0), **kw)
     assert (s.done, s.skipped) == (1, 2)
 
     # new teacher weights: everything, said before the teacher runs
@@ -1791,7 +1792,9 @@ def test_a_label_cut_short_is_made_again_not_skipped(tmp_path):
     label = out / _manifest(out)["im01"]["label"]
     whole = label.read_bytes()
     label.write_bytes(whole[:len(whole) // 2])
-    s = run_labels(str(data), out, **kw)
+    with pytest.warns(SharpenWarning, match=rf"{re.escape(str(label))} is cut short or damaged; "
+                                            "labelling im01 again"):
+        s = run_labels(str(data), out, **kw)
     assert (s.done, s.skipped) == (1, 2)
     assert label.read_bytes() == whole
     # a video's frame, which training reads as the input
@@ -1801,7 +1804,8 @@ def test_a_label_cut_short_is_made_again_not_skipped(tmp_path):
     frame = out / _manifest(out)["clip_000001"]["input_file"]
     whole = frame.read_bytes()
     frame.write_bytes(whole[:-1])
-    s = run_labels(str(video), out, **kw)
+    with pytest.warns(SharpenWarning, match="clip_000001 again"):
+        s = run_labels(str(video), out, **kw)
     assert (s.done, s.skipped) == (1, 1) and frame.read_bytes() == whole
 
 
@@ -2063,7 +2067,8 @@ def test_training_refuses_labels_cut_short_at_its_start_naming_them(tmp_path, ca
             f"part-way; run the same labels command again with --out {out} (--data {data}, "
             "--tile 0 --overlap 0): it makes it again") in " ".join(err.split()), err
     assert not (tmp_path / "run" / "last.pt").exists()
-    assert run_labels(str(data), out, **kw).done == 1   # as it says
+    with pytest.warns(SharpenWarning, match="labelling im01 again"):
+        assert run_labels(str(data), out, **kw).done == 1   # as it says
     assert len(pairs_from_labels(out)) == 3
     video = _clip(tmp_path / "clip.avi", 2, 30, step=50)
     clips = tmp_path / "clips"

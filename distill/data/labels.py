@@ -964,6 +964,14 @@ class LabelRun:
                             continue
                         except ImageReadError as e:   # a damaged label: made again below
                             warn(f"{tag}{e}; labelling {sample.name} again")
+                    elif (old and old.get("status") == "ok"
+                          and old.get("input_hash") == input_hash
+                          and (cut := [self.out_dir / old[k] for k in ("label", "input_file")
+                                       if old.get(k)
+                                       and not png_whole(self.out_dir / old[k])])):
+                        # Said as a label that fails to decode is: a killed run's, or damaged.
+                        how = "is cut short or damaged" if cut[0].exists() else "is gone"
+                        warn(f"{tag}{cut[0]} {how}; labelling {sample.name} again")
                     if (old and old.get("status") == "ok" and old.get("input") != here
                             and Path(old["input"]).is_file()):
                         # Names are the cache's keys: two sources labelled into one folder collide.
