@@ -140,6 +140,7 @@ def _stream_stage(model: str, video: Path, out: Path, tag: str, frames: int,
     and a Ctrl-C here left a short comparison video under the final name.
     A failure is a SharpenError (exit 1) naming the stage, the file and the cause; the
     earlier stages' outputs stay (it was a traceback)."""
+    from runtime import resume
     from runtime.pipeline import run_stream
 
     video_out, comparison = out / f"sharpened-{tag}.mp4", out / f"comparison-{tag}.mp4"
@@ -173,6 +174,11 @@ def _stream_stage(model: str, video: Path, out: Path, tag: str, frames: int,
             cause = cause.replace(tmp, final)
         raise SharpenError(f"{_stage(5)}: {doing}: {cause}; the outputs of the stages before "
                            f"it are kept in {out}", exit_code=1) from e
+    finally:
+        # A stopped run's resume record names the temporary video, which atomic_path removes:
+        # nothing is left to go on with.
+        for tmp in temp:
+            resume.remove(tmp)
     print(f"comparison: {comparison} (left blurred, right sharpened) and {side}")
     return video_out, comparison
 
