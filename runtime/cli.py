@@ -309,7 +309,13 @@ def handler(args: argparse.Namespace) -> int:
     except expected as exc:
         if os.environ.get("SHARPEN_DEBUG"):
             raise
-        print(f"sharpen run: error: {exc}", file=sys.stderr)
+        said = str(exc)
+        if defaulted and isinstance(exc, SinkError) and said.startswith(f"--out {args.output}"):
+            # The user gave no --out: the path named is ours, in a folder they did not pick (a
+            # container's read-only working directory).
+            said += (f"; without --out the results go to runs/sharpen/ in the current folder "
+                     f"({os.getcwd()}): give --out a path that can be written")
+        print(f"sharpen run: error: {said}", file=sys.stderr)
         if kept := _kept_before_error(getattr(exc, "stats", None), args.output):
             print(f"sharpen run: {kept}", file=sys.stderr)
         if isinstance(exc, SourceLost):   # a camera or stream away: a restart may find it

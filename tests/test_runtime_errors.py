@@ -222,6 +222,26 @@ def test_unwritable_stats_and_video_fail_before_the_run_with_the_reason(tmp_path
                    "/sys/out.mp4")
     assert rc == 2
     _one_clear_line(err, "--out /sys/out.mp4", "cannot write in /sys")
+    assert "without --out" not in err   # the user chose that path
+
+
+def test_a_default_output_in_a_read_only_folder_says_it_was_the_default(tmp_path, capsys,
+                                                                        onnx_model, monkeypatch):
+    """A container's working directory is often read-only: `sharpen run` without --out said
+    `--out runs/sharpen/in.mp4: cannot write in runs/sharpen`, naming a flag the user never gave
+    and a folder they never chose. /proc stands in for it: root cannot write there either."""
+    src = tmp_path / "in.mp4"
+    write_video(src, n=3)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    src_img(frames)
+    monkeypatch.chdir("/proc")
+    for source in (src, src_img(tmp_path), frames):
+        rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(source))
+        assert rc == 2
+        _one_clear_line(err, "--out runs/sharpen/", "cannot write in runs/sharpen",
+                        "without --out the results go to runs/sharpen/ in the current folder "
+                        "(/proc): give --out a path that can be written")
 
 
 def src_img(folder):
