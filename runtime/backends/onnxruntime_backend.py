@@ -4,13 +4,14 @@ from __future__ import annotations
 import functools
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 import numpy as np
 
 from ..cli_errors import raise_if_interrupted
-from ..console import brief, first_line
+from ..console import brief, first_line, quiet_native_stderr
 from ..host import check_threads, default_threads
 from ..options import option
 from ..tiling import round_up
@@ -34,6 +35,13 @@ _INT8_OPS = (b"QuantizeLinear", b"DequantizeLinear", b"QLinearConv", b"ConvInteg
              b"MatMulInteger", b"QLinearMatMul")
 
 ProviderSpec = Union[None, str, Sequence[str]]
+
+# ONNX Runtime 1.32's 1DS telemetry keeps a device ID under $XDG_CACHE_HOME or ~/.cache and,
+# where it cannot (a container: HOME unset or read-only), says so in yellow on fd 2 while it is
+# imported, on every start: it reads as a failure of the run, and nothing of ours needs that
+# folder. Only that line is hidden (ORT_DISABLE_TELEMETRY=1 turns the telemetry itself off).
+ORT_IMPORT_NOISE = re.compile(r".*\[W:onnxruntime:[^\]]*telemetry[^\]]*\] Failed to persist "
+                              r"telemetry device ID")
 
 
 # Providers every onnxruntime build has; a GPU build (onnxruntime-gpu, JetPack's) offers more.
@@ -198,7 +206,8 @@ class OnnxRuntimeBackend(Backend):
         """flags: messages name `sharpen run`'s flags (--provider), not the keywords."""
         check_threads(threads)
         try:
-            import onnxruntime as ort
+            with quiet_native_stderr(ORT_IMPORT_NOISE):
+                import onnxruntime as ort
         except ImportError as e:
             raise_if_interrupted(e)   # a Ctrl-C while it loads is not a missing package
             raise ModelError("ONNX Runtime is not installed: `pip install onnxruntime` "
