@@ -45,3 +45,73 @@ def test_a_run_without_a_writable_home_shows_no_onnxruntime_telemetry_line(tmp_p
     assert r.returncode == 0, r.stderr
     assert "telemetry" not in r.stderr and "\x1b[" not in r.stderr, r.stderr
     assert "done: 3 frames" in r.stderr, r.stderr
+
+
+def _trt_options(cache_root):
+    from runtime.backends.onnxruntime_backend import trt_provider_options
+    return trt_provider_options(cache_root, "c" * 64, "input", 8, int8=False)
+
+
+def test_a_tensorrt_cache_that_cannot_be_made_is_said_with_the_variable_that_moves_it(tmp_path):
+    """ORT's TensorRT provider went on without its engine cache where the folder could not be
+    made (a container's read-only home), without a word: every start then built the engine
+    again, minutes on a Jetson, and nothing said why or how to keep it."""
+    from runtime import SharpenWarning
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with pytest.warns(SharpenWarning) as said:
+        opts = _trt_options(blocker / "trt")
+    assert "trt_engine_cache_path" not in opts and opts["trt_profile_min_shapes"]
+    (line,) = [str(w.message) for w in said]
+    assert f"cannot make {blocker / 'trt' / ('c' * 16)}" in line, line
+    assert "every start builds it again" in line and "SHARPEN_TRT_CACHE" in line, line
+    opts = _trt_options(tmp_path / "trt")   # a folder that can be made: cached, as before
+    assert opts["trt_engine_cache_path"] == str(tmp_path / "trt" / ("c" * 16))
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
+def test_a_user_without_a_home_gets_the_cache_variable_named(tmp_path):
+    """`docker run --user 1234` with no HOME: a user id without an /etc/passwd entry, for which
+    Path.home() raised RuntimeError("Could not determine home directory."), named neither the
+    cache nor XDG_CACHE_HOME. Root becomes such a user in a child; others cannot."""
+    import json
+    import pwd
+    if os.geteuid() != 0:
+        pytest.skip("becoming a user without a passwd entry needs root")
+    uid = next(u for u in range(54321, 60000) if not _has_passwd_entry(pwd, u))
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:   # the child: reports through the pipe, never returns into pytest
+        said = {}
+        try:
+            from runtime.cache import cache_dir
+            os.environ.pop("HOME", None)
+            os.environ.pop("XDG_CACHE_HOME", None)
+            os.setgid(uid)
+            os.setuid(uid)
+            try:
+                said["path"] = str(cache_dir("trt"))
+            except Exception as e:  # noqa: BLE001 - reported to the test
+                said["error"] = f"{type(e).__name__}: {e}"
+        except PermissionError:   # root of a container without CAP_SETUID
+            said["skip"] = True
+        os.write(w, json.dumps(said).encode())
+        os._exit(0)
+    os.close(w)
+    with os.fdopen(r) as f:
+        said = json.loads(f.read() or "{}")
+    os.waitpid(pid, 0)
+    if said.get("skip"):
+        pytest.skip("root here cannot become another user")
+    assert said.get("error", "").startswith("OSError: no folder for sharpen's trt cache: HOME "
+                                            f"is not set and user id {uid} has no "
+                                            "home directory"), said
+    assert "XDG_CACHE_HOME" in said["error"], said
+
+
+def _has_passwd_entry(pwd, uid: int) -> bool:
+    try:
+        pwd.getpwuid(uid)
+    except KeyError:
+        return False
+    return True

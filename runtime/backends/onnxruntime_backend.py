@@ -149,11 +149,12 @@ TRT_OPT_HW = (1080, 1920)
 TRT_MAX_HW = (2160, 3840)
 
 
-def trt_provider_options(cache_root: Path, digest: str, input_name: str, multiple: int,
-                         int8: bool) -> dict[str, str]:
+def trt_provider_options(cache_root: Optional[Path], digest: str, input_name: str,
+                         multiple: int, int8: bool) -> dict[str, str]:
     """Options of ONNX Runtime's TensorRT provider for one model. Engines and timing caches go
     to a folder of this model's bytes: ORT names cached engines after the graph and its names,
-    not the weights, so a re-exported model under the same name would run the old engine."""
+    not the weights, so a re-exported model under the same name would run the old engine.
+    cache_root None: trt_cache_root()'s."""
     m = max(int(multiple), 1)
 
     def shape(hw: tuple[int, int]) -> str:
@@ -164,17 +165,30 @@ def trt_provider_options(cache_root: Path, digest: str, input_name: str, multipl
             "trt_profile_max_shapes": shape(TRT_MAX_HW)}
     if int8:
         opts["trt_int8_enable"] = "True"   # QDQ scales come from the model, no calibration table
-    cache = cache_root / digest[:16]
     try:
-        cache.mkdir(parents=True, exist_ok=True)
-    except OSError:
-        return opts  # read-only home: still runs, only without the caches
-    opts.update({"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
-                 "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)})
+        cache = (cache_root or trt_cache_root()) / digest[:16]
+    except OSError as exc:   # no home at all (a container's user without one)
+        problem = str(exc)
+    else:
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"cannot make {cache} ({exc.strerror or exc})"
+        else:
+            opts.update({"trt_engine_cache_enable": "True", "trt_engine_cache_path": str(cache),
+                         "trt_timing_cache_enable": "True", "trt_timing_cache_path": str(cache)})
+            return opts
+    # It still runs, but builds the engine again at every start (minutes on a Jetson), which
+    # a container's read-only or missing home made happen without a word.
+    warn(f"TensorRT's engine cannot be cached: {problem}; every start builds it again "
+         "(minutes on a Jetson): set SHARPEN_TRT_CACHE to a folder that can be written (in a "
+         "container, a volume)")
     return opts
 
 
 def trt_cache_root() -> Path:
+    """SHARPEN_TRT_CACHE, else sharpen/trt in the user's cache folder; OSError where there is
+    no such folder (runtime.cache.cache_dir)."""
     from ..cache import cache_dir
 
     return Path(os.environ.get("SHARPEN_TRT_CACHE") or cache_dir("trt"))
@@ -245,7 +259,7 @@ class OnnxRuntimeBackend(Backend):
                 chosen.remove(trt)
             else:
                 provider_opts[trt] = trt_provider_options(
-                    trt_cache_root(), hashlib.sha256(data).hexdigest(), input_name,
+                    None, hashlib.sha256(data).hexdigest(), input_name,
                     parse_multiple(meta.get("multiple"), str(path)), int8)
                 if int8:   # ORT's own QDQ fusions can leave graphs TensorRT does not build
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
