@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -115,3 +116,44 @@ def _has_passwd_entry(pwd, uid: int) -> bool:
     except KeyError:
         return False
     return True
+
+
+def test_a_container_run_writes_only_into_its_out_folder(tmp_path, onnx_model):
+    """README "Container / runtime-only install": with no HOME, a working folder that cannot be
+    written (/proc, even for root) and the model and source in folders of their own, a run and
+    a stream stopped as `docker stop` stops it leave those folders as they were, writing only
+    into the folder of --out and --stats."""
+    import shutil
+    import signal
+    import time
+    env = _container_env(tmp_path)
+    models, data, out = tmp_path / "models", tmp_path / "data", tmp_path / "out"
+    for d in (models, data, out):
+        d.mkdir()
+    model = shutil.copy(onnx_model, models / "student.onnx")
+    write_video(data / "in.mp4", n=4)
+    before = {p: sorted(os.listdir(p)) for p in (models, data)}
+    argv = [sys.executable, "-m", "runtime.cli", "run", "--model", str(model), "--source",
+            str(data / "in.mp4"), "--out", str(out / "in.mp4"), "--stats", str(out / "s.json")]
+    r = subprocess.run(argv, env=env, cwd="/proc", capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == ["in.mp4", "s.json"]
+    # `docker stop`: SIGTERM, which the run takes as a clean stop (exit 143, 128 + 15).
+    # As a container's PID 1 where root can make one (SIGTERM then has no default action: only
+    # a handler stops it), else as any process.
+    pid1 = os.geteuid() == 0 and shutil.which("unshare") is not None
+    live = subprocess.Popen([*(["unshare", "--pid", "--fork"] if pid1 else []), *argv[:6],
+                             "--source", "synthetic:64x48@20", "--out", str(out / "live.ts")],
+                            env=env, cwd="/proc", stderr=subprocess.PIPE, text=True)
+    time.sleep(3)
+    target = live.pid
+    if pid1:   # the command is unshare's child; unshare exits with its status
+        children = Path(f"/proc/{live.pid}/task/{live.pid}/children").read_text().split()
+        assert len(children) == 1, children
+        target = int(children[0])
+    os.kill(target, signal.SIGTERM)
+    _, err = live.communicate(timeout=60)
+    assert live.returncode == 143, err
+    assert "output closed cleanly" in err, err
+    assert {p: sorted(os.listdir(p)) for p in (models, data)} == before
+    assert (out / "live.ts").stat().st_size > 0
