@@ -4,6 +4,7 @@ so that export's up-to-date check and the benchmark's reports and caches agree o
 the thread counts the runtimes and `--threads` accept on it."""
 from __future__ import annotations
 
+import math
 import os
 import platform
 from pathlib import Path
@@ -65,10 +66,75 @@ MAX_THREADS = 256
 
 
 def usable_cores() -> int:
-    """The CPU cores this process may use (containers and taskset limit them), not the
-    machine's."""
-    return (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else os.cpu_count() or 1)
+    """The CPU cores this process may use, not the machine's: taskset and a container's
+    cpuset limit the cores it is scheduled on, and a CPU limit (`docker run --cpus 2`, a
+    Kubernetes pod's limit) the time it gets on them, counted here rounded up."""
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    limit = cgroup_cpu_limit()
+    return min(cores, max(1, math.ceil(limit))) if limit else cores
+
+
+# Where Linux shows the cgroups (v2 unified, or v1 one folder per controller) and this
+# process's membership of them.
+CGROUP_ROOT = Path("/sys/fs/cgroup")
+CGROUP_MEMBERSHIP = Path("/proc/self/cgroup")
+
+
+def cgroup_cpu_limit(root: Optional[Path] = None,
+                     membership: Optional[Path] = None) -> Optional[float]:
+    """The CPUs a cgroup CPU limit gives this process (quota / period of its cgroup or of one
+    above it, the least), or None where none is set or none can be read (not Linux). Without
+    it a pod limited to 2 CPUs on a 64-core node ran LiteRT on 64 threads, which the kernel
+    then throttled, and no thread count was warned of."""
+    root, membership = root or CGROUP_ROOT, membership or CGROUP_MEMBERSHIP
+    try:
+        lines = membership.read_text().splitlines()
+    except OSError:
+        return None
+    limits = []
+    for line in lines:
+        _, controllers, path = (line.split(":", 2) + ["", ""])[:3]
+        if controllers == "" and line.startswith("0::"):   # cgroup v2
+            folders, files = [root], ("cpu.max",)
+        elif "cpu" in controllers.split(","):               # cgroup v1's cpu controller
+            folders = [root / controllers, *(root / c for c in controllers.split(","))]
+            files = ("cpu.cfs_quota_us", "cpu.cfs_period_us")
+        else:
+            continue
+        for mount in folders:
+            limit = _least_limit(mount, path, files)
+            if limit is not None:
+                limits.append(limit)
+                break
+    return min(limits) if limits else None
+
+
+def _least_limit(mount: Path, path: str, files: tuple[str, ...]) -> Optional[float]:
+    """The least CPU limit from the process's cgroup folder up to the mount's root. Inside a
+    container the mount's root is the container's own cgroup, and /proc/self/cgroup may still
+    name its path on the host, which is not there: then the root alone is read."""
+    if not mount.is_dir():
+        return None
+    here = mount / path.strip("/")
+    folders = [here, *(p for p in here.parents if mount in (p, *p.parents))] if here.is_dir() \
+        else [mount]
+    limits = [cpus for f in folders if (cpus := _cpus(f, files)) is not None]
+    return min(limits) if limits else None
+
+
+def _cpus(folder: Path, files: tuple[str, ...]) -> Optional[float]:
+    """quota / period in one cgroup folder (v2 `cpu.max`: "max 100000" or "200000 100000";
+    v1 cpu.cfs_quota_us, -1 for none, and cpu.cfs_period_us), None without a limit."""
+    try:
+        texts = [(folder / f).read_text().split() for f in files]
+    except OSError:
+        return None
+    words = texts[0] if len(texts) == 1 else [w for t in texts for w in t[:1]]
+    if len(words) < 2 or not all(w.lstrip("-").isdigit() for w in words[:2]):
+        return None
+    quota, period = int(words[0]), int(words[1])
+    return quota / period if quota > 0 and period > 0 else None
 
 
 def threads_top() -> int:
@@ -159,5 +225,6 @@ def threads_warning(threads: Optional[int], name: str = "threads") -> str:
     said = (f"{name} {n}" if threads else
             f"{THREADS_ENV}={os.environ.get(THREADS_ENV, '').strip()} (the thread count "
             f"when {name} is not given)")
-    return (f"{said} is more than the {cores} CPU cores this process may use; the "
+    return (f"{said} is more than the {cores} CPU core{'' if cores == 1 else 's'} this "
+            "process may use; the "
             "extra threads share cores and usually make inference slower")

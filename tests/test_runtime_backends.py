@@ -945,3 +945,20 @@ def test_a_batch_in_the_other_layout_is_named_as_such(tflite_models, onnx_model)
             ModelError, match=r"input \[1, 3, 16, 16\] \(the backend takes a batch in NHWC, "
                               r"\(N, H, W, 3\); FrameProcessor"):
         b.infer(nchw)
+
+
+def test_litert_takes_a_cpu_limits_cores_by_default(tflite_models, tmp_path, monkeypatch):
+    """LiteRT, given no thread count, takes the cores this process may use: in a container
+    limited to 1 CPU (`docker run --cpus 1`) on a bigger machine it took every core of the
+    machine, threads the kernel then throttled."""
+    from runtime import host
+    from runtime.backends import load_backend
+    if len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("one core here: a 1-CPU limit changes nothing")
+    (tmp_path / "cpu.max").write_text("100000 100000\n")
+    (tmp_path / "self").write_text("0::/\n")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(host, "CGROUP_ROOT", tmp_path, raising=False)
+    monkeypatch.setattr(host, "CGROUP_MEMBERSHIP", tmp_path / "self", raising=False)
+    with load_backend(tflite_models[0]) as b:
+        assert b.threads == 1 and b.provider == "XNNPACK (1 thread)"

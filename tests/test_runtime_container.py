@@ -157,3 +157,59 @@ def test_a_container_run_writes_only_into_its_out_folder(tmp_path, onnx_model):
     assert "output closed cleanly" in err, err
     assert {p: sorted(os.listdir(p)) for p in (models, data)} == before
     assert (out / "live.ts").stat().st_size > 0
+
+
+def _cgroup_tree(root: Path, files: dict[str, str]) -> Path:
+    for rel, text in files.items():
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(text)
+    return root
+
+
+@pytest.mark.parametrize("membership,files,cpus", [
+    # cgroup v2 in a container (its own cgroup is the mount's root): docker run --cpus 2
+    ("0::/\n", {"cpu.max": "200000 100000\n"}, 2.0),
+    ("0::/\n", {"cpu.max": "max 100000\n"}, None),
+    # v2 on a host: a pod's limit above the container's folder counts, the least one wins
+    ("0::/kubepods/pod1/ctr\n", {"kubepods/cpu.max": "max 100000\n",
+                                 "kubepods/pod1/cpu.max": "150000 100000\n",
+                                 "kubepods/pod1/ctr/cpu.max": "400000 100000\n"}, 1.5),
+    # the host's path named inside a container, where only the mount's root is there
+    ("0::/docker/abc\n", {"cpu.max": "50000 100000\n"}, 0.5),
+    # cgroup v1 (one folder per controller), as Docker on older hosts
+    ("4:cpu,cpuacct:/docker/abc\n3:memory:/docker/abc\n",
+     {"cpu,cpuacct/cpu.cfs_quota_us": "-1\n", "cpu,cpuacct/cpu.cfs_period_us": "100000\n",
+      "cpu,cpuacct/docker/abc/cpu.cfs_quota_us": "300000\n",
+      "cpu,cpuacct/docker/abc/cpu.cfs_period_us": "100000\n"}, 3.0),
+    ("1:cpu:/\n", {"cpu/cpu.cfs_quota_us": "-1\n", "cpu/cpu.cfs_period_us": "100000\n"}, None),
+    ("0::/\n", {}, None),
+])
+def test_a_cgroup_cpu_limit_is_read_as_the_cpus_it_gives(tmp_path, membership, files, cpus):
+    """`docker run --cpus 2` or a Kubernetes CPU limit leaves every core in the affinity mask
+    and limits the time on them: usable_cores() counted the node's cores."""
+    from runtime.host import cgroup_cpu_limit
+    root = _cgroup_tree(tmp_path / "cgroup", files)
+    (tmp_path / "cgroup").mkdir(exist_ok=True)
+    (tmp_path / "self").write_text(membership)
+    assert cgroup_cpu_limit(root, tmp_path / "self") == cpus
+
+
+def test_usable_cores_and_the_thread_warning_follow_a_cpu_limit(tmp_path, monkeypatch):
+    """Under a 1-CPU limit two threads oversubscribe it: OMP_NUM_THREADS=2 is warned of there,
+    as it is where taskset leaves one core."""
+    from runtime import host
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if cores < 2:
+        pytest.skip("one core here: a 1-CPU limit changes nothing")
+    root = _cgroup_tree(tmp_path / "cgroup", {"cpu.max": "100000 100000\n"})
+    (tmp_path / "self").write_text("0::/\n")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert host.usable_cores() == cores and host.threads_warning(None, "--threads") == ""
+    monkeypatch.setattr(host, "CGROUP_ROOT", root, raising=False)
+    monkeypatch.setattr(host, "CGROUP_MEMBERSHIP", tmp_path / "self", raising=False)
+    assert host.usable_cores() == 1
+    assert host.threads_warning(None, "--threads").startswith(
+        "OMP_NUM_THREADS=2 (the thread count when --threads is not given) is more than the 1 "
+        "CPU core this process may use")
+    (root / "cpu.max").write_text("150000 100000\n")   # 1.5 CPUs: two threads fit, rounded up
+    assert host.usable_cores() == 2
