@@ -164,5 +164,29 @@ def missing_dependency(command: str, exc: ImportError) -> str:
     extra = EXTRA_BY_COMMAND.get(command, "train")
     top = exc.name.split(".")[0]
     return (f"missing dependency {top!r}: `sharpen {command}` needs the {extra!r} extra: "
-            f"pip install 'image-sharpening-kd[{extra}]' (in a clone: pip install -e "
-            f"'.[{extra}]', or scripts/setup.sh for everything)")
+            f"{install_hint(extra)}")
+
+
+def install_hint(extra: str) -> str:
+    """The pip command that adds `extra` to this install. The project is installed from a
+    checkout, not from PyPI, where `pip install 'image-sharpening-kd[train]'` found no such
+    package (or someone else's): the folder pip recorded (PEP 610's direct_url.json) is named,
+    editable where it was, else a checkout in general."""
+    import json
+    import shlex
+    from importlib.metadata import PackageNotFoundError, distribution
+    from urllib.parse import urlsplit
+    from urllib.request import url2pathname
+    try:
+        info = json.loads(distribution("image-sharpening-kd").read_text("direct_url.json")
+                          or "{}")
+    except (PackageNotFoundError, ValueError, OSError):
+        info = {}
+    url = info.get("url", "") if isinstance(info, dict) else ""
+    if url.startswith("file:") and isinstance(info.get("dir_info"), dict):
+        folder = url2pathname(urlsplit(url).path)
+        editable = "-e " if info["dir_info"].get("editable") else ""
+        return (f"pip install {editable}{shlex.quote(f'{folder}[{extra}]')} (the checkout "
+                "this was installed from; scripts/setup.sh there installs everything)")
+    return (f"pip install '.[{extra}]' in a checkout of the project (-e for one you edit; "
+            "scripts/setup.sh installs everything)")

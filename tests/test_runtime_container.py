@@ -213,3 +213,33 @@ def test_usable_cores_and_the_thread_warning_follow_a_cpu_limit(tmp_path, monkey
         "CPU core this process may use")
     (root / "cpu.max").write_text("150000 100000\n")   # 1.5 CPUs: two threads fit, rounded up
     assert host.usable_cores() == 2
+
+
+@pytest.mark.parametrize("direct_url,hint", [
+    ({"url": "file:///src", "dir_info": {}},
+     "pip install '/src[train]' (the checkout this was installed from"),
+    ({"url": "file:///home/me/my%20clone", "dir_info": {"editable": True}},
+     "pip install -e '/home/me/my clone[train]' (the checkout this was installed from"),
+    ({"url": "file:///tmp/image_sharpening_kd-0.1.0-py3-none-any.whl",
+      "archive_info": {"hashes": {}}}, "pip install '.[train]' in a checkout of the project"),
+    (None, "pip install '.[train]' in a checkout of the project"),
+])
+def test_a_missing_extra_is_installed_from_where_the_project_came_from(tmp_path, monkeypatch,
+                                                                      direct_url, hint):
+    """`sharpen models` in a runtime-only image said `pip install 'image-sharpening-kd[train]'`:
+    the project is not on PyPI, so pip found nothing there (or another's package). Its
+    distribution here, as pip records it (direct_url.json), says where it came from."""
+    import json
+    from runtime.cli_errors import missing_dependency
+    info = tmp_path / "image_sharpening_kd-0.1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: image-sharpening-kd\n"
+                                   "Version: 0.1.0\n")
+    if direct_url is not None:
+        (info / "direct_url.json").write_text(json.dumps(direct_url))
+    monkeypatch.syspath_prepend(str(tmp_path))   # found before the install running the tests
+    said = missing_dependency("models", ModuleNotFoundError("No module named 'torch'",
+                                                            name="torch"))
+    assert said.startswith("missing dependency 'torch': `sharpen models` needs the 'train' "
+                           f"extra: {hint}"), said
+    assert "'image-sharpening-kd[" not in said
