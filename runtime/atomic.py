@@ -13,10 +13,28 @@ from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
 
 
+def new_file_mode() -> int:
+    """The mode open() gives a new file here, 0o666 less the umask: what the temp files that
+    mkstemp makes owner-only get before their final name. A fixed 0o644 ignored the umask: a
+    camera service's `UMask=0077` still left every recording readable by all users, and a
+    shared folder's 0002 took away the group's write. Read from /proc (Linux), as os.umask
+    sets it while it reads it, which another thread making a file meanwhile would get."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
-    """Yields a temp path beside `path` to write; on success it becomes `path` (mode 0644:
-    mkstemp makes files owner-only), on error it is removed and `path` is left as it was.
+    """Yields a temp path beside `path` to write; on success it becomes `path` (the mode a new
+    file gets under the umask, new_file_mode: mkstemp makes files owner-only), on error it is removed and `path` is left as it was.
     `suffix` matters to writers that pick the format by extension (OpenCV). The temp name,
     .NAME.PID.XXXXXXXX+suffix, holds the writer's pid: what a SIGKILL left is told from a
     live write of another run by it (`remove_killed_writes`)."""
@@ -27,7 +45,7 @@ def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]
     os.close(fd)
     try:
         yield Path(tmp)
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, new_file_mode())
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):

@@ -25,8 +25,8 @@ from typing import Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .atomic import (atomic_path, atomic_write_bytes, remove_killed_writes, sync_files,
-                     sync_folder)
+from .atomic import (atomic_path, atomic_write_bytes, new_file_mode, remove_killed_writes,
+                     sync_files, sync_folder)
 from .atomic import pid_alive as _pid_alive
 from .console import count, quiet_native_stderr, shell_quote
 from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, VIDEO_EXTS, icc_problem,
@@ -391,7 +391,7 @@ class VideoFileSink(Sink):
         if kept is None:
             return
         try:
-            os.chmod(kept, 0o644)   # mkstemp made it owner-only
+            os.chmod(kept, new_file_mode())   # mkstemp made it owner-only
         except OSError:
             pass
         cut = (f"{option('output', self.path, self.flags)}: a recording into it was cut (its "
@@ -568,7 +568,7 @@ class VideoFileSink(Sink):
                          "video was written without it")
             with open(self.tmp, "r+b") as f:   # on disk before it gets its final name (a
                 os.fsync(f.fileno())           # writable handle: Windows' fsync needs one)
-            os.chmod(self.tmp, 0o644)   # mkstemp makes files owner-only
+            os.chmod(self.tmp, new_file_mode())   # mkstemp makes files owner-only
         except BaseException:
             self.tmp.unlink(missing_ok=True)   # a broken video, and the space it holds
             remove_if_empty(self._made)

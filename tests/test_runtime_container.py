@@ -243,3 +243,29 @@ def test_a_missing_extra_is_installed_from_where_the_project_came_from(tmp_path,
     assert said.startswith("missing dependency 'torch': `sharpen models` needs the 'train' "
                            f"extra: {hint}"), said
     assert "'image-sharpening-kd[" not in said
+
+
+@pytest.mark.parametrize("umask", [0o077, 0o002])
+def test_outputs_take_the_umask_as_any_new_file_does(tmp_path, onnx_model, umask):
+    """Every output was made 0644 whatever the umask: a camera service run with systemd's
+    `UMask=0077` (or a container's) still left its recordings readable by every user of the
+    box, and a shared volume's 0002 lost the group's write."""
+    import cv2
+    from runtime.pipeline import run_stream
+    from runtime_fixtures import textured_frame
+    video = tmp_path / "in.mp4"
+    write_video(video, n=3)
+    image = tmp_path / "in.png"
+    cv2.imwrite(str(image), textured_frame(0))
+    out = tmp_path / "out"
+    old = os.umask(umask)
+    try:
+        run_stream(str(onnx_model), str(video), str(out / "v.mp4"), stats_path=out / "s.json")
+        run_stream(str(onnx_model), str(video), str(out / "frames"))
+        run_stream(str(onnx_model), str(image), str(out / "one.png"))
+    finally:
+        os.umask(old)
+    made = [out / "v.mp4", out / "s.json", out / "one.png", *(out / "frames").iterdir()]
+    assert len(made) == 6
+    for f in made:
+        assert oct(f.stat().st_mode & 0o777) == oct(0o666 & ~umask), f

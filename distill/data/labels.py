@@ -38,6 +38,7 @@ from typing import Any, Callable, Collection, Optional
 
 import numpy as np
 
+from runtime.atomic import new_file_mode
 from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
 from runtime.console import count, shell_join
 from runtime.warn import shown_once_as_lines, warn
@@ -822,7 +823,7 @@ class LabelRun:
         """The staged files renamed into place, and the entry they belong to dated now."""
         while staged:   # each one taken off the list once renamed (_record's clean-up)
             tmp, path = staged[0]
-            os.chmod(tmp, 0o644)   # mkstemp makes files owner-only
+            os.chmod(tmp, new_file_mode())   # mkstemp makes files owner-only
             os.replace(tmp, path)
             staged.pop(0)
         for e in self.touched.values():
