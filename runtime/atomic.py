@@ -34,10 +34,10 @@ def new_file_mode() -> int:
 @contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str = ".tmp") -> Iterator[Path]:
     """Yields a temp path beside `path` to write; on success it becomes `path` (the mode a new
-    file gets under the umask, new_file_mode: mkstemp makes files owner-only), on error it is removed and `path` is left as it was.
-    `suffix` matters to writers that pick the format by extension (OpenCV). The temp name,
-    .NAME.PID.XXXXXXXX+suffix, holds the writer's pid: what a SIGKILL left is told from a
-    live write of another run by it (`remove_killed_writes`)."""
+    file gets under the umask, new_file_mode: mkstemp makes files owner-only), on error it is
+    removed and `path` is left as it was. `suffix` matters to writers that pick the format by
+    extension (OpenCV). The temp name, .NAME.PID.XXXXXXXX+suffix, holds the writer's pid: what
+    a SIGKILL left is told from a live write of another run by it (`remove_killed_writes`)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=suffix,
