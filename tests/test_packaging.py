@@ -65,3 +65,47 @@ def test_the_wheel_is_built_without_writing_into_the_source_tree(tmp_path):
     sources = {p for p in before if p.split("/")[0] in PACKAGES
                and (p.endswith(".py") or p.endswith("py.typed"))}
     assert shipped == sources, (sorted(shipped - sources), sorted(sources - shipped))
+
+
+def test_an_editable_install_makes_only_the_packages_importable(tmp_path):
+    """`pip install -e .` (scripts/setup.sh) with hatchling's default put the checkout's root on
+    sys.path from any folder: tests/, scripts/, configs/, docs/ and models/ became top-level
+    packages (`import models` found our folder, not the user's), and a setuptools egg-info left
+    in an older checkout was read as a second installed image-sharpening-kd. setuptools' own
+    editable install mapped the five packages alone, as this one must."""
+    pytest.importorskip("hatchling", reason="the build backend (hatchling, in the dev extra) "
+                                            "is not installed here: pip install hatchling")
+    pytest.importorskip("editables", reason="hatchling's exact editable install needs it (in "
+                                            "the dev extra): pip install editables")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for folder in (*PACKAGES, "tests", "scripts", "configs"):
+        (src / folder).mkdir()
+        (src / folder / "__init__.py").write_text("")   # a regular package even if forgotten
+    for folder in ("docs", "models"):
+        (src / folder).mkdir()   # a namespace package, as they are
+    (src / "image_sharpening_kd.egg-info").mkdir()
+    (src / "image_sharpening_kd.egg-info" / "PKG-INFO").write_text(
+        "Metadata-Version: 2.1\nName: image-sharpening-kd\nVersion: 0.0.1\n")
+    out = tmp_path / "wheel"
+    r = subprocess.run([sys.executable, "-c", "import sys, hatchling.build as b; "
+                        "b.build_editable(sys.argv[1])", str(out)],
+                       cwd=src, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    site = tmp_path / "site"
+    zipfile.ZipFile(next(out.glob("*.whl"))).extractall(site)
+    probe = ("import importlib.metadata as m, importlib.util as u, site, sys; "
+             "site.addsitedir(sys.argv[1]); "
+             "print([n for n in ('distill', 'optimize', 'runtime', 'benchmarks', 'sharpen', "
+             "'tests', 'scripts', 'configs', 'docs', 'models') if u.find_spec(n)]); "
+             "print(sorted(d.version for d in m.distributions() "
+             "if d.metadata['Name'] == 'image-sharpening-kd'))")
+    r = subprocess.run([sys.executable, "-I", "-c", probe, str(site)], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    found, versions = r.stdout.splitlines()
+    assert found == str(list(PACKAGES)), r.stdout
+    assert versions == "['0.1.0']", r.stdout
+
