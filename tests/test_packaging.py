@@ -109,3 +109,26 @@ def test_an_editable_install_makes_only_the_packages_importable(tmp_path):
     assert found == str(list(PACKAGES)), r.stdout
     assert versions == "['0.1.0']", r.stdout
 
+
+def test_the_sdist_holds_the_packages_and_tests_not_the_whole_checkout(tmp_path):
+    """hatchling's sdist took every file of the checkout git does not ignore: 42 MB of model
+    weights and docs (setuptools' was 1 MB) and whatever else lay there untracked (a folder of
+    clips), which `python -m build` packs before it builds the wheel from it."""
+    pytest.importorskip("hatchling", reason="the build backend (hatchling, in the dev extra) "
+                                            "is not installed here: pip install hatchling")
+    import tarfile
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    for folder in (*PACKAGES, "tests", "scripts", "configs", "docs", "models", "clips"):
+        (src / folder).mkdir()
+        (src / folder / "__init__.py").write_text("")
+    out = tmp_path / "sdist"
+    r = subprocess.run([sys.executable, "-c", "import sys, hatchling.build as b; "
+                        "b.build_sdist(sys.argv[1])", str(out)],
+                       cwd=src, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    with tarfile.open(next(out.glob("*.tar.gz"))) as t:
+        top = {n.split("/")[1] for n in t.getnames() if "/" in n}
+    assert top == {*PACKAGES, "tests", "README.md", "pyproject.toml", "PKG-INFO"}, sorted(top)
