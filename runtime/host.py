@@ -114,13 +114,22 @@ def _least_limit(mount: Path, path: str, files: tuple[str, ...]) -> Optional[flo
     """The least CPU limit from the process's cgroup folder up to the mount's root. Inside a
     container the mount's root is the container's own cgroup, and /proc/self/cgroup may still
     name its path on the host, which is not there: then the root alone is read."""
-    if not mount.is_dir():
+    if not _is_dir(mount):
         return None
     here = mount / path.strip("/")
-    folders = [here, *(p for p in here.parents if mount in (p, *p.parents))] if here.is_dir() \
+    folders = [here, *(p for p in here.parents if mount in (p, *p.parents))] if _is_dir(here) \
         else [mount]
     limits = [cpus for f in folders if (cpus := _cpus(f, files)) is not None]
     return min(limits) if limits else None
+
+
+def _is_dir(path: Path) -> bool:
+    """Path.is_dir, False where the path cannot be looked up at all: it raises on EACCES (a
+    folder above it this user may not search) and ENAMETOOLONG, which failed the whole run."""
+    try:
+        return path.is_dir()
+    except OSError:
+        return False
 
 
 def _cpus(folder: Path, files: tuple[str, ...]) -> Optional[float]:

@@ -194,6 +194,20 @@ def test_a_cgroup_cpu_limit_is_read_as_the_cpus_it_gives(tmp_path, membership, f
     assert cgroup_cpu_limit(root, tmp_path / "self") == cpus
 
 
+def test_a_cgroup_folder_that_cannot_be_looked_into_leaves_the_mounts_limit(tmp_path):
+    """Path.is_dir raised where the process's cgroup folder could not be looked up (a folder
+    above it this user may not search, EACCES): usable_cores() then failed every LiteRT run and
+    thread warning. It is read as a folder that is not there: the mount's own limit counts. A
+    name too long for the file system (ENAMETOOLONG) stands in, as root searches any folder."""
+    from runtime.host import cgroup_cpu_limit
+    root = _cgroup_tree(tmp_path / "cgroup", {
+        "cpu.max": "200000 100000\n", "cpu,cpuacct/cpu.cfs_quota_us": "300000\n",
+        "cpu,cpuacct/cpu.cfs_period_us": "100000\n"})
+    for membership, cpus in (("0::/", 2.0), ("4:cpu,cpuacct:/", 3.0)):
+        (tmp_path / "self").write_text(membership + "x" * 300 + "\n")
+        assert cgroup_cpu_limit(root, tmp_path / "self") == cpus, membership
+
+
 def test_usable_cores_and_the_thread_warning_follow_a_cpu_limit(tmp_path, monkeypatch):
     """Under a 1-CPU limit two threads oversubscribe it: OMP_NUM_THREADS=2 is warned of there,
     as it is where taskset leaves one core."""
