@@ -141,6 +141,14 @@ def quiet_library_logs() -> None:
 _STDERR_LOCK = threading.RLock()
 
 
+def _memory_file():
+    """A file in memory (Linux's memfd_create) that fd 2 can be pointed at, or None."""
+    try:
+        return open(os.memfd_create("sharpen-stderr"), "w+b")
+    except (AttributeError, OSError):
+        return None
+
+
 @contextlib.contextmanager
 def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
     """Hide what native libraries (TFLite's converter and XNNPACK delegate, absl, FFmpeg) write
@@ -148,7 +156,8 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
     What reaches fd 2 meanwhile is kept aside and, when the block ends (raising or not),
     written to it again except the lines matching `noise`, so another thread's messages, Python's
     own and a library's explanation of a failure are not lost. Without `noise`, nothing is
-    written again (a probe whose failure is expected).
+    written again (a probe whose failure is expected). Where no temp file can be made to keep
+    it in, it is kept in memory (Linux), else a window with `noise` hides nothing.
 
     With SHARPEN_DEBUG set, nothing is hidden: what a library wrote before it crashed the
     process is lost with the window's file (no Python code runs after a fatal signal), so
@@ -164,11 +173,16 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
             return
         with contextlib.suppress(AttributeError, OSError, ValueError):
             sys.stderr.flush()
-        saved = os.dup(2)
         try:
             aside = tempfile.TemporaryFile()
-        except OSError:   # nowhere to keep it: hidden, as before
-            aside = open(os.devnull, "w+b")
+        except OSError:   # no folder for it (`docker run --read-only`, no tmpfs on /tmp)
+            aside = _memory_file()
+        if aside is None and noise is None:
+            aside = open(os.devnull, "w+b")   # a probe's: hidden, as before
+        if aside is None:   # shown whole: a failure's explanation is worth the noise
+            yield
+            return
+        saved = os.dup(2)
         try:
             os.dup2(aside.fileno(), 2)
             yield

@@ -48,6 +48,27 @@ def test_a_run_without_a_writable_home_shows_no_onnxruntime_telemetry_line(tmp_p
     assert "done: 3 frames" in r.stderr, r.stderr
 
 
+def test_what_a_library_says_at_import_is_kept_where_no_temp_file_can_be_made(capfd):
+    """The window that hides ONNX Runtime's telemetry line keeps what fd 2 gets in a temp file;
+    where none can be made (`docker run --read-only`, no tmpfs on /tmp) it hid everything said
+    meanwhile, a library's explanation of its failure to load too. It is kept in memory
+    instead (Linux), or not hidden at all."""
+    import re
+    import tempfile
+
+    from runtime.console import quiet_native_stderr
+    was, tempfile.tempdir = tempfile.tempdir, "/proc"   # no file can be made there, by root too
+    try:
+        with quiet_native_stderr(re.compile("noise")):
+            os.write(2, b"noise\nlibcudart.so.12: cannot open shared object file\n")
+    finally:
+        tempfile.tempdir = was   # before pytest's own capture needs one
+    err = capfd.readouterr().err
+    assert "cannot open shared object file" in err
+    if hasattr(os, "memfd_create"):
+        assert "noise" not in err
+
+
 def _trt_options(cache_root):
     from runtime.backends.onnxruntime_backend import trt_provider_options
     return trt_provider_options(cache_root, "c" * 64, "input", 8, int8=False)
