@@ -22,6 +22,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PY" -m venv "$VENV"
   fi
 fi
+# What setuptools (the build backend before hatchling) left in the checkout: Python started
+# here (python -m sharpen, python -m pytest) read its stale metadata before the install's.
+rm -rf image_sharpening_kd.egg-info
 stamp="$VENV/.installed-$(cat pyproject.toml | sha256sum | cut -c1-16)-$EXTRAS"
 if [ -f "$stamp" ]; then
   exit 0

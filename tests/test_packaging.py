@@ -135,3 +135,30 @@ def test_the_sdist_holds_the_packages_and_tests_not_the_whole_checkout(tmp_path)
     with tarfile.open(next(out.glob("*.tar.gz"))) as t:
         top = {n.split("/")[1] for n in t.getnames() if "/" in n}
     assert top == {*PACKAGES, "tests", "README.md", "pyproject.toml", "PKG-INFO"}, sorted(top)
+
+
+@pytest.mark.skipif(not (shutil.which("bash") and shutil.which("sha256sum")),
+                    reason="scripts/setup.sh needs bash and sha256sum")
+def test_setup_removes_the_egg_info_setuptools_left_in_the_checkout(tmp_path):
+    """A checkout installed before the switch to hatchling keeps setuptools'
+    image_sharpening_kd.egg-info, which nothing updates any more: Python started in the
+    checkout (python -m sharpen, python -m pytest) found it before the install's metadata, so
+    the version and the folder a missing extra is installed from were read from it."""
+    src = tmp_path / "src"
+    (src / "scripts").mkdir(parents=True)
+    shutil.copy2(REPO / "scripts" / "setup.sh", src / "scripts" / "setup.sh")
+    shutil.copy2(REPO / "pyproject.toml", src / "pyproject.toml")
+    old = src / "image_sharpening_kd.egg-info"
+    old.mkdir()
+    (old / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: image-sharpening-kd\n"
+                                  "Version: 0.0.1\n")
+    venv = tmp_path / "venv"   # an environment setup.sh made before: it installs nothing
+    (venv / "bin").mkdir(parents=True)
+    os.symlink(sys.executable, venv / "bin" / "python")
+    stamp = subprocess.run(["sha256sum"], input=(src / "pyproject.toml").read_bytes(),
+                           capture_output=True).stdout[:16].decode()
+    (venv / f".installed-{stamp}-dev").write_text("")
+    r = subprocess.run(["bash", str(src / "scripts" / "setup.sh")], env={**os.environ,
+                       "VENV": str(venv)}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert not old.exists()
