@@ -69,7 +69,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--stats", default=None, metavar="JSON",
                    help="write per-stage latency (p50/p90/p95/p99, mean, min, max), "
                         "throughput, drops, the model and the threads it ran on to this JSON "
-                        "file")
+                        "file: refreshed every 10 s (--report-interval) while the run goes on, "
+                        "its state saying how it ended")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help=threads_help("ONNX Runtime / LiteRT"))
     p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
@@ -120,7 +121,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="no live stats line (the final done: line, warnings and errors stay)")
     p.add_argument("--report-interval", type=float, default=None, metavar="S",
                    help="seconds between live stats lines (default: 1 on a terminal, 60 where "
-                        "stderr is a file, a pipe or a service's journal)")
+                        "stderr is a file, a pipe or a service's journal) and refreshes of "
+                        "the --stats file (default: 10)")
     p.set_defaults(func=handler)
 
 
@@ -282,9 +284,9 @@ def handler(args: argparse.Namespace) -> int:
         print(f"warning: {too_many}", file=sys.stderr)
     if not args.tile and args.overlap is not None:
         print("warning: --overlap has no effect without --tile", file=sys.stderr)
-    if args.quiet and args.report_interval is not None:
-        print("warning: --report-interval has no effect with --quiet (no live stats line)",
-              file=sys.stderr)
+    if args.quiet and args.report_interval is not None and not args.stats:
+        print("warning: --report-interval has no effect with --quiet (no live stats line) "
+              "and without --stats", file=sys.stderr)
     if args.view is not None and not (args.show or args.compare):
         print("warning: --view has no effect without --show or --compare", file=sys.stderr)
     if args.resume and args.output is None:

@@ -34,9 +34,9 @@ from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError
                     VideoFileSink, WindowSink, make_folder, output_sink, raised_first,
                     refuse_unwritten_format, same_file)
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
-                      SourceError, VideoSource, open_source, refuse_live_images, shown_url,
-                      spec_kind)
-from .stats import LiveReporter, Stats, write_json_atomic
+                      SourceError, SourceLost, VideoSource, open_source, refuse_live_images,
+                      shown_url, spec_kind)
+from .stats import LiveReporter, Stats, StatsFile, write_json_atomic
 from .tiling import tiling_warnings
 from .warn import warn
 
@@ -692,6 +692,8 @@ class _Stream:
         self.workers = [_Worker(name, fn, stop, self.errors)
                         for name, fn in zip(WORKER_NAMES, (self._capture, self._process))]
         reporter = None if self.o.quiet else LiveReporter(stats, self.o.report_interval).start()
+        stats_file = (StatsFile(self.o.stats_path, stats, self.o.report_interval,
+                                self._state).start() if self.o.stats_path else None)
         with sig:
             for w in self.workers:
                 w.start()
@@ -716,11 +718,27 @@ class _Stream:
                 stats.stop()
                 if reporter is not None:
                     _close_all([reporter.close], self.errors)
+                if stats_file is not None:
+                    _close_all([stats_file.close], self.errors)
         self.ran, self.stopped_part_way = True, sig.interrupted
         stats.info["interrupted"] = sig.interrupted
         stats.info["source"] = src.describe()   # a frame count found wrong by reading is gone
         if sig.signum:
             stats.info["signal"] = signal.Signals(sig.signum).name
+
+    def _state(self) -> dict[str, Any]:
+        """The --stats file's `state` while the run goes on."""
+        return {"state": "reconnecting" if getattr(self.src, "reconnecting", False)
+                else "running"}
+
+    def _ended(self) -> str:
+        """The --stats file's `state` once the run is over: how it ended, for a monitor that
+        reads the file and not the exit code."""
+        if self.errors:
+            return "source_lost" if isinstance(raised_first(self.errors), SourceLost) \
+                else "failed"
+        app = getattr(self.stop, "app", None)
+        return "stopped" if self.sig.signum or (app is not None and app.is_set()) else "done"
 
     def close(self) -> None:
         """Close the output, the source and the backend (if this run loaded it); errors are
@@ -755,6 +773,8 @@ class _Stream:
             # Its type where it says nothing: a sink's bare `raise KeyboardInterrupt` left "".
             err = raised_first(self.errors)
             summary["error"] = str(err) or type(err).__name__
+        summary["state"] = self._ended()
+        summary["recent"] = self.stats.recent()
         if self.o.stats_path and summary.get("frames_processed") is not None:
             write_json_atomic(self.o.stats_path, summary)
         if self.errors:

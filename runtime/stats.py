@@ -15,7 +15,7 @@ import threading
 import time
 from bisect import bisect_right
 from collections import deque
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -129,9 +129,17 @@ class Stats:
         self._marks: deque = deque(maxlen=2)
         # (stage, finite) whose impossible latency was said: a negative, then a nan
         self._odd_said: set[tuple[str, bool]] = set()
+        # Wall-clock times (Unix seconds) for an agent watching the --stats file from outside:
+        # perf_counter's mean nothing to another process, and a stalled stream shows as a
+        # last frame that grows old while the file is still refreshed.
+        self.started_at: Optional[float] = None
+        self.last_frame_at: Optional[float] = None
+        # (time, samples added per stage, frames processed, dropped) at the last `recent()`
+        self._recent_mark: Optional[tuple] = None
 
     def start(self) -> None:
         self.t_start = time.perf_counter()
+        self.started_at = time.time()
 
     def stop(self) -> None:
         self.t_end = time.perf_counter()
@@ -173,6 +181,8 @@ class Stats:
     def count(self, field: str, n: int = 1) -> None:
         with self._lock:
             setattr(self, field, getattr(self, field) + n)
+            if field == "frames_processed":
+                self.last_frame_at = time.time()
 
     def queue_len(self, name: str, n: int) -> None:
         with self._lock:
@@ -220,8 +230,31 @@ class Stats:
                 "latency_ms": lat,
                 "end_to_end_ms": e2e,
                 "max_queue_len": dict(self.max_queue_len),
+                "pid": os.getpid(),
+                "started_at": _unix(self.started_at),
+                "last_frame_at": _unix(self.last_frame_at),
+                "updated_at": _unix(time.time()),
             }
         return out
+
+    def recent(self) -> dict[str, Any]:
+        """The frames since the last call (since the start at the first): their rate, drops
+        and end-to-end p50/p90, where the run's own numbers hide a rate that fell an hour
+        into a day's run."""
+        with self._lock:
+            now = (time.perf_counter(), dict(self._added), self.frames_processed,
+                   self.dropped_frames)
+            since = self._recent_mark or (self.t_start or now[0], dict.fromkeys(STAGES, 0), 0, 0)
+            self._recent_mark = now
+            n = now[1]["end_to_end"] - since[1]["end_to_end"]
+            e2e = list(self._samples["end_to_end"])[-n:] if n else []
+        seconds, done = now[0] - since[0], now[2] - since[2]
+        p50, p90 = ((round(float(p) * 1000.0, 3) for p in np.percentile(e2e, [50, 90]))
+                    if e2e else (None, None))
+        return {"seconds": round(seconds, 3), "frames_processed": done,
+                "fps": round(done / seconds, 3) if seconds > 0 else 0.0,
+                "dropped_frames": now[3] - since[3],
+                "end_to_end_ms": {"p50": p50, "p90": p90}}
 
     def line(self) -> str:
         """One-line live summary: fps and p50s of the last seconds, the counts of the run."""
@@ -267,8 +300,65 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+def _unix(t: Optional[float]) -> Optional[float]:
+    return None if t is None else round(t, 3)
+
+
 def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     atomic_write_json(path, data)
+
+
+# Seconds between refreshes of the --stats file while a run goes on, where --report-interval
+# does not set it: a days-long camera run wrote the file only at its end, so a monitor had
+# nothing to read and a crash (SIGKILL, a power cut) left none.
+STATS_FILE_INTERVAL = 10.0
+
+
+class StatsFile:
+    """Rewrites the --stats file (atomically: a reader never sees half of it) every `interval`
+    seconds from its own thread while the run goes on: the summary, `state()`'s fields (the
+    run's state: running, reconnecting) and `recent` (the frames since the last write). The
+    run's final write comes after `close()`, which no refresh can then overwrite."""
+
+    def __init__(self, path: str | os.PathLike, stats: Stats, interval: Optional[float],
+                 state: Callable[[], dict[str, Any]]) -> None:
+        self.path, self.stats, self.state = path, stats, state
+        self.interval = STATS_FILE_INTERVAL if interval is None else interval
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._closed = self._failed = False
+        self._thread = threading.Thread(target=self._run, name="stats-file", daemon=True)
+
+    def start(self) -> "StatsFile":
+        self.write()   # at once: a monitor sees the run (its pid, state) before a frame is done
+        self._thread.start()
+        return self
+
+    def write(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            summary = {**self.stats.summary(), **self.state(), "recent": self.stats.recent()}
+            try:
+                write_json_atomic(self.path, summary)
+            except OSError as e:
+                # The run goes on (its frames matter more than its stats); said once, and the
+                # final write, which raises, says it again if it still fails.
+                if not self._failed:
+                    self._failed = True
+                    warn(f"cannot refresh the stats file {self.path}: {e.strerror or e}; "
+                         "the run goes on")
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.write()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._lock:   # after a write under way: none comes after the final one
+            self._closed = True
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
 
 
 # Seconds between live lines: on a terminal, where each replaces the last (rich) or scrolls

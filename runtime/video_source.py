@@ -91,6 +91,7 @@ class VideoSource(Source):
         self.req = (width, height, fps)
         self.reconnect_attempts, self.reconnect_delay = reconnect_attempts, reconnect_delay
         self._loss_said = False   # the loss `_reconnect` handles is warned of (once)
+        self.reconnecting = False   # inside `_reconnect`: the --stats file's state says so
         self._lost_after = 0      # and the frames read before it
         # Whether its frames' times are the file's own (`_media_time`)
         self._timed = kind == "video" and Path(spec).suffix.lower() not in GUESSED_TIMES_EXTS
@@ -211,6 +212,14 @@ class VideoSource(Source):
 
     def _reconnect(self, stop: threading.Event,
                    read: int) -> Generator[tuple[np.ndarray, float], None, bool]:
+        self.reconnecting = True
+        try:
+            return (yield from self._reopen(stop, read))
+        finally:
+            self.reconnecting = False
+
+    def _reopen(self, stop: threading.Event,
+                read: int) -> Generator[tuple[np.ndarray, float], None, bool]:
         """Reopen a camera or stream that stopped giving frames (live or --no-live). Returns
         False: stop (set, or the source is a recording that ended). The frames read again are
         kept for `frames` to yield, but for those a live run shows while they are compared

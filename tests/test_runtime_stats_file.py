@@ -1,0 +1,166 @@
+"""`sharpen run --stats` watched from outside while the run goes on (a monitoring agent, a
+container's HEALTHCHECK): the file is refreshed during the run, not only at its end, and its
+last write says how the run ended. The real command line in a subprocess; the file is polled
+for with generous timeouts, nothing is timed."""
+from __future__ import annotations
+
+import contextlib
+import http.server
+import json
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Iterator, Optional
+
+import cv2
+import pytest
+
+from runtime.sinks import fourcc_for
+from tests.runtime_fixtures import cli_module, make_onnx_model, textured_frame
+
+pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_onnx_model(tmp_path_factory.mktemp("models") / "student.onnx")
+
+
+def _start(*argv: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", cli_module(), "run", *argv],
+                            cwd=tempfile.gettempdir(), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def _read(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None   # not written yet (a half-written one is never there: it is atomic)
+
+
+def _wait_for(path: Path, proc: subprocess.Popen, ok: Callable[[dict], bool],
+              timeout: float = 90) -> dict:
+    """The stats file's first content that `ok` accepts, read while the run goes on."""
+    end = time.monotonic() + timeout
+    seen = None
+    while time.monotonic() < end:
+        seen = _read(path)
+        if seen is not None and ok(seen):
+            return seen
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    out, err = proc.communicate()
+    raise AssertionError(f"never seen; last {seen}; exit {proc.returncode}; {err}")
+
+
+def test_a_camera_runs_stats_file_is_refreshed_while_it_runs_and_says_how_it_ended(
+        model, tmp_path):
+    """A days-long camera run wrote --stats only at its end: an agent watching it had nothing
+    to read, and a run killed (SIGKILL, a power cut) left no file at all. It is now rewritten
+    every --report-interval seconds (10 by default) with the run's state, pid, the time of its
+    last frame (a stall shows as that time growing old while the file is refreshed) and the
+    frames since the last write; SIGTERM's final write says the run was stopped, and which
+    signal stopped it."""
+    stats = tmp_path / "s.json"
+    proc = _start("--model", str(model), "--source", "synthetic:32x24@30", "--out",
+                  str(tmp_path / "o.ts"), "--stats", str(stats), "--report-interval", "0.2",
+                  "--quiet")
+    first = _wait_for(stats, proc, lambda s: s["frames_processed"] > 0)
+    assert first["state"] == "running" and first["pid"] == proc.pid, first
+    later = _wait_for(stats, proc, lambda s: s["frames_processed"] > first["frames_processed"]
+                      and s["recent"]["frames_processed"] > 0)
+    assert later["state"] == "running" and later["updated_at"] > first["updated_at"], later
+    assert later["started_at"] <= later["last_frame_at"] <= later["updated_at"], later
+    assert abs(later["updated_at"] - time.time()) < 60, later   # Unix time, not perf_counter
+    recent = later["recent"]
+    assert recent["seconds"] > 0 and recent["fps"] > 0 and recent["dropped_frames"] >= 0, recent
+    assert recent["end_to_end_ms"]["p50"] > 0, recent
+    assert later["end_to_end_ms"]["p90"] >= later["end_to_end_ms"]["p50"] > 0, later
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    final = _read(stats)
+    assert final["state"] == "stopped" and final["signal"] == "SIGTERM", final
+    assert final["frames_processed"] >= later["frames_processed"], final
+    assert "warning" not in err, err   # --report-interval with --quiet is used: no effect said
+
+    done = tmp_path / "done.json"
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", "synthetic:32x24", "--max-frames", "5", "--out",
+                        str(tmp_path / "d.mp4"), "--stats", str(done), "--quiet"],
+                       cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    final = _read(done)
+    assert final["state"] == "done" and final["frames_processed"] == 5, final
+    assert final["recent"]["frames_processed"] <= 5, final
+
+
+@contextlib.contextmanager
+def _camera_once(folder: Path, frames: int) -> Iterator[str]:
+    """An IP camera's MPEG-TS over HTTP (chunked, at its 10 fps) that drops off after `frames`
+    and is not there again: each later request is refused, as a camera rebooting."""
+    video = folder / "cam.ts"
+    h, w = textured_frame(0).shape[:2]
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*fourcc_for(video)), 10, (w, h))
+    for i in range(frames):
+        vw.write(textured_frame(i % 16, seed=i))
+    vw.release()
+    data = video.read_bytes()
+    served = threading.Event()
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if served.is_set():
+                self.send_error(503)
+                return
+            served.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(data), 4096):
+                chunk = data[i:i + 4096]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(frames / 10 * len(chunk) / len(data))
+            self.wfile.write(b"0\r\n\r\n")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cam.ts"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_lost_cameras_stats_file_says_reconnecting_then_that_the_source_was_lost(
+        model, tmp_path):
+    """While the camera is away the file says `reconnecting` (the frames stop, the file is
+    still refreshed); once --reconnect's attempts are spent, the final write says
+    `source_lost`, with the error, as the exit code 3 does."""
+    stats = tmp_path / "cam.json"
+    with _camera_once(tmp_path, 20) as url:
+        proc = _start("--model", str(model), "--source", url, "--live", "--reconnect", "4",
+                      "--out", str(tmp_path / "rec.ts"), "--stats", str(stats),
+                      "--report-interval", "0.2", "--quiet")
+        away = _wait_for(stats, proc, lambda s: s["state"] == "reconnecting")
+        out, err = proc.communicate(timeout=120)
+    assert away["frames_processed"] > 0 and away["last_frame_at"] is not None, away
+    assert proc.returncode == 3, err
+    final = _read(stats)
+    assert final["state"] == "source_lost", final
+    assert "did not come back after 4 attempts" in final["error"], final
+    assert final["frames_processed"] >= away["frames_processed"], final
