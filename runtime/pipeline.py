@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 from collections import deque
+from contextlib import ExitStack
 from dataclasses import dataclass, fields, replace
 from difflib import get_close_matches
 from itertools import chain
@@ -30,6 +31,7 @@ from .host import check_threads
 from .options import is_number, option, video_rate
 from . import resume as resume_mod
 from .prepost import FrameProcessor, Timings
+from .run_lock import RunLocked, output_lock
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError,
                     VideoFileSink, WindowSink, make_folder, output_sink, raised_first,
                     refuse_unwritten_format, same_file)
@@ -282,19 +284,29 @@ def run_stream(model: Union[str, Path, Backend],
     _check_source(source)
     if stop_event is not None and stop_event.is_set():
         raise ValueError("run_stream: stop_event is already set (clear() it to run again)")
-    own_backend = not isinstance(model, Backend)
-    backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force,
-                            flags=flags) if own_backend else model)
-    stream = _Stream(o, backend, own_backend, _RunStop(stop_event), flags, note)
-    try:
+    # Before the model loads (a TensorRT engine takes seconds): a second run into the same
+    # output replaced the first's video with its own, or mixed its frames into the folder and
+    # its resume record, without a word.
+    with ExitStack() as held:
+        if isinstance(output, (str, os.PathLike)):
+            try:
+                held.enter_context(output_lock(output, option("output", output, flags),
+                                              option("output", flags=flags)))
+            except RunLocked as e:   # a usage error (exit 2): two runs given one output
+                raise SinkError(str(e)) from None
+        own_backend = not isinstance(model, Backend)
+        backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force,
+                                flags=flags) if own_backend else model)
+        stream = _Stream(o, backend, own_backend, _RunStop(stop_event), flags, note)
         try:
-            stream.open(source, output)
-            stream.run()
+            try:
+                stream.open(source, output)
+                stream.run()
+            finally:
+                stream.close()
+            summary = stream.finish()
         finally:
-            stream.close()
-        summary = stream.finish()
-    finally:
-        stream.sig.restore()
+            stream.sig.restore()
     if stream.sig.signum:
         raise StreamInterrupted(summary, stream.sig.signum)
     return summary

@@ -164,3 +164,39 @@ def test_a_lost_cameras_stats_file_says_reconnecting_then_that_the_source_was_lo
     assert final["state"] == "source_lost", final
     assert "did not come back after 4 attempts" in final["error"], final
     assert final["frames_processed"] >= away["frames_processed"], final
+
+
+def test_a_second_run_into_the_same_output_is_refused_naming_the_first_and_a_killed_one_is_not(
+        model, tmp_path):
+    """Two `sharpen run`s given one --out (a second service, a command run again by hand) ran
+    side by side: the last to close replaced the other's video, or both numbered frames into
+    one folder. The second is refused (exit 2, a configuration error a restart repeats), naming
+    the first's process, whichever spelling or link names the output; a run killed with
+    SIGKILL leaves its lock file, which holds no lock and refuses no later run."""
+    (tmp_path / "rec").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "rec")
+    cases = {"video": (tmp_path / "rec" / "cam.ts", tmp_path / "link" / "cam.ts"),
+             "folder": (tmp_path / "frames", f"{tmp_path}/rec/../frames/")}
+    for what, (out, again) in cases.items():
+        stats = tmp_path / f"{what}.json"
+        first = _start("--model", str(model), "--source", "synthetic:64x48@30", "--out",
+                       str(out), "--stats", str(stats), "--report-interval", "0.2", "--quiet")
+        _wait_for(stats, first, lambda s: s["frames_processed"] > 0)
+        r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                            "--source", "synthetic:64x48", "--max-frames", "10", "--out",
+                            str(again), "--quiet"], cwd=tempfile.gettempdir(),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 2, (what, r.stderr)
+        assert f"another run is sharpening into it (process {first.pid}, which holds" in \
+            r.stderr and "or give this run another --out" in r.stderr, (what, r.stderr)
+        assert first.poll() is None, first.communicate()   # the first goes on
+        first.kill()   # SIGKILL: no clean-up, its lock file stays
+        first.communicate(timeout=60)
+        left = [p.name for p in out.parent.iterdir() if p.name.endswith(".lock")]
+        assert left == [f".{out.name}.lock"], (what, left)
+        r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                            "--source", "synthetic:64x48", "--max-frames", "10", "--out",
+                            str(again), "--quiet"], cwd=tempfile.gettempdir(),
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0 and r.stderr.startswith("done: 10 frames"), (what, r.stderr)
+        assert not [p for p in out.parent.iterdir() if p.name.endswith(".lock")], what
