@@ -74,14 +74,15 @@ def test_a_camera_runs_stats_file_is_refreshed_while_it_runs_and_says_how_it_end
                   "--quiet")
     first = _wait_for(stats, proc, lambda s: s["frames_processed"] > 0)
     assert first["state"] == "running" and first["pid"] == proc.pid, first
+    # (frames left out of the live video, to keep it real-time, have no end-to-end latency)
     later = _wait_for(stats, proc, lambda s: s["frames_processed"] > first["frames_processed"]
-                      and s["recent"]["frames_processed"] > 0)
+                      and s["recent"]["end_to_end_ms"]["p50"] is not None)
     assert later["state"] == "running" and later["updated_at"] > first["updated_at"], later
     assert later["started_at"] <= later["last_frame_at"] <= later["updated_at"], later
     assert abs(later["updated_at"] - time.time()) < 60, later   # Unix time, not perf_counter
     recent = later["recent"]
     assert recent["seconds"] > 0 and recent["fps"] > 0 and recent["dropped_frames"] >= 0, recent
-    assert recent["end_to_end_ms"]["p50"] > 0, recent
+    assert recent["end_to_end_ms"]["p90"] >= recent["end_to_end_ms"]["p50"] > 0, recent
     assert later["end_to_end_ms"]["p90"] >= later["end_to_end_ms"]["p50"] > 0, later
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=60)
