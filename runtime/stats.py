@@ -341,13 +341,14 @@ class StatsFile:
             summary = {**self.stats.summary(), **self.state(), "recent": self.stats.recent()}
             try:
                 write_json_atomic(self.path, summary)
-            except OSError as e:
-                # The run goes on (its frames matter more than its stats); said once, and the
-                # final write, which raises, says it again if it still fails.
+            except Exception as e:  # noqa: BLE001 - a full disk, a folder gone: said below
+                # The run goes on (its frames matter more than its stats), where this thread's
+                # traceback said nothing of it; said once, and the final write, which raises,
+                # says it again if it still fails.
                 if not self._failed:
                     self._failed = True
-                    warn(f"cannot refresh the stats file {self.path}: {e.strerror or e}; "
-                         "the run goes on")
+                    why = getattr(e, "strerror", None) or e
+                    warn(f"cannot refresh the stats file {self.path}: {why}; the run goes on")
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval):

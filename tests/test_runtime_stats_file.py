@@ -201,3 +201,35 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_first_and_a_kil
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and r.stderr.startswith("done: 10 frames"), (what, r.stderr)
         assert not [p for p in out.parent.iterdir() if p.name.endswith(".lock")], what
+
+
+def test_a_stats_file_that_cannot_be_refreshed_is_said_once_and_the_run_goes_on(model, tmp_path):
+    """A refresh that fails part-way (the stats folder gone, a full disk) is said once, and the
+    camera's run goes on writing its video, where the refresh thread's traceback said nothing
+    of it; the final write's failure is the run's error, as before."""
+    folder = tmp_path / "stats"
+    folder.mkdir()
+    stats, out = folder / "s.json", tmp_path / "cam.mp4"
+    proc = _start("--model", str(model), "--source", "synthetic:64x48@30", "--out", str(out),
+                  "--stats", str(stats), "--report-interval", "0.2", "--quiet")
+    _wait_for(stats, proc, lambda s: s["frames_processed"] > 0)
+    stats.unlink()
+    folder.rmdir()
+    folder.write_text("a file where the stats folder was")
+    said: list[str] = []
+    reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
+    reader.start()
+    end = time.monotonic() + 90
+    while not any("cannot refresh the stats file" in ln for ln in said):
+        assert time.monotonic() < end and proc.poll() is None, said
+        time.sleep(0.05)
+    assert proc.poll() is None, said   # still running
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    reader.join(timeout=10)
+    refreshes = [ln for ln in said if "cannot refresh the stats file" in ln]
+    assert len(refreshes) == 1 and str(stats) in refreshes[0], said
+    assert "Traceback" not in "".join(said), said
+    cap = cv2.VideoCapture(str(out))
+    assert cap.isOpened() and cap.read()[0], said   # the video was closed and kept
+    cap.release()
