@@ -486,7 +486,9 @@ def _default_output(source: str) -> str:
     root = Path("runs/sharpen")
     sep = "-" if stem[-1:].isdigit() else ""   # clip1 -> clip1-2, not clip12
     out, n = root / f"{stem}{ext}", 2
-    while out.exists():
+    # A live run's name holds no file until its output closes (a temp name till then), only
+    # its lock (run_lock.output_lock): a second camera run took the same name and was refused.
+    while out.exists() or (root / f".{out.name}.lock").exists():
         out, n = root / f"{stem}{sep}{n}{ext}", n + 1
     return str(out)
 

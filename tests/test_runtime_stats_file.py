@@ -233,3 +233,26 @@ def test_a_stats_file_that_cannot_be_refreshed_is_said_once_and_the_run_goes_on(
     cap = cv2.VideoCapture(str(out))
     assert cap.isOpened() and cap.read()[0], said   # the video was closed and kept
     cap.release()
+
+
+def test_a_second_camera_run_without_out_takes_the_next_default_name(model, tmp_path):
+    """Without --out a run writes runs/sharpen/<name>, numbered on past an earlier result; a
+    live run's result is not there until it closes, so a second camera run took the same name
+    and was refused as a run into the first's --out. It takes the next name."""
+    def start(*more: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
+                                 str(model), "--source", "synthetic:64x48@30", "--quiet",
+                                 *more], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    first = start("--stats", "first.json", "--report-interval", "0.2")
+    _wait_for(tmp_path / "first.json", first, lambda s: s["frames_processed"] > 0)
+    second = start("--max-frames", "10")
+    _, err = second.communicate(timeout=120)
+    assert second.returncode == 0, err
+    first.send_signal(signal.SIGTERM)
+    _, first_err = first.communicate(timeout=60)
+    names = sorted(p.name for p in (tmp_path / "runs" / "sharpen").iterdir())
+    assert len(names) == 2 and all(n.endswith(".mp4") for n in names), (names, err, first_err)
+    said = [[n for n in names if f"runs/sharpen/{n} " in e] for e in (first_err, err)]
+    assert len(said[0]) == len(said[1]) == 1 and said[0] != said[1], (names, err, first_err)
