@@ -233,6 +233,7 @@ class StreamOptions:
     reconnect_attempts: int = 5
     timeout: Optional[float] = None     # seconds a URL may take to open or give a frame
     # seconds between live stats lines (None: 1 on a terminal, 60 in a log, as a service's)
+    # and refreshes of the stats_path file (None: 10)
     report_interval: Optional[float] = None
     force: bool = False                 # run a model that failed its export parity gate
     compare: bool = False               # write original | sharpened (per `view`) to the output
@@ -246,7 +247,8 @@ def run_stream(model: Union[str, Path, Backend],
                options: Optional[StreamOptions] = None, *,
                stop_event: Optional[threading.Event] = None, flags: bool = False,
                note: Optional[Note] = None, **overrides: Any) -> dict[str, Any]:
-    """Sharpen a stream end to end and return the stats dict (also written to `stats_path`).
+    """Sharpen a stream end to end and return the stats dict (also written to `stats_path`,
+    which is refreshed every `report_interval` seconds, 10 by default, while the run goes on).
 
     model: a model path (.onnx/.engine/.plan/.tflite) or an already loaded Backend.
     source: a source spec (see runtime.sources.open_source: a file, folder, camera index, URL...),
@@ -263,8 +265,9 @@ def run_stream(model: Union[str, Path, Backend],
     note: takes the run's informational lines (a source reconnected, a URL found to be a
         recording and processed losslessly); default: none. `sharpen run` prints them as
         `note: ...` lines; what needs attention comes as a SharpenWarning either way.
-    Raises ModelError / SourceError / SinkError / FrameError with user-facing messages, and
-    ValueError for options out of range (before anything is opened). In the main thread it
+    Raises ModelError / SourceError / SinkError / FrameError with user-facing messages (a
+    SinkError where another live run writes the same output path), and ValueError for options
+    out of range (before anything is opened). In the main thread it
     holds SIGINT and SIGTERM (and SIGHUP where its action is the default) while it runs: either
     closes the output, writes the stats and raises StreamInterrupted (a KeyboardInterrupt,
     `.stats` the summary).
