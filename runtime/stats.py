@@ -221,6 +221,9 @@ class Stats:
             out = {
                 **self.info,
                 "frames_processed": self.frames_processed,
+                # of all a file run writes (its frame count, or --max-frames): a monitor's
+                # progress and time left; None for a camera's or stream's
+                "frames_total": self.total,
                 "frames_captured": self.frames_captured,
                 "dropped_frames": self.dropped_frames,
                 "repeated_frames": self.repeated_frames,

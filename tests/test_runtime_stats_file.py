@@ -20,7 +20,7 @@ import cv2
 import pytest
 
 from runtime.sinks import fourcc_for
-from tests.runtime_fixtures import cli_module, make_onnx_model, textured_frame
+from tests.runtime_fixtures import cli_module, make_onnx_model, textured_frame, write_video
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -78,6 +78,7 @@ def test_a_camera_runs_stats_file_is_refreshed_while_it_runs_and_says_how_it_end
     later = _wait_for(stats, proc, lambda s: s["frames_processed"] > first["frames_processed"]
                       and s["recent"]["end_to_end_ms"]["p50"] is not None)
     assert later["state"] == "running" and later["updated_at"] > first["updated_at"], later
+    assert later["frames_total"] is None, later   # a camera's: no end to count to
     assert later["started_at"] <= later["last_frame_at"] <= later["updated_at"], later
     assert abs(later["updated_at"] - time.time()) < 60, later   # Unix time, not perf_counter
     recent = later["recent"]
@@ -256,3 +257,19 @@ def test_a_second_camera_run_without_out_takes_the_next_default_name(model, tmp_
     assert len(names) == 2 and all(n.endswith(".mp4") for n in names), (names, err, first_err)
     said = [[n for n in names if f"runs/sharpen/{n} " in e] for e in (first_err, err)]
     assert len(said[0]) == len(said[1]) == 1 and said[0] != said[1], (names, err, first_err)
+
+
+def test_a_file_runs_stats_say_how_many_frames_it_writes_in_all(model, tmp_path):
+    """A monitor of a long file's run reads its progress from the file: frames done of all
+    (`frames_total`, as the live line's 120/300), none for a camera's endless run."""
+    video = tmp_path / "clip.mp4"
+    write_video(video, n=12)
+    stats = tmp_path / "s.json"
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", str(video), "--out", str(tmp_path / "o.mp4"), "--stats",
+                        str(stats), "--quiet"], cwd=tempfile.gettempdir(), capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    final = _read(stats)
+    assert final["frames_total"] == final["frames_processed"] == 12, final
+    assert final["state"] == "done", final
