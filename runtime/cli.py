@@ -488,7 +488,10 @@ def _default_output(source: str) -> str:
     out, n = root / f"{stem}{ext}", 2
     # A live run's name holds no file until its output closes (a temp name till then), only
     # its lock (run_lock.output_lock): a second camera run took the same name and was refused.
-    while out.exists() or (root / f".{out.name}.lock").exists():
+    # A killed run's lock file is no live run's: its name is taken again, and the recording
+    # that run left seen to (kept aside), which a run under the next name never looked for.
+    from .run_lock import output_in_use
+    while out.exists() or output_in_use(out):
         out, n = root / f"{stem}{sep}{n}{ext}", n + 1
     return str(out)
 

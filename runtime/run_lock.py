@@ -265,8 +265,7 @@ def output_lock(output: str | os.PathLike, named: str,
         with contextlib.suppress(OSError):   # the sink says why, by name, if it cannot
             real.parent.mkdir(parents=True, exist_ok=True)
     fd = path = None
-    for path in ([real.parent / f".{real.name}.lock"] if real.name else []) + \
-            ([real / ".sharpen-run.lock"] if real.is_dir() else []):
+    for path in _output_lock_paths(real):
         try:
             fd = _acquire(path)
             break
@@ -302,6 +301,40 @@ def output_lock(output: str | os.PathLike, named: str,
         fcntl.flock(fd, fcntl.LOCK_UN)
         os.close(fd)
         _remove_empty(real.parent, made)
+
+
+def _output_lock_paths(real: Path) -> list[Path]:
+    """Where output_lock may hold the lock of the output `real` (its links followed), in the
+    order it tries them."""
+    return (([real.parent / f".{real.name}.lock"] if real.name else [])
+            + ([real / ".sharpen-run.lock"] if real.is_dir() else []))
+
+
+def output_in_use(output: str | os.PathLike) -> bool:
+    """Whether a live run holds `output`'s lock (output_lock). A killed run's lock file, let go
+    of by the kernel when its process died, is no run: a name skipped for it was never taken
+    again, and what the killed run had recorded under it never seen to."""
+    try:
+        import fcntl
+    except ImportError:   # output_lock takes no lock there, nor leaves a file
+        return False
+    for path in _output_lock_paths(Path(os.path.realpath(output))):
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return True   # cannot tell: taken for a live run's, as a name not to write
+        try:
+            # Shared, and let go of at once: a live run's exclusive lock refuses it.
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError as e:
+            # No locks on this filesystem: output_lock leaves no file there, this one is old.
+            if e.errno not in NO_LOCKS:
+                return True
+        finally:
+            os.close(fd)
+    return False
 
 
 def _remove_empty(folder: Path, top: Path | None) -> None:

@@ -273,3 +273,30 @@ def test_a_file_runs_stats_say_how_many_frames_it_writes_in_all(model, tmp_path)
     final = _read(stats)
     assert final["frames_total"] == final["frames_processed"] == 12, final
     assert final["state"] == "done", final
+
+
+def test_a_killed_runs_default_name_is_taken_again_and_its_recording_seen_to(model, tmp_path):
+    """A run without --out killed (SIGKILL, a power cut) leaves its lock file, which holds no
+    lock: the next run without --out took the next name as if the killed one still ran, and so
+    never saw to the killed run's recording (kept aside, or removed when it holds nothing),
+    which stayed under its hidden temp name for good, with one more such pair a kill."""
+    def run(*more: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
+                                 str(model), "--source", "synthetic:64x48@30", "--quiet",
+                                 *more], cwd=tmp_path, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+
+    first = run("--stats", "first.json", "--report-interval", "0.2")
+    _wait_for(tmp_path / "first.json", first, lambda s: s["frames_processed"] > 0)
+    first.kill()
+    first.communicate(timeout=60)
+    folder = tmp_path / "runs" / "sharpen"
+    killed = sorted(p.name for p in folder.iterdir())
+    assert any(n.endswith(".lock") for n in killed), killed   # left by the kill
+    _, err = run("--max-frames", "10").communicate(timeout=120)
+    names = sorted(p.name for p in folder.iterdir())
+    assert not [n for n in names if n.startswith(".")], (killed, names, err)
+    # (a cut recording holding video is kept aside as NAME.interrupted-...; an empty one goes)
+    written = [n for n in names if ".interrupted-" not in n]
+    assert len(written) == 1 and f"runs/sharpen/{written[0]} " in err, (killed, names, err)
+    assert f".{written[0]}.lock" in killed, (killed, names)   # the killed run's name
