@@ -3,6 +3,7 @@ so a reader (or a resumed run after a crash) never sees half a file; then the fo
 or after a power cut the rename could be lost, or kept without the data."""
 from __future__ import annotations
 
+import glob
 import json
 import os
 import re
@@ -105,16 +106,18 @@ def _windows_pid_alive(pid: int) -> bool:
 _KILLED_WRITE = re.compile(r"^\.(.+)\.(\d+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)$")
 
 
-def remove_killed_writes(folder: str | os.PathLike) -> list[Path]:
+def remove_killed_writes(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
     """Remove the temp files `atomic_path` left in `folder` when its writer was killed mid-write
     (SIGKILL, a power cut), each up to an output's size, which no run reads; those of a process
-    that still runs (another run's write in progress) stay. Returns those removed."""
+    that still runs (another run's write in progress) stay. `name`: only those of the file so
+    named (a folder that is not this run's own). Returns those removed."""
     removed = []
-    for p in Path(folder).glob(".*.*"):
+    for p in Path(folder).glob(f".{glob.escape(name)}.*" if name else ".*.*"):
         m = _KILLED_WRITE.match(p.name)
         # The extension as atomic_path's callers give it: a user's .backup.2023.holidays.png
         # is not one.
-        if not m or m.group(3) not in (".tmp", Path(m.group(1)).suffix):
+        if (not m or m.group(3) not in (".tmp", Path(m.group(1)).suffix)
+                or name and m.group(1) != name):
             continue
         if int(m.group(2)) != os.getpid() and not pid_alive(int(m.group(2))):
             try:

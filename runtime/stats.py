@@ -8,6 +8,7 @@ within RELATIVE_ACCURACY of them past it.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
@@ -15,11 +16,12 @@ import threading
 import time
 from bisect import bisect_right
 from collections import deque
+from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .atomic import atomic_write_json
+from .atomic import atomic_write_json, remove_killed_writes
 from .cli_errors import said_after_hang_up
 from .console import count
 from .warn import warn
@@ -333,6 +335,9 @@ class StatsFile:
         self._thread = threading.Thread(target=self._run, name="stats-file", daemon=True)
 
     def start(self) -> "StatsFile":
+        # A refresh a kill cut short left its temp file (one more a kill, for days of runs)
+        with contextlib.suppress(OSError):
+            remove_killed_writes(Path(self.path).parent, Path(self.path).name)
         self.write()   # at once: a monitor sees the run (its pid, state) before a frame is done
         self._thread.start()
         return self

@@ -300,3 +300,25 @@ def test_a_killed_runs_default_name_is_taken_again_and_its_recording_seen_to(mod
     written = [n for n in names if ".interrupted-" not in n]
     assert len(written) == 1 and f"runs/sharpen/{written[0]} " in err, (killed, names, err)
     assert f".{written[0]}.lock" in killed, (killed, names)   # the killed run's name
+
+
+def test_a_stats_refresh_cut_by_a_kill_is_removed_by_the_next_run(model, tmp_path):
+    """A run killed while it refreshed --stats (every 10 s for days: SIGKILL after a stop's
+    timeout, the OOM killer, a power cut) left the write's temp file, .NAME.PID.XXXXXXXX.tmp,
+    beside the stats file, one more each such kill, which nothing removed. The next run with
+    that --stats removes it; a live process's, and another file's, stay."""
+    stats = tmp_path / "s.json"
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    cut = tmp_path / f".s.json.{gone.pid}.abcd_123.tmp"
+    live = tmp_path / f".s.json.{__import__('os').getpid()}.abcd_123.tmp"
+    other = tmp_path / f".o.json.{gone.pid}.abcd_123.tmp"
+    for p in (cut, live, other):
+        p.write_text('{"state": "runn')
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", "synthetic:32x24", "--max-frames", "3", "--out",
+                        str(tmp_path / "o.mp4"), "--stats", str(stats), "--quiet"],
+                       cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert _read(stats)["state"] == "done"
+    assert not cut.exists() and live.exists() and other.exists(), sorted(tmp_path.iterdir())
