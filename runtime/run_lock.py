@@ -4,9 +4,10 @@ per --out (`output_lock`: two into one video or image folder each replaced the o
 mixed their frames), so the second is refused, naming the first's process. Here in the runtime,
 which a device without the training code has; distill.run_lock gives the same names.
 
-The lock is an advisory `flock` on `<out>/.lock`: the kernel drops it when its process dies,
-however it dies, so a killed run never leaves a stale lock behind. A run that ends, normally
-or by an exception, also removes the file; a killed one leaves it, unlocked, for the next."""
+The lock is an advisory `flock` on `<out>/.lock` (a `sharpen run` output's: `.NAME.lock`
+beside it): the kernel drops it when its process dies, however it dies, so a killed run never
+leaves a stale lock behind. A run that ends, normally or by an exception, also removes the
+file; a killed one leaves it, unlocked, for the next."""
 from __future__ import annotations
 
 import contextlib

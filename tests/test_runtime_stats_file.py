@@ -322,3 +322,36 @@ def test_a_stats_refresh_cut_by_a_kill_is_removed_by_the_next_run(model, tmp_pat
     assert r.returncode == 0, r.stderr
     assert _read(stats)["state"] == "done"
     assert not cut.exists() and live.exists() and other.exists(), sorted(tmp_path.iterdir())
+
+
+def test_an_apps_stop_and_a_failed_write_are_the_stats_files_last_state(model, tmp_path):
+    """How an app's run ended, as its --stats file's last write says it: `stopped` by its
+    stop_event (no signal named), `failed` where its Sink raised, with the error."""
+    from runtime import Sink, run_stream
+
+    class StopAfter(Sink):
+        def __init__(self, stop: threading.Event, then: Optional[Exception] = None):
+            self.stop, self.then, self.n = stop, then, 0
+
+        def write(self, original, sharpened, name):
+            self.n += 1
+            if self.n == 5:
+                if self.then is not None:
+                    raise self.then
+                self.stop.set()
+
+    stop = threading.Event()
+    stats = tmp_path / "stop.json"
+    run_stream(str(model), "synthetic:32x24@30", StopAfter(stop), stop_event=stop,
+               stats_path=str(stats), quiet=True)
+    final = _read(stats)
+    assert final["state"] == "stopped" and "signal" not in final, final
+    assert final["frames_processed"] >= 5, final
+
+    stats = tmp_path / "failed.json"
+    with pytest.raises(OSError, match="disk full"):
+        run_stream(str(model), "synthetic:32x24@30",
+                   StopAfter(threading.Event(), OSError(28, "disk full")),
+                   stats_path=str(stats), quiet=True)
+    final = _read(stats)
+    assert final["state"] == "failed" and "disk full" in final["error"], final
