@@ -710,9 +710,11 @@ class _Stream:
         stats_file = (StatsFile(self.o.stats_path, stats, self.o.report_interval,
                                 self._state).start() if self.o.stats_path else None)
         with sig:
-            for w in self.workers:
-                w.start()
             try:
+                # In the try: a thread that cannot start (a container's pids.max) ended the run
+                # with the others running, the stats file left saying `running` and refreshed.
+                for w in self.workers:
+                    w.start()
                 _write_loop(self.q_out, sink, stop, stats, self.limit if src.live else None,
                             src.live, self.video_fps, self.timed, self.progress)
             except KeyboardInterrupt as exc:
@@ -726,7 +728,8 @@ class _Stream:
                 stop.set()  # the stream is over (or failed): let capture and infer wind down
                 try:
                     for w in self.workers:
-                        w.join(timeout=10)
+                        if w.ident is not None:   # started (join refuses one that is not)
+                            w.join(timeout=10)
                 except KeyboardInterrupt:
                     pass  # a second Ctrl-C: stop waiting for a worker inside the engine
                 sig.closing = True

@@ -355,3 +355,31 @@ def test_an_apps_stop_and_a_failed_write_are_the_stats_files_last_state(model, t
                    stats_path=str(stats), quiet=True)
     final = _read(stats)
     assert final["state"] == "failed" and "disk full" in final["error"], final
+
+
+def test_a_run_whose_worker_cannot_start_ends_failed_with_no_thread_left(model, tmp_path,
+                                                                         monkeypatch):
+    """A thread that cannot start (a container's pids.max reached: "can't start new thread")
+    ended the run before the stats file's final write: the file said `running` and the
+    refresh thread, with the capture thread started before, went on in the app for good,
+    refreshing a run that had ended. Now it is the run's error, and its last state `failed`."""
+    from runtime import pipeline, run_stream
+
+    start = pipeline._Worker.start
+
+    def refuse_infer(self):
+        if self.name == "infer":
+            raise RuntimeError("can't start new thread")
+        start(self)
+
+    monkeypatch.setattr(pipeline._Worker, "start", refuse_infer)
+    stats = tmp_path / "s.json"
+    with pytest.raises(RuntimeError, match="can't start new thread"):
+        run_stream(str(model), "synthetic:32x24@30", str(tmp_path / "o.mp4"),
+                   stats_path=str(stats), report_interval=0.05, quiet=True)
+    final = _read(stats)
+    assert final["state"] == "failed" and "new thread" in final["error"], final
+    time.sleep(0.3)   # several refresh periods: none comes after the final write
+    assert _read(stats) == final
+    left = [t.name for t in threading.enumerate() if t.name in ("stats-file", "capture")]
+    assert not left, left
