@@ -6,12 +6,11 @@ import platform
 import shutil
 import subprocess
 from pathlib import Path
-from typing import Optional
 
 
 # Shared with export's up-to-date check (runtime.host), re-exported for the bench's modules.
-from runtime.host import (LIBRARIES, cpu_model, dist_version, library_versions,  # noqa: E402,F401
-                          parse_threads, usable_cores)
+from runtime.host import (LIBRARIES, code_info, cpu_model, dist_version,  # noqa: E402,F401
+                          library_versions, parse_threads, usable_cores)
 
 
 def peak_rss_mb(system: str | None = None) -> float | None:
@@ -98,32 +97,6 @@ MEASURE_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
 def measure_env() -> dict:
     """Those of MEASURE_ENV that are set, with their values."""
     return {k: os.environ[k] for k in MEASURE_ENV if k in os.environ}
-
-
-def code_info() -> dict:
-    """The code that measured: the package's version and, in a git checkout, the commit and
-    whether tracked files had uncommitted changes (then the commit alone does not rebuild it)."""
-    repo = Path(__file__).resolve().parents[1]
-    info: dict = {"package": "image-sharpening-kd",
-                  "version": dist_version("image-sharpening-kd")}
-    if not (repo / ".git").exists() or not shutil.which("git"):   # a worktree's .git is a file
-        return info
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
-                                 text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return res.stdout.strip() if res.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit:
-        info["commit"] = commit
-        status = git("status", "--porcelain", "--untracked-files=no")
-        if status is not None:
-            info["dirty"] = bool(status)
-    return info
 
 
 def machine_info() -> dict:

@@ -863,6 +863,12 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.split and res["split"] is None:
         print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "
               f"{args.split} does not apply; every image was evaluated", file=sys.stderr)
+    from .provenance import LIBS, run_environment
+    # What a colleague's numbers are compared by: the runtimes' versions and threads change
+    # an artifact's last digits, torch's a checkpoint's.
+    res["environment"] = {**run_environment(
+        pick_device(args.device), (*LIBS, "onnxruntime", "ai_edge_litert")),
+        "threads": args.threads}
     print(format_table(res))
     if said := teacher_labels_line(res):
         print(said)
@@ -991,8 +997,14 @@ def _train(args: argparse.Namespace, task: str) -> int:
         torch.set_num_threads(args.threads)
     from .interrupts import TrainingInterrupted, resume_hint
     from .trainer import TrainingDiverged, run_training
+    from .config import run_folder_of
+    # `--config RUN/config.yaml out=NEW`: a run reproduced, compared with the one it copies.
+    reference = run_folder_of(args.config)
+    if reference is not None and Path(cfg.out).resolve() == reference:
+        reference = None   # that run itself, resumed: its checkpoint is compared instead
     try:
-        result = run_training(cfg, quiet=args.quiet, command=_command_line(args))
+        result = run_training(cfg, quiet=args.quiet, command=_command_line(args),
+                              reference=reference)
     except (ValueError, FileNotFoundError) as e:
         return _err(_without_worker_traceback(str(e)))
     except TrainingInterrupted as e:

@@ -313,6 +313,18 @@ def _refuse_a_moved_runs_out(config: Path, out: str) -> None:
                      "there")
 
 
+def run_folder_of(config) -> Path | None:
+    """The run folder (resolved) whose own config.yaml (or config-stepN.yaml) `config` is; None
+    for any other config file."""
+    if not config:
+        return None
+    config = Path(config)
+    if not re.fullmatch(r"config(-step\d+)?\.yaml", config.resolve().name):
+        return None
+    here = config.resolve().parent
+    return here if _is_run(here) else None
+
+
 def _is_run(folder: Path) -> bool | None:
     """Whether `folder` holds a training run; None where it cannot be looked into (another
     user's folder: the error, not the refusal, ended the command)."""

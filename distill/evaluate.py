@@ -30,7 +30,7 @@ Fn = Callable[[np.ndarray], np.ndarray]
 
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
-            "exit_code", "teacher_labels"}
+            "exit_code", "teacher_labels", "environment"}
 
 
 def is_artifact(path: str | Path) -> bool:

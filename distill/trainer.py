@@ -47,6 +47,7 @@ from .dist import DistInfo, launch_command
 from .interrupts import SecondSignal, TrainingInterrupted, resume_hint
 from .losses import combined_loss
 from .model_build import arch_text, build_model
+from .provenance import describe, environment_changes, run_environment
 from .run_lock import run_lock
 from .train_data import build_train_dataset, naming
 from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
@@ -88,12 +89,17 @@ def _trained_past_start(best: Path) -> bool:
         return True
 
 class Trainer:
-    def __init__(self, cfg: TrainConfig, quiet: bool = False, command: str | None = None):
+    def __init__(self, cfg: TrainConfig, quiet: bool = False, command: str | None = None,
+                 reference: Optional[Path] = None):
         """`command`: the command line that started the run, for train.log; None when Python
         code did (a notebook's argv is its kernel's), and train.log gives the equivalent
-        command built from `cfg`."""
+        command built from `cfg`. `reference`: the run folder whose config.yaml this run's
+        settings were read from (`--config RUN/config.yaml out=NEW`), whose recorded software
+        and validation images a new run is compared with."""
         check_config(cfg)
         self.cfg, self.quiet, self.command = cfg, quiet, command
+        self._reference = reference
+        self._resumed_env: Optional[dict] = None   # the software the resumed checkpoint records
         self._replace: list[Path] = []    # an earlier run's files, removed once this one starts
         # The resumed checkpoint's settings where this run changes them, and in words: kept in
         # config-stepN.yaml once the data checks pass (a refused run leaves no such file)
@@ -116,6 +122,8 @@ class Trainer:
             from .teacher import pick_device
             self.device = pick_device(cfg.device, "device=")
         self.cuda = self.device.type == "cuda"
+        # After the command line's --threads: the thread count changes float sums too.
+        self._env = run_environment(self.device)
         self.out = Path(cfg.out)
         # Which checkpoints in out= are its runs' own (see foreign): None until the first run
         # in the folder starts.
@@ -191,6 +199,8 @@ class Trainer:
         # In every checkpoint, slim ones too: a resume from a stepN.pt or best.pt under another
         # process count changes the batch of a step as one from last.pt does.
         extra["processes"] = self.dist.world
+        # Slim ones too: best.pt is what a colleague is handed, and what they reproduce.
+        extra["environment"] = self._env
         return make_checkpoint(self.model, kind="teacher" if self.arch == "restormer"
                                else "student", arch=self.arch, arch_args=self.arch_args,
                                ema=self.ema, step=self.step, config=self.cfg.to_dict(),
@@ -332,6 +342,7 @@ class Trainer:
             self._set_aside = self._later_history(path)
         self._apply_optim_config()
         self._resumed_data = ck.get("data") or {}
+        self._resumed_env = ck.get("environment")
         # A last.pt (resume state) without it: saved by a version from before it was recorded.
         # Weights-only checkpoints (best.pt, stepN.pt) never record it.
         self._data_unrecorded = "optimizer" in ck and not isinstance(ck.get("data"), dict)
@@ -559,6 +570,42 @@ class Trainer:
                    f"{per:.2f} s/step  eta {eta}"
                    + (f"  (validation and saving {paused:.1f} s)" if paused else ""))
 
+    def _compare_with_reference(self, note, warn) -> None:
+        """A new run of another run's config.yaml (a colleague's, reproduced): where its
+        recorded software, settings or validation images differ from this run's, its numbers
+        will too; said before the first step, when the user can still change them."""
+        ref = self._reference
+        found = [ref / n for n in ("last.pt", "best.pt") if (ref / n).is_file()]
+        ck = None
+        for p in found + snapshots(ref)[::-1]:
+            try:
+                ck = read_checkpoint(p, mmap=True)
+                break
+            except (CheckpointError, OSError):
+                continue
+        if ck is None:
+            return
+        env = ck.get("environment")
+        if not isinstance(env, dict):
+            note(f"{p} records no software versions (saved by an older version): whether this "
+                 f"run can reproduce {ref}'s numbers is not known")
+            return
+        differ = environment_changes(env, self._env)
+        theirs = ck.get("data") or {}
+        if "val_digest" in theirs and theirs["val_digest"] != self._data_sig.get("val_digest"):
+            n0, n1 = theirs.get("val"), self._data_sig.get("val")
+            differ.append(f"validation images: {n0} -> {n1}" if n0 != n1
+                          else f"validation images: the same {n1}, but some differ")
+        if differ:
+            warn(f"this run reads the settings of the run in {ref}, but its software, settings "
+                 f"or data differ from those {p.name} records: {'; '.join(differ)}; its "
+                 f"numbers can differ from {ref}'s (float sums depend on library versions and "
+                 "thread counts)")
+        else:
+            note(f"same code, library versions, torch threads, device and validation images "
+                 f"as the run in {ref} ({p.name}): with the same training data its "
+                 "metrics.jsonl and weights should come out the same")
+
     def _append_jsonl(self, rec: dict) -> None:
         if not self.dist.main:
             return
@@ -615,6 +662,13 @@ class Trainer:
                     warnings.warn(problem, SharpenWarning)
                     log_lines.append(f"warning: {problem}")
                 changed = data_changes(self._resumed_data, self._data_sig)
+                if self.step and (differ := environment_changes(self._resumed_env, self._env)):
+                    warn(f"resuming {self._resume_path()} (step {self.step}), saved with other "
+                         f"software or settings: {'; '.join(differ)}; the run goes on, but its "
+                         "steps from here can differ slightly from an uninterrupted run's "
+                         "(float sums depend on them)")
+                elif not self.step and self._reference is not None:
+                    self._compare_with_reference(note, warn)
                 best_said = self._settle_best(val_items)
                 if best_said and not changed:
                     note(best_said)
@@ -672,6 +726,7 @@ class Trainer:
                    f"{len(getattr(train_ds, 'items', getattr(train_ds, 'sharp', ())))} "
                    f"training images, {len(val_items)} validation images; "
                    f"settings in config.yaml; {self._command_record()}{self._repeated}")
+        self._text(f"software: {describe(self._env)}")
         if self._history_note:
             self._text(self._history_note)
         bar = None
@@ -1181,16 +1236,17 @@ def _remove_killed_saves(out: Path) -> None:
             p.unlink()
 
 
-def run_training(cfg: TrainConfig, quiet: bool = False,
-                 command: str | None = None) -> TrainResult:
+def run_training(cfg: TrainConfig, quiet: bool = False, command: str | None = None,
+                 reference: Optional[Path] = None) -> TrainResult:
     """`train`, also saying the step reached: a run stopped by its budget returns as one that
-    finished, and its caller must not report it "done". `command`: as Trainer's."""
+    finished, and its caller must not report it "done". `command`, `reference`: as
+    Trainer's."""
     try:
         main = DistInfo.from_env().main
         with run_lock(Path(cfg.out), enabled=main):
             if main:
                 _remove_killed_saves(Path(cfg.out))
-            trainer = Trainer(cfg, quiet=quiet, command=command)
+            trainer = Trainer(cfg, quiet=quiet, command=command, reference=reference)
             metrics = trainer.fit()
         if dist.is_initialized():
             # Every rank stopped at the same step; let rank 0 finish saving before any rank

@@ -1,12 +1,15 @@
-"""The host a model is exported, checked or benchmarked on: its CPU and the versions of the
-libraries that build and run models, read from /proc and package metadata (nothing imported),
-so that export's up-to-date check and the benchmark's reports and caches agree on them; and
-the thread counts the runtimes and `--threads` accept on it."""
+"""The host a model is trained, exported, checked or benchmarked on: its CPU, the code (version,
+git commit) and the versions of the libraries that build and run models, read from /proc, git
+and package metadata (nothing imported), so that training's run records, export's up-to-date
+check and the benchmark's reports and caches agree on them; and the thread counts the runtimes
+and `--threads` accept on it."""
 from __future__ import annotations
 
 import math
 import os
 import platform
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -46,6 +49,32 @@ def library_versions(names: Optional[Sequence[str]] = None) -> dict[str, Optiona
     """{library: installed version or None} for `names` (keys of LIBRARIES; default all), read
     from the installed packages' metadata: nothing is imported, so it costs milliseconds."""
     return {n: dist_version(*LIBRARIES[n]) for n in (LIBRARIES if names is None else names)}
+
+
+def code_info() -> dict:
+    """The code that ran (trained, measured): the package's version and, in a git checkout, the commit and
+    whether tracked files had uncommitted changes (then the commit alone does not rebuild it)."""
+    repo = Path(__file__).resolve().parents[1]
+    info: dict = {"package": "image-sharpening-kd",
+                  "version": dist_version("image-sharpening-kd")}
+    if not (repo / ".git").exists() or not shutil.which("git"):   # a worktree's .git is a file
+        return info
+
+    def git(*args: str) -> Optional[str]:
+        try:
+            res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
+                                 text=True, timeout=20)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        return res.stdout.strip() if res.returncode == 0 else None
+
+    commit = git("rev-parse", "HEAD")
+    if commit:
+        info["commit"] = commit
+        status = git("status", "--porcelain", "--untracked-files=no")
+        if status is not None:
+            info["dirty"] = bool(status)
+    return info
 
 
 def cpu_model() -> str:

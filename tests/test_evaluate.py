@@ -991,3 +991,29 @@ def test_gopro_blur_picks_a_gopro_roots_blurred_folder_as_labels_and_training_do
         main(["evaluate", "--weights", "fast", "--data", str(gopro), "--gopro-blur", "gamma"])
     assert ("argument --gopro-blur: invalid choice: 'gamma' (choose from 'blur', 'blur_gamma')"
             in capsys.readouterr().err)
+
+
+def test_evaluating_twice_gives_the_same_numbers_and_records_the_software(nogt, tmp_path,
+                                                                          one_thread):
+    """Numbers to compare with a colleague's: two runs give the same metrics.json, which names
+    the code, library versions (the runtimes' too) and threads behind them (it named none)."""
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.students import create_student
+    from runtime.host import library_versions
+    from sharpen.cli import main
+    torch.manual_seed(0)
+    st = create_student("fast", width=8)
+    ckpt = tmp_path / "mine.pt"
+    atomic_save(make_checkpoint(st, kind="student", arch="fast", arch_args=st.arch_args), ckpt)
+    for name in ("a", "b"):
+        assert main(["evaluate", "--weights", str(ckpt), "--data", str(nogt), "--out",
+                     str(tmp_path / name), "--threads", "1", "--quiet"]) == 0
+    a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("a", "b"))
+    assert a == b
+    env = a["environment"]
+    want = library_versions(["torch", "numpy", "onnxruntime"])
+    assert {k: env[k] for k in want} == want and env["threads"] == 1, env
+    assert env["torch_threads"] == 1 and env["device"] == "cpu" and "sharpen" in env
+    assert "environment" not in format_table(a)   # not a model's row

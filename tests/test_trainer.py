@@ -63,6 +63,80 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert torch.allclose(a["ema"][k], b["ema"][k], atol=1e-6), k
 
 
+def _without_timings(path: Path) -> list[dict]:
+    """metrics.jsonl's records less the seconds they took, which no two runs share."""
+    recs = [json.loads(line) for line in path.read_text().splitlines()]
+    for r in recs:
+        for k in ("time", "s_per_step", "val_s"):
+            r.pop(k, None)
+    return recs
+
+
+def test_two_runs_of_one_seed_are_identical_and_record_the_software_that_made_them(
+        tmp_path, one_thread):
+    """A colleague's run reproduced: the same seed and thread count give the same
+    metrics.jsonl and weights, bit for bit; its checkpoints and train.log name the code,
+    library versions, thread count and device it ran with (no run recorded any of them)."""
+    from runtime.host import library_versions
+    for name in ("a", "b"):
+        train(tiny_cfg(tmp_path / name, 4, **{"data.workers": 1}), quiet=True)
+    a, b = (read_checkpoint(tmp_path / n / "last.pt") for n in ("a", "b"))
+    assert _without_timings(tmp_path / "a" / "metrics.jsonl") == _without_timings(
+        tmp_path / "b" / "metrics.jsonl")
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]) and torch.equal(a["ema"][k],
+                                                                         b["ema"][k]), k
+    env = read_checkpoint(tmp_path / "a" / "best.pt")["environment"]   # slim ones too
+    assert env == a["environment"]
+    assert env["torch"] == library_versions(["torch"])["torch"] and env["torch_threads"] == 1
+    assert env["device"] == "cpu" and env["numpy"] and env["python"] and "sharpen" in env
+    log = (tmp_path / "a" / "train.log").read_text()
+    assert f"software: sharpen {env['sharpen']}" in log and f"torch {env['torch']}" in log, log
+    assert "1 torch thread, cpu" in log, log
+
+
+def test_a_resume_under_other_software_or_threads_says_what_differs(tmp_path, one_thread):
+    """Resumed under another thread count (or torch, numpy...), a run goes on but no longer
+    matches an uninterrupted one: nothing said so."""
+    train(tiny_cfg(tmp_path / "r", 4, stop_after=2), quiet=True)
+    torch.set_num_threads(2)
+    with pytest.warns(SharpenWarning, match=r"resuming .*last\.pt \(step 2\), saved with other "
+                      r"software or settings: torch threads 1 -> 2; .*differ slightly"):
+        train(tiny_cfg(tmp_path / "r", 4), quiet=True)
+    assert "torch threads 1 -> 2" in (tmp_path / "r" / "train.log").read_text()
+    # An older version's checkpoint records nothing: not called different.
+    torch.set_num_threads(1)
+    ck = read_checkpoint(tmp_path / "r" / "last.pt")
+    del ck["environment"]
+    torch.save(ck, tmp_path / "r" / "last.pt")
+    with runtime_warnings() as caught:
+        train(tiny_cfg(tmp_path / "r", 5), quiet=True)
+    assert not [w for w in caught if "saved with other software" in w], caught
+
+
+def test_a_runs_config_rerun_into_a_new_folder_is_compared_with_that_run(tmp_path, capsys,
+                                                                         one_thread):
+    """`sharpen train --config RUN/config.yaml out=NEW` reproduces a colleague's run: where
+    this machine's thread count or versions differ from the run's, its numbers will too, and
+    the user learns it before the first step; where they agree, that they should match."""
+    from sharpen.cli import main
+    run = tmp_path / "colleague"
+    train(tiny_cfg(run, 2), quiet=True)
+    assert main(["train", "--config", str(run / "config.yaml"), f"out={tmp_path / 'same'}",
+                 "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert f"same code, library versions, torch threads, device and validation images as the " \
+           f"run in {run} (last.pt)" in err, err
+    assert main(["train", "--config", str(run / "config.yaml"), f"out={tmp_path / 'two'}",
+                 "--threads", "2", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (f"reads the settings of the run in {run}" in err and "torch threads 1 -> 2" in err
+            and "numbers can differ" in err), err
+    assert "torch threads 1 -> 2" in (tmp_path / "two" / "train.log").read_text()
+    assert _without_timings(tmp_path / "same" / "metrics.jsonl") == _without_timings(
+        run / "metrics.jsonl")
+
+
 def test_snapshots_are_kept_every_n_steps_and_survive_a_resume(tmp_path):
     """snapshot_every=N keeps stepN.pt (BasicSR's save_checkpoint_freq; only last.pt and
     best.pt were kept): slim weights that evaluate's loader and init= take, written once each,
