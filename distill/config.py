@@ -124,6 +124,19 @@ class TrainConfig:
         return d
 
 
+def config_key(word: str) -> str | None:
+    """The config key `word` spells, as an option would (`seed`, `optim.lr`, `val-every`), or
+    None where it names none (a section alone is no key to set)."""
+    obj: Any = TrainConfig()
+    parts = word.replace("-", "_").split(".")
+    for p in parts:
+        if not dataclasses.is_dataclass(obj) or p not in {f.name for f in
+                                                           dataclasses.fields(obj)}:
+            return None
+        obj = getattr(obj, p)
+    return None if dataclasses.is_dataclass(obj) else ".".join(parts)
+
+
 def _key_elsewhere(key: str) -> list[str]:
     """The dotted names of settings called `key` in a section: `steps=100` (as other trainers
     spell it, or a flat YAML) and `optim.batch_size=8` were "unknown" with a list of the

@@ -102,6 +102,29 @@ def _stop_signals_as_interrupt():
             signal.signal(s, signal.SIG_DFL)
 
 
+def _as_overrides(argv: list[str], extra: list[str]) -> str:
+    """`sharpen distill --seed 3`, as `synth` and `corpus` take their seed: the training
+    commands' settings are key=value overrides, and argparse named only `--seed`."""
+    from distill.config import config_key
+    said = []
+    for e in extra:
+        if not e.startswith("--"):
+            continue
+        word, eq, value = e[2:].partition("=")
+        key = config_key(word)
+        if key is None:
+            continue
+        if not eq and e in argv:
+            after = argv[argv.index(e) + 1:argv.index(e) + 2]
+            value = after[0] if after and not after[0].startswith("-") and "=" not in after[0] \
+                else ""
+        said.append(f"{key}={value or 'VALUE'}")
+    if not said:
+        return ""
+    return (f"; this command's settings are config keys given as KEY=VALUE: "
+            f"{' '.join(said)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     report_fatal_errors()   # a native crash inside a quiet_native_stderr window says so
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
@@ -125,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = [*args.overrides, *extra]
         else:   # with the command's own usage line, as argparse does for its other errors
             (_command_parser(parser, getattr(args, "command", None)) or parser).error(
-                f"unrecognized arguments: {' '.join(extra)}")
+                f"unrecognized arguments: {' '.join(extra)}"
+                + (_as_overrides(sys.argv[1:] if argv is None else argv, extra)
+                   if hasattr(args, "overrides") else ""))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2

@@ -545,6 +545,23 @@ def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
         assert "override 'optim.lr' must look like key=value" in err and "out=" not in err, err
 
 
+@pytest.mark.parametrize("argv, meant", [
+    (["--seed", "3", "optim.steps=1"], "seed=3"),   # as `synth --seed` and `corpus --seed`
+    (["optim.steps=1", "--optim.lr=1e-4", "--val-every", "5"], "optim.lr=1e-4 val_every=5"),
+    (["--seed"], "seed=VALUE")])
+def test_a_setting_spelled_as_an_option_is_told_its_key_value_override(capsys, argv, meant):
+    """`sharpen distill --seed 3`, the seed as the data commands take it, was only
+    "unrecognized arguments: --seed"; the training commands take their seed as `seed=3`."""
+    from sharpen.cli import main
+    with pytest.raises(SystemExit):
+        main(["distill", *argv])
+    err = capsys.readouterr().err
+    assert f"this command's settings are config keys given as KEY=VALUE: {meant}" in err, err
+    with pytest.raises(SystemExit):   # not a key: as before
+        main(["distill", "--bogus", "3"])
+    assert capsys.readouterr().err.strip().endswith("unrecognized arguments: --bogus")
+
+
 def test_student_checkpoint_loads(tmp_path):
     train(tiny_cfg(tmp_path / "s", 2), quiet=True)
     model, ck = load_student(tmp_path / "s" / "last.pt")
