@@ -320,6 +320,24 @@ def test_threads_set_torchs_cpu_threads_and_a_negative_count_is_refused(tmp_path
     assert _manifest(tmp_path / "cache")["im00"]["status"] == "ok"
 
 
+def test_labelling_twice_gives_the_same_pngs_and_run_json_names_the_software(tmp_path,
+                                                                             teachers):
+    """A colleague's labels made again: the same PNGs byte for byte with the same teacher,
+    tiling and threads; another thread count moves a pixel by one in 16 bits, so run.json
+    names the thread count and versions it ran with (it named none)."""
+    from runtime.host import library_versions
+    data = _paired(tmp_path / "data", 2)
+    argv = ["--data", str(data), "--teacher-weights", str(teachers[0]), "--tile", "32",
+            "--overlap", "8", "--device", "cpu", "--threads", "1", "--quiet"]
+    for name in ("a", "b"):
+        assert main([*argv, "--out", str(tmp_path / name)]) == 0
+    for label in sorted((tmp_path / "a" / "labels").iterdir()):
+        assert label.read_bytes() == (tmp_path / "b" / "labels" / label.name).read_bytes()
+    env = json.loads((tmp_path / "a" / "run.json").read_text())["environment"]
+    assert env["torch_threads"] == 1 and env["device"] == "cpu", env
+    assert env["torch"] == library_versions(["torch"])["torch"] and "sharpen" in env
+
+
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_run_keeps_valid_files(tmp_path, teachers, sig, capsys):
     n, shape = 20, (48, 64, 3)   # enough that the signal usually lands mid-run

@@ -247,6 +247,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     try:
         if teacher is None:
             teacher = load_teacher(teacher_weights, config, device, dist)
+        from ..provenance import run_environment
         # Once it is loaded: its checkpoint says which crops it was trained on.
         said = tiling_context(tile, getattr(teacher, "train_crop", None))
         if said and dist.rank == 0:
@@ -284,6 +285,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                              selection=[s.name for s in samples], order="numbers",
                              elsewhere=sorted(n for n in here if n not in listed),
                              **({"hold_out": hold_out} if hold_out else {}),
+                             # a label is 1 apart in 16 bits under another thread count
+                             environment=run_environment(teacher.device),
                              started=datetime.datetime.now(datetime.timezone.utc)
                              .isoformat(timespec="seconds"))
         run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist, reuse_from)
