@@ -592,6 +592,10 @@ class Trainer:
             return
         differ = environment_changes(env, self._env)
         theirs = ck.get("data") or {}
+        # The count alone: the training files' digest takes in their mtimes, which a copy
+        # changes; the validation digest is of the images themselves.
+        if isinstance(theirs.get("train"), int) and theirs["train"] != self._data_sig.get("train"):
+            differ.append(f"training images: {theirs['train']} -> {self._data_sig.get('train')}")
         if "val_digest" in theirs and theirs["val_digest"] != self._data_sig.get("val_digest"):
             n0, n1 = theirs.get("val"), self._data_sig.get("val")
             differ.append(f"validation images: {n0} -> {n1}" if n0 != n1

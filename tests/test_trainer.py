@@ -135,6 +135,17 @@ def test_a_runs_config_rerun_into_a_new_folder_is_compared_with_that_run(tmp_pat
     assert "torch threads 1 -> 2" in (tmp_path / "two" / "train.log").read_text()
     assert _without_timings(tmp_path / "same" / "metrics.jsonl") == _without_timings(
         run / "metrics.jsonl")
+    # Another torch, more training images and other validation images: each named.
+    ck = read_checkpoint(run / "last.pt")
+    torch_here, n_train = ck["environment"]["torch"], ck["data"]["train"]
+    ck["environment"]["torch"] = "2.0.1"
+    ck["data"]["train"] = n_train + 5
+    torch.save(ck, run / "last.pt")
+    assert main(["train", "--config", str(run / "config.yaml"), f"out={tmp_path / 'other'}",
+                 "--threads", "1", "data.val_max_images=2", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert (f"torch 2.0.1 -> {torch_here}; training images: {n_train + 5} -> {n_train}; "
+            "validation images: 1 -> 2" in err), err
 
 
 def test_snapshots_are_kept_every_n_steps_and_survive_a_resume(tmp_path):
