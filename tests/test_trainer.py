@@ -73,7 +73,7 @@ def _without_timings(path: Path) -> list[dict]:
 
 
 def test_two_runs_of_one_seed_are_identical_and_record_the_software_that_made_them(
-        tmp_path, one_thread):
+        tmp_path, capsys, one_thread):
     """A colleague's run reproduced: the same seed and thread count give the same
     metrics.jsonl and weights, bit for bit; its checkpoints and train.log name the code,
     library versions, thread count and device it ran with (no run recorded any of them)."""
@@ -93,6 +93,12 @@ def test_two_runs_of_one_seed_are_identical_and_record_the_software_that_made_th
     log = (tmp_path / "a" / "train.log").read_text()
     assert f"software: sharpen {env['sharpen']}" in log and f"torch {env['torch']}" in log, log
     assert "1 torch thread, cpu" in log, log
+    # `sharpen models` of a colleague's best.pt says what it was trained with.
+    from sharpen.cli import main
+    best = tmp_path / "a" / "best.pt"
+    assert main(["models", str(best), "--quiet"]) == 0
+    said = capsys.readouterr().out
+    assert f"{best}: trained with sharpen {env['sharpen']}" in said and "1 torch thread" in said
 
 
 def test_a_resume_under_other_software_or_threads_says_what_differs(tmp_path, one_thread):
