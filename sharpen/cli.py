@@ -106,18 +106,30 @@ def _as_overrides(argv: list[str], extra: list[str]) -> str:
     """`sharpen distill --seed 3`, as `synth` and `corpus` take their seed: the training
     commands' settings are key=value overrides, and argparse named only `--seed`."""
     from distill.config import config_key
-    said = []
-    for e in extra:
+
+    def a_value(word: str) -> bool:   # `-3` and `-1e-4` are values, `--quiet` is not
+        if "=" in word:
+            return False
+        try:
+            float(word)
+            return True
+        except ValueError:
+            return not word.startswith("-")
+
+    said, unsaid = [], list(extra)
+    # Walked in argv's order, each where it stands: `--seed 3 --seed 4` has two values.
+    for i, e in enumerate(argv):
+        if e not in unsaid:
+            continue
+        unsaid.remove(e)
         if not e.startswith("--"):
             continue
         word, eq, value = e[2:].partition("=")
         key = config_key(word)
         if key is None:
             continue
-        if not eq and e in argv:
-            after = argv[argv.index(e) + 1:argv.index(e) + 2]
-            value = after[0] if after and not after[0].startswith("-") and "=" not in after[0] \
-                else ""
+        if not eq:
+            value = argv[i + 1] if i + 1 < len(argv) and a_value(argv[i + 1]) else ""
         said.append(f"{key}={value or 'VALUE'}")
     if not said:
         return ""

@@ -565,7 +565,11 @@ def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
 @pytest.mark.parametrize("argv, meant", [
     (["--seed", "3", "optim.steps=1"], "seed=3"),   # as `synth --seed` and `corpus --seed`
     (["optim.steps=1", "--optim.lr=1e-4", "--val-every", "5"], "optim.lr=1e-4 val_every=5"),
-    (["--seed"], "seed=VALUE")])
+    (["--seed"], "seed=VALUE"),
+    # a negative number is a value, not an option; each repeat with its own value
+    (["--seed", "-3"], "seed=-3"), (["--optim.lr", "-1e-4", "--quiet"], "optim.lr=-1e-4"),
+    (["--seed", "3", "--seed", "4"], "seed=3 seed=4"),
+    (["--out", "--weird", "--seed", "--quiet"], "out=VALUE seed=VALUE")])
 def test_a_setting_spelled_as_an_option_is_told_its_key_value_override(capsys, argv, meant):
     """`sharpen distill --seed 3`, the seed as the data commands take it, was only
     "unrecognized arguments: --seed"; the training commands take their seed as `seed=3`."""
