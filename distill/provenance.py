@@ -30,10 +30,9 @@ def run_environment(device=None, libs: tuple[str, ...] = LIBS) -> dict:
     env["python"] = platform.python_version()
     env.update(library_versions(libs))
     env["torch_threads"] = torch.get_num_threads()
-    if device is not None and torch.device(device).type == "cuda":
-        env["device"] = torch.cuda.get_device_name(device)
-    else:
-        env["device"] = "cpu"
+    kind = "cpu" if device is None else torch.device(device).type
+    # A GPU by its name (another card sums in another order); mps as itself, not as cpu.
+    env["device"] = torch.cuda.get_device_name(device) if kind == "cuda" else kind
     return env
 
 
@@ -45,13 +44,14 @@ def describe(env: dict) -> str:
         if k == "code":
             continue
         if k == "sharpen":
-            parts.append(f"sharpen {v}" + (f" (commit {env['code']})" if env.get("code") else ""))
+            parts.append(f"sharpen {_shown(k, v)}"
+                         + (f" (commit {env['code']})" if env.get("code") else ""))
         elif k == "torch_threads":
             parts.append(f"{v} torch thread{'' if v == 1 else 's'}")
         elif k == "device":
             parts.append(str(v))
         else:
-            parts.append(f"{_NAMES.get(k, k)} {v}")
+            parts.append(f"{_NAMES.get(k, k)} {_shown(k, v)}")
     return ", ".join(parts)
 
 
@@ -63,5 +63,14 @@ def environment_changes(then: Optional[dict], now: dict) -> list[str]:
     said = []
     for k, name in _NAMES.items():
         if k in then and then[k] != now.get(k):
-            said.append(f"{name} {then[k]} -> {now.get(k)}")
+            said.append(f"{name} {_shown(k, then[k])} -> {_shown(k, now.get(k))}")
     return said
+
+
+def _shown(key: str, value) -> str:
+    """A recorded value in words: None is a library not installed, or code outside a git
+    checkout (a copied or pip-installed project), not the word None."""
+    if value is not None:
+        return str(value)
+    return {"code": "unknown (not a git checkout)", "sharpen": "unknown"}.get(key,
+                                                                             "not installed")

@@ -120,6 +120,20 @@ def test_a_resume_under_other_software_or_threads_says_what_differs(tmp_path, on
     assert not [w for w in caught if "saved with other software" in w], caught
 
 
+def test_what_a_run_recorded_or_ran_on_is_said_in_words_not_as_none():
+    """A run copied from a git checkout to a tarball's project, a library installed since, or an
+    Apple GPU: the warning said `commit 26c08ca1b2c3 -> None`, and an mps run recorded cpu."""
+    from distill.provenance import describe, environment_changes, run_environment
+    then = {"sharpen": "0.1.0", "code": "26c08ca1b2c3", "opencv": None, "torch_threads": 2}
+    now = {"sharpen": None, "opencv": "4.10.0", "torch_threads": 2}
+    assert environment_changes(then, now) == [
+        "sharpen 0.1.0 -> unknown", "commit 26c08ca1b2c3 -> unknown (not a git checkout)",
+        "opencv not installed -> 4.10.0"]
+    assert describe(now) == "sharpen unknown, opencv 4.10.0, 2 torch threads"
+    assert run_environment("mps")["device"] == "mps"   # its type alone: no GPU needed here
+    assert run_environment(torch.device("cpu"))["device"] == "cpu"
+
+
 def test_a_runs_config_rerun_into_a_new_folder_is_compared_with_that_run(tmp_path, capsys,
                                                                          one_thread):
     """`sharpen train --config RUN/config.yaml out=NEW` reproduces a colleague's run: where
