@@ -69,8 +69,8 @@ def environment_changes(then: Optional[dict], now: dict) -> list[str]:
 
 def _shown(key: str, value) -> str:
     """A recorded value in words: None is a library not installed, or code outside a git
-    checkout (a copied or pip-installed project), not the word None."""
+    checkout, or without git (a copied or pip-installed project), not the word None."""
     if value is not None:
         return str(value)
-    return {"code": "unknown (not a git checkout)", "sharpen": "unknown"}.get(key,
+    return {"code": "unknown (no git commit here)", "sharpen": "unknown"}.get(key,
                                                                              "not installed")

@@ -127,7 +127,7 @@ def test_what_a_run_recorded_or_ran_on_is_said_in_words_not_as_none():
     then = {"sharpen": "0.1.0", "code": "26c08ca1b2c3", "opencv": None, "torch_threads": 2}
     now = {"sharpen": None, "opencv": "4.10.0", "torch_threads": 2}
     assert environment_changes(then, now) == [
-        "sharpen 0.1.0 -> unknown", "commit 26c08ca1b2c3 -> unknown (not a git checkout)",
+        "sharpen 0.1.0 -> unknown", "commit 26c08ca1b2c3 -> unknown (no git commit here)",
         "opencv not installed -> 4.10.0"]
     assert describe(now) == "sharpen unknown, opencv 4.10.0, 2 torch threads"
     assert run_environment("mps")["device"] == "mps"   # its type alone: no GPU needed here
