@@ -52,29 +52,38 @@ def library_versions(names: Optional[Sequence[str]] = None) -> dict[str, Optiona
 
 
 def code_info() -> dict:
-    """The code that ran (trained, measured): the package's version and, in a git checkout, the commit and
-    whether tracked files had uncommitted changes (then the commit alone does not rebuild it)."""
+    """The code that ran (trained, measured): the package's version and, in a git checkout,
+    the commit and whether tracked files had uncommitted changes (then the commit alone does
+    not rebuild it)."""
     repo = Path(__file__).resolve().parents[1]
     info: dict = {"package": "image-sharpening-kd",
                   "version": dist_version("image-sharpening-kd")}
     if not (repo / ".git").exists() or not shutil.which("git"):   # a worktree's .git is a file
         return info
-
-    def git(*args: str) -> Optional[str]:
-        try:
-            res = subprocess.run(["git", "-C", str(repo), *args], capture_output=True,
-                                 text=True, timeout=20)
-        except (OSError, subprocess.SubprocessError):
-            return None
-        return res.stdout.strip() if res.returncode == 0 else None
-
-    commit = git("rev-parse", "HEAD")
-    if commit:
+    # GIT_DIR and the like, as a git hook that starts a run has them, name another repository.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
+    try:
+        # One call, briefly: every training, labels and evaluate run (each torchrun rank)
+        # asks as it starts, and a git stalled on a network filesystem must not hold it up.
+        # No optional locks: a status that refreshes the index holds .git/index.lock, and the
+        # user's own `git commit` at that moment fails on it.
+        res = subprocess.run(["git", "-C", str(repo), "status", "--porcelain=v2", "--branch",
+                              "--untracked-files=no"], capture_output=True, text=True,
+                             stdin=subprocess.DEVNULL, timeout=GIT_TIMEOUT_S,
+                             env={**env, "GIT_OPTIONAL_LOCKS": "0"})
+    except (OSError, subprocess.SubprocessError):
+        return info
+    if res.returncode != 0:
+        return info
+    lines = res.stdout.splitlines()
+    commit = next((ln.split()[2] for ln in lines if ln.startswith("# branch.oid ")), None)
+    if commit and commit != "(initial)":   # (initial): a repository with no commit yet
         info["commit"] = commit
-        status = git("status", "--porcelain", "--untracked-files=no")
-        if status is not None:
-            info["dirty"] = bool(status)
+        info["dirty"] = any(not ln.startswith("#") for ln in lines)
     return info
+
+
+GIT_TIMEOUT_S = 5
 
 
 def cpu_model() -> str:

@@ -1190,6 +1190,33 @@ def test_report_names_the_code_and_the_thread_settings(monkeypatch):
         assert f"git commit {code['commit'][:12]}" in _code_line(code)
 
 
+@pytest.mark.skipif(not shutil.which("git") or not (ROOT / ".git").exists(),
+                    reason="needs a git checkout")
+def test_the_commit_lookup_is_brief_and_reads_this_checkout_only(tmp_path, monkeypatch):
+    """Every training, labels and evaluate run looks its commit up as it starts: a git stalled
+    (a network filesystem) held each up 20 s per call, two calls; and GIT_DIR, as a git hook
+    that starts a run sets it, made it read another repository's commit or none."""
+    import time
+
+    from runtime.host import GIT_TIMEOUT_S, code_info
+    head = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    other = tmp_path / "other.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(other)], check=True)
+    monkeypatch.setenv("GIT_DIR", str(other))
+    code = code_info()
+    assert code.get("commit") == head and isinstance(code.get("dirty"), bool), code
+    stalled = tmp_path / "bin"
+    stalled.mkdir()
+    (stalled / "git").write_text("#!/bin/sh\nexec sleep 60\n")
+    (stalled / "git").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{stalled}{os.pathsep}{os.environ['PATH']}")
+    t0 = time.monotonic()
+    code = code_info()
+    assert time.monotonic() - t0 < GIT_TIMEOUT_S + 3 <= 10
+    assert "commit" not in code and code["package"] == "image-sharpening-kd"
+
+
 def test_latency_table_shows_rounds_and_no_p90_of_one_round():
     """A call slower than quick mode's 2 s is timed once: its 'p90' was that one time, shown
     beside the median as if a spread had been measured, and no column said how many rounds
