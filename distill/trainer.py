@@ -606,7 +606,10 @@ class Trainer:
                  f"numbers can differ from {ref}'s (float sums depend on library versions and "
                  "thread counts)")
         else:
-            note(f"same code, library versions, torch threads, device and validation images "
+            # Its commit unrecorded (not run from a git checkout): the version alone is the same.
+            code = ("same code" if env.get("code") else
+                    f"the same version (sharpen {env.get('sharpen')}; no commit recorded)")
+            note(f"{code}, library versions, torch threads, device and validation images "
                  f"as the run in {ref} ({p.name}): with the same training data its "
                  "metrics.jsonl and weights should come out the same")
 

@@ -166,6 +166,15 @@ def test_a_runs_config_rerun_into_a_new_folder_is_compared_with_that_run(tmp_pat
     err = capsys.readouterr().err
     assert (f"torch 2.0.1 -> {torch_here}; training images: {n_train + 5} -> {n_train}; "
             "validation images: 1 -> 2" in err), err
+    # A colleague's pip-installed project records no commit: the same code is not known.
+    ck["environment"]["torch"], ck["data"]["train"] = torch_here, n_train
+    del ck["environment"]["code"]
+    torch.save(ck, run / "last.pt")
+    assert main(["train", "--config", str(run / "config.yaml"), f"out={tmp_path / 'pip'}",
+                 "--threads", "1"]) == 0
+    err = capsys.readouterr().err
+    assert (f"note: the same version (sharpen {ck['environment']['sharpen']}; no commit "
+            "recorded), library versions, torch threads" in err and "same code" not in err), err
 
 
 def test_snapshots_are_kept_every_n_steps_and_survive_a_resume(tmp_path):
