@@ -74,3 +74,17 @@ def _shown(key: str, value) -> str:
         return str(value)
     return {"code": "unknown (no git commit here)", "sharpen": "unknown"}.get(key,
                                                                              "not installed")
+
+
+def same_code(env: dict) -> str:
+    """How sure `same code` is, in words, for a run whose recorded `env` matches this one's: a
+    commit with `+changes` on both sides may carry different changes; no commit, the version
+    alone."""
+    code = env.get("code")
+    if not code:
+        return f"the same version (sharpen {_shown('sharpen', env.get('sharpen'))}; no commit " \
+               "recorded)"
+    if code.endswith("+changes"):
+        return (f"the same commit ({code[:-len('+changes')]}), both with uncommitted changes "
+                "that are not compared")
+    return "same code"

@@ -47,7 +47,7 @@ from .dist import DistInfo, launch_command
 from .interrupts import SecondSignal, TrainingInterrupted, resume_hint
 from .losses import combined_loss
 from .model_build import arch_text, build_model
-from .provenance import describe, environment_changes, run_environment
+from .provenance import describe, environment_changes, run_environment, same_code
 from .run_lock import run_lock
 from .train_data import build_train_dataset, naming
 from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
@@ -606,10 +606,7 @@ class Trainer:
                  f"numbers can differ from {ref}'s (float sums depend on library versions and "
                  "thread counts)")
         else:
-            # Its commit unrecorded (not run from a git checkout): the version alone is the same.
-            code = ("same code" if env.get("code") else
-                    f"the same version (sharpen {env.get('sharpen')}; no commit recorded)")
-            note(f"{code}, library versions, torch threads, device and validation images "
+            note(f"{same_code(env)}, library versions, torch threads, device and validation images "
                  f"as the run in {ref} ({p.name}): with the same training data its "
                  "metrics.jsonl and weights should come out the same")
 

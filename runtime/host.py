@@ -51,6 +51,10 @@ def library_versions(names: Optional[Sequence[str]] = None) -> dict[str, Optiona
     return {n: dist_version(*LIBRARIES[n]) for n in (LIBRARIES if names is None else names)}
 
 
+# code_info's limit on git: it runs as every run starts, and a stalled git must not hold it up.
+GIT_TIMEOUT_S = 5
+
+
 def code_info() -> dict:
     """The code that ran (trained, measured): the package's version and, in a git checkout,
     the commit and whether tracked files had uncommitted changes (then the commit alone does
@@ -81,9 +85,6 @@ def code_info() -> dict:
         info["commit"] = commit
         info["dirty"] = any(not ln.startswith("#") for ln in lines)
     return info
-
-
-GIT_TIMEOUT_S = 5
 
 
 def cpu_model() -> str:

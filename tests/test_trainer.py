@@ -130,6 +130,13 @@ def test_what_a_run_recorded_or_ran_on_is_said_in_words_not_as_none():
         "sharpen 0.1.0 -> unknown", "commit 26c08ca1b2c3 -> unknown (no git commit here)",
         "opencv not installed -> 4.10.0"]
     assert describe(now) == "sharpen unknown, opencv 4.10.0, 2 torch threads"
+    # What a reproduction's note can claim of the code: uncommitted changes are not compared.
+    from distill.provenance import same_code
+    assert same_code({"sharpen": "0.1.0", "code": "26c08ca1b2c3"}) == "same code"
+    assert same_code({"sharpen": "0.1.0", "code": "26c08ca1b2c3+changes"}) == (
+        "the same commit (26c08ca1b2c3), both with uncommitted changes that are not compared")
+    assert same_code({"sharpen": "0.1.0"}) == "the same version (sharpen 0.1.0; no commit " \
+                                               "recorded)"
     assert run_environment("mps")["device"] == "mps"   # its type alone: no GPU needed here
     assert run_environment(torch.device("cpu"))["device"] == "cpu"
 
@@ -145,7 +152,10 @@ def test_a_runs_config_rerun_into_a_new_folder_is_compared_with_that_run(tmp_pat
     assert main(["train", "--config", str(run / "config.yaml"), f"out={tmp_path / 'same'}",
                  "--threads", "1"]) == 0
     err = capsys.readouterr().err
-    assert f"same code, library versions, torch threads, device and validation images as the " \
+    # "same code" in a clean checkout; a tree with uncommitted changes is not called the same
+    from distill.provenance import same_code
+    code = same_code(read_checkpoint(run / "last.pt")["environment"])
+    assert f"{code}, library versions, torch threads, device and validation images as the " \
            f"run in {run} (last.pt)" in err, err
     assert main(["train", "--config", str(run / "config.yaml"), f"out={tmp_path / 'two'}",
                  "--threads", "2", "--quiet"]) == 0
