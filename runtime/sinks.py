@@ -301,8 +301,14 @@ class VideoFileSink(Sink):
         os.close(fd)
         listing, joined = Path(name), self._temp_file()
         try:
+            # The earlier part's own length, not its file's: its sound, copied in when it
+            # closed, ends with its last AAC packet, past its last frame, and ffmpeg starts the
+            # next file after the longer stream (this run's frames came up to 42 ms late, and
+            # the sound's copy at close then cut the last one).
+            seconds = self.joined_frames / self.fps
             listing.write_text("".join(
                 "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n"
+                + (f"duration {seconds:.6f}\n" if p == self.joined else "")
                 for p in (self.joined, self.tmp)))
             limit = MUX_TIMEOUT_S + 2 * (os.path.getsize(self.joined)
                                          + os.path.getsize(self.tmp)) / SLOW_DISK_BYTES_S
@@ -692,8 +698,9 @@ INTERRUPTED_KEPT = 10
 PREVIOUS_KEPT = 10
 
 
-# What `_concat_joined` gives ffmpeg: one line "file '<path>'" for each video joined.
-_LISTING_LINE = re.compile(r"file '.*'")
+# What `_concat_joined` gives ffmpeg: one line "file '<path>'" for each video joined, the
+# first followed by its length ("duration 0.840000").
+_LISTING_LINE = re.compile(r"file '.*'|duration \d+\.\d+")
 
 
 def _remove_killed_listings(folder: Path, stem: str) -> None:

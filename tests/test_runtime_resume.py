@@ -300,6 +300,36 @@ def test_a_resumed_video_gets_the_sound_of_all_its_frames(made, tmp_path):
     assert abs(len(done.stdout) / 2 / 8000 - N / FPS) < 0.1
 
 
+@pytest.mark.parametrize("ext", [".mp4", ".mkv"])
+def test_a_resumed_clip_with_sound_keeps_its_frames_times(made, tmp_path, ext):
+    """A phone's clip has sound. The stopped run's video got the sound of its frames, whose
+    last AAC packet (1024 samples) ends past its last frame, and ffmpeg's join placed this
+    run's frames after the longer of the two: every later frame came that late (19 ms in MP4,
+    42 ms in MKV), and in MKV the last frame then fell past the sound's length and was cut."""
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        pytest.skip("no ffmpeg to make a clip with sound and join with")
+    loud = tmp_path / "loud.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(made["clip"]), "-f", "lavfi",
+                    "-i", f"sine=frequency=440:duration={N / FPS}", "-map", "0:v", "-map",
+                    "1:a", "-c:v", "copy", "-c:a", "aac", str(loud)], check=True, timeout=60)
+    full, out = tmp_path / f"full{ext}", tmp_path / f"sharp{ext}"
+    r = sharpen("--model", str(made["model"]), "--source", str(loud), "--out", str(full),
+                env=_env(ffmpeg))
+    assert r.returncode == 0, r.stderr
+    argv = ["--model", str(made["model"]), "--source", str(loud), "--out", str(out)]
+    code, err = stopped(argv, 15, signal.SIGINT, _env(ffmpeg))
+    assert code == 130, err
+    k = len(frames_and_times(out)[0])
+    r = sharpen(*argv, "--resume", env=_env(ffmpeg))
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    got, times, _ = frames_and_times(out)
+    want, want_times, _ = frames_and_times(full)
+    assert len(got) == len(want) == N, (k, len(got))
+    assert times == want_times, (k, [(i, a, b) for i, (a, b) in
+                                     enumerate(zip(times, want_times)) if a != b][:3])
+
+
 def test_a_run_whose_video_was_discarded_leaves_no_record_to_resume_the_older_video(
         made, tmp_path, capsys, monkeypatch):
     """A run that wrote frames but whose video did not take the name (a full disk) leaves the

@@ -426,7 +426,7 @@ def test_a_killed_joins_listing_is_removed_by_the_next_run_into_the_output(tmp_p
 
     rec = tmp_path / "rec"
     rec.mkdir()
-    listing = "file '/x/day.ts'\nfile '/x/.day.1.abcdefgh.partial.ts'\n"
+    listing = "file '/x/day.ts'\nduration 1.500000\nfile '/x/.day.1.abcdefgh.partial.ts'\n"
     killed = rec / f".day.{_dead_pid()}.k1ll3d_x.txt"
     live = rec / f".day.{os.getppid()}.l1ve0000.txt"
     theirs = rec / f".day.{_dead_pid()}.holidays.txt"
