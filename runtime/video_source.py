@@ -17,6 +17,7 @@ import numpy as np
 
 from .console import count
 from .options import option
+from .orientation import oriented
 from .source_base import (Frame, Note, Source, SourceError, SourceLost, _interruptible,
                           _no_note)
 from .source_spec import pipeline_reads_file
@@ -208,6 +209,9 @@ class VideoSource(Source):
                 cap.set(cv2.CAP_PROP_FPS, fps)
         if self.live:
             cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # driver-side queue: stale frames add latency
+        if self.kind == "video":
+            # A mirrored display matrix, which OpenCV reads as a turn (runtime/orientation.py)
+            cap = oriented(cap, str(self.target))
         return cap
 
     def _reconnect(self, stop: threading.Event,

@@ -115,10 +115,12 @@ def _side_by_side_frame(blurred: Path, sharpened: Path, dst: Path, side: int = 4
     import cv2
 
     from distill.evaluate import crop_box
+    from runtime.orientation import oriented
 
     frames = []
     for path in (blurred, sharpened):
-        cap = cv2.VideoCapture(str(path))
+        # the user's clip as `sharpen run` read it: a mirrored one is not turned against it
+        cap = oriented(cv2.VideoCapture(str(path)), path)
         ok, frame = cap.read()
         cap.release()
         if not ok:

@@ -31,6 +31,7 @@ import numpy as np
 
 from runtime.console import count
 from runtime.imageio import VIDEO_EXTS
+from runtime.orientation import oriented
 from runtime.sources import NO_DECODABLE_FRAMES
 from runtime.walk import walk_files
 from runtime.warn import warn
@@ -631,6 +632,8 @@ class FrameReader:
             # Not kept: each later frame would fail as "cannot be decoded" at its index.
             self.close()
             raise UnopenableVideo(f"{self.path}: {UNOPENABLE_VIDEO}")
+        # As `sharpen run` reads it: a mirrored clip as players show it, not turned
+        self._cap = oriented(self._cap, self.path)
         self._next = 0
         self._decoded = -1
 

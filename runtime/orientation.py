@@ -1,0 +1,149 @@
+"""A video's display matrix applied as players apply it, where OpenCV's capture does not.
+
+A phone stores a clip as its sensor saw it and records how to show it: a turn (a portrait
+video stored landscape), and from some front cameras and editing apps a mirror. OpenCV's
+FFmpeg capture applies the turn alone (CAP_PROP_ORIENTATION_META, taken from the matrix's
+angle), so a mirrored clip came out turned where players show it mirrored: a mirror alone
+read as a half turn, the picture upside down. ffmpeg (and the players built on it) shows the
+frames by the whole matrix. `fix_for` reads an MP4/MOV's matrix from its video track's header
+(`tkhd`) and, for a mirrored one, gives what lays OpenCV's frame as ffmpeg shows it; None for
+every clip without a mirror, which costs nothing per frame.
+"""
+from __future__ import annotations
+
+import os
+import struct
+from pathlib import Path
+from typing import Callable, Optional
+
+import cv2
+import numpy as np
+
+from .audio import ISO_EXTS, _boxes, _find_box
+
+Fix = Callable[[np.ndarray], np.ndarray]
+
+# The eight ways to lay a picture down, as OpenCV does each.
+_OPS: dict[str, Fix] = {
+    "none": lambda a: a,
+    "clock": lambda a: cv2.rotate(a, cv2.ROTATE_90_CLOCKWISE),
+    "half": lambda a: cv2.rotate(a, cv2.ROTATE_180),
+    "cclock": lambda a: cv2.rotate(a, cv2.ROTATE_90_COUNTERCLOCKWISE),
+    "hflip": lambda a: cv2.flip(a, 1),
+    "vflip": lambda a: cv2.flip(a, 0),
+    "transpose": lambda a: cv2.transpose(a),
+    "antitranspose": lambda a: cv2.rotate(cv2.transpose(a), cv2.ROTATE_180),
+}
+
+
+def display_matrix(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
+    """The 3x3 display matrix (9 integers, a b u c d v x y w as the file stores them) of the
+    first video track of an MP4/MOV file; None for other containers, a file that cannot be
+    read as one, or one without a video track."""
+    path = Path(path)
+    if path.suffix.lower() not in ISO_EXTS:
+        return None
+    try:
+        with open(path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            moov = _find_box(f, 0, size, b"moov")
+            if moov is None:
+                return None
+            for trak in _boxes(f, *moov, b"trak"):
+                mdia = _find_box(f, *trak, b"mdia")
+                hdlr = mdia and _find_box(f, *mdia, b"hdlr")
+                if not hdlr:
+                    continue
+                f.seek(hdlr[0] + 8)
+                if f.read(4) != b"vide":
+                    continue
+                tkhd = _find_box(f, *trak, b"tkhd")
+                if tkhd is None:
+                    return None
+                f.seek(tkhd[0])
+                version = f.read(1)
+                # version/flags, then times, track id, duration (64-bit in version 1),
+                # reserved, layer, group, volume, reserved: the matrix follows.
+                f.seek(tkhd[0] + (52 if version == b"\x01" else 40))
+                data = f.read(36)
+                return struct.unpack(">9i", data) if len(data) == 36 else None
+            return None
+    except (OSError, struct.error):
+        return None
+
+
+def _rotation(m: tuple[int, ...]) -> float:
+    """The matrix's turn in degrees, clockwise, in [0, 360), as ffmpeg's CLI and OpenCV take
+    it (-av_display_rotation_get, rounded)."""
+    s0, s1 = np.hypot(m[0], m[3]), np.hypot(m[1], m[4])
+    if not s0 or not s1:
+        return 0.0
+    theta = float(np.round(np.degrees(np.arctan2(m[1] / s1, m[0] / s0))))
+    return theta % 360
+
+
+def _as_ffmpeg_shows(m: tuple[int, ...]) -> Optional[str]:
+    """What ffmpeg's CLI does to the stored picture for matrix `m` (fftools' autorotate);
+    None for a turn that is not a quarter (a rotate filter, which OpenCV ignores too)."""
+    theta = _rotation(m)
+    if abs(theta - 90) < 1:
+        return "transpose" if m[3] > 0 else "clock"
+    if abs(theta - 180) < 1:
+        return {(True, True): "half", (True, False): "hflip", (False, True): "vflip",
+                (False, False): "none"}[(m[0] < 0, m[4] < 0)]
+    if abs(theta - 270) < 1:
+        return "antitranspose" if m[3] < 0 else "cclock"
+    if abs(theta) < 1 or abs(theta - 360) < 1:
+        return "vflip" if m[4] < 0 else "none"
+    return None
+
+
+def fix_for(path: str | os.PathLike, opencv_turn: float) -> Optional[Fix]:
+    """What turns a frame OpenCV read from `path`, turned by `opencv_turn` degrees clockwise
+    (its CAP_PROP_ORIENTATION_META where CAP_PROP_ORIENTATION_AUTO is on, else 0), into the
+    frame players show; None where it already is (or the file says nothing OpenCV missed)."""
+    m = display_matrix(path)
+    # A turn alone is OpenCV's to apply, as it always was (a backend that turns without saying
+    # so in CAP_PROP_ORIENTATION_META would be turned twice): only a mirror is laid here.
+    if m is None or m[0] * m[4] - m[1] * m[3] >= 0:
+        return None
+    shown = _as_ffmpeg_shows(m)
+    read = {0: "none", 90: "clock", 180: "half", 270: "cclock"}.get(round(opencv_turn) % 360)
+    if shown is None or read is None or shown == read:
+        return None
+    # The one way that lays OpenCV's frame as ffmpeg's: found on a picture whose eight
+    # layings all differ.
+    probe = np.arange(6, dtype=np.uint8).reshape(2, 3)
+    want, got = _OPS[shown](probe), _OPS[read](probe)
+    for op in _OPS.values():
+        laid = op(got)
+        if laid.shape == want.shape and np.array_equal(laid, want):
+            return op
+    return None
+
+
+class OrientedCapture:
+    """A cv2.VideoCapture whose frames `fix` lays as players show them; all else is the
+    capture's own."""
+
+    def __init__(self, cap: cv2.VideoCapture, fix: Fix):
+        self._cap, self._fix = cap, fix
+
+    def read(self, image=None):
+        ok, img = self._cap.read()
+        return ok, (self._fix(img) if ok and img is not None else img)
+
+    def retrieve(self, image=None, flag: int = 0):
+        ok, img = self._cap.retrieve(image, flag)
+        return ok, (self._fix(img) if ok and img is not None else img)
+
+    def __getattr__(self, name):
+        return getattr(self._cap, name)
+
+
+def oriented(cap: cv2.VideoCapture, path: str | os.PathLike):
+    """`cap`, reading the video file `path`, with its frames laid as players show them."""
+    turn = (cap.get(cv2.CAP_PROP_ORIENTATION_META)
+            if cap.get(cv2.CAP_PROP_ORIENTATION_AUTO) else 0.0)
+    fix = fix_for(path, turn if np.isfinite(turn) else 0.0)
+    return OrientedCapture(cap, fix) if fix is not None else cap
