@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .console import count
+from .hdr import hdr_warning
 from .options import option
 from .orientation import oriented
 from .source_base import (Frame, Note, Source, SourceError, SourceLost, _interruptible,
@@ -141,6 +142,8 @@ class VideoSource(Source):
             round(self.cap.get(cv2.CAP_PROP_ORIENTATION_META)) % 180 == 90
         if self.sar and turned:
             self.sar = self.sar[::-1]
+        if kind == "video" and (hdr := hdr_warning(str(target), spec)):
+            warn(hdr)
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
         if not self.fps and fps_prop and fps_prop > 0:   # nan compares False: left unsaid

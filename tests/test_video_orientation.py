@@ -107,3 +107,48 @@ def test_labels_saves_a_clips_frames_as_players_show_them(tmp_path, ffmpeg, plai
         label = cv2.imread(str(out / "labels" / f"phone_{i:06d}.png"), cv2.IMREAD_UNCHANGED)
         assert _close(saved, played[i]), i
         assert _close((label // 257).astype(np.uint8), played[i]), i
+
+
+# --- HDR ---------------------------------------------------------------------------------------
+
+def _hdr_clip(ffmpeg: str, path: Path, trc: str) -> Path:
+    """A 10-bit HEVC clip tagged as a phone's HDR (BT.2020, `trc` transfer) in the stream's
+    own header and in the MP4's `colr` box, as an iPhone writes it."""
+    encoded = path.with_name(f"encoded-{path.name}")
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+                    f"testsrc2=size={W}x{H}:rate=10", "-frames:v", str(N), "-c:v", "libx265",
+                    "-x265-params", f"log-level=error:colorprim=bt2020:transfer={trc}:"
+                    "colormatrix=bt2020nc", "-pix_fmt", "yuv420p10le", "-tag:v", "hvc1",
+                    str(encoded)], check=True, timeout=60)
+    # Copied, the stream's own tags reach the box (an encode writes it from the input's)
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(encoded), "-c", "copy",
+                    "-movflags", "+write_colr", str(path)],
+                   check=True, timeout=60)
+    return path
+
+
+@pytest.mark.parametrize("trc, said", [("arib-std-b67", "HLG"), ("smpte2084", "PQ"),
+                                       ("bt709", None)])
+def test_an_hdr_phone_clip_is_said_to_come_out_washed_out(tmp_path, ffmpeg, monkeypatch, capsys,
+                                                          trc, said):
+    """An iPhone records HDR (HLG in 10-bit HEVC) by default. OpenCV reads its pixels as SDR,
+    with no tone mapping, and the sharpened video, written as SDR, showed washed-out colours
+    and flat highlights against what the phone shows, without a word. The MP4's `colr` box
+    tells it, without ffmpeg."""
+    if "libx265" not in subprocess.run([ffmpeg, "-hide_banner", "-encoders"],
+                                       capture_output=True, text=True, timeout=60).stdout:
+        pytest.skip(f"{ffmpeg} has no HEVC encoder (libx265) to make an HDR clip with")
+    clip = _hdr_clip(ffmpeg, tmp_path / "phone.mp4", trc)
+    monkeypatch.setenv("SHARPEN_FFMPEG", "/no/such/ffmpeg")
+    model = one_op_model(tmp_path / "identity.onnx", "Identity", ["input"], {})
+    out = tmp_path / "sharp.mp4"
+    assert run_cli(["run", "--model", str(model), "--source", str(clip), "--out", str(out),
+                    "--quiet", "--no-audio"]) == 0
+    err = capsys.readouterr().err
+    if said is None:
+        assert "HDR" not in err, err
+    else:
+        assert (f"{clip} is HDR video (BT.2020 colours, {said} transfer), which is read as "
+                "SDR without tone mapping: the sharpened video's colours come out washed out "
+                "and its highlights flat against what the phone shows; convert it to SDR "
+                "first:") in err, err
