@@ -312,18 +312,30 @@ class VideoFileSink(Sink):
                 for p in (self.joined, self.tmp)))
             limit = MUX_TIMEOUT_S + 2 * (os.path.getsize(self.joined)
                                          + os.path.getsize(self.tmp)) / SLOW_DISK_BYTES_S
-            try:
-                done = _run([self._join_ffmpeg, "-hide_banner", "-nostdin", "-loglevel",
-                             "error", "-y", "-f", "concat", "-safe", "0", "-i", str(listing),
-                             "-map", "0:v:0", "-c", "copy", str(joined)], limit)
-            except subprocess.TimeoutExpired:
-                why = f"it had not finished after {limit:.0f} s"
-            except (OSError, subprocess.SubprocessError) as exc:
-                why = f"{self._join_ffmpeg} did not run: {exc}"
-            else:
+            # An AVI times a frame by its place, and the sound's copy into the earlier part
+            # moved all its frames but the first a place on (AAC's encoder delay, before 0,
+            # moves every stream later): joined so, and moved again by the whole's copy at
+            # close, the last frame was cut. Its frames are put back in their places, one
+            # after another (an ffmpeg before 4.4, without setts, joins them as they are).
+            tries = ([["-bsf:v", "setts=ts=N"], []] if self.path.suffix.lower() == ".avi"
+                     else [[]])
+            for renumber in tries:
+                try:
+                    done = _run([self._join_ffmpeg, "-hide_banner", "-nostdin", "-loglevel",
+                                 "error", "-y", "-f", "concat", "-safe", "0", "-i",
+                                 str(listing), "-map", "0:v:0", "-c", "copy", *renumber,
+                                 str(joined)], limit)
+                except subprocess.TimeoutExpired:
+                    why = f"it had not finished after {limit:.0f} s"
+                    break
+                except (OSError, subprocess.SubprocessError) as exc:
+                    why = f"{self._join_ffmpeg} did not run: {exc}"
+                    break
                 lines = done.stderr.strip().splitlines()
                 why = ("" if not done.returncode and joined.stat().st_size
                        else lines[-1] if lines else f"exit code {done.returncode}")
+                if not why:
+                    break
             if why:
                 raise SinkError(f"{option('output', self.path, self.flags)}: ffmpeg could not "
                                 f"join {self.joined} and this run's frames ({why}); the "
