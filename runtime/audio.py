@@ -182,6 +182,27 @@ def _sound_lead(source: str | os.PathLike, ffmpeg: str) -> float:
     return sound + frame_own - sound_own
 
 
+def video_lead(path: str | os.PathLike, ffmpeg: str) -> float:
+    """Seconds from `path`'s start, the earliest first time of its streams, from which ffmpeg's
+    concat demuxer times the file, to its first video frame; 0 where ffmpeg cannot tell. An
+    MPEG-TS keeps an AAC sound's first packet, its encoder delay, one packet (23 ms) before the
+    first frame, which MP4's edit list and MKV drop."""
+    try:
+        done = _run([ffmpeg, "-hide_banner", "-nostdin", "-copyts", "-i", os.fspath(path),
+                     "-map", "0:v:0", "-c", "copy", "-frames:v", "1", "-f", "framemd5", "-"],
+                    PROBE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return 0.0
+    start = re.search(r"^\s*Duration: .*?, start: (-?\d+\.\d+)", done.stderr, re.M)
+    tb = re.search(r"^#tb 0: (\d+)/(\d+)$", done.stdout, re.M)
+    first = re.search(r"^0,\s*-?\d+,\s*(-?\d+),", done.stdout, re.M)
+    if (done.returncode or not start or not tb or not first or not int(tb.group(2))
+            or int(first.group(1)) == NO_TIME):
+        return 0.0
+    return max(0.0, int(first.group(1)) * int(tb.group(1)) / int(tb.group(2))
+               - float(start.group(1)))
+
+
 def _first_time(source: str | os.PathLike, ffmpeg: str, stream: str,
                 copyts: bool = False) -> Optional[float]:
     """The time of the first packet of `source`'s `stream` (v:0, a:0), read alone, in seconds

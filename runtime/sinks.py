@@ -295,7 +295,7 @@ class VideoFileSink(Sink):
         time a slow disk takes to copy hours of video."""
         import subprocess
 
-        from .audio import MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, _run
+        from .audio import MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, _run, video_lead
         fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.{os.getpid()}.", suffix=".txt",
                                     dir=self.path.parent)
         os.close(fd)
@@ -304,8 +304,10 @@ class VideoFileSink(Sink):
             # The earlier part's own length, not its file's: its sound, copied in when it
             # closed, ends with its last AAC packet, past its last frame, and ffmpeg starts the
             # next file after the longer stream (this run's frames came up to 42 ms late, and
-            # the sound's copy at close then cut the last one).
-            seconds = self.joined_frames / self.fps
+            # the sound's copy at close then cut the last one). Counted from the file's start,
+            # which in MPEG-TS is the sound's, a packet before the first frame.
+            seconds = (video_lead(self.joined, self._join_ffmpeg)
+                       + self.joined_frames / self.fps)
             listing.write_text("".join(
                 "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n"
                 + (f"duration {seconds:.6f}\n" if p == self.joined else "")
