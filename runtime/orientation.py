@@ -98,18 +98,17 @@ def _as_ffmpeg_shows(m: tuple[int, ...]) -> Optional[str]:
     return None
 
 
-def fix_for(path: str | os.PathLike, opencv_turn: float) -> Optional[Fix]:
-    """What turns a frame OpenCV read from `path`, turned by `opencv_turn` degrees clockwise
-    (its CAP_PROP_ORIENTATION_META where CAP_PROP_ORIENTATION_AUTO is on, else 0), into the
-    frame players show; None where it already is (or the file says nothing OpenCV missed)."""
+def fix_for(path: str | os.PathLike, read: str) -> Optional[Fix]:
+    """What lays a frame that OpenCV read from `path`, its stored picture laid the way `read`
+    names (a key of _OPS: what the capture did to it), as players show it; None where it is
+    so already, or the file says nothing OpenCV missed."""
     m = display_matrix(path)
     # A turn alone is OpenCV's to apply, as it always was (a backend that turns without saying
     # so in CAP_PROP_ORIENTATION_META would be turned twice): only a mirror is laid here.
-    if m is None or m[0] * m[4] - m[1] * m[3] >= 0:
+    if m is None or not _mirrors(m):
         return None
     shown = _as_ffmpeg_shows(m)
-    read = {0: "none", 90: "clock", 180: "half", 270: "cclock"}.get(round(opencv_turn) % 360)
-    if shown is None or read is None or shown == read:
+    if shown is None or shown == read:
         return None
     # The one way that lays OpenCV's frame as ffmpeg's: found on a picture whose eight
     # layings all differ.
@@ -120,6 +119,37 @@ def fix_for(path: str | os.PathLike, opencv_turn: float) -> Optional[Fix]:
         if laid.shape == want.shape and np.array_equal(laid, want):
             return op
     return None
+
+
+def _mirrors(m: tuple[int, ...]) -> bool:
+    return m[0] * m[4] - m[1] * m[3] < 0
+
+
+def laid_by(cap: cv2.VideoCapture, path: str | os.PathLike) -> list[str]:
+    """The ways (keys of _OPS) that `cap` may have laid `path`'s stored picture, seen on its
+    first frame: decoded once by a capture of its own with `cap`'s backend, then taken as stored
+    (CAP_PROP_ORIENTATION_AUTO off) and as `cap` takes it. Empty where it cannot be told (no
+    frame, a backend that cannot give the stored picture); several for a picture that looks
+    the same laid two ways (a black first frame)."""
+    if not cap.get(cv2.CAP_PROP_ORIENTATION_AUTO):
+        return ["none"]
+    names = {cv2.videoio_registry.getBackendName(b): b
+             for b in cv2.videoio_registry.getBackends()}
+    own = cv2.VideoCapture(os.fspath(path), names.get(cap.getBackendName(), cv2.CAP_ANY))
+    try:
+        if not own.isOpened() or not own.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0) \
+                or not own.grab():
+            return []
+        ok, stored = own.retrieve()
+        if not ok or stored is None or not own.set(cv2.CAP_PROP_ORIENTATION_AUTO, 1):
+            return []
+        ok, laid = own.retrieve()
+        if not ok or laid is None:
+            return []
+    finally:
+        own.release()
+    return [name for name, op in _OPS.items()
+            if op(stored).shape == laid.shape and np.array_equal(op(stored), laid)]
 
 
 class OrientedCapture:
@@ -143,7 +173,18 @@ class OrientedCapture:
 
 def oriented(cap: cv2.VideoCapture, path: str | os.PathLike):
     """`cap`, reading the video file `path`, with its frames laid as players show them."""
+    m = display_matrix(path)
+    if m is None or not _mirrors(m):
+        return cap   # most clips: read as OpenCV reads them, and no frame decoded to find out
+    # What OpenCV's FFmpeg capture does: the matrix's angle alone, as CAP_PROP_ORIENTATION_META
+    # says it. Seen on the first frame rather than assumed (another backend, or an OpenCV
+    # that applies the mirror too, is not mirrored twice); the angle where the frame cannot
+    # tell.
     turn = (cap.get(cv2.CAP_PROP_ORIENTATION_META)
             if cap.get(cv2.CAP_PROP_ORIENTATION_AUTO) else 0.0)
-    fix = fix_for(path, turn if np.isfinite(turn) else 0.0)
+    said = ({0: "none", 90: "clock", 180: "half", 270: "cclock"}.get(round(turn) % 360)
+            if np.isfinite(turn) else "none")
+    seen = laid_by(cap, path)
+    read = said if not seen or said in seen else seen[0] if len(seen) == 1 else None
+    fix = fix_for(path, read) if read is not None else None
     return OrientedCapture(cap, fix) if fix is not None else cap

@@ -109,6 +109,60 @@ def test_labels_saves_a_clips_frames_as_players_show_them(tmp_path, ffmpeg, plai
         assert _close((label // 257).astype(np.uint8), played[i]), i
 
 
+
+def test_a_mirrored_clip_opening_on_a_black_frame_is_shown_as_players_do(tmp_path, ffmpeg,
+                                                                         capsys):
+    """What OpenCV did to the picture is seen on the first frame (runtime.orientation.laid_by),
+    where a black one looks the same turned, mirrored or not: the turn OpenCV says it applied
+    is taken then, not the first way that matches (none, which mirrored it once more)."""
+    dark = tmp_path / "dark.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+                    f"testsrc2=size={W}x{H}:rate=10", "-vf",
+                    "drawbox=c=black:t=fill:enable='eq(n,0)'", "-frames:v", str(N), "-c:v",
+                    "libx264", "-pix_fmt", "yuv444p", str(dark)], check=True, timeout=60)
+    clip = _tagged(ffmpeg, dark, tmp_path / "phone.mp4", 0, ("hflip",))
+    from runtime.orientation import laid_by
+    cap = cv2.VideoCapture(str(clip))
+    assert len(laid_by(cap, clip)) > 1   # the black frame tells nothing
+    cap.release()
+    model = one_op_model(tmp_path / "identity.onnx", "Identity", ["input"], {})
+    out = tmp_path / "frames"
+    assert run_cli(["run", "--model", str(model), "--source", str(clip), "--out", str(out),
+                    "--quiet"]) == 0, capsys.readouterr().err
+    played = _as_played(ffmpeg, clip)
+    got = [cv2.imread(str(p)) for p in sorted(out.glob("*.png"))]
+    assert len(got) == len(played) == N
+    assert all(_close(a, b) for a, b in zip(got[1:], played[1:]))
+
+
+def test_what_opencv_did_to_a_mirrored_clip_is_seen_on_its_first_frame(tmp_path, ffmpeg,
+                                                                       plain):
+    """Not assumed from CAP_PROP_ORIENTATION_META: an OpenCV (or a backend) that applied the
+    mirror too would have it applied twice. A capture told not to turn is seen not to."""
+    from runtime.orientation import _OPS, laid_by, oriented
+    clip = _tagged(ffmpeg, plain, tmp_path / "phone.mp4", 90, ("hflip",))
+    played = _as_played(ffmpeg, clip)
+    for auto in (1, 0):
+        cap = cv2.VideoCapture(str(clip))
+        cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, auto)
+        stored = cv2.VideoCapture(str(clip))
+        stored.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+        ok, raw = stored.read()
+        stored.release()
+        seen = laid_by(cap, clip)
+        ok, first = cap.read()
+        assert ok and len(seen) == 1 and np.array_equal(_OPS[seen[0]](raw), first), (auto, seen)
+        cap.release()
+        ok, shown = oriented(cv2.VideoCapture(str(clip)), clip).read() if auto else (
+            oriented(_no_turn(clip), clip).read())
+        assert ok and _close(shown, played[0]), auto
+
+
+def _no_turn(clip: Path) -> cv2.VideoCapture:
+    cap = cv2.VideoCapture(str(clip))
+    cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
+    return cap
+
 # --- HDR ---------------------------------------------------------------------------------------
 
 def _hdr_clip(ffmpeg: str, path: Path, trc: str) -> Path:
