@@ -38,8 +38,8 @@ _OPS: dict[str, Fix] = {
 
 def display_matrix(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
     """The 3x3 display matrix (9 integers, a b u c d v x y w as the file stores them) of the
-    first video track of an MP4/MOV file; None for other containers, a file that cannot be
-    read as one, or one without a video track."""
+    first video track of an MP4/MOV file, times the movie's, as ffmpeg takes it; None for
+    other containers, a file that cannot be read as one, or one without a video track."""
     path = Path(path)
     if path.suffix.lower() not in ISO_EXTS:
         return None
@@ -49,6 +49,9 @@ def display_matrix(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
             moov = _find_box(f, 0, size, b"moov")
             if moov is None:
                 return None
+            # version/flags, times, time scale, duration (both 64-bit in version 1), rate,
+            # volume, reserved: the matrix follows
+            movie = _matrix(f, _find_box(f, *moov, b"mvhd"), 36, 48) or _IDENTITY
             for trak in _boxes(f, *moov, b"trak"):
                 mdia = _find_box(f, *trak, b"mdia")
                 hdlr = mdia and _find_box(f, *mdia, b"hdlr")
@@ -57,19 +60,39 @@ def display_matrix(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
                 f.seek(hdlr[0] + 8)
                 if f.read(4) != b"vide":
                     continue
-                tkhd = _find_box(f, *trak, b"tkhd")
-                if tkhd is None:
-                    return None
-                f.seek(tkhd[0])
-                version = f.read(1)
                 # version/flags, then times, track id, duration (64-bit in version 1),
                 # reserved, layer, group, volume, reserved: the matrix follows.
-                f.seek(tkhd[0] + (52 if version == b"\x01" else 40))
-                data = f.read(36)
-                return struct.unpack(">9i", data) if len(data) == 36 else None
+                track = _matrix(f, _find_box(f, *trak, b"tkhd"), 40, 52)
+                return _times(track, movie) if track else None
             return None
     except (OSError, struct.error):
         return None
+
+
+_IDENTITY = (65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)
+
+
+def _matrix(f, box: Optional[tuple[int, int]], at: int, at_v1: int
+            ) -> Optional[tuple[int, ...]]:
+    """The matrix `at` bytes into the header `box` (`at_v1` in its version 1); None where the
+    box is missing or too short to hold one."""
+    if box is None:
+        return None
+    f.seek(box[0])
+    offset = at_v1 if f.read(1) == b"\x01" else at
+    if box[1] - box[0] < offset + 36:
+        return None
+    f.seek(box[0] + offset)
+    data = f.read(36)
+    return struct.unpack(">9i", data) if len(data) == 36 else None
+
+
+def _times(track: tuple[int, ...], movie: tuple[int, ...]) -> tuple[int, ...]:
+    """`track` times `movie`, in their fixed points (16.16, and 2.30 in the last column), as
+    ffmpeg's MOV reader combines a track's matrix with the movie's."""
+    shift = (16, 16, 30)
+    return tuple(sum(track[3 * i + e] * movie[3 * e + j] >> shift[e] for e in range(3))
+                 for i in range(3) for j in range(3))
 
 
 def _rotation(m: tuple[int, ...]) -> float:

@@ -5,6 +5,7 @@ mirror. OpenCV applies the turn only, and a mirrored matrix made it turn the pic
 as players, shows them: by `sharpen run` and by `labels`, which saves the frames it labels."""
 from __future__ import annotations
 
+import struct
 import subprocess
 from pathlib import Path
 
@@ -162,6 +163,36 @@ def _no_turn(clip: Path) -> cv2.VideoCapture:
     cap = cv2.VideoCapture(str(clip))
     cap.set(cv2.CAP_PROP_ORIENTATION_AUTO, 0)
     return cap
+
+
+def _movie_mirrored(clip: Path, path: Path) -> Path:
+    """`clip` with its movie header's (`mvhd`) matrix a mirror, as some editors write it:
+    ffmpeg shows a track by its own matrix times the movie's (no option of ffmpeg's writes
+    it: the bytes are set)."""
+    data = bytearray(clip.read_bytes())
+    at = data.find(b"mvhd") + 4
+    assert data[at] == 0   # version 0: the matrix 36 bytes into the box
+    data[at + 36:at + 72] = struct.pack(">9i", -65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("flips", [(), ("hflip",)])
+def test_a_movie_headers_mirror_is_shown_as_players_do(tmp_path, ffmpeg, plain, flips,
+                                                       capsys):
+    """The track's matrix alone was read: a mirrored movie over a plain track was turned
+    upside down, and over a mirrored track, which players show as stored, mirrored."""
+    clip = _movie_mirrored(_tagged(ffmpeg, plain, tmp_path / "track.mp4", 0, flips),
+                           tmp_path / "phone.mp4")
+    model = one_op_model(tmp_path / "identity.onnx", "Identity", ["input"], {})
+    out = tmp_path / "frames"
+    assert run_cli(["run", "--model", str(model), "--source", str(clip), "--out", str(out),
+                    "--quiet"]) == 0, capsys.readouterr().err
+    played = _as_played(ffmpeg, clip)
+    got = [cv2.imread(str(p)) for p in sorted(out.glob("*.png"))]
+    assert len(got) == len(played) == N
+    diffs = [float(np.abs(a.astype(int) - b).mean()) for a, b in zip(got, played)]
+    assert all(_close(a, b) for a, b in zip(got, played)), diffs
 
 # --- HDR ---------------------------------------------------------------------------------------
 
