@@ -65,7 +65,8 @@ def hdr_transfer(path: str | os.PathLike) -> Optional[str]:
     another container, or no `colr` box). No ffmpeg is asked: its probe before the first frame
     would cost every run a process, and wait on a file share that stopped answering."""
     path = Path(path)
-    if path.suffix.lower() not in ISO_EXTS:
+    # A file only: a named pipe's bytes are OpenCV's (runtime/orientation.py)
+    if path.suffix.lower() not in ISO_EXTS or not path.is_file():
         return None
     transfer = _colr_transfer(path)
     return TRANSFERS.get(transfer) if transfer is not None else None

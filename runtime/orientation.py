@@ -41,7 +41,9 @@ def display_matrix(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
     first video track of an MP4/MOV file, times the movie's, as ffmpeg takes it; None for
     other containers, a file that cannot be read as one, or one without a video track."""
     path = Path(path)
-    if path.suffix.lower() not in ISO_EXTS:
+    # A file only: a named pipe's bytes are OpenCV's to read, and opened again it waits for a
+    # writer that may have gone.
+    if path.suffix.lower() not in ISO_EXTS or not path.is_file():
         return None
     try:
         with open(path, "rb") as f:

@@ -5,15 +5,17 @@ mirror. OpenCV applies the turn only, and a mirrored matrix made it turn the pic
 as players, shows them: by `sharpen run` and by `labels`, which saves the frames it labels."""
 from __future__ import annotations
 
+import os
 import struct
 import subprocess
+import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from runtime_fixtures import ffmpeg_or_skip, one_op_model, run_cli
+from runtime_fixtures import ffmpeg_or_skip, one_op_model, run_cli, run_cli_subprocess
 
 W, H, N = 64, 48, 3
 
@@ -193,6 +195,33 @@ def test_a_movie_headers_mirror_is_shown_as_players_do(tmp_path, ffmpeg, plain, 
     assert len(got) == len(played) == N
     diffs = [float(np.abs(a.astype(int) - b).mean()) for a, b in zip(got, played)]
     assert all(_close(a, b) for a, b in zip(got, played)), diffs
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="named pipes")
+def test_a_clip_given_through_a_named_pipe_is_read_once(tmp_path, ffmpeg, plain):
+    """`--source clip.mp4` may be a named pipe a program writes a faststart MP4 into, which
+    OpenCV reads as it comes. The display matrix and HDR tags are read from a file only: read
+    from the pipe, each open waited for a writer that had gone, and the run hung."""
+    fast = tmp_path / "fast.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-display_hflip", "-i", str(plain),
+                    "-c", "copy", "-movflags", "+faststart", str(fast)], check=True,
+                   timeout=60)
+    pipe = tmp_path / "phone.mp4"
+    os.mkfifo(pipe)
+
+    def feed() -> None:
+        with open(pipe, "wb") as w:
+            w.write(fast.read_bytes())
+
+    threading.Thread(target=feed, daemon=True).start()
+    model = one_op_model(tmp_path / "identity.onnx", "Identity", ["input"], {})
+    try:
+        done = run_cli_subprocess(["run", "--model", str(model), "--source", str(pipe),
+                                   "--out", str(tmp_path / "frames"), "--quiet"], timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the run hung on its named pipe")
+    assert done.returncode == 0, done.stderr
+    assert len(list((tmp_path / "frames").glob("*.png"))) == N
 
 # --- HDR ---------------------------------------------------------------------------------------
 
