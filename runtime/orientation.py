@@ -6,8 +6,10 @@ FFmpeg capture applies the turn alone (CAP_PROP_ORIENTATION_META, taken from the
 angle), so a mirrored clip came out turned where players show it mirrored: a mirror alone
 read as a half turn, the picture upside down. ffmpeg (and the players built on it) shows the
 frames by the whole matrix. `fix_for` reads an MP4/MOV's matrix from its video track's header
-(`tkhd`) and, for a mirrored one, gives what lays OpenCV's frame as ffmpeg shows it; None for
-every clip without a mirror, which costs nothing per frame.
+(`tkhd`, times the movie's `mvhd`) and, for a mirrored one, gives what lays OpenCV's frame as
+ffmpeg shows it, OpenCV's own laying seen on the first frame (`laid_by`); None for every clip
+without a mirror, which costs nothing per frame. Other containers are read as OpenCV reads
+them (an MKV that ffmpeg's remux gave a phone clip's mirror comes out turned).
 """
 from __future__ import annotations
 
