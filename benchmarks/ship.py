@@ -3,9 +3,11 @@
 A reader deciding what to deploy had to cross the quality table, the checks and a latency
 table of every size by hand. Per backend this picks, at the product's frame size, the model
 with the best held-out SSIM among those that pass their checks (the quality gate, and the
-artifact's parity) and whose median time per frame is within its budget: --cpu-target-fps on a
-CPU, --target-fps on a GPU (TensorRT, CUDA); where none is, it says why and how far the fastest
-one is from the budget.
+artifact's parity) and whose 90th-percentile time per frame is within its budget:
+--cpu-target-fps on a CPU, --target-fps on a GPU (TensorRT, CUDA); where none is, it says why
+and how far the fastest one is from the budget. The median alone passed a model at 92.6 ms
+against 100 ms whose slow frames missed the budget, a pick that flipped with machine noise: a
+stream has to hold its rate on the slow frames too.
 """
 from __future__ import annotations
 
@@ -16,7 +18,13 @@ from .latency import BACKEND_BY_KEY
 PRODUCT_SIZE = "1920x1080"
 GATES = ("ssim-ratio", "ssim-gain")
 
-HEADERS = ["backend", "precision", "ship", "median ms", "budget ms", "held-out SSIM", "why"]
+HEADERS = ["backend", "precision", "ship", "median ms", "p90 ms", "budget ms", "held-out SSIM",
+           "why"]
+RULE = ("the 90th-percentile (p90) time per frame within the budget: a stream at the target "
+        "rate then misses it on at most one frame in ten (the median passed models that miss "
+        "it on half)")
+# Where the command takes the frames from and writes them: the user's own.
+RUN_PLACEHOLDERS = "--source INPUT --out OUTPUT"
 
 
 def on_gpu(r: dict) -> bool:
@@ -45,34 +53,40 @@ def ship_section(rep: dict) -> Optional[dict]:
     checks = rep.get("checks") or []
     quality = {q["key"]: q for q in (rep.get("quality") or {}).get("rows") or []}
     real = ((rep.get("real_blur") or {}).get("pairs") or {})
+    checkpoints = {st["name"]: st.get("path") for st in settings.get("students") or []}
     out = []
     for backend in dict.fromkeys(r["backend"] for r in rows):
         mine = [r for r in rows if r["backend"] == backend]
         gpu = any(on_gpu(r) for r in mine if r["status"] == "ok") or backend.startswith("trt")
-        out.append(_backend_row(backend, mine, size, targets[gpu], gpu, checks, quality, real))
+        out.append(_backend_row(backend, mine, size, targets[gpu], gpu, checks, quality, real,
+                                settings.get("threads"), checkpoints))
     out = [r for r in out if r is not None]
     picks = [r for r in out if r["ship"]]
     # The product's frame: a pick at a smaller size may not hold there.
     note = "" if size == PRODUCT_SIZE else f"; not timed at {PRODUCT_SIZE}, the product's size"
     if picks:
-        best = max(picks, key=lambda r: (r["ssim"], -r["ms"]))
+        # A file `sharpen run` takes before a PyTorch checkpoint it refuses, whose SSIM is
+        # the FP32 export's within noise: the answer is what the user can deploy as it is.
+        best = max(picks, key=lambda r: (r["file"] is not None, r["ssim"], -r["judged_ms"]))
         answer = (f"{best['ship']} on {best['backend_label']}: held-out SSIM "
-                  f"{best['ssim']:.4f} at {best['ms']:.1f} ms per {size} frame, within "
-                  f"{budget_text(best['budget_ms'])} ms ({_target_text(best)}){note}")
+                  f"{best['ssim']:.4f}, {_times_text(best)} per {size} frame, "
+                  f"{best['judged_ms'] / best['budget_ms']:.2f}x the "
+                  f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}; "
+                  + (f"run it: {best['run']}" if best["file"] else best["run"]))
     elif slow := [r for r in out if r.get("fastest", {}).get("ssim") is not None]:
         # The nearest to its own budget: the budgets differ between CPU and GPU.
-        best = min(slow, key=lambda r: r["fastest"]["ms"] / r["budget_ms"])
+        best = min(slow, key=lambda r: r["fastest"]["judged_ms"] / r["budget_ms"])
         f = best["fastest"]
         answer = (f"nothing within its budget at {size}: of the models that pass their "
                   f"checks, the nearest, {f['model']} on {best['backend_label']}, takes "
-                  f"{f['ms']:.1f} ms per frame, {f['ms'] / best['budget_ms']:.1f}x the "
+                  f"{_times_text(f)} per frame, {f['judged_ms'] / best['budget_ms']:.1f}x the "
                   f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}")
     else:
         answer = (f"nothing: no model timed at {size} passes its checks (the quality gate "
                   f"and parity: see Checks){note}")
     return {"size": size, "target_fps": targets[True], "cpu_target_fps": targets[False],
             "ranked_by": "mean SSIM to ground truth on the held-out set (quality table)",
-            "rows": out, "answer": answer}
+            "rule": RULE, "rows": out, "answer": answer}
 
 
 def _target_text(row: dict) -> str:
@@ -81,8 +95,46 @@ def _target_text(row: dict) -> str:
                else "CPU target, --cpu-target-fps"))
 
 
+def judged(r: dict) -> tuple[float, str]:
+    """The time per frame a latency row is judged on, and what it is: its p90; the one
+    round's time where quick mode timed a slow call once; the median where the record has no
+    p90 (a report from before it was kept)."""
+    if r.get("p90_ms") is None:
+        return r["ms"], "median (no p90 recorded)"
+    if (r.get("timing") or {}).get("rounds") == 1:
+        return r["p90_ms"], "one round"
+    return r["p90_ms"], "p90"
+
+
+def _times_text(r: dict) -> str:
+    """"112.4 ms at p90 (median 92.6 ms)": the number judged first, then the median."""
+    if r["judged_on"] == "p90":
+        return f"{r['judged_ms']:.1f} ms at p90 (median {r['ms']:.1f} ms)"
+    return f"{r['judged_ms']:.1f} ms ({r['judged_on']})"
+
+
+def _times(r: dict) -> dict:
+    ms, on = judged(r)
+    return {"ms": r["ms"], "p90_ms": r.get("p90_ms"), "judged_ms": ms, "judged_on": on,
+            "rounds": (r.get("timing") or {}).get("rounds")}
+
+
+def run_command(r: dict, q: dict, gpu: bool, threads) -> tuple[Optional[str], str]:
+    """(the file, the `sharpen run` line that runs it as timed) for a latency row; a PyTorch
+    row has no file `sharpen run` takes: the line exports its checkpoint first."""
+    file = q.get("file") or r.get("file")
+    if not file:
+        ckpt = r.get("checkpoint") or r.get("student")
+        return None, (f"sharpen run takes an exported file: export it first (sharpen export "
+                      f"--weights {ckpt} --out export/)")
+    # The threads it was timed on: a run on other counts is not the speed judged here.
+    return file, (f"sharpen run --model {file} {RUN_PLACEHOLDERS}"
+                  + (f" --threads {int(threads)}" if threads and not gpu else ""))
+
+
 def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: bool,
-                 checks: list[dict], quality: dict, real: dict) -> Optional[dict]:
+                 checks: list[dict], quality: dict, real: dict,
+                 threads=None, checkpoints: Optional[dict] = None) -> Optional[dict]:
     spec = BACKEND_BY_KEY.get(backend)
     label = rows[0].get("backend_label") or backend
     at_size = [r for r in rows if r["size"] == size]
@@ -90,7 +142,9 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
     row = {"backend": backend, "backend_label": label,
            "precision": (spec.precision if spec else rows[0].get("precision") or "-"),
            "device": "GPU" if gpu else "CPU", "target_fps": target,
-           "budget_ms": round(budget, 3), "ship": None, "ms": None, "ssim": None, "why": ""}
+           "budget_ms": round(budget, 3), "ship": None, "ms": None, "p90_ms": None,
+           "judged_ms": None, "judged_on": None, "rounds": None, "ssim": None, "file": None,
+           "run": None, "why": ""}
     ok = [r for r in at_size if r["status"] == "ok" and r.get("ms") is not None]
     if not ok:
         if all(r["status"] == "skipped" for r in rows):
@@ -112,18 +166,25 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
             failing.append((r, failed))
         else:
             passing.append((r, q["ssim"]))
-    fits = [(r, s) for r, s in passing if r["ms"] <= budget]
+    fits = [(r, s) for r, s in passing if judged(r)[0] <= budget]
     not_timed = sorted({_name(r) for r in at_size if r["status"] != "ok"})
     # The models left out, each with why: a faster one failing its checks is not "slower".
     tail = "".join(f"; left out: {_name(f)} ({why})" for f, why in failing) if passing else ""
+    if fits:
+        # One whose median fits but whose slow frames do not: the reader sees why it lost.
+        tail += "".join(f"; over budget: {_name(r)} ({_times_text(_times(r))})"
+                        for r, _ in passing if judged(r)[0] > budget)
     tail += (f"; not timed at {size}: {', '.join(not_timed)} (see Latency)" if not_timed
              else "")
     if fits:
-        r, s = max(fits, key=lambda rs: (rs[1], -rs[0]["ms"]))
+        r, s = max(fits, key=lambda rs: (rs[1], -judged(rs[0])[0]))
         others = len(fits) - 1
-        row.update(ship=_name(r), ms=r["ms"], ssim=s,
-                   why=(f"best held-out SSIM of the {len(fits)} within budget" if others
-                        else "the only one within budget that passes its checks"))
+        if r.get("student") and not r.get("given") and checkpoints:
+            r = {**r, "checkpoint": checkpoints.get(r["student"])}
+        file, run = run_command(r, quality.get(_quality_key(r)) or {}, gpu, threads)
+        row.update(ship=_name(r), ssim=s, file=file, run=run, **_times(r),
+                   why=(f"best held-out SSIM of the {len(fits)} within budget at p90" if others
+                        else "the only one within budget at p90 that passes its checks"))
         if (gain := _real_gain(r, real)) is not None:
             row["real_blur_ssim_gain"] = gain
             # The real-blur sets run a student's checkpoint, but a --model file itself.
@@ -132,18 +193,20 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
         row["why"] += tail
         return row
     if passing:
-        r, s = min(passing, key=lambda rs: rs[0]["ms"])
-        row["fastest"] = {"model": _name(r), "ms": r["ms"], "ssim": s}
-        row["why"] = (f"none within {budget_text(budget)} ms; the fastest that passes its "
-                      f"checks, {_name(r)}, takes {r['ms']:.1f} ms "
-                      f"({r['ms'] / budget:.1f}x the budget)" + tail)
+        r, s = min(passing, key=lambda rs: judged(rs[0])[0])
+        row["fastest"] = {"model": _name(r), **_times(r), "ssim": s}
+        t = row["fastest"]
+        row["why"] = (f"none within {budget_text(budget)} ms at p90; the fastest that passes "
+                      f"its checks, {_name(r)}, takes {_times_text(t)}, "
+                      f"{t['judged_ms'] / budget:.1f}x the budget" + tail)
         return row
-    r = min(ok, key=lambda r: r["ms"])
+    r = min(ok, key=lambda r: judged(r)[0])
+    row["fastest"] = {"model": _name(r), **_times(r)}
+    t = row["fastest"]
     row["why"] = ("none passes its checks: " + "; ".join(
         f"{_name(f)} ({why})" for f, why in failing)
-        + f"; the fastest, {_name(r)}, takes {r['ms']:.1f} ms "
-          f"({r['ms'] / budget:.1f}x the budget)" + tail)
-    row["fastest"] = {"model": _name(r), "ms": r["ms"]}
+        + f"; the fastest, {_name(r)}, takes {_times_text(t)}, "
+          f"{t['judged_ms'] / budget:.1f}x the budget" + tail)
     return row
 
 
@@ -197,8 +260,11 @@ def _real_gain(r: dict, real: dict) -> Optional[float]:
 
 
 def table_rows(ship: dict) -> list[list[str]]:
+    def ms(v):
+        return "-" if v is None else f"{v:.1f}"
     return [[r["backend_label"], str(r["precision"]).upper(), r["ship"] or "none",
-             "-" if r["ms"] is None else f"{r['ms']:.1f}",
+             ms(r["ms"]), ms(r.get("judged_ms")) + ("" if r.get("judged_on") in (None, "p90")
+                                                     else f" ({r['judged_on']})"),
              f"{budget_text(r['budget_ms'])} ({r['target_fps']:g} fps, {r['device']})",
              "-" if r["ssim"] is None else f"{r['ssim']:.4f}", r["why"]]
             for r in ship["rows"]]

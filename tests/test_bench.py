@@ -253,10 +253,10 @@ def ship_run(env, good_run):
     return rc, json.loads((env / "ship" / "report.json").read_text())
 
 
-def _latency_ms(report: dict, student: str, backend: str) -> float:
+def _latency_ms(report: dict, student: str, backend: str, key: str = "ms") -> float:
     (row,) = [r for r in report["latency"]["rows"] if r["student"] == student
               and r["backend"] == backend and r["status"] == "ok"]
-    return row["ms"]
+    return row[key]
 
 
 def test_the_report_says_what_to_ship_on_each_backend(env, ship_run, capsys):
@@ -282,21 +282,23 @@ def test_the_report_says_what_to_ship_on_each_backend(env, ship_run, capsys):
         r = rows[backend]
         assert r["ship"] == "good", r
         assert r["ms"] == _latency_ms(report, "good", backend)
+        assert r["judged_ms"] == r["p90_ms"] == _latency_ms(report, "good", backend, "p90_ms")
         assert r["ssim"] == quality[f"good/{fmt}"]
         assert "left out: bad (quality gate failed: SSIM " in r["why"], r["why"]
-    best = max(rows.values(), key=lambda r: (r["ssim"], -r["ms"]))
-    assert ship["answer"].startswith(f"good on {best['backend_label']}: held-out SSIM "
-                                     f"{best['ssim']:.4f} at {best['ms']:.1f} ms per 160x96 "
-                                     "frame, within 1000.0 ms (1 fps, the CPU target, "
-                                     "--cpu-target-fps); not timed at 1920x1080, the product's "
-                                     "size"), ship["answer"]
+    best = rows["ort-fp32"]   # a file `sharpen run` takes, before PyTorch's checkpoint
+    assert ship["answer"] == (f"good on {best['backend_label']}: held-out SSIM "
+                              f"{best['ssim']:.4f}, {best['p90_ms']:.1f} ms at p90 (median "
+                              f"{best['ms']:.1f} ms) per 160x96 frame, "
+                              f"{best['p90_ms'] / 1000:.2f}x the 1000.0 ms budget (1 fps, "
+                              "the CPU target, --cpu-target-fps); not timed at 1920x1080, the "
+                              f"product's size; run it: {best['run']}"), ship["answer"]
     md = (env / "ship" / "report.md").read_text()
     assert md == render_markdown(report)
     assert md.index("## What to ship") < md.index("## Checks")
     assert f"**Answer:** {ship['answer']}." in md
     for r in rows.values():
-        assert (f"| {r['backend_label']} | FP32 | good | {r['ms']:.1f} | 1000.0 (1 fps, CPU) | "
-                f"{r['ssim']:.4f} | " in md), md
+        assert (f"| {r['backend_label']} | FP32 | good | {r['ms']:.1f} | {r['p90_ms']:.1f} | "
+                f"1000.0 (1 fps, CPU) | {r['ssim']:.4f} | " in md), md
     capsys.readouterr()
     _print_summary(report)
     term = capsys.readouterr().out
@@ -315,15 +317,19 @@ def test_what_to_ship_says_how_far_the_fastest_is_from_the_budget(ship_run, caps
     report["settings"]["cpu_target_fps"] = 100000.0   # 0.01 ms per frame: nothing is that fast
     ship = ship_section(report)
     assert all(r["ship"] is None for r in ship["rows"]), ship["rows"]
-    fastest = min(ship["rows"], key=lambda r: r["fastest"]["ms"])
+    fastest = min(ship["rows"], key=lambda r: r["fastest"]["judged_ms"])
     ms = _latency_ms(report, "good", fastest["backend"])
-    assert fastest["fastest"] == {"model": "good", "ms": ms, "ssim": fastest["fastest"]["ssim"]}
+    p90 = _latency_ms(report, "good", fastest["backend"], "p90_ms")
+    assert fastest["fastest"] == {"model": "good", "ms": ms, "p90_ms": p90, "judged_ms": p90,
+                                  "judged_on": "p90", "rounds": fastest["fastest"]["rounds"],
+                                  "ssim": fastest["fastest"]["ssim"]}
     assert ship["answer"] == (
         "nothing within its budget at 160x96: of the models that pass their checks, the "
-        f"nearest, good on {fastest['backend_label']}, takes {ms:.1f} ms per frame, "
-        f"{ms / 0.01:.1f}x the 0.01 ms budget (100000 fps, the CPU target, --cpu-target-fps); "
-        "not timed at 1920x1080, the product's size")
-    assert f"none within 0.01 ms; the fastest that passes its checks, good, takes {ms:.1f} " \
+        f"nearest, good on {fastest['backend_label']}, takes {p90:.1f} ms at p90 (median "
+        f"{ms:.1f} ms) per frame, {p90 / 0.01:.1f}x the 0.01 ms budget (100000 fps, the CPU "
+        "target, --cpu-target-fps); not timed at 1920x1080, the product's size")
+    assert (f"none within 0.01 ms at p90; the fastest that passes its checks, good, takes "
+            f"{p90:.1f} ms at p90 (median {ms:.1f} ms), {p90 / 0.01:.1f}x the budget") \
         in fastest["why"]
     report["ship"] = ship
     capsys.readouterr()
@@ -371,6 +377,154 @@ def test_what_to_ship_judges_a_cpu_backend_on_the_cpu_target(env, ship_run, good
     assert (rows["ort-fp32"]["device"], rows["ort-fp32"]["ship"]) == ("GPU", "good"), rows
     assert (rows["pytorch"]["device"], rows["pytorch"]["ship"]) == ("CPU", None), rows
     assert on_gpu({"backend": "trt-fp16", "provider": None})
+
+
+def _timed_as(report: dict, backend: str, median: float, p90: float, rounds: int = 12) -> None:
+    """The good student's row on `backend` as a loaded machine times it: a median and a p90
+    (the record stays the run's own; only its times are set, for a budget to fall between)."""
+    for r in report["latency"]["rows"]:
+        if r.get("student") == "good" and r["backend"] == backend and r["status"] == "ok":
+            r.update(ms=median, p90_ms=p90)
+            r["timing"].update(median_ms=median, p90_ms=p90, rounds=rounds)
+
+
+def test_what_to_ship_judges_the_p90_time_not_the_median(ship_run, capsys):
+    """The pick judged the median with no margin: the demo shipped TFLite FP16 at 92.6 ms
+    median against a 100 ms budget over INT8 at 34.5 ms, a pick that flips with machine noise
+    and misses the budget on its slow frames. A model ships on a backend where its p90 is
+    within the budget; one whose median alone is, is named as over it, with both numbers."""
+    from benchmarks.cli import _print_summary
+    from benchmarks.markdown import render_markdown
+    from benchmarks.ship import ship_section
+
+    _, report = ship_run
+    report = json.loads(json.dumps(report))
+    report["settings"]["cpu_target_fps"] = 10.0   # 100 ms per frame
+    _timed_as(report, "ort-fp32", 92.6, 112.4)
+    _timed_as(report, "pytorch", 34.5, 41.2)
+    # the slower one has the better SSIM: the median's rule picked it
+    for q in report["quality"]["rows"]:
+        if q["key"] == "good/onnx":
+            q["ssim"] += 0.01
+    ship = ship_section(report)
+    rows = {r["backend"]: r for r in ship["rows"]}
+    assert rows["ort-fp32"]["ship"] is None, rows["ort-fp32"]
+    assert rows["ort-fp32"]["why"].startswith(
+        "none within 100.0 ms at p90; the fastest that passes its checks, good, takes 112.4 ms "
+        "at p90 (median 92.6 ms), 1.1x the budget"), rows["ort-fp32"]["why"]
+    pick = rows["pytorch"]
+    assert (pick["ship"], pick["ms"], pick["p90_ms"], pick["judged_ms"], pick["judged_on"],
+            pick["rounds"]) == ("good", 34.5, 41.2, 41.2, "p90", 12), pick
+    assert ship["answer"].startswith(
+        f"good on PyTorch eager: held-out SSIM {pick['ssim']:.4f}, 41.2 ms at p90 (median "
+        "34.5 ms) per 160x96 frame, 0.41x the 100.0 ms budget (10 fps, the CPU target, "
+        "--cpu-target-fps)"), ship["answer"]
+    assert "p90" in ship["rule"] and "one frame in ten" in ship["rule"], ship["rule"]
+    # every surface says the same: the table's columns, the rule, the answer
+    report["ship"] = ship
+    md = render_markdown(report)
+    assert f"**Answer:** {ship['answer']}." in md
+    assert "whose 90th-percentile (p90) time per frame is within its budget" in md, md
+    assert (f"| PyTorch eager | FP32 | good | 34.5 | 41.2 | 100.0 (10 fps, CPU) | "
+            f"{pick['ssim']:.4f} | ") in md, md
+    assert "| ONNX Runtime FP32 | FP32 | none | - | - | 100.0 (10 fps, CPU) | - | none within " \
+        "100.0 ms at p90" in md, md
+    capsys.readouterr()
+    _print_summary(report)
+    term = capsys.readouterr().out
+    assert f"what to ship: {ship['answer']}" in term.splitlines()
+    assert "p90 ms" in term
+    # both within the budget at p90: the better SSIM ships, the other named as within too
+    _timed_as(report, "ort-fp32", 82.0, 96.0)
+    ship = ship_section(report)
+    assert {r["backend"]: r["ship"] for r in ship["rows"]} == {"ort-fp32": "good",
+                                                               "pytorch": "good"}
+    assert ship["answer"].startswith("good on ONNX Runtime FP32: "), ship["answer"]
+    # a slow model timed once (quick mode): its one time is judged, and said to be one
+    _timed_as(report, "ort-fp32", 2500.0, 2500.0, rounds=1)
+    report["settings"]["cpu_target_fps"] = 0.1
+    row = next(r for r in ship_section(report)["rows"] if r["backend"] == "ort-fp32")
+    assert (row["ship"], row["judged_on"]) == ("good", "one round"), row
+
+
+def test_a_median_fit_over_budget_at_p90_is_named_beside_the_pick(ship_run):
+    """Where one model ships on a backend and another fits on its median alone, the row says
+    so with both of its times: the reader justifying the pick sees why the other lost."""
+    from benchmarks.ship import _backend_row
+
+    _, report = ship_run
+    report = json.loads(json.dumps(report))
+    rows = [r for r in report["latency"]["rows"] if r["backend"] == "ort-fp32"
+            and r.get("student") == "good"]
+    other = json.loads(json.dumps(rows[0]))
+    other.update(given="faster-but-jittery", ms=60.0, p90_ms=130.0)
+    other["timing"].update(median_ms=60.0, p90_ms=130.0)
+    rows[0].update(ms=70.0, p90_ms=80.0)
+    rows[0]["timing"].update(median_ms=70.0, p90_ms=80.0)
+    quality = {q["key"]: q for q in report["quality"]["rows"]}
+    quality["faster-but-jittery"] = dict(quality["good/onnx"], ssim=quality["good/onnx"]["ssim"]
+                                         + 0.01, key="faster-but-jittery")
+    checks = report["checks"] + [{"check": "ssim-ratio", "model": "faster-but-jittery",
+                                  "passed": True}]
+    row = _backend_row("ort-fp32", rows + [other], "160x96", 10.0, False, checks, quality, {})
+    assert row["ship"] == "good", row
+    assert "; over budget: faster-but-jittery (130.0 ms at p90 (median 60.0 ms))" in row["why"]
+
+
+def test_what_to_ship_names_the_file_and_the_command_that_runs_it(env, ship_run, tmp_path):
+    """The answer named a model ("good on ONNX Runtime FP32") but not the file: the artifact
+    the bench timed sits in its cache under a hash, and a PyTorch pick is no file `sharpen
+    run` takes. Each pick now carries its file and the `sharpen run` line (on the threads it
+    was timed on); the answer names a file the runtime takes before a checkpoint it refuses,
+    and that line runs."""
+    from benchmarks.ship import ship_section
+    from runtime.cli import main as run_main
+
+    _, report = ship_run
+    report = json.loads(json.dumps(report))
+    report["settings"]["threads"] = 1
+    for q in report["quality"]["rows"]:   # PyTorch scoring higher does not make it the answer
+        if q["key"] == "good/pytorch":
+            q["ssim"] += 0.01
+    ship = ship_section(report)
+    rows = {r["backend"]: r for r in ship["rows"]}
+    onnx = next(q for q in report["quality"]["rows"] if q["key"] == "good/onnx")
+    assert rows["ort-fp32"]["file"] == onnx["file"] and Path(onnx["file"]).is_file(), onnx
+    line = f"sharpen run --model {onnx['file']} --source INPUT --out OUTPUT --threads 1"
+    assert rows["ort-fp32"]["run"] == line, rows["ort-fp32"]
+    assert rows["pytorch"]["file"] is None
+    assert rows["pytorch"]["run"] == (
+        "sharpen run takes an exported file: export it first (sharpen export --weights "
+        f"{env / 'student-good.pt'} --out export/)"), rows["pytorch"]
+    assert ship["answer"].startswith("good on ONNX Runtime FP32: "), ship["answer"]
+    assert ship["answer"].endswith(f"; run it: {line}"), ship["answer"]
+    src = env / "pairs" / "input" / "astronaut.png"
+    argv = shlex.split(line)[1:]
+    argv[argv.index("INPUT")], argv[argv.index("OUTPUT")] = str(src), str(tmp_path / "o.png")
+    assert run_main(argv) == 0
+    assert read_image(tmp_path / "o.png").shape == read_image(src).shape
+
+
+def test_a_model_failing_parity_is_never_what_to_ship(ship_run):
+    """However fast and however good its SSIM, an artifact whose parity failed is no pick:
+    its backend says none passes, with the failed check, and the answer names another."""
+    from benchmarks.ship import ship_section
+
+    _, report = ship_run
+    report = json.loads(json.dumps(report))
+    _timed_as(report, "ort-fp32", 1.0, 1.0)
+    for q in report["quality"]["rows"]:
+        if q["key"] == "good/onnx":
+            q["ssim"] += 0.5
+    for c in report["checks"]:
+        if c["check"] == "parity" and c["model"] == "good/onnx":
+            c["passed"] = False
+    ship = ship_section(report)
+    rows = {r["backend"]: r for r in ship["rows"]}
+    assert rows["ort-fp32"]["ship"] is None, rows["ort-fp32"]
+    assert rows["ort-fp32"]["why"].startswith("none passes its checks: good (parity failed: ")
+    assert rows["pytorch"]["ship"] == "good"
+    assert ship["answer"].startswith("good on PyTorch eager: "), ship["answer"]
 
 
 def test_the_report_says_the_held_out_set_is_synthetic_blur(env, good_run, capsys):
