@@ -90,7 +90,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     from runtime.host import default_threads
     from runtime.pipeline import StreamInterrupted
 
-    from .machine import blas_threads, sgemm_peak_gmacs
+    from .machine import blas_threads, load_average, machine_load, sgemm_peak_gmacs
 
     result = {"rows": rows, "stream": streams,
               "settings": {"sizes": [size_label(s) for s in sizes], "target_fps": target,
@@ -153,6 +153,8 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     gmac = {k: g for k, (g, _) in budget.items()}
     too_big = _too_big(measured, sizes, budget, m.get("max_activation_gb"))
     cases = [(st, spec) for st in students for spec in BACKENDS]
+    # Other processes on the CPU slow every timing below: the pick they lead to says so.
+    load_before = load_average()
     bar = _bar((len(cases) + len(models)) * len(sizes), "latency", opts.quiet)
     try:
         for st, spec in cases:
@@ -216,6 +218,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                         opts.threads, rows, bar)
     finally:   # on Ctrl-C too: the bar's line is cleared before the last words
         bar(0, close=True)
+    result["settings"]["load"] = machine_load(load_before)
 
     # ---- streaming pipeline over a generated video (ONNX Runtime FP32 model)
     if m["stream_frames"]:

@@ -58,6 +58,37 @@ def _windows_peak_mb() -> float | None:
     return round(counters.PeakWorkingSetSize / (1024 * 1024), 1)
 
 
+def load_average() -> Optional[float]:
+    """The machine's 1-minute load average (runnable threads, every process's); None where
+    the system keeps none (Windows)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def machine_load(before: Optional[float]) -> Optional[dict]:
+    """The load average before and after the timings, against the machine's cores (the load
+    counts the whole machine's, not this process's share of them); None where unknown."""
+    after = load_average()
+    if before is None or after is None:
+        return None
+    return {"before": before, "after": after, "cores": os.cpu_count() or 1}
+
+
+def busy_text(load: Optional[dict]) -> Optional[str]:
+    """What to say of timings taken while other processes wanted the CPU: more runnable
+    threads than cores, beyond half a core of slack for the bench's own; None otherwise."""
+    if not load:
+        return None
+    worst = max(load["before"], load["after"])
+    if worst <= load["cores"] + 0.5:
+        return None
+    return (f"timed on a busy machine: load average {worst:g} (1 min) on {load['cores']} "
+            "cores, other processes took CPU time from these timings; rerun on a quiet machine "
+            "before deciding")
+
+
 def sgemm_peak_gmacs(n: int = 1024, rounds: int = 8) -> float:
     """Measured FP32 matrix-multiply rate of this CPU (numpy's BLAS, all cores), in GMAC/s: the
     best of `rounds` n x n products. A student's rate over this says how much of the machine it

@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Optional
 
 from .latency import BACKEND_BY_KEY
+from .machine import busy_text
 
 PRODUCT_SIZE = "1920x1080"
 GATES = ("ssim-ratio", "ssim-gain")
@@ -64,6 +65,9 @@ def ship_section(rep: dict) -> Optional[dict]:
     picks = [r for r in out if r["ship"]]
     # The product's frame: a pick at a smaller size may not hold there.
     note = "" if size == PRODUCT_SIZE else f"; not timed at {PRODUCT_SIZE}, the product's size"
+    # Said before the `sharpen run` line, which ends the answer for a reader to copy.
+    busy = busy_text((lat.get("settings") or {}).get("load"))
+    note += f"; {busy}" if busy else ""
     if picks:
         # A file `sharpen run` takes before a PyTorch checkpoint it refuses, whose SSIM is
         # the FP32 export's within noise: the answer is what the user can deploy as it is.
@@ -86,7 +90,7 @@ def ship_section(rep: dict) -> Optional[dict]:
                   f"and parity: see Checks){note}")
     return {"size": size, "target_fps": targets[True], "cpu_target_fps": targets[False],
             "ranked_by": "mean SSIM to ground truth on the held-out set (quality table)",
-            "rule": RULE, "rows": out, "answer": answer}
+            "rule": RULE, "busy": busy, "rows": out, "answer": answer}
 
 
 def _target_text(row: dict) -> str:
