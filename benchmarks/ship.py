@@ -282,5 +282,6 @@ def budgets_text(ship: dict) -> str:
 
 
 def title(ship: dict) -> str:
-    return (f"what to ship at {ship['size']} (budget {budgets_text(ship)}; lower ms and higher "
-            "SSIM are better)")
+    # The terminal has no paragraph for the rule: its title says what the pick was judged on.
+    return (f"what to ship at {ship['size']} (p90 time per frame within the budget: "
+            f"{budgets_text(ship)}; lower ms and higher SSIM are better)")
