@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from runtime.console import shell_join
+
 from .latency import BACKEND_BY_KEY
 from .machine import busy_text
 
@@ -25,7 +27,7 @@ RULE = ("the 90th-percentile (p90) time per frame within the budget: a stream at
         "rate then misses it on at most one frame in ten (the median passed models that miss "
         "it on half)")
 # Where the command takes the frames from and writes them: the user's own.
-RUN_PLACEHOLDERS = "--source INPUT --out OUTPUT"
+RUN_PLACEHOLDERS = ("--source", "INPUT", "--out", "OUTPUT")
 
 
 def on_gpu(r: dict) -> bool:
@@ -126,14 +128,16 @@ def _times(r: dict) -> dict:
 def run_command(r: dict, q: dict, gpu: bool, threads) -> tuple[Optional[str], str]:
     """(the file, the `sharpen run` line that runs it as timed) for a latency row; a PyTorch
     row has no file `sharpen run` takes: the line exports its checkpoint first."""
+    # Quoted for this system's shell: the cache or a --model file may sit under a folder with
+    # a space (C:\Users\Jane Doe), and the line is for pasting.
     file = q.get("file") or r.get("file")
     if not file:
         ckpt = r.get("checkpoint") or r.get("student")
-        return None, (f"sharpen run takes an exported file: export it first (sharpen export "
-                      f"--weights {ckpt} --out export/)")
+        export = shell_join(["sharpen", "export", "--weights", str(ckpt), "--out", "export/"])
+        return None, f"sharpen run takes an exported file: export it first ({export})"
     # The threads it was timed on: a run on other counts is not the speed judged here.
-    return file, (f"sharpen run --model {file} {RUN_PLACEHOLDERS}"
-                  + (f" --threads {int(threads)}" if threads and not gpu else ""))
+    return file, shell_join(["sharpen", "run", "--model", str(file), *RUN_PLACEHOLDERS]
+                            + (["--threads", str(int(threads))] if threads and not gpu else []))
 
 
 def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: bool,

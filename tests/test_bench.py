@@ -517,6 +517,39 @@ def test_what_to_ship_names_the_file_and_the_command_that_runs_it(env, ship_run,
     assert read_image(tmp_path / "o.png").shape == read_image(src).shape
 
 
+def test_the_run_line_of_what_to_ship_is_quoted_for_the_shell(env, ship_run, tmp_path):
+    """The `sharpen run` line put the file in unquoted: a cache or --model file under a
+    folder with a space (C:\\Users\\Jane Doe) pasted as two words, and `sharpen run` found no
+    file. The line is quoted for the shell, runs as pasted, and so is the export line of a
+    checkpoint under such a folder."""
+    from benchmarks.ship import ship_section
+    from runtime.cli import main as run_main
+
+    _, report = ship_run
+    report = _unloaded(report)
+    folder = tmp_path / "my models & co"
+    folder.mkdir()
+    for q in report["quality"]["rows"]:
+        if q["key"] == "good/onnx":
+            q["file"] = str(shutil.copy(q["file"], folder / Path(q["file"]).name))
+    ckpt = tmp_path / "my students" / "student-good.pt"
+    ckpt.parent.mkdir()
+    for st in report["settings"]["students"]:
+        if st["name"] == "good":
+            st["path"] = str(ckpt)
+    rows = {r["backend"]: r for r in ship_section(report)["rows"]}
+    line = rows["ort-fp32"]["run"]
+    argv = shlex.split(line)
+    assert argv[:4] == ["sharpen", "run", "--model", rows["ort-fp32"]["file"]], line
+    src = env / "pairs" / "input" / "astronaut.png"
+    argv[argv.index("INPUT")], argv[argv.index("OUTPUT")] = str(src), str(tmp_path / "o.png")
+    assert run_main(argv[1:]) == 0
+    assert read_image(tmp_path / "o.png").shape == read_image(src).shape
+    export = rows["pytorch"]["run"].split("export it first (", 1)[1].rstrip(")")
+    assert shlex.split(export) == ["sharpen", "export", "--weights", str(ckpt), "--out",
+                                   "export/"], rows["pytorch"]["run"]
+
+
 def test_a_model_failing_parity_is_never_what_to_ship(ship_run):
     """However fast and however good its SSIM, an artifact whose parity failed is no pick:
     its backend says none passes, with the failed check, and the answer names another."""
