@@ -57,18 +57,23 @@ def ship_section(rep: dict) -> Optional[dict]:
     quality = {q["key"]: q for q in (rep.get("quality") or {}).get("rows") or []}
     real = ((rep.get("real_blur") or {}).get("pairs") or {})
     checkpoints = {st["name"]: st.get("path") for st in settings.get("students") or []}
+    # What the backends ran on: --threads, else OMP_NUM_THREADS's, which the shell pasting
+    # the line may not set (a report from before it was kept: --threads).
+    lat_set = lat.get("settings") or {}
+    threads = (lat_set["runtime_threads"] if "runtime_threads" in lat_set
+               else settings.get("threads"))
     out = []
     for backend in dict.fromkeys(r["backend"] for r in rows):
         mine = [r for r in rows if r["backend"] == backend]
         gpu = any(on_gpu(r) for r in mine if r["status"] == "ok") or backend.startswith("trt")
         out.append(_backend_row(backend, mine, size, targets[gpu], gpu, checks, quality, real,
-                                settings.get("threads"), checkpoints))
+                                threads, checkpoints))
     out = [r for r in out if r is not None]
     picks = [r for r in out if r["ship"]]
     # The product's frame: a pick at a smaller size may not hold there.
     note = "" if size == PRODUCT_SIZE else f"; not timed at {PRODUCT_SIZE}, the product's size"
     # Said before the `sharpen run` line, which ends the answer for a reader to copy.
-    busy = busy_text((lat.get("settings") or {}).get("load"))
+    busy = busy_text(lat_set.get("load"))
     note += f"; {busy}" if busy else ""
     if picks:
         # A file `sharpen run` takes before a PyTorch checkpoint it refuses, whose SSIM is

@@ -550,6 +550,29 @@ def test_the_run_line_of_what_to_ship_is_quoted_for_the_shell(env, ship_run, tmp
                                    "export/"], rows["pytorch"]["run"]
 
 
+def test_the_run_line_of_what_to_ship_has_the_threads_the_bench_ran_on(ship_run):
+    """The run line took --threads from the bench's own option alone: a bench run under
+    OMP_NUM_THREADS=1 (the backends' thread count where --threads is not given) timed every
+    backend on one thread, and its line ran on the engine's default, every core, where the
+    shell pasting it has no OMP_NUM_THREADS: not the speed judged."""
+    from benchmarks.ship import ship_section
+
+    _, report = ship_run
+    report = _unloaded(report)
+    report["settings"]["threads"] = 0                        # no --threads
+    report["latency"]["settings"]["runtime_threads"] = 1     # OMP_NUM_THREADS=1's
+    rows = {r["backend"]: r for r in ship_section(report)["rows"]}
+    assert rows["ort-fp32"]["run"].endswith(" --threads 1"), rows["ort-fp32"]["run"]
+    report["latency"]["settings"]["runtime_threads"] = None   # the engines' own default
+    rows = {r["backend"]: r for r in ship_section(report)["rows"]}
+    assert "--threads" not in rows["ort-fp32"]["run"], rows["ort-fp32"]["run"]
+    # a report from before runtime_threads was kept: --threads, as the bench took it
+    del report["latency"]["settings"]["runtime_threads"]
+    report["settings"]["threads"] = 3
+    rows = {r["backend"]: r for r in ship_section(report)["rows"]}
+    assert rows["ort-fp32"]["run"].endswith(" --threads 3"), rows["ort-fp32"]["run"]
+
+
 def test_a_model_failing_parity_is_never_what_to_ship(ship_run):
     """However fast and however good its SSIM, an artifact whose parity failed is no pick:
     its backend says none passes, with the failed check, and the answer names another."""
