@@ -26,6 +26,8 @@ HEADERS = ["backend", "precision", "ship", "median ms", "p90 ms", "budget ms", "
 RULE = ("the 90th-percentile (p90) time per frame within the budget: a stream at the target "
         "rate then misses it on at most one frame in ten (the median passed models that miss "
         "it on half)")
+# What a row from a report without p90 is judged on (read back, it is judged anew).
+NO_P90 = "median (no p90 recorded)"
 # Where the command takes the frames from and writes them: the user's own.
 RUN_PLACEHOLDERS = ("--source", "INPUT", "--out", "OUTPUT")
 
@@ -111,7 +113,7 @@ def judged(r: dict) -> tuple[float, str]:
     round's time where quick mode timed a slow call once; the median where the record has no
     p90 (a report from before it was kept)."""
     if r.get("p90_ms") is None:
-        return r["ms"], "median (no p90 recorded)"
+        return r["ms"], NO_P90
     if (r.get("timing") or {}).get("rounds") == 1:
         return r["p90_ms"], "one round"
     return r["p90_ms"], "p90"
@@ -121,7 +123,17 @@ def _times_text(r: dict) -> str:
     """"112.4 ms at p90 (median 92.6 ms)": the number judged first, then the median."""
     if r["judged_on"] == "p90":
         return f"{r['judged_ms']:.1f} ms at p90 (median {r['ms']:.1f} ms)"
-    return f"{r['judged_ms']:.1f} ms ({r['judged_on']})"
+    on = "median; no p90 recorded" if r["judged_on"] == NO_P90 else r["judged_on"]
+    return f"{r['judged_ms']:.1f} ms ({on})"
+
+
+def _at(rows) -> str:
+    """The time a set of rows was judged on, for the why: "at p90", but the median where a
+    report from before the p90 was kept has none."""
+    ons = {judged(r)[1] for r in rows}
+    if NO_P90 not in ons:
+        return "at p90"
+    return f"on the {NO_P90}" if ons == {NO_P90} else "at p90 (the median where none is recorded)"
 
 
 def _times(r: dict) -> dict:
@@ -190,14 +202,16 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
     tail += (f"; not timed at {size}: {', '.join(not_timed)} (see Latency)" if not_timed
              else "")
     if fits:
+        fits_r = [f for f, _ in fits]
         r, s = max(fits, key=lambda rs: (rs[1], -judged(rs[0])[0]))
         others = len(fits) - 1
         if r.get("student") and not r.get("given") and checkpoints:
             r = {**r, "checkpoint": checkpoints.get(r["student"])}
         file, run = run_command(r, quality.get(_quality_key(r)) or {}, gpu, threads)
         row.update(ship=_name(r), ssim=s, file=file, run=run, **_times(r),
-                   why=(f"best held-out SSIM of the {len(fits)} within budget at p90" if others
-                        else "the only one within budget at p90 that passes its checks"))
+                   why=(f"best held-out SSIM of the {len(fits)} within budget {_at(fits_r)}"
+                        if others else
+                        f"the only one within budget {_at(fits_r)} that passes its checks"))
         if (gain := _real_gain(r, real)) is not None:
             row["real_blur_ssim_gain"] = gain
             # The real-blur sets run a student's checkpoint, but a --model file itself.
@@ -209,7 +223,8 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
         r, s = min(passing, key=lambda rs: judged(rs[0])[0])
         row["fastest"] = {"model": _name(r), **_times(r), "ssim": s}
         t = row["fastest"]
-        row["why"] = (f"none within {budget_text(budget)} ms at p90; the fastest that passes "
+        row["why"] = (f"none within {budget_text(budget)} ms {_at(f for f, _ in passing)}; "
+                      "the fastest that passes "
                       f"its checks, {_name(r)}, takes {_times_text(t)}, "
                       f"{t['judged_ms'] / budget:.1f}x the budget" + tail)
         return row
@@ -276,8 +291,9 @@ def table_rows(ship: dict) -> list[list[str]]:
     def ms(v):
         return "-" if v is None else f"{v:.1f}"
     return [[r["backend_label"], str(r["precision"]).upper(), r["ship"] or "none",
-             ms(r["ms"]), ms(r.get("judged_ms")) + ("" if r.get("judged_on") in (None, "p90")
-                                                     else f" ({r['judged_on']})"),
+             ms(r["ms"]), ("-" if r.get("judged_on") == NO_P90 else ms(r.get("judged_ms"))
+                           + ("" if r.get("judged_on") in (None, "p90")
+                              else f" ({r['judged_on']})")),
              f"{budget_text(r['budget_ms'])} ({r['target_fps']:g} fps, {r['device']})",
              "-" if r["ssim"] is None else f"{r['ssim']:.4f}", r["why"]]
             for r in ship["rows"]]

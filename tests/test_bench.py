@@ -573,6 +573,32 @@ def test_the_run_line_of_what_to_ship_has_the_threads_the_bench_ran_on(ship_run)
     assert rows["ort-fp32"]["run"].endswith(" --threads 3"), rows["ort-fp32"]["run"]
 
 
+def test_what_to_ship_from_a_report_without_p90_says_it_judged_the_median(ship_run):
+    """A report.json from before the p90 was kept, read back, is judged on its medians, but
+    each row said "within budget at p90" and its p90 column showed the median: a rule it
+    was not judged on and a number that is not a p90. The rows now say the median."""
+    from benchmarks.ship import ship_section, table_rows
+
+    _, report = ship_run
+    report = _unloaded(report)
+    for r in report["latency"]["rows"]:
+        r.pop("p90_ms", None)
+        r.pop("timing", None)
+    ship = ship_section(report)
+    for row, cells in zip(ship["rows"], table_rows(ship)):
+        assert row["judged_on"] == "median (no p90 recorded)", row
+        assert "at p90" not in row["why"], row["why"]
+        assert row["why"].startswith("the only one within budget on the median (no p90 "
+                                     "recorded) that passes its checks"), row["why"]
+        assert cells[4] == "-", cells   # the p90 column: none recorded
+    assert "ms (median; no p90 recorded) per 160x96 frame" in ship["answer"], ship["answer"]
+    report["settings"]["cpu_target_fps"] = 100000.0
+    ship = ship_section(report)
+    for row in ship["rows"]:
+        assert row["why"].startswith("none within 0.01 ms on the median (no p90 recorded); "
+                                     "the fastest that passes"), row["why"]
+
+
 def test_a_model_failing_parity_is_never_what_to_ship(ship_run):
     """However fast and however good its SSIM, an artifact whose parity failed is no pick:
     its backend says none passes, with the failed check, and the answer names another."""
