@@ -85,7 +85,7 @@ def ship_section(rep: dict) -> Optional[dict]:
                   f"{best['ssim']:.4f}, {_times_text(best)} per {size} frame, "
                   f"{best['judged_ms'] / best['budget_ms']:.2f}x the "
                   f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}; "
-                  + (f"run it: {best['run']}" if best["file"] else best["run"]))
+                  + (f"run it: {best['run']}" if best["file"] else _no_file(best, out)))
     elif slow := [r for r in out if r.get("fastest", {}).get("ssim") is not None]:
         # The nearest to its own budget: the budgets differ between CPU and GPU.
         best = min(slow, key=lambda r: r["fastest"]["judged_ms"] / r["budget_ms"])
@@ -100,6 +100,14 @@ def ship_section(rep: dict) -> Optional[dict]:
     return {"size": size, "target_fps": targets[True], "cpu_target_fps": targets[False],
             "ranked_by": "mean SSIM to ground truth on the held-out set (quality table)",
             "rule": RULE, "busy": busy, "rows": out, "answer": answer}
+
+
+def _no_file(best: dict, out: list[dict]) -> str:
+    """The end of an answer that picked a PyTorch checkpoint: no exported file fit, which
+    the export line alone read as if exporting would do."""
+    exported = any(r["backend"] != best["backend"] for r in out)
+    return ("no exported file benchmarked here is within its budget and passes its checks (each "
+            "backend's row says why); " if exported else "") + best["run"]
 
 
 def _target_text(row: dict) -> str:

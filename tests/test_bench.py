@@ -599,6 +599,27 @@ def test_what_to_ship_from_a_report_without_p90_says_it_judged_the_median(ship_r
                                      "the fastest that passes"), row["why"]
 
 
+def test_a_pytorch_pick_says_no_exported_file_timed_here_fits(ship_run):
+    """Where only PyTorch's checkpoint fit, the answer said "export it first" as if the
+    export would do, when the bench had timed that export over its budget: the reader
+    exported the file the bench had judged too slow. The answer says none of the exported
+    files timed fits, before the export line."""
+    from benchmarks.ship import ship_section
+
+    _, report = ship_run
+    report = _unloaded(report)
+    report["settings"]["cpu_target_fps"] = 10.0   # 100 ms per frame
+    _timed_as(report, "ort-fp32", 92.6, 112.4)
+    _timed_as(report, "pytorch", 34.5, 41.2)
+    ship = ship_section(report)
+    assert ship["answer"].startswith("good on PyTorch eager: "), ship["answer"]
+    assert ship["answer"].endswith(
+        "; no exported file benchmarked here is within its budget and passes its checks (each "
+        "backend's row says why); sharpen run takes an exported file: export it first "
+        f"(sharpen export --weights {shlex.quote(report['settings']['students'][0]['path'])} "
+        "--out export/)"), ship["answer"]
+
+
 def test_a_model_failing_parity_is_never_what_to_ship(ship_run):
     """However fast and however good its SSIM, an artifact whose parity failed is no pick:
     its backend says none passes, with the failed check, and the answer names another."""
