@@ -218,7 +218,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                         opts.threads, rows, bar)
     finally:   # on Ctrl-C too: the bar's line is cleared before the last words
         bar(0, close=True)
-    result["settings"]["load"] = machine_load(load_before)
+    result["settings"]["load"] = machine_load(load_before, default_threads(opts.threads))
 
     # ---- streaming pipeline over a generated video (ONNX Runtime FP32 model)
     if m["stream_frames"]:

@@ -67,26 +67,32 @@ def load_average() -> Optional[float]:
         return None
 
 
-def machine_load(before: Optional[float]) -> Optional[dict]:
+def machine_load(before: Optional[float], threads: Optional[int] = None) -> Optional[dict]:
     """The load average before and after the timings, against the machine's cores (the load
-    counts the whole machine's, not this process's share of them); None where unknown."""
+    counts the whole machine's, not this process's share of them: a container's taskset
+    cores against the host's load would call every shared host busy), and the threads the
+    backends ran on (None: the engines' default, at most the cores); None where unknown."""
     after = load_average()
     if before is None or after is None:
         return None
-    return {"before": before, "after": after, "cores": os.cpu_count() or 1}
+    return {"before": before, "after": after, "cores": os.cpu_count() or 1, "threads": threads}
 
 
 def busy_text(load: Optional[dict]) -> Optional[str]:
     """What to say of timings taken while other processes wanted the CPU: more runnable
-    threads than cores, beyond half a core of slack for the bench's own; None otherwise."""
+    threads than cores, beyond half a core of slack for the bench's own, or than the bench's
+    own threads where --threads (or OMP_NUM_THREADS) gave more than the cores; None
+    otherwise."""
     if not load:
         return None
     worst = max(load["before"], load["after"])
-    if worst <= load["cores"] + 0.5:
+    own = load.get("threads") or 0
+    if worst <= max(load["cores"], own) + 0.5:
         return None
+    mine = f" ({own} threads of this run's own)" if own > load["cores"] else ""
     return (f"timed on a busy machine: load average {worst:g} (1 min) on {load['cores']} "
-            "cores, other processes took CPU time from these timings; rerun on a quiet machine "
-            "before deciding")
+            f"cores{mine}, other processes took CPU time from these timings; rerun on a quiet "
+            "machine before deciding")
 
 
 def sgemm_peak_gmacs(n: int = 1024, rounds: int = 8) -> float:

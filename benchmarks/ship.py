@@ -204,7 +204,8 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
     # The models left out, each with why: a faster one failing its checks is not "slower".
     tail = "".join(f"; left out: {_name(f)} ({why})" for f, why in failing) if passing else ""
     if fits:
-        # One whose median fits but whose slow frames do not: the reader sees why it lost.
+        # The ones over the budget at p90, one whose median alone fits among them: the
+        # reader sees why each lost.
         tail += "".join(f"; over budget: {_name(r)} ({_times_text(_times(r))})"
                         for r, _ in passing if judged(r)[0] > budget)
     tail += (f"; not timed at {size}: {', '.join(not_timed)} (see Latency)" if not_timed

@@ -653,7 +653,8 @@ def test_what_to_ship_says_when_the_machine_was_busy_while_timing(ship_run, caps
 
     _, report = ship_run
     load = report["latency"]["settings"]["load"]
-    assert set(load) == {"before", "after", "cores"}, load
+    assert set(load) == {"before", "after", "cores", "threads"}, load
+    assert load["threads"] == report["latency"]["settings"]["runtime_threads"], load
     assert load["cores"] == os.cpu_count() and all(
         isinstance(load[k], float) and load[k] >= 0 for k in ("before", "after")), load
     report = json.loads(json.dumps(report))
@@ -674,6 +675,24 @@ def test_what_to_ship_says_when_the_machine_was_busy_while_timing(ship_run, caps
         report["latency"]["settings"]["load"] = quiet
         ship = ship_section(report)
         assert ship["busy"] is None and "busy" not in ship["answer"], ship["answer"]
+
+
+def test_a_bench_on_more_threads_than_cores_is_not_called_busy_for_its_own():
+    """--threads 4 on 2 cores (warned of) keeps about 4 threads runnable by itself: the note
+    blamed "other processes" for the load the bench's own threads made. Its threads count
+    beside the cores; a load beyond both is still other processes'."""
+    from benchmarks.machine import busy_text
+
+    assert busy_text({"before": 3.6, "after": 4.2, "cores": 2, "threads": 4}) is None
+    assert busy_text({"before": 3.6, "after": 5.3, "cores": 2, "threads": 4}) == (
+        "timed on a busy machine: load average 5.3 (1 min) on 2 cores (4 threads of this "
+        "run's own), other processes took CPU time from these timings; rerun on a quiet "
+        "machine before deciding")
+    # a report from before the threads were kept, and a run on fewer threads than cores
+    for threads in ({}, {"threads": None}, {"threads": 1}):
+        load = {"before": 1.0, "after": 2.7, "cores": 2, **threads}
+        assert busy_text(load).startswith("timed on a busy machine: load average 2.7 (1 min) "
+                                          "on 2 cores, other processes"), busy_text(load)
 
 
 def test_the_report_says_the_held_out_set_is_synthetic_blur(env, good_run, capsys):
