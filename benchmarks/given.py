@@ -38,6 +38,9 @@ class GivenModel:
     source_sha256: Optional[str] = None   # the checkpoint it was exported from, when recorded
     skipped: Optional[str] = None         # why this machine cannot run it
     float_layers: tuple = ()              # INT8 layers its export kept in float, as recorded
+    # Why its export's parity gate failed, where it did: the bench times it forced, but
+    # `sharpen run` refuses it without --force, so it is no file to ship.
+    export_gate: Optional[str] = None
 
     @property
     def artifact(self) -> Artifact:
@@ -59,7 +62,7 @@ class GivenModel:
         return {"name": self.name, "path": str(self.path), "format": self.format,
                 "precision": self.precision, "source": self.source,
                 "source_sha256": self.source_sha256, "skipped": self.skipped,
-                "float_layers": list(self.float_layers)}
+                "float_layers": list(self.float_layers), "export_gate": self.export_gate}
 
 
 def resolve_models(spec: str | Sequence[str] | None, taken: Sequence[str] = (),
@@ -143,7 +146,7 @@ def engine_missing(engine: str) -> Optional[str]:
 def _read(p: Path, name: str, threads: int) -> GivenModel:
     """Load `p` once with the runtime (its precision and records); a model this machine lacks
     the engine for is read from its sidecar and the export report alone, and skipped."""
-    from runtime.backends import load_backend
+    from runtime.backends import load_backend, parity_failure
     from runtime.backends.base import ModelError, read_sidecar
 
     engine = ENGINE_BY_SUFFIX[p.suffix.lower()]
@@ -152,6 +155,7 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
     except ModelError as e:
         raise BenchError(f"--model {p}: {e}") from None
     skipped = engine_missing(engine)
+    gate = parity_failure(p)   # the marker beside it; the record inside it once loaded
     precision = str(meta.get("precision") or "unknown")
     source_sha = meta.get("source_sha256") or None
     if skipped is None:
@@ -165,6 +169,7 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
             skipped = f"cannot load {p.name} here: {e}"
         else:
             try:
+                gate = parity_failure(p, backend)
                 precision = backend.precision
                 source_sha = backend.source_sha256 or source_sha
                 session = getattr(backend, "session", None)
@@ -179,7 +184,7 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
     if precision == "unknown":
         precision = FORMATS[fmt].precision
     return GivenModel(name, p.resolve(), fmt, precision, source, source_sha, skipped,
-                      tuple(recorded_float_layers(meta)))
+                      tuple(recorded_float_layers(meta)), gate)
 
 
 def _format(p: Path, engine: str, precision: str) -> tuple[str, dict]:

@@ -59,6 +59,7 @@ def ship_section(rep: dict) -> Optional[dict]:
     quality = {q["key"]: q for q in (rep.get("quality") or {}).get("rows") or []}
     real = ((rep.get("real_blur") or {}).get("pairs") or {})
     checkpoints = {st["name"]: st.get("path") for st in settings.get("students") or []}
+    refused = _refused(rep)
     # What the backends ran on: --threads, else OMP_NUM_THREADS's, which the shell pasting
     # the line may not set (a report from before it was kept: --threads).
     lat_set = lat.get("settings") or {}
@@ -69,7 +70,7 @@ def ship_section(rep: dict) -> Optional[dict]:
         mine = [r for r in rows if r["backend"] == backend]
         gpu = any(on_gpu(r) for r in mine if r["status"] == "ok") or backend.startswith("trt")
         out.append(_backend_row(backend, mine, size, targets[gpu], gpu, checks, quality, real,
-                                threads, checkpoints))
+                                threads, checkpoints, refused))
     out = [r for r in out if r is not None]
     picks = [r for r in out if r["ship"]]
     # The product's frame: a pick at a smaller size may not hold there.
@@ -100,6 +101,21 @@ def ship_section(rep: dict) -> Optional[dict]:
     return {"size": size, "target_fps": targets[True], "cpu_target_fps": targets[False],
             "ranked_by": "mean SSIM to ground truth on the held-out set (quality table)",
             "rule": RULE, "busy": busy, "rows": out, "answer": answer}
+
+
+def _refused(rep: dict) -> dict:
+    """Quality key -> why its export's parity gate failed, for the files `sharpen run` refuses
+    without --force: the bench times them forced and checks its own parity, which they may
+    pass, and the run line then failed."""
+    out = {}
+    for name, a in (rep.get("artifacts") or {}).items():
+        for fmt, art in ((a or {}).get("formats") or {}).items():
+            if art.get("status") == "fail":
+                out[f"{name}/{fmt}"] = art.get("reason") or "see the export's report"
+    for gm in (rep.get("settings") or {}).get("models") or []:
+        if gm.get("export_gate"):
+            out[gm["name"]] = gm["export_gate"]
+    return out
 
 
 def _no_file(best: dict, out: list[dict]) -> str:
@@ -167,7 +183,8 @@ def run_command(r: dict, q: dict, gpu: bool, threads) -> tuple[Optional[str], st
 
 def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: bool,
                  checks: list[dict], quality: dict, real: dict,
-                 threads=None, checkpoints: Optional[dict] = None) -> Optional[dict]:
+                 threads=None, checkpoints: Optional[dict] = None,
+                 refused: Optional[dict] = None) -> Optional[dict]:
     spec = BACKEND_BY_KEY.get(backend)
     label = rows[0].get("backend_label") or backend
     at_size = [r for r in rows if r["size"] == size]
@@ -193,6 +210,10 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
     for r in ok:
         q = quality.get(_quality_key(r))
         failed = _failed_checks(r, checks)
+        if (gate := (refused or {}).get(_quality_key(r))) is not None:
+            failed = ", ".join(filter(None, [
+                failed, "its export's parity gate failed, which sharpen run refuses without "
+                f"--force: {gate}"]))
         if q is None or q.get("ssim") is None:
             failing.append((r, "no held-out SSIM measured"))
         elif failed:

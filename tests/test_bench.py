@@ -620,6 +620,43 @@ def test_a_pytorch_pick_says_no_exported_file_timed_here_fits(ship_run):
         "--out export/)"), ship["answer"]
 
 
+def test_a_file_sharpen_run_refuses_is_never_what_to_ship(env, ship_run, tmp_path):
+    """The bench times an artifact whose export parity gate failed (it loads it forced) and
+    judges it on its own held-out parity, which it may pass: it was picked, and its run line
+    failed, `sharpen run` refusing the file without --force. Such a file is left out, with
+    why, whether the bench's cache built it or --model gave it."""
+    from benchmarks.given import resolve_models
+    from benchmarks.ship import ship_section
+    from runtime.backends import failed_marker
+    from runtime.cli import main as run_main
+
+    _, report = ship_run
+    report = _unloaded(report)
+    onnx = Path(report["artifacts"]["good"]["formats"]["onnx"]["file"])
+    bad = tmp_path / "gate" / onnx.name
+    bad.parent.mkdir()
+    shutil.copy(onnx, bad)
+    # what the export leaves beside a file its gate failed
+    failed_marker(bad).write_text(json.dumps({"format": "onnx", "status": "fail",
+                                              "reason": "max abs 0.2 >= 0.01"}))
+    src = env / "pairs" / "input" / "astronaut.png"
+    assert run_main(["run", "--model", str(bad), "--source", str(src), "--out",
+                     str(tmp_path / "o.png")]) != 0   # the premise: the run line would fail
+    report["artifacts"]["good"]["formats"]["onnx"].update(status="fail",
+                                                          reason="max abs 0.2 >= 0.01")
+    rows = {r["backend"]: r for r in ship_section(report)["rows"]}
+    assert rows["ort-fp32"]["ship"] is None, rows["ort-fp32"]
+    assert rows["ort-fp32"]["why"].startswith(
+        "none passes its checks: good (its export's parity gate failed, which sharpen run "
+        "refuses without --force: max abs 0.2 >= 0.01)"), rows["ort-fp32"]["why"]
+    # a --model file: its export's verdict is read with it
+    (gm,) = resolve_models([str(bad)], taken=["good", "bad"])
+    assert gm.export_gate == "max abs 0.2 >= 0.01", gm
+    assert gm.to_dict()["export_gate"] == gm.export_gate
+    (fine,) = resolve_models([str(onnx)], taken=["good", "bad"])
+    assert fine.export_gate is None, fine
+
+
 def test_a_model_failing_parity_is_never_what_to_ship(ship_run):
     """However fast and however good its SSIM, an artifact whose parity failed is no pick:
     its backend says none passes, with the failed check, and the answer names another."""
