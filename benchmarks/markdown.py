@@ -254,9 +254,17 @@ def _ship_lines(ship) -> list[str]:
     the tables below by hand (a report from before it existed has none)."""
     if not ship:
         return []
-    from .ship import HEADERS, budgets_text, table_rows
+    from .ship import HEADERS, budgets_text, command_of, table_rows
+    answer = ship["answer"]
+    # The command as code: copied from the page, the full stop after it joined its last
+    # word, and Markdown read a Windows path's backslash before a dot as an escape.
+    if cmd := command_of(ship):
+        at = answer.rindex(cmd)
+        fence = "``" if "`" in cmd else "`"
+        pad = " " if "`" in cmd else ""
+        answer = f"{answer[:at]}{fence}{pad}{cmd}{pad}{fence}{answer[at + len(cmd):]}"
     return ["## What to ship", "",
-            f"**Answer:** {ship['answer']}.", "",
+            f"**Answer:** {answer}.", "",
             f"Per backend, at {ship['size']}: the model with the best mean SSIM on the "
             "held-out set (Quality) among those that pass their checks (the quality gate and "
             "the artifact's parity) and whose 90th-percentile (p90) time per frame is within "

@@ -28,6 +28,8 @@ RULE = ("the 90th-percentile (p90) time per frame within the budget: a stream at
         "it on half)")
 # What a row from a report without p90 is judged on (read back, it is judged anew).
 NO_P90 = "median (no p90 recorded)"
+# A PyTorch pick's line, before its export command and a closing parenthesis.
+EXPORT_FIRST = "sharpen run takes an exported file: export it first ("
 # Where the command takes the frames from and writes them: the user's own.
 RUN_PLACEHOLDERS = ("--source", "INPUT", "--out", "OUTPUT")
 
@@ -175,7 +177,7 @@ def run_command(r: dict, q: dict, gpu: bool, threads) -> tuple[Optional[str], st
     if not file:
         ckpt = r.get("checkpoint") or r.get("student")
         export = shell_join(["sharpen", "export", "--weights", str(ckpt), "--out", "export/"])
-        return None, f"sharpen run takes an exported file: export it first ({export})"
+        return None, f"{EXPORT_FIRST}{export})"
     # The threads it was timed on: a run on other counts is not the speed judged here.
     return file, shell_join(["sharpen", "run", "--model", str(file), *RUN_PLACEHOLDERS]
                             + (["--threads", str(int(threads))] if threads and not gpu else []))
@@ -266,6 +268,20 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
         + f"; the fastest, {_name(r)}, takes {_times_text(t)}, "
           f"{t['judged_ms'] / budget:.1f}x the budget" + tail)
     return row
+
+
+def command_of(ship: dict) -> Optional[str]:
+    """The command the answer ends with (the pick's `sharpen run` line, or a PyTorch pick's
+    export line), for report.md to set as code; None where it ends with none."""
+    for r in ship.get("rows") or []:
+        run = r.get("run")
+        if not (run and ship["answer"].endswith(run)):
+            continue
+        if r.get("file"):
+            return run
+        if run.startswith(EXPORT_FIRST) and run.endswith(")"):
+            return run[len(EXPORT_FIRST):-1]
+    return None
 
 
 def budget_text(v: float) -> str:

@@ -261,6 +261,17 @@ def _unloaded(report: dict) -> dict:
     return report
 
 
+def _md_answer(ship: dict) -> str:
+    """report.md's answer line: the answer, its closing command set as code."""
+    from benchmarks.ship import command_of
+
+    cmd = command_of(ship)
+    answer = ship["answer"]
+    if cmd:
+        answer = answer[:answer.rindex(cmd)] + f"`{cmd}`" + answer[answer.rindex(cmd) + len(cmd):]
+    return f"**Answer:** {answer}."
+
+
 def _latency_ms(report: dict, student: str, backend: str, key: str = "ms") -> float:
     (row,) = [r for r in report["latency"]["rows"] if r["student"] == student
               and r["backend"] == backend and r["status"] == "ok"]
@@ -304,7 +315,7 @@ def test_the_report_says_what_to_ship_on_each_backend(env, ship_run, capsys):
     md = (env / "ship" / "report.md").read_text()
     assert md == render_markdown(report)
     assert md.index("## What to ship") < md.index("## Checks")
-    assert f"**Answer:** {ship['answer']}." in md
+    assert _md_answer(ship) in md and _md_answer(ship).endswith(f"`{best['run']}`.")
     for r in rows.values():
         assert (f"| {r['backend_label']} | FP32 | good | {r['ms']:.1f} | {r['p90_ms']:.1f} | "
                 f"1000.0 (1 fps, CPU) | {r['ssim']:.4f} | " in md), md
@@ -432,7 +443,7 @@ def test_what_to_ship_judges_the_p90_time_not_the_median(ship_run, capsys):
     # every surface says the same: the table's columns, the rule, the answer
     report["ship"] = ship
     md = render_markdown(report)
-    assert f"**Answer:** {ship['answer']}." in md
+    assert _md_answer(ship) in md
     assert "whose 90th-percentile (p90) time per frame is within its budget" in md, md
     assert (f"| PyTorch eager | FP32 | good | 34.5 | 41.2 | 100.0 (10 fps, CPU) | "
             f"{pick['ssim']:.4f} | ") in md, md
@@ -657,6 +668,34 @@ def test_a_file_sharpen_run_refuses_is_never_what_to_ship(env, ship_run, tmp_pat
     assert fine.export_gate is None, fine
 
 
+def test_report_md_gives_what_to_ship_s_command_as_code(ship_run):
+    """report.md ended the answer with the run line and a full stop: copied from the
+    rendered page, `--threads 1.` failed to parse (or `--out OUTPUT.` named a file with a
+    dot), and Markdown read a Windows path's backslash before a dot (C:\\Users\\me\\.cache)
+    as an escape, showing another path. The command is a code span there, the full stop
+    outside it; the terminal and report.json keep the plain line."""
+    from benchmarks.markdown import render_markdown
+    from benchmarks.ship import ship_section
+
+    _, report = ship_run
+    report = _unloaded(report)
+    report["settings"]["threads"] = 1
+    report["ship"] = ship = ship_section(report)
+    run = next(r["run"] for r in ship["rows"] if r["backend"] == "ort-fp32")
+    assert ship["answer"].endswith(f"; run it: {run}"), ship["answer"]
+    (line,) = [ln for ln in render_markdown(report).splitlines() if ln.startswith("**Answer:")]
+    assert line == f"**Answer:** {ship['answer'][:-len(run)]}`{run}`.", line
+    # a PyTorch pick: the export line is the command
+    report["settings"]["cpu_target_fps"] = 10.0
+    _timed_as(report, "ort-fp32", 92.6, 112.4)
+    _timed_as(report, "pytorch", 34.5, 41.2)
+    report["ship"] = ship = ship_section(report)
+    export = ship["answer"].rsplit("(", 1)[1].rstrip(")")
+    assert export.startswith("sharpen export --weights "), ship["answer"]
+    (line,) = [ln for ln in render_markdown(report).splitlines() if ln.startswith("**Answer:")]
+    assert line.endswith(f"export it first (`{export}`)."), line
+
+
 def test_a_model_failing_parity_is_never_what_to_ship(ship_run):
     """However fast and however good its SSIM, an artifact whose parity failed is no pick:
     its backend says none passes, with the failed check, and the answer names another."""
@@ -703,7 +742,7 @@ def test_what_to_ship_says_when_the_machine_was_busy_while_timing(ship_run, caps
     # before the run line, which ends the answer for a reader to copy
     assert f"; {note}; run it: sharpen run --model " in ship["answer"], ship["answer"]
     report["ship"] = ship
-    assert f"**Answer:** {ship['answer']}." in render_markdown(report)
+    assert _md_answer(ship) in render_markdown(report)
     capsys.readouterr()
     _print_summary(report)
     assert f"what to ship: {ship['answer']}" in capsys.readouterr().out.splitlines()
