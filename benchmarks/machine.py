@@ -6,6 +6,7 @@ import platform
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Optional
 
 
 # Shared with export's up-to-date check (runtime.host), re-exported for the bench's modules.
@@ -122,7 +123,18 @@ def blas_threads() -> int:
     for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
         if n := parse_threads(os.environ.get(var, "")):
             return n
-    return usable_cores()
+    # The cores it may be scheduled on, as OpenBLAS counts them: it reads no cgroup CPU limit
+    # (docker run --cpus), which usable_cores counts, and report.md took the smaller count
+    # for an OMP_NUM_THREADS nobody set.
+    return _affinity_cores() or usable_cores()
+
+
+def _affinity_cores() -> Optional[int]:
+    """The cores this process may be scheduled on (taskset, a cpuset), None where unknown."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
 
 
 # Environment variables that change what is measured (threads of torch, numpy's BLAS and the
@@ -149,10 +161,7 @@ def machine_info() -> dict:
                 break
     except OSError:
         pass
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        affinity = None
+    affinity = _affinity_cores()
     gpus = []
     if shutil.which("nvidia-smi"):
         try:

@@ -2709,6 +2709,38 @@ def test_sgemm_threads_read_omp_num_threads_as_the_runtimes_do(monkeypatch):
     assert blas_threads() == usable_cores()
 
 
+def test_the_sgemm_peaks_threads_under_a_cpu_limit_are_those_openblas_runs(good_run, tmp_path,
+                                                                           monkeypatch):
+    """Under a container's CPU limit (docker run --cpus 1) the report said numpy's peak ran on
+    1 thread and that OMP_NUM_THREADS, which nobody set, limited it: blas_threads took the
+    limit's count from usable_cores, but OpenBLAS reads no cgroup limit and runs on every core
+    it may be scheduled on, the usable cores the Machine section gives."""
+    from benchmarks.machine import blas_threads, machine_info
+    from benchmarks.markdown import render_markdown
+    from runtime import host
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if cores < 2:
+        pytest.skip("one core here: a 1-CPU limit changes nothing")
+    root = tmp_path / "cgroup"
+    root.mkdir()
+    (root / "cpu.max").write_text("100000 100000\n")
+    (tmp_path / "self").write_text("0::/\n")
+    monkeypatch.setattr(host, "CGROUP_ROOT", root, raising=False)
+    monkeypatch.setattr(host, "CGROUP_MEMBERSHIP", tmp_path / "self", raising=False)
+    for var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert host.usable_cores() == 1   # the limit is read
+    assert blas_threads() == cores
+    _, report = good_run
+    report = json.loads(json.dumps(report))
+    report["machine"] = machine_info()
+    report["latency"]["settings"].update(sgemm_threads=blas_threads(), runtime_threads=None)
+    md = render_markdown(report)
+    assert f"(numpy, {cores} threads)" in md
+    assert "OMP_NUM_THREADS limited the peak" not in md
+
+
 @pytest.mark.parametrize("case", ["unreadable checkpoint", "export error"])
 def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
     """An export that raised (a checkpoint that is not one, a cache folder that is a file)
