@@ -868,12 +868,15 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.split and res["split"] is None:
         print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "
               f"{args.split} does not apply; every image was evaluated", file=sys.stderr)
+    from runtime.host import default_threads
+
     from .provenance import LIBS, run_environment
     # What a colleague's numbers are compared by: the runtimes' versions and threads change
-    # an artifact's last digits, torch's a checkpoint's.
+    # an artifact's last digits, torch's a checkpoint's. The threads they ran on, as the
+    # bench records them: --threads, else OMP_NUM_THREADS's (None: the engines' default).
     res["environment"] = {**run_environment(
         pick_device(args.device), (*LIBS, "onnxruntime", "ai_edge_litert")),
-        "threads": args.threads}
+        "threads": default_threads(args.threads)}
     print(format_table(res))
     if said := teacher_labels_line(res):
         print(said)

@@ -1017,3 +1017,24 @@ def test_evaluating_twice_gives_the_same_numbers_and_records_the_software(nogt, 
     assert {k: env[k] for k in want} == want and env["threads"] == 1, env
     assert env["torch_threads"] == 1 and env["device"] == "cpu" and "sharpen" in env
     assert "environment" not in format_table(a)   # not a model's row
+
+
+def test_metrics_json_records_the_threads_the_runtimes_took_from_omp_num_threads(
+        nogt, tmp_path, monkeypatch, one_thread):
+    """Without --threads the runtimes run on OMP_NUM_THREADS's count, which changes an
+    artifact's last digits: metrics.json recorded 0 whatever it was, so runs under 1 and 2
+    threads had the same record."""
+    from runtime_fixtures import make_onnx_model
+
+    from sharpen.cli import main
+    onnx = make_onnx_model(tmp_path / "m.onnx")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert main(["evaluate", "--model", str(onnx), "--data", str(nogt), "--out",
+                 str(tmp_path / "two"), "--quiet"]) == 0
+    env = json.loads((tmp_path / "two" / "metrics.json").read_text())["environment"]
+    assert env["threads"] == 2, env
+    monkeypatch.delenv("OMP_NUM_THREADS")
+    assert main(["evaluate", "--model", str(onnx), "--data", str(nogt), "--out",
+                 str(tmp_path / "own"), "--quiet", "--threads", "1"]) == 0
+    env = json.loads((tmp_path / "own" / "metrics.json").read_text())["environment"]
+    assert env["threads"] == 1, env
