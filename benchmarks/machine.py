@@ -10,8 +10,8 @@ from typing import Optional
 
 
 # Shared with export's up-to-date check (runtime.host), re-exported for the bench's modules.
-from runtime.host import (LIBRARIES, code_info, cpu_model, dist_version,  # noqa: E402,F401
-                          library_versions, parse_threads, usable_cores)
+from runtime.host import (LIBRARIES, cgroup_cpu_limit, code_info, cpu_model,  # noqa: E402,F401
+                          dist_version, library_versions, parse_threads, usable_cores)
 
 
 def peak_rss_mb(system: str | None = None) -> float | None:
@@ -188,6 +188,8 @@ def machine_info() -> dict:
     except (OSError, ValueError):
         pass
     return {"cpu": cpu, "cpu_flags": flags, "logical_cores": os.cpu_count(), "usable_cores": affinity,
+            # A container's CPU time (docker run --cpus): timings under it are not the cores'.
+            "cpu_limit": cgroup_cpu_limit(),
             "torch_threads": threads, "memory": mem, "gpus": gpus,
             "os": f"{platform.system()} {platform.release()}", "machine": platform.machine(),
             "libraries": {k: v for k, v in libs.items() if v is not None},

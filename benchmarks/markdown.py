@@ -156,7 +156,8 @@ def render_markdown(rep: dict) -> str:
         lines += ["Not measured in this run (`--no-latency`).", ""]
     else:
         lines += [f"Timed on {mach.get('cpu') or 'an unknown CPU'} "
-                  f"({mach.get('usable_cores', '?')} usable cores; Machine below): "
+                  f"({mach.get('usable_cores', '?')} usable cores{_cpu_limit(mach)}; Machine "
+                  "below): "
                   f"{lat['settings'].get('timed', '-')}; lower is better. Warm-up "
                   f"{lat['settings'].get('warmup')}, rounds calibrated to "
                   f"~{lat['settings'].get('max_time_s')} s (min "
@@ -218,7 +219,8 @@ def render_markdown(rep: dict) -> str:
     lines += ["## Machine", "",
               f"- CPU: {mach['cpu']} ({', '.join(mach.get('cpu_flags') or []) or 'no flags read'}; "
               f"{mach['logical_cores']} logical cores, "
-              f"{mach['usable_cores']} usable; torch threads {mach['torch_threads']})",
+              f"{mach['usable_cores']} usable{_cpu_limit(mach)}; torch threads "
+              f"{mach['torch_threads']})",
               f"- Memory: {mach['memory']}",
               f"- GPU: {'; '.join(mach['gpus']) if mach['gpus'] else 'none'}",
               f"- OS: {mach['os']} ({mach['machine']})",
@@ -359,6 +361,13 @@ def _code_line(code: dict) -> str:
     else:
         what += ", not a git checkout"
     return what
+
+
+def _cpu_limit(mach: dict) -> str:
+    """", a CPU limit of 2 (cgroup)" where a container's limit gave the bench less CPU time than
+    its cores: its timings are the limit's, and run warns of threads above it."""
+    limit = mach.get("cpu_limit")
+    return f", a CPU limit of {limit:g} (cgroup)" if limit else ""
 
 
 def _cores(rep: dict) -> int:

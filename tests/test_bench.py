@@ -2739,6 +2739,10 @@ def test_the_sgemm_peaks_threads_under_a_cpu_limit_are_those_openblas_runs(good_
     md = render_markdown(report)
     assert f"(numpy, {cores} threads)" in md
     assert "OMP_NUM_THREADS limited the peak" not in md
+    # The limit the timings ran under, which run's thread warnings count, is said with them.
+    assert report["machine"]["cpu_limit"] == 1.0
+    assert f"({cores} usable cores, a CPU limit of 1 (cgroup); Machine below)" in md
+    assert f"{cores} usable, a CPU limit of 1 (cgroup); torch threads" in md
 
 
 @pytest.mark.parametrize("case", ["unreadable checkpoint", "export error"])
