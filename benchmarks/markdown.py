@@ -1,6 +1,7 @@
 """report.md of `sharpen bench` (and the tables the command prints): markdown only."""
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from runtime.console import count
@@ -45,7 +46,7 @@ def where_timed(rep: dict) -> str:
     torch_n = mach.get("torch_threads")
     return (f"median ms per frame, lower is better; target {tgt:g} fps = {1000 / tgt:.1f} ms; "
             f"{mach.get('cpu') or 'CPU unknown'}, ONNX Runtime / LiteRT on "
-            f"{count(rt, 'thread') if rt else 'every core'}"
+            f"{count(rt, 'thread') if rt else _every_core(mach)}"
             + (f", PyTorch on {count(torch_n, 'thread')}" if torch_n else ""))
 
 
@@ -176,7 +177,7 @@ def render_markdown(rep: dict) -> str:
                   f"{count(threads, 'thread') if threads else 'all cores'}): "
                   f"{st['sgemm_peak_gmacs']:g} GMAC/s; each student row's note gives its GMAC per "
                   "frame over its median time as a share of it (the ONNX Runtime and LiteRT "
-                  f"backends ran on {count(rt, 'thread') if rt else 'every core'}"
+                  f"backends ran on {count(rt, 'thread') if rt else _every_core(mach)}"
                   + ("; OMP_NUM_THREADS limited the peak to fewer, so their shares are "
                      "overstated" if threads and not rt and threads < _cores(rep) else "")
                   + ")." + _torch_threads(rep, lat["rows"], rt), ""]
@@ -368,6 +369,15 @@ def _cpu_limit(mach: dict) -> str:
     its cores: its timings are the limit's, and run warns of threads above it."""
     limit = mach.get("cpu_limit")
     return f", a CPU limit of {limit:g} (cgroup)" if limit else ""
+
+
+def _every_core(mach: dict) -> str:
+    """The runtimes' threads where neither --threads nor OMP_NUM_THREADS gave a count: every
+    core, but LiteRT takes a CPU limit's count (runtime.host.usable_cores)."""
+    limit, cores = mach.get("cpu_limit"), mach.get("usable_cores")
+    if limit and cores and math.ceil(limit) < cores:
+        return f"every core (LiteRT on {count(math.ceil(limit), 'thread')}, the CPU limit's)"
+    return "every core"
 
 
 def _cores(rep: dict) -> int:

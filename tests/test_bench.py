@@ -2743,6 +2743,8 @@ def test_the_sgemm_peaks_threads_under_a_cpu_limit_are_those_openblas_runs(good_
     assert report["machine"]["cpu_limit"] == 1.0
     assert f"({cores} usable cores, a CPU limit of 1 (cgroup); Machine below)" in md
     assert f"{cores} usable, a CPU limit of 1 (cgroup); torch threads" in md
+    # LiteRT took the limit's count by default, as sharpen run does, not every core.
+    assert "LiteRT backends ran on every core (LiteRT on 1 thread, the CPU limit's)" in md
 
 
 @pytest.mark.parametrize("case", ["unreadable checkpoint", "export error"])
