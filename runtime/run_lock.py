@@ -148,6 +148,11 @@ def _acquire(path: Path) -> int:
                     return fd
             os.close(fd)
             continue
+        # Readable by every user whatever the umask (systemd's UMask=0077 made it owner-only):
+        # another user's run opens it read-only to see whether it is held (above), and one
+        # that could not open it ran unlocked beside this one. It holds a process id.
+        with contextlib.suppress(OSError):   # another user's, writable by this one: theirs
+            os.fchmod(fd, os.fstat(fd).st_mode & 0o777 | 0o444)
         _lock_or_refuse(fd, path)
         # Locked after the run that held it ended and removed it: that file is no longer
         # <out>/.lock, and a third run would lock the new one too. Try again on the new one.

@@ -304,3 +304,83 @@ def test_outputs_take_the_umask_as_any_new_file_does(tmp_path, onnx_model, umask
     assert len(made) == 6
     for f in made:
         assert oct(f.stat().st_mode & 0o777) == oct(0o666 & ~umask), f
+
+
+# A process that holds `sharpen run`'s lock of the output argv[1] until its stdin closes, or
+# says, as the second run would be, that another holds it.
+_HOLD_OUTPUT = """
+import sys
+from runtime.run_lock import RunLocked, output_lock
+try:
+    with output_lock(sys.argv[1], "--out " + sys.argv[1], "--out"):
+        print("held", flush=True)
+        sys.stdin.read()
+except RunLocked as e:
+    print("refused:", e, flush=True)
+"""
+
+
+def _lock_holder(prefix: list, out: Path, umask: int = 0o022) -> subprocess.Popen:
+    holder = subprocess.Popen([*prefix, sys.executable, "-c", _HOLD_OUTPUT, str(out)],
+                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                              env={**os.environ, "PYTHONPATH": str(REPO)},
+                              preexec_fn=lambda: os.umask(umask))
+    assert holder.stdout.readline() == "held\n", holder.communicate(timeout=60)
+    return holder
+
+
+def _second_run(prefix: list, out: Path) -> str:
+    return subprocess.run([*prefix, sys.executable, "-c", _HOLD_OUTPUT, str(out)],
+                          input="", capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
+
+
+def test_a_runs_lock_refuses_another_users_run_under_umask_0077():
+    """A camera service under systemd's `UMask=0077` made its output's lock file owner-only:
+    another user's run into the same --out (a shared folder) could not open it to see the
+    lock held, took that for a folder it cannot write a lock file in, and ran unlocked beside
+    the service. The lock file is readable by all, whatever the umask: it holds a process id.
+    Root becomes user nobody in a child, which tries the lock this process holds."""
+    import shutil
+    import tempfile
+    from runtime.run_lock import RunLocked, output_lock
+    if os.geteuid() != 0:
+        pytest.skip("a second user needs root")
+    shared = Path(tempfile.mkdtemp(prefix="shared-", dir="/tmp"))   # pytest's is root's only
+    try:
+        os.chmod(shared, 0o777)
+        out = shared / "cam.mp4"
+        old = os.umask(0o077)
+        try:
+            held = output_lock(out, f"--out {out}", "--out")
+            held.__enter__()
+        finally:
+            os.umask(old)
+        try:
+            r, w = os.pipe()
+            pid = os.fork()
+            if pid == 0:   # the other user: reports through the pipe, never returns to pytest
+                said = "skip"
+                try:
+                    os.setgid(65534)
+                    os.setuid(65534)
+                    try:
+                        with output_lock(out, f"--out {out}", "--out"):
+                            said = "held"
+                    except RunLocked as e:
+                        said = f"refused: {e}"
+                finally:
+                    os.write(w, said.encode())
+                    os._exit(0)
+            os.close(w)
+            with os.fdopen(r) as f:
+                said = f.read()
+            os.waitpid(pid, 0)
+        finally:
+            held.__exit__(None, None, None)
+    finally:
+        shutil.rmtree(shared)
+    if said == "skip":
+        pytest.skip("root here cannot become another user")
+    assert said.startswith(f"refused: --out {out}: another run is sharpening into it "
+                           f"(process {os.getpid()}, which holds {shared}/.cam.mp4.lock)"), said
