@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
 from pathlib import Path
 from typing import Iterator
 
@@ -311,9 +312,28 @@ def output_lock(output: str | os.PathLike, named: str,
 
 def _output_lock_paths(real: Path) -> list[Path]:
     """Where output_lock may hold the lock of the output `real` (its links followed), in the
-    order it tries them."""
-    return (([real.parent / f".{real.name}.lock"] if real.name else [])
-            + ([real / ".sharpen-run.lock"] if real.is_dir() else []))
+    order it tries them: a folder that is a mount point (a container's volume, `-v
+    ./frames:/out ... --out /out`) inside it first, as its parent is each container's own,
+    where another container's run into the same volume never looked."""
+    beside = [real.parent / f".{real.name}.lock"] if real.name else []
+    inside = [real / ".sharpen-run.lock"] if real.is_dir() else []
+    return inside + beside if inside and _mount_point(real) else beside + inside
+
+
+def _mount_point(folder: Path) -> bool:
+    """Whether `folder` is a mount point: one of another file system (os.path.ismount), or a
+    bind mount of a folder on its parent's, which only the mount table tells."""
+    if os.path.ismount(folder):
+        return True
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="replace") as f:
+            # Field 5 is where it is mounted, with space, tab, newline and backslash octal
+            # escaped (\040).
+            points = {re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)),
+                             line.split(" ")[4]) for line in f if line.count(" ") >= 4}
+    except OSError:   # not Linux
+        return False
+    return str(folder) in points
 
 
 def output_in_use(output: str | os.PathLike) -> bool:

@@ -335,6 +335,37 @@ def _second_run(prefix: list, out: Path) -> str:
                           env={**os.environ, "PYTHONPATH": str(REPO)}).stdout
 
 
+@pytest.mark.parametrize("own_root", ["tmpfs", "bind"])
+def test_a_mounted_output_folder_is_locked_where_another_container_sees_it(tmp_path, own_root):
+    """Two containers given one volume as their image folder (`-v ./frames:/out ... --out
+    /out`) both wrote frames into it, numbering on over each other's: the folder's lock was
+    `/.out.lock`, beside it in each container's own root, which the other never sees. A folder
+    that is a mount point is locked inside it. The containers' own roots are tmpfs mounts in
+    mount namespaces of their own, each with the one shared folder bound at out/; or folders
+    of the volume's file system bound there, where the volume is no other device."""
+    import shutil
+    if os.geteuid() != 0 or shutil.which("unshare") is None:
+        pytest.skip("mount namespaces need root and unshare")
+    shared, root = tmp_path / "volume", tmp_path / "root"
+    shared.mkdir()
+    root.mkdir()
+    container = ["unshare", "--mount", "sh", "-c",
+                 ("mount -t tmpfs none" if own_root == "tmpfs" else
+                  f"mount --bind $(mktemp -d -p {tmp_path})") + f" {root} && mkdir {root}/out && "
+                 f"mount --bind {shared} {root}/out && exec \"$@\"", "container"]
+    if subprocess.run([*container, "true"], capture_output=True).returncode:
+        pytest.skip("no mount namespace here (a container without CAP_SYS_ADMIN)")
+    first = _lock_holder(container, root / "out")
+    try:
+        said = _second_run(container, root / "out")
+    finally:
+        first.communicate(timeout=60)
+    assert said.startswith(f"refused: --out {root}/out: another run is sharpening into it "
+                           f"(process {first.pid}, which holds {root}/out/.sharpen-run.lock)"
+                           ), said
+    assert not list(shared.iterdir())   # the lock file goes with the run
+
+
 def test_a_runs_lock_refuses_another_users_run_under_umask_0077():
     """A camera service under systemd's `UMask=0077` made its output's lock file owner-only:
     another user's run into the same --out (a shared folder) could not open it to see the
