@@ -299,8 +299,7 @@ def handler(args: argparse.Namespace) -> int:
     if defaulted:
         args.output = _default_output(args.source)
     try:
-        summary = run_stream(args.model, args.source, args.output, options, flags=True,
-                             note=_note)
+        summary = _run_stream_named(run_stream, args, options, defaulted)
     except StreamInterrupted as e:   # the output closed, the stats written: said below
         summary = e.stats
     except KeyboardInterrupt as e:   # before the stream's own handler is set, or a second Ctrl-C
@@ -462,9 +461,28 @@ def _exit_now_if_workers_run(code: int) -> None:
         os._exit(code)
 
 
-def _default_output(source: str) -> str:
+def _run_stream_named(run_stream, args: argparse.Namespace, options, defaulted: bool) -> dict:
+    """run_stream into args.output. A default name another run started at the same moment took
+    (its lock came between this run's look at the name and its own lock: two runs of clips of
+    one name side by side) is passed over for the next, as it would have been a moment later;
+    it was refused, exit 2, and said to be a folder that cannot be written."""
+    from .sinks import SinkError   # the handler's: loaded by now
+    taken: set[str] = set()
+    while True:
+        try:
+            return run_stream(args.model, args.source, args.output, options, flags=True,
+                              note=_note)
+        except SinkError as exc:
+            if not (defaulted and getattr(exc, "output_locked", False)) or len(taken) >= 10:
+                raise
+            taken.add(args.output)
+            args.output = _default_output(args.source, taken)
+
+
+def _default_output(source: str, taken: Optional[set[str]] = None) -> str:
     """runs/sharpen/<name>[.mp4 for videos], like the predict folders of detection tools;
-    <name>2, <name>3... when an earlier run's result is there, so a rerun never replaces it."""
+    <name>2, <name>3... when an earlier run's result is there, so a rerun never replaces it
+    (or a live run's lock, or the name is in `taken`)."""
     from pathlib import Path
 
     from .imageio import is_image, is_video
@@ -491,7 +509,7 @@ def _default_output(source: str) -> str:
     # A killed run's lock file is no live run's: its name is taken again, and the recording
     # that run left seen to (kept aside), which a run under the next name never looked for.
     from .run_lock import output_in_use
-    while out.exists() or output_in_use(out):
+    while out.exists() or output_in_use(out) or str(out) in (taken or ()):
         out, n = root / f"{stem}{sep}{n}{ext}", n + 1
     return str(out)
 

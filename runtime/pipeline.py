@@ -296,7 +296,9 @@ def run_stream(model: Union[str, Path, Backend],
                 held.enter_context(output_lock(output, option("output", output, flags),
                                               option("output", flags=flags)))
             except RunLocked as e:   # a usage error (exit 2): two runs given one output
-                raise SinkError(str(e)) from None
+                err = SinkError(str(e))
+                err.output_locked = True   # the command line's default name goes on past it
+                raise err from None
         own_backend = not isinstance(model, Backend)
         backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force,
                                 flags=flags) if own_backend else model)

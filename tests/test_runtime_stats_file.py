@@ -259,6 +259,36 @@ def test_a_second_camera_run_without_out_takes_the_next_default_name(model, tmp_
     assert len(said[0]) == len(said[1]) == 1 and said[0] != said[1], (names, err, first_err)
 
 
+def test_a_run_without_out_started_with_another_takes_the_next_name_not_an_error(
+        model, tmp_path, monkeypatch, capsys):
+    """Two runs without --out started at once (a script running clips of one name from two
+    folders side by side) both found runs/sharpen/<name> free; the one whose lock came second
+    was refused, exit 2, and told to give --out a path that can be written, as if the working
+    folder were read-only. It takes the next name, as it would have a moment later. The race
+    is set up here: the name is locked after the run looked at it."""
+    from runtime import cli, run_lock
+    monkeypatch.chdir(tmp_path)
+    name = tmp_path / "runs" / "sharpen" / "synthetic_64x48.mp4"
+    looked, in_use = [], run_lock.output_in_use
+
+    def in_use_once_locked(out) -> bool:
+        if not looked:   # the first look finds it free; another run locks it right after
+            looked.append(out)
+            held.enter_context(run_lock.output_lock(name, f"--out {name}", "--out"))
+            return False
+        return in_use(out)
+
+    with contextlib.ExitStack() as held:
+        monkeypatch.setattr(run_lock, "output_in_use", in_use_once_locked)
+        code = cli.main(["run", "--model", str(model), "--source", "synthetic:64x48",
+                         "--max-frames", "3", "--quiet"])
+        err = capsys.readouterr().err
+    assert looked == [Path("runs/sharpen/synthetic_64x48.mp4")], looked
+    assert code == 0, err
+    assert "runs/sharpen/synthetic_64x48-2.mp4 " in err and "error" not in err, err
+    assert (tmp_path / "runs" / "sharpen" / "synthetic_64x48-2.mp4").is_file()
+
+
 def test_a_file_runs_stats_say_how_many_frames_it_writes_in_all(model, tmp_path):
     """A monitor of a long file's run reads its progress from the file: frames done of all
     (`frames_total`, as the live line's 120/300), none for a camera's endless run."""
