@@ -106,11 +106,14 @@ def _windows_pid_alive(pid: int) -> bool:
 _KILLED_WRITE = re.compile(r"^\.(.+)\.(\d+)\.[a-z0-9_]{8}(\.[A-Za-z0-9]+)$")
 
 
-def remove_killed_writes(folder: str | os.PathLike, name: str | None = None) -> list[Path]:
+def remove_killed_writes(folder: str | os.PathLike, name: str | None = None,
+                         ours_too: bool = False) -> list[Path]:
     """Remove the temp files `atomic_path` left in `folder` when its writer was killed mid-write
     (SIGKILL, a power cut), each up to an output's size, which no run reads; those of a process
     that still runs (another run's write in progress) stay. `name`: only those of the file so
-    named (a folder that is not this run's own). Returns those removed."""
+    named (a folder that is not this run's own). `ours_too`: those under this process's number
+    are a killed run's as well (the caller holds the folder's lock and writes nothing there
+    yet: a container's runs are all process 1, the killed one too). Returns those removed."""
     removed = []
     for p in Path(folder).glob(f".{glob.escape(name)}.*" if name else ".*.*"):
         m = _KILLED_WRITE.match(p.name)
@@ -119,7 +122,8 @@ def remove_killed_writes(folder: str | os.PathLike, name: str | None = None) -> 
         if (not m or m.group(3) not in (".tmp", Path(m.group(1)).suffix)
                 or name and m.group(1) != name):
             continue
-        if int(m.group(2)) != os.getpid() and not pid_alive(int(m.group(2))):
+        pid = int(m.group(2))
+        if ours_too and pid == os.getpid() or pid != os.getpid() and not pid_alive(pid):
             try:
                 p.unlink()
             except OSError:

@@ -336,6 +336,14 @@ def _mount_point(folder: Path) -> bool:
     return str(folder) in points
 
 
+def holds_output(output: str | os.PathLike) -> bool:
+    """Whether this process holds `output`'s lock (output_lock): then no other live run
+    writes into it, whatever process number its hidden files name (a container's runs are
+    all process 1, the one a kill cut short too)."""
+    return any(_held_by_this_process(p)
+               for p in _output_lock_paths(Path(os.path.realpath(output))))
+
+
 def output_in_use(output: str | os.PathLike) -> bool:
     """Whether a live run holds `output`'s lock (output_lock). A killed run's lock file, let go
     of by the kernel when its process died, is no run: a name skipped for it was never taken

@@ -159,6 +159,7 @@ class VideoFileSink(Sink):
         self._made = folders_to_make(self.path.parent)   # removed again if no video is written
         make_folder(self.path.parent, option("output", self.path, flags))
         self.tmp: Optional[Path] = None   # made with the first frame
+        self._own: set[Path] = set()   # the hidden files `_temp_file` made for this sink
         self._broken = False
         self.writer: Optional[cv2.VideoWriter] = None
         self.size: Optional[tuple[int, int]] = None
@@ -362,16 +363,31 @@ class VideoFileSink(Sink):
         """A hidden name of this run's own beside the output (two runs may write the same --out
         at once), the real extension last (OpenCV picks the container from it), with the pid
         in it: what a killed run left is removed here, once that process is gone."""
+        from .run_lock import holds_output
         folder, stem, ext = self.path.parent, self.path.stem, self.path.suffix
         mine = re.compile(rf"^\.{re.escape(stem)}\.(\d+)\.[^.]+\.partial{re.escape(ext)}$")
+        # A container's run is process 1, as the run a kill cut short there was: under the
+        # output's lock no other run writes into it, and one under this process's number that
+        # this sink did not make is the killed run's (it stayed hidden, one more a kill).
+        alone = None
         for old in folder.glob(f".{glob.escape(stem)}.*.partial{glob.escape(ext)}"):
             m = mine.match(old.name)
-            if m and not _pid_alive(int(m.group(1))):
-                self._keep_or_remove(old, int(m.group(1)))
+            if not m or old in self._own:
+                continue
+            pid = int(m.group(1))
+            if pid == os.getpid():
+                if alone is None:
+                    alone = holds_output(self.path)
+                if not alone:
+                    continue
+            elif _pid_alive(pid):
+                continue
+            self._keep_or_remove(old, pid)
         _remove_killed_listings(folder, stem)
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
                                    dir=folder)
         os.close(fd)
+        self._own.add(Path(tmp))
         return Path(tmp)
 
     def _keep_or_remove(self, old: Path, pid: int) -> None:
@@ -934,7 +950,8 @@ class ImageSink(Sink):
             # The image a killed run (SIGKILL, a power cut) was writing, under its hidden temp
             # name: each kill of a service writing frames left one more. Not in the folder of
             # a single image's output, which is the user's own.
-            remove_killed_writes(folder)
+            from .run_lock import holds_output
+            remove_killed_writes(folder, ours_too=holds_output(self.path))
         # A camera's frames, which no rerun gives again, are named frame_000000 on at every
         # start: a restarted service wrote its frames over the last run's. With it (run_stream
         # sets it for a live source) they are numbered on from the last one there.

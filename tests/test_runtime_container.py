@@ -415,3 +415,50 @@ def test_a_runs_lock_refuses_another_users_run_under_umask_0077():
         pytest.skip("root here cannot become another user")
     assert said.startswith(f"refused: --out {out}: another run is sharpening into it "
                            f"(process {os.getpid()}, which holds {shared}/.cam.mp4.lock)"), said
+
+
+def test_a_recording_a_killed_container_left_is_kept_aside_by_the_next(tmp_path, onnx_model):
+    """A container's run is process 1, and so is the next one's after a kill (`docker kill`,
+    the OOM killer, a power cut under `--restart always`): the recording the killed one left
+    under its hidden name, which holds that process number, was taken for this live process's
+    own and stayed hidden for good, one more a kill, where a run elsewhere keeps it aside and
+    says so. The run holding the output's lock knows no other run writes into it: a hidden
+    recording under its own number that it did not make is a killed run's. The killed run is
+    its leftover here, named with this process's number, as a container's run finds it."""
+    import cv2
+    from runtime.pipeline import run_stream
+    from runtime.sinks import fourcc_for
+    from runtime.warn import SharpenWarning
+    from runtime_fixtures import FRAME_H, FRAME_W, textured_frame
+    out = tmp_path / "cam.ts"
+    left = tmp_path / f".cam.{os.getpid()}.k1ll3d00.partial.ts"
+    vw = cv2.VideoWriter(str(left), cv2.VideoWriter.fourcc(*fourcc_for(out)), 10,
+                         (FRAME_W, FRAME_H))
+    for i in range(20):
+        vw.write(textured_frame(i % 8))
+    vw.release()
+    video = tmp_path / "in.mp4"
+    write_video(video, n=3)
+    with pytest.warns(SharpenWarning, match=rf"a recording into it was cut \(its process, "
+                                            rf"{os.getpid()}, was killed"):
+        run_stream(str(onnx_model), str(video), str(out))
+    assert not left.exists()
+    (kept,) = tmp_path.glob("cam.interrupted-*.ts")
+    assert kept.stat().st_size > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["cam.ts", kept.name, "in.mp4"])
+
+
+def test_an_image_a_killed_container_was_writing_is_removed_by_the_next(tmp_path, onnx_model):
+    """As a recording's: the image a container's run (process 1) was writing when killed,
+    under its hidden temp name holding that number, was taken for the next run's own (process
+    1 too) and stayed, one more a kill, where a run elsewhere removes it. Under the folder's
+    lock it is a killed run's. Its leftover is named with this process's number here."""
+    from runtime.pipeline import run_stream
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    left = frames / f".frame_000007.png.{os.getpid()}.k1ll3d00.png"
+    left.write_bytes(b"half an image")
+    video = tmp_path / "in.mp4"
+    write_video(video, n=3)
+    run_stream(str(onnx_model), str(video), str(frames))
+    assert sorted(p.name for p in frames.iterdir()) == [f"frame_{i:06d}.png" for i in range(3)]
