@@ -1,7 +1,8 @@
 """`sharpen run --resume`: go on with a video file's run that stopped part-way.
 
 A run of a video file into a video or an image folder keeps a small record beside its output
-(`.NAME.resume.json`, written atomically): what made the frames there (the model file's hash,
+(`.NAME.resume.json`, written atomically; inside an image folder whose parent takes no file,
+`.sharpen-run.resume.json`): what made the frames there (the model file's hash,
 the options that change them, the source's size, time and frame count) and, once it stops,
 how far it got. A complete run removes it. --resume reads it, refuses where anything that
 shapes the frames changed (naming it), and reads the source on from the next frame: the
@@ -11,6 +12,7 @@ A camera or live stream cannot resume: its frames are not given again.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -32,9 +34,29 @@ class ResumeError(ValueError):
     """--resume cannot go on with what is there. The message is meant for the user as is."""
 
 
-def record_path(output: str | os.PathLike) -> Path:
+# The record inside an image folder (`record_paths`)
+INSIDE_NAME = ".sharpen-run.resume.json"
+
+
+def record_paths(output: str | os.PathLike) -> list[Path]:
+    """Where the record of a run into `output` may be, in the order `save` tries them: beside
+    it, and inside an image folder, first where the folder is a mount point. As its lock
+    (run_lock.output_lock): `--out /out`, a container's volume, has a parent that is read-only
+    or not the user's (the record beside it ended the run there) or each container's own (a
+    record there was lost with the container)."""
+    from .run_lock import mount_point
     p = Path(output)
-    return p.with_name(f".{p.name}.resume.json")
+    beside = p.with_name(f".{p.name}.resume.json")
+    if not p.is_dir():
+        return [beside]
+    inside = p / INSIDE_NAME
+    return [inside, beside] if mount_point(Path(os.path.realpath(p))) else [beside, inside]
+
+
+def record_path(output: str | os.PathLike) -> Path:
+    """The record of the run into `output` where there is one, else where `save` puts it."""
+    paths = record_paths(output)
+    return next((p for p in paths if p.exists()), paths[0])
 
 
 def file_sha256(path: str | os.PathLike) -> str:
@@ -131,11 +153,24 @@ def load(output: str | os.PathLike, flags: bool = False) -> dict[str, Any]:
 
 
 def save(output: str | os.PathLike, record: dict[str, Any]) -> None:
-    atomic_write_json(record_path(output), {"version": VERSION, **record})
+    paths = record_paths(output)
+    for i, path in enumerate(paths):
+        try:
+            atomic_write_json(path, {"version": VERSION, **record})
+        except OSError:
+            if i == len(paths) - 1:
+                raise
+            continue
+        for other in paths[:i] + paths[i + 1:]:   # an older one would be read first
+            with contextlib.suppress(OSError):
+                other.unlink()
+        return
 
 
 def remove(output: str | os.PathLike) -> None:
-    record_path(output).unlink(missing_ok=True)
+    for path in record_paths(output):
+        if path.exists():   # a read-only folder refuses even a missing file's unlink
+            path.unlink(missing_ok=True)
 
 
 def output_stat(path: str | os.PathLike) -> dict[str, int]:

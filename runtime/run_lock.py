@@ -317,10 +317,10 @@ def _output_lock_paths(real: Path) -> list[Path]:
     where another container's run into the same volume never looked."""
     beside = [real.parent / f".{real.name}.lock"] if real.name else []
     inside = [real / ".sharpen-run.lock"] if real.is_dir() else []
-    return inside + beside if inside and _mount_point(real) else beside + inside
+    return inside + beside if inside and mount_point(real) else beside + inside
 
 
-def _mount_point(folder: Path) -> bool:
+def mount_point(folder: Path) -> bool:
     """Whether `folder` is a mount point: one of another file system (os.path.ismount), or a
     bind mount of a folder on its parent's, which only the mount table tells."""
     if os.path.ismount(folder):

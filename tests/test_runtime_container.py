@@ -364,6 +364,12 @@ def test_a_mounted_output_folder_is_locked_where_another_container_sees_it(tmp_p
                            f"(process {first.pid}, which holds {root}/out/.sharpen-run.lock)"
                            ), said
     assert not list(shared.iterdir())   # the lock file goes with the run
+    # A stopped run's record goes there too: the next container finds it to --resume.
+    where = subprocess.run([*container, sys.executable, "-c", "import sys; from runtime.resume "
+                            "import record_path; print(record_path(sys.argv[1]))",
+                            str(root / "out")], capture_output=True, text=True, timeout=60,
+                           env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert where.stdout == f"{root}/out/.sharpen-run.resume.json\n", where
 
 
 def test_a_runs_lock_refuses_another_users_run_under_umask_0077():

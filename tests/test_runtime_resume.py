@@ -3,6 +3,7 @@ the frame it got to and ends with the output an uninterrupted run gives; what wo
 frames (another model, source or option) is refused, naming it."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -193,6 +194,46 @@ def test_an_image_folder_resumes_past_the_frames_written(made, tmp_path, signum)
         assert (out / p.name).read_bytes() == p.read_bytes(), p.name
     assert len(list(out.glob("frame_*"))) == N
     assert all((out / n).stat().st_mtime_ns == t for n, t in before.items()), "rewritten"
+
+
+@contextlib.contextmanager
+def _takes_no_file(folder: Path):
+    """`folder` made so that no file can be created in it, its subfolders left as they are: a
+    read-only container root's stand-in (not writable by this user; root: immutable)."""
+    if os.geteuid() != 0:
+        os.chmod(folder, 0o555)
+        try:
+            yield
+        finally:
+            os.chmod(folder, 0o755)
+        return
+    if subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode:
+        pytest.skip("root here cannot make a folder immutable (chattr +i)")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(folder)], check=True)
+
+
+def test_an_image_folder_whose_parent_takes_no_file_runs_and_resumes(made, tmp_path):
+    """`--out /out`, a container's volume as the image folder, in a root that is read-only or
+    not the user's: the record saved with the first image went beside the folder, and the run
+    ended there ("[Errno 30] Read-only file system: '/..out.resume.json...'", exit 1), where
+    its lock had moved inside the folder. The record goes inside it too, and --resume finds
+    it there."""
+    out = tmp_path / "root" / "out"
+    out.mkdir(parents=True)
+    argv = ["--model", str(made["model"]), "--source", str(made["clip"]), "--out", str(out)]
+    with _takes_no_file(out.parent):
+        code, err = stopped(argv, 15, signal.SIGINT)
+        assert code == 130, err
+        k = len(list(out.glob("frame_*")))
+        assert 15 <= k < N and (out / ".sharpen-run.resume.json").is_file(), (k, err)
+        r = sharpen(*argv, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"resuming at frame {k} of {made['clip']} (seek)" in r.stderr, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == [f"frame_{i:06d}.png" for i in range(N)]
+    assert os.listdir(out.parent) == ["out"]
 
 
 def test_a_changed_model_source_or_option_is_refused_naming_it(made, tmp_path):
