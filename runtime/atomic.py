@@ -123,7 +123,7 @@ def remove_killed_writes(folder: str | os.PathLike, name: str | None = None,
                 or name and m.group(1) != name):
             continue
         pid = int(m.group(2))
-        if ours_too and pid == os.getpid() or pid != os.getpid() and not pid_alive(pid):
+        if (ours_too and pid == os.getpid()) or (pid != os.getpid() and not pid_alive(pid)):
             try:
                 p.unlink()
             except OSError:
