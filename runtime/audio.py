@@ -14,7 +14,7 @@ import shutil
 import struct
 import subprocess
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 ENV = "SHARPEN_FFMPEG"
 PROBE_TIMEOUT_S = 30
@@ -122,13 +122,14 @@ def _find_box(f, start: int, end: int, kind: bytes) -> Optional[tuple[int, int]]
 
 
 def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
-              ffmpeg: str, codecs: Optional[list[str]]) -> str:
+              ffmpeg: str, codecs: Optional[list[str]], video_options: Sequence[str] = ()) -> str:
     """Write `out`: `video`'s pictures, copied, with `source`'s audio over its first `seconds`
     (the video's length: a run that stopped early, --max-frames, gets that much of it). The
     audio is copied where `out`'s container takes its codec (and an MP4's players play it),
     else encoded in the container's default one (AAC in MP4, from PCM or Vorbis). Returns ''
     or why not, in words (ffmpeg's last error line). `codecs`: `audio_codecs` of `source`,
-    which the caller probed already to know there is sound."""
+    which the caller probed already to know there is sound. `video_options`: output options for
+    the copied pictures (their colour tags, runtime/colour_tags.py)."""
     # OpenCV's first frame is the video stream's first, while ffmpeg would copy the sound from
     # its own start: where the sound begins earlier, skip to the first frame's time; where
     # later, delay it as much.
@@ -137,7 +138,8 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
              else ["-itsoffset", f"{-lead:.6f}"] if lead < -0.0005 else [])
     base = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",
             "-i", os.fspath(video), *shift, "-i", os.fspath(source),
-            "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", "-t", f"{seconds:.6f}"]
+            "-map", "0:v:0", "-map", "1:a?", "-c:v", "copy", *video_options,
+            "-t", f"{seconds:.6f}"]
     why = ""
     try:
         sizes = 2 * os.path.getsize(video) + os.path.getsize(source)

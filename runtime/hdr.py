@@ -27,6 +27,13 @@ TONE_MAP = ("zscale=t=linear:npl=100,format=gbrpf32le,zscale=p=bt709,"
 def _colr_transfer(path: Path) -> Optional[int]:
     """The transfer characteristic in the `colr` box (nclx, or QuickTime's nclc) of an
     MP4/MOV's first video track; None where there is none or the file cannot be read."""
+    said = colr_values(path)
+    return said[1] if said else None
+
+
+def colr_values(path: Path) -> Optional[tuple[int, int, int]]:
+    """The (primaries, transfer, matrix) H.273 codes in the `colr` box of an MP4/MOV's first
+    video track; None where there is none or the file cannot be read."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
@@ -53,8 +60,7 @@ def _colr_transfer(path: Path) -> Optional[int]:
                 m = re.search(rb"colr(?:nclx|nclc)", data)
                 if m is None or len(data) < m.end() + 6:
                     return None
-                _, transfer, _ = struct.unpack(">3H", data[m.end():m.end() + 6])
-                return transfer
+                return struct.unpack(">3H", data[m.end():m.end() + 6])
             return None
     except (OSError, struct.error):
         return None

@@ -1059,6 +1059,10 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             file_sink.keep_previous = True
         if isinstance(file_sink, ImageSink) and src.live:   # and its frames numbered on
             file_sink.number_on = True
+        if isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) \
+                and src.kind == "video":
+            # Whose primaries and transfer the frames keep, said in the video's tags.
+            file_sink.colour_source = str(src.target)
         if isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) and src.sar:
             file_sink.source_sar = (src.sar, shown_url(src.spec))
         sinks.append(CompareSink(file_sink, view, flags) if compare else file_sink)

@@ -28,7 +28,11 @@ import numpy as np
 from .atomic import (atomic_path, atomic_write_bytes, new_file_mode, remove_killed_writes,
                      sync_files, sync_folder)
 from .atomic import pid_alive as _pid_alive
+from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
+from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_options, taggable,
+                          wants_tags)
 from .console import count, quiet_native_stderr, shell_quote
+from .hdr import colr_values
 from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, VIDEO_EXTS, icc_problem,
                       with_icc_profile)
 from .options import option
@@ -185,6 +189,11 @@ class VideoFileSink(Sink):
         self._join_ffmpeg: Optional[str] = None
         self._joined_stat: Optional[tuple[int, int]] = None   # `joined`'s size and time then
         self.replaced = False   # this run's video took the output's name
+        # The video file the frames came from, whose primaries and transfer the video is
+        # tagged with (runtime/colour_tags.py); run_stream sets it for a file source.
+        self.colour_source: Optional[str] = None
+        self._colour: Optional[tuple[Optional[str], list[str], bool]] = None
+        self._tagged = False   # an ffmpeg copy wrote the colour tags
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
@@ -322,12 +331,16 @@ class VideoFileSink(Sink):
             # after another (an ffmpeg before 4.4, without setts, joins them as they are).
             tries = ([["-bsf:v", "setts=ts=N"], []] if self.path.suffix.lower() == ".avi"
                      else [[]])
-            for renumber in tries:
+            # Tagged (runtime/colour_tags.py), else untagged: an ffmpeg that refuses the tags
+            # (one built without mpeg2_metadata) still joins the frames.
+            colour = self._colour_options()[1]
+            for renumber, tags in [(r, t) for t in ([colour, []] if colour else [[]])
+                                   for r in tries]:
                 try:
                     done = _run([self._join_ffmpeg, "-hide_banner", "-nostdin", "-loglevel",
                                  "error", "-y", "-f", "concat", "-safe", "0", "-i",
                                  str(listing), "-map", "0:v:0", "-c", "copy", *renumber,
-                                 str(joined)], limit)
+                                 *tags, str(joined)], limit)
                 except subprocess.TimeoutExpired:
                     why = f"it had not finished after {limit:.0f} s"
                     break
@@ -345,6 +358,7 @@ class VideoFileSink(Sink):
                                 "earlier video is left as it was")
             os.replace(joined, self.tmp)
             joined = None
+            self._tagged = bool(tags)
         finally:
             listing.unlink(missing_ok=True)
             if joined is not None:
@@ -602,6 +616,11 @@ class VideoFileSink(Sink):
                     warn(f"{option('output', self.path, self.flags)} has no sound: the copy "
                          f"of the audio of {self.audio_source} was stopped (Ctrl-C); the "
                          "video was written without it")
+            try:
+                self._tag_colours()
+            except KeyboardInterrupt:
+                warn(f"{option('output', self.path, self.flags)}: the copy that tags its "
+                     "colours was stopped (Ctrl-C); the video was written untagged")
             with open(self.tmp, "r+b") as f:   # on disk before it gets its final name (a
                 os.fsync(f.fileno())           # writable handle: Windows' fsync needs one)
             os.chmod(self.tmp, new_file_mode())   # mkstemp makes files owner-only
@@ -671,16 +690,99 @@ class VideoFileSink(Sink):
             return
         muxed = self._temp_file()
         try:
-            why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg, codecs)
+            tags = self._colour_options()[1]
+            why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg, codecs,
+                            tags)
+            if why and tags:   # an ffmpeg that refuses the tags still copies the sound
+                tags = []
+                why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg,
+                                codecs)
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
                      "the video was written without it")
                 return
             os.replace(muxed, self.tmp)   # one step: a Ctrl-C cannot leave neither file
             muxed = None
+            self._tagged = bool(tags)
         finally:
             if muxed is not None:
                 muxed.unlink(missing_ok=True)
+
+    def _colour_options(self) -> tuple[Optional[str], list[str], bool]:
+        """(the ffmpeg that tags the video's colours, or None; the output options that do;
+        whether its frames want tags, runtime/colour_tags.py `wants_tags`), found once: the
+        join, the sound's copy and the tags' own copy use the same."""
+        if self._colour is None:
+            ffmpeg, _ = find_ffmpeg()
+            source = (source_colours(self.colour_source, ffmpeg)
+                      if ffmpeg is not None and self.colour_source is not None else None)
+            if self.colour_source is None or source is not None:
+                wanted = wants_tags(source)
+            else:
+                # Without ffmpeg only an MP4/MOV's colr box is read; a source that says no
+                # matrix may be one whose frames are right untagged.
+                said = (colr_values(Path(self.colour_source))
+                        if Path(self.colour_source).suffix.lower() in ISO_EXTS
+                        and Path(self.colour_source).is_file() else None)
+                wanted = bool(said and said[2] not in (2, 3))
+            options = (tag_options(self.path, *(source[1:3] if source else ()))
+                       if ffmpeg and wanted and taggable(self.path) else [])
+            self._colour = (ffmpeg, options, wanted)
+        return self._colour
+
+    def _tag_colours(self) -> None:
+        """Tag the video with the YUV matrix OpenCV's writer used (runtime/colour_tags.py),
+        where neither the join nor the sound's copy did, by a stream copy (no re-encode).
+        Where it cannot be tagged, an HD video, which players take as BT.709, is said to
+        show shifted colours; SD, which they take as BT.601, as written, is not."""
+        if self._tagged:
+            return
+        ffmpeg, options, wanted = self._colour_options()
+        if not wanted or self.size is None:
+            return
+        said = option('output', self.path, self.flags)
+        hd = players_guess_hd(self.size)
+        shifted = ("its frames are in BT.601 colours (OpenCV's writer), while players take "
+                   f"untagged {self.size[0]}x{self.size[1]} video as BT.709: they show its "
+                   "colours shifted (greens darker) beside its source") if hd else ""
+        if not taggable(self.path):
+            if hd:
+                warn(f"{said}: {shifted}; {self.path.suffix} holds no colour tags: write "
+                     ".mp4, .mkv, .webm or .ts, which are tagged where ffmpeg is found")
+            return
+        if ffmpeg is None:
+            if hd:
+                warn(f"{said}: {shifted}; {find_ffmpeg()[1]}, which tags them: install "
+                     f"ffmpeg, or set {ENV} to an ffmpeg executable")
+            return
+        if self.keep_previous:
+            # A camera's recording, hours of it, is not copied at its end (a service's stop
+            # would wait minutes for it, and a full disk hold it twice): said, with the copy.
+            if hd:
+                tagged_name = self.path.with_name(f"{self.path.stem}-tagged{self.path.suffix}")
+                warn(f"{said}: {shifted}; to tag them without re-encoding: ffmpeg -i "
+                     f"{shell_quote(str(self.path))} -c copy {shlex.join(options)} "
+                     f"{shell_quote(str(tagged_name))}")
+            return
+        size = os.path.getsize(self.tmp)
+        free = free_bytes(self.path.parent)
+        if free is not None and free < size + DISK_FULL_BYTES:
+            why = f"{free} bytes free in {self.path.parent}, for a copy of {size}"
+        else:
+            tagged: Optional[Path] = self._temp_file()
+            try:
+                why = copy_tagged(self.tmp, tagged, ffmpeg, options,
+                                  MUX_TIMEOUT_S + 2 * size / SLOW_DISK_BYTES_S)
+                if not why:
+                    os.replace(tagged, self.tmp)
+                    tagged = None
+                    self._tagged = True
+                    return
+            finally:
+                if tagged is not None:
+                    tagged.unlink(missing_ok=True)
+        warn(f"{said}: its colours (BT.601, limited range) were not tagged ({why})"
+             + (f": {shifted}" if hd else ""))
 
     def _check_playable(self) -> None:
         """The written file opens and gives its first frame: what a failed write (a full disk,
