@@ -8,7 +8,7 @@ video's colours shifted beside its source (a bar of green 185 as 156). The matri
 OpenCV's to change, so it is said: an ffmpeg stream copy writes it into the container (MP4,
 MOV, MKV, WebM) or into an MPEG-2 stream's sequence headers (MPEG-TS, MPEG program streams),
 where the sound's copy or a resumed run's join does not already copy the video. AVI, FLV, WMV
-and Ogg hold no colour tags. A source's primaries and transfer, which the frames keep (OpenCV's
+and Ogg hold no colour tags, nor do .m4v and .3gp as ffmpeg writes them. A source's primaries and transfer, which the frames keep (OpenCV's
 capture converts by the source's own matrix), are copied where it says them and they are SDR:
 an HDR source's frames are written as SDR (runtime/hdr.py), which its tags would contradict.
 """
@@ -20,7 +20,7 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from .audio import ISO_EXTS, PROBE_TIMEOUT_S, _run
+from .audio import PROBE_TIMEOUT_S, _run
 
 WRITER_MATRIX = "smpte170m"   # BT.601, libswscale's default (bt470bg has the same numbers)
 WRITER_MATRIX_CODE = 6        # ITU-T H.273
@@ -32,7 +32,10 @@ TRANSFERS = {"bt709": 1, "gamma22": 4, "gamma28": 5, "smpte170m": 6, "smpte240m"
              "linear": 8, "log100": 9, "log316": 10, "iec61966-2-4": 11, "bt1361e": 12,
              "iec61966-2-1": 13, "bt2020-10": 14, "bt2020-12": 15}
 HDR_TRANSFERS = ("smpte2084", "arib-std-b67")
-CONTAINER_TAGGED = (*ISO_EXTS, ".mkv", ".webm")
+# ffmpeg writes the colr box of MP4 and MOV only: its iPod (.m4v) and 3GP muxers leave it out
+# (a warning, and the copy succeeds).
+COLR_EXTS = (".mp4", ".mov")
+CONTAINER_TAGGED = (*COLR_EXTS, ".mkv", ".webm")
 MPEG2_TAGGED = (".ts", ".mts", ".m2ts", ".mpg", ".mpeg")
 _VIDEO_LINE = re.compile(r"^\s*Stream #\d+:\d+.*?: Video: [^,]+, \w+(?:\(([^)]*)\))?.*$",
                          re.M)
@@ -111,7 +114,7 @@ def tag_options(path: str | os.PathLike, primaries: Optional[str] = None,
         if transfer:
             options += ["-color_trc", transfer]
         # An ffmpeg before 4.4 wrote an MP4's colr box only when asked.
-        return options + (["-movflags", "+write_colr"] if ext in ISO_EXTS else [])
+        return options + (["-movflags", "+write_colr"] if ext in COLR_EXTS else [])
     if ext in MPEG2_TAGGED:
         return ["-bsf:v", "mpeg2_metadata="
                 f"colour_primaries={PRIMARIES.get(primaries or '', UNSPECIFIED)}:"

@@ -295,3 +295,13 @@ def test_an_ffmpeg_that_refuses_the_tags_still_copies_the_sound(
     done = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(out)],
                           capture_output=True, text=True, timeout=60)
     assert "Audio: aac" in done.stderr and matrix_of(ffmpeg, out) == "", done.stderr
+
+
+@pytest.mark.parametrize("ext", [".m4v", ".3gp"])
+def test_an_hd_video_in_an_iso_container_ffmpeg_does_not_tag_says_so(tmp_path, monkeypatch,
+                                                                      ffmpeg, ext):
+    """ffmpeg writes a colr box in MP4 and MOV only: its iPod (.m4v) and 3GP muxers leave it
+    out with a warning and succeed, and such a video was taken as tagged."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    said = _write(tmp_path / f"hd{ext}", (1280, 720))
+    assert len(said) == 1 and f"{ext} holds no colour tags: write .mp4, .mkv" in said[0], said
