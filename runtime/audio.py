@@ -22,6 +22,7 @@ MUX_TIMEOUT_S = 600     # a copy, not an encode: seconds even for an hour of sou
 # ...plus the time to read both files and write the output at a slow USB or network disk's
 # rate: a 2-hour recording's tens of GB would not be copied in 600 s there.
 SLOW_DISK_BYTES_S = 5e6
+TIMED_OUT = "it had not finished after"   # how a copy that ran out of time is said
 
 # ISO base media files (MP4, MOV and their kin): their tracks can be read without ffmpeg.
 ISO_EXTS = (".mp4", ".m4v", ".mov", ".3gp", ".3g2")
@@ -154,7 +155,7 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
         try:
             done = _run([*base, *audio, os.fspath(out)], limit)
         except subprocess.TimeoutExpired:
-            return f"it had not finished after {limit:.0f} s"
+            return f"{TIMED_OUT} {limit:.0f} s"
         except (OSError, subprocess.SubprocessError) as exc:
             return str(exc)
         if done.returncode == 0 and out.exists() and out.stat().st_size:

@@ -194,6 +194,9 @@ class VideoFileSink(Sink):
         self.colour_source: Optional[str] = None
         self._colour: Optional[tuple[Optional[str], list[str], bool]] = None
         self._tagged = False   # an ffmpeg copy wrote the colour tags
+        # Why the copy at close that would tag them is not tried: the join's or the sound's
+        # copy found them refused (an ffmpeg without mpeg2_metadata), or was stopped (Ctrl-C).
+        self._not_tagged = ""
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
@@ -334,6 +337,7 @@ class VideoFileSink(Sink):
             # Tagged (runtime/colour_tags.py), else untagged: an ffmpeg that refuses the tags
             # (one built without mpeg2_metadata) still joins the frames.
             colour = self._colour_options()[1]
+            refused = ""
             for renumber, tags in [(r, t) for t in ([colour, []] if colour else [[]])
                                    for r in tries]:
                 try:
@@ -352,6 +356,7 @@ class VideoFileSink(Sink):
                        else lines[-1] if lines else f"exit code {done.returncode}")
                 if not why:
                     break
+                refused = refused or (why if tags else "")
             if why:
                 raise SinkError(f"{option('output', self.path, self.flags)}: ffmpeg could not "
                                 f"join {self.joined} and this run's frames ({why}); the "
@@ -359,6 +364,7 @@ class VideoFileSink(Sink):
             os.replace(joined, self.tmp)
             joined = None
             self._tagged = bool(tags)
+            self._not_tagged = "" if tags else refused
         finally:
             listing.unlink(missing_ok=True)
             if joined is not None:
@@ -616,6 +622,9 @@ class VideoFileSink(Sink):
                     warn(f"{option('output', self.path, self.flags)} has no sound: the copy "
                          f"of the audio of {self.audio_source} was stopped (Ctrl-C); the "
                          "video was written without it")
+                    # That Ctrl-C stopped waiting for the output: no other copy is started.
+                    self._not_tagged = ("the copy with the sound, which tags them, was stopped "
+                                        "(Ctrl-C)")
             try:
                 self._tag_colours()
             except KeyboardInterrupt:
@@ -658,7 +667,7 @@ class VideoFileSink(Sink):
     def _add_audio(self, source: str) -> None:
         """Replace the written video by one that also holds `source`'s sound, over the video's
         length; where that cannot be done, say once that the output is silent, and why."""
-        from .audio import ENV, audio_codecs, find_ffmpeg, has_audio, mux_audio
+        from .audio import ENV, TIMED_OUT, audio_codecs, find_ffmpeg, has_audio, mux_audio
         ffmpeg, no_ffmpeg = find_ffmpeg()
         # One ffmpeg probe of the source tells both whether it has sound and how to copy it.
         codecs = audio_codecs(source, ffmpeg) if ffmpeg else None
@@ -693,10 +702,14 @@ class VideoFileSink(Sink):
             tags = self._colour_options()[1]
             why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg, codecs,
                             tags)
-            if why and tags:   # an ffmpeg that refuses the tags still copies the sound
-                tags = []
+            # An ffmpeg that refuses the tags still copies the sound (and the copy at close
+            # is not tried, to be refused as well); one that ran out of time is not run again
+            # to wait as long for the same source.
+            if why and tags and not why.startswith(TIMED_OUT):
+                refused, tags = why, []
                 why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg,
                                 codecs)
+                self._not_tagged = "" if why else refused
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
                      "the video was written without it")
@@ -766,7 +779,9 @@ class VideoFileSink(Sink):
             return
         size = os.path.getsize(self.tmp)
         free = free_bytes(self.path.parent)
-        if free is not None and free < size + DISK_FULL_BYTES:
+        if self._not_tagged:
+            why = self._not_tagged
+        elif free is not None and free < size + DISK_FULL_BYTES:
             why = f"{free} bytes free in {self.path.parent}, for a copy of {size}"
         else:
             tagged: Optional[Path] = self._temp_file()

@@ -282,7 +282,9 @@ def test_an_ffmpeg_that_refuses_the_tags_still_copies_the_sound(
     be untagged."""
     refusing = tmp_path / "bin" / "ffmpeg"
     refusing.parent.mkdir()
-    refusing.write_text('#!/bin/sh\nfor a in "$@"; do [ "$a" = -colorspace ] && '
+    calls = tmp_path / "calls"
+    refusing.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\n'
+                        'for a in "$@"; do [ "$a" = -colorspace ] && '
                         '{ echo "Unrecognized option colorspace" >&2; exit 1; }; done\n'
                         f'exec "{ffmpeg}" "$@"\n')
     refusing.chmod(0o755)
@@ -295,6 +297,74 @@ def test_an_ffmpeg_that_refuses_the_tags_still_copies_the_sound(
     done = subprocess.run([ffmpeg, "-hide_banner", "-nostdin", "-i", str(out)],
                           capture_output=True, text=True, timeout=60)
     assert "Audio: aac" in done.stderr and matrix_of(ffmpeg, out) == "", done.stderr
+    # Refused in the sound's copy, the tags are not tried again by a copy of the whole video
+    # at close (minutes of a long one's, for the same refusal).
+    assert " -map 0 -c copy " not in calls.read_text(), calls.read_text()
+
+
+def test_a_sound_copy_that_timed_out_is_not_tried_again_untagged(
+        tmp_path, capsys, monkeypatch, ffmpeg, clips, identity):
+    """A copy that ran out of time (a source on a network share that stopped answering) is not
+    run again without the tags, to wait as long again for the same source; the video alone is
+    still tagged at close."""
+    import runtime.audio
+    monkeypatch.setattr(runtime.audio, "MUX_TIMEOUT_S", 1)
+    calls = tmp_path / "calls"
+    hangs = tmp_path / "bin" / "ffmpeg"
+    hangs.parent.mkdir()
+    hangs.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\ncase " $* " in *" -c:v copy "*) '
+                     f'exec sleep 30;;\nesac\nexec "{ffmpeg}" "$@"\n')
+    hangs.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(hangs))
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(identity), "--source", str(clips["loud"]),
+                   "--out", str(out))
+    assert rc == 0 and "has no sound" in err and "had not finished after" in err, err
+    assert calls.read_text().count(" -c:v copy ") == 1, calls.read_text()
+    assert matrix_of(ffmpeg, out) == "smpte170m"
+
+
+def test_ctrl_c_during_the_sound_copy_starts_no_other_copy(tmp_path, ffmpeg, clips, identity):
+    """The Ctrl-C that stops waiting for the sound's copy (the third: the run says one more
+    stops waiting for the output) is not followed by the tags' copy of the whole video, which a
+    long one's user would wait on, or have to stop, again. The stand-in ffmpeg hangs in every
+    copy of the video."""
+    import os
+    import signal
+    import sys
+    import time
+
+    from runtime_fixtures import cli_module
+
+    copying = tmp_path / "copying"
+    hangs = tmp_path / "ffmpeg"
+    hangs.write_text(f'#!/bin/sh\ncase " $* " in *" -c:v copy "*|*" -map 0 -c copy "*) '
+                     f'touch "{copying}"; exec sleep 60;;\nesac\nexec "{ffmpeg}" "$@"\n')
+    hangs.chmod(0o755)
+    out = tmp_path / "sharp.mp4"
+    child = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
+                              str(identity), "--source", str(clips["loud"]), "--out", str(out),
+                              "--quiet"], env={**os.environ, "SHARPEN_FFMPEG": str(hangs)},
+                             cwd=tmp_path, stderr=subprocess.PIPE, text=True,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not copying.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert copying.exists(), child.communicate(timeout=10)[1]
+        for _ in range(3):
+            child.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+        err = child.communicate(timeout=20)[1]
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    assert child.returncode in (0, 130), err
+    assert "has no sound: the copy of the audio" in err, err
+    assert "were not tagged (the copy with the sound, which tags them, was stopped" in err, err
+    assert matrix_of(ffmpeg, out) == ""
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["copying", "ffmpeg", "sharp.mp4"]
 
 
 @pytest.mark.parametrize("ext", [".m4v", ".3gp"])
