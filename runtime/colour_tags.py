@@ -8,9 +8,10 @@ video's colours shifted beside its source (a bar of green 185 as 156). The matri
 OpenCV's to change, so it is said: an ffmpeg stream copy writes it into the container (MP4,
 MOV, MKV, WebM) or into an MPEG-2 stream's sequence headers (MPEG-TS, MPEG program streams),
 where the sound's copy or a resumed run's join does not already copy the video. AVI, FLV, WMV
-and Ogg hold no colour tags, nor do .m4v and .3gp as ffmpeg writes them. A source's primaries and transfer, which the frames keep (OpenCV's
-capture converts by the source's own matrix), are copied where it says them and they are SDR:
-an HDR source's frames are written as SDR (runtime/hdr.py), which its tags would contradict.
+and Ogg hold no colour tags, nor do .m4v and .3gp as ffmpeg writes them. A source's primaries
+and transfer, which the frames keep (OpenCV's capture converts by the source's own matrix), are
+copied where it says them and they are SDR: an HDR source's frames are written as SDR
+(runtime/hdr.py), which its tags would contradict.
 """
 from __future__ import annotations
 
