@@ -375,3 +375,36 @@ def test_an_hd_video_in_an_iso_container_ffmpeg_does_not_tag_says_so(tmp_path, m
     monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
     said = _write(tmp_path / f"hd{ext}", (1280, 720))
     assert len(said) == 1 and f"{ext} holds no colour tags: write .mp4, .mkv" in said[0], said
+
+
+def test_tags_refused_in_a_resumed_join_are_not_tried_again_at_close(tmp_path, monkeypatch,
+                                                                      ffmpeg):
+    """An ffmpeg without mpeg2_metadata joins the frames untagged, and the copy at close, which
+    it would refuse as well, is not run: the video is said to be untagged, once."""
+    calls = tmp_path / "calls"
+    refusing = tmp_path / "bin" / "ffmpeg"
+    refusing.parent.mkdir()
+    refusing.write_text(f'#!/bin/sh\necho "$*" >> "{calls}"\ncase " $* " in *mpeg2_metadata*) '
+                        'echo "Unknown bitstream filter mpeg2_metadata" >&2; exit 1;; esac\n'
+                        f'exec "{ffmpeg}" "$@"\n')
+    refusing.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out = tmp_path / "joined.ts"
+    first = VideoFileSink(out, FPS)
+    for _ in range(10):
+        first.write(bars(), bars(), "f")
+    first.close()
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(refusing))
+    with runtime_warnings() as said:
+        second = VideoFileSink(out, FPS)
+        second.join(out, 10)
+        for _ in range(5):
+            second.write(bars(), bars(), "f")
+        second.close()
+    assert len(said) == 1 and "not tagged (Unknown bitstream filter mpeg2_metadata)" in said[0]
+    assert " -map 0 -c copy " not in calls.read_text(), calls.read_text()
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == 15
