@@ -31,6 +31,17 @@ def write_figures(rep: dict, quality, out: Path, target_fps: float, say) -> dict
     return figs
 
 
+def _targets(rows: list[dict], target_fps: float) -> list[tuple[float, str, str]]:
+    """(fps, " on a CPU", line style) per budget the rows were judged on (`judge_latency`):
+    a line at --target-fps alone read a CPU row as missing a target it was not judged on."""
+    got = sorted({(r["target_fps"], r["target_device"]) for r in rows
+                  if r.get("target_device")}, key=lambda t: t[1])
+    if not got:   # a report from before the per-backend targets
+        return [(target_fps, "", "--")]
+    return [(fps, f" on a {dev}" if len(got) > 1 or dev == "CPU" else "", style)
+            for (fps, dev), style in zip(got, ("--", ":", "-."))]
+
+
 def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
     from matplotlib.figure import Figure
     import numpy as np
@@ -48,8 +59,9 @@ def _fig_latency(rep, quality, path: Path, target_fps: float) -> bool:
     for i, s in enumerate(sizes):
         vals = [ms.get((lb, s), np.nan) for lb in labels]
         ax.bar(x + (i - (len(sizes) - 1) / 2) * wdt, vals, wdt, label=s)
-    ax.axhline(1000.0 / target_fps, color="red", ls="--", lw=1,
-               label=f"{target_fps:g} fps ({1000 / target_fps:.1f} ms)")
+    for fps, where, style in _targets(rows, target_fps):
+        ax.axhline(1000.0 / fps, color="red", ls=style, lw=1,
+                   label=f"{fps:g} fps ({1000 / fps:.1f} ms){where}")
     ax.set_yscale("log")
     ax.set_ylabel("ms per frame (log)")
     ax.set_xticks(x)
@@ -111,8 +123,9 @@ def _fig_scatter(rep, quality, path: Path, target_fps: float) -> bool:
     inp = qrows.get("input")
     if inp and inp.get("ssim") is not None:
         ax.axhline(inp["ssim"], color="gray", ls=":", lw=1, label="blurred input SSIM")
-    ax.axvline(1000.0 / target_fps, color="red", ls="--", lw=1,
-               label=f"real time: {target_fps:g} fps = {1000 / target_fps:.1f} ms")
+    for fps, where, style in _targets(rows, target_fps):
+        ax.axvline(1000.0 / fps, color="red", ls=style, lw=1,
+                   label=f"real time: {fps:g} fps = {1000 / fps:.1f} ms{where}")
     ax.set_xscale("log")
     ax.set_xlabel(f"median ms per frame at {size} (log)")
     ax.set_ylabel(f"SSIM vs ground truth, higher is better\n(mean over the held-out set: "

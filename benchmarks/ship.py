@@ -41,6 +41,54 @@ def on_gpu(r: dict) -> bool:
     return r.get("backend", "").startswith("trt") or "cuda" in where or "tensorrt" in where
 
 
+def backend_on_gpu(rows: list[dict]) -> bool:
+    """Whether one backend's latency rows ran on a GPU: a row timed there, or TensorRT."""
+    return (any(on_gpu(r) for r in rows if r["status"] == "ok")
+            or any(r.get("backend", "").startswith("trt") for r in rows))
+
+
+def targets_of(settings: dict) -> dict[bool, float]:
+    """{on a GPU: --target-fps, on the CPU: --cpu-target-fps}."""
+    return {True: float(settings["target_fps"]),
+            # a report from before --cpu-target-fps judged every backend on --target-fps
+            False: float(settings.get("cpu_target_fps") or settings["target_fps"])}
+
+
+def judge_latency(rep: dict) -> None:
+    """Sets each latency row's target (and the stream's) to its backend's, as the what-to-ship
+    pick judges it: the table judged every row on --target-fps, so a CPU pick read "no" there.
+    A row gets target_fps, target_device, target_option and budget_ms; a timed one
+    meets_target from its p90 within the budget (`judged`), the stream from its throughput
+    (its stages overlap: its ms are not 1000 / fps)."""
+    lat = rep.get("latency") or {}
+    targets = targets_of(rep["settings"])
+    for key in ("rows", "stream"):
+        rows = lat.get(key) or []
+        for backend in dict.fromkeys(r["backend"] for r in rows):
+            mine = [r for r in rows if r["backend"] == backend]
+            gpu = backend_on_gpu(mine)
+            target = targets[gpu]
+            for r in mine:
+                r.update(target_fps=target, target_device="GPU" if gpu else "CPU",
+                         target_option="--target-fps" if gpu else "--cpu-target-fps",
+                         budget_ms=round(1000.0 / target, 3))
+                if r["status"] != "ok" or r.get("fps") is None:
+                    continue
+                if key == "stream" or r.get("ms") is None:
+                    r["meets_target"] = bool(r["fps"] >= target)
+                else:
+                    ms, on = judged(r)
+                    r.update(meets_target=bool(ms <= 1000.0 / target), judged_on=on)
+
+
+def meets_cell(r: dict) -> str:
+    """A timed latency row's "meets target" cell with the device whose budget it was judged
+    on, "no (CPU)" (the tables' titles give each budget: a budget column wrapped the
+    backend's name in the terminal); a report from before the per-backend targets: "no"."""
+    verdict = "yes" if r["meets_target"] else "no"
+    return f"{verdict} ({r['target_device']})" if r.get("target_device") else verdict
+
+
 def ship_section(rep: dict) -> Optional[dict]:
     """report.json's "ship": {"size", "target_fps", "cpu_target_fps", "rows", "answer"}, each
     row with the budget it was judged on; None when nothing was timed (--no-latency, or no
@@ -54,9 +102,7 @@ def ship_section(rep: dict) -> Optional[dict]:
     sizes = {r["size"]: r["width"] * r["height"] for r in timed}
     size = PRODUCT_SIZE if PRODUCT_SIZE in sizes else max(sizes, key=sizes.get)
     settings = rep["settings"]
-    targets = {True: float(settings["target_fps"]),
-               # a report from before --cpu-target-fps judged every backend on --target-fps
-               False: float(settings.get("cpu_target_fps") or settings["target_fps"])}
+    targets = targets_of(settings)
     checks = rep.get("checks") or []
     quality = {q["key"]: q for q in (rep.get("quality") or {}).get("rows") or []}
     real = ((rep.get("real_blur") or {}).get("pairs") or {})
@@ -70,7 +116,7 @@ def ship_section(rep: dict) -> Optional[dict]:
     out = []
     for backend in dict.fromkeys(r["backend"] for r in rows):
         mine = [r for r in rows if r["backend"] == backend]
-        gpu = any(on_gpu(r) for r in mine if r["status"] == "ok") or backend.startswith("trt")
+        gpu = backend_on_gpu(mine)
         out.append(_backend_row(backend, mine, size, targets[gpu], gpu, checks, quality, real,
                                 threads, checkpoints, refused))
     out = [r for r in out if r is not None]
