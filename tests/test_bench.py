@@ -2382,7 +2382,9 @@ def test_what_to_ship_takes_model_files_by_their_name(model_run):
     SSIM check, with its real-blur gain; a file this machine cannot run gets no row."""
     from benchmarks.ship import ship_section
 
-    _, rep, _, _ = model_run
+    from runtime.console import shell_join
+
+    _, rep, deployed, _ = model_run
     rep = json.loads(json.dumps(rep))
     # a budget its row meets whatever this machine's load
     rep["settings"]["target_fps"] = rep["settings"]["cpu_target_fps"] = 1.0
@@ -2392,6 +2394,9 @@ def test_what_to_ship_takes_model_files_by_their_name(model_run):
     lat = next(r for r in rep["latency"]["rows"] if r.get("given") == "deployed")
     quality = next(r for r in rep["quality"]["rows"] if r["key"] == "deployed")
     assert (row["ship"], row["ms"], row["ssim"]) == ("deployed", lat["ms"], quality["ssim"])
+    # the user's own file in the run line, not a copy in the bench's cache
+    assert row["file"] == str(deployed.resolve()), row
+    assert row["run"].startswith(shell_join(["sharpen", "run", "--model", row["file"]]) + " ")
     gain = rep["real_blur"]["pairs"]["deployed"]["ssim_gain"]
     assert row["real_blur_ssim_gain"] == gain
     # run as the file itself there too, not as a student's PyTorch checkpoint
