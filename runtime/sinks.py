@@ -625,11 +625,21 @@ class VideoFileSink(Sink):
                     # That Ctrl-C stopped waiting for the output: no other copy is started.
                     self._not_tagged = ("the copy with the sound, which tags them, was stopped "
                                         "(Ctrl-C)")
+                except Exception as exc:   # noqa: BLE001 - said; the video is kept
+                    # Every frame is in the video: an optional copy that failed in a way its
+                    # own checks did not foresee (EMFILE or ENOSPC making its temporary file,
+                    # ffmpeg output that does not parse) is no reason to throw hours away.
+                    warn(f"{option('output', self.path, self.flags)} has no sound: the copy "
+                         f"of the audio of {self.audio_source} failed ({_said(exc)}); the "
+                         "video was kept without it")
             try:
                 self._tag_colours()
             except KeyboardInterrupt:
                 warn(f"{option('output', self.path, self.flags)}: the copy that tags its "
                      "colours was stopped (Ctrl-C); the video was written untagged")
+            except Exception as exc:   # noqa: BLE001 - said; the video is kept, as above
+                warn(f"{option('output', self.path, self.flags)}: the copy that tags its "
+                     f"colours failed ({_said(exc)}); the video was kept untagged")
             with open(self.tmp, "r+b") as f:   # on disk before it gets its final name (a
                 os.fsync(f.fileno())           # writable handle: Windows' fsync needs one)
             os.chmod(self.tmp, new_file_mode())   # mkstemp makes files owner-only
@@ -812,6 +822,13 @@ class VideoFileSink(Sink):
                             f"({count(self.frames, 'frame')}) does not play back: "
                             f"{why or 'the write failed (disk full or I/O error?)'}; nothing was "
                             "written under that name")
+
+
+def _said(exc: Exception) -> str:
+    """An unforeseen error in words: an OSError's reason and file, else its kind and text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def free_bytes(folder: Path, system: Optional[str] = None) -> Optional[int]:

@@ -157,6 +157,31 @@ def test_an_ffmpeg_that_fails_leaves_the_video_without_sound_and_says_why(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "sharp.mp4"]
 
 
+def test_an_ffmpeg_whose_output_does_not_parse_keeps_the_video_without_sound(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """Every frame is in the video when the sound is copied: an ffmpeg whose packet listing
+    does not parse (a time too large for a float) made the copy raise, and the close threw
+    the whole video away. It is kept, silent, said once; the run ends as a complete one."""
+    import json
+
+    garbled = tmp_path / "ffmpeg"
+    garbled.write_text('#!/bin/sh\ncase " $* " in *" framemd5 "*) printf "#tb 0: 1/1\\n0, 0, '
+                       f'{"9" * 400}, 1, 1, 0\\n"; exit 0;;\nesac\nexec "{ffmpeg}" "$@"\n')
+    garbled.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(garbled))
+    out, stats = tmp_path / "sharp.mp4", tmp_path / "stats.json"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clips["loud"]),
+                   "--out", str(out), "--stats", str(stats))
+    assert rc == 0 and err.count("has no sound") == 1, err
+    assert (f"{out} has no sound: the copy of the audio of {clips['loud']} failed "
+            "(OverflowError: integer division result too large for a float); the video was "
+            "kept without it") in err, err
+    assert len(read_video(out)[0]) == FRAMES and sound_of(ffmpeg, out) is None
+    assert json.loads(stats.read_text())["frames_processed"] == FRAMES
+    # No copy's temporary file, no hidden partial video, no lock left behind.
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ffmpeg", "sharp.mp4", "stats.json"]
+
+
 def test_from_python_the_warning_names_the_keywords(tmp_path, monkeypatch, onnx_model, clips):
     monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-such-ffmpeg"))
     out = tmp_path / "sharp.mp4"

@@ -408,3 +408,52 @@ def test_tags_refused_in_a_resumed_join_are_not_tried_again_at_close(tmp_path, m
     while cap.read()[0]:
         n += 1
     assert n == 15
+
+
+@pytest.mark.parametrize("fails", ["mkstemp", "replace"])
+def test_a_tag_copy_that_raises_keeps_the_video_untagged(tmp_path, monkeypatch, ffmpeg, clips,
+                                                         identity, fails):
+    """Every frame is in the video when the copy that tags it runs: an OSError in that copy
+    (EMFILE making its temporary file, an I/O error putting it in place) threw the whole
+    video away. It is kept untagged, said once, and the copy's own file is removed."""
+    import errno
+    import os
+    import tempfile
+
+    from runtime.pipeline import run_stream
+
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    out = tmp_path / "sharp.mp4"
+    made, real_mkstemp, real_replace = [], tempfile.mkstemp, os.replace
+    copies = []
+
+    def mkstemp(*args, **kwargs):
+        # The first hidden .partial file is the video's own; the next, the tag copy's.
+        if str(kwargs.get("suffix", "")).startswith(".partial"):
+            made.append(1)
+            if fails == "mkstemp" and len(made) > 1:
+                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        fd, name = real_mkstemp(*args, **kwargs)
+        copies.append(name)
+        return fd, name
+
+    def replace(src, dst, *args, **kwargs):
+        if fails == "replace" and ".partial" in os.fspath(dst):
+            raise OSError(errno.EIO, os.strerror(errno.EIO), os.fspath(dst))
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(os, "replace", replace)
+    with runtime_warnings() as said:
+        stats = run_stream(identity, str(clips["bt709-sd"]), out)
+    why = ("Too many open files" if fails == "mkstemp"
+           else f"Input/output error: {copies[0]}")
+    assert said == [f"output={out}: the copy that tags its colours failed ({why}); the video "
+                    "was kept untagged"], said
+    assert stats["frames_processed"] == FRAMES and matrix_of(ffmpeg, out) == ""
+    cap = cv2.VideoCapture(str(out))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    assert n == FRAMES
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]   # no copy or lock left
