@@ -16,6 +16,8 @@ import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .iso_boxes import ISO_EXTS, find_moov, tracks
+
 ENV = "SHARPEN_FFMPEG"
 PROBE_TIMEOUT_S = 30
 MUX_TIMEOUT_S = 600     # a copy, not an encode: seconds even for an hour of sound
@@ -24,8 +26,6 @@ MUX_TIMEOUT_S = 600     # a copy, not an encode: seconds even for an hour of sou
 SLOW_DISK_BYTES_S = 5e6
 TIMED_OUT = "it had not finished after"   # how a copy that ran out of time is said
 
-# ISO base media files (MP4, MOV and their kin): their tracks can be read without ffmpeg.
-ISO_EXTS = (".mp4", ".m4v", ".mov", ".3gp", ".3g2")
 _AUDIO_LINE = re.compile(r"^\s*Stream #\d+:\d+.*?: Audio: (\w+)", re.M)
 # What an MP4 is played with (browsers, QuickTime, phones). Recent ffmpeg also copies PCM and
 # Vorbis into one when asked, as tracks those players do not play: such sound is encoded.
@@ -80,46 +80,14 @@ def _iso_has_sound_track(path: Path) -> Optional[bool]:
     None when the file cannot be read as one."""
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            moov = _find_box(f, 0, size, b"moov")
+            moov = find_moov(f)
             if moov is None:
                 return None
-            for trak in _boxes(f, *moov, b"trak"):
-                mdia = next(_boxes(f, *trak, b"mdia"), None)
-                hdlr = mdia and next(_boxes(f, *mdia, b"hdlr"), None)
-                if hdlr:
-                    f.seek(hdlr[0] + 8)   # version/flags, pre_defined, then the handler type
-                    if f.read(4) == b"soun":
-                        return True
-            return False
+            return next(tracks(f, moov, b"soun"), None) is not None
     except (OSError, struct.error):
         return None
 
 
-def _boxes(f, start: int, end: int, kind: bytes):
-    """(payload start, payload end) of each box of `kind` between `start` and `end`."""
-    pos = start
-    while pos + 8 <= end:
-        f.seek(pos)
-        head = f.read(8)
-        if len(head) < 8:
-            return
-        length, name = struct.unpack(">I4s", head)
-        body = pos + 8
-        if length == 1:   # a 64-bit size follows
-            length = struct.unpack(">Q", f.read(8))[0]
-            body += 8
-        elif length == 0:   # to the end of the file
-            length = end - pos
-        if length < body - pos:
-            return   # not a box: a damaged file
-        if name == kind:
-            yield body, min(pos + length, end)
-        pos += length
-
-
-def _find_box(f, start: int, end: int, kind: bytes) -> Optional[tuple[int, int]]:
-    return next(_boxes(f, start, end, kind), None)
 
 
 def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,

@@ -15,7 +15,7 @@ import struct
 from pathlib import Path
 from typing import Optional
 
-from .audio import ISO_EXTS, _boxes, _find_box
+from .iso_boxes import ISO_EXTS, find_box, find_moov, tracks
 
 # ITU-T H.273 transfer characteristics
 TRANSFERS = {16: "PQ", 18: "HLG"}
@@ -36,21 +36,13 @@ def colr_values(path: Path) -> Optional[tuple[int, int, int]]:
     video track; None where there is none or the file cannot be read."""
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            moov = _find_box(f, 0, size, b"moov")
+            moov = find_moov(f)
             if moov is None:
                 return None
-            for trak in _boxes(f, *moov, b"trak"):
-                mdia = _find_box(f, *trak, b"mdia")
-                hdlr = mdia and _find_box(f, *mdia, b"hdlr")
-                if not hdlr:
-                    continue
-                f.seek(hdlr[0] + 8)
-                if f.read(4) != b"vide":
-                    continue
-                minf = _find_box(f, *mdia, b"minf")
-                stbl = minf and _find_box(f, *minf, b"stbl")
-                stsd = stbl and _find_box(f, *stbl, b"stsd")
+            for _trak, mdia in tracks(f, moov, b"vide"):
+                minf = find_box(f, *mdia, b"minf")
+                stbl = minf and find_box(f, *minf, b"stbl")
+                stsd = stbl and find_box(f, *stbl, b"stsd")
                 if not stsd:
                     return None
                 # The sample entry's boxes follow its fixed fields, whose length differs by

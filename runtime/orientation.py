@@ -21,7 +21,7 @@ from typing import Callable, Optional
 import cv2
 import numpy as np
 
-from .audio import ISO_EXTS, _boxes, _find_box
+from .iso_boxes import ISO_EXTS, find_box, find_moov, tracks
 
 Fix = Callable[[np.ndarray], np.ndarray]
 
@@ -49,24 +49,16 @@ def display_matrix(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
         return None
     try:
         with open(path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            moov = _find_box(f, 0, size, b"moov")
+            moov = find_moov(f)
             if moov is None:
                 return None
             # version/flags, times, time scale, duration (both 64-bit in version 1), rate,
             # volume, reserved: the matrix follows
-            movie = _matrix(f, _find_box(f, *moov, b"mvhd"), 36, 48) or _IDENTITY
-            for trak in _boxes(f, *moov, b"trak"):
-                mdia = _find_box(f, *trak, b"mdia")
-                hdlr = mdia and _find_box(f, *mdia, b"hdlr")
-                if not hdlr:
-                    continue
-                f.seek(hdlr[0] + 8)
-                if f.read(4) != b"vide":
-                    continue
+            movie = _matrix(f, find_box(f, *moov, b"mvhd"), 36, 48) or _IDENTITY
+            for trak, _mdia in tracks(f, moov, b"vide"):
                 # version/flags, then times, track id, duration (64-bit in version 1),
                 # reserved, layer, group, volume, reserved: the matrix follows.
-                track = _matrix(f, _find_box(f, *trak, b"tkhd"), 40, 52)
+                track = _matrix(f, find_box(f, *trak, b"tkhd"), 40, 52)
                 return _times(track, movie) if track else None
             return None
     except (OSError, struct.error):
