@@ -111,18 +111,10 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
                 with contextlib.suppress(OSError):
                     out.rmdir()
         return
-    held = _hold(fd)
     try:
-        _stamp(fd, "run", doing)
-        yield
+        with _held(fd, path, "run", doing):
+            yield
     finally:
-        # Unlinked while still held: a run that opened the file meanwhile and locks it next
-        # sees that it is gone and locks a new one (_acquire), never two runs at once.
-        with contextlib.suppress(OSError):
-            path.unlink()
-        _HELD.discard(held)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
         if created:   # removed only when empty: a run that could not start leaves no folder
             with contextlib.suppress(OSError):
                 out.rmdir()
@@ -223,11 +215,22 @@ def writing_into(folder: str | os.PathLike, what: str) -> Iterator[None]:
     if fd is None:
         yield
         return
+    with _held(fd, path, "write", f"writing {Path(what).name}"):
+        yield
+
+
+@contextlib.contextmanager
+def _held(fd: int, path: Path, kind: str, doing: str) -> Iterator[None]:
+    """Hold the lock `fd` (of `path`, taken by _acquire) for the block, stamped with `kind` and
+    `doing` for a refused run's message, and let it go."""
+    import fcntl
     held = _hold(fd)
     try:
-        _stamp(fd, "write", f"writing {Path(what).name}")
+        _stamp(fd, kind, doing)
         yield
-    finally:   # as run_lock lets go: unlinked while still held
+    finally:
+        # Unlinked while still held: a run that opened the file meanwhile and locks it next
+        # sees that it is gone and locks a new one (_acquire), never two runs at once.
         with contextlib.suppress(OSError):
             path.unlink()
         _HELD.discard(held)
@@ -261,7 +264,7 @@ def output_lock(output: str | os.PathLike, named: str,
     process) and is taken over. Unlocked where no lock can be had (no flock: Windows, some
     network mounts)."""
     try:
-        import fcntl
+        import fcntl  # noqa: F401 - whether this system has flock at all (Windows has not)
     except ImportError:
         yield
         return
@@ -297,16 +300,10 @@ def output_lock(output: str | os.PathLike, named: str,
         finally:
             _remove_empty(real.parent, made)
         return
-    held = _hold(fd)
     try:
-        _stamp(fd, "run", "sharpening")
-        yield
-    finally:   # as run_lock lets go: unlinked while still held
-        with contextlib.suppress(OSError):
-            path.unlink()
-        _HELD.discard(held)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        os.close(fd)
+        with _held(fd, path, "run", "sharpening"):
+            yield
+    finally:
         _remove_empty(real.parent, made)
 
 
