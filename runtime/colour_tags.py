@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from .audio import PROBE_TIMEOUT_S, _run
+from .audio import PROBE_TIMEOUT_S, TIMED_OUT, _run
 
 WRITER_MATRIX = "smpte170m"   # BT.601, libswscale's default (bt470bg has the same numbers)
 WRITER_MATRIX_CODE = 6        # ITU-T H.273
@@ -131,7 +131,7 @@ def copy_tagged(video: Path, out: Path, ffmpeg: str, options: list[str], limit: 
                      os.fspath(video), "-map", "0", "-c", "copy", *options, os.fspath(out)],
                     limit)
     except subprocess.TimeoutExpired:
-        return f"it had not finished after {limit:.0f} s"
+        return f"{TIMED_OUT} {limit:.0f} s"
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
     if done.returncode == 0 and out.exists() and out.stat().st_size:
