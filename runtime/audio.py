@@ -75,6 +75,15 @@ def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
                           timeout=timeout, start_new_session=True)
 
 
+def copy_failure(done: subprocess.CompletedProcess, out: Path) -> str:
+    """'' where an ffmpeg copy wrote `out`, else why not: its last error line, or its exit
+    code where it said nothing."""
+    if done.returncode == 0 and out.exists() and out.stat().st_size:
+        return ""
+    lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
+    return lines[-1] if lines else f"exit code {done.returncode}"
+
+
 def _iso_has_sound_track(path: Path) -> Optional[bool]:
     """Whether an MP4/MOV file has a track whose handler is 'soun' (moov/trak/mdia/hdlr);
     None when the file cannot be read as one."""
@@ -126,10 +135,9 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
             return f"{TIMED_OUT} {limit:.0f} s"
         except (OSError, subprocess.SubprocessError) as exc:
             return str(exc)
-        if done.returncode == 0 and out.exists() and out.stat().st_size:
+        why = copy_failure(done, out)
+        if not why:
             return ""
-        lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
-        why = lines[-1] if lines else f"exit code {done.returncode}"
     return why
 
 

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from .audio import PROBE_TIMEOUT_S, TIMED_OUT, _run
+from .audio import PROBE_TIMEOUT_S, TIMED_OUT, _run, copy_failure
 
 WRITER_MATRIX = "smpte170m"   # BT.601, libswscale's default (bt470bg has the same numbers)
 WRITER_MATRIX_CODE = 6        # ITU-T H.273
@@ -134,7 +134,4 @@ def copy_tagged(video: Path, out: Path, ffmpeg: str, options: list[str], limit: 
         return f"{TIMED_OUT} {limit:.0f} s"
     except (OSError, subprocess.SubprocessError) as exc:
         return str(exc)
-    if done.returncode == 0 and out.exists() and out.stat().st_size:
-        return ""
-    lines = [ln.strip() for ln in done.stderr.splitlines() if ln.strip()]
-    return lines[-1] if lines else f"exit code {done.returncode}"
+    return copy_failure(done, out)
