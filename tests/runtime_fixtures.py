@@ -6,10 +6,13 @@ really sharpens (tests can check the Laplacian variance) and builds in milliseco
 from __future__ import annotations
 
 import contextlib
+import http.server
 import shutil
 import subprocess
 import tempfile
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Iterator, Optional
@@ -226,3 +229,53 @@ def ffmpeg_or_skip(purpose: str) -> str:
         pytest.skip(f"no ffmpeg to {purpose}: none on PATH and imageio-ffmpeg is not "
                     "installed (pip install -e '.[dev]')")
     return exe
+
+
+@contextlib.contextmanager
+def camera_stream(folder: Path, frames: int, once: bool = False) -> Iterator[str]:
+    """The URL of an MPEG-TS served without a length (chunked), as an IP camera's relay serves
+    one: read live, its end is the camera dropping off. Served at its rate (10 fps), as a
+    camera gives it: sent at once, the loss at its end could come before the first frame was
+    written on a busy machine (a live run stops at once, the queued frames unwritten).
+    `once`: not there again after it drops off, each later request refused, as a camera
+    rebooting."""
+    from runtime.sinks import fourcc_for
+
+    video = folder / "cam.ts"
+    h, w = textured_frame(0).shape[:2]
+    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*fourcc_for(video)), 10, (w, h))
+    for i in range(frames):
+        vw.write(textured_frame(i % 16, seed=i))
+    vw.release()
+    data = video.read_bytes()
+    served = threading.Event()
+
+    class Camera(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"   # chunked transfer needs it
+
+        def log_message(self, *args):
+            pass
+
+        def do_GET(self):
+            if once and served.is_set():
+                self.send_error(503)
+                return
+            served.set()
+            self.send_response(200)
+            self.send_header("Content-Type", "video/mp2t")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            for i in range(0, len(data), 4096):
+                chunk = data[i:i + 4096]
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+                time.sleep(frames / 10 * len(chunk) / len(data))
+            self.wfile.write(b"0\r\n\r\n")
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/cam.ts"
+    finally:
+        server.shutdown()
+        server.server_close()

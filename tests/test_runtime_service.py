@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import configparser
-import contextlib
-import http.server
 import os
 import re
 import shlex
@@ -14,17 +12,15 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
-from typing import Iterator
 
 import cv2
 import numpy as np
 import pytest
 
 from runtime.sinks import fourcc_for
-from tests.runtime_fixtures import cli_module, make_onnx_model, textured_frame
+from tests.runtime_fixtures import camera_stream, cli_module, make_onnx_model, textured_frame
 
 
 @pytest.fixture(scope="module")
@@ -43,47 +39,6 @@ def _closed_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def _camera_stream(folder: Path, frames: int) -> Iterator[str]:
-    """The URL of an MPEG-TS served without a length (chunked), as an IP camera's relay serves
-    one: read live, its end is the camera dropping off. Served at its rate (10 fps), as a
-    camera gives it: sent at once, the loss at its end could come before the first frame was
-    written on a busy machine (a live run stops at once, the queued frames unwritten)."""
-    video = folder / "cam.ts"
-    h, w = textured_frame(0).shape[:2]
-    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*fourcc_for(video)), 10, (w, h))
-    for i in range(frames):
-        vw.write(textured_frame(i % 16, seed=i))
-    vw.release()
-    data = video.read_bytes()
-
-    class Camera(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"   # chunked transfer needs it
-
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp2t")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for i in range(0, len(data), 4096):
-                chunk = data[i:i + 4096]
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                self.wfile.flush()
-                time.sleep(frames / 10 * len(chunk) / len(data))
-            self.wfile.write(b"0\r\n\r\n")
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/cam.ts"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_a_config_error_exits_2_and_a_camera_not_there_or_lost_exits_3(model, tmp_path):
@@ -110,7 +65,7 @@ def test_a_config_error_exits_2_and_a_camera_not_there_or_lost_exits_3(model, tm
         r = _sharpen_run("--model", str(model), "--source", source, "--timeout", "5",
                          "--out", out, "--quiet")
         assert r.returncode == 3 and said in r.stderr, (source, r.returncode, r.stderr)
-    with _camera_stream(tmp_path, 30) as url:
+    with camera_stream(tmp_path, 30) as url:
         r = _sharpen_run("--model", str(model), "--source", url, "--live", "--reconnect", "0",
                          "--out", out, "--quiet")
     assert r.returncode == 3, (r.returncode, r.stderr)

@@ -5,7 +5,6 @@ for with generous timeouts, nothing is timed."""
 from __future__ import annotations
 
 import contextlib
-import http.server
 import json
 import signal
 import subprocess
@@ -14,13 +13,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import cv2
 import pytest
 
-from runtime.sinks import fourcc_for
-from tests.runtime_fixtures import cli_module, make_onnx_model, textured_frame, write_video
+from tests.runtime_fixtures import (camera_stream, cli_module, make_onnx_model, write_video)
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -104,57 +102,13 @@ def test_a_camera_runs_stats_file_is_refreshed_while_it_runs_and_says_how_it_end
     assert final["recent"]["frames_processed"] <= 5, final
 
 
-@contextlib.contextmanager
-def _camera_once(folder: Path, frames: int) -> Iterator[str]:
-    """An IP camera's MPEG-TS over HTTP (chunked, at its 10 fps) that drops off after `frames`
-    and is not there again: each later request is refused, as a camera rebooting."""
-    video = folder / "cam.ts"
-    h, w = textured_frame(0).shape[:2]
-    vw = cv2.VideoWriter(str(video), cv2.VideoWriter.fourcc(*fourcc_for(video)), 10, (w, h))
-    for i in range(frames):
-        vw.write(textured_frame(i % 16, seed=i))
-    vw.release()
-    data = video.read_bytes()
-    served = threading.Event()
-
-    class Camera(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def log_message(self, *args):
-            pass
-
-        def do_GET(self):
-            if served.is_set():
-                self.send_error(503)
-                return
-            served.set()
-            self.send_response(200)
-            self.send_header("Content-Type", "video/mp2t")
-            self.send_header("Transfer-Encoding", "chunked")
-            self.end_headers()
-            for i in range(0, len(data), 4096):
-                chunk = data[i:i + 4096]
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-                self.wfile.flush()
-                time.sleep(frames / 10 * len(chunk) / len(data))
-            self.wfile.write(b"0\r\n\r\n")
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Camera)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/cam.ts"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
 def test_a_lost_cameras_stats_file_says_reconnecting_then_that_the_source_was_lost(
         model, tmp_path):
     """While the camera is away the file says `reconnecting` (the frames stop, the file is
     still refreshed); once --reconnect's attempts are spent, the final write says
     `source_lost`, with the error, as the exit code 3 does."""
     stats = tmp_path / "cam.json"
-    with _camera_once(tmp_path, 20) as url:
+    with camera_stream(tmp_path, 20, once=True) as url:
         proc = _start("--model", str(model), "--source", url, "--live", "--reconnect", "4",
                       "--out", str(tmp_path / "rec.ts"), "--stats", str(stats),
                       "--report-interval", "0.2", "--quiet")
