@@ -15,13 +15,18 @@ from typing import Any
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code
 from runtime.console import HelpFormatter, count, shell_join
-from runtime.host import threads_help
+from runtime.host import limit_note, threads_help
 from .teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
                             TILE as TEACHER_TILE)
 
 
 def _err(msg: str) -> int:
     raise SharpenError(msg)
+
+
+def _note(line: str) -> None:
+    """A line beside the results (a CPU limit that set the threads), on stderr."""
+    print(line, file=sys.stderr)
 
 
 def _out_of_range(flag: str, value: float, lo: float, hi: float | None = None,
@@ -38,10 +43,8 @@ def _out_of_range(flag: str, value: float, lo: float, hi: float | None = None,
 # ------------------------------------------------------------------ sharpen teacher
 
 def cmd_teacher(args: argparse.Namespace) -> int:
-    import torch
-
     from .images import list_images
-    from .teacher import check_device, check_threads
+    from .teacher import check_device, check_threads, set_torch_threads
 
     from .teacher_tiles import overlap_for, tiling_cost, tiling_problem
 
@@ -56,8 +59,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         print(f"warning: {said}", file=sys.stderr)
     check_device(args.device)
     check_threads(args.threads)
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    set_torch_threads(args.threads, _note)
     files: list[tuple[Path, Path]] = []  # (input, relative output name)
     for src in map(Path, args.inputs):
         if src.is_dir():
@@ -402,16 +404,16 @@ def cmd_models(args: argparse.Namespace) -> int:
     from .students import (OWN_STUDENT_HINT, activation_bytes, count_macs, count_params,
                            create_student, for_inference, list_students, receptive_field,
                            run_padded, student_spec)
-    from .teacher import check_threads, names_a_file
+    from .teacher import check_threads, names_a_file, set_torch_threads
     from runtime.host import cpu_model
 
     h, w = args.height, args.width
     if args.measure_runs < 1:
         return _err(f"--measure-runs must be >= 1, got {args.measure_runs}")
     check_threads(args.threads)
+    # Before any model is built: the title below reports the count the times ran on.
+    set_torch_threads(args.threads, _note if args.measure else None)
     if args.threads:
-        # Before any model is built: the title below reports the count the times ran on.
-        torch.set_num_threads(args.threads)
         from runtime.host import threads_warning
         if args.measure and (too_many := threads_warning(args.threads, "--threads")):
             print(f"warning: {too_many}", file=sys.stderr)   # oversubscribed times mislead
@@ -849,10 +851,11 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(f"warning: {args.data} is the blurred half of a paired folder: --data {half[0]} "
               f"scores against its {half[1]}/ images; this run has no ground truth",
               file=sys.stderr)
-    if (args.threads and any(not is_artifact(w) for w in weights)
-            and pick_device(args.device).type == "cpu"):
-        import torch
-        torch.set_num_threads(args.threads)
+    if any(not is_artifact(w) for w in weights) and pick_device(args.device).type == "cpu":
+        from .teacher import set_torch_threads
+        set_torch_threads(args.threads, _note)
+    elif not args.threads and (note := limit_note("ONNX Runtime and LiteRT")):
+        _note(f"note: {note}")
     try:
         res = evaluate(weights, args.data, split=args.split or "test", limit=args.limit,
                        crop=args.crop, progress=not args.quiet,
@@ -999,10 +1002,11 @@ def _train(args: argparse.Namespace, task: str) -> int:
         check_config(cfg)
     except ValueError as e:
         return _err(str(e))
-    if args.threads:
-        # This process's own: torchrun starts one process per rank, each running this command.
-        import torch
-        torch.set_num_threads(args.threads)
+    # This process's own: torchrun starts one process per rank, each running this command
+    # (and sets OMP_NUM_THREADS=1 for each, which a CPU limit then does not override).
+    from .dist import DistInfo
+    from .teacher import set_torch_threads
+    set_torch_threads(args.threads, _note if DistInfo.from_env().main else None)
     from .interrupts import TrainingInterrupted, resume_hint
     from .trainer import TrainingDiverged, run_training
     from .config import run_folder_of

@@ -136,6 +136,23 @@ def check_threads(threads: int, zero: str = "PyTorch's default") -> None:
         raise SharpenError(str(e)) from None
 
 
+def set_torch_threads(threads: Optional[int], say: Optional[Callable[[str], None]] = None
+                      ) -> int:
+    """Sets PyTorch's CPU threads for this process to `threads` when given, else to what
+    OMP_NUM_THREADS or a cgroup CPU limit sets (runtime.host.default_threads, the count the
+    runtimes take): torch's own default counts the cores a CPU quota leaves idle, so under
+    `--cpus 2` on a 64-core host it ran 64 threads. `say` gets the one line naming a limit
+    that set the count. Returns the count torch runs on."""
+    from runtime.host import default_threads, env_threads, limit_note
+
+    n = default_threads(threads)
+    if n and n != torch.get_num_threads():
+        torch.set_num_threads(n)
+    if say and not threads and env_threads() is None and (note := limit_note("PyTorch")):
+        say(f"note: {note}")
+    return torch.get_num_threads()
+
+
 def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None) -> Restormer:
     """Build Restormer for `weights`. Project checkpoints carry their config; the official file
     and bare state dicts use `config` (default: motion-deblur)."""

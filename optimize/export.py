@@ -268,8 +268,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         import torch
 
         prev = torch.get_num_threads()
-        if o.threads:
-            torch.set_num_threads(o.threads)
+        if n := default_threads(o.threads):   # as the artifacts ran: a CPU limit's count too
+            torch.set_num_threads(n)
         try:
             reference["latency_ms_1080p"] = 1000 * measure_latency(
                 ref_runner, runs=max(1, min(o.latency_runs, 3)), image=lat_image)

@@ -16,7 +16,7 @@ from typing import Optional
 from .cli_errors import (interrupt_exit_code, missing_dependency, raise_if_interrupted,
                          said_after_hang_up)
 from .console import count, quiet_library_logs, report_fatal_errors
-from .host import threads_help, threads_warning
+from .host import env_threads, limit_note, threads_help, threads_warning
 from .options import OVERLAP, RATE_SETTING_KINDS, video_rate   # not .tiling's (numpy)
 
 # The exit code of a camera or stream not there, or lost and not back (SourceLost): neither a
@@ -282,6 +282,9 @@ def handler(args: argparse.Namespace) -> int:
     # --provider with a .tflite/.engine model: load_backend says so (once, naming the engine).
     if too_many := threads_warning(args.threads, "--threads"):
         print(f"warning: {too_many}", file=sys.stderr)
+    elif (not args.threads and not args.quiet and env_threads() is None
+          and (note := limit_note("ONNX Runtime and LiteRT"))):
+        print(f"note: {note}", file=sys.stderr)
     if not args.tile and args.overlap is not None:
         print("warning: --overlap has no effect without --tile", file=sys.stderr)
     if args.quiet and args.report_interval is not None and not args.stats:

@@ -255,10 +255,38 @@ def env_threads() -> Optional[int]:
     return None
 
 
+def limit_threads() -> Optional[int]:
+    """The thread count a cgroup CPU limit sets (usable_cores) where it leaves fewer CPUs than
+    the cores this process is scheduled on, else None. ONNX Runtime's and PyTorch's defaults
+    follow the affinity mask (taskset, a cpuset: one thread each under `taskset -c 0`) but not
+    a CPU quota: under `docker run --cpus 2` on a 64-core host each started 64 threads, which
+    the kernel then throttled."""
+    limit = cgroup_cpu_limit()
+    if not limit:
+        return None
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    n = max(1, math.ceil(limit))
+    return n if n < cores else None
+
+
+def limit_note(engines: str) -> str:
+    """One line saying that a CPU limit sets the thread count `engines` run with when neither
+    --threads nor OMP_NUM_THREADS gives one; '' where none does."""
+    n = limit_threads()
+    if not n:
+        return ""
+    limit = cgroup_cpu_limit()
+    return (f"a CPU limit of {limit:g} CPU{'' if limit == 1 else 's'} (cgroup) is in force: "
+            f"{engines} run{'s' if ' and ' not in engines else ''} {n} "
+            f"thread{'' if n == 1 else 's'} (--threads N or {THREADS_ENV} to change)")
+
+
 def default_threads(threads: Optional[int]) -> Optional[int]:
     """The thread count an engine runs with: `threads` when given (not None or 0), else
-    OMP_NUM_THREADS's (env_threads), else None (the engine's own default)."""
-    return threads or env_threads()
+    OMP_NUM_THREADS's (env_threads), else a cgroup CPU limit's (limit_threads), else None (the
+    engine's own default, which follows the affinity mask)."""
+    return threads or env_threads() or limit_threads()
 
 
 def threads_warning(threads: Optional[int], name: str = "threads") -> str:

@@ -517,8 +517,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _run_demo(args: argparse.Namespace, run: _Run) -> int:
-    import torch
-
     from distill.checkpoint import CheckpointError
     from distill.config import load_config
     from distill.data.embedded import build_embedded, default_root
@@ -552,7 +550,8 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
         make_folder(args.out, "--out")
     except SinkError as e:
         raise SharpenError(str(e)) from None
-    torch.set_num_threads(max(1, args.threads or torch.get_num_threads()))
+    from distill.teacher import set_torch_threads
+    set_torch_threads(args.threads, lambda line: print(line, file=sys.stderr))
     out = Path(args.out).resolve()
     # A second demo into this --out was refused by a stage's own lock, in its words (out=,
     # out_dir), after it had removed the first one's summary: refused here, naming --out.

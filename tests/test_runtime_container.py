@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime_fixtures import REPO, onnx_model, write_video  # noqa: E402
+from runtime_fixtures import REPO, onnx_model, run_cli, write_video  # noqa: E402
 
 __all__ = ["onnx_model"]
 
@@ -468,3 +468,70 @@ def test_an_image_a_killed_container_was_writing_is_removed_by_the_next(tmp_path
     write_video(video, n=3)
     run_stream(str(onnx_model), str(video), str(frames))
     assert sorted(p.name for p in frames.iterdir()) == [f"frame_{i:06d}.png" for i in range(3)]
+
+
+@pytest.fixture
+def one_cpu_limit(tmp_path, monkeypatch):
+    """This process under a 1-CPU cgroup limit (`docker run --cpus 1`) with no
+    OMP_NUM_THREADS, on a host with at least two cores it may be scheduled on."""
+    from runtime import host
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+    if cores < 2:
+        pytest.skip("one core here: a 1-CPU limit changes nothing")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    root = _cgroup_tree(tmp_path / "cgroup", {"cpu.max": "100000 100000\n"})
+    (tmp_path / "self").write_text("0::/\n")
+    monkeypatch.setattr(host, "CGROUP_ROOT", root, raising=False)
+    monkeypatch.setattr(host, "CGROUP_MEMBERSHIP", tmp_path / "self", raising=False)
+    return root
+
+
+def test_onnxruntime_runs_a_cgroup_cpu_limits_threads(one_cpu_limit, onnx_model, tmp_path,
+                                                      capsys):
+    """ONNX Runtime's default thread count follows the affinity mask, not a CPU quota: under
+    `--cpus 2` on a 64-core host it ran 64 threads, which the kernel throttled, while LiteRT
+    already ran 2. Without --threads or OMP_NUM_THREADS it now runs the limit's count, which
+    the run says once and the stats record; --threads still wins."""
+    from runtime.backends import load_backend
+    backend = load_backend(onnx_model)
+    assert backend.session.get_session_options().intra_op_num_threads == 1
+    assert backend.threads == 1
+    given = load_backend(onnx_model, threads=2)
+    assert given.session.get_session_options().intra_op_num_threads == 2
+    (one_cpu_limit / "cpu.max").write_text("max 100000\n")   # no limit: ORT's own default
+    assert load_backend(onnx_model).session.get_session_options().intra_op_num_threads == 0
+    (one_cpu_limit / "cpu.max").write_text("100000 100000\n")
+
+    frames = tmp_path / "in.mp4"
+    write_video(frames, n=2)
+    stats = tmp_path / "stats.json"
+    assert run_cli(["run", "--model", str(onnx_model), "--source", str(frames),
+                    "--out", str(tmp_path / "out.mp4"), "--stats", str(stats)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("note: a CPU limit of 1 CPU (cgroup) is in force: ONNX Runtime and "
+                     "LiteRT run 1 thread (--threads N or OMP_NUM_THREADS to change)") == 1, err
+    import json
+    assert json.loads(stats.read_text())["threads"] == 1
+
+
+def test_torch_runs_a_cgroup_cpu_limits_threads(one_cpu_limit, monkeypatch):
+    """PyTorch's default (all the cores of the affinity mask) ignored a CPU quota as ONNX
+    Runtime did: `teacher`, `labels`, `distill`/`train` and `evaluate` of checkpoints ran a
+    thread per host core under `--cpus 2`. set_torch_threads, which each calls, takes the
+    limit's count unless --threads gives one, and says so once."""
+    import torch
+
+    from distill.teacher import set_torch_threads
+    before = torch.get_num_threads()
+    said: list[str] = []
+    try:
+        torch.set_num_threads(2)
+        assert set_torch_threads(0, said.append) == 1 == torch.get_num_threads()
+        assert said == ["note: a CPU limit of 1 CPU (cgroup) is in force: PyTorch runs 1 "
+                        "thread (--threads N or OMP_NUM_THREADS to change)"]
+        said.clear()
+        assert set_torch_threads(2, said.append) == 2 and said == []   # --threads wins
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        assert set_torch_threads(0, said.append) == 2 and said == []   # and the variable
+    finally:
+        torch.set_num_threads(before)

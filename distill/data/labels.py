@@ -1189,9 +1189,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     unused = gopro_blur_unused([args.data], args.gopro_blur, "--gopro-blur")
     if unused and DistInfo.from_env().rank == 0:
         warn(unused)
-    if args.threads:
-        import torch
-        torch.set_num_threads(args.threads)
+    from ..teacher import set_torch_threads
+    set_torch_threads(args.threads, _line)
     common = dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                   gopro_blur=args.gopro_blur, device=args.device, limit=args.limit,
                   progress=not args.quiet, say=_line)   # --quiet: no bar, the lines stay
