@@ -328,8 +328,19 @@ def handler(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - anything else: still one line, not a traceback
         if os.environ.get("SHARPEN_DEBUG"):
             raise
-        print(f"sharpen run: error: {type(exc).__name__}: {exc} "
-              "(set SHARPEN_DEBUG=1 for the traceback)", file=sys.stderr)
+        from .prepost import FrameOutOfMemory, is_out_of_memory
+        if isinstance(exc, FrameOutOfMemory):   # names the frame size and what to change
+            print(f"sharpen run: error: {exc}", file=sys.stderr)
+        elif is_out_of_memory(exc):   # reading or writing a frame: "MemoryError: " said little
+            detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+            print(f"sharpen run: error: out of memory{f' ({detail})' if detail else ''}; "
+                  "give the process more memory or feed it smaller frames (README: peak "
+                  "memory)", file=sys.stderr)
+        else:
+            print(f"sharpen run: error: {type(exc).__name__}: {exc} "
+                  "(set SHARPEN_DEBUG=1 for the traceback)", file=sys.stderr)
+        if kept := _kept_before_error(getattr(exc, "stats", None), args.output):
+            print(f"sharpen run: {kept}", file=sys.stderr)
         return 1
     with said_after_hang_up():
         if summary.get("interrupted"):

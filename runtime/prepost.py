@@ -265,6 +265,33 @@ def _check_processor_args(backend: Any, tile: Any, overlap: Any) -> None:
             raise ValueError(f"{name} must be an integer (pixels), got {value!r}")
 
 
+# How each engine and library says it ran out of memory where no MemoryError is raised: ONNX
+# Runtime ("Failed to allocate memory for requested buffer"), C++ (std::bad_alloc), OpenCV
+# ("Insufficient memory"), CUDA and TensorRT ("out of memory").
+_OOM_WORDS = ("failed to allocate", "bad_alloc", "insufficient memory", "out of memory")
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether `exc` is a failure to allocate memory, by type or by an engine's words."""
+    return isinstance(exc, MemoryError) or any(w in str(exc).lower() for w in _OOM_WORDS)
+
+
+class FrameOutOfMemory(MemoryError):
+    """Sharpening a frame ran out of memory (a memory limit, a small board): the message names
+    the frame size, the model and what to change. A MemoryError, as the failure it replaces."""
+
+
+def out_of_memory_message(exc: BaseException, h: int, w: int, model: Any, tile: int) -> str:
+    """The one line for a frame of h x w that ran out of memory sharpening with `model`."""
+    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    fix = ("--tile 256 holds less of the model's work at a time, or a smaller frame"
+           if tile else "--tile 512 runs the model on 512-pixel tiles, which needs less "
+           "memory than the whole frame (README: peak memory)")
+    return (f"out of memory sharpening a {w}x{h} frame with {model or 'the model'}"
+            f"{f' (tile {tile})' if tile else ''}: {detail}; {fix}, or give the process "
+            "more memory")
+
+
 class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
     Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
@@ -319,7 +346,18 @@ class FrameProcessor:
         """Sharpen one frame: HxWx3 BGR uint8 or uint16 in (HxW / HxWx1 grayscale and BGRA are
         converted, with a SharpenWarning), HxWx3 BGR of the same size and depth out (but uint8
         from a uint16 frame through a TFLite INT8 model's 8-bit I/O, warned). Anything else
-        raises FrameError naming the dtype or shape. `timings` gets each stage's seconds."""
+        raises FrameError naming the dtype or shape, and running out of memory FrameOutOfMemory
+        naming the frame size. `timings` gets each stage's seconds."""
+        try:
+            return self._sharpen(frame, timings)
+        except Exception as exc:
+            if not is_out_of_memory(exc) or isinstance(exc, FrameOutOfMemory):
+                raise
+            h, w = frame.shape[:2]
+            raise FrameOutOfMemory(out_of_memory_message(
+                exc, h, w, self.backend.path, self.tile)) from None
+
+    def _sharpen(self, frame: np.ndarray, timings: Optional[Timings]) -> np.ndarray:
         t = timings if timings is not None else Timings()
         t0 = time.perf_counter()
         # 16-bit frames (e.g. 16-bit PNG/TIFF) stay 16-bit: float models see their full

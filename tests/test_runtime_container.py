@@ -535,3 +535,41 @@ def test_torch_runs_a_cgroup_cpu_limits_threads(one_cpu_limit, monkeypatch):
         assert set_torch_threads(0, said.append) == 2 and said == []   # and the variable
     finally:
         torch.set_num_threads(before)
+
+
+_UNDER_A_MEMORY_LIMIT = """
+import re, resource, sys
+from {module} import main
+import cv2, numpy, onnxruntime  # noqa: F401 - loaded before the limit, as a run has them
+status = open("/proc/self/status").read()
+vm = int(re.search(r"VmSize:\\s+(\\d+)", status).group(1)) * 1024
+# Room to load the model, start the threads and decode the frame, not for its float copy.
+resource.setrlimit(resource.RLIMIT_AS, (vm + (300 << 20), resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_a_frame_too_big_for_the_memory_limit_is_named_with_what_to_change(tmp_path,
+                                                                           onnx_model):
+    """Under a memory limit (a 2 GB board, `docker run --memory`, `ulimit -v`) a 4K frame ended
+    the run with `error: MemoryError: Unable to allocate 94.9 MiB for an array with shape (1, 3,
+    2160, 3840)` (or OpenCV's `error: error: ... Insufficient memory`), which named neither the
+    frame nor a way out. An 8K photo under a limit 300 MB above the loaded process stands in:
+    its float copy alone is 400 MB."""
+    from runtime_fixtures import cli_module
+    import cv2
+    import numpy as np
+    photo = tmp_path / "big.png"
+    cv2.imwrite(str(photo), np.full((4320, 7680, 3), 128, np.uint8))
+    res = subprocess.run([sys.executable, "-c", _UNDER_A_MEMORY_LIMIT.format(module=cli_module()),
+                          "run", "--model", str(onnx_model), "--source", str(photo),
+                          "--out", str(tmp_path / "out.png"), "--quiet"],
+                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"sharpen run: error: out of memory sharpening a 7680x4320 frame "
+                           f"with {onnx_model}: "), res.stderr
+    assert "--tile 512 runs the model on 512-pixel tiles" in last, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
