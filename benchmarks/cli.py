@@ -135,13 +135,19 @@ def run_bench_cmd(args) -> int:
               "timed)", file=sys.stderr)
     if args.calib_count < 1:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")
-    from runtime.host import check_threads, threads_warning
+    from runtime.host import check_threads, limit_note, threads_warning
     try:   # here, not when the first runtime loads after the exports
         check_threads(args.threads, "--threads")
     except ValueError as e:
         return fail(str(e))
     if not args.no_latency and (too_many := threads_warning(args.threads, "--threads")):
         print(f"warning: {too_many}", file=sys.stderr)   # as sharpen run: times on shared cores
+    # PyTorch eager (the teacher, the students' reference) on a CPU limit's count as the
+    # runtimes: its default counted the cores a quota leaves idle. --threads is the runtimes'.
+    from distill.teacher import set_torch_threads
+    set_torch_threads(None)
+    if not args.threads and (note := limit_note("ONNX Runtime, LiteRT and PyTorch")):
+        print(f"note: {note}", file=sys.stderr)
     opts = options_from_args(args)
     try:
         report, code = run_bench(opts)

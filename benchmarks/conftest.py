@@ -588,13 +588,15 @@ def runtime_threads_line(threads: int) -> str:
     """The threads ONNX Runtime and LiteRT were timed on, and what set them: without --threads
     a shell's OMP_NUM_THREADS sets them (README "threads"), which the summary did not say."""
     from runtime.console import count
-    from runtime.host import THREADS_ENV, default_threads
+    from runtime.host import THREADS_ENV, cgroup_cpu_limit, default_threads, env_threads
 
     n = default_threads(threads)
     if threads:
         why = f"--threads {threads}"
-    elif n:
+    elif env_threads():
         why = f"{THREADS_ENV}={os.environ[THREADS_ENV]}; --threads N sets another count"
+    elif n:   # not the variable: a cgroup CPU limit's count (runtime.host.limit_threads)
+        why = f"a CPU limit of {cgroup_cpu_limit():g} (cgroup); --threads N sets another count"
     else:
         return f"ONNX Runtime and LiteRT on their default threads (no --threads, {THREADS_ENV})"
     return f"ONNX Runtime and LiteRT on {count(n, 'thread')} ({why})"

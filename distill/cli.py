@@ -853,8 +853,8 @@ def _evaluate(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if any(not is_artifact(w) for w in weights) and pick_device(args.device).type == "cpu":
         from .teacher import set_torch_threads
-        set_torch_threads(args.threads, _note)
-    elif not args.threads and (note := limit_note("ONNX Runtime and LiteRT")):
+        set_torch_threads(args.threads)
+    if not args.threads and (note := limit_note("PyTorch, ONNX Runtime and LiteRT")):
         _note(f"note: {note}")
     try:
         res = evaluate(weights, args.data, split=args.split or "test", limit=args.limit,

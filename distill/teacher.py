@@ -143,12 +143,12 @@ def set_torch_threads(threads: Optional[int], say: Optional[Callable[[str], None
     runtimes take): torch's own default counts the cores a CPU quota leaves idle, so under
     `--cpus 2` on a 64-core host it ran 64 threads. `say` gets the one line naming a limit
     that set the count. Returns the count torch runs on."""
-    from runtime.host import default_threads, env_threads, limit_note
+    from runtime.host import default_threads, limit_note
 
     n = default_threads(threads)
     if n and n != torch.get_num_threads():
         torch.set_num_threads(n)
-    if say and not threads and env_threads() is None and (note := limit_note("PyTorch")):
+    if say and not threads and (note := limit_note("PyTorch")):
         say(f"note: {note}")
     return torch.get_num_threads()
 

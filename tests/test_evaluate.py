@@ -14,7 +14,7 @@ from distill.images import write_image
 from runtime import SharpenWarning
 
 # What a --threads of 0 means, as the range errors say it (the runtimes: README "threads").
-ZERO_THREADS = "0: OMP_NUM_THREADS when set, else all cores"
+ZERO_THREADS = "0: OMP_NUM_THREADS when set, else a CPU limit's count, else all cores"
 
 
 @pytest.fixture()

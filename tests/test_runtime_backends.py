@@ -25,7 +25,7 @@ __all__ = ["onnx_model"]
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 # What a --threads of 0 means, as the range errors say it (the runtimes: README "threads").
-ZERO_THREADS = "0: OMP_NUM_THREADS when set, else all cores"
+ZERO_THREADS = "0: OMP_NUM_THREADS when set, else a CPU limit's count, else all cores"
 
 
 def test_onnx_backend_reports_and_runs(onnx_model):
