@@ -16,7 +16,7 @@ from typing import Optional
 from .cli_errors import (interrupt_exit_code, missing_dependency, raise_if_interrupted,
                          said_after_hang_up)
 from .console import count, quiet_library_logs, report_fatal_errors
-from .host import env_threads, limit_note, threads_help, threads_warning
+from .host import limit_note, threads_help, threads_warning
 from .options import OVERLAP, RATE_SETTING_KINDS, video_rate   # not .tiling's (numpy)
 
 # The exit code of a camera or stream not there, or lost and not back (SourceLost): neither a
@@ -282,8 +282,7 @@ def handler(args: argparse.Namespace) -> int:
     # --provider with a .tflite/.engine model: load_backend says so (once, naming the engine).
     if too_many := threads_warning(args.threads, "--threads"):
         print(f"warning: {too_many}", file=sys.stderr)
-    elif (not args.threads and not args.quiet and env_threads() is None
-          and (note := limit_note("ONNX Runtime and LiteRT"))):
+    elif not args.threads and not args.quiet and (note := limit_note("ONNX Runtime and LiteRT")):
         print(f"note: {note}", file=sys.stderr)
     if not args.tile and args.overlap is not None:
         print("warning: --overlap has no effect without --tile", file=sys.stderr)
@@ -437,6 +436,12 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
     return f"{output} holds the {done} {frames} written before the error (closed cleanly)"
 
 
+def _peak(summary: dict) -> str:
+    """`, peak memory 347 MiB`: what a small board is sized by; '' where it was not read."""
+    peak = summary.get("peak_memory_mib")
+    return f", peak memory {peak:.0f} MiB" if peak else ""
+
+
 def _result_line(summary: dict) -> str:
     """`done: N frames, F fps, D dropped (engine precision on provider[; tiles])`."""
     b = summary.get("backend", {})
@@ -451,7 +456,7 @@ def _result_line(summary: dict) -> str:
                  else f"{b.get('precision')} ")
     return (f"{'stopped' if summary.get('interrupted') else 'done'}: "
             f"{n} frame{'' if n == 1 else 's'}, {summary['throughput_fps']:.1f} fps, "
-            f"{summary['dropped_frames']} dropped ({b.get('name')} {precision}on "
+            f"{summary['dropped_frames']} dropped{_peak(summary)} ({b.get('name')} {precision}on "
             f"{b.get('provider')}{tiles})")
 
 

@@ -185,6 +185,18 @@ def _cpus(folder: Path, files: tuple[str, ...]) -> Optional[float]:
     return quota / period if quota > 0 and period > 0 else None
 
 
+def peak_memory_mib() -> Optional[float]:
+    """This process's peak resident memory so far in MiB (getrusage's ru_maxrss: KiB on Linux,
+    bytes on macOS), None where it cannot be read (Windows). What a board with 2-4 GB shared
+    with its GPU is sized by: a 4K frame takes about three times a 1080p one's."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(peak / (1 << 20 if platform.system() == "Darwin" else 1 << 10), 1)
+
+
 def threads_top() -> int:
     """The most threads a count may ask for: MAX_THREADS, or the machine's cores where it
     has more."""
@@ -197,7 +209,7 @@ def threads_top() -> int:
 # cores, a test worker's), as it already bounded torch.
 THREADS_ENV = "OMP_NUM_THREADS"
 # What a thread count of 0 (or none) means, as the help and the range errors say it.
-ZERO_THREADS = f"{THREADS_ENV} when set, else all cores"
+ZERO_THREADS = f"{THREADS_ENV} when set, else a CPU limit's count, else all cores"
 
 
 def threads_help(runs: str, zero: str = ZERO_THREADS) -> str:
@@ -272,9 +284,10 @@ def limit_threads() -> Optional[int]:
 
 def limit_note(engines: str) -> str:
     """One line saying that a CPU limit sets the thread count `engines` run with when neither
-    --threads nor OMP_NUM_THREADS gives one; '' where none does."""
+    --threads nor OMP_NUM_THREADS gives one; '' where none does, or where OMP_NUM_THREADS
+    sets the count."""
     n = limit_threads()
-    if not n:
+    if not n or parse_threads(os.environ.get(THREADS_ENV, "")) is not None:
         return ""
     limit = cgroup_cpu_limit()
     return (f"a CPU limit of {limit:g} CPU{'' if limit == 1 else 's'} (cgroup) is in force: "

@@ -24,6 +24,7 @@ import numpy as np
 from .atomic import atomic_write_json, remove_killed_writes
 from .cli_errors import said_after_hang_up
 from .console import count
+from .host import peak_memory_mib
 from .warn import warn
 
 STAGES = ("capture", "pre", "infer", "post", "write", "end_to_end")
@@ -235,6 +236,8 @@ class Stats:
                 "latency_ms": lat,
                 "end_to_end_ms": e2e,
                 "max_queue_len": dict(self.max_queue_len),
+                # the whole process's peak so far (an app's own allocations too)
+                "peak_memory_mib": peak_memory_mib(),
                 "pid": os.getpid(),
                 "started_at": _unix(self.started_at),
                 "last_frame_at": _unix(self.last_frame_at),

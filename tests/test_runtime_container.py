@@ -573,3 +573,34 @@ def test_a_frame_too_big_for_the_memory_limit_is_named_with_what_to_change(tmp_p
                            f"with {onnx_model}: "), res.stderr
     assert "--tile 512 runs the model on 512-pixel tiles" in last, res.stderr
     assert "Traceback" not in res.stderr, res.stderr
+
+
+def test_the_run_reports_its_peak_memory(tmp_path, onnx_model):
+    """Boards with 2-4 GB shared with the GPU are sized by a run's peak memory, which only
+    /usr/bin/time told. The stats file and the done: line now give the process's peak resident
+    memory: a 4K frame's float input and output alone (2 x 95 MiB) bound it from below."""
+    import json
+
+    import cv2
+    import numpy as np
+    photo = tmp_path / "uhd.png"
+    cv2.imwrite(str(photo), np.full((2160, 3840, 3), 128, np.uint8))
+    stats = tmp_path / "stats.json"
+    res = subprocess.run([sys.executable, "-m", "runtime.cli", "run", "--model", str(onnx_model),
+                          "--source", str(photo), "--out", str(tmp_path / "out.png"),
+                          "--stats", str(stats), "--quiet"],
+                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    peak = json.loads(stats.read_text())["peak_memory_mib"]
+    assert peak > 2 * 3840 * 2160 * 3 * 4 / 2**20, peak
+    assert f", 0 dropped, peak memory {peak:.0f} MiB (onnxruntime" in res.stderr, res.stderr
+
+
+def test_the_bench_says_a_cpu_limit_set_its_runtimes_threads(one_cpu_limit):
+    """The bench's summary line took any thread count it had not been given for
+    OMP_NUM_THREADS's and read the variable, unset under a CPU limit: a KeyError."""
+    from benchmarks.conftest import runtime_threads_line
+    assert runtime_threads_line(0) == ("ONNX Runtime and LiteRT on 1 thread (a CPU limit of 1 "
+                                       "(cgroup); --threads N sets another count)")
+    assert runtime_threads_line(2) == "ONNX Runtime and LiteRT on 2 threads (--threads 2)"
