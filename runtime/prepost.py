@@ -281,13 +281,16 @@ class FrameOutOfMemory(MemoryError):
     the frame size, the model and what to change. A MemoryError, as the failure it replaces."""
 
 
-def out_of_memory_message(exc: BaseException, h: int, w: int, model: Any, tile: int) -> str:
-    """The one line for a frame of h x w that ran out of memory sharpening with `model`."""
+def out_of_memory_message(exc: BaseException, h: int, w: int, model: Any, tile: int,
+                          flags: bool = False) -> str:
+    """The one line for a frame of h x w that ran out of memory sharpening with `model`; the
+    tile named as `sharpen run`'s flag with `flags`, else as FrameProcessor's keyword."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
     # Tiles bound the model's activations alone, not the frames queued or their float copies:
     # at 4K a fifth less with ONNX FP32, nothing with LiteRT (README: peak memory).
-    fix = ("a smaller --tile or a smaller frame" if tile else
-           "--tile 512 runs the model on 512-pixel tiles, bounding its working memory")
+    fix = (f"a smaller {option('tile', flags=flags)} or a smaller frame" if tile else
+           f"{option('tile', 512, flags)} runs the model on 512-pixel tiles, bounding its "
+           "working memory")
     return (f"out of memory sharpening a {w}x{h} frame with {model or 'the model'}"
             f"{f' (tile {tile})' if tile else ''}: {detail}; {fix}, or give the process "
             "more memory")
@@ -355,8 +358,9 @@ class FrameProcessor:
             if not is_out_of_memory(exc) or isinstance(exc, FrameOutOfMemory):
                 raise
             h, w = frame.shape[:2]
+            # `from exc`: SHARPEN_DEBUG's traceback goes on to the allocation that failed.
             raise FrameOutOfMemory(out_of_memory_message(
-                exc, h, w, self.backend.path, self.tile)) from None
+                exc, h, w, getattr(self.backend, "path", None), self.tile, self.flags)) from exc
 
     def _sharpen(self, frame: np.ndarray, timings: Optional[Timings]) -> np.ndarray:
         t = timings if timings is not None else Timings()

@@ -573,6 +573,16 @@ def test_a_frame_too_big_for_the_memory_limit_is_named_with_what_to_change(tmp_p
                            f"with {onnx_model}: "), res.stderr
     assert "--tile 512 runs the model on 512-pixel tiles" in last, res.stderr
     assert "Traceback" not in res.stderr, res.stderr
+    # SHARPEN_DEBUG's traceback goes on to the allocation that failed: it ended at the rewrap.
+    res = subprocess.run([sys.executable, "-c", _UNDER_A_MEMORY_LIMIT.format(module=cli_module()),
+                          "run", "--model", str(onnx_model), "--source", str(photo),
+                          "--out", str(tmp_path / "out.png"), "--quiet"],
+                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
+                              "SHARPEN_DEBUG": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert "direct cause of the following exception" in res.stderr, res.stderr
+    assert "in _sharpen" in res.stderr, res.stderr
 
 
 def test_the_run_reports_its_peak_memory(tmp_path, onnx_model):

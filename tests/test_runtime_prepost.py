@@ -106,3 +106,34 @@ def test_non_finite_outputs_are_found_in_both_float_widths(dtype):
         out[0, 2, 5, 6] = bad
         with pytest.raises(FrameError, match="NaN or infinite"):
             check_output(out, out.shape, "NCHW")
+
+
+class _AppBackend:
+    """An app's own backend, duck-typed as FrameProcessor takes one (infer, layout, multiple):
+    no `path`, as a Backend subclass has. Its engine runs out of memory on every frame."""
+
+    layout, multiple = "NCHW", 1
+
+    def infer(self, batch):
+        raise MemoryError(f"cannot allocate {batch.nbytes} bytes")
+
+
+def test_a_frame_out_of_memory_names_the_size_and_the_keyword_and_keeps_its_cause():
+    """FrameOutOfMemory read `backend.path`, which an app's duck-typed backend need not have:
+    its out-of-memory failure became "AttributeError: ... no attribute 'path'". A Python caller
+    was told of `--tile 512`, a flag it has no way to give, and the engine's own error was cut
+    from the chain (`from None`), so SHARPEN_DEBUG's traceback ended at the rewrap."""
+    from runtime.prepost import FrameOutOfMemory
+
+    with pytest.raises(FrameOutOfMemory) as e:
+        FrameProcessor(_AppBackend())(np.zeros((48, 64, 3), np.uint8))
+    said = str(e.value)
+    assert said.startswith("out of memory sharpening a 64x48 frame with the model: cannot "
+                           "allocate "), said
+    assert "tile=512 runs the model on 512-pixel tiles" in said and "--tile" not in said, said
+    assert isinstance(e.value.__cause__, MemoryError), e.value.__cause__
+    assert not isinstance(e.value.__cause__, FrameOutOfMemory)
+    with pytest.raises(FrameOutOfMemory) as e:   # tiled already: a smaller tile, as a keyword
+        FrameProcessor(_AppBackend(), tile=32, overlap=8)(np.zeros((48, 64, 3), np.uint8))
+    assert "(tile 32): cannot allocate" in str(e.value), str(e.value)
+    assert "a smaller tile or a smaller frame" in str(e.value), str(e.value)
