@@ -186,10 +186,11 @@ def _stream_stage(model: str, video: Path, out: Path, tag: str, frames: int,
 
 
 # What stage 5 may meet that is no bug of the demo's (ModelError, SourceError and SinkError are
-# RuntimeErrors, FrameError a ValueError; OpenCV's own error; a disk that is full or read-only).
+# RuntimeErrors, FrameError a ValueError; OpenCV's own error; a disk that is full or read-only;
+# a frame out of memory, which the runtime raises as FrameOutOfMemory, naming its size).
 def _stream_errors() -> tuple[type[BaseException], ...]:
     import cv2
-    return (RuntimeError, ValueError, OSError, cv2.error)
+    return (RuntimeError, ValueError, OSError, cv2.error, MemoryError)
 
 
 # Each stage's short name, as its failure and its interruption name it.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 import time
 from pathlib import Path
 
@@ -451,6 +452,53 @@ def test_demo_stage_5_failure_is_one_line_naming_the_stage_file_and_cause(tmp_pa
     assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 3
     cap.release()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]   # no temporary left
+
+
+_STAGE_5_UNDER_A_MEMORY_LIMIT = """
+import re, resource, sys
+from pathlib import Path
+import cv2, numpy, onnxruntime, runtime.pipeline  # noqa: F401 - loaded before the limit
+from runtime.cli_errors import SharpenError
+from sharpen.demo import _stream_stage
+status = open("/proc/self/status").read()
+vm = int(re.search(r"VmSize:\\s+(\\d+)", status).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (300 << 20), resource.RLIM_INFINITY))
+try:
+    _stream_stage(sys.argv[1], Path(sys.argv[2]), Path(sys.argv[3]), "big", 1, quiet=True)
+except SharpenError as e:
+    sys.exit(f"SharpenError: {e}")
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_demo_stage_5_out_of_memory_is_one_line_naming_the_stage(tmp_path):
+    """A frame stage 5 ran out of memory on (a small board, a container's limit) ended the
+    demo in a traceback: the runtime raises a MemoryError naming the frame size (and OpenCV's
+    "Insufficient memory", once a cv2.error stage 5 said in one line, is one too), which stage
+    5 did not take for a failure of its own. An 8K photo under a limit 300 MB above the loaded
+    process stands in for the clip."""
+    import os
+    import subprocess
+
+    import numpy as np
+    from runtime_fixtures import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "student.onnx")
+    photo = tmp_path / "big.png"
+    cv2.imwrite(str(photo), np.full((4320, 7680, 3), 128, np.uint8))
+    out = tmp_path / "d"
+    out.mkdir()
+    root = Path(__file__).resolve().parents[1]
+    env = dict(os.environ, OMP_NUM_THREADS="1",
+               PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    res = subprocess.run([sys.executable, "-c", _STAGE_5_UNDER_A_MEMORY_LIMIT, str(model),
+                          str(photo), str(out)], env=env, cwd=tmp_path, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    assert "Traceback" not in res.stderr, res.stderr
+    assert res.stderr.startswith(f"SharpenError: stage 5 (streaming): streaming {photo} into "
+                                 f"{out / 'sharpened-big.mp4'}: out of memory sharpening a "
+                                 "7680x4320 frame with "), res.stderr
 
 
 def test_demo_interrupted_in_stage_5_leaves_no_short_comparison_video(tmp_path):
