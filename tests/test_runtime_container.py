@@ -614,3 +614,21 @@ def test_the_bench_says_a_cpu_limit_set_its_runtimes_threads(one_cpu_limit):
     assert runtime_threads_line(0) == ("ONNX Runtime and LiteRT on 1 thread (a CPU limit of 1 "
                                        "(cgroup); --threads N sets another count)")
     assert runtime_threads_line(2) == "ONNX Runtime and LiteRT on 2 threads (--threads 2)"
+
+
+def test_labels_says_a_cpu_limit_on_stderr_as_every_command(one_cpu_limit, tmp_path, capsys):
+    """`sharpen labels` printed its CPU-limit note on stdout, among the labels it made, where
+    every other command (and the README) says it on stderr."""
+    import torch
+
+    from sharpen.cli import main
+    before = torch.get_num_threads()
+    try:
+        code = main(["labels", "--data", str(tmp_path / "none"), "--out", str(tmp_path / "c")])
+    finally:
+        torch.set_num_threads(before)
+    out, err = capsys.readouterr()
+    assert code != 0 and "none" in err, err   # the data, not there: after the threads are set
+    assert "CPU limit" not in out, out
+    assert err.count("note: a CPU limit of 1 CPU (cgroup) is in force: PyTorch runs 1 thread")\
+        == 1, err

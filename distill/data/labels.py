@@ -1190,7 +1190,8 @@ def run_from_args(args: argparse.Namespace) -> int:
     if unused and DistInfo.from_env().rank == 0:
         warn(unused)
     from ..teacher import set_torch_threads
-    set_torch_threads(args.threads, _line)
+    # On stderr, as every command says it: stdout has the labels' own lines.
+    set_torch_threads(args.threads, lambda note: print(note, file=sys.stderr, flush=True))
     common = dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
                   gopro_blur=args.gopro_blur, device=args.device, limit=args.limit,
                   progress=not args.quiet, say=_line)   # --quiet: no bar, the lines stay
