@@ -15,7 +15,7 @@ from typing import Any
 
 from runtime.cli_errors import SharpenError, interrupt_exit_code
 from runtime.console import HelpFormatter, count, shell_join
-from runtime.host import limit_note, threads_help
+from runtime.host import ZERO_THREADS, limit_note, threads_help
 from .teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
                             TILE as TEACHER_TILE)
 
@@ -1173,7 +1173,7 @@ def add_commands(sub) -> None:
                    help=f"tiles per forward pass (default: {TEACHER_BATCH})")
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help=threads_help("PyTorch, which runs the teacher", "PyTorch's default"))
+                   help=threads_help("PyTorch, which runs the teacher"))
     p.add_argument("--bits16", action="store_true", help="write 16-bit PNGs")
     p.add_argument("--resume", action=argparse.BooleanOptionalAction, default=True,
                    help="skip images an earlier run into --out already wrote from the same "
@@ -1195,7 +1195,7 @@ def add_commands(sub) -> None:
     p.add_argument("--measure-runs", type=int, default=3, metavar="N",
                    help="timed runs per model with --measure")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help=threads_help("PyTorch, which --measure times", "PyTorch's default"))
+                   help=threads_help("PyTorch, which --measure times"))
     p.add_argument("--quiet", action="store_true", help="no progress bar, only the table")
     p.set_defaults(func=cmd_models)
 
@@ -1335,8 +1335,8 @@ def add_commands(sub) -> None:
         p.add_argument("--threads", type=int, default=0, metavar="N",
                        help=threads_help(
                            "PyTorch in this process; under torchrun in each process",
-                           "PyTorch's default, OMP_NUM_THREADS or all cores; torchrun sets "
-                           "OMP_NUM_THREADS=1 for several processes"))
+                           f"{ZERO_THREADS}; torchrun sets OMP_NUM_THREADS=1 for several "
+                           "processes"))
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.set_defaults(func=func)
 

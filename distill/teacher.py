@@ -125,13 +125,14 @@ def check_device(device: str, flag: str = "--device") -> None:
         raise SharpenError(str(e)) from None
 
 
-def check_threads(threads: int, zero: str = "PyTorch's default") -> None:
+def check_threads(threads: int, zero: Optional[str] = None) -> None:
     """A usage error (SharpenError) for a negative or absurdly large --threads (`zero`: what 0
-    means), said before any model loads, as `sharpen run` and `export` say theirs."""
+    means, by default what it means to set_torch_threads and the runtimes alike), said before
+    any model loads, as `sharpen run` and `export` say theirs."""
     from runtime.cli_errors import SharpenError
-    from runtime.host import check_threads as check_range
+    from runtime.host import ZERO_THREADS, check_threads as check_range
     try:
-        check_range(threads, "--threads", zero)
+        check_range(threads, "--threads", zero or ZERO_THREADS)
     except ValueError as e:
         raise SharpenError(str(e)) from None
 

@@ -312,7 +312,7 @@ def test_threads_set_torchs_cpu_threads_and_a_negative_count_is_refused(tmp_path
               "--device", "cpu", "--quiet"]
     assert main([*common, "--out", str(tmp_path / "bad"), "--threads", "-1"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "sharpen teacher: error: --threads must be >= 0 (0: PyTorch's default), got -1")
+        f"sharpen teacher: error: --threads must be >= 0 ({ZERO_THREADS}), got -1")
     assert not (tmp_path / "bad").exists()
     before = torch.get_num_threads()
     torch.set_num_threads(2)
@@ -807,3 +807,24 @@ def test_a_record_that_cannot_be_rewritten_keeps_the_runs_outcome_and_its_journa
     assert main(args) == 0
     assert f"resuming: {stop or 3} of 3 images" in capsys.readouterr().err
     assert len(json.loads(record.read_text())["done"]) == 3
+
+
+def test_the_pytorch_commands_say_a_cpu_limit_sets_threads_0(tmp_path, capsys):
+    """teacher, labels, models and the training commands now take a cgroup CPU limit's count
+    for --threads 0 (set_torch_threads), but their --help and range errors still called 0
+    "PyTorch's default" (training's: "PyTorch's default, OMP_NUM_THREADS or all cores"),
+    naming no limit: as the runtimes' commands, they say what 0 now means."""
+    from sharpen.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions
+               if a.__class__.__name__ == "_SubParsersAction")
+    for name in ("teacher", "labels", "models", "distill", "train", "train-teacher"):
+        text = next(a.help for a in sub.choices[name]._actions
+                    if "--threads" in a.option_strings)
+        assert f"(default {ZERO_THREADS}" in " ".join(text.split()), (name, text)
+    for argv in (["teacher", "in.png", "--out", str(tmp_path / "t")],
+                 ["labels", "--data", str(tmp_path), "--out", str(tmp_path / "l")],
+                 ["models"], ["distill", f"out={tmp_path / 'd'}"]):
+        assert main([*argv, "--threads", "-1"]) == 2, argv
+        err = capsys.readouterr().err
+        assert f"--threads must be >= 0 ({ZERO_THREADS}), got -1" in err, (argv, err)

@@ -89,7 +89,7 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val-out", metavar="DIR", default=None,
                    help="validation cache folder for --hold-out (not --out, nor inside it)")
     p.add_argument("--threads", type=int, default=0, metavar="N",
-                   help=threads_help("PyTorch, which runs the teacher", "PyTorch's default"))
+                   help=threads_help("PyTorch, which runs the teacher"))
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
