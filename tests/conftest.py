@@ -66,6 +66,15 @@ def no_flock(monkeypatch):
 
 
 @pytest.fixture
+def no_cpu_limit(tmp_path, monkeypatch):
+    """No cgroup CPU limit, whatever the host's: without --threads or OMP_NUM_THREADS a CI
+    runner's quota (a Kubernetes pod's, `docker run --cpus`) sets the engines' thread count,
+    which tests of the engines' own default would otherwise read."""
+    from runtime import host
+    monkeypatch.setattr(host, "CGROUP_MEMBERSHIP", tmp_path / "no-cgroup", raising=False)
+
+
+@pytest.fixture
 def one_thread():
     """One torch thread for the test: two on a shared 2-core box make a tiny model ~20x slower
     (spin-waiting)."""

@@ -850,7 +850,8 @@ def _os_threads() -> int:
 
 
 def test_onnx_runtime_takes_omp_num_threads_when_no_thread_count_is_given(onnx_model,
-                                                                         monkeypatch):
+                                                                         monkeypatch,
+                                                                         no_cpu_limit):
     """Given no threads, ONNX Runtime took every core whatever OMP_NUM_THREADS said: two test
     workers on a 2-core host ran two pool threads each. The variable sets the default now;
     an explicit count still wins."""
@@ -906,7 +907,7 @@ def test_litert_without_a_thread_count_takes_the_cores_this_process_may_use(tfli
 
 @pytest.mark.parametrize("value", ["two", "0", "-2", "1.5"])
 def test_an_invalid_omp_num_threads_is_said_and_the_default_kept(onnx_model, monkeypatch,
-                                                                 value):
+                                                                 value, no_cpu_limit):
     monkeypatch.setenv("OMP_NUM_THREADS", value)
     with runtime_warnings() as said, load_backend(onnx_model) as b:
         assert b.session.get_session_options().intra_op_num_threads == 0
@@ -918,7 +919,8 @@ def test_an_invalid_omp_num_threads_is_said_and_the_default_kept(onnx_model, mon
 
 
 def test_an_omp_num_threads_of_thousands_of_digits_is_said_not_a_traceback(onnx_model,
-                                                                          monkeypatch):
+                                                                          monkeypatch,
+                                                                          no_cpu_limit):
     """int() of over 4300 digits raises Python's ValueError ("Exceeds the limit"): every model
     load failed with it, where another bad value is warned of and ignored. The warning gives
     the start of such a value and its length, not all of it."""

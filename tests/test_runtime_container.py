@@ -229,7 +229,8 @@ def test_a_cgroup_folder_that_cannot_be_looked_into_leaves_the_mounts_limit(tmp_
         assert cgroup_cpu_limit(root, tmp_path / "self") == cpus, membership
 
 
-def test_usable_cores_and_the_thread_warning_follow_a_cpu_limit(tmp_path, monkeypatch):
+def test_usable_cores_and_the_thread_warning_follow_a_cpu_limit(tmp_path, monkeypatch,
+                                                                no_cpu_limit):
     """Under a 1-CPU limit two threads oversubscribe it: OMP_NUM_THREADS=2 is warned of there,
     as it is where taskset leaves one core."""
     from runtime import host
