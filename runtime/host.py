@@ -262,8 +262,13 @@ def env_threads() -> Optional[int]:
     from .warn import warn
 
     shown = repr(raw) if len(raw) <= 40 else f"{raw[:20]!r}... ({len(raw)} characters)"
+    # What they run instead: default_threads goes on to a CPU limit's count.
+    n = limit_threads()
+    instead = (f"run the {n} thread{'' if n == 1 else 's'} of a CPU limit of "
+               f"{_cpus_said(cgroup_cpu_limit())} (cgroup)" if n else
+               "use their own default thread counts")
     warn(f"{THREADS_ENV}={shown} is not a thread count (a whole number 1 to {threads_top()}): "
-         "ignored; ONNX Runtime and LiteRT use their own default thread counts")
+         f"ignored; ONNX Runtime and LiteRT {instead}")
     return None
 
 
@@ -282,6 +287,11 @@ def limit_threads() -> Optional[int]:
     return n if n < cores else None
 
 
+def _cpus_said(limit: Optional[float]) -> str:
+    """`1 CPU`, `1.5 CPUs`: a CPU limit as the messages say it."""
+    return f"{limit:g} CPU{'' if limit == 1 else 's'}"
+
+
 def limit_note(engines: str) -> str:
     """One line saying that a CPU limit sets the thread count `engines` run with when neither
     --threads nor OMP_NUM_THREADS gives one; '' where none does, or where OMP_NUM_THREADS
@@ -289,8 +299,7 @@ def limit_note(engines: str) -> str:
     n = limit_threads()
     if not n or parse_threads(os.environ.get(THREADS_ENV, "")) is not None:
         return ""
-    limit = cgroup_cpu_limit()
-    return (f"a CPU limit of {limit:g} CPU{'' if limit == 1 else 's'} (cgroup) is in force: "
+    return (f"a CPU limit of {_cpus_said(cgroup_cpu_limit())} (cgroup) is in force: "
             f"{engines} run{'s' if ' and ' not in engines else ''} {n} "
             f"thread{'' if n == 1 else 's'} (--threads N or {THREADS_ENV} to change)")
 

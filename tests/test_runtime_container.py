@@ -633,3 +633,20 @@ def test_labels_says_a_cpu_limit_on_stderr_as_every_command(one_cpu_limit, tmp_p
     assert "CPU limit" not in out, out
     assert err.count("note: a CPU limit of 1 CPU (cgroup) is in force: PyTorch runs 1 thread")\
         == 1, err
+
+
+def test_an_invalid_omp_num_threads_under_a_cpu_limit_says_the_limits_count(one_cpu_limit,
+                                                                             onnx_model,
+                                                                             monkeypatch):
+    """OMP_NUM_THREADS=two is ignored with a warning that said ONNX Runtime and LiteRT "use
+    their own default thread counts": under a CPU limit they use the limit's, which it now
+    says."""
+    from runtime.backends import load_backend
+    from runtime_fixtures import runtime_warnings
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "two")
+    with runtime_warnings() as said, load_backend(onnx_model) as b:
+        assert b.threads == 1
+    (line,) = [m for m in said if m.startswith("OMP_NUM_THREADS='two' is not a thread count")]
+    assert line.endswith("ignored; ONNX Runtime and LiteRT run the 1 thread of a CPU limit of 1 "
+                         "CPU (cgroup)"), line
