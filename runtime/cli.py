@@ -443,7 +443,8 @@ def _peak(summary: dict) -> str:
 
 
 def _result_line(summary: dict) -> str:
-    """`done: N frames, F fps, D dropped (engine precision on provider[; tiles])`."""
+    """`done: N frames, F fps, D dropped[, peak memory M MiB] (engine precision on provider[;
+    tiles])`."""
     b = summary.get("backend", {})
     tiles = ""
     if summary.get("tile"):
