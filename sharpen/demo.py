@@ -36,7 +36,7 @@ from runtime.host import threads_help
 
 if TYPE_CHECKING:   # torch comes with it; the parser is built without torch
     from distill.data.holdout import HoldOut
-    from distill.data.labels import LabelStats
+    from distill.data.label_stats import LabelStats
 
 
 # The shipped students' loss (models/student-fast.md): teacher terms plus ground-truth terms,

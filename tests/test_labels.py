@@ -1063,17 +1063,17 @@ def test_a_video_opencv_cannot_open_may_be_a_codec_and_is_told_to_convert_it(tmp
 def test_the_failed_images_advice_agrees_with_one_image():
     """One failed image was told "they exceed the pixel budget", "their size", "fails them
     again", and beside other failures "1 exceed the pixel budget"."""
-    from distill.data.labels import LabelStats, _failed_advice
-    big = _failed_advice(LabelStats(failed=1, too_large=1))
+    from distill.data.label_stats import LabelStats, failed_advice
+    big = failed_advice(LabelStats(failed=1, too_large=1))
     assert big.startswith("1 image failed (see warnings above): it exceeds the pixel budget; "
                           "raise SHARPEN_MAX_PIXELS above its size"), big
     assert big.endswith("a re-run alone fails it again"), big
-    mixed = _failed_advice(LabelStats(failed=3, undecodable=1, too_large=1))
+    mixed = failed_advice(LabelStats(failed=3, undecodable=1, too_large=1))
     assert mixed.startswith("3 images failed (see warnings above): 1 cannot be decoded "), mixed
     assert "re-running fails it again); 1 exceeds the pixel budget (raise SHARPEN_MAX_PIXELS " \
         "above its size" in mixed, mixed
     assert mixed.endswith("re-run to retry the other 1"), mixed
-    two = _failed_advice(LabelStats(failed=2, too_large=2))   # as before
+    two = failed_advice(LabelStats(failed=2, too_large=2))   # as before
     assert "2 images failed (see warnings above): they exceed the pixel budget; " in two
 
 

@@ -32,7 +32,7 @@ import os
 import sys
 import time
 import uuid
-from dataclasses import dataclass, fields
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Collection, Optional
 
@@ -55,46 +55,14 @@ from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifes
 from .sources import (Sample, SampleReader, SourceError, gopro_blur_unused, parse_spec,
                       resolve_source, spread)
 
+from .label_stats import (GT_METRICS, psnr_ssim, mean_of, LabelStats, failed_advice)
+
 __all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
            "sha256_array", "write_manifest", "main"]
 
 
-_GT_METRICS = ("teacher_psnr", "teacher_ssim", "input_psnr", "input_ssim")
-
-
 def _line(msg: str) -> None:
     print(msg, flush=True)   # flushed: the ranks of a torchrun share the terminal
-
-
-def _metrics(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
-    from ..metrics import psnr, ssim
-    # Identical images have infinite PSNR, which JSON cannot hold: cap it.
-    return min(psnr(pred, gt), PSNR_CAP), ssim(pred, gt)
-
-
-PSNR_CAP = 100.0
-
-
-def _mean(values: list[float]) -> Optional[float]:
-    vals = [v for v in values if v is not None and np.isfinite(v)]
-    return float(np.mean(vals)) if vals else None
-
-
-@dataclass
-class LabelStats:
-    done: int = 0
-    skipped: int = 0
-    failed: int = 0
-    seconds: float = 0.0
-    total: int = 0
-    undecodable: int = 0   # of `failed`: inputs that cannot be decoded, which a rerun fails too
-    unopenable: int = 0    # of `undecodable`: frames of videos OpenCV cannot open (maybe a codec)
-    too_large: int = 0     # of `failed`: inputs over SHARPEN_MAX_PIXELS, which a rerun fails too
-    reused: int = 0        # copied from the other cache of a hold-out (`reuse_from`): no teacher
-    repointed: int = 0     # of `skipped`: the same input at a new path (the data folder moved)
-    # Clips of a footage folder that could not be opened, so none of their frames was listed:
-    # bad files like an undecodable image, but not among `total`.
-    videos_left_out: int = 0
 
 
 def _teacher_options(weights: Optional[str], config: Optional[str], tile: int, overlap: int,
@@ -621,7 +589,7 @@ class LabelRun:
             moved["input_stat"] = self._input_stat
         kept = old
         if "gt" in moved:
-            kept = {k: v for k, v in old.items() if k not in _GT_METRICS}
+            kept = {k: v for k, v in old.items() if k not in GT_METRICS}
             label = read_image(root / old["label"])
             moved.update(self._gt_metrics(sample, image, label, tag))
         return {**kept, **moved}
@@ -676,8 +644,8 @@ class LabelRun:
         from ..metrics import SSIM_MIN_SIDE
         if min(image.shape[:2]) < SSIM_MIN_SIDE:   # no SSIM for it: labelled, unscored
             return {}
-        tp, ts = _metrics(label, gt)
-        ip, is_ = _metrics(image, gt)
+        tp, ts = psnr_ssim(label, gt)
+        ip, is_ = psnr_ssim(image, gt)
         return {"teacher_psnr": round(tp, 4), "teacher_ssim": round(ts, 5),
                 "input_psnr": round(ip, 4), "input_ssim": round(is_, 5)}
 
@@ -1050,10 +1018,10 @@ class LabelRun:
                  if stats.repointed else "")
         say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date{moved})"
             f"{reused}, {stats.failed} failed, of {stats.total}{per}{left_out}")
-        tp = _mean([e.get("teacher_psnr") for e in ents])
+        tp = mean_of([e.get("teacher_psnr") for e in ents])
         if tp is not None:
             n = sum(e.get("teacher_psnr") is not None for e in ents)
-            ts, ip, is_ = (_mean([e.get(k) for e in ents])
+            ts, ip, is_ = (mean_of([e.get(k) for e in ents])
                            for k in ("teacher_ssim", "input_psnr", "input_ssim"))
 
             def f(v, spec):
@@ -1066,7 +1034,7 @@ class LabelRun:
                       "distilled from these labels learns that; mix ground truth in (loss.gt, "
                       "data.gt_train) or use a teacher trained on such blur")
         if stats.failed:
-            warn(f"{tag}{_failed_advice(stats)}")
+            warn(f"{tag}{failed_advice(stats)}")
 
 
 def _takes_on_tile(teacher) -> bool:
@@ -1079,45 +1047,6 @@ def _takes_on_tile(teacher) -> bool:
     except (TypeError, ValueError):
         return False
 
-
-def _failed_advice(stats: LabelStats) -> str:
-    """What to do about a run's failed images. "Re-run to retry" was said of all of them: an
-    image or video frame that cannot be decoded fails again on every run (it is retried, as
-    its file may be replaced), and so does one over the pixel budget until SHARPEN_MAX_PIXELS
-    is raised; a teacher that ran out of memory, or a file unreadable for now, may not."""
-    bad, big = stats.undecodable, stats.too_large
-    other = stats.failed - bad - big
-    if not bad and not big:
-        return f"{count(other, 'image')} failed (see warnings above); re-run to retry"
-    fix = ("replace or remove the damaged files" if not stats.unopenable else
-           "replace or remove the damaged files, and convert the videos this OpenCV build "
-           "cannot open (e.g. with ffmpeg to H.264 or MJPG)")
-    kind = ("damaged, truncated or not an image" if not stats.unopenable else
-            "damaged, truncated, not an image, or a video in a codec this OpenCV build lacks")
-
-    def them(n: int) -> str:   # "1 image failed: it exceeds", not "they exceed"
-        return "it" if n == 1 else "them"
-
-    def raise_it(n: int) -> str:
-        return (f"raise SHARPEN_MAX_PIXELS above {'its' if n == 1 else 'their'} size (the "
-                f"warnings above give it) and re-run: a re-run alone fails {them(n)} again")
-    if not other and not big:
-        return (f"{count(bad, 'image')} failed (see warnings above): "
-                f"{'its' if bad == 1 else 'their'} input cannot be decoded ({kind}); {fix}: "
-                f"re-running fails {them(bad)} again")
-    if not other and not bad:
-        return (f"{count(big, 'image')} failed (see warnings above): "
-                f"{'it exceeds' if big == 1 else 'they exceed'} the pixel budget; "
-                f"{raise_it(big)}")
-    parts = ([f"{bad} cannot be decoded ({kind}; {fix}: re-running fails {them(bad)} again)"]
-             if bad else [])
-    parts += ([f"{big} exceed{'s' if big == 1 else ''} the pixel budget ({raise_it(big)})"]
-              if big else [])
-    parts += [f"re-run to retry the other {other}"] if other else []
-    return f"{count(stats.failed, 'image')} failed (see warnings above): " + "; ".join(parts)
-
-
-# --- command line -----------------------------------------------------------------------------
 
 def _check_out(out: Path, data: str, flag: str = "--out") -> None:
     """SharpenError for an --out (or --val-out) that is (under) a file, or inside the data it

@@ -1,0 +1,81 @@
+"""The counts and scores a `sharpen labels` run reports: `LabelStats`, the PSNR/SSIM of a
+label and of its input against the ground truth, and the advice on failed images."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from runtime.console import count
+
+
+GT_METRICS = ("teacher_psnr", "teacher_ssim", "input_psnr", "input_ssim")
+
+
+def psnr_ssim(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    from ..metrics import psnr, ssim
+    # Identical images have infinite PSNR, which JSON cannot hold: cap it.
+    return min(psnr(pred, gt), PSNR_CAP), ssim(pred, gt)
+
+
+PSNR_CAP = 100.0
+
+
+def mean_of(values: list[float]) -> Optional[float]:
+    vals = [v for v in values if v is not None and np.isfinite(v)]
+    return float(np.mean(vals)) if vals else None
+
+
+@dataclass
+class LabelStats:
+    done: int = 0
+    skipped: int = 0
+    failed: int = 0
+    seconds: float = 0.0
+    total: int = 0
+    undecodable: int = 0   # of `failed`: inputs that cannot be decoded, which a rerun fails too
+    unopenable: int = 0    # of `undecodable`: frames of videos OpenCV cannot open (maybe a codec)
+    too_large: int = 0     # of `failed`: inputs over SHARPEN_MAX_PIXELS, which a rerun fails too
+    reused: int = 0        # copied from the other cache of a hold-out (`reuse_from`): no teacher
+    repointed: int = 0     # of `skipped`: the same input at a new path (the data folder moved)
+    # Clips of a footage folder that could not be opened, so none of their frames was listed:
+    # bad files like an undecodable image, but not among `total`.
+    videos_left_out: int = 0
+
+
+def failed_advice(stats: LabelStats) -> str:
+    """What to do about a run's failed images. "Re-run to retry" was said of all of them: an
+    image or video frame that cannot be decoded fails again on every run (it is retried, as
+    its file may be replaced), and so does one over the pixel budget until SHARPEN_MAX_PIXELS
+    is raised; a teacher that ran out of memory, or a file unreadable for now, may not."""
+    bad, big = stats.undecodable, stats.too_large
+    other = stats.failed - bad - big
+    if not bad and not big:
+        return f"{count(other, 'image')} failed (see warnings above); re-run to retry"
+    fix = ("replace or remove the damaged files" if not stats.unopenable else
+           "replace or remove the damaged files, and convert the videos this OpenCV build "
+           "cannot open (e.g. with ffmpeg to H.264 or MJPG)")
+    kind = ("damaged, truncated or not an image" if not stats.unopenable else
+            "damaged, truncated, not an image, or a video in a codec this OpenCV build lacks")
+
+    def them(n: int) -> str:   # "1 image failed: it exceeds", not "they exceed"
+        return "it" if n == 1 else "them"
+
+    def raise_it(n: int) -> str:
+        return (f"raise SHARPEN_MAX_PIXELS above {'its' if n == 1 else 'their'} size (the "
+                f"warnings above give it) and re-run: a re-run alone fails {them(n)} again")
+    if not other and not big:
+        return (f"{count(bad, 'image')} failed (see warnings above): "
+                f"{'its' if bad == 1 else 'their'} input cannot be decoded ({kind}); {fix}: "
+                f"re-running fails {them(bad)} again")
+    if not other and not bad:
+        return (f"{count(big, 'image')} failed (see warnings above): "
+                f"{'it exceeds' if big == 1 else 'they exceed'} the pixel budget; "
+                f"{raise_it(big)}")
+    parts = ([f"{bad} cannot be decoded ({kind}; {fix}: re-running fails {them(bad)} again)"]
+             if bad else [])
+    parts += ([f"{big} exceed{'s' if big == 1 else ''} the pixel budget ({raise_it(big)})"]
+              if big else [])
+    parts += [f"re-run to retry the other {other}"] if other else []
+    return f"{count(stats.failed, 'image')} failed (see warnings above): " + "; ".join(parts)
