@@ -46,7 +46,7 @@ from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overl
                              tiling_context, tiling_cost, tiling_problem)
 
 from ..dist import DistInfo
-from .label_cache import (FRAMES_DIR, LABELS_DIR, MANIFEST, LabelCache, _manifest_lock,
+from .label_cache import (FRAMES_DIR, MANIFEST, LabelCache, _manifest_lock,
                           append_journal, describe_maker, input_stat, journal_path, label_maker,
                           made_on, png_whole,
                           label_relpath, link_or_copy, merge_entries, merge_shards, prune_held_out,
@@ -56,6 +56,7 @@ from .sources import (Sample, SampleReader, SourceError, gopro_blur_unused, pars
                       resolve_source, spread)
 
 from .label_stats import (GT_METRICS, psnr_ssim, mean_of, LabelStats, failed_advice)
+from .label_staging import (remove_stale_temp_files, stage_image)
 
 __all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
            "sha256_array", "write_manifest", "main"]
@@ -448,39 +449,6 @@ def _group_ready(dist: DistInfo) -> bool:
     return tdist.is_available() and tdist.is_initialized()
 
 
-def _remove_stale_temp_files(out_dir: Path, min_age_s: float = 600.0) -> None:
-    """Temp files of writes killed mid-way (atomic writes name them .NAME.PID.XXXX.png/.tmp,
-    hidden so no reader picks them up); ones young enough to belong to a concurrent run
-    stay."""
-    now = time.time()
-    for folder in (out_dir, out_dir / LABELS_DIR, out_dir / FRAMES_DIR):
-        if not folder.is_dir():
-            continue
-        for p in [*folder.glob(".*.tmp"), *folder.glob(".*.png")]:
-            with contextlib.suppress(OSError):
-                if now - p.stat().st_mtime > min_age_s:
-                    p.unlink()
-
-
-def _staged(path: Path, rgb: np.ndarray, bits: int) -> Path:
-    """`rgb` written to a hidden temp file beside `path` (named as atomic writes name theirs,
-    which the next run removes if a kill leaves it), for `LabelRun._put_in_place`."""
-    import tempfile
-
-    from ..images import write_image
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{os.getpid()}.", suffix=".png",
-                               dir=path.parent)
-    os.close(fd)
-    try:
-        write_image(tmp, rgb, bits=bits)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    return Path(tmp)
-
-
 class LabelRun:
     def __init__(self, out_dir: Path, teacher, tile: int, overlap: int, batch_size: int,
                  dist: DistInfo, reuse_from: Optional[str | os.PathLike] = None):
@@ -515,7 +483,7 @@ class LabelRun:
             read_manifest_entries(self.donor / MANIFEST),
             *(read_manifest_entries(p) for _, p in sorted(shard_paths(self.donor).items()))
         ) if self.donor is not None else {}
-        _remove_stale_temp_files(out_dir)
+        remove_stale_temp_files(out_dir)
         self.target = (out_dir / MANIFEST if dist.world == 1
                        else out_dir / f"manifest.rank{dist.rank}.json")
         # An interrupted run's entries in this rank's shard: this run skips their labels as up
@@ -975,11 +943,11 @@ class LabelRun:
                     entry_extra.update(self._gt_metrics(sample, image, label, tag))
                     # 4. the label (and the video frame) written to temp files, put in place with
                     # the entry (_record)
-                    staged = [(_staged(self.out_dir / label_relpath(sample.name), label, 16),
+                    staged = [(stage_image(self.out_dir / label_relpath(sample.name), label, 16),
                                self.out_dir / label_relpath(sample.name))]
                     if raw is not None:
                         frame = self.out_dir / label_relpath(sample.name, FRAMES_DIR)
-                        staged.append((_staged(frame, image, 8), frame))
+                        staged.append((stage_image(frame, image, 8), frame))
                     self._record(sample.name, self._entry(sample, input_hash, **entry_extra),
                                  staged)
                     stats.done += 1
