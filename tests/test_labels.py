@@ -1030,7 +1030,7 @@ def test_a_video_opencv_cannot_open_may_be_a_codec_and_is_told_to_convert_it(tmp
     """'OpenCV cannot open this video' was counted as damaged, with the advice to replace or
     remove the damaged files; it may be a codec this OpenCV build lacks. Both the file's
     message and the closing warning say so, and to convert it."""
-    from distill.data.labels import LabelRun
+    from distill.data.label_run import LabelRun
     from distill.data.sources import Sample
     from distill.dist import DistInfo
     clip = tmp_path / "clip.mp4"
@@ -1485,7 +1485,7 @@ def test_a_label_and_its_entry_come_from_the_same_run_when_two_label_one_name(tm
     left the other teacher's label under an entry naming this run's teacher, and every later
     run took it as this teacher's, up to date. The other run is started where this one
     measures the label against the ground truth, between making it and recording it."""
-    from distill.data.labels import LabelRun
+    from distill.data.label_run import LabelRun
 
     data = _paired(tmp_path / "data", 1, h=16, w=16)
     out = tmp_path / "cache"
@@ -1734,7 +1734,7 @@ def test_a_killed_ranks_journal_without_its_shard_is_read_and_merged(tmp_path, m
     stops every rank with SIGTERM when one fails), it left manifest.rankK.journal.jsonl alone,
     which nothing read (the shards are found by their .json): training lost those labels, a
     rerun made them again, and the journal stayed in the folder for ever."""
-    from distill.data.labels import LabelRun
+    from distill.data.label_run import LabelRun
     from distill.dist import DistInfo
     data = _paired(tmp_path / "data", 8, h=16, w=16)
     out = tmp_path / "cache"
