@@ -30,7 +30,6 @@ import datetime
 import os
 import sys
 import uuid
-from dataclasses import fields
 from pathlib import Path
 from typing import Any, Callable, Collection, Optional
 
@@ -48,7 +47,9 @@ from .label_cache import (MANIFEST, LabelCache, merge_entries, merge_shards, pru
 from .sources import Sample, SourceError, gopro_blur_unused, parse_spec, resolve_source, spread
 
 from .label_stats import LabelStats
-from .label_run import not_compacted, LabelRun
+from .label_run import LabelRun
+from .label_dist import (merged_shards, sum_stats, interrupted_whole, load_teacher,
+                         maybe_init_process_group, group_ready)
 
 __all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
            "sha256_array", "write_manifest", "main"]
@@ -202,9 +203,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     out_dir = Path(out)
     tag = f"[rank {dist.rank}/{dist.world}] " if dist.world > 1 else ""
 
-    owned = _maybe_init_process_group(dist)
+    owned = maybe_init_process_group(dist)
     # A group the caller set up (--hold-out's two runs share one) serves as well as our own.
-    pg = owned or _group_ready(dist)
+    pg = owned or group_ready(dist)
     try:
         if teacher is None:
             teacher = load_teacher(teacher_weights, config, device, dist)
@@ -259,7 +260,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             # After hours of labelling, how far it got (the command's last line says only
             # that it was interrupted).
             if dist.world > 1 and dist.rank == 0:
-                say(_interrupted_whole(run, samples))
+                say(interrupted_whole(run, samples))
             elif not pg:   # ranks started by hand may be stopped alone: each says its share
                 said = run.stats
                 left = said.total - said.done - said.skipped - said.reused - said.failed
@@ -277,12 +278,12 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             # two summaries of no cache, and the teacher's warning once per rank.
             shares: list = [None] * dist.world
             tdist.all_gather_object(shares, stats)
-            whole = _sum_stats(shares)
+            whole = sum_stats(shares)
         merged = None
         if not pg:
-            merged = _merged(out_dir, dist, run)
+            merged = merged_shards(out_dir, dist, run)
         elif dist.rank == 0:   # after the barrier every shard is final
-            merged = _merged(out_dir, dist, run, all_finished=True)
+            merged = merged_shards(out_dir, dist, run, all_finished=True)
         if records and dist.rank == 0:
             _mark_complete(out_dir, run_id)
     finally:
@@ -335,46 +336,6 @@ def _mark_complete(out_dir: Path, run_id: str) -> None:
              "command again once the folder can be written (it skips every label made)")
 
 
-def _merged(out_dir: Path, dist: DistInfo, run: "LabelRun", all_finished: bool = False
-            ) -> dict[str, dict]:
-    """`merge_shards`' entries; where the manifest cannot be rewritten (a full disk, a folder
-    made read-only), the same merged in memory and said (once: the run's flush may have
-    said it), the files left as they are, the journals holding every entry."""
-    try:
-        return merge_shards(out_dir, dist.rank, dist.world, all_finished=all_finished)
-    except OSError as e:
-        if run.not_compacted is None:
-            warn(not_compacted(out_dir / MANIFEST, e))
-        return merge_entries(read_manifest_entries(out_dir / MANIFEST),
-                             *(read_manifest_entries(p)
-                               for _, p in sorted(shard_paths(out_dir).items())))
-
-
-def _sum_stats(shares: list[LabelStats]) -> LabelStats:
-    """Every rank's counts as one run's. The unopenable videos are the source's, listed alike
-    by every rank."""
-    whole = LabelStats()
-    for f in fields(LabelStats):   # a count added later is summed too
-        values = [getattr(s, f.name) for s in shares]
-        setattr(whole, f.name, max(values) if f.name == "videos_left_out" else sum(values))
-    return whole
-
-
-def _interrupted_whole(run: LabelRun, samples: list[Sample]) -> str:
-    """How far a run of several ranks got, from every rank's manifest shard on disk: the
-    ranks stop together, and none knows the others' counts. Labels another teacher or tiling
-    made are not counted: the same command makes them again."""
-    out_dir = run.out_dir
-    entries = merge_entries(read_manifest_entries(out_dir / MANIFEST),
-                            *(read_manifest_entries(p) for p in shard_paths(out_dir).values()))
-    found = [entries.get(s.name) for s in samples]
-    ok = sum(run.made_alike(e) for e in found)
-    failed = sum((e or {}).get("status") == "failed" for e in found)
-    return (f"labels: interrupted: {ok} of {len(samples)} labelled in {out_dir} (all ranks' "
-            f"shares){f', {failed} failed' if failed else ''}; {len(samples) - ok - failed} "
-            "left for the same command to label")
-
-
 def _prune_excluded(out_dir: Path, exclude: Collection[str], tag: str,
                     say: Callable[[str], None], run_id: Optional[str]) -> None:
     try:
@@ -399,39 +360,6 @@ def _prune_excluded(out_dir: Path, exclude: Collection[str], tag: str,
         say(f"{tag}removed {count(len(dropped), 'label')} an earlier run made here of images "
             f"this run holds out of {out_dir} ({shown}): the training and "
             "validation caches must not share an image")
-
-
-def load_teacher(teacher_weights: Optional[str], config: Optional[str], device: str,
-                 dist: DistInfo):
-    """The teacher for a labels run; under torchrun with device auto, on this rank's GPU."""
-    from ..teacher import Teacher
-    if device == "auto" and dist.world > 1:
-        import torch
-        if torch.cuda.is_available():
-            device = f"cuda:{dist.local_rank % torch.cuda.device_count()}"
-    return Teacher.load(teacher_weights, config, device=device)
-
-
-def _maybe_init_process_group(dist: DistInfo) -> bool:
-    """A gloo group for the final barrier, only under torchrun (rendezvous vars present)."""
-    if dist.world <= 1 or not os.environ.get("MASTER_ADDR") or not os.environ.get("MASTER_PORT"):
-        return False
-    import torch.distributed as tdist
-    if not tdist.is_available():
-        return False
-    if tdist.is_initialized():
-        return False  # the caller owns it
-    # Ranks finish at different times; the barrier must outwait the slowest shard.
-    tdist.init_process_group("gloo", rank=dist.rank, world_size=dist.world,
-                             timeout=datetime.timedelta(days=7))
-    return True
-
-
-def _group_ready(dist: DistInfo) -> bool:
-    if dist.world <= 1:
-        return False
-    import torch.distributed as tdist
-    return tdist.is_available() and tdist.is_initialized()
 
 
 def _check_out(out: Path, data: str, flag: str = "--out") -> None:
@@ -588,7 +516,7 @@ def _run_with_hold_out(args: argparse.Namespace, common: dict) -> LabelStats:
     teacher = load_teacher(args.teacher_weights, args.config, args.device, dist)
     # One gloo group for both runs: one set up again under torchrun's store reuses the first
     # one's keys, and rank 1 connected to rank 0's closed group (it failed, rank 0 hung).
-    owned = _maybe_init_process_group(dist)
+    owned = maybe_init_process_group(dist)
     try:
         return _both_caches(args, common, plan, teacher, dist)
     finally:
@@ -620,7 +548,7 @@ def _both_caches(args: argparse.Namespace, common: dict, plan, teacher,
                        exclude=plan.not_train, reuse_from=args.val_out, prune_later=later,
                        hold_out=_hold_out_record(plan, "training", args.out, args.val_out),
                        **common)
-    if _group_ready(dist):
+    if group_ready(dist):
         # Rank 0 merges the training cache's shards and deletes them after its run; the other
         # ranks' validation runs read that cache for labels to reuse: mid-merge, a shard
         # vanished as it was read and its labels were made again.
