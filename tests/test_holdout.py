@@ -373,15 +373,15 @@ def test_a_label_made_by_another_teacher_or_tiling_is_not_taken(tmp_path, teache
 
 
 def test_recorded_data_keeps_a_kind_and_the_embedded_name(tmp_path, monkeypatch):
-    from distill.data.labels import _recorded_data
+    from distill.data.labels import recorded_data
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "embedded").mkdir()        # a folder so named: `embedded` is still the set
     (tmp_path / "pairs").mkdir()
-    assert _recorded_data("embedded") == "embedded"
-    assert _recorded_data("paired:pairs") == f"paired:{tmp_path / 'pairs'}"
-    assert _recorded_data("pairs") == str(tmp_path / "pairs")
-    assert _recorded_data("missing") == "missing"
+    assert recorded_data("embedded") == "embedded"
+    assert recorded_data("paired:pairs") == f"paired:{tmp_path / 'pairs'}"
+    assert recorded_data("pairs") == str(tmp_path / "pairs")
+    assert recorded_data("missing") == "missing"
 
 
 def test_run_json_records_a_relative_data_as_an_absolute_path(tmp_path, teacher, capsys,

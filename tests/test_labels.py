@@ -2027,9 +2027,9 @@ def test_a_hold_out_leaves_the_labels_of_a_run_into_out_started_meanwhile(
     of its own selection, training on fewer without a word."""
     data = _paired(tmp_path / "data", 5, h=16, w=16)
     out, val = tmp_path / "train", tmp_path / "val"
-    from distill.data import labels
+    from distill.data import labels_hold_out
     # 3 labels for --out, then --val-out's first: the other run labels all 5 into --out
-    monkeypatch.setattr(labels, "load_teacher",
+    monkeypatch.setattr(labels_hold_out, "load_teacher",
                         lambda *a, **k: _AnotherRunMeanwhile(data, out, 3))
     assert main(["--data", str(data), "--out", str(out), "--val-out", str(val),
                  "--hold-out", "0.2", "--tile", "0", "--overlap", "0", "--quiet"]) == 0
