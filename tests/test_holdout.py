@@ -11,7 +11,7 @@ import pytest
 
 from distill.data.holdout import hold_out
 from distill.data.label_cache import LabelCache, read_run_record
-from distill.data.labels import main
+from distill.data.labels_command import main
 from distill.images import write_image
 
 

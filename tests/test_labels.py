@@ -18,8 +18,9 @@ import torch
 
 from distill.checkpoint import atomic_save, make_checkpoint
 from distill.data.crops import CropDataset, pairs_from_labels
-from distill.data.labels import (LabelCache, main, merge_entries, merge_shards, run_labels,
-                                 write_manifest)
+from distill.data.label_cache import LabelCache, merge_entries, merge_shards, write_manifest
+from distill.data.labels import run_labels
+from distill.data.labels_command import main
 from distill.images import write_image
 from distill.restormer import build_restormer
 from runtime import SharpenWarning
@@ -1294,7 +1295,6 @@ def test_a_rank_resuming_an_interrupted_run_keeps_the_labels_its_shard_holds(tmp
     itself: the merged manifest lost every label of the interrupted run (4 of GoPro's 8),
     and run.json called the cache complete."""
     from distill.dist import DistInfo
-    from distill.data.labels import write_manifest
     data = _paired(tmp_path / "data", 6, h=32, w=40, seed=5)
     out = tmp_path / "cache"
     kw = dict(teacher_weights=str(teachers[0]), tile=32, overlap=8, device="cpu",

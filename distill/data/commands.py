@@ -94,7 +94,7 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _labels_handler(args: argparse.Namespace) -> int:
-    from .labels import run_from_args
+    from .labels_command import run_from_args
     return run_from_args(args)
 
 

@@ -5,7 +5,7 @@ every blurred input at its full resolution and writes
 
     DIR/labels/<name>.png     one 16-bit lossless PNG per input ('/' in a name makes subfolders)
     DIR/frames/<name>.png     the decoded input frame, for video sources only (training reads it)
-    DIR/manifest.json         one entry per input (see `LabelRun._entry`)
+    DIR/manifest.json         one entry per input (see `label_run.LabelRun._entry`)
 
 Every file is written atomically (temp file + rename) and each image's entry is appended to
 DIR/manifest.journal.jsonl once its label is in place (read with the manifest, folded into it
@@ -22,10 +22,15 @@ finish leaves the complete manifest. When torchrun's rendezvous variables are pr
 process group is used only for a final barrier, so that a rank that hit a corrupt image (and
 exits non-zero) does not make torchrun stop ranks that are still working. The output folder must
 be on a filesystem all ranks share.
+
+This module is `run_labels`, one run into one cache; the rest is by job: `label_run.py` the
+labelling loop (`LabelRun`), `label_staging.py` its temp files, `label_stats.py` the counts
+and scores it reports, `label_dist.py` the helpers of several ranks, `labels_hold_out.py`
+--hold-out's two caches, `labels_command.py` the command line, `label_cache.py` the cache on
+disk and its reader.
 """
 from __future__ import annotations
 
-import argparse
 import datetime
 import os
 import sys
@@ -33,29 +38,25 @@ import uuid
 from pathlib import Path
 from typing import Any, Callable, Collection, Optional
 
-
-from runtime.cli_errors import SharpenError, interrupt_exit_code, interrupted_message
-from runtime.console import count, shell_join
-from runtime.warn import shown_once_as_lines, warn
-from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overlap_for,
-                             tiling_context, tiling_cost, tiling_problem)
+from runtime.console import count
+from runtime.warn import warn
 
 from ..dist import DistInfo
-from .label_cache import (MANIFEST, LabelCache, merge_entries, merge_shards, prune_held_out,
-                          prune_missing_inputs, read_manifest_entries, sha256_array, shard_paths,
-                          RUN_RECORD, read_run_record, write_manifest, write_run_record)
-from .sources import Sample, SourceError, gopro_blur_unused, parse_spec, resolve_source, spread
-
-from .label_stats import LabelStats
+from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overlap_for,
+                             tiling_context, tiling_cost, tiling_problem)
+from .label_cache import (MANIFEST, RUN_RECORD, merge_entries, prune_held_out,
+                          prune_missing_inputs, read_manifest_entries, read_run_record,
+                          shard_paths, write_run_record)
+from .label_dist import (group_ready, interrupted_whole, load_teacher, maybe_init_process_group,
+                         merged_shards, sum_stats)
 from .label_run import LabelRun
-from .label_dist import (merged_shards, sum_stats, interrupted_whole, load_teacher,
-                         maybe_init_process_group, group_ready)
+from .label_stats import LabelStats
+from .sources import Sample, SourceError, parse_spec, resolve_source, spread
 
-__all__ = ["LabelCache", "LabelRun", "merge_entries", "merge_shards", "run_labels",
-           "sha256_array", "write_manifest", "main"]
+__all__ = ["run_labels"]
 
 
-def _line(msg: str) -> None:
+def print_line(msg: str) -> None:
     print(msg, flush=True)   # flushed: the ranks of a torchrun share the terminal
 
 
@@ -137,7 +138,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
     are printed with `progress` and not without it. Problems (an image skipped or failed, a
     --split that does not apply) are `runtime.SharpenWarning`s either way."""
     if say is None:
-        say = _line if progress else (lambda msg: None)
+        say = print_line if progress else (lambda msg: None)
     try:
         dist = dist or DistInfo.from_env()
     except ValueError as e:
@@ -331,121 +332,7 @@ def _prune_excluded(out_dir: Path, exclude: Collection[str], tag: str,
             "validation caches must not share an image")
 
 
-def _check_out(out: Path, data: str, flag: str = "--out") -> None:
-    """SharpenError for an --out (or --val-out) that is (under) a file, or inside the data it
-    labels: a paired folder or footage read again would take the label images in as data."""
-    from runtime.sinks import file_in_the_way, refuse_output_inside
-    if problem := file_in_the_way(out, f"{flag} {out}") or _data_set_in_the_way(out, flag):
-        raise SharpenError(problem)
-    try:
-        _, path = parse_spec(data)
-    except SourceError:
-        return   # said by the source itself, with the kinds it knows
-    if path:
-        try:
-            refuse_output_inside(out, path, "--data", what="the labels", out_flag=flag)
-        except ValueError as e:
-            raise SharpenError(str(e)) from None
-
-
-def _data_set_in_the_way(out: Path, flag: str) -> str:
-    """The message when --out names a data set rather than a cache (a corpus's folder, a
-    paired folder, a folder of photos: a slip of the path): the manifest written into it made
-    it a label cache, which `--data` then refused; '' for a new, empty or cache folder."""
-    from .label_cache import RUN_RECORD
-    from .sources import data_set_in
-    if (out / MANIFEST).exists() or (out / RUN_RECORD).exists() or not (what := data_set_in(out)):
-        return ""
-    return (f"{flag} {out} holds {what}, not a label cache: labelling into it would make it "
-            "one, which --data then refuses as a data source; choose a new folder")
-
-
-def run_from_args(args: argparse.Namespace) -> int:
-    from ..teacher import check_device, check_threads
-    from .labels_hold_out import check_hold_out, run_with_hold_out
-    check_device(args.device)
-    check_threads(args.threads)
-    if args.limit is not None and args.limit < 1:
-        raise SharpenError(f"--limit must be >= 1, got {args.limit}")
-    check_hold_out(args)
-    _check_out(Path(args.out), args.data)
-    if getattr(args, "val_out", None):
-        _check_out(Path(args.val_out), args.data, "--val-out")
-    unused = gopro_blur_unused([args.data], args.gopro_blur, "--gopro-blur")
-    if unused and DistInfo.from_env().rank == 0:
-        warn(unused)
-    from ..teacher import set_torch_threads
-    # On stderr, as every command says it: stdout has the labels' own lines.
-    set_torch_threads(args.threads, lambda note: print(note, file=sys.stderr, flush=True))
-    common = dict(tile=args.tile, overlap=args.overlap, batch_size=args.batch_size,
-                  gopro_blur=args.gopro_blur, device=args.device, limit=args.limit,
-                  progress=not args.quiet, say=_line)   # --quiet: no bar, the lines stay
-    try:
-        if getattr(args, "hold_out", None) is not None:
-            stats = run_with_hold_out(args, common)
-        else:
-            stats = run_labels(args.data, args.out, teacher_weights=args.teacher_weights,
-                               config=args.config, split=args.split, **common)
-    except SourceError as e:
-        raise SharpenError(str(e)) from None
-    except OSError as e:
-        # A full disk or a folder made read-only as a label, a frame or run.json is written:
-        # the run cannot go on, and its traceback said nothing of the labels it made.
-        where = e.filename2 or e.filename
-        raise SharpenError(f"{f'{where}: {e.strerror}' if where and e.strerror else e} (the "
-                           f"labels made before it stay in {args.out}: the same command run "
-                           "again skips them)") from None
-    except Exception as e:
-        from ..checkpoint import CheckpointError
-        if isinstance(e, CheckpointError):
-            raise SharpenError(str(e)) from None
-        raise
-    if stats.done + stats.skipped + stats.reused and DistInfo.from_env().rank == 0:
-        print(_next_step(args), flush=True)
-    # A footage folder's clip that cannot be opened is a bad file too: the rest is labelled,
-    # and the exit code says not all of it was (it was 0, with a warning a script never read).
-    return 1 if stats.failed or stats.videos_left_out else 0
-
-
-def _next_step(args: argparse.Namespace) -> str:
-    """The distill commands that train on the caches just written: the keys that take them
-    were said only in --help, and the folders nowhere after the run. Two lines: training from
-    scratch, and the README's fine-tune of the shipped `fast`, what a user with a little
-    footage of their own wants (the first alone is the config's 8000 steps at lr 2e-3: hours
-    on a CPU, and below the shipped weights on a few labels)."""
-    config = Path(__file__).resolve().parents[2] / "configs" / "distill-fast.yaml"
-    words = ["sharpen", "distill"]
-    if config.is_file():   # a checkout: named as the README names it, from its root
-        here = Path.cwd().resolve()
-        words += ["--config", str(config.relative_to(here) if here in config.parents
-                                  else config)]
-    caches = [f"data.labels={args.out}"]
-    val = getattr(args, "val_out", None)
-    if val:
-        caches.append(f"data.val_labels={val}")
-    them = "them" if val else "it"
-    fine_tune = [*words, "init=fast", "val_start=true", "optim.lr=5e-5",
-                 "optim.warmup_steps=10", "optim.steps=300", *caches]
-    return (f"train on {them}: {shell_join(words + caches)}\n"
-            f"or fine-tune the shipped fast on {them}: {shell_join(fine_tune)}")
-
-
-def main(argv: Optional[list[str]] = None) -> int:
-    from .commands import add_labels_arguments
-    p = argparse.ArgumentParser(prog="python -m distill.data.labels",
-                                description="Cache teacher pseudo-labels (same as "
-                                            "`sharpen labels`).")
-    add_labels_arguments(p)
-    try:
-        with shown_once_as_lines():   # as `sharpen labels` shows its warnings
-            return run_from_args(p.parse_args(argv))
-    except SharpenError as e:
-        print(f"sharpen labels: error: {e}", file=sys.stderr)
-        return e.exit_code
-    except KeyboardInterrupt as e:   # as `sharpen labels`: finished labels are kept
-        print(interrupted_message("labels", e, resumable=True), file=sys.stderr)
-        return interrupt_exit_code(e)
-
-
+# `torchrun ... -m distill.data.labels` is how `sharpen labels --help` labels on several GPUs.
 if __name__ == "__main__":
+    from .labels_command import main
     sys.exit(main())
