@@ -19,8 +19,8 @@ from .label_stats import LabelStats
 from .sources import Sample
 
 
-def merged_shards(out_dir: Path, dist: DistInfo, run: "LabelRun", all_finished: bool = False
-            ) -> dict[str, dict]:
+def merged_shards(out_dir: Path, dist: DistInfo, run: LabelRun, all_finished: bool = False
+                  ) -> dict[str, dict]:
     """`merge_shards`' entries; where the manifest cannot be rewritten (a full disk, a folder
     made read-only), the same merged in memory and said (once: the run's flush may have
     said it), the files left as they are, the journals holding every entry."""
