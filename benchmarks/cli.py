@@ -11,7 +11,8 @@ from pathlib import Path
 from runtime.cli_errors import cli_error, missing_dependency, one_line, raise_if_interrupted
 from runtime.console import count, print_table, report_fatal_errors
 
-from .options import DEFAULT_CPU_TARGET_FPS, SCHEMA, add_to_argparse
+from .options import (DEFAULT_CPU_TARGET_FPS, DEFAULT_MIN_SSIM_RATIO, GATE_GAIN, GATE_RATIO,
+                      SCHEMA, add_to_argparse)
 
 _DEFAULTS = {o.dest: o.default for o in SCHEMA}
 
@@ -37,13 +38,11 @@ def add_gate_options(p: argparse.ArgumentParser, gain_default: float | None = No
     Read the choice back with resolve_gate."""
     default = "" if gain_default is None else f" (default: --min-ssim-gain {gain_default:g})"
     gate = p.add_mutually_exclusive_group()
-    gate.add_argument("--min-ssim-ratio", type=float, default=argparse.SUPPRESS, metavar="R",
-                      help="check: student SSIM >= R x teacher SSIM against ground truth"
-                           + (default or " (default 0.95)"))
-    gate.add_argument("--min-ssim-gain", type=float, default=argparse.SUPPRESS, metavar="G",
-                      help="check instead: the student's SSIM gain over the blurred input >= G "
-                           "x the teacher's gain (0: no better than the input, 1: the "
-                           "teacher's)" + default)
+    (ratio, r, ratio_help), (gain, g, gain_help) = GATE_RATIO, GATE_GAIN
+    gate.add_argument(ratio, type=float, default=argparse.SUPPRESS, metavar=r,
+                      help=ratio_help + (default or f" (default {DEFAULT_MIN_SSIM_RATIO:g})"))
+    gate.add_argument(gain, type=float, default=argparse.SUPPRESS, metavar=g,
+                      help=gain_help + default)
     p.set_defaults(gate_gain_default=gain_default)
 
 
@@ -52,7 +51,7 @@ def resolve_gate(args: argparse.Namespace) -> tuple[float, float | None]:
     A gain, when there is one, replaces the ratio."""
     if hasattr(args, "min_ssim_ratio"):
         return args.min_ssim_ratio, None
-    return 0.95, getattr(args, "min_ssim_gain", args.gate_gain_default)
+    return DEFAULT_MIN_SSIM_RATIO, getattr(args, "min_ssim_gain", args.gate_gain_default)
 
 
 def gate_argv(args: argparse.Namespace) -> list[str]:
@@ -81,11 +80,6 @@ def add_commands(sub) -> None:
                         "folders of images (several may be given; the real-blur limit is "
                         "spread over all of them): side-by-side crops and each model's PSNR "
                         "to the teacher's output in the report")
-    p.add_argument("--cpu-target-fps", type=float, default=DEFAULT_CPU_TARGET_FPS,
-                   metavar="FPS",
-                   help="frame rate the report's what-to-ship pick must reach on a backend "
-                        "that runs on the CPU (default 10: a CPU student's target at 1080p); "
-                        "on a GPU (TensorRT, CUDA) it is --target-fps")
     add_gate_options(p)
     p.add_argument("--no-latency", action="store_true",
                    help="quality only (no timing)")

@@ -23,7 +23,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 from benchmarks.artifacts import BenchError, path_unless_named, split_list  # noqa: E402
 from benchmarks.given import bench_students, resolve_models  # noqa: E402
-from benchmarks.options import add_to_pytest  # noqa: E402
+from benchmarks.options import (DEFAULT_MIN_SSIM_RATIO, GATE_GAIN, GATE_RATIO,  # noqa: E402
+                                add_to_pytest)
 from benchmarks.latency import (BACKENDS, SIZES_FULL, SIZES_REDUCED, parse_sizes,  # noqa: E402
                                 size_label, stream_size)
 
@@ -37,11 +38,11 @@ MODE_MARKS = {
 def pytest_addoption(parser):
     g = parser.getgroup("sharpen-bench", "sharpen benchmarks (benchmarks/)")
     add_to_pytest(g)   # the options `sharpen bench` shares (benchmarks/options.py)
-    g.addoption("--min-ssim-ratio", type=float, default=0.95,
-                help="student SSIM must be >= this x teacher SSIM vs ground truth (0.95)")
-    g.addoption("--min-ssim-gain", type=float, default=None,
-                help="gate instead on the student's SSIM gain over the blurred input: >= this "
-                     "x the teacher's gain")
+    # As `sharpen bench` words them (benchmarks/options.py).
+    (ratio, r, ratio_help), (gain, gn, gain_help) = GATE_RATIO, GATE_GAIN
+    g.addoption(ratio, type=float, default=DEFAULT_MIN_SSIM_RATIO, metavar=r,
+                help=f"{ratio_help} (default {DEFAULT_MIN_SSIM_RATIO:g})")
+    g.addoption(gain, type=float, default=None, metavar=gn, help=gain_help)
 
 
 def _mode(config) -> str:
@@ -169,9 +170,15 @@ class BenchContext:
         self.mode = _mode(config)
         self.full = self.mode == "full"
         self.target_fps = float(config.getoption("--target-fps"))
-        if not 0 < self.target_fps < float("inf"):   # as `sharpen bench`: NaN and inf too
-            raise pytest.UsageError(f"--target-fps must be a finite number > 0, got "
-                                    f"{self.target_fps:g}")
+        self.cpu_target_fps = float(config.getoption("--cpu-target-fps"))
+        for flag, fps in (("--target-fps", self.target_fps),
+                          ("--cpu-target-fps", self.cpu_target_fps)):
+            if not 0 < fps < float("inf"):   # as `sharpen bench`: NaN and inf too
+                raise pytest.UsageError(f"{flag} must be a finite number > 0, got {fps:g}")
+        from benchmarks.ship import targets_of
+        # The budgets `sharpen bench`'s What to ship judges by (benchmarks/ship.py).
+        self.targets = targets_of({"target_fps": self.target_fps,
+                                   "cpu_target_fps": self.cpu_target_fps})
         self.min_ssim_ratio = float(config.getoption("--min-ssim-ratio"))
         self.min_ssim_gain = config.getoption("--min-ssim-gain")
         for flag, v in (("--min-ssim-ratio", self.min_ssim_ratio),
@@ -512,6 +519,12 @@ class BenchContext:
                                           QUICK_MAX_ACTIVATION_GB).get(key)
         return self._too_big[key]
 
+    def judge(self, row: dict, stream: bool = False) -> dict:
+        """The row's verdict as `sharpen bench` gives it (benchmarks/ship.py): its p90 within
+        its backend's budget, --cpu-target-fps on the CPU, --target-fps on a GPU."""
+        from benchmarks.ship import judge_row
+        return judge_row(row, self.targets, stream=stream)
+
     def video(self, width: int, height: int, frames: int) -> Path:
         key = (width, height, frames)
         if key not in self._videos:
@@ -546,15 +559,19 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         return
     tr = terminalreporter
     if ctx.results:
-        tr.section("sharpen latency (per frame, median)")
-        tr.write_line(f"target {ctx.target_fps:g} fps = {1000 / ctx.target_fps:.1f} ms; "
-                      f"mode {ctx.mode}; {runtime_threads_line(ctx.threads)}")
+        from benchmarks.ship import RULE, budgets_text
+        tr.section("sharpen latency (per frame: median, p90)")
+        # The rule and budgets of `sharpen bench`'s What to ship (benchmarks/ship.py), said.
+        budgets = budgets_text({"target_fps": ctx.target_fps,
+                                "cpu_target_fps": ctx.cpu_target_fps})
+        tr.write_line(f"meets target: {RULE}; budget {budgets}")
+        tr.write_line(f"mode {ctx.mode}; {runtime_threads_line(ctx.threads)}")
         for r in ctx.results:
             sp = r.get("speedup_vs_teacher")
             tr.write_line(
                 f"  {r['model']:<16} {r['backend_label']:<34} {r['size']:>9}  "
-                f"{r['ms']:>10.1f} ms  {r['fps']:>8.2f} fps  "
-                f"{'meets' if r['meets_target'] else 'misses'} target"
+                f"{_ms_text(r)}  {r['fps']:>8.2f} fps  "
+                f"{'meets' if r['meets_target'] else 'misses'} target ({_judged_text(r)})"
                 + (f"  {sp:.0f}x teacher" if sp else "") + (f"  ({r['note']})"
                                                           if r.get("note") else ""))
     if ctx._quality is not None:
@@ -582,6 +599,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         tr.write_line(f"  {quality_legend(ctx._quality.settings)}")   # as `sharpen bench`
         for c in ctx._quality.checks:
             tr.write_line(f"  {'PASS' if c['passed'] else 'FAIL'}: {c['message']}")
+
+
+def _ms_text(r: dict) -> str:
+    p90 = r.get("p90_ms")
+    return (f"{r['ms']:>10.1f} ms" if r.get("ms") is not None else f"{'-':>10} ms") + (
+        f" (p90 {p90:.1f})" if p90 is not None else "")
+
+
+def _judged_text(r: dict) -> str:
+    """What the row's verdict was judged on, against which budget: its p90 (one round's
+    time, or the median where none), or a stream's throughput (its stages overlap)."""
+    from benchmarks.ship import NO_P90, budget_text, judged
+    where = f"{r['target_device']}, {r['target_option']}"
+    if r.get("judged_on") is None:
+        return f"{r['fps']:.2f} fps throughput vs {r['target_fps']:g} fps, {where}"
+    ms, on = judged(r)
+    on = {"p90": "at p90", NO_P90: NO_P90}.get(on, f"({on})")
+    return f"{ms:.1f} ms {on} vs {budget_text(r['budget_ms'])} ms, {where}"
 
 
 def runtime_threads_line(threads: int) -> str:

@@ -86,8 +86,7 @@ class BenchOptions:
     quiet: bool = False
 
     # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
-    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs",
-                 "cpu_target_fps": "--cpu-target-fps"}
+    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs"}
 
     def to_argv(self, pytest: bool = False) -> list[str]:
         """The `sharpen bench` arguments that rebuild these options (defaults left out); with

@@ -67,18 +67,31 @@ def judge_latency(rep: dict) -> None:
         for backend in dict.fromkeys(r["backend"] for r in rows):
             mine = [r for r in rows if r["backend"] == backend]
             gpu = backend_on_gpu(mine)
-            target = targets[gpu]
             for r in mine:
-                r.update(target_fps=target, target_device="GPU" if gpu else "CPU",
-                         target_option="--target-fps" if gpu else "--cpu-target-fps",
-                         budget_ms=round(1000.0 / target, 3))
-                if r["status"] != "ok" or r.get("fps") is None:
-                    continue
-                if key == "stream" or r.get("ms") is None:
-                    r["meets_target"] = bool(r["fps"] >= target)
-                else:
-                    ms, on = judged(r)
-                    r.update(meets_target=bool(ms <= 1000.0 / target), judged_on=on)
+                judge_row(r, targets, gpu, stream=key == "stream")
+
+
+def judge_row(r: dict, targets: dict[bool, float], gpu: Optional[bool] = None,
+              stream: bool = False) -> dict:
+    """One latency row judged as judge_latency judges a report's (and returns it): its
+    backend's target (`targets_of`; `gpu` None: where this row ran), and meets_target from
+    its p90 within the budget, a stream's from its throughput. `pytest benchmarks/` judges
+    each row with this as it records it: it judged the median against --target-fps alone,
+    a second verdict on the model `sharpen bench` judged."""
+    if gpu is None:
+        gpu = backend_on_gpu([r])
+    target = targets[gpu]
+    r.update(target_fps=target, target_device="GPU" if gpu else "CPU",
+             target_option="--target-fps" if gpu else "--cpu-target-fps",
+             budget_ms=round(1000.0 / target, 3))
+    if r["status"] != "ok" or r.get("fps") is None:
+        return r
+    if stream or r.get("ms") is None:
+        r["meets_target"] = bool(r["fps"] >= target)
+    else:
+        ms, on = judged(r)
+        r.update(meets_target=bool(ms <= 1000.0 / target), judged_on=on)
+    return r
 
 
 def meets_cell(r: dict) -> str:

@@ -2642,6 +2642,36 @@ def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
     assert "quality" not in timed["pipeline-ort-fp32"]   # not the stream's own measure
 
 
+def test_the_pytest_suite_judges_latency_as_what_to_ship_does(env, tmp_path):
+    """`pytest benchmarks/` judged each row's median against --target-fps (30) whatever its
+    backend, and took no --cpu-target-fps, where `sharpen bench`'s What to ship judges the p90
+    against the CPU's budget (10 fps) on the CPU: one model, two verdicts. The suite now
+    judges with benchmarks/ship.py's rule and budgets, in its summary and its JSON."""
+    _, out = _run_suite("-k", "test_student_latency and pytorch", "--students",
+                        str(env / "student-good.pt"), "--sizes", "160x96",
+                        "--cpu-target-fps", "0.5", "--target-fps", "100000",
+                        "--benchmark-json", str(tmp_path / "b.json"),
+                        file="test_latency.py", expect=0)
+    [timed] = [b["extra_info"] for b in json.loads((tmp_path / "b.json").read_text())
+               ["benchmarks"]]
+    # PyTorch on the CPU: the CPU's 2000 ms budget, not --target-fps's 0.01 ms
+    assert (timed["target_device"], timed["target_option"], timed["budget_ms"]) == (
+        "CPU", "--cpu-target-fps", 2000.0), timed
+    assert timed["judged_on"] == "p90" and timed["p90_ms"] >= timed["ms"], timed
+    assert timed["meets_target"] is (timed["p90_ms"] <= 2000.0) is True, timed
+    from benchmarks.ship import judge_latency
+    again = {**timed, "meets_target": None}
+    judge_latency({"settings": {"target_fps": 100000, "cpu_target_fps": 0.5},
+                   "latency": {"rows": [again]}})
+    assert again["meets_target"] == timed["meets_target"]   # the bench's verdict, the same
+    assert "sharpen latency (per frame: median, p90)" in out, out
+    assert "meets target: the 90th-percentile (p90) time per frame within the budget" in out
+    assert "2000.0 ms per frame = 0.5 fps on a CPU (--cpu-target-fps)" in out, out
+    line = next(ln for ln in out.splitlines() if ln.strip().startswith("student good"))
+    assert (f"meets target ({timed['p90_ms']:.1f} ms at p90 vs 2000.0 ms, CPU, "
+            "--cpu-target-fps)") in line, line
+
+
 def _stream_frames_timed(env: Path, tmp_path: Path, *extra: str) -> tuple:
     """Frames the pytest suite's streaming benchmark ran (None: not run), and its output."""
     (tmp_path / "b.json").unlink(missing_ok=True)   # none is written when nothing was timed
