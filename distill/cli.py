@@ -1157,16 +1157,17 @@ def add_commands(sub) -> None:
                        description="Run the Restormer teacher over images or folders at full "
                        "resolution with Gaussian-blended tiles; output names keep the input's.")
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
-    p.add_argument("--out", "--output", required=True, help="output folder (PNG files)")
-    p.add_argument("--teacher-weights", default=None,
+    p.add_argument("--out", "--output", required=True, metavar="DIR",
+                   help="output folder (PNG files)")
+    p.add_argument("--teacher-weights", default=None, metavar="PATH",
                    help="Restormer weights: the official motion_deblurring.pth, a state dict, or "
                    "a project checkpoint (default: the bundled models/teacher-restormer-small.pt)")
-    p.add_argument("--teacher-config", "--config", dest="config", default=None,
+    p.add_argument("--teacher-config", "--config", dest="config", default=None, metavar="NAME",
                    help="Restormer config for weights without one: motion-deblur (official), "
                    "small, tiny")
-    p.add_argument("--tile", type=int, default=TEACHER_TILE,
+    p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N",
                    help="tile side in px; 0 = whole image")
-    p.add_argument("--overlap", type=int, default=None,
+    p.add_argument("--overlap", type=int, default=None, metavar="N",
                    help=f"overlap between tiles in px (default: {TEACHER_OVERLAP}, at most half "
                         "the tile)")
     p.add_argument("--batch-size", type=int, default=TEACHER_BATCH, metavar="N",
@@ -1205,7 +1206,7 @@ def add_commands(sub) -> None:
                        "OUT/input + OUT/target (the paired-folder layout), or build the "
                        "embedded default dataset with --embedded.")
     p.add_argument("--sharp", help="folder of sharp images")
-    p.add_argument("--out", "--output", required=True, help="output folder")
+    p.add_argument("--out", "--output", required=True, metavar="DIR", help="output folder")
     p.add_argument("--embedded", action="store_true",
                    help="build the embedded default (bundled photos + dead leaves) instead")
     p.add_argument("--mode", default="mixed", choices=["kernel", "frames", "mixed"],
@@ -1249,8 +1250,9 @@ def add_commands(sub) -> None:
     p.add_argument("--test-preset", default="gopro", metavar="NAME",
                    help="preset of the val and test pairs")
     p.add_argument("--copies", type=int, default=3, help="blurred crops per training photo")
-    p.add_argument("--crop", type=int, default=256, help="training crop side (px)")
-    p.add_argument("--test-crop", type=int, default=384, help="val/test centre crop side (px)")
+    p.add_argument("--crop", type=int, default=256, metavar="PX", help="training crop side (px)")
+    p.add_argument("--test-crop", type=int, default=384, metavar="PX",
+                   help="val/test centre crop side (px)")
     p.add_argument("--seed", type=int, default=0, help="random seed (output is deterministic)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="processes synthesising photos in parallel (the corpus is the same)")
@@ -1292,7 +1294,7 @@ def add_commands(sub) -> None:
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="paired folder (blur/+sharp/, input/+target/), GoPro root, corpus, or "
                    "a folder of blurred images without ground truth")
-    p.add_argument("--split", default=None,
+    p.add_argument("--split", default=None, metavar="NAME",
                    help="split of a source with split folders (default: test)")
     from .data.commands import add_gopro_blur_argument
     add_gopro_blur_argument(p)

@@ -45,7 +45,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "exported student model (.onnx, .engine/.plan, .tflite), streaming with "
                     "capture, inference and output in parallel.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True,
+    p.add_argument("--model", required=True, metavar="FILE",
                    help="exported model: .onnx (ONNX Runtime), .engine/.plan (TensorRT), "
                         ".tflite (LiteRT)")
     p.add_argument("--source", required=True,
@@ -76,10 +76,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="ONNX Runtime execution provider (auto: TensorRT, CUDA, then CPU, "
                         "whichever this build has)")
-    p.add_argument("--tile", type=int, default=0,
+    p.add_argument("--tile", type=int, default=0, metavar="N",
                    help="run in Gaussian-blended tiles of this size (0: whole frame), for "
                         "devices that cannot hold a full-frame activation")
-    p.add_argument("--overlap", type=int, default=None,
+    p.add_argument("--overlap", type=int, default=None, metavar="N",
                    help="tile overlap in pixels (with --tile; default: the model's receptive "
                         f"field as its export recorded it, at most half the tile, else {OVERLAP})")
     p.add_argument("--width", type=int, default=None,

@@ -729,20 +729,22 @@ def add_commands(sub) -> None:
         "demo", formatter_class=HelpFormatter,
         help="run the whole pipeline end to end on the embedded default",
         description=__doc__.split("\n\n", 1)[1] if __doc__ else None)
-    p.add_argument("--out", "--output", default="demo-output", help="output folder")
-    p.add_argument("--data", default="embedded",
+    p.add_argument("--out", "--output", default="demo-output", metavar="DIR",
+                   help="output folder")
+    p.add_argument("--data", default="embedded", metavar="SPEC",
                    help="training data SPEC for labels + distillation (embedded, a GoPro root, "
                    "paired folder, folder of footage, video, or kind:path); validated on its "
                    "val split, else on a fifth of it held out of training (its test split left "
                    "for stage 6): whole clips or folders where it has several, else its last "
                    "images (as `sharpen labels --hold-out 0.2`)")
-    p.add_argument("--teacher-weights", default=None,
+    p.add_argument("--teacher-weights", default=None, metavar="PATH",
                    help="teacher weights (default: the shipped models/teacher-restormer-small.pt;"
                    " the official motion_deblurring.pth with --teacher-config motion-deblur)")
-    p.add_argument("--teacher-config", "--config", dest="config", default=None,
+    p.add_argument("--teacher-config", "--config", dest="config", default=None, metavar="NAME",
                    help="Restormer config for weights without one")
     p.add_argument("--student", default="fast", help="student architecture to fine-tune")
     p.add_argument("--weights", "--student-weights", dest="student_weights", default=None,
+                   metavar="CKPT",
                    help="student checkpoint to start from (default: models/student-NAME.pt)")
     p.add_argument("--steps", type=int, default=150, help="distillation steps")
     p.add_argument("--lr", type=float, default=5e-5,

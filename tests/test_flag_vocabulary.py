@@ -1,0 +1,167 @@
+"""One flag vocabulary across all commands: every `sharpen` subcommand and the options of
+`pytest benchmarks/` (benchmarks/conftest.py) spell one concept one way, with one metavar and
+one default. A flag that two commands share must be in CONCEPTS, so a new one is looked at once;
+a default that differs on purpose is in DIFFERENT_DEFAULTS with why."""
+from __future__ import annotations
+
+import argparse
+from collections import defaultdict
+
+import pytest
+
+from sharpen.cli import build_parser
+
+UNSET = object()   # a concept whose default each command sets (its value is not compared)
+
+# canonical flag -> (metavar, default); None is argparse's own (a flag's dest upper-cased).
+CONCEPTS: dict[str, tuple] = {
+    "--out": ("DIR", UNSET),
+    "--weights": ("CKPT", None),
+    "--model": ("FILE", None),
+    "--teacher-weights": ("PATH", None),
+    "--teacher-config": ("NAME", None),
+    "--config": ("FILE", None),
+    "--data": ("SPEC", UNSET),
+    "--split": ("NAME", None),
+    "--gopro-blur": (None, "blur"),
+    "--limit": ("N", None),
+    "--tile": ("N", UNSET),
+    "--overlap": ("N", None),
+    "--batch-size": ("N", 2),
+    "--threads": ("N", 0),
+    "--device": (None, "auto"),
+    "--provider": (None, "auto"),
+    "--seed": (None, 0),
+    "--quiet": (None, False),
+    "--resume": (None, UNSET),
+    "--crop": ("PX", UNSET),
+    "--copies": (None, UNSET),
+    "--width": (None, UNSET),
+    "--height": (None, UNSET),
+    "--formats": ("LIST", None),
+    "--float-layers": ("LIST", None),
+    "--calib": ("SRC", None),
+    "--calib-count": ("N", UNSET),
+    "--no-latency": (None, False),
+    "--target-fps": ("FPS", 30.0),
+    "--cpu-target-fps": ("FPS", 10.0),
+    "--min-ssim-ratio": ("R", UNSET),
+    "--min-ssim-gain": ("G", UNSET),
+    "--cache": ("DIR", None),
+    "--sizes": ("WxH,...", None),
+    "--full": (None, False),
+    "--stream-frames": ("N", None),
+}
+
+# (command, flag) -> a metavar that says more than the concept's, and why.
+OWN_METAVAR = {
+    ("grow", "--out"): "CKPT",     # a checkpoint file, not a folder
+    ("run", "--out"): "PATH",      # a video file, an image folder or a stream URL
+}
+
+# Where one concept's default differs between commands on purpose (UNSET above), why:
+DIFFERENT_DEFAULTS = {
+    "--out": "demo writes into demo-output/ unless told; the others need it or write nothing",
+    "--data": "labels and demo train on the embedded set, bench holds out its test split, "
+              "evaluate has no default (required)",
+    "--tile": "the teacher tiles at 512 (its memory); a student runs whole frames (0)",
+    "--resume": "teacher skips the images it already wrote (--no-resume redoes them); run "
+                "goes on with a stopped video only when asked, as it would overwrite it",
+    "--crop": "corpus: the training crop side; evaluate: 0, whole images",
+    "--copies": "synth: copies per sharp image (1); corpus: crops per training photo (3)",
+    "--width": "models: the frame for MACs (1920); run: the camera's unless given",
+    "--height": "models: the frame for MACs (1080); run: the camera's unless given",
+    "--calib-count": "export 64, bench 32 crops (README, INT8 calibration: give the export's "
+                     "--calib-count to bench to measure the export's artifact)",
+    "--min-ssim-ratio": "bench and pytest 0.95; demo gates on --min-ssim-gain by default",
+    "--min-ssim-gain": "demo gates on it by default, bench and pytest on the ratio",
+}
+
+# Spellings a user may reach for that mean a concept above: each may only be an alias of the
+# canonical flag (`--output` of `--out`), never a flag of its own.
+SYNONYMS = {
+    "--output": "--out", "--checkpoint": "--weights", "--ckpt": "--weights",
+    "--students": "--weights", "--student-weights": "--weights",
+    "--artifact": "--model", "--engine": "--model", "--onnx": "--model",
+    "--num-threads": "--threads", "--nthreads": "--threads", "--jobs": "--threads",
+    "--dataset": "--data", "--max-images": "--limit", "--num-images": "--limit",
+    "--format": "--formats", "--silent": "--quiet", "--tile-size": "--tile",
+    "--tile-overlap": "--overlap", "--random-seed": "--seed", "--fps-target": "--target-fps",
+}
+# `--config` is also the teacher commands' alias of --teacher-config (a YAML file there is
+# refused with a message naming the training commands: tests/test_demo.py).
+ALIASES_OF_OTHERS = {("--config", "--teacher-config")}
+
+
+def _actions() -> list[tuple[str, dict]]:
+    """(command, {"flags", "metavar", "default"}) of every option of every subcommand and of
+    `pytest benchmarks/`, help left out."""
+    out = []
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                for a in sub._actions:
+                    if a.option_strings and not isinstance(a, argparse._HelpAction):
+                        out.append((name, {"flags": list(a.option_strings),
+                                           "metavar": a.metavar, "default": a.default}))
+    from _pytest.config.argparsing import Parser
+
+    from benchmarks import conftest
+
+    p = Parser()
+    conftest.pytest_addoption(p)
+    for group in p._groups:
+        for opt in group.options:
+            attrs = opt.attrs()
+            flags = [f for f in opt.names() if not f.startswith("--bench-")]   # the old ones
+            out.append(("pytest benchmarks/", {"flags": flags, "metavar": attrs.get("metavar"),
+                                               "default": attrs.get("default")}))
+    return out
+
+
+ACTIONS = _actions()
+
+
+def test_every_shared_flag_is_a_known_concept():
+    seen = defaultdict(set)
+    for command, a in ACTIONS:
+        seen[a["flags"][0]].add(command)
+    shared = {f: sorted(c) for f, c in seen.items() if len(c) > 1}
+    unknown = {f: c for f, c in shared.items() if f not in CONCEPTS}
+    assert not unknown, (f"flags shared by several commands but not in CONCEPTS (add them, "
+                         f"with their metavar and default): {unknown}")
+
+
+@pytest.mark.parametrize("command,action", ACTIONS,
+                         ids=[f"{c}:{a['flags'][0]}" for c, a in ACTIONS])
+def test_one_concept_one_spelling_metavar_and_default(command, action):
+    first, *aliases = action["flags"]
+    assert first not in SYNONYMS, (
+        f"{command}: {first} is spelled {SYNONYMS[first]} elsewhere; make {first} its alias")
+    for alias in aliases:
+        if alias in CONCEPTS and (alias, first) not in ALIASES_OF_OTHERS:
+            pytest.fail(f"{command}: {alias}, a flag of its own elsewhere, is an alias of {first}")
+        if alias in SYNONYMS:
+            assert SYNONYMS[alias] == first, (
+                f"{command}: {alias} is an alias of {SYNONYMS[alias]} elsewhere, of {first} here")
+    if first not in CONCEPTS:
+        return
+    metavar, default = CONCEPTS[first]
+    want = OWN_METAVAR.get((command, first), metavar)
+    assert action["metavar"] == want, (
+        f"{command} {first}: metavar {action['metavar']!r}, elsewhere {want!r}")
+    if default is UNSET:
+        assert first in DIFFERENT_DEFAULTS
+    elif action["default"] is not argparse.SUPPRESS:
+        assert action["default"] == default, (
+            f"{command} {first}: default {action['default']!r}, elsewhere {default!r}")
+
+
+def test_the_pytest_suite_takes_every_option_the_bench_shares_with_it():
+    """`--cpu-target-fps` was `sharpen bench`'s alone: the suite judged CPU backends on
+    --target-fps."""
+    bench = {a["flags"][0] for c, a in ACTIONS if c == "bench"}
+    suite = {a["flags"][0] for c, a in ACTIONS if c == "pytest benchmarks/"}
+    bench_only = {"--out", "--real-pairs", "--real-nogt", "--no-latency", "--quiet"}
+    assert bench - suite == bench_only, bench - suite
