@@ -1403,6 +1403,21 @@ def test_reproduce_command_round_trips(argv):
     assert again == opts
 
 
+def test_the_reports_pytest_line_keeps_the_cpu_budget():
+    """The report's pytest line left --cpu-target-fps out (the suite did not take it): rerun,
+    it judged the CPU rows on another budget than the report it reproduces."""
+    from _pytest.config.argparsing import Parser
+
+    from benchmarks import conftest
+    from benchmarks.report import BenchOptions
+
+    argv = BenchOptions(out="b", cpu_target_fps=5, target_fps=60).to_argv(pytest=True)
+    parser = Parser()
+    conftest.pytest_addoption(parser)
+    ns = parser.parse(argv)
+    assert (ns.cpu_target_fps, ns.target_fps) == (5.0, 60.0), argv
+
+
 def test_format_is_an_alias_of_formats_as_in_export():
     """`sharpen export` takes --format for --formats; `sharpen bench` took it only as
     argparse's abbreviation (unlisted, and lost once any other --format... option exists), and
