@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
+from distill.teacher_tiles import (CONFIG_HELP as TEACHER_CONFIG_HELP,
+                                   WEIGHTS_HELP as TEACHER_WEIGHTS_HELP)
 from optimize.commands import CALIB_FLAGS, CALIB_OPTION
 from runtime.host import threads_help
 
@@ -48,10 +50,8 @@ SCHEMA: tuple[Opt, ...] = (
         ".engine: e.g. an engine built on the device, an INT8 model calibrated on your frames), "
         "one row each; without --weights, only these (no default students)", metavar="FILE",
         nargs="+", pytest_aliases=("--bench-model",)),
-    Opt(("--teacher-weights",), "teacher_weights", "teacher checkpoint (default: the bundled "
-        "models/teacher-restormer-small.pt)", metavar="PATH"),
-    Opt(("--teacher-config",), "teacher_config", "Restormer config for weights without one "
-        "(e.g. motion-deblur for the official file)", metavar="NAME"),
+    Opt(("--teacher-weights",), "teacher_weights", TEACHER_WEIGHTS_HELP, metavar="PATH"),
+    Opt(("--teacher-config",), "teacher_config", TEACHER_CONFIG_HELP, metavar="NAME"),
     Opt(("--data",), "data", "held-out set: a GoPro root or paired folder (its test split); "
         "default: the embedded dataset's fixed test split", metavar="SPEC"),
     Opt(("--limit",), "limit", "evaluate N images spread over each set: held-out, --real-pairs "

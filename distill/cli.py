@@ -16,8 +16,8 @@ from typing import Any
 from runtime.cli_errors import SharpenError, interrupt_exit_code
 from runtime.console import HelpFormatter, count, shell_join
 from runtime.host import ZERO_THREADS, limit_note, threads_help
-from .teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
-                            TILE as TEACHER_TILE)
+from .teacher_tiles import (BATCH as TEACHER_BATCH, BATCH_HELP, CONFIG_HELP, OVERLAP_HELP,
+                            TILE as TEACHER_TILE, TILE_HELP, WEIGHTS_HELP)
 
 
 def _err(msg: str) -> int:
@@ -1159,19 +1159,13 @@ def add_commands(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--out", "--output", required=True, metavar="DIR",
                    help="output folder (PNG files)")
-    p.add_argument("--teacher-weights", default=None, metavar="PATH",
-                   help="Restormer weights: the official motion_deblurring.pth, a state dict, or "
-                   "a project checkpoint (default: the bundled models/teacher-restormer-small.pt)")
+    p.add_argument("--teacher-weights", default=None, metavar="PATH", help=WEIGHTS_HELP)
     p.add_argument("--teacher-config", "--config", dest="config", default=None, metavar="NAME",
-                   help="Restormer config for weights without one: motion-deblur (official), "
-                   "small, tiny")
-    p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N",
-                   help="tile side in px; 0 = whole image")
-    p.add_argument("--overlap", type=int, default=None, metavar="N",
-                   help=f"overlap between tiles in px (default: {TEACHER_OVERLAP}, at most half "
-                        "the tile)")
+                   help=CONFIG_HELP)
+    p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N", help=TILE_HELP)
+    p.add_argument("--overlap", type=int, default=None, metavar="N", help=OVERLAP_HELP)
     p.add_argument("--batch-size", type=int, default=TEACHER_BATCH, metavar="N",
-                   help=f"tiles per forward pass (default: {TEACHER_BATCH})")
+                   help=BATCH_HELP)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help=threads_help("PyTorch, which runs the teacher"))
@@ -1287,10 +1281,7 @@ def add_commands(sub) -> None:
     p.add_argument("--model", nargs="+", default=None, metavar="FILE",
                    help="exported student artifacts (.onnx, .tflite, .engine), run by the "
                    "runtime as `sharpen run` deploys them (INT8 included)")
-    p.add_argument("--teacher-config", default=None, metavar="NAME",
-                   help="Restormer config for teacher weights without one (the official "
-                   "motion_deblurring.pth: motion-deblur; small, tiny); project checkpoints "
-                   "carry their own")
+    p.add_argument("--teacher-config", default=None, metavar="NAME", help=CONFIG_HELP)
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="paired folder (blur/+sharp/, input/+target/), GoPro root, corpus, or "
                    "a folder of blurred images without ground truth")

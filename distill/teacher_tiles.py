@@ -12,6 +12,19 @@ TILE, OVERLAP = 512, 64
 BATCH = 2
 
 
+# The teacher's options, worded once for every command that runs it (teacher, labels, demo,
+# evaluate, bench, pytest benchmarks/): one loader (distill.teacher) takes them all.
+WEIGHTS_HELP = ("teacher checkpoint: a project checkpoint, the official motion_deblurring.pth "
+                "or a state dict (default: the bundled models/teacher-restormer-small.pt)")
+CONFIG_HELP = ("Restormer config (motion-deblur, small, tiny) for teacher weights without "
+               "one (default: motion-deblur, the official motion_deblurring.pth's); project "
+               "checkpoints carry their own")
+TILE_HELP = f"teacher tile side in pixels, 0 = whole image at once (default: {TILE})"
+OVERLAP_HELP = (f"overlap of neighbouring tiles in pixels (default: {OVERLAP}, at most half "
+                "the tile)")
+BATCH_HELP = f"tiles per forward pass (default: {BATCH})"
+
+
 def overlap_for(tile: int) -> int:
     """The default overlap for `tile`: OVERLAP, at most half the tile (a fixed 64 refused
     --tile 64 and below, an overlap must be smaller than its tile); tile 0 (whole images)

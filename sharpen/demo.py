@@ -34,6 +34,8 @@ from runtime.cli_errors import SharpenError, one_line
 from runtime.console import HelpFormatter, count
 from runtime.host import threads_help
 
+from distill.teacher_tiles import CONFIG_HELP, WEIGHTS_HELP
+
 if TYPE_CHECKING:   # torch comes with it; the parser is built without torch
     from distill.data.holdout import HoldOut
     from distill.data.label_stats import LabelStats
@@ -737,11 +739,9 @@ def add_commands(sub) -> None:
                    "val split, else on a fifth of it held out of training (its test split left "
                    "for stage 6): whole clips or folders where it has several, else its last "
                    "images (as `sharpen labels --hold-out 0.2`)")
-    p.add_argument("--teacher-weights", default=None, metavar="PATH",
-                   help="teacher weights (default: the shipped models/teacher-restormer-small.pt;"
-                   " the official motion_deblurring.pth with --teacher-config motion-deblur)")
+    p.add_argument("--teacher-weights", default=None, metavar="PATH", help=WEIGHTS_HELP)
     p.add_argument("--teacher-config", "--config", dest="config", default=None, metavar="NAME",
-                   help="Restormer config for weights without one")
+                   help=CONFIG_HELP)
     p.add_argument("--student", default="fast", help="student architecture to fine-tune")
     p.add_argument("--weights", "--student-weights", dest="student_weights", default=None,
                    metavar="CKPT",

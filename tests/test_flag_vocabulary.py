@@ -94,8 +94,8 @@ ALIASES_OF_OTHERS = {("--config", "--teacher-config")}
 
 
 def _actions() -> list[tuple[str, dict]]:
-    """(command, {"flags", "metavar", "default"}) of every option of every subcommand and of
-    `pytest benchmarks/`, help left out."""
+    """(command, {"flags", "metavar", "default", "help"}) of every option of every subcommand
+    and of `pytest benchmarks/`."""
     out = []
     parser = build_parser()
     for action in parser._actions:
@@ -104,7 +104,8 @@ def _actions() -> list[tuple[str, dict]]:
                 for a in sub._actions:
                     if a.option_strings and not isinstance(a, argparse._HelpAction):
                         out.append((name, {"flags": list(a.option_strings),
-                                           "metavar": a.metavar, "default": a.default}))
+                                           "metavar": a.metavar, "default": a.default,
+                                           "help": a.help}))
     from _pytest.config.argparsing import Parser
 
     from benchmarks import conftest
@@ -116,7 +117,8 @@ def _actions() -> list[tuple[str, dict]]:
             attrs = opt.attrs()
             flags = [f for f in opt.names() if not f.startswith("--bench-")]   # the old ones
             out.append(("pytest benchmarks/", {"flags": flags, "metavar": attrs.get("metavar"),
-                                               "default": attrs.get("default")}))
+                                               "default": attrs.get("default"),
+                                               "help": attrs.get("help")}))
     return out
 
 
@@ -165,3 +167,22 @@ def test_the_pytest_suite_takes_every_option_the_bench_shares_with_it():
     suite = {a["flags"][0] for c, a in ACTIONS if c == "pytest benchmarks/"}
     bench_only = {"--out", "--real-pairs", "--real-nogt", "--no-latency", "--quiet"}
     assert bench - suite == bench_only, bench - suite
+
+
+# Concepts worded alike wherever they appear, but in the commands named: each said the
+# teacher's weights and config its own way, one of them that the official file needed
+# --teacher-config motion-deblur, its default.
+SAME_HELP = {"--teacher-weights": (), "--teacher-config": (), "--batch-size": (),
+             "--tile": ("run",), "--overlap": ("run",),   # run's tiles are a student's
+             "--seed": (), "--gopro-blur": (), "--full": (), "--sizes": (), "--cache": (),
+             "--target-fps": (), "--cpu-target-fps": (),
+             "--min-ssim-ratio": ("demo",), "--min-ssim-gain": ("demo",)}   # demo's default
+
+
+@pytest.mark.parametrize("flag", sorted(SAME_HELP))
+def test_one_concept_one_help(flag):
+    helps = defaultdict(list)
+    for command, a in ACTIONS:
+        if a["flags"][0] == flag and command not in SAME_HELP[flag]:
+            helps[a["help"]].append(command)
+    assert len(helps) == 1, f"{flag} is worded {len(helps)} ways: {dict(helps)}"

@@ -6,8 +6,8 @@ import argparse
 
 from runtime.host import threads_help
 
-from ..teacher_tiles import (BATCH as TEACHER_BATCH, OVERLAP as TEACHER_OVERLAP,
-                             TILE as TEACHER_TILE)
+from ..teacher_tiles import (BATCH as TEACHER_BATCH, BATCH_HELP, CONFIG_HELP, OVERLAP_HELP,
+                             TILE as TEACHER_TILE, TILE_HELP, WEIGHTS_HELP)
 
 LABELS_HELP = "run the teacher over a dataset at full resolution and cache its outputs"
 LABELS_DESCRIPTION = """\
@@ -60,19 +60,13 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="SPEC", default="embedded",
                    help="data source (see above; default: embedded)")
     p.add_argument("--out", "--output", metavar="DIR", required=True, help="label cache folder")
-    p.add_argument("--teacher-weights", metavar="PATH", default=None,
-                   help="teacher checkpoint (project checkpoint or the official "
-                        "motion_deblurring.pth); default: the bundled teacher")
+    p.add_argument("--teacher-weights", metavar="PATH", default=None, help=WEIGHTS_HELP)
     p.add_argument("--teacher-config", "--config", dest="config", metavar="NAME", default=None,
-                   help="Restormer config (motion-deblur, small, tiny); project checkpoints "
-                        "carry their own, the official weights need motion-deblur (default)")
-    p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N",
-                   help=f"tile side in pixels, 0 = whole image at once (default: {TEACHER_TILE})")
-    p.add_argument("--overlap", type=int, default=None, metavar="N",
-                   help=f"overlap of neighbouring tiles in pixels (default: {TEACHER_OVERLAP}, at "
-                        "most half the tile)")
+                   help=CONFIG_HELP)
+    p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N", help=TILE_HELP)
+    p.add_argument("--overlap", type=int, default=None, metavar="N", help=OVERLAP_HELP)
     p.add_argument("--batch-size", type=int, default=TEACHER_BATCH, metavar="N",
-                   help=f"tiles per forward pass (default: {TEACHER_BATCH})")
+                   help=BATCH_HELP)
     p.add_argument("--split", default=None, metavar="NAME",
                    help="split of GoPro (train, test) or of a paired root with split folders "
                         "(train, val, test) (default: train)")
