@@ -254,6 +254,18 @@ class TeacherTiles:
         img = sample_frame(max(tile, 64), max(tile, 64))[..., ::-1].astype(np.float32) / 255.0
         self.chw = np.ascontiguousarray(img.transpose(2, 0, 1))
 
+    @property
+    def provider(self) -> str:
+        """Where the teacher runs, worded as the PyTorch student's backend words it: its row
+        named nothing, and ship.on_gpu judged a teacher on CUDA on the CPU's budget."""
+        import torch
+
+        device = self.teacher.device
+        if device.type == "cuda":
+            return f"CUDA ({torch.cuda.get_device_name(device)})"
+        n = torch.get_num_threads()
+        return f"CPU ({n} thread{'' if n == 1 else 's'})"
+
     def tile_shape(self, width: int, height: int) -> tuple[int, int]:
         """(h, w) of the tiles a width x height frame runs as."""
         from runtime.tiling import round_up
@@ -339,9 +351,12 @@ def stream_row(summary: dict, /, *, teacher_ms: Optional[float] = None, **base) 
     reported as "ms" before, a frame interval read as a latency."""
     e2e = summary.get("end_to_end_ms") or {}
     fps = summary.get("throughput_fps") or None
+    # The provider its session ran on (ship.on_gpu judges a row by it): a stream on ONNX
+    # Runtime's CUDA provider was judged on the CPU's budget, its row naming none.
+    provider = (summary.get("backend") or {}).get("provider")
     return result_row(ms=e2e.get("p50"), p90_ms=e2e.get("p90"), fps=fps, teacher_ms=teacher_ms,
                       frames_processed=summary.get("frames_processed"), note=STREAM_NOTE,
-                      **base)
+                      **{"provider": provider, **base})
 
 
 def result_row(*, model: str, student: Optional[str], backend: BackendSpec | str,

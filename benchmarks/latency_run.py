@@ -135,7 +135,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                                        tile_shape=teacher_tiles.tile_label(*wh),
                                        tiles_per_frame=teacher_tiles.tiles(*wh),
                                        rounds=t.rounds, note=teacher_tiles.note(*wh),
-                                       scaled=True))
+                                       scaled=True, provider=teacher_tiles.provider))
         except Exception as e:  # noqa: BLE001
             for wh in sizes:
                 rows.append(result_row(model="teacher", student=None, backend="teacher-tiled",

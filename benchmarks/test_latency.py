@@ -55,7 +55,7 @@ def test_teacher_tiled(benchmark, bench, size):
         tile=tiles.tile, tile_shape=tiles.tile_label(*size), overlap=tiles.overlap,
         tiles_timed=tiles.n_tiles,
         tiles_per_frame=tiles.tiles(*size), tile_ms=round(1000 * med / tiles.n_tiles, 3),
-        scaled=True, note=tiles.note(*size),
+        scaled=True, note=tiles.note(*size), provider=tiles.provider,
         stats_unit=f"seconds per {tiles.n_tiles} tile(s), not per frame"))
 
 

@@ -2687,6 +2687,38 @@ def test_the_pytest_suite_judges_latency_as_what_to_ship_does(env, tmp_path):
             "--cpu-target-fps)") in line, line
 
 
+def test_the_teacher_and_the_stream_rows_say_where_they_ran(env, good_run, tmp_path):
+    """The teacher's and the stream's latency rows named no provider, and on_gpu reads a row
+    without one as run on the CPU: a teacher on CUDA, or a stream on ONNX Runtime's CUDA
+    provider, was judged on --cpu-target-fps and said "CPU", in `sharpen bench` and now in
+    `pytest benchmarks/` too, which judges as the bench does. Each row says where it ran."""
+    import torch
+
+    from benchmarks.ship import on_gpu
+
+    cuda = torch.cuda.is_available()   # the teacher runs on a CUDA GPU where there is one
+    _, report = good_run
+    [teacher] = [r for r in report["latency"]["rows"] if r["backend"] == "teacher-tiled"]
+    [stream] = report["latency"]["stream"]
+    _, out = _run_suite("-k", "test_teacher_tiled or test_stream_pipeline", "--students",
+                        str(env / "student-good.pt"), "--teacher-weights",
+                        str(env / "teacher.pt"), "--formats", "onnx", "--cache",
+                        str(tmp_path / "cache"), "--sizes", "160x96", "--stream-frames", "3",
+                        "--benchmark-json", str(tmp_path / "b.json"),
+                        file="test_latency.py", expect=0)
+    timed = {b["extra_info"]["backend"]: b["extra_info"]
+             for b in json.loads((tmp_path / "b.json").read_text())["benchmarks"]}
+    for row in (teacher, timed["teacher-tiled"]):
+        assert row["provider"].startswith("CUDA (" if cuda else "CPU ("), row
+        assert (row["target_device"], on_gpu(row)) == (("GPU", True) if cuda
+                                                       else ("CPU", False)), row
+    for row in (stream, timed["pipeline-ort-fp32"]):
+        # the provider run_stream's session ran on (ONNX Runtime's name for it)
+        assert row["provider"].endswith("ExecutionProvider"), row
+        assert row["target_device"] == ("GPU" if on_gpu(row) else "CPU"), row
+    assert stream["provider"] == stream["stats"]["provider"]
+
+
 def _stream_frames_timed(env: Path, tmp_path: Path, *extra: str) -> tuple:
     """Frames the pytest suite's streaming benchmark ran (None: not run), and its output."""
     (tmp_path / "b.json").unlink(missing_ok=True)   # none is written when nothing was timed
