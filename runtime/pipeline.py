@@ -295,26 +295,61 @@ def run_stream(model: Union[str, Path, Backend],
             try:
                 held.enter_context(output_lock(output, option("output", output, flags),
                                               option("output", flags=flags)))
-            except RunLocked as e:   # a usage error (exit 2): two runs given one output
+            except RunLocked as e:   # two runs given one output (sharpen run: exit 4)
                 err = SinkError(str(e))
                 err.output_locked = True   # the command line's default name goes on past it
                 raise err from None
-        own_backend = not isinstance(model, Backend)
-        backend = (load_backend(model, threads=o.threads, providers=o.provider, force=o.force,
-                                flags=flags) if own_backend else model)
-        stream = _Stream(o, backend, own_backend, _RunStop(stop_event), flags, note)
+        # From here on (the output is this run's) the --stats file is: a killed run's, which
+        # said `running` for good, is replaced before the model loads (a TensorRT engine, a
+        # camera slow to open), and a start that fails says so where it wrote nothing.
+        stats = Stats()
+        states: list[Callable[[], dict[str, Any]]] = [lambda: {"state": "starting"}]
+        stats_file = (StatsFile(o.stats_path, stats, o.report_interval,
+                                lambda: states[-1]()) if o.stats_path else None)
+        stream = None
         try:
+            if stats_file is not None:   # in the try: a thread that cannot start is said there
+                stats_file.start()
+            own_backend = not isinstance(model, Backend)
+            backend = (load_backend(model, threads=o.threads, providers=o.provider,
+                                    force=o.force, flags=flags) if own_backend else model)
+            stream = _Stream(o, backend, own_backend, _RunStop(stop_event), flags, note, stats,
+                             stats_file)
+            states.append(stream._state)
             try:
                 stream.open(source, output)
                 stream.run()
             finally:
                 stream.close()
             summary = stream.finish()
+        except BaseException as exc:
+            if stats_file is not None and not stats_file.ended:
+                _write_failed_start(stats_file, stats, exc)
+            raise
         finally:
-            stream.sig.restore()
+            if stream is not None:
+                stream.sig.restore()
     if stream.sig.signum:
         raise StreamInterrupted(summary, stream.sig.signum)
     return summary
+
+
+def _write_failed_start(stats_file: StatsFile, stats: Stats, exc: BaseException) -> None:
+    """The --stats file's last write for a run that ended before its stream did (the model or
+    the source did not open, a signal during the start): its state and error, as `finish`
+    writes them."""
+    summary = stats.summary()
+    if isinstance(exc, KeyboardInterrupt):
+        summary["state"] = "stopped"
+        signum = getattr(exc, "signum", None) or signal.SIGINT
+        summary["signal"] = signal.Signals(signum).name
+    else:
+        summary["state"] = "source_lost" if isinstance(exc, SourceLost) else "failed"
+        summary["error"] = str(exc) or type(exc).__name__
+    try:
+        stats_file.final(summary)
+    except OSError as e:   # the run's own error is the one to raise
+        warn(f"cannot write the stats file {stats_file.path}: {e.strerror or e}")
 
 
 def _check_keywords(overrides: dict[str, Any]) -> None:
@@ -388,12 +423,15 @@ class _Stream:
     stage are collected in `errors`; the first one is raised by `finish`."""
 
     def __init__(self, o: StreamOptions, backend: Backend, own_backend: bool,
-                 stop: threading.Event, flags: bool = False, note: Optional[Note] = None
+                 stop: threading.Event, flags: bool = False, note: Optional[Note] = None,
+                 stats: Optional[Stats] = None, stats_file: Optional[StatsFile] = None
                  ) -> None:
         self.o, self.backend, self.own_backend, self.stop = o, backend, own_backend, stop
         self.flags = flags   # messages name sharpen run's flags
         self.note = note     # the sources' informational lines
-        self.stats = Stats()
+        self.stats = stats if stats is not None else Stats()
+        self.stats_file = stats_file   # refreshed from the start until finish's final write
+        self.phase = "starting"        # then running, then finishing while the output closes
         self.errors: list[BaseException] = []
         self.sig = _SignalStop(stop)   # installed when the stream starts
         self.workers: list[_Worker] = []
@@ -709,8 +747,9 @@ class _Stream:
         self.workers = [_Worker(name, fn, stop, self.errors)
                         for name, fn in zip(WORKER_NAMES, (self._capture, self._process))]
         reporter = None if self.o.quiet else LiveReporter(stats, self.o.report_interval).start()
-        stats_file = (StatsFile(self.o.stats_path, stats, self.o.report_interval,
-                                self._state).start() if self.o.stats_path else None)
+        self.phase = "running"
+        if self.stats_file is not None:   # at once, not a period later: frames are coming
+            self.stats_file.write()
         with sig:
             try:
                 # In the try: a thread that cannot start (a container's pids.max) ended the run
@@ -738,8 +777,12 @@ class _Stream:
                 stats.stop()
                 if reporter is not None:
                     _close_all([reporter.close], self.errors)
-                if stats_file is not None:
-                    _close_all([stats_file.close], self.errors)
+                # Closing the output (ffmpeg copying a long video's sound in) takes seconds
+                # with no frame: said, and the file still refreshed, so that a watchdog sees
+                # neither a stall nor a dead run.
+                self.phase = "finishing"
+                if self.stats_file is not None:
+                    self.stats_file.write()
         self.ran, self.stopped_part_way = True, sig.interrupted
         stats.info["interrupted"] = sig.interrupted
         stats.info["source"] = src.describe()   # a frame count found wrong by reading is gone
@@ -748,8 +791,8 @@ class _Stream:
 
     def _state(self) -> dict[str, Any]:
         """The --stats file's `state` while the run goes on."""
-        return {"state": "reconnecting" if getattr(self.src, "reconnecting", False)
-                else "running"}
+        return {"state": "reconnecting" if self.phase == "running"
+                and getattr(self.src, "reconnecting", False) else self.phase}
 
     def _ended(self) -> str:
         """The --stats file's `state` once the run is over: how it ended, for a monitor that
@@ -795,7 +838,9 @@ class _Stream:
             summary["error"] = str(err) or type(err).__name__
         summary["state"] = self._ended()
         summary["recent"] = self.stats.recent()
-        if self.o.stats_path and summary.get("frames_processed") is not None:
+        if self.stats_file is not None:
+            self.stats_file.final(summary)
+        elif self.o.stats_path:
             write_json_atomic(self.o.stats_path, summary)
         if self.errors:
             # As StreamInterrupted's: what ran before the error (an output with frames in it

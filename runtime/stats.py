@@ -324,9 +324,11 @@ STATS_FILE_INTERVAL = 10.0
 
 class StatsFile:
     """Rewrites the --stats file (atomically: a reader never sees half of it) every `interval`
-    seconds from its own thread while the run goes on: the summary, `state()`'s fields (the
-    run's state: running, reconnecting) and `recent` (the frames since the last write). The
-    run's final write comes after `close()`, which no refresh can then overwrite."""
+    seconds from its own thread from the run's start (before the model loads) until its output
+    is closed: the summary, `state()`'s fields (the run's state: starting, running,
+    reconnecting, finishing), `refresh_s` (the period: a reader tells a dead run by an
+    `updated_at` several periods old) and `recent` (the frames since the last write).
+    `final()` stops the refreshes and writes how the run ended, which none can overwrite."""
 
     def __init__(self, path: str | os.PathLike, stats: Stats, interval: Optional[float],
                  state: Callable[[], dict[str, Any]]) -> None:
@@ -335,6 +337,7 @@ class StatsFile:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._closed = self._failed = False
+        self.ended = False   # final() was called: the file says how the run ended
         self._thread = threading.Thread(target=self._run, name="stats-file", daemon=True)
 
     def start(self) -> "StatsFile":
@@ -349,7 +352,8 @@ class StatsFile:
         with self._lock:
             if self._closed:
                 return
-            summary = {**self.stats.summary(), **self.state(), "recent": self.stats.recent()}
+            summary = {**self.stats.summary(), **self.state(), "refresh_s": self.interval,
+                       "recent": self.stats.recent()}
             try:
                 write_json_atomic(self.path, summary)
             except Exception as e:  # noqa: BLE001 - a full disk, a folder gone: said below
@@ -371,6 +375,13 @@ class StatsFile:
             self._closed = True
         if self._thread.is_alive():
             self._thread.join(timeout=2)
+
+    def final(self, summary: dict[str, Any]) -> None:
+        """The last write, how the run ended (raises where it cannot be written: the run's
+        error then, where a refresh's failure was only said)."""
+        self.close()
+        self.ended = True
+        write_json_atomic(self.path, {**summary, "refresh_s": self.interval})
 
 
 # Seconds between live lines: on a terminal, where each replaces the last (rich) or scrolls

@@ -367,3 +367,85 @@ def test_a_run_whose_worker_cannot_start_ends_failed_with_no_thread_left(model, 
     assert _read(stats) == final
     left = [t.name for t in threading.enumerate() if t.name in ("stats-file", "capture")]
     assert not left, left
+
+
+def test_a_killed_runs_stats_file_is_replaced_at_the_next_start_and_a_failed_open_written(
+        model, tmp_path):
+    """A run killed by SIGKILL or the OOM killer leaves its file saying `running`; the next
+    run into that --stats kept it until its first frame (a model load, a camera slow to open)
+    and wrote nothing at all where the source did not open: a watchdog waiting for the file
+    could not tell a failed start from one not yet begun. The next run replaces it at once
+    (`starting`, its own pid, `refresh_s`) and its last write says how the start failed."""
+    import socket
+
+    stats = tmp_path / "cam.json"
+    stats.write_text(json.dumps({"state": "running", "pid": 999999999, "updated_at": 1.0}))
+    with socket.socket() as mute:   # takes the connection, never answers: the open waits
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(5)
+        url = f"http://127.0.0.1:{mute.getsockname()[1]}/cam.ts"
+        proc = _start("--model", str(model), "--source", url, "--timeout", "6", "--out",
+                      str(tmp_path / "rec.ts"), "--stats", str(stats),
+                      "--report-interval", "0.2", "--quiet")
+        starting = _wait_for(stats, proc, lambda s: s["pid"] == proc.pid)
+        out, err = proc.communicate(timeout=120)
+    assert starting["state"] == "starting" and starting["refresh_s"] == 0.2, starting
+    assert starting["frames_processed"] == 0 and starting["last_frame_at"] is None, starting
+    assert proc.returncode == 3, err
+    final = _read(stats)
+    assert final["state"] == "source_lost" and final["pid"] == proc.pid, final
+    assert "cannot open stream source" in final["error"], final
+    assert final["frames_processed"] == 0, final
+
+    missing = tmp_path / "missing.json"
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", str(tmp_path / "nope.mp4"), "--out",
+                        str(tmp_path / "o.mp4"), "--stats", str(missing), "--quiet"],
+                       cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2, r.stderr
+    final = _read(missing)
+    assert final is not None and final["state"] == "failed", (final, r.stderr)
+    assert "nope.mp4" in final["error"] and final["error"] in r.stderr, (final, r.stderr)
+
+
+def test_a_run_whose_output_is_closing_says_finishing_and_is_still_refreshed(model, tmp_path):
+    """Closing the output can take many seconds after the last frame (ffmpeg copying a long
+    video's sound in, its colour tags): the file went on saying `running` and was no longer
+    refreshed, a run that looked hung or dead to a watchdog. It now says `finishing` and is
+    refreshed until the final write says how the run ended."""
+    from runtime import Sink, run_stream
+
+    closing, release = threading.Event(), threading.Event()
+
+    class SlowClose(Sink):
+        def write(self, original, sharpened, name):
+            pass
+
+        def close(self):
+            closing.set()
+            release.wait(60)
+
+    stats = tmp_path / "s.json"
+    run = threading.Thread(target=run_stream, args=(str(model), "synthetic:32x24", SlowClose()),
+                           kwargs=dict(max_frames=3, stats_path=str(stats), quiet=True,
+                                       report_interval=0.05))
+    run.start()
+    try:
+        assert closing.wait(60)
+        first = None
+        end = time.monotonic() + 60
+        while time.monotonic() < end:
+            seen = _read(stats)
+            if seen["state"] == "finishing":
+                first = first or seen
+                if seen["updated_at"] > first["updated_at"]:
+                    break
+            time.sleep(0.02)
+        else:
+            raise AssertionError(f"never refreshed as finishing; last {seen}")
+        assert seen["frames_processed"] == 3 and seen["refresh_s"] == 0.05, seen
+    finally:
+        release.set()
+        run.join(60)
+    final = _read(stats)
+    assert final["state"] == "done" and final["frames_processed"] == 3, final
