@@ -23,6 +23,10 @@ from .options import OVERLAP, RATE_SETTING_KINDS, video_rate   # not .tiling's (
 # usage error (2: a service manager should stop, RestartPreventExitStatus=2) nor failed work
 # (1), so that a supervisor restarts on it and alerting can tell it apart.
 SOURCE_LOST_EXIT = 3
+# The exit code of a run refused because another live run writes its --out: no configuration
+# error (2, which RestartPreventExitStatus=2 ends a service on for good) but a clash that ends
+# with the other run, so that a restarted service takes over from a run started by hand.
+OUTPUT_LOCKED_EXIT = 4
 
 EPILOG = """examples:
   sharpen run --model student.onnx --source 0 --show             # USB camera, live window
@@ -33,7 +37,8 @@ EPILOG = """examples:
 exit codes: 0 done; 1 inputs that could not be read (the rest processed) or an unexpected
 error; 2 a usage or configuration error (an option, the model, a source or output misnamed):
 restarting does not help; 3 a camera or stream not there, or lost and not back: a restart
-may find it; 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
+may find it; 4 another live run writes the same --out: a restart takes over once it ends;
+128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
 """
 
 
@@ -323,6 +328,8 @@ def handler(args: argparse.Namespace) -> int:
             print(f"sharpen run: {kept}", file=sys.stderr)
         if isinstance(exc, SourceLost):   # a camera or stream away: a restart may find it
             return SOURCE_LOST_EXIT
+        if getattr(exc, "output_locked", False):
+            return OUTPUT_LOCKED_EXIT
         return 2 if isinstance(exc, (ModelError, SourceError, SinkError, ResumeError)) else 1
     except Exception as exc:  # noqa: BLE001 - anything else: still one line, not a traceback
         if os.environ.get("SHARPEN_DEBUG"):
@@ -485,7 +492,7 @@ def _run_stream_named(run_stream, args: argparse.Namespace, options, defaulted: 
     """run_stream into args.output. A default name another run started at the same moment took
     (its lock came between this run's look at the name and its own lock: two runs of clips of
     one name side by side) is passed over for the next, as it would have been a moment later;
-    it was refused, exit 2, and said to be a folder that cannot be written."""
+    it was refused, and said to be a folder that cannot be written."""
     from .sinks import SinkError   # the handler's: loaded by now
     taken: set[str] = set()
     while True:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import json
 import os
 import re
 import shlex
@@ -312,6 +313,14 @@ def test_the_readmes_unit_file_restarts_a_lost_camera_and_stops_on_a_config_erro
     while not list(tmp_path.glob(f".{out.stem}.*.partial{out.suffix}")):   # frames written
         assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.1)
+    # The same command run by hand (or a second unit) while the service records: refused, exit
+    # 4, told from a configuration error (2): restarted, it takes over once the other run
+    # ends. The service's --stats file is left to the run that holds the output.
+    r = _sharpen_run(*argv(**{"--source": "synthetic:96x64@30"}))
+    assert r.returncode == 4 and restarts(r.returncode), (r.returncode, r.stderr)
+    assert f"process {proc.pid}" in r.stderr, r.stderr
+    stats = json.loads((tmp_path / Path(args.stats).name).read_text())
+    assert stats["pid"] == proc.pid and stats["state"] == "running", stats
     time.sleep(1)
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)

@@ -126,7 +126,7 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_first_and_a_kil
         model, tmp_path):
     """Two `sharpen run`s given one --out (a second service, a command run again by hand) ran
     side by side: the last to close replaced the other's video, or both numbered frames into
-    one folder. The second is refused (exit 2, a configuration error a restart repeats), naming
+    one folder. The second is refused (exit 4: a restart takes over once the first ends), naming
     the first's process, whichever spelling or link names the output; a run killed with
     SIGKILL leaves its lock file, which holds no lock and refuses no later run."""
     (tmp_path / "rec").mkdir()
@@ -142,7 +142,7 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_first_and_a_kil
                             "--source", "synthetic:64x48", "--max-frames", "10", "--out",
                             str(again), "--quiet"], cwd=tempfile.gettempdir(),
                            capture_output=True, text=True, timeout=120)
-        assert r.returncode == 2, (what, r.stderr)
+        assert r.returncode == 4, (what, r.stderr)
         assert f"another run is sharpening into it (process {first.pid}, which holds" in \
             r.stderr and "or give this run another --out" in r.stderr, (what, r.stderr)
         assert first.poll() is None, first.communicate()   # the first goes on
