@@ -38,7 +38,7 @@ from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, SourceLost, VideoSource, open_source, refuse_live_images,
                       shown_url, spec_kind)
-from .stats import LiveReporter, Stats, StatsFile, write_json_atomic
+from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_json_atomic
 from .tiling import tiling_warnings
 from .warn import warn
 
@@ -247,8 +247,10 @@ def run_stream(model: Union[str, Path, Backend],
                options: Optional[StreamOptions] = None, *,
                stop_event: Optional[threading.Event] = None, flags: bool = False,
                note: Optional[Note] = None, **overrides: Any) -> dict[str, Any]:
-    """Sharpen a stream end to end and return the stats dict (also written to `stats_path`,
-    which is refreshed every `report_interval` seconds, 10 by default, while the run goes on).
+    """Sharpen a stream end to end and return the stats dict (also written to `stats_path`:
+    from the start, before the model loads, and every `report_interval` seconds, 10 by
+    default, until the output is closed, its `state` starting, running or reconnecting, then
+    finishing; its last write says how the run ended, a start that failed too).
 
     model: a model path (.onnx/.engine/.plan/.tflite) or an already loaded Backend.
     source: a source spec (see runtime.sources.open_source: a file, folder, camera index, URL...),
@@ -301,14 +303,18 @@ def run_stream(model: Union[str, Path, Backend],
                 raise err from None
         # From here on (the output is this run's) the --stats file is: a killed run's, which
         # said `running` for good, is replaced before the model loads (a TensorRT engine, a
-        # camera slow to open), and a start that fails says so where it wrote nothing.
+        # camera slow to open), and a start that fails says so where it wrote nothing. Any
+        # other file waits for open()'s check that it is not the source or the output.
         stats = Stats()
         states: list[Callable[[], dict[str, Any]]] = [lambda: {"state": "starting"}]
         stats_file = (StatsFile(o.stats_path, stats, o.report_interval,
                                 lambda: states[-1]()) if o.stats_path else None)
         stream = None
         try:
-            if stats_file is not None:   # in the try: a thread that cannot start is said there
+            # in the try: a thread that cannot start is said there
+            named = [p for p in (source, output) if isinstance(p, (str, os.PathLike))]
+            if stats_file is not None and stats_file_or_none(stats_file.path) and not any(
+                    same_file(stats_file.path, p) for p in named):
                 stats_file.start()
             own_backend = not isinstance(model, Backend)
             backend = (load_backend(model, threads=o.threads, providers=o.provider,
@@ -323,7 +329,7 @@ def run_stream(model: Union[str, Path, Backend],
                 stream.close()
             summary = stream.finish()
         except BaseException as exc:
-            if stats_file is not None and not stats_file.ended:
+            if stats_file is not None and stats_file.started and not stats_file.ended:
                 _write_failed_start(stats_file, stats, exc)
             raise
         finally:
@@ -748,7 +754,9 @@ class _Stream:
                         for name, fn in zip(WORKER_NAMES, (self._capture, self._process))]
         reporter = None if self.o.quiet else LiveReporter(stats, self.o.report_interval).start()
         self.phase = "running"
-        if self.stats_file is not None:   # at once, not a period later: frames are coming
+        if self.stats_file is not None and not self.stats_file.started:
+            self.stats_file.start()   # open() found it is neither the source nor the output
+        elif self.stats_file is not None:   # at once, not a period later: frames are coming
             self.stats_file.write()
         with sig:
             try:

@@ -9,6 +9,7 @@ within RELATIVE_ACCURACY of them past it.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import os
 import sys
@@ -316,6 +317,26 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     atomic_write_json(path, data)
 
 
+def stats_file_or_none(path: str | os.PathLike) -> bool:
+    """Whether `path` holds no file, an empty one or an earlier run's stats: one a run may
+    replace before it has checked that --stats names neither its source nor its output
+    (a video, an image in the source folder), which the first write would destroy."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(1 << 20)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    if not head.strip():
+        return True
+    try:
+        data = json.loads(head)
+    except ValueError:   # not JSON, or over a megabyte: no stats file of ours
+        return False
+    return isinstance(data, dict) and "state" in data and "pid" in data
+
+
 # Seconds between refreshes of the --stats file while a run goes on, where --report-interval
 # does not set it: a days-long camera run wrote the file only at its end, so a monitor had
 # nothing to read and a crash (SIGKILL, a power cut) left none.
@@ -338,9 +359,11 @@ class StatsFile:
         self._lock = threading.Lock()
         self._closed = self._failed = False
         self.ended = False   # final() was called: the file says how the run ended
+        self.started = False
         self._thread = threading.Thread(target=self._run, name="stats-file", daemon=True)
 
     def start(self) -> "StatsFile":
+        self.started = True
         # A refresh a kill cut short left its temp file (one more a kill, for days of runs)
         with contextlib.suppress(OSError):
             remove_killed_writes(Path(self.path).parent, Path(self.path).name)

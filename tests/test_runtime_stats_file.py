@@ -396,6 +396,19 @@ def test_a_killed_runs_stats_file_is_replaced_at_the_next_start_and_a_failed_ope
     assert final["state"] == "source_lost" and final["pid"] == proc.pid, final
     assert "cannot open stream source" in final["error"], final
     assert final["frames_processed"] == 0, final
+    # `systemctl stop` while it starts: stopped, as the exit code 143 says, not `starting`
+    with socket.socket() as mute:
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(5)
+        url = f"http://127.0.0.1:{mute.getsockname()[1]}/cam.ts"
+        proc = _start("--model", str(model), "--source", url, "--timeout", "60", "--out",
+                      str(tmp_path / "rec.ts"), "--stats", str(stats), "--quiet")
+        _wait_for(stats, proc, lambda s: s["pid"] == proc.pid)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err
+    final = _read(stats)
+    assert final["state"] == "stopped" and final["signal"] == "SIGTERM", final
 
     missing = tmp_path / "missing.json"
     r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
