@@ -142,8 +142,12 @@ class Stats:
         self._recent_mark: Optional[tuple] = None
 
     def start(self) -> None:
-        self.t_start = time.perf_counter()
-        self.started_at = time.time()
+        with self._lock:
+            self.t_start = time.perf_counter()
+            self.started_at = time.time()
+            # The --stats file's refreshes while the model loaded marked no frames: `recent`
+            # counts from here, or its first rate took in the start's seconds.
+            self._recent_mark = None
 
     def stop(self) -> None:
         self.t_end = time.perf_counter()

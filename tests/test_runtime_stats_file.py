@@ -462,3 +462,17 @@ def test_a_run_whose_output_is_closing_says_finishing_and_is_still_refreshed(mod
         run.join(60)
     final = _read(stats)
     assert final["state"] == "done" and final["frames_processed"] == 3, final
+
+
+def test_recent_counts_from_the_runs_start_not_from_a_refresh_while_it_started():
+    """The --stats file is refreshed while the model loads (`starting`), each refresh marking
+    where `recent` counts from: the first `recent` of the run took in the start's seconds, a
+    rate too low at every camera's start. It counts from the run's start."""
+    from runtime.stats import Stats
+
+    stats = Stats()
+    stats.recent()   # a refresh while the run starts
+    time.sleep(0.05)
+    stats.start()
+    first = stats.recent()
+    assert first["seconds"] <= stats.elapsed(), (first, stats.elapsed())
