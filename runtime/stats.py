@@ -323,8 +323,8 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
 
 def stats_file_or_none(path: str | os.PathLike) -> bool:
     """Whether `path` holds no file, an empty one or an earlier run's stats: one a run may
-    replace before it has checked that --stats names neither its source nor its output
-    (a video, an image in the source folder), which the first write would destroy."""
+    replace before it has checked that --stats names neither its source nor its output,
+    which the first write would destroy."""
     try:
         with open(path, "rb") as f:
             head = f.read(1 << 20)
