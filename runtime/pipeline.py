@@ -352,6 +352,7 @@ def _write_failed_start(stats_file: StatsFile, stats: Stats, exc: BaseException)
     else:
         summary["state"] = "source_lost" if isinstance(exc, SourceLost) else "failed"
         summary["error"] = str(exc) or type(exc).__name__
+    summary["recent"] = stats.recent()
     try:
         stats_file.final(summary)
     except OSError as e:   # the run's own error is the one to raise

@@ -12,6 +12,7 @@ import contextlib
 import json
 import math
 import os
+import stat
 import sys
 import threading
 import time
@@ -321,11 +322,18 @@ def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
     atomic_write_json(path, data)
 
 
+# The `state`s a run's --stats file holds, while it goes on and once it ended.
+STATS_STATES = frozenset({"starting", "running", "reconnecting", "finishing", "done",
+                          "stopped", "source_lost", "failed"})
+
+
 def stats_file_or_none(path: str | os.PathLike) -> bool:
     """Whether `path` holds no file, an empty one or an earlier run's stats: one a run may
     replace before it has checked that --stats names neither its source nor its output,
     which the first write would destroy."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return False   # a FIFO's read waits for a writer: the run never started
         with open(path, "rb") as f:
             head = f.read(1 << 20)
     except FileNotFoundError:
@@ -338,7 +346,10 @@ def stats_file_or_none(path: str | os.PathLike) -> bool:
         data = json.loads(head)
     except ValueError:   # not JSON, or over a megabyte: no stats file of ours
         return False
-    return isinstance(data, dict) and "state" in data and "pid" in data
+    # Every write of a run's has these: another program's status file has a state and a pid
+    return (isinstance(data, dict) and isinstance(data.get("state"), str)
+            and data["state"] in STATS_STATES
+            and {"pid", "updated_at", "frames_processed"} <= data.keys())
 
 
 # Seconds between refreshes of the --stats file while a run goes on, where --report-interval

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -379,7 +380,12 @@ def test_a_killed_runs_stats_file_is_replaced_at_the_next_start_and_a_failed_ope
     import socket
 
     stats = tmp_path / "cam.json"
-    stats.write_text(json.dumps({"state": "running", "pid": 999999999, "updated_at": 1.0}))
+    killed = _start("--model", str(model), "--source", "synthetic:32x24@30", "--out",
+                    str(tmp_path / "killed.ts"), "--stats", str(stats), "--quiet")
+    _wait_for(stats, killed, lambda s: s["state"] == "running")
+    killed.kill()
+    killed.communicate()
+    assert _read(stats)["pid"] == killed.pid
     with socket.socket() as mute:   # takes the connection, never answers: the open waits
         mute.bind(("127.0.0.1", 0))
         mute.listen(5)
@@ -476,3 +482,43 @@ def test_recent_counts_from_the_runs_start_not_from_a_refresh_while_it_started()
     stats.start()
     first = stats.recent()
     assert first["seconds"] <= stats.elapsed(), (first, stats.elapsed())
+
+
+def test_a_stats_path_that_is_a_fifo_or_another_programs_json_is_not_read_or_replaced_at_start(
+        model, tmp_path):
+    """The early write (before the model loads) replaces only an earlier run's stats file: it
+    read the file to tell, and a FIFO at --stats (a monitor's pipe) held the run there for
+    good, before the model loaded; a JSON of another program's that has a `state` and a `pid`
+    (a supervisor's status file --stats names by mistake) was taken for a run's and replaced
+    by a start that failed, where the run would have written nothing. A failed start's last
+    write has `recent`, as every other write does."""
+    fifo = tmp_path / "pipe.json"
+    os.mkfifo(fifo)
+    try:
+        r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                            "--source", "synthetic:32x24", "--max-frames", "3", "--out",
+                            str(tmp_path / "f.mp4"), "--stats", str(fifo), "--quiet"],
+                           cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                           timeout=90)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(OSError):   # a writer lets a reader stuck on it go
+            os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        raise AssertionError("the run never got past reading the FIFO --stats names") from None
+    assert r.returncode == 0, r.stderr
+    assert _read(fifo)["state"] == "done", r.stderr   # replaced at the run's start, as before
+
+    theirs = tmp_path / "status.json"
+    text = json.dumps({"state": "running", "pid": 1, "service": "nginx"})
+    theirs.write_text(text)
+    missing = tmp_path / "failed.json"
+    for stats in (theirs, missing):
+        r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                            "--source", str(tmp_path / "nope.mp4"), "--out",
+                            str(tmp_path / "o.mp4"), "--stats", str(stats), "--quiet"],
+                           cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and "nope.mp4" in r.stderr, r.stderr
+    assert theirs.read_text() == text
+    final = _read(missing)
+    assert final["state"] == "failed" and final["recent"]["frames_processed"] == 0, final
+
