@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -522,3 +523,57 @@ def test_a_stats_path_that_is_a_fifo_or_another_programs_json_is_not_read_or_rep
     final = _read(missing)
     assert final["state"] == "failed" and final["recent"]["frames_processed"] == 0, final
 
+
+def _readme_health_check() -> str:
+    """The README's shell health check, reading the stats file named by $1."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = readme.split("```sh\nf=/var/lib/sharpen-cam/yard.json\n", 1)[1].split("```", 1)[0]
+    return 'f="$1"\n' + block
+
+
+@pytest.mark.skipif(not shutil.which("jq"), reason="needs jq")
+def test_the_readmes_health_check_passes_a_live_run_only_and_fails_cleanly_on_every_other_state(
+        model, tmp_path):
+    """The README's jq check for a monitor or HEALTHCHECK: healthy for a run writing frames;
+    unhealthy, with no jq error in the health log, for each other state the file can hold
+    (the run's immediate `running` write comes before its first frame: `last_frame_at` null,
+    which jq cannot subtract), for a file no longer refreshed and for a killed run."""
+    script = _readme_health_check()
+
+    def check(path: Path) -> subprocess.CompletedProcess:
+        return subprocess.run(["sh", "-c", script, "sh", str(path)], capture_output=True,
+                              text=True, timeout=30)
+
+    stats = tmp_path / "s.json"
+    proc = _start("--model", str(model), "--source", "synthetic:32x24@30", "--out",
+                  str(tmp_path / "o.ts"), "--stats", str(stats), "--report-interval", "0.2",
+                  "--quiet")
+    try:
+        _wait_for(stats, proc, lambda s: s["frames_processed"] > 0)
+        r = check(stats)
+        assert r.returncode == 0, (r.stderr, _read(stats))
+        live = _read(stats)
+    finally:
+        proc.kill()
+        proc.communicate()
+    r = check(stats)   # SIGKILL: the file says `running`, its pid is gone
+    assert r.returncode != 0, (r.stderr, _read(stats))
+
+    now = time.time()
+    alive = {**live, "pid": os.getpid(), "refresh_s": 10}   # alive: the fields decide
+    for name, fields in (("starting", {"state": "starting", "last_frame_at": None,
+                                       "started_at": None}),
+                         ("first write", {"state": "running", "last_frame_at": None}),
+                         ("reconnecting", {"state": "reconnecting"}),
+                         ("finishing", {"state": "finishing"}),
+                         ("done", {"state": "done"}),
+                         ("source lost at the start", {"state": "source_lost",
+                                                       "last_frame_at": None}),
+                         ("stale", {"updated_at": now - 60})):
+        seen = tmp_path / f"{name}.json"
+        seen.write_text(json.dumps({**alive, "last_frame_at": now, "updated_at": now,
+                                    **fields}))
+        r = check(seen)
+        assert r.returncode == 1 and not r.stderr, (name, r.returncode, r.stderr)
+    seen.write_text(json.dumps({**alive, "last_frame_at": now, "updated_at": now}))
+    assert check(seen).returncode == 0   # the same file, healthy: the fields above decide
