@@ -302,6 +302,11 @@ def handler(args: argparse.Namespace) -> int:
         print("sharpen run: error: --resume needs --out naming the stopped run's output",
               file=sys.stderr)
         return 2
+    if args.resume and args.output.strip() == "-":
+        print("sharpen run: error: --resume goes on writing into the stopped run's output "
+              "file or folder; --out - (stdout) is a stream, which cannot be resumed",
+              file=sys.stderr)
+        return 2
     defaulted = args.output is None and not args.show
     if defaulted:
         args.output = _default_output(args.source)
@@ -370,7 +375,8 @@ def handler(args: argparse.Namespace) -> int:
               file=sys.stderr)
     if args.compare and args.output:   # the frames' captions say it too, once opened
         from .sinks import compare_layout
-        print(f"sharpen run: {args.output}: {compare_layout(options.view)}", file=sys.stderr)
+        shown = "--out - (stdout)" if args.output.strip() == "-" else args.output
+        print(f"sharpen run: {shown}: {compare_layout(options.view)}", file=sys.stderr)
     if summary.get("skipped_inputs"):
         n = len(summary["skipped_inputs"])
         print(f"sharpen run: {count(n, 'input or stretch', 'inputs or stretches')} of the "
@@ -517,6 +523,8 @@ def _default_output(source: str, taken: Optional[set[str]] = None) -> str:
     p = Path(source)
     if spec_kind(source) == "stream":   # named by the URL's file; a query is not a glob
         stem, ext = _url_output_name(source)
+    elif spec_kind(source) == "stdin":   # '-': Y4M piped in
+        stem, ext = "stdin", ".mp4"
     elif any(c in source for c in "*?["):   # a glob: several images, so a folder
         stem, ext = "".join(c if c.isalnum() else "_" for c in p.parent.name or "images"), ""
     elif is_video(p):

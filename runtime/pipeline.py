@@ -30,6 +30,7 @@ from .console import count
 from .host import check_threads
 from .options import is_number, option, video_rate
 from . import resume as resume_mod
+from .pipe_io import StdinSource, StdoutSink, is_stdio
 from .prepost import FrameProcessor, Timings
 from .run_lock import RunLocked, output_lock
 from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError,
@@ -293,7 +294,7 @@ def run_stream(model: Union[str, Path, Backend],
     # output replaced the first's video with its own, or mixed its frames into the folder and
     # its resume record, without a word.
     with ExitStack() as held:
-        if isinstance(output, (str, os.PathLike)):
+        if isinstance(output, (str, os.PathLike)) and not is_stdio(output):
             try:
                 held.enter_context(output_lock(output, option("output", output, flags),
                                               option("output", flags=flags)))
@@ -491,7 +492,7 @@ class _Stream:
         if not 0 < self.video_fps <= MAX_FPS:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
-                               o.compare, self.flags, o.audio, o.fps)
+                               o.compare, self.flags, o.audio, o.fps, self.note)
         start = self.resumed_from = self._resume_from(src, output)
         if start and self.resume_record.get("output") == "video":
             video = _video_sink(self.sink)
@@ -540,7 +541,8 @@ class _Stream:
         --resume go on where the stopped run got to: the source frame to start from."""
         o, resume = self.o, self.o.resume
         what = option("resume", True, self.flags)
-        resumable = (isinstance(output, (str, os.PathLike)) and isinstance(src, VideoSource)
+        resumable = (isinstance(output, (str, os.PathLike)) and not is_stdio(output)
+                     and isinstance(src, VideoSource)
                      and src.kind == "video" and not src.live and self.backend.path is not None)
         if not resumable:
             if resume:
@@ -1069,12 +1071,15 @@ def _input_files(src: Source) -> list:
 def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool, view: str,
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
                flags: bool = False, audio: bool = True,
-               fps_asked: Optional[float] = None) -> Sink:
+               fps_asked: Optional[float] = None, note: Optional[Note] = None) -> Sink:
     sinks: list[Sink] = []
     # The window first: one refused (no display, a headless OpenCV) leaves no output made.
     window = _window_sink(output, view, stop, stats, flags) if show else None
     try:
-        sinks += _output_sinks(src, output, view, fps, compare, flags, audio, fps_asked)
+        if is_stdio(output):
+            sinks.append(_stdout_sink(src, fps, stop, compare, view, flags, note))
+        else:
+            sinks += _output_sinks(src, output, view, fps, compare, flags, audio, fps_asked)
     except BaseException:
         if window is not None:
             window.close()
@@ -1084,6 +1089,15 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
     if not sinks:
         return NullSink()
     return sinks[0] if len(sinks) == 1 else MultiSink(sinks)
+
+
+def _stdout_sink(src: Source, fps: float, stop: threading.Event, compare: bool, view: str,
+                 flags: bool, note: Optional[Note]) -> Sink:
+    """Y4M on stdout at the source's rate, 4:4:4 where a Y4M source was (else 4:2:0)."""
+    chroma = "444" if isinstance(src, StdinSource) and src.reader.header.chroma == "444" \
+        else "420jpeg"
+    sink = StdoutSink(fps, chroma, stop=stop, note=note, flags=flags)
+    return CompareSink(sink, view, flags) if compare else sink
 
 
 def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: str,

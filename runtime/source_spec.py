@@ -25,8 +25,10 @@ def pipeline_reads_file(pipeline: str) -> bool:
 
 def spec_kind(spec: str) -> str:
     """The kind of source `open_source` makes of a spelling, without opening it: synthetic,
-    camera, v4l2, gstreamer, stream, images or video."""
+    camera, v4l2, gstreamer, stream, images, video or stdin ('-': Y4M piped in)."""
     spec = str(spec).strip()
+    if spec == "-":
+        return "stdin"
     if _SYNTH.match(spec):
         return "synthetic"
     if spec.isdecimal():   # not isdigit: int() refuses '²', which is a digit to it

@@ -26,6 +26,7 @@ from .image_sources import (ImageSource as ImageSource, Layout as Layout,
 from .imageio import VIDEO_EXTS
 from .memory_sources import ArraySource as ArraySource, SyntheticSource as SyntheticSource
 from .options import option
+from .pipe_io import StdinSource as StdinSource, is_stdio
 from .source_base import (Frame as Frame, Note as Note, Source as Source,
                           SourceError as SourceError, SourceLost as SourceLost)
 from .source_spec import (_SYNTH, pipeline_reads_file as pipeline_reads_file,
@@ -52,7 +53,8 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     URL whose path names an image file, https://host/photo.jpg, is read as that image unless
     it answers with a stream); a string
     containing "!" a GStreamer pipeline (e.g. nvarguscamerasrc ! ... ! appsink); a video file;
-    an image file, folder or glob; "synthetic[:WxH][@FPS]". width/height/fps apply to cameras,
+    an image file, folder or glob; "synthetic[:WxH][@FPS]"; "-" Y4M video on stdin.
+    width/height/fps apply to cameras,
     timeout (seconds to open or read; 0: FFmpeg's own) to URLs.
     live overrides the policy (None: live for cameras and streams, lossless for files).
     note takes informational lines (a URL found to be a recording, a source reconnected);
@@ -62,6 +64,8 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     spec = str(spec).strip()
     if not spec:
         raise SourceError(f"empty {option('source', flags=flags)}")
+    if is_stdio(spec):   # Y4M piped in; a pipe waits for its reader: lossless unless --live
+        return StdinSource(live=bool(live), flags=flags, note=note)
     cam = dict(width=width, height=height, fps=fps, reconnect_attempts=reconnect_attempts,
                reconnect_delay=reconnect_delay, note=note, flags=flags)
 
@@ -97,8 +101,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
                            kind="v4l2", **cam)
     if kind == "gstreamer":
         if not _gstreamer_available():
-            raise SourceError("this OpenCV build has no GStreamer support, needed for pipeline "
-                              "sources (on Jetson use the system OpenCV from JetPack)")
+            raise SourceError(_no_gstreamer(spec, flags))
         return VideoSource(shown_url(spec), spec, cv2.CAP_GSTREAMER,
                            live=True if live is None else live, kind="gstreamer", **cam)
     if kind == "stream":
@@ -143,6 +146,23 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     if kind == "images":
         return _maybe_live(ImageSource(spec, [p]), live, flags)
     return VideoSource(spec, str(p), cv2.CAP_ANY, live=bool(live), kind="video", **cam)
+
+
+def _no_gstreamer(pipeline: str, flags: bool) -> str:
+    """Why a GStreamer pipeline does not open here, and the ways round it: an OpenCV built
+    with GStreamer, or the pipeline run by gst-launch-1.0 with its video piped in as Y4M."""
+    # The pipeline's own source and decoding, its appsink (OpenCV's end) replaced.
+    head = re.split(r"!\s*appsink\b", shown_url(pipeline))[0].strip().rstrip("!").strip()
+    if not re.search(r"!\s*videoconvert$", head):
+        head += " ! videoconvert"   # y4menc takes planar YUV, not the BGR appsink was given
+    piped = (f"gst-launch-1.0 -q {head} ! y4menc ! fdsink | sharpen run "
+             "--source - ..." if flags else "")
+    return ("this OpenCV build has no GStreamer support (cv2.getBuildInformation() lists "
+            "none), which a pipeline source needs; use an OpenCV built with it (on "
+            "Jetson the system OpenCV from JetPack)"
+            + (f", or run the pipeline with gst-launch-1.0 and pipe its video in as Y4M: "
+               f"{piped}" if flags else
+               ", or read the video as Y4M from stdin (source='-')"))
 
 
 def _gstreamer_available() -> bool:

@@ -1,0 +1,166 @@
+"""`--source -` and `--out -`: Y4M video on stdin and stdout, so that `sharpen run` is one
+stage of a Unix pipeline between ffmpeg (or gst-launch) and ffmpeg, ffplay or mpv:
+
+    ffmpeg -i in.mp4 -f yuv4mpegpipe -pix_fmt yuv420p - \\
+        | sharpen run --model M --source - --out - | ffmpeg -f yuv4mpegpipe -i - out.mp4
+
+`StdinSource` reads the frames (lossless by default: a pipe waits for its reader, it drops
+nothing), `StdoutSink` writes them with the source's size and rate. While it writes, file
+descriptor 1 is pointed at stderr, so that nothing else (a print, a native library's log) gets
+into the video; a reader that goes away (ffplay closed, `| head -c`) stops the run.
+"""
+from __future__ import annotations
+
+import errno
+import os
+import sys
+import threading
+import time
+from typing import Iterator, Optional
+
+import numpy as np
+
+from .console import count
+from .options import option
+from .sinks import Sink, SinkError, letterbox
+from .source_base import Frame, Note, Source, SourceError, _no_note
+from .y4m import PIPE_HINT, Y4MError, Y4MReader, Y4MWriter
+
+STDIO = "-"
+
+
+def is_stdio(spec: object) -> bool:
+    """Whether a --source or --out names the standard stream ('-')."""
+    return isinstance(spec, (str, os.PathLike)) and os.fspath(spec).strip() == STDIO
+
+
+class StdinSource(Source):
+    """Y4M frames from stdin (or another binary stream, for tests and apps)."""
+
+    kind = "stdin"
+
+    def __init__(self, live: bool = False, flags: bool = False, note: Optional[Note] = None,
+                 stream=None) -> None:
+        super().__init__(STDIO)
+        self.live, self.flags, self._note = live, flags, note or _no_note
+        named = option("source", STDIO, flags)
+        if stream is None:
+            if sys.stdin is None or sys.stdin.closed:
+                raise SourceError(f"{named}: there is no stdin to read")
+            if sys.stdin.isatty():
+                raise SourceError(f"{named} reads Y4M video piped into stdin, and stdin is a "
+                                  f"terminal; pipe it in: {PIPE_HINT} | sharpen run "
+                                  f"--source - ...")
+            stream = sys.stdin.buffer
+        self.stream = stream
+        try:
+            self.reader = Y4MReader(stream, f"the stdin of {named}")
+        except Y4MError as e:
+            raise SourceError(str(e)) from None
+        self.fps = self.reader.header.fps
+
+    def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        i = 0
+        while not stop.is_set():
+            t0 = time.perf_counter()
+            try:
+                image = self.reader.read()
+            except Y4MError as e:
+                raise SourceError(str(e)) from None
+            if image is None:
+                break
+            t1 = time.perf_counter()
+            yield Frame(i, image, f"frame_{i:06d}", t1, t1 - t0)
+            i += 1
+        if self.reader.truncated:
+            self._note(f"stdin ended inside frame {i} ({self.reader.truncated} of its "
+                       f"{self.reader.frame_bytes} bytes): {count(i, 'frame')} read, the cut "
+                       "one left out")
+        self.closed = True
+
+    def describe(self) -> dict:
+        h = self.reader.header
+        return {**super().describe(), "format": "y4m", "width": h.width, "height": h.height,
+                "chroma": h.chroma, "full_range": h.full_range}
+
+
+class ReaderGone(SinkError):
+    """The program reading stdout closed it."""
+
+
+def _claim_stdout() -> int:
+    """A descriptor of stdout for the video alone; fd 1 itself then goes to stderr, where
+    whatever else writes to stdout (print, a native library) ends up instead of in the
+    video."""
+    sys.stdout.flush()
+    fd = os.dup(1)
+    os.dup2(2, 1)
+    return fd
+
+
+class StdoutSink(Sink):
+    """Writes the sharpened frames (or, with `compose`, the comparison) as Y4M to stdout.
+
+    `stop` is set when the reader goes away, and what was written is then said through
+    `note`."""
+
+    def __init__(self, fps: float, chroma: str = "420jpeg",
+                 stop: Optional[threading.Event] = None, note: Optional[Note] = None,
+                 flags: bool = False, fd: Optional[int] = None) -> None:
+        self.flags, self.stop, self._note = flags, stop, note or _no_note
+        named = option("output", STDIO, flags)
+        if fd is None:
+            if sys.stdout is None or os.isatty(1):
+                raise SinkError(f"{named} writes Y4M video to stdout, and stdout is a "
+                                "terminal; pipe it on: ... | ffmpeg -f yuv4mpegpipe -i - out.mp4,"
+                                " or ... | ffplay -")
+            fd = _claim_stdout()
+        self.fd = fd
+        self.writer = Y4MWriter(self._send, fps, chroma)
+        self.size: Optional[tuple[int, int]] = None
+        self.last: Optional[np.ndarray] = None
+        self.gone = False
+
+    def _send(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(self.fd, view):]
+
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        if self.gone:
+            return
+        h, w = sharpened.shape[:2]
+        if self.size is None:
+            self.size = (w, h)
+        elif self.size != (w, h):   # Y4M has one size: a later frame is fitted into it
+            sharpened = letterbox(sharpened, self.size)
+        try:
+            self.writer.write(sharpened)
+        except OSError as e:
+            if e.errno not in (errno.EPIPE, errno.ECONNRESET):
+                raise SinkError(f"{option('output', STDIO, self.flags)}: writing stdout "
+                                f"failed: {e.strerror}") from None
+            self.gone = True
+            self._note(f"the program reading stdout closed it after "
+                       f"{count(self.writer.frames, 'frame')}: stopping")
+            if self.stop is None:
+                raise ReaderGone("the program reading stdout closed it") from None
+            self.stop.set()
+            return
+        self.last = sharpened
+
+    def repeat_last(self, n: int) -> int:
+        """The last frame again for frames a live source dropped, so the stream keeps time."""
+        if self.last is None or self.gone:
+            return 0
+        for _ in range(n):
+            self.write(self.last, self.last, "")
+        return 0 if self.gone else n
+
+    def close(self) -> None:
+        if self.fd is not None:
+            try:
+                os.close(self.fd)
+            except OSError:
+                pass
+            self.fd = None

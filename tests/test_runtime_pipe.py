@@ -1,0 +1,251 @@
+"""`sharpen run --source - --out -`: Y4M video through real pipes, between real ffmpeg
+processes, as a stage of a Unix pipeline (ffmpeg | sharpen run | ffmpeg/ffplay)."""
+from __future__ import annotations
+
+import io
+import os
+import select
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime_fixtures import (FRAME_H, FRAME_W, assert_in_order, cli_module, ffmpeg_or_skip,
+                              lap_var, onnx_model, read_video, write_video)
+from runtime.sources import SourceError, open_source
+from runtime.y4m import Y4MError, Y4MReader, Y4MWriter
+
+__all__ = ["onnx_model"]  # the fixture is used by name
+
+SHARPEN = [sys.executable, "-m", cli_module(), "run"]
+# ffmpeg's conversion of a Y4M to BGR with no filtering of its own: the chroma repeated, as
+# this reader does, and exact rounding.
+EXACT = ["-sws_flags", "neighbor+accurate_rnd+full_chroma_int"]
+
+
+def _ffmpeg_y4m(ffmpeg: str, args: list[str], pix_fmt: str = "yuv420p") -> bytes:
+    done = subprocess.run([ffmpeg, "-loglevel", "error", *args, "-pix_fmt", pix_fmt,
+                           "-strict", "-1", "-f", "yuv4mpegpipe", "-"],
+                          capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    return done.stdout
+
+
+def _testsrc(ffmpeg: str, pix_fmt: str, n: int = 3, size: str = "96x64") -> bytes:
+    return _ffmpeg_y4m(ffmpeg, ["-f", "lavfi", "-i", f"testsrc=size={size}:rate=30000/1001",
+                                "-frames:v", str(n)], pix_fmt)
+
+
+def _ffmpeg_bgr(ffmpeg: str, y4m: bytes, w: int, h: int) -> np.ndarray:
+    done = subprocess.run([ffmpeg, "-loglevel", "error", "-f", "yuv4mpegpipe", "-i", "-",
+                           *EXACT, "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+                          input=y4m, capture_output=True, timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    return np.frombuffer(done.stdout, np.uint8).reshape(-1, h, w, 3)
+
+
+def _read_all(data: bytes) -> tuple[Y4MReader, list[np.ndarray]]:
+    reader = Y4MReader(io.BytesIO(data))
+    frames = []
+    while (f := reader.read()) is not None:
+        frames.append(f)
+    return reader, frames
+
+
+@pytest.mark.parametrize("pix_fmt", ["yuv420p", "yuv444p", "yuv422p", "gray", "yuvj420p"])
+def test_y4m_frames_read_as_ffmpeg_converts_them(pix_fmt):
+    ffmpeg = ffmpeg_or_skip("make Y4M test clips")
+    y4m = _testsrc(ffmpeg, pix_fmt)
+    reader, frames = _read_all(y4m)
+    assert (reader.header.width, reader.header.height) == (96, 64)
+    assert reader.header.fps == pytest.approx(30000 / 1001)
+    assert reader.header.full_range == (pix_fmt in ("gray", "yuvj420p"))
+    ref = _ffmpeg_bgr(ffmpeg, y4m, 96, 64)
+    assert len(frames) == len(ref) == 3
+    diff = np.abs(np.stack(frames).astype(int) - ref)
+    assert diff.max() <= 2 and diff.mean() < 0.5, (pix_fmt, diff.max(), diff.mean())
+
+
+@pytest.mark.parametrize("chroma,pix_fmt", [("420jpeg", "yuv420p"), ("444", "yuv444p")])
+def test_y4m_frames_written_as_ffmpeg_converts_them(chroma, pix_fmt):
+    ffmpeg = ffmpeg_or_skip("convert a test frame")
+    done = subprocess.run([ffmpeg, "-loglevel", "error", "-f", "lavfi", "-i",
+                           "testsrc=size=96x64", "-frames:v", "1", "-f", "rawvideo", "-pix_fmt",
+                           "bgr24", "-"], capture_output=True, timeout=60)
+    bgr = np.frombuffer(done.stdout, np.uint8).reshape(64, 96, 3)
+    out = io.BytesIO()
+    Y4MWriter(out.write, 30000 / 1001, chroma).write(bgr)
+    ours = out.getvalue()
+    theirs = subprocess.run(
+        [ffmpeg, "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24", "-s", "96x64",
+         "-i", "-", "-sws_flags", "accurate_rnd", "-pix_fmt", pix_fmt, "-f", "yuv4mpegpipe",
+         "-"], input=bgr.tobytes(), capture_output=True, timeout=60).stdout
+    y_ours = np.frombuffer(ours.split(b"FRAME\n")[1], np.uint8)[:96 * 64].astype(int)
+    y_theirs = np.frombuffer(theirs.split(b"FRAME\n")[1], np.uint8)[:96 * 64].astype(int)
+    assert np.abs(y_ours - y_theirs).max() <= 1
+    assert ours.split(b"\n")[0].startswith(b"YUV4MPEG2 W96 H64 F30000:1001 ")
+    # ffmpeg reads it back: the same size and rate, colours within chroma subsampling's loss
+    back = _ffmpeg_bgr(ffmpeg, ours, 96, 64)
+    assert back.shape == (1, 64, 96, 3)
+    assert np.abs(back[0].astype(int) - bgr).mean() < (1 if chroma == "444" else 6)
+
+
+@pytest.mark.parametrize("chroma", ["420jpeg", "444"])
+def test_y4m_odd_sizes_round_trip(chroma):
+    rng = np.random.default_rng(0)
+    img = cv2.resize(rng.integers(30, 220, (7, 9, 3), dtype=np.uint8), (97, 63),
+                     interpolation=cv2.INTER_NEAREST)
+    out = io.BytesIO()
+    writer = Y4MWriter(out.write, 25, chroma)
+    writer.write(img)
+    writer.write(img)
+    reader, frames = _read_all(out.getvalue())
+    assert len(frames) == 2 and frames[0].shape == (63, 97, 3)
+    assert reader.truncated == 0
+    # Flat 11x9 blocks: off only where a 2x2 chroma sample straddles two of them
+    err = np.abs(frames[1].astype(int) - img)
+    assert np.median(err) <= 2
+
+
+def test_not_y4m_is_named_with_the_ffmpeg_line(tmp_path):
+    video = tmp_path / "clip.mp4"
+    write_video(video, n=3)
+    with pytest.raises(Y4MError, match=r"MP4.*ffmpeg -i INPUT -f yuv4mpegpipe -pix_fmt yuv420p"):
+        Y4MReader(io.BytesIO(video.read_bytes()), "stdin")
+    with pytest.raises(Y4MError, match="is empty"):
+        Y4MReader(io.BytesIO(b""), "stdin")
+    with pytest.raises(Y4MError, match=r"C420p10.*-pix_fmt yuv420p"):
+        Y4MReader(io.BytesIO(b"YUV4MPEG2 W4 H4 F25:1 C420p10\nFRAME\n"), "stdin")
+
+
+def _clip_y4m(tmp_path: Path, n: int = 12) -> tuple[bytes, list[np.ndarray]]:
+    ffmpeg = ffmpeg_or_skip("pipe a clip in as Y4M")
+    video = tmp_path / "clip.mp4"
+    write_video(video, n=n)
+    frames, _ = read_video(video)
+    return _ffmpeg_y4m(ffmpeg, ["-i", str(video)]), frames
+
+
+def test_pipeline_ffmpeg_to_sharpen_to_ffmpeg(tmp_path, onnx_model):
+    """ffmpeg -i clip.mp4 -f yuv4mpegpipe - | sharpen run --source - --out - | ffmpeg ...:
+    stdout holds the video and nothing else, every frame in order, sharpened."""
+    ffmpeg = ffmpeg_or_skip("run the pipeline")
+    y4m, frames = _clip_y4m(tmp_path)
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out", "-"],
+                         input=y4m, capture_output=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr.decode()
+    assert b"done: 12 frames" in run.stderr   # the summary goes to stderr
+    reader, out = _read_all(run.stdout)   # raises on anything but Y4M frames
+    assert reader.truncated == 0 and len(out) == 12
+    assert (reader.header.width, reader.header.height, reader.header.fps) == \
+        (FRAME_W, FRAME_H, 10.0)
+    assert_in_order(out, 12)
+    assert np.mean([lap_var(f) for f in out]) > 1.5 * np.mean([lap_var(f) for f in frames])
+    # and ffmpeg encodes it as it comes
+    mp4 = tmp_path / "out.mp4"
+    enc = subprocess.run([ffmpeg, "-loglevel", "error", "-f", "yuv4mpegpipe", "-i", "-",
+                          "-c:v", "mpeg4", str(mp4)], input=run.stdout, capture_output=True,
+                         timeout=60)
+    assert enc.returncode == 0, enc.stderr.decode()
+    got, fps = read_video(mp4)
+    assert len(got) == 12 and fps == pytest.approx(10.0)
+
+
+def test_444_stays_444(tmp_path, onnx_model):
+    ffmpeg = ffmpeg_or_skip("make a 4:4:4 clip")
+    y4m = _testsrc(ffmpeg, "yuv444p", n=2)
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out", "-",
+                          "--quiet"], input=y4m, capture_output=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr.decode()
+    reader, out = _read_all(run.stdout)
+    assert reader.header.chroma == "444" and len(out) == 2
+    assert b"F30000:1001" in run.stdout.split(b"\n")[0]
+
+
+def _read_within(stream, n: int, seconds: float) -> bytes:
+    """Up to n bytes of a pipe, what came within `seconds` (a run writing nothing there does
+    not hang the test)."""
+    got, end = b"", time.monotonic() + seconds
+    while len(got) < n and (left := end - time.monotonic()) > 0:
+        if select.select([stream], [], [], left)[0]:
+            part = os.read(stream.fileno(), n - len(got))
+            if not part:
+                break
+            got += part
+    return got
+
+
+def test_closed_reader_ends_the_run_cleanly(tmp_path, onnx_model):
+    """`| head -c N`, ffplay closed: an endless source's run stops, with a short line and
+    no traceback, exit 0."""
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source",
+                             "synthetic:96x64", "--out", "-", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        head = _read_within(proc.stdout, 30000, 60)   # the header and a few frames
+        proc.stdout.close()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.decode()
+    assert head.startswith(b"YUV4MPEG2 W96 H64 "), text
+    assert proc.returncode == 0, text
+    assert "the program reading stdout closed it after" in text
+    assert "Traceback" not in text and "BrokenPipe" not in text
+
+
+def test_bad_stdin_says_what_was_expected(tmp_path, onnx_model):
+    video = tmp_path / "clip.mp4"
+    write_video(video, n=3)
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out", "-"],
+                         input=video.read_bytes(), capture_output=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 2
+    assert run.stdout == b""
+    err = run.stderr.decode()
+    assert "--source - is not Y4M video" in err and "(an MP4/MOV file)" in err
+    assert "ffmpeg -i INPUT -f yuv4mpegpipe -pix_fmt yuv420p -" in err
+    assert "Traceback" not in err
+
+
+def test_stray_stdout_writes_go_to_stderr(tmp_path, onnx_model):
+    """Whatever else prints to stdout during a run (here a note callback, on a Y4M stream cut
+    inside its last frame) lands on stderr, not inside the video."""
+    y4m, _ = _clip_y4m(tmp_path, n=4)
+    code = ("import sys; from runtime.pipeline import run_stream; "
+            f"run_stream({str(onnx_model)!r}, '-', '-', note=print)")
+    run = subprocess.run([sys.executable, "-c", code], input=y4m[:-100], capture_output=True,
+                         timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr.decode()
+    reader, out = _read_all(run.stdout)
+    assert len(out) == 3 and reader.truncated == 0
+    assert b"stdin ended inside frame 3" in run.stderr
+
+
+def test_resume_to_stdout_is_refused(tmp_path, onnx_model):
+    video = tmp_path / "clip.mp4"
+    write_video(video, n=3)
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", str(video),
+                          "--out", "-", "--resume"], capture_output=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == b""
+    assert "--out - (stdout) is a stream, which cannot be resumed" in run.stderr.decode()
+
+
+def test_gstreamer_pipeline_without_gstreamer_offers_the_pipe():
+    if "GStreamer:                   YES" in cv2.getBuildInformation():
+        pytest.skip("this OpenCV has GStreamer")
+    with pytest.raises(SourceError) as e:
+        open_source("videotestsrc ! videoconvert ! appsink drop=1", flags=True)
+    said = str(e.value)
+    assert "no GStreamer support" in said
+    assert ("gst-launch-1.0 -q videotestsrc ! videoconvert ! y4menc ! fdsink | sharpen run "
+            "--source - ...") in said
