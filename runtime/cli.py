@@ -56,11 +56,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--source", required=True,
                    help="camera index (0), V4L2 device (/dev/video0), video file, rtsp/http URL "
                         "(one whose path names an image file is read as that image), "
-                        "GStreamer pipeline (contains '!'), image file, folder or glob, or "
-                        "synthetic[:WxH][@FPS]")
+                        "GStreamer pipeline (contains '!'), image file, folder or glob, "
+                        "synthetic[:WxH][@FPS], or - for Y4M video on stdin "
+                        "(ffmpeg -i IN -f yuv4mpegpipe -pix_fmt yuv420p - | ...)")
     p.add_argument("--out", "--output", dest="output", default=None, metavar="PATH",
                    help="video file (.mp4, same size and fps as the source), image folder "
-                        "(same file names), or an image file for a single image input; "
+                        "(same file names), an image file for a single image input, or - "
+                        "for Y4M video on stdout (... | ffmpeg -f yuv4mpegpipe -i - out.mp4); "
                         "without --out or --show, results go to runs/sharpen/<source name> "
                         "(numbered 2, 3... if taken)")
     p.add_argument("--show", action="store_true",
