@@ -91,11 +91,18 @@ class ReaderGone(SinkError):
 def _claim_stdout() -> int:
     """A descriptor of stdout for the video alone; fd 1 itself then goes to stderr, where
     whatever else writes to stdout (print, a native library) ends up instead of in the
-    video."""
+    video. `_give_back_stdout` undoes it."""
     sys.stdout.flush()
     fd = os.dup(1)
     os.dup2(2, 1)
     return fd
+
+
+def _give_back_stdout(fd: int) -> None:
+    """fd 1 as it was before `_claim_stdout`: an app's prints after the run go to its stdout
+    again (and a second run's video with them)."""
+    sys.stdout.flush()
+    os.dup2(fd, 1)
 
 
 class StdoutSink(Sink):
@@ -109,13 +116,14 @@ class StdoutSink(Sink):
                  flags: bool = False, fd: Optional[int] = None) -> None:
         self.flags, self.stop, self._note = flags, stop, note or _no_note
         named = option("output", STDIO, flags)
+        claimed = False
         if fd is None:
             if sys.stdout is None or os.isatty(1):
                 raise SinkError(f"{named} writes Y4M video to stdout, and stdout is a "
                                 "terminal; pipe it on: ... | ffmpeg -f yuv4mpegpipe -i - out.mp4,"
                                 " or ... | ffplay -")
-            fd = _claim_stdout()
-        self.fd = fd
+            fd, claimed = _claim_stdout(), True
+        self.fd, self.claimed = fd, claimed
         self.writer = Y4MWriter(self._send, fps, chroma)
         self.size: Optional[tuple[int, int]] = None
         self.last: Optional[np.ndarray] = None
@@ -160,6 +168,10 @@ class StdoutSink(Sink):
     def close(self) -> None:
         if self.fd is not None:
             try:
+                # Where the reader went away fd 1 stays on stderr: a later print to the
+                # closed pipe would end the program with BrokenPipeError.
+                if self.claimed and not self.gone:
+                    _give_back_stdout(self.fd)
                 os.close(self.fd)
             except OSError:
                 pass

@@ -221,11 +221,13 @@ def test_stray_stdout_writes_go_to_stderr(tmp_path, onnx_model):
     inside its last frame) lands on stderr, not inside the video."""
     y4m, _ = _clip_y4m(tmp_path, n=4)
     code = ("import sys; from runtime.pipeline import run_stream; "
-            f"run_stream({str(onnx_model)!r}, '-', '-', note=print)")
+            f"run_stream({str(onnx_model)!r}, '-', '-', note=print); print('after the run')")
     run = subprocess.run([sys.executable, "-c", code], input=y4m[:-100], capture_output=True,
                          timeout=120, cwd=tmp_path)
     assert run.returncode == 0, run.stderr.decode()
-    reader, out = _read_all(run.stdout)
+    # Once the run is over the app's stdout is its own again
+    assert run.stdout.endswith(b"after the run\n")
+    reader, out = _read_all(run.stdout[:-len(b"after the run\n")])
     assert len(out) == 3 and reader.truncated == 0
     assert b"stdin ended inside frame 3" in run.stderr
 
