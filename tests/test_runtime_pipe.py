@@ -251,3 +251,24 @@ def test_gstreamer_pipeline_without_gstreamer_offers_the_pipe():
     assert "no GStreamer support" in said
     assert ("gst-launch-1.0 -q videotestsrc ! videoconvert ! y4menc ! fdsink | sharpen run "
             "--source - ...") in said
+
+
+def test_a_terminal_is_refused_as_stdin_and_as_stdout(tmp_path, onnx_model):
+    """`--source -` typed at a prompt waited for video that never came; `--out -` there
+    filled the terminal with binary."""
+    import pty
+    main, child = pty.openpty()
+    try:
+        run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+                              "x.mp4"], stdin=child, capture_output=True, timeout=120,
+                             cwd=tmp_path)
+        assert run.returncode == 2
+        assert "stdin is a terminal" in run.stderr.decode()
+        run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source",
+                              "synthetic:32x32", "--max-frames", "2", "--out", "-"],
+                             stdout=child, stderr=subprocess.PIPE, timeout=120, cwd=tmp_path)
+        assert run.returncode == 2
+        assert "stdout is a terminal" in run.stderr.decode()
+    finally:
+        os.close(main)
+        os.close(child)
