@@ -128,6 +128,7 @@ class StdoutSink(Sink):
         self.size: Optional[tuple[int, int]] = None
         self.last: Optional[np.ndarray] = None
         self.gone = False
+        self.unwritten = 0
 
     def _send(self, data: bytes) -> None:
         view = memoryview(data)
@@ -135,7 +136,8 @@ class StdoutSink(Sink):
             view = view[os.write(self.fd, view):]
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
-        if self.gone:
+        if self.gone:   # frames already on their way when it went: counted in the summary
+            self.unwritten += 1
             return
         h, w = sharpened.shape[:2]
         if self.size is None:
@@ -148,7 +150,7 @@ class StdoutSink(Sink):
             if e.errno not in (errno.EPIPE, errno.ECONNRESET):
                 raise SinkError(f"{option('output', STDIO, self.flags)}: writing stdout "
                                 f"failed: {e.strerror}") from None
-            self.gone = True
+            self.gone, self.unwritten = True, 1   # this one, cut off
             self._note(f"the program reading stdout closed it after "
                        f"{count(self.writer.frames, 'frame')}: stopping")
             if self.stop is None:
@@ -166,6 +168,10 @@ class StdoutSink(Sink):
         return 0 if self.gone else n
 
     def close(self) -> None:
+        if self.unwritten:
+            self._note(f"{count(self.unwritten, 'frame')} sharpened but not written (under "
+                       "way when stdout closed)")
+        self.unwritten = 0
         if self.fd is not None:
             try:
                 # Where the reader went away fd 1 stays on stderr: a later print to the

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import select
 import subprocess
 import sys
@@ -199,6 +200,11 @@ def test_closed_reader_ends_the_run_cleanly(tmp_path, onnx_model):
     assert head.startswith(b"YUV4MPEG2 W96 H64 "), text
     assert proc.returncode == 0, text
     assert "the program reading stdout closed it after" in text
+    # What the summary counts is what was written and what was under way when it closed
+    written = int(re.search(r"closed it after (\d+) frame", text).group(1))
+    unwritten = re.search(r"(\d+) frames? sharpened but not written", text)
+    done = int(re.search(r"done: (\d+) frame", text).group(1))
+    assert written + (int(unwritten.group(1)) if unwritten else 0) == done, text
     assert "Traceback" not in text and "BrokenPipe" not in text
 
 
