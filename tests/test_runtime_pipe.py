@@ -278,3 +278,23 @@ def test_a_terminal_is_refused_as_stdin_and_as_stdout(tmp_path, onnx_model):
     finally:
         os.close(main)
         os.close(child)
+
+
+def test_an_interrupted_run_to_stdout_says_so(tmp_path, onnx_model):
+    """Stopped by SIGTERM, a run into --out - said '- holds the first 3 frames only (closed
+    cleanly); run again for all of them', a file named '-' to run again for."""
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source",
+                             "synthetic:96x64", "--out", "-"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    try:
+        _read_within(proc.stdout, 30000, 60)
+        proc.terminate()
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.decode()
+    assert proc.returncode == 128 + 15, text
+    assert re.search(r"interrupted \(SIGTERM\): \d+ frames? written to stdout", text), text
+    assert "- holds" not in text
