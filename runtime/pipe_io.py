@@ -113,7 +113,8 @@ class StdoutSink(Sink):
 
     def __init__(self, fps: float, chroma: str = "420jpeg",
                  stop: Optional[threading.Event] = None, note: Optional[Note] = None,
-                 flags: bool = False, fd: Optional[int] = None) -> None:
+                 flags: bool = False, fd: Optional[int] = None, aspect: str = "1:1",
+                 interlace: str = "p") -> None:
         self.flags, self.stop, self._note = flags, stop, note or _no_note
         named = option("output", STDIO, flags)
         claimed = False
@@ -124,7 +125,7 @@ class StdoutSink(Sink):
                                 " or ... | ffplay -")
             fd, claimed = _claim_stdout(), True
         self.fd, self.claimed = fd, claimed
-        self.writer = Y4MWriter(self._send, fps, chroma)
+        self.writer = Y4MWriter(self._send, fps, chroma, aspect, interlace)
         self.size: Optional[tuple[int, int]] = None
         self.last: Optional[np.ndarray] = None
         self.gone = False

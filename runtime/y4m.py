@@ -38,13 +38,19 @@ class Y4MHeader:
     fps: float            # 0 when the header gives no rate
     chroma: str = "420jpeg"
     full_range: bool = False
+    # The pixels' aspect (A: 10:11 for a DVD's 720x480 at 4:3; 0:0 unknown) and the
+    # interlacing (I: p progressive, t/b top/bottom field first, ? unknown), which the
+    # encoder after the pipe needs to show the frames as the source's were.
+    aspect: str = "1:1"
+    interlace: str = "p"
 
     def line(self) -> bytes:
         rate = Fraction(self.fps).limit_denominator(1001) if self.fps > 0 else Fraction(25)
         tag = {"444": "C444 XYSCSS=444"}.get(self.chroma, "C420jpeg XYSCSS=420JPEG")
         rng = "FULL" if self.full_range else "LIMITED"
         return (f"YUV4MPEG2 W{self.width} H{self.height} F{rate.numerator}:{rate.denominator}"
-                f" Ip A1:1 {tag} XCOLORRANGE={rng}\n").encode("ascii")
+                f" I{self.interlace} A{self.aspect} {tag} XCOLORRANGE={rng}\n"
+                ).encode("ascii")
 
 
 def _read_line(stream: BinaryIO, most: int) -> bytes:
@@ -91,7 +97,7 @@ def parse_header(line: bytes, where: str) -> Y4MHeader:
                        f"{_what_it_looks_like(line)}, where Y4M starts with 'YUV4MPEG2'; "
                        f"make Y4M with: {PIPE_HINT}")
     width = height = None
-    fps, chroma, full = 0.0, "420jpeg", False
+    fps, chroma, full, aspect, interlace = 0.0, "420jpeg", False, "1:1", "p"
     try:
         for f in fields[1:]:
             text = f.decode("ascii", "replace")
@@ -105,8 +111,13 @@ def parse_header(line: bytes, where: str) -> Y4MHeader:
                 fps = num / den if num > 0 and den > 0 else 0.0
             elif key == "C":
                 chroma = val
-            elif key == "I" and val not in ("p", "?", ""):
-                pass   # interlaced frames are read as they are, two fields in one frame
+            elif key == "I":   # interlaced frames are read as they are, two fields in one
+                # (mixed, 'm', is said per frame, which the output does not repeat: unknown)
+                interlace = val if val in ("p", "t", "b") else "?"
+            elif key == "A":   # one that does not read as N:D is unknown, as to ffmpeg
+                parts = val.split(":")
+                aspect = val if len(parts) == 2 and all(v.isdecimal() for v in parts) \
+                    else "0:0"
             elif text == "XCOLORRANGE=FULL":
                 full = True
     except ValueError:
@@ -119,7 +130,7 @@ def parse_header(line: bytes, where: str) -> Y4MHeader:
         raise Y4MError(f"{where}: Y4M with chroma 'C{chroma}' is not read here (8-bit 4:2:0, "
                        f"4:2:2, 4:4:4 and mono are); have ffmpeg convert it: add -pix_fmt "
                        f"yuv420p to the ffmpeg that writes it ({PIPE_HINT})")
-    return Y4MHeader(width, height, fps, chroma, full)
+    return Y4MHeader(width, height, fps, chroma, full, aspect, interlace)
 
 
 def _plane_sizes(h: Y4MHeader) -> tuple[tuple[int, int], Optional[tuple[int, int]]]:
@@ -239,8 +250,10 @@ class Y4MWriter:
     """Writes BGR frames as Y4M to a binary stream (or file descriptor's write): the header
     before the first frame, with its size; each later frame must have that size."""
 
-    def __init__(self, write, fps: float, chroma: str = "420jpeg") -> None:
+    def __init__(self, write, fps: float, chroma: str = "420jpeg", aspect: str = "1:1",
+                 interlace: str = "p") -> None:
         self._write, self.fps, self.chroma = write, fps, chroma
+        self.aspect, self.interlace = aspect, interlace
         self.header: Optional[Y4MHeader] = None
         self.frames = 0
 
@@ -248,7 +261,8 @@ class Y4MWriter:
         if image.dtype != np.uint8:   # 16-bit frames: Y4M here is 8-bit
             image = (image >> 8).astype(np.uint8)
         if self.header is None:
-            self.header = Y4MHeader(image.shape[1], image.shape[0], self.fps, self.chroma)
+            self.header = Y4MHeader(image.shape[1], image.shape[0], self.fps, self.chroma,
+                                    aspect=self.aspect, interlace=self.interlace)
             self._write(self.header.line())
         self._write(FRAME + b"\n" + bgr_to_yuv(image, self.chroma))
         self.frames += 1

@@ -298,3 +298,22 @@ def test_an_interrupted_run_to_stdout_says_so(tmp_path, onnx_model):
     assert proc.returncode == 128 + 15, text
     assert re.search(r"interrupted \(SIGTERM\): \d+ frames? written to stdout", text), text
     assert "- holds" not in text
+
+
+def test_aspect_and_interlacing_are_kept(tmp_path, onnx_model):
+    """An anamorphic source (DVD's 720x480 at 10:11 pixels) came out declared square-pixel,
+    so the encoder after the pipe stretched the picture; interlaced frames came out declared
+    progressive."""
+    ffmpeg = ffmpeg_or_skip("make an anamorphic interlaced clip")
+    y4m = _ffmpeg_y4m(ffmpeg, ["-f", "lavfi", "-i", "testsrc=size=96x64:rate=25",
+                               "-frames:v", "2", "-vf", "setsar=10/11,setfield=tff"])
+    assert b" A10:11 " in y4m.split(b"\n")[0] and b" It " in y4m.split(b"\n")[0]
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out", "-",
+                          "--quiet"], input=y4m, capture_output=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr.decode()
+    header = run.stdout.split(b"\n")[0]
+    assert b" A10:11 " in header and b" It " in header, header
+    probe = subprocess.run([ffmpeg, "-f", "yuv4mpegpipe", "-i", "-"], input=run.stdout,
+                           capture_output=True, timeout=60).stderr.decode()
+    assert "SAR 10:11" in probe, probe
