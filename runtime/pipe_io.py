@@ -11,6 +11,7 @@ into the video; a reader that goes away (ffplay closed, `| head -c`) stops the r
 """
 from __future__ import annotations
 
+import ctypes
 import errno
 import os
 import sys
@@ -88,11 +89,22 @@ class ReaderGone(SinkError):
     """The program reading stdout closed it."""
 
 
+def _flush_c_stdio() -> None:
+    """What a native library printf'd to C's stdout and the C library still holds (a pipe's
+    stdout is fully buffered), written now, to where fd 1 points: held, it went out at exit,
+    after fd 1 was given back, onto the end of the video."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, TypeError, AttributeError):   # Windows: no process-wide C library
+        pass
+
+
 def _claim_stdout() -> int:
     """A descriptor of stdout for the video alone; fd 1 itself then goes to stderr, where
     whatever else writes to stdout (print, a native library) ends up instead of in the
     video. `_give_back_stdout` undoes it."""
     sys.stdout.flush()
+    _flush_c_stdio()
     fd = os.dup(1)
     os.dup2(2, 1)
     return fd
@@ -102,6 +114,7 @@ def _give_back_stdout(fd: int) -> None:
     """fd 1 as it was before `_claim_stdout`: an app's prints after the run go to its stdout
     again (and a second run's video with them)."""
     sys.stdout.flush()
+    _flush_c_stdio()
     os.dup2(fd, 1)
 
 

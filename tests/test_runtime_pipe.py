@@ -317,3 +317,22 @@ def test_aspect_and_interlacing_are_kept(tmp_path, onnx_model):
     probe = subprocess.run([ffmpeg, "-f", "yuv4mpegpipe", "-i", "-"], input=run.stdout,
                            capture_output=True, timeout=60).stderr.decode()
     assert "SAR 10:11" in probe, probe
+
+
+def test_native_stdout_writes_stay_out_of_the_video(tmp_path, onnx_model):
+    """A native library's printf to C's stdout during the run, which libc buffers (a pipe is
+    fully buffered where PYTHONUNBUFFERED is not set), went out at exit, after fd 1 was given
+    back: onto the end of the video. It goes to stderr, as the Python prints do."""
+    y4m, _ = _clip_y4m(tmp_path, n=4)
+    code = ("import ctypes; from runtime.pipeline import run_stream; "
+            "libc = ctypes.CDLL(None); "
+            "note = lambda m: libc.printf(b'native: %s\\n', m.encode()); "
+            f"run_stream({str(onnx_model)!r}, '-', '-', note=note); print('after the run')")
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}
+    run = subprocess.run([sys.executable, "-c", code], input=y4m[:-100], capture_output=True,
+                         timeout=120, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr.decode()
+    assert b"native: stdin ended inside frame 3" in run.stderr
+    assert run.stdout.endswith(b"after the run\n")
+    reader, out = _read_all(run.stdout[:-len(b"after the run\n")])
+    assert len(out) == 3 and reader.truncated == 0
