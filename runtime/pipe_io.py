@@ -14,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import errno
 import os
+import select
 import sys
 import threading
 import time
@@ -28,11 +29,45 @@ from .source_base import Frame, Note, Source, SourceError, _no_note
 from .y4m import PIPE_HINT, Y4MError, Y4MReader, Y4MWriter
 
 STDIO = "-"
+CHUNK = 1 << 16        # a pipe's buffer: what one read of stdin may get
+STOP_POLL_S = 0.1      # how soon a read of stdin waiting for data sees the run stopped
 
 
 def is_stdio(spec: object) -> bool:
     """Whether a --source or --out names the standard stream ('-')."""
     return isinstance(spec, (str, os.PathLike)) and os.fspath(spec).strip() == STDIO
+
+
+class _Stopped(Exception):
+    """The run stopped while a read of stdin waited for data."""
+
+
+class _StdinReader:
+    """stdin's bytes read from its descriptor, each wait for data cut short by `stop` (set
+    by the run): a producer that stalled (an RTSP camera gone quiet, a slow capture) held the
+    capture thread in its read, and Ctrl-C or SIGTERM waited 10 s for it, then left without
+    closing the source. Where select() cannot wait on a pipe (Windows) reads just block."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd, self.buf = fd, bytearray()
+        self.stop: Optional[threading.Event] = None
+        self.waits = os.name != "nt"
+
+    def read(self, n: int) -> bytes:
+        if self.buf:
+            out = bytes(self.buf[:n])
+            del self.buf[:n]
+            return out
+        while self.waits and self.stop is not None:
+            if self.stop.is_set():
+                raise _Stopped
+            if select.select([self.fd], [], [], STOP_POLL_S)[0]:
+                break
+        data = os.read(self.fd, max(n, CHUNK))
+        if len(data) > n:   # the header's reads take a byte at a time
+            self.buf += data[n:]
+            data = data[:n]
+        return data
 
 
 class StdinSource(Source):
@@ -52,7 +87,7 @@ class StdinSource(Source):
                 raise SourceError(f"{named} reads Y4M video piped into stdin, and stdin is a "
                                   f"terminal; pipe it in: {PIPE_HINT} | sharpen run "
                                   f"--source - ...")
-            stream = sys.stdin.buffer
+            stream = _StdinReader(sys.stdin.fileno())
         self.stream = stream
         try:
             self.reader = Y4MReader(stream, f"the stdin of {named}")
@@ -61,6 +96,8 @@ class StdinSource(Source):
         self.fps = self.reader.header.fps
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
+        if isinstance(self.stream, _StdinReader):
+            self.stream.stop = stop
         i = 0
         while not stop.is_set():
             t0 = time.perf_counter()
@@ -68,12 +105,14 @@ class StdinSource(Source):
                 image = self.reader.read()
             except Y4MError as e:
                 raise SourceError(str(e)) from None
+            except _Stopped:
+                break
             if image is None:
                 break
             t1 = time.perf_counter()
             yield Frame(i, image, f"frame_{i:06d}", t1, t1 - t0)
             i += 1
-        if self.reader.truncated:
+        if self.reader.cut:
             self._note(f"stdin ended inside frame {i} ({self.reader.truncated} of its "
                        f"{self.reader.frame_bytes} bytes): {count(i, 'frame')} read, the cut "
                        "one left out")

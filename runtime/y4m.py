@@ -216,11 +216,15 @@ class Y4MReader:
         (yh, yw), c = _plane_sizes(self.header)
         self.frame_bytes = yh * yw + (2 * c[0] * c[1] if c else 0)
         self.frames_read = 0
-        self.truncated = 0   # bytes of a last frame the stream ended inside
+        self.cut = False     # the stream ended inside a frame (its FRAME line or its data)
+        self.truncated = 0   # bytes of that frame's data it held
 
     def read(self) -> Optional[np.ndarray]:
         tag = _read_line(self.stream, MAX_HEADER)
         if not tag:
+            return None
+        if FRAME.startswith(tag) and tag != FRAME:   # the stream ended inside the FRAME line
+            self.cut = True
             return None
         if not tag.startswith(FRAME):
             raise Y4MError(f"{self.where}: expected a Y4M frame after frame "
@@ -228,7 +232,7 @@ class Y4MReader:
                            "is not one Y4M stream")
         data = _read_exact(self.stream, self.frame_bytes)
         if len(data) < self.frame_bytes:
-            self.truncated = len(data)
+            self.cut, self.truncated = True, len(data)
             return None
         self.frames_read += 1
         return yuv_to_bgr(data, self.header)

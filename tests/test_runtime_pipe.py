@@ -336,3 +336,47 @@ def test_native_stdout_writes_stay_out_of_the_video(tmp_path, onnx_model):
     assert run.stdout.endswith(b"after the run\n")
     reader, out = _read_all(run.stdout[:-len(b"after the run\n")])
     assert len(out) == 3 and reader.truncated == 0
+
+
+def test_sigterm_with_a_stalled_producer_stops_at_once(tmp_path, onnx_model):
+    """The producer sent a frame and then nothing (a stream that stalled): SIGTERM stops the
+    run with the frame written, not after the capture thread's 10 s wait in its read."""
+    y4m, _ = _clip_y4m(tmp_path, n=2)
+    header_and_frame = len(y4m) - (len(y4m) - y4m.index(b"\n") - 1) // 2
+    r, w = os.pipe()
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+                             "-", "--quiet"], stdin=r, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path)
+    os.close(r)
+    try:
+        os.write(w, y4m[:header_and_frame])
+        head = _read_within(proc.stdout, 64, 60)   # the header: the first frame is written
+        assert head.startswith(b"YUV4MPEG2 ")
+        t0 = time.monotonic()
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - t0
+    finally:
+        os.close(w)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.decode()
+    assert took < 5, (took, text)
+    assert proc.returncode == 128 + 15, text
+    assert "not waiting for the capture thread" not in text
+    _, frames = _read_all(head + out)
+    assert len(frames) == 1
+
+
+@pytest.mark.parametrize("cut", [0, 3, 6])
+def test_a_stream_cut_at_a_frame_tag_is_said(cut):
+    """A stream ending right after (or inside) a frame's `FRAME` line was ended without a
+    word, or called damaged, where one cut inside the frame's data is said as cut."""
+    out = io.BytesIO()
+    writer = Y4MWriter(out.write, 25)
+    writer.write(np.full((4, 6, 3), 90, np.uint8))
+    data = out.getvalue() + b"FRAME\n"[:cut]
+    reader, frames = _read_all(data)
+    assert len(frames) == 1
+    assert reader.cut == (cut > 0) and reader.truncated == 0
