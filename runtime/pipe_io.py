@@ -87,7 +87,13 @@ class StdinSource(Source):
                 raise SourceError(f"{named} reads Y4M video piped into stdin, and stdin is a "
                                   f"terminal; pipe it in: {PIPE_HINT} | sharpen run "
                                   f"--source - ...")
-            stream = _StdinReader(sys.stdin.fileno())
+            try:
+                fd = sys.stdin.fileno()
+            except (AttributeError, OSError, ValueError):   # io.UnsupportedOperation too
+                # A notebook's or a test runner's stand-in, which no video can be piped into.
+                raise SourceError(f"{named}: stdin here ({type(sys.stdin).__name__}) is not a "
+                                  "pipe or file that Y4M video can be piped into") from None
+            stream = _StdinReader(fd)
         self.stream = stream
         try:
             self.reader = Y4MReader(stream, f"the stdin of {named}")

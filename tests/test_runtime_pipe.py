@@ -380,3 +380,11 @@ def test_a_stream_cut_at_a_frame_tag_is_said(cut):
     reader, frames = _read_all(data)
     assert len(frames) == 1
     assert reader.cut == (cut > 0) and reader.truncated == 0
+
+
+def test_a_stand_in_stdin_is_named(monkeypatch):
+    """A notebook's or a test runner's sys.stdin, with no file descriptor under it, raised
+    AttributeError or io.UnsupportedOperation from deep in the source."""
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    with pytest.raises(SourceError, match=r"source=-: stdin here \(StringIO\) is not a pipe"):
+        open_source("-")
