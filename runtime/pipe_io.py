@@ -177,7 +177,11 @@ class StdoutSink(Sink):
         named = option("output", STDIO, flags)
         claimed = False
         if fd is None:
-            if sys.stdout is None or os.isatty(1):
+            if sys.stdout is None:   # started with it closed (`>&-`); fd 1 may be a file now
+                raise SinkError(f"{named} writes Y4M video to stdout, and there is no stdout "
+                                "(it was closed); pipe it on: ... | ffmpeg -f yuv4mpegpipe -i "
+                                "- out.mp4")
+            if os.isatty(1):
                 raise SinkError(f"{named} writes Y4M video to stdout, and stdout is a "
                                 "terminal; pipe it on: ... | ffmpeg -f yuv4mpegpipe -i - out.mp4,"
                                 " or ... | ffplay -")

@@ -388,3 +388,14 @@ def test_a_stand_in_stdin_is_named(monkeypatch):
     monkeypatch.setattr(sys, "stdin", io.StringIO(""))
     with pytest.raises(SourceError, match=r"source=-: stdin here \(StringIO\) is not a pipe"):
         open_source("-")
+
+
+def test_a_closed_stdout_is_not_called_a_terminal(tmp_path, onnx_model):
+    """`sharpen run ... --out - >&-` said 'stdout is a terminal'."""
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "synthetic:32x32",
+                          "--max-frames", "2", "--out", "-"], stdout=subprocess.DEVNULL,
+                         stderr=subprocess.PIPE, timeout=120, cwd=tmp_path,
+                         preexec_fn=lambda: os.close(1))
+    err = run.stderr.decode()
+    assert run.returncode == 2, err
+    assert "there is no stdout (it was closed)" in err and "terminal" not in err
