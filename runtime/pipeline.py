@@ -286,7 +286,7 @@ def run_stream(model: Union[str, Path, Backend],
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})
     if o.stats_path:
-        _check_writable(o.stats_path, option("stats_path", o.stats_path, flags))
+        _check_stats_path(o.stats_path, option("stats_path", o.stats_path, flags))
     _check_source(source)
     if stop_event is not None and stop_event.is_set():
         raise ValueError("run_stream: stop_event is already set (clear() it to run again)")
@@ -313,7 +313,8 @@ def run_stream(model: Union[str, Path, Backend],
         stream = None
         try:
             # in the try: a thread that cannot start is said there
-            named = [p for p in (source, output) if isinstance(p, (str, os.PathLike))]
+            named = [p for p in (source, output)
+                     if isinstance(p, (str, os.PathLike)) and not is_stdio(p)]   # no files
             if stats_file is not None and stats_file_or_none(stats_file.path) and not any(
                     same_file(stats_file.path, p) for p in named):
                 stats_file.start()
@@ -479,7 +480,8 @@ class _Stream:
         refuse_live_images(src, o.live, self.flags)
         if o.live is not None:
             src.live = o.live
-        out_file = [] if output is None or isinstance(output, Sink) else [output]
+        out_file = [] if output is None or isinstance(output, Sink) or is_stdio(output) \
+            else [output]
         if o.stats_path and any(same_file(o.stats_path, f)
                                 for f in [*_input_files(src), *out_file]):
             raise SinkError(f"{option('stats_path', o.stats_path, self.flags)} is the source or "
@@ -912,6 +914,15 @@ def _check_options(o: StreamOptions, flags: bool = False) -> None:
     if problems:
         raise ValueError(f"run_stream: {'; '.join(problems)}")
     check_providers(o.provider, f"run_stream: {option('provider', flags=flags)}")
+
+
+def _check_stats_path(path: Union[str, Path], what: str) -> None:
+    """SinkError for a stats path that names stdout ('-'), or that cannot be written."""
+    if is_stdio(path):   # it wrote a file named '-' where stdout was meant
+        raise SinkError(f"{what}: the stats go to a file, rewritten while the run goes on "
+                        "(its state, then how it ended), which '-' (stdout) cannot be; give a "
+                        "file name (e.g. stats.json), or ./- for a file named '-'")
+    _check_writable(path, what)
 
 
 def _check_writable(path: Union[str, Path], what: str) -> None:

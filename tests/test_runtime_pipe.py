@@ -399,3 +399,49 @@ def test_a_closed_stdout_is_not_called_a_terminal(tmp_path, onnx_model):
     err = run.stderr.decode()
     assert run.returncode == 2, err
     assert "there is no stdout (it was closed)" in err and "terminal" not in err
+
+
+def test_stats_beside_stdin_and_stdout(tmp_path, onnx_model):
+    """`--source -` and `--out -` were taken for files named '-' when checked against --stats:
+    `--stats ./-` (a file named '-') was refused as 'the source or the --out file', and beside
+    `--source -` the stats file's first write waited for the first frame. `--stats -` wrote a
+    file named '-' where stdout was meant: refused, saying why."""
+    import json
+    y4m, _ = _clip_y4m(tmp_path, n=3)
+    header = y4m[:y4m.index(b"\n") + 1]
+    stats = tmp_path / "-"
+    r, w = os.pipe()
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+                             "-", "--stats", "./-", "--quiet"], stdin=r,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    os.close(r)
+    try:
+        os.write(w, header)   # no frame yet: the run waits for its first
+        end = time.monotonic() + 60
+        while not stats.exists() and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.05)
+        early = json.loads(stats.read_text()) if stats.exists() else None
+        os.write(w, y4m[len(header):])
+        os.close(w)
+        w = -1
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if w >= 0:
+            os.close(w)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0, err.decode()
+    assert early is not None and early["state"] == "starting", err.decode()
+    final = json.loads(stats.read_text())
+    assert final["state"] == "done" and final["frames_processed"] == 3
+    assert final["source"]["kind"] == "stdin"
+    assert len(_read_all(out)[1]) == 3
+    stats.unlink()
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out", "-",
+                          "--stats", "-"], input=y4m, capture_output=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 2 and run.stdout == b""
+    assert "--stats -: " in run.stderr.decode() and "give a file" in run.stderr.decode()
+    assert not stats.exists()
+
