@@ -24,6 +24,7 @@ import numpy as np
 
 from .console import count
 from .options import option
+from .prepost import FrameOutOfMemory, is_out_of_memory
 from .sinks import Sink, SinkError, letterbox
 from .source_base import Frame, Note, Source, SourceError, _no_note
 from .y4m import PIPE_HINT, Y4MError, Y4MReader, Y4MWriter
@@ -113,6 +114,10 @@ class StdinSource(Source):
                 raise SourceError(str(e)) from None
             except _Stopped:
                 break
+            except Exception as e:
+                if not is_out_of_memory(e):
+                    raise
+                raise FrameOutOfMemory(self._out_of_memory(e)) from e
             if image is None:
                 break
             t1 = time.perf_counter()
@@ -123,6 +128,17 @@ class StdinSource(Source):
                        f"{self.reader.frame_bytes} bytes): {count(i, 'frame')} read, the cut "
                        "one left out")
         self.closed = True
+
+    def _out_of_memory(self, exc: BaseException) -> str:
+        """The line for a frame the memory limit could not hold while it was read: its size,
+        which the bare MemoryError (or OpenCV's 'Insufficient memory') did not give, and the
+        producer's scaling as the way to a smaller one."""
+        h = self.reader.header
+        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        return (f"out of memory reading a {h.width}x{h.height} frame from "
+                f"{option('source', STDIO, self.flags)} (Y4M on stdin): {detail}; give the "
+                "process more memory, or have the program writing it scale the video down "
+                "(ffmpeg ... -vf scale=1920:-2 -f yuv4mpegpipe -)")
 
     def describe(self) -> dict:
         h = self.reader.header

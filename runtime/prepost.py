@@ -277,8 +277,9 @@ def is_out_of_memory(exc: BaseException) -> bool:
 
 
 class FrameOutOfMemory(MemoryError):
-    """Sharpening a frame ran out of memory (a memory limit, a small board): the message names
-    the frame size, the model and what to change. A MemoryError, as the failure it replaces."""
+    """Sharpening a frame (or reading one from stdin) ran out of memory (a memory limit, a
+    small board): the message names the frame size, the model and what to change. A
+    MemoryError, as the failure it replaces."""
 
 
 def out_of_memory_message(exc: BaseException, h: int, w: int, model: Any, tile: int,

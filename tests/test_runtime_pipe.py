@@ -445,3 +445,51 @@ def test_stats_beside_stdin_and_stdout(tmp_path, onnx_model):
     assert "--stats -: " in run.stderr.decode() and "give a file" in run.stderr.decode()
     assert not stats.exists()
 
+
+_UNDER_A_MEMORY_LIMIT = """
+import re, resource, sys
+from {module} import main
+import cv2, numpy, onnxruntime  # noqa: F401 - loaded before the limit, as a run has them
+vm = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+resource.setrlimit(resource.RLIMIT_AS, (vm + (300 << 20), resource.RLIM_INFINITY))
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_a_stdin_frame_too_big_to_read_is_named(tmp_path, onnx_model):
+    """A Y4M frame read from stdin that the memory limit cannot hold (here 16384x8192: 192 MiB
+    of planes, twice that while read) ended with 'error: out of memory; give the process more
+    memory or feed it smaller frames', naming no frame; and the producer is not left hanging
+    in its write."""
+    w, h = 16384, 8192
+    frame = w * h * 3 // 2
+    proc = subprocess.Popen([sys.executable, "-c",
+                             _UNDER_A_MEMORY_LIMIT.format(module=cli_module()), "run",
+                             "--model", str(onnx_model), "--source", "-", "--out", "-",
+                             "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    chunk = bytes(1 << 20)
+    broke = False
+    try:
+        proc.stdin.write(f"YUV4MPEG2 W{w} H{h} F25:1 Ip A1:1 C420jpeg\nFRAME\n".encode())
+        for _ in range(frame // len(chunk) + 1):
+            proc.stdin.write(chunk)
+        proc.stdin.close()
+    except BrokenPipeError:
+        broke = True
+    try:
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    text = err.decode()
+    assert proc.returncode == 1, text
+    assert out == b""
+    last = text.strip().splitlines()[-1]
+    assert last.startswith(f"sharpen run: error: out of memory reading a {w}x{h} frame from "
+                           "--source - (Y4M on stdin)"), text
+    assert "scale=" in last and "Traceback" not in text
+    assert broke or proc.returncode is not None
