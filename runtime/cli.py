@@ -445,6 +445,8 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
     # its rate, and repeats the frame before a drop or a longer gap.
     done = (s.get("frames_processed", 0) - s.get("left_out_frames", 0)
             + s.get("repeated_frames", 0))
+    if done and output is not None and output.strip() == "-":   # a stream: no file holds them
+        return f"{count(done, 'frame')} written to stdout before the error"
     if not done or not output or not os.path.exists(output):
         return ""
     if s.get("output_replaced") is False:   # discarded (a full disk, a join that failed)

@@ -493,3 +493,20 @@ def test_a_stdin_frame_too_big_to_read_is_named(tmp_path, onnx_model):
                            "--source - (Y4M on stdin)"), text
     assert "scale=" in last and "Traceback" not in text
     assert broke or proc.returncode is not None
+
+
+def test_an_error_part_way_to_stdout_says_what_stdout_got(tmp_path, onnx_model):
+    """A stream damaged after two frames, with a file named '-' in the folder (a stats file
+    `--stats ./-` wrote): the error was followed by '- holds the 2 frames written before the
+    error (closed cleanly)', that file named as the output."""
+    y4m, _ = _clip_y4m(tmp_path, n=4)
+    third = y4m.index(b"FRAME", y4m.index(b"FRAME", y4m.index(b"FRAME") + 1) + 1)
+    (tmp_path / "-").write_text("{}")
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out", "-",
+                          "--quiet"], input=y4m[:third] + b"GARBAGE\n" + y4m[third:],
+                         capture_output=True, timeout=120, cwd=tmp_path)
+    err = run.stderr.decode()
+    assert run.returncode == 2, err
+    assert "expected a Y4M frame after frame 2" in err
+    assert "- holds" not in err and "2 frames written to stdout before the error" in err, err
+    assert len(_read_all(run.stdout)[1]) == 2
