@@ -15,6 +15,7 @@ import ctypes
 import errno
 import os
 import select
+import stat
 import sys
 import threading
 import time
@@ -160,6 +161,18 @@ def _flush_c_stdio() -> None:
         pass
 
 
+def _stderr_into_stdout() -> bool:
+    """Whether fd 2 writes into the pipe, socket or file fd 1 does (`2>&1`): fd 1 pointed at
+    stderr would still be the video's. /dev/null for both (a timing run) takes anything."""
+    try:
+        out, err = os.fstat(1), os.fstat(2)
+    except OSError:   # no stderr: nothing said goes anywhere
+        return False
+    shared = (out.st_dev, out.st_ino) == (err.st_dev, err.st_ino)
+    return shared and (stat.S_ISFIFO(out.st_mode) or stat.S_ISSOCK(out.st_mode)
+                       or stat.S_ISREG(out.st_mode))
+
+
 def _claim_stdout() -> int:
     """A descriptor of stdout for the video alone; fd 1 itself then goes to stderr, where
     whatever else writes to stdout (print, a native library) ends up instead of in the
@@ -201,6 +214,11 @@ class StdoutSink(Sink):
                 raise SinkError(f"{named} writes Y4M video to stdout, and stdout is a "
                                 "terminal; pipe it on: ... | ffmpeg -f yuv4mpegpipe -i - out.mp4,"
                                 " or ... | ffplay -")
+            if _stderr_into_stdout():
+                raise SinkError(f"{named} writes Y4M video to stdout, and stderr goes to the "
+                                "same pipe as stdout (2>&1), where the run's messages would "
+                                "land inside the video; send stderr elsewhere (2>run.log) or "
+                                "leave it on the terminal")
             fd, claimed = _claim_stdout(), True
         self.fd, self.claimed = fd, claimed
         self.writer = Y4MWriter(self._send, fps, chroma, aspect, interlace)

@@ -510,3 +510,17 @@ def test_an_error_part_way_to_stdout_says_what_stdout_got(tmp_path, onnx_model):
     assert "expected a Y4M frame after frame 2" in err
     assert "- holds" not in err and "2 frames written to stdout before the error" in err, err
     assert len(_read_all(run.stdout)[1]) == 2
+
+
+def test_stderr_into_the_same_pipe_is_refused(tmp_path, onnx_model):
+    """`sharpen run ... --out - 2>&1 | ffmpeg ...`: fd 1 was pointed at stderr, which was the
+    same pipe, so the live line, notes and the done: line went into the video between its
+    frames; the reader after it failed on them. Refused, saying where the messages would go."""
+    y4m, _ = _clip_y4m(tmp_path, n=2)
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out", "-"],
+                         input=y4m, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                         timeout=120, cwd=tmp_path)
+    said = run.stdout.decode("ascii", "replace")
+    assert run.returncode == 2, said
+    assert "YUV4MPEG2" not in said
+    assert "stderr goes to the same pipe as stdout (2>&1)" in said, said
