@@ -524,3 +524,35 @@ def test_stderr_into_the_same_pipe_is_refused(tmp_path, onnx_model):
     assert run.returncode == 2, said
     assert "YUV4MPEG2" not in said
     assert "stderr goes to the same pipe as stdout (2>&1)" in said, said
+
+
+def test_sigterm_before_the_first_frame_ends_stopped(tmp_path, onnx_model):
+    """SIGTERM while --source - waits for its first frame (the header came, no frame): the
+    --stats file, written from the start, ends `stopped` (SIGTERM), exit 143, stdout empty."""
+    import json
+    y4m, _ = _clip_y4m(tmp_path, n=1)
+    stats = tmp_path / "stats.json"
+    r, w = os.pipe()
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+                             "-", "--stats", str(stats), "--quiet"], stdin=r,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    os.close(r)
+    try:
+        os.write(w, y4m[:y4m.index(b"\n") + 1])
+        end = time.monotonic() + 60
+        while not stats.exists() and time.monotonic() < end and proc.poll() is None:
+            time.sleep(0.05)
+        assert json.loads(stats.read_text())["state"] == "starting"
+        proc.terminate()
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(w)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 128 + 15, err.decode()
+    assert out == b""
+    final = json.loads(stats.read_text())
+    assert (final["state"], final["signal"], final["frames_processed"]) == \
+        ("stopped", "SIGTERM", 0)
+    assert final["peak_memory_mib"] > 0
