@@ -64,6 +64,10 @@ def add_commands(sub) -> None:
     g.add_argument("--calib-blur", type=float, default=0.0, metavar="SIGMA",
                    help="Gaussian blur applied to --calib images first, for sharp sources "
                         "(default 0: images are used as they are)")
+    g.add_argument("--seed", type=int, default=0,
+                   help="random seed of the calibration crops (default 0): the same seed, images "
+                        "and options build byte-identical INT8 artifacts; another seed takes "
+                        "other crops, so other scales (export_report.json records it)")
     g.add_argument("--calib-method", choices=("percentile", "entropy", "minmax"), default=None,
                    help="onnx-int8 calibration (default percentile, the best SSIM measured)")
     g.add_argument("--percentile", type=float, default=None, metavar="P",
@@ -142,7 +146,8 @@ def options_from_args(args: argparse.Namespace):
 
     return ExportOptions(
         name=args.name, calib=args.calib, calib_count=args.calib_count,
-        calib_size=args.calib_size, calib_blur=args.calib_blur, calib_method=args.calib_method,
+        calib_size=args.calib_size, calib_blur=args.calib_blur, seed=args.seed,
+        calib_method=args.calib_method,
         percentile=args.percentile, reduce_range=args.reduce_range,
         float_layers=args.float_layers,
         modelopt_method=args.modelopt_method,

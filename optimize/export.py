@@ -58,6 +58,11 @@ from .parity_gate import (_gate, _mark, _measure_kept, _record_failure_inside,
 
 # --------------------------------------------------------------------------- registry
 
+# The libraries whose versions change an artifact's bytes or its parity numbers (recorded in
+# export_report.json's environment; None where not installed).
+EXPORT_LIBS = ("torch", "numpy", "opencv", "onnx", "onnxruntime", "onnxslim", "tensorflow",
+               "ai_edge_litert", "nvidia_modelopt", "tensorrt")
+
 def _onnx_available() -> str | None:
     try:
         import onnx  # noqa: F401
@@ -282,7 +287,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     settings = {
         "formats_requested": requested or "all buildable", "calib_count": o.calib_count,
         "calib_size": None if crops is None else int(crops.shape[2]),
-        "calib_images": calib_names, "calib_method": o.calib_method, "percentile": o.percentile,
+        "calib_images": calib_names, "calib_seed": o.seed, "calibration": data.calibration,
+        "calib_method": o.calib_method, "percentile": o.percentile,
         "reduce_range": o.reduce_range, "float_layers_auto": float_choices or None,
         "modelopt_method": o.modelopt_method, "thresholds": asdict(o.thresholds),
         "profile": profile.to_dict(), "workspace_gb": o.workspace_gb,
@@ -322,6 +328,11 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         if res.extra.get("float_layers"):
             ctx.float_by_fmt[f] = list(res.extra["float_layers"])
     total = len(fmts)
+    # The software that built the artifacts: a device's file traced back to its export says
+    # which converter and quantiser versions made it, as train.log says which torch trained.
+    from distill.provenance import run_environment
+    environment = run_environment(libs=EXPORT_LIBS)
+
     def write_report(results: list[FormatResult], interrupted: bool = False,
                      error: str | None = None) -> ExportReport:
         settings.update(weights_sha256=weights_sha, stem=stem,
@@ -333,7 +344,7 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         if error:
             settings["error"] = error
         report = ExportReport(str(weights), model.arch_name, str(out), results + earlier,
-                              reference, settings, stale)
+                              reference, settings, stale, environment)
         atomic_write_json(out / "export_report.json", report.to_dict())
         return report
 

@@ -73,6 +73,7 @@ class _Data:
     calib_names: list[str]
     held_out: int = 0   # calib images held out for parity
     parity: str = ""    # where the parity gate runs, for the report (settings.parity)
+    calibration: dict | None = None   # what the crops came from, for the report (files_digest)
 
 
 def no_parity_held_out(calib_paths: Sequence[Path]) -> str | None:
@@ -151,7 +152,7 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
     if held_out_note:
         prog.say(held_out_note)
     _warn_small_parity(parity_list, receptive_field, prog, builtin, flags)
-    crops, calib_names = None, []
+    crops, calib_names, calibration = None, [], None
     if needs_calib:
         held = f" (besides the {count(held_out, 'image')} held out for parity)" if held_out else ""
         with (_naming("calib", flags, str(_shown(o.calib)), held) if calib_paths
@@ -159,17 +160,47 @@ def _calibration_data(o: ExportOptions, multiple: int, needs_calib: bool,
             calib_images = (cal.load_images(calib_paths, o.calib_blur) if calib_paths
                             else cal.sample_images(cal.BUILTIN_CALIB))
         size = CALIB_SIZE if o.calib_size is None else o.calib_size
-        crops = cal.random_crops(calib_images, o.calib_count, size, multiple)
+        crops = cal.random_crops(calib_images, o.calib_count, size, multiple, seed=o.seed)
         side, why = cal.crop_side(calib_images, size, multiple)
         if why and o.calib_size is not None:
             # The crop side sets what calibration sees (and the report records it): a size the
             # user chose must not change unsaid.
             prog.warn(f"--calib-size {o.calib_size} {why}: calibrating on {side}x{side} crops")
         calib_names = [n for n, _ in calib_images]
+        calibration = calibration_record(o, calib_paths, len(calib_names), crops)
         src = "--calib" if calib_paths else "built-in sample photos"
         prog.say(f"calibration: {count(len(crops), 'crop')} of {crops.shape[2]}x{crops.shape[3]} "
                  f"from {count(len(calib_names), 'image')} ({src})")
-    return _Data(parity_list, crops, calib_names, held_out, parity)
+    return _Data(parity_list, crops, calib_names, held_out, parity, calibration)
+
+
+def calibration_record(o: ExportOptions, paths: Sequence[Path] | None, images: int,
+                       crops: np.ndarray) -> dict:
+    """What an INT8 artifact was calibrated on, for the report: the sources as given, the
+    files the crops were drawn from (after the parity hold-out) with a digest of their names
+    and contents (a copy elsewhere digests the same; an edited image does not), the seed and
+    a digest of the crops themselves. A device's artifact is traced to its images by these."""
+    import hashlib
+
+    from distill.teacher import file_hash
+
+    h = hashlib.sha256()
+    if paths:
+        for p in sorted(paths, key=lambda q: q.name):
+            h.update(f"{p.name}\0{file_hash(p, n=64)}\n".encode())
+        source = [str(s) for s in ([o.calib] if isinstance(o.calib, (str, os.PathLike))
+                                   else o.calib)]
+        folders = sorted({str(p.resolve().parent) for p in paths})
+    else:
+        from .calibration import BUILTIN_BLUR_SIGMA, BUILTIN_CALIB
+        h.update(f"{','.join(BUILTIN_CALIB)}|blur {BUILTIN_BLUR_SIGMA}".encode())
+        source = f"built-in sample photos ({', '.join(BUILTIN_CALIB)})"
+        folders = []
+    from .export_reuse import _digest
+    return {"source": source, "folders": folders, "files": len(paths or ()), "images": images,
+            "files_digest": h.hexdigest()[:16], "seed": o.seed, "crops": int(len(crops)),
+            "crop_size": int(crops.shape[2]), "blur": o.calib_blur,
+            "crops_digest": _digest(crops)}
 
 
 def resolve_calib(calib: Sequence[str] | str, flags: Flags = False) -> list[Path]:

@@ -138,6 +138,9 @@ class ExportOptions:
     # a caller whose user cannot set it (`sharpen demo`): the warning names --calib-size.
     calib_size: int | None = CALIB_SIZE
     calib_blur: float = 0.0
+    # Where the calibration crops are taken (as `sharpen distill`'s seed): the same seed, images
+    # and options build byte-identical INT8 artifacts, another seed other crops.
+    seed: int = 0
     calib_method: str | None = None            # percentile / entropy / minmax
     percentile: float | None = None
     reduce_range: bool = True                  # onnx-int8: 7-bit weights (see onnx_int8.py)
@@ -173,7 +176,8 @@ _FLAGS = {"workspace_gb": "--workspace", "thresholds.max_ssim_drop": "--max-ssim
 MAX_WORKSPACE_GB = 1024
 
 _NUMBERS = {"opset": True, "calib_count": True, "calib_size": True, "latency_runs": True,
-            "threads": True, "calib_blur": False, "percentile": False, "workspace_gb": False}
+            "threads": True, "seed": True, "calib_blur": False, "percentile": False,
+            "workspace_gb": False}
 
 
 # `flags` of the functions below: False names keywords (Python callers), True `sharpen
@@ -223,6 +227,8 @@ def check_options(o: ExportOptions, flags: bool = False) -> None:
                           f"newest torch's TorchScript exporter writes), got {o.opset}")
     if o.calib_count < 1:
         raise ExportError(f"{n('calib_count')} must be >= 1, got {o.calib_count}")
+    if o.seed < 0:   # numpy's generator refuses one with a traceback
+        raise ExportError(f"{n('seed')} must be >= 0, got {o.seed}")
     if o.calib_size is not None and o.calib_size < 16:
         raise ExportError(f"{n('calib_size')} must be >= 16 pixels, got {o.calib_size}")
     if o.percentile is not None and not 50 < o.percentile <= 100:

@@ -43,6 +43,8 @@ class ExportReport:
     # Artifacts of this stem in the folder that no result describes (not rebuilt, and no
     # record of the same weights to carry): {"format", "file", "reason"} each.
     stale: list[dict] = field(default_factory=list)
+    # The software that built it (distill.provenance.run_environment: versions, commit).
+    environment: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -72,7 +74,10 @@ class ExportReport:
         return next((r for r in self.results if r.format == fmt), None)
 
     def to_dict(self) -> dict:
-        return {"weights": self.weights, "student": self.student, "out_dir": self.out_dir,
+        return {"weights": self.weights, "weights_path": str(Path(self.weights).resolve()),
+                "weights_sha256": self.settings.get("weights_sha256"),
+                "environment": self.environment,
+                "student": self.student, "out_dir": self.out_dir,
                 "ok": self.ok, "not_built": [r.format for r in self.not_built],
                 "reference": self.reference, "settings": self.settings,
                 "results": [_finite(asdict(r)) for r in self.results], "stale": self.stale}

@@ -25,6 +25,7 @@ Layout conventions carried over from PyTorch:
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import re
 
@@ -907,6 +908,27 @@ def _scope_name(name: str) -> str:
     """`name` as TensorFlow takes a model's name, as a root scope: a class named `_Mine`, or a
     twin named "my twin", failed to convert ("not a valid root scope name", or a TypeError)."""
     return re.sub(r"[^A-Za-z0-9_.-]", "_", name).lstrip("_-") or "student"
+
+
+@contextlib.contextmanager
+def fresh_keras_names():
+    """Keras's name counters as a new process starts them, for the models built inside: names
+    are counted per process ("fast", then "fast_1"; "re_lu", then "re_lu_9") and the converter
+    writes them into the .tflite, so a second export in one process (a notebook, the bench, a
+    test) built other bytes from the same weights, crops and seed. The caller's counters are
+    put back after."""
+    try:
+        from keras.src.backend.common import global_state
+    except ImportError:   # another Keras: its names as they come
+        yield
+        return
+    key = "object_name_uids"
+    was = global_state.get_global_attribute(key)
+    global_state.set_global_attribute(key, collections.defaultdict(int))
+    try:
+        yield
+    finally:
+        global_state.set_global_attribute(key, was)
 
 
 @contextlib.contextmanager

@@ -204,6 +204,16 @@ def export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str =
                   on_sample: Callable[[int, int], None] | None = None,
                   float_layers: Sequence[str] = ()) -> Path:
     """Keras rebuild + conversion; writes `path` and `path.json` atomically."""
+    from .keras_student import fresh_keras_names
+
+    with fresh_keras_names():   # the same inputs, the same bytes, however many exports ran
+        return _export_tflite(model, path, quantization, crops, ckpt, on_sample, float_layers)
+
+
+def _export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str,
+                   crops: np.ndarray | None, ckpt: dict | None,
+                   on_sample: Callable[[int, int], None] | None,
+                   float_layers: Sequence[str]) -> Path:
     from .keras_student import build_keras_student
 
     km = build_keras_student(model.eval().cpu(), batch=1)

@@ -1,0 +1,126 @@
+"""Tracing an exported artifact back to how it was made: export_report.json records the
+software, the source weights, the calibration images and seed, and each artifact's sha256;
+`sharpen export --seed` gives byte-identical INT8 artifacts for the same seed, other ones for
+another. Real exports of the briefly trained `fast` student (tests/export_fixtures.py)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime")
+pytest.importorskip("skimage")
+
+pytestmark = pytest.mark.slow  # real exports at toy sizes
+
+
+def _sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _formats() -> list[str]:
+    from runtime.formats import FORMATS
+    return [f for f in ("onnx-int8", "tflite-int8") if not FORMATS[f].availability()]
+
+
+def _export(weights, data_dir, out: Path, seed: int | None, calib=None) -> dict:
+    from sharpen.cli import main
+
+    argv = ["export", "--weights", str(weights), "--formats", ",".join(_formats()),
+            "--out", str(out), "--calib", str(calib or data_dir / "calib"),
+            "--calib-count", "8", "--calib-size", "64", "--parity-images",
+            str(data_dir / "parity"), "--no-latency", "--quiet"]
+    rc = main(argv + (["--seed", str(seed)] if seed is not None else []))
+    assert rc == 0
+    return json.loads((out / "export_report.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def exports(fast_student_pt, export_data_dir, tmp_path_factory):
+    """Seed 3 twice (into two folders, the second from a copy of the calibration folder
+    whose files' times differ) and seed 4 once."""
+    root = tmp_path_factory.mktemp("provenance")
+    copy = root / "calib-copy"
+    shutil.copytree(export_data_dir / "calib", copy, copy_function=shutil.copyfile)
+    return {name: _export(fast_student_pt, export_data_dir, root / name, seed, calib)
+            for name, seed, calib in (("a", 3, None), ("b", 3, copy), ("c", 4, None))}
+
+
+def test_the_same_seed_builds_byte_identical_int8_artifacts(exports):
+    for fmt in _formats():
+        a, b, c = (next(r for r in exports[k]["results"] if r["format"] == fmt)
+                   for k in "abc")
+        assert a["status"] == b["status"] == c["status"] == "pass", fmt
+        assert _sha(a["file"]) == _sha(b["file"]), f"{fmt}: seed 3 twice built different files"
+        # Another seed: other crops, other activation ranges, another file.
+        assert _sha(a["file"]) != _sha(c["file"]), f"{fmt}: seeds 3 and 4 built the same file"
+
+
+def test_the_report_records_each_artifacts_sha256(exports):
+    for rep in exports.values():
+        for r in rep["results"]:
+            assert r["extra"]["file_sha256"] == _sha(r["file"])
+
+
+def test_the_report_records_the_calibration_set_and_seed(exports, export_data_dir):
+    a, b, c = (exports[k] for k in "abc")
+    cal = a["settings"]["calibration"]
+    assert a["settings"]["calib_seed"] == cal["seed"] == 3 and c["settings"]["calib_seed"] == 4
+    assert cal["source"] == [str(export_data_dir / "calib")]
+    assert cal["folders"] == [str((export_data_dir / "calib").resolve())]
+    # (--parity-images given: none of --calib is held out for parity)
+    assert cal["files"] == cal["images"] == len(list((export_data_dir / "calib").iterdir()))
+    assert cal["crops"] == 8 and cal["crop_size"] == 64
+    # The copy (other folder, other file times) has the same files; another seed other crops.
+    assert b["settings"]["calibration"]["files_digest"] == cal["files_digest"]
+    assert b["settings"]["calibration"]["crops_digest"] == cal["crops_digest"]
+    assert c["settings"]["calibration"]["files_digest"] == cal["files_digest"]
+    assert c["settings"]["calibration"]["crops_digest"] != cal["crops_digest"]
+
+
+def test_an_edited_calibration_image_changes_the_files_digest(fast_student_pt,
+                                                              export_data_dir, tmp_path):
+    import cv2
+
+    calib = tmp_path / "calib"
+    shutil.copytree(export_data_dir / "calib", calib)
+    first = sorted(calib.iterdir())[0]
+    img = cv2.imread(str(first))
+    img[0, 0] = 255 - img[0, 0]
+    cv2.imwrite(str(first), img)
+    from optimize.export_data import calibration_record
+    from optimize.export_options import ExportOptions
+    import numpy as np
+
+    crops = np.zeros((1, 3, 16, 16), np.float32)
+    o = ExportOptions(calib=str(calib))
+    edited = calibration_record(o, sorted(calib.iterdir()), 1, crops)
+    kept = calibration_record(o, sorted((export_data_dir / "calib").iterdir()), 1, crops)
+    assert edited["files_digest"] != kept["files_digest"]
+
+
+def test_the_report_records_the_weights_and_the_software(exports, fast_student_pt):
+    from runtime.host import library_versions
+
+    rep = exports["a"]
+    assert rep["weights_path"] == str(Path(fast_student_pt).resolve())
+    assert rep["weights_sha256"] == _sha(fast_student_pt)
+    env = rep["environment"]
+    for lib in ("onnx", "onnxruntime", "tensorflow", "ai_edge_litert", "nvidia_modelopt",
+                "torch"):
+        assert env[lib] == library_versions((lib,))[lib]
+    assert env["onnxruntime"] and env["python"] and env["device"] == "cpu"
+
+
+def test_a_negative_seed_is_refused_naming_the_flag(fast_student_pt, tmp_path, capsys):
+    from sharpen.cli import main
+
+    rc = main(["export", "--weights", str(fast_student_pt), "--formats", "onnx-int8",
+               "--out", str(tmp_path / "x"), "--seed", "-1", "--quiet"])
+    assert rc == 2
+    assert "--seed must be >= 0, got -1" in capsys.readouterr().err
