@@ -592,23 +592,22 @@ class Trainer:
             return
         differ = environment_changes(env, self._env)
         theirs = ck.get("data") or {}
-        # The count alone: the training files' digest takes in their mtimes, which a copy
-        # changes; the validation digest is of the images themselves.
-        if isinstance(theirs.get("train"), int) and theirs["train"] != self._data_sig.get("train"):
-            differ.append(f"training images: {theirs['train']} -> {self._data_sig.get('train')}")
-        if "val_digest" in theirs and theirs["val_digest"] != self._data_sig.get("val_digest"):
-            n0, n1 = theirs.get("val"), self._data_sig.get("val")
-            differ.append(f"validation images: {n0} -> {n1}" if n0 != n1
-                          else f"validation images: the same {n1}, but some differ")
+        # The training files by name, size and last bytes (a copy of them compares equal); a
+        # record of an older version, whose digest took in file times, by their count alone.
+        differ += data_changes(theirs, self._data_sig)
+        training = "train_digest" in theirs and theirs.get(
+            "train_digest_of") == self._data_sig.get("train_digest_of")
         if differ:
             warn(f"this run reads the settings of the run in {ref}, but its software, settings "
                  f"or data differ from those {p.name} records: {'; '.join(differ)}; its "
                  f"numbers can differ from {ref}'s (float sums depend on library versions and "
                  "thread counts)")
         else:
-            note(f"{same_code(env)}, library versions, torch threads, device and validation images "
-                 f"as the run in {ref} ({p.name}): with the same training data its "
-                 "metrics.jsonl and weights should come out the same")
+            note(f"{same_code(env)}, library versions, torch threads, device"
+                 f"{', training and' if training else ' and'} validation images as the run in "
+                 f"{ref} ({p.name})"
+                 + (": its" if training else ": with the same training data its")
+                 + " metrics.jsonl and weights should come out the same")
 
     def _append_jsonl(self, rec: dict) -> None:
         if not self.dist.main:

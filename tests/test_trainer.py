@@ -155,8 +155,8 @@ def test_a_runs_config_rerun_into_a_new_folder_is_compared_with_that_run(tmp_pat
     # "same code" in a clean checkout; a tree with uncommitted changes is not called the same
     from distill.provenance import same_code
     code = same_code(read_checkpoint(run / "last.pt")["environment"])
-    assert f"{code}, library versions, torch threads, device and validation images as the " \
-           f"run in {run} (last.pt)" in err, err
+    assert f"{code}, library versions, torch threads, device, training and validation images " \
+           f"as the run in {run} (last.pt): its metrics.jsonl" in err, err
     assert main(["train", "--config", str(run / "config.yaml"), f"out={tmp_path / 'two'}",
                  "--threads", "2", "--quiet"]) == 0
     err = capsys.readouterr().err
@@ -1240,6 +1240,71 @@ def test_a_resumed_run_says_when_its_labels_changed(tmp_path, capsys):
     assert ("the data changed since step 4 (training images: 3 -> 5); the run goes on with the "
             "new data") in said, said
     assert "data changed since step 4" in (tmp_path / "s" / "train.log").read_text()
+
+
+def test_a_copy_of_the_labels_is_the_same_data_and_an_edit_with_its_mtime_kept_is_not(
+        tmp_path, capsys):
+    """The training files' record took in their mtimes: a resume from a `cp -r` (or `rsync`
+    without -t) of the same label cache said the data changed ("relabelled?"), and a label
+    rewritten with its mtime put back read as the same data."""
+    import os
+    import shutil
+
+    import numpy as np
+
+    from distill.data.labels import run_labels
+    from distill.images import write_image
+
+    class Doubler:
+        device, config_name, weights_id, model = "cpu", "fake", "fake-weights", None
+
+        def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+            return np.clip(image * 2, 0, 1)
+
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        sharp = rng.random((40, 40, 3)).astype(np.float32)
+        write_image(tmp_path / "data" / "input" / f"im{i}.png", sharp * 0.5)
+        write_image(tmp_path / "data" / "target" / f"im{i}.png", sharp)
+    run_labels(str(tmp_path / "data"), tmp_path / "labels", teacher=Doubler(), tile=0,
+               overlap=0, progress=False)
+    ov = {"task": "student", "data.labels": tmp_path / "labels", "data.val": "",
+          "data.val_labels": tmp_path / "labels"}
+    with pytest.warns(SharpenWarning, match="are training images too"):   # labels == val
+        train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)
+    # A copy with new file times (shutil.copyfile keeps none), read in place of the original.
+    shutil.copytree(tmp_path / "labels", tmp_path / "copy", copy_function=shutil.copyfile)
+    shutil.rmtree(tmp_path / "labels")
+    (tmp_path / "labels").symlink_to(tmp_path / "copy")
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "s", 6, stop_after=2, **ov), quiet=True)
+    assert not [m for m in said if "data changed" in m], said
+    # One label rewritten (another teacher's output) and its mtime put back.
+    label = next((tmp_path / "copy" / "labels").glob("*.png"))
+    st = label.stat()
+    write_image(label, rng.random((40, 40, 3)).astype(np.float32))
+    os.utime(label, ns=(st.st_atime_ns, st.st_mtime_ns))
+    with runtime_warnings() as said:
+        train(tiny_cfg(tmp_path / "s", 6, **ov), quiet=True)
+    assert ("the data changed since step 4 (training images: the same 3, but some changed "
+            "(relabelled?))") in " ".join(said), said
+    capsys.readouterr()
+
+
+def test_an_older_versions_data_record_compares_the_training_files_by_count():
+    """A checkpoint of an older version recorded a training digest of names, sizes and mtimes,
+    which a copy of the same files does not match: it is read, by the count alone."""
+    from distill.data_checks import data_changes
+
+    now = {"train": 3, "train_digest": "new", "train_digest_of": "name, size, last 64 KiB",
+           "val": 1, "val_digest": "v"}
+    old = {"train": 3, "train_digest": "mtimes", "val": 1, "val_digest": "v"}
+    assert data_changes(old, now) == []
+    assert data_changes({**old, "train": 2}, now) == ["training images: 2 -> 3"]
+    assert data_changes({**old, "val_digest": "w"}, now) == [
+        "validation images: the same 1, but some changed (relabelled?)"]
+    assert data_changes({**now, "train_digest": "other"}, now) == [
+        "training images: the same 3, but some changed (relabelled?)"]
 
 
 def test_gt_train_joins_its_ground_truth_as_the_label(tmp_path):
