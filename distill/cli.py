@@ -422,8 +422,16 @@ def cmd_models(args: argparse.Namespace) -> int:
                     f"--height {h} --width {w}")
     names = list_students()
     checkpoints: dict[str, tuple] = {}   # a trained student's own layout (grown, blocks=1)
+    provenance: list[str] = []   # exported artifacts: how each was made, from its report
     if args.names:   # space or comma separated, as --weights everywhere
         args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))
+        from optimize.export_report import ARTIFACT_SUFFIXES, artifact_provenance
+        for n in [n for n in args.names if n.endswith(ARTIFACT_SUFFIXES) and Path(n).is_file()]:
+            provenance += artifact_provenance(n)
+            args.names.remove(n)
+        if provenance and not args.names:
+            print("\n".join(provenance))
+            return 0
         for n in args.names:
             if n not in names and names_a_file(n):
                 try:
@@ -500,6 +508,8 @@ def cmd_models(args: argparse.Namespace) -> int:
         # A colleague's best.pt: what to install and set to reproduce the numbers it carries.
         if isinstance(env := ck.get("environment"), dict):
             print(f"{name}: trained with {describe(env)}")
+    if provenance:
+        print("\n".join(provenance))
     return 0
 
 
@@ -1184,7 +1194,9 @@ def add_commands(sub) -> None:
     p.add_argument("--teacher", action="store_true", help="include Restormer configs")
     p.add_argument("names", nargs="*", metavar="NAME",
                    help="only these students: registered names, or checkpoints (a trained "
-                   "student's own layout, e.g. one grown or with blocks=1)")
+                   "student's own layout, e.g. one grown or with blocks=1); an exported "
+                   "artifact (.onnx, .tflite, .engine) says how it was made, from the "
+                   "export_report.json beside it that records its sha256")
     p.add_argument("--measure", action="store_true",
                    help="also time PyTorch CPU inference at this size on this machine")
     p.add_argument("--measure-runs", type=int, default=3, metavar="N",

@@ -13,6 +13,7 @@ LIBS = ("torch", "numpy", "opencv", "scikit_image")
 _NAMES = {"sharpen": "sharpen", "code": "commit", "python": "python", "torch": "torch",
           "numpy": "numpy", "opencv": "opencv", "scikit_image": "scikit-image",
           "onnxruntime": "onnxruntime", "ai_edge_litert": "ai-edge-litert",
+          "nvidia_modelopt": "nvidia-modelopt",
           "torch_threads": "torch threads", "device": "device"}
 
 

@@ -179,3 +179,54 @@ def table_legend(report: ExportReport) -> str:
     runs = "; ".join(f"{f}: {FORMATS[f].target}" for f in dict.fromkeys(seen))
     return (f"PASS means {'; '.join(gates)}; ship only PASS rows.\n"
             f"runs on: {runs}" if runs else f"PASS means {'; '.join(gates)}")
+
+
+# The file endings of exported artifacts (runtime.formats' suffixes end in these).
+ARTIFACT_SUFFIXES = (".onnx", ".tflite", ".engine")
+
+
+def artifact_provenance(path: str | Path) -> list[str]:
+    """How the artifact at `path` was made, in lines, from the export report beside it whose
+    row records its sha256 (`sharpen models ARTIFACT`): the format and verdict, the weights,
+    the software, the calibration set and seed. A file no report beside it records (one from a
+    device, copied next to its export folder's reports, or rebuilt since) is said so, with the
+    sha256 to look for."""
+    from distill.provenance import describe
+    from distill.teacher import file_hash
+
+    p = Path(path)
+    sha = file_hash(p, n=64)
+    found = []
+    for report_path in sorted(p.parent.glob("export_report*.json")):
+        from runtime.backends.provenance import read_report
+        report = read_report(report_path) or {}
+        for r in report.get("results") or []:
+            if isinstance(r, dict) and (r.get("extra") or {}).get("file_sha256") == sha:
+                found.append((report_path, report, r))
+    head = f"{p} (sha256 {sha[:16]})"
+    if not found:
+        return [f"{head}: no export report in {p.parent} records this file (its sha256 is no "
+                "row's extra.file_sha256): it is not a file an export there built and checked; "
+                "look for its sha256 in the export_report.json of the folder it was exported to"]
+    report_path, report, r = found[0]
+    settings = report.get("settings") or {}
+    lines = [f"{head}: {r.get('format')} of {report_path}, {str(r.get('status')).upper()}"
+             + (" (its export was interrupted)" if settings.get("interrupted") else "")]
+    sha_w = report.get("weights_sha256") or settings.get("weights_sha256")
+    lines.append(f"  weights: {report.get('weights_path') or report.get('weights')}"
+                 + (f" (sha256 {sha_w[:16]})" if sha_w else ""))
+    env = report.get("environment")
+    lines.append(f"  built with: {describe(env)}" if isinstance(env, dict) and env else
+                 "  built with: not recorded (exported by an older version)")
+    cal = settings.get("calibration")
+    if str(r.get("precision")).lower() == "int8":
+        if isinstance(cal, dict):
+            src = cal.get("source")
+            src = ", ".join(src) if isinstance(src, list) else src
+            lines.append(f"  calibration: {cal.get('crops')} crops of {cal.get('crop_size')} px, "
+                         f"seed {cal.get('seed')}, from {src} ({cal.get('images')} images, "
+                         f"files digest {cal.get('files_digest')})")
+        else:
+            lines.append("  calibration: images " + ", ".join(settings.get("calib_images") or [])
+                         + "; seed not recorded (exported by an older version: 0)")
+    return lines

@@ -124,3 +124,29 @@ def test_a_negative_seed_is_refused_naming_the_flag(fast_student_pt, tmp_path, c
                "--out", str(tmp_path / "x"), "--seed", "-1", "--quiet"])
     assert rc == 2
     assert "--seed must be >= 0, got -1" in capsys.readouterr().err
+
+
+def test_sharpen_models_says_how_an_artifact_was_made(exports, fast_student_pt, tmp_path,
+                                                      capsys):
+    """`sharpen models ARTIFACT`: the report row that records its sha256, read back as the
+    weights, the software and the calibration; a file that no report beside it records (a
+    device's copy that differs) is said to be no file the export built."""
+    from sharpen.cli import main
+
+    rep = exports["a"]
+    art = next(r["file"] for r in rep["results"] if r["format"] == "onnx-int8")
+    assert main(["models", art]) == 0
+    out = capsys.readouterr().out
+    cal = rep["settings"]["calibration"]
+    assert f"{art} (sha256 {_sha(art)[:16]}): onnx-int8 of " in out, out
+    assert f"weights: {Path(fast_student_pt).resolve()} (sha256 {_sha(fast_student_pt)[:16]})" \
+        in out
+    assert f"onnxruntime {rep['environment']['onnxruntime']}" in out
+    assert (f"calibration: 8 crops of 64 px, seed 3, from {cal['source'][0]} (3 images, files "
+            f"digest {cal['files_digest']})") in out
+    # Seed 4's file beside seed 3's report: not the file that export built.
+    other = Path(art).parent / "device_int8.onnx"
+    shutil.copyfile(next(r["file"] for r in exports["c"]["results"]
+                         if r["format"] == "onnx-int8"), other)
+    assert main(["models", str(other)]) == 0
+    assert "no export report in" in capsys.readouterr().out
