@@ -13,6 +13,7 @@ import inspect
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 import time
@@ -922,6 +923,20 @@ def _check_stats_path(path: Union[str, Path], what: str) -> None:
         raise SinkError(f"{what}: the stats go to a file, rewritten while the run goes on "
                         "(its state, then how it ended), which '-' (stdout) cannot be; give a "
                         "file name (e.g. stats.json), or ./- for a file named '-'")
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = None
+    # /dev/stdout is a link to /proc/self/fd/1, a plain file when the output is redirected.
+    special = any(p.startswith(("/dev/", "/proc/"))
+                  for p in (os.path.abspath(path), os.path.realpath(path)))
+    if special or (mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
+        # The refresh renames a new file over the path: as root in a container, /dev/stdout
+        # or /dev/null itself would become a plain file, and a monitor's FIFO got nothing.
+        raise SinkError(f"{what} is not a regular file (a device, pipe or socket, such as "
+                        "/dev/stdout): the stats file is replaced by a rename at every "
+                        "refresh, which would put a plain file in its place; give a file name "
+                        "(e.g. stats.json) and read it with jq or cat")
     _check_writable(path, what)
 
 

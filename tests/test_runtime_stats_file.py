@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import stat
 import shutil
 import signal
 import subprocess
@@ -505,8 +506,10 @@ def test_a_stats_path_that_is_a_fifo_or_another_programs_json_is_not_read_or_rep
         with contextlib.suppress(OSError):   # a writer lets a reader stuck on it go
             os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
         raise AssertionError("the run never got past reading the FIFO --stats names") from None
-    assert r.returncode == 0, r.stderr
-    assert _read(fifo)["state"] == "done", r.stderr   # replaced at the run's start, as before
+    # Refused before anything: the refresh's rename would have put a plain file in its place.
+    assert r.returncode == 2, r.stderr
+    assert "not a regular file" in r.stderr and str(fifo) in r.stderr, r.stderr
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)
 
     theirs = tmp_path / "status.json"
     text = json.dumps({"state": "running", "pid": 1, "service": "nginx"})
@@ -577,3 +580,15 @@ def test_the_readmes_health_check_passes_a_live_run_only_and_fails_cleanly_on_ev
         assert r.returncode == 1 and not r.stderr, (name, r.returncode, r.stderr)
     seen.write_text(json.dumps({**alive, "last_frame_at": now, "updated_at": now}))
     assert check(seen).returncode == 0   # the same file, healthy: the fields above decide
+
+
+@pytest.mark.parametrize("path", ["/dev/null", "/dev/stdout", "/dev/stderr"])
+def test_a_stats_path_on_a_device_is_refused_by_name(path):
+    """`--stats /dev/stdout` (stats in a container's log) had the refresh rename a plain file
+    over /dev/stdout itself where the run could write /dev (root in a container): the stats
+    file is rewritten, never appended, so no device or /proc link can take it."""
+    from runtime.pipeline import _check_stats_path
+    from runtime.sinks import SinkError
+    with pytest.raises(SinkError, match="not a regular file") as e:
+        _check_stats_path(path, f"--stats {path}")
+    assert f"--stats {path}" in str(e.value)
