@@ -44,7 +44,7 @@ MATRICES = ("bt709", "bt470bg", "smpte170m", "smpte240m", "bt2020nc", "bt2020c",
 
 
 def taggable(path: str | os.PathLike) -> bool:
-    """Whether a video written as `path` can say its colours (`runtime/sinks.py` FOURCC)."""
+    """Whether a video written as `path` can say its colours (`runtime/video_sink.py` FOURCC)."""
     return Path(path).suffix.lower() in (*CONTAINER_TAGGED, *MPEG2_TAGGED)
 
 

@@ -26,8 +26,9 @@ import numpy as np
 from .console import count
 from .options import option
 from .prepost import FrameOutOfMemory, is_out_of_memory
-from .sinks import Sink, SinkError, letterbox
+from .sinks import Sink, SinkError
 from .source_base import Frame, Note, Source, SourceError, _no_note
+from .video_sink import letterbox
 from .y4m import PIPE_HINT, Y4MError, Y4MReader, Y4MWriter
 
 STDIO = "-"

@@ -239,7 +239,7 @@ def camera_stream(folder: Path, frames: int, once: bool = False) -> Iterator[str
     written on a busy machine (a live run stops at once, the queued frames unwritten).
     `once`: not there again after it drops off, each later request refused, as a camera
     rebooting."""
-    from runtime.sinks import fourcc_for
+    from runtime.video_sink import fourcc_for
 
     video = folder / "cam.ts"
     h, w = textured_frame(0).shape[:2]

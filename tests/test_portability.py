@@ -203,7 +203,8 @@ def test_a_video_that_cannot_replace_its_output_is_kept_under_a_visible_name(tmp
     run's. It is kept beside the output, and the message says where and the likely cause."""
     import cv2
 
-    from runtime.sinks import SinkError, VideoFileSink
+    from runtime.sinks import SinkError
+    from runtime.video_sink import VideoFileSink
 
     def frames_in(path) -> int:
         cap, n = cv2.VideoCapture(str(path)), 0
@@ -321,7 +322,7 @@ def test_free_disk_space_is_known_without_statvfs(tmp_path):
     filled the disk (OpenCV's writer drops what does not fit, silently) ended as a success."""
     import shutil
 
-    from runtime.sinks import free_bytes
+    from runtime.video_sink import free_bytes
 
     free = free_bytes(tmp_path, system="win32")
     assert free is not None and abs(free - shutil.disk_usage(tmp_path).free) < 1 << 30

@@ -434,7 +434,7 @@ def test_a_recording_a_killed_container_left_is_kept_aside_by_the_next(tmp_path,
     its leftover here, named with this process's number, as a container's run finds it."""
     import cv2
     from runtime.pipeline import run_stream
-    from runtime.sinks import fourcc_for
+    from runtime.video_sink import fourcc_for
     from runtime.warn import SharpenWarning
     from runtime_fixtures import FRAME_H, FRAME_W, textured_frame
     out = tmp_path / "cam.ts"

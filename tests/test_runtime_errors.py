@@ -576,7 +576,8 @@ def test_skipped_inputs_are_warnings_from_python_and_warning_lines_on_the_comman
 def test_a_video_that_did_not_get_written_is_an_error_not_done(tmp_path, onnx_model):
     """OpenCV's writer drops what does not fit on a full disk without a word: the run said
     'done', exit 0, and left an MP4 without its index under the final name."""
-    from runtime.sinks import SinkError, VideoFileSink
+    from runtime.sinks import SinkError
+    from runtime.video_sink import VideoFileSink
 
     out = tmp_path / "v.mp4"
     sink = VideoFileSink(out, 10)
@@ -592,10 +593,10 @@ def test_a_video_that_did_not_get_written_is_an_error_not_done(tmp_path, onnx_mo
 
 
 def test_a_full_disk_stops_the_run_with_an_error(tmp_path, capsys, onnx_model, monkeypatch):
-    import runtime.sinks as sinks
+    import runtime.video_sink as video_sink
 
-    monkeypatch.setattr(sinks, "DISK_CHECK_EVERY", 2)
-    monkeypatch.setattr(sinks, "free_bytes", lambda folder: 0)   # the statvfs answer
+    monkeypatch.setattr(video_sink, "DISK_CHECK_EVERY", 2)
+    monkeypatch.setattr(video_sink, "free_bytes", lambda folder: 0)   # the statvfs answer
     src = tmp_path / "in.mp4"
     write_video(src, n=8)
     out = tmp_path / "o" / "v.mp4"
@@ -608,7 +609,7 @@ def test_a_full_disk_stops_the_run_with_an_error(tmp_path, capsys, onnx_model, m
 
 
 def test_two_video_sinks_into_one_file_do_not_share_a_temp_file(tmp_path):
-    from runtime.sinks import VideoFileSink
+    from runtime.video_sink import VideoFileSink
 
     dead = tmp_path / ".v.4194999.abcdefgh.partial.mp4"   # above any pid_max: a dead run's
     dead.write_bytes(b"half a video")
@@ -629,7 +630,7 @@ def test_two_video_sinks_into_one_file_do_not_share_a_temp_file(tmp_path):
 _RECORDER = """
 import sys
 import numpy as np
-from runtime.sinks import VideoFileSink
+from runtime.video_sink import VideoFileSink
 sink, rng, n = VideoFileSink(sys.argv[1], 30.0), np.random.default_rng(0), 0
 while True:
     f = rng.integers(0, 255, (96, 128, 3), np.uint8)
@@ -679,7 +680,7 @@ def test_a_killed_recording_is_kept_beside_its_output_and_said_once(tmp_path, ex
     is kept now under a visible name of its last write's time, never over another file."""
     import time
 
-    from runtime.sinks import VideoFileSink
+    from runtime.video_sink import VideoFileSink
 
     out = tmp_path / f"day{ext}"
     left = _killed_recording(out)
@@ -712,7 +713,7 @@ def test_a_killed_mp4_recording_is_kept_and_the_way_to_rebuild_it_is_said(tmp_pa
     import shlex
     import subprocess
 
-    from runtime.sinks import VideoFileSink
+    from runtime.video_sink import VideoFileSink
     from runtime_fixtures import find_ffmpeg
 
     out = tmp_path / f"day{ext}"
@@ -743,7 +744,7 @@ def test_a_killed_mp4_recording_is_kept_and_the_way_to_rebuild_it_is_said(tmp_pa
 
 def test_a_killed_recording_that_holds_no_frame_is_removed(tmp_path):
     """Killed before its first frame reached the disk: nothing worth a file of its own."""
-    from runtime.sinks import VideoFileSink
+    from runtime.video_sink import VideoFileSink
 
     # Cut to what precedes the first frame: two 188-byte MPEG-TS packets (PAT, PMT), the
     # MP4 boxes before the frames (ftyp, free, the mdat header).
@@ -760,7 +761,7 @@ def test_a_killed_recording_that_holds_no_frame_is_removed(tmp_path):
 def test_a_large_killed_recording_that_opencv_cannot_read_is_kept(tmp_path):
     """One failed OpenCV probe deleted whatever it could not open: a recording of megabytes
     whose start was damaged (a power cut mid-write) is kept for ffmpeg or VLC to try."""
-    from runtime.sinks import UNREAD_KEPT_BYTES, VideoFileSink
+    from runtime.video_sink import UNREAD_KEPT_BYTES, VideoFileSink
 
     out = tmp_path / "day.ts"
     left = _killed_recording(out, at_least=1)
@@ -782,7 +783,7 @@ def test_a_killed_recording_on_a_file_system_without_hard_links_takes_no_ones_na
     (after the look that found the name free) was overwritten; the name is taken first now."""
     import errno
 
-    from runtime.sinks import VideoFileSink
+    from runtime.video_sink import VideoFileSink
 
     out = tmp_path / "day.ts"
     left = _killed_recording(out)
@@ -824,7 +825,7 @@ def test_a_killed_recording_kept_by_a_run_killed_in_turn_loses_its_hidden_name(t
     left the hidden name beside the kept file for good, looked into by every run after."""
     import time
 
-    from runtime.sinks import VideoFileSink
+    from runtime.video_sink import VideoFileSink
 
     out = tmp_path / "day.ts"
     left = _killed_recording(out)
@@ -874,7 +875,7 @@ def test_a_killed_recording_this_user_cannot_read_is_left_alone(tmp_path):
 _UNPRIVILEGED_RUN = """
 import os, sys, warnings
 import numpy as np
-from runtime.sinks import VideoFileSink
+from runtime.video_sink import VideoFileSink
 # This Python's standard library may lie in root's home, out of nobody's reach: what the
 # sink imports lazily (signal, via cli_errors) is imported before the switch.
 import runtime.cli_errors
@@ -893,7 +894,7 @@ sink.close()
 
 
 def test_an_output_that_cannot_start_leaves_no_temp_file(tmp_path):
-    from runtime.sinks import VideoFileSink
+    from runtime.video_sink import VideoFileSink
 
     VideoFileSink(tmp_path / "v.mp4", 10).close()   # no frame came
     assert not list(tmp_path.iterdir())
@@ -903,7 +904,8 @@ def test_a_video_writer_that_does_not_open_leaves_its_reason_on_stderr(tmp_path,
     """Opening the writer hid all it wrote to fd 2, FFmpeg's reason for refusing (OpenCV's
     'Could not open codec mpeg4') with its note that it maps a tag itself; only the note is
     dropped now."""
-    from runtime.sinks import SinkError, VideoFileSink
+    from runtime.sinks import SinkError
+    from runtime.video_sink import VideoFileSink
 
     wide = np.zeros((16, 8200, 3), np.uint8)   # wider than MPEG-4 takes
     with pytest.raises(SinkError, match="the mp4v codec cannot store 8200x16 frames"):
@@ -1388,7 +1390,7 @@ def test_stream_that_never_answers_fails_within_the_timeout(monkeypatch, silent_
 @pytest.mark.parametrize("ext", [".webm", ".mkv", ".ts", ".avi", ".mov"])
 def test_each_video_container_is_written_with_a_codec_it_takes(tmp_path, ext):
     """mp4v in a .webm used to fail at the first frame; each container now gets its codec."""
-    from runtime.sinks import VideoFileSink, fourcc_for
+    from runtime.video_sink import VideoFileSink, fourcc_for
 
     yy, xx = np.mgrid[0:48, 0:64]   # smooth, so that a low bit rate keeps it
     frame = np.stack([xx * 4, yy * 5, 255 - xx * 3], -1).astype(np.uint8)
@@ -1525,7 +1527,7 @@ def test_spec_kind_agrees_with_the_source_opened(tmp_path):
 
 
 def test_an_odd_frame_size_in_a_video_is_said(tmp_path):
-    from runtime.sinks import VideoFileSink
+    from runtime.video_sink import VideoFileSink
 
     sink = VideoFileSink(tmp_path / "v.mp4", 10)
     frame = np.full((25, 33, 3), 128, np.uint8)

@@ -18,7 +18,8 @@ from runtime_fixtures import (band_index, onnx_model, run_cli, runtime_warnings,
                               textured_frame)
 
 from runtime.pipeline import run_stream  # noqa: E402
-from runtime.sinks import VIDEO_OUTPUT_EXTS, SinkError, fourcc_for  # noqa: E402
+from runtime.sinks import VIDEO_OUTPUT_EXTS, SinkError  # noqa: E402
+from runtime.video_sink import fourcc_for  # noqa: E402
 from runtime.sources import (ESTIMATED_COUNT_EXTS, SourceError, VideoSource,  # noqa: E402
                              open_source)
 

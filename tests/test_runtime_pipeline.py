@@ -1417,7 +1417,8 @@ def test_a_live_video_left_out_frame_is_still_shown_in_the_window(tmp_path):
     """Frames a live video leaves out (a source faster than its rate) were left out of --show's
     window beside it too, which plays no rate: it showed a 50 fps camera at 25 fps."""
     from runtime.pipeline import _END, _write_loop
-    from runtime.sinks import MultiSink, Sink, VideoFileSink
+    from runtime.sinks import MultiSink, Sink
+    from runtime.video_sink import VideoFileSink
     from runtime.source_base import Frame
     from runtime.stats import Stats
 

@@ -382,7 +382,7 @@ def test_a_run_whose_video_was_discarded_leaves_no_record_to_resume_the_older_vi
     """A run that wrote frames but whose video did not take the name (a full disk) leaves the
     earlier run's video there: a record of this run's progress would have --resume join that
     whole video to the frames after this run's last (a video of nearly twice the length)."""
-    import runtime.sinks as sinks
+    import runtime.video_sink as video_sink
     from runtime_fixtures import run_cli
 
     out = tmp_path / "sharp.mp4"
@@ -390,8 +390,8 @@ def test_a_run_whose_video_was_discarded_leaves_no_record_to_resume_the_older_vi
             str(out), "--threads", "1", "--quiet"]
     assert run_cli(argv) == 0
     kept = out.read_bytes()
-    monkeypatch.setattr(sinks, "DISK_CHECK_EVERY", 5)
-    monkeypatch.setattr(sinks, "free_bytes", lambda folder: 0)   # the statvfs answer
+    monkeypatch.setattr(video_sink, "DISK_CHECK_EVERY", 5)
+    monkeypatch.setattr(video_sink, "free_bytes", lambda folder: 0)   # the statvfs answer
     assert run_cli(argv) == 2
     err = capsys.readouterr().err
     assert "the disk is full" in err and "written before the error" not in err, err

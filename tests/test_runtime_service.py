@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from runtime.sinks import fourcc_for
+from runtime.video_sink import fourcc_for
 from tests.runtime_fixtures import camera_stream, cli_module, make_onnx_model, textured_frame
 
 
@@ -386,7 +386,7 @@ def test_a_killed_joins_listing_is_removed_by_the_next_run_into_the_output(tmp_p
     (.day.PID.XXXXXXXX.txt) beside the output, which no cleanup knew: one more file each
     time. The next run into the output removes it once its process is gone; a live run's
     list, and a user's hidden .txt of another content, stay."""
-    from runtime.sinks import VideoFileSink
+    from runtime.video_sink import VideoFileSink
 
     rec = tmp_path / "rec"
     rec.mkdir()

@@ -21,7 +21,7 @@ import pytest
 from runtime_fixtures import ffmpeg_or_skip, one_op_model, run_cli, runtime_warnings
 
 from runtime.colour_tags import source_colours
-from runtime.sinks import VideoFileSink
+from runtime.video_sink import VideoFileSink
 
 W, H, FPS, FRAMES = 64, 48, 10, 6
 # BGR: 75% bars, then greys, a sky blue and a green; 4 a row, 3 rows of 16x16 blocks

@@ -1,0 +1,951 @@
+"""The video-file sink: `VideoFileSink` writes the sharpened frames to a video in the codec of
+its container (`FOURCC`), under a temporary name renamed on close, so an interrupted run leaves
+a complete, playable file and never a half-written one under the final name.
+
+Around the writing: a resumed run's recording joined to the earlier one, free-space checks
+while frames are written, an earlier recording under the name set aside rather than replaced,
+and after the close the source's sound muxed in and the colours tagged (with ffmpeg).
+"""
+from __future__ import annotations
+from __future__ import annotations
+
+import contextlib
+import glob
+import itertools
+import math
+import os
+import re
+import shlex
+import stat
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from .atomic import new_file_mode, sync_folder
+from .atomic import pid_alive as _pid_alive
+from .audio import ENV, ISO_EXTS, MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, find_ffmpeg
+from .colour_tags import (copy_tagged, players_guess_hd, source_colours, tag_options, taggable,
+                          wants_tags)
+from .console import count, quiet_native_stderr, shell_quote
+from .hdr import colr_values
+from .options import option
+from .prepost import to_8bit
+from .sinks import Sink, SinkError, folders_to_make, make_folder, remove_if_empty
+from .warn import warn
+
+
+# The codec each container is written with; mp4v (MPEG-4 Part 2) for the rest. WebM needs VP8
+# (what browsers play; mp4v in .webm does not open), MPEG program/transport streams MPEG-2, FLV
+# its own codec. H.264 is not here: pip's OpenCV builds do not ship its encoder.
+FOURCC = {".webm": "VP80", ".ogv": "VP80", ".mpg": "MPG2", ".mpeg": "MPG2", ".ts": "MPG2",
+          ".mts": "MPG2", ".m2ts": "MPG2", ".flv": "FLV1", ".wmv": "WMV2"}
+DEFAULT_FOURCC = "mp4v"
+DISK_CHECK_EVERY = 30           # frames between free-space checks while a video is written
+DISK_FULL_BYTES = 64 * 1024     # less free than this: the writer has been dropping data
+DISK_BLOCK_BYTES = 4096         # at the end, less than a block free: the last writes were lost
+
+
+# What FFmpeg says through OpenCV when it maps a codec's tag itself ("OpenCV: FFMPEG: tag
+# 0x30385056/'VP80' is not supported with codec id 139 and format 'webm / WebM'", "... fallback
+# to use tag 0x..."): it reads like a failure and is none. What else a writer says on opening
+# (why it did not: "dimensions too large for MPEG-4") reaches stderr.
+FFMPEG_TAG_NOISE = re.compile(r"OpenCV: FFMPEG: (tag 0x[0-9a-fA-F]+/'.*' is not supported with "
+                              r"codec id|fallback to use tag 0x)")
+
+
+def fourcc_for(path: str | os.PathLike) -> str:
+    return FOURCC.get(Path(path).suffix.lower(), DEFAULT_FOURCC)
+
+
+class VideoFileSink(Sink):
+    """Video of the sharpened frames, same size and fps as the source, in the container's codec
+    (`FOURCC`)."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, flags: bool = False) -> None:
+        """`flags`: messages name `sharpen run`'s flags, not run_stream's keywords."""
+        self.path = Path(path)
+        self.fps = fps if fps and fps > 0 else 30.0
+        self.flags = flags
+        self._made = folders_to_make(self.path.parent)   # removed again if no video is written
+        make_folder(self.path.parent, option("output", self.path, flags))
+        self.tmp: Optional[Path] = None   # made with the first frame
+        self._own: set[Path] = set()   # the hidden files `_temp_file` made for this sink
+        self._broken = False
+        self.writer: Optional[cv2.VideoWriter] = None
+        self.size: Optional[tuple[int, int]] = None
+        self.frames = 0
+        self.resized = 0
+        self.deep_warned = False
+        self._last: Optional[np.ndarray] = None
+        # The video file whose sound is copied in at close (run_stream sets it for a file
+        # source; `audio_live`: a run that drops frames, which would put the sound out of step).
+        self.audio_source: Optional[str] = None
+        self.audio_live = False
+        # A camera's or live stream's recording, which no rerun makes again: one that an earlier
+        # run left under this name is kept beside it, not replaced (a service restarted after
+        # its camera dropped off replaced the hours before at every restart). run_stream sets it.
+        self.keep_previous = False
+        self.source_fps = 0.0   # the source's rate (0: unknown), where --fps may differ
+        # ((num, den), source): a source of non-square pixels, whose ratio the video lacks
+        self.source_sar: Optional[tuple[tuple[int, int], str]] = None
+        # A resumed run's: the video the stopped run left, whose `joined_frames` come before
+        # this run's in the output (`join`).
+        self.joined: Optional[Path] = None
+        self.joined_frames = 0
+        self._join_ffmpeg: Optional[str] = None
+        self._joined_stat: Optional[tuple[int, int]] = None   # `joined`'s size and time then
+        self.replaced = False   # this run's video took the output's name
+        # The video file the frames came from, whose primaries and transfer the video is
+        # tagged with (runtime/colour_tags.py); run_stream sets it for a file source.
+        self.colour_source: Optional[str] = None
+        self._colour: Optional[tuple[Optional[str], list[str], bool]] = None
+        self._tagged = False   # an ffmpeg copy wrote the colour tags
+        # Why the copy at close that would tag them is not tried: the join's or the sound's
+        # copy found them refused (an ffmpeg without mpeg2_metadata), or was stopped (Ctrl-C).
+        self._not_tagged = ""
+
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        if sharpened.dtype == np.uint16:   # video codecs here take 8 bits
+            if not self.deep_warned:
+                warn(f"{name}: 16-bit results are written as 8-bit video (write an image "
+                     f"folder, {option('output', 'DIR', self.flags)}, to keep 16 bits in PNG)")
+                self.deep_warned = True
+            sharpened = to_8bit(sharpened)
+        h, w = sharpened.shape[:2]
+        if self.writer is None:
+            self.tmp = self._temp_file()
+            codec = fourcc_for(self.path)
+            # FFmpeg's note that it maps the tag itself is dropped; whether the writer opened
+            # is checked right after, and the reason sought when it did not.
+            with quiet_native_stderr(FFMPEG_TAG_NOISE):
+                self.writer = cv2.VideoWriter(str(self.tmp), cv2.VideoWriter.fourcc(*codec),
+                                              self.fps, (w, h))
+            if not self.writer.isOpened():
+                raise SinkError(f"cannot open video writer for {self.path} ({codec}, {w}x{h}): "
+                                f"{_why_unwritable(self.tmp, codec, (w, h), self.fps, self.flags)}")
+            if w % 2 or h % 2:   # FFmpeg's encoders drop it without a word
+                warn(f"{self.path}: {w}x{h} frames are stored as {w - w % 2}x{h - h % 2} (the "
+                     "video codec takes even sizes: the last "
+                     f"{'column and row' if w % 2 and h % 2 else 'column' if w % 2 else 'row'} "
+                     f"is dropped); write an image folder ({option('output', 'DIR', self.flags)}) "
+                     "to keep every pixel")
+            self.size = (w, h)
+            if self.joined is not None and self._join_ffmpeg is None:
+                try:
+                    self._encode_joined()
+                except BaseException:
+                    self._broken = True   # not a video of part of the stopped run's frames
+                    raise
+        elif (w, h) != self.size:
+            # A video has one size; fitting keeps the file valid if a stream changes resolution
+            # (or a folder mixes sizes), and the picture's proportions (stretched, a portrait
+            # photo in a landscape video came out squashed).
+            if not self.resized:
+                warn(f"{name}: {w}x{h} frames are resized to fit the video's "
+                     f"{self.size[0]}x{self.size[1]} (the first frame's size), black bars "
+                     "keeping their aspect ratio")
+            self.resized += 1
+            sharpened = letterbox(sharpened, self.size)
+        self.writer.write(sharpened)
+        self.frames += 1
+        self._last = sharpened
+        if self.frames % DISK_CHECK_EVERY == 0:
+            try:
+                self._check_disk()
+            except SinkError:
+                self._broken = True   # close() discards it rather than naming half a video
+                raise
+
+    def join(self, earlier: Path, frames: int) -> None:
+        """Make the output `earlier`'s `frames` followed by this run's (a resumed run). With
+        ffmpeg, joined at close by a stream copy: the earlier frames keep their encoding. Without
+        it, OpenCV cannot append to a video, so they are decoded and encoded again ahead of this
+        run's: a second lossy encode of those frames, said once."""
+        from .audio import find_ffmpeg
+        self.joined, self.joined_frames = earlier, frames
+        st = os.stat(earlier)
+        self._joined_stat = (st.st_size, st.st_mtime_ns)
+        self._join_ffmpeg, why = find_ffmpeg()
+        if self._join_ffmpeg is None:
+            # Why there is none: a SHARPEN_FFMPEG that names no executable was said to be unset.
+            warn(f"{option('output', self.path, self.flags)}: the {frames} frames the stopped "
+                 f"run wrote are encoded a second time ahead of this run's ({why}, and only "
+                 "ffmpeg joins videos without it: install one, or set SHARPEN_FFMPEG, to keep "
+                 "them as they are)")
+
+    def _check_joined(self) -> None:
+        """The earlier video is the output itself, which another run into it (a plain rerun in
+        a second terminal) may have replaced meanwhile: all of that one joined to this run's
+        frames made a video of nearly twice the length."""
+        try:
+            st = os.stat(self.joined)
+            now: Optional[tuple[int, int]] = (st.st_size, st.st_mtime_ns)
+        except OSError:
+            now = None
+        if now != self._joined_stat:
+            raise SinkError(f"{option('output', self.path, self.flags)}: {self.joined} was "
+                            f"{'removed' if now is None else 'replaced'} while this run went "
+                            "on (by another run into it?): this run's frames, which go after "
+                            f"the stopped run's {self.joined_frames}, are discarded, and what "
+                            "is there is left as it is")
+
+    def _encode_joined(self) -> None:
+        self._check_joined()
+        cap = cv2.VideoCapture(str(self.joined))
+        try:
+            for n in range(self.joined_frames):
+                ok, img = cap.read()
+                if not ok:
+                    raise SinkError(f"{option('output', self.path, self.flags)}: {self.joined} "
+                                    f"gave {n} of the {self.joined_frames} frames the stopped "
+                                    "run wrote; run without --resume")
+                if (img.shape[1], img.shape[0]) != self.size:
+                    img = letterbox(img, self.size)
+                self.writer.write(img)
+        finally:
+            cap.release()
+        self.frames += self.joined_frames
+
+    def _concat_joined(self) -> None:
+        """The earlier video then this run's, its pictures copied (an earlier part's sound,
+        copied in when it closed, is left: the whole is given the source's at close). Run as
+        the sound's copy is (audio._run): in a session of its own, so that a terminal's Ctrl-C,
+        which the run takes as "finish what you are doing", does not stop it, and given the
+        time a slow disk takes to copy hours of video."""
+        import subprocess
+
+        from .audio import MUX_TIMEOUT_S, SLOW_DISK_BYTES_S, _run, video_lead
+        fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.{os.getpid()}.", suffix=".txt",
+                                    dir=self.path.parent)
+        os.close(fd)
+        listing, joined = Path(name), self._temp_file()
+        try:
+            # The earlier part's own length, not its file's: its sound, copied in when it
+            # closed, ends with its last AAC packet, past its last frame, and ffmpeg starts the
+            # next file after the longer stream (this run's frames came up to 42 ms late, and
+            # the sound's copy at close then cut the last one). Counted from the file's start,
+            # which in MPEG-TS is the sound's, a packet before the first frame.
+            seconds = (video_lead(self.joined, self._join_ffmpeg)
+                       + self.joined_frames / self.fps)
+            listing.write_text("".join(
+                "file '" + str(p.resolve()).replace("'", "'\\''") + "'\n"
+                + (f"duration {seconds:.6f}\n" if p == self.joined else "")
+                for p in (self.joined, self.tmp)))
+            limit = MUX_TIMEOUT_S + 2 * (os.path.getsize(self.joined)
+                                         + os.path.getsize(self.tmp)) / SLOW_DISK_BYTES_S
+            # An AVI times a frame by its place, and the sound's copy into the earlier part
+            # moved all its frames but the first a place on (AAC's encoder delay, before 0,
+            # moves every stream later): joined so, and moved again by the whole's copy at
+            # close, the last frame was cut. Its frames are put back in their places, one
+            # after another (an ffmpeg before 4.4, without setts, joins them as they are).
+            tries = ([["-bsf:v", "setts=ts=N"], []] if self.path.suffix.lower() == ".avi"
+                     else [[]])
+            # Tagged (runtime/colour_tags.py), else untagged: an ffmpeg that refuses the tags
+            # (one built without mpeg2_metadata) still joins the frames.
+            colour = self._colour_options()[1]
+            refused = ""
+            for renumber, tags in [(r, t) for t in ([colour, []] if colour else [[]])
+                                   for r in tries]:
+                try:
+                    done = _run([self._join_ffmpeg, "-hide_banner", "-nostdin", "-loglevel",
+                                 "error", "-y", "-f", "concat", "-safe", "0", "-i",
+                                 str(listing), "-map", "0:v:0", "-c", "copy", *renumber,
+                                 *tags, str(joined)], limit)
+                except subprocess.TimeoutExpired:
+                    why = f"it had not finished after {limit:.0f} s"
+                    break
+                except (OSError, subprocess.SubprocessError) as exc:
+                    why = f"{self._join_ffmpeg} did not run: {exc}"
+                    break
+                lines = done.stderr.strip().splitlines()
+                why = ("" if not done.returncode and joined.stat().st_size
+                       else lines[-1] if lines else f"exit code {done.returncode}")
+                if not why:
+                    break
+                refused = refused or (why if tags else "")
+            if why:
+                raise SinkError(f"{option('output', self.path, self.flags)}: ffmpeg could not "
+                                f"join {self.joined} and this run's frames ({why}); the "
+                                "earlier video is left as it was")
+            os.replace(joined, self.tmp)
+            joined = None
+            self._tagged = bool(tags)
+            self._not_tagged = "" if tags else refused
+        finally:
+            listing.unlink(missing_ok=True)
+            if joined is not None:
+                joined.unlink(missing_ok=True)
+        self.frames += self.joined_frames
+
+    def repeat_last(self, n: int) -> int:
+        if self.writer is None or self._last is None or n <= 0:
+            return 0
+        for _ in range(n):
+            self.writer.write(self._last)
+        self.frames += n
+        return n
+
+    def _temp_file(self) -> Path:
+        """A hidden name of this run's own beside the output (two runs may write the same --out
+        at once), the real extension last (OpenCV picks the container from it), with the pid
+        in it: what a killed run left is removed here, once that process is gone."""
+        from .run_lock import holds_output
+        folder, stem, ext = self.path.parent, self.path.stem, self.path.suffix
+        mine = re.compile(rf"^\.{re.escape(stem)}\.(\d+)\.[^.]+\.partial{re.escape(ext)}$")
+        # A container's run is process 1, as the run a kill cut short there was: under the
+        # output's lock no other run writes into it, and one under this process's number that
+        # this sink did not make is the killed run's (it stayed hidden, one more a kill).
+        alone = None
+        for old in folder.glob(f".{glob.escape(stem)}.*.partial{glob.escape(ext)}"):
+            m = mine.match(old.name)
+            if not m or old in self._own:
+                continue
+            pid = int(m.group(1))
+            if pid == os.getpid():
+                if alone is None:
+                    alone = holds_output(self.path)
+                if not alone:
+                    continue
+            elif _pid_alive(pid):
+                continue
+            self._keep_or_remove(old, pid)
+        _remove_killed_listings(folder, stem)
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
+                                   dir=folder)
+        os.close(fd)
+        self._own.add(Path(tmp))
+        return Path(tmp)
+
+    def _keep_or_remove(self, old: Path, pid: int) -> None:
+        """What a killed run (SIGKILL, a power cut) left: a recording of hours, which MPEG-TS,
+        MKV, AVI and the rest play up to the cut, is renamed beside the output and said once;
+        one without a frame is removed. MP4/MOV hold their frames but no index (written at
+        close), so no player opens them; kept too, with the ffmpeg command that rebuilds them.
+        Measured (a writer SIGKILLed at 300 frames of 64x64): all but the writer's last 256 KB
+        read back from .ts .mpg .mkv .webm .avi .flv .wmv .ogv, nothing from .mp4 .mov .m4v
+        .3gp ('moov atom not found') until rebuilt, then as many as a closed file's."""
+        try:
+            st = old.stat()
+            # Another user's (mkstemp makes it owner-only): what OpenCV cannot open is no
+            # proof of an empty file, and a day of someone's footage was removed as one.
+            with open(old, "rb"):
+                pass
+        except FileNotFoundError:
+            return   # another run starting into the same output took it
+        except OSError as exc:
+            self._left_alone(old, pid, exc)
+            return
+        plays = _first_frame_reads(old)
+        when = time.localtime(st.st_mtime)
+        ext = self.path.suffix
+        try:
+            mp4_frames = _mp4_frame_bytes(old)
+            # OpenCV's one probe is no proof of an empty file past what the writer flushes
+            # before its first frame (a header; it writes in 256 KB blocks): kept unread.
+            if not plays and not mp4_frames and st.st_size < UNREAD_KEPT_BYTES:
+                old.unlink(missing_ok=True)
+                return
+            kept = _move_aside(old, self.path.with_name(
+                f"{self.path.stem}.interrupted-{time.strftime('%Y%m%d-%H%M%S', when)}{ext}"))
+        except OSError as exc:   # the sticky bit (/tmp's), another user's file: said, and
+            self._left_alone(old, pid, exc)   # this run's own recording goes on
+            return
+        if kept is None:
+            return
+        try:
+            os.chmod(kept, new_file_mode())   # mkstemp made it owner-only
+        except OSError:
+            pass
+        cut = (f"{option('output', self.path, self.flags)}: a recording into it was cut (its "
+               f"process, {pid}, was killed or the power failed) and left "
+               f"{st.st_size / 1e6:.1f} MB of video, last written "
+               f"{time.strftime('%Y-%m-%d %H:%M:%S', when)}")
+        bound = (f"at most {INTERRUPTED_KEPT} such recordings of {self.path.name} are kept, the "
+                 "ones holding the most video, so that a service killed in a loop does not "
+                 "fill the disk (rename one to keep it out of the count)")
+        if self._bound_kept(kept, "interrupted-", INTERRUPTED_KEPT, bound,
+                            "what an earlier cut recording left"):
+            warn(f"{cut}; it was removed, holding no more video than each of the "
+                 f"{INTERRUPTED_KEPT} kept from earlier cuts: {bound}")
+            return
+        said = f"{cut}; it is kept as {kept}"
+        if plays:
+            warn(f"{said}, which plays up to the cut (less what the writer still held in "
+                 "memory then, its last moments)")
+            return
+        if not mp4_frames:
+            warn(f"{said}, which OpenCV could not read back (try ffmpeg or VLC; delete it if "
+                 "it holds nothing of use)")
+            return
+        rebuilt = kept.with_name(f"{kept.stem}-rebuilt{ext}")
+        warn(f"{said}, which no player opens: its frames are there but not the index "
+             f"{ext.lstrip('.').upper()} files get when they are closed. Given REF{ext}, a "
+             "complete video this runtime wrote at the same frame size and rate (a recording "
+             f"of the same camera), ffmpeg rebuilds it: ffmpeg -i REF{ext} -c copy -bsf:v "
+             f"dump_extra -frames:v 1 -f m4v - | cat - {shlex.quote(str(kept))} | ffmpeg -f "
+             f"m4v -r {self.fps:g} -i - -c copy -bsf:v 'noise=drop=not(n)' "
+             f"{shlex.quote(str(rebuilt))}; an .mkv, .avi or .ts recording plays up to a cut "
+             "as it is")
+
+    def _not_replaced(self, exc: OSError) -> str:
+        """Why the finished video did not get its name, and where it is: beside the output under
+        a name of its own, not the hidden temp name (which the next run into the output would
+        take for a killed run's and rename). Windows refuses to replace a file another
+        program holds open (the last run's video in a player), where a POSIX rename never
+        fails that way."""
+        try:
+            kept = _move_aside(self.tmp, self.path.with_name(
+                f"{self.path.stem}.new{self.path.suffix}")) or self.tmp
+        except OSError:
+            kept = self.tmp
+        # Linux refuses it only for the folder's sake (a sticky /tmp, another user's file).
+        busy = (" (is it open in another program, a video player? Windows cannot replace a "
+                "file that is open)" if isinstance(exc, PermissionError)
+                and sys.platform == "win32" else "")
+        return (f"{option('output', self.path, self.flags)}: cannot replace {self.path} with "
+                f"the new video: {exc.strerror or exc}{busy}; the new video is kept as {kept}")
+
+    def _keep_previous(self) -> Optional[str]:
+        """Move the video an earlier run left under this name aside, as NAME.<its last write's
+        time>.EXT (never over another file), and say so: this run's recording takes the name.
+        Where it cannot be moved, what to say once this run's has replaced it: the same cause
+        (a player holding it open on Windows) may keep it from being replaced too."""
+        try:
+            st = os.lstat(self.path)
+        except OSError:
+            return None   # none there
+        if not stat.S_ISREG(st.st_mode):   # a link the user made: theirs to point elsewhere
+            return None
+        when = time.localtime(st.st_mtime)
+        try:
+            kept = _move_aside(self.path, self.path.with_name(
+                f"{self.path.stem}.{time.strftime('%Y%m%d-%H%M%S', when)}{self.path.suffix}"))
+        except OSError as exc:
+            # Not movable (another user's file in a shared folder): replaced, as before, but
+            # not without a word.
+            return (f"{option('output', self.path, self.flags)}: the recording an earlier run "
+                    f"left there could not be kept aside ({exc.strerror or exc}); it is "
+                    "replaced")
+        if kept is None:
+            return None
+        out = option('output', self.path, self.flags)
+        earlier = (f"the recording an earlier run left there ({st.st_size / 1e6:.1f} MB, last "
+                   f"written {time.strftime('%Y-%m-%d %H:%M:%S', when)})")
+        # Bounded as the cut recordings are: a developer's reruns of a quick test, or a service
+        # whose camera drops off every few seconds, left one more file a run, without end.
+        bound = (f"at most {PREVIOUS_KEPT} earlier runs' recordings of {self.path.name} are kept "
+                 "(NAME.YYYYmmdd-HHMMSS), the ones holding the most video, so that runs "
+                 "restarted in a loop do not fill the folder (rename one to keep it out of the "
+                 "count)")
+        if self._bound_kept(kept, "", PREVIOUS_KEPT, bound, "an earlier run's recording"):
+            warn(f"{out}: {earlier} is replaced, holding no more video than each of the "
+                 f"{PREVIOUS_KEPT} kept from earlier runs: {bound}")
+            return None
+        warn(f"{out}: {earlier} is kept as {kept}; this run's takes the name (a camera's "
+             "recording, which no rerun makes again, is not replaced)")
+        return None
+
+    def _bound_kept(self, kept: Path, infix: str, most: int, bound: str, what: str) -> bool:
+        """`_remove_past`, each removed but `kept` (the one just set aside) said as `what`,
+        with `bound`, the rule; whether `kept` itself was removed (the caller says that)."""
+        removed = self._remove_past(infix, most)
+        for old_one, size, at in removed:
+            if old_one != kept:
+                warn(f"{option('output', self.path, self.flags)}: {old_one} ({size / 1e6:.1f} "
+                     f"MB, last written {time.strftime('%Y-%m-%d %H:%M:%S', at)}), {what}, was "
+                     f"removed: {bound}")
+        return any(old_one == kept for old_one, _, _ in removed)
+
+    def _remove_past(self, infix: str, most: int) -> list[tuple[Path, int, time.struct_time]]:
+        """Remove the recordings of this output named NAME.<infix>YYYYmmdd-HHMMSS[-N].EXT past
+        `most`, those holding the least video (bytes) first, the older of two alike; (path,
+        size, last write) of each removed. Only the names `_keep_or_remove` and
+        `_keep_previous` give count: a `-rebuilt` video, or one the user renamed, is theirs."""
+        name = re.compile(rf"^{re.escape(self.path.stem)}\.{re.escape(infix)}\d{{8}}-\d{{6}}"
+                          rf"(-\d+)?{re.escape(self.path.suffix)}$")
+        found = []
+        try:
+            for p in self.path.parent.iterdir():
+                if name.match(p.name):
+                    with contextlib.suppress(OSError):   # gone meanwhile: not counted
+                        st = p.stat()
+                        found.append((st.st_size, st.st_mtime, p))
+        except OSError:
+            return []
+        removed = []
+        for size, mtime, p in sorted(found)[:max(0, len(found) - most)]:
+            try:
+                p.unlink()
+            except FileNotFoundError:   # another run starting into this output took it
+                continue
+            except OSError:   # another user's: left to its owner, as a leftover is
+                continue
+            removed.append((p, size, time.localtime(mtime)))
+        return removed
+
+    def _left_alone(self, old: Path, pid: int, exc: OSError) -> None:
+        warn(f"{option('output', self.path, self.flags)}: {old} is what a recording into it "
+             f"left when its process ({pid}) was killed, which this user cannot read or move "
+             f"({exc.strerror or exc}); it is left as it is for its owner to keep or remove")
+
+    def _check_disk(self, below: int = DISK_FULL_BYTES) -> None:
+        # OpenCV's writer drops what does not fit without a word; a full disk is the usual why.
+        free = free_bytes(self.path.parent)
+        if free is not None and free < below:
+            raise SinkError(f"{option('output', self.path, self.flags)}: the disk is full "
+                            f"({free} bytes free in "
+                            f"{self.path.parent}) after {count(self.frames, 'frame')}; the "
+                            "video could "
+                            "not be written completely")
+
+    def close(self) -> None:
+        if self.writer is None:   # no frame came (Ctrl-C before the first): no video
+            if self.tmp is not None:
+                self.tmp.unlink(missing_ok=True)
+            remove_if_empty(self._made)
+            return
+        self.writer.release()
+        self.writer = None
+        if self._broken:
+            self.tmp.unlink(missing_ok=True)
+            remove_if_empty(self._made)
+            return
+        try:
+            # Not one block left: what did not fit was dropped (an AVI cut this way still
+            # plays, so playing back is not proof enough).
+            self._check_disk(below=DISK_BLOCK_BYTES)
+            if self.joined is not None and self._join_ffmpeg is not None:
+                self._check_joined()
+                self._concat_joined()
+            self._check_playable()
+            if self.audio_source is not None:
+                try:
+                    self._add_audio(self.audio_source)
+                except KeyboardInterrupt:
+                    # The Ctrl-C that stops waiting for ffmpeg (subprocess has killed it), in
+                    # the copy or the look at the source before it: every frame is in the
+                    # silent video, which is still worth its name.
+                    warn(f"{option('output', self.path, self.flags)} has no sound: the copy "
+                         f"of the audio of {self.audio_source} was stopped (Ctrl-C); the "
+                         "video was written without it")
+                    # That Ctrl-C stopped waiting for the output: no other copy is started.
+                    self._not_tagged = ("the copy with the sound, which tags them, was stopped "
+                                        "(Ctrl-C)")
+                except Exception as exc:   # noqa: BLE001 - said; the video is kept
+                    # Every frame is in the video: an optional copy that failed in a way its
+                    # own checks did not foresee (EMFILE or ENOSPC making its temporary file,
+                    # ffmpeg output that does not parse) is no reason to throw hours away.
+                    warn(f"{option('output', self.path, self.flags)} has no sound: the copy "
+                         f"of the audio of {self.audio_source} failed ({_said(exc)}); the "
+                         "video was kept without it")
+            try:
+                self._tag_colours()
+            except KeyboardInterrupt:
+                warn(f"{option('output', self.path, self.flags)}: the copy that tags its "
+                     "colours was stopped (Ctrl-C); the video was written untagged")
+            except Exception as exc:   # noqa: BLE001 - said; the video is kept, as above
+                warn(f"{option('output', self.path, self.flags)}: the copy that tags its "
+                     f"colours failed ({_said(exc)}); the video was kept untagged")
+            with open(self.tmp, "r+b") as f:   # on disk before it gets its final name (a
+                os.fsync(f.fileno())           # writable handle: Windows' fsync needs one)
+            os.chmod(self.tmp, new_file_mode())   # mkstemp makes files owner-only
+        except BaseException:
+            self.tmp.unlink(missing_ok=True)   # a broken video, and the space it holds
+            remove_if_empty(self._made)
+            raise
+        unkept = self._keep_previous() if self.keep_previous else None
+        try:
+            os.replace(self.tmp, self.path)
+        except OSError as exc:
+            raise SinkError(self._not_replaced(exc)) from None
+        self.replaced = True
+        if unkept:
+            warn(unkept)
+        if self.source_sar and self.size:
+            self._say_aspect(*self.source_sar)
+        if self.resized > 1:   # the first one was named as it happened
+            warn(f"{self.resized} frames in all were resized to {self.size[0]}x{self.size[1]} "
+                 f"in {self.path}")
+
+    def _say_aspect(self, sar: tuple[int, int], source: str) -> None:
+        """OpenCV's writer has no pixel aspect ratio to set: players show the video narrower
+        or wider than the source. ffmpeg sets it in the container without re-encoding."""
+        w, h = self.size[0] - self.size[0] % 2, self.size[1] - self.size[1] % 2
+        dw, dh = w * sar[0], h * sar[1]
+        g = math.gcd(dw, dh)
+        fixed = self.path.with_name(f"{self.path.stem}-aspect{self.path.suffix}")
+        warn(f"{source} has non-square pixels (sample aspect ratio {sar[0]}:{sar[1]}), which "
+             f"players stretch; {self.path} holds its {w}x{h} pixels as square ones, so it "
+             f"plays {'squeezed' if sar[0] > sar[1] else 'stretched'}; to show it as the "
+             f"source is shown, without re-encoding: ffmpeg -i {shell_quote(str(self.path))} "
+             f"-c copy -aspect {dw // g}:{dh // g} {shell_quote(str(fixed))}")
+
+    def _add_audio(self, source: str) -> None:
+        """Replace the written video by one that also holds `source`'s sound, over the video's
+        length; where that cannot be done, say once that the output is silent, and why."""
+        from .audio import ENV, TIMED_OUT, audio_codecs, find_ffmpeg, has_audio, mux_audio
+        ffmpeg, no_ffmpeg = find_ffmpeg()
+        # One ffmpeg probe of the source tells both whether it has sound and how to copy it.
+        codecs = audio_codecs(source, ffmpeg) if ffmpeg else None
+        sound = bool(codecs) if codecs is not None else has_audio(source, None)
+        # Unknown (no ffmpeg, and a container other than MP4/MOV): nothing is said, since a
+        # warning on every silent AVI or MKV would be noise; with ffmpeg a copy is tried.
+        if sound is False or (sound is None and (ffmpeg is None or self.audio_live)):
+            return
+        silent = f"{option('output', self.path, self.flags)} has no sound:"
+        off = f"{'--no-audio' if self.flags else 'audio=False'} leaves it out without a word"
+        if not self.source_fps:
+            warn(f"{silent} the frame rate of {source} is unknown, so the video's "
+                 f"{self.fps:g} fps is a guess its audio would not match; "
+                 f"{option('fps', 'RATE', self.flags)} with the clip's rate keeps it ({off})")
+            return
+        if abs(self.fps - self.source_fps) > 1e-3 * self.source_fps:
+            warn(f"{silent} {option('fps', f'{self.fps:g}', self.flags)} plays the frames at "
+                 f"another rate than the {self.source_fps:g} fps of {source}, so its audio "
+                 f"would not match them; {off}")
+            return
+        if self.audio_live:
+            warn(f"{silent} the audio of {source} is kept only when every frame is written "
+                 f"({'--no-live' if self.flags else 'live=False'}): "
+                 f"a live run drops frames, which would put it out of step; {off}")
+            return
+        if ffmpeg is None:
+            warn(f"{silent} the audio of {source} is not copied, as {no_ffmpeg}; install "
+                 f"ffmpeg, or set {ENV} to an ffmpeg executable, to keep it ({off})")
+            return
+        muxed = self._temp_file()
+        try:
+            tags = self._colour_options()[1]
+            why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg, codecs,
+                            tags)
+            # An ffmpeg that refuses the tags still copies the sound (and the copy at close
+            # is not tried, to be refused as well); one that ran out of time is not run again
+            # to wait as long for the same source.
+            if why and tags and not why.startswith(TIMED_OUT):
+                refused, tags = why, []
+                why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg,
+                                codecs)
+                self._not_tagged = "" if why else refused
+            if why:
+                warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "
+                     "the video was written without it")
+                return
+            os.replace(muxed, self.tmp)   # one step: a Ctrl-C cannot leave neither file
+            muxed = None
+            self._tagged = bool(tags)
+        finally:
+            if muxed is not None:
+                muxed.unlink(missing_ok=True)
+
+    def _colour_options(self) -> tuple[Optional[str], list[str], bool]:
+        """(the ffmpeg that tags the video's colours, or None; the output options that do;
+        whether its frames want tags, runtime/colour_tags.py `wants_tags`), found once: the
+        join, the sound's copy and the tags' own copy use the same."""
+        if self._colour is None:
+            ffmpeg, _ = find_ffmpeg()
+            source = (source_colours(self.colour_source, ffmpeg)
+                      if ffmpeg is not None and self.colour_source is not None else None)
+            if self.colour_source is None or source is not None:
+                wanted = wants_tags(source)
+            else:
+                # Without ffmpeg only an MP4/MOV's colr box is read; a source that says no
+                # matrix may be one whose frames are right untagged.
+                said = (colr_values(Path(self.colour_source))
+                        if Path(self.colour_source).suffix.lower() in ISO_EXTS
+                        and Path(self.colour_source).is_file() else None)
+                wanted = bool(said and said[2] not in (2, 3))
+            options = (tag_options(self.path, *(source[1:3] if source else ()))
+                       if ffmpeg and wanted and taggable(self.path) else [])
+            self._colour = (ffmpeg, options, wanted)
+        return self._colour
+
+    def _tag_colours(self) -> None:
+        """Tag the video with the YUV matrix OpenCV's writer used (runtime/colour_tags.py),
+        where neither the join nor the sound's copy did, by a stream copy (no re-encode).
+        Where it cannot be tagged, an HD video, which players take as BT.709, is said to
+        show shifted colours; SD, which they take as BT.601, as written, is not."""
+        if self._tagged:
+            return
+        ffmpeg, options, wanted = self._colour_options()
+        if not wanted or self.size is None:
+            return
+        said = option('output', self.path, self.flags)
+        hd = players_guess_hd(self.size)
+        shifted = ("its frames are in BT.601 colours (OpenCV's writer), while players take "
+                   f"untagged {self.size[0]}x{self.size[1]} video as BT.709: they show its "
+                   "colours shifted (greens darker) beside its source") if hd else ""
+        if not taggable(self.path):
+            if hd:
+                warn(f"{said}: {shifted}; {self.path.suffix} holds no colour tags: write "
+                     ".mp4, .mkv, .webm or .ts, which are tagged where ffmpeg is found")
+            return
+        if ffmpeg is None:
+            if hd:
+                warn(f"{said}: {shifted}; {find_ffmpeg()[1]}, which tags them: install "
+                     f"ffmpeg, or set {ENV} to an ffmpeg executable")
+            return
+        if self.keep_previous:
+            # A camera's recording, hours of it, is not copied at its end (a service's stop
+            # would wait minutes for it, and a full disk hold it twice): said, with the copy.
+            if hd:
+                tagged_name = self.path.with_name(f"{self.path.stem}-tagged{self.path.suffix}")
+                warn(f"{said}: {shifted}; to tag them without re-encoding: ffmpeg -i "
+                     f"{shell_quote(str(self.path))} -c copy {shlex.join(options)} "
+                     f"{shell_quote(str(tagged_name))}")
+            return
+        size = os.path.getsize(self.tmp)
+        free = free_bytes(self.path.parent)
+        if self._not_tagged:
+            why = self._not_tagged
+        elif free is not None and free < size + DISK_FULL_BYTES:
+            why = f"{free} bytes free in {self.path.parent}, for a copy of {size}"
+        else:
+            tagged: Optional[Path] = self._temp_file()
+            try:
+                why = copy_tagged(self.tmp, tagged, ffmpeg, options,
+                                  MUX_TIMEOUT_S + 2 * size / SLOW_DISK_BYTES_S)
+                if not why:
+                    os.replace(tagged, self.tmp)
+                    tagged = None
+                    self._tagged = True
+                    return
+            finally:
+                if tagged is not None:
+                    tagged.unlink(missing_ok=True)
+        warn(f"{said}: its colours (BT.601, limited range) were not tagged ({why})"
+             + (f": {shifted}" if hd else ""))
+
+    def _check_playable(self) -> None:
+        """The written file opens and gives its first frame: what a failed write (a full disk,
+        an I/O error) leaves in MP4/MOV, which keep their index at the end, does not."""
+        with quiet_native_stderr():
+            cap = cv2.VideoCapture(str(self.tmp))
+            ok = cap.isOpened() and cap.read()[0]
+            cap.release()
+        if not ok:
+            why = _size_refused(self.tmp, fourcc_for(self.path), self.size, self.fps, self.flags)
+            raise SinkError(f"{option('output', self.path, self.flags)}: the video written "
+                            f"({count(self.frames, 'frame')}) does not play back: "
+                            f"{why or 'the write failed (disk full or I/O error?)'}; nothing was "
+                            "written under that name")
+
+
+def _said(exc: Exception) -> str:
+    """An unforeseen error in words: an OSError's reason and file, else its kind and text."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return f"{exc.strerror}: {exc.filename}" if exc.filename else exc.strerror
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def free_bytes(folder: Path, system: Optional[str] = None) -> Optional[int]:
+    """Bytes this process may still write in `folder`'s file system (root may use the reserved
+    blocks), or None where the system cannot say (a file system that reports no size at all,
+    as some virtual ones do). `system`: sys.platform's spelling, default this one's. Windows
+    has no statvfs: its answer is shutil.disk_usage's, or OpenCV's writer there dropped the
+    frames a full disk could not hold without a word."""
+    if (system or sys.platform) == "win32" or not hasattr(os, "statvfs"):
+        import shutil
+        try:
+            return shutil.disk_usage(folder).free
+        except (OSError, AttributeError):   # AttributeError: a system with neither
+            return None
+    try:
+        st = os.statvfs(folder)
+    except OSError:
+        return None
+    if not st.f_blocks:
+        return None
+    blocks = st.f_bfree if hasattr(os, "geteuid") and os.geteuid() == 0 else st.f_bavail
+    return blocks * st.f_frsize
+
+
+UNREAD_KEPT_BYTES = 1 << 20   # a killed recording this large is kept even if OpenCV reads none
+# The cut recordings of one output kept at most (`.interrupted-` names): a service killed in a
+# loop (out of memory, a watchdog) left one a restart, without end.
+INTERRUPTED_KEPT = 10
+# The recordings of earlier runs of a camera into one output kept at most (NAME.YYYYmmdd-HHMMSS
+# names, `_keep_previous`'s): each rerun or restart set one more aside.
+PREVIOUS_KEPT = 10
+
+
+# What `_concat_joined` gives ffmpeg: one line "file '<path>'" for each video joined, the
+# first followed by its length ("duration 0.840000").
+_LISTING_LINE = re.compile(r"file '.*'|duration \d+\.\d+")
+
+
+def _remove_killed_listings(folder: Path, stem: str) -> None:
+    """Remove the list of videos a resumed run killed while ffmpeg joined them left beside its
+    output (.STEM.PID.XXXXXXXX.txt), once its process is gone. Only a file that holds such a
+    list: a user's .day.2023.holidays.txt has a name of that shape."""
+    mine = re.compile(rf"^\.{re.escape(stem)}\.(\d+)\.[a-z0-9_]{{8}}\.txt$")
+    for old in folder.glob(f".{glob.escape(stem)}.*.txt"):
+        m = mine.match(old.name)
+        if not m or _pid_alive(int(m.group(1))):
+            continue
+        try:
+            if old.stat().st_size > 64 * 1024:   # two paths: not a list this run writes
+                continue
+            lines = old.read_text(errors="replace").splitlines()
+            if lines and all(_LISTING_LINE.fullmatch(line) for line in lines):
+                old.unlink()
+        except OSError:   # gone meanwhile, or another user's: left to its owner
+            continue
+
+
+def _first_frame_reads(path: Path) -> bool:
+    with quiet_native_stderr():
+        cap = cv2.VideoCapture(str(path))
+        ok = cap.isOpened() and cap.read()[0]
+        cap.release()
+    return bool(ok)
+
+
+def _mp4_frame_bytes(path: Path) -> int:
+    """The bytes of frames in an MP4/MOV file's mdat box (0: none, or not such a file): what a
+    writer killed before it wrote the index at close leaves them in."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            at = 0
+            while at + 8 <= size:
+                f.seek(at)
+                head = f.read(16)
+                box, kind = int.from_bytes(head[:4], "big"), head[4:8]
+                header = 8
+                if box == 1 and len(head) == 16:
+                    box, header = int.from_bytes(head[8:16], "big"), 16
+                if kind == b"mdat":   # size 0: up to the end, as the writer leaves it open
+                    end = size if box == 0 else min(size, at + box)
+                    return max(0, end - at - header)
+                if box < header or (at == 0 and kind != b"ftyp"):
+                    return 0
+                at += box
+    except OSError:
+        pass
+    return 0
+
+
+def _move_aside(old: Path, name: Path) -> Optional[Path]:
+    """`old` renamed to `name`, else to name-2, name-3, ...: never over another file (a link
+    then an unlink, since a rename replaces). None when another run took it meanwhile."""
+    for n in itertools.count(1):
+        target = name if n == 1 else name.with_name(f"{name.stem}-{n}{name.suffix}")
+        try:
+            os.link(old, target)
+        except FileExistsError:
+            try:
+                if os.path.samefile(old, target):   # linked there by another run, or by
+                    old.unlink(missing_ok=True)      # one killed before it unlinked the old
+                    return None                      # name, which stayed for good
+            except OSError:
+                return None
+            continue
+        except FileNotFoundError:
+            return None
+        except OSError:   # no hard links (FAT, as on a camera's SD card, some shares)
+            # The name taken first, then replaced: a name found free, then renamed onto,
+            # replaced a file another run or person put there in between.
+            try:
+                os.close(os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644))
+            except FileExistsError:
+                continue
+            try:
+                os.replace(old, target)
+            except BaseException as exc:
+                target.unlink(missing_ok=True)
+                if isinstance(exc, FileNotFoundError):
+                    return None   # another run moved it first
+                raise
+            sync_folder(target.parent)
+            return target
+        try:
+            old.unlink()
+        except FileNotFoundError:
+            pass
+        except BaseException:
+            target.unlink(missing_ok=True)   # not moved: one name, as before
+            raise
+        sync_folder(target.parent)
+        return target
+    return None
+
+
+def letterbox(frame: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """`frame` scaled to fit (width, height) `size` whole, centred on black."""
+    h, w = frame.shape[:2]
+    W, H = size
+    scale = min(W / w, H / h)
+    nw, nh = max(1, min(W, round(w * scale))), max(1, min(H, round(h * scale)))
+    out = np.zeros((H, W, *frame.shape[2:]), frame.dtype)
+    y, x = (H - nh) // 2, (W - nw) // 2
+    out[y:y + nh, x:x + nw] = cv2.resize(
+        frame, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return out
+
+
+PROBE_SIZE = (64, 48)   # a frame size every codec here takes
+
+
+def _plays(path: Path, codec: str, size: tuple[int, int], fps: float) -> bool:
+    """Whether OpenCV writes a two-frame `codec` video of `size` at `fps` in `path`'s container
+    that plays back (a probe beside `path`, removed after)."""
+    fd, probe = tempfile.mkstemp(prefix=".probe.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        with quiet_native_stderr():
+            writer = cv2.VideoWriter(probe, cv2.VideoWriter.fourcc(*codec), fps, size)
+            if not writer.isOpened():
+                return False
+            for _ in range(2):
+                writer.write(np.full((size[1], size[0], 3), 128, np.uint8))
+            writer.release()
+            cap = cv2.VideoCapture(probe)
+            ok = cap.isOpened() and cap.read()[0]
+            cap.release()
+        return bool(ok)
+    except (OSError, cv2.error):
+        return False
+    finally:
+        Path(probe).unlink(missing_ok=True)
+
+
+def _size_refused(path: Path, codec: str, size: Optional[tuple[int, int]], fps: float,
+                  flags: bool = False) -> str:
+    """Why `codec` failed on frames of `size` (width, height) at `fps`, when what it refuses is
+    that size or that rate (a probe of the usual size and rate works); '' when it is not."""
+    if not size or not _plays(path, codec, PROBE_SIZE, 30.0):
+        return ""
+    where = (f"write images instead ({option('output', 'DIR', flags)}, or "
+             f"{option('output', 'NAME.png', flags)} for one image)")
+    if size != PROBE_SIZE and not _plays(path, codec, size, 30.0):
+        small = " (too small for a video)" if min(size) < 16 else ""
+        return (f"the {codec} codec cannot store {size[0]}x{size[1]} frames{small}; "
+                f"{PROBE_SIZE[0]}x{PROBE_SIZE[1]} works: {where}")
+    if fps != 30.0 and not _plays(path, codec, PROBE_SIZE, fps):
+        return (f"the {codec} codec cannot store {fps:g} fps (30 works): set a rate with "
+                f"{option('fps', 'N', flags)}")
+    return ""
+
+
+def _why_unwritable(path: Path, codec: str, size: Optional[tuple[int, int]] = None,
+                    fps: float = 30.0, flags: bool = False) -> str:
+    """OpenCV's writer fails without a reason; find out whether the file system, the frame
+    size or the rate is why."""
+    try:
+        with open(path, "wb"):
+            pass
+        path.unlink()
+    except OSError as exc:
+        return f"cannot write there ({exc.strerror or exc})"
+    if why := _size_refused(path, codec, size, fps, flags):
+        return why
+    if path.suffix.lower() == ".mp4":
+        return (f"this OpenCV build has no {codec} encoder (see cv2.getBuildInformation(), "
+                f"'Video I/O'); write an image folder instead ({option('output', 'DIR', flags)})")
+    return (f"this OpenCV build cannot encode {codec} into {path.suffix} files; try "
+            f"{option('output', 'NAME.mp4', flags)}")
