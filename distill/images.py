@@ -180,7 +180,7 @@ def write_image(path: str | os.PathLike, rgb: np.ndarray, bits: int = 8,
     suffix = path.suffix or ".png"
     with atomic_path(path, suffix=suffix) as tmp:
         if icc:
-            from runtime.sinks import with_input_profile
+            from runtime.image_sink import with_input_profile
             ok, encoded = cv2.imencode(suffix, data)
             if not ok:
                 raise OSError(f"OpenCV could not encode {path}")

@@ -34,8 +34,9 @@ from . import resume as resume_mod
 from .pipe_io import StdinSource, StdoutSink, is_stdio
 from .prepost import FrameProcessor, Timings
 from .run_lock import RunLocked, output_lock
-from .sinks import (CompareSink, ImageSink, MultiSink, NullSink, Sink, SinkError, WindowSink,
-                    make_folder, output_sink, raised_first, refuse_unwritten_format, same_file)
+from .image_sink import ImageSink
+from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSink, make_folder,
+                    output_sink, raised_first, refuse_unwritten_format, same_file)
 from .video_sink import VideoFileSink
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, SourceLost, VideoSource, open_source, refuse_live_images,

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import functools
 import os
-import re
 import sys
 import tempfile
 import threading
@@ -18,17 +17,10 @@ from typing import Optional, Sequence, Union
 import cv2
 import numpy as np
 
-from .atomic import atomic_path, atomic_write_bytes, remove_killed_writes, sync_files
-from .imageio import (IMAGE_EXTS, MAX_PNG_ICC_BYTES, VIDEO_EXTS, icc_problem,
-                      with_icc_profile)
+from .imageio import IMAGE_EXTS, VIDEO_EXTS
 from .options import option
-from .prepost import to_8bit, to_bgr8
+from .prepost import to_bgr8
 from .warn import warn
-
-
-DEEP_EXTS = (".png", ".tif", ".tiff", ".ppm", ".pnm", ".pgm")   # OpenCV writes them in 16 bits
-GRAY_EXTS = (".pgm", ".pbm")
-ALPHA_EXTS = (".png", ".tif", ".tiff", ".webp")   # OpenCV writes their BGRA
 
 
 class SinkError(RuntimeError):
@@ -90,12 +82,6 @@ class NullSink(Sink):
         pass
 
 
-# An image folder output syncs its images this many at a time, and the rest at close: synced
-# one by one they cost more than writing them, all at close a day's live run held a GB of
-# paths (380 bytes each, 2.6 million at 30 fps) and a power cut lost every image.
-SYNC_BATCH = 256
-
-
 def folders_to_make(folder: str | os.PathLike) -> list[Path]:
     """The folders that making `folder` creates, deepest first (none when it exists)."""
     folder, new = Path(folder), []
@@ -114,164 +100,6 @@ def remove_if_empty(folders: Sequence[Path]) -> None:
             folder.rmdir()   # only if still empty
         except OSError:
             return
-
-
-def with_input_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> bytes:
-    """The encoded image `data` with its input's colour profile `icc`, or without it and
-    a warning saying why where it cannot be kept as it is."""
-    as_srgb = "colour-managed viewers show it as sRGB, its colours duller or off"
-    if why := icc_problem(icc):
-        # Written on, a damaged profile is misread by viewers or makes them refuse it.
-        warn(f"{target.name}: its input's colour profile (ICC) is damaged ({why}) and "
-             f"left out: {as_srgb}")
-        return data
-    # A profile describes the channels it came with: a CMYK JPEG's, on the RGB result
-    # OpenCV converted it to, or an RGB one on a grey output, would be misread.
-    if icc[16:20] != (b"GRAY" if gray else b"RGB "):
-        return data
-    if data[:8] == b"\x89PNG\r\n\x1a\n" and len(icc) > MAX_PNG_ICC_BYTES:
-        warn(f"{target.name}: its input's colour profile (ICC, {len(icc):,} bytes) is "
-             "dropped: PNG readers such as Pillow refuse one over 1 MiB, and would not "
-             f"open the image (JPEG keeps it): {as_srgb}")
-        return data
-    kept = with_icc_profile(data, icc)
-    if kept is None:
-        warn(f"{target.name}: its input's colour profile (ICC) is dropped "
-             f"({target.suffix} is written without one; PNG and JPEG keep it): {as_srgb}")
-    return kept or data
-
-
-class ImageSink(Sink):
-    """Images named after the input files in a folder, or one image file for a single input.
-    With `layouts` (frame name -> the source's `Layout`), a grayscale input is written back as
-    grayscale and an input's alpha channel is put back beside the sharpened colours."""
-
-    def __init__(self, path: str | os.PathLike, single_file: bool = False,
-                 layouts: Optional[dict] = None, flags: bool = False) -> None:
-        self.path, self.single, self.layouts = Path(path), single_file, layouts
-        folder = self.path.parent if single_file else self.path
-        # A run whose every input is unreadable should not leave an empty folder behind.
-        self._made = folders_to_make(folder)
-        self._written = 0
-        self._unsynced: dict[Path, None] = {}   # images in place, not yet synced
-        self.flags = flags
-        make_folder(folder, option("output", self.path, flags))
-        if not single_file:
-            # The image a killed run (SIGKILL, a power cut) was writing, under its hidden temp
-            # name: each kill of a service writing frames left one more. Not in the folder of
-            # a single image's output, which is the user's own.
-            from .run_lock import holds_output
-            remove_killed_writes(folder, ours_too=holds_output(self.path))
-        # A camera's frames, which no rerun gives again, are named frame_000000 on at every
-        # start: a restarted service wrote its frames over the last run's. With it (run_stream
-        # sets it for a live source) they are numbered on from the last one there.
-        self.number_on = False
-        self._offset: Optional[int] = None
-
-    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
-        if self.number_on and not self.single:
-            name = self._numbered_on(name)
-        target = self.path if self.single else self.path / name
-        if target.suffix.lower() not in IMAGE_EXTS:
-            target = target.with_name(target.name + ".png")
-        if sharpened.dtype == np.uint16 and target.suffix.lower() not in DEEP_EXTS:
-            warn(f"{target.name}: written as 8-bit ({target.suffix} holds 8 bits; PNG, TIFF "
-                 "and PPM keep the input's 16)")
-            sharpened = to_8bit(sharpened)
-        layout = self.layouts.pop(name, None) if self.layouts is not None else None
-        if layout is not None:
-            sharpened = _restore_layout(sharpened, layout, target)
-        if target.suffix.lower() in GRAY_EXTS and sharpened.ndim == 3:   # one channel only
-            sharpened = cv2.cvtColor(sharpened, cv2.COLOR_BGRA2GRAY if sharpened.shape[2] == 4
-                                     else cv2.COLOR_BGR2GRAY)
-        # Atomic, so a run killed mid-write never leaves half an image under its final name.
-        ok, buf = cv2.imencode(target.suffix or ".png", sharpened)
-        if not ok:
-            raise SinkError(f"cannot encode image {target}")
-        data = buf.tobytes()
-        if layout is not None and layout.icc:
-            data = self._with_profile(data, layout.icc, target, sharpened.ndim == 2)
-        try:
-            target.parent.mkdir(parents=True, exist_ok=True)   # names may hold subfolders
-            if self.single:
-                atomic_write_bytes(target, data)   # synced: the run's one result
-            else:
-                # A stream of images is synced SYNC_BATCH at a time, the rest at close (a
-                # Ctrl-C's too): an fsync of each image and its folder as it came took 0.45
-                # of the 0.65 ms a small frame cost to write (ext4 here; an SD card's fsync
-                # takes far longer). A power cut mid-run may lose the images of a batch; a
-                # killed run never leaves half of one.
-                with atomic_path(target) as tmp:
-                    tmp.write_bytes(data)
-                self._unsynced[target] = None
-        except OSError as exc:
-            raise SinkError(f"cannot write image {target}: {exc}") from None
-        self._written += 1
-        if len(self._unsynced) >= SYNC_BATCH:
-            self._sync()
-
-    def _numbered_on(self, name: str) -> str:
-        m = re.fullmatch(r"frame_(\d+)", name)
-        if m is None:
-            return name
-        if self._offset is None:
-            self._offset = self._first_free_number()
-        return f"frame_{int(m.group(1)) + self._offset:06d}" if self._offset else name
-
-    def _first_free_number(self) -> int:
-        """1 + the highest frame_N an earlier run left in the folder (0: none), said. Images
-        only: a frame_N.json, or a folder so named, is no frame (it moved the numbers on)."""
-        try:
-            numbers = [int(m.group(1)) for e in os.scandir(self.path)
-                       if (m := re.fullmatch(r"frame_(\d+)(\.[^.]+)", e.name))
-                       and m.group(2).lower() in IMAGE_EXTS and e.is_file()]
-        except OSError:
-            return 0
-        if not numbers:
-            return 0
-        last = max(numbers)
-        warn(f"{option('output', self.path, self.flags)} holds an earlier run's frames, up to "
-             f"frame_{last:06d}: this run's are numbered on from frame_{last + 1:06d}, not "
-             "written over them (a camera's frames, which no rerun gives again)")
-        return last + 1
-
-    @staticmethod
-    def _with_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> bytes:
-        return with_input_profile(data, icc, target, gray)
-
-    def _sync(self) -> None:
-        """Sync the images written since the last sync, and their folders."""
-        try:
-            sync_files(self._unsynced)
-        except OSError as exc:
-            folder = option("output", self.path, self.flags)
-            raise SinkError(f"cannot sync the images written to {folder} to disk: "
-                            f"{exc}") from None
-        finally:
-            self._unsynced.clear()
-
-    def close(self) -> None:
-        self._sync()
-        if not self._written:
-            remove_if_empty(self._made)
-
-
-def _restore_layout(sharpened: np.ndarray, layout, target: Path) -> np.ndarray:
-    """The sharpened BGR image in its input's channel layout: grayscale again for a grayscale
-    input (the model sharpens three equal channels), the input's alpha channel added back
-    (unsharpened: it is a mask, not a picture) where the format holds one, said where not."""
-    if layout.gray:
-        return cv2.cvtColor(sharpened, cv2.COLOR_BGR2GRAY)
-    alpha = layout.alpha
-    if alpha is None:
-        return sharpened
-    if target.suffix.lower() not in ALPHA_EXTS:
-        warn(f"{target.name}: alpha channel dropped ({target.suffix} holds none; PNG, TIFF "
-             "and WebP keep it)")
-        return sharpened
-    if alpha.dtype != sharpened.dtype:   # a 16-bit input written in 8 bits, or the reverse
-        alpha = to_8bit(alpha) if sharpened.dtype == np.uint8 else alpha.astype(np.uint16) * 257
-    return np.dstack([sharpened, alpha])
 
 
 def has_display() -> bool:
@@ -498,6 +326,7 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
     that is an input folder or file is refused. Messages name run_stream's `output=`, or with
     `flags` the --out of `sharpen run`."""
     # Imported here: those modules build on Sink and SinkError, from this one.
+    from .image_sink import ImageSink
     from .video_sink import VideoFileSink
     p = Path(output)
     ext = p.suffix.lower()

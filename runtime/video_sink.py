@@ -7,7 +7,6 @@ while frames are written, an earlier recording under the name set aside rather t
 and after the close the source's sound muxed in and the colours tagged (with ffmpeg).
 """
 from __future__ import annotations
-from __future__ import annotations
 
 import contextlib
 import glob

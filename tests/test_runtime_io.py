@@ -965,7 +965,7 @@ def test_an_image_folder_output_syncs_its_images_once_at_the_end_and_a_single_im
     output closes (200 small images: 9 ms); one image file, a run's only result, is synced
     before it gets its name, as before."""
     code = ("import sys; import numpy as np; from pathlib import Path; "
-            "from runtime.sinks import ImageSink; "
+            "from runtime.image_sink import ImageSink; "
             "s = ImageSink(Path(sys.argv[1]).parent); img = np.zeros((8, 8, 3), np.uint8); "
             "[s.write(img, img, f'f{i}.png') for i in range(3)]; s.close()")
     folder = tmp_path / "out"
@@ -981,7 +981,7 @@ def test_an_image_folder_output_syncs_its_images_once_at_the_end_and_a_single_im
     last_image = max(after.index(["open", image]) for image in images)
     assert ["open", str(folder)] in after[last_image:], seen
     assert ["fsync"] in after[after.index(["open", str(folder)], last_image):], seen
-    code = ("import sys; import numpy as np; from runtime.sinks import ImageSink; "
+    code = ("import sys; import numpy as np; from runtime.image_sink import ImageSink; "
             "s = ImageSink(sys.argv[1], single_file=True); img = np.zeros((8, 8, 3), np.uint8); "
             "s.write(img, img, 'x.png'); s.close()")
     assert_durable_write(code, tmp_path / "one" / "x.png", tmp_path / "trace.txt")
@@ -993,7 +993,7 @@ def test_a_long_image_folder_output_syncs_its_images_as_it_goes_not_all_at_close
     and synced none until its end, so a power cut lost all of it. Images are synced in
     batches as they come: the first are synced before the thousandth is written."""
     code = ("import sys; import numpy as np; from pathlib import Path; "
-            "from runtime.sinks import ImageSink; "
+            "from runtime.image_sink import ImageSink; "
             "s = ImageSink(Path(sys.argv[1]).parent); img = np.zeros((4, 4, 3), np.uint8); "
             "[s.write(img, img, f'f{i}.png') for i in range(1000)]; s.close()")
     folder = tmp_path / "out"

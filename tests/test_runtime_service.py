@@ -432,7 +432,7 @@ def test_an_image_folder_run_removes_what_a_killed_runs_writes_left_in_it(tmp_pa
     writing under a hidden temp name, which no later run removed: one more file, up to a
     frame's size, each kill of a service that writes frames. The next run into the folder
     removes those of a process that is gone; a live run's stay."""
-    from runtime.sinks import ImageSink
+    from runtime.image_sink import ImageSink
 
     out = tmp_path / "frames"
     out.mkdir()
