@@ -379,7 +379,7 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: results written to {args.output} (no --out given)",
               file=sys.stderr)
     if args.compare and args.output:   # the frames' captions say it too, once opened
-        from .sinks import compare_layout
+        from .compare_sink import compare_layout
         shown = "--out - (stdout)" if args.output.strip() == "-" else args.output
         print(f"sharpen run: {shown}: {compare_layout(options.view)}", file=sys.stderr)
     if summary.get("skipped_inputs"):

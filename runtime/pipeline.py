@@ -35,8 +35,10 @@ from .pipe_io import StdinSource, StdoutSink, is_stdio
 from .prepost import FrameProcessor, Timings
 from .run_lock import RunLocked, output_lock
 from .image_sink import ImageSink
-from .sinks import (CompareSink, MultiSink, NullSink, Sink, SinkError, WindowSink, make_folder,
-                    output_sink, raised_first, refuse_unwritten_format, same_file)
+from .compare_sink import CompareSink
+from .sinks import (MultiSink, NullSink, Sink, SinkError, make_folder, output_sink, raised_first,
+                    refuse_unwritten_format, same_file)
+from .window_sink import WindowSink
 from .video_sink import VideoFileSink
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, SourceLost, VideoSource, open_source, refuse_live_images,

@@ -726,7 +726,7 @@ def test_a_second_ctrl_c_still_closes_the_output_and_exits_130(tmp_path, onnx_mo
 
 
 def test_compose_views():
-    from runtime.sinks import compose
+    from runtime.compare_sink import compose
     a = np.zeros((20, 30, 3), np.uint8)
     b = np.full((20, 30, 3), 200, np.uint8)
     side = compose(a, b, "side")
@@ -767,7 +767,7 @@ def test_compare_writes_original_and_sharpened_together_captioned(tmp_path, onnx
     """--compare wrote the two frames with nothing saying which was which (the demo's line
     said it, run did not): each side carries a small caption, and run says the layout. Outside
     the captions the sides are the input and the model's output, pixel for pixel."""
-    from runtime.sinks import CAPTIONS, caption_boxes
+    from runtime.compare_sink import CAPTIONS, caption_boxes
     src = tmp_path / "in.png"
     cv2.imwrite(str(src), textured_frame(0))
     plain = tmp_path / "plain.png"
@@ -809,7 +809,7 @@ def test_compare_writes_original_and_sharpened_together_captioned(tmp_path, onnx
 def test_captions_fit_the_frame_or_are_left_out():
     """Captions scale with the frame (readable at 1080p, small beside it) and are left out
     where a side is too narrow to hold them."""
-    from runtime.sinks import caption_boxes, compose
+    from runtime.compare_sink import caption_boxes, compose
     for (h, w), view in itertools.product(((1080, 1920), (360, 640)), ("side", "split")):
         shape = (h, 2 * w if view == "side" else w, 3)
         boxes = caption_boxes(shape)
