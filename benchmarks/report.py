@@ -32,7 +32,7 @@ from typing import Optional, Sequence
 
 from runtime.atomic import atomic_write_bytes
 from runtime.console import Console, count
-from runtime.sinks import folders_to_make, remove_if_empty
+from runtime.output_paths import folders_to_make, remove_if_empty
 
 from .artifacts import (BUILTIN_CALIBRATION, BUILTIN_PARITY_FALLBACK, DEFAULT_CALIB_COUNT,
                         BenchError, atomic_write_json, buildable_formats, check_calib,
@@ -155,7 +155,7 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
     Raises BenchError for usage problems; an --out folder made for a run that fails so is
     removed again while empty."""
     out = Path(opts.out)
-    from runtime.sinks import refuse_output_inside
+    from runtime.output_paths import refuse_output_inside
     for flag, spec in (("--data", opts.data), ("--real-pairs", opts.real_pairs),
                        *(("--real-nogt", p) for p in nogt_paths(opts.real_nogt))):
         try:
@@ -163,7 +163,8 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         except ValueError as e:
             raise BenchError(str(e)) from None
     made = folders_to_make(out)
-    from runtime.sinks import SinkError, make_folder
+    from runtime.output_paths import make_folder
+    from runtime.sinks import SinkError
     try:   # writable now, not found by the report's write after every measurement
         make_folder(out, "--out")
     except SinkError as e:

@@ -87,7 +87,8 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         # like a missing checkpoint; one missing among others is skipped with the rest done.
         return _err("no such file or folder: " + ", ".join(str(s) for s, _ in files))
     out = Path(args.out)
-    from runtime.sinks import SinkError, make_folder, refuse_overwriting_inputs
+    from runtime.output_paths import make_folder, refuse_overwriting_inputs
+    from runtime.sinks import SinkError
     try:
         refuse_overwriting_inputs(out, {p.parent for p, _ in files if p.exists()})
         make_folder(out, "--out")
@@ -669,7 +670,7 @@ def _synth_options_problem(args: argparse.Namespace) -> str:
 def _out_folder_problem(out: Path) -> str:
     """The message when --out cannot be a folder to write in (a file, or under one), found
     before any work rather than as a traceback after it; '' when it can."""
-    from runtime.sinks import file_in_the_way
+    from runtime.output_paths import file_in_the_way
     if problem := file_in_the_way(out, f"--out {out}"):
         return problem
     above = next((p for p in (out, *out.parents) if os.path.isdir(p)), None)
@@ -780,7 +781,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     """`_evaluate`, removing the --out folders it made when the run is refused (a video or a
     missing folder as --data, a missing checkpoint...) or interrupted before an image was
     scored: it left an empty folder behind."""
-    from runtime.sinks import folders_to_make, remove_if_empty
+    from runtime.output_paths import folders_to_make, remove_if_empty
 
     made = folders_to_make(args.out) if args.out else []
     try:
@@ -813,7 +814,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     if not weights and not models:
         return _err("give --weights (checkpoints) and/or --model (exported artifacts)")
     if args.out:   # found now, not after every model has run over every image
-        from runtime.sinks import SinkError, make_folder, refuse_output_inside
+        from runtime.output_paths import make_folder, refuse_output_inside
+        from runtime.sinks import SinkError
         try:
             refuse_output_inside(args.out, args.data, "--data")
             make_folder(args.out, "--out")
@@ -943,7 +945,7 @@ def cmd_grow(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.is_dir():
         return _err(f"--out {out} is a folder; give the new checkpoint's file name (.pt)")
-    from runtime.sinks import file_in_the_way
+    from runtime.output_paths import file_in_the_way
     if problem := file_in_the_way(out.parent, f"--out {out}"):
         return _err(problem)
     if Path(args.weights).exists() and out.exists() and out.resolve() == \

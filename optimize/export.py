@@ -127,7 +127,7 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     --parity-images).
     """
     from runtime.console import root_logging_kept
-    from runtime.sinks import folders_to_make, remove_if_empty
+    from runtime.output_paths import folders_to_make, remove_if_empty
 
     # The out_dir folder is made before the calibration and parity images are read: a bad
     # calib or parity_images (or a Ctrl-C then) must not leave it behind, empty.

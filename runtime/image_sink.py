@@ -16,7 +16,8 @@ from .atomic import atomic_path, atomic_write_bytes, remove_killed_writes, sync_
 from .imageio import IMAGE_EXTS, MAX_PNG_ICC_BYTES, icc_problem, with_icc_profile
 from .options import option
 from .prepost import to_8bit
-from .sinks import Sink, SinkError, folders_to_make, make_folder, remove_if_empty
+from .output_paths import folders_to_make, make_folder, remove_if_empty
+from .sinks import Sink, SinkError
 from .warn import warn
 
 

@@ -27,25 +27,26 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from .backends import BACKEND_BY_SUFFIX, Backend, check_providers, load_backend
 from .cli_errors import drop_gone_outputs, signals_to_take
+from .compare_sink import CompareSink
 from .console import count
 from .host import check_threads
+from .image_sink import ImageSink
 from .options import is_number, option, video_rate
+from .output_paths import make_folder, same_file
 from . import resume as resume_mod
 from .pipe_io import StdinSource, StdoutSink, is_stdio
 from .prepost import FrameProcessor, Timings
 from .run_lock import RunLocked, output_lock
-from .image_sink import ImageSink
-from .compare_sink import CompareSink
-from .sinks import (MultiSink, NullSink, Sink, SinkError, make_folder, output_sink, raised_first,
-                    refuse_unwritten_format, same_file)
-from .window_sink import WindowSink
-from .video_sink import VideoFileSink
+from .sinks import (MultiSink, NullSink, Sink, SinkError, output_sink, raised_first,
+                    refuse_unwritten_format)
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, SourceLost, VideoSource, open_source, refuse_live_images,
                       shown_url, spec_kind)
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_json_atomic
 from .tiling import tiling_warnings
+from .video_sink import VideoFileSink
 from .warn import warn
+from .window_sink import WindowSink
 
 _END = object()  # end-of-stream marker passed down the queues
 

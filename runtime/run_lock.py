@@ -76,7 +76,7 @@ def run_lock(out: Path, enabled: bool = True, doing: str = "training",
     if out.exists() and not out.is_dir():
         raise ValueError(f"out={out} is a file; a run's out= is a folder (its checkpoints and "
                          "log go there)")
-    from .sinks import file_in_the_way
+    from .output_paths import file_in_the_way
     if problem := file_in_the_way(out, f"out={out}"):
         raise ValueError(problem)
     if fcntl is None:

@@ -7,7 +7,6 @@ playable file and never a half-written one under the final name.
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Sequence
 
@@ -20,33 +19,6 @@ from .warn import warn
 
 class SinkError(RuntimeError):
     """An output that cannot be opened or written. The message is meant for the user as is."""
-
-
-def file_in_the_way(folder: str | os.PathLike, what: str) -> str:
-    """The message when `folder`, or the nearest of its parents that exists, is a file (so it
-    cannot be a folder), naming `what`; '' when it is or can be made one. Creates nothing."""
-    folder = Path(folder)
-    # os.path's tests, not Path's: those raise on a parent without search permission.
-    for above in (folder, *folder.parents):
-        if os.path.lexists(above):
-            return "" if os.path.isdir(above) else f"{what}: {above} is a file, not a folder"
-    return ""
-
-
-def make_folder(folder: str | os.PathLike, what: str) -> None:
-    """Create `folder` and make sure a file can be written in it, or SinkError naming `what`:
-    found at the start rather than after the whole stream has run."""
-    folder = Path(folder)
-    if problem := file_in_the_way(folder, what):
-        raise SinkError(problem)
-    try:
-        folder.mkdir(parents=True, exist_ok=True)
-        # Write permission bits say nothing to root, nor about read-only or virtual file
-        # systems (/proc); creating a file does.
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as exc:
-        raise SinkError(f"{what}: cannot write in {folder} ({exc.strerror or exc})") from None
 
 
 class Sink:
@@ -75,26 +47,6 @@ class NullSink(Sink):
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         pass
-
-
-def folders_to_make(folder: str | os.PathLike) -> list[Path]:
-    """The folders that making `folder` creates, deepest first (none when it exists)."""
-    folder, new = Path(folder), []
-    for above in (folder, *folder.parents):
-        if os.path.lexists(above):
-            break
-        new.append(above)
-    return new
-
-
-def remove_if_empty(folders: Sequence[Path]) -> None:
-    """Remove the folders a run made (deepest first) while they are empty: a run that wrote
-    nothing should not leave an empty output folder behind."""
-    for folder in folders:
-        try:
-            folder.rmdir()   # only if still empty
-        except OSError:
-            return
 
 
 def raised_first(errors: Sequence[BaseException]) -> BaseException:
@@ -168,6 +120,7 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
     `flags` the --out of `sharpen run`."""
     # Imported here: those modules build on Sink and SinkError, from this one.
     from .image_sink import ImageSink
+    from .output_paths import refuse_overwriting_inputs
     from .video_sink import VideoFileSink
     p = Path(output)
     ext = p.suffix.lower()
@@ -198,41 +151,3 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
              "folder of images there")
     return ImageSink(p, flags=flags)
 
-
-def same_file(a: str | os.PathLike, b: str | os.PathLike) -> bool:
-    """Whether two paths name one file: resolved (relative paths, symlinks), and by inode when
-    both exist (case-insensitive file systems, where resolve() keeps the case given)."""
-    a, b = Path(a), Path(b)
-    if a.resolve() == b.resolve():
-        return True
-    try:
-        return a.exists() and b.exists() and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
-def refuse_output_inside(out: str | os.PathLike, data: str | os.PathLike | None,
-                         flag: str, what: str = "its figures", out_flag: str = "--out") -> None:
-    """ValueError when the output folder lies in a data folder that is read as images: the
-    images written there (`what`) would be read as data the next time."""
-    folder = Path(data).resolve() if data else None
-    where = Path(out).resolve()
-    if folder and folder.is_dir() and folder in (where, *where.parents):
-        raise ValueError(f"{out_flag} {out} is inside {flag} {data}: {what} would be read as "
-                         "images of the data next time")
-
-
-def refuse_overwriting_inputs(out: str | os.PathLike, input_dirs=(), input_files=(),
-                              what: str = "") -> None:
-    """ValueError when the output is one of the input folders or input files (an image or a
-    video given as both --source and --out): writing there would destroy the inputs (every
-    command that writes results per input checks this). `what` names the output (default
-    `--out OUT`)."""
-    out = Path(out)
-    what = what or f"--out {out}"
-    if any(same_file(out, d) for d in input_dirs):
-        raise ValueError(f"{what} is an input folder: the results would overwrite the "
-                         "inputs; choose another folder")
-    if any(same_file(out, f) for f in input_files):
-        raise ValueError(f"{what} is the input file: the result would overwrite it; "
-                         "choose another path")

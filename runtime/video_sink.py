@@ -34,7 +34,8 @@ from .console import count, quiet_native_stderr, shell_quote
 from .hdr import colr_values
 from .options import option
 from .prepost import to_8bit
-from .sinks import Sink, SinkError, folders_to_make, make_folder, remove_if_empty
+from .output_paths import folders_to_make, make_folder, remove_if_empty
+from .sinks import Sink, SinkError
 from .warn import warn
 
 

@@ -358,7 +358,7 @@ def _check_out(out: str, spec: str) -> str | None:
     and stage 2 the labels and the clips' frames, which the folder then holds as data (the
     teacher labelled the demo's own 1080p frames as the user's footage)."""
     from distill.data.sources import SourceError, parse_spec
-    from runtime.sinks import refuse_output_inside
+    from runtime.output_paths import refuse_output_inside
 
     try:
         _, raw = parse_spec(spec)
@@ -548,7 +548,8 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
         except ValueError as e:
             raise SharpenError(str(e)) from None
         val_split, not_train, not_val = plan.split, plan.not_train, plan.not_val
-    from runtime.sinks import SinkError, make_folder
+    from runtime.output_paths import make_folder
+    from runtime.sinks import SinkError
     try:
         make_folder(args.out, "--out")
     except SinkError as e:

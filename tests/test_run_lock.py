@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-import runtime.sinks  # noqa: F401 - (the same: run_lock imports it when it runs)
+import runtime.output_paths  # noqa: F401 - (the same: run_lock imports it when it runs)
 import runtime.warn  # noqa: F401
 from distill.run_lock import RunLocked, run_lock
 

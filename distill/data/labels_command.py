@@ -23,7 +23,7 @@ from .sources import SourceError, gopro_blur_unused, parse_spec
 def _check_out(out: Path, data: str, flag: str = "--out") -> None:
     """SharpenError for an --out (or --val-out) that is (under) a file, or inside the data it
     labels: a paired folder or footage read again would take the label images in as data."""
-    from runtime.sinks import file_in_the_way, refuse_output_inside
+    from runtime.output_paths import file_in_the_way, refuse_output_inside
     if problem := file_in_the_way(out, f"{flag} {out}") or _data_set_in_the_way(out, flag):
         raise SharpenError(problem)
     try:
