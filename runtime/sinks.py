@@ -1,8 +1,10 @@
-"""Frame sinks: video file, image folder/file, on-screen window, nothing.
+"""Frame sinks: what every sink is (`Sink`, `SinkError`), several at once (`MultiSink`), none
+(`NullSink`), and which one an output names (`output_sink`, `refuse_unwritten_format`).
 
-Every sink takes (original, sharpened, name) per frame and must be closed; the video sink
-writes to a temporary name and renames on close so an interrupted run still leaves a complete,
-playable file and never a half-written one under the final name.
+Every sink takes (original, sharpened, name) per frame and must be closed. Each kind lives in
+a module of its own: `video_sink` (a video file), `image_sink` (an image folder or one image),
+`compare_sink` (--compare's before/after frames), `window_sink` (--show's window); the checks
+of an output's path, which every writing command uses, are in `output_paths`.
 """
 from __future__ import annotations
 
