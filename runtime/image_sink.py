@@ -15,8 +15,8 @@ import numpy as np
 from .atomic import atomic_path, atomic_write_bytes, remove_killed_writes, sync_files
 from .imageio import IMAGE_EXTS, MAX_PNG_ICC_BYTES, icc_problem, with_icc_profile
 from .options import option
-from .prepost import to_8bit
 from .output_paths import folders_to_make, make_folder, remove_if_empty
+from .prepost import to_8bit
 from .sinks import Sink, SinkError
 from .warn import warn
 
