@@ -932,8 +932,8 @@ def _check_stats_path(path: Union[str, Path], what: str) -> None:
     except OSError:
         mode = None
     # /dev/stdout is a link to /proc/self/fd/1, a plain file when the output is redirected.
-    special = any(p.startswith(("/dev/", "/proc/"))
-                  for p in (os.path.abspath(path), os.path.realpath(path)))
+    special = os.path.lexists(path) and any(p.startswith(("/dev/", "/proc/")) for p in
+                                            (os.path.abspath(path), os.path.realpath(path)))
     if special or (mode is not None and not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))):
         # The refresh renames a new file over the path: as root in a container, /dev/stdout
         # or /dev/null itself would become a plain file, and a monitor's FIFO got nothing.
