@@ -426,8 +426,9 @@ def cmd_models(args: argparse.Namespace) -> int:
     provenance: list[str] = []   # exported artifacts: how each was made, from its report
     if args.names:   # space or comma separated, as --weights everywhere
         args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))
-        from optimize.export_report import ARTIFACT_SUFFIXES, artifact_provenance
-        for n in [n for n in args.names if n.endswith(ARTIFACT_SUFFIXES) and Path(n).is_file()]:
+        from .provenance import artifact_provenance, artifact_suffixes
+        for n in [n for n in args.names
+                  if n.endswith(artifact_suffixes()) and Path(n).is_file()]:
             provenance += artifact_provenance(n)
             args.names.remove(n)
         if provenance and not args.names:

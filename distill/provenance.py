@@ -89,3 +89,98 @@ def same_code(env: dict) -> str:
         return (f"the same commit ({code[:-len('+changes')]}), both with uncommitted changes "
                 "that are not compared")
     return "same code"
+
+
+def artifact_suffixes() -> tuple[str, ...]:
+    """The file endings of exported artifacts (.onnx, .tflite, .engine), from runtime.formats."""
+    from runtime.formats import FORMATS
+    return tuple(sorted({"." + f.suffix.rsplit(".", 1)[-1] for f in FORMATS.values()}))
+
+
+def artifact_provenance(path) -> list[str]:
+    """How the artifact at `path` was made, in lines, from the export report beside it whose
+    row records its sha256 (`sharpen models ARTIFACT`): the format and verdict, the weights,
+    the software, the calibration set and seed. A row that report carried from an earlier
+    export (`earlier_export`) is described by what that export recorded (`extra.built_by`),
+    not by this report's software and calibration. A file no report beside it records (one
+    from a device, an engine trtexec built, or one rebuilt since) is said so, with the sha256
+    to look for and what its sidecar records. (In distill, not optimize: `sharpen models` is
+    distill's command, and the report is read as runtime reads it.)"""
+    from pathlib import Path
+
+    from runtime.backends.provenance import read_report
+
+    from .teacher import file_hash
+
+    p = Path(path)
+    sha = file_hash(p, n=64)
+    found, unhashed = [], []
+    for report_path in sorted(p.parent.glob("export_report*.json")):
+        report = read_report(report_path) or {}
+        rows = [r for r in report.get("results") or [] if isinstance(r, dict)]
+        extras = [r.get("extra") if isinstance(r.get("extra"), dict) else {} for r in rows]
+        found += [(report_path, report, r, e) for r, e in zip(rows, extras)
+                  if e.get("file_sha256") == sha]
+        if rows and not any("file_sha256" in e for e in extras):
+            unhashed.append(report_path.name)
+    head = f"{p} (sha256 {sha[:16]})"
+    if not found:
+        lines = [f"{head}: no export report in {p.parent} records this file (its sha256 is no "
+                 "row's extra.file_sha256): it is not a file an export there built and checked; "
+                 "look for its sha256 in the export_report.json of the folder it was exported to"]
+        if unhashed:
+            lines.append(f"  {', '.join(unhashed)} record{'s' if len(unhashed) == 1 else ''} "
+                         "no artifact's sha256 (written by an older version): export again "
+                         "to trace its files")
+        lines += _sidecar_lines(p)
+        return lines
+    report_path, report, r, extra = found[0]
+    settings = report.get("settings") if isinstance(report.get("settings"), dict) else {}
+    carried = bool(extra.get("earlier_export"))
+    lines = [f"{head}: {r.get('format')} of {report_path}, {str(r.get('status')).upper()}"
+             + (" (its export was interrupted)" if settings.get("interrupted") else "")
+             + (" (carried from an earlier export of the same weights)" if carried else "")]
+    sha_w = report.get("weights_sha256") or settings.get("weights_sha256")
+    lines.append(f"  weights: {report.get('weights_path') or report.get('weights')}"
+                 + (f" (sha256 {sha_w[:16]})" if sha_w else ""))
+    if carried:   # this report's run did not build it: what the export that did recorded
+        built_by = extra.get("built_by") if isinstance(extra.get("built_by"), dict) else {}
+        env, cal = built_by.get("environment"), built_by.get("calibration")
+    else:
+        env, cal = report.get("environment"), settings.get("calibration")
+    older = "carried from an earlier export that did not record it" if carried else \
+        "exported by an older version"
+    lines.append(f"  built with: {describe(env)}" if isinstance(env, dict) and env else
+                 f"  built with: not recorded ({older})")
+    if str(r.get("precision")).lower() == "int8":
+        if isinstance(cal, dict):
+            src = cal.get("source")
+            src = ", ".join(map(str, src)) if isinstance(src, list) else src
+            lines.append(f"  calibration: {cal.get('crops')} crops of {cal.get('crop_size')} px, "
+                         f"seed {cal.get('seed')}, from {src} ({cal.get('images')} images, "
+                         f"files digest {cal.get('files_digest')})")
+        elif carried:
+            lines.append(f"  calibration: not recorded ({older})")
+        else:
+            lines.append("  calibration: images " + ", ".join(settings.get("calib_images") or [])
+                         + "; seed not recorded (exported by an older version: 0)")
+    return lines
+
+
+def _sidecar_lines(p) -> list[str]:
+    """What the sidecar beside an artifact that no report records says of where it came from
+    (an engine trtexec built on the device from the export's ONNX model has the sidecar the
+    export wrote for it)."""
+    from runtime.backends.base import ModelError, read_sidecar
+
+    try:
+        side = read_sidecar(p)
+    except ModelError as exc:
+        return [f"  {exc}"]
+    said = {k: side[k] for k in ("student", "precision", "source", "source_sha256")
+            if side.get(k)}
+    if not said:
+        return []
+    return ["  its sidecar records: " + ", ".join(
+        f"{'weights sha256' if k == 'source_sha256' else k} "
+        f"{str(v)[:16] if k == 'source_sha256' else v}" for k, v in said.items())]

@@ -323,7 +323,15 @@ def _earlier_results(out: Path, stem: str, old: dict | None, now: set[str], weig
             f = r.get("format")
             if (f in FORMATS and f not in now and r.get("status") in ("pass", "fail")
                     and r.get("file") and (out / Path(r["file"]).name).exists()):
-                carried.append(_result_from(r, out / Path(r["file"]).name, "earlier_export"))
+                c = _result_from(r, out / Path(r["file"]).name, "earlier_export")
+                # What built it, for `sharpen models ARTIFACT`: this report's environment and
+                # calibration are of a run that did not (its seed, or none for --formats onnx).
+                # Carried twice: the first carrier's record; by an older version: unknown.
+                was_carried = (r.get("extra") or {}).get("earlier_export")
+                c.extra.setdefault("built_by", {} if was_carried else {
+                    "environment": old.get("environment"),
+                    "calibration": (old.get("settings") or {}).get("calibration")})
+                carried.append(c)
     kept = {c.format for c in carried}
     stale = {f: p.name for f, spec in FORMATS.items() if f not in now and f not in kept
              for p in (out / f"{stem}{spec.suffix}",) if p.exists()}

@@ -150,3 +150,64 @@ def test_sharpen_models_says_how_an_artifact_was_made(exports, fast_student_pt, 
                          if r["format"] == "onnx-int8"), other)
     assert main(["models", str(other)]) == 0
     assert "no export report in" in capsys.readouterr().out
+
+
+def test_sharpen_models_on_a_carried_artifact_says_what_built_it(fast_student_pt,
+                                                                 export_data_dir, tmp_path,
+                                                                 capsys):
+    """`--formats onnx-int8 --seed 1`, then `--formats onnx --seed 2` into the same folder: the
+    INT8 row is carried into the second report, whose settings are of a run that took no
+    crops. `sharpen models` on the INT8 file said "seed not recorded (exported by an older
+    version: 0)" and the second run's software; it must say seed 1, as the first export did."""
+    from sharpen.cli import main
+
+    out = tmp_path / "x"
+    common = ["--weights", str(fast_student_pt), "--out", str(out), "--calib",
+              str(export_data_dir / "calib"), "--calib-count", "8", "--calib-size", "64",
+              "--parity-images", str(export_data_dir / "parity"), "--no-latency", "--quiet"]
+    assert main(["export", "--formats", "onnx-int8", "--seed", "1", *common]) == 0
+    first = json.loads((out / "export_report.json").read_text())
+    assert main(["export", "--formats", "onnx", "--seed", "2", *common]) == 0
+    art = next(r["file"] for r in first["results"] if r["format"] == "onnx-int8")
+    capsys.readouterr()
+    assert main(["models", art]) == 0
+    said = capsys.readouterr().out
+    cal = first["settings"]["calibration"]
+    assert "carried from an earlier export" in said, said
+    assert (f"calibration: 8 crops of 64 px, seed 1, from {cal['source'][0]} (3 images, files "
+            f"digest {cal['files_digest']})") in said, said
+    assert f"onnxruntime {first['environment']['onnxruntime']}" in said, said
+
+
+def test_sharpen_models_on_an_older_versions_report(fast_student_pt, export_data_dir, tmp_path,
+                                                    capsys):
+    """A report written before the provenance fields (no environment, calibration or file
+    sha256) is named as such, not read as "not a file an export there built"; an engine that
+    trtexec built on the device (no row records it) is traced by its sidecar."""
+    from sharpen.cli import main
+
+    out = tmp_path / "x"
+    assert main(["export", "--weights", str(fast_student_pt), "--formats", "onnx", "--out",
+                 str(out), "--parity-images", str(export_data_dir / "parity"), "--no-latency",
+                 "--quiet"]) == 0
+    path = out / "export_report.json"
+    rep = json.loads(path.read_text())
+    art = rep["results"][0]["file"]
+    for k in ("environment", "weights_path", "weights_sha256"):
+        rep.pop(k)
+    for r in rep["results"]:
+        r["extra"].pop("file_sha256")
+    path.write_text(json.dumps(rep))
+    capsys.readouterr()
+    assert main(["models", art]) == 0
+    said = capsys.readouterr().out
+    assert "export_report.json records no artifact's sha256 (written by an older version)" \
+        in said, said
+    engine = Path(art).with_name(Path(art).stem + "_fp16.engine")
+    engine.write_bytes(b"built by trtexec on the device")
+    engine.with_name(engine.name + ".json").write_text(json.dumps(
+        {"student": "fast", "precision": "fp16", "source_sha256": _sha(fast_student_pt)}))
+    assert main(["models", str(engine)]) == 0
+    said = capsys.readouterr().out
+    assert (f"its sidecar records: student fast, precision fp16, weights sha256 "
+            f"{_sha(fast_student_pt)[:16]}") in said, said

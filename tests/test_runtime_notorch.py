@@ -105,6 +105,26 @@ def test_runtime_sources_never_import_training_stacks():
     assert not bad, bad
 
 
+def test_no_package_imports_a_layer_above_it():
+    """README's layout: distill depends on torch and runtime, optimize on distill and runtime;
+    neither imports the layers built on them (also lazily, inside a function: `sharpen models
+    ARTIFACT`'s export-report reading in distill/cli.py imported optimize)."""
+    above = {"distill": {"optimize", "benchmarks", "sharpen"},
+             "optimize": {"benchmarks", "sharpen"}}
+    bad = []
+    for pkg, forbidden in above.items():
+        for path in sorted((REPO / pkg).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                names = []
+                if isinstance(node, ast.Import):
+                    names = [a.name for a in node.names]
+                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                    names = [node.module]
+                bad += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
+                        if n.split(".")[0] in forbidden]
+    assert not bad, bad
+
+
 def test_run_cli_imports_no_numpy_before_its_handler():
     """`sharpen run --help` on a device: runtime.cli builds its parser with argparse alone (its
     help named tiling's default overlap, and importing runtime.tiling for it loaded numpy)."""
