@@ -52,7 +52,8 @@ INPUT_LABELS = {
     "machine": "the machine", "opset": "--opset", "simplify": "--no-simplify",
     "thresholds": "the parity thresholds", "parity_images": "the parity images",
     "parity_gt": "--parity-gt", "parity_teacher": "--parity-teacher",
-    "calibration": "the calibration crops (--calib, --calib-count, --calib-size, --calib-blur)",
+    "calibration": "the calibration crops (--calib, --calib-count, --calib-size, --calib-blur, "
+                   "--seed)",
     "calib_method": "--calib-method", "percentile": "--percentile",
     "reduce_range": "--no-reduce-range", "modelopt_method": "--modelopt-method",
     "float_layers": "--float-layers", "profile": "the engine profile (--min/opt/max-shape)",

@@ -211,3 +211,23 @@ def test_sharpen_models_on_an_older_versions_report(fast_student_pt, export_data
     said = capsys.readouterr().out
     assert (f"its sidecar records: student fast, precision fp16, weights sha256 "
             f"{_sha(fast_student_pt)[:16]}") in said, said
+
+
+def test_a_rebuild_for_another_seed_names_seed(fast_student_pt, export_data_dir, tmp_path,
+                                               capsys):
+    """The same export again with another --seed rebuilds the INT8 model (other crops); the
+    reason named --calib, --calib-count, --calib-size and --calib-blur but not --seed, the
+    one option changed."""
+    from sharpen.cli import main
+
+    argv = ["export", "--weights", str(fast_student_pt), "--formats", "onnx-int8", "--out",
+            str(tmp_path / "x"), "--calib", str(export_data_dir / "calib"), "--calib-count",
+            "8", "--calib-size", "64", "--parity-images", str(export_data_dir / "parity"),
+            "--no-latency"]
+    assert main([*argv, "--seed", "1"]) == 0
+    capsys.readouterr()
+    assert main([*argv, "--seed", "2"]) == 0
+    said = " ".join(capsys.readouterr())
+    assert "onnx-int8: rebuilding student_int8.onnx: changed since it was built: the " \
+           "calibration crops (--calib, " \
+           "--calib-count, --calib-size, --calib-blur, --seed)" in " ".join(said.split()), said
