@@ -427,8 +427,11 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.names:   # space or comma separated, as --weights everywhere
         args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))
         from .provenance import artifact_provenance, artifact_suffixes
-        for n in [n for n in args.names
-                  if n.endswith(artifact_suffixes()) and Path(n).is_file()]:
+        for n in [n for n in args.names if n.endswith(artifact_suffixes())]:
+            if not Path(n).is_file():   # not "checkpoint not found": it names no checkpoint
+                return _err(f"exported artifact not found: {n} (`sharpen models` traces an "
+                            "existing .onnx, .tflite or .engine file from the export report "
+                            "beside it)")
             provenance += artifact_provenance(n)
             args.names.remove(n)
         if provenance and not args.names:

@@ -231,3 +231,13 @@ def test_a_rebuild_for_another_seed_names_seed(fast_student_pt, export_data_dir,
     assert "onnx-int8: rebuilding student_int8.onnx: changed since it was built: the " \
            "calibration crops (--calib, " \
            "--calib-count, --calib-size, --calib-blur, --seed)" in " ".join(said.split()), said
+
+
+def test_sharpen_models_on_a_missing_artifact_names_it_as_one(tmp_path, capsys):
+    """A mistyped artifact path was reported as "checkpoint not found"."""
+    from sharpen.cli import main
+
+    gone = tmp_path / "student_int8.onnx"
+    assert main(["models", str(gone)]) == 2
+    err = capsys.readouterr().err
+    assert f"exported artifact not found: {gone}" in err and "checkpoint" not in err, err
