@@ -100,11 +100,11 @@ def artifact_suffixes() -> tuple[str, ...]:
 def artifact_provenance(path) -> list[str]:
     """How the artifact at `path` was made, in lines, from the export report beside it whose
     row records its sha256 (`sharpen models ARTIFACT`): the format and verdict, the weights,
-    the software, the calibration set and seed. A row that report carried from an earlier
-    export (`earlier_export`) is described by what that export recorded (`extra.built_by`),
-    not by this report's software and calibration. A file no report beside it records (one
-    from a device, an engine trtexec built, or one rebuilt since) is said so, with the sha256
-    to look for and what its sidecar records. (In distill, not optimize: `sharpen models` is
+    the software, the calibration set and seed. A row that report kept or carried from an
+    earlier export (`up_to_date`, `earlier_export`) is described by what that export recorded
+    (`extra.built_by`), not by this report's software and calibration. A file no report
+    beside it records (one from a device, an engine trtexec built, or one rebuilt since) is
+    said so, with the sha256 to look for and what its sidecar records. (In distill, not optimize: `sharpen models` is
     distill's command, and the report is read as runtime reads it.)"""
     from pathlib import Path
 
@@ -139,16 +139,19 @@ def artifact_provenance(path) -> list[str]:
     carried = bool(extra.get("earlier_export"))
     lines = [f"{head}: {r.get('format')} of {report_path}, {str(r.get('status')).upper()}"
              + (" (its export was interrupted)" if settings.get("interrupted") else "")
-             + (" (carried from an earlier export of the same weights)" if carried else "")]
+             + (" (carried from an earlier export of the same weights)" if carried else
+                " (kept from an earlier export: up to date)" if extra.get("up_to_date") else "")]
     sha_w = report.get("weights_sha256") or settings.get("weights_sha256")
     lines.append(f"  weights: {report.get('weights_path') or report.get('weights')}"
                  + (f" (sha256 {sha_w[:16]})" if sha_w else ""))
-    if carried:   # this report's run did not build it: what the export that did recorded
+    # Kept or carried, this report's run did not build it: what the export that did recorded.
+    earlier = carried or bool(extra.get("up_to_date")) or isinstance(extra.get("built_by"), dict)
+    if earlier:
         built_by = extra.get("built_by") if isinstance(extra.get("built_by"), dict) else {}
         env, cal = built_by.get("environment"), built_by.get("calibration")
     else:
         env, cal = report.get("environment"), settings.get("calibration")
-    older = "carried from an earlier export that did not record it" if carried else \
+    older = "built by an earlier export that did not record it" if earlier else \
         "exported by an older version"
     lines.append(f"  built with: {describe(env)}" if isinstance(env, dict) and env else
                  f"  built with: not recorded ({older})")
@@ -159,7 +162,7 @@ def artifact_provenance(path) -> list[str]:
             lines.append(f"  calibration: {cal.get('crops')} crops of {cal.get('crop_size')} px, "
                          f"seed {cal.get('seed')}, from {src} ({cal.get('images')} images, "
                          f"files digest {cal.get('files_digest')})")
-        elif carried:
+        elif earlier:
             lines.append(f"  calibration: not recorded ({older})")
         else:
             lines.append("  calibration: images " + ", ".join(settings.get("calib_images") or [])

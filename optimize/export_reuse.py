@@ -185,10 +185,12 @@ def _up_to_date(out: Path, stem: str, own: dict | None, inputs: dict[str, dict],
             _say_verdict(anew, prog)
             _mark(anew, path, want["weights"])
             anew.extra["inputs"] = want
+            anew.extra["built_by"] = _built_by(own, prev[f])
             anew.extra["file_sha256"] = file_hash(path, n=64)   # the verdict is inside it
             kept[f] = anew
             continue
         kept[f] = _result_from(prev[f], path, "up_to_date")
+        kept[f].extra["built_by"] = _built_by(own, prev[f])
         kept[f].extra["inputs"] = want   # thresholds it was judged on anew
         prog.say(f"{f}: {path.name} is up to date (same weights, options, exporter, "
                  "libraries and CPU; passed its gate): kept (--rebuild rebuilds it)")
@@ -281,6 +283,20 @@ def _result_from(record: dict, path: Path, flag: str) -> FormatResult:
     return FormatResult(**known)
 
 
+def _built_by(report: dict, row: dict) -> dict:
+    """What built the artifact of `report`'s `row`, for a later report that keeps or carries
+    it (`sharpen models ARTIFACT`): that report's environment and calibration, as the later
+    run's are of a run that did not build it (another seed, or no crops for --formats onnx).
+    Kept or carried before: the record made then; by an older version that made none: {}."""
+    extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
+    if isinstance(extra.get("built_by"), dict):
+        return extra["built_by"]
+    if extra.get("earlier_export") or extra.get("up_to_date"):
+        return {}
+    settings = report.get("settings") if isinstance(report.get("settings"), dict) else {}
+    return {"environment": report.get("environment"), "calibration": settings.get("calibration")}
+
+
 def _reports_of(out: Path, stem: str):
     """The folder's latest report, then the one kept aside for `stem`, where they exist."""
     for name in ("export_report.json", f"export_report.{stem}.json"):
@@ -325,13 +341,7 @@ def _earlier_results(out: Path, stem: str, old: dict | None, now: set[str], weig
             if (f in FORMATS and f not in now and r.get("status") in ("pass", "fail")
                     and r.get("file") and (out / Path(r["file"]).name).exists()):
                 c = _result_from(r, out / Path(r["file"]).name, "earlier_export")
-                # What built it, for `sharpen models ARTIFACT`: this report's environment and
-                # calibration are of a run that did not (its seed, or none for --formats onnx).
-                # Carried twice: the first carrier's record; by an older version: unknown.
-                was_carried = (r.get("extra") or {}).get("earlier_export")
-                c.extra.setdefault("built_by", {} if was_carried else {
-                    "environment": old.get("environment"),
-                    "calibration": (old.get("settings") or {}).get("calibration")})
+                c.extra["built_by"] = _built_by(old, r)
                 carried.append(c)
     kept = {c.format for c in carried}
     stale = {f: p.name for f, spec in FORMATS.items() if f not in now and f not in kept

@@ -241,3 +241,31 @@ def test_sharpen_models_on_a_missing_artifact_names_it_as_one(tmp_path, capsys):
     assert main(["models", str(gone)]) == 2
     err = capsys.readouterr().err
     assert f"exported artifact not found: {gone}" in err and "checkpoint" not in err, err
+
+
+def test_sharpen_models_on_a_kept_artifact_says_what_built_it(fast_student_pt, export_data_dir,
+                                                              tmp_path, capsys):
+    """The same export run again keeps the up-to-date INT8 model: `sharpen models` said the
+    software of the run that kept it, not of the one that built it (the first report's
+    environment is changed here to stand for an export under another Python)."""
+    from sharpen.cli import main
+
+    out = tmp_path / "x"
+    argv = ["export", "--weights", str(fast_student_pt), "--formats", "onnx-int8", "--out",
+            str(out), "--calib", str(export_data_dir / "calib"), "--calib-count", "8",
+            "--calib-size", "64", "--parity-images", str(export_data_dir / "parity"),
+            "--no-latency", "--quiet", "--seed", "1"]
+    assert main(argv) == 0
+    path = out / "export_report.json"
+    first = json.loads(path.read_text())
+    first["environment"]["python"] = "3.0.1"
+    path.write_text(json.dumps(first))
+    assert main(argv) == 0
+    assert json.loads(path.read_text())["results"][0]["extra"]["up_to_date"]
+    capsys.readouterr()
+    assert main(["models", first["results"][0]["file"]]) == 0
+    said = capsys.readouterr().out
+    assert "(kept from an earlier export: up to date)" in said and "python 3.0.1" in said, said
+    assert main(argv) == 0   # kept twice: still the first export's record
+    assert main(["models", first["results"][0]["file"]]) == 0
+    assert "python 3.0.1" in capsys.readouterr().out
