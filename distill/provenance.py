@@ -104,8 +104,8 @@ def artifact_provenance(path) -> list[str]:
     earlier export (`up_to_date`, `earlier_export`) is described by what that export recorded
     (`extra.built_by`), not by this report's software and calibration. A file no report
     beside it records (one from a device, an engine trtexec built, or one rebuilt since) is
-    said so, with the sha256 to look for and what its sidecar records. (In distill, not optimize: `sharpen models` is
-    distill's command, and the report is read as runtime reads it.)"""
+    said so, with the sha256 to look for and what its sidecar records. (In distill, not
+    optimize: `sharpen models` is distill's command, and runtime reads the reports too.)"""
     from pathlib import Path
 
     from runtime.backends.provenance import read_report
