@@ -32,7 +32,7 @@ import numpy as np
 from runtime.atomic import atomic_path, atomic_write_json
 from runtime.cli_errors import SharpenError, one_line
 from runtime.console import HelpFormatter, count
-from runtime.host import threads_help
+from runtime.host import default_threads, limit_note, threads_help
 
 from distill.teacher_tiles import CONFIG_HELP, WEIGHTS_HELP
 
@@ -135,8 +135,17 @@ def _side_by_side_frame(blurred: Path, sharpened: Path, dst: Path, side: int = 4
     return dst
 
 
+def stage_threads(threads: int) -> int:
+    """The CPU thread count every stage runs on: --threads, else OMP_NUM_THREADS's or a CPU
+    limit's (runtime.host.default_threads), else 0 (each engine's default). Handed to each
+    stage as its own thread count: --threads reached PyTorch alone, so the export's checks,
+    the stream and the bench ran ONNX Runtime and LiteRT on every core, and under a CPU limit
+    the bench said the limit's note a second time."""
+    return default_threads(threads) or 0
+
+
 def _stream_stage(model: str, video: Path, out: Path, tag: str, frames: int,
-                  quiet: bool = False) -> tuple[Path, Path]:
+                  quiet: bool = False, threads: int = 0) -> tuple[Path, Path]:
     """Stage 5: stream `video` through `model` into sharpened-TAG.mp4, again as a split-screen
     comparison-TAG.mp4, and one frame side by side; (sharpened, comparison).
     Each video is written under a temporary name beside it and renamed when whole: the
@@ -155,7 +164,7 @@ def _stream_stage(model: str, video: Path, out: Path, tag: str, frames: int,
             temp[str(tmp)] = str(video_out)
             stats = run_stream(model, str(video), output=str(tmp),
                                stats_path=str(out / "stream-stats.json"), max_frames=frames,
-                               quiet=quiet)
+                               threads=threads or None, quiet=quiet)
         print(f"streamed {stats['frames_processed']} frames at "
               f"{stats['throughput_fps']:.1f} fps end to end "
               f"(infer p50 {stats['latency_ms']['infer']['p50']:.0f} ms)")
@@ -164,7 +173,7 @@ def _stream_stage(model: str, video: Path, out: Path, tag: str, frames: int,
         with atomic_path(comparison, suffix=comparison.suffix) as tmp:
             temp[str(tmp)] = str(comparison)
             run_stream(model, str(video), output=str(tmp), compare=True, view="split",
-                       max_frames=frames, quiet=quiet)
+                       max_frames=frames, threads=threads or None, quiet=quiet)
         doing = f"writing {side}"
         _side_by_side_frame(video, video_out, side)
     except _stream_errors() as e:
@@ -555,7 +564,10 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
     except SinkError as e:
         raise SharpenError(str(e)) from None
     from distill.teacher import set_torch_threads
-    set_torch_threads(args.threads, lambda line: print(line, file=sys.stderr))
+    threads = stage_threads(args.threads)
+    set_torch_threads(threads)
+    if not args.threads and (note := limit_note("PyTorch, ONNX Runtime and LiteRT")):
+        print(f"note: {note}", file=sys.stderr)
     out = Path(args.out).resolve()
     # A second demo into this --out was refused by a stage's own lock, in its words (out=,
     # out_dir), after it had removed the first one's summary: refused here, naming --out.
@@ -677,7 +689,7 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
     # --calib-size, a flag the demo does not have; the report records the side used.
     report = export(student, ["onnx", "onnx-int8", "tflite-int8"], out / "export",
                     calib=calib, calib_size=None, parity_images=parity, latency_runs=3,
-                    quiet=args.quiet)
+                    threads=threads, quiet=args.quiet)
     print_table(report)
     run.made["export"] = out / "export"
     if report.failed:   # (a format this machine cannot build is skipped: the rest stream)
@@ -690,7 +702,7 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
 
     _step(5, f"stream the video through the runtime ({Path(best.file).name})", run)
     video_out, comparison = _stream_stage(best.file, video, out, tag, args.video_frames,
-                                          args.quiet)
+                                          args.quiet, threads)
     run.made.update(video_out=video_out, comparison=comparison,
                     side_by_side=out / "side_by_side.png", stream_stats=out / "stream-stats.json")
 
@@ -707,6 +719,7 @@ def _run_demo(args: argparse.Namespace, run: _Run) -> int:
         print(f"quality gate: {' '.join(gate)} (see `sharpen demo --help`)")
         bench_rc = bench_main(["--out", str(out / "bench"), "--weights", str(student),
                                *teacher_opts, *(["--data", scored] if scored else []), *gate,
+                               *(["--threads", str(threads)] if threads else []),
                                *(["--quiet"] if args.quiet else [])])
         run.made["bench_report"] = out / "bench" / "report.md"
     else:
