@@ -188,6 +188,14 @@ def run_export(args) -> int:
         # on this count, and extra threads share cores (slower, and the times mislead).
         if too_many := threads_warning(args.threads, "--threads"):
             print(f"warning: {too_many}", file=sys.stderr)
+        # PyTorch (the parity reference, the ONNX trace) on the runtimes' count, as every
+        # other command: it ran a thread per core under a CPU limit, and export_report.json's
+        # environment recorded that count while the settings' threads said the limit's.
+        from distill.teacher import set_torch_threads
+        from runtime.host import limit_note
+        set_torch_threads(args.threads)
+        if not args.threads and (note := limit_note("ONNX Runtime, LiteRT and PyTorch")):
+            print(f"note: {note}", file=sys.stderr)
         report = export(weights, args.formats, args.out, options, flags=True)
     except (ExportError, CheckpointError, CalibrationError) as e:
         return fail(one_line(e))

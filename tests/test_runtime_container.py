@@ -650,3 +650,62 @@ def test_an_invalid_omp_num_threads_under_a_cpu_limit_says_the_limits_count(one_
     (line,) = [m for m in said if m.startswith("OMP_NUM_THREADS='two' is not a thread count")]
     assert line.endswith("ignored; ONNX Runtime and LiteRT run the 1 thread of a CPU limit of 1 "
                          "CPU (cgroup)"), line
+
+
+def test_the_demos_threads_reach_every_stage_and_a_limit_is_said_once(one_cpu_limit,
+                                                                       onnx_model, tmp_path):
+    """`sharpen demo --threads N` ("training and inference") set PyTorch's count alone: the
+    export's checks, the stream and the bench ran ONNX Runtime and LiteRT on their default,
+    and under a CPU limit the bench stage said the limit's note again after the demo had. Each
+    stage now gets the demo's count: --threads, else the limit's."""
+    import json
+
+    from sharpen.demo import _stream_stage, stage_threads
+    assert stage_threads(0) == 1 and stage_threads(2) == 2
+    (one_cpu_limit / "cpu.max").write_text("max 100000\n")   # no limit: each engine's own
+    assert stage_threads(0) == 0
+    clip = tmp_path / "in.mp4"
+    write_video(clip, n=2)
+    out = tmp_path / "d"
+    out.mkdir()
+    _stream_stage(str(onnx_model), clip, out, "clip", 2, quiet=True, threads=2)
+    assert json.loads((out / "stream-stats.json").read_text())["threads"] == 2
+
+
+def test_export_runs_pytorch_on_a_cpu_limits_threads_and_records_them(one_cpu_limit, tmp_path,
+                                                                      capsys):
+    """`sharpen export` was the one PyTorch command that kept torch's default (a thread per
+    host core) under a CPU limit: its parity reference ran on it, and export_report.json's
+    environment recorded that count beside settings' threads, the limit's. It now runs and
+    records the limit's count, and says the limit once, as `sharpen bench` does."""
+    import json
+
+    import numpy as np
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.images import write_image
+    from distill.students import create_student
+    from sharpen.cli import main
+    torch.manual_seed(0)
+    model = create_student("fast")
+    weights = tmp_path / "s.pt"
+    atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
+                weights)
+    parity = tmp_path / "parity"
+    parity.mkdir()
+    write_image(parity / "a.png", np.random.default_rng(0).random((32, 48, 3), np.float32))
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rc = main(["export", "--weights", str(weights), "--formats", "onnx",
+                   "--out", str(tmp_path / "x"), "--calib", str(parity),
+                   "--parity-images", str(parity), "--no-latency", "--quiet"])
+    finally:
+        torch.set_num_threads(before)
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    report = json.loads((tmp_path / "x" / "export_report.json").read_text())
+    assert report["settings"]["threads"] == report["environment"]["torch_threads"] == 1
+    assert err.count("note: a CPU limit of 1 CPU (cgroup) is in force: ONNX Runtime, LiteRT "
+                     "and PyTorch run 1 thread") == 1, err
