@@ -209,6 +209,10 @@ class BenchContext:
             check_threads(self.threads, "--threads")
         except ValueError as e:
             raise pytest.UsageError(str(e)) from None
+        # PyTorch eager on a CPU limit's count, as `sharpen bench` runs it (its default
+        # counted the cores a quota leaves idle): the two timed one model on two counts.
+        from distill.teacher import set_torch_threads
+        set_torch_threads(None)
         cache = config.getoption("cache")
         from benchmarks.artifacts import default_cache_root
         from benchmarks.quality import QUICK_LIMIT

@@ -709,3 +709,35 @@ def test_export_runs_pytorch_on_a_cpu_limits_threads_and_records_them(one_cpu_li
     assert report["settings"]["threads"] == report["environment"]["torch_threads"] == 1
     assert err.count("note: a CPU limit of 1 CPU (cgroup) is in force: ONNX Runtime, LiteRT "
                      "and PyTorch run 1 thread") == 1, err
+
+
+def test_the_pytest_suite_runs_pytorch_on_a_cpu_limits_threads(one_cpu_limit, tmp_path):
+    """`sharpen bench` set PyTorch to a CPU limit's count (its default counted the cores the
+    quota leaves idle); `pytest benchmarks/`, which times the same rows, kept torch's default:
+    one model, timed on two thread counts. The suite now runs the bench's count. In-process:
+    the limit here is this process's (a subprocess would read the host's cgroup)."""
+    import json
+
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.students import create_student
+    torch.manual_seed(0)
+    model = create_student("fast")
+    weights = tmp_path / "student-tiny.pt"
+    atomic_save(make_checkpoint(model, kind="student", arch="fast", arch_args=model.arch_args),
+                weights)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        rc = pytest.main([str(REPO / "benchmarks" / "test_latency.py"), "-q", "-p",
+                          "no:cacheprovider", "-k", "test_student_latency and pytorch",
+                          "--students", str(weights), "--sizes", "64x48",
+                          "--cache", str(tmp_path / "cache"),
+                          "--benchmark-json", str(tmp_path / "b.json")])
+    finally:
+        torch.set_num_threads(before)
+    assert rc == 0
+    [timed] = [b["extra_info"] for b in json.loads((tmp_path / "b.json").read_text())
+               ["benchmarks"]]
+    assert timed["provider"] == "CPU (1 thread)", timed
