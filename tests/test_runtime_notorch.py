@@ -89,11 +89,11 @@ def test_runtime_runs_without_torch_or_tensorflow(tmp_path, onnx_model):
     assert len(read_video(tmp_path / "cli.mp4")[0]) == 6
 
 
-def test_runtime_sources_never_import_training_stacks():
-    """Also lazy imports inside functions: none of runtime/ may import these packages."""
-    forbidden = {"torch", "tensorflow", "keras", "distill", "optimize"}
+def imports_of(pkg: str, forbidden: set[str]) -> list[str]:
+    """Every absolute import in the package `pkg` (also lazy ones, inside a function) whose top
+    package is in `forbidden`, as 'pkg/file.py:LINE name'."""
     bad = []
-    for path in sorted((REPO / "runtime").rglob("*.py")):
+    for path in sorted((REPO / pkg).rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text(), str(path))):
             names = []
             if isinstance(node, ast.Import):
@@ -102,6 +102,12 @@ def test_runtime_sources_never_import_training_stacks():
                 names = [node.module]
             bad += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
                     if n.split(".")[0] in forbidden]
+    return bad
+
+
+def test_runtime_sources_never_import_training_stacks():
+    """Also lazy imports inside functions: none of runtime/ may import these packages."""
+    bad = imports_of("runtime", {"torch", "tensorflow", "keras", "distill", "optimize"})
     assert not bad, bad
 
 
@@ -111,17 +117,7 @@ def test_no_package_imports_a_layer_above_it():
     ARTIFACT`'s export-report reading in distill/cli.py imported optimize)."""
     above = {"distill": {"optimize", "benchmarks", "sharpen"},
              "optimize": {"benchmarks", "sharpen"}}
-    bad = []
-    for pkg, forbidden in above.items():
-        for path in sorted((REPO / pkg).rglob("*.py")):
-            for node in ast.walk(ast.parse(path.read_text(), str(path))):
-                names = []
-                if isinstance(node, ast.Import):
-                    names = [a.name for a in node.names]
-                elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-                    names = [node.module]
-                bad += [f"{path.relative_to(REPO)}:{node.lineno} {n}" for n in names
-                        if n.split(".")[0] in forbidden]
+    bad = [line for pkg, forbidden in above.items() for line in imports_of(pkg, forbidden)]
     assert not bad, bad
 
 
