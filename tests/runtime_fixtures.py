@@ -196,6 +196,18 @@ def run_cli_subprocess(argv: list[str], timeout: float = 60) -> subprocess.Compl
                           timeout=timeout)
 
 
+@contextlib.contextmanager
+def reaped(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
+    """`proc`, killed and waited for if it still runs when the block ends: a test that fails
+    part way leaves no run behind it. (Popen's own `with` waits, which hangs on a stuck child.)"""
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def damaged_video(video: Path) -> Path:
     """30 frames of noise in an MPEG-4 .mp4, a sixth of the file zeroed a third of the way in:
     a few frames in the middle fail to decode, the rest do."""

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from runtime_fixtures import (FRAME_H, FRAME_W, assert_in_order, cli_module, ffmpeg_or_skip,
-                              lap_var, onnx_model, read_video, write_video)
+                              lap_var, onnx_model, read_video, reaped, write_video)
 from runtime.sources import SourceError, open_source
 from runtime.y4m import Y4MError, Y4MReader, Y4MWriter
 
@@ -188,14 +188,10 @@ def test_closed_reader_ends_the_run_cleanly(tmp_path, onnx_model):
     proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source",
                              "synthetic:96x64", "--out", "-", "--quiet"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-    try:
+    with reaped(proc):
         head = _read_within(proc.stdout, 30000, 60)   # the header and a few frames
         proc.stdout.close()
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = err.decode()
     assert head.startswith(b"YUV4MPEG2 W96 H64 "), text
     assert proc.returncode == 0, text
@@ -286,14 +282,10 @@ def test_an_interrupted_run_to_stdout_says_so(tmp_path, onnx_model):
     proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source",
                              "synthetic:96x64", "--out", "-"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
-    try:
+    with reaped(proc):
         _read_within(proc.stdout, 30000, 60)
         proc.terminate()
         _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = err.decode()
     assert proc.returncode == 128 + 15, text
     assert re.search(r"interrupted \(SIGTERM\): \d+ frames? written to stdout", text), text
@@ -348,19 +340,17 @@ def test_sigterm_with_a_stalled_producer_stops_at_once(tmp_path, onnx_model):
                              "-", "--quiet"], stdin=r, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=tmp_path)
     os.close(r)
-    try:
-        os.write(w, y4m[:header_and_frame])
-        head = _read_within(proc.stdout, 64, 60)   # the header: the first frame is written
-        assert head.startswith(b"YUV4MPEG2 ")
-        t0 = time.monotonic()
-        proc.terminate()
-        out, err = proc.communicate(timeout=60)
-        took = time.monotonic() - t0
-    finally:
-        os.close(w)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with reaped(proc):
+        try:
+            os.write(w, y4m[:header_and_frame])
+            head = _read_within(proc.stdout, 64, 60)   # the header: the first frame is written
+            assert head.startswith(b"YUV4MPEG2 ")
+            t0 = time.monotonic()
+            proc.terminate()
+            out, err = proc.communicate(timeout=60)
+            took = time.monotonic() - t0
+        finally:
+            os.close(w)
     text = err.decode()
     assert took < 5, (took, text)
     assert proc.returncode == 128 + 15, text
@@ -415,22 +405,20 @@ def test_stats_beside_stdin_and_stdout(tmp_path, onnx_model):
                              "-", "--stats", "./-", "--quiet"], stdin=r,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     os.close(r)
-    try:
-        os.write(w, header)   # no frame yet: the run waits for its first
-        end = time.monotonic() + 60
-        while not stats.exists() and time.monotonic() < end and proc.poll() is None:
-            time.sleep(0.05)
-        early = json.loads(stats.read_text()) if stats.exists() else None
-        os.write(w, y4m[len(header):])
-        os.close(w)
-        w = -1
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if w >= 0:
+    with reaped(proc):
+        try:
+            os.write(w, header)   # no frame yet: the run waits for its first
+            end = time.monotonic() + 60
+            while not stats.exists() and time.monotonic() < end and proc.poll() is None:
+                time.sleep(0.05)
+            early = json.loads(stats.read_text()) if stats.exists() else None
+            os.write(w, y4m[len(header):])
             os.close(w)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+            w = -1
+            out, err = proc.communicate(timeout=60)
+        finally:
+            if w >= 0:
+                os.close(w)
     assert proc.returncode == 0, err.decode()
     assert early is not None and early["state"] == "starting", err.decode()
     final = json.loads(stats.read_text())
@@ -479,12 +467,8 @@ def test_a_stdin_frame_too_big_to_read_is_named(tmp_path, onnx_model):
         proc.stdin.close()
     except BrokenPipeError:
         broke = True
-    try:
+    with reaped(proc):
         out, err = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
     text = err.decode()
     assert proc.returncode == 1, text
     assert out == b""
@@ -537,19 +521,17 @@ def test_sigterm_before_the_first_frame_ends_stopped(tmp_path, onnx_model):
                              "-", "--stats", str(stats), "--quiet"], stdin=r,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
     os.close(r)
-    try:
-        os.write(w, y4m[:y4m.index(b"\n") + 1])
-        end = time.monotonic() + 60
-        while not stats.exists() and time.monotonic() < end and proc.poll() is None:
-            time.sleep(0.05)
-        assert json.loads(stats.read_text())["state"] == "starting"
-        proc.terminate()
-        out, err = proc.communicate(timeout=60)
-    finally:
-        os.close(w)
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+    with reaped(proc):
+        try:
+            os.write(w, y4m[:y4m.index(b"\n") + 1])
+            end = time.monotonic() + 60
+            while not stats.exists() and time.monotonic() < end and proc.poll() is None:
+                time.sleep(0.05)
+            assert json.loads(stats.read_text())["state"] == "starting"
+            proc.terminate()
+            out, err = proc.communicate(timeout=60)
+        finally:
+            os.close(w)
     assert proc.returncode == 128 + 15, err.decode()
     assert out == b""
     final = json.loads(stats.read_text())
