@@ -208,6 +208,35 @@ def reaped(proc: subprocess.Popen) -> Iterator[subprocess.Popen]:
             proc.wait()
 
 
+def ctrl_c_while_copying(model: Path, source: Path, out: Path, ffmpeg: Path, copying: Path,
+                         terminal: bool = False) -> tuple[int, str]:
+    """`sharpen run --quiet` of `source` into `out` in a child (in `out`'s folder) whose ffmpeg
+    is the stand-in `ffmpeg`, which touches `copying` as it starts to hang; then three Ctrl-Cs
+    half a second apart (the first asks to stop, the second is told what one more does), to
+    the child or, `terminal`, to its whole process group as a terminal sends them. Its exit
+    code and stderr."""
+    import os
+    import signal
+
+    child = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                              "--source", str(source), "--out", str(out), "--quiet"],
+                             env={**os.environ, "SHARPEN_FFMPEG": str(ffmpeg)}, cwd=out.parent,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True)
+    with reaped(child):
+        deadline = time.monotonic() + 60
+        while not copying.exists() and child.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert copying.exists(), child.communicate(timeout=10)[1]
+        for _ in range(3):
+            if terminal:
+                os.killpg(child.pid, signal.SIGINT)
+            else:
+                child.send_signal(signal.SIGINT)
+            time.sleep(0.5)
+        err = child.communicate(timeout=30)[1]
+    return child.returncode, err
+
+
 def damaged_video(video: Path) -> Path:
     """30 frames of noise in an MPEG-4 .mp4, a sixth of the file zeroed a third of the way in:
     a few frames in the middle fail to decode, the rest do."""

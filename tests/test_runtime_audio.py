@@ -220,12 +220,7 @@ def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
     (a file on a network share that stopped answering), and is ffmpeg otherwise. A
     terminal's Ctrl-C goes to its whole process group: ffmpeg must not take the first one as
     its own (stopping, and the copy being tried again as an encode)."""
-    import os
-    import signal
-    import sys
-    import time
-
-    from runtime_fixtures import cli_module
+    from runtime_fixtures import ctrl_c_while_copying
 
     copying = tmp_path / "copying"
     hangs = tmp_path / "ffmpeg"
@@ -234,30 +229,11 @@ def test_ctrl_c_during_the_audio_copy_keeps_the_silent_video_and_says_so(
                      f'exec sleep 60;;\nesac\nexec "{ffmpeg}" "$@"\n')
     hangs.chmod(0o755)
     out = tmp_path / "sharp.mp4"
-    child = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
-                              str(onnx_model), "--source", str(clips["loud"]), "--out", str(out),
-                              "--quiet"], env={**os.environ, "SHARPEN_FFMPEG": str(hangs)},
-                             cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not copying.exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert copying.exists(), child.communicate(timeout=10)[1]
-        for _ in range(3):
-            if to == "terminal":
-                os.killpg(child.pid, signal.SIGINT)
-            else:
-                child.send_signal(signal.SIGINT)
-            time.sleep(0.5)
-        err = child.communicate(timeout=30)[1]
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
+    code, err = ctrl_c_while_copying(onnx_model, clips["loud"], out, hangs, copying,
+                                     terminal=to == "terminal")
     # Every frame was sharpened before the Ctrl-C: whether that counts as interrupted is the
     # pipeline's call, not this test's.
-    assert child.returncode in (0, 130), err
+    assert code in (0, 130), err
     assert f"{out} has no sound: the copy of the audio of {clips['loud']} was stopped (Ctrl-C)" \
         in err, err
     assert len(read_video(out)[0]) == FRAMES and sound_of(ffmpeg, out) is None

@@ -329,12 +329,7 @@ def test_ctrl_c_during_the_sound_copy_starts_no_other_copy(tmp_path, ffmpeg, cli
     stops waiting for the output) is not followed by the tags' copy of the whole video, which a
     long one's user would wait on, or have to stop, again. The stand-in ffmpeg hangs in every
     copy of the video."""
-    import os
-    import signal
-    import sys
-    import time
-
-    from runtime_fixtures import cli_module
+    from runtime_fixtures import ctrl_c_while_copying
 
     copying = tmp_path / "copying"
     hangs = tmp_path / "ffmpeg"
@@ -342,25 +337,8 @@ def test_ctrl_c_during_the_sound_copy_starts_no_other_copy(tmp_path, ffmpeg, cli
                      f'touch "{copying}"; exec sleep 60;;\nesac\nexec "{ffmpeg}" "$@"\n')
     hangs.chmod(0o755)
     out = tmp_path / "sharp.mp4"
-    child = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
-                              str(identity), "--source", str(clips["loud"]), "--out", str(out),
-                              "--quiet"], env={**os.environ, "SHARPEN_FFMPEG": str(hangs)},
-                             cwd=tmp_path, stderr=subprocess.PIPE, text=True,
-                             start_new_session=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not copying.exists() and child.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert copying.exists(), child.communicate(timeout=10)[1]
-        for _ in range(3):
-            child.send_signal(signal.SIGINT)
-            time.sleep(0.5)
-        err = child.communicate(timeout=20)[1]
-    finally:
-        if child.poll() is None:
-            child.kill()
-            child.wait()
-    assert child.returncode in (0, 130), err
+    code, err = ctrl_c_while_copying(identity, clips["loud"], out, hangs, copying)
+    assert code in (0, 130), err
     assert "has no sound: the copy of the audio" in err, err
     assert "were not tagged (the copy with the sound, which tags them, was stopped" in err, err
     assert matrix_of(ffmpeg, out) == ""
