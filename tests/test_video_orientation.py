@@ -72,16 +72,23 @@ def _close(a: np.ndarray, b: np.ndarray) -> bool:
     return a.shape == b.shape and float(np.abs(a.astype(int) - b).mean()) < 2.0
 
 
-@pytest.mark.parametrize("turn, flips", CASES)
-def test_run_shows_a_clips_frames_as_players_do(tmp_path, ffmpeg, plain, turn, flips, capsys):
-    clip = _tagged(ffmpeg, plain, tmp_path / "phone.mp4", turn, flips)
-    model = one_op_model(tmp_path / "identity.onnx", "Identity", ["input"], {})
-    out = tmp_path / "frames"
+def _run_and_play(ffmpeg: str, clip: Path, folder: Path, capsys) -> tuple[list, list]:
+    """`sharpen run` of `clip` through an identity model into PNGs under `folder`: the frames
+    it wrote and those ffmpeg shows, as players do (N of each)."""
+    model = one_op_model(folder / "identity.onnx", "Identity", ["input"], {})
+    out = folder / "frames"
     assert run_cli(["run", "--model", str(model), "--source", str(clip), "--out", str(out),
                     "--quiet"]) == 0, capsys.readouterr().err
     played = _as_played(ffmpeg, clip)
     got = [cv2.imread(str(p)) for p in sorted(out.glob("*.png"))]
     assert len(got) == len(played) == N
+    return got, played
+
+
+@pytest.mark.parametrize("turn, flips", CASES)
+def test_run_shows_a_clips_frames_as_players_do(tmp_path, ffmpeg, plain, turn, flips, capsys):
+    clip = _tagged(ffmpeg, plain, tmp_path / "phone.mp4", turn, flips)
+    got, played = _run_and_play(ffmpeg, clip, tmp_path, capsys)
     diffs = [float(np.abs(a.astype(int) - b).mean()) if a.shape == b.shape else None
              for a, b in zip(got, played)]
     assert all(_close(a, b) for a, b in zip(got, played)), diffs
@@ -128,13 +135,7 @@ def test_a_mirrored_clip_opening_on_a_black_frame_is_shown_as_players_do(tmp_pat
     cap = cv2.VideoCapture(str(clip))
     assert len(laid_by(cap, clip)) > 1   # the black frame tells nothing
     cap.release()
-    model = one_op_model(tmp_path / "identity.onnx", "Identity", ["input"], {})
-    out = tmp_path / "frames"
-    assert run_cli(["run", "--model", str(model), "--source", str(clip), "--out", str(out),
-                    "--quiet"]) == 0, capsys.readouterr().err
-    played = _as_played(ffmpeg, clip)
-    got = [cv2.imread(str(p)) for p in sorted(out.glob("*.png"))]
-    assert len(got) == len(played) == N
+    got, played = _run_and_play(ffmpeg, clip, tmp_path, capsys)
     assert all(_close(a, b) for a, b in zip(got[1:], played[1:]))
 
 
@@ -186,13 +187,7 @@ def test_a_movie_headers_mirror_is_shown_as_players_do(tmp_path, ffmpeg, plain, 
     upside down, and over a mirrored track, which players show as stored, mirrored."""
     clip = _movie_mirrored(_tagged(ffmpeg, plain, tmp_path / "track.mp4", 0, flips),
                            tmp_path / "phone.mp4")
-    model = one_op_model(tmp_path / "identity.onnx", "Identity", ["input"], {})
-    out = tmp_path / "frames"
-    assert run_cli(["run", "--model", str(model), "--source", str(clip), "--out", str(out),
-                    "--quiet"]) == 0, capsys.readouterr().err
-    played = _as_played(ffmpeg, clip)
-    got = [cv2.imread(str(p)) for p in sorted(out.glob("*.png"))]
-    assert len(got) == len(played) == N
+    got, played = _run_and_play(ffmpeg, clip, tmp_path, capsys)
     diffs = [float(np.abs(a.astype(int) - b).mean()) for a, b in zip(got, played)]
     assert all(_close(a, b) for a, b in zip(got, played)), diffs
 
