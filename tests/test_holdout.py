@@ -40,6 +40,16 @@ def _frames(folder: Path, n: int, seed: int) -> Path:
     return folder
 
 
+def _pairs(folder: Path, n: int) -> Path:
+    """`n` pairs of 16x16 noise images, input/imNN.png beside target/imNN.png."""
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        for side in ("input", "target"):
+            write_image(folder / side / f"im{i:02d}.png",
+                        rng.random((16, 16, 3)).astype(np.float32))
+    return folder
+
+
 def _names(cache: Path) -> set[str]:
     return set(json.loads((cache / "manifest.json").read_text())["entries"])
 
@@ -651,11 +661,7 @@ def test_a_hold_out_cache_whose_data_moved_says_the_command_that_keeps_its_label
 
     from distill.data.crops import pairs_from_labels
     gpu = tmp_path / "gpu"
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        for side in ("input", "target"):
-            write_image(gpu / "shots" / side / f"im{i:02d}.png",
-                        rng.random((16, 16, 3)).astype(np.float32))
+    _pairs(gpu / "shots", 6)
     assert main(_labels(gpu / "shots", gpu / "labels", gpu / "labels-val", teacher,
                         "--hold-out", "0.34")) == 0
     for cache in ("labels", "labels-val"):
@@ -721,11 +727,7 @@ def test_the_moved_data_advice_of_either_cache_relabels_each_into_its_own(tmp_pa
 
     from distill.data.crops import pairs_from_labels
     gpu = tmp_path / "gpu"
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        for side in ("input", "target"):
-            write_image(gpu / "my shots" / side / f"im{i:02d}.png",
-                        rng.random((16, 16, 3)).astype(np.float32))
+    _pairs(gpu / "my shots", 6)
     assert main(_labels(gpu / "my shots", gpu / "labels", gpu / "labels-val", teacher,
                         "--hold-out", "0.34", "--limit", "5")) == 0
     names = {c: _names(gpu / c) for c in ("labels", "labels-val")}
