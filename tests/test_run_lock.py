@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import fcntl  # noqa: F401 - imported before the child drops to another user, who cannot
-import json
 import os
 from pathlib import Path
 
@@ -10,6 +9,7 @@ import pytest
 
 import runtime.output_paths  # noqa: F401 - (the same: run_lock imports it when it runs)
 import runtime.warn  # noqa: F401
+from child_fixtures import in_a_child
 from distill.run_lock import RunLocked, run_lock
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork (POSIX)")
@@ -19,29 +19,19 @@ def _as_another_user(folder: Path) -> dict:
     """run_lock on `folder` (an export's lock) in a child process, as user nobody where this
     process is root (as this user otherwise, the lock file then made read-only for it): what
     it saw inside the lock and after it, or the refusal."""
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:   # the child: reports through the pipe, never returns into pytest
-        said: dict = {}
+    def work(said: dict) -> None:
+        os.chdir(folder)   # its parents (pytest's tmp folders) are root's alone
+        if os.geteuid() == 0:
+            os.setgid(65534)
+            os.setuid(65534)
         try:
-            os.chdir(folder)   # its parents (pytest's tmp folders) are root's alone
-            if os.geteuid() == 0:
-                os.setgid(65534)
-                os.setuid(65534)
             with run_lock(Path("."), doing="exporting", flag="--out", name=".export.lock"):
                 said["inside"] = Path(".export.lock").read_text().split("\n")
             said["after"] = sorted(os.listdir("."))
         except RunLocked as e:
             said["refused"] = str(e)
-        except BaseException as e:  # noqa: BLE001 - reported to the test
-            said["error"] = f"{type(e).__name__}: {e}"
-        os.write(w, json.dumps(said).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        said = json.loads(f.read() or "{}")
-    os.waitpid(pid, 0)
-    return said
+
+    return in_a_child(work)
 
 
 def test_a_lock_file_another_users_killed_run_left_does_not_refuse_every_later_run(tmp_path):

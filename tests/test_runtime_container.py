@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from child_fixtures import in_a_child
 from runtime_fixtures import REPO, onnx_model, run_cli, write_video  # noqa: E402
 
 __all__ = ["onnx_model"]
@@ -96,33 +97,23 @@ def test_a_user_without_a_home_gets_the_cache_variable_named(tmp_path):
     """`docker run --user 1234` with no HOME: a user id without an /etc/passwd entry, for which
     Path.home() raised RuntimeError("Could not determine home directory."), named neither the
     cache nor XDG_CACHE_HOME. Root becomes such a user in a child; others cannot."""
-    import json
     import pwd
     if os.geteuid() != 0:
         pytest.skip("becoming a user without a passwd entry needs root")
     uid = next(u for u in range(54321, 60000) if not _has_passwd_entry(pwd, u))
-    r, w = os.pipe()
-    pid = os.fork()
-    if pid == 0:   # the child: reports through the pipe, never returns into pytest
-        said = {}
+    def work(said: dict) -> None:
+        from runtime.cache import cache_dir
+        os.environ.pop("HOME", None)
+        os.environ.pop("XDG_CACHE_HOME", None)
         try:
-            from runtime.cache import cache_dir
-            os.environ.pop("HOME", None)
-            os.environ.pop("XDG_CACHE_HOME", None)
             os.setgid(uid)
             os.setuid(uid)
-            try:
-                said["path"] = str(cache_dir("trt"))
-            except Exception as e:  # noqa: BLE001 - reported to the test
-                said["error"] = f"{type(e).__name__}: {e}"
         except PermissionError:   # root of a container without CAP_SETUID
             said["skip"] = True
-        os.write(w, json.dumps(said).encode())
-        os._exit(0)
-    os.close(w)
-    with os.fdopen(r) as f:
-        said = json.loads(f.read() or "{}")
-    os.waitpid(pid, 0)
+            return
+        said["path"] = str(cache_dir("trt"))   # or its error, reported by in_a_child
+
+    said = in_a_child(work)
     if said.get("skip"):
         pytest.skip("root here cannot become another user")
     assert said.get("error", "").startswith("OSError: no folder for sharpen's trt cache: HOME "
@@ -394,34 +385,31 @@ def test_a_runs_lock_refuses_another_users_run_under_umask_0077():
             held.__enter__()
         finally:
             os.umask(old)
+
+        def work(said: dict) -> None:   # the other user
+            try:
+                os.setgid(65534)
+                os.setuid(65534)
+            except PermissionError:   # root of a container without CAP_SETUID
+                said["skip"] = True
+                return
+            try:
+                with output_lock(out, f"--out {out}", "--out"):
+                    said["held"] = True
+            except RunLocked as e:
+                said["refused"] = str(e)
+
         try:
-            r, w = os.pipe()
-            pid = os.fork()
-            if pid == 0:   # the other user: reports through the pipe, never returns to pytest
-                said = "skip"
-                try:
-                    os.setgid(65534)
-                    os.setuid(65534)
-                    try:
-                        with output_lock(out, f"--out {out}", "--out"):
-                            said = "held"
-                    except RunLocked as e:
-                        said = f"refused: {e}"
-                finally:
-                    os.write(w, said.encode())
-                    os._exit(0)
-            os.close(w)
-            with os.fdopen(r) as f:
-                said = f.read()
-            os.waitpid(pid, 0)
+            said = in_a_child(work)
         finally:
             held.__exit__(None, None, None)
     finally:
         shutil.rmtree(shared)
-    if said == "skip":
+    if said.get("skip"):
         pytest.skip("root here cannot become another user")
-    assert said.startswith(f"refused: --out {out}: another run is sharpening into it "
-                           f"(process {os.getpid()}, which holds {shared}/.cam.mp4.lock)"), said
+    assert said.get("refused", "").startswith(
+        f"--out {out}: another run is sharpening into it (process {os.getpid()}, which holds "
+        f"{shared}/.cam.mp4.lock)"), said
 
 
 def test_a_recording_a_killed_container_left_is_kept_aside_by_the_next(tmp_path, onnx_model):
