@@ -19,6 +19,28 @@ def _tree(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
+def _project(tmp_path: Path) -> Path:
+    """tmp_path/src holding this pyproject.toml and README.md, to add a project's folders to;
+    the test is skipped where the build backend is not installed."""
+    pytest.importorskip("hatchling", reason="the build backend (hatchling, in the dev extra) "
+                                            "is not installed here: pip install hatchling")
+    src = tmp_path / "src"
+    src.mkdir()
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(REPO / name, src / name)
+    return src
+
+
+def _hatchling_build(hook: str, src: Path, out: Path) -> Path:
+    """`out`, where hatchling's PEP 517 hook `hook` (build_sdist, build_editable) put what it
+    built from `src`, run in a child with `src` as its folder, as a frontend runs it."""
+    r = subprocess.run([sys.executable, "-c", "import sys, hatchling.build as b; "
+                        f"b.{hook}(sys.argv[1])", str(out)],
+                       cwd=src, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return out
+
+
 def _build_wheel(src: Path, out: Path) -> Path:
     # Offline: the build backend installed here (the dev extra's), not one fetched by pip.
     r = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
@@ -36,12 +58,7 @@ def test_the_wheel_is_built_without_writing_into_the_source_tree(tmp_path):
     build/lib also outlived the tree: a module deleted from a checkout still shipped in the next
     wheel built there. Root writes through any mode, so the tree is compared before and after
     (and made read-only too where this user is not root)."""
-    pytest.importorskip("hatchling", reason="the build backend (hatchling, in the dev extra) "
-                                            "is not installed here: pip install hatchling")
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, src / name)
+    src = _project(tmp_path)
     for pkg in PACKAGES:
         shutil.copytree(REPO / pkg, src / pkg,
                         ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
@@ -73,14 +90,9 @@ def test_an_editable_install_makes_only_the_packages_importable(tmp_path):
     packages (`import models` found our folder, not the user's), and a setuptools egg-info left
     in an older checkout was read as a second installed image-sharpening-kd. setuptools' own
     editable install mapped the five packages alone, as this one must."""
-    pytest.importorskip("hatchling", reason="the build backend (hatchling, in the dev extra) "
-                                            "is not installed here: pip install hatchling")
+    src = _project(tmp_path)
     editables = pytest.importorskip("editables", reason="hatchling's exact editable install "
                                     "needs it (in the dev extra): pip install editables")
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, src / name)
     for folder in (*PACKAGES, "tests", "scripts", "configs"):
         (src / folder).mkdir()
         (src / folder / "__init__.py").write_text("")   # a regular package even if forgotten
@@ -89,11 +101,7 @@ def test_an_editable_install_makes_only_the_packages_importable(tmp_path):
     (src / "image_sharpening_kd.egg-info").mkdir()
     (src / "image_sharpening_kd.egg-info" / "PKG-INFO").write_text(
         "Metadata-Version: 2.1\nName: image-sharpening-kd\nVersion: 0.0.1\n")
-    out = tmp_path / "wheel"
-    r = subprocess.run([sys.executable, "-c", "import sys, hatchling.build as b; "
-                        "b.build_editable(sys.argv[1])", str(out)],
-                       cwd=src, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = _hatchling_build("build_editable", src, tmp_path / "wheel")
     site = tmp_path / "site"
     zipfile.ZipFile(next(out.glob("*.whl"))).extractall(site)
     # The interpreter sees that folder alone (-S): not this environment's own install of the
@@ -117,21 +125,12 @@ def test_the_sdist_holds_the_packages_and_tests_not_the_whole_checkout(tmp_path)
     """hatchling's sdist took every file of the checkout git does not ignore: 42 MB of model
     weights and docs (setuptools' was 1 MB) and whatever else lay there untracked (a folder of
     clips), which `python -m build` packs before it builds the wheel from it."""
-    pytest.importorskip("hatchling", reason="the build backend (hatchling, in the dev extra) "
-                                            "is not installed here: pip install hatchling")
     import tarfile
-    src = tmp_path / "src"
-    src.mkdir()
-    for name in ("pyproject.toml", "README.md"):
-        shutil.copy2(REPO / name, src / name)
+    src = _project(tmp_path)
     for folder in (*PACKAGES, "tests", "scripts", "configs", "docs", "models", "clips"):
         (src / folder).mkdir()
         (src / folder / "__init__.py").write_text("")
-    out = tmp_path / "sdist"
-    r = subprocess.run([sys.executable, "-c", "import sys, hatchling.build as b; "
-                        "b.build_sdist(sys.argv[1])", str(out)],
-                       cwd=src, capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stdout + r.stderr
+    out = _hatchling_build("build_sdist", src, tmp_path / "sdist")
     with tarfile.open(next(out.glob("*.tar.gz"))) as t:
         top = {n.split("/")[1] for n in t.getnames() if "/" in n}
     assert top == {*PACKAGES, "tests", "README.md", "pyproject.toml", "PKG-INFO"}, sorted(top)
