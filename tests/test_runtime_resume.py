@@ -318,16 +318,23 @@ def test_the_record_beside_the_output_says_how_far_the_run_got(made, tmp_path):
                                                           "sharp.mp4"]
 
 
+def _with_sound(clip: Path, folder: Path, purpose: str) -> tuple[str, Path]:
+    """An ffmpeg, and folder/loud.mp4: `clip` with a 440 Hz tone in AAC over its whole length
+    (a phone's clip has sound); the test is skipped, saying `purpose`, without an ffmpeg."""
+    ffmpeg = find_ffmpeg()
+    if ffmpeg is None:
+        pytest.skip(f"no ffmpeg to {purpose}")
+    loud = folder / "loud.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(clip), "-f", "lavfi",
+                    "-i", f"sine=frequency=440:duration={N / FPS}", "-map", "0:v", "-map",
+                    "1:a", "-c:v", "copy", "-c:a", "aac", str(loud)], check=True, timeout=60)
+    return ffmpeg, loud
+
+
 def test_a_resumed_video_gets_the_sound_of_all_its_frames(made, tmp_path):
     """The stopped run's video had the sound of its own frames copied in; the joined one has
     the clip's over its whole length, as an uninterrupted run's."""
-    ffmpeg = find_ffmpeg()
-    if ffmpeg is None:
-        pytest.skip("no ffmpeg to make a clip with sound")
-    loud = tmp_path / "loud.mp4"
-    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(made["clip"]), "-f", "lavfi",
-                    "-i", f"sine=frequency=440:duration={N / FPS}", "-map", "0:v", "-map",
-                    "1:a", "-c:v", "copy", "-c:a", "aac", str(loud)], check=True, timeout=60)
+    ffmpeg, loud = _with_sound(made["clip"], tmp_path, "make a clip with sound")
     out = tmp_path / "sharp.mp4"
     argv = ["--model", str(made["model"]), "--source", str(loud), "--out", str(out)]
     code, err = stopped(argv, 15, signal.SIGINT, _env(ffmpeg))
@@ -353,13 +360,7 @@ def test_a_resumed_clip_with_sound_keeps_its_frames_times(made, tmp_path, ext):
     AAC packet (its encoder delay, 23 ms before the first frame), and ffmpeg's join times a
     file from its earliest stream: given the frames' length alone, this run's came 23 ms
     early."""
-    ffmpeg = find_ffmpeg()
-    if ffmpeg is None:
-        pytest.skip("no ffmpeg to make a clip with sound and join with")
-    loud = tmp_path / "loud.mp4"
-    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(made["clip"]), "-f", "lavfi",
-                    "-i", f"sine=frequency=440:duration={N / FPS}", "-map", "0:v", "-map",
-                    "1:a", "-c:v", "copy", "-c:a", "aac", str(loud)], check=True, timeout=60)
+    ffmpeg, loud = _with_sound(made["clip"], tmp_path, "make a clip with sound and join with")
     full, out = tmp_path / f"full{ext}", tmp_path / f"sharp{ext}"
     r = sharpen("--model", str(made["model"]), "--source", str(loud), "--out", str(full),
                 env=_env(ffmpeg))
