@@ -771,12 +771,13 @@ class Trainer:
                 last = self.step >= cfg.optim.steps
                 over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
                             or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
-                over = self._agree_to_stop(over)
                 # This step's decisions use the flag as agreed, not self._stop: under DDP a
                 # signal that lands later on one rank only (rank 0 validating while the others
-                # went on) sent the ranks into different collectives, and gloo aborted before
-                # anything was saved. Such a signal counts at the next agreement.
-                stop = bool(self._stop)
+                # went on, or one rank just after this all-reduce returned) sent the ranks into
+                # different collectives, and gloo aborted before anything was saved. Such a
+                # signal counts at the next agreement.
+                over, stopped_by = self._agree_to_stop(over)
+                stop = bool(stopped_by)
                 t_val = time.time()
                 # A signal saves at once: validating whole images first (minutes for a
                 # teacher) is what a user pressing Ctrl-C does not want to wait for.
@@ -784,8 +785,8 @@ class Trainer:
                 if validate:
                     self._validate_unless_stopped(val_items)
                     # Ctrl-C during rank 0's validation: every rank stops at this step.
-                    self._agree_to_stop(False)
-                    stop = bool(self._stop)
+                    stopped_by = self._agree_to_stop(False)[1]
+                    stop = bool(stopped_by)
                 snap = bool(cfg.snapshot_every) and self.step % cfg.snapshot_every == 0
                 # last.pt with each snapshot: a resume never goes back behind one, so never
                 # writes it again
@@ -812,7 +813,7 @@ class Trainer:
                 if stop:
                     self.log(f"stopping at step {self.step} (signal); {resume_hint(cfg)}")
                     self._text(f"stopped at step {self.step} by "
-                               f"{signal.Signals(self._stop).name}; last.pt saved")
+                               f"{signal.Signals(stopped_by).name}; last.pt saved")
                     break
             else:
                 self._text(f"finished at step {self.step}; {self.best_text()}")
@@ -1019,19 +1020,23 @@ class Trainer:
         if flag.item() and started:
             raise ValueError("process 0 could not start the run (its error says why)")
 
-    def _agree_to_stop(self, over: bool) -> bool:
+    def _agree_to_stop(self, over: bool) -> tuple[bool, int]:
         """Under DDP every rank stops at the same step, or those that go on wait in the next
         all-reduce forever (rank 0, which saves, among them): a signal may reach the ranks in
         different steps, and each measures max_minutes on its own clock. One tiny all-reduce
-        per step; sets self._stop when any rank was signalled, returns whether any is over
-        budget."""
+        per step; sets self._stop when any rank was signalled. Returns whether any rank is
+        over budget and the signal every rank stops for now (0: none). That one, not
+        self._stop read afterwards: a signal the handler takes once the all-reduce has
+        returned is this rank's alone until the next agreement."""
+        stop = int(self._stop or 0)
         if not self.dist.enabled:
-            return over
-        flags = torch.tensor([float(int(self._stop or 0)), float(over)], device=self.device)
+            return over, stop
+        flags = torch.tensor([float(stop), float(over)], device=self.device)
         _all_reduce_kept(flags, dist.ReduceOp.MAX)
-        if flags[0] and not self._stop:
-            self._stop = int(flags[0])
-        return bool(flags[1])
+        agreed = int(flags[0])
+        if agreed and not self._stop:
+            self._stop = agreed
+        return bool(flags[1]), agreed
 
     def _validate_unless_stopped(self, items: list[ValItem]) -> None:
         """Validation that a second Ctrl-C/SIGTERM cuts short; the checkpoint is still saved."""
