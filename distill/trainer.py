@@ -992,6 +992,10 @@ class Trainer:
             return
         self._validating = True
         try:
+            if self._stop:
+                # Taken after the step's agreement to go on (under DDP most often while this
+                # rank waited in it), so not the handler's to cut short: it saves at once too.
+                raise SecondSignal()
             m = evaluate(self.ema, items, self.device)
         finally:
             self._validating = False

@@ -327,6 +327,38 @@ def test_a_signal_during_validation_saves_at_that_step(tmp_path, monkeypatch, ca
     assert read_checkpoint(out / "last.pt")["step"] == 4
 
 
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM"])
+def test_a_signal_just_after_the_agreement_to_go_on_skips_that_step_s_validation(
+        tmp_path, monkeypatch, name):
+    """A signal the handler took once the step's agreement had said "go on" (under DDP most
+    often on rank 0 while it waited in that all-reduce; torchrun's SIGHUP kills the ranks 30 s
+    later) stops at the next agreement, after this step's validation: that validation ran in
+    full, whole images for minutes, as if no signal had come, where a signal saves at once."""
+    import os
+    import signal
+
+    import distill.trainer as trainer_mod
+    from distill.trainer import TrainingInterrupted
+
+    agree = trainer_mod.Trainer._agree_to_stop
+
+    def agree_then_signal(self, *args):
+        agreed = agree(self, *args)
+        if self.step == 3 and not self._stop:
+            os.kill(os.getpid(), getattr(signal, name))
+        return agreed
+
+    monkeypatch.setattr(trainer_mod.Trainer, "_agree_to_stop", agree_then_signal)
+    out = tmp_path / "r"
+    with pytest.raises(TrainingInterrupted) as stopped:
+        train(tiny_cfg(out, 10, val_every=3), quiet=True)
+    assert stopped.value.signum == getattr(signal, name)
+    assert " at step 3;" in str(stopped.value), str(stopped.value)
+    assert read_checkpoint(out / "last.pt")["step"] == 3
+    log = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log if "val" in r] == []
+
+
 def test_a_stop_says_how_to_go_on_when_the_same_command_would_not(tmp_path, monkeypatch,
                                                                   capsys):
     """"Run the same command" after a stop started a resume=never run over from step 0, and
