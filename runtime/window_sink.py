@@ -59,8 +59,10 @@ class WindowSink(Sink):
         img = compose(original, sharpened, self.view)
         text = self.overlay() if self.overlay else ""
         if text:
-            cv2.putText(img, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4, cv2.LINE_AA)
-            cv2.putText(img, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 1, cv2.LINE_AA)
+            cv2.putText(img, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (0, 0, 0), 4,
+                        cv2.LINE_AA)
+            cv2.putText(img, text, (10, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.8, (255, 255, 255), 1,
+                        cv2.LINE_AA)
         cv2.imshow(self.title, img)
         if (cv2.waitKey(1) & 0xFF) in (ord("q"), 27):
             self.stop.set()
