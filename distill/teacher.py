@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -152,6 +152,30 @@ def set_torch_threads(threads: Optional[int], say: Optional[Callable[[str], None
     if say and not threads and (note := limit_note("PyTorch")):
         say(f"note: {note}")
     return torch.get_num_threads()
+
+
+@contextmanager
+def default_torch_threads(say: Optional[Callable[[str], None]] = None) -> Iterator[None]:
+    """For library calls (`distill.trainer.train`): within the block PyTorch runs the thread
+    count of a cgroup CPU limit, as the commands do (set_torch_threads), but only where the
+    caller left torch at its default, one thread per core of the affinity mask, which a CPU
+    quota does not lower: a count the caller set with torch.set_num_threads is theirs, and
+    theirs again after the block. `say` gets the note naming the limit."""
+    from runtime.host import limit_note, limit_threads
+    before = torch.get_num_threads()
+    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+             else os.cpu_count() or 1)
+    n = limit_threads() if before == cores and limit_note("PyTorch") else None
+    if not n:
+        yield
+        return
+    torch.set_num_threads(n)
+    if say:
+        say(f"note: {limit_note('PyTorch')}")
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def load_teacher_model(weights: str | os.PathLike, config: Optional[str] = None) -> Restormer:

@@ -1157,8 +1157,16 @@ def _score_at_own_step(ck: dict) -> Optional[tuple[float, int]]:
 def train(cfg: TrainConfig, quiet: bool = False) -> dict:
     """Train to the end and return the last validation metrics; raises TrainingInterrupted
     (a KeyboardInterrupt) when a signal stopped it, after saving the resume checkpoint.
-    train.log records the run's equivalent `sharpen distill`/`sharpen train` command."""
-    result = run_training(cfg, quiet)
+    train.log records the run's equivalent `sharpen distill`/`sharpen train` command. Under a
+    cgroup CPU limit torch runs the limit's thread count for the run, as the commands do,
+    unless the caller set one (torch.set_num_threads) or OMP_NUM_THREADS: default_torch_threads.
+    """
+    from .teacher import default_torch_threads
+    # Main rank only says it: torchrun's ranks get OMP_NUM_THREADS=1, so no note there.
+    say = None if quiet or not DistInfo.from_env().main else (
+        lambda note: print(note, file=sys.stderr, flush=True))
+    with default_torch_threads(say):
+        result = run_training(cfg, quiet)
     if result.step < cfg.optim.steps and DistInfo.from_env().main and not quiet:
         # quiet callers learn the step from run_training (train.log says it too).
         print(f"stopped at step {result.step} of {cfg.optim.steps} (time or step budget "

@@ -526,6 +526,43 @@ def test_torch_runs_a_cgroup_cpu_limits_threads(one_cpu_limit, monkeypatch):
         torch.set_num_threads(before)
 
 
+def test_train_from_python_runs_a_cgroup_cpu_limits_threads(one_cpu_limit, tmp_path, capsys):
+    """Only the commands applied a CPU limit to PyTorch's threads: `distill.trainer.train`
+    called from Python ran a thread per host core under `--cpus 1`. It now runs the limit's
+    count where the caller left torch at its default, says so once, and gives the caller's
+    count back afterwards; a count the caller set is kept."""
+    import torch
+
+    from distill.checkpoint import read_checkpoint
+    from distill.config import load_config
+    from distill.trainer import train
+
+    def cfg(out):
+        return load_config(None, [
+            f"out={out}", "task=teacher", "model.arch=fast",
+            "model.args={width: 8, blocks: 1, low_blocks: 1}", "optim.steps=1",
+            "optim.warmup_steps=1", "data.crop=32", "data.batch_size=2", "data.workers=0",
+            "data.val_max_images=1", "data.val_max_side=64"])
+
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    try:
+        torch.set_num_threads(cores)                  # torch's own default
+        train(cfg(tmp_path / "a"))
+        ran = read_checkpoint(tmp_path / "a" / "last.pt")["environment"]["torch_threads"]
+        assert ran == 1
+        assert torch.get_num_threads() == cores
+        assert capsys.readouterr().err.count(
+            "note: a CPU limit of 1 CPU (cgroup) is in force: PyTorch runs 1 thread") == 1
+        if cores > 2:
+            torch.set_num_threads(2)                  # the caller's own count
+            train(cfg(tmp_path / "b"), quiet=True)
+            ran = read_checkpoint(tmp_path / "b" / "last.pt")["environment"]["torch_threads"]
+            assert ran == 2
+    finally:
+        torch.set_num_threads(before)
+
+
 _UNDER_A_MEMORY_LIMIT = """
 import re, resource, sys
 from {module} import main
