@@ -70,14 +70,21 @@ def hdr_transfer(path: str | os.PathLike) -> Optional[str]:
     return TRANSFERS.get(transfer) if transfer is not None else None
 
 
-def hdr_warning(path: str | os.PathLike, spec: str) -> Optional[str]:
-    """What to say of `spec` (the video file `path`) where it is HDR; None where it is not."""
+SHARPENED = "the sharpened video's colours come out washed out and its highlights flat"
+LABELLED = ("its frames, and the labels made of them, come out with washed-out colours and "
+            "flat highlights")
+
+
+def hdr_warning(path: str | os.PathLike, spec: str, outcome: str = SHARPENED
+                ) -> Optional[str]:
+    """What to say of `spec` (the video file `path`) where it is HDR; None where it is not.
+    `outcome`: what reading it as SDR does to what the command makes of it."""
     transfer = hdr_transfer(path)
     if transfer is None:
         return None
     sdr = Path(path).with_name(f"{Path(path).stem}-sdr.mp4")
     return (f"{spec} is HDR video (BT.2020 colours, {transfer} transfer), which is read as SDR "
-            "without tone mapping: the sharpened video's colours come out washed out and its "
-            "highlights flat against what the phone shows; convert it to SDR first: ffmpeg -i "
+            f"without tone mapping: {outcome} against what the phone shows; convert it to SDR "
+            "first: ffmpeg -i "
             f"{shlex.quote(os.fspath(path))} -vf {TONE_MAP} -c:v libx264 -crf 16 -c:a copy "
             f"{shlex.quote(str(sdr))}")

@@ -261,3 +261,25 @@ def test_an_hdr_phone_clip_is_said_to_come_out_washed_out(tmp_path, ffmpeg, monk
                 "SDR without tone mapping: the sharpened video's colours come out washed out "
                 "and its highlights flat against what the phone shows; convert it to SDR "
                 "first:") in err, err
+
+
+@pytest.mark.parametrize("trc, said", [("arib-std-b67", "HLG"), ("bt709", None)])
+def test_labels_of_an_hdr_phone_clip_say_its_frames_come_out_washed_out(
+        tmp_path, ffmpeg, capsys, tiny_teacher_pt, trc, said):
+    """`sharpen labels` read an iPhone's HLG clip as SDR and labelled its washed-out frames
+    without a word, where `sharpen run` warned of the same clip: the same warning, once."""
+    if "libx265" not in subprocess.run([ffmpeg, "-hide_banner", "-encoders"],
+                                       capture_output=True, text=True, timeout=60).stdout:
+        pytest.skip(f"{ffmpeg} has no HEVC encoder (libx265) to make an HDR clip with")
+    from sharpen.cli import main
+    clip = _hdr_clip(ffmpeg, tmp_path / "phone.mp4", trc)
+    assert main(["labels", "--data", str(clip), "--out", str(tmp_path / "cache"),
+                 "--teacher-weights", str(tiny_teacher_pt), "--device", "cpu",
+                 "--quiet"]) == 0
+    err = capsys.readouterr().err
+    if said is None:
+        assert "HDR" not in err, err
+    else:
+        assert err.count(f"{clip} is HDR video (BT.2020 colours, {said} transfer), which is "
+                         "read as SDR without tone mapping: its frames, and the labels made "
+                         "of them, come out with washed-out colours") == 1, err

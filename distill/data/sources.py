@@ -30,6 +30,7 @@ import cv2
 import numpy as np
 
 from runtime.console import count
+from runtime.hdr import LABELLED, hdr_warning
 from runtime.imageio import VIDEO_EXTS
 from runtime.orientation import oriented
 from runtime.sources import NO_DECODABLE_FRAMES
@@ -579,6 +580,10 @@ def _count_frames(path: Path) -> int:
     try:
         if not cap.isOpened():
             raise SourceError(f"{path}: {UNOPENABLE_VIDEO}")
+        # Here, where each clip of a source is opened once: `labels` of an iPhone's HLG clip
+        # went on without a word where `sharpen run` warned.
+        if hdr := hdr_warning(path, str(path), LABELLED):
+            warn(hdr, stacklevel=4)
         n = _checked_frame_count(cap)
         if n is None:
             cap.release()
