@@ -293,7 +293,7 @@ EXPORT_FLAGS: dict = {"parity_images": None, "out_dir": "--cache"}
 
 
 def _settings(student: Student, calib_count: int, float_layers: str | None = None,
-              calib: dict | None = None) -> dict:
+              calib: dict | None = None, seed: int = 0) -> dict:
     """The stamp's key. `calib`: `_calib_files` of a --calib run: with the weights, the
     exporter's code and OpenCV (the formats' versions) the files make the crops and the
     held-out parity images, which export's own record holds the digests of."""
@@ -305,6 +305,8 @@ def _settings(student: Student, calib_count: int, float_layers: str | None = Non
         s["parity"] = calib.get("parity", "held out of --calib")
     if float_layers:
         s["float_layers"] = float_layers
+    if seed:   # seed 0's key is left as it was: caches built before --seed stay valid
+        s["seed"] = int(seed)
     return s
 
 
@@ -392,13 +394,14 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
                      calib_count: int = DEFAULT_CALIB_COUNT, quiet: bool = False,
                      say=None, float_layers: str | None = None,
                      calib: Sequence[str] | str | None = None,
-                     partial: Optional[dict] = None) -> ArtifactSet:
+                     partial: Optional[dict] = None, seed: int = 0) -> ArtifactSet:
     """Every export format for `student`: reused from the cache when up to date, else built with
     `optimize.export.export`. Formats not requested or not buildable here come back as skipped
     with a reason; failed builds as error with the export's reason. `float_layers` as
     `sharpen export --float-layers` (mixed-precision INT8; cached in a folder of its own).
     `calib` as `sharpen export --calib` (default: the built-in sample photos): the cache keys
-    on its files' contents, so other images (or changed ones) rebuild. `partial`: a dict
+    on its files' contents, so other images (or changed ones) rebuild; `seed` as `sharpen
+    export --seed`, keyed too (another seed's crops give other INT8 scales). `partial`: a dict
     whose "items" are the formats reused or built so far, for a caller that measures them
     where the export raises (`failed_artifacts`' `kept`)."""
     from optimize.export import FORMATS, parse_formats
@@ -413,7 +416,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     folder = artifact_folder(student, cache_root, float_layers)
     calib = calib or None
     record = _calib_files(calib) if calib else None
-    settings = _settings(student, calib_count, float_layers, record)
+    settings = _settings(student, calib_count, float_layers, record, seed)
 
     from .machine import library_versions
 
@@ -436,7 +439,7 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
             plan = planned()
             if plan.to_build:
                 built_now = _build(plan, student, folder, settings, versions, calib_count,
-                                   quiet, say, float_layers, calib)
+                                   quiet, say, float_layers, calib, seed)
     ordered = {fmt: plan.items[fmt] for fmt in FORMATS}
     return ArtifactSet(student, folder, ordered, built_now)
 
@@ -548,7 +551,8 @@ def cache_lock(folder: Path, say: Callable[[str], None], doing: str) -> Iterator
 
 def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
            versions: dict[str, dict], calib_count: int, quiet: bool, say,
-           float_layers: str | None, calib: Sequence[str] | str | None = None) -> list[str]:
+           float_layers: str | None, calib: Sequence[str] | str | None = None,
+           seed: int = 0) -> list[str]:
     """Export `plan.to_build` into `folder`, recording each result in `plan.items` and the
     stamp as it comes; the formats built."""
     from optimize.calibration import CalibrationError
@@ -588,7 +592,7 @@ def _build(plan: _Plan, student: Student, folder: Path, settings: dict,
         # calib_size None: export's default side, fitted to small --calib images without a
         # warning naming --calib-size, which the bench does not take (the crops are the same).
         return export(student.path, fmts, folder, calib=calib, calib_count=calib_count,
-                      calib_size=None, latency=False, quiet=quiet,
+                      calib_size=None, seed=seed, latency=False, quiet=quiet,
                       float_layers=float_layers, on_result=record, flags=EXPORT_FLAGS)
 
     try:

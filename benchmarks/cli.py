@@ -102,7 +102,7 @@ def options_from_args(args: argparse.Namespace):
                         sizes=args.sizes, formats=args.formats, cache=args.cache,
                         float_layers=args.float_layers,
                         threads=args.threads, calib_count=args.calib_count,
-                        calib=args.calib,
+                        calib=args.calib, seed=args.seed,
                         stream_frames=args.stream_frames, latency=not args.no_latency,
                         quiet=args.quiet)
 
@@ -129,6 +129,8 @@ def run_bench_cmd(args) -> int:
               "timed)", file=sys.stderr)
     if args.calib_count < 1:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")
+    if args.seed < 0:   # as export says it, before the teacher's outputs and the first export
+        return fail(f"--seed must be >= 0, got {args.seed}")
     from runtime.host import check_threads, limit_note, threads_warning
     try:   # here, not when the first runtime loads after the exports
         check_threads(args.threads, "--threads")

@@ -195,6 +195,9 @@ class BenchContext:
         except ValueError as e:
             raise pytest.UsageError(str(e)) from None
         self.calib_count = int(config.getoption("calib_count"))
+        self.seed = int(config.getoption("seed"))
+        if self.seed < 0:
+            raise pytest.UsageError(f"--seed must be >= 0, got {self.seed}")
         if self.calib_count < 1:
             raise pytest.UsageError(f"--calib-count must be >= 1, got {self.calib_count}")
         self.calib = config.getoption("calib")
@@ -336,7 +339,7 @@ class BenchContext:
         if used:
             arts = ensure_artifacts(st, self.cache, used, self.calib_count, quiet=True,
                                     say=self.say, float_layers=self.float_layers,
-                                    calib=self.calib, partial=partial)
+                                    calib=self.calib, seed=self.seed, partial=partial)
         else:
             arts = self._nothing_to_export(name)
         return self._unselected_skipped(arts, used)

@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional
 
 from distill.teacher_tiles import (CONFIG_HELP as TEACHER_CONFIG_HELP,
                                    WEIGHTS_HELP as TEACHER_WEIGHTS_HELP)
-from optimize.commands import CALIB_FLAGS, CALIB_OPTION
+from optimize.commands import CALIB_FLAGS, CALIB_OPTION, SEED_FLAGS, SEED_OPTION
 from runtime.host import threads_help
 
 
@@ -80,6 +80,9 @@ SCHEMA: tuple[Opt, ...] = (
         pytest_aliases=("--bench-calib",)),
     Opt(("--calib-count",), "calib_count", "INT8 calibration crops per student (default 32)",
         type=int, default=32, metavar="N", pytest_aliases=("--bench-calib-count",)),
+    # As `sharpen export --seed` (one definition): another seed, other crops, other artifacts.
+    Opt(SEED_FLAGS, "seed", SEED_OPTION["help"], type=SEED_OPTION["type"],
+        default=SEED_OPTION["default"], pytest_aliases=("--bench-seed",)),
     Opt(("--stream-frames",), "stream_frames", "frames of the generated video for the "
         "streaming pipeline (default 24 quick, 30 full; 0 skips it)", type=int, metavar="N"),
     Opt(("--threads",), "threads", threads_help("ONNX Runtime / LiteRT"), type=int, default=0,

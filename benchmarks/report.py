@@ -81,6 +81,7 @@ class BenchOptions:
     threads: int = 0
     calib_count: int = DEFAULT_CALIB_COUNT
     calib: Optional[Sequence[str]] = None    # as `sharpen export --calib`; None: built-in photos
+    seed: int = 0                            # as `sharpen export --seed`: the calibration crops
     stream_frames: Optional[int] = None
     latency: bool = True
     quiet: bool = False
@@ -383,7 +384,7 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
             progress.artifact_sets[st.name] = ensure_artifacts(
                 st, cache, opts.formats, opts.calib_count, quiet=opts.quiet, say=say,
                 float_layers=opts.float_layers, calib=calib_sources(opts.calib),
-                partial=partial)
+                seed=opts.seed, partial=partial)
         except Exception as e:  # noqa: BLE001 - that student fails; the others are measured
             # A broken checkpoint (or an export that raised) of one student stopped the run
             # for every student, without a report. Its rows say why, and the run exits 1.
@@ -480,6 +481,7 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
                      "limit": m["limit"], "data": opts.data or "embedded",
                      "formats": opts.formats or "all", "cache": str(cache),
                      "threads": opts.threads, "calib_count": opts.calib_count,
+                     "calib_seed": opts.seed,
                      "calibration": calibration_text(opts.calib, progress.artifact_sets),
                      "students": [s.to_dict() for s in students],
                      "models": [gm.to_dict() for gm in models],

@@ -29,6 +29,13 @@ warning and listed as SKIPPED.
 
 # `--calib`, as `sharpen export` and `sharpen bench` (benchmarks/options.py) both take it: one
 # meaning, checked by export() in both (optimize.calibration's messages, named --calib).
+# One definition, `sharpen bench` takes it too (benchmarks/options.py), for its exports.
+SEED_FLAGS = ("--seed",)
+SEED_OPTION = dict(
+    type=int, default=0,
+    help="random seed of the calibration crops (default 0): the same seed, images and options "
+         "build byte-identical INT8 artifacts; another seed takes other crops, so other "
+         "scales (export_report.json records it)")
 CALIB_FLAGS = ("--calib",)
 CALIB_OPTION = dict(
     nargs="+", default=None, metavar="SRC",
@@ -64,10 +71,7 @@ def add_commands(sub) -> None:
     g.add_argument("--calib-blur", type=float, default=0.0, metavar="SIGMA",
                    help="Gaussian blur applied to --calib images first, for sharp sources "
                         "(default 0: images are used as they are)")
-    g.add_argument("--seed", type=int, default=0,
-                   help="random seed of the calibration crops (default 0): the same seed, images "
-                        "and options build byte-identical INT8 artifacts; another seed takes "
-                        "other crops, so other scales (export_report.json records it)")
+    g.add_argument(*SEED_FLAGS, **SEED_OPTION)
     g.add_argument("--calib-method", choices=("percentile", "entropy", "minmax"), default=None,
                    help="onnx-int8 calibration (default percentile, the best SSIM measured)")
     g.add_argument("--percentile", type=float, default=None, metavar="P",

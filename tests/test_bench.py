@@ -3586,3 +3586,32 @@ def test_a_cache_folder_a_users_export_is_writing_is_named_with_the_flag_of_the_
             ensure_artifacts(st, cache, "onnx", quiet=True)
     assert (f"another run is exporting into {folder} (process {os.getpid()}); wait for it to "
             "finish or stop it, or give this run another --cache") in str(e.value), e.value
+
+
+def test_bench_takes_exports_seed_and_a_new_seed_rebuilds_its_int8_artifacts(env, tmp_path):
+    """`sharpen export --seed` picks the calibration crops (another seed: other scales), but
+    `sharpen bench` had no --seed: its INT8 rows were always seed 0's. It takes export's
+    flag now and passes it to its exports; the cache keys on it, so an artifact calibrated
+    on one seed's crops is not reused for another."""
+    from benchmarks.artifacts import ensure_artifacts, resolve_students
+    from benchmarks.cli import options_from_args
+    from sharpen.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "--out", str(tmp_path / "r"), "--seed", "3"])
+    opts = options_from_args(args)
+    argv = opts.to_argv()
+    assert opts.seed == 3 and argv[argv.index("--seed") + 1] == "3", argv
+    from benchmarks.cli import main as bench_main
+    assert bench_main(["--out", str(tmp_path / "r"), "--seed", "-1"]) == 2
+    cache = tmp_path / "cache"
+    st = resolve_students([str(env / "student-good.pt")])[0]
+    first = ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True)
+    assert first.built_now == ["onnx-int8"]
+    assert ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True,
+                            seed=0).built_now == []
+    other = ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True, seed=1)
+    assert other.built_now == ["onnx-int8"]
+    report = json.loads((other.folder / "export_report.json").read_text())
+    assert report["settings"]["calib_seed"] == 1, report["settings"]
+    assert ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True,
+                            seed=1).built_now == []

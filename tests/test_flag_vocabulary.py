@@ -199,7 +199,8 @@ def test_the_pytest_suite_takes_every_option_the_bench_shares_with_it():
 # --teacher-config motion-deblur, its default.
 SAME_HELP = {"--teacher-weights": (), "--teacher-config": (), "--batch-size": (),
              "--tile": ("run",), "--overlap": ("run",),   # run's tiles are a student's
-             "--seed": ("export",),   # export's picks the calibration crops, not a synthesis
+             # export's picks the calibration crops, not a synthesis; so do the bench's
+             "--seed": ("export", "bench", "pytest benchmarks/"),
              "--gopro-blur": (), "--full": (), "--sizes": (), "--cache": (),
              "--target-fps": (), "--cpu-target-fps": (),
              "--min-ssim-ratio": ("demo",), "--min-ssim-gain": ("demo",)}   # demo's default
@@ -212,3 +213,11 @@ def test_one_concept_one_help(flag):
         if a["flags"][0] == flag and command not in SAME_HELP[flag]:
             helps[a["help"]].append(command)
     assert len(helps) == 1, f"{flag} is worded {len(helps)} ways: {dict(helps)}"
+
+
+def test_the_bench_takes_exports_seed():
+    """`sharpen bench` exports, but had no --seed, export's calibration crops' seed: both front
+    ends of the bench take export's, worded as export words it."""
+    helps = {command: a["help"] for command, a in ACTIONS if a["flags"][0] == "--seed"
+             and command in ("export", "bench", "pytest benchmarks/")}
+    assert len(helps) == 3 and len(set(helps.values())) == 1, helps
