@@ -283,3 +283,32 @@ def test_labels_of_an_hdr_phone_clip_say_its_frames_come_out_washed_out(
         assert err.count(f"{clip} is HDR video (BT.2020 colours, {said} transfer), which is "
                          "read as SDR without tone mapping: its frames, and the labels made "
                          "of them, come out with washed-out colours") == 1, err
+
+
+@pytest.mark.parametrize("rank, warned", [("0", 1), ("1", 0)])
+def test_an_hdr_clip_of_training_footage_is_said_by_the_main_rank_only(
+        tmp_path, monkeypatch, rank, warned):
+    """Every torchrun rank reads the data (resolve_source): the HDR warning of a clip was said
+    once per rank, where the trainer's other data warnings are said by the main rank only."""
+    import warnings
+
+    import cv2
+    import runtime.hdr
+    from distill.data.sources import resolve_source
+    from runtime.warn import SharpenWarning
+
+    clip = tmp_path / "phone.mp4"
+    out = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 10, (W, H))
+    for _ in range(N):
+        out.write(np.zeros((H, W, 3), np.uint8))
+    out.release()
+    # No HEVC encoder here makes an HLG clip: its `colr` box is read as an iPhone's says it.
+    monkeypatch.setattr(runtime.hdr, "hdr_transfer", lambda path: "HLG")
+    monkeypatch.setenv("RANK", rank)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert len(resolve_source(str(clip)).samples) == N
+    said = [w for w in seen if issubclass(w.category, SharpenWarning)
+            and "is HDR video" in str(w.message)]
+    assert len(said) == warned, [str(w.message) for w in seen]

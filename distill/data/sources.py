@@ -37,6 +37,7 @@ from runtime.sources import NO_DECODABLE_FRAMES
 from runtime.walk import walk_files
 from runtime.warn import warn
 
+from ..dist import DistInfo
 from ..images import UndecodableImage, is_image, read_image, to_rgb_float
 
 KINDS = ("gopro", "paired", "folder", "video", "embedded")
@@ -581,8 +582,9 @@ def _count_frames(path: Path) -> int:
         if not cap.isOpened():
             raise SourceError(f"{path}: {UNOPENABLE_VIDEO}")
         # Here, where each clip of a source is opened once: `labels` of an iPhone's HLG clip
-        # went on without a word where `sharpen run` warned.
-        if hdr := hdr_warning(path, str(path), LABELLED):
+        # went on without a word where `sharpen run` warned. Every torchrun rank reads the
+        # data: the main rank says it, as train_data says its other warnings.
+        if DistInfo.from_env().main and (hdr := hdr_warning(path, str(path), LABELLED)):
             warn(hdr, stacklevel=4)
         n = _checked_frame_count(cap)
         if n is None:
