@@ -5,7 +5,7 @@ import hashlib
 import os
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
-from typing import Callable, Iterator, Optional
+from typing import Callable, Iterable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -154,25 +154,47 @@ def set_torch_threads(threads: Optional[int], say: Optional[Callable[[str], None
     return torch.get_num_threads()
 
 
+# Where Linux says which core each CPU (hardware thread) is on.
+CPU_TOPOLOGY = Path("/sys/devices/system/cpu")
+
+
+def physical_cores(cpus: Iterable[int], root: Optional[Path] = None) -> Optional[int]:
+    """The cores the CPUs `cpus` are hardware threads of (two to a core where SMT is on), or
+    None where Linux does not say. PyTorch's default thread count is this, not the CPUs: on a
+    host of 32 cores, 64 threads, it runs 32."""
+    root = root or CPU_TOPOLOGY
+    cores = set()
+    try:
+        for cpu in cpus:
+            topology = root / f"cpu{cpu}" / "topology"
+            cores.add(((topology / "physical_package_id").read_text().strip(),
+                       (topology / "core_id").read_text().strip()))
+    except OSError:
+        return None
+    return len(cores) or None
+
+
 @contextmanager
 def default_torch_threads(say: Optional[Callable[[str], None]] = None) -> Iterator[None]:
     """For library calls (`distill.trainer.train`): within the block PyTorch runs the thread
     count of a cgroup CPU limit, as the commands do (set_torch_threads), but only where the
-    caller left torch at its default, one thread per core of the affinity mask, which a CPU
-    quota does not lower: a count the caller set with torch.set_num_threads is theirs, and
-    theirs again after the block. `say` gets the note naming the limit."""
+    caller left torch at its default, one thread per core of the affinity mask (a physical
+    core: one per two CPUs where SMT is on), which a CPU quota does not lower: a count the
+    caller set with torch.set_num_threads is theirs, and theirs again after the block, however
+    the block ends. `say` gets the note naming the limit."""
     from runtime.host import limit_note, limit_threads
     before = torch.get_num_threads()
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count() or 1)
-    n = limit_threads() if before == cores and limit_note("PyTorch") else None
+    cpus = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+            else range(os.cpu_count() or 1))
+    default = before in (len(cpus), physical_cores(cpus))
+    n = limit_threads() if default and limit_note("PyTorch") else None
     if not n:
         yield
         return
-    torch.set_num_threads(n)
-    if say:
-        say(f"note: {limit_note('PyTorch')}")
-    try:
+    try:   # the note too: a closed stderr raised before the count was given back
+        torch.set_num_threads(n)
+        if say:
+            say(f"note: {limit_note('PyTorch')}")
         yield
     finally:
         torch.set_num_threads(before)

@@ -563,6 +563,66 @@ def test_train_from_python_runs_a_cgroup_cpu_limits_threads(one_cpu_limit, tmp_p
         torch.set_num_threads(before)
 
 
+
+def test_train_takes_torchs_default_on_a_host_of_two_threads_a_core(one_cpu_limit, tmp_path,
+                                                                      monkeypatch):
+    """PyTorch's default is a thread per physical core: on a host of 32 cores, 64 CPUs (SMT, as
+    most cloud machines), it ran 32, which default_torch_threads took for a count the caller
+    set, so the CPU limit never applied there. Here every CPU is a thread of one core."""
+    import torch
+
+    from distill import teacher
+    cpus = sorted(os.sched_getaffinity(0))
+    for cpu in cpus:
+        topology = tmp_path / f"cpu{cpu}" / "topology"
+        topology.mkdir(parents=True)
+        (topology / "physical_package_id").write_text("0\n")
+        (topology / "core_id").write_text("0\n")
+    monkeypatch.setattr(teacher, "CPU_TOPOLOGY", tmp_path, raising=False)
+    before = torch.get_num_threads()
+    notes = []
+    try:
+        torch.set_num_threads(1)   # torch's own default on that host: one core
+        with teacher.default_torch_threads(notes.append):
+            assert torch.get_num_threads() == 1
+        assert notes == ["note: a CPU limit of 1 CPU (cgroup) is in force: PyTorch runs 1 "
+                         "thread (--threads N or OMP_NUM_THREADS to change)"], notes
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_torchs_default_is_a_thread_per_cpu_or_per_core():
+    """What default_torch_threads takes for torch's default, checked against a fresh torch."""
+    from distill.teacher import physical_cores
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_NUM_THREADS",
+                                                              "MKL_NUM_THREADS")}
+    done = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                          capture_output=True, text=True, env=env, timeout=120)
+    cpus = sorted(os.sched_getaffinity(0))
+    assert int(done.stdout) in (len(cpus), physical_cores(cpus)), (done.stdout, cpus)
+
+
+def test_train_gives_the_callers_threads_back_when_the_note_raises(one_cpu_limit):
+    """The count went back in a `finally` that the note was outside: a `say` that raised (a
+    closed stderr) left torch on the limit's count."""
+    import torch
+
+    from distill.teacher import default_torch_threads
+
+    def closed(note):
+        raise BrokenPipeError(32, "Broken pipe")
+
+    before = torch.get_num_threads()
+    cores = len(os.sched_getaffinity(0))
+    try:
+        torch.set_num_threads(cores)
+        with pytest.raises(BrokenPipeError):
+            with default_torch_threads(closed):
+                pass
+        assert torch.get_num_threads() == cores
+    finally:
+        torch.set_num_threads(before)
+
 _UNDER_A_MEMORY_LIMIT = """
 import re, resource, sys
 from {module} import main
