@@ -182,10 +182,9 @@ def default_torch_threads(say: Optional[Callable[[str], None]] = None) -> Iterat
     core: one per two CPUs where SMT is on), which a CPU quota does not lower: a count the
     caller set with torch.set_num_threads is theirs, and theirs again after the block, however
     the block ends. `say` gets the note naming the limit."""
-    from runtime.host import limit_note, limit_threads
+    from runtime.host import limit_note, limit_threads, scheduled_cpus
     before = torch.get_num_threads()
-    cpus = (sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-            else range(os.cpu_count() or 1))
+    cpus = scheduled_cpus()
     default = before in (len(cpus), physical_cores(cpus))
     n = limit_threads() if default and limit_note("PyTorch") else None
     if not n:

@@ -104,12 +104,19 @@ def cpu_model() -> str:
 MAX_THREADS = 256
 
 
+def scheduled_cpus() -> list[int]:
+    """The CPUs this process is scheduled on (taskset, a container's cpuset), or every CPU
+    where the system does not say."""
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
 def usable_cores() -> int:
     """The CPU cores this process may use, not the machine's: taskset and a container's
     cpuset limit the cores it is scheduled on, and a CPU limit (`docker run --cpus 2`, a
     Kubernetes pod's limit) the time it gets on them, counted here rounded up."""
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count() or 1)
+    cores = len(scheduled_cpus())
     limit = cgroup_cpu_limit()
     return min(cores, max(1, math.ceil(limit))) if limit else cores
 
@@ -281,8 +288,7 @@ def limit_threads() -> Optional[int]:
     limit = cgroup_cpu_limit()
     if not limit:
         return None
-    cores = (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-             else os.cpu_count() or 1)
+    cores = len(scheduled_cpus())
     n = max(1, math.ceil(limit))
     return n if n < cores else None
 
