@@ -36,3 +36,21 @@ def test_shipped_model_quality_matches_card(card):
     assert got["ssim"] == pytest.approx(want["ssim"], abs=0.002), got
     if meta["kind"] == "teacher":  # the teacher must beat its input on these images
         assert got["psnr"] > got["input_psnr"] and got["ssim"] > got["input_ssim"]
+
+
+@pytest.mark.parametrize("card", CARDS, ids=lambda c: c.stem)
+def test_card_size_is_the_checkpoints(card):
+    """A card's `params` and `gmac_1080p` are what `sharpen models models/<file>` measures on
+    the checkpoint it ships beside, so a re-trained model with other layout arguments cannot
+    keep the old layout's cost in its card."""
+    from distill.checkpoint import load_student
+    from distill.students import count_macs
+    from distill.teacher import Teacher
+    meta = front_matter(card)
+    if meta["kind"] == "teacher":
+        net = Teacher.load(str(MODELS / meta["file"]), device="cpu").model
+    else:
+        net, _ = load_student(MODELS / meta["file"])
+    assert sum(p.numel() for p in net.parameters()) == meta["params"], card.name
+    if "gmac_1080p" in meta:
+        assert round(count_macs(net) / 1e9, 2) == meta["gmac_1080p"], card.name
