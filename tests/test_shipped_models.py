@@ -1,4 +1,5 @@
 """The shipped checkpoints keep the quality their model cards record."""
+import re
 from pathlib import Path
 
 import pytest
@@ -54,3 +55,27 @@ def test_card_size_is_the_checkpoints(card):
     assert sum(p.numel() for p in net.parameters()) == meta["params"], card.name
     if "gmac_1080p" in meta:
         assert round(count_macs(net) / 1e9, 2) == meta["gmac_1080p"], card.name
+
+
+def _results_rows(text: str, header: str) -> dict[str, list[str]]:
+    """Cells of the table under `header`, by model: "teacher" or the row's `student` name."""
+    rows = {}
+    for line in text[text.index(header):].splitlines()[2:]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        named = re.search(r"`([\w-]+)`", cells[0])
+        rows["teacher" if cells[0].startswith("teacher") else named.group(1)] = cells
+    return rows
+
+
+def test_readme_results_are_the_model_index_ones():
+    """README's "Results" copies models/README.md's current table (the cards' numbers): an
+    update to one of them must reach the other, which a reviewer compares."""
+    readme = _results_rows((MODELS.parent / "README.md").read_text(), "| model | cost at 1080p |")
+    index = _results_rows((MODELS / "README.md").read_text(),
+                          "| model | held-out realistic test (42) | reds-mini (60 real pairs) |")
+    assert set(readme) == set(index) == {"teacher", "fast", "edge", "seed", "seed-residual"}
+    for model, cells in index.items():
+        for cell in cells[1:]:
+            assert cell in " | ".join(readme[model]), f"{model}: models/README.md has {cell!r}"
