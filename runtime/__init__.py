@@ -4,9 +4,11 @@ The Python API, for an app that embeds the runtime (no torch, no TensorFlow):
 
     from runtime import FrameProcessor, Sink, Timings, load_backend, run_stream
 
-    proc = FrameProcessor(load_backend("export/student-fast.onnx"))
+    backend = load_backend("export/student-fast.onnx")
+    proc = FrameProcessor(backend)
     sharp = proc(frame)                          # one BGR uint8/uint16 frame -> same size/depth
     proc(frame, t := Timings())                  # t.pre, t.infer, t.post: that frame's seconds
+    FrameProcessor(backend, rgb=True)(rgb)       # RGB(A) frames in, RGB out (PIL...)
 
     class Collect(Sink):                         # every frame of a stream, in order
         def write(self, original, sharpened, name): ...

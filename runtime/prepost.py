@@ -297,17 +297,34 @@ def out_of_memory_message(exc: BaseException, h: int, w: int, model: Any, tile: 
             "more memory")
 
 
+def _as_bgr_view(frame: Any) -> Any:
+    """An RGB(A) frame as a BGR view of its colour channels (RGBA's alpha dropped, said);
+    grayscale and anything to_bgr refuses are passed on as they are."""
+    if isinstance(frame, np.ndarray) and frame.dtype.kind == "f":   # to_bgr's hint swaps
+        raise FrameError(f"unsupported frame dtype {frame.dtype}: expected RGB uint8 or uint16 "
+                         "(a float RGB image in [0, 1]: "
+                         "(np.clip(img, 0, 1) * 255).round().astype(np.uint8))")
+    if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] in (3, 4)):
+        return frame
+    if frame.shape[2] == 4:
+        _warn("RGBA frames are converted to RGB (alpha dropped)")
+    return frame[..., 2::-1]
+
+
 class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
     Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
 
     def __init__(self, backend: Backend, tile: int = 0, overlap: Optional[int] = None, *,
-                 flags: bool = False) -> None:
+                 rgb: bool = False, flags: bool = False) -> None:
         """tile: the side of the tiles in pixels (0: the whole frame); overlap: theirs (None:
         the model's receptive field, at most half the tile). Tiles that can show seams or
-        waste work are warned about (SharpenWarning) at the first frame. flags: the warnings
-        name `sharpen run`'s flags (--tile), not these keywords: run_stream sets it."""
+        waste work are warned about (SharpenWarning) at the first frame. rgb: frames come in
+        RGB (or RGBA) and go out RGB, as PIL, imageio and GStreamer's RGB caps hand them over,
+        not OpenCV's BGR. flags: the warnings name `sharpen run`'s flags (--tile), not these
+        keywords: run_stream sets it."""
         _check_processor_args(backend, tile, overlap)
+        self.rgb = bool(rgb)
         # None: from the model's receptive field (runtime.tiling.auto_overlap); `overlap_auto`
         # lets the warnings tell a capped automatic overlap from one the user chose.
         self.overlap_auto = overlap is None
@@ -349,12 +366,18 @@ class FrameProcessor:
 
     def __call__(self, frame: np.ndarray, timings: Optional[Timings] = None) -> np.ndarray:
         """Sharpen one frame: HxWx3 BGR uint8 or uint16 in (HxW / HxWx1 grayscale and BGRA are
-        converted, with a SharpenWarning), HxWx3 BGR of the same size and depth out (but uint8
+        converted, with a SharpenWarning; RGB and RGBA with `rgb`), HxWx3 BGR (RGB with
+        `rgb`) of the same size and depth out (but uint8
         from a uint16 frame through a TFLite INT8 model's 8-bit I/O, warned). Anything else
         raises FrameError naming the dtype or shape, and running out of memory FrameOutOfMemory
         naming the frame size. `timings` gets each stage's seconds."""
         try:
-            return self._sharpen(frame, timings)
+            if not self.rgb:
+                return self._sharpen(frame, timings)
+            # The BGR path on a view of the frame's channels swapped (no copy), so that an RGB
+            # frame gets exactly its BGR twin's result; the output's swap is one pass.
+            out = self._sharpen(_as_bgr_view(frame), timings)
+            return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
         except Exception as exc:
             if not is_out_of_memory(exc) or isinstance(exc, FrameOutOfMemory):
                 raise
