@@ -630,13 +630,14 @@ def runtime_threads_line(threads: int) -> str:
     """The threads ONNX Runtime and LiteRT were timed on, and what set them: without --threads
     a shell's OMP_NUM_THREADS sets them (README "threads"), which the summary did not say."""
     from runtime.console import count
-    from runtime.host import THREADS_ENV, cgroup_cpu_limit, default_threads, env_threads
+    from runtime.host import THREADS_ENV, cgroup_cpu_limit, default_threads, threads_variable
 
     n = default_threads(threads)
+    var = threads_variable()
     if threads:
         why = f"--threads {threads}"
-    elif env_threads():
-        why = f"{THREADS_ENV}={os.environ[THREADS_ENV]}; --threads N sets another count"
+    elif var:
+        why = f"{var[0]}={os.environ[var[0]]}; --threads N sets another count"
     elif n:   # not the variable: a cgroup CPU limit's count (runtime.host.limit_threads)
         why = f"a CPU limit of {cgroup_cpu_limit():g} (cgroup); --threads N sets another count"
     else:

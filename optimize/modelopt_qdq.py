@@ -91,7 +91,7 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
     0: OMP_NUM_THREADS's count, else every core), as the runtime's backends do."""
     import onnx
 
-    from runtime.host import THREADS_ENV, default_threads
+    from runtime.host import THREADS_VARS, default_threads
 
     from .onnx_export import atomic_write_bytes, read_metadata, set_metadata
 
@@ -116,8 +116,8 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
             [root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])}
         # The child reads the count from the variable (_quantize_in_child): given here, it
         # replaces the one the child would inherit (export's --threads read only in this process).
-        if n := default_threads(threads):
-            env[THREADS_ENV] = str(n)
+        if n := default_threads(threads):   # each: the child reads MKL's over OMP's
+            env.update(dict.fromkeys(THREADS_VARS, str(n)))
         code = ("import sys; from optimize.modelopt_qdq import _quantize_in_child as q; "
                 "q(*sys.argv[1:])")
         proc = subprocess.run([sys.executable, "-c", code, str(src), str(dst),

@@ -215,6 +215,10 @@ def threads_top() -> int:
 # from here, so that one setting bounds every engine of a process (a container's share of the
 # cores, a test worker's), as it already bounded torch.
 THREADS_ENV = "OMP_NUM_THREADS"
+# The variables read, first first: PyTorch's default (ATen's intraop_default_num_threads) takes
+# MKL_NUM_THREADS over OMP_NUM_THREADS where it holds a count, so the engines do too. A
+# container's MKL_NUM_THREADS=1 put torch on one thread and the engines on every core.
+THREADS_VARS = ("MKL_NUM_THREADS", THREADS_ENV)
 # What a thread count of 0 (or none) means, as the help and the range errors say it.
 ZERO_THREADS = f"{THREADS_ENV} when set, else a CPU limit's count, else all cores"
 
@@ -256,27 +260,44 @@ def parse_threads(raw: str) -> Optional[int]:
     return n if 1 <= n <= top else None
 
 
+def threads_variable() -> Optional[tuple[str, int]]:
+    """(variable, count): the first of THREADS_VARS that holds a thread count, or None. Says
+    nothing (env_threads warns)."""
+    for name in THREADS_VARS:
+        n = parse_threads(os.environ.get(name, ""))
+        if n is not None:
+            return name, n
+    return None
+
+
 def env_threads() -> Optional[int]:
-    """The thread count OMP_NUM_THREADS sets, or None when it is unset or empty, or invalid
-    (then warned of, naming the variable and value: the engines keep their own default). A
-    list ("4,2", OpenMP's nested levels) gives its first, outermost, level."""
-    raw = os.environ.get(THREADS_ENV, "")
-    if not raw.strip():
-        return None
-    n = parse_threads(raw)
-    if n is not None:
-        return n
+    """The thread count the variables set (threads_variable: MKL_NUM_THREADS, else
+    OMP_NUM_THREADS, as PyTorch reads them), or None when neither does. A variable set to
+    what is no count, and read (none before it gave one), is warned of, naming it and its value.
+    A list ("4,2", OpenMP's nested levels) gives its first, outermost, level."""
+    found = threads_variable()
+    for name in THREADS_VARS:
+        if found and name == found[0]:
+            break
+        raw = os.environ.get(name, "")
+        if raw.strip():
+            _say_not_a_count(name, raw, found)
+    return found[1] if found else None
+
+
+def _say_not_a_count(name: str, raw: str, found: Optional[tuple[str, int]]) -> None:
     from .warn import warn
 
     shown = repr(raw) if len(raw) <= 40 else f"{raw[:20]!r}... ({len(raw)} characters)"
-    # What they run instead: default_threads goes on to a CPU limit's count.
+    # What they run instead: the next variable's count, else default_threads goes on to a CPU
+    # limit's count.
     n = limit_threads()
-    instead = (f"run the {n} thread{'' if n == 1 else 's'} of a CPU limit of "
+    instead = (f"run {found[0]}'s {found[1]}" if found else
+               f"run the {n} thread{'' if n == 1 else 's'} of a CPU limit of "
                f"{_cpus_said(cgroup_cpu_limit())} (cgroup)" if n else
                "use their own default thread counts")
-    warn(f"{THREADS_ENV}={shown} is not a thread count (a whole number 1 to {threads_top()}): "
+    warn(f"{name}={shown} is not a thread count (a whole number 1 to {threads_top()}): "
          f"ignored; ONNX Runtime and LiteRT {instead}")
-    return None
 
 
 def limit_threads() -> Optional[int]:
@@ -303,7 +324,7 @@ def limit_note(engines: str) -> str:
     --threads nor OMP_NUM_THREADS gives one; '' where none does, or where OMP_NUM_THREADS
     sets the count."""
     n = limit_threads()
-    if not n or parse_threads(os.environ.get(THREADS_ENV, "")) is not None:
+    if not n or threads_variable() is not None:
         return ""
     return (f"a CPU limit of {_cpus_said(cgroup_cpu_limit())} (cgroup) is in force: "
             f"{engines} run{'s' if ' and ' not in engines else ''} {n} "
@@ -312,7 +333,8 @@ def limit_note(engines: str) -> str:
 
 def default_threads(threads: Optional[int]) -> Optional[int]:
     """The thread count an engine runs with: `threads` when given (not None or 0), else
-    OMP_NUM_THREADS's (env_threads), else a cgroup CPU limit's (limit_threads), else None (the
+    MKL_NUM_THREADS's or OMP_NUM_THREADS's (env_threads), else a cgroup CPU limit's
+    (limit_threads), else None (the
     engine's own default, which follows the affinity mask)."""
     return threads or env_threads() or limit_threads()
 
@@ -326,8 +348,9 @@ def threads_warning(threads: Optional[int], name: str = "threads") -> str:
     n = default_threads(threads)
     if not n or n <= cores:
         return ""
-    said = (f"{name} {n}" if threads else
-            f"{THREADS_ENV}={os.environ.get(THREADS_ENV, '').strip()} (the thread count "
+    var = threads_variable()
+    said = (f"{name} {n}" if threads or var is None else
+            f"{var[0]}={os.environ.get(var[0], '').strip()} (the thread count "
             f"when {name} is not given)")
     return (f"{said} is more than the {cores} CPU core{'' if cores == 1 else 's'} this "
             "process may use; the "

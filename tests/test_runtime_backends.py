@@ -918,6 +918,31 @@ def test_an_invalid_omp_num_threads_is_said_and_the_default_kept(onnx_model, mon
     assert not said   # not read at all when a count is given
 
 
+def test_mkl_num_threads_sets_the_engines_threads_as_it_sets_torchs(onnx_model, tflite_models,
+                                                                    monkeypatch, no_cpu_limit):
+    """A container's MKL_NUM_THREADS=1 put PyTorch on one thread (where it is set, ATen's
+    default reads it over OMP_NUM_THREADS) and left ONNX Runtime and LiteRT on every core:
+    the engines now take the count by PyTorch's rule, and name the variable that gave it."""
+    from runtime.host import threads_top, threads_warning
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    with load_backend(onnx_model) as b, load_backend(tflite_models[0]) as t:
+        assert b.session.get_session_options().intra_op_num_threads == 1 == b.threads
+        assert t.threads == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")   # both set: MKL's, as PyTorch takes it
+    with load_backend(onnx_model) as b:
+        assert b.threads == 1
+    if (os.cpu_count() or 1) < threads_top():
+        monkeypatch.setenv("MKL_NUM_THREADS", str(threads_top()))
+        assert threads_warning(None).startswith(f"MKL_NUM_THREADS={threads_top()} (the thread "
+                                                "count when threads is not given) is more than")
+    monkeypatch.setenv("MKL_NUM_THREADS", "two")   # not a count: said, OMP_NUM_THREADS's runs
+    with runtime_warnings() as said, load_backend(onnx_model) as b:
+        assert b.threads == 3
+    assert [m for m in said if m.startswith("MKL_NUM_THREADS='two' is not a thread count") and
+            m.endswith("ignored; ONNX Runtime and LiteRT run OMP_NUM_THREADS's 3")], said
+
+
 def test_an_omp_num_threads_of_thousands_of_digits_is_said_not_a_traceback(onnx_model,
                                                                           monkeypatch,
                                                                           no_cpu_limit):
