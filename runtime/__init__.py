@@ -34,7 +34,7 @@ if TYPE_CHECKING:   # for type checkers and editors, which do not run __getattr_
     from .pipeline import StreamInterrupted as StreamInterrupted
     from .pipeline import StreamOptions as StreamOptions, run_stream as run_stream
     from .prepost import FrameError as FrameError, FrameProcessor as FrameProcessor
-    from .prepost import Timings as Timings
+    from .prepost import FrameOutOfMemory as FrameOutOfMemory, Timings as Timings
     from .sinks import Sink as Sink, SinkError as SinkError
     from .sources import ArraySource as ArraySource, Source as Source
     from .sources import SourceError as SourceError, open_source as open_source
@@ -44,6 +44,7 @@ if TYPE_CHECKING:   # for type checkers and editors, which do not run __getattr_
 _API = {
     "load_backend": ".backends", "Backend": ".backends", "ModelError": ".backends",
     "FrameProcessor": ".prepost", "FrameError": ".prepost", "Timings": ".prepost",
+    "FrameOutOfMemory": ".prepost",
     "run_stream": ".pipeline", "StreamOptions": ".pipeline", "StreamInterrupted": ".pipeline",
     "Sink": ".sinks", "SinkError": ".sinks",
     "open_source": ".sources", "Source": ".sources", "SourceError": ".sources",

@@ -432,3 +432,23 @@ def test_rgb_frames_are_sharpened_as_their_bgr_twins_with_rgb_true(tmp_path):
     with pytest.raises(FrameError, match=r"expected RGB uint8 or uint16 \(a float RGB image "
                                          r"in \[0, 1\]: \(np.clip\(img, 0, 1\) \* 255\)"):
         proc(rgb / 255.0)
+
+
+def test_each_kind_of_failure_a_handler_catches_is_named_in_the_api(onnx_model):
+    """A web handler maps failures to answers (a bad upload, a model that cannot run, a frame
+    too big for the memory): FrameProcessor raised FrameOutOfMemory, which `runtime` did not
+    export, so the handler caught MemoryError and could not tell it from its own."""
+    import numpy as np
+    import runtime
+
+    kinds = {"FrameError": ValueError, "ModelError": RuntimeError,
+             "FrameOutOfMemory": MemoryError, "SourceError": RuntimeError,
+             "SinkError": RuntimeError}
+    for name, base in kinds.items():
+        assert name in runtime.__all__ and issubclass(getattr(runtime, name), base), name
+    backend = load_backend(onnx_model, threads=1)
+    with pytest.raises(runtime.FrameError, match="dtype float32"):
+        FrameProcessor(backend)(np.zeros((8, 8, 3), np.float32))
+    backend.close()
+    with pytest.raises(runtime.ModelError, match="was closed"):
+        FrameProcessor(backend)(textured_frame(0))
