@@ -13,7 +13,11 @@ _WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 1)
 # environment: a plain setdefault made the controller's "2" (one process, two cores) every
 # worker's, two torch threads per worker on two cores, spin-waiting (a 0.3 CPU-second test took
 # 30). The user's own OMP_NUM_THREADS, kept aside here by the first process, still wins.
-_USER_OMP = os.environ.setdefault("SHARPEN_TESTS_USER_OMP", os.environ.get("OMP_NUM_THREADS", ""))
+# A shell's MKL_NUM_THREADS, which torch and the engines read over OMP_NUM_THREADS
+# (runtime.host.THREADS_VARS), counts as the user's own and is then left to the tests to set.
+_USER_OMP = os.environ.setdefault("SHARPEN_TESTS_USER_OMP", os.environ.get("MKL_NUM_THREADS")
+                                  or os.environ.get("OMP_NUM_THREADS", ""))
+os.environ.pop("MKL_NUM_THREADS", None)
 # Once per process: imported again under another name (`from tests.conftest import ...`), it
 # ran after the worker's PYTEST_XDIST_* were deleted below and gave the worker two threads.
 if os.environ.get("SHARPEN_TESTS_OMP_PID") != str(os.getpid()):
