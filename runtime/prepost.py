@@ -35,21 +35,23 @@ def conversions(frame: np.ndarray) -> list[str]:
     return out
 
 
-def to_bgr(frame: np.ndarray, warn: bool = True) -> np.ndarray:
+def to_bgr(frame: np.ndarray, warn: bool = True, order: str = "BGR") -> np.ndarray:
     """Any supported frame -> HxWx3 BGR of the same depth (uint8 or uint16). Grayscale and BGRA
     are converted (warned once unless `warn` is False: an image source names each file
-    itself); other dtypes and shapes raise FrameError."""
+    itself); other dtypes and shapes raise FrameError. `order`: the channel order the caller
+    takes ("RGB": FrameProcessor(rgb=True), which hands over a swapped view), as the messages
+    name it."""
     if not isinstance(frame, np.ndarray):
-        raise FrameError("expected a numpy image array (HxWx3 BGR uint8 or uint16), got "
-                         f"{type(frame).__name__}")
+        raise FrameError(f"expected a numpy image array (HxWx3 {order} uint8 or uint16), got "
+                         f"{type(frame).__name__}{_type_hint(frame, order)}")
     if frame.dtype not in (np.uint8, np.uint16):
-        raise FrameError(f"unsupported frame dtype {frame.dtype}: expected BGR uint8 or uint16"
-                         f"{_dtype_hint(frame.dtype)}")
+        raise FrameError(f"unsupported frame dtype {frame.dtype}: expected {order} uint8 or "
+                         f"uint16{_dtype_hint(frame.dtype, order)}")
     if frame.ndim in (2, 3) and 0 in frame.shape[:2]:
         raise FrameError(f"empty frame of shape {frame.shape}")
     if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
         if warn:   # per frame: the warnings filter shows it once, not 30 times a second
-            _warn("grayscale frames are converted to BGR")
+            _warn(f"grayscale frames are converted to {order}")
         return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2BGR)
     if frame.ndim == 3 and frame.shape[2] == 4:
         if warn:
@@ -61,12 +63,21 @@ def to_bgr(frame: np.ndarray, warn: bool = True) -> np.ndarray:
                      f"{_shape_hint(frame.shape)}")
 
 
-def _dtype_hint(dtype: np.dtype) -> str:
+def _type_hint(frame: Any, order: str) -> str:
+    """How to pass an image object the runtime does not take: PIL's, which hands out RGB."""
+    if not type(frame).__module__.startswith("PIL."):
+        return ""
+    return " (a PIL image: np.asarray(img))" if order == "RGB" else \
+        " (a PIL image: np.asarray(img)[..., ::-1] is its BGR)"
+
+
+def _dtype_hint(dtype: np.dtype, order: str = "BGR") -> str:
     """How to turn a frame of this dtype into the runtime's: the PyTorch side and
     distill.images hand out float RGB in [0, 1], which a user passes on first."""
     if dtype.kind == "f":
+        swap = "" if order == "RGB" else "[..., ::-1]"
         return (" (a float RGB image in [0, 1]: "
-                "(np.clip(img, 0, 1)[..., ::-1] * 255).round().astype(np.uint8))")
+                f"(np.clip(img, 0, 1){swap} * 255).round().astype(np.uint8))")
     if dtype.kind in "iu":
         return " (an integer image with values 0-255: frame.astype(np.uint8))"
     return ""
@@ -300,11 +311,8 @@ def out_of_memory_message(exc: BaseException, h: int, w: int, model: Any, tile: 
 def _as_bgr_view(frame: Any) -> Any:
     """An RGB(A) frame as a BGR view of its colour channels (RGBA's alpha dropped, said);
     grayscale and anything to_bgr refuses are passed on as they are."""
-    if isinstance(frame, np.ndarray) and frame.dtype.kind == "f":   # to_bgr's hint swaps
-        raise FrameError(f"unsupported frame dtype {frame.dtype}: expected RGB uint8 or uint16 "
-                         "(a float RGB image in [0, 1]: "
-                         "(np.clip(img, 0, 1) * 255).round().astype(np.uint8))")
-    if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] in (3, 4)):
+    if not (isinstance(frame, np.ndarray) and frame.ndim == 3 and frame.shape[2] in (3, 4)
+            and frame.dtype in (np.uint8, np.uint16)):
         return frame
     if frame.shape[2] == 4:
         _warn("RGBA frames are converted to RGB (alpha dropped)")
@@ -372,12 +380,9 @@ class FrameProcessor:
         raises FrameError naming the dtype or shape, and running out of memory FrameOutOfMemory
         naming the frame size. `timings` gets each stage's seconds."""
         try:
-            if not self.rgb:
-                return self._sharpen(frame, timings)
-            # The BGR path on a view of the frame's channels swapped (no copy), so that an RGB
-            # frame gets exactly its BGR twin's result; the output's swap is one pass.
-            out = self._sharpen(_as_bgr_view(frame), timings)
-            return cv2.cvtColor(out, cv2.COLOR_BGR2RGB)
+            # rgb: the BGR path on a view of the frame's channels swapped (no copy), so that an
+            # RGB frame gets exactly its BGR twin's result; the output's swap is one pass.
+            return self._sharpen(_as_bgr_view(frame) if self.rgb else frame, timings)
         except Exception as exc:
             if not is_out_of_memory(exc) or isinstance(exc, FrameOutOfMemory):
                 raise
@@ -391,7 +396,7 @@ class FrameProcessor:
         t0 = time.perf_counter()
         # 16-bit frames (e.g. 16-bit PNG/TIFF) stay 16-bit: float models see their full
         # precision and the result comes back in 16 bits.
-        bgr = to_bgr(frame)
+        bgr = to_bgr(frame, order="RGB" if self.rgb else "BGR")
         layout, multiple = self.backend.layout, self.backend.multiple
         quantized_io = getattr(self.backend, "quantized_io", False)
         if bgr.dtype == np.uint16 and getattr(self.backend, "precision", "") == "int8" \
@@ -436,6 +441,8 @@ class FrameProcessor:
             out = self.backend.infer(batch)
             t2 = time.perf_counter()
             result = from_batch(out, hw, layout, bgr.dtype, batch.shape)
+        if self.rgb:   # in t.post: the stage that hands the frame back
+            result = cv2.cvtColor(result, cv2.COLOR_BGR2RGB)
         t3 = time.perf_counter()
         t.pre, t.infer, t.post = t1 - t0, t2 - t1, t3 - t2
         return result

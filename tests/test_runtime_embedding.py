@@ -452,3 +452,25 @@ def test_each_kind_of_failure_a_handler_catches_is_named_in_the_api(onnx_model):
     backend.close()
     with pytest.raises(runtime.ModelError, match="was closed"):
         FrameProcessor(backend)(textured_frame(0))
+
+
+def test_an_rgb_processor_says_rgb_in_its_errors_and_warnings(onnx_model):
+    """rgb=True is for apps holding PIL or imageio frames, yet a PIL image passed as it is was
+    told to send "HxWx3 BGR", and an int64 RGB frame "expected BGR": the errors now name the
+    layout the processor takes, and a PIL image gets its conversion."""
+    import numpy as np
+    from PIL import Image
+
+    proc = FrameProcessor(load_backend(onnx_model, threads=1), rgb=True)
+    with pytest.raises(FrameError, match=r"^expected a numpy image array \(HxWx3 RGB uint8 or "
+                                         r"uint16\), got Image \(a PIL image: "
+                                         r"np.asarray\(img\)\)$"):
+        proc(Image.new("RGB", (16, 16)))
+    with pytest.raises(FrameError, match=r"dtype int64: expected RGB uint8 or uint16 \(an "):
+        proc(np.zeros((16, 16, 3), np.int64))
+    with runtime_warnings() as said:
+        proc(np.zeros((16, 16), np.uint8))
+    assert said == ["grayscale frames are converted to RGB"]
+    with pytest.raises(FrameError, match=r"got Image \(a PIL image: np.asarray\(img\)\[\.\.\., "
+                                         r"::-1\] is its BGR\)$"):
+        FrameProcessor(proc.backend)(Image.new("RGB", (16, 16)))
