@@ -220,7 +220,8 @@ THREADS_ENV = "OMP_NUM_THREADS"
 # container's MKL_NUM_THREADS=1 put torch on one thread and the engines on every core.
 THREADS_VARS = ("MKL_NUM_THREADS", THREADS_ENV)
 # What a thread count of 0 (or none) means, as the help and the range errors say it.
-ZERO_THREADS = f"{THREADS_ENV} when set, else a CPU limit's count, else all cores"
+ZERO_THREADS = (f"{' or else '.join(THREADS_VARS)} when set, else a CPU limit's count, "
+                "else all cores")
 
 
 def threads_help(runs: str, zero: str = ZERO_THREADS) -> str:
@@ -321,8 +322,8 @@ def _cpus_said(limit: Optional[float]) -> str:
 
 def limit_note(engines: str) -> str:
     """One line saying that a CPU limit sets the thread count `engines` run with when neither
-    --threads nor OMP_NUM_THREADS gives one; '' where none does, or where OMP_NUM_THREADS
-    sets the count."""
+    --threads nor a variable (THREADS_VARS) gives one; '' where none does, or where a
+    variable sets the count."""
     n = limit_threads()
     if not n or threads_variable() is not None:
         return ""

@@ -224,7 +224,7 @@ class StreamOptions:
     show: bool = False                  # window: original | sharpened, fps overlay
     view: str = "side"                  # side by side, or split
     stats_path: Optional[Union[str, Path]] = None
-    # CPU threads of ONNX Runtime / LiteRT (0/None: OMP_NUM_THREADS's count, else all cores)
+    # CPU threads of ONNX Runtime / LiteRT (0/None: runtime.host.ZERO_THREADS)
     threads: Optional[int] = None
     provider: Union[str, Sequence[str]] = "auto"
     tile: int = 0                       # Gaussian-blended tiles of this side (0: whole frame)

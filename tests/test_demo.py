@@ -19,7 +19,8 @@ pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
 MODELS = Path(__file__).resolve().parents[1] / "models"
 
 # What a --threads of 0 means, as the range errors say it (the runtimes: README "threads").
-ZERO_THREADS = "0: OMP_NUM_THREADS when set, else a CPU limit's count, else all cores"
+ZERO_THREADS = ("0: MKL_NUM_THREADS or else OMP_NUM_THREADS when set, else a CPU limit's count, "
+                "else all cores")
 
 
 @pytest.fixture(scope="module")

@@ -313,8 +313,8 @@ def test_threads_set_torchs_cpu_threads_and_a_negative_count_is_refused(tmp_path
             "--device", "cpu", "--quiet"]
     assert main([*argv, "--out", str(tmp_path / "bad"), "--threads", "-1"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "sharpen labels: error: --threads must be >= 0 (0: OMP_NUM_THREADS when set, else a "
-        "CPU limit's count, else all cores), got -1")
+        "sharpen labels: error: --threads must be >= 0 (0: MKL_NUM_THREADS or else "
+        "OMP_NUM_THREADS when set, else a CPU limit's count, else all cores), got -1")
     assert not (tmp_path / "bad").exists()
     torch.set_num_threads(2)   # the autouse fixture puts it back
     assert main([*argv, "--out", str(tmp_path / "cache"), "--threads", "1"]) == 0

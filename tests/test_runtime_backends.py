@@ -25,7 +25,8 @@ __all__ = ["onnx_model"]
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 
 # What a --threads of 0 means, as the range errors say it (the runtimes: README "threads").
-ZERO_THREADS = "0: OMP_NUM_THREADS when set, else a CPU limit's count, else all cores"
+ZERO_THREADS = ("0: MKL_NUM_THREADS or else OMP_NUM_THREADS when set, else a CPU limit's count, "
+                "else all cores")
 
 
 def test_onnx_backend_reports_and_runs(onnx_model):
@@ -941,6 +942,18 @@ def test_mkl_num_threads_sets_the_engines_threads_as_it_sets_torchs(onnx_model, 
         assert b.threads == 3
     assert [m for m in said if m.startswith("MKL_NUM_THREADS='two' is not a thread count") and
             m.endswith("ignored; ONNX Runtime and LiteRT run OMP_NUM_THREADS's 3")], said
+
+
+def test_the_threads_help_and_errors_name_every_variable_that_sets_the_count():
+    """The engines read MKL_NUM_THREADS over OMP_NUM_THREADS, yet every command's --threads
+    help and range error said 0 meant "OMP_NUM_THREADS when set": a shell with both set to
+    different counts ran the one the help did not name."""
+    from runtime.host import THREADS_VARS, check_threads, threads_help
+    said = threads_help("ONNX Runtime / LiteRT")
+    with pytest.raises(ValueError) as e:
+        check_threads(-1)
+    for var in THREADS_VARS:
+        assert var in said and var in str(e.value), (var, said, str(e.value))
 
 
 def test_an_omp_num_threads_of_thousands_of_digits_is_said_not_a_traceback(onnx_model,

@@ -21,7 +21,8 @@ from runtime.sources import SourceError, open_source  # noqa: E402
 __all__ = ["onnx_model"]
 
 # What a --threads of 0 means, as the range errors say it (the runtimes: README "threads").
-ZERO_THREADS = "0: OMP_NUM_THREADS when set, else a CPU limit's count, else all cores"
+ZERO_THREADS = ("0: MKL_NUM_THREADS or else OMP_NUM_THREADS when set, else a CPU limit's count, "
+                "else all cores")
 
 
 def _run(capsys, *argv: str) -> tuple[int, str]:

@@ -273,8 +273,8 @@ def test_models_measure_takes_threads_as_the_other_commands_do(capsys):
     for bad, said in (("-1", "must be >= 0"), ("1000000", f"must be 0 to {top}")):
         assert main(["models", "seed", "--measure", "--threads", bad]) == 2
         out, err = capsys.readouterr()
-        assert (f"--threads {said} (0: OMP_NUM_THREADS when set, else a CPU limit's count, "
-                f"else all cores), got {bad}") in err and not out, err
+        assert (f"--threads {said} (0: MKL_NUM_THREADS or else OMP_NUM_THREADS when set, "
+                f"else a CPU limit's count, else all cores), got {bad}") in err and not out, err
     assert torch.get_num_threads() == before   # refused before it set anything
 
 

@@ -11,7 +11,8 @@ from distill.restormer import build_restormer
 from sharpen.cli import main
 
 # What a --threads of 0 means, as the range errors say it (the runtimes: README "threads").
-ZERO_THREADS = "0: OMP_NUM_THREADS when set, else a CPU limit's count, else all cores"
+ZERO_THREADS = ("0: MKL_NUM_THREADS or else OMP_NUM_THREADS when set, else a CPU limit's count, "
+                "else all cores")
 
 
 @pytest.fixture()

@@ -1770,8 +1770,8 @@ def test_training_commands_take_threads_as_the_others_do(tmp_path, capsys, comma
     out = tmp_path / "r"
     assert main([command, f"out={out}", "--threads", "-1", "--quiet"]) == 2
     assert capsys.readouterr().err.strip() == (
-        f"sharpen {command}: error: --threads must be >= 0 (0: OMP_NUM_THREADS when set, else a "
-        "CPU limit's count, else all cores), got -1")
+        f"sharpen {command}: error: --threads must be >= 0 (0: MKL_NUM_THREADS or else "
+        "OMP_NUM_THREADS when set, else a CPU limit's count, else all cores), got -1")
     assert not out.exists()
     if command != "train":   # the refusal above is the same code path for all three
         return

@@ -48,8 +48,9 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
     """Load a model for inference.
 
     path: .onnx (ONNX Runtime), .engine/.plan (TensorRT), .tflite (LiteRT).
-    threads: CPU threads for ONNX Runtime / LiteRT (None: OMP_NUM_THREADS's count when it is
-    set, else every core); the backend's `threads` says the count it runs with.
+    threads: CPU threads for ONNX Runtime / LiteRT (None: MKL_NUM_THREADS's or else
+    OMP_NUM_THREADS's count when set, else a CPU limit's, else every core); the backend's
+    `threads` says the count it runs with.
     providers: ONNX Runtime only: "auto", "cpu", "cuda", "tensorrt" or a list of provider names.
     force: load a model that failed its export parity gate, with a warning unless `say_forced`
     is False (a caller that judges or reports the model itself).

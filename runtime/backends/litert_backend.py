@@ -62,7 +62,7 @@ class LiteRTBackend(Backend):
         # (unlocked, they returned each other's frames or failed).
         self._lock = threading.Lock()
         path = Path(path)
-        # LiteRT runs XNNPACK single-threaded unless told otherwise; use OMP_NUM_THREADS's
+        # LiteRT runs XNNPACK single-threaded unless told otherwise; use MKL_/OMP_NUM_THREADS's
         # count, or every core this process may use (a container or taskset limits them).
         threads = default_threads(threads) or usable_cores()
         try:

@@ -263,7 +263,7 @@ class OnnxRuntimeBackend(Backend):
                     parse_multiple(meta.get("multiple"), str(path)), int8)
                 if int8:   # ORT's own QDQ fusions can leave graphs TensorRT does not build
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
-        threads = default_threads(threads)   # else OMP_NUM_THREADS's
+        threads = default_threads(threads)   # else MKL_/OMP_NUM_THREADS's
         if threads:
             opts.intra_op_num_threads = int(threads)
         # ORT's pool threads busy-wait between runs by default, on cores that the stream's
