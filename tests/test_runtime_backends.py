@@ -397,14 +397,18 @@ def test_quantized_io_uint8_path_matches_float_path(tflite_models):
         assert np.abs(fast.astype(int) - slow.astype(int)).max() <= 1
 
 
-@pytest.mark.parametrize("which", [0, 1])
-def test_one_backend_shared_by_two_threads(tflite_models, which):
-    """An app may call one backend from several threads; LiteRT's interpreter holds one set of
-    tensors, and unguarded calls returned another thread's frame or raised."""
+@pytest.mark.parametrize("tile,rgb", [(0, False), (32, True)])
+@pytest.mark.parametrize("which", ["onnx", 0, 1])
+def test_one_frame_processor_shared_by_three_threads(tflite_models, onnx_model, which, tile, rgb):
+    """An app may call one backend, and one FrameProcessor (README), from several threads;
+    LiteRT's interpreter holds one set of tensors, and unguarded calls returned another
+    thread's frame or raised. Whole and tiled, BGR and rgb=True, 8- and 16-bit and gray."""
     import threading
-    proc = FrameProcessor(load_backend(tflite_models[which], threads=1))
+    model = onnx_model if which == "onnx" else tflite_models[which]
+    proc = FrameProcessor(load_backend(model, threads=1), tile=tile, rgb=rgb)
     frames = [textured_frame(i, h=h, w=w) for i, (h, w) in
               enumerate([(64, 96), (40, 56), (48, 64), (64, 96)])]
+    frames += [frames[1][..., 0], frames[2].astype(np.uint16) * 257, frames[0][::-1, ::2]]
     expected = [proc(f) for f in frames]
     errors, wrong = [], []
 
