@@ -332,6 +332,8 @@ class FrameProcessor:
         not OpenCV's BGR. flags: the warnings name `sharpen run`'s flags (--tile), not these
         keywords: run_stream sets it."""
         _check_processor_args(backend, tile, overlap)
+        if not isinstance(rgb, (bool, np.bool_)):   # bool("false") is True: every frame swapped
+            raise TypeError(f"rgb must be True or False, got {rgb!r}")
         self.rgb = bool(rgb)
         # None: from the model's receptive field (runtime.tiling.auto_overlap); `overlap_auto`
         # lets the warnings tell a capped automatic overlap from one the user chose.

@@ -474,3 +474,15 @@ def test_an_rgb_processor_says_rgb_in_its_errors_and_warnings(onnx_model):
     with pytest.raises(FrameError, match=r"got Image \(a PIL image: np.asarray\(img\)\[\.\.\., "
                                          r"::-1\] is its BGR\)$"):
         FrameProcessor(proc.backend)(Image.new("RGB", (16, 16)))
+
+
+def test_rgb_takes_true_or_false_only(onnx_model):
+    """rgb="false" (a config file's string) was true, and swapped the channels of every frame
+    without a word; None too is no answer to "are the frames RGB"."""
+    import numpy as np
+
+    backend = load_backend(onnx_model, threads=1)
+    for bad in ("false", "yes", None, 1):
+        with pytest.raises(TypeError, match=rf"^rgb must be True or False, got {bad!r}$"):
+            FrameProcessor(backend, rgb=bad)
+    assert FrameProcessor(backend, rgb=np.bool_(True)).rgb is True
