@@ -829,3 +829,23 @@ def test_the_pytorch_commands_say_a_cpu_limit_sets_threads_0(tmp_path, capsys):
         assert main([*argv, "--threads", "-1"]) == 2, argv
         err = capsys.readouterr().err
         assert f"--threads must be >= 0 ({ZERO_THREADS}), got -1" in err, (argv, err)
+
+
+@pytest.mark.parametrize("mkl,omp", [("1", "2"), ("2", "1")])
+def test_torch_and_the_engines_take_one_count_from_mkl_and_omp_num_threads(mkl, omp):
+    """The engines read MKL_NUM_THREADS over OMP_NUM_THREADS because PyTorch's default does
+    (runtime.host.THREADS_VARS): a torch whose rule changed would leave them apart, unseen."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if int(mkl) > (os.cpu_count() or 1):
+        pytest.skip("torch caps its count at the cores")
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "MKL_NUM_THREADS": mkl, "OMP_NUM_THREADS": omp, "PYTHONPATH": root}
+    code = ("import torch; from runtime.host import default_threads; "
+            "print(torch.get_num_threads(), default_threads(None))")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == [mkl, mkl], out
