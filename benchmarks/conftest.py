@@ -630,7 +630,7 @@ def runtime_threads_line(threads: int) -> str:
     """The threads ONNX Runtime and LiteRT were timed on, and what set them: without --threads
     a shell's OMP_NUM_THREADS sets them (README "threads"), which the summary did not say."""
     from runtime.console import count
-    from runtime.host import THREADS_ENV, cgroup_cpu_limit, default_threads, threads_variable
+    from runtime.host import THREADS_VARS, cgroup_cpu_limit, default_threads, threads_variable
 
     n = default_threads(threads)
     var = threads_variable()
@@ -641,7 +641,8 @@ def runtime_threads_line(threads: int) -> str:
     elif n:   # not the variable: a cgroup CPU limit's count (runtime.host.limit_threads)
         why = f"a CPU limit of {cgroup_cpu_limit():g} (cgroup); --threads N sets another count"
     else:
-        return f"ONNX Runtime and LiteRT on their default threads (no --threads, {THREADS_ENV})"
+        return ("ONNX Runtime and LiteRT on their default threads (no --threads, "
+                f"{' or '.join(THREADS_VARS)})")
     return f"ONNX Runtime and LiteRT on {count(n, 'thread')} ({why})"
 
 

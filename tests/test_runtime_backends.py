@@ -960,6 +960,20 @@ def test_the_threads_help_and_errors_name_every_variable_that_sets_the_count():
         assert var in said and var in str(e.value), (var, said, str(e.value))
 
 
+def test_the_bench_names_each_variable_it_was_not_given_a_count_by(monkeypatch, no_cpu_limit):
+    """The bench's summary said "no --threads, OMP_NUM_THREADS" where MKL_NUM_THREADS, which
+    the engines read first, was as much unset; set, it names the one that gave the count."""
+    from benchmarks.conftest import runtime_threads_line
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    assert runtime_threads_line(0) == ("ONNX Runtime and LiteRT on their default threads (no "
+                                       "--threads, MKL_NUM_THREADS or OMP_NUM_THREADS)")
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setenv("MKL_NUM_THREADS", "1")
+    assert runtime_threads_line(0) == ("ONNX Runtime and LiteRT on 1 thread (MKL_NUM_THREADS=1; "
+                                       "--threads N sets another count)")
+
+
 def test_an_omp_num_threads_of_thousands_of_digits_is_said_not_a_traceback(onnx_model,
                                                                           monkeypatch,
                                                                           no_cpu_limit):
