@@ -64,11 +64,12 @@ def to_bgr(frame: np.ndarray, warn: bool = True, order: str = "BGR") -> np.ndarr
 
 
 def _type_hint(frame: Any, order: str) -> str:
-    """How to pass an image object the runtime does not take: PIL's, which hands out RGB."""
+    """How to pass an image object the runtime does not take: PIL's, converted to RGB first
+    (np.asarray of a palette image gives its indices, of a CMYK image four channels)."""
     if not type(frame).__module__.startswith("PIL."):
         return ""
-    return " (a PIL image: np.asarray(img))" if order == "RGB" else \
-        " (a PIL image: np.asarray(img)[..., ::-1] is its BGR)"
+    rgb = "np.asarray(img.convert('RGB'))"
+    return f" (a PIL image: {rgb})" if order == "RGB" else f" (a PIL image: {rgb}[..., ::-1])"
 
 
 def _dtype_hint(dtype: np.dtype, order: str = "BGR") -> str:
