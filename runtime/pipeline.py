@@ -307,6 +307,20 @@ def run_stream(model: Union[str, Path, Backend],
                 err = SinkError(str(e))
                 err.output_locked = True   # the command line's default name goes on past it
                 raise err from None
+        # Locked as the output is: two services given one --stats path (a template's missing
+        # %i) each rewrote it every 10 s with its own numbers, and a monitor read either. The
+        # output's own path is left to open()'s check, which says --stats names it.
+        if o.stats_path and not (isinstance(output, (str, os.PathLike))
+                                 and same_file(o.stats_path, output)):
+            try:
+                held.enter_context(output_lock(o.stats_path,
+                                              option("stats_path", o.stats_path, flags),
+                                              option("stats_path", flags=flags),
+                                              doing="writing its stats"))
+            except RunLocked as e:   # exit 4 too: a clash that ends with the other run
+                err = SinkError(str(e))
+                err.output_locked = True
+                raise err from None
         # From here on (the output is this run's) the --stats file is: a killed run's, which
         # said `running` for good, is replaced before the model loads (a TensorRT engine, a
         # camera slow to open), and a start that fails says so where it wrote nothing. Any

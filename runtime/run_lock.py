@@ -253,16 +253,17 @@ def _held_by_this_process(path: Path) -> bool:
 
 
 @contextlib.contextmanager
-def output_lock(output: str | os.PathLike, named: str,
-                flag: str = "output") -> Iterator[None]:
+def output_lock(output: str | os.PathLike, named: str, flag: str = "output",
+                doing: str = "sharpening") -> Iterator[None]:
     """Hold the lock of a `sharpen run` output (a video or image file, an image folder) for
     the block: `.NAME.lock` beside it, where NAME is the output's own name once links are
     followed (two names of one file are one output); inside a folder output whose parent takes
     no file (a service's state folder in /var/lib), `.sharpen-run.lock`. A live run holding
     it refuses this one, naming its process (`named`, `flag`: the output as the message
     names it, `--out x.mp4`, `--out`); a killed run's file holds no lock (flock ends with its
-    process) and is taken over. Unlocked where no lock can be had (no flock: Windows, some
-    network mounts)."""
+    process) and is taken over. `doing`: what the holder's lock file says it does, for a
+    refused run's message (a --stats file's holder is "writing its stats"). Unlocked where
+    no lock can be had (no flock: Windows, some network mounts)."""
     try:
         import fcntl  # noqa: F401 - whether this system has flock at all (Windows has not)
     except ImportError:
@@ -301,7 +302,7 @@ def output_lock(output: str | os.PathLike, named: str,
             _remove_empty(real.parent, made)
         return
     try:
-        with _held(fd, path, "run", "sharpening"):
+        with _held(fd, path, "run", doing):
             yield
     finally:
         _remove_empty(real.parent, made)

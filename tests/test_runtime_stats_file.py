@@ -151,14 +151,17 @@ def test_a_second_run_into_the_same_output_is_refused_naming_the_first_and_a_kil
         assert first.poll() is None, first.communicate()   # the first goes on
         first.kill()   # SIGKILL: no clean-up, its lock file stays
         first.communicate(timeout=60)
-        left = [p.name for p in out.parent.iterdir() if p.name.endswith(".lock")]
+        # the --stats files' locks (beside them) are left too, unheld
+        left = [p.name for p in out.parent.iterdir() if p.name.endswith(".lock")
+                and not p.name.endswith(".json.lock")]
         assert left == [f".{out.name}.lock"], (what, left)
         r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
                             "--source", "synthetic:64x48", "--max-frames", "10", "--out",
                             str(again), "--quiet"], cwd=tempfile.gettempdir(),
                            capture_output=True, text=True, timeout=120)
         assert r.returncode == 0 and r.stderr.startswith("done: 10 frames"), (what, r.stderr)
-        assert not [p for p in out.parent.iterdir() if p.name.endswith(".lock")], what
+        assert not [p for p in out.parent.iterdir() if p.name.endswith(".lock")
+                    and not p.name.endswith(".json.lock")], what
 
 
 def test_a_stats_file_that_cannot_be_refreshed_is_said_once_and_the_run_goes_on(model, tmp_path):
@@ -171,8 +174,7 @@ def test_a_stats_file_that_cannot_be_refreshed_is_said_once_and_the_run_goes_on(
     proc = _start("--model", str(model), "--source", "synthetic:64x48@30", "--out", str(out),
                   "--stats", str(stats), "--report-interval", "0.2", "--quiet")
     _wait_for(stats, proc, lambda s: s["frames_processed"] > 0)
-    stats.unlink()
-    folder.rmdir()
+    shutil.rmtree(folder)   # the stats file and its lock
     folder.write_text("a file where the stats folder was")
     said: list[str] = []
     reader = threading.Thread(target=lambda: said.extend(proc.stderr), daemon=True)
@@ -592,3 +594,40 @@ def test_a_stats_path_on_a_device_is_refused_by_name(path):
     with pytest.raises(SinkError, match="not a regular file") as e:
         _check_stats_path(path, f"--stats {path}")
     assert f"--stats {path}" in str(e.value)
+
+
+def test_a_second_run_given_another_runs_stats_file_is_refused_not_overwriting_it(
+        model, tmp_path):
+    """Two camera services whose template gave them one --stats path (a missing %i): each
+    rewrote the file every 10 s with its own camera's numbers, and a monitor read whichever
+    wrote last, without a word. The second is refused as a second run into one --out is
+    (exit 4, naming the first's process and the file), under any spelling of the path; the
+    first run's file is left to it."""
+    stats = tmp_path / "cams" / "stats.json"
+    first = _start("--model", str(model), "--source", "synthetic:96x64@30",
+                   "--out", str(tmp_path / "cam1.ts"), "--stats", str(stats), "--quiet")
+    try:
+        _wait_for(stats, first, lambda s: s["state"] == "running")
+        (tmp_path / "link").symlink_to(tmp_path / "cams")
+        for spelling in (stats, tmp_path / "link" / "stats.json"):
+            r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model",
+                                str(model), "--source", "synthetic:96x64@30", "--out",
+                                str(tmp_path / "cam2.ts"), "--stats", str(spelling),
+                                "--quiet"], cwd=tempfile.gettempdir(), capture_output=True,
+                               text=True, timeout=120)
+            assert r.returncode == 4, (r.returncode, r.stderr)
+            assert f"--stats {spelling}: " in r.stderr and f"process {first.pid}" in r.stderr, \
+                r.stderr
+            assert not (tmp_path / "cam2.ts").exists(), r.stderr   # refused before it began
+        assert _read(stats)["pid"] == first.pid
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 143 and _read(stats)["state"] == "stopped"
+    # Once the first has ended, the path is free: a later run takes it over.
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", "synthetic:96x64", "--max-frames", "2", "--out",
+                        str(tmp_path / "cam2.mp4"), "--stats", str(stats), "--quiet"],
+                       cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and _read(stats)["state"] == "done", r.stderr
+    assert not list((tmp_path / "cams").glob(".*.lock")), list((tmp_path / "cams").iterdir())
