@@ -288,6 +288,10 @@ def test_the_readmes_unit_file_restarts_a_lost_camera_and_stops_on_a_config_erro
     parser = argparse.ArgumentParser(prog="sharpen")
     add_commands(parser.add_subparsers())
     args = parser.parse_args(exec_start[1:])
+    # A template (sharpen@.service), one instance a camera: a run per camera given one --out
+    # or --stats is refused (exit 4), so each must name its own, by the instance's name.
+    assert all("%i" in p for p in (args.output, args.stats, service["EnvironmentFile"])), \
+        (args.output, args.stats)
     out = tmp_path / Path(args.output).name
 
     def argv(**given: str) -> list[str]:

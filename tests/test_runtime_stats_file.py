@@ -532,7 +532,7 @@ def test_a_stats_path_that_is_a_fifo_or_another_programs_json_is_not_read_or_rep
 def _readme_health_check() -> str:
     """The README's shell health check, reading the stats file named by $1."""
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
-    block = readme.split("```sh\nf=/var/lib/sharpen-cam/yard.json\n", 1)[1].split("```", 1)[0]
+    block = readme.split("```sh\nf=/var/lib/sharpen/yard.json\n", 1)[1].split("```", 1)[0]
     return 'f="$1"\n' + block
 
 
@@ -631,3 +631,27 @@ def test_a_second_run_given_another_runs_stats_file_is_refused_not_overwriting_i
                        cwd=tempfile.gettempdir(), capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and _read(stats)["state"] == "done", r.stderr
     assert not list((tmp_path / "cams").glob(".*.lock")), list((tmp_path / "cams").iterdir())
+
+
+@pytest.mark.skipif(not shutil.which("jq"), reason="needs jq")
+def test_the_readmes_table_of_cameras_gives_a_line_per_cameras_stats_file(model, tmp_path):
+    """An operator of several camera units reads all their --stats files at once: the
+    README's jq line gives a header and one line per camera, named by its instance, with its
+    state, frames and the age of its last refresh (a killed run's file still says running)."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    (block,) = [b for b in readme.split("```sh\n")[1:] if "input_filename" in b]
+    block = block.split("```", 1)[0].replace("/var/lib/sharpen", str(tmp_path))
+    for cam, frames in (("yard", 3), ("gate", 5)):
+        r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                            "--source", "synthetic:64x48", "--max-frames", str(frames),
+                            "--out", str(tmp_path / f"{cam}.mp4"), "--stats",
+                            str(tmp_path / f"{cam}.json"), "--quiet"],
+                           cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+    r = subprocess.run(["sh", "-c", block], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stderr, r.stderr
+    rows = [ln.split("\t") for ln in r.stdout.splitlines()]
+    assert rows[0][:3] == ["camera", "state", "frames"], rows
+    assert [row[:3] for row in rows[1:]] == [["gate", "done", "5"], ["yard", "done", "3"]], rows
+    assert all(0 <= int(row[-1]) < 120 for row in rows[1:]), rows   # seconds since a refresh
