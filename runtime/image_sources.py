@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -18,6 +18,7 @@ from .console import count
 from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, icc_profile,
                       tiff_pages)
 from .options import option
+from .output_paths import same_file
 from .prepost import FrameError, conversions, to_bgr
 from .source_base import Frame, Source, SourceError
 from .walk import walk_files
@@ -150,12 +151,15 @@ def _image_list(paths: list[str]) -> list[Path]:
                    if Path(p).suffix.lower() in IMAGE_EXTS and Path(p).is_file()), key=name_order)
 
 
-def _folder_source(spec: str, folder: Path, flags: bool = False) -> ImageSource:
+def _folder_source(spec: str, folder: Path, flags: bool = False,
+                   own_files: Sequence[str | os.PathLike] = ()) -> ImageSource:
     """The images directly in `folder`; says what else is there that it does not read. Hidden
-    files are left out: an atomic write killed mid-way leaves .NAME.png.XXXX.png, half written."""
+    files are left out: an atomic write killed mid-way leaves .NAME.png.XXXX.png, half written.
+    So are `own_files`, the run's own (its --stats file, written before the folder is listed:
+    said as a file left out, it was blamed on the folder at every start)."""
     # In the images' order, so the clips and other files said come in it too (clip2, clip10)
-    entries = sorted((q for q in folder.iterdir() if not q.name.startswith(".")),
-                     key=name_order)
+    entries = sorted((q for q in folder.iterdir() if not q.name.startswith(".")
+                      and not any(same_file(q, f) for f in own_files)), key=name_order)
     images = _image_list([str(q) for q in entries])
     videos = [q.name for q in entries if q.suffix.lower() in VIDEO_EXTS and q.is_file()]
     if not images:

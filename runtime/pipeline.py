@@ -492,7 +492,8 @@ class _Stream:
                 raise self._not_resumable(shown_url(str(source)), kind, bool(o.live))
             src = open_source(str(source), width=o.width, height=o.height, fps=o.fps,
                               live=o.live, reconnect_attempts=o.reconnect_attempts,
-                              timeout=o.timeout, note=self.note, flags=self.flags)
+                              timeout=o.timeout, note=self.note, flags=self.flags,
+                              own_files=[o.stats_path] if o.stats_path else [])
         else:   # frames the app holds; a list of arrays was once read as a file name
             src = ArraySource(source, fps=o.fps)
         self.src = src

@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence, Union
 
 import cv2
 
@@ -46,7 +46,8 @@ from .walk import glob_files
 def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0.0,
                 live: Optional[bool] = None, reconnect_attempts: int = 5,
                 reconnect_delay: float = 0.5, timeout: Optional[float] = None,
-                note: Optional[Note] = None, flags: bool = False) -> Source:
+                note: Optional[Note] = None, flags: bool = False,
+                own_files: Sequence[Union[str, os.PathLike]] = ()) -> Source:
     """Open a source from its command-line spelling.
 
     "0" camera index; "/dev/video0" V4L2 device; "rtsp://..", "http://.." stream (an http(s)
@@ -60,6 +61,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     note takes informational lines (a URL found to be a recording, a source reconnected);
     default: none (`sharpen run` prints them as `note: ...`). flags: messages name `sharpen
     run`'s flags (--source, --fps, --live), not run_stream's keywords (source, fps, live).
+    own_files: the run's own files (its --stats file), left out of a folder source unsaid.
     """
     spec = str(spec).strip()
     if not spec:
@@ -125,7 +127,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
 
     p = Path(spec)
     if p.is_dir():
-        return _maybe_live(_folder_source(spec, p, flags), live, flags)
+        return _maybe_live(_folder_source(spec, p, flags, own_files), live, flags)
     if any(c in spec for c in "*?["):
         found = glob_files(spec)
         images = _image_list(found)

@@ -21,7 +21,8 @@ from typing import Callable, Optional
 import cv2
 import pytest
 
-from tests.runtime_fixtures import (camera_stream, cli_module, make_onnx_model, write_video)
+from tests.runtime_fixtures import (camera_stream, cli_module, make_onnx_model, textured_frame,
+                                     write_video)
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="needs POSIX signals")
 
@@ -655,3 +656,25 @@ def test_the_readmes_table_of_cameras_gives_a_line_per_cameras_stats_file(model,
     assert rows[0][:3] == ["camera", "state", "frames"], rows
     assert [row[:3] for row in rows[1:]] == [["gate", "done", "5"], ["yard", "done", "3"]], rows
     assert all(0 <= int(row[-1]) < 120 for row in rows[1:]), rows   # seconds since a refresh
+
+
+def test_a_stats_file_in_the_image_folder_read_is_not_called_a_file_left_out(model, tmp_path):
+    """--stats inside the image folder the run reads: the run's own file (written at its
+    start, before the folder is listed) was warned about as a file that is not an image, at
+    every run; left out without a word. Another file that is no image is still said."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"f{i}.png"), textured_frame(i, 24, 32))
+    stats = folder / "stats.json"
+    argv = [sys.executable, "-m", cli_module(), "run", "--model", str(model), "--source",
+            str(folder), "--out", str(tmp_path / "sharp"), "--stats", str(stats), "--quiet"]
+    for _ in range(2):   # the first run makes the file, the second finds it there
+        r = subprocess.run(argv, cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+        assert _read(stats)["frames_processed"] == 2
+    (folder / "notes.txt").write_text("camera 2")
+    r = subprocess.run(argv, cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                       timeout=120)
+    assert "1 file that is not an image skipped (notes.txt)" in r.stderr, r.stderr
