@@ -281,6 +281,8 @@ def test_the_readmes_unit_file_restarts_a_lost_camera_and_stops_on_a_config_erro
 
     service = _readme_unit()["Service"]
     assert service["Restart"] == "always"
+    # a camera away for hours is retried at most once a minute, not every RestartSec
+    assert int(service["RestartMaxDelaySec"]) >= 60 and int(service["RestartSteps"]) > 0
     prevent = {int(c) for c in service["RestartPreventExitStatus"].split()}
     clean = {int(c) for c in service["SuccessExitStatus"].split()}
     exec_start = shlex.split(service["ExecStart"])
