@@ -38,8 +38,7 @@ exit codes: 0 done; 1 inputs that could not be read (the rest processed) or an u
 error; 2 a usage or configuration error (an option, the model, a source or output misnamed):
 restarting does not help; 3 a camera or stream not there, or lost and not back: a restart
 may find it; 4 another live run writes the same --out or --stats: a restart takes over once
-it ends;
-128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
+it ends; 128+N stopped by signal N (130 Ctrl-C, 143 SIGTERM, 129 SIGHUP)
 """
 
 
