@@ -274,8 +274,8 @@ def run_stream(model: Union[str, Path, Backend],
         recording and processed losslessly); default: none. `sharpen run` prints them as
         `note: ...` lines; what needs attention comes as a SharpenWarning either way.
     Raises ModelError / SourceError / SinkError / FrameError with user-facing messages (a
-    SinkError where another live run writes the same output path), and ValueError for options
-    out of range (before anything is opened). In the main thread it
+    SinkError where another live run writes the same output or stats_path), and ValueError for
+    options out of range (before anything is opened). In the main thread it
     holds SIGINT and SIGTERM (and SIGHUP where its action is the default) while it runs: either
     closes the output, writes the stats and raises StreamInterrupted (a KeyboardInterrupt,
     `.stats` the summary).
