@@ -477,6 +477,13 @@ class _Stream:
         self.ran = False        # the stream ran to its end (or its limit, or an error)
         self.stopped_part_way = False   # by a signal, before the output closed
 
+    def _own_stats_file(self) -> list:
+        """The --stats file as this run's own, left out of an image folder it reads: only once
+        this run has written it (an earlier run's stats, or no file), never a file that was
+        something else (a photo of that folder, which the check in open() refuses)."""
+        started = self.stats_file is not None and self.stats_file.started
+        return [self.o.stats_path] if started else []
+
     def open(self, source: Union[str, Path, int, Source, Iterable[Any]],
              output: Optional[Union[str, Path, Sink]]) -> None:
         """Open the source and the output, read the first frame and warm the model up on it."""
@@ -493,7 +500,7 @@ class _Stream:
             src = open_source(str(source), width=o.width, height=o.height, fps=o.fps,
                               live=o.live, reconnect_attempts=o.reconnect_attempts,
                               timeout=o.timeout, note=self.note, flags=self.flags,
-                              own_files=[o.stats_path] if o.stats_path else [])
+                              own_files=self._own_stats_file())
         else:   # frames the app holds; a list of arrays was once read as a file name
             src = ArraySource(source, fps=o.fps)
         self.src = src
@@ -502,8 +509,10 @@ class _Stream:
             src.live = o.live
         out_file = [] if output is None or isinstance(output, Sink) or is_stdio(output) \
             else [output]
-        if o.stats_path and any(same_file(o.stats_path, f)
-                                for f in [*_input_files(src), *out_file]):
+        # Any image the run reads, not only a single one: a folder's image named by --stats was
+        # written over by the stats (the output is guarded by its folder, not each image).
+        read = list(src.paths) if isinstance(src, ImageSource) else _input_files(src)
+        if o.stats_path and any(same_file(o.stats_path, f) for f in [*read, *out_file]):
             raise SinkError(f"{option('stats_path', o.stats_path, self.flags)} is the source or "
                             f"the {option('output', flags=self.flags)} file: the stats would "
                             "overwrite it; choose another path")

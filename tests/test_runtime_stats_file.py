@@ -678,3 +678,26 @@ def test_a_stats_file_in_the_image_folder_read_is_not_called_a_file_left_out(mod
     r = subprocess.run(argv, cwd=tempfile.gettempdir(), capture_output=True, text=True,
                        timeout=120)
     assert "1 file that is not an image skipped (notes.txt)" in r.stderr, r.stderr
+
+
+def test_a_stats_path_naming_an_image_of_the_folder_read_is_refused_not_written_over_it(
+        model, tmp_path):
+    """--stats naming one of the images of the folder (or glob) the run reads: the run left
+    that image out of its frames as its own file, then wrote its JSON over the photo, exit 0.
+    Refused before anything is written (exit 2), as --stats naming a single source image is;
+    the photo is kept."""
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i in range(2):
+        cv2.imwrite(str(folder / f"f{i}.png"), textured_frame(i, 24, 32))
+    photo = (folder / "f0.png").read_bytes()
+    for source in (folder, folder / "*.png"):
+        r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                            "--source", str(source), "--out", str(tmp_path / "sharp"),
+                            "--stats", str(folder / "f0.png"), "--quiet"],
+                           cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 2 and f"--stats {folder / 'f0.png'}" in r.stderr, r.stderr
+        assert (folder / "f0.png").read_bytes() == photo, source
+        assert not (tmp_path / "sharp").exists(), r.stderr
+
