@@ -316,7 +316,7 @@ def run_stream(model: Union[str, Path, Backend],
                 held.enter_context(output_lock(o.stats_path,
                                               option("stats_path", o.stats_path, flags),
                                               option("stats_path", flags=flags),
-                                              doing="writing its stats"))
+                                              doing="writing its stats", replaced=True))
             except RunLocked as e:   # exit 4 too: a clash that ends with the other run
                 err = SinkError(str(e))
                 err.output_locked = True

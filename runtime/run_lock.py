@@ -254,7 +254,7 @@ def _held_by_this_process(path: Path) -> bool:
 
 @contextlib.contextmanager
 def output_lock(output: str | os.PathLike, named: str, flag: str = "output",
-                doing: str = "sharpening") -> Iterator[None]:
+                doing: str = "sharpening", replaced: bool = False) -> Iterator[None]:
     """Hold the lock of a `sharpen run` output (a video or image file, an image folder) for
     the block: `.NAME.lock` beside it, where NAME is the output's own name once links are
     followed (two names of one file are one output); inside a folder output whose parent takes
@@ -262,14 +262,17 @@ def output_lock(output: str | os.PathLike, named: str, flag: str = "output",
     it refuses this one, naming its process (`named`, `flag`: the output as the message
     names it, `--out x.mp4`, `--out`); a killed run's file holds no lock (flock ends with its
     process) and is taken over. `doing`: what the holder's lock file says it does, for a
-    refused run's message (a --stats file's holder is "writing its stats"). Unlocked where
-    no lock can be had (no flock: Windows, some network mounts)."""
+    refused run's message (a --stats file's holder is "writing its stats"). `replaced`: the
+    file is written by renaming a new one over its name (a --stats file), which replaces a
+    link there rather than writing through it: the name is locked, in its folder's real path.
+    Unlocked where no lock can be had (no flock: Windows, some network mounts)."""
     try:
         import fcntl  # noqa: F401 - whether this system has flock at all (Windows has not)
     except ImportError:
         yield
         return
-    real = Path(os.path.realpath(output))
+    real = (Path(os.path.realpath(Path(output).parent)) / Path(output).name if replaced
+            else Path(os.path.realpath(output)))
     made = None   # the first folder this call made: removed again if the run leaves it empty
     if real.name and not real.parent.exists():
         made = next((p for p in [real.parent, *real.parent.parents] if p.parent.exists()), None)

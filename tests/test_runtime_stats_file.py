@@ -701,3 +701,33 @@ def test_a_stats_path_naming_an_image_of_the_folder_read_is_refused_not_written_
         assert (folder / "f0.png").read_bytes() == photo, source
         assert not (tmp_path / "sharp").exists(), r.stderr
 
+
+
+def test_a_second_run_given_a_link_to_a_live_runs_stats_file_by_the_same_name_is_refused(
+        model, tmp_path):
+    """--stats yard.json, a link to real.json: the first write renames a file over the link
+    (it is replaced, not written through), so the lock beside real.json kept nothing: a second
+    run given yard.json went on writing the same file, and one given real.json, which neither
+    writes, was refused. The lock is the name written, in its folder's real path."""
+    cams = tmp_path / "cams"
+    cams.mkdir()
+    (cams / "yard.json").symlink_to("real.json")
+    stats = cams / "yard.json"
+    first = _start("--model", str(model), "--source", "synthetic:64x48@30",
+                   "--out", str(tmp_path / "cam1.ts"), "--stats", str(stats), "--quiet")
+    try:
+        _wait_for(stats, first, lambda s: s["state"] == "running")
+        argv = [sys.executable, "-m", cli_module(), "run", "--model", str(model), "--source",
+                "synthetic:64x48", "--max-frames", "2", "--quiet", "--stats"]
+        r = subprocess.run([*argv, str(stats), "--out", str(tmp_path / "cam2.mp4")],
+                           cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 4 and f"process {first.pid}" in r.stderr, r.stderr
+        r = subprocess.run([*argv, str(cams / "real.json"), "--out", str(tmp_path / "c3.mp4")],
+                           cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                           timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert _read(stats)["pid"] == first.pid
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
