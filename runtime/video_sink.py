@@ -729,11 +729,36 @@ class VideoFileSink(Sink):
             ok = cap.isOpened() and cap.read()[0]
             cap.release()
         if not ok:
-            why = size_refused(self.tmp, fourcc_for(self.path), self.size, self.fps, self.flags)
+            why = (size_refused(self.tmp, fourcc_for(self.path), self.size, self.fps, self.flags)
+                   or _too_short_ts(self.tmp))
             raise SinkError(f"{option('output', self.path, self.flags)}: the video written "
                             f"({count(self.frames, 'frame')}) does not play back: "
                             f"{why or 'the write failed (disk full or I/O error?)'}; nothing was "
                             "written under that name")
+
+
+# FFmpeg's format probe scores MPEG-TS by the sync bytes of its first packets: a file of 10 or
+# fewer (two or three frames of a small, still picture) was taken for MPEG-PS, in which it
+# found no stream, while `ffmpeg -f mpegts` read every frame (FFmpeg 9, OpenCV's own).
+TS_PACKET = 188
+TS_PROBE_PACKETS = 16
+
+
+def _too_short_ts(path: Path) -> str:
+    """Why the whole, intact MPEG-TS `path` does not open: too short for FFmpeg to recognise;
+    '' for any other file."""
+    try:
+        if os.path.getsize(path) > TS_PROBE_PACKETS * TS_PACKET:
+            return ""
+        data = path.read_bytes()
+    except OSError:
+        return ""
+    if not data or len(data) % TS_PACKET or any(data[i] != 0x47
+                                                 for i in range(0, len(data), TS_PACKET)):
+        return ""
+    return (f"at {len(data) // TS_PACKET} MPEG-TS packets it is too short for FFmpeg (OpenCV's "
+            "reader, the ffmpeg command) to recognise as MPEG-TS; more frames, or an .mp4 or "
+            ".mkv, play")
 
 
 def _said(exc: Exception) -> str:

@@ -593,6 +593,26 @@ def test_a_video_that_did_not_get_written_is_an_error_not_done(tmp_path, onnx_mo
     assert not out.exists() and not list(tmp_path.iterdir())
 
 
+def test_a_ts_too_short_for_ffmpeg_to_recognise_is_said_so_not_blamed_on_the_disk(tmp_path):
+    """Two frames of a still 64x48 picture make a .ts of 5 packets, which FFmpeg's format probe
+    (OpenCV's reader, the ffmpeg command) takes for MPEG-PS and opens no stream of: the run
+    said "the write failed (disk full or I/O error?)" of a disk with room. It says why, and
+    what to do."""
+    from runtime.sinks import SinkError
+    from runtime.video_sink import VideoFileSink
+
+    out = tmp_path / "short.ts"
+    sink = VideoFileSink(out, 30)
+    frame = np.full((48, 64, 3), 100, np.uint8)
+    for i in range(2):
+        sink.write(frame, frame, f"f{i}")
+    with pytest.raises(SinkError, match="does not play back") as e:
+        sink.close()
+    said = str(e.value)
+    assert "disk" not in said and "too short" in said and "2 frames" in said, said
+    assert not out.exists()
+
+
 def test_a_full_disk_stops_the_run_with_an_error(tmp_path, capsys, onnx_model, monkeypatch):
     import runtime.video_sink as video_sink
 
