@@ -513,7 +513,8 @@ def _run_stream_named(run_stream, args: argparse.Namespace, options, defaulted: 
             return run_stream(args.model, args.source, args.output, options, flags=True,
                               note=_note)
         except SinkError as exc:
-            if not (defaulted and getattr(exc, "output_locked", False)) or len(taken) >= 10:
+            if (not (defaulted and getattr(exc, "output_locked", False))
+                    or getattr(exc, "stats_locked", False) or len(taken) >= 10):
                 raise
             taken.add(args.output)
             args.output = _default_output(args.source, taken)

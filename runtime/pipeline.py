@@ -320,6 +320,7 @@ def run_stream(model: Union[str, Path, Backend],
             except RunLocked as e:   # exit 4 too: a clash that ends with the other run
                 err = SinkError(str(e))
                 err.output_locked = True
+                err.stats_locked = True   # which another default --out name does not pass
                 raise err from None
         # From here on (the output is this run's) the --stats file is: a killed run's, which
         # said `running` for good, is replaced before the model loads (a TensorRT engine, a

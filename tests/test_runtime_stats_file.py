@@ -731,3 +731,28 @@ def test_a_second_run_given_a_link_to_a_live_runs_stats_file_by_the_same_name_is
     finally:
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
+
+
+def test_a_run_without_out_refused_for_a_live_runs_stats_file_does_not_try_other_names(
+        model, tmp_path, monkeypatch, capsys):
+    """A run without --out whose --stats another live run holds was taken for one whose default
+    output name another run had just locked: it tried the next name, and the next, ten times,
+    refused each time for the same --stats. Refused at once (exit 4), naming the --stats."""
+    from runtime import cli, pipeline, run_lock
+    monkeypatch.chdir(tmp_path)
+    stats = tmp_path / "s.json"
+    tries, run_stream = [], pipeline.run_stream
+
+    def counted(*args, **kwargs):
+        tries.append(args[2])
+        return run_stream(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "run_stream", counted)
+    with run_lock.output_lock(stats, f"--stats {stats}", "--stats", doing="writing its stats",
+                              replaced=True):
+        code = cli.main(["run", "--model", str(model), "--source", "synthetic:64x48",
+                         "--max-frames", "3", "--stats", str(stats), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 4 and f"--stats {stats}: " in err, err
+    assert tries == ["runs/sharpen/synthetic_64x48.mp4"], tries
+    assert not (tmp_path / "runs").exists()
