@@ -157,9 +157,13 @@ def _folder_source(spec: str, folder: Path, flags: bool = False,
     files are left out: an atomic write killed mid-way leaves .NAME.png.XXXX.png, half written.
     So are `own_files`, the run's own (its --stats file, written before the folder is listed:
     said as a file left out, it was blamed on the folder at every start)."""
-    # In the images' order, so the clips and other files said come in it too (clip2, clip10)
+    # In the images' order, so the clips and other files said come in it too (clip2, clip10).
+    # An own file's name first (casefolded: a case-insensitive disk): resolving each entry
+    # tripled the listing of a 20,000-image folder.
+    own = {Path(f).name.casefold() for f in own_files}
     entries = sorted((q for q in folder.iterdir() if not q.name.startswith(".")
-                      and not any(same_file(q, f) for f in own_files)), key=name_order)
+                      and not (q.name.casefold() in own
+                               and any(same_file(q, f) for f in own_files))), key=name_order)
     images = _image_list([str(q) for q in entries])
     videos = [q.name for q in entries if q.suffix.lower() in VIDEO_EXTS and q.is_file()]
     if not images:
