@@ -199,7 +199,7 @@ def test_synth_into_a_folder_of_other_names_says_the_old_pairs_stay_beside_the_n
 def test_synth_counts_one_held_pair_in_the_singular(tmp_path):
     """The warning about the pairs a folder already holds said "holds 1 pairs", "they stay"
     of one pair, and "1 others stay"."""
-    from distill.cli import _held_pairs
+    from distill.synth_command import _held_pairs
 
     one_stays = _held_pairs(tmp_path, {"a.png"}, {"a_0.png", "a_1.png"})
     assert "holds 1 pair, not under a name this run writes: it stays beside" in one_stays

@@ -120,7 +120,7 @@ def test_label_names_differ_on_a_case_insensitive_file_system(tmp_path):
 def test_corpus_and_teacher_output_names_differ_on_a_case_insensitive_file_system(tmp_path):
     """The corpus's pair names and `sharpen teacher`'s output names: A.jpg's and a.png's were
     A.png and a.png, one file where the photos are on a Mac."""
-    from distill.cli import _unique_png_names
+    from distill.teacher_command import _unique_png_names
     from distill.data.corpus import _names
 
     files = [tmp_path / "A.jpg", tmp_path / "a.png", tmp_path / "Trip_x" / "1.png",
@@ -266,7 +266,7 @@ def test_printed_commands_quote_as_the_windows_shells_read_them(monkeypatch):
     are double-quoted as its programs (and PowerShell) read them; elsewhere shlex's, as ever."""
     import shlex
 
-    from distill.cli import _corpus_next_step
+    from distill.corpus_command import _corpus_next_step
     from distill.dist import launch_command
     from runtime.console import shell_join
 

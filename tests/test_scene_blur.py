@@ -621,7 +621,7 @@ def test_corpus_summary_words_one_photo_and_one_split_in_the_singular(capsys):
     training photo skipped", and of one empty split "every photo in them was skipped"."""
     import argparse
 
-    from distill.cli import _corpus_outcome
+    from distill.corpus_command import _corpus_outcome
     args = argparse.Namespace(out="c", crop=384)
     one_small = {"train": 3, "val": 0, "test": 1, "small": ["v.png"], "failed": [],
                  "small_in": {"train": 0, "val": 1, "test": 0},

@@ -570,14 +570,14 @@ def test_an_earlier_runs_output_folder_in_the_input_folder_is_not_offered_as_an_
 _UNPRIVILEGED_LOOK = """
 import os, sys
 from pathlib import Path
-import distill.cli, distill.images, runtime.imageio, runtime.sources, runtime.warn
+import distill.teacher_command, distill.images, runtime.imageio, runtime.sources, runtime.warn
 try:
     os.setgid(65534)
     os.setuid(65534)
 except PermissionError:   # root of a container without CAP_SETUID
     sys.exit(3)
 folder = Path(sys.argv[1])
-distill.cli._warn_left_out_of_folder(folder, folder / "sharp")
+distill.teacher_command._warn_left_out_of_folder(folder, folder / "sharp")
 """
 
 

@@ -3044,7 +3044,7 @@ def test_a_distilled_student_ends_with_how_to_compare_it_and_export_it(tmp_path,
                         f"{out / 'best.pt'} --out export/"), said
     # best.pt still the init= weights (val_start, nothing beat them): comparing it with them
     # showed two identical columns; last.pt is what the fine-tune made of them.
-    from distill.cli import _after_distill
+    from distill.train_command import _after_distill
     cfg = tiny_cfg(out, 1, task="student", init=init, **{"data.val_labels": val_cache})
     assert _after_distill(cfg, 0)[0] == (
         f"compare the fine-tune's last.pt (best.pt is init={init}) with init={init} on the "
@@ -3062,7 +3062,7 @@ def test_the_export_line_of_a_fine_tune_that_never_beat_its_start_says_what_it_e
     """With best.pt still the init= weights, distill's compare line takes last.pt ("the
     fine-tune's last.pt"), and the export line after it said "export it" of best.pt: a user read
     it as exporting the fine-tune, and shipped the init= weights unchanged."""
-    from distill.cli import _after_distill
+    from distill.train_command import _after_distill
     out, val = tmp_path / "ft", tmp_path / "val"
     out.mkdir()
     for name in ("best.pt", "last.pt"):

@@ -1,0 +1,84 @@
+"""`sharpen corpus`: a paired train/val/test corpus from sharp photos, its summary and
+exit code. Imports without torch."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.console import count, shell_join
+from .command_messages import _err, _out_folder_problem, _out_of_range
+
+
+def cmd_corpus(args: argparse.Namespace) -> int:
+    from .data.corpus import CorpusOptions, build_corpus
+    from .data.scene_blur import PRESETS
+
+    mix = tuple(m.strip() for m in args.mix.split(",") if m.strip())
+    if not mix:
+        return _err("--mix needs at least one preset (e.g. gopro,handheld,mild)")
+    for name in (*mix, args.test_preset):
+        if name not in PRESETS:
+            return _err(f"unknown blur preset {name!r}; choose from {', '.join(PRESETS)}")
+    # One flag at a time: "--copies must be >= 1 and --crop/--test-crop >= 32" did not say
+    # which was wrong.
+    for flag, value, lo in (("--copies", args.copies, 1), ("--crop", args.crop, 32),
+                            ("--test-crop", args.test_crop, 32), ("--workers", args.workers, 1),
+                            ("--seed", args.seed, 0)):
+        if problem := _out_of_range(flag, value, lo):
+            return _err(problem)
+    if err := _out_folder_problem(Path(args.out)):
+        return _err(err)
+    opts = CorpusOptions(mix=mix, test_preset=args.test_preset, copies=args.copies,
+                         crop=args.crop, test_crop=args.test_crop, seed=args.seed)
+    try:
+        summary = build_corpus(args.photos, args.out, opts, progress=not args.quiet,
+                               workers=args.workers,   # --quiet: no bar, the notes stay
+                               say=lambda msg: print(msg, file=sys.stderr))
+    except (FileNotFoundError, ValueError) as e:
+        return _err(str(e))
+    return _corpus_outcome(args, summary)
+
+
+def _corpus_outcome(args: argparse.Namespace, summary: dict) -> int:
+    """The summary line and the exit code of `sharpen corpus`. Photos smaller than the crop are
+    expected (the teacher card's --crop 384 skips BSDS500's 481x321 photos): named, summed up
+    in one warning, not a failure (exit 0). Unreadable photos are (exit 1, the rest still used),
+    and so is a run that made no training pair."""
+    splits = ("train", "val", "test")
+    counts = ", ".join(f"{s} {summary[s]}" for s in splits)
+    print(f"corpus written to {args.out}/{{train,val,test}}/{{input,target}}: {counts} pairs")
+    small, failed, photos = summary["small"], summary["failed"], summary["photos"]
+    if small:
+        where = ", ".join(f"{s} {n}" for s, n in summary["small_in"].items() if n)
+        print(f"warning: {count(len(small), 'photo')} smaller than the crop skipped ({where}; "
+              f"listed above): expected with a large --crop ({args.crop}); a smaller one keeps "
+              f"{'it' if len(small) == 1 else 'them'}", file=sys.stderr)
+    empty = [s for s in splits if photos.get(s) and not summary[s]]
+    if failed:
+        print(f"sharpen corpus: {count(len(failed), 'photo')} could not be read (listed "
+              "above); the "
+              "others were used", file=sys.stderr)
+    if "train" in empty or not any(summary[s] for s in splits):
+        n = photos.get("train", 0)
+        which = ("every photo" if "train" not in empty else "the one training photo" if n == 1
+                 else f"all {n} training photos")
+        print(f"sharpen corpus: error: no training pair was made: {which} skipped (smaller "
+              f"than --crop {args.crop}, or unreadable)", file=sys.stderr)
+        return 1
+    if empty:
+        print(f"warning: the {' and '.join(empty)} split{'s' if len(empty) > 1 else ''} got "
+              f"no pair: every photo in {'them' if len(empty) > 1 else 'it'} was skipped",
+              file=sys.stderr)
+    print(_corpus_next_step(args.out), flush=True)
+    return 1 if failed else 0
+
+
+def _corpus_next_step(out: str) -> str:
+    """The labels command that continues from the corpus: the README's order of steps was the
+    only place that said what comes next, and `labels` ends with the distill line in turn.
+    --hold-out takes the corpus's own val split (whole training photos where val is empty)."""
+    labels = str(Path(out).with_name(Path(out).name + "-labels"))
+    return "label it with the teacher: " + shell_join(
+        ["sharpen", "labels", "--data", str(out), "--out", labels, "--hold-out", "0.2",
+         "--val-out", labels + "-val"])

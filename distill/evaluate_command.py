@@ -1,0 +1,180 @@
+"""`sharpen evaluate`: checkpoints and exported artifacts scored over a data source, with
+metrics.json and the side-by-side figure. Imports without torch."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.cli_errors import SharpenError
+from runtime.console import count
+from runtime.host import limit_note
+from .command_messages import _err, _note, _out_of_range
+
+
+def _complete_results(path: Path) -> bool:
+    """`path` holds the results of an evaluate run that finished."""
+    import json
+    try:
+        res = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(res, dict) and res.get("interrupted") is False
+
+
+def _remove_stale_partial(out: Path) -> None:
+    """A finished run's results replace the part an interrupted run kept beside the run before
+    it: left there, it was another run's numbers read as this one's."""
+    stale = [p for p in (out / "metrics.partial.json", out / "side_by_side.partial.png")
+             if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    if stale:
+        print(f"removed {', '.join(p.name for p in stale)}: the part an interrupted run left",
+              file=sys.stderr)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """`_evaluate`, removing the --out folders it made when the run is refused (a video or a
+    missing folder as --data, a missing checkpoint...) or interrupted before an image was
+    scored: it left an empty folder behind."""
+    from runtime.output_paths import folders_to_make, remove_if_empty
+
+    made = folders_to_make(args.out) if args.out else []
+    try:
+        return _evaluate(args)
+    except (SharpenError, KeyboardInterrupt):   # (interrupted later: _evaluate writes a part)
+        remove_if_empty(made)   # deepest first, only while empty
+        raise
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from runtime.backends.base import ModelError
+
+    from .checkpoint import CheckpointError
+    from .data.sources import SourceError
+    from .evaluate import (MIN_SIDE, evaluate, format_table, is_artifact, side_by_side,
+                           teacher_labels_line)
+
+    from .teacher import check_device, check_threads, pick_device, resolve_weights
+    check_device(args.device)
+    from runtime.host import ZERO_THREADS, threads_warning
+    check_threads(args.threads, zero=ZERO_THREADS)   # artifacts: the runtimes' meaning of 0
+    if too_many := threads_warning(args.threads, "--threads"):   # as sharpen run warns
+        print(f"warning: {too_many}", file=sys.stderr)
+    models = [m for item in args.model or [] for m in item.split(",") if m]
+    try:
+        weights = [str(resolve_weights(w)) for item in args.weights or []
+                   for w in item.split(",") if w]
+    except CheckpointError as e:
+        return _err(f"--weights {e}")
+    if not weights and not models:
+        return _err("give --weights (checkpoints) and/or --model (exported artifacts)")
+    if args.out:   # found now, not after every model has run over every image
+        from runtime.output_paths import make_folder, refuse_output_inside
+        from runtime.sinks import SinkError
+        try:
+            refuse_output_inside(args.out, args.data, "--data")
+            make_folder(args.out, "--out")
+        except (SinkError, ValueError) as e:
+            return _err(str(e))
+    for w in weights:
+        if Path(w).is_dir():   # a run's out= folder: name the checkpoints in it
+            from .checkpoint import folder_problem
+            return _err(f"--weights {w}: {folder_problem(w)}")
+        if not Path(w).is_file():
+            return _err(f"--weights {w}: no such checkpoint")
+        if is_artifact(w):
+            return _err(f"--weights {w}: an exported model; pass it with --model")
+    for m in models:
+        if not Path(m).is_file():
+            return _err(f"--model {m}: no such file")
+        if not is_artifact(m):
+            return _err(f"--model {m}: not an exported model (.onnx, .tflite, .engine); "
+                        "pass checkpoints with --weights")
+    weights += models
+    if args.limit is not None and args.limit < 1:
+        return _err(f"--limit must be >= 1, got {args.limit}")
+    # One at a time, with its value: '--figure-images must be >= 1, --figure-crop >= 16 and
+    # --crop >= 0' left the user to find which of the three was wrong.
+    for flag, value, lo, note in (("--figure-images", args.figure_images, 1, ""),
+                                  ("--figure-crop", args.figure_crop, 16, ""),
+                                  ("--crop", args.crop, 0, " (0 = whole images)")):
+        if problem := _out_of_range(flag, value, lo, note=note):
+            return _err(problem)
+    if 0 < args.crop < MIN_SIDE:
+        return _err(f"--crop {args.crop}: SSIM needs at least {MIN_SIDE}x{MIN_SIDE} pixels "
+                    "(0 = whole images)")
+    dupes = sorted({w for w in weights if weights.count(w) > 1})
+    if dupes:
+        print(f"warning: {', '.join(dupes)} given more than once; evaluated once",
+              file=sys.stderr)
+        weights = list(dict.fromkeys(weights))
+    if args.provider != "auto" and not any(m.lower().endswith(".onnx") for m in models):
+        print(f"warning: --provider applies to .onnx models (ONNX Runtime); --provider "
+              f"{args.provider} has no effect without one", file=sys.stderr)
+    from .data.sources import gopro_blur_unused, paired_parent
+    if unused := gopro_blur_unused([args.data], args.gopro_blur, "--gopro-blur"):
+        print(f"warning: {unused}", file=sys.stderr)
+    if half := paired_parent(args.data):   # scored without its ground truth, said nowhere
+        print(f"warning: {args.data} is the blurred half of a paired folder: --data {half[0]} "
+              f"scores against its {half[1]}/ images; this run has no ground truth",
+              file=sys.stderr)
+    if any(not is_artifact(w) for w in weights) and pick_device(args.device).type == "cpu":
+        from .teacher import set_torch_threads
+        set_torch_threads(args.threads)
+    if not args.threads and (note := limit_note("PyTorch, ONNX Runtime and LiteRT")):
+        _note(f"note: {note}")
+    try:
+        res = evaluate(weights, args.data, split=args.split or "test", limit=args.limit,
+                       crop=args.crop, progress=not args.quiet,
+                       keep_outputs=args.figure_images if args.out else 0, device=args.device,
+                       teacher_config=args.teacher_config, threads=args.threads,
+                       provider=args.provider, gopro_blur=args.gopro_blur)
+    except KeyboardInterrupt as e:   # after some images: theirs are reported and saved
+        if not hasattr(e, "results"):
+            raise
+        res = e.results
+    except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
+        return _err(str(e))
+    if args.split and res["split"] is None:
+        print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "
+              f"{args.split} does not apply; every image was evaluated", file=sys.stderr)
+    from runtime.host import default_threads
+
+    from .provenance import LIBS, run_environment
+    # What a colleague's numbers are compared by: the runtimes' versions and threads change
+    # an artifact's last digits, torch's a checkpoint's. The threads they ran on, as the
+    # bench records them: --threads, else OMP_NUM_THREADS's (None: the engines' default).
+    res["environment"] = {**run_environment(
+        pick_device(args.device), (*LIBS, "onnxruntime", "ai_edge_litert")),
+        "threads": default_threads(args.threads)}
+    print(format_table(res))
+    if said := teacher_labels_line(res):
+        print(said)
+    outputs = res.pop("outputs")
+    if args.out:
+        out = Path(args.out)
+        from runtime.atomic import atomic_write_json
+        # An interrupted rerun replaced the complete results of the run before with a part.
+        tag = ".partial" if res["interrupted"] and _complete_results(out / "metrics.json") else ""
+        if tag:
+            print(f"interrupted: the complete results already in {out} are kept; this run's "
+                  f"part is written as metrics{tag}.json", file=sys.stderr)
+        atomic_write_json(out / f"metrics{tag}.json", res)
+        shown = dict(list(outputs.items())[:args.figure_images])
+        which = (f"the {count(len(shown), 'image')} some model gains least PSNR on, worst first"
+                 if res["has_gt"] else f"the first {count(len(shown), 'image')}")
+        fig = side_by_side(shown, out / f"side_by_side{tag}.png", side=args.figure_crop,
+                           title=f"{args.data}, {which}: input | " + " | ".join(
+                               k for k in next(iter(shown.values())) if k != "input"))
+        print(f"written: {out / f'metrics{tag}.json'}, {fig}")
+        if not res["interrupted"]:
+            _remove_stale_partial(out)
+    if res["interrupted"]:
+        return res.get("exit_code", 130)
+    if res["failed"]:
+        print(f"sharpen evaluate: {count(len(res['failed']), 'image')} skipped (listed above); the "
+              "rest were evaluated", file=sys.stderr)
+        return 1
+    return 0

@@ -1,0 +1,351 @@
+"""`sharpen teacher`: the Restormer teacher over images and folders, resumable into its
+--out. Imports without torch (the `sharpen` parser is built from it); the handler imports
+what it needs."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from runtime.cli_errors import interrupt_exit_code
+from runtime.console import count
+from .command_messages import _err, _note
+
+
+def cmd_teacher(args: argparse.Namespace) -> int:
+    from .images import list_images
+    from .teacher import check_device, check_threads, set_torch_threads
+
+    from .teacher_tiles import overlap_for, tiling_cost, tiling_problem
+
+    if args.overlap is None:
+        args.overlap = overlap_for(args.tile)
+    # Usage errors before the model loads and before any image is written.
+    problem = tiling_problem(args.tile, args.overlap, args.batch_size)
+    if problem:
+        return _err(problem)
+    said = tiling_cost(args.tile, args.overlap)
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
+    check_device(args.device)
+    check_threads(args.threads)
+    set_torch_threads(args.threads, _note)
+    files: list[tuple[Path, Path]] = []  # (input, relative output name)
+    for src in map(Path, args.inputs):
+        if src.is_dir():
+            found = list_images(src)
+            if not found:
+                print(f"warning: {src}: no images in this folder", file=sys.stderr)
+            _warn_left_out_of_folder(src, Path(args.out))
+            files += [(p, Path(p.name)) for p in found]
+        else:
+            files.append((src, Path(src.name)))
+    seen: set[Path] = set()
+    unique = []
+    for src, rel in files:
+        key = src.resolve()
+        if key in seen:
+            print(f"warning: {src} given more than once; sharpened once", file=sys.stderr)
+            continue
+        seen.add(key)
+        unique.append((src, rel))
+    files = unique
+    if not files:
+        return _err("no input images (" + ", ".join(args.inputs) + ")")
+    if not any(src.exists() for src, _ in files):
+        # Said before the teacher loads (a minute for the official weights), as a usage error
+        # like a missing checkpoint; one missing among others is skipped with the rest done.
+        return _err("no such file or folder: " + ", ".join(str(s) for s, _ in files))
+    out = Path(args.out)
+    from runtime.output_paths import make_folder, refuse_overwriting_inputs
+    from runtime.sinks import SinkError
+    try:
+        refuse_overwriting_inputs(out, {p.parent for p, _ in files if p.exists()})
+        make_folder(out, "--out")
+    except (ValueError, SinkError) as e:
+        return _err(str(e))
+    from .run_lock import RunLocked, run_lock
+    try:
+        # One run per --out: two at once each wrote the other's images again, and the first
+        # to compact its record removed the journal the other was appending to.
+        with run_lock(out, doing="writing teacher outputs", flag="--out",
+                      name=_TeacherRun.LOCK):
+            return _teacher_into(args, files, out)
+    except RunLocked as e:   # only the lock raises it
+        return _err(str(e))
+
+
+def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out: Path) -> int:
+    """`sharpen teacher`'s outputs of `files` written into `out`, whose lock is held."""
+    import numpy as np
+
+    from .checkpoint import CheckpointError
+    from .images import ImageReadError, is_image, to_rgb_float, write_image
+    from .teacher import Teacher
+    from .teacher_tiles import tiling_context
+    from runtime.atomic import remove_killed_writes
+    from runtime.imageio import decode_image, icc_profile
+    remove_killed_writes(out)   # a killed run's half-written outputs, up to ~100 MB each
+    try:
+        teacher = Teacher.load(args.teacher_weights, args.config, device=args.device)
+    except (CheckpointError, ValueError) as e:
+        return _err(str(e))
+    # Once it is loaded: its checkpoint says which crops it was trained on.
+    said = tiling_context(args.tile, teacher.train_crop)
+    if said:
+        print(f"warning: {said}", file=sys.stderr)
+    files = _unique_png_names(files)
+    run = _TeacherRun(out, {"weights": teacher.weights_id, "config": teacher.config_name,
+                            "tile": args.tile, "overlap": args.overlap,
+                            "bits": 16 if args.bits16 else 8,
+                            "device": teacher.device.type}, resume=args.resume)
+    todo = [(src, rel) for src, rel in files if not run.is_done(src, rel)]
+    if len(todo) < len(files):
+        print(f"resuming: {len(files) - len(todo)} of {count(len(files), 'image')} already in "
+              f"{out} "
+              "from an earlier run with the same weights and settings (--no-resume writes them "
+              "again)", file=sys.stderr)
+    failed, done = 0, len(files) - len(todo)
+    from runtime.imageio import VIDEO_EXTS, file_header_size
+    from runtime.tiling import count_tiles
+    from tqdm import tqdm
+
+    from .restormer import Restormer
+
+    def tiles(size: tuple[int, int] | None) -> int:
+        return count_tiles(size[1], size[0], args.tile, args.overlap,
+                           Restormer.multiple) if size else 0
+
+    # One bar in tiles over the whole folder: counted in images, its rate and ETA were those
+    # of the images so far, hours off where a 48-megapixel photo follows 12-megapixel ones.
+    # Not read under --quiet: a folder's headers read before the first image, for no bar.
+    sizes = {} if args.quiet else {src: file_header_size(src) for src, _ in todo}
+    bar = tqdm(total=sum(tiles(s) for s in sizes.values()), desc="teacher", unit="tile",
+               disable=args.quiet, dynamic_ncols=True)
+    try:
+        for src, rel in todo:
+            bar.set_postfix_str(f"{done + failed + 1}/{len(files)}: {src.name}", refresh=False)
+            base, planned = bar.n, tiles(sizes.get(src))
+
+            def on_tile(n: int, total: int) -> None:
+                nonlocal planned
+                if total != planned:   # a size the header did not give, or gave wrong
+                    bar.total += total - planned
+                    planned = total   # once: this is called after every batch
+                bar.n = base + n
+                bar.refresh()
+            try:
+                if not src.exists():
+                    raise ImageReadError(f"{src}: no such file")
+                if src.suffix.lower() in VIDEO_EXTS:
+                    raise ImageReadError(f"{src}: a video; `sharpen labels --data VIDEO` runs "
+                                         "the teacher over a video's frames")
+                if not is_image(src):
+                    raise ImageReadError(f"{src}: not an image file extension")
+                raw = decode_image(src)   # its bit depth, which the float image no longer has
+                if raw.dtype == np.uint16 and not args.bits16:
+                    tqdm.write(f"warning: {src} is 16-bit; written as 8-bit PNG (--bits16 keeps "
+                               "16 bits)", file=sys.stderr)
+                img = to_rgb_float(raw, str(src))
+                del raw   # each copy of a 48-megapixel photo is hundreds of MB
+                y = teacher.sharpen(img, tile=args.tile, overlap=args.overlap,
+                                    batch_size=args.batch_size, on_tile=on_tile)
+                del img
+                # As `sharpen run` keeps it: without it a phone's Display P3 photo is shown
+                # as sRGB, its colours duller.
+                write_image(out / rel, y, bits=16 if args.bits16 else 8,
+                            icc=icc_profile(src.read_bytes()))
+                del y   # kept, it would be held through the next image's reading and tiling
+                run.mark_done(src, rel)
+                done += 1
+            except (ImageReadError, OSError, MemoryError) as e:
+                failed += 1
+                bar.total -= planned - (bar.n - base)   # its tiles that will not run
+                bar.refresh()
+                tqdm.write(f"skipped: {e}", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        bar.close()
+        run.close()   # its warning, if any, before the line that ends the run
+        print(f"interrupted: {done} of {count(len(files), 'image')} in {out}; the same command "
+              "continues with the rest", file=sys.stderr)
+        return interrupt_exit_code(e)
+    finally:   # the record whole, for a version that reads no journal
+        run.close()
+    bar.close()
+    earlier = len(files) - len(todo)
+    print(f"teacher: {count(done, 'image')} in {out}"
+          + (f" ({earlier} from an earlier run)" if earlier else "") + f", {failed} failed")
+    return 1 if failed else 0
+
+
+def _warn_left_out_of_folder(folder: Path, out: Path) -> None:
+    """Say what `sharpen teacher FOLDER` leaves out: its files that are not images (clips among
+    them, which `labels` takes) and its subfolders but `out`. Left out unsaid, a folder of
+    footage gave '1 image in OUT, 0 failed' and exit 0 for its one still."""
+    from runtime.imageio import VIDEO_EXTS
+    from runtime.sources import warn_not_images
+    from runtime.warn import warn
+
+    from .images import is_image
+    entries = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
+                     key=lambda p: p.name)
+    others = [p.name for p in entries if p.is_file() and not is_image(p)]
+    clips = any(Path(n).suffix.lower() in VIDEO_EXTS for n in others)
+    hint = (f"; `sharpen labels --data {folder}` runs the teacher over its clips' frames"
+            if clips else "")
+    warn_not_images(str(folder), others, "teacher", hint)
+    dirs = [p for p in entries if p.is_dir() and p.resolve() != out.resolve()]
+    # An earlier run's --out (its record says so): "name it as an input too" invited
+    # sharpening the teacher's outputs again.
+    # os.path's: a subfolder this user cannot enter (lost+found) is not one, not a traceback
+    ours = [p.name for p in dirs if os.path.isfile(p / _TeacherRun.FILE)]
+    subs = [p.name for p in dirs if p.name not in ours]
+
+    def shown(names: list[str]) -> str:
+        return ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+    if ours:
+        which = (f"its subfolder {shown(ours)} holds `sharpen teacher` outputs "
+                 f"({_TeacherRun.FILE}): left out" if len(ours) == 1 else
+                 f"its {len(ours)} subfolders ({shown(ours)}) hold `sharpen teacher` outputs "
+                 f"({_TeacherRun.FILE}): left out")
+        warn(f"{folder}: {which}")
+    if subs:
+        which = (f"its subfolder {shown(subs)} is not searched: name it as an input too"
+                 if len(subs) == 1 else
+                 f"its {len(subs)} subfolders ({shown(subs)}) are not searched: name them as "
+                 "inputs too")
+        warn(f"{folder}: {which}")
+
+
+class _TeacherRun:
+    """What an earlier `sharpen teacher` into the same folder wrote, so that a re-run after an
+    interrupt skips those images (the teacher takes seconds to minutes per image). An image counts
+    as done when its output is the file that run wrote (size, mtime), from the same input file
+    (path, size, mtime) with the same weights and settings; anything else is written again.
+
+    Each image done is appended to JOURNAL, one line with its settings; FILE, the whole record,
+    is rewritten (the journal folded in and removed) once the journal has grown by half of it
+    and when the run ends. Rewriting FILE per image made a folder quadratic in its images (a
+    record of 4,000 outputs rewritten 4,000 times); a killed run's journal is read back."""
+
+    FILE = ".sharpen-teacher.json"
+    JOURNAL = ".sharpen-teacher.journal.jsonl"
+    LOCK = ".sharpen-teacher.lock"   # distill.run_lock's, held while a run writes the folder
+
+    def __init__(self, out: Path, settings: dict, resume: bool = True):
+        import json
+
+        self.path, self.settings, self.done = out / self.FILE, settings, {}
+        self.journal = out / self.JOURNAL
+        self.journaled = 0   # images appended to the journal since FILE was rewritten
+        # A rewrite of FILE failed (a full disk, FILE a folder): the journal keeps growing,
+        # read back by the next run, and FILE is tried again once, at the end (close).
+        self.stuck = False
+        self.closed = False
+        if not resume:
+            return
+        if self.path.is_file():
+            try:
+                state = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                state = {}     # unreadable: treated as no earlier run, every image is redone
+            if isinstance(state, dict) and state.get("settings") == settings \
+                    and isinstance(state.get("done"), dict):
+                self.done = state["done"]
+        try:
+            lines = self.journal.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:   # a line a kill cut short is skipped: that image is redone
+            try:
+                rec = json.loads(line)
+                if rec["settings"] == settings:   # another run's settings: not done for this
+                    self.done[str(rec["name"])] = rec["stamp"]
+                    # folded in by this run's flush, even one with no image left to write
+                    self.journaled += 1
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def _stamp(self, src: Path, rel: Path) -> list:
+        """The input (path, size, mtime) and the output as written (size, mtime): an output
+        that another tool rewrote since is not this run's."""
+        st, so = src.stat(), (self.path.parent / rel).stat()
+        return [str(src.resolve()), st.st_size, st.st_mtime_ns, so.st_size, so.st_mtime_ns]
+
+    def is_done(self, src: Path, rel: Path) -> bool:
+        try:
+            return self.done.get(str(rel)) == self._stamp(src, rel)
+        except OSError:      # the input or the output is gone
+            return False
+
+    def mark_done(self, src: Path, rel: Path) -> None:
+        import json
+
+        stamp = self.done[str(rel)] = self._stamp(src, rel)
+        # Each record on a line of its own, after a newline: a line a kill cut short is then
+        # followed by whole ones.
+        with open(self.journal, "a", encoding="utf-8") as f:
+            f.write("\n" + json.dumps({"name": str(rel), "stamp": stamp,
+                                       "settings": self.settings}))
+        self.journaled += 1
+        if not self.stuck and self.journaled >= len(self.done) // 2:
+            try:
+                self.flush()
+            except OSError:
+                # Not this image's failure: it is written and journaled. Tried again at the
+                # end, where a failure is said (close); each image's retry would fail alike.
+                self.stuck = True
+
+    def close(self) -> None:
+        """FILE rewritten at the run's end, however it ends (once). A failure is a warning:
+        raised, it replaced a Ctrl-C's summary and exit code, or a finished run's, with a
+        traceback, though the journal keeps every image done and the next run reads it."""
+        from runtime.warn import warn
+
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush()
+        except OSError as e:
+            warn(f"could not compact {self.path} ({e.strerror or e}): its journal "
+                 f"{self.journal} keeps every image done, and the next run into "
+                 f"{self.path.parent} folds it in")
+
+    def flush(self) -> None:
+        """FILE rewritten with every image done, the journal removed (after FILE is in
+        place: a kill between the two leaves records twice, never none)."""
+        from runtime.atomic import atomic_write_json
+
+        if not self.journaled:
+            return
+        atomic_write_json(self.path, {"settings": self.settings, "done": self.done})
+        self.journal.unlink(missing_ok=True)
+        self.journaled = 0
+
+
+def _unique_png_names(files: list[tuple[Path, Path]]) -> list[tuple[Path, Path]]:
+    """Output names NAME.png that never collide: a.jpg and a.png keep their extension
+    (a.jpg.png), equal names from different folders get the folder's name in front, and what
+    still collides (p1/x/a.png, p2/x/a.png) is numbered. Letter case aside, all of it: on
+    macOS' and Windows' file systems A.jpg's output is a.png's."""
+    from collections import Counter
+
+    suffixes: dict[str, set[str]] = {}
+    for _, rel in files:
+        suffixes.setdefault(rel.stem.casefold(), set()).add(rel.suffix.lower())
+    named = [(p, rel.with_suffix(".png") if len(suffixes[rel.stem.casefold()]) == 1
+              else Path(f"{rel.name}.png")) for p, rel in files]
+    clash = Counter(str(rel).casefold() for _, rel in named)
+    named = [(p, Path(f"{p.parent.name}_{rel}") if clash[str(rel).casefold()] > 1 else rel)
+             for p, rel in named]
+    taken: set[str] = set()
+    out = []
+    for p, rel in named:
+        name, k = rel, 2
+        while str(name).casefold() in taken:
+            name, k = rel.with_name(f"{rel.stem}-{k}{rel.suffix}"), k + 1
+        taken.add(str(name).casefold())
+        out.append((p, name))
+    return out

@@ -1,0 +1,205 @@
+"""`sharpen train-teacher`, `sharpen distill` and `sharpen train`: a config run by the
+trainer, its outcome said, and the commands that follow a distillation. Imports
+without torch."""
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+from runtime.cli_errors import SharpenError
+from runtime.console import shell_join
+from .command_messages import _err, _note
+
+
+def _without_worker_traceback(msg: str) -> str:
+    """An error raised in a data-loader worker comes back with the worker's traceback in its
+    message; the user needs its last line, the error itself."""
+    if "Traceback (most recent call last)" not in msg:
+        return msg
+    last = [ln for ln in msg.strip().splitlines() if ln.strip()][-1]
+    return re.sub(r"^[\w.]+(Error|Exception): ", "", last.strip())
+
+
+def _train(args: argparse.Namespace, task: str) -> int:
+    from .config import TrainConfig, load_config
+    from .teacher import check_device, check_threads
+
+    check_threads(args.threads)
+    try:   # task "" until the file or an override names one: the command decides it below
+        cfg = load_config(args.config, args.overrides, base=TrainConfig(task=""))
+    except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
+        return _err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
+    if not cfg.out:
+        return _err("out= is empty: give the run's folder (e.g. out=runs/mine)")
+    check_device(cfg.device, "device=")
+    declared, wanted = cfg.task, "student" if task == "student" else "teacher"
+    if declared and declared != wanted:
+        # The command decided the task and the config's `task:` was ignored: a distillation
+        # config run by `train` trained on the embedded ground truth, exit 0.
+        which = ("a distillation config (task: student): run it with `sharpen distill`"
+                 if declared == "student" else "a ground-truth config (task: teacher): run it "
+                 "with `sharpen train` (a student) or `sharpen train-teacher` (Restormer)")
+        return _err(f"{args.config or 'task='} is {which}")
+    # `train` fits any registered model to ground truth; the trainer calls that task "teacher".
+    cfg.task = "teacher" if task == "supervised" else task
+    if task == "teacher" and cfg.model.arch != "restormer":
+        if _arch_given(args):
+            return _err(f"`sharpen train-teacher` trains the Restormer teacher, not "
+                        f"model.arch={cfg.model.arch}; use `sharpen train` to fit a student "
+                        "to ground truth, or `sharpen distill` to distil it")
+        cfg.model.arch = "restormer"
+        cfg.model.args = cfg.model.args or {"config": "small"}
+    if task == "student" and cfg.model.arch == "restormer":
+        return _err("`sharpen distill` trains students; use `sharpen train-teacher` for "
+                    "Restormer")
+    from .config import check_config
+    try:
+        check_config(cfg)
+    except ValueError as e:
+        return _err(str(e))
+    # This process's own: torchrun starts one process per rank, each running this command
+    # (and sets OMP_NUM_THREADS=1 for each, which a CPU limit then does not override).
+    from .dist import DistInfo
+    from .teacher import set_torch_threads
+    set_torch_threads(args.threads, _note if DistInfo.from_env().main else None)
+    from .interrupts import TrainingInterrupted, resume_hint
+    from .trainer import TrainingDiverged, run_training
+    from .config import run_folder_of
+    # `--config RUN/config.yaml out=NEW`: a run reproduced, compared with the one it copies.
+    reference = run_folder_of(args.config)
+    if reference is not None and Path(cfg.out).resolve() == reference:
+        reference = None   # that run itself, resumed: its checkpoint is compared instead
+    try:
+        result = run_training(cfg, quiet=args.quiet, command=_command_line(args),
+                              reference=reference)
+    except (ValueError, FileNotFoundError) as e:
+        return _err(_without_worker_traceback(str(e)))
+    except TrainingInterrupted as e:
+        from .dist import DistInfo
+        if DistInfo.from_env().main:   # under torchrun every rank stops: say it once
+            print(f"sharpen {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
+    except TrainingDiverged as e:
+        raise SharpenError(str(e), exit_code=1) from None
+    from .dist import DistInfo
+    if not DistInfo.from_env().main:   # under torchrun: rank 0 validates and reports
+        return 0
+    metrics = result.metrics
+    from .validation import val_summary
+    # As the console's validation lines read (key=value pairs in a mixed order did not).
+    shown = val_summary(metrics)
+    if shown and "step" in metrics:
+        # Beside best.pt's name these read as its score: they are last.pt's (the last
+        # validation), and best.pt's own follow.
+        shown = f"last validation (step {metrics['step']}): {shown}"
+    if (Path(cfg.out) / "best.pt").exists() and result.best:
+        shown = f"{shown}; {result.best}" if shown else result.best
+    out = Path(cfg.out)
+    written = [str(out / n) for n in ("best.pt", "last.pt") if (out / n).exists()]
+    if result.step < cfg.optim.steps:
+        # Exit 0 (the budget was asked for), but not "done": that read as a finished run.
+        print(f"stopped early at step {result.step} of {cfg.optim.steps} (time or step budget "
+              f"reached): {', '.join(written)}   {shown}; {resume_hint(cfg)}")
+    elif not written:
+        # A branch (resume=OTHER/last.pt out=NEW) of a run already at optim.steps: nothing was
+        # trained or saved in NEW (the warning above says so); "done: " naming no file and
+        # "set data.val_labels" (though it was set) read as a run that lost its checkpoints.
+        print(f"nothing trained: {out} holds no checkpoint   {shown}")
+    else:
+        print(f"done: {', '.join(written)}   {shown}")
+        if task == "student":
+            for line in _after_distill(cfg, result.best_step):
+                print(line)
+    if written and not (out / "best.pt").exists():
+        has_val = cfg.data.val_labels if cfg.task == "student" else cfg.data.val
+        print("note: no best.pt: nothing was validated" + (
+            "" if has_val else " (set data.val_labels for `distill`, data.val for `train`)"),
+            file=sys.stderr)
+    return 0
+
+
+def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
+    """The commands that follow a finished `distill`, as `labels` ends with the distill one:
+    the run's result beside the weights it started from, on the held-out frames of footage
+    (evaluate scores images: a clip's are in its validation cache's frames/), and the export
+    that `sharpen run` needs. Each is said only where its inputs are there. A best.pt still at
+    step 0 of an init= run is those weights: last.pt is compared, which differs from them."""
+
+    from .data.label_cache import FRAMES_DIR
+    out = Path(cfg.out)
+    weights = out / "best.pt" if (out / "best.pt").exists() else out / "last.pt"
+    lines = []
+    unchanged = bool(cfg.init) and best_step == 0 and weights.name == "best.pt"
+    frames = Path(cfg.data.val_labels) / FRAMES_DIR if cfg.data.val_labels else None
+    if frames is not None and frames.is_dir() and weights.name == "best.pt":
+        tried = out / "last.pt" if unchanged else weights
+        words = ["sharpen", "evaluate", "--weights", *([str(cfg.init)] if cfg.init else []),
+                 str(tried), *_label_teacher(Path(cfg.data.val_labels)),
+                 "--data", str(frames), "--out", str(out / "eval")]
+        before = f"init={cfg.init}" if cfg.init else "the blurred input"
+        what = f"the fine-tune's last.pt (best.pt is init={cfg.init})" if unchanged else "it"
+        lines.append(f"compare {what} with {before} on the held-out frames (metrics, "
+                     f"side_by_side.png): {shell_join(words)}")
+    export = ["sharpen", "export", "--weights", str(weights), "--out", "export/"]
+    # "it" after a compare line of last.pt read as the fine-tune: say what best.pt holds.
+    what = (f"best.pt for `sharpen run` (the init={cfg.init} weights: no validation of the "
+            "fine-tune beat them)" if unchanged else "it for `sharpen run`")
+    lines.append(f"export {what}: {shell_join(export)}")
+    return lines
+
+
+def _label_teacher(cache: Path) -> list[str]:
+    """The --weights (and --teacher-config) of the teacher that labelled CACHE, for evaluate's
+    "PSNR to the teacher's output" on footage without ground truth: the shipped one by its
+    name, another by its path; `teacher` where the manifest does not name a file."""
+    from .data.label_cache import MANIFEST, read_manifest_entries
+    from .teacher import BUNDLED_TEACHER, models_dir
+    entry = next(iter(read_manifest_entries(cache / MANIFEST).values()), {})
+    path = entry.get("teacher_weights")
+    shipped = (models_dir() / BUNDLED_TEACHER).resolve()
+    if not path or not Path(path).is_file() or Path(path).resolve() == shipped:
+        return ["teacher"]
+    config = entry.get("teacher_config")
+    return [str(path), *(["--teacher-config", config] if config not in (None, "checkpoint")
+                         else [])]
+
+
+def _command_line(args: argparse.Namespace) -> str:
+    """This command as a user would type it again, for train.log: main(ARGV) called from
+    Python (a notebook, a test) has the caller's sys.argv, not ARGV."""
+    from .dist import launch_command
+    argv = getattr(args, "argv", None)
+    if argv is None or argv == sys.argv[1:]:
+        return launch_command(sys.argv)
+    return launch_command(["sharpen", *argv])
+
+
+def _arch_given(args: argparse.Namespace) -> bool:
+    """Whether the user named model.arch (an override or the config file), rather than the
+    default that train-teacher replaces with restormer."""
+    if any(o.split("=", 1)[0].strip() == "model.arch" for o in args.overrides or []):
+        return True
+    if args.config:
+        import yaml
+        try:
+            d = yaml.safe_load(Path(args.config).read_text()) or {}
+        except (OSError, yaml.YAMLError):
+            return False
+        return isinstance(d, dict) and isinstance(d.get("model"), dict) and \
+            "arch" in d["model"]
+    return False
+
+
+def cmd_train_teacher(args: argparse.Namespace) -> int:
+    return _train(args, "teacher")
+
+
+def cmd_distill(args: argparse.Namespace) -> int:
+    return _train(args, "student")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    return _train(args, "supervised")
