@@ -1,0 +1,112 @@
+"""The record `sharpen teacher` keeps in its --out of the images it wrote, so that a re-run
+after an interrupt skips them."""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class TeacherRun:
+    """What an earlier `sharpen teacher` into the same folder wrote, so that a re-run after an
+    interrupt skips those images (the teacher takes seconds to minutes per image). An image counts
+    as done when its output is the file that run wrote (size, mtime), from the same input file
+    (path, size, mtime) with the same weights and settings; anything else is written again.
+
+    Each image done is appended to JOURNAL, one line with its settings; FILE, the whole record,
+    is rewritten (the journal folded in and removed) once the journal has grown by half of it
+    and when the run ends. Rewriting FILE per image made a folder quadratic in its images (a
+    record of 4,000 outputs rewritten 4,000 times); a killed run's journal is read back."""
+
+    FILE = ".sharpen-teacher.json"
+    JOURNAL = ".sharpen-teacher.journal.jsonl"
+    LOCK = ".sharpen-teacher.lock"   # distill.run_lock's, held while a run writes the folder
+
+    def __init__(self, out: Path, settings: dict, resume: bool = True):
+        import json
+
+        self.path, self.settings, self.done = out / self.FILE, settings, {}
+        self.journal = out / self.JOURNAL
+        self.journaled = 0   # images appended to the journal since FILE was rewritten
+        # A rewrite of FILE failed (a full disk, FILE a folder): the journal keeps growing,
+        # read back by the next run, and FILE is tried again once, at the end (close).
+        self.stuck = False
+        self.closed = False
+        if not resume:
+            return
+        if self.path.is_file():
+            try:
+                state = json.loads(self.path.read_text())
+            except (OSError, ValueError):
+                state = {}     # unreadable: treated as no earlier run, every image is redone
+            if isinstance(state, dict) and state.get("settings") == settings \
+                    and isinstance(state.get("done"), dict):
+                self.done = state["done"]
+        try:
+            lines = self.journal.read_text().splitlines()
+        except OSError:
+            lines = []
+        for line in lines:   # a line a kill cut short is skipped: that image is redone
+            try:
+                rec = json.loads(line)
+                if rec["settings"] == settings:   # another run's settings: not done for this
+                    self.done[str(rec["name"])] = rec["stamp"]
+                    # folded in by this run's flush, even one with no image left to write
+                    self.journaled += 1
+            except (ValueError, KeyError, TypeError):
+                continue
+
+    def _stamp(self, src: Path, rel: Path) -> list:
+        """The input (path, size, mtime) and the output as written (size, mtime): an output
+        that another tool rewrote since is not this run's."""
+        st, so = src.stat(), (self.path.parent / rel).stat()
+        return [str(src.resolve()), st.st_size, st.st_mtime_ns, so.st_size, so.st_mtime_ns]
+
+    def is_done(self, src: Path, rel: Path) -> bool:
+        try:
+            return self.done.get(str(rel)) == self._stamp(src, rel)
+        except OSError:      # the input or the output is gone
+            return False
+
+    def mark_done(self, src: Path, rel: Path) -> None:
+        import json
+
+        stamp = self.done[str(rel)] = self._stamp(src, rel)
+        # Each record on a line of its own, after a newline: a line a kill cut short is then
+        # followed by whole ones.
+        with open(self.journal, "a", encoding="utf-8") as f:
+            f.write("\n" + json.dumps({"name": str(rel), "stamp": stamp,
+                                       "settings": self.settings}))
+        self.journaled += 1
+        if not self.stuck and self.journaled >= len(self.done) // 2:
+            try:
+                self.flush()
+            except OSError:
+                # Not this image's failure: it is written and journaled. Tried again at the
+                # end, where a failure is said (close); each image's retry would fail alike.
+                self.stuck = True
+
+    def close(self) -> None:
+        """FILE rewritten at the run's end, however it ends (once). A failure is a warning:
+        raised, it replaced a Ctrl-C's summary and exit code, or a finished run's, with a
+        traceback, though the journal keeps every image done and the next run reads it."""
+        from runtime.warn import warn
+
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.flush()
+        except OSError as e:
+            warn(f"could not compact {self.path} ({e.strerror or e}): its journal "
+                 f"{self.journal} keeps every image done, and the next run into "
+                 f"{self.path.parent} folds it in")
+
+    def flush(self) -> None:
+        """FILE rewritten with every image done, the journal removed (after FILE is in
+        place: a kill between the two leaves records twice, never none)."""
+        from runtime.atomic import atomic_write_json
+
+        if not self.journaled:
+            return
+        atomic_write_json(self.path, {"settings": self.settings, "done": self.done})
+        self.journal.unlink(missing_ok=True)
+        self.journaled = 0
