@@ -7,7 +7,10 @@ Metadata (model.metadata_props), read back by the runtime:
     multiple  - H and W must be divisible by this (string int); pad (reflect) and crop otherwise
     metrics   - JSON of the training metrics stored in the checkpoint
     precision - "fp32" here; "int8" in the quantised models derived from it
-Input "input" [N, 3, H, W], output "output" [N, 3, H, W] (not clamped).
+    source_sha256 - sha256 of the checkpoint file it was exported from
+and the keys of `runtime.contract.io_contract` (names, colour order, range, padding, clamping,
+producer and version), also in words as the model's doc_string, for programs without this
+project. Input "input" [N, 3, H, W], output "output" [N, 3, H, W] (not clamped).
 """
 from __future__ import annotations
 
@@ -47,6 +50,18 @@ def student_metadata(model: nn.Module, ckpt: dict | None = None) -> dict[str, st
         # Which checkpoint the artifact came from (sha256 of the file), set by `export`.
         "source_sha256": str(ckpt.get("source_sha256", "")),
     }
+
+
+def onnx_contract() -> dict[str, str]:
+    from runtime.contract import io_contract
+    return io_contract(input_name=INPUT_NAME, output_name=OUTPUT_NAME, input_dtype="float32",
+                       input_range="[0,1]", shapes="dynamic batch, height, width")
+
+
+def describe(model_proto) -> None:
+    """The model's doc_string: its recorded contract in words (quantisers drop it)."""
+    from runtime.contract import contract_text
+    model_proto.doc_string = contract_text(read_metadata(model_proto))
 
 
 def set_metadata(model_proto, meta: dict[str, str]) -> None:
@@ -119,7 +134,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, ckpt: dict | None = N
     if simplify:
         proto = _maybe_simplify(proto)
     proto.producer_name = "image-sharpening-kd"
-    set_metadata(proto, student_metadata(model, ckpt))
+    set_metadata(proto, {**student_metadata(model, ckpt), **onnx_contract()})
+    describe(proto)
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
     if len(data) >= 2 ** 31 - 1:  # protobuf limit; students are a few hundred kB

@@ -9,7 +9,8 @@ XNNPACK kernel; FP16 stores float16 weights that are dequantised at load time.
 Runtime conventions (the runtime loads these with `ai_edge_litert` only, no TensorFlow):
 input NHWC RGB [1, H, W, 3] (resize the input tensor, then allocate_tensors), H and W divisible
 by `multiple`; int8 input/output use the scale/zero point in the tensor details. The sidecar
-`<file>.json` holds student, arch_args, multiple, layout, quantization, metrics.
+`<file>.json` holds student, arch_args, multiple, layout, quantization, metrics and the keys of
+`runtime.contract`; the same JSON is inside the .tflite (flatbuffer metadata `sharpen`).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ import torch.nn as nn
 
 from runtime.atomic import atomic_write_bytes, atomic_write_json
 from runtime.console import TF_NOISE
+from runtime.contract import io_contract
 
 QUANTIZATIONS = ("int8", "fp16", "fp32")
 
@@ -160,8 +162,6 @@ def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes
         "multiple": int(meta["multiple"]),
         "receptive_field": int(meta["receptive_field"]) if meta["receptive_field"] else None,
         "layout": "NHWC RGB",
-        "input_range": "float [0,1]" if quantization != "int8" else
-                       "int8 = round(x / scale + zero_point), x RGB in [0,1]",
         "quantization": {"int8": "full-integer int8 (weights, activations, input and output)",
                          "fp16": "float16 weights, float32 input/output",
                          "fp32": "float32"}[quantization]
@@ -172,8 +172,34 @@ def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes
         # other weights (runtime/backends/provenance.py).
         "source_sha256": meta["source_sha256"] or None,
     }
-    info.update(tensor_io_quantization(tflite_bytes))
+    io = tensor_io_quantization(tflite_bytes)
+    info.update(io_contract(
+        input_name=io["input"]["name"], output_name=io["output"]["name"],
+        input_dtype=io["input"]["dtype"],
+        input_range="[0,1]" if quantization != "int8" else
+                    "int8 = round(x / scale + zero_point), x in [0,1]",
+        shapes="batch 1, dynamic height, width (resize_tensor_input, then allocate_tensors)"))
+    info.update(io)
     return info
+
+
+def embed_metadata(tflite_bytes: bytes, info: dict) -> bytes:
+    """The sidecar's JSON inside the .tflite too (the flatbuffer metadata entry named
+    `runtime.contract.TFLITE_METADATA`): a file copied alone still says how to run it."""
+    from tensorflow.lite.python import schema_py_generated as schema
+    from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    from runtime.contract import TFLITE_METADATA
+
+    model = fbu.convert_bytearray_to_object(bytearray(tflite_bytes))
+    buf = schema.BufferT()
+    buf.data = np.frombuffer(json.dumps(info, sort_keys=True).encode(), np.uint8)
+    model.buffers.append(buf)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = TFLITE_METADATA, len(model.buffers) - 1
+    model.metadata = [e for e in (model.metadata or []) if e.name != TFLITE_METADATA.encode()]
+    model.metadata.append(entry)
+    return bytes(fbu.convert_object_to_bytearray(model))
 
 
 def _litert_interpreter(path: str, threads: int):
@@ -193,8 +219,8 @@ def tensor_io_quantization(tflite_bytes: bytes) -> dict:
         for key, det in (("input", interp.get_input_details()[0]),
                          ("output", interp.get_output_details()[0])):
             scale, zp = det["quantization"]
-            io[key] = {"dtype": np.dtype(det["dtype"]).name, "scale": float(scale),
-                       "zero_point": int(zp)}
+            io[key] = {"name": det["name"], "dtype": np.dtype(det["dtype"]).name,
+                       "scale": float(scale), "zero_point": int(zp)}
     return io
 
 
@@ -232,6 +258,7 @@ def _export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str,
     data = set_default_input_shape(data, (max(m, 256 // m * m), max(m, 256 // m * m)))
     path = Path(path)
     info = sidecar(model, ckpt, quantization, data, float_layers)
+    data = embed_metadata(data, info)
     atomic_write_bytes(path, data)
     atomic_write_json(Path(str(path) + ".json"), info)
     return path

@@ -1,0 +1,144 @@
+"""What an exported file tells a program that does not have this project: the keys it records
+(ONNX metadata_props and doc_string, the metadata inside a .tflite), and that a program written
+from those alone, with onnxruntime, OpenCV's DNN or LiteRT plus numpy and OpenCV, gives
+`sharpen run`'s output. Frames have odd sizes, so the padding rule is exercised."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+ort = pytest.importorskip("onnxruntime")
+
+CONTRACT_KEYS = ("producer", "version", "input_name", "output_name", "layout", "colour_order",
+                 "input_dtype", "input_range", "multiple", "pad_mode", "pad_sides",
+                 "output_clamped", "shapes", "source_sha256")
+
+
+@pytest.fixture(scope="module")
+def student():
+    from distill.students import create_student
+    torch.manual_seed(0)
+    return create_student("fast").eval()
+
+
+@pytest.fixture(scope="module")
+def onnx_path(student, tmp_path_factory) -> Path:
+    from optimize.onnx_export import export_onnx
+    return export_onnx(student, tmp_path_factory.mktemp("contract") / "m.onnx",
+                       ckpt={"source_sha256": "ab" * 32})
+
+
+@pytest.fixture(scope="module")
+def frame() -> np.ndarray:
+    """A real photo's crop with odd sides (not multiples of 8), BGR uint8."""
+    from skimage import data
+    return cv2.cvtColor(data.astronaut()[:203, :301], cv2.COLOR_RGB2BGR)
+
+
+def _sharpen_run(model: Path, frame: np.ndarray) -> np.ndarray:
+    from runtime.backends import load_backend
+    from runtime.prepost import FrameProcessor
+    with load_backend(model, threads=1) as backend:
+        return FrameProcessor(backend)(frame)
+
+
+def plain_program(meta: dict[str, str], frame: np.ndarray, run) -> np.ndarray:
+    """What the README's "Using the exported files without this project" tells an integrator
+    to write: every choice read from the model's metadata, nothing from this project."""
+    assert meta["layout"].startswith("NCHW") and meta["colour_order"] == "RGB"
+    assert meta["input_dtype"] == "float32" and meta["input_range"] == "[0,1]"
+    m = int(meta["multiple"])
+    border = {"reflect101": cv2.BORDER_REFLECT_101, "zeros": cv2.BORDER_CONSTANT}[
+        meta["pad_mode"]]
+    assert meta["pad_sides"] == "bottom,right"
+    h, w = frame.shape[:2]
+    padded = cv2.copyMakeBorder(frame, 0, (-h) % m, 0, (-w) % m, border)
+    x = cv2.dnn.blobFromImage(padded, 1 / 255.0, swapRB=True)   # NCHW RGB float32
+    y = run(x)[0, :, :h, :w].transpose(1, 2, 0)
+    if meta["output_clamped"] == "false":
+        y = np.clip(y, 0, 1)
+    return cv2.cvtColor((y * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR)
+
+
+def test_the_onnx_model_records_its_whole_contract(onnx_path):
+    model = onnx.load(str(onnx_path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert set(CONTRACT_KEYS) <= set(meta), sorted(set(CONTRACT_KEYS) - set(meta))
+    assert meta["input_name"] == model.graph.input[0].name == "input"
+    assert meta["output_name"] == model.graph.output[0].name == "output"
+    assert meta["pad_mode"] == "reflect101" and meta["output_clamped"] == "false"
+    assert meta["shapes"] == "dynamic batch, height, width"
+    assert meta["producer"] == "image-sharpening-kd" and meta["version"]
+    # Netron and onnx.helper.printable_graph show the doc string: the contract in words.
+    assert "BORDER_REFLECT_101" in model.doc_string and "multiple of 8" in model.doc_string
+
+
+def test_a_plain_onnxruntime_program_reproduces_sharpen_run(onnx_path, frame):
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = plain_program(meta, frame, lambda x: sess.run([meta["output_name"]],
+                                                        {meta["input_name"]: x})[0])
+    want = _sharpen_run(onnx_path, frame)
+    assert np.abs(got.astype(int) - want).max() <= 1
+
+
+def test_opencv_dnn_reads_the_onnx_model_and_reproduces_sharpen_run(onnx_path, frame):
+    meta = {p.key: p.value for p in onnx.load(str(onnx_path)).metadata_props}
+    net = cv2.dnn.readNetFromONNX(str(onnx_path))
+
+    def run(x):
+        net.setInput(x)
+        return net.forward()
+    got = plain_program(meta, frame, run)
+    assert np.abs(got.astype(int) - _sharpen_run(onnx_path, frame)).max() <= 1
+
+
+def test_the_int8_onnx_model_keeps_the_contract(onnx_path, tmp_path):
+    from optimize.onnx_int8 import quantize_onnx_int8
+    crops = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    q = quantize_onnx_int8(onnx_path, tmp_path / "m_int8.onnx", crops)
+    model = onnx.load(str(q))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert set(CONTRACT_KEYS) <= set(meta)
+    assert meta["precision"] == "int8" and "BORDER_REFLECT_101" in model.doc_string
+
+
+@pytest.mark.slow
+def test_the_tflite_file_carries_its_sidecar_inside(student, tmp_path, frame):
+    pytest.importorskip("tensorflow")
+    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    from ai_edge_litert import schema_py_generated as schema
+
+    from optimize.tflite_export import export_tflite
+    path = export_tflite(student, tmp_path / "m_fp16.tflite", "fp16",
+                         ckpt={"source_sha256": "ab" * 32})
+    side = json.loads(Path(f"{path}.json").read_text())
+    # Read with the flatbuffers schema alone, as an app does: the metadata entry "sharpen".
+    fb = schema.Model.GetRootAs(path.read_bytes(), 0)
+    entries = {fb.Metadata(i).Name().decode(): fb.Metadata(i).Buffer()
+               for i in range(fb.MetadataLength())}
+    inside = json.loads(fb.Buffers(entries["sharpen"]).DataAsNumpy().tobytes())
+    assert inside == side
+    assert set(CONTRACT_KEYS) - {"multiple"} <= set(inside) and inside["multiple"] == 8
+    interp = litert.Interpreter(model_path=str(path))
+    assert interp.get_input_details()[0]["name"] == inside["input_name"]
+    assert interp.get_output_details()[0]["name"] == inside["output_name"]
+    assert inside["layout"] == "NHWC RGB" and inside["input_dtype"] == "float32"
+    # The plain program, NHWC: reflect101 padding, clip, round.
+    m, (h, w) = inside["multiple"], frame.shape[:2]
+    padded = cv2.copyMakeBorder(frame, 0, (-h) % m, 0, (-w) % m, cv2.BORDER_REFLECT_101)
+    x = cv2.cvtColor(padded, cv2.COLOR_BGR2RGB)[None].astype(np.float32) / 255
+    inp = interp.get_input_details()[0]
+    interp.resize_tensor_input(inp["index"], x.shape)
+    interp.allocate_tensors()
+    interp.set_tensor(inp["index"], x)
+    interp.invoke()
+    y = np.clip(interp.get_tensor(interp.get_output_details()[0]["index"])[0, :h, :w], 0, 1)
+    got = cv2.cvtColor((y * 255 + 0.5).astype(np.uint8), cv2.COLOR_RGB2BGR)
+    assert np.abs(got.astype(int) - _sharpen_run(path, frame)).max() <= 1
