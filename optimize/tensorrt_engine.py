@@ -316,10 +316,13 @@ def _timing_cache_problem(config, blob: bytes) -> str | None:
 
 def engine_meta(onnx_path: str | os.PathLike, profile: Profile, precision: str, multiple: int,
                 workspace_gb: float) -> dict:
-    """What the runtime needs to know of an engine besides where it was built."""
+    """What the runtime needs to know of an engine besides where it was built, and the run
+    contract of the ONNX model it is built from (`runtime.contract`), for an app's own code."""
+    from .onnx_export import LAYOUT, onnx_contract
+
     return {"precision": precision, "profile": profile.to_dict(), "multiple": int(multiple),
-            "layout": "NCHW RGB float32 [0,1]", "workspace_gb": workspace_gb,
-            "source": Path(onnx_path).name}
+            "layout": LAYOUT, "workspace_gb": workspace_gb,
+            "source": Path(onnx_path).name, **onnx_contract()}
 
 
 def write_pending_sidecar(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,

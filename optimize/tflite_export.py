@@ -136,18 +136,30 @@ def convert_keras(keras_model, quantization: str, crops: np.ndarray | None = Non
 
 
 def set_default_input_shape(tflite_bytes: bytes, hw: tuple[int, int]) -> bytes:
-    """Give the size-agnostic input ([1, -1, -1, 3]) a valid default shape.
+    """Give the size-agnostic input ([1, -1, -1, 3]) a valid default shape, and the input and
+    output the ONNX models' names.
 
     The converter stores [1, 1, 1, 3] as the default, which SPACE_TO_DEPTH / MAX_POOL cannot
     prepare, so a plain `allocate_tensors()` right after loading (before any resize) fails.
-    The shape signature stays dynamic; runtimes still resize to the frame size."""
+    The shape signature stays dynamic; runtimes still resize to the frame size. Its names
+    ("serving_default_input:0", "StatefulPartitionedCall_1:0", signature output "output_0")
+    are Keras internals that an app's code would otherwise hard-code."""
     from tensorflow.lite.tools import flatbuffer_utils as fbu
+
+    from .onnx_export import INPUT_NAME, OUTPUT_NAME
 
     model = fbu.convert_bytearray_to_object(bytearray(tflite_bytes))
     sg = model.subgraphs[0]
     t = sg.tensors[sg.inputs[0]]
     if len(t.shape) == 4 and int(t.shape[-1]) == 3:
         t.shape = np.array([int(t.shape[0]) or 1, int(hw[0]), int(hw[1]), 3], dtype=np.int32)
+    if len(sg.inputs) == 1 and len(sg.outputs) == 1:
+        t.name = INPUT_NAME.encode()
+        sg.tensors[sg.outputs[0]].name = OUTPUT_NAME.encode()
+        for sig in model.signatureDefs or []:
+            for entry, name in ((sig.inputs or [], INPUT_NAME), (sig.outputs or [], OUTPUT_NAME)):
+                if len(entry) == 1:
+                    entry[0].name = name.encode()
     return bytes(fbu.convert_object_to_bytearray(model))
 
 

@@ -84,7 +84,8 @@ class LiteRTBackend(Backend):
         self.layout = "NHWC" if shape[-1] == 3 else "NCHW"
         self.in_dtype = np.dtype(self.inp["dtype"])
         self._shape = tuple(shape)
-        sidecar = read_sidecar(path)
+        # The export's record travels inside the file too: a model copied alone keeps it.
+        sidecar = read_sidecar(path) or embedded_record(path)
         self._model_path = path
         self.multiple = self._checked_multiple(path, sidecar.get("multiple"))
         self._shape = ()   # not allocated yet: the first frame allocates
@@ -235,3 +236,22 @@ class LiteRTBackend(Backend):
         x = cv2.LUT(rgb[0], lut_in).view(self.in_dtype)[None]
         y = self._run(x)
         return cv2.LUT(y[0].view(np.uint8), lut_out)[None]
+
+
+def embedded_record(path: Path) -> dict[str, Any]:
+    """The export's record inside a .tflite (its flatbuffer metadata entry
+    `runtime.contract.TFLITE_METADATA`, the sidecar's JSON when it was written), or {}."""
+    import json
+
+    from ..contract import TFLITE_METADATA
+    try:
+        from ai_edge_litert import schema_py_generated as schema
+        fb = schema.Model.GetRootAs(Path(path).read_bytes(), 0)
+        for i in range(fb.MetadataLength()):
+            if fb.Metadata(i).Name() == TFLITE_METADATA.encode():
+                data = json.loads(fb.Buffers(fb.Metadata(i).Buffer()).DataAsNumpy().tobytes())
+                return data if isinstance(data, dict) else {}
+    except (ImportError, OSError, ValueError, AttributeError):
+        # No schema module, or a record that does not parse: the model runs without it.
+        pass
+    return {}
