@@ -93,7 +93,7 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
 
     from runtime.host import THREADS_VARS, default_threads
 
-    from .onnx_export import atomic_write_bytes, describe, read_metadata, set_metadata
+    from .onnx_export import atomic_write_bytes, finish_onnx, read_metadata, set_metadata
 
     reason = availability()
     if reason:
@@ -137,7 +137,7 @@ def quantize_qdq_trt(fp32_path: str | os.PathLike, out_path: str | os.PathLike,
                                          "calibration"
                                          + (f", float layers: {', '.join(float_layers)}"
                                             if float_layers else "") + ")"})
-    describe(proto)
+    finish_onnx(proto)
     onnx.checker.check_model(proto)
     return atomic_write_bytes(out_path, proto.SerializeToString())
 

@@ -58,10 +58,23 @@ def onnx_contract() -> dict[str, str]:
                        input_range="[0,1]", shapes="dynamic batch, height, width")
 
 
-def describe(model_proto) -> None:
-    """The model's doc_string: its recorded contract in words (quantisers drop it)."""
-    from runtime.contract import contract_text
+def finish_onnx(model_proto) -> None:
+    """What every ONNX file this project writes carries, after its metadata is set: the
+    recorded contract in words as doc_string, this project as producer (not torch's version nor
+    the quantiser's name) and only the opset domains its nodes use (ONNX Runtime's quantiser
+    imports eight more, com.microsoft and ai.onnx.training among them, which an app's
+    runtime would have to accept)."""
+    from runtime.contract import PRODUCER, contract_text, producer_version
     model_proto.doc_string = contract_text(read_metadata(model_proto))
+    model_proto.producer_name, model_proto.producer_version = PRODUCER, producer_version()
+    nodes = list(model_proto.graph.node) + [n for f in model_proto.functions for n in f.node]
+    if any(a.g.node or a.graphs for n in nodes for a in n.attribute):
+        return   # subgraphs (If, Loop): their nodes' domains count too; left as written
+    used = {n.domain or "" for n in nodes} | {f.domain for f in model_proto.functions} | {""}
+    kept = [o for o in model_proto.opset_import if (o.domain or "") in used
+            or o.domain == "ai.onnx"]
+    del model_proto.opset_import[:]
+    model_proto.opset_import.extend(kept)
 
 
 def set_metadata(model_proto, meta: dict[str, str]) -> None:
@@ -133,9 +146,8 @@ def export_onnx(model: nn.Module, path: str | os.PathLike, ckpt: dict | None = N
     proto = onnx.load_from_string(buf.getvalue())
     if simplify:
         proto = _maybe_simplify(proto)
-    proto.producer_name = "image-sharpening-kd"
     set_metadata(proto, {**student_metadata(model, ckpt), **onnx_contract()})
-    describe(proto)
+    finish_onnx(proto)
     onnx.checker.check_model(proto, full_check=True)
     data = proto.SerializeToString()
     if len(data) >= 2 ** 31 - 1:  # protobuf limit; students are a few hundred kB

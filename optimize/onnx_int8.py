@@ -178,7 +178,7 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
 
     from runtime.console import root_logging_kept
 
-    from .onnx_export import atomic_write_bytes, describe, read_metadata, set_metadata
+    from .onnx_export import atomic_write_bytes, finish_onnx, read_metadata, set_metadata
 
     if method not in METHODS:
         raise ValueError(f"unknown calibration method {method!r}; choose from {METHODS}")
@@ -225,7 +225,7 @@ def quantize_onnx_int8(fp32_path: str | os.PathLike, out_path: str | os.PathLike
             + (f", float layers: {', '.join(float_layers)}" if float_layers else "") + ")")
     set_metadata(proto, {**meta, "precision": "int8", "quantization": desc,
                          "activations": "uint8 asymmetric"})
-    describe(proto)
+    finish_onnx(proto)
     onnx.checker.check_model(proto)
     return atomic_write_bytes(out_path, proto.SerializeToString())
 

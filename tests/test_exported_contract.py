@@ -107,6 +107,19 @@ def test_the_int8_onnx_model_keeps_the_contract(onnx_path, tmp_path):
     meta = {p.key: p.value for p in model.metadata_props}
     assert set(CONTRACT_KEYS) <= set(meta)
     assert meta["precision"] == "int8" and "BORDER_REFLECT_101" in model.doc_string
+    # The quantiser's name and version were the file's producer, and it imported eight opset
+    # domains (com.microsoft, ai.onnx.training, org.pytorch.aten, ...) that no node uses.
+    assert (model.producer_name, model.producer_version) == ("image-sharpening-kd",
+                                                            meta["version"])
+    assert {o.domain for o in model.opset_import} == {n.domain for n in model.graph.node} == {""}
+
+
+def test_the_onnx_producer_version_is_this_projects(onnx_path):
+    """It was torch's version (2.13.0) beside this project's name."""
+    model = onnx.load(str(onnx_path))
+    meta = {p.key: p.value for p in model.metadata_props}
+    assert (model.producer_name, model.producer_version) == ("image-sharpening-kd",
+                                                            meta["version"])
 
 
 @pytest.fixture(scope="module")
