@@ -190,3 +190,23 @@ def test_sharpen_run_reads_the_record_inside_a_tflite_copied_without_its_sidecar
         assert b.multiple == 8 and b.source_sha256 == "ab" * 32
         assert b.receptive_field == 136 and not b.receptive_field_unrecorded
     assert warned == []
+
+
+def test_the_readme_table_lists_every_recorded_key():
+    """The README's table of keys is one Markdown table: rows after a paragraph render as text."""
+    import re
+
+    from runtime.contract import io_contract
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### Using the exported files without this project", 1)[1]
+    lines = section.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("|"))
+    table = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        table.append(line)
+    keys = {k for row in table for k in re.findall(r"`(\w+)`", row.split("|")[1])}
+    recorded = set(io_contract(input_name="", output_name="", input_dtype="", input_range="",
+                               shapes="")) | {"layout", "multiple", "precision", "source_sha256"}
+    assert recorded <= keys, sorted(recorded - keys)
