@@ -29,7 +29,8 @@ from .parity_gate import _judge, _mark, _say_verdict
 CODE = [*sorted((Path(__file__).parent).glob("*.py")),
         Path(__file__).parents[1] / "distill" / "students.py",
         *sorted((Path(__file__).parents[1] / "runtime" / "backends").glob("*.py")),
-        Path(__file__).parents[1] / "runtime" / "formats.py"]
+        Path(__file__).parents[1] / "runtime" / "formats.py",
+        Path(__file__).parents[1] / "runtime" / "contract.py"]
 
 
 # Every library some format's artifact depends on (FORMATS' `libraries`), read once per export.

@@ -210,3 +210,11 @@ def test_the_readme_table_lists_every_recorded_key():
     recorded = set(io_contract(input_name="", output_name="", input_dtype="", input_range="",
                                shapes="")) | {"layout", "multiple", "precision", "source_sha256"}
     assert recorded <= keys, sorted(recorded - keys)
+
+
+def test_a_change_to_the_contract_rebuilds_kept_exports():
+    """`sharpen export` keeps an artifact whose inputs (the exporter's code among them) did not
+    change: the contract's module writes into every file, so it is part of that code."""
+    from optimize.export_reuse import CODE
+    import runtime.contract
+    assert Path(runtime.contract.__file__).resolve() in {p.resolve() for p in CODE}
