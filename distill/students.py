@@ -526,13 +526,15 @@ def for_inference(model: nn.Module) -> nn.Module:
 
 def pad_to_multiple(x: torch.Tensor, multiple: int) -> torch.Tensor:
     """Reflect-pad NCHW `x` on the bottom/right to a multiple of `multiple`, exactly as the
-    runtime pads (numpy's reflect: repeated for pads longer than the image, edge for a 1-pixel
-    side), so PyTorch and the exported models see the same pixels even on frames smaller than
-    the multiple."""
+    runtime pads (numpy's reflect: repeated for pads longer than the image, a 1-pixel side
+    repeated along its own axis), so PyTorch and the exported models see the same pixels even
+    on frames smaller than the multiple."""
     h, w = x.shape[-2:]
     ph, pw = (-h) % multiple, (-w) % multiple
-    if min(h, w) == 1:
-        return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+    if h == 1 and ph:
+        x, ph = F.pad(x, (0, 0, 0, ph), mode="replicate"), 0
+    if w == 1 and pw:
+        x, pw = F.pad(x, (0, pw, 0, 0), mode="replicate"), 0
     while ph or pw:   # torch reflects at most size-1 pixels per call
         sh, sw = min(ph, x.shape[-2] - 1), min(pw, x.shape[-1] - 1)
         x = F.pad(x, (0, sw, 0, sh), mode="reflect")

@@ -16,6 +16,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from .contract import PAD_MODE
 from .options import OVERLAP, option
 
 TileFn = Callable[[np.ndarray], np.ndarray]
@@ -53,14 +54,19 @@ def tile_starts(length: int, tile: int, overlap: int, multiple: int = 1) -> list
     return sorted(set(starts))
 
 
+# numpy.pad's name for the recorded mode: a new PAD_MODE must say how the runtime does it.
+NUMPY_PAD_MODE = {"reflect101": "reflect"}[PAD_MODE]
+
+
 def pad_to_multiple(img: np.ndarray, multiple: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """Reflect-pad an HxWxC image on the bottom/right to a multiple of `multiple`."""
+    """Pad an HxWxC image on the bottom/right to a multiple of `multiple` by the rule every
+    export records (`contract.PAD_MODE`, `contract.PAD_SIDES`)."""
     h, w = img.shape[:2]
     ph, pw = (-h) % multiple, (-w) % multiple
     if ph or pw:
-        # numpy's reflect handles pads larger than the image (repeated reflection), which matters
-        # for images of a few pixels.
-        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode="reflect" if min(h, w) > 1 else "edge")
+        # numpy's reflect handles pads larger than the image (repeated reflection) and repeats
+        # a 1-pixel side along that axis only, as OpenCV's BORDER_REFLECT_101 does.
+        img = np.pad(img, ((0, ph), (0, pw), (0, 0)), mode=NUMPY_PAD_MODE)
     return img, (h, w)
 
 

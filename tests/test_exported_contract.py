@@ -218,3 +218,15 @@ def test_a_change_to_the_contract_rebuilds_kept_exports():
     from optimize.export_reuse import CODE
     import runtime.contract
     assert Path(runtime.contract.__file__).resolve() in {p.resolve() for p in CODE}
+
+
+@pytest.mark.parametrize("h,w,m", [(203, 301, 8), (5, 7, 32), (1, 6, 8), (5, 1, 8), (1, 1, 8)])
+def test_the_runtime_pads_as_the_contract_tells_an_app_to(h, w, m):
+    """The recorded pad rule is what `sharpen run` does, frames with a 1-pixel side included
+    (the runtime repeated such a frame's edge along both sides, OpenCV only along that one)."""
+    from runtime.contract import PAD_MODE, PAD_SIDES
+    from runtime.tiling import pad_to_multiple
+    assert (PAD_MODE, PAD_SIDES) == ("reflect101", "bottom,right")
+    img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    app = cv2.copyMakeBorder(img, 0, (-h) % m, 0, (-w) % m, cv2.BORDER_REFLECT_101)
+    np.testing.assert_array_equal(pad_to_multiple(img, m)[0], app)
