@@ -91,7 +91,7 @@ def _mark(res: FormatResult, path: Path, weights_sha: str) -> None:
 def _record_failure_inside(path: Path, reason: str | None) -> None:
     """The gate's verdict where it travels with the model: ONNX metadata, else the sidecar that
     the runtime needs beside a .tflite or an engine anyway. None clears it."""
-    from runtime.atomic import atomic_write_json
+    from runtime.atomic import atomic_write_bytes, atomic_write_json
     from runtime.backends.base import PARITY_KEY, read_sidecar, sidecar_path
 
     if path.suffix.lower() == ".onnx":
@@ -103,9 +103,16 @@ def _record_failure_inside(path: Path, reason: str | None) -> None:
         return
     info = read_sidecar(path)
     if reason is not None:
-        atomic_write_json(side, {**info, PARITY_KEY: reason})
+        info = {**info, PARITY_KEY: reason}
     elif PARITY_KEY in info:
-        atomic_write_json(side, {k: v for k, v in info.items() if k != PARITY_KEY})
+        info = {k: v for k, v in info.items() if k != PARITY_KEY}
+    else:
+        return
+    atomic_write_json(side, info)
+    if path.suffix.lower() == ".tflite":
+        # The record inside the file, which `sharpen run` and an app read when it travels alone.
+        from .tflite_export import embed_metadata
+        atomic_write_bytes(path, embed_metadata(path.read_bytes(), info))
 
 
 def _measure_kept(res: FormatResult, o: ExportOptions, lat_image, prog: Progress) -> None:

@@ -230,3 +230,28 @@ def test_the_runtime_pads_as_the_contract_tells_an_app_to(h, w, m):
     img = np.random.default_rng(0).integers(0, 256, (h, w, 3), dtype=np.uint8)
     app = cv2.copyMakeBorder(img, 0, (-h) % m, 0, (-w) % m, cv2.BORDER_REFLECT_101)
     np.testing.assert_array_equal(pad_to_multiple(img, m)[0], app)
+
+
+@pytest.mark.slow
+def test_a_tflite_that_failed_its_gate_says_so_inside_when_copied_alone(tflite_path, tmp_path):
+    """The gate's verdict went into the sidecar only: copied alone, the record inside the file
+    (which `sharpen run` then reads) let a failed model run, and told an app nothing."""
+    import shutil
+
+    from optimize.parity_gate import _record_failure_inside
+    from runtime.backends import load_backend
+    from runtime.backends.base import ModelError
+    from runtime.backends.litert_backend import embedded_record
+
+    failed = Path(shutil.copy(tflite_path, tmp_path / "m_fp16.tflite"))
+    shutil.copy(f"{tflite_path}.json", f"{failed}.json")
+    _record_failure_inside(failed, "SSIM 0.5 < 0.98")
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    shutil.copy(failed, alone / failed.name)
+    assert embedded_record(alone / failed.name)["parity_failed"] == "SSIM 0.5 < 0.98"
+    with pytest.raises(ModelError, match="SSIM 0.5"):
+        load_backend(alone / failed.name, threads=1)
+    _record_failure_inside(failed, None)   # a later passing gate clears it inside too
+    assert "parity_failed" not in embedded_record(failed)
+    assert embedded_record(failed) == json.loads(Path(f"{failed}.json").read_text())
