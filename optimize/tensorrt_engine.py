@@ -322,7 +322,15 @@ def engine_meta(onnx_path: str | os.PathLike, profile: Profile, precision: str, 
 
     return {"precision": precision, "profile": profile.to_dict(), "multiple": int(multiple),
             "layout": LAYOUT, "workspace_gb": workspace_gb,
-            "source": Path(onnx_path).name, **onnx_contract()}
+            "source": Path(onnx_path).name, **onnx_contract(), "shapes": profile_shapes(profile)}
+
+
+def profile_shapes(profile: Profile) -> str:
+    """The contract's `shapes` for an engine: what its profile accepts, not the ONNX model's
+    dynamic axes."""
+    (n0, _, h0, w0), (n1, _, h1, w1) = profile.min, profile.max
+    batch = f"batch {n0}" if n0 == n1 else f"batch {n0} to {n1}"
+    return f"{batch}, height {h0} to {h1}, width {w0} to {w1} (its profile)"
 
 
 def write_pending_sidecar(onnx_path: str | os.PathLike, engine_path: str | os.PathLike,

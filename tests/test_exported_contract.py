@@ -255,3 +255,12 @@ def test_a_tflite_that_failed_its_gate_says_so_inside_when_copied_alone(tflite_p
     _record_failure_inside(failed, None)   # a later passing gate clears it inside too
     assert "parity_failed" not in embedded_record(failed)
     assert embedded_record(failed) == json.loads(Path(f"{failed}.json").read_text())
+
+
+def test_an_engines_sidecar_gives_the_shapes_its_profile_accepts():
+    """It said the ONNX model's "dynamic batch, height, width": an engine runs only the shapes
+    of its optimisation profile (batch 1, up to 2160x3840 by default)."""
+    from optimize.tensorrt_engine import Profile, engine_meta
+    meta = engine_meta("m.onnx", Profile.from_hw((64, 64), (720, 1280), (1080, 1920)), "fp16", 8,
+                       4.0)
+    assert meta["shapes"] == "batch 1, height 64 to 1080, width 64 to 1920 (its profile)"
