@@ -264,3 +264,27 @@ def test_an_engines_sidecar_gives_the_shapes_its_profile_accepts():
     meta = engine_meta("m.onnx", Profile.from_hw((64, 64), (720, 1280), (1080, 1920)), "fp16", 8,
                        4.0)
     assert meta["shapes"] == "batch 1, height 64 to 1080, width 64 to 1920 (its profile)"
+
+
+def test_finishing_an_onnx_model_keeps_every_domain_a_node_uses(tmp_path):
+    """Unused opset imports go; one a node uses (com.microsoft, as ONNX Runtime's 16-bit QDQ
+    and fused kernels write) stays, and the file still loads and runs in ONNX Runtime."""
+    from onnx import TensorProto, helper
+
+    from optimize.onnx_export import finish_onnx
+    graph = helper.make_graph(
+        [helper.make_node("Gelu", ["input"], ["g"], domain="com.microsoft"),
+         helper.make_node("Relu", ["g"], ["output"])], "g",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3])],
+        [helper.make_tensor_value_info("output", TensorProto.FLOAT, [1, 3])])
+    model = helper.make_model(graph, opset_imports=[
+        helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1),
+        helper.make_opsetid("ai.onnx.training", 1), helper.make_opsetid("ai.onnx.ml", 3)])
+    finish_onnx(model)
+    assert {o.domain for o in model.opset_import} == {"", "com.microsoft"}
+    onnx.checker.check_model(model)
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    y = sess.run(None, {"input": np.array([[-1.0, 0.0, 2.0]], np.float32)})[0]
+    assert y[0, 0] == 0 and y[0, 2] > 1.9
