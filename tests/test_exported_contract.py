@@ -288,3 +288,21 @@ def test_finishing_an_onnx_model_keeps_every_domain_a_node_uses(tmp_path):
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     y = sess.run(None, {"input": np.array([[-1.0, 0.0, 2.0]], np.float32)})[0]
     assert y[0, 0] == 0 and y[0, 2] > 1.9
+
+
+@pytest.mark.slow
+def test_a_tflite_copied_over_another_models_keeps_its_own_record(tflite_path, tmp_path):
+    """A .tflite pushed over an older one keeps the old sidecar beside it: the runtime took that
+    sidecar's weights hash (and calls the model stale) though the file says which it is."""
+    import shutil
+
+    from runtime_fixtures import runtime_warnings
+
+    from runtime.backends import load_backend
+    new = Path(shutil.copy(tflite_path, tmp_path / "m_fp16.tflite"))
+    old = {**json.loads(Path(f"{tflite_path}.json").read_text()), "source_sha256": "cd" * 32,
+           "receptive_field": 64}
+    Path(f"{new}.json").write_text(json.dumps(old))
+    with runtime_warnings() as warned, load_backend(new, threads=1) as b:
+        assert b.source_sha256 == "ab" * 32 and b.receptive_field == 136
+    assert any(f"{new}.json" in str(w) and "another model" in str(w) for w in warned), warned

@@ -84,8 +84,7 @@ class LiteRTBackend(Backend):
         self.layout = "NHWC" if shape[-1] == 3 else "NCHW"
         self.in_dtype = np.dtype(self.inp["dtype"])
         self._shape = tuple(shape)
-        # The export's record travels inside the file too: a model copied alone keeps it.
-        sidecar = read_sidecar(path) or embedded_record(path)
+        sidecar = own_record(path)
         self._model_path = path
         self.multiple = self._checked_multiple(path, sidecar.get("multiple"))
         self._shape = ()   # not allocated yet: the first frame allocates
@@ -236,6 +235,24 @@ class LiteRTBackend(Backend):
         x = cv2.LUT(rgb[0], lut_in).view(self.in_dtype)[None]
         y = self._run(x)
         return cv2.LUT(y[0].view(np.uint8), lut_out)[None]
+
+
+# What tells one export from another in a record (`tflite_export.sidecar`).
+IDENTITY_KEYS = ("source_sha256", "student", "arch_args", "multiple", "quantization")
+
+
+def own_record(path: Path) -> dict[str, Any]:
+    """The export's record of the .tflite at `path`: its sidecar, else the record inside the file
+    (a model copied alone keeps it), which also wins over a sidecar of another export (left
+    beside a model copied over an older one), said."""
+    sidecar, inside = read_sidecar(path), embedded_record(path)
+    differ = [k for k in IDENTITY_KEYS if sidecar.get(k) != inside.get(k)] if inside else []
+    if sidecar and differ:
+        warn(f"{sidecar_path(path)} describes another model than {path.name} ({', '.join(differ)} "
+             "differ from the record inside the file): using the record inside; remove or "
+             "replace that sidecar")
+        return inside
+    return sidecar or inside
 
 
 def embedded_record(path: Path) -> dict[str, Any]:
