@@ -12,7 +12,7 @@ little.
 """
 from __future__ import annotations
 
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 
@@ -75,29 +75,57 @@ def round_up(x: int, m: int) -> int:
     return ((x + m - 1) // m) * m
 
 
-def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = OVERLAP,
-                multiple: int = 8, batch_size: int = 4,
-                on_tile: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
-    """Run `fn` over `image` (HxWxC float32) tile by tile and blend the outputs.
+CutFn = Callable[[int, int, int, int], np.ndarray]
 
+
+def padded_indices(h: int, w: int, multiple: int) -> tuple[np.ndarray, np.ndarray]:
+    """The rows and columns of an h x w image that `pad_to_multiple` puts at each position of
+    its padded image: a tile of the padded image is img[rows[y:y+th, None], cols[x:x+tw]],
+    so it is cut without padding (copying) the whole image."""
+    mode = "reflect" if min(h, w) > 1 else "edge"
+    return (np.pad(np.arange(h), (0, (-h) % multiple), mode=mode),
+            np.pad(np.arange(w), (0, (-w) % multiple), mode=mode))
+
+
+def cut_padded(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
+               y: int, x: int, th: int, tw: int) -> np.ndarray:
+    """The th x tw tile at (y, x) of `image` padded as `padded_indices` gave `rows` and `cols`:
+    a view where the tile lies inside the image, else a copy of the tile alone."""
+    h, w = image.shape[:2]
+    if y + th <= h and x + tw <= w:
+        return image[y:y + th, x:x + tw]
+    return image[rows[y:y + th, None], cols[None, x:x + tw]]
+
+
+def tiled_rows(cut: CutFn, h: int, w: int, fn: TileFn, tile: int = 256,
+               overlap: int = OVERLAP, multiple: int = 8, batch_size: int = 4,
+               on_tile: Optional[Callable[[int, int], None]] = None
+               ) -> Iterator[tuple[int, np.ndarray]]:
+    """Run `fn` tile by tile over an h x w image and yield its blended output as it is
+    finished, top to bottom: (y, rows), rows a k x w x C' float32 array for rows y..y+k
+    (valid until the next one is asked for: copy or convert it first).
+
+    cut(y, x, th, tw): the th x tw x C float32 tile at (y, x) of the image reflect-padded on the
+    bottom/right to a multiple of `multiple` (`padded_indices`, `cut_padded`).
     tile: tile side in pixels (rounded up to `multiple`); 0 runs the whole image at once.
     overlap: pixels shared by neighbouring tiles.
     on_tile(done, total): progress callback, called after each batch.
-    Returns an HxWxC' float32 image with the input's height and width.
+
+    Only a band of one tile's height across the image is held in float: tiles run in rows, and
+    rows above the next tile row's start get no more tiles, so they are divided out and yielded.
+    Each pixel sums the same tiles in the same order as a whole-image accumulator would, so the
+    output is the same to the bit.
     """
-    if image.ndim != 3:
-        raise ValueError(f"tiled_apply expects an HxWxC image, got shape {image.shape}")
     if tile < 0 or overlap < 0:
         raise ValueError(f"tile and overlap must be >= 0, got tile={tile} overlap={overlap}")
-    padded, (h, w) = pad_to_multiple(np.asarray(image, dtype=np.float32), multiple)
-    H, W = padded.shape[:2]
+    H, W = round_up(h, multiple), round_up(w, multiple)
 
     if tile == 0 or (tile >= H and tile >= W):
-        out = fn(np.ascontiguousarray(padded.transpose(2, 0, 1))[None])[0]
-        result = out.transpose(1, 2, 0)[:h, :w]
+        out = fn(np.ascontiguousarray(cut(0, 0, H, W).transpose(2, 0, 1))[None])[0]
         if on_tile:
             on_tile(1, 1)
-        return np.ascontiguousarray(result, dtype=np.float32)
+        yield 0, np.asarray(out.transpose(1, 2, 0)[:h, :w], dtype=np.float32)
+        return
 
     tile = round_up(tile, multiple)
     if overlap >= tile:
@@ -129,28 +157,73 @@ def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = O
         if mx > 0 and x + tw < W:
             wt[:, tw - mx:] = 0
         return wt
-    # Tiles are cut from, and blended into, HxWxC arrays: a 48-megapixel photo is 576 MB per
-    # float32 copy, and a CHW copy of the input, a CHW accumulator and the division's and
-    # transpose's results held five such copies at once (2.4 GB beside the input's own).
+
+    # The band: padded rows top..top+th, every tile that reaches them added in.
     acc: Optional[np.ndarray] = None
-    wsum = np.zeros((H, W), dtype=np.float32)
+    wsum = np.zeros((th, W), dtype=np.float32)
+    top = 0
+
+    def finished(k: int) -> Iterator[tuple[int, np.ndarray]]:
+        # Rows top..top+k are done: divide out (those past the image are padding), then move
+        # the band down by k rows.
+        nonlocal top
+        assert acc is not None
+        n = min(k, h - top)
+        if n > 0:
+            np.divide(acc[:n], wsum[:n, :, None], out=acc[:n])
+            yield top, acc[:n, :w]
+        # k rows at a time, top down: no block overlaps its source, so numpy copies in place
+        # (an overlapping assignment goes through a temporary copy of the band).
+        for j in range(0, th - k, k):
+            n = min(k, th - k - j)
+            acc[j:j + n] = acc[j + k:j + k + n]
+            wsum[j:j + n] = wsum[j + k:j + k + n]
+        acc[max(th - k, 0):] = 0
+        wsum[max(th - k, 0):] = 0
+        top += k
+
     for i in range(0, len(boxes), batch_size):
         chunk = boxes[i:i + batch_size]
         batch = np.ascontiguousarray(
-            np.stack([padded[y:y + th, x:x + tw].transpose(2, 0, 1) for y, x in chunk]))
+            np.stack([cut(y, x, th, tw).transpose(2, 0, 1) for y, x in chunk]))
         out = np.asarray(fn(batch), dtype=np.float32)
+        del batch
         if acc is None:
-            acc = np.zeros((H, W, out.shape[1]), dtype=np.float32)
+            acc = np.zeros((th, W, out.shape[1]), dtype=np.float32)
         for (y, x), o in zip(chunk, out):
+            if y > top:
+                yield from finished(y - top)
             wt = window(y, x)
-            acc[y:y + th, x:x + tw] += o.transpose(1, 2, 0) * wt[..., None]
-            wsum[y:y + th, x:x + tw] += wt
+            acc[:, x:x + tw] += o.transpose(1, 2, 0) * wt[..., None]
+            wsum[:, x:x + tw] += wt
         if on_tile:
             on_tile(min(i + batch_size, len(boxes)), len(boxes))
-    assert acc is not None
-    np.divide(acc, wsum[..., None], out=acc)
-    del wsum
-    return np.ascontiguousarray(acc[:h, :w])
+    yield from finished(th)
+
+
+def tiled_apply(image: np.ndarray, fn: TileFn, tile: int = 256, overlap: int = OVERLAP,
+                multiple: int = 8, batch_size: int = 4,
+                on_tile: Optional[Callable[[int, int], None]] = None) -> np.ndarray:
+    """Run `fn` over `image` (HxWxC float32) tile by tile and blend the outputs (`tiled_rows`).
+
+    tile: tile side in pixels (rounded up to `multiple`); 0 runs the whole image at once.
+    overlap: pixels shared by neighbouring tiles.
+    on_tile(done, total): progress callback, called after each batch.
+    Returns an HxWxC' float32 image with the input's height and width.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"tiled_apply expects an HxWxC image, got shape {image.shape}")
+    image = np.asarray(image, dtype=np.float32)
+    h, w = image.shape[:2]
+    rows, cols = padded_indices(h, w, multiple)
+    result: Optional[np.ndarray] = None
+    for y, part in tiled_rows(lambda *box: cut_padded(image, rows, cols, *box), h, w, fn,
+                              tile, overlap, multiple, batch_size, on_tile):
+        if result is None:
+            result = np.empty((h, w, part.shape[2]), dtype=np.float32)
+        result[y:y + len(part)] = part
+    assert result is not None
+    return result
 
 
 def count_tiles(h: int, w: int, tile: int, overlap: int, multiple: int = 8) -> int:
