@@ -631,9 +631,15 @@ import cv2, numpy, onnxruntime  # noqa: F401 - loaded before the limit, as a run
 status = open("/proc/self/status").read()
 vm = int(re.search(r"VmSize:\\s+(\\d+)", status).group(1)) * 1024
 # Room to load the model, start the threads and decode the frame, not for its float copy.
-resource.setrlimit(resource.RLIMIT_AS, (vm + (300 << 20), resource.RLIM_INFINITY))
+resource.setrlimit(resource.RLIMIT_AS, (vm + ({room} << 20), resource.RLIM_INFINITY))
 sys.exit(main(sys.argv[1:]))
 """
+
+
+def _under_a_memory_limit(room_mb: int = 300) -> str:
+    """A program running `sharpen` with `room_mb` of address space above the loaded process."""
+    from runtime_fixtures import cli_module
+    return _UNDER_A_MEMORY_LIMIT.format(module=cli_module(), room=room_mb)
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
@@ -644,12 +650,11 @@ def test_a_frame_too_big_for_the_memory_limit_is_named_with_what_to_change(tmp_p
     2160, 3840)` (or OpenCV's `error: error: ... Insufficient memory`), which named neither the
     frame nor a way out. An 8K photo under a limit 300 MB above the loaded process stands in:
     its float copy alone is 400 MB."""
-    from runtime_fixtures import cli_module
     import cv2
     import numpy as np
     photo = tmp_path / "big.png"
     cv2.imwrite(str(photo), np.full((4320, 7680, 3), 128, np.uint8))
-    res = subprocess.run([sys.executable, "-c", _UNDER_A_MEMORY_LIMIT.format(module=cli_module()),
+    res = subprocess.run([sys.executable, "-c", _under_a_memory_limit(),
                           "run", "--model", str(onnx_model), "--source", str(photo),
                           "--out", str(tmp_path / "out.png"), "--quiet"],
                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
@@ -661,7 +666,7 @@ def test_a_frame_too_big_for_the_memory_limit_is_named_with_what_to_change(tmp_p
     assert "--tile 512 runs the model on 512-pixel tiles" in last, res.stderr
     assert "Traceback" not in res.stderr, res.stderr
     # SHARPEN_DEBUG's traceback goes on to the allocation that failed: it ended at the rewrap.
-    res = subprocess.run([sys.executable, "-c", _UNDER_A_MEMORY_LIMIT.format(module=cli_module()),
+    res = subprocess.run([sys.executable, "-c", _under_a_memory_limit(),
                           "run", "--model", str(onnx_model), "--source", str(photo),
                           "--out", str(tmp_path / "out.png"), "--quiet"],
                          env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1",
@@ -670,6 +675,26 @@ def test_a_frame_too_big_for_the_memory_limit_is_named_with_what_to_change(tmp_p
     assert res.returncode == 1, res.stderr
     assert "direct cause of the following exception" in res.stderr, res.stderr
     assert "in _sharpen" in res.stderr, res.stderr
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+def test_tile_sharpens_the_frame_that_ran_out_of_memory_under_the_same_limit(tmp_path,
+                                                                            onnx_model):
+    """What the out-of-memory message advises must work: `--tile 512` converted, padded and
+    blended the whole frame in float (the 8K photo's 380 MiB float copy, then as much again
+    to blend it in) and ran out of memory with 600 MB of room. Tile by tile, a band of tiles
+    is all it holds beside the 8-bit frames in and out (95 MiB each)."""
+    import cv2
+    import numpy as np
+    photo, out = tmp_path / "big.png", tmp_path / "out.png"
+    cv2.imwrite(str(photo), np.full((4320, 7680, 3), 128, np.uint8))
+    res = subprocess.run([sys.executable, "-c", _under_a_memory_limit(600),
+                          "run", "--model", str(onnx_model), "--source", str(photo),
+                          "--out", str(out), "--quiet", "--tile", "512"],
+                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert cv2.imread(str(out)).shape == (4320, 7680, 3)
 
 
 def test_the_run_reports_its_peak_memory(tmp_path, onnx_model):
