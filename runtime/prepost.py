@@ -401,8 +401,29 @@ class FrameProcessor:
                 result[y + i:y + i + len(rows_out)] = rows_out
         return result
 
+    def _say_tiling(self, h: int, w: int) -> None:
+        """At the first frame (h x w): what its tiles may do (seams, wasted work)."""
+        if self._tiling_said:
+            return
+        self._tiling_said = True
+        for msg in tiling_warnings(h, w, self.tile, self.overlap, self.backend.multiple,
+                                   getattr(self.backend, "receptive_field", None),
+                                   auto=self.overlap_auto, flags=self.flags,
+                                   unrecorded=getattr(self.backend,
+                                                      "receptive_field_unrecorded", False),
+                                   model=getattr(self.backend, "path", None)):
+            self.tiling_said.add(msg)
+            _warn(msg)
+
     def warmup(self, frame: np.ndarray) -> None:
-        """Run the real path once on a frame so one-off costs are not timed."""
+        """Run the real path once on a frame so one-off costs are not timed. Tiled, on one
+        tile's worth of it: the engine meets only the tile's shape, and every tile of an 8K
+        photo made a warm-up as long as the run."""
+        h, w = frame.shape[:2]
+        m = self.backend.multiple
+        if self.tile and (self.tile_runs_as < round_up(h, m) or self.tile_runs_as < round_up(w, m)):
+            self._say_tiling(h, w)
+            frame = frame[:self.tile_runs_as, :self.tile_runs_as]
         self(frame)
 
     def __call__(self, frame: np.ndarray, timings: Optional[Timings] = None) -> np.ndarray:
@@ -442,16 +463,7 @@ class FrameProcessor:
             _warn("16-bit frames pass through the INT8 model's 8-bit input and output: "
                   "results are 8-bit")
             bgr = to_8bit(bgr)
-        if not self._tiling_said:
-            self._tiling_said = True
-            for msg in tiling_warnings(*bgr.shape[:2], self.tile, self.overlap, multiple,
-                                       getattr(self.backend, "receptive_field", None),
-                                       auto=self.overlap_auto, flags=self.flags,
-                                       unrecorded=getattr(self.backend,
-                                                          "receptive_field_unrecorded", False),
-                                       model=getattr(self.backend, "path", None)):
-                self.tiling_said.add(msg)
-                _warn(msg)
+        self._say_tiling(*bgr.shape[:2])
         if self.tile:
             result = self._sharpen_tiled(bgr, t)
             # Blending and writing back are the post-processing.

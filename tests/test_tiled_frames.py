@@ -146,3 +146,33 @@ def test_tiled_frame_holds_no_full_frame_float_array():
     float_frame = f.size * 4
     peak = _peak_bytes(lambda: proc(f))
     assert peak < 0.5 * float_frame, f"peak {peak / float_frame:.2f} float frames"
+
+
+class CountingBackend(ContextBackend):
+    """Counts the pixels the model is run on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pixels = 0
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        self.pixels += batch.shape[0] * batch.shape[2] * batch.shape[3]
+        return super().infer(batch)
+
+
+def test_tiled_warmup_runs_one_tile_not_the_frame():
+    """The run warms the engine up twice on its first frame: tiled, that ran every tile of an
+    8K photo twice more (a single photo took three times as long); the engine only meets the
+    tile's shape. The first frame's tiling warnings are still said, for the frame's size."""
+    f = frame(600, 800)
+    b = CountingBackend()
+    proc = FrameProcessor(b, tile=64, overlap=48)
+    with pytest.warns(UserWarning, match="per 800x600 frame"):
+        proc.warmup(f)
+    assert b.pixels == 64 * 64
+    b.pixels = 0
+    proc(f)
+    assert b.pixels > f.shape[0] * f.shape[1]
+    small = FrameProcessor(CountingBackend(), tile=256, overlap=32)
+    small.warmup(frame(40, 50))   # one tile: the frame's own shape, padded
+    assert small.backend.pixels == 40 * 56
