@@ -299,11 +299,20 @@ def out_of_memory_message(exc: BaseException, h: int, w: int, model: Any, tile: 
     """The one line for a frame of h x w that ran out of memory sharpening with `model`; the
     tile named as `sharpen run`'s flag with `flags`, else as FrameProcessor's keyword."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # Tiles bound the model's activations alone, not the frames queued or their float copies:
-    # at 4K a fifth less with ONNX FP32, nothing with LiteRT (README: peak memory).
-    fix = (f"a smaller {option('tile', flags=flags)} or a smaller frame" if tile else
-           f"{option('tile', 512, flags)} runs the model on 512-pixel tiles, bounding its "
-           "working memory")
+    # Tiled, a frame is held as its 8-bit input and output and a band of tile-high rows in
+    # float (the blend's sum and weight, 16 bytes a pixel); whole, as float copies (README:
+    # peak memory).
+    mib = 1 << 20
+
+    def band(rows: int) -> str:
+        return f"a band of {rows} rows in float ({16 * min(rows, h) * w / mib:.1f} MiB)"
+    if tile:
+        fix = (f"tiled, it holds the 8-bit frame in and out ({h * w * 3 / mib:.1f} MiB each) "
+               f"and {band(tile)}: a smaller {option('tile', flags=flags)} or a smaller frame")
+    else:
+        fix = (f"{option('tile', 512, flags)} runs the model on 512-pixel tiles, holding "
+               f"{band(512)} instead of whole-frame float copies ({h * w * 12 / mib:.0f} MiB "
+               "each)")
     return (f"out of memory sharpening a {w}x{h} frame with {model or 'the model'}"
             f"{f' (tile {tile})' if tile else ''}: {detail}; {fix}, or give the process "
             "more memory")

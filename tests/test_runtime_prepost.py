@@ -136,4 +136,16 @@ def test_a_frame_out_of_memory_names_the_size_and_the_keyword_and_keeps_its_caus
     with pytest.raises(FrameOutOfMemory) as e:   # tiled already: a smaller tile, as a keyword
         FrameProcessor(_AppBackend(), tile=32, overlap=8)(np.zeros((48, 64, 3), np.uint8))
     assert "(tile 32): cannot allocate" in str(e.value), str(e.value)
-    assert "a smaller tile or a smaller frame" in str(e.value), str(e.value)
+    # What a tiled run holds, so that a user knows what a smaller tile can still save.
+    assert ("tiled, it holds the 8-bit frame in and out (0.0 MiB each) and a band of 32 rows "
+            "in float (0.0 MiB): a smaller tile or a smaller frame") in str(e.value), str(e.value)
+
+
+def test_the_out_of_memory_advice_sizes_what_a_tiled_run_holds():
+    from runtime.prepost import out_of_memory_message
+    said = out_of_memory_message(MemoryError("x"), 4320, 7680, "m.onnx", 512, flags=True)
+    assert ("tiled, it holds the 8-bit frame in and out (94.9 MiB each) and a band of 512 rows "
+            "in float (60.0 MiB): a smaller --tile or a smaller frame") in said, said
+    said = out_of_memory_message(MemoryError("x"), 2160, 3840, "m.onnx", 0, flags=True)
+    assert ("--tile 512 runs the model on 512-pixel tiles, holding a band of 512 rows in float "
+            "(30.0 MiB) instead of whole-frame float copies (95 MiB each)") in said, said
