@@ -331,7 +331,8 @@ def _as_bgr_view(frame: Any) -> Any:
 
 class FrameProcessor:
     """pre -> infer -> post for one frame, timing each stage. With tile > 0 the frame is run in
-    Gaussian-blended tiles (runtime.tiling) for devices that cannot hold a full-frame activation."""
+    Gaussian-blended tiles (runtime.tiling), one at a time, for devices that cannot hold the
+    frame in float."""
 
     def __init__(self, backend: Backend, tile: int = 0, overlap: Optional[int] = None, *,
                  rgb: bool = False, flags: bool = False) -> None:
