@@ -469,6 +469,7 @@ class _Stream:
         self.user_sink: Optional[Sink] = None   # an app's own output, closed even if open fails
         self.video_fps = 30.0
         self.timed = False   # the video output places a file's frames by their times
+        self.warmup_runs = 0   # untimed runs on the first frame before the timed ones
         # A video file's run into a file or folder: what its resume record holds (resume.py),
         # and the writer's progress, which the record takes when the run stops.
         self.resume_record: Optional[dict[str, Any]] = None
@@ -548,9 +549,13 @@ class _Stream:
             return
         if first is None:
             raise SourceError(f"source {src.spec!r} produced no frames")
-        # The processor says what its tiles of this first frame may do (seams, wasted work).
-        self.processor.warmup(first.image)  # one-off costs (allocation, kernel selection)
-        self.processor.warmup(first.image)  # are not timed
+        # One-off costs (allocation, kernel selection) are not timed: two warm-up runs on the
+        # first frame. A single photo is its whole run, with no later frame to time warm:
+        # warmed up, it took three runs. The processor says what its tiles of this first
+        # frame may do (seams, wasted work) either way.
+        single = isinstance(src, ImageSource) and src.frame_count == 1
+        self.warmup_runs = 0 if single else 2
+        self.processor.warmup(first.image, runs=self.warmup_runs)
         first.t_capture = time.perf_counter()
         self.size, self.size_said = first.image.shape[:2], False
         stats.info = self._info(output)
@@ -692,7 +697,8 @@ class _Stream:
                            else str(output) if output else None),
                 "show": o.show, "tile": proc.tile_runs_as,
                 "overlap": proc.overlap if o.tile else 0,
-                "overlap_auto": bool(o.tile) and proc.overlap_auto}
+                "overlap_auto": bool(o.tile) and proc.overlap_auto,
+                "warmup_runs": self.warmup_runs}
 
     def _capture(self) -> None:
         src, stats, stop = self.src, self.stats, self.stop

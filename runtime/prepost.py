@@ -425,16 +425,18 @@ class FrameProcessor:
             self.tiling_said.add(msg)
             _warn(msg)
 
-    def warmup(self, frame: np.ndarray) -> None:
-        """Run the real path once on a frame so one-off costs are not timed. Tiled, on one
-        tile's worth of it: the engine meets only the tile's shape, and every tile of an 8K
-        photo made a warm-up as long as the run."""
+    def warmup(self, frame: np.ndarray, runs: int = 1) -> None:
+        """Run the real path `runs` times on a frame so one-off costs are not timed, and say
+        what its tiles may do (0 runs: only that). Tiled, on one tile's worth of it: the
+        engine meets only the tile's shape, and every tile of an 8K photo made a warm-up as
+        long as the run."""
         h, w = frame.shape[:2]
+        self._say_tiling(h, w)
         m = self.backend.multiple
         if self.tile and (self.tile_runs_as < round_up(h, m) or self.tile_runs_as < round_up(w, m)):
-            self._say_tiling(h, w)
             frame = frame[:self.tile_runs_as, :self.tile_runs_as]
-        self(frame)
+        for _ in range(runs):
+            self(frame)
 
     def __call__(self, frame: np.ndarray, timings: Optional[Timings] = None) -> np.ndarray:
         """Sharpen one frame: HxWx3 BGR uint8 or uint16 in (HxW / HxWx1 grayscale and BGRA are
