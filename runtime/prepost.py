@@ -295,19 +295,21 @@ class FrameOutOfMemory(MemoryError):
 
 
 def out_of_memory_message(exc: BaseException, h: int, w: int, model: Any, tile: int,
-                          flags: bool = False) -> str:
+                          flags: bool = False, depth: int = 1) -> str:
     """The one line for a frame of h x w that ran out of memory sharpening with `model`; the
-    tile named as `sharpen run`'s flag with `flags`, else as FrameProcessor's keyword."""
+    tile named as `sharpen run`'s flag with `flags`, else as FrameProcessor's keyword.
+    depth: the frame's bytes a sample (2: 16-bit)."""
     detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    # Tiled, a frame is held as its 8-bit input and output and a band of tile-high rows in
-    # float (the blend's sum and weight, 16 bytes a pixel); whole, as float copies (README:
-    # peak memory).
+    # Tiled, a frame is held as its 8- or 16-bit input and output and a band of tile-high
+    # rows in float (the blend's sum and weight, 16 bytes a pixel); whole, as float copies
+    # (README: peak memory).
     mib = 1 << 20
 
     def band(rows: int) -> str:
         return f"a band of {rows} rows in float ({16 * min(rows, h) * w / mib:.1f} MiB)"
     if tile:
-        fix = (f"tiled, it holds the 8-bit frame in and out ({h * w * 3 / mib:.1f} MiB each) "
+        fix = (f"tiled, it holds the {8 * depth}-bit frame in and out "
+               f"({h * w * 3 * depth / mib:.1f} MiB each) "
                f"and {band(tile)}: a smaller {option('tile', flags=flags)} or a smaller frame")
     else:
         fix = (f"{option('tile', 512, flags)} runs the model on 512-pixel tiles, holding "
@@ -455,7 +457,8 @@ class FrameProcessor:
             h, w = frame.shape[:2]
             # `from exc`: SHARPEN_DEBUG's traceback goes on to the allocation that failed.
             raise FrameOutOfMemory(out_of_memory_message(
-                exc, h, w, getattr(self.backend, "path", None), self.tile, self.flags)) from exc
+                exc, h, w, getattr(self.backend, "path", None), self.tile, self.flags,
+                getattr(getattr(frame, "dtype", None), "itemsize", 1))) from exc
 
     def _sharpen(self, frame: np.ndarray, timings: Optional[Timings]) -> np.ndarray:
         t = timings if timings is not None else Timings()

@@ -149,3 +149,15 @@ def test_the_out_of_memory_advice_sizes_what_a_tiled_run_holds():
     said = out_of_memory_message(MemoryError("x"), 2160, 3840, "m.onnx", 0, flags=True)
     assert ("--tile 512 runs the model on 512-pixel tiles, holding a band of 512 rows in float "
             "(30.0 MiB) instead of whole-frame float copies (95 MiB each)") in said, said
+
+
+def test_the_out_of_memory_advice_sizes_a_16_bit_frame_at_its_depth():
+    """A 16-bit TIFF is held at 2 bytes a sample in and out: the advice sized it as 8-bit,
+    half of what a user has to make room for."""
+    from runtime.prepost import FrameOutOfMemory, out_of_memory_message
+    said = out_of_memory_message(MemoryError("x"), 4320, 7680, "m.onnx", 512, flags=True,
+                                 depth=2)
+    assert "it holds the 16-bit frame in and out (189.8 MiB each)" in said, said
+    with pytest.raises(FrameOutOfMemory) as e:
+        FrameProcessor(_AppBackend(), tile=32, overlap=8)(np.zeros((48, 64, 3), np.uint16))
+    assert "the 16-bit frame in and out" in str(e.value), str(e.value)
