@@ -82,9 +82,8 @@ def padded_indices(h: int, w: int, multiple: int) -> tuple[np.ndarray, np.ndarra
     """The rows and columns of an h x w image that `pad_to_multiple` puts at each position of
     its padded image: a tile of the padded image is img[rows[y:y+th, None], cols[x:x+tw]],
     so it is cut without padding (copying) the whole image."""
-    mode = "reflect" if min(h, w) > 1 else "edge"
-    return (np.pad(np.arange(h), (0, (-h) % multiple), mode=mode),
-            np.pad(np.arange(w), (0, (-w) % multiple), mode=mode))
+    return (np.pad(np.arange(h), (0, (-h) % multiple), mode=NUMPY_PAD_MODE),
+            np.pad(np.arange(w), (0, (-w) % multiple), mode=NUMPY_PAD_MODE))
 
 
 def cut_padded(image: np.ndarray, rows: np.ndarray, cols: np.ndarray,
