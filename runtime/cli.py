@@ -86,7 +86,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tile", type=int, default=0, metavar="N",
                    help="run in Gaussian-blended tiles of this size (0: whole frame), one at "
                         "a time, for devices that cannot hold a frame in float (a 4K photo: "
-                        "750 MiB at its peak whole, 250 with --tile 512; README: peak memory)")
+                        "700 MiB at its peak whole, 230 with --tile 512; README: peak memory)")
     p.add_argument("--overlap", type=int, default=None, metavar="N",
                    help="tile overlap in pixels (with --tile; default: the model's receptive "
                         f"field as its export recorded it, at most half the tile, else {OVERLAP})")
