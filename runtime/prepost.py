@@ -481,7 +481,9 @@ class FrameProcessor:
         self._say_tiling(*bgr.shape[:2])
         if self.tile:
             result = self._sharpen_tiled(bgr, t)
-            # Blending and writing back are the post-processing.
+            if self.rgb:
+                result = cv2.cvtColor(result, cv2.COLOR_BGR2RGB)
+            # Blending, writing back and the swap to RGB are the post-processing.
             t.post = time.perf_counter() - t0 - t.pre - t.infer
             return result
         elif quantized_io:
