@@ -171,19 +171,35 @@ def artifact_provenance(path) -> list[str]:
 
 
 def _sidecar_lines(p) -> list[str]:
-    """What the sidecar beside an artifact that no report records says of where it came from
-    (an engine trtexec built on the device from the export's ONNX model has the sidecar the
-    export wrote for it)."""
-    from runtime.backends.base import ModelError, read_sidecar
+    """What the export's record of an artifact that no report records says of where it came
+    from: the sidecar beside it (an engine trtexec built on the device from the export's ONNX
+    model has the sidecar the export wrote for it), or for a .tflite the record inside the file
+    where the sidecar is missing or describes another model, as `sharpen run` takes it."""
+    from pathlib import Path
+
+    from runtime.backends.base import ModelError, read_sidecar, sidecar_path
 
     try:
         side = read_sidecar(p)
     except ModelError as exc:
         return [f"  {exc}"]
+    lines, where = [], "its sidecar records"
+    if Path(p).suffix.lower() == ".tflite":
+        from runtime.backends.litert_backend import embedded_record, stale_keys
+
+        inside = embedded_record(Path(p))
+        if inside and not side:
+            side, where = inside, "the record inside the file gives"
+        elif differ := stale_keys(side, inside):
+            lines.append(f"  {sidecar_path(p).name} describes another model than the record "
+                         f"inside the file ({', '.join(differ)} "
+                         f"differ{'s' if len(differ) == 1 else ''}), which `sharpen run` uses: "
+                         "remove or replace that sidecar")
+            side, where = inside, "the record inside the file gives"
     said = {k: side[k] for k in ("student", "precision", "source", "source_sha256")
             if side.get(k)}
     if not said:
-        return []
-    return ["  its sidecar records: " + ", ".join(
+        return lines
+    return lines + [f"  {where}: " + ", ".join(
         f"{'weights sha256' if k == 'source_sha256' else k} "
         f"{str(v)[:16] if k == 'source_sha256' else v}" for k, v in said.items())]

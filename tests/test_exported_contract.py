@@ -306,3 +306,27 @@ def test_a_tflite_copied_over_another_models_keeps_its_own_record(tflite_path, t
     with runtime_warnings() as warned, load_backend(new, threads=1) as b:
         assert b.source_sha256 == "ab" * 32 and b.receptive_field == 136
     assert any(f"{new}.json" in str(w) and "another model" in str(w) for w in warned), warned
+
+
+@pytest.mark.slow
+def test_sharpen_models_describes_a_tflite_by_the_record_sharpen_run_takes(tflite_path, tmp_path):
+    """`sharpen models ARTIFACT` read the sidecar only: a .tflite copied alone was described by
+    nothing, and one copied over another model by the stale sidecar's weights, the ones that
+    `sharpen run` warns of and sets aside for the record inside the file."""
+    import shutil
+
+    from distill.provenance import artifact_provenance
+    alone = Path(shutil.copy(tflite_path, tmp_path / "m_fp16.tflite"))
+    said = "\n".join(artifact_provenance(alone))
+    assert f"the record inside the file gives: student fast, weights sha256 {'ab' * 8}" in said, \
+        said
+    old = {**json.loads(Path(f"{tflite_path}.json").read_text()), "source_sha256": "cd" * 32}
+    Path(f"{alone}.json").write_text(json.dumps(old))
+    said = "\n".join(artifact_provenance(alone))
+    assert f"weights sha256 {'ab' * 8}" in said and "cd" * 8 not in said, said
+    assert f"{alone.name}.json describes another model than the record inside the file " \
+        "(source_sha256 differs)" in said, said
+    # The sidecar of this model: described as before.
+    shutil.copy(f"{tflite_path}.json", f"{alone}.json")
+    said = "\n".join(artifact_provenance(alone))
+    assert f"its sidecar records: student fast, weights sha256 {'ab' * 8}" in said, said

@@ -246,13 +246,21 @@ def own_record(path: Path) -> dict[str, Any]:
     (a model copied alone keeps it), which also wins over a sidecar of another export (left
     beside a model copied over an older one), said."""
     sidecar, inside = read_sidecar(path), embedded_record(path)
-    differ = [k for k in IDENTITY_KEYS if sidecar.get(k) != inside.get(k)] if inside else []
-    if sidecar and differ:
+    differ = stale_keys(sidecar, inside)
+    if differ:
         warn(f"{sidecar_path(path)} describes another model than {path.name} ({', '.join(differ)} "
              "differ from the record inside the file): using the record inside; remove or "
              "replace that sidecar")
         return inside
     return sidecar or inside
+
+
+def stale_keys(sidecar: dict[str, Any], inside: dict[str, Any]) -> list[str]:
+    """The IDENTITY_KEYS in which a sidecar describes another export than the record inside
+    its .tflite; [] where either is missing (nothing to tell them apart by) or they agree."""
+    if not (sidecar and inside):
+        return []
+    return [k for k in IDENTITY_KEYS if sidecar.get(k) != inside.get(k)]
 
 
 def embedded_record(path: Path) -> dict[str, Any]:
