@@ -330,3 +330,19 @@ def test_sharpen_models_describes_a_tflite_by_the_record_sharpen_run_takes(tflit
     shutil.copy(f"{tflite_path}.json", f"{alone}.json")
     said = "\n".join(artifact_provenance(alone))
     assert f"its sidecar records: student fast, weights sha256 {'ab' * 8}" in said, said
+
+
+@pytest.mark.slow
+def test_a_damaged_tflite_has_no_record_inside_rather_than_a_crash(tflite_path, tmp_path):
+    """A .tflite cut short (a copy that stopped) or not a model at all: reading the record
+    inside it raised struct.error from the flatbuffer, and `sharpen models ARTIFACT` crashed
+    with a traceback."""
+    from distill.provenance import artifact_provenance
+    from runtime.backends.litert_backend import embedded_record
+    data = tflite_path.read_bytes()
+    for name, cut in [("cut.tflite", data[:5000]), ("tiny.tflite", data[:100]),
+                      ("text.tflite", b"hello")]:
+        path = tmp_path / name
+        path.write_bytes(cut)
+        assert embedded_record(path) == {}
+        assert "no export report" in "\n".join(artifact_provenance(path))

@@ -267,6 +267,7 @@ def embedded_record(path: Path) -> dict[str, Any]:
     """The export's record inside a .tflite (its flatbuffer metadata entry
     `runtime.contract.TFLITE_METADATA`, the sidecar's JSON when it was written), or {}."""
     import json
+    import struct
 
     from ..contract import TFLITE_METADATA
     try:
@@ -276,7 +277,9 @@ def embedded_record(path: Path) -> dict[str, Any]:
             if fb.Metadata(i).Name() == TFLITE_METADATA.encode():
                 data = json.loads(fb.Buffers(fb.Metadata(i).Buffer()).DataAsNumpy().tobytes())
                 return data if isinstance(data, dict) else {}
-    except (ImportError, OSError, ValueError, AttributeError):
-        # No schema module, or a record that does not parse: the model runs without it.
+    except (ImportError, OSError, ValueError, AttributeError, IndexError, TypeError,
+            struct.error):
+        # No schema module, or a record that does not parse (the flatbuffer reader follows
+        # offsets out of a file cut short): the model runs without it.
         pass
     return {}
