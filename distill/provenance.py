@@ -5,6 +5,7 @@ a resume or a rerun of a run's config.yaml says where any of them differ."""
 from __future__ import annotations
 
 import platform
+from pathlib import Path
 from typing import Optional
 
 # The libraries whose versions change training's numbers: torch computes, OpenCV decodes and
@@ -173,24 +174,24 @@ def artifact_provenance(path) -> list[str]:
 def _sidecar_lines(p) -> list[str]:
     """What the export's record of an artifact that no report records says of where it came
     from: the sidecar beside it (an engine trtexec built on the device from the export's ONNX
-    model has the sidecar the export wrote for it), or for a .tflite the record inside the file
-    where the sidecar is missing or describes another model, as `sharpen run` takes it."""
-    from pathlib import Path
-
+    model has the sidecar the export wrote for it), else the record inside the file (ONNX
+    metadata, the .tflite's metadata entry), which a file copied alone keeps; for a .tflite
+    whose sidecar describes another model, the record inside, as `sharpen run` takes it."""
     from runtime.backends.base import ModelError, read_sidecar, sidecar_path
 
     try:
         side = read_sidecar(p)
     except ModelError as exc:
         return [f"  {exc}"]
+    p = Path(p)
     lines, where = [], "its sidecar records"
-    if Path(p).suffix.lower() == ".tflite":
+    if not side:
+        side, where = _record_inside(p), "the record inside the file gives"
+    elif p.suffix.lower() == ".tflite":
         from runtime.backends.litert_backend import embedded_record, stale_keys
 
-        inside = embedded_record(Path(p))
-        if inside and not side:
-            side, where = inside, "the record inside the file gives"
-        elif differ := stale_keys(side, inside):
+        inside = embedded_record(p)
+        if differ := stale_keys(side, inside):
             lines.append(f"  {sidecar_path(p).name} describes another model than the record "
                          f"inside the file ({', '.join(differ)} "
                          f"differ{'s' if len(differ) == 1 else ''}), which `sharpen run` uses: "
@@ -203,3 +204,18 @@ def _sidecar_lines(p) -> list[str]:
     return lines + [f"  {where}: " + ", ".join(
         f"{'weights sha256' if k == 'source_sha256' else k} "
         f"{str(v)[:16] if k == 'source_sha256' else v}" for k, v in said.items())]
+
+
+def _record_inside(p: Path) -> dict:
+    """The export's record inside a .onnx (metadata_props) or .tflite; {} when none is read."""
+    if p.suffix.lower() == ".tflite":
+        from runtime.backends.litert_backend import embedded_record
+        return embedded_record(p)
+    if p.suffix.lower() != ".onnx":
+        return {}
+    try:
+        import onnx
+        model = onnx.load(str(p), load_external_data=False)
+    except Exception:   # no onnx, or not a model it reads: nothing to say of its record
+        return {}
+    return {m.key: m.value for m in model.metadata_props}

@@ -269,3 +269,27 @@ def test_sharpen_models_on_a_kept_artifact_says_what_built_it(fast_student_pt, e
     assert main(argv) == 0   # kept twice: still the first export's record
     assert main(["models", first["results"][0]["file"]]) == 0
     assert "python 3.0.1" in capsys.readouterr().out
+
+
+def test_sharpen_models_on_a_file_copied_alone_reads_the_record_inside(
+        fast_student_pt, export_data_dir, tmp_path, capsys):
+    """A .onnx or .tflite copied without its report and sidecar carries the export's record
+    (ONNX metadata, the .tflite's metadata entry): `sharpen models FILE` says which student
+    and weights it records, not only that no report there records it."""
+    from sharpen.cli import main
+
+    out = tmp_path / "x"
+    assert main(["export", "--weights", str(fast_student_pt), "--formats", "onnx,tflite-fp16",
+                 "--out", str(out), "--parity-images", str(export_data_dir / "parity"),
+                 "--no-latency", "--quiet"]) == 0
+    alone = tmp_path / "alone"
+    alone.mkdir()
+    for name in ("student.onnx", "student_fp16.tflite"):
+        shutil.copy(out / name, alone / name)
+        capsys.readouterr()
+        assert main(["models", str(alone / name)]) == 0
+        said = capsys.readouterr().out
+        assert "no export report" in said, said
+        line = next((ln for ln in said.splitlines() if "the record inside the file gives:" in ln), "")
+        assert "student fast" in line and f"weights sha256 {_sha(fast_student_pt)[:16]}" in line, \
+            said
