@@ -148,10 +148,12 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
     the engine for is read from its sidecar and the export report alone, and skipped."""
     from runtime.backends import load_backend, parity_failure
     from runtime.backends.base import ModelError, read_sidecar
+    from runtime.backends.litert_backend import own_record
 
     engine = ENGINE_BY_SUFFIX[p.suffix.lower()]
     try:
-        meta = read_sidecar(p)
+        # A .tflite copied alone keeps its export's record inside (its student, weights).
+        meta = own_record(p) if p.suffix.lower() == ".tflite" else read_sidecar(p)
     except ModelError as e:
         raise BenchError(f"--model {p}: {e}") from None
     skipped = engine_missing(engine)

@@ -3615,3 +3615,23 @@ def test_bench_takes_exports_seed_and_a_new_seed_rebuilds_its_int8_artifacts(env
     assert report["settings"]["calib_seed"] == 1, report["settings"]
     assert ensure_artifacts(st, cache, "onnx-int8", calib_count=4, quiet=True,
                             seed=1).built_now == []
+
+
+def test_a_tflite_given_alone_is_named_by_the_record_inside(fast_student_pt, export_data_dir,
+                                                            tmp_path):
+    """--model FILE.tflite copied without its sidecar: the export's record inside the file
+    names its student and weights, which the row reads (it said "student unknown")."""
+    from benchmarks.given import resolve_models
+    from sharpen.cli import main
+
+    out = tmp_path / "x"
+    assert main(["export", "--weights", str(fast_student_pt), "--formats", "tflite-fp16",
+                 "--out", str(out), "--parity-images", str(export_data_dir / "parity"),
+                 "--no-latency", "--quiet"]) == 0
+    alone = tmp_path / "alone" / "student_fp16.tflite"
+    alone.parent.mkdir()
+    shutil.copy(out / alone.name, alone)
+    with_sidecar = json.loads((out / (alone.name + ".json")).read_text())
+    (gm,) = resolve_models([str(alone)])
+    assert gm.source == with_sidecar["student"] == "fast", gm
+    assert gm.source_sha256 == with_sidecar["source_sha256"], gm
