@@ -177,7 +177,7 @@ def _sidecar_lines(p) -> list[str]:
     model has the sidecar the export wrote for it), else the record inside the file (ONNX
     metadata, the .tflite's metadata entry), which a file copied alone keeps; for a .tflite
     whose sidecar describes another model, the record inside, as `sharpen run` takes it."""
-    from runtime.backends.base import ModelError, read_sidecar, sidecar_path
+    from runtime.backends.base import PARITY_KEY, ModelError, read_sidecar, sidecar_path
 
     try:
         side = read_sidecar(p)
@@ -199,11 +199,14 @@ def _sidecar_lines(p) -> list[str]:
             side, where = inside, "the record inside the file gives"
     said = {k: side[k] for k in ("student", "precision", "source", "source_sha256")
             if side.get(k)}
-    if not said:
-        return lines
-    return lines + [f"  {where}: " + ", ".join(
-        f"{'weights sha256' if k == 'source_sha256' else k} "
-        f"{str(v)[:16] if k == 'source_sha256' else v}" for k, v in said.items())]
+    if said:
+        lines.append(f"  {where}: " + ", ".join(
+            f"{'weights sha256' if k == 'source_sha256' else k} "
+            f"{str(v)[:16] if k == 'source_sha256' else v}" for k, v in said.items()))
+    if side.get(PARITY_KEY):   # what `sharpen run` refuses it for, marker or not
+        lines.append(f"  it failed its parity gate at export ({side[PARITY_KEY]}): `sharpen run` "
+                     "refuses it without --force; do not ship it")
+    return lines
 
 
 def _record_inside(p: Path) -> dict:

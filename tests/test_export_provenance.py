@@ -293,3 +293,22 @@ def test_sharpen_models_on_a_file_copied_alone_reads_the_record_inside(
         line = next((ln for ln in said.splitlines() if "the record inside the file gives:" in ln), "")
         assert "student fast" in line and f"weights sha256 {_sha(fast_student_pt)[:16]}" in line, \
             said
+
+
+def test_sharpen_models_on_a_failed_file_copied_alone_says_its_gate_failed(
+        fast_student_pt, export_data_dir, tmp_path, capsys):
+    """A file whose export gate failed, copied alone (no marker, no report): the record inside
+    it says so, which `sharpen run` reads to refuse it; `sharpen models FILE` says it too."""
+    from sharpen.cli import main
+
+    out = tmp_path / "x"
+    assert main(["export", "--weights", str(fast_student_pt), "--formats", "onnx", "--out",
+                 str(out), "--parity-images", str(export_data_dir / "parity"), "--no-latency",
+                 "--max-abs-fp32", "1e-12", "--quiet"]) != 0
+    alone = tmp_path / "alone" / "student.onnx"
+    alone.parent.mkdir()
+    shutil.copy(out / alone.name, alone)
+    capsys.readouterr()
+    assert main(["models", str(alone)]) == 0
+    said = capsys.readouterr().out
+    assert "failed its parity gate at export (max abs error" in said, said
