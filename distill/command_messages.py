@@ -9,16 +9,17 @@ from pathlib import Path
 from runtime.cli_errors import SharpenError
 
 
-def _err(msg: str) -> int:
+def refuse(msg: str) -> int:
+    """Refuse the command with a usage error naming `msg` (exit 2, no traceback)."""
     raise SharpenError(msg)
 
 
-def _note(line: str) -> None:
+def note_line(line: str) -> None:
     """A line beside the results (a CPU limit that set the threads), on stderr."""
     print(line, file=sys.stderr)
 
 
-def _out_of_range(flag: str, value: float, lo: float, hi: float | None = None,
+def out_of_range(flag: str, value: float, lo: float, hi: float | None = None,
                   note: str = "") -> str:
     """The usage error when `value` is not within [lo, hi] (hi None: no upper bound), else ''.
     Written as comparisons that NaN fails (a `value < lo` test lets it through), and a finite
@@ -29,8 +30,7 @@ def _out_of_range(flag: str, value: float, lo: float, hi: float | None = None,
     return f"{flag} must be {want}{note}, got {value:g}"
 
 
-
-def _out_folder_problem(out: Path) -> str:
+def out_folder_problem(out: Path) -> str:
     """The message when --out cannot be a folder to write in (a file, or under one), found
     before any work rather than as a traceback after it; '' when it can."""
     from runtime.output_paths import file_in_the_way

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from runtime.console import count, shell_join
-from .command_messages import _err, _out_folder_problem, _out_of_range
+from .command_messages import refuse, out_folder_problem, out_of_range
 
 
 def cmd_corpus(args: argparse.Namespace) -> int:
@@ -16,19 +16,19 @@ def cmd_corpus(args: argparse.Namespace) -> int:
 
     mix = tuple(m.strip() for m in args.mix.split(",") if m.strip())
     if not mix:
-        return _err("--mix needs at least one preset (e.g. gopro,handheld,mild)")
+        return refuse("--mix needs at least one preset (e.g. gopro,handheld,mild)")
     for name in (*mix, args.test_preset):
         if name not in PRESETS:
-            return _err(f"unknown blur preset {name!r}; choose from {', '.join(PRESETS)}")
+            return refuse(f"unknown blur preset {name!r}; choose from {', '.join(PRESETS)}")
     # One flag at a time: "--copies must be >= 1 and --crop/--test-crop >= 32" did not say
     # which was wrong.
     for flag, value, lo in (("--copies", args.copies, 1), ("--crop", args.crop, 32),
                             ("--test-crop", args.test_crop, 32), ("--workers", args.workers, 1),
                             ("--seed", args.seed, 0)):
-        if problem := _out_of_range(flag, value, lo):
-            return _err(problem)
-    if err := _out_folder_problem(Path(args.out)):
-        return _err(err)
+        if problem := out_of_range(flag, value, lo):
+            return refuse(problem)
+    if err := out_folder_problem(Path(args.out)):
+        return refuse(err)
     opts = CorpusOptions(mix=mix, test_preset=args.test_preset, copies=args.copies,
                          crop=args.crop, test_crop=args.test_crop, seed=args.seed)
     try:
@@ -36,7 +36,7 @@ def cmd_corpus(args: argparse.Namespace) -> int:
                                workers=args.workers,   # --quiet: no bar, the notes stay
                                say=lambda msg: print(msg, file=sys.stderr))
     except (FileNotFoundError, ValueError) as e:
-        return _err(str(e))
+        return refuse(str(e))
     return _corpus_outcome(args, summary)
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from runtime.cli_errors import SharpenError
 from runtime.console import count
 from runtime.host import limit_note
-from .command_messages import _err, _note, _out_of_range
+from .command_messages import refuse, note_line, out_of_range
 
 
 def _complete_results(path: Path) -> bool:
@@ -67,9 +67,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         weights = [str(resolve_weights(w)) for item in args.weights or []
                    for w in item.split(",") if w]
     except CheckpointError as e:
-        return _err(f"--weights {e}")
+        return refuse(f"--weights {e}")
     if not weights and not models:
-        return _err("give --weights (checkpoints) and/or --model (exported artifacts)")
+        return refuse("give --weights (checkpoints) and/or --model (exported artifacts)")
     if args.out:   # found now, not after every model has run over every image
         from runtime.output_paths import make_folder, refuse_output_inside
         from runtime.sinks import SinkError
@@ -77,33 +77,33 @@ def _evaluate(args: argparse.Namespace) -> int:
             refuse_output_inside(args.out, args.data, "--data")
             make_folder(args.out, "--out")
         except (SinkError, ValueError) as e:
-            return _err(str(e))
+            return refuse(str(e))
     for w in weights:
         if Path(w).is_dir():   # a run's out= folder: name the checkpoints in it
             from .checkpoint import folder_problem
-            return _err(f"--weights {w}: {folder_problem(w)}")
+            return refuse(f"--weights {w}: {folder_problem(w)}")
         if not Path(w).is_file():
-            return _err(f"--weights {w}: no such checkpoint")
+            return refuse(f"--weights {w}: no such checkpoint")
         if is_artifact(w):
-            return _err(f"--weights {w}: an exported model; pass it with --model")
+            return refuse(f"--weights {w}: an exported model; pass it with --model")
     for m in models:
         if not Path(m).is_file():
-            return _err(f"--model {m}: no such file")
+            return refuse(f"--model {m}: no such file")
         if not is_artifact(m):
-            return _err(f"--model {m}: not an exported model (.onnx, .tflite, .engine); "
+            return refuse(f"--model {m}: not an exported model (.onnx, .tflite, .engine); "
                         "pass checkpoints with --weights")
     weights += models
     if args.limit is not None and args.limit < 1:
-        return _err(f"--limit must be >= 1, got {args.limit}")
+        return refuse(f"--limit must be >= 1, got {args.limit}")
     # One at a time, with its value: '--figure-images must be >= 1, --figure-crop >= 16 and
     # --crop >= 0' left the user to find which of the three was wrong.
     for flag, value, lo, note in (("--figure-images", args.figure_images, 1, ""),
                                   ("--figure-crop", args.figure_crop, 16, ""),
                                   ("--crop", args.crop, 0, " (0 = whole images)")):
-        if problem := _out_of_range(flag, value, lo, note=note):
-            return _err(problem)
+        if problem := out_of_range(flag, value, lo, note=note):
+            return refuse(problem)
     if 0 < args.crop < MIN_SIDE:
-        return _err(f"--crop {args.crop}: SSIM needs at least {MIN_SIDE}x{MIN_SIDE} pixels "
+        return refuse(f"--crop {args.crop}: SSIM needs at least {MIN_SIDE}x{MIN_SIDE} pixels "
                     "(0 = whole images)")
     dupes = sorted({w for w in weights if weights.count(w) > 1})
     if dupes:
@@ -124,7 +124,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         from .teacher import set_torch_threads
         set_torch_threads(args.threads)
     if not args.threads and (note := limit_note("PyTorch, ONNX Runtime and LiteRT")):
-        _note(f"note: {note}")
+        note_line(f"note: {note}")
     try:
         res = evaluate(weights, args.data, split=args.split or "test", limit=args.limit,
                        crop=args.crop, progress=not args.quiet,
@@ -136,7 +136,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             raise
         res = e.results
     except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
-        return _err(str(e))
+        return refuse(str(e))
     if args.split and res["split"] is None:
         print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "
               f"{args.split} does not apply; every image was evaluated", file=sys.stderr)

@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .command_messages import _err, _note
+from .command_messages import refuse, note_line
 
 
 def _trained_text(ck: dict) -> str:
@@ -40,16 +40,16 @@ def cmd_models(args: argparse.Namespace) -> int:
 
     h, w = args.height, args.width
     if args.measure_runs < 1:
-        return _err(f"--measure-runs must be >= 1, got {args.measure_runs}")
+        return refuse(f"--measure-runs must be >= 1, got {args.measure_runs}")
     check_threads(args.threads)
     # Before any model is built: the title below reports the count the times ran on.
-    set_torch_threads(args.threads, _note if args.measure else None)
+    set_torch_threads(args.threads, note_line if args.measure else None)
     if args.threads:
         from runtime.host import threads_warning
         if args.measure and (too_many := threads_warning(args.threads, "--threads")):
             print(f"warning: {too_many}", file=sys.stderr)   # oversubscribed times mislead
     if not (16 <= h <= 8640 and 16 <= w <= 15360):
-        return _err(f"--height must be within 16..8640 and --width within 16..15360, got "
+        return refuse(f"--height must be within 16..8640 and --width within 16..15360, got "
                     f"--height {h} --width {w}")
     names = list_students()
     checkpoints: dict[str, tuple] = {}   # a trained student's own layout (grown, blocks=1)
@@ -59,7 +59,7 @@ def cmd_models(args: argparse.Namespace) -> int:
         from .provenance import artifact_provenance, artifact_suffixes
         for n in [n for n in args.names if n.endswith(artifact_suffixes())]:
             if not Path(n).is_file():   # not "checkpoint not found": it names no checkpoint
-                return _err(f"exported artifact not found: {n} (`sharpen models` traces an "
+                return refuse(f"exported artifact not found: {n} (`sharpen models` traces an "
                             "existing .onnx, .tflite or .engine file from the export report "
                             "beside it)")
             provenance += artifact_provenance(n)
@@ -72,13 +72,13 @@ def cmd_models(args: argparse.Namespace) -> int:
                 try:
                     checkpoints[n] = load_student(n)
                 except (CheckpointError, OSError) as e:
-                    return _err(str(e))
+                    return refuse(str(e))
         unknown = [n for n in args.names if n not in names and n not in checkpoints]
         if unknown:
             hint = " (the teacher is listed with --teacher)" if "teacher" in unknown else ""
             near = [c for n in unknown for c in difflib.get_close_matches(n, names, n=1)]
             guess = f" (did you mean {' or '.join(near)}?)" if near else ""
-            return _err(f"unknown student {', '.join(unknown)}{guess}; registered: "
+            return refuse(f"unknown student {', '.join(unknown)}{guess}; registered: "
                         f"{', '.join(names)}, or a student checkpoint (.pt){hint}; "
                         f"{OWN_STUDENT_HINT}")
         names = args.names
@@ -99,7 +99,7 @@ def cmd_models(args: argparse.Namespace) -> int:
             try:   # a student of a user's own that cannot be built or changes the shape
                 m, description = create_student(name).eval(), student_spec(name).description
             except ValueError as e:
-                return _err(str(e))
+                return refuse(str(e))
         row = [name, f"{count_params(m):,}", f"{count_macs(m, h, w) / 1e9:.2f}",
                str(receptive_field(m)), f"{activation_bytes(m, h, w) / 2**20:.0f}",
                str(m.multiple)]

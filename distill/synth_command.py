@@ -7,25 +7,25 @@ import sys
 from pathlib import Path
 
 from runtime.console import count
-from .command_messages import _err, _out_folder_problem, _out_of_range
+from .command_messages import refuse, out_folder_problem, out_of_range
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
     if problem := _synth_options_problem(args):
-        return _err(problem)
+        return refuse(problem)
     if args.embedded:
         from .data.embedded import build_embedded
         root = build_embedded(args.out, progress=not args.quiet)
         print(f"embedded default dataset written to {root}/{{train,val,test}}/{{input,target}}")
         return 0
     if not args.sharp:
-        return _err("give a folder of sharp images (--sharp DIR) or --embedded")
+        return refuse("give a folder of sharp images (--sharp DIR) or --embedded")
     src = Path(args.sharp)
     if not src.is_dir():
-        return _err(f"--sharp {src}: not a folder")
+        return refuse(f"--sharp {src}: not a folder")
     out = Path(args.out)
-    if err := _out_folder_problem(out):
-        return _err(err)
+    if err := out_folder_problem(out):
+        return refuse(err)
     from .run_lock import RunLocked, run_lock
     try:
         # One run per --out: two at once wrote each pair's input and target one after the
@@ -33,7 +33,7 @@ def cmd_synth(args: argparse.Namespace) -> int:
         with run_lock(out, doing="writing synthetic pairs", flag="--out"):
             return _synth_into(args, src, out)
     except RunLocked as e:   # only the lock raises it
-        return _err(str(e))
+        return refuse(str(e))
 
 
 def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
@@ -51,14 +51,14 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     files = [src / r for r in _images_under(src)
              if not (src / r).resolve().is_relative_to(out.resolve())]
     if not files:
-        return _err(f"--sharp {src}: no images found")
+        return refuse(f"--sharp {src}: no images found")
     names = _names(src, files)   # distinct: a.jpg and a.png, day1/a and day2/a
     if args.preset:
         from .data.scene_blur import preset, synthesize_pair
         try:
             scene = preset(args.preset)
         except ValueError as e:
-            return _err(str(e))
+            return refuse(str(e))
 
         def make(sharp, rng):
             return synthesize_pair(sharp, rng, scene)
@@ -134,7 +134,7 @@ def _synth_options_problem(args: argparse.Namespace) -> str:
             ("--gamma", args.gamma, 0.1, 10, " (1 blurs the sRGB values, 2.2 in linear light)"),
             ("--noise", args.noise, 0, 1, " (the largest noise sigma, 0: none)"),
             ("--jpeg-prob", args.jpeg_prob, 0, 1, " (a probability)")):
-        if problem := _out_of_range(flag, value, lo, hi, note):
+        if problem := out_of_range(flag, value, lo, hi, note):
             return problem
     lo, hi = args.size
     if not 3 <= lo <= hi <= MAX_KERNEL_SIZE:

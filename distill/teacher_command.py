@@ -10,7 +10,7 @@ from pathlib import Path
 
 from runtime.cli_errors import interrupt_exit_code
 from runtime.console import count
-from .command_messages import _err, _note
+from .command_messages import refuse, note_line
 from .teacher_run import TeacherRun
 
 
@@ -25,13 +25,13 @@ def cmd_teacher(args: argparse.Namespace) -> int:
     # Usage errors before the model loads and before any image is written.
     problem = tiling_problem(args.tile, args.overlap, args.batch_size)
     if problem:
-        return _err(problem)
+        return refuse(problem)
     said = tiling_cost(args.tile, args.overlap)
     if said:
         print(f"warning: {said}", file=sys.stderr)
     check_device(args.device)
     check_threads(args.threads)
-    set_torch_threads(args.threads, _note)
+    set_torch_threads(args.threads, note_line)
     files: list[tuple[Path, Path]] = []  # (input, relative output name)
     for src in map(Path, args.inputs):
         if src.is_dir():
@@ -53,11 +53,11 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         unique.append((src, rel))
     files = unique
     if not files:
-        return _err("no input images (" + ", ".join(args.inputs) + ")")
+        return refuse("no input images (" + ", ".join(args.inputs) + ")")
     if not any(src.exists() for src, _ in files):
         # Said before the teacher loads (a minute for the official weights), as a usage error
         # like a missing checkpoint; one missing among others is skipped with the rest done.
-        return _err("no such file or folder: " + ", ".join(str(s) for s, _ in files))
+        return refuse("no such file or folder: " + ", ".join(str(s) for s, _ in files))
     out = Path(args.out)
     from runtime.output_paths import make_folder, refuse_overwriting_inputs
     from runtime.sinks import SinkError
@@ -65,7 +65,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
         refuse_overwriting_inputs(out, {p.parent for p, _ in files if p.exists()})
         make_folder(out, "--out")
     except (ValueError, SinkError) as e:
-        return _err(str(e))
+        return refuse(str(e))
     from .run_lock import RunLocked, run_lock
     try:
         # One run per --out: two at once each wrote the other's images again, and the first
@@ -74,7 +74,7 @@ def cmd_teacher(args: argparse.Namespace) -> int:
                       name=TeacherRun.LOCK):
             return _teacher_into(args, files, out)
     except RunLocked as e:   # only the lock raises it
-        return _err(str(e))
+        return refuse(str(e))
 
 
 def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out: Path) -> int:
@@ -91,7 +91,7 @@ def _teacher_into(args: argparse.Namespace, files: list[tuple[Path, Path]], out:
     try:
         teacher = Teacher.load(args.teacher_weights, args.config, device=args.device)
     except (CheckpointError, ValueError) as e:
-        return _err(str(e))
+        return refuse(str(e))
     # Once it is loaded: its checkpoint says which crops it was trained on.
     said = tiling_context(args.tile, teacher.train_crop)
     if said:

@@ -11,7 +11,7 @@ from typing import Any
 
 from runtime.cli_errors import SharpenError
 from runtime.console import shell_join
-from .command_messages import _err, _note
+from .command_messages import refuse, note_line
 
 
 def _without_worker_traceback(msg: str) -> str:
@@ -31,9 +31,9 @@ def _train(args: argparse.Namespace, task: str) -> int:
     try:   # task "" until the file or an override names one: the command decides it below
         cfg = load_config(args.config, args.overrides, base=TrainConfig(task=""))
     except (FileNotFoundError, KeyError, ValueError, TypeError) as e:
-        return _err(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
+        return refuse(e.args[0] if isinstance(e, KeyError) and e.args else str(e))
     if not cfg.out:
-        return _err("out= is empty: give the run's folder (e.g. out=runs/mine)")
+        return refuse("out= is empty: give the run's folder (e.g. out=runs/mine)")
     check_device(cfg.device, "device=")
     declared, wanted = cfg.task, "student" if task == "student" else "teacher"
     if declared and declared != wanted:
@@ -42,29 +42,29 @@ def _train(args: argparse.Namespace, task: str) -> int:
         which = ("a distillation config (task: student): run it with `sharpen distill`"
                  if declared == "student" else "a ground-truth config (task: teacher): run it "
                  "with `sharpen train` (a student) or `sharpen train-teacher` (Restormer)")
-        return _err(f"{args.config or 'task='} is {which}")
+        return refuse(f"{args.config or 'task='} is {which}")
     # `train` fits any registered model to ground truth; the trainer calls that task "teacher".
     cfg.task = "teacher" if task == "supervised" else task
     if task == "teacher" and cfg.model.arch != "restormer":
         if _arch_given(args):
-            return _err(f"`sharpen train-teacher` trains the Restormer teacher, not "
+            return refuse(f"`sharpen train-teacher` trains the Restormer teacher, not "
                         f"model.arch={cfg.model.arch}; use `sharpen train` to fit a student "
                         "to ground truth, or `sharpen distill` to distil it")
         cfg.model.arch = "restormer"
         cfg.model.args = cfg.model.args or {"config": "small"}
     if task == "student" and cfg.model.arch == "restormer":
-        return _err("`sharpen distill` trains students; use `sharpen train-teacher` for "
+        return refuse("`sharpen distill` trains students; use `sharpen train-teacher` for "
                     "Restormer")
     from .config import check_config
     try:
         check_config(cfg)
     except ValueError as e:
-        return _err(str(e))
+        return refuse(str(e))
     # This process's own: torchrun starts one process per rank, each running this command
     # (and sets OMP_NUM_THREADS=1 for each, which a CPU limit then does not override).
     from .dist import DistInfo
     from .teacher import set_torch_threads
-    set_torch_threads(args.threads, _note if DistInfo.from_env().main else None)
+    set_torch_threads(args.threads, note_line if DistInfo.from_env().main else None)
     from .interrupts import TrainingInterrupted, resume_hint
     from .trainer import TrainingDiverged, run_training
     from .config import run_folder_of
@@ -76,7 +76,7 @@ def _train(args: argparse.Namespace, task: str) -> int:
         result = run_training(cfg, quiet=args.quiet, command=_command_line(args),
                               reference=reference)
     except (ValueError, FileNotFoundError) as e:
-        return _err(_without_worker_traceback(str(e)))
+        return refuse(_without_worker_traceback(str(e)))
     except TrainingInterrupted as e:
         from .dist import DistInfo
         if DistInfo.from_env().main:   # under torchrun every rank stops: say it once

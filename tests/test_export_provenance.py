@@ -290,7 +290,8 @@ def test_sharpen_models_on_a_file_copied_alone_reads_the_record_inside(
         assert main(["models", str(alone / name)]) == 0
         said = capsys.readouterr().out
         assert "no export report" in said, said
-        line = next((ln for ln in said.splitlines() if "the record inside the file gives:" in ln), "")
+        line = next((ln for ln in said.splitlines()
+                     if "the record inside the file gives:" in ln), "")
         assert "student fast" in line and f"weights sha256 {_sha(fast_student_pt)[:16]}" in line, \
             said
 
