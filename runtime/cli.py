@@ -177,6 +177,7 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
         total = min(total, max_frames)
     resumed = summary.get("resumed_from", 0)
     if output is not None and output.strip() == "-":   # a stream: no file to run again for
+        done = summary.get("stdout_frames", done)
         return (f"interrupted: {count(done, 'frame')} written to stdout" if done else
                 "interrupted before the first frame was written: nothing written to stdout")
     if output and not done and resumed and summary.get("resumable"):
@@ -446,6 +447,8 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
     # its rate, and repeats the frame before a drop or a longer gap.
     done = (s.get("frames_processed", 0) - s.get("left_out_frames", 0)
             + s.get("repeated_frames", 0))
+    if output is not None and output.strip() == "-":
+        done = s.get("stdout_frames", done)
     if done and output is not None and output.strip() == "-":   # a stream: no file holds them
         return f"{count(done, 'frame')} written to stdout before the error"
     if not done or not output or not os.path.exists(output):

@@ -29,11 +29,17 @@ from .prepost import FrameOutOfMemory, is_out_of_memory
 from .sinks import Sink, SinkError
 from .source_base import Frame, Note, Source, SourceError, _no_note
 from .video_sink import letterbox
-from .y4m import PIPE_HINT, Y4MError, Y4MReader, Y4MWriter
+from .y4m import FRAME, PIPE_HINT, Y4MError, Y4MReader, Y4MWriter
 
 STDIO = "-"
 CHUNK = 1 << 16        # a pipe's buffer: what one read of stdin may get
 STOP_POLL_S = 0.1      # how soon a read of stdin waiting for data sees the run stopped
+# Once the run stops (SIGTERM, Ctrl-C, an error), how long the frames still going out may wait
+# for a reader of stdout that takes nothing (a paused player, a blocked network sink): well
+# inside Docker's 10 s and systemd's 90 s before their SIGKILL.
+STALLED_READER_S = 5.0
+# What a writable pipe takes at once without blocking (POSIX's PIPE_BUF at the least).
+SMALL_WRITE = getattr(select, "PIPE_BUF", 512)
 
 
 def is_stdio(spec: object) -> bool:
@@ -148,8 +154,28 @@ class StdinSource(Source):
                 "chroma": h.chroma, "full_range": h.full_range}
 
 
+def _writable(fd: int, timeout: float) -> bool:
+    """Whether `fd` takes a write now, waiting up to `timeout` s for it to (poll: a dup'd
+    stdout in an app with many files open may be past select's 1024). Windows cannot wait on
+    a pipe: writes there just block."""
+    if not hasattr(select, "poll"):
+        return True
+    poller = select.poll()
+    poller.register(fd, select.POLLOUT)
+    return bool(poller.poll(timeout * 1000))
+
+
 class ReaderGone(SinkError):
     """The program reading stdout closed it."""
+
+
+class _ReaderStalled(Exception):
+    """The run stopped and stdout's reader did not take what was under way within
+    STALLED_READER_S."""
+
+    def __init__(self, sent: int) -> None:
+        super().__init__(sent)
+        self.sent = sent   # bytes of the data under way that went out
 
 
 def _flush_c_stdio() -> None:
@@ -225,13 +251,30 @@ class StdoutSink(Sink):
         self.writer = Y4MWriter(self._send, fps, chroma, aspect, interlace)
         self.size: Optional[tuple[int, int]] = None
         self.last: Optional[np.ndarray] = None
-        self.gone = False
+        self.gone = self.stalled = False
         self.unwritten = 0
+        self._stopped_at: Optional[float] = None
 
     def _send(self, data: bytes) -> None:
-        view = memoryview(data)
+        """All of `data`, waiting for stdout to take it: a full pipe is waited on with select,
+        so that a non-blocking stdout (O_NONBLOCK, set by some supervisors and Node.js) gets no
+        EAGAIN, and so that a stopped run stops waiting for a reader that takes nothing."""
+        view, sent = memoryview(data), 0
         while view:
-            view = view[os.write(self.fd, view):]
+            stopping = self.stop is not None and self.stop.is_set()
+            if stopping and self._stopped_at is None:
+                self._stopped_at = time.monotonic()
+            if stopping and time.monotonic() - self._stopped_at > STALLED_READER_S:
+                raise _ReaderStalled(sent)
+            if not _writable(self.fd, STOP_POLL_S):
+                continue
+            # A blocking write that a signal lands in returns what it wrote so far; once
+            # stopped no signal may come, so each write is one that a writable pipe takes.
+            try:
+                n = os.write(self.fd, view[:SMALL_WRITE] if stopping else view)
+            except BlockingIOError:
+                continue
+            view, sent = view[n:], sent + n
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if self.gone:   # frames already on their way when it went: counted in the summary
@@ -244,6 +287,9 @@ class StdoutSink(Sink):
             sharpened = letterbox(sharpened, self.size)
         try:
             self.writer.write(sharpened)
+        except _ReaderStalled as e:
+            self._stalled(e.sent)
+            return
         except OSError as e:
             if e.errno not in (errno.EPIPE, errno.ECONNRESET):
                 raise SinkError(f"{option('output', STDIO, self.flags)}: writing stdout "
@@ -257,6 +303,23 @@ class StdoutSink(Sink):
             return
         self.last = sharpened
 
+    def _stalled(self, sent: int) -> None:
+        """Stops writing: what went out of the frame under way is said, the frames before it
+        being whole (a reader that wakes up later sees a stream cut inside a frame)."""
+        self.gone, self.unwritten = True, 1
+        whole = self.writer.frames
+        if whole == 0:   # the first write holds the header too
+            sent -= len(self.writer.header.line())
+        if sent < 0:
+            cut = "the Y4M header cut short"
+        else:
+            cut = (f"frame {whole + 1} cut after {max(0, sent - len(FRAME) - 1)} of "
+                   f"{self.writer.frame_bytes} bytes")
+        self.stalled = True
+        self._note(f"stdout's reader did not take the frame under way within "
+                   f"{STALLED_READER_S:g} s of the stop: {count(whole, 'frame')} written whole, "
+                   f"{cut}")
+
     def repeat_last(self, n: int) -> int:
         """The last frame again for frames a live source dropped, so the stream keeps time."""
         if self.last is None or self.gone:
@@ -267,8 +330,9 @@ class StdoutSink(Sink):
 
     def close(self) -> None:
         if self.unwritten:
+            why = "stdout's reader stalled" if self.stalled else "stdout closed"
             self._note(f"{count(self.unwritten, 'frame')} sharpened but not written (under "
-                       "way when stdout closed)")
+                       f"way when {why})")
         self.unwritten = 0
         if self.fd is not None:
             try:

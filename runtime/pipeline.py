@@ -878,6 +878,9 @@ class _Stream:
         video = _video_sink(self.sink) if self.sink is not None else None
         if video is not None and video.frames:   # whether its video took the name (a camera's
             summary["output_replaced"] = video.replaced   # too: kept as NAME.new.EXT)
+        piped = _inner_sink(self.sink, StdoutSink) if self.sink is not None else None
+        if piped is not None:   # what stdout got whole: a stalled reader leaves frames out
+            summary["stdout_frames"] = piped.writer.frames
         skipped = getattr(self.src, "skipped", None) if self.src is not None else None
         if skipped:
             summary["skipped_inputs"] = list(skipped)
@@ -1105,14 +1108,19 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
             return
 
 
-def _video_sink(sink: Sink) -> Optional[VideoFileSink]:
-    if isinstance(sink, VideoFileSink):
+def _inner_sink(sink: Sink, kind: type) -> Optional[Any]:
+    """The sink of that kind that `sink` is or holds (inside a comparison or a MultiSink)."""
+    if isinstance(sink, kind):
         return sink
     if isinstance(sink, CompareSink):
-        return _video_sink(sink.inner)
+        return _inner_sink(sink.inner, kind)
     if isinstance(sink, MultiSink):
-        return next((v for s in sink.sinks if (v := _video_sink(s)) is not None), None)
+        return next((v for s in sink.sinks if (v := _inner_sink(s, kind)) is not None), None)
     return None
+
+
+def _video_sink(sink: Sink) -> Optional[VideoFileSink]:
+    return _inner_sink(sink, VideoFileSink)
 
 
 def _video_sink_for(output: Path) -> bool:

@@ -264,9 +264,19 @@ class Y4MWriter:
     def write(self, image: np.ndarray) -> None:
         if image.dtype != np.uint8:   # 16-bit frames: Y4M here is 8-bit
             image = (image >> 8).astype(np.uint8)
+        head = b""
         if self.header is None:
             self.header = Y4MHeader(image.shape[1], image.shape[0], self.fps, self.chroma,
                                     aspect=self.aspect, interlace=self.interlace)
-            self._write(self.header.line())
-        self._write(FRAME + b"\n" + bgr_to_yuv(image, self.chroma))
+            head = self.header.line()
+        # The header goes with the first frame: a write cut short is then one frame's.
+        self._write(head + FRAME + b"\n" + bgr_to_yuv(image, self.chroma))
         self.frames += 1
+
+    @property
+    def frame_bytes(self) -> int:
+        """The bytes of one frame's data (after its FRAME line); 0 before the first frame."""
+        if self.header is None:
+            return 0
+        (yh, yw), c = _plane_sizes(self.header)
+        return yh * yw + (2 * c[0] * c[1] if c else 0)

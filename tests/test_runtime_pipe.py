@@ -538,3 +538,68 @@ def test_sigterm_before_the_first_frame_ends_stopped(tmp_path, onnx_model):
     assert (final["state"], final["signal"], final["frames_processed"]) == \
         ("stopped", "SIGTERM", 0)
     assert final["peak_memory_mib"] > 0
+
+
+def _pipe_filled(fd: int, seconds: float) -> int:
+    """Bytes waiting in the pipe whose read end is `fd`, once that stops growing (the writer
+    blocked on a full pipe), within `seconds`."""
+    import fcntl
+    import termios
+    last, steady, end = -1, 0, time.monotonic() + seconds
+    while time.monotonic() < end and steady < 5:
+        time.sleep(0.2)
+        n = int.from_bytes(fcntl.ioctl(fd, termios.FIONREAD, b"\0\0\0\0"), sys.byteorder)
+        steady = steady + 1 if n == last and n > 0 else 0
+        last = n
+    return last
+
+
+def test_sigterm_with_a_stalled_reader_ends_the_run(tmp_path, onnx_model):
+    """The reader of stdout stopped reading (a paused player, a blocked network sink): one
+    SIGTERM ends the run in bounded time, exit 143, saying so; the frames before the one under
+    way are whole. It used to wait in the write until the reader drained the pipe."""
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source",
+                             "synthetic:320x240", "--out", "-", "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    with reaped(proc):
+        assert _pipe_filled(proc.stdout.fileno(), 60) > 0
+        proc.terminate()
+        try:
+            proc.wait(timeout=45)   # generous: it hung until the pipe was read
+        except subprocess.TimeoutExpired:
+            pytest.fail("SIGTERM with a stalled reader of stdout did not end the run")
+        out, err = proc.stdout.read(), proc.stderr.read()
+    text = err.decode()
+    assert proc.returncode == 128 + 15, text
+    said = re.search(r"stdout's reader did not take the frame under way within \d+ s of the "
+                     r"stop: (\d+) frames? written whole, frame (\d+) cut after (\d+) of "
+                     r"(\d+) bytes", text)
+    assert said, text
+    whole, cut_at = int(said.group(1)), int(said.group(3))
+    reader, frames = _read_all(out)
+    assert len(frames) == whole and int(said.group(2)) == whole + 1
+    assert reader.cut and reader.truncated == cut_at, text
+    # The summary counts what stdout got whole, not the frames sharpened
+    summary = (rf"interrupted \(SIGTERM\): {whole} frames? written to stdout" if whole else
+               r"interrupted \(SIGTERM\) before the first frame was written: nothing written")
+    assert re.search(summary, text), text
+    assert "Traceback" not in text
+
+
+def test_a_non_blocking_stdout_is_written_whole(tmp_path, onnx_model):
+    """A stdout with O_NONBLOCK set (a process supervisor's, a Node.js child pipe): a full
+    pipe is waited for, not an EAGAIN error, and every frame arrives."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source",
+                             "synthetic:320x240", "--out", "-", "--quiet", "--max-frames", "6"],
+                            stdout=w, stderr=subprocess.PIPE, cwd=tmp_path)
+    os.close(w)
+    with reaped(proc), os.fdopen(r, "rb") as reader:
+        assert _pipe_filled(r, 60) > 0   # the pipe full before anything is read from it
+        out = reader.read()
+        _, err = proc.communicate(timeout=60)
+    text = err.decode()
+    assert proc.returncode == 0, text
+    _, frames = _read_all(out)
+    assert len(frames) == 6 and frames[0].shape == (240, 320, 3), text
