@@ -603,3 +603,30 @@ def test_a_non_blocking_stdout_is_written_whole(tmp_path, onnx_model):
     assert proc.returncode == 0, text
     _, frames = _read_all(out)
     assert len(frames) == 6 and frames[0].shape == (240, 320, 3), text
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_odd_sizes_keep_each_chroma_sample_on_its_two_pixels(axis):
+    """4:2:0 at an odd size: chroma sample i covers pixels 2i and 2i+1 (the last one the edge
+    pixel alone), read and written, as a codec's cropped picture is. ffmpeg's swscale instead
+    stretches the (n+1)/2 samples over n pixels (README, "In a pipeline")."""
+    n = 9
+    w, h = (4, n) if axis == 0 else (n, 4)
+    cw, ch = (w + 1) // 2, (h + 1) // 2
+    levels = np.array([104, 116, 128, 140, 152], np.uint8)   # one a sample, in gamut
+    u = np.broadcast_to(levels[:, None] if axis == 0 else levels[None, :], (ch, cw))
+    y4m = (f"YUV4MPEG2 W{w} H{h} F25:1 C420jpeg\nFRAME\n".encode()
+           + np.full((h, w), 128, np.uint8).tobytes() + np.ascontiguousarray(u).tobytes()
+           + np.full((ch, cw), 128, np.uint8).tobytes())
+    _, frames = _read_all(y4m)
+    line = frames[0][:, 0] if axis == 0 else frames[0][0]   # BGR along the axis
+    for x in range(n):
+        assert (line[x] == line[2 * (x // 2)]).all(), x
+    assert len({tuple(p) for p in line}) == len(levels)
+    # Written back: each sample is its two pixels' own colour, not a neighbour's
+    out = io.BytesIO()
+    Y4MWriter(out.write, 25).write(frames[0])
+    body = np.frombuffer(out.getvalue().split(b"FRAME\n")[1], np.uint8)
+    u_back = body[w * h:w * h + cw * ch].reshape(ch, cw)
+    back = u_back[:, 0] if axis == 0 else u_back[0]
+    assert np.abs(back.astype(int) - levels).max() <= 1, back
