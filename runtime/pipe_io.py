@@ -55,7 +55,8 @@ class _StdinReader:
     """stdin's bytes read from its descriptor, each wait for data cut short by `stop` (set
     by the run): a producer that stalled (an RTSP camera gone quiet, a slow capture) held the
     capture thread in its read, and Ctrl-C or SIGTERM waited 10 s for it, then left without
-    closing the source. Where select() cannot wait on a pipe (Windows) reads just block."""
+    closing the source. A non-blocking stdin (O_NONBLOCK) is waited on as a blocking one is.
+    Where select() cannot wait on a pipe (Windows) reads just block."""
 
     def __init__(self, fd: int) -> None:
         self.fd, self.buf = fd, bytearray()
@@ -67,12 +68,18 @@ class _StdinReader:
             out = bytes(self.buf[:n])
             del self.buf[:n]
             return out
-        while self.waits and self.stop is not None:
-            if self.stop.is_set():
-                raise _Stopped
-            if select.select([self.fd], [], [], STOP_POLL_S)[0]:
-                break
-        data = os.read(self.fd, max(n, CHUNK))
+        while True:
+            if self.waits:
+                if self.stop is not None and self.stop.is_set():
+                    raise _Stopped
+                if not select.select([self.fd], [], [], STOP_POLL_S)[0]:
+                    continue
+            try:
+                data = os.read(self.fd, max(n, CHUNK))
+            except BlockingIOError:   # O_NONBLOCK stdin (a Node.js child's): wait for data
+                time.sleep(0 if self.waits else STOP_POLL_S / 10)
+                continue
+            break
         if len(data) > n:   # the header's reads take a byte at a time
             self.buf += data[n:]
             data = data[:n]

@@ -630,3 +630,27 @@ def test_odd_sizes_keep_each_chroma_sample_on_its_two_pixels(axis):
     u_back = body[w * h:w * h + cw * ch].reshape(ch, cw)
     back = u_back[:, 0] if axis == 0 else u_back[0]
     assert np.abs(back.astype(int) - levels).max() <= 1, back
+
+
+def test_a_non_blocking_stdin_is_waited_on(tmp_path, onnx_model):
+    """A stdin with O_NONBLOCK set (a Node.js child pipe) and a producer slow to start (ffmpeg
+    opening a stream): the run waits for the header and the frames, not an EAGAIN error."""
+    y4m, _ = _clip_y4m(tmp_path, n=3)
+    r, w = os.pipe()
+    os.set_blocking(r, False)
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+                             "-", "--quiet"], stdin=r, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path)
+    os.close(r)
+    with reaped(proc):
+        time.sleep(1)   # nothing there yet when the run starts reading
+        try:
+            with os.fdopen(w, "wb") as feed:
+                feed.write(y4m)
+        except BrokenPipeError:
+            pass   # the run already failed: its stderr says why
+        out, err = proc.communicate(timeout=60)
+    text = err.decode()
+    assert proc.returncode == 0, text
+    _, frames = _read_all(out)
+    assert len(frames) == 3, text
