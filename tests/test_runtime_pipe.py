@@ -423,6 +423,7 @@ def test_stats_beside_stdin_and_stdout(tmp_path, onnx_model):
     assert early is not None and early["state"] == "starting", err.decode()
     final = json.loads(stats.read_text())
     assert final["state"] == "done" and final["frames_processed"] == 3
+    assert final["stdout_frames"] == 3
     assert final["source"]["kind"] == "stdin"
     assert len(_read_all(out)[1]) == 3
     stats.unlink()
