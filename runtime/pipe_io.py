@@ -268,20 +268,26 @@ class StdoutSink(Sink):
         EAGAIN, and so that a stopped run stops waiting for a reader that takes nothing."""
         view, sent = memoryview(data), 0
         while view:
-            stopping = self.stop is not None and self.stop.is_set()
-            if stopping and self._stopped_at is None:
-                self._stopped_at = time.monotonic()
-            if stopping and time.monotonic() - self._stopped_at > STALLED_READER_S:
+            if self._stopping() and time.monotonic() - self._stopped_at > STALLED_READER_S:
                 raise _ReaderStalled(sent)
             if not _writable(self.fd, STOP_POLL_S):
                 continue
             # A blocking write that a signal lands in returns what it wrote so far; once
             # stopped no signal may come, so each write is one that a writable pipe takes.
+            # Read after the wait, which a signal may have ended.
+            stopping = self._stopping()
             try:
                 n = os.write(self.fd, view[:SMALL_WRITE] if stopping else view)
             except BlockingIOError:
                 continue
             view, sent = view[n:], sent + n
+
+    def _stopping(self) -> bool:
+        """Whether the run stopped, noting when this sink first saw it."""
+        stopping = self.stop is not None and self.stop.is_set()
+        if stopping and self._stopped_at is None:
+            self._stopped_at = time.monotonic()
+        return stopping
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if self.gone:   # frames already on their way when it went: counted in the summary

@@ -655,3 +655,41 @@ def test_a_non_blocking_stdin_is_waited_on(tmp_path, onnx_model):
     assert proc.returncode == 0, text
     _, frames = _read_all(out)
     assert len(frames) == 3, text
+
+
+def test_a_stop_that_ends_the_wait_for_stdout_still_bounds_the_write(monkeypatch):
+    """A SIGTERM that lands in the wait for a full stdout (the run's handler sets the stop)
+    and a reader that then takes a little: the write that follows is one the pipe takes at
+    once, and the stalled reader is given up on in bounded time. The stop was read before
+    the wait, and that write took the whole frame, waiting for the reader for good."""
+    import threading
+
+    from runtime import pipe_io
+    from runtime.pipe_io import StdoutSink
+
+    monkeypatch.setattr(pipe_io, "STALLED_READER_S", 0.5)
+    stop, notes = threading.Event(), []
+    waited = pipe_io._writable
+
+    def signalled_in_wait(fd: int, timeout: float) -> bool:
+        stop.set()   # as the handler of a signal that interrupted the poll
+        return waited(fd, timeout)
+
+    monkeypatch.setattr(pipe_io, "_writable", signalled_in_wait)
+    r, w = os.pipe()
+    sink = StdoutSink(25, stop=stop, note=notes.append, fd=w)
+    frame = np.zeros((480, 640, 3), np.uint8)   # more than a pipe holds
+    writer = threading.Thread(target=sink.write, args=(frame, frame, ""), daemon=True)
+    writer.start()
+    writer.join(timeout=30)   # generous: it returns 0.5 s after the pipe fills
+    hung = writer.is_alive()
+    os.set_blocking(r, False)
+    while hung and writer.is_alive():   # let a hung write finish, so the test ends
+        try:
+            os.read(r, 1 << 20)
+        except BlockingIOError:
+            time.sleep(0.01)
+    sink.close()
+    os.close(r)
+    assert not hung, "the write after a stop waited for a reader that took nothing"
+    assert sink.stalled and any("did not take the frame under way" in n for n in notes), notes
