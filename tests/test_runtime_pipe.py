@@ -693,3 +693,23 @@ def test_a_stop_that_ends_the_wait_for_stdout_still_bounds_the_write(monkeypatch
     os.close(r)
     assert not hung, "the write after a stop waited for a reader that took nothing"
     assert sink.stalled and any("did not take the frame under way" in n for n in notes), notes
+
+
+def test_a_reader_paused_past_the_stop_bound_without_a_stop_gets_every_frame(tmp_path,
+                                                                              onnx_model):
+    """A player paused for longer than a stopped run waits for it (no signal): the run just
+    waits, and every frame arrives whole once it reads again."""
+    from runtime.pipe_io import STALLED_READER_S
+
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source",
+                             "synthetic:320x240", "--out", "-", "--quiet", "--max-frames", "8"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path)
+    with reaped(proc):
+        assert _pipe_filled(proc.stdout.fileno(), 60) > 0
+        time.sleep(STALLED_READER_S + 1)   # the pipe full all that time
+        out, err = proc.communicate(timeout=60)
+    text = err.decode()
+    assert proc.returncode == 0, text
+    reader, frames = _read_all(out)
+    assert len(frames) == 8 and not reader.cut, text
+    assert "did not take" not in text, text
