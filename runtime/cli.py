@@ -177,9 +177,11 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
         total = min(total, max_frames)
     resumed = summary.get("resumed_from", 0)
     if output is not None and output.strip() == "-":   # a stream: no file to run again for
+        # Not "nothing": a reader that stalled or closed may hold the header and part of a frame
         done = summary.get("stdout_frames", done)
         return (f"interrupted: {count(done, 'frame')} written to stdout" if done else
-                "interrupted before the first frame was written: nothing written to stdout")
+                "interrupted before the first frame was written: no whole frame written to "
+                "stdout")
     if output and not done and resumed and summary.get("resumable"):
         # "nothing written" read as an empty output: the stopped run's frames are there still.
         return (f"interrupted before the first frame was written: {output} holds the "

@@ -580,10 +580,13 @@ def test_sigterm_with_a_stalled_reader_ends_the_run(tmp_path, onnx_model):
     reader, frames = _read_all(out)
     assert len(frames) == whole and int(said.group(2)) == whole + 1
     assert reader.cut and reader.truncated == cut_at, text
-    # The summary counts what stdout got whole, not the frames sharpened
+    # The summary counts what stdout got whole, not the frames sharpened, and does not say
+    # "nothing" of a stream that holds a header and part of a frame
     summary = (rf"interrupted \(SIGTERM\): {whole} frames? written to stdout" if whole else
-               r"interrupted \(SIGTERM\) before the first frame was written: nothing written")
+               r"interrupted \(SIGTERM\) before the first frame was written: no whole frame "
+               r"written to stdout")
     assert re.search(summary, text), text
+    assert whole or "nothing written" not in text, text
     assert "Traceback" not in text
 
 
