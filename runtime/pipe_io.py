@@ -76,7 +76,7 @@ class _StdinReader:
                     continue
             try:
                 data = os.read(self.fd, max(n, CHUNK))
-            except BlockingIOError:   # O_NONBLOCK stdin (a Node.js child's): wait for data
+            except BlockingIOError:   # O_NONBLOCK stdin: wait for data
                 time.sleep(0 if self.waits else STOP_POLL_S / 10)
                 continue
             break
@@ -263,8 +263,8 @@ class StdoutSink(Sink):
         self._stopped_at: Optional[float] = None
 
     def _send(self, data: bytes) -> None:
-        """All of `data`, waiting for stdout to take it: a full pipe is waited on with select,
-        so that a non-blocking stdout (O_NONBLOCK, set by some supervisors and Node.js) gets no
+        """All of `data`, waiting for stdout to take it: a full pipe is waited on with poll,
+        so that a non-blocking stdout (O_NONBLOCK, left set by a program sharing it) gets no
         EAGAIN, and so that a stopped run stops waiting for a reader that takes nothing."""
         view, sent = memoryview(data), 0
         while view:

@@ -591,7 +591,7 @@ def test_sigterm_with_a_stalled_reader_ends_the_run(tmp_path, onnx_model):
 
 
 def test_a_non_blocking_stdout_is_written_whole(tmp_path, onnx_model):
-    """A stdout with O_NONBLOCK set (a process supervisor's, a Node.js child pipe): a full
+    """A stdout with O_NONBLOCK set (left set by a program sharing it): a full
     pipe is waited for, not an EAGAIN error, and every frame arrives."""
     r, w = os.pipe()
     os.set_blocking(w, False)
@@ -637,8 +637,9 @@ def test_odd_sizes_keep_each_chroma_sample_on_its_two_pixels(axis):
 
 
 def test_a_non_blocking_stdin_is_waited_on(tmp_path, onnx_model):
-    """A stdin with O_NONBLOCK set (a Node.js child pipe) and a producer slow to start (ffmpeg
-    opening a stream): the run waits for the header and the frames, not an EAGAIN error."""
+    """A stdin with O_NONBLOCK set (left by a program sharing it) and a producer slow to
+    start (ffmpeg opening a stream): the run waits for the header and the frames, not an
+    EAGAIN error."""
     y4m, _ = _clip_y4m(tmp_path, n=3)
     r, w = os.pipe()
     os.set_blocking(r, False)
