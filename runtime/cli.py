@@ -118,6 +118,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="leave a video file source's sound out of a video --out without a "
                         "word (default: copied in by ffmpeg, found on PATH or named by "
                         "SHARPEN_FFMPEG; said when it cannot be)")
+    p.add_argument("--lossless", action="store_true",
+                   help="write a video --out in FFV1, which keeps every sharpened pixel (.mkv or "
+                        ".avi; about 1.6 MB a 1080p frame); the default codecs (mp4v, VP8, "
+                        "MPEG-2) round off much of a model's fine detail (README \"Video "
+                        "outputs\")")
     p.add_argument("--resume", action="store_true",
                    help="go on with a video file's run into --out that stopped part-way "
                         "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to; "
@@ -242,7 +247,8 @@ def options_from_args(args: argparse.Namespace):
                          quiet=args.quiet, reconnect_attempts=args.reconnect, timeout=args.timeout,
                          report_interval=interval,
                          force=args.force,
-                         compare=args.compare, audio=not args.no_audio, resume=args.resume)
+                         compare=args.compare, audio=not args.no_audio, resume=args.resume,
+                         lossless=args.lossless)
 
 
 def _a_models_name(model: str) -> bool:

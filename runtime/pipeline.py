@@ -44,7 +44,7 @@ from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, S
                       shown_url, spec_kind)
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_json_atomic
 from .tiling import tiling_warnings
-from .video_sink import VideoFileSink
+from .video_sink import VideoFileSink, refuse_lossless
 from .warn import warn
 from .window_sink import WindowSink
 
@@ -244,6 +244,7 @@ class StreamOptions:
     force: bool = False                 # run a model that failed its export parity gate
     compare: bool = False               # write original | sharpened (per `view`) to the output
     audio: bool = True                  # copy a video file source's sound into a video output
+    lossless: bool = False              # a video output in FFV1 (.mkv, .avi): every pixel kept
     resume: bool = False                # go on with a stopped run of a video file (resume.py)
 
 
@@ -287,6 +288,8 @@ def run_stream(model: Union[str, Path, Backend],
     _check_output(output)
     if isinstance(output, (str, os.PathLike)):
         refuse_unwritten_format(output, flags)   # a usage error: before anything is opened
+        if o.lossless and _video_sink_for(Path(output)):
+            refuse_lossless(output, flags)
     # numpy's numbers pass the checks; the stats (JSON) take Python's.
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})
@@ -525,7 +528,7 @@ class _Stream:
         if not 0 < self.video_fps <= MAX_FPS:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
-                               o.compare, self.flags, o.audio, o.fps, self.note)
+                               o.compare, self.flags, o.audio, o.fps, self.note, o.lossless)
         start = self.resumed_from = self._resume_from(src, output)
         if start and self.resume_record.get("output") == "video":
             video = _video_sink(self.sink)
@@ -589,7 +592,8 @@ class _Stream:
         kind = "video" if _video_sink_for(out) else "images"
         now = resume_mod.identity(self.backend.path, str(src.target), src.frame_count,
                                   {"tile": o.tile, "overlap": o.overlap, "fps": o.fps,
-                                   "compare": o.compare, "view": o.view if o.compare else None},
+                                   "compare": o.compare, "view": o.view if o.compare else None,
+                                   "lossless": o.lossless and kind == "video"},
                                   kind)
         self.output, self.resume_record = out, now
         self.progress = {"next": 0, "slots": 0}
@@ -1140,7 +1144,8 @@ def _input_files(src: Source) -> list:
 def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool, view: str,
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
                flags: bool = False, audio: bool = True,
-               fps_asked: Optional[float] = None, note: Optional[Note] = None) -> Sink:
+               fps_asked: Optional[float] = None, note: Optional[Note] = None,
+               lossless: bool = False) -> Sink:
     sinks: list[Sink] = []
     # The window first: one refused (no display, a headless OpenCV) leaves no output made.
     window = _window_sink(output, view, stop, stats, flags) if show else None
@@ -1148,7 +1153,8 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
         if is_stdio(output):
             sinks.append(_stdout_sink(src, fps, stop, compare, view, flags, note))
         else:
-            sinks += _output_sinks(src, output, view, fps, compare, flags, audio, fps_asked)
+            sinks += _output_sinks(src, output, view, fps, compare, flags, audio, fps_asked,
+                                   lossless)
     except BaseException:
         if window is not None:
             window.close()
@@ -1173,7 +1179,7 @@ def _stdout_sink(src: Source, fps: float, stop: threading.Event, compare: bool, 
 
 def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: str,
                   fps: float, compare: bool, flags: bool, audio: bool = True,
-                  fps_asked: Optional[float] = None) -> list[Sink]:
+                  fps_asked: Optional[float] = None, lossless: bool = False) -> list[Sink]:
     sinks: list[Sink] = []
     if isinstance(output, Sink):
         sinks.append(CompareSink(output, view, flags) if compare else output)
@@ -1181,7 +1187,7 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
         single = isinstance(src, ImageSource) and src.frame_count == 1
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
         file_sink = output_sink(output, fps, single, tuple(dirs),
-                                _input_files(src), flags=flags)
+                                _input_files(src), flags=flags, lossless=lossless)
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:
             # Grayscale images are written back as grayscale, an alpha channel is kept.
             src.layouts = file_sink.layouts = {}

@@ -27,7 +27,9 @@ from .options import option
 VERSION = 1
 # The options that change the frames written (the provider and threads change no pixel
 # beyond float rounding, and --max-frames only where it stops).
-SHAPING = ("tile", "overlap", "fps", "compare", "view")
+SHAPING = ("tile", "overlap", "fps", "compare", "view", "lossless")
+# A shaping option's value in a record written before it was one.
+UNRECORDED = {"lossless": False}
 
 
 class ResumeError(ValueError):
@@ -126,9 +128,9 @@ def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False) 
             said.append(f"the source's {what} was {rs.get(key)}, now {ns[key]}")
     ro = recorded.get("options", {})
     for key in SHAPING:
-        if ro.get(key) != now["options"].get(key):
-            said.append(f"{option(key, flags=flags)} was {ro.get(key)}, now "
-                        f"{now['options'].get(key)}")
+        then = ro.get(key, UNRECORDED.get(key))
+        if then != now["options"].get(key):
+            said.append(f"{option(key, flags=flags)} was {then}, now {now['options'].get(key)}")
     if recorded.get("output") != now["output"]:
         said.append(f"the output was {recorded.get('output')}, now {now['output']}")
     return said

@@ -115,11 +115,13 @@ def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False) -> N
 
 def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
                 input_dirs: Sequence[str | os.PathLike] = (),
-                input_files: Sequence[str | os.PathLike] = (), flags: bool = False) -> Sink:
+                input_files: Sequence[str | os.PathLike] = (), flags: bool = False,
+                lossless: bool = False) -> Sink:
     """Pick the sink for the output: a video extension gives a video file, an image extension
     with a single image input gives that file, anything else is a folder of images. An output
     that is an input folder or file is refused. Messages name run_stream's `output=`, or with
-    `flags` the --out of `sharpen run`."""
+    `flags` the --out of `sharpen run`. `lossless`: a video in FFV1 (.mkv, .avi only); images
+    are written losslessly anyway (PNG, TIFF; a JPEG as asked)."""
     # Imported here: those modules build on Sink and SinkError, from this one.
     from .image_sink import ImageSink
     from .output_paths import refuse_overwriting_inputs
@@ -137,7 +139,7 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
         raise SinkError(f"{named} is a folder; give another file name, or a folder path "
                         f"without the {ext} extension for a folder of images")
     if ext in VIDEO_EXTS:
-        return VideoFileSink(p, fps, flags=flags)
+        return VideoFileSink(p, fps, flags=flags, lossless=lossless)
     if ext in IMAGE_EXTS:
         if not single_image:
             # (A one-frame video said "several frames".)

@@ -46,6 +46,11 @@ from .warn import warn
 FOURCC = {".webm": "VP80", ".ogv": "VP80", ".mpg": "MPG2", ".mpeg": "MPG2", ".ts": "MPG2",
           ".mts": "MPG2", ".m2ts": "MPG2", ".flv": "FLV1", ".wmv": "WMV2"}
 DEFAULT_FOURCC = "mp4v"
+# `lossless`: FFV1 keeps the frames bit for bit (stored as BGR, so no YUV matrix or chroma
+# subsampling either), where the codecs above round off fine detail of the size a model adds
+# (README "Video outputs"). Of the containers written, Matroska and AVI hold it.
+LOSSLESS_FOURCC = "FFV1"
+LOSSLESS_EXTS = (".mkv", ".avi")
 DISK_CHECK_EVERY = 30           # frames between free-space checks while a video is written
 DISK_FULL_BYTES = 64 * 1024     # less free than this: the writer has been dropping data
 DISK_BLOCK_BYTES = 4096         # at the end, less than a block free: the last writes were lost
@@ -59,17 +64,36 @@ FFMPEG_TAG_NOISE = re.compile(r"OpenCV: FFMPEG: (tag 0x[0-9a-fA-F]+/'.*' is not 
                               r"codec id|fallback to use tag 0x)")
 
 
-def fourcc_for(path: str | os.PathLike) -> str:
-    return FOURCC.get(Path(path).suffix.lower(), DEFAULT_FOURCC)
+def fourcc_for(path: str | os.PathLike, lossless: bool = False) -> str:
+    return LOSSLESS_FOURCC if lossless else FOURCC.get(Path(path).suffix.lower(), DEFAULT_FOURCC)
+
+
+def refuse_lossless(path: str | os.PathLike, flags: bool = False) -> None:
+    """SinkError naming the option where a lossless video is asked for in a container that
+    cannot hold FFV1."""
+    p = Path(path)
+    if p.suffix.lower() in LOSSLESS_EXTS:
+        return
+    asked = "--lossless" if flags else "lossless=True"
+    raise SinkError(f"{asked} writes FFV1, which {p.suffix or 'a file without an extension'} "
+                    f"does not hold: give {option('output', p.with_suffix('.mkv'), flags)} "
+                    "(or .avi); ffmpeg makes a smaller copy for sharing from it, e.g. ffmpeg -i "
+                    f"{shell_quote(str(p.with_suffix('.mkv')))} -c:v libx264 -crf 16 "
+                    f"{shell_quote(str(p.with_suffix('.mp4')))}")
 
 
 class VideoFileSink(Sink):
     """Video of the sharpened frames, same size and fps as the source, in the container's codec
     (`FOURCC`)."""
 
-    def __init__(self, path: str | os.PathLike, fps: float, flags: bool = False) -> None:
-        """`flags`: messages name `sharpen run`'s flags, not run_stream's keywords."""
+    def __init__(self, path: str | os.PathLike, fps: float, flags: bool = False,
+                 lossless: bool = False) -> None:
+        """`flags`: messages name `sharpen run`'s flags, not run_stream's keywords.
+        `lossless`: FFV1 (`LOSSLESS_FOURCC`) in a .mkv or .avi, refused in other containers."""
+        if lossless:
+            refuse_lossless(path, flags)
         self.path = Path(path)
+        self.lossless = lossless
         self.fps = fps if fps and fps > 0 else 30.0
         self.flags = flags
         self._made = folders_to_make(self.path.parent)   # removed again if no video is written
@@ -120,7 +144,7 @@ class VideoFileSink(Sink):
         h, w = sharpened.shape[:2]
         if self.writer is None:
             self.tmp = self._temp_file()
-            codec = fourcc_for(self.path)
+            codec = fourcc_for(self.path, self.lossless)
             # FFmpeg's note that it maps the tag itself is dropped; whether the writer opened
             # is checked right after, and the reason sought when it did not.
             with quiet_native_stderr(FFMPEG_TAG_NOISE):
@@ -660,6 +684,8 @@ class VideoFileSink(Sink):
                         if Path(self.colour_source).suffix.lower() in ISO_EXTS
                         and Path(self.colour_source).is_file() else None)
                 wanted = bool(said and said[2] not in (2, 3))
+            # A lossless video holds the frames as BGR: no YUV matrix for players to guess.
+            wanted = wanted and not self.lossless
             options = (tag_options(self.path, *(source[1:3] if source else ()))
                        if ffmpeg and wanted and taggable(self.path) else [])
             self._colour = (ffmpeg, options, wanted)
@@ -729,7 +755,8 @@ class VideoFileSink(Sink):
             ok = cap.isOpened() and cap.read()[0]
             cap.release()
         if not ok:
-            why = (size_refused(self.tmp, fourcc_for(self.path), self.size, self.fps, self.flags)
+            codec = fourcc_for(self.path, self.lossless)
+            why = (size_refused(self.tmp, codec, self.size, self.fps, self.flags)
                    or _too_short_ts(self.tmp))
             raise SinkError(f"{option('output', self.path, self.flags)}: the video written "
                             f"({count(self.frames, 'frame')}) does not play back: "
