@@ -328,7 +328,8 @@ class VideoFileSink(Sink):
         alone = None
         for old in folder.glob(f".{glob.escape(stem)}.*.partial{glob.escape(ext)}"):
             m = mine.match(old.name)
-            if not m or old in self._own:
+            # Absolute, as mkstemp names them: a relative --out lists relative names.
+            if not m or old.absolute() in self._own:
                 continue
             pid = int(m.group(1))
             if pid == os.getpid():
@@ -343,7 +344,7 @@ class VideoFileSink(Sink):
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
                                    dir=folder)
         os.close(fd)
-        self._own.add(Path(tmp))
+        self._own.add(Path(tmp).absolute())
         return Path(tmp)
 
     def _keep_or_remove(self, old: Path, pid: int) -> None:
