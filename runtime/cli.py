@@ -121,8 +121,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--lossless", action="store_true",
                    help="write a video --out in FFV1, which keeps every sharpened pixel (.mkv or "
                         ".avi; about 1.6 MB a 1080p frame); the default codecs (mp4v, VP8, "
-                        "MPEG-2) round off much of a model's fine detail (README \"Video "
-                        "outputs\")")
+                        "MPEG-2) round off much of a model's fine detail (README: "
+                        "measured where the codecs of video outputs are listed)")
     p.add_argument("--resume", action="store_true",
                    help="go on with a video file's run into --out that stopped part-way "
                         "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to; "
