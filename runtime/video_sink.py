@@ -48,7 +48,8 @@ FOURCC = {".webm": "VP80", ".ogv": "VP80", ".mpg": "MPG2", ".mpeg": "MPG2", ".ts
 DEFAULT_FOURCC = "mp4v"
 # `lossless`: FFV1 keeps the frames bit for bit (stored as BGR, so no YUV matrix or chroma
 # subsampling either), where the codecs above round off fine detail of the size a model adds
-# (measured in README, beside the list of codecs). Of the containers written, Matroska and AVI hold it.
+# (measured in README, beside the list of codecs). Of the containers written, Matroska and
+# AVI hold it.
 LOSSLESS_FOURCC = "FFV1"
 LOSSLESS_EXTS = (".mkv", ".avi")
 DISK_CHECK_EVERY = 30           # frames between free-space checks while a video is written
