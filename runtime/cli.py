@@ -172,6 +172,22 @@ def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
     return out
 
 
+def unapplied_output_flags(args: argparse.Namespace) -> list[str]:
+    """Warnings for flags given for an output that does not take them: --lossless picks a
+    video's codec; image files and Y4M on stdout are written without loss anyway."""
+    from .imageio import VIDEO_EXTS
+    from .pipe_io import is_stdio
+
+    out = args.output
+    if not args.lossless or (out and not is_stdio(out)
+                             and os.path.splitext(out)[1].lower() in VIDEO_EXTS):
+        return []
+    what = ("no --out" if not out else f"--out {out}, which is not a video file"
+            + ("" if is_stdio(out) else " (image folders, PNG and TIFF are lossless anyway)"))
+    return [f"warning: --lossless applies to a video --out (.mkv, .avi), not to {what}; "
+            "it has no effect"]
+
+
 def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0) -> str:
     """What an interrupted run left: a recording's output then holds only part of it, under
     its final name, and may have replaced a complete one (a live source is stopped this way
@@ -291,7 +307,7 @@ def handler(args: argparse.Namespace) -> int:
               f"export --weights {args.model} --out export/ (then --model export/{stem}.onnx)",
               file=sys.stderr)
         return 2
-    unapplied = unapplied_source_flags(args)
+    unapplied = unapplied_source_flags(args) + unapplied_output_flags(args)
     try:
         options = options_from_args(args)
     except ValueError as exc:   # a bad flag: a usage error, as argparse's own
