@@ -120,7 +120,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "SHARPEN_FFMPEG; said when it cannot be)")
     p.add_argument("--lossless", action="store_true",
                    help="write a video --out in FFV1, which keeps every sharpened pixel (.mkv or "
-                        ".avi; about 1.6 MB a 1080p frame); the default codecs (mp4v, VP8, "
+                        ".avi; about 1.6 MB a 1080p frame), or --out - in 4:4:4 (not 4:2:0); "
+                        "the default codecs (mp4v, VP8, "
                         "MPEG-2) round off much of a model's fine detail (README: "
                         "measured where the codecs of video outputs are listed)")
     p.add_argument("--resume", action="store_true",
@@ -174,18 +175,18 @@ def unapplied_source_flags(args: argparse.Namespace) -> list[str]:
 
 def unapplied_output_flags(args: argparse.Namespace) -> list[str]:
     """Warnings for flags given for an output that does not take them: --lossless picks a
-    video's codec; image files and Y4M on stdout are written without loss anyway."""
+    video's codec, or 4:4:4 for Y4M on stdout; image files are written without loss anyway."""
     from .imageio import VIDEO_EXTS
     from .pipe_io import is_stdio
 
     out = args.output
-    if not args.lossless or (out and not is_stdio(out)
-                             and os.path.splitext(out)[1].lower() in VIDEO_EXTS):
+    if not args.lossless or (out and (is_stdio(out)
+                                      or os.path.splitext(out)[1].lower() in VIDEO_EXTS)):
         return []
-    what = ("no --out" if not out else f"--out {out}, which is not a video file"
-            + ("" if is_stdio(out) else " (image folders, PNG and TIFF are lossless anyway)"))
-    return [f"warning: --lossless applies to a video --out (.mkv, .avi), not to {what}; "
-            "it has no effect"]
+    what = ("no --out" if not out else f"--out {out}, which is not a video file (image "
+            "folders, PNG and TIFF are lossless anyway)")
+    return [f"warning: --lossless applies to a video --out (.mkv, .avi) or --out -, not to "
+            f"{what}; it has no effect"]
 
 
 def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0) -> str:

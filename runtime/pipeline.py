@@ -1151,7 +1151,7 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
     window = _window_sink(output, view, stop, stats, flags) if show else None
     try:
         if is_stdio(output):
-            sinks.append(_stdout_sink(src, fps, stop, compare, view, flags, note))
+            sinks.append(_stdout_sink(src, fps, stop, compare, view, flags, note, lossless))
         else:
             sinks += _output_sinks(src, output, view, fps, compare, flags, audio, fps_asked,
                                    lossless)
@@ -1167,11 +1167,11 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
 
 
 def _stdout_sink(src: Source, fps: float, stop: threading.Event, compare: bool, view: str,
-                 flags: bool, note: Optional[Note]) -> Sink:
-    """Y4M on stdout at the source's rate, 4:4:4 where a Y4M source was (else 4:2:0), with
-    a Y4M source's pixel aspect and interlacing."""
+                 flags: bool, note: Optional[Note], lossless: bool = False) -> Sink:
+    """Y4M on stdout at the source's rate, 4:4:4 where a Y4M source was or `lossless` asks
+    (else 4:2:0), with a Y4M source's pixel aspect and interlacing."""
     y4m = src.reader.header if isinstance(src, StdinSource) else None
-    chroma = "444" if y4m is not None and y4m.chroma == "444" else "420jpeg"
+    chroma = "444" if lossless or (y4m is not None and y4m.chroma == "444") else "420jpeg"
     shape = dict(aspect=y4m.aspect, interlace=y4m.interlace) if y4m is not None else {}
     sink = StdoutSink(fps, chroma, stop=stop, note=note, flags=flags, **shape)
     return CompareSink(sink, view, flags) if compare else sink

@@ -717,3 +717,16 @@ def test_a_reader_paused_past_the_stop_bound_without_a_stop_gets_every_frame(tmp
     reader, frames = _read_all(out)
     assert len(frames) == 8 and not reader.cut, text
     assert "did not take" not in text, text
+
+
+def test_lossless_pipe_is_444(tmp_path, onnx_model):
+    # 4:2:0 halves the colour's resolution: --lossless on a pipe keeps all of it.
+    src = tmp_path / "clip.avi"
+    write_video(src, n=2)
+    run = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", str(src), "--out",
+                          "-", "--lossless", "--quiet"], capture_output=True, timeout=120,
+                         cwd=tmp_path)
+    assert run.returncode == 0, run.stderr.decode()
+    reader, out = _read_all(run.stdout)
+    assert reader.header.chroma == "444" and len(out) == 2
+    assert b"no effect" not in run.stderr
