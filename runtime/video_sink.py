@@ -52,6 +52,11 @@ DEFAULT_FOURCC = "mp4v"
 # AVI hold it.
 LOSSLESS_FOURCC = "FFV1"
 LOSSLESS_EXTS = (".mkv", ".avi")
+# ffmpeg's options for a copy of a lossless (BGR) video to share: libx264 alone keeps 4:4:4,
+# which browsers and phones do not play, and converts by BT.601 untagged, which players take
+# as BT.709 at HD sizes.
+SHARE_X264 = ("-vf scale=out_color_matrix=bt709 -c:v libx264 -crf 16 -pix_fmt yuv420p "
+              "-colorspace bt709")
 DISK_CHECK_EVERY = 30           # frames between free-space checks while a video is written
 DISK_FULL_BYTES = 64 * 1024     # less free than this: the writer has been dropping data
 DISK_BLOCK_BYTES = 4096         # at the end, less than a block free: the last writes were lost
@@ -79,7 +84,7 @@ def refuse_lossless(path: str | os.PathLike, flags: bool = False) -> None:
     raise SinkError(f"{asked} writes FFV1, which {p.suffix or 'a file without an extension'} "
                     f"does not hold: give {option('output', p.with_suffix('.mkv'), flags)} "
                     "(or .avi); ffmpeg makes a smaller copy for sharing from it, e.g. ffmpeg -i "
-                    f"{shell_quote(str(p.with_suffix('.mkv')))} -c:v libx264 -crf 16 "
+                    f"{shell_quote(str(p.with_suffix('.mkv')))} {SHARE_X264} "
                     f"{shell_quote(str(p.with_suffix('.mp4')))}")
 
 

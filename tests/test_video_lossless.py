@@ -108,3 +108,25 @@ def test_lossless_without_a_video_out_is_said_to_have_no_effect(out):
     for applied in ("sharp.mkv", "-"):   # FFV1; Y4M in 4:4:4
         args = build_parser().parse_args(argv + ["--out", applied])
         assert unapplied_output_flags(args) == []
+
+
+def test_the_refusals_ffmpeg_line_makes_an_mp4_that_players_show_as_written(tmp_path):
+    # From BGR, libx264 alone picks 4:4:4 (High 4:4:4, which browsers and phones do not play)
+    # and ffmpeg converts by BT.601 untagged, which players take as BT.709 at HD sizes.
+    import shlex
+    import subprocess
+
+    from runtime_fixtures import ffmpeg_or_skip
+    ffmpeg = ffmpeg_or_skip("run the line the refusal gives")
+    with pytest.raises(SinkError) as refused:
+        output_sink(tmp_path / "sharp.mp4", 24.0, False, flags=True, lossless=True)
+    line = str(refused.value).split("e.g. ", 1)[1]
+    _write(tmp_path / "sharp.mkv", _frames(2), lossless=True)
+    argv = shlex.split(line)
+    assert argv[0] == "ffmpeg"
+    done = subprocess.run([ffmpeg, "-loglevel", "error", "-y", *argv[1:]], capture_output=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr.decode()
+    probe = subprocess.run([ffmpeg, "-hide_banner", "-i", str(tmp_path / "sharp.mp4")],
+                           capture_output=True, timeout=60).stderr.decode()
+    assert "yuv420p(tv, bt709" in probe, probe
