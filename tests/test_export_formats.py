@@ -481,17 +481,29 @@ def test_tflite_dynamic_shapes_one_interpreter(report, student):
             assert compare(out, _torch_out(student[0], img))["psnr"] > min_psnr, (fmt, h, w)
 
 
-def test_tflite_without_its_sidecar_finds_the_multiple_that_runs(report, student, tmp_path):
+@pytest.mark.parametrize("record_inside", [True, False], ids=["record", "older-file"])
+def test_tflite_without_its_sidecar_finds_the_multiple_that_runs(report, student, tmp_path,
+                                                                 monkeypatch, record_inside):
     """`fast` allocates at 12 px but fails there when run ('SPACE_TO_DEPTH ... (3 != 0)'), so
-    a .tflite copied without its sidecar was given multiple 4 and failed on every frame."""
+    a .tflite copied without its sidecar was given multiple 4 and failed on every frame. A
+    file carries its record inside now and says nothing; one exported before that (its
+    record read as missing) is probed for a multiple that runs, and says so."""
+    import warnings
+
     from runtime import SharpenWarning
-    from runtime.backends import load_backend
+    from runtime.backends import litert_backend, load_backend
     from runtime.pipeline import FrameProcessor
 
     model = tmp_path / "copied_int8.tflite"
     shutil.copy(_built(report, "tflite-int8").file, model)
-    with pytest.warns(SharpenWarning, match="no sidecar copied_int8.tflite.json"):
-        b = load_backend(model, threads=1)
+    if record_inside:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", SharpenWarning)
+            b = load_backend(model, threads=1)
+    else:
+        monkeypatch.setattr(litert_backend, "embedded_record", lambda path: {})
+        with pytest.warns(SharpenWarning, match="no sidecar copied_int8.tflite.json"):
+            b = load_backend(model, threads=1)
     assert b.multiple == student[0].multiple > 4
     rgb = dict(sample_images(("coffee",), blur_sigma=BLUR))["coffee"][:61, :97]
     frame = np.ascontiguousarray((rgb[..., ::-1] * 255).round().astype(np.uint8))

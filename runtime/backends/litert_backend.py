@@ -257,10 +257,10 @@ def own_record(path: Path) -> dict[str, Any]:
 
 def stale_keys(sidecar: dict[str, Any], inside: dict[str, Any]) -> list[str]:
     """The IDENTITY_KEYS in which a sidecar describes another export than the record inside
-    its .tflite; [] where either is missing (nothing to tell them apart by) or they agree."""
-    if not (sidecar and inside):
-        return []
-    return [k for k in IDENTITY_KEYS if sidecar.get(k) != inside.get(k)]
+    its .tflite; [] where either is missing or they agree. A key only one of them records (a
+    sidecar from before that key) tells nothing apart."""
+    return [k for k in IDENTITY_KEYS
+            if k in sidecar and k in inside and sidecar[k] != inside[k]]
 
 
 def embedded_record(path: Path) -> dict[str, Any]:
