@@ -107,6 +107,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                                     "rounds",
                            "teacher": (teacher_tiles.note(*sizes[0]) if teacher_tiles
                                        else None),
+                           "memory": memory_settings(sizes),
                            "stream": (f"{m['stream_frames']} frames of "
                                       f"{size_label(m['stream_size'])}, generated video, "
                                       "run_stream lossless, no output file")}}
@@ -213,6 +214,8 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                     bar(1)
             finally:
                 backend.close()
+            _add_peak_memory(rows, f"student {st.name}", spec,
+                             art.file if art else st.path, sizes, opts.threads)
         for gm in models:
             _time_given(gm, students, sizes, timing, target, teacher_ms, too_big, gmac, peak,
                         opts.threads, rows, bar)
@@ -311,6 +314,34 @@ def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: di
             bar(1)
     finally:
         backend.close()
+    _add_peak_memory(rows, gm.label(), spec, gm.path, sizes, threads)
+
+
+def memory_size(sizes) -> tuple[int, int]:
+    """The frame size the peak memory is measured at: What to ship's (1920x1080, else the
+    largest timed)."""
+    return (1920, 1080) if (1920, 1080) in sizes else max(sizes, key=lambda wh: wh[0] * wh[1])
+
+
+def memory_settings(sizes) -> dict:
+    from .memory import FRAMES, UNIT, method_text
+
+    wh = memory_size(sizes)
+    return {"unit": UNIT, "size": size_label(wh), "frames": FRAMES,
+            "method": method_text(*wh)}
+
+
+def _add_peak_memory(rows: list, model: str, spec, source, sizes, threads: int) -> None:
+    """Sets `peak_rss_mib` on the row of `model` on `spec` at memory_size, where it was
+    timed (once per model and backend: a child process per row), else `peak_rss_error`."""
+    from .memory import measure_peak_mib
+
+    label = size_label(memory_size(sizes))
+    for r in rows:
+        if (r["model"], r["backend"], r["size"], r["status"]) == (model, spec.key, label, "ok"):
+            peak, why = measure_peak_mib(spec.key, source, memory_size(sizes),
+                                         threads=threads or None)
+            r.update({"peak_rss_mib": peak} if peak is not None else {"peak_rss_error": why})
 
 
 def _student_budget(path, sizes) -> dict:

@@ -20,7 +20,7 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 LATENCY_HEADERS = ["model", "backend", "precision", "size", "median ms", "p90 ms", "rounds",
-                   "fps", "speedup vs teacher", "meets target", "note"]
+                   "fps", "speedup vs teacher", "meets target", "peak MiB", "note"]
 
 
 def _rounds(r: dict):
@@ -95,7 +95,7 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
             sizes = sizes_of[key]
             size = sizes[0] if len(sizes) == 1 else ", ".join(sizes)
             out.append([r["model"], r["backend_label"], precision_label(r),
-                        size, "-", "-", "-", "-", "-", "-",
+                        size, "-", "-", "-", "-", "-", "-", "-",
                         f"{r['status']}: {short_reason(r['reason'])}"])
             continue
         note = r.get("note", "") if r.get("informational") else ""
@@ -114,8 +114,16 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
                     r["size"], f"{r['ms']:.1f}", p90, "-" if rounds is None else str(rounds),
                     f"{r['fps']:.2f}",
                     f"{r['speedup_vs_teacher']:.0f}x" if r.get("speedup_vs_teacher")
-                    else "-", meets_cell(r), note])
+                    else "-", meets_cell(r), _peak_cell(r), note])
     return out
+
+
+def _peak_cell(r: dict) -> str:
+    """A row's peak resident MiB (measured at one size per model and backend: "-" at the
+    others), or why its measurement failed."""
+    if r.get("peak_rss_mib") is not None:
+        return f"{r['peak_rss_mib']:.0f}"
+    return f"failed: {r['peak_rss_error']}" if r.get("peak_rss_error") else "-"
 
 
 STREAM_HEADERS = ["model", "size", "frames", "fps (throughput)", "end-to-end median ms",
@@ -153,6 +161,10 @@ def render_markdown(rep: dict) -> str:
              f"{_target_sentence(s)} The product's frame is 1920x1080, and rows at other "
              "sizes say whether that size reaches it.", ""]
     lines += _models_lines(s)
+    if s.get("students") and "calib_seed" in s:
+        # The seed picks the INT8 formats' calibration crops: another seed, other artifacts.
+        lines += [f"Exported with `--seed {s['calib_seed']}` (`sharpen export --seed`: the "
+                  "INT8 calibration crops).", ""]
     inc = rep.get("incomplete")
     if inc:
         lines += _incomplete(inc)
@@ -188,6 +200,12 @@ def render_markdown(rep: dict) -> str:
                   f"{lat['settings'].get('min_rounds')}, max {lat['settings'].get('max_rounds')}"
                   + (f"; calls slower than {lat['settings']['slow_single_round_s']:g} s: 1 round"
                      if lat["settings"].get("slow_single_round_s") else "") + ").", ""]
+    if mem := lat["settings"].get("memory"):
+        lines += [f"Peak MiB (at {mem['size']} only; {mem['unit']}): the {mem['method']}; "
+                  "what a board's memory must leave the model"
+                  + (f". What to ship leaves out a model over --max-memory-mib "
+                     f"{s['max_memory_mib']:g}" if s.get("max_memory_mib") is not None else "")
+                  + ".", ""]
     peak = rep.get("peak_rss_mb") or {}
     if peak:
         lines += ["Peak memory (RSS of the bench process, running maximum after each stage): "

@@ -83,11 +83,14 @@ class BenchOptions:
     calib: Optional[Sequence[str]] = None    # as `sharpen export --calib`; None: built-in photos
     seed: int = 0                            # as `sharpen export --seed`: the calibration crops
     stream_frames: Optional[int] = None
+    # What to ship's memory budget: a row's peak resident MiB over it is not picked.
+    max_memory_mib: Optional[float] = None
     latency: bool = True
     quiet: bool = False
 
     # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
-    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs"}
+    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs",
+                 "max_memory_mib": "--max-memory-mib"}
 
     def to_argv(self, pytest: bool = False) -> list[str]:
         """The `sharpen bench` arguments that rebuild these options (defaults left out); with
@@ -294,6 +297,9 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
                       ("--cpu-target-fps", opts.cpu_target_fps)):
         if not 0 < fps < math.inf:   # NaN fails this too; `<= 0` let it through
             raise BenchError(f"{flag} must be a finite number > 0, got {fps:g}")
+    if opts.max_memory_mib is not None and not 0 < opts.max_memory_mib < math.inf:
+        raise BenchError(f"--max-memory-mib must be a finite number > 0, got "
+                         f"{opts.max_memory_mib:g}")
     if opts.stream_frames is not None and opts.stream_frames < 0:
         # -1 reached the video writer and came back as a false "OpenCV cannot write" row.
         raise BenchError(f"--stream-frames must be >= 0 (0 skips the streaming row), got "
@@ -481,7 +487,7 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
                      "limit": m["limit"], "data": opts.data or "embedded",
                      "formats": opts.formats or "all", "cache": str(cache),
                      "threads": opts.threads, "calib_count": opts.calib_count,
-                     "calib_seed": opts.seed,
+                     "calib_seed": opts.seed, "max_memory_mib": opts.max_memory_mib,
                      "calibration": calibration_text(opts.calib, progress.artifact_sets),
                      "students": [s.to_dict() for s in students],
                      "models": [gm.to_dict() for gm in models],

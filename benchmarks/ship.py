@@ -22,7 +22,8 @@ PRODUCT_SIZE = "1920x1080"
 GATES = ("ssim-ratio", "ssim-gain")
 
 HEADERS = ["backend", "precision", "ship", "median ms", "p90 ms", "budget ms", "held-out SSIM",
-           "why"]
+           "peak MiB", "why"]
+MEMORY_OPTION = "--max-memory-mib"
 RULE = ("the 90th-percentile (p90) time per frame within the budget: a stream at the target "
         "rate then misses it on at most one frame in ten (the median passed models that miss "
         "it on half)")
@@ -126,12 +127,13 @@ def ship_section(rep: dict) -> Optional[dict]:
     lat_set = lat.get("settings") or {}
     threads = (lat_set["runtime_threads"] if "runtime_threads" in lat_set
                else settings.get("threads"))
+    max_mib = settings.get("max_memory_mib")
     out = []
     for backend in dict.fromkeys(r["backend"] for r in rows):
         mine = [r for r in rows if r["backend"] == backend]
         gpu = backend_on_gpu(mine)
         out.append(_backend_row(backend, mine, size, targets[gpu], gpu, checks, quality, real,
-                                threads, checkpoints, refused))
+                                threads, checkpoints, refused, max_mib))
     out = [r for r in out if r is not None]
     picks = [r for r in out if r["ship"]]
     # The product's frame: a pick at a smaller size may not hold there.
@@ -158,8 +160,11 @@ def ship_section(rep: dict) -> Optional[dict]:
                   f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}")
     else:
         answer = (f"nothing: no model timed at {size} passes its checks (the quality gate "
-                  f"and parity: see Checks){note}")
+                  f"and parity: see Checks)"
+                  + (f" within {max_mib:g} MiB of peak memory ({MEMORY_OPTION})"
+                     if max_mib is not None else "") + note)
     return {"size": size, "target_fps": targets[True], "cpu_target_fps": targets[False],
+            "max_memory_mib": max_mib,
             "ranked_by": "mean SSIM to ground truth on the held-out set (quality table)",
             "rule": RULE, "busy": busy, "rows": out, "answer": answer}
 
@@ -245,7 +250,8 @@ def run_command(r: dict, q: dict, gpu: bool, threads) -> tuple[Optional[str], st
 def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: bool,
                  checks: list[dict], quality: dict, real: dict,
                  threads=None, checkpoints: Optional[dict] = None,
-                 refused: Optional[dict] = None) -> Optional[dict]:
+                 refused: Optional[dict] = None, max_mib: Optional[float] = None
+                 ) -> Optional[dict]:
     spec = BACKEND_BY_KEY.get(backend)
     label = rows[0].get("backend_label") or backend
     at_size = [r for r in rows if r["size"] == size]
@@ -254,7 +260,8 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
            "precision": (spec.precision if spec else rows[0].get("precision") or "-"),
            "device": "GPU" if gpu else "CPU", "target_fps": target,
            "budget_ms": round(budget, 3), "ship": None, "ms": None, "p90_ms": None,
-           "judged_ms": None, "judged_on": None, "rounds": None, "ssim": None, "file": None,
+           "judged_ms": None, "judged_on": None, "rounds": None, "ssim": None,
+           "peak_rss_mib": None, "file": None,
            "run": None, "why": ""}
     ok = [r for r in at_size if r["status"] == "ok" and r.get("ms") is not None]
     if not ok:
@@ -279,6 +286,8 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
             failing.append((r, "no held-out SSIM measured"))
         elif failed:
             failing.append((r, failed))
+        elif over := _over_memory(r, max_mib):
+            failing.append((r, over))
         else:
             passing.append((r, q["ssim"]))
     fits = [(r, s) for r, s in passing if judged(r)[0] <= budget]
@@ -300,6 +309,7 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
             r = {**r, "checkpoint": checkpoints.get(r["student"])}
         file, run = run_command(r, quality.get(_quality_key(r)) or {}, gpu, threads)
         row.update(ship=_name(r), ssim=s, file=file, run=run, **_times(r),
+                   peak_rss_mib=r.get("peak_rss_mib"),
                    why=(f"best held-out SSIM of the {len(fits)} within budget {_at(fits_r)}"
                         if others else
                         f"the only one within budget {_at(fits_r)} that passes its checks"))
@@ -322,11 +332,26 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
     r = min(ok, key=lambda r: judged(r)[0])
     row["fastest"] = {"model": _name(r), **_times(r)}
     t = row["fastest"]
-    row["why"] = ("none passes its checks: " + "; ".join(
+    row["why"] = ("none passes its checks" + (f" within the memory budget ({MEMORY_OPTION})"
+                                              if max_mib is not None else "") + ": " + "; ".join(
         f"{_name(f)} ({why})" for f, why in failing)
         + f"; the fastest, {_name(r)}, takes {_times_text(t)}, "
           f"{t['judged_ms'] / budget:.1f}x the budget" + tail)
     return row
+
+
+def _over_memory(r: dict, max_mib: Optional[float]) -> str:
+    """Why a row is over the --max-memory-mib budget ("" within it, or with no budget): a
+    model whose peak was not measured is not picked for a board sized by that budget."""
+    if max_mib is None:
+        return ""
+    peak = r.get("peak_rss_mib")
+    if peak is None:
+        return (f"peak memory not measured ({r.get('peak_rss_error') or 'not at this size'}), "
+                f"{MEMORY_OPTION} {max_mib:g}")
+    if peak > max_mib:
+        return f"peak memory {peak:.0f} MiB > {max_mib:g} MiB, {MEMORY_OPTION}"
+    return ""
 
 
 def command_of(ship: dict) -> Optional[str]:
@@ -400,7 +425,8 @@ def table_rows(ship: dict) -> list[list[str]]:
                            + ("" if r.get("judged_on") in (None, "p90")
                               else f" ({r['judged_on']})")),
              f"{budget_text(r['budget_ms'])} ({r['target_fps']:g} fps, {r['device']})",
-             "-" if r["ssim"] is None else f"{r['ssim']:.4f}", r["why"]]
+             "-" if r["ssim"] is None else f"{r['ssim']:.4f}",
+             "-" if r.get("peak_rss_mib") is None else f"{r['peak_rss_mib']:.0f}", r["why"]]
             for r in ship["rows"]]
 
 

@@ -500,8 +500,8 @@ def test_what_to_ship_judges_the_p90_time_not_the_median(ship_run, capsys):
     assert "whose 90th-percentile (p90) time per frame is within its budget" in md, md
     assert (f"| PyTorch eager | FP32 | good | 34.5 | 41.2 | 100.0 (10 fps, CPU) | "
             f"{pick['ssim']:.4f} | ") in md, md
-    assert "| ONNX Runtime FP32 | FP32 | none | - | - | 100.0 (10 fps, CPU) | - | none within " \
-        "100.0 ms at p90" in md, md
+    assert "| ONNX Runtime FP32 | FP32 | none | - | - | 100.0 (10 fps, CPU) | - | - | none " \
+        "within 100.0 ms at p90" in md, md
     capsys.readouterr()
     _print_summary(report)
     term = capsys.readouterr().out
@@ -521,6 +521,70 @@ def test_what_to_ship_judges_the_p90_time_not_the_median(ship_run, capsys):
     report["settings"]["cpu_target_fps"] = 0.1
     row = next(r for r in ship_section(report)["rows"] if r["backend"] == "ort-fp32")
     assert (row["ship"], row["judged_on"]) == ("good", "one round"), row
+
+
+def test_each_latency_row_gives_its_peak_memory_and_a_memory_budget_leaves_out_a_row(
+        env, ship_run, capsys):
+    """An engineer sizing a 1-2 GiB board had latency and quality per row, not memory (the
+    README's peak-memory tables were measured by hand). Each model and backend now has its
+    peak resident MiB at the ship size, measured in a child process, with its unit and method;
+    `--max-memory-mib` keeps What to ship from picking a row over it, and says why."""
+    from benchmarks.markdown import render_markdown
+    from benchmarks.ship import ship_section
+
+    rc, report = ship_run
+    mem = report["latency"]["settings"]["memory"]
+    assert (mem["unit"], mem["size"]) == ("MiB", "160x96"), mem
+    assert "child process" in mem["method"] and "VmHWM" in mem["method"], mem
+    ram_mib = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**20
+    model_mib = (env / "student-good.pt").stat().st_size / 2**20
+    good = {r["backend"]: r for r in report["latency"]["rows"]
+            if r["student"] == "good" and r["status"] == "ok"}
+    assert set(good) == {"pytorch", "ort-fp32"}, good
+    for r in good.values():
+        assert model_mib < r["peak_rss_mib"] < ram_mib, r
+    md = render_markdown(report)
+    assert "| peak MiB | note |" in md and "Peak MiB (at 160x96 only; MiB)" in md, md
+
+    # A budget between the two backends' peaks (PyTorch's process holds torch): the one over
+    # it is not picked, and its row says by how much; the other still ships.
+    lo, hi = sorted(good.values(), key=lambda r: r["peak_rss_mib"])
+    assert lo["peak_rss_mib"] < hi["peak_rss_mib"], good
+    budget = round((lo["peak_rss_mib"] + hi["peak_rss_mib"]) / 2)
+    capped = _unloaded(report)
+    capped["settings"]["max_memory_mib"] = budget
+    ship = ship_section(capped)
+    rows = {r["backend"]: r for r in ship["rows"]}
+    assert ship["max_memory_mib"] == budget
+    assert rows[lo["backend"]]["ship"] == "good", rows
+    assert rows[lo["backend"]]["peak_rss_mib"] == lo["peak_rss_mib"]
+    over = rows[hi["backend"]]
+    assert over["ship"] is None, over
+    assert (f"good (peak memory {hi['peak_rss_mib']:.0f} MiB > {budget:g} MiB, "
+            "--max-memory-mib)") in over["why"], over["why"]
+    # Below every row: nothing is picked, and the answer names the budget.
+    capped["settings"]["max_memory_mib"] = 1
+    ship = ship_section(capped)
+    assert all(r["ship"] is None for r in ship["rows"]), ship["rows"]
+    assert "within 1 MiB of peak memory (--max-memory-mib)" in ship["answer"], ship["answer"]
+
+    # The flag reaches the report, and is refused where it is no budget.
+    assert _bench(env, "never-made", "--max-memory-mib", "0") == 2
+    assert "--max-memory-mib must be a finite number > 0, got 0" in capsys.readouterr().err
+
+
+def test_report_md_says_the_seed_the_bench_exported_with(ship_run):
+    """report.json had the --seed the INT8 formats were calibrated with, report.md did not:
+    a reader comparing two reports could not tell their artifacts apart."""
+    from benchmarks.markdown import render_markdown
+
+    rc, report = ship_run
+    assert report["settings"]["calib_seed"] == 0
+    head = render_markdown(report).split("## What to ship")[0]
+    assert "Exported with `--seed 0`" in head, head
+    report = json.loads(json.dumps(report))
+    report["settings"]["calib_seed"] = 3
+    assert "Exported with `--seed 3`" in render_markdown(report)
 
 
 def test_a_median_fit_over_budget_at_p90_is_named_beside_the_pick(ship_run):
@@ -1386,7 +1450,8 @@ def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
     ["--out", "b"],
     ["--out", "b", "--full", "--weights", "x.pt", "y.pt", "--min-ssim-gain", "0.2",
      "--real-pairs", "reds", "--real-nogt", "nogt", "--threads", "2", "--no-latency",
-     "--sizes", "640x360", "--target-fps", "25", "--cpu-target-fps", "12.5"],
+     "--sizes", "640x360", "--target-fps", "25", "--cpu-target-fps", "12.5",
+     "--max-memory-mib", "1536"],
     ["--out", "b", "--real-nogt", "a frame.png", "day1", "--limit", "3"],
     ["--out", "b", "--min-ssim-ratio", "0.9", "--limit", "3", "--formats", "onnx"],
     ["--out", "b", "--formats", "tflite-int8", "--float-layers", "dec.1,head"],
@@ -3148,7 +3213,7 @@ def test_a_format_whose_build_failed_has_failed_latency_rows(calibfail_run):
                              "(besides the 1 image held out for parity)"), row
     assert "ONNX Runtime INT8" not in " ".join(s["what"] for s in rep["skipped"]), rep["skipped"]
     brief = row["reason"].split(" (besides")[0]   # the table leaves out the parenthesis
-    assert (f"| student good | ONNX Runtime INT8 | INT8 | 96x64 | - | - | - | - | - | - | "
+    assert (f"| student good | ONNX Runtime INT8 | INT8 | 96x64 | - | - | - | - | - | - | - | "
             f"failed: {brief} |") in md, md
     # (the latency table's row: the what-to-ship table names the backend too)
     [line] = [ln for ln in term.splitlines() if "ONNX Runtime INT8" in ln

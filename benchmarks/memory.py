@@ -1,0 +1,94 @@
+"""Peak memory per latency row: what a 1-2 GiB board must leave the model.
+
+The bench's own process holds every student, the teacher and the cache's artifacts, so its
+resident set says nothing of one model's. Each row's model is loaded in a child process of its
+own, which sharpens a few frames of the ship size through the runtime's FrameProcessor (as
+`sharpen run` does) and reports its peak resident set: /proc's VmHWM, which counts the
+engines' native allocations (tracemalloc does not). Not getrusage's ru_maxrss there: Linux
+carries the parent's peak across fork and exec into it, so every child read as large as the
+bench.
+
+Run as `python -m benchmarks.memory KEY SOURCE WxH FRAMES THREADS`: prints {"peak_rss_mib": X}.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Optional
+
+UNIT = "MiB"
+FRAMES = 2   # the first frame's allocations, and a second that reuses them
+TIMEOUT_S = 300
+
+
+def method_text(width: int, height: int, frames: int = FRAMES) -> str:
+    return (f"peak resident set (VmHWM in /proc/PID/status, else getrusage's ru_maxrss) of a "
+            f"child process that loads the model "
+            f"and sharpens {frames} {width}x{height} frames through "
+            "runtime.prepost.FrameProcessor; Python, OpenCV and the engine included")
+
+
+def measure_peak_mib(backend_key: str, source: str | Path, size: tuple[int, int],
+                     threads: Optional[int] = None, frames: int = FRAMES
+                     ) -> tuple[Optional[float], Optional[str]]:
+    """(peak resident MiB, None), or (None, why) where the child failed. `source`: the
+    exported file, or the checkpoint for the PyTorch row."""
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+    cmd = [sys.executable, "-m", "benchmarks.memory", backend_key, str(source),
+           f"{size[0]}x{size[1]}", str(frames), str(threads or 0)]
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        return None, f"the memory run took over {TIMEOUT_S} s"
+    if res.returncode != 0:
+        tail = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
+        return None, f"the memory run failed: {tail}"
+    try:
+        return float(json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_mib"]), None
+    except (ValueError, KeyError, IndexError):
+        return None, f"the memory run printed no peak: {res.stdout.strip()[-200:]!r}"
+
+
+def _child(argv: list[str]) -> int:
+    key, source, size, frames, threads = argv
+    width, height = (int(v) for v in size.split("x"))
+    from runtime.host import peak_memory_mib
+
+    from .latency import BACKEND_BY_KEY, frame_fn, open_backend
+
+    spec = BACKEND_BY_KEY[key]
+    if spec.fmt is None:
+        backend = open_backend(spec, source)
+    else:
+        from runtime.backends import load_backend
+
+        backend = load_backend(source, threads=int(threads) or None, providers=spec.providers,
+                               force=True)
+    try:
+        run = frame_fn(backend, width, height)
+        for _ in range(int(frames)):
+            run()
+    finally:
+        backend.close()
+    print(json.dumps({"peak_rss_mib": _vm_hwm_mib() or peak_memory_mib()}))
+    return 0
+
+
+def _vm_hwm_mib() -> Optional[float]:
+    """This process's peak resident set in MiB from /proc (Linux), None elsewhere."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)   # kB
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(_child(sys.argv[1:]))
