@@ -215,7 +215,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
             finally:
                 backend.close()
             _add_peak_memory(rows, f"student {st.name}", spec,
-                             art.file if art else st.path, sizes, opts.threads)
+                             art.file if art else st.path, sizes, opts.threads, opts.full)
         for gm in models:
             _time_given(gm, students, sizes, timing, target, teacher_ms, too_big, gmac, peak,
                         opts.threads, rows, bar)
@@ -314,13 +314,19 @@ def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: di
             bar(1)
     finally:
         backend.close()
-    _add_peak_memory(rows, gm.label(), spec, gm.path, sizes, threads)
+    _add_peak_memory(rows, gm.label(), spec, gm.path, sizes, threads, full=True)
 
 
 def memory_size(sizes) -> tuple[int, int]:
     """The frame size the peak memory is measured at: What to ship's (1920x1080, else the
     largest timed)."""
     return (1920, 1080) if (1920, 1080) in sizes else max(sizes, key=lambda wh: wh[0] * wh[1])
+
+
+# Quick mode's PyTorch rows: their child imports torch, seconds a row, for a model `sharpen
+# run` does not take (What to ship prefers an exported file).
+QUICK_NO_PYTORCH = ("not measured in quick mode (PyTorch eager is no file sharpen run takes, "
+                    "and its child process imports torch; --full measures it)")
 
 
 def memory_settings(sizes) -> dict:
@@ -331,17 +337,23 @@ def memory_settings(sizes) -> dict:
             "method": method_text(*wh)}
 
 
-def _add_peak_memory(rows: list, model: str, spec, source, sizes, threads: int) -> None:
+def _add_peak_memory(rows: list, model: str, spec, source, sizes, threads: int,
+                     full: bool) -> None:
     """Sets `peak_rss_mib` on the row of `model` on `spec` at memory_size, where it was
-    timed (once per model and backend: a child process per row), else `peak_rss_error`."""
+    timed (once per model and backend: a child process per row), else `peak_rss_error`
+    (the child failed) or `peak_rss_skipped` (quick mode's PyTorch row)."""
     from .memory import measure_peak_mib
 
     label = size_label(memory_size(sizes))
     for r in rows:
-        if (r["model"], r["backend"], r["size"], r["status"]) == (model, spec.key, label, "ok"):
-            peak, why = measure_peak_mib(spec.key, source, memory_size(sizes),
-                                         threads=threads or None)
-            r.update({"peak_rss_mib": peak} if peak is not None else {"peak_rss_error": why})
+        if (r["model"], r["backend"], r["size"], r["status"]) != (model, spec.key, label, "ok"):
+            continue
+        if spec.fmt is None and not full:
+            r["peak_rss_skipped"] = QUICK_NO_PYTORCH
+            continue
+        peak, why = measure_peak_mib(spec.key, source, memory_size(sizes),
+                                     threads=threads or None)
+        r.update({"peak_rss_mib": peak} if peak is not None else {"peak_rss_error": why})
 
 
 def _student_budget(path, sizes) -> dict:

@@ -203,6 +203,8 @@ def render_markdown(rep: dict) -> str:
     if mem := lat["settings"].get("memory"):
         lines += [f"Peak MiB (at {mem['size']} only; {mem['unit']}): the {mem['method']}; "
                   "what a board's memory must leave the model"
+                  + ("; quick mode leaves out PyTorch eager's (--full measures it)"
+                     if any(r.get("peak_rss_skipped") for r in lat["rows"]) else "")
                   + (f". What to ship leaves out a model over --max-memory-mib "
                      f"{s['max_memory_mib']:g}" if s.get("max_memory_mib") is not None else "")
                   + ".", ""]

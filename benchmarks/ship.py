@@ -347,8 +347,8 @@ def _over_memory(r: dict, max_mib: Optional[float]) -> str:
         return ""
     peak = r.get("peak_rss_mib")
     if peak is None:
-        return (f"peak memory not measured ({r.get('peak_rss_error') or 'not at this size'}), "
-                f"{MEMORY_OPTION} {max_mib:g}")
+        why = r.get("peak_rss_error") or r.get("peak_rss_skipped") or "not at this size"
+        return f"peak memory {why}, {MEMORY_OPTION} {max_mib:g}"
     if peak > max_mib:
         return f"peak memory {peak:.0f} MiB > {max_mib:g} MiB, {MEMORY_OPTION}"
     return ""
