@@ -146,7 +146,9 @@ def ship_section(rep: dict) -> Optional[dict]:
         # the FP32 export's within noise: the answer is what the user can deploy as it is.
         best = max(picks, key=lambda r: (r["file"] is not None, r["ssim"], -r["judged_ms"]))
         answer = (f"{best['ship']} on {best['backend_label']}: held-out SSIM "
-                  f"{best['ssim']:.4f}, {_times_text(best)} per {size} frame, "
+                  f"{best['ssim']:.4f}, {_times_text(best)} per {size} frame"
+                  + (f" (peak memory {best['peak_rss_mib']:.0f} MiB)"
+                     if best.get("peak_rss_mib") is not None else "") + ", "
                   f"{best['judged_ms'] / best['budget_ms']:.2f}x the "
                   f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}; "
                   + (f"run it: {best['run']}" if best["file"] else _no_file(best, out)))

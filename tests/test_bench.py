@@ -307,7 +307,8 @@ def test_the_report_says_what_to_ship_on_each_backend(env, ship_run, capsys):
     best = rows["ort-fp32"]   # a file `sharpen run` takes, before PyTorch's checkpoint
     assert ship["answer"] == (f"good on {best['backend_label']}: held-out SSIM "
                               f"{best['ssim']:.4f}, {best['p90_ms']:.1f} ms at p90 (median "
-                              f"{best['ms']:.1f} ms) per 160x96 frame, "
+                              f"{best['ms']:.1f} ms) per 160x96 frame (peak memory "
+                              f"{best['peak_rss_mib']:.0f} MiB), "
                               f"{best['p90_ms'] / 1000:.2f}x the 1000.0 ms budget (1 fps, "
                               "the CPU target, --cpu-target-fps); not timed at 1920x1080, the "
                               "product's size" + (f"; {ship['busy']}" if ship["busy"] else "")
