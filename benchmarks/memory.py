@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,12 +47,26 @@ def measure_peak_mib(backend_key: str, source: str | Path, size: tuple[int, int]
     except subprocess.TimeoutExpired:
         return None, f"the memory run took over {TIMEOUT_S} s"
     if res.returncode != 0:
-        tail = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
-        return None, f"the memory run failed: {tail}"
+        return None, child_failure(res)
     try:
         return float(json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_mib"]), None
     except (ValueError, KeyError, IndexError):
         return None, f"the memory run printed no peak: {res.stdout.strip()[-200:]!r}"
+
+
+def child_failure(res: subprocess.CompletedProcess) -> str:
+    """Why a child gave no peak: the signal that ended it (its last stderr line is then some
+    earlier warning, not the cause), else its error's last line."""
+    if res.returncode < 0:
+        try:
+            name = signal.Signals(-res.returncode).name
+        except ValueError:
+            name = f"signal {-res.returncode}"
+        oom = (" (the out-of-memory killer, most likely: the model needs more memory than is "
+               "free here)" if -res.returncode == signal.SIGKILL else "")
+        return f"the memory run was killed by {name}{oom}"
+    tail = (res.stderr.strip().splitlines() or [f"exit status {res.returncode}"])[-1]
+    return f"the memory run failed: {tail}"
 
 
 def _child(argv: list[str]) -> int:

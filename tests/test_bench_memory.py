@@ -1,0 +1,37 @@
+"""benchmarks/memory.py's child process: what a row says where the child did not report."""
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+
+def _killed_child() -> subprocess.CompletedProcess:
+    # A child that wrote a warning before the kernel killed it, as an engine's child does
+    # before the out-of-memory killer's SIGKILL.
+    code = ("import os, signal, sys; print('UserWarning: provider note', file=sys.stderr); "
+            "sys.stderr.flush(); os.kill(os.getpid(), signal.SIGKILL)")
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+
+
+def test_a_child_killed_by_a_signal_says_so_not_its_last_warning():
+    """The row of a child the out-of-memory killer ended gave its last stderr line (a
+    warning) as the reason: the reader sizing a board read an unrelated warning."""
+    from benchmarks.memory import child_failure
+
+    res = _killed_child()
+    assert res.returncode == -signal.SIGKILL, res
+    why = child_failure(res)
+    assert "killed by SIGKILL" in why and "out-of-memory killer" in why, why
+    assert "UserWarning" not in why, why
+
+
+def test_a_child_that_failed_gives_its_error_line():
+    from benchmarks.memory import child_failure
+
+    res = subprocess.run([sys.executable, "-c", "raise SystemExit('no model here')"],
+                         capture_output=True, text=True)
+    assert child_failure(res) == "the memory run failed: no model here"
+    res = subprocess.run([sys.executable, "-c", "raise SystemExit(3)"],
+                         capture_output=True, text=True)
+    assert child_failure(res) == "the memory run failed: exit status 3"
