@@ -7,7 +7,7 @@ from pathlib import Path
 from runtime.console import count
 
 from .artifacts import is_not_requested, not_requested_line, precision_label
-from .ship import budget_text, meets_cell
+from .ship import budget_text, meets_cell, on_gpu
 from .quality import TABLE_HEADERS, TEACHER_SSIM_MEANING, format_table, held_out_label
 
 
@@ -122,7 +122,7 @@ def _peak_cell(r: dict) -> str:
     """A row's peak resident MiB (measured at one size per model and backend: "-" at the
     others), or why its measurement failed."""
     if r.get("peak_rss_mib") is not None:
-        return f"{r['peak_rss_mib']:.0f}"
+        return f"{r['peak_rss_mib']:.0f}" + (" (host)" if on_gpu(r) else "")
     return f"failed: {r['peak_rss_error']}" if r.get("peak_rss_error") else "-"
 
 

@@ -29,7 +29,8 @@ def method_text(width: int, height: int, frames: int = FRAMES) -> str:
     return (f"peak resident set (VmHWM in /proc/PID/status, else getrusage's ru_maxrss) of a "
             f"child process that loads the model "
             f"and sharpens {frames} {width}x{height} frames through "
-            "runtime.prepost.FrameProcessor; Python, OpenCV and the engine included")
+            "runtime.prepost.FrameProcessor; Python, OpenCV and the engine included; host "
+            "memory only: a GPU row's CUDA device memory is not counted (its cell says host)")
 
 
 def measure_peak_mib(backend_key: str, source: str | Path, size: tuple[int, int],

@@ -147,8 +147,7 @@ def ship_section(rep: dict) -> Optional[dict]:
         best = max(picks, key=lambda r: (r["file"] is not None, r["ssim"], -r["judged_ms"]))
         answer = (f"{best['ship']} on {best['backend_label']}: held-out SSIM "
                   f"{best['ssim']:.4f}, {_times_text(best)} per {size} frame"
-                  + (f" (peak memory {best['peak_rss_mib']:.0f} MiB)"
-                     if best.get("peak_rss_mib") is not None else "") + ", "
+                  + _peak_text(best) + ", "
                   f"{best['judged_ms'] / best['budget_ms']:.2f}x the "
                   f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}; "
                   + (f"run it: {best['run']}" if best["file"] else _no_file(best, out)))
@@ -342,6 +341,16 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
     return row
 
 
+def _peak_text(r: dict) -> str:
+    """The answer's " (peak memory N MiB)"; on a GPU the child's VmHWM holds no CUDA device
+    memory, which a unified-memory board's RAM holds too."""
+    if r.get("peak_rss_mib") is None:
+        return ""
+    if r["device"] == "GPU":
+        return f" (peak host memory {r['peak_rss_mib']:.0f} MiB; CUDA device memory not counted)"
+    return f" (peak memory {r['peak_rss_mib']:.0f} MiB)"
+
+
 def _over_memory(r: dict, max_mib: Optional[float]) -> str:
     """Why a row is over the --max-memory-mib budget ("" within it, or with no budget): a
     model whose peak was not measured is not picked for a board sized by that budget."""
@@ -428,7 +437,9 @@ def table_rows(ship: dict) -> list[list[str]]:
                               else f" ({r['judged_on']})")),
              f"{budget_text(r['budget_ms'])} ({r['target_fps']:g} fps, {r['device']})",
              "-" if r["ssim"] is None else f"{r['ssim']:.4f}",
-             "-" if r.get("peak_rss_mib") is None else f"{r['peak_rss_mib']:.0f}", r["why"]]
+             "-" if r.get("peak_rss_mib") is None
+             else f"{r['peak_rss_mib']:.0f}" + (" (host)" if r["device"] == "GPU" else ""),
+             r["why"]]
             for r in ship["rows"]]
 
 

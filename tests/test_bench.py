@@ -579,6 +579,30 @@ def test_each_latency_row_gives_its_peak_memory_and_a_memory_budget_leaves_out_a
     assert "--max-memory-mib must be a finite number > 0, got 0" in capsys.readouterr().err
 
 
+def test_a_gpu_rows_peak_memory_says_it_counts_host_memory_only(ship_run):
+    """A child's VmHWM counts no CUDA device memory: a TensorRT or CUDA row's peak read as the
+    whole model's, and a unified-memory board (a Jetson's 2 GiB) shares that memory too."""
+    from benchmarks.markdown import render_markdown
+    from benchmarks.ship import ship_section
+
+    rc, report = ship_run
+    report = _unloaded(report)
+    assert "CUDA device memory" in report["latency"]["settings"]["memory"]["method"]
+    report["settings"]["target_fps"] = 1   # the GPU's budget, as the CPU's in ship_run
+    for r in report["latency"]["rows"]:
+        if r["backend"] == "ort-fp32":
+            r["provider"] = "CUDAExecutionProvider (NVIDIA test)"
+    ort = next(r for r in report["latency"]["rows"]
+               if (r["backend"], r["student"], r["status"]) == ("ort-fp32", "good", "ok"))
+    peak = f"{ort['peak_rss_mib']:.0f}"
+    assert f"| {peak} (host) | " in render_markdown(report)
+    ship = ship_section(report)
+    row = {r["backend"]: r for r in ship["rows"]}["ort-fp32"]
+    assert (row["device"], row["ship"]) == ("GPU", "good"), row
+    assert f"(peak host memory {peak} MiB; CUDA device memory not counted)" in ship["answer"], \
+        ship["answer"]
+
+
 def test_report_md_says_the_seed_the_bench_exported_with(ship_run):
     """report.json had the --seed the INT8 formats were calibrated with, report.md did not:
     a reader comparing two reports could not tell their artifacts apart."""
