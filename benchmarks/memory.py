@@ -47,6 +47,8 @@ def measure_peak_mib(backend_key: str, source: str | Path, size: tuple[int, int]
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
         return None, f"the memory run took over {TIMEOUT_S} s"
+    except OSError as e:   # fork's ENOMEM on a machine already short of memory, among others
+        return None, f"the memory run could not start: {e}"
     if res.returncode != 0:
         return None, child_failure(res)
     try:

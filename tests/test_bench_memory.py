@@ -35,3 +35,15 @@ def test_a_child_that_failed_gives_its_error_line():
     res = subprocess.run([sys.executable, "-c", "raise SystemExit(3)"],
                          capture_output=True, text=True)
     assert child_failure(res) == "the memory run failed: exit status 3"
+
+
+def test_a_child_that_cannot_start_gives_a_row_reason_not_a_crash(tmp_path, monkeypatch):
+    """fork or exec failing (ENOMEM on a board already short of memory, a Python removed
+    under a long bench) raised out of `sharpen bench`, losing every row measured so far."""
+    from benchmarks.memory import measure_peak_mib
+
+    missing = tmp_path / "no-python"
+    monkeypatch.setattr(sys, "executable", str(missing))
+    peak, why = measure_peak_mib("ort-fp32", tmp_path / "m.onnx", (16, 16))
+    assert peak is None
+    assert why.startswith("the memory run could not start: ") and str(missing) in why, why
