@@ -51,10 +51,16 @@ def measure_peak_mib(backend_key: str, source: str | Path, size: tuple[int, int]
         return None, f"the memory run could not start: {e}"
     if res.returncode != 0:
         return None, child_failure(res)
+    return peak_of(res.stdout)
+
+
+def peak_of(stdout: str) -> tuple[Optional[float], Optional[str]]:
+    """The child's last line's peak, or why there is none (null where the child could read no
+    peak: no /proc and no getrusage, as on Windows)."""
     try:
-        return float(json.loads(res.stdout.strip().splitlines()[-1])["peak_rss_mib"]), None
-    except (ValueError, KeyError, IndexError):
-        return None, f"the memory run printed no peak: {res.stdout.strip()[-200:]!r}"
+        return float(json.loads(stdout.strip().splitlines()[-1])["peak_rss_mib"]), None
+    except (ValueError, KeyError, IndexError, TypeError):
+        return None, f"the memory run printed no peak: {stdout.strip()[-200:]!r}"
 
 
 def child_failure(res: subprocess.CompletedProcess) -> str:

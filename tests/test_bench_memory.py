@@ -47,3 +47,15 @@ def test_a_child_that_cannot_start_gives_a_row_reason_not_a_crash(tmp_path, monk
     peak, why = measure_peak_mib("ort-fp32", tmp_path / "m.onnx", (16, 16))
     assert peak is None
     assert why.startswith("the memory run could not start: ") and str(missing) in why, why
+
+
+def test_a_child_that_could_not_read_its_peak_gives_a_reason_not_a_crash():
+    """Where neither /proc nor getrusage gives a peak (Windows has no `resource`), the child
+    printed {"peak_rss_mib": null} and float(None) raised a TypeError out of the bench."""
+    from benchmarks.memory import peak_of
+
+    assert peak_of('noise\n{"peak_rss_mib": 212.3}\n') == (212.3, None)
+    peak, why = peak_of('{"peak_rss_mib": null}\n')
+    assert peak is None and why.startswith("the memory run printed no peak: "), why
+    peak, why = peak_of("")
+    assert peak is None and why.startswith("the memory run printed no peak: "), why
