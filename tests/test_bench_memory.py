@@ -1,9 +1,12 @@
 """benchmarks/memory.py's child process: what a row says where the child did not report."""
 from __future__ import annotations
 
+import json
+import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 
 def _killed_child() -> subprocess.CompletedProcess:
@@ -59,3 +62,18 @@ def test_a_child_that_could_not_read_its_peak_gives_a_reason_not_a_crash():
     assert peak is None and why.startswith("the memory run printed no peak: "), why
     peak, why = peak_of("")
     assert peak is None and why.startswith("the memory run printed no peak: "), why
+
+
+def test_the_childs_peak_leaves_out_the_benchs_sample_photo_libraries():
+    """The child took its frame from scikit-image's sample photo: importing scikit-image (and
+    SciPy) added about 40 MiB to each row's peak that `sharpen run` never holds."""
+    root = Path(__file__).resolve().parents[1]
+    code = ("import sys; from benchmarks.memory import _child; "
+            f"_child(['pytorch', {str(root / 'models' / 'student-fast.pt')!r}, '32x16', '1', "
+            "'1']); print(sorted(m for m in ('skimage', 'scipy') if m in sys.modules))")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=root, env={**os.environ, "PYTHONPATH": str(root)})
+    assert res.returncode == 0, res.stderr
+    peak_line, loaded = res.stdout.strip().splitlines()[-2:]
+    assert json.loads(peak_line)["peak_rss_mib"] > 0, res.stdout
+    assert loaded == "[]", loaded
