@@ -248,6 +248,21 @@ class StreamOptions:
     resume: bool = False                # go on with a stopped run of a video file (resume.py)
 
 
+def _hold_run_lock(held: ExitStack, path: Union[str, Path], key: str,
+                   flags: bool, **how: Any) -> None:
+    """Hold the run lock on `path` (the output, or the --stats file) in `held`. Another live
+    run's is a SinkError that `sharpen run` exits 4 on, a clash that ends with the other run;
+    its default output name goes on past a held output, not past a held --stats file."""
+    try:
+        held.enter_context(output_lock(path, option(key, path, flags), option(key, flags=flags),
+                                       **how))
+    except RunLocked as e:
+        err = SinkError(str(e))
+        err.output_locked = True
+        err.stats_locked = key == "stats_path"
+        raise err from None
+
+
 def run_stream(model: Union[str, Path, Backend],
                source: Union[str, Path, int, Source, Iterable[Any]],
                output: Optional[Union[str, Path, Sink]] = None,
@@ -303,28 +318,14 @@ def run_stream(model: Union[str, Path, Backend],
     # its resume record, without a word.
     with ExitStack() as held:
         if isinstance(output, (str, os.PathLike)) and not is_stdio(output):
-            try:
-                held.enter_context(output_lock(output, option("output", output, flags),
-                                              option("output", flags=flags)))
-            except RunLocked as e:   # two runs given one output (sharpen run: exit 4)
-                err = SinkError(str(e))
-                err.output_locked = True   # the command line's default name goes on past it
-                raise err from None
+            _hold_run_lock(held, output, "output", flags)
         # Locked as the output is: two services given one --stats path (a template's missing
         # %i) each rewrote it every 10 s with its own numbers, and a monitor read either. The
         # output's own path is left to open()'s check, which says --stats names it.
         if o.stats_path and not (isinstance(output, (str, os.PathLike))
                                  and same_file(o.stats_path, output)):
-            try:
-                held.enter_context(output_lock(o.stats_path,
-                                              option("stats_path", o.stats_path, flags),
-                                              option("stats_path", flags=flags),
-                                              doing="writing its stats", replaced=True))
-            except RunLocked as e:   # exit 4 too: a clash that ends with the other run
-                err = SinkError(str(e))
-                err.output_locked = True
-                err.stats_locked = True   # which another default --out name does not pass
-                raise err from None
+            _hold_run_lock(held, o.stats_path, "stats_path", flags,
+                           doing="writing its stats", replaced=True)
         # From here on (the output is this run's) the --stats file is: a killed run's, which
         # said `running` for good, is replaced before the model loads (a TensorRT engine, a
         # camera slow to open), and a start that fails says so where it wrote nothing. Any
