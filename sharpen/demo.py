@@ -112,24 +112,31 @@ def _training_crops(train_dir: Path, dst: Path, n: int, side: int = 256) -> Path
     return dst
 
 
-def _side_by_side_frame(blurred: Path, sharpened: Path, dst: Path, side: int = 480) -> Path:
-    """The crop with the most detail of the first frame: blurred | sharpened, as a PNG."""
+def _side_by_side_frame(blurred: Path, model: str, dst: Path, side: int = 480,
+                        threads: int = 0) -> Path:
+    """The crop with the most detail of the first frame: blurred | sharpened, as a PNG. The
+    sharpened half is the model's output on that frame, not the sharpened video's frame read
+    back: the video's encoder (mp4v) takes away a fifth of the gain this picture is for."""
     import cv2
 
     from distill.evaluate import crop_box
+    from runtime.backends import load_backend
     from runtime.orientation import oriented
+    from runtime.prepost import FrameProcessor
 
-    frames = []
-    for path in (blurred, sharpened):
-        # the user's clip as `sharpen run` read it: a mirrored one is not turned against it
-        cap = oriented(cv2.VideoCapture(str(path)), path)
-        ok, frame = cap.read()
-        cap.release()
-        if not ok:
-            raise RuntimeError(f"cannot read a frame of {path}")
-        frames.append(frame)
-    y, x, s = crop_box(frames[1][..., ::-1].astype(np.float32) / 255.0, side)
-    pair = np.hstack([f[y:y + s, x:x + s] for f in frames])
+    # the user's clip as `sharpen run` read it: a mirrored one is not turned against it
+    cap = oriented(cv2.VideoCapture(str(blurred)), blurred)
+    ok, frame = cap.read()
+    cap.release()
+    if not ok:
+        raise RuntimeError(f"cannot read a frame of {blurred}")
+    backend = load_backend(model, threads=threads or None)
+    try:
+        sharpened = FrameProcessor(backend)(frame)
+    finally:
+        backend.close()
+    y, x, s = crop_box(sharpened[..., ::-1].astype(np.float32) / 255.0, side)
+    pair = np.hstack([f[y:y + s, x:x + s] for f in (frame, sharpened)])
     with atomic_path(dst, suffix=".png") as tmp:
         cv2.imwrite(str(tmp), pair)
     return dst
@@ -175,7 +182,7 @@ def _stream_stage(model: str, video: Path, out: Path, tag: str, frames: int,
             run_stream(model, str(video), output=str(tmp), compare=True, view="split",
                        max_frames=frames, threads=threads or None, quiet=quiet)
         doing = f"writing {side}"
-        _side_by_side_frame(video, video_out, side)
+        _side_by_side_frame(video, model, side, threads=threads)
     except _stream_errors() as e:
         if os.environ.get("SHARPEN_DEBUG"):
             raise

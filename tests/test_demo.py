@@ -605,3 +605,37 @@ def test_a_second_demo_into_one_out_is_refused_naming_out(tmp_path, capsys):
     assert (f"another run is running the demo into {out} (process {os.getpid()}); wait for it "
             "to finish or stop it, or give this run another --out") in err, err
     assert (out / SUMMARY).read_text() == "{}"
+
+
+def test_the_side_by_side_shows_the_models_output_not_the_video_read_back(tmp_path):
+    """The demo's side-by-side crop took its sharpened half from the sharpened mp4v video read
+    back, whose encoder takes away a fifth of the gain the picture is there to show: it is the
+    model's own output on the first frame now, beside that frame as the run read it."""
+    import numpy as np
+    from runtime_fixtures import make_onnx_model
+
+    from distill.evaluate import crop_box
+    from runtime.backends import load_backend
+    from runtime.prepost import FrameProcessor
+    from sharpen.demo import _stream_stage
+
+    model = str(make_onnx_model(tmp_path / "student.onnx"))
+    clip = _walk_clip(tmp_path / "walk.avi")
+    out = tmp_path / "d"
+    out.mkdir()
+    video_out, _ = _stream_stage(model, clip, out, "walk", 2, quiet=True)
+    cap = cv2.VideoCapture(str(clip))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    backend = load_backend(model, threads=1)
+    sharpened = FrameProcessor(backend)(frame)
+    backend.close()
+    pair = cv2.imread(str(out / "side_by_side.png"))
+    y, x, s = crop_box(sharpened[..., ::-1].astype(np.float32) / 255.0, 480)
+    assert np.array_equal(pair, np.hstack([frame[y:y + s, x:x + s],
+                                           sharpened[y:y + s, x:x + s]]))
+    cap = cv2.VideoCapture(str(video_out))
+    ok, read_back = cap.read()
+    cap.release()
+    assert ok and not np.array_equal(read_back, sharpened)   # what the picture showed before
