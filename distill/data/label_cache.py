@@ -184,6 +184,14 @@ def merge_entries(*sources: dict[str, dict]) -> dict[str, dict]:
     return out
 
 
+def read_cache_entries(folder: Path) -> dict[str, dict]:
+    """The entries of the label cache in `folder`: its manifest merged with every rank's shard
+    (those of an interrupted multi-rank run, still unmerged), the newest entry of each name."""
+    return merge_entries(
+        read_manifest_entries(folder / MANIFEST),
+        *(read_manifest_entries(p) for _, p in sorted(shard_paths(folder).items())))
+
+
 def shard_paths(out_dir: Path) -> dict[int, Path]:
     """The shard file (manifest.rankK.json) of each rank, by K: those that exist, and those
     of which only the journal does (a rank resuming a large cache journals its entries before
@@ -435,9 +443,7 @@ class LabelCache:
         if not self.root.is_dir():
             raise SourceError(f"label cache not found: {self.root}")
         # Entries of an interrupted multi-rank run still sit in shards: include them.
-        self.entries: dict[str, dict] = merge_entries(
-            read_manifest_entries(self.root / MANIFEST),
-            *(read_manifest_entries(p) for _, p in sorted(shard_paths(self.root).items())))
+        self.entries: dict[str, dict] = read_cache_entries(self.root)
         self.run = read_run_record(self.root)
         chosen = self.run.get("selection")
         # None: every entry (caches from before the record held the selection).

@@ -13,7 +13,7 @@ from typing import Optional
 from runtime.warn import warn
 
 from ..dist import DistInfo
-from .label_cache import MANIFEST, merge_entries, merge_shards, read_manifest_entries, shard_paths
+from .label_cache import MANIFEST, merge_shards, read_cache_entries
 from .label_run import LabelRun, not_compacted
 from .label_stats import LabelStats
 from .sources import Sample
@@ -29,9 +29,7 @@ def merged_shards(out_dir: Path, dist: DistInfo, run: LabelRun, all_finished: bo
     except OSError as e:
         if run.not_compacted is None:
             warn(not_compacted(out_dir / MANIFEST, e))
-        return merge_entries(read_manifest_entries(out_dir / MANIFEST),
-                             *(read_manifest_entries(p)
-                               for _, p in sorted(shard_paths(out_dir).items())))
+        return read_cache_entries(out_dir)
 
 
 def sum_stats(shares: list[LabelStats]) -> LabelStats:
@@ -49,8 +47,7 @@ def interrupted_whole(run: LabelRun, samples: list[Sample]) -> str:
     ranks stop together, and none knows the others' counts. Labels another teacher or tiling
     made are not counted: the same command makes them again."""
     out_dir = run.out_dir
-    entries = merge_entries(read_manifest_entries(out_dir / MANIFEST),
-                            *(read_manifest_entries(p) for p in shard_paths(out_dir).values()))
+    entries = read_cache_entries(out_dir)
     found = [entries.get(s.name) for s in samples]
     ok = sum(run.made_alike(e) for e in found)
     failed = sum((e or {}).get("status") == "failed" for e in found)

@@ -29,7 +29,7 @@ def remove_stale_temp_files(out_dir: Path, min_age_s: float = 600.0) -> None:
 
 def stage_image(path: Path, rgb: np.ndarray, bits: int) -> Path:
     """`rgb` written to a hidden temp file beside `path` (named as atomic writes name theirs,
-    which the next run removes if a kill leaves it), for `LabelRun._put_in_place`."""
+    which the next run removes if a kill leaves it), for `ManifestWriter._put_in_place`."""
     import tempfile
 
     from ..images import write_image

@@ -3,11 +3,13 @@ label and of its input against the ground truth, and the advice on failed images
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from pathlib import Path
+from typing import Callable, Optional
 
 import numpy as np
 
 from runtime.console import count
+from runtime.warn import warn
 
 
 GT_METRICS = ("teacher_psnr", "teacher_ssim", "input_psnr", "input_ssim")
@@ -79,3 +81,41 @@ def failed_advice(stats: LabelStats) -> str:
               if big else [])
     parts += [f"re-run to retry the other {other}"] if other else []
     return f"{count(stats.failed, 'image')} failed (see warnings above): " + "; ".join(parts)
+
+
+def say_summary(stats: LabelStats, samples: list, known: dict[str, dict], donor: Optional[Path],
+                tag: str = "", say: Callable[[str], None] = print) -> None:
+    """A labels run's closing lines: its counts, then the mean scores against the ground truth
+    of `samples`' entries in `known`; `donor`: the other hold-out cache labels were reused
+    from."""
+    ents = [known.get(s.name) for s in samples]
+    ents = [e for e in ents if e and e.get("status") == "ok"]
+    per = f", {stats.seconds / stats.done:.2f} s per image" if stats.done else ""
+    left = stats.videos_left_out
+    left_out = (f"; {left} video{'s' * (left != 1)} left out (OpenCV cannot read "
+                f"{'them' if left != 1 else 'it'}: see the warning above)" if left else "")
+    # Reused: made in the other cache of a hold-out from the same input by the same teacher
+    reused = f", {stats.reused} reused from {donor}" if stats.reused else ""
+    # Said: after a move, "skipped (up to date)" alone left users unsure the labels of the
+    # old path were kept for the new one rather than stale.
+    moved = (f"; {stats.repointed} of them found by content at their input's new path"
+             if stats.repointed else "")
+    say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date{moved})"
+        f"{reused}, {stats.failed} failed, of {stats.total}{per}{left_out}")
+    tp = mean_of([e.get("teacher_psnr") for e in ents])
+    if tp is not None:
+        n = sum(e.get("teacher_psnr") is not None for e in ents)
+        ts, ip, is_ = (mean_of([e.get(k) for e in ents])
+                       for k in ("teacher_ssim", "input_psnr", "input_ssim"))
+
+        def f(v, spec):
+            return "n/a" if v is None else format(v, spec)
+        say(f"{tag}vs ground truth ({count(n, 'image')}): teacher PSNR {f(tp, '.2f')} dB SSIM "
+            f"{f(ts, '.4f')}; input PSNR {f(ip, '.2f')} dB SSIM {f(is_, '.4f')}")
+        if ip is not None and tp < ip:
+            warn(f"{tag}the teacher's outputs are further from the ground truth than the "
+                 f"blurred inputs ({tp:.2f} against {ip:.2f} dB PSNR): a student "
+                 "distilled from these labels learns that; mix ground truth in (loss.gt, "
+                 "data.gt_train) or use a teacher trained on such blur")
+    if stats.failed:
+        warn(f"{tag}{failed_advice(stats)}")

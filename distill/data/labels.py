@@ -44,9 +44,9 @@ from runtime.warn import warn
 from ..dist import DistInfo
 from ..teacher_tiles import (BATCH as TEACHER_BATCH, TILE as TEACHER_TILE, overlap_for,
                              tiling_context, tiling_cost, tiling_problem)
-from .label_cache import (MANIFEST, RUN_RECORD, merge_entries, prune_held_out,
-                          prune_missing_inputs, read_manifest_entries, read_run_record,
-                          shard_paths, write_run_record)
+from .label_cache import (MANIFEST, RUN_RECORD, prune_held_out, prune_missing_inputs,
+                          read_cache_entries, read_manifest_entries, read_run_record,
+                          write_run_record)
 from .label_dist import (group_ready, interrupted_whole, load_teacher, maybe_init_process_group,
                          merged_shards, sum_stats)
 from .label_run import LabelRun
@@ -205,8 +205,7 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             # The labels here that this --data and --split do not list (another source's): no
             # run on this --data can select them, which the advice of training must know.
             listed = {s.name for s in info.samples}
-            here = merge_entries(read_manifest_entries(out_dir / MANIFEST),
-                                 *(read_manifest_entries(p) for p in shard_paths(out_dir).values()))
+            here = read_cache_entries(out_dir)
             write_run_record(out_dir, run_id, **({"complete": False} if records else {}),
                              data=recorded_data(data),
                              split=info.split,
