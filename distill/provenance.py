@@ -178,25 +178,24 @@ def _sidecar_lines(p) -> list[str]:
     metadata, the .tflite's metadata entry), which a file copied alone keeps; for a .tflite
     whose sidecar describes another model, the record inside, as `sharpen run` takes it."""
     from runtime.backends.base import PARITY_KEY, ModelError, read_sidecar, sidecar_path
+    from runtime.backends.litert_backend import ChosenRecord, choose_record
 
+    p = Path(p)
     try:
-        side = read_sidecar(p)
+        if p.suffix.lower() == ".tflite":
+            chosen = choose_record(p)
+        else:
+            side = read_sidecar(p)
+            chosen = ChosenRecord(side or _onnx_record(p), not side, [])
     except ModelError as exc:
         return [f"  {exc}"]
-    p = Path(p)
-    lines, where = [], "its sidecar records"
-    if not side:
-        side, where = _record_inside(p), "the record inside the file gives"
-    elif p.suffix.lower() == ".tflite":
-        from runtime.backends.litert_backend import embedded_record, stale_keys
-
-        inside = embedded_record(p)
-        if differ := stale_keys(side, inside):
-            lines.append(f"  {sidecar_path(p).name} describes another model than the record "
-                         f"inside the file ({', '.join(differ)} "
-                         f"differ{'s' if len(differ) == 1 else ''}), which `sharpen run` uses: "
-                         "remove or replace that sidecar")
-            side, where = inside, "the record inside the file gives"
+    side, lines = chosen.record, []
+    where = "the record inside the file gives" if chosen.inside else "its sidecar records"
+    if differ := chosen.differ:
+        lines.append(f"  {sidecar_path(p).name} describes another model than the record "
+                     f"inside the file ({', '.join(differ)} "
+                     f"differ{'s' if len(differ) == 1 else ''}), which `sharpen run` uses: "
+                     "remove or replace that sidecar")
     said = {k: side[k] for k in ("student", "precision", "source", "source_sha256")
             if side.get(k)}
     if said:
@@ -209,11 +208,8 @@ def _sidecar_lines(p) -> list[str]:
     return lines
 
 
-def _record_inside(p: Path) -> dict:
-    """The export's record inside a .onnx (metadata_props) or .tflite; {} when none is read."""
-    if p.suffix.lower() == ".tflite":
-        from runtime.backends.litert_backend import embedded_record
-        return embedded_record(p)
+def _onnx_record(p: Path) -> dict:
+    """The export's record inside a .onnx (metadata_props); {} when none is read."""
     if p.suffix.lower() != ".onnx":
         return {}
     try:

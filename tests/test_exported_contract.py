@@ -346,3 +346,25 @@ def test_a_damaged_tflite_has_no_record_inside_rather_than_a_crash(tflite_path, 
         path.write_bytes(cut)
         assert embedded_record(path) == {}
         assert "no export report" in "\n".join(artifact_provenance(path))
+
+
+@pytest.mark.slow
+def test_which_record_of_a_tflite_counts_is_one_rule(tflite_path, tmp_path):
+    """`sharpen run` (own_record) and `sharpen models` (artifact_provenance) take the same
+    record of a .tflite: its sidecar, else the record inside, which also wins over a sidecar
+    of another export."""
+    import shutil
+
+    from runtime.backends.litert_backend import choose_record
+    alone = Path(shutil.copy(tflite_path, tmp_path / "m_fp16.tflite"))
+    chosen = choose_record(alone)
+    assert chosen.inside and not chosen.differ
+    assert chosen.record["source_sha256"] == "ab" * 32
+    side = {**json.loads(Path(f"{tflite_path}.json").read_text()), "note": "sidecar"}
+    Path(f"{alone}.json").write_text(json.dumps(side))
+    chosen = choose_record(alone)
+    assert not chosen.inside and chosen.record["note"] == "sidecar"
+    Path(f"{alone}.json").write_text(json.dumps({**side, "source_sha256": "cd" * 32}))
+    chosen = choose_record(alone)
+    assert chosen.inside and chosen.differ == ["source_sha256"]
+    assert chosen.record["source_sha256"] == "ab" * 32

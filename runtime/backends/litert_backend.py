@@ -7,6 +7,7 @@ scale and zero point, so the pipeline always sees float32 in [0, 1].
 from __future__ import annotations
 
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
@@ -241,18 +242,37 @@ class LiteRTBackend(Backend):
 IDENTITY_KEYS = ("source_sha256", "student", "arch_args", "multiple", "quantization")
 
 
-def own_record(path: Path) -> dict[str, Any]:
-    """The export's record of the .tflite at `path`: its sidecar, else the record inside the file
-    (a model copied alone keeps it), which also wins over a sidecar of another export (left
-    beside a model copied over an older one), said."""
+@dataclass(frozen=True)
+class ChosenRecord:
+    """Which of a .tflite's two records of its export describes it: `record`; `inside`, whether
+    that is the record inside the file rather than its sidecar; `differ`, the IDENTITY_KEYS in
+    which the sidecar describes another export (the reason the record inside won)."""
+    record: dict[str, Any]
+    inside: bool
+    differ: list[str]
+
+
+def choose_record(path: Path) -> ChosenRecord:
+    """The rule for which record of the .tflite at `path` counts, said by no one: its sidecar,
+    else the record inside the file (a model copied alone keeps it), which also wins over a
+    sidecar of another export (left beside a model copied over an older one). ModelError for
+    a sidecar that cannot be read."""
     sidecar, inside = read_sidecar(path), embedded_record(path)
     differ = stale_keys(sidecar, inside)
-    if differ:
-        warn(f"{sidecar_path(path)} describes another model than {path.name} ({', '.join(differ)} "
-             "differ from the record inside the file): using the record inside; remove or "
-             "replace that sidecar")
-        return inside
-    return sidecar or inside
+    if differ or not sidecar:
+        return ChosenRecord(inside, True, differ)
+    return ChosenRecord(sidecar, False, [])
+
+
+def own_record(path: Path) -> dict[str, Any]:
+    """The export's record of the .tflite at `path` (`choose_record`), a sidecar of another
+    export passed over said as a warning."""
+    chosen = choose_record(path)
+    if chosen.differ:
+        warn(f"{sidecar_path(path)} describes another model than {path.name} "
+             f"({', '.join(chosen.differ)} differ from the record inside the file): using the "
+             "record inside; remove or replace that sidecar")
+    return chosen.record
 
 
 def stale_keys(sidecar: dict[str, Any], inside: dict[str, Any]) -> list[str]:
