@@ -31,29 +31,28 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
            **{s.name: load_model_fn(s.path) for s in students if s.name not in failed},
            **{gm.name: load_model_fn(gm.path) for gm in models if not gm.skipped}}
     res: dict = {"pairs": None, "nogt": None, "figures": {}}
+
+    def scored(key: str, source, title: str, **kw) -> None:
+        """One set scored by every model into res[key], its side-by-side figure written."""
+        r = evaluate_fns(fns, source, progress=not quiet, **kw)
+        outputs = r.pop("outputs")
+        res[key] = _with_failed(r, failed)
+        side_by_side(outputs, out / FIGURES[key], title=title)
+        res["figures"][key] = FIGURES[key]
+
     if pairs:
         say(f"real blur pairs: {pairs}")
         # The figure shows the four pairs the teacher gains least on.
-        r = evaluate_fns(fns, pairs, limit=pairs_limit, progress=not quiet, keep_outputs=4,
-                         rank=lambda outs: _psnr_gain(outs, "teacher"))
-        outputs = r.pop("outputs")
-        res["pairs"] = _with_failed(r, failed)
-        side_by_side(outputs, out / FIGURES["pairs"],
-                     title=f"Real blur pairs ({pairs}): input | teacher | students | "
-                           "ground truth")
-        res["figures"]["pairs"] = FIGURES["pairs"]
+        scored("pairs", pairs, f"Real blur pairs ({pairs}): input | teacher | students | "
+               "ground truth", limit=pairs_limit, keep_outputs=4,
+               rank=lambda outs: _psnr_gain(outs, "teacher"))
     if nogt:
         shown = data_text(nogt)
         say(f"real blur without ground truth: {shown}")
         # Centre crops keep the CPU teacher to one tile per frame.
-        r = evaluate_fns(fns, nogt[0] if len(nogt) == 1 else list(nogt), limit=nogt_limit,
-                         crop=384, progress=not quiet, reference="teacher")
-        outputs = r.pop("outputs")
-        res["nogt"] = _with_failed(r, failed)
-        side_by_side(outputs, out / FIGURES["nogt"],
-                     title=f"Real blur, no ground truth ({shown}): input | teacher | "
-                           "students")
-        res["figures"]["nogt"] = FIGURES["nogt"]
+        scored("nogt", nogt[0] if len(nogt) == 1 else list(nogt),
+               f"Real blur, no ground truth ({shown}): input | teacher | students",
+               limit=nogt_limit, crop=384, reference="teacher")
     return res
 
 
