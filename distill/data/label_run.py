@@ -282,8 +282,9 @@ class LabelRun:
                     return None
                 return _Input(read_image(sample.input), None, input_hash)
             raw = self.reader.input_raw(sample)
+            input_hash = sha256_array(raw)
             return _Input(to_rgb_float(raw, f"{sample.input}[frame {sample.frame}]"), raw,
-                          sha256_array(raw))
+                          input_hash)
         except (ImageReadError, OSError) as e:
             # One line, the bar cleared for it (e names the file).
             warn(f"{tag}skipping {sample.name}: {e}")
