@@ -49,3 +49,14 @@ def test_a_label_is_made_alike_by_the_same_teacher_tiling_and_whole_files(tmp_pa
     # Another precision is still made alike: kept, and said (label_replacing).
     assert maker.made_alike({**entry, "teacher_precision": "bf16"}, tmp_path)
     assert maker.other_precision({**entry, "teacher_precision": "bf16"})
+
+
+def test_the_readme_and_labels_docstring_name_every_piece_of_a_labels_run():
+    """The README's layout row and labels.py's list of the pieces by job name each
+    distill/data/label_*.py, so a reader looking for the manifest or the bar finds its file."""
+    import distill.data.labels as labels
+    repo = Path(__file__).resolve().parents[1]
+    readme = (repo / "README.md").read_text(encoding="utf-8")
+    pieces = sorted(p.name for p in (repo / "distill" / "data").glob("label_*.py"))
+    assert [p for p in pieces if f"`{p}`" not in readme] == []
+    assert [p for p in pieces if f"`{p}`" not in labels.__doc__] == []

@@ -1,5 +1,6 @@
 """The pseudo-label cache on disk: its manifest (read, write, merge of rank shards under a file
-lock) and `LabelCache`, the reader training uses. Torch-free; `label_run.py` writes the cache.
+lock) and `LabelCache`, the reader training uses. Torch-free; `label_run.py` writes the cache
+(its manifest through `label_manifest.py`).
 
     DIR/labels/<name>.png     one 16-bit lossless PNG per input
     DIR/frames/<name>.png     the decoded input frame, for video sources only
