@@ -14,7 +14,8 @@ from runtime.warn import warn
 
 from ..dist import DistInfo
 from .label_cache import MANIFEST, merge_shards, read_cache_entries
-from .label_run import LabelRun, not_compacted
+from .label_manifest import not_compacted
+from .label_run import LabelRun
 from .label_stats import LabelStats
 from .sources import Sample
 

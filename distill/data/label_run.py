@@ -23,14 +23,12 @@ from ..dist import DistInfo
 from .label_cache import (FRAMES_DIR, input_stat, label_relpath, link_or_copy, png_whole,
                           read_cache_entries, sha256_array, video_signature)
 from .label_maker import LabelMaker
-from .label_manifest import ManifestWriter, not_compacted
+from .label_manifest import ManifestWriter
 from .label_progress import TileBar, TilePlan, takes_on_tile
 from .label_replacing import replacing
 from .label_staging import remove_stale_temp_files, stage_image
 from .label_stats import GT_METRICS, LabelStats, psnr_ssim, say_summary
 from .sources import Sample, SampleReader
-
-__all__ = ["LabelRun", "not_compacted"]
 
 
 @dataclass
