@@ -138,11 +138,14 @@ def cmd_models(args: argparse.Namespace) -> int:
     if args.measure:
         print(f"PyTorch ms: one FP32 {w}x{h} frame (batch 1) on {n} thread{'s' if n != 1 else ''}"
               f" of {cpu_model()}, after 2 warm-up runs")
+    from .lineage import describe_lineage
     from .provenance import describe
     for name, (_, ck) in checkpoints.items():
         # A colleague's best.pt: what to install and set to reproduce the numbers it carries.
         if isinstance(env := ck.get("environment"), dict):
             print(f"{name}: trained with {describe(env)}")
+        for line in describe_lineage(ck.get("lineage")):
+            print(f"{name}: {line}")
     if provenance:
         print("\n".join(provenance))
     return 0

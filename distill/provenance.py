@@ -145,6 +145,8 @@ def artifact_provenance(path) -> list[str]:
     sha_w = report.get("weights_sha256") or settings.get("weights_sha256")
     lines.append(f"  weights: {report.get('weights_path') or report.get('weights')}"
                  + (f" (sha256 {sha_w[:16]})" if sha_w else ""))
+    from .lineage import describe_lineage
+    lines += [f"  {line}" for line in describe_lineage(report.get("lineage"))]
     # Kept or carried, this report's run did not build it: what the export that did recorded.
     earlier = carried or bool(extra.get("up_to_date")) or isinstance(extra.get("built_by"), dict)
     if earlier:

@@ -45,6 +45,7 @@ from .config import (LossConfig, TrainConfig, as_overrides, check_config, config
 from .data_checks import data_changes, data_problems, data_signature
 from .dist import DistInfo, launch_command
 from .interrupts import SecondSignal, TrainingInterrupted, resume_hint
+from .lineage import run_lineage
 from .losses import combined_loss
 from .model_build import arch_text, build_model
 from .provenance import describe, environment_changes, run_environment, same_code
@@ -132,6 +133,7 @@ class Trainer:
         model, self.arch, self.arch_args = build_model(cfg)
         # Not when resuming, which replaces the weights: a resume failed, told to train the
         # init run first, once the file init= named had been moved or deleted.
+        init = None
         if cfg.init and self._resume_path() is None:
             from .teacher import resolve_weights
             with naming("init", cfg.init, "the run this one starts from: train it first (the "
@@ -147,6 +149,8 @@ class Trainer:
                                           f"model.args={ck.get('arch_args')}; this run builds "
                                           f"{arch_text(cfg)}") from None
                 raise
+        # A resume replaces it with what its checkpoint recorded (_resume): the init file.
+        self._lineage = run_lineage(cfg, init)
         self.model = model.to(self.device)
         if cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
@@ -201,6 +205,7 @@ class Trainer:
         extra["processes"] = self.dist.world
         # Slim ones too: best.pt is what a colleague is handed, and what they reproduce.
         extra["environment"] = self._env
+        extra["lineage"] = self._lineage
         return make_checkpoint(self.model, kind="teacher" if self.arch == "restormer"
                                else "student", arch=self.arch, arch_args=self.arch_args,
                                ema=self.ema, step=self.step, config=self.cfg.to_dict(),
@@ -343,6 +348,8 @@ class Trainer:
         self._apply_optim_config()
         self._resumed_data = ck.get("data") or {}
         self._resumed_env = ck.get("environment")
+        if isinstance((ck.get("lineage") or {}).get("init"), dict):
+            self._lineage = {**self._lineage, "init": ck["lineage"]["init"]}
         # A last.pt (resume state) without it: saved by a version from before it was recorded.
         # Weights-only checkpoints (best.pt, stepN.pt) never record it.
         self._data_unrecorded = "optimizer" in ck and not isinstance(ck.get("data"), dict)

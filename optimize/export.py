@@ -344,7 +344,8 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
         if error:
             settings["error"] = error
         report = ExportReport(str(weights), model.arch_name, str(out), results + earlier,
-                              reference, settings, stale, environment)
+                              reference, settings, stale, environment,
+                              ckpt.get("lineage") or {})
         atomic_write_json(out / "export_report.json", report.to_dict())
         return report
 

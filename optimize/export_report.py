@@ -45,6 +45,8 @@ class ExportReport:
     stale: list[dict] = field(default_factory=list)
     # The software that built it (distill.provenance.run_environment: versions, commit).
     environment: dict = field(default_factory=dict)
+    # Where the weights came from (distill.lineage: the init checkpoint, the label caches).
+    lineage: dict = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -76,7 +78,7 @@ class ExportReport:
     def to_dict(self) -> dict:
         return {"weights": self.weights, "weights_path": str(Path(self.weights).resolve()),
                 "weights_sha256": self.settings.get("weights_sha256"),
-                "environment": self.environment,
+                "environment": self.environment, "lineage": self.lineage,
                 "student": self.student, "out_dir": self.out_dir,
                 "ok": self.ok, "not_built": [r.format for r in self.not_built],
                 "reference": self.reference, "settings": self.settings,

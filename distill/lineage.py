@@ -1,0 +1,71 @@
+"""Where a trained student came from: the checkpoint a fine-tune started from (init=) and
+the label caches it was distilled on, with their source data and teacher. Recorded in every
+checkpoint of the run and carried into the export report, so `sharpen models` can say of a
+best.pt, or of the .onnx made from it months later, which corpus and which weights made it
+(the config records only `init=fast`, a name whose file may since have been replaced)."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Optional
+
+
+def run_lineage(cfg: Any, init: Optional[Path]) -> dict:
+    """The lineage of a run of `cfg` that starts from the checkpoint `init` (None: from
+    scratch, or resumed, whose own checkpoint recorded it)."""
+    from .teacher import file_hash
+    lineage: dict = {}
+    if init is not None:
+        lineage["init"] = {"given": str(cfg.init), "path": os.path.realpath(init),
+                           "sha256": file_hash(init)}
+    if cfg.task == "student":
+        for key in ("labels", "val_labels"):
+            if getattr(cfg.data, key, None):
+                lineage[key] = label_cache_origin(Path(getattr(cfg.data, key)))
+    return lineage
+
+
+def label_cache_origin(cache: Path) -> dict:
+    """A label cache's source data, split, image count and teacher, from its run.json and
+    manifest; what cannot be read is left out."""
+    from .data.label_cache import MANIFEST, read_manifest_entries, read_run_record
+    origin: dict = {"path": os.path.realpath(cache)}
+    try:
+        run = read_run_record(cache) or {}
+        entries = read_manifest_entries(cache / MANIFEST)
+    except (OSError, ValueError, TypeError, AttributeError):   # not a cache: said elsewhere
+        return origin
+    for k in ("data", "split"):
+        if run.get(k):
+            origin[k] = run[k]
+    selected = run.get("selection")
+    origin["images"] = len(selected) if isinstance(selected, list) else len(entries)
+    teachers = {(e.get("teacher_weights"), e.get("weights_hash")) for e in entries.values()}
+    origin["teachers"] = [{"path": p, "sha256": h} for p, h in sorted(teachers, key=str)]
+    return origin
+
+
+def describe_lineage(lineage: Any) -> list[str]:
+    """`lineage` in lines for `sharpen models`; none for a checkpoint that records none."""
+    if not isinstance(lineage, dict):
+        return []
+    lines = []
+    init = lineage.get("init")
+    if isinstance(init, dict):
+        lines.append(f"fine-tuned from {init.get('path')} (sha256 {init.get('sha256')})")
+    for key, what in (("labels", "distilled on labels"), ("val_labels", "validated on labels")):
+        origin = lineage.get(key)
+        if not isinstance(origin, dict):
+            continue
+        about = []
+        if origin.get("images") is not None:
+            about.append(f"{origin['images']} images of {origin.get('data', '?')}")
+            if origin.get("split"):
+                about.append(f"split {origin['split']}")
+        teachers = [t for t in origin.get("teachers") or [] if isinstance(t, dict)]
+        if teachers:
+            about.append("teacher " + ", ".join(f"{t.get('path')} {t.get('sha256')}"
+                                                for t in teachers))
+        lines.append(f"{what} {origin.get('path')}"
+                     + (f" ({', '.join(about)})" if about else ""))
+    return lines

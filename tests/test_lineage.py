@@ -1,0 +1,64 @@
+"""A fine-tune's lineage: the weights it started from (init=) and the label caches it was
+distilled on (their source data and teacher), recorded in its checkpoints and carried into
+the export report, and said by `sharpen models` for both the checkpoint and its artifacts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from distill.images import write_image
+
+pytest.importorskip("onnx")
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def _pairs(folder: Path, n: int) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        for side in ("input", "target"):
+            write_image(folder / side / f"im{i:02d}.png",
+                        rng.random((32, 32, 3)).astype(np.float32))
+    return folder
+
+
+def _student(out: Path, cache: Path, steps: int, **extra) -> None:
+    from distill.config import load_config
+    from distill.trainer import train
+    ov = [f"out={out}", "task=student", "model.arch=fast",
+          "model.args={width: 8, blocks: 1, low_blocks: 1}", f"optim.steps={steps}",
+          "optim.warmup_steps=1", "data.crop=16", "data.batch_size=2", "data.workers=0",
+          f"data.labels={cache}", "val_every=1000", "ckpt_every=1000", "log_every=1"]
+    train(load_config(None, ov + [f"{k}={v}" for k, v in extra.items()]), quiet=True)
+
+
+def test_a_fine_tune_and_its_export_say_which_weights_and_labels_made_them(
+        tmp_path, tiny_teacher_pt, capsys):
+    from distill.data.labels_command import main as labels
+    from distill.teacher import file_hash
+    from sharpen.cli import main
+
+    pairs = _pairs(tmp_path / "mine", 3)
+    cache = tmp_path / "labels"
+    assert labels(["--data", str(pairs), "--out", str(cache), "--teacher-weights",
+                   str(tiny_teacher_pt), "--tile", "0", "--device", "cpu", "--quiet"]) == 0
+    _student(tmp_path / "a", cache, 1)
+    start = tmp_path / "a" / "last.pt"
+    _student(tmp_path / "b", cache, 2, init=start)
+    _student(tmp_path / "b", cache, 3, init=start)   # resumed: the lineage is the run's still
+    capsys.readouterr()
+    said = [f"fine-tuned from {start.resolve()} (sha256 {file_hash(start)})",
+            f"distilled on labels {cache.resolve()} (3 images of {pairs.resolve()}, "
+            f"teacher {tiny_teacher_pt.resolve()} {file_hash(tiny_teacher_pt)})"]
+    assert main(["models", str(tmp_path / "b" / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    for line in said:
+        assert line in out, out
+    assert main(["export", "--weights", str(tmp_path / "b" / "last.pt"), "--formats", "onnx",
+                 "--out", str(tmp_path / "export"), "--no-latency", "--quiet"]) == 0
+    capsys.readouterr()
+    assert main(["models", str(tmp_path / "export" / "b-last.onnx")]) == 0
+    out = capsys.readouterr().out
+    for line in said:
+        assert line in out, out
