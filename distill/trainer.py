@@ -356,7 +356,13 @@ class Trainer:
         self.metrics = ck.get("metrics", {})
         self._truncate_log()
         if self.dist.main and not self.quiet:   # train.log says it too ("resumed at step")
-            print(f"resumed from {path} at step {self.step}", file=sys.stderr)
+            # Many trainers restart the schedule or the data order on a resume: say this one
+            # did not (a weights-only checkpoint's fresh optimizer is warned of above).
+            exact = (f": weights, EMA, optimizer, learning rate "
+                     f"({self.opt.param_groups[0]['lr']:.2e}) and random state (crops and "
+                     "their order) restored"
+                     if "optimizer" in ck else "")
+            print(f"resumed from {path} at step {self.step}{exact}", file=sys.stderr)
         before = ck.get("processes")
         b, world = self.cfg.data.batch_size, self.dist.world
         if isinstance(before, int) and before != world and self.dist.main:

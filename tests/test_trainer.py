@@ -63,6 +63,19 @@ def test_resume_equals_uninterrupted(tmp_path):
         assert torch.allclose(a["ema"][k], b["ema"][k], atol=1e-6), k
 
 
+def test_a_resume_says_what_it_restored_so_the_run_goes_on_exactly(tmp_path, capsys):
+    """"resumed from last.pt at step 3" left the user to wonder whether the learning rate,
+    the EMA and the data order went on, or started over as in many trainers."""
+    train(tiny_cfg(tmp_path / "b", 6, stop_after=3), quiet=True)
+    lr = read_checkpoint(tmp_path / "b" / "last.pt")["optimizer"]["param_groups"][0]["lr"]
+    capsys.readouterr()
+    train(tiny_cfg(tmp_path / "b", 6))
+    err = capsys.readouterr().err
+    assert (f"resumed from {tmp_path / 'b' / 'last.pt'} at step 3: weights, EMA, optimizer, "
+            f"learning rate ({lr:.2e}) and random state (crops and their order) restored") \
+        in err, err
+
+
 def _without_timings(path: Path) -> list[dict]:
     """metrics.jsonl's records less the seconds they took, which no two runs share."""
     recs = [json.loads(line) for line in path.read_text().splitlines()]
