@@ -143,12 +143,36 @@ def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
         what = f"the fine-tune's last.pt (best.pt is init={cfg.init})" if unchanged else "it"
         lines.append(f"compare {what} with {before} on the held-out frames (metrics, "
                      f"side_by_side.png): {shell_join(words)}")
+    elif (test := _test_split_source(cfg.data.val_labels)) and weights.name == "best.pt":
+        # Paired labels (a corpus's val split): its test split was neither trained nor chosen
+        # on, and has ground truth; evaluate scores it by default.
+        tried = out / "last.pt" if unchanged else weights
+        words = ["sharpen", "evaluate", "--weights", *([str(cfg.init)] if cfg.init else []),
+                 str(tried), "--data", str(test), "--out", str(out / "eval")]
+        before = f"init={cfg.init}" if cfg.init else "the blurred input"
+        what = f"the fine-tune's last.pt (best.pt is init={cfg.init})" if unchanged else "it"
+        lines.append(f"compare {what} with {before} on the test split of {test}, never trained "
+                     f"on (metrics, side_by_side.png): {shell_join(words)}")
     export = ["sharpen", "export", "--weights", str(weights), "--out", "export/"]
     # "it" after a compare line of last.pt read as the fine-tune: say what best.pt holds.
     what = (f"best.pt for `sharpen run` (the init={cfg.init} weights: no validation of the "
             "fine-tune beat them)" if unchanged else "it for `sharpen run`")
     lines.append(f"export {what}: {shell_join(export)}")
     return lines
+
+
+def _test_split_source(val_labels: Any) -> Path | None:
+    """The source a validation cache was labelled from where that source has a test split
+    (a corpus, a paired root with split folders): None for footage, a folder without splits,
+    or a cache whose run.json names no source that is here."""
+    from .data.label_cache import read_run_record
+    if not val_labels:
+        return None
+    record = read_run_record(Path(val_labels))
+    data = record.get("data")
+    if not (isinstance(data, str) and record.get("split")):
+        return None
+    return Path(data) if (Path(data) / "test").is_dir() else None
 
 
 def _label_teacher(cache: Path) -> list[str]:

@@ -3070,6 +3070,30 @@ def test_a_distilled_student_ends_with_how_to_compare_it_and_export_it(tmp_path,
                         f"{tmp_path / 'nv' / 'last.pt'} --out export/"), said
 
 
+def test_a_student_validated_on_a_corpus_ends_with_how_to_score_it_on_its_test_split(tmp_path):
+    """Distilled on a photo corpus (labels of its train and val splits), `distill` ended with
+    the export line alone: the compare line was for footage's frames, and a user could not tell
+    whether the fine-tune beat the weights it started from. The corpus's test split, never
+    trained on nor chosen on, is what `sharpen evaluate --data CORPUS` scores."""
+    import json
+
+    from distill.train_command import _after_distill
+    corpus, out, val = tmp_path / "corpus", tmp_path / "ft", tmp_path / "val"
+    for side in ("input", "target"):
+        (corpus / "test" / side).mkdir(parents=True)
+    out.mkdir()
+    (out / "best.pt").write_bytes(b"")
+    val.mkdir()
+    (val / "run.json").write_text(json.dumps({"data": str(corpus), "split": "val"}))
+    cfg = tiny_cfg(out, 1, task="student", init="fast", **{"data.val_labels": val})
+    assert _after_distill(cfg, 1)[0] == (
+        f"compare it with init=fast on the test split of {corpus}, never trained on (metrics, "
+        f"side_by_side.png): sharpen evaluate --weights fast {out / 'best.pt'} --data {corpus} "
+        f"--out {out / 'eval'}")
+    (val / "run.json").write_text(json.dumps({"data": str(tmp_path / "pairs")}))  # no split
+    assert _after_distill(cfg, 1)[0].startswith("export it for")
+
+
 def test_the_export_line_of_a_fine_tune_that_never_beat_its_start_says_what_it_exports(
         tmp_path):
     """With best.pt still the init= weights, distill's compare line takes last.pt ("the
