@@ -1187,9 +1187,12 @@ def test_the_run_ends_naming_the_caches_as_training_takes_them(tmp_path, teacher
     assert said[-2] == f"train on them: {run} 'data.labels={out}' 'data.val_labels={val}'", said
     # Footage users fine-tune the shipped student (README's recipe): the line above alone
     # led them to train from scratch, the config's 8000 steps at lr 2e-3, hours on a CPU.
+    # Into a folder named for the cache: in the config's runs/student-fast, the from-scratch
+    # line's too, one resumed the other (init= then ignored), and evaluate and export named
+    # the fine-tune student-fast-best beside the shipped student-fast.
     assert said[-1] == (f"or fine-tune the shipped fast on them: {run} init=fast "
                         "val_start=true optim.lr=5e-5 optim.warmup_steps=10 optim.steps=300 "
-                        f"'data.labels={out}' 'data.val_labels={val}'"), said
+                        f"'data.labels={out}' 'data.val_labels={val}' out=runs/fast-train"), said
     monkeypatch.chdir(tmp_path)   # elsewhere: the checkout's config by its full path
     assert main(base) == 0
     said = capsys.readouterr().out.splitlines()

@@ -99,7 +99,7 @@ def _next_step(args: argparse.Namespace) -> str:
     were said only in --help, and the folders nowhere after the run. Two lines: training from
     scratch, and the README's fine-tune of the shipped `fast`, what a user with a little
     footage of their own wants (the first alone is the config's 8000 steps at lr 2e-3: hours
-    on a CPU, and below the shipped weights on a few labels)."""
+    on a CPU, and below the shipped weights on a few labels), into runs/fast-CACHE_NAME."""
     config = Path(__file__).resolve().parents[2] / "configs" / "distill-fast.yaml"
     words = ["sharpen", "distill"]
     if config.is_file():   # a checkout: named as the README names it, from its root
@@ -111,8 +111,12 @@ def _next_step(args: argparse.Namespace) -> str:
     if val:
         caches.append(f"data.val_labels={val}")
     them = "them" if val else "it"
+    # Its own out=, named for the cache (the README's runs/fast-footage): in the config's
+    # runs/student-fast, where the line above trains, one resumed the other, and evaluate and
+    # export called the fine-tune student-fast-best beside the shipped student-fast.
     fine_tune = [*words, "init=fast", "val_start=true", "optim.lr=5e-5",
-                 "optim.warmup_steps=10", "optim.steps=300", *caches]
+                 "optim.warmup_steps=10", "optim.steps=300", *caches,
+                 f"out=runs/fast-{Path(args.out).name}"]
     return (f"train on {them}: {shell_join(words + caches)}\n"
             f"or fine-tune the shipped fast on {them}: {shell_join(fine_tune)}")
 
