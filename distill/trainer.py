@@ -264,6 +264,28 @@ class Trainer:
             return None
         return Path(r) if r and r != "never" else None
 
+    def _check_init(self, ck: dict, path: Path) -> None:
+        """ValueError where init= names weights the resumed run did not start from: its
+        weights would go on, while the config, lineage and distill's compare line say init=."""
+        given = str(self.cfg.init or "")
+        config = ck.get("config")
+        before = str(config.get("init") or "") if isinstance(config, dict) else given
+        if not given or given == before:   # the same command, or init= left out
+            return
+        from .teacher import resolve_weights
+        recorded = ((ck.get("lineage") or {}).get("init") or {}).get("path")
+        try:   # the same file by another name (fast, models/student-fast.pt)
+            mine = os.path.realpath(resolve_weights(given))
+            if mine == (recorded or (before and os.path.realpath(resolve_weights(before)))):
+                return
+        except (OSError, CheckpointError):
+            pass
+        started = f"init={before}" if before else "scratch (no init=)"
+        raise ValueError(f"cannot resume {path} with init={given}: its run started from "
+                         f"{started}, whose weights would go on training, not {given}'s; "
+                         f"fine-tune into another folder (out=...), or start over in "
+                         f"{self.out} with resume=never")
+
     def _resume(self) -> None:
         r = self.cfg.resume
         path = self._resume_path()
@@ -314,6 +336,7 @@ class Trainer:
             raise ValueError(f"cannot resume from {path}: it holds {ck.get('arch')} "
                              f"{ck.get('arch_args')}, this run builds {self.arch} "
                              f"{self.arch_args}; use another out folder or resume=never")
+        self._check_init(ck, path)
         self.model.load_state_dict(ck["model"])
         # A slim checkpoint (stepN.pt, slim_checkpoint's copy, grow's) has no EMA of its own:
         # its model is the EMA weights, which the EMA goes on from.

@@ -1754,6 +1754,27 @@ def test_a_resume_does_not_need_the_init_checkpoint_any_more(tmp_path):
         train(tiny_cfg(tmp_path / "new", 4, init=init), quiet=True)
 
 
+def test_a_resume_refuses_an_init_its_run_did_not_start_from(tmp_path):
+    """The fine-tune line run where a from-scratch run had stopped resumed that run: init=fast
+    was only listed among the changed settings ("the run goes on with the new ones"), the
+    scratch weights trained on, and the config, the compare line and evaluate all said fast."""
+    init = tmp_path / "init.pt"
+    train(tiny_cfg(tmp_path / "first", 1), quiet=True)
+    (tmp_path / "first" / "last.pt").rename(init)
+    train(tiny_cfg(tmp_path / "r", 4, stop_after=2), quiet=True)   # from scratch
+    with pytest.raises(ValueError, match=(
+            rf"cannot resume {tmp_path / 'r' / 'last.pt'} with init={init}: its run started "
+            r"from scratch \(no init=\)")):
+        train(tiny_cfg(tmp_path / "r", 4, init=init), quiet=True)
+    assert read_checkpoint(tmp_path / "r" / "last.pt")["step"] == 2   # nothing trained
+    train(tiny_cfg(tmp_path / "r", 4, init=init, resume="never"), quiet=True)   # as it says
+    train(tiny_cfg(tmp_path / "f", 4, init=init, stop_after=2), quiet=True)
+    (tmp_path / "link.pt").symlink_to(init)
+    train(tiny_cfg(tmp_path / "f", 4, init=tmp_path / "link.pt"), quiet=True)   # the same file
+    train(tiny_cfg(tmp_path / "f", 6), quiet=True)   # init= left out: it goes on from init
+    assert read_checkpoint(tmp_path / "f" / "last.pt")["step"] == 6
+
+
 def test_usage_mistakes_get_one_line_not_a_traceback(tmp_path, capsys):
     from sharpen.cli import main
 
