@@ -12,7 +12,8 @@ from typing import Any, Optional
 
 def run_lineage(cfg: Any, init: Optional[Path]) -> dict:
     """The lineage of a run of `cfg` that starts from the checkpoint `init` (None: from
-    scratch, or resumed, whose own checkpoint recorded it)."""
+    scratch, or resumed, whose own checkpoint recorded it, or only its init= name where it was
+    saved before lineage was recorded)."""
     from .teacher import file_hash
     lineage: dict = {}
     if init is not None:
@@ -51,8 +52,11 @@ def describe_lineage(lineage: Any) -> list[str]:
         return []
     lines = []
     init = lineage.get("init")
-    if isinstance(init, dict):
-        lines.append(f"fine-tuned from {init.get('path')} (sha256 {init.get('sha256')})")
+    if isinstance(init, dict) and init.get("path"):
+        lines.append(f"fine-tuned from {init['path']} (sha256 {init.get('sha256')})")
+    elif isinstance(init, dict) and init.get("given"):   # a run resumed from an older version
+        lines.append(f"fine-tuned from init={init['given']} (its file's path and sha256 not "
+                     "recorded: the run began before they were)")
     for key, what in (("labels", "distilled on labels"), ("val_labels", "validated on labels")):
         origin = lineage.get(key)
         if not isinstance(origin, dict):

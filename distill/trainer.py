@@ -371,8 +371,12 @@ class Trainer:
         self._apply_optim_config()
         self._resumed_data = ck.get("data") or {}
         self._resumed_env = ck.get("environment")
-        if isinstance((ck.get("lineage") or {}).get("init"), dict):
-            self._lineage = {**self._lineage, "init": ck["lineage"]["init"]}
+        recorded = (ck.get("lineage") or {}).get("init")
+        begun = (ck.get("config") or {}).get("init")
+        if isinstance(recorded, dict):
+            self._lineage = {**self._lineage, "init": recorded}
+        elif begun and not isinstance(ck.get("lineage"), dict):   # saved before lineage was
+            self._lineage = {**self._lineage, "init": {"given": str(begun)}}
         # A last.pt (resume state) without it: saved by a version from before it was recorded.
         # Weights-only checkpoints (best.pt, stepN.pt) never record it.
         self._data_unrecorded = "optimizer" in ck and not isinstance(ck.get("data"), dict)

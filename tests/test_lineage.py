@@ -62,3 +62,33 @@ def test_a_fine_tune_and_its_export_say_which_weights_and_labels_made_them(
     out = capsys.readouterr().out
     for line in said:
         assert line in out, out
+
+
+def test_a_run_begun_before_lineage_was_recorded_still_names_its_init_once_resumed(
+        tmp_path, tiny_teacher_pt, capsys):
+    """Its last.pt records no lineage: resumed, the run's lineage had the label caches but no
+    init, and `sharpen models` said nothing of a start, as of a run trained from scratch."""
+    import torch
+
+    from distill.checkpoint import read_checkpoint
+    from distill.data.labels_command import main as labels
+    from sharpen.cli import main
+
+    cache = tmp_path / "labels"
+    assert labels(["--data", str(_pairs(tmp_path / "mine", 2)), "--out", str(cache),
+                   "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device", "cpu",
+                   "--quiet"]) == 0
+    _student(tmp_path / "a", cache, 1)
+    start = tmp_path / "a" / "last.pt"
+    _student(tmp_path / "b", cache, 3, init=start, stop_after=2)
+    last = tmp_path / "b" / "last.pt"
+    ck = read_checkpoint(last)
+    del ck["lineage"]   # as an earlier version wrote it
+    torch.save(ck, last)
+    _student(tmp_path / "b", cache, 3, init=start)
+    capsys.readouterr()
+    assert main(["models", str(last)]) == 0
+    out = capsys.readouterr().out
+    assert (f"fine-tuned from init={start} (its file's path and sha256 not recorded: the run "
+            "began before they were)") in out, out
+    assert "None" not in out, out
