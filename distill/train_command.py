@@ -143,7 +143,7 @@ def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
         what = f"the fine-tune's last.pt (best.pt is init={cfg.init})" if unchanged else "it"
         lines.append(f"compare {what} with {before} on the held-out frames (metrics, "
                      f"side_by_side.png): {shell_join(words)}")
-    elif (test := _test_split_source(cfg.data.val_labels)) and weights.name == "best.pt":
+    elif (test := _test_split_source(cfg.data)) and weights.name == "best.pt":
         # Paired labels (a corpus's val split): its test split was neither trained nor chosen
         # on, and has ground truth; evaluate scores it by default.
         tried = out / "last.pt" if unchanged else weights
@@ -161,18 +161,23 @@ def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:
     return lines
 
 
-def _test_split_source(val_labels: Any) -> Path | None:
-    """The source a validation cache was labelled from where that source has a test split
-    (a corpus, a paired root with split folders): None for footage, a folder without splits,
-    or a cache whose run.json names no source that is here."""
+def _test_split_source(data: Any) -> Path | None:
+    """The source the validation cache was labelled from where that source has a test split
+    (a corpus, a paired root with split folders) that neither cache was labelled from: None
+    for footage, a folder without splits, a cache whose run.json names no source that is
+    here, or labels of that test split (trained on, or best.pt chosen on it)."""
     from .data.label_cache import read_run_record
-    if not val_labels:
+    if not data.val_labels:
         return None
-    record = read_run_record(Path(val_labels))
-    data = record.get("data")
-    if not (isinstance(data, str) and record.get("split")):
+    record = read_run_record(Path(data.val_labels))
+    source = record.get("data")
+    if not (isinstance(source, str) and record.get("split")):
         return None
-    return Path(data) if (Path(data) / "test").is_dir() else None
+    for cache in (data.labels, data.val_labels):
+        used = read_run_record(Path(cache)) if cache else {}
+        if used.get("split") == "test" and used.get("data") == source:
+            return None
+    return Path(source) if (Path(source) / "test").is_dir() else None
 
 
 def _label_teacher(cache: Path) -> list[str]:

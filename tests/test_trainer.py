@@ -3113,6 +3113,17 @@ def test_a_student_validated_on_a_corpus_ends_with_how_to_score_it_on_its_test_s
         f"--out {out / 'eval'}")
     (val / "run.json").write_text(json.dumps({"data": str(tmp_path / "pairs")}))  # no split
     assert _after_distill(cfg, 1)[0].startswith("export it for")
+    # Labels of the test split itself (`labels --split test`): best.pt was chosen on it, or
+    # trained on it, so a score there is no held-out one.
+    (val / "run.json").write_text(json.dumps({"data": str(corpus), "split": "test"}))
+    assert _after_distill(cfg, 1)[0].startswith("export it for")
+    train_cache = tmp_path / "train"
+    train_cache.mkdir()
+    (train_cache / "run.json").write_text(json.dumps({"data": str(corpus), "split": "test"}))
+    (val / "run.json").write_text(json.dumps({"data": str(corpus), "split": "val"}))
+    cfg = tiny_cfg(out, 1, task="student", init="fast",
+                   **{"data.val_labels": val, "data.labels": train_cache})
+    assert _after_distill(cfg, 1)[0].startswith("export it for")
 
 
 def test_the_export_line_of_a_fine_tune_that_never_beat_its_start_says_what_it_exports(
