@@ -66,10 +66,13 @@ def describe_lineage(lineage: Any) -> list[str]:
             about.append(f"{origin['images']} images of {origin.get('data', '?')}")
             if origin.get("split"):
                 about.append(f"split {origin['split']}")
-        teachers = [t for t in origin.get("teachers") or [] if isinstance(t, dict)]
+        # Caches labelled before the teacher's file was recorded hold its hash alone.
+        teachers = [f"{t['path']} {t.get('sha256')}" if t.get("path")
+                    else f"{t['sha256']} (its file not recorded)"
+                    for t in origin.get("teachers") or []
+                    if isinstance(t, dict) and (t.get("path") or t.get("sha256"))]
         if teachers:
-            about.append("teacher " + ", ".join(f"{t.get('path')} {t.get('sha256')}"
-                                                for t in teachers))
+            about.append("teacher " + ", ".join(teachers))
         lines.append(f"{what} {origin.get('path')}"
                      + (f" ({', '.join(about)})" if about else ""))
     return lines

@@ -92,3 +92,26 @@ def test_a_run_begun_before_lineage_was_recorded_still_names_its_init_once_resum
     assert (f"fine-tuned from init={start} (its file's path and sha256 not recorded: the run "
             "began before they were)") in out, out
     assert "None" not in out, out
+
+
+def test_a_cache_labelled_before_teacher_files_were_named_gives_its_teacher_by_hash(
+        tmp_path, tiny_teacher_pt):
+    """Manifest entries from before the teacher's file was recorded hold its hash alone: the
+    line read "teacher None <hash>"."""
+    import json
+
+    from distill.data.labels_command import main as labels
+    from distill.lineage import describe_lineage, label_cache_origin
+    from distill.teacher import file_hash
+
+    cache = tmp_path / "labels"
+    assert labels(["--data", str(_pairs(tmp_path / "mine", 2)), "--out", str(cache),
+                   "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device", "cpu",
+                   "--quiet"]) == 0
+    manifest = json.loads((cache / "manifest.json").read_text())
+    for entry in manifest["entries"].values():
+        del entry["teacher_weights"]   # as an earlier version wrote them
+    (cache / "manifest.json").write_text(json.dumps(manifest))
+    [line] = describe_lineage({"labels": label_cache_origin(cache)})
+    assert line.endswith(f"teacher {file_hash(tiny_teacher_pt)} (its file not recorded))"), line
+    assert "None" not in line, line
