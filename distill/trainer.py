@@ -283,8 +283,8 @@ class Trainer:
         started = f"init={before}" if before else "scratch (no init=)"
         raise ValueError(f"cannot resume {path} with init={given}: its run started from "
                          f"{started}, whose weights would go on training, not {given}'s; "
-                         f"fine-tune into another folder (out=...), or start over in "
-                         f"{self.out} with resume=never")
+                         f"leave init= out to go on with it, or start from {given} in another "
+                         f"folder (out=...) or over it with resume=never")
 
     def _resume(self) -> None:
         r = self.cfg.resume
