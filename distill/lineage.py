@@ -26,6 +26,19 @@ def run_lineage(cfg: Any, init: Optional[Path]) -> dict:
     return lineage
 
 
+def resumed_lineage(lineage: dict, before: Any, step: int) -> dict:
+    """`lineage` of a run resumed at `step` from a checkpoint that recorded `before`: weights
+    distilled on other labels up to there (a branch with new data.labels) name them too."""
+    was = before.get("labels") if isinstance(before, dict) else None
+    now = lineage.get("labels")
+    if not (isinstance(was, dict) and isinstance(now, dict)):
+        return lineage
+    earlier = [e for e in was.get("earlier") or [] if isinstance(e, dict)]
+    if was.get("path") != now.get("path"):
+        earlier.append({**{k: v for k, v in was.items() if k != "earlier"}, "until_step": step})
+    return {**lineage, "labels": {**now, "earlier": earlier}} if earlier else lineage
+
+
 def label_cache_origin(cache: Path) -> dict:
     """A label cache's source data, split, image count and teacher, from its run.json and
     manifest; what cannot be read is left out."""
@@ -73,6 +86,8 @@ def describe_lineage(lineage: Any) -> list[str]:
                     if isinstance(t, dict) and (t.get("path") or t.get("sha256"))]
         if teachers:
             about.append("teacher " + ", ".join(teachers))
+        before = "".join(f", after labels {e.get('path')} to step {e.get('until_step')}"
+                         for e in origin.get("earlier") or [] if isinstance(e, dict))
         lines.append(f"{what} {origin.get('path')}"
-                     + (f" ({', '.join(about)})" if about else ""))
+                     + (f" ({', '.join(about)})" if about else "") + before)
     return lines

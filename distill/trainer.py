@@ -45,7 +45,7 @@ from .config import (LossConfig, TrainConfig, as_overrides, check_config, config
 from .data_checks import data_changes, data_problems, data_signature
 from .dist import DistInfo, launch_command
 from .interrupts import SecondSignal, TrainingInterrupted, resume_hint
-from .lineage import run_lineage
+from .lineage import resumed_lineage, run_lineage
 from .losses import combined_loss
 from .model_build import arch_text, build_model
 from .provenance import describe, environment_changes, run_environment, same_code
@@ -377,6 +377,7 @@ class Trainer:
             self._lineage = {**self._lineage, "init": recorded}
         elif begun and not isinstance(ck.get("lineage"), dict):   # saved before lineage was
             self._lineage = {**self._lineage, "init": {"given": str(begun)}}
+        self._lineage = resumed_lineage(self._lineage, ck.get("lineage"), self.step)
         # A last.pt (resume state) without it: saved by a version from before it was recorded.
         # Weights-only checkpoints (best.pt, stepN.pt) never record it.
         self._data_unrecorded = "optimizer" in ck and not isinstance(ck.get("data"), dict)

@@ -115,3 +115,28 @@ def test_a_cache_labelled_before_teacher_files_were_named_gives_its_teacher_by_h
     [line] = describe_lineage({"labels": label_cache_origin(cache)})
     assert line.endswith(f"teacher {file_hash(tiny_teacher_pt)} (its file not recorded))"), line
     assert "None" not in line, line
+
+
+def test_a_run_resumed_on_other_labels_names_the_labels_it_was_distilled_on_before(
+        tmp_path, tiny_teacher_pt, capsys):
+    """`resume=a/last.pt out=b data.labels=NEW` went on from weights distilled on a's labels,
+    yet b's lineage named only the new cache."""
+    from distill.data.labels_command import main as labels
+    from sharpen.cli import main
+
+    caches = []
+    for name, n in (("first", 2), ("second", 3)):
+        caches.append(tmp_path / f"labels-{name}")
+        assert labels(["--data", str(_pairs(tmp_path / name, n)), "--out", str(caches[-1]),
+                       "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device",
+                       "cpu", "--quiet"]) == 0
+    _student(tmp_path / "a", caches[0], 2)
+    _student(tmp_path / "b", caches[1], 3, resume=tmp_path / "a" / "last.pt")
+    _student(tmp_path / "b", caches[1], 4)   # resumed on the same labels: said once
+    capsys.readouterr()
+    assert main(["models", str(tmp_path / "b" / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "distilled on labels" in line]
+    assert len(said) == 1 and said[0].startswith(
+        f"{tmp_path / 'b' / 'last.pt'}: distilled on labels {caches[1].resolve()} (3 images"), out
+    assert said[0].endswith(f", after labels {caches[0].resolve()} to step 2"), out
