@@ -25,8 +25,8 @@ def _complete_results(path: Path) -> bool:
 def _remove_stale_partial(out: Path) -> None:
     """A finished run's results replace the part an interrupted run kept beside the run before
     it: left there, it was another run's numbers read as this one's."""
-    stale = [p for p in (out / "metrics.partial.json", out / "side_by_side.partial.png")
-             if p.is_file()]
+    stale = [p for p in (out / "metrics.partial.json", out / "per_image.partial.csv",
+                         out / "side_by_side.partial.png") if p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     if stale:
@@ -54,7 +54,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from .checkpoint import CheckpointError
     from .data.sources import SourceError
     from .evaluate import (MIN_SIDE, evaluate, format_table, is_artifact, side_by_side,
-                           teacher_labels_line)
+                           teacher_labels_line, write_per_image_csv)
 
     from .teacher import check_device, check_threads, pick_device, resolve_weights
     check_device(args.device)
@@ -168,7 +168,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         fig = side_by_side(shown, out / f"side_by_side{tag}.png", side=args.figure_crop,
                            title=f"{args.data}, {which}: input | " + " | ".join(
                                k for k in next(iter(shown.values())) if k != "input"))
-        print(f"written: {out / f'metrics{tag}.json'}, {fig}")
+        table = write_per_image_csv(res, out / f"per_image{tag}.csv")
+        print(f"written: {out / f'metrics{tag}.json'}, {table}, {fig}")
         if not res["interrupted"]:
             _remove_stale_partial(out)
     if res["interrupted"]:

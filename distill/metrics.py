@@ -1,4 +1,7 @@
-"""PSNR/SSIM as published tables compute them: scikit-image on HxWx3 RGB in [0, 1]."""
+"""PSNR/SSIM as published deblurring tables compute them: scikit-image on HxWx3 RGB in [0, 1]
+(the same numbers as on 8-bit images with data range 255), whole images, no border crop; SSIM
+with an 11x11 Gaussian window of sigma 1.5 and population covariances (Wang et al. 2004, as
+BasicSR computes it). CONVENTION says it in words for the results files."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,7 +14,23 @@ from runtime.warn import warn
 # frame paired with itself) and is not valid JSON; capped where many published tools cap it.
 PSNR_MAX = 100.0
 
-SSIM_MIN_SIDE = 7   # scikit-image's default 7x7 window: smaller images have no SSIM
+# Wang et al.'s Gaussian window: sigma 1.5 truncated at 3.5 sigma, 11x11; smaller images
+# have no SSIM.
+SSIM_SIGMA = 1.5
+SSIM_MIN_SIDE = 11
+
+# What the numbers are, for results files and tables: a reader checks one by hand from this.
+CONVENTION = {
+    "psnr": "RGB, model outputs rounded to 8 bits (0-255) as a saved PNG is, data range 255, "
+            "whole images (no border crop), capped at 100 dB; skimage.metrics."
+            "peak_signal_noise_ratio(gt_uint8, out_uint8, data_range=255)",
+    "ssim": "RGB, 8-bit outputs, channels averaged, 11x11 Gaussian window sigma 1.5, "
+            "population covariances (Wang et al. 2004, BasicSR); skimage.metrics."
+            "structural_similarity(gt_uint8, out_uint8, channel_axis=-1, data_range=255, "
+            "gaussian_weights=True, sigma=1.5, use_sample_covariance=False)",
+    "mean": "mean over images (not over sequences); gains are the model's minus the blurred "
+            "input's",
+}
 
 
 def _pair(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -51,17 +70,28 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return min(float(peak_signal_noise_ratio(b, a, data_range=1.0)), PSNR_MAX)
 
 
+def quantise_8bit(img: np.ndarray) -> np.ndarray:
+    """A float image in [0, 1] rounded to the 256 levels of the 8-bit PNG it would be saved as
+    (float32, values clipped to [0, 1]): published numbers score those files."""
+    levels = np.round(np.clip(img, 0, 1) * 255).astype(np.uint8)
+    return levels.astype(np.float32) / np.float32(255)
+
+
 def ssim(a: np.ndarray, b: np.ndarray) -> float:
-    """SSIM (scikit-image, 7x7 window, data range 1) of two float images in [0, 1]: HxWx3
+    """SSIM (scikit-image, 11x11 Gaussian window of sigma 1.5, population covariances, data
+    range 1: the published convention) of two float images in [0, 1]: HxWx3
     (channels averaged) or HxW, the same shape, each side at least SSIM_MIN_SIDE; values
     outside [0, 1] are clipped. ValueError for integer images, other shapes or smaller ones."""
     a, b = _pair(a, b)
     if min(a.shape[:2]) < SSIM_MIN_SIDE:
         raise ValueError(f"SSIM needs images of at least {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} "
                          f"pixels (its window), got {a.shape[1]}x{a.shape[0]}")
-    # A 2-D image is one gray channel: channel_axis=-1 read its columns as channels.
-    return float(structural_similarity(a, b, channel_axis=-1 if a.ndim == 3 else None,
-                                       data_range=1.0))
+    # A 2-D image is one gray channel: channel_axis=-1 read its columns as channels. float64:
+    # in float32 the filtered moments lose the 1e-6 that a by-hand check on uint8 keeps.
+    return float(structural_similarity(a.astype(np.float64), b.astype(np.float64),
+                                       channel_axis=-1 if a.ndim == 3 else None,
+                                       data_range=1.0, gaussian_weights=True, sigma=SSIM_SIGMA,
+                                       use_sample_covariance=False))
 
 
 def psnr_ssim(a: np.ndarray, b: np.ndarray) -> dict[str, float]:

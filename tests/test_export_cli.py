@@ -624,7 +624,7 @@ def test_a_parity_image_too_small_for_ssim_is_skipped_by_name(ckpt, tmp_path, ca
     assert main(["export", "--weights", str(ckpt), "--formats", "onnx", "--out", str(out),
                  "--no-latency", "--quiet", "--parity-images", str(d)]) == 0
     err = capsys.readouterr().err
-    assert "tiny.png: 5x3 is smaller than SSIM's 7x7 window" in err, err
+    assert "tiny.png: 5x3 is smaller than SSIM's 11x11 window" in err, err
     assert json.loads((out / "export_report.json").read_text())["settings"]["parity_images"] \
         == ["big"]
     from runtime import SharpenWarning

@@ -2938,7 +2938,7 @@ def test_a_validation_image_under_ssims_window_is_skipped_before_training(tmp_pa
     assert main(argv) == 0
     err = capsys.readouterr().err
     assert f"validation pair skipped: {val / 'input' / 'small.png'} is 6x5, under SSIM's " \
-           "7x7 window" in err, err
+           "11x11 window" in err, err
     assert read_checkpoint(out / "last.pt")["step"] == 2
     (val / "input" / "big.png").unlink()
     (val / "target" / "big.png").unlink()
