@@ -72,8 +72,21 @@ def is_teacher(path: str | Path, teacher_config: Optional[str] = None) -> bool:
 def _teacher_checkpoint(ck: dict, teacher_config: Optional[str]) -> bool:
     from .checkpoint import FORMAT
     if ck.get("format") != FORMAT:
-        return teacher_config is not None
+        return teacher_config is not None or bool(fitting_configs(ck))
     return ck.get("kind") == "teacher"
+
+
+def fitting_configs(ck: dict) -> list[str]:
+    """The named Restormer configs whose tensor names and shapes a checkpoint without a config
+    of its own has (the official motion_deblurring.pth: ["motion-deblur"]); [] for others."""
+    from .checkpoint import FORMAT, CheckpointError, extract_state_dict
+    from .teacher import named_configs_fitting
+    if ck.get("format") == FORMAT:
+        return []
+    try:
+        return named_configs_fitting(extract_state_dict(ck))
+    except CheckpointError:
+        return []
 
 
 def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "cpu",
@@ -105,6 +118,10 @@ def load_model_fn(path: str | Path, tile: Optional[int] = None, device: str = "c
     path = resolve_weights(path)   # shipped names (fast, teacher), as --weights takes them
     ck = read_checkpoint(path)
     kind = ck.get("kind")
+    if teacher_config is None and ck.get("format") != FORMAT:
+        # Restormer weights without a config (the official .pth): the config they fit, as
+        # --help promises, rather than "neither a teacher nor a student".
+        teacher_config = next(iter(fitting_configs(ck)), None)
     if _teacher_checkpoint(ck, teacher_config):
         from .teacher import TILE, Teacher
         # Project checkpoints carry their config; --teacher-config is for the others.

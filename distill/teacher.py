@@ -242,7 +242,7 @@ def _load_teacher(weights: str | os.PathLike,
     try:
         load_weights(model, sd, weights)
     except CheckpointError as e:
-        fits = [] if ckpt.get("format") == FORMAT else _named_configs_fitting(sd)
+        fits = [] if ckpt.get("format") == FORMAT else named_configs_fitting(sd)
         if not fits:
             raise
         # The official weights under `small`, the small teacher's bare state dict under the
@@ -252,7 +252,7 @@ def _load_teacher(weights: str | os.PathLike,
     return model.eval(), ckpt
 
 
-def _named_configs_fitting(sd: dict[str, torch.Tensor]) -> list[str]:
+def named_configs_fitting(sd: dict[str, torch.Tensor]) -> list[str]:
     """The named Restormer configs whose state dict has exactly the names and shapes of
     `sd`. Built on the meta device: no memory for the 26 M parameters of motion-deblur."""
     want = {k: tuple(v.shape) for k, v in sd.items()}

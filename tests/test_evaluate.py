@@ -560,7 +560,9 @@ def test_the_blurred_half_of_a_paired_folder_names_the_folder_to_give(tmp_path, 
 
 def test_official_style_teacher_weights_with_teacher_config(nogt, tmp_path, capsys):
     """Restormer weights without a config of their own (the official motion_deblurring.pth:
-    {'params': state_dict}) could not be scored: evaluate had no --teacher-config."""
+    {'params': state_dict}) could not be scored: evaluate had no --teacher-config. Without
+    one they were refused ("neither a teacher nor a student"), though --help says it defaults
+    to motion-deblur: they are a teacher, of the named config their tensors fit."""
     import torch
 
     from distill.restormer import build_restormer
@@ -569,11 +571,17 @@ def test_official_style_teacher_weights_with_teacher_config(nogt, tmp_path, caps
     official = tmp_path / "motion_deblurring.pth"
     torch.save({"params": build_restormer("tiny").state_dict()}, official)
     argv = ["evaluate", "--weights", str(official), "--data", str(nogt), "--quiet"]
-    assert main(argv) == 2
-    assert "give --teacher-config motion-deblur" in capsys.readouterr().err
-    assert main([*argv, "--teacher-config", "tiny"]) == 0
+    assert main(argv) == 0, capsys.readouterr().err
     out = capsys.readouterr().out
     assert "motion_deblurring" in out and "sharpness" in out
+    assert main([*argv, "--teacher-config", "tiny"]) == 0
+    # A config that does not fit says which one does.
+    assert main([*argv, "--teacher-config", "small"]) == 2
+    assert "pass --teacher-config tiny" in capsys.readouterr().err
+    # Tensors that are no Restormer's still name both flags.
+    torch.save({"params": {"conv.weight": torch.zeros(3, 3, 3, 3)}}, official)
+    assert main(argv) == 2
+    assert "give --teacher-config motion-deblur" in capsys.readouterr().err
 
 
 def test_threads_and_provider_reach_the_runtime_as_in_sharpen_run(nogt, tmp_path, capsys):
