@@ -347,8 +347,10 @@ def _quality_lines(rep: dict) -> list[str]:
 
     s, q, checks = rep["settings"], rep["quality"], rep["checks"]
     lines = [
-        f"Held-out set: {q['data']}. {real_blur_note(rep)} PSNR/SSIM (scikit-image, RGB, "
-        f"[0, 1]) against ground truth, mean over the images; {TEACHER_SSIM_MEANING} (the "
+        f"Held-out set: {q['data']}. {real_blur_note(rep)} PSNR/SSIM (RGB, outputs rounded "
+        "to 8 bits, data range 255, no border crop; SSIM with scikit-image's Gaussian window "
+        "sigma 1.5, population covariances, as published tables) against ground truth, mean "
+        f"over the images; {TEACHER_SSIM_MEANING} (the "
         "gate is in Checks); parity is the worst image against the FP32 PyTorch student "
         "(gates from "
         f"`optimize.export.Thresholds`: FP32 max abs < "

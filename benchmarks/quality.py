@@ -10,8 +10,9 @@ resolution), each student's SSIM against the teacher, and the checks:
 - parity: every artifact within its `optimize.export.Thresholds` gate against the FP32 PyTorch
   student on the same images (FP32 formats: max abs error; INT8/FP16: worst-case SSIM).
 
-Metrics are scikit-image's on HxWx3 RGB clipped to [0, 1] (`distill.metrics`, as published
-tables compute them), averaged over the images; parity uses `optimize.parity.compare` and
+Metrics are `distill.metrics`' (as published tables compute them: RGB, model outputs rounded
+to 8 bits, data range 255, no border crop, SSIM's Gaussian window; `CONVENTION`), averaged over
+the images; parity uses `optimize.parity.compare` and
 reports the worst image, like `sharpen export`.
 
 Teacher outputs are expensive on a CPU (seconds per 512x512 tile), so they are cached on disk:
@@ -250,8 +251,9 @@ class QualityResult:
         return next((c for c in self.checks if c["model"] == key and c["check"] in kinds), None)
 
     def to_dict(self) -> dict:
+        from distill.metrics import CONVENTION
         return {"data": self.data, "images": self.images, "rows": self.rows,
-                "checks": self.checks, "settings": self.settings}
+                "checks": self.checks, "settings": self.settings, "convention": CONVENTION}
 
 
 def _row(key: str, model: str, kind: str, fmt: str, backend: str, precision: str,
@@ -493,7 +495,7 @@ def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
              crops: dict[str, dict]) -> None:
     """One model on one image: metrics into r["images"]; a student's output is kept as the
     reference its artifacts are compared with, and as a crop when the image is in the figure."""
-    from distill.metrics import psnr, ssim
+    from distill.metrics import psnr, quantise_8bit, ssim
     from optimize.parity import compare
 
     if r["status"] != "ok":
@@ -504,8 +506,11 @@ def _run_one(r: dict, run: Callable, p: Pair, t_out: np.ndarray,
         first = first_line(e, None)
         r.update(status="error", reason=f"inference failed on {p.name}: {first}")
         return
-    img = {"image": p.name, "psnr": psnr(out, p.sharp), "ssim": ssim(out, p.sharp),
-           "ssim_teacher": ssim(out, t_out)}
+    # Scored as the 8-bit image a user saves, as `sharpen evaluate` and published tables
+    # score it; parity below compares the outputs themselves.
+    saved = quantise_8bit(out)
+    img = {"image": p.name, "psnr": psnr(saved, p.sharp), "ssim": ssim(saved, p.sharp),
+           "ssim_teacher": ssim(saved, quantise_8bit(t_out))}
     if r["kind"] == "student":
         refs[r["student"], p.name] = out, img["ssim"]
         if p.name in crops:

@@ -3730,3 +3730,29 @@ def test_a_tflite_given_alone_is_named_by_the_record_inside(fast_student_pt, exp
     (gm,) = resolve_models([str(alone)])
     assert gm.source == with_sidecar["student"] == "fast", gm
     assert gm.source_sha256 == with_sidecar["source_sha256"], gm
+
+
+def test_bench_scores_quality_as_the_8bit_images_published_tables_score(tmp_path):
+    """The bench's quality rows scored float outputs (a few thousandths of a dB above the 8-bit
+    PNG a paper's number comes from) and its report.json named no convention: its rows could
+    not stand beside `sharpen evaluate`'s or a published table's. They are scored as evaluate
+    scores them, and the report says how."""
+    import cv2
+    from skimage.metrics import peak_signal_noise_ratio, structural_similarity
+
+    from benchmarks.quality import Pair, QualityResult, _const, _row, _run_one
+    rng = np.random.default_rng(3)
+    y8 = cv2.GaussianBlur(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8), (5, 5), 1.0)
+    x8 = cv2.GaussianBlur(y8, (7, 7), 2.0)
+    x, y = x8.astype(np.float32) / 255, y8.astype(np.float32) / 255
+    r = _row("m", "model m", "model", "onnx", "ONNX Runtime", "fp32")
+    _run_one(r, lambda img: img * 0.9 + 0.3 / 255, Pair("a", _const(x), _const(y)), y, {}, {})
+    out8 = np.clip(np.round((x * 0.9 + 0.3 / 255) * 255), 0, 255).astype(np.uint8)
+    got = r["images"][0]
+    assert got["psnr"] == pytest.approx(peak_signal_noise_ratio(y8, out8, data_range=255),
+                                        abs=1e-5)   # k/255 in float32
+    assert got["ssim"] == pytest.approx(structural_similarity(
+        y8, out8, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False), abs=1e-6)
+    q = QualityResult("d", [], [r], [], {}, {}).to_dict()
+    assert "gaussian_weights=True" in q["convention"]["ssim"]
