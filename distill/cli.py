@@ -147,8 +147,12 @@ def add_commands(sub) -> None:
                        description="Run teacher and/or student checkpoints over a data source. "
                        "With ground truth (paired folder, GoPro root, corpus): PSNR/SSIM of the "
                        "input and each model, and the gain. Without (real blurred frames): a "
-                       "sharpness ratio. --out writes metrics.json and side_by_side.png "
-                       "(input | models | ground truth).")
+                       "sharpness ratio. PSNR/SSIM as published tables compute them: 8-bit RGB "
+                       "outputs, data range 255, no border crop, SSIM with scikit-image's "
+                       "Gaussian window sigma 1.5 (use_sample_covariance=False), mean over "
+                       "images. --out writes metrics.json (with the convention), per_image.csv "
+                       "(one row per image and model) and side_by_side.png (input | models | "
+                       "ground truth).")
     p.add_argument("--weights", nargs="+", default=None, metavar="CKPT",
                    help="project checkpoints (teacher or student), space or comma separated; "
                    "shipped ones by name (fast, edge, seed, teacher)")

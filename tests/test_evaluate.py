@@ -1128,3 +1128,14 @@ def _tiny_student(path) -> None:
     torch.manual_seed(0)
     st = create_student("fast", width=8)
     atomic_save(make_checkpoint(st, kind="student", arch="fast", arch_args=st.arch_args), path)
+
+
+def test_help_says_how_psnr_ssim_are_computed_and_what_out_writes(capsys):
+    """`sharpen evaluate --help` named neither the PSNR/SSIM convention nor per_image.csv: a
+    reviewer's first question had no answer where the command is described."""
+    from sharpen.cli import main
+    with pytest.raises(SystemExit):
+        main(["evaluate", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "8-bit RGB outputs, data range 255, no border crop" in text, text
+    assert "Gaussian window sigma 1.5" in text and "per_image.csv" in text, text
