@@ -288,7 +288,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     result of the rows that ran on every image, the others with status "missing"."""
     from distill.checkpoint import load_student
     from distill.images import misoriented
-    from distill.metrics import psnr, ssim
+    from distill.metrics import SSIM_MIN_SIDE, psnr, ssim
     from optimize.export import Thresholds
     from optimize.parity import load_runner, torch_runner
 
@@ -311,6 +311,10 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             raise BenchError(f"held-out pair {p.name} of --data: its sharp image {p.files[1]} "
                              f"{note} (every model is scored on the same images: fix or "
                              "remove it)")
+        if min(b.shape[:2]) < SSIM_MIN_SIDE:
+            raise BenchError(f"held-out pair {p.name} of --data: {b.shape[1]}x{b.shape[0]} is "
+                             f"smaller than SSIM's {SSIM_MIN_SIDE}x{SSIM_MIN_SIDE} window "
+                             "(every model is scored on the same images: remove it)")
         images.append({"image": p.name, "shape": list(b.shape), "input_psnr": psnr(b, s),
                        "input_ssim": ssim(b, s)})
     hardest = {d["image"] for d in sorted(images, key=lambda d: d["input_psnr"])[:n_crops]}

@@ -1591,6 +1591,21 @@ def test_unreadable_held_out_image_is_named_not_a_traceback(tmp_path):
         pairs[1].sharp
 
 
+def test_a_held_out_pair_under_ssims_window_is_named_not_a_traceback(tmp_path):
+    """A 9x9 pair (scored under the old 7x7 window) raised SSIM's bare ValueError."""
+    from benchmarks.artifacts import BenchError
+    from benchmarks.quality import evaluate, load_pairs
+    rng = np.random.default_rng(0)
+    for name, side in (("big", 24), ("small", 9)):
+        img = rng.random((side, side, 3)).astype(np.float32)
+        write_image(tmp_path / "target" / f"{name}.png", img)
+        write_image(tmp_path / "input" / f"{name}.png", img)
+    pairs, _ = load_pairs(str(tmp_path))
+    with pytest.raises(BenchError, match=r"held-out pair small of --data: 9x9 is smaller than "
+                       r"SSIM's 11x11 window"):
+        evaluate(pairs, None, [], {})
+
+
 def test_a_clip_as_real_blur_says_the_sets_take_images(tmp_path):
     """`--real-nogt clip.mp4` said "no images"."""
     import cv2
