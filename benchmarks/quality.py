@@ -288,7 +288,7 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
     result of the rows that ran on every image, the others with status "missing"."""
     from distill.checkpoint import load_student
     from distill.images import misoriented
-    from distill.metrics import SSIM_MIN_SIDE, psnr, ssim
+    from distill.metrics import SSIM_MIN_SIDE, psnr, quantise_8bit, ssim
     from optimize.export import Thresholds
     from optimize.parity import load_runner, torch_runner
 
@@ -380,8 +380,11 @@ def evaluate(pairs: Sequence[Pair], teacher: TeacherOutputs, students: Sequence[
             t_out = teacher_outs[p.name] = teacher(p.blurred)
             rows["input"]["images"].append({"image": p.name, "psnr": info["input_psnr"],
                                             "ssim": info["input_ssim"]})
-            rows["teacher"]["images"].append({"image": p.name, "psnr": psnr(t_out, p.sharp),
-                                              "ssim": ssim(t_out, p.sharp)})
+            # Scored as the 8-bit image, as the students' rows (_run_one) and `sharpen
+            # evaluate` score theirs: the SSIM-ratio gate divides one gain by the other.
+            saved = quantise_8bit(t_out)
+            rows["teacher"]["images"].append({"image": p.name, "psnr": psnr(saved, p.sharp),
+                                              "ssim": ssim(saved, p.sharp)})
             if p.name in hardest:
                 crops[p.name] = {"blurred": p.blurred, "sharp": p.sharp, "teacher": t_out}
             bar.update(1)

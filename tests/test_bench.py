@@ -3771,3 +3771,32 @@ def test_bench_scores_quality_as_the_8bit_images_published_tables_score(tmp_path
         use_sample_covariance=False), abs=1e-6)
     q = QualityResult("d", [], [r], [], {}, {}).to_dict()
     assert "gaussian_weights=True" in q["convention"]["ssim"]
+
+
+def test_the_bench_teacher_row_is_scored_on_8bit_outputs_as_the_students(tmp_path):
+    """The teacher's row scored its float output while the students' rows score the 8-bit
+    image: report.json said one convention for both, and the SSIM-ratio gate divided a
+    student's 8-bit gain by the teacher's float one."""
+    from skimage.metrics import structural_similarity
+
+    from benchmarks.quality import Pair, _const, evaluate
+    rng = np.random.default_rng(5)
+    y8 = rng.integers(0, 256, (24, 24, 3), dtype=np.uint8)
+    y = y8.astype(np.float32) / 255
+    x = np.clip(y * 0.8 + 0.1, 0, 1).astype(np.float32)
+
+    class Dimmer:   # a teacher whose output falls between 8-bit levels
+        cached = computed = 0
+
+        def __call__(self, img):
+            return img * 0.97 + 0.013
+
+        def describe(self):
+            return "dimmer"
+
+    res = evaluate([Pair("a", _const(x), _const(y))], Dimmer(), [], {}, progress=False)
+    (row,) = [r for r in res.rows if r["kind"] == "teacher"]
+    out8 = np.round(np.clip(x * 0.97 + 0.013, 0, 1) * 255).astype(np.uint8)
+    assert row["images"][0]["ssim"] == pytest.approx(structural_similarity(
+        y8, out8, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
+        use_sample_covariance=False), abs=1e-7)
