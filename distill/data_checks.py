@@ -68,9 +68,10 @@ def data_signature(train_ds: Dataset, val_items: list[ValItem]) -> dict:
         for a in (it.input, it.target, it.gt):
             if a is not None:
                 v.update(np.ascontiguousarray(a).data)
+    from .metrics import SSIM_ID
     return {"train": len(items), "train_digest": h.hexdigest(),
             "train_digest_of": TRAIN_DIGEST_OF, "val": len(val_items),
-            "val_digest": v.hexdigest()}
+            "val_digest": v.hexdigest(), "val_score": SSIM_ID}
 
 
 def data_changes(before: dict, now: dict) -> list[str]:

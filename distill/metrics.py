@@ -19,6 +19,10 @@ PSNR_MAX = 100.0
 SSIM_SIGMA = 1.5
 SSIM_MIN_SIDE = 11
 
+# Which SSIM a score was taken with, recorded with a run's validation data: a best.pt scored
+# with another formula is scored again on a resume rather than compared.
+SSIM_ID = "gaussian 11x11 sigma 1.5, population covariances"
+
 # What the numbers are, for results files and tables: a reader checks one by hand from this.
 CONVENTION = {
     "psnr": "RGB, model outputs rounded to 8 bits (0-255) as a saved PNG is, data range 255, "

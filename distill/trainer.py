@@ -985,7 +985,11 @@ class Trainer:
         # A branch into a folder holding a best.pt of its own: validated on images that the
         # checkpoint's data signature does not describe. Either way, scored again.
         unknown = recorded is None and not elsewhere
-        rescore = elsewhere or recorded != self._data_sig.get("val_digest")
+        # Scored with another SSIM (a checkpoint from before the published convention): its
+        # score and this run's validations are not comparable even on the same images.
+        formula = (recorded is not None and not elsewhere
+                   and self._resumed_data.get("val_score") != self._data_sig.get("val_score"))
+        rescore = elsewhere or formula or recorded != self._data_sig.get("val_digest")
         # Loaded even when its score stands: one replaced by hand (another model's, not a
         # checkpoint) was else held up as the run's best and overwritten once beaten, unsaid.
         try:
@@ -1025,7 +1029,11 @@ class Trainer:
             earlier = f" ({was:.4f} recorded)"
         else:
             earlier = f" ({was:.4f} on the earlier ones)"
-        return (f"{best_pt if elsewhere else 'best.pt'} (step {step}) scored on {images}: "
+        how = f"scored on {images}"
+        if formula and recorded == self._data_sig.get("val_digest"):
+            how = "scored with this version's SSIM (its score used another formula)"
+            earlier = f" ({was:.4f} before)" if isinstance(was, float) else ""
+        return (f"{best_pt if elsewhere else 'best.pt'} (step {step}) {how}: "
                 f"{key.removesuffix('_ssim')} SSIM {self.best:.4f}{earlier}, the score to beat")
 
     def _validate(self, items: list[ValItem]) -> None:

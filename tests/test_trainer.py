@@ -2808,6 +2808,32 @@ def test_a_checkpoint_of_an_older_version_has_best_pt_rescored_on_this_run_s_ima
     assert said in err and said in (out / "train.log").read_text(), err
 
 
+def test_best_pt_scored_with_an_older_ssim_is_rescored_on_resume(tmp_path, capsys):
+    """A run resumed across the SSIM change (7x7 uniform window to 11x11 Gaussian) on the same
+    validation images compared best.pt's old-formula score with new-formula validations:
+    best.pt was replaced or kept by the formula, not the model. It is scored again."""
+    from distill.checkpoint import atomic_save
+    from sharpen.cli import main
+
+    val, out, argv = _validated_run(tmp_path)
+    argv = [*argv, f"data.val={val}"]
+    assert main([*argv, "optim.steps=2"]) == 0
+    ck = read_checkpoint(out / "last.pt")
+    assert ck["data"].get("val_score"), ck["data"]
+    del ck["data"]["val_score"]   # as the version before the change wrote it
+    atomic_save({**ck, "best": 0.999}, out / "last.pt")
+    best = read_checkpoint(out / "best.pt")
+    best["metrics"]["model_gt_ssim"] = 0.999   # its score under the older formula
+    atomic_save(best, out / "best.pt")
+    capsys.readouterr()
+    assert main([*argv, "optim.steps=3"]) == 0
+    ck, best = read_checkpoint(out / "last.pt"), read_checkpoint(out / "best.pt")
+    assert ck["best"] < 0.9 and ck["best"] == best["metrics"]["model_gt_ssim"], ck["best"]
+    said = "best.pt (step 2) scored with this version's SSIM (its score used another formula): "
+    log = (out / "train.log").read_text()
+    assert said in log and "(0.9990 before), the score to beat" in log, log
+
+
 def test_ground_truth_validation_pairs_that_are_training_pairs_are_warned_about(tmp_path):
     """`sharpen train data.train=pairs data.val=pairs` (a flat paired folder, no val/ split)
     validated on, and chose best.pt by, the very pairs it trained on, without a word; a
