@@ -1139,3 +1139,23 @@ def test_help_says_how_psnr_ssim_are_computed_and_what_out_writes(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "8-bit RGB outputs, data range 255, no border crop" in text, text
     assert "Gaussian window sigma 1.5" in text and "per_image.csv" in text, text
+
+
+def test_a_partial_restormer_state_dict_is_not_read_as_a_named_config(tmp_path):
+    """Weights without a config load as the named Restormer config whose tensors they have
+    exactly: a state dict missing a tensor is refused by name, never loaded into a config it
+    only partly fits."""
+    import torch
+
+    from distill.checkpoint import CheckpointError
+    from distill.evaluate import load_model_fn
+    from distill.restormer import build_restormer
+
+    sd = build_restormer("tiny").state_dict()
+    torch.save(sd, tmp_path / "whole.pth")
+    assert load_model_fn(tmp_path / "whole.pth") is not None
+    partial = dict(sd)
+    partial.pop(next(iter(partial)))
+    torch.save(partial, tmp_path / "partial.pth")
+    with pytest.raises(CheckpointError, match="partial.pth is neither a teacher nor a student"):
+        load_model_fn(tmp_path / "partial.pth")
