@@ -165,11 +165,48 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
     if os.environ.get("SHARPEN_DEBUG"):
         yield
         return
+    with _STDERR_LOCK:   # written back before another window can take fd 2
+        with _fd2_aside(to_devnull=noise is None) as said:
+            yield
+        _write_fd2(b"".join(
+            line for line in b"".join(said).splitlines(keepends=True)
+            if noise is not None and not noise.match(line.decode("utf-8", "replace"))))
+
+
+@contextlib.contextmanager
+def native_stderr_captured() -> Iterator[list[str]]:
+    """What native libraries (libjpeg, libpng, OpenCV's log) write to fd 2 while the block
+    runs, kept off the terminal and handed to the caller: the list yielded holds it, as one
+    string, once the block ends (empty where fd 2 could not be moved). For a caller that turns
+    a library's warning into its own message naming the file. With SHARPEN_DEBUG set it is
+    also written to fd 2 as it was."""
+    text: list[str] = []
+    with _STDERR_LOCK:
+        with _fd2_aside(to_devnull=False) as said:
+            yield text
+        text.append(b"".join(said).decode("utf-8", "replace"))
+        if os.environ.get("SHARPEN_DEBUG"):
+            _write_fd2(b"".join(said))
+
+
+def _write_fd2(data: bytes) -> None:
+    with contextlib.suppress(OSError):
+        while data:
+            data = data[os.write(2, data):]
+
+
+@contextlib.contextmanager
+def _fd2_aside(to_devnull: bool) -> Iterator[list[bytes]]:
+    """fd 2 pointed at a file for the block; the list yielded holds what reached it once the
+    block ends (raising or not), and stays empty where fd 2 could not be moved: no stderr at
+    all (a daemon), or no temp file nor memory file (`to_devnull`: then fd 2 goes to /dev/null,
+    hidden all the same)."""
+    said: list[bytes] = []
     with _STDERR_LOCK:
         try:
             os.fstat(2)
         except OSError:   # no stderr at all (a daemon): nothing to hide
-            yield
+            yield said
             return
         with contextlib.suppress(AttributeError, OSError, ValueError):
             sys.stderr.flush()
@@ -177,15 +214,15 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
             aside = tempfile.TemporaryFile()
         except OSError:   # no folder for it (`docker run --read-only`, no tmpfs on /tmp)
             aside = _memory_file()
-        if aside is None and noise is None:
+        if aside is None and to_devnull:
             aside = open(os.devnull, "w+b")   # a probe's: hidden, as before
         if aside is None:   # shown whole: a failure's explanation is worth the noise
-            yield
+            yield said
             return
         saved = os.dup(2)
         try:
             os.dup2(aside.fileno(), 2)
-            yield
+            yield said
         finally:
             with contextlib.suppress(AttributeError, OSError, ValueError):
                 sys.stderr.flush()   # what Python wrote in the block goes with the rest
@@ -196,13 +233,7 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
             drop_gone_outputs_after_hang_up()
             with aside:
                 aside.seek(0)
-                said = aside.read()
-            kept = b"".join(
-                line for line in said.splitlines(keepends=True)
-                if noise is not None and not noise.match(line.decode("utf-8", "replace")))
-            with contextlib.suppress(OSError):
-                while kept:
-                    kept = kept[os.write(2, kept):]
+                said.append(aside.read())
 
 
 # The descriptor `report_fatal_errors` gave faulthandler; kept open for the whole process, as

@@ -16,7 +16,7 @@ import numpy as np
 
 from .console import count
 from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, icc_profile,
-                      tiff_pages)
+                      shown_path, tiff_pages)
 from .options import option
 from .output_paths import same_file
 from .prepost import FrameError, conversions, to_bgr
@@ -85,7 +85,7 @@ class ImageSource(Source):
 
     def _where(self, i: int) -> str:
         """Image `i` as messages name it."""
-        return str(self.paths[i])
+        return shown_path(self.paths[i])
 
     def _pages(self, i: int) -> tuple[int, bool]:
         """Image `i`'s pages, and whether that count is only a floor (never, for a file)."""

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import os
+import re
+import stat
 import struct
 import zlib
 from pathlib import Path
@@ -13,6 +15,8 @@ from typing import Optional, Union
 
 import cv2
 import numpy as np
+
+from .console import native_stderr_captured
 
 IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".ppm",
                         ".pgm", ".pnm"})
@@ -152,19 +156,48 @@ def file_header_size(path: Union[str, Path]) -> Optional[tuple[int, int]]:
     segments), for a progress bar's tile count before anything is decoded; None where the
     header does not say or the file cannot be read."""
     try:
-        with open(path, "rb") as f:
+        with _open_regular(path) as f:
             return header_size(f.read(1 << 18))
-    except OSError:
+    except (OSError, ImageReadError):
         return None
+
+
+def shown_path(path: Union[str, os.PathLike]) -> str:
+    """`path` as a message shows it: a control character in a stranger's file name (a newline,
+    an escape sequence) written as Python escapes it, so the message stays one line and the
+    terminal does what it is told by no file name; other characters as they are."""
+    return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(path))
+
+
+def _open_regular(path: Union[str, os.PathLike]):
+    """`path` opened for reading, or UndecodableImage where it is not a regular file: a FIFO
+    (whose open and read wait for a writer that may never come), a device or a socket. Opened
+    without waiting and checked after, so a FIFO swapped in after a check cannot block."""
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
+            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+                    else "a device")
+            raise UndecodableImage(f"{shown_path(path)}: not a regular file ({kind}); give an "
+                                   "image file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
 
 
 def header_size(data: bytes) -> Optional[tuple[int, int]]:
     """(width, height) from an image file's header without decoding, or None when unknown."""
-    size = _png_size(data[:32]) or _jpeg_size(data)
+    size = _png_size(data[:32]) or _jpeg_size(data) or _tiff_size(data)
     if size is None and data[:2] == b"BM" and len(data) >= 26:
         w, h = struct.unpack("<ii", data[18:26])
         size = abs(w), abs(h)
-    if size is None:
+    # A classic TIFF whose first directory cannot be read is not one libtiff reads either; and
+    # Pillow's look at it prints warnings of its own.
+    if size is None and data[:4] not in (b"II*\x00", b"MM\x00*"):
         try:
             from PIL import Image
             Image.MAX_IMAGE_PIXELS = None  # our own budget applies, not PIL's warning
@@ -173,6 +206,26 @@ def header_size(data: bytes) -> Optional[tuple[int, int]]:
         except Exception:  # noqa: BLE001 - unknown to PIL as well: let OpenCV decide
             size = None
     return size
+
+
+def _tiff_size(data: bytes) -> Optional[tuple[int, int]]:
+    """A classic TIFF's first page's (width, height) from its first directory, read here
+    rather than by Pillow, which prints its own warnings (with its source path) for a cut
+    file's directory."""
+    order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
+    try:
+        if order is None or struct.unpack_from(order + "H", data, 2)[0] != 42:
+            return None
+        at = struct.unpack_from(order + "I", data, 4)[0]
+        tags = {}
+        for k in range(struct.unpack_from(order + "H", data, at)[0]):
+            tag, kind = struct.unpack_from(order + "HH", data, at + 2 + 12 * k)
+            if tag in (256, 257) and kind in (3, 4):   # SHORT or LONG
+                tags[tag] = struct.unpack_from(order + ("H" if kind == 3 else "I"), data,
+                                               at + 10 + 12 * k)[0]
+        return (tags[256], tags[257]) if len(tags) == 2 else None
+    except struct.error:   # cut before its first directory ends: OpenCV decides
+        return None
 
 
 def _png_chunks(data: bytes):
@@ -344,14 +397,23 @@ def _truncated(data: bytes) -> bool:
 def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.ndarray:
     """The file decoded as OpenCV does (BGR/BGRA/gray, 8 or 16 bit), turned upright by its EXIF
     orientation, or ImageReadError."""
-    path = Path(path)
+    where = shown_path(path)
     try:
-        data = path.read_bytes()
+        with _open_regular(path) as f:
+            data = f.read()
     except FileNotFoundError:
-        raise ImageReadError(f"{path}: no such file") from None
+        raise ImageReadError(f"{where}: no such file") from None
     except OSError as e:
-        raise ImageReadError(f"{path}: cannot read ({e.strerror or e})") from None
-    return decode_bytes(data, str(path), limit)
+        raise ImageReadError(f"{where}: cannot read ({e.strerror or e})") from None
+    return decode_bytes(data, where, limit)
+
+
+# libjpeg's warnings that the compressed data itself is damaged (it fills the rest of the
+# picture with grey, or with garbage past a desync, and returns an image all the same), as
+# against a stray byte before a marker or an odd ICC or JFIF segment, which cameras write and
+# which decode whole.
+_JPEG_DAMAGE = re.compile(r"(Corrupt JPEG data: (premature end of data segment|bad Huffman "
+                          r"code|found marker .* instead of RST.*)|Premature end of JPEG file)")
 
 
 def decode_bytes(data: bytes, where: str, limit: Optional[int] = None) -> np.ndarray:
@@ -374,7 +436,10 @@ def decode_bytes(data: bytes, where: str, limit: Optional[int] = None) -> np.nda
         raise UndecodableImage(f"{where}: truncated or damaged file (it has no end-of-image "
                                "marker)")
     try:
-        img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+        # The decoders' own lines (libjpeg's, libpng's, libtiff's through OpenCV's log) are
+        # kept off the terminal: the error or warning below names the file and says why.
+        with native_stderr_captured() as said:
+            img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
         raise UndecodableImage(f"{where}: the decoder failed "
                                f"({str(e).strip().splitlines()[-1]})") from None
@@ -382,6 +447,10 @@ def decode_bytes(data: bytes, where: str, limit: Optional[int] = None) -> np.nda
         raise ImageReadError(f"{where}: out of memory while decoding") from None
     if img is None:
         raise UndecodableImage(f"{where}: not a readable image (corrupt or unsupported format)")
+    damage = _JPEG_DAMAGE.search(said[0]) if data[:2] == b"\xff\xd8" else None
+    if damage:
+        raise UndecodableImage(f"{where}: damaged JPEG data (the decoder reports: "
+                               f"{damage.group(0)})")
     # IMREAD_UNCHANGED (kept for 16-bit and alpha) ignores the EXIF rotation that viewers and
     # IMREAD_COLOR apply, which would leave phone photos sideways; TIFF is already upright.
     upright = _UPRIGHT.get(exif_orientation(data)) if data[:2] not in (b"II", b"MM") else None

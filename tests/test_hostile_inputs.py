@@ -1,0 +1,99 @@
+"""Files from strangers (an upload form, a batch job): damaged images whose headers look whole,
+files that are not files (a FIFO), and names no terminal line can hold. Each gets one line of
+ours naming the file, never a decoder's own chatter, a hang or a half-grey result."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.imageio import ImageReadError, UndecodableImage, decode_image, file_header_size
+
+
+def _noise(h: int = 48, w: int = 64) -> np.ndarray:
+    return (np.random.default_rng(0).random((h, w, 3)) * 255).astype(np.uint8)
+
+
+def _jpeg() -> bytes:
+    return cv2.imencode(".jpg", _noise())[1].tobytes()
+
+
+def _sharpen(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sharpen.cli", *argv], cwd=cwd,
+                          capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, OMP_NUM_THREADS="1"))
+
+
+def test_a_jpeg_missing_a_middle_stretch_is_refused_not_decoded_half_grey(tmp_path):
+    """An upload that lost a stretch in the middle still ends with the end-of-image marker:
+    libjpeg fills what is missing with grey and only prints a warning."""
+    jpg = _jpeg()
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(jpg[:len(jpg) // 2] + b"\xff\xd9")
+    with pytest.raises(UndecodableImage, match=r"cut\.jpg: damaged JPEG data"):
+        decode_image(cut)
+    whole = tmp_path / "whole.jpg"
+    whole.write_bytes(jpg)
+    assert decode_image(whole).shape == (48, 64, 3)
+
+
+def test_a_damaged_image_gets_our_line_only_not_the_decoders_own(tmp_path):
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "good.png"), _noise())
+    jpg = _jpeg()
+    (src / "cut.jpg").write_bytes(jpg[:len(jpg) // 2] + b"\xff\xd9")
+    tif = cv2.imencode(".tif", _noise())[1].tobytes()
+    (src / "cut.tif").write_bytes(tif[:len(tif) // 2])
+    out = tmp_path / "out"
+    r = _sharpen("run", "--model", str(model), "--source", str(src), "--out", str(out),
+                 "--quiet", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+    lines = r.stderr.splitlines()
+    assert [ln for ln in lines if "cut.jpg" in ln] == [
+        f"warning: skipped: {src / 'cut.jpg'}: damaged JPEG data (the decoder reports: "
+        "Corrupt JPEG data: premature end of data segment)"], r.stderr
+    assert any("cut.tif" in ln for ln in lines)
+    # libjpeg's, libtiff's (through OpenCV's log) and Pillow's own lines
+    for noise in ("Corrupt JPEG data: premature", "[ERROR", "UserWarning", "site-packages"):
+        assert not any(ln.startswith(noise) or noise in ln and "skipped" not in ln
+                       for ln in lines), (noise, r.stderr)
+
+
+def test_a_fifo_named_as_an_image_is_refused_at_once_not_waited_on(tmp_path):
+    fifo = tmp_path / "upload.png"
+    os.mkfifo(fifo)
+    got: dict = {}
+
+    def read() -> None:
+        try:
+            decode_image(fifo)
+        except ImageReadError as e:
+            got["error"] = str(e)
+        got["size"] = file_header_size(fifo)
+
+    t = threading.Thread(target=read, daemon=True)
+    t.start()
+    t.join(20)
+    if t.is_alive():   # free the reader blocked in open() so the test process can end
+        os.close(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK))
+        pytest.fail("reading a FIFO named *.png blocked waiting for a writer")
+    assert got["error"] == f"{fifo}: not a regular file (a FIFO); give an image file"
+    assert got["size"] is None
+
+
+def test_a_file_name_with_a_newline_is_shown_on_one_line(tmp_path):
+    bad = tmp_path / "two\nlines.png"
+    bad.write_bytes(b"hello, this is text\n")
+    with pytest.raises(ImageReadError) as e:
+        decode_image(bad)
+    assert "\n" not in str(e.value) and "two\\nlines.png" in str(e.value)
