@@ -16,7 +16,7 @@ import numpy as np
 
 from .console import count
 from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, icc_profile,
-                      shown_path, tiff_pages)
+                      shown_path, tiff_pages, why_not_a_file)
 from .options import option
 from .output_paths import same_file
 from .prepost import FrameError, conversions, to_bgr
@@ -181,7 +181,15 @@ def _folder_source(spec: str, folder: Path, flags: bool = False,
         raise SourceError(f"no images found in {spec!r} (extensions: "
                           f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
     _say_not_images(spec, entries, bool(videos), flags)
-    return ImageSource(spec, images)
+    src = ImageSource(spec, images)
+    # Named as images but no files (an upload folder's FIFO, a link loop, a folder x.png):
+    # each said and counted as an input not read, as a damaged file is.
+    for q in entries:
+        why = why_not_a_file(q) if q.suffix.lower() in IMAGE_EXTS else ""
+        if why:
+            src.skipped.append(f"{shown_path(q)}: {why}")
+            warn(f"skipped: {src.skipped[-1]}")
+    return src
 
 
 def _say_not_images(spec: str, entries: list[Path], videos: bool, flags: bool = False) -> None:

@@ -169,6 +169,25 @@ def shown_path(path: Union[str, os.PathLike]) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(path))
 
 
+def _special_kind(mode: int) -> str:
+    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device")
+    return f"not a regular file ({kind})"
+
+
+def why_not_a_file(path: Union[str, os.PathLike]) -> str:
+    """Why `path`, listed in a folder, is no image file to read: a link that loops or whose
+    target is gone, a folder, a FIFO, socket or device; '' for a regular file."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return ("a link that loops or points nowhere" if os.path.islink(path)
+                else "gone since the folder was listed")
+    if stat.S_ISREG(mode):
+        return ""
+    return "a folder, not an image file" if stat.S_ISDIR(mode) else _special_kind(mode)
+
+
 def _open_regular(path: Union[str, os.PathLike]):
     """`path` opened for reading, or UndecodableImage where it is not a regular file: a FIFO
     (whose open and read wait for a writer that may never come), a device or a socket. Opened
@@ -177,9 +196,7 @@ def _open_regular(path: Union[str, os.PathLike]):
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
-            kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-                    else "a device")
-            raise UndecodableImage(f"{shown_path(path)}: not a regular file ({kind}); give an "
+            raise UndecodableImage(f"{shown_path(path)}: {_special_kind(mode)}; give an "
                                    "image file")
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)

@@ -97,3 +97,28 @@ def test_a_file_name_with_a_newline_is_shown_on_one_line(tmp_path):
     with pytest.raises(ImageReadError) as e:
         decode_image(bad)
     assert "\n" not in str(e.value) and "two\\nlines.png" in str(e.value)
+
+
+def test_a_folders_entries_named_as_images_that_are_not_files_are_said_and_counted(tmp_path):
+    """A FIFO, a link loop and a folder called x.png in an upload folder were left out
+    unsaid: the run exited 0 as if the folder were done."""
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    src = tmp_path / "in"
+    src.mkdir()
+    cv2.imwrite(str(src / "good.png"), _noise())
+    os.mkfifo(src / "fifo.png")
+    os.symlink("b.png", src / "a.png")
+    os.symlink("a.png", src / "b.png")
+    (src / "x.png").mkdir()
+    out = tmp_path / "out"
+    r = _sharpen("run", "--model", str(model), "--source", str(src), "--out", str(out),
+                 "--quiet", cwd=tmp_path)
+    assert r.returncode == 1, r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["good.png"]
+    for name, why in [("fifo.png", "not a regular file (a FIFO)"),
+                      ("a.png", "a link that loops or points nowhere"),
+                      ("b.png", "a link that loops or points nowhere"),
+                      ("x.png", "a folder, not an image file")]:
+        assert f"warning: skipped: {src / name}: {why}" in r.stderr, r.stderr
+    assert "4 inputs or stretches of the input could not be read" in r.stderr, r.stderr
