@@ -104,6 +104,9 @@ def _check_file(p: Path) -> None:
     if p.is_dir():
         raise BenchError(f"--model {p}: a folder; give the model files in it (.onnx, .tflite, "
                          ".engine)")
+    if not p.is_file():   # a FIFO: reading its head would wait for a writer
+        from runtime.imageio import why_not_a_file
+        raise BenchError(f"--model {p}: {why_not_a_file(p)}; give a model file")
     if p.suffix.lower() not in ENGINE_BY_SUFFIX:
         exts = ", ".join(sorted(ENGINE_BY_SUFFIX))
         raise BenchError(f"--model {p}: not an exported model (its extension "

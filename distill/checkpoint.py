@@ -82,6 +82,9 @@ def read_checkpoint(path: str | os.PathLike, mmap: bool = False) -> dict:
         raise CheckpointError(f"checkpoint not found: {path}")
     if path.is_dir():
         raise CheckpointError(folder_problem(path))
+    if not path.is_file():   # a FIFO: torch.load would wait for a writer that may never come
+        from runtime.imageio import why_not_a_file
+        raise CheckpointError(f"{path}: {why_not_a_file(path)}; give a checkpoint file")
     if path.suffix.lower() in (".onnx", ".tflite", ".engine", ".plan"):
         raise CheckpointError(f"{path} is an exported model, not a PyTorch checkpoint: run it "
                               f"with `sharpen run --model {path}`, or score it with `sharpen "

@@ -24,9 +24,9 @@ def _jpeg() -> bytes:
     return cv2.imencode(".jpg", _noise())[1].tobytes()
 
 
-def _sharpen(*argv: str, cwd: Path) -> subprocess.CompletedProcess:
+def _sharpen(*argv: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "sharpen.cli", *argv], cwd=cwd,
-                          capture_output=True, text=True, timeout=300,
+                          capture_output=True, text=True, timeout=timeout,
                           env=dict(os.environ, OMP_NUM_THREADS="1"))
 
 
@@ -122,3 +122,25 @@ def test_a_folders_entries_named_as_images_that_are_not_files_are_said_and_count
                       ("x.png", "a folder, not an image file")]:
         assert f"warning: skipped: {src / name}: {why}" in r.stderr, r.stderr
     assert "4 inputs or stretches of the input could not be read" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["models", "{d}/w.pt"],
+    ["export", "--weights", "{d}/w.pt", "--formats", "onnx", "--out", "{d}/e"],
+    ["run", "--model", "{d}/m.onnx", "--source", "{d}/a.png", "--out", "{d}/o.png"],
+    ["run", "--model", "{d}/m.tflite", "--source", "{d}/a.png", "--out", "{d}/o.png"],
+    ["bench", "--model", "{d}/m.onnx", "--out", "{d}/b"],
+])
+def test_a_fifo_given_as_weights_or_model_is_refused_not_waited_on(tmp_path, argv):
+    for name in ("w.pt", "m.onnx", "m.tflite"):
+        os.mkfifo(tmp_path / name)
+    cv2.imwrite(str(tmp_path / "a.png"), _noise())
+    argv = [a.format(d=tmp_path) for a in argv]
+    fifo = next(a for a in argv if a.endswith((".pt", ".onnx", ".tflite")))
+    try:
+        r = _sharpen(*argv, cwd=tmp_path, timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"sharpen {argv[0]} waited on the FIFO {fifo}")
+    assert r.returncode == 2, r.stderr
+    assert f"{fifo}: not a regular file (a FIFO)" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr

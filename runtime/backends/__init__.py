@@ -71,6 +71,9 @@ def load_backend(path: Union[str, Path], threads: Optional[int] = None,
         raise ModelError(f"model not found: {p}" + (f": {how}" if how else ""))
     if p.is_dir():
         raise ModelError(f"model path is a folder, expected a file: {p}{_models_in(p)}")
+    if not p.is_file():   # a FIFO: the runtime would wait for a writer that may never come
+        from ..imageio import why_not_a_file
+        raise ModelError(f"{p}: {why_not_a_file(p)}; give a model file")
     reason = parity_failure(p)
     if reason and not force:   # before loading: a failed model is not opened at all
         raise ModelError(_refused(p, reason))
