@@ -23,7 +23,7 @@ from .image_sources import (ImageSource as ImageSource, Layout as Layout,
                             frame_names as frame_names, name_order,
                             refuse_live_images as refuse_live_images,
                             warn_not_images as warn_not_images)
-from .imageio import VIDEO_EXTS
+from .imageio import VIDEO_EXTS, shown_path, why_not_a_file
 from .memory_sources import ArraySource as ArraySource, SyntheticSource as SyntheticSource
 from .options import option
 from .pipe_io import StdinSource as StdinSource, is_stdio
@@ -144,6 +144,8 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
                               "shell expands them unquoted); give a folder or a '*' pattern")
         return _maybe_live(ImageSource(spec, images), live, flags)
     if not p.exists():
+        if p.is_symlink():   # exists() follows it: a loop or a gone target is no file
+            raise SourceError(f"{shown_path(spec)}: {why_not_a_file(p)}")
         raise SourceError(f"source not found: {spec}")
     if kind == "images":
         return _maybe_live(ImageSource(spec, [p]), live, flags)

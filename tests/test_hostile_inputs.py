@@ -144,3 +144,11 @@ def test_a_fifo_given_as_weights_or_model_is_refused_not_waited_on(tmp_path, arg
     assert r.returncode == 2, r.stderr
     assert f"{fifo}: not a regular file (a FIFO)" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_a_source_that_is_a_link_loop_is_called_one_not_missing(tmp_path):
+    from runtime.sources import SourceError, open_source
+    os.symlink("b.png", tmp_path / "a.png")
+    os.symlink("a.png", tmp_path / "b.png")
+    with pytest.raises(SourceError, match=r"a\.png: a link that loops or points nowhere"):
+        open_source(str(tmp_path / "a.png"))
