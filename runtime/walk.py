@@ -7,11 +7,14 @@ from __future__ import annotations
 
 import glob as globmod
 import os
+import stat
 from collections import deque
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Iterator, Optional
 
+from .console import count
+from .imageio import shown_path
 from .warn import warn
 
 
@@ -36,6 +39,7 @@ def walk_files(folder: str | os.PathLike, broken: Optional[list[Path]] = None,
     # bench/kodak24/x.png), the name rglob gave it, on which the corpus split, the test-folder
     # rule and the label caches are keyed.
     links: deque[Path] = deque()
+    special: list[Path] = []
     stack = [root]
     while stack or links:
         if not stack:
@@ -69,11 +73,34 @@ def walk_files(folder: str | os.PathLike, broken: Optional[list[Path]] = None,
                     yield here / e.name
                 elif e.is_symlink() and not os.path.exists(e.path):
                     broken.append(here / e.name)
+                else:   # a FIFO, socket or device: no data file, and a FIFO's read waits
+                    special.append(here / e.name)
             except OSError:   # a link loop on a file (a -> b -> a) resolves to nothing
                 broken.append(here / e.name)
         stack.extend(reversed(subs))   # depth first
     if said:
         say_broken(folder, broken)
+        _say_special(folder, special)
+
+
+def _say_special(folder: str | os.PathLike, special: list[Path]) -> None:
+    """One warning naming the FIFOs, sockets and devices under `folder`, left out."""
+    if not special:
+        return
+    shown = ", ".join(f"{shown_path(p)}: {_kind(p)}" for p in special[:3])
+    more = f", ... ({len(special)} in all)" if len(special) > 3 else ""
+    warn(f"{folder}: {count(len(special), 'entry', 'entries')} that "
+         f"{'is' if len(special) == 1 else 'are'} not a regular file skipped ({shown}{more})",
+         stacklevel=4)
+
+
+def _kind(path: Path) -> str:
+    try:
+        mode = os.stat(path).st_mode   # a link to a FIFO is said as one
+    except OSError:
+        return "gone"
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "a device")
 
 
 def _identity(path: str | os.PathLike) -> tuple[int, int] | str:

@@ -152,3 +152,17 @@ def test_a_source_that_is_a_link_loop_is_called_one_not_missing(tmp_path):
     os.symlink("a.png", tmp_path / "b.png")
     with pytest.raises(SourceError, match=r"a\.png: a link that loops or points nowhere"):
         open_source(str(tmp_path / "a.png"))
+
+
+def test_a_fifo_in_a_data_folder_is_said_as_skipped_by_corpus(tmp_path):
+    """corpus, synth, labels and evaluate walk their folders with walk_files: a FIFO there was
+    left out without a word (a loop of links was said)."""
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    cv2.imwrite(str(photos / "a.png"), _noise(300, 400))
+    cv2.imwrite(str(photos / "b.png"), _noise(300, 400))
+    os.mkfifo(photos / "upload.png")
+    r = _sharpen("corpus", "--photos", str(photos), "--out", str(tmp_path / "c"), "--quiet",
+                 cwd=tmp_path, timeout=120)
+    assert (f"warning: {photos}: 1 entry that is not a regular file skipped "
+            f"({photos / 'upload.png'}: a FIFO)") in r.stderr, r.stderr
