@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import re
 import signal
 import sys
 import threading
@@ -17,6 +18,24 @@ from runtime.cli_errors import (OWN_PACKAGES, STOP_SIGNALS, SharpenError, Termin
 from runtime.console import quiet_library_logs, report_fatal_errors
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse's parser (the commands' too: subparsers take their parent's class), whose
+    "expected one argument" says how to write a value starting with '-' (a stranger's file
+    name, -photo.jpg), which argparse reads as an option. `argv`: the command line main()
+    parses."""
+    argv: list[str] = []
+
+    def error(self, message: str):
+        m = re.fullmatch(r"argument (\S+): expected one argument", message)
+        names = m.group(1).split("/") if m else []
+        after = [self.argv[i + 1] for i, a in enumerate(self.argv[:-1]) if a in names]
+        if after and after[-1].startswith("-") and after[-1] != "-":
+            v, flag = after[-1], names[-1]
+            message += (f" ({v}, starting with '-', is read as an option: write {flag}={v} "
+                        f"or {flag} ./{v})")
+        super().error(message)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from benchmarks import cli as bench_cli
     from distill import cli as distill_cli
@@ -25,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     from . import __version__, demo
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="sharpen",
         description="Sharpen blurred images and video: Restormer teacher -> distilled CNN "
                     "student -> ONNX / TFLite / TensorRT at 1920x1080.",
@@ -145,6 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     _one_line_warnings()
     try:   # the commands' modules load here (numpy...: most of a second on a slow machine)
         parser = build_parser()
+        _Parser.argv = list(sys.argv[1:] if argv is None else argv)
         # argparse stops collecting a positional list at the first option, so the training
         # commands' KEY=VALUE overrides after e.g. --quiet would be "unrecognized": take them
         # back.

@@ -166,3 +166,16 @@ def test_a_fifo_in_a_data_folder_is_said_as_skipped_by_corpus(tmp_path):
                  cwd=tmp_path, timeout=120)
     assert (f"warning: {photos}: 1 entry that is not a regular file skipped "
             f"({photos / 'upload.png'}: a FIFO)") in r.stderr, r.stderr
+
+
+def test_a_file_name_starting_with_a_dash_gets_the_way_to_write_it(tmp_path, capsys):
+    from sharpen.cli import main
+    with pytest.raises(SystemExit) as e:
+        main(["run", "--model", "m.onnx", "--source", "-photo.jpg"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2
+    assert ("argument --source: expected one argument (-photo.jpg, starting with '-', is read "
+            "as an option: write --source=-photo.jpg or --source ./-photo.jpg)") in err, err
+    with pytest.raises(SystemExit):   # a value left out is not told about dashes
+        main(["run", "--model", "m.onnx", "--source"])
+    assert "starting with '-'" not in capsys.readouterr().err
