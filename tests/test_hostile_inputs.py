@@ -179,3 +179,14 @@ def test_a_file_name_starting_with_a_dash_gets_the_way_to_write_it(tmp_path, cap
     with pytest.raises(SystemExit):   # a value left out is not told about dashes
         main(["run", "--model", "m.onnx", "--source"])
     assert "starting with '-'" not in capsys.readouterr().err
+
+
+def test_corpus_names_a_small_photo_with_a_newline_on_one_line(tmp_path):
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        cv2.imwrite(str(photos / name), _noise(300, 400))
+    cv2.imwrite(str(photos / "tiny\nx.png"), _noise(32, 32))
+    r = _sharpen("corpus", "--photos", str(photos), "--out", str(tmp_path / "c"), "--quiet",
+                 cwd=tmp_path, timeout=120)
+    assert f"{photos}/tiny\\nx.png: 32x32 is smaller than the" in r.stderr, r.stderr

@@ -32,6 +32,7 @@ import numpy as np
 
 from runtime.atomic import atomic_write_json
 from runtime.console import count
+from runtime.imageio import shown_path
 from runtime.warn import warn
 
 from ..images import (ImageReadError, decode_image, read_image, to_rgb_float, warn_16_bit,
@@ -409,8 +410,8 @@ def _photo_pairs(job: tuple) -> tuple[int, str | None, bool, int]:
     if not train:  # one centre crop: as large as the photo allows, up to test_crop
         side = max(opts.crop, min(opts.test_crop, min(img.shape[:2])) // 8 * 8)
     if min(img.shape[:2]) < side:
-        return (0, f"{f}: {img.shape[1]}x{img.shape[0]} is smaller than the {side}-px crop",
-                True, bits)
+        return (0, f"{shown_path(f)}: {img.shape[1]}x{img.shape[0]} is smaller than the "
+                   f"{side}-px crop", True, bits)
     for c, nm in enumerate(names):
         rng = np.random.default_rng([opts.seed, SPLITS.index(split), _bucket(nm, 2**31), c])
         # Objects come from another photo of the same split (never across splits).
