@@ -17,6 +17,7 @@ import numpy as np
 
 from .console import count
 from .hdr import hdr_warning
+from .imageio import max_pixels, shown_path
 from .options import option
 from .orientation import oriented
 from .source_base import (Frame, Note, Source, SourceError, SourceLost, _interruptible,
@@ -98,6 +99,8 @@ class VideoSource(Source):
         # Whether its frames' times are the file's own (`_media_time`)
         self._timed = kind == "video" and Path(spec).suffix.lower() not in GUESSED_TIMES_EXTS
         self.cap = self._open()
+        if kind in ("video", "stream"):
+            self._check_pixel_budget()
         # Probe one frame now so an unreadable source fails before the model is warmed up.
         ok, first = self.cap.read()
         t_first = time.perf_counter()
@@ -169,6 +172,20 @@ class VideoSource(Source):
         self.transport = kind == "video" and Path(spec).suffix.lower() in TRANSPORT_STREAM_EXTS
         self.skipped: list[str] = []
         self._start = 0   # the first frame's number: another for a resumed run (`start_at`)
+
+    def _check_pixel_budget(self) -> None:
+        """SourceError, before a frame is decoded, for a file's or stream's frames over the
+        pixel budget that image files have: a stranger's clip of 16000x16000 frames holds
+        hundreds of MB a frame before the model's float copies. A camera's size is the
+        user's own choice (--width/--height)."""
+        w, h = (int(self.cap.get(p) or 0) for p in (cv2.CAP_PROP_FRAME_WIDTH,
+                                                    cv2.CAP_PROP_FRAME_HEIGHT))
+        limit = max_pixels()
+        if w * h > limit:
+            self.cap.release()
+            raise SourceError(f"{shown_path(self.spec)}: its frames are {w}x{h} = {w * h:,} "
+                              f"pixels, over the pixel budget of {limit:,} (raise it with the "
+                              "SHARPEN_MAX_PIXELS environment variable)")
 
     def _params(self) -> list[int]:
         """A URL's capture parameters: how long it may take to open or give a frame."""

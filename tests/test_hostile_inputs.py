@@ -190,3 +190,24 @@ def test_corpus_names_a_small_photo_with_a_newline_on_one_line(tmp_path):
     r = _sharpen("corpus", "--photos", str(photos), "--out", str(tmp_path / "c"), "--quiet",
                  cwd=tmp_path, timeout=120)
     assert f"{photos}/tiny\\nx.png: 32x32 is smaller than the" in r.stderr, r.stderr
+
+
+def test_a_video_whose_frames_exceed_the_pixel_budget_is_refused_before_decoding(
+        tmp_path, monkeypatch):
+    """An MJPEG clip of 9000x9000 frames was decoded and run (an ONNX out-of-memory error
+    under a memory cap, gigabytes without one); the budget applied to image files only."""
+    from runtime.sources import SourceError, open_source
+    clip = tmp_path / "big.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 25, (64, 48))
+    for _ in range(3):
+        w.write(_noise())
+    w.release()
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "3000")
+    with pytest.raises(SourceError, match=r"big\.avi: its frames are 64x48 = 3,072 pixels, "
+                                          r"over the pixel budget of 3,000 "
+                                          r"\(raise it with the SHARPEN_MAX_PIXELS"):
+        open_source(str(clip))
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "4000")
+    src = open_source(str(clip))
+    assert (src.width, src.height) == (64, 48)
+    src.close()
