@@ -174,19 +174,22 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def native_stderr_captured() -> Iterator[list[str]]:
-    """What native libraries (libjpeg, libpng, OpenCV's log) write to fd 2 while the block
-    runs, kept off the terminal and handed to the caller: the list yielded holds it, as one
-    string, once the block ends (empty where fd 2 could not be moved). For a caller that turns
-    a library's warning into its own message naming the file. With SHARPEN_DEBUG set it is
-    also written to fd 2 as it was."""
+def native_stderr_captured(noise: re.Pattern) -> Iterator[list[str]]:
+    """The lines matching `noise` that native libraries (libjpeg, libpng, OpenCV's log) write
+    to fd 2 while the block runs, kept off the terminal and handed to the caller: the list
+    yielded holds them, as one string, once the block ends (empty where fd 2 could not be
+    moved). The other lines (another thread's, the window hides fd 2 for the whole process)
+    are written to fd 2 then, and with SHARPEN_DEBUG set all of them are. For a caller that
+    turns a library's warning into its own message naming the file."""
     text: list[str] = []
     with _STDERR_LOCK:
         with _fd2_aside(to_devnull=False) as said:
             yield text
-        text.append(b"".join(said).decode("utf-8", "replace"))
-        if os.environ.get("SHARPEN_DEBUG"):
-            _write_fd2(b"".join(said))
+        lines = b"".join(said).splitlines(keepends=True)
+        ours = [ln for ln in lines if noise.match(ln.decode("utf-8", "replace"))]
+        text.append(b"".join(ours).decode("utf-8", "replace"))
+        debug = bool(os.environ.get("SHARPEN_DEBUG"))
+        _write_fd2(b"".join(ln for ln in lines if debug or ln not in ours))
 
 
 def _write_fd2(data: bytes) -> None:

@@ -425,6 +425,13 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
     return decode_bytes(data, where, limit)
 
 
+# What the decoders OpenCV calls write to stderr: libjpeg's warnings and errors, libpng's,
+# and OpenCV's own log (libtiff's and libwebp's messages come through it).
+DECODER_NOISE = re.compile(r"(Corrupt JPEG data|Premature end of JPEG|libpng (warning|error)"
+                           r"|\[ ?(ERROR|WARN|INFO)[:\]]|Invalid JPEG|Not a JPEG|Bogus |"
+                           r"Unsupported JPEG|Warning: |JPEG datastream|Inconsistent progression"
+                           r"|Huffman|Invalid (SOS|component|color)|Improper call)")
+
 # libjpeg's warnings that the compressed data itself is damaged (it fills the rest of the
 # picture with grey, or with garbage past a desync, and returns an image all the same), as
 # against a stray byte before a marker or an odd ICC or JFIF segment, which cameras write and
@@ -455,7 +462,7 @@ def decode_bytes(data: bytes, where: str, limit: Optional[int] = None) -> np.nda
     try:
         # The decoders' own lines (libjpeg's, libpng's, libtiff's through OpenCV's log) are
         # kept off the terminal: the error or warning below names the file and says why.
-        with native_stderr_captured() as said:
+        with native_stderr_captured(DECODER_NOISE) as said:
             img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
     except cv2.error as e:
         raise UndecodableImage(f"{where}: the decoder failed "

@@ -211,3 +211,19 @@ def test_a_video_whose_frames_exceed_the_pixel_budget_is_refused_before_decoding
     src = open_source(str(clip))
     assert (src.width, src.height) == (64, 48)
     src.close()
+
+
+def test_decoding_keeps_the_decoders_lines_aside_and_lets_anothers_through(capfd):
+    """The window around a decode hides fd 2 for the whole process: a line another thread
+    writes meanwhile (a warning, the progress line) must still reach the terminal."""
+    from runtime.console import native_stderr_captured
+    from runtime.imageio import DECODER_NOISE
+    with native_stderr_captured(DECODER_NOISE) as said:
+        os.write(2, b"libpng warning: iCCP: known incorrect sRGB profile\n")
+        os.write(2, b"warning: another thread's line\n")
+        os.write(2, b"Corrupt JPEG data: premature end of data segment\n")
+        os.write(2, b"[ WARN:0@1.2] global grfmt_tiff.cpp TIFF warning\n")
+    err = capfd.readouterr().err
+    assert err == "warning: another thread's line\n"
+    assert "premature end of data segment" in said[0] and "iCCP" in said[0]
+    assert "another thread" not in said[0]
