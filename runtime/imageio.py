@@ -192,13 +192,14 @@ def _open_regular(path: Union[str, os.PathLike]):
     """`path` opened for reading, or UndecodableImage where it is not a regular file: a FIFO
     (whose open and read wait for a writer that may never come), a device or a socket. Opened
     without waiting and checked after, so a FIFO swapped in after a check cannot block."""
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    # O_BINARY: Windows' C runtime would otherwise translate the bytes as text
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode) and not stat.S_ISDIR(mode):
             raise UndecodableImage(f"{shown_path(path)}: {_special_kind(mode)}; give an "
                                    "image file")
-        if hasattr(os, "set_blocking"):
+        if hasattr(os, "O_NONBLOCK"):   # (Windows has neither, and no FIFOs to wait on)
             os.set_blocking(fd, True)
         return os.fdopen(fd, "rb")
     except BaseException:
