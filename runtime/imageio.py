@@ -76,6 +76,16 @@ def tiff_pages(path: str | os.PathLike) -> int:
         return 1
 
 
+# Classic TIFF (42): 2-byte entry counts, 12-byte entries, 4-byte offsets; BigTIFF (43):
+# 8, 20 and 8, its first offset at 8.
+_TIFF_LAYOUT = {42: ("H", 12, "I", 4), 43: ("Q", 20, "Q", 8)}
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+")
+
+# The integer types libtiff takes a width or height in: BYTE, SHORT, LONG, their signed
+# kinds, and LONG8/SLONG8.
+_TIFF_INTS = {1: "B", 3: "H", 4: "I", 6: "b", 8: "h", 9: "i", 16: "Q", 17: "q"}
+
+
 def tiff_pages_in(data: bytes) -> int:
     """How many pages a TIFF's bytes (fetched from a URL) hold, as `tiff_pages` counts a
     file's: the chain of image directories, followed without decoding any. 1 for other
@@ -90,10 +100,7 @@ def tiff_page_count_in(data: bytes) -> tuple[int, bool]:
     order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
     if order is None or len(data) < 16:
         return 1, False
-    # Classic TIFF (42): 2-byte entry counts, 12-byte entries, 4-byte offsets; BigTIFF (43):
-    # 8, 20 and 8, its first offset at 8.
-    layout = {42: ("H", 12, "I", 4), 43: ("Q", 20, "Q", 8)}.get(
-        struct.unpack_from(order + "H", data, 2)[0])
+    layout = _TIFF_LAYOUT.get(struct.unpack_from(order + "H", data, 2)[0])
     if layout is None:
         return 1, False
     count, entry, offset, first = layout
@@ -213,9 +220,9 @@ def header_size(data: bytes) -> Optional[tuple[int, int]]:
     if size is None and data[:2] == b"BM" and len(data) >= 26:
         w, h = struct.unpack("<ii", data[18:26])
         size = abs(w), abs(h)
-    # A classic TIFF whose first directory cannot be read is not one libtiff reads either; and
+    # A TIFF whose first directory cannot be read is not one libtiff reads either; and
     # Pillow's look at it prints warnings of its own.
-    if size is None and data[:4] not in (b"II*\x00", b"MM\x00*"):
+    if size is None and data[:4] not in _TIFF_MAGIC:
         try:
             from PIL import Image
             Image.MAX_IMAGE_PIXELS = None  # our own budget applies, not PIL's warning
@@ -227,23 +234,31 @@ def header_size(data: bytes) -> Optional[tuple[int, int]]:
 
 
 def _tiff_size(data: bytes) -> Optional[tuple[int, int]]:
-    """A classic TIFF's first page's (width, height) from its first directory, read here
-    rather than by Pillow, which prints its own warnings (with its source path) for a cut
-    file's directory."""
+    """A TIFF's (classic or BigTIFF) first page's (width, height) from its first directory,
+    read here rather than by Pillow, which prints its own warnings (with its source path) for
+    a cut file's directory and reads no big-endian BigTIFF. A size stored in any integer type
+    libtiff reads is read (a signed one may be negative: refused as invalid)."""
     order = {b"II": "<", b"MM": ">"}.get(bytes(data[:2]))
     try:
-        if order is None or struct.unpack_from(order + "H", data, 2)[0] != 42:
+        layout = order and _TIFF_LAYOUT.get(struct.unpack_from(order + "H", data, 2)[0])
+        if not layout:
             return None
-        at = struct.unpack_from(order + "I", data, 4)[0]
+        count, entry, offset, first = layout
+        field = struct.calcsize(offset)   # a value this long or shorter is in the entry
+        at = struct.unpack_from(order + offset, data, first)[0]
         tags = {}
-        for k in range(struct.unpack_from(order + "H", data, at)[0]):
-            tag, kind = struct.unpack_from(order + "HH", data, at + 2 + 12 * k)
-            if tag in (256, 257) and kind in (3, 4):   # SHORT or LONG
-                tags[tag] = struct.unpack_from(order + ("H" if kind == 3 else "I"), data,
-                                               at + 10 + 12 * k)[0]
+        for k in range(struct.unpack_from(order + count, data, at)[0]):
+            e = at + struct.calcsize(count) + entry * k
+            tag, kind = struct.unpack_from(order + "HH", data, e)
+            fmt = _TIFF_INTS.get(kind)
+            if tag in (256, 257) and fmt:
+                where = e + 4 + field
+                if struct.calcsize(fmt) > field:   # a LONG8 in a classic TIFF: pointed at
+                    where = struct.unpack_from(order + offset, data, where)[0]
+                tags[tag] = struct.unpack_from(order + fmt, data, where)[0]
         return (tags[256], tags[257]) if len(tags) == 2 else None
-    except struct.error:   # cut before its first directory ends: OpenCV decides
-        return None
+    except (struct.error, OverflowError):   # cut before its first directory ends: OpenCV
+        return None                          # decides
 
 
 def _png_chunks(data: bytes):

@@ -4,6 +4,7 @@ ours naming the file, never a decoder's own chatter, a hang or a half-grey resul
 from __future__ import annotations
 
 import os
+import struct
 import subprocess
 import sys
 import threading
@@ -227,3 +228,52 @@ def test_decoding_keeps_the_decoders_lines_aside_and_lets_anothers_through(capfd
     assert err == "warning: another thread's line\n"
     assert "premature end of data segment" in said[0] and "iCCP" in said[0]
     assert "another thread" not in said[0]
+
+
+def _tiff_with_size_typed(kind: int, order: str = "<") -> bytes:
+    """A 64x48 TIFF whose width and height tags are stored as TIFF type `kind`."""
+    import io
+
+    import tifffile
+    b = io.BytesIO()
+    tifffile.imwrite(b, _noise(), byteorder=order)
+    d = bytearray(b.getvalue())
+    at = struct.unpack_from(order + "I", d, 4)[0]
+    for k in range(struct.unpack_from(order + "H", d, at)[0]):
+        tag, was = struct.unpack_from(order + "HH", d, at + 2 + 12 * k)
+        if tag in (256, 257):
+            value = struct.unpack_from(order + ("H" if was == 3 else "I"), d, at + 10 + 12 * k)
+            fmt = {1: "B", 6: "b", 3: "H", 8: "h", 4: "I", 9: "i"}[kind]
+            struct.pack_into(order + "HHI", d, at + 2 + 12 * k, tag, kind, 1)
+            struct.pack_into(order + "I", d, at + 10 + 12 * k, 0)
+            struct.pack_into(order + fmt, d, at + 10 + 12 * k, value[0])
+    return bytes(d)
+
+
+@pytest.mark.parametrize("kind", [3, 4, 8, 9])   # SHORT, LONG, SSHORT, SLONG
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_tiffs_size_is_read_whatever_integer_type_its_tags_have(kind, order):
+    """libtiff reads a width stored as SSHORT or SLONG: a size left unread skipped the pixel
+    budget, and a stranger's TIFF was decoded whole however large."""
+    from runtime.imageio import OverPixelBudget, decode_bytes, header_size
+    data = _tiff_with_size_typed(kind, order)
+    assert cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED).shape[:2] == (48, 64)
+    assert header_size(data) == (64, 48)
+    with pytest.raises(OverPixelBudget, match="64x48"):
+        decode_bytes(data, "t.tif", limit=1000)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_a_bigtiffs_size_is_read_from_its_directory(order, capfd):
+    """A big-endian BigTIFF's size was left to Pillow, which printed a warning and gave none:
+    the pixel budget was skipped."""
+    import io
+
+    import tifffile
+    from runtime.imageio import OverPixelBudget, decode_bytes, header_size
+    b = io.BytesIO()
+    tifffile.imwrite(b, _noise(), byteorder=order, bigtiff=True)
+    assert header_size(b.getvalue()) == (64, 48)
+    with pytest.raises(OverPixelBudget, match="64x48"):
+        decode_bytes(b.getvalue(), "t.tif", limit=1000)
+    assert capfd.readouterr().err == ""
