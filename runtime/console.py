@@ -165,31 +165,29 @@ def quiet_native_stderr(noise: Optional[re.Pattern] = None) -> Iterator[None]:
     if os.environ.get("SHARPEN_DEBUG"):
         yield
         return
-    with _STDERR_LOCK:   # written back before another window can take fd 2
-        with _fd2_aside(to_devnull=noise is None) as said:
-            yield
-        _write_fd2(b"".join(
-            line for line in b"".join(said).splitlines(keepends=True)
-            if noise is not None and not noise.match(line.decode("utf-8", "replace"))))
+    with _fd2_aside(to_devnull=noise is None, noise=noise):
+        yield
 
 
 @contextlib.contextmanager
 def native_stderr_captured(noise: re.Pattern) -> Iterator[list[str]]:
     """The lines matching `noise` that native libraries (libjpeg, libpng, OpenCV's log) write
     to fd 2 while the block runs, kept off the terminal and handed to the caller: the list
-    yielded holds them, as one string, once the block ends (empty where fd 2 could not be
-    moved). The other lines (another thread's, the window hides fd 2 for the whole process)
-    are written to fd 2 then, and with SHARPEN_DEBUG set all of them are. For a caller that
-    turns a library's warning into its own message naming the file."""
+    yielded holds them, as one string (their first KEPT_NOISE bytes), once the block ends
+    (empty where fd 2 could not be moved). The other lines (another thread's, the window hides
+    fd 2 for the whole process) are written to fd 2 then, and with SHARPEN_DEBUG set all of
+    them are. For a caller that turns a library's warning into its own message naming the
+    file."""
     text: list[str] = []
-    with _STDERR_LOCK:
-        with _fd2_aside(to_devnull=False) as said:
-            yield text
-        lines = b"".join(said).splitlines(keepends=True)
-        ours = [ln for ln in lines if noise.match(ln.decode("utf-8", "replace"))]
-        text.append(b"".join(ours).decode("utf-8", "replace"))
-        debug = bool(os.environ.get("SHARPEN_DEBUG"))
-        _write_fd2(b"".join(ln for ln in lines if debug or ln not in ours))
+    debug = bool(os.environ.get("SHARPEN_DEBUG"))
+    with _fd2_aside(to_devnull=False, noise=noise, show_noise=debug) as said:
+        yield text
+    text.append(b"".join(said).decode("utf-8", "replace"))
+
+
+# How much of a library's lines a window hands its caller: the first say why; a hostile file
+# can make a decoder print megabytes (libpng: two lines per 13-byte chunk with a bad CRC).
+KEPT_NOISE = 1 << 16
 
 
 def _write_fd2(data: bytes) -> None:
@@ -198,12 +196,39 @@ def _write_fd2(data: bytes) -> None:
             data = data[os.write(2, data):]
 
 
+def _sort_aside(aside, noise: Optional[re.Pattern], show_noise: bool,
+                said: list[bytes]) -> None:
+    """The lines in `aside` matching `noise` (all of them where it is None) into `said`, up to
+    KEPT_NOISE bytes, and the others (all with `show_noise`) to fd 2, a block at a time, so
+    what a library printed is never all in memory at once."""
+    kept, rest = 0, b""
+    while True:
+        block = aside.read(1 << 20)
+        lines = (rest + block).splitlines(keepends=True)
+        rest = b""
+        if block and lines and not lines[-1].endswith((b"\n", b"\r")) and len(lines[-1]) < 1 << 20:
+            rest = lines.pop()   # its end is in the next block
+        shown = []
+        for line in lines:
+            ours = noise is None or noise.match(line.decode("utf-8", "replace"))
+            if ours and kept < KEPT_NOISE:
+                said.append(line)
+                kept += len(line)
+            if show_noise or not ours:
+                shown.append(line)
+        _write_fd2(b"".join(shown))
+        if not block:
+            return
+
+
 @contextlib.contextmanager
-def _fd2_aside(to_devnull: bool) -> Iterator[list[bytes]]:
-    """fd 2 pointed at a file for the block; the list yielded holds what reached it once the
-    block ends (raising or not), and stays empty where fd 2 could not be moved: no stderr at
-    all (a daemon), or no temp file nor memory file (`to_devnull`: then fd 2 goes to /dev/null,
-    hidden all the same)."""
+def _fd2_aside(to_devnull: bool, noise: Optional[re.Pattern],
+               show_noise: bool = False) -> Iterator[list[bytes]]:
+    """fd 2 pointed at a file for the block; once it ends (raising or not) the lines written
+    there meanwhile are sorted by `_sort_aside`: those matching `noise` (all where None) into
+    the list yielded, the rest to fd 2 again, before another window can take fd 2. The list
+    stays empty where fd 2 could not be moved: no stderr at all (a daemon), or no temp file nor
+    memory file (`to_devnull`: then fd 2 goes to /dev/null, hidden all the same)."""
     said: list[bytes] = []
     with _STDERR_LOCK:
         try:
@@ -236,7 +261,7 @@ def _fd2_aside(to_devnull: bool) -> Iterator[list[bytes]]:
             drop_gone_outputs_after_hang_up()
             with aside:
                 aside.seek(0)
-                said.append(aside.read())
+                _sort_aside(aside, noise, show_noise, said)
 
 
 # The descriptor `report_fatal_errors` gave faulthandler; kept open for the whole process, as

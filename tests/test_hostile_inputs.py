@@ -277,3 +277,27 @@ def test_a_bigtiffs_size_is_read_from_its_directory(order, capfd):
     with pytest.raises(OverPixelBudget, match="64x48"):
         decode_bytes(b.getvalue(), "t.tif", limit=1000)
     assert capfd.readouterr().err == ""
+
+
+def test_a_decoder_printing_megabytes_is_kept_aside_in_bounded_memory(capfd):
+    """A PNG of 13-byte chunks with bad CRCs makes libpng print two lines per chunk: 6.5 MB of
+    them took 290 MB of memory to sort (all read back at once), gigabytes for a larger upload.
+    The decoder's text handed back is capped; another line after the flood still comes out."""
+    import tracemalloc
+
+    from runtime.console import native_stderr_captured
+    from runtime.imageio import DECODER_NOISE
+    flood = b"libpng warning: tEXt: CRC error\n" * (1 << 15)   # 1 MiB
+    tracemalloc.start()
+    try:
+        with native_stderr_captured(DECODER_NOISE) as said:
+            for _ in range(24):
+                os.write(2, flood)
+            os.write(2, b"warning: another thread's line\n")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert capfd.readouterr().err == "warning: another thread's line\n"
+    assert said[0].startswith("libpng warning: tEXt: CRC error\n")
+    assert len(said[0]) <= 1 << 16
+    assert peak < 8 << 20, f"{peak:,} bytes"
