@@ -523,6 +523,8 @@ def _exit_now_if_workers_run(code: int) -> None:
     stuck = [t.name for t in threading.enumerate()
              if isinstance(t, _Worker) and t.running and t.name in WORKER_NAMES]
     if stuck:
+        from .console import end_stderr_windows
+        end_stderr_windows()   # a capture thread inside a decode holds fd 2 aside
         print(f"sharpen run: not waiting for the {' and '.join(stuck)} "
               f"thread{'s' if len(stuck) > 1 else ''}", file=sys.stderr)
         sys.stdout.flush()

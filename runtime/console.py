@@ -3,6 +3,7 @@ text otherwise (a device with only the runtime has no rich)."""
 from __future__ import annotations
 
 import argparse
+import atexit
 import contextlib
 import faulthandler
 import logging
@@ -247,21 +248,65 @@ def _fd2_aside(to_devnull: bool, noise: Optional[re.Pattern],
         if aside is None:   # shown whole: a failure's explanation is worth the noise
             yield said
             return
-        saved = os.dup(2)
+        window = _Window(os.dup(2), aside, noise, show_noise)
         try:
-            os.dup2(aside.fileno(), 2)
+            with _WINDOW_END:
+                os.dup2(aside.fileno(), 2)
+                _OPEN_WINDOWS.append(window)
             yield said
         finally:
-            with contextlib.suppress(AttributeError, OSError, ValueError):
-                sys.stderr.flush()   # what Python wrote in the block goes with the rest
-            os.dup2(saved, 2)
-            os.close(saved)
-            # A hang-up inside the window saw fd 2 on `aside`, not on the terminal now gone.
-            from .cli_errors import drop_gone_outputs_after_hang_up
-            drop_gone_outputs_after_hang_up()
+            with _WINDOW_END:
+                ended, window.ended = window.ended, True
+                if not ended:   # else the process's exit has put fd 2 back and said all
+                    _OPEN_WINDOWS.remove(window)
+                    with contextlib.suppress(AttributeError, OSError, ValueError):
+                        sys.stderr.flush()   # what Python wrote in the block goes with the rest
+                    os.dup2(window.saved, 2)
+            os.close(window.saved)
+            if not ended:
+                # A hang-up inside the window saw fd 2 on `aside`, not on the terminal now gone.
+                from .cli_errors import drop_gone_outputs_after_hang_up
+                drop_gone_outputs_after_hang_up()
             with aside:
-                aside.seek(0)
-                _sort_aside(aside, noise, show_noise, said)
+                if not ended:
+                    aside.seek(0)
+                    _sort_aside(aside, noise, show_noise, said)
+
+
+class _Window:
+    """A `_fd2_aside` window: fd 2's own file (`saved`), where fd 2 points meanwhile, how to
+    sort what reached it, and whether fd 2 has been put back."""
+
+    def __init__(self, saved: int, aside, noise: Optional[re.Pattern], show_noise: bool):
+        self.saved, self.aside, self.noise, self.show_noise = saved, aside, noise, show_noise
+        self.ended = False
+
+
+# The windows open now, innermost last (a thread's window can hold another), and the lock on
+# putting fd 2 back, which a window's end and the process's exit both do.
+_OPEN_WINDOWS: list[_Window] = []
+_WINDOW_END = threading.Lock()
+
+
+def end_stderr_windows() -> None:
+    """For a process about to exit while another thread is inside a window (the capture thread
+    decoding a large image at a second Ctrl-C, which leaves by os._exit): fd 2 put back, and
+    what reached it since sorted as the window's end would have, so the run's closing lines are
+    not lost with the window's file. The window's own end then only closes its files. Called
+    at exit too (atexit)."""
+    with _WINDOW_END:
+        with contextlib.suppress(AttributeError, OSError, ValueError):
+            sys.stderr.flush()
+        while _OPEN_WINDOWS:
+            window = _OPEN_WINDOWS.pop()
+            window.ended = True
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(window.saved, 2)
+                window.aside.seek(0)
+                _sort_aside(window.aside, window.noise, window.show_noise, [])
+
+
+atexit.register(end_stderr_windows)
 
 
 # The descriptor `report_fatal_errors` gave faulthandler; kept open for the whole process, as

@@ -301,3 +301,44 @@ def test_a_decoder_printing_megabytes_is_kept_aside_in_bounded_memory(capfd):
     assert said[0].startswith("libpng warning: tEXt: CRC error\n")
     assert len(said[0]) <= 1 << 16
     assert peak < 8 << 20, f"{peak:,} bytes"
+
+
+_LEFT_IN_A_WINDOW = """
+import sys, threading
+from runtime.console import native_stderr_captured
+from runtime.imageio import DECODER_NOISE
+from runtime.pipeline import _Worker
+inside, never = threading.Event(), threading.Event()
+
+def decoding():   # the capture thread inside a long decode
+    with native_stderr_captured(DECODER_NOISE):
+        sys.stderr.write("Corrupt JPEG data: premature end of data segment\\n")
+        sys.stderr.flush()
+        inside.set()
+        never.wait()
+
+w = _Worker("capture", decoding, threading.Event(), [])
+w.start()
+inside.wait()
+print("sharpen run: interrupted: out holds 1 of 30 frames only", file=sys.stderr)
+if sys.argv[1] == "second-ctrl-c":
+    from runtime.cli import _exit_now_if_workers_run
+    _exit_now_if_workers_run(130)
+"""
+
+
+@pytest.mark.parametrize("how", ["second-ctrl-c", "returns"])
+def test_the_runs_last_lines_reach_stderr_while_a_thread_is_inside_a_decode(tmp_path, how):
+    """fd 2 is moved aside for each decode, for the whole process: a second Ctrl-C (os._exit)
+    or the end of the program while the capture thread decoded a large image lost every line
+    the run wrote since, its closing line included (stderr was empty, exit 130)."""
+    script = tmp_path / "left.py"
+    script.write_text(_LEFT_IN_A_WINDOW)
+    r = subprocess.run([sys.executable, str(script), how], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, OMP_NUM_THREADS="1",
+                                            PYTHONPATH=os.pathsep.join(sys.path)))
+    assert "sharpen run: interrupted: out holds 1 of 30 frames only\n" in r.stderr, r
+    assert "Corrupt JPEG" not in r.stderr, r.stderr
+    if how == "second-ctrl-c":
+        assert r.returncode == 130, r
+        assert "not waiting for the capture thread" in r.stderr, r.stderr
