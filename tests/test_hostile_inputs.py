@@ -342,3 +342,20 @@ def test_the_runs_last_lines_reach_stderr_while_a_thread_is_inside_a_decode(tmp_
     if how == "second-ctrl-c":
         assert r.returncode == 130, r
         assert "not waiting for the capture thread" in r.stderr, r.stderr
+
+
+def test_a_damaged_jpeg_is_refused_also_when_stderr_is_closed(tmp_path):
+    """The refusal reads libjpeg's warning off fd 2: a service started with stderr closed
+    (2>&-) had no fd 2 to move aside, and a JPEG missing its middle was sharpened, exit 0."""
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    jpg = _jpeg()
+    (tmp_path / "cut.jpg").write_bytes(jpg[:len(jpg) // 2] + b"\xff\xd9")
+    r = subprocess.run([sys.executable, "-m", "sharpen.cli", "run", "--model", str(model),
+                        "--source", str(tmp_path / "cut.jpg"), "--out",
+                        str(tmp_path / "out.png"), "--quiet"],
+                       cwd=tmp_path, stdout=subprocess.DEVNULL, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"),
+                       preexec_fn=lambda: os.close(2))
+    assert r.returncode == 2
+    assert not (tmp_path / "out.png").exists()
