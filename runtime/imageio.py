@@ -176,10 +176,14 @@ def shown_path(path: Union[str, os.PathLike]) -> str:
     return "".join(c if c.isprintable() or c == " " else repr(c)[1:-1] for c in str(path))
 
 
-def _special_kind(mode: int) -> str:
-    kind = ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
+def special_kind(mode: int) -> str:
+    """What a file that is neither a regular file nor a folder is, by its `st_mode`."""
+    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
             else "a device")
-    return f"not a regular file ({kind})"
+
+
+def _special_kind(mode: int) -> str:
+    return f"not a regular file ({special_kind(mode)})"
 
 
 def why_not_a_file(path: Union[str, os.PathLike]) -> str:

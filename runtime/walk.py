@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import glob as globmod
 import os
-import stat
 from collections import deque
 from fnmatch import fnmatch
 from pathlib import Path
 from typing import Iterator, Optional
 
 from .console import count
-from .imageio import shown_path
+from .imageio import shown_path, special_kind
 from .warn import warn
 
 
@@ -96,11 +95,9 @@ def _say_special(folder: str | os.PathLike, special: list[Path]) -> None:
 
 def _kind(path: Path) -> str:
     try:
-        mode = os.stat(path).st_mode   # a link to a FIFO is said as one
+        return special_kind(os.stat(path).st_mode)   # a link to a FIFO is said as one
     except OSError:
         return "gone"
-    return ("a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode)
-            else "a device")
 
 
 def _identity(path: str | os.PathLike) -> tuple[int, int] | str:
