@@ -460,6 +460,34 @@ _JPEG_DAMAGE = re.compile(r"(Corrupt JPEG data: (premature end of data segment|b
                           r"code|found marker .* instead of RST.*)|Premature end of JPEG file)")
 
 
+# libjpeg prints only its first warning: a stray byte before a header marker (cameras write
+# them) would hide the damage after it.
+_JPEG_STRAY_IN_HEADER = re.compile(r"Corrupt JPEG data: \d+ extraneous bytes before marker "
+                                   r"0x(c[0-9a-f]|d[ab]|dd|e[0-9a-f]|fe)\b")
+
+
+def _jpeg_damage_past_header_stray(data: bytes) -> Optional[re.Match]:
+    """_JPEG_DAMAGE in libjpeg's warnings on `data` decoded again with its header's segments
+    put back to back (the stray bytes between them left out), where there were any."""
+    segments = list(_jpeg_segments(data))
+    if not segments or segments[-1][0] != 0xDA:
+        return None
+    parts = [b"\xff\xd8"]
+    for _, i in segments:
+        parts.append(data[i:i + 2 + struct.unpack(">H", data[i + 2:i + 4])[0]])
+    i = segments[-1][1]
+    parts.append(data[i + 2 + struct.unpack(">H", data[i + 2:i + 4])[0]:])
+    clean = b"".join(parts)
+    if len(clean) == len(data):
+        return None
+    try:
+        with native_stderr_captured(DECODER_NOISE) as said:
+            cv2.imdecode(np.frombuffer(clean, np.uint8), cv2.IMREAD_UNCHANGED)
+    except cv2.error:   # decoded once as it came: that image stands
+        return None
+    return _JPEG_DAMAGE.search(said[0])
+
+
 def decode_bytes(data: bytes, where: str, limit: Optional[int] = None) -> np.ndarray:
     """An image file's bytes (fetched from a URL) decoded as `decode_image` decodes a file,
     or ImageReadError naming `where`."""
@@ -492,6 +520,8 @@ def decode_bytes(data: bytes, where: str, limit: Optional[int] = None) -> np.nda
     if img is None:
         raise UndecodableImage(f"{where}: not a readable image (corrupt or unsupported format)")
     damage = _JPEG_DAMAGE.search(said[0]) if data[:2] == b"\xff\xd8" else None
+    if damage is None and _JPEG_STRAY_IN_HEADER.match(said[0]):
+        damage = _jpeg_damage_past_header_stray(data)
     if damage:
         raise UndecodableImage(f"{where}: damaged JPEG data (the decoder reports: "
                                f"{damage.group(0)})")

@@ -359,3 +359,18 @@ def test_a_damaged_jpeg_is_refused_also_when_stderr_is_closed(tmp_path):
                        preexec_fn=lambda: os.close(2))
     assert r.returncode == 2
     assert not (tmp_path / "out.png").exists()
+
+
+def test_a_cut_jpeg_with_a_stray_byte_in_its_header_is_refused_too(tmp_path):
+    """libjpeg prints only its first warning: a stray byte before a header marker (which
+    cameras write) came first, and the "premature end of data segment" after it went unsaid;
+    the JPEG missing its middle was decoded half grey."""
+    jpg = _jpeg()
+    sos = jpg.index(b"\xff\xda")
+    stray = jpg[:sos] + b"\x00" + jpg[sos:]
+    (tmp_path / "stray.jpg").write_bytes(stray)
+    assert decode_image(tmp_path / "stray.jpg").shape == (48, 64, 3)
+    (tmp_path / "cut.jpg").write_bytes(stray[:len(stray) // 2] + b"\xff\xd9")
+    with pytest.raises(UndecodableImage, match=r"cut\.jpg: damaged JPEG data \(the decoder "
+                                               r"reports: Corrupt JPEG data: premature end"):
+        decode_image(tmp_path / "cut.jpg")
