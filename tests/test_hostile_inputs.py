@@ -374,3 +374,19 @@ def test_a_cut_jpeg_with_a_stray_byte_in_its_header_is_refused_too(tmp_path):
     with pytest.raises(UndecodableImage, match=r"cut\.jpg: damaged JPEG data \(the decoder "
                                                r"reports: Corrupt JPEG data: premature end"):
         decode_image(tmp_path / "cut.jpg")
+
+
+def test_with_stderr_closed_errors_never_reach_the_stream_on_stdout(tmp_path):
+    """Python starts without sys.stderr when fd 2 is closed (2>&-), and print(file=None) goes
+    to stdout: the error of `--out -` was written into the video stream its reader parses."""
+    from runtime_fixtures import make_onnx_model
+    model = make_onnx_model(tmp_path / "m.onnx")
+    jpg = _jpeg()
+    (tmp_path / "cut.jpg").write_bytes(jpg[:len(jpg) // 2] + b"\xff\xd9")
+    r = subprocess.run([sys.executable, "-m", "sharpen.cli", "run", "--model", str(model),
+                        "--source", str(tmp_path / "cut.jpg"), "--out", "-"],
+                       cwd=tmp_path, capture_output=False, stdout=subprocess.PIPE, timeout=300,
+                       env=dict(os.environ, OMP_NUM_THREADS="1"),
+                       preexec_fn=lambda: os.close(2))
+    assert r.returncode == 2
+    assert r.stdout == b""
