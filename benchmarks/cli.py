@@ -107,7 +107,7 @@ def options_from_args(args: argparse.Namespace):
                         float_layers=args.float_layers,
                         threads=args.threads, calib_count=args.calib_count,
                         calib=args.calib, seed=args.seed,
-                        max_memory_mib=args.max_memory_mib,
+                        max_memory_mib=args.max_memory_mib, tile=args.tile,
                         stream_frames=args.stream_frames, latency=not args.no_latency,
                         quiet=args.quiet)
 

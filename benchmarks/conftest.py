@@ -206,6 +206,9 @@ class BenchContext:
             check_calib(self.calib)
         except BenchError as e:
             raise pytest.UsageError(str(e)) from None
+        self.tile = int(config.getoption("tile") or 0)
+        if self.tile < 0:   # as `sharpen bench`
+            raise pytest.UsageError(f"--tile must be >= 0 (0: whole frames), got {self.tile}")
         self.threads = int(config.getoption("threads") or 0)
         from runtime.host import check_threads
         try:   # as `sharpen bench` checks it
@@ -519,7 +522,7 @@ class BenchContext:
             st = self.students[student]
             self.student_failed(student)
             per_size = self.attempt(student, "reading its checkpoint",
-                                    lambda: _student_budget(st.path, [key[1]]))
+                                    lambda: _student_budget(st.path, [key[1]], self.tile))
             self.student_failed(student)
             budget = {(student, wh): b for wh, b in per_size.items()}
             self._too_big[key] = _too_big([st], [key[1]], budget,

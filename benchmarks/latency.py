@@ -176,13 +176,28 @@ def sample_frame(width: int, height: int) -> np.ndarray:
                                            interpolation=cv2.INTER_AREA))
 
 
-def frame_fn(backend, width: int, height: int) -> Callable[[], np.ndarray]:
-    """The timed call: one frame through FrameProcessor (pre + infer + post)."""
+def frame_fn(backend, width: int, height: int, tile: int = 0) -> Callable[[], np.ndarray]:
+    """The timed call: one frame through FrameProcessor (pre + infer + post), in tiles of
+    `tile` as `sharpen run --tile` runs it (0: whole)."""
     from runtime.prepost import FrameProcessor
 
-    proc = FrameProcessor(backend)
+    proc = FrameProcessor(backend, tile=tile)
     frame = sample_frame(width, height)
     return lambda: proc(frame)
+
+
+def tiling_info(backend, width: int, height: int, tile: int) -> dict:
+    """A latency row's `tile`, `overlap` and `tiles_per_frame`: the tiles FrameProcessor runs
+    a width x height frame in ({} for whole frames)."""
+    if not tile:
+        return {}
+    from runtime.prepost import FrameProcessor
+    from runtime.tiling import count_tiles
+
+    proc = FrameProcessor(backend, tile=tile)
+    return {"tile": tile, "overlap": proc.overlap,
+            "tiles_per_frame": count_tiles(height, width, proc.tile, proc.overlap,
+                                           backend.multiple)}
 
 
 # --------------------------------------------------------------------------- timing

@@ -11,7 +11,7 @@ from runtime.cli_errors import STOP_SIGNALS, Terminated
 from runtime.console import count
 
 from .latency import (BACKEND_BY_FORMAT, BACKENDS, SkipCase, frame_fn, make_video, measure,
-                      open_backend, result_row, size_label, stream, stream_row)
+                      open_backend, result_row, size_label, stream, stream_row, tiling_info)
 
 if TYPE_CHECKING:
     from .report import BenchOptions
@@ -102,12 +102,15 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                            "max_rounds": m["max_rounds"], "max_time_s": m["max_time"],
                            "slow_single_round_s": m["slow_s"],
                            "max_activation_gb": m.get("max_activation_gb"),
+                           "tile": opts.tile,
                            "timed": "one BGR uint8 frame through runtime.prepost.FrameProcessor "
-                                    "(pre + infer + post), median and 90th percentile of the "
-                                    "rounds",
+                                    "(pre + infer + post"
+                                    + (f", in tiles of {opts.tile} as sharpen run --tile "
+                                       f"{opts.tile}" if opts.tile else "")
+                                    + "), median and 90th percentile of the rounds",
                            "teacher": (teacher_tiles.note(*sizes[0]) if teacher_tiles
                                        else None),
-                           "memory": memory_settings(sizes),
+                           "memory": memory_settings(sizes, opts.tile),
                            "stream": (f"{m['stream_frames']} frames of "
                                       f"{size_label(m['stream_size'])}, generated video, "
                                       "run_stream lossless, no output file")}}
@@ -150,7 +153,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     result["settings"]["sgemm_peak_gmacs"] = round(peak, 1)
     measured = [st for st in students if st.name not in failed]
     budget = {(st.name, wh): b for st in measured
-              for wh, b in _student_budget(st.path, sizes).items()}
+              for wh, b in _student_budget(st.path, sizes, opts.tile).items()}
     gmac = {k: g for k, (g, _) in budget.items()}
     too_big = _too_big(measured, sizes, budget, m.get("max_activation_gb"))
     cases = [(st, spec) for st in students for spec in BACKENDS]
@@ -196,7 +199,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                         bar(1)
                         continue
                     try:
-                        t = measure(frame_fn(backend, *wh), **timing)
+                        t = measure(frame_fn(backend, *wh, tile=opts.tile), **timing)
                         rows.append(result_row(
                             model=f"student {st.name}", student=st.name, backend=spec, size=wh,
                             ms=1000 * t.median_s, p90_ms=round(1000 * t.p90_s, 3),
@@ -205,6 +208,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                             target_fps=target, teacher_ms=teacher_ms.get(lbl),
                             provider=backend.provider, engine=backend.name,
                             timing=_in_ms(t.to_dict()),
+                            **tiling_info(backend, *wh, opts.tile),
                             **({"float_layers": list(art.float_layers)}
                                if art and art.float_layers else {})))
                     except Exception as e:  # noqa: BLE001
@@ -215,10 +219,11 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
             finally:
                 backend.close()
             _add_peak_memory(rows, f"student {st.name}", spec,
-                             art.file if art else st.path, sizes, opts.threads, opts.full)
+                             art.file if art else st.path, sizes, opts.threads, opts.full,
+                             opts.tile)
         for gm in models:
             _time_given(gm, students, sizes, timing, target, teacher_ms, too_big, gmac, peak,
-                        opts.threads, rows, bar)
+                        opts.threads, rows, bar, opts.tile)
     finally:   # on Ctrl-C too: the bar's line is cleared before the last words
         bar(0, close=True)
     result["settings"]["load"] = machine_load(load_before, default_threads(opts.threads))
@@ -273,7 +278,8 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
 
 
 def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: dict,
-                too_big: dict, gmac: dict, peak: float, threads: int, rows: list, bar) -> None:
+                too_big: dict, gmac: dict, peak: float, threads: int, rows: list, bar,
+                tile: int = 0) -> None:
     """The rows of one --model file at every size; skipped (with the reason) where this
     machine cannot run it. The student it was exported from, when benchmarked too, gives its
     GMAC per frame and quick mode's memory bound; nothing else is known of the file."""
@@ -299,8 +305,8 @@ def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: di
                 rows.append(row(wh, ms=None, status="skipped", reason=too_big[st, wh]))
             else:
                 try:
-                    t = measure(frame_fn(backend, *wh), **timing)
-                    extra = {}
+                    t = measure(frame_fn(backend, *wh, tile=tile), **timing)
+                    extra = tiling_info(backend, *wh, tile)
                     if (st, wh) in gmac:
                         extra = dict(gmac=round(gmac[st, wh], 3),
                                      peak_frac=round(gmac[st, wh] / t.median_s / peak, 4))
@@ -314,12 +320,12 @@ def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: di
             bar(1)
     finally:
         backend.close()
-    _add_peak_memory(rows, gm.label(), spec, gm.path, sizes, threads, full=True)
+    _add_peak_memory(rows, gm.label(), spec, gm.path, sizes, threads, full=True, tile=tile)
 
 
 def memory_size(sizes) -> tuple[int, int]:
-    """The frame size the peak memory is measured at: What to ship's (1920x1080, else the
-    largest timed)."""
+    """What to ship's frame size (1920x1080, else the largest timed), the size its memory
+    budget is judged at."""
     return (1920, 1080) if (1920, 1080) in sizes else max(sizes, key=lambda wh: wh[0] * wh[1])
 
 
@@ -329,49 +335,67 @@ QUICK_NO_PYTORCH = ("not measured in quick mode (PyTorch eager is no file sharpe
                     "and its child process imports torch; --full measures it)")
 
 
-def memory_settings(sizes) -> dict:
+def memory_settings(sizes, tile: int = 0) -> dict:
+    """report.json's latency.settings.memory: `size` is What to ship's, `sizes` those with a
+    peak each (every timed size), `tile` the tile the child ran (0: whole frames)."""
     from .memory import FRAMES, UNIT, method_text
 
-    wh = memory_size(sizes)
-    return {"unit": UNIT, "size": size_label(wh), "frames": FRAMES,
-            "method": method_text(*wh)}
+    return {"unit": UNIT, "size": size_label(memory_size(sizes)),
+            "sizes": [size_label(wh) for wh in sizes], "tile": tile, "frames": FRAMES,
+            "method": method_text(FRAMES, tile)}
 
 
 def _add_peak_memory(rows: list, model: str, spec, source, sizes, threads: int,
-                     full: bool) -> None:
-    """Sets `peak_rss_mib` on the row of `model` on `spec` at memory_size, where it was
-    timed (once per model and backend: a child process per row), else `peak_rss_error`
-    (the child failed) or `peak_rss_skipped` (quick mode's PyTorch row)."""
+                     full: bool, tile: int = 0) -> None:
+    """Sets `peak_rss_mib` on each row of `model` on `spec` timed ok, at its own size and
+    tile (a child process per row: a frame's memory is what a board sized for that frame must
+    hold), else `peak_rss_error` (the child failed) or `peak_rss_skipped` (quick mode's
+    PyTorch row)."""
     from .memory import measure_peak_mib
 
-    label = size_label(memory_size(sizes))
-    for r in rows:
-        if (r["model"], r["backend"], r["size"], r["status"]) != (model, spec.key, label, "ok"):
-            continue
-        if spec.fmt is None and not full:
-            r["peak_rss_skipped"] = QUICK_NO_PYTORCH
-            continue
-        peak, why = measure_peak_mib(spec.key, source, memory_size(sizes),
-                                     threads=threads or None)
-        r.update({"peak_rss_mib": peak} if peak is not None else {"peak_rss_error": why})
+    for wh in sizes:
+        for r in rows:
+            if (r["model"], r["backend"], r["size"], r["status"]) != (model, spec.key,
+                                                                       size_label(wh), "ok"):
+                continue
+            if spec.fmt is None and not full:
+                r["peak_rss_skipped"] = QUICK_NO_PYTORCH
+                continue
+            peak, why = measure_peak_mib(spec.key, source, wh, threads=threads or None,
+                                         tile=tile)
+            r.update({"peak_rss_mib": peak} if peak is not None else {"peak_rss_error": why})
 
 
-def _student_budget(path, sizes) -> dict:
-    """(GMAC, GB of FP32 activations written) per frame of the student at each (width, height)."""
+def _student_budget(path, sizes, tile: int = 0) -> dict:
+    """(GMAC per frame, GB of FP32 activations written at once) of the student at each
+    (width, height). Tiled, as FrameProcessor runs it: the GMAC of every tile, the overlap's
+    recomputation included, and the activations of one tile (they run one at a time)."""
     from distill.checkpoint import load_student
-    from distill.students import activation_bytes, count_macs
+    from distill.students import activation_bytes, count_macs, receptive_field
+    from runtime.tiling import auto_overlap, count_tiles, round_up
 
     model = load_student(path)[0]
-    return {(w, h): (count_macs(model, h, w) / 1e9, activation_bytes(model, h, w) / 1e9)
-            for w, h in sizes}
+    if not tile:
+        return {(w, h): (count_macs(model, h, w) / 1e9, activation_bytes(model, h, w) / 1e9)
+                for w, h in sizes}
+    multiple = int(getattr(model, "multiple", 1) or 1)
+    runs_as = round_up(tile, multiple)
+    overlap = auto_overlap(runs_as, receptive_field(model))
+    out = {}
+    for w, h in sizes:
+        th, tw = min(runs_as, round_up(h, multiple)), min(runs_as, round_up(w, multiple))
+        n = count_tiles(h, w, tile, overlap, multiple)
+        out[w, h] = (n * count_macs(model, th, tw) / 1e9, activation_bytes(model, th, tw) / 1e9)
+    return out
 
 
 def _too_big(students, sizes, budget: dict, max_gb) -> dict:
     """{(student, size): reason} for the cases quick mode leaves out to bound its memory."""
     if max_gb is None:
         return {}
-    return {(st.name, wh): f"quick mode: {budget[st.name, wh][1]:.1f} GB of activations > "
-                           f"{max_gb:g} GB (left out to bound the bench's memory; --full times it)"
+    return {(st.name, wh): f"quick mode: {budget[st.name, wh][1]:.2f} GB of activations > "
+                           f"{max_gb:g} GB (left out to bound the bench's memory; --full times "
+                           "it, and --tile N in tiles, as sharpen run --tile runs it)"
             for st in students for wh in sizes if budget[st.name, wh][1] > max_gb}
 
 

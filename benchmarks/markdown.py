@@ -44,7 +44,8 @@ def where_timed(rep: dict) -> str:
     mach = rep.get("machine") or {}
     rt = st.get("runtime_threads")
     torch_n = mach.get("torch_threads")
-    return (f"median ms per frame, lower is better; {targets_text(rep, st)}; "
+    tiled = f"in tiles of {st['tile']} (--tile); " if st.get("tile") else ""
+    return (f"median ms per frame, {tiled}lower is better; {targets_text(rep, st)}; "
             f"{mach.get('cpu') or 'CPU unknown'}, ONNX Runtime / LiteRT on "
             f"{count(rt, 'thread') if rt else _every_core(mach)}"
             + (f", PyTorch on {count(torch_n, 'thread')}" if torch_n else ""))
@@ -201,7 +202,9 @@ def render_markdown(rep: dict) -> str:
                   + (f"; calls slower than {lat['settings']['slow_single_round_s']:g} s: 1 round"
                      if lat["settings"].get("slow_single_round_s") else "") + ").", ""]
     if mem := lat["settings"].get("memory"):
-        lines += [f"Peak MiB (at {mem['size']} only; {mem['unit']}): the {mem['method']}; "
+        # A report from before a peak per size measured What to ship's size alone.
+        where = "each row's size" if mem.get("sizes") else f"{mem['size']} only"
+        lines += [f"Peak MiB (at {where}; {mem['unit']}): the {mem['method']}; "
                   "what a board's memory must leave the model"
                   + ("; quick mode leaves out PyTorch eager's (--full measures it)"
                      if any(r.get("peak_rss_skipped") for r in lat["rows"]) else "")

@@ -2,13 +2,14 @@
 
 The bench's own process holds every student, the teacher and the cache's artifacts, so its
 resident set says nothing of one model's. Each row's model is loaded in a child process of its
-own, which sharpens a few frames of the ship size through the runtime's FrameProcessor (as
-`sharpen run` does) and reports its peak resident set: /proc's VmHWM, which counts the
-engines' native allocations (tracemalloc does not). Not getrusage's ru_maxrss there: Linux
-carries the parent's peak across fork and exec into it, so every child read as large as the
-bench.
+own, which sharpens a few frames of the row's size through the runtime's FrameProcessor, in the
+bench's --tile as `sharpen run --tile` runs them, and reports its peak resident set: /proc's
+VmHWM, which counts the engines' native allocations (tracemalloc does not). Not getrusage's
+ru_maxrss there: Linux carries the parent's peak across fork and exec into it, so every child
+read as large as the bench.
 
-Run as `python -m benchmarks.memory KEY SOURCE WxH FRAMES THREADS`: prints {"peak_rss_mib": X}.
+Run as `python -m benchmarks.memory KEY SOURCE WxH FRAMES THREADS [TILE]`: prints
+{"peak_rss_mib": X}.
 """
 from __future__ import annotations
 
@@ -25,24 +26,27 @@ FRAMES = 2   # the first frame's allocations, and a second that reuses them
 TIMEOUT_S = 300
 
 
-def method_text(width: int, height: int, frames: int = FRAMES) -> str:
+def method_text(frames: int = FRAMES, tile: int = 0) -> str:
     return (f"peak resident set (VmHWM in /proc/PID/status, else getrusage's ru_maxrss) of a "
-            f"child process that loads the model "
-            f"and sharpens {frames} {width}x{height} frames through "
-            "runtime.prepost.FrameProcessor; Python, OpenCV and the engine included; host "
+            f"child process per row that loads the model "
+            f"and sharpens {frames} noise frames of the row's size through "
+            "runtime.prepost.FrameProcessor"
+            + (f" in tiles of {tile} (as sharpen run --tile {tile})" if tile else
+               " whole (no --tile)")
+            + "; Python, OpenCV and the engine included, video decoding and encoding not; host "
             "memory only: a GPU row's CUDA device memory is not counted (its cell says host)")
 
 
 def measure_peak_mib(backend_key: str, source: str | Path, size: tuple[int, int],
-                     threads: Optional[int] = None, frames: int = FRAMES
+                     threads: Optional[int] = None, frames: int = FRAMES, tile: int = 0
                      ) -> tuple[Optional[float], Optional[str]]:
     """(peak resident MiB, None), or (None, why) where the child failed. `source`: the
-    exported file, or the checkpoint for the PyTorch row."""
+    exported file, or the checkpoint for the PyTorch row; `tile`: as FrameProcessor's."""
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
     cmd = [sys.executable, "-m", "benchmarks.memory", backend_key, str(source),
-           f"{size[0]}x{size[1]}", str(frames), str(threads or 0)]
+           f"{size[0]}x{size[1]}", str(frames), str(threads or 0), str(tile)]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -79,7 +83,7 @@ def child_failure(res: subprocess.CompletedProcess) -> str:
 
 
 def _child(argv: list[str]) -> int:
-    key, source, size, frames, threads = argv
+    key, source, size, frames, threads, tile = (argv + ["0"])[:6]
     width, height = (int(v) for v in size.split("x"))
     from runtime.host import peak_memory_mib
 
@@ -101,7 +105,7 @@ def _child(argv: list[str]) -> int:
         # Noise, not latency.sample_frame's photo: scikit-image's import (SciPy with it) added
         # about 40 MiB that `sharpen run` never holds; content does not change a CNN's cost.
         frame = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
-        proc = FrameProcessor(backend)
+        proc = FrameProcessor(backend, tile=int(tile))
         for _ in range(int(frames)):
             proc(frame)
     finally:

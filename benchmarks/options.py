@@ -85,6 +85,10 @@ SCHEMA: tuple[Opt, ...] = (
         default=SEED_OPTION["default"], pytest_aliases=("--bench-seed",)),
     Opt(("--stream-frames",), "stream_frames", "frames of the generated video for the "
         "streaming pipeline (default 24 quick, 30 full; 0 skips it)", type=int, metavar="N"),
+    Opt(("--tile",), "tile", "time the students (and, in sharpen bench, measure their peak "
+        "memory) in Gaussian-blended tiles of this size, as `sharpen run --tile N` runs them "
+        "(0: whole frames); What to ship's run line then carries it", type=int, default=0,
+        metavar="N"),
     Opt(("--threads",), "threads", threads_help("ONNX Runtime / LiteRT"), type=int, default=0,
         metavar="N", pytest_aliases=("--bench-threads",)),
 )

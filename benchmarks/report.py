@@ -85,6 +85,8 @@ class BenchOptions:
     stream_frames: Optional[int] = None
     # What to ship's memory budget: a row's peak resident MiB over it is not picked.
     max_memory_mib: Optional[float] = None
+    # As `sharpen run --tile`: the students' latency and peak memory are measured in tiles.
+    tile: int = 0
     latency: bool = True
     quiet: bool = False
 
@@ -300,6 +302,8 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     if opts.max_memory_mib is not None and not 0 < opts.max_memory_mib < math.inf:
         raise BenchError(f"--max-memory-mib must be a finite number > 0, got "
                          f"{opts.max_memory_mib:g}")
+    if opts.tile < 0:
+        raise BenchError(f"--tile must be >= 0 (0: whole frames), got {opts.tile}")
     if opts.stream_frames is not None and opts.stream_frames < 0:
         # -1 reached the video writer and came back as a false "OpenCV cannot write" row.
         raise BenchError(f"--stream-frames must be >= 0 (0 skips the streaming row), got "

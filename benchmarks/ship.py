@@ -234,8 +234,9 @@ def _times(r: dict) -> dict:
 
 
 def run_command(r: dict, q: dict, gpu: bool, threads) -> tuple[Optional[str], str]:
-    """(the file, the `sharpen run` line that runs it as timed) for a latency row; a PyTorch
-    row has no file `sharpen run` takes: the line exports its checkpoint first."""
+    """(the file, the `sharpen run` line that runs it as timed, in its tiles where it was
+    timed tiled) for a latency row; a PyTorch row has no file `sharpen run` takes: the line
+    exports its checkpoint first."""
     # Quoted for this system's shell: the cache or a --model file may sit under a folder with
     # a space (C:\Users\Jane Doe), and the line is for pasting.
     file = q.get("file") or r.get("file")
@@ -244,7 +245,9 @@ def run_command(r: dict, q: dict, gpu: bool, threads) -> tuple[Optional[str], st
         export = shell_join(["sharpen", "export", "--weights", str(ckpt), "--out", "export/"])
         return None, f"{EXPORT_FIRST}{export})"
     # The threads it was timed on: a run on other counts is not the speed judged here.
+    # Its tile too: a whole frame's memory and speed are not the ones judged.
     return file, shell_join(["sharpen", "run", "--model", str(file), *RUN_PLACEHOLDERS]
+                            + (["--tile", str(int(r["tile"]))] if r.get("tile") else [])
                             + (["--threads", str(int(threads))] if threads and not gpu else []))
 
 

@@ -13,7 +13,8 @@ from typing import Callable
 import pytest
 
 from benchmarks.latency import (BACKEND_BY_FORMAT, BACKEND_BY_KEY, SkipCase, frame_fn,
-                                open_backend, p90, result_row, size_label, stream, stream_row)
+                                open_backend, p90, result_row, size_label, stream, stream_row,
+                                tiling_info)
 
 
 def _median_s(benchmark):
@@ -67,8 +68,9 @@ def _time_frames(benchmark, bench, size, opener: Callable, **row) -> None:
     except SkipCase as e:
         pytest.skip(str(e))
     try:
-        benchmark(frame_fn(backend, *size))
+        benchmark(frame_fn(backend, *size, tile=bench.tile))
         provider, engine = backend.provider, backend.name
+        tiling = tiling_info(backend, *size, bench.tile)
         # The count ONNX Runtime / LiteRT ran on (--threads, else OMP_NUM_THREADS's; 0: ONNX
         # Runtime's default): a shell's OMP_NUM_THREADS=1 halves a 2-core timing, unseen.
         threads = backend.threads if row["backend"].fmt else None
@@ -80,7 +82,7 @@ def _time_frames(benchmark, bench, size, opener: Callable, **row) -> None:
     _record(bench, benchmark, result_row(
         size=size, ms=1000 * med, p90_ms=_p90_ms(benchmark), target_fps=bench.target_fps,
         teacher_ms=bench.teacher_ms.get(size_label(size)), provider=provider, engine=engine,
-        threads=threads, **row))
+        threads=threads, **tiling, **row))
 
 
 def test_student_latency(benchmark, bench, student, backend_key, size):

@@ -528,7 +528,7 @@ def test_each_latency_row_gives_its_peak_memory_and_a_memory_budget_leaves_out_a
         env, ship_run, capsys):
     """An engineer sizing a 1-2 GiB board had latency and quality per row, not memory (the
     README's peak-memory tables were measured by hand). Each model and backend now has its
-    peak resident MiB at the ship size, measured in a child process, with its unit and method;
+    peak resident MiB at each size, measured in a child process, with its unit and method;
     `--max-memory-mib` keeps What to ship from picking a row over it, and says why."""
     from benchmarks.markdown import render_markdown
     from benchmarks.ship import ship_section
@@ -549,7 +549,7 @@ def test_each_latency_row_gives_its_peak_memory_and_a_memory_budget_leaves_out_a
     assert "peak_rss_mib" not in good["pytorch"], good["pytorch"]
     assert "--full measures it" in good["pytorch"]["peak_rss_skipped"], good["pytorch"]
     md = render_markdown(report)
-    assert "| peak MiB | note |" in md and "Peak MiB (at 160x96 only; MiB)" in md, md
+    assert "| peak MiB | note |" in md and "Peak MiB (at each row's size; MiB)" in md, md
     assert f"| {ort['peak_rss_mib']:.0f} | " in md, md
 
     # A budget over the file's peak: it still ships, with its peak; PyTorch's row, not
@@ -577,6 +577,62 @@ def test_each_latency_row_gives_its_peak_memory_and_a_memory_budget_leaves_out_a
     # The flag reaches the report, and is refused where it is no budget.
     assert _bench(env, "never-made", "--max-memory-mib", "0") == 2
     assert "--max-memory-mib must be a finite number > 0, got 0" in capsys.readouterr().err
+
+
+def test_tile_is_timed_and_its_peak_memory_measured_at_each_size(env, capsys):
+    """An integrator sizing a 2 GiB board for 4K with `sharpen run --tile 512` could not
+    bench with --tile (a usage error), and the peak-memory column was measured at one size
+    on whole frames: at 4K it read 3-5x what the tiled run peaks at, and What to ship left
+    out every model under --max-memory-mib. Each size's row now has its own peak, the
+    latency and the memory both run the tiles `sharpen run --tile` runs, and the pick's run
+    line carries the tile."""
+    from benchmarks.markdown import render_markdown
+    from benchmarks.ship import ship_section
+
+    rc = _bench(env, "tiled", "--students", str(env / "student-good.pt"), "--formats",
+                "onnx", "--sizes", "160x96,96x64", "--tile", "64", "--stream-frames", "0",
+                "--cpu-target-fps", "1", "--max-memory-mib", "100000")
+    assert rc == 0, capsys.readouterr().err
+    report = _unloaded(json.loads((env / "tiled" / "report.json").read_text()))
+    lat = report["latency"]
+    assert lat["settings"]["tile"] == 64, lat["settings"]
+    mem = lat["settings"]["memory"]
+    assert mem["sizes"] == ["160x96", "96x64"] and mem["tile"] == 64, mem
+    assert "tiles of 64" in mem["method"], mem
+    ort = {r["size"]: r for r in lat["rows"]
+           if (r["student"], r["backend"], r["status"]) == ("good", "ort-fp32", "ok")}
+    assert set(ort) == {"160x96", "96x64"}, lat["rows"]
+    for r in ort.values():   # each size its own peak, measured tiled
+        assert r["peak_rss_mib"] > 0 and r["tile"] == 64, r
+    assert ort["160x96"]["tiles_per_frame"] > ort["96x64"]["tiles_per_frame"] >= 2, ort
+    md = render_markdown(report)
+    assert "at 160x96 only" not in md and "--tile 64" in md, md
+    ship = ship_section(report)
+    row = {r["backend"]: r for r in ship["rows"]}["ort-fp32"]
+    assert row["ship"] == "good" and row["peak_rss_mib"] == ort["160x96"]["peak_rss_mib"], row
+    assert "--tile 64" in row["run"], row["run"]
+    assert any("--tile 64" in c for c in report["commands"]), report["commands"]
+
+    # A tile the runtime cannot run is refused before any work, naming the flag.
+    assert _bench(env, "never-made", "--tile", "-1") == 2
+    assert "--tile" in capsys.readouterr().err
+
+
+def test_a_memory_budget_is_judged_at_the_size_what_to_ship_answers_for(ship_run):
+    """With a peak per size, What to ship judges --max-memory-mib on the row at its own
+    size: a small size's peak within the budget does not let a model over it at the size
+    asked be picked."""
+    from benchmarks.ship import ship_section
+
+    rc, report = ship_run
+    report = _unloaded(report)
+    ort = next(r for r in report["latency"]["rows"]
+               if (r["student"], r["backend"], r["status"]) == ("good", "ort-fp32", "ok"))
+    small = {**ort, "size": "32x16", "width": 32, "height": 16, "peak_rss_mib": 1.0}
+    report["latency"]["rows"].append(small)
+    report["settings"]["max_memory_mib"] = ort["peak_rss_mib"] - 1
+    row = {r["backend"]: r for r in ship_section(report)["rows"]}["ort-fp32"]
+    assert row["ship"] is None and "--max-memory-mib" in row["why"], row
 
 
 def test_a_gpu_rows_peak_memory_says_it_counts_host_memory_only(ship_run):
@@ -1573,6 +1629,30 @@ def test_quick_mode_leaves_out_sizes_too_big_for_its_memory(tmp_path):
     why = out["seed", (1920, 1080)]
     assert "--full" in why and "GB of activations" in why
     assert _too_big(students, sizes, budget, None) == {}
+
+
+def test_quick_modes_memory_bound_counts_a_tiles_activations_not_the_frames(tmp_path):
+    """At 3840x2160 `fast` writes 2.0 GB of activations per whole frame: quick mode left
+    every backend out ("2.0 GB of activations > 2 GB") and What to ship had nothing to say,
+    also with --tile 512, where each tile writes a few dozen MB. Tiled, the bound is the
+    tile's, and the reason left without a tile says --tile times it too."""
+    from benchmarks.artifacts import resolve_students
+    from benchmarks.latency import QUICK_MAX_ACTIVATION_GB
+    from benchmarks.latency_run import _student_budget, _too_big
+
+    m = create_student("fast")
+    atomic_save(make_checkpoint(m, kind="student", arch="fast", arch_args=m.arch_args),
+                tmp_path / "student-fast.pt")
+    students = resolve_students([str(tmp_path / "student-fast.pt")])
+    sizes = [(3840, 2160)]
+    whole = {("fast", wh): b for wh, b in _student_budget(students[0].path, sizes).items()}
+    why = _too_big(students, sizes, whole, QUICK_MAX_ACTIVATION_GB)["fast", (3840, 2160)]
+    assert "--tile" in why and "2.0 GB" not in why, why
+    tiled = {("fast", wh): b for wh, b in
+             _student_budget(students[0].path, sizes, tile=512).items()}
+    assert _too_big(students, sizes, tiled, QUICK_MAX_ACTIVATION_GB) == {}
+    # GMAC per frame: every tile's, the overlap's recomputation included
+    assert tiled["fast", (3840, 2160)][0] > whole["fast", (3840, 2160)][0]
 
 
 def test_unreadable_held_out_image_is_named_not_a_traceback(tmp_path):
@@ -2733,6 +2813,20 @@ def test_a_latency_test_alone_does_not_put_its_student_in_the_quality_evaluation
     assert {r["key"] for r in saved["sharpen_quality"]["rows"]} == {"input", "teacher"}
     [timed] = saved["benchmarks"]
     assert timed["extra_info"]["backend"] == "pytorch" and "quality" not in timed["extra_info"]
+
+
+def test_the_suite_times_the_tiles_sharpen_bench_times(env, tmp_path):
+    """`pytest benchmarks/` shares `sharpen bench`'s options: with --tile it times the frame
+    in the tiles `sharpen run --tile` runs, and its JSON says which."""
+    _run_suite("-k", "test_student_latency and pytorch", "--students",
+               str(env / "student-good.pt"), "--teacher-weights", str(env / "teacher.pt"),
+               "--data", str(env / "pairs"), "--formats", "onnx", "--cache",
+               str(tmp_path / "cache"), "--sizes", "160x96", "--tile", "64",
+               "--stream-frames", "0", "--benchmark-json", str(tmp_path / "b.json"),
+               expect=0)
+    [timed] = json.loads((tmp_path / "b.json").read_text())["benchmarks"]
+    info = timed["extra_info"]
+    assert info["tile"] == 64 and info["tiles_per_frame"] >= 2, info
 
 
 def test_the_suite_summary_says_the_held_out_set_is_synthetic_blur(env, tmp_path):

@@ -73,7 +73,8 @@ DIFFERENT_DEFAULTS = {
                {"evaluate": None, "labels": "embedded", "bench": None, "demo": "embedded",
                 "pytest benchmarks/": None}),
     "--tile": ("the teacher tiles at 512 (its memory); a student runs whole frames (0)",
-               {"teacher": 512, "labels": 512, "run": 0}),
+               {"teacher": 512, "labels": 512, "run": 0, "bench": 0,
+                "pytest benchmarks/": 0}),
     "--resume": ("teacher skips the images it already wrote (--no-resume redoes them); run "
                  "goes on with a stopped video only when asked, as it would overwrite it",
                  {"teacher": True, "run": False}),
@@ -200,7 +201,8 @@ def test_the_pytest_suite_takes_every_option_the_bench_shares_with_it():
 # teacher's weights and config its own way, one of them that the official file needed
 # --teacher-config motion-deblur, its default.
 SAME_HELP = {"--teacher-weights": (), "--teacher-config": (), "--batch-size": (),
-             "--tile": ("run",), "--overlap": ("run",),   # run's tiles are a student's
+             # run's tiles are a student's, and the bench's are run's
+             "--tile": ("run", "bench", "pytest benchmarks/"), "--overlap": ("run",),
              # export's picks the calibration crops, not a synthesis; so do the bench's
              "--seed": ("export", "bench", "pytest benchmarks/"),
              "--gopro-blur": (), "--full": (), "--sizes": (), "--cache": (),
