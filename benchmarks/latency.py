@@ -109,8 +109,12 @@ def _torch_backend(model):
         def __init__(self) -> None:
             from distill.students import for_inference
 
+            from distill.students import receptive_field
+
             self.model = for_inference(model.to(device))
             self.multiple = int(getattr(model, "multiple", 1))
+            # As an export records it: --tile's overlap is then the exported file's.
+            self.receptive_field = receptive_field(model)
             self.provider = (f"CUDA ({torch.cuda.get_device_name(0)})" if device.type == "cuda"
                              else f"CPU ({torch.get_num_threads()} thread"
                              f"{'' if torch.get_num_threads() == 1 else 's'})")

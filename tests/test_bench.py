@@ -590,28 +590,34 @@ def test_tile_is_timed_and_its_peak_memory_measured_at_each_size(env, capsys):
     from benchmarks.ship import ship_section
 
     rc = _bench(env, "tiled", "--students", str(env / "student-good.pt"), "--formats",
-                "onnx", "--sizes", "160x96,96x64", "--tile", "64", "--stream-frames", "0",
+                "onnx", "--sizes", "160x96,128x96", "--tile", "96", "--stream-frames", "0",
                 "--cpu-target-fps", "1", "--max-memory-mib", "100000")
     assert rc == 0, capsys.readouterr().err
     report = _unloaded(json.loads((env / "tiled" / "report.json").read_text()))
     lat = report["latency"]
-    assert lat["settings"]["tile"] == 64, lat["settings"]
+    assert lat["settings"]["tile"] == 96, lat["settings"]
     mem = lat["settings"]["memory"]
-    assert mem["sizes"] == ["160x96", "96x64"] and mem["tile"] == 64, mem
-    assert "tiles of 64" in mem["method"], mem
+    assert mem["sizes"] == ["160x96", "128x96"] and mem["tile"] == 96, mem
+    assert "tiles of 96" in mem["method"], mem
     ort = {r["size"]: r for r in lat["rows"]
            if (r["student"], r["backend"], r["status"]) == ("good", "ort-fp32", "ok")}
-    assert set(ort) == {"160x96", "96x64"}, lat["rows"]
+    assert set(ort) == {"160x96", "128x96"}, lat["rows"]
     for r in ort.values():   # each size its own peak, measured tiled
-        assert r["peak_rss_mib"] > 0 and r["tile"] == 64, r
-    assert ort["160x96"]["tiles_per_frame"] > ort["96x64"]["tiles_per_frame"] >= 2, ort
+        assert r["peak_rss_mib"] > 0 and r["tile"] == 96, r
+    assert ort["160x96"]["tiles_per_frame"] > ort["128x96"]["tiles_per_frame"] >= 2, ort
+    # PyTorch eager tiles as the exported file does: its overlap is the model's receptive
+    # field too (the default 32 px ran it in fewer, thinner-overlapped tiles)
+    torch_row = next(r for r in lat["rows"] if (r["student"], r["backend"], r["size"])
+                     == ("good", "pytorch", "160x96"))
+    assert (torch_row["overlap"], torch_row["tiles_per_frame"]) == (
+        ort["160x96"]["overlap"], ort["160x96"]["tiles_per_frame"]), (torch_row, ort)
     md = render_markdown(report)
-    assert "at 160x96 only" not in md and "--tile 64" in md, md
+    assert "at 160x96 only" not in md and "--tile 96" in md, md
     ship = ship_section(report)
     row = {r["backend"]: r for r in ship["rows"]}["ort-fp32"]
     assert row["ship"] == "good" and row["peak_rss_mib"] == ort["160x96"]["peak_rss_mib"], row
-    assert "--tile 64" in row["run"], row["run"]
-    assert any("--tile 64" in c for c in report["commands"]), report["commands"]
+    assert "--tile 96" in row["run"], row["run"]
+    assert any("--tile 96" in c for c in report["commands"]), report["commands"]
 
     # A tile the runtime cannot run is refused before any work, naming the flag.
     assert _bench(env, "never-made", "--tile", "-1") == 2
