@@ -349,12 +349,13 @@ def make_video(path: str | Path, width: int, height: int, frames: int, fps: floa
 
 
 def stream(model_path: str | Path, video: str | Path, max_frames: Optional[int] = None,
-           threads: Optional[int] = None, providers: str = "auto") -> dict:
-    """run_stream over the video (lossless, no output file); returns its stats dict."""
+           threads: Optional[int] = None, providers: str = "auto", tile: int = 0) -> dict:
+    """run_stream over the video (lossless, no output file, in tiles of `tile` as `sharpen
+    run --tile`); returns its stats dict."""
     from runtime.pipeline import run_stream
 
     return run_stream(str(model_path), str(video), None, threads=threads, provider=providers,
-                      max_frames=max_frames, live=False, quiet=True, force=True)
+                      max_frames=max_frames, live=False, quiet=True, force=True, tile=tile)
 
 
 # --------------------------------------------------------------------------- rows

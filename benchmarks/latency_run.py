@@ -113,7 +113,8 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                            "memory": memory_settings(sizes, opts.tile),
                            "stream": (f"{m['stream_frames']} frames of "
                                       f"{size_label(m['stream_size'])}, generated video, "
-                                      "run_stream lossless, no output file")}}
+                                      "run_stream lossless, no output file"
+                                      + (f", tiles of {opts.tile}" if opts.tile else ""))}}
     if partial is not None:
         partial["latency"] = result
 
@@ -258,13 +259,15 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                     f"of {w}x{h}")
                 try:
                     s = stream(art.file, video, max_frames=m["stream_frames"],
-                               threads=opts.threads or None)
+                               threads=opts.threads or None, tile=opts.tile)
                     streams.append(stream_row(
                         s, teacher_ms=teacher_ms.get(size_label((w, h))), stats={
                             "frames_processed": s["frames_processed"],
                             "throughput_fps": s["throughput_fps"],
                             "end_to_end_ms": s["end_to_end_ms"],
                             "latency_ms": s["latency_ms"],
+                            **({"tile": s.get("tile"), "overlap": s.get("overlap")}
+                               if opts.tile else {}),
                             "provider": s.get("backend", {}).get("provider")}, **base))
                 except StreamInterrupted as e:
                     # run_stream took the Ctrl-C / stop signal and closed the stream; the

@@ -134,12 +134,13 @@ def test_stream_pipeline(benchmark, bench, student):
     except SkipCase as e:
         pytest.skip(str(e))
     stats = benchmark.pedantic(stream, args=(art.file, video, n, bench.threads or None),
-                               rounds=1, iterations=1)
+                               kwargs={"tile": bench.tile}, rounds=1, iterations=1)
     assert stats["frames_processed"] == n, stats
     _record(bench, benchmark, stream_row(
         stats, model=f"student {student}", student=student, backend="pipeline-ort-fp32",
         size=(w, h), target_fps=bench.target_fps,
         teacher_ms=bench.teacher_ms.get(size_label((w, h))),
         backend_label="sharpen run pipeline (ONNX Runtime FP32)", precision="fp32",
-        frames=n, end_to_end_ms=stats["end_to_end_ms"], stage_ms=stats["latency_ms"]),
+        frames=n, end_to_end_ms=stats["end_to_end_ms"], stage_ms=stats["latency_ms"],
+        **({"tile": stats.get("tile")} if bench.tile else {})),
         stream=True)

@@ -592,7 +592,7 @@ def test_tile_is_timed_and_its_peak_memory_measured_at_each_size(env, capsys):
     from benchmarks.ship import ship_section
 
     rc = _bench(env, "tiled", "--students", str(env / "student-good.pt"), "--formats",
-                "onnx", "--sizes", "160x96,128x96", "--tile", "96", "--stream-frames", "0",
+                "onnx", "--sizes", "160x96,128x96", "--tile", "96", "--stream-frames", "2",
                 "--cpu-target-fps", "1", "--max-memory-mib", "100000")
     assert rc == 0, capsys.readouterr().err
     report = _unloaded(json.loads((env / "tiled" / "report.json").read_text()))
@@ -613,6 +613,9 @@ def test_tile_is_timed_and_its_peak_memory_measured_at_each_size(env, capsys):
                      == ("good", "pytorch", "160x96"))
     assert (torch_row["overlap"], torch_row["tiles_per_frame"]) == (
         ort["160x96"]["overlap"], ort["160x96"]["tiles_per_frame"]), (torch_row, ort)
+    # sharpen run's pipeline row runs those tiles too
+    [piped] = lat["stream"]
+    assert piped["status"] == "ok" and piped["stats"]["tile"] == 96, piped
     md = render_markdown(report)
     assert "at 160x96 only" not in md and "--tile 96" in md, md
     ship = ship_section(report)
@@ -2827,15 +2830,17 @@ def test_a_latency_test_alone_does_not_put_its_student_in_the_quality_evaluation
 def test_the_suite_times_the_tiles_sharpen_bench_times(env, tmp_path):
     """`pytest benchmarks/` shares `sharpen bench`'s options: with --tile it times the frame
     in the tiles `sharpen run --tile` runs, and its JSON says which."""
-    _run_suite("-k", "test_student_latency and pytorch", "--students",
+    _run_suite("-k", "test_student_latency and pytorch or test_stream_pipeline", "--students",
                str(env / "student-good.pt"), "--teacher-weights", str(env / "teacher.pt"),
                "--data", str(env / "pairs"), "--formats", "onnx", "--cache",
                str(tmp_path / "cache"), "--sizes", "160x96", "--tile", "64",
-               "--stream-frames", "0", "--benchmark-json", str(tmp_path / "b.json"),
+               "--stream-frames", "2", "--benchmark-json", str(tmp_path / "b.json"),
                expect=0)
-    [timed] = json.loads((tmp_path / "b.json").read_text())["benchmarks"]
-    info = timed["extra_info"]
+    timed = {b["name"].split("[")[0]: b["extra_info"]
+             for b in json.loads((tmp_path / "b.json").read_text())["benchmarks"]}
+    info = timed["test_student_latency"]
     assert info["tile"] == 64 and info["tiles_per_frame"] >= 2, info
+    assert timed["test_stream_pipeline"]["tile"] == 64, timed
 
 
 def test_the_suite_summary_says_the_held_out_set_is_synthetic_blur(env, tmp_path):
