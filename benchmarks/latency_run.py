@@ -311,7 +311,7 @@ def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: di
                     t = measure(frame_fn(backend, *wh, tile=tile), **timing)
                     extra = tiling_info(backend, *wh, tile)
                     if (st, wh) in gmac:
-                        extra = dict(gmac=round(gmac[st, wh], 3),
+                        extra.update(gmac=round(gmac[st, wh], 3),
                                      peak_frac=round(gmac[st, wh] / t.median_s / peak, 4))
                     rows.append(row(wh, ms=1000 * t.median_s, p90_ms=round(1000 * t.p90_s, 3),
                                     teacher_ms=teacher_ms.get(size_label(wh)),

@@ -629,6 +629,33 @@ def test_tile_is_timed_and_its_peak_memory_measured_at_each_size(env, capsys):
     assert "--tile" in capsys.readouterr().err
 
 
+def test_a_model_files_tiled_row_keeps_its_tiles_beside_its_students_gmac(env, tmp_path):
+    """A --model file exported from a benchmarked student gets that student's GMAC per frame;
+    that replaced the row's tile, overlap and tiles_per_frame, so What to ship's run line for
+    the file, timed in tiles of 96, ran it whole."""
+    from benchmarks.artifacts import DEFAULT_CALIB_COUNT, ensure_artifacts, resolve_students
+    from benchmarks.ship import run_command
+
+    cache = tmp_path / "cache"
+    st = resolve_students([str(env / "student-good.pt")])[0]
+    built = ensure_artifacts(st, cache, "onnx", DEFAULT_CALIB_COUNT, quiet=True, calib=[])
+    (tmp_path / "mine").mkdir()
+    given = Path(shutil.copy(built.get("onnx").file, tmp_path / "mine" / "deployed.onnx"))
+    rc = _bench(env, str(tmp_path / "out"), "--weights", str(env / "student-good.pt"),
+                "--model", str(given), "--formats", "onnx", "--cache", str(cache), "--sizes",
+                "160x96", "--tile", "96", "--stream-frames", "0", "--cpu-target-fps", "1")
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rc == 0, report["checks"]
+    rows = {r["model"]: r for r in report["latency"]["rows"]
+            if r["backend"] == "ort-fp32" and r["status"] == "ok"}
+    own, file_row = rows["student good"], rows["deployed (student fast)"]
+    assert file_row["gmac"] == own["gmac"], file_row
+    for k in ("tile", "overlap", "tiles_per_frame"):
+        assert file_row.get(k) == own[k], (k, file_row)
+    line = run_command(file_row, {}, False, None)[1]
+    assert line.endswith(" --tile 96"), line
+
+
 def test_a_memory_budget_is_judged_at_the_size_what_to_ship_answers_for(ship_run):
     """With a peak per size, What to ship judges --max-memory-mib on the row at its own
     size: a small size's peak within the budget does not let a model over it at the size
