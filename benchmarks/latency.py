@@ -185,21 +185,23 @@ def frame_fn(backend, width: int, height: int, tile: int = 0) -> Callable[[], np
     `tile` as `sharpen run --tile` runs it (0: whole)."""
     from runtime.prepost import FrameProcessor
 
-    proc = FrameProcessor(backend, tile=tile)
+    # flags: its warnings name --tile, the bench's flag and sharpen run's, not the keyword.
+    proc = FrameProcessor(backend, tile=tile, flags=True)
     frame = sample_frame(width, height)
     return lambda: proc(frame)
 
 
 def tiling_info(backend, width: int, height: int, tile: int) -> dict:
     """A latency row's `tile`, `overlap` and `tiles_per_frame`: the tiles FrameProcessor runs
-    a width x height frame in ({} for whole frames)."""
+    a width x height frame in ({} for whole frames), the tile as it runs, rounded up to the
+    model's multiple, as `sharpen run --stats` records it."""
     if not tile:
         return {}
     from runtime.prepost import FrameProcessor
     from runtime.tiling import count_tiles
 
     proc = FrameProcessor(backend, tile=tile)
-    return {"tile": tile, "overlap": proc.overlap,
+    return {"tile": proc.tile_runs_as, "overlap": proc.overlap,
             "tiles_per_frame": count_tiles(height, width, proc.tile, proc.overlap,
                                            backend.multiple)}
 
@@ -355,7 +357,8 @@ def stream(model_path: str | Path, video: str | Path, max_frames: Optional[int] 
     from runtime.pipeline import run_stream
 
     return run_stream(str(model_path), str(video), None, threads=threads, provider=providers,
-                      max_frames=max_frames, live=False, quiet=True, force=True, tile=tile)
+                      max_frames=max_frames, live=False, quiet=True, force=True, tile=tile,
+                      flags=True)   # its warnings name --tile as the timed rows' do
 
 
 # --------------------------------------------------------------------------- rows

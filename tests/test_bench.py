@@ -656,6 +656,25 @@ def test_a_model_files_tiled_row_keeps_its_tiles_beside_its_students_gmac(env, t
     assert line.endswith(" --tile 96"), line
 
 
+def test_a_tile_off_the_models_multiple_is_recorded_and_named_as_sharpen_run_says_it(
+        env, tmp_path, capsys):
+    """`sharpen run --tile 90 --stats` records tile 96 (the student's multiple of 8) and warns
+    with its flag; the bench's rows said 90 where its own streaming row said 96, and its
+    warnings named the keyword (`tile=90`) the user never typed."""
+    rc = _bench(env, str(tmp_path / "out"), "--students", str(env / "student-good.pt"),
+                "--formats", "onnx", "--sizes", "160x96", "--tile", "90", "--stream-frames",
+                "2", "--cpu-target-fps", "1")
+    err = capsys.readouterr().err
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert rc == 0, err
+    [piped] = report["latency"]["stream"]
+    assert piped["stats"]["tile"] == 96, piped
+    for r in report["latency"]["rows"]:
+        if r["student"] == "good" and r["status"] == "ok":
+            assert r["tile"] == 96, r
+    assert "--tile 90 runs as 96" in err and "tile=" not in err, err
+
+
 def test_a_memory_budget_is_judged_at_the_size_what_to_ship_answers_for(ship_run):
     """With a peak per size, What to ship judges --max-memory-mib on the row at its own
     size: a small size's peak within the budget does not let a model over it at the size
