@@ -83,8 +83,10 @@ def add_commands(sub) -> None:
     add_gate_options(p)
     p.add_argument("--max-memory-mib", type=float, default=None, metavar="MIB",
                    help="What to ship: leave out a model whose peak resident memory at the "
-                        "ship size (measured per row in a child process) is over MIB, e.g. "
-                        "a 2 GiB board's share for the model (default: no memory budget)")
+                        "ship size (measured per row in a child process, in --tile's tiles "
+                        "when given) is over MIB, e.g. a 2 GiB board's share for the model: "
+                        "video decoding and encoding come on top (about 360 MiB on a "
+                        "4K clip; README: Peak memory) (default: no memory budget)")
     p.add_argument("--no-latency", action="store_true",
                    help="quality only (no timing)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
