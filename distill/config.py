@@ -7,7 +7,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
@@ -151,9 +151,33 @@ def _key_elsewhere(key: str) -> list[str]:
     return found
 
 
-def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
+class ConfigValueError(ValueError):
+    """A setting's value out of its range, naming the key (`optim.lr`), so that the command can
+    say where it was set: a config file's line or an override."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def _set(obj: Any, dotted: str, value: Any, prefix: str = "",
+         at: Callable[[str], str] | None = None) -> None:
     """Set `dotted` (below `prefix`, which only names the key in messages) to `value`, checked
-    against the field's type."""
+    against the field's type. `at` says where a key was written ("FILE, line N"), which an
+    error then starts with."""
+    try:
+        _assign(obj, dotted, value, prefix, at)
+    except (KeyError, TypeError) as e:
+        where = at(prefix + dotted) if at and not getattr(e, "located", False) else ""
+        if not where:
+            raise
+        located = type(e)(f"{where}: {e.args[0] if e.args else e}")
+        located.located = True
+        raise located from None
+
+
+def _assign(obj: Any, dotted: str, value: Any, prefix: str,
+            at: Callable[[str], str] | None) -> None:
     parts = dotted.split(".")
     for p in parts[:-1]:
         if not hasattr(obj, p):
@@ -165,7 +189,9 @@ def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
         return
     if not hasattr(obj, key):
         names = [f.name for f in dataclasses.fields(obj)]
-        close = difflib.get_close_matches(key, names, n=1)
+        # optim.lr_rate is lr with a word added, not min_lr_ratio, the nearest spelling.
+        close = [n for n in names if key.startswith(n + "_")] or difflib.get_close_matches(
+            key, names, n=1)
         elsewhere = _key_elsewhere(key)
         hint = (f"did you mean {' or '.join(elsewhere)}? " if elsewhere else
                 f"did you mean {prefix}{'.'.join([*parts[:-1], close[0]])}? " if close else "")
@@ -177,7 +203,7 @@ def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
         if not isinstance(value, dict):
             raise TypeError(f"{dotted} is a section; give a mapping")
         for k, v in value.items():
-            _set(current, str(k), v, prefix=f"{dotted}.")
+            _set(current, str(k), v, prefix=f"{dotted}.", at=at)
         return
     if isinstance(current, str):
         if value is None:
@@ -223,10 +249,50 @@ def _set(obj: Any, dotted: str, value: Any, prefix: str = "") -> None:
     setattr(obj, key, value)
 
 
-def apply_dict(cfg: TrainConfig, d: dict, prefix: str = "") -> TrainConfig:
+def apply_dict(cfg: TrainConfig, d: dict, prefix: str = "",
+               at: Callable[[str], str] | None = None) -> TrainConfig:
     for k, v in d.items():
-        _set(cfg, f"{prefix}{k}", v)
+        _set(cfg, f"{prefix}{k}", v, at=at)
     return cfg
+
+
+def _key_lines(text: str) -> dict[str, int]:
+    """The 1-based line of each dotted key of a YAML mapping (`optim.lr`: 17)."""
+    lines: dict[str, int] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if not isinstance(node, yaml.MappingNode):
+            return
+        for k, v in node.value:
+            name = f"{prefix}{k.value}"
+            lines.setdefault(name, k.start_mark.line + 1)
+            walk(v, name + ".")
+
+    try:
+        walk(yaml.compose(text), "")
+    except yaml.YAMLError:
+        pass
+    return lines
+
+
+def _file_place(path: Path, lines: dict[str, int]) -> Callable[[str], str]:
+    return lambda key: f"{path}, line {lines[key]}" if key in lines else ""
+
+
+def setting_origin(path: str | None, overrides: list[str] | None, key: str) -> str:
+    """Where `key` got its value: "by the override K=V" (the last one wins), "at FILE, line N",
+    or "" where it is a default."""
+    for ov in reversed(overrides or []):
+        if ov.split("=", 1)[0].strip().replace("-", "_") == key:
+            return f"by the override {ov}"
+    if path:
+        try:
+            line = _key_lines(Path(path).read_text()).get(key)
+        except (OSError, UnicodeDecodeError):
+            line = None
+        if line:
+            return f"at {path}, line {line}"
+    return ""
 
 
 def _project_config_hint(p: Path) -> str:
@@ -258,14 +324,15 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
             raise ValueError(f"--config {p} is a folder; give a YAML file (e.g. "
                              "configs/distill-fast.yaml)")
         try:
-            d = yaml.safe_load(p.read_text()) or {}
+            text = p.read_text()
+            d = yaml.safe_load(text) or {}
         except yaml.YAMLError as e:
             raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
         except UnicodeDecodeError:
             raise ValueError(f"{p} is not a text file; give a YAML config") from None
         if not isinstance(d, dict):
             raise ValueError(f"{p}: a config file must hold a mapping")
-        apply_dict(cfg, d)
+        apply_dict(cfg, d, at=_file_place(p, _key_lines(text)))
     for ov in overrides or []:
         if "=" not in ov:
             raise ValueError(f"override {ov!r} must look like key=value (e.g. optim.lr=3e-4)")
@@ -434,7 +501,8 @@ def check_config(cfg: TrainConfig) -> None:
     if not cfg.optim.lr > 0 or not cfg.optim.ema_decay < 1:   # (NaN fails both)
         key, v = (("optim.lr", cfg.optim.lr) if not cfg.optim.lr > 0
                   else ("optim.ema_decay", cfg.optim.ema_decay))
-        raise ValueError(f"{key} must be {'> 0' if key == 'optim.lr' else 'below 1'}, got {v!r}")
+        raise ConfigValueError(key, f"{key} must be {'> 0' if key == 'optim.lr' else 'below 1'}, "
+                               f"got {v!r}")
     for key, lo, hi, note in RANGES:
         obj = cfg
         for part in key.split("."):
@@ -449,20 +517,22 @@ def check_config(cfg: TrainConfig) -> None:
                 want = f">= {lo:g}" if lo else ">= 0"
             else:
                 want = f"in [{lo:g}, {hi:g}]"
-            raise ValueError(f"{key} must be {want}{note}, got {v!r}")
+            raise ConfigValueError(key, f"{key} must be {want}{note}, got {v!r}")
     b1, b2 = cfg.optim.betas
     if not (0 <= b1 < 1 and 0 <= b2 < 1):
-        raise ValueError(f"optim.betas must be two numbers in [0, 1), got {list(cfg.optim.betas)}")
+        raise ConfigValueError("optim.betas", "optim.betas must be two numbers in [0, 1), got "
+                               f"{list(cfg.optim.betas)}")
     if not any((w.pixel, w.ssim, w.gt, w.freq, w.gt_ssim)):
         raise ValueError("every loss weight is 0: nothing to train on (set loss.pixel, e.g. 1)")
     if not str(cfg.resume).strip():
         raise ValueError("resume= is empty: auto (go on from out/last.pt when there), never "
                          "(start over), or a checkpoint path")
     if cfg.data.gopro_blur not in ("blur", "blur_gamma"):
-        raise ValueError(f"data.gopro_blur must be blur or blur_gamma (a GoPro sequence's "
-                         f"blurred folder), got {cfg.data.gopro_blur!r}")
+        raise ConfigValueError("data.gopro_blur", "data.gopro_blur must be blur or blur_gamma "
+                               "(a GoPro sequence's blurred folder), got "
+                               f"{cfg.data.gopro_blur!r}")
     if cfg.task not in ("student", "teacher"):
-        raise ValueError(f"task must be student or teacher, got {cfg.task!r}")
+        raise ConfigValueError("task", f"task must be student or teacher, got {cfg.task!r}")
     if cfg.keep_snapshots and not cfg.snapshot_every:
         # A warning, not a refusal: a config file's keep_snapshots with snapshots turned off
         # for one run (snapshot_every=0) is a normal thing to do.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from .config import TrainConfig
+from .config import ConfigValueError, TrainConfig
 
 
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict]:
@@ -16,14 +16,15 @@ def build_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict]:
     else:
         from .students import create_student, list_students
         if cfg.model.arch not in list_students():
-            raise ValueError(_unknown_arch(cfg))
+            raise ConfigValueError("model.arch", _unknown_arch(cfg))
         model = create_student(cfg.model.arch, **cfg.model.args)
         arch, arch_args = cfg.model.arch, dict(model.arch_args)
     m = int(getattr(model, "multiple", 1))
     if cfg.data.crop % m:
         # Otherwise a shape error deep in the model at the first step.
-        raise ValueError(f"data.crop={cfg.data.crop} is not a multiple of {m}, which {arch} "
-                         f"needs (e.g. data.crop={max(m, cfg.data.crop // m * m)})")
+        raise ConfigValueError("data.crop", f"data.crop={cfg.data.crop} is not a multiple of "
+                               f"{m}, which {arch} needs (e.g. data.crop="
+                               f"{max(m, cfg.data.crop // m * m)})")
     return model, arch, arch_args
 
 

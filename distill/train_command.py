@@ -55,9 +55,11 @@ def _train(args: argparse.Namespace, task: str) -> int:
     if task == "student" and cfg.model.arch == "restormer":
         return refuse("`sharpen distill` trains students; use `sharpen train-teacher` for "
                     "Restormer")
-    from .config import check_config
+    from .config import ConfigValueError, check_config
     try:
         check_config(cfg)
+    except ConfigValueError as e:
+        return refuse(_with_origin(e, args))
     except ValueError as e:
         return refuse(str(e))
     # This process's own: torchrun starts one process per rank, each running this command
@@ -75,6 +77,8 @@ def _train(args: argparse.Namespace, task: str) -> int:
     try:
         result = run_training(cfg, quiet=args.quiet, command=_command_line(args),
                               reference=reference)
+    except ConfigValueError as e:
+        return refuse(_with_origin(e, args))
     except (ValueError, FileNotFoundError) as e:
         return refuse(_without_worker_traceback(str(e)))
     except TrainingInterrupted as e:
@@ -119,6 +123,15 @@ def _train(args: argparse.Namespace, task: str) -> int:
             "" if has_val else " (set data.val_labels for `distill`, data.val for `train`)"),
             file=sys.stderr)
     return 0
+
+
+def _with_origin(e: Any, args: argparse.Namespace) -> str:
+    """A setting's refusal with where it was set: the config file's line or the override."""
+    from .config import setting_origin
+    origin = setting_origin(args.config, args.overrides, e.key)
+    if not origin or origin.removeprefix("by the override ") in str(e):
+        return str(e)   # a default, or the override quoted already (model.arch=fastt: ...)
+    return f"{e} (set {origin})"
 
 
 def _after_distill(cfg: Any, best_step: int | None = None) -> list[str]:

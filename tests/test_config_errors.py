@@ -1,0 +1,67 @@
+"""A config a user edited by hand: each mistake is one line naming the key, where it was set
+(the file and line, or the override) and what the key takes."""
+from pathlib import Path
+
+import pytest
+
+from distill.config import load_config
+
+FAST = Path(__file__).resolve().parents[1] / "configs" / "distill-fast.yaml"
+
+
+def _edited(tmp_path: Path, old: str, new: str) -> tuple[Path, int]:
+    """configs/distill-fast.yaml copied with the line holding `old` changed to `new`; the
+    file and the (1-based) number of that line."""
+    lines = FAST.read_text().splitlines()
+    at = next(i for i, ln in enumerate(lines) if ln.strip().startswith(old))
+    lines[at] = lines[at].replace(old, new)
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("\n".join(lines) + "\n")
+    return mine, at + 1
+
+
+@pytest.mark.parametrize("old, new, kind, said", [
+    ("lr:", "lr_rate:", KeyError, "unknown config key 'optim.lr_rate'; did you mean optim.lr?"),
+    ("labels:", "lables:", KeyError, "unknown config key 'data.lables'; did you mean "
+                                     "data.labels?"),
+    ("crop: 192", "crop: [192, 192]", TypeError, "data.crop must be an integer, got [192, 192]"),
+    ("flips: true", "flips: 1", TypeError, "data.flips must be true/false, got 1"),
+])
+def test_a_mistake_in_a_config_file_names_its_file_and_line(tmp_path, old, new, kind, said):
+    mine, line = _edited(tmp_path, old, new)
+    with pytest.raises(kind) as e:
+        load_config(str(mine))
+    msg = e.value.args[0]
+    assert msg.startswith(f"{mine}, line {line}: ") and said in msg, msg
+
+
+def test_an_override_mistake_names_no_file_line(tmp_path):
+    with pytest.raises(KeyError) as e:
+        load_config(str(FAST), ["optim.lr_rate=1"])
+    assert e.value.args[0].startswith("unknown config key 'optim.lr_rate'; did you mean "
+                                      "optim.lr?"), e.value.args[0]
+
+
+@pytest.mark.parametrize("old, new, key_said", [
+    ("lr:", "lr: -1.0e-3 #", "optim.lr must be > 0, got -0.001"),
+    ("batch_size:", "batch_size: 0 #", "data.batch_size must be >= 1, got 0"),
+    ("crop:", "crop: 190 #", "data.crop=190 is not a multiple of 8"),
+])
+def test_an_out_of_range_value_of_a_file_is_refused_naming_its_line(tmp_path, capsys, old, new,
+                                                                    key_said):
+    from sharpen.cli import main
+
+    mine, line = _edited(tmp_path, old, new)
+    rc = main(["distill", "--config", str(mine), f"out={tmp_path / 'r'}", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and key_said in err and err.endswith(f"(set at {mine}, line {line})"), err
+
+
+def test_an_out_of_range_override_is_refused_naming_the_override(tmp_path, capsys):
+    from sharpen.cli import main
+
+    rc = main(["distill", "--config", str(FAST), f"out={tmp_path / 'r'}", "optim.lr=-1",
+               "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()[-1]
+    assert rc == 2 and err.endswith("optim.lr must be > 0, got -1.0 (set by the override "
+                                    "optim.lr=-1)"), err
