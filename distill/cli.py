@@ -197,7 +197,7 @@ def add_commands(sub) -> None:
                               "(e.g. a student's pre-training on a blur corpus)")):
         p = sub.add_parser(name, formatter_class=fmt, help=f"train {task}",
                            description=f"Train {task}. Settings come from the YAML --config "
-                           "(see configs/) and KEY=VALUE overrides, e.g. optim.steps=2000 "
+                           "(configs/README.md says which is for what) and KEY=VALUE overrides, e.g. optim.steps=2000 "
                            "data.batch_size=16 out=runs/x. Re-running the same command resumes "
                            "from OUT/last.pt. Under torchrun it trains with DDP.")
         p.add_argument("--config", default=None, metavar="FILE", help="YAML config file")
@@ -209,6 +209,10 @@ def add_commands(sub) -> None:
                            f"{ZERO_THREADS}; torchrun sets OMP_NUM_THREADS=1 for several "
                            "processes"))
         p.add_argument("--quiet", action="store_true", help="no progress bar")
+        p.add_argument("--print-config", action="store_true",
+                       help="print the settings the run would use (the file with the "
+                       "overrides applied, checked; YAML, as OUT/config.yaml records them) "
+                       "and exit without training")
         p.set_defaults(func=func)
 
     try:

@@ -62,6 +62,8 @@ def _train(args: argparse.Namespace, task: str) -> int:
         return refuse(_with_origin(e, args))
     except ValueError as e:
         return refuse(str(e))
+    if getattr(args, "print_config", False):
+        return _print_config(cfg, args)
     # This process's own: torchrun starts one process per rank, each running this command
     # (and sets OMP_NUM_THREADS=1 for each, which a CPU limit then does not override).
     from .dist import DistInfo
@@ -122,6 +124,21 @@ def _train(args: argparse.Namespace, task: str) -> int:
         print("note: no best.pt: nothing was validated" + (
             "" if has_val else " (set data.val_labels for `distill`, data.val for `train`)"),
             file=sys.stderr)
+    return 0
+
+
+def _print_config(cfg: Any, args: argparse.Namespace) -> int:
+    """The dry run: the model is built as the run would build it (an arch's size multiple
+    against data.crop), the settings printed as config.yaml records them; no data is read."""
+    import yaml
+
+    from .config import ConfigValueError
+    from .model_build import build_model
+    try:
+        build_model(cfg)
+    except ConfigValueError as e:
+        return refuse(_with_origin(e, args))
+    print(yaml.safe_dump(cfg.to_dict(), sort_keys=False), end="")
     return 0
 
 

@@ -65,3 +65,26 @@ def test_an_out_of_range_override_is_refused_naming_the_override(tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert rc == 2 and err.endswith("optim.lr must be > 0, got -1.0 (set by the override "
                                     "optim.lr=-1)"), err
+
+
+def test_print_config_shows_the_resolved_settings_and_trains_nothing(tmp_path, capsys):
+    """A dry run: the settings file <- overrides as the run would use them, as YAML that
+    --config reads back to the same settings, and no run folder made."""
+    import yaml
+
+    from sharpen.cli import main
+
+    out = tmp_path / "r"
+    argv = ["distill", "--config", str(FAST), f"out={out}", "optim.lr=1e-4", "data.crop=64"]
+    assert main([*argv, "--print-config"]) == 0
+    printed = capsys.readouterr().out
+    d = yaml.safe_load(printed)
+    assert d["optim"]["lr"] == 1e-4 and d["data"]["crop"] == 64 and d["task"] == "student"
+    assert d["optim"]["steps"] == 8000 and d["model"]["arch"] == "fast"   # from the file
+    again = tmp_path / "again.yaml"
+    again.write_text(printed)
+    assert load_config(str(again)) == load_config(str(FAST), argv[3:6])
+    assert not out.exists()
+    # Checked as a run is: a crop the model cannot take is refused here too.
+    assert main([*argv, "data.crop=70", "--print-config"]) == 2
+    assert "data.crop=70 is not a multiple of 8" in capsys.readouterr().err

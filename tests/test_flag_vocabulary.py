@@ -33,6 +33,7 @@ CONCEPTS: dict[str, tuple] = {
     "--provider": (None, "auto"),
     "--seed": (None, 0),
     "--quiet": (None, False),
+    "--print-config": (None, False),
     "--resume": (None, UNSET),
     "--crop": ("PX", UNSET),
     "--copies": (None, UNSET),
