@@ -88,3 +88,22 @@ def test_print_config_shows_the_resolved_settings_and_trains_nothing(tmp_path, c
     # Checked as a run is: a crop the model cannot take is refused here too.
     assert main([*argv, "data.crop=70", "--print-config"]) == 2
     assert "data.crop=70 is not a multiple of 8" in capsys.readouterr().err
+
+
+def test_every_config_is_in_the_configs_table_with_the_command_that_runs_it():
+    """37 configs, most of them records of one run: configs/README.md says which to start
+    from and what each is, and `sharpen distill --help` points there."""
+    import re
+
+    import yaml
+
+    folder = FAST.parent
+    table = (folder / "README.md").read_text()
+    rows = {m[1]: m[2] for m in re.finditer(r"^\| `([\w.-]+\.yaml)` \| `sharpen ([\w-]+)`",
+                                            table, re.M)}
+    assert set(rows) == {p.name for p in folder.glob("*.yaml")}
+    for name, command in rows.items():
+        d = yaml.safe_load((folder / name).read_text())
+        want = ("distill" if d.get("task", "student") == "student" else "train-teacher"
+                if d.get("model", {}).get("arch") == "restormer" else "train")
+        assert command == want, name
