@@ -285,13 +285,10 @@ def setting_origin(path: str | None, overrides: list[str] | None, key: str) -> s
     for ov in reversed(overrides or []):
         if ov.split("=", 1)[0].strip().replace("-", "_") == key:
             return f"by the override {ov}"
-    if path:
-        try:
-            line = _key_lines(Path(path).read_text()).get(key)
-        except (OSError, UnicodeDecodeError):
-            line = None
+    for p in _config_chain(path) if path else []:
+        line = _key_lines(p.read_text()).get(key)
         if line:
-            return f"at {path}, line {line}"
+            return f"at {p}, line {line}"
     return ""
 
 
@@ -320,19 +317,7 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         p = Path(path)
         if not p.exists():
             raise FileNotFoundError(f"config file not found: {p}{_project_config_hint(p)}")
-        if p.is_dir():
-            raise ValueError(f"--config {p} is a folder; give a YAML file (e.g. "
-                             "configs/distill-fast.yaml)")
-        try:
-            text = p.read_text()
-            d = yaml.safe_load(text) or {}
-        except yaml.YAMLError as e:
-            raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
-        except UnicodeDecodeError:
-            raise ValueError(f"{p} is not a text file; give a YAML config") from None
-        if not isinstance(d, dict):
-            raise ValueError(f"{p}: a config file must hold a mapping")
-        apply_dict(cfg, d, at=_file_place(p, _key_lines(text)))
+        d = _apply_file(cfg, p, ())
     for ov in overrides or []:
         if "=" not in ov:
             raise ValueError(f"override {ov!r} must look like key=value (e.g. optim.lr=3e-4)")
@@ -347,6 +332,69 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
                                        for ov in overrides or []):
         _refuse_a_moved_runs_out(Path(path), cfg.out)
     return cfg
+
+
+def _read_file(p: Path) -> tuple[dict, str]:
+    """A config file's mapping and its text."""
+    if p.is_dir():
+        raise ValueError(f"--config {p} is a folder; give a YAML file (e.g. "
+                         "configs/distill-fast.yaml)")
+    try:
+        text = p.read_text()
+        d = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
+    except UnicodeDecodeError:
+        raise ValueError(f"{p} is not a text file; give a YAML config") from None
+    if not isinstance(d, dict):
+        raise ValueError(f"{p}: a config file must hold a mapping")
+    return d, text
+
+
+def _base_of(p: Path, d: dict, lines: dict[str, int]) -> Path | None:
+    """The config `base:` names (relative to the file naming it), where it names one."""
+    if "base" not in d:
+        return None
+    base, at = d["base"], f"{p}, line {lines.get('base', 1)}"
+    if not isinstance(base, str) or not base.strip():
+        raise ValueError(f"{at}: base must be the path of a config file to start from (e.g. "
+                         f"base: distill-fast.yaml), got {base!r}")
+    there = Path(base).expanduser()
+    return there if there.is_absolute() else p.parent / there
+
+
+def _apply_file(cfg: TrainConfig, p: Path, seen: tuple[Path, ...]) -> dict:
+    """Apply config file `p` to `cfg`, its `base:` first (a config that holds only what it
+    changes, MMEngine's _base_ and Ultralytics' cfg= in one key); `p`'s own mapping."""
+    d, text = _read_file(p)
+    lines = _key_lines(text)
+    there = _base_of(p, d, lines)
+    if there is not None:
+        at = f"{p}, line {lines.get('base', 1)}: base: {d['base']}"
+        seen = (*seen, p.resolve())
+        if there.resolve() in seen:
+            raise ValueError(f"{at} leads back to {there}: a loop of bases")
+        if not there.is_file():
+            raise FileNotFoundError(f"{at}: {there} not found" + (
+                " (a relative base is read from the folder of the config naming it)"
+                if not Path(d["base"]).is_absolute() else ""))
+        _apply_file(cfg, there, seen)
+    apply_dict(cfg, {k: v for k, v in d.items() if k != "base"}, at=_file_place(p, lines))
+    return d
+
+
+def _config_chain(path: str | Path) -> list[Path]:
+    """A config file and the bases it starts from, itself first; as far as they can be read."""
+    chain: list[Path] = []
+    p: Path | None = Path(path)
+    while p is not None and p.resolve() not in [c.resolve() for c in chain]:
+        try:
+            d, text = _read_file(p)
+            chain.append(p)
+            p = _base_of(p, d, _key_lines(text))
+        except (OSError, ValueError):
+            break
+    return chain
 
 
 # What marks a folder as a training run's (distill.trainer.RUN_ID_NAME; last.pt for runs of

@@ -241,15 +241,8 @@ def _arch_given(args: argparse.Namespace) -> bool:
     default that train-teacher replaces with restormer."""
     if any(o.split("=", 1)[0].strip() == "model.arch" for o in args.overrides or []):
         return True
-    if args.config:
-        import yaml
-        try:
-            d = yaml.safe_load(Path(args.config).read_text()) or {}
-        except (OSError, yaml.YAMLError):
-            return False
-        return isinstance(d, dict) and isinstance(d.get("model"), dict) and \
-            "arch" in d["model"]
-    return False
+    from .config import setting_origin
+    return bool(args.config and setting_origin(args.config, None, "model.arch"))
 
 
 def cmd_train_teacher(args: argparse.Namespace) -> int:

@@ -107,3 +107,39 @@ def test_every_config_is_in_the_configs_table_with_the_command_that_runs_it():
         want = ("distill" if d.get("task", "student") == "student" else "train-teacher"
                 if d.get("model", {}).get("arch") == "restormer" else "train")
         assert command == want, name
+
+
+def test_a_config_may_start_from_another_with_base(tmp_path, capsys):
+    """`base: FILE` (relative to the config naming it) reads that config first, so that one's
+    own holds only what it changes; the run's config.yaml holds every setting, so --config of
+    it needs no base. A mistake names the file it is in; a loop of bases is refused."""
+    from sharpen.cli import main
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(f"base: {FAST}\noptim:\n  lr: 1.0e-4\n")
+    cfg = load_config(str(mine))
+    fast = load_config(str(FAST))
+    assert cfg.optim.lr == 1e-4 and cfg.optim.steps == fast.optim.steps == 8000
+    assert cfg.data == fast.data and cfg.out == fast.out
+    (tmp_path / "sub").mkdir()
+    child = tmp_path / "sub" / "child.yaml"
+    child.write_text("base: ../mine.yaml\ndata:\n  crop: 64\n")   # relative to its own file
+    assert load_config(str(child)).optim.lr == 1e-4 and load_config(str(child)).data.crop == 64
+    assert main(["distill", "--config", str(child), "--print-config"]) == 0
+    assert "base" not in capsys.readouterr().out
+
+    (tmp_path / "bad.yaml").write_text("optim:\n  lr_rate: 1\n")
+    (tmp_path / "uses-bad.yaml").write_text("base: bad.yaml\n")
+    with pytest.raises(KeyError) as e:
+        load_config(str(tmp_path / "uses-bad.yaml"))
+    assert e.value.args[0].startswith(f"{tmp_path / 'bad.yaml'}, line 2: unknown config key")
+    (tmp_path / "neg.yaml").write_text(f"base: {FAST}\noptim:\n  lr: -1.0\n")
+    assert main(["distill", "--config", str(tmp_path / "neg.yaml"), "--print-config"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"(set at {tmp_path / 'neg.yaml'}, line 3)")
+    (tmp_path / "a.yaml").write_text("base: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("base: a.yaml\n")
+    with pytest.raises(ValueError, match="base: a.yaml.*loop"):
+        load_config(str(tmp_path / "a.yaml"))
+    (tmp_path / "gone.yaml").write_text("base: nowhere.yaml\n")
+    with pytest.raises(FileNotFoundError, match=r"gone.yaml, line 1: base: .*nowhere.yaml not"):
+        load_config(str(tmp_path / "gone.yaml"))
