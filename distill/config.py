@@ -179,9 +179,20 @@ def _set(obj: Any, dotted: str, value: Any, prefix: str = "",
 def _assign(obj: Any, dotted: str, value: Any, prefix: str,
             at: Callable[[str], str] | None) -> None:
     parts = dotted.split(".")
-    for p in parts[:-1]:
+    for i, p in enumerate(parts):
+        if i and not (dataclasses.is_dataclass(obj) or isinstance(obj, dict) and
+                      i == len(parts) - 1):
+            setting = prefix + ".".join(parts[:i])
+            raise KeyError(f"{setting} is a setting, not a section: give {setting}=VALUE")
+        if i == len(parts) - 1:
+            break
         if not hasattr(obj, p):
-            raise KeyError(f"unknown config section {p!r} in {prefix + dotted!r}")
+            sections = [f.name for f in dataclasses.fields(obj)
+                        if dataclasses.is_dataclass(getattr(obj, f.name))]
+            close = difflib.get_close_matches(p, sections, n=1)
+            hint = (f"; did you mean {prefix}{'.'.join([*parts[:i], close[0], *parts[i + 1:]])}?"
+                    if close else "")
+            raise KeyError(f"unknown config section {p!r} in {prefix + dotted!r}{hint}")
         obj = getattr(obj, p)
     key = parts[-1]
     if isinstance(obj, dict):
@@ -256,16 +267,19 @@ def apply_dict(cfg: TrainConfig, d: dict, prefix: str = "",
     return cfg
 
 
-def _key_lines(text: str) -> dict[str, int]:
-    """The 1-based line of each dotted key of a YAML mapping (`optim.lr`: 17)."""
+def _key_lines(text: str, twice: list | None = None) -> dict[str, int]:
+    """The 1-based line of each dotted key of a YAML mapping (`optim.lr`: 17); a key written
+    twice in one mapping is appended to `twice` as (key, first line, second line)."""
     lines: dict[str, int] = {}
 
     def walk(node: Any, prefix: str) -> None:
         if not isinstance(node, yaml.MappingNode):
             return
         for k, v in node.value:
-            name = f"{prefix}{k.value}"
-            lines.setdefault(name, k.start_mark.line + 1)
+            name, line = f"{prefix}{k.value}", k.start_mark.line + 1
+            if name in lines and twice is not None:
+                twice.append((name, lines[name], line))
+            lines.setdefault(name, line)
             walk(v, name + ".")
 
     try:
@@ -367,7 +381,12 @@ def _apply_file(cfg: TrainConfig, p: Path, seen: tuple[Path, ...]) -> dict:
     """Apply config file `p` to `cfg`, its `base:` first (a config that holds only what it
     changes, MMEngine's _base_ and Ultralytics' cfg= in one key); `p`'s own mapping."""
     d, text = _read_file(p)
-    lines = _key_lines(text)
+    twice: list = []
+    lines = _key_lines(text, twice)
+    if twice:   # YAML keeps the last without a word: an edited copy's new line or its old one
+        key, first, second = twice[0]
+        raise ValueError(f"{p}, line {second}: {key} is set twice (lines {first} and "
+                         f"{second}); keep one")
     there = _base_of(p, d, lines)
     if there is not None:
         at = f"{p}, line {lines.get('base', 1)}: base: {d['base']}"

@@ -11,13 +11,19 @@ from .config import ConfigValueError, TrainConfig
 def build_model(cfg: TrainConfig) -> tuple[nn.Module, str, dict]:
     """(model, arch name, arch args as stored in checkpoints)."""
     if cfg.model.arch == "restormer":
-        model = _build_restormer(dict(cfg.model.args))
+        try:
+            model = _build_restormer(dict(cfg.model.args))
+        except ValueError as e:
+            raise ConfigValueError("model.args", f"model.args: {e}") from None
         arch, arch_args = "restormer", model.config.to_dict()
     else:
         from .students import create_student, list_students
         if cfg.model.arch not in list_students():
             raise ConfigValueError("model.arch", _unknown_arch(cfg))
-        model = create_student(cfg.model.arch, **cfg.model.args)
+        try:
+            model = create_student(cfg.model.arch, **cfg.model.args)
+        except ValueError as e:   # an argument the student does not take, or its value
+            raise ConfigValueError("model.args", f"model.args: {e}") from None
         arch, arch_args = cfg.model.arch, dict(model.arch_args)
     m = int(getattr(model, "multiple", 1))
     if cfg.data.crop % m:

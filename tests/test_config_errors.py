@@ -143,3 +143,34 @@ def test_a_config_may_start_from_another_with_base(tmp_path, capsys):
     (tmp_path / "gone.yaml").write_text("base: nowhere.yaml\n")
     with pytest.raises(FileNotFoundError, match=r"gone.yaml, line 1: base: .*nowhere.yaml not"):
         load_config(str(tmp_path / "gone.yaml"))
+
+
+@pytest.mark.parametrize("override, said", [
+    ("optm.lr=1", "unknown config section 'optm' in 'optm.lr'; did you mean optim.lr?"),
+    ("optim.lr.x=1", "optim.lr is a setting, not a section: give optim.lr=VALUE"),
+    ("data.crop.size=64", "data.crop is a setting, not a section: give data.crop=VALUE"),
+])
+def test_a_dotted_key_through_a_wrong_section_is_named(override, said):
+    with pytest.raises(KeyError) as e:
+        load_config(None, [override])
+    assert e.value.args[0] == said
+
+
+def test_a_key_written_twice_in_a_file_is_refused_naming_both_lines(tmp_path):
+    """YAML keeps the last of two `lr:` in a section without a word: the edited copy of a
+    recipe with a new line below the old one ran with whichever came last."""
+    mine, line = _edited(tmp_path, "lr:", "lr: 1.0e-3\n  lr:")
+    with pytest.raises(ValueError) as e:
+        load_config(str(mine))
+    assert str(e.value) == (f"{mine}, line {line + 1}: optim.lr is set twice (lines {line} "
+                            f"and {line + 1}); keep one")
+
+
+def test_a_misspelt_model_argument_names_the_key_and_line(tmp_path, capsys):
+    from sharpen.cli import main
+
+    mine, line = _edited(tmp_path, "arch: fast", "arch: fast\n  args: {widht: 8}")
+    assert main(["distill", "--config", str(mine), "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "model.args: student 'fast' has no argument 'widht'" in err, err
+    assert err.endswith(f"(set at {mine}, line {line + 1})"), err
