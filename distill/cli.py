@@ -210,9 +210,9 @@ def add_commands(sub) -> None:
                            "processes"))
         p.add_argument("--quiet", action="store_true", help="no progress bar")
         p.add_argument("--print-config", action="store_true",
-                       help="print the settings the run would use (the file with the "
-                       "overrides applied, checked; YAML, as OUT/config.yaml records them) "
-                       "and exit without training")
+                       help="print the settings the run would use (the file, its base: and "
+                       "the overrides; each value checked, the data not read) as YAML, as "
+                       "OUT/config.yaml records them, and exit without training")
         p.set_defaults(func=func)
 
     try:
