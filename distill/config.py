@@ -296,8 +296,12 @@ def _file_place(path: Path, lines: dict[str, int]) -> Callable[[str], str]:
 def setting_origin(path: str | None, overrides: list[str] | None, key: str) -> str:
     """Where `key` got its value: "by the override K=V" (the last one wins), "at FILE, line N",
     or "" where it is a default."""
+    def touches(ov: str) -> bool:   # optim={lr: -1} sets optim.lr, model.args.x=1 model.args
+        k = ov.split("=", 1)[0].strip().replace("-", "_")
+        return k == key or key.startswith(k + ".") or k.startswith(key + ".")
+
     for ov in reversed(overrides or []):
-        if ov.split("=", 1)[0].strip().replace("-", "_") == key:
+        if touches(ov):
             return f"by the override {ov}"
     for p in _config_chain(path) if path else []:
         line = _key_lines(p.read_text()).get(key)
@@ -360,6 +364,8 @@ def _read_file(p: Path) -> tuple[dict, str]:
         raise ValueError(f"{p} is not valid YAML: {_yaml_problem(e)}") from None
     except UnicodeDecodeError:
         raise ValueError(f"{p} is not a text file; give a YAML config") from None
+    except OSError as e:   # no read permission, a file on a failing disk or share
+        raise ValueError(f"{p} cannot be read: {e.strerror or e}") from None
     if not isinstance(d, dict):
         raise ValueError(f"{p}: a config file must hold a mapping")
     return d, text
@@ -393,6 +399,8 @@ def _apply_file(cfg: TrainConfig, p: Path, seen: tuple[Path, ...]) -> dict:
         seen = (*seen, p.resolve())
         if there.resolve() in seen:
             raise ValueError(f"{at} leads back to {there}: a loop of bases")
+        if there.is_dir():
+            raise ValueError(f"{at}: {there} is a folder; give a YAML file")
         if not there.is_file():
             raise FileNotFoundError(f"{at}: {there} not found" + (
                 " (a relative base is read from the folder of the config naming it)"

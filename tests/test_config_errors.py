@@ -174,3 +174,40 @@ def test_a_misspelt_model_argument_names_the_key_and_line(tmp_path, capsys):
     err = capsys.readouterr().err.strip()
     assert "model.args: student 'fast' has no argument 'widht'" in err, err
     assert err.endswith(f"(set at {mine}, line {line + 1})"), err
+
+
+def test_a_base_that_is_a_folder_is_called_a_folder(tmp_path):
+    (tmp_path / "shared").mkdir()
+    (tmp_path / "mine.yaml").write_text("base: shared\n")
+    with pytest.raises(ValueError) as e:
+        load_config(str(tmp_path / "mine.yaml"))
+    assert str(e.value) == (f"{tmp_path / 'mine.yaml'}, line 1: base: shared: "
+                            f"{tmp_path / 'shared'} is a folder; give a YAML file"), e.value
+
+
+@pytest.mark.skipif(not Path("/proc/self/mem").is_file(), reason="needs Linux's /proc")
+def test_an_unreadable_config_or_base_is_one_error(tmp_path, capsys):
+    """/proc/self/mem is a file whose read fails (EIO) even for root, as a file without read
+    permission does for a user."""
+    from sharpen.cli import main
+
+    (tmp_path / "mine.yaml").write_text("base: /proc/self/mem\n")
+    for config in ("/proc/self/mem", str(tmp_path / "mine.yaml")):
+        assert main(["distill", "--config", config, "--print-config"]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("sharpen distill: error: ") and "/proc/self/mem cannot be read" \
+            in err and len(err.splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("override, origin", [
+    ("model.args.config=huge", "by the override model.args.config=huge"),
+    ("model={args: {config: huge}}", "by the override model={args: {config: huge}}"),
+])
+def test_an_override_through_or_of_a_section_is_named_not_the_file(tmp_path, capsys, override,
+                                                                   origin):
+    from sharpen.cli import main
+
+    teacher = FAST.parent / "teacher-small.yaml"
+    assert main(["train-teacher", "--config", str(teacher), override, "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "unknown Restormer config 'huge'" in err and err.endswith(f"(set {origin})"), err
