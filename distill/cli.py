@@ -198,8 +198,9 @@ def add_commands(sub) -> None:
         p = sub.add_parser(name, formatter_class=fmt, help=f"train {task}",
                            description=f"Train {task}. Settings come from the YAML --config "
                            "(configs/README.md says which is for what) and KEY=VALUE "
-                           "overrides, e.g. optim.steps=2000 data.batch_size=16 out=runs/x. Re-running the same command resumes "
-                           "from OUT/last.pt. Under torchrun it trains with DDP.")
+                           "overrides, e.g. optim.steps=2000 data.batch_size=16 out=runs/x. "
+                           "Re-running the same command resumes from OUT/last.pt. Under torchrun "
+                           "it trains with DDP.")
         p.add_argument("--config", default=None, metavar="FILE", help="YAML config file")
         p.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                        help="config overrides (dotted keys)")
