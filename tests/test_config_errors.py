@@ -211,3 +211,18 @@ def test_an_override_through_or_of_a_section_is_named_not_the_file(tmp_path, cap
     assert main(["train-teacher", "--config", str(teacher), override, "--print-config"]) == 2
     err = capsys.readouterr().err.strip()
     assert "unknown Restormer config 'huge'" in err and err.endswith(f"(set {origin})"), err
+
+
+def test_the_shipped_models_table_names_only_configs_of_a_cards_current_version():
+    """configs/README.md's 'last stage' table agrees with the model cards: each config it
+    lists is quoted in a card's current version (its first section), not an earlier one."""
+    import re
+
+    folder = FAST.parent
+    table = (folder / "README.md").read_text().split("## The shipped models' last stage")[1]
+    table = table.split("\n## ")[0]
+    shipped = re.findall(r"^\| `([\w.-]+\.yaml)` \|", table, re.M)
+    current = " ".join(re.split(r"^## ", card.read_text(), flags=re.M)[1]
+                       for card in (folder.parent / "models").glob("*.md")
+                       if card.name != "README.md")
+    assert shipped and [n for n in shipped if f"configs/{n}" not in current] == []
