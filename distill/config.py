@@ -272,15 +272,21 @@ def _key_lines(text: str, twice: list | None = None) -> dict[str, int]:
     twice in one mapping is appended to `twice` as (key, first line, second line)."""
     lines: dict[str, int] = {}
 
-    def walk(node: Any, prefix: str) -> None:
+    def walk(node: Any, prefix: str, merged: bool = False) -> None:
         if not isinstance(node, yaml.MappingNode):
             return
+        merges: list = []
         for k, v in node.value:
+            if k.tag == "tag:yaml.org,2002:merge":   # `<<: *x` or `<<: [*x, *y]`
+                merges += v.value if isinstance(v, yaml.SequenceNode) else [v]
+                continue
             name, line = f"{prefix}{k.value}", k.start_mark.line + 1
-            if name in lines and twice is not None:
+            if name in lines and twice is not None and not merged:
                 twice.append((name, lines[name], line))
             lines.setdefault(name, line)
-            walk(v, name + ".")
+            walk(v, name + ".", merged)
+        for m in merges:   # after the mapping's own keys, which win over merged ones
+            walk(m, prefix, True)
 
     try:
         walk(yaml.compose(text), "")

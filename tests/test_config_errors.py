@@ -226,3 +226,19 @@ def test_the_shipped_models_table_names_only_configs_of_a_cards_current_version(
                        for card in (folder.parent / "models").glob("*.md")
                        if card.name != "README.md")
     assert shipped and [n for n in shipped if f"configs/{n}" not in current] == []
+
+
+def test_a_setting_from_a_yaml_merge_key_is_found_where_it_was_written(tmp_path, capsys):
+    """`<<:` merges a mapping in (a key of the mapping itself wins): a model.arch set that way
+    is named by the user, so train-teacher refuses it as it refuses `arch: fast`, and a bad
+    value merged in names the merged mapping's line."""
+    from sharpen.cli import main
+
+    (tmp_path / "arch.yaml").write_text("model:\n  <<: {arch: fast}\n")
+    assert main(["train-teacher", "--config", str(tmp_path / "arch.yaml"),
+                 "--print-config"]) == 2
+    assert "not model.arch=fast" in capsys.readouterr().err
+    (tmp_path / "lr.yaml").write_text("optim:\n  <<: {steps: 10,\n    lr: -1.0}\n  steps: 5\n")
+    assert main(["distill", "--config", str(tmp_path / "lr.yaml"), "--print-config"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.endswith(f"(set at {tmp_path / 'lr.yaml'}, line 3)"), err
