@@ -272,9 +272,10 @@ def _key_lines(text: str, twice: list | None = None) -> dict[str, int]:
     twice in one mapping is appended to `twice` as (key, first line, second line)."""
     lines: dict[str, int] = {}
 
-    def walk(node: Any, prefix: str, merged: bool = False) -> None:
-        if not isinstance(node, yaml.MappingNode):
+    def walk(node: Any, prefix: str, merged: bool = False, inside: tuple = ()) -> None:
+        if not isinstance(node, yaml.MappingNode) or id(node) in inside:   # `&a {x: *a}`
             return
+        inside = (*inside, id(node))
         merges: list = []
         for k, v in node.value:
             if k.tag == "tag:yaml.org,2002:merge":   # `<<: *x` or `<<: [*x, *y]`
@@ -284,9 +285,9 @@ def _key_lines(text: str, twice: list | None = None) -> dict[str, int]:
             if name in lines and twice is not None and not merged:
                 twice.append((name, lines[name], line))
             lines.setdefault(name, line)
-            walk(v, name + ".", merged)
+            walk(v, name + ".", merged, inside)
         for m in merges:   # after the mapping's own keys, which win over merged ones
-            walk(m, prefix, True)
+            walk(m, prefix, True, inside)
 
     try:
         walk(yaml.compose(text), "")

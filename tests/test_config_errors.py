@@ -242,3 +242,11 @@ def test_a_setting_from_a_yaml_merge_key_is_found_where_it_was_written(tmp_path,
     assert main(["distill", "--config", str(tmp_path / "lr.yaml"), "--print-config"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.endswith(f"(set at {tmp_path / 'lr.yaml'}, line 3)"), err
+
+
+def test_a_self_referencing_yaml_alias_is_one_error_not_a_recursion(tmp_path, capsys):
+    from sharpen.cli import main
+
+    (tmp_path / "rec.yaml").write_text("model:\n  args: &a {x: *a}\n")
+    assert main(["distill", "--config", str(tmp_path / "rec.yaml"), "--print-config"]) == 2
+    assert "student 'fast' has no argument 'x'" in capsys.readouterr().err
