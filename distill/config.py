@@ -347,6 +347,9 @@ def load_config(path: str | None = None, overrides: list[str] | None = None,
         if "=" not in ov:
             raise ValueError(f"override {ov!r} must look like key=value (e.g. optim.lr=3e-4)")
         k, v = ov.split("=", 1)
+        if k.strip() == "base":
+            raise ValueError(f"base= is not an override: a config to start from is --config "
+                             f"{v.strip()} (or base: in a config file)")
         try:
             value = _override_value(cfg, k.strip(), v)
         except yaml.YAMLError as e:

@@ -250,3 +250,12 @@ def test_a_self_referencing_yaml_alias_is_one_error_not_a_recursion(tmp_path, ca
     (tmp_path / "rec.yaml").write_text("model:\n  args: &a {x: *a}\n")
     assert main(["distill", "--config", str(tmp_path / "rec.yaml"), "--print-config"]) == 2
     assert "student 'fast' has no argument 'x'" in capsys.readouterr().err
+
+
+def test_base_as_an_override_says_where_base_goes():
+    """base is a key of a config file (every other key can be an override too): on the command
+    line, a config to start from is --config."""
+    with pytest.raises(ValueError) as e:
+        load_config(str(FAST), [f"base={FAST}"])
+    assert str(e.value) == (f"base= is not an override: a config to start from is --config "
+                            f"{FAST} (or base: in a config file)")
