@@ -446,11 +446,15 @@ def decode_image(path: str | os.PathLike, limit: Optional[int] = None) -> np.nda
 
 
 # What the decoders OpenCV calls write to stderr: libjpeg's warnings and errors, libpng's,
-# and OpenCV's own log (libtiff's and libwebp's messages come through it).
+# and OpenCV's own log ("[ WARN:0@0.06] global ...": libtiff's and libwebp's messages come
+# through it). Spelled as they print them: fd 2 is the whole process's, and an app's own log
+# line ("[INFO] ...", "Warning: ...") from another thread meanwhile must not be taken.
 DECODER_NOISE = re.compile(r"(Corrupt JPEG data|Premature end of JPEG|libpng (warning|error)"
-                           r"|\[ ?(ERROR|WARN|INFO)[:\]]|Invalid JPEG|Not a JPEG|Bogus |"
-                           r"Unsupported JPEG|Warning: |JPEG datastream|Inconsistent progression"
-                           r"|Huffman|Invalid (SOS|component|color)|Improper call)")
+                           r"|\[ ?(ERROR|WARN|INFO|DEBUG|FATAL):\d+(@[\d.]+)?\] "
+                           r"|Invalid JPEG|Not a JPEG|Bogus |Unsupported JPEG"
+                           r"|Warning: (unknown JFIF|thumbnail image size)|JPEG datastream"
+                           r"|Inconsistent progression|Huffman|Invalid (SOS|component|color)"
+                           r"|Improper call)")
 
 # libjpeg's warnings that the compressed data itself is damaged (it fills the rest of the
 # picture with grey, or with garbage past a desync, and returns an image all the same), as
