@@ -57,6 +57,18 @@ def max_pixels() -> int:
         raise ImageReadError(f"SHARPEN_MAX_PIXELS={env!r} is not a number") from None
 
 
+def frames_over_budget(where: str, width: int, height: int) -> str:
+    """Why a video's frames of `width` x `height` are refused (a stranger's clip or stream of
+    16000x16000 frames holds hundreds of MB a frame before the model's float copies), or ''
+    where they are within the pixel budget that image files have."""
+    limit = max_pixels()
+    if width * height <= limit:
+        return ""
+    return (f"{where}: its frames are {width}x{height} = {width * height:,} pixels, over the "
+            f"pixel budget of {limit:,} (raise it with the SHARPEN_MAX_PIXELS environment "
+            "variable)")
+
+
 def is_image(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTS
 

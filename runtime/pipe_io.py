@@ -24,6 +24,7 @@ from typing import Iterator, Optional
 import numpy as np
 
 from .console import count
+from .imageio import frames_over_budget
 from .options import option
 from .prepost import FrameOutOfMemory, is_out_of_memory
 from .sinks import Sink, SinkError
@@ -115,6 +116,11 @@ class StdinSource(Source):
             self.reader = Y4MReader(stream, f"the stdin of {named}")
         except Y4MError as e:
             raise SourceError(str(e)) from None
+        # The budget image files and video files have: a stranger's upload may come this way.
+        over = frames_over_budget(f"the stdin of {named}", self.reader.header.width,
+                                  self.reader.header.height)
+        if over:
+            raise SourceError(over)
         self.fps = self.reader.header.fps
 
     def frames(self, stop: threading.Event) -> Iterator[Frame]:

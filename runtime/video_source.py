@@ -17,7 +17,7 @@ import numpy as np
 
 from .console import count
 from .hdr import hdr_warning
-from .imageio import max_pixels, shown_path
+from .imageio import frames_over_budget, shown_path
 from .options import option
 from .orientation import oriented
 from .source_base import (Frame, Note, Source, SourceError, SourceLost, _interruptible,
@@ -180,12 +180,10 @@ class VideoSource(Source):
         user's own choice (--width/--height)."""
         w, h = (int(self.cap.get(p) or 0) for p in (cv2.CAP_PROP_FRAME_WIDTH,
                                                     cv2.CAP_PROP_FRAME_HEIGHT))
-        limit = max_pixels()
-        if w * h > limit:
+        over = frames_over_budget(shown_path(self.spec), w, h)
+        if over:
             self.cap.release()
-            raise SourceError(f"{shown_path(self.spec)}: its frames are {w}x{h} = {w * h:,} "
-                              f"pixels, over the pixel budget of {limit:,} (raise it with the "
-                              "SHARPEN_MAX_PIXELS environment variable)")
+            raise SourceError(over)
 
     def _params(self) -> list[int]:
         """A URL's capture parameters: how long it may take to open or give a frame."""

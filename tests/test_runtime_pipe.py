@@ -458,7 +458,9 @@ def test_a_stdin_frame_too_big_to_read_is_named(tmp_path, onnx_model):
                              "--model", str(onnx_model), "--source", "-", "--out", "-",
                              "--quiet"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=tmp_path,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            # over the default pixel budget, which a user may raise
+                            env={**os.environ, "OMP_NUM_THREADS": "1",
+                                 "SHARPEN_MAX_PIXELS": str(w * h)})
     chunk = bytes(1 << 20)
     broke = False
     try:
@@ -730,3 +732,20 @@ def test_lossless_pipe_is_444(tmp_path, onnx_model):
     reader, out = _read_all(run.stdout)
     assert reader.header.chroma == "444" and len(out) == 2
     assert b"no effect" not in run.stderr
+
+
+def test_a_y4m_stream_over_the_pixel_budget_is_refused_before_a_frame_is_read(monkeypatch):
+    """SHARPEN_MAX_PIXELS held for video files and URLs but not for `--source -`: a stranger's
+    upload piped through ffmpeg as 16000x16000 Y4M was read (384 MB a frame) and run."""
+    from runtime.pipe_io import StdinSource
+    frame = np.zeros((48, 64, 3), np.uint8)
+    out = io.BytesIO()
+    Y4MWriter(out.write, 25).write(frame)
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "3000")
+    with pytest.raises(SourceError, match=r"its frames are 64x48 = 3,072 pixels, over the "
+                                          r"pixel budget of 3,000 \(raise it with the "
+                                          r"SHARPEN_MAX_PIXELS"):
+        StdinSource(stream=io.BytesIO(out.getvalue()))
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "4000")
+    src = StdinSource(stream=io.BytesIO(out.getvalue()))
+    assert (src.reader.header.width, src.reader.header.height) == (64, 48)
