@@ -15,7 +15,7 @@ from typing import Optional
 
 from .cli_errors import (interrupt_exit_code, missing_dependency, raise_if_interrupted,
                          said_after_hang_up)
-from .console import count, quiet_library_logs, report_fatal_errors
+from .console import count, open_closed_std_fds, quiet_library_logs, report_fatal_errors
 from .host import limit_note, threads_help, threads_warning
 from .options import OVERLAP, RATE_SETTING_KINDS, video_rate   # not .tiling's (numpy)
 
@@ -609,6 +609,7 @@ def _url_output_name(url: str) -> tuple[str, str]:
 
 def main(argv: Optional[list[str]] = None) -> int:
     """`python -m runtime.cli run ...`: the runtime alone, for devices without the training code."""
+    open_closed_std_fds()
     report_fatal_errors()   # a delegate's crash inside a quiet_native_stderr window says so
     parser = argparse.ArgumentParser(prog="sharpen")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")

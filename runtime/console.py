@@ -309,6 +309,37 @@ def end_stderr_windows() -> None:
 atexit.register(end_stderr_windows)
 
 
+# The standard descriptors (0-2) that `open_closed_std_fds` found closed.
+_CLOSED_AT_START: set[int] = set()
+
+
+def open_closed_std_fds() -> None:
+    """A command started with stdin, stdout or stderr closed (`2>&-`, a service) gets /dev/null
+    there: Python then had no sys.stderr, so print(file=sys.stderr) wrote errors and warnings
+    into stdout (into the video of `--out -`), and the next file opened (the output's lock)
+    became fd 2, where native libraries write their messages. Which were closed is kept
+    (`closed_at_start`): `--out -` into a closed stdout is still refused, not sent to
+    /dev/null. For command lines' main()."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            _CLOSED_AT_START.add(fd)
+            null = os.open(os.devnull, os.O_RDWR)
+            if null != fd:
+                os.dup2(null, fd)
+                os.close(null)
+    for name, fd in (("stdout", 1), ("stderr", 2)):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(fd, "w", closefd=False))
+
+
+def closed_at_start(fd: int) -> bool:
+    """Whether standard descriptor `fd` was closed when the command started (and is /dev/null
+    now: `open_closed_std_fds`)."""
+    return fd in _CLOSED_AT_START
+
+
 # The descriptor `report_fatal_errors` gave faulthandler; kept open for the whole process, as
 # faulthandler writes to it from a signal handler at any moment.
 _FATAL_FD: Optional[int] = None

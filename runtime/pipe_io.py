@@ -23,7 +23,7 @@ from typing import Iterator, Optional
 
 import numpy as np
 
-from .console import count
+from .console import closed_at_start, count
 from .imageio import frames_over_budget
 from .options import option
 from .prepost import FrameOutOfMemory, is_out_of_memory
@@ -246,7 +246,9 @@ class StdoutSink(Sink):
         named = option("output", STDIO, flags)
         claimed = False
         if fd is None:
-            if sys.stdout is None:   # started with it closed (`>&-`); fd 1 may be a file now
+            # Started with it closed (`>&-`): fd 1 is /dev/null (open_closed_std_fds), or
+            # none and a file opened since.
+            if sys.stdout is None or closed_at_start(1):
                 raise SinkError(f"{named} writes Y4M video to stdout, and there is no stdout "
                                 "(it was closed); pipe it on: ... | ffmpeg -f yuv4mpegpipe -i "
                                 "- out.mp4")

@@ -15,7 +15,7 @@ from pathlib import Path
 from runtime.cli_errors import (OWN_PACKAGES, STOP_SIGNALS, SharpenError, Terminated,
                                  drop_gone_outputs, interrupt_exit_code, interrupted_message,
                                  missing_dependency, said_after_hang_up)
-from runtime.console import quiet_library_logs, report_fatal_errors
+from runtime.console import open_closed_std_fds, quiet_library_logs, report_fatal_errors
 
 
 class _Parser(argparse.ArgumentParser):
@@ -156,26 +156,8 @@ def _as_overrides(argv: list[str], extra: list[str]) -> str:
             f"{' '.join(said)}")
 
 
-def _std_fds_open() -> None:
-    """A service started with stdin, stdout or stderr closed (`2>&-`) gets /dev/null there:
-    Python then had no sys.stderr, so print(file=sys.stderr) wrote errors and warnings into
-    stdout (into the video of `--out -`), and the next file opened (the output's lock) became
-    fd 2, where native libraries write their messages."""
-    for fd in (0, 1, 2):
-        try:
-            os.fstat(fd)
-        except OSError:
-            null = os.open(os.devnull, os.O_RDWR)
-            if null != fd:
-                os.dup2(null, fd)
-                os.close(null)
-    for name, fd in (("stdout", 1), ("stderr", 2)):
-        if getattr(sys, name) is None:
-            setattr(sys, name, open(fd, "w", closefd=False))
-
-
 def main(argv: list[str] | None = None) -> int:
-    _std_fds_open()
+    open_closed_std_fds()
     report_fatal_errors()   # a native crash inside a quiet_native_stderr window says so
     # TensorFlow (TFLite export) and absl print C++ INFO/WARNING lines users cannot act on.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
