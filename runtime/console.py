@@ -280,6 +280,7 @@ class _Window:
     def __init__(self, saved: int, aside, noise: Optional[re.Pattern], show_noise: bool):
         self.saved, self.aside, self.noise, self.show_noise = saved, aside, noise, show_noise
         self.ended = False
+        self.owner = threading.get_ident()
 
 
 # The windows open now, innermost last (a thread's window can hold another), and the lock on
@@ -307,6 +308,28 @@ def end_stderr_windows() -> None:
 
 
 atexit.register(end_stderr_windows)
+
+
+def _windows_of_threads_gone() -> None:
+    """In a child forked while another thread was inside a window (an app's fork beside a
+    decode): that thread is not in the child, so its window would never end; fd 2 is put back
+    and the locks made anew, or the child's first decode waited for ever and its stderr went
+    into the parent's window file. The parent's window sorts what reached that file."""
+    global _STDERR_LOCK, _WINDOW_END
+    me = threading.get_ident()
+    gone = [w for w in _OPEN_WINDOWS if w.owner != me]
+    if not gone:   # none open, or the forking thread's own: it ends them in the child too
+        return
+    with contextlib.suppress(OSError):
+        os.dup2(gone[0].saved, 2)   # the outermost: fd 2 as it was before any window
+    for w in gone:
+        w.ended = True
+    _OPEN_WINDOWS.clear()
+    _STDERR_LOCK, _WINDOW_END = threading.RLock(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):   # (not on Windows, which does not fork)
+    os.register_at_fork(after_in_child=_windows_of_threads_gone)
 
 
 # The standard descriptors (0-2) that `open_closed_std_fds` found closed.

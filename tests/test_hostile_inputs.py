@@ -406,3 +406,50 @@ def test_with_stderr_closed_errors_never_reach_the_stream_on_stdout(tmp_path):
                        preexec_fn=lambda: os.close(2))
     assert r.returncode == 2
     assert r.stdout == b""
+
+
+_FORK_DURING_A_DECODE = """
+import os, sys, threading, time, warnings
+warnings.simplefilter("ignore")   # fork() with threads: Python's DeprecationWarning
+import cv2, numpy as np
+from runtime.console import native_stderr_captured
+from runtime.imageio import DECODER_NOISE, decode_bytes
+data = cv2.imencode(".png", np.zeros((8, 8, 3), np.uint8))[1].tobytes()
+inside, done = threading.Event(), threading.Event()
+
+def decoding():   # an app's thread inside a long decode
+    with native_stderr_captured(DECODER_NOISE):
+        inside.set()
+        done.wait()
+
+threading.Thread(target=decoding, daemon=True).start()
+inside.wait()
+pid = os.fork()
+if pid == 0:
+    os.write(2, b"child's own line\\n")
+    decode_bytes(data, "x.png")
+    os.write(2, b"child decoded\\n")
+    os._exit(0)
+t0 = time.monotonic()
+while not os.waitpid(pid, os.WNOHANG)[0]:
+    if time.monotonic() - t0 > 20:
+        os.kill(pid, 9)
+        print("child hung", flush=True)
+        break
+    time.sleep(0.05)
+print("parent done", flush=True)
+os._exit(0)   # the decoding thread's window left open: what the child wrote must be out already
+"""
+
+
+def test_a_process_forked_while_another_thread_decodes_decodes_and_writes_stderr(tmp_path):
+    """An app forking (multiprocessing's fork) while a thread decodes an image: the child got
+    the decode's lock held by a thread it does not have, and hung at its first decode, its
+    stderr going into the parent's window file."""
+    script = tmp_path / "fork.py"
+    script.write_text(_FORK_DURING_A_DECODE)
+    r = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                       timeout=60, env=dict(os.environ, OMP_NUM_THREADS="1",
+                                            PYTHONPATH=os.pathsep.join(sys.path)))
+    assert r.stdout == "parent done\n", r
+    assert r.stderr == "child's own line\nchild decoded\n", r
