@@ -306,6 +306,8 @@ def test_a_tflite_copied_over_another_models_keeps_its_own_record(tflite_path, t
     with runtime_warnings() as warned, load_backend(new, threads=1) as b:
         assert b.source_sha256 == "ab" * 32 and b.receptive_field == 136
     assert any(f"{new}.json" in str(w) and "another model" in str(w) for w in warned), warned
+    assert any("(source_sha256 differs from the record inside the file)" in str(w)
+               for w in warned), warned
 
 
 @pytest.mark.slow

@@ -270,8 +270,9 @@ def own_record(path: Path) -> dict[str, Any]:
     chosen = choose_record(path)
     if chosen.differ:
         warn(f"{sidecar_path(path)} describes another model than {path.name} "
-             f"({', '.join(chosen.differ)} differ from the record inside the file): using the "
-             "record inside; remove or replace that sidecar")
+             f"({', '.join(chosen.differ)} differ{'s' if len(chosen.differ) == 1 else ''} "
+             "from the record inside the file): using the record inside; remove or replace "
+             "that sidecar")
     return chosen.record
 
 
