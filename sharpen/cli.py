@@ -29,11 +29,19 @@ class _Parser(argparse.ArgumentParser):
         m = re.fullmatch(r"argument (\S+): expected one argument", message)
         names = m.group(1).split("/") if m else []
         after = [self.argv[i + 1] for i, a in enumerate(self.argv[:-1]) if a in names]
-        if after and after[-1].startswith("-") and after[-1] != "-":
+        if after and after[-1].startswith("-") and after[-1] != "-" \
+                and not self._is_option(after[-1]):
             v, flag = after[-1], names[-1]
             message += (f" ({v}, starting with '-', is read as an option: write {flag}={v} "
                         f"or {flag} ./{v})")
         super().error(message)
+
+    def _is_option(self, word: str) -> bool:
+        """Whether `word` is one of this command's options (or, as argparse takes them, a
+        long one's prefix, with its =VALUE): then the value before it was left out."""
+        name = word.split("=", 1)[0]
+        return any(o == name or (name.startswith("--") and o.startswith(name))
+                   for o in self._option_string_actions)
 
 
 def build_parser() -> argparse.ArgumentParser:

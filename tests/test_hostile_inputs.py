@@ -180,6 +180,11 @@ def test_a_file_name_starting_with_a_dash_gets_the_way_to_write_it(tmp_path, cap
     with pytest.raises(SystemExit):   # a value left out is not told about dashes
         main(["run", "--model", "m.onnx", "--source"])
     assert "starting with '-'" not in capsys.readouterr().err
+    for then in (["--out", "sharp/"], ["--outp", "sharp/"], ["--quiet"], ["--tile=512"]):
+        with pytest.raises(SystemExit):   # left out before the next option: not its value
+            main(["run", "--model", "m.onnx", "--source", *then])
+        err = capsys.readouterr().err
+        assert "expected one argument" in err and "starting with '-'" not in err, err
 
 
 def test_corpus_names_a_small_photo_with_a_newline_on_one_line(tmp_path):
