@@ -41,18 +41,23 @@ def resumed_lineage(lineage: dict, before: Any, step: int) -> dict:
 
 def label_cache_origin(cache: Path) -> dict:
     """A label cache's source data, split, image count and teacher, from its run.json and
-    manifest; what cannot be read is left out."""
-    from .data.label_cache import MANIFEST, read_manifest_entries, read_run_record
+    the entries training reads (LabelCache's: the manifest with any rank's unmerged shard,
+    within the last run's selection); what cannot be read is left out."""
+    from .data.label_cache import read_cache_entries, read_run_record
     origin: dict = {"path": os.path.realpath(cache)}
     try:
         run = read_run_record(cache) or {}
-        entries = read_manifest_entries(cache / MANIFEST)
+        entries = read_cache_entries(cache)
     except (OSError, ValueError, TypeError, AttributeError):   # not a cache: said elsewhere
         return origin
     for k in ("data", "split"):
         if run.get(k):
             origin[k] = run[k]
     selected = run.get("selection")
+    if isinstance(selected, list):
+        # Labels an earlier run left outside it (another teacher's) are never trained on.
+        chosen = set(selected)
+        entries = {n: e for n, e in entries.items() if n in chosen}
     origin["images"] = len(selected) if isinstance(selected, list) else len(entries)
     teachers = {(e.get("teacher_weights"), e.get("weights_hash")) for e in entries.values()}
     origin["teachers"] = [{"path": p, "sha256": h} for p, h in sorted(teachers, key=str)]

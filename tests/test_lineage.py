@@ -140,3 +140,38 @@ def test_a_run_resumed_on_other_labels_names_the_labels_it_was_distilled_on_befo
     assert len(said) == 1 and said[0].startswith(
         f"{tmp_path / 'b' / 'last.pt'}: distilled on labels {caches[1].resolve()} (3 images"), out
     assert said[0].endswith(f", after labels {caches[0].resolve()} to step 2"), out
+
+
+def test_a_cache_relabelled_in_part_names_the_teacher_of_the_labels_training_reads(
+        tmp_path, tiny_teacher_pt):
+    """A second `labels` run with another teacher and --limit 2 left two older labels outside
+    its selection, which training never reads: the lineage named both teachers. And entries
+    still in a rank's shard (an interrupted multi-rank run, which training reads) were left
+    out, naming no teacher."""
+    import shutil
+
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.data.labels_command import main as labels
+    from distill.lineage import label_cache_origin
+    from distill.restormer import build_restormer
+    from distill.teacher import file_hash
+
+    torch.manual_seed(1)
+    m = build_restormer("tiny")
+    other = tmp_path / "other-teacher.pt"
+    atomic_save(make_checkpoint(m, kind="teacher", arch="restormer",
+                                arch_args=m.config.to_dict()), other)
+    pairs, cache = _pairs(tmp_path / "mine", 4), tmp_path / "labels"
+    for teacher, limit in ((tiny_teacher_pt, []), (other, ["--limit", "2"])):
+        assert labels(["--data", str(pairs), "--out", str(cache), "--teacher-weights",
+                       str(teacher), "--tile", "0", "--device", "cpu", "--quiet",
+                       *limit]) == 0
+    want = {"images": 2, "teachers": [{"path": str(other.resolve()),
+                                       "sha256": file_hash(other)}]}
+    origin = label_cache_origin(cache)
+    assert {k: origin[k] for k in want} == want, origin
+    shutil.move(cache / "manifest.json", cache / "manifest.rank0.json")
+    origin = label_cache_origin(cache)
+    assert {k: origin[k] for k in want} == want, origin
