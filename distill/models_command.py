@@ -21,8 +21,20 @@ def _trained_text(ck: dict) -> str:
                 if isinstance(m.get(k), (int, float))), None)
     if key:
         at = f" at step {m['step']}" if isinstance(m.get("step"), int) else ""
-        said.append(f"validation{at}: {key} {m[key]:.4f}")
+        said.append(f"validation{at}: {key} {m[key]:.4f}{_formula_text(ck)}")
     return "".join(f"; {s}" for s in said)
+
+
+def _formula_text(ck: dict) -> str:
+    """Which SSIM a checkpoint's validation score is, where not this version's: the shipped
+    students' (7x7 uniform window) sat beside a new run's (Gaussian) as if comparable."""
+    from .metrics import SSIM_ID
+    formula = ck.get("metrics_ssim")
+    if formula == SSIM_ID:
+        return ""
+    if formula is None:
+        return " (SSIM formula not recorded: a 7x7 window before session 49)"
+    return f" (SSIM: {formula}, not this version's)"
 
 
 def cmd_models(args: argparse.Namespace) -> int:

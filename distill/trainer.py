@@ -46,6 +46,7 @@ from .data_checks import data_changes, data_problems, data_signature
 from .dist import DistInfo, launch_command
 from .interrupts import SecondSignal, TrainingInterrupted, resume_hint
 from .lineage import resumed_lineage, run_lineage
+from .metrics import SSIM_ID
 from .losses import combined_loss
 from .model_build import arch_text, build_model
 from .provenance import describe, environment_changes, run_environment, same_code
@@ -166,6 +167,7 @@ class Trainer:
         self.best: Optional[float] = None
         self.best_step: Optional[int] = None   # the step best.pt holds (None: not known)
         self.metrics: dict = {}
+        self._metrics_ssim: Optional[str] = None   # the SSIM formula of self.metrics
         self.start_metrics: dict = {}     # validation before training (cfg.val_start)
         self.weights = loss_weights(cfg.loss)
         self._stop = False
@@ -206,6 +208,8 @@ class Trainer:
         # Slim ones too: best.pt is what a colleague is handed, and what they reproduce.
         extra["environment"] = self._env
         extra["lineage"] = self._lineage
+        if self._metrics_ssim:   # which SSIM `metrics` holds: `sharpen models` says older ones
+            extra["metrics_ssim"] = self._metrics_ssim
         return make_checkpoint(self.model, kind="teacher" if self.arch == "restormer"
                                else "student", arch=self.arch, arch_args=self.arch_args,
                                ema=self.ema, step=self.step, config=self.cfg.to_dict(),
@@ -382,6 +386,7 @@ class Trainer:
         # Weights-only checkpoints (best.pt, stepN.pt) never record it.
         self._data_unrecorded = "optimizer" in ck and not isinstance(ck.get("data"), dict)
         self.metrics = ck.get("metrics", {})
+        self._metrics_ssim = ck.get("metrics_ssim")
         self._truncate_log()
         if self.dist.main and not self.quiet:   # train.log says it too ("resumed at step")
             # Many trainers restart the schedule or the data order on a resume: say this one
@@ -1050,6 +1055,7 @@ class Trainer:
             self._validating = False
         m["step"] = self.step
         self.metrics = m
+        self._metrics_ssim = SSIM_ID
         self._append_jsonl({"val": m, "step": self.step})
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
         self.log(f"step {self.step}: {val_summary(m)}")

@@ -175,3 +175,31 @@ def test_a_cache_relabelled_in_part_names_the_teacher_of_the_labels_training_rea
     shutil.move(cache / "manifest.json", cache / "manifest.rank0.json")
     origin = label_cache_origin(cache)
     assert {k: origin[k] for k in want} == want, origin
+
+
+def test_sharpen_models_tells_a_validation_score_of_the_older_ssim_from_this_versions(
+        tmp_path, tiny_teacher_pt, capsys):
+    """The shipped students' checkpoints hold validation SSIMs of the 7x7 window, a new run's
+    best.pt those of the Gaussian one: `sharpen models fast runs/x/best.pt` put the two side
+    by side as if comparable."""
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.data.labels_command import main as labels
+    from distill.students import create_student
+    from sharpen.cli import main
+
+    cache = tmp_path / "labels"
+    assert labels(["--data", str(_pairs(tmp_path / "mine", 2)), "--out", str(cache),
+                   "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device", "cpu",
+                   "--quiet"]) == 0
+    _student(tmp_path / "a", cache, 2, **{"data.val_labels": cache, "val_every": 2})
+    old = create_student("fast", width=8, blocks=1, low_blocks=1)
+    atomic_save(make_checkpoint(old, kind="student", arch="fast", arch_args=old.arch_args,
+                                step=9, metrics={"model_gt_ssim": 0.5, "step": 9}),
+                tmp_path / "old.pt")   # as checkpoints were saved before the formula changed
+    capsys.readouterr()
+    for name, older in (("a/best.pt", False), ("a/last.pt", False), ("old.pt", True)):
+        assert main(["models", str(tmp_path / name), "--height", "64", "--width", "96"]) == 0
+        text = " ".join(ln.split("│")[-2].strip() for ln in capsys.readouterr().out.splitlines()
+                        if ln.count("│") > 3)
+        assert "model_gt_ssim" in text, text
+        assert ("formula not recorded: a 7x7 window before session 49" in text) == older, text
