@@ -381,7 +381,11 @@ class Trainer:
             self._lineage = {**self._lineage, "init": recorded}
         elif begun and not isinstance(ck.get("lineage"), dict):   # saved before lineage was
             self._lineage = {**self._lineage, "init": {"given": str(begun)}}
-        self._lineage = resumed_lineage(self._lineage, ck.get("lineage"), self.step)
+        was = ck.get("lineage")
+        labelled = ((ck.get("config") or {}).get("data") or {}).get("labels")
+        if not isinstance(was, dict) and labelled and isinstance(labelled, str):
+            was = {"labels": {"path": os.path.realpath(labelled)}}   # saved before lineage was
+        self._lineage = resumed_lineage(self._lineage, was, self.step)
         # A last.pt (resume state) without it: saved by a version from before it was recorded.
         # Weights-only checkpoints (best.pt, stepN.pt) never record it.
         self._data_unrecorded = "optimizer" in ck and not isinstance(ck.get("data"), dict)

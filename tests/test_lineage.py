@@ -203,3 +203,33 @@ def test_sharpen_models_tells_a_validation_score_of_the_older_ssim_from_this_ver
                         if ln.count("│") > 3)
         assert "model_gt_ssim" in text, text
         assert ("formula not recorded: a 7x7 window before session 49" in text) == older, text
+
+
+def test_a_run_begun_before_lineage_was_recorded_names_its_earlier_labels_once_branched(
+        tmp_path, tiny_teacher_pt, capsys):
+    """Its last.pt records no lineage, only its config's data.labels: branched onto other
+    labels, the run named the new cache alone, as if its weights had seen no other."""
+    import torch
+
+    from distill.checkpoint import read_checkpoint
+    from distill.data.labels_command import main as labels
+    from sharpen.cli import main
+
+    caches = []
+    for name, n in (("first", 2), ("second", 3)):
+        caches.append(tmp_path / f"labels-{name}")
+        assert labels(["--data", str(_pairs(tmp_path / name, n)), "--out", str(caches[-1]),
+                       "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device",
+                       "cpu", "--quiet"]) == 0
+    _student(tmp_path / "a", caches[0], 2)
+    last = tmp_path / "a" / "last.pt"
+    ck = read_checkpoint(last)
+    del ck["lineage"]   # as an earlier version wrote it
+    torch.save(ck, last)
+    _student(tmp_path / "b", caches[1], 3, resume=last)
+    capsys.readouterr()
+    assert main(["models", str(tmp_path / "b" / "last.pt")]) == 0
+    out = capsys.readouterr().out
+    said = [line for line in out.splitlines() if "distilled on labels" in line]
+    assert len(said) == 1 and said[0].endswith(
+        f", after labels {caches[0].resolve()} to step 2"), out
