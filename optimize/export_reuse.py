@@ -28,6 +28,8 @@ from .parity_gate import _judge, _mark, _say_verdict
 # not be hidden by a kept file; the CPU because the gate ran on it (INT8 kernels differ).
 CODE = [*sorted((Path(__file__).parent).glob("*.py")),
         Path(__file__).parents[1] / "distill" / "students.py",
+        # The parity gate's PSNR/SSIM: a kept artifact's verdict was taken with it.
+        Path(__file__).parents[1] / "distill" / "metrics.py",
         *sorted((Path(__file__).parents[1] / "runtime" / "backends").glob("*.py")),
         Path(__file__).parents[1] / "runtime" / "formats.py",
         Path(__file__).parents[1] / "runtime" / "contract.py"]

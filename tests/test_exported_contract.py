@@ -220,6 +220,17 @@ def test_a_change_to_the_contract_rebuilds_kept_exports():
     assert Path(runtime.contract.__file__).resolve() in {p.resolve() for p in CODE}
 
 
+def test_a_change_to_how_parity_is_scored_judges_kept_exports_again():
+    """A kept artifact carries its parity verdict: one judged with the 7x7 SSIM stayed "up to
+    date" under the Gaussian one, its INT8 gate (SSIM >= 0.98) never taken again, so the
+    module the gate scores with is part of the exporter's code."""
+    import inspect
+
+    import optimize.parity
+    from optimize.export_reuse import CODE
+    assert Path(inspect.getfile(optimize.parity.ssim)).resolve() in {p.resolve() for p in CODE}
+
+
 @pytest.mark.parametrize("h,w,m", [(203, 301, 8), (5, 7, 32), (1, 6, 8), (5, 1, 8), (1, 1, 8)])
 def test_the_runtime_pads_as_the_contract_tells_an_app_to(h, w, m):
     """The recorded pad rule is what `sharpen run` does, frames with a 1-pixel side included
