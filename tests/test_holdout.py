@@ -517,7 +517,7 @@ def test_the_hold_out_warning_names_evaluates_gopro_blur_when_labels_read_blur_g
 
 
 def _tiny(folder: Path, names: list[str]) -> Path:
-    img = np.full((8, 8, 3), 0.5, np.float32)
+    img = np.full((16, 16, 3), 0.5, np.float32)
     for name in names:
         write_image(folder / name, img)
     return folder
