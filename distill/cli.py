@@ -172,7 +172,7 @@ def add_commands(sub) -> None:
     p.add_argument("--crop", type=int, default=0, metavar="PX",
                    help="evaluate a centre crop of this side (0 = whole images)")
     p.add_argument("--out", "--output", default=None, metavar="DIR",
-                   help="write metrics.json and side_by_side.png here")
+                   help="write metrics.json, per_image.csv and side_by_side.png here")
     p.add_argument("--figure-images", type=int, default=6, metavar="N",
                    help="rows of the side-by-side figure: with ground truth the images some "
                         "model gains least on (worst first), else the first ones (default 6)")
