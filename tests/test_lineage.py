@@ -117,19 +117,26 @@ def test_a_cache_labelled_before_teacher_files_were_named_gives_its_teacher_by_h
     assert "None" not in line, line
 
 
-def test_a_run_resumed_on_other_labels_names_the_labels_it_was_distilled_on_before(
-        tmp_path, tiny_teacher_pt, capsys):
-    """`resume=a/last.pt out=b data.labels=NEW` went on from weights distilled on a's labels,
-    yet b's lineage named only the new cache."""
+def _two_label_caches(tmp_path: Path, teacher: Path) -> list[Path]:
+    """Label caches `labels-first` (2 pairs) and `labels-second` (3) by the tiny teacher."""
     from distill.data.labels_command import main as labels
-    from sharpen.cli import main
 
     caches = []
     for name, n in (("first", 2), ("second", 3)):
         caches.append(tmp_path / f"labels-{name}")
         assert labels(["--data", str(_pairs(tmp_path / name, n)), "--out", str(caches[-1]),
-                       "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device",
-                       "cpu", "--quiet"]) == 0
+                       "--teacher-weights", str(teacher), "--tile", "0", "--device", "cpu",
+                       "--quiet"]) == 0
+    return caches
+
+
+def test_a_run_resumed_on_other_labels_names_the_labels_it_was_distilled_on_before(
+        tmp_path, tiny_teacher_pt, capsys):
+    """`resume=a/last.pt out=b data.labels=NEW` went on from weights distilled on a's labels,
+    yet b's lineage named only the new cache."""
+    from sharpen.cli import main
+
+    caches = _two_label_caches(tmp_path, tiny_teacher_pt)
     _student(tmp_path / "a", caches[0], 2)
     _student(tmp_path / "b", caches[1], 3, resume=tmp_path / "a" / "last.pt")
     _student(tmp_path / "b", caches[1], 4)   # resumed on the same labels: said once
@@ -212,15 +219,9 @@ def test_a_run_begun_before_lineage_was_recorded_names_its_earlier_labels_once_b
     import torch
 
     from distill.checkpoint import read_checkpoint
-    from distill.data.labels_command import main as labels
     from sharpen.cli import main
 
-    caches = []
-    for name, n in (("first", 2), ("second", 3)):
-        caches.append(tmp_path / f"labels-{name}")
-        assert labels(["--data", str(_pairs(tmp_path / name, n)), "--out", str(caches[-1]),
-                       "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device",
-                       "cpu", "--quiet"]) == 0
+    caches = _two_label_caches(tmp_path, tiny_teacher_pt)
     _student(tmp_path / "a", caches[0], 2)
     last = tmp_path / "a" / "last.pt"
     ck = read_checkpoint(last)
