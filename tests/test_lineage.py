@@ -130,20 +130,25 @@ def _two_label_caches(tmp_path: Path, teacher: Path) -> list[Path]:
     return caches
 
 
+def _labels_lines(ckpt: Path, capsys) -> tuple[str, list[str]]:
+    """`sharpen models CKPT`'s output and its "distilled on labels" lines."""
+    from sharpen.cli import main
+
+    capsys.readouterr()
+    assert main(["models", str(ckpt)]) == 0
+    out = capsys.readouterr().out
+    return out, [line for line in out.splitlines() if "distilled on labels" in line]
+
+
 def test_a_run_resumed_on_other_labels_names_the_labels_it_was_distilled_on_before(
         tmp_path, tiny_teacher_pt, capsys):
     """`resume=a/last.pt out=b data.labels=NEW` went on from weights distilled on a's labels,
     yet b's lineage named only the new cache."""
-    from sharpen.cli import main
-
     caches = _two_label_caches(tmp_path, tiny_teacher_pt)
     _student(tmp_path / "a", caches[0], 2)
     _student(tmp_path / "b", caches[1], 3, resume=tmp_path / "a" / "last.pt")
     _student(tmp_path / "b", caches[1], 4)   # resumed on the same labels: said once
-    capsys.readouterr()
-    assert main(["models", str(tmp_path / "b" / "last.pt")]) == 0
-    out = capsys.readouterr().out
-    said = [line for line in out.splitlines() if "distilled on labels" in line]
+    out, said = _labels_lines(tmp_path / "b" / "last.pt", capsys)
     assert len(said) == 1 and said[0].startswith(
         f"{tmp_path / 'b' / 'last.pt'}: distilled on labels {caches[1].resolve()} (3 images"), out
     assert said[0].endswith(f", after labels {caches[0].resolve()} to step 2"), out
@@ -219,7 +224,6 @@ def test_a_run_begun_before_lineage_was_recorded_names_its_earlier_labels_once_b
     import torch
 
     from distill.checkpoint import read_checkpoint
-    from sharpen.cli import main
 
     caches = _two_label_caches(tmp_path, tiny_teacher_pt)
     _student(tmp_path / "a", caches[0], 2)
@@ -228,9 +232,6 @@ def test_a_run_begun_before_lineage_was_recorded_names_its_earlier_labels_once_b
     del ck["lineage"]   # as an earlier version wrote it
     torch.save(ck, last)
     _student(tmp_path / "b", caches[1], 3, resume=last)
-    capsys.readouterr()
-    assert main(["models", str(tmp_path / "b" / "last.pt")]) == 0
-    out = capsys.readouterr().out
-    said = [line for line in out.splitlines() if "distilled on labels" in line]
+    out, said = _labels_lines(tmp_path / "b" / "last.pt", capsys)
     assert len(said) == 1 and said[0].endswith(
         f", after labels {caches[0].resolve()} to step 2"), out
