@@ -15,17 +15,17 @@ so that runs sharing a cache export one student one at a time.
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import re
 import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Optional, Sequence
+from typing import Optional, Sequence
 
 from distill.teacher import file_hash, resolve_weights
 from runtime.atomic import atomic_write_json
+from runtime.cache import cache_lock
 
 STAMP = "bench_artifacts.json"
 STAMP_FORMAT = "sharpen-bench-artifacts/1"
@@ -434,6 +434,9 @@ def ensure_artifacts(student: Student, cache_root: str | os.PathLike | None = No
     plan = planned()
     built_now: list[str] = []
     if plan.to_build:
+        # Two runs exporting one student at once (test sessions of worktrees sharing the
+        # default cache) each took the formats the other had finished from the stamp while its
+        # report was under way, and the later report left them out: the second waits.
         with cache_lock(folder, say, "exporting"):
             # Planned again inside the lock: a run that held it may have built them meanwhile.
             plan = planned()
@@ -503,50 +506,6 @@ def _reported(folder: Path, student: Student) -> dict[str, str]:
     return {r["format"]: Path(r["file"]).name for r in report.get("results") or []
             if isinstance(r, dict) and r.get("status") in ("pass", "fail") and r.get("file")
             and r.get("format")}
-
-
-@contextlib.contextmanager
-def cache_lock(folder: Path, say: Callable[[str], None], doing: str) -> Iterator[None]:
-    """Held while a run writes a folder of the bench cache: a student's artifacts (planned and
-    built under it) and the teacher's outputs (`quality.TeacherOutputs`). Two runs exporting
-    one student at once (two bench runs, test sessions of worktrees sharing the default cache)
-    each took the formats the other had finished from the stamp and exported only the rest,
-    while the other's export had its report under way: the later report left those formats
-    out and the export warned that they were in no report. The second run waits, then reuses
-    them. An advisory flock beside the folder (the folder itself is the writer's to make or
-    remove), which the kernel drops however its holder ends. `doing` words the notes
-    ("exporting": "waiting for process N, which is exporting into FOLDER")."""
-    try:
-        import fcntl
-    except ImportError:   # not POSIX: unlocked, as distill.run_lock
-        yield
-        return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    path = folder.parent / f".{folder.name}.lock"
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        locked = True
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            say(f"waiting for process {holder}, which is {doing} into {folder}")
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError as e:
-            # A filesystem without locks (some NFS, SMB and FUSE mounts: ENOLCK, EOPNOTSUPP):
-            # the lock only keeps concurrent runs apart, so this run goes on without it.
-            from runtime.warn import warn
-
-            locked = False
-            warn(f"cannot lock {path} ({e.strerror or e}): {doing} unlocked; runs sharing "
-                 f"the cache {folder.parent} must not be {doing} into {folder.name} at the "
-                 "same time")
-        if locked:
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-        yield
-    finally:
-        os.close(fd)   # releases the lock
 
 
 def _build(plan: _Plan, student: Student, folder: Path, settings: dict,

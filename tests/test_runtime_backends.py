@@ -5,6 +5,7 @@ import importlib.util
 import json
 import os
 from pathlib import Path
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -1020,3 +1021,60 @@ def test_litert_takes_a_cpu_limits_cores_by_default(tflite_models, tmp_path, mon
     monkeypatch.setattr(host, "CGROUP_MEMBERSHIP", tmp_path / "self", raising=False)
     with load_backend(tflite_models[0]) as b:
         assert b.threads == 1 and b.provider == "XNNPACK (1 thread)"
+
+
+_HOLD_TRT_CACHE = """
+import sys, time, warnings
+from pathlib import Path
+from runtime.backends.onnxruntime_backend import trt_cache_held, trt_provider_options
+root, digest, mode = Path(sys.argv[1]), sys.argv[2], sys.argv[4]
+marks, holder = Path(sys.argv[3]), Path(sys.argv[5])
+warnings.simplefilter("always")
+opts = trt_provider_options(root, digest, "input", 8, int8=False)
+with trt_cache_held(opts):
+    print("in, after the holder:", (holder / "released").exists(), flush=True)
+    (marks / "in").touch()
+    while mode == "hold" and not (marks / "go").exists():
+        time.sleep(0.02)
+    if mode == "hold":
+        (marks / "released").touch()   # the engine written, as ORT does before the session
+"""
+
+
+def _hold_trt_cache(root: Path, digest: str, marks: Path, mode: str,
+                    holder: Optional[Path] = None):
+    import subprocess
+    import sys
+
+    marks.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    return subprocess.Popen([sys.executable, "-c", _HOLD_TRT_CACHE, str(root), digest,
+                             str(marks), mode, str(holder or marks)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env)
+
+
+def test_runs_started_together_build_one_tensorrt_engine_in_turn_not_over_each_other(tmp_path):
+    """ONNX Runtime's TensorRT provider writes the engine and timing cache files in place: four
+    camera services started at boot on a cold cache each built the engine, wrote over the
+    others' files while another read them, and a torn engine fails every later start. The
+    session is made under a lock per model: the second process waits (said, naming the first)
+    and then finds the engine written; another model's cache does not wait."""
+    first = _hold_trt_cache(tmp_path / "trt", "a" * 64, tmp_path / "a", "hold")
+    try:
+        while not (tmp_path / "a" / "in").exists():
+            assert first.poll() is None, first.communicate()
+        other = _hold_trt_cache(tmp_path / "trt", "b" * 64, tmp_path / "b", "pass")
+        assert other.wait(60) == 0, other.communicate()   # while the first still holds its own
+        second = _hold_trt_cache(tmp_path / "trt", "a" * 64, tmp_path / "a2", "pass",
+                                 holder=tmp_path / "a")
+        said = second.stderr.readline()   # said before it waits
+        assert f"waiting for process {first.pid}, which is building the TensorRT engine" in said
+        assert str(tmp_path / "trt" / ("a" * 16)) in said
+        (tmp_path / "a" / "go").touch()
+        out, err = second.communicate(timeout=60)
+        assert second.returncode == 0, err
+        # it went in only once the first had finished
+        assert (tmp_path / "a" / "released").exists() and "after the holder: True" in out
+        assert first.wait(60) == 0
+    finally:
+        first.kill()

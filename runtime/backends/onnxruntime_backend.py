@@ -1,12 +1,13 @@
 """ONNX Runtime backend: the default on every device (CPU build, or onnxruntime-gpu on CUDA)."""
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Optional, Sequence, Union
+from typing import ContextManager, Optional, Sequence, Union
 
 import numpy as np
 
@@ -186,6 +187,21 @@ def trt_provider_options(cache_root: Optional[Path], digest: str, input_name: st
     return opts
 
 
+def trt_cache_held(opts: dict[str, str]) -> ContextManager[None]:
+    """The lock of the engine cache folder that `opts` (trt_provider_options') name, held
+    while the session is made: ONNX Runtime's TensorRT provider builds the engine then and
+    writes it and the timing cache in place, so processes started together on a cold cache
+    (a camera service each, at boot) built it at once and wrote over the files another was
+    reading; a torn engine then fails every start. The others wait for the first and load
+    its engine. No lock where nothing is cached."""
+    cache = opts.get("trt_engine_cache_path")
+    if not cache:
+        return contextlib.nullcontext()
+    from ..cache import cache_lock
+
+    return cache_lock(Path(cache), warn, "building the TensorRT engine")
+
+
 def trt_cache_root() -> Path:
     """SHARPEN_TRT_CACHE, else sharpen/trt in the user's cache folder; OSError where there is
     no such folder (runtime.cache.cache_dir)."""
@@ -278,9 +294,10 @@ class OnnxRuntimeBackend(Backend):
         opts.enable_mem_pattern = False
         try:
             # Loading from the path (not the bytes) keeps external-data models working.
-            self.session = ort.InferenceSession(
-                str(path), sess_options=opts,
-                providers=[(p, provider_opts.get(p, {})) for p in chosen])
+            with trt_cache_held(provider_opts.get(trt, {})):
+                self.session = ort.InferenceSession(
+                    str(path), sess_options=opts,
+                    providers=[(p, provider_opts.get(p, {})) for p in chosen])
         except Exception as exc:  # ORT raises its own exception types, one per failure kind
             hint = load_hint(path, "onnxruntime", str(exc))
             raise ModelError(f"cannot load {path} with ONNX Runtime ({hint}): "
