@@ -1053,6 +1053,24 @@ def _hold_trt_cache(root: Path, digest: str, marks: Path, mode: str,
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
+def _line_within(stream, seconds: float = 60) -> str:
+    """The next line of a child's pipe, or "" where none comes in `seconds`: a child that
+    waits without a word fails the test instead of hanging it."""
+    import select
+
+    return stream.readline() if select.select([stream], [], [], seconds)[0] else ""
+
+
+def _appears(path: Path, child, seconds: float = 60) -> None:
+    import time
+
+    end = time.monotonic() + seconds
+    while not path.exists():
+        assert child.poll() is None, child.communicate()
+        assert time.monotonic() < end, f"{path} not made in {seconds} s"
+        time.sleep(0.02)
+
+
 def test_runs_started_together_build_one_tensorrt_engine_in_turn_not_over_each_other(tmp_path):
     """ONNX Runtime's TensorRT provider writes the engine and timing cache files in place: four
     camera services started at boot on a cold cache each built the engine, wrote over the
@@ -1061,13 +1079,12 @@ def test_runs_started_together_build_one_tensorrt_engine_in_turn_not_over_each_o
     and then finds the engine written; another model's cache does not wait."""
     first = _hold_trt_cache(tmp_path / "trt", "a" * 64, tmp_path / "a", "hold")
     try:
-        while not (tmp_path / "a" / "in").exists():
-            assert first.poll() is None, first.communicate()
+        _appears(tmp_path / "a" / "in", first)
         other = _hold_trt_cache(tmp_path / "trt", "b" * 64, tmp_path / "b", "pass")
         assert other.wait(60) == 0, other.communicate()   # while the first still holds its own
         second = _hold_trt_cache(tmp_path / "trt", "a" * 64, tmp_path / "a2", "pass",
                                  holder=tmp_path / "a")
-        said = second.stderr.readline()   # said before it waits
+        said = _line_within(second.stderr)   # said before it waits
         assert f"waiting for process {first.pid}, which is building the TensorRT engine" in said
         assert str(tmp_path / "trt" / ("a" * 16)) in said
         (tmp_path / "a" / "go").touch()
