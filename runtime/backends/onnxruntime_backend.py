@@ -193,13 +193,15 @@ def trt_cache_held(opts: dict[str, str]) -> ContextManager[None]:
     writes it and the timing cache in place, so processes started together on a cold cache
     (a camera service each, at boot) built it at once and wrote over the files another was
     reading; a torn engine then fails every start. The others wait for the first and load
-    its engine. No lock where nothing is cached."""
+    its engine. A warm cache's starts take turns too (whether ORT will build is not known
+    before it runs), and are told the holder is loading. No lock where nothing is cached."""
     cache = opts.get("trt_engine_cache_path")
     if not cache:
         return contextlib.nullcontext()
     from ..cache import cache_lock
 
-    return cache_lock(Path(cache), warn, "building the TensorRT engine")
+    return cache_lock(Path(cache), warn, "loading (on a cold cache, building) the TensorRT "
+                      "engine")
 
 
 def trt_cache_root() -> Path:
