@@ -77,9 +77,15 @@ def _open_lock_file(path: Path) -> Optional[int]:
     """A descriptor of the lock file `path`, made where it is missing; None where it can be
     neither made nor opened."""
     try:
-        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError:
         pass
+    else:
+        # Readable by every user whatever the umask (systemd's UMask=0077 made it owner-only):
+        # another user's process sharing the cache could not open it, and wrote there unlocked.
+        with contextlib.suppress(OSError):   # another user's, writable by this one: theirs
+            os.fchmod(fd, os.fstat(fd).st_mode & 0o777 | 0o444)
+        return fd
     try:   # another user's, in a cache they share: flock needs no write access
         return os.open(path, os.O_RDONLY)
     except OSError:

@@ -55,3 +55,44 @@ def test_a_lock_file_another_users_killed_run_left_does_not_refuse_every_later_r
         said = _as_another_user(folder)
     assert said.get("refused", "").startswith(
         f"another run is exporting into . (process {os.getpid()}); wait for it to finish"), said
+
+
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0,
+                    reason="needs root, to be another user in the child")
+def test_a_cache_lock_made_under_a_private_umask_still_keeps_another_users_run_waiting(
+        tmp_path):
+    """runtime.cache.cache_lock (the bench cache's, a TensorRT engine's) in a cache that two
+    users share: a lock file made under systemd's UMask=0077 was its owner's alone, so the
+    other user's run could not open it even to read, and built into the folder at the same
+    time without a word. Made readable by all, as run_lock's is, that run waits, told whom."""
+    from runtime.cache import cache_lock
+
+    folder = tmp_path / "shared"
+    folder.mkdir()
+    folder.chmod(0o1777)
+
+    class Waited(Exception):
+        pass
+
+    def work(said: dict) -> None:
+        os.chdir(folder)   # its parents (pytest's tmp folders) are root's alone
+        os.setgid(65534)
+        os.setuid(65534)
+
+        def say(message: str) -> None:
+            raise Waited(message)   # what it would wait on, reported instead of waited for
+
+        try:
+            with cache_lock(Path("m"), say, "building"):
+                said["entered"] = True
+        except Waited as e:
+            said["waited"] = str(e)
+
+    umask = os.umask(0o077)
+    try:
+        with cache_lock(folder / "m", print, "building"):
+            said = in_a_child(work)
+    finally:
+        os.umask(umask)
+    assert said.get("waited") == f"waiting for process {os.getpid()}, which is building into m", \
+        said
