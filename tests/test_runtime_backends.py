@@ -1098,3 +1098,13 @@ def test_runs_started_together_build_one_tensorrt_engine_in_turn_not_over_each_o
         assert first.wait(60) == 0
     finally:
         first.kill()
+
+
+def test_a_cpu_run_neither_makes_nor_locks_the_tensorrt_cache(onnx_model, tmp_path, monkeypatch):
+    """Only a session with the TensorRT provider takes the engine cache's lock: a CPU run (the
+    CPU build, or --provider cpu or cuda on a GPU one) beside a camera whose engine is being
+    built neither waits for it nor leaves a cache folder or lock file of its own."""
+    monkeypatch.setenv("SHARPEN_TRT_CACHE", str(tmp_path / "trt"))
+    with load_backend(onnx_model, providers="cpu") as b:
+        assert b.provider == "CPUExecutionProvider"
+    assert not (tmp_path / "trt").exists()
