@@ -256,12 +256,10 @@ def _fd2_aside(to_devnull: bool, noise: Optional[re.Pattern],
             yield said
         finally:
             with _WINDOW_END:
-                ended, window.ended = window.ended, True
+                ended = window.ended
                 if not ended:   # else the process's exit has put fd 2 back and said all
                     _OPEN_WINDOWS.remove(window)
-                    with contextlib.suppress(AttributeError, OSError, ValueError):
-                        sys.stderr.flush()   # what Python wrote in the block goes with the rest
-                    os.dup2(window.saved, 2)
+                    _put_fd2_back(window)
             os.close(window.saved)
             if not ended:
                 # A hang-up inside the window saw fd 2 on `aside`, not on the terminal now gone.
@@ -269,8 +267,7 @@ def _fd2_aside(to_devnull: bool, noise: Optional[re.Pattern],
                 drop_gone_outputs_after_hang_up()
             with aside:
                 if not ended:
-                    aside.seek(0)
-                    _sort_aside(aside, noise, show_noise, said)
+                    _sort_window(window, said)
 
 
 class _Window:
@@ -281,6 +278,22 @@ class _Window:
         self.saved, self.aside, self.noise, self.show_noise = saved, aside, noise, show_noise
         self.ended = False
         self.owner = threading.get_ident()
+
+
+def _put_fd2_back(window: _Window) -> None:
+    """fd 2 back on the file it had before `window`, what Python wrote in the window flushed
+    into it first; with _WINDOW_END held, by the window's end or, sooner, the process's exit
+    (`ended` then tells the window's end that it has been done)."""
+    window.ended = True
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
+    os.dup2(window.saved, 2)
+
+
+def _sort_window(window: _Window, said: list[bytes]) -> None:
+    """What reached `window` while it was open, sorted (`_sort_aside`) into `said` and fd 2."""
+    window.aside.seek(0)
+    _sort_aside(window.aside, window.noise, window.show_noise, said)
 
 
 # The windows open now, innermost last (a thread's window can hold another), and the lock on
@@ -296,15 +309,11 @@ def end_stderr_windows() -> None:
     not lost with the window's file. The window's own end then only closes its files. Called
     at exit too (atexit)."""
     with _WINDOW_END:
-        with contextlib.suppress(AttributeError, OSError, ValueError):
-            sys.stderr.flush()
         while _OPEN_WINDOWS:
             window = _OPEN_WINDOWS.pop()
-            window.ended = True
             with contextlib.suppress(OSError, ValueError):
-                os.dup2(window.saved, 2)
-                window.aside.seek(0)
-                _sort_aside(window.aside, window.noise, window.show_noise, [])
+                _put_fd2_back(window)
+                _sort_window(window, [])
 
 
 atexit.register(end_stderr_windows)
