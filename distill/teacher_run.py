@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from .journal_compaction import compaction_due, not_compacted
+
 
 class TeacherRun:
     """What an earlier `sharpen teacher` into the same folder wrote, so that a re-run after an
@@ -76,7 +78,7 @@ class TeacherRun:
             f.write("\n" + json.dumps({"name": str(rel), "stamp": stamp,
                                        "settings": self.settings}))
         self.journaled += 1
-        if not self.stuck and self.journaled >= len(self.done) // 2:
+        if not self.stuck and compaction_due(self.journaled, len(self.done)):
             try:
                 self.flush()
             except OSError:
@@ -96,9 +98,7 @@ class TeacherRun:
         try:
             self.flush()
         except OSError as e:
-            warn(f"could not compact {self.path} ({e.strerror or e}): its journal "
-                 f"{self.journal} keeps every image done, and the next run into "
-                 f"{self.path.parent} folds it in")
+            warn(not_compacted(self.path, self.journal, e, "every image done"))
 
     def flush(self) -> None:
         """FILE rewritten with every image done, the journal removed (after FILE is in

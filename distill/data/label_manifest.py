@@ -13,6 +13,7 @@ from typing import Optional
 from runtime.atomic import new_file_mode
 from runtime.warn import warn
 
+from .. import journal_compaction
 from ..dist import DistInfo
 from .label_cache import (MANIFEST, _manifest_lock, append_journal, journal_path,
                           merge_entries, read_cache_entries, read_manifest_entries,
@@ -21,9 +22,7 @@ from .label_cache import (MANIFEST, _manifest_lock, append_journal, journal_path
 
 def not_compacted(manifest: Path, e: OSError) -> str:
     """The warning when `manifest` (or a rank's shard) could not be rewritten at a run's end."""
-    return (f"could not compact {manifest} ({e.strerror or e}): its journal "
-            f"{journal_path(manifest)} keeps every entry, and the next run into "
-            f"{manifest.parent} folds it in")
+    return journal_compaction.not_compacted(manifest, journal_path(manifest), e, "every entry")
 
 
 class ManifestWriter:
@@ -90,7 +89,7 @@ class ManifestWriter:
         if entries:
             append_journal(self.target, entries)
             self.journaled += len(entries)
-        if not self.stuck and self.journaled and self.journaled >= len(self.known) // 2:
+        if not self.stuck and journal_compaction.compaction_due(self.journaled, len(self.known)):
             try:
                 self._rewrite()
             except OSError:
