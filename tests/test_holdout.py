@@ -13,6 +13,7 @@ from distill.data.holdout import hold_out
 from distill.data.label_cache import LabelCache, read_run_record
 from distill.data.labels_command import main
 from distill.images import write_image
+from pair_fixtures import noise_pairs
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,16 +38,6 @@ def _frames(folder: Path, n: int, seed: int) -> Path:
     rng = np.random.default_rng(seed)
     for i in range(n):
         write_image(folder / f"{i:04d}.png", rng.random((16, 16, 3)).astype(np.float32))
-    return folder
-
-
-def _pairs(folder: Path, n: int) -> Path:
-    """`n` pairs of 16x16 noise images, input/imNN.png beside target/imNN.png."""
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        for side in ("input", "target"):
-            write_image(folder / side / f"im{i:02d}.png",
-                        rng.random((16, 16, 3)).astype(np.float32))
     return folder
 
 
@@ -661,7 +652,7 @@ def test_a_hold_out_cache_whose_data_moved_says_the_command_that_keeps_its_label
 
     from distill.data.crops import pairs_from_labels
     gpu = tmp_path / "gpu"
-    _pairs(gpu / "shots", 6)
+    noise_pairs(gpu / "shots", 6)
     assert main(_labels(gpu / "shots", gpu / "labels", gpu / "labels-val", teacher,
                         "--hold-out", "0.34")) == 0
     for cache in ("labels", "labels-val"):
@@ -727,7 +718,7 @@ def test_the_moved_data_advice_of_either_cache_relabels_each_into_its_own(tmp_pa
 
     from distill.data.crops import pairs_from_labels
     gpu = tmp_path / "gpu"
-    _pairs(gpu / "my shots", 6)
+    noise_pairs(gpu / "my shots", 6)
     assert main(_labels(gpu / "my shots", gpu / "labels", gpu / "labels-val", teacher,
                         "--hold-out", "0.34", "--limit", "5")) == 0
     names = {c: _names(gpu / c) for c in ("labels", "labels-val")}

@@ -3,24 +3,18 @@ distilled on (their source data and teacher), recorded in its checkpoints and ca
 the export report, and said by `sharpen models` for both the checkpoint and its artifacts."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pytest
 
-from distill.images import write_image
+from pair_fixtures import noise_pairs
 
 pytest.importorskip("onnx")
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def _pairs(folder: Path, n: int) -> Path:
-    rng = np.random.default_rng(0)
-    for i in range(n):
-        for side in ("input", "target"):
-            write_image(folder / side / f"im{i:02d}.png",
-                        rng.random((32, 32, 3)).astype(np.float32))
-    return folder
+_pairs = partial(noise_pairs, size=32)
 
 
 def _student(out: Path, cache: Path, steps: int, **extra) -> None:
