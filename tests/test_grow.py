@@ -4,6 +4,7 @@ import torch
 from distill.checkpoint import atomic_save, load_student, make_checkpoint
 from distill.grow import grow_student
 from distill.students import create_student
+from holder_fixtures import RUN_LOCK_HOLDER, held_elsewhere
 
 
 def _trained_like(model):
@@ -157,8 +158,6 @@ def test_grow_and_slim_refuse_a_folder_that_a_live_run_holds(tmp_path, capsys):
     run there could overwrite the file, or remove its temp file at its start as a killed
     save's. While a live process holds the folder they are refused, naming it; once it died
     (SIGKILL: its .lock stays behind, unlocked) they write, and leave no lock behind."""
-    import subprocess
-    import sys
 
     from distill.checkpoint import read_checkpoint, slim_checkpoint
     from distill.run_lock import LOCK_NAME, RunLocked, run_lock
@@ -167,12 +166,7 @@ def test_grow_and_slim_refuse_a_folder_that_a_live_run_holds(tmp_path, capsys):
     src = tmp_path / "s.pt"
     _save(_trained_like(create_student("fast-plain", width=8, low_blocks=1)), src)
     run = tmp_path / "run"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from distill.run_lock import run_lock\n"
-         "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)", str(run)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_elsewhere(RUN_LOCK_HOLDER, str(run)) as holder:
         said = f"{run} is the folder of a live run \\(process {holder.pid}, which holds"
         with pytest.raises(RunLocked, match=said):
             grow_student(src, run / "g.pt", low_blocks=2)
@@ -182,9 +176,6 @@ def test_grow_and_slim_refuse_a_folder_that_a_live_run_holds(tmp_path, capsys):
                      "low_blocks=2"]) == 2
         assert f"(process {holder.pid}, which holds" in capsys.readouterr().err
         assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]   # nothing written
-    finally:
-        holder.kill()   # SIGKILL: no clean-up runs, the kernel drops the lock
-        holder.wait()
     assert (run / LOCK_NAME).exists()
     grow_student(src, run / "g.pt", low_blocks=2)
     slim_checkpoint(src, run / "slim.pt")
@@ -206,8 +197,6 @@ def test_a_live_run_whose_lock_names_this_process_id_still_refuses(tmp_path, mon
     for this process, and grow wrote into its live folder. A bare --out name (the current
     folder) is named as the folder it is, not ".". """
     import os
-    import subprocess
-    import sys
 
     from distill.checkpoint import slim_checkpoint
     from distill.run_lock import LOCK_NAME, RunLocked
@@ -217,14 +206,13 @@ def test_a_live_run_whose_lock_names_this_process_id_still_refuses(tmp_path, mon
     _save(_trained_like(create_student("fast-plain", width=8, low_blocks=1)), src)
     run = tmp_path / "run"
     run.mkdir()
-    holder = subprocess.Popen(   # locks as run_lock does, writing this process's id
-        [sys.executable, "-c", "import fcntl, os, sys, time\n"
-         "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
-         "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); os.pwrite(fd, sys.argv[2].encode(), 0)\n"
-         "print('held', flush=True); time.sleep(120)", str(run / LOCK_NAME), str(os.getpid())],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    # Locks as run_lock does, writing this process's id.
+    with held_elsewhere("import fcntl, os, sys, time\n"
+                        "fd = os.open(sys.argv[1], os.O_RDWR | os.O_CREAT, 0o644)\n"
+                        "fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); "
+                        "os.pwrite(fd, sys.argv[2].encode(), 0)\n"
+                        "print('held', flush=True); time.sleep(120)",
+                        str(run / LOCK_NAME), str(os.getpid())):
         with pytest.raises(RunLocked, match=f"process {os.getpid()}, which holds"):
             grow_student(src, run / "g.pt", low_blocks=2)
         with pytest.raises(RunLocked):
@@ -234,6 +222,3 @@ def test_a_live_run_whose_lock_names_this_process_id_still_refuses(tmp_path, mon
         err = capsys.readouterr().err
         assert f"{run} is the folder of a live run" in err, err
         assert sorted(p.name for p in run.iterdir()) == [LOCK_NAME]   # nothing written
-    finally:
-        holder.kill()
-        holder.wait()

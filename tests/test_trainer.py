@@ -16,6 +16,7 @@ from distill.checkpoint import load_student, read_checkpoint
 from distill.config import LossConfig, load_config, save_config
 from distill.losses import combined_loss, ssim_torch
 from distill.trainer import MAX_BAD_STEPS, Trainer, TrainingDiverged, train
+from holder_fixtures import RUN_LOCK_HOLDER, held_elsewhere
 from runtime import SharpenWarning
 from runtime_fixtures import runtime_warnings
 from strace_check import assert_durable_write
@@ -1921,19 +1922,11 @@ def test_a_second_run_into_the_same_out_is_refused_until_the_first_dies(tmp_path
     from distill.run_lock import RunLocked
 
     out = tmp_path / "r"
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from distill.run_lock import run_lock\n"
-         "with run_lock(sys.argv[1]):\n    print('held', flush=True); time.sleep(120)", str(out)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_elsewhere(RUN_LOCK_HOLDER, str(out)) as holder:
         with pytest.raises(RunLocked, match=f"another run is training into {out} "
                                             f"\\(process {holder.pid}\\)"):
             train(tiny_cfg(out, 2), quiet=True)
         assert not (out / "last.pt").exists()
-    finally:
-        holder.kill()   # SIGKILL: no clean-up runs, the kernel drops the lock
-        holder.wait()
     train(tiny_cfg(out, 2), quiet=True)
     assert read_checkpoint(out / "last.pt")["step"] == 2
     train(tiny_cfg(out, 3), quiet=True)   # the finished run let go of it: resuming works
@@ -1948,20 +1941,13 @@ def test_a_run_refused_by_a_brief_write_is_told_what_holds_the_folder(tmp_path):
     run refused was told "another run is training into" it."""
     out = tmp_path / "r"
     out.mkdir()
-    holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from distill.run_lock import writing_into\n"
-         "with writing_into(sys.argv[1], sys.argv[1] + '/g.pt'):\n"
-         "    print('held', flush=True); time.sleep(120)", str(out)],
-        stdout=subprocess.PIPE, text=True)
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with held_elsewhere("import sys, time; from distill.run_lock import writing_into\n"
+                        "with writing_into(sys.argv[1], sys.argv[1] + '/g.pt'):\n"
+                        "    print('held', flush=True); time.sleep(120)", str(out)) as holder:
         with pytest.raises(ValueError, match=f"another process is writing g.pt into {out} "
                                              f"\\(process {holder.pid}\\); it is done in "
                                              "moments: try again"):
             train(tiny_cfg(out, 2), quiet=True)
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_run_that_locks_the_file_a_finished_run_removed_tries_again(tmp_path, monkeypatch):
