@@ -640,6 +640,12 @@ def _folder(root, n):
     return root
 
 
+def _teacher_args(images, out, weights) -> list[str]:
+    """`sharpen teacher` over the folder `images` into `out`, untiled and quiet."""
+    return ["teacher", str(images), "--out", str(out), "--teacher-weights", weights,
+            "--tile", "0", "--quiet"]
+
+
 def test_a_folder_rewrites_its_resume_record_a_logarithmic_number_of_times(
         tmp_path, tiny_teacher, monkeypatch, capsys):
     """.sharpen-teacher.json, the record a rerun resumes from, was rewritten whole after each
@@ -658,8 +664,7 @@ def test_a_folder_rewrites_its_resume_record_a_logarithmic_number_of_times(
         return real(path, obj, *a, **kw)
     monkeypatch.setattr(runtime.atomic, "atomic_write_json", counted)
     n, out = 40, tmp_path / "out"
-    args = ["teacher", str(_folder(tmp_path / "in", n)), "--out", str(out),
-            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    args = _teacher_args(_folder(tmp_path / "in", n), out, tiny_teacher)
     assert main(args) == 0, capsys.readouterr().err
     assert sum(sizes) <= 4 * n, sizes   # was 820
     assert len(sizes) <= 2 * n.bit_length() + 2, sizes   # was 40
@@ -677,8 +682,7 @@ def test_a_killed_teacher_runs_journal_is_resumed_from(tmp_path, tiny_teacher, c
     with other settings."""
     import json
     out = tmp_path / "out"
-    args = ["teacher", str(_folder(tmp_path / "in", 5)), "--out", str(out),
-            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    args = _teacher_args(_folder(tmp_path / "in", 5), out, tiny_teacher)
     assert main(args) == 0
     record = out / ".sharpen-teacher.json"
     state = json.loads(record.read_text())
@@ -703,8 +707,7 @@ def test_a_resume_with_nothing_left_folds_the_killed_runs_journal_in(tmp_path, t
     version that reads no journal wrote those images again."""
     import json
     out = tmp_path / "out"
-    args = ["teacher", str(_folder(tmp_path / "in", 3)), "--out", str(out),
-            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    args = _teacher_args(_folder(tmp_path / "in", 3), out, tiny_teacher)
     assert main(args) == 0
     record = out / ".sharpen-teacher.json"
     state = json.loads(record.read_text())
@@ -733,8 +736,7 @@ def test_a_second_teacher_run_into_one_out_is_refused_naming_the_first(tmp_path,
     out.mkdir()
     journal = out / ".sharpen-teacher.journal.jsonl"
     journal.write_text('\n{"name": "f000.png"}')   # the first run's, mid-run
-    args = ["teacher", str(_folder(tmp_path / "in", 2)), "--out", str(out),
-            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    args = _teacher_args(_folder(tmp_path / "in", 2), out, tiny_teacher)
     with run_lock(out, doing="writing teacher outputs", flag="--out",
                   name=".sharpen-teacher.lock"):   # the first run, as it holds the folder
         assert main(args) == 2
@@ -787,8 +789,7 @@ def test_a_record_that_cannot_be_rewritten_keeps_the_runs_outcome_and_its_journa
     out = tmp_path / "out"
     record = out / ".sharpen-teacher.json"
     record.mkdir(parents=True)
-    args = ["teacher", str(_folder(tmp_path / "in", 3)), "--out", str(out),
-            "--teacher-weights", tiny_teacher, "--tile", "0", "--quiet"]
+    args = _teacher_args(_folder(tmp_path / "in", 3), out, tiny_teacher)
     rc = main(args)
     err = capsys.readouterr()
     said = (f"could not compact {record} (Is a directory): its journal "
