@@ -11,12 +11,11 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import struct
 import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
-from .iso_boxes import ISO_EXTS, find_moov, tracks
+from .iso_boxes import ISO_EXTS, read_moov, tracks
 
 ENV = "SHARPEN_FFMPEG"
 PROBE_TIMEOUT_S = 30
@@ -87,14 +86,7 @@ def copy_failure(done: subprocess.CompletedProcess, out: Path) -> str:
 def _iso_has_sound_track(path: Path) -> Optional[bool]:
     """Whether an MP4/MOV file has a track whose handler is 'soun' (moov/trak/mdia/hdlr);
     None when the file cannot be read as one."""
-    try:
-        with open(path, "rb") as f:
-            moov = find_moov(f)
-            if moov is None:
-                return None
-            return next(tracks(f, moov, b"soun"), None) is not None
-    except (OSError, struct.error):
-        return None
+    return read_moov(path, lambda f, moov: next(tracks(f, moov, b"soun"), None) is not None)
 
 
 

@@ -13,9 +13,9 @@ import re
 import shlex
 import struct
 from pathlib import Path
-from typing import Optional
+from typing import BinaryIO, Optional
 
-from .iso_boxes import ISO_EXTS, find_box, find_moov, tracks
+from .iso_boxes import ISO_EXTS, Span, find_box, read_moov, tracks
 
 # ITU-T H.273 transfer characteristics
 TRANSFERS = {16: "PQ", 18: "HLG"}
@@ -34,28 +34,25 @@ def _colr_transfer(path: Path) -> Optional[int]:
 def colr_values(path: Path) -> Optional[tuple[int, int, int]]:
     """The (primaries, transfer, matrix) H.273 codes in the `colr` box of an MP4/MOV's first
     video track; None where there is none or the file cannot be read."""
-    try:
-        with open(path, "rb") as f:
-            moov = find_moov(f)
-            if moov is None:
-                return None
-            for _trak, mdia in tracks(f, moov, b"vide"):
-                minf = find_box(f, *mdia, b"minf")
-                stbl = minf and find_box(f, *minf, b"stbl")
-                stsd = stbl and find_box(f, *stbl, b"stsd")
-                if not stsd:
-                    return None
-                # The sample entry's boxes follow its fixed fields, whose length differs by
-                # codec: the colr box is found by its name and kind.
-                f.seek(stsd[0])
-                data = f.read(min(stsd[1] - stsd[0], 1 << 16))
-                m = re.search(rb"colr(?:nclx|nclc)", data)
-                if m is None or len(data) < m.end() + 6:
-                    return None
-                return struct.unpack(">3H", data[m.end():m.end() + 6])
+    return read_moov(path, _colr_in_moov)
+
+
+def _colr_in_moov(f: BinaryIO, moov: Span) -> Optional[tuple[int, int, int]]:
+    for _trak, mdia in tracks(f, moov, b"vide"):
+        minf = find_box(f, *mdia, b"minf")
+        stbl = minf and find_box(f, *minf, b"stbl")
+        stsd = stbl and find_box(f, *stbl, b"stsd")
+        if not stsd:
             return None
-    except (OSError, struct.error):
-        return None
+        # The sample entry's boxes follow its fixed fields, whose length differs by codec: the
+        # colr box is found by its name and kind.
+        f.seek(stsd[0])
+        data = f.read(min(stsd[1] - stsd[0], 1 << 16))
+        m = re.search(rb"colr(?:nclx|nclc)", data)
+        if m is None or len(data) < m.end() + 6:
+            return None
+        return struct.unpack(">3H", data[m.end():m.end() + 6])
+    return None
 
 
 def hdr_transfer(path: str | os.PathLike) -> Optional[str]:

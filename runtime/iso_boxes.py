@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 import struct
-from typing import BinaryIO, Iterator, Optional
+from typing import BinaryIO, Callable, Iterator, Optional, TypeVar
 
 ISO_EXTS = (".mp4", ".m4v", ".mov", ".3gp", ".3g2")
 
 Span = tuple[int, int]   # a box's payload: (start, end) byte offsets in the file
+T = TypeVar("T")
 
 
 def boxes(f: BinaryIO, start: int, end: int, kind: bytes) -> Iterator[Span]:
@@ -44,6 +45,18 @@ def find_box(f: BinaryIO, start: int, end: int, kind: bytes) -> Optional[Span]:
 def find_moov(f: BinaryIO) -> Optional[Span]:
     """The movie box of the whole file `f`, or None where it has none (not such a file)."""
     return find_box(f, 0, os.fstat(f.fileno()).st_size, b"moov")
+
+
+def read_moov(path: str | os.PathLike, read: Callable[[BinaryIO, Span], Optional[T]]
+              ) -> Optional[T]:
+    """`read(f, moov)` on the file `path`, open, and its movie box; None where it has none (not
+    such a file) or cannot be read: unreadable, or cut short or damaged where `read` looks."""
+    try:
+        with open(path, "rb") as f:
+            moov = find_moov(f)
+            return None if moov is None else read(f, moov)
+    except (OSError, struct.error):
+        return None
 
 
 def tracks(f: BinaryIO, moov: Span, handler: bytes) -> Iterator[tuple[Span, Span]]:

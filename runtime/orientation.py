@@ -16,12 +16,12 @@ from __future__ import annotations
 import os
 import struct
 from pathlib import Path
-from typing import Callable, Optional
+from typing import BinaryIO, Callable, Optional
 
 import cv2
 import numpy as np
 
-from .iso_boxes import ISO_EXTS, find_box, find_moov, tracks
+from .iso_boxes import ISO_EXTS, Span, find_box, read_moov, tracks
 
 Fix = Callable[[np.ndarray], np.ndarray]
 
@@ -47,22 +47,19 @@ def display_matrix(path: str | os.PathLike) -> Optional[tuple[int, ...]]:
     # writer that may have gone.
     if path.suffix.lower() not in ISO_EXTS or not path.is_file():
         return None
-    try:
-        with open(path, "rb") as f:
-            moov = find_moov(f)
-            if moov is None:
-                return None
-            # version/flags, times, time scale, duration (both 64-bit in version 1), rate,
-            # volume, reserved: the matrix follows
-            movie = _matrix(f, find_box(f, *moov, b"mvhd"), 36, 48) or _IDENTITY
-            for trak, _mdia in tracks(f, moov, b"vide"):
-                # version/flags, then times, track id, duration (64-bit in version 1),
-                # reserved, layer, group, volume, reserved: the matrix follows.
-                track = _matrix(f, find_box(f, *trak, b"tkhd"), 40, 52)
-                return _times(track, movie) if track else None
-            return None
-    except (OSError, struct.error):
-        return None
+    return read_moov(path, _matrix_in_moov)
+
+
+def _matrix_in_moov(f: BinaryIO, moov: Span) -> Optional[tuple[int, ...]]:
+    # version/flags, times, time scale, duration (both 64-bit in version 1), rate, volume,
+    # reserved: the matrix follows
+    movie = _matrix(f, find_box(f, *moov, b"mvhd"), 36, 48) or _IDENTITY
+    for trak, _mdia in tracks(f, moov, b"vide"):
+        # version/flags, then times, track id, duration (64-bit in version 1), reserved, layer,
+        # group, volume, reserved: the matrix follows.
+        track = _matrix(f, find_box(f, *trak, b"tkhd"), 40, 52)
+        return _times(track, movie) if track else None
+    return None
 
 
 _IDENTITY = (65536, 0, 0, 0, 65536, 0, 0, 0, 1 << 30)
