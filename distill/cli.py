@@ -16,8 +16,7 @@ from .grow_command import cmd_grow
 from .models_command import cmd_models
 from .synth_command import cmd_synth
 from .teacher_command import cmd_teacher
-from .teacher_tiles import (BATCH as TEACHER_BATCH, BATCH_HELP, CONFIG_HELP, OVERLAP_HELP,
-                            TILE as TEACHER_TILE, TILE_HELP, WEIGHTS_HELP)
+from .teacher_tiles import CONFIG_HELP, add_teacher_arguments
 from .train_command import cmd_distill, cmd_train, cmd_train_teacher
 
 
@@ -31,13 +30,7 @@ def add_commands(sub) -> None:
     p.add_argument("inputs", nargs="+", help="image files or folders of images")
     p.add_argument("--out", "--output", required=True, metavar="DIR",
                    help="output folder (PNG files)")
-    p.add_argument("--teacher-weights", default=None, metavar="PATH", help=WEIGHTS_HELP)
-    p.add_argument("--teacher-config", "--config", dest="config", default=None, metavar="NAME",
-                   help=CONFIG_HELP)
-    p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N", help=TILE_HELP)
-    p.add_argument("--overlap", type=int, default=None, metavar="N", help=OVERLAP_HELP)
-    p.add_argument("--batch-size", type=int, default=TEACHER_BATCH, metavar="N",
-                   help=BATCH_HELP)
+    add_teacher_arguments(p)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=0, metavar="N",
                    help=threads_help("PyTorch, which runs the teacher"))

@@ -6,6 +6,8 @@ image, so larger tiles are better (the teacher's card has the numbers).
 """
 from __future__ import annotations
 
+import argparse
+
 TILE, OVERLAP = 512, 64
 # Tiles per forward pass: the official Restormer's activations at 512 px take gigabytes per
 # tile, so more than two would not fit a Jetson's shared memory; a CPU gains nothing from more.
@@ -23,6 +25,17 @@ TILE_HELP = f"teacher tile side in pixels, 0 = whole image at once (default: {TI
 OVERLAP_HELP = (f"overlap of neighbouring tiles in pixels (default: {OVERLAP}, at most half "
                 "the tile)")
 BATCH_HELP = f"tiles per forward pass (default: {BATCH})"
+
+
+def add_teacher_arguments(p: argparse.ArgumentParser) -> None:
+    """The teacher's weights, config and tiling options, for the commands that run it over
+    images of their own (teacher, labels)."""
+    p.add_argument("--teacher-weights", default=None, metavar="PATH", help=WEIGHTS_HELP)
+    p.add_argument("--teacher-config", "--config", dest="config", default=None, metavar="NAME",
+                   help=CONFIG_HELP)
+    p.add_argument("--tile", type=int, default=TILE, metavar="N", help=TILE_HELP)
+    p.add_argument("--overlap", type=int, default=None, metavar="N", help=OVERLAP_HELP)
+    p.add_argument("--batch-size", type=int, default=BATCH, metavar="N", help=BATCH_HELP)
 
 
 def overlap_for(tile: int) -> int:

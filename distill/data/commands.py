@@ -6,8 +6,7 @@ import argparse
 
 from runtime.host import threads_help
 
-from ..teacher_tiles import (BATCH as TEACHER_BATCH, BATCH_HELP, CONFIG_HELP, OVERLAP_HELP,
-                             TILE as TEACHER_TILE, TILE_HELP, WEIGHTS_HELP)
+from ..teacher_tiles import add_teacher_arguments
 
 LABELS_HELP = "run the teacher over a dataset at full resolution and cache its outputs"
 LABELS_DESCRIPTION = """\
@@ -60,13 +59,7 @@ def add_labels_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", metavar="SPEC", default="embedded",
                    help="data source (see above; default: embedded)")
     p.add_argument("--out", "--output", metavar="DIR", required=True, help="label cache folder")
-    p.add_argument("--teacher-weights", metavar="PATH", default=None, help=WEIGHTS_HELP)
-    p.add_argument("--teacher-config", "--config", dest="config", metavar="NAME", default=None,
-                   help=CONFIG_HELP)
-    p.add_argument("--tile", type=int, default=TEACHER_TILE, metavar="N", help=TILE_HELP)
-    p.add_argument("--overlap", type=int, default=None, metavar="N", help=OVERLAP_HELP)
-    p.add_argument("--batch-size", type=int, default=TEACHER_BATCH, metavar="N",
-                   help=BATCH_HELP)
+    add_teacher_arguments(p)
     p.add_argument("--split", default=None, metavar="NAME",
                    help="split of GoPro (train, test) or of a paired root with split folders "
                         "(train, val, test) (default: train)")
