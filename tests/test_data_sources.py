@@ -361,6 +361,23 @@ def test_a_folder_of_footage_takes_its_clips_frames_beside_its_images(tmp_path):
     assert only.describe().endswith("3 frames of 1 video, no ground truth")
 
 
+def test_a_clip_over_the_pixel_budget_is_left_out_and_named(tmp_path, monkeypatch):
+    """SHARPEN_MAX_PIXELS held only for `sharpen run`: `labels` read a stranger's clip of huge
+    frames frame by frame into the teacher. Listing a clip checks its frame size as an image
+    file's is checked: a footage folder names the clip and leaves it out, a video is refused."""
+    write_video(tmp_path / "big.avi", 2, h=64, w=96)
+    write_video(tmp_path / "small.avi", 2)
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "2000")
+    with pytest.warns(UserWarning, match=r"1 video left out: .*big\.avi: its frames are 96x64 "
+                                         r"= 6,144 pixels, over the pixel budget of 2,000 "
+                                         r"\(raise it with the SHARPEN_MAX_PIXELS"):
+        info = resolve_source(str(tmp_path))
+    assert [s.name for s in info.samples] == ["small_000000", "small_000001"]
+    assert len(info.unopenable_videos) == 1
+    with pytest.raises(SourceError, match=r"big\.avi: its frames are 96x64 .* over the pixel"):
+        resolve_source(str(tmp_path / "big.avi"))
+
+
 def test_a_source_of_one_image_says_1_image(tmp_path):
     from distill.images import write_image
     write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.float32))

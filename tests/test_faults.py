@@ -214,12 +214,35 @@ def test_labels_exits_1_for_a_footage_clip_it_cannot_open(tmp_path, tiny_teacher
     said = capsys.readouterr()
     assert "clip.mp4: OpenCV cannot open this video" in said.err, said.err
     assert "labels: 1 done, 0 skipped (up to date), 0 failed, of 1, " in said.out, said.out
-    assert "s per image; 1 video left out (OpenCV cannot read it: see the warning above)\n" \
+    assert "s per image; 1 video left out (the warning above says why)\n" \
         in said.out, said.out
     assert (tmp_path / "labels" / "labels" / "a.png").exists()
     assert main(argv) == 1   # a rerun still says it (the clip is listed again)
     (footage / "clip.mp4").unlink()
     assert main(argv) == 0
+
+
+def test_labels_leaves_out_a_footage_clip_over_the_pixel_budget(tmp_path, tiny_teacher_pt,
+                                                                 capsys, monkeypatch):
+    """SHARPEN_MAX_PIXELS was checked by `sharpen run` only: `labels` fed every frame of a clip
+    of any size to the teacher. The clip is named, left out, and the run exits 1."""
+    from sharpen.cli import main
+    footage = tmp_path / "footage"
+    write_image(footage / "a.png", np.zeros((16, 16, 3), np.float32))
+    vw = cv2.VideoWriter(str(footage / "big.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (64, 48))
+    for _ in range(2):
+        vw.write(np.full((48, 64, 3), 128, np.uint8))
+    vw.release()
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "1000")
+    argv = ["labels", "--data", str(footage), "--out", str(tmp_path / "labels"),
+            "--teacher-weights", str(tiny_teacher_pt), "--tile", "0", "--device", "cpu",
+            "--quiet"]
+    assert main(argv) == 1
+    said = capsys.readouterr()
+    assert "big.avi: its frames are 64x48 = 3,072 pixels, over the pixel budget of 1,000" \
+        in said.err, said.err
+    assert "labels: 1 done, 0 skipped (up to date), 0 failed, of 1, " in said.out, said.out
+    assert "1 video left out (the warning above says why)" in said.out, said.out
 
 
 def test_a_broken_clip_is_our_one_line_not_ffmpegs(tmp_path):
@@ -690,5 +713,5 @@ def test_labels_says_a_footage_clip_with_no_frames_is_empty_not_unopenable(tmp_p
                  "--quiet"]) == 1
     said = capsys.readouterr()
     assert "empty.avi: no decodable frames (an empty recording" in said.err, said.err
-    assert "1 video left out (OpenCV cannot read it: see the warning above)\n" in said.out, \
+    assert "1 video left out (the warning above says why)\n" in said.out, \
         said.out

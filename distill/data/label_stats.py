@@ -92,8 +92,9 @@ def say_summary(stats: LabelStats, samples: list, known: dict[str, dict], donor:
     ents = [e for e in ents if e and e.get("status") == "ok"]
     per = f", {stats.seconds / stats.done:.2f} s per image" if stats.done else ""
     left = stats.videos_left_out
-    left_out = (f"; {left} video{'s' * (left != 1)} left out (OpenCV cannot read "
-                f"{'them' if left != 1 else 'it'}: see the warning above)" if left else "")
+    # Not "OpenCV cannot read it": a clip over the pixel budget is left out too.
+    left_out = (f"; {left} video{'s' * (left != 1)} left out (the warning above says why)"
+                if left else "")
     # Reused: made in the other cache of a hold-out from the same input by the same teacher
     reused = f", {stats.reused} reused from {donor}" if stats.reused else ""
     # Said: after a move, "skipped (up to date)" alone left users unsure the labels of the

@@ -31,7 +31,7 @@ import numpy as np
 
 from runtime.console import count
 from runtime.hdr import LABELLED, hdr_warning
-from runtime.imageio import VIDEO_EXTS
+from runtime.imageio import VIDEO_EXTS, frames_over_budget
 from runtime.orientation import oriented
 from runtime.sources import NO_DECODABLE_FRAMES
 from runtime.walk import walk_files
@@ -581,6 +581,11 @@ def _count_frames(path: Path) -> int:
     try:
         if not cap.isOpened():
             raise SourceError(f"{path}: {UNOPENABLE_VIDEO}")
+        # As `sharpen run` refuses it: every frame would be over the budget image files have.
+        over = frames_over_budget(str(path), int(cap.get(cv2.CAP_PROP_FRAME_WIDTH)),
+                                  int(cap.get(cv2.CAP_PROP_FRAME_HEIGHT)))
+        if over:
+            raise SourceError(over)
         # Here, where each clip of a source is opened once: `labels` of an iPhone's HLG clip
         # went on without a word where `sharpen run` warned. Every torchrun rank reads the
         # data: the main rank says it, as train_data says its other warnings.
