@@ -378,6 +378,21 @@ def test_a_clip_over_the_pixel_budget_is_left_out_and_named(tmp_path, monkeypatc
         resolve_source(str(tmp_path / "big.avi"))
 
 
+def test_a_zero_byte_clip_is_called_empty_not_a_codec_to_convert(tmp_path):
+    """A dashcam's 0-byte clip (power cut before the first write) was "OpenCV cannot open this
+    video (damaged, or in a codec ...: convert it)": there is nothing to convert."""
+    write_video(tmp_path / "good.avi", 2)
+    (tmp_path / "cut.mp4").write_bytes(b"")
+    with pytest.warns(UserWarning) as rec:
+        info = resolve_source(str(tmp_path))
+    said = " ".join(str(w.message) for w in rec)
+    assert f"{tmp_path / 'cut.mp4'}: empty file (0 bytes)" in said, said
+    assert "convert" not in said, said
+    assert [s.name for s in info.samples] == ["good_000000", "good_000001"]
+    with pytest.raises(SourceError, match=r"cut\.mp4: empty file \(0 bytes\)"):
+        resolve_source(str(tmp_path / "cut.mp4"))
+
+
 def test_a_source_of_one_image_says_1_image(tmp_path):
     from distill.images import write_image
     write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.float32))

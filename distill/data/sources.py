@@ -577,6 +577,8 @@ def _count_frames(path: Path) -> int:
     frame, then none): decoding every frame to count them took as long as the clip lasts for
     every long clip of a footage folder. Where it is missing, or an estimate that is wrong (a
     truncated file, a duration times a frame rate), every frame is grabbed."""
+    if path.is_file() and path.stat().st_size == 0:   # not a codec to convert: nothing there
+        raise SourceError(f"{path}: empty file (0 bytes)")
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
