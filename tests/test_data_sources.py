@@ -393,6 +393,23 @@ def test_a_zero_byte_clip_is_called_empty_not_a_codec_to_convert(tmp_path):
         resolve_source(str(tmp_path / "cut.mp4"))
 
 
+def test_every_clip_left_out_of_footage_is_named_its_reason_said_once(tmp_path):
+    """A footage folder with four broken clips said three and "... (4 in all)": the user could
+    not find the fourth to replace. Every clip is named, grouped under its reason."""
+    write_video(tmp_path / "good.avi", 2)
+    for name in ("a.mp4", "b.mp4", "c.mp4", "d.mp4"):
+        (tmp_path / name).write_bytes(b"\x00" * 100)
+    (tmp_path / "e.mp4").write_bytes(b"")
+    with pytest.warns(UserWarning) as rec:
+        resolve_source(str(tmp_path))
+    said = " ".join(str(w.message) for w in rec)
+    assert "5 videos left out" in said and "in all" not in said, said
+    named = ", ".join(str(tmp_path / n) for n in ("a.mp4", "b.mp4", "c.mp4", "d.mp4"))
+    assert f"{named}: OpenCV cannot open this video" in said, said
+    assert said.count("OpenCV cannot open") == 1, said
+    assert f"{tmp_path / 'e.mp4'}: empty file (0 bytes)" in said, said
+
+
 def test_a_source_of_one_image_says_1_image(tmp_path):
     from distill.images import write_image
     write_image(tmp_path / "a.png", np.zeros((8, 8, 3), np.float32))

@@ -542,18 +542,24 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
     by_file: dict[str, list[Sample]] = {r.as_posix(): [Sample(names[r], path / r)]
                                         for r in rels}
     unusable = []
+    why: dict[str, list[str]] = {}   # reason -> the clips left out for it
     for r in clips:
         try:
             n = _count_frames(path / r)
         except SourceError as e:   # one broken clip does not lose the rest of the footage
             unusable.append(str(e))
+            clip = str(path / r)
+            reason = str(e).removeprefix(f"{clip}: ")
+            why.setdefault(reason, []).append(clip)
             continue
         base = names[r]
         if any(f"{base}_{i:06d}" in taken for i in range(n)):   # beside a_000001.png
             base = r.as_posix()
         by_file[r.as_posix()] = [Sample(f"{base}_{i:06d}", path / r, None, i) for i in range(n)]
     if unusable:
-        warn(f"{path}: {count(len(unusable), 'video')} left out: {_few(unusable, 3)}", stacklevel=3)
+        # Every one named (a day of footage may hold many): each is for the user to replace
+        said = "; ".join(f"{', '.join(named)}: {reason}" for reason, named in why.items())
+        warn(f"{path}: {count(len(unusable), 'video')} left out: {said}", stacklevel=3)
     samples = [s for key in sorted(by_file, key=name_key) for s in by_file[key]]
     if not samples:
         raise SourceError(f"no readable images or video frames in {path}")
