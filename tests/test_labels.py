@@ -772,6 +772,23 @@ def _clip(path: Path, n: int, base: int, step: int = 30) -> Path:
     return path
 
 
+def test_a_limit_that_takes_no_frame_of_some_clips_says_which(tmp_path, capsys):
+    """--limit spreads over all frames of all clips, so a long clip takes most of them and a
+    short one may give none: the run said only "spread over its N", and a user found whole
+    clips missing from training."""
+    foot = tmp_path / "footage"
+    _clip(foot / "a_long.avi", 20, 20, step=5)
+    _clip(foot / "b_short.avi", 2, 100)
+    _clip(foot / "c_long.avi", 20, 20, step=5)
+    s = run_labels(str(foot), tmp_path / "cache", teacher=FakeTeacher(), tile=0, overlap=0,
+                   progress=False, say=print, limit=2)
+    assert s.done == 2
+    said = capsys.readouterr().out
+    assert "labelling 2, spread over its 42 (--limit 2) on cpu" in said, said
+    assert f"1 of its 3 videos gives no frame at --limit 2 ({foot / 'b_short.avi'}): a " \
+           "clip's share of the limit follows its length" in said, said
+
+
 def test_a_folder_of_clips_is_labelled_frame_by_frame_without_collisions(tmp_path, capsys):
     """`sharpen labels --data footage/` on a folder of clips said "no images found"; labelled
     one by one into one cache (distill takes one), same-named clips of two days took each

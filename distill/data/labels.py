@@ -53,7 +53,7 @@ from .label_dist import (group_ready, interrupted_whole, load_teacher, maybe_ini
                          merged_shards, sum_stats)
 from .label_run import LabelRun
 from .label_stats import LabelStats
-from .sources import Sample, SourceError, parse_spec, resolve_source, spread
+from .sources import Sample, SourceError, _few, parse_spec, resolve_source, spread
 
 __all__ = ["run_labels"]
 
@@ -113,6 +113,20 @@ def recorded_data(data: str) -> str:
         return data
     path = str(Path(raw).expanduser().resolve())
     return f"{kind}:{path}" if kind else path
+
+
+
+def _clips_left_unseen(pool: list, samples: list) -> str:
+    """Which clips of `pool` a --limit took no frame of (it spreads over frames, so a short
+    clip beside long ones may give none), or ''."""
+    clips = list(dict.fromkeys(s.input for s in pool if s.frame is not None))
+    taken = {s.input for s in samples if s.frame is not None}
+    unseen = [str(c) for c in clips if c not in taken]
+    if not unseen:
+        return ""
+    gives = "gives" if len(unseen) == 1 else "give"
+    return (f"{len(unseen)} of its {count(len(clips), 'video')} {gives} no frame at --limit "
+            f"{len(samples)} ({_few(unseen)}): a clip's share of the limit follows its length")
 
 
 def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str] = None,
@@ -193,6 +207,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                        if len(samples) < len(pool) else "")
         say(f"{tag}{info.describe()}; labelling {len(mine)}{share}{spread_over} on "
             f"{teacher.device} (tile {tile}, overlap {overlap})")
+        if spread_over and dist.rank == 0 and (unseen := _clips_left_unseen(pool, samples)):
+            say(unseen)
         # Only a run that knows when every rank has finished can say the cache is complete.
         records = dist.world == 1 or pg
         # Names this run's record, which another run into this --out may replace meanwhile.
