@@ -43,15 +43,28 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
 
     from .data.blur import BlurConfig, synthesize
     from .data.corpus import _names
-    from .data.sources import _images_under
+    from .data.sources import _few, _images_under, is_video
+    from runtime.console import count
     from .images import ImageReadError, list_images, to_rgb_float, warn_16_bit, write_image
     from runtime.imageio import decode_image
 
     # Subfolders too, as `corpus` and `labels` read them; never this run's own output.
     files = [src / r for r in _images_under(src)
              if not (src / r).resolve().is_relative_to(out.resolve())]
+    clips = [r.as_posix() for r in _images_under(src, kind=is_video)
+             if not (src / r).resolve().is_relative_to(out.resolve())]
+    n_clips, named = count(len(clips), "video"), _few(clips)
+    # What a user with video does instead: frames of sharp clips as photos; blurred footage
+    # needs no synthetic blur.
+    instead = ("synth takes photos: extract sharp frames as images first (e.g. ffmpeg -i CLIP "
+               "-vf fps=1 DIR/%06d.png); blurred footage is labelled as it is: sharpen labels "
+               f"--data {src}")
     if not files:
-        return refuse(f"--sharp {src}: no images found")
+        holds = f"; it holds {n_clips} ({named}): {instead}" if clips else ""
+        return refuse(f"--sharp {src}: no images found{holds}")
+    if clips:
+        print(f"warning: --sharp {src}: {n_clips} left out ({named}): {instead}",
+              file=sys.stderr)
     names = _names(src, files)   # distinct: a.jpg and a.png, day1/a and day2/a
     if args.preset:
         from .data.scene_blur import preset, synthesize_pair

@@ -112,6 +112,30 @@ def test_synth_reads_subfolders_keeps_every_photo_and_checks_its_flags(tmp_path,
         assert what in capsys.readouterr().err
 
 
+def test_synth_names_the_clips_it_leaves_out(tmp_path, capsys):
+    """A folder of sharp dashcam clips gave "--sharp DIR: no images found", and clips beside
+    photos were left out without a word: synth takes photos, and says what to do with clips."""
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    vw = cv2.VideoWriter(str(clips / "drive.avi"), cv2.VideoWriter_fourcc(*"MJPG"), 10, (48, 32))
+    for _ in range(2):
+        vw.write(np.full((32, 48, 3), 128, np.uint8))
+    vw.release()
+    argv = ["synth", "--sharp", str(clips), "--out", str(tmp_path / "out"), "--size", "3", "7",
+            "--quiet"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{clips}: no images found; it holds 1 video (drive.avi)" in err, err
+    assert "sharpen labels --data" in err, err
+    write_image(clips / "a.png", np.random.default_rng(0).random((32, 48, 3)).astype(np.float32))
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "1 video left out (drive.avi): synth takes photos" in err, err
+
+
 def test_synth_says_once_that_16_bit_photos_are_written_as_8_bit_pairs(tmp_path, capsys):
     """16-bit PNG/TIFF photos became 8-bit pairs without a word."""
     import cv2
