@@ -789,6 +789,33 @@ def test_a_limit_that_takes_no_frame_of_some_clips_says_which(tmp_path, capsys):
            "clip's share of the limit follows its length" in said, said
 
 
+def test_labels_of_a_clip_left_out_over_the_budget_are_not_called_another_sources(
+        tmp_path, monkeypatch):
+    """A clip labelled, then over SHARPEN_MAX_PIXELS on a rerun (the budget lowered), is left
+    out of the listing: its labels were recorded as of inputs the --data does not list, and
+    training advised labelling "one --data that holds all their images" into a new cache, when
+    the clip is in that --data and raising the budget selects its labels again."""
+    foot = tmp_path / "footage"
+    _clip(foot / "a.avi", 2, 20)
+    big = foot / "big.avi"
+    big.parent.mkdir(parents=True, exist_ok=True)
+    vw = cv2.VideoWriter(str(big), cv2.VideoWriter_fourcc(*"MJPG"), 10, (96, 64))
+    for i in range(2):
+        vw.write(np.full((64, 96, 3), 40 + 60 * i, np.uint8))
+    vw.release()
+    cache = tmp_path / "cache"
+    run_labels(str(foot), cache, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "2000")   # 96x64 = 6,144: big.avi is over it
+    with pytest.warns(UserWarning, match=r"big\.avi: its frames are 96x64"):
+        run_labels(str(foot), cache, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert json.loads((cache / "run.json").read_text())["elsewhere"] == []
+    with pytest.warns(SharpenWarning) as rec:
+        assert len(pairs_from_labels(cache)) == 2
+    said = " ".join(str(w.message) for w in rec)
+    assert "another --data" not in said, said
+    assert "big_000000" in said, said
+
+
 def test_a_folder_of_clips_is_labelled_frame_by_frame_without_collisions(tmp_path, capsys):
     """`sharpen labels --data footage/` on a folder of clips said "no images found"; labelled
     one by one into one cache (distill takes one), same-named clips of two days took each

@@ -115,7 +115,6 @@ def recorded_data(data: str) -> str:
     return f"{kind}:{path}" if kind else path
 
 
-
 def _clips_left_unseen(pool: list, samples: list) -> str:
     """Which clips of `pool` a --limit took no frame of (it spreads over frames, so a short
     clip beside long ones may give none), or ''."""
@@ -221,8 +220,10 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
             # group record it too (an earlier run's would select instead), not whether it
             # finished.
             # The labels here that this --data and --split do not list (another source's): no
-            # run on this --data can select them, which the advice of training must know.
+            # run on this --data can select them, which the advice of training must know. A
+            # clip it holds but left out (over the pixel budget) is its own: a rerun selects it.
             listed = {s.name for s in info.samples}
+            left_out = {str(Path(c).resolve()) for c in info.clips_left_out}
             here = read_cache_entries(out_dir)
             write_run_record(out_dir, run_id, **({"complete": False} if records else {}),
                              data=recorded_data(data),
@@ -232,7 +233,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                              teacher_options=_teacher_options(teacher_weights, config, tile,
                                                               overlap, batch_size, gopro_blur),
                              selection=[s.name for s in samples], order="numbers",
-                             elsewhere=sorted(n for n in here if n not in listed),
+                             elsewhere=sorted(n for n, e in here.items() if n not in listed
+                                              and e.get("input") not in left_out),
                              **({"hold_out": hold_out} if hold_out else {}),
                              # a label is 1 apart in 16 bits under another thread count
                              environment=run_environment(teacher.device),

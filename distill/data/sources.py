@@ -88,6 +88,9 @@ class SourceInfo:
     # folder a video too), as paths: for callers that say what they leave out (evaluate).
     not_images: list[str] = field(default_factory=list)
     unopenable_videos: list[str] = field(default_factory=list)   # a footage folder's, left out
+    # Their paths: a cache's labels of one are of this source still (its budget raised, or it
+    # replaced, a rerun selects them), not of another --data.
+    clips_left_out: list[str] = field(default_factory=list)
 
     @property
     def has_gt(self) -> bool:
@@ -564,7 +567,8 @@ def _resolve_folder(path: Path, frames: bool = True) -> SourceInfo:
     if not samples:
         raise SourceError(f"no readable images or video frames in {path}")
     return SourceInfo("folder", path, samples, not_images=not_images,
-                      unopenable_videos=unusable)
+                      unopenable_videos=unusable,
+                      clips_left_out=[c for named in why.values() for c in named])
 
 
 def _resolve_folder_images(path: Path, rels: list[Path]) -> SourceInfo:
