@@ -814,6 +814,9 @@ def test_labels_of_a_clip_left_out_over_the_budget_are_not_called_another_source
     said = " ".join(str(w.message) for w in rec)
     assert "another --data" not in said, said
     assert "big_000000" in said, said
+    monkeypatch.delenv("SHARPEN_MAX_PIXELS")   # raised: its labels are selected, not made again
+    again = run_labels(str(foot), cache, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    assert (again.done, again.skipped) == (0, 4)
 
 
 def test_a_folder_of_clips_is_labelled_frame_by_frame_without_collisions(tmp_path, capsys):
