@@ -113,7 +113,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds a stream URL may take to open or to give a frame before it "
                         "counts as lost (default 20; raise it for slow cameras with long "
-                        "keyframe intervals; 0: FFmpeg's own)")
+                        "keyframe intervals; 0: FFmpeg's own); with --source -, seconds stdin "
+                        "may give nothing before it counts as lost (default: no bound)")
     p.add_argument("--no-audio", action="store_true",
                    help="leave a video file source's sound out of a video --out without a "
                         "word (default: copied in by ffmpeg, found on PATH or named by "
@@ -144,7 +145,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 _SOURCE_FLAGS = (("--width", "width", ("camera", "v4l2", "gstreamer", "synthetic")),
                  ("--height", "height", ("camera", "v4l2", "gstreamer", "synthetic")),
                  ("--reconnect", "reconnect", ("camera", "v4l2", "gstreamer", "stream")),
-                 ("--timeout", "timeout", ("stream",)))
+                 ("--timeout", "timeout", ("stream", "stdin")))
 
 
 def unapplied_source_flags(args: argparse.Namespace) -> list[str]:

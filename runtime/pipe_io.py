@@ -28,7 +28,7 @@ from .imageio import frames_over_budget
 from .options import option
 from .prepost import FrameOutOfMemory, is_out_of_memory
 from .sinks import Sink, SinkError
-from .source_base import Frame, Note, Source, SourceError, _no_note
+from .source_base import Frame, Note, Source, SourceError, SourceLost, _no_note
 from .video_sink import letterbox
 from .y4m import FRAME, PIPE_HINT, Y4MError, Y4MReader, Y4MWriter
 
@@ -59,21 +59,27 @@ class _StdinReader:
     closing the source. A non-blocking stdin (O_NONBLOCK) is waited on as a blocking one is.
     Where select() cannot wait on a pipe (Windows) reads just block."""
 
-    def __init__(self, fd: int) -> None:
+    def __init__(self, fd: int, timeout: Optional[float] = None, stalled: str = "") -> None:
         self.fd, self.buf = fd, bytearray()
         self.stop: Optional[threading.Event] = None
         self.waits = os.name != "nt"
+        # Seconds stdin may give nothing before the producer counts as lost (None or 0: no
+        # bound), and the error that says so.
+        self.timeout, self.stalled = timeout or None, stalled
 
     def read(self, n: int) -> bytes:
         if self.buf:
             out = bytes(self.buf[:n])
             del self.buf[:n]
             return out
+        since = time.monotonic()
         while True:
             if self.waits:
                 if self.stop is not None and self.stop.is_set():
                     raise _Stopped
                 if not select.select([self.fd], [], [], STOP_POLL_S)[0]:
+                    if self.timeout and time.monotonic() - since >= self.timeout:
+                        raise SourceLost(self.stalled)
                     continue
             try:
                 data = os.read(self.fd, max(n, CHUNK))
@@ -93,7 +99,7 @@ class StdinSource(Source):
     kind = "stdin"
 
     def __init__(self, live: bool = False, flags: bool = False, note: Optional[Note] = None,
-                 stream=None) -> None:
+                 stream=None, timeout: Optional[float] = None) -> None:
         super().__init__(STDIO)
         self.live, self.flags, self._note = live, flags, note or _no_note
         named = option("source", STDIO, flags)
@@ -110,7 +116,10 @@ class StdinSource(Source):
                 # A notebook's or a test runner's stand-in, which no video can be piped into.
                 raise SourceError(f"{named}: stdin here ({type(sys.stdin).__name__}) is not a "
                                   "pipe or file that Y4M video can be piped into") from None
-            stream = _StdinReader(fd)
+            stream = _StdinReader(fd, timeout, (
+                f"the stdin of {named} gave no data for {timeout or 0:g} s "
+                f"({option('timeout', flags=flags)}): the program writing it stalled or hangs "
+                "(an ffmpeg whose camera went quiet); it counts as a lost stream"))
         self.stream = stream
         try:
             self.reader = Y4MReader(stream, f"the stdin of {named}")

@@ -56,7 +56,8 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     containing "!" a GStreamer pipeline (e.g. nvarguscamerasrc ! ... ! appsink); a video file;
     an image file, folder or glob; "synthetic[:WxH][@FPS]"; "-" Y4M video on stdin.
     width/height/fps apply to cameras,
-    timeout (seconds to open or read; 0: FFmpeg's own) to URLs.
+    timeout (seconds to open or read; 0: FFmpeg's own) to URLs, and to stdin the seconds it
+    may give nothing before it counts as lost (default and 0: no bound).
     live overrides the policy (None: live for cameras and streams, lossless for files).
     note takes informational lines (a URL found to be a recording, a source reconnected);
     default: none (`sharpen run` prints them as `note: ...`). flags: messages name `sharpen
@@ -67,7 +68,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
     if not spec:
         raise SourceError(f"empty {option('source', flags=flags)}")
     if is_stdio(spec):   # Y4M piped in; a pipe waits for its reader: lossless unless --live
-        return StdinSource(live=bool(live), flags=flags, note=note)
+        return StdinSource(live=bool(live), flags=flags, note=note, timeout=timeout)
     cam = dict(width=width, height=height, fps=fps, reconnect_attempts=reconnect_attempts,
                reconnect_delay=reconnect_delay, note=note, flags=flags)
 

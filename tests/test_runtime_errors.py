@@ -1044,7 +1044,7 @@ def test_flags_that_would_do_nothing_are_said(tmp_path, capsys, onnx_model):
                    "--reconnect", "3", "--timeout", "5", "--output", str(tmp_path / "c.png"))
     assert rc == 0
     for flag in ("--width applies to camera, v4l2, gstreamer, synthetic sources",
-                 "--reconnect applies to", "--timeout applies to stream sources"):
+                 "--reconnect applies to", "--timeout applies to stream, stdin sources"):
         assert f"warning: {flag}" in err and f"not to --source {img} (images)" in err
     assert "--height" not in err
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(img), "--overlap", "8",

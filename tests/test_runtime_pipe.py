@@ -749,3 +749,43 @@ def test_a_y4m_stream_over_the_pixel_budget_is_refused_before_a_frame_is_read(mo
     monkeypatch.setenv("SHARPEN_MAX_PIXELS", "4000")
     src = StdinSource(stream=io.BytesIO(out.getvalue()))
     assert (src.reader.header.width, src.reader.header.height) == (64, 48)
+
+
+def _tiny_y4m(n: int) -> bytes:
+    """n small textured frames as Y4M, made without ffmpeg."""
+    out: list[bytes] = []
+    w = Y4MWriter(out.append, 30.0, chroma="444")
+    for i in range(n):
+        w.write(np.full((16, 24, 3), 40 + 20 * i, np.uint8))
+    return b"".join(out)
+
+
+@pytest.mark.parametrize("frames", [0, 2])
+def test_a_stdin_that_stalls_past_timeout_is_a_lost_source(tmp_path, onnx_model, frames):
+    """`ffmpeg -i rtsp://... | sharpen run --source - ...` whose ffmpeg hangs (a camera gone
+    quiet over TCP) kept the run `running` for good, so a service never restarted the
+    pipeline: with --timeout, stdin that gives nothing for that long ends the run as a lost
+    stream does (exit 3, state source_lost, the frames before it kept), at the header too."""
+    import json
+    y4m = _tiny_y4m(2)
+    header = y4m[:y4m.index(b"\n") + 1]
+    stats = tmp_path / "stats.json"
+    r, w = os.pipe()
+    proc = subprocess.Popen([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+                             str(tmp_path / "out"), "--stats", str(stats), "--quiet",
+                             "--timeout", "1"], stdin=r, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, cwd=tmp_path)
+    os.close(r)
+    with reaped(proc):
+        try:
+            os.write(w, y4m if frames else header[:10])   # then nothing, the pipe kept open
+            out, err = proc.communicate(timeout=60)
+        finally:
+            os.close(w)
+    text = err.decode()
+    assert proc.returncode == 3, text
+    assert "--timeout applies" not in text
+    assert re.search(r"stdin .*gave no data for 1 s \(--timeout\)", text), text
+    final = json.loads(stats.read_text())
+    assert (final["state"], final["frames_processed"]) == ("source_lost", frames), final
+    assert len(list((tmp_path / "out").glob("*.png"))) == frames
