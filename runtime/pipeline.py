@@ -118,12 +118,18 @@ class _SignalStop:
     """Ctrl-C / SIGTERM / SIGHUP set the stop event (clean shutdown, output finalised); a second
     Ctrl-C raises KeyboardInterrupt for when something is stuck. Once the stream is over and the
     output is being closed (`closing`), a second one is said and absorbed, a third raises; the
-    handlers stay until `restore()`."""
+    handlers stay until `restore()`. SIGUSR1 (where its action is the default, which ends the
+    process) asks `stats`' readers for a live line and a --stats refresh now, as dd takes it."""
 
-    def __init__(self, stop: threading.Event) -> None:
+    def __init__(self, stop: threading.Event, stats: Optional[Stats] = None) -> None:
         self.stop, self.interrupted, self.signum = stop, False, 0
+        self.stats = stats
         self.closing = self.warned = False
         self._old: dict = {}
+
+    def _report(self, _signum: int, _frame: Any) -> None:
+        if self.stats is not None:
+            self.stats.ask_report()
 
     def _handler(self, signum: int, _frame: Any) -> None:
         if self.interrupted and signum == signal.SIGINT:
@@ -143,6 +149,9 @@ class _SignalStop:
         if threading.current_thread() is threading.main_thread():
             for sig in signals_to_take():
                 self._old[sig] = signal.signal(sig, self._handler)
+            usr1 = getattr(signal, "SIGUSR1", None)
+            if usr1 is not None and signal.getsignal(usr1) is signal.SIG_DFL:
+                self._old[usr1] = signal.signal(usr1, self._report)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -466,7 +475,7 @@ class _Stream:
         self.stats_file = stats_file   # refreshed from the start until finish's final write
         self.phase = "starting"        # then running, then finishing while the output closes
         self.errors: list[BaseException] = []
-        self.sig = _SignalStop(stop)   # installed when the stream starts
+        self.sig = _SignalStop(stop, self.stats)   # installed when the stream starts
         self.workers: list[_Worker] = []
         self.src: Optional[Source] = None
         self.sink: Optional[Sink] = None

@@ -19,7 +19,7 @@ import time
 from bisect import bisect_right
 from collections import deque
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -141,6 +141,14 @@ class Stats:
         self.last_frame_at: Optional[float] = None
         # (time, samples added per stage, frames processed, dropped) at the last `recent()`
         self._recent_mark: Optional[tuple] = None
+        # Reports asked for out of turn (SIGUSR1): a count each periodic reader compares with
+        # the one it last saw. Bumped from a signal handler, so no lock is taken.
+        self.reports_asked = 0
+
+    def ask_report(self) -> None:
+        """Have the live line printed and the --stats file rewritten now, not at their next
+        period (SIGUSR1)."""
+        self.reports_asked += 1
 
     def start(self) -> None:
         with self._lock:
@@ -314,6 +322,19 @@ def _duration(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
 
 
+# How often a periodic reader looks for a report asked for out of turn (SIGUSR1).
+ASKED_POLL_S = 0.2
+
+
+def periods(stop: threading.Event, interval: float, stats: Stats) -> Iterator[None]:
+    """Yields every `interval` seconds, and soon after `stats.ask_report()`, until `stop`."""
+    seen, due = stats.reports_asked, time.monotonic() + interval
+    while not stop.wait(max(0.0, min(due - time.monotonic(), ASKED_POLL_S))):
+        if stats.reports_asked != seen or time.monotonic() >= due:
+            seen, due = stats.reports_asked, time.monotonic() + interval
+            yield
+
+
 def _unix(t: Optional[float]) -> Optional[float]:
     return None if t is None else round(t, 3)
 
@@ -404,7 +425,7 @@ class StatsFile:
                     warn(f"cannot refresh the stats file {self.path}: {why}; the run goes on")
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        for _ in periods(self._stop, self.interval, self.stats):
             self.write()
 
     def close(self) -> None:
@@ -470,7 +491,7 @@ class LiveReporter:
             print(text, file=self.stream, flush=True)
 
     def _run(self) -> None:
-        while not self._stop.wait(self.interval):
+        for _ in periods(self._stop, self.interval, self.stats):
             self._emit()
 
     def close(self) -> None:

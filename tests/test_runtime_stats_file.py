@@ -756,3 +756,29 @@ def test_a_run_without_out_refused_for_a_live_runs_stats_file_does_not_try_other
     assert code == 4 and f"--stats {stats}: " in err, err
     assert tries == ["runs/sharpen/synthetic_64x48.mp4"], tries
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_sigusr1_prints_the_live_line_and_refreshes_the_stats_file_now(model, tmp_path):
+    """An operator checking a camera run days in (`kill -USR1`, as dd takes it) killed it on
+    the spot, its video left under a hidden name and its stats saying `running`: SIGUSR1 now
+    prints the live line and rewrites the --stats file at once, between their periods, and
+    the run goes on."""
+    stats = tmp_path / "s.json"
+    proc = _start("--model", str(model), "--source", "synthetic:32x24@30", "--out",
+                  str(tmp_path / "o.ts"), "--stats", str(stats), "--report-interval", "3600")
+    _wait_for(stats, proc, lambda s: s["state"] == "running")
+
+    def asked(s: dict) -> bool:   # the periodic refresh is an hour away: only asked-for ones
+        if s["frames_processed"] == 0 and proc.poll() is None:
+            proc.send_signal(signal.SIGUSR1)
+            time.sleep(0.2)
+        return s["frames_processed"] > 0
+    seen = _wait_for(stats, proc, asked)
+    assert seen["state"] == "running" and proc.poll() is None, seen
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    lines = [ln for ln in err.splitlines() if " fps  e2e p50 " in ln]
+    assert len(lines) >= 2, err   # the asked-for line(s) and the closing one
+    assert _read(stats)["state"] == "stopped"
