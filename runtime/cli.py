@@ -278,8 +278,20 @@ def _a_models_name(model: str) -> bool:
             and "://" not in model)
 
 
+def _report_later(_signum: int, _frame: object) -> None:
+    """SIGUSR1 before the stream runs (the model loading, the first frame awaited): no frame
+    to report yet, and its default action would end the run; the stream takes it over."""
+
+
+_report_later.sharpen_report = True   # type: ignore[attr-defined]
+
+
 def handler(args: argparse.Namespace) -> int:
     """Run the stream; user errors become one line on stderr and a non-zero exit code."""
+    usr1 = getattr(signal, "SIGUSR1", None)
+    if usr1 is not None and threading.current_thread() is threading.main_thread() \
+            and signal.getsignal(usr1) is signal.SIG_DFL:
+        signal.signal(usr1, _report_later)
     try:
         quiet_library_logs()   # also for `python -m runtime.cli run`
         from .backends import ModelError

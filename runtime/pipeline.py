@@ -119,7 +119,7 @@ class _SignalStop:
     Ctrl-C raises KeyboardInterrupt for when something is stuck. Once the stream is over and the
     output is being closed (`closing`), a second one is said and absorbed, a third raises; the
     handlers stay until `restore()`. SIGUSR1 (where its action is the default, which ends the
-    process) asks `stats`' readers for a live line and a --stats refresh now, as dd takes it."""
+    process, or `sharpen run`'s hold of it while the run starts) asks `stats`' readers for a live line and a --stats refresh now, as dd takes it."""
 
     def __init__(self, stop: threading.Event, stats: Optional[Stats] = None) -> None:
         self.stop, self.interrupted, self.signum = stop, False, 0
@@ -150,7 +150,9 @@ class _SignalStop:
             for sig in signals_to_take():
                 self._old[sig] = signal.signal(sig, self._handler)
             usr1 = getattr(signal, "SIGUSR1", None)
-            if usr1 is not None and signal.getsignal(usr1) is signal.SIG_DFL:
+            old = None if usr1 is None else signal.getsignal(usr1)
+            if usr1 is not None and (old is signal.SIG_DFL
+                                     or getattr(old, "sharpen_report", False)):
                 self._old[usr1] = signal.signal(usr1, self._report)
         return self
 

@@ -782,3 +782,29 @@ def test_sigusr1_prints_the_live_line_and_refreshes_the_stats_file_now(model, tm
     lines = [ln for ln in err.splitlines() if " fps  e2e p50 " in ln]
     assert len(lines) >= 2, err   # the asked-for line(s) and the closing one
     assert _read(stats)["state"] == "stopped"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_sigusr1_before_the_first_frame_does_not_end_the_run(model, tmp_path):
+    """SIGUSR1 while the run starts (the model loading, a source slow to give its first
+    frame) ended it as its default action does: it is taken from the command's start."""
+    stats = tmp_path / "s.json"
+    header = b"YUV4MPEG2 W24 H16 F30:1 Ip A1:1 C444\n"   # and then no frame
+    r, w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                             "--source", "-", "--out", str(tmp_path / "o"), "--stats",
+                             str(stats)], stdin=r, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, cwd=tempfile.gettempdir())
+    os.close(r)
+    try:
+        os.write(w, header)
+        _wait_for(stats, proc, lambda s: s["state"] == "starting")
+        proc.send_signal(signal.SIGUSR1)   # by default the end of it: exit -10, not 143
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        os.close(w)
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    assert _read(stats)["state"] == "stopped"
