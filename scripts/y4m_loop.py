@@ -1,0 +1,52 @@
+"""An endless Y4M stream on stdout, made of real frames looped: the feed of a long-run (soak)
+test of `sharpen run --source -`, many small frames standing in for days of large ones.
+
+    python scripts/y4m_loop.py '/work/shared/data/reds-mini/blur/*.png' --size 64x48 \\
+        | sharpen run --model export/student-fast.onnx --source - --out soak.ts --stats s.json
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import sys
+
+from pathlib import Path
+
+import cv2
+
+from runtime.image_sources import name_order
+from runtime.y4m import FRAME, Y4MHeader, bgr_to_yuv
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("pattern", help="images to loop, a glob (in name order)")
+    p.add_argument("--size", default="64x48", metavar="WxH", help="frame size (default 64x48)")
+    p.add_argument("--fps", type=float, default=30.0, help="the rate the header declares")
+    p.add_argument("--frames", type=int, default=0, help="frames in all (default 0: endless)")
+    p.add_argument("--first", type=int, default=24, help="images taken (default 24)")
+    args = p.parse_args(argv)
+    files = sorted(glob.glob(args.pattern), key=lambda f: name_order(Path(f)))[:args.first]
+    if not files:
+        print(f"y4m_loop: no images match {args.pattern!r}", file=sys.stderr)
+        return 2
+    w, h = (int(v) for v in args.size.lower().split("x"))
+    frames = [cv2.resize(cv2.imread(f), (w, h), interpolation=cv2.INTER_AREA) for f in files]
+    # 4:4:4: the frames as read, no chroma rounding between loops
+    body = [FRAME + b"\n" + bgr_to_yuv(f, "444") for f in frames]
+    head = Y4MHeader(w, h, args.fps, "444").line()
+    out = sys.stdout.buffer
+    try:
+        out.write(head)
+        i = 0
+        while not args.frames or i < args.frames:
+            out.write(body[i % len(body)])
+            i += 1
+        out.flush()
+    except BrokenPipeError:   # the run stopped reading: the feed is done
+        sys.stderr.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

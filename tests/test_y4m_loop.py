@@ -1,0 +1,36 @@
+"""scripts/y4m_loop.py: the endless Y4M feed a long-run (soak) test of `sharpen run --source -`
+reads, made from real frames and looped."""
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from runtime.y4m import Y4MReader
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "y4m_loop.py"
+
+
+def test_frames_are_resized_and_looped_in_name_order(tmp_path):
+    for i in range(3):
+        cv2.imwrite(str(tmp_path / f"f{i}.png"), np.full((30, 40, 3), 60 * (i + 1), np.uint8))
+    out = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "*.png"), "--size",
+                          "16x12", "--frames", "7"], capture_output=True, timeout=120, check=True)
+    reader = Y4MReader(io.BytesIO(out.stdout), "stdout")
+    frames = []
+    while (f := reader.read()) is not None:
+        frames.append(f)
+    assert len(frames) == 7 and not reader.cut
+    assert frames[0].shape == (12, 16, 3)
+    levels = [float(f.mean()) for f in frames]   # BT.601 limited range: within a level
+    assert np.allclose(levels, [60, 120, 180, 60, 120, 180, 60], atol=1.5), levels
+
+
+def test_no_frames_is_said_by_pattern(tmp_path):
+    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "*.png")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no images match" in r.stderr and r.stdout == ""
