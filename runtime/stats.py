@@ -279,7 +279,8 @@ class Stats:
                 "end_to_end_ms": {"p50": p50, "p90": p90}}
 
     def line(self) -> str:
-        """One-line live summary: fps and p50s of the last seconds, the counts of the run."""
+        """One-line live summary: fps and p50s of the last seconds (and end-to-end's max), the
+        counts of the run."""
         s = self.summary()
         with self._lock:
             mark = (time.perf_counter(), dict(self._added), self.frames_processed)
@@ -297,6 +298,13 @@ class Stats:
                        else s["latency_ms"][stage])["p50"]
                 return "-" if p50 is None else f"{p50:.1f}"
             return f"{float(np.median(vals)) * 1000:.1f}" if vals else "-"
+
+        def worst() -> str:   # end-to-end's max: a stall a line's p50 hides
+            vals = recent["end_to_end"]
+            if vals is None:
+                top = s["end_to_end_ms"]["max"]
+                return "-" if top is None else f"{top:.1f}"
+            return f"{max(vals) * 1000:.1f}" if vals else "-"
         done, fps = s["frames_processed"], s["throughput_fps"]
         # Two lines in a row (the closing one) measure no rate: the run's is given.
         rate = (done - since[2]) / (mark[0] - since[0]) if since and \
@@ -307,7 +315,7 @@ class Stats:
             left = f"  {_duration(rest / fps)} left" if fps > 0 and rest > 0 else ""
             frames = f"{done}/{count(self.total, 'frame')}{left}"
         return (f"{frames}  {rate:.1f} fps  "
-                f"e2e p50 {ms('end_to_end')} ms  infer {ms('infer')}  "
+                f"e2e p50 {ms('end_to_end')} max {worst()} ms  infer {ms('infer')}  "
                 f"pre {ms('pre')}  post {ms('post')}  cap {ms('capture')}  "
                 f"write {ms('write')}  dropped {s['dropped_frames']}")
 

@@ -1241,15 +1241,37 @@ def test_the_live_line_gives_the_last_seconds_not_the_whole_run():
         stats.add("infer", 0.05)
     stats.frames_processed = 1020
     line = stats.line()
-    assert " e2e p50 100.0 ms  infer 50.0 " in line, line
+    assert " e2e p50 100.0 max 100.0 ms  infer 50.0 " in line, line
     fps = float(line.split(" fps")[0].split()[-1])
     assert 10 <= fps <= 21, line   # not the run's 1020 in 601 s, 1.7
     time.sleep(1.0)
     stats.line()
     time.sleep(1.0)
     line = stats.line()  # a stall: two seconds without a frame
-    assert " 0.0 fps  e2e p50 - ms  infer - " in line, line
+    assert " 0.0 fps  e2e p50 - max - ms  infer - " in line, line
     assert stats.summary()["end_to_end_ms"]["n"] == 1020
+
+
+def test_the_live_line_gives_the_worst_end_to_end_since_the_last_line():
+    """A service's journal, read days later, holds a line a minute: its p50 hid a frame that
+    took seconds (a stall, a swap storm) among a minute's 1800, which only the whole run's
+    --stats max kept, with no time to it. Each line gives the worst since the line before."""
+    from runtime.stats import Stats
+
+    stats = Stats()
+    stats.t_start = time.perf_counter() - 60
+    stats.line()
+    for i in range(300):
+        stats.add("end_to_end", 2.5 if i == 150 else 0.01)
+    stats.frames_processed = 300
+    line = stats.line()
+    assert " e2e p50 10.0 max 2500.0 ms " in line, line
+    for _ in range(300):
+        stats.add("end_to_end", 0.01)
+    stats.frames_processed = 600
+    stats.line()
+    line = stats.line()   # the spike is two lines back: gone from this one
+    assert " e2e p50 10.0 max 10.0 ms " in line, line
 
 
 def test_the_stats_of_a_day_long_run_are_the_whole_runs_in_bounded_memory():
