@@ -119,7 +119,8 @@ class _SignalStop:
     Ctrl-C raises KeyboardInterrupt for when something is stuck. Once the stream is over and the
     output is being closed (`closing`), a second one is said and absorbed, a third raises; the
     handlers stay until `restore()`. SIGUSR1 (where its action is the default, which ends the
-    process, or `sharpen run`'s hold of it while the run starts) asks `stats`' readers for a live line and a --stats refresh now, as dd takes it."""
+    process, or `sharpen run`'s hold of it while the run starts) asks `stats`' readers for a
+    live line and a --stats refresh now, as dd takes it."""
 
     def __init__(self, stop: threading.Event, stats: Optional[Stats] = None) -> None:
         self.stop, self.interrupted, self.signum = stop, False, 0
