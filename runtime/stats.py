@@ -273,10 +273,11 @@ class Stats:
         seconds, done = now[0] - since[0], now[2] - since[2]
         p50, p90 = ((round(float(p) * 1000.0, 3) for p in np.percentile(e2e, [50, 90]))
                     if e2e else (None, None))
+        top = round(max(e2e) * 1000.0, 3) if e2e else None   # a stall p90 hides
         return {"seconds": round(seconds, 3), "frames_processed": done,
                 "fps": round(done / seconds, 3) if seconds > 0 else 0.0,
                 "dropped_frames": now[3] - since[3],
-                "end_to_end_ms": {"p50": p50, "p90": p90}}
+                "end_to_end_ms": {"p50": p50, "p90": p90, "max": top}}
 
     def line(self) -> str:
         """One-line live summary: fps and p50s of the last seconds (and end-to-end's max), the

@@ -489,6 +489,21 @@ def test_recent_counts_from_the_runs_start_not_from_a_refresh_while_it_started()
     assert first["seconds"] <= stats.elapsed(), (first, stats.elapsed())
 
 
+def test_recent_gives_the_worst_end_to_end_since_the_last_refresh():
+    """A monitor polling --stats saw `recent` p50/p90 only: one frame that took seconds among
+    300 was in neither, and the whole run's max gave no time. `recent` has the max too."""
+    from runtime.stats import Stats
+
+    stats = Stats()
+    stats.start()
+    for i in range(300):
+        stats.add("end_to_end", 2.5 if i == 150 else 0.01)
+    assert stats.recent()["end_to_end_ms"] == {"p50": 10.0, "p90": 10.0, "max": 2500.0}
+    stats.add("end_to_end", 0.02)
+    assert stats.recent()["end_to_end_ms"]["max"] == 20.0
+    assert stats.recent()["end_to_end_ms"] == {"p50": None, "p90": None, "max": None}
+
+
 def test_a_stats_path_that_is_a_fifo_or_another_programs_json_is_not_read_or_replaced_at_start(
         model, tmp_path):
     """The early write (before the model loads) replaces only an earlier run's stats file: it
