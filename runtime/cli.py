@@ -6,6 +6,7 @@ engine) when the command actually runs, and nothing here ever imports torch or t
 from __future__ import annotations
 
 import argparse
+import atexit
 import math
 import os
 import signal
@@ -288,12 +289,23 @@ def _report_later(_signum: int, _frame: object) -> None:
 _report_later.sharpen_report = True   # type: ignore[attr-defined]
 
 
+def _ignore_report_at_exit() -> None:
+    """The interpreter's shutdown gives a Python-handled signal its default action back, and
+    SIGUSR1's ends the process: one sent as a finished run exits turned its 0 into -10.
+    Ignored (which the shutdown leaves alone) where the hold is still ours."""
+    usr1 = getattr(signal, "SIGUSR1", None)
+    if usr1 is not None and signal.getsignal(usr1) is _report_later:
+        signal.signal(usr1, signal.SIG_IGN)
+
+
 def handler(args: argparse.Namespace) -> int:
     """Run the stream; user errors become one line on stderr and a non-zero exit code."""
     usr1 = getattr(signal, "SIGUSR1", None)
     if usr1 is not None and threading.current_thread() is threading.main_thread() \
             and signal.getsignal(usr1) is signal.SIG_DFL:
         signal.signal(usr1, _report_later)
+        atexit.unregister(_ignore_report_at_exit)   # once, however many runs in one process
+        atexit.register(_ignore_report_at_exit)
     try:
         quiet_library_logs()   # also for `python -m runtime.cli run`
         from .backends import ModelError

@@ -823,3 +823,22 @@ def test_sigusr1_before_the_first_frame_does_not_end_the_run(model, tmp_path):
             proc.kill()
     assert proc.returncode == 143, err
     assert _read(stats)["state"] == "stopped"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_sigusr1_as_the_run_exits_does_not_kill_it(model, tmp_path):
+    """A monitor sending SIGUSR1 now and then to refresh --stats killed a run that had just
+    finished (exit -10, not 0: its service saw a failure), as the interpreter's shutdown
+    gave SIGUSR1 its default action back. Sent over and over until the run exits, SIGUSR1
+    never ends it."""
+    stats = tmp_path / "s.json"
+    proc = _start("--model", str(model), "--source", "synthetic:32x24@30", "--max-frames", "20",
+                  "--out", str(tmp_path / "o.ts"), "--stats", str(stats), "--quiet")
+    _wait_for(stats, proc, lambda s: s["state"] in ("starting", "running", "done"))
+    while proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            proc.send_signal(signal.SIGUSR1)
+        time.sleep(0.005)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, (proc.returncode, err)
+    assert _read(stats)["state"] == "done"
