@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import re
 import sys
 
 from pathlib import Path
@@ -18,11 +19,20 @@ from runtime.image_sources import name_order
 from runtime.y4m import FRAME, Y4MHeader, bgr_to_yuv
 
 
+def _size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"(\d+)x(\d+)", text.strip().lower())
+    if not m or 0 in (w := int(m[1]), h := int(m[2])):
+        raise argparse.ArgumentTypeError(f"{text!r} is not WIDTHxHEIGHT (e.g. 64x48)")
+    return w, h
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("pattern", help="images to loop, a glob (in name order)")
-    p.add_argument("--size", default="64x48", metavar="WxH", help="frame size (default 64x48)")
-    p.add_argument("--fps", type=float, default=30.0, help="the rate the header declares")
+    p.add_argument("--size", type=_size, default="64x48", metavar="WxH",
+                   help="frame size (default 64x48)")
+    p.add_argument("--fps", type=float, default=30.0,
+                   help="the rate the header declares (default 30)")
     p.add_argument("--frames", type=int, default=0, help="frames in all (default 0: endless)")
     p.add_argument("--first", type=int, default=24, help="images taken (default 24)")
     args = p.parse_args(argv)
@@ -30,8 +40,13 @@ def main(argv: list[str] | None = None) -> int:
     if not files:
         print(f"y4m_loop: no images match {args.pattern!r}", file=sys.stderr)
         return 2
-    w, h = (int(v) for v in args.size.lower().split("x"))
-    frames = [cv2.resize(cv2.imread(f), (w, h), interpolation=cv2.INTER_AREA) for f in files]
+    w, h = args.size
+    frames = []
+    for f in files:
+        if (img := cv2.imread(f, cv2.IMREAD_COLOR)) is None:
+            print(f"y4m_loop: {f}: not an image OpenCV can read", file=sys.stderr)
+            return 2
+        frames.append(cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA))
     # 4:4:4: the frames as read, no chroma rounding between loops
     body = [FRAME + b"\n" + bgr_to_yuv(f, "444") for f in frames]
     head = Y4MHeader(w, h, args.fps, "444").line()

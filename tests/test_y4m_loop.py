@@ -34,3 +34,17 @@ def test_no_frames_is_said_by_pattern(tmp_path):
     r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "*.png")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "no images match" in r.stderr and r.stdout == ""
+
+
+def test_a_bad_size_or_an_unreadable_image_is_one_line_naming_it(tmp_path):
+    """A size without its height, or a file the glob took that is no image, was a traceback."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((30, 40, 3), 60, np.uint8))
+    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "*.png"), "--size", "64"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--size" in r.stderr and "64" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "*.png")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "b.png" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr and r.stdout == ""
