@@ -240,11 +240,14 @@ def options_from_args(args: argparse.Namespace):
     args.height = 1080 if args.height is None else args.height
     args.reconnect = 5 if args.reconnect is None else args.reconnect
 
+    from .pipe_io import is_stdio
+    stdin = isinstance(args.source, str) and is_stdio(args.source)
     for flag, value, meaning in (("--threads", args.threads, f"0: {ZERO_THREADS}"),
                                  ("--fps", args.fps, "0: the source's own"),
                                  ("--max-frames", args.max_frames or 0, "0: all"),
                                  ("--reconnect", args.reconnect, "0: never"),
-                                 ("--timeout", args.timeout or 0, "0: FFmpeg's own"),
+                                 ("--timeout", args.timeout or 0,
+                                  "0: no bound for --source -" if stdin else "0: FFmpeg's own"),
                                  ("--width", args.width, "the camera's capture size"),
                                  ("--height", args.height, "the camera's capture size")):
         if not value >= 0 or value == math.inf:   # nan and inf too
