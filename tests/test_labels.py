@@ -2147,3 +2147,47 @@ def test_training_refuses_labels_cut_short_at_its_start_naming_them(tmp_path, ca
     with pytest.raises(ValueError, match=r"1 file of the cache cut short "
                                          r"\(frames/clip_000001\.png\)"):
         pairs_from_labels(clips)
+
+
+class _NoTeacher(FakeTeacher):
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        raise AssertionError("the teacher ran: an up-to-date label was made again")
+
+
+def test_a_cache_scored_with_the_old_ssim_is_rescored_not_relabelled(tmp_path, capsys):
+    """A cache labelled before the SSIM became the published 11x11 Gaussian one holds its
+    teacher's and input's SSIM against the ground truth by the 7x7 window, with nothing saying
+    so: the next run printed them as this version's means, and averaged them with new ones."""
+    from skimage.metrics import structural_similarity
+
+    from distill.images import read_image
+    from distill.metrics import SSIM_ID, ssim
+
+    data = _paired(tmp_path / "data", 2, h=24, w=24)
+    out = tmp_path / "cache"
+    run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    # The entries as the version before wrote them: no formula, its 7x7 window on floats.
+    entries = _manifest(out)
+    for name, e in entries.items():
+        assert e["ssim_formula"] == SSIM_ID
+        del e["ssim_formula"]
+        gt = read_image(data / "target" / f"{name}.png")
+        for key, img in (("teacher_ssim", read_image(out / e["label"])),
+                         ("input_ssim", read_image(data / "input" / f"{name}.png"))):
+            e[key] = round(structural_similarity(img, gt, win_size=7, channel_axis=-1,
+                                                 data_range=1.0), 5)
+    write_manifest(out, entries)
+    capsys.readouterr()
+    s = run_labels(str(data), out, teacher=_NoTeacher(), tile=0, overlap=0)
+    assert (s.done, s.skipped, s.failed) == (0, 2, 0)
+    said = capsys.readouterr().out
+    assert "2 of them re-scored against the ground truth with this version's SSIM" in said
+    for name, e in _manifest(out).items():
+        gt = read_image(data / "target" / f"{name}.png")
+        assert e["ssim_formula"] == SSIM_ID
+        assert e["teacher_ssim"] == pytest.approx(ssim(read_image(out / e["label"]), gt), abs=1e-5)
+        assert e["input_ssim"] == pytest.approx(
+            ssim(read_image(data / "input" / f"{name}.png"), gt), abs=1e-5)
+    # Once re-scored, up to date: nothing said the next time.
+    run_labels(str(data), out, teacher=_NoTeacher(), tile=0, overlap=0)
+    assert "re-scored" not in capsys.readouterr().out

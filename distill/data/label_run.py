@@ -27,7 +27,7 @@ from .label_manifest import ManifestWriter
 from .label_progress import TileBar, TilePlan, takes_on_tile
 from .label_replacing import replacing
 from .label_staging import remove_stale_temp_files, stage_image
-from .label_stats import GT_METRICS, LabelStats, psnr_ssim, say_summary
+from .label_stats import GT_METRICS, LabelStats, old_ssim, psnr_ssim, say_summary
 from .sources import Sample, SampleReader
 
 
@@ -120,6 +120,8 @@ class LabelRun:
         moved = {k: v for k, v in here.items() if old.get(k) != v}
         if sample.gt and "input_psnr" not in old:   # unusable when labelled: look again
             moved["gt"] = here["gt"]
+        elif sample.gt and old_ssim(old):   # scored by an older version's SSIM: score again
+            moved["gt"] = here["gt"]
         return moved
 
     def _repointed(self, old: dict, sample: Sample, image: np.ndarray, root: Path,
@@ -185,13 +187,14 @@ class LabelRun:
             warn(f"{tag}ground truth unusable for {sample.name}, which trains on its label "
                   f"alone: {e}")
             return {"gt": None}
-        from ..metrics import SSIM_MIN_SIDE
+        from ..metrics import SSIM_ID, SSIM_MIN_SIDE
         if min(image.shape[:2]) < SSIM_MIN_SIDE:   # no SSIM for it: labelled, unscored
             return {}
         tp, ts = psnr_ssim(label, gt)
         ip, is_ = psnr_ssim(image, gt)
         return {"teacher_psnr": round(tp, 4), "teacher_ssim": round(ts, 5),
-                "input_psnr": round(ip, 4), "input_ssim": round(is_, 5)}
+                "input_psnr": round(ip, 4), "input_ssim": round(is_, 5),
+                "ssim_formula": SSIM_ID}
 
     def _up_to_date(self, e: Optional[dict], input_hash: str,
                     root: Optional[Path] = None) -> bool:
@@ -310,6 +313,7 @@ class LabelRun:
                         "created": time.time()})
                     # After: a label that cannot be read back is made again.
                     self.stats.repointed += "input" in moved
+                    self.stats.rescored += "gt" in moved and old_ssim(old)
                 self.stats.skipped += 1
                 return True
             except ImageReadError as e:   # a damaged label: made again below

@@ -12,7 +12,15 @@ from runtime.console import count
 from runtime.warn import warn
 
 
-GT_METRICS = ("teacher_psnr", "teacher_ssim", "input_psnr", "input_ssim")
+GT_METRICS = ("teacher_psnr", "teacher_ssim", "input_psnr", "input_ssim", "ssim_formula")
+
+
+def old_ssim(entry: dict) -> bool:
+    """Whether a manifest entry's SSIMs against the ground truth are another formula's than
+    this version's: a cache labelled before the entries recorded it holds the 7x7 window's,
+    which its summary averaged with new ones as if the same measure."""
+    from ..metrics import SSIM_ID
+    return "teacher_ssim" in entry and entry.get("ssim_formula") != SSIM_ID
 
 
 def psnr_ssim(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
@@ -41,6 +49,7 @@ class LabelStats:
     too_large: int = 0     # of `failed`: inputs over SHARPEN_MAX_PIXELS, which a rerun fails too
     reused: int = 0        # copied from the other cache of a hold-out (`reuse_from`): no teacher
     repointed: int = 0     # of `skipped`: the same input at a new path (the data folder moved)
+    rescored: int = 0      # of `skipped`: scored against the ground truth again (`old_ssim`)
     # Clips of a footage folder that could not be opened, so none of their frames was listed:
     # bad files like an undecodable image, but not among `total`.
     videos_left_out: int = 0
@@ -101,6 +110,9 @@ def say_summary(stats: LabelStats, samples: list, known: dict[str, dict], donor:
     # old path were kept for the new one rather than stale.
     moved = (f"; {stats.repointed} of them found by content at their input's new path"
              if stats.repointed else "")
+    # Said: the means below changed from the last run's by the formula alone.
+    moved += (f"; {stats.rescored} of them re-scored against the ground truth with this "
+              "version's SSIM, their labels kept" if stats.rescored else "")
     say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date{moved})"
         f"{reused}, {stats.failed} failed, of {stats.total}{per}{left_out}")
     tp = mean_of([e.get("teacher_psnr") for e in ents])
