@@ -64,6 +64,24 @@ def steps_trained_again(path: Path, step: int, ckpt: Path) -> str:
             f"{lost}{ckpt.name} holds step {step}")
 
 
+OLDER_SSIM = ", an older version's SSIM"
+
+
+def ssim_series(va: list[dict]) -> dict[str, list[tuple[int, float]]]:
+    """The validation SSIM curves of metrics.jsonl's `va` records, {label: [(step, score)]}:
+    records of another formula than this version's (a run resumed across an upgrade; those
+    written before records named it had the 7x7 window's) make curves of their own, labelled
+    so, rather than a step in this version's curve at the resume."""
+    from .metrics import SSIM_ID
+    series: dict[str, list[tuple[int, float]]] = {}
+    for key in sorted({k for r in va for k in r["val"] if k.endswith("_ssim")}):
+        for r in va:
+            if r["val"].get(key) is not None:
+                label = key if r.get("ssim_formula") == SSIM_ID else key + OLDER_SSIM
+                series.setdefault(label, []).append((r["step"], r["val"][key]))
+    return series
+
+
 def plot_curves(out: Path) -> Optional[Path]:
     """Loss and validation curves of out/metrics.jsonl to out/curves.png."""
     path = out / "metrics.jsonl"
@@ -84,9 +102,13 @@ def plot_curves(out: Path) -> Optional[Path]:
         ax[0].plot([r["step"] for r in tr], [r["loss"] for r in tr], lw=0.8)
         ax[0].set_yscale("log")
     ax[0].set(title="training loss", xlabel="step")
-    for key in sorted({k for r in va for k in r["val"] if k.endswith("_ssim")}):
-        pts = [(r["step"], r["val"][key]) for r in va if r["val"].get(key) is not None]
-        ax[1].plot(*zip(*pts), marker=".", label=key)
+    colours: dict[str, str] = {}   # one per metric, whichever formula
+    for label, pts in ssim_series(va).items():
+        older = label.endswith(OLDER_SSIM)
+        key = label.removesuffix(OLDER_SSIM)
+        colour = colours.setdefault(key, f"C{len(colours)}")
+        ax[1].plot(*zip(*pts), marker=".", label=label, ls=":" if older else "-",
+                   alpha=0.5 if older else 1.0, color=colour)
     ax[1].set(title="validation SSIM", xlabel="step")
     if va:
         ax[1].legend(fontsize=8)

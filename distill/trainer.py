@@ -1060,7 +1060,7 @@ class Trainer:
         m["step"] = self.step
         self.metrics = m
         self._metrics_ssim = SSIM_ID
-        self._append_jsonl({"val": m, "step": self.step})
+        self._append_jsonl({"val": m, "step": self.step, "ssim_formula": SSIM_ID})
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
         self.log(f"step {self.step}: {val_summary(m)}")
         # A NaN score (diverged weights) is never best, and a NaN best (saved by a version

@@ -3697,3 +3697,24 @@ def test_a_grown_checkpoint_resumed_is_not_called_an_older_version_s(tmp_path):
     assert [m for m in said if "holds weights only" in m], said   # it was resumed
     assert not [m for m in said if "processes" in m], said
     assert read_checkpoint(tmp_path / "b" / "last.pt")["processes"] == 1
+
+
+def test_validation_curves_keep_an_older_versions_ssim_apart(tmp_path):
+    """A run started before the SSIM became the published Gaussian one and resumed after it
+    has both formulas' scores in metrics.jsonl, which curves.png joined into one line: every
+    curve stepped down at the resume (0.9494 to 0.9465 for the same teacher outputs), read as
+    the model getting worse. Each record now names its formula; older ones draw apart."""
+    from distill.metrics import SSIM_ID
+    from distill.train_log import ssim_series
+
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 2, val_every=1), quiet=True)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    vals = [r for r in recs if "val" in r]
+    assert vals and all(r["ssim_formula"] == SSIM_ID for r in vals), vals
+    older = [{"step": s, "val": {"model_gt_ssim": 0.9494}} for s in (10, 20)]   # as written
+    newer = [{"step": s, "val": {"model_gt_ssim": 0.9465}, "ssim_formula": SSIM_ID}
+             for s in (30, 40)]
+    series = ssim_series(older + newer)
+    assert series["model_gt_ssim"] == [(30, 0.9465), (40, 0.9465)]
+    assert series["model_gt_ssim, an older version's SSIM"] == [(10, 0.9494), (20, 0.9494)]
