@@ -7,6 +7,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from distill.metrics import SSIM_ID
 from runtime.formats import FORMATS
 
 
@@ -82,7 +83,9 @@ class ExportReport:
                 "student": self.student, "out_dir": self.out_dir,
                 "ok": self.ok, "not_built": [r.format for r in self.not_built],
                 "reference": self.reference, "settings": self.settings,
-                "results": [_finite(asdict(r)) for r in self.results], "stale": self.stale}
+                "results": [_finite(asdict(r)) for r in self.results], "stale": self.stale,
+                # Which SSIM the parity rows hold: `sharpen models` says an older one's.
+                "ssim_formula": SSIM_ID}
 
 
 def _finite(obj):
