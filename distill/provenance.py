@@ -143,7 +143,9 @@ def artifact_provenance(path) -> list[str]:
              + (" (carried from an earlier export of the same weights)" if carried else
                 " (kept from an earlier export: up to date)" if extra.get("up_to_date") else "")]
     from .metrics import SSIM_ID
-    if isinstance(r.get("ssim"), (int, float)) and report.get("ssim_formula") != SSIM_ID:
+    # FP32's gate is the max abs error: its SSIM decided nothing.
+    if (isinstance(r.get("ssim"), (int, float)) and report.get("ssim_formula") != SSIM_ID
+            and str(r.get("precision")).lower() != "fp32"):
         # Its verdict (INT8: SSIM >= 0.98) may have been taken with the older 7x7 window.
         lines.append(f"  parity SSIM {r['ssim']:.4f}, its formula not recorded (a 7x7 window "
                      "before session 49, reading higher): `sharpen export` into this folder "

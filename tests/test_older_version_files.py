@@ -8,13 +8,13 @@ from pathlib import Path
 from distill.metrics import SSIM_ID
 
 
-def _older_export(folder: Path) -> Path:
+def _older_export(folder: Path, precision: str = "int8") -> Path:
     """An artifact and its export_report.json row as a version before the SSIM change wrote
     them (its parity SSIM the 7x7 window's, no formula named)."""
     from distill.teacher import file_hash
     art = folder / "m_int8.onnx"
     art.write_bytes(b"not a model: only its sha256 is read")
-    row = {"format": "onnx-int8", "status": "pass", "file": str(art), "precision": "int8",
+    row = {"format": "onnx-int8", "status": "pass", "file": str(art), "precision": precision,
            "max_abs": 0.0114, "psnr": 57.01, "ssim": 0.9995,
            "extra": {"file_sha256": file_hash(art, n=64)}}
     report = {"weights": "run/best.pt", "student": "fast", "out_dir": str(folder), "ok": True,
@@ -33,6 +33,10 @@ def test_sharpen_models_says_an_older_exports_parity_ssim_is_the_older_formula(t
     said = "\n".join(artifact_provenance(art))
     assert "parity SSIM 0.9995, its formula not recorded (a 7x7 window" in said, said
     assert "sharpen export" in said
+    # FP32's gate is its max abs error, whichever SSIM: nothing to say.
+    fp32 = tmp_path / "fp32"
+    fp32.mkdir()
+    assert "parity SSIM" not in "\n".join(artifact_provenance(_older_export(fp32, "fp32")))
     # A report this version writes names its formula: nothing said.
     assert ExportReport("w.pt", "fast", str(tmp_path), [], {}, {}).to_dict()[
         "ssim_formula"] == SSIM_ID
