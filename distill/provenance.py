@@ -143,13 +143,15 @@ def artifact_provenance(path) -> list[str]:
              + (" (carried from an earlier export of the same weights)" if carried else
                 " (kept from an earlier export: up to date)" if extra.get("up_to_date") else "")]
     from .metrics import SSIM_ID
+    # A carried row names the formula of the report it was judged in.
+    formula = extra["ssim_formula"] if "ssim_formula" in extra else report.get("ssim_formula")
     # FP32's gate is the max abs error: its SSIM decided nothing.
-    if (isinstance(r.get("ssim"), (int, float)) and report.get("ssim_formula") != SSIM_ID
+    if (isinstance(r.get("ssim"), (int, float)) and formula != SSIM_ID
             and str(r.get("precision")).lower() != "fp32"):
         # Its verdict (INT8: SSIM >= 0.98) may have been taken with the older 7x7 window.
-        lines.append(f"  parity SSIM {r['ssim']:.4f}, its formula not recorded (a 7x7 window "
-                     "before session 49, reading higher): `sharpen export` into this folder "
-                     "judges it again")
+        lines.append(f"  parity SSIM {r['ssim']:.4f}, its formula not recorded (an older "
+                     "version's 7x7 window, which reads higher): `sharpen export --formats "
+                     f"{r.get('format')}` into this folder judges it again")
     sha_w = report.get("weights_sha256") or settings.get("weights_sha256")
     lines.append(f"  weights: {report.get('weights_path') or report.get('weights')}"
                  + (f" (sha256 {sha_w[:16]})" if sha_w else ""))

@@ -345,6 +345,9 @@ def _earlier_results(out: Path, stem: str, old: dict | None, now: set[str], weig
                     and r.get("file") and (out / Path(r["file"]).name).exists()):
                 c = _result_from(r, out / Path(r["file"]).name, "earlier_export")
                 c.extra["built_by"] = _built_by(old, r)
+                # Not judged again: its SSIM is of the formula of the report it comes from
+                # (none named: an older version's), not the one this report names.
+                c.extra.setdefault("ssim_formula", old.get("ssim_formula"))
                 carried.append(c)
     kept = {c.format for c in carried}
     stale = {f: p.name for f, spec in FORMATS.items() if f not in now and f not in kept

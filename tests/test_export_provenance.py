@@ -313,3 +313,36 @@ def test_sharpen_models_on_a_failed_file_copied_alone_says_its_gate_failed(
     assert main(["models", str(alone)]) == 0
     said = capsys.readouterr().out
     assert "failed its parity gate at export (max abs error" in said, said
+
+
+def test_an_older_exports_carried_int8_row_keeps_its_formula_unrecorded(fast_student_pt,
+                                                                      export_data_dir,
+                                                                      tmp_path, capsys):
+    """An older version's INT8 export (its report naming no SSIM formula), then `--formats
+    onnx` into its folder: the INT8 row is carried, not judged again, into a report that names
+    this version's formula, and `sharpen models` gave its older parity SSIM as this one's."""
+    from sharpen.cli import main
+
+    out = tmp_path / "x"
+    common = ["--weights", str(fast_student_pt), "--out", str(out), "--calib",
+              str(export_data_dir / "calib"), "--calib-count", "8", "--calib-size", "64",
+              "--parity-images", str(export_data_dir / "parity"), "--no-latency", "--quiet"]
+    assert main(["export", "--formats", "onnx-int8", *common]) == 0
+    path = out / "export_report.json"
+    older = json.loads(path.read_text())
+    older.pop("ssim_formula")   # as an older version wrote it
+    path.write_text(json.dumps(older))
+    assert main(["export", "--formats", "onnx", *common]) == 0
+    art = next(r["file"] for r in older["results"] if r["format"] == "onnx-int8")
+    capsys.readouterr()
+    assert main(["models", art]) == 0
+    said = capsys.readouterr().out
+    assert "carried from an earlier export" in said, said
+    assert "its formula not recorded" in said, said
+    assert "`sharpen export --formats onnx-int8` into this folder judges it again" in said, said
+    assert "session" not in said, said
+    # The FP32 model this export built: its own formula, nothing said.
+    fp32 = next(r["file"] for r in json.loads(path.read_text())["results"]
+                if r["format"] == "onnx")
+    assert main(["models", fp32]) == 0
+    assert "formula not recorded" not in capsys.readouterr().out
