@@ -2191,3 +2191,24 @@ def test_a_cache_scored_with_the_old_ssim_is_rescored_not_relabelled(tmp_path, c
     # Once re-scored, up to date: nothing said the next time.
     run_labels(str(data), out, teacher=_NoTeacher(), tile=0, overlap=0)
     assert "re-scored" not in capsys.readouterr().out
+
+
+def test_an_old_ssim_entry_whose_ground_truth_is_unusable_now_is_not_called_rescored(tmp_path,
+                                                                                    capsys):
+    """A cache scored by an older version's SSIM whose ground truth is now another size: the
+    entry drops its scores (said in a warning), and the summary counted it as re-scored
+    against the ground truth."""
+    data = _paired(tmp_path / "data", 2, h=24, w=24)
+    out = tmp_path / "cache"
+    run_labels(str(data), out, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
+    entries = _manifest(out)
+    for e in entries.values():
+        del e["ssim_formula"]   # as an older version wrote them
+    write_manifest(out, entries)
+    write_image(data / "target" / "im01.png", np.zeros((20, 20, 3), np.float32))
+    capsys.readouterr()
+    with pytest.warns(SharpenWarning, match="ground truth unusable for im01"):
+        s = run_labels(str(data), out, teacher=_NoTeacher(), tile=0, overlap=0)
+    assert (s.done, s.skipped, s.rescored) == (0, 2, 1)
+    assert "1 of them re-scored against the ground truth" in capsys.readouterr().out
+    assert "teacher_ssim" not in _manifest(out)["im01"]

@@ -308,12 +308,12 @@ class LabelRun:
                 if moved := self._moved(old, sample):
                     # Same content at a new path (a moved or copied folder): repoint the entry,
                     # its ground truth too, measured against that.
-                    self._record(sample.name, {
-                        **self._repointed(old, sample, inp.image, self.out_dir, tag),
-                        "created": time.time()})
+                    entry = self._repointed(old, sample, inp.image, self.out_dir, tag)
+                    self._record(sample.name, {**entry, "created": time.time()})
                     # After: a label that cannot be read back is made again.
                     self.stats.repointed += "input" in moved
-                    self.stats.rescored += "gt" in moved and old_ssim(old)
+                    # Not one whose ground truth is gone or unusable now: unscored.
+                    self.stats.rescored += old_ssim(old) and "ssim_formula" in entry
                 self.stats.skipped += 1
                 return True
             except ImageReadError as e:   # a damaged label: made again below
