@@ -23,6 +23,20 @@ def old_ssim(entry: dict) -> bool:
     return "teacher_ssim" in entry and entry.get("ssim_formula") != SSIM_ID
 
 
+def rescoring(known: dict[str, dict], samples: list) -> Optional[str]:
+    """What to say before a run whose `samples` have labels (entries `known`) scored by another
+    SSIM than this version's (`old_ssim`): each is read and scored again, which takes long on a
+    big cache of large images though the teacher does not run."""
+    n = sum(1 for s in samples if s.gt and (e := known.get(s.name)) and e.get("status") == "ok"
+            and old_ssim(e))
+    if not n:
+        return None
+    return (f"{count(n, 'label')} here {'was' if n == 1 else 'were'} scored against the ground "
+            "truth with an older version's SSIM: each is scored again with this version's "
+            "(its input, label and ground truth read; the teacher does not run for a label "
+            "kept)")
+
+
 def psnr_ssim(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
     from ..metrics import psnr, ssim
     # Identical images have infinite PSNR, which JSON cannot hold: cap it.

@@ -52,7 +52,7 @@ from .label_cache import (MANIFEST, RUN_RECORD, prune_held_out, prune_missing_in
 from .label_dist import (group_ready, interrupted_whole, load_teacher, maybe_init_process_group,
                          merged_shards, sum_stats)
 from .label_run import LabelRun
-from .label_stats import LabelStats
+from .label_stats import LabelStats, rescoring
 from .sources import Sample, SourceError, _few, parse_spec, resolve_source, spread
 
 __all__ = ["run_labels"]
@@ -243,6 +243,8 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
         run = LabelRun(out_dir, teacher, tile, overlap, batch_size, dist, reuse_from)
         for said in run.replacing(mine):
             warn(f"{tag}{said}")
+        if note := rescoring(run.known, mine):
+            say(f"{tag}{note}")
         try:
             stats = run.process(mine, progress=progress, tag=tag)
         except KeyboardInterrupt:
