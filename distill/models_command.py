@@ -33,7 +33,7 @@ def _formula_text(ck: dict) -> str:
     if formula == SSIM_ID:
         return ""
     if formula is None:
-        return " (SSIM formula not recorded: a 7x7 window before session 49)"
+        return " (SSIM formula not recorded: an older version's 7x7 window)"
     return f" (SSIM: {formula}, not this version's)"
 
 
