@@ -23,6 +23,17 @@ SSIM_MIN_SIDE = 11
 # with another formula is scored again on a resume rather than compared.
 SSIM_ID = "gaussian 11x11 sigma 1.5, population covariances"
 
+
+def older_parity_ssim(row: dict, report_formula: str | None) -> bool:
+    """Whether an export report row's parity SSIM decided its verdict by another formula than
+    this version's: an INT8 or FP16 row (FP32's gate is the max abs error) of a report naming
+    no formula (`report_formula`; an older version's, the 7x7 window), or carried from one
+    (its extra names the formula of the report it was judged in)."""
+    extra = row.get("extra") if isinstance(row.get("extra"), dict) else {}
+    formula = extra["ssim_formula"] if "ssim_formula" in extra else report_formula
+    return (isinstance(row.get("ssim"), (int, float)) and formula != SSIM_ID
+            and str(row.get("precision")).lower() != "fp32")
+
 # What the numbers are, for results files and tables: a reader checks one by hand from this.
 CONVENTION = {
     "psnr": "RGB, model outputs rounded to 8 bits (0-255) as a saved PNG is, data range 255, "

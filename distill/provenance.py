@@ -142,12 +142,8 @@ def artifact_provenance(path) -> list[str]:
              + (" (its export was interrupted)" if settings.get("interrupted") else "")
              + (" (carried from an earlier export of the same weights)" if carried else
                 " (kept from an earlier export: up to date)" if extra.get("up_to_date") else "")]
-    from .metrics import SSIM_ID
-    # A carried row names the formula of the report it was judged in.
-    formula = extra["ssim_formula"] if "ssim_formula" in extra else report.get("ssim_formula")
-    # FP32's gate is the max abs error: its SSIM decided nothing.
-    if (isinstance(r.get("ssim"), (int, float)) and formula != SSIM_ID
-            and str(r.get("precision")).lower() != "fp32"):
+    from .metrics import older_parity_ssim
+    if older_parity_ssim(r, report.get("ssim_formula")):
         # Its verdict (INT8: SSIM >= 0.98) may have been taken with the older 7x7 window.
         lines.append(f"  parity SSIM {r['ssim']:.4f}, its formula not recorded (an older "
                      "version's 7x7 window, which reads higher): `sharpen export --formats "

@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from distill.metrics import SSIM_ID
+from distill.metrics import SSIM_ID, older_parity_ssim
 from runtime.formats import FORMATS
 
 
@@ -131,13 +131,19 @@ def table_rows(report: ExportReport) -> list[list[str]]:
             _fmt_size(r.size_bytes),
             f"{r.latency_ms_1080p:.0f}" if r.latency_ms_1080p else "-",
             "-" if r.max_abs is None else f"{r.max_abs:.2g}", psnr,
-            "-" if r.ssim is None else f"{r.ssim:.4f}", *drop,
+            "-" if r.ssim is None else f"{r.ssim:.4f}" + "*" * _older(r), *drop,
             ("(earlier export) " if r.extra.get("earlier_export") else "")
             + r.status.upper() + (f": {_short(r.reason)}" if r.reason and r.status != "pass"
                                   else "")
             + (" (up to date, kept)" if r.extra.get("up_to_date") else ""),
         ])
     return rows
+
+
+def _older(r: FormatResult) -> bool:
+    """A carried row whose PASS or FAIL an older version's SSIM decided (`older_parity_ssim`);
+    this report names this version's formula for its own rows."""
+    return older_parity_ssim(asdict(r), SSIM_ID)
 
 
 def table_headers(report: ExportReport) -> list[str]:
@@ -182,6 +188,10 @@ def table_legend(report: ExportReport) -> str:
         gates[-1] += f" and SSIM lost vs GT <= {t['max_ssim_drop']:g}"
     seen = [r.format for r in report.results if r.format in FORMATS]
     runs = "; ".join(f"{f}: {FORMATS[f].target}" for f in dict.fromkeys(seen))
+    older = [r.format for r in report.results if _older(r)]
+    star = (f"\n* an older version's parity SSIM (7x7 window, reads higher): `sharpen export "
+            f"--formats {','.join(older)}` judges {'it' if len(older) == 1 else 'them'} again"
+            if older else "")
     return (f"PASS means {'; '.join(gates)}; ship only PASS rows.\n"
-            f"runs on: {runs}" if runs else f"PASS means {'; '.join(gates)}")
+            f"runs on: {runs}{star}" if runs else f"PASS means {'; '.join(gates)}{star}")
 

@@ -43,3 +43,25 @@ def test_sharpen_models_says_an_older_exports_parity_ssim_is_the_older_formula(t
     report = json.loads((tmp_path / "export_report.json").read_text())
     (tmp_path / "export_report.json").write_text(json.dumps({**report, "ssim_formula": SSIM_ID}))
     assert "parity SSIM" not in "\n".join(artifact_provenance(art))
+
+
+def test_the_export_table_marks_a_carried_rows_older_parity_ssim():
+    """`sharpen export --formats onnx` into an older export's folder carries its INT8 row into
+    the table, whose legend gives this version's gate (SSIM >= 0.98): its PASS was taken with
+    the 7x7 window, which reads higher, and the table said nothing of it."""
+    from optimize.export_report import ExportReport, FormatResult, table_legend, table_rows
+
+    carried = FormatResult("onnx-int8", "pass", "m_int8.onnx", precision="int8", max_abs=0.04,
+                           psnr=48.0, ssim=0.993,
+                           extra={"earlier_export": True, "ssim_formula": None})
+    fresh = FormatResult("onnx", "pass", "m.onnx", precision="fp32", max_abs=1e-7, psnr=100.0,
+                         ssim=1.0)
+    report = ExportReport("w.pt", "fast", "out", [fresh, carried], {}, {})
+    rows = table_rows(report)
+    assert rows[1][7] == "1.0000" and rows[2][7] == "0.9930*", rows
+    legend = table_legend(report)
+    assert "* an older version's parity SSIM (7x7 window, reads higher)" in legend, legend
+    assert "`sharpen export --formats onnx-int8`" in legend, legend
+    carried.extra["ssim_formula"] = SSIM_ID   # carried from a report of this version's
+    assert table_rows(report)[2][7] == "0.9930"
+    assert "older version" not in table_legend(report)
