@@ -402,9 +402,16 @@ def handler(args: argparse.Namespace) -> int:
     except Exception as exc:  # noqa: BLE001 - anything else: still one line, not a traceback
         if os.environ.get("SHARPEN_DEBUG"):
             raise
+        from .image_sink import ImageEncodeOutOfMemory
         from .prepost import FrameOutOfMemory, is_out_of_memory
         if isinstance(exc, FrameOutOfMemory):   # names the frame size and what to change
             print(f"sharpen run: error: {exc}", file=sys.stderr)
+        elif isinstance(exc, ImageEncodeOutOfMemory):
+            # Whole, the model's float copies of the frame are what the encoder lacked.
+            tile = ("" if getattr(args, "tile", 0) else
+                    "; --tile 512 sharpens it in tiles, leaving the encoder the memory the "
+                    "whole frame's float copies took")
+            print(f"sharpen run: error: {exc}{tile}", file=sys.stderr)
         elif is_out_of_memory(exc):   # reading or writing a frame: "MemoryError: " said little
             detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
             print(f"sharpen run: error: out of memory{f' ({detail})' if detail else ''}; "

@@ -57,6 +57,47 @@ def with_input_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> byt
     return kept or data
 
 
+class ImageEncodeOutOfMemory(MemoryError):
+    """Encoding an output image ran out of memory (an address-space cap, a small board): the
+    message names the image's size, format and path, and what to try. A MemoryError, as
+    sharpening's FrameOutOfMemory, which `sharpen run` reports the same way (exit 1)."""
+
+
+def _encoded(image: np.ndarray, target: Path) -> bytes:
+    """`image` encoded for `target`'s extension. SinkError where OpenCV cannot encode it;
+    ImageEncodeOutOfMemory where it can encode a small image of the same kind but not this
+    one (OpenCV reports an encoder's failed allocation only as an unknown exception)."""
+    ext = target.suffix or ".png"
+    try:
+        ok, buf = cv2.imencode(ext, image)
+        if ok:
+            return buf.tobytes()
+        failure: Optional[BaseException] = None
+    except (cv2.error, MemoryError) as exc:
+        ok, failure = False, exc
+    buf = None   # the part encoded so far, freed before the probe
+    if failure is not None and not isinstance(failure, MemoryError) \
+            and "insufficient memory" not in str(failure).lower():
+        raise SinkError(f"cannot encode image {target}: {failure}") from None
+    try:
+        small_ok = cv2.imencode(ext, np.zeros((8, 8, *image.shape[2:]), image.dtype))[0]
+    except (cv2.error, MemoryError):
+        small_ok = False
+    if not small_ok and not isinstance(failure, MemoryError):
+        raise SinkError(f"cannot encode image {target}")
+    h, w = image.shape[:2]
+    fmt = ext.lstrip(".").upper()
+    raw = image.nbytes / (1 << 20)
+    jpeg = ("write a JPEG instead (--out ending .jpg: its encoder streams, a PNG's holds the "
+            "whole file)" if fmt != "JPG" and fmt != "JPEG" else "")
+    raise ImageEncodeOutOfMemory(
+        f"out of memory encoding the {w}x{h} {fmt} {target} ({raw:.0f} MiB of pixels"
+        f"{'; its encoder holds the whole encoded file too' if fmt == 'PNG' else ''}): "
+        + ", ".join(filter(None, [
+            jpeg, "lower SHARPEN_MAX_PIXELS to refuse frames this size",
+            "or give the process more memory"]))) from None
+
+
 class ImageSink(Sink):
     """Images named after the input files in a folder, or one image file for a single input.
     With `layouts` (frame name -> the source's `Layout`), a grayscale input is written back as
@@ -101,10 +142,7 @@ class ImageSink(Sink):
             sharpened = cv2.cvtColor(sharpened, cv2.COLOR_BGRA2GRAY if sharpened.shape[2] == 4
                                      else cv2.COLOR_BGR2GRAY)
         # Atomic, so a run killed mid-write never leaves half an image under its final name.
-        ok, buf = cv2.imencode(target.suffix or ".png", sharpened)
-        if not ok:
-            raise SinkError(f"cannot encode image {target}")
-        data = buf.tobytes()
+        data = _encoded(sharpened, target)
         if layout is not None and layout.icc:
             data = self._with_profile(data, layout.icc, target, sharpened.ndim == 2)
         try:

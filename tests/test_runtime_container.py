@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from child_fixtures import in_a_child
-from runtime_fixtures import REPO, onnx_model, run_cli, write_video  # noqa: E402
+from runtime_fixtures import (REPO, cli_module, onnx_model, run_cli,  # noqa: E402
+                              write_video)
 
 __all__ = ["onnx_model"]
 
@@ -695,6 +696,51 @@ def test_tile_sharpens_the_frame_that_ran_out_of_memory_under_the_same_limit(tmp
                          capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert cv2.imread(str(out)).shape == (4320, 7680, 3)
+
+
+_CAPPED_AT_THE_WRITE = """
+import re, resource, sys
+from {module} import main
+from runtime import image_sink
+write = image_sink.ImageSink.write
+
+def capped_write(self, *args, **kw):
+    # Capped at the address space it holds once the frame is sharpened: room for a small
+    # image's encoding, not for the PNG encoder's whole encoded file (as 1.5 GB an 8K photo's).
+    vm = int(re.search(r"VmSize:\\s+(\\d+)", open("/proc/self/status").read()).group(1)) * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (vm, resource.RLIM_INFINITY))
+    return write(self, *args, **kw)
+
+image_sink.ImageSink.write = capped_write
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS and /proc: Linux")
+@pytest.mark.parametrize("tile", [0, 256])
+def test_a_png_too_big_to_encode_under_the_limit_is_said_as_out_of_memory(tmp_path, onnx_model,
+                                                                        tile):
+    """An 8000x8000 photo sharpened with --tile 512 under `prlimit --as` 1.5 GB ended with
+    `error: cannot encode image y.png`, exit 2 (a usage error, which a restart repeats), naming
+    neither memory nor a way out. It is the out-of-memory line the rest of the run gives:
+    exit 1, the size and what ran out, and what to try."""
+    import cv2
+    import numpy as np
+    photo, out = tmp_path / "noise.png", tmp_path / "out.png"
+    cv2.imwrite(str(photo), np.random.default_rng(0).integers(0, 256, (2400, 3200, 3), np.uint8))
+    res = subprocess.run([sys.executable, "-c",
+                          _CAPPED_AT_THE_WRITE.format(module=cli_module()),
+                          "run", "--model", str(onnx_model), "--source", str(photo),
+                          "--out", str(out), "--quiet", *(["--tile", str(tile)] if tile else [])],
+                         env={**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"},
+                         capture_output=True, text=True, timeout=120)
+    assert res.returncode == 1, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"sharpen run: error: out of memory encoding the 3200x2400 PNG {out}"), \
+        res.stderr
+    assert "JPEG" in last and "SHARPEN_MAX_PIXELS" in last, last
+    assert ("--tile 512" in last) == (not tile), last
+    assert not out.exists()
 
 
 def test_the_run_reports_its_peak_memory(tmp_path, onnx_model):
