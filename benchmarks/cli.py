@@ -83,10 +83,11 @@ def add_commands(sub) -> None:
     add_gate_options(p)
     p.add_argument("--max-memory-mib", type=float, default=None, metavar="MIB",
                    help="What to ship: leave out a model whose peak resident memory at the "
-                        "ship size (measured per row in a child process, in --tile's tiles "
-                        "when given) is over MIB, e.g. a 2 GiB board's share for the model: "
-                        "video decoding and encoding come on top (about 360 MiB on a "
-                        "4K clip; README: Peak memory) (default: no memory budget)")
+                        "ship size is over MIB: that of `sharpen run` on a generated clip of "
+                        "that size (its video decoding and encoding included; about 360 MiB "
+                        "of a 4K clip's peak), else the model's alone, each measured per row "
+                        "in a child process, in --tile's tiles when given; e.g. a camera "
+                        "box's memory cap (default: no memory budget)")
     p.add_argument("--no-latency", action="store_true",
                    help="quality only (no timing)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -192,9 +193,10 @@ def _print_summary(report: dict) -> None:
     _print_note(real_blur_note(report))
     _print_note(not_requested_line(q["rows"]))
     if report["latency"]["rows"]:
-        # Without report.md's peak MiB column: a twelfth column wrapped each row's model
-        # name on an 80-column terminal; What to ship below gives each pick's peak.
-        keep = [i for i, h in enumerate(LATENCY_HEADERS) if h != "peak MiB"]
+        # Without report.md's peak MiB columns: a twelfth column wrapped each row's model
+        # name on an 80-column terminal; What to ship below gives each pick's peaks.
+        keep = [i for i, h in enumerate(LATENCY_HEADERS)
+                if h not in ("peak MiB", "video run MiB")]
         print_table(f"latency ({where_timed(report)})", [LATENCY_HEADERS[i] for i in keep],
                     [[r[i] for i in keep] for r in latency_table(report["latency"]["rows"])])
         # The streaming row's format too: its table may be left out with it.

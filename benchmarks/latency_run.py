@@ -161,6 +161,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     # Other processes on the CPU slow every timing below: the pick they lead to says so.
     load_before = load_average()
     bar = _bar((len(cases) + len(models)) * len(sizes), "latency", opts.quiet)
+    clips = Clips()
     try:
         for st, spec in cases:
             arts = artifact_sets.get(st.name)
@@ -221,12 +222,13 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                 backend.close()
             _add_peak_memory(rows, f"student {st.name}", spec,
                              art.file if art else st.path, sizes, opts.threads, opts.full,
-                             opts.tile)
+                             opts.tile, clips)
         for gm in models:
             _time_given(gm, students, sizes, timing, target, teacher_ms, too_big, gmac, peak,
-                        opts.threads, rows, bar, opts.tile)
+                        opts.threads, rows, bar, opts.tile, clips)
     finally:   # on Ctrl-C too: the bar's line is cleared before the last words
         bar(0, close=True)
+        clips.close()
     result["settings"]["load"] = machine_load(load_before, default_threads(opts.threads))
 
     # ---- streaming pipeline over a generated video (ONNX Runtime FP32 model)
@@ -282,7 +284,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
 
 def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: dict,
                 too_big: dict, gmac: dict, peak: float, threads: int, rows: list, bar,
-                tile: int = 0) -> None:
+                tile: int = 0, clips: Optional["Clips"] = None) -> None:
     """The rows of one --model file at every size; skipped (with the reason) where this
     machine cannot run it. The student it was exported from, when benchmarked too, gives its
     GMAC per frame and quick mode's memory bound; nothing else is known of the file."""
@@ -323,7 +325,8 @@ def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: di
             bar(1)
     finally:
         backend.close()
-    _add_peak_memory(rows, gm.label(), spec, gm.path, sizes, threads, full=True, tile=tile)
+    _add_peak_memory(rows, gm.label(), spec, gm.path, sizes, threads, full=True, tile=tile,
+                     clips=clips)
 
 
 def memory_size(sizes) -> tuple[int, int]:
@@ -338,36 +341,82 @@ QUICK_NO_PYTORCH = ("not measured in quick mode (PyTorch eager is no file sharpe
                     "and its child process imports torch; --full measures it)")
 
 
+# PyTorch eager's rows: no video run's peak.
+NO_VIDEO_RUN = "PyTorch eager is no file sharpen run takes: its exported files' rows have one"
+
+
 def memory_settings(sizes, tile: int = 0) -> dict:
     """report.json's latency.settings.memory: `size` is What to ship's, `sizes` those with a
-    peak each (every timed size), `tile` the tile the child ran (0: whole frames)."""
-    from .memory import FRAMES, UNIT, method_text
+    peak each (every timed size), `tile` the tile the child ran (0: whole frames); `video`
+    how a video run's peak is measured."""
+    from .memory import FRAMES, UNIT, VIDEO_FRAMES, method_text, video_method_text
 
     return {"unit": UNIT, "size": size_label(memory_size(sizes)),
             "sizes": [size_label(wh) for wh in sizes], "tile": tile, "frames": FRAMES,
-            "method": method_text(FRAMES, tile)}
+            "method": method_text(FRAMES, tile), "video_frames": VIDEO_FRAMES,
+            "video": video_method_text(VIDEO_FRAMES, tile)}
+
+
+class Clips:
+    """The generated clips the video runs read, one per size, made on first use in a temp
+    folder that close() removes."""
+
+    def __init__(self) -> None:
+        self._tmp: Optional[tempfile.TemporaryDirectory] = None
+        self._made: dict[tuple[int, int], tuple[Optional[Path], Optional[str]]] = {}
+
+    def get(self, wh: tuple[int, int]) -> tuple[Optional[Path], Optional[str]]:
+        """(the clip, None), or (None, why there is none)."""
+        from .memory import VIDEO_FRAMES
+
+        if wh not in self._made:
+            if self._tmp is None:
+                self._tmp = tempfile.TemporaryDirectory(prefix="sharpen-bench-clips-")
+            try:
+                self._made[wh] = (make_video(Path(self._tmp.name) / f"clip-{size_label(wh)}",
+                                             *wh, VIDEO_FRAMES), None)
+            except SkipCase as e:
+                self._made[wh] = (None, str(e))
+            except (OSError, MemoryError) as e:
+                self._made[wh] = (None, f"the clip could not be made: {e}")
+        return self._made[wh]
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
 
 
 def _add_peak_memory(rows: list, model: str, spec, source, sizes, threads: int,
-                     full: bool, tile: int = 0) -> None:
+                     full: bool, tile: int = 0, clips: Optional[Clips] = None) -> None:
     """Sets `peak_rss_mib` on each row of `model` on `spec` timed ok, at its own size and
     tile (a child process per row: a frame's memory is what a board sized for that frame must
     hold), else `peak_rss_error` (the child failed) or `peak_rss_skipped` (quick mode's
-    PyTorch row)."""
-    from .memory import measure_peak_mib
+    PyTorch row). With `clips`, an exported file's row gets `video_peak_rss_mib` too (else
+    `video_peak_rss_error`; PyTorch's `video_peak_rss_skipped`)."""
+    from .memory import measure_peak_mib, measure_video_peak_mib
 
     for wh in sizes:
         for r in rows:
             if (r["model"], r["backend"], r["size"], r["status"]) != (model, spec.key,
                                                                        size_label(wh), "ok"):
                 continue
-            if spec.fmt is None and not full:
-                r["peak_rss_skipped"] = QUICK_NO_PYTORCH
-                continue
+            if spec.fmt is None:   # PyTorch eager: no file sharpen run takes
+                r["video_peak_rss_skipped"] = NO_VIDEO_RUN
+                if not full:
+                    r["peak_rss_skipped"] = QUICK_NO_PYTORCH
+                    continue
             peak, why = measure_peak_mib(spec.key, source, wh, threads=threads or None,
                                          tile=tile)
             r.update({"peak_rss_mib": peak} if peak is not None else {"peak_rss_error": why})
-
+            if spec.fmt is None or clips is None:
+                continue
+            clip, why = clips.get(wh)
+            peak, why = (measure_video_peak_mib(source, clip, wh, threads=threads or None,
+                                                tile=tile, providers=spec.providers)
+                         if clip is not None else (None, why))
+            r.update({"video_peak_rss_mib": peak} if peak is not None
+                     else {"video_peak_rss_error": why})
 
 def _student_budget(path, sizes, tile: int = 0) -> dict:
     """(GMAC per frame, GB of FP32 activations written at once) of the student at each

@@ -20,7 +20,8 @@ def _md_table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 LATENCY_HEADERS = ["model", "backend", "precision", "size", "median ms", "p90 ms", "rounds",
-                   "fps", "speedup vs teacher", "meets target", "peak MiB", "note"]
+                   "fps", "speedup vs teacher", "meets target", "peak MiB", "video run MiB",
+                   "note"]
 
 
 def _rounds(r: dict):
@@ -96,7 +97,7 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
             sizes = sizes_of[key]
             size = sizes[0] if len(sizes) == 1 else ", ".join(sizes)
             out.append([r["model"], r["backend_label"], precision_label(r),
-                        size, "-", "-", "-", "-", "-", "-", "-",
+                        size, "-", "-", "-", "-", "-", "-", "-", "-",
                         f"{r['status']}: {short_reason(r['reason'])}"])
             continue
         note = r.get("note", "") if r.get("informational") else ""
@@ -115,7 +116,7 @@ def latency_table(rows: list[dict]) -> list[list[str]]:
                     r["size"], f"{r['ms']:.1f}", p90, "-" if rounds is None else str(rounds),
                     f"{r['fps']:.2f}",
                     f"{r['speedup_vs_teacher']:.0f}x" if r.get("speedup_vs_teacher")
-                    else "-", meets_cell(r), _peak_cell(r), note])
+                    else "-", meets_cell(r), _peak_cell(r), _video_peak_cell(r), note])
     return out
 
 
@@ -125,6 +126,13 @@ def _peak_cell(r: dict) -> str:
     if r.get("peak_rss_mib") is not None:
         return f"{r['peak_rss_mib']:.0f}" + (" (host)" if on_gpu(r) else "")
     return f"failed: {r['peak_rss_error']}" if r.get("peak_rss_error") else "-"
+
+
+def _video_peak_cell(r: dict) -> str:
+    """`sharpen run`'s peak resident MiB on a clip of the row's size, or why it has none."""
+    if r.get("video_peak_rss_mib") is not None:
+        return f"{r['video_peak_rss_mib']:.0f}" + (" (host)" if on_gpu(r) else "")
+    return (f"failed: {r['video_peak_rss_error']}" if r.get("video_peak_rss_error") else "-")
 
 
 STREAM_HEADERS = ["model", "size", "frames", "fps (throughput)", "end-to-end median ms",
@@ -208,8 +216,13 @@ def render_markdown(rep: dict) -> str:
                   "what a board's memory must leave the model"
                   + ("; quick mode leaves out PyTorch eager's (--full measures it)"
                      if any(r.get("peak_rss_skipped") for r in lat["rows"]) else "")
+                  + (f". Video run MiB: the {mem['video']}; what a camera box's memory must "
+                     "leave `sharpen run` on a clip that size (PyTorch eager's rows have none)"
+                     if mem.get("video") else "")
                   + (f". What to ship leaves out a model over --max-memory-mib "
-                     f"{s['max_memory_mib']:g}" if s.get("max_memory_mib") is not None else "")
+                     f"{s['max_memory_mib']:g}" + (", judged on the video run's peak where "
+                                                   "measured" if mem.get("video") else "")
+                     if s.get("max_memory_mib") is not None else "")
                   + ".", ""]
     peak = rep.get("peak_rss_mb") or {}
     if peak:

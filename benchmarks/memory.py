@@ -8,8 +8,13 @@ VmHWM, which counts the engines' native allocations (tracemalloc does not). Not 
 ru_maxrss there: Linux carries the parent's peak across fork and exec into it, so every child
 read as large as the bench.
 
-Run as `python -m benchmarks.memory KEY SOURCE WxH FRAMES THREADS [TILE]`: prints
-{"peak_rss_mib": X}.
+A clip adds what the model's peak leaves out: OpenCV's video decoder and encoder (about 360
+MiB on a 4K clip). So each exported file's row also has a video run's peak: `sharpen run`
+itself, in a child, on a short generated clip of the row's size, writing an MP4, the one
+number a camera box under a memory cap is sized by.
+
+Run as `python -m benchmarks.memory KEY SOURCE WxH FRAMES THREADS [TILE]`, or
+`python -m benchmarks.memory video MODEL CLIP OUT THREADS [TILE]`: prints {"peak_rss_mib": X}.
 """
 from __future__ import annotations
 
@@ -23,6 +28,10 @@ from typing import Optional
 
 UNIT = "MiB"
 FRAMES = 2   # the first frame's allocations, and a second that reuses them
+# A video run's clip: long enough to fill sharpen run's two 4-frame queues with a frame in
+# each stage besides. Its peak grows until then: 1080p ONNX FP32 peaked at 328 MiB on 4
+# frames, 364 on 12 and on 40 (LiteRT INT8: 246 on 4, 264 on 6, 287 on 12, 293 on 40).
+VIDEO_FRAMES = 12
 TIMEOUT_S = 300
 
 
@@ -37,16 +46,41 @@ def method_text(frames: int = FRAMES, tile: int = 0) -> str:
             "memory only: a GPU row's CUDA device memory is not counted (its cell says host)")
 
 
+def video_method_text(frames: int = VIDEO_FRAMES, tile: int = 0) -> str:
+    return (f"peak resident set (VmHWM) of `sharpen run --model FILE --source clip.mp4 --out "
+            f"out.mp4{f' --tile {tile}' if tile else ''}` in a child process per exported "
+            f"file's row, on a generated {frames}-frame clip of the row's size (mp4v, else "
+            "MJPG): the model's peak plus OpenCV's video decoder and encoder and the "
+            "pipeline's queues")
+
+
+def measure_video_peak_mib(model: str | Path, clip: str | Path, size: tuple[int, int],
+                           threads: Optional[int] = None, tile: int = 0,
+                           providers: str = "auto") -> tuple[Optional[float], Optional[str]]:
+    """(peak resident MiB of `sharpen run` on `clip`, None), or (None, why). Its output goes
+    beside the clip, removed after."""
+    out = Path(clip).with_name(f"out-{os.getpid()}-{size[0]}x{size[1]}.mp4")
+    try:
+        return _run_child(["video", str(model), str(clip), str(out), str(threads or 0),
+                           str(tile), providers])
+    finally:
+        out.unlink(missing_ok=True)
+
+
 def measure_peak_mib(backend_key: str, source: str | Path, size: tuple[int, int],
                      threads: Optional[int] = None, frames: int = FRAMES, tile: int = 0
                      ) -> tuple[Optional[float], Optional[str]]:
     """(peak resident MiB, None), or (None, why) where the child failed. `source`: the
     exported file, or the checkpoint for the PyTorch row; `tile`: as FrameProcessor's."""
+    return _run_child([backend_key, str(source), f"{size[0]}x{size[1]}", str(frames),
+                       str(threads or 0), str(tile)])
+
+
+def _run_child(args: list[str]) -> tuple[Optional[float], Optional[str]]:
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "benchmarks.memory", backend_key, str(source),
-           f"{size[0]}x{size[1]}", str(frames), str(threads or 0), str(tile)]
+    cmd = [sys.executable, "-m", "benchmarks.memory", *args]
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -82,7 +116,24 @@ def child_failure(res: subprocess.CompletedProcess) -> str:
     return f"the memory run failed: {tail}"
 
 
+def _video_child(argv: list[str]) -> int:
+    model, clip, out, threads, tile, providers = (argv + ["0", "auto"])[:6]
+    from sharpen.cli import main
+
+    rc = main(["run", "--model", model, "--source", clip, "--out", out, "--quiet", "--force",
+               "--provider", providers, *(["--threads", threads] if int(threads) else []),
+               *(["--tile", tile] if int(tile) else [])])
+    if rc:
+        return rc   # its one error line is on stderr, the row's reason
+    from runtime.host import peak_memory_mib
+
+    print(json.dumps({"peak_rss_mib": _vm_hwm_mib() or peak_memory_mib()}))
+    return 0
+
+
 def _child(argv: list[str]) -> int:
+    if argv[:1] == ["video"]:
+        return _video_child(argv[1:])
     key, source, size, frames, threads, tile = (argv + ["0"])[:6]
     width, height = (int(v) for v in size.split("x"))
     from runtime.host import peak_memory_mib

@@ -148,7 +148,7 @@ def ship_section(rep: dict) -> Optional[dict]:
         best = max(picks, key=lambda r: (r["file"] is not None, r["ssim"], -r["judged_ms"]))
         answer = (f"{best['ship']} on {best['backend_label']}: held-out SSIM "
                   f"{best['ssim']:.4f}, {_times_text(best)} per {size} frame"
-                  + _peak_text(best) + ", "
+                  + _peak_text(best, size) + ", "
                   f"{best['judged_ms'] / best['budget_ms']:.2f}x the "
                   f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}; "
                   + (f"run it: {best['run']}" if best["file"] else _no_file(best, out)))
@@ -266,7 +266,7 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
            "device": "GPU" if gpu else "CPU", "target_fps": target,
            "budget_ms": round(budget, 3), "ship": None, "ms": None, "p90_ms": None,
            "judged_ms": None, "judged_on": None, "rounds": None, "ssim": None,
-           "peak_rss_mib": None, "file": None,
+           "peak_rss_mib": None, "video_peak_rss_mib": None, "file": None,
            "run": None, "why": ""}
     ok = [r for r in at_size if r["status"] == "ok" and r.get("ms") is not None]
     if not ok:
@@ -315,6 +315,7 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
         file, run = run_command(r, quality.get(_quality_key(r)) or {}, gpu, threads)
         row.update(ship=_name(r), ssim=s, file=file, run=run, **_times(r),
                    peak_rss_mib=r.get("peak_rss_mib"),
+                   video_peak_rss_mib=r.get("video_peak_rss_mib"),
                    why=(f"best held-out SSIM of the {len(fits)} within budget {_at(fits_r)}"
                         if others else
                         f"the only one within budget {_at(fits_r)} that passes its checks"))
@@ -345,13 +346,18 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
     return row
 
 
-def _peak_text(r: dict) -> str:
-    """The answer's " (peak memory N MiB)"; on a GPU the child's VmHWM holds no CUDA device
-    memory, which a unified-memory board's RAM holds too."""
+def _peak_text(r: dict, size: str) -> str:
+    """The answer's " (peak memory N MiB, M MiB running a WxH clip)"; on a GPU the child's
+    VmHWM holds no CUDA device memory, which a unified-memory board's RAM holds too."""
     if r.get("peak_rss_mib") is None:
         return ""
-    # The model's memory: a video run adds its decoder's and encoder's buffers (a 4K clip
-    # peaked ~360 MiB above it, README: Peak memory), which a board is sized with too.
+    host = "host memory" if r["device"] == "GPU" else "memory"
+    cuda = "; CUDA device memory not counted" if r["device"] == "GPU" else ""
+    if r.get("video_peak_rss_mib") is not None:
+        return (f" (peak {host} {r['peak_rss_mib']:.0f} MiB, {r['video_peak_rss_mib']:.0f} "
+                f"MiB running a {size} clip{cuda})")
+    # The model's memory alone: a video run adds its decoder's and encoder's buffers (a 4K
+    # clip peaked ~360 MiB above it, README: Peak memory), which a board is sized with too.
     if r["device"] == "GPU":
         return (f" (peak host memory {r['peak_rss_mib']:.0f} MiB; CUDA device memory and "
                 f"{NO_VIDEO_IO})")
@@ -359,10 +365,15 @@ def _peak_text(r: dict) -> str:
 
 
 def _over_memory(r: dict, max_mib: Optional[float]) -> str:
-    """Why a row is over the --max-memory-mib budget ("" within it, or with no budget): a
-    model whose peak was not measured is not picked for a board sized by that budget."""
+    """Why a row is over the --max-memory-mib budget ("" within it, or with no budget): judged
+    on the video run's peak where measured (the model's, plus the clip's decoder and
+    encoder), else the model's; a model whose peak was not measured is not picked for a board
+    sized by that budget."""
     if max_mib is None:
         return ""
+    video = r.get("video_peak_rss_mib")
+    if video is not None and video > max_mib:
+        return f"video run peak memory {video:.0f} MiB > {max_mib:g} MiB, {MEMORY_OPTION}"
     peak = r.get("peak_rss_mib")
     if peak is None:
         why = r.get("peak_rss_error") or r.get("peak_rss_skipped") or "not at this size"
@@ -445,7 +456,9 @@ def table_rows(ship: dict) -> list[list[str]]:
              f"{budget_text(r['budget_ms'])} ({r['target_fps']:g} fps, {r['device']})",
              "-" if r["ssim"] is None else f"{r['ssim']:.4f}",
              "-" if r.get("peak_rss_mib") is None
-             else f"{r['peak_rss_mib']:.0f}" + (" (host)" if r["device"] == "GPU" else ""),
+             else f"{r['peak_rss_mib']:.0f}" + (" (host)" if r["device"] == "GPU" else "")
+             + (f" (video run {r['video_peak_rss_mib']:.0f})"
+                if r.get("video_peak_rss_mib") is not None else ""),
              r["why"]]
             for r in ship["rows"]]
 
