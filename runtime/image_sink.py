@@ -88,11 +88,11 @@ def _encoded(image: np.ndarray, target: Path) -> bytes:
     h, w = image.shape[:2]
     fmt = ext.lstrip(".").upper()
     raw = image.nbytes / (1 << 20)
-    jpeg = ("write a JPEG instead (--out ending .jpg: its encoder streams, a PNG's holds the "
-            "whole file)" if fmt != "JPG" and fmt != "JPEG" else "")
+    jpeg = ("write a JPEG instead (--out ending .jpg; its encoder streams the file out)"
+            if fmt not in ("JPG", "JPEG") else "")
     raise ImageEncodeOutOfMemory(
         f"out of memory encoding the {w}x{h} {fmt} {target} ({raw:.0f} MiB of pixels"
-        f"{'; its encoder holds the whole encoded file too' if fmt == 'PNG' else ''}): "
+        f"{'; a PNG encoder holds the whole encoded file too' if fmt == 'PNG' else ''}): "
         + ", ".join(filter(None, [
             jpeg, "lower SHARPEN_MAX_PIXELS to refuse frames this size",
             "or give the process more memory"]))) from None
