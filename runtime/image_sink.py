@@ -63,11 +63,23 @@ class ImageEncodeOutOfMemory(MemoryError):
     sharpening's FrameOutOfMemory, which `sharpen run` reports the same way (exit 1)."""
 
 
+# The largest side each format's encoder takes (libwebp's and libjpeg's); OpenCV says an
+# image over it only as a failed encode, which the out-of-memory probe below would misread.
+MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
+
+
 def _encoded(image: np.ndarray, target: Path) -> bytes:
-    """`image` encoded for `target`'s extension. SinkError where OpenCV cannot encode it;
-    ImageEncodeOutOfMemory where it can encode a small image of the same kind but not this
-    one (OpenCV reports an encoder's failed allocation only as an unknown exception)."""
+    """`image` encoded for `target`'s extension. SinkError where OpenCV cannot encode it (a
+    side over the format's MAX_SIDE named); ImageEncodeOutOfMemory where it can encode a small
+    image of the same kind but not this one (OpenCV reports an encoder's failed allocation
+    only as an unknown exception)."""
     ext = target.suffix or ".png"
+    h, w = image.shape[:2]
+    side = MAX_SIDE.get(ext.lower())
+    if side is not None and max(h, w) > side:
+        raise SinkError(f"cannot encode image {target}: the image is {w}x{h} and "
+                        f"{ext.lstrip('.').upper()} holds at most {side} pixels a side; "
+                        "write a .png or .tif instead")
     try:
         ok, buf = cv2.imencode(ext, image)
         if ok:
@@ -85,11 +97,10 @@ def _encoded(image: np.ndarray, target: Path) -> bytes:
         small_ok = False
     if not small_ok and not isinstance(failure, MemoryError):
         raise SinkError(f"cannot encode image {target}")
-    h, w = image.shape[:2]
     fmt = ext.lstrip(".").upper()
     raw = image.nbytes / (1 << 20)
     jpeg = ("write a JPEG instead (--out ending .jpg; its encoder streams the file out)"
-            if fmt not in ("JPG", "JPEG") else "")
+            if fmt not in ("JPG", "JPEG") and max(h, w) <= MAX_SIDE[".jpg"] else "")
     raise ImageEncodeOutOfMemory(
         f"out of memory encoding the {w}x{h} {fmt} {target} ({raw:.0f} MiB of pixels"
         f"{'; a PNG encoder holds the whole encoded file too' if fmt == 'PNG' else ''}): "

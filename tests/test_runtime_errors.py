@@ -2077,3 +2077,22 @@ def test_load_backend_names_providers_of_the_wrong_type(onnx_model):
                                 f"got {bad!r}"), e.value
     with pytest.raises(TypeError, match=r"^run_stream: provider must be 'auto', .*, got 3$"):
         run_stream(onnx_model, "synthetic:32x24", provider=3, max_frames=1)
+
+
+@pytest.mark.parametrize("ext, side", [(".webp", 16383), (".jpg", 65500)])
+def test_an_image_wider_than_its_format_holds_is_said_not_called_out_of_memory(
+        tmp_path, capfd, onnx_model, ext, side):
+    """A 17920x400 panorama written as WebP, no memory cap, ended `error: out of memory
+    encoding ...`, exit 1, advising --tile and more memory: WebP holds 16383 pixels a side,
+    and an 8x8 image of the same kind encodes, so the failed encode was taken for memory.
+    It is the format's limit, named, with what holds it (exit 2, as any output it cannot
+    write)."""
+    src, out = tmp_path / "wide.png", tmp_path / f"wide{ext}"
+    cv2.imwrite(str(src), np.full((8, side + 8, 3), 128, np.uint8))
+    rc = run_cli(["run", "--model", str(onnx_model), "--source", str(src), "--out", str(out),
+                  "--quiet"])
+    err = capfd.readouterr().err
+    assert rc == 2, err
+    _one_clear_line(err, f"{side + 8}x8", str(out), f"at most {side} pixels a side", ".png")
+    assert "out of memory" not in err, err
+    assert not out.exists()
