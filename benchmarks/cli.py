@@ -84,8 +84,8 @@ def add_commands(sub) -> None:
     p.add_argument("--max-memory-mib", type=float, default=None, metavar="MIB",
                    help="What to ship: leave out a model whose peak resident memory at the "
                         "ship size is over MIB: that of `sharpen run` on a generated clip of "
-                        "that size (its video decoding and encoding included; about 440 MiB "
-                        "of a 4K clip's peak), else the model's alone, each measured per row "
+                        "that size (its video decoding and encoding included: about 440 MiB "
+                        "of a tiled 4K clip's peak), else the model's alone, each measured per row "
                         "in a child process, in --tile's tiles when given; e.g. a camera "
                         "box's memory cap (default: no memory budget)")
     p.add_argument("--no-latency", action="store_true",

@@ -8,10 +8,10 @@ VmHWM, which counts the engines' native allocations (tracemalloc does not). Not 
 ru_maxrss there: Linux carries the parent's peak across fork and exec into it, so every child
 read as large as the bench.
 
-A clip adds what the model's peak leaves out: OpenCV's video decoder and encoder (about 360
-MiB on a 4K clip). So each exported file's row also has a video run's peak: `sharpen run`
-itself, in a child, on a short generated clip of the row's size, writing an MP4, the one
-number a camera box under a memory cap is sized by.
+A clip adds what the model's peak leaves out: OpenCV's video decoder and encoder and `sharpen
+run`'s queues (about 440 MiB on a tiled 4K clip, README: Peak memory). So each exported file's
+row also has a video run's peak: `sharpen run` itself, in a child, on a short generated clip of
+the row's size, writing an MP4, the one number a camera box under a memory cap is sized by.
 
 Run as `python -m benchmarks.memory KEY SOURCE WxH FRAMES THREADS [TILE]`, or
 `python -m benchmarks.memory video MODEL CLIP OUT THREADS [TILE]`: prints {"peak_rss_mib": X}.

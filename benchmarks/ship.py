@@ -356,8 +356,8 @@ def _peak_text(r: dict, size: str) -> str:
     if r.get("video_peak_rss_mib") is not None:
         return (f" (peak {host} {r['peak_rss_mib']:.0f} MiB, {r['video_peak_rss_mib']:.0f} "
                 f"MiB running a {size} clip{cuda})")
-    # The model's memory alone: a video run adds its decoder's and encoder's buffers (a 4K
-    # clip peaked ~360 MiB above it, README: Peak memory), which a board is sized with too.
+    # The model's memory alone: a video run adds its decoder's and encoder's buffers (a tiled
+    # 4K clip peaked ~440 MiB above it, README: Peak memory), which a board is sized with too.
     if r["device"] == "GPU":
         return (f" (peak host memory {r['peak_rss_mib']:.0f} MiB; CUDA device memory and "
                 f"{NO_VIDEO_IO})")

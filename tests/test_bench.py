@@ -36,7 +36,7 @@ pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
 
 ROOT = Path(__file__).resolve().parents[1]
 MISSING_REASON = "TensorRT is not installed (simulated by the test)"
-# What to ship's peak is the model's: a 4K clip's run peaked ~360 MiB above it (README).
+# What to ship's peak is the model's: a tiled 4K clip's run peaked ~440 MiB above it (README).
 NO_VIDEO_IO = "video decoding and encoding not counted"
 
 
