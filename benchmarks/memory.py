@@ -118,7 +118,9 @@ def child_failure(res: subprocess.CompletedProcess) -> str:
 
 def _video_child(argv: list[str]) -> int:
     model, clip, out, threads, tile, providers = (argv + ["0", "auto"])[:6]
-    from sharpen.cli import main
+    # runtime.cli's `sharpen run`, as a runtime-only device has it (the `sharpen` command line
+    # sits above the bench; its `run` is this one, at the same peak within a few MiB).
+    from runtime.cli import main
 
     rc = main(["run", "--model", model, "--source", clip, "--out", out, "--quiet", "--force",
                "--provider", providers, *(["--threads", threads] if int(threads) else []),
