@@ -418,6 +418,7 @@ def _add_peak_memory(rows: list, model: str, spec, source, sizes, threads: int,
             r.update({"video_peak_rss_mib": peak} if peak is not None
                      else {"video_peak_rss_error": why})
 
+
 def _student_budget(path, sizes, tile: int = 0) -> dict:
     """(GMAC per frame, GB of FP32 activations written at once) of the student at each
     (width, height). Tiled, as FrameProcessor runs it: the GMAC of every tile, the overlap's
