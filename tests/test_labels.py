@@ -2234,3 +2234,57 @@ def test_a_rescoring_pass_is_said_before_it_starts(tmp_path, capsys):
     assert said.index(note) < said.index("labels: 0 done"), said
     run_labels(str(data), out, teacher=_NoTeacher(), tile=0, overlap=0)
     assert "older version's SSIM" not in capsys.readouterr().out
+
+
+class _StopTeacher(FakeTeacher):
+    """The cache's own teacher (its labels up to date), Ctrl-C as it is asked for a label."""
+
+    def sharpen(self, image, tile=0, overlap=0, batch_size=1):
+        raise KeyboardInterrupt
+
+
+def test_an_interrupted_rescoring_pass_says_what_is_left_to_score_not_label(tmp_path):
+    """Ctrl-C during a pass over an older version's cache said 'N skipped (up to date) ...; M
+    left for the same command to label': the labels re-scored went unsaid, and the M, labelled
+    already and left to score again without the teacher, read as hours of labelling."""
+    data = _paired(tmp_path / "data", 5, h=24, w=24)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", SharpenWarning)   # FakeTeacher is worse than the input
+        run_labels(str(data), out, teacher=FakeTeacher(), **kw)
+        entries = _manifest(out)
+        for e in entries.values():
+            del e["ssim_formula"]   # as an older version wrote them
+        del entries["im02"]   # its label for the teacher to make
+        write_manifest(out, entries)
+        said: list[str] = []
+        with pytest.raises(KeyboardInterrupt):
+            run_labels(str(data), out, teacher=_StopTeacher(), say=said.append, **kw)
+    assert said[-1] == (
+        "labels: interrupted: 0 done, 2 skipped (up to date; 2 of them re-scored against the "
+        "ground truth with this version's SSIM, their labels kept), of 5; 3 left for the same "
+        f"command to label into {out} (2 of them labelled already, only to score again)"), said
+
+
+@pytest.mark.filterwarnings("ignore:.*further from the ground truth:UserWarning")
+def test_an_interrupted_rank_0_says_which_labels_are_left_to_score_again(tmp_path, capsys):
+    """Under torchrun, Ctrl-C in a pass over an older version's cache said `4 of 5 labelled
+    ...; 1 left`: the 4, scored by the older SSIM, are scored again by the same command."""
+    from distill.dist import DistInfo
+    data = _paired(tmp_path / "data", 5, h=24, w=24)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, say=print, progress=False)
+    run_labels(str(data), out, teacher=FakeTeacher(), **kw)
+    entries = _manifest(out)
+    for e in entries.values():
+        del e["ssim_formula"]   # as an older version wrote them
+    del entries["im00"]   # the first of rank 0's share: the teacher is asked for it
+    write_manifest(out, entries)
+    capsys.readouterr()
+    with pytest.raises(KeyboardInterrupt):
+        run_labels(str(data), out, teacher=_StopTeacher(), dist=DistInfo(0, 2), **kw)
+    said = [ln for ln in capsys.readouterr().out.splitlines() if "labels: interrupted" in ln]
+    assert said == [f"labels: interrupted: 4 of 5 labelled in {out} (all ranks' shares; 4 of "
+                    "them left to score again with this version's SSIM); 1 left for the same "
+                    "command to label"], said

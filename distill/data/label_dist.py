@@ -16,7 +16,7 @@ from ..dist import DistInfo
 from .label_cache import MANIFEST, merge_shards, read_cache_entries
 from .label_manifest import not_compacted
 from .label_run import LabelRun
-from .label_stats import LabelStats
+from .label_stats import LabelStats, rescorable
 from .sources import Sample
 
 
@@ -52,9 +52,12 @@ def interrupted_whole(run: LabelRun, samples: list[Sample]) -> str:
     found = [entries.get(s.name) for s in samples]
     ok = sum(run.made_alike(e) for e in found)
     failed = sum((e or {}).get("status") == "failed" for e in found)
+    # Labelled, but scored by an older version's SSIM: the same command scores them only.
+    old = rescorable({s.name: e for s, e in zip(samples, found) if run.made_alike(e)}, samples)
+    again = f"; {old} of them left to score again with this version's SSIM" if old else ""
     return (f"labels: interrupted: {ok} of {len(samples)} labelled in {out_dir} (all ranks' "
-            f"shares){f', {failed} failed' if failed else ''}; {len(samples) - ok - failed} "
-            "left for the same command to label")
+            f"shares{again}){f', {failed} failed' if failed else ''}; "
+            f"{len(samples) - ok - failed} left for the same command to label")
 
 
 def load_teacher(teacher_weights: Optional[str], config: Optional[str], device: str,

@@ -23,12 +23,18 @@ def old_ssim(entry: dict) -> bool:
     return "teacher_ssim" in entry and entry.get("ssim_formula") != SSIM_ID
 
 
+def rescorable(known: dict[str, dict], samples: list) -> int:
+    """How many of `samples` have a label here (entries `known`) scored against the ground
+    truth by another SSIM than this version's (`old_ssim`): a run scores them again."""
+    return sum(1 for s in samples if s.gt and (e := known.get(s.name))
+               and e.get("status") == "ok" and old_ssim(e))
+
+
 def rescoring(known: dict[str, dict], samples: list) -> Optional[str]:
     """What to say before a run whose `samples` have labels (entries `known`) scored by another
     SSIM than this version's (`old_ssim`): each is read and scored again, which takes long on a
     big cache of large images though the teacher does not run."""
-    n = sum(1 for s in samples if s.gt and (e := known.get(s.name)) and e.get("status") == "ok"
-            and old_ssim(e))
+    n = rescorable(known, samples)
     if not n:
         return None
     return (f"{count(n, 'label')} here {'was' if n == 1 else 'were'} scored against the ground "
@@ -106,6 +112,18 @@ def failed_advice(stats: LabelStats) -> str:
     return f"{count(stats.failed, 'image')} failed (see warnings above): " + "; ".join(parts)
 
 
+def skipped_detail(stats: LabelStats) -> str:
+    """What became of the labels a run skipped as up to date, after "up to date" in its
+    summary and in the line of an interrupted run."""
+    # Said: after a move, "skipped (up to date)" alone left users unsure the labels of the
+    # old path were kept for the new one rather than stale.
+    moved = (f"; {stats.repointed} of them found by content at their input's new path"
+             if stats.repointed else "")
+    # Said: the means changed from the last run's by the formula alone.
+    return moved + (f"; {stats.rescored} of them re-scored against the ground truth with this "
+                    "version's SSIM, their labels kept" if stats.rescored else "")
+
+
 def say_summary(stats: LabelStats, samples: list, known: dict[str, dict], donor: Optional[Path],
                 tag: str = "", say: Callable[[str], None] = print) -> None:
     """A labels run's closing lines: its counts, then the mean scores against the ground truth
@@ -120,14 +138,8 @@ def say_summary(stats: LabelStats, samples: list, known: dict[str, dict], donor:
                 if left else "")
     # Reused: made in the other cache of a hold-out from the same input by the same teacher
     reused = f", {stats.reused} reused from {donor}" if stats.reused else ""
-    # Said: after a move, "skipped (up to date)" alone left users unsure the labels of the
-    # old path were kept for the new one rather than stale.
-    moved = (f"; {stats.repointed} of them found by content at their input's new path"
-             if stats.repointed else "")
-    # Said: the means below changed from the last run's by the formula alone.
-    moved += (f"; {stats.rescored} of them re-scored against the ground truth with this "
-              "version's SSIM, their labels kept" if stats.rescored else "")
-    say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date{moved})"
+    say(f"{tag}labels: {stats.done} done, {stats.skipped} skipped (up to date"
+        f"{skipped_detail(stats)})"
         f"{reused}, {stats.failed} failed, of {stats.total}{per}{left_out}")
     tp = mean_of([e.get("teacher_psnr") for e in ents])
     if tp is not None:

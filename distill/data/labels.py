@@ -52,7 +52,7 @@ from .label_cache import (MANIFEST, RUN_RECORD, prune_held_out, prune_missing_in
 from .label_dist import (group_ready, interrupted_whole, load_teacher, maybe_init_process_group,
                          merged_shards, sum_stats)
 from .label_run import LabelRun
-from .label_stats import LabelStats, rescoring
+from .label_stats import LabelStats, rescorable, rescoring, skipped_detail
 from .sources import Sample, SourceError, _few, parse_spec, resolve_source, spread
 
 __all__ = ["run_labels"]
@@ -256,9 +256,13 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                 said = run.stats
                 left = said.total - said.done - said.skipped - said.reused - said.failed
                 reused = f", {said.reused} reused from {run.donor}" if said.reused else ""
+                # Not all for the teacher: labels of an older version's SSIM are scored only.
+                n = rescorable(run.known, mine)
+                only = f" ({n} of them labelled already, only to score again)" if n else ""
                 say(f"{tag}labels: interrupted: {said.done} done, {said.skipped} skipped (up "
-                    f"to date){reused}{f', {said.failed} failed' if said.failed else ''}, of "
-                    f"{said.total}; {left} left for the same command to label into {out_dir}")
+                    f"to date{skipped_detail(said)}){reused}"
+                    f"{f', {said.failed} failed' if said.failed else ''}, of {said.total}; "
+                    f"{left} left for the same command to label into {out_dir}{only}")
             raise
         stats.videos_left_out = len(info.unopenable_videos)
         whole = stats
