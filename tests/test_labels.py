@@ -814,6 +814,11 @@ def test_labels_of_a_clip_left_out_over_the_budget_are_not_called_another_source
     said = " ".join(str(w.message) for w in rec)
     assert "another --data" not in said, said
     assert "big_000000" in said, said
+    # Not "label a selection of that run's --data that includes them": that --data does, and
+    # the same command leaves the clip out again.
+    assert "includes them" not in said, said
+    assert ("the 2 of clips that run left out (its warnings say why: over the pixel budget, "
+            "SHARPEN_MAX_PIXELS, or unreadable) come back with a run that reads them") in said, said
     monkeypatch.delenv("SHARPEN_MAX_PIXELS")   # raised: its labels are selected, not made again
     again = run_labels(str(foot), cache, teacher=FakeTeacher(), tile=0, overlap=0, progress=False)
     assert (again.done, again.skipped) == (0, 4)

@@ -387,6 +387,13 @@ def _left_out_advice(cache, others: list[str], key: str) -> str:
                 "this cache (what is labelled is skipped)")
     merge = (f"{key} reads one cache, so to train on both, label one --data that holds all "
              "their images (e.g. one folder of both) into a new cache")
+    clips = cache.left_out()
+    if skipped := sum(n in clips for n in others):
+        said = (f"the {skipped} of clips that run left out (its warnings say why: over the pixel "
+                "budget, SHARPEN_MAX_PIXELS, or unreadable) come back with a run that reads them")
+        rest = [n for n in others if n not in clips]
+        return said + (f"; of the other {len(rest)}: {_left_out_advice(cache, rest, key)}"
+                       if rest else "")
     elsewhere = cache.elsewhere()
     if elsewhere is None:   # a record from before it listed them: either may be true
         return (f"{reselect.format('those of its --data')}; those of another --data or --split "

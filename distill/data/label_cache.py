@@ -470,6 +470,12 @@ class LabelCache:
         names = self.run.get("elsewhere")
         return set(names) if isinstance(names, list) else None
 
+    def left_out(self) -> set[str]:
+        """Names of the labels here of clips the last run's --data holds but that run left out
+        (over the pixel budget, unreadable): only a run that reads the clip selects them."""
+        names = self.run.get("left_out")
+        return set(names) if isinstance(names, list) else set()
+
     def describe_run(self) -> str:
         """The last labelling run's selection as its flags gave it ("--data X --limit 5")."""
         r = self.run

@@ -235,6 +235,9 @@ def run_labels(data: str, out: str | os.PathLike, teacher_weights: Optional[str]
                              selection=[s.name for s in samples], order="numbers",
                              elsewhere=sorted(n for n, e in here.items() if n not in listed
                                               and e.get("input") not in left_out),
+                             # Training's advice for them: not a selection, a readable clip.
+                             left_out=sorted(n for n, e in here.items()
+                                             if e.get("input") in left_out),
                              **({"hold_out": hold_out} if hold_out else {}),
                              # a label is 1 apart in 16 bits under another thread count
                              environment=run_environment(teacher.device),
