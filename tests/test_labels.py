@@ -2293,3 +2293,32 @@ def test_an_interrupted_rank_0_says_which_labels_are_left_to_score_again(tmp_pat
     assert said == [f"labels: interrupted: 4 of 5 labelled in {out} (all ranks' shares; 4 of "
                     "them left to score again with this version's SSIM); 1 left for the same "
                     "command to label"], said
+
+
+def test_an_old_ssim_label_of_an_image_over_the_budget_now_is_kept_not_failed(
+        tmp_path, monkeypatch, capsys):
+    """Re-scoring decodes the input, which an up-to-date label skips: an image over a lowered
+    SHARPEN_MAX_PIXELS had its label's entry replaced by a failure (the teacher made it again
+    once the budget was raised), where this version's entries are kept as up to date."""
+    data = _paired(tmp_path / "data", 2, h=24, w=24)
+    out = tmp_path / "cache"
+    kw = dict(tile=0, overlap=0, progress=False)
+    run_labels(str(data), out, teacher=FakeTeacher(), **kw)
+    entries = _manifest(out)
+    for e in entries.values():
+        del e["ssim_formula"]   # as an older version wrote them
+    write_manifest(out, entries)
+    monkeypatch.setenv("SHARPEN_MAX_PIXELS", "500")   # 24x24 = 576
+    with pytest.warns(SharpenWarning, match=r"im00: not scored again with this version's SSIM "
+                                            r"\(.*576 pixels exceeds the pixel budget of 500"):
+        s = run_labels(str(data), out, teacher=_NoTeacher(), say=print, **kw)
+    assert (s.done, s.skipped, s.failed, s.rescored) == (0, 2, 0, 0)
+    # Its older SSIM is not averaged into this version's means.
+    said = capsys.readouterr().out
+    assert ("vs ground truth (2 images): teacher PSNR" in said and "SSIM n/a" in said
+            and "(SSIM: 2 scored by an older version's left out)" in said), said
+    assert all(e["status"] == "ok" and "ssim_formula" not in e
+               for e in _manifest(out).values()), _manifest(out)
+    monkeypatch.delenv("SHARPEN_MAX_PIXELS")
+    s = run_labels(str(data), out, teacher=_NoTeacher(), **kw)   # scored once it may be read
+    assert (s.done, s.skipped, s.rescored) == (0, 2, 2)

@@ -144,13 +144,17 @@ def say_summary(stats: LabelStats, samples: list, known: dict[str, dict], donor:
     tp = mean_of([e.get("teacher_psnr") for e in ents])
     if tp is not None:
         n = sum(e.get("teacher_psnr") is not None for e in ents)
-        ts, ip, is_ = (mean_of([e.get(k) for e in ents])
-                       for k in ("teacher_ssim", "input_psnr", "input_ssim"))
+        # Not averaged with this version's: SSIMs of an older one a run could not score again.
+        older = sum(old_ssim(e) for e in ents)
+        ts, is_ = (mean_of([e.get(k) for e in ents if not old_ssim(e)])
+                   for k in ("teacher_ssim", "input_ssim"))
+        ip = mean_of([e.get("input_psnr") for e in ents])
+        left = f" (SSIM: {older} scored by an older version's left out)" if older else ""
 
         def f(v, spec):
             return "n/a" if v is None else format(v, spec)
         say(f"{tag}vs ground truth ({count(n, 'image')}): teacher PSNR {f(tp, '.2f')} dB SSIM "
-            f"{f(ts, '.4f')}; input PSNR {f(ip, '.2f')} dB SSIM {f(is_, '.4f')}")
+            f"{f(ts, '.4f')}; input PSNR {f(ip, '.2f')} dB SSIM {f(is_, '.4f')}{left}")
         if ip is not None and tp < ip:
             warn(f"{tag}the teacher's outputs are further from the ground truth than the "
                  f"blurred inputs ({tp:.2f} against {ip:.2f} dB PSNR): a student "
