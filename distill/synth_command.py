@@ -44,7 +44,7 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     from .data.blur import BlurConfig, synthesize
     from .data.corpus import _names
     from .data.sources import _few, _images_under, is_video
-    from runtime.console import count
+    from runtime.console import count, shell_quote
     from .images import ImageReadError, list_images, to_rgb_float, warn_16_bit, write_image
     from runtime.imageio import decode_image
 
@@ -58,7 +58,7 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     # needs no synthetic blur.
     instead = ("synth takes photos: extract sharp frames as images first (e.g. ffmpeg -i CLIP "
                "-vf fps=1 DIR/%06d.png); blurred footage is labelled as it is: sharpen labels "
-               f"--data {src}")
+               f"--data {shell_quote(str(src))} --out CACHE")
     if not files:
         holds = f"; it holds {n_clips} ({named}): {instead}" if clips else ""
         return refuse(f"--sharp {src}: no images found{holds}")
