@@ -11,6 +11,7 @@ into the video; a reader that goes away (ffplay closed, `| head -c`) stops the r
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import os
@@ -102,6 +103,9 @@ class StdinSource(Source):
                  stream=None, timeout: Optional[float] = None) -> None:
         super().__init__(STDIO)
         self.live, self.flags, self._note = live, flags, note or _no_note
+        # Fed by a program (a pipe, a socket), whose frames no rerun gives again: an ffmpeg
+        # of a camera, restarted by a service after --timeout. Not a file redirected in.
+        self.once = False
         named = option("source", STDIO, flags)
         if stream is None:
             if sys.stdin is None or sys.stdin.closed:
@@ -116,6 +120,8 @@ class StdinSource(Source):
                 # A notebook's or a test runner's stand-in, which no video can be piped into.
                 raise SourceError(f"{named}: stdin here ({type(sys.stdin).__name__}) is not a "
                                   "pipe or file that Y4M video can be piped into") from None
+            with contextlib.suppress(OSError):
+                self.once = not stat.S_ISREG(os.fstat(fd).st_mode)
             stream = _StdinReader(fd, timeout, (
                 f"the stdin of {named} gave no data for {timeout or 0:g} s "
                 f"({option('timeout', flags=flags)}): the program writing it stalled or hangs "

@@ -1212,8 +1212,9 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             # The rate the sound is matched to: the file's, else --fps taken as the clip's; 0
             # where neither is known and the video's rate is a guess.
             file_sink.source_fps = src.fps or fps_asked or 0.0
-        if isinstance(file_sink, VideoFileSink) and src.live:
-            # What a camera gave is not given again: an earlier run's recording is kept.
+        if isinstance(file_sink, VideoFileSink) and (src.live or getattr(src, "once", False)):
+            # What a camera or a pipe gave is not given again: an earlier run's recording is
+            # kept.
             file_sink.keep_previous = True
         if isinstance(file_sink, ImageSink) and src.live:   # and its frames numbered on
             file_sink.number_on = True

@@ -799,3 +799,28 @@ def test_a_negative_timeout_for_stdin_says_what_0_means_there(tmp_path, onnx_mod
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 2, r.stderr
     assert "--timeout must be >= 0 (0: no bound for --source -)" in r.stderr, r.stderr
+
+
+def test_a_rerun_fed_by_a_pipe_keeps_the_earlier_recording(tmp_path, onnx_model):
+    """`ffmpeg -i rtsp://... | sharpen run --source - --out yard.ts --timeout 30` as a service:
+    its exit 3 is for a restart, which wrote yard.ts anew and lost the hours before, as no
+    rerun gives a pipe's frames again. Kept as a camera's is; stdin from a file, which a rerun
+    reads again, is replaced as a file source's output is."""
+    out = tmp_path / "yard.avi"
+    for _ in range(2):
+        r = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+                            str(out), "--quiet"], input=_tiny_y4m(2), capture_output=True,
+                           timeout=120, cwd=tmp_path)   # stdin a pipe
+        assert r.returncode == 0, r.stderr.decode()
+    kept = sorted(p.name for p in tmp_path.glob("yard.*.avi"))
+    assert len(kept) == 1 and out.is_file(), sorted(p.name for p in tmp_path.iterdir())
+    assert "the recording an earlier run left there" in r.stderr.decode()
+
+    fed = tmp_path / "in.y4m"
+    fed.write_bytes(_tiny_y4m(2))
+    with open(fed, "rb") as f:
+        r = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+                            str(out), "--quiet"], stdin=f, capture_output=True, timeout=120,
+                           cwd=tmp_path)
+    assert r.returncode == 0, r.stderr.decode()
+    assert sorted(p.name for p in tmp_path.glob("yard.*.avi")) == kept
