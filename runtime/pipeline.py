@@ -1212,11 +1212,12 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             # The rate the sound is matched to: the file's, else --fps taken as the clip's; 0
             # where neither is known and the video's rate is a guess.
             file_sink.source_fps = src.fps or fps_asked or 0.0
-        if isinstance(file_sink, VideoFileSink) and (src.live or getattr(src, "once", False)):
-            # What a camera or a pipe gave is not given again: an earlier run's recording is
-            # kept.
+        # What a camera or a pipe gave is not given again: an earlier run's recording is kept,
+        # and its frames numbered on.
+        once = src.live or getattr(src, "once", False)
+        if isinstance(file_sink, VideoFileSink) and once:
             file_sink.keep_previous = True
-        if isinstance(file_sink, ImageSink) and src.live:   # and its frames numbered on
+        if isinstance(file_sink, ImageSink) and once:
             file_sink.number_on = True
         if isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) \
                 and src.kind == "video":

@@ -824,3 +824,15 @@ def test_a_rerun_fed_by_a_pipe_keeps_the_earlier_recording(tmp_path, onnx_model)
                            cwd=tmp_path)
     assert r.returncode == 0, r.stderr.decode()
     assert sorted(p.name for p in tmp_path.glob("yard.*.avi")) == kept
+
+
+def test_a_rerun_fed_by_a_pipe_numbers_its_images_on(tmp_path, onnx_model):
+    """Into an image folder, a restarted pipe's run wrote frame_000000 on over the frames
+    before, which no rerun gives again: numbered on from the last, as a camera's run is."""
+    out = tmp_path / "frames"
+    for _ in range(2):
+        r = subprocess.run([*SHARPEN, "--model", str(onnx_model), "--source", "-", "--out",
+                            str(out), "--quiet"], input=_tiny_y4m(2), capture_output=True,
+                           timeout=120, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr.decode()
+    assert len(list(out.glob("*.png"))) == 4, sorted(p.name for p in out.iterdir())
