@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import argparse
 import glob
+import math
 import re
 import sys
 
 from pathlib import Path
+from typing import Callable
 
 import cv2
 
@@ -26,15 +28,31 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _number(kind: type, least: int, above: bool = False) -> Callable[[str], float]:
+    """An argparse type: a finite `kind` of at least `least` (`above`: more than it)."""
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or not math.isfinite(value) or value < least or above and value == least:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not {'an integer' if kind is int else 'a number'} "
+                f"{'>' if above else '>='} {least}")
+        return value
+    return parse
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("pattern", help="images to loop, a glob (in name order)")
     p.add_argument("--size", type=_size, default="64x48", metavar="WxH",
                    help="frame size (default 64x48)")
-    p.add_argument("--fps", type=float, default=30.0,
+    p.add_argument("--fps", type=_number(float, 0, above=True), default=30.0,
                    help="the rate the header declares (default 30)")
-    p.add_argument("--frames", type=int, default=0, help="frames in all (default 0: endless)")
-    p.add_argument("--first", type=int, default=24, help="images taken (default 24)")
+    p.add_argument("--frames", type=_number(int, 0), default=0,
+                   help="frames in all (default 0: endless)")
+    p.add_argument("--first", type=_number(int, 1), default=24, help="images taken (default 24)")
     args = p.parse_args(argv)
     files = sorted(glob.glob(args.pattern), key=lambda f: name_order(Path(f)))[:args.first]
     if not files:

@@ -48,3 +48,16 @@ def test_a_bad_size_or_an_unreadable_image_is_one_line_naming_it(tmp_path):
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "b.png" in r.stderr, r.stderr
     assert "Traceback" not in r.stderr and r.stdout == ""
+
+
+def test_a_rate_or_count_out_of_range_is_refused_naming_the_option(tmp_path):
+    """--fps 0, -5 or nan made a header saying 25 fps without a word; --first 0 said no image
+    matched the pattern; --frames -1 gave a header and no frame."""
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((30, 40, 3), 60, np.uint8))
+    for flag, value in (("--fps", "0"), ("--fps", "-5"), ("--fps", "nan"), ("--first", "0"),
+                        ("--frames", "-1")):
+        r = subprocess.run([sys.executable, str(SCRIPT), str(tmp_path / "*.png"), "--frames",
+                            "2", flag, value], capture_output=True, timeout=120)
+        r.stderr = r.stderr.decode(errors="replace")
+        assert r.returncode == 2 and flag in r.stderr and value in r.stderr, (flag, r.stderr)
+        assert "Traceback" not in r.stderr and not r.stdout
