@@ -220,6 +220,9 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
         return f"interrupted before the first frame was written: nothing written to {output}"
     if src.get("live") or not output:
         return "interrupted, output closed cleanly" if output else "interrupted"
+    if src.get("kind") == "stdin":   # its frames not read yet are the writer's, not a file's
+        return (f"interrupted: {output} holds the {done} {'frame' if done == 1 else 'frames'} "
+                "stdin gave (closed cleanly)")
     if summary.get("resumable"):   # a video file's run, which --resume goes on with
         done += resumed
         again = "run the same command with --resume to go on from there"

@@ -905,6 +905,10 @@ def test_an_interrupted_recording_says_its_output_is_partial(tmp_path, onnx_mode
     assert "holds 2 of 4 frames" in _interrupted_note(stats, "o.mp4", max_frames=4)
     live = {**stats, "source": {**stats["source"], "live": True}}
     assert _interrupted_note(live, "o.mp4") == "interrupted, output closed cleanly"
+    # `--source -`: no rerun gives a pipe's frames again (a service's `systemctl stop`)
+    piped = {**stats, "source": {**stats["source"], "kind": "stdin", "frame_count": None}}
+    assert _interrupted_note(piped, "o.mp4") == (
+        "interrupted: o.mp4 holds the 2 frames stdin gave (closed cleanly)")
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
