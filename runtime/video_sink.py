@@ -479,7 +479,7 @@ class VideoFileSink(Sink):
                  f"{PREVIOUS_KEPT} kept from earlier runs: {bound}")
             return None
         warn(f"{out}: {earlier} is kept as {kept}; this run's takes the name (a camera's "
-             "recording, which no rerun makes again, is not replaced)")
+             "or a pipe's recording, which no rerun makes again, is not replaced)")
         return None
 
     def _bound_kept(self, kept: Path, infix: str, most: int, bound: str, what: str) -> bool:

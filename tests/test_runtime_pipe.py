@@ -815,6 +815,7 @@ def test_a_rerun_fed_by_a_pipe_keeps_the_earlier_recording(tmp_path, onnx_model)
     kept = sorted(p.name for p in tmp_path.glob("yard.*.avi"))
     assert len(kept) == 1 and out.is_file(), sorted(p.name for p in tmp_path.iterdir())
     assert "the recording an earlier run left there" in r.stderr.decode()
+    assert "a camera's or a pipe's recording" in r.stderr.decode()
 
     fed = tmp_path / "in.y4m"
     fed.write_bytes(_tiny_y4m(2))
