@@ -23,7 +23,7 @@ from runtime.cli_errors import interrupt_exit_code
 from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
-from .metrics import CONVENTION, SSIM_MIN_SIDE, psnr, quantise_8bit, ssim
+from .metrics import CONVENTION, SSIM_MIN_SIDE, overshoot, psnr, quantise_8bit, ssim
 
 Fn = Callable[[np.ndarray], np.ndarray]
 
@@ -467,10 +467,13 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                  rank: Optional[Callable[[dict], float]] = None,
                  names: Optional[dict[str, str]] = None, gopro_blur: str = "blur") -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
-    ssim_gain, worst_psnr_gain, worst_image, sharpness}, "per_image": {name: {label: {psnr,
-    ssim} (without ground truth: {sharpness, psnr_to_reference})}}, "outputs": {name: {label:
-    image}}} (outputs kept for figures). A mean gain can hide frames made worse (a deblurrer
-    that over-sharpens sharp frames), hence the worst.
+    ssim_gain, worst_psnr_gain, worst_image, sharpness, overshoot}, "per_image": {name:
+    {label: {psnr, ssim, overshoot} (without ground truth: {sharpness, psnr_to_reference,
+    overshoot})}}, "outputs": {name: {label: image}}} (outputs kept for figures). A mean gain
+    can hide frames made worse (a deblurrer that over-sharpens sharp frames), hence the worst.
+    "overshoot" (`distill.metrics.overshoot`, percent of pixels) is the halos and ringing the
+    sharpness ratio rewards; with ground truth, "ground_truth_overshoot" is the ground truth's
+    own, what sharpening this blur truly takes.
 
     Full-resolution outputs add up (tens of MB per image and model), so only `keep_outputs`
     images' are kept (None: all): the first ones, or with `rank` (a function of one image's
@@ -519,6 +522,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     per_image: dict[str, dict[str, dict[str, float]]] = {}
     has_gt = all(gt is not None for _, _, gt in items)
     failed, flat, scored = [], 0, 0
+    gt_over: list[float] = []
     stopped: Optional[KeyboardInterrupt] = None
     bar = tqdm(items, desc="evaluate", unit="img", disable=not progress)
     try:
@@ -560,12 +564,17 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                 # results named no image (which ones --limit took, which one a model overdid).
                 for k in outs:
                     scores.setdefault(k, {})["sharpness"] = ratios.get(k)
-            else:
+            for k, img in outs.items():
+                scores.setdefault(k, {})["overshoot"] = overshoot(img, x)
+            gt_o = overshoot(y, x) if y is not None else None
+            if y is not None:
                 outs["ground truth"] = y
             order = rank(outs) if rank else float(i)
             scored, flat = scored + 1, flat + (base < FLAT)
             for k, r in ratios.items():
                 sharp_ratio[k].append(r)
+            if gt_o is not None:
+                gt_over.append(gt_o)
             per_image[name] = scores
             kept.append((order, i, name, outs))
             if keep_outputs is not None and len(kept) > keep_outputs:
@@ -593,7 +602,11 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         if has_gt:
             for m in ("psnr", "ssim"):
                 res[k][m] = float(np.mean([v[k][m] for v in per_image.values()]))
+    for k in sharp_ratio:
+        res[k]["overshoot"] = float(np.mean([v[k]["overshoot"] for v in per_image.values()]))
     if has_gt:
+        # What sharpening this blur truly takes: a model well above it adds halos.
+        res["ground_truth_overshoot"] = float(np.mean(gt_over))
         res["convention"] = CONVENTION
         for k in fns:
             res[k]["psnr_gain"] = res[k]["psnr"] - res["input"]["psnr"]
@@ -700,6 +713,16 @@ def crop_box(img: np.ndarray, side: int) -> tuple[int, int, int]:
     return int(y), int(x), side
 
 
+# What the overshoot column counts, where a table shows it.
+OVER_TEXT = ("overshoot %: pixels pushed more than 8 levels outside the input's 15x15 "
+             "neighbourhood, halos and ringing; real deblurring of wide blur raises it too")
+
+
+def _over(d: dict, width: int) -> str:
+    v = d.get("overshoot")
+    return f"{v:{width}.2f}" if v is not None else f"{'-':>{width}s}"
+
+
 def _sharp(v: Optional[float], width: int) -> str:
     return f"{v:{width}.3f}" if v is not None else f"{'-':>{width}s}"
 
@@ -710,22 +733,28 @@ def format_table(res: dict) -> str:
     lines = []
     if res["has_gt"]:
         lines.append(f"{'model':{width}s} {'PSNR':>7s} {'SSIM':>7s} {'dPSNR':>7s} {'dSSIM':>7s} "
-                     f"{'sharpness':>9s}  worst dPSNR (image)")
+                     f"{'sharpness':>9s} {'overshoot %':>11s}  worst dPSNR (image)")
         for k in keys:
             d = res[k]
             worst = (f"  {d['worst_psnr_gain']:+7.2f} ({d['worst_image']})"
                      if "worst_image" in d else "")
             lines.append(f"{k:{width}s} {d['psnr']:7.2f} {d['ssim']:7.4f} "
                          f"{d.get('psnr_gain', 0):+7.2f} {d.get('ssim_gain', 0):+7.4f} "
-                         f"{_sharp(d['sharpness'], 9)}{worst}")
+                         f"{_sharp(d['sharpness'], 9)} {_over(d, 11)}{worst}")
+        if "ground_truth_overshoot" in res:
+            lines.append(f"({OVER_TEXT}; the ground truth's own: "
+                         f"{res['ground_truth_overshoot']:.2f}%)")
     else:
         ref = res.get("reference")
         to_ref = f"  PSNR to {ref}'s output" if ref else ""
-        lines.append(f"{'model':{width}s} {'sharpness (x input)':>20s}{to_ref}")
+        lines.append(f"{'model':{width}s} {'sharpness (x input)':>20s} {'overshoot %':>11s}"
+                     f"{to_ref}")
         for k in keys:
             d = res[k]
-            lines.append(f"{k:{width}s} {_sharp(d['sharpness'], 20)}" + (
+            lines.append(f"{k:{width}s} {_sharp(d['sharpness'], 20)} {_over(d, 11)}" + (
                 f"  {d['psnr_to_reference']:8.2f} dB" if "psnr_to_reference" in d else ""))
+        against = f"; compare with {ref}'s" if ref else ""
+        lines.append(f"({OVER_TEXT}{against})")
         # Without ground truth neither column is a score the reader knows the sense of; the
         # sharpness ratio also rewards ringing, which the distance to the reference does not.
         caveat = "though halos and noise raise it too"

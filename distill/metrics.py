@@ -114,3 +114,28 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
 def psnr_ssim(a: np.ndarray, b: np.ndarray) -> dict[str, float]:
     """{"psnr": psnr(a, b), "ssim": ssim(a, b)}."""
     return {"psnr": psnr(a, b), "ssim": ssim(a, b)}
+
+
+# Overshoot: the neighbourhood must span a blurred edge's whole ramp, so that restoring the
+# edge to its two plateaus stays inside the input's range while a halo beside it does not;
+# 15x15 spans reds-mini's blur. Wider real shake (Koehler) puts true restoration outside it
+# too, hence the ground truth's (or the teacher's) value beside each model's.
+OVERSHOOT_WINDOW = 15
+# Levels (of 255) past the range before a pixel counts: 8-bit rounding and noise stay under.
+OVERSHOOT_LEVELS = 8
+
+
+def overshoot(out: np.ndarray, inp: np.ndarray, window: int = OVERSHOOT_WINDOW,
+              levels: float = OVERSHOOT_LEVELS) -> float:
+    """Percent of pixels that `out` pushes more than `levels` (of 255) outside the range of
+    `inp` in the window around them, in any channel (HxWx3 in [0, 1]): halos and ringing,
+    which a sharpness ratio counts as a gain."""
+    import cv2
+    out, inp = _pair(out, inp)
+    kernel = np.ones((window, window), np.uint8)
+    a, b = np.asarray(out, np.float32), np.asarray(inp, np.float32)
+    hi, lo = cv2.dilate(b, kernel), cv2.erode(b, kernel)
+    past = np.maximum(np.maximum(a - hi, lo - a), 0)
+    if past.ndim == 3:
+        past = past.max(2)
+    return 100.0 * float((past > levels / 255.0).mean())
