@@ -664,35 +664,60 @@ def _size_changed(model: str, e: OutputSizeError, x: np.ndarray, inp) -> str:
             "sharpening model keeps the image's size; one that changes it is not supported")
 
 
+# The widest figure that opens whole on a laptop's screen, in pixels.
+FIGURE_MAX_WIDTH = 1600
+_GAP, _LINE = 8, 15   # pixels between cells; one 9 pt line of text at 100 dpi
+
+
 def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, side: int = 192,
                  title: str = "") -> Path:
-    """One row per image: the crop with the most edge energy in the input, every output."""
+    """One row per image: the crop with the most edge energy in the input, every output, each
+    cell named (image and model). Crops are their pixels repeated at the largest whole zoom
+    (up to 3x) that keeps the figure within FIGURE_MAX_WIDTH, never resampled, so a pixel of
+    ringing shows as one; the title states the zoom. The PNG's text chunks record "zoom" and
+    "crops" (x,y,w,h of each cell's crop, row by row)."""
     # A Figure of its own, not pyplot's: matplotlib.use("Agg") switched a notebook's backend.
+    import textwrap
+
     from matplotlib.figure import Figure
 
     from runtime.atomic import atomic_path
     names = list(outputs)
     cols = list(outputs[names[0]])
-    fig = Figure(figsize=(2.4 * len(cols), 2.5 * len(names)))
-    axes = fig.subplots(len(names), len(cols), squeeze=False)
+    boxes = {n: crop_box(outputs[n]["input"], side) for n in names}
+    cell = max(s for _, _, s in boxes.values())
+    zoom = next((z for z in (3, 2) if len(cols) * (cell * z + _GAP) + _GAP <= FIGURE_MAX_WIDTH),
+                1)
+    width = len(cols) * (cell * zoom + _GAP) + _GAP
+    shown = f"crops of {cell} px at {zoom}x (each pixel {zoom}x{zoom}, not resampled)" \
+        if zoom > 1 else f"crops of {cell} px at 1:1 (not resampled)"
+    # Wrapped to the figure's width (a 9 pt character is about 7.5 px at 100 dpi).
+    head = textwrap.fill(f"{title}; {shown}" if title else shown, width=max(20, width // 8))
+    top = _GAP + _LINE * (head.count("\n") + 1) + _GAP
+    row_h = 2 * _LINE + cell * zoom + _GAP
+    height = top + len(names) * row_h
+    fig = Figure(figsize=(width / 100, height / 100), dpi=100, facecolor="white")
+    fig.text(width / 2 / width, 1 - _GAP / height, head, ha="center", va="top", fontsize=9)
+    placed = []
     for i, n in enumerate(names):
-        y, x, s = crop_box(outputs[n]["input"], side)
+        y, x, s = boxes[n]
+        y_top = top + i * row_h
+        fig.text(_GAP / width, 1 - y_top / height, n, ha="left", va="top", fontsize=9,
+                 fontweight="bold")
         for j, c in enumerate(cols):
-            ax = axes[i][j]
-            ax.axis("off")
-            ax.imshow(outputs[n][c][y:y + s, x:x + s].clip(0, 1), interpolation="nearest")
-            if i == 0:
-                ax.set_title(c, fontsize=8)
-        axes[i][0].set_title(f"{n}\ninput", fontsize=7)
-    if title:
-        # Wrapped to the figure's width (a 9 pt character is about 5.4 pt wide): one line
-        # ran off both sides of a one-model figure, cutting the data's name and the columns.
-        import textwrap
-        fig.suptitle(textwrap.fill(title, width=max(20, int(fig.get_figwidth() * 72 / 5.4))),
+            x_left = _GAP + j * (cell * zoom + _GAP)
+            fig.text(x_left / width, 1 - (y_top + _LINE) / height, c, ha="left", va="top",
                      fontsize=9)
-    fig.tight_layout()
+            crop = np.clip(outputs[n][c][y:y + s, x:x + s], 0, 1)
+            crop = np.repeat(np.repeat(crop, zoom, 0), zoom, 1)
+            y_img = y_top + 2 * _LINE
+            # figimage's origin is the bottom left corner, in pixels.
+            fig.figimage(crop, xo=x_left, yo=height - y_img - s * zoom, origin="upper")
+            placed.append(f"{x_left},{y_img},{s * zoom},{s * zoom}")
+    meta = {"Title": f"{title}; {shown}" if title else shown, "zoom": str(zoom),
+            "crops": ";".join(placed)}
     with atomic_path(path, suffix=".png") as tmp:
-        fig.savefig(tmp, dpi=100)
+        fig.savefig(tmp, dpi=100, metadata=meta)
     return Path(path)
 
 

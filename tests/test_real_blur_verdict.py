@@ -100,3 +100,50 @@ def test_the_report_states_a_verdict_per_model_without_ground_truth():
     assert "no sharper" in verdicts["flat"]
     assert "away from the teacher" in verdicts["own"] and "overshoots" in verdicts["own"]
     assert "| overshoot (% px) |" in md
+
+
+def _png_text(path) -> dict[str, str]:
+    """The tEXt chunks of a PNG."""
+    import struct
+    data, out, i = open(path, "rb").read(), {}, 8
+    while i < len(data):
+        n, kind = struct.unpack(">I4s", data[i:i + 8])
+        if kind == b"tEXt":
+            k, v = data[i + 8:i + 8 + n].split(b"\0", 1)
+            out[k.decode("latin-1")] = v.decode("latin-1")
+        i += 12 + n
+    return out
+
+
+def test_the_side_by_side_shows_crops_at_a_stated_whole_zoom_in_one_row_per_image(tmp_path):
+    """The crops were resampled to whatever the axes gave them (0.93x for `sharpen evaluate`'s
+    five columns, 1.11x for reds-mini), so one pixel of ringing came out as one or two and the
+    reader could not tell the scale. Each crop is now its pixels repeated at a whole zoom that
+    the title states, input | models in one row per image, each cell named."""
+    import cv2
+
+    from distill.evaluate import side_by_side
+    rng = np.random.default_rng(1)
+    outputs = {f"frame{r}": {c: rng.random((40, 48, 3)).astype(np.float32)
+                             for c in ("input", "teacher", "student-fast")} for r in range(2)}
+    path = side_by_side(outputs, tmp_path / "fig.png", side=32, title="real blur")
+    meta = _png_text(path)
+    zoom = int(meta["zoom"])
+    assert zoom >= 2                                   # small crops are enlarged, not shrunk
+    assert f"{zoom}x" in meta["Title"]
+    png = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
+    assert png.shape[1] <= 1600                         # opens on a laptop
+    boxes = [[int(v) for v in b.split(",")] for b in meta["crops"].split(";")]
+    assert len(boxes) == 6
+    rows = sorted({y for _, y, *_ in boxes})
+    assert len(rows) == 2 and all(sum(y == r for _, y, *_ in boxes) == 3 for r in rows)
+    from distill.evaluate import crop_box
+    for i, (name, outs) in enumerate(outputs.items()):
+        y0, x0, s = crop_box(outs["input"], 32)
+        for j, img in enumerate(outs.values()):
+            px, py, pw, ph = boxes[3 * i + j]
+            crop = (np.clip(img[y0:y0 + s, x0:x0 + s], 0, 1) * 255 + 0.5).astype(np.uint8)
+            want = np.repeat(np.repeat(crop, zoom, 0), zoom, 1)
+            assert (pw, ph) == (s * zoom, s * zoom)
+            got = png[py:py + ph, px:px + pw].astype(int)
+            assert np.abs(got - want).max() <= 1, (name, j)
