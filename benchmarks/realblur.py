@@ -142,7 +142,8 @@ def pair_verdicts(r: dict) -> list[str]:
     whether it overshoots beyond the ground truth."""
     lines = []
     gt = r.get("ground_truth_overshoot")
-    for k in (k for k in r if k != "input" and isinstance(r[k], dict) and "psnr" in r[k]):
+    # Models only: "convention" (how PSNR/SSIM were computed) is a dict with a "psnr" too.
+    for k in (k for k in r if k != "input" and isinstance(r[k], dict) and "psnr_gain" in r[k]):
         d = r[k]
         dp, ds = d.get("psnr_gain", 0.0), d.get("ssim_gain", 0.0)
         word = ("gains on real blur" if dp > 0 and ds > 0 else

@@ -57,7 +57,7 @@ def test_evaluate_scores_overshoot_beside_sharpness_with_the_ground_truths(edge_
 
 def _pairs_res(**models) -> dict:
     res = {"data": "reds-mini", "images": 20, "has_gt": True, "failed": [],
-           "ground_truth_overshoot": 1.4,
+           "ground_truth_overshoot": 1.4, "convention": {"psnr": "RGB", "ssim": "Gaussian"},
            "input": {"psnr": 25.0, "ssim": 0.85, "sharpness": 1.0, "overshoot": 0.0}}
     for name, (dp, ds, worst, over) in models.items():
         res[name] = {"psnr": 25 + dp, "ssim": 0.85 + ds, "psnr_gain": dp, "ssim_gain": ds,
