@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence
 
 from distill.evaluate import evaluate_fns, load_model_fn, side_by_side
+from distill.real_verdicts import nogt_verdicts, pair_verdicts
 from runtime.console import count
 
 FIGURES = {"pairs": "real_blur_pairs.png", "nogt": "real_blur_nogt.png"}
@@ -16,11 +17,6 @@ HEADERS = ["model", "PSNR dB", "SSIM", "PSNR gain", "SSIM gain", "worst image's 
            "sharpness (x input)", "overshoot (% px)"]
 NOGT_HEADERS = ["model", "PSNR to the teacher's output (dB)", "sharpness (x input)",
                 "overshoot (% px)"]
-# A model's overshoot above the ground truth's (or the teacher's) by this many points of the
-# pixels is called out: halos a user sees, not the 8-bit noise of a frame or two.
-OVERSHOOT_MARGIN = 1.0
-# A sharpness ratio within this of 1 is no visible change.
-SHARPER = 1.02
 
 
 def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: Callable,
@@ -119,68 +115,6 @@ def _percent(v) -> str:
     return "-" if v is None else f"{v:.2f}"
 
 
-def _models(r: dict) -> list[str]:
-    return [k for k, d in r.items() if k != "input" and isinstance(d, dict)
-            and "sharpness" in d and k != r.get("reference")]
-
-
-def _over_text(d: dict, ref: Optional[float], whose: str) -> str:
-    """The overshoot clause of a verdict: called out above `ref` (the ground truth's or the
-    teacher's), else stated."""
-    v = d.get("overshoot")
-    if v is None:
-        return ""
-    if ref is not None and v > ref + OVERSHOOT_MARGIN:
-        return (f"; **overshoots** (halos or ringing): {v:.1f}% of pixels past the input's "
-                f"local range, against {whose} {ref:.1f}%: look at the figure")
-    return f"; no overshoot beyond {whose} ({v:.1f}% of pixels, {whose} {ref:.1f}%)" \
-        if ref is not None else f"; overshoot {v:.1f}% of pixels"
-
-
-def pair_verdicts(r: dict) -> list[str]:
-    """One line per model on real pairs: a gain or not, with its numbers, the worst frame and
-    whether it overshoots beyond the ground truth."""
-    lines = []
-    gt = r.get("ground_truth_overshoot")
-    # Models only: "convention" (how PSNR/SSIM were computed) is a dict with a "psnr" too.
-    for k in (k for k in r if k != "input" and isinstance(r[k], dict) and "psnr_gain" in r[k]):
-        d = r[k]
-        dp, ds = d.get("psnr_gain", 0.0), d.get("ssim_gain", 0.0)
-        word = ("gains on real blur" if dp > 0 and ds > 0 else
-                "makes real blur worse" if dp < 0 and ds < 0 else "no clear gain on real blur")
-        worst = (f"; worst frame {d['worst_psnr_gain']:+.2f} dB ({d['worst_image']})"
-                 if "worst_image" in d else "")
-        lines.append(f"- **{k}**: {word} ({dp:+.2f} dB PSNR, {ds:+.4f} SSIM){worst}"
-                     f"{_over_text(d, gt, 'the ground truth')}")
-    return lines
-
-
-def nogt_verdicts(r: dict) -> list[str]:
-    """One line per model without ground truth: sharper or not, towards the teacher's output
-    or away from it, and whether it overshoots more than the teacher."""
-    ref = r.get("reference")
-    if ref is None or not isinstance(r.get(ref), dict):
-        return []
-    base = (r.get("input") or {}).get("psnr_to_reference")
-    ref_over = r[ref].get("overshoot")
-    lines = []
-    for k in _models(r):
-        d = r[k]
-        s, to = d.get("sharpness"), d.get("psnr_to_reference")
-        if s is None or to is None or base is None:
-            continue
-        if s < SHARPER:
-            word = f"no sharper than the input ({s:.3f}x)"
-        elif to > base:
-            word = (f"sharpens towards the {ref}'s output ({s:.3f}x sharper, {to:.2f} dB to it, "
-                    f"input {base:.2f})")
-        else:
-            word = (f"sharpens its own way, away from the {ref}'s output ({s:.3f}x sharper, "
-                    f"{to:.2f} dB to it, input {base:.2f})")
-        lines.append(f"- **{k}**: {word}{_over_text(d, ref_over, f'the {ref}')}")
-    return lines
-
-
 def markdown(res: dict, md_table) -> list[str]:
     if not res or not (res.get("pairs") or res.get("nogt")):
         return []
@@ -194,7 +128,8 @@ def markdown(res: dict, md_table) -> list[str]:
                   md_table(HEADERS, table_rows(p)), ""]
         lines += ["Verdict per model (overshoot: the share of pixels pushed more than 8 levels "
                   "outside the input's 15x15 neighbourhood; the ground truth's own is what "
-                  "sharpening this blur takes):", "", *pair_verdicts(p), ""]
+                  "sharpening this blur takes):", "",
+                  *[f"- **{k}**: {v}" for k, v in pair_verdicts(p)], ""]
         lines += _failed_lines(p)
     if res.get("nogt"):
         n = res["nogt"]
@@ -206,7 +141,7 @@ def markdown(res: dict, md_table) -> list[str]:
                   "gradient magnitude relative to the input (higher is sharper, but ringing "
                   "raises it too: look at the figure).", "",
                   md_table(NOGT_HEADERS, table_rows(n)), ""]
-        verdicts = nogt_verdicts(n)
+        verdicts = [f"- **{k}**: {v}" for k, v in nogt_verdicts(n)]
         if verdicts:
             lines += ["Verdict per student (overshoot: the share of pixels pushed more than 8 "
                       "levels outside the input's 15x15 neighbourhood; wide real shake takes "

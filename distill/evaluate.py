@@ -24,6 +24,7 @@ from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
 from .metrics import CONVENTION, SSIM_MIN_SIDE, overshoot, psnr, quantise_8bit, ssim
+from .real_verdicts import nogt_verdicts, pair_verdicts
 
 Fn = Callable[[np.ndarray], np.ndarray]
 
@@ -803,4 +804,7 @@ def format_table(res: dict) -> str:
     if res.get("flat_images"):
         lines.append(f"({count(res['flat_images'], 'flat image')} without detail left out of the "
                      "sharpness ratio)")
+    verdicts = pair_verdicts(res) if res["has_gt"] else nogt_verdicts(res)
+    if verdicts:
+        lines += ["verdict per model:", *(f"{k}: {v}" for k, v in verdicts)]
     return "\n".join(lines)

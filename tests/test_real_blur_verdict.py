@@ -74,7 +74,8 @@ def test_the_report_states_a_verdict_per_model_on_real_pairs():
     md = "\n".join(markdown({"pairs": res}, md_table))
     verdicts = {ln.split("**")[1]: ln for ln in md.splitlines() if ln.startswith("- **")}
     assert set(verdicts) == {"teacher", "fast", "seed", "ringer"}, md
-    assert "gains on real blur" in verdicts["teacher"] and "+0.89 dB" in verdicts["teacher"]
+    assert "gains over the blurred input" in verdicts["teacher"]
+    assert "+0.89 dB" in verdicts["teacher"]
     assert "+0.0245" in verdicts["teacher"]
     assert "no clear gain" in verdicts["seed"] and "-0.0166" in verdicts["seed"]
     assert "-3.98 dB" in verdicts["seed"]          # the frame it makes worse is named
@@ -147,3 +148,15 @@ def test_the_side_by_side_shows_crops_at_a_stated_whole_zoom_in_one_row_per_imag
             assert (pw, ph) == (s * zoom, s * zoom)
             got = png[py:py + ph, px:px + pw].astype(int)
             assert np.abs(got - want).max() <= 1, (name, j)
+
+
+def test_sharpen_evaluate_states_the_verdict_too(edge_pairs, tmp_path):
+    """`sharpen evaluate --out` on real pairs printed the tables only: the verdict per model
+    was the bench report's alone."""
+    from distill.evaluate import evaluate_fns, format_table
+    res = evaluate_fns({"keeps": lambda x: x, "rings": _usm}, str(edge_pairs), progress=False)
+    lines = format_table(res).splitlines()
+    (rings,) = [ln for ln in lines if ln.startswith("rings:")]
+    assert "overshoots" in rings and "**" not in rings, rings
+    (keeps,) = [ln for ln in lines if ln.startswith("keeps:")]
+    assert "no clear gain" in keeps

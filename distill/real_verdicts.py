@@ -1,0 +1,77 @@
+"""A plain verdict per model on real blur, from `distill.evaluate.evaluate_fns`'s results: a
+gain on real pairs or not (with the numbers and the worst frame), sharper towards the reference
+(the teacher's) output or away from it without ground truth, and whether it overshoots (halos,
+ringing) beyond the ground truth's or the reference's own overshoot. `sharpen evaluate` prints
+them and the bench's report.md states them."""
+from __future__ import annotations
+
+from typing import Optional
+
+# A model's overshoot above the ground truth's (or the teacher's) by this many points of the
+# pixels is called out: halos a user sees, not the 8-bit noise of a frame or two.
+OVERSHOOT_MARGIN = 1.0
+# A sharpness ratio within this of 1 is no visible change.
+SHARPER = 1.02
+
+
+def _models(r: dict) -> list[str]:
+    return [k for k, d in r.items() if k != "input" and isinstance(d, dict)
+            and "sharpness" in d and k != r.get("reference")]
+
+
+def _over_text(d: dict, ref: Optional[float], whose: str) -> str:
+    """The overshoot clause of a verdict: called out above `ref` (the ground truth's or the
+    teacher's), else stated."""
+    v = d.get("overshoot")
+    if v is None:
+        return ""
+    if ref is not None and v > ref + OVERSHOOT_MARGIN:
+        return (f"; overshoots (halos or ringing): {v:.1f}% of pixels past the input's "
+                f"local range, against {whose} {ref:.1f}%: look at the figure")
+    return f"; no overshoot beyond {whose} ({v:.1f}% of pixels, {whose} {ref:.1f}%)" \
+        if ref is not None else f"; overshoot {v:.1f}% of pixels"
+
+
+def pair_verdicts(r: dict) -> list[tuple[str, str]]:
+    """(model, verdict) per model on pairs: a gain or not, with its numbers, the worst frame
+    and whether it overshoots beyond the ground truth."""
+    lines = []
+    gt = r.get("ground_truth_overshoot")
+    # Models only: "convention" (how PSNR/SSIM were computed) is a dict with a "psnr" too.
+    for k in (k for k in r if k != "input" and isinstance(r[k], dict) and "psnr_gain" in r[k]):
+        d = r[k]
+        dp, ds = d.get("psnr_gain", 0.0), d.get("ssim_gain", 0.0)
+        word = ("gains over the blurred input" if dp > 0 and ds > 0 else
+                "worse than the blurred input" if dp < 0 and ds < 0 else
+                "no clear gain over the blurred input")
+        worst = (f"; worst frame {d['worst_psnr_gain']:+.2f} dB ({d['worst_image']})"
+                 if "worst_image" in d else "")
+        lines.append((k, f"{word} ({dp:+.2f} dB PSNR, {ds:+.4f} SSIM){worst}"
+                         f"{_over_text(d, gt, 'the ground truth')}"))
+    return lines
+
+
+def nogt_verdicts(r: dict) -> list[tuple[str, str]]:
+    """(model, verdict) per model without ground truth: sharper or not, towards the teacher's output
+    or away from it, and whether it overshoots more than the teacher."""
+    ref = r.get("reference")
+    if ref is None or not isinstance(r.get(ref), dict):
+        return []
+    base = (r.get("input") or {}).get("psnr_to_reference")
+    ref_over = r[ref].get("overshoot")
+    lines = []
+    for k in _models(r):
+        d = r[k]
+        s, to = d.get("sharpness"), d.get("psnr_to_reference")
+        if s is None or to is None or base is None:
+            continue
+        if s < SHARPER:
+            word = f"no sharper than the input ({s:.3f}x)"
+        elif to > base:
+            word = (f"sharpens towards the {ref}'s output ({s:.3f}x sharper, {to:.2f} dB to it, "
+                    f"input {base:.2f})")
+        else:
+            word = (f"sharpens its own way, away from the {ref}'s output ({s:.3f}x sharper, "
+                    f"{to:.2f} dB to it, input {base:.2f})")
+        lines.append((k, f"{word}{_over_text(d, ref_over, f'the {ref}')}"))
+    return lines
