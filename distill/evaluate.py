@@ -570,6 +570,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
             gt_o = overshoot(y, x) if y is not None else None
             if y is not None:
                 outs["ground truth"] = y
+                # Per image, what sharpening that frame takes: one frame a model rings on
+                # is judged against it (a mean over the set hid it).
+                scores["ground truth"] = {"overshoot": gt_o}
             order = rank(outs) if rank else float(i)
             scored, flat = scored + 1, flat + (base < FLAT)
             for k, r in ratios.items():

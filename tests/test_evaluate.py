@@ -1113,7 +1113,10 @@ def test_metrics_json_and_csv_name_the_convention_each_image_and_sequence(tmp_pa
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == ["image", "sequence", "model", "psnr", "ssim", "overshoot"]
     assert {r["sequence"] for r in rows} == {"GOPR0384_11_00", "GOPR0385_11_00"}
-    assert {r["model"] for r in rows} == {"input", "s"}
+    # The ground truth's row holds its overshoot only: what sharpening that frame takes.
+    assert {r["model"] for r in rows} == {"input", "s", "ground truth"}
+    assert all(r["psnr"] == "" and r["overshoot"] != ""
+               for r in rows if r["model"] == "ground truth")
     for model in ("input", "s"):
         mine = [float(r["psnr"]) for r in rows if r["model"] == model]
         assert len(mine) == 3 and np.mean(mine) == pytest.approx(res[model]["psnr"], abs=1e-4)

@@ -160,3 +160,26 @@ def test_sharpen_evaluate_states_the_verdict_too(edge_pairs, tmp_path):
     assert "overshoots" in rings and "**" not in rings, rings
     (keeps,) = [ln for ln in lines if ln.startswith("keeps:")]
     assert "no clear gain" in keeps
+
+
+def test_a_frame_a_model_rings_on_is_named_though_the_mean_hides_it(tmp_path):
+    """The overshoot verdict took the mean over the set: a student that rings on one frame of
+    twenty passed as 'no overshoot'. The frame it overshoots most on, beyond that frame's
+    ground truth, is named; the ground truth's overshoot is kept per image."""
+    from distill.evaluate import evaluate_fns
+    from distill.images import read_image
+    from distill.real_verdicts import pair_verdicts
+    root = tmp_path / "pairs"
+    blur, sharp = _edge_pair()
+    for i in range(20):
+        write_image(root / "blur" / f"p{i:02d}.png", blur if i != 7 else blur[:, ::-1].copy())
+        write_image(root / "sharp" / f"p{i:02d}.png", sharp if i != 7 else sharp[:, ::-1].copy())
+    odd = read_image(root / "blur" / "p07.png")
+
+    def rings_once(x):
+        return _usm(x, 0.8) if np.array_equal(x, odd) else x
+    res = evaluate_fns({"once": rings_once}, str(root), progress=False)
+    assert res["per_image"]["p07"]["ground truth"]["overshoot"] == pytest.approx(0.0)
+    assert res["once"]["overshoot"] < res["ground_truth_overshoot"] + 1.0   # the mean hides it
+    ((name, verdict),) = pair_verdicts(res)
+    assert "overshoots" in verdict and "p07" in verdict, verdict
