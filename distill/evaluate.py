@@ -696,7 +696,8 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
     shown = f"crops of {cell} px at {zoom}x (each pixel {zoom}x{zoom}, not resampled)" \
         if zoom > 1 else f"crops of {cell} px at 1:1 (not resampled)"
     # Wrapped to the figure's width (a 9 pt character is about 7.5 px at 100 dpi).
-    head = textwrap.fill(f"{title}; {shown}" if title else shown, width=max(20, width // 8))
+    head = textwrap.fill(f"{title}; {shown}" if title else shown, width=max(20, width // 8),
+                         break_on_hyphens=False)
     top = _GAP + _LINE * (head.count("\n") + 1) + _GAP
     row_h = 2 * _LINE + cell * zoom + _GAP
     height = top + len(names) * row_h
@@ -718,7 +719,7 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
             # figimage's origin is the bottom left corner, in pixels.
             fig.figimage(crop, xo=x_left, yo=height - y_img - s * zoom, origin="upper")
             placed.append(f"{x_left},{y_img},{s * zoom},{s * zoom}")
-    meta = {"Title": f"{title}; {shown}" if title else shown, "zoom": str(zoom),
+    meta = {"Title": head, "zoom": str(zoom),
             "crops": ";".join(placed)}
     with atomic_path(path, suffix=".png") as tmp:
         fig.savefig(tmp, dpi=100, metadata=meta)

@@ -183,3 +183,15 @@ def test_a_frame_a_model_rings_on_is_named_though_the_mean_hides_it(tmp_path):
     assert res["once"]["overshoot"] < res["ground_truth_overshoot"] + 1.0   # the mean hides it
     ((name, verdict),) = pair_verdicts(res)
     assert "overshoots" in verdict and "p07" in verdict, verdict
+
+
+def test_the_figure_title_never_splits_a_model_name(tmp_path):
+    """The wrapped title broke `student-edge` into 'student-' and 'edge' on two lines."""
+    from distill.evaluate import side_by_side
+    img = np.random.default_rng(2).random((40, 40, 3)).astype(np.float32)
+    cols = ["input", "student-fast", "student-edge", "student-seed", "ground truth"]
+    path = side_by_side({"f": {c: img for c in cols}}, tmp_path / "fig.png", side=32,
+                        title="/some/long/path/reds-mini, the 6 images some model gains least "
+                        "PSNR on, worst first: " + " | ".join(cols))
+    shown = _png_text(path)["Title"]
+    assert "\n" in shown and not any(ln.endswith("-") for ln in shown.splitlines()), shown
