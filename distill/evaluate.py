@@ -677,8 +677,9 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
                  title: str = "") -> Path:
     """One row per image: the crop with the most edge energy in the input, every output, each
     cell named (image and model). Crops are their pixels repeated at the largest whole zoom
-    (up to 3x) that keeps the figure within FIGURE_MAX_WIDTH, never resampled, so a pixel of
-    ringing shows as one; the title states the zoom. The PNG's text chunks record "zoom" and
+    (up to 3x) that keeps the figure within FIGURE_MAX_WIDTH (at 1:1, crops cut smaller where
+    `side` would not fit), never resampled, so a pixel of ringing shows as one; the title
+    states the zoom. The PNG's text chunks record "zoom" and
     "crops" (x,y,w,h of each cell's crop, row by row)."""
     # A Figure of its own, not pyplot's: matplotlib.use("Agg") switched a notebook's backend.
     import textwrap
@@ -688,6 +689,8 @@ def side_by_side(outputs: dict[str, dict[str, np.ndarray]], path: str | Path, si
     from runtime.atomic import atomic_path
     names = list(outputs)
     cols = list(outputs[names[0]])
+    # Many columns: smaller crops, still pixel for pixel, rather than a figure past the cap.
+    side = max(16, min(side, (FIGURE_MAX_WIDTH - _GAP) // len(cols) - _GAP))
     boxes = {n: crop_box(outputs[n]["input"], side) for n in names}
     cell = max(s for _, _, s in boxes.values())
     zoom = next((z for z in (3, 2) if len(cols) * (cell * z + _GAP) + _GAP <= FIGURE_MAX_WIDTH),

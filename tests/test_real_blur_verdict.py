@@ -195,3 +195,20 @@ def test_the_figure_title_never_splits_a_model_name(tmp_path):
                         "PSNR on, worst first: " + " | ".join(cols))
     shown = _png_text(path)["Title"]
     assert "\n" in shown and not any(ln.endswith("-") for ln in shown.splitlines()), shown
+
+
+def test_a_figure_of_many_models_stays_within_the_stated_width(tmp_path):
+    """Ten columns of 192 px crops came out 2008 px wide at 1:1, past the 1600 px the README
+    promises: the crops are cut smaller (still pixel for pixel), not the figure widened."""
+    import cv2
+
+    from distill.evaluate import FIGURE_MAX_WIDTH, side_by_side
+    img = np.random.default_rng(3).random((300, 300, 3)).astype(np.float32)
+    cols = ["input", *(f"m{i}" for i in range(8)), "ground truth"]
+    path = side_by_side({"f": {c: img for c in cols}}, tmp_path / "fig.png", side=192)
+    assert cv2.imread(str(path)).shape[1] <= FIGURE_MAX_WIDTH
+    meta = _png_text(path)
+    assert meta["zoom"] == "1"
+    boxes = [[int(v) for v in b.split(",")] for b in meta["crops"].split(";")]
+    assert len(boxes) == 10 and all(w == boxes[0][2] for _, _, w, _ in boxes)
+    assert f"crops of {boxes[0][2]} px" in meta["Title"]
