@@ -144,8 +144,8 @@ def add_commands(sub) -> None:
                        "outputs, data range 255, no border crop, SSIM with scikit-image's "
                        "Gaussian window sigma 1.5 (use_sample_covariance=False), mean over "
                        "images. --out writes metrics.json (with the convention), per_image.csv "
-                       "(one row per image and model) and side_by_side.png (input | models | "
-                       "ground truth).")
+                       "(one row per image and model, and with ground truth one with its "
+                       "overshoot) and side_by_side.png (input | models | ground truth).")
     p.add_argument("--weights", nargs="+", default=None, metavar="CKPT",
                    help="project checkpoints (teacher or student), space or comma separated; "
                    "shipped ones by name (fast, edge, seed, teacher)")
