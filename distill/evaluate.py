@@ -567,6 +567,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                     scores.setdefault(k, {})["sharpness"] = ratios.get(k)
             for k, img in outs.items():
                 scores.setdefault(k, {})["overshoot"] = overshoot(img, x)
+                if y is not None:
+                    scores[k]["overshoot_beyond_gt"] = overshoot(img, x, truth=y)
             gt_o = overshoot(y, x) if y is not None else None
             if y is not None:
                 outs["ground truth"] = y
@@ -607,7 +609,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
             for m in ("psnr", "ssim"):
                 res[k][m] = float(np.mean([v[k][m] for v in per_image.values()]))
     for k in sharp_ratio:
-        res[k]["overshoot"] = float(np.mean([v[k]["overshoot"] for v in per_image.values()]))
+        for m in ("overshoot", "overshoot_beyond_gt") if has_gt else ("overshoot",):
+            res[k][m] = float(np.mean([v[k][m] for v in per_image.values()]))
     if has_gt:
         # What sharpening this blur truly takes: a model well above it adds halos.
         res["ground_truth_overshoot"] = float(np.mean(gt_over))

@@ -4,6 +4,8 @@ with an 11x11 Gaussian window of sigma 1.5 and population covariances (Wang et a
 BasicSR computes it). CONVENTION says it in words for the results files."""
 from __future__ import annotations
 
+from typing import Optional
+
 import numpy as np
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
@@ -126,15 +128,21 @@ OVERSHOOT_LEVELS = 8
 
 
 def overshoot(out: np.ndarray, inp: np.ndarray, window: int = OVERSHOOT_WINDOW,
-              levels: float = OVERSHOOT_LEVELS) -> float:
+              levels: float = OVERSHOOT_LEVELS, truth: Optional[np.ndarray] = None) -> float:
     """Percent of pixels that `out` pushes more than `levels` (of 255) outside the range of
     `inp` in the window around them, in any channel (HxWx3 in [0, 1]): halos and ringing,
-    which a sharpness ratio counts as a gain."""
+    which a sharpness ratio counts as a gain. With `truth` (the ground truth), the range is
+    that of both images: only what the true sharp image does not reach counts (restoring a
+    thin line or a highlight takes it past the blurred input's range; a halo beside an edge
+    goes past both), so a perfect restoration scores 0."""
     import cv2
     out, inp = _pair(out, inp)
     kernel = np.ones((window, window), np.uint8)
     a, b = np.asarray(out, np.float32), np.asarray(inp, np.float32)
     hi, lo = cv2.dilate(b, kernel), cv2.erode(b, kernel)
+    if truth is not None:
+        t = np.asarray(_pair(truth, inp)[0], np.float32)
+        hi, lo = np.maximum(hi, cv2.dilate(t, kernel)), np.minimum(lo, cv2.erode(t, kernel))
     past = np.maximum(np.maximum(a - hi, lo - a), 0)
     if past.ndim == 3:
         past = past.max(2)

@@ -1111,7 +1111,8 @@ def test_metrics_json_and_csv_name_the_convention_each_image_and_sequence(tmp_pa
     assert "gaussian_weights=True" in conv["ssim"] and "mean over images" in conv["mean"]
     with open(out / "per_image.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["image", "sequence", "model", "psnr", "ssim", "overshoot"]
+    assert list(rows[0]) == ["image", "sequence", "model", "psnr", "ssim", "overshoot",
+                             "overshoot_beyond_gt"]
     assert {r["sequence"] for r in rows} == {"GOPR0384_11_00", "GOPR0385_11_00"}
     # The ground truth's row holds its overshoot only: what sharpening that frame takes.
     assert {r["model"] for r in rows} == {"input", "s", "ground truth"}

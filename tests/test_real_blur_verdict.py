@@ -212,3 +212,44 @@ def test_a_figure_of_many_models_stays_within_the_stated_width(tmp_path):
     boxes = [[int(v) for v in b.split(",")] for b in meta["crops"].split(";")]
     assert len(boxes) == 10 and all(w == boxes[0][2] for _, _, w, _ in boxes)
     assert f"crops of {boxes[0][2]} px" in meta["Title"]
+
+
+def _textured_pair(side: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Thin bright lines and a step, box-blurred: restoring the lines takes pixels far past the
+    blurred input's local range (the ground truth's own overshoot is high)."""
+    import cv2
+    sharp = np.full((side, side, 3), 0.3, np.float32)
+    for c in (6, 14, 22):
+        sharp[:, c] = 0.9
+    sharp[:, 44:] = 0.6
+    return cv2.blur(sharp, (9, 9), borderType=cv2.BORDER_REFLECT), sharp
+
+
+def test_halos_are_not_excused_by_the_ground_truths_own_overshoot(tmp_path):
+    """The verdict compared counts: a model ringing at a step (12.5% of pixels) was called
+    'no overshoot beyond the ground truth' because restoring thin lines takes the ground truth
+    past the input's range on 20%. What counts is a pixel past both the input's and the ground
+    truth's local range: a perfect restoration has none."""
+    from distill.evaluate import evaluate_fns
+    from distill.metrics import overshoot
+    from distill.real_verdicts import pair_verdicts
+    blur, sharp = _textured_pair()
+    root = tmp_path / "pairs"
+    for i in range(2):
+        write_image(root / "blur" / f"p{i}.png", blur)
+        write_image(root / "sharp" / f"p{i}.png", sharp)
+
+    def halo(x):
+        out = x.copy()
+        out[:, 38:44] -= 0.1
+        out[:, 44:50] += 0.1
+        return np.clip(out, 0, 1)
+
+    assert overshoot(sharp, blur) > overshoot(halo(blur), blur) > 5.0   # the counts hid it
+    assert overshoot(sharp, blur, truth=sharp) == 0.0
+    res = evaluate_fns({"halo": halo, "perfect": lambda x: sharp}, str(root), progress=False)
+    assert res["halo"]["overshoot_beyond_gt"] > 5.0
+    assert res["perfect"]["overshoot_beyond_gt"] == 0.0
+    verdicts = dict(pair_verdicts(res))
+    assert "overshoots" in verdicts["halo"], verdicts["halo"]
+    assert "no overshoot beyond the ground truth" in verdicts["perfect"], verdicts["perfect"]
