@@ -474,7 +474,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     can hide frames made worse (a deblurrer that over-sharpens sharp frames), hence the worst.
     "overshoot" (`distill.metrics.overshoot`, percent of pixels) is the halos and ringing the
     sharpness ratio rewards; with ground truth, "ground_truth_overshoot" is the ground truth's
-    own, what sharpening this blur truly takes.
+    own (thin lines and highlights take the true image past the input's range), and
+    "overshoot_beyond_gt" (per model and image) counts only the pixels past the ground
+    truth's local range too: halos the true image has not.
 
     Full-resolution outputs add up (tens of MB per image and model), so only `keep_outputs`
     images' are kept (None: all): the first ones, or with `rank` (a function of one image's
@@ -612,7 +614,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         for m in ("overshoot", "overshoot_beyond_gt") if has_gt else ("overshoot",):
             res[k][m] = float(np.mean([v[k][m] for v in per_image.values()]))
     if has_gt:
-        # What sharpening this blur truly takes: a model well above it adds halos.
+        # What sharpening this blur truly takes past the input's range (thin lines).
         res["ground_truth_overshoot"] = float(np.mean(gt_over))
         res["convention"] = CONVENTION
         for k in fns:
