@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+import numpy as np
+
 # A model's overshoot above the ground truth's (or the teacher's) by this many points of the
 # pixels is called out: halos a user sees, not the 8-bit noise of a frame or two.
 OVERSHOOT_MARGIN = 1.0
@@ -78,6 +80,19 @@ def _beyond_gt_text(r: dict, k: str) -> str:
     return text
 
 
+def _clear_sign(r: dict, k: str, metric: str, mean: float) -> int:
+    """+1 or -1 where `k`'s mean gain in `metric` over the input stands clear of the spread over
+    the frames (two standard errors of the per-frame gains), 0 where it is within it; the sign
+    of `mean` where the frames are too few to say (under two)."""
+    gains = [m[k][metric] - m["input"][metric] for m in (r.get("per_image") or {}).values()
+             if metric in m.get(k, {}) and metric in m.get("input", {})]
+    if len(gains) < 2:
+        return (mean > 0) - (mean < 0)
+    g = np.asarray(gains, float)
+    noise = 2 * g.std(ddof=1) / np.sqrt(len(g))
+    return int(g.mean() > noise) - int(g.mean() < -noise)
+
+
 def pair_verdicts(r: dict) -> list[tuple[str, str]]:
     """(model, verdict) per model on pairs: a gain or not, with its numbers, the worst frame
     and whether it overshoots beyond the ground truth."""
@@ -87,9 +102,12 @@ def pair_verdicts(r: dict) -> list[tuple[str, str]]:
     for k in (k for k in r if k != "input" and isinstance(r[k], dict) and "psnr_gain" in r[k]):
         d = r[k]
         dp, ds = d.get("psnr_gain", 0.0), d.get("ssim_gain", 0.0)
-        word = ("gains over the blurred input" if dp > 0 and ds > 0 else
-                "worse than the blurred input" if dp < 0 and ds < 0 else
+        cp, cs = _clear_sign(r, k, "psnr", dp), _clear_sign(r, k, "ssim", ds)
+        word = ("gains over the blurred input" if cp > 0 and cs > 0 else
+                "worse than the blurred input" if dp < 0 and ds < 0 and min(cp, cs) < 0 else
                 "no clear gain over the blurred input")
+        if dp > 0 and ds > 0 and not (cp > 0 and cs > 0):
+            word += " (the gain is within the frames' spread, two standard errors)"
         worst = (f"; worst frame {d['worst_psnr_gain']:+.2f} dB ({d['worst_image']})"
                  if "worst_image" in d else "")
         over = (_beyond_gt_text(r, k) if "overshoot_beyond_gt" in d else

@@ -253,3 +253,25 @@ def test_halos_are_not_excused_by_the_ground_truths_own_overshoot(tmp_path):
     verdicts = dict(pair_verdicts(res))
     assert "overshoots" in verdicts["halo"], verdicts["halo"]
     assert "no overshoot beyond the ground truth" in verdicts["perfect"], verdicts["perfect"]
+
+
+def test_a_gain_within_the_frames_noise_is_no_clear_gain():
+    """'gains over the blurred input' went by the signs of the means alone: +0.05 dB from
+    frames going +1.0 and -0.9 dB in turn was called a gain. A gain is called one where it
+    stands clear of the spread over the frames (two standard errors)."""
+    from distill.real_verdicts import pair_verdicts
+    per_image = {}
+    for i in range(20):
+        up = 1.0 if i % 2 else -0.9
+        per_image[f"f{i:02d}"] = {"input": {"psnr": 25.0, "ssim": 0.85},
+                                  "noisy": {"psnr": 25.0 + up, "ssim": 0.85 + up / 100},
+                                  "clear": {"psnr": 25.5 + up / 10, "ssim": 0.86 + up / 1000}}
+    res = {"has_gt": True, "input": {"psnr": 25.0, "ssim": 0.85}, "per_image": per_image}
+    for k in ("noisy", "clear"):
+        p = float(np.mean([m[k]["psnr"] for m in per_image.values()]))
+        s = float(np.mean([m[k]["ssim"] for m in per_image.values()]))
+        res[k] = {"psnr": p, "ssim": s, "psnr_gain": p - 25.0, "ssim_gain": s - 0.85}
+    verdicts = dict(pair_verdicts(res))
+    assert verdicts["noisy"].startswith("no clear gain"), verdicts["noisy"]
+    assert "within the frames' spread" in verdicts["noisy"], verdicts["noisy"]
+    assert verdicts["clear"].startswith("gains over the blurred input"), verdicts["clear"]
