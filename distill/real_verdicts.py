@@ -130,9 +130,14 @@ def nogt_verdicts(r: dict) -> list[tuple[str, str]]:
         s, to = d.get("sharpness"), d.get("psnr_to_reference")
         if s is None or to is None or base is None:
             continue
+        side = _clear_sign(r, k, "psnr_to_reference", to - base)
         if s < SHARPER:
             word = f"no sharper than the input ({s:.3f}x)"
-        elif to > base:
+        elif side == 0:
+            word = (f"sharpens ({s:.3f}x), neither clearly towards nor away from the {ref}'s "
+                    f"output ({to:.2f} dB to it, input {base:.2f}: within the frames' spread, "
+                    "two standard errors)")
+        elif side > 0:
             word = (f"sharpens towards the {ref}'s output ({s:.3f}x sharper, {to:.2f} dB to it, "
                     f"input {base:.2f})")
         else:
