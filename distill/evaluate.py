@@ -753,7 +753,8 @@ def crop_box(img: np.ndarray, side: int) -> tuple[int, int, int]:
 
 # What the overshoot column counts, where a table shows it.
 OVER_TEXT = ("overshoot %: pixels pushed more than 8 levels outside the input's 15x15 "
-             "neighbourhood, halos and ringing; real deblurring of wide blur raises it too")
+             "neighbourhood, halos and ringing; restoring wide blur, thin lines or "
+             "highlights raises it too")
 
 
 def _over(d: dict, width: int) -> str:
