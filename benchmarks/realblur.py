@@ -127,8 +127,9 @@ def markdown(res: dict, md_table) -> list[str]:
                   "positive PSNR and SSIM gain here.", "",
                   md_table(HEADERS, table_rows(p)), ""]
         lines += ["Verdict per model (overshoot: the share of pixels pushed more than 8 levels "
-                  "outside the input's 15x15 neighbourhood; the ground truth's own is what "
-                  "sharpening this blur takes):", "",
+                  "outside the input's 15x15 neighbourhood; a model is called out for pixels "
+                  "past the ground truth's too, which restoring thin lines and highlights "
+                  "does not reach):", "",
                   *[f"- **{k}**: {v}" for k, v in pair_verdicts(p)], ""]
         lines += _failed_lines(p)
     if res.get("nogt"):
