@@ -128,3 +128,19 @@ def fast_student_pt(tmp_path_factory) -> Path:
     tests load their own models from it."""
     from export_fixtures import save_fast_student
     return save_fast_student(tmp_path_factory.mktemp("export-ckpt") / "student.pt")
+
+
+@pytest.fixture(scope="session")
+def bench_env(tmp_path_factory) -> Path:
+    """The `sharpen bench` tests' models, paired folder and shared cache (bench_fixtures): once
+    per worker, whichever of the tests/test_bench_*.py files it runs."""
+    from bench_fixtures import make_bench_env
+    return make_bench_env(tmp_path_factory.mktemp("bench"))
+
+
+@pytest.fixture(scope="session")
+def bench_good_run(bench_env):
+    """The good student's `sharpen bench` run (bench_fixtures.good_bench_run): exit status and
+    report.json, shared by the test_bench_*.py files; each takes its own copy (good_run)."""
+    from bench_fixtures import good_bench_run
+    return good_bench_run(bench_env)

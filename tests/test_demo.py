@@ -1,6 +1,6 @@
 """`sharpen demo` (the README's first command) end to end with the shipped models, at toy sizes:
 labels, distillation, export with parity, streaming. The benchmark step has its own tests
-(tests/test_bench.py); here only its options are checked."""
+(tests/test_bench_*.py); here only its options are checked."""
 from __future__ import annotations
 
 import json

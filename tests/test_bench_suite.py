@@ -1,0 +1,139 @@
+"""The benchmark suite (`pytest benchmarks/`, in a subprocess) takes `sharpen bench`'s options:
+what -k selects is all it exports and evaluates, its quality summary and JSON say what the
+bench's report says, model files keep their test ids, a bad option stops it once
+(bench_fixtures). Timings are never asserted.
+"""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from bench_fixtures import _run_suite
+
+pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
+
+
+@pytest.fixture(scope="module")
+def env(bench_env):
+    return bench_env
+
+
+def _collected(*args: str) -> list[str]:
+    """The test ids `pytest benchmarks/` collects with these options (nothing runs)."""
+    res, _ = _run_suite("--collect-only", *args, expect=0, timeout=120)
+    return [line.split("::", 1)[1] for line in res.stdout.splitlines() if "::" in line]
+
+
+def test_model_files_with_one_stem_keep_their_test_ids_whatever_the_order(tmp_path):
+    """An export folder holds student-fast_int8.onnx and student-fast_int8.tflite: both were
+    `[student-fast_int8_0]` / `[student-fast_int8_1]` in the order given, so a later run with
+    the files in another order had --benchmark-compare compare the ONNX model's timing against
+    the TFLite one's, under one name."""
+    onnx = str(tmp_path / "student-fast_int8.onnx")
+    tfl = str(tmp_path / "student-fast_int8.tflite")
+    one = [i for i in _collected("--model", onnx, tfl) if "given_model" in i]
+    other = [i for i in _collected("--model", tfl, onnx) if "given_model" in i]
+    assert sorted(one) == sorted(other), (one, other)
+    assert "test_given_model_latency[student-fast_int8.onnx-640x360]" in one, one
+    assert "test_given_model_quality[student-fast_int8.tflite]" in one, one
+    # a file whose stem no other file shares keeps the id it had
+    alone = [i for i in _collected("--model", onnx) if "given_model" in i]
+    assert "test_given_model_quality[student-fast_int8]" in alone, alone
+
+
+def test_k_selecting_one_student_evaluates_only_that_student(env, tmp_path):
+    """`pytest benchmarks/ -k fast` with the default students still exported `seed` in every
+    format and ran its quality evaluation (minutes for its INT8 calibrations), then listed it
+    in the summary, though none of its tests was selected."""
+    _, out = _run_suite("-k", "good", "--students", str(env / "student-good.pt"),
+                        str(env / "student-bad.pt"), "--teacher-weights",
+                        str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats",
+                        "onnx", "--cache", str(tmp_path / "cache"), "--min-ssim-ratio", "0",
+                        file="test_quality.py", expect=0)
+    assert "student good" in out and "student bad" not in out, out
+    assert not list((tmp_path / "cache").glob("student-bad*")), out
+    assert "students with no selected quality test, not evaluated: bad" in out, out
+
+
+def test_a_latency_test_alone_does_not_put_its_student_in_the_quality_evaluation(env,
+                                                                                  tmp_path):
+    """The quality evaluation covered every student with a selected test, latency tests too:
+    with its PyTorch timing and the reference rows selected, `good` was exported to ONNX and
+    evaluated in every format, though no quality test of it was selected."""
+    _, out = _run_suite("-k", "test_student_latency and pytorch or test_reference_rows",
+                        "--students", str(env / "student-good.pt"), "--teacher-weights",
+                        str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats",
+                        "onnx", "--cache", str(tmp_path / "cache"), "--sizes", "160x96",
+                        "--stream-frames", "0", "--benchmark-json", str(tmp_path / "b.json"),
+                        expect=0)
+    assert "2 passed" in out, out
+    # the user's set is named as it is, claimed neither synthetic nor real
+    assert f"sharpen quality: mean over the held-out set ({env / 'pairs'}, 3 images)" in out
+    assert not list((tmp_path / "cache").glob("student-good*")), out   # nothing exported
+    assert "student good" not in out.split("sharpen quality")[1], out
+    assert "students with no selected quality test, not evaluated: good" in out, out
+    saved = json.loads((tmp_path / "b.json").read_text())
+    assert {r["key"] for r in saved["sharpen_quality"]["rows"]} == {"input", "teacher"}
+    [timed] = saved["benchmarks"]
+    assert timed["extra_info"]["backend"] == "pytorch" and "quality" not in timed["extra_info"]
+
+
+def test_the_suite_summary_says_the_held_out_set_is_synthetic_blur(env, tmp_path):
+    """`pytest benchmarks/`'s quality summary was titled "mean over held-out images" when
+    `sharpen bench`'s title said the embedded set's blur is synthetic: its SSIM read as a
+    real-blur number there."""
+    _, out = _run_suite("-k", "test_reference_rows", "--students", str(env / "student-good.pt"),
+                        "--teacher-weights", str(env / "teacher.pt"), "--limit", "1",
+                        "--cache", str(tmp_path / "cache"), expect=0)
+    assert ("sharpen quality: mean over the held-out set (embedded test split, synthetic "
+            "blur, 1 image)") in out, out
+
+
+def test_benchmark_json_holds_the_quality_of_what_it_timed(env, tmp_path):
+    """`pytest benchmarks/ --benchmark-json` wrote the timings alone: the PSNR/SSIM, parity and
+    checks it printed went nowhere a script could read them. The file holds the quality section
+    (as report.json's) and each timed model's quality beside its timing."""
+    _run_suite("--students", str(env / "student-good.pt"), "--teacher-weights",
+               str(env / "teacher.pt"), "--data", str(env / "pairs"), "--formats", "onnx",
+               "--cache", str(tmp_path / "cache"), "--sizes", "160x96", "--min-ssim-ratio", "0",
+               "--benchmark-json", str(tmp_path / "b.json"), expect=0)
+    saved = json.loads((tmp_path / "b.json").read_text())
+    quality = saved["sharpen_quality"]
+    rows = {r["key"]: r for r in quality["rows"]}
+    assert rows["good/onnx"]["ssim"] is not None and quality["checks"], quality
+    timed = {b["extra_info"]["backend"]: b["extra_info"] for b in saved["benchmarks"]}
+    for backend, key in (("ort-fp32", "good/onnx"), ("pytorch", "good/pytorch"),
+                         ("teacher-tiled", "teacher")):
+        q = timed[backend]["quality"]
+        assert (q["psnr"], q["ssim"]) == (rows[key]["psnr"], rows[key]["ssim"]), q
+    assert timed["ort-fp32"]["quality"]["parity"]["passed"] is True
+    assert "quality" not in timed["pipeline-ort-fp32"]   # not the stream's own measure
+
+
+def test_student_tests_without_students_say_why_they_skip(tmp_path):
+    """`pytest benchmarks/ --model FILE` without --weights measures the files alone: the student
+    tests were skipped as pytest's "got empty parameter set for (student)"."""
+    _, out = _run_suite("-rs", "-k", "not given_model and not teacher and not reference",
+                        "--model", str(tmp_path / "a.onnx"),   # never read: nothing needs it
+                        expect=0, timeout=120)
+    assert "empty parameter set" not in out, out
+    assert "no students: --model without --weights measures those files alone" in out, out
+
+
+@pytest.mark.parametrize("bad,says", [
+    (["--target-fps", "0"], "--target-fps must be a finite number > 0, got 0"),
+    (["--stream-frames", "-1"], "--stream-frames must be >= 0"),
+    (["--formats", "onnx,bogus"], "unknown format 'bogus'; choose from onnx, "),
+    (["--data", "no/such/set"], "no/such/set")])
+def test_a_bad_option_value_stops_the_suite_once_with_its_message(env, tmp_path, bad, says):
+    """A bad value raised a UsageError inside the session fixture (or the quality evaluation):
+    pytest reported it as an ERROR with a full traceback at every test, the message buried
+    in the tracebacks, and exited 1, as if tests had failed."""
+    _, out = _run_suite("--students", str(env / "student-good.pt"), "--formats", "onnx",
+                        "--teacher-weights", str(env / "teacher.pt"), "--cache",
+                        str(tmp_path / "cache"), "--sizes", "96x64", *bad,
+                        expect=4)   # pytest's usage error
+    assert out.count(says) == 1 and "Traceback" not in out and "ERROR at" not in out, out
+
+
