@@ -1,11 +1,16 @@
 """The benchmark suite (`pytest benchmarks/`, in a subprocess) takes `sharpen bench`'s options:
 what -k selects is all it exports and evaluates, its quality summary and JSON say what the
-bench's report says, model files keep their test ids, a bad option stops it once
-(bench_fixtures). Timings are never asserted.
+bench's report says, the report's pytest and compare lines run, model files keep their test
+ids, a bad option stops it once (bench_fixtures). Timings are never asserted.
 """
 from __future__ import annotations
 
+import copy
 import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -17,6 +22,13 @@ pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
 @pytest.fixture(scope="module")
 def env(bench_env):
     return bench_env
+
+
+@pytest.fixture(scope="module")
+def good_run(bench_good_run):
+    """The shared bench run's exit status and a copy of its report.json, this file's to edit."""
+    rc, report = bench_good_run
+    return rc, copy.deepcopy(report)
 
 
 def _collected(*args: str) -> list[str]:
@@ -137,3 +149,46 @@ def test_a_bad_option_value_stops_the_suite_once_with_its_message(env, tmp_path,
     assert out.count(says) == 1 and "Traceback" not in out and "ERROR at" not in out, out
 
 
+def _shell(cmd: str, cwd: Path) -> subprocess.CompletedProcess:
+    """One of the report's reproduce commands, run by the shell as a user would, with this
+    interpreter's pytest."""
+    cmd = cmd.replace("pytest ", f"{shlex.quote(sys.executable)} -m pytest -p no:cacheprovider ",
+                      1)
+    return subprocess.run(["bash", "-c", cmd], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+@pytest.fixture(scope="module")
+def saved_pytest_run(env, good_run, tmp_path_factory):
+    """The report's pytest line, run (latency tests only, to keep it short)."""
+    _, report = good_run
+    cwd = tmp_path_factory.mktemp("pytest-run")
+    only = ' -k "test_student_latency or test_teacher_tiled"'
+    res = _shell(report["commands"][2] + only, cwd)
+    assert res.returncode == 0, res.stdout + res.stderr
+    return report, cwd, only, json.loads((cwd / "bench.json").read_text())
+
+
+def test_reproduce_block_compares_the_same_benchmarks(saved_pytest_run):
+    """The report's compare line compared nothing: the pytest line before it saved no run
+    (--benchmark-json only), and the compare line left out the run's options, so it timed the
+    default students at the default size, exporting them into the default cache."""
+    report, cwd, only, saved = saved_pytest_run
+    res = _shell(report["commands"][3].split("  #")[0] + only, cwd)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out
+    assert "Can't compare" not in out and "Comparing against benchmarks from" in out, out
+    names = {b["name"] for b in saved["benchmarks"]}
+    assert names and all(f"{n} (NOW)" in out and f"{n} (0001_" in out for n in names), out
+    assert "160x96" in " ".join(names)   # the run's size, not the default's
+
+
+def test_teacher_tile_times_are_not_ranked_with_frame_times(saved_pytest_run):
+    """pytest-benchmark ranks the rows of a group against each other: the teacher's rows, the
+    time of its timed tile(s) (a fifteenth of a 1080p frame), sat in the per-frame latency
+    group, read as the teacher's frame time."""
+    _, _, _, saved = saved_pytest_run
+    groups = {b["name"].split("[")[0]: b["group"] for b in saved["benchmarks"]}
+    assert groups["test_student_latency"] == "latency 160x96"
+    assert groups["test_teacher_tiled"] != groups["test_student_latency"]
+    assert "not per frame" in groups["test_teacher_tiled"]
