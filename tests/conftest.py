@@ -1,3 +1,4 @@
+import copy
 import os
 import signal
 from pathlib import Path
@@ -144,3 +145,17 @@ def bench_good_run(bench_env):
     report.json, shared by the test_bench_*.py files; each takes its own copy (good_run)."""
     from bench_fixtures import good_bench_run
     return good_bench_run(bench_env)
+
+
+# The bench test files' own names for the two above, per file: `good_run` hands each file its
+# own copy of the report, so a test that edits it sees what it did before the files were split.
+@pytest.fixture(scope="module")
+def env(bench_env):
+    return bench_env
+
+
+@pytest.fixture(scope="module")
+def good_run(bench_good_run):
+    """The shared bench run's exit status and a copy of its report.json, this file's to edit."""
+    rc, report = bench_good_run
+    return rc, copy.deepcopy(report)

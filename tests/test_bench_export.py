@@ -4,7 +4,6 @@ Timings are never asserted.
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import subprocess
@@ -21,18 +20,6 @@ from distill.images import write_image
 from distill.students import create_student
 
 pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
-
-
-@pytest.fixture(scope="module")
-def env(bench_env):
-    return bench_env
-
-
-@pytest.fixture(scope="module")
-def good_run(bench_good_run):
-    """The shared bench run's exit status and a copy of its report.json, this file's to edit."""
-    rc, report = bench_good_run
-    return rc, copy.deepcopy(report)
 
 
 # The second format of the export runs below: its build takes seconds (the INT8 calibration

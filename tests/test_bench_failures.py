@@ -22,11 +22,6 @@ from distill.students import create_student
 pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
 
 
-@pytest.fixture(scope="module")
-def env(bench_env):
-    return bench_env
-
-
 @pytest.mark.parametrize("case", ["unreadable checkpoint", "export error"])
 def test_a_student_whose_export_fails_fails_once_with_why(env, tmp_path, case):
     """An export that raised (a checkpoint that is not one, a cache folder that is a file)

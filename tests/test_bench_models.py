@@ -3,7 +3,6 @@ measured as rows beside the students (bench_fixtures). Timings are never asserte
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -16,18 +15,6 @@ from distill.images import write_image
 from distill.students import create_student
 
 pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
-
-
-@pytest.fixture(scope="module")
-def env(bench_env):
-    return bench_env
-
-
-@pytest.fixture(scope="module")
-def good_run(bench_good_run):
-    """The shared bench run's exit status and a copy of its report.json, this file's to edit."""
-    rc, report = bench_good_run
-    return rc, copy.deepcopy(report)
 
 
 # --------------------------------------------------------------------------- --model

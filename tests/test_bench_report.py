@@ -9,7 +9,6 @@ Timings are never asserted.
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -31,18 +30,6 @@ from distill.students import create_student, run_padded
 from distill.teacher import OVERLAP as TEACHER_OVERLAP, TILE as TEACHER_TILE
 
 pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
-
-
-@pytest.fixture(scope="module")
-def env(bench_env):
-    return bench_env
-
-
-@pytest.fixture(scope="module")
-def good_run(bench_good_run):
-    """The shared bench run's exit status and a copy of its report.json, this file's to edit."""
-    rc, report = bench_good_run
-    return rc, copy.deepcopy(report)
 
 
 def test_report_files_exist(env, good_run):

@@ -4,7 +4,6 @@ judged (bench_fixtures). Timings are never asserted.
 """
 from __future__ import annotations
 
-import copy
 import json
 import os
 from pathlib import Path
@@ -14,18 +13,6 @@ import pytest
 from bench_fixtures import _run_suite
 
 pytestmark = pytest.mark.slow  # whole pipelines at toy sizes: tens of seconds
-
-
-@pytest.fixture(scope="module")
-def env(bench_env):
-    return bench_env
-
-
-@pytest.fixture(scope="module")
-def good_run(bench_good_run):
-    """The shared bench run's exit status and a copy of its report.json, this file's to edit."""
-    rc, report = bench_good_run
-    return rc, copy.deepcopy(report)
 
 
 def test_the_suite_times_the_tiles_sharpen_bench_times(env, tmp_path):
