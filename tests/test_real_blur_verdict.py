@@ -297,3 +297,30 @@ def test_towards_the_teacher_only_clear_of_the_frames_spread():
     assert "its own way" not in verdicts["noisy"]
     assert "within the frames' spread" in verdicts["noisy"], verdicts["noisy"]
     assert "sharpens towards the teacher" in verdicts["clear"], verdicts["clear"]
+
+
+def test_the_input_range_is_computed_once_and_gives_the_same_overshoot():
+    """evaluate scores every model's output of one frame against one range of the input's
+    neighbourhood; the count is the definition's (max of the two differences, over channels,
+    past 8 levels), pixels exactly 8 levels past included, on 8-bit values as evaluate's."""
+    import cv2
+
+    from distill.metrics import input_range, overshoot
+    rng = np.random.default_rng(1)
+    x = rng.random((60, 70, 3)).astype(np.float32)
+    outs = [np.clip(x + rng.normal(0, s, x.shape).astype(np.float32), 0, 1)
+            for s in (0.01, 0.1, 0.3)]
+    x, outs = np.round(x * 255) / 255, [np.round(o * 255) / 255 for o in outs]
+    x, outs = x.astype(np.float32), [o.astype(np.float32) for o in outs]
+    outs.append(np.clip(cv2.dilate(x, np.ones((15, 15), np.uint8)) + np.float32(8 / 255), 0, 1))
+    around = input_range(x)
+    k = np.ones((15, 15), np.uint8)
+    for o in outs:
+        past = np.maximum(np.maximum(o - cv2.dilate(x, k), cv2.erode(x, k) - o), 0).max(2)
+        assert overshoot(o, x) == 100.0 * float((past > 8 / 255.0).mean())
+    for o in outs:
+        assert overshoot(o, x, around=around) == overshoot(o, x)
+    t = np.clip(x + 0.2, 0, 1)
+    assert overshoot(outs[2], x, truth=t, around=around) == overshoot(outs[2], x, truth=t)
+    with pytest.raises(ValueError, match="window"):
+        overshoot(outs[0], x, window=7, around=around)
