@@ -139,8 +139,9 @@ def add_commands(sub) -> None:
                        help="PSNR/SSIM gain over the input (paired data) and side-by-side crops",
                        description="Run teacher and/or student checkpoints over a data source. "
                        "With ground truth (paired folder, GoPro root, corpus): PSNR/SSIM of the "
-                       "input and each model, and the gain. Without (real blurred frames): a "
-                       "sharpness ratio. PSNR/SSIM as published tables compute them: 8-bit RGB "
+                       "input and each model, and the gain. Without (real blurred frames, and "
+                       "video clips, read a frame at a time: --stride, --frames): a sharpness "
+                       "ratio and overshoot. PSNR/SSIM as published tables compute them: 8-bit RGB "
                        "outputs, data range 255, no border crop, SSIM with scikit-image's "
                        "Gaussian window sigma 1.5 (use_sample_covariance=False), mean over "
                        "images. --out writes metrics.json (with the convention), per_image.csv "
@@ -155,13 +156,20 @@ def add_commands(sub) -> None:
     p.add_argument("--teacher-config", default=None, metavar="NAME", help=CONFIG_HELP)
     p.add_argument("--data", required=True, metavar="SPEC",
                    help="paired folder (blur/+sharp/, input/+target/), GoPro root, corpus, or "
-                   "a folder of blurred images without ground truth")
+                   "blurred images and/or video clips without ground truth (a folder or a "
+                   "clip)")
     p.add_argument("--split", default=None, metavar="NAME",
                    help="split of a source with split folders (default: test)")
     from .data.commands import add_gopro_blur_argument
     add_gopro_blur_argument(p)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="N images spread over the set (default: all)")
+    p.add_argument("--stride", type=int, default=1, metavar="N",
+                   help="of a clip (a video, or the clips of a folder): every N-th frame from "
+                   "the first (default: every frame); --limit then spreads over them")
+    p.add_argument("--frames", default=None, metavar="LIST",
+                   help="of a clip: these frame indices only, comma separated (0 is the "
+                   "first), e.g. 0,900,1800")
     p.add_argument("--crop", type=int, default=0, metavar="PX",
                    help="evaluate a centre crop of this side (0 = whole images)")
     p.add_argument("--out", "--output", default=None, metavar="DIR",

@@ -14,7 +14,7 @@ import os
 import sys
 import warnings
 from pathlib import Path
-from typing import Callable, Collection, Optional, Sequence
+from typing import Callable, Collection, NamedTuple, Optional, Sequence
 
 import numpy as np
 
@@ -23,7 +23,8 @@ from runtime.cli_errors import interrupt_exit_code
 from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
-from .metrics import CONVENTION, SSIM_MIN_SIDE, overshoot, psnr, quantise_8bit, ssim
+from .metrics import (CONVENTION, SSIM_MIN_SIDE, input_range, overshoot, psnr, quantise_8bit,
+                      ssim)
 from .real_verdicts import nogt_verdicts, pair_verdicts
 
 Fn = Callable[[np.ndarray], np.ndarray]
@@ -31,7 +32,17 @@ Fn = Callable[[np.ndarray], np.ndarray]
 
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
-            "exit_code", "teacher_labels", "environment", "convention"}
+            "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
+            "stride", "frames"}
+
+
+class ClipFrame(NamedTuple):
+    """An item's input that is a frame of a clip (read by `source_items(clips=True)`)."""
+    path: str
+    index: int
+
+    def __str__(self) -> str:
+        return f"{self.path}[frame {self.index}]"
 
 
 def is_artifact(path: str | Path) -> bool:
@@ -263,8 +274,13 @@ def labelled_teacher(fn: TeacherFn, cache: Path,
 
 def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
                  limit: Optional[int] = None, info_out: Optional[dict] = None,
-                 gopro_blur: str = "blur"):
+                 gopro_blur: str = "blur", clips: bool = False, stride: int = 1,
+                 frames: Optional[Collection[int]] = None):
     """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly.
+    clips=True: a video, and the clips of a folder of footage, give their frames, each input a
+    `ClipFrame` (path, index): every `stride`-th from the first, or those of `frames` (indices
+    of each clip; those past a clip's end are named in a warning); `limit` spreads over what
+    that leaves. A clip OpenCV cannot open is named in a warning and left out.
     Several specs: their items in the order given (an image that two of them hold, a file and
     its folder, once), `limit` spread over all of them; a name two of them share (frame0 of two
     folders) becomes the image's path.
@@ -280,19 +296,26 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     for one in specs:
         # A missing split is an error, never the test split instead: choosing a model "on val"
         # must not quietly look at the test images.
-        # The clips of a folder of footage are not decoded: evaluate scores images, and says
-        # which clips it left out (info_out "videos"), and which other files ("not_images").
-        info = resolve_source(one, split=split, frames=False, gopro_blur=gopro_blur)
+        # Without `clips` the clips of a folder of footage are not decoded (images only): it
+        # says which clips it left out (info_out "videos"), and which other files
+        # ("not_images").
+        info = resolve_source(one, split=split, frames=clips, gopro_blur=gopro_blur)
         used_split = used_split or info.split
-        videos |= {str(s.input) for s in info.samples if s.frame is not None}
+        if clips:
+            items += [(s.name, s.input if s.frame is None else ClipFrame(str(s.input), s.frame),
+                       s.gt) for s in _picked(info.samples, stride, frames)]
+        else:
+            videos |= {str(s.input) for s in info.samples if s.frame is not None}
+            items += [(s.name, s.input, s.gt) for s in info.samples if s.frame is None]
         videos |= set(info.videos_left_out)
         not_images |= set(info.not_images)
-        items += [(s.name, s.input, s.gt) for s in info.samples if s.frame is None]
     if len(specs) > 1:
         # A file named as well as its folder is one image, scored once (not twice in the mean).
         unique: dict[Path, tuple] = {}
         for it in items:
-            unique.setdefault(Path(it[1]).resolve(), it)
+            inp = it[1]
+            unique.setdefault((Path(inp.path).resolve(), inp.index) if isinstance(inp, ClipFrame)
+                              else Path(inp).resolve(), it)
         items = list(unique.values())
         counts: dict[str, int] = {}
         for name, _, _ in items:
@@ -303,6 +326,24 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         info_out["videos"] = sorted(videos)
         info_out["not_images"] = sorted(not_images)
     return spread(items, limit)
+
+
+def _picked(samples: list, stride: int, frames: Optional[Collection[int]]) -> list:
+    """The samples a --stride or --frames choice keeps: every still, and of each clip's frames
+    every `stride`-th from the first or those numbered in `frames`."""
+    if frames is None:
+        return [s for s in samples if s.frame is None or s.frame % stride == 0]
+    wanted = set(frames)
+    lengths: dict = {}
+    for s in samples:
+        if s.frame is not None:
+            lengths[s.input] = max(lengths.get(s.input, 0), s.frame + 1)
+    for clip, n in lengths.items():
+        if past := sorted(i for i in wanted if i >= n):
+            warnings.warn(f"{clip} has {count(n, 'frame')}: --frames "
+                          f"{','.join(map(str, past))} {'is' if len(past) == 1 else 'are'} "
+                          "past its end", SharpenWarning)
+    return [s for s in samples if s.frame is None or s.frame in wanted]
 
 
 def sharpness(img: np.ndarray) -> float:
@@ -317,11 +358,16 @@ MIN_SIDE = SSIM_MIN_SIDE
 FLAT = 1e-4
 
 
-def _read_pair(inp, gt, has_gt: bool, crop: int):
-    """Input and ground truth (None without) cropped, or ImageReadError naming the file."""
+def _read_pair(inp, gt, has_gt: bool, crop: int, reader=None):
+    """Input and ground truth (None without) cropped, or ImageReadError naming the file (a
+    `ClipFrame`'s frame read by `reader`, a `distill.data.sources.SampleReader`)."""
     from .images import ImageReadError, centre_crop, misoriented, read_image
 
-    x = read_image(inp)
+    if isinstance(inp, ClipFrame):
+        from .data.sources import Sample
+        x = reader.input(Sample("", Path(inp.path), None, inp.index))
+    else:
+        x = read_image(inp)
     y = read_image(gt) if has_gt else None
     note = misoriented(inp, x, gt, y) if y is not None else ""
     # Sizes are compared before cropping: equal crops of unequal images are out of line.
@@ -342,12 +388,14 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
              crop: int = 0, progress: bool = True, tile: Optional[int] = None,
              keep_outputs: Optional[int] = None, device: str = "cpu",
              teacher_config: Optional[str] = None, threads: int = 0,
-             provider: str = "auto", gopro_blur: str = "blur") -> dict:
+             provider: str = "auto", gopro_blur: str = "blur", stride: int = 1,
+             frames: Optional[Collection[int]] = None) -> dict:
     """Checkpoints and exported artifacts (paths, or shipped names such as `fast` and
     `teacher`; one, or a list) over a data source; see `evaluate_fns`. With exactly one
     teacher among them, its output is the reference where the data has no ground truth.
     `threads` and `provider` are for exported artifacts (see `load_model_fn`); `gopro_blur`
-    picks a GoPro root's blurred folder (see `source_items`)."""
+    picks a GoPro root's blurred folder (see `source_items`). A video, and the clips of a
+    folder, are scored frame by frame: every `stride`-th frame, or those of `frames`."""
     from .teacher import resolve_weights
     if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
         weights = [weights]
@@ -357,12 +405,13 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     fns = {label: load_model_fn(w, tile, device, teacher_config, threads, provider)
            for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
-    from_labels = _teacher_from_labels(fns, spec, crop, split, limit)
+    from_labels = _teacher_from_labels(fns, spec, crop, split, limit, stride, frames)
     try:
         res = evaluate_fns(fns, spec, split, limit, crop, progress,
                            reference=teachers[0] if len(teachers) == 1 else None,
                            keep_outputs=keep_outputs, rank=least_gain,
-                           names=dict(zip(labels, weights)), gopro_blur=gopro_blur)
+                           names=dict(zip(labels, weights)), gopro_blur=gopro_blur,
+                           clips=True, stride=stride, frames=frames)
     except KeyboardInterrupt as e:
         if hasattr(e, "results"):
             e.results["weights"] = dict(zip(labels, weights))
@@ -374,7 +423,8 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
 
 
 def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int, split: str = "test",
-                         limit: Optional[int] = None) -> dict:
+                         limit: Optional[int] = None, stride: int = 1,
+                         frames: Optional[Collection[int]] = None) -> dict:
     """On a label cache's frames, each teacher of `fns` that made its labels reads them
     (replaced in `fns`); {"model", "cache", "unused": why} for one whose labels they are not,
     and with "crop" when --crop kept them from being used (see `crop_unused`)."""
@@ -386,7 +436,9 @@ def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int, split: str = "test
     # With --crop none is: the labels go unread, and are only checked to be a teacher's own
     # (the --crop note would otherwise tell another teacher that it reads them without it).
     frames = (set() if crop else
-              {Path(inp).resolve() for _, inp, _ in source_items(spec, split, limit)})
+              {Path(inp).resolve() for _, inp, _ in
+               source_items(spec, split, limit, clips=True, stride=stride, frames=frames)
+               if not isinstance(inp, ClipFrame)})
     for label, fn in list(fns.items()):
         if isinstance(fn, TeacherFn):
             reading, why = labelled_teacher(fn, cache, frames)
@@ -466,7 +518,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                  progress: bool = True, reference: Optional[str] = None,
                  keep_outputs: Optional[int] = None,
                  rank: Optional[Callable[[dict], float]] = None,
-                 names: Optional[dict[str, str]] = None, gopro_blur: str = "blur") -> dict:
+                 names: Optional[dict[str, str]] = None, gopro_blur: str = "blur",
+                 clips: bool = False, stride: int = 1,
+                 frames: Optional[Collection[int]] = None) -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
     ssim_gain, worst_psnr_gain, worst_image, sharpness, overshoot}, "per_image": {name:
     {label: {psnr, ssim, overshoot} (without ground truth: {sharpness, psnr_to_reference,
@@ -482,7 +536,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     images' are kept (None: all): the first ones, or with `rank` (a function of one image's
     outputs) the lowest-ranked. An image a model fails on (out of memory, a broken artifact)
     is skipped by name like an unreadable one (a `runtime.SharpenWarning` each, and listed in
-    "failed"); a folder's videos, and its files that are not images, are left out with one. A Ctrl-C (or SIGTERM, as `sharpen`
+    "failed"); a folder's videos (unless `clips`), and its files that are not images, are left
+    out with one. A Ctrl-C (or SIGTERM, as `sharpen`
     raises it) once images are scored is raised on with `.results`: theirs, marked
     "interrupted".
 
@@ -495,20 +550,26 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     A model whose output is not its input's size ends the run (ValueError naming it by
     `names`, label -> file, the image and both sizes): it would fail every image the same way.
 
-    `spec` may be several data sources (image files and folders): see `source_items`."""
+    `spec` may be several data sources (image files and folders): see `source_items`.
+    clips=True: videos, and a folder's clips, are scored frame by frame (decoded one at a time,
+    forward), every `stride`-th or those of `frames`; "clip_frames" maps each frame's name to
+    [clip, frame index]. Without ground truth the figure's frames are then spread over them.
+    A frame that does not decode (a damaged clip) is skipped by name like an unreadable image.
+    """
     if reference is not None and reference not in fns:
         raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
     from tqdm import tqdm
 
     from .images import ImageReadError
     used: dict = {}
-    items = source_items(spec, split, limit, used, gopro_blur)
+    items = source_items(spec, split, limit, used, gopro_blur, clips, stride, frames)
     videos = used.get("videos") or []
     one = isinstance(spec, (str, os.PathLike))
     shown = str(spec) if one else ", ".join(map(str, spec))
     not_frames = ("evaluate scores images, not a video's frames; `sharpen labels --data VIDEO "
                   "--out CACHE` saves the frames it labels in CACHE/frames, which evaluate "
-                  "takes (or extract them with ffmpeg)")
+                  "takes (or extract them with ffmpeg); `sharpen evaluate` scores a clip's "
+                  "frames itself")
     if not items:
         if videos:
             what = (shown if one and Path(spec).is_file() else
@@ -527,11 +588,20 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     failed, flat, scored = [], 0, 0
     gt_over: list[float] = []
     stopped: Optional[KeyboardInterrupt] = None
-    bar = tqdm(items, desc="evaluate", unit="img", disable=not progress)
+    from .data.sources import SampleReader, spread
+    reader = SampleReader()
+    on_clip = {name: [inp.path, inp.index] for name, inp, _ in items
+               if isinstance(inp, ClipFrame)}
+    # A clip's first frames are near-duplicates: without ground truth to rank by, the figure
+    # shows frames spread over the clips, not its first ones.
+    shown_first = ({i for i, _ in spread(list(enumerate(items)), keep_outputs)}
+                   if on_clip and not has_gt and keep_outputs else set())
+    bar = tqdm(items, desc="evaluate", unit="frame" if len(on_clip) == len(items) else "img",
+               disable=not progress)
     try:
         for i, (name, inp, gt) in enumerate(bar):
             try:
-                x, y = _read_pair(inp, gt, has_gt, crop)
+                x, y = _read_pair(inp, gt, has_gt, crop, reader)
             except ImageReadError as e:
                 failed.append(str(e))
                 warnings.warn(f"skipped: {e}", SharpenWarning)
@@ -567,17 +637,22 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                 # results named no image (which ones --limit took, which one a model overdid).
                 for k in outs:
                     scores.setdefault(k, {})["sharpness"] = ratios.get(k)
+            around = input_range(x)   # once per image, shared by every model's output
             for k, img in outs.items():
-                scores.setdefault(k, {})["overshoot"] = overshoot(img, x)
+                # The input never leaves its own neighbourhood's range: 0 without counting.
+                scores.setdefault(k, {})["overshoot"] = (
+                    0.0 if k == "input" else overshoot(img, x, around=around))
                 if y is not None:
-                    scores[k]["overshoot_beyond_gt"] = overshoot(img, x, truth=y)
-            gt_o = overshoot(y, x) if y is not None else None
+                    scores[k]["overshoot_beyond_gt"] = (
+                        0.0 if k == "input" else overshoot(img, x, truth=y, around=around))
+            gt_o = overshoot(y, x, around=around) if y is not None else None
             if y is not None:
                 outs["ground truth"] = y
                 # Per image, what sharpening that frame takes: one frame a model rings on
                 # is judged against it (a mean over the set hid it).
                 scores["ground truth"] = {"overshoot": gt_o}
-            order = rank(outs) if rank else float(i)
+            order = (float(i not in shown_first) if shown_first else
+                     rank(outs) if rank else float(i))
             scored, flat = scored + 1, flat + (base < FLAT)
             for k, r in ratios.items():
                 sharp_ratio[k].append(r)
@@ -595,6 +670,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
               file=sys.stderr)
     finally:
         bar.close()
+        reader.close()
     outputs = {name: outs for _, _, name, outs in sorted(kept, key=lambda t: (t[0], t[1]))}
     if not scored:
         what = ("its one image could not be evaluated (it is named above)" if len(items) == 1
@@ -603,6 +679,9 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
                  "split": used.get("split"), "crop": crop, "limit": limit,
                  "flat_images": flat, "interrupted": stopped is not None}
+    if on_clip:
+        res["clip_frames"] = {n: on_clip[n] for n in per_image if n in on_clip}
+        res["stride"], res["frames"] = stride, sorted(frames) if frames is not None else None
     if stopped is not None:
         res["exit_code"] = interrupt_exit_code(stopped)   # 130 Ctrl-C, 143 SIGTERM
     for k, ratios in sharp_ratio.items():
@@ -642,7 +721,8 @@ def write_per_image_csv(res: dict, path: str | Path) -> Path:
     """One row per image and model (the blurred input as model "input"): image, sequence (a
     GoPro sequence, the folder part of the image's name; empty where there is none), model and
     each per-image score, so that `pandas.read_csv(path).groupby(["model", "sequence"])` gives
-    per-sequence means. Written atomically."""
+    per-sequence means; with a clip's frames among them, its "clip" and "frame" index too.
+    Written atomically."""
     import csv
 
     from runtime.atomic import atomic_path
@@ -652,11 +732,15 @@ def write_per_image_csv(res: dict, path: str | Path) -> Path:
             metrics += [m for m in by_model if m not in metrics]
     with atomic_path(path, suffix=".csv") as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["image", "sequence", "model", *metrics])
+        on_clip = res.get("clip_frames") or {}
+        clip_cols = ["clip", "frame"] if on_clip else []
+        w.writerow(["image", "sequence", *clip_cols, "model", *metrics])
         for name, scores in res["per_image"].items():
             seq = name.rsplit("/", 1)[0] if "/" in name else ""
+            where = [*on_clip.get(name, ["", ""])] if on_clip else []
             for model, by_model in scores.items():
-                w.writerow([name, seq, model, *(_cell(by_model.get(m)) for m in metrics)])
+                w.writerow([name, seq, *where, model,
+                            *(_cell(by_model.get(m)) for m in metrics)])
     return Path(path)
 
 
@@ -804,7 +888,19 @@ def format_table(res: dict) -> str:
     where = "".join([f", split {res['split']}" if res.get("split") else "",
                      f", centre crops of at most {res['crop']} px" if res.get("crop") else ""])
     partial = " (interrupted: a part of the set)" if res.get("interrupted") else ""
-    lines.append(f"({n} image{'s' if n != 1 else ''} of {res['data']}{where}){partial}")
+    on_clip = res.get("clip_frames") or {}
+    if on_clip:
+        stills = n - len(on_clip)
+        what = (f"{count(len(on_clip), 'frame')} of "
+                f"{count(len({c for c, _ in on_clip.values()}), 'clip')}"
+                + (f" and {count(stills, 'image')}" if stills else ""))
+        if res.get("frames") is not None:
+            where += f", --frames {','.join(map(str, res['frames']))}"
+        elif res.get("stride", 1) > 1:
+            where += f", one frame in {res['stride']}"
+    else:
+        what = f"{n} image{'s' if n != 1 else ''}"
+    lines.append(f"({what} of {res['data']}{where}){partial}")
     if res["has_gt"]:
         # How to check a number by hand (scikit-image, the same images), and what the d and
         # sharpness columns are: none of it was said where the numbers are read.

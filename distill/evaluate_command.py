@@ -95,6 +95,19 @@ def _evaluate(args: argparse.Namespace) -> int:
     weights += models
     if args.limit is not None and args.limit < 1:
         return refuse(f"--limit must be >= 1, got {args.limit}")
+    if args.stride < 1:
+        return refuse(f"--stride must be >= 1, got {args.stride}")
+    frames = None
+    if args.frames is not None:
+        if args.stride != 1:
+            return refuse("give either --stride or --frames, not both")
+        try:
+            frames = sorted({int(f) for f in args.frames.split(",")})
+        except ValueError:
+            frames = [-1]
+        if frames[0] < 0:
+            return refuse(f"--frames {args.frames}: frame indices (0 is the first) separated "
+                          "by commas, e.g. 0,900,1800")
     # One at a time, with its value: '--figure-images must be >= 1, --figure-crop >= 16 and
     # --crop >= 0' left the user to find which of the three was wrong.
     for flag, value, lo, note in (("--figure-images", args.figure_images, 1, ""),
@@ -130,13 +143,18 @@ def _evaluate(args: argparse.Namespace) -> int:
                        crop=args.crop, progress=not args.quiet,
                        keep_outputs=args.figure_images if args.out else 0, device=args.device,
                        teacher_config=args.teacher_config, threads=args.threads,
-                       provider=args.provider, gopro_blur=args.gopro_blur)
+                       provider=args.provider, gopro_blur=args.gopro_blur,
+                       stride=args.stride, frames=frames)
     except KeyboardInterrupt as e:   # after some images: theirs are reported and saved
         if not hasattr(e, "results"):
             raise
         res = e.results
     except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return refuse(str(e))
+    if (args.stride != 1 or frames is not None) and not res.get("clip_frames"):
+        print(f"warning: {args.data} holds no video clip: "
+              f"{'--stride' if frames is None else '--frames'} applies to a clip's frames; "
+              "every image was evaluated", file=sys.stderr)
     if args.split and res["split"] is None:
         print(f"warning: {args.data} has no split folders (train/, val/, test/): --split "
               f"{args.split} does not apply; every image was evaluated", file=sys.stderr)
@@ -164,7 +182,9 @@ def _evaluate(args: argparse.Namespace) -> int:
         atomic_write_json(out / f"metrics{tag}.json", res)
         shown = dict(list(outputs.items())[:args.figure_images])
         which = (f"the {count(len(shown), 'image')} some model gains least PSNR on, worst first"
-                 if res["has_gt"] else f"the first {count(len(shown), 'image')}")
+                 if res["has_gt"] else
+                 f"{count(len(shown), 'frame')} spread over the clips" if res.get("clip_frames")
+                 else f"the first {count(len(shown), 'image')}")
         fig = side_by_side(shown, out / f"side_by_side{tag}.png", side=args.figure_crop,
                            title=f"{args.data}, {which}: input | " + " | ".join(
                                k for k in next(iter(shown.values())) if k != "input"))

@@ -1,0 +1,108 @@
+"""`sharpen evaluate` on a user's own clips (dashcam, drone) without ground truth: frames read
+one at a time, sampled with --stride or picked with --frames, scored by the no-reference
+measures, a damaged clip named and skipped."""
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from distill.evaluate import evaluate_fns
+from runtime import SharpenWarning
+
+
+def _clip(path, n=6, size=(48, 40)):
+    """An MJPG clip whose frame i is a texture with i bright columns (told apart after
+    JPEG)."""
+    w, h = size
+    rng = np.random.default_rng(0)
+    base = (rng.random((h, w, 3)) * 120).astype(np.uint8)
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 10, (w, h))
+    for i in range(n):
+        f = base.copy()
+        f[:, : 4 * i] = 250
+        vw.write(f)
+    vw.release()
+    return path
+
+
+def _bright_columns(img):
+    return int(round((img[img.shape[0] // 2].mean(1) > 0.9).sum() / 4))
+
+
+def sharpen_(x):
+    return np.clip(x + 0.5 * (x - cv2.GaussianBlur(x, (5, 5), 1.0)), 0, 1)
+
+
+def test_a_clip_is_scored_frame_by_frame_at_a_stride(tmp_path):
+    clip = _clip(tmp_path / "dash.avi")
+    res = evaluate_fns({"id": lambda x: x, "sharp": sharpen_}, str(clip), progress=False,
+                       clips=True, stride=2)
+    assert res["images"] == 3 and not res["has_gt"]
+    assert list(res["per_image"]) == ["dash_000000", "dash_000002", "dash_000004"]
+    assert res["clip_frames"] == {f"dash_{i:06d}": [str(clip), i] for i in (0, 2, 4)}
+    for name, outs in res["outputs"].items():
+        assert _bright_columns(outs["input"]) == res["clip_frames"][name][1]
+    for scores in res["per_image"].values():
+        assert {"sharpness", "overshoot"} <= set(scores["sharp"])
+    assert res["sharp"]["sharpness"] > 1 and res["id"]["sharpness"] == pytest.approx(1)
+
+
+def test_frames_picks_frame_indices_of_each_clip_and_names_those_past_its_end(tmp_path):
+    clip = _clip(tmp_path / "dash.avi")
+    with pytest.warns(SharpenWarning, match=r"dash.avi has 6 frames: --frames 9 is past its end"):
+        res = evaluate_fns({"id": lambda x: x}, str(clip), progress=False, clips=True,
+                           frames=[5, 1, 9])
+    assert list(res["per_image"]) == ["dash_000001", "dash_000005"]
+    assert [_bright_columns(o["input"]) for o in res["outputs"].values()] == [1, 5]
+
+
+def test_a_folder_of_clips_skips_a_damaged_one_by_name(tmp_path):
+    folder = tmp_path / "footage"
+    folder.mkdir()
+    _clip(folder / "a.avi", n=3)
+    _clip(folder / "b.avi", n=2)
+    (folder / "broken.mp4").write_bytes(b"not a video" * 50)
+    with pytest.warns(SharpenWarning, match=r"broken.mp4") as rec:
+        res = evaluate_fns({"id": lambda x: x}, str(folder), progress=False, clips=True)
+    assert list(res["per_image"]) == ["a_000000", "a_000001", "a_000002", "b_000000",
+                                      "b_000001"]
+    assert any("1 video left out" in str(w.message) for w in rec)
+
+
+def test_without_clips_the_api_still_scores_images_only(tmp_path):
+    clip = _clip(tmp_path / "dash.avi")
+    with pytest.raises(ValueError, match="not a video's frames"):
+        evaluate_fns({"id": lambda x: x}, str(clip), progress=False)
+
+
+def test_sharpen_evaluate_on_a_clip_writes_frame_rows_and_the_figure(tmp_path, capsys):
+    from sharpen.cli import main
+    clip = _clip(tmp_path / "drone.avi", n=5, size=(64, 48))
+    out = tmp_path / "eval"
+    assert main(["evaluate", "--weights", "fast,teacher", "--data", str(clip), "--stride", "2",
+                 "--out", str(out), "--quiet", "--figure-images", "2", "--device", "cpu"]) == 0
+    said = capsys.readouterr().out
+    assert "verdict per model:" in said and "3 frames of 1 clip" in said, said
+    res = json.loads((out / "metrics.json").read_text())
+    assert res["images"] == 3 and res["stride"] == 2
+    rows = list(csv.DictReader(open(out / "per_image.csv")))
+    assert {(r["clip"], r["frame"]) for r in rows} == {(str(clip), str(i)) for i in (0, 2, 4)}
+    assert (out / "side_by_side.png").is_file()
+    assert res["clip_frames"] == {f"drone_{i:06d}": [str(clip), i] for i in (0, 2, 4)}
+
+
+def test_stride_and_frames_are_checked(tmp_path, capsys):
+    from sharpen.cli import main
+    clip = _clip(tmp_path / "drone.avi", n=2)
+    assert main(["evaluate", "--weights", "fast", "--data", str(clip), "--stride", "0"]) == 2
+    assert "--stride must be >= 1, got 0" in capsys.readouterr().err
+    assert main(["evaluate", "--weights", "fast", "--data", str(clip), "--frames", "1,x"]) == 2
+    assert "--frames 1,x" in capsys.readouterr().err
+    assert main(["evaluate", "--weights", "fast", "--data", str(clip), "--frames", "1",
+                 "--stride", "2"]) == 2
+    assert "either" in capsys.readouterr().err
+
