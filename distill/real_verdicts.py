@@ -120,7 +120,9 @@ def nogt_verdicts(r: dict) -> list[tuple[str, str]]:
     """(model, verdict) per model without ground truth: sharper or not, towards the teacher's output
     or away from it, and whether it overshoots more than the teacher."""
     ref = r.get("reference")
-    if ref is None or not isinstance(r.get(ref), dict):
+    if ref is None:
+        return _unreferenced_verdicts(r)
+    if not isinstance(r.get(ref), dict):
         return []
     base = (r.get("input") or {}).get("psnr_to_reference")
     ref_over = r[ref].get("overshoot")
@@ -144,4 +146,28 @@ def nogt_verdicts(r: dict) -> list[tuple[str, str]]:
             word = (f"sharpens its own way, away from the {ref}'s output ({s:.3f}x sharper, "
                     f"{to:.2f} dB to it, input {base:.2f})")
         lines.append((k, f"{word}{_over_text(d, ref_over, f'the {ref}')}"))
+    return lines
+
+
+def _unreferenced_verdicts(r: dict) -> list[tuple[str, str]]:
+    """Without ground truth or a teacher (left out of a long clip's run: minutes a 1080p frame
+    on a CPU): sharper or not, its overshoot and the frame it overshoots most on; which way
+    it sharpens only the teacher's output says."""
+    lines = []
+    for k in _models(r):
+        d = r[k]
+        s = d.get("sharpness")
+        if s is None:
+            continue
+        if s < SHARPER:
+            lines.append((k, f"no sharper than the input ({s:.3f}x){_over_text(d, None, '')}"))
+            continue
+        over = {n: m[k]["overshoot"] for n, m in (r.get("per_image") or {}).items()
+                if m.get(k, {}).get("overshoot") is not None}
+        worst = max(over, key=over.get) if over else None
+        most = (f", most on {worst} ({over[worst]:.1f}%)" if worst and over[worst] >= 0.05
+                else "")
+        lines.append((k, f"sharpens ({s:.3f}x){_over_text(d, None, '')}{most}; whether "
+                         "towards a true restoration or with halos of its own: add teacher to "
+                         "--weights (it is the reference), or look at the figure"))
     return lines

@@ -106,3 +106,19 @@ def test_stride_and_frames_are_checked(tmp_path, capsys):
                  "--stride", "2"]) == 2
     assert "either" in capsys.readouterr().err
 
+
+def test_without_a_teacher_the_verdict_says_sharper_and_where_it_overshoots_most(tmp_path):
+    """A footage engineer who leaves the teacher out (minutes a 1080p frame on a CPU) got no
+    verdict line at all: each model's sharpening and its worst frame for halos are said, and
+    that the teacher would say which way it sharpens."""
+    from distill.evaluate import format_table
+    clip = _clip(tmp_path / "dash.avi")
+    res = evaluate_fns({"id": lambda x: x, "sharp": sharpen_}, str(clip), progress=False,
+                       clips=True)
+    worst = max(res["per_image"], key=lambda n: res["per_image"][n]["sharp"]["overshoot"])
+    table = format_table(res)
+    lines = table.split("verdict per model:\n")[1].splitlines()
+    sharp = next(v for v in lines if v.startswith("sharp: "))
+    assert sharp.startswith(f"sharp: sharpens ({res['sharp']['sharpness']:.3f}x)"), sharp
+    assert f"most on {worst}" in sharp and "teacher" in sharp, sharp
+    assert any(v.startswith("id: no sharper than the input (1.000x)") for v in lines), lines
