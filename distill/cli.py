@@ -176,7 +176,8 @@ def add_commands(sub) -> None:
                    help="write metrics.json, per_image.csv and side_by_side.png here")
     p.add_argument("--figure-images", type=int, default=6, metavar="N",
                    help="rows of the side-by-side figure: with ground truth the images some "
-                        "model gains least on (worst first), else the first ones (default 6)")
+                        "model gains least on (worst first), else the first ones, or of clips "
+                        "frames spread over them (default 6)")
     p.add_argument("--figure-crop", type=int, default=192, metavar="PX",
                    help="side of each crop in the figure")
     p.add_argument("--device", default="auto",

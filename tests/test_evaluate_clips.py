@@ -122,3 +122,13 @@ def test_without_a_teacher_the_verdict_says_sharper_and_where_it_overshoots_most
     assert sharp.startswith(f"sharp: sharpens ({res['sharp']['sharpness']:.3f}x)"), sharp
     assert f"most on {worst}" in sharp and "teacher" in sharp, sharp
     assert any(v.startswith("id: no sharper than the input (1.000x)") for v in lines), lines
+
+
+def test_stride_on_a_folder_without_clips_is_said_to_have_no_effect(tmp_path, capsys):
+    from distill.images import write_image
+    from sharpen.cli import main
+    write_image(tmp_path / "a.png", np.random.default_rng(0).random((40, 48, 3)).astype(np.float32))
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path / "a.png"),
+                 "--stride", "5", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "holds no video clip: --stride applies to a clip's frames; every image was" in err, err
