@@ -33,7 +33,7 @@ Fn = Callable[[np.ndarray], np.ndarray]
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
             "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
-            "stride", "frames"}
+            "stride", "frames", "cut_clips"}
 
 
 class ClipFrame(NamedTuple):
@@ -280,7 +280,8 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     clips=True: a video, and the clips of a folder of footage, give their frames, each input a
     `ClipFrame` (path, index): every `stride`-th from the first, or those of `frames` (indices
     of each clip; those past a clip's end are named in a warning); `limit` spreads over what
-    that leaves. A clip OpenCV cannot open is named in a warning and left out.
+    that leaves. A clip OpenCV cannot open is named in a warning and left out; info_out
+    "cut_clips" says of each clip that ends before the frames its header declares.
     Several specs: their items in the order given (an image that two of them hold, a file and
     its folder, once), `limit` spread over all of them; a name two of them share (frame0 of two
     folders) becomes the image's path.
@@ -293,6 +294,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     videos: set[str] = set()
     not_images: set[str] = set()
     used_split = None
+    cut: list[str] = []
     for one in specs:
         # A missing split is an error, never the test split instead: choosing a model "on val"
         # must not quietly look at the test images.
@@ -302,6 +304,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         info = resolve_source(one, split=split, frames=clips, gopro_blur=gopro_blur)
         used_split = used_split or info.split
         if clips:
+            cut += _cut_short(info.samples)
             items += [(s.name, s.input if s.frame is None else ClipFrame(str(s.input), s.frame),
                        s.gt) for s in _picked(info.samples, stride, frames)]
         else:
@@ -325,7 +328,34 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         info_out["split"] = used_split
         info_out["videos"] = sorted(videos)
         info_out["not_images"] = sorted(not_images)
+        info_out["cut_clips"] = cut
     return spread(items, limit)
+
+
+def _cut_short(samples: list) -> list[str]:
+    """Of the clips among `samples`, those whose frames end before the count their header
+    declares, as `sharpen run` says it: a cut or damaged file reads like a short one. The margin
+    allows for containers whose count is an estimate; a transport stream's always is one."""
+    import cv2
+
+    from runtime.transport_stream import TRANSPORT_STREAM_EXTS
+    lengths: dict = {}
+    for s in samples:
+        if s.frame is not None:
+            lengths[s.input] = max(lengths.get(s.input, 0), s.frame + 1)
+    said = []
+    for clip, n in lengths.items():
+        if Path(clip).suffix.lower() in TRANSPORT_STREAM_EXTS:
+            continue
+        cap = cv2.VideoCapture(str(clip))
+        declared = cap.get(cv2.CAP_PROP_FRAME_COUNT) if cap.isOpened() else 0
+        cap.release()
+        declared = int(declared) if np.isfinite(declared) and declared > 0 else 0
+        if declared and n < 0.98 * declared - 1:
+            said.append(f"{clip}: the video ended after {n} of the {declared} frames its "
+                        "header declares (truncated or damaged file?); the frames before the "
+                        "cut are scored")
+    return said
 
 
 def _picked(samples: list, stride: int, frames: Optional[Collection[int]]) -> list:
@@ -581,11 +611,15 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                       f"{', ...' if len(videos) > 3 else ''}); {not_frames}", SharpenWarning)
     from runtime.sources import warn_not_images
     warn_not_images(shown, used.get("not_images") or [], "evaluate")
+    failed: list[str] = []
+    for said in used.get("cut_clips") or []:
+        failed.append(said)
+        warnings.warn(said, SharpenWarning)
     sharp_ratio: dict[str, list[float]] = {k: [] for k in ["input", *fns]}
     kept: list[tuple[float, int, str, dict[str, np.ndarray]]] = []
     per_image: dict[str, dict[str, dict[str, float]]] = {}
     has_gt = all(gt is not None for _, _, gt in items)
-    failed, flat, scored = [], 0, 0
+    flat, scored = 0, 0
     gt_over: list[float] = []
     stopped: Optional[KeyboardInterrupt] = None
     from .data.sources import SampleReader, spread
@@ -681,6 +715,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                  "flat_images": flat, "interrupted": stopped is not None}
     if on_clip:
         res["clip_frames"] = {n: on_clip[n] for n in per_image if n in on_clip}
+        res["cut_clips"] = list(used.get("cut_clips") or [])
         res["stride"], res["frames"] = stride, sorted(frames) if frames is not None else None
     if stopped is not None:
         res["exit_code"] = interrupt_exit_code(stopped)   # 130 Ctrl-C, 143 SIGTERM

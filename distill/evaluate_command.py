@@ -195,7 +195,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     if res["interrupted"]:
         return res.get("exit_code", 130)
     if res["failed"]:
-        print(f"sharpen evaluate: {count(len(res['failed']), 'image')} skipped (listed above); the "
-              "rest were evaluated", file=sys.stderr)
+        cut = len(res.get("cut_clips") or [])
+        what = " and ".join(filter(None, [
+            f"{count(len(res['failed']) - cut, 'image')} skipped" if len(res["failed"]) > cut
+            else "", f"{count(cut, 'clip')} cut short" if cut else ""]))
+        print(f"sharpen evaluate: {what} (listed above); the rest were evaluated",
+              file=sys.stderr)
         return 1
     return 0

@@ -132,3 +132,32 @@ def test_stride_on_a_folder_without_clips_is_said_to_have_no_effect(tmp_path, ca
                  "--stride", "5", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "holds no video clip: --stride applies to a clip's frames; every image was" in err, err
+
+
+def test_a_cut_clip_is_named_as_damaged_and_its_frames_before_the_cut_scored(tmp_path):
+    """A truncated AVI's header still declares its frames; those past the cut were dropped
+    without a word, the run exiting 0 as if the clip were whole. Said as `sharpen run` says
+    it, listed in "failed" (exit 1)."""
+    full = _clip(tmp_path / "full.avi", n=40)
+    cut = tmp_path / "cut.avi"
+    data = full.read_bytes()
+    cut.write_bytes(data[:len(data) // 2])
+    with pytest.warns(SharpenWarning, match=r"cut.avi: the video ended after \d+ of the 40 "
+                                            r"frames its header declares \(truncated or "
+                                            r"damaged file\?\)"):
+        res = evaluate_fns({"id": lambda x: x}, str(cut), progress=False, clips=True,
+                           stride=5)
+    assert 0 < res["images"] < 8 and len(res["failed"]) == 1, res["failed"]
+    assert "cut.avi: the video ended after" in res["failed"][0]
+
+
+def test_sharpen_evaluate_exits_1_naming_the_cut_clip(tmp_path, capsys):
+    from sharpen.cli import main
+    full = _clip(tmp_path / "full.avi", n=40)
+    data = full.read_bytes()
+    (tmp_path / "cut.avi").write_bytes(data[:len(data) // 2])
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path / "cut.avi"),
+                 "--stride", "10", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "cut.avi: the video ended after" in err
+    assert "sharpen evaluate: 1 clip cut short (listed above); the rest were evaluated" in err
