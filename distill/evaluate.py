@@ -279,8 +279,9 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     """[(name, input path, gt path or None)] of a data source's split, `limit` spread evenly.
     clips=True: a video, and the clips of a folder of footage, give their frames, each input a
     `ClipFrame` (path, index): every `stride`-th from the first, or those of `frames` (indices
-    of each clip; those past a clip's end are named in a warning); `limit` spreads over what
-    that leaves. A clip OpenCV cannot open is named in a warning and left out; info_out
+    of each clip; those past a clip's end are named in a warning, ValueError when they are past
+    every clip's end); `limit` spreads over what that leaves. A clip OpenCV cannot open is
+    named in a warning and left out (info_out "clips_left_out"); info_out
     "cut_clips" says of each clip that ends before the frames its header declares.
     Several specs: their items in the order given (an image that two of them hold, a file and
     its folder, once), `limit` spread over all of them; a name two of them share (frame0 of two
@@ -295,6 +296,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     not_images: set[str] = set()
     used_split = None
     cut: list[str] = []
+    lengths: dict = {}   # clip -> its number of frames
     for one in specs:
         # A missing split is an error, never the test split instead: choosing a model "on val"
         # must not quietly look at the test images.
@@ -304,6 +306,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         info = resolve_source(one, split=split, frames=clips, gopro_blur=gopro_blur)
         used_split = used_split or info.split
         if clips:
+            lengths.update(_clip_lengths(info.samples))
             cut += _cut_short(info.samples)
             items += [(s.name, s.input if s.frame is None else ClipFrame(str(s.input), s.frame),
                        s.gt) for s in _picked(info.samples, stride, frames)]
@@ -312,6 +315,11 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
             items += [(s.name, s.input, s.gt) for s in info.samples if s.frame is None]
         videos |= set(info.videos_left_out)
         not_images |= set(info.not_images)
+    if frames is not None and lengths and not any(isinstance(it[1], ClipFrame) for it in items):
+        # Else "no images", or beside stills a run on them alone, said to hold no clip.
+        had = ", ".join(f"{c} has {count(n, 'frame')}" for c, n in list(lengths.items())[:3])
+        raise ValueError(f"--frames {','.join(map(str, sorted(frames)))}: past the end of every "
+                         f"clip ({had}{', ...' if len(lengths) > 3 else ''})")
     if len(specs) > 1:
         # A file named as well as its folder is one image, scored once (not twice in the mean).
         unique: dict[Path, tuple] = {}
@@ -332,6 +340,15 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     return spread(items, limit)
 
 
+def _clip_lengths(samples: list) -> dict:
+    """{clip: its number of frames} of the clips among `samples`."""
+    lengths: dict = {}
+    for s in samples:
+        if s.frame is not None:
+            lengths[s.input] = max(lengths.get(s.input, 0), s.frame + 1)
+    return lengths
+
+
 def _cut_short(samples: list) -> list[str]:
     """Of the clips among `samples`, those whose frames end before the count their header
     declares, as `sharpen run` says it: a cut or damaged file reads like a short one. The margin
@@ -339,12 +356,8 @@ def _cut_short(samples: list) -> list[str]:
     import cv2
 
     from runtime.transport_stream import TRANSPORT_STREAM_EXTS
-    lengths: dict = {}
-    for s in samples:
-        if s.frame is not None:
-            lengths[s.input] = max(lengths.get(s.input, 0), s.frame + 1)
     said = []
-    for clip, n in lengths.items():
+    for clip, n in _clip_lengths(samples).items():
         if Path(clip).suffix.lower() in TRANSPORT_STREAM_EXTS:
             continue
         cap = cv2.VideoCapture(str(clip))
@@ -364,10 +377,7 @@ def _picked(samples: list, stride: int, frames: Optional[Collection[int]]) -> li
     if frames is None:
         return [s for s in samples if s.frame is None or s.frame % stride == 0]
     wanted = set(frames)
-    lengths: dict = {}
-    for s in samples:
-        if s.frame is not None:
-            lengths[s.input] = max(lengths.get(s.input, 0), s.frame + 1)
+    lengths = _clip_lengths(samples)
     for clip, n in lengths.items():
         if past := sorted(i for i in wanted if i >= n):
             warnings.warn(f"{clip} has {count(n, 'frame')}: --frames "

@@ -161,3 +161,36 @@ def test_sharpen_evaluate_exits_1_naming_the_cut_clip(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "cut.avi: the video ended after" in err
     assert "sharpen evaluate: 1 clip cut short (listed above); the rest were evaluated" in err
+
+
+def test_frames_all_past_every_clips_end_is_refused_naming_the_lengths(tmp_path, capsys):
+    """`--frames 100,200` of a 6-frame clip ended in "CLIP: no images", and beside stills in
+    "holds no video clip: --frames applies to a clip's frames", though it holds one."""
+    from distill.images import write_image
+    from sharpen.cli import main
+    clip = _clip(tmp_path / "dash.avi")
+    assert main(["evaluate", "--weights", "fast", "--data", str(clip), "--frames", "100,200",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert f"--frames 100,200: past the end of every clip ({clip} has 6 frames)" in err, err
+    write_image(tmp_path / "still.png",
+                np.random.default_rng(0).random((40, 48, 3)).astype(np.float32))
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path), "--frames", "100",
+                 "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "--frames 100: past the end of every clip" in err and "no video clip" not in err, err
+
+
+def test_a_clip_that_cannot_be_opened_in_a_folder_exits_1(tmp_path, capsys):
+    """A folder's unopenable clip was named and the run exited 0, where a cut clip, an
+    undecodable frame and `sharpen labels` on the same folder exit 1: a script checking the
+    status lost the clip without knowing."""
+    from sharpen.cli import main
+    folder = tmp_path / "footage"
+    folder.mkdir()
+    _clip(folder / "a.avi", n=3)
+    (folder / "broken.mp4").write_bytes(b"not a video" * 50)
+    assert main(["evaluate", "--weights", "fast", "--data", str(folder), "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "broken.mp4" in err
+    assert "sharpen evaluate: 1 clip left out (listed above); the rest were evaluated" in err, err
