@@ -33,7 +33,7 @@ Fn = Callable[[np.ndarray], np.ndarray]
 RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outputs", "split",
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
             "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
-            "stride", "frames", "cut_clips"}
+            "stride", "frames", "cut_clips", "clips_left_out"}
 
 
 class ClipFrame(NamedTuple):
@@ -297,6 +297,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     used_split = None
     cut: list[str] = []
     lengths: dict = {}   # clip -> its number of frames
+    left_out: list[str] = []   # why each clip that cannot be read is left out
     for one in specs:
         # A missing split is an error, never the test split instead: choosing a model "on val"
         # must not quietly look at the test images.
@@ -308,6 +309,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         if clips:
             lengths.update(_clip_lengths(info.samples))
             cut += _cut_short(info.samples)
+            left_out += info.unopenable_videos
             items += [(s.name, s.input if s.frame is None else ClipFrame(str(s.input), s.frame),
                        s.gt) for s in _picked(info.samples, stride, frames)]
         else:
@@ -337,6 +339,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         info_out["videos"] = sorted(videos)
         info_out["not_images"] = sorted(not_images)
         info_out["cut_clips"] = cut
+        info_out["clips_left_out"] = left_out
     return spread(items, limit)
 
 
@@ -621,7 +624,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                       f"{', ...' if len(videos) > 3 else ''}); {not_frames}", SharpenWarning)
     from runtime.sources import warn_not_images
     warn_not_images(shown, used.get("not_images") or [], "evaluate")
-    failed: list[str] = []
+    # Named in a warning as the folder was read; failed, as `labels` fails them (exit 1).
+    failed: list[str] = list(used.get("clips_left_out") or [])
     for said in used.get("cut_clips") or []:
         failed.append(said)
         warnings.warn(said, SharpenWarning)
@@ -727,6 +731,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         res["clip_frames"] = {n: on_clip[n] for n in per_image if n in on_clip}
         res["cut_clips"] = list(used.get("cut_clips") or [])
         res["stride"], res["frames"] = stride, sorted(frames) if frames is not None else None
+    if used.get("clips_left_out"):
+        res["clips_left_out"] = list(used["clips_left_out"])
     if stopped is not None:
         res["exit_code"] = interrupt_exit_code(stopped)   # 130 Ctrl-C, 143 SIGTERM
     for k, ratios in sharp_ratio.items():

@@ -196,9 +196,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         return res.get("exit_code", 130)
     if res["failed"]:
         cut = len(res.get("cut_clips") or [])
+        gone = len(res.get("clips_left_out") or [])
+        skipped = len(res["failed"]) - cut - gone
         what = " and ".join(filter(None, [
-            f"{count(len(res['failed']) - cut, 'image')} skipped" if len(res["failed"]) > cut
-            else "", f"{count(cut, 'clip')} cut short" if cut else ""]))
+            f"{count(skipped, 'image')} skipped" if skipped else "",
+            f"{count(gone, 'clip')} left out" if gone else "",
+            f"{count(cut, 'clip')} cut short" if cut else ""]))
         print(f"sharpen evaluate: {what} (listed above); the rest were evaluated",
               file=sys.stderr)
         return 1
