@@ -282,7 +282,8 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     of each clip; those past a clip's end are named in a warning, ValueError when they are past
     every clip's end); `limit` spreads over what that leaves. A clip OpenCV cannot open is
     named in a warning and left out (info_out "clips_left_out"); info_out
-    "cut_clips" says of each clip that ends before the frames its header declares.
+    "cut_clips" says of each clip that ends before the frames its header declares, "clips"
+    how many clips the source holds (those left out not counted).
     Several specs: their items in the order given (an image that two of them hold, a file and
     its folder, once), `limit` spread over all of them; a name two of them share (frame0 of two
     folders) becomes the image's path.
@@ -339,6 +340,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         info_out["videos"] = sorted(videos)
         info_out["not_images"] = sorted(not_images)
         info_out["cut_clips"] = cut
+        info_out["clips"] = len(lengths)
         info_out["clips_left_out"] = left_out
     return spread(items, limit)
 
@@ -727,7 +729,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     res: dict = {"images": scored, "has_gt": has_gt, "failed": failed, "data": spec,
                  "split": used.get("split"), "crop": crop, "limit": limit,
                  "flat_images": flat, "interrupted": stopped is not None}
-    if on_clip:
+    if used.get("clips"):   # said even where --limit took no frame of them
         res["clip_frames"] = {n: on_clip[n] for n in per_image if n in on_clip}
         res["cut_clips"] = list(used.get("cut_clips") or [])
         res["stride"], res["frames"] = stride, sorted(frames) if frames is not None else None

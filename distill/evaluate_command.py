@@ -151,7 +151,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         res = e.results
     except (CheckpointError, SourceError, ModelError, ValueError, FileNotFoundError) as e:
         return refuse(str(e))
-    if (args.stride != 1 or frames is not None) and not res.get("clip_frames"):
+    if (args.stride != 1 or frames is not None) and "stride" not in res:
         print(f"warning: {args.data} holds no video clip: "
               f"{'--stride' if frames is None else '--frames'} applies to a clip's frames; "
               "every image was evaluated", file=sys.stderr)

@@ -194,3 +194,18 @@ def test_a_clip_that_cannot_be_opened_in_a_folder_exits_1(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "broken.mp4" in err
     assert "sharpen evaluate: 1 clip left out (listed above); the rest were evaluated" in err, err
+
+
+def test_stride_is_not_said_to_miss_a_clip_that_limit_took_no_frame_of(tmp_path, capsys):
+    """`--stride 5 --limit 1` of stills beside a clip scored a still and said the folder "holds
+    no video clip", though --stride had picked the clip's frames --limit then spread over."""
+    from distill.images import write_image
+    from sharpen.cli import main
+    rng = np.random.default_rng(0)
+    for name in ("0.png", "1.png"):
+        write_image(tmp_path / name, rng.random((40, 48, 3)).astype(np.float32))
+    _clip(tmp_path / "z.avi", n=10)
+    assert main(["evaluate", "--weights", "fast", "--data", str(tmp_path), "--stride", "5",
+                 "--limit", "1", "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert "no video clip" not in err, err
