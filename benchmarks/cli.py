@@ -88,6 +88,13 @@ def add_commands(sub) -> None:
                         "of a tiled 4K clip's peak), else the model's alone, each measured per row "
                         "in a child process, in --tile's tiles when given; e.g. a camera "
                         "box's memory cap (default: no memory budget)")
+    p.add_argument("--streams", default=None, metavar="N,...",
+                   help="also run N `sharpen run` processes at once per exported file's row "
+                        "and size, as N cameras on this box (a sweep: 1,2,4), on generated "
+                        "clips of the row's size with --threads and --tile each: fps and p90 "
+                        "per stream, all fps, total peak memory, and whether each stream keeps "
+                        "its target fps (--cpu-target-fps: a camera's rate); What to ship "
+                        "gives its pick's (default: none)")
     p.add_argument("--no-latency", action="store_true",
                    help="quality only (no timing)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
@@ -111,6 +118,7 @@ def options_from_args(args: argparse.Namespace):
                         threads=args.threads, calib_count=args.calib_count,
                         calib=args.calib, seed=args.seed,
                         max_memory_mib=args.max_memory_mib, tile=args.tile,
+                        streams=args.streams,
                         stream_frames=args.stream_frames, latency=not args.no_latency,
                         quiet=args.quiet)
 
@@ -130,13 +138,19 @@ def run_bench_cmd(args) -> int:
     timing = (("--sizes", args.sizes is not None),
               ("--stream-frames", args.stream_frames is not None),
               ("--target-fps", args.target_fps != _DEFAULTS["target_fps"]),
-              ("--cpu-target-fps", args.cpu_target_fps != DEFAULT_CPU_TARGET_FPS))
+              ("--cpu-target-fps", args.cpu_target_fps != DEFAULT_CPU_TARGET_FPS),
+              ("--streams", args.streams is not None))
     if args.no_latency and (idle := [f for f, given in timing if given]):
         print(f"warning: {', '.join(idle[:-1])}{' and ' if len(idle) > 1 else ''}{idle[-1]} "
               f"ha{'ve' if len(idle) > 1 else 's'} no effect with --no-latency (nothing is "
               "timed)", file=sys.stderr)
     if args.calib_count < 1:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")
+    from benchmarks.streams import parse_streams
+    try:
+        parse_streams(args.streams)
+    except ValueError as e:
+        return fail(str(e))
     if args.seed < 0:   # as export says it, before the teacher's outputs and the first export
         return fail(f"--seed must be >= 0, got {args.seed}")
     from runtime.host import check_threads, limit_note, threads_warning
@@ -202,6 +216,10 @@ def _print_summary(report: dict) -> None:
         # The streaming row's format too: its table may be left out with it.
         _print_note(not_requested_line(report["latency"]["rows"]
                                        + report["latency"].get("stream", [])))
+    from benchmarks.streams import HEADERS as STREAMS_HEADERS, table_rows as streams_rows
+    if concurrent := streams_rows(report["latency"].get("rows") or []):
+        print_table("concurrent streams (--streams: sharpen run processes at once)",
+                    STREAMS_HEADERS, concurrent)
     if stream := stream_table(report["latency"].get("stream") or []):
         print_table("streaming pipeline (sharpen run, ONNX Runtime FP32)", STREAM_HEADERS,
                     stream)

@@ -12,6 +12,7 @@ from runtime.console import count
 
 from .latency import (BACKEND_BY_FORMAT, BACKENDS, SkipCase, frame_fn, make_video, measure,
                       open_backend, result_row, size_label, stream, stream_row, tiling_info)
+from .streams import method_text as streams_method
 
 if TYPE_CHECKING:
     from .report import BenchOptions
@@ -111,6 +112,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                            "teacher": (teacher_tiles.note(*sizes[0]) if teacher_tiles
                                        else None),
                            "memory": memory_settings(sizes, opts.tile),
+                           "streams": ({"counts": opts.stream_counts(),
+                                        "method": streams_method(opts.tile)}
+                                       if opts.stream_counts() else None),
                            "stream": (f"{m['stream_frames']} frames of "
                                       f"{size_label(m['stream_size'])}, generated video, "
                                       "run_stream lossless, no output file"
@@ -222,10 +226,10 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                 backend.close()
             _add_peak_memory(rows, f"student {st.name}", spec,
                              art.file if art else st.path, sizes, opts.threads, opts.full,
-                             opts.tile, clips)
+                             opts.tile, clips, streams=opts.stream_counts())
         for gm in models:
             _time_given(gm, students, sizes, timing, target, teacher_ms, too_big, gmac, peak,
-                        opts.threads, rows, bar, opts.tile, clips)
+                        opts.threads, rows, bar, opts.tile, clips, opts.stream_counts())
     finally:   # on Ctrl-C too: the bar's line is cleared before the last words
         bar(0, close=True)
         clips.close()
@@ -284,7 +288,8 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
 
 def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: dict,
                 too_big: dict, gmac: dict, peak: float, threads: int, rows: list, bar,
-                tile: int = 0, clips: Optional["Clips"] = None) -> None:
+                tile: int = 0, clips: Optional["Clips"] = None,
+                streams: Sequence[int] = ()) -> None:
     """The rows of one --model file at every size; skipped (with the reason) where this
     machine cannot run it. The student it was exported from, when benchmarked too, gives its
     GMAC per frame and quick mode's memory bound; nothing else is known of the file."""
@@ -326,7 +331,7 @@ def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: di
     finally:
         backend.close()
     _add_peak_memory(rows, gm.label(), spec, gm.path, sizes, threads, full=True, tile=tile,
-                     clips=clips)
+                     clips=clips, streams=streams)
 
 
 def memory_size(sizes) -> tuple[int, int]:
@@ -365,21 +370,24 @@ class Clips:
         self._tmp: Optional[tempfile.TemporaryDirectory] = None
         self._made: dict[tuple[int, int], tuple[Optional[Path], Optional[str]]] = {}
 
-    def get(self, wh: tuple[int, int]) -> tuple[Optional[Path], Optional[str]]:
-        """(the clip, None), or (None, why there is none)."""
+    def get(self, wh: tuple[int, int], frames: Optional[int] = None
+            ) -> tuple[Optional[Path], Optional[str]]:
+        """(the clip, None), or (None, why there is none); `frames`: the video run's by
+        default."""
         from .memory import VIDEO_FRAMES
 
-        if wh not in self._made:
+        frames = frames or VIDEO_FRAMES
+        if (wh, frames) not in self._made:
             if self._tmp is None:
                 self._tmp = tempfile.TemporaryDirectory(prefix="sharpen-bench-clips-")
             try:
-                self._made[wh] = (make_video(Path(self._tmp.name) / f"clip-{size_label(wh)}",
-                                             *wh, VIDEO_FRAMES), None)
+                self._made[wh, frames] = (make_video(
+                    Path(self._tmp.name) / f"clip-{size_label(wh)}-{frames}", *wh, frames), None)
             except SkipCase as e:
-                self._made[wh] = (None, str(e))
+                self._made[wh, frames] = (None, str(e))
             except (OSError, MemoryError) as e:
-                self._made[wh] = (None, f"the clip could not be made: {e}")
-        return self._made[wh]
+                self._made[wh, frames] = (None, f"the clip could not be made: {e}")
+        return self._made[wh, frames]
 
     def close(self) -> None:
         if self._tmp is not None:
@@ -388,13 +396,16 @@ class Clips:
 
 
 def _add_peak_memory(rows: list, model: str, spec, source, sizes, threads: int,
-                     full: bool, tile: int = 0, clips: Optional[Clips] = None) -> None:
+                     full: bool, tile: int = 0, clips: Optional[Clips] = None,
+                     streams: Sequence[int] = ()) -> None:
     """Sets `peak_rss_mib` on each row of `model` on `spec` timed ok, at its own size and
     tile (a child process per row: a frame's memory is what a board sized for that frame must
     hold), else `peak_rss_error` (the child failed) or `peak_rss_skipped` (quick mode's
     PyTorch row). With `clips`, an exported file's row gets `video_peak_rss_mib` too (else
-    `video_peak_rss_error`; PyTorch's `video_peak_rss_skipped`)."""
+    `video_peak_rss_error`; PyTorch's `video_peak_rss_skipped`), and with `streams` (--streams)
+    `streams`: a group of that many concurrent video runs per count (benchmarks.streams)."""
     from .memory import measure_peak_mib, measure_video_peak_mib
+    from .streams import clip_frames, measure_streams
 
     for wh in sizes:
         for r in rows:
@@ -417,6 +428,12 @@ def _add_peak_memory(rows: list, model: str, spec, source, sizes, threads: int,
                          if clip is not None else (None, why))
             r.update({"video_peak_rss_mib": peak} if peak is not None
                      else {"video_peak_rss_error": why})
+            if streams:
+                clip, why = clips.get(wh, clip_frames(r.get("ms")))
+                r["streams"] = [measure_streams(n, source, clip, threads=threads or None,
+                                                tile=tile, providers=spec.providers)
+                                if clip is not None else {"streams": n, "error": why}
+                                for n in streams]
 
 
 def _student_budget(path, sizes, tile: int = 0) -> dict:

@@ -9,6 +9,7 @@ from runtime.console import count
 from .artifacts import is_not_requested, not_requested_line, precision_label
 from .ship import budget_text, meets_cell, on_gpu
 from .quality import TABLE_HEADERS, TEACHER_SSIM_MEANING, format_table, held_out_label
+from .streams import HEADERS as STREAMS_HEADERS, table_rows as streams_table
 
 
 def _md_table(headers: list[str], rows: list[list[str]]) -> str:
@@ -247,6 +248,11 @@ def render_markdown(rep: dict) -> str:
         lines += [_md_table(LATENCY_HEADERS, latency_table(lat["rows"])), ""]
         # The streaming row's format too: its table may be left out with it.
         lines += _note(not_requested_line(lat["rows"] + lat.get("stream", [])))
+    if concurrent := streams_table(lat["rows"]):
+        lines += ["### Concurrent streams (--streams)", "",
+                  f"{lat['settings']['streams']['method']}. The target is each row's (a "
+                  "camera's rate): the one-stream budget above.", "",
+                  _md_table(STREAMS_HEADERS, concurrent), ""]
     if stream := stream_table(lat.get("stream") or []):
         lines += ["### Streaming pipeline (end to end)", "",
                   f"{lat['settings'].get('stream')}: capture -> pre -> infer -> post in "

@@ -14,7 +14,8 @@ row also has a video run's peak: `sharpen run` itself, in a child, on a short ge
 the row's size, writing an MP4, the one number a camera box under a memory cap is sized by.
 
 Run as `python -m benchmarks.memory KEY SOURCE WxH FRAMES THREADS [TILE]`, or
-`python -m benchmarks.memory video MODEL CLIP OUT THREADS [TILE]`: prints {"peak_rss_mib": X}.
+`python -m benchmarks.memory video MODEL CLIP OUT THREADS [TILE [PROVIDERS [STATS]]]` (STATS:
+`sharpen run --stats`'s file): prints {"peak_rss_mib": X}.
 """
 from __future__ import annotations
 
@@ -76,11 +77,17 @@ def measure_peak_mib(backend_key: str, source: str | Path, size: tuple[int, int]
                        str(threads or 0), str(tile)])
 
 
-def _run_child(args: list[str]) -> tuple[Optional[float], Optional[str]]:
+def child_command(args: list[str]) -> tuple[list[str], dict]:
+    """(command line, environment) of this module's child with `args` (benchmarks.streams
+    starts N of its video runs at once)."""
     root = str(Path(__file__).resolve().parents[1])
     env = {**os.environ,
            "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
-    cmd = [sys.executable, "-m", "benchmarks.memory", *args]
+    return [sys.executable, "-m", "benchmarks.memory", *args], env
+
+
+def _run_child(args: list[str]) -> tuple[Optional[float], Optional[str]]:
+    cmd, env = child_command(args)
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=TIMEOUT_S)
     except subprocess.TimeoutExpired:
@@ -117,14 +124,16 @@ def child_failure(res: subprocess.CompletedProcess) -> str:
 
 
 def _video_child(argv: list[str]) -> int:
-    model, clip, out, threads, tile, providers = (argv + ["0", "auto"])[:6]
+    optional = ["0", "auto", ""]   # TILE, PROVIDERS, STATS
+    model, clip, out, threads, tile, providers, stats = (argv + optional[len(argv) - 4:])[:7]
     # runtime.cli's `sharpen run`, as a runtime-only device has it (the `sharpen` command line
     # sits above the bench; its `run` is this one, at the same peak within a few MiB).
     from runtime.cli import main
 
     rc = main(["run", "--model", model, "--source", clip, "--out", out, "--quiet", "--force",
                "--provider", providers, *(["--threads", threads] if int(threads) else []),
-               *(["--tile", tile] if int(tile) else [])])
+               *(["--tile", tile] if int(tile) else []),
+               *(["--stats", stats] if stats else [])])
     if rc:
         return rc   # its one error line is on stderr, the row's reason
     from runtime.host import peak_memory_mib

@@ -87,12 +87,20 @@ class BenchOptions:
     max_memory_mib: Optional[float] = None
     # As `sharpen run --tile`: the students' latency and peak memory are measured in tiles.
     tile: int = 0
+    # `sharpen bench --streams 4` or 1,2,4: that many concurrent `sharpen run`s per exported row.
+    streams: Optional[str] = None
     latency: bool = True
     quiet: bool = False
 
     # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
     CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs",
-                 "max_memory_mib": "--max-memory-mib"}
+                 "max_memory_mib": "--max-memory-mib", "streams": "--streams"}
+
+    def stream_counts(self) -> list[int]:
+        """--streams as counts, e.g. [1, 2, 4] (none: no concurrent runs)."""
+        from .streams import parse_streams
+
+        return parse_streams(self.streams) if self.latency else []
 
     def to_argv(self, pytest: bool = False) -> list[str]:
         """The `sharpen bench` arguments that rebuild these options (defaults left out); with
@@ -302,6 +310,10 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     if opts.max_memory_mib is not None and not 0 < opts.max_memory_mib < math.inf:
         raise BenchError(f"--max-memory-mib must be a finite number > 0, got "
                          f"{opts.max_memory_mib:g}")
+    try:   # the API's BenchOptions too, before the exports and the teacher's outputs
+        opts.stream_counts()
+    except ValueError as e:
+        raise BenchError(str(e)) from None
     if opts.tile < 0:
         raise BenchError(f"--tile must be >= 0 (0: whole frames), got {opts.tile}")
     if opts.stream_frames is not None and opts.stream_frames < 0:
@@ -492,6 +504,7 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
                      "formats": opts.formats or "all", "cache": str(cache),
                      "threads": opts.threads, "calib_count": opts.calib_count,
                      "calib_seed": opts.seed, "max_memory_mib": opts.max_memory_mib,
+                     "streams": opts.stream_counts(),
                      "calibration": calibration_text(opts.calib, progress.artifact_sets),
                      "students": [s.to_dict() for s in students],
                      "models": [gm.to_dict() for gm in models],

@@ -17,6 +17,7 @@ from runtime.console import shell_join
 
 from .latency import BACKEND_BY_KEY
 from .machine import busy_text
+from .streams import judge as judge_streams, ship_text as streams_text
 
 PRODUCT_SIZE = "1920x1080"
 GATES = ("ssim-ratio", "ssim-gain")
@@ -86,6 +87,7 @@ def judge_row(r: dict, targets: dict[bool, float], gpu: Optional[bool] = None,
     r.update(target_fps=target, target_device="GPU" if gpu else "CPU",
              target_option="--target-fps" if gpu else "--cpu-target-fps",
              budget_ms=round(1000.0 / target, 3))
+    judge_streams(r.get("streams") or [], target)   # each of N streams at a camera's rate
     if r["status"] != "ok" or r.get("fps") is None:
         return r
     if stream or r.get("ms") is None:
@@ -150,7 +152,8 @@ def ship_section(rep: dict) -> Optional[dict]:
                   f"{best['ssim']:.4f}, {_times_text(best)} per {size} frame"
                   + _peak_text(best, size) + ", "
                   f"{best['judged_ms'] / best['budget_ms']:.2f}x the "
-                  f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)}){note}; "
+                  f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)})"
+                  + (f"; {text}" if (text := streams_text(best)) else "") + f"{note}; "
                   + (f"run it: {best['run']}" if best["file"] else _no_file(best, out)))
     elif slow := [r for r in out if r.get("fastest", {}).get("ssim") is not None]:
         # The nearest to its own budget: the budgets differ between CPU and GPU.
@@ -316,6 +319,7 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
         row.update(ship=_name(r), ssim=s, file=file, run=run, **_times(r),
                    peak_rss_mib=r.get("peak_rss_mib"),
                    video_peak_rss_mib=r.get("video_peak_rss_mib"),
+                   **({"streams": r["streams"]} if r.get("streams") else {}),
                    why=(f"best held-out SSIM of the {len(fits)} within budget {_at(fits_r)}"
                         if others else
                         f"the only one within budget {_at(fits_r)} that passes its checks"))

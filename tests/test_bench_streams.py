@@ -1,0 +1,86 @@
+"""`sharpen bench --streams N`: N concurrent `sharpen run` processes per exported row, as N
+cameras on one box (benchmarks/streams.py). Tiny frames and N=2; no timings asserted: the
+structure of the report, and that N separate processes ran the clip."""
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from bench_fixtures import _bench
+
+pytestmark = pytest.mark.slow  # a bench run at toy size: tens of seconds
+
+
+@pytest.fixture(scope="module")
+def streams_run(env):
+    rc = _bench(env, "streams", "--students", str(env / "student-good.pt"), "--formats",
+                "onnx", "--sizes", "160x96", "--stream-frames", "0", "--streams", "2")
+    return rc, json.loads((env / "streams" / "report.json").read_text())
+
+
+def test_streams_run_n_processes_per_exported_row(streams_run):
+    """The bench measured one stream at a time: an integrator sizing a box for N cameras could
+    not see what N concurrent runs each get."""
+    rc, report = streams_run
+    assert rc == 0, report["checks"]
+    assert report["settings"]["streams"] == [2]
+    assert "sharpen run" in report["latency"]["settings"]["streams"]["method"]
+    onnx = [r for r in report["latency"]["rows"]
+            if r["backend"] == "ort-fp32" and r["status"] == "ok"]
+    assert onnx, report["latency"]["rows"]
+    (group,) = onnx[0]["streams"]
+    assert "error" not in group, group
+    assert group["streams"] == 2 and len(group["per_stream"]) == 2, group
+    pids = {s["pid"] for s in group["per_stream"]}
+    assert len(pids) == 2 and os.getpid() not in pids, group   # two processes, not the bench
+    for s in group["per_stream"]:
+        assert s["frames"] >= 12 and s["fps"] > 0, s   # each ran the whole clip
+        assert s["infer_p90_ms"] >= s["infer_p50_ms"] > 0, s
+        assert s["peak_rss_mib"] > 0, s
+    assert group["frames"] == sum(s["frames"] for s in group["per_stream"])
+    assert group["fps_min"] <= group["fps_median"]
+    assert group["total_peak_rss_mib"] == pytest.approx(
+        sum(s["peak_rss_mib"] for s in group["per_stream"]), abs=0.2)
+    assert group["aggregate_fps"] > 0
+    # Judged on the row's own target (--cpu-target-fps on the CPU): each stream's fps.
+    assert group["target_fps"] == onnx[0]["target_fps"]
+    assert group["keeps_target"] == (group["fps_min"] >= group["target_fps"])
+
+
+def test_streams_are_in_report_md_and_what_to_ship(env, streams_run):
+    rc, report = streams_run
+    md = (env / "streams" / "report.md").read_text()
+    assert "### Concurrent streams (--streams)" in md, md
+    assert "| model | backend | size | streams | fps each (median, slowest) |" in md, md
+    assert "| student good | ONNX Runtime FP32 | 160x96 | 2 |" in md, md
+    answer = report["ship"]["answer"]
+    assert "with 2 streams at once each makes " in answer, answer
+    assert " MiB in all: " in answer and "this box serves " in answer, answer
+    # The reproduce line asks for the same streams.
+    assert any("--streams 2" in c for c in report["commands"]), report["commands"]
+
+
+def test_without_streams_no_concurrent_runs(good_run):
+    rc, report = good_run
+    assert report["settings"]["streams"] == []
+    assert not any(r.get("streams") for r in report["latency"]["rows"])
+
+
+@pytest.mark.parametrize("bad, says", [("0", "give 1 to 64"), ("two", "'two' is not a number"),
+                                       (",", "no number of streams")])
+def test_a_bad_streams_value_is_refused_before_any_export(tmp_path, bad, says, capsys):
+    from benchmarks import cli as bench_cli
+
+    assert bench_cli.main(["--out", str(tmp_path / "o"), "--streams", bad]) == 2
+    err = capsys.readouterr().err
+    assert "--streams" in err and says in err, err
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_sweep_is_sorted_and_deduplicated():
+    from benchmarks.streams import parse_streams
+
+    assert parse_streams("4,1,2,2") == [1, 2, 4]
+    assert parse_streams(None) == []
