@@ -11,13 +11,14 @@ stream has to hold its rate on the slow frames too.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Optional, Sequence
 
 from runtime.console import shell_join
 
 from .latency import BACKEND_BY_KEY
 from .machine import busy_text
-from .streams import judge as judge_streams, ship_text as streams_text
+from .streams import (judge as judge_streams, not_run, ship_text as streams_text, short_of,
+                      short_text)
 
 PRODUCT_SIZE = "1920x1080"
 GATES = ("ssim-ratio", "ssim-gain")
@@ -136,7 +137,8 @@ def ship_section(rep: dict) -> Optional[dict]:
         mine = [r for r in rows if r["backend"] == backend]
         gpu = backend_on_gpu(mine)
         out.append(_backend_row(backend, mine, size, targets[gpu], gpu, checks, quality, real,
-                                threads, checkpoints, refused, max_mib))
+                                threads, checkpoints, refused, max_mib,
+                                settings.get("streams") or []))
     out = [r for r in out if r is not None]
     picks = [r for r in out if r["ship"]]
     # The product's frame: a pick at a smaller size may not hold there.
@@ -155,6 +157,10 @@ def ship_section(rep: dict) -> Optional[dict]:
                   f"{budget_text(best['budget_ms'])} ms budget ({_target_text(best)})"
                   + (f"; {text}" if (text := streams_text(best)) else "") + f"{note}; "
                   + (f"run it: {best['run']}" if best["file"] else _no_file(best, out)))
+    elif short := [r for r in out if r.get("streams_short")]:
+        n = max(r["streams_short"]["streams"] for r in short)
+        answer = (f"nothing serves {n} cameras at {short[0]['target_fps']:g} fps at {size}: "
+                  + "; ".join(f"{r['backend_label']}: {r['why']}" for r in short) + note)
     elif slow := [r for r in out if r.get("fastest", {}).get("ssim") is not None]:
         # The nearest to its own budget: the budgets differ between CPU and GPU.
         best = min(slow, key=lambda r: r["fastest"]["judged_ms"] / r["budget_ms"])
@@ -258,8 +264,8 @@ def run_command(r: dict, q: dict, gpu: bool, threads) -> tuple[Optional[str], st
 def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: bool,
                  checks: list[dict], quality: dict, real: dict,
                  threads=None, checkpoints: Optional[dict] = None,
-                 refused: Optional[dict] = None, max_mib: Optional[float] = None
-                 ) -> Optional[dict]:
+                 refused: Optional[dict] = None, max_mib: Optional[float] = None,
+                 streams: Sequence[int] = ()) -> Optional[dict]:
     spec = BACKEND_BY_KEY.get(backend)
     label = rows[0].get("backend_label") or backend
     at_size = [r for r in rows if r["size"] == size]
@@ -296,9 +302,14 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
             failing.append((r, failed))
         elif over := _over_memory(r, max_mib):
             failing.append((r, over))
+        elif streams and (unrun := not_run(r, streams)):
+            failing.append((r, unrun))
         else:
             passing.append((r, q["ssim"]))
-    fits = [(r, s) for r, s in passing if judged(r)[0] <= budget]
+    # With --streams, one stream's budget is not enough: N at once must each keep the rate.
+    in_budget = [(r, s) for r, s in passing if judged(r)[0] <= budget]
+    fits = [(r, s) for r, s in in_budget if short_of(r) is None]
+    short = [(r, s) for r, s in in_budget if short_of(r) is not None]
     not_timed = sorted({_name(r) for r in at_size if r["status"] != "ok"})
     # The models left out, each with why: a faster one failing its checks is not "slower".
     tail = "".join(f"; left out: {_name(f)} ({why})" for f, why in failing) if passing else ""
@@ -307,6 +318,8 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
         # reader sees why each lost.
         tail += "".join(f"; over budget: {_name(r)} ({_times_text(_times(r))})"
                         for r, _ in passing if judged(r)[0] > budget)
+        tail += "".join(f"; too slow at {short_text(short_of(r))}: {_name(r)}"
+                        for r, _ in short)
     tail += (f"; not timed at {size}: {', '.join(not_timed)} (see Latency)" if not_timed
              else "")
     if fits:
@@ -329,6 +342,13 @@ def _backend_row(backend: str, rows: list[dict], size: str, target: float, gpu: 
             row["why"] += (f"; real-blur SSIM gain {gain:+.4f} "
                            + ("(the file itself)" if r.get("given") else "(PyTorch FP32)"))
         row["why"] += tail
+        return row
+    if short:   # each fits one stream's budget, and each misses it with N at once
+        row["streams_short"] = short_of(max(short, key=lambda rs: rs[1])[0])
+        row["why"] = (f"none keeps {target:g} fps a stream with "
+                      f"{row['streams_short']['streams']} at once (--streams): "
+                      + "; ".join(f"{_name(r)} ({short_text(short_of(r))})" for r, _ in short)
+                      + tail)
         return row
     if passing:
         r, s = min(passing, key=lambda rs: judged(rs[0])[0])

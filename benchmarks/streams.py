@@ -219,3 +219,32 @@ def most_served(groups: Sequence[dict]) -> int:
             break
         n = g["streams"]
     return n
+
+
+def short_of(r: dict) -> Optional[dict]:
+    """The group of the most streams measured where one missed the target (What to ship
+    leaves such a model out: it does not serve that many cameras), else None."""
+    judged = [g for g in r.get("streams") or [] if "keeps_target" in g]
+    if not judged:
+        return None
+    g = max(judged, key=lambda g: g["streams"])
+    return None if g["keeps_target"] else g
+
+
+def short_text(g: dict) -> str:
+    return (f"{g['streams']} streams at once: slowest {g['fps_min']:.1f} fps < "
+            f"{g['target_fps']:g} fps")
+
+
+def not_run(r: dict, counts: Sequence[int]) -> str:
+    """Why a row asked for --streams has no judged group of the most streams (What to ship
+    cannot say it serves that many cameras), else ""."""
+    n = max(counts)
+    g = next((g for g in r.get("streams") or [] if g["streams"] == n), None)
+    if g is not None and "keeps_target" in g:
+        return ""
+    if g is not None and g.get("error"):
+        return f"{n} streams at once (--streams) failed: {g['error']}"
+    return (f"not run as {n} streams at once (--streams): "
+            + ("PyTorch eager is no file sharpen run takes" if r.get("backend") == "pytorch"
+               else "no video run of it"))

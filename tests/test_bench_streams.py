@@ -84,3 +84,25 @@ def test_a_sweep_is_sorted_and_deduplicated():
 
     assert parse_streams("4,1,2,2") == [1, 2, 4]
     assert parse_streams(None) == []
+
+
+def test_what_to_ship_leaves_out_a_model_whose_streams_miss_the_target(streams_run):
+    """With --streams 4, What to ship picked the best-SSIM model that fit one stream's budget,
+    ONNX FP32, whose four streams made 5.9 fps against 10, where TFLite INT8's kept it: the
+    integrator shipped a box that does not serve its cameras."""
+    import copy
+
+    from benchmarks.ship import ship_section
+
+    report = copy.deepcopy(streams_run[1])
+    (row,) = [r for r in report["ship"]["rows"] if r["backend"] == "ort-fp32"]
+    assert row["ship"], row   # one stream: within the budget
+    for r in report["latency"]["rows"]:
+        for g in r.get("streams") or []:
+            g.update(fps_min=g["target_fps"] / 2, keeps_target=False)
+    ship = ship_section(report)
+    (row,) = [r for r in ship["rows"] if r["backend"] == "ort-fp32"]
+    assert row["ship"] is None, row
+    assert "2 streams at once" in row["why"] and "fps <" in row["why"], row["why"]
+    assert ship["answer"].startswith("nothing serves 2 cameras at "), ship["answer"]
+    assert "x the" not in ship["answer"], ship["answer"]   # not "0.4x the budget": it fits one
