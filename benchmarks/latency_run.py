@@ -224,6 +224,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                     bar(1)
             finally:
                 backend.close()
+            # A minute and more with --streams at 1080p: the bar says what it waits on.
+            bar(0, what=f"{st.name} {spec.key}: peak memory"
+                        + (f", {opts.streams} streams at once" if opts.stream_counts() else ""))
             _add_peak_memory(rows, f"student {st.name}", spec,
                              art.file if art else st.path, sizes, opts.threads, opts.full,
                              opts.tile, clips, streams=opts.stream_counts())
@@ -330,6 +333,8 @@ def _time_given(gm, students, sizes, timing: dict, target: float, teacher_ms: di
             bar(1)
     finally:
         backend.close()
+    bar(0, what=f"{gm.name}: peak memory" + (f", {','.join(map(str, streams))} streams at once"
+                                             if streams else ""))
     _add_peak_memory(rows, gm.label(), spec, gm.path, sizes, threads, full=True, tile=tile,
                      clips=clips, streams=streams)
 
