@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -76,49 +77,63 @@ def measure_streams(n: int, model: str | Path, clip: str | Path, threads: Option
     """N video-run children of `model` on `clip` at once: {"streams", "frames", "per_stream":
     [{"pid", "fps", "frames", "infer_p50_ms", "infer_p90_ms", "peak_rss_mib"}], "fps_median",
     "fps_min", "infer_p50_ms", "infer_p90_ms", "aggregate_fps", "total_peak_rss_mib"}, or
-    {"streams": n, "error": why} where a child failed."""
+    {"streams": n, "error": why} where a child failed (the others are stopped then: the group
+    is reported failed whatever they make)."""
     with tempfile.TemporaryDirectory(prefix="sharpen-bench-streams-") as tmp:
-        procs = []
-        try:
+        procs: list[subprocess.Popen] = []
+        try:   # one try from the first start: Ctrl-C between two starts leaves none running
             for i in range(n):
                 out, stats = Path(tmp) / f"out-{i}.mp4", Path(tmp) / f"stats-{i}.json"
                 cmd, env = child_command(["video", str(model), str(clip), str(out),
                                           str(threads or 0), str(tile), providers, str(stats)])
-                procs.append((subprocess.Popen(cmd, stdout=subprocess.PIPE,
-                                               stderr=subprocess.PIPE, text=True, env=env),
-                              stats))
-        except OSError as e:
-            _stop(procs)
-            return {"streams": n, "error": f"stream {len(procs) + 1} could not start: {e}"}
-        results, why = [], None
-        try:
-            for p, stats in procs:
+                # Files, not pipes: a child whose pipe filled while the bench waited on
+                # another would stall, and read slower than it runs.
+                with open(Path(tmp) / f"stdout-{i}", "w") as so, \
+                        open(Path(tmp) / f"stderr-{i}", "w") as se:
+                    try:
+                        procs.append(subprocess.Popen(cmd, stdout=so, stderr=se, env=env))
+                    except OSError as e:
+                        return {"streams": n, "error": f"stream {i + 1} of {n} could not "
+                                                       f"start: {e}"}
+            why = _wait(procs, Path(tmp), TIMEOUT_S * n)
+            if why:
+                return {"streams": n, "error": why}
+            results = []
+            for i, p in enumerate(procs):
+                peak, _ = peak_of((Path(tmp) / f"stdout-{i}").read_text())
                 try:
-                    stdout, stderr = p.communicate(timeout=TIMEOUT_S * n)
-                except subprocess.TimeoutExpired:
-                    why = why or f"a stream took over {TIMEOUT_S * n} s"
-                    continue
-                res = subprocess.CompletedProcess(p.args, p.returncode, stdout, stderr)
-                if p.returncode != 0:
-                    why = why or child_failure(res).replace("memory run", "stream")
-                    continue
-                peak, err = peak_of(stdout)
-                try:
-                    summary = json.loads(stats.read_text())
+                    summary = json.loads((Path(tmp) / f"stats-{i}.json").read_text())
                 except (OSError, ValueError) as e:
-                    why = why or f"a stream wrote no stats: {e}"
-                    continue
+                    return {"streams": n, "error": f"stream {i + 1} of {n} wrote no stats: {e}"}
                 results.append(_stream_result(p.pid, summary, peak))
         finally:
             _stop(procs)
-    if why or len(results) != n:
-        return {"streams": n, "error": why or "a stream gave no result"}
     return _group(results)
 
 
-def _stop(procs) -> None:
+def _wait(procs: list[subprocess.Popen], tmp: Path, timeout_s: float) -> Optional[str]:
+    """Waits for every child; at the first that fails or past `timeout_s`, why (naming the
+    stream), and the caller stops the rest: their fps would be of fewer streams than N."""
+    n, deadline = len(procs), time.monotonic() + timeout_s
+    while True:
+        for i, p in enumerate(procs):
+            if p.poll():
+                stderr = (tmp / f"stderr-{i}").read_text(errors="replace")
+                res = subprocess.CompletedProcess(p.args, p.returncode, "", stderr)
+                running = sum(q.poll() is None for q in procs)
+                return (f"stream {i + 1} of {n} "
+                        + child_failure(res).replace("the memory run ", "")
+                        + (f"; the {running} still running were stopped" if running else ""))
+        if all(p.returncode is not None for p in procs):
+            return None
+        if time.monotonic() > deadline:
+            return f"the {n} streams took over {timeout_s:g} s"
+        time.sleep(0.1)
+
+
+def _stop(procs: list[subprocess.Popen]) -> None:
     """Ends the children still running (an error, a timeout, Ctrl-C): none outlives the bench."""
-    for p, _ in procs:
+    for p in procs:
         if p.poll() is None:
             p.kill()
             p.wait()

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
+import threading
+import time
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +110,47 @@ def test_what_to_ship_leaves_out_a_model_whose_streams_miss_the_target(streams_r
     assert "2 streams at once" in row["why"] and "fps <" in row["why"], row["why"]
     assert ship["answer"].startswith("nothing serves 2 cameras at "), ship["answer"]
     assert "x the" not in ship["answer"], ship["answer"]   # not "0.4x the budget": it fits one
+
+
+def _children_running_streams() -> list[int]:
+    """This test process's `python -m benchmarks.memory video` children now."""
+    pids = []
+    for d in Path("/proc").iterdir():
+        try:
+            stat = (d / "stat").read_text()
+            cmd = (d / "cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            continue
+        if int(stat.rsplit(")", 1)[1].split()[1]) == os.getpid() and b"benchmarks.memory" in cmd:
+            pids.append(int(d.name))
+    return pids
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_one_stream_failing_names_it_and_stops_the_others(tmp_path):
+    """A stream killed (the out-of-memory killer, say) left the others running to the end of
+    their clip, minutes at 1080p, for a group reported failed anyway, and the error did not say
+    which of the N it was."""
+    from benchmarks.latency import make_video
+    from benchmarks.streams import measure_streams
+    from runtime_fixtures import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "m.onnx")
+    clip = make_video(tmp_path / "clip", 64, 48, 1000)   # seconds: longer than a kill takes
+    killed: list[int] = []
+
+    def kill_the_second():
+        while len(pids := sorted(_children_running_streams())) < 2:
+            time.sleep(0.02)
+        os.kill(pids[1], signal.SIGKILL)
+        killed.append(pids[1])
+
+    killer = threading.Thread(target=kill_the_second, daemon=True)
+    killer.start()
+    group = measure_streams(3, model, clip, threads=1)
+    killer.join(5)
+    assert killed, "no stream started"
+    assert group.keys() == {"streams", "error"}, group
+    assert "stream 2 of 3 was killed by SIGKILL" in group["error"], group
+    assert "stopped" in group["error"], group   # the others did not run their 3000 frames
+    assert _children_running_streams() == []
