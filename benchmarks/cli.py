@@ -91,8 +91,8 @@ def add_commands(sub) -> None:
     p.add_argument("--streams", default=None, metavar="N,...",
                    help="also run N `sharpen run` processes at once per exported file's row "
                         "and size, as N cameras on this box (a sweep: 1,2,4), on generated "
-                        "clips of the row's size with --threads and --tile each: fps and p90 "
-                        "per stream, all fps, total peak memory, and whether each stream keeps "
+                        "clips of the row's size with --threads and --tile each: fps and infer "
+                        "p90 per stream, all fps, total peak memory, and whether each keeps "
                         "its target fps (--cpu-target-fps: a camera's rate); What to ship "
                         "gives its pick's (default: none)")
     p.add_argument("--no-latency", action="store_true",

@@ -176,7 +176,7 @@ def judge(groups: Sequence[dict], target: float) -> None:
 
 
 HEADERS = ["model", "backend", "size", "streams", "fps each (median, slowest)",
-           "infer ms each (median, p90)", "all fps", "total peak MiB", "keeps target"]
+           "infer ms (median, slowest stream's p90)", "all fps", "total peak MiB", "keeps target"]
 
 
 def table_rows(rows: list[dict]) -> list[list[str]]:

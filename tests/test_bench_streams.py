@@ -154,3 +154,24 @@ def test_one_stream_failing_names_it_and_stops_the_others(tmp_path):
     assert "stream 2 of 3 was killed by SIGKILL" in group["error"], group
     assert "stopped" in group["error"], group   # the others did not run their 3000 frames
     assert _children_running_streams() == []
+
+
+def test_the_p90_is_labelled_the_infer_stages_and_the_slowest_streams(capsys):
+    """The help and the table said "p90" (the help: "fps and p90 per stream") of a number that
+    is the infer stage's alone (not capture to output) and the slowest stream's of the N."""
+    from benchmarks import cli as bench_cli
+    from benchmarks.streams import HEADERS, _group, table_rows
+
+    group = _group([{"pid": i, "fps": 12.0, "frames": 30, "infer_p50_ms": 20.0,
+                     "infer_p90_ms": p90, "peak_rss_mib": 100.0, "started_at": 1.0,
+                     "last_frame_at": 3.0} for i, p90 in enumerate((25.0, 60.0))])
+    row = {"model": "m", "backend": "ort-fp32", "size": "64x48", "streams": [group]}
+    (line,) = table_rows([row])
+    assert line[HEADERS.index("infer ms (median, slowest stream's p90)")] == "20.0, 60.0"
+    with pytest.raises(SystemExit):
+        bench_cli.main(["--help"])
+    helptext = " ".join(capsys.readouterr().out.split())
+    streams_help = helptext[helptext.index("--streams N,... also"):
+                            helptext.index("--no-latency quality")]
+    assert "p90" in streams_help and " p90 " not in streams_help.replace("infer p90 ", ""), \
+        streams_help
