@@ -175,3 +175,59 @@ def test_the_p90_is_labelled_the_infer_stages_and_the_slowest_streams(capsys):
                             helptext.index("--no-latency quality")]
     assert "p90" in streams_help and " p90 " not in streams_help.replace("infer p90 ", ""), \
         streams_help
+
+
+INTERRUPTED = """
+import os, signal, sys, threading, time
+from pathlib import Path
+from benchmarks.streams import measure_streams
+
+def interrupt():
+    me = str(os.getpid())
+    while sum((p / "stat").read_text().rsplit(")", 1)[1].split()[1] == me
+              for p in Path("/proc").iterdir() if p.name.isdigit()
+              and (p / "stat").exists()) < 2:
+        time.sleep(0.02)
+    os.kill(os.getpid(), signal.SIGINT)
+
+threading.Thread(target=interrupt, daemon=True).start()
+try:
+    measure_streams(2, sys.argv[1], sys.argv[2], threads=1)
+except KeyboardInterrupt:
+    sys.exit(130)
+sys.exit(0)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads /proc")
+def test_ctrl_c_leaves_no_stream_running_and_no_temp_files(tmp_path):
+    """Ctrl-C (SIGINT to the bench alone, as `kill -INT`) while N streams run: none of them
+    outlives the bench, and their clips, outputs and stats files are gone."""
+    import subprocess
+    import sys
+
+    from benchmarks.latency import make_video
+    from runtime_fixtures import make_onnx_model
+
+    model = make_onnx_model(tmp_path / "m.onnx")
+    clip = make_video(tmp_path / "clip", 64, 48, 3000)   # runs far longer than the test
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(tmp),
+           "PYTHONPATH": os.pathsep.join([str(Path(__file__).parents[1]),
+                                          os.environ.get("PYTHONPATH", "")])}
+    res = subprocess.run([sys.executable, "-c", INTERRUPTED, str(model), str(clip)], env=env,
+                         capture_output=True, text=True, timeout=120,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    assert res.returncode == 130, res.stderr
+    left = [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+            and str(clip).encode() in _cmdline(p)]
+    assert left == [], left   # no orphan still reading the clip
+    assert list(tmp.iterdir()) == []
+
+
+def _cmdline(p: Path) -> bytes:
+    try:
+        return (p / "cmdline").read_bytes()
+    except OSError:
+        return b""
