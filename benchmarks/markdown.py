@@ -355,7 +355,8 @@ def _incomplete(inc: dict) -> list[str]:
              "report holds only the rows it finished and the checks on them, and no figures. "
              "The exports and teacher outputs made so far are cached: the same command again "
              "finishes it.", ""]
-    what = {"quality": "Quality rows", "real_blur": "Real-blur sets", "latency": "Latency rows"}
+    what = {"quality": "Quality rows", "real_blur": "Real-blur sets", "latency": "Latency rows",
+            "streams": "Concurrent streams (--streams) of the rows"}
     for key, items in missing.items():
         lines += [f"{what.get(key, key)} not measured ({len(items)}):", ""]
         lines += [f"- {item}" for item in items] + [""]

@@ -563,6 +563,10 @@ def _write_partial(out: Path, opts: BenchOptions, m: dict, cache: Path, students
         missing["latency"] = missing_rows(planned_rows(measured, m, progress.artifact_sets,
                                                        buildable, models),
                                           progress.latency["rows"] + progress.latency["stream"])
+        if opts.stream_counts():   # minutes of N runs at once per row: a likely place to stop
+            from .streams import not_measured
+
+            missing["streams"] = not_measured(progress.latency["rows"])
     elif progress.latency is None:
         progress.latency = {"rows": [], "stream": [], "settings": {"skipped": "--no-latency"}}
     report = _report(opts, m, cache, students, models, teacher_out, real_limits, progress)

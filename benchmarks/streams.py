@@ -199,6 +199,16 @@ def table_rows(rows: list[dict]) -> list[list[str]]:
     return out
 
 
+def not_measured(rows: list[dict]) -> list[str]:
+    """'model backend size' of each exported file's row timed ok that has no --streams groups
+    yet (an interrupted run's report lists them)."""
+    from .latency import BACKEND_BY_KEY
+
+    return [f"{r['model']} {r.get('backend_label') or r['backend']} {r['size']}" for r in rows
+            if r.get("status") == "ok" and "streams" not in r
+            and getattr(BACKEND_BY_KEY.get(r["backend"]), "fmt", None) is not None]
+
+
 def ship_text(r: dict) -> str:
     """What to ship's words on its pick's concurrent streams: '; with 2 streams at once each
     makes 12.3 fps (slowest 11.9), 410 MiB in all: keeps 10 fps; with 4 ...'."""

@@ -231,3 +231,37 @@ def _cmdline(p: Path) -> bytes:
         return (p / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def test_a_bench_interrupted_in_its_streams_lists_them_as_not_measured(env, tmp_path):
+    """Ctrl-C while the N streams ran: the interrupted report said "Every row was measured;
+    only the figures are missing", of a run whose --streams groups were never measured."""
+    import subprocess
+    import sys
+
+    out, tmp = tmp_path / "out", tmp_path / "t"
+    tmp.mkdir()
+    cmd = [sys.executable, "-m", "sharpen.cli", "bench", "--out", str(out),
+           "--weights", str(env / "student-good.pt"), "--teacher-weights",
+           str(env / "teacher.pt"), "--data", str(env / "pairs"), "--cache", str(env / "cache"),
+           "--formats", "onnx", "--sizes", "160x96", "--stream-frames", "0", "--streams", "2",
+           "--quiet"]
+    proc = subprocess.Popen(cmd, env={**os.environ, "TMPDIR": str(tmp)}, text=True,
+                            stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        while proc.poll() is None and not any(
+                b"stats-" in _cmdline(p) and str(tmp).encode() in _cmdline(p)
+                for p in Path("/proc").iterdir() if p.name.isdigit()):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)
+        err = proc.communicate(timeout=120)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, err
+    inc = json.loads((out / "report.json").read_text())["incomplete"]
+    assert inc["missing"].get("streams") == ["student good ONNX Runtime FP32 160x96"], inc
+    md = (out / "report.md").read_text()
+    assert "Every row was measured" not in md and "Concurrent streams (--streams)" in md, md
+    assert list(tmp.glob("sharpen-bench-*")) == []   # the clips' and streams' temp folders
