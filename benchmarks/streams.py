@@ -247,13 +247,12 @@ def most_served(groups: Sequence[dict]) -> int:
 
 
 def short_of(r: dict) -> Optional[dict]:
-    """The group of the most streams measured where one missed the target (What to ship
-    leaves such a model out: it does not serve that many cameras), else None."""
-    judged = [g for g in r.get("streams") or [] if "keeps_target" in g]
-    if not judged:
-        return None
-    g = max(judged, key=lambda g: g["streams"])
-    return None if g["keeps_target"] else g
+    """The group of the fewest streams measured where one missed the target (What to ship
+    leaves such a model out: by most_served's rule it does not serve the cameras asked for,
+    whatever a larger count made), else None."""
+    judged = sorted((g for g in r.get("streams") or [] if "keeps_target" in g),
+                    key=lambda g: g["streams"])
+    return next((g for g in judged if not g["keeps_target"]), None)
 
 
 def short_text(g: dict) -> str:

@@ -112,6 +112,20 @@ def test_what_to_ship_leaves_out_a_model_whose_streams_miss_the_target(streams_r
     assert "x the" not in ship["answer"], ship["answer"]   # not "0.4x the budget": it fits one
 
 
+def test_a_model_that_misses_at_fewer_streams_is_not_picked_for_more():
+    """A miss at 2 streams and a keep at 4 (noise on a busy host) let What to ship pick the
+    model "for 4 cameras" while its answer said it serves 1: the pick must follow the same
+    rule as the count, the first count that misses ends what the box serves."""
+    from benchmarks.streams import most_served, short_of
+
+    groups = [{"streams": n, "keeps_target": keeps, "fps_min": fps, "target_fps": 10.0}
+              for n, keeps, fps in ((1, True, 30.0), (2, False, 9.0), (4, True, 11.0))]
+    row = {"streams": groups}
+    assert most_served(groups) == 1
+    assert short_of(row) is not None and short_of(row)["streams"] == 2, short_of(row)
+    assert short_of({"streams": [g for g in groups if g["keeps_target"]]}) is None
+
+
 def _children_running_streams() -> list[int]:
     """This test process's `python -m benchmarks.memory video` children now."""
     pids = []
