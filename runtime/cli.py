@@ -134,6 +134,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to; "
                         "refused, naming what changed, where the model, the source or an "
                         "option that shapes the frames differs")
+    p.add_argument("--segment", type=float, default=None, metavar="S",
+                   help="cut a video --out into files of S seconds of video each, closed "
+                        "whole at a frame boundary and named STEM-NNNNNN-YYYYmmdd-HHMMSS.EXT "
+                        "(the number counted on across restarts, the time the segment began; "
+                        "--out itself is not written)")
+    p.add_argument("--keep-segments", type=int, default=None, metavar="N",
+                   help="with --segment, keep the last N segments, removing the oldest as "
+                        "each closes (default: all)")
     p.add_argument("--force", action="store_true",
                    help="run a model even though it failed its parity gate at export")
     p.add_argument("--quiet", action="store_true",
@@ -260,6 +268,9 @@ def options_from_args(args: argparse.Namespace):
         raise ValueError(f"--report-interval must be a number of seconds above 0, got "
                          f"{interval:g}")
     check_threads(args.threads, "--threads")   # and not absurdly many
+    from .segment_sink import check_segment
+    if problems := check_segment(args.segment, args.keep_segments, flags=True):
+        raise ValueError("; ".join(problems))
     if args.fps > MAX_FPS:
         # A video writer asked for 1e300 fps hung inside OpenCV, deaf to Ctrl-C.
         raise ValueError(f"--fps must be at most {MAX_FPS:g}, got {args.fps:g}")
@@ -276,7 +287,8 @@ def options_from_args(args: argparse.Namespace):
                          report_interval=interval,
                          force=args.force,
                          compare=args.compare, audio=not args.no_audio, resume=args.resume,
-                         lossless=args.lossless)
+                         lossless=args.lossless, segment=args.segment,
+                         keep_segments=args.keep_segments)
 
 
 def _a_models_name(model: str) -> bool:
@@ -517,6 +529,11 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
         done = s.get("stdout_frames", done)
     if done and output is not None and output.strip() == "-":   # a stream: no file holds them
         return f"{count(done, 'frame')} written to stdout before the error"
+    if done and s.get("segment"):   # --segment: the output is its segments
+        closed = s.get("segments_closed", 0)
+        return (f"the {done} {'frame' if done == 1 else 'frames'} written before the error are "
+                f"in {count(closed, 'segment')} of {output}, the last {s['segment']} (each "
+                "closed cleanly)")
     if not done or not output or not os.path.exists(output):
         return ""
     if s.get("output_replaced") is False:   # discarded (a full disk, a join that failed)

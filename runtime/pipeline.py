@@ -44,6 +44,7 @@ from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, S
                       shown_url, spec_kind)
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_json_atomic
 from .tiling import tiling_warnings
+from .segment_sink import SegmentSink, check_segment
 from .video_sink import VideoFileSink, refuse_lossless
 from .warn import warn
 from .window_sink import WindowSink
@@ -258,6 +259,8 @@ class StreamOptions:
     audio: bool = True                  # copy a video file source's sound into a video output
     lossless: bool = False              # a video output in FFV1 (.mkv, .avi): every pixel kept
     resume: bool = False                # go on with a stopped run of a video file (resume.py)
+    segment: Optional[float] = None     # seconds of video a file of the output (segment_sink)
+    keep_segments: Optional[int] = None  # the most segments kept, the oldest removed (None: all)
 
 
 def _hold_run_lock(held: ExitStack, path: Union[str, Path], key: str,
@@ -317,6 +320,8 @@ def run_stream(model: Union[str, Path, Backend],
         refuse_unwritten_format(output, flags)   # a usage error: before anything is opened
         if o.lossless and _video_sink_for(Path(output)):
             refuse_lossless(output, flags)
+    if o.segment:
+        _check_segmented_output(output, o.resume, flags)
     # numpy's numbers pass the checks; the stats (JSON) take Python's.
     o = replace(o, **{k: (int if whole else float)(getattr(o, k)) for k, whole in _NUMBERS.items()
                       if getattr(o, k) is not None})
@@ -376,6 +381,22 @@ def run_stream(model: Union[str, Path, Backend],
     if stream.sig.signum:
         raise StreamInterrupted(summary, stream.sig.signum)
     return summary
+
+
+def _check_segmented_output(output: Any, resume: bool, flags: bool) -> None:
+    """SinkError, before anything is opened, where --segment cannot cut the output."""
+    seg = option("segment", flags=flags)
+    if output is None or isinstance(output, Sink) or is_stdio(output) \
+            or not _video_sink_for(Path(output)):
+        named = ("none" if output is None else "an app's Sink" if isinstance(output, Sink)
+                 else f"{option('output', output, flags)} is a stream" if is_stdio(output)
+                 else f"{option('output', output, flags)} is an image folder or file")
+        raise SinkError(f"{seg} cuts a video file {option('output', flags=flags)} into files; "
+                        f"{named} (give a video file, e.g. "
+                        f"{option('output', 'rec.ts', flags)})")
+    if resume:
+        raise SinkError(f"{option('resume', flags=flags)} does not apply to {seg}: each "
+                        "segment is closed whole, and a rerun numbers its segments on")
 
 
 def _write_failed_start(stats_file: StatsFile, stats: Stats, exc: BaseException) -> None:
@@ -541,7 +562,8 @@ class _Stream:
         if not 0 < self.video_fps <= MAX_FPS:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
-                               o.compare, self.flags, o.audio, o.fps, self.note, o.lossless)
+                               o.compare, self.flags, o.audio, o.fps, self.note, o.lossless,
+                               (o.segment or 0, o.keep_segments or 0))
         start = self.resumed_from = self._resume_from(src, output)
         if start and self.resume_record.get("output") == "video":
             video = _video_sink(self.sink)
@@ -575,6 +597,11 @@ class _Stream:
         first.t_capture = time.perf_counter()
         self.size, self.size_said = first.image.shape[:2], False
         stats.info = self._info(output)
+        if (segmented := _inner_sink(self.sink, SegmentSink)) is not None:
+            # Its keys made now, before the writer runs: the stats refresh reads this dict
+            # from another thread while the sink names each segment in it.
+            stats.info.update(segment=None, segments_closed=0)
+            segmented.stats_info = stats.info
         # Live: a few frames of room, so that frames a network source delivers in a burst are
         # not dropped as stale (one slot dropped 30-50 % of a stream the model kept up with);
         # what bounds latency is their age (`max_age`), not the queue's length.
@@ -936,7 +963,8 @@ def _close_all(closers: Iterable[Callable[[], None]], errors: list) -> None:
 # The options that are numbers: whole (True) or any; None leaves one to its default.
 _NUMBERS = {"threads": True, "tile": True, "overlap": True, "width": True, "height": True,
             "fps": False, "max_frames": True, "queue_size": True, "reconnect_attempts": True,
-            "timeout": False, "report_interval": False}
+            "timeout": False, "report_interval": False, "segment": False,
+            "keep_segments": True}
 
 
 def _check_options(o: StreamOptions, flags: bool = False) -> None:
@@ -961,6 +989,7 @@ def _check_options(o: StreamOptions, flags: bool = False) -> None:
         (not (o.fps == 0 or o.fps is None or MIN_FPS <= o.fps <= MAX_FPS),
          f"fps must be 0 (the source's) or {MIN_FPS:g} to {MAX_FPS:g}, got {o.fps}"),
     ) if bad]
+    problems += check_segment(o.segment, o.keep_segments, flags)
     # The engines' range, once, before anything is made or opened: load_backend checks it
     # too, but only after the stats folder was made, and in its own words.
     try:
@@ -1158,7 +1187,7 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
                flags: bool = False, audio: bool = True,
                fps_asked: Optional[float] = None, note: Optional[Note] = None,
-               lossless: bool = False) -> Sink:
+               lossless: bool = False, segment: tuple[float, int] = (0, 0)) -> Sink:
     sinks: list[Sink] = []
     # The window first: one refused (no display, a headless OpenCV) leaves no output made.
     window = _window_sink(output, view, stop, stats, flags) if show else None
@@ -1167,7 +1196,7 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
             sinks.append(_stdout_sink(src, fps, stop, compare, view, flags, note, lossless))
         else:
             sinks += _output_sinks(src, output, view, fps, compare, flags, audio, fps_asked,
-                                   lossless)
+                                   lossless, segment)
     except BaseException:
         if window is not None:
             window.close()
@@ -1192,7 +1221,8 @@ def _stdout_sink(src: Source, fps: float, stop: threading.Event, compare: bool, 
 
 def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: str,
                   fps: float, compare: bool, flags: bool, audio: bool = True,
-                  fps_asked: Optional[float] = None, lossless: bool = False) -> list[Sink]:
+                  fps_asked: Optional[float] = None, lossless: bool = False,
+                  segment: tuple[float, int] = (0, 0)) -> list[Sink]:
     sinks: list[Sink] = []
     if isinstance(output, Sink):
         sinks.append(CompareSink(output, view, flags) if compare else output)
@@ -1200,7 +1230,8 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
         single = isinstance(src, ImageSource) and src.frame_count == 1
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
         file_sink = output_sink(output, fps, single, tuple(dirs),
-                                _input_files(src), flags=flags, lossless=lossless)
+                                _input_files(src), flags=flags, lossless=lossless,
+                                segment=segment)
         if isinstance(file_sink, ImageSink) and isinstance(src, ImageSource) and not compare:
             # Grayscale images are written back as grayscale, an alpha channel is kept.
             src.layouts = file_sink.layouts = {}

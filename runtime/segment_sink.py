@@ -1,0 +1,194 @@
+"""A recording cut into files (`--segment S`): `SegmentSink` closes each video after S seconds
+of it, at a frame boundary, and opens the next, as ffmpeg's segment muxer and NVRs do, so that a
+camera's days are files that can be copied off, played and pruned while the run goes on.
+
+Each segment is a `VideoFileSink` of its own: written under a hidden temporary name and renamed
+to `STEM-NNNNNN-YYYYmmdd-HHMMSS.EXT` when it closes (N its number, counted on from the highest
+there, so a restarted run never writes over an earlier one; the time its first frame was
+written, local time), complete and playable from that moment. `keep` bounds the disk: past that
+many segments the lowest-numbered are removed.
+"""
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import re
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+
+from .atomic import pid_alive
+from .options import option
+from .video_sink import VideoFileSink
+from .warn import warn
+
+NUMBER_WIDTH = 6
+
+
+def segment_name(base: Path, number: int, when: float) -> Path:
+    """The file segment `number` of the recording `base` (an --out) takes."""
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(when))
+    return base.with_name(f"{base.stem}-{number:0{NUMBER_WIDTH}d}-{stamp}{base.suffix}")
+
+
+def segment_pattern(base: Path) -> re.Pattern[str]:
+    """Names of `base`'s segments, group 1 the number; a segment a killed run left, kept as
+    NAME.interrupted-TIME.EXT by `VideoFileSink`, counts too."""
+    return re.compile(rf"^{re.escape(base.stem)}-(\d{{{NUMBER_WIDTH},}})-\d{{8}}-\d{{6}}"
+                      rf"(\.interrupted-\d{{8}}-\d{{6}}(-\d+)?)?{re.escape(base.suffix)}$")
+
+
+def existing_segments(base: Path) -> list[tuple[int, Path]]:
+    """(number, path) of the segments of `base` in its folder, lowest number first."""
+    name = segment_pattern(base)
+    found = []
+    with contextlib.suppress(OSError):
+        for p in base.parent.iterdir():
+            if m := name.match(p.name):
+                found.append((int(m.group(1)), p))
+    return sorted(found)
+
+
+class SegmentSink(VideoFileSink):
+    """A video output written as segments of `seconds` of video each (`seconds` * fps frames:
+    a live run's repeated frames count, so a segment is that long in real time). Takes the
+    options run_stream sets on a `VideoFileSink` (colours, pixel aspect) and passes them to
+    each segment; `path` itself is never written."""
+
+    def __init__(self, path: str | os.PathLike, fps: float, seconds: float, keep: int = 0,
+                 flags: bool = False, lossless: bool = False) -> None:
+        super().__init__(path, fps, flags=flags, lossless=lossless)
+        self.seconds = seconds
+        self.frames_each = max(1, round(seconds * self.fps))
+        self.keep = keep
+        self.current: Optional[VideoFileSink] = None
+        self.closed_count = 0
+        self._warned_audio = False
+        # run_stream points it at the stats' info, so the --stats file names the segment.
+        self.stats_info: Optional[dict[str, Any]] = None
+        self._recover_killed()
+        found = existing_segments(self.path)
+        self.next_number = found[-1][0] + 1 if found else 0
+
+    def _recover_killed(self) -> None:
+        """A killed run's segment under its temporary name: kept or removed as a killed run's
+        whole recording is (`VideoFileSink._keep_or_remove`), under that segment's name."""
+        hidden = re.compile(rf"^\.({re.escape(self.path.stem)}-\d{{{NUMBER_WIDTH},}}-\d{{8}}-"
+                            rf"\d{{6}})\.(\d+)\.[^.]+\.partial{re.escape(self.path.suffix)}$")
+        with contextlib.suppress(OSError):
+            for old in list(self.path.parent.iterdir()):
+                m = hidden.match(old.name)
+                if m and int(m.group(2)) != os.getpid() and not pid_alive(int(m.group(2))):
+                    seg = VideoFileSink(self.path.with_name(m.group(1) + self.path.suffix),
+                                        self.fps, flags=self.flags)
+                    seg._keep_or_remove(old, int(m.group(2)))
+
+    def _open_next(self) -> None:
+        seg = VideoFileSink(segment_name(self.path, self.next_number, time.time()), self.fps,
+                            flags=self.flags, lossless=self.lossless)
+        self.next_number += 1
+        seg.colour_source = self.colour_source
+        seg.source_fps = self.source_fps
+        if self.closed_count == 0:   # said once, not at every segment
+            seg.source_sar = self.source_sar
+        if self.audio_source is not None and not self._warned_audio:
+            self._warned_audio = True
+            self._say_no_sound(self.audio_source)
+        self.current = seg
+        if self.stats_info is not None:
+            self.stats_info["segment"] = str(seg.path)
+
+    def _say_no_sound(self, source: str) -> None:
+        """A file source's sound is copied into a whole video only (each segment would need
+        its own stretch of it): said where the source has sound, as far as can be told."""
+        from .audio import find_ffmpeg, has_audio
+        if not has_audio(source, find_ffmpeg()[0]):
+            return
+        off = "--no-audio" if self.flags else "audio=False"
+        warn(f"{option('segment', f'{self.seconds:g}', self.flags)}: the segments are written "
+             f"without the sound of {source} (it is copied into a whole video only); {off} "
+             "leaves it out without a word")
+
+    def _close_current(self) -> None:
+        seg, self.current = self.current, None
+        if seg is None:
+            return
+        seg.close()
+        if seg.replaced:
+            self.closed_count += 1
+            self.replaced = True
+            if self.stats_info is not None:
+                self.stats_info["segments_closed"] = self.closed_count
+            self._prune()
+
+    def _prune(self) -> None:
+        """Past `keep` segments, the lowest-numbered are removed (a killed run's among them)."""
+        if not self.keep:
+            return
+        found = existing_segments(self.path)
+        for _, old in found[:max(0, len(found) - self.keep)]:
+            try:
+                old.unlink()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:   # another user's: said, and left
+                warn(f"{option('output', self.path, self.flags)}: {old} is past "
+                     f"{option('keep_segments', self.keep, self.flags)} but could not be "
+                     f"removed ({exc.strerror or exc})")
+
+    def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        if self.current is not None and self.current.frames >= self.frames_each:
+            self._close_current()
+        if self.current is None:
+            self._open_next()
+        self.current.write(original, sharpened, name)
+        self.frames += 1
+        self._last = sharpened
+        self._original = original
+
+    def repeat_last(self, n: int) -> int:
+        if self.current is None or self._last is None:
+            return 0
+        added = 0
+        while added < n:
+            if self.current.frames >= self.frames_each:
+                # The repeats go on in the next segment, which opens with one of them.
+                self._close_current()
+                self._open_next()
+                self.current.write(self._original, self._last, "repeated")
+                got = 1
+            else:
+                got = self.current.repeat_last(min(self.frames_each - self.current.frames,
+                                                   n - added))
+            if not got:
+                break
+            added += got
+        self.frames += added
+        return added
+
+    def close(self) -> None:
+        try:
+            self._close_current()
+        finally:
+            if not self.closed_count:
+                from .output_paths import remove_if_empty
+                remove_if_empty(self._made)
+
+
+def check_segment(seconds: Optional[float], keep: Optional[int], flags: bool) -> list[str]:
+    """What is wrong with the segment options' values (messages naming them)."""
+    problems = []
+    if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0
+                                    and math.isfinite(seconds)):
+        problems.append(f"{option('segment', flags=flags)} must be a number of seconds above "
+                        f"0, got {seconds}")
+    if keep is not None and not (isinstance(keep, int) and keep >= 1):
+        problems.append(f"{option('keep_segments', flags=flags)} must be a whole number of "
+                        f"segments from 1, got {keep}")
+    if keep and not seconds:
+        problems.append(f"{option('keep_segments', flags=flags)} applies with "
+                        f"{option('segment', flags=flags)} (it bounds the segments kept)")
+    return problems

@@ -1,0 +1,173 @@
+"""`sharpen run --segment S`: a recording cut into files of S seconds of video each, as a
+recorder (ffmpeg's segment muxer, an NVR) writes a camera's days, every one complete and
+playable under its final name the moment it closes, with `--keep-segments N` bounding the
+disk. Segments are counted in frames of the output's rate (tests: 10 fps, 0.5 s = 5 frames)."""
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import pytest
+
+from runtime.pipeline import run_stream
+from tests.runtime_fixtures import cli_module, make_onnx_model, textured_frame
+
+NAME = re.compile(r"^rec-(\d{6})-(\d{8}-\d{6})\.(mp4|ts)$")
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> Path:
+    return make_onnx_model(tmp_path_factory.mktemp("models") / "student.onnx")
+
+
+def _frames(n: int) -> list:
+    return [textured_frame(i % 16, 64, 96) for i in range(n)]
+
+
+def _count(path: Path) -> int:
+    cap = cv2.VideoCapture(str(path))
+    n = 0
+    while cap.read()[0]:
+        n += 1
+    cap.release()
+    return n
+
+
+def _segments(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if NAME.match(p.name))
+
+
+def _sharpen_run(*argv: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", cli_module(), "run", *argv],
+                          cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_segments_are_whole_videos_of_the_asked_length_named_by_number_and_time(model, tmp_path):
+    out = tmp_path / "rec.mp4"
+    stats = run_stream(model, _frames(23), out, fps=10, segment=0.5)
+    segs = _segments(tmp_path)
+    assert [NAME.match(p.name).group(1) for p in segs] == [f"{i:06d}" for i in range(5)]
+    assert [_count(p) for p in segs] == [5, 5, 5, 5, 3]
+    # Nothing under the base name, and no hidden temporary file left.
+    assert sorted(p.name for p in tmp_path.iterdir()) == [p.name for p in segs]
+    assert stats["segment"] == str(segs[-1]) and stats["segments_closed"] == 5
+
+
+def test_keep_segments_removes_the_oldest_and_a_rerun_numbers_on(model, tmp_path):
+    out = tmp_path / "rec.mp4"
+    run_stream(model, _frames(20), out, fps=10, segment=0.5, keep_segments=3)
+    assert [NAME.match(p.name).group(1) for p in _segments(tmp_path)] == [
+        "000001", "000002", "000003"]
+    mine = tmp_path / "rec-keep-me.mp4"   # a name of the user's own is not counted
+    mine.write_bytes(b"x")
+    run_stream(model, _frames(7), out, fps=10, segment=0.5, keep_segments=3)
+    assert [NAME.match(p.name).group(1) for p in _segments(tmp_path)] == [
+        "000003", "000004", "000005"]
+    assert [_count(p) for p in _segments(tmp_path)] == [5, 5, 2]
+    assert mine.exists()
+
+
+@pytest.mark.parametrize("argv, said", [
+    (["--out", "-"], "--segment cuts a video file --out into files; --out - is a stream"),
+    (["--out", "{tmp}/frames"], "--segment cuts a video file --out into files"),
+    (["--out", "{tmp}/rec.mp4", "--resume"], "--resume does not apply to --segment"),
+    (["--out", "{tmp}/rec.mp4", "--segment", "0"], "--segment must be a number of seconds"),
+    (["--out", "{tmp}/rec.mp4", "--keep-segments", "0"], "--keep-segments must be"),
+])
+def test_segment_refusals_name_the_flag_and_exit_2(model, tmp_path, argv, said):
+    clip = tmp_path / "in.mp4"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10, (96, 64))
+    for f in _frames(3):
+        vw.write(f)
+    vw.release()
+    argv = [a.replace("{tmp}", str(tmp_path)) for a in argv]
+    if "--segment" not in argv:
+        argv += ["--segment", "1"]
+    r = _sharpen_run("--model", str(model), "--source", str(clip), *argv, "--quiet")
+    assert r.returncode == 2, r.stderr
+    assert said in r.stderr, r.stderr
+    assert not list(tmp_path.glob("rec*")) and not (tmp_path / "frames").exists()
+
+
+def test_keep_segments_without_segment_is_refused(model, tmp_path):
+    r = _sharpen_run("--model", str(model), "--source", "synthetic:96x64", "--max-frames", "2",
+                     "--out", str(tmp_path / "rec.mp4"), "--keep-segments", "3", "--quiet")
+    assert r.returncode == 2 and "--keep-segments applies with --segment" in r.stderr, r.stderr
+
+
+def test_sigterm_mid_segment_closes_it_playable_and_the_stats_name_it(model, tmp_path):
+    out, stats = tmp_path / "rec.ts", tmp_path / "rec.json"
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                             "--source", "synthetic:96x64@30", "--out", str(out),
+                             "--segment", "0.5", "--stats", str(stats),
+                             "--report-interval", "0.2", "--quiet"],
+                            cwd=tempfile.gettempdir(), stderr=subprocess.PIPE, text=True)
+    try:
+        for _ in range(600):   # until two segments are closed and the third under way
+            with_stats = json.loads(stats.read_text()) if stats.exists() else {}
+            if with_stats.get("segments_closed", 0) >= 2:
+                break
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGTERM)
+        err = proc.communicate(timeout=60)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 143, err
+    segs = _segments(tmp_path)
+    assert len(segs) >= 3, err
+    assert all(_count(p) >= 1 for p in segs)
+    assert all(_count(p) == 15 for p in segs[:-1])   # 0.5 s at 30 fps
+    final = json.loads(stats.read_text())
+    assert final["state"] == "stopped" and final["segment"] == str(segs[-1])
+    assert final["segments_closed"] == len(segs)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".rec")
+                and p.name.endswith(".partial.ts")]
+
+
+def test_a_silent_clip_cut_into_segments_says_nothing_of_sound(model, tmp_path):
+    clip = tmp_path / "in.mp4"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"mp4v"), 10, (96, 64))
+    for f in _frames(12):
+        vw.write(f)
+    vw.release()
+    r = _sharpen_run("--model", str(model), "--source", str(clip), "--out",
+                     str(tmp_path / "rec.mp4"), "--segment", "0.5", "--quiet")
+    assert r.returncode == 0 and "warning" not in r.stderr, r.stderr
+    assert [_count(p) for p in _segments(tmp_path)] == [5, 5, 2]
+
+
+def test_a_stream_that_stalls_past_timeout_exits_3_its_segments_closed_and_named(model, tmp_path):
+    """--source - silent for --timeout: a lost stream (exit 3), the segment under way closed
+    playable, and the line under the error names where the frames are."""
+    from runtime.y4m import Y4MWriter
+    out = tmp_path / "rec.ts"
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                             "--source", "-", "--out", str(out), "--segment", "0.5",
+                             "--timeout", "1", "--quiet"],
+                            cwd=tempfile.gettempdir(), stdin=subprocess.PIPE,
+                            stderr=subprocess.PIPE)
+    try:
+        w = Y4MWriter(proc.stdin.write, 10)
+        for f in _frames(12):
+            w.write(f)
+        proc.stdin.flush()   # and then nothing, the pipe left open
+        err = proc.stderr.read().decode()
+        proc.wait(timeout=60)
+    finally:
+        proc.stdin.close()
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 3, err
+    segs = _segments(tmp_path)
+    assert [_count(p) for p in segs] == [5, 5, 2]
+    assert (f"the 12 frames written before the error are in 3 segments of {out}, the last "
+            f"{segs[-1]} (each closed cleanly)") in err, err
