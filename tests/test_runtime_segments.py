@@ -171,3 +171,34 @@ def test_a_stream_that_stalls_past_timeout_exits_3_its_segments_closed_and_named
     assert [_count(p) for p in segs] == [5, 5, 2]
     assert (f"the 12 frames written before the error are in 3 segments of {out}, the last "
             f"{segs[-1]} (each closed cleanly)") in err, err
+
+
+def test_a_killed_runs_segment_is_kept_by_the_next_run_and_counted(model, tmp_path):
+    """SIGKILL (the OOM killer, a power cut) leaves the segment under way under its hidden
+    name: the next run into the output gives an MPEG-TS one, which plays up to the cut, a
+    visible name beside the segments, counted by --keep-segments, and numbers on past it."""
+    out, stats = tmp_path / "rec.ts", tmp_path / "rec.json"
+    # Frames large enough that the writer has flushed some of the second segment to disk.
+    argv = ["--model", str(model), "--source", "synthetic:640x360@30", "--out", str(out),
+            "--segment", "2", "--stats", str(stats), "--report-interval", "0.2", "--quiet"]
+    proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", *argv],
+                            cwd=tempfile.gettempdir(), stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(600):   # the first segment closed, the second some way in
+            s = json.loads(stats.read_text()) if stats.exists() else {}
+            if s.get("segments_closed", 0) >= 1 and s.get("frames_processed", 0) >= 110:
+                break
+            time.sleep(0.1)
+    finally:
+        proc.kill()
+        proc.wait()
+    hidden = [p for p in tmp_path.iterdir() if p.name.endswith(".partial.ts")]
+    assert len(hidden) == 1 and len(_segments(tmp_path)) == 1
+    r = _sharpen_run(*argv[:-5], "--max-frames", "3", "--keep-segments", "5", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert "a recording into it was cut" in r.stderr, r.stderr
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".partial.ts")]
+    segs = sorted(tmp_path.glob("rec-*.ts"))
+    assert [NAME.match(p.name) is not None for p in segs] == [True, False, True]
+    assert ".interrupted-" in segs[1].name and segs[1].name.startswith("rec-000001-")
+    assert _count(segs[1]) >= 1 and segs[2].name.startswith("rec-000002-")
