@@ -228,17 +228,25 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
         return f"interrupted before the first frame was written: nothing written to {output}"
     if src.get("live") or not output:
         return "interrupted, output closed cleanly" if output else "interrupted"
+    if summary.get("segment"):   # --segment: the output is its segments
+        held = (f"{count(summary.get('segments_closed', 0), 'segment')} of {output}, the last "
+                f"{summary['segment']}, hold")
+        whole = "each closed cleanly"
+    else:
+        held, whole = f"{output} holds", "closed cleanly"
     if src.get("kind") == "stdin":   # its frames not read yet are the writer's, not a file's
-        return (f"interrupted: {output} holds the {done} {'frame' if done == 1 else 'frames'} "
-                "stdin gave (closed cleanly)")
+        return (f"interrupted: {held} the {done} {'frame' if done == 1 else 'frames'} "
+                f"stdin gave ({whole})")
     if summary.get("resumable"):   # a video file's run, which --resume goes on with
         done += resumed
         again = "run the same command with --resume to go on from there"
     else:
         again = "run again for all of them"
+        if summary.get("segment"):   # a rerun replaces no segment
+            again += " (into segments numbered on from these)"
     part = f"{done} of {total}" if total else f"the first {done}"
     frames = "frame" if (total or done) == 1 else "frames"
-    return f"interrupted: {output} holds {part} {frames} only (closed cleanly); {again}"
+    return f"interrupted: {held} {part} {frames} only ({whole}); {again}"
 
 
 def options_from_args(args: argparse.Namespace):

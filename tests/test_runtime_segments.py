@@ -202,3 +202,17 @@ def test_a_killed_runs_segment_is_kept_by_the_next_run_and_counted(model, tmp_pa
     assert [NAME.match(p.name) is not None for p in segs] == [True, False, True]
     assert ".interrupted-" in segs[1].name and segs[1].name.startswith("rec-000001-")
     assert _count(segs[1]) >= 1 and segs[2].name.startswith("rec-000002-")
+
+
+def test_a_stopped_file_run_into_segments_says_where_its_frames_are(model, tmp_path):
+    """A video file's run stopped part-way said `rec.mp4 holds 135 of 600 frames`, a file it
+    never wrote: the frames are in the segments."""
+    from runtime.cli import _interrupted_note
+    out = tmp_path / "rec.mp4"
+    stats = run_stream(model, _frames(12), out, fps=10, segment=0.5)
+    stats["source"] = {"kind": "video", "live": False, "frame_count": 40}
+    said = _interrupted_note(stats, str(out))
+    last = _segments(tmp_path)[-1]
+    assert said == (f"interrupted: 3 segments of {out}, the last {last}, hold 12 of 40 frames "
+                    "only (each closed cleanly); run again for all of them (into segments "
+                    "numbered on from these)"), said
