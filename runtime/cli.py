@@ -142,6 +142,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--keep-segments", type=int, default=None, metavar="N",
                    help="with --segment, keep the last N segments, removing the oldest as "
                         "each closes (default: all)")
+    p.add_argument("--keep-gb", type=float, default=None, metavar="GB",
+                   help="with --segment, keep the newest segments that fit in GB gigabytes "
+                        "(10^9 bytes), removing the oldest as each closes (default: all)")
     p.add_argument("--force", action="store_true",
                    help="run a model even though it failed its parity gate at export")
     p.add_argument("--quiet", action="store_true",
@@ -277,7 +280,7 @@ def options_from_args(args: argparse.Namespace):
                          f"{interval:g}")
     check_threads(args.threads, "--threads")   # and not absurdly many
     from .segment_sink import check_segment
-    if problems := check_segment(args.segment, args.keep_segments, flags=True):
+    if problems := check_segment(args.segment, args.keep_segments, True, args.keep_gb):
         raise ValueError("; ".join(problems))
     if args.fps > MAX_FPS:
         # A video writer asked for 1e300 fps hung inside OpenCV, deaf to Ctrl-C.
@@ -296,7 +299,7 @@ def options_from_args(args: argparse.Namespace):
                          force=args.force,
                          compare=args.compare, audio=not args.no_audio, resume=args.resume,
                          lossless=args.lossless, segment=args.segment,
-                         keep_segments=args.keep_segments)
+                         keep_segments=args.keep_segments, keep_gb=args.keep_gb)
 
 
 def _a_models_name(model: str) -> bool:

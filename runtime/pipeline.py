@@ -261,6 +261,7 @@ class StreamOptions:
     resume: bool = False                # go on with a stopped run of a video file (resume.py)
     segment: Optional[float] = None     # seconds of video a file of the output (segment_sink)
     keep_segments: Optional[int] = None  # the most segments kept, the oldest removed (None: all)
+    keep_gb: Optional[float] = None     # the most GB of segments kept, the oldest removed
 
 
 def _hold_run_lock(held: ExitStack, path: Union[str, Path], key: str,
@@ -563,7 +564,7 @@ class _Stream:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
                                o.compare, self.flags, o.audio, o.fps, self.note, o.lossless,
-                               (o.segment or 0, o.keep_segments or 0))
+                               (o.segment or 0, o.keep_segments or 0, o.keep_gb or 0))
         start = self.resumed_from = self._resume_from(src, output)
         if start and self.resume_record.get("output") == "video":
             video = _video_sink(self.sink)
@@ -964,7 +965,7 @@ def _close_all(closers: Iterable[Callable[[], None]], errors: list) -> None:
 _NUMBERS = {"threads": True, "tile": True, "overlap": True, "width": True, "height": True,
             "fps": False, "max_frames": True, "queue_size": True, "reconnect_attempts": True,
             "timeout": False, "report_interval": False, "segment": False,
-            "keep_segments": True}
+            "keep_segments": True, "keep_gb": False}
 
 
 def _check_options(o: StreamOptions, flags: bool = False) -> None:
@@ -989,7 +990,7 @@ def _check_options(o: StreamOptions, flags: bool = False) -> None:
         (not (o.fps == 0 or o.fps is None or MIN_FPS <= o.fps <= MAX_FPS),
          f"fps must be 0 (the source's) or {MIN_FPS:g} to {MAX_FPS:g}, got {o.fps}"),
     ) if bad]
-    problems += check_segment(o.segment, o.keep_segments, flags)
+    problems += check_segment(o.segment, o.keep_segments, flags, o.keep_gb)
     # The engines' range, once, before anything is made or opened: load_backend checks it
     # too, but only after the stats folder was made, and in its own words.
     try:
@@ -1187,7 +1188,7 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
                flags: bool = False, audio: bool = True,
                fps_asked: Optional[float] = None, note: Optional[Note] = None,
-               lossless: bool = False, segment: tuple[float, int] = (0, 0)) -> Sink:
+               lossless: bool = False, segment: tuple[float, int, float] = (0, 0, 0)) -> Sink:
     sinks: list[Sink] = []
     # The window first: one refused (no display, a headless OpenCV) leaves no output made.
     window = _window_sink(output, view, stop, stats, flags) if show else None
@@ -1222,7 +1223,7 @@ def _stdout_sink(src: Source, fps: float, stop: threading.Event, compare: bool, 
 def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: str,
                   fps: float, compare: bool, flags: bool, audio: bool = True,
                   fps_asked: Optional[float] = None, lossless: bool = False,
-                  segment: tuple[float, int] = (0, 0)) -> list[Sink]:
+                  segment: tuple[float, int, float] = (0, 0, 0)) -> list[Sink]:
     sinks: list[Sink] = []
     if isinstance(output, Sink):
         sinks.append(CompareSink(output, view, flags) if compare else output)

@@ -6,7 +6,7 @@ Each segment is a `VideoFileSink` of its own: written under a hidden temporary n
 to `STEM-NNNNNN-YYYYmmdd-HHMMSS.EXT` when it closes (N its number, counted on from the highest
 there, so a restarted run never writes over an earlier one; the time its first frame was
 written, local time), complete and playable from that moment. `keep` bounds the disk: past that
-many segments the lowest-numbered are removed.
+many segments, or past `keep_gb` GB of them, the lowest-numbered are removed.
 """
 from __future__ import annotations
 
@@ -59,11 +59,12 @@ class SegmentSink(VideoFileSink):
     each segment; `path` itself is never written."""
 
     def __init__(self, path: str | os.PathLike, fps: float, seconds: float, keep: int = 0,
-                 flags: bool = False, lossless: bool = False) -> None:
+                 flags: bool = False, lossless: bool = False, keep_gb: float = 0) -> None:
         super().__init__(path, fps, flags=flags, lossless=lossless)
         self.seconds = seconds
         self.frames_each = max(1, round(seconds * self.fps))
         self.keep = keep
+        self.keep_gb = keep_gb
         self.current: Optional[VideoFileSink] = None
         self.closed_count = 0
         self._warned_audio = False
@@ -125,19 +126,34 @@ class SegmentSink(VideoFileSink):
             self._prune()
 
     def _prune(self) -> None:
-        """Past `keep` segments, the lowest-numbered are removed (a killed run's among them)."""
-        if not self.keep:
+        """Past `keep` segments, or `keep_gb` GB of them, the lowest-numbered are removed (a
+        killed run's among them); the newest is kept whatever its size."""
+        if not self.keep and not self.keep_gb:
             return
         found = existing_segments(self.path)
-        for _, old in found[:max(0, len(found) - self.keep)]:
+        past = max(0, len(found) - self.keep) if self.keep else 0
+        bound = option("keep_segments", self.keep, self.flags)
+        if self.keep_gb:
+            sizes = []
+            for _, p in found:
+                try:
+                    sizes.append(p.stat().st_size)
+                except OSError:
+                    sizes.append(0)
+            total = sum(sizes[past:])
+            while past < len(found) - 1 and total > self.keep_gb * 1e9:
+                total -= sizes[past]
+                past += 1
+            if past > (max(0, len(found) - self.keep) if self.keep else 0):
+                bound = option("keep_gb", f"{self.keep_gb:g}", self.flags)
+        for _, old in found[:past]:
             try:
                 old.unlink()
             except FileNotFoundError:
                 continue
             except OSError as exc:   # another user's: said, and left
-                warn(f"{option('output', self.path, self.flags)}: {old} is past "
-                     f"{option('keep_segments', self.keep, self.flags)} but could not be "
-                     f"removed ({exc.strerror or exc})")
+                warn(f"{option('output', self.path, self.flags)}: {old} is past {bound} but "
+                     f"could not be removed ({exc.strerror or exc})")
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
         if self.current is not None and self.current.frames >= self.frames_each:
@@ -178,7 +194,8 @@ class SegmentSink(VideoFileSink):
                 remove_if_empty(self._made)
 
 
-def check_segment(seconds: Optional[float], keep: Optional[int], flags: bool) -> list[str]:
+def check_segment(seconds: Optional[float], keep: Optional[int], flags: bool,
+                  keep_gb: Optional[float] = None) -> list[str]:
     """What is wrong with the segment options' values (messages naming them)."""
     problems = []
     if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0
@@ -188,7 +205,12 @@ def check_segment(seconds: Optional[float], keep: Optional[int], flags: bool) ->
     if keep is not None and not (isinstance(keep, int) and keep >= 1):
         problems.append(f"{option('keep_segments', flags=flags)} must be a whole number of "
                         f"segments from 1, got {keep}")
-    if keep and not seconds:
-        problems.append(f"{option('keep_segments', flags=flags)} applies with "
-                        f"{option('segment', flags=flags)} (it bounds the segments kept)")
+    if keep_gb is not None and not (isinstance(keep_gb, (int, float)) and keep_gb > 0
+                                    and math.isfinite(keep_gb)):
+        problems.append(f"{option('keep_gb', flags=flags)} must be a number of GB above 0, "
+                        f"got {keep_gb}")
+    for name, given in (("keep_segments", keep), ("keep_gb", keep_gb)):
+        if given and not seconds:
+            problems.append(f"{option(name, flags=flags)} applies with "
+                            f"{option('segment', flags=flags)} (it bounds the segments kept)")
     return problems

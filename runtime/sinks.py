@@ -116,13 +116,13 @@ def refuse_unwritten_format(output: str | os.PathLike, flags: bool = False) -> N
 def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
                 input_dirs: Sequence[str | os.PathLike] = (),
                 input_files: Sequence[str | os.PathLike] = (), flags: bool = False,
-                lossless: bool = False, segment: tuple[float, int] = (0, 0)) -> Sink:
+                lossless: bool = False, segment: tuple[float, int, float] = (0, 0, 0)) -> Sink:
     """Pick the sink for the output: a video extension gives a video file, an image extension
     with a single image input gives that file, anything else is a folder of images. An output
     that is an input folder or file is refused. Messages name run_stream's `output=`, or with
     `flags` the --out of `sharpen run`. `lossless`: a video in FFV1 (.mkv, .avi only); images
     are written losslessly anyway (PNG, TIFF; a JPEG as asked). `segment`: (seconds, the most
-    kept) cuts a video into files of that many seconds (segment_sink)."""
+    kept, the most GB kept) cuts a video into files of that many seconds (segment_sink)."""
     # Imported here: those modules build on Sink and SinkError, from this one.
     from .image_sink import ImageSink
     from .output_paths import refuse_overwriting_inputs
@@ -141,7 +141,8 @@ def output_sink(output: str | os.PathLike, fps: float, single_image: bool,
                         f"without the {ext} extension for a folder of images")
     if ext in VIDEO_EXTS and segment[0]:
         from .segment_sink import SegmentSink
-        return SegmentSink(p, fps, segment[0], segment[1], flags=flags, lossless=lossless)
+        return SegmentSink(p, fps, segment[0], segment[1], flags=flags, lossless=lossless,
+                           keep_gb=segment[2])
     if ext in VIDEO_EXTS:
         return VideoFileSink(p, fps, flags=flags, lossless=lossless)
     if ext in IMAGE_EXTS:

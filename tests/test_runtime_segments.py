@@ -97,10 +97,11 @@ def test_segment_refusals_name_the_flag_and_exit_2(model, tmp_path, argv, said):
     assert not list(tmp_path.glob("rec*")) and not (tmp_path / "frames").exists()
 
 
-def test_keep_segments_without_segment_is_refused(model, tmp_path):
+@pytest.mark.parametrize("flag", ["--keep-segments", "--keep-gb"])
+def test_a_bound_on_segments_without_segment_is_refused(model, tmp_path, flag):
     r = _sharpen_run("--model", str(model), "--source", "synthetic:96x64", "--max-frames", "2",
-                     "--out", str(tmp_path / "rec.mp4"), "--keep-segments", "3", "--quiet")
-    assert r.returncode == 2 and "--keep-segments applies with --segment" in r.stderr, r.stderr
+                     "--out", str(tmp_path / "rec.mp4"), flag, "3", "--quiet")
+    assert r.returncode == 2 and f"{flag} applies with --segment" in r.stderr, r.stderr
 
 
 def test_sigterm_mid_segment_closes_it_playable_and_the_stats_name_it(model, tmp_path):
@@ -216,3 +217,22 @@ def test_a_stopped_file_run_into_segments_says_where_its_frames_are(model, tmp_p
     assert said == (f"interrupted: 3 segments of {out}, the last {last}, hold 12 of 40 frames "
                     "only (each closed cleanly); run again for all of them (into segments "
                     "numbered on from these)"), said
+
+
+def test_keep_gb_removes_the_oldest_segments_past_that_size(model, tmp_path):
+    """A camera's bitrate varies with its scene: a bound in bytes keeps the disk from filling
+    where a count of segments may not."""
+    (tmp_path / "a").mkdir()
+    run_stream(model, _frames(20), tmp_path / "a" / "rec.mp4", fps=10, segment=0.5)
+    sizes = [p.stat().st_size for p in _segments(tmp_path / "a")]
+    assert len(sizes) == 4
+    (tmp_path / "b").mkdir()
+    run_stream(model, _frames(20), tmp_path / "b" / "rec.mp4", fps=10, segment=0.5,
+               keep_gb=(sizes[2] + sizes[3] + 1) / 1e9)
+    assert [NAME.match(p.name).group(1) for p in _segments(tmp_path / "b")] == [
+        "000002", "000003"]
+    # The newest is kept whatever its size.
+    (tmp_path / "c").mkdir()
+    run_stream(model, _frames(10), tmp_path / "c" / "rec.mp4", fps=10, segment=0.5,
+               keep_gb=1e-9)
+    assert [NAME.match(p.name).group(1) for p in _segments(tmp_path / "c")] == ["000001"]
