@@ -5,7 +5,10 @@ camera's days are files that can be copied off, played and pruned while the run 
 Each segment is a `VideoFileSink` of its own: written under a hidden temporary name and renamed
 to `STEM-NNNNNN-YYYYmmdd-HHMMSS.EXT` when it closes (N its number, counted on from the highest
 there, so a restarted run never writes over an earlier one; the time its first frame was
-written, local time), complete and playable from that moment. `keep` bounds the disk: past that
+written, local time), complete and playable from that moment. A segment is closed (checked,
+its colours tagged by an ffmpeg copy, renamed) in a thread of its own while the next one is
+written: the copy of a 10-minute 1080p segment takes seconds, in which a camera's frames
+would be dropped. `keep` bounds the disk: past that
 many segments, or past `keep_gb` GB of them, the lowest-numbered are removed.
 """
 from __future__ import annotations
@@ -14,6 +17,7 @@ import contextlib
 import math
 import os
 import re
+import threading
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -22,8 +26,9 @@ import numpy as np
 
 from .atomic import pid_alive
 from .options import option
+from .sinks import raised_first
 from .video_sink import VideoFileSink
-from .warn import warn
+from .warn import reworded, warn
 
 NUMBER_WIDTH = 6
 
@@ -68,6 +73,10 @@ class SegmentSink(VideoFileSink):
         self.current: Optional[VideoFileSink] = None
         self.closed_count = 0
         self._warned_audio = False
+        self._said: set[str] = set()   # what a segment warned of, said once for all
+        self._said_lock = threading.Lock()   # segments warn from the closing thread too
+        self._closing: Optional[threading.Thread] = None
+        self._close_error: Optional[BaseException] = None
         # run_stream points it at the stats' info, so the --stats file names the segment.
         self.stats_info: Optional[dict[str, Any]] = None
         self._recover_killed()
@@ -95,6 +104,8 @@ class SegmentSink(VideoFileSink):
         seg.source_fps = self.source_fps
         if self.closed_count == 0:   # said once, not at every segment
             seg.source_sar = self.source_sar
+        else:   # said of the first (naming its frame), not again
+            seg.deep_warned = True
         if self.audio_source is not None and not self._warned_audio:
             self._warned_audio = True
             self._say_no_sound(self.audio_source)
@@ -113,11 +124,57 @@ class SegmentSink(VideoFileSink):
              f"without the sound of {source} (it is copied into a whole video only); {off} "
              "leaves it out without a word")
 
-    def _close_current(self) -> None:
+    def _once(self, seg: VideoFileSink) -> contextlib.AbstractContextManager:
+        """`seg`'s warnings naming the recording's pattern rather than the segment's own
+        file, each said once: the same one at every segment (an HD video's untagged colours,
+        an odd frame size) came 144 times a day."""
+        pattern = self.path.with_name(f"{self.path.stem}-{'N' * NUMBER_WIDTH}-YYYYmmdd-HHMMSS"
+                                      f"{self.path.suffix}")
+
+        def reword(message: str) -> Optional[str]:
+            message = message.replace(str(seg.path), str(pattern))
+            message = message.replace(seg.path.stem, pattern.stem)   # (a name made from it)
+            with self._said_lock:
+                if message in self._said:
+                    return None
+                self._said.add(message)
+            return message
+
+        return reworded(reword)
+
+    def _close_current(self, wait: bool = False) -> None:
+        """Close the segment being written: in the closing thread, or with `wait` here. One
+        close at a time, in order, so that the bounds count every segment closed before."""
         seg, self.current = self.current, None
         if seg is None:
             return
-        seg.close()
+        self._join_closing()
+        if wait:
+            self._finish(seg)
+            return
+        self._closing = threading.Thread(target=self._finish_apart, args=(seg,),
+                                         name="sharpen-segment-close", daemon=True)
+        self._closing.start()
+
+    def _join_closing(self) -> None:
+        """Wait for the segment being closed; its error (a full disk, a video that does not
+        play back) is raised here, ending the run as a write's would."""
+        if self._closing is not None:
+            self._closing.join()
+            self._closing = None
+        if self._close_error is not None:
+            exc, self._close_error = self._close_error, None
+            raise exc
+
+    def _finish_apart(self, seg: VideoFileSink) -> None:
+        try:
+            self._finish(seg)
+        except BaseException as exc:  # noqa: BLE001 - raised in the writing thread
+            self._close_error = exc
+
+    def _finish(self, seg: VideoFileSink) -> None:
+        with self._once(seg):
+            seg.close()
         if seg.replaced:
             self.closed_count += 1
             self.replaced = True
@@ -156,11 +213,14 @@ class SegmentSink(VideoFileSink):
                      f"could not be removed ({exc.strerror or exc})")
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
+        if self._close_error is not None:
+            self._join_closing()
         if self.current is not None and self.current.frames >= self.frames_each:
             self._close_current()
         if self.current is None:
             self._open_next()
-        self.current.write(original, sharpened, name)
+        with self._once(self.current):
+            self.current.write(original, sharpened, name)
         self.frames += 1
         self._last = sharpened
         self._original = original
@@ -174,7 +234,8 @@ class SegmentSink(VideoFileSink):
                 # The repeats go on in the next segment, which opens with one of them.
                 self._close_current()
                 self._open_next()
-                self.current.write(self._original, self._last, "repeated")
+                with self._once(self.current):
+                    self.current.write(self._original, self._last, "repeated")
                 got = 1
             else:
                 got = self.current.repeat_last(min(self.frames_each - self.current.frames,
@@ -186,12 +247,18 @@ class SegmentSink(VideoFileSink):
         return added
 
     def close(self) -> None:
-        try:
-            self._close_current()
-        finally:
-            if not self.closed_count:
-                from .output_paths import remove_if_empty
-                remove_if_empty(self._made)
+        # The one being written is closed even where the one before failed to.
+        errors: list[BaseException] = []
+        for step in (self._join_closing, lambda: self._close_current(wait=True)):
+            try:
+                step()
+            except BaseException as exc:  # noqa: BLE001 - raised below, the first
+                errors.append(exc)
+        if not self.closed_count:
+            from .output_paths import remove_if_empty
+            remove_if_empty(self._made)
+        if errors:
+            raise raised_first(errors)
 
 
 def check_segment(seconds: Optional[float], keep: Optional[int], flags: bool,

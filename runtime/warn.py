@@ -9,7 +9,7 @@ import contextlib
 import sys
 import threading
 import warnings
-from typing import Iterator, Optional, TextIO
+from typing import Callable, Iterator, Optional, TextIO
 
 
 class SharpenWarning(UserWarning):
@@ -23,6 +23,9 @@ def warn(message: str, stacklevel: int = 1) -> None:
     what that caller passed). Where tqdm is loaded (training, labelling, the corpus; the
     runtime never loads it), its bars are cleared while the line is shown: a warning printed
     into a bar broke it."""
+    reword = getattr(_thread, "reword", None)
+    if reword is not None and (message := reword(message)) is None:
+        return
     if getattr(warnings.showwarning, "clears_bars", False):
         # shown_once_as_lines clears them itself, for a line it prints: clearing here too
         # redrew every bar on each repeat of a per-frame warning that it does not show.
@@ -30,6 +33,23 @@ def warn(message: str, stacklevel: int = 1) -> None:
         return
     with _bars_cleared(sys.stderr):
         warnings.warn(message, SharpenWarning, stacklevel=stacklevel + 1)
+
+
+_thread = threading.local()
+
+
+@contextlib.contextmanager
+def reworded(reword: Callable[[str], Optional[str]]) -> Iterator[None]:
+    """While the block runs, each warning `warn` gets in this thread is `reword(message)`
+    instead, or dropped where that is None: a sink made of parts (a recording's segments) says
+    what each part warns of once, for the whole. Per thread: the run's other threads, and an
+    app's, warn as they did."""
+    previous = getattr(_thread, "reword", None)
+    _thread.reword = reword
+    try:
+        yield
+    finally:
+        _thread.reword = previous
 
 
 def _bars_cleared(stream: TextIO) -> contextlib.AbstractContextManager:

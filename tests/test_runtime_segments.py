@@ -236,3 +236,46 @@ def test_keep_gb_removes_the_oldest_segments_past_that_size(model, tmp_path):
     run_stream(model, _frames(10), tmp_path / "c" / "rec.mp4", fps=10, segment=0.5,
                keep_gb=1e-9)
     assert [NAME.match(p.name).group(1) for p in _segments(tmp_path / "c")] == ["000001"]
+
+
+def test_what_a_segment_warns_of_is_said_once_for_the_recording(model, tmp_path, monkeypatch):
+    """A day of 10-minute segments said the same warning (an HD video's untagged colours, an
+    odd frame size) 144 times, once a segment, each naming its own file."""
+    from tests.runtime_fixtures import runtime_warnings
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    frames = [textured_frame(i % 16, 720, 1281) for i in range(6)]   # HD, and an odd width
+    with runtime_warnings() as said:
+        run_stream(model, frames, tmp_path / "rec.mp4", fps=10, segment=0.2)
+    assert len(_segments(tmp_path)) == 3
+    odd = [w for w in said if "1281x720 frames are stored as 1280x720" in w]
+    colours = [w for w in said if "BT.601 colours" in w]
+    assert len(odd) == 1 and len(colours) == 1, said
+    assert "rec-NNNNNN-YYYYmmdd-HHMMSS.mp4" in colours[0], colours[0]
+
+
+def test_a_segments_close_does_not_hold_up_the_next(tmp_path, monkeypatch):
+    """Closing a segment copies it once with ffmpeg to tag its colours: 0.19 s for 10 s of
+    1080p here, so about 11 s for a 10-minute segment, during which a camera's frames were
+    dropped, a frozen picture at every segment's end. The close runs beside the next segment's
+    writing. The ffmpeg here waits for the test's word before it answers (refusing the copy)."""
+    from runtime.segment_sink import SegmentSink
+    from tests.runtime_fixtures import runtime_warnings
+    go, gave_up = tmp_path / "go", tmp_path / "gave-up"
+    ffmpeg = tmp_path / "ffmpeg"
+    ffmpeg.write_text(f"#!/bin/sh\ni=0\nwhile [ ! -e {go} ]; do\n  i=$((i + 1))\n"
+                      f"  if [ $i -gt 200 ]; then touch {gave_up}; exit 1; fi\n  sleep 0.1\n"
+                      "done\necho 'tags refused' >&2\nexit 1\n")
+    ffmpeg.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(ffmpeg))
+    out = tmp_path / "rec" / "rec.mp4"
+    with runtime_warnings() as said:
+        sink = SegmentSink(out, 10, 0.5)
+        for i, f in enumerate(_frames(8)):
+            sink.write(f, f, f"frame_{i}")
+        # Frames 5-7 went into the second segment while the first's copy still waited.
+        assert not gave_up.exists() and sink.current.frames == 3
+        go.touch()
+        sink.close()
+    assert not gave_up.exists()
+    assert [_count(p) for p in _segments(out.parent)] == [5, 3]
+    assert any("tags refused" in w for w in said), said
