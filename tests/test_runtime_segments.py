@@ -279,3 +279,16 @@ def test_a_segments_close_does_not_hold_up_the_next(tmp_path, monkeypatch):
     assert not gave_up.exists()
     assert [_count(p) for p in _segments(out.parent)] == [5, 3]
     assert any("tags refused" in w for w in said), said
+
+
+def test_a_live_runs_repeated_frames_fill_segments_across_their_ends(tmp_path, monkeypatch):
+    """A camera's dropped frames are filled in by repeats (the recording keeps real time): they
+    count towards a segment's length and go on into the next."""
+    from runtime.segment_sink import SegmentSink
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    sink = SegmentSink(tmp_path / "rec.mp4", 10, 0.5)
+    for i, f in enumerate(_frames(3)):
+        sink.write(f, f, f"frame_{i}")
+    assert sink.repeat_last(9) == 9 and sink.frames == 12
+    sink.close()
+    assert [_count(p) for p in _segments(tmp_path)] == [5, 5, 2]
