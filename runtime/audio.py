@@ -92,9 +92,11 @@ def _iso_has_sound_track(path: Path) -> Optional[bool]:
 
 
 def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
-              ffmpeg: str, codecs: Optional[list[str]], video_options: Sequence[str] = ()) -> str:
+              ffmpeg: str, codecs: Optional[list[str]], video_options: Sequence[str] = (),
+              start: float = 0.0) -> str:
     """Write `out`: `video`'s pictures, copied, with `source`'s audio over its first `seconds`
-    (the video's length: a run that stopped early, --max-frames, gets that much of it). The
+    (the video's length: a run that stopped early, --max-frames, gets that much of it), from
+    `start` seconds after the first frame's time on (a segment of a recording, --segment). The
     audio is copied where `out`'s container takes its codec (and an MP4's players play it),
     else encoded in the container's default one (AAC in MP4, from PCM or Vorbis). Returns ''
     or why not, in words (ffmpeg's last error line). `codecs`: `audio_codecs` of `source`,
@@ -103,7 +105,7 @@ def mux_audio(video: Path, source: str | os.PathLike, out: Path, seconds: float,
     # OpenCV's first frame is the video stream's first, while ffmpeg would copy the sound from
     # its own start: where the sound begins earlier, skip to the first frame's time; where
     # later, delay it as much.
-    lead = _sound_lead(source, ffmpeg)
+    lead = _sound_lead(source, ffmpeg) + start
     shift = (["-ss", f"{lead:.6f}"] if lead > 0.0005
              else ["-itsoffset", f"{-lead:.6f}"] if lead < -0.0005 else [])
     base = [ffmpeg, "-hide_banner", "-nostdin", "-loglevel", "error", "-y",

@@ -8,7 +8,8 @@ there, so a restarted run never writes over an earlier one; the time its first f
 written, local time), complete and playable from that moment. A segment is closed (checked,
 its colours tagged by an ffmpeg copy, renamed) in a thread of its own while the next one is
 written: the copy of a 10-minute 1080p segment takes seconds, in which a camera's frames
-would be dropped. `keep` bounds the disk: past that
+would be dropped. A video file source's sound goes into each segment, from its first
+frame's time. `keep` bounds the disk: past that
 many segments, or past `keep_gb` GB of them, the lowest-numbered are removed.
 """
 from __future__ import annotations
@@ -72,7 +73,6 @@ class SegmentSink(VideoFileSink):
         self.keep_gb = keep_gb
         self.current: Optional[VideoFileSink] = None
         self.closed_count = 0
-        self._warned_audio = False
         self._said: set[str] = set()   # what a segment warned of, said once for all
         self._said_lock = threading.Lock()   # segments warn from the closing thread too
         self._closing: Optional[threading.Thread] = None
@@ -102,27 +102,16 @@ class SegmentSink(VideoFileSink):
         self.next_number += 1
         seg.colour_source = self.colour_source
         seg.source_fps = self.source_fps
+        # The source's sound under this segment's frames: from the time of its first slot.
+        seg.audio_source, seg.audio_live = self.audio_source, self.audio_live
+        seg.audio_start = self.frames / self.fps
         if self.closed_count == 0:   # said once, not at every segment
             seg.source_sar = self.source_sar
         else:   # said of the first (naming its frame), not again
             seg.deep_warned = True
-        if self.audio_source is not None and not self._warned_audio:
-            self._warned_audio = True
-            self._say_no_sound(self.audio_source)
         self.current = seg
         if self.stats_info is not None:
             self.stats_info["segment"] = str(seg.path)
-
-    def _say_no_sound(self, source: str) -> None:
-        """A file source's sound is copied into a whole video only (each segment would need
-        its own stretch of it): said where the source has sound, as far as can be told."""
-        from .audio import find_ffmpeg, has_audio
-        if not has_audio(source, find_ffmpeg()[0]):
-            return
-        off = "--no-audio" if self.flags else "audio=False"
-        warn(f"{option('segment', f'{self.seconds:g}', self.flags)}: the segments are written "
-             f"without the sound of {source} (it is copied into a whole video only); {off} "
-             "leaves it out without a word")
 
     def _once(self, seg: VideoFileSink) -> contextlib.AbstractContextManager:
         """`seg`'s warnings naming the recording's pattern rather than the segment's own
@@ -237,13 +226,14 @@ class SegmentSink(VideoFileSink):
                 with self._once(self.current):
                     self.current.write(self._original, self._last, "repeated")
                 got = 1
+                self.frames += 1   # before the next segment's start is taken from it
             else:
                 got = self.current.repeat_last(min(self.frames_each - self.current.frames,
                                                    n - added))
+                self.frames += got
             if not got:
                 break
             added += got
-        self.frames += added
         return added
 
     def close(self) -> None:

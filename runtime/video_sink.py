@@ -117,6 +117,7 @@ class VideoFileSink(Sink):
         # source; `audio_live`: a run that drops frames, which would put the sound out of step).
         self.audio_source: Optional[str] = None
         self.audio_live = False
+        self.audio_start = 0.0   # where this video's frames begin in the source (a segment's)
         # A camera's or live stream's recording, which no rerun makes again: one that an earlier
         # run left under this name is kept beside it, not replaced (a service restarted after
         # its camera dropped off replaced the hours before at every restart). run_stream sets it.
@@ -654,14 +655,14 @@ class VideoFileSink(Sink):
         try:
             tags = self._colour_options()[1]
             why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg, codecs,
-                            tags)
+                            tags, start=self.audio_start)
             # An ffmpeg that refuses the tags still copies the sound (and the copy at close
             # is not tried, to be refused as well); one that ran out of time is not run again
             # to wait as long for the same source.
             if why and tags and not why.startswith(TIMED_OUT):
                 refused, tags = why, []
                 why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg,
-                                codecs)
+                                codecs, start=self.audio_start)
                 self._not_tagged = "" if why else refused
             if why:
                 warn(f"{silent} {ffmpeg} could not copy the audio of {source} into it ({why}); "

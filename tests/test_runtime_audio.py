@@ -684,3 +684,32 @@ def test_an_mpeg_ts_clip_padded_with_zeros_is_not_called_cut(tmp_path, capsys, o
         assert rc == 0 and "warning" not in err and "truncated" not in err, (len(pad), err)
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(cut), "--out", str(out))
     assert rc == 1 and f"its {len(data) + 140} bytes are no whole number" in err, err
+
+
+def test_each_segment_gets_the_stretch_of_sound_under_its_frames(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg, clips):
+    """`--segment` cut a clip with sound into silent files. Each now holds the sound of its
+    own frames: 880 Hz under the first 8 frames here, 440 Hz under the last 8."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    half = FRAMES / FPS / 2
+    tone = tmp_path / "tone.wav"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-f", "lavfi", "-i",
+                    f"sine=frequency=880:duration={half}", "-f", "lavfi", "-i",
+                    f"sine=frequency={TONE_HZ}:duration={half}", "-filter_complex",
+                    "[0][1]concat=v=0:a=1", str(tone)], check=True, timeout=60)
+    clip = tmp_path / "two.mp4"
+    subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-i", str(clips["silent"]), "-i",
+                    str(tone), "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac",
+                    str(clip)], check=True, timeout=60)
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
+                   "--out", str(tmp_path / "out" / "rec.mp4"), "--segment", str(half))
+    assert rc == 0 and "sound" not in err, err
+    first, second = sorted((tmp_path / "out").glob("rec-*.mp4"))
+    for seg, hz in ((first, 880), (second, TONE_HZ)):
+        samples = sound_of(ffmpeg, seg)
+        assert samples is not None, seg
+        assert abs(len(samples) / RATE - half) < 0.1, len(samples) / RATE
+        # Away from the cut: AAC's frames overlap it by a few ms.
+        inner = samples[RATE // 10: -RATE // 10]
+        peak = np.argmax(np.abs(np.fft.rfft(inner))) * RATE / len(inner)
+        assert peak == pytest.approx(hz, abs=5), (seg, peak)
