@@ -72,6 +72,7 @@ class SegmentSink(VideoFileSink):
         self.keep = keep
         self.keep_gb = keep_gb
         self.current: Optional[VideoFileSink] = None
+        self.opened = 0
         self.closed_count = 0
         self._said: set[str] = set()   # what a segment warned of, said once for all
         self._said_lock = threading.Lock()   # segments warn from the closing thread too
@@ -100,12 +101,14 @@ class SegmentSink(VideoFileSink):
         seg = VideoFileSink(segment_name(self.path, self.next_number, time.time()), self.fps,
                             flags=self.flags, lossless=self.lossless)
         self.next_number += 1
+        self.opened += 1
         seg.colour_source = self.colour_source
         seg.source_fps = self.source_fps
         # The source's sound under this segment's frames: from the time of its first slot.
         seg.audio_source, seg.audio_live = self.audio_source, self.audio_live
         seg.audio_start = self.frames / self.fps
-        if self.closed_count == 0:   # said once, not at every segment
+        # Not `closed_count`: the first may still be closing while the second opens.
+        if self.opened == 1:   # said once, not at every segment
             seg.source_sar = self.source_sar
         else:   # said of the first (naming its frame), not again
             seg.deep_warned = True

@@ -292,3 +292,18 @@ def test_a_live_runs_repeated_frames_fill_segments_across_their_ends(tmp_path, m
     assert sink.repeat_last(9) == 9 and sink.frames == 12
     sink.close()
     assert [_count(p) for p in _segments(tmp_path)] == [5, 5, 2]
+
+
+def test_a_16_bit_recording_says_once_that_segments_are_8_bit(model, tmp_path):
+    """Said of the first segment's first frame, not again for the next, which opens while the
+    first may still be closing."""
+    from tests.runtime_fixtures import runtime_warnings
+    frames = [f.astype("uint16") * 257 for f in _frames(12)]
+    with runtime_warnings() as said:
+        run_stream(model, frames, tmp_path / "rec.mkv", fps=10, segment=0.5)
+    assert len(_segments_any(tmp_path, ".mkv")) == 3
+    assert len([w for w in said if "16-bit results are written as 8-bit" in w]) == 1, said
+
+
+def _segments_any(folder: Path, ext: str) -> list[Path]:
+    return sorted(folder.glob(f"rec-*{ext}"))
