@@ -137,10 +137,12 @@ class SegmentSink(VideoFileSink):
     def _close_current(self, wait: bool = False) -> None:
         """Close the segment being written: in the closing thread, or with `wait` here. One
         close at a time, in order, so that the bounds count every segment closed before."""
-        seg, self.current = self.current, None
-        if seg is None:
+        if self.current is None:
             return
+        # Before it is let go: the one before's error (or a Ctrl-C in the wait) leaves it
+        # `current`, for `close` to close whole rather than hidden and never released.
         self._join_closing()
+        seg, self.current = self.current, None
         if wait:
             self._finish(seg)
             return

@@ -307,3 +307,39 @@ def test_a_16_bit_recording_says_once_that_segments_are_8_bit(model, tmp_path):
 
 def _segments_any(folder: Path, ext: str) -> list[Path]:
     return sorted(folder.glob(f"rec-*{ext}"))
+
+
+def test_a_segment_whose_close_fails_leaves_the_next_one_closed_whole(tmp_path, monkeypatch):
+    """The first segment's close fails (its name taken by a folder) while the writer waits on
+    it to cut the second: the error ends the run, and the second, whose frames are all
+    written, is still closed under its name, not left as a hidden partial file."""
+    import threading
+
+    from runtime.segment_sink import SegmentSink
+    from runtime.sinks import SinkError
+    go = tmp_path / "go"
+    ffmpeg = tmp_path / "ffmpeg"   # answers (refusing the tag copy) once told to
+    ffmpeg.write_text(f"#!/bin/sh\ni=0\nwhile [ ! -e {go} ] && [ $i -lt 300 ]; do\n"
+                      "  i=$((i + 1)); sleep 0.1\ndone\nexit 1\n")
+    ffmpeg.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(ffmpeg))
+    out = tmp_path / "rec" / "rec.mp4"
+    sink = SegmentSink(out, 10, 0.5)
+    frames = _frames(11)
+    for i, f in enumerate(frames[:10]):
+        sink.write(f, f, f"frame_{i}")
+        if i == 0:
+            sink.current.path.mkdir()   # the first segment cannot take its name
+    # The first is still closing; the writer waits for it to cut the second.
+    timer = threading.Timer(1.0, go.touch)
+    timer.start()
+    try:
+        with pytest.raises(SinkError, match="rec-000000-"):
+            sink.write(frames[10], frames[10], "frame_10")
+        sink.close()
+    finally:
+        timer.cancel()
+    closed = [p for p in _segments(out.parent) if p.is_file()]
+    assert [_count(p) for p in closed] == [5] and closed[0].name.startswith("rec-000001-")
+    assert not [p for p in out.parent.iterdir() if p.name.endswith(".partial.mp4")
+                and "000001" in p.name]
