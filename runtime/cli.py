@@ -472,6 +472,9 @@ def handler(args: argparse.Namespace) -> int:
     if args.compare and args.output:   # the frames' captions say it too, once opened
         from .compare_sink import compare_layout
         shown = "--out - (stdout)" if args.output.strip() == "-" else args.output
+        if summary.get("segment"):   # --out itself is not written: its segments are
+            from .segment_sink import segments_shown
+            shown = str(segments_shown(args.output))
         print(f"sharpen run: {shown}: {compare_layout(options.view)}", file=sys.stderr)
     if summary.get("skipped_inputs"):
         n = len(summary["skipped_inputs"])

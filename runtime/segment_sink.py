@@ -40,6 +40,12 @@ def segment_name(base: Path, number: int, when: float) -> Path:
     return base.with_name(f"{base.stem}-{number:0{NUMBER_WIDTH}d}-{stamp}{base.suffix}")
 
 
+def segments_shown(base: str | os.PathLike) -> Path:
+    """How messages name the segments of the recording `base` (an --out) as one."""
+    base = Path(base)
+    return base.with_name(f"{base.stem}-{'N' * NUMBER_WIDTH}-YYYYmmdd-HHMMSS{base.suffix}")
+
+
 def segment_pattern(base: Path) -> re.Pattern[str]:
     """Names of `base`'s segments, group 1 the number; a segment a killed run left, kept as
     NAME.interrupted-TIME.EXT by `VideoFileSink`, counts too."""
@@ -120,8 +126,7 @@ class SegmentSink(VideoFileSink):
         """`seg`'s warnings naming the recording's pattern rather than the segment's own
         file, each said once: the same one at every segment (an HD video's untagged colours,
         an odd frame size) came 144 times a day."""
-        pattern = self.path.with_name(f"{self.path.stem}-{'N' * NUMBER_WIDTH}-YYYYmmdd-HHMMSS"
-                                      f"{self.path.suffix}")
+        pattern = segments_shown(self.path)
 
         def reword(message: str) -> Optional[str]:
             message = message.replace(str(seg.path), str(pattern))

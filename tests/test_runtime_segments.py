@@ -343,3 +343,13 @@ def test_a_segment_whose_close_fails_leaves_the_next_one_closed_whole(tmp_path, 
     assert [_count(p) for p in closed] == [5] and closed[0].name.startswith("rec-000001-")
     assert not [p for p in out.parent.iterdir() if p.name.endswith(".partial.mp4")
                 and "000001" in p.name]
+
+
+def test_compare_into_segments_names_the_segments_not_the_unwritten_out(model, tmp_path):
+    out = tmp_path / "rec.mp4"
+    r = _sharpen_run("--model", str(model), "--source", "synthetic:96x64", "--max-frames", "3",
+                     "--out", str(out), "--segment", "1", "--compare", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert f"{tmp_path / 'rec-NNNNNN-YYYYmmdd-HHMMSS.mp4'}: input on the left" in r.stderr, \
+        r.stderr
+    assert f"{out}:" not in r.stderr and not out.exists()
