@@ -545,6 +545,11 @@ def _kept_before_error(summary: Optional[dict], output: Optional[str]) -> str:
         return f"{count(done, 'frame')} written to stdout before the error"
     if done and s.get("segment"):   # --segment: the output is its segments
         closed = s.get("segments_closed", 0)
+        kept = s.get("segment_frames", done)
+        if kept < done:   # a segment could not be closed (a full disk): its frames are lost
+            return (f"{kept} of the {done} frames written before the error are in "
+                    f"{count(closed, 'segment')} of {output} (each closed cleanly); the rest "
+                    "were in a segment that could not be closed (above)")
         return (f"the {done} {'frame' if done == 1 else 'frames'} written before the error are "
                 f"in {count(closed, 'segment')} of {output}, the last {s['segment']} (each "
                 "closed cleanly)")

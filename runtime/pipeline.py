@@ -601,7 +601,7 @@ class _Stream:
         if (segmented := _inner_sink(self.sink, SegmentSink)) is not None:
             # Its keys made now, before the writer runs: the stats refresh reads this dict
             # from another thread while the sink names each segment in it.
-            stats.info.update(segment=None, segments_closed=0)
+            stats.info.update(segment=None, segments_closed=0, segment_frames=0)
             segmented.stats_info = stats.info
         # Live: a few frames of room, so that frames a network source delivers in a burst are
         # not dropped as stale (one slot dropped 30-50 % of a stream the model kept up with);

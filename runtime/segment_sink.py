@@ -80,6 +80,7 @@ class SegmentSink(VideoFileSink):
         self.current: Optional[VideoFileSink] = None
         self.opened = 0
         self.closed_count = 0
+        self.frames_closed = 0   # frames in the segments closed whole
         self._said: set[str] = set()   # what a segment warned of, said once for all
         self._said_lock = threading.Lock()   # segments warn from the closing thread too
         self._closing: Optional[threading.Thread] = None
@@ -176,9 +177,11 @@ class SegmentSink(VideoFileSink):
             seg.close()
         if seg.replaced:
             self.closed_count += 1
+            self.frames_closed += seg.frames
             self.replaced = True
             if self.stats_info is not None:
                 self.stats_info["segments_closed"] = self.closed_count
+                self.stats_info["segment_frames"] = self.frames_closed
             self._prune()
 
     def _prune(self) -> None:

@@ -353,3 +353,33 @@ def test_compare_into_segments_names_the_segments_not_the_unwritten_out(model, t
     assert f"{tmp_path / 'rec-NNNNNN-YYYYmmdd-HHMMSS.mp4'}: input on the left" in r.stderr, \
         r.stderr
     assert f"{out}:" not in r.stderr and not out.exists()
+
+
+def test_after_a_segment_that_could_not_be_closed_the_error_says_which_frames_are_kept(
+        model, tmp_path, monkeypatch):
+    """A full disk lost a segment and the run went on to the next; the line under the error
+    said all the frames written were in the segments closed, each closed cleanly."""
+    from runtime.cli import _kept_before_error
+    from runtime.sinks import SinkError
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    out = tmp_path / "rec.mp4"
+
+    def frames():
+        for i, f in enumerate(_frames(12)):
+            yield f
+            if i == 0:   # the first segment's name taken, once the writer has chosen it
+                for _ in range(200):
+                    if hidden := list(tmp_path.glob(".rec-000000-*.partial.mp4")):
+                        break
+                    time.sleep(0.05)
+                stamp = re.match(r"^\.(rec-000000-\d{8}-\d{6})\.", hidden[0].name).group(1)
+                (tmp_path / f"{stamp}.mp4").mkdir()
+
+    with pytest.raises(SinkError) as failed:
+        run_stream(model, frames(), out, fps=10, segment=0.5)
+    summary = failed.value.stats
+    closed = [p for p in _segments(tmp_path) if p.is_file()]
+    assert summary["segment_frames"] == sum(_count(p) for p in closed) > 0
+    said = _kept_before_error(summary, str(out))
+    assert said.startswith(f"{summary['segment_frames']} of the ") and \
+        f"are in {len(closed)} segment" in said and "could not be closed" in said, said
