@@ -27,6 +27,7 @@ import numpy as np
 
 from .atomic import pid_alive
 from .options import option
+from .run_lock import holds_output
 from .sinks import raised_first
 from .video_sink import VideoFileSink
 from .warn import reworded, warn
@@ -96,13 +97,25 @@ class SegmentSink(VideoFileSink):
         whole recording is (`VideoFileSink._keep_or_remove`), under that segment's name."""
         hidden = re.compile(rf"^\.({re.escape(self.path.stem)}-\d{{{NUMBER_WIDTH},}}-\d{{8}}-"
                             rf"\d{{6}})\.(\d+)\.[^.]+\.partial{re.escape(self.path.suffix)}$")
+        alone: Optional[bool] = None
         with contextlib.suppress(OSError):
             for old in list(self.path.parent.iterdir()):
                 m = hidden.match(old.name)
-                if m and int(m.group(2)) != os.getpid() and not pid_alive(int(m.group(2))):
-                    seg = VideoFileSink(self.path.with_name(m.group(1) + self.path.suffix),
-                                        self.fps, flags=self.flags)
-                    seg._keep_or_remove(old, int(m.group(2)))
+                if not m:
+                    continue
+                pid = int(m.group(2))
+                if pid == os.getpid():
+                    # A container's runs are all process 1, the killed one too: under the
+                    # output's lock, before this sink's first segment, it is that one's.
+                    if alone is None:
+                        alone = holds_output(self.path)
+                    if not alone:
+                        continue
+                elif pid_alive(pid):
+                    continue
+                seg = VideoFileSink(self.path.with_name(m.group(1) + self.path.suffix),
+                                    self.fps, flags=self.flags)
+                seg._keep_or_remove(old, pid)
 
     def _open_next(self) -> None:
         seg = VideoFileSink(segment_name(self.path, self.next_number, time.time()), self.fps,

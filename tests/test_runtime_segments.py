@@ -383,3 +383,20 @@ def test_after_a_segment_that_could_not_be_closed_the_error_says_which_frames_ar
     said = _kept_before_error(summary, str(out))
     assert said.startswith(f"{summary['segment_frames']} of the ") and \
         f"are in {len(closed)} segment" in said and "could not be closed" in said, said
+
+
+def test_a_killed_containers_segment_is_kept_though_it_names_this_process(model, tmp_path):
+    """In a container every run is process 1, the killed one too: the segment it left under
+    way names this run's own process number, and was left hidden for good, uncounted."""
+    import os
+    hidden = tmp_path / f".rec-000004-20260101-120000.{os.getpid()}.abc123.partial.ts"
+    vw = cv2.VideoWriter(str(hidden), cv2.VideoWriter.fourcc(*"mpeg"), 10, (96, 64))
+    for f in _frames(4):   # what the killed run had written of it
+        vw.write(f)
+    vw.release()
+    assert _count(hidden) >= 1
+    run_stream(model, _frames(3), tmp_path / "rec.ts", fps=10, segment=0.5)
+    assert not hidden.exists()
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert names[0].startswith("rec-000004-20260101-120000.interrupted-"), names
+    assert names[1].startswith("rec-000005-") and len(names) == 2, names
