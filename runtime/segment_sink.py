@@ -26,7 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .atomic import pid_alive
-from .options import option
+from .options import is_number, option
 from .run_lock import holds_output
 from .sinks import raised_first
 from .video_sink import VideoFileSink
@@ -281,14 +281,14 @@ def check_segment(seconds: Optional[float], keep: Optional[int], flags: bool,
                   keep_gb: Optional[float] = None) -> list[str]:
     """What is wrong with the segment options' values (messages naming them)."""
     problems = []
-    if seconds is not None and not (isinstance(seconds, (int, float)) and seconds > 0
+    if seconds is not None and not (is_number(seconds, whole=False) and seconds > 0
                                     and math.isfinite(seconds)):
         problems.append(f"{option('segment', flags=flags)} must be a number of seconds above "
                         f"0, got {seconds}")
-    if keep is not None and not (isinstance(keep, int) and keep >= 1):
+    if keep is not None and not (is_number(keep) and keep >= 1):
         problems.append(f"{option('keep_segments', flags=flags)} must be a whole number of "
                         f"segments from 1, got {keep}")
-    if keep_gb is not None and not (isinstance(keep_gb, (int, float)) and keep_gb > 0
+    if keep_gb is not None and not (is_number(keep_gb, whole=False) and keep_gb > 0
                                     and math.isfinite(keep_gb)):
         problems.append(f"{option('keep_gb', flags=flags)} must be a number of GB above 0, "
                         f"got {keep_gb}")

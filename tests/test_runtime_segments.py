@@ -400,3 +400,14 @@ def test_a_killed_containers_segment_is_kept_though_it_names_this_process(model,
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names[0].startswith("rec-000004-20260101-120000.interrupted-"), names
     assert names[1].startswith("rec-000005-") and len(names) == 2, names
+
+
+def test_numpys_numbers_are_taken_for_the_segment_options(model, tmp_path):
+    """As for every other number of run_stream: an app's config read into numpy gave
+    `segment must be a number of seconds above 0, got 0.5`."""
+    import numpy as np
+    stats = run_stream(model, _frames(12), tmp_path / "rec.mp4", fps=10,
+                       segment=np.float32(0.5), keep_segments=np.int64(2),
+                       keep_gb=np.float64(1.0))
+    assert stats["segments_closed"] == 3
+    assert [NAME.match(p.name).group(1) for p in _segments(tmp_path)] == ["000001", "000002"]
