@@ -84,7 +84,9 @@ class SegmentSink(VideoFileSink):
         self.frames_closed = 0   # frames in the segments closed whole
         self._said: set[str] = set()   # what a segment warned of, said once for all
         self._said_lock = threading.Lock()   # segments warn from the closing thread too
-        self._closing: Optional[threading.Thread] = None
+        # Set when the segment being closed apart is: not the thread's join, which on Python
+        # 3.11 takes the thread for ended once a Ctrl-C interrupts it.
+        self._closing: Optional[threading.Event] = None
         self._close_error: Optional[BaseException] = None
         # run_stream points it at the stats' info, so the --stats file names the segment.
         self.stats_info: Optional[dict[str, Any]] = None
@@ -165,25 +167,27 @@ class SegmentSink(VideoFileSink):
         if wait:
             self._finish(seg)
             return
-        self._closing = threading.Thread(target=self._finish_apart, args=(seg,),
-                                         name="sharpen-segment-close", daemon=True)
-        self._closing.start()
+        self._closing = threading.Event()
+        threading.Thread(target=self._finish_apart, args=(seg, self._closing),
+                         name="sharpen-segment-close", daemon=True).start()
 
     def _join_closing(self) -> None:
         """Wait for the segment being closed; its error (a full disk, a video that does not
         play back) is raised here, ending the run as a write's would."""
         if self._closing is not None:
-            self._closing.join()
+            self._closing.wait()
             self._closing = None
         if self._close_error is not None:
             exc, self._close_error = self._close_error, None
             raise exc
 
-    def _finish_apart(self, seg: VideoFileSink) -> None:
+    def _finish_apart(self, seg: VideoFileSink, done: threading.Event) -> None:
         try:
             self._finish(seg)
         except BaseException as exc:  # noqa: BLE001 - raised in the writing thread
             self._close_error = exc
+        finally:
+            done.set()
 
     def _finish(self, seg: VideoFileSink) -> None:
         with self._once(seg):

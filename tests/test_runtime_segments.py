@@ -411,3 +411,37 @@ def test_numpys_numbers_are_taken_for_the_segment_options(model, tmp_path):
                        keep_gb=np.float64(1.0))
     assert stats["segments_closed"] == 3
     assert [NAME.match(p.name).group(1) for p in _segments(tmp_path)] == ["000001", "000002"]
+
+
+def test_a_ctrl_c_while_waiting_on_a_close_still_has_close_wait_for_it(tmp_path, monkeypatch):
+    """A second Ctrl-C landing while the writer waits for a segment's close: on Python 3.11
+    an interrupted join takes the thread for ended, and `close` then returned, and the process
+    exited, with that segment still closing (its ffmpeg killed, the file left hidden)."""
+    import threading
+
+    from runtime.segment_sink import SegmentSink
+    go = tmp_path / "go"
+    ffmpeg = tmp_path / "ffmpeg"   # the first segment's copy waits for the word; others fail
+    ffmpeg.write_text("#!/bin/sh\ncase \"$*\" in *rec-000000-*) ;; *) exit 1 ;; esac\n"
+                      f"i=0\nwhile [ ! -e {go} ] && [ $i -lt 300 ]; do\n"
+                      "  i=$((i + 1)); sleep 0.1\ndone\nexit 1\n")
+    ffmpeg.chmod(0o755)
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(ffmpeg))
+    out = tmp_path / "rec" / "rec.mp4"
+    sink = SegmentSink(out, 10, 0.5)
+    frames = _frames(11)
+    for i, f in enumerate(frames[:10]):
+        sink.write(f, f, f"frame_{i}")
+    main = threading.main_thread().ident
+    ctrl_c = threading.Timer(0.5, signal.pthread_kill, (main, signal.SIGINT))
+    ctrl_c.start()
+    with pytest.raises(KeyboardInterrupt):
+        sink.write(frames[10], frames[10], "frame_10")   # waits on the first's close
+    answer = threading.Timer(1.0, go.touch)
+    answer.start()
+    try:
+        sink.close()
+        assert [_count(p) for p in _segments(out.parent)] == [5, 5]
+    finally:
+        answer.cancel()
+        go.touch()
