@@ -144,7 +144,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "each closes (default: all)")
     p.add_argument("--keep-gb", type=float, default=None, metavar="GB",
                    help="with --segment, keep the newest segments that fit in GB gigabytes "
-                        "(10^9 bytes), removing the oldest as each closes (default: all)")
+                        "(10^9 bytes), removing the oldest as each closes; the one being "
+                        "written comes on top (default: all)")
     p.add_argument("--force", action="store_true",
                    help="run a model even though it failed its parity gate at export")
     p.add_argument("--quiet", action="store_true",
