@@ -25,11 +25,9 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .atomic import pid_alive
 from .options import is_number, option
-from .run_lock import holds_output
 from .sinks import raised_first
-from .video_sink import VideoFileSink
+from .video_sink import VideoFileSink, left_by_killed_run
 from .warn import reworded, warn
 
 NUMBER_WIDTH = 6
@@ -99,21 +97,11 @@ class SegmentSink(VideoFileSink):
         whole recording is (`VideoFileSink._keep_or_remove`), under that segment's name."""
         hidden = re.compile(rf"^\.({re.escape(self.path.stem)}-\d{{{NUMBER_WIDTH},}}-\d{{8}}-"
                             rf"\d{{6}})\.(\d+)\.[^.]+\.partial{re.escape(self.path.suffix)}$")
-        alone: Optional[bool] = None
         with contextlib.suppress(OSError):
             for old in list(self.path.parent.iterdir()):
-                m = hidden.match(old.name)
-                if not m:
-                    continue
-                pid = int(m.group(2))
-                if pid == os.getpid():
-                    # A container's runs are all process 1, the killed one too: under the
-                    # output's lock, before this sink's first segment, it is that one's.
-                    if alone is None:
-                        alone = holds_output(self.path)
-                    if not alone:
-                        continue
-                elif pid_alive(pid):
+                # Before this sink's first segment: one naming this process is a killed one's.
+                if not (m := hidden.match(old.name)) \
+                        or not left_by_killed_run(pid := int(m.group(2)), self.path):
                     continue
                 seg = VideoFileSink(self.path.with_name(m.group(1) + self.path.suffix),
                                     self.fps, flags=self.flags)

@@ -88,6 +88,17 @@ def refuse_lossless(path: str | os.PathLike, flags: bool = False) -> None:
                     f"{shell_quote(str(p.with_suffix('.mp4')))}")
 
 
+def left_by_killed_run(pid: int, output: Path) -> bool:
+    """Whether a hidden file beside `output` naming process `pid` is what a killed run left.
+    A container's run is process 1, as the run a kill cut short there was: under the output's
+    lock (this process's) no other run writes into it, so one under this process's number
+    that this run did not make is the killed run's (it stayed hidden, one more a kill)."""
+    from .run_lock import holds_output
+    if pid == os.getpid():
+        return holds_output(output)
+    return not _pid_alive(pid)
+
+
 class VideoFileSink(Sink):
     """Video of the sharpened frames, same size and fps as the source, in the container's codec
     (`FOURCC`)."""
@@ -326,27 +337,15 @@ class VideoFileSink(Sink):
         """A hidden name of this run's own beside the output (two runs may write the same --out
         at once), the real extension last (OpenCV picks the container from it), with the pid
         in it: what a killed run left is removed here, once that process is gone."""
-        from .run_lock import holds_output
         folder, stem, ext = self.path.parent, self.path.stem, self.path.suffix
         mine = re.compile(rf"^\.{re.escape(stem)}\.(\d+)\.[^.]+\.partial{re.escape(ext)}$")
-        # A container's run is process 1, as the run a kill cut short there was: under the
-        # output's lock no other run writes into it, and one under this process's number that
-        # this sink did not make is the killed run's (it stayed hidden, one more a kill).
-        alone = None
         for old in folder.glob(f".{glob.escape(stem)}.*.partial{glob.escape(ext)}"):
             m = mine.match(old.name)
             # Absolute, as mkstemp names them: a relative --out lists relative names.
             if not m or old.absolute() in self._own:
                 continue
-            pid = int(m.group(1))
-            if pid == os.getpid():
-                if alone is None:
-                    alone = holds_output(self.path)
-                if not alone:
-                    continue
-            elif _pid_alive(pid):
-                continue
-            self._keep_or_remove(old, pid)
+            if left_by_killed_run(int(m.group(1)), self.path):
+                self._keep_or_remove(old, int(m.group(1)))
         _remove_killed_listings(folder, stem)
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
                                    dir=folder)
