@@ -155,9 +155,14 @@ class SegmentSink(VideoFileSink):
         if wait:
             self._finish(seg)
             return
-        self._closing = threading.Event()
-        threading.Thread(target=self._finish_apart, args=(seg, self._closing),
-                         name="sharpen-segment-close", daemon=True).start()
+        done = threading.Event()
+        try:
+            threading.Thread(target=self._finish_apart, args=(seg, done),
+                             name="sharpen-segment-close", daemon=True).start()
+        except RuntimeError:   # no thread to be had (a container's pids.max): closed here
+            self._finish(seg)
+            return
+        self._closing = done
 
     def _join_closing(self) -> None:
         """Wait for the segment being closed; its error (a full disk, a video that does not

@@ -445,3 +445,28 @@ def test_a_ctrl_c_while_waiting_on_a_close_still_has_close_wait_for_it(tmp_path,
     finally:
         answer.cancel()
         go.touch()
+
+
+def test_a_segment_is_closed_in_the_writer_where_no_thread_can_be_started(tmp_path,
+                                                                          monkeypatch):
+    """A container at its pids.max: the closing thread cannot start. The segment is closed
+    where it is written, not lost, and the run's close does not wait for it for ever."""
+    import threading
+
+    import runtime.segment_sink as segment_sink
+
+    class NoThread(threading.Thread):
+        def start(self) -> None:
+            raise RuntimeError("can't start new thread")
+
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    sink = segment_sink.SegmentSink(tmp_path / "rec.mp4", 10, 0.5)
+    with monkeypatch.context() as m:
+        m.setattr(segment_sink.threading, "Thread", NoThread)
+        for i, f in enumerate(_frames(8)):
+            sink.write(f, f, f"frame_{i}")
+    closing = threading.Thread(target=sink.close, daemon=True)
+    closing.start()
+    closing.join(timeout=30)
+    assert not closing.is_alive(), "close() waits on a thread that never started"
+    assert [_count(p) for p in _segments(tmp_path)] == [5, 3]
