@@ -30,8 +30,8 @@ SOURCE_LOST_EXIT = 3
 OUTPUT_LOCKED_EXIT = 4
 
 EPILOG = """examples:
-  sharpen run --model student.onnx --source 0 --show             # USB camera, live window
-  sharpen run --model student.onnx --source in.mp4 --out out.mp4 --stats stats.json
+  sharpen run --model student.onnx --source 0 --show    # USB camera, live window
+  sharpen run --model student.onnx --source in.mp4 --out out.mp4 --stats s.json
   sharpen run --model student.engine --source "nvarguscamerasrc ! video/x-raw(memory:NVMM),width=1920,height=1080,framerate=30/1 ! nvvidconv ! video/x-raw,format=BGRx ! videoconvert ! video/x-raw,format=BGR ! appsink drop=1" --show
   sharpen run --model student.tflite --source photos/ --out sharp/ --threads 4
 

@@ -50,20 +50,22 @@ def build_parser() -> argparse.ArgumentParser:
     from optimize import commands as optimize_commands
     from runtime import cli as runtime_cli
 
-    from . import __version__, demo
+    from . import __version__, demo, help_text
 
     parser = _Parser(
         prog="sharpen",
         description="Sharpen blurred images and video: Restormer teacher -> distilled CNN "
                     "student -> ONNX / TFLite / TensorRT at 1920x1080.",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    parser.add_argument("--version", action=help_text.VersionAction, version=__version__,
+                        help="show the version and the backends installed, and exit")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     distill_cli.add_commands(sub)
     optimize_commands.add_commands(sub)
     runtime_cli.add_commands(sub)
     bench_cli.add_commands(sub)
     demo.add_commands(sub)
+    help_text.finish(parser)
     return parser
 
 

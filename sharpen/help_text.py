@@ -1,0 +1,194 @@
+"""What `sharpen`, `sharpen --help` and `sharpen COMMAND --help` show besides the options: the
+first steps, each command's example lines (one registry, parsed by the tests), and help text
+wrapped to the terminal instead of the 95-column lines it is written in."""
+from __future__ import annotations
+
+import argparse
+import re
+import textwrap
+
+# Each command's examples, the common case first: shown at the end of its --help, and the first
+# one in its usage errors. Paths are the repository's own (models/, configs/) or placeholders a
+# user replaces (photos/, in.mp4); tests/test_cli_help.py parses every line.
+EXAMPLES: dict[str, list[str]] = {
+    "teacher": [
+        "sharpen teacher photos/ --out sharp/     # the shipped small teacher",
+        "sharpen teacher big.png --out sharp/ --tile 512 --device cpu --threads 2",
+    ],
+    "models": [
+        "sharpen models                     # params, GMAC, receptive field at 1080p",
+        "sharpen models fast seed --measure  # ... and PyTorch CPU latency here",
+        "sharpen models export/student-fast.onnx  # how an exported model was made",
+    ],
+    "synth": [
+        "sharpen synth --sharp my_sharp_photos/ --out my_pairs/ --copies 4",
+        "sharpen synth --sharp my_sharp_photos/ --out my_pairs/ --preset handheld",
+    ],
+    "corpus": [
+        "sharpen corpus --photos photos/ --out runs/corpus",
+    ],
+    "grow": [
+        "sharpen grow --weights runs/fast/last.pt --out runs/fast-deep-init.pt deep=2",
+    ],
+    "evaluate": [
+        "sharpen evaluate --weights fast teacher --data reds-mini/ --limit 4",
+        "sharpen evaluate --model export/student-fast.onnx --data reds-mini/",
+    ],
+    "train-teacher": [
+        "sharpen train-teacher --config configs/teacher-centred.yaml",
+        "sharpen train-teacher --config configs/teacher-centred.yaml --print-config",
+    ],
+    "distill": [
+        "sharpen distill --config configs/distill-fast.yaml out=runs/fast",
+        "sharpen distill --config configs/distill-fast.yaml optim.lr=3e-4 --quiet",
+    ],
+    "train": [
+        "sharpen train --config configs/student-fast-real-gt.yaml",
+    ],
+    "labels": [
+        "sharpen labels --data my_pairs/ --out runs/labels/train",
+        "sharpen labels --data clip.mp4 --out runs/c --hold-out 0.2 --val-out runs/v",
+    ],
+    "export": [
+        "sharpen export --weights fast --out export/   # every format it can build here",
+        "sharpen export --weights fast --out export/ --formats onnx-int8 --calib in/",
+    ],
+    "bench": [
+        "sharpen bench --out bench/          # report.md + report.json (quick mode)",
+        "sharpen bench --out bench/ --weights fast --formats onnx --no-latency",
+    ],
+    "demo": [
+        "sharpen demo            # the whole pipeline into demo-output/ (minutes)",
+        "sharpen demo --steps 50 --no-bench",
+    ],
+    # `run` keeps its own examples in runtime/cli.py's epilog (a runtime-only device shows
+    # them without this package); these are its usage errors' pointer.
+    "run": [
+        "sharpen run --model export/student-fast.onnx --source in.mp4 --out out.mp4",
+    ],
+}
+
+START_HERE = """\
+start here:
+  sharpen demo                          # the whole pipeline on built-in data
+  sharpen teacher photos/ --out sharp/  # sharpen photos with the teacher
+  sharpen export --weights fast --out export/
+  sharpen run --model export/student-fast.onnx --source in.mp4 --out out.mp4
+
+'sharpen COMMAND --help' describes a command, with examples at its end."""
+
+
+def first_example(command: str) -> str | None:
+    """The first example of `command`, without its comment, for a usage error."""
+    lines = EXAMPLES.get(command)
+    return lines[0].split("  #", 1)[0].strip() if lines else None
+
+
+def examples_epilog(command: str, epilog: str | None) -> str | None:
+    """`epilog` with the command's examples at its end, where it has none of its own."""
+    if command not in EXAMPLES or (epilog and "examples:" in epilog):
+        return epilog
+    block = "examples:\n" + "\n".join(f"  {line}" for line in EXAMPLES[command])
+    return f"{epilog.rstrip()}\n\n{block}" if epilog else block
+
+
+# A paragraph starts at a line like "Exit codes: ...", "signals: ..." (a heading word or two).
+_HEADING = re.compile(r"[A-Za-z][\w -]{0,20}:(\s|$)")
+# Lines kept as they are, however wide: a command to copy.
+_COMMAND = re.compile(r"\s+(sharpen|pytest|torchrun|ffmpeg)\s")
+
+
+def wrap_text(text: str, width: int) -> str:
+    """Description and epilog text re-wrapped to `width`: paragraphs flowed, indented items
+    (tables, lists; a deeper-indented line continues the item above) wrapped under their own
+    text column, command lines left whole."""
+    out: list[str] = []
+    para: list[str] = []
+    item: list[str] = []   # an indented item's lines, the first one as written
+
+    def flush() -> None:
+        if para:
+            out.extend(textwrap.wrap(" ".join(para), width))
+            para.clear()
+        if item:
+            first = item[0]
+            indent = len(first) - len(first.lstrip())
+            col = re.match(r"\s*(- |\S+\s{2,})", first)
+            hang = col.end() if col and col.end() < width // 2 else indent + 2
+            joined = " ".join([first.rstrip(), *(x.strip() for x in item[1:])])
+            out.extend(textwrap.wrap(joined, width, subsequent_indent=" " * hang)
+                       if len(item) > 1 or len(first) > width else [first])
+            item.clear()
+
+    for line in text.splitlines():
+        indent = len(line) - len(line.lstrip())
+        if not line.strip():
+            flush()
+            out.append("")
+        elif _COMMAND.match(line):
+            flush()
+            out.append(line)
+        elif indent:
+            if item and indent > len(item[0]) - len(item[0].lstrip()) \
+                    and not line.lstrip().startswith("- "):
+                item.append(line)
+                continue
+            flush()
+            item.append(line)
+        else:
+            if _HEADING.match(line) or item:
+                flush()
+            para.append(line.strip())
+    flush()
+    return "\n".join(out)
+
+
+def wrapping(formatter: type[argparse.HelpFormatter]) -> type[argparse.HelpFormatter]:
+    """`formatter` whose description and epilog fit the terminal (argparse's raw formatter
+    prints them as written: lines of 95 to 270 columns in an 80-column terminal)."""
+    class Wrapped(formatter):
+        def _fill_text(self, text, width, indent):
+            return wrap_text(text, max(width, 40))
+    Wrapped.__name__ = f"Wrapped{formatter.__name__}"
+    return Wrapped
+
+
+def finish(parser: argparse.ArgumentParser) -> None:
+    """The top-level help's first steps, and each command's examples and wrapped text."""
+    parser.epilog = START_HERE
+    parser.formatter_class = wrapping(parser.formatter_class)
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, p in action.choices.items():
+                p.epilog = examples_epilog(name, p.epilog)
+                p.formatter_class = wrapping(p.formatter_class)
+
+
+# What `sharpen --version` names beside the version: the runtimes `sharpen run` can use and the
+# training stack, as installed (package metadata: nothing is imported).
+_VERSION_LIBRARIES = (("backends", (("onnxruntime", "ONNX Runtime"), ("ai_edge_litert", "LiteRT"),
+                                    ("tensorflow", "TensorFlow Lite"), ("tensorrt", "TensorRT"))),
+                      ("training", (("torch", "PyTorch"),)))
+
+
+def version_text(version: str) -> str:
+    """`sharpen VERSION` and, a line each, the backends and training library installed."""
+    import platform
+
+    from runtime.host import library_versions
+    found = library_versions([n for _, libs in _VERSION_LIBRARIES for n, _ in libs])
+    lines = [f"sharpen {version} (Python {platform.python_version()})"]
+    for kind, libs in _VERSION_LIBRARIES:
+        have = [f"{label} {found[n]}" for n, label in libs if found[n]]
+        lack = [label for n, label in libs if not found[n]]
+        lines.append(f"{kind}: {', '.join(have) or 'none'}"
+                     + (f"; not installed: {', '.join(lack)}" if lack else ""))
+    return "\n".join(lines)
+
+
+class VersionAction(argparse._VersionAction):
+    """argparse's --version, printing version_text's lines as they are (not re-wrapped)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text(self.version))
+        parser.exit()

@@ -1,0 +1,81 @@
+"""What a user who never read the README learns from `sharpen`, `--help` and the errors: the
+first steps, help that fits an 80-column terminal with examples that parse as printed, and a
+--version naming the backends."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from sharpen.cli import build_parser, main
+
+WIDTH = 80
+
+
+def commands() -> list[str]:
+    parser = build_parser()
+    return [name for a in parser._actions if hasattr(a, "choices") and a.choices
+            and a.dest == "command" for name in a.choices]
+
+
+def help_of(argv: list[str], capsys) -> str:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 0
+    return capsys.readouterr().out
+
+
+def examples_in(text: str) -> list[str]:
+    """The `sharpen ...` lines of a help text's "examples:" / "start here:" block."""
+    lines, inside = [], False
+    for line in text.splitlines():
+        if line in ("examples:", "start here:"):
+            inside = True
+        elif inside and line.startswith("  sharpen"):
+            lines.append(line.split("  #", 1)[0].strip())
+        elif inside and not line.startswith("  "):
+            inside = False
+    return lines
+
+
+@pytest.fixture(autouse=True)
+def terminal_80(monkeypatch):
+    monkeypatch.setenv("COLUMNS", str(WIDTH))
+
+
+def test_sharpen_alone_says_what_to_do_first(capsys):
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert "start here:" in out and "sharpen demo" in out
+    assert "sharpen COMMAND --help" in out
+
+
+@pytest.mark.parametrize("command", commands())
+def test_every_help_fits_80_columns_and_ends_with_examples_that_parse(command, capsys):
+    text = help_of([command, "--help"], capsys)
+    wide = [line for line in text.splitlines()
+            if len(line) > WIDTH and not line.lstrip().startswith("sharpen ")]
+    assert not wide, f"sharpen {command} --help: lines wider than {WIDTH} columns: {wide}"
+    examples = examples_in(text)
+    assert len(examples) >= 1, f"sharpen {command} --help has no examples"
+    parser = build_parser()
+    for line in examples:
+        words = shlex.split(line)
+        assert words[:2] == ["sharpen", command], line
+        args, extra = parser.parse_known_args(words[1:])   # as main() parses them
+        assert args.command == command
+        assert all("=" in e and not e.startswith("-") for e in extra), (line, extra)
+
+
+def test_start_here_lines_parse(capsys):
+    main([])
+    text = capsys.readouterr().out
+    parser = build_parser()
+    for line in examples_in(text):
+        parser.parse_args(shlex.split(line)[1:])
+
+
+def test_version_names_the_backends(capsys):
+    out = help_of(["--version"], capsys)
+    assert out.startswith("sharpen ")
+    assert "backends: " in out and "ONNX Runtime" in out
