@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
 import re
 import signal
@@ -19,7 +20,9 @@ from runtime.console import open_closed_std_fds, quiet_library_logs, report_fata
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse's parser (the commands' too: subparsers take their parent's class), whose
+    """argparse's parser (the commands' too: subparsers take their parent's class), whose errors
+    are one line naming the option and the value, with "did you mean" for a misspelled command,
+    option or choice, and a pointer to the command's --help instead of its whole usage. Its
     "expected one argument" says how to write a value starting with '-' (a stranger's file
     name, -photo.jpg), which argparse reads as an option. `argv`: the command line main()
     parses."""
@@ -34,7 +37,41 @@ class _Parser(argparse.ArgumentParser):
             v, flag = after[-1], names[-1]
             message += (f" ({v}, starting with '-', is read as an option: write {flag}={v} "
                         f"or {flag} ./{v})")
-        super().error(message)
+        message = self._with_suggestion(message)
+        pointer = self._help_pointer(message.startswith("the following arguments are required"))
+        self.exit(2, f"{self.prog}: error: {message}\n{pointer}\n")
+
+    def _with_suggestion(self, message: str) -> str:
+        if m := re.fullmatch(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)",
+                             message):
+            near = did_you_mean(m.group(2), re.findall(r"'([^']*)'", m.group(3)))
+            return f"{message}; {near}" if near else message
+        unknown = self._unknown_options()
+        if unknown and message.startswith("the following arguments are required"):
+            # A misspelled required option (--modle) is why "--model is required": say that.
+            message = f"unrecognized arguments: {' '.join(unknown)}"
+        if message.startswith("unrecognized arguments"):
+            longs = sorted(o for o in self._option_string_actions if o.startswith("--"))
+            near = {u: c[0] for u in unknown
+                    if (c := difflib.get_close_matches(u.split("=", 1)[0], longs, n=1))}
+            if len(near) == 1 and len(unknown) == 1:
+                message += f" (did you mean {next(iter(near.values()))}?)"
+            elif near:
+                message += f" (did you mean {', '.join(f'{c} for {u}' for u, c in near.items())}?)"
+        return message
+
+    def _unknown_options(self) -> list[str]:
+        """The words of the command line that look like options of this command and are not."""
+        return [w for w in self.argv if w.startswith("--") and len(w) > 2
+                and not self._is_option(w) and w.split("=", 1)[0] != "--version"]
+
+    def _help_pointer(self, required: bool) -> str:
+        from .help_text import first_example
+        example = (first_example(self.prog.split(" ", 1)[1])
+                   if " " in self.prog and required else None)
+        return (f"see '{self.prog} --help'" + (f"; e.g. {example}" if example else "")
+                if " " in self.prog else
+                f"see '{self.prog} --help' for the commands; '{self.prog} COMMAND --help' for one")
 
     def _is_option(self, word: str) -> bool:
         """Whether `word` is one of this command's options (or, as argparse takes them, a
@@ -42,6 +79,13 @@ class _Parser(argparse.ArgumentParser):
         name = word.split("=", 1)[0]
         return any(o == name or (name.startswith("--") and o.startswith(name))
                    for o in self._option_string_actions)
+
+
+def did_you_mean(word: str, choices: list[str]) -> str:
+    """"did you mean 'run'?" for a word near one of `choices` (a typo, or a prefix), else ""."""
+    near = [c for c in choices if c.startswith(word) and word] \
+        or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    return f"did you mean '{near[0]}'?" if near else ""
 
 
 def build_parser() -> argparse.ArgumentParser:

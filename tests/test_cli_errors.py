@@ -1,0 +1,53 @@
+"""Usage errors as a user who learns from them meets them: one line naming the option and the
+value, "did you mean" for a misspelled command, option or choice, exit status 2, and a pointer
+to the command's --help (with an example where a required option is missing) instead of its
+whole usage."""
+from __future__ import annotations
+
+import shlex
+
+import pytest
+
+from sharpen.cli import build_parser, main
+
+
+@pytest.fixture(autouse=True)
+def terminal_80(monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+
+
+def error_of(argv: list[str], capsys) -> list[str]:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2
+    return capsys.readouterr().err.strip().splitlines()
+
+
+def test_misspelled_command_gets_did_you_mean_in_one_line(capsys):
+    err = error_of(["rn", "--model", "x.onnx"], capsys)
+    assert "invalid choice: 'rn'" in err[0] and "did you mean 'run'?" in err[0]
+    assert not any(line.startswith("usage:") for line in err)
+
+
+def test_misspelled_required_flag_is_named_not_reported_missing(capsys):
+    err = error_of(["run", "--modle", "x.onnx", "--source", "in.mp4"], capsys)
+    assert err[0] == ("sharpen run: error: unrecognized arguments: --modle "
+                      "(did you mean --model?)")
+    assert err[1].startswith("see 'sharpen run --help'")
+    assert len(err) == 2
+
+
+def test_misspelled_flag_and_choice_value_get_did_you_mean(capsys):
+    err = error_of(["models", "--heigth", "720"], capsys)
+    assert "--heigth (did you mean --height?)" in err[0]
+    err = error_of(["run", "--model", "x.onnx", "--source", "in.mp4", "--provider", "cdua"],
+                   capsys)
+    assert err[0].startswith("sharpen run: error: argument --provider: invalid choice: 'cdua'")
+    assert err[0].endswith("; did you mean 'cuda'?")
+
+
+def test_missing_required_option_points_at_an_example(capsys):
+    err = error_of(["run"], capsys)
+    assert err[0] == "sharpen run: error: the following arguments are required: --model, --source"
+    example = err[1].split("e.g. ", 1)[1]
+    build_parser().parse_args(shlex.split(example)[1:])
