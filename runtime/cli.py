@@ -54,103 +54,110 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                     "exported student model (.onnx, .engine/.plan, .tflite), streaming with "
                     "capture, inference and output in parallel.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", required=True, metavar="FILE",
+    # What every run needs first; the rest by what a user is after (argparse's own group keeps
+    # only -h).
+    need = p.add_argument_group("input and model (required)")
+    output = p.add_argument_group("output")
+    perf = p.add_argument_group("performance")
+    cap = p.add_argument_group("cameras and streams")
+    adv = p.add_argument_group("advanced")
+    need.add_argument("--model", required=True, metavar="FILE",
                    help="exported model: .onnx (ONNX Runtime), .engine/.plan (TensorRT), "
                         ".tflite (LiteRT)")
-    p.add_argument("--source", required=True,
+    need.add_argument("--source", required=True,
                    help="camera index (0), V4L2 device (/dev/video0), video file, rtsp/http URL "
                         "(one whose path names an image file is read as that image), "
                         "GStreamer pipeline (contains '!'), image file, folder or glob, "
                         "synthetic[:WxH][@FPS], or - for Y4M video on stdin "
                         "(ffmpeg -i IN -f yuv4mpegpipe -pix_fmt yuv420p - | ...)")
-    p.add_argument("--out", "--output", dest="output", default=None, metavar="PATH",
+    output.add_argument("--out", "--output", dest="output", default=None, metavar="PATH",
                    help="video file (.mp4, same size and fps as the source), image folder "
                         "(same file names), an image file for a single image input, or - "
                         "for Y4M video on stdout (... | ffmpeg -f yuv4mpegpipe -i - out.mp4); "
                         "without --out or --show, results go to runs/sharpen/<source name> "
                         "(numbered 2, 3... if taken)")
-    p.add_argument("--show", action="store_true",
+    output.add_argument("--show", action="store_true",
                    help="show original | sharpened in a window with fps overlay (q/Esc quits)")
-    p.add_argument("--view", choices=("side", "split"), default=None,
+    output.add_argument("--view", choices=("side", "split"), default=None,
                    help="layout of --show and --compare: side by side (default), or split "
                         "(left half original, right half sharpened)")
-    p.add_argument("--compare", action="store_true",
+    output.add_argument("--compare", action="store_true",
                    help="write original and sharpened together (per --view) to --out, for "
                         "judging the result by eye, each side captioned (input, sharpened)")
-    p.add_argument("--stats", default=None, metavar="JSON",
+    output.add_argument("--stats", default=None, metavar="JSON",
                    help="write per-stage latency (p50/p90/p95/p99, mean, min, max), "
                         "throughput, drops, the model and the threads it ran on to this JSON "
                         "file: refreshed every 10 s (--report-interval) while the run goes on, "
                         "its state saying how it ended")
-    p.add_argument("--threads", type=int, default=0, metavar="N",
+    perf.add_argument("--threads", type=int, default=0, metavar="N",
                    help=threads_help("ONNX Runtime / LiteRT"))
-    p.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
+    perf.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",
                    help="ONNX Runtime execution provider (auto: TensorRT, CUDA, then CPU, "
                         "whichever this build has)")
-    p.add_argument("--tile", type=int, default=0, metavar="N",
+    perf.add_argument("--tile", type=int, default=0, metavar="N",
                    help="run in Gaussian-blended tiles of this size (0: whole frame), one at "
                         "a time, for devices that cannot hold a frame in float (a 4K photo: "
                         "700 MiB at its peak whole, 230 with --tile 512; README: peak memory)")
-    p.add_argument("--overlap", type=int, default=None, metavar="N",
+    perf.add_argument("--overlap", type=int, default=None, metavar="N",
                    help="tile overlap in pixels (with --tile; default: the model's receptive "
                         f"field as its export recorded it, at most half the tile, else {OVERLAP})")
-    p.add_argument("--width", type=int, default=None,
+    cap.add_argument("--width", type=int, default=None,
                    help="camera capture width (default 1920; also the width of --source "
                         "synthetic)")
-    p.add_argument("--height", type=int, default=None,
+    cap.add_argument("--height", type=int, default=None,
                    help="camera capture height (default 1080; also the height of --source "
                         "synthetic)")
-    p.add_argument("--fps", type=float, default=0.0,
+    cap.add_argument("--fps", type=float, default=0.0,
                    help="camera capture fps (0: camera default; the output video takes the "
                         "rate the camera or GStreamer pipeline gives); for other sources the "
                         "output video's fps (0: the source's own, 30 for images)")
-    p.add_argument("--max-frames", type=int, default=None,
+    cap.add_argument("--max-frames", type=int, default=None, metavar="N",
                    help="stop after this many frames")
-    p.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
+    cap.add_argument("--live", action=argparse.BooleanOptionalAction, default=None,
                    help="force the live policy (drop stale frames) or --no-live for lossless; "
                         "default: live for cameras, streams and synthetic@FPS, lossless for "
                         "files and an unpaced synthetic")
-    p.add_argument("--reconnect", type=int, default=None, metavar="N",
+    cap.add_argument("--reconnect", type=int, default=None, metavar="N",
                    help="attempts to reopen a camera or stream that disconnects (exponential "
                         "backoff; default 5; 0: an HTTP(S) stream run --no-live ends where it "
                         "stops, other cameras and streams end with an error)")
-    p.add_argument("--timeout", type=float, default=None, metavar="S",
+    cap.add_argument("--timeout", type=float, default=None, metavar="S",
                    help="seconds a stream URL may take to open or to give a frame before it "
                         "counts as lost (default 20; raise it for slow cameras with long "
                         "keyframe intervals; 0: FFmpeg's own); with --source -, seconds stdin "
                         "may give nothing before it counts as lost (default: no bound)")
-    p.add_argument("--no-audio", action="store_true",
+    output.add_argument("--no-audio", action="store_true",
                    help="leave a video file source's sound out of a video --out without a "
                         "word (default: copied in by ffmpeg, found on PATH or named by "
                         "SHARPEN_FFMPEG; said when it cannot be)")
-    p.add_argument("--lossless", action="store_true",
+    output.add_argument("--lossless", action="store_true",
                    help="write a video --out in FFV1, which keeps every sharpened pixel (.mkv or "
                         ".avi; about 1.6 MB a 1080p frame), or --out - in 4:4:4 (not 4:2:0); "
                         "the default codecs (mp4v, VP8, "
                         "MPEG-2) round off much of a model's fine detail (README: "
                         "measured where the codecs of video outputs are listed)")
-    p.add_argument("--resume", action="store_true",
+    adv.add_argument("--resume", action="store_true",
                    help="go on with a video file's run into --out that stopped part-way "
                         "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to; "
                         "refused, naming what changed, where the model, the source or an "
                         "option that shapes the frames differs")
-    p.add_argument("--segment", type=float, default=None, metavar="S",
+    output.add_argument("--segment", type=float, default=None, metavar="S",
                    help="cut a video --out into files of S seconds of video each, closed "
                         "whole at a frame boundary and named STEM-NNNNNN-YYYYmmdd-HHMMSS.EXT "
                         "(the number counted on across restarts, the time the segment began; "
                         "--out itself is not written)")
-    p.add_argument("--keep-segments", type=int, default=None, metavar="N",
+    output.add_argument("--keep-segments", type=int, default=None, metavar="N",
                    help="with --segment, keep the last N segments, removing the oldest as "
                         "each closes (default: all)")
-    p.add_argument("--keep-gb", type=float, default=None, metavar="GB",
+    output.add_argument("--keep-gb", type=float, default=None, metavar="GB",
                    help="with --segment, keep the newest segments that fit in GB gigabytes "
                         "(10^9 bytes), removing the oldest as each closes; the one being "
                         "written comes on top (default: all)")
-    p.add_argument("--force", action="store_true",
+    adv.add_argument("--force", action="store_true",
                    help="run a model even though it failed its parity gate at export")
-    p.add_argument("--quiet", action="store_true",
+    output.add_argument("--quiet", action="store_true",
                    help="no live stats line (the final done: line, warnings and errors stay)")
-    p.add_argument("--report-interval", type=float, default=None, metavar="S",
+    output.add_argument("--report-interval", type=float, default=None, metavar="S",
                    help="seconds between live stats lines (default: 1 on a terminal, 60 where "
                         "stderr is a file, a pipe or a service's journal) and refreshes of "
                         "the --stats file (default: 10)")

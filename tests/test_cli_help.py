@@ -79,3 +79,17 @@ def test_version_names_the_backends(capsys):
     out = help_of(["--version"], capsys)
     assert out.startswith("sharpen ")
     assert "backends: " in out and "ONNX Runtime" in out
+
+
+def test_run_help_groups_its_options_common_first(capsys):
+    """`sharpen run --help` had its 24 options in one list, the two required ones among stream
+    reconnects and stats intervals; now grouped, what every run needs first."""
+    text = help_of(["run", "--help"], capsys)
+    headings = [line for line in text.splitlines() if line.endswith(":") and line[0] != " "]
+    order = ["input and model (required):", "output:", "performance:",
+             "cameras and streams:", "advanced:"]
+    assert [h for h in headings if h in order] == order, headings
+    first = text.split("input and model (required):", 1)[1].split("output:", 1)[0]
+    assert "--model FILE" in first and "--source SOURCE" in first
+    advanced = text.split("\nadvanced:", 1)[1].split("\n\n", 1)[0]
+    assert "--force" in advanced and "--resume" in advanced
