@@ -17,9 +17,12 @@ def cmd_corpus(args: argparse.Namespace) -> int:
     mix = tuple(m.strip() for m in args.mix.split(",") if m.strip())
     if not mix:
         return refuse("--mix needs at least one preset (e.g. gopro,handheld,mild)")
-    for name in (*mix, args.test_preset):
-        if name not in PRESETS:
-            return refuse(f"unknown blur preset {name!r}; choose from {', '.join(PRESETS)}")
+    from runtime.suggest import did_you_mean
+    for flag, names in (("--mix", mix), ("--test-preset", (args.test_preset,))):
+        for name in names:
+            if name not in PRESETS:
+                return refuse(f"{flag}: unknown blur preset {name!r}"
+                              f"{did_you_mean(name, PRESETS)}; choose from {', '.join(PRESETS)}")
     # One flag at a time: "--copies must be >= 1 and --crop/--test-crop >= 32" did not say
     # which was wrong.
     for flag, value, lo in (("--copies", args.copies, 1), ("--crop", args.crop, 32),

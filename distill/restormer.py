@@ -63,8 +63,10 @@ def get_config(name_or_dict: str | dict) -> RestormerConfig:
     if name_or_dict not in CONFIGS:
         hint = ("; a YAML file is a training config, for `sharpen train-teacher/distill/train "
                 "--config`" if str(name_or_dict).endswith((".yaml", ".yml")) else "")
-        raise ValueError(f"unknown Restormer config {name_or_dict!r}; choose from "
-                         f"{sorted(CONFIGS)}{hint}")
+        from runtime.suggest import did_you_mean
+        meant = did_you_mean(str(name_or_dict), CONFIGS)
+        raise ValueError(f"unknown Restormer config {name_or_dict!r}{meant}; choose from "
+                         f"{', '.join(sorted(CONFIGS))}{hint}")
     return CONFIGS[name_or_dict]
 
 

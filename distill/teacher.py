@@ -70,9 +70,11 @@ def resolve_weights(item: str | os.PathLike, allow_teacher: bool = True) -> Path
         raise CheckpointError("'teacher' is the shipped teacher; this takes a student: "
                               f"{', '.join(shipped_students()) or 'none shipped'}, or a "
                               "student checkpoint path")
+    from runtime.suggest import did_you_mean
+    meant = did_you_mean(text, [*shipped_students(), *(["teacher"] if allow_teacher else [])])
     raise CheckpointError(f"{text!r} is neither a file nor a shipped model; shipped students: "
                           f"{', '.join(shipped_students()) or 'none'}{teacher}, or give a "
-                          "checkpoint path")
+                          f"checkpoint path{meant}")
 
 
 def file_hash(path: str | os.PathLike, n: int = 16) -> str:
@@ -97,7 +99,10 @@ def pick_device(device: str = "auto", flag: str = "device=") -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise ValueError(f"{given}: not a device; use {DEVICES}") from None
+        from runtime.suggest import did_you_mean
+        # "gpu" is a GPU's name, not a misspelled cpu.
+        meant = did_you_mean(device.lower().replace("gpu", "cuda"), ("auto", "cpu", "cuda"))
+        raise ValueError(f"{given}: not a device; use {DEVICES}{meant}") from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
             # torch's own complaint is an AssertionError from deep inside .to()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import os
 import re
 import signal
@@ -17,6 +16,7 @@ from runtime.cli_errors import (OWN_PACKAGES, STOP_SIGNALS, SharpenError, Termin
                                  drop_gone_outputs, interrupt_exit_code, interrupted_message,
                                  missing_dependency, said_after_hang_up)
 from runtime.console import open_closed_std_fds, quiet_library_logs, report_fatal_errors
+from runtime.suggest import near
 
 
 class _Parser(argparse.ArgumentParser):
@@ -44,20 +44,19 @@ class _Parser(argparse.ArgumentParser):
     def _with_suggestion(self, message: str) -> str:
         if m := re.fullmatch(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)",
                              message):
-            near = did_you_mean(m.group(2), re.findall(r"'([^']*)'", m.group(3)))
-            return f"{message}; {near}" if near else message
+            suggestion = did_you_mean(m.group(2), re.findall(r"'([^']*)'", m.group(3)))
+            return f"{message}; {suggestion}" if suggestion else message
         unknown = self._unknown_options()
         if unknown and message.startswith("the following arguments are required"):
             # A misspelled required option (--modle) is why "--model is required": say that.
             message = f"unrecognized arguments: {' '.join(unknown)}"
         if message.startswith("unrecognized arguments"):
             longs = sorted(o for o in self._option_string_actions if o.startswith("--"))
-            near = {u: c[0] for u in unknown
-                    if (c := difflib.get_close_matches(u.split("=", 1)[0], longs, n=1))}
-            if len(near) == 1 and len(unknown) == 1:
-                message += f" (did you mean {next(iter(near.values()))}?)"
-            elif near:
-                message += f" (did you mean {', '.join(f'{c} for {u}' for u, c in near.items())}?)"
+            meant = {u: c for u in unknown if (c := near(u.split("=", 1)[0], longs))}
+            if len(meant) == 1 and len(unknown) == 1:
+                message += f" (did you mean {next(iter(meant.values()))}?)"
+            elif meant:
+                message += f" (did you mean {', '.join(f'{c} for {u}' for u, c in meant.items())}?)"
         return message
 
     def _unknown_options(self) -> list[str]:
@@ -83,9 +82,8 @@ class _Parser(argparse.ArgumentParser):
 
 def did_you_mean(word: str, choices: list[str]) -> str:
     """"did you mean 'run'?" for a word near one of `choices` (a typo, or a prefix), else ""."""
-    near = [c for c in choices if c.startswith(word) and word] \
-        or difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
-    return f"did you mean '{near[0]}'?" if near else ""
+    meant = near(word, choices)
+    return f"did you mean '{meant}'?" if meant else ""
 
 
 def build_parser() -> argparse.ArgumentParser:

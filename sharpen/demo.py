@@ -293,7 +293,9 @@ def _check_args(args: argparse.Namespace) -> str | None:
     from distill.students import list_students
 
     if args.student not in list_students():
-        return (f"--student {args.student}: unknown student; choose from "
+        from runtime.suggest import did_you_mean
+        return (f"--student {args.student}: unknown student"
+                f"{did_you_mean(args.student, list_students())}; choose from "
                 f"{', '.join(list_students())}")
     if args.config:
         from distill.restormer import get_config

@@ -51,3 +51,25 @@ def test_missing_required_option_points_at_an_example(capsys):
     assert err[0] == "sharpen run: error: the following arguments are required: --model, --source"
     example = err[1].split("e.g. ", 1)[1]
     build_parser().parse_args(shlex.split(example)[1:])
+
+
+@pytest.mark.parametrize("argv, meant", [
+    (["export", "--weights", "fsat", "--out", "{tmp}/e"], "fast"),
+    (["evaluate", "--weights", "fsat", "--data", "{tmp}"], "fast"),
+    (["demo", "--student", "fsat", "--out", "{tmp}/d"], "fast"),
+    (["teacher", "{tmp}", "--out", "{tmp}/t", "--device", "cdua"], "cuda"),
+    (["teacher", "{tmp}", "--out", "{tmp}/t", "--teacher-config", "smal"], "small"),
+    (["synth", "--sharp", "{tmp}", "--out", "{tmp}/s", "--preset", "handhel"], "handheld"),
+    (["corpus", "--photos", "{tmp}", "--out", "{tmp}/c", "--mix", "gopro,mlid"], "mild"),
+    (["labels", "--data", "pared:{tmp}", "--out", "{tmp}/l"], "paired"),
+])
+def test_a_misspelled_name_the_command_checks_gets_did_you_mean(argv, meant, tmp_path, capsys):
+    """Values the commands check themselves (shipped students, devices, teacher configs, blur
+    presets, data kinds) listed the valid ones without naming the one meant."""
+    import cv2
+    import numpy as np
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((40, 48, 3), 128, np.uint8))
+    assert main([a.replace("{tmp}", str(tmp_path)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"sharpen {argv[0]}: error: "), err
+    assert f"did you mean {meant}?" in err[0], err

@@ -96,7 +96,9 @@ PRESETS: dict[str, SceneBlurConfig] = {
 
 def preset(name: str, **overrides) -> SceneBlurConfig:
     if name not in PRESETS:
-        raise ValueError(f"unknown blur preset {name!r}; choose one of {', '.join(PRESETS)}")
+        from runtime.suggest import did_you_mean
+        raise ValueError(f"unknown blur preset {name!r}{did_you_mean(name, PRESETS)}; choose one "
+                         f"of {', '.join(PRESETS)}")
     return replace(PRESETS[name], **overrides)
 
 

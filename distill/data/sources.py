@@ -312,8 +312,10 @@ def parse_spec(spec: str) -> tuple[Optional[str], str]:
         if kind in KINDS:
             return kind, rest
         if len(kind) > 1 and kind.isidentifier():   # not a Windows drive letter
-            raise SourceError(f"unknown data source kind {kind!r} in {spec!r}; "
-                              f"use one of {', '.join(KINDS)} (kind:path) or a plain path")
+            from runtime.suggest import did_you_mean
+            raise SourceError(f"unknown data source kind {kind!r}{did_you_mean(kind, KINDS)} in "
+                              f"{spec!r}; use one of {', '.join(KINDS)} (kind:path) or a plain "
+                              "path")
     return None, spec
 
 
