@@ -68,6 +68,60 @@ EXAMPLES: dict[str, list[str]] = {
     ],
 }
 
+# Each command's options by what a user is after; those not named stay in argparse's first
+# group ("options:"), the ones most runs need. `run` groups its own (runtime/cli.py), as a
+# runtime-only device builds its parser without this package.
+GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
+    "teacher": {
+        "model": ("--teacher-weights", "--teacher-config"),
+        "performance": ("--tile", "--overlap", "--batch-size", "--device", "--threads"),
+    },
+    "synth": {
+        "blur settings": ("--mode", "--kernel", "--size", "--gamma", "--noise", "--jpeg-prob"),
+    },
+    "evaluate": {
+        "data": ("--split", "--gopro-blur", "--limit", "--crop"),
+        "figures": ("--figure-images", "--figure-crop"),
+        "performance": ("--device", "--threads", "--provider"),
+        "advanced": ("--teacher-config",),
+    },
+    "labels": {
+        "data": ("--split", "--gopro-blur", "--limit", "--hold-out", "--val-out"),
+        "teacher": ("--teacher-weights", "--teacher-config"),
+        "performance": ("--tile", "--overlap", "--batch-size", "--device", "--threads"),
+    },
+    "bench": {
+        "inputs": ("--weights", "--model", "--data", "--real-pairs", "--real-nogt", "--limit"),
+        "quality and speed gates": ("--min-ssim-ratio", "--min-ssim-gain", "--target-fps",
+                                    "--cpu-target-fps", "--max-memory-mib"),
+        "timing": ("--sizes", "--stream-frames", "--tile", "--threads"),
+        "export and INT8 calibration": ("--formats", "--float-layers", "--calib",
+                                        "--calib-count", "--seed"),
+        "advanced": ("--teacher-weights", "--teacher-config", "--cache"),
+    },
+    "demo": {
+        "models": ("--teacher-weights", "--teacher-config", "--student", "--weights"),
+        "fine-tune": ("--steps", "--lr", "--label-images", "--video-frames"),
+        "quality gate": ("--min-ssim-ratio", "--min-ssim-gain"),
+        "performance": ("--threads",),
+    },
+}
+
+
+def group_options(parser: argparse.ArgumentParser, groups: dict[str, tuple[str, ...]]) -> None:
+    """Move `parser`'s options into titled groups for its --help (only the help changes: the
+    usage line and parsing read the parser's own list). An option the command lacks is a
+    KeyError, so this registry cannot drift from the commands."""
+    for title, flags in groups.items():
+        group = parser.add_argument_group(title)
+        for flag in flags:
+            action = parser._option_string_actions[flag]
+            for old in parser._action_groups:
+                if action in old._group_actions:
+                    old._group_actions.remove(action)
+            group._group_actions.append(action)
+
+
 START_HERE = """\
 start here:
   sharpen demo                          # the whole pipeline on built-in data
@@ -154,12 +208,14 @@ def wrapping(formatter: type[argparse.HelpFormatter]) -> type[argparse.HelpForma
 
 
 def finish(parser: argparse.ArgumentParser) -> None:
-    """The top-level help's first steps, and each command's examples and wrapped text."""
+    """The top-level help's first steps, and each command's option groups, examples and
+    wrapped text."""
     parser.epilog = START_HERE
     parser.formatter_class = wrapping(parser.formatter_class)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
             for name, p in action.choices.items():
+                group_options(p, GROUPS.get(name, {}))
                 p.epilog = examples_epilog(name, p.epilog)
                 p.formatter_class = wrapping(p.formatter_class)
 

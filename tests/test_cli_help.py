@@ -93,3 +93,15 @@ def test_run_help_groups_its_options_common_first(capsys):
     assert "--model FILE" in first and "--source SOURCE" in first
     advanced = text.split("\nadvanced:", 1)[1].split("\n\n", 1)[0]
     assert "--force" in advanced and "--resume" in advanced
+
+
+@pytest.mark.parametrize("command", commands())
+def test_no_help_drowns_its_options_in_one_long_list(command):
+    """`sharpen bench --help` listed 27 options in one group, `evaluate`, `labels` and `demo`
+    15: the common ones (--out, --data, --weights) among calibration seeds and cache folders."""
+    import argparse
+    parser = build_parser()
+    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for group in sub.choices[command]._action_groups:
+        flags = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
+        assert len(flags) <= 10, (command, group.title, len(flags))
