@@ -217,7 +217,10 @@ def main(argv: list[str] | None = None) -> int:
     _one_line_warnings()
     try:   # the commands' modules load here (numpy...: most of a second on a slow machine)
         parser = build_parser()
-        _Parser.argv = list(sys.argv[1:] if argv is None else argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        if argv[:1] == ["help"]:   # `sharpen help [COMMAND]`, as git and yolo take it
+            argv = [*argv[1:2], "--help"]
+        _Parser.argv = argv
         # argparse stops collecting a positional list at the first option, so the training
         # commands' KEY=VALUE overrides after e.g. --quiet would be "unrecognized": take them
         # back.
@@ -231,15 +234,15 @@ def main(argv: list[str] | None = None) -> int:
         # valid overrides beside it too.
         if hasattr(args, "overrides") and not any(e.startswith("-") for e in extra):
             args.overrides = [*args.overrides, *extra]
-        else:   # with the command's own usage line, as argparse does for its other errors
+        else:   # from the command's parser, as argparse says its other errors
             (_command_parser(parser, getattr(args, "command", None)) or parser).error(
                 f"unrecognized arguments: {' '.join(extra)}"
-                + (_as_overrides(sys.argv[1:] if argv is None else argv, extra)
+                + (_as_overrides(argv, extra)
                    if hasattr(args, "overrides") else ""))
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    args.argv = sys.argv[1:] if argv is None else list(argv)   # what the training log records
+    args.argv = argv   # what the training log records
     from runtime.imageio import ImageReadError, max_pixels
     try:   # a bad setting is one error now, not one skipped image per file later
         max_pixels()

@@ -105,3 +105,12 @@ def test_no_help_drowns_its_options_in_one_long_list(command):
     for group in sub.choices[command]._action_groups:
         flags = [a for a in group._group_actions if not isinstance(a, argparse._HelpAction)]
         assert len(flags) <= 10, (command, group.title, len(flags))
+
+
+def test_sharpen_help_command_as_git_and_yolo_have_it(capsys):
+    """`sharpen help` and `sharpen help run` (git's and yolo's spelling) were "invalid choice"."""
+    assert help_of(["help"], capsys).startswith("usage: sharpen [-h]")
+    assert help_of(["help", "run"], capsys).startswith("usage: sharpen run [-h]")
+    with pytest.raises(SystemExit) as e:
+        main(["help", "rn"])
+    assert e.value.code == 2 and "did you mean 'run'?" in capsys.readouterr().err
