@@ -42,6 +42,13 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n{pointer}\n")
 
     def _with_suggestion(self, message: str) -> str:
+        # `export --model fast` is taken by argparse as --modelopt-method, which it abbreviates:
+        # an option name from another tool is what the user meant, whatever argparse made of it.
+        borrowed = [w for w in self.argv if (n := w.split("=", 1)[0]) in OTHER_TOOLS_NAMES
+                    and n not in self._option_string_actions and self._is_option(w)
+                    and self._meant(w)]
+        if borrowed and not message.startswith("unrecognized arguments"):
+            return f"unrecognized arguments: {borrowed[0]} ({self._meant(borrowed[0])})"
         if m := re.fullmatch(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)",
                              message):
             suggestion = did_you_mean(m.group(2), re.findall(r"'([^']*)'", m.group(3)))
@@ -51,17 +58,38 @@ class _Parser(argparse.ArgumentParser):
             # A misspelled required option (--modle) is why "--model is required": say that.
             message = f"unrecognized arguments: {' '.join(unknown)}"
         if message.startswith("unrecognized arguments"):
-            longs = sorted(o for o in self._option_string_actions if o.startswith("--"))
-            meant = {u: c for u in unknown if (c := near(u.split("=", 1)[0], longs))}
+            meant = {u: c for u in unknown if (c := self._meant(u))}
             if len(meant) == 1 and len(unknown) == 1:
-                message += f" (did you mean {next(iter(meant.values()))}?)"
+                message += f" ({next(iter(meant.values()))})"
             elif meant:
-                message += f" (did you mean {', '.join(f'{c} for {u}' for u, c in meant.items())}?)"
+                said = ", ".join(f"{c.removeprefix('did you mean ').rstrip('?')} for {u}"
+                                 for u, c in meant.items())
+                message += f" (did you mean {said}?)"
         return message
 
+    def _meant(self, word: str) -> str | None:
+        """"did you mean --model?" for an option this command lacks: its name for another
+        tool's (--input, -o), else the nearest spelling; where the inputs take no flag, how
+        to give them."""
+        name = word.split("=", 1)[0]
+        ours = [o for o in OTHER_TOOLS_NAMES.get(name, ()) if o in self._option_string_actions]
+        if ours:
+            return f"did you mean {ours[0]}?"
+        if name in OTHER_TOOLS_NAMES and any(a.dest == "inputs" for a in self._actions):
+            from .help_text import first_example
+            example = first_example(self.prog.split(" ", 1)[-1])
+            return "the inputs take no flag" + (f": {example}" if example else "")
+        if name.startswith("--") and not self._is_option(word):
+            longs = sorted(o for o in self._option_string_actions if o.startswith("--"))
+            if meant := near(name, longs):
+                return f"did you mean {meant}?"
+        return None
+
     def _unknown_options(self) -> list[str]:
-        """The words of the command line that look like options of this command and are not."""
-        return [w for w in self.argv if w.startswith("--") and len(w) > 2
+        """The words of the command line that look like options of this command and are not
+        (-o as other tools spell their options, too)."""
+        return [w for w in self.argv
+                if (w.startswith("--") and len(w) > 2 or re.fullmatch(r"-[A-Za-z]", w))
                 and not self._is_option(w) and w.split("=", 1)[0] != "--version"]
 
     def _help_pointer(self, required: bool) -> str:
@@ -78,6 +106,23 @@ class _Parser(argparse.ArgumentParser):
         name = word.split("=", 1)[0]
         return any(o == name or (name.startswith("--") and o.startswith(name))
                    for o in self._option_string_actions)
+
+
+# Other tools' names for this project's options (ffmpeg's -i, YOLO's --source, a trainer's
+# --checkpoint), each with ours in the order they are tried: the first the command has is meant.
+_INPUT = ("--source", "--data", "--photos", "--sharp")
+OTHER_TOOLS_NAMES: dict[str, tuple[str, ...]] = {
+    "--input": _INPUT, "--inputs": _INPUT, "-i": _INPUT, "--src": ("--source",),
+    "--video": ("--source",), "--camera": ("--source",), "--images": _INPUT,
+    "-o": ("--out",), "--output-dir": ("--out",), "--outdir": ("--out",),
+    "--out-dir": ("--out",), "--save-dir": ("--out",),
+    "-m": ("--model", "--weights"), "--model": ("--weights",), "--weights": ("--model",),
+    "--checkpoint": ("--weights", "--model"), "--ckpt": ("--weights", "--model"),
+    "-w": ("--weights", "--model"), "--onnx": ("--model",), "--engine": ("--model",),
+    "-j": ("--threads",), "--jobs": ("--threads",), "--num-threads": ("--threads",),
+    "--gpu": ("--device", "--provider"), "--cuda": ("--device", "--provider"),
+    "-q": ("--quiet",),
+}
 
 
 def did_you_mean(word: str, choices: list[str]) -> str:

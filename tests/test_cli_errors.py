@@ -73,3 +73,24 @@ def test_a_misspelled_name_the_command_checks_gets_did_you_mean(argv, meant, tmp
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(f"sharpen {argv[0]}: error: "), err
     assert f"did you mean {meant}?" in err[0], err
+
+
+@pytest.mark.parametrize("argv, said", [
+    # other tools' spellings: --input is not a misspelled --output
+    (["run", "--model", "m.onnx", "--input", "in.mp4"], "--input (did you mean --source?)"),
+    (["run", "-m", "m.onnx", "-i", "in.mp4", "-o", "out.mp4"],
+     "-m -i -o (did you mean --model for -m, --source for -i, --out for -o?)"),
+    (["run", "--weights", "m.onnx", "--source", "in.mp4"], "--weights (did you mean --model?)"),
+    (["export", "--model", "fast", "--out", "e/"], "--model (did you mean --weights?)"),
+    (["teacher", "--input", "photos/", "--out", "sharp/"],
+     "--input (the inputs take no flag: sharpen teacher photos/ --out sharp/)"),
+])
+def test_other_tools_option_names_point_at_ours(argv, said, capsys):
+    err = error_of(argv, capsys)
+    assert err[0].endswith(said), err
+
+
+def test_an_option_the_command_has_is_not_taken_for_another_tools(capsys):
+    """evaluate has both --model and --weights: --model is not "did you mean --weights"."""
+    err = error_of(["evaluate", "--model", "m.onnx"], capsys)
+    assert err[0] == "sharpen evaluate: error: the following arguments are required: --data"
