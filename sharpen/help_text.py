@@ -207,6 +207,12 @@ def wrapping(formatter: type[argparse.HelpFormatter]) -> type[argparse.HelpForma
     return Wrapped
 
 
+# The order `sharpen --help` lists the commands in: using the shipped models first, then
+# measuring and shipping them, then making data and training.
+ORDER = ("demo", "run", "teacher", "export", "evaluate", "bench", "models", "labels", "distill",
+         "train", "train-teacher", "grow", "synth", "corpus")
+
+
 def finish(parser: argparse.ArgumentParser) -> None:
     """The top-level help's first steps, and each command's option groups, examples and
     wrapped text."""
@@ -214,6 +220,8 @@ def finish(parser: argparse.ArgumentParser) -> None:
     parser.formatter_class = wrapping(parser.formatter_class)
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
+            rank = {name: i for i, name in enumerate(ORDER)}
+            action._choices_actions.sort(key=lambda a: rank.get(a.dest, len(ORDER)))
             for name, p in action.choices.items():
                 group_options(p, GROUPS.get(name, {}))
                 p.epilog = examples_epilog(name, p.epilog)

@@ -114,3 +114,13 @@ def test_sharpen_help_command_as_git_and_yolo_have_it(capsys):
     with pytest.raises(SystemExit) as e:
         main(["help", "rn"])
     assert e.value.code == 2 and "did you mean 'run'?" in capsys.readouterr().err
+
+
+def test_top_level_help_lists_the_commands_a_user_starts_with_first(capsys):
+    """The commands were listed in the order the packages registered them (teacher, models,
+    synth, corpus, grow...), with `run` and `demo` 12th and 14th."""
+    text = help_of(["--help"], capsys)
+    listed = [line.split()[0] for line in text.split("COMMAND\n", 1)[1].split("\n\n")[0]
+              .splitlines() if line.startswith("    ") and not line.startswith("     ")]
+    assert listed[:4] == ["demo", "run", "teacher", "export"], listed
+    assert sorted(listed) == sorted(commands())
