@@ -1,6 +1,8 @@
-"""What `sharpen`, `sharpen --help` and `sharpen COMMAND --help` show besides the options: the
-first steps, each command's example lines (one registry, parsed by the tests), and help text
-wrapped to the terminal instead of the 95-column lines it is written in."""
+"""What `sharpen`, `sharpen --help`, `sharpen --version` and `sharpen COMMAND --help` show
+besides the options' own help: the first steps, the commands' order, each command's option
+groups and example lines (registries here; the tests parse every example), the installed
+backends, and help text wrapped to the terminal instead of the 95-column lines it is written
+in."""
 from __future__ import annotations
 
 import argparse

@@ -4,6 +4,7 @@ first steps, help that fits an 80-column terminal with examples that parse as pr
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 
@@ -65,6 +66,11 @@ def test_every_help_fits_80_columns_and_ends_with_examples_that_parse(command, c
         args, extra = parser.parse_known_args(words[1:])   # as main() parses them
         assert args.command == command
         assert all("=" in e and not e.startswith("-") for e in extra), (line, extra)
+        # The repository's own files it names are there (placeholders such as photos/ are not).
+        root = Path(__file__).resolve().parents[1]
+        for word in words:
+            if word.startswith(("configs/", "models/")):
+                assert (root / word).exists(), (line, word)
 
 
 def test_start_here_lines_parse(capsys):
@@ -124,3 +130,17 @@ def test_top_level_help_lists_the_commands_a_user_starts_with_first(capsys):
               .splitlines() if line.startswith("    ") and not line.startswith("     ")]
     assert listed[:4] == ["demo", "run", "teacher", "export"], listed
     assert sorted(listed) == sorted(commands())
+
+
+def test_the_examples_that_take_seconds_run_as_printed(monkeypatch, capsys):
+    """Parsing is not running: the examples that read no user data (the model table, a
+    training config checked and printed) run from the checkout as they are printed."""
+    from sharpen.help_text import EXAMPLES
+    root = Path(__file__).resolve().parents[1]
+    monkeypatch.chdir(root)
+    quick = [line.split("  #", 1)[0].strip() for lines in EXAMPLES.values() for line in lines
+             if "--print-config" in line or line.split("  #", 1)[0].strip() == "sharpen models"]
+    assert len(quick) >= 2
+    for line in quick:
+        assert main(shlex.split(line)[1:]) == 0, (line, capsys.readouterr().err)
+        capsys.readouterr()
