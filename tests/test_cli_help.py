@@ -76,6 +76,7 @@ def test_every_help_fits_80_columns_and_ends_with_examples_that_parse(command, c
 def test_start_here_lines_parse(capsys):
     main([])
     text = capsys.readouterr().out
+    assert max(map(len, text.splitlines())) <= WIDTH
     parser = build_parser()
     for line in examples_in(text):
         parser.parse_args(shlex.split(line)[1:])
