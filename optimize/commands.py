@@ -165,6 +165,31 @@ def options_from_args(args: argparse.Namespace):
         simplify=not args.no_simplify, quiet=args.quiet, rebuild=args.rebuild)
 
 
+# The options that only shape INT8 artifacts' calibration (--calib, --calib-blur and --seed
+# choose the parity gate's held-out images too; --float-layers is warned about by export).
+INT8_ONLY_FLAGS = ("--calib-count", "--calib-size", "--calib-method", "--percentile",
+                   "--no-reduce-range", "--modelopt-method")
+
+
+def idle_calibration_flags(args: argparse.Namespace) -> str | None:
+    """"--calib-method has no effect: ..." where --formats names no INT8 format and the
+    command line gives options that only calibrate one, else None."""
+    from runtime.formats import FORMATS
+
+    from .export_options import parse_formats
+    formats = parse_formats(args.formats)
+    if formats is None or any(FORMATS[f].needs_calibration for f in formats):
+        return None
+    words = [w.split("=", 1)[0] for w in getattr(args, "argv", None) or ()]   # as typed
+    given = list(dict.fromkeys(w for w in words if w in INT8_ONLY_FLAGS))
+    if not given:
+        return None
+    said = ", ".join(given[:-1]) + " and " * (len(given) > 1) + given[-1]
+    int8 = ", ".join(n for n, f in FORMATS.items() if f.needs_calibration)
+    return (f"{said} ha{'ve' if len(given) > 1 else 's'} no effect: --formats "
+            f"{','.join(formats)} builds no INT8 format ({int8})")
+
+
 def run_export(args) -> int:
     def fail(msg: str) -> int:
         return cli_error("export", msg)
@@ -187,6 +212,8 @@ def run_export(args) -> int:
         # Here, not in export(): the API keeps impossible gates for forcing a failure.
         options.thresholds.check()
         check_options(options, flags=True)   # export() names them as its keywords
+        if idle := idle_calibration_flags(args):
+            print(f"warning: {idle}", file=sys.stderr)
         from runtime.host import threads_warning
         # As `sharpen run` and `sharpen bench`: the parity checks and the 1080p latencies run
         # on this count, and extra threads share cores (slower, and the times mislead).

@@ -94,3 +94,15 @@ def test_an_option_the_command_has_is_not_taken_for_another_tools(capsys):
     """evaluate has both --model and --weights: --model is not "did you mean --weights"."""
     err = error_of(["evaluate", "--model", "m.onnx"], capsys)
     assert err[0] == "sharpen evaluate: error: the following arguments are required: --data"
+
+
+def test_export_says_when_its_calibration_options_do_nothing(tmp_path, capsys):
+    """`sharpen export --formats onnx --calib-method minmax` built the FP32 model and said
+    nothing: the calibration options only shape INT8 formats."""
+    rc = main(["export", "--weights", "fast", "--out", str(tmp_path / "e"), "--formats", "onnx",
+               "--calib-method", "minmax", "--calib-count=8", "--no-latency", "--quiet",
+               "--threads", "1"])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    assert ("warning: --calib-method and --calib-count have no effect: --formats onnx builds "
+            "no INT8 format (onnx-int8, onnx-qdq-trt, tflite-int8, engine-int8)") in err, err
