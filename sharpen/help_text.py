@@ -150,6 +150,8 @@ def examples_epilog(command: str, epilog: str | None) -> str | None:
 
 # A paragraph starts at a line like "Exit codes: ...", "signals: ..." (a heading word or two).
 _HEADING = re.compile(r"[A-Za-z][\w -]{0,20}:(\s|$)")
+# An unindented line starting a numbered or bulleted list item ("1. build ...").
+_LIST_ITEM = re.compile(r"(\d+\.|-) \S")
 # Lines kept as they are, however wide: a command to copy.
 _COMMAND = re.compile(r"\s+(sharpen|pytest|torchrun|ffmpeg)\s")
 
@@ -169,7 +171,7 @@ def wrap_text(text: str, width: int) -> str:
         if item:
             first = item[0]
             indent = len(first) - len(first.lstrip())
-            col = re.match(r"\s*(- |\S+\s{2,})", first)
+            col = re.match(r"\s*(- |\d+\. |\S+\s{2,})", first)
             hang = col.end() if col and col.end() < width // 2 else indent + 2
             joined = " ".join([first.rstrip(), *(x.strip() for x in item[1:])])
             out.extend(textwrap.wrap(joined, width, subsequent_indent=" " * hang)
@@ -189,6 +191,9 @@ def wrap_text(text: str, width: int) -> str:
                     and not line.lstrip().startswith("- "):
                 item.append(line)
                 continue
+            flush()
+            item.append(line)
+        elif _LIST_ITEM.match(line):
             flush()
             item.append(line)
         else:

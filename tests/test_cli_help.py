@@ -145,3 +145,15 @@ def test_the_examples_that_take_seconds_run_as_printed(monkeypatch, capsys):
     for line in quick:
         assert main(shlex.split(line)[1:]) == 0, (line, capsys.readouterr().err)
         capsys.readouterr()
+
+
+def test_a_numbered_list_keeps_one_item_a_line_with_its_continuations_under_it(capsys):
+    """`sharpen demo --help` lists its six stages as `1. ...` lines whose continuations are
+    indented: flowing them as prose ran stages 1 and 2 into one line and left half-lines
+    indented at random."""
+    text = help_of(["demo", "--help"], capsys)
+    described = text.split("\n\n", 2)[1].splitlines()   # after the usage block
+    starts = [line.split(".", 1)[0] for line in described if not line.startswith(" ")]
+    assert starts == [str(i) for i in range(1, 7)], described
+    assert all(line.startswith("   ") and line[3] != " " for line in described
+               if line.startswith(" ")), described
