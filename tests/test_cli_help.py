@@ -157,3 +157,11 @@ def test_a_numbered_list_keeps_one_item_a_line_with_its_continuations_under_it(c
     assert starts == [str(i) for i in range(1, 7)], described
     assert all(line.startswith("   ") and line[3] != " " for line in described
                if line.startswith(" ")), described
+
+
+def test_a_command_line_in_a_help_text_stays_on_one_line(capsys):
+    """`sharpen labels --help` flowed its torchrun line as prose, its --out on the next line:
+    a command a user copies is printed whole."""
+    text = help_of(["labels", "--help"], capsys)
+    torchrun = [line for line in text.splitlines() if "torchrun --nproc_per_node" in line]
+    assert torchrun and all(line.rstrip().endswith("--out ...") for line in torchrun), torchrun

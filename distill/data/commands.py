@@ -50,8 +50,8 @@ from it to --val-out (the teacher does not run again for labels of the same inpu
 and tiling).
 The hold-out is recorded in each cache's run.json.
 
-Several GPUs: torchrun --nproc_per_node N -m distill.data.labels --data ... --out ...
-(each rank labels its share; one manifest is merged at the end).
+Several GPUs (each rank labels its share; one manifest is merged at the end):
+  torchrun --nproc_per_node N -m distill.data.labels --data ... --out ...
 """
 
 
