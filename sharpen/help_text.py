@@ -235,23 +235,29 @@ def finish(parser: argparse.ArgumentParser) -> None:
                 p.formatter_class = wrapping(p.formatter_class)
 
 
-# What `sharpen --version` names beside the version: the runtimes `sharpen run` can use and the
-# training stack, as installed (package metadata: nothing is imported).
+# What `sharpen --version` names beside the version: the runtimes `sharpen run` can use, and
+# what trains and exports (TensorFlow converts to TFLite; run never imports it), as installed
+# (package metadata: nothing is imported).
 _VERSION_LIBRARIES = (("backends", (("onnxruntime", "ONNX Runtime"), ("ai_edge_litert", "LiteRT"),
-                                    ("tensorflow", "TensorFlow Lite"), ("tensorrt", "TensorRT"))),
-                      ("training", (("torch", "PyTorch"),)))
+                                    ("tensorrt", "TensorRT"))),
+                      ("training and export", (("torch", "PyTorch"), ("tensorflow", "TensorFlow"))))
+# LiteRT's predecessor, which `sharpen run` loads where ai-edge-litert has no wheel (32-bit ARM).
+_TFLITE_RUNTIME = ("tflite-runtime", "tflite_runtime")
 
 
 def version_text(version: str) -> str:
     """`sharpen VERSION` and, a line each, the backends and training library installed."""
     import platform
 
-    from runtime.host import library_versions
+    from runtime.host import dist_version, library_versions
     found = library_versions([n for _, libs in _VERSION_LIBRARIES for n, _ in libs])
+    labels = {n: label for _, libs in _VERSION_LIBRARIES for n, label in libs}
+    if not found["ai_edge_litert"] and (old := dist_version(*_TFLITE_RUNTIME)):
+        found["ai_edge_litert"], labels["ai_edge_litert"] = old, "LiteRT (tflite-runtime)"
     lines = [f"sharpen {version} (Python {platform.python_version()})"]
     for kind, libs in _VERSION_LIBRARIES:
-        have = [f"{label} {found[n]}" for n, label in libs if found[n]]
-        lack = [label for n, label in libs if not found[n]]
+        have = [f"{labels[n]} {found[n]}" for n, _ in libs if found[n]]
+        lack = [labels[n] for n, _ in libs if not found[n]]
         lines.append(f"{kind}: {', '.join(have) or 'none'}"
                      + (f"; not installed: {', '.join(lack)}" if lack else ""))
     return "\n".join(lines)

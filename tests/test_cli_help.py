@@ -165,3 +165,23 @@ def test_a_command_line_in_a_help_text_stays_on_one_line(capsys):
     text = help_of(["labels", "--help"], capsys)
     torchrun = [line for line in text.splitlines() if "torchrun --nproc_per_node" in line]
     assert torchrun and all(line.rstrip().endswith("--out ...") for line in torchrun), torchrun
+
+
+def test_version_names_only_what_sharpen_run_can_use_as_a_backend(monkeypatch, tmp_path):
+    """TensorFlow (the TFLite export's converter) was listed as a backend `sharpen run` never
+    imports, and a board with tflite-runtime (LiteRT's predecessor, which run uses where
+    ai-edge-litert has no wheel) was told LiteRT is not installed."""
+    import runtime.host
+    from sharpen.help_text import version_text
+    lines = version_text("9.9").splitlines()
+    backends = next(line for line in lines if line.startswith("backends: "))
+    assert "TensorFlow" not in backends, lines
+    monkeypatch.setitem(runtime.host.LIBRARIES, "ai_edge_litert", ("no-such-dist-x",))
+    dist = tmp_path / "tflite_runtime-2.14.0.dist-info"   # an installed package's metadata
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: tflite-runtime\n"
+                                   "Version: 2.14.0\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    backends = next(line for line in version_text("9.9").splitlines()
+                    if line.startswith("backends: "))
+    assert "LiteRT (tflite-runtime) 2.14.0" in backends and "not installed: LiteRT" not in backends
