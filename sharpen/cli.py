@@ -28,6 +28,12 @@ class _Parser(argparse.ArgumentParser):
     parses."""
     argv: list[str] = []
 
+    def parse_known_args(self, args=None, namespace=None):
+        # Each parse's own words (a command's parser gets those after its name): the errors
+        # of a parser built for the API must not name the last command line main() parsed.
+        _Parser.argv = list(sys.argv[1:] if args is None else args)
+        return super().parse_known_args(args, namespace)
+
     def error(self, message: str):
         m = re.fullmatch(r"argument (\S+): expected one argument", message)
         names = m.group(1).split("/") if m else []
@@ -265,7 +271,6 @@ def main(argv: list[str] | None = None) -> int:
         argv = list(sys.argv[1:] if argv is None else argv)
         if argv[:1] == ["help"]:   # `sharpen help [COMMAND]`, as git and yolo take it
             argv = [*argv[1:2], "--help"]
-        _Parser.argv = argv
         # argparse stops collecting a positional list at the first option, so the training
         # commands' KEY=VALUE overrides after e.g. --quiet would be "unrecognized": take them
         # back.

@@ -106,3 +106,14 @@ def test_export_says_when_its_calibration_options_do_nothing(tmp_path, capsys):
     assert rc == 0, err
     assert ("warning: --calib-method and --calib-count have no effect: --formats onnx builds "
             "no INT8 format (onnx-int8, onnx-qdq-trt, tflite-int8, engine-int8)") in err, err
+
+
+def test_a_parser_built_for_the_api_reads_its_own_command_line_not_the_last_main_s(capsys):
+    """The suggestions read the command line main() parsed last: build_parser().parse_args in
+    the same process (tests, the README's parse check, a service) then named its words."""
+    error_of(["run", "-m", "m.onnx", "-i", "in.mp4"], capsys)
+    with pytest.raises(SystemExit) as e:
+        build_parser().parse_args(["run", "--model", "m.onnx"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "sharpen run: error: the following arguments are required: --source", err
