@@ -86,9 +86,10 @@ class _Parser(argparse.ArgumentParser):
             example = first_example(self.prog.split(" ", 1)[-1])
             return "the inputs take no flag" + (f": {example}" if example else "")
         if name.startswith("--") and not self._is_option(word):
-            longs = sorted(o for o in self._option_string_actions if o.startswith("--"))
-            if meant := near(name, longs):
-                return f"did you mean {meant}?"
+            # Compared without their dashes, which every pair shares (--lr was near --help).
+            longs = sorted(o[2:] for o in self._option_string_actions if o.startswith("--"))
+            if meant := near(name[2:], longs):
+                return f"did you mean --{meant}?"
         return None
 
     def _unknown_options(self) -> list[str]:

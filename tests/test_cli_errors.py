@@ -117,3 +117,15 @@ def test_a_parser_built_for_the_api_reads_its_own_command_line_not_the_last_main
     assert e.value.code == 2
     err = capsys.readouterr().err.splitlines()
     assert err[0] == "sharpen run: error: the following arguments are required: --source", err
+
+
+@pytest.mark.parametrize("argv, wrong", [
+    (["distill", "--config", "c.yaml", "--lr", "3e-4"], "--help"),
+    (["distill", "--config", "c.yaml", "--steps", "5"], "--threads"),
+])
+def test_a_short_option_is_not_near_another_for_the_dashes_they_share(argv, wrong, capsys):
+    """'--lr' and '--help' share their dashes: counted in the spelling's likeness they made a
+    learning rate 'did you mean --help?' and a step count 'did you mean --threads?'."""
+    err = error_of(argv, capsys)
+    assert err[0].startswith("sharpen distill: error: unrecognized arguments: "), err
+    assert wrong not in err[0], err
