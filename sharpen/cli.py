@@ -81,7 +81,8 @@ class _Parser(argparse.ArgumentParser):
         ours = [o for o in OTHER_TOOLS_NAMES.get(name, ()) if o in self._option_string_actions]
         if ours:
             return f"did you mean {ours[0]}?"
-        if name in OTHER_TOOLS_NAMES and any(a.dest == "inputs" for a in self._actions):
+        if OTHER_TOOLS_NAMES.get(name) == _INPUT and any(a.dest == "inputs"
+                                                         for a in self._actions):
             from .help_text import first_example
             example = first_example(self.prog.split(" ", 1)[-1])
             return "the inputs take no flag" + (f": {example}" if example else "")
@@ -118,14 +119,16 @@ class _Parser(argparse.ArgumentParser):
 # Other tools' names for this project's options (ffmpeg's -i, YOLO's --source, a trainer's
 # --checkpoint), each with ours in the order they are tried: the first the command has is meant.
 _INPUT = ("--source", "--data", "--photos", "--sharp")
+# teacher and labels run the teacher alone: its weights are the model they take.
+_MODEL = ("--model", "--weights", "--teacher-weights")
+_WEIGHTS = ("--weights", "--model", "--teacher-weights")
 OTHER_TOOLS_NAMES: dict[str, tuple[str, ...]] = {
     "--input": _INPUT, "--inputs": _INPUT, "-i": _INPUT, "--src": ("--source",),
     "--video": ("--source",), "--camera": ("--source",), "--images": _INPUT,
     "-o": ("--out",), "--output-dir": ("--out",), "--outdir": ("--out",),
     "--out-dir": ("--out",), "--save-dir": ("--out",),
-    "-m": ("--model", "--weights"), "--model": ("--weights",), "--weights": ("--model",),
-    "--checkpoint": ("--weights", "--model"), "--ckpt": ("--weights", "--model"),
-    "-w": ("--weights", "--model"), "--onnx": ("--model",), "--engine": ("--model",),
+    "-m": _MODEL, "--model": _MODEL, "--weights": _MODEL, "--checkpoint": _WEIGHTS,
+    "--ckpt": _WEIGHTS, "-w": _WEIGHTS, "--onnx": ("--model",), "--engine": ("--model",),
     "-j": ("--threads",), "--jobs": ("--threads",), "--num-threads": ("--threads",),
     "--gpu": ("--device", "--provider"), "--cuda": ("--device", "--provider"),
     "-q": ("--quiet",),

@@ -84,6 +84,13 @@ def test_a_misspelled_name_the_command_checks_gets_did_you_mean(argv, meant, tmp
     (["export", "--model", "fast", "--out", "e/"], "--model (did you mean --weights?)"),
     (["teacher", "--input", "photos/", "--out", "sharp/"],
      "--input (the inputs take no flag: sharpen teacher photos/ --out sharp/)"),
+    # the teacher's weights are not an input: they were told "the inputs take no flag"
+    (["teacher", "photos/", "--out", "sharp/", "--checkpoint", "t.pt"],
+     "--checkpoint t.pt (did you mean --teacher-weights?)"),
+    (["teacher", "photos/", "--out", "sharp/", "-m", "t.pt"],
+     "-m t.pt (did you mean --teacher-weights?)"),
+    (["labels", "--data", "d/", "--out", "o/", "--checkpoint", "t.pt"],
+     "--checkpoint t.pt (did you mean --teacher-weights?)"),
 ])
 def test_other_tools_option_names_point_at_ours(argv, said, capsys):
     err = error_of(argv, capsys)
