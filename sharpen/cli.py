@@ -61,17 +61,29 @@ class _Parser(argparse.ArgumentParser):
             return f"{message}; {suggestion}" if suggestion else message
         unknown = self._unknown_options()
         if unknown and message.startswith("the following arguments are required"):
-            # A misspelled required option (--modle) is why "--model is required": say that.
-            message = f"unrecognized arguments: {' '.join(unknown)}"
+            missing = set(re.findall(r"--[\w-]+", message))
+            named = {o for u in unknown for o in re.findall(r"--[\w-]+", self._meant(u) or "")}
+            unrecognized = f"unrecognized arguments: {' '.join(unknown)}"
+            if named & missing:
+                # A misspelled required option (--modle) is why "--model is required": say that.
+                message = unrecognized
+            else:   # both, or the missing one comes to light only on the next try
+                return f"{message}; {unrecognized}{self._hints(unknown)}"
         if message.startswith("unrecognized arguments"):
-            meant = {u: c for u in unknown if (c := self._meant(u))}
-            if len(meant) == 1 and len(unknown) == 1:
-                message += f" ({next(iter(meant.values()))})"
-            elif meant:
-                said = ", ".join(f"{c.removeprefix('did you mean ').rstrip('?')} for {u}"
-                                 for u, c in meant.items())
-                message += f" (did you mean {said}?)"
+            message += self._hints(unknown)
         return message
+
+    def _hints(self, unknown: list[str]) -> str:
+        """" (did you mean --model?)", or " (did you mean --model for -m, --out for -o?)", for
+        the unknown options with a suggestion; else ""."""
+        meant = {u: c for u in unknown if (c := self._meant(u))}
+        if len(meant) == 1 and len(unknown) == 1:
+            return f" ({next(iter(meant.values()))})"
+        if meant:
+            said = ", ".join(f"{c.removeprefix('did you mean ').rstrip('?')} for {u}"
+                             for u, c in meant.items())
+            return f" (did you mean {said}?)"
+        return ""
 
     def _meant(self, word: str) -> str | None:
         """"did you mean --model?" for an option this command lacks: its name for another

@@ -136,3 +136,15 @@ def test_a_short_option_is_not_near_another_for_the_dashes_they_share(argv, wron
     err = error_of(argv, capsys)
     assert err[0].startswith("sharpen distill: error: unrecognized arguments: "), err
     assert wrong not in err[0], err
+
+
+def test_a_missing_required_option_is_still_named_beside_an_unrelated_unknown_one(capsys):
+    """`sharpen run --model m.onnx --fast` said only "unrecognized arguments: --fast": the
+    --source it lacks came to light on the next try. A misspelled required option (--modle,
+    --input for --source) is still named alone, as the reason it is missing."""
+    err = error_of(["run", "--model", "m.onnx", "--fast"], capsys)
+    assert err[0] == ("sharpen run: error: the following arguments are required: --source; "
+                      "unrecognized arguments: --fast"), err
+    assert "e.g. sharpen run " in err[1]
+    err = error_of(["run", "--model", "m.onnx", "--input", "in.mp4"], capsys)
+    assert err[0] == "sharpen run: error: unrecognized arguments: --input (did you mean --source?)"
