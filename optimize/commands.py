@@ -180,8 +180,15 @@ def idle_calibration_flags(args: argparse.Namespace) -> str | None:
     formats = parse_formats(args.formats)
     if formats is None or any(FORMATS[f].needs_calibration for f in formats):
         return None
-    words = [w.split("=", 1)[0] for w in getattr(args, "argv", None) or ()]   # as typed
-    given = list(dict.fromkeys(w for w in words if w in INT8_ONLY_FLAGS))
+
+    def flag(word: str) -> str | None:   # as argparse reads it: --calib-meth is --calib-method
+        # (--calib, an option of its own, starts three of them: no one flag)
+        name = word.split("=", 1)[0]
+        named = [f for f in INT8_ONLY_FLAGS if f == name or name.startswith("--")
+                 and len(name) > 2 and f.startswith(name)]
+        return named[0] if len(named) == 1 else None
+
+    given = list(dict.fromkeys(f for w in getattr(args, "argv", None) or () if (f := flag(w))))
     if not given:
         return None
     said = ", ".join(given[:-1]) + " and " * (len(given) > 1) + given[-1]

@@ -148,3 +148,15 @@ def test_a_missing_required_option_is_still_named_beside_an_unrelated_unknown_on
     assert "e.g. sharpen run " in err[1]
     err = error_of(["run", "--model", "m.onnx", "--input", "in.mp4"], capsys)
     assert err[0] == "sharpen run: error: unrecognized arguments: --input (did you mean --source?)"
+
+
+def test_an_abbreviated_calibration_option_is_warned_about_too():
+    """argparse takes --calib-meth for --calib-method: the warning read the words as typed and
+    missed it."""
+    from optimize.commands import idle_calibration_flags
+    argv = ["export", "--weights", "fast", "--out", "e/", "--formats", "onnx", "--calib-meth",
+            "minmax", "--perc=99.9", "--calib", "in/"]
+    args = build_parser().parse_args(argv)
+    args.argv = argv
+    said = idle_calibration_flags(args)
+    assert said and said.startswith("--calib-method and --percentile have no effect"), said
