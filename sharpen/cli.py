@@ -57,7 +57,7 @@ class _Parser(argparse.ArgumentParser):
             return f"unrecognized arguments: {borrowed[0]} ({self._meant(borrowed[0])})"
         if m := re.fullmatch(r"argument (\S+): invalid choice: '(.*)' \(choose from (.*)\)",
                              message):
-            suggestion = did_you_mean(m.group(2), re.findall(r"'([^']*)'", m.group(3)))
+            suggestion = _choice_hint(m.group(2), re.findall(r"'([^']*)'", m.group(3)))
             return f"{message}; {suggestion}" if suggestion else message
         unknown = self._unknown_options()
         if unknown and message.startswith("the following arguments are required"):
@@ -147,7 +147,7 @@ OTHER_TOOLS_NAMES: dict[str, tuple[str, ...]] = {
 }
 
 
-def did_you_mean(word: str, choices: list[str]) -> str:
+def _choice_hint(word: str, choices: list[str]) -> str:
     """"did you mean 'run'?" for a word near one of `choices` (a typo, or a prefix), else ""."""
     meant = near(word, choices)
     return f"did you mean '{meant}'?" if meant else ""
