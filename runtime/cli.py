@@ -60,6 +60,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     output = p.add_argument_group("output")
     perf = p.add_argument_group("performance")
     cap = p.add_argument_group("cameras and streams")
+    rec = p.add_argument_group("recording for days (a video --out cut into files)")
     adv = p.add_argument_group("advanced")
     need.add_argument("--model", required=True, metavar="FILE",
                    help="exported model: .onnx (ONNX Runtime), .engine/.plan (TensorRT), "
@@ -141,15 +142,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to; "
                         "refused, naming what changed, where the model, the source or an "
                         "option that shapes the frames differs")
-    output.add_argument("--segment", type=float, default=None, metavar="S",
+    rec.add_argument("--segment", type=float, default=None, metavar="S",
                    help="cut a video --out into files of S seconds of video each, closed "
                         "whole at a frame boundary and named STEM-NNNNNN-YYYYmmdd-HHMMSS.EXT "
                         "(the number counted on across restarts, the time the segment began; "
                         "--out itself is not written)")
-    output.add_argument("--keep-segments", type=int, default=None, metavar="N",
+    rec.add_argument("--keep-segments", type=int, default=None, metavar="N",
                    help="with --segment, keep the last N segments, removing the oldest as "
                         "each closes (default: all)")
-    output.add_argument("--keep-gb", type=float, default=None, metavar="GB",
+    rec.add_argument("--keep-gb", type=float, default=None, metavar="GB",
                    help="with --segment, keep the newest segments that fit in GB gigabytes "
                         "(10^9 bytes), removing the oldest as each closes; the one being "
                         "written comes on top (default: all)")
