@@ -1,9 +1,10 @@
 """The training data loader's plumbing: which samples each step reads, how many loader processes
 this machine's cores allow, and loader workers that leave stop signals to the training process.
 
-Batches are a pure function of (seed, step, rank): `StepSampler` hands out dataset indices by
-global step, which is what makes resume and multi-rank training reproducible (a shuffled
-DistributedSampler would need its epoch/offset state restored as well).
+Batches are a pure function of (seed, step, rank) and the samples taken before a resume:
+`StepSampler` hands out dataset indices by global step, which is what makes resume and
+multi-rank training reproducible (a shuffled DistributedSampler would need its epoch/offset
+state restored as well).
 """
 from __future__ import annotations
 
@@ -19,16 +20,23 @@ from runtime.console import count
 
 class StepSampler(Sampler[int]):
     """Indices for steps start_step.. : batch b of rank r at step s gets
-    ((s * world + r) * b + j) mod len(dataset). Stateless, so resume needs only the step."""
+    start_sample + ((s - start_step) * world + r) * b + j, mod len(dataset). Stateless, so a
+    resume needs only the step and the samples taken before it (start_sample; by default those
+    of an unbroken run at this batch of a step, start_step * world * b). A resume under
+    another number of processes or batch size goes on at the first sample not yet trained on,
+    as Megatron's consumed_samples does: counted from the step alone, the crop stream jumped
+    back (training on the same crops again) or ahead."""
 
     def __init__(self, n: int, batch_size: int, start_step: int, total_steps: int,
-                 rank: int = 0, world: int = 1):
+                 rank: int = 0, world: int = 1, start_sample: int | None = None):
         self.n, self.b, self.start, self.total = n, batch_size, start_step, total_steps
         self.rank, self.world = rank, world
+        self.start_sample = start_step * world * batch_size if start_sample is None \
+            else start_sample
 
     def __iter__(self) -> Iterator[int]:
         for s in range(self.start, self.total):
-            base = (s * self.world + self.rank) * self.b
+            base = self.start_sample + ((s - self.start) * self.world + self.rank) * self.b
             for j in range(self.b):
                 yield (base + j) % self.n
 

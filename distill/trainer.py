@@ -81,6 +81,17 @@ def _all_reduce_kept(t: torch.Tensor, op=dist.ReduceOp.SUM) -> None:
     _last_collective = (work, t)
 
 
+def _samples_taken(ck: dict, batch: int, world: int) -> int:
+    """The training samples a checkpoint's run took by its step: as it recorded them, else
+    (an older version's) by its step at the batch of a step it recorded, or this run's."""
+    if isinstance(ck.get("samples"), int):
+        return ck["samples"]
+    before = ck.get("processes")
+    b = ((ck.get("config") or {}).get("data") or {}).get("batch_size")
+    return int(ck["step"]) * (before if isinstance(before, int) else world) * \
+        (b if isinstance(b, int) else batch)
+
+
 def _trained_past_start(best: Path) -> bool:
     """Whether best.pt holds trained weights: val_start=true writes it at step 0 with the
     weights the run starts from, so a run killed before its first last.pt left nothing to keep
@@ -164,6 +175,10 @@ class Trainer:
         self.sched = torch.optim.lr_scheduler.LambdaLR(self.opt, lr_lambda(cfg))
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.cuda and cfg.amp)
         self.step = 0
+        # (step, samples taken by then): where the crop stream stood when this run began or
+        # resumed, so a resume under another batch of a step goes on from there
+        self._sample_origin = (0, 0)
+        self._resume_warnings: list[str] = []   # fit says them, in train.log too
         self.best: Optional[float] = None
         self.best_step: Optional[int] = None   # the step best.pt holds (None: not known)
         self.metrics: dict = {}
@@ -196,6 +211,12 @@ class Trainer:
                       "a CPU, then faster steps); compile=false skips it", file=sys.stderr)
 
     # -- checkpoints
+    @property
+    def samples_taken(self) -> int:
+        """The training samples (crops) of every process taken by this step."""
+        step, taken = self._sample_origin
+        return taken + (self.step - step) * self.dist.world * self.cfg.data.batch_size
+
     def _checkpoint(self, full: bool) -> dict:
         extra = {}
         if full:
@@ -205,6 +226,7 @@ class Trainer:
         # In every checkpoint, slim ones too: a resume from a stepN.pt or best.pt under another
         # process count changes the batch of a step as one from last.pt does.
         extra["processes"] = self.dist.world
+        extra["samples"] = self.samples_taken
         # Slim ones too: best.pt is what a colleague is handed, and what they reproduce.
         extra["environment"] = self._env
         extra["lineage"] = self._lineage
@@ -346,6 +368,8 @@ class Trainer:
         # its model is the EMA weights, which the EMA goes on from.
         self.ema.load_state_dict(ck["model"] if ck.get("ema") is None else ck["ema"])
         self.step = int(ck["step"])
+        self._sample_origin = (self.step, _samples_taken(ck, self.cfg.data.batch_size,
+                                                         self.dist.world))
         if "optimizer" in ck:
             self.opt.load_state_dict(ck["optimizer"])
             self.sched.load_state_dict(ck["scheduler"])
@@ -402,23 +426,25 @@ class Trainer:
             print(f"resumed from {path} at step {self.step}{exact}", file=sys.stderr)
         before = ck.get("processes")
         b, world = self.cfg.data.batch_size, self.dist.world
+        # Said by fit, which writes train.log too: where a user looks back at a run moved
+        # from 4 GPUs to 1.
         if isinstance(before, int) and before != world and self.dist.main:
-            warnings.warn(f"{path} was trained by {count(before, 'process', 'processes')}, "
-                          "this run has "
-                          f"{world}: data.batch_size ({b}) is per process, so the "
-                          f"batch of a step changes from {before * b} to {world * b}",
-                          SharpenWarning)
+            self._resume_warnings.append(
+                f"{path} was trained by {count(before, 'process', 'processes')}, this run has "
+                f"{world}: data.batch_size ({b}) is per process, so the batch of a step "
+                f"changes from {before * b} to {world * b}; the learning rate is not scaled "
+                f"with it (optim.lr {self.cfg.optim.lr:g} as set)")
         elif not isinstance(before, int) and self.step and self.dist.main:
             # Saved by a version from before the count was kept: a resume under another
             # torchrun --nproc_per_node changed the batch of a step unsaid. Not at step 0 (no
             # step taken at any batch): `sharpen grow` writes its checkpoints there, and this
             # version's were called an older version's.
-            warnings.warn(f"{path} does not record how many processes trained it (saved by an "
-                          f"older version): this run has {count(world, 'process', 'processes')}"
-                          f" at data.batch_size {b} per process, {world * b} crops a step; if it "
-                          "was trained by another number of processes (torchrun "
-                          "--nproc_per_node), the batch of a step changes with it",
-                          SharpenWarning)
+            self._resume_warnings.append(
+                f"{path} does not record how many processes trained it (saved by an "
+                f"older version): this run has {count(world, 'process', 'processes')}"
+                f" at data.batch_size {b} per process, {world * b} crops a step; if it "
+                "was trained by another number of processes (torchrun "
+                "--nproc_per_node), the batch of a step changes with it")
         changes = config_changes(ck.get("config") or {}, self.cfg.to_dict())
         if changes and self.dist.main:
             self._earlier_config = ck["config"], changes
@@ -687,6 +713,8 @@ class Trainer:
         def warn(msg: str) -> None:   # on the console, --quiet or not, and in train.log
             warnings.warn(msg, SharpenWarning)
             log_lines.append(f"warning: {msg}")
+        for msg in self._resume_warnings:
+            warn(msg)
         workers = loader_workers(cfg.data.workers)
         # Rank 0 only, for all: every process on a machine gets the same share (torchrun starts
         # them with its CPU affinity), and another machine's differ only with its cores.
@@ -762,7 +790,7 @@ class Trainer:
         finally:
             self._agree_started(started)
         sampler = StepSampler(len(train_ds), cfg.data.batch_size, self.step, cfg.optim.steps,
-                              self.dist.rank, self.dist.world)
+                              self.dist.rank, self.dist.world, self.samples_taken)
         loader = DataLoader(train_ds, batch_size=cfg.data.batch_size, sampler=sampler,
                             num_workers=workers, pin_memory=self.cuda,
                             persistent_workers=False, drop_last=True,

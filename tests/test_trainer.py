@@ -3718,3 +3718,58 @@ def test_validation_curves_keep_an_older_versions_ssim_apart(tmp_path):
     series = ssim_series(older + newer)
     assert series["model_gt_ssim"] == [(30, 0.9465), (40, 0.9465)]
     assert series["model_gt_ssim, an older version's SSIM"] == [(10, 0.9494), (20, 0.9494)]
+
+
+@pytest.mark.filterwarnings(   # the resume changes data.batch_size and optim.steps on purpose
+    "ignore:resuming .* with settings of its own changed:runtime.warn.SharpenWarning")
+def test_a_resume_at_another_batch_of_a_step_goes_on_from_the_crops_already_seen(
+        tmp_path, monkeypatch):
+    """A step's crops were those at positions (step * processes + rank) * batch: a run resumed
+    with another batch of a step (another torchrun --nproc_per_node, a node lost, or another
+    data.batch_size) jumped in the crop stream, from 4 processes to 1 training again on the
+    very crops (same image, same crop: each is a function of its position) of the last three
+    quarters of the steps taken, and from 1 to 4 skipping ahead. The run now goes on at the
+    first crop not yet trained on."""
+    from distill.data.synthetic import SyntheticBlurDataset   # tiny_cfg's training set
+    seen: list[int] = []
+    getitem = SyntheticBlurDataset.__getitem__
+
+    def spy(self, index):
+        seen.append(index)
+        return getitem(self, index)
+
+    monkeypatch.setattr(SyntheticBlurDataset, "__getitem__", spy)
+    train(tiny_cfg(tmp_path / "r", 3), quiet=True)   # batch 2: crops 0..5
+    assert seen == list(range(6))
+    seen.clear()
+    train(tiny_cfg(tmp_path / "r", 5, **{"data.batch_size": 4}), quiet=True)
+    assert seen == list(range(6, 14))
+    assert read_checkpoint(tmp_path / "r" / "last.pt")["samples"] == 14
+    seen.clear()
+    train(tiny_cfg(tmp_path / "r", 6, **{"data.batch_size": 4}), quiet=True)
+    assert seen == list(range(14, 18))
+
+
+def test_the_step_sampler_hands_each_rank_its_share_from_where_the_run_got_to():
+    from distill.train_loader import StepSampler
+    ranks = [list(StepSampler(10**9, 2, 5, 7, r, 2, start_sample=10)) for r in (0, 1)]
+    assert ranks == [[10, 11, 14, 15], [12, 13, 16, 17]]
+    # without it, the positions of an unbroken run at this batch of a step
+    assert list(StepSampler(10**9, 2, 5, 6, 1, 2)) == [22, 23]
+
+
+def test_a_resume_under_another_process_count_is_in_train_log_with_its_learning_rate(tmp_path):
+    """The warning that the batch of a step changed with the process count was said on the
+    console alone: train.log, where a user looks back at a run moved from 4 GPUs to 1, did
+    not say it, nor that the learning rate is not scaled with the batch."""
+    from distill.checkpoint import atomic_save
+    train(tiny_cfg(tmp_path / "r", 2, **{"optim.lr": 0.002}), quiet=True)
+    last = tmp_path / "r" / "last.pt"
+    ck = read_checkpoint(last)
+    atomic_save({**ck, "processes": 2}, last)   # as a torchrun --nproc_per_node 2 run saves it
+    said = ("r/last.pt was trained by 2 processes, this run has 1: data.batch_size (2) is per "
+            "process, so the batch of a step changes from 4 to 2; the learning rate is not "
+            "scaled with it (optim.lr 0.002 as set)")
+    with pytest.warns(SharpenWarning, match=re.escape(said)):
+        train(tiny_cfg(tmp_path / "r", 4, **{"optim.lr": 0.002}), quiet=True)
+    assert f"warning: {tmp_path / said}" in (tmp_path / "r" / "train.log").read_text()
