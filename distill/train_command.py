@@ -70,7 +70,7 @@ def _train(args: argparse.Namespace, task: str) -> int:
     from .teacher import set_torch_threads
     set_torch_threads(args.threads, note_line if DistInfo.from_env().main else None)
     from .interrupts import TrainingInterrupted, resume_hint
-    from .trainer import TrainingDiverged, run_training
+    from .trainer import ProcessLost, TrainingDiverged, run_training
     from .config import run_folder_of
     # `--config RUN/config.yaml out=NEW`: a run reproduced, compared with the one it copies.
     reference = run_folder_of(args.config)
@@ -88,7 +88,7 @@ def _train(args: argparse.Namespace, task: str) -> int:
         if DistInfo.from_env().main:   # under torchrun every rank stops: say it once
             print(f"sharpen {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
-    except TrainingDiverged as e:
+    except (TrainingDiverged, ProcessLost) as e:
         raise SharpenError(str(e), exit_code=1) from None
     from .dist import DistInfo
     if not DistInfo.from_env().main:   # under torchrun: rank 0 validates and reports

@@ -34,7 +34,8 @@ import torch.nn as nn
 from torch.utils.data import DataLoader
 
 from runtime.atomic import atomic_write_bytes
-from runtime.cli_errors import drop_gone_outputs, said_after_hang_up, signals_to_take
+from runtime.cli_errors import (STOP_SIGNALS, drop_gone_outputs, said_after_hang_up,
+                                signals_to_take)
 from runtime.console import count, first_line
 from runtime.warn import SharpenWarning
 
@@ -895,6 +896,17 @@ class Trainer:
                     break
             else:
                 self._text(f"finished at step {self.step}; {self.best_text()}")
+        except RuntimeError as e:
+            if not (self.dist.enabled and _peer_lost(e)):
+                raise
+            # torchrun sends the others SIGTERM once it sees a worker gone: held back from
+            # here, or it cut this one off before its line, as it did gloo's traceback.
+            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *STOP_SIGNALS})
+            msg = (f"another process of this torchrun job stopped (killed, out of memory or "
+                   f"crashed: torchrun's report below names it) at step {self.step}; this one "
+                   f"stops too. {self._last_saved_text()}")
+            self._text(f"error: {msg}")
+            raise ProcessLost(msg) from None
         finally:
             shut_down_workers(batches)
             if bar is not None:
@@ -928,6 +940,17 @@ class Trainer:
             raise TrainingDiverged(
                 f"training diverged by step {self.step}: {what}; not saved, "
                 f"{self._kept_text()}. {TrainingDiverged.REMEDY}")
+
+    def _last_saved_text(self) -> str:
+        """What a run stopped by the loss of another process goes on from."""
+        last = self.out / "last.pt"
+        try:
+            step = read_checkpoint(last, mmap=True).get("step")
+        except (CheckpointError, OSError):
+            return (f"No checkpoint was written in {self.out} yet, so the same command starts "
+                    "over")
+        return (f"{last} (step {step}) is intact: {resume_hint(self.cfg)} (with this or another "
+                "--nproc_per_node)")
 
     def _kept_text(self) -> str:
         """What a diverged run leaves to go on from: its last checkpoint, or none yet."""
@@ -1192,6 +1215,20 @@ def _pause_bar(bar, seconds: float) -> None:
     if bar is not None:
         bar.start_t += seconds
         bar.last_print_t += seconds
+
+
+class ProcessLost(RuntimeError):
+    """Another process of the torchrun job is gone (killed, out of memory, crashed, its node
+    lost): a collective with it failed."""
+
+
+def _peer_lost(e: RuntimeError) -> bool:
+    """Whether `e` is a collective's failure for want of a peer: gloo raises a plain
+    RuntimeError ("Connection reset by peer"), NCCL and the store torch.distributed's
+    DistError."""
+    text = str(e)
+    return isinstance(e, dist.DistError) or any(k in text for k in (
+        "gloo", "NCCL", "Connection reset by peer", "Connection closed by peer"))
 
 
 class TrainingDiverged(RuntimeError):

@@ -3773,3 +3773,59 @@ def test_a_resume_under_another_process_count_is_in_train_log_with_its_learning_
     with pytest.warns(SharpenWarning, match=re.escape(said)):
         train(tiny_cfg(tmp_path / "r", 4, **{"optim.lr": 0.002}), quiet=True)
     assert f"warning: {tmp_path / said}" in (tmp_path / "r" / "train.log").read_text()
+
+
+# Run by torchrun in the test below: process 1 is killed (kill -9, the kernel's OOM killer, a
+# lost node) after step 5, once last.pt holds step 4.
+_KILLED_RANK = """
+import os, signal, sys
+from distill.trainer import Trainer
+step = Trainer._train_step
+
+def step_then_die(self, batch):
+    out = step(self, batch)
+    if self.dist.rank == 1 and self.step == 4:   # its 5th step
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+Trainer._train_step = step_then_die
+from sharpen.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_rank_ends_the_job_with_one_line_naming_the_checkpoint_to_resume(tmp_path):
+    """kill -9 of one torchrun worker: process 0 died on gloo's "Connection reset by peer.
+    This is typically caused by a remote worker hanging ... GLHF!" traceback, and train.log
+    ended at the last step logged, saying nothing of the stop."""
+    import os
+    import signal
+    import socket
+
+    out = tmp_path / "run"
+    base = _cli_teacher_run(tmp_path, out, workers=0)
+    script = tmp_path / "killed_rank.py"
+    script.write_text(_KILLED_RANK)
+    with socket.socket() as s:
+        s.bind(("", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+           f"--master_port={port}", str(script), *base[3:], "optim.steps=100", "ckpt_every=4",
+           "device=cpu"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            start_new_session=True)
+    try:
+        said, _ = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode != 0
+    line = ("sharpen train-teacher: error: another process of this torchrun job stopped "
+            "(killed, out of memory or crashed: torchrun's report below names it) at step 5; "
+            f"this one stops too. {out / 'last.pt'} (step 4) is intact: run the same command "
+            "to resume (with this or another --nproc_per_node)")
+    assert line in said, said[-3000:]
+    assert "[rank0]: Traceback" not in said and "GLHF" not in said, said[-3000:]
+    assert line.split("error: ")[1] in (out / "train.log").read_text()
+    assert read_checkpoint(out / "last.pt")["step"] == 4
