@@ -212,6 +212,12 @@ class Trainer:
                       "a CPU, then faster steps); compile=false skips it", file=sys.stderr)
 
     # -- checkpoints
+    def _batch_text(self) -> str:
+        b, crop, world = self.cfg.data.batch_size, self.cfg.data.crop, self.dist.world
+        if world == 1:
+            return f"batch {b} per process of {crop} px crops"
+        return f"batch {b} per process, {world * b} crops of {crop} px a step"
+
     @property
     def samples_taken(self) -> int:
         """The training samples (crops) of every process taken by this step."""
@@ -803,8 +809,8 @@ class Trainer:
         n_params = count_params(self.model)
         self._text(f"{'resumed at' if self.step else 'started'} step {self.step} of "
                    f"{cfg.optim.steps}: {self.arch} ({n_params / 1e6:.2f} M parameters) on "
-                   f"{self.device}, {count(self.dist.world, 'process', 'processes')}, batch "
-                   f"{cfg.data.batch_size} per process of {cfg.data.crop} px crops, "
+                   f"{self.device}, {count(self.dist.world, 'process', 'processes')}, "
+                   f"{self._batch_text()}, "
                    f"{len(getattr(train_ds, 'items', getattr(train_ds, 'sharp', ())))} "
                    f"training images, {len(val_items)} validation images; "
                    f"settings in config.yaml; {self._command_record()}{self._repeated}")

@@ -938,6 +938,9 @@ def test_ddp_two_processes_identical_weights(ddp_job, tmp_path):
     for k in a["state"]:
         assert torch.equal(a["state"][k], b["state"][k]), k
     assert (d / "ddp" / "last.pt").exists()
+    # the batch of a step, which data.batch_size (per process) alone did not say
+    started = (d / "ddp" / "train.log").read_text()
+    assert "on cpu, 2 processes, batch 2 per process, 4 crops of 32 px a step, " in started
     # each rank joins the weights check before a snapshot, process 0 alone writes it
     assert [p.name for p in (d / "ddp").glob("step*.pt")] == ["step2.pt"]
     assert load_student(d / "ddp" / "step2.pt")[1]["step"] == 2
