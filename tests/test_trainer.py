@@ -3761,6 +3761,8 @@ def test_the_step_sampler_hands_each_rank_its_share_from_where_the_run_got_to():
     assert list(StepSampler(10**9, 2, 5, 6, 1, 2)) == [22, 23]
 
 
+@pytest.mark.filterwarnings(   # the resume raises optim.steps on purpose
+    "ignore:resuming .* with settings of its own changed:runtime.warn.SharpenWarning")
 def test_a_resume_under_another_process_count_is_in_train_log_with_its_learning_rate(tmp_path):
     """The warning that the batch of a step changed with the process count was said on the
     console alone: train.log, where a user looks back at a run moved from 4 GPUs to 1, did
