@@ -819,6 +819,7 @@ DDP_PHASES = {
     "test_ddp_going_back_and_starting_over_move_and_remove_on_process_0_alone": "history",
     "test_ddp_two_processes_identical_weights": "weights",
     "test_train_log_records_the_torchrun_command_a_user_would_run_again": "weights",
+    "test_ddp_two_processes_at_batch_b_train_as_one_process_at_batch_2b": "weights",
     "test_ddp_a_signal_during_rank0_validation_stops_every_rank_there": "val_signal",
     "test_ddp_when_process_0_cannot_start_the_others_stop_without_a_traceback": "no_start",
 }
@@ -1891,6 +1892,28 @@ def test_the_closing_lines_give_best_pts_own_step_and_score(tmp_path, capsys):
     assert (none / "train.log").read_text().splitlines()[-1].endswith(
         "finished at step 2; nothing was validated: no best.pt")
     assert capsys.readouterr().out.strip() == f"done: {none / 'last.pt'}"
+
+
+def test_ddp_two_processes_at_batch_b_train_as_one_process_at_batch_2b(ddp_job, tmp_path):
+    """What a user moving between 1 and N GPUs at the same crops a step expects: the same
+    steps. Each process's share of a step is its slice of the one-process batch, so the logged
+    losses and the weights agree up to the order of float sums."""
+    from sharpen.cli import main
+    d = ddp_job.phase("weights")
+    args = [a for a in ddp_job_phases(d)["weights"] if not a.startswith(("out=", "data.batch"))]
+    assert main([*args, f"out={tmp_path / 'one'}", "data.batch_size=4"]) == 0
+
+    def losses(run):
+        return [json.loads(ln)["loss"] for ln in (run / "metrics.jsonl").read_text().splitlines()
+                if '"loss"' in ln]
+    assert losses(tmp_path / "one") == pytest.approx(losses(d / "ddp"), rel=1e-5)
+    a, b = read_checkpoint(d / "ddp" / "last.pt"), read_checkpoint(tmp_path / "one" / "last.pt")
+    for k in a["model"]:
+        assert torch.allclose(a["model"][k], b["model"][k], atol=1e-5), k
+
+
+def ddp_job_phases(phase_dir) -> dict:
+    return json.loads((phase_dir.parent / "phases.json").read_text())
 
 
 def test_train_log_records_the_torchrun_command_a_user_would_run_again(ddp_job, monkeypatch):
