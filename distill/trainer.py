@@ -909,8 +909,8 @@ class Trainer:
             # here, or it cut this one off before its line, as it did gloo's traceback.
             signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *STOP_SIGNALS})
             msg = (f"another process of this torchrun job stopped (killed, out of memory or "
-                   f"crashed: torchrun's report below names it) at step {self.step}; this one "
-                   f"stops too. {self._last_saved_text()}")
+                   f"crashed: torchrun's report names it) at step {self.step}; this one "
+                   f"stops too{self._save_what_is_left()}")
             self._text(f"error: {msg}")
             raise ProcessLost(msg) from None
         finally:
@@ -947,16 +947,27 @@ class Trainer:
                 f"training diverged by step {self.step}: {what}; not saved, "
                 f"{self._kept_text()}. {TrainingDiverged.REMEDY}")
 
-    def _last_saved_text(self) -> str:
-        """What a run stopped by the loss of another process goes on from."""
+    def _save_what_is_left(self) -> str:
+        """After another process is lost: process 0 saves last.pt at the step it got to, as a
+        Ctrl-C does. Its state is that step's whatever collective failed: the only one within
+        a step is the gradient exchange, before the optimizer step. Not weights gone NaN/inf
+        (the check with the others cannot run): they would replace a good last.pt. Said as
+        the end of the error's sentence."""
         last = self.out / "last.pt"
+        finite = all(torch.isfinite(p).all() for p in
+                     chain(self.model.parameters(), self.ema.parameters()))
+        if self.dist.main and finite:
+            with contextlib.suppress(OSError):
+                self.save()
+                return (f", having saved {last} at that step: {resume_hint(self.cfg)} (with "
+                        "this or another --nproc_per_node)")
         try:
             step = read_checkpoint(last, mmap=True).get("step")
         except (CheckpointError, OSError):
-            return (f"No checkpoint was written in {self.out} yet, so the same command starts "
+            return (f". No checkpoint was written in {self.out} yet, so the same command starts "
                     "over")
-        return (f"{last} (step {step}) is intact: {resume_hint(self.cfg)} (with this or another "
-                "--nproc_per_node)")
+        return (f". {last} (step {step}) is intact: {resume_hint(self.cfg)} (with this or "
+                "another --nproc_per_node)")
 
     def _kept_text(self) -> str:
         """What a diverged run leaves to go on from: its last checkpoint, or none yet."""
