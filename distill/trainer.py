@@ -958,6 +958,13 @@ class Trainer:
                      chain(self.model.parameters(), self.ema.parameters()))
         if self.dist.main and finite:
             with contextlib.suppress(OSError):
+                # The snapshot due at this step as well, before last.pt as the step's own save
+                # writes it: the resumed run goes on after this step and never writes it.
+                every = self.cfg.snapshot_every
+                if every and self.step and self.step % every == 0 and (
+                        not (self.out / f"step{self.step}.pt").exists()
+                        or foreign(self.out / f"step{self.step}.pt", self.out, self._run_id)):
+                    self.snapshot()
                 self.save()
                 return (f", having saved {last} at that step: {resume_hint(self.cfg)} (with "
                         "this or another --nproc_per_node)")

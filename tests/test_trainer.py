@@ -3804,15 +3804,17 @@ def test_a_resume_under_another_process_count_is_in_train_log_with_its_learning_
 
 
 # Run by torchrun in the test below: process 1 is killed (kill -9, the kernel's OOM killer, a
-# lost node) after step 5, once last.pt holds step 4.
+# lost node) after step 5, once last.pt holds step 4. Not at once: process 0 has then had
+# step 5's gradients and waits in the step's next exchange, the step a snapshot is due at.
 _KILLED_RANK = """
-import os, signal, sys
+import os, signal, sys, time
 from distill.trainer import Trainer
 step = Trainer._train_step
 
 def step_then_die(self, batch):
     out = step(self, batch)
     if self.dist.rank == 1 and self.step == 4:   # its 5th step
+        time.sleep(2)
         os.kill(os.getpid(), signal.SIGKILL)
     return out
 
@@ -3839,7 +3841,7 @@ def test_a_killed_rank_ends_the_job_with_one_line_naming_the_checkpoint_to_resum
         port = s.getsockname()[1]
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
            f"--master_port={port}", str(script), *base[3:], "optim.steps=100", "ckpt_every=4",
-           "device=cpu"]
+           "snapshot_every=5", "device=cpu"]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
@@ -3861,3 +3863,6 @@ def test_a_killed_rank_ends_the_job_with_one_line_naming_the_checkpoint_to_resum
     assert "[rank0]: Traceback" not in said and "GLHF" not in said, said[-3000:]
     assert found[1] in (out / "train.log").read_text()
     assert read_checkpoint(out / "last.pt")["step"] == int(found[2])
+    # Saved at step 5, the snapshot due there too: the resumed run goes on after it and never
+    # writes it (step 4: none due)
+    assert (out / "step5.pt").exists() == (found[2] == "5"), found[2]
