@@ -905,9 +905,13 @@ class Trainer:
         except RuntimeError as e:
             if not (self.dist.enabled and _peer_lost(e)):
                 raise
-            # torchrun sends the others SIGTERM once it sees a worker gone: held back from
-            # here, or it cut this one off before its line, as it did gloo's traceback.
-            signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, *STOP_SIGNALS})
+            # torchrun sends the others SIGTERM once it sees a worker gone, at any time from
+            # here to the exit: ignored for good, or it cut this one off before its line (as
+            # it did gloo's traceback) or put "interrupted (SIGTERM)" in its place. Not a
+            # signal mask: that is the main thread's alone, and gloo's threads take the signal.
+            for s in (signal.SIGINT, *STOP_SIGNALS):
+                signal.signal(s, signal.SIG_IGN)
+            handlers = {}
             msg = (f"another process of this torchrun job stopped (killed, out of memory or "
                    f"crashed: torchrun's report names it) at step {self.step}; this one "
                    f"stops too{self._save_what_is_left()}")

@@ -236,8 +236,9 @@ def _stop_signals_as_interrupt():
     try:
         yield
     finally:
-        for s in taken:
-            signal.signal(s, signal.SIG_DFL)
+        for s in taken:   # not one set since (ignored by a trainer ending on a lost process)
+            if signal.getsignal(s) is raise_terminated:
+                signal.signal(s, signal.SIG_DFL)
 
 
 def _as_overrides(argv: list[str], extra: list[str]) -> str:

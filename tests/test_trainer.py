@@ -3819,6 +3819,16 @@ def step_then_die(self, batch):
     return out
 
 Trainer._train_step = step_then_die
+# torchrun's SIGTERM to the others once it sees process 1 gone, here as late as it can come:
+# once process 0 has saved and is leaving
+import torch.distributed as dist
+destroy = dist.destroy_process_group
+
+def destroy_after_sigterm(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGTERM)
+    return destroy(*args, **kwargs)
+
+dist.destroy_process_group = destroy_after_sigterm
 from sharpen.cli import main
 sys.exit(main(sys.argv[1:]))
 """
@@ -3861,6 +3871,9 @@ def test_a_killed_rank_ends_the_job_with_one_line_naming_the_checkpoint_to_resum
     assert found, said[-3000:]
     assert found[3] == str(out / "last.pt")
     assert "[rank0]: Traceback" not in said and "GLHF" not in said, said[-3000:]
+    # the line and its exit status stand, torchrun's SIGTERM or not
+    assert "interrupted (SIGTERM)" not in said, said[-3000:]
+    assert re.search(r"rank +: 0 \(local_rank: 0\)\n +exitcode +: 1 ", said), said[-3000:]
     assert found[1] in (out / "train.log").read_text()
     assert read_checkpoint(out / "last.pt")["step"] == int(found[2])
     # Saved at step 5, the snapshot due there too: the resumed run goes on after it and never
