@@ -972,6 +972,10 @@ class Trainer:
                 self.save()
                 return (f", having saved {last} at that step: {resume_hint(self.cfg)} (with "
                         "this or another --nproc_per_node)")
+        if not self.dist.main:
+            # Not last.pt's step as read here: process 0, if alive, may be writing a later one
+            return (f"; process 0 saves {last} at the step it got to, unless it is the one "
+                    f"lost: {resume_hint(self.cfg)} (with this or another --nproc_per_node)")
         try:
             step = read_checkpoint(last, mmap=True).get("step")
         except (CheckpointError, OSError):

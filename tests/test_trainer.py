@@ -3879,3 +3879,19 @@ def test_a_killed_rank_ends_the_job_with_one_line_naming_the_checkpoint_to_resum
     # Saved at step 5, the snapshot due there too: the resumed run goes on after it and never
     # writes it (step 4: none due)
     assert (out / "step5.pt").exists() == (found[2] == "5"), found[2]
+
+
+def test_a_process_other_than_0_does_not_name_a_step_process_0_may_be_saving_past(tmp_path):
+    """Process 2 of 3 killed: process 1 said "last.pt (step 3) is intact", read as process 0
+    wrote step 5 into it, beside process 0's "having saved last.pt at that step" (step 5)."""
+    from distill.dist import DistInfo
+    from distill.trainer import Trainer
+    train(tiny_cfg(tmp_path / "r", 3, ckpt_every=3), quiet=True)
+    t = Trainer(tiny_cfg(tmp_path / "r", 6, ckpt_every=3), quiet=True)
+    t.dist, t.step = DistInfo(rank=1, world=3, local_rank=1), 5
+    said = t._save_what_is_left()
+    assert "step 3" not in said, said
+    assert said == (f"; process 0 saves {tmp_path / 'r' / 'last.pt'} at the step it got to, "
+                    "unless it is the one lost: run the same command to resume (with this or "
+                    "another --nproc_per_node)")
+    assert read_checkpoint(tmp_path / "r" / "last.pt")["step"] == 3   # not this process's
