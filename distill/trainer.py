@@ -1258,9 +1258,12 @@ def _peer_lost(e: RuntimeError) -> bool:
     """Whether `e` is a collective's failure for want of a peer: gloo raises a plain
     RuntimeError ("Connection reset by peer"), NCCL and the store torch.distributed's
     DistError."""
-    text = str(e)
-    return isinstance(e, dist.DistError) or any(k in text for k in (
-        "gloo", "NCCL", "Connection reset by peer", "Connection closed by peer"))
+    if isinstance(e, TrainingDiverged):   # its text names out=, which may say "nccl"
+        return False
+    # By gloo's own words or its source path, NCCL's error prefix: not "gloo" or "NCCL"
+    # anywhere, which a path in an ordinary error's text can hold.
+    return isinstance(e, dist.DistError) or re.search(
+        r"gloo/gloo/|NCCL error|Connection (reset|closed) by peer", str(e)) is not None
 
 
 class TrainingDiverged(RuntimeError):

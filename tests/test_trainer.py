@@ -3895,3 +3895,21 @@ def test_a_process_other_than_0_does_not_name_a_step_process_0_may_be_saving_pas
                     "unless it is the one lost: run the same command to resume (with this or "
                     "another --nproc_per_node)")
     assert read_checkpoint(tmp_path / "r" / "last.pt")["step"] == 3   # not this process's
+
+
+def test_only_a_collectives_failure_counts_as_a_lost_process():
+    """Any RuntimeError whose text held "gloo" or "NCCL" did: a run diverged under torchrun
+    with out=runs/NCCL-4gpu (the folder is in TrainingDiverged's text) was reported as
+    "another process of this torchrun job stopped"."""
+    from distill.trainer import TrainingDiverged, _peer_lost
+    gloo = ("[/__w/pytorch/pytorch/third_party/gloo/gloo/transport/tcp/pair.cc:553] Connection "
+            "closed by peer [127.0.0.1]:57511. This is typically caused by a remote worker "
+            "crashing. Check the logs of the remote worker before reporting an error. GLHF!")
+    assert _peer_lost(RuntimeError(gloo))
+    assert _peer_lost(RuntimeError("NCCL error in: ProcessGroupNCCL.cpp:1970, remote process "
+                                   "exited or there was a network error"))
+    assert not _peer_lost(TrainingDiverged(
+        "training diverged at step 7: the loss or its gradient was NaN/inf for 20 batches in a "
+        "row (weights left as they were before them; the last checkpoint in runs/NCCL-4gpu is "
+        "intact)"))
+    assert not _peer_lost(RuntimeError("cannot decode /data/gloo-shots/a.png"))
