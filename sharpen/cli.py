@@ -236,8 +236,8 @@ def _stop_signals_as_interrupt():
     try:
         yield
     finally:
-        for s in taken:   # not one set since (ignored by a trainer ending on a lost process)
-            if signal.getsignal(s) is raise_terminated:
+        for s in taken:   # not one ignored since (by a trainer ending on a lost process)
+            if signal.getsignal(s) is not signal.SIG_IGN:
                 signal.signal(s, signal.SIG_DFL)
 
 
