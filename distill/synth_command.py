@@ -44,6 +44,7 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     from .data.blur import BlurConfig, synthesize
     from .data.corpus import _names
     from .data.sources import _few, _images_under, is_video
+    from runtime.atomic import remove_killed_writes
     from runtime.console import count, shell_quote
     from .images import ImageReadError, list_images, to_rgb_float, warn_16_bit, write_image
     from runtime.imageio import decode_image
@@ -85,6 +86,13 @@ def _synth_into(args: argparse.Namespace, src: Path, out: Path) -> int:
     def pair_name(f: Path, c: int) -> str:
         return f"{names[f]}_{c}.png" if args.copies > 1 else f"{names[f]}.png"
 
+    # A killed run's half-written pairs, each as large as a pair: the lock is ours, so a temp
+    # file of a process that no longer runs is no write in progress.
+    cut = [p for side in ("input", "target") if (out / side).is_dir()
+           for p in remove_killed_writes(out / side, ours_too=True)]
+    if cut:
+        print(f"removed {count(len(cut), 'temp file')} a killed synth left in {out}",
+              file=sys.stderr)
     held = {p.name for p in list_images(out / "input")} if (out / "input").is_dir() else set()
     if held:
         writing = {pair_name(f, c) for f in files for c in range(args.copies)}

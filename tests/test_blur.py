@@ -260,3 +260,37 @@ def test_a_synth_into_an_out_another_run_is_writing_is_refused(tmp_path, capsys)
     assert not out.exists()   # the lock's holder made the folder, and it was left empty
     assert main(argv) == 0
     assert sorted(p.name for p in out.iterdir()) == ["input", "target"]
+
+
+def test_a_synth_rerun_removes_the_temp_files_a_killed_run_left(tmp_path, capsys):
+    """A synth SIGKILLed while writing a pair left its hidden temp file (.NAME.png.PID.XXXX.png,
+    as large as the pair) in input/ or target/, and every rerun left them there: a pile that grew
+    with each kill. A live process's temp file (another writer's) stays."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    write_image(tmp_path / "photos" / "a.png", np.full((24, 24, 3), 0.5, np.float32))
+    out = tmp_path / "o"
+    (out / "target").mkdir(parents=True)
+    code = ("import sys, time; from runtime.atomic import atomic_path\n"
+            "with atomic_path(sys.argv[1], suffix='.png') as tmp:\n"
+            "    tmp.write_bytes(b'\\x89PNG half'); print(tmp, flush=True); time.sleep(60)\n")
+    killed = subprocess.Popen([sys.executable, "-c", code, str(out / "target" / "a.png")],
+                              stdout=subprocess.PIPE, text=True)
+    dead = Path(killed.stdout.readline().strip())
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    killed.stdout.close()
+    assert dead.exists() and dead.name.startswith(".a.png.")
+    live = out / "target" / f".b.png.{os.getppid()}.abcd1234.png"
+    live.write_bytes(b"\x89PNG half")
+    assert main(["synth", "--sharp", str(tmp_path / "photos"), "--out", str(out),
+                 "--size", "3", "7", "--quiet"]) == 0
+    assert not dead.exists() and live.exists()
+    assert "removed 1 temp file a killed synth left" in capsys.readouterr().err
+    assert sorted(p.name for p in (out / "target").iterdir()) == sorted([live.name, "a.png"])
