@@ -686,3 +686,49 @@ def test_split_lists_photos_in_the_order_earlier_corpora_were_made_in(tmp_path):
         rels = [f.relative_to(tmp_path).as_posix() for f in files]
         assert rels == sorted(rels), split
     assert any("set/p10.png" in str(f) for f in s["train"]) and len(s["train"]) > 20
+
+
+def test_a_corpus_killed_part_way_is_resumed_with_a_line_saying_what_was_kept(tmp_path, capsys):
+    """A `sharpen corpus` SIGKILLed part-way (the OOM killer, a preempted job) was rerun without
+    a word about the pairs it found: the user could not tell a resume from a fresh start. The
+    rerun says how many pairs it keeps, makes the rest, and the corpus is the same as an
+    uninterrupted run's."""
+    import hashlib
+    import signal
+    import subprocess
+    import sys
+    import time
+    from sharpen.cli import main
+    photos = tmp_path / "photos"
+    _photos(photos, [(f"set/a{i}.png", 200) for i in range(40)])
+    argv = ["corpus", "--photos", str(photos), "--copies", "4", "--crop", "160", "--quiet"]
+    out = tmp_path / "killed"
+
+    def pairs(root):   # complete pairs: the input of each is written after its target
+        return sum((root / "train" / "target" / p.name).exists()
+                   for p in (root / "train" / "input").glob("[!.]*.png"))
+    run = subprocess.Popen([sys.executable, "-m", "sharpen", *argv, "--out", str(out)],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        while not pairs(out) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert run.poll() is None, "the run ended before the test killed it"
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+    finally:
+        run.kill()
+    kept = pairs(out)
+    assert 0 < kept < 4 * 40
+    assert main([*argv, "--out", str(out)]) == 0
+    err = capsys.readouterr().err
+    held = f"{kept} pair{'s' if kept > 1 else ''}"
+    assert f"{out}: keeping {held} an earlier run wrote with these photos and options; only " \
+        "missing pairs are made" in err, err
+    assert main([*argv, "--out", str(tmp_path / "whole")]) == 0
+    assert "keeping" not in capsys.readouterr().err
+
+    def files(root):
+        return {p.relative_to(root): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
+    assert files(out) == files(tmp_path / "whole")

@@ -167,6 +167,10 @@ def build_corpus(photos: str | Path, out: str | Path, opts: CorpusOptions | None
         if old:   # only in a corpus of ours: --out may be another dataset by mistake
             _remove_stale_pairs(out, index, opts, old, say)
         counts = {s: _pairs_on_disk(out, s) for s in SPLITS}
+        if old and (kept := sum(counts.values())):
+            # A rerun after a kill and a fresh start looked the same until the bar moved.
+            say(f"{out}: keeping {count(kept, 'pair')} an earlier run wrote with these photos "
+                "and options; only missing pairs are made")
         # Written first too, so a run killed half-way still records how its pairs were made
         # (and, through photo_index, which photos the pairs on disk were made from).
         atomic_write_json(out / "corpus.json", {**meta, "counts": counts, "photo_index": index})
