@@ -185,12 +185,14 @@ def run_bench(opts: BenchOptions) -> tuple[dict, int]:
         remove_if_empty(made)
         raise BenchError(str(e)) from None
     from distill.run_lock import RunLocked, run_lock
+    from runtime.atomic import scratch_folder
     try:
         # One bench per --out: two at once timed their backends on each other's cores, and
         # the second to end replaced the first's report (never set aside as
         # report.previous.*), its report.md, report.json and figures mixable with the other's.
         # Its own lock file: a training run or an export in the folder writes none of these.
-        with run_lock(out, doing="benchmarking", flag="--out", name=".bench.lock"):
+        with run_lock(out, doing="benchmarking", flag="--out", name=".bench.lock"), \
+                scratch_folder(out, "bench"):   # its generated clips: removed after a kill
             return _run_bench(opts, out)
     except RunLocked as e:   # the lock alone raises it
         remove_if_empty(made)

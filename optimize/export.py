@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, fields, replace
@@ -28,6 +27,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 
+from runtime.atomic import scratch_folder
 from runtime.console import count, first_line
 from runtime.formats import FORMATS  # FORMATS is re-exported for callers
 from runtime.backends.provenance import TRTEXEC_ON_JETSON
@@ -355,9 +355,9 @@ def _export(weights: str | os.PathLike, formats: Sequence[str] | str | None,
     # record of the finished ones, so that they were neither carried nor rebuilt.
     write_report(results, interrupted=True)
 
-    with tempfile.TemporaryDirectory(prefix="sharpen-export-") as tmp, \
+    with scratch_folder(out, "export") as tmp, \
             _report_if_stopped(lambda error: write_report(results, True, error)):
-        ctx.tmp = Path(tmp)
+        ctx.tmp = tmp
         ctx.requested = set(fmts) | set(kept)
         for i, f in enumerate(fmts, 1):
             spec = FORMATS[f]

@@ -133,6 +133,30 @@ def remove_killed_writes(folder: str | os.PathLike, name: str | None = None,
 
 
 @contextmanager
+def scratch_folder(folder: str | os.PathLike, name: str) -> Iterator[Path]:
+    """A temp folder in `folder` (`.NAME-tmp.PID.XXXXXXXX`), which is also this process's
+    temp folder (`tempfile.gettempdir()`) while it is there, so that what libraries write for
+    the job (TensorFlow's SavedModel, ONNX Runtime's calibration models) goes in it too. In
+    the system temp folder a SIGKILL left them, one set a kill, and no later run removed them;
+    here each call first removes those of `name` whose process is gone (or is this one: a
+    container's runs are all process 1). Removed, and the temp folder restored, on exit."""
+    import shutil
+
+    prefix = f".{name}-tmp."
+    for old in Path(folder).glob(f"{glob.escape(prefix)}*"):
+        pid = old.name[len(prefix):].split(".")[0]
+        if old.is_dir() and pid.isdigit() and (int(pid) == os.getpid()
+                                               or not pid_alive(int(pid))):
+            shutil.rmtree(old, ignore_errors=True)
+    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}.", dir=folder) as tmp:
+        was, tempfile.tempdir = tempfile.tempdir, tmp
+        try:
+            yield Path(tmp)
+        finally:
+            tempfile.tempdir = was
+
+
+@contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[BinaryIO]:
     """A binary file to write that becomes `path` durably: synced before the rename, its folder
     after it. Every durable write goes through here (distill's checkpoints too), so none of

@@ -1761,3 +1761,40 @@ def test_a_hang_up_mid_export_keeps_the_finished_formats_and_says_so(ckpt, tmp_p
     rep = json.loads((out / "export_report.json").read_text())
     assert rep["ok"] is False and rep["settings"]["interrupted"] is True, rep["settings"]
     assert [r["format"] for r in rep["results"]] == ["onnx", "onnx-int8"]
+
+
+def test_a_killed_exports_temp_folders_are_removed_by_the_next_export(ckpt, tmp_path):
+    """A SIGKILLed export (the OOM killer, a preempted job) left its scratch folder, and the
+    converters' own (TensorFlow's SavedModel), in the system temp folder, one set a kill, which
+    no later run removed. They are made inside --out now, where the next export removes a
+    killed one's, and an export that ends leaves none."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    systmp, out = tmp_path / "systmp", tmp_path / "x"
+    systmp.mkdir()
+    env = {**os.environ, "TMPDIR": str(systmp)}
+    argv = [sys.executable, "-m", "sharpen", "export", "--weights", str(ckpt), "--out", str(out),
+            "--formats", "onnx,onnx-int8", "--no-latency", "--calib-count", "4",
+            "--calib-size", "64", "--min-ssim", "0.5", "--quiet"]
+    run = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 300
+        while not (out / "student.onnx").exists() and run.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert run.poll() is None, "the export ended before the test killed it"
+        run.send_signal(signal.SIGKILL)
+        run.wait(10)
+    finally:
+        run.kill()
+    left = [p for p in [*systmp.iterdir(), *out.iterdir()] if p.is_dir()]
+    assert left, "the killed export left no scratch folder: nothing to test"
+    r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert not any(p.exists() for p in left)
+    # (files a library keeps there, as a 51-byte .ses, are not this package's)
+    assert [p for p in [*systmp.iterdir(), *out.iterdir()] if p.is_dir()] == []

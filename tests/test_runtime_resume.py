@@ -553,3 +553,37 @@ def test_resume_from_a_camera_that_is_not_there_is_a_usage_error_not_a_lost_sour
     assert ("--resume goes on with a video file's run into a file or folder; /dev/video99 "
             "(v4l2) cannot be resumed (a camera's or stream's frames are not given again)"
             in r.stderr), r.stderr
+
+
+def test_a_scratch_folder_of_a_killed_process_is_removed_by_the_next_one(tmp_path):
+    """`export` and `bench` made their scratch folders (generated clips, TensorFlow's SavedModel)
+    in the system temp folder, where each SIGKILL left one set. A scratch folder is in the
+    job's own folder and is the process's temp folder while it is there; the next job's
+    removes a killed one's, never a live process's."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+    from runtime.atomic import scratch_folder
+
+    code = ("import sys, tempfile, time; from runtime.atomic import scratch_folder\n"
+            "with scratch_folder(sys.argv[1], 'bench') as tmp:\n"
+            "    d = tempfile.mkdtemp(); open(d + '/clip.mp4', 'wb').write(b'x' * 1000)\n"
+            "    print(tmp, d, flush=True); time.sleep(60)\n")
+    killed = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)],
+                              stdout=subprocess.PIPE, text=True)
+    dead, made = (Path(p) for p in killed.stdout.readline().split())
+    killed.send_signal(signal.SIGKILL)
+    killed.wait()
+    killed.stdout.close()
+    assert dead.parent == tmp_path and made.parent == dead and (made / "clip.mp4").is_file()
+    live = tmp_path / f".bench-tmp.{os.getppid()}.abcd1234"   # a live process's
+    live.mkdir()
+    other = tmp_path / f".export-tmp.{killed.pid}.abcd1234"   # another job's: its own call
+    other.mkdir()
+    before = tempfile.gettempdir()
+    with scratch_folder(tmp_path, "bench") as tmp:
+        assert not dead.exists() and live.is_dir() and other.is_dir()
+        assert tempfile.gettempdir() == str(tmp) and tmp.parent == tmp_path
+    assert not tmp.exists() and tempfile.gettempdir() == before
