@@ -126,8 +126,11 @@ def _held_pairs(out: Path, held: set[str], writing: set[str]) -> str:
     runs' settings, which a warning that called them all replaced hid."""
     replaced, stay = len(held & writing), len(held - writing)
     holds = f"{out} already holds {count(len(held), 'pair')}"
-    stale = (f"labels made from {'it' if replaced == 1 else 'them'} go stale, which "
-             "`sharpen distill` refuses")
+    # A rerun after a kill is the common case: its pairs are the same bytes, and labels are
+    # matched to their inputs by hash.
+    stale = (f"other options make labels of {'it' if replaced == 1 else 'them'} stale, which "
+             "`sharpen distill` refuses; the same options and --seed write the same pairs, "
+             "which keeps their labels")
     if not stay:
         those = ("the one with a name written now is" if replaced == 1
                  else "those with the names written now are")

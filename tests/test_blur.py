@@ -294,3 +294,30 @@ def test_a_synth_rerun_removes_the_temp_files_a_killed_run_left(tmp_path, capsys
     assert not dead.exists() and live.exists()
     assert "removed 1 temp file a killed synth left" in capsys.readouterr().err
     assert sorted(p.name for p in (out / "target").iterdir()) == sorted([live.name, "a.png"])
+
+
+def test_a_synth_rerun_after_a_kill_says_its_pairs_come_out_the_same(tmp_path, capsys):
+    """The rerun of a killed synth warned that the pairs it replaced made their labels stale,
+    which `sharpen distill` refuses: untrue of the same command, whose pairs are the same bytes
+    (labels are matched to their inputs by hash), and it told the user to start over."""
+    import hashlib
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    for i in range(2):
+        write_image(tmp_path / "photos" / f"a{i}.png", np.full((24, 24, 3), 0.2 * i, np.float32))
+    out = tmp_path / "o"
+    argv = ["synth", "--sharp", str(tmp_path / "photos"), "--out", str(out), "--size", "3", "7",
+            "--noise", "0.05", "--quiet"]
+
+    def pairs():
+        return {p.relative_to(out): hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in out.rglob("*.png")}
+    assert main(argv) == 0
+    first = pairs()
+    (out / "target" / "a1.png").unlink()   # as a kill between a pair's two files leaves it
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert "the same options and --seed write the same pairs, which keeps their labels" in err
+    assert pairs() == first
