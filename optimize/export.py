@@ -121,6 +121,9 @@ def export(weights: str | os.PathLike, formats: Sequence[str] | str | None = Non
     What the user may not expect (an image skipped, a format that cannot be built here, an
     option that does not apply) is a `runtime.SharpenWarning`; `quiet` silences the steps only.
     The root logger is left as found (TensorFlow's absl configured it for the whole process).
+    While it runs the process's temp folder (tempfile.gettempdir()) is a hidden folder of
+    `out_dir`, removed at its end (`runtime.atomic.scratch_folder`): another thread's temp
+    files made meanwhile go there too.
     `flags`: messages about the calibration and parity images name `sharpen export`'s flags
     (--parity-images), not these keywords (parity_images): the command line sets it; a
     mapping names another front end's (`Flags`: `sharpen bench`'s, which has no

@@ -9,6 +9,7 @@ import os
 import re
 import sys
 import tempfile
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, BinaryIO, Iterable, Iterator
@@ -139,7 +140,9 @@ def scratch_folder(folder: str | os.PathLike, name: str) -> Iterator[Path]:
     the job (TensorFlow's SavedModel, ONNX Runtime's calibration models) goes in it too. In
     the system temp folder a SIGKILL left them, one set a kill, and no later run removed them;
     here each call first removes those of `name` whose process is gone (or is this one: a
-    container's runs are all process 1). Removed, and the temp folder restored, on exit."""
+    container's runs are all process 1: the caller holds `folder`'s lock). Removed, and the
+    temp folder restored, on exit. The temp folder is the whole process's: another thread's
+    temp files made meanwhile go in it too, and are removed with it."""
     import shutil
 
     prefix = f".{name}-tmp."
@@ -149,11 +152,26 @@ def scratch_folder(folder: str | os.PathLike, name: str) -> Iterator[Path]:
                                                or not pid_alive(int(pid))):
             shutil.rmtree(old, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}.", dir=folder) as tmp:
-        was, tempfile.tempdir = tempfile.tempdir, tmp
+        with _scratch_lock:
+            if not _scratch_open:
+                _scratch_was[0] = tempfile.tempdir
+            _scratch_open.append(tmp)
+            tempfile.tempdir = tmp
         try:
             yield Path(tmp)
         finally:
-            tempfile.tempdir = was
+            # Not the temp folder this call found: another thread's export, begun after this
+            # one and still running, would be left with this removed folder as its own.
+            with _scratch_lock:
+                _scratch_open.remove(tmp)
+                tempfile.tempdir = _scratch_open[-1] if _scratch_open else _scratch_was[0]
+
+
+# The process's scratch folders open now, the newest its temp folder, and the temp folder
+# before the first: tempfile.tempdir is one for all threads.
+_scratch_lock = threading.Lock()
+_scratch_open: list[str] = []
+_scratch_was: list[str | None] = [None]
 
 
 @contextmanager

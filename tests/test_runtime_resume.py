@@ -587,3 +587,43 @@ def test_a_scratch_folder_of_a_killed_process_is_removed_by_the_next_one(tmp_pat
         assert not dead.exists() and live.is_dir() and other.is_dir()
         assert tempfile.gettempdir() == str(tmp) and tmp.parent == tmp_path
     assert not tmp.exists() and tempfile.gettempdir() == before
+
+
+def test_scratch_folders_of_two_threads_ending_out_of_order_leave_the_temp_folder_as_found(
+        tmp_path):
+    """An app exporting two checkpoints in two threads (two --out folders, two locks): the first
+    export to start ended first and set the temp folder back to what it found, then the second
+    set it to the first's scratch folder, removed by then; every later temp file of the app
+    (tempfile.mkstemp) failed with FileNotFoundError."""
+    import tempfile
+    import threading
+    from runtime.atomic import scratch_folder
+
+    before = tempfile.gettempdir()
+    a_in, b_in, a_out = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, str] = {}
+
+    def first():
+        with scratch_folder(tmp_path, "export"):
+            a_in.set()
+            b_in.wait(10)
+        seen["after a"] = tempfile.gettempdir()
+        a_out.set()
+
+    def second():
+        a_in.wait(10)
+        with scratch_folder(tmp_path / "b", "export") as b:
+            seen["b"] = str(b)
+            b_in.set()
+            a_out.wait(10)
+    (tmp_path / "b").mkdir()
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(20)
+    assert seen["after a"] == seen["b"]   # the one still open: where the second's files go
+    assert tempfile.gettempdir() == before
+    fd, name = tempfile.mkstemp()
+    os.close(fd)
+    os.unlink(name)
