@@ -127,10 +127,11 @@ def _held_pairs(out: Path, held: set[str], writing: set[str]) -> str:
     replaced, stay = len(held & writing), len(held - writing)
     holds = f"{out} already holds {count(len(held), 'pair')}"
     # A rerun after a kill is the common case: its pairs are the same bytes, and labels are
-    # matched to their inputs by hash.
-    stale = (f"other options make labels of {'it' if replaced == 1 else 'them'} stale, which "
-             "`sharpen distill` refuses; the same options and --seed write the same pairs, "
-             "which keeps their labels")
+    # matched to their inputs by hash. The photos count too: a pair's blur is drawn from its
+    # photo's place in the list, which a photo added before it moves.
+    stale = (f"other photos or options make labels of {'it' if replaced == 1 else 'them'} "
+             "stale, which `sharpen distill` refuses; the same photos, options and --seed "
+             "write the same pairs, which keeps their labels")
     if not stay:
         those = ("the one with a name written now is" if replaced == 1
                  else "those with the names written now are")

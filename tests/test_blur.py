@@ -319,5 +319,31 @@ def test_a_synth_rerun_after_a_kill_says_its_pairs_come_out_the_same(tmp_path, c
     capsys.readouterr()
     assert main(argv) == 0
     err = capsys.readouterr().err
-    assert "the same options and --seed write the same pairs, which keeps their labels" in err
+    assert ("the same photos, options and --seed write the same pairs, which keeps their "
+            "labels") in err
     assert pairs() == first
+
+
+def test_a_synth_rerun_with_a_photo_added_does_not_promise_the_same_pairs(tmp_path, capsys):
+    """Each pair's blur is drawn from --seed and its photo's place in the sorted list: a photo
+    added before the others shifts them, and the same options and --seed give them other blur
+    (their labels go stale). The rerun's warning promised the same pairs for the same options
+    and --seed alone."""
+    import hashlib
+    from distill.images import write_image
+    from sharpen.cli import main
+
+    for i in (1, 2):
+        write_image(tmp_path / "photos" / f"a{i}.png", np.full((24, 24, 3), 0.2 * i, np.float32))
+    out = tmp_path / "o"
+    argv = ["synth", "--sharp", str(tmp_path / "photos"), "--out", str(out), "--size", "3", "7",
+            "--noise", "0.05", "--quiet"]
+    assert main(argv) == 0
+    before = hashlib.sha256((out / "input" / "a2.png").read_bytes()).hexdigest()
+    write_image(tmp_path / "photos" / "a0.png", np.full((24, 24, 3), 0.5, np.float32))
+    capsys.readouterr()
+    assert main(argv) == 0
+    err = capsys.readouterr().err
+    assert hashlib.sha256((out / "input" / "a2.png").read_bytes()).hexdigest() != before
+    assert "the same options and --seed write the same pairs" not in err, err
+    assert "the same photos, options and --seed write the same pairs" in err, err
