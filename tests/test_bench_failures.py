@@ -826,3 +826,24 @@ def test_the_bench_teacher_row_is_scored_on_8bit_outputs_as_the_students(tmp_pat
     assert row["images"][0]["ssim"] == pytest.approx(structural_similarity(
         y8, out8, channel_axis=-1, data_range=255, gaussian_weights=True, sigma=1.5,
         use_sample_covariance=False), abs=1e-7)
+
+
+def test_a_killed_benchs_scratch_folder_is_removed_by_the_next_bench(env, tmp_path):
+    """A SIGKILLed bench left its generated clips in a hidden scratch folder of --out
+    (runtime.atomic.scratch_folder); the next bench into that --out removes it, leaves none of
+    its own, and gives the process its temp folder back."""
+    import tempfile
+
+    from bench_fixtures import _bench
+
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    out = env / "killed-scratch"
+    dead = out / f".bench-tmp.{gone.stdout.strip()}.abcd1234"
+    dead.mkdir(parents=True)
+    (dead / "clip-160x96.mp4").write_bytes(b"x" * 1000)
+    before = tempfile.gettempdir()
+    assert _bench(env, out.name, "--students", str(env / "student-good.pt"), "--formats",
+                  "onnx", "--sizes", "160x96", "--stream-frames", "3") == 0
+    assert not dead.exists()
+    assert not list(out.glob(".bench-tmp.*")) and tempfile.gettempdir() == before
