@@ -151,20 +151,25 @@ def scratch_folder(folder: str | os.PathLike, name: str) -> Iterator[Path]:
         if old.is_dir() and pid.isdigit() and (int(pid) == os.getpid()
                                                or not pid_alive(int(pid))):
             shutil.rmtree(old, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}.", dir=folder) as tmp:
+    # Absolute: a relative --out (export's default, `export`) would move with a chdir.
+    tmp = os.path.abspath(tempfile.mkdtemp(prefix=f"{prefix}{os.getpid()}.", dir=folder))
+    with _scratch_lock:
+        if not _scratch_open:
+            _scratch_was[0] = tempfile.tempdir
+        _scratch_open.append(tmp)
+        tempfile.tempdir = tmp
+    try:
+        yield Path(tmp)
+    finally:
+        # Not the temp folder this call found: another thread's export, begun after this one
+        # and still running, would be left with this removed folder as its own.
         with _scratch_lock:
-            if not _scratch_open:
-                _scratch_was[0] = tempfile.tempdir
-            _scratch_open.append(tmp)
-            tempfile.tempdir = tmp
-        try:
-            yield Path(tmp)
-        finally:
-            # Not the temp folder this call found: another thread's export, begun after this
-            # one and still running, would be left with this removed folder as its own.
-            with _scratch_lock:
-                _scratch_open.remove(tmp)
-                tempfile.tempdir = _scratch_open[-1] if _scratch_open else _scratch_was[0]
+            _scratch_open.remove(tmp)
+            tempfile.tempdir = _scratch_open[-1] if _scratch_open else _scratch_was[0]
+        # A file it cannot remove (on NFS, the .nfsXXXX of one still open) leaves the folder,
+        # for the next run to remove, rather than fail a job that has done its work; not
+        # TemporaryDirectory's ignore_cleanup_errors, which Python 3.11 does not honour there.
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 # The process's scratch folders open now, the newest its temp folder, and the temp folder
