@@ -140,9 +140,10 @@ def scratch_folder(folder: str | os.PathLike, name: str) -> Iterator[Path]:
     the job (TensorFlow's SavedModel, ONNX Runtime's calibration models) goes in it too. In
     the system temp folder a SIGKILL left them, one set a kill, and no later run removed them;
     here each call first removes those of `name` whose process is gone (or is this one: a
-    container's runs are all process 1: the caller holds `folder`'s lock). Removed, and the
-    temp folder restored, on exit. The temp folder is the whole process's: another thread's
-    temp files made meanwhile go in it too, and are removed with it."""
+    container's runs are all process 1: the caller holds `folder`'s lock). Removed (what
+    cannot be, by the next call), and the temp folder restored, on exit. The temp folder is
+    the whole process's: another thread's temp files made meanwhile go in it too, and are
+    removed with it."""
     import shutil
 
     prefix = f".{name}-tmp."
