@@ -15,6 +15,7 @@ import subprocess
 from pathlib import Path
 from typing import Optional, Sequence
 
+from .die_with_run import dies_with_run
 from .iso_boxes import ISO_EXTS, read_moov, tracks
 
 ENV = "SHARPEN_FFMPEG"
@@ -69,9 +70,10 @@ def audio_codecs(source: str | os.PathLike, ffmpeg: str) -> Optional[list[str]]:
 def _run(command: list[str], timeout: float) -> subprocess.CompletedProcess:
     # In a session of its own: a terminal's Ctrl-C goes to its whole process group, and ffmpeg
     # would stop the copy at the first one, which the run takes as "finish what you are doing"
-    # (the next ones stop waiting for it, and subprocess then kills it).
+    # (the next ones stop waiting for it, and subprocess then kills it). It dies with the run:
+    # a killed run's copy would otherwise go on, an orphan, writing a file no one renames.
     return subprocess.run(command, capture_output=True, text=True, errors="replace",
-                          timeout=timeout, start_new_session=True)
+                          timeout=timeout, start_new_session=True, preexec_fn=dies_with_run())
 
 
 def copy_failure(done: subprocess.CompletedProcess, out: Path) -> str:

@@ -27,7 +27,7 @@ import numpy as np
 
 from .options import is_number, option
 from .sinks import raised_first
-from .video_sink import VideoFileSink, left_by_killed_run
+from .video_sink import VideoFileSink, left_by_killed_run, remove_killed_copies
 from .warn import reworded, warn
 
 NUMBER_WIDTH = 6
@@ -106,6 +106,9 @@ class SegmentSink(VideoFileSink):
                 seg = VideoFileSink(self.path.with_name(m.group(1) + self.path.suffix),
                                     self.fps, flags=self.flags)
                 seg._keep_or_remove(old, pid)
+        # ffmpeg's copies of them (the colour tags'), half written: the segment is whole.
+        stems = rf"{re.escape(self.path.stem)}-\d{{{NUMBER_WIDTH},}}-\d{{8}}-\d{{6}}"
+        remove_killed_copies(self.path.parent, stems, self.path.suffix, self.path)
 
     def _open_next(self) -> None:
         seg = VideoFileSink(segment_name(self.path, self.next_number, time.time()), self.fps,

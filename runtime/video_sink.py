@@ -266,7 +266,7 @@ class VideoFileSink(Sink):
         fd, name = tempfile.mkstemp(prefix=f".{self.path.stem}.{os.getpid()}.", suffix=".txt",
                                     dir=self.path.parent)
         os.close(fd)
-        listing, joined = Path(name), self._temp_file()
+        listing, joined = Path(name), self._copy_file()
         try:
             # The earlier part's own length, not its file's: its sound, copied in when it
             # closed, ends with its last AAC packet, past its last frame, and ffmpeg starts the
@@ -346,9 +346,21 @@ class VideoFileSink(Sink):
                 continue
             if left_by_killed_run(int(m.group(1)), self.path):
                 self._keep_or_remove(old, int(m.group(1)))
+        remove_killed_copies(folder, re.escape(stem), ext, self.path, self._own)
         _remove_killed_listings(folder, stem)
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}.", suffix=f".partial{ext}",
                                    dir=folder)
+        os.close(fd)
+        self._own.add(Path(tmp).absolute())
+        return Path(tmp)
+
+    def _copy_file(self) -> Path:
+        """A hidden name for an ffmpeg copy of the video (the join, the sound's, the colour
+        tags'), unlike the recording's (`_temp_file`): a killed run's copy, half written (no
+        index in an MP4), is removed by the next run, never kept as a recording."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.stem}.{os.getpid()}.",
+                                   suffix=f"{COPY_SUFFIX}{self.path.suffix}",
+                                   dir=self.path.parent)
         os.close(fd)
         self._own.add(Path(tmp).absolute())
         return Path(tmp)
@@ -650,7 +662,7 @@ class VideoFileSink(Sink):
             warn(f"{silent} the audio of {source} is not copied, as {no_ffmpeg}; install "
                  f"ffmpeg, or set {ENV} to an ffmpeg executable, to keep it ({off})")
             return
-        muxed = self._temp_file()
+        muxed = self._copy_file()
         try:
             tags = self._colour_options()[1]
             why = mux_audio(self.tmp, source, muxed, self.frames / self.fps, ffmpeg, codecs,
@@ -739,7 +751,7 @@ class VideoFileSink(Sink):
         elif free is not None and free < size + DISK_FULL_BYTES:
             why = f"{free} bytes free in {self.path.parent}, for a copy of {size}"
         else:
-            tagged: Optional[Path] = self._temp_file()
+            tagged: Optional[Path] = self._copy_file()
             try:
                 why = copy_tagged(self.tmp, tagged, ffmpeg, options,
                                   MUX_TIMEOUT_S + 2 * size / SLOW_DISK_BYTES_S)
@@ -836,6 +848,26 @@ PREVIOUS_KEPT = 10
 # What `_concat_joined` gives ffmpeg: one line "file '<path>'" for each video joined, the
 # first followed by its length ("duration 0.840000").
 _LISTING_LINE = re.compile(r"file '.*'|duration \d+\.\d+")
+
+
+COPY_SUFFIX = ".copy"   # an ffmpeg copy's hidden name: .STEM.PID.XXXXXXXX.copy.EXT
+
+
+def remove_killed_copies(folder: Path, stems: str, ext: str, output: Path,
+                         own: frozenset[Path] | set[Path] = frozenset()) -> None:
+    """Remove the ffmpeg copies (`VideoFileSink._copy_file`) that killed runs left in `folder`
+    for videos whose stem matches the regex `stems`: the video copied is whole under its own
+    hidden name. Unlinked even where an orphaned ffmpeg (one not tied to its run) still
+    writes it: that one then writes into no name, and this run's copies have names of their
+    own. `own`: this sink's files, never a killed run's."""
+    mine = re.compile(rf"^\.(?:{stems})\.(\d+)\.[^.]+{re.escape(COPY_SUFFIX + ext)}$")
+    with contextlib.suppress(OSError):
+        for old in list(folder.iterdir()):
+            m = mine.match(old.name)
+            if not m or old.absolute() in own or not left_by_killed_run(int(m.group(1)), output):
+                continue
+            with contextlib.suppress(OSError):   # gone meanwhile, or another user's
+                old.unlink()
 
 
 def _remove_killed_listings(folder: Path, stem: str) -> None:

@@ -470,3 +470,86 @@ def test_a_segment_is_closed_in_the_writer_where_no_thread_can_be_started(tmp_pa
     closing.join(timeout=30)
     assert not closing.is_alive(), "close() waits on a thread that never started"
     assert [_count(p) for p in _segments(tmp_path)] == [5, 3]
+
+
+def _clip(path: Path, n: int) -> Path:
+    vw = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 10, (96, 64))
+    for f in _frames(n):
+        vw.write(f)
+    vw.release()
+    return path
+
+
+def _pid_gone(pid: int) -> bool:
+    """Whether process `pid` has ended (reaped, or a zombie no longer running)."""
+    import os
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="a copy's ffmpeg dies with its run on Linux")
+@pytest.mark.parametrize("out_name,argv", [("rec.ts", ["--segment", "0.5"]),
+                                           ("rec.mp4", ["--segment", "0.5"]),
+                                           ("rec.mp4", [])])
+def test_a_run_killed_in_the_colour_tag_copy_leaves_one_recording_not_the_copy_too(
+        model, tmp_path, out_name, argv):
+    """SIGKILL while ffmpeg copied a closed video to tag its colours: the copy had the same
+    kind of hidden name as the recording, so the next run kept ffmpeg's half-written copy as a
+    second cut recording (`...interrupted-TIME-2`, junk for an .mp4), counted by
+    --keep-segments, and the orphaned ffmpeg went on writing it. The copy dies with the run and
+    the next run removes what it left; the recording itself, whole, is kept once."""
+    import os
+    from tests.runtime_fixtures import ffmpeg_or_skip
+    real = ffmpeg_or_skip("copy the videos")
+    clip, pid_file = _clip(tmp_path / "in.mp4", 12), tmp_path / "copy.pid"
+    rec = tmp_path / "rec"
+    rec.mkdir()
+    ffmpeg = tmp_path / "ffmpeg"   # the tag copy writes part of its file, then hangs
+    ffmpeg.write_text("#!/bin/sh\ncase \"$*\" in *' -c copy '*) ;; *) exec "
+                      f"'{real}' \"$@\" ;; esac\nfor out; do :; done\n"
+                      f"head -c 3000 \"$7\" > \"$out\"\necho $$ > '{pid_file}.new'\n"
+                      f"mv '{pid_file}.new' '{pid_file}'\nexec sleep 600\n")
+    ffmpeg.chmod(0o755)
+    cmd = [sys.executable, "-m", cli_module(), "run", "--model", str(model), "--source",
+           str(clip), "--out", str(rec / out_name), *argv, "--quiet"]
+    proc = subprocess.Popen(cmd, cwd=tempfile.gettempdir(), stderr=subprocess.DEVNULL,
+                            env={**os.environ, "SHARPEN_FFMPEG": str(ffmpeg)})
+    copier = None
+    try:
+        for _ in range(1200):   # until the copy's file is there and its ffmpeg waits
+            if pid_file.exists() or proc.poll() is not None:
+                break
+            time.sleep(0.05)
+        assert pid_file.exists(), "the tag copy never started"
+        copier = int(pid_file.read_text())
+        proc.kill()
+        proc.wait()
+        for _ in range(600):   # the copy's ffmpeg ends with the run (bounded, not timed)
+            if _pid_gone(copier):
+                break
+            time.sleep(0.05)
+        assert _pid_gone(copier), "the tag copy's ffmpeg outlived the run killed"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if copier is not None and not _pid_gone(copier):
+            os.kill(copier, signal.SIGKILL)
+    again = [*cmd[:cmd.index("--quiet")], "--max-frames", "3", "--quiet"]
+    if argv:
+        again += ["--keep-segments", "5"]
+    r = subprocess.run(again, cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "SHARPEN_FFMPEG": real})
+    assert r.returncode == 0, r.stderr
+    names = sorted(p.name for p in rec.iterdir() if p.name != f".{out_name}.lock")
+    stem = "rec-000000-" if argv else "rec."
+    cut = [n for n in names if n.startswith(stem) and ".interrupted-" in n]
+    assert len(cut) == 1 and not re.search(r"-\d{6}-2\.", cut[0]), names
+    assert _count(rec / cut[0]) >= 1, names
+    assert not [n for n in names if n.startswith(".")], names
+

@@ -402,15 +402,13 @@ def test_a_tag_copy_that_raises_keeps_the_video_untagged(tmp_path, monkeypatch, 
 
     monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
     out = tmp_path / "sharp.mp4"
-    made, real_mkstemp, real_replace = [], tempfile.mkstemp, os.replace
+    real_mkstemp, real_replace = tempfile.mkstemp, os.replace
     copies = []
 
     def mkstemp(*args, **kwargs):
-        # The first hidden .partial file is the video's own; the next, the tag copy's.
-        if str(kwargs.get("suffix", "")).startswith(".partial"):
-            made.append(1)
-            if fails == "mkstemp" and len(made) > 1:
-                raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
+        # The hidden .partial file is the video's own; the .copy one, the tag copy's.
+        if str(kwargs.get("suffix", "")).startswith(".copy") and fails == "mkstemp":
+            raise OSError(errno.EMFILE, os.strerror(errno.EMFILE))
         fd, name = real_mkstemp(*args, **kwargs)
         copies.append(name)
         return fd, name

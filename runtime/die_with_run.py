@@ -1,0 +1,47 @@
+"""Child processes that end with the run that started them: an ffmpeg copying a closed video
+runs in a session of its own (a terminal's Ctrl-C must not stop it), so a run killed by SIGKILL
+or the OOM killer left it writing on, an orphan, into a file no one would rename. On Linux the
+kernel kills it when the run dies (PR_SET_PDEATHSIG); elsewhere the next run removes what it
+left (`VideoFileSink`'s copies)."""
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import sys
+from typing import Callable, Optional
+
+PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Optional[Callable[..., int]]:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):   # a libc without it (or none to load)
+        return None
+    prctl.argtypes = [ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong,
+                      ctypes.c_ulong]
+    prctl.restype = ctypes.c_int
+    return prctl
+
+
+# Looked up here, once: the child between fork and exec calls it and nothing more.
+_PRCTL = _load_prctl()
+
+
+def dies_with_run() -> Optional[Callable[[], None]]:
+    """A `preexec_fn` for subprocess that has the child killed when this process dies (None
+    where the system has no such thing). Called in the thread that waits for the child: the
+    kernel ties it to the thread that started it."""
+    if _PRCTL is None:
+        return None
+    parent, prctl = os.getpid(), _PRCTL
+
+    def tie() -> None:
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent:   # the run died before the tie was made
+            os._exit(1)
+
+    return tie
