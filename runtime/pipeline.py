@@ -499,6 +499,7 @@ class _Stream:
         self.stats = stats if stats is not None else Stats()
         self.stats_file = stats_file   # refreshed from the start until finish's final write
         self.phase = "starting"        # then running, then finishing while the output closes
+        self.failing: Optional[str] = None   # an error that ends the run, said before it ends
         self.errors: list[BaseException] = []
         self.sig = _SignalStop(stop, self.stats)   # installed when the stream starts
         self.workers: list[_Worker] = []
@@ -603,6 +604,7 @@ class _Stream:
             # from another thread while the sink names each segment in it.
             stats.info.update(segment=None, segments_closed=0, segment_frames=0)
             segmented.stats_info = stats.info
+            segmented.on_close_error = self._segment_failed
         # Live: a few frames of room, so that frames a network source delivers in a burst are
         # not dropped as stale (one slot dropped 30-50 % of a stream the model kept up with);
         # what bounds latency is their age (`max_age`), not the queue's length.
@@ -883,8 +885,21 @@ class _Stream:
         if sig.signum:
             stats.info["signal"] = signal.Signals(sig.signum).name
 
+    def _segment_failed(self, path: Path, exc: BaseException) -> None:
+        """A segment that could not be closed (in its closing thread): the error ends the run,
+        as a write's does, now rather than at the next frame, which a camera away (reconnecting)
+        does not send; said at once, in a line and the --stats file (refreshed by its own
+        thread: the writer, which the camera's frames wait on, does no I/O for it)."""
+        self.failing = str(exc) or type(exc).__name__
+        warn(f"segment {path} could not be closed, which ends the run (the one being written "
+             f"is closed first): {self.failing}")
+        self.stop.set()
+        self.stats.ask_report()
+
     def _state(self) -> dict[str, Any]:
         """The --stats file's `state` while the run goes on."""
+        if self.failing is not None:   # ending: what the last write will say
+            return {"state": "failed", "error": self.failing}
         return {"state": "reconnecting" if self.phase == "running"
                 and getattr(self.src, "reconnecting", False) else self.phase}
 

@@ -21,7 +21,7 @@ import re
 import threading
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -88,6 +88,9 @@ class SegmentSink(VideoFileSink):
         self._close_error: Optional[BaseException] = None
         # run_stream points it at the stats' info, so the --stats file names the segment.
         self.stats_info: Optional[dict[str, Any]] = None
+        # Called in the closing thread with a segment's path and the error that kept it from
+        # closing, when it happens: a camera away (reconnecting) sends no frame to raise it at.
+        self.on_close_error: Optional[Callable[[Path, BaseException], None]] = None
         self._recover_killed()
         found = existing_segments(self.path)
         self.next_number = found[-1][0] + 1 if found else 0
@@ -182,6 +185,11 @@ class SegmentSink(VideoFileSink):
             self._finish(seg)
         except BaseException as exc:  # noqa: BLE001 - raised in the writing thread
             self._close_error = exc
+            if self.on_close_error is not None:
+                try:
+                    self.on_close_error(seg.path, exc)
+                except Exception:  # noqa: BLE001 - the error itself is still raised
+                    pass
         finally:
             done.set()
 

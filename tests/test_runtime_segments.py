@@ -553,3 +553,47 @@ def test_a_run_killed_in_the_colour_tag_copy_leaves_one_recording_not_the_copy_t
     assert _count(rec / cut[0]) >= 1, names
     assert not [n for n in names if n.startswith(".")], names
 
+
+def test_a_segments_close_error_is_said_and_in_the_stats_while_the_camera_is_away(
+        model, tmp_path, monkeypatch):
+    """A segment that cannot be closed (its name taken, a full disk) while the camera is gone
+    (reconnecting, no frame coming): the error waited for the next frame or the end, the
+    --stats file saying `running` all the while. It is said, the file says `failed`, and the
+    run ends, at once, without a frame."""
+    import warnings
+
+    from runtime.sinks import SinkError
+    from runtime.warn import SharpenWarning
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(tmp_path / "no-ffmpeg"))
+    out, stats = tmp_path / "rec.mp4", tmp_path / "rec.json"
+    seen: dict = {}
+
+    def camera():
+        for i, f in enumerate(_frames(6)):
+            yield f
+            if i == 0:   # the first segment's name taken, once the writer has chosen it
+                for _ in range(200):
+                    if hidden := list(tmp_path.glob(".rec-000000-*.partial.mp4")):
+                        break
+                    time.sleep(0.05)
+                stamp = re.match(r"^\.(rec-000000-\d{8}-\d{6})\.", hidden[0].name).group(1)
+                (tmp_path / f"{stamp}.mp4").mkdir()
+        # The sixth frame opened the second segment, the first closing apart; then no frame
+        # comes (a camera away) until the run is seen to have said the error, or a minute.
+        for _ in range(1200):
+            s = json.loads(stats.read_text()) if stats.exists() else {}
+            said = [str(w.message) for w in list(rec) if issubclass(w.category, SharpenWarning)]
+            if s.get("state") != "running" and any("rec-000000-" in w for w in said):
+                break
+            time.sleep(0.05)
+        seen.update(state=s.get("state"), error=s.get("error", ""), said=said)
+
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")
+        with pytest.raises(SinkError, match="rec-000000-"):
+            run_stream(model, camera(), out, fps=10, segment=0.5, stats_path=stats,
+                       report_interval=30)
+    assert seen["state"] == "failed" and "rec-000000-" in seen["error"], seen
+    assert [w for w in seen["said"] if "rec-000000-" in w and "could not be closed" in w], seen
+    final = json.loads(stats.read_text())
+    assert final["state"] == "failed" and final["frames_processed"] == 6, final
