@@ -125,14 +125,16 @@ class TrainConfig:
 
 
 def config_key(word: str) -> str | None:
-    """The config key `word` spells, as an option would (`seed`, `optim.lr`, `val-every`), or
+    """The config key `word` spells, as an option would (`seed`, `optim.lr`, `val-every`, or
+    a section's key without its section where one section has it: `steps`, `batch-size`), or
     None where it names none (a section alone is no key to set)."""
     obj: Any = TrainConfig()
     parts = word.replace("-", "_").split(".")
     for p in parts:
         if not dataclasses.is_dataclass(obj) or p not in {f.name for f in
                                                            dataclasses.fields(obj)}:
-            return None
+            elsewhere = _key_elsewhere(parts[0]) if len(parts) == 1 else []
+            return elsewhere[0] if len(elsewhere) == 1 else None
         obj = getattr(obj, p)
     return None if dataclasses.is_dataclass(obj) else ".".join(parts)
 

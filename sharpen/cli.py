@@ -261,10 +261,12 @@ def _as_overrides(argv: list[str], extra: list[str]) -> str:
         if e not in unsaid:
             continue
         unsaid.remove(e)
-        if not e.startswith("--"):
+        word, eq, value = e.partition("=")
+        # Another tool's name (-o, --output-dir) for a key as the other commands name it
+        word = next((o for o in OTHER_TOOLS_NAMES.get(word, ()) if config_key(o[2:])), word)
+        if not word.startswith("--"):
             continue
-        word, eq, value = e[2:].partition("=")
-        key = config_key(word)
+        key = config_key(word[2:])
         if key is None:
             continue
         if not eq:

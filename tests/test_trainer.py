@@ -648,7 +648,12 @@ def test_overrides_may_come_before_and_after_options(tmp_path, capsys):
     # a negative number is a value, not an option; each repeat with its own value
     (["--seed", "-3"], "seed=-3"), (["--optim.lr", "-1e-4", "--quiet"], "optim.lr=-1e-4"),
     (["--seed", "3", "--seed", "4"], "seed=3 seed=4"),
-    (["--out", "--weird", "--seed", "--quiet"], "out=VALUE seed=VALUE")])
+    (["--out", "--weird", "--seed", "--quiet"], "out=VALUE seed=VALUE"),
+    # a section's key without its section, as other trainers spell their options
+    (["--steps", "100"], "optim.steps=100"), (["--lr=1e-4"], "optim.lr=1e-4"),
+    (["--batch-size", "8", "--quiet"], "data.batch_size=8"),
+    # another tool's name for out (`-o`, as the other commands take --out)
+    (["-o", "runs/x"], "out=runs/x"), (["--output-dir=runs/x"], "out=runs/x")])
 def test_a_setting_spelled_as_an_option_is_told_its_key_value_override(capsys, argv, meant):
     """`sharpen distill --seed 3`, the seed as the data commands take it, was only
     "unrecognized arguments: --seed"; the training commands take their seed as `seed=3`."""
