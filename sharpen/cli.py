@@ -134,6 +134,7 @@ _INPUT = ("--source", "--data", "--photos", "--sharp")
 # teacher and labels run the teacher alone: its weights are the model they take.
 _MODEL = ("--model", "--weights", "--teacher-weights")
 _WEIGHTS = ("--weights", "--model", "--teacher-weights")
+_STUDENT = ("--weights", "--model")
 OTHER_TOOLS_NAMES: dict[str, tuple[str, ...]] = {
     "--input": _INPUT, "--inputs": _INPUT, "-i": _INPUT, "--src": ("--source",),
     "--video": ("--source",), "--camera": ("--source",), "--images": _INPUT,
@@ -144,6 +145,8 @@ OTHER_TOOLS_NAMES: dict[str, tuple[str, ...]] = {
     "-j": ("--threads",), "--jobs": ("--threads",), "--num-threads": ("--threads",),
     "--gpu": ("--device", "--provider"), "--cuda": ("--device", "--provider"),
     "-q": ("--quiet",),
+    # demo's and bench's names for the student weights, in the commands without them
+    "--student": _STUDENT, "--students": _STUDENT, "--student-weights": _STUDENT,
 }
 
 

@@ -91,6 +91,12 @@ def test_a_misspelled_name_the_command_checks_gets_did_you_mean(argv, meant, tmp
      "-m t.pt (did you mean --teacher-weights?)"),
     (["labels", "--data", "d/", "--out", "o/", "--checkpoint", "t.pt"],
      "--checkpoint t.pt (did you mean --teacher-weights?)"),
+    # demo's --student, bench's --students: not "did you mean --stride?" (a frame step)
+    (["evaluate", "--data", "clip.mp4", "--student", "s.pt"],
+     "--student s.pt (did you mean --weights?)"),
+    (["evaluate", "--data", "clip.mp4", "--students", "s.pt"],
+     "--students s.pt (did you mean --weights?)"),
+    (["run", "--student", "m.onnx", "--source", "in.mp4"], "--student (did you mean --model?)"),
 ])
 def test_other_tools_option_names_point_at_ours(argv, said, capsys):
     err = error_of(argv, capsys)
