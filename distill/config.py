@@ -205,7 +205,7 @@ def _assign(obj: Any, dotted: str, value: Any, prefix: str,
         # optim.lr_rate is lr with a word added, not min_lr_ratio, the nearest spelling.
         close = [n for n in names if key.startswith(n + "_")] or difflib.get_close_matches(
             key, names, n=1)
-        elsewhere = _key_elsewhere(key)
+        elsewhere = _key_elsewhere(key.replace("-", "_"))   # batch-size, as an option
         hint = (f"did you mean {' or '.join(elsewhere)}? " if elsewhere else
                 f"did you mean {prefix}{'.'.join([*parts[:-1], close[0]])}? " if close else "")
         raise KeyError(f"unknown config key {prefix + dotted!r}; {hint}{type(obj).__name__} "

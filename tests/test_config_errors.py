@@ -156,6 +156,17 @@ def test_a_dotted_key_through_a_wrong_section_is_named(override, said):
     assert e.value.args[0] == said
 
 
+@pytest.mark.parametrize("override, said", [
+    ("steps=100", "unknown config key 'steps'; did you mean optim.steps?"),
+    # dashed, as an option spells it (--batch-size): was told no key, as data.batch-size was
+    ("batch-size=8", "unknown config key 'batch-size'; did you mean data.batch_size?"),
+])
+def test_a_key_without_its_section_is_told_the_section(override, said):
+    with pytest.raises(KeyError) as e:
+        load_config(None, [override])
+    assert e.value.args[0].startswith(f"{said} TrainConfig has "), e.value.args[0]
+
+
 def test_a_key_written_twice_in_a_file_is_refused_naming_both_lines(tmp_path):
     """YAML keeps the last of two `lr:` in a section without a word: the edited copy of a
     recipe with a new line below the old one ran with whichever came last."""
