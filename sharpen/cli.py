@@ -37,12 +37,15 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str):
         m = re.fullmatch(r"argument (\S+): expected one argument", message)
         names = m.group(1).split("/") if m else []
-        after = [self.argv[i + 1] for i, a in enumerate(self.argv[:-1]) if a in names]
-        if after and after[-1].startswith("-") and after[-1] != "-" \
-                and not self._is_option(after[-1]):
-            v, flag = after[-1], names[-1]
-            message += (f" ({v}, starting with '-', is read as an option: write {flag}={v} "
-                        f"or {flag} ./{v})")
+        after = [(a, self.argv[i + 1]) for i, a in enumerate(self.argv[:-1]) if a in names]
+        if after and after[-1][1].startswith("-") and after[-1][1] != "-" \
+                and not self._is_option(after[-1][1]):
+            flag, v = after[-1]   # as typed: --format or --formats
+            action = self._option_string_actions[flag]
+            # ./-photo.jpg is the same file; ./-1,2 is no list of frames
+            a_file = action.type is None and not action.choices and action.metavar != "LIST"
+            message += (f" ({v}, starting with '-', is read as an option: write {flag}={v}"
+                        + (f" or {flag} ./{v})" if a_file else ")"))
         message = self._with_suggestion(message)
         pointer = self._help_pointer(message.startswith("the following arguments are required"))
         self.exit(2, f"{self.prog}: error: {message}\n{pointer}\n")

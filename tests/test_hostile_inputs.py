@@ -187,6 +187,19 @@ def test_a_file_name_starting_with_a_dash_gets_the_way_to_write_it(tmp_path, cap
         assert "expected one argument" in err and "starting with '-'" not in err, err
 
 
+def test_a_value_starting_with_a_dash_that_is_no_file_is_not_told_to_write_it_as_one(capsys):
+    """evaluate --frames -1,2 was told to write `--frames ./-1,2`, as a file would be."""
+    from sharpen.cli import main
+    for argv, flag, value in (
+            (["evaluate", "--data", "clip.mp4", "--weights", "fast"], "--frames", "-1,2"),
+            (["export", "--weights", "fast", "--out", "e/"], "--formats", "-onnx")):
+        with pytest.raises(SystemExit):
+            main([*argv, flag, value])
+        err = capsys.readouterr().err
+        assert (f": expected one argument ({value}, starting with '-', is read as an option: "
+                f"write {flag}={value})\n") in err, err
+
+
 def test_corpus_names_a_small_photo_with_a_newline_on_one_line(tmp_path):
     photos = tmp_path / "photos"
     photos.mkdir()
