@@ -268,8 +268,9 @@ def _as_overrides(argv: list[str], extra: list[str]) -> str:
             continue
         unsaid.remove(e)
         word, eq, value = e.partition("=")
-        # Another tool's name (-o, --output-dir) for a key as the other commands name it
-        word = next((o for o in OTHER_TOOLS_NAMES.get(word, ()) if config_key(o[2:])), word)
+        # Another tool's name for the output folder (-o, --output-dir), whose value is out's;
+        # not --gpu 0, whose value is no device= value
+        word = "--out" if "--out" in OTHER_TOOLS_NAMES.get(word, ()) else word
         if not word.startswith("--"):
             continue
         key = config_key(word[2:])

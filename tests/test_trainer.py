@@ -662,6 +662,9 @@ def test_a_setting_spelled_as_an_option_is_told_its_key_value_override(capsys, a
         main(["distill", *argv])
     err = capsys.readouterr().err
     assert f"this command's settings are config keys given as KEY=VALUE: {meant}" in err, err
+    with pytest.raises(SystemExit):   # a GPU's index is no device= value
+        main(["distill", "--gpu", "0"])
+    assert "device=0" not in capsys.readouterr().err
     with pytest.raises(SystemExit):   # not a key: as before
         main(["distill", "--bogus", "3"])
     assert capsys.readouterr().err.splitlines()[0].endswith("unrecognized arguments: --bogus")
