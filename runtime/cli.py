@@ -475,15 +475,15 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: {retimed}", file=sys.stderr)
     if summary.get("live") and summary.get("left_out_frames"):
         print(f"sharpen run: {_live_left_out_note(summary, args.fps)}", file=sys.stderr)
+    written = args.output
+    if written and summary.get("segment"):   # --out itself is not written: its segments are
+        from .segment_sink import segments_shown
+        written = str(segments_shown(written))
     if defaulted:
-        print(f"sharpen run: results written to {args.output} (no --out given)",
-              file=sys.stderr)
+        print(f"sharpen run: results written to {written} (no --out given)", file=sys.stderr)
     if args.compare and args.output:   # the frames' captions say it too, once opened
         from .compare_sink import compare_layout
-        shown = "--out - (stdout)" if args.output.strip() == "-" else args.output
-        if summary.get("segment"):   # --out itself is not written: its segments are
-            from .segment_sink import segments_shown
-            shown = str(segments_shown(args.output))
+        shown = "--out - (stdout)" if args.output.strip() == "-" else written
         print(f"sharpen run: {shown}: {compare_layout(options.view)}", file=sys.stderr)
     if summary.get("skipped_inputs"):
         n = len(summary["skipped_inputs"])

@@ -597,3 +597,17 @@ def test_a_segments_close_error_is_said_and_in_the_stats_while_the_camera_is_awa
     assert [w for w in seen["said"] if "rec-000000-" in w and "could not be closed" in w], seen
     final = json.loads(stats.read_text())
     assert final["state"] == "failed" and final["frames_processed"] == 6, final
+
+
+def test_a_run_into_segments_without_out_names_the_segments_it_wrote(model, tmp_path):
+    """Without --out the result line named runs/sharpen/clip.mp4, a file never written."""
+    clip = _clip(tmp_path / "clip.mp4", 12)
+    r = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                        "--source", str(clip), "--segment", "0.5", "--quiet"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    folder = tmp_path / "runs" / "sharpen"
+    assert not (folder / "clip.mp4").exists()
+    assert len(list(folder.glob("clip-000*.mp4"))) == 3, sorted(folder.iterdir())
+    assert ("results written to runs/sharpen/clip-NNNNNN-YYYYmmdd-HHMMSS.mp4 (no --out given)"
+            in r.stderr), r.stderr
