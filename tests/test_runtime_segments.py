@@ -355,6 +355,17 @@ def test_compare_into_segments_names_the_segments_not_the_unwritten_out(model, t
     assert f"{out}:" not in r.stderr and not out.exists()
 
 
+def _take_first_segments_name(folder: Path) -> None:
+    """A folder under the name segment 0 of `folder`/rec.mp4 will close to, made once the
+    writer has chosen that name (its time): the segment cannot be closed."""
+    for _ in range(200):
+        if hidden := list(folder.glob(".rec-000000-*.partial.mp4")):
+            break
+        time.sleep(0.05)
+    stamp = re.match(r"^\.(rec-000000-\d{8}-\d{6})\.", hidden[0].name).group(1)
+    (folder / f"{stamp}.mp4").mkdir()
+
+
 def test_after_a_segment_that_could_not_be_closed_the_error_says_which_frames_are_kept(
         model, tmp_path, monkeypatch):
     """A full disk lost a segment and the run went on to the next; the line under the error
@@ -367,13 +378,8 @@ def test_after_a_segment_that_could_not_be_closed_the_error_says_which_frames_ar
     def frames():
         for i, f in enumerate(_frames(12)):
             yield f
-            if i == 0:   # the first segment's name taken, once the writer has chosen it
-                for _ in range(200):
-                    if hidden := list(tmp_path.glob(".rec-000000-*.partial.mp4")):
-                        break
-                    time.sleep(0.05)
-                stamp = re.match(r"^\.(rec-000000-\d{8}-\d{6})\.", hidden[0].name).group(1)
-                (tmp_path / f"{stamp}.mp4").mkdir()
+            if i == 0:
+                _take_first_segments_name(tmp_path)
 
     with pytest.raises(SinkError) as failed:
         run_stream(model, frames(), out, fps=10, segment=0.5)
@@ -571,13 +577,8 @@ def test_a_segments_close_error_is_said_and_in_the_stats_while_the_camera_is_awa
     def camera():
         for i, f in enumerate(_frames(6)):
             yield f
-            if i == 0:   # the first segment's name taken, once the writer has chosen it
-                for _ in range(200):
-                    if hidden := list(tmp_path.glob(".rec-000000-*.partial.mp4")):
-                        break
-                    time.sleep(0.05)
-                stamp = re.match(r"^\.(rec-000000-\d{8}-\d{6})\.", hidden[0].name).group(1)
-                (tmp_path / f"{stamp}.mp4").mkdir()
+            if i == 0:
+                _take_first_segments_name(tmp_path)
         # The sixth frame opened the second segment, the first closing apart; then no frame
         # comes (a camera away) until the run is seen to have said the error, or a minute.
         for _ in range(1200):
