@@ -309,6 +309,17 @@ def _segments_any(folder: Path, ext: str) -> list[Path]:
     return sorted(folder.glob(f"rec-*{ext}"))
 
 
+def _ffmpeg_waiting_for(go: Path, only: str = "") -> Path:
+    """An ffmpeg beside `go` that refuses its copy once `go` exists (30 s at most); with
+    `only`, one whose command line does not name it refuses at once."""
+    ffmpeg = go.with_name("ffmpeg")
+    first = f"case \"$*\" in *{only}*) ;; *) exit 1 ;; esac\n" if only else ""
+    ffmpeg.write_text(f"#!/bin/sh\n{first}i=0\nwhile [ ! -e {go} ] && [ $i -lt 300 ]; do\n"
+                      "  i=$((i + 1)); sleep 0.1\ndone\nexit 1\n")
+    ffmpeg.chmod(0o755)
+    return ffmpeg
+
+
 def test_a_segment_whose_close_fails_leaves_the_next_one_closed_whole(tmp_path, monkeypatch):
     """The first segment's close fails (its name taken by a folder) while the writer waits on
     it to cut the second: the error ends the run, and the second, whose frames are all
@@ -317,12 +328,8 @@ def test_a_segment_whose_close_fails_leaves_the_next_one_closed_whole(tmp_path, 
 
     from runtime.segment_sink import SegmentSink
     from runtime.sinks import SinkError
-    go = tmp_path / "go"
-    ffmpeg = tmp_path / "ffmpeg"   # answers (refusing the tag copy) once told to
-    ffmpeg.write_text(f"#!/bin/sh\ni=0\nwhile [ ! -e {go} ] && [ $i -lt 300 ]; do\n"
-                      "  i=$((i + 1)); sleep 0.1\ndone\nexit 1\n")
-    ffmpeg.chmod(0o755)
-    monkeypatch.setenv("SHARPEN_FFMPEG", str(ffmpeg))
+    go = tmp_path / "go"   # answers (refusing the tag copy) once told to
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(_ffmpeg_waiting_for(go)))
     out = tmp_path / "rec" / "rec.mp4"
     sink = SegmentSink(out, 10, 0.5)
     frames = _frames(11)
@@ -426,13 +433,8 @@ def test_a_ctrl_c_while_waiting_on_a_close_still_has_close_wait_for_it(tmp_path,
     import threading
 
     from runtime.segment_sink import SegmentSink
-    go = tmp_path / "go"
-    ffmpeg = tmp_path / "ffmpeg"   # the first segment's copy waits for the word; others fail
-    ffmpeg.write_text("#!/bin/sh\ncase \"$*\" in *rec-000000-*) ;; *) exit 1 ;; esac\n"
-                      f"i=0\nwhile [ ! -e {go} ] && [ $i -lt 300 ]; do\n"
-                      "  i=$((i + 1)); sleep 0.1\ndone\nexit 1\n")
-    ffmpeg.chmod(0o755)
-    monkeypatch.setenv("SHARPEN_FFMPEG", str(ffmpeg))
+    go = tmp_path / "go"   # the first segment's copy waits for the word; others fail
+    monkeypatch.setenv("SHARPEN_FFMPEG", str(_ffmpeg_waiting_for(go, "rec-000000-")))
     out = tmp_path / "rec" / "rec.mp4"
     sink = SegmentSink(out, 10, 0.5)
     frames = _frames(11)
