@@ -148,6 +148,9 @@ OTHER_TOOLS_NAMES: dict[str, tuple[str, ...]] = {
     "-j": ("--threads",), "--jobs": ("--threads",), "--num-threads": ("--threads",),
     "--gpu": ("--device", "--provider"), "--cuda": ("--device", "--provider"),
     "-q": ("--quiet",),
+    # ffmpeg's segment muxer's and NVRs' names for how many recordings to keep
+    "--max-segments": ("--keep-segments",), "--segment_wrap": ("--keep-segments",),
+    "--segment-wrap": ("--keep-segments",),
     # demo's and bench's names for the student weights, in the commands without them
     "--student": _STUDENT, "--students": _STUDENT, "--student-weights": _STUDENT,
 }

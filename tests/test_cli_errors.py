@@ -97,6 +97,13 @@ def test_a_misspelled_name_the_command_checks_gets_did_you_mean(argv, meant, tmp
     (["evaluate", "--data", "clip.mp4", "--students", "s.pt"],
      "--students s.pt (did you mean --weights?)"),
     (["run", "--student", "m.onnx", "--source", "in.mp4"], "--student (did you mean --model?)"),
+    # ffmpeg's segment muxer and NVRs' names: not "did you mean --segment?" (a length)
+    (["run", "--model", "m.onnx", "--source", "in.mp4", "--segment", "60", "--max-segments",
+      "5"], "--max-segments 5 (did you mean --keep-segments?)"),
+    (["run", "--model", "m.onnx", "--source", "in.mp4", "--segment", "60", "--segment_wrap",
+      "5"], "--segment_wrap 5 (did you mean --keep-segments?)"),
+    (["run", "--model", "m.onnx", "--source", "in.mp4", "--segment_time", "60"],
+     "--segment_time 60 (did you mean --segment?)"),
 ])
 def test_other_tools_option_names_point_at_ours(argv, said, capsys):
     err = error_of(argv, capsys)
