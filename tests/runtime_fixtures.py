@@ -82,7 +82,8 @@ def onnx_model(tmp_path_factory) -> Path:
 def one_op_model(path: Path, op: str, inputs: list[str], consts: dict[str, np.ndarray],
                  same_shape: bool = True, **attrs) -> Path:
     """An ONNX model of one operator on "input" (NCHW, dynamic) and constants: a broken or
-    size-changing "model" for error paths. `same_shape` False leaves the output shape open."""
+    size-changing "model" for error paths. `same_shape` False leaves the output shape open.
+    It records a size multiple, as an export does: not a foreign model (test_foreign_onnx)."""
     import onnx
     from onnx import helper, numpy_helper
 
@@ -94,6 +95,7 @@ def one_op_model(path: Path, op: str, inputs: list[str], consts: dict[str, np.nd
         [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in consts.items()])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
+    helper.set_model_props(model, {"multiple": "8"})
     onnx.save(model, str(path))
     return path
 

@@ -19,6 +19,7 @@ from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, exported_without_receptive_field,
                    layout_hint, parse_multiple,
                    parse_receptive_field, read_sidecar, recorded_float_layers)
+from .foreign import read_contract, run_in_contract
 from .sniff import load_hint
 from ..warn import warn
 
@@ -311,11 +312,17 @@ class OnnxRuntimeBackend(Backend):
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         shape = inputs[0].shape
-        if len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3):
-            raise ModelError(f"{path}: expected an NCHW RGB input [N,3,H,W], got {shape}")
         self.input_dtype = np.float16 if "float16" in inputs[0].type else np.float32
         meta = dict(self.session.get_modelmeta().custom_metadata_map or {})
         sidecar = read_sidecar(path)
+        self.contract = read_contract(path, meta, sidecar, shape)
+        self.layout = self.contract.layout
+        channels = shape[3 if self.layout == "NHWC" else 1] if len(shape) == 4 else None
+        if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
+            want = "[N,H,W,3]" if self.layout == "NHWC" else "[N,3,H,W]"
+            raise ModelError(f"{path}: expected an {self.layout} RGB input {want}, got {shape}")
+        if self.contract.note:
+            warn(self.contract.note)
         self.multiple = parse_multiple(meta.get("multiple", sidecar.get("multiple")), str(path))
         self.parity_failed = meta.get(PARITY_KEY) or sidecar.get(PARITY_KEY) or None
         self.receptive_field = parse_receptive_field(
@@ -339,11 +346,15 @@ class OnnxRuntimeBackend(Backend):
         # its session, not a None to run.
         session = self.session
         self.check_open()
-        if batch.dtype != self.input_dtype:
+        if self.contract.plain and batch.dtype != self.input_dtype:
             batch = batch.astype(self.input_dtype)
         try:
-            out = session.run([self.output_name], {self.input_name: batch},
-                              self._run_options)[0]
+            out = run_in_contract(
+                self.contract, batch,
+                lambda x: session.run([self.output_name], {self.input_name: x},
+                                      self._run_options)[0], self.input_dtype)
+        except ModelError:
+            raise
         except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
             off = layout_hint(batch.shape, self.layout)
             if not off and any(n % self.multiple for n in batch.shape[2:]):

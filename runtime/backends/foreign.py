@@ -1,0 +1,163 @@
+"""How a model takes its image, read from its contract (runtime.contract: what `sharpen export`
+records in the model and its sidecar) or, for a model exported elsewhere (a published network's
+ONNX), from its input's shape and a sidecar JSON written by its user.
+
+Such a model may take BGR, values in [-1,1], NHWC, a fixed size, or give a residual: a wrong
+guess gives visibly wrong colours or contrast with no error, so what is assumed is said.
+README: Runtime, "Models exported elsewhere".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from .base import ModelError
+
+# The contract's keys a user may set in a sidecar, with their values (the first: the default).
+CHOICES = {
+    "layout": ("NCHW", "NHWC"),
+    "colour_order": ("RGB", "BGR"),
+    "input_range": ("[0,1]", "[-1,1]"),
+    "output": ("image", "residual"),
+}
+# Keys only `sharpen export` writes: a model with none of them is foreign.
+_OURS = ("producer", "student", "multiple")
+EXAMPLE = ('{"colour_order": "BGR", "input_range": "[-1,1]", "layout": "NHWC", '
+           '"output": "residual"}')
+
+
+@dataclass(frozen=True)
+class IoContract:
+    layout: str = "NCHW"
+    colour_order: str = "RGB"
+    input_range: str = "[0,1]"
+    output: str = "image"
+    fixed_hw: Optional[tuple[int, int]] = None
+    foreign: bool = False
+    note: str = ""   # what was assumed, for a foreign model ("" for ours)
+
+    @property
+    def plain(self) -> bool:
+        """RGB in [0,1] out as the image: the runtime's own convention, nothing to convert."""
+        return (self.colour_order, self.input_range, self.output) == ("RGB", "[0,1]", "image")
+
+
+def _value(key: str, raw: Any, where: str) -> str:
+    # An export's layout is in words ("NCHW RGB float32 [0,1]"): its first one names it.
+    text = (str(raw).split() or [""])[0] if key == "layout" else str(raw).replace(" ", "")
+    for choice in CHOICES[key]:
+        if text.lower() == choice.lower():
+            return choice
+    raise ModelError(f"{where}: {key} {raw!r} is none of {', '.join(CHOICES[key])}")
+
+
+def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
+                  shape: list[Any]) -> IoContract:
+    """The contract of the model at `path`, whose ONNX metadata is `meta`, sidecar `sidecar`
+    and input shape `shape` (ints for fixed dimensions, names or None for dynamic ones)."""
+    side = f"{path.name}.json"
+    given: dict[str, str] = {}
+    origin: dict[str, str] = {}
+    for key in CHOICES:
+        for record, where in ((sidecar, side), (meta, f"{path.name}'s metadata")):
+            if record.get(key) not in (None, ""):
+                given[key] = _value(key, record[key], f"{path}: {where}")
+                origin[key] = where
+                break
+    foreign = not any(k in meta or k in sidecar for k in _OURS)
+    dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
+    if "layout" not in given and len(dims) == 4 and dims[3] == 3 and dims[1] != 3:
+        given["layout"], origin["layout"] = "NHWC", f"its input {_shape(shape)}"
+    layout = given.get("layout", "NCHW")
+    hw = dims[1:3] if layout == "NHWC" else dims[2:4]
+    fixed = (hw[0], hw[1]) if len(dims) == 4 and None not in hw else None
+    c = IoContract(**{k: given.get(k, v[0]) for k, v in CHOICES.items()},
+                   fixed_hw=fixed, foreign=foreign)
+    if not foreign:
+        return c
+    said = []
+    for key, choices in CHOICES.items():
+        value = getattr(c, key)
+        shown = f"output the {value}" if key == "output" else value
+        if key == "layout" and key not in origin:
+            origin[key] = f"its input {_shape(shape)}"
+        said.append(f"{shown} (from {origin[key]})" if key in origin else shown)
+    note = (f"{path.name} was not exported by sharpen export (no image-sharpening-kd contract "
+            f"in it): run as {', '.join(said)}")
+    if fixed:
+        note += (f"; fixed input size {fixed[0]}x{fixed[1]}: frames run in tiles of that size "
+                 "(smaller ones padded)")
+    note += (f". Where it takes otherwise the output looks wrong (colours, contrast) without "
+             f"an error: write {side} beside it, e.g. {EXAMPLE} (README: Runtime)")
+    return IoContract(c.layout, c.colour_order, c.input_range, c.output, fixed, True, note)
+
+
+def _shape(shape: list[Any]) -> str:
+    return "[" + ",".join(str(d) if isinstance(d, int) else str(d or "?") for d in shape) + "]"
+
+
+def run_in_contract(c: IoContract, batch: np.ndarray, run: Callable[[np.ndarray], np.ndarray],
+                    dtype: Any) -> np.ndarray:
+    """`run` (the engine on the model's own input) on a float32 batch in c.layout, RGB in
+    [0,1]; returns float32, same layout and convention. A fixed size is met by tiles."""
+    if c.fixed_hw and _hw(c, batch.shape) != c.fixed_hw:
+        return _tiled(c, batch, lambda b: _once(c, b, run, dtype))
+    return _once(c, batch, run, dtype)
+
+
+def _hw(c: IoContract, shape: tuple[int, ...]) -> tuple[int, int]:
+    return (shape[1], shape[2]) if c.layout == "NHWC" else (shape[2], shape[3])
+
+
+def _once(c: IoContract, batch: np.ndarray, run: Callable[[np.ndarray], np.ndarray],
+          dtype: Any) -> np.ndarray:
+    axis = 3 if c.layout == "NHWC" else 1
+    x = batch
+    if c.colour_order == "BGR":
+        x = np.flip(x, axis)
+    if c.input_range == "[-1,1]":
+        x = x * 2 - 1
+    x = np.ascontiguousarray(x, dtype=dtype)
+    y = np.asarray(run(x), dtype=np.float32)
+    if c.output == "residual":
+        y = y + x.astype(np.float32)
+    if c.input_range == "[-1,1]":
+        y = (y + 1) / 2
+    if c.colour_order == "BGR":
+        y = np.ascontiguousarray(np.flip(y, axis))
+    return y
+
+
+def _tiled(c: IoContract, batch: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]
+           ) -> np.ndarray:
+    """Each image of the batch in tiles of the model's fixed size (Gaussian-blended, as
+    `sharpen run --tile`), tiles at an image's border smaller than it padded up to it."""
+    from ..tiling import auto_overlap, tiled_rows
+
+    fh, fw = c.fixed_hw or (0, 0)
+    nhwc = c.layout == "NHWC"
+    images = batch if nhwc else batch.transpose(0, 2, 3, 1)
+
+    def one_tile(nchw: np.ndarray) -> np.ndarray:
+        th, tw = nchw.shape[2:]
+        padded = np.pad(nchw, ((0, 0), (0, 0), (0, fh - th), (0, fw - tw)), mode="reflect")
+        x = padded.transpose(0, 2, 3, 1) if nhwc else padded
+        y = fn(np.ascontiguousarray(x))
+        y = y.transpose(0, 3, 1, 2) if nhwc else y
+        return y[:, :, :th, :tw]
+
+    tile = min(fh, fw)
+    outs = []
+    for img in images:
+        h, w = img.shape[:2]
+        out = np.empty((h, w, 3), np.float32)
+        for y, rows in tiled_rows(lambda y, x, th, tw: img[y:y + th, x:x + tw], h, w,
+                                  one_tile, tile=tile, overlap=auto_overlap(tile),
+                                  multiple=1, batch_size=1):
+            out[y:y + len(rows)] = rows
+        outs.append(out)
+    result = np.stack(outs)
+    return result if nhwc else np.ascontiguousarray(result.transpose(0, 3, 1, 2))

@@ -1,0 +1,139 @@
+"""ONNX models exported elsewhere (a published network, not `sharpen export`): no contract in
+them, a fixed input size, NHWC, [-1,1], BGR, a residual output. The runtime says what it
+assumes, reads what it can from the graph, and takes the rest from a sidecar JSON."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime_fixtures import run_cli, runtime_warnings
+
+pytest.importorskip("onnxruntime")
+onnx = pytest.importorskip("onnx")
+
+
+def foreign_model(path: Path, op: str = "Abs", dims=("n", 3, "h", "w"),
+                  consts: dict | None = None) -> Path:
+    """A model of one operator on "image" (plus constants), with no metadata at all."""
+    from onnx import helper, numpy_helper
+
+    inputs = ["image", *(consts or {})]
+    graph = helper.make_graph(
+        [helper.make_node(op, inputs, ["restored"])], "foreign",
+        [helper.make_tensor_value_info("image", 1, list(dims))],
+        [helper.make_tensor_value_info("restored", 1, list(dims))],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k)
+         for k, v in (consts or {}).items()])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+def frame(h: int = 40, w: int = 72) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    f = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+    f[:4] = 0   # a black band: Abs in [-1,1] turns it white, in [0,1] keeps it black
+    return f
+
+
+def sharpened(model: Path, img: np.ndarray, **kw) -> tuple[np.ndarray, list[str]]:
+    from runtime import FrameProcessor, load_backend
+
+    with runtime_warnings() as said:
+        with load_backend(model, providers="cpu") as backend:
+            out = FrameProcessor(backend, **kw)(img)
+    return out, said
+
+
+def test_a_model_without_the_contract_is_said_to_be_foreign_with_what_is_assumed(tmp_path):
+    out, said = sharpened(foreign_model(tmp_path / "net.onnx"), frame())
+    assert np.array_equal(out, frame())   # Abs on [0,1]: the image itself
+    text = " ".join(said)
+    assert "net.onnx" in text and "not exported by sharpen export" in text
+    for assumed in ("RGB", "[0,1]", "NCHW", "net.onnx.json"):
+        assert assumed in text, text
+
+
+def test_a_fixed_input_size_runs_in_tiles_of_that_size(tmp_path):
+    model = foreign_model(tmp_path / "fixed.onnx", dims=(1, 3, 32, 32))
+    img = frame(40, 72)   # larger than 32 on both sides
+    out, said = sharpened(model, img)
+    assert np.array_equal(out, img)
+    assert any("fixed input size 32x32" in s for s in said), said
+    small = frame(20, 24)   # smaller: padded up to 32x32, cropped back
+    out, _ = sharpened(model, small)
+    assert np.array_equal(out, small)
+
+
+def test_a_fixed_input_size_under_a_larger_tile_runs_each_tile_in_the_models_size(tmp_path):
+    model = foreign_model(tmp_path / "fixed.onnx", dims=(1, 3, 32, 32))
+    img = frame(80, 96)
+    out, _ = sharpened(model, img, tile=64)
+    assert np.array_equal(out, img)
+
+
+def test_nhwc_is_read_from_the_input_shape(tmp_path):
+    from runtime import load_backend
+
+    model = foreign_model(tmp_path / "nhwc.onnx", dims=("n", "h", "w", 3))
+    with load_backend(model, providers="cpu") as backend:
+        assert backend.layout == "NHWC"
+    out, said = sharpened(model, frame())
+    assert np.array_equal(out, frame())
+    assert any("NHWC" in s for s in said), said
+
+
+def test_the_sidecar_sets_the_range_of_a_foreign_model(tmp_path):
+    model = foreign_model(tmp_path / "gan.onnx")
+    out, _ = sharpened(model, frame())
+    assert out[:4].max() == 0                     # taken as [0,1]: black stays black
+    (tmp_path / "gan.onnx.json").write_text(json.dumps({"input_range": "[-1,1]"}))
+    out, said = sharpened(model, frame())
+    assert out[:4].min() == 255                   # fed 2x-1 and read back (y+1)/2: |-1| = 1
+    assert any("[-1,1]" in s and "gan.onnx.json" in s for s in said), said
+
+
+def test_the_sidecar_sets_bgr(tmp_path):
+    # Zeroes the model's first channel: red when it takes RGB, blue when it takes BGR.
+    model = foreign_model(tmp_path / "bgr.onnx", op="Mul",
+                          consts={"keep": np.array([0, 1, 1]).reshape(1, 3, 1, 1)})
+    img = np.full((16, 16, 3), 200, np.uint8)
+    out, _ = sharpened(model, img)
+    assert out[..., 2].max() == 0 and out[..., 0].min() == 200   # OpenCV order: B, G, R
+    (tmp_path / "bgr.onnx.json").write_text(json.dumps({"colour_order": "BGR"}))
+    out, _ = sharpened(model, img)
+    assert out[..., 0].max() == 0 and out[..., 2].min() == 200
+
+
+def test_the_sidecar_sets_a_residual_output(tmp_path):
+    model = foreign_model(tmp_path / "res.onnx", op="Mul", consts={"zero": np.zeros(1)})
+    (tmp_path / "res.onnx.json").write_text(json.dumps({"output": "residual"}))
+    out, _ = sharpened(model, frame())
+    assert np.array_equal(out, frame())           # input + 0
+
+
+def test_a_sidecar_value_that_is_none_of_the_choices_names_the_key_and_the_choices(tmp_path):
+    from runtime import ModelError, load_backend
+
+    model = foreign_model(tmp_path / "net.onnx")
+    (tmp_path / "net.onnx.json").write_text(json.dumps({"input_range": "0..255"}))
+    with pytest.raises(ModelError, match=r"input_range.*0\.\.255.*\[-1,1\]"):
+        load_backend(model, providers="cpu")
+
+
+def test_sharpen_run_on_a_fixed_size_foreign_model_writes_the_image(tmp_path, capsys):
+    import cv2
+
+    model = foreign_model(tmp_path / "fixed.onnx", dims=(1, 3, 32, 32))
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), frame(50, 70))
+    out = tmp_path / "out.png"
+    assert run_cli(["run", "--model", str(model), "--source", str(src), "--out", str(out),
+                    "--quiet"]) == 0
+    assert np.array_equal(cv2.imread(str(out)), frame(50, 70))
+    err = capsys.readouterr().err
+    assert "not exported by sharpen export" in err and "32x32" in err
