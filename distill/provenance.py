@@ -125,6 +125,10 @@ def artifact_provenance(path) -> list[str]:
         if rows and not any("file_sha256" in e for e in extras):
             unhashed.append(report_path.name)
     head = f"{p} (sha256 {sha[:16]})"
+    if not found and p.suffix.lower() == ".onnx":
+        from runtime.backends.foreign import onnx_io_lines
+        if (foreign := onnx_io_lines(p)) is not None:   # no export anywhere made it
+            return [head + ":", *foreign]
     if not found:
         lines = [f"{head}: no export report in {p.parent} records this file (its sha256 is no "
                  "row's extra.file_sha256): it is not a file an export there built and checked; "

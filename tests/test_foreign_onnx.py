@@ -137,3 +137,17 @@ def test_sharpen_run_on_a_fixed_size_foreign_model_writes_the_image(tmp_path, ca
     assert np.array_equal(cv2.imread(str(out)), frame(50, 70))
     err = capsys.readouterr().err
     assert "not exported by sharpen export" in err and "32x32" in err
+
+
+def test_sharpen_models_on_a_foreign_onnx_says_how_the_runtime_runs_it(tmp_path, capsys):
+    pytest.importorskip("torch")
+    from sharpen.cli import main
+
+    model = foreign_model(tmp_path / "fixed.onnx", dims=(1, 3, 32, 32))
+    (tmp_path / "fixed.onnx.json").write_text(json.dumps({"input_range": "[-1,1]"}))
+    assert main(["models", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "not exported by sharpen export" in out, out
+    assert "input 'image' [1,3,32,32] float32, output 'restored'" in out, out
+    assert "[-1,1] (from fixed.onnx.json)" in out and "tiles of that size" in out, out
+    assert "look for its sha256" not in out, out   # no export folder holds it

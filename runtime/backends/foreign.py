@@ -82,7 +82,7 @@ def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
     for key, choices in CHOICES.items():
         value = getattr(c, key)
         shown = f"output the {value}" if key == "output" else value
-        if key == "layout" and key not in origin:
+        if key == "layout" and key not in origin and len(dims) == 4 and dims[1] == 3:
             origin[key] = f"its input {_shape(shape)}"
         said.append(f"{shown} (from {origin[key]})" if key in origin else shown)
     note = (f"{path.name} was not exported by sharpen export (no image-sharpening-kd contract "
@@ -161,3 +161,34 @@ def _tiled(c: IoContract, batch: np.ndarray, fn: Callable[[np.ndarray], np.ndarr
         outs.append(out)
     result = np.stack(outs)
     return result if nhwc else np.ascontiguousarray(result.transpose(0, 3, 1, 2))
+
+
+def onnx_io_lines(path: Path) -> Optional[list[str]]:
+    """For a foreign .onnx (`sharpen models FILE`): its inputs and outputs and how the runtime
+    runs it, in lines; None for one of this project's exports, or where ONNX Runtime cannot
+    open it (the runtime says why when it runs it)."""
+    from .base import read_sidecar
+
+    try:
+        import onnxruntime as ort
+        o = ort.SessionOptions()
+        o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        o.log_severity_level = 3
+        s = ort.InferenceSession(str(path), sess_options=o, providers=["CPUExecutionProvider"])
+    except Exception:   # no onnxruntime, or a file it cannot load
+        return None
+    meta = dict(s.get_modelmeta().custom_metadata_map or {})
+    inputs, outputs = s.get_inputs(), s.get_outputs()
+    c = read_contract(Path(path), meta, read_sidecar(path), inputs[0].shape if inputs else [])
+    if not c.foreign:
+        return None
+
+    def io(kind: str, args: list[Any]) -> str:
+        return ", ".join(f"{kind} {a.name!r} {_shape(a.shape)} {_dtype(a.type)}" for a in args)
+    return [f"  {io('input', inputs)}, {io('output', outputs)}", f"  {c.note}"]
+
+
+def _dtype(onnx_type: str) -> str:
+    """ONNX Runtime's 'tensor(float)' as numpy names it: float32."""
+    name = onnx_type.removeprefix("tensor(").removesuffix(")")
+    return {"float": "float32", "double": "float64"}.get(name, name)
