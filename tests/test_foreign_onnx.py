@@ -151,3 +151,37 @@ def test_sharpen_models_on_a_foreign_onnx_says_how_the_runtime_runs_it(tmp_path,
     assert "input 'image' [1,3,32,32] float32, output 'restored'" in out, out
     assert "[-1,1] (from fixed.onnx.json)" in out and "tiles of that size" in out, out
     assert "look for its sha256" not in out, out   # no export folder holds it
+
+
+def two_output_model(path: Path) -> Path:
+    """A network that gives a half-scale output first and the image second (multi-scale
+    deblurring networks give one per scale)."""
+    from onnx import helper
+
+    dims = ["n", 3, "h", "w"]
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["image"], ["half"], kernel_shape=[2, 2],
+                          strides=[2, 2]),
+         helper.make_node("Identity", ["image"], ["restored"])], "two",
+        [helper.make_tensor_value_info("image", 1, dims)],
+        [helper.make_tensor_value_info("half", 1, ["n", 3, "h2", "w2"]),
+         helper.make_tensor_value_info("restored", 1, dims)], [])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_model_with_several_outputs_says_which_is_taken_and_the_sidecar_picks(tmp_path):
+    from runtime import load_backend
+
+    model = two_output_model(tmp_path / "multi.onnx")
+    with runtime_warnings() as said:
+        load_backend(model, providers="cpu").close()
+    assert any("'half' of its 2 outputs" in s and "output_name" in s for s in said), said
+    (tmp_path / "multi.onnx.json").write_text(json.dumps({"output_name": "restored"}))
+    out, _ = sharpened(model, frame())
+    assert np.array_equal(out, frame())
+    (tmp_path / "multi.onnx.json").write_text(json.dumps({"output_name": "nope"}))
+    with pytest.raises(Exception, match="nope.*half, restored"):
+        load_backend(model, providers="cpu")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
@@ -37,6 +37,7 @@ class IoContract:
     output: str = "image"
     fixed_hw: Optional[tuple[int, int]] = None
     foreign: bool = False
+    output_name: str = ""   # the output taken as the image (of several, the record's or first)
     note: str = ""   # what was assumed, for a foreign model ("" for ours)
 
     @property
@@ -55,10 +56,18 @@ def _value(key: str, raw: Any, where: str) -> str:
 
 
 def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
-                  shape: list[Any]) -> IoContract:
-    """The contract of the model at `path`, whose ONNX metadata is `meta`, sidecar `sidecar`
-    and input shape `shape` (ints for fixed dimensions, names or None for dynamic ones)."""
+                  shape: list[Any], outputs: Sequence[str] = ()) -> IoContract:
+    """The contract of the model at `path`, whose ONNX metadata is `meta`, sidecar `sidecar`,
+    input shape `shape` (ints for fixed dimensions, names or None for dynamic ones) and output
+    names `outputs`."""
     side = f"{path.name}.json"
+    out_name = outputs[0] if outputs else ""
+    named = sidecar.get("output_name") or meta.get("output_name")
+    if named and outputs:
+        if named not in outputs:
+            raise ModelError(f"{path}: output_name {named!r} ({side} or its metadata) is none of "
+                             f"its outputs: {', '.join(outputs)}")
+        out_name = named
     given: dict[str, str] = {}
     origin: dict[str, str] = {}
     for key in CHOICES:
@@ -75,7 +84,7 @@ def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
     hw = dims[1:3] if layout == "NHWC" else dims[2:4]
     fixed = (hw[0], hw[1]) if len(dims) == 4 and None not in hw else None
     c = IoContract(**{k: given.get(k, v[0]) for k, v in CHOICES.items()},
-                   fixed_hw=fixed, foreign=foreign)
+                   fixed_hw=fixed, foreign=foreign, output_name=out_name)
     if not foreign:
         return c
     said = []
@@ -87,12 +96,17 @@ def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
         said.append(f"{shown} (from {origin[key]})" if key in origin else shown)
     note = (f"{path.name} was not exported by sharpen export (no image-sharpening-kd contract "
             f"in it): run as {', '.join(said)}")
+    if len(outputs) > 1:
+        how = f"from {side}" if sidecar.get("output_name") else \
+            f'set "output_name" in {side} for another'
+        note += f"; the image is its output {out_name!r} of its {len(outputs)} outputs ({how})"
     if fixed:
         note += (f"; fixed input size {fixed[0]}x{fixed[1]}: frames run in tiles of that size "
                  "(smaller ones padded)")
     note += (f". Where it takes otherwise the output looks wrong (colours, contrast) without "
              f"an error: write {side} beside it, e.g. {EXAMPLE} (README: Runtime)")
-    return IoContract(c.layout, c.colour_order, c.input_range, c.output, fixed, True, note)
+    return IoContract(c.layout, c.colour_order, c.input_range, c.output, fixed, True,
+                      out_name, note)
 
 
 def _shape(shape: list[Any]) -> str:
@@ -179,7 +193,8 @@ def onnx_io_lines(path: Path) -> Optional[list[str]]:
         return None
     meta = dict(s.get_modelmeta().custom_metadata_map or {})
     inputs, outputs = s.get_inputs(), s.get_outputs()
-    c = read_contract(Path(path), meta, read_sidecar(path), inputs[0].shape if inputs else [])
+    c = read_contract(Path(path), meta, read_sidecar(path), inputs[0].shape if inputs else [],
+                      [o.name for o in outputs])
     if not c.foreign:
         return None
 

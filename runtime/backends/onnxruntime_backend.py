@@ -315,7 +315,8 @@ class OnnxRuntimeBackend(Backend):
         self.input_dtype = np.float16 if "float16" in inputs[0].type else np.float32
         meta = dict(self.session.get_modelmeta().custom_metadata_map or {})
         sidecar = read_sidecar(path)
-        self.contract = read_contract(path, meta, sidecar, shape)
+        self.contract = read_contract(path, meta, sidecar, shape, [o.name for o in outputs])
+        self.output_name = self.contract.output_name
         self.layout = self.contract.layout
         channels = shape[3 if self.layout == "NHWC" else 1] if len(shape) == 4 else None
         if len(shape) != 4 or (isinstance(channels, int) and channels != 3):
