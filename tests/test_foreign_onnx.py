@@ -185,3 +185,16 @@ def test_a_model_with_several_outputs_says_which_is_taken_and_the_sidecar_picks(
     (tmp_path / "multi.onnx.json").write_text(json.dumps({"output_name": "nope"}))
     with pytest.raises(Exception, match="nope.*half, restored"):
         load_backend(model, providers="cpu")
+
+
+def test_the_tensorrt_profile_follows_a_foreign_models_layout_and_fixed_size(tmp_path):
+    """ONNX Runtime's TensorRT provider is given a profile of input shapes: [1,3,H,W] from one
+    size multiple to 4K fits this project's exports only."""
+    from runtime.backends.onnxruntime_backend import trt_provider_options
+
+    nhwc = trt_provider_options(tmp_path, "a" * 64, "image", 8, int8=False, layout="NHWC")
+    assert nhwc["trt_profile_min_shapes"] == "image:1x8x8x3"
+    assert nhwc["trt_profile_opt_shapes"] == "image:1x1080x1920x3"
+    fixed = trt_provider_options(tmp_path, "a" * 64, "image", 8, int8=False,
+                                 fixed_hw=(256, 256))
+    assert {fixed[k] for k in fixed if k.startswith("trt_profile")} == {"image:1x3x256x256"}

@@ -152,19 +152,25 @@ TRT_MAX_HW = (2160, 3840)
 
 
 def trt_provider_options(cache_root: Optional[Path], digest: str, input_name: str,
-                         multiple: int, int8: bool) -> dict[str, str]:
+                         multiple: int, int8: bool, *, layout: str = "NCHW",
+                         fixed_hw: Optional[tuple[int, int]] = None) -> dict[str, str]:
     """Options of ONNX Runtime's TensorRT provider for one model. Engines and timing caches go
     to a folder of this model's bytes: ORT names cached engines after the graph and its names,
     not the weights, so a re-exported model under the same name would run the old engine.
-    cache_root None: trt_cache_root()'s."""
+    cache_root None: trt_cache_root()'s. layout and fixed_hw: a foreign model's
+    (runtime.backends.foreign), which its profile of input shapes follows."""
     m = max(int(multiple), 1)
 
-    def shape(hw: tuple[int, int]) -> str:
-        return f"{input_name}:1x3x{round_up(hw[0], m)}x{round_up(hw[1], m)}"
+    def shape(hw: tuple[int, int], exact: bool = False) -> str:
+        h, w = hw if exact else (round_up(hw[0], m), round_up(hw[1], m))
+        return f"{input_name}:" + (f"1x{h}x{w}x3" if layout == "NHWC" else f"1x3x{h}x{w}")
 
-    opts = {"trt_profile_min_shapes": f"{input_name}:1x3x{m}x{m}",
-            "trt_profile_opt_shapes": shape(TRT_OPT_HW),
-            "trt_profile_max_shapes": shape(TRT_MAX_HW)}
+    if fixed_hw:   # tiles of the one size it takes
+        opts = {f"trt_profile_{k}_shapes": shape(fixed_hw, True) for k in ("min", "opt", "max")}
+    else:
+        opts = {"trt_profile_min_shapes": shape((m, m)),
+                "trt_profile_opt_shapes": shape(TRT_OPT_HW),
+                "trt_profile_max_shapes": shape(TRT_MAX_HW)}
     if int8:
         opts["trt_int8_enable"] = "True"   # QDQ scales come from the model, no calibration table
     try:
@@ -270,7 +276,8 @@ class OnnxRuntimeBackend(Backend):
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if trt in chosen:
-            meta, input_name = _peek(ort, path)
+            meta, input_name, peeked = _peek(ort, path)
+            told = read_contract(path, meta, read_sidecar(path), peeked)
             int8 = detect_precision(data, "", meta) == "int8"
             if int8 and asymmetric_int8(meta):
                 if providers not in (None, "auto", ["auto"]):
@@ -279,7 +286,8 @@ class OnnxRuntimeBackend(Backend):
             else:
                 provider_opts[trt] = trt_provider_options(
                     None, hashlib.sha256(data).hexdigest(), input_name,
-                    parse_multiple(meta.get("multiple"), str(path)), int8)
+                    parse_multiple(meta.get("multiple"), str(path)), int8,
+                    layout=told.layout, fixed_hw=told.fixed_hw)
                 if int8:   # ORT's own QDQ fusions can leave graphs TensorRT does not build
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
         threads = default_threads(threads)   # else MKL_/OMP_NUM_THREADS's
@@ -371,9 +379,9 @@ class OnnxRuntimeBackend(Backend):
         self.session = None
 
 
-def _peek(ort, path: Path) -> tuple[dict[str, str], str]:
-    """Metadata and input name of a model, from an unoptimised CPU session: the TensorRT
-    provider's options (profile, INT8) need them before its own session is made."""
+def _peek(ort, path: Path) -> tuple[dict[str, str], str, list]:
+    """Metadata, input name and input shape of a model, from an unoptimised CPU session: the
+    TensorRT provider's options (profile, INT8) need them before its own session is made."""
     o = ort.SessionOptions()
     o.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
     o.log_severity_level = 3
@@ -384,4 +392,5 @@ def _peek(ort, path: Path) -> tuple[dict[str, str], str]:
         raise ModelError(f"cannot load {path} with ONNX Runtime ({hint}): "
                          f"{first_line(exc)}") from None
     inputs = s.get_inputs()
-    return dict(s.get_modelmeta().custom_metadata_map or {}), inputs[0].name if inputs else "input"
+    return (dict(s.get_modelmeta().custom_metadata_map or {}),
+            inputs[0].name if inputs else "input", inputs[0].shape if inputs else [])
