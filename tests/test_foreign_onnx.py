@@ -198,3 +198,12 @@ def test_the_tensorrt_profile_follows_a_foreign_models_layout_and_fixed_size(tmp
     fixed = trt_provider_options(tmp_path, "a" * 64, "image", 8, int8=False,
                                  fixed_hw=(256, 256))
     assert {fixed[k] for k in fixed if k.startswith("trt_profile")} == {"image:1x3x256x256"}
+
+
+def test_the_sidecar_sets_a_0_255_range(tmp_path):
+    # Adds 51 in the model's own units: 51/255 = 0.2 of the range when it takes [0,255].
+    model = foreign_model(tmp_path / "caffe.onnx", op="Add", consts={"b": np.full(1, 51.0)})
+    (tmp_path / "caffe.onnx.json").write_text(json.dumps({"input_range": "[0,255]"}))
+    img = np.full((16, 16, 3), 100, np.uint8)
+    out, _ = sharpened(model, img)
+    assert np.array_equal(out, img + 51)

@@ -20,7 +20,7 @@ from .base import ModelError
 CHOICES = {
     "layout": ("NCHW", "NHWC"),
     "colour_order": ("RGB", "BGR"),
-    "input_range": ("[0,1]", "[-1,1]"),
+    "input_range": ("[0,1]", "[-1,1]", "[0,255]"),
     "output": ("image", "residual"),
 }
 # Keys only `sharpen export` writes: a model with none of them is foreign.
@@ -134,12 +134,16 @@ def _once(c: IoContract, batch: np.ndarray, run: Callable[[np.ndarray], np.ndarr
         x = np.flip(x, axis)
     if c.input_range == "[-1,1]":
         x = x * 2 - 1
+    elif c.input_range == "[0,255]":
+        x = x * 255
     x = np.ascontiguousarray(x, dtype=dtype)
     y = np.asarray(run(x), dtype=np.float32)
     if c.output == "residual":
         y = y + x.astype(np.float32)
     if c.input_range == "[-1,1]":
         y = (y + 1) / 2
+    elif c.input_range == "[0,255]":
+        y = y / 255
     if c.colour_order == "BGR":
         y = np.ascontiguousarray(np.flip(y, axis))
     return y
