@@ -207,3 +207,18 @@ def test_the_sidecar_sets_a_0_255_range(tmp_path):
     img = np.full((16, 16, 3), 100, np.uint8)
     out, _ = sharpened(model, img)
     assert np.array_equal(out, img + 51)
+
+
+def test_the_stats_file_records_how_a_foreign_model_was_run(tmp_path):
+    import cv2
+
+    model = foreign_model(tmp_path / "gan.onnx", dims=(1, 3, 32, 32))
+    (tmp_path / "gan.onnx.json").write_text(json.dumps({"input_range": "[-1,1]"}))
+    src = tmp_path / "in.png"
+    cv2.imwrite(str(src), frame(40, 40))
+    stats = tmp_path / "stats.json"
+    assert run_cli(["run", "--model", str(model), "--source", str(src), "--out",
+                    str(tmp_path / "o.png"), "--stats", str(stats), "--quiet"]) == 0
+    told = json.loads(stats.read_text())["backend"]["foreign"]
+    assert told == {"layout": "NCHW", "colour_order": "RGB", "input_range": "[-1,1]",
+                    "output": "image", "output_name": "restored", "fixed_size": "32x32"}

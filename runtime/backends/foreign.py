@@ -40,6 +40,12 @@ class IoContract:
     output_name: str = ""   # the output taken as the image (of several, the record's or first)
     note: str = ""   # what was assumed, for a foreign model ("" for ours)
 
+    def record(self) -> dict[str, str]:
+        """How it is run, for a stats file or report (a foreign model's)."""
+        fixed = f"{self.fixed_hw[0]}x{self.fixed_hw[1]}" if self.fixed_hw else "dynamic"
+        return {**{k: getattr(self, k) for k in CHOICES}, "output_name": self.output_name,
+                "fixed_size": fixed}
+
     @property
     def plain(self) -> bool:
         """RGB in [0,1] out as the image: the runtime's own convention, nothing to convert."""

@@ -372,6 +372,12 @@ class OnnxRuntimeBackend(Backend):
                              f"input{off} with {self.provider}: {brief(exc)}") from None
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
+    def describe(self) -> dict:
+        # A foreign model's stats say what it was taken to take: a wrong guess shows only
+        # in the pictures.
+        d = super().describe()
+        return {**d, "foreign": self.contract.record()} if self.contract.foreign else d
+
     def close(self) -> None:
         # The session keeps its memory arena while anything refers to the backend (a
         # FrameProcessor, the name of a `with` block): freed now, as close says.
