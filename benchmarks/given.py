@@ -41,6 +41,9 @@ class GivenModel:
     # Why its export's parity gate failed, where it did: the bench times it forced, but
     # `sharpen run` refuses it without --force, so it is no file to ship.
     export_gate: Optional[str] = None
+    # A model exported elsewhere: how the runtime runs it (runtime.backends.foreign), which a
+    # wrong guess shows only in its numbers.
+    foreign: str = ""
 
     @property
     def artifact(self) -> Artifact:
@@ -50,6 +53,8 @@ class GivenModel:
 
     def label(self) -> str:
         """The model column: the file's stem and the student it came from."""
+        if self.foreign:
+            return f"{self.name} (foreign: {self.foreign})"
         return f"{self.name} (student {self.source})"
 
     def student_of(self, students: Sequence[Student]) -> Optional[str]:
@@ -163,6 +168,7 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
     gate = parity_failure(p)   # the marker beside it; the record inside it once loaded
     precision = str(meta.get("precision") or "unknown")
     source_sha = meta.get("source_sha256") or None
+    foreign = ""
     if skipped is None:
         try:
             backend = load_backend(p, threads=threads or None, force=True, say_forced=False,
@@ -177,6 +183,11 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
                 gate = parity_failure(p, backend)
                 precision = backend.precision
                 source_sha = backend.source_sha256 or source_sha
+                told = getattr(backend, "contract", None)
+                if told is not None and told.foreign:
+                    foreign = (f"{told.layout} {told.colour_order} {told.input_range} "
+                               f"{told.output}" + (", {}x{} tiles".format(*told.fixed_hw)
+                                                   if told.fixed_hw else ""))
                 session = getattr(backend, "session", None)
                 if session is not None:   # ONNX metadata (the runtime keeps what it needs)
                     meta = {**meta, **(session.get_modelmeta().custom_metadata_map or {})}
@@ -189,7 +200,7 @@ def _read(p: Path, name: str, threads: int) -> GivenModel:
     if precision == "unknown":
         precision = FORMATS[fmt].precision
     return GivenModel(name, p.resolve(), fmt, precision, source, source_sha, skipped,
-                      tuple(recorded_float_layers(meta)), gate)
+                      tuple(recorded_float_layers(meta)), gate, foreign)
 
 
 def _format(p: Path, engine: str, precision: str) -> tuple[str, dict]:

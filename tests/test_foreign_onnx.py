@@ -222,3 +222,13 @@ def test_the_stats_file_records_how_a_foreign_model_was_run(tmp_path):
     told = json.loads(stats.read_text())["backend"]["foreign"]
     assert told == {"layout": "NCHW", "colour_order": "RGB", "input_range": "[-1,1]",
                     "output": "image", "output_name": "restored", "fixed_size": "32x32"}
+
+
+def test_the_bench_row_of_a_foreign_model_says_how_it_was_run(tmp_path):
+    from benchmarks.given import resolve_models
+
+    model = foreign_model(tmp_path / "nafnet.onnx", dims=(1, 3, 32, 32))
+    (tmp_path / "nafnet.onnx.json").write_text(json.dumps({"colour_order": "BGR"}))
+    with runtime_warnings():
+        (given,) = resolve_models([str(model)], threads=1)
+    assert given.label() == "nafnet (foreign: NCHW BGR [0,1] image, 32x32 tiles)"
