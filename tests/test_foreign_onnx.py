@@ -232,3 +232,39 @@ def test_the_bench_row_of_a_foreign_model_says_how_it_was_run(tmp_path):
     with runtime_warnings():
         (given,) = resolve_models([str(model)], threads=1)
     assert given.label() == "nafnet (foreign: NCHW BGR [0,1] image, 32x32 tiles)"
+
+
+def test_a_sidecar_size_multiple_leaves_a_foreign_model_foreign(tmp_path):
+    # A UNet's fix ("multiple": 16) must not hide what else is assumed about it.
+    from runtime import load_backend
+
+    model = foreign_model(tmp_path / "unet.onnx")
+    (tmp_path / "unet.onnx.json").write_text(json.dumps({"multiple": 16}))
+    with runtime_warnings() as said:
+        with load_backend(model, providers="cpu") as backend:
+            assert backend.multiple == 16 and backend.contract.foreign
+    assert any("not exported by sharpen export" in s for s in said), said
+
+
+def test_a_sidecar_that_contradicts_an_exports_contract_is_refused(tmp_path):
+    from runtime import ModelError, load_backend
+
+    model = foreign_model(tmp_path / "ours.onnx")
+    m = onnx.load(str(model))
+    onnx.helper.set_model_props(m, {"producer": "image-sharpening-kd", "multiple": "8",
+                                    "colour_order": "RGB", "input_range": "[0,1]"})
+    onnx.save(m, str(model))
+    (tmp_path / "ours.onnx.json").write_text(json.dumps({"colour_order": "BGR"}))
+    with pytest.raises(ModelError, match=r"ours\.onnx\.json.*colour_order 'BGR'.*RGB"):
+        load_backend(model, providers="cpu")
+
+
+def test_a_message_about_the_sidecar_names_the_file_read(tmp_path):
+    # <stem>.json is read too where there is no <name>.onnx.json (runtime's sidecar_path).
+    from runtime import ModelError, load_backend
+
+    model = foreign_model(tmp_path / "net.onnx")
+    (tmp_path / "net.json").write_text(json.dumps({"input_range": "0..255"}))
+    with pytest.raises(ModelError, match=r"net\.json: input_range") as err:
+        load_backend(model, providers="cpu")
+    assert "net.onnx.json" not in str(err.value)

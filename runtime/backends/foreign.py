@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .base import ModelError
+from .base import ModelError, sidecar_path
 
 # The contract's keys a user may set in a sidecar, with their values (the first: the default).
 CHOICES = {
@@ -23,8 +23,10 @@ CHOICES = {
     "input_range": ("[0,1]", "[-1,1]", "[0,255]"),
     "output": ("image", "residual"),
 }
-# Keys only `sharpen export` writes: a model with none of them is foreign.
+# Keys only `sharpen export` writes: a model with none of them is foreign. A sidecar's
+# "multiple" is a user's too (a UNet's 16), so it alone does not make the model an export.
 _OURS = ("producer", "student", "multiple")
+_OURS_SIDECAR = ("producer", "student")
 EXAMPLE = ('{"colour_order": "BGR", "input_range": "[-1,1]", "layout": "NHWC", '
            '"output": "residual"}')
 
@@ -66,7 +68,8 @@ def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
     """The contract of the model at `path`, whose ONNX metadata is `meta`, sidecar `sidecar`,
     input shape `shape` (ints for fixed dimensions, names or None for dynamic ones) and output
     names `outputs`."""
-    side = f"{path.name}.json"
+    found = sidecar_path(path) if sidecar else None
+    side = found.name if found else f"{path.name}.json"
     out_name = outputs[0] if outputs else ""
     named = sidecar.get("output_name") or meta.get("output_name")
     if named and outputs:
@@ -82,7 +85,9 @@ def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
                 given[key] = _value(key, record[key], f"{path}: {where}")
                 origin[key] = where
                 break
-    foreign = not any(k in meta or k in sidecar for k in _OURS)
+    foreign = not any(k in meta for k in _OURS) and not any(k in sidecar for k in _OURS_SIDECAR)
+    if not foreign:
+        _agree(path, side, meta, sidecar)
     dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
     if "layout" not in given and len(dims) == 4 and dims[3] == 3 and dims[1] != 3:
         given["layout"], origin["layout"] = "NHWC", f"its input {_shape(shape)}"
@@ -113,6 +118,30 @@ def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
              f"an error: write {side} beside it, e.g. {EXAMPLE} (README: Runtime)")
     return IoContract(c.layout, c.colour_order, c.input_range, c.output, fixed, True,
                       out_name, note)
+
+
+def size_hint(path: Path, multiple: int) -> str:
+    """For a foreign model's failed run: it was fed H and W padded to `multiple` only, where a
+    network that halves its input k times needs 2**k (an ORT broadcast error says no more)."""
+    found = sidecar_path(path)
+    side = found.name if found else f"{Path(path).name}.json"
+    return (f". It was fed H and W padded to a multiple of {multiple}; a network that halves "
+            f'its input k times needs 2^k: set "multiple" (e.g. 16 or 32) in {side}')
+
+
+def _agree(path: Path, side: str, meta: dict[str, str], sidecar: dict[str, Any]) -> None:
+    """An export's own metadata says how it takes its image: a sidecar that says otherwise is
+    refused, not obeyed (the model would be fed what it was not trained on)."""
+    for key, choices in CHOICES.items():
+        if sidecar.get(key) in (None, ""):
+            continue
+        told = _value(key, sidecar[key], f"{path}: {side}")
+        recorded = _value(key, meta[key], f"{path}: its metadata") if meta.get(key) else \
+            choices[0]
+        if told != recorded:
+            raise ModelError(f"{path}: {side} says {key} {sidecar[key]!r}, its export's contract "
+                             f"{recorded}: remove {side} or that key (a sidecar describes a "
+                             "model exported elsewhere)")
 
 
 def _shape(shape: list[Any]) -> str:
