@@ -268,3 +268,46 @@ def test_a_message_about_the_sidecar_names_the_file_read(tmp_path):
     with pytest.raises(ModelError, match=r"net\.json: input_range") as err:
         load_backend(model, providers="cpu")
     assert "net.onnx.json" not in str(err.value)
+
+
+def halving_model(path: Path) -> Path:
+    """A foreign model that pools 16x16 and adds the upsampled result back: like a UNet with
+    four halvings, it fails unless H and W are multiples of 16."""
+    from onnx import helper, numpy_helper
+
+    dims = ["n", 3, "h", "w"]
+    graph = helper.make_graph(
+        [helper.make_node("AveragePool", ["image"], ["p"], kernel_shape=[16, 16],
+                          strides=[16, 16]),
+         helper.make_node("Resize", ["p", "", "scales"], ["u"], mode="nearest"),
+         helper.make_node("Add", ["image", "u"], ["s"]),
+         helper.make_node("Sub", ["s", "u"], ["restored"])], "unet",
+        [helper.make_tensor_value_info("image", 1, dims)],
+        [helper.make_tensor_value_info("restored", 1, dims)],
+        [numpy_helper.from_array(np.array([1, 1, 16, 16], np.float32), "scales")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_foreign_model_that_needs_a_larger_multiple_says_how_to_set_it(tmp_path):
+    from runtime import ModelError
+
+    model = halving_model(tmp_path / "unet.onnx")
+    with pytest.raises(ModelError, match=r'"multiple".*unet\.onnx\.json'):
+        sharpened(model, frame(40, 72))   # padded to a multiple of 8, not of 16
+    (tmp_path / "unet.onnx.json").write_text(json.dumps({"multiple": 16}))
+    out, _ = sharpened(model, frame(40, 72))
+    assert np.array_equal(out, frame(40, 72))
+
+
+def test_a_failed_nhwc_model_is_not_said_to_need_a_size_multiple_for_its_channels(tmp_path):
+    # Its batch is N x H x W x 3: the 3 is no H or W to pad.
+    from runtime import ModelError
+
+    model = foreign_model(tmp_path / "nhwc.onnx", op="Add", dims=("n", "h", "w", 3),
+                          consts={"bias": np.zeros((1, 8, 8, 3))})
+    with pytest.raises(ModelError) as err:
+        sharpened(model, frame(16, 16))
+    assert "must be multiples of" not in str(err.value), err.value

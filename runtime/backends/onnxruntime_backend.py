@@ -19,7 +19,7 @@ from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, exported_without_receptive_field,
                    layout_hint, parse_multiple,
                    parse_receptive_field, read_sidecar, recorded_float_layers)
-from .foreign import read_contract, run_in_contract
+from .foreign import read_contract, run_in_contract, size_hint
 from .sniff import load_hint
 from ..warn import warn
 
@@ -366,10 +366,12 @@ class OnnxRuntimeBackend(Backend):
             raise
         except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
             off = layout_hint(batch.shape, self.layout)
-            if not off and any(n % self.multiple for n in batch.shape[2:]):
+            hw = batch.shape[1:3] if self.layout == "NHWC" else batch.shape[2:]
+            if not off and any(n % self.multiple for n in hw):
                 off = f" (H and W must be multiples of {self.multiple}; FrameProcessor pads)"
+            why = size_hint(self.path, self.multiple) if self.contract.foreign else ""
             raise ModelError(f"{self.path} failed on a {tuple(batch.shape)} {batch.dtype} "
-                             f"input{off} with {self.provider}: {brief(exc)}") from None
+                             f"input{off} with {self.provider}: {brief(exc)}{why}") from None
         return out if out.dtype == np.float32 else out.astype(np.float32)
 
     def describe(self) -> dict:
