@@ -68,13 +68,18 @@ def cmd_models(args: argparse.Namespace) -> int:
     provenance: list[str] = []   # exported artifacts: how each was made, from its report
     if args.names:   # space or comma separated, as --weights everywhere
         args.names = list(dict.fromkeys(n for item in args.names for n in item.split(",") if n))
+        from runtime.backends.base import ModelError
+
         from .provenance import artifact_provenance, artifact_suffixes
         for n in [n for n in args.names if n.endswith(artifact_suffixes())]:
             if not Path(n).is_file():   # not "checkpoint not found": it names no checkpoint
                 return refuse(f"exported artifact not found: {n} (`sharpen models` traces an "
                             "existing .onnx, .tflite or .engine file from the export report "
                             "beside it)")
-            provenance += artifact_provenance(n)
+            try:
+                provenance += artifact_provenance(n)
+            except ModelError as e:   # a foreign model's sidecar that `run` would refuse too
+                return refuse(str(e))
             args.names.remove(n)
         if provenance and not args.names:
             print("\n".join(provenance))

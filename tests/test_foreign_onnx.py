@@ -311,3 +311,15 @@ def test_a_failed_nhwc_model_is_not_said_to_need_a_size_multiple_for_its_channel
     with pytest.raises(ModelError) as err:
         sharpened(model, frame(16, 16))
     assert "must be multiples of" not in str(err.value), err.value
+
+
+def test_sharpen_models_on_a_foreign_onnx_with_a_bad_sidecar_names_it_without_a_traceback(
+        tmp_path, capsys):
+    pytest.importorskip("torch")
+    from sharpen.cli import main
+
+    model = foreign_model(tmp_path / "net.onnx")
+    (tmp_path / "net.onnx.json").write_text(json.dumps({"input_range": "0..255"}))
+    assert main(["models", str(model)]) == 2
+    err = capsys.readouterr().err
+    assert "net.onnx.json: input_range '0..255'" in err and "Traceback" not in err, err
