@@ -323,3 +323,21 @@ def test_sharpen_models_on_a_foreign_onnx_with_a_bad_sidecar_names_it_without_a_
     assert main(["models", str(model)]) == 2
     err = capsys.readouterr().err
     assert "net.onnx.json: input_range '0..255'" in err and "Traceback" not in err, err
+
+
+def test_a_fixed_size_model_that_changes_the_size_is_refused_not_cropped(tmp_path):
+    # A published 2x super-resolution network at 32x32 gives 64x64: cropping its top-left
+    # quarter back to 32x32 would write a wrong image without a word.
+    from onnx import helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Resize", ["image", "", "scales"], ["restored"], mode="nearest")],
+        "sr", [helper.make_tensor_value_info("image", 1, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("restored", 1, [1, 3, 64, 64])],
+        [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(tmp_path / "sr.onnx"))
+    with pytest.raises(Exception, match=r"returned shape \(1, 3, 64, 64\).*not supported") as e:
+        sharpened(tmp_path / "sr.onnx", frame(40, 72))
+    assert "multiple" not in str(e.value), e.value

@@ -188,6 +188,7 @@ def _tiled(c: IoContract, batch: np.ndarray, fn: Callable[[np.ndarray], np.ndarr
            ) -> np.ndarray:
     """Each image of the batch in tiles of the model's fixed size (Gaussian-blended, as
     `sharpen run --tile`), tiles at an image's border smaller than it padded up to it."""
+    from ..prepost import check_output
     from ..tiling import auto_overlap, tiled_rows
 
     fh, fw = c.fixed_hw or (0, 0)
@@ -199,6 +200,7 @@ def _tiled(c: IoContract, batch: np.ndarray, fn: Callable[[np.ndarray], np.ndarr
         padded = np.pad(nchw, ((0, 0), (0, 0), (0, fh - th), (0, fw - tw)), mode="reflect")
         x = padded.transpose(0, 2, 3, 1) if nhwc else padded
         y = fn(np.ascontiguousarray(x))
+        check_output(y, x.shape, c.layout)   # a 2x model's output is no tile to crop
         y = y.transpose(0, 3, 1, 2) if nhwc else y
         return y[:, :, :th, :tw]
 

@@ -15,6 +15,7 @@ from ..cli_errors import raise_if_interrupted
 from ..console import brief, first_line, quiet_native_stderr
 from ..host import check_threads, default_threads
 from ..options import option
+from ..prepost import FrameError
 from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, exported_without_receptive_field,
                    layout_hint, parse_multiple,
@@ -362,7 +363,7 @@ class OnnxRuntimeBackend(Backend):
                 self.contract, batch,
                 lambda x: session.run([self.output_name], {self.input_name: x},
                                       self._run_options)[0], self.input_dtype)
-        except ModelError:
+        except (ModelError, FrameError):   # said already (a fixed-size model's tile)
             raise
         except Exception as exc:  # ORT's own exception types; TensorRT builds fail here too
             off = layout_hint(batch.shape, self.layout)
