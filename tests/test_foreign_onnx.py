@@ -341,3 +341,21 @@ def test_a_fixed_size_model_that_changes_the_size_is_refused_not_cropped(tmp_pat
     with pytest.raises(Exception, match=r"returned shape \(1, 3, 64, 64\).*not supported") as e:
         sharpened(tmp_path / "sr.onnx", frame(40, 72))
     assert "multiple" not in str(e.value), e.value
+
+
+def test_a_model_with_a_second_input_is_refused_naming_its_inputs(tmp_path):
+    # A denoiser that also takes its noise level (FFDNet's sigma) cannot be fed by the runtime.
+    from onnx import helper
+    from runtime import ModelError, load_backend
+
+    dims = ["n", 3, "h", "w"]
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["image", "sigma"], ["restored"])], "two",
+        [helper.make_tensor_value_info("image", 1, dims),
+         helper.make_tensor_value_info("sigma", 1, [1, 1, 1, 1])],
+        [helper.make_tensor_value_info("restored", 1, dims)])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(tmp_path / "ffd.onnx"))
+    with pytest.raises(ModelError, match=r"'image' \[n,3,h,w\], 'sigma' \[1,1,1,1\]"):
+        load_backend(tmp_path / "ffd.onnx", providers="cpu")

@@ -90,7 +90,7 @@ def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
         _agree(path, side, meta, sidecar)
     dims = [d if isinstance(d, int) and d > 0 else None for d in shape]
     if "layout" not in given and len(dims) == 4 and dims[3] == 3 and dims[1] != 3:
-        given["layout"], origin["layout"] = "NHWC", f"its input {_shape(shape)}"
+        given["layout"], origin["layout"] = "NHWC", f"its input {io_shape(shape)}"
     layout = given.get("layout", "NCHW")
     hw = dims[1:3] if layout == "NHWC" else dims[2:4]
     fixed = (hw[0], hw[1]) if len(dims) == 4 and None not in hw else None
@@ -103,7 +103,7 @@ def read_contract(path: Path, meta: dict[str, str], sidecar: dict[str, Any],
         value = getattr(c, key)
         shown = f"output the {value}" if key == "output" else value
         if key == "layout" and key not in origin and len(dims) == 4 and dims[1] == 3:
-            origin[key] = f"its input {_shape(shape)}"
+            origin[key] = f"its input {io_shape(shape)}"
         said.append(f"{shown} (from {origin[key]})" if key in origin else shown)
     note = (f"{path.name} was not exported by sharpen export (no image-sharpening-kd contract "
             f"in it): run as {', '.join(said)}")
@@ -144,7 +144,8 @@ def _agree(path: Path, side: str, meta: dict[str, str], sidecar: dict[str, Any])
                              "model exported elsewhere)")
 
 
-def _shape(shape: list[Any]) -> str:
+def io_shape(shape: list[Any]) -> str:
+    """An ONNX input's shape as the messages show it: [n,3,h,w], ? for an unnamed dimension."""
     return "[" + ",".join(str(d) if isinstance(d, int) else str(d or "?") for d in shape) + "]"
 
 
@@ -240,7 +241,7 @@ def onnx_io_lines(path: Path) -> Optional[list[str]]:
         return None
 
     def io(kind: str, args: list[Any]) -> str:
-        return ", ".join(f"{kind} {a.name!r} {_shape(a.shape)} {_dtype(a.type)}" for a in args)
+        return ", ".join(f"{kind} {a.name!r} {io_shape(a.shape)} {_dtype(a.type)}" for a in args)
     return [f"  {io('input', inputs)}, {io('output', outputs)}", f"  {c.note}"]
 
 

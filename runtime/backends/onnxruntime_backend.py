@@ -20,7 +20,7 @@ from ..tiling import round_up
 from .base import (PARITY_KEY, Backend, ModelError, exported_without_receptive_field,
                    layout_hint, parse_multiple,
                    parse_receptive_field, read_sidecar, recorded_float_layers)
-from .foreign import read_contract, run_in_contract, size_hint
+from .foreign import io_shape, read_contract, run_in_contract, size_hint
 from .sniff import load_hint
 from ..warn import warn
 
@@ -316,8 +316,10 @@ class OnnxRuntimeBackend(Backend):
                              f"{first_line(exc)}") from None
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if len(inputs) != 1 or len(outputs) < 1:
-            raise ModelError(f"{path}: expected one image input and one output, got "
-                             f"{len(inputs)} inputs and {len(outputs)} outputs")
+            given = ", ".join(f"{a.name!r} {io_shape(a.shape)}" for a in inputs) or "none"
+            raise ModelError(f"{path}: expected one image input and at least one output, got "
+                             f"inputs {given} and {len(outputs)} outputs (a model that takes "
+                             "more, such as a noise level, is not supported)")
         self.input_name = inputs[0].name
         self.output_name = outputs[0].name
         shape = inputs[0].shape
