@@ -278,7 +278,8 @@ class OnnxRuntimeBackend(Backend):
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if trt in chosen:
             meta, input_name, peeked = _peek(ort, path)
-            told = read_contract(path, meta, read_sidecar(path), peeked)
+            sidecar = read_sidecar(path)
+            told = read_contract(path, meta, sidecar, peeked)
             int8 = detect_precision(data, "", meta) == "int8"
             if int8 and asymmetric_int8(meta):
                 if providers not in (None, "auto", ["auto"]):
@@ -287,7 +288,7 @@ class OnnxRuntimeBackend(Backend):
             else:
                 provider_opts[trt] = trt_provider_options(
                     None, hashlib.sha256(data).hexdigest(), input_name,
-                    parse_multiple(meta.get("multiple"), str(path)), int8,
+                    _multiple(meta, sidecar, path), int8,
                     layout=told.layout, fixed_hw=told.fixed_hw)
                 if int8:   # ORT's own QDQ fusions can leave graphs TensorRT does not build
                     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -335,7 +336,7 @@ class OnnxRuntimeBackend(Backend):
             raise ModelError(f"{path}: expected an {self.layout} RGB input {want}, got {shape}")
         if self.contract.note:
             warn(self.contract.note)
-        self.multiple = parse_multiple(meta.get("multiple", sidecar.get("multiple")), str(path))
+        self.multiple = _multiple(meta, sidecar, path)
         self.parity_failed = meta.get(PARITY_KEY) or sidecar.get(PARITY_KEY) or None
         self.receptive_field = parse_receptive_field(
             meta.get("receptive_field") or sidecar.get("receptive_field"))
@@ -388,6 +389,12 @@ class OnnxRuntimeBackend(Backend):
         # FrameProcessor, the name of a `with` block): freed now, as close says.
         super().close()
         self.session = None
+
+
+def _multiple(meta: dict[str, str], sidecar: dict, path: Path) -> int:
+    """The size multiple H and W are padded to: the export's, else a sidecar's (a foreign
+    UNet's 16), for the session and for a TensorRT profile's smallest shape alike."""
+    return parse_multiple(meta.get("multiple", sidecar.get("multiple")), str(path))
 
 
 def _peek(ort, path: Path) -> tuple[dict[str, str], str, list]:
