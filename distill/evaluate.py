@@ -25,6 +25,7 @@ from runtime.warn import SharpenWarning
 
 from .metrics import (CONVENTION, SSIM_MIN_SIDE, input_range, overshoot, psnr, quantise_8bit,
                       ssim)
+from .evaluate_journal import ScoreJournal
 from .real_verdicts import nogt_verdicts, pair_verdicts
 
 Fn = Callable[[np.ndarray], np.ndarray]
@@ -34,6 +35,11 @@ RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outp
             "crop", "limit", "flat_images", "weights", "per_image", "reference", "interrupted",
             "exit_code", "teacher_labels", "environment", "convention", "clip_frames",
             "stride", "frames", "cut_clips", "clips_left_out"}
+
+
+# Rows of `sharpen evaluate --out`'s figure (--figure-images), and the images whose outputs
+# `evaluate` keeps by default.
+FIGURE_IMAGES = 6
 
 
 class ClipFrame(NamedTuple):
@@ -428,19 +434,135 @@ def _read_pair(inp, gt, has_gt: bool, crop: int, reader=None):
     return x, y
 
 
+class _ModelFailed(Exception):
+    """A model failed on one image (out of memory, a broken artifact): that image is skipped."""
+
+
+def _outputs(fns: dict[str, Fn], x: np.ndarray, y: Optional[np.ndarray], inp,
+             names: Optional[dict[str, str]]) -> dict[str, np.ndarray]:
+    """{"input": x, model: its output, ..., "ground truth": y where there is one}."""
+    outs = {"input": x}
+    try:
+        for k, f in fns.items():
+            # Scored as the 8-bit PNG a user saves and a paper's numbers come from:
+            # the float output scored 0.003-0.005 dB higher on reds-mini.
+            outs[k] = quantise_8bit(f(x))
+            if outs[k].shape[:2] != x.shape[:2]:
+                raise OutputSizeError(outs[k].shape[:2], x.shape[:2])
+    except OutputSizeError as e:
+        raise ValueError(_size_changed((names or {}).get(k, k), e, x, inp)) from None
+    except Exception as e:  # noqa: BLE001 - torch/ORT/LiteRT each raise their own types
+        raise _ModelFailed(f"{inp}: {k} failed on it: {first_line(e, 200)}") from None
+    if y is not None:
+        outs["ground truth"] = y
+    return outs
+
+
+def _entry(outs: dict[str, np.ndarray], reference: Optional[str],
+           rank: Optional[Callable[[dict], float]]) -> dict:
+    """One image's scores as the results and the journal keep them (plain JSON numbers, so
+    that an image read back from the journal adds to the means exactly as it did scored):
+    "scores" (per model, `per_image`'s), "ratios" (sharpness, x the input's; {} for a flat
+    image), "flat", "gt_overshoot" and "rank" (`rank`'s value, else None)."""
+    import json
+
+    x, y = outs["input"], outs.get("ground truth")
+    models = {k: v for k, v in outs.items() if k != "ground truth"}
+    base = sharpness(x)
+    ratios = {k: sharpness(img) / base for k, img in models.items()} if base >= FLAT else {}
+    if y is not None:
+        scores = {k: {"psnr": psnr(img, y), "ssim": ssim(img, y)} for k, img in models.items()}
+    elif reference is not None:
+        scores = {k: {"psnr_to_reference": psnr(img, models[reference])}
+                  for k, img in models.items() if k != reference}
+    else:
+        scores = {}
+    if y is None:
+        # Without ground truth the ratio is an image's only score: without it the
+        # results named no image (which ones --limit took, which one a model overdid).
+        for k in models:
+            scores.setdefault(k, {})["sharpness"] = ratios.get(k)
+    around = input_range(x)   # once per image, shared by every model's output
+    for k, img in models.items():
+        # The input never leaves its own neighbourhood's range: 0 without counting.
+        scores.setdefault(k, {})["overshoot"] = (
+            0.0 if k == "input" else overshoot(img, x, around=around))
+        if y is not None:
+            scores[k]["overshoot_beyond_gt"] = (
+                0.0 if k == "input" else overshoot(img, x, truth=y, around=around))
+    gt_o = overshoot(y, x, around=around) if y is not None else None
+    if y is not None:
+        # Per image, what sharpening that frame takes: one frame a model rings on
+        # is judged against it (a mean over the set hid it).
+        scores["ground truth"] = {"overshoot": gt_o}
+    entry = {"scores": scores, "ratios": ratios, "flat": bool(base < FLAT),
+             "gt_overshoot": gt_o, "rank": rank(outs) if rank else None}
+    return json.loads(json.dumps(entry, default=float))
+
+
+def _item_stamp(inp, gt) -> list:
+    """An item's input (a clip's frame: the clip and the index) and ground truth files, as
+    the journal tells a replaced or edited one."""
+    from .evaluate_journal import file_stamp
+    if isinstance(inp, ClipFrame):
+        return [file_stamp(inp.path), inp.index, gt and file_stamp(gt)]
+    return [file_stamp(inp), None, gt and file_stamp(gt)]
+
+
+def _figure_outputs(kept: list, entries: dict[int, dict], items: list, order_of,
+                    keep_outputs: Optional[int], fns: dict[str, Fn], has_gt: bool, crop: int,
+                    names: Optional[dict[str, str]], stopped: bool) -> dict:
+    """{name: outputs} of the `keep_outputs` images the figure shows, in its order: those
+    this run scored are in `kept`; those scored by an earlier run (in the journal, without
+    their outputs) have their models run on them again, them alone. Interrupted, only
+    `kept`'s."""
+    import warnings as _w
+
+    from .data.sources import SampleReader
+    from .images import ImageReadError
+    ranked = sorted((order_of(i, e), i) for i, e in entries.items())
+    chosen = ranked if keep_outputs is None else ranked[:keep_outputs]
+    have = {i: (name, outs) for _, i, name, outs in kept}
+    outputs = {}
+    reader = SampleReader()
+    try:
+        for _, i in chosen:
+            if i in have:
+                name, outs = have[i]
+            elif stopped:
+                continue
+            else:
+                name, inp, gt = items[i]
+                try:
+                    x, y = _read_pair(inp, gt, has_gt, crop, reader)
+                    outs = _outputs(fns, x, y, inp, names)
+                except (ImageReadError, _ModelFailed) as e:
+                    _w.warn(f"left out of the figure: {e}", SharpenWarning)
+                    continue
+            outputs[name] = outs
+    finally:
+        reader.close()
+    return outputs
+
+
 def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str,
              split: str = "test", limit: Optional[int] = None,
              crop: int = 0, progress: bool = True, tile: Optional[int] = None,
-             keep_outputs: Optional[int] = None, device: str = "cpu",
+             keep_outputs: Optional[int] = FIGURE_IMAGES, device: str = "cpu",
              teacher_config: Optional[str] = None, threads: int = 0,
              provider: str = "auto", gopro_blur: str = "blur", stride: int = 1,
-             frames: Optional[Collection[int]] = None) -> dict:
+             frames: Optional[Collection[int]] = None,
+             out: Optional[str | os.PathLike] = None) -> dict:
     """Checkpoints and exported artifacts (paths, or shipped names such as `fast` and
     `teacher`; one, or a list) over a data source; see `evaluate_fns`. With exactly one
     teacher among them, its output is the reference where the data has no ground truth.
     `threads` and `provider` are for exported artifacts (see `load_model_fn`); `gopro_blur`
     picks a GoPro root's blurred folder (see `source_items`). A video, and the clips of a
-    folder, are scored frame by frame: every `stride`-th frame, or those of `frames`."""
+    folder, are scored frame by frame: every `stride`-th frame, or those of `frames`.
+    "outputs" holds the `keep_outputs` images' outputs a figure shows (None: every image's,
+    tens of MB a 1080p image and model). `out`: a folder (`sharpen evaluate --out`) where each
+    image's scores are recorded as it is scored, so that the same call after a kill scores
+    only the images left (see `evaluate_journal`)."""
     from .teacher import resolve_weights
     if isinstance(weights, (str, os.PathLike)):   # iterated, a path was read letter by letter
         weights = [weights]
@@ -451,12 +573,24 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
            for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
     from_labels = _teacher_from_labels(fns, spec, crop, split, limit, stride, frames)
+    journal = None
+    if out is not None:
+        from .evaluate_journal import file_stamp
+        Path(out).mkdir(parents=True, exist_ok=True)
+        journal = ScoreJournal(out, {
+            "models": {label: file_stamp(w) for label, w in zip(labels, weights)},
+            # What changes every score (which images and files are scored, each image's stamp
+            # says); a teacher reading a cache's labels gives other outputs than one running.
+            "options": {"--crop": crop, "--device": device, "--teacher-config": teacher_config,
+                        "--threads": threads, "--provider": provider, "tile": tile,
+                        "teacher labels": next((str(f.cache) for f in fns.values()
+                                                if isinstance(f, LabelledTeacher)), None)}})
     try:
         res = evaluate_fns(fns, spec, split, limit, crop, progress,
                            reference=teachers[0] if len(teachers) == 1 else None,
                            keep_outputs=keep_outputs, rank=least_gain,
                            names=dict(zip(labels, weights)), gopro_blur=gopro_blur,
-                           clips=True, stride=stride, frames=frames)
+                           clips=True, stride=stride, frames=frames, journal=journal)
     except KeyboardInterrupt as e:
         if hasattr(e, "results"):
             e.results["weights"] = dict(zip(labels, weights))
@@ -565,7 +699,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                  rank: Optional[Callable[[dict], float]] = None,
                  names: Optional[dict[str, str]] = None, gopro_blur: str = "blur",
                  clips: bool = False, stride: int = 1,
-                 frames: Optional[Collection[int]] = None) -> dict:
+                 frames: Optional[Collection[int]] = None,
+                 journal: Optional[ScoreJournal] = None) -> dict:
     """{"images": n, "has_gt": bool, "input": {...}, "<model>": {psnr, ssim, psnr_gain,
     ssim_gain, worst_psnr_gain, worst_image, sharpness, overshoot}, "per_image": {name:
     {label: {psnr, ssim, overshoot} (without ground truth: {sharpness, psnr_to_reference,
@@ -600,6 +735,10 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     forward), every `stride`-th or those of `frames`; "clip_frames" maps each frame's name to
     [clip, frame index]. Without ground truth the figure's frames are then spread over them.
     A frame that does not decode (a damaged clip) is skipped by name like an unreadable image.
+
+    `journal` (`evaluate_journal.ScoreJournal`): each image's scores are appended to it as it
+    is scored, and those it holds from an earlier run with the same settings and files are
+    taken, not scored again; the figure's images among them have their outputs made again.
     """
     if reference is not None and reference not in fns:
         raise ValueError(f"reference {reference!r} is not one of the models {list(fns)}")
@@ -646,70 +785,47 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     # shows frames spread over the clips, not its first ones.
     shown_first = ({i for i, _ in spread(list(enumerate(items)), keep_outputs)}
                    if on_clip and not has_gt and keep_outputs else set())
-    bar = tqdm(items, desc="evaluate", unit="frame" if len(on_clip) == len(items) else "img",
+
+    def order_of(i: int, entry: dict) -> float:
+        return (float(i not in shown_first) if shown_first else
+                entry["rank"] if rank else float(i))
+
+    entries: dict[int, dict] = {}   # item index -> its scores (`_entry`), this run's or earlier
+    stamps: dict[int, list] = {}
+    if journal is not None:
+        changed = 0
+        for i, (name, inp, gt) in enumerate(items):
+            stamps[i] = _item_stamp(inp, gt)
+            earlier = journal.get(name, stamps[i])
+            if earlier is not None:
+                entries[i] = earlier
+            changed += journal.changed(name, stamps[i])
+        journal.say(len(entries), len(items) - len(entries), changed)
+    scored = len(entries)
+    todo = [(i, it) for i, it in enumerate(items) if i not in entries]
+    bar = tqdm(todo, desc="evaluate", unit="frame" if len(on_clip) == len(items) else "img",
                disable=not progress)
     try:
-        for i, (name, inp, gt) in enumerate(bar):
+        for i, (name, inp, gt) in bar:
             try:
                 x, y = _read_pair(inp, gt, has_gt, crop, reader)
             except ImageReadError as e:
                 failed.append(str(e))
                 warnings.warn(f"skipped: {e}", SharpenWarning)
                 continue
-            outs = {"input": x}
             try:
-                for k, f in fns.items():
-                    # Scored as the 8-bit PNG a user saves and a paper's numbers come from:
-                    # the float output scored 0.003-0.005 dB higher on reds-mini.
-                    outs[k] = quantise_8bit(f(x))
-                    if outs[k].shape[:2] != x.shape[:2]:
-                        raise OutputSizeError(outs[k].shape[:2], x.shape[:2])
-            except OutputSizeError as e:
-                raise ValueError(_size_changed((names or {}).get(k, k), e, x, inp)) from None
-            except Exception as e:  # noqa: BLE001 - torch/ORT/LiteRT each raise their own types
-                failed.append(f"{inp}: {k} failed on it: {first_line(e, 200)}")
+                outs = _outputs(fns, x, y, inp, names)
+            except _ModelFailed as e:
+                failed.append(str(e))
                 warnings.warn(f"skipped: {failed[-1]}", SharpenWarning)
                 continue
             # Everything of one image is computed first and then recorded at once, so that an
             # interrupt leaves only whole images in the results.
-            base = sharpness(x)
-            ratios = {k: sharpness(img) / base for k, img in outs.items()} if base >= FLAT else {}
-            if y is not None:
-                scores = {k: {"psnr": psnr(img, y), "ssim": ssim(img, y)}
-                          for k, img in outs.items()}
-            elif reference is not None:
-                scores = {k: {"psnr_to_reference": psnr(img, outs[reference])}
-                          for k, img in outs.items() if k != reference}
-            else:
-                scores = {}
-            if y is None:
-                # Without ground truth the ratio is an image's only score: without it the
-                # results named no image (which ones --limit took, which one a model overdid).
-                for k in outs:
-                    scores.setdefault(k, {})["sharpness"] = ratios.get(k)
-            around = input_range(x)   # once per image, shared by every model's output
-            for k, img in outs.items():
-                # The input never leaves its own neighbourhood's range: 0 without counting.
-                scores.setdefault(k, {})["overshoot"] = (
-                    0.0 if k == "input" else overshoot(img, x, around=around))
-                if y is not None:
-                    scores[k]["overshoot_beyond_gt"] = (
-                        0.0 if k == "input" else overshoot(img, x, truth=y, around=around))
-            gt_o = overshoot(y, x, around=around) if y is not None else None
-            if y is not None:
-                outs["ground truth"] = y
-                # Per image, what sharpening that frame takes: one frame a model rings on
-                # is judged against it (a mean over the set hid it).
-                scores["ground truth"] = {"overshoot": gt_o}
-            order = (float(i not in shown_first) if shown_first else
-                     rank(outs) if rank else float(i))
-            scored, flat = scored + 1, flat + (base < FLAT)
-            for k, r in ratios.items():
-                sharp_ratio[k].append(r)
-            if gt_o is not None:
-                gt_over.append(gt_o)
-            per_image[name] = scores
-            kept.append((order, i, name, outs))
+            entries[i] = entry = _entry(outs, reference, rank)
+            scored += 1
+            if journal is not None:
+                journal.put(name, stamps[i], entry)
+            kept.append((order_of(i, entry), i, name, outs))
             if keep_outputs is not None and len(kept) > keep_outputs:
                 kept.remove(max(kept, key=lambda t: (t[0], t[1])))
     except KeyboardInterrupt as e:
@@ -721,7 +837,21 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     finally:
         bar.close()
         reader.close()
-    outputs = {name: outs for _, _, name, outs in sorted(kept, key=lambda t: (t[0], t[1]))}
+        if journal is not None:
+            journal.close()
+    # In the items' order, however many were scored earlier: the means are then an
+    # uninterrupted run's to the last digit.
+    for i, (name, _, _) in enumerate(items):
+        if (entry := entries.get(i)) is None:
+            continue
+        flat += entry["flat"]
+        for k, r in entry["ratios"].items():
+            sharp_ratio[k].append(r)
+        if entry["gt_overshoot"] is not None:
+            gt_over.append(entry["gt_overshoot"])
+        per_image[name] = entry["scores"]
+    outputs = _figure_outputs(kept, entries, items, order_of, keep_outputs, fns, has_gt, crop,
+                              names, stopped is not None)
     if not scored:
         what = ("its one image could not be evaluated (it is named above)" if len(items) == 1
                 else f"none of its {len(items)} images could be evaluated (each is named above)")

@@ -144,7 +144,7 @@ def _evaluate(args: argparse.Namespace) -> int:
                        keep_outputs=args.figure_images if args.out else 0, device=args.device,
                        teacher_config=args.teacher_config, threads=args.threads,
                        provider=args.provider, gopro_blur=args.gopro_blur,
-                       stride=args.stride, frames=frames)
+                       stride=args.stride, frames=frames, out=args.out)
     except KeyboardInterrupt as e:   # after some images: theirs are reported and saved
         if not hasattr(e, "results"):
             raise

@@ -468,8 +468,9 @@ def test_a_finished_rerun_removes_the_part_an_interrupted_one_left(nogt, tmp_pat
     assert (out / "metrics.partial.json").is_file()
     monkeypatch.setattr(ev, "evaluate", real)
     assert main(cmd) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["metrics.json", "per_image.csv",
-                                                     "side_by_side.png"]
+    # (and the hidden record of the scores, which a rerun resumes from)
+    assert sorted(p.name for p in out.iterdir()) == [".sharpen-evaluate.json", "metrics.json",
+                                                     "per_image.csv", "side_by_side.png"]
     assert "metrics.partial.json" in capsys.readouterr().err   # the user is told
 
 

@@ -1,0 +1,148 @@
+"""`sharpen evaluate --out` journals each image's scores as it is scored: a killed run (SIGKILL,
+out of memory, power loss) loses none of them, and the same command scores only what is
+missing; a changed model file, image or option scores again what it changes."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from distill.images import write_image
+
+ROOT = Path(__file__).resolve().parents[1]
+JOURNAL = ".sharpen-evaluate.journal.jsonl"
+
+
+def _pairs(root: Path, n: int, side: int = 96) -> Path:
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        y = rng.random((side, side, 3)).astype(np.float32)
+        x = (y + np.roll(y, 1, 1) + np.roll(y, 2, 1)) / 3
+        write_image(root / "sharp" / f"im{i:03d}.png", y)
+        write_image(root / "blur" / f"im{i:03d}.png", x)
+    return root
+
+
+def _student(path: Path, seed: int = 0) -> Path:
+    import torch
+
+    from distill.checkpoint import atomic_save, make_checkpoint
+    from distill.students import create_student
+    torch.manual_seed(seed)
+    st = create_student("fast", width=8)
+    atomic_save(make_checkpoint(st, kind="student", arch="fast", arch_args=st.arch_args), path)
+    return path
+
+
+def _cmd(weights: Path, data: Path, out: Path, *more: str) -> list[str]:
+    return ["evaluate", "--weights", str(weights), "--data", str(data), "--out", str(out),
+            "--threads", "1", "--quiet", "--figure-images", "2", *more]
+
+
+def _results(out: Path) -> dict:
+    res = json.loads((out / "metrics.json").read_text())
+    res.pop("environment")
+    return res
+
+
+def _pixels(path: Path) -> np.ndarray:
+    import cv2
+    return cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+
+
+def _journaled(out: Path) -> int:
+    try:
+        return sum(1 for line in (out / JOURNAL).read_text().splitlines() if line.strip())
+    except OSError:
+        return 0
+
+
+def test_a_killed_evaluate_resumes_where_it_stopped_and_equals_an_uninterrupted_run(
+        tmp_path, capsys):
+    """SIGKILLed once its journal holds an image, the same command scores only the images
+    left and writes the metrics, per-image table and figure an uninterrupted run writes."""
+    from sharpen.cli import main
+    data = _pairs(tmp_path / "pairs", 60)
+    weights = _student(tmp_path / "s.pt")
+    whole = tmp_path / "whole"
+    assert main(_cmd(weights, data, whole)) == 0
+    capsys.readouterr()
+
+    out = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen([sys.executable, "-m", "sharpen", *_cmd(weights, data, out)],
+                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while _journaled(out) < 1 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    done = _journaled(out)
+    assert 1 <= done < 60 and not (out / "metrics.json").exists()
+
+    assert main(_cmd(weights, data, out)) == 0
+    err = capsys.readouterr().err
+    # (a line the kill cut short is scored again: at least `done - 1` were kept)
+    kept = int(err.split(" scored earlier")[0].rsplit("evaluate: ", 1)[1])
+    assert done - 1 <= kept <= done, err
+    assert f"{kept} scored earlier, {60 - kept} to go" in err
+    assert _results(out) == _results(whole)
+    assert (out / "per_image.csv").read_bytes() == (whole / "per_image.csv").read_bytes()
+    assert np.array_equal(_pixels(out / "side_by_side.png"), _pixels(whole / "side_by_side.png"))
+
+
+def test_a_rerun_scores_again_what_a_changed_model_image_or_option_changes(tmp_path, capsys):
+    from sharpen.cli import main
+    data = _pairs(tmp_path / "pairs", 4, side=48)
+    weights = _student(tmp_path / "s.pt")
+    out = tmp_path / "eval"
+    assert main(_cmd(weights, data, out)) == 0
+    first, figure = _results(out), _pixels(out / "side_by_side.png")
+    capsys.readouterr()
+
+    assert main(_cmd(weights, data, out)) == 0   # nothing to do but report
+    assert "evaluate: 4 scored earlier, 0 to go" in capsys.readouterr().err
+    assert _results(out) == first
+    # The figure's images, all scored earlier, had their outputs made again for it.
+    assert np.array_equal(_pixels(out / "side_by_side.png"), figure)
+
+    # One image replaced: that one is scored again, the others are not.
+    y = np.random.default_rng(9).random((48, 48, 3)).astype(np.float32)
+    write_image(data / "blur" / "im002.png", y)
+    assert main(_cmd(weights, data, out)) == 0
+    err = capsys.readouterr().err
+    assert "evaluate: 3 scored earlier, 1 to go" in err
+    assert "1 image changed since it was scored" in err
+    res = _results(out)
+    assert res["per_image"]["im002"] != first["per_image"]["im002"]
+    assert res["per_image"]["im001"] == first["per_image"]["im001"]
+
+    # An option that changes every score: said, and everything scored again.
+    assert main(_cmd(weights, data, out, "--crop", "32")) == 0
+    err = capsys.readouterr().err
+    assert "--crop 32 (was 0)" in err and "0 scored earlier, 4 to go" in err
+
+    # The model's file changed (retrained into the same path): named, everything again.
+    _student(weights, seed=1)
+    assert main(_cmd(weights, data, out, "--crop", "32")) == 0
+    err = capsys.readouterr().err
+    assert f"{weights} changed" in err and "0 scored earlier, 4 to go" in err
+
+
+def test_evaluate_from_python_keeps_only_the_figures_outputs_by_default(tmp_path):
+    """`evaluate()` kept every image's outputs (25 MB a 1080p image and model): an hour of a
+    clip's frames ran out of memory."""
+    from distill.evaluate import FIGURE_IMAGES, evaluate
+    data = _pairs(tmp_path / "pairs", FIGURE_IMAGES + 3, side=32)
+    res = evaluate([str(_student(tmp_path / "s.pt"))], str(data), progress=False)
+    assert res["images"] == FIGURE_IMAGES + 3
+    assert len(res["outputs"]) == FIGURE_IMAGES
+    assert len(evaluate([str(tmp_path / "s.pt")], str(data), progress=False,
+                        keep_outputs=None)["outputs"]) == FIGURE_IMAGES + 3
