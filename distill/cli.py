@@ -173,7 +173,9 @@ def add_commands(sub) -> None:
     p.add_argument("--crop", type=int, default=0, metavar="PX",
                    help="evaluate a centre crop of this side (0 = whole images)")
     p.add_argument("--out", "--output", default=None, metavar="DIR",
-                   help="write metrics.json, per_image.csv and side_by_side.png here")
+                   help="write metrics.json, per_image.csv and side_by_side.png here, and a "
+                   "record of each image's scores as it is scored: the same command after a "
+                   "kill scores only the images left")
     p.add_argument("--figure-images", type=int, default=6, metavar="N",
                    help="rows of the side-by-side figure: with ground truth the images some "
                         "model gains least on (worst first), else the first ones, or of clips "
