@@ -575,6 +575,8 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
     from_labels = _teacher_from_labels(fns, spec, crop, split, limit, stride, frames)
     journal = None
     if out is not None:
+        from runtime.host import default_threads
+
         from .evaluate_journal import file_stamp
         Path(out).mkdir(parents=True, exist_ok=True)
         journal = ScoreJournal(out, {
@@ -582,7 +584,10 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
             # What changes every score (which images and files are scored, each image's stamp
             # says); a teacher reading a cache's labels gives other outputs than one running.
             "options": {"--crop": crop, "--device": device, "--teacher-config": teacher_config,
-                        "--threads": threads, "--provider": provider, "tile": tile,
+                        # the count the engines run with (--threads, else OMP_NUM_THREADS):
+                        # it changes outputs' last digits
+                        "threads": default_threads(threads), "--provider": provider,
+                        "tile": tile,
                         "teacher labels": next((str(f.cache) for f in fns.values()
                                                 if isinstance(f, LabelledTeacher)), None)}})
     try:

@@ -122,7 +122,7 @@ class ScoreJournal:
             return
         if self.why_not:
             print(f"evaluate: the scores recorded in {self.path.parent} are of other settings "
-                  f"({self.why_not}): those images are scored again", file=sys.stderr)
+                  f"({self.why_not}): every image is scored again", file=sys.stderr)
         if changed:
             one = changed == 1
             print(f"evaluate: {changed} image{'' if one else 's'} changed since "

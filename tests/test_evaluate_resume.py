@@ -107,7 +107,8 @@ def test_a_killed_evaluate_resumes_where_it_stopped_and_equals_an_uninterrupted_
     assert np.array_equal(_pixels(out / "side_by_side.png"), _pixels(whole / "side_by_side.png"))
 
 
-def test_a_rerun_scores_again_what_a_changed_model_image_or_option_changes(tmp_path, capsys):
+def test_a_rerun_scores_again_what_a_changed_model_image_or_option_changes(tmp_path, capsys,
+                                                                          monkeypatch):
     from sharpen.cli import main
     data = _pairs(tmp_path / "pairs", 4, side=48)
     weights = _student(tmp_path / "s.pt")
@@ -137,6 +138,19 @@ def test_a_rerun_scores_again_what_a_changed_model_image_or_option_changes(tmp_p
     assert main(_cmd(weights, data, out, "--crop", "32")) == 0
     err = capsys.readouterr().err
     assert "--crop 32 (was 0)" in err and "0 scored earlier, 4 to go" in err
+    # So does the thread count the engines run with (it changes outputs' last digits):
+    # --threads, or else OMP_NUM_THREADS's, whichever gave it.
+    monkeypatch.delenv("MKL_NUM_THREADS", raising=False)
+    cmd = _cmd(weights, data, out, "--crop", "32")
+    cmd[cmd.index("--threads") + 1] = "0"
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(cmd) == 0
+    assert "4 scored earlier, 0 to go" in capsys.readouterr().err
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    assert main(cmd) == 0
+    err = capsys.readouterr().err
+    assert "threads 2 (was 1)" in err and "0 scored earlier, 4 to go" in err
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
     # The model's file changed (retrained into the same path): named, everything again.
     _student(weights, seed=1)
