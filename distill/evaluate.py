@@ -511,7 +511,8 @@ def _item_stamp(inp, gt) -> list:
 
 def _figure_outputs(kept: list, entries: dict[int, dict], items: list, order_of,
                     keep_outputs: Optional[int], fns: dict[str, Fn], has_gt: bool, crop: int,
-                    names: Optional[dict[str, str]], stopped: bool) -> dict:
+                    names: Optional[dict[str, str]], stopped: bool,
+                    progress: bool = False) -> dict:
     """{name: outputs} of the `keep_outputs` images the figure shows, in its order: those
     this run scored are in `kept`; those scored by an earlier run (in the journal, without
     their outputs) have their models run on them again, them alone. Interrupted, only
@@ -523,6 +524,10 @@ def _figure_outputs(kept: list, entries: dict[int, dict], items: list, order_of,
     ranked = sorted((order_of(i, e), i) for i, e in entries.items())
     chosen = ranked if keep_outputs is None else ranked[:keep_outputs]
     have = {i: (name, outs) for _, i, name, outs in kept}
+    again = sum(i not in have for _, i in chosen)
+    if again and not stopped and progress:   # minutes with a teacher on a CPU: said
+        print(f"evaluate: running the models again on the figure's {count(again, 'image')} "
+              "scored earlier", file=sys.stderr)
     outputs = {}
     reader = SampleReader()
     try:
@@ -855,8 +860,15 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         if entry["gt_overshoot"] is not None:
             gt_over.append(entry["gt_overshoot"])
         per_image[name] = entry["scores"]
-    outputs = _figure_outputs(kept, entries, items, order_of, keep_outputs, fns, has_gt, crop,
-                              names, stopped is not None)
+    try:
+        outputs = _figure_outputs(kept, entries, items, order_of, keep_outputs, fns, has_gt,
+                                  crop, names, stopped is not None, progress)
+    except KeyboardInterrupt as e:   # every image is scored: the figure is this run's part
+        stopped = e
+        outputs = _figure_outputs(kept, entries, items, order_of, keep_outputs, fns, has_gt,
+                                  crop, names, True, progress)
+        print(f"interrupted: results of the {count(scored, 'image')} scored, the figure "
+              "without those scored earlier", file=sys.stderr)
     if not scored:
         what = ("its one image could not be evaluated (it is named above)" if len(items) == 1
                 else f"none of its {len(items)} images could be evaluated (each is named above)")

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from distill.images import write_image
 
@@ -169,3 +170,28 @@ def test_evaluate_from_python_keeps_only_the_figures_outputs_by_default(tmp_path
     assert len(res["outputs"]) == FIGURE_IMAGES
     assert len(evaluate([str(tmp_path / "s.pt")], str(data), progress=False,
                         keep_outputs=None)["outputs"]) == FIGURE_IMAGES + 3
+
+
+def test_ctrl_c_while_the_figures_outputs_are_made_again_keeps_the_scores(tmp_path):
+    """Every image scored earlier, a Ctrl-C while the figure's images go through the models
+    again (minutes with a teacher on a CPU) ended the run with no results at all."""
+    from distill.evaluate import evaluate_fns
+    from distill.evaluate_journal import ScoreJournal
+    data = _pairs(tmp_path / "pairs", 3, side=32)
+    settings = {"models": {"m": ["m", 0, 0]}, "options": {}}
+
+    def run(fn):
+        return evaluate_fns({"m": fn}, str(data), progress=False, keep_outputs=2,
+                            journal=ScoreJournal(tmp_path / "out", settings))
+
+    (tmp_path / "out").mkdir()
+    first = run(lambda x: x * 0.5)
+
+    def stopped(x):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt) as e:
+        run(stopped)
+    res = e.value.results
+    assert res["interrupted"] and res["images"] == 3 and res["outputs"] == {}
+    assert res["per_image"] == first["per_image"]
