@@ -209,3 +209,45 @@ def test_stride_is_not_said_to_miss_a_clip_that_limit_took_no_frame_of(tmp_path,
                  "--limit", "1", "--quiet"]) == 0
     err = capsys.readouterr().err
     assert "no video clip" not in err, err
+
+
+def test_a_clip_stopped_part_way_resumes_from_its_record_with_the_same_results(tmp_path):
+    """Frames recorded by a run stopped part way are not scored again, and the frames left and
+    the figure's (spread over the clip, some scored earlier) are read where they are in the
+    clip: the results and figure frames equal an uninterrupted run's."""
+    from distill.evaluate_journal import ScoreJournal
+    clip = _clip(tmp_path / "dash.avi", n=8)
+    settings = {"models": {"sharp": ["s", 0, 0]}, "options": {}}
+
+    def run(fn, out):
+        return evaluate_fns({"sharp": fn}, str(clip), progress=False, clips=True,
+                            keep_outputs=3, journal=ScoreJournal(out, settings))
+
+    (tmp_path / "whole").mkdir()
+    (tmp_path / "cut").mkdir()
+    whole = run(sharpen_, tmp_path / "whole")
+    calls = []
+
+    def stops_at_the_fifth(x):
+        calls.append(1)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+        return sharpen_(x)
+
+    with pytest.raises(KeyboardInterrupt):
+        run(stops_at_the_fifth, tmp_path / "cut")
+    calls.clear()
+
+    def counted(x):
+        calls.append(1)
+        return sharpen_(x)
+
+    res = run(counted, tmp_path / "cut")
+    # 4 frames left, and the figure's frames that were scored before the stop
+    assert len(calls) == 4 + sum(res["clip_frames"][n][1] < 4 for n in res["outputs"])
+    assert {k: v for k, v in res.items() if k != "outputs"} == \
+        {k: v for k, v in whole.items() if k != "outputs"}
+    assert list(res["outputs"]) == list(whole["outputs"])
+    for name, outs in res["outputs"].items():
+        assert _bright_columns(outs["input"]) == res["clip_frames"][name][1]
+        assert np.array_equal(outs["sharp"], whole["outputs"][name]["sharp"])
