@@ -203,6 +203,7 @@ class LabelledTeacher:
         self.made_on = made_on or {}
         self.read = self.ran = 0
         self.read_made_on: dict[str, int] = {}
+        self.last: Optional[str] = None   # what made the label of the last output, if read
 
     def __call__(self, img: np.ndarray) -> np.ndarray:
         from .data.label_cache import sha256_array
@@ -216,11 +217,23 @@ class LabelledTeacher:
                 out = None
             if out is not None and out.shape == img.shape:
                 self.read += 1
-                made = self.made_on.get(key, "unknown")
+                made = self.last = self.made_on.get(key, "unknown")
                 self.read_made_on[made] = self.read_made_on.get(made, 0) + 1
                 return out
         self.ran += 1
+        self.last = None
         return self.fn(img)
+
+    def count(self, made: list[Optional[str]]) -> None:
+        """The counts set to those of the images in the results, `made` of each: what made
+        its label read (`last`), None where the teacher ran; those scored by an earlier run
+        into the same --out included, the figure's outputs made again not counted twice."""
+        self.read = sum(m is not None for m in made)
+        self.ran = len(made) - self.read
+        self.read_made_on = {}
+        for m in made:
+            if m is not None:
+                self.read_made_on[m] = self.read_made_on.get(m, 0) + 1
 
     def made_on_text(self) -> str:
         """"cuda bf16" of the labels read, "unknown" for a cache that does not record it, and
@@ -812,6 +825,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
             changed += journal.changed(name, stamps[i])
         journal.say(len(entries), len(items) - len(entries), changed)
     scored = len(entries)
+    labelled = next((f for f in fns.values() if isinstance(f, LabelledTeacher)), None)
     todo = [(i, it) for i, it in enumerate(items) if i not in entries]
     bar = tqdm(todo, desc="evaluate", unit="frame" if len(on_clip) == len(items) else "img",
                disable=not progress)
@@ -832,6 +846,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
             # Everything of one image is computed first and then recorded at once, so that an
             # interrupt leaves only whole images in the results.
             entries[i] = entry = _entry(outs, reference, rank)
+            if labelled is not None:
+                entry["teacher_label"] = labelled.last
             scored += 1
             if journal is not None:
                 journal.put(name, stamps[i], entry)
@@ -860,6 +876,7 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
         if entry["gt_overshoot"] is not None:
             gt_over.append(entry["gt_overshoot"])
         per_image[name] = entry["scores"]
+    made = [e.get("teacher_label") for _, e in sorted(entries.items())]
     try:
         outputs = _figure_outputs(kept, entries, items, order_of, keep_outputs, fns, has_gt,
                                   crop, names, stopped is not None, progress)
@@ -869,6 +886,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
                                   crop, names, True, progress)
         print(f"interrupted: results of the {count(scored, 'image')} scored, the figure "
               "without those scored earlier", file=sys.stderr)
+    if labelled is not None:
+        labelled.count(made)
     if not scored:
         what = ("its one image could not be evaluated (it is named above)" if len(items) == 1
                 else f"none of its {len(items)} images could be evaluated (each is named above)")

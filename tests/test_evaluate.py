@@ -778,6 +778,12 @@ def test_a_label_caches_frames_take_the_teachers_outputs_from_its_labels(
     got, want = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("read", "ran"))
     assert got["teacher_labels"] == {"model": "teacher", "cache": str(cache), "read": 4, "ran": 0,
                                      "made_on": "cpu fp32", "runs_on": "cpu fp32"}
+    # Rerun into the same --out: the scores recorded there, the labels' counts still of all 4.
+    assert main(["evaluate", *common, "--data", str(frames), "--out", str(tmp_path / "read"),
+                 "--figure-images", "1"]) == 0
+    assert "4 scored earlier, 0 to go" in capsys.readouterr().err
+    again = json.loads((tmp_path / "read" / "metrics.json").read_text())
+    assert again["teacher_labels"] == got["teacher_labels"]
     for k in ("input", "student-fast"):   # 16-bit labels: the same scores to a hundredth of a dB
         assert got[k]["psnr_to_reference"] == pytest.approx(want[k]["psnr_to_reference"],
                                                             abs=0.01)
