@@ -73,9 +73,11 @@ class ScoreJournal:
         return rec["entry"] if rec is not None and rec["stamp"] == stamp else None
 
     def changed(self, name: str, stamp: list) -> bool:
-        """Whether `name` was scored earlier from another file (replaced or edited since)."""
+        """Whether `name` was scored earlier from the same file (or clip frame), replaced or
+        edited since; a file of the same name elsewhere (other --data) is not said to be."""
         rec = self.done.get(name)
-        return rec is not None and rec["stamp"] != stamp
+        return (rec is not None and rec["stamp"] != stamp
+                and _where(rec["stamp"]) == _where(stamp))
 
     def put(self, name: str, stamp: list, entry: dict) -> None:
         self.done[name] = {"stamp": stamp, "entry": entry}
@@ -128,6 +130,14 @@ class ScoreJournal:
             print(f"evaluate: {changed} image{'' if one else 's'} changed since "
                   f"{'it was' if one else 'they were'} scored: scored again", file=sys.stderr)
         print(f"evaluate: {earlier} scored earlier, {to_go} to go", file=sys.stderr)
+
+
+def _where(stamp: list) -> list:
+    """An item stamp's input file and frame index (see `evaluate._item_stamp`)."""
+    try:
+        return [stamp[0][0], stamp[1]]
+    except (IndexError, KeyError, TypeError):
+        return []
 
 
 def _differences(old: object, new: dict) -> str:

@@ -135,6 +135,15 @@ def test_a_rerun_scores_again_what_a_changed_model_image_or_option_changes(tmp_p
     assert res["per_image"]["im002"] != first["per_image"]["im002"]
     assert res["per_image"]["im001"] == first["per_image"]["im001"]
 
+    # Other data of the same names into the same --out: scored, not said to have changed.
+    import shutil
+    shutil.copytree(data, tmp_path / "copy")
+    assert main(_cmd(weights, tmp_path / "copy", out)) == 0
+    err = capsys.readouterr().err
+    assert "0 scored earlier, 4 to go" in err and "changed" not in err, err
+    assert main(_cmd(weights, data, out)) == 0
+    capsys.readouterr()
+
     # An option that changes every score: said, and everything scored again.
     assert main(_cmd(weights, data, out, "--crop", "32")) == 0
     err = capsys.readouterr().err
