@@ -36,7 +36,7 @@ class ScoreJournal:
         self.path, self.journal, self.settings = out / self.FILE, out / self.JOURNAL, settings
         self.done: dict[str, dict] = {}
         self.journaled = 0
-        self.stuck = self.closed = False
+        self.stuck = self.closed = self.unwritable = False
         self.found = False   # an earlier run's record was there, this run's or not
         other: Optional[dict] = None
         try:
@@ -80,12 +80,25 @@ class ScoreJournal:
                 and _where(rec["stamp"]) == _where(stamp))
 
     def put(self, name: str, stamp: list, entry: dict) -> None:
+        """`name`'s scores recorded. The record insures the run, it is not its result: one
+        that cannot be written (a full disk) is warned of once and the run goes on."""
+        from runtime.warn import warn
+
         self.done[name] = {"stamp": stamp, "entry": entry}
-        # Each record on a line of its own, after a newline: a line a kill cut short is then
-        # followed by whole ones.
-        with open(self.journal, "a", encoding="utf-8") as f:
-            f.write("\n" + json.dumps({"name": name, "stamp": stamp, "entry": entry,
-                                       "settings": self.settings}))
+        if self.unwritable:
+            return
+        try:
+            # Each record on a line of its own, after a newline: a line a kill cut short is
+            # then followed by whole ones.
+            with open(self.journal, "a", encoding="utf-8") as f:
+                f.write("\n" + json.dumps({"name": name, "stamp": stamp, "entry": entry,
+                                           "settings": self.settings}))
+        except OSError as e:
+            self.unwritable = True
+            warn(f"could not record the scores in {self.journal} ({e.strerror or e}): the "
+                 "run goes on, but one killed from now on is scored again from the images "
+                 "recorded before")
+            return
         self.journaled += 1
         if not self.stuck and compaction_due(self.journaled, len(self.done)):
             try:

@@ -204,3 +204,19 @@ def test_ctrl_c_while_the_figures_outputs_are_made_again_keeps_the_scores(tmp_pa
     res = e.value.results
     assert res["interrupted"] and res["images"] == 3 and res["outputs"] == {}
     assert res["per_image"] == first["per_image"]
+
+
+def test_a_record_that_cannot_be_written_is_warned_of_and_the_run_goes_on(tmp_path):
+    """The record is the run's insurance, not its result: a full disk or an unwritable
+    journal is one warning, and every image is still scored and reported."""
+    from distill.evaluate import evaluate_fns
+    from distill.evaluate_journal import ScoreJournal
+    from runtime import SharpenWarning
+    data = _pairs(tmp_path / "pairs", 3, side=32)
+    out = tmp_path / "out"
+    (out / JOURNAL).mkdir(parents=True)   # appending to it fails (IsADirectoryError)
+    journal = ScoreJournal(out, {"models": {"m": ["m", 0, 0]}, "options": {}})
+    with pytest.warns(SharpenWarning, match="could not record") as said:
+        res = evaluate_fns({"m": lambda x: x}, str(data), progress=False, journal=journal)
+    assert res["images"] == 3 and not res["interrupted"]
+    assert sum("could not record" in str(w.message) for w in said) == 1
