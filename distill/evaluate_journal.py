@@ -65,7 +65,10 @@ class ScoreJournal:
                 self.journaled += 1   # folded in by this run's flush
             else:
                 other = rec.get("settings")
-        self.why_not = _differences(other, settings) if other is not None else ""
+        # Said only where nothing is taken: a run killed under new settings over an older
+        # record leaves both, and its rerun goes on from its own.
+        self.why_not = (_differences(other, settings) if other is not None and not self.done
+                        else "")
 
     def get(self, name: str, stamp: list) -> Optional[dict]:
         """The entry scored earlier for `name` with this input and ground truth, else None."""

@@ -220,3 +220,30 @@ def test_a_record_that_cannot_be_written_is_warned_of_and_the_run_goes_on(tmp_pa
         res = evaluate_fns({"m": lambda x: x}, str(data), progress=False, journal=journal)
     assert res["images"] == 3 and not res["interrupted"]
     assert sum("could not record" in str(w.message) for w in said) == 1
+
+
+def test_a_resume_under_new_settings_over_an_older_record_does_not_say_it_starts_over(
+        tmp_path, capsys):
+    """A complete run's record, then a run with another --crop killed part way: its rerun
+    said 'the scores recorded are of other settings: every image is scored again' and then
+    took the scores its own killed run had journaled ('2 scored earlier')."""
+    from sharpen.cli import main
+    data = _pairs(tmp_path / "pairs", 4, side=48)
+    weights = _student(tmp_path / "s.pt")
+    out = tmp_path / "eval"
+    assert main(_cmd(weights, data, out)) == 0   # the record: --crop 0, complete
+    capsys.readouterr()
+    assert main(_cmd(weights, data, out, "--crop", "32")) == 0
+    capsys.readouterr()
+    # As the --crop 32 run was when killed after 2 images: the --crop 0 record, its journal.
+    record = json.loads((out / ".sharpen-evaluate.json").read_text())
+    lines = [json.dumps({"name": n, **v, "settings": record["settings"]})
+             for n, v in list(record["done"].items())[:2]]
+    (out / ".sharpen-evaluate.json").unlink()
+    assert main(_cmd(weights, data, out)) == 0
+    capsys.readouterr()
+    (out / JOURNAL).write_text("\n" + "\n".join(lines))
+    assert main(_cmd(weights, data, out, "--crop", "32")) == 0
+    err = capsys.readouterr().err
+    assert "2 scored earlier, 2 to go" in err, err
+    assert "every image is scored again" not in err, err
