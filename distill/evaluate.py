@@ -40,6 +40,8 @@ RESERVED = {"input", "ground truth", "images", "has_gt", "failed", "data", "outp
 # Rows of `sharpen evaluate --out`'s figure (--figure-images), and the images whose outputs
 # `evaluate` keeps by default.
 FIGURE_IMAGES = 6
+# `evaluate(out=)`'s lock file in the out folder (see `run_lock`).
+EVALUATE_LOCK = ".sharpen-evaluate.lock"
 
 
 class ClipFrame(NamedTuple):
@@ -591,37 +593,52 @@ def evaluate(weights: str | os.PathLike | Sequence[str | os.PathLike], spec: str
            for label, w in zip(labels, weights)}
     teachers = [label for label, w in zip(labels, weights) if is_teacher(w, teacher_config)]
     from_labels = _teacher_from_labels(fns, spec, crop, split, limit, stride, frames)
-    journal = None
-    if out is not None:
-        from runtime.host import default_threads
+    import contextlib
 
-        from .evaluate_journal import file_stamp
-        Path(out).mkdir(parents=True, exist_ok=True)
-        journal = ScoreJournal(out, {
-            "models": {label: file_stamp(w) for label, w in zip(labels, weights)},
-            # What changes every score (which images and files are scored, each image's stamp
-            # says); a teacher reading a cache's labels gives other outputs than one running.
-            "options": {"--crop": crop, "--device": device, "--teacher-config": teacher_config,
-                        # the count the engines run with (--threads, else OMP_NUM_THREADS):
-                        # it changes outputs' last digits
-                        "threads": default_threads(threads), "--provider": provider,
-                        "tile": tile,
-                        "teacher labels": next((str(f.cache) for f in fns.values()
-                                                if isinstance(f, LabelledTeacher)), None)}})
-    try:
-        res = evaluate_fns(fns, spec, split, limit, crop, progress,
-                           reference=teachers[0] if len(teachers) == 1 else None,
-                           keep_outputs=keep_outputs, rank=least_gain,
-                           names=dict(zip(labels, weights)), gopro_blur=gopro_blur,
-                           clips=True, stride=stride, frames=frames, journal=journal)
-    except KeyboardInterrupt as e:
-        if hasattr(e, "results"):
-            e.results["weights"] = dict(zip(labels, weights))
-            e.results.update(_labels_record(fns, from_labels))
-        raise
+    from .run_lock import run_lock
+    journal = None
+    # One run per out folder: the first to compact its record removed the journal another
+    # was appending to. Refused (RunLocked, a ValueError) naming the first's process.
+    with (run_lock(out, doing="evaluating", flag="--out", name=EVALUATE_LOCK)
+          if out is not None else contextlib.nullcontext()):
+        if out is not None:
+            journal = _score_journal(out, labels, weights, fns, crop, device, teacher_config,
+                                     threads, provider, tile)
+        try:
+            res = evaluate_fns(fns, spec, split, limit, crop, progress,
+                               reference=teachers[0] if len(teachers) == 1 else None,
+                               keep_outputs=keep_outputs, rank=least_gain,
+                               names=dict(zip(labels, weights)), gopro_blur=gopro_blur,
+                               clips=True, stride=stride, frames=frames, journal=journal)
+        except KeyboardInterrupt as e:
+            if hasattr(e, "results"):
+                e.results["weights"] = dict(zip(labels, weights))
+                e.results.update(_labels_record(fns, from_labels))
+            raise
     res["weights"] = dict(zip(labels, weights))
     res.update(_labels_record(fns, from_labels))
     return res
+
+
+def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn], crop: int,
+                   device: str, teacher_config: Optional[str], threads: int, provider: str,
+                   tile: Optional[int]) -> ScoreJournal:
+    """`evaluate(out=)`'s record, its settings the models' files and the options that change
+    every score."""
+    from runtime.host import default_threads
+
+    from .evaluate_journal import file_stamp
+    return ScoreJournal(out, {
+        "models": {label: file_stamp(w) for label, w in zip(labels, weights)},
+        # What changes every score (which images and files are scored, each image's stamp
+        # says); a teacher reading a cache's labels gives other outputs than one running.
+        "options": {"--crop": crop, "--device": device, "--teacher-config": teacher_config,
+                    # the count the engines run with (--threads, else OMP_NUM_THREADS):
+                    # it changes outputs' last digits
+                    "threads": default_threads(threads), "--provider": provider,
+                    "tile": tile,
+                    "teacher labels": next((str(f.cache) for f in fns.values()
+                                            if isinstance(f, LabelledTeacher)), None)}})
 
 
 def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int, split: str = "test",

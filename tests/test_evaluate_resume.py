@@ -222,6 +222,31 @@ def test_a_record_that_cannot_be_written_is_warned_of_and_the_run_goes_on(tmp_pa
     assert sum("could not record" in str(w.message) for w in said) == 1
 
 
+def test_a_second_evaluate_into_one_out_is_refused_naming_the_first(tmp_path, capsys):
+    """Two `evaluate --out` into one folder at once had no lock: the first to compact its
+    record removed the journal the other was appending to, and each wrote the other's
+    metrics.json. The second is refused before it scores or writes anything, naming the
+    first's process; a lock file a killed run left refuses nothing."""
+    from distill.run_lock import run_lock
+    from sharpen.cli import main
+    data = _pairs(tmp_path / "pairs", 2, side=32)
+    weights = _student(tmp_path / "s.pt")
+    out = tmp_path / "eval"
+    out.mkdir()
+    (out / JOURNAL).write_text('\n{"name": "im000"}')   # the first run's, mid-run
+    with run_lock(out, doing="evaluating", flag="--out", name=".sharpen-evaluate.lock"):
+        assert main(_cmd(weights, data, out)) == 2
+    err = capsys.readouterr().err
+    assert (f"another run is evaluating into {out} (process {os.getpid()}); wait for it to "
+            "finish or stop it, or give this run another --out") in err, err
+    assert sorted(p.name for p in out.iterdir()) == [JOURNAL]
+    assert (out / JOURNAL).read_text() == '\n{"name": "im000"}'
+    (out / ".sharpen-evaluate.lock").write_text("999999\nrun\nevaluating")   # a killed run's
+    assert main(_cmd(weights, data, out)) == 0, capsys.readouterr().err
+    assert (out / "metrics.json").is_file()
+    assert not (out / ".sharpen-evaluate.lock").exists()
+
+
 def test_a_resume_under_new_settings_over_an_older_record_does_not_say_it_starts_over(
         tmp_path, capsys):
     """A complete run's record, then a run with another --crop killed part way: its rerun
