@@ -625,9 +625,10 @@ def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn
                    tile: Optional[int]) -> ScoreJournal:
     """`evaluate(out=)`'s record, its settings the models' files and the options that change
     every score."""
-    from runtime.host import default_threads
+    from runtime.host import code_info, default_threads
 
     from .evaluate_journal import file_stamp
+    code = code_info()
     return ScoreJournal(out, {
         "models": {label: file_stamp(w) for label, w in zip(labels, weights)},
         # What changes every score (which images and files are scored, each image's stamp
@@ -638,7 +639,11 @@ def _score_journal(out, labels: list[str], weights: list[str], fns: dict[str, Fn
                     "threads": default_threads(threads), "--provider": provider,
                     "tile": tile,
                     "teacher labels": next((str(f.cache) for f in fns.values()
-                                            if isinstance(f, LabelledTeacher)), None)}})
+                                            if isinstance(f, LabelledTeacher)), None),
+                    # The code that scored: an upgrade (a metric redefined, a bug fixed) took
+                    # the old code's scores as its own.
+                    "sharpen": code.get("version"),
+                    "commit": (code.get("commit") or "")[:12] or None}})
 
 
 def _teacher_from_labels(fns: dict[str, Fn], spec, crop: int, split: str = "test",

@@ -272,3 +272,26 @@ def test_a_resume_under_new_settings_over_an_older_record_does_not_say_it_starts
     err = capsys.readouterr().err
     assert "2 scored earlier, 2 to go" in err, err
     assert "every image is scored again" not in err, err
+
+
+def test_scores_recorded_by_other_code_are_scored_again_naming_it(tmp_path, capsys):
+    """The record held no word of the code that scored it: after an upgrade (a metric's
+    definition changed, a bug fixed) the rerun into the same --out took every score of the
+    old code and reported them as the new one's ('4 scored earlier, 0 to go')."""
+    from runtime.host import code_info
+    from sharpen.cli import main
+    data = _pairs(tmp_path / "pairs", 4, side=32)
+    weights = _student(tmp_path / "s.pt")
+    out = tmp_path / "eval"
+    assert main(_cmd(weights, data, out)) == 0
+    capsys.readouterr()
+    record = json.loads((out / ".sharpen-evaluate.json").read_text())
+    version = code_info()["version"]
+    assert record["settings"]["options"]["sharpen"] == version
+    record["settings"]["options"]["sharpen"] = "0.0.1"   # as an older release wrote it
+    (out / ".sharpen-evaluate.json").write_text(json.dumps(record))
+    assert main(_cmd(weights, data, out)) == 0
+    err = capsys.readouterr().err
+    assert f"sharpen {version} (was 0.0.1)" in err and "0 scored earlier, 4 to go" in err, err
+    assert main(_cmd(weights, data, out)) == 0
+    assert "4 scored earlier, 0 to go" in capsys.readouterr().err
