@@ -89,6 +89,9 @@ class TrainConfig:
     qat: bool = False             # simulate INT8 in the training forward (distill/qat.py)
     val_every: int = 500
     val_start: bool = False       # validate before the first step (is a fine-tune helping?)
+    # Validation images saved at each validation as OUT/visualization/stepN.png (input | model
+    # | target crops, a row each; BasicSR's save_img); 0 = off.
+    val_pictures: int = 4
     ckpt_every: int = 250         # last.pt (the resume checkpoint), overwritten each time
     # Keep the weights every N steps as stepN.pt (EMA weights only, as best.pt; BasicSR's
     # save_checkpoint_freq); 0 = off. keep_snapshots: only the newest K of them; 0 = all.
@@ -554,7 +557,8 @@ RANGES = (
     ("data.gt_train_share", 0, 1, ""), ("data.brightness", 0, 1, ""),
     ("data.cache_size", 0, None, ""), ("data.val_max_images", 1, None, ""),
     ("data.val_max_side", 16, None, ""),
-    ("val_every", 1, None, ""), ("ckpt_every", 1, None, ""), ("log_every", 1, None, ""),
+    ("val_every", 1, None, ""), ("val_pictures", 0, None, " (0: no pictures)"),
+    ("ckpt_every", 1, None, ""), ("log_every", 1, None, ""),
     ("snapshot_every", 0, None, " (0: no snapshots)"),
     ("keep_snapshots", 0, None, " (0: keep them all)"),
     ("max_minutes", 0, None, " (0: no limit)"), ("stop_after", 0, None, " (0: no limit)"),
@@ -696,7 +700,7 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
 
 # Settings that steer one invocation, not what is trained: changing them on resume is normal.
 _RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile", "log_every",
-                "val_every", "ckpt_every", "snapshot_every", "keep_snapshots", "data.workers"}
+                "val_every", "val_pictures", "ckpt_every", "snapshot_every", "keep_snapshots", "data.workers"}
 
 
 def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:

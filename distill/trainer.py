@@ -58,6 +58,7 @@ from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
 from .train_log import append_jsonl, append_text, plot_curves, steps_trained_again
 from .train_state import (ema_decay_at, ema_update, lr_lambda, rng_state, seed_everything,
                           set_rng_state)
+from .val_pictures import save_picture
 from .validation import ValItem, evaluate, load_val_items, val_summary
 from .validation import predict as predict
 
@@ -1137,7 +1138,10 @@ class Trainer:
                 # Taken after the step's agreement to go on (under DDP most often while this
                 # rank waited in it), so not the handler's to cut short: it saves at once too.
                 raise SecondSignal()
-            m = evaluate(self.ema, items, self.device)
+            pictured: list = []
+            m = evaluate(self.ema, items, self.device, pictured, self.cfg.val_pictures)
+            if pictured:
+                save_picture(self.out, self.step, items[:len(pictured)], pictured)
         finally:
             self._validating = False
         m["step"] = self.step

@@ -220,9 +220,11 @@ def predict(model: nn.Module, image: np.ndarray, device: torch.device | str) -> 
     return y[0].float().clamp(0, 1).cpu().numpy().transpose(1, 2, 0)
 
 
-def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> dict[str, float]:
+def evaluate(model: nn.Module, items: list[ValItem], device: torch.device,
+             outputs: Optional[list[np.ndarray]] = None, keep: int = 0) -> dict[str, float]:
     """Mean PSNR/SSIM of input, teacher (targets) and model vs ground truth, and model vs
-    teacher; keys like `model_gt_ssim`, `teacher_gt_psnr`, `model_teacher_ssim`."""
+    teacher; keys like `model_gt_ssim`, `teacher_gt_psnr`, `model_teacher_ssim`. The model's
+    outputs for the first `keep` items are appended to `outputs` (the validation picture's)."""
     acc: dict[str, list[float]] = {}
 
     def add(key, a, b):
@@ -230,8 +232,10 @@ def evaluate(model: nn.Module, items: list[ValItem], device: torch.device) -> di
         acc.setdefault(f"{key}_ssim", []).append(ssim(a, b))
 
     model.eval()
-    for it in items:
+    for i, it in enumerate(items):
         out = predict(model, it.input, device)
+        if outputs is not None and i < keep:
+            outputs.append(out)
         if it.gt is not None:
             add("input_gt", it.input, it.gt)
             add("model_gt", out, it.gt)

@@ -808,8 +808,8 @@ if "weights" in phases:
 if "val_signal" in phases:
     with phase("val_signal") as d:
         evaluate = tr.evaluate
-        def evaluate_then_signal(model, items, device):
-            m = evaluate(model, items, device)
+        def evaluate_then_signal(model, items, device, *pictured):
+            m = evaluate(model, items, device, *pictured)
             os.kill(os.getpid(), signal.SIGINT)   # only rank 0 validates
             return m
         tr.evaluate = evaluate_then_signal

@@ -1,0 +1,67 @@
+"""What a training run shows of itself beyond its scores: validation pictures
+(OUT/visualization/, BasicSR's)."""
+import cv2
+import numpy as np
+import pytest
+
+from distill.checkpoint import load_student
+from distill.config import check_config, load_config
+from distill.students import for_inference
+from distill.trainer import train
+from distill.val_pictures import HEADER
+from distill.validation import load_val_items, predict
+
+
+def _cfg(out, steps, **extra):
+    ov = [f"out={out}", "task=teacher", "model.arch=fast", "model.args={width: 8, blocks: 1, "
+          "low_blocks: 1}", f"optim.steps={steps}", "optim.warmup_steps=1", "data.crop=32",
+          "data.batch_size=2", "data.workers=0", "val_every=2", "ckpt_every=1000",
+          "data.val_max_images=2", "data.val_max_side=64", "log_every=1"]
+    ov += [f"{k}={v}" for k, v in extra.items()]
+    return load_config(None, ov)
+
+
+def _u8(rgb: np.ndarray) -> np.ndarray:
+    return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
+
+
+def test_each_validation_saves_input_output_target_crops_of_fixed_images(tmp_path):
+    """A mean score averages a regression on one image away; BasicSR users look at
+    visualization/ for it. One picture per validation, a row per validation image (the same
+    ones each time), columns input | model | ground truth at full resolution."""
+    out = tmp_path / "r"
+    cfg = _cfg(out, 4)
+    train(cfg, quiet=True)
+    pics = sorted(p.name for p in (out / "visualization").iterdir())
+    assert pics == ["step000002.png", "step000004.png"]
+    items = load_val_items(cfg, progress=False, note=lambda m: None)
+    assert len(items) == 2
+    side = min(min(it.input.shape[:2]) for it in items)
+    pic = cv2.imread(str(out / "visualization" / "step000004.png"))[..., ::-1]
+    assert pic.shape == (HEADER + 2 * side, 3 * side, 3)
+    model, _ = load_student(out / "last.pt")   # EMA weights: what validation scored
+    model = for_inference(model)
+    for row, it in enumerate(items):
+        y0 = HEADER + row * side
+        cells = [pic[y0:y0 + side, c * side:(c + 1) * side] for c in range(3)]
+        h, w = it.input.shape[:2]
+        win = (slice((h - side) // 2, (h - side) // 2 + side),
+               slice((w - side) // 2, (w - side) // 2 + side))
+        assert np.array_equal(cells[0], _u8(it.input[win]))
+        assert np.array_equal(cells[2], _u8(it.gt[win]))
+        got = _u8(predict(model, it.input, "cpu")[win]).astype(int)
+        assert np.abs(cells[1].astype(int) - got).max() <= 1
+    # the header names the columns: not blank
+    assert pic[:HEADER].std() > 0
+
+
+def test_val_pictures_zero_saves_none(tmp_path):
+    out = tmp_path / "r"
+    train(_cfg(out, 2, val_pictures=0), quiet=True)
+    assert (out / "best.pt").is_file()
+    assert not (out / "visualization").exists()
+
+
+def test_val_pictures_below_zero_is_refused():
+    with pytest.raises(ValueError, match="val_pictures"):
+        check_config(_cfg("x", 2, val_pictures=-1))
