@@ -617,12 +617,14 @@ class Trainer:
         append_text(self.out / "train.log", msg)
 
     def _log_interval(self, losses: list, parts: dict, seconds: float,
-                      paused: float = 0.0) -> None:
+                      paused: float = 0.0, waits: Optional[list[float]] = None) -> None:
         """metrics.jsonl's and train.log's step record: the loss and its terms averaged over
         the steps since the last record (skipped non-finite steps left out), the learning
         rate the last of them used. Under DDP over every rank's batches. `seconds` is the
         interval's wall time, `paused` the part of it spent validating and saving
-        checkpoints: left out of s/step and the ETA, which jumped after every validation."""
+        checkpoints: left out of s/step and the ETA, which jumped after every validation.
+        `waits`: each step's wait for its batch, the part of s/step that more data.workers or
+        a faster disk would save (this process's; BasicSR's `time (data)`)."""
         cfg = self.cfg
         ok = [v for v in losses if math.isfinite(v)]
         sums = {"loss": (sum(ok), len(ok)), **{k: (sum(v), len(v)) for k, v in parts.items()}}
@@ -645,13 +647,15 @@ class Trainer:
             rec["skipped_steps"] = len(losses) - len(ok)
         per = max(seconds - paused, 0.0) / max(len(losses), 1)
         rec["s_per_step"] = per
+        data = min(sum(waits or ()) / max(len(losses), 1), per)
+        rec["data_s_per_step"] = data
         if paused:
             rec["val_s"] = paused
         self._append_jsonl(rec)
         eta = datetime.timedelta(seconds=round(per * (cfg.optim.steps - self.step)))
         self._text(f"step {self.step}/{cfg.optim.steps}  lr {self._lr_used:.2e}  loss "
                    f"{mean:.4f} ({'  '.join(f'{k} {v:.4f}' for k, v in terms.items())})  "
-                   f"{per:.2f} s/step  eta {eta}"
+                   f"{per:.2f} s/step (data {data:.2f})  eta {eta}"
                    + (f"  (validation and saving {paused:.1f} s)" if paused else ""))
 
     def _compare_with_reference(self, note, warn) -> None:
@@ -836,9 +840,11 @@ class Trainer:
             self.model.train()
             losses: list[float] = []
             terms: dict[str, list[float]] = {}
-            t_log = time.time()
+            t_log = t_ready = time.time()
             paused = 0.0   # of the time since t_log, what validation and saving took
+            waits: list[float] = []   # each step's wait for its batch (BasicSR's data time)
             for batch in batches:
+                waits.append(time.time() - t_ready)
                 loss, parts = self._train_step(batch)
                 self.step += 1
                 losses.append(loss)
@@ -852,8 +858,8 @@ class Trainer:
                     # Shown at the bar's next redraw: refreshing here redrew it every step.
                     bar.set_postfix(loss=f"{loss:.4f}", lr=f"{self._lr_used:.1e}", refresh=False)
                 if self.step % cfg.log_every == 0 or self.step >= cfg.optim.steps:
-                    self._log_interval(losses, terms, time.time() - t_log, paused)
-                    losses, terms, t_log, paused = [], {}, time.time(), 0.0
+                    self._log_interval(losses, terms, time.time() - t_log, paused, waits)
+                    losses, terms, t_log, paused, waits = [], {}, time.time(), 0.0, []
                 last = self.step >= cfg.optim.steps
                 over = bool((cfg.max_minutes and (time.time() - t0) > cfg.max_minutes * 60)
                             or (cfg.stop_after and self.step - start_step >= cfg.stop_after))
@@ -889,7 +895,7 @@ class Trainer:
                     _pause_bar(bar, pause)
                 if (over or stop) and losses:
                     # The steps since the last record: a resumed run logs only those after it.
-                    self._log_interval(losses, terms, time.time() - t_log, paused)
+                    self._log_interval(losses, terms, time.time() - t_log, paused, waits)
                 if over and not stop:
                     # The console line is the caller's (`train`, or the command line's last
                     # line, which adds the files and scores): printed here as well, a stopped
@@ -901,6 +907,7 @@ class Trainer:
                     self._text(f"stopped at step {self.step} by "
                                f"{signal.Signals(stopped_by).name}; last.pt saved")
                     break
+                t_ready = time.time()
             else:
                 self._text(f"finished at step {self.step}; {self.best_text()}")
         except RuntimeError as e:

@@ -1,5 +1,7 @@
 """What a training run shows of itself beyond its scores: validation pictures
-(OUT/visualization/, BasicSR's)."""
+(OUT/visualization/, BasicSR's) and where its time goes (data loading vs the step)."""
+import json
+
 import cv2
 import numpy as np
 import pytest
@@ -65,3 +67,16 @@ def test_val_pictures_zero_saves_none(tmp_path):
 def test_val_pictures_below_zero_is_refused():
     with pytest.raises(ValueError, match="val_pictures"):
         check_config(_cfg("x", 2, val_pictures=-1))
+
+
+def test_step_records_split_loading_from_computing(tmp_path):
+    """BasicSR's `time (data)`: a run starved by its loader (too few data.workers, a slow disk)
+    looked the same as a slow model in s/step."""
+    out = tmp_path / "r"
+    train(_cfg(out, 3, val_every=1000), quiet=True)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    steps = [r for r in recs if "loss" in r]
+    assert steps and all(0 <= r["data_s_per_step"] <= r["s_per_step"] for r in steps)
+    lines = [line for line in (out / "train.log").read_text().splitlines()
+             if " step 3/3 " in line]
+    assert lines and " s/step (data " in lines[0], lines

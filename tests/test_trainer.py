@@ -2338,7 +2338,7 @@ def test_text_log_and_interval_records(tmp_path):
     log = (out / "train.log").read_text().splitlines()
     text = "\n".join(log)
     assert "started step 0 of 8: fast" in log[0] and "command:" in log[0]
-    assert "step 4/8  lr " in text and "s/step  eta 0:00:" in text
+    assert "step 4/8  lr " in text and re.search(r"s/step \(data [\d.]+\)  eta 0:00:", text)
     assert "validation at step 4 (1 image): input_gt_psnr" in text and "-> best.pt" in text
     assert "stopped at step 4 (time or step budget reached)" in text
     assert "resumed at step 4 of 8" in text and log[-1].split(" ", 2)[2].startswith(
@@ -2591,7 +2591,7 @@ def test_validation_and_saving_are_left_out_of_the_training_rate_and_eta(tmp_pat
     # loaded machine's slower steps (under xdist a step took 0.35 s beside 2.8 s validating).
     steps_only = wall - recs[8]["val_s"] / 2
     log = (out / "train.log").read_text()
-    per = re.findall(r"step 8/8 .* ([\d.]+) s/step  eta", log)
+    per = re.findall(r"step 8/8 .* ([\d.]+) s/step \(data [\d.]+\)  eta", log)
     assert per and float(per[0]) * 4 < steps_only, (log, wall)
     # The bar's last frame, after both validations and the final save.
     rate, unit = re.findall(r"8/8 \[[^,\]]*,\s*([\d.]+)(step/s|s/step)", bar)[-1]
