@@ -92,6 +92,8 @@ class TrainConfig:
     # Validation images saved at each validation as OUT/visualization/stepN.png (input | model
     # | target crops, a row each; BasicSR's save_img); 0 = off.
     val_pictures: int = 4
+    # TensorBoard scalars and pictures in OUT/tb (needs `pip install tensorboard`; optional)
+    tensorboard: bool = False
     ckpt_every: int = 250         # last.pt (the resume checkpoint), overwritten each time
     # Keep the weights every N steps as stepN.pt (EMA weights only, as best.pt; BasicSR's
     # save_checkpoint_freq); 0 = off. keep_snapshots: only the newest K of them; 0 = all.
@@ -700,7 +702,8 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
 
 # Settings that steer one invocation, not what is trained: changing them on resume is normal.
 _RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile", "log_every",
-                "val_every", "val_pictures", "ckpt_every", "snapshot_every", "keep_snapshots", "data.workers"}
+                "val_every", "val_pictures", "tensorboard", "ckpt_every", "snapshot_every",
+                "keep_snapshots", "data.workers"}
 
 
 def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:

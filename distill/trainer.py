@@ -52,13 +52,14 @@ from .losses import combined_loss
 from .model_build import arch_text, build_model
 from .provenance import describe, environment_changes, run_environment, same_code
 from .run_lock import run_lock
+from .tb_log import TensorBoardLog, require_tensorboard
 from .train_data import build_train_dataset, naming
 from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
                            loader_workers, shut_down_workers)
 from .train_log import append_jsonl, append_text, plot_curves, steps_trained_again
 from .train_state import (ema_decay_at, ema_update, lr_lambda, rng_state, seed_everything,
                           set_rng_state)
-from .val_pictures import save_picture
+from .val_pictures import compose, save_picture
 from .validation import ValItem, evaluate, load_val_items, val_summary
 from .validation import predict as predict
 
@@ -183,6 +184,7 @@ class Trainer:
         self._resume_warnings: list[str] = []   # fit says them, in train.log too
         self.best: Optional[float] = None
         self.best_step: Optional[int] = None   # the step best.pt holds (None: not known)
+        self._tb: Optional[TensorBoardLog] = None   # tensorboard=true, process 0, while fitting
         self.metrics: dict = {}
         self._metrics_ssim: Optional[str] = None   # the SSIM formula of self.metrics
         self.start_metrics: dict = {}     # validation before training (cfg.val_start)
@@ -652,6 +654,8 @@ class Trainer:
         if paused:
             rec["val_s"] = paused
         self._append_jsonl(rec)
+        if self._tb is not None:
+            self._tb.scalars("train", rec, self.step)
         eta = datetime.timedelta(seconds=round(per * (cfg.optim.steps - self.step)))
         self._text(f"step {self.step}/{cfg.optim.steps}  lr {self._lr_used:.2e}  loss "
                    f"{mean:.4f} ({'  '.join(f'{k} {v:.4f}' for k, v in terms.items())})  "
@@ -705,6 +709,8 @@ class Trainer:
     # -- main loop
     def fit(self) -> dict:
         cfg = self.cfg
+        if cfg.tensorboard and self.dist.main:
+            require_tensorboard()
         if self.step >= cfg.optim.steps:
             if self.dist.main:
                 warnings.warn(f"the run in {self.out} is already at step {self.step} of "
@@ -788,6 +794,8 @@ class Trainer:
                     # pointed at the abandoned history's best.pt.
                     self.save()
                 save_config(cfg, self.out / "config.yaml")
+                if cfg.tensorboard:
+                    self._tb = TensorBoardLog(self.out, self.step)
                 if self._earlier_config:
                     earlier, changes = self._earlier_config
                     kept = self.out / f"config-step{self.step}.yaml"
@@ -931,6 +939,9 @@ class Trainer:
                 with said_after_hang_up():
                     bar.close()
             self._restore_signal_handlers(handlers)
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
         if self.dist.main:
             self.plot()
         return self.metrics
@@ -1148,13 +1159,18 @@ class Trainer:
             pictured: list = []
             m = evaluate(self.ema, items, self.device, pictured, self.cfg.val_pictures)
             if pictured:
-                save_picture(self.out, self.step, items[:len(pictured)], pictured)
+                pic = compose(items[:len(pictured)], pictured)
+                save_picture(self.out, self.step, pic)
+                if self._tb is not None:
+                    self._tb.picture(pic, self.step)
         finally:
             self._validating = False
         m["step"] = self.step
         self.metrics = m
         self._metrics_ssim = SSIM_ID
         self._append_jsonl({"val": m, "step": self.step, "ssim_formula": SSIM_ID})
+        if self._tb is not None:
+            self._tb.scalars("val", m, self.step)
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"
         self.log(f"step {self.step}: {val_summary(m)}")
         # A NaN score (diverged weights) is never best, and a NaN best (saved by a version

@@ -5,8 +5,6 @@ instead of averaged away in the mean score."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
-
 import cv2
 import numpy as np
 
@@ -50,13 +48,10 @@ def compose(items: list, outputs: list[np.ndarray]) -> np.ndarray:
     return pic
 
 
-def save_picture(out: Path, step: int, items: list,
-                 outputs: list[np.ndarray]) -> Optional[Path]:
-    """OUT/visualization/stepNNNNNN.png of this validation; written whole or not at all (a
-    kill mid-write left a truncated PNG that viewers refuse)."""
-    if not items:
-        return None
-    ok, png = cv2.imencode(".png", compose(items, outputs)[..., ::-1])
+def save_picture(out: Path, step: int, pic: np.ndarray) -> Path:
+    """OUT/visualization/stepNNNNNN.png of this validation's picture (`compose`); written
+    whole or not at all (a kill mid-write left a truncated PNG that viewers refuse)."""
+    ok, png = cv2.imencode(".png", pic[..., ::-1])
     if not ok:
         raise ValueError(f"OpenCV could not encode the validation picture of step {step}")
     path = out / "visualization" / picture_name(step)

@@ -80,3 +80,42 @@ def test_step_records_split_loading_from_computing(tmp_path):
     lines = [line for line in (out / "train.log").read_text().splitlines()
              if " step 3/3 " in line]
     assert lines and " s/step (data " in lines[0], lines
+
+
+def test_tensorboard_without_the_package_names_it_before_training(tmp_path, monkeypatch):
+    """The package is optional (never a runtime dependency): asked for and missing, the run
+    is refused up front with the pip line, not after its data checks or first interval."""
+    import sys
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", None)   # as if not installed
+    out = tmp_path / "r"
+    with pytest.raises(ValueError, match="pip install tensorboard"):
+        train(_cfg(out, 2, tensorboard=True), quiet=True)
+    assert not out.exists()
+
+
+def _events(out):
+    ea = pytest.importorskip(
+        "tensorboard.backend.event_processing.event_accumulator").EventAccumulator(
+        str(out / "tb"), size_guidance={"scalars": 0, "images": 0})
+    ea.Reload()
+    return ea
+
+
+def test_tensorboard_scalars_and_pictures_go_on_across_a_resume(tmp_path):
+    """BasicSR's use_tb_logger: `tensorboard --logdir runs` overlays runs. A resumed run's
+    curves go on from its step, without the steps a killed run logged after its checkpoint."""
+    pytest.importorskip("torch.utils.tensorboard")
+    out = tmp_path / "r"
+    train(_cfg(out, 4, tensorboard=True, stop_after=3, snapshot_every=2), quiet=True)
+    # gone back to step 2: step 3's events of the first run are not this history's
+    train(_cfg(out, 4, tensorboard=True, resume=str(out / "step2.pt")), quiet=True)
+    ea = _events(out)
+    tags = ea.Tags()
+    assert {"train/loss", "train/lr", "train/data_s_per_step", "val/model_gt_ssim",
+            "val/model_gt_psnr"} <= set(tags["scalars"])
+    assert [e.step for e in ea.Scalars("train/loss")] == [1, 2, 3, 4]
+    assert [e.step for e in ea.Scalars("val/model_gt_ssim")] == [2, 4]
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    val4 = [r["val"]["model_gt_ssim"] for r in recs if "val" in r and r["step"] == 4]
+    assert ea.Scalars("val/model_gt_ssim")[-1].value == pytest.approx(val4[0], rel=1e-6)
+    assert [e.step for e in ea.Images("val/pictures")] == [2, 4]
