@@ -59,7 +59,7 @@ from .train_loader import (StepSampler, cores_share, leave_stop_signals_to_main,
 from .train_log import append_jsonl, append_text, plot_curves, steps_trained_again
 from .train_state import (ema_decay_at, ema_update, lr_lambda, rng_state, seed_everything,
                           set_rng_state)
-from .val_pictures import compose, save_picture
+from .val_pictures import compose, pictures_after, save_picture
 from .validation import ValItem, evaluate, load_val_items, val_summary
 from .validation import predict as predict
 
@@ -330,8 +330,11 @@ class Trainer:
                                                       "last.pt"))
                    if p.exists()]
             # That run's stepN.pt too: kept, the new run's would replace them one by one, two
-            # runs' weights under one naming.
+            # runs' weights under one naming. So its validation pictures and TensorBoard
+            # events, which TensorBoard drew as one run with the new one's.
             kept = snapshots(self.out)
+            pictures = pictures_after(self.out, None)
+            events = sorted((self.out / "tb").glob("events.out.tfevents.*"))
             best = self.out / "best.pt"
             trained = r == "auto" and best.exists() and _trained_past_start(best)
             if r == "auto" and (kept or trained):
@@ -360,11 +363,13 @@ class Trainer:
                 why = ("resume=never" if r == "never" else
                        "no last.pt to resume (the run there stopped before its first checkpoint)")
                 names = [p.name for p in old] + (
-                    [count(len(kept), "snapshot") + " stepN.pt"] if kept else [])
+                    [count(len(kept), "snapshot") + " stepN.pt"] if kept else []) + (
+                    [count(len(pictures), "validation picture")] if pictures else []) + (
+                    ["TensorBoard events"] if events else [])
                 if not self.quiet:
                     print(f"note: {why}: starting over in {self.out}; the run there before is "
                           f"replaced ({', '.join(names)})", file=sys.stderr)
-                self._replace = old + kept
+                self._replace = old + kept + pictures + events
             return
         with naming("resume", r):
             ck = read_checkpoint(path)
@@ -529,6 +534,14 @@ class Trainer:
         records = self.out / "metrics.jsonl"
         if records.is_file():
             atomic_write_bytes(dest / records.name, records.read_bytes())
+        # The validation pictures of that history: left, they showed weights no checkpoint
+        # here holds, among this history's.
+        here = ckpt.parent.resolve() == self.out.resolve()
+        pictures = pictures_after(self.out, self.step if here else None)
+        if pictures:
+            (dest / "visualization").mkdir(exist_ok=True)
+            for p in pictures:
+                os.replace(p, dest / "visualization" / p.name)
         (dest / MOVING).unlink()
         what = ("best.pt, which this run cannot score," if self._set_aside == [
                     self.out / "best.pt"] else
@@ -538,6 +551,8 @@ class Trainer:
         kept = (f"; best.pt (step {self.best_step}) stays, the score to beat"
                 if self.best_step is not None and (self.out / "best.pt").exists() else "")
         copied = ", with a copy of metrics.jsonl as it was" if records.is_file() else ""
+        if pictures:
+            copied += f" and {count(len(pictures), 'validation picture')}"
         verb = "is" if what.startswith("best.pt") else "are"
         return (f"resumed at step {self.step} from {ckpt}: {what} {verb} moved to {dest}: "
                 f"{', '.join(p.name for p in self._set_aside)}{copied}{kept}")

@@ -18,6 +18,15 @@ def picture_name(step: int) -> str:
     return f"step{step:06d}.png"
 
 
+def pictures_after(out: Path, step: int | None) -> list[Path]:
+    """OUT/visualization's pictures of validations after `step` (None: all of them)."""
+    folder = out / "visualization"
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.glob("step*.png")
+                  if p.stem[4:].isdigit() and (step is None or int(p.stem[4:]) > step))
+
+
 def _u8(rgb: np.ndarray) -> np.ndarray:
     return np.round(np.clip(rgb, 0, 1) * 255).astype(np.uint8)
 

@@ -119,3 +119,23 @@ def test_tensorboard_scalars_and_pictures_go_on_across_a_resume(tmp_path):
     val4 = [r["val"]["model_gt_ssim"] for r in recs if "val" in r and r["step"] == 4]
     assert ea.Scalars("val/model_gt_ssim")[-1].value == pytest.approx(val4[0], rel=1e-6)
     assert [e.step for e in ea.Images("val/pictures")] == [2, 4]
+
+
+def test_pictures_of_a_history_gone_back_from_are_moved_aside_with_its_checkpoints(tmp_path):
+    """resume=OUT/step2.pt past a step-3 validation: step000003.png showed weights that the
+    folder's history no longer holds, beside the new run's pictures."""
+    out = tmp_path / "r"
+    train(_cfg(out, 4, val_every=1, stop_after=3, snapshot_every=2), quiet=True)
+    train(_cfg(out, 4, resume=str(out / "step2.pt")), quiet=True)
+    assert sorted(p.name for p in (out / "visualization").iterdir()) == [
+        "step000001.png", "step000002.png", "step000004.png"]
+    aside = out / "abandoned-at-step2" / "visualization"
+    assert sorted(p.name for p in aside.iterdir()) == ["step000003.png"]
+
+
+def test_resume_never_replaces_the_run_theres_pictures_too(tmp_path):
+    """Starting over in a folder left the run before's step000003.png among the new run's."""
+    out = tmp_path / "r"
+    train(_cfg(out, 3, val_every=1), quiet=True)
+    train(_cfg(out, 2, resume="never"), quiet=True)
+    assert sorted(p.name for p in (out / "visualization").iterdir()) == ["step000002.png"]

@@ -247,7 +247,7 @@ def test_keep_snapshots_bounds_them_and_a_fresh_start_replaces_them(tmp_path, ca
     # replaced one by one by the new run's, two runs' weights under one naming)
     train(tiny_cfg(out, 2, resume="never"))
     err = capsys.readouterr().err
-    assert "replaced (metrics.jsonl, train.log, 2 snapshots stepN.pt)" in err, err
+    assert "replaced (metrics.jsonl, train.log, 2 snapshots stepN.pt, 1 validation picture)" in err, err
     assert sorted(p.name for p in out.glob("step*")) == ["step10.txt"]
     with pytest.raises(ValueError, match=r"snapshot_every must be >= 0 \(0: no snapshots\), "
                                          "got -1"):
@@ -286,7 +286,7 @@ def test_a_snapshot_resumes_and_a_resume_further_back_keeps_its_own_snapshots(tm
     assert sorted(p.name for p in out.glob("step*.pt")) == [
         "step3.pt", "step4.pt"], "this run's own were deleted"
     assert sorted(p.name for p in (out / "abandoned-at-step2").iterdir()) == [
-        "last.pt", "metrics.jsonl", "step5.pt", "step6.pt"]
+        "last.pt", "metrics.jsonl", "step5.pt", "step6.pt", "visualization"]
     assert read_checkpoint(out / "step4.pt")["step"] == 4
 
 
@@ -978,7 +978,7 @@ def test_ddp_going_back_and_starting_over_move_and_remove_on_process_0_alone(ddp
     assert ddp_job.exits("history") == [0, 0], ddp_job.err("history", 1)[-3000:]
     out = d / "ddp"
     assert sorted(p.name for p in (out / "abandoned-at-step2").iterdir()) == [
-        "last.pt", "metrics.jsonl", "step4.pt"]
+        "last.pt", "metrics.jsonl", "step4.pt", "visualization"]
     assert [p.name for p in out.glob("abandoned-*")] == ["abandoned-at-step2"]
     assert sorted(p.name for p in out.glob("step*.pt")) == ["step2.pt", "step4.pt"]
     assert read_checkpoint(out / "last.pt")["step"] == 4
@@ -3316,8 +3316,8 @@ def test_starting_over_removes_only_what_a_run_in_this_folder_wrote(tmp_path, ca
     assert sorted(p.name for p in r.glob("step*.pt")) == ["step1.pt", "step2.pt", "step7.pt"]
     (r / "step7.pt").rename(tmp_path / "step7.pt")
     train(tiny_cfg(r, 2, resume="never"))
-    assert ("replaced (metrics.jsonl, train.log, best.pt, last.pt, 2 snapshots stepN.pt)"
-            in capsys.readouterr().err)
+    assert ("replaced (metrics.jsonl, train.log, best.pt, last.pt, 2 snapshots stepN.pt, "
+            "1 validation picture)" in capsys.readouterr().err)
     assert not list(r.glob("step*.pt"))
     # keep_snapshots prunes only its run's own
     shutil.copy(tmp_path / "step7.pt", r / "step0.pt")
