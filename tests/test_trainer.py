@@ -81,7 +81,7 @@ def _without_timings(path: Path) -> list[dict]:
     """metrics.jsonl's records less the seconds they took, which no two runs share."""
     recs = [json.loads(line) for line in path.read_text().splitlines()]
     for r in recs:
-        for k in ("time", "s_per_step", "val_s"):
+        for k in ("time", "s_per_step", "data_s_per_step", "val_s"):
             r.pop(k, None)
     return recs
 
@@ -3645,7 +3645,8 @@ def test_a_move_aside_stopped_part_way_is_finished_by_the_next_run(tmp_path, mon
               tiny_cfg(out, 6, snapshot_every=2, stop_after=1), quiet=True)
     assert [m for m in said if f"moved to {aside}: last.pt, step4.pt, step6.pt" in m], said
     assert {n: (aside / n).read_bytes() for n in later} == later
-    assert sorted(p.name for p in aside.iterdir()) == sorted([*later, "metrics.jsonl"])
+    assert sorted(p.name for p in aside.iterdir()) == sorted(
+        [*later, "metrics.jsonl", "visualization"])
     assert [p.name for p in out.glob("abandoned-*")] == [aside.name]
     assert sorted(p.name for p in out.glob("step*.pt")) == ["step2.pt"]
     assert read_checkpoint(out / "last.pt")["step"] == 3
