@@ -166,7 +166,7 @@ def add_commands(sub) -> None:
                    help="N images spread over the set (default: all)")
     p.add_argument("--stride", type=int, default=1, metavar="N",
                    help="of a clip (a video, or the clips of a folder): every N-th frame from "
-                   "the first (default: every frame); --limit then spreads over them")
+                   "the first (default: 1, every frame); --limit then spreads over them")
     p.add_argument("--frames", default=None, metavar="LIST",
                    help="of a clip: these frame indices only, comma separated (0 is the "
                    "first), e.g. 0,900,1800")
