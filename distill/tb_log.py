@@ -42,7 +42,8 @@ class TensorBoardLog:
     def __init__(self, out: Path, step: int) -> None:
         SummaryWriter = _summary_writer()
         # 30 s, not 120: a run watched from another machine shows its last interval sooner.
-        self._w = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None, flush_secs=30)
+        self._w = SummaryWriter(str(out / "tb"), purge_step=step + 1 if step else None,
+                                flush_secs=30)
 
     def scalars(self, prefix: str, values: dict, step: int) -> None:
         for k, v in values.items():

@@ -247,7 +247,8 @@ def test_keep_snapshots_bounds_them_and_a_fresh_start_replaces_them(tmp_path, ca
     # replaced one by one by the new run's, two runs' weights under one naming)
     train(tiny_cfg(out, 2, resume="never"))
     err = capsys.readouterr().err
-    assert "replaced (metrics.jsonl, train.log, 2 snapshots stepN.pt, 1 validation picture)" in err, err
+    assert ("replaced (metrics.jsonl, train.log, 2 snapshots stepN.pt, 1 validation picture)"
+            in err), err
     assert sorted(p.name for p in out.glob("step*")) == ["step10.txt"]
     with pytest.raises(ValueError, match=r"snapshot_every must be >= 0 \(0: no snapshots\), "
                                          "got -1"):
