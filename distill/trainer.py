@@ -799,6 +799,10 @@ class Trainer:
                 if self._run_id is None:
                     self._run_id = write_run_id(self.out)
                 moved = self._move_later_history_aside()
+                # The pictures of steps a killed run took after its checkpoint: this run takes
+                # them again, as metrics.jsonl's records and TensorBoard's (purge_step).
+                for p in pictures_after(self.out, self.step) if self.step else ():
+                    p.unlink(missing_ok=True)
                 if self._carried is not None:
                     atomic_write_bytes(self.out / "metrics.jsonl", self._carried)
                 if moved:

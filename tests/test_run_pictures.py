@@ -139,3 +139,18 @@ def test_resume_never_replaces_the_run_theres_pictures_too(tmp_path):
     train(_cfg(out, 3, val_every=1), quiet=True)
     train(_cfg(out, 2, resume="never"), quiet=True)
     assert sorted(p.name for p in (out / "visualization").iterdir()) == ["step000002.png"]
+
+
+def test_a_resume_drops_the_pictures_of_steps_after_its_checkpoint(tmp_path):
+    """Killed after step 3's validation, before its checkpoint: resumed from step 2 with
+    val_every=2, step000003.png of the killed run stayed among the new history's pictures
+    (metrics.jsonl and TensorBoard drop that step's records)."""
+    import shutil
+    out = tmp_path / "r"
+    train(_cfg(out, 4, val_every=1, ckpt_every=2, stop_after=2), quiet=True)
+    shutil.copy(out / "last.pt", tmp_path / "last2.pt")
+    train(_cfg(out, 4, val_every=1, ckpt_every=2, stop_after=1), quiet=True)
+    shutil.copy(tmp_path / "last2.pt", out / "last.pt")   # as if killed before step 3's save
+    train(_cfg(out, 4, val_every=2, ckpt_every=2), quiet=True)
+    assert sorted(p.name for p in (out / "visualization").iterdir()) == [
+        "step000001.png", "step000002.png", "step000004.png"]
