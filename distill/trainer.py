@@ -724,7 +724,9 @@ class Trainer:
     # -- main loop
     def fit(self) -> dict:
         cfg = self.cfg
-        if cfg.tensorboard and self.dist.main:
+        if cfg.tensorboard:
+            # On every process, though only process 0 writes: checked there alone, the others
+            # went on into the start's all-reduce and died with gloo's traceback.
             require_tensorboard()
         if self.step >= cfg.optim.steps:
             if self.dist.main:
