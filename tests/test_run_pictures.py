@@ -195,3 +195,33 @@ def test_torchrun_without_tensorboard_stops_every_rank_with_its_message(tmp_path
     assert "pip install tensorboard" in said, said[-3000:]
     assert "by peer" not in said and "[rank1]: Traceback" not in said, said[-3000:]
     assert not (tmp_path / "r").exists()
+
+
+_TB_WRITES = """
+import sys
+from pathlib import Path
+import numpy as np
+from distill.tb_log import TensorBoardLog
+log = TensorBoardLog(Path(sys.argv[1]), 0)
+log.scalars("train", {"loss": 1.0}, 1)
+log.picture(np.zeros((8, 8, 3), np.uint8), 1)
+log.close()
+print("tensorflow imported:", "tensorflow" in sys.modules)
+"""
+
+
+def test_tensorboard_log_does_not_import_tensorflow(tmp_path):
+    """Where TensorFlow is installed (the export extra's), tensorboard imported it for
+    SummaryWriter: seconds added to the start and its log lines on the console, for files
+    tensorboard's own stub writes the same."""
+    import importlib.util
+    import os
+    import subprocess
+    import sys
+    if importlib.util.find_spec("tensorboard") is None:
+        pytest.skip("tensorboard is not installed")
+    run = subprocess.run([sys.executable, "-c", _TB_WRITES, str(tmp_path)], text=True,
+                         capture_output=True, timeout=300, env=os.environ.copy())
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "tensorflow imported: False" in run.stdout, run.stderr[-3000:]
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
