@@ -265,7 +265,7 @@ def test_a_bench_interrupted_in_its_streams_lists_them_as_not_measured(env, tmp_
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         while proc.poll() is None and not any(
-                b"stats-" in _cmdline(p) and str(tmp).encode() in _cmdline(p)
+                b"stats-" in _cmdline(p) and str(out).encode() in _cmdline(p)
                 for p in Path("/proc").iterdir() if p.name.isdigit()):
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
@@ -278,4 +278,5 @@ def test_a_bench_interrupted_in_its_streams_lists_them_as_not_measured(env, tmp_
     assert inc["missing"].get("streams") == ["student good ONNX Runtime FP32 160x96"], inc
     md = (out / "report.md").read_text()
     assert "Every row was measured" not in md and "Concurrent streams (--streams)" in md, md
-    assert list(tmp.glob("sharpen-bench-*")) == []   # the clips' and streams' temp folders
+    # the clips' and streams' temp folders: in the bench's scratch folder inside --out
+    assert list(tmp.glob("sharpen-bench-*")) == [] and list(out.glob(".bench-tmp*")) == []
