@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from .journal_compaction import compaction_due, not_compacted
+from .journal_compaction import JournaledRecord
 
 
 def file_stamp(path: str | os.PathLike) -> list:
@@ -17,7 +17,7 @@ def file_stamp(path: str | os.PathLike) -> list:
     return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
 
 
-class ScoreJournal:
+class ScoreJournal(JournaledRecord):
     """The scores an earlier `evaluate` into the same folder computed, by image name, each with
     the stamp (`file_stamp`) of its input and ground truth; `settings` are the models' files
     and the options that change every score ({"models": {label: stamp}, "options": {flag:
@@ -30,6 +30,7 @@ class ScoreJournal:
 
     FILE = ".sharpen-evaluate.json"
     JOURNAL = ".sharpen-evaluate.journal.jsonl"
+    KEPT = "every image scored"
 
     def __init__(self, out: str | os.PathLike, settings: dict) -> None:
         out = Path(out)
@@ -102,36 +103,7 @@ class ScoreJournal:
                  "run goes on, but one killed from now on is scored again from the images "
                  "recorded before")
             return
-        self.journaled += 1
-        if not self.stuck and compaction_due(self.journaled, len(self.done)):
-            try:
-                self.flush()
-            except OSError:   # tried again at the end, where a failure is said
-                self.stuck = True
-
-    def close(self) -> None:
-        """FILE rewritten at the run's end, however it ends (once); a failure is a warning:
-        the journal keeps every image scored and the next run reads it."""
-        from runtime.warn import warn
-
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.flush()
-        except OSError as e:
-            warn(not_compacted(self.path, self.journal, e, "every image scored"))
-
-    def flush(self) -> None:
-        """FILE rewritten with every image scored, then the journal removed (a kill between
-        the two leaves records twice, never none)."""
-        from runtime.atomic import atomic_write_json
-
-        if not self.journaled:
-            return
-        atomic_write_json(self.path, {"settings": self.settings, "done": self.done})
-        self.journal.unlink(missing_ok=True)
-        self.journaled = 0
+        self._appended()
 
     def say(self, earlier: int, to_go: int, changed: int) -> None:
         """What the run takes from the record, on stderr (`--quiet` too: it is why a run of

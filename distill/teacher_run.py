@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .journal_compaction import compaction_due, not_compacted
+from .journal_compaction import JournaledRecord
 
 
-class TeacherRun:
+class TeacherRun(JournaledRecord):
     """What an earlier `sharpen teacher` into the same folder wrote, so that a re-run after an
     interrupt skips those images (the teacher takes seconds to minutes per image). An image counts
     as done when its output is the file that run wrote (size, mtime), from the same input file
@@ -20,6 +20,7 @@ class TeacherRun:
 
     FILE = ".sharpen-teacher.json"
     JOURNAL = ".sharpen-teacher.journal.jsonl"
+    KEPT = "every image done"
     LOCK = ".sharpen-teacher.lock"   # distill.run_lock's, held while a run writes the folder
 
     def __init__(self, out: Path, settings: dict, resume: bool = True):
@@ -77,36 +78,4 @@ class TeacherRun:
         with open(self.journal, "a", encoding="utf-8") as f:
             f.write("\n" + json.dumps({"name": str(rel), "stamp": stamp,
                                        "settings": self.settings}))
-        self.journaled += 1
-        if not self.stuck and compaction_due(self.journaled, len(self.done)):
-            try:
-                self.flush()
-            except OSError:
-                # Not this image's failure: it is written and journaled. Tried again at the
-                # end, where a failure is said (close); each image's retry would fail alike.
-                self.stuck = True
-
-    def close(self) -> None:
-        """FILE rewritten at the run's end, however it ends (once). A failure is a warning:
-        raised, it replaced a Ctrl-C's summary and exit code, or a finished run's, with a
-        traceback, though the journal keeps every image done and the next run reads it."""
-        from runtime.warn import warn
-
-        if self.closed:
-            return
-        self.closed = True
-        try:
-            self.flush()
-        except OSError as e:
-            warn(not_compacted(self.path, self.journal, e, "every image done"))
-
-    def flush(self) -> None:
-        """FILE rewritten with every image done, the journal removed (after FILE is in
-        place: a kill between the two leaves records twice, never none)."""
-        from runtime.atomic import atomic_write_json
-
-        if not self.journaled:
-            return
-        atomic_write_json(self.path, {"settings": self.settings, "done": self.done})
-        self.journal.unlink(missing_ok=True)
-        self.journaled = 0
+        self._appended()
