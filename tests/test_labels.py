@@ -25,6 +25,7 @@ from distill.images import write_image
 from distill.restormer import build_restormer
 from runtime import SharpenWarning
 from runtime_fixtures import damaged_video
+from torchrun_fixtures import torchrun
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -1294,20 +1295,9 @@ def test_labels_made_in_another_precision_are_kept_and_said(tmp_path, teachers):
 def _torchrun_labels(cli: list[str]) -> tuple[str, str]:
     """`sharpen labels` (its arguments as `_cli` gives them) under torchrun with 2 processes on
     a free port; its stdout and stderr, once it exited 0. The group is killed if it hangs."""
-    import socket
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={port}", "-m", "distill.data.labels", *cli[3:]]
-    proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
+    with torchrun(["-m", "distill.data.labels", *cli[3:]], REPO, env=_env(),
+                  stderr=subprocess.PIPE) as proc:
         out, err = proc.communicate(timeout=150)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
     assert proc.returncode == 0, err[-3000:]
     return out, err
 

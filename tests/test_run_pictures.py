@@ -174,24 +174,16 @@ sys.exit(main(sys.argv[1:]))
 def test_torchrun_without_tensorboard_stops_every_rank_with_its_message(tmp_path):
     """Only process 0 checked for the package: the others went on into the start's
     all-reduce and died with gloo's 'Connection closed by peer' traceback beside the error."""
-    import os
-    import socket
-    import subprocess
-    import sys
+    from torchrun_fixtures import torchrun
     script = tmp_path / "no_tb.py"
     script.write_text(_NO_TENSORBOARD)
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={port}", str(script), "train", f"out={tmp_path / 'r'}",
-           "task=teacher", "model.arch=fast", "model.args={width: 8, blocks: 1, low_blocks: 1}",
-           "optim.steps=2", "data.crop=32", "data.batch_size=2", "data.workers=0",
-           "data.val_max_images=2", "data.val_max_side=64", "tensorboard=true", "device=cpu"]
-    run = subprocess.run(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                         capture_output=True, text=True, timeout=300)
-    said = run.stdout + run.stderr
-    assert run.returncode != 0
+    with torchrun([str(script), "train", f"out={tmp_path / 'r'}", "task=teacher",
+                   "model.arch=fast", "model.args={width: 8, blocks: 1, low_blocks: 1}",
+                   "optim.steps=2", "data.crop=32", "data.batch_size=2", "data.workers=0",
+                   "data.val_max_images=2", "data.val_max_side=64", "tensorboard=true",
+                   "device=cpu"], tmp_path) as proc:
+        said, _ = proc.communicate(timeout=300)
+    assert proc.returncode != 0
     assert "pip install tensorboard" in said, said[-3000:]
     assert "by peer" not in said and "[rank1]: Traceback" not in said, said[-3000:]
     assert not (tmp_path / "r").exists()

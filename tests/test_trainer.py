@@ -20,6 +20,7 @@ from holder_fixtures import RUN_LOCK_HOLDER, held_elsewhere
 from runtime import SharpenWarning
 from runtime_fixtures import runtime_warnings
 from strace_check import assert_durable_write
+from torchrun_fixtures import torchrun
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -1188,28 +1189,15 @@ def test_a_hang_up_that_also_ends_a_tee_still_saves_and_exits_129(tmp_path):
 def test_torchrun_forwards_a_hang_up_and_every_rank_stops_at_a_saved_step(tmp_path):
     """torchrun catches SIGHUP, sends it to every rank and kills them 30 s later: the ranks,
     each in a session of its own with SIGHUP's default action, died with nothing saved."""
-    import os
     import signal
-    import socket
 
     out = tmp_path / "run"
     base = _cli_teacher_run(tmp_path, out, workers=0)
-    with socket.socket() as s:   # a port free now, not a fixed one another run may hold
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={port}", "-m", "sharpen.cli", *base[3:], "optim.steps=100000",
-           "device=cpu"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
+    with torchrun(["-m", "sharpen.cli", *base[3:], "optim.steps=100000", "device=cpu"],
+                  tmp_path) as proc:
         _wait_for_log_lines(proc, out / "metrics.jsonl", 3)
         proc.send_signal(signal.SIGHUP)   # to torchrun alone, as its terminal's hang-up
         said, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert said.count("interrupted by SIGHUP at step") == 1, said[-3000:]
     assert read_checkpoint(out / "last.pt")["step"] >= 3, said[-3000:]
 
@@ -1239,27 +1227,13 @@ def test_a_hang_up_after_the_agreement_to_stop_waits_for_the_next_one(tmp_path):
     that rank read its own flag and stopped to save while the others went on training, the
     ranks waited in different collectives, and gloo aborted ("Connection reset by peer")
     before anything was saved; torchrun then reported a crash, not a stop."""
-    import os
-    import signal
-    import socket
-
     out = tmp_path / "run"
     base = _cli_teacher_run(tmp_path, out, workers=0)
     script = tmp_path / "late_hang_up.py"
     script.write_text(_LATE_HANG_UP)
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={port}", str(script), *base[3:], "optim.steps=100000", "device=cpu"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
+    with torchrun([str(script), *base[3:], "optim.steps=100000", "device=cpu"],
+                  tmp_path) as proc:
         said, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert said.count("interrupted by SIGHUP at step 4;") == 1, said[-3000:]
     # No rank failed ("[rankN]:" prefixes a rank's traceback). torchrun's own ChildFailedError
     # for the exit codes 129 is expected here: it got no hang-up itself.
@@ -3848,28 +3822,13 @@ def test_a_killed_rank_ends_the_job_with_one_line_naming_the_checkpoint_to_resum
     """kill -9 of one torchrun worker: process 0 died on gloo's "Connection reset by peer.
     This is typically caused by a remote worker hanging ... GLHF!" traceback, and train.log
     ended at the last step logged, saying nothing of the stop."""
-    import os
-    import signal
-    import socket
-
     out = tmp_path / "run"
     base = _cli_teacher_run(tmp_path, out, workers=0)
     script = tmp_path / "killed_rank.py"
     script.write_text(_KILLED_RANK)
-    with socket.socket() as s:
-        s.bind(("", 0))
-        port = s.getsockname()[1]
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-           f"--master_port={port}", str(script), *base[3:], "optim.steps=100", "ckpt_every=4",
-           "snapshot_every=5", "device=cpu"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=dict(os.environ, OMP_NUM_THREADS="1"),
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            start_new_session=True)
-    try:
+    with torchrun([str(script), *base[3:], "optim.steps=100", "ckpt_every=4",
+                   "snapshot_every=5", "device=cpu"], tmp_path) as proc:
         said, _ = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode != 0
     # The step it got to (5; 4 where process 1 died in the step's gradient exchange, before
     # process 0 took it) is saved: nothing trained is lost, as on a Ctrl-C.
