@@ -319,6 +319,7 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
     used_split = None
     cut: list[str] = []
     lengths: dict = {}   # clip -> its number of frames
+    past_end: list[str] = []   # --frames past a clip's end, said once the run is not refused
     left_out: list[str] = []   # why each clip that cannot be read is left out
     for one in specs:
         # A missing split is an error, never the test split instead: choosing a model "on val"
@@ -332,8 +333,10 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
             lengths.update(_clip_lengths(info.samples))
             cut += _cut_short(info.samples)
             left_out += info.unopenable_videos
+            picked, notes = _picked(info.samples, stride, frames)
+            past_end += notes
             items += [(s.name, s.input if s.frame is None else ClipFrame(str(s.input), s.frame),
-                       s.gt) for s in _picked(info.samples, stride, frames)]
+                       s.gt) for s in picked]
         else:
             videos |= {str(s.input) for s in info.samples if s.frame is not None}
             items += [(s.name, s.input, s.gt) for s in info.samples if s.frame is None]
@@ -344,6 +347,8 @@ def source_items(spec: str | os.PathLike | Sequence[str], split: str = "test",
         had = ", ".join(f"{c} has {count(n, 'frame')}" for c, n in list(lengths.items())[:3])
         raise ValueError(f"--frames {','.join(map(str, sorted(frames)))}: past the end of every "
                          f"clip ({had}{', ...' if len(lengths) > 3 else ''})")
+    for note in past_end:   # after the check: past every clip's end, the error says it alone
+        warnings.warn(note, SharpenWarning)
     if len(specs) > 1:
         # A file named as well as its folder is one image, scored once (not twice in the mean).
         unique: dict[Path, tuple] = {}
@@ -397,19 +402,21 @@ def _cut_short(samples: list) -> list[str]:
     return said
 
 
-def _picked(samples: list, stride: int, frames: Optional[Collection[int]]) -> list:
+def _picked(samples: list, stride: int,
+            frames: Optional[Collection[int]]) -> tuple[list, list[str]]:
     """The samples a --stride or --frames choice keeps: every still, and of each clip's frames
-    every `stride`-th from the first or those numbered in `frames`."""
+    every `stride`-th from the first or those numbered in `frames`; and a note per clip that
+    `frames` numbers past its end."""
     if frames is None:
-        return [s for s in samples if s.frame is None or s.frame % stride == 0]
+        return [s for s in samples if s.frame is None or s.frame % stride == 0], []
     wanted = set(frames)
-    lengths = _clip_lengths(samples)
-    for clip, n in lengths.items():
+    notes = []
+    for clip, n in _clip_lengths(samples).items():
         if past := sorted(i for i in wanted if i >= n):
-            warnings.warn(f"{clip} has {count(n, 'frame')}: --frames "
-                          f"{','.join(map(str, past))} {'is' if len(past) == 1 else 'are'} "
-                          "past its end", SharpenWarning)
-    return [s for s in samples if s.frame is None or s.frame in wanted]
+            notes.append(f"{clip} has {count(n, 'frame')}: --frames "
+                         f"{','.join(map(str, past))} {'is' if len(past) == 1 else 'are'} "
+                         "past its end")
+    return [s for s in samples if s.frame is None or s.frame in wanted], notes
 
 
 def sharpness(img: np.ndarray) -> float:
