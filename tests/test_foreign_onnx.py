@@ -15,6 +15,16 @@ pytest.importorskip("onnxruntime")
 onnx = pytest.importorskip("onnx")
 
 
+def save_graph(graph, path: Path) -> Path:
+    """`graph` saved as a model at opset 13, IR 7: as old a file as a published network's."""
+    from onnx import helper
+
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 7
+    onnx.save(model, str(path))
+    return path
+
+
 def foreign_model(path: Path, op: str = "Abs", dims=("n", 3, "h", "w"),
                   consts: dict | None = None) -> Path:
     """A model of one operator on "image" (plus constants), with no metadata at all."""
@@ -27,9 +37,7 @@ def foreign_model(path: Path, op: str = "Abs", dims=("n", 3, "h", "w"),
         [helper.make_tensor_value_info("restored", 1, list(dims))],
         [numpy_helper.from_array(np.asarray(v, np.float32), k)
          for k, v in (consts or {}).items()])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
-    onnx.save(model, str(path))
+    save_graph(graph, path)
     return path
 
 
@@ -166,9 +174,7 @@ def two_output_model(path: Path) -> Path:
         [helper.make_tensor_value_info("image", 1, dims)],
         [helper.make_tensor_value_info("half", 1, ["n", 3, "h2", "w2"]),
          helper.make_tensor_value_info("restored", 1, dims)], [])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
-    onnx.save(model, str(path))
+    save_graph(graph, path)
     return path
 
 
@@ -285,9 +291,7 @@ def halving_model(path: Path) -> Path:
         [helper.make_tensor_value_info("image", 1, dims)],
         [helper.make_tensor_value_info("restored", 1, dims)],
         [numpy_helper.from_array(np.array([1, 1, 16, 16], np.float32), "scales")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
-    onnx.save(model, str(path))
+    save_graph(graph, path)
     return path
 
 
@@ -335,9 +339,7 @@ def test_a_fixed_size_model_that_changes_the_size_is_refused_not_cropped(tmp_pat
         "sr", [helper.make_tensor_value_info("image", 1, [1, 3, 32, 32])],
         [helper.make_tensor_value_info("restored", 1, [1, 3, 64, 64])],
         [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
-    onnx.save(model, str(tmp_path / "sr.onnx"))
+    save_graph(graph, tmp_path / "sr.onnx")
     with pytest.raises(Exception, match=r"returned shape \(1, 3, 64, 64\).*not supported") as e:
         sharpened(tmp_path / "sr.onnx", frame(40, 72))
     assert "multiple" not in str(e.value), e.value
@@ -354,8 +356,6 @@ def test_a_model_with_a_second_input_is_refused_naming_its_inputs(tmp_path):
         [helper.make_tensor_value_info("image", 1, dims),
          helper.make_tensor_value_info("sigma", 1, [1, 1, 1, 1])],
         [helper.make_tensor_value_info("restored", 1, dims)])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
-    model.ir_version = 7
-    onnx.save(model, str(tmp_path / "ffd.onnx"))
+    save_graph(graph, tmp_path / "ffd.onnx")
     with pytest.raises(ModelError, match=r"'image' \[n,3,h,w\], 'sigma' \[1,1,1,1\]"):
         load_backend(tmp_path / "ffd.onnx", providers="cpu")
