@@ -95,10 +95,54 @@ def add_commands(sub) -> None:
                         "p90 per stream, all fps, total peak memory, and whether each keeps "
                         "its target fps (--cpu-target-fps: a camera's rate); What to ship "
                         "gives its pick's (default: none)")
+    from .compare import BASELINE_HELP, DEFAULT_FAIL_ON, FAIL_ON_HELP
+    p.add_argument("--baseline", default=None, metavar="PATH", help=BASELINE_HELP)
+    p.add_argument("--fail-on", default=DEFAULT_FAIL_ON, metavar="METRIC:TOL,...",
+                   help=FAIL_ON_HELP.replace("%", "%%"))
     p.add_argument("--no-latency", action="store_true",
                    help="quality only (no timing)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=run_bench_cmd)
+
+    c = sub.add_parser(
+        "bench-compare", help="compare a bench report with a baseline (a CI regression gate)",
+        description="Compare the report of `sharpen bench` NEW with BASELINE, each a report.json "
+                    "or the --out folder holding one: per model, format and size the quality "
+                    "deltas (held-out PSNR and SSIM, SSIM to the teacher, real-blur pairs) and "
+                    "the latency deltas (median, p90), what differs between the two runs, and "
+                    "the rows in one report only. `sharpen bench --baseline` does the same "
+                    "after its run, into its report.",
+        epilog="Exit codes: 0 no regression past --fail-on, 1 a regression (the table lists it "
+               "first), 2 a report that cannot be compared (unreadable, partial, another "
+               "report format).")
+    c.add_argument("baseline", metavar="BASELINE", help="the accepted run's report")
+    c.add_argument("new", metavar="NEW", help="the run to judge")
+    c.add_argument("--fail-on", default=DEFAULT_FAIL_ON, metavar="METRIC:TOL,...",
+                   help=FAIL_ON_HELP.replace("%", "%%"))
+    c.set_defaults(func=run_compare_cmd)
+
+
+def run_compare_cmd(args) -> int:
+    """`sharpen bench-compare BASELINE NEW`: the table, then the verdict; exit 1 on a
+    regression."""
+    from .compare import CompareError, compare_reports, load_report, parse_fail_on
+    try:
+        tol = parse_fail_on(args.fail_on)
+        comp = compare_reports(load_report(args.baseline, "BASELINE"),
+                               load_report(args.new, "NEW"), tol)
+    except (CompareError, ValueError) as e:
+        return cli_error("bench-compare", str(e))
+    print_comparison(comp)
+    return 1 if comp["regressions"] else 0
+
+
+def print_comparison(comp: dict) -> None:
+    from .compare import HEADERS, summary_lines, table_rows
+    print_table(f"compared with the baseline {comp['baseline']}", HEADERS, table_rows(comp),
+                right=("baseline", "new", "change", "allowed"),
+                row_style=lambda r: "bold red" if r[-1] == "REGRESSED" else None)
+    for line in summary_lines(comp):
+        print(line)
 
 
 def options_from_args(args: argparse.Namespace):
@@ -118,7 +162,7 @@ def options_from_args(args: argparse.Namespace):
                         threads=args.threads, calib_count=args.calib_count,
                         calib=args.calib, seed=args.seed,
                         max_memory_mib=args.max_memory_mib, tile=args.tile,
-                        streams=args.streams,
+                        streams=args.streams, baseline=args.baseline, fail_on=args.fail_on,
                         stream_frames=args.stream_frames, latency=not args.no_latency,
                         quiet=args.quiet)
 
@@ -240,6 +284,8 @@ def _print_summary(report: dict) -> None:
         from benchmarks.ship import HEADERS as SHIP_HEADERS, table_rows as ship_rows, title
         print_table(title(ship), SHIP_HEADERS, ship_rows(ship))
         print(f"what to ship: {ship['answer']}")
+    if comp := report.get("comparison"):   # a CI gate's verdict: after everything else
+        print_comparison(comp)
 
 
 def _print_note(line: str) -> None:

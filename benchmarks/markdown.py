@@ -189,6 +189,15 @@ def render_markdown(rep: dict) -> str:
         result = (f"**INCOMPLETE** (interrupted): {count(len(rep['checks']), 'check')} on the rows "
                   f"measured, {len(fails)} failed")
     lines += ["", f"Result: {result}", ""]
+    if comp := rep.get("comparison"):
+        from .compare import HEADERS as COMPARE_HEADERS, summary_lines, table_rows
+        lines += ["## Compared with the baseline", "",
+                  f"Baseline: `{comp['baseline']}` (made {comp.get('baseline_created')}, "
+                  f"commit {comp.get('baseline_code') or 'unknown'}); `--fail-on "
+                  f"{comp['fail_on']}`: quality drops in dB / SSIM, latency slowdowns in "
+                  "percent. The regressions come first.", "",
+                  _md_table(COMPARE_HEADERS, table_rows(comp)), ""]
+        lines += [f"- {line}" for line in summary_lines(comp)] + [""]
     lines += ["## Quality", ""]
     lines += [NOT_REACHED, ""] if not q["settings"] else _quality_lines(rep)
     if rep.get("real_blur"):

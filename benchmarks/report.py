@@ -47,6 +47,7 @@ from .given import bench_students, resolve_models
 from .latency_run import missing_rows, planned_rows, run_latency
 from .machine import machine_info, peak_rss_mb
 from .options import DEFAULT_CPU_TARGET_FPS
+from .compare import DEFAULT_FAIL_ON
 from .markdown import render_markdown
 from .ship import judge_latency, ship_section
 from .quality import (DEFAULT_MIN_SSIM_RATIO, QUICK_LIMIT, QualityResult, TeacherOutputs,
@@ -89,12 +90,16 @@ class BenchOptions:
     tile: int = 0
     # `sharpen bench --streams 4` or 1,2,4: that many concurrent `sharpen run`s per exported row.
     streams: Optional[str] = None
+    # A baseline report (report.json or its folder) to compare with, and what fails it.
+    baseline: Optional[str] = None
+    fail_on: str = DEFAULT_FAIL_ON
     latency: bool = True
     quiet: bool = False
 
     # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
     CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs",
-                 "max_memory_mib": "--max-memory-mib", "streams": "--streams"}
+                 "max_memory_mib": "--max-memory-mib", "streams": "--streams",
+                 "baseline": "--baseline", "fail_on": "--fail-on"}
 
     def stream_counts(self) -> list[int]:
         """--streams as counts, e.g. [1, 2, 4] (none: no concurrent runs)."""
@@ -332,6 +337,7 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         buildable_formats(opts.formats)
     except ValueError as e:
         raise BenchError(str(e)) from None
+    baseline = _load_baseline(opts)   # now: after the run, a typo would cost the whole run
     cache = Path(opts.cache) if opts.cache else default_cache_root()
     students = bench_students(opts.students, opts.models)
     # Read now: a missing or unreadable file stops the bench before the slow work.
@@ -353,6 +359,8 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
             say(f"--model {gm.path}: skipped: {gm.skipped}")
     if rerun and (moved := set_aside_earlier_report(out)):
         say(moved)
+        if baseline and Path(baseline["_path"]).resolve() == (out / "report.json").resolve():
+            baseline["_path"] = str(out / "report.previous.json")   # where it now is
 
     progress = _Progress()
     try:
@@ -370,6 +378,8 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
         except Exception as w:  # noqa: BLE001 - the interruption, not this, is what to report
             say.warn(f"the partial report could not be written: {type(w).__name__}: {w}")
         raise
+    if baseline is not None:
+        _compare_with_baseline(report, baseline, opts)
     if rerun:
         _remove_stale_figures(out, {*report["figures"].values(),
                                     *((progress.real or {}).get("figures") or {}).values()})
@@ -377,6 +387,34 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
     _write_report(out, report)
     say(f"report: {out / 'report.md'} and {out / 'report.json'} ({report['wall_s']:.0f} s)")
     return report, report["exit_code"]
+
+
+def _load_baseline(opts: BenchOptions) -> Optional[dict]:
+    """The baseline report, read before this run sets aside a report in --out (the baseline
+    may be it); BenchError naming the file, or a bad --fail-on."""
+    from .compare import CompareError, load_report, parse_fail_on
+    try:
+        parse_fail_on(opts.fail_on)
+        if opts.baseline is None:
+            return None
+        base = load_report(opts.baseline)
+    except (CompareError, ValueError) as e:
+        raise BenchError(str(e)) from None
+    if base.get("format") != REPORT_FORMAT:
+        raise BenchError(f"--baseline {base['_path']}: report format {base.get('format')!r}, "
+                         f"this version writes {REPORT_FORMAT!r}: made by another version of "
+                         "sharpen bench, not comparable; save a new baseline")
+    return base
+
+
+def _compare_with_baseline(report: dict, baseline: dict, opts: BenchOptions) -> None:
+    """report["comparison"], and a failed check per regression (exit 1)."""
+    from .compare import compare_reports, parse_fail_on, regression_checks
+    comp = compare_reports(baseline, report, parse_fail_on(opts.fail_on))
+    report["comparison"] = comp
+    if failed := regression_checks(comp):
+        report["checks"] = report["checks"] + failed
+        report.update(ok=False, exit_code=1)
 
 
 @dataclass

@@ -58,6 +58,11 @@ EXAMPLES: dict[str, list[str]] = {
     "bench": [
         "sharpen bench --out bench/          # report.md + report.json (quick mode)",
         "sharpen bench --out bench/ --weights fast --formats onnx --no-latency",
+        "sharpen bench --out bench/ --baseline accepted/report.json   # CI: exit 1 if worse",
+    ],
+    "bench-compare": [
+        "sharpen bench-compare accepted/report.json bench/report.json",
+        "sharpen bench-compare accepted/ bench/ --fail-on psnr:0.05,ssim:0.001",
     ],
     "demo": [
         "sharpen demo            # the whole pipeline into demo-output/ (minutes)",
@@ -99,6 +104,7 @@ GROUPS: dict[str, dict[str, tuple[str, ...]]] = {
         "timing": ("--sizes", "--stream-frames", "--tile", "--threads"),
         "export and INT8 calibration": ("--formats", "--float-layers", "--calib",
                                         "--calib-count", "--seed"),
+        "regression gate (CI)": ("--baseline", "--fail-on"),
         "advanced": ("--teacher-weights", "--teacher-config", "--cache"),
     },
     "demo": {
@@ -216,8 +222,8 @@ def wrapping(formatter: type[argparse.HelpFormatter]) -> type[argparse.HelpForma
 
 # The order `sharpen --help` lists the commands in: using the shipped models first, then
 # measuring and shipping them, then making data and training.
-ORDER = ("demo", "run", "teacher", "export", "evaluate", "bench", "models", "labels", "distill",
-         "train", "train-teacher", "grow", "synth", "corpus")
+ORDER = ("demo", "run", "teacher", "export", "evaluate", "bench", "bench-compare", "models",
+         "labels", "distill", "train", "train-teacher", "grow", "synth", "corpus")
 
 
 def finish(parser: argparse.ArgumentParser) -> None:

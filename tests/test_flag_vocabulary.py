@@ -52,6 +52,7 @@ CONCEPTS: dict[str, tuple] = {
     "--sizes": ("WxH,...", None),
     "--full": (None, False),
     "--stream-frames": ("N", None),
+    "--fail-on": ("METRIC:TOL,...", "psnr:0.1,ssim:0.002,median:50%,p90:50%"),
 }
 
 # (command, flag) -> a metavar that says more than the concept's, and why.
@@ -193,9 +194,10 @@ def test_the_pytest_suite_takes_every_option_the_bench_shares_with_it():
     bench = {a["flags"][0] for c, a in ACTIONS if c == "bench"}
     suite = {a["flags"][0] for c, a in ACTIONS if c == "pytest benchmarks/"}
     # --max-memory-mib budgets What to ship, which the suite does not pick or measure; the
-    # suite times one process, --streams starts N `sharpen run`s beside the bench.
+    # suite times one process, --streams starts N `sharpen run`s beside the bench; the suite
+    # compares with --benchmark-compare, the bench's report with --baseline.
     bench_only = {"--out", "--real-pairs", "--real-nogt", "--no-latency", "--quiet",
-                  "--max-memory-mib", "--streams"}
+                  "--max-memory-mib", "--streams", "--baseline", "--fail-on"}
     assert bench - suite == bench_only, bench - suite
 
 
@@ -208,7 +210,7 @@ SAME_HELP = {"--teacher-weights": (), "--teacher-config": (), "--batch-size": ()
              # export's picks the calibration crops, not a synthesis; so do the bench's
              "--seed": ("export", "bench", "pytest benchmarks/"),
              "--gopro-blur": (), "--full": (), "--sizes": (), "--cache": (),
-             "--target-fps": (), "--cpu-target-fps": (),
+             "--target-fps": (), "--cpu-target-fps": (), "--fail-on": (),
              "--min-ssim-ratio": ("demo",), "--min-ssim-gain": ("demo",)}   # demo's default
 
 

@@ -1,0 +1,321 @@
+"""A bench report against a baseline report: the regression gate a CI job runs on every merge
+(`sharpen bench --baseline PATH`, `sharpen bench-compare BASELINE NEW`).
+
+Per model and format: quality deltas (held-out PSNR and SSIM to ground truth, SSIM to the
+teacher's output; real-blur pairs' PSNR and SSIM), latency deltas (median and p90 ms per frame,
+the streaming row's too). A regression past its tolerance (`--fail-on`) fails the gate. Rows in
+one report only are named, not compared. What makes a kind of row not comparable (other held-out
+data or teacher for quality, another CPU, thread count or mode for latency) is named, and those
+rows are shown but not gated: a gate failing on a changed runner would be a false alarm.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+# Latency is loose by default: two runs of one file on a shared 2-core machine took 153.8 and
+# 562.5 ms (README, What to ship). Quality is deterministic on one machine and engine version.
+DEFAULT_FAIL_ON = "psnr:0.1,ssim:0.002,median:50%,p90:50%"
+FAIL_ON_HELP = ("what fails the comparison with the baseline: METRIC:TOLERANCE pairs, comma "
+                "separated; psnr in dB and ssim absolute (a drop larger than that), median and "
+                "p90 in percent (a slower time by more than that); metrics left out are shown, "
+                "not gated; 'none' gates nothing (default " + DEFAULT_FAIL_ON + ": latency "
+                "is loose, as timings on shared machines are noisy)")
+BASELINE_HELP = ("compare with a baseline report (a report.json, or the --out folder holding "
+                 "one; it may be this run's --out, read before its report is replaced): "
+                 "quality and latency deltas per model in the terminal, report.md and "
+                 "report.json, and exit 1 on a regression past --fail-on")
+
+QUALITY_METRICS = {"psnr": "psnr", "ssim": "ssim", "ssim_teacher": "ssim"}   # metric: tolerance
+LATENCY_METRICS = {"ms": "median", "p90_ms": "p90"}
+UNITS = {"psnr": "dB", "ssim": "", "median": "%", "p90": "%"}
+HEADERS = ["section", "model", "size", "metric", "baseline", "new", "change", "allowed", "verdict"]
+
+
+class CompareError(ValueError):
+    """A baseline or report that cannot be compared: unreadable, not a bench report, partial."""
+
+
+@dataclass(frozen=True)
+class Tolerances:
+    psnr: Optional[float] = None     # dB
+    ssim: Optional[float] = None     # absolute
+    median: Optional[float] = None   # percent
+    p90: Optional[float] = None      # percent
+
+    def text(self) -> str:
+        parts = [f"{k}:{v:g}{'%' if UNITS[k] == '%' else ''}" for k, v in self.__dict__.items()
+                 if v is not None]
+        return ",".join(parts) or "none"
+
+
+def parse_fail_on(spec: str) -> Tolerances:
+    """`psnr:0.1,ssim:0.002,median:50%` as Tolerances; ValueError naming the bad part."""
+    if spec.strip().lower() == "none":
+        return Tolerances()
+    got: dict[str, float] = {}
+    for part in (p.strip() for p in spec.split(",")):
+        name, sep, value = part.partition(":")
+        name = name.strip().lower()
+        if not sep or name not in UNITS:
+            raise ValueError(f"--fail-on {spec}: {part!r} is not METRIC:TOLERANCE with METRIC "
+                             f"one of {', '.join(UNITS)} (e.g. {DEFAULT_FAIL_ON})")
+        value = value.strip()
+        pct = value.endswith("%")
+        if pct and UNITS[name] != "%":
+            raise ValueError(f"--fail-on {spec}: {name} takes an absolute drop "
+                             f"({'dB' if name == 'psnr' else 'SSIM'}), not a percentage")
+        try:
+            v = float(value.rstrip("%"))
+        except ValueError:
+            raise ValueError(f"--fail-on {spec}: {part!r}: {value!r} is not a number") from None
+        if not v >= 0 or v == float("inf"):
+            raise ValueError(f"--fail-on {spec}: {part!r}: the tolerance must be a finite "
+                             "number >= 0")
+        got[name] = v
+    return Tolerances(**got)
+
+
+def load_report(path: str | Path, what: str = "--baseline") -> dict:
+    """The report.json at `path`, or in the folder `path`; CompareError naming the file and
+    what is wrong with it."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "report.json"
+    if not p.is_file():
+        missing = "no report.json in it" if p != Path(path) else "no such file"
+        raise CompareError(f"{what} {path}: {missing} (give a report.json `sharpen bench "
+                           "--out DIR` wrote, or DIR)")
+    try:
+        rep = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, ValueError) as e:
+        raise CompareError(f"{what} {p}: not readable as JSON ({e})") from None
+    if not isinstance(rep, dict) or not str(rep.get("format", "")).startswith("sharpen-bench/"):
+        raise CompareError(f"{what} {p}: not a `sharpen bench` report (no \"format\": "
+                           "\"sharpen-bench/...\"); a pytest-benchmark JSON compares with "
+                           "`pytest benchmarks/ --benchmark-compare`")
+    if "incomplete" in rep:
+        raise CompareError(f"{what} {p}: the partial report of an interrupted run (it lists "
+                           "rows not measured); compare with a finished run's")
+    rep["_path"] = str(p)
+    return rep
+
+
+def _name(model, backend) -> str:
+    """One name per model and backend in every section: `fast ONNX Runtime FP32`."""
+    return f"{str(model).removeprefix('student ')} {backend}"
+
+
+def _quality_values(rep: dict) -> dict:
+    """(section, model, size) -> {metric: value}, or {"failed": reason} for a failed row."""
+    out = {}
+    for r in (rep.get("quality") or {}).get("rows") or []:
+        if r.get("kind") in ("input", "teacher") or r.get("status") in ("skipped", "missing"):
+            continue
+        key = ("quality", _name(r.get("model"), r.get("backend")), "-")
+        if r.get("status") != "ok":
+            out[key] = {"failed": r.get("reason") or r.get("status")}
+            continue
+        out[key] = {m: r.get(m) for m in QUALITY_METRICS if r.get(m) is not None}
+    pairs = (rep.get("real_blur") or {}).get("pairs") or {}
+    for name, d in pairs.items():
+        if name in ("input", "teacher") or not isinstance(d, dict):
+            continue
+        if d.get("status") == "failed":
+            out[("real blur", name, "-")] = {"failed": d.get("reason")}
+        elif "psnr" in d and "sharpness" in d:
+            out[("real blur", name, "-")] = {"psnr": d["psnr"], "ssim": d["ssim"]}
+    return out
+
+
+def _latency_values(rep: dict) -> dict:
+    lat = rep.get("latency") or {}
+    out = {}
+    for section, rows in (("latency", lat.get("rows") or []),
+                          ("stream", lat.get("stream") or [])):
+        for r in rows:
+            if r.get("model") == "teacher" or r.get("status") == "skipped":
+                continue
+            key = (section, _name(r.get("model"), r.get("backend_label")), r.get("size"))
+            if r.get("status") not in ("ok", None):
+                out[key] = {"failed": r.get("reason") or r.get("status")}
+                continue
+            out[key] = {m: r.get(m) for m in LATENCY_METRICS if r.get(m) is not None}
+    return out
+
+
+def _differences(base: dict, new: dict, paths: list[tuple[str, ...]]) -> list[str]:
+    def get(rep, path):
+        for k in path:
+            rep = rep.get(k) if isinstance(rep, dict) else None
+        return rep
+    return [f"{'.'.join(p)} {get(base, p)!r} -> {get(new, p)!r}" for p in paths
+            if get(base, p) != get(new, p)]
+
+
+# What makes one kind of row comparable: quality needs the same images (by name: a CI job's
+# checkout moves between runs, so its paths do), teacher and INT8 calibration; latency the same
+# CPU, cores, threads, rounds and tiles. The code, library versions and the models themselves
+# may change: that is what the gate is for.
+QUALITY_CONTEXT = [("held-out images",), ("real-blur images",), ("settings", "calib_count"),
+                   ("settings", "calib_seed"), ("quality", "settings", "teacher", "hash"),
+                   ("mode",)]
+LATENCY_CONTEXT = [("machine", "cpu"), ("machine", "cpu_flags"), ("machine", "usable_cores"),
+                   ("machine", "cpu_limit"), ("machine", "gpus"),
+                   ("latency", "settings", "runtime_threads"), ("machine", "torch_threads"),
+                   ("latency", "settings", "tile"), ("mode",)]
+NOTED = [("format",), ("machine", "code", "version"), ("machine", "libraries"),
+         ("settings", "sizes"), ("settings", "data"), ("settings", "real_pairs"),
+         ("settings", "calibration")]
+
+
+def _with_image_names(rep: dict) -> dict:
+    """`rep` with the names of the images its quality rows and real-blur pairs were scored on,
+    for _differences."""
+    held = sorted({i.get("image") for r in (rep.get("quality") or {}).get("rows") or []
+                   for i in r.get("images") or []} - {None})
+    pairs = (rep.get("real_blur") or {}).get("pairs") or {}
+    return {**rep, "held-out images": _names(held),
+            "real-blur images": _names(sorted(pairs.get("per_image") or {}))}
+
+
+def _names(names: list) -> str:
+    return f"{len(names)}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
+
+
+def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
+    """The comparison, as report.json's `comparison`: rows (one per model, size and metric),
+    regressions, rows in one report only, what differs between the reports and whether each
+    kind of row was gated."""
+    if base.get("format") != new.get("format"):
+        raise CompareError(f"--baseline {base.get('_path')}: report format "
+                           f"{base.get('format')!r}, this one's {new.get('format')!r}: made by "
+                           "another version of sharpen bench, not comparable; save a new "
+                           "baseline")
+    not_gated = {}
+    base, new = _with_image_names(base), _with_image_names(new)
+    if d := _differences(base, new, QUALITY_CONTEXT):
+        not_gated["quality"] = d
+    if d := _differences(base, new, LATENCY_CONTEXT):
+        not_gated["latency"] = d
+    notes = _differences(base, new, NOTED)
+    # A busy machine's timings say more about the other processes than about the model (the
+    # same model read 5x slower here at load 12 on 2 cores): shown, not gated.
+    from .machine import busy_text
+    busy = [f"{name} {text.split(';')[0]}" for name, rep in (("baseline", base), ("new", new))
+            if (text := busy_text(((rep.get("latency") or {}).get("settings") or {})
+                                  .get("load")))]
+    if busy:
+        not_gated["latency"] = not_gated.get("latency", []) + busy
+    b = {**_quality_values(base), **_latency_values(base)}
+    n = {**_quality_values(new), **_latency_values(new)}
+    rows, regressions = [], []
+    for key in [k for k in n if k in b]:
+        section, model, size = key
+        kind = "latency" if section in ("latency", "stream") else "quality"
+        gated = kind not in not_gated
+        if "failed" in n[key] and "failed" not in b[key]:
+            row = dict(section=section, model=model, size=size, metric="status",
+                       baseline="ok", new=f"failed: {n[key]['failed']}", change=None,
+                       allowed=None, regressed=gated, gated=gated)
+            rows.append(row)
+            if gated:
+                regressions.append(row)
+            continue
+        metrics = QUALITY_METRICS if kind == "quality" else LATENCY_METRICS
+        for metric, tol_name in metrics.items():
+            bv, nv = b[key].get(metric), n[key].get(metric)
+            if bv is None or nv is None:
+                continue
+            allowed = getattr(tol, tol_name)
+            if kind == "quality":
+                change = nv - bv
+                regressed = allowed is not None and -change > allowed + 1e-12
+            else:
+                change = (nv - bv) / bv * 100 if bv else 0.0
+                regressed = allowed is not None and change > allowed
+            label = {"ms": "median ms", "p90_ms": "p90 ms", "ssim_teacher": "ssim to teacher",
+                     "psnr": "psnr dB"}.get(metric, metric)
+            row = dict(section=section, model=model, size=size, metric=label, baseline=bv,
+                       new=nv, change=change, allowed=allowed, unit=UNITS[tol_name],
+                       regressed=regressed and gated, gated=gated)
+            rows.append(row)
+            if row["regressed"]:
+                regressions.append(row)
+    return {"baseline": base.get("_path"), "fail_on": tol.text(),
+            "rows": rows, "regressions": len(regressions),
+            "only_in_baseline": [" ".join(k for k in key if k != "-") for key in b
+                                 if key not in n],
+            "only_in_new": [" ".join(k for k in key if k != "-") for key in n if key not in b],
+            "not_gated": not_gated, "notes": notes,
+            "baseline_created": base.get("created"),
+            "baseline_code": ((base.get("machine") or {}).get("code") or {}).get("commit")}
+
+
+def _num(v, metric: str) -> str:
+    if isinstance(v, str):
+        return v
+    return f"{v:.4f}" if metric.startswith("ssim") else f"{v:.2f}"
+
+
+def table_rows(comp: dict) -> list[list[str]]:
+    """Rows under HEADERS; the regressions first, then the rest in report order."""
+    out = []
+    for r in sorted(comp["rows"], key=lambda r: not r["regressed"]):
+        if r["change"] is None:
+            change = allowed = "-"
+        elif r["unit"] == "%":
+            change, allowed = f"{r['change']:+.1f}%", (
+                "-" if r["allowed"] is None else f"+{r['allowed']:g}%")
+        else:
+            fmt = "{:+.4f}" if r["metric"].startswith("ssim") else "{:+.2f}"
+            change = fmt.format(r["change"])
+            allowed = "-" if r["allowed"] is None else f"-{r['allowed']:g}"
+        verdict = ("REGRESSED" if r["regressed"] else
+                   "not gated" if not r["gated"] or r["allowed"] is None and r["change"] is not None
+                   else "ok")
+        out.append([r["section"], r["model"], r["size"], r["metric"],
+                    _num(r["baseline"], r["metric"]), _num(r["new"], r["metric"]), change,
+                    allowed, verdict])
+    return out
+
+
+def summary_lines(comp: dict) -> list[str]:
+    """What a reader needs besides the table: what was not gated and why, the rows in one
+    report only, the notes, and the verdict last."""
+    lines = []
+    for kind, diffs in comp["not_gated"].items():
+        if kind == "latency" and all("busy machine" in d for d in diffs):
+            lines.append(f"latency not gated: {'; '.join(diffs)} (rerun on a quiet machine "
+                         "to gate on it)")
+        else:
+            lines.append(f"not comparable, {kind} not gated: {'; '.join(diffs)} (save a new "
+                         "baseline made with these settings on this kind of machine)")
+    if comp["only_in_baseline"]:
+        lines.append(f"only in the baseline (not compared): {', '.join(comp['only_in_baseline'])}")
+    if comp["only_in_new"]:
+        lines.append(f"only in this report (not compared): {', '.join(comp['only_in_new'])}")
+    lines += [f"note: {n}" for n in comp["notes"]]
+    n = comp["regressions"]
+    lines.append(f"compared with {comp['baseline']} (--fail-on {comp['fail_on']}): "
+                 + (f"{n} regression{'s' if n != 1 else ''}" if n else "no regression"))
+    return lines
+
+
+def regression_checks(comp: dict) -> list[dict]:
+    """A failed check per regression, as report.json's checks hold them."""
+    out = []
+    for r in comp["rows"]:
+        if r["regressed"]:
+            text = (f"{r['new']}" if r["change"] is None else
+                    f"{_num(r['baseline'], r['metric'])} -> {_num(r['new'], r['metric'])}, "
+                    f"allowed {'+' if r['unit'] == '%' else '-'}{r['allowed']:g}{r['unit']}")
+            out.append({"check": "baseline", "model": r["model"], "metric": r["metric"],
+                        "value": None if r["change"] is None else r["new"],
+                        "threshold": r["allowed"], "passed": False,
+                        "message": f"{r['section']} {r['model']}"
+                                   f"{'' if r['size'] == '-' else ' at ' + r['size']}: "
+                                   f"{r['metric']} regressed against the baseline ({text})"})
+    return out

@@ -1,0 +1,185 @@
+"""A bench report against a baseline, the CI regression gate: `sharpen bench-compare BASELINE
+NEW` and `sharpen bench --baseline PATH` (benchmarks/compare.py). Tiny hand-made reports for
+the rules, one tiny bench run for the command that measures and compares."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from benchmarks.compare import (CompareError, Tolerances, compare_reports, load_report,
+                                parse_fail_on)
+from benchmarks.report import REPORT_FORMAT
+
+
+def _report(psnr=21.0, ssim=0.55, ms=8.0, p90=10.0, cpu="AMD EPYC", threads=1,
+            status="ok", extra_row=False) -> dict:
+    q = {"model": "student fast", "backend": "ONNX Runtime FP32", "kind": "artifact",
+         "status": status, "reason": None if status == "ok" else "export failed: boom",
+         "psnr": psnr, "ssim": ssim, "ssim_teacher": 0.8}
+    lat = [{"model": "student fast", "backend_label": "ONNX Runtime FP32", "size": "320x180",
+            "status": "ok", "ms": ms, "p90_ms": p90},
+           {"model": "teacher", "backend_label": "PyTorch (tiled)", "size": "320x180",
+            "status": "ok", "ms": 3000.0, "p90_ms": None}]
+    if extra_row:
+        lat.append({"model": "student fast", "backend_label": "TFLite INT8 (LiteRT)",
+                    "size": "320x180", "status": "ok", "ms": 4.0, "p90_ms": 5.0})
+    return {"format": REPORT_FORMAT, "created": "2026-12-07T00:00:00+00:00", "mode": "quick",
+            "settings": {"data": None, "limit": 2, "sizes": ["320x180"]},
+            "machine": {"cpu": cpu, "usable_cores": 2, "code": {"version": "0.1.0"}},
+            "quality": {"rows": [{"model": "blurred input", "kind": "input", "status": "ok",
+                                  "psnr": 20.0, "ssim": 0.5}, q],
+                        "settings": {"teacher": {"hash": "t1"}}},
+            "real_blur": {"pairs": {"input": {"psnr": 28.0, "ssim": 0.88, "sharpness": 1.0},
+                                    "fast": {"psnr": 28.9, "ssim": 0.879, "sharpness": 1.1}}},
+            "latency": {"rows": lat, "stream": [],
+                        "settings": {"runtime_threads": threads,
+                                     "load": {"before": 0.5, "after": 0.5, "cores": 2,
+                                              "threads": threads}}}}
+
+
+TOL = parse_fail_on("psnr:0.1,ssim:0.002,median:50%,p90:50%")
+
+
+def _regressed(comp: dict) -> set:
+    return {(r["section"], r["metric"]) for r in comp["rows"] if r["regressed"]}
+
+
+def test_a_quality_drop_or_a_slowdown_past_its_tolerance_regresses_and_noise_does_not():
+    base = _report()
+    same = compare_reports(base, _report(psnr=20.95, ms=11.0, p90=14.0), TOL)
+    assert same["regressions"] == 0 and not _regressed(same)
+    worse = compare_reports(base, _report(psnr=20.5, ssim=0.54, ms=13.0), TOL)
+    assert _regressed(worse) == {("quality", "psnr dB"), ("quality", "ssim"),
+                                 ("latency", "median ms")}, worse["rows"]
+    # the teacher's one timed tile and the blurred input are no model to gate
+    assert not any(r["model"].startswith(("teacher", "blurred")) for r in worse["rows"])
+    # metrics left out of --fail-on are shown, not gated
+    quality_only = compare_reports(base, _report(psnr=20.5, ms=30.0), parse_fail_on("psnr:0.1"))
+    assert _regressed(quality_only) == {("quality", "psnr dB")}
+    assert any(r["metric"] == "median ms" and not r["regressed"] for r in quality_only["rows"])
+
+
+def test_rows_in_one_report_only_are_named_and_a_row_that_now_fails_regresses():
+    comp = compare_reports(_report(), _report(extra_row=True, status="failed"), TOL)
+    assert comp["only_in_new"] == ["latency fast TFLite INT8 (LiteRT) 320x180"]
+    assert comp["only_in_baseline"] == []
+    failed = [r for r in comp["rows"] if r["metric"] == "status"]
+    assert failed and failed[0]["regressed"] and "boom" in failed[0]["new"]
+
+
+def test_another_cpu_or_thread_count_is_named_and_its_latency_not_gated():
+    comp = compare_reports(_report(), _report(ms=80.0, cpu="Intel Xeon", threads=4), TOL)
+    assert set(comp["not_gated"]) == {"latency"}
+    said = "; ".join(comp["not_gated"]["latency"])
+    assert "'AMD EPYC' -> 'Intel Xeon'" in said and "runtime_threads 1 -> 4" in said
+    assert comp["regressions"] == 0   # 10x slower, but on another machine
+    # other images, not the same ones at another path (a CI job's checkout moves)
+    moved, other = _report(), _report()
+    moved["settings"]["data"] = "/builds/2/data/pairs"
+    other["quality"]["rows"][1]["images"] = [{"image": "chelsea"}]
+    assert compare_reports(_report(), moved, TOL)["not_gated"] == {}
+    comp = compare_reports(_report(), other, TOL)
+    assert set(comp["not_gated"]) == {"quality"}
+    assert "held-out images '0: ' -> '1: chelsea'" in comp["not_gated"]["quality"][0]
+
+
+def test_latency_timed_on_a_busy_machine_is_shown_not_gated():
+    """Two runs of one model here, at load 12 on 2 cores, read 5x apart: no regression."""
+    busy = _report(ms=40.0, p90=55.0)
+    busy["latency"]["settings"]["load"].update(before=11.7, after=12.0)
+    comp = compare_reports(_report(), busy, TOL)
+    assert comp["regressions"] == 0
+    assert "new timed on a busy machine: load average 12" in comp["not_gated"]["latency"][0]
+    from benchmarks.compare import summary_lines
+    assert any(ln.startswith("latency not gated: new timed on a busy machine")
+               for ln in summary_lines(comp))
+    worse = _report(psnr=20.0)
+    worse["latency"]["settings"]["load"].update(before=11.7, after=12.0)
+    assert compare_reports(_report(), worse, TOL)["regressions"] == 1   # quality still gated
+
+
+def test_fail_on_is_checked_and_says_what_it_takes():
+    assert parse_fail_on("none") == Tolerances()
+    assert parse_fail_on("median:5%") == Tolerances(median=5.0)
+    for bad, said in (("median", "METRIC:TOLERANCE"), ("psnr:1%", "absolute drop"),
+                      ("speed:5%", "METRIC:TOLERANCE"), ("p90:fast", "not a number"),
+                      ("ssim:-1", ">= 0")):
+        with pytest.raises(ValueError, match=said):
+            parse_fail_on(bad)
+
+
+def test_a_report_that_cannot_be_a_baseline_is_refused_naming_it(tmp_path):
+    with pytest.raises(CompareError, match="no report.json in it"):
+        load_report(tmp_path)
+    (tmp_path / "report.json").write_text('{"benchmarks": []}')
+    with pytest.raises(CompareError, match="not a `sharpen bench` report"):
+        load_report(tmp_path)
+    partial = {**_report(), "incomplete": {"signal": "SIGINT"}}
+    (tmp_path / "report.json").write_text(json.dumps(partial))
+    with pytest.raises(CompareError, match="interrupted run"):
+        load_report(tmp_path / "report.json")
+    older = {**_report(), "format": "sharpen-bench/0"}
+    with pytest.raises(CompareError, match="another version"):
+        compare_reports(older, _report(), TOL)
+
+
+def test_bench_compare_prints_the_regressions_first_and_exits_1(tmp_path, capsys):
+    from sharpen.cli import main
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "report.json").write_text(json.dumps(_report()))
+    (tmp_path / "b.json").write_text(json.dumps(_report(psnr=20.0, extra_row=True)))
+    rc = main(["bench-compare", str(tmp_path / "a"), str(tmp_path / "b.json")])
+    out = capsys.readouterr().out
+    assert rc == 1, out
+    table = [ln for ln in out.splitlines() if "│" in ln]
+    assert "REGRESSED" in table[0] and "psnr dB" in table[0], out
+    assert "only in this report (not compared): latency fast TFLite INT8" in out
+    assert out.rstrip().endswith("1 regression"), out
+    assert main(["bench-compare", str(tmp_path / "a"), str(tmp_path / "a")]) == 0
+    assert main(["bench-compare", str(tmp_path), str(tmp_path / "a")]) == 2
+    assert "BASELINE" in capsys.readouterr().err
+    assert main(["bench-compare", str(tmp_path / "a"), str(tmp_path / "a"),
+                 "--fail-on", "fps:3"]) == 2
+
+
+def test_bench_against_a_baseline_in_its_own_out_fails_a_worse_model(bench_env, bench_good_run,
+                                                                      tmp_path):
+    """The CI job's line: `sharpen bench --out bench/ --baseline bench/`, bench/ holding the
+    accepted run; here the accepted `good` student is replaced by a worse one of that name."""
+    from bench_fixtures import _bench
+    assert bench_good_run[0] == 0
+    env = tmp_path / "env"
+    env.mkdir()
+    for name in ("teacher.pt", "pairs"):
+        (env / name).symlink_to(bench_env / name)
+    (env / "cache").symlink_to(bench_env / "cache")
+    shutil.copytree(bench_env / "good", env / "ci")
+    worse = env / "worse"
+    worse.mkdir()
+    shutil.copy(bench_env / "student-bad.pt", worse / "student-good.pt")   # same name, worse
+    rc = _bench(env, "ci", "--students", str(worse / "student-good.pt"), "--formats", "onnx",
+                "--sizes", "160x96", "--stream-frames", "0", "--baseline", str(env / "ci"),
+                "--fail-on", "psnr:0.1,ssim:0.002")
+    rep = json.loads((env / "ci" / "report.json").read_text())
+    comp = rep["comparison"]
+    assert rc == 1 and comp["regressions"] > 0
+    # read before it was set aside, and named where it now is
+    assert comp["baseline"] == str(env / "ci" / "report.previous.json")
+    assert json.loads((env / "ci" / "report.previous.json").read_text())["ok"]
+    gate = [c for c in rep["checks"] if c["check"] == "baseline"]
+    assert gate and all(not c["passed"] for c in gate)
+    assert any("psnr dB regressed against the baseline" in c["message"] for c in gate)
+    md = (env / "ci" / "report.md").read_text()
+    assert "## Compared with the baseline" in md and "REGRESSED" in md
+    # the baseline's streaming row, not run here (--stream-frames 0): named, not a crash
+    assert any(k.startswith("stream good") for k in comp["only_in_baseline"]), comp
+
+
+def test_a_bad_baseline_stops_the_bench_before_the_work(bench_env, tmp_path, capsys):
+    from bench_fixtures import _bench
+    rc = _bench(bench_env, str(tmp_path / "x"), "--students",
+                str(bench_env / "student-good.pt"), "--baseline", str(tmp_path / "nowhere"))
+    assert rc == 2 and "--baseline" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
