@@ -11,6 +11,7 @@ rows are shown but not gated: a gate failing on a changed runner would be a fals
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -226,11 +227,13 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
             continue
         metrics = QUALITY_METRICS if kind == "quality" else LATENCY_METRICS
         for metric, tol_name in metrics.items():
-            bv, nv = b[key].get(metric), n[key].get(metric)
+            bv, nv = _number(b[key].get(metric)), _number(n[key].get(metric))
             if bv is None or nv is None:
                 continue
             allowed = getattr(tol, tol_name)
-            if kind == "quality":
+            if not math.isfinite(nv) and math.isfinite(bv):   # NaN output, a hung row
+                change, regressed = None, allowed is not None
+            elif kind == "quality":
                 change = nv - bv
                 regressed = allowed is not None and -change > allowed + 1e-12
             else:
@@ -254,6 +257,13 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
             "baseline_code": ((base.get("machine") or {}).get("code") or {}).get("commit")}
 
 
+def _number(v) -> Optional[float]:
+    """A metric as a float: report.json writes NaN and infinity as strings."""
+    if isinstance(v, str) and v.lower() in ("nan", "inf", "-inf", "infinity", "-infinity"):
+        return float(v)
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
 def _num(v, metric: str) -> str:
     if isinstance(v, str):
         return v
@@ -274,8 +284,7 @@ def table_rows(comp: dict) -> list[list[str]]:
             change = fmt.format(r["change"])
             allowed = "-" if r["allowed"] is None else f"-{r['allowed']:g}"
         verdict = ("REGRESSED" if r["regressed"] else
-                   "not gated" if not r["gated"] or r["allowed"] is None and r["change"] is not None
-                   else "ok")
+                   "not gated" if not r["gated"] or r["allowed"] is None else "ok")
         out.append([r["section"], r["model"], r["size"], r["metric"],
                     _num(r["baseline"], r["metric"]), _num(r["new"], r["metric"]), change,
                     allowed, verdict])
@@ -309,9 +318,11 @@ def regression_checks(comp: dict) -> list[dict]:
     out = []
     for r in comp["rows"]:
         if r["regressed"]:
-            text = (f"{r['new']}" if r["change"] is None else
-                    f"{_num(r['baseline'], r['metric'])} -> {_num(r['new'], r['metric'])}, "
-                    f"allowed {'+' if r['unit'] == '%' else '-'}{r['allowed']:g}{r['unit']}")
+            text = (r["new"] if r["metric"] == "status" else
+                    f"{_num(r['baseline'], r['metric'])} -> {_num(r['new'], r['metric'])}"
+                    + ("" if r["change"] is None else
+                       f", allowed {'+' if r['unit'] == '%' else '-'}{r['allowed']:g}"
+                       f"{r['unit']}"))
             out.append({"check": "baseline", "model": r["model"], "metric": r["metric"],
                         "value": None if r["change"] is None else r["new"],
                         "threshold": r["allowed"], "passed": False,

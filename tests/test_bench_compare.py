@@ -85,6 +85,16 @@ def test_another_cpu_or_thread_count_is_named_and_its_latency_not_gated():
     assert "held-out images '0: ' -> '1: chelsea'" in comp["not_gated"]["quality"][0]
 
 
+def test_a_nan_score_regresses_as_report_json_writes_it():
+    """report.json writes a non-finite number as a string ("nan": an FP16 model that
+    overflowed); the comparison subtracted it and raised TypeError."""
+    comp = compare_reports(_report(), _report(ssim="nan", ms="inf"), TOL)
+    bad = {(r["metric"], r["new"]) for r in comp["rows"] if r["regressed"]}
+    assert {m for m, _ in bad} == {"ssim", "median ms"}, comp["rows"]
+    from benchmarks.compare import table_rows
+    assert any(row[4:6] == ["0.5500", "nan"] for row in table_rows(comp))
+
+
 def test_latency_timed_on_a_busy_machine_is_shown_not_gated():
     """Two runs of one model here, at load 12 on 2 cores, read 5x apart: no regression."""
     busy = _report(ms=40.0, p90=55.0)
