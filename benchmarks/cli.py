@@ -25,8 +25,8 @@ weights, the exporter code and the versions of the libraries that made them (tor
 ONNX Runtime, TensorFlow / LiteRT, TensorRT) are unchanged. The same measurements run as a
 pytest-benchmark suite:
   pytest benchmarks/ [--full] --benchmark-json bench.json   (same option names)
-Exit codes: 0 every check passed, 1 a quality or parity check failed or a student's export
-(or checkpoint) failed (the report is still written, that student's rows say why, the others
+Exit codes: 0 every check passed, 1 a quality or parity check failed, a student's export
+(or checkpoint) failed or a row regressed against --baseline past --fail-on (the report is still written, that student's rows say why, the others
 are measured), 2 a usage error, 130 / 143 interrupted by Ctrl-C / SIGTERM (the report then holds the
 rows finished so far, marked incomplete, with those not measured listed).
 """
@@ -188,6 +188,10 @@ def run_bench_cmd(args) -> int:
         print(f"warning: {', '.join(idle[:-1])}{' and ' if len(idle) > 1 else ''}{idle[-1]} "
               f"ha{'ve' if len(idle) > 1 else 's'} no effect with --no-latency (nothing is "
               "timed)", file=sys.stderr)
+    from .compare import DEFAULT_FAIL_ON
+    if args.fail_on != DEFAULT_FAIL_ON and not args.baseline:
+        print("warning: --fail-on has no effect without --baseline (nothing is compared)",
+              file=sys.stderr)
     if args.calib_count < 1:
         return fail(f"--calib-count must be >= 1, got {args.calib_count}")
     from benchmarks.streams import parse_streams

@@ -193,3 +193,11 @@ def test_a_bad_baseline_stops_the_bench_before_the_work(bench_env, tmp_path, cap
                 str(bench_env / "student-good.pt"), "--baseline", str(tmp_path / "nowhere"))
     assert rc == 2 and "--baseline" in capsys.readouterr().err
     assert not (tmp_path / "x").exists()
+
+
+def test_fail_on_without_a_baseline_says_it_does_nothing(bench_env, tmp_path, capsys):
+    from bench_fixtures import _bench
+    rc = _bench(bench_env, str(tmp_path / "x"), "--students", "nowhere.pt",
+                "--fail-on", "psnr:0.05")
+    err = capsys.readouterr().err
+    assert rc == 2 and "warning: --fail-on has no effect without --baseline" in err, err
