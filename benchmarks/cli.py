@@ -26,9 +26,10 @@ ONNX Runtime, TensorFlow / LiteRT, TensorRT) are unchanged. The same measurement
 pytest-benchmark suite:
   pytest benchmarks/ [--full] --benchmark-json bench.json   (same option names)
 Exit codes: 0 every check passed, 1 a quality or parity check failed, a student's export
-(or checkpoint) failed or a row regressed against --baseline past --fail-on (the report is still written, that student's rows say why, the others
-are measured), 2 a usage error, 130 / 143 interrupted by Ctrl-C / SIGTERM (the report then holds the
-rows finished so far, marked incomplete, with those not measured listed).
+(or checkpoint) failed (the report is still written, that student's rows say why, the others
+are measured) or a row regressed against --baseline past --fail-on, 2 a usage error,
+130 / 143 interrupted by Ctrl-C / SIGTERM (the report then holds the rows finished so far,
+marked incomplete, with those not measured listed).
 """
 
 
