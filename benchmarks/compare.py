@@ -147,22 +147,37 @@ def _latency_values(rep: dict) -> dict:
     return out
 
 
-def _differences(base: dict, new: dict, paths: list[tuple[str, ...]]) -> list[str]:
-    def get(rep, path):
-        for k in path:
-            rep = rep.get(k) if isinstance(rep, dict) else None
-        return rep
-    return [f"{'.'.join(p)} {get(base, p)!r} -> {get(new, p)!r}" for p in paths
-            if get(base, p) != get(new, p)]
+def _get(rep, path: tuple[str, ...]):
+    for k in path:
+        rep = rep.get(k) if isinstance(rep, dict) else None
+    return rep
+
+
+def _differences(base: dict, new: dict, paths: list[tuple[str, ...]],
+                 unknown: Optional[list] = None) -> list[str]:
+    """`path old -> new` for each path whose values differ. With `unknown`, a path one report
+    lacks (an older version's, or a set one run did not score) is not a difference: it goes
+    into `unknown` instead."""
+    out = []
+    for p in paths:
+        b, n = _get(base, p), _get(new, p)
+        if unknown is not None and (b is None or n is None):
+            if b is not None or n is not None:
+                unknown.append(f"{'.'.join(p)} is in the {'new' if b is None else 'baseline'} "
+                               "report only: not checked")
+            continue
+        if b != n:
+            out.append(f"{'.'.join(p)} {b!r} -> {n!r}")
+    return out
 
 
 # What makes one kind of row comparable: quality needs the same images (by name: a CI job's
 # checkout moves between runs, so its paths do), teacher and INT8 calibration; latency the same
 # CPU, cores, threads, rounds and tiles. The code, library versions and the models themselves
 # may change: that is what the gate is for.
-QUALITY_CONTEXT = [("held-out images",), ("real-blur images",), ("settings", "calib_count"),
-                   ("settings", "calib_seed"), ("quality", "settings", "teacher", "hash"),
-                   ("mode",)]
+QUALITY_CONTEXT = [("held-out images",), ("settings", "calib_count"), ("settings", "calib_seed"),
+                   ("quality", "settings", "teacher", "hash")]
+REAL_BLUR_CONTEXT = [("real-blur images",)]
 LATENCY_CONTEXT = [("machine", "cpu"), ("machine", "cpu_flags"), ("machine", "usable_cores"),
                    ("machine", "cpu_limit"), ("machine", "gpus"),
                    ("latency", "settings", "runtime_threads"), ("machine", "torch_threads"),
@@ -182,7 +197,10 @@ def _with_image_names(rep: dict) -> dict:
             "real-blur images": _names(sorted(pairs.get("per_image") or {}))}
 
 
-def _names(names: list) -> str:
+def _names(names: list) -> Optional[str]:
+    """`2: a, b`; None where a report names none (not scored, or an older version's)."""
+    if not names:
+        return None
     return f"{len(names)}: {', '.join(names[:3])}{', ...' if len(names) > 3 else ''}"
 
 
@@ -197,11 +215,12 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
                            "baseline")
     not_gated = {}
     base, new = _with_image_names(base), _with_image_names(new)
-    if d := _differences(base, new, QUALITY_CONTEXT):
-        not_gated["quality"] = d
-    if d := _differences(base, new, LATENCY_CONTEXT):
-        not_gated["latency"] = d
-    notes = _differences(base, new, NOTED)
+    unknown: list[str] = []
+    for kind, context in (("quality", QUALITY_CONTEXT), ("real blur", REAL_BLUR_CONTEXT),
+                          ("latency", LATENCY_CONTEXT)):
+        if d := _differences(base, new, context, unknown):
+            not_gated[kind] = d
+    notes = _differences(base, new, NOTED) + unknown
     # A busy machine's timings say more about the other processes than about the model (the
     # same model read 5x slower here at load 12 on 2 cores): shown, not gated.
     from .machine import busy_text
@@ -215,7 +234,7 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
     rows, regressions = [], []
     for key in [k for k in n if k in b]:
         section, model, size = key
-        kind = "latency" if section in ("latency", "stream") else "quality"
+        kind = "latency" if section in ("latency", "stream") else section
         gated = kind not in not_gated
         if "failed" in n[key] and "failed" not in b[key]:
             row = dict(section=section, model=model, size=size, metric="status",
@@ -225,7 +244,7 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
             if gated:
                 regressions.append(row)
             continue
-        metrics = QUALITY_METRICS if kind == "quality" else LATENCY_METRICS
+        metrics = LATENCY_METRICS if kind == "latency" else QUALITY_METRICS
         for metric, tol_name in metrics.items():
             bv, nv = _number(b[key].get(metric)), _number(n[key].get(metric))
             if bv is None or nv is None:
@@ -233,7 +252,7 @@ def compare_reports(base: dict, new: dict, tol: Tolerances) -> dict:
             allowed = getattr(tol, tol_name)
             if not math.isfinite(nv) and math.isfinite(bv):   # NaN output, a hung row
                 change, regressed = None, allowed is not None
-            elif kind == "quality":
+            elif kind != "latency":
                 change = nv - bv
                 regressed = allowed is not None and -change > allowed + 1e-12
             else:

@@ -17,7 +17,7 @@ def _report(psnr=21.0, ssim=0.55, ms=8.0, p90=10.0, cpu="AMD EPYC", threads=1,
             status="ok", extra_row=False) -> dict:
     q = {"model": "student fast", "backend": "ONNX Runtime FP32", "kind": "artifact",
          "status": status, "reason": None if status == "ok" else "export failed: boom",
-         "psnr": psnr, "ssim": ssim, "ssim_teacher": 0.8}
+         "psnr": psnr, "ssim": ssim, "ssim_teacher": 0.8, "images": [{"image": "astronaut"}]}
     lat = [{"model": "student fast", "backend_label": "ONNX Runtime FP32", "size": "320x180",
             "status": "ok", "ms": ms, "p90_ms": p90},
            {"model": "teacher", "backend_label": "PyTorch (tiled)", "size": "320x180",
@@ -32,7 +32,8 @@ def _report(psnr=21.0, ssim=0.55, ms=8.0, p90=10.0, cpu="AMD EPYC", threads=1,
                                   "psnr": 20.0, "ssim": 0.5}, q],
                         "settings": {"teacher": {"hash": "t1"}}},
             "real_blur": {"pairs": {"input": {"psnr": 28.0, "ssim": 0.88, "sharpness": 1.0},
-                                    "fast": {"psnr": 28.9, "ssim": 0.879, "sharpness": 1.1}}},
+                                    "fast": {"psnr": 28.9, "ssim": 0.879, "sharpness": 1.1},
+                                    "per_image": {"frame_000": {}}}},
             "latency": {"rows": lat, "stream": [],
                         "settings": {"runtime_threads": threads,
                                      "load": {"before": 0.5, "after": 0.5, "cores": 2,
@@ -82,7 +83,24 @@ def test_another_cpu_or_thread_count_is_named_and_its_latency_not_gated():
     assert compare_reports(_report(), moved, TOL)["not_gated"] == {}
     comp = compare_reports(_report(), other, TOL)
     assert set(comp["not_gated"]) == {"quality"}
-    assert "held-out images '0: ' -> '1: chelsea'" in comp["not_gated"]["quality"][0]
+    assert "held-out images '1: astronaut' -> '1: chelsea'" in comp["not_gated"]["quality"][0]
+
+
+def test_what_one_report_lacks_is_noted_and_the_rest_still_gated():
+    """A baseline from an older version (no image names, no runtime_threads) or a run without
+    --real-pairs: its held-out quality and latency are still gated; real blur is named as in
+    one report only."""
+    older = _report()
+    del older["quality"]["rows"][1]["images"], older["latency"]["settings"]["runtime_threads"]
+    comp = compare_reports(older, _report(psnr=20.0, ms=20.0), TOL)
+    assert comp["not_gated"] == {} and _regressed(comp) == {("quality", "psnr dB"),
+                                                            ("latency", "median ms")}
+    assert any("held-out images is in the new report only" in n for n in comp["notes"])
+    no_real = _report(psnr=20.0)
+    no_real["real_blur"] = {}
+    comp = compare_reports(_report(), no_real, TOL)
+    assert comp["not_gated"] == {} and ("quality", "psnr dB") in _regressed(comp)
+    assert comp["only_in_baseline"] == ["real blur fast"]
 
 
 def test_a_nan_score_regresses_as_report_json_writes_it():
