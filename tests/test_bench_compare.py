@@ -173,7 +173,7 @@ def test_bench_compare_prints_the_regressions_first_and_exits_1(tmp_path, capsys
 
 
 def test_bench_against_a_baseline_in_its_own_out_fails_a_worse_model(bench_env, bench_good_run,
-                                                                      tmp_path):
+                                                                      tmp_path, capsys):
     """The CI job's line: `sharpen bench --out bench/ --baseline bench/`, bench/ holding the
     accepted run; here the accepted `good` student is replaced by a worse one of that name."""
     from bench_fixtures import _bench
@@ -190,8 +190,11 @@ def test_bench_against_a_baseline_in_its_own_out_fails_a_worse_model(bench_env, 
     rc = _bench(env, "ci", "--students", str(worse / "student-good.pt"), "--formats", "onnx",
                 "--sizes", "160x96", "--stream-frames", "0", "--baseline", str(env / "ci"),
                 "--fail-on", "psnr:0.1,ssim:0.002")
+    out = capsys.readouterr().out
     rep = json.loads((env / "ci" / "report.json").read_text())
     comp = rep["comparison"]
+    # the terminal ends with the comparison, the verdict its last line
+    assert out.rstrip().splitlines()[-1].endswith(f"{comp['regressions']} regressions"), out
     assert rc == 1 and comp["regressions"] > 0
     # read before it was set aside, and named where it now is
     assert comp["baseline"] == str(env / "ci" / "report.previous.json")
