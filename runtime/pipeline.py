@@ -503,6 +503,7 @@ class _Stream:
         self.errors: list[BaseException] = []
         self.sig = _SignalStop(stop, self.stats)   # installed when the stream starts
         self.workers: list[_Worker] = []
+        self.reporter: Optional[LiveReporter] = None   # the live line, until the output closed
         self.src: Optional[Source] = None
         self.sink: Optional[Sink] = None
         self.user_sink: Optional[Sink] = None   # an app's own output, closed even if open fails
@@ -840,7 +841,8 @@ class _Stream:
         stats.start()
         self.workers = [_Worker(name, fn, stop, self.errors)
                         for name, fn in zip(WORKER_NAMES, (self._capture, self._process))]
-        reporter = None if self.o.quiet else LiveReporter(stats, self.o.report_interval).start()
+        if not self.o.quiet:
+            self.reporter = LiveReporter(stats, self.o.report_interval).start()
         self.phase = "running"
         if self.stats_file is not None and not self.stats_file.started:
             self.stats_file.start()   # open() found it is neither the source nor the output
@@ -871,8 +873,8 @@ class _Stream:
                     pass  # a second Ctrl-C: stop waiting for a worker inside the engine
                 sig.closing = True
                 stats.stop()
-                if reporter is not None:
-                    _close_all([reporter.close], self.errors)
+                if self.reporter is not None:   # closed once the output is (SIGUSR1 meanwhile)
+                    self.reporter.doing = "closing the output"
                 # Closing the output (ffmpeg copying a long video's sound in) takes seconds
                 # with no frame: said, and the file still refreshed, so that a watchdog sees
                 # neither a stall nor a dead run.
@@ -927,6 +929,8 @@ class _Stream:
                                else None) if c]
         _close_all(closers, self.errors)
         _close_all([self._keep_resume_record], self.errors)
+        if self.reporter is not None:
+            _close_all([self.reporter.close], self.errors)
 
     def finish(self) -> dict[str, Any]:
         """The stats summary, written to --stats (on failure too: what ran before the error is

@@ -307,9 +307,10 @@ class Stats:
                 return "-" if top is None else f"{top:.1f}"
             return f"{max(vals) * 1000:.1f}" if vals else "-"
         done, fps = s["frames_processed"], s["throughput_fps"]
-        # Two lines in a row (the closing one) measure no rate: the run's is given.
-        rate = (done - since[2]) / (mark[0] - since[0]) if since and \
-            mark[0] - since[0] >= 0.5 else fps
+        # Two lines in a row (the closing one) measure no rate, nor does one once the frames
+        # have stopped (the output closing): the run's is given.
+        rate = (done - since[2]) / (mark[0] - since[0]) if since and self.t_end is None \
+            and mark[0] - since[0] >= 0.5 else fps
         frames = count(done, "frame")
         if self.total:   # a file: how far, and how long the rest takes at the run's rate
             rest = self.total - done
@@ -478,6 +479,9 @@ class LiveReporter:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="stats", daemon=True)
         self._live = None
+        # What the run does with no frame coming, said after the lines printed meanwhile (a
+        # stop waits while the output closes): a line of 0 fps otherwise looks hung.
+        self.doing: Optional[str] = None
 
     def start(self) -> "LiveReporter":
         if _is_terminal(self.stream):
@@ -492,8 +496,10 @@ class LiveReporter:
         self._thread.start()
         return self
 
-    def _emit(self) -> None:
+    def _emit(self, final: bool = False) -> None:
         text = self.stats.line()
+        if self.doing and not final:
+            text += f"  ({self.doing})"
         if self._live is not None:
             self._live.update(text)
         else:
@@ -508,6 +514,6 @@ class LiveReporter:
         if self._thread.is_alive():
             self._thread.join(timeout=2)
         with said_after_hang_up():
-            self._emit()
+            self._emit(final=True)
         if self._live is not None:
             self._live.stop()

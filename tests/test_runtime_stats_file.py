@@ -842,3 +842,40 @@ def test_sigusr1_as_the_run_exits_does_not_kill_it(model, tmp_path):
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, (proc.returncode, err)
     assert _read(stats)["state"] == "done"
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGUSR1"), reason="needs SIGUSR1")
+def test_sigusr1_while_the_output_closes_prints_a_line_saying_so(model, monkeypatch):
+    """A stop waits while the last segment is closed (an ffmpeg copy, seconds for 10 minutes
+    of 1080p): `kill -USR1` then printed nothing, the live line's reporter already gone, and
+    an operator could not tell a run closing its output from a hung one."""
+    import io
+
+    from runtime import Sink, run_stream
+
+    printed = threading.Event()
+
+    class Err(io.StringIO):
+        def write(self, s: str) -> int:
+            if " fps  e2e p50 " in s:
+                printed.set()
+            return super().write(s)
+
+    err = Err()
+    monkeypatch.setattr(sys, "stderr", err)
+    said: list[bool] = []
+
+    class SlowClose(Sink):
+        def write(self, original, sharpened, name):
+            pass
+
+        def close(self):
+            printed.clear()
+            os.kill(os.getpid(), signal.SIGUSR1)
+            said.append(printed.wait(30))
+
+    run_stream(str(model), "synthetic:32x24", SlowClose(), max_frames=3, quiet=False,
+               report_interval=3600)
+    assert said == [True], err.getvalue()
+    during = [ln for ln in err.getvalue().splitlines() if "closing the output" in ln]
+    assert len(during) == 1 and " fps  e2e p50 " in during[0], err.getvalue()
