@@ -308,7 +308,8 @@ def options_from_args(args: argparse.Namespace):
                          force=args.force,
                          compare=args.compare, audio=not args.no_audio, resume=args.resume,
                          lossless=args.lossless, segment=args.segment,
-                         keep_segments=args.keep_segments, keep_gb=args.keep_gb)
+                         keep_segments=args.keep_segments, keep_gb=args.keep_gb,
+                         service_notify=True)
 
 
 def _a_models_name(model: str) -> bool:

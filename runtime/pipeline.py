@@ -42,6 +42,7 @@ from .sinks import (MultiSink, NullSink, Sink, SinkError, output_sink, raised_fi
 from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, Source,
                       SourceError, SourceLost, VideoSource, open_source, refuse_live_images,
                       shown_url, spec_kind)
+from .service_notify import ServiceNotifier
 from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_json_atomic
 from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment
@@ -262,6 +263,9 @@ class StreamOptions:
     segment: Optional[float] = None     # seconds of video a file of the output (segment_sink)
     keep_segments: Optional[int] = None  # the most segments kept, the oldest removed (None: all)
     keep_gb: Optional[float] = None     # the most GB of segments kept, the oldest removed
+    # systemd's READY=1, STATUS= and WATCHDOG=1 where NOTIFY_SOCKET is set (service_notify);
+    # `sharpen run` sets it, an app that speaks to its own service manager need not
+    service_notify: bool = False
 
 
 def _hold_run_lock(held: ExitStack, path: Union[str, Path], key: str,
@@ -352,8 +356,12 @@ def run_stream(model: Union[str, Path, Backend],
         states: list[Callable[[], dict[str, Any]]] = [lambda: {"state": "starting"}]
         stats_file = (StatsFile(o.stats_path, stats, o.report_interval,
                                 lambda: states[-1]()) if o.stats_path else None)
-        stream = None
+        notifier = ServiceNotifier(stats, lambda: states[-1]()["state"]) \
+            if o.service_notify else None
+        stream = summary = None
         try:
+            if notifier is not None:
+                notifier.start()
             # in the try: a thread that cannot start is said there
             named = [p for p in (source, output)
                      if isinstance(p, (str, os.PathLike)) and not is_stdio(p)]   # no files
@@ -364,7 +372,7 @@ def run_stream(model: Union[str, Path, Backend],
             backend = (load_backend(model, threads=o.threads, providers=o.provider,
                                     force=o.force, flags=flags) if own_backend else model)
             stream = _Stream(o, backend, own_backend, _RunStop(stop_event), flags, note, stats,
-                             stats_file)
+                             stats_file, notifier)
             states.append(stream._state)
             try:
                 stream.open(source, output)
@@ -375,10 +383,15 @@ def run_stream(model: Union[str, Path, Backend],
         except BaseException as exc:
             if stats_file is not None and stats_file.started and not stats_file.ended:
                 _write_failed_start(stats_file, stats, exc)
+            if notifier is not None:
+                notifier.close(_ended_status(getattr(exc, "stats", None) or stats.summary(),
+                                             exc))
             raise
         finally:
             if stream is not None:
                 stream.sig.restore()
+    if notifier is not None:
+        notifier.close(_ended_status(summary))
     if stream.sig.signum:
         raise StreamInterrupted(summary, stream.sig.signum)
     return summary
@@ -398,6 +411,20 @@ def _check_segmented_output(output: Any, resume: bool, flags: bool) -> None:
     if resume:
         raise SinkError(f"{option('resume', flags=flags)} does not apply to {seg}: each "
                         "segment is closed whole, and a rerun numbers its segments on")
+
+
+def _ended_status(summary: dict[str, Any], exc: Optional[BaseException] = None) -> str:
+    """The service manager's last STATUS=: how the run ended, its frames, its error."""
+    if isinstance(exc, KeyboardInterrupt):
+        state = "stopped"
+    elif exc is not None:
+        state = "source_lost" if isinstance(exc, SourceLost) else "failed"
+    else:
+        state = summary.get("state", "done")
+    said = f"{state}: {count(summary.get('frames_processed', 0), 'frame')}"
+    if exc is not None and not isinstance(exc, KeyboardInterrupt):
+        said += f", {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    return said
 
 
 def _write_failed_start(stats_file: StatsFile, stats: Stats, exc: BaseException) -> None:
@@ -491,13 +518,14 @@ class _Stream:
 
     def __init__(self, o: StreamOptions, backend: Backend, own_backend: bool,
                  stop: threading.Event, flags: bool = False, note: Optional[Note] = None,
-                 stats: Optional[Stats] = None, stats_file: Optional[StatsFile] = None
-                 ) -> None:
+                 stats: Optional[Stats] = None, stats_file: Optional[StatsFile] = None,
+                 notifier: Optional[ServiceNotifier] = None) -> None:
         self.o, self.backend, self.own_backend, self.stop = o, backend, own_backend, stop
         self.flags = flags   # messages name sharpen run's flags
         self.note = note     # the sources' informational lines
         self.stats = stats if stats is not None else Stats()
         self.stats_file = stats_file   # refreshed from the start until finish's final write
+        self.notifier = notifier       # systemd's READY=1 and watchdog, where it listens
         self.phase = "starting"        # then running, then finishing while the output closes
         self.failing: Optional[str] = None   # an error that ends the run, said before it ends
         self.errors: list[BaseException] = []
@@ -848,6 +876,8 @@ class _Stream:
             self.stats_file.start()   # open() found it is neither the source nor the output
         elif self.stats_file is not None:   # at once, not a period later: frames are coming
             self.stats_file.write()
+        if self.notifier is not None:
+            self.notifier.ready()
         with sig:
             try:
                 # In the try: a thread that cannot start (a container's pids.max) ended the run
@@ -879,6 +909,8 @@ class _Stream:
                 # with no frame: said, and the file still refreshed, so that a watchdog sees
                 # neither a stall nor a dead run.
                 self.phase = "finishing"
+                if self.notifier is not None:
+                    self.notifier.stopping()
                 if self.stats_file is not None:
                     self.stats_file.write()
         self.ran, self.stopped_part_way = True, sig.interrupted

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import configparser
+import contextlib
 import json
 import os
 import re
@@ -450,3 +451,73 @@ def test_an_image_folder_run_removes_what_a_killed_runs_writes_left_in_it(tmp_pa
     sink.write(textured_frame(0), textured_frame(0), "frame_000000")
     sink.close()
     assert sorted(p.name for p in out.iterdir()) == sorted([live.name, "frame_000000.png"])
+
+
+def _y4m_frame(w: int, h: int, value: int) -> bytes:
+    return b"FRAME\n" + bytes([value]) * (w * h * 3 // 2)
+
+
+def test_under_type_notify_the_run_says_ready_and_pings_the_watchdog_only_while_frames_flow(
+        model, tmp_path):
+    """A `Type=notify` unit with `WatchdogSec=` heard nothing from the run: systemd timed its
+    start out, or with `Type=simple` a camera read that hung (a stuck ffmpeg on stdin) left the
+    service `active` for days with no frame. The run now says READY=1 once frames come,
+    STATUS= lines, WATCHDOG=1 while frames are written and none once they stop, STOPPING=1 while
+    the output closes, over a NOTIFY_SOCKET bound here as systemd binds it."""
+    w, h = 32, 24
+    addr = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(addr))
+        sock.settimeout(60)
+        env = {**os.environ, "NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": "1000000"}
+        proc = subprocess.Popen([sys.executable, "-m", cli_module(), "run", "--model",
+                                 str(model), "--source", "-", "--out", str(tmp_path / "o.ts"),
+                                 "--quiet"], stdin=subprocess.PIPE, stderr=subprocess.PIPE,
+                                cwd=tempfile.gettempdir(), env=env)
+        assert proc.stdin is not None
+        proc.stdin.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+        got: list[list[str]] = []
+
+        def receive() -> list[str]:
+            got.append(sock.recv(4096).decode().split("\n"))
+            return got[-1]
+
+        try:
+            pings = 0
+            for _ in range(600):   # frames flow: READY=1 first, then the watchdog's pings
+                if pings >= 3:
+                    break
+                proc.stdin.write(_y4m_frame(w, h, 100))
+                proc.stdin.flush()
+                sock.settimeout(0.1)
+                try:
+                    pings += "WATCHDOG=1" in receive()
+                except socket.timeout:
+                    pass
+            assert pings >= 3, got
+            sock.settimeout(60)
+            ready = [i for i, m in enumerate(got) if "READY=1" in m]
+            first_ping = next(i for i, m in enumerate(got) if "WATCHDOG=1" in m)
+            assert ready and ready[0] < first_ping, got
+            assert got[0][0].startswith("STATUS=starting"), got
+            # The source hangs (its writer alive, writing nothing): the pings stop within the
+            # watchdog's second, the STATUS= lines go on.
+            quiet = after = 0
+            while quiet < 5:
+                msg = receive()
+                after += 1
+                quiet = 0 if "WATCHDOG=1" in msg else quiet + 1
+                assert after < 12, got[-12:]
+            assert msg[0].startswith("STATUS=running: ") and " frames, " in msg[0], msg
+        finally:
+            proc.stdin.close()
+        assert proc.wait(60) == 0, proc.stderr.read().decode()
+        rest = []
+        sock.settimeout(1)
+        with contextlib.suppress(socket.timeout):
+            while True:
+                rest.append(sock.recv(4096).decode().split("\n"))
+        proc.stderr.close()
+    flat = [line for m in rest for line in m]
+    assert "STOPPING=1" in flat and "WATCHDOG=1" not in flat, rest
+    assert flat[-1].startswith("STATUS=done: "), rest

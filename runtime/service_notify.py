@@ -1,0 +1,138 @@
+"""systemd's service notification protocol (sd_notify(3)), spoken over $NOTIFY_SOCKET directly:
+READY=1 once frames come, STATUS= lines, WATCHDOG=1 while frames flow and STOPPING=1 while the
+output closes, so that a `Type=notify` unit with `WatchdogSec=` restarts a run that hangs (a
+camera read that never returns, a stuck ffmpeg). Nothing is sent where NOTIFY_SOCKET is unset.
+"""
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from typing import Callable, Mapping, Optional
+
+from .console import count
+from .stats import Stats, periods
+
+# How often STATUS= is refreshed where no watchdog asks for more: `systemctl status` shows it.
+STATUS_INTERVAL = 10.0
+
+
+def _address(env: Mapping[str, str]) -> Optional[str]:
+    """The socket's address: a path, or an abstract one (`@name`, a leading NUL byte)."""
+    addr = env.get("NOTIFY_SOCKET", "")
+    if not addr or addr[0] not in "/@":   # sd_notify ignores other kinds (vsock) here too
+        return None
+    return "\0" + addr[1:] if addr[0] == "@" else addr
+
+
+def watchdog_seconds(env: Mapping[str, str]) -> Optional[float]:
+    """WatchdogSec= as the service manager passes it (WATCHDOG_USEC), for this process only
+    (WATCHDOG_PID, where set, names the main process: a child ffmpeg inherits the variables)."""
+    pid = env.get("WATCHDOG_PID")
+    if pid and pid != str(os.getpid()):
+        return None
+    try:
+        usec = int(env.get("WATCHDOG_USEC", ""))
+    except ValueError:
+        return None
+    return usec / 1e6 if usec > 0 else None
+
+
+class ServiceNotifier:
+    """Tells the service manager how the run goes, from its own thread: STATUS= every
+    STATUS_INTERVAL (or half the watchdog's period) with the state and the frames; after
+    `ready()`, WATCHDOG=1 at each of those where a frame was written within the watchdog's
+    period or the source is reconnecting (which --reconnect and --timeout bound), none while
+    the frames stop (a hung read or write: the manager then restarts the run)."""
+
+    def __init__(self, stats: Stats, state: Callable[[], str],
+                 env: Optional[Mapping[str, str]] = None) -> None:
+        env = os.environ if env is None else env
+        self.stats, self.state = stats, state
+        self.address = _address(env)
+        self.watchdog = watchdog_seconds(env)
+        self.interval = min(STATUS_INTERVAL, self.watchdog / 2) if self.watchdog else \
+            STATUS_INTERVAL
+        self._sock: Optional[socket.socket] = None
+        self._stop = threading.Event()
+        self._ready_at: Optional[float] = None
+        self._stopping = False
+        self._last = (time.monotonic(), 0)   # (when, frames) at the last STATUS
+        self._thread = threading.Thread(target=self._run, name="service-notify", daemon=True)
+
+    @property
+    def enabled(self) -> bool:
+        return self.address is not None
+
+    def send(self, *lines: str) -> None:
+        """One datagram; a manager gone or a full socket loses it (the run goes on)."""
+        if self.address is None:
+            return
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.sendto("\n".join(lines).encode(), self.address)
+        except OSError:
+            pass
+
+    def start(self) -> "ServiceNotifier":
+        if self.enabled:
+            self.send("STATUS=starting: loading the model, opening the source")
+            self._thread.start()
+        return self
+
+    def ready(self) -> None:
+        """The first frame is read and the model warm: frames come from now on."""
+        if self.enabled and self._ready_at is None:
+            self._ready_at = time.monotonic()
+            self._last = (self._ready_at, self.stats.frames_processed)
+            self.send("READY=1", "STATUS=running: the first frame read")
+
+    def stopping(self) -> None:
+        """The frames are over and the output closing: the manager's stop timeout applies, no
+        longer the watchdog."""
+        if self.enabled and not self._stopping:
+            self._stopping = True
+            self.send("STOPPING=1", "STATUS=finishing: closing the output")
+
+    def _alive(self, now: float) -> bool:
+        if self.watchdog is None or self._ready_at is None or self._stopping:
+            return False
+        state = self.state()
+        if state == "reconnecting":
+            return True
+        if state != "running":
+            return False
+        last = self.stats.last_frame_at
+        since = time.time() - last if last is not None else now - self._ready_at
+        return since < self.watchdog
+
+    def _status(self, now: float) -> str:
+        frames = self.stats.frames_processed
+        then, before = self._last
+        self._last = (now, frames)
+        fps = (frames - before) / (now - then) if now > then else 0.0
+        return (f"STATUS={self.state()}: {count(frames, 'frame')}, {fps:.1f} fps, "
+                f"{self.stats.dropped_frames} dropped")
+
+    def _run(self) -> None:
+        for _ in periods(self._stop, self.interval, self.stats):
+            now = time.monotonic()
+            if self._stopping:
+                continue
+            lines = [self._status(now)]
+            if self._alive(now):
+                lines.append("WATCHDOG=1")
+            self.send(*lines)
+
+    def close(self, status: Optional[str] = None) -> None:
+        """Stops the thread; `status`: the run's last STATUS= (how it ended)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout=2)
+        if status:
+            self.send(f"STATUS={status}")
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
