@@ -89,7 +89,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="write per-stage latency (p50/p90/p95/p99, mean, min, max), "
                         "throughput, drops, the model and the threads it ran on to this JSON "
                         "file: refreshed every 10 s (--report-interval) while the run goes on, "
-                        "its state saying how it ended")
+                        "its state saying how it ended; a name ending in .prom: Prometheus' text "
+                        "format, for node_exporter's textfile collector")
     perf.add_argument("--threads", type=int, default=0, metavar="N",
                    help=threads_help("ONNX Runtime / LiteRT"))
     perf.add_argument("--provider", choices=("auto", "cpu", "cuda", "tensorrt"), default="auto",

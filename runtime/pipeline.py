@@ -43,7 +43,7 @@ from .sources import (MAX_FPS, MIN_FPS, ArraySource, Frame, ImageSource, Note, S
                       SourceError, SourceLost, VideoSource, open_source, refuse_live_images,
                       shown_url, spec_kind)
 from .service_notify import ServiceNotifier
-from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_json_atomic
+from .stats import LiveReporter, Stats, StatsFile, stats_file_or_none, write_stats_atomic
 from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment
 from .video_sink import VideoFileSink, refuse_lossless
@@ -932,10 +932,12 @@ class _Stream:
 
     def _state(self) -> dict[str, Any]:
         """The --stats file's `state` while the run goes on."""
+        reconnects = getattr(self.src, "reconnects", 0)
         if self.failing is not None:   # ending: what the last write will say
-            return {"state": "failed", "error": self.failing}
+            return {"state": "failed", "error": self.failing, "reconnects": reconnects}
         return {"state": "reconnecting" if self.phase == "running"
-                and getattr(self.src, "reconnecting", False) else self.phase}
+                and getattr(self.src, "reconnecting", False) else self.phase,
+                "reconnects": reconnects}
 
     def _ended(self) -> str:
         """The --stats file's `state` once the run is over: how it ended, for a monitor that
@@ -985,11 +987,12 @@ class _Stream:
             err = raised_first(self.errors)
             summary["error"] = str(err) or type(err).__name__
         summary["state"] = self._ended()
+        summary["reconnects"] = getattr(self.src, "reconnects", 0)
         summary["recent"] = self.stats.recent()
         if self.stats_file is not None:
             self.stats_file.final(summary)
         elif self.o.stats_path:
-            write_json_atomic(self.o.stats_path, summary)
+            write_stats_atomic(self.o.stats_path, summary)
         if self.errors:
             # As StreamInterrupted's: what ran before the error (an output with frames in it
             # is closed and kept), for the caller to say.

@@ -23,10 +23,11 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from .atomic import atomic_write_json, remove_killed_writes
+from .atomic import atomic_write_bytes, atomic_write_json, remove_killed_writes
 from .cli_errors import said_after_hang_up
 from .console import count
 from .host import peak_memory_mib
+from .prometheus import HEAD, camera_name, is_prometheus, prometheus_text
 from .warn import warn
 
 STAGES = ("capture", "pre", "infer", "post", "write", "end_to_end")
@@ -349,8 +350,13 @@ def _unix(t: Optional[float]) -> Optional[float]:
     return None if t is None else round(t, 3)
 
 
-def write_json_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
-    atomic_write_json(path, data)
+def write_stats_atomic(path: str | os.PathLike, data: dict[str, Any]) -> None:
+    """The --stats file, whole or not at all: JSON, or Prometheus' text format for a name
+    ending in .prom (node_exporter's textfile collector reads the folder's *.prom files)."""
+    if is_prometheus(path):
+        atomic_write_bytes(path, prometheus_text(data, camera_name(path)).encode())
+    else:
+        atomic_write_json(path, data)
 
 
 # The `state`s a run's --stats file holds, while it goes on and once it ended.
@@ -373,6 +379,8 @@ def stats_file_or_none(path: str | os.PathLike) -> bool:
         return False
     if not head.strip():
         return True
+    if is_prometheus(path):
+        return head.startswith(HEAD.encode())
     try:
         data = json.loads(head)
     except ValueError:   # not JSON, or over a megabyte: no stats file of ours
@@ -424,7 +432,7 @@ class StatsFile:
             summary = {**self.stats.summary(), **self.state(), "refresh_s": self.interval,
                        "recent": self.stats.recent()}
             try:
-                write_json_atomic(self.path, summary)
+                write_stats_atomic(self.path, summary)
             except Exception as e:  # noqa: BLE001 - a full disk, a folder gone: said below
                 # The run goes on (its frames matter more than its stats), where this thread's
                 # traceback said nothing of it; said once, and the final write, which raises,
@@ -450,7 +458,7 @@ class StatsFile:
         error then, where a refresh's failure was only said)."""
         self.close()
         self.ended = True
-        write_json_atomic(self.path, {**summary, "refresh_s": self.interval})
+        write_stats_atomic(self.path, {**summary, "refresh_s": self.interval})
 
 
 # Seconds between live lines: on a terminal, where each replaces the last (rich) or scrolls

@@ -95,6 +95,7 @@ class VideoSource(Source):
         self.reconnect_attempts, self.reconnect_delay = reconnect_attempts, reconnect_delay
         self._loss_said = False   # the loss `_reconnect` handles is warned of (once)
         self.reconnecting = False   # inside `_reconnect`: the --stats file's state says so
+        self.reconnects = 0         # times it came back: the --stats file's `reconnects`
         self._lost_after = 0      # and the frames read before it
         # Whether its frames' times are the file's own (`_media_time`)
         self._timed = kind == "video" and Path(spec).suffix.lower() not in GUESSED_TIMES_EXTS
@@ -291,6 +292,7 @@ class VideoSource(Source):
                 return False
             if live is None:
                 continue   # gone, or again before the comparison decided: compared afresh
+            self.reconnects += 1
             self.note(f"{self.kind} {self.spec!r}: reconnected (attempt {attempt})")
             return True
         raise SourceLost(f"{self.kind} {self.spec!r} disconnected and did not come back after "

@@ -879,3 +879,50 @@ def test_sigusr1_while_the_output_closes_prints_a_line_saying_so(model, monkeypa
     assert said == [True], err.getvalue()
     during = [ln for ln in err.getvalue().splitlines() if "closing the output" in ln]
     assert len(during) == 1 and " fps  e2e p50 " in during[0], err.getvalue()
+
+
+def test_a_stats_file_named_prom_is_prometheus_text_that_a_textfile_collector_reads(
+        model, tmp_path):
+    """A Prometheus scrape of a camera box had only JSON to read (a jq cron job to convert
+    it): `--stats NAME.prom` writes the same numbers in Prometheus' text format, atomically, for
+    node_exporter's textfile collector, each sample labelled with the camera (NAME)."""
+    import re
+
+    from runtime import run_stream
+    from runtime.stats import stats_file_or_none
+
+    prom = tmp_path / "textfile" / "yard.prom"
+    prom.parent.mkdir()
+    run_stream(str(model), "synthetic:32x24@10", str(tmp_path / "rec.ts"), segment=1,
+               max_frames=25, stats_path=str(prom), quiet=True)
+    text = prom.read_text()
+    assert text.endswith("\n") and not text.lstrip().startswith("{"), text
+    samples, typed = {}, set()
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            typed.add(line.split()[2])
+            continue
+        if line.startswith("# HELP "):
+            continue
+        m = re.fullmatch(r'(sharpen_[a-z_]+)\{camera="yard"((?:,[a-z_]+="[^"\n]*")*)\} (\S+)',
+                         line)
+        assert m, line
+        base = re.sub(r"_(sum|count)$", "", m[1]) if m[1].startswith("sharpen_latency") \
+            else m[1]
+        assert base in typed, line   # each family's TYPE comes before its samples
+        samples[m[1] + m[2]] = float(m[3])
+    assert samples["sharpen_frames_total"] == 25
+    assert samples['sharpen_state,state="done"'] == 1
+    assert samples['sharpen_state,state="running"'] == 0 and samples["sharpen_up"] == 0
+    assert samples["sharpen_segments_closed_total"] == 3
+    assert samples["sharpen_reconnects_total"] == 0
+    p50 = samples['sharpen_latency_seconds,stage="end_to_end",quantile="0.5"']
+    assert 0 < p50 < samples['sharpen_latency_seconds_sum,stage="end_to_end"']
+    assert samples['sharpen_latency_seconds_count,stage="end_to_end"'] == 25
+    assert samples["sharpen_updated_timestamp_seconds"] > time.time() - 600
+    assert sorted(p.name for p in prom.parent.iterdir()) == ["yard.prom"]   # no temp file
+    # A later run replaces its own file at its start; another program's .prom is not ours.
+    assert stats_file_or_none(prom)
+    other = tmp_path / "textfile" / "node.prom"
+    other.write_text("# HELP node_x x\n# TYPE node_x gauge\nnode_x 1\n")
+    assert not stats_file_or_none(other)
