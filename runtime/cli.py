@@ -10,6 +10,7 @@ import atexit
 import math
 import os
 import signal
+import stat
 import sys
 import threading
 from typing import Optional
@@ -215,6 +216,13 @@ def unapplied_output_flags(args: argparse.Namespace) -> list[str]:
             f"{what}; it has no effect"]
 
 
+def _is_fifo(path: Optional[str]) -> bool:
+    try:
+        return bool(path) and stat.S_ISFIFO(os.stat(path).st_mode)
+    except (OSError, ValueError):
+        return False
+
+
 def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0) -> str:
     """What an interrupted run left: a recording's output then holds only part of it, under
     its final name, and may have replaced a complete one (a live source is stopped this way
@@ -247,9 +255,10 @@ def _interrupted_note(summary: dict, output: Optional[str], max_frames: int = 0)
         whole = "each closed cleanly"
     else:
         held, whole = f"{output} holds", "closed cleanly"
-    if src.get("kind") == "stdin":   # its frames not read yet are the writer's, not a file's
+    fifo = _is_fifo(src.get("spec"))
+    if src.get("kind") == "stdin" or fifo:   # the frames not read yet are the writer's
         return (f"interrupted: {held} the {done} {'frame' if done == 1 else 'frames'} "
-                f"stdin gave ({whole})")
+                f"{'the FIFO ' + src['spec'] if fifo else 'stdin'} gave ({whole})")
     if summary.get("resumable"):   # a video file's run, which --resume goes on with
         done += resumed
         again = "run the same command with --resume to go on from there"

@@ -655,7 +655,8 @@ class _Stream:
         what = option("resume", True, self.flags)
         resumable = (isinstance(output, (str, os.PathLike)) and not is_stdio(output)
                      and isinstance(src, VideoSource)
-                     and src.kind == "video" and not src.live and self.backend.path is not None)
+                     and src.kind == "video" and not src.live and self.backend.path is not None
+                     and _regular_file(src.target))   # a FIFO's frames are not given again
         if not resumable:
             if resume:
                 raise self._not_resumable(shown_url(src.spec), src.kind, src.live)
@@ -1003,6 +1004,13 @@ class _Stream:
                 pass
             raise err
         return summary
+
+
+def _regular_file(path: Any) -> bool:
+    try:
+        return stat.S_ISREG(os.stat(path).st_mode)
+    except (OSError, TypeError, ValueError):
+        return False
 
 
 def _close_all(closers: Iterable[Callable[[], None]], errors: list) -> None:

@@ -926,3 +926,37 @@ def test_a_stats_file_named_prom_is_prometheus_text_that_a_textfile_collector_re
     other = tmp_path / "textfile" / "node.prom"
     other.write_text("# HELP node_x x\n# TYPE node_x gauge\nnode_x 1\n")
     assert not stats_file_or_none(other)
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_a_run_from_a_fifo_stopped_part_way_is_not_offered_resume(model, tmp_path):
+    """ffmpeg writing into a FIFO that `sharpen run --source FIFO` reads (a camera's feed):
+    SIGTERM said `run the same command with --resume to go on from there`, and --resume then
+    skipped as many frames of the new feed as the stopped run had written. A FIFO's frames are
+    not given again: the stop says what it gave, as for stdin, and keeps no resume record."""
+    w, h = 32, 24
+    fifo, out, stats = tmp_path / "feed.y4m", tmp_path / "o.ts", tmp_path / "s.json"
+    os.mkfifo(fifo)
+    done = threading.Event()
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+            for i in range(5):
+                f.write(b"FRAME\n" + bytes([40 * i]) * (w * h * 3 // 2))
+            f.flush()
+            done.wait(60)   # the writer alive, writing nothing more
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    proc = _start("--model", str(model), "--source", str(fifo), "--out", str(out),
+                  "--stats", str(stats), "--report-interval", "0.1", "--quiet")
+    try:
+        _wait_for(stats, proc, lambda s: s["frames_processed"] >= 5)
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        done.set()
+    assert proc.returncode == 143, err
+    assert "--resume" not in err and "holds the 5 frames " in err, err
+    assert not _read(stats).get("resumable"), _read(stats)
