@@ -15,9 +15,9 @@ Layout conventions carried over from PyTorch:
 - padding "same" equals PyTorch's padding="same", and padding=dilation*(k//2) for odd k, at
   stride 1 (dilated too: both pad dilation*(k-1) in all, the smaller half first).
 - MaxPool2d(2) -> MaxPool2D(2) ("valid"; inputs are padded to the model's multiple).
-- nn.Upsample(x2, nearest) -> tf.image.resize(method="nearest") on the *dynamic* shape (Keras'
-  UpSampling2D bakes the static shape in and breaks size-agnostic models). TF's nearest resize
-  with half-pixel centres picks floor(dst/2) at an exact 2x, the same pixel as PyTorch.
+- nn.Upsample(x2, nearest) -> the channels four times, then depth_to_space(2): every output
+  pixel is its floor(dst/2) source, as in PyTorch, for any input size (Keras' UpSampling2D bakes
+  the static shape in; a resize to 2 * tf.shape(x) adds SHAPE ops and a dynamic-sized tensor).
 - PixelUnshuffle/PixelShuffle(r) -> tf.nn.space_to_depth/depth_to_space(r). The channel orders
   differ: PyTorch packs channel c, offset (i, j) at c*r*r + i*r + j, TF at (i*r + j)*C + c. The
   1x1 conv after the unshuffle gets its *input* channels permuted, the 1x1 conv before the
@@ -143,9 +143,11 @@ def _custom_layers():
     import tensorflow as tf
 
     class Upsample2xNearest(keras.layers.Layer):
+        # Four copies of the channels, then depth-to-space: each pixel fills its 2x2 block,
+        # PyTorch's nearest x2, from constant shapes only (a resize to a size taken from
+        # tf.shape leaves LiteRT's output dynamic, which GPU delegates and NNAPI refuse).
         def call(self, x):
-            size = tf.shape(x)[1:3] * 2
-            return tf.image.resize(x, size, method="nearest")
+            return tf.nn.depth_to_space(tf.concat([x, x, x, x], axis=-1), 2)
 
         def compute_output_shape(self, s):
             return (s[0], None if s[1] is None else 2 * s[1],

@@ -979,3 +979,26 @@ def test_a_keyword_the_rebuild_lacks_is_the_one_named():
     # It was "uses cat with dim=, out=": dim= is covered.
     with pytest.raises(NotImplementedError, match=r"_CatIntoABuffer uses cat with out=buf, which"):
         build_keras_student(_CatIntoABuffer().eval())
+
+
+@pytest.mark.parametrize("quant", ["int8", "fp16"])
+def test_the_tflite_graph_computes_no_tensor_size_at_run_time(tmp_path, quant):
+    """GPU delegates and NNAPI take static-sized graphs only: a size computed from SHAPE (the
+    nearest x2 of `fast`) fed a resize whose output LiteRT leaves dynamic. The upsample is a
+    channel copy and a depth-to-space instead, and the model still resizes to any frame."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from optimize.parity import load_runner, torch_runner
+    from optimize.tflite_export import export_tflite
+
+    model = _seeded("fast", seed=5)
+    rng = np.random.default_rng(0)
+    path = export_tflite(model, tmp_path / f"fast_{quant}.tflite", quant,
+                         crops=rng.random((8, 3, 32, 32), dtype=np.float32))
+    ops = {o["op_name"] for o in Interpreter(model_path=str(path))._get_ops_details()}
+    assert not ops & {"SHAPE", "SLICE", "RESIZE_NEAREST_NEIGHBOR", "RESIZE_BILINEAR"}, ops
+    runner, ref = load_runner(path, threads=1)[0], torch_runner(model)
+    for h, w in ((64, 96), (40, 56)):
+        img = rng.random((h, w, 3), dtype=np.float32)
+        err = np.abs(runner(img) - ref(img))
+        assert (err.mean() if quant == "int8" else err.max()) < (0.01 if quant == "int8" else 5e-3)
