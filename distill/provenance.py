@@ -107,13 +107,29 @@ def artifact_provenance(path) -> list[str]:
     beside it records (one from a device, an engine trtexec built, or one rebuilt since) is
     said so, with the sha256 to look for and what its sidecar records. (In distill, not
     optimize: `sharpen models` is distill's command, and runtime reads the reports too.)"""
-    from pathlib import Path
+    p = Path(path)
+    return _provenance(p) + _io_lines(p)
 
+
+def _io_lines(p: Path) -> list[str]:
+    """A .tflite's input and output as an app sets them (signature, int8 scale and zero point),
+    which the export report does not give; nothing for other formats."""
+    if p.suffix.lower() != ".tflite":
+        return []
+    from runtime.backends.base import ModelError
+    from runtime.backends.litert_backend import choose_record, tflite_io_lines
+    try:
+        record = choose_record(p).record
+    except ModelError:   # an unreadable sidecar: said by the lines above
+        record = {}
+    return tflite_io_lines(p, record)
+
+
+def _provenance(p: Path) -> list[str]:
     from runtime.backends.provenance import read_report
 
     from .teacher import file_hash
 
-    p = Path(path)
     sha = file_hash(p, n=64)
     found, unhashed = [], []
     for report_path in sorted(p.parent.glob("export_report*.json")):

@@ -381,3 +381,28 @@ def test_which_record_of_a_tflite_counts_is_one_rule(tflite_path, tmp_path):
     chosen = choose_record(alone)
     assert chosen.inside and chosen.differ == ["source_sha256"]
     assert chosen.record["source_sha256"] == "ab" * 32
+
+
+@pytest.mark.slow
+def test_sharpen_models_gives_a_tflites_tensors_as_an_app_sets_them(student, tmp_path):
+    """An app developer (Android, LiteRT) needs the signature and the int8 input's and output's
+    scale and zero point; `sharpen models X.tflite` said only where the file came from."""
+    pytest.importorskip("tensorflow")
+    from ai_edge_litert import interpreter as litert
+
+    from distill.provenance import artifact_provenance
+    from optimize.tflite_export import export_tflite
+
+    crops = np.random.default_rng(0).random((4, 3, 32, 32), dtype=np.float32)
+    path = export_tflite(student, tmp_path / "m_int8.tflite", "int8", crops=crops)
+    det = litert.Interpreter(model_path=str(path))
+    (s_in, z_in), (s_out, z_out) = (det.get_input_details()[0]["quantization"],
+                                    det.get_output_details()[0]["quantization"])
+    said = "\n".join(artifact_provenance(path))
+    assert ("input 'input' int8 [1, H, W, 3] NHWC RGB, H and W multiples of 8 (any size: "
+            "resize the input tensor, then allocate tensors)") in said, said
+    assert f"scale {s_in:.9g}, zero point {z_in}: q = round(x / scale) + zero point" in said
+    assert f"output 'output' int8 [1, H, W, 3], scale {s_out:.9g}, zero point {z_out}: " \
+        "x = (q - zero point) * scale" in said, said
+    Path(f"{path}.json").unlink()   # copied alone: read from the file itself
+    assert f"scale {s_out:.9g}, zero point {z_out}" in "\n".join(artifact_provenance(path))

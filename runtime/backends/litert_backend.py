@@ -304,3 +304,44 @@ def embedded_record(path: Path) -> dict[str, Any]:
         # offsets out of a file cut short): the model runs without it.
         pass
     return {}
+
+
+def tflite_io_lines(path: Path, record: dict[str, Any]) -> list[str]:
+    """The .tflite's input and output as an app sets and reads them (`sharpen models FILE`):
+    name, dtype and shape from the interpreter (its shape signature: -1 is any size), the
+    layout and size multiple from the export's `record`, and an integer tensor's scale and zero
+    point with the formula that applies them. [] where LiteRT cannot open the file."""
+    try:
+        with quiet_native_stderr(TF_NOISE):
+            interp = _interpreter_class()(model_path=str(path))
+        inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
+    except Exception as exc:   # a damaged file or no LiteRT: the rest of the lines say so
+        raise_if_interrupted(exc)
+        return []
+
+    def shape(det: dict) -> str:
+        sig = [int(d) for d in det.get("shape_signature", det["shape"])]
+        return "[" + ", ".join("HW"[i - 1] if d < 0 and i in (1, 2) else str(d)
+                               for i, d in enumerate(sig)) + "]"
+
+    def head(det: dict) -> str:
+        return f"'{det['name']}' {np.dtype(det['dtype']).name} {shape(det)}"
+
+    def quant(det: dict, formula: str) -> str:
+        scale, zero = det["quantization"]
+        if not np.issubdtype(np.dtype(det["dtype"]), np.integer) or not scale:
+            return "float in [0,1]" if formula.startswith("q =") else "clip to [0,1]"
+        return f"scale {scale:.9g}, zero point {zero}: {formula}"
+
+    dynamic = any(int(d) < 0 for d in inp.get("shape_signature", []))
+    try:
+        m = int(record.get("multiple") or 1)
+    except (TypeError, ValueError):   # a record another tool wrote: the shape still says it
+        m = 1
+    size = (f"H and W multiples of {m} " if m > 1 else "") + (
+        "(any size: resize the input tensor, then allocate tensors)" if dynamic
+        else "(fixed size)")
+    return [f"  input {head(inp)} {record.get('layout') or 'NHWC RGB'}, {size}, "
+            + quant(inp, "q = round(x / scale) + zero point, x in [0,1]"),
+            f"  output {head(out)}, "
+            + quant(out, "x = (q - zero point) * scale, then clip to [0,1]")]
