@@ -113,9 +113,9 @@ def add_commands(sub) -> None:
 
     g = p.add_argument_group("TensorRT engines")
     g.add_argument("--opt-shape", default=None, metavar="HxW",
-                   help="optimisation profile: shape TensorRT tunes for (default 1080x1920, "
-                        "within --min-shape and --max-shape; rounded up to the model's size "
-                        "multiple)")
+                   help="optimisation profile: shape TensorRT tunes for, and the .tflite "
+                        "input's size until an app resizes it (default 1080x1920, within "
+                        "--min-shape and --max-shape; rounded up to the model's size multiple)")
     g.add_argument("--min-shape", default="64x64", metavar="HxW",
                    help="optimisation profile: smallest input (default 64x64)")
     g.add_argument("--max-shape", default="2160x3840", metavar="HxW",

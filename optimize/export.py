@@ -587,7 +587,8 @@ class _BuildContext:
             return export_tflite(self.model, path, quantization, self.crops, self.ckpt,
                                  on_sample=bar,
                                  float_layers=self.float_by_fmt.get(f"tflite-{quantization}",
-                                                                    ()))
+                                                                    ()),
+                                 input_hw=self.profile.opt[2:])   # --opt-shape
 
     def _build_tflite_int8(self, path: Path) -> Path:
         return self._build_tflite(path, "int8")

@@ -60,6 +60,7 @@ INPUT_LABELS = {
     "calib_method": "--calib-method", "percentile": "--percentile",
     "reduce_range": "--no-reduce-range", "modelopt_method": "--modelopt-method",
     "float_layers": "--float-layers", "profile": "the engine profile (--min/opt/max-shape)",
+    "input_shape": "the .tflite input's size until resized (--opt-shape)",
     "workspace_gb": "--workspace", "gpu": "the GPU"}
 
 
@@ -122,6 +123,8 @@ def build_inputs(fmts: Sequence[str], weights_sha: str, o: ExportOptions, profil
         if FORMATS[f].needs_calibration:
             d.update(calibration)
             d.update({k: getattr(o, k) for k in CALIBRATOR_OPTIONS.get(f, ())})
+        if spec.engine == "litert" and profile is not None:   # its input's size until resized
+            d.update(input_shape=list(profile.opt[2:]))
         if FORMATS[f].engine == "tensorrt":   # (asked only when TensorRT and a GPU are here)
             from .tensorrt_engine import gpu_identity
             d.update(profile=profile.to_dict(), workspace_gb=o.workspace_gb, gpu=gpu_identity())

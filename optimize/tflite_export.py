@@ -164,7 +164,7 @@ def set_default_input_shape(tflite_bytes: bytes, hw: tuple[int, int]) -> bytes:
 
 
 def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes: bytes,
-            float_layers: Sequence[str] = ()) -> dict:
+            float_layers: Sequence[str] = (), input_hw: tuple[int, int] | None = None) -> dict:
     from .onnx_export import student_metadata
 
     meta = student_metadata(model, ckpt)
@@ -190,7 +190,9 @@ def sidecar(model: nn.Module, ckpt: dict | None, quantization: str, tflite_bytes
         input_dtype=io["input"]["dtype"],
         input_range="[0,1]" if quantization != "int8" else
                     "int8 = round(x / scale + zero_point), x in [0,1]",
-        shapes="batch 1, dynamic height, width (resize_tensor_input, then allocate_tensors)"))
+        shapes="batch 1, dynamic height, width"
+               + (f", {input_hw[0]}x{input_hw[1]} until resized" if input_hw else "")
+               + " (resize_tensor_input, then allocate_tensors)"))
     info.update(io)
     return info
 
@@ -240,18 +242,22 @@ def tensor_io_quantization(tflite_bytes: bytes) -> dict:
 def export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str = "int8",
                   crops: np.ndarray | None = None, ckpt: dict | None = None,
                   on_sample: Callable[[int, int], None] | None = None,
-                  float_layers: Sequence[str] = ()) -> Path:
-    """Keras rebuild + conversion; writes `path` and `path.json` atomically."""
+                  float_layers: Sequence[str] = (),
+                  input_hw: tuple[int, int] | None = None) -> Path:
+    """Keras rebuild + conversion; writes `path` and `path.json` atomically. input_hw: the
+    input's size until an app resizes it (the size an Android Interpreter allocates and a GPU
+    delegate prepares at load), rounded up to the model's multiple; default 256x256."""
     from .keras_student import fresh_keras_names
 
     with fresh_keras_names():   # the same inputs, the same bytes, however many exports ran
-        return _export_tflite(model, path, quantization, crops, ckpt, on_sample, float_layers)
+        return _export_tflite(model, path, quantization, crops, ckpt, on_sample, float_layers,
+                              input_hw)
 
 
 def _export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str,
                    crops: np.ndarray | None, ckpt: dict | None,
                    on_sample: Callable[[int, int], None] | None,
-                   float_layers: Sequence[str]) -> Path:
+                   float_layers: Sequence[str], input_hw: tuple[int, int] | None) -> Path:
     from .keras_student import build_keras_student
 
     km = build_keras_student(model.eval().cpu(), batch=1)
@@ -267,9 +273,10 @@ def _export_tflite(model: nn.Module, path: str | os.PathLike, quantization: str,
             raise ValueError(twin_gap_message(model, missing, keras_layer_names(km)))
     data = convert_keras(km, quantization, crops, on_sample, float_layers)
     m = int(getattr(model, "multiple", 1))
-    data = set_default_input_shape(data, (max(m, 256 // m * m), max(m, 256 // m * m)))
+    hw = tuple(max(m, -(-int(d) // m) * m) for d in (input_hw or (256, 256)))
+    data = set_default_input_shape(data, hw)
     path = Path(path)
-    info = sidecar(model, ckpt, quantization, data, float_layers)
+    info = sidecar(model, ckpt, quantization, data, float_layers, hw)
     data = embed_metadata(data, info)
     atomic_write_bytes(path, data)
     atomic_write_json(Path(str(path) + ".json"), info)

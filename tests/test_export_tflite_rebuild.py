@@ -2,6 +2,7 @@
 (un)shuffle channel permutation, checked against PyTorch (no training needed: FP32 paths)."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -1002,3 +1003,34 @@ def test_the_tflite_graph_computes_no_tensor_size_at_run_time(tmp_path, quant):
         img = rng.random((h, w, 3), dtype=np.float32)
         err = np.abs(runner(img) - ref(img))
         assert (err.mean() if quant == "int8" else err.max()) < (0.01 if quant == "int8" else 5e-3)
+
+
+def test_the_tflite_input_has_the_size_it_is_exported_for_until_resized(tmp_path):
+    """An app that runs one size (1080p, or 720p with --opt-shape) needs no resize: Android's
+    Interpreter allocates, and a GPU delegate prepares, at the file's own input size (it was
+    256x256, so every app prepared twice). The signature stays [1, -1, -1, 3]: any size runs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from optimize.export_options import ExportOptions, Thresholds
+    from optimize.export_reuse import build_inputs
+    from optimize.tensorrt_engine import Profile
+    from optimize.tflite_export import export_tflite
+
+    path = export_tflite(_seeded("fast", seed=1), tmp_path / "m.tflite", "fp32",
+                         input_hw=(72, 128))
+    interp = Interpreter(model_path=str(path))
+    inp = interp.get_input_details()[0]
+    assert list(inp["shape"]) == [1, 72, 128, 3]
+    assert list(inp["shape_signature"]) == [1, -1, -1, 3]
+    interp.allocate_tensors()
+    assert list(interp.get_output_details()[0]["shape"]) == [1, 72, 128, 3]
+    assert "72x128 until resized" in json.loads(Path(f"{path}.json").read_text())["shapes"]
+    # --opt-shape rebuilds the TFLite files (and the engines), not the ONNX models.
+    o = ExportOptions(thresholds=Thresholds())
+
+    def inputs(opt: str) -> dict:
+        return build_inputs(["onnx", "tflite-fp16"], "w", o,
+                            Profile.from_hw(opt_hw=tuple(map(int, opt.split("x")))), None,
+                            [], {}, {})
+    a, b = inputs("1080x1920"), inputs("720x1280")
+    assert [f for f in a if a[f] != b[f]] == ["tflite-fp16"]

@@ -399,8 +399,8 @@ def test_sharpen_models_gives_a_tflites_tensors_as_an_app_sets_them(student, tmp
     (s_in, z_in), (s_out, z_out) = (det.get_input_details()[0]["quantization"],
                                     det.get_output_details()[0]["quantization"])
     said = "\n".join(artifact_provenance(path))
-    assert ("input 'input' int8 [1, H, W, 3] NHWC RGB, H and W multiples of 8 (any size: "
-            "resize the input tensor, then allocate tensors)") in said, said
+    assert ("input 'input' int8 [1, H, W, 3] NHWC RGB, H and W multiples of 8 (any size, "
+            "256x256 as loaded: resize the input tensor, then allocate tensors)") in said, said
     assert f"scale {s_in:.9g}, zero point {z_in}: q = round(x / scale) + zero point" in said
     assert f"output 'output' int8 [1, H, W, 3], scale {s_out:.9g}, zero point {z_out}: " \
         "x = (q - zero point) * scale" in said, said

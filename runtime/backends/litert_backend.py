@@ -339,7 +339,8 @@ def tflite_io_lines(path: Path, record: dict[str, Any]) -> list[str]:
     except (TypeError, ValueError):   # a record another tool wrote: the shape still says it
         m = 1
     size = (f"H and W multiples of {m} " if m > 1 else "") + (
-        "(any size: resize the input tensor, then allocate tensors)" if dynamic
+        f"(any size, {int(inp['shape'][1])}x{int(inp['shape'][2])} as loaded: resize the "
+        "input tensor, then allocate tensors)" if dynamic
         else "(fixed size)")
     return [f"  input {head(inp)} {record.get('layout') or 'NHWC RGB'}, {size}, "
             + quant(inp, "q = round(x / scale) + zero point, x in [0,1]"),
