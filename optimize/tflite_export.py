@@ -153,6 +153,11 @@ def set_default_input_shape(tflite_bytes: bytes, hw: tuple[int, int]) -> bytes:
     t = sg.tensors[sg.inputs[0]]
     if len(t.shape) == 4 and int(t.shape[-1]) == 3:
         t.shape = np.array([int(t.shape[0]) or 1, int(hw[0]), int(hw[1]), 3], dtype=np.int32)
+        # The output's too (the converter leaves [1, 1, 1, 3]), as Netron and an app see it
+        # before allocating: the students keep the frame's size.
+        o = sg.tensors[sg.outputs[0]]
+        if len(sg.outputs) == 1 and len(o.shape) == 4 and int(o.shape[-1]) == 3:
+            o.shape = t.shape.copy()
     if len(sg.inputs) == 1 and len(sg.outputs) == 1:
         t.name = INPUT_NAME.encode()
         sg.tensors[sg.outputs[0]].name = OUTPUT_NAME.encode()
@@ -233,8 +238,11 @@ def tensor_io_quantization(tflite_bytes: bytes) -> dict:
         for key, det in (("input", interp.get_input_details()[0]),
                          ("output", interp.get_output_details()[0])):
             scale, zp = det["quantization"]
+            # A float tensor's (0.0, 0) means "not quantized": null, not a scale to divide by.
+            quantized = np.issubdtype(np.dtype(det["dtype"]), np.integer) and scale
             io[key] = {"name": det["name"], "dtype": np.dtype(det["dtype"]).name,
-                       "scale": float(scale), "zero_point": int(zp)}
+                       "scale": float(scale) if quantized else None,
+                       "zero_point": int(zp) if quantized else None}
     return io
 
 

@@ -1034,3 +1034,22 @@ def test_the_tflite_input_has_the_size_it_is_exported_for_until_resized(tmp_path
                             [], {}, {})
     a, b = inputs("1080x1920"), inputs("720x1280")
     assert [f for f in a if a[f] != b[f]] == ["tflite-fp16"]
+
+
+def test_a_float_tflites_record_gives_no_scale_to_divide_by_and_its_output_its_size(tmp_path):
+    """The FP16 file's sidecar gave its float input and output "scale": 0.0, "zero_point": 0,
+    which an app applying the INT8 formula divides by; and the output read [1, 1, 1, 3]
+    (Netron, an app's check before allocating) however the input was sized."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from optimize.tflite_export import export_tflite
+
+    path = export_tflite(_seeded("fast", seed=1), tmp_path / "m.tflite", "fp16",
+                         input_hw=(72, 128))
+    side = json.loads(Path(f"{path}.json").read_text())
+    for key in ("input", "output"):
+        assert side[key]["dtype"] == "float32"
+        assert side[key]["scale"] is None and side[key]["zero_point"] is None, side[key]
+    out = Interpreter(model_path=str(path)).get_output_details()[0]
+    assert list(out["shape"]) == [1, 72, 128, 3]
+    assert list(out["shape_signature"]) == [1, -1, -1, 3]
