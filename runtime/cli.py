@@ -537,6 +537,9 @@ def _retimed_note(summary: dict, source: str) -> str:
     if not repeated and not left_out:
         return ""
     fps = (summary.get("source") or {}).get("fps") or 0
+    average = (summary.get("source") or {}).get("average_fps")
+    rate = (f"{fps:g} fps video (the clip's peak rate; {average:.3g} on average)" if average
+            else f"{fps:g} fps video")
     did = []
     if repeated:
         did.append(f"repeats the frame before each longer gap ({count(repeated, 'frame')} in "
@@ -546,7 +549,7 @@ def _retimed_note(summary: dict, source: str) -> str:
                    "sharpened, each in a frame interval already filled")
     why = ("a variable frame rate, or frames lost to damage" if summary.get("skipped_inputs")
            else "a variable frame rate")
-    return (f"{source} has frames at uneven times ({why}): the {fps:g} fps video "
+    return (f"{source} has frames at uneven times ({why}): the {rate} "
             f"{' and '.join(did)}, so that it keeps their times (and any sound in step)")
 
 

@@ -16,6 +16,7 @@ import cv2
 import numpy as np
 
 from .console import count
+from .frame_rate import peak_fps
 from .hdr import hdr_warning
 from .imageio import frames_over_budget, shown_path
 from .options import option
@@ -50,6 +51,10 @@ ESTIMATED_COUNT_EXTS = frozenset({".mpg", ".mpeg"})
 # dozens of frames. Their frames are written one per slot, not placed by those times: a
 # constant-rate clip got a frame repeated and a "variable frame rate" note.
 GUESSED_TIMES_EXTS = frozenset({".mpg", ".mpeg", ".vob", ".m2p"})
+# How far a file's peak rate must be above its average for its video to take the peak
+# (runtime/frame_rate.py): an evenly timed clip whose last frame lasts longer, or a recorder's
+# jitter, reads a few percent off; a phone's 60 fps clip with a 30 fps stretch, far more.
+PEAK_OVER_AVERAGE = 1.1
 # The frame rates a header may declare and be believed: the video writers refuse rates far
 # below (mp4v fails to open at 0.001 fps, VP8 writes unplayable files at 0.01), and misbehave
 # far above (1e300 hung inside cv2.VideoWriter). Outside them the rate counts as unknown.
@@ -150,6 +155,12 @@ class VideoSource(Source):
             warn(hdr)
         fps_prop = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps_prop) if fps_prop and MIN_FPS <= fps_prop <= MAX_FPS else 0.0
+        # OpenCV's rate is the average: a variable-rate clip's video takes its peak rate,
+        # where that is well above it, so that its faster stretches lose no frame.
+        self.average_fps: Optional[float] = None
+        peak = peak_fps(target) if self._timed and self.fps and not live else None
+        if peak and self.fps * PEAK_OVER_AVERAGE < peak <= MAX_FPS:
+            self.average_fps, self.fps = self.fps, peak
         if not self.fps and fps_prop and fps_prop > 0:   # nan compares False: left unsaid
             # A warning: a video output then runs at another rate than the header says.
             warn(f"{spec} declares {fps_prop:g} fps, outside {MIN_FPS:g} to {MAX_FPS:g}: taken "
@@ -564,6 +575,8 @@ class VideoSource(Source):
     def describe(self) -> dict:
         d = super().describe()
         d.update(width=self.width, height=self.height)
+        if self.average_fps:
+            d.update(average_fps=self.average_fps)
         return d
 
 

@@ -378,10 +378,11 @@ def test_a_variable_frame_rate_clip_keeps_its_pictures_in_step_with_its_sound(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
     """A phone records at a variable frame rate: here 20 fps but for 0.5-1.9 s, where only
     every 4th frame is kept, 39 frames in 3 s, read as 13 fps. Written one per slot at 13 fps
-    the flash showed at 1.46 s, over the click at 2 s; placed by their times, each frame is
-    repeated over the longer gaps and frames closer than a slot are left out, and the flash
-    comes within a frame of the click. The done: line counts the frames sharpened, and a note
-    says what the video did to them."""
+    the flash showed at 1.46 s, over the click at 2 s. At that average rate, placed by their
+    times, 11 of the 20 fps frames were left out, as ffmpeg's -fps_mode cfr does; at the
+    clip's peak rate, 20 fps, every frame is kept, the frame before each longer gap repeated,
+    and the flash comes within a frame of the click. The done: line counts the frames
+    sharpened, and a note says what the video did to them, and at which rate."""
     import json
 
     monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
@@ -393,17 +394,21 @@ def test_a_variable_frame_rate_clip_keeps_its_pictures_in_step_with_its_sound(
     rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
                    "--out", str(out), "--stats", str(stats))
     assert rc == 0 and "done: 39 frames" in err and "warning" not in err, err
+    frames, fps = read_video(out)
+    assert fps == pytest.approx(20), fps
     flash, click, frame = _flash_and_click(ffmpeg, out)
     assert click == pytest.approx(MARK_S, abs=0.01), click
     assert abs(flash - click) < frame, (flash, click)
     s = json.loads(stats.read_text())
-    repeated, left_out = s["repeated_frames"], s["left_out_frames"]
-    assert repeated > 0 and left_out > 0, s
-    assert len(read_video(out)[0]) == 39 + repeated - left_out
-    assert (f"sharpen run: {clip} has frames at uneven times (a variable frame rate): the 13 "
-            f"fps video repeats the frame before each longer gap ({repeated} frames in all) "
-            f"and leaves out {left_out} of the 39 sharpened, each in a frame interval already "
-            "filled, so that it keeps their times (and any sound in step)") in err, err
+    repeated = s["repeated_frames"]
+    assert repeated > 0 and s["left_out_frames"] == 0, s
+    assert s["source"]["fps"] == pytest.approx(20) and \
+        s["source"]["average_fps"] == pytest.approx(13, abs=0.01), s["source"]
+    assert len(frames) == 39 + repeated
+    assert (f"sharpen run: {clip} has frames at uneven times (a variable frame rate): the 20 "
+            "fps video (the clip's peak rate; 13 on average) repeats the frame before each "
+            f"longer gap ({repeated} frames in all), so that it keeps their times (and any "
+            "sound in step)") in err, err
 
 
 def test_a_constant_rate_clips_uneven_timestamps_move_no_frame(
@@ -713,3 +718,25 @@ def test_each_segment_gets_the_stretch_of_sound_under_its_frames(
         inner = samples[RATE // 10: -RATE // 10]
         peak = np.argmax(np.abs(np.fft.rfft(inner))) * RATE / len(inner)
         assert peak == pytest.approx(hz, abs=5), (seg, peak)
+
+
+def test_a_jittery_variable_rate_clips_peak_rate_is_its_fast_stretchs(tmp_path, ffmpeg):
+    """20 fps with 4 s at 10 (a phone in dim light), each frame up to 5 ms off (its clock):
+    the peak is the 20 fps stretches' rate within 0.1%, not the 15 average, nor a second's
+    count of frames (19.94: the first frame past a second is a little past it), nor the
+    fastest 20 intervals' (20.17: ends the jitter moved in). A video a little faster or slower
+    than its frames repeats one, then leaves one out, a stutter. A clip under a second has
+    none."""
+    from runtime.frame_rate import peak_fps
+
+    def clip(path: Path, seconds: float, times: str) -> Path:
+        subprocess.run([ffmpeg, "-v", "error", "-nostdin", "-y", "-f", "lavfi", "-i",
+                        f"color=gray:s=64x48:r=20:d={seconds}", "-vf", times, "-fps_mode",
+                        "passthrough", "-enc_time_base", "1/10000", "-c:v", "mpeg4",
+                        str(path)], check=True, timeout=60)
+        return path
+
+    phone = clip(tmp_path / "phone.mp4", 6, "settb=1/10000,setpts='(N+clip(N,40,80)-40"
+                 "+0.1*sin(N*2.3))/20/TB'")
+    assert peak_fps(phone) == pytest.approx(20, rel=1e-3)
+    assert peak_fps(clip(tmp_path / "short.mp4", 0.9, "null")) is None
