@@ -68,8 +68,9 @@ def hdr_transfer(path: str | os.PathLike) -> Optional[str]:
 
 
 SHARPENED = "the sharpened video's colours come out washed out and its highlights flat"
-LABELLED = ("its frames, and the labels made of them, come out with washed-out colours and "
-            "flat highlights")
+# `labels`, training and `evaluate` read footage alike (distill/data/sources.py).
+LABELLED = ("its frames, and the labels or scores made of them, come out with washed-out "
+            "colours and flat highlights")
 
 
 def hdr_warning(path: str | os.PathLike, spec: str, outcome: str = SHARPENED

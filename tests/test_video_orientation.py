@@ -281,8 +281,25 @@ def test_labels_of_an_hdr_phone_clip_say_its_frames_come_out_washed_out(
         assert "HDR" not in err, err
     else:
         assert err.count(f"{clip} is HDR video (BT.2020 colours, {said} transfer), which is "
-                         "read as SDR without tone mapping: its frames, and the labels made "
-                         "of them, come out with washed-out colours") == 1, err
+                         "read as SDR without tone mapping: its frames, and the labels or "
+                         "scores made of them, come out with washed-out colours") == 1, err
+
+
+def test_evaluate_of_an_hdr_phone_clip_says_its_scores_are_of_washed_out_frames(
+        tmp_path, ffmpeg, capsys):
+    """`sharpen evaluate` of an iPhone's HLG clip said its labels came out washed out, where it
+    makes none: its scores are of the washed-out frames."""
+    if "libx265" not in subprocess.run([ffmpeg, "-hide_banner", "-encoders"],
+                                       capture_output=True, text=True, timeout=60).stdout:
+        pytest.skip(f"{ffmpeg} has no HEVC encoder (libx265) to make an HDR clip with")
+    from sharpen.cli import main
+    clip = _hdr_clip(ffmpeg, tmp_path / "phone.mp4", "arib-std-b67")
+    model = one_op_model(tmp_path / "identity.onnx", "Identity", ["input"], {})
+    assert main(["evaluate", "--model", str(model), "--data", str(clip), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.count(f"{clip} is HDR video (BT.2020 colours, HLG transfer), which is read as "
+                     "SDR without tone mapping: its frames, and the labels or scores made of "
+                     "them, come out with washed-out colours") == 1, err
 
 
 @pytest.mark.parametrize("rank, warned", [("0", 1), ("1", 0)])
