@@ -14,6 +14,7 @@ from .corpus_command import cmd_corpus
 from .evaluate_command import cmd_evaluate
 from .grow_command import cmd_grow
 from .models_command import cmd_models
+from .runs_command import cmd_runs
 from .synth_command import cmd_synth
 from .teacher_command import cmd_teacher
 from .teacher_tiles import CONFIG_HELP, add_teacher_arguments
@@ -219,6 +220,28 @@ def add_commands(sub) -> None:
                        "the overrides; each value checked, the data not read) as YAML, as "
                        "OUT/config.yaml records them, and exit without training")
         p.set_defaults(func=func)
+
+    p = sub.add_parser("runs", formatter_class=fmt,
+                       help="compare training runs: state, best and last scores, settings "
+                       "that differ, curves",
+                       description="Compare training run folders (distill, train, "
+                       "train-teacher out= folders), as an ablation is read: a row per run "
+                       "with its state (finished, stopped, interrupted, killed, running), "
+                       "steps, wall time, best and last validation SSIM and PSNR with the "
+                       "step of each, and the config.yaml keys that differ between the runs. "
+                       "A folder holding run folders (runs/) stands for every run in it. "
+                       "Runs being written are read as they are, without their lock. --out "
+                       "draws their training loss and validation curves overlaid in "
+                       "OUT/runs.png.")
+    p.add_argument("runs", nargs="+", metavar="RUN",
+                   help="run folders (out= of a training run), or folders of them")
+    p.add_argument("--out", "--output", default=None, metavar="DIR",
+                   help="write runs.png, the runs' curves overlaid, here")
+    p.add_argument("--axis", default="auto", choices=("auto", "steps", "samples"),
+                   help="the curves' x axis: training steps, or crops seen (samples: runs of "
+                   "other batch sizes or torchrun process counts line up by data); auto "
+                   "takes samples where the runs' crops a step differ")
+    p.set_defaults(func=cmd_runs)
 
     try:
         from .data.commands import add_commands as add_data_commands

@@ -701,7 +701,7 @@ def save_config(cfg: TrainConfig, path: str | Path) -> None:
 
 
 # Settings that steer one invocation, not what is trained: changing them on resume is normal.
-_RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile", "log_every",
+RUN_CONTROL = {"out", "resume", "max_minutes", "stop_after", "device", "compile", "log_every",
                 "val_every", "val_pictures", "tensorboard", "ckpt_every", "snapshot_every",
                 "keep_snapshots", "data.workers"}
 
@@ -712,7 +712,7 @@ def config_changes(saved: dict, now: dict, prefix: str = "") -> list[str]:
     for key in sorted(saved):   # a key the saved config lacks is newer code, not a change
         name = prefix + key
         a, b = saved[key], now.get(key)
-        if name in _RUN_CONTROL or a == b:
+        if name in RUN_CONTROL or a == b:
             continue
         if isinstance(a, dict) and isinstance(b, dict):
             out += config_changes(a, b, name + ".")

@@ -47,6 +47,10 @@ EXAMPLES: dict[str, list[str]] = {
     "train": [
         "sharpen train --config configs/student-fast-real-gt.yaml",
     ],
+    "runs": [
+        "sharpen runs runs/fast-a runs/fast-b runs/fast-c --out runs/compare",
+        "sharpen runs runs/     # every run folder in runs/",
+    ],
     "labels": [
         "sharpen labels --data my_pairs/ --out runs/labels/train",
         "sharpen labels --data clip.mp4 --out runs/c --hold-out 0.2 --val-out runs/v",
@@ -223,7 +227,7 @@ def wrapping(formatter: type[argparse.HelpFormatter]) -> type[argparse.HelpForma
 # The order `sharpen --help` lists the commands in: using the shipped models first, then
 # measuring and shipping them, then making data and training.
 ORDER = ("demo", "run", "teacher", "export", "evaluate", "bench", "bench-compare", "models",
-         "labels", "distill", "train", "train-teacher", "grow", "synth", "corpus")
+         "labels", "distill", "train", "train-teacher", "runs", "grow", "synth", "corpus")
 
 
 def finish(parser: argparse.ArgumentParser) -> None:

@@ -66,7 +66,7 @@ OWN_METAVAR = {
 # looked at too (a why alone let any default through: labels' --tile 256 under a help saying
 # 512, the suite's gate at 0.9 where the bench's is 0.95). SUPPRESS: the command resolves it.
 OUT = {c: None for c in ("teacher", "synth", "corpus", "grow", "evaluate", "labels", "export",
-                         "run", "bench")}
+                         "run", "bench", "runs")}
 DIFFERENT_DEFAULTS = {
     "--out": ("demo writes into demo-output/ unless told; the others need it or write nothing",
               {**OUT, "demo": "demo-output"}),

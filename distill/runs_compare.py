@@ -1,0 +1,397 @@
+"""`sharpen runs`: training run folders side by side, as an ablation is read: each run's state
+(finished, stopped, interrupted, killed, running), steps, wall time, best and last validation
+scores with their steps, the config keys that differ between the runs, and their curves on one
+axis. Reads only what the runs write (metrics.jsonl, train.log, config.yaml, the lock file), a
+line at a time and without taking the lock, so a run being written is read safely; no torch."""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from runtime.run_lock import LOCK_NAME
+from .config import RUN_CONTROL
+
+# What makes a folder a training run: any one of them.
+RUN_FILES = ("metrics.jsonl", "train.log", "config.yaml", "last.pt", "best.pt")
+# Keys that name the run rather than what it trained (every run has its own out=).
+NOT_SETTINGS = {"out"}
+
+# Keys that steer an invocation, not what it trains (log_every, ckpt_every, ...): an
+# ablation's columns are what it varied; these are said on a line of their own.
+CONTROL = RUN_CONTROL
+
+
+@dataclass
+class Run:
+    """One run folder as read now. `problem`: why it cannot be compared (not a run, empty),
+    said in place of its row; `notes`: what the user should know about a row it has."""
+    path: Path
+    label: str = ""
+    problem: str = ""
+    notes: list[str] = field(default_factory=list)
+    state: str = ""
+    steps: Optional[int] = None
+    total_steps: Optional[int] = None
+    seconds: Optional[float] = None
+    train: list[dict] = field(default_factory=list)   # metrics.jsonl's step records
+    val: list[dict] = field(default_factory=list)     # ... and its validation records
+    config: dict = field(default_factory=dict)        # config.yaml, flattened to dotted keys
+    crops_per_step: list[tuple[int, int]] = field(default_factory=list)   # (from step, crops)
+    processes: Optional[int] = None   # torchrun's process count, of the last start or resume
+
+    @property
+    def score_key(self) -> Optional[str]:
+        """The SSIM best.pt is chosen by (the trainer's): to ground truth where the validation
+        has it, else agreement with the teacher."""
+        keys = {k for r in self.val for k in r["val"]}
+        for key in ("model_gt_ssim", "model_teacher_ssim"):
+            if key in keys:
+                return key
+        return None
+
+
+def _records(path: Path) -> tuple[list[dict], bool]:
+    """metrics.jsonl's records, and whether a line could not be read. A run being written may
+    have its last line half written: that one is left for the next look, not an error."""
+    try:
+        text = path.read_text(errors="replace")
+    except FileNotFoundError:
+        return [], False
+    recs, bad = [], False
+    lines = text.split("\n")
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            bad = bad or i < len(lines) - 1   # the unterminated last line is being written
+            continue
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int):
+            recs.append(rec)
+    return recs, bad
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and v and k != "args":   # model.args compared as one value
+            out.update(_flatten(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def _lock_held(folder: Path) -> bool:
+    """Whether a live process holds the run's lock (runtime.run_lock): read from /proc/locks,
+    which lists every flock by inode, so that looking never takes the lock a run starting at
+    that moment needs. Elsewhere, by the process id the lock file records."""
+    path = folder / LOCK_NAME
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    try:
+        locks = Path("/proc/locks").read_text()
+    except OSError:
+        locks = None
+    if locks is not None:
+        for line in locks.splitlines():
+            parts = line.split()
+            if len(parts) >= 6 and parts[1] == "FLOCK" and \
+                    parts[5].rsplit(":", 1)[-1] == str(st.st_ino):
+                return True
+        return False
+    try:
+        pid = int(path.read_text().split("\n", 1)[0])
+        os.kill(pid, 0)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+_END = re.compile(r" (finished|stopped) at step (\d+)(?: by (\w+))?| error: (.*)")
+_START = re.compile(r" (?:started|resumed at) step (\d+) of (\d+): .*?(\d+) process(?:es)?, "
+                    r"batch (\d+) per process")
+
+
+def _read_log(run: Run, log: Path) -> Optional[str]:
+    """The state the run's train.log ends in (None: it ends mid-run), and the crops each of
+    its stretches took a step (a resume under another process count changes them)."""
+    try:
+        lines = log.read_text(errors="replace").splitlines()
+    except FileNotFoundError:
+        return None
+    state = None
+    for line in lines:
+        if m := _START.search(line):
+            step, run.total_steps = int(m.group(1)), int(m.group(2))
+            run.crops_per_step = [c for c in run.crops_per_step if c[0] < step]
+            run.crops_per_step.append((step, int(m.group(3)) * int(m.group(4))))
+            run.processes = int(m.group(3))
+            state = None
+        elif m := _END.search(line):
+            if m.group(1) == "finished":
+                state = "finished"
+            elif m.group(3):
+                state = f"interrupted ({m.group(3)})"
+            elif m.group(1) == "stopped":
+                state = "stopped (budget)"
+            else:
+                state = "failed"
+    return state
+
+
+def read_run(path: Path) -> Run:
+    """One folder as `sharpen runs` shows it."""
+    run = Run(path=path, label=path.name or str(path))
+    if not path.exists():
+        run.problem = "no such folder"
+        return run
+    if not path.is_dir():
+        run.problem = "a file, not a run folder"
+        return run
+    names = {p.name for p in path.iterdir()}
+    if not names - {LOCK_NAME}:
+        run.problem = "empty folder (a run that could not start leaves none; nothing to compare)"
+        return run
+    if not names & set(RUN_FILES):
+        run.problem = ("not a training run (no metrics.jsonl, train.log, config.yaml or "
+                       "checkpoint)")
+        return run
+    recs, bad = _records(path / "metrics.jsonl")
+    if bad:
+        run.notes.append("lines of metrics.jsonl that are not JSON were skipped")
+    run.train = [r for r in recs if "loss" in r]
+    run.val = [r for r in recs if isinstance(r.get("val"), dict)]
+    if run.val and not any("ssim_formula" in r for r in run.val):
+        run.notes.append("written by an older version: its SSIM used another formula than "
+                         "this version's, so compare it with runs of its own version")
+    try:
+        import yaml
+        cfg = yaml.safe_load((path / "config.yaml").read_text())
+        run.config = _flatten(cfg) if isinstance(cfg, dict) else {}
+    except FileNotFoundError:
+        run.notes.append("no config.yaml (an older version's run, or one that never started): "
+                         "its settings are not compared")
+    except Exception as e:   # a hand-edited or foreign file: the rest is still worth showing
+        run.notes.append(f"config.yaml unreadable ({type(e).__name__}); settings not compared")
+    if not recs and not (path / "train.log").exists():
+        run.problem = ("no metrics.jsonl or train.log: an older version's run, or one killed "
+                       "before its first log; only its checkpoints are there")
+        return run
+    ended = _read_log(run, path / "train.log")
+    if run.config and run.processes:
+        # Not a config key, but as much a setting of the run: the batch of a step is the
+        # processes' batches together.
+        run.config["processes"] = run.processes
+    if not run.total_steps and isinstance(run.config.get("optim.steps"), int):
+        run.total_steps = run.config["optim.steps"]
+    run.steps = max((r["step"] for r in recs), default=0)
+    times = [r["time"] for r in recs if isinstance(r.get("time"), (int, float))]
+    run.seconds = max(times) if times else None
+    if _lock_held(path):
+        run.state = "running"
+    elif ended:
+        run.state = ended
+    else:
+        run.state = "killed"
+        run.notes.append("killed (no end in train.log): the same command resumes it from "
+                         "last.pt")
+    if not run.val:
+        every = run.config.get("val_every")
+        run.notes.append("no validation yet" + (f" (val_every={every})" if every else ""))
+    return run
+
+
+def run_folders(paths: list[Path]) -> list[Path]:
+    """The folders to compare: each given one, or, for a folder that is no run but holds
+    runs (`runs/`, as `tensorboard --logdir runs` takes it), the runs in it."""
+    out: list[Path] = []
+    seen: set[str] = set()
+    for p in paths:
+        inside = sorted(q for q in p.iterdir() if q.is_dir() and any(
+            (q / n).exists() for n in RUN_FILES)) if p.is_dir() and not any(
+                (p / n).exists() for n in RUN_FILES) else []
+        for q in inside or [p]:
+            if (real := os.path.realpath(q)) not in seen:   # a run named twice is one row
+                seen.add(real)
+                out.append(q)
+    return out
+
+
+def _unique_labels(runs: list[Run]) -> None:
+    """Each run's label: its folder's name, or more of its path where two names are alike."""
+    names = [r.label for r in runs]
+    for r in runs:
+        if names.count(r.label) > 1:
+            r.label = str(r.path)
+
+
+def differing_settings(runs: list[Run]) -> list[str]:
+    """The config keys whose values differ between the runs that have a config."""
+    have = [r for r in runs if r.config]
+    if len(have) < 2:
+        return []
+    keys = sorted({k for r in have for k in r.config} - NOT_SETTINGS)
+    return [k for k in keys
+            if len({json.dumps(r.config[k], sort_keys=True, default=str) if k in r.config
+                    else "<unset>" for r in have}) > 1]
+
+
+def _best(run: Run, key: str) -> Optional[tuple[float, int]]:
+    pts = [(r["val"][key], r["step"]) for r in run.val
+           if isinstance(r["val"].get(key), (int, float)) and math.isfinite(r["val"][key])]
+    return max(pts, key=lambda p: (p[0], -p[1])) if pts else None
+
+
+def _last(run: Run, key: str) -> Optional[tuple[float, int]]:
+    pts = [(r["val"][key], r["step"]) for r in run.val
+           if isinstance(r["val"].get(key), (int, float)) and math.isfinite(r["val"][key])]
+    return pts[-1] if pts else None
+
+
+def _duration(seconds: Optional[float]) -> str:
+    if seconds is None:
+        return "-"
+    return str(datetime.timedelta(seconds=round(seconds)))
+
+
+def _value(v) -> str:
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, (dict, list)):
+        return json.dumps(v, separators=(",", ":"))
+    return "-" if v is None else str(v)
+
+
+def table_rows(runs: list[Run]) -> tuple[list[str], list[list[str]]]:
+    """The header and a row per comparable run; best and last SSIM and PSNR with their step."""
+    keys = [k for k in differing_settings(runs) if k not in CONTROL]
+    header = ["run", "state", "steps", "time", "best SSIM", "last SSIM", "best PSNR",
+              "last PSNR", *keys]
+    rows = []
+    for r in runs:
+        if r.problem:
+            continue
+        key = r.score_key
+        best = _best(r, key) if key else None
+        last = _last(r, key) if key else None
+        pkey = key.replace("_ssim", "_psnr") if key else None
+        pbest = _best(r, pkey) if pkey else None
+        plast = _last(r, pkey) if pkey else None
+        steps = f"{r.steps}/{r.total_steps}" if r.total_steps else str(r.steps)
+        cells = [r.label, r.state, steps, _duration(r.seconds),
+                 f"{best[0]:.4f} @{best[1]}" if best else "-",
+                 f"{last[0]:.4f} @{last[1]}" if last else "-",
+                 f"{pbest[0]:.2f} @{pbest[1]}" if pbest else "-",
+                 f"{plast[0]:.2f} @{plast[1]}" if plast else "-",
+                 *(_value(r.config[k]) if k in r.config else "-" for k in keys)]
+        rows.append(cells)
+    return header, rows
+
+
+def format_table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(c) for c in col) for col in zip(header, *rows)]
+    line = lambda cells: "  ".join(c.ljust(w) for c, w in zip(cells, widths)).rstrip()  # noqa
+    return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def report(runs: list[Run]) -> str:
+    """The table, then a line per run that has something to say (or cannot be compared)."""
+    _unique_labels(runs)
+    header, rows = table_rows(runs)
+    out = [format_table(header, rows)] if rows else []
+    keys = {r.score_key for r in runs if r.score_key}
+    if len(keys) > 1:
+        out.append("note: the runs validate differently (" + ", ".join(sorted(keys)) + "): "
+                   "their scores are not comparable")
+    for r in runs:
+        if r.problem:
+            out.append(f"{r.path}: {r.problem}")
+        for n in r.notes:
+            out.append(f"{r.label}: {n}")
+    differ = differing_settings(runs)
+    if control := [k for k in differ if k in CONTROL]:
+        out.append("also differ, steering the runs rather than what they train: "
+                   + ", ".join(control))
+    if any(k.startswith("loss.") for k in differ):
+        out.append("note: the runs weigh their loss terms differently: their training losses "
+                   "are not comparable; their validation scores are")
+    if rows and not differ and len(rows) > 1:
+        out.append("settings: the same in every run's config.yaml (but out=)")
+    return "\n".join(out)
+
+
+def samples_axis(run: Run, step: int) -> int:
+    """The training crops taken by `step`: from the train.log stretches' crops per step, else
+    the config's batch (one process)."""
+    spans = run.crops_per_step or [(0, int(run.config.get("data.batch_size") or 1))]
+    total = 0
+    for i, (start, crops) in enumerate(spans):
+        end = spans[i + 1][0] if i + 1 < len(spans) else step
+        total += max(0, min(end, step) - start) * crops
+    return total
+
+
+def pick_axis(runs: list[Run], axis: str) -> str:
+    """`auto`: samples where the runs take different numbers of crops a step (batch sizes,
+    torchrun process counts), so that the curves line up by data seen; else steps."""
+    if axis != "auto":
+        return axis
+    rates = {c for r in runs if not r.problem
+             for c in ([c for _, c in r.crops_per_step]
+                       or [r.config.get("data.batch_size")])}
+    return "samples" if len(rates) > 1 else "steps"
+
+
+def plot(runs: list[Run], png: Path, axis: str) -> Path:
+    """Training loss, validation PSNR and SSIM of every run, overlaid, to `png`."""
+    from matplotlib.figure import Figure
+
+    from runtime.atomic import atomic_file
+    runs = [r for r in runs if not r.problem]
+    x = (lambda r, s: samples_axis(r, s)) if axis == "samples" else (lambda r, s: s)
+    fig = Figure(figsize=(15, 4.2))
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.9, wspace=0.22)
+    ax = fig.subplots(1, 3)
+    for i, r in enumerate(runs):
+        colour = f"C{i % 10}"
+        tr = [(x(r, t["step"]), t["loss"]) for t in r.train
+              if isinstance(t.get("loss"), (int, float))]
+        if tr:
+            ax[0].plot(*zip(*tr), lw=0.8, color=colour, label=r.label)
+        key = r.score_key
+        if key:
+            for j, k in enumerate((key.replace("_ssim", "_psnr"), key)):
+                pts = [(x(r, v["step"]), v["val"][k]) for v in r.val
+                       if isinstance(v["val"].get(k), (int, float))]
+                if pts:
+                    ax[j + 1].plot(*zip(*pts), marker=".", color=colour, label=r.label)
+    # The blurred input's score, where the validation has ground truth: the line a model must
+    # be above to sharpen at all (one per set of validation images).
+    for j, kind in enumerate(("psnr", "ssim")):
+        inputs = sorted({v["val"][f"input_gt_{kind}"] for r in runs for v in r.val[-1:]
+                         if isinstance(v["val"].get(f"input_gt_{kind}"), (int, float))})
+        for n, level in enumerate(inputs):
+            ax[j + 1].axhline(level, color="0.5", ls="--", lw=0.8,
+                              label="blurred input" if n == 0 else None)
+    what = "crops seen (samples)" if axis == "samples" else "step"
+    ax[0].set(title="training loss", xlabel=what)
+    if any(r.train for r in runs):
+        ax[0].set_yscale("log")
+    ax[1].set(title="validation PSNR (dB)", xlabel=what)
+    ax[2].set(title="validation SSIM", xlabel=what)
+    for a in ax:
+        if a.get_legend_handles_labels()[0]:
+            a.legend(fontsize=8)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(png) as f:
+        fig.savefig(f, format="png", dpi=100)
+    return png

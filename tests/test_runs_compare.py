@@ -1,0 +1,148 @@
+"""`sharpen runs`: training runs side by side, as an ablation is read (state, steps, time, best
+and last validation with their steps, the settings that differ, curves on one axis), and a
+clear line for each folder that is no run to compare."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from distill.trainer import train
+from runtime.run_lock import run_lock
+from sharpen.cli import main
+from test_trainer import _embedded_images_made_once, tiny_cfg   # noqa: F401
+
+
+@pytest.fixture(scope="module")
+def two_runs(tmp_path_factory):
+    """Two tiny real runs of an ablation: b changes loss.ssim and is stopped by its step
+    budget (stop_after) at step 2 of 4."""
+    root = tmp_path_factory.mktemp("runs")
+    train(tiny_cfg(root / "a", 4, val_every=2), quiet=True)
+    train(tiny_cfg(root / "b", 4, val_every=2, stop_after=2, **{"loss.ssim": 0.5}),
+          quiet=True)
+    return root
+
+
+def runs(capsys, *args) -> tuple[int, str]:
+    code = main(["runs", *map(str, args)])
+    out = capsys.readouterr()
+    return code, out.out + out.err
+
+
+def rows(text: str) -> dict[str, str]:
+    return {line.split()[0]: line for line in text.splitlines()[2:] if line.split()}
+
+
+def test_a_table_of_each_runs_state_scores_and_only_the_settings_that_differ(two_runs, capsys,
+                                                                             tmp_path):
+    code, text = runs(capsys, two_runs / "a", two_runs / "b", "--out", tmp_path / "cmp")
+    assert code == 0, text
+    header = text.splitlines()[0].split("  ")
+    assert "loss.ssim" in text.splitlines()[0], text
+    # what the two share is not a column, nor out= (every run has its own)
+    assert "data.crop" not in text and "optim.lr" not in text and " out " not in header, text
+    a, b = rows(text)["a"], rows(text)["b"]
+    assert "finished" in a and " 4/4 " in a, text
+    assert "stopped (budget)" in b and " 2/4 " in b, text
+    ssim = [r["val"]["model_gt_ssim"] for r in map(json.loads, (two_runs / "a" / "metrics.jsonl")
+            .read_text().splitlines()) if "val" in r]
+    assert f"{max(ssim):.4f} @" in a and f"{ssim[-1]:.4f} @4" in a, (ssim, text)
+    assert a.split()[-1] == "0.2" and b.split()[-1] == "0.5", text   # loss.ssim of each
+    png = tmp_path / "cmp" / "runs.png"
+    assert png.stat().st_size > 10_000 and "curves by steps" in text, text
+
+
+def test_a_folder_of_runs_stands_for_each_run_in_it(two_runs, capsys):
+    code, text = runs(capsys, two_runs)
+    assert code == 0 and set(rows(text)) >= {"a", "b"}, text
+
+
+def test_a_killed_run_and_one_being_written_are_read_as_they_are(two_runs, capsys, tmp_path):
+    """A SIGKILL leaves train.log without its end line; a run being written has its lock held
+    and its last metrics.jsonl line half written: neither is a traceback or a wrong state."""
+    killed, live = tmp_path / "killed", tmp_path / "live"
+    for d in (killed, live):
+        shutil.copytree(two_runs / "a", d)
+        log = d / "train.log"
+        log.write_text("".join(line + "\n" for line in log.read_text().splitlines()
+                               if " finished at step " not in line))
+    with open(live / "metrics.jsonl", "a") as f:
+        f.write('{"step": 6, "loss": 0.1')
+    with run_lock(live):
+        code, text = runs(capsys, killed, live)
+    assert code == 0, text
+    assert "killed" in rows(text)["killed"] and "running" in rows(text)["live"], text
+    assert "killed: killed (no end in train.log): the same command resumes it" in text, text
+    assert "not JSON" not in text, text   # the line being written is no error
+
+
+def test_folders_that_cannot_be_compared_each_get_a_line_not_a_traceback(two_runs, capsys,
+                                                                         tmp_path):
+    empty, other, old, fresh = (tmp_path / n for n in ("empty", "photos", "old", "fresh"))
+    empty.mkdir()
+    other.mkdir()
+    (other / "x.png").write_bytes(b"")
+    old.mkdir()   # an older version's run: its checkpoints alone
+    shutil.copy(two_runs / "a" / "last.pt", old / "last.pt")
+    shutil.copytree(two_runs / "a", fresh)   # started, no validation yet
+    (fresh / "metrics.jsonl").write_text("".join(
+        line + "\n" for line in (two_runs / "a" / "metrics.jsonl").read_text().splitlines()
+        if '"val"' not in line))
+    code, text = runs(capsys, empty, other, old, fresh, tmp_path / "gone")
+    assert code == 0, text
+    assert f"{empty}: empty folder" in text, text
+    assert f"{other}: not a training run" in text, text
+    assert f"{old}: no metrics.jsonl or train.log: an older version's run" in text, text
+    assert "fresh: no validation yet (val_every=2)" in text, text
+    assert f"{tmp_path / 'gone'}: no such folder" in text, text
+    assert "Traceback" not in text
+    code, text = runs(capsys, empty, other)
+    assert code == 1 and "empty folder" in text, text
+
+
+def test_an_older_versions_ssim_is_flagged_as_not_comparable(two_runs, capsys, tmp_path):
+    old = tmp_path / "old"
+    shutil.copytree(two_runs / "a", old)
+    recs = [json.loads(line) for line in (old / "metrics.jsonl").read_text().splitlines()]
+    (old / "metrics.jsonl").write_text("".join(
+        json.dumps({k: v for k, v in r.items() if k != "ssim_formula"}) + "\n" for r in recs))
+    code, text = runs(capsys, two_runs / "a", old)
+    assert "old: written by an older version: its SSIM used another formula" in text, text
+
+
+def test_runs_of_other_batches_or_process_counts_line_up_by_samples(two_runs, capsys, tmp_path):
+    """A torchrun run of 2 processes takes twice the crops of a step: by steps its curve sat
+    at half the data of the other's."""
+    two = tmp_path / "two"
+    shutil.copytree(two_runs / "a", two)
+    log = two / "train.log"
+    log.write_text(log.read_text().replace(", 1 process, batch 2 per process of 32 px crops",
+                                           ", 2 processes, batch 2 per process, 4 crops of "
+                                           "32 px a step"))
+    from distill.runs_compare import pick_axis, read_run, samples_axis
+    one, both = read_run(two_runs / "a"), read_run(two)
+    assert one.crops_per_step == [(0, 2)] and both.crops_per_step == [(0, 4)]
+    assert samples_axis(both, 4) == 2 * samples_axis(one, 4) == 16
+    assert pick_axis([one, both], "auto") == "samples"
+    assert pick_axis([one, one], "auto") == "steps"
+    code, text = runs(capsys, two_runs / "a", two, "--out", tmp_path / "c")
+    assert "curves by samples" in text, text
+    assert "processes" in text.splitlines()[0] and rows(text)["two"].split()[-1] == "2", text
+
+
+def test_runs_of_other_loss_weights_are_told_their_training_losses_do_not_compare(two_runs,
+                                                                                  capsys):
+    """b weighs SSIM 0.5 where a weighs it 0.2: its loss curve sat far above a's, read as a
+    worse run, when its validation scores were level."""
+    code, text = runs(capsys, two_runs / "a", two_runs / "b")
+    assert "the runs weigh their loss terms differently: their training losses are not " \
+        "comparable" in text, text
+    code, text = runs(capsys, two_runs / "a", two_runs / "a")
+    assert "loss terms" not in text, text
+
+
+def test_a_run_named_twice_is_one_row(two_runs, capsys):
+    code, text = runs(capsys, two_runs / "a", two_runs / "a" / ".." / "a")
+    assert list(rows(text)) == ["a"], text
