@@ -116,9 +116,10 @@ def _lock_held(folder: Path) -> bool:
     return True
 
 
-_END = re.compile(r" (finished|stopped) at step (\d+)(?: by (\w+))?| error: (.*)")
-_START = re.compile(r" (?:started|resumed at) step (\d+) of (\d+): .*?(\d+) process(?:es)?, "
-                    r"batch (\d+) per process")
+# train.log's lines after their timestamp (distill/train_log.py's append_text)
+_END = re.compile(r"^\S+ \S+ (?:(finished|stopped) at step (\d+)(?: by (\w+))?|error: (.*))")
+_START = re.compile(r"^\S+ \S+ (?:started|resumed at) step (\d+) of (\d+): .*?(\d+) "
+                    r"process(?:es)?, batch (\d+) per process")
 
 
 def _read_log(run: Run, log: Path) -> Optional[str]:
@@ -136,6 +137,7 @@ def _read_log(run: Run, log: Path) -> Optional[str]:
             run.crops_per_step.append((step, int(m.group(3)) * int(m.group(4))))
             run.processes = int(m.group(3))
             state = None
+            run.notes = [n for n in run.notes if not n.startswith("failed: ")]   # resumed since
         elif m := _END.search(line):
             if m.group(1) == "finished":
                 state = "finished"
@@ -145,6 +147,7 @@ def _read_log(run: Run, log: Path) -> Optional[str]:
                 state = "stopped (budget)"
             else:
                 state = "failed"
+                run.notes.append(f"failed: {m.group(4)}")
     return state
 
 

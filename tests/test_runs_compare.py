@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from distill.trainer import train
+from distill.trainer import TrainingDiverged, train
 from runtime.run_lock import run_lock
 from sharpen.cli import main
 from test_trainer import _embedded_images_made_once, tiny_cfg   # noqa: F401
@@ -146,3 +146,25 @@ def test_runs_of_other_loss_weights_are_told_their_training_losses_do_not_compar
 def test_a_run_named_twice_is_one_row(two_runs, capsys):
     code, text = runs(capsys, two_runs / "a", two_runs / "a" / ".." / "a")
     assert list(rows(text)) == ["a"], text
+
+
+@pytest.mark.filterwarnings(   # the diverging run resumes with other optim.steps on purpose
+    "ignore:resuming .* with settings of its own changed:runtime.warn.SharpenWarning")
+def test_a_signal_stop_reads_interrupted_and_a_diverged_run_failed_not_killed(two_runs, capsys,
+                                                                              tmp_path):
+    """A diverged run (TrainingDiverged) ended with no word in train.log, so it read as killed,
+    and "the same command resumes it" sent the user to run it again as it was."""
+    stopped = tmp_path / "ctrl-c"
+    shutil.copytree(two_runs / "b", stopped)
+    log = stopped / "train.log"
+    log.write_text(log.read_text().replace("(time or step budget reached)",
+                                           "by SIGINT; last.pt saved"))
+    diverged = tmp_path / "huge-lr"
+    train(tiny_cfg(diverged, 2, ckpt_every=2), quiet=True)
+    with pytest.raises(TrainingDiverged):
+        train(tiny_cfg(diverged, 8, ckpt_every=2, val_every=2, **{
+            "optim.lr": 1e10, "optim.warmup_steps": 0, "optim.grad_clip": 0}), quiet=True)
+    code, text = runs(capsys, stopped, diverged)
+    assert "interrupted (SIGINT)" in rows(text)["ctrl-c"], text
+    assert "failed" in rows(text)["huge-lr"], text
+    assert "huge-lr: failed: training diverged by step" in text, text
