@@ -232,11 +232,11 @@ def add_commands(sub) -> None:
                        "A folder holding run folders (runs/) stands for every run in it. "
                        "Runs being written are read as they are, without their lock. --out "
                        "draws their training loss and validation curves overlaid in "
-                       "OUT/runs.png.")
+                       "OUT/runs.png and writes the table's numbers to OUT/runs.csv.")
     p.add_argument("runs", nargs="+", metavar="RUN",
                    help="run folders (out= of a training run), or folders of them")
     p.add_argument("--out", "--output", default=None, metavar="DIR",
-                   help="write runs.png, the runs' curves overlaid, here")
+                   help="write runs.png (the runs' curves overlaid) and runs.csv here")
     p.add_argument("--axis", default="auto", choices=("auto", "steps", "samples"),
                    help="the curves' x axis: training steps, or crops seen (samples: runs of "
                    "other batch sizes or torchrun process counts line up by data); auto "

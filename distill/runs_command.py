@@ -8,7 +8,7 @@ from .command_messages import out_folder_problem, refuse
 
 
 def cmd_runs(args: argparse.Namespace) -> int:
-    from .runs_compare import pick_axis, plot, read_run, report, run_folders
+    from .runs_compare import pick_axis, plot, read_run, report, run_folders, write_csv
 
     out = Path(args.out) if args.out else None
     if out is not None and (problem := out_folder_problem(out)):
@@ -22,6 +22,7 @@ def cmd_runs(args: argparse.Namespace) -> int:
         else:
             axis = pick_axis(comparable, args.axis)
             png = plot(comparable, out / "runs.png", axis)
-            print(f"curves by {axis}: {png}")
+            table = write_csv(runs, out / "runs.csv")
+            print(f"curves by {axis}: {png}; the table's numbers: {table}")
     # 1 when nothing could be compared, as a command that found no input
     return 0 if comparable else 1

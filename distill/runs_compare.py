@@ -5,11 +5,15 @@ axis. Reads only what the runs write (metrics.jsonl, train.log, config.yaml, the
 line at a time and without taking the lock, so a run being written is read safely; no torch."""
 from __future__ import annotations
 
+import contextlib
+import csv
 import datetime
+import io
 import json
 import math
 import os
 import re
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -151,6 +155,23 @@ def _read_log(run: Run, log: Path) -> Optional[str]:
     return state
 
 
+def _killed_note(path: Path) -> str:
+    """What a run that ended without a word left to go on from, and when it last wrote: a
+    run on another machine sharing the folder holds no lock this one sees, and reads as
+    killed while its files still grow."""
+    ago = ""
+    with contextlib.suppress(OSError):
+        seconds = time.time() - max(
+            (path / n).stat().st_mtime for n in ("metrics.jsonl", "train.log")
+            if (path / n).exists())
+        ago = f"; last written {_duration(max(seconds, 0))} ago"
+    if (path / "last.pt").is_file():
+        return ("killed (no end in train.log): the same command resumes it from last.pt"
+                + ago)
+    return ("killed before its first checkpoint (no end in train.log, no last.pt): the same "
+            "command starts it over" + ago)
+
+
 def read_run(path: Path) -> Run:
     """One folder as `sharpen runs` shows it."""
     run = Run(path=path, label=path.name or str(path))
@@ -205,8 +226,7 @@ def read_run(path: Path) -> Run:
         run.state = ended
     else:
         run.state = "killed"
-        run.notes.append("killed (no end in train.log): the same command resumes it from "
-                         "last.pt")
+        run.notes.append(_killed_note(path))
     if not run.val:
         every = run.config.get("val_every")
         run.notes.append("no validation yet" + (f" (val_every={every})" if every else ""))
@@ -330,6 +350,35 @@ def report(runs: list[Run]) -> str:
     if rows and not differ and len(rows) > 1:
         out.append("settings: the same in every run's config.yaml (but out=)")
     return "\n".join(out)
+
+
+def write_csv(runs: list[Run], path: Path) -> Path:
+    """The table's numbers unrounded, a row per comparable run, for a spreadsheet or pandas:
+    scores and their steps in columns of their own, seconds of wall time."""
+    from runtime.atomic import atomic_write_bytes
+    keys = differing_settings(runs)
+    cols = ["run", "path", "state", "steps", "total_steps", "seconds"]
+    scores = [f"{which}_{kind}{part}" for kind in ("ssim", "psnr") for which in ("best", "last")
+              for part in ("", "_step")]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow([*cols, "score", *scores, *keys])
+    for r in runs:
+        if r.problem:
+            continue
+        key = r.score_key
+        cells: list = [r.label, str(r.path), r.state, r.steps, r.total_steps, r.seconds,
+                       key.removesuffix("_ssim") if key else ""]
+        for kind in ("ssim", "psnr"):
+            k = key and key.replace("_ssim", f"_{kind}")
+            for pick in (_best, _last):
+                got = pick(r, k) if k else None
+                cells += list(got) if got else ["", ""]
+        cells += [_value(r.config[k]) if k in r.config else "" for k in keys]
+        w.writerow(["" if c is None else c for c in cells])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return path
 
 
 def samples_axis(run: Run, step: int) -> int:

@@ -52,6 +52,11 @@ def test_a_table_of_each_runs_state_scores_and_only_the_settings_that_differ(two
     assert a.split()[-1] == "0.2" and b.split()[-1] == "0.5", text   # loss.ssim of each
     png = tmp_path / "cmp" / "runs.png"
     assert png.stat().st_size > 10_000 and "curves by steps" in text, text
+    import csv
+    table = {r["run"]: r for r in csv.DictReader(open(tmp_path / "cmp" / "runs.csv"))}
+    assert float(table["a"]["best_ssim"]) == max(ssim) and table["a"]["last_ssim_step"] == "4"
+    assert table["b"]["state"] == "stopped (budget)" and table["b"]["loss.ssim"] == "0.5"
+    assert table["a"]["score"] == "model_gt", table
 
 
 def test_a_folder_of_runs_stands_for_each_run_in_it(two_runs, capsys):
@@ -74,7 +79,12 @@ def test_a_killed_run_and_one_being_written_are_read_as_they_are(two_runs, capsy
         code, text = runs(capsys, killed, live)
     assert code == 0, text
     assert "killed" in rows(text)["killed"] and "running" in rows(text)["live"], text
-    assert "killed: killed (no end in train.log): the same command resumes it" in text, text
+    assert "killed: killed (no end in train.log): the same command resumes it from last.pt; " \
+        "last written 0:00:0" in text, text
+    (killed / "last.pt").unlink()
+    code, text = runs(capsys, killed)
+    assert "killed before its first checkpoint (no end in train.log, no last.pt): the same " \
+        "command starts it over" in text, text
     assert "not JSON" not in text, text   # the line being written is no error
 
 
