@@ -106,11 +106,16 @@ def _lock_held(folder: Path) -> bool:
     except OSError:
         locks = None
     if locks is not None:
+        # "1: FLOCK  ADVISORY  WRITE 8574 fe:00:2172766 0 EOF": device major:minor in hex
+        ours = (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino)
         for line in locks.splitlines():
             parts = line.split()
-            if len(parts) >= 6 and parts[1] == "FLOCK" and \
-                    parts[5].rsplit(":", 1)[-1] == str(st.st_ino):
-                return True
+            if len(parts) < 6 or parts[1] != "FLOCK":
+                continue
+            with contextlib.suppress(ValueError):
+                major, minor, inode = parts[5].split(":")
+                if (int(major, 16), int(minor, 16), int(inode)) == ours:
+                    return True
         return False
     try:
         pid = int(path.read_text().split("\n", 1)[0])
@@ -335,6 +340,14 @@ def report(runs: list[Run]) -> str:
     if len(keys) > 1:
         out.append("note: the runs validate differently (" + ", ".join(sorted(keys)) + "): "
                    "their scores are not comparable")
+    elif len(rows) > 1 and keys:
+        key = keys.pop()
+        scored = [(got, r) for r in runs if not r.problem and (got := _best(r, key))]
+        if scored:
+            (score, step), r = max(scored, key=lambda p: p[0][0])
+            # by the score each run's best.pt is chosen by
+            out.append(f"best: {r.label} ({key.removesuffix('_ssim')} SSIM {score:.4f} at "
+                       f"step {step})")
     for r in runs:
         if r.problem:
             out.append(f"{r.path}: {r.problem}")

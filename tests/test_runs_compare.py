@@ -4,6 +4,7 @@ clear line for each folder that is no run to compare."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 
 import pytest
@@ -73,6 +74,8 @@ def test_a_killed_run_and_one_being_written_are_read_as_they_are(two_runs, capsy
         log = d / "train.log"
         log.write_text("".join(line + "\n" for line in log.read_text().splitlines()
                                if " finished at step " not in line))
+    # a killed run leaves its lock file, which no process holds
+    (killed / ".lock").write_text(f"{os.getpid()}\nrun\ntraining")
     with open(live / "metrics.jsonl", "a") as f:
         f.write('{"step": 6, "loss": 0.1')
     with run_lock(live):
@@ -178,3 +181,16 @@ def test_a_signal_stop_reads_interrupted_and_a_diverged_run_failed_not_killed(tw
     assert "interrupted (SIGINT)" in rows(text)["ctrl-c"], text
     assert "failed" in rows(text)["huge-lr"], text
     assert "huge-lr: failed: training diverged by step" in text, text
+
+
+def test_the_run_that_won_is_named_by_the_score_best_pt_is_chosen_by(two_runs, capsys):
+    """An ablation's question is which run won: the table left the user to compare a column
+    of 4-digit scores by eye."""
+    from distill.runs_compare import _best, read_run
+    a, b = read_run(two_runs / "a"), read_run(two_runs / "b")
+    winner, (score, step) = max(((r, _best(r, "model_gt_ssim")) for r in (a, b)),
+                                key=lambda p: p[1][0])
+    code, text = runs(capsys, two_runs / "a", two_runs / "b")
+    assert f"best: {winner.label} (model_gt SSIM {score:.4f} at step {step})" in text, text
+    code, text = runs(capsys, two_runs / "a")
+    assert "best:" not in text, text   # one run won nothing
