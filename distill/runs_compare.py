@@ -48,6 +48,7 @@ class Run:
     config: dict = field(default_factory=dict)        # config.yaml, flattened to dotted keys
     crops_per_step: list[tuple[int, int]] = field(default_factory=list)   # (from step, crops)
     processes: Optional[int] = None   # torchrun's process count, of the last start or resume
+    eta: str = ""   # of train.log's last step record
 
     @property
     def score_key(self) -> Optional[str]:
@@ -127,6 +128,7 @@ def _lock_held(folder: Path) -> bool:
 
 # train.log's lines after their timestamp (distill/train_log.py's append_text)
 _END = re.compile(r"^\S+ \S+ (?:(finished|stopped) at step (\d+)(?: by (\w+))?|error: (.*))")
+_ETA = re.compile(r"^\S+ \S+ step \d+/\d+ .* eta (\S+)")
 _START = re.compile(r"^\S+ \S+ (?:started|resumed at) step (\d+) of (\d+): .*?(\d+) "
                     r"process(?:es)?, batch (\d+) per process")
 
@@ -140,6 +142,8 @@ def _read_log(run: Run, log: Path) -> Optional[str]:
         return None
     state = None
     for line in lines:
+        if m := _ETA.search(line):
+            run.eta = m.group(1)
         if m := _START.search(line):
             step, run.total_steps = int(m.group(1)), int(m.group(2))
             run.crops_per_step = [c for c in run.crops_per_step if c[0] < step]
@@ -227,6 +231,9 @@ def read_run(path: Path) -> Run:
     run.seconds = max(times) if times else None
     if _lock_held(path):
         run.state = "running"
+        if run.eta and run.total_steps:
+            run.notes.append(f"running: step {run.steps} of {run.total_steps}, eta {run.eta} "
+                             "at its last step record")
     elif ended:
         run.state = ended
     else:

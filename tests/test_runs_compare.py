@@ -82,13 +82,14 @@ def test_a_killed_run_and_one_being_written_are_read_as_they_are(two_runs, capsy
         code, text = runs(capsys, killed, live)
     assert code == 0, text
     assert "killed" in rows(text)["killed"] and "running" in rows(text)["live"], text
+    assert "live: running: step 4 of 4, eta 0:00:00 at its last step record" in text, text
+    assert "not JSON" not in text, text   # the line being written is no error
     assert "killed: killed (no end in train.log): the same command resumes it from last.pt; " \
         "last written 0:00:0" in text, text
     (killed / "last.pt").unlink()
     code, text = runs(capsys, killed)
     assert "killed before its first checkpoint (no end in train.log, no last.pt): the same " \
         "command starts it over" in text, text
-    assert "not JSON" not in text, text   # the line being written is no error
 
 
 def test_folders_that_cannot_be_compared_each_get_a_line_not_a_traceback(two_runs, capsys,
