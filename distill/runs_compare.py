@@ -196,7 +196,7 @@ def read_run(path: Path) -> Run:
         return run
     if not names & set(RUN_FILES):
         run.problem = ("not a training run (no metrics.jsonl, train.log, config.yaml or "
-                       "checkpoint)")
+                       "checkpoint), nor a folder of them")
         return run
     recs, bad = _records(path / "metrics.jsonl")
     if bad:

@@ -107,7 +107,8 @@ def test_folders_that_cannot_be_compared_each_get_a_line_not_a_traceback(two_run
     code, text = runs(capsys, empty, other, old, fresh, tmp_path / "gone")
     assert code == 0, text
     assert f"{empty}: empty folder" in text, text
-    assert f"{other}: not a training run" in text, text
+    assert f"{other}: not a training run (no metrics.jsonl, train.log, config.yaml or " \
+        "checkpoint), nor a folder of them" in text, text
     assert f"{old}: no metrics.jsonl or train.log: an older version's run" in text, text
     assert "fresh: no validation yet (val_every=2)" in text, text
     assert f"{tmp_path / 'gone'}: no such folder" in text, text
