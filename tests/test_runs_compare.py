@@ -196,3 +196,14 @@ def test_the_run_that_won_is_named_by_the_score_best_pt_is_chosen_by(two_runs, c
     assert f"best: {winner.label} (model_gt SSIM {score:.4f} at step {step})" in text, text
     code, text = runs(capsys, two_runs / "a")
     assert "best:" not in text, text   # one run won nothing
+
+
+def test_a_damaged_line_inside_metrics_jsonl_is_skipped_and_said(two_runs, capsys, tmp_path):
+    damaged = tmp_path / "damaged"
+    shutil.copytree(two_runs / "a", damaged)
+    lines = (damaged / "metrics.jsonl").read_text().splitlines()
+    lines.insert(1, "\x00\x00\x00")   # a power cut's zeros in the middle
+    (damaged / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+    code, text = runs(capsys, damaged)
+    assert code == 0 and "finished" in rows(text)["damaged"], text
+    assert "damaged: lines of metrics.jsonl that are not JSON were skipped" in text, text
