@@ -412,6 +412,16 @@ def samples_axis(run: Run, step: int) -> int:
     return total
 
 
+def x_value(run: Run, rec: dict, axis: str) -> int:
+    """A metrics.jsonl record's place on the axis: its step, or the crops seen by then as the
+    record says (this version's), else as train.log's stretches give them."""
+    if axis != "samples":
+        return rec["step"]
+    if isinstance(rec.get("samples"), int):
+        return rec["samples"]
+    return samples_axis(run, rec["step"])
+
+
 def pick_axis(runs: list[Run], axis: str) -> str:
     """`auto`: samples where the runs take different numbers of crops a step (batch sizes,
     torchrun process counts), so that the curves line up by data seen; else steps."""
@@ -429,20 +439,19 @@ def plot(runs: list[Run], png: Path, axis: str) -> Path:
 
     from runtime.atomic import atomic_file
     runs = [r for r in runs if not r.problem]
-    x = (lambda r, s: samples_axis(r, s)) if axis == "samples" else (lambda r, s: s)
     fig = Figure(figsize=(15, 4.2))
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.9, wspace=0.22)
     ax = fig.subplots(1, 3)
     for i, r in enumerate(runs):
         colour = f"C{i % 10}"
-        tr = [(x(r, t["step"]), t["loss"]) for t in r.train
+        tr = [(x_value(r, t, axis), t["loss"]) for t in r.train
               if isinstance(t.get("loss"), (int, float))]
         if tr:
             ax[0].plot(*zip(*tr), lw=0.8, color=colour, label=r.label)
         key = r.score_key
         if key:
             for j, k in enumerate((key.replace("_ssim", "_psnr"), key)):
-                pts = [(x(r, v["step"]), v["val"][k]) for v in r.val
+                pts = [(x_value(r, v, axis), v["val"][k]) for v in r.val
                        if isinstance(v["val"].get(k), (int, float))]
                 if pts:
                     ax[j + 1].plot(*zip(*pts), marker=".", color=colour, label=r.label)

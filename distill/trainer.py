@@ -658,8 +658,8 @@ class Trainer:
         s, n = sums.pop("loss")
         mean = s / n if n else float("nan")
         terms = {k: s / n for k, (s, n) in sums.items() if n}
-        rec = {"step": self.step, "loss": mean, **terms, "lr": self._lr_used,
-               "time": self._time_offset + time.time() - self._t0}
+        rec = {"step": self.step, "samples": self.samples_taken, "loss": mean, **terms,
+               "lr": self._lr_used, "time": self._time_offset + time.time() - self._t0}
         if len(ok) < len(losses):
             rec["skipped_steps"] = len(losses) - len(ok)
         per = max(seconds - paused, 0.0) / max(len(losses), 1)
@@ -1192,7 +1192,8 @@ class Trainer:
         m["step"] = self.step
         self.metrics = m
         self._metrics_ssim = SSIM_ID
-        self._append_jsonl({"val": m, "step": self.step, "ssim_formula": SSIM_ID})
+        self._append_jsonl({"val": m, "step": self.step, "samples": self.samples_taken,
+                            "ssim_formula": SSIM_ID})
         if self._tb is not None:
             self._tb.scalars("val", m, self.step)
         key = "model_gt_ssim" if "model_gt_ssim" in m else "model_teacher_ssim"

@@ -207,3 +207,18 @@ def test_a_damaged_line_inside_metrics_jsonl_is_skipped_and_said(two_runs, capsy
     code, text = runs(capsys, damaged)
     assert code == 0 and "finished" in rows(text)["damaged"], text
     assert "damaged: lines of metrics.jsonl that are not JSON were skipped" in text, text
+
+
+def test_metrics_jsonl_records_the_crops_seen_and_runs_draws_by_them(two_runs, tmp_path):
+    """Runs of other process counts or batches line up by data seen: each record says how many
+    crops training had taken by its step (every process's), so that no reader has to rebuild
+    it from train.log."""
+    from distill.runs_compare import read_run, x_value
+    recs = [json.loads(line) for line in (two_runs / "a" / "metrics.jsonl").read_text()
+            .splitlines()]
+    assert recs and all(r["samples"] == 2 * r["step"] for r in recs), recs   # batch 2, 1 process
+    run = read_run(two_runs / "a")
+    run.crops_per_step = [(0, 99)]   # what train.log says yields to the record
+    assert x_value(run, recs[-1], "samples") == 2 * recs[-1]["step"]
+    assert x_value(run, {"step": 3}, "samples") == 3 * 99   # an older version's record
+    assert x_value(run, recs[-1], "steps") == recs[-1]["step"]
