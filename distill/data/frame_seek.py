@@ -1,0 +1,124 @@
+"""Reaching a clip's frame N without decoding every frame before it, where that is exact.
+
+OpenCV's CAP_PROP_POS_FRAMES seeks to the keyframe before N and decodes forward, numbering
+frames by their timestamps times the frame rate: exact on a constant-rate clip whose
+timestamps start where the decoder's first frame is, wrong (a frame early or late, or seconds
+off) on a variable-rate clip or where timestamps and decode order disagree. So a clip is sought
+only after `SeekCheck` found it exact: a frame reached by a seek is the very frame decoding
+forward gives, its timestamps run at the declared rate from the first frame to the last, and
+each seek lands on the index and timestamp asked for. Otherwise frames are decoded forward.
+
+Only OpenCV is needed (no torch).
+"""
+from __future__ import annotations
+
+import math
+import os
+from typing import Optional
+
+import cv2
+import numpy as np
+
+from runtime.orientation import oriented
+
+# Frames ahead below which decoding forward is taken without looking for a keyframe: a seek
+# decodes from the keyframe before the frame anyway, and most clips have one every 1-10 s.
+SEEK_AHEAD = 64
+# The probe frame is at most this far in, so that the check decodes little of a long clip.
+PROBE_SPAN = 600
+
+
+def keyframes(path: str | os.PathLike) -> Optional[list[int]]:
+    """The indices of a clip's keyframes, in packet order (where B-frames reorder a closed GOP
+    its keyframe's index is the same), read from the packets without decoding them; None
+    where the backend cannot say (not FFmpeg, or an OpenCV without raw packet reads)."""
+    flag = getattr(cv2, "CAP_PROP_LRF_HAS_KEY_FRAME", None)
+    if flag is None:
+        return None
+    cap = cv2.VideoCapture(str(path), cv2.CAP_FFMPEG, [cv2.CAP_PROP_FORMAT, -1])
+    try:
+        if not cap.isOpened():
+            return None
+        keys, i = [], 0
+        while cap.grab():
+            if cap.get(flag):
+                keys.append(i)
+            i += 1
+    finally:
+        cap.release()
+    return keys if keys and keys[0] == 0 else None
+
+
+class SeekCheck:
+    """Whether a clip may be sought, found once (the first time a seek would save decoding),
+    and each seek's landing checked. `exact` is None until checked."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        self.exact: Optional[bool] = None
+        self.why = ""   # why seeking was ruled out, for a test or a curious user
+        self.keys: Optional[list[int]] = None
+        self._t0 = 0.0
+        self._fps = 0.0
+
+    def worth(self, start: int, index: int) -> bool:
+        """Whether seeking to `index` saves decoding over reading forward from `start`:
+        there is a keyframe after `start` and at or before `index` (else the seek decodes
+        from a keyframe at or before `start`: more)."""
+        if self.exact is False or index - start < SEEK_AHEAD:
+            return False
+        if self.keys is None:
+            return True
+        after = [k for k in self.keys if start < k <= index]
+        return bool(after)
+
+    def check(self, cap, frame_count: int, near: int) -> bool:
+        """Set `exact` for the clip `cap` reads (its position is then anywhere): the frame a
+        seek reaches (a keyframe or a few past one, near `near`) against the same frame decoded
+        forward by a second capture, the timestamps of the frames that decodes against the
+        declared rate, and the last frame's timestamp against the frame count."""
+        self.keys = keyframes(self.path)
+        self.exact, self.why = self._check(cap, frame_count, near)
+        return self.exact
+
+    def _check(self, cap, frame_count: int, near: int) -> tuple[bool, str]:
+        fps = cap.get(cv2.CAP_PROP_FPS)
+        if not (math.isfinite(fps) and fps > 0) or frame_count < 2:
+            return False, "no frame rate or frame count"
+        later = [k for k in (self.keys or []) if 0 < k <= min(near, PROBE_SPAN)]
+        probe = min(later[-1] + 2 if later else min(near, PROBE_SPAN), frame_count - 1)
+        ref = cv2.VideoCapture(self.path)
+        try:
+            if not ref.isOpened():
+                return False, "cannot reopen"
+            ref = oriented(ref, self.path)
+            stamps, want = [], None
+            for _ in range(probe + 1):
+                ok, want = ref.read()
+                if not ok:
+                    return False, "a frame before the probe does not decode"
+                stamps.append(ref.get(cv2.CAP_PROP_POS_MSEC))
+        finally:
+            ref.release()
+        self._t0, self._fps = stamps[0], fps
+        if any(not self._on_time(i, t) for i, t in enumerate(stamps)):
+            return False, "variable frame rate (timestamps off the declared rate)"
+        got = self.read_at(cap, probe)
+        if got is None or not np.array_equal(got, want):
+            return False, f"a seek to frame {probe} gave another frame than decoding forward"
+        if self.read_at(cap, frame_count - 1) is None:
+            return False, "the last frame is not where the frame count and rate put it"
+        return True, ""
+
+    def _on_time(self, index: int, msec: float) -> bool:
+        return abs(msec - (self._t0 + index * 1000.0 / self._fps)) <= 400.0 / self._fps
+
+    def read_at(self, cap, index: int) -> Optional[np.ndarray]:
+        """Frame `index` by a seek, or None where the seek lands elsewhere (by the position and
+        timestamp OpenCV reports) or the frame does not decode."""
+        if not cap.set(cv2.CAP_PROP_POS_FRAMES, index):
+            return None
+        ok, frame = cap.read()
+        if not ok or frame is None or int(cap.get(cv2.CAP_PROP_POS_FRAMES)) != index + 1:
+            return None
+        return frame if self._on_time(index, cap.get(cv2.CAP_PROP_POS_MSEC)) else None

@@ -1,0 +1,93 @@
+"""Frames far into a clip are reached by a keyframe seek where that gives the very frame decoding
+forward gives, and by decoding forward where it would not (a variable frame rate): checked by
+frame identity against a sequential decode of tiny generated H.264 clips."""
+from __future__ import annotations
+
+import subprocess
+
+import cv2
+import numpy as np
+import pytest
+
+from distill.data.sources import FrameReader
+from tests.runtime_fixtures import ffmpeg_or_skip
+
+W, H, N = 64, 48, 150
+
+
+def _frame(i: int) -> np.ndarray:
+    rng = np.random.default_rng(i)
+    return cv2.resize(rng.integers(0, 255, (H // 8, W // 8, 3), dtype=np.uint8), (W, H),
+                      interpolation=cv2.INTER_NEAREST)
+
+
+def _clip(path, *x264: str, vf: str = "") -> str:
+    """An H.264 clip of N distinct frames at 30 fps, encoded with the given x264 options."""
+    ffmpeg = ffmpeg_or_skip("make an H.264 test clip")
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
+           "-s", f"{W}x{H}", "-r", "30", "-i", "-", *(["-vf", vf, "-fps_mode", "passthrough"]
+                                                      if vf else []),
+           "-c:v", "libx264", "-pix_fmt", "yuv420p", "-sc_threshold", "0", *x264, str(path)]
+    raw = b"".join(_frame(i).tobytes() for i in range(N))
+    subprocess.run(cmd, input=raw, check=True, timeout=60)
+    return str(path)
+
+
+def _sequential(path: str) -> list[np.ndarray]:
+    cap = cv2.VideoCapture(path)
+    frames = []
+    while True:
+        ok, f = cap.read()
+        if not ok:
+            break
+        frames.append(f)
+    cap.release()
+    return frames
+
+
+def _read(path: str, order: list[int]) -> tuple[list[np.ndarray], FrameReader]:
+    reader = FrameReader(path)
+    try:
+        return [reader.read_bgr(i) for i in order], reader
+    finally:
+        reader.close()
+
+
+ORDER = [3, 100, 101, 140, 20, 149, 75]
+
+
+@pytest.mark.parametrize("x264", [
+    ("-g", "10", "-bf", "0"),                         # a keyframe every third of a second
+    ("-g", "12", "-bf", "3", "-preset", "medium"),    # B-frames: decode order is not display order
+], ids=["gop10", "bframes"])
+def test_far_frames_are_sought_and_are_the_frames_a_sequential_decode_gives(tmp_path, x264):
+    clip = _clip(tmp_path / "dash.mp4", *x264)
+    seq = _sequential(clip)
+    assert len(seq) == N
+    got, reader = _read(clip, ORDER)
+    for i, f in zip(ORDER, got):
+        assert np.array_equal(f, seq[i]), f"frame {i} is another frame"
+    assert reader.seeks >= 3
+
+
+def test_a_clip_with_one_keyframe_is_decoded_forward(tmp_path):
+    # A seek would decode from frame 0 each time: reading forward from the last frame is less.
+    clip = _clip(tmp_path / "long-gop.mp4", "-g", "1000", "-bf", "0")
+    seq = _sequential(clip)
+    got, reader = _read(clip, ORDER)
+    assert all(np.array_equal(f, seq[i]) for i, f in zip(ORDER, got))
+    assert reader.seeks == 0
+
+
+@pytest.mark.parametrize("gap_at", [60, 120])   # within the first frames checked, and past them
+def test_a_variable_frame_rate_clip_is_decoded_forward_not_sought(tmp_path, gap_at):
+    # Half a second without frames after frame `gap_at`: a seek by timestamp lands 15 frames
+    # early.
+    clip = _clip(tmp_path / "vfr.mp4", "-g", "10", "-bf", "0",
+                 vf=f"setpts=N/(30*TB)+gte(N\\,{gap_at})*0.5/TB")
+    seq = _sequential(clip)
+    assert len(seq) == N
+    got, reader = _read(clip, ORDER)
+    for i, f in zip(ORDER, got):
+        assert np.array_equal(f, seq[i]), f"frame {i} is another frame"
+    assert reader.seeks == 0
