@@ -77,10 +77,13 @@ def add_commands(sub) -> None:
                    help="real blur/sharp pairs to report PSNR/SSIM gains on (a paired folder "
                         "such as reds-mini's blur/ + sharp/, or a GoPro root)")
     p.add_argument("--real-nogt", default=None, nargs="+", metavar="PATH",
-                   help="real blurred images without ground truth, as image files and/or "
-                        "folders of images (several may be given; the real-blur limit is "
-                        "spread over all of them): side-by-side crops and each model's PSNR "
+                   help="real blurred images without ground truth: image files, videos and "
+                        "folders of them (several may be given; the real-blur limit is "
+                        "spread over all of them; a clip gives its frames, picked by "
+                        "--stride or --frames): side-by-side crops and each model's PSNR "
                         "to the teacher's output in the report")
+    from distill.frame_pick import add_frame_pick_arguments
+    add_frame_pick_arguments(p)
     add_gate_options(p)
     p.add_argument("--max-memory-mib", type=float, default=None, metavar="MIB",
                    help="What to ship: leave out a model whose peak resident memory at the "
@@ -157,6 +160,7 @@ def options_from_args(args: argparse.Namespace):
                         teacher_weights=args.teacher_weights,
                         teacher_config=args.teacher_config, data=args.data,
                         real_pairs=args.real_pairs, real_nogt=args.real_nogt,
+                        stride=args.stride, frames=args.frames,
                         min_ssim_ratio=ratio, min_ssim_gain=gain, limit=args.limit,
                         sizes=args.sizes, formats=args.formats, cache=args.cache,
                         float_layers=args.float_layers,
@@ -200,6 +204,14 @@ def run_bench_cmd(args) -> int:
         parse_streams(args.streams)
     except ValueError as e:
         return fail(str(e))
+    from distill.frame_pick import parse_frame_pick
+    try:
+        parse_frame_pick(args.stride, args.frames)
+    except ValueError as e:
+        return fail(str(e))
+    if (args.stride != 1 or args.frames is not None) and not args.real_nogt:
+        print(f"warning: {'--stride' if args.frames is None else '--frames'} has no effect "
+              "without --real-nogt (the clips whose frames it picks)", file=sys.stderr)
     if args.seed < 0:   # as export says it, before the teacher's outputs and the first export
         return fail(f"--seed must be >= 0, got {args.seed}")
     from runtime.host import check_threads, limit_note, threads_warning

@@ -22,10 +22,12 @@ NOGT_HEADERS = ["model", "PSNR to the teacher's output (dB)", "sharpness (x inpu
 def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: Callable,
                   students, out: Path, say, pairs_limit: Optional[int], nogt_limit: Optional[int],
                   quiet: bool = False, models: Sequence = (),
-                  failed: Optional[dict] = None) -> dict:
+                  failed: Optional[dict] = None, stride: int = 1,
+                  frames: Optional[Sequence[int]] = None) -> dict:
     """{"pairs": {...metrics} | None, "nogt": {...} | None, "figures": {key: file name}}.
     The limits are the number of images spread over each set (None: all); `nogt` is image
-    files and folders of them, the limit spread over all of them. `models`: the --model files
+    files, videos and folders of them, the limit spread over all of them, a clip's frames
+    picked by `stride` or `frames` as `sharpen evaluate` picks them. `models`: the --model files
     (`benchmarks.given.GivenModel`), under their names, those this machine can run.
     `failed`: student name -> why its export (or checkpoint) failed: not run, its entry in
     each set {"status": "failed", "reason": why}, as its rows in the other tables."""
@@ -57,7 +59,8 @@ def run_real_blur(pairs: Optional[str], nogt: Optional[Sequence[str]], teacher: 
         # Centre crops keep the CPU teacher to one tile per frame.
         scored("nogt", nogt[0] if len(nogt) == 1 else list(nogt),
                f"Real blur, no ground truth ({shown}): input | teacher | students",
-               limit=nogt_limit, crop=384, reference="teacher")
+               limit=nogt_limit, crop=384, reference="teacher", clips=True, stride=stride,
+               frames=frames)
     return res
 
 

@@ -26,6 +26,7 @@ import os
 import shlex
 import signal
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
@@ -72,6 +73,9 @@ class BenchOptions:
     real_pairs: Optional[str] = None         # real blur/sharp pairs (e.g. reds-mini, GoPro)
     # Real blurred images without ground truth: image files and folders of them.
     real_nogt: Optional[Sequence[str]] = None
+    # Of --real-nogt's clips: every N-th frame, or these indices ("0,900,1800"), as evaluate's.
+    stride: int = 1
+    frames: Optional[str] = None
     min_ssim_ratio: float = DEFAULT_MIN_SSIM_RATIO
     min_ssim_gain: Optional[float] = None    # when set, gates on the SSIM gain instead
     limit: Optional[int] = None
@@ -97,7 +101,8 @@ class BenchOptions:
     quiet: bool = False
 
     # Valued flags of `sharpen bench` only; the shared ones come from benchmarks/options.py.
-    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs",
+    CLI_FLAGS = {"out": "--out", "real_pairs": "--real-pairs", "stride": "--stride",
+                 "frames": "--frames",
                  "max_memory_mib": "--max-memory-mib", "streams": "--streams",
                  "baseline": "--baseline", "fail_on": "--fail-on"}
 
@@ -253,32 +258,48 @@ def nogt_paths(spec: Optional[str | Sequence[str]]) -> list[str]:
     return [spec] if isinstance(spec, (str, os.PathLike)) else [str(p) for p in spec]
 
 
-def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: bool) -> None:
+def clip_frames(frames: Optional[str]) -> Optional[list[int]]:
+    """--frames as indices (None: not given); BenchError where it is not a list of them."""
+    from distill.frame_pick import parse_frame_pick
+    try:
+        return parse_frame_pick(1, frames)
+    except ValueError as e:
+        raise BenchError(str(e)) from None
+
+
+def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: bool,
+                     stride: int = 1, frames: Optional[Sequence[int]] = None) -> None:
     """Fail before the long work, not after it: every path must list images (an image file or a
-    folder of them for --real-nogt), --real-pairs must have ground truth, and at least one image
-    among those the bench will use must be readable."""
-    from distill.data.sources import SourceError, is_video
-    from distill.evaluate import source_items
+    folder of them, or for --real-nogt a clip or a folder of clips, whose frames `stride` or
+    `frames` pick as `sharpen evaluate` picks them), --real-pairs must have ground truth, and
+    at least one image among those the bench will use must be readable."""
+    from distill.data.sources import SampleReader, Sample, SourceError, is_video
+    from distill.evaluate import ClipFrame, source_items
     from distill.images import IMAGE_EXTS, ImageReadError, is_image, read_image
     specs = nogt_paths(spec)
+    clips = dict(clips=not need_gt, stride=stride, frames=frames)
     for one in specs:
         if not need_gt and Path(one).is_file() and not (is_image(one) or is_video(one)):
             raise BenchError(f"{flag} {one}: neither an image "
-                             f"({', '.join(e.lstrip('.') for e in sorted(IMAGE_EXTS))}) nor a "
-                             "folder of images")
+                             f"({', '.join(e.lstrip('.') for e in sorted(IMAGE_EXTS))}), a "
+                             "video nor a folder of them")
         used: dict = {}
         try:
-            mine = source_items(one, limit=None, info_out=used)
+            with warnings.catch_warnings():   # frames past a clip's end: said by the run
+                warnings.simplefilter("ignore")
+                mine = source_items(one, limit=None, info_out=used, **clips)
         except (SourceError, ValueError, OSError) as e:
             raise BenchError(f"{flag} {one}: {e}") from None
         if not mine:
             if used.get("videos"):   # was "no images" for a clip
-                raise BenchError(f"{flag} {one}: videos only; the real-blur sets take images "
+                raise BenchError(f"{flag} {one}: videos only; the real-blur pairs take images "
                                  "(`sharpen labels --data VIDEO --out CACHE` saves the frames "
                                  "it labels in CACHE/frames, which these take)")
             raise BenchError(f"{flag} {one}: no images")
     shown = ", ".join(specs)
-    items = source_items(specs[0] if len(specs) == 1 else specs, limit=limit)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        items = source_items(specs[0] if len(specs) == 1 else specs, limit=limit, **clips)
     if need_gt and not all(gt is not None for _, _, gt in items):
         missing = sum(gt is None for _, _, gt in items)
         from distill.data.sources import paired_parent
@@ -295,12 +316,19 @@ def _check_real_blur(flag: str, spec: str | Sequence[str], limit: int, need_gt: 
         raise BenchError(f"{flag} {shown}: has ground truth (a sharp image for each blurred "
                          "one); real blur/sharp pairs go to --real-pairs")
     errors = []
-    for _, path, _ in items:
-        try:
-            read_image(path)
-            return
-        except (ImageReadError, OSError) as e:
-            errors.append(str(e))
+    reader = SampleReader()
+    try:
+        for _, path, _ in items:
+            try:
+                if isinstance(path, ClipFrame):
+                    reader.input_raw(Sample("", Path(path.path), None, path.index))
+                else:
+                    read_image(path)
+                return
+            except (ImageReadError, OSError) as e:
+                errors.append(str(e))
+    finally:
+        reader.close()
     raise BenchError(f"{flag} {shown}: none of its {count(len(items), 'image')} could be read "
                      f"(first: {errors[0]})")
 
@@ -349,7 +377,8 @@ def _run_bench(opts: BenchOptions, out: Path) -> tuple[dict, int]:
                    "--real-nogt": opts.limit or (8 if opts.full else 4)}
     for flag, spec in (("--real-pairs", opts.real_pairs), ("--real-nogt", opts.real_nogt)):
         if spec:
-            _check_real_blur(flag, spec, real_limits[flag], need_gt=flag == "--real-pairs")
+            _check_real_blur(flag, spec, real_limits[flag], need_gt=flag == "--real-pairs",
+                             stride=opts.stride, frames=clip_frames(opts.frames))
     teacher_out = TeacherOutputs(opts.teacher_weights, opts.teacher_config, TEACHER_TILE,
                                  TEACHER_OVERLAP, cache, say=say)
     say(f"sharpen bench ({'full' if opts.full else 'quick'} mode): "
@@ -504,7 +533,9 @@ def _measure(opts: BenchOptions, m: dict, students, models, pairs, data_desc: st
                                           teacher_out, students, out, say,
                                           real_limits["--real-pairs"],
                                           real_limits["--real-nogt"], quiet=opts.quiet,
-                                          models=models, failed=progress.failed)
+                                          models=models, failed=progress.failed,
+                                          stride=opts.stride,
+                                          frames=clip_frames(opts.frames))
         except ValueError as e:   # e.g. every image unreadable after all
             raise BenchError(f"real blur: {e}") from None
         progress.note_peak("real_blur")
@@ -554,6 +585,8 @@ def _report(opts: BenchOptions, m: dict, cache: Path, students, models, teacher_
                      "stream_frames": m["stream_frames"],
                      "real_pairs": opts.real_pairs,
                      "real_nogt": nogt_paths(opts.real_nogt) or None,
+                     "real_nogt_frames": ({"frames": clip_frames(opts.frames)} if opts.frames
+                                          else {"stride": opts.stride}),
                      "real_limits": real_limits},
         "machine": machine_info(),
         "peak_rss_mb": progress.peak_mb,

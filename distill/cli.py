@@ -165,12 +165,8 @@ def add_commands(sub) -> None:
     add_gopro_blur_argument(p)
     p.add_argument("--limit", type=int, default=None, metavar="N",
                    help="N images spread over the set (default: all)")
-    p.add_argument("--stride", type=int, default=1, metavar="N",
-                   help="of a clip (a video, or the clips of a folder): every N-th frame from "
-                   "the first (default: 1, every frame); --limit then spreads over them")
-    p.add_argument("--frames", default=None, metavar="LIST",
-                   help="of a clip: these frame indices only, comma separated (0 is the "
-                   "first), e.g. 0,900,1800")
+    from .frame_pick import add_frame_pick_arguments
+    add_frame_pick_arguments(p)
     p.add_argument("--crop", type=int, default=0, metavar="PX",
                    help="evaluate a centre crop of this side (0 = whole images)")
     p.add_argument("--out", "--output", default=None, metavar="DIR",

@@ -95,19 +95,11 @@ def _evaluate(args: argparse.Namespace) -> int:
     weights += models
     if args.limit is not None and args.limit < 1:
         return refuse(f"--limit must be >= 1, got {args.limit}")
-    if args.stride < 1:
-        return refuse(f"--stride must be >= 1, got {args.stride}")
-    frames = None
-    if args.frames is not None:
-        if args.stride != 1:
-            return refuse("give either --stride or --frames, not both")
-        try:
-            frames = sorted({int(f) for f in args.frames.split(",")})
-        except ValueError:
-            frames = [-1]
-        if frames[0] < 0:
-            return refuse(f"--frames {args.frames}: frame indices (0 is the first) separated "
-                          "by commas, e.g. 0,900,1800")
+    from .frame_pick import parse_frame_pick
+    try:
+        frames = parse_frame_pick(args.stride, args.frames)
+    except ValueError as e:
+        return refuse(str(e))
     # One at a time, with its value: '--figure-images must be >= 1, --figure-crop >= 16 and
     # --crop >= 0' left the user to find which of the three was wrong.
     for flag, value, lo, note in (("--figure-images", args.figure_images, 1, ""),

@@ -1556,6 +1556,32 @@ def test_real_nogt_takes_image_files_and_several_paths(env, capsys):
         assert not (env / "never-made").exists()
 
 
+def test_real_nogt_takes_a_clips_frames_as_evaluate_picks_them(env, capsys):
+    """A QA engineer's folder of dashcam clips: --real-nogt took images only and said "videos
+    only". A clip gives the frames --frames (or --stride) picks, as `sharpen evaluate`."""
+    import cv2
+
+    frames = [np.clip(b * 255, 0, 255).astype(np.uint8)[..., ::-1] for _, b, _ in _pairs(env)]
+    h, w = frames[0].shape[:2]
+    clip = env / "footage" / "dash.avi"
+    clip.parent.mkdir()
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10, (w, h))
+    for i in range(6):
+        vw.write(frames[i % len(frames)])
+    vw.release()
+    rc = _bench(env, "real-clip", "--students", str(env / "student-good.pt"), "--formats",
+                "onnx", "--no-latency", "--real-nogt", str(clip.parent), "--frames", "1,4,9")
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err
+    report = json.loads((env / "real-clip" / "report.json").read_text())
+    nogt = report["real_blur"]["nogt"]
+    assert nogt["clip_frames"] == {"dash_000001": [str(clip), 1], "dash_000004": [str(clip), 4]}
+    assert set(nogt["per_image"]) == {"dash_000001", "dash_000004"}
+    assert report["settings"]["real_nogt_frames"] == {"frames": [1, 4, 9]}
+    assert any("--frames 1,4,9" in c for c in report["commands"])
+    assert "dash.avi has 6 frames: --frames 9 is past its end" in cap.err
+
+
 def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
     nogt = _blurred_frames(env, "nogt-check")
     junk = env / "junk"
@@ -1726,8 +1752,8 @@ def test_a_held_out_pair_under_ssims_window_is_named_not_a_traceback(tmp_path):
         evaluate(pairs, None, [], {})
 
 
-def test_a_clip_as_real_blur_says_the_sets_take_images(tmp_path):
-    """`--real-nogt clip.mp4` said "no images"."""
+def test_a_clip_as_real_blur_pairs_says_the_pairs_take_images(tmp_path):
+    """`--real-pairs clip.mp4` said "no images"."""
     import cv2
 
     from benchmarks.artifacts import BenchError
@@ -1738,8 +1764,8 @@ def test_a_clip_as_real_blur_says_the_sets_take_images(tmp_path):
         vw.write(np.full((24, 32, 3), 100, np.uint8))
     vw.release()
     for spec in (tmp_path / "clip.avi", tmp_path):
-        with pytest.raises(BenchError, match="videos only; the real-blur sets take images"):
-            _check_real_blur("--real-nogt", str(spec), 4, need_gt=False)
+        with pytest.raises(BenchError, match="videos only; the real-blur pairs take images"):
+            _check_real_blur("--real-pairs", str(spec), 4, need_gt=True)
     # --data footage without ground truth: where it goes instead (it said "in its test split"
     # of a folder without splits, and named no other option)
     from benchmarks.quality import load_pairs

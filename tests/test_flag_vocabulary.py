@@ -53,6 +53,8 @@ CONCEPTS: dict[str, tuple] = {
     "--full": (None, False),
     "--stream-frames": ("N", None),
     "--fail-on": ("METRIC:TOL,...", "psnr:0.1,ssim:0.002,median:50%,p90:50%"),
+    "--stride": ("N", 1),
+    "--frames": ("LIST", None),
 }
 
 # (command, flag) -> a metavar that says more than the concept's, and why.
@@ -196,7 +198,8 @@ def test_the_pytest_suite_takes_every_option_the_bench_shares_with_it():
     # --max-memory-mib budgets What to ship, which the suite does not pick or measure; the
     # suite times one process, --streams starts N `sharpen run`s beside the bench; the suite
     # compares with --benchmark-compare, the bench's report with --baseline.
-    bench_only = {"--out", "--real-pairs", "--real-nogt", "--no-latency", "--quiet",
+    bench_only = {"--out", "--real-pairs", "--real-nogt", "--stride", "--frames",
+                  "--no-latency", "--quiet",
                   "--max-memory-mib", "--streams", "--baseline", "--fail-on"}
     assert bench - suite == bench_only, bench - suite
 
