@@ -21,14 +21,14 @@ def _frame(i: int) -> np.ndarray:
                       interpolation=cv2.INTER_NEAREST)
 
 
-def _clip(path, *x264: str, vf: str = "") -> str:
-    """An H.264 clip of N distinct frames at 30 fps, encoded with the given x264 options."""
+def _clip(path, *x264: str, vf: str = "", n: int = N) -> str:
+    """An H.264 clip of n distinct frames at 30 fps, encoded with the given x264 options."""
     ffmpeg = ffmpeg_or_skip("make an H.264 test clip")
     cmd = [ffmpeg, "-y", "-loglevel", "error", "-f", "rawvideo", "-pix_fmt", "bgr24",
            "-s", f"{W}x{H}", "-r", "30", "-i", "-", *(["-vf", vf, "-fps_mode", "passthrough"]
                                                       if vf else []),
            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-sc_threshold", "0", *x264, str(path)]
-    raw = b"".join(_frame(i).tobytes() for i in range(N))
+    raw = b"".join(_frame(i).tobytes() for i in range(n))
     subprocess.run(cmd, input=raw, check=True, timeout=60)
     return str(path)
 
@@ -89,5 +89,21 @@ def test_a_variable_frame_rate_clip_is_decoded_forward_not_sought(tmp_path, gap_
     assert len(seq) == N
     got, reader = _read(clip, ORDER)
     for i, f in zip(ORDER, got):
+        assert np.array_equal(f, seq[i]), f"frame {i} is another frame"
+    assert reader.seeks == 0
+
+
+def test_a_short_pause_late_in_a_long_clip_is_found_and_the_clip_decoded_forward(tmp_path):
+    # Two frames' pause after frame 5000 of 6000 barely moves the mean rate (the first 600
+    # frames keep time with it, and the last frame is where it puts it), yet a seek by
+    # timestamp to a frame before the pause lands a frame late.
+    n = 6000
+    clip = _clip(tmp_path / "pause.mp4", "-g", "10", "-bf", "0", n=n,
+                 vf="setpts=N/(30*TB)+gte(N\\,5000)*2/(30*TB)")
+    seq = _sequential(clip)
+    assert len(seq) == n
+    order = [3, 2000, 4000, 5500, n - 1]
+    got, reader = _read(clip, order)
+    for i, f in zip(order, got):
         assert np.array_equal(f, seq[i]), f"frame {i} is another frame"
     assert reader.seeks == 0

@@ -28,10 +28,11 @@ SEEK_AHEAD = 64
 PROBE_SPAN = 600
 
 
-def keyframes(path: str | os.PathLike) -> Optional[list[int]]:
-    """The indices of a clip's keyframes, in packet order (where B-frames reorder a closed GOP
-    its keyframe's index is the same), read from the packets without decoding them; None
-    where the backend cannot say (not FFmpeg, or an OpenCV without raw packet reads)."""
+def keyframes(path: str | os.PathLike) -> Optional[list[tuple[int, float]]]:
+    """(index, timestamp in ms) of a clip's keyframes, the index in packet order (where
+    B-frames reorder a closed GOP its keyframe's is the same), read from the packets without
+    decoding them; None where the backend cannot say (not FFmpeg, or an OpenCV without raw
+    packet reads)."""
     flag = getattr(cv2, "CAP_PROP_LRF_HAS_KEY_FRAME", None)
     if flag is None:
         return None
@@ -42,11 +43,11 @@ def keyframes(path: str | os.PathLike) -> Optional[list[int]]:
         keys, i = [], 0
         while cap.grab():
             if cap.get(flag):
-                keys.append(i)
+                keys.append((i, cap.get(cv2.CAP_PROP_POS_MSEC)))
             i += 1
     finally:
         cap.release()
-    return keys if keys and keys[0] == 0 else None
+    return keys if keys and keys[0][0] == 0 else None
 
 
 class SeekCheck:
@@ -57,7 +58,8 @@ class SeekCheck:
         self.path = str(path)
         self.exact: Optional[bool] = None
         self.why = ""   # why seeking was ruled out, for a test or a curious user
-        self.keys: Optional[list[int]] = None
+        self.keys: Optional[list[tuple[int, float]]] = None
+        self._scanned = False
         self._t0 = 0.0
         self._fps = 0.0
 
@@ -67,17 +69,16 @@ class SeekCheck:
         from a keyframe at or before `start`: more)."""
         if self.exact is False or index - start < SEEK_AHEAD:
             return False
-        if self.keys is None:
-            return True
-        after = [k for k in self.keys if start < k <= index]
-        return bool(after)
+        if not self._scanned:
+            self.keys, self._scanned = keyframes(self.path), True
+        return self.keys is None or any(start < k <= index for k, _ in self.keys)
 
     def check(self, cap, frame_count: int, near: int) -> bool:
         """Set `exact` for the clip `cap` reads (its position is then anywhere): the frame a
         seek reaches (a keyframe or a few past one, near `near`) against the same frame decoded
         forward by a second capture, the timestamps of the frames that decodes against the
-        declared rate, and the last frame's timestamp against the frame count."""
-        self.keys = keyframes(self.path)
+        declared rate, every keyframe's timestamp against its index, and where a seek to the last
+        keyframe (else the last frame) lands."""
         self.exact, self.why = self._check(cap, frame_count, near)
         return self.exact
 
@@ -85,7 +86,7 @@ class SeekCheck:
         fps = cap.get(cv2.CAP_PROP_FPS)
         if not (math.isfinite(fps) and fps > 0) or frame_count < 2:
             return False, "no frame rate or frame count"
-        later = [k for k in (self.keys or []) if 0 < k <= min(near, PROBE_SPAN)]
+        later = [k for k, _ in (self.keys or []) if 0 < k <= min(near, PROBE_SPAN)]
         probe = min(later[-1] + 2 if later else min(near, PROBE_SPAN), frame_count - 1)
         ref = cv2.VideoCapture(self.path)
         try:
@@ -101,13 +102,19 @@ class SeekCheck:
         finally:
             ref.release()
         self._t0, self._fps = stamps[0], fps
-        if any(not self._on_time(i, t) for i, t in enumerate(stamps)):
+        if any(not self._on_time(i, t) for i, t in [*enumerate(stamps), *(self.keys or [])]):
+            # Every keyframe is checked, not the first frames alone: a pause an hour into a
+            # clip barely moves its mean rate, and every seek past it would land early.
             return False, "variable frame rate (timestamps off the declared rate)"
         got = self.read_at(cap, probe)
         if got is None or not np.array_equal(got, want):
             return False, f"a seek to frame {probe} gave another frame than decoding forward"
-        if self.read_at(cap, frame_count - 1) is None:
-            return False, "the last frame is not where the frame count and rate put it"
+        # The last keyframe, not the last frame: reaching that decodes a whole GOP (40 s
+        # of a 720p clip with a keyframe every 5 minutes), and a rate that changes before it
+        # puts it elsewhere just the same.
+        last = self.keys[-1][0] if self.keys else frame_count - 1
+        if self.read_at(cap, last) is None:
+            return False, f"frame {last} is not where the frame rate puts it"
         return True, ""
 
     def _on_time(self, index: int, msec: float) -> bool:
