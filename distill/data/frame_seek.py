@@ -26,6 +26,9 @@ from runtime.orientation import oriented
 SEEK_AHEAD = 64
 # The probe frame is at most this far in, so that the check decodes little of a long clip.
 PROBE_SPAN = 600
+# OpenCV's seek to frame N goes to the keyframe at or before N - 16 (its first try), then
+# decodes forward: a seek to a keyframe itself decodes the whole GOP before it.
+SEEK_BACK = 16
 
 
 def keyframes(path: str | os.PathLike) -> Optional[list[tuple[int, float]]]:
@@ -65,13 +68,12 @@ class SeekCheck:
 
     def worth(self, start: int, index: int) -> bool:
         """Whether seeking to `index` saves decoding over reading forward from `start`:
-        there is a keyframe after `start` and at or before `index` (else the seek decodes
-        from a keyframe at or before `start`: more)."""
+        the keyframe the seek decodes from is after `start` (else it decodes more)."""
         if self.exact is False or index - start < SEEK_AHEAD:
             return False
         if not self._scanned:
             self.keys, self._scanned = keyframes(self.path), True
-        return self.keys is None or any(start < k <= index for k, _ in self.keys)
+        return self.keys is None or any(start < k <= index - SEEK_BACK for k, _ in self.keys)
 
     def check(self, cap, frame_count: int, near: int) -> bool:
         """Set `exact` for the clip `cap` reads (its position is then anywhere): the frame a
@@ -86,8 +88,10 @@ class SeekCheck:
         fps = cap.get(cv2.CAP_PROP_FPS)
         if not (math.isfinite(fps) and fps > 0) or frame_count < 2:
             return False, "no frame rate or frame count"
-        later = [k for k, _ in (self.keys or []) if 0 < k <= min(near, PROBE_SPAN)]
-        probe = min(later[-1] + 2 if later else min(near, PROBE_SPAN), frame_count - 1)
+        # A few frames past a keyframe: the seek decodes forward from it, as most seeks do.
+        past = SEEK_BACK + 2
+        later = [k for k, _ in (self.keys or []) if 0 < k <= min(near, PROBE_SPAN) - past]
+        probe = min(later[-1] + past if later else min(near, PROBE_SPAN), frame_count - 1)
         ref = cv2.VideoCapture(self.path)
         try:
             if not ref.isOpened():
@@ -109,10 +113,10 @@ class SeekCheck:
         got = self.read_at(cap, probe)
         if got is None or not np.array_equal(got, want):
             return False, f"a seek to frame {probe} gave another frame than decoding forward"
-        # The last keyframe, not the last frame: reaching that decodes a whole GOP (40 s
-        # of a 720p clip with a keyframe every 5 minutes), and a rate that changes before it
-        # puts it elsewhere just the same.
-        last = self.keys[-1][0] if self.keys else frame_count - 1
+        # Just past the last keyframe, not the last frame: reaching that decodes a whole GOP
+        # (40 s of a 720p clip with a keyframe every 5 minutes).
+        last = (min(self.keys[-1][0] + SEEK_BACK, frame_count - 1) if self.keys
+                else frame_count - 1)
         if self.read_at(cap, last) is None:
             return False, f"frame {last} is not where the frame rate puts it"
         return True, ""
