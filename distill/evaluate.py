@@ -786,7 +786,8 @@ def evaluate_fns(fns: dict[str, Fn], spec: str | os.PathLike | Sequence[str],
     clips=True: videos, and a folder's clips, are scored frame by frame (decoded one at a
     time; far ahead by a keyframe seek where the clip's seeks are exact, see
     `distill.data.frame_seek`), every `stride`-th or those of `frames`; "clip_frames" maps
-    each frame's name to [clip, frame index]. Without ground truth the figure's frames are then spread over them.
+    each frame's name to [clip, frame index]. Without ground truth the figure's frames are
+    then spread over them.
     A frame that does not decode (a damaged clip) is skipped by name like an unreadable image.
 
     `journal` (`evaluate_journal.ScoreJournal`): each image's scores are appended to it as it
