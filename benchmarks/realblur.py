@@ -138,8 +138,8 @@ def markdown(res: dict, md_table) -> list[str]:
     if res.get("nogt"):
         n = res["nogt"]
         lines += [f"Real blurred frames without ground truth: {data_text(n['data'])} "
-                  f"({n['images']} centre crops). With no ground truth, the teacher's output "
-                  "stands in for it: a student that sharpens real blur the teacher's way comes "
+                  f"({n['images']} centre crops{_clip_frames_text(n)}). With no ground "
+                  "truth, the teacher's output stands in for it: a student that sharpens real blur the teacher's way comes "
                   "closer to it than the blurred input; one that invents its own correction "
                   "(over-sharpening, tone shifts) moves further away. Sharpness is the mean "
                   "gradient magnitude relative to the input (higher is sharper, but ringing "
@@ -153,6 +153,21 @@ def markdown(res: dict, md_table) -> list[str]:
                       "against the teacher's):", "", *verdicts, ""]
         lines += _failed_lines(n)
     return lines
+
+
+def _clip_frames_text(r: dict, most: int = 8) -> str:
+    """Which frames of which clips were scored, e.g. "; frames 0, 18000, 35999 of dash.mp4":
+    a reader of the report can find them again (the first `most` of each clip named)."""
+    by_clip: dict[str, list[int]] = {}
+    for clip, index in (r.get("clip_frames") or {}).values():
+        by_clip.setdefault(clip, []).append(index)
+    parts = []
+    for clip, indices in by_clip.items():
+        shown = ", ".join(map(str, sorted(indices)[:most]))
+        more = f" and {len(indices) - most} more" if len(indices) > most else ""
+        parts.append(f"{'frame' if len(indices) == 1 else 'frames'} {shown}{more} of "
+                     f"{Path(clip).name}")
+    return "".join(f"; {p}" for p in parts)
 
 
 def _failed_lines(r: dict) -> list[str]:

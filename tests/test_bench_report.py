@@ -1580,6 +1580,8 @@ def test_real_nogt_takes_a_clips_frames_as_evaluate_picks_them(env, capsys):
     assert report["settings"]["real_nogt_frames"] == {"frames": [1, 4, 9]}
     assert any("--frames 1,4,9" in c for c in report["commands"])
     assert "dash.avi has 6 frames: --frames 9 is past its end" in cap.err
+    assert "(2 centre crops; frames 1, 4 of dash.avi)" in \
+        (env / "real-clip" / "report.md").read_text()
 
 
 def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
