@@ -139,7 +139,8 @@ def markdown(res: dict, md_table) -> list[str]:
         n = res["nogt"]
         lines += [f"Real blurred frames without ground truth: {data_text(n['data'])} "
                   f"({n['images']} centre crops{_clip_frames_text(n)}). With no ground "
-                  "truth, the teacher's output stands in for it: a student that sharpens real blur the teacher's way comes "
+                  "truth, the teacher's output stands in for it: a student that sharpens real "
+                  "blur the teacher's way comes "
                   "closer to it than the blurred input; one that invents its own correction "
                   "(over-sharpening, tone shifts) moves further away. Sharpness is the mean "
                   "gradient magnitude relative to the input (higher is sharper, but ringing "
