@@ -118,7 +118,7 @@ def add_commands(sub) -> None:
                     "after its run, into its report.",
         epilog="Exit codes: 0 no regression past --fail-on, 1 a regression (the table lists it "
                "first), 2 a report that cannot be compared (unreadable, partial, another "
-               "report format).")
+               "report format, or no row in both).")
     c.add_argument("baseline", metavar="BASELINE", help="the accepted run's report")
     c.add_argument("new", metavar="NEW", help="the run to judge")
     c.add_argument("--fail-on", default=DEFAULT_FAIL_ON, metavar="METRIC:TOL,...",
@@ -129,7 +129,8 @@ def add_commands(sub) -> None:
 def run_compare_cmd(args) -> int:
     """`sharpen bench-compare BASELINE NEW`: the table, then the verdict; exit 1 on a
     regression."""
-    from .compare import CompareError, compare_reports, load_report, parse_fail_on
+    from .compare import (NOTHING_IN_COMMON, CompareError, compare_reports, load_report,
+                          parse_fail_on)
     try:
         tol = parse_fail_on(args.fail_on)
         comp = compare_reports(load_report(args.baseline, "BASELINE"),
@@ -137,6 +138,8 @@ def run_compare_cmd(args) -> int:
     except (CompareError, ValueError) as e:
         return cli_error("bench-compare", str(e))
     print_comparison(comp)
+    if not comp["rows"]:
+        return cli_error("bench-compare", f"{args.baseline} and {args.new}: {NOTHING_IN_COMMON}")
     return 1 if comp["regressions"] else 0
 
 

@@ -35,6 +35,11 @@ UNITS = {"psnr": "dB", "ssim": "", "median": "%", "p90": "%"}
 HEADERS = ["section", "model", "size", "metric", "baseline", "new", "change", "allowed", "verdict"]
 
 
+NOTHING_IN_COMMON = ("no model, backend and size has a result in both reports (other "
+                     "--students, --formats or --sizes?): a gate that compared nothing cannot "
+                     "pass")
+
+
 class CompareError(ValueError):
     """A baseline or report that cannot be compared: unreadable, not a bench report, partial."""
 
@@ -327,8 +332,13 @@ def summary_lines(comp: dict) -> list[str]:
         lines.append(f"only in this report (not compared): {', '.join(comp['only_in_new'])}")
     lines += [f"note: {n}" for n in comp["notes"]]
     n = comp["regressions"]
-    lines.append(f"compared with {comp['baseline']} (--fail-on {comp['fail_on']}): "
-                 + (f"{n} regression{'s' if n != 1 else ''}" if n else "no regression"))
+    verdict = f"{n} regression{'s' if n != 1 else ''}" if n else "no regression"
+    if not comp["rows"]:
+        verdict = f"nothing compared: {NOTHING_IN_COMMON}"
+    for kind, diffs in comp["not_gated"].items():   # in the last line: what a CI log shows
+        busy = kind == "latency" and all("busy machine" in d for d in diffs)
+        verdict += f"; {kind} not gated ({'busy machine' if busy else 'not comparable'})"
+    lines.append(f"compared with {comp['baseline']} (--fail-on {comp['fail_on']}): {verdict}")
     return lines
 
 

@@ -438,10 +438,15 @@ def _load_baseline(opts: BenchOptions) -> Optional[dict]:
 
 def _compare_with_baseline(report: dict, baseline: dict, opts: BenchOptions) -> None:
     """report["comparison"], and a failed check per regression (exit 1)."""
-    from .compare import compare_reports, parse_fail_on, regression_checks
+    from .compare import NOTHING_IN_COMMON, compare_reports, parse_fail_on, regression_checks
     comp = compare_reports(baseline, report, parse_fail_on(opts.fail_on))
     report["comparison"] = comp
-    if failed := regression_checks(comp):
+    failed = regression_checks(comp)
+    if not comp["rows"]:
+        failed.append({"check": "baseline", "model": None, "metric": None, "value": None,
+                       "threshold": None, "passed": False,
+                       "message": f"--baseline {comp['baseline']}: {NOTHING_IN_COMMON}"})
+    if failed:
         report["checks"] = report["checks"] + failed
         report.update(ok=False, exit_code=1)
 

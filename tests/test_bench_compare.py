@@ -194,7 +194,7 @@ def test_bench_against_a_baseline_in_its_own_out_fails_a_worse_model(bench_env, 
     rep = json.loads((env / "ci" / "report.json").read_text())
     comp = rep["comparison"]
     # the terminal ends with the comparison, the verdict its last line
-    assert out.rstrip().splitlines()[-1].endswith(f"{comp['regressions']} regressions"), out
+    assert f"): {comp['regressions']} regressions" in out.rstrip().splitlines()[-1], out
     assert rc == 1 and comp["regressions"] > 0
     # read before it was set aside, and named where it now is
     assert comp["baseline"] == str(env / "ci" / "report.previous.json")
@@ -222,3 +222,59 @@ def test_fail_on_without_a_baseline_says_it_does_nothing(bench_env, tmp_path, ca
                 "--fail-on", "psnr:0.05")
     err = capsys.readouterr().err
     assert rc == 2 and "warning: --fail-on has no effect without --baseline" in err, err
+
+
+def test_an_improvement_is_no_regression_and_p90_is_gated_on_its_own():
+    """A sign or abs() slip in the deltas would gate a better model; p90 has its tolerance."""
+    comp = compare_reports(_report(), _report(psnr=25.0, ssim=0.7, ms=2.0, p90=3.0), TOL)
+    assert comp["regressions"] == 0 and len(comp["rows"]) >= 7, comp["rows"]
+    assert _regressed(compare_reports(_report(), _report(p90=16.0), TOL)) == {
+        ("latency", "p90 ms")}
+
+
+def test_the_verdict_says_what_was_not_gated():
+    """A CI log shows the last line: latency left ungated (a busy runner, another CPU) must
+    be in it, not only in a line above the verdict."""
+    from benchmarks.compare import summary_lines
+    busy = _report(ms=40.0)
+    busy["latency"]["settings"]["load"].update(before=11.7, after=12.0)
+    last = summary_lines(compare_reports(_report(), busy, TOL))[-1]
+    assert last.endswith("no regression; latency not gated (busy machine)"), last
+    last = summary_lines(compare_reports(_report(), _report(cpu="Intel Xeon"), TOL))[-1]
+    assert last.endswith("no regression; latency not gated (not comparable)"), last
+    assert summary_lines(compare_reports(_report(), _report(), TOL))[-1].endswith(
+        "no regression")
+
+
+def test_two_reports_with_no_row_in_common_compare_nothing_and_exit_2(tmp_path, capsys):
+    """A baseline made with other --sizes and --formats: a gate that compared nothing must
+    not pass."""
+    from sharpen.cli import main
+    other = _report()
+    other["quality"]["rows"][1]["backend"] = "TFLite INT8 (LiteRT)"
+    other["real_blur"] = {}
+    for r in other["latency"]["rows"]:
+        r["size"] = "1920x1080"
+    (tmp_path / "a.json").write_text(json.dumps(_report()))
+    (tmp_path / "b.json").write_text(json.dumps(other))
+    assert compare_reports(_report(), other, TOL)["rows"] == []
+    assert main(["bench-compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
+    out = capsys.readouterr()
+    assert "no model, backend and size has a result in both reports" in out.out + out.err, out
+
+
+def test_bench_with_a_baseline_it_shares_no_row_with_fails_its_check():
+    from benchmarks.report import BenchOptions, _compare_with_baseline
+    other = _report()
+    other["quality"]["rows"][1]["backend"] = "TFLite INT8 (LiteRT)"
+    other["real_blur"] = {}
+    for r in other["latency"]["rows"]:
+        r["size"] = "1920x1080"
+    report = {**other, "checks": [], "ok": True, "exit_code": 0}
+    _compare_with_baseline(report, {**_report(), "_path": "accepted/report.json"},
+                           BenchOptions(out="bench"))
+    assert report["exit_code"] == 1 and not report["ok"]
+    assert [c["message"] for c in report["checks"]] == [
+        "--baseline accepted/report.json: no model, backend and size has a result in both "
+        "reports (other --students, --formats or --sizes?): a gate that compared nothing "
+        "cannot pass"]
