@@ -118,7 +118,8 @@ def add_commands(sub) -> None:
                     "after its run, into its report.",
         epilog="Exit codes: 0 no regression past --fail-on, 1 a regression (the table lists it "
                "first), 2 a report that cannot be compared (unreadable, partial, another "
-               "report format, or no row in both).")
+               "report format, a BASELINE that regressed against its own, or no row in "
+               "both).")
     c.add_argument("baseline", metavar="BASELINE", help="the accepted run's report")
     c.add_argument("new", metavar="NEW", help="the run to judge")
     c.add_argument("--fail-on", default=DEFAULT_FAIL_ON, metavar="METRIC:TOL,...",
@@ -134,7 +135,7 @@ def run_compare_cmd(args) -> int:
     try:
         tol = parse_fail_on(args.fail_on)
         comp = compare_reports(load_report(args.baseline, "BASELINE"),
-                               load_report(args.new, "NEW"), tol)
+                               load_report(args.new, "NEW", baseline=False), tol)
     except (CompareError, ValueError) as e:
         return cli_error("bench-compare", str(e))
     print_comparison(comp)

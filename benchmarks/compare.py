@@ -84,16 +84,18 @@ def parse_fail_on(spec: str) -> Tolerances:
     return Tolerances(**got)
 
 
-def load_report(path: str | Path, what: str = "--baseline") -> dict:
+def load_report(path: str | Path, what: str = "--baseline", baseline: bool = True) -> dict:
     """The report.json at `path`, or in the folder `path`; CompareError naming the file and
-    what is wrong with it."""
+    what is wrong with it. A `baseline` must also not be a run that regressed against its own
+    baseline: with `--baseline DIR --out DIR` a failed run's report lands in DIR, and a retry
+    that compared with it would pass."""
     p = Path(path)
     if p.is_dir():
         p = p / "report.json"
     if not p.is_file():
         missing = "no report.json in it" if p != Path(path) else "no such file"
-        raise CompareError(f"{what} {path}: {missing} (give a report.json `sharpen bench "
-                           "--out DIR` wrote, or DIR)")
+        raise CompareError(f"{what} {path}: {missing}{_set_aside_hint(p)} (give a report.json "
+                           "`sharpen bench --out DIR` wrote, or DIR)")
     try:
         rep = json.loads(p.read_text())
     except (OSError, UnicodeDecodeError, ValueError) as e:
@@ -104,9 +106,27 @@ def load_report(path: str | Path, what: str = "--baseline") -> dict:
                            "`pytest benchmarks/ --benchmark-compare`")
     if "incomplete" in rep:
         raise CompareError(f"{what} {p}: the partial report of an interrupted run (it lists "
-                           "rows not measured); compare with a finished run's")
+                           f"rows not measured){_set_aside_hint(p)}; compare with a finished "
+                           "run's")
+    comp = rep.get("comparison") if isinstance(rep.get("comparison"), dict) else {}
+    if baseline and comp.get("regressions"):
+        raise CompareError(f"{what} {p}: that run regressed against its own baseline "
+                           f"({comp.get('baseline')}: {comp['regressions']} regressions), so "
+                           "it is no accepted run; give the accepted report (copy it out of "
+                           "--out: a rerun sets report.json aside over report.previous.json)")
     rep["_path"] = str(p)
     return rep
+
+
+def _set_aside_hint(report_json: Path) -> str:
+    """Where a run killed after setting the accepted report aside left it, if it did."""
+    prev = report_json.with_name("report.previous.json")
+    try:
+        finished = "incomplete" not in json.loads(prev.read_text())
+    except (OSError, UnicodeDecodeError, ValueError, TypeError):
+        return ""
+    return (f"; {prev} beside it is the finished run before it (an interrupted run set it "
+            "aside): give that file" if finished else "")
 
 
 def _name(model, backend) -> str:

@@ -206,6 +206,12 @@ def test_bench_against_a_baseline_in_its_own_out_fails_a_worse_model(bench_env, 
     assert "## Compared with the baseline" in md and "REGRESSED" in md
     # the baseline's streaming row, not run here (--stream-frames 0): named, not a crash
     assert any(k.startswith("stream good") for k in comp["only_in_baseline"]), comp
+    # a retry of the failed job compares with nothing it could pass against, and keeps both
+    accepted = (env / "ci" / "report.previous.json").read_text()
+    rc = _bench(env, "ci", "--students", str(worse / "student-good.pt"), "--formats", "onnx",
+                "--baseline", str(env / "ci"))
+    assert rc == 2 and "regressed against its own baseline" in capsys.readouterr().err
+    assert (env / "ci" / "report.previous.json").read_text() == accepted
 
 
 def test_a_bad_baseline_stops_the_bench_before_the_work(bench_env, tmp_path, capsys):
@@ -261,6 +267,29 @@ def test_two_reports_with_no_row_in_common_compare_nothing_and_exit_2(tmp_path, 
     assert main(["bench-compare", str(tmp_path / "a.json"), str(tmp_path / "b.json")]) == 2
     out = capsys.readouterr()
     assert "no model, backend and size has a result in both reports" in out.out + out.err, out
+
+
+def test_a_report_that_regressed_against_its_baseline_is_no_baseline(tmp_path):
+    """`--baseline bench/ --out bench/`: a failed run's report becomes bench/report.json; a
+    retry of the CI job must not compare with it and pass."""
+    failed = {**_report(psnr=20.0), "comparison": {"regressions": 2,
+                                                   "baseline": "bench/report.previous.json"}}
+    (tmp_path / "report.json").write_text(json.dumps(failed))
+    with pytest.raises(CompareError, match="regressed against its own baseline .*"
+                                           "bench/report.previous.json"):
+        load_report(tmp_path)
+    assert load_report(tmp_path, "NEW", baseline=False)["comparison"]["regressions"] == 2
+
+
+def test_an_interrupted_run_in_the_baseline_folder_points_to_the_report_it_set_aside(tmp_path):
+    """`--baseline bench/ --out bench/` killed mid-run: bench/report.previous.json is the
+    accepted report; the refusal names it."""
+    (tmp_path / "report.previous.json").write_text(json.dumps(_report()))
+    with pytest.raises(CompareError, match="report.previous.json .* is the finished run"):
+        load_report(tmp_path)
+    (tmp_path / "report.json").write_text(json.dumps({**_report(), "incomplete": {}}))
+    with pytest.raises(CompareError, match="interrupted run.*report.previous.json"):
+        load_report(tmp_path)
 
 
 def test_bench_with_a_baseline_it_shares_no_row_with_fails_its_check():
