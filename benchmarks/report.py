@@ -433,6 +433,12 @@ def _load_baseline(opts: BenchOptions) -> Optional[dict]:
         raise BenchError(f"--baseline {base['_path']}: report format {base.get('format')!r}, "
                          f"this version writes {REPORT_FORMAT!r}: made by another version of "
                          "sharpen bench, not comparable; save a new baseline")
+    out = Path(opts.out)
+    if (Path(base["_path"]).resolve() == (out / "report.previous.json").resolve()
+            and _is_finished(out / "report.json")):
+        raise BenchError(f"--baseline {base['_path']}: this run sets {out / 'report.json'} "
+                         "aside over it, and the baseline would be lost; copy it out of --out "
+                         "and give the copy")
     return base
 
 

@@ -307,3 +307,17 @@ def test_bench_with_a_baseline_it_shares_no_row_with_fails_its_check():
         "--baseline accepted/report.json: no model, backend and size has a result in both "
         "reports (other --students, --formats or --sizes?): a gate that compared nothing "
         "cannot pass"]
+
+
+def test_a_baseline_this_run_would_set_aside_over_is_refused(tmp_path):
+    """--baseline bench/report.previous.json --out bench/: the set-aside replaces that file
+    with bench/report.json, and the accepted report would be lost from disk; after a killed
+    run (no finished report.json) it stays, and is the baseline to give."""
+    from benchmarks.report import BenchError, BenchOptions, _load_baseline
+    (tmp_path / "report.previous.json").write_text(json.dumps(_report()))
+    opts = BenchOptions(out=str(tmp_path), baseline=str(tmp_path / "report.previous.json"))
+    assert _load_baseline(opts)["_path"] == str(tmp_path / "report.previous.json")
+    (tmp_path / "report.json").write_text(json.dumps(_report()))
+    with pytest.raises(BenchError, match="report.previous.json: this run sets .*report.json "
+                                         "aside over it"):
+        _load_baseline(opts)
