@@ -236,6 +236,9 @@ def test_an_improvement_is_no_regression_and_p90_is_gated_on_its_own():
     assert comp["regressions"] == 0 and len(comp["rows"]) >= 7, comp["rows"]
     assert _regressed(compare_reports(_report(), _report(p90=16.0), TOL)) == {
         ("latency", "p90 ms")}
+    own = parse_fail_on("median:10%,p90:100%")
+    assert _regressed(compare_reports(_report(), _report(ms=9.6, p90=16.0), own)) == {
+        ("latency", "median ms")}
 
 
 def test_the_verdict_says_what_was_not_gated():
