@@ -355,6 +355,8 @@ def summary_lines(comp: dict) -> list[str]:
     verdict = f"{n} regression{'s' if n != 1 else ''}" if n else "no regression"
     if not comp["rows"]:
         verdict = f"nothing compared: {NOTHING_IN_COMMON}"
+    if missing := len(comp["only_in_baseline"]):
+        verdict += f"; {missing} baseline row{'s' if missing != 1 else ''} not measured"
     for kind, diffs in comp["not_gated"].items():   # in the last line: what a CI log shows
         busy = kind == "latency" and all("busy machine" in d for d in diffs)
         verdict += f"; {kind} not gated ({'busy machine' if busy else 'not comparable'})"

@@ -324,3 +324,12 @@ def test_a_baseline_this_run_would_set_aside_over_is_refused(tmp_path):
     with pytest.raises(BenchError, match="report.previous.json: this run sets .*report.json "
                                          "aside over it"):
         _load_baseline(opts)
+
+
+def test_the_verdict_counts_the_baseline_rows_this_run_did_not_measure():
+    """A format whose engine is gone from the runner is skipped, so only in the baseline: the
+    last line of a CI log says so, not only a line above it."""
+    from benchmarks.compare import summary_lines
+    base = _report(extra_row=True)
+    last = summary_lines(compare_reports(base, _report(), TOL))[-1]
+    assert last.endswith("no regression; 1 baseline row not measured"), last
