@@ -13,6 +13,7 @@ import cv2
 import numpy as np
 
 from .atomic import atomic_path, atomic_write_bytes, remove_killed_writes, sync_files
+from .exif import with_exif
 from .imageio import IMAGE_EXTS, MAX_PNG_ICC_BYTES, icc_problem, with_icc_profile
 from .options import option
 from .output_paths import folders_to_make, make_folder, remove_if_empty
@@ -54,6 +55,18 @@ def with_input_profile(data: bytes, icc: bytes, target: Path, gray: bool) -> byt
     if kept is None:
         warn(f"{target.name}: its input's colour profile (ICC) is dropped "
              f"({target.suffix} is written without one; PNG and JPEG keep it): {as_srgb}")
+    return kept or data
+
+
+def with_input_exif(data: bytes, exif: bytes, target: Path) -> bytes:
+    """The encoded image `data` with its input's EXIF block, or without it and a warning
+    saying why where its format cannot carry it."""
+    kept = with_exif(data, exif)
+    if kept is None:
+        why = (f"{target.suffix} is written without it; JPEG and PNG keep it"
+               if data[:2] != b"\xff\xd8" else
+               f"{len(exif):,} bytes, more than a JPEG's EXIF segment holds; PNG keeps it")
+        warn(f"{target.name}: its input's EXIF (capture date, camera, GPS) is dropped ({why})")
     return kept or data
 
 
@@ -156,6 +169,8 @@ class ImageSink(Sink):
         data = _encoded(sharpened, target)
         if layout is not None and layout.icc:
             data = self._with_profile(data, layout.icc, target, sharpened.ndim == 2)
+        if layout is not None and layout.exif:
+            data = with_input_exif(data, layout.exif, target)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)   # names may hold subfolders
             if self.single:

@@ -15,8 +15,9 @@ from typing import Iterator, Optional, Sequence
 import numpy as np
 
 from .console import count
-from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, icc_profile,
-                      shown_path, tiff_pages, why_not_a_file)
+from .exif import upright_exif
+from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, exif_block,
+                      icc_profile, shown_path, tiff_pages, why_not_a_file)
 from .options import option
 from .output_paths import same_file
 from .prepost import FrameError, conversions, to_bgr
@@ -51,8 +52,9 @@ class ImageSource(Source):
             try:
                 img = self._decode(i)
                 changes = conversions(img)
-                # The profile only for an output that keeps the layout (read again: cheap)
-                layout = Layout.of(img, self._icc(i) if self.layouts is not None else None)
+                # Profile and EXIF only for an output that keeps the layout (read again: cheap)
+                layout = Layout.of(img, *(_metadata(self._bytes(i))
+                                          if self.layouts is not None else (None, None)))
                 try:
                     img = to_bgr(img, warn=False)
                 except FrameError as e:   # e.g. a float TIFF: name the file, like a bad one
@@ -77,11 +79,12 @@ class ImageSource(Source):
     def _decode(self, i: int) -> np.ndarray:
         return decode_image(self.paths[i])
 
-    def _icc(self, i: int) -> Optional[bytes]:
+    def _bytes(self, i: int) -> bytes:
+        """Image `i`'s encoded bytes, for its colour profile and EXIF."""
         try:
-            return icc_profile(self.paths[i].read_bytes())
-        except OSError:   # gone since it was decoded: its result is written without one
-            return None
+            return self.paths[i].read_bytes()
+        except OSError:   # gone since it was decoded: its result is written without them
+            return b""
 
     def _where(self, i: int) -> str:
         """Image `i` as messages name it."""
@@ -90,6 +93,13 @@ class ImageSource(Source):
     def _pages(self, i: int) -> tuple[int, bool]:
         """Image `i`'s pages, and whether that count is only a floor (never, for a file)."""
         return tiff_pages(self.paths[i]), False
+
+
+def _metadata(data: bytes) -> tuple[Optional[bytes], Optional[bytes]]:
+    """An encoded image's ICC profile and its EXIF, the latter's Orientation set to 1 since
+    the decoded pixels were turned upright by it."""
+    exif = exif_block(data) if data[:2] not in (b"II", b"MM") else None   # a TIFF's own tags
+    return icc_profile(data), upright_exif(exif) if exif else None
 
 
 def _say_other_pages(where: str, pages: int, floor: bool = False) -> None:
@@ -110,16 +120,19 @@ class Layout:
     # The file's ICC colour profile (a phone's Display P3): without it, colour-managed viewers
     # show the same pixel values as sRGB, duller than the input.
     icc: Optional[bytes] = None
+    # Its EXIF block (capture date, camera, GPS), Orientation 1: the pixels are upright.
+    exif: Optional[bytes] = None
 
     @classmethod
-    def of(cls, img: np.ndarray, icc: Optional[bytes] = None) -> Optional["Layout"]:
+    def of(cls, img: np.ndarray, icc: Optional[bytes] = None,
+           exif: Optional[bytes] = None) -> Optional["Layout"]:
         """The layout of a decoded image, None for plain BGR (or a shape to_bgr refuses)
-        without a colour profile."""
+        without a colour profile or EXIF."""
         if img.ndim == 2 or (img.ndim == 3 and img.shape[2] == 1):
-            return cls(gray=True, icc=icc)
+            return cls(gray=True, icc=icc, exif=exif)
         if img.ndim == 3 and img.shape[2] == 4:
-            return cls(alpha=np.ascontiguousarray(img[..., 3]), icc=icc)
-        return cls(icc=icc) if icc else None
+            return cls(alpha=np.ascontiguousarray(img[..., 3]), icc=icc, exif=exif)
+        return cls(icc=icc, exif=exif) if icc or exif else None
 
 
 def frame_names(paths: list[Path]) -> list[str]:

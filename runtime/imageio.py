@@ -297,7 +297,7 @@ def _webp_chunks(data: bytes):
         i += 8 + n + (n & 1)
 
 
-def _exif_block(data: bytes) -> Optional[bytes]:
+def exif_block(data: bytes) -> Optional[bytes]:
     """The EXIF (TIFF-structured) block of a JPEG, PNG or WebP file, or None."""
     if data[:2] == b"\xff\xd8":
         for marker, i in _jpeg_segments(data):
@@ -395,7 +395,7 @@ def with_icc_profile(encoded: bytes, profile: bytes) -> Optional[bytes]:
 def exif_orientation(data: bytes) -> int:
     """The EXIF Orientation tag (1-8; 1 = as stored) of an encoded image, 1 when absent; a
     TIFF's own Orientation tag (the same tag, which OpenCV's TIFF decoder applies)."""
-    t = data if data[:2] in (b"II", b"MM") else _exif_block(data)
+    t = data if data[:2] in (b"II", b"MM") else exif_block(data)
     if not t or t[:2] not in (b"II", b"MM"):
         return 1
     e = "<" if t[:2] == b"II" else ">"

@@ -10,7 +10,7 @@ from urllib.parse import unquote, urlsplit, urlunsplit
 import numpy as np
 
 from .image_sources import ImageSource
-from .imageio import IMAGE_EXTS, decode_bytes, icc_profile, max_pixels, tiff_page_count_in
+from .imageio import IMAGE_EXTS, decode_bytes, max_pixels, tiff_page_count_in
 from .options import option
 from .source_base import SourceError, SourceLost, _interruptible
 from .source_spec import shown_url
@@ -30,8 +30,8 @@ class UrlImageSource(ImageSource):
     def _decode(self, i: int) -> np.ndarray:
         return decode_bytes(self._data, self.spec)
 
-    def _icc(self, i: int) -> Optional[bytes]:
-        return icc_profile(self._data)
+    def _bytes(self, i: int) -> bytes:
+        return self._data
 
     def _where(self, i: int) -> str:
         return self.spec
