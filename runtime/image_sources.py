@@ -136,12 +136,12 @@ class Layout:
 
 
 def frame_names(paths: list[Path]) -> list[str]:
-    """Output names for image files: the file name, or, when files from several folders share
-    one (a glob such as 'shots/*/*.png'), the path below the folders' common parent, so that no
-    output overwrites another."""
-    names = [p.name for p in paths]
-    if len(set(names)) == len(names):
-        return names
+    """Output names for image files: the path below the folders' common parent, so that images
+    from several folders (a glob such as 'photos/**/*') keep their subfolders, as a photo
+    library's year/month folders, and no output overwrites another; the file name alone for
+    one folder's images."""
+    if len({p.parent for p in paths}) <= 1:
+        return [p.name for p in paths]
     root = Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
     return [p.absolute().relative_to(root).as_posix() for p in paths]
 
