@@ -141,7 +141,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "measured where the codecs of video outputs are listed)")
     adv.add_argument("--resume", action="store_true",
                    help="go on with a video file's run into --out that stopped part-way "
-                        "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to; "
+                        "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to, or "
+                        "a folder's or glob's images into a folder with those not written; "
                         "refused, naming what changed, where the model, the source or an "
                         "option that shapes the frames differs")
     rec.add_argument("--segment", type=float, default=None, metavar="S",

@@ -42,6 +42,14 @@ class ImageSource(Source):
         # image folder or file): frame name -> `Layout` of the grayscale and BGRA files.
         self.layouts: Optional[dict[str, Layout]] = None
 
+    def leave_out(self, done: set[int]) -> None:
+        """Read only the images not in `done` (indices), each keeping its output name: a
+        resumed library run's."""
+        keep = [i for i in range(len(self.paths)) if i not in done]
+        self.paths = [self.paths[i] for i in keep]
+        self.names = [self.names[i] for i in keep]
+        self.frame_count = len(keep)
+
     def frames(self, stop: threading.Event) -> Iterator[Frame]:
         for i, name in enumerate(self.names):
             if stop.is_set():

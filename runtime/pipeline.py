@@ -657,6 +657,11 @@ class _Stream:
                      and isinstance(src, VideoSource)
                      and src.kind == "video" and not src.live and self.backend.path is not None
                      and _regular_file(src.target))   # a FIFO's frames are not given again
+        if (isinstance(src, ImageSource) and src.paths and src.frame_count > 1
+                and isinstance(output, (str, os.PathLike)) and not is_stdio(output)
+                and not _video_sink_for(Path(output)) and self.backend.path is not None):
+            self._resume_library(src, Path(output))
+            return 0
         if not resumable:
             if resume:
                 raise self._not_resumable(shown_url(src.spec), src.kind, src.live)
@@ -724,6 +729,43 @@ class _Stream:
                           f"{'seek' if how == 'seek' else 'read from the start'}); "
                           f"{out} holds the frames before it")
         return start
+
+    def _resume_library(self, src: ImageSource, out: Path) -> None:
+        """Keep the resume record of a folder's or glob's images into an image folder, and
+        with --resume leave out the images the stopped run wrote."""
+        o = self.o
+        now = resume_mod.library_identity(self.backend.path, src.spec, {
+            "tile": o.tile, "overlap": o.overlap, "fps": o.fps, "compare": o.compare,
+            "view": o.view if o.compare else None, "lossless": False})
+        self.output, self.resume_record, self.progress = out, now, {}
+        record: dict[str, Any] = {}
+        if o.resume:
+            what = option("resume", True, self.flags)
+            record = resume_mod.load(out, self.flags)
+            if changed := resume_mod.changes(record, now, self.flags):
+                raise resume_mod.ResumeError(
+                    f"{what}: {option('output', out, self.flags)} was made otherwise than this "
+                    f"run would make it: {'; '.join(changed)}; run without {what} to start "
+                    "from the first image")
+        # A resumed run stopped again goes on judging images by the first run's start.
+        started = record.get("started_ns")
+
+        def first() -> None:
+            self.progress["started_ns"] = started or time.time_ns()
+            resume_mod.save(out, {**now, "started_ns": self.progress["started_ns"]})
+
+        self.progress["first"] = first
+        if not o.resume:
+            return
+        done = resume_mod.images_written(out, src.names, src.paths, started)
+        if len(done) == src.frame_count:
+            raise resume_mod.ResumeError(
+                f"{option('resume', True, self.flags)}: {option('output', out, self.flags)} "
+                f"holds every image of {src.spec} already")
+        src.leave_out(done)
+        if self.note and done:
+            self.note(f"resuming {src.spec}: {count(len(done), 'image')} written by the "
+                      f"stopped run kept, {count(src.frame_count, 'image')} to go")
 
     def _not_resumable(self, spec: str, kind: str, live: bool) -> resume_mod.ResumeError:
         return resume_mod.ResumeError(

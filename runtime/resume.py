@@ -1,4 +1,5 @@
-"""`sharpen run --resume`: go on with a video file's run that stopped part-way.
+"""`sharpen run --resume`: go on with a video file's or a photo library's run that stopped
+part-way.
 
 A run of a video file into a video or an image folder keeps a small record beside its output
 (`.NAME.resume.json`, written atomically; inside an image folder whose parent takes no file,
@@ -8,7 +9,9 @@ how far it got. A complete run removes it. --resume reads it, refuses where anyt
 shapes the frames changed (naming it), and reads the source on from the next frame: the
 frames it gives equal an uninterrupted run's, so the joined output does too.
 
-A camera or live stream cannot resume: its frames are not given again.
+A folder or glob of images into an image folder goes on with the images whose outputs the
+stopped run did not write (`images_written`). A camera or live stream cannot resume: its
+frames are not given again.
 """
 from __future__ import annotations
 
@@ -84,6 +87,19 @@ def identity(model: str | os.PathLike, source: str, frame_count: Optional[int],
             "source": {"file": os.path.abspath(source), "size": st.st_size,
                        "mtime_ns": st.st_mtime_ns, "frame_count": frame_count},
             "options": {k: options.get(k) for k in SHAPING}, "output": output_kind}
+
+
+def library_identity(model: str | os.PathLike, spec: str,
+                     options: dict[str, Any]) -> dict[str, Any]:
+    """`identity` for a folder or glob of images into an image folder: the source is its
+    spelling alone, since a library gains photos between runs, and each image is judged
+    done by its own output (`images_written`)."""
+    mst = os.stat(model)
+    return {"model": {"file": os.path.abspath(model), "size": mst.st_size,
+                      "mtime_ns": mst.st_mtime_ns},
+            "source": {"file": os.path.abspath(spec), "size": None, "mtime_ns": None,
+                       "frame_count": None},
+            "options": {k: options.get(k) for k in SHAPING}, "output": "images"}
 
 
 def _model_unchanged(model: dict[str, Any]) -> bool:
@@ -183,6 +199,23 @@ def output_stat(path: str | os.PathLike) -> dict[str, int]:
 # How much older than the time a run noted before its first image that image's time may read:
 # a file's time comes from the kernel's coarse clock, a tick (up to 10 ms) behind time_ns.
 CLOCK_SLACK_NS = 1_000_000_000
+
+
+def images_written(folder: str | os.PathLike, names: list[str], inputs: list[Path],
+                   since_ns: Optional[int]) -> set[int]:
+    """Which of a library's images (output `names` in `folder`, read from `inputs`) the
+    stopped run wrote: each output is whole once there (renamed into place); one older than
+    the run is an earlier run's, and one older than its input was made from another picture."""
+    since = -1 if since_ns is None else since_ns - CLOCK_SLACK_NS
+    done = set()
+    for i, (name, src) in enumerate(zip(names, inputs)):
+        try:
+            t = (Path(folder) / name).stat().st_mtime_ns
+            if t >= since and t >= src.stat().st_mtime_ns:
+                done.add(i)
+        except OSError:   # not written, or gone meanwhile
+            continue
+    return done
 
 
 def images_done(folder: str | os.PathLike, start: int = 0,

@@ -647,3 +647,39 @@ def test_a_scratch_folder_that_cannot_be_removed_does_not_fail_the_finished_job(
     finally:
         if held is not None:   # else pytest could not remove its tmp_path either
             subprocess.run(["chattr", "-i", str(held)], capture_output=True)
+
+
+def _photo_library(root: Path, n: int = 30) -> Path:
+    for i in range(n):
+        f = root / f"{2024 + i % 2}" / f"IMG_{i:04d}.png"
+        f.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(f), textured_frame(i % 16, H, W, seed=i))
+    return root
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGKILL])
+def test_a_photo_library_resumes_past_the_images_written(made, tmp_path, signum):
+    """A library's run stopped part-way was refused --resume (as a camera's, whose frames are
+    not given again) and started over: hours of a big library redone. Images are given again:
+    it goes on with those it has not written, the others kept as they are."""
+    lib = _photo_library(tmp_path / "lib")
+    src = str(lib / "**" / "*")
+    truth = tmp_path / "truth"
+    r = sharpen("--model", str(made["model"]), "--source", src, "--out", str(truth))
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / "out"
+    argv = ["--model", str(made["model"]), "--source", src, "--out", str(out)]
+    code, err = stopped(argv, 8, signum)
+    assert code == (130 if signum == signal.SIGINT else -signal.SIGKILL), err
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("IMG_*")}
+    k = len(before)
+    assert 8 <= k < 30, err
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 0, r.stderr
+    assert f"done: {30 - k} frames" in r.stderr, r.stderr
+    for p in truth.rglob("IMG_*"):
+        assert (out / p.relative_to(truth)).read_bytes() == p.read_bytes(), p
+    assert all(p.stat().st_mtime_ns == t for p, t in before.items()), "rewritten"
+    assert not list(tmp_path.glob(".*.resume.json")), "a finished run leaves no record"
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 2 and "no stopped run" in r.stderr, r.stderr
