@@ -16,8 +16,8 @@ import numpy as np
 
 from .console import count
 from .exif import upright_exif
-from .imageio import (IMAGE_EXTS, VIDEO_EXTS, ImageReadError, decode_image, exif_block,
-                      icc_profile, shown_path, tiff_pages, why_not_a_file)
+from .imageio import (IMAGE_EXTS, SIDECAR_EXTS, VIDEO_EXTS, ImageReadError, decode_image,
+                      exif_block, icc_profile, shown_path, tiff_pages, why_not_a_file)
 from .options import option
 from .output_paths import same_file
 from .prepost import FrameError, conversions, to_bgr
@@ -202,6 +202,7 @@ def _folder_source(spec: str, folder: Path, flags: bool = False,
         raise SourceError(f"no images found in {spec!r} (extensions: "
                           f"{', '.join(sorted(IMAGE_EXTS))}){hint}")
     _say_not_images(spec, entries, bool(videos), flags)
+    _say_subfolder_images(folder)
     src = ImageSource(spec, images)
     # Named as images but no files (an upload folder's FIFO, a link loop, a folder x.png):
     # each said and counted as an input not read, as a damaged file is.
@@ -213,10 +214,28 @@ def _folder_source(spec: str, folder: Path, flags: bool = False,
     return src
 
 
+def _say_subfolder_images(folder: Path) -> None:
+    """One warning for the images in a folder source's subfolders, which it does not read: a
+    library with a few loose photos at its top and its year folders below looked done."""
+    try:   # the folders from the listing's own types: no stat of each of 20,000 images
+        subfolders = [e.path for e in os.scandir(folder)
+                      if not e.name.startswith(".") and e.is_dir()]
+    except OSError:
+        return
+    # Bounded: a hint must not walk a whole disk when someone passes their home folder.
+    below = sum(1 for q in islice((q for d in subfolders for q in walk_files(d, broken=[])),
+                                  100_000) if q.suffix.lower() in IMAGE_EXTS)
+    if below:
+        warn(f"{shown_path(folder)}: its subfolders hold {count(below, 'more image file')}, "
+             f"not read: pass '{folder / '**' / '*'}' (quoted) to sharpen them too, each "
+             "written in its subfolder")
+
+
 def _say_not_images(spec: str, entries: list[Path], videos: bool, flags: bool = False) -> None:
     """One warning for the files in a folder source that are not images: a notes.txt, a video,
     photos in a format it does not read (.heic, RAW). Left out unsaid, the folder looked done."""
-    names = [q.name for q in entries if q.suffix.lower() not in IMAGE_EXTS and q.is_file()]
+    names = [q.name for q in entries if q.suffix.lower() not in IMAGE_EXTS | SIDECAR_EXTS
+             and q.is_file()]
     hint = f"; pass a video as {option('source', flags=flags)} to sharpen it" if videos else ""
     warn_not_images(spec, names, "a folder source", hint)
 

@@ -23,6 +23,9 @@ IMAGE_EXTS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp
 VIDEO_EXTS = frozenset({".mp4", ".avi", ".mkv", ".mov", ".webm", ".m4v", ".mpg", ".mpeg", ".ts",
                         ".mts", ".m2ts", ".wmv", ".flv", ".3gp", ".ogv", ".h264", ".h265",
                         ".hevc"})
+# Metadata files that photo tools keep beside each photo (Lightroom's and darktable's .xmp, an
+# iPhone's edits .aae): no pictures, so not said as photos a source leaves out.
+SIDECAR_EXTS = frozenset({".xmp", ".aae"})
 # Generous for 8K frames (7680x4320 = 33 Mpx) with room to spare; SHARPEN_MAX_PIXELS raises it.
 DEFAULT_MAX_PIXELS = 64_000_000
 

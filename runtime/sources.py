@@ -23,7 +23,7 @@ from .image_sources import (ImageSource as ImageSource, Layout as Layout,
                             frame_names as frame_names, name_order,
                             refuse_live_images as refuse_live_images,
                             warn_not_images as warn_not_images)
-from .imageio import VIDEO_EXTS, shown_path, why_not_a_file
+from .imageio import IMAGE_EXTS, SIDECAR_EXTS, VIDEO_EXTS, shown_path, why_not_a_file
 from .memory_sources import ArraySource as ArraySource, SyntheticSource as SyntheticSource
 from .options import option
 from .pipe_io import StdinSource as StdinSource, is_stdio
@@ -143,6 +143,10 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
         if not images and "{" in spec:
             raise SourceError(f"no images match {spec!r}: braces are not glob syntax here (the "
                               "shell expands them unquoted); give a folder or a '*' pattern")
+        if images:   # a phone's .heic or a camera's RAW in a library, left out unsaid
+            warn_not_images(spec, [f.name for f in sorted(map(Path, found), key=name_order)
+                                   if f.suffix.lower() not in IMAGE_EXTS | SIDECAR_EXTS
+                                   and f.is_file()], "a glob source")
         return _maybe_live(ImageSource(spec, images), live, flags)
     if not p.exists():
         if p.is_symlink():   # exists() follows it: a loop or a gone target is no file

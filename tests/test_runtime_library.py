@@ -26,3 +26,39 @@ def test_a_libraries_folders_are_mirrored_in_the_output(tmp_path, onnx_model):
     got = sorted(p.relative_to(tmp_path / "out").as_posix()
                  for p in (tmp_path / "out").rglob("*") if p.is_file())
     assert got == names
+
+
+def test_a_folder_source_says_the_images_in_its_subfolders_are_not_read(tmp_path,
+                                                                        onnx_model):
+    """A library with a few loose photos at its top read those alone and said nothing of the
+    year folders below: the run looked done."""
+    import pytest
+
+    from runtime import SharpenWarning
+    _library(tmp_path / "lib", ["loose.jpg", "2024/01/a.jpg", "2024/02/b.jpg"])
+    with pytest.warns(SharpenWarning, match=r"subfolders hold 2 more image files, not read: "
+                                            r"pass '.*\*\*/\*' \(quoted\)"):
+        run_stream(onnx_model, str(tmp_path / "lib"), tmp_path / "out")
+    assert [p.name for p in (tmp_path / "out").rglob("*")] == ["loose.jpg"]
+
+
+def test_a_glob_says_the_photos_it_cannot_read_and_not_their_sidecars(tmp_path, onnx_model):
+    """'lib/**/*' left a phone's HEIC photos out without a word, so the library looked done;
+    a folder said them among every Lightroom .xmp sidecar, which are no pictures."""
+    import warnings
+
+    import pytest
+
+    from runtime import SharpenWarning
+    _library(tmp_path / "lib", ["2024/01/a.jpg", "2024/02/b.jpg"])
+    (tmp_path / "lib" / "2024" / "01" / "a.xmp").write_text("<x:xmpmeta/>")
+    (tmp_path / "lib" / "2024" / "02" / "IMG_9.HEIC").write_bytes(b"\0" * 16)
+    with pytest.warns(SharpenWarning, match=r"1 file that is not an image skipped "
+                                            r"\(IMG_9\.HEIC\)") as said:
+        run_stream(onnx_model, str(tmp_path / "lib" / "**" / "*"), tmp_path / "out")
+    assert not any("xmp" in str(w.message) for w in said), [str(w.message) for w in said]
+    (tmp_path / "lib" / "2024" / "02" / "IMG_9.HEIC").unlink()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)   # the sidecar alone: nothing to say
+        run_stream(onnx_model, str(tmp_path / "lib" / "2024" / "01"), tmp_path / "out2")
+
