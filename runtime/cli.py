@@ -139,6 +139,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         "the default codecs (mp4v, VP8, "
                         "MPEG-2) round off much of a model's fine detail (README: "
                         "measured where the codecs of video outputs are listed)")
+    output.add_argument("--quality", type=int, default=None, metavar="Q",
+                        help="JPEG and WebP image outputs' quality, 1-100 (default: JPEG 95, "
+                             "WebP lossless)")
     adv.add_argument("--resume", action="store_true",
                    help="go on with a video file's run into --out that stopped part-way "
                         "(Ctrl-C, SIGTERM, a closed terminal) from the frame it got to, or "
@@ -318,7 +321,7 @@ def options_from_args(args: argparse.Namespace):
                          report_interval=interval,
                          force=args.force,
                          compare=args.compare, audio=not args.no_audio, resume=args.resume,
-                         lossless=args.lossless, segment=args.segment,
+                         lossless=args.lossless, quality=args.quality, segment=args.segment,
                          keep_segments=args.keep_segments, keep_gb=args.keep_gb,
                          service_notify=True)
 

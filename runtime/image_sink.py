@@ -81,7 +81,11 @@ class ImageEncodeOutOfMemory(MemoryError):
 MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
 
 
-def _encoded(image: np.ndarray, target: Path) -> bytes:
+# OpenCV's own JPEG quality, said and kept as the default; its WebP default is lossless.
+JPEG_QUALITY = 95
+
+
+def _encoded(image: np.ndarray, target: Path, quality: Optional[int] = None) -> bytes:
     """`image` encoded for `target`'s extension. SinkError where OpenCV cannot encode it (a
     side over the format's MAX_SIDE named); ImageEncodeOutOfMemory where it can encode a small
     image of the same kind but not this one (OpenCV reports an encoder's failed allocation
@@ -94,7 +98,11 @@ def _encoded(image: np.ndarray, target: Path) -> bytes:
                         f"{ext.lstrip('.').upper()} holds at most {side} pixels a side; "
                         "write a .png or .tif instead")
     try:
-        ok, buf = cv2.imencode(ext, image)
+        params = ([cv2.IMWRITE_JPEG_QUALITY, quality or JPEG_QUALITY]
+                  if ext.lower() in (".jpg", ".jpeg") else
+                  [cv2.IMWRITE_WEBP_QUALITY, quality] if ext.lower() == ".webp" and quality
+                  else [])
+        ok, buf = cv2.imencode(ext, image, params)
         if ok:
             return buf.tobytes()
         failure: Optional[BaseException] = None
@@ -147,6 +155,7 @@ class ImageSink(Sink):
         # start: a restarted service wrote its frames over the last run's. With it (run_stream
         # sets it for a live source) they are numbered on from the last one there.
         self.number_on = False
+        self.quality: Optional[int] = None   # JPEG's and WebP's, 1-100 (None: their defaults)
         self._offset: Optional[int] = None
 
     def write(self, original: np.ndarray, sharpened: np.ndarray, name: str) -> None:
@@ -166,7 +175,7 @@ class ImageSink(Sink):
             sharpened = cv2.cvtColor(sharpened, cv2.COLOR_BGRA2GRAY if sharpened.shape[2] == 4
                                      else cv2.COLOR_BGR2GRAY)
         # Atomic, so a run killed mid-write never leaves half an image under its final name.
-        data = _encoded(sharpened, target)
+        data = _encoded(sharpened, target, self.quality)
         if layout is not None and layout.icc:
             data = self._with_profile(data, layout.icc, target, sharpened.ndim == 2)
         if layout is not None and layout.exif:

@@ -259,6 +259,8 @@ class StreamOptions:
     compare: bool = False               # write original | sharpened (per `view`) to the output
     audio: bool = True                  # copy a video file source's sound into a video output
     lossless: bool = False              # a video output in FFV1 (.mkv, .avi): every pixel kept
+    quality: Optional[int] = None       # JPEG/WebP image outputs' 1-100 (None: JPEG 95, WebP
+    #                                     lossless)
     resume: bool = False                # go on with a stopped run of a video file (resume.py)
     segment: Optional[float] = None     # seconds of video a file of the output (segment_sink)
     keep_segments: Optional[int] = None  # the most segments kept, the oldest removed (None: all)
@@ -594,7 +596,8 @@ class _Stream:
             self.video_fps = 30.0
         self.sink = _make_sink(src, output, o.show, o.view, self.stop, self.video_fps, stats,
                                o.compare, self.flags, o.audio, o.fps, self.note, o.lossless,
-                               (o.segment or 0, o.keep_segments or 0, o.keep_gb or 0))
+                               (o.segment or 0, o.keep_segments or 0, o.keep_gb or 0),
+                               o.quality)
         start = self.resumed_from = self._resume_from(src, output)
         if start and self.resume_record.get("output") == "video":
             video = _video_sink(self.sink)
@@ -671,7 +674,8 @@ class _Stream:
         now = resume_mod.identity(self.backend.path, str(src.target), src.frame_count,
                                   {"tile": o.tile, "overlap": o.overlap, "fps": o.fps,
                                    "compare": o.compare, "view": o.view if o.compare else None,
-                                   "lossless": o.lossless and kind == "video"},
+                                   "lossless": o.lossless and kind == "video",
+                                   "quality": o.quality if kind == "images" else None},
                                   kind)
         self.output, self.resume_record = out, now
         self.progress = {"next": 0, "slots": 0}
@@ -736,7 +740,7 @@ class _Stream:
         o = self.o
         now = resume_mod.library_identity(self.backend.path, src.spec, {
             "tile": o.tile, "overlap": o.overlap, "fps": o.fps, "compare": o.compare,
-            "view": o.view if o.compare else None, "lossless": False})
+            "view": o.view if o.compare else None, "lossless": False, "quality": o.quality})
         self.output, self.resume_record, self.progress = out, now, {}
         record: dict[str, Any] = {}
         if o.resume:
@@ -1069,7 +1073,7 @@ def _close_all(closers: Iterable[Callable[[], None]], errors: list) -> None:
 _NUMBERS = {"threads": True, "tile": True, "overlap": True, "width": True, "height": True,
             "fps": False, "max_frames": True, "queue_size": True, "reconnect_attempts": True,
             "timeout": False, "report_interval": False, "segment": False,
-            "keep_segments": True, "keep_gb": False}
+            "keep_segments": True, "keep_gb": False, "quality": True}
 
 
 def _check_options(o: StreamOptions, flags: bool = False) -> None:
@@ -1091,6 +1095,8 @@ def _check_options(o: StreamOptions, flags: bool = False) -> None:
         (o.report_interval is not None and not 0 < o.report_interval < math.inf,
          f"{option('report_interval', flags=flags)} must be a number of seconds above 0, "
          f"got {o.report_interval}"),
+        (o.quality is not None and not 1 <= o.quality <= 100,
+         f"{option('quality', flags=flags)} must be 1 to 100, got {o.quality}"),
         (not (o.fps == 0 or o.fps is None or MIN_FPS <= o.fps <= MAX_FPS),
          f"fps must be 0 (the source's) or {MIN_FPS:g} to {MAX_FPS:g}, got {o.fps}"),
     ) if bad]
@@ -1292,7 +1298,8 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
                stop: threading.Event, fps: float, stats: Stats, compare: bool = False,
                flags: bool = False, audio: bool = True,
                fps_asked: Optional[float] = None, note: Optional[Note] = None,
-               lossless: bool = False, segment: tuple[float, int, float] = (0, 0, 0)) -> Sink:
+               lossless: bool = False, segment: tuple[float, int, float] = (0, 0, 0),
+               quality: Optional[int] = None) -> Sink:
     sinks: list[Sink] = []
     # The window first: one refused (no display, a headless OpenCV) leaves no output made.
     window = _window_sink(output, view, stop, stats, flags) if show else None
@@ -1301,7 +1308,7 @@ def _make_sink(src: Source, output: Optional[Union[str, Path, Sink]], show: bool
             sinks.append(_stdout_sink(src, fps, stop, compare, view, flags, note, lossless))
         else:
             sinks += _output_sinks(src, output, view, fps, compare, flags, audio, fps_asked,
-                                   lossless, segment)
+                                   lossless, segment, quality)
     except BaseException:
         if window is not None:
             window.close()
@@ -1327,7 +1334,8 @@ def _stdout_sink(src: Source, fps: float, stop: threading.Event, compare: bool, 
 def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: str,
                   fps: float, compare: bool, flags: bool, audio: bool = True,
                   fps_asked: Optional[float] = None, lossless: bool = False,
-                  segment: tuple[float, int, float] = (0, 0, 0)) -> list[Sink]:
+                  segment: tuple[float, int, float] = (0, 0, 0),
+                  quality: Optional[int] = None) -> list[Sink]:
     sinks: list[Sink] = []
     if isinstance(output, Sink):
         sinks.append(CompareSink(output, view, flags) if compare else output)
@@ -1355,6 +1363,11 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             file_sink.keep_previous = True
         if isinstance(file_sink, ImageSink) and once:
             file_sink.number_on = True
+        if isinstance(file_sink, ImageSink):
+            file_sink.quality = quality
+        elif quality is not None:
+            warn(f"{option('quality', quality, flags)} sets JPEG and WebP images' quality; "
+                 f"{option('output', output, flags)} is no image output, and it does not apply")
         if isinstance(file_sink, VideoFileSink) and isinstance(src, VideoSource) \
                 and src.kind == "video":
             # Whose primaries and transfer the frames keep, said in the video's tags.

@@ -62,3 +62,31 @@ def test_a_glob_says_the_photos_it_cannot_read_and_not_their_sidecars(tmp_path, 
         warnings.simplefilter("error", SharpenWarning)   # the sidecar alone: nothing to say
         run_stream(onnx_model, str(tmp_path / "lib" / "2024" / "01"), tmp_path / "out2")
 
+
+def _jpeg_tables(path) -> dict:
+    from PIL import Image
+    with Image.open(path) as im:
+        return im.quantization
+
+
+def test_jpeg_quality_is_settable_and_its_default_is_said(tmp_path, onnx_model):
+    """A JPEG output took OpenCV's fixed quality 95, which no option changed: a library came
+    out half again as large as the camera's files, with no way to match them."""
+    import pytest
+    from PIL import Image
+
+    _library(tmp_path / "lib", ["a.jpg", "b.jpg"])
+    ref = tmp_path / "ref"
+    ref.mkdir()
+    for q in (95, 80):   # libjpeg's tables at each quality, as Pillow writes them
+        Image.new("RGB", (8, 8)).save(ref / f"q{q}.jpg", quality=q)
+    run_stream(onnx_model, str(tmp_path / "lib"), tmp_path / "default")
+    run_stream(onnx_model, str(tmp_path / "lib"), tmp_path / "q80", quality=80)
+    assert _jpeg_tables(tmp_path / "default" / "a.jpg") == _jpeg_tables(ref / "q95.jpg")
+    assert _jpeg_tables(tmp_path / "q80" / "b.jpg") == _jpeg_tables(ref / "q80.jpg")
+    for bad in (0, 101):
+        with pytest.raises(ValueError, match=f"quality must be 1 to 100, got {bad}"):
+            run_stream(onnx_model, str(tmp_path / "lib"), tmp_path / "bad", quality=bad)
+    from runtime import SharpenWarning
+    with pytest.warns(SharpenWarning, match="quality=80 sets JPEG .* does not apply"):
+        run_stream(onnx_model, str(tmp_path / "lib"), tmp_path / "v.mp4", quality=80)
