@@ -30,6 +30,9 @@ SOURCE_LOST_EXIT = 3
 # with the other run, so that a restarted service takes over from a run started by hand.
 OUTPUT_LOCKED_EXIT = 4
 
+# The unreadable inputs the closing lines list again, the rest left to the warnings above.
+SKIPPED_LISTED = 20
+
 EPILOG = """examples:
   sharpen run --model student.onnx --source 0 --show    # USB camera, live window
   sharpen run --model student.onnx --source in.mp4 --out out.mp4 --stats s.json
@@ -500,11 +503,13 @@ def handler(args: argparse.Namespace) -> int:
         from .compare_sink import compare_layout
         shown = "--out - (stdout)" if args.output.strip() == "-" else written
         print(f"sharpen run: {shown}: {compare_layout(options.view)}", file=sys.stderr)
-    if summary.get("skipped_inputs"):
-        n = len(summary["skipped_inputs"])
+    if skipped := summary.get("skipped_inputs"):
+        # Listed again here: a library's run of hours said each among thousands of lines.
+        n, shown = len(skipped), skipped[:SKIPPED_LISTED]
+        more = f"\n  ... and {n - len(shown)} more (listed above)" if n > len(shown) else ""
         print(f"sharpen run: {count(n, 'input or stretch', 'inputs or stretches')} of the "
-              "input could not be read (listed above); the rest were processed",
-              file=sys.stderr)
+              "input could not be read; the rest were processed:\n"
+              + "\n".join(f"  {m}" for m in shown) + more, file=sys.stderr)
         return 1
     if summary.get("interrupted"):   # the shell's 128 + signal number, as the trainers exit
         code = 128 + getattr(signal, summary.get("signal") or "SIGINT")
