@@ -3,11 +3,13 @@ sharpened image, which OpenCV writes without one: the block is copied as it was,
 Orientation, set to 1 since the pixels were turned upright on reading."""
 from __future__ import annotations
 
+import contextlib
 import struct
 import zlib
 from typing import Optional
 
 ORIENTATION = 0x0112
+EXIF_IFD, PIXEL_X, PIXEL_Y = 0x8769, 0xA002, 0xA003
 _JPEG_EXIF = b"Exif\x00\x00"
 # A JPEG APP1 segment's length field counts itself and "Exif\0\0" too.
 MAX_JPEG_EXIF_BYTES = 0xFFFF - 2 - len(_JPEG_EXIF)
@@ -16,8 +18,9 @@ MAX_JPEG_EXIF_BYTES = 0xFFFF - 2 - len(_JPEG_EXIF)
 def upright_exif(block: bytes) -> bytes:
     """The EXIF (TIFF-structured) `block` of a photo whose pixels were turned upright by its
     Orientation tag: that tag set to 1 (as stored) and its thumbnail (IFD1, still stored as
-    the camera took it) unlinked, so no viewer turns either once more. Unchanged where the tag
-    is 1 or absent, or the block is not one `exif_orientation` reads."""
+    the camera took it) unlinked, so no viewer turns either once more; after a quarter turn
+    its pixel width and height are swapped. Unchanged where the tag is 1 or absent, or the
+    block is not one `exif_orientation` reads."""
     if block[:2] not in (b"II", b"MM"):
         return block
     e = "<" if block[:2] == b"II" else ">"
@@ -32,15 +35,38 @@ def upright_exif(block: bytes) -> bytes:
                 continue
             if not 2 <= struct.unpack(e + "H", block[at + 8:at + 10])[0] <= 8:
                 return block
+            turned = struct.unpack(e + "H", block[at + 8:at + 10])[0]
             out = bytearray(block)
             out[at + 8:at + 10] = struct.pack(e + "H", 1)
             link = ifd + 2 + 12 * n
             if link + 4 <= len(out):
                 out[link:link + 4] = b"\x00\x00\x00\x00"
+            if turned >= 5:   # a quarter turn: the stored width is the upright height
+                with contextlib.suppress(struct.error):   # a cut Exif IFD: left as it is
+                    _swap_pixel_dimensions(out, e, ifd, n)
             return bytes(out)
     except struct.error:
         pass
     return block
+
+
+def _entries(block: bytes | bytearray, e: str, ifd: int, n: int) -> dict[int, int]:
+    """Tag -> offset of its 12-byte entry in the IFD at `ifd` of `n` entries."""
+    return {struct.unpack(e + "H", block[ifd + 2 + 12 * k:ifd + 4 + 12 * k])[0]: ifd + 2 + 12 * k
+            for k in range(n)}
+
+
+def _swap_pixel_dimensions(out: bytearray, e: str, ifd: int, n: int) -> None:
+    """Swap the Exif IFD's PixelXDimension and PixelYDimension (type, count and value each,
+    as one may be a SHORT and the other a LONG) in `out`, where both are there."""
+    pointer = _entries(out, e, ifd, n).get(EXIF_IFD)
+    if pointer is None:
+        return
+    sub = struct.unpack(e + "I", out[pointer + 8:pointer + 12])[0]
+    entries = _entries(out, e, sub, struct.unpack(e + "H", out[sub:sub + 2])[0])
+    x, y = entries.get(PIXEL_X), entries.get(PIXEL_Y)
+    if x is not None and y is not None and max(x, y) + 12 <= len(out):
+        out[x + 2:x + 12], out[y + 2:y + 12] = out[y + 2:y + 12], out[x + 2:x + 12]
 
 
 def with_exif(encoded: bytes, block: bytes) -> Optional[bytes]:

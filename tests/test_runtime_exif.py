@@ -47,12 +47,18 @@ def test_the_photo_s_exif_is_kept(tmp_path, onnx_model, src_ext, out_ext):
 
 def test_a_turned_photo_is_written_upright_and_its_exif_says_so(tmp_path, onnx_model):
     (tmp_path / "in").mkdir()
-    _photo(tmp_path / "in" / "portrait.jpg", orientation=6)   # stored on its side
+    e = _exif(6)   # stored on its side, as the camera's sensor took it
+    e.get_ifd(0x8769).update({0xA002: 56, 0xA003: 40})   # PixelXDimension, PixelYDimension
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((40, 56, 3)) * 255).astype(np.uint8)).save(
+        tmp_path / "in" / "portrait.jpg", exif=e)
     run_stream(onnx_model, str(tmp_path / "in"), tmp_path / "out")
     with Image.open(tmp_path / "out" / "portrait.jpg") as im:
         assert im.size == (40, 56)   # turned upright
         e = im.getexif()
         assert e[0x0112] == 1 and e[0x0132] == DATE
+        exif_ifd = e.get_ifd(0x8769)
+        assert (exif_ifd[0xA002], exif_ifd[0xA003]) == (40, 56)   # the upright size
 
 
 def test_a_photo_without_exif_gets_none(tmp_path, onnx_model):
