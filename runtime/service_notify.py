@@ -55,6 +55,7 @@ class ServiceNotifier:
         self.interval = min(STATUS_INTERVAL, self.watchdog / 2) if self.watchdog else \
             STATUS_INTERVAL
         self._sock: Optional[socket.socket] = None
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._ready_at: Optional[float] = None
         self._stopping = False
@@ -66,15 +67,18 @@ class ServiceNotifier:
         return self.address is not None
 
     def send(self, *lines: str) -> None:
-        """One datagram; a manager gone or a full socket loses it (the run goes on)."""
+        """One datagram; a manager gone or a full socket loses it (the run goes on): the socket
+        does not block, as a manager that reads nothing would hold the run at each send."""
         if self.address is None:
             return
-        try:
-            if self._sock is None:
-                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
-            self._sock.sendto("\n".join(lines).encode(), self.address)
-        except OSError:
-            pass
+        with self._lock:   # the main thread's and the notifier's sends, and close
+            try:
+                if self._sock is None:
+                    self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+                    self._sock.setblocking(False)
+                self._sock.sendto("\n".join(lines).encode(), self.address)
+            except OSError:
+                pass
 
     def start(self) -> "ServiceNotifier":
         if self.enabled:
@@ -133,6 +137,7 @@ class ServiceNotifier:
             self._thread.join(timeout=2)
         if status:
             self.send(f"STATUS={status}")
-        if self._sock is not None:
-            self._sock.close()
-            self._sock = None
+        with self._lock:
+            if self._sock is not None:
+                self._sock.close()
+                self._sock = None

@@ -521,3 +521,25 @@ def test_under_type_notify_the_run_says_ready_and_pings_the_watchdog_only_while_
     flat = [line for m in rest for line in m]
     assert "STOPPING=1" in flat and "WATCHDOG=1" not in flat, rest
     assert flat[-1].startswith("STATUS=done: "), rest
+
+
+def test_a_notify_socket_nobody_reads_neither_hangs_nor_fails_the_run(model, tmp_path):
+    """NOTIFY_SOCKET bound by a manager that reads nothing (PID 1 busy, a wrapper that took the
+    socket over): its queue full, each blocking send waited for room, and the run hung at its
+    start before its first frame. A datagram the manager has no room for is lost instead."""
+    addr = tmp_path / "notify"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock, \
+            socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as filler:
+        sock.bind(str(addr))
+        filler.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            for _ in range(10_000):   # the receiver's queue (max_dgram_qlen) filled
+                filler.sendto(b"STATUS=filler", str(addr))
+        env = {**os.environ, "NOTIFY_SOCKET": str(addr), "WATCHDOG_USEC": "1000000"}
+        done = subprocess.run([sys.executable, "-m", cli_module(), "run", "--model", str(model),
+                               "--source", "synthetic:32x24", "--max-frames", "5",
+                               "--out", str(tmp_path / "o.mkv"), "--quiet"],
+                              cwd=tempfile.gettempdir(), capture_output=True, text=True,
+                              env=env, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "o.mkv").stat().st_size > 0
