@@ -93,7 +93,7 @@ def prometheus_text(summary: dict[str, Any], camera: str) -> str:
         lab = {**cam, "stage": stage}
         lat += [f"sharpen_latency_seconds{_labels(**lab, quantile=label)} {_seconds(p[q])}"
                 for q, label in _QUANTILES.items() if p.get(q) is not None]
-        lat += [f"sharpen_latency_seconds_sum{_labels(**lab)} {_seconds(p['mean'] * p['n'])}",
+        lat += [f"sharpen_latency_seconds_sum{_labels(**lab)} {_seconds(p['sum'])}",
                 f"sharpen_latency_seconds_count{_labels(**lab)} {p['n']}"]
     if lat:
         out.extend(["# HELP sharpen_latency_seconds each stage's latency over the run",

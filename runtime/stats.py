@@ -216,7 +216,7 @@ class Stats:
         run = self._runs[stage]
         if run.n == 0:
             return {"p50": None, "p90": None, "p95": None, "p99": None, "mean": None,
-                    "min": None, "max": None, "n": 0}
+                    "min": None, "max": None, "sum": None, "n": 0}
         # p90 too: `sharpen bench` reports median and p90 for every latency it times; min and
         # max as trtexec and onnxruntime_perf_test report them (max: the one stall p99 hides).
         qs = [50, 90, 95, 99]
@@ -228,7 +228,8 @@ class Stats:
         return {"p50": round(p50, 3), "p90": round(p90, 3), "p95": round(p95, 3),
                 "p99": round(p99, 3), "mean": round(run.total / run.n * 1000.0, 3),
                 "min": round(run.min * 1000.0, 3), "max": round(run.max * 1000.0, 3),
-                "n": run.n}
+                # exact, not mean * n: a Prometheus summary's `_sum`, which must never go down
+                "sum": round(run.total * 1000.0, 3), "n": run.n}
 
     def summary(self) -> dict[str, Any]:
         """Everything as a JSON-ready dict (the --stats file and run_stream's return value)."""

@@ -960,3 +960,27 @@ def test_a_run_from_a_fifo_stopped_part_way_is_not_offered_resume(model, tmp_pat
     assert proc.returncode == 143, err
     assert "--resume" not in err and "holds the 5 frames " in err, err
     assert not _read(stats).get("resumable"), _read(stats)
+
+
+def test_a_prom_files_latency_sum_never_goes_down_as_frames_come():
+    """Prometheus takes a summary's `_sum` for a counter: `rate(sharpen_latency_seconds_sum[5m])
+    / rate(..._count[5m])` is the mean latency. The sum was the mean, rounded to a microsecond,
+    times the count: a frame faster than the mean could lower it (by up to half a microsecond a
+    frame of the run, a day's run: seconds), which rate() reads as a restart."""
+    import re
+
+    from runtime.prometheus import prometheus_text
+    from runtime.stats import Stats
+
+    def latency_sum(stats: Stats) -> float:
+        text = prometheus_text(stats.summary(), "yard")
+        return float(re.search(r'^sharpen_latency_seconds_sum\{camera="yard",stage="infer"\} '
+                               r'(\S+)$', text, re.M)[1])
+
+    stats = Stats()
+    for _ in range(1000):
+        stats.add("infer", 0.00012351)
+    before = latency_sum(stats)
+    stats.add("infer", 0.0001)
+    assert latency_sum(stats) >= before
+    assert latency_sum(stats) == pytest.approx(1000 * 0.00012351 + 0.0001, abs=1e-9)
