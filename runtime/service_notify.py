@@ -60,6 +60,7 @@ class ServiceNotifier:
         self._ready_at: Optional[float] = None
         self._stopping = False
         self._last = (time.monotonic(), 0)   # (when, frames) at the last STATUS
+        self._progress = self._last          # (when, frames) when frames were last seen to come
         self._thread = threading.Thread(target=self._run, name="service-notify", daemon=True)
 
     @property
@@ -90,7 +91,7 @@ class ServiceNotifier:
         """The first frame is read and the model warm: frames come from now on."""
         if self.enabled and self._ready_at is None:
             self._ready_at = time.monotonic()
-            self._last = (self._ready_at, self.stats.frames_processed)
+            self._last = self._progress = (self._ready_at, self.stats.frames_processed)
             self.send("READY=1", "STATUS=running: the first frame read")
 
     def stopping(self) -> None:
@@ -108,9 +109,12 @@ class ServiceNotifier:
             return True
         if state != "running":
             return False
-        last = self.stats.last_frame_at
-        since = time.time() - last if last is not None else now - self._ready_at
-        return since < self.watchdog
+        # Frames seen to come, by the monotonic clock: the frames' wall times (last_frame_at)
+        # look recent for as long as NTP set the clock back after the run started.
+        frames = self.stats.frames_processed
+        if frames != self._progress[1]:
+            self._progress = (now, frames)
+        return now - self._progress[0] < self.watchdog
 
     def _status(self, now: float) -> str:
         frames = self.stats.frames_processed

@@ -543,3 +543,27 @@ def test_a_notify_socket_nobody_reads_neither_hangs_nor_fails_the_run(model, tmp
                               env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "o.mkv").stat().st_size > 0
+
+
+def test_the_watchdog_stops_being_pinged_when_frames_stop_though_the_clock_was_set_back(
+        tmp_path):
+    """A camera box without a clock (a Raspberry Pi) has its time set by NTP after the run
+    started: a frame written before the clock was set back an hour looked written "in the
+    future", and the watchdog went on being pinged for that hour while the camera read hung.
+    Whether frames still come is told by the monotonic clock."""
+    from runtime.service_notify import ServiceNotifier
+    from runtime.stats import Stats
+
+    stats = Stats()
+    notifier = ServiceNotifier(stats, lambda: "running",
+                               env={"NOTIFY_SOCKET": str(tmp_path / "none"),
+                                    "WATCHDOG_USEC": "30000000"})
+    notifier.ready()
+    t0 = time.monotonic()
+    stats.count("frames_processed")
+    assert notifier._alive(t0 + 10)
+    stats.last_frame_at = time.time() + 3600   # the last frame's wall time, then the clock set back
+    assert notifier._alive(t0 + 20)            # within 30 s of a frame seen
+    assert not notifier._alive(t0 + 60)        # no frame since: the watchdog is left to fire
+    stats.count("frames_processed")
+    assert notifier._alive(t0 + 70)
