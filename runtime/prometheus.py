@@ -103,8 +103,11 @@ def prometheus_text(summary: dict[str, Any], camera: str) -> str:
         None if mib is None else int(mib * 2 ** 20))
     one("start_time_seconds", "gauge", "when the run started (Unix time)",
         summary.get("started_at"))
-    one("last_frame_timestamp_seconds", "gauge", "when the last frame was written (Unix time)",
-        summary.get("last_frame_at"))
+    # 0 before the first frame, not no sample: an alert on its age fires for a run that never
+    # got a frame too, where a rule over a missing series never does.
+    one("last_frame_timestamp_seconds", "gauge",
+        "when the last frame was written (Unix time; 0: none yet)",
+        summary.get("last_frame_at") or 0)
     one("updated_timestamp_seconds", "gauge", "when this file was written (Unix time)",
         summary.get("updated_at"))
     one("refresh_seconds", "gauge", "seconds between refreshes of this file",

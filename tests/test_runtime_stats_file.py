@@ -984,3 +984,18 @@ def test_a_prom_files_latency_sum_never_goes_down_as_frames_come():
     stats.add("infer", 0.0001)
     assert latency_sum(stats) >= before
     assert latency_sum(stats) == pytest.approx(1000 * 0.00012351 + 0.0001, abs=1e-9)
+
+
+def test_a_prom_files_last_frame_time_is_0_before_the_first_frame_so_the_alert_fires():
+    """The README's alert rule, `time() - sharpen_last_frame_timestamp_seconds > 60 or
+    sharpen_up == 0`, stands for the JSON health check, which fails before the first frame. A
+    run stuck there (a camera whose opening hangs, its state `starting` and up 1) wrote no
+    such sample, and a rule over a missing series never fires."""
+    import re
+
+    from runtime.prometheus import prometheus_text
+    from runtime.stats import Stats
+
+    text = prometheus_text({**Stats().summary(), "state": "starting"}, "yard")
+    m = re.search(r'^sharpen_last_frame_timestamp_seconds\{camera="yard"\} (\S+)$', text, re.M)
+    assert m and time.time() - float(m[1]) > 60, text
