@@ -667,7 +667,10 @@ class _Stream:
             return 0
         if not resumable:
             if resume:
-                raise self._not_resumable(shown_url(src.spec), src.kind, src.live)
+                fifo = isinstance(src, VideoSource) and src.kind == "video" \
+                    and not _regular_file(src.target)
+                raise self._not_resumable(shown_url(src.spec), "FIFO" if fifo else src.kind,
+                                          src.live)
             return 0
         out = Path(output)
         kind = "video" if _video_sink_for(out) else "images"
@@ -772,10 +775,11 @@ class _Stream:
                       f"stopped run kept, {count(src.frame_count, 'image')} to go")
 
     def _not_resumable(self, spec: str, kind: str, live: bool) -> resume_mod.ResumeError:
+        whose = "a FIFO's" if kind == "FIFO" else "a camera's or stream's"
         return resume_mod.ResumeError(
             f"{option('resume', True, self.flags)} goes on with a video file's run into a file "
-            f"or folder; {spec} ({kind}{', live' if live else ''}) cannot be resumed (a "
-            "camera's or stream's frames are not given again)")
+            f"or folder; {spec} ({kind}{', live' if live else ''}) cannot be resumed "
+            f"({whose} frames are not given again)")
 
     def _keep_resume_record(self) -> None:
         """After the output closed: no record for a finished run; a stopped run's, with how

@@ -999,3 +999,27 @@ def test_a_prom_files_last_frame_time_is_0_before_the_first_frame_so_the_alert_f
     text = prometheus_text({**Stats().summary(), "state": "starting"}, "yard")
     m = re.search(r'^sharpen_last_frame_timestamp_seconds\{camera="yard"\} (\S+)$', text, re.M)
     assert m and time.time() - float(m[1]) > 60, text
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs FIFOs")
+def test_resume_from_a_fifo_is_refused_naming_the_fifo(model, tmp_path):
+    """`--resume` from a FIFO was refused as `feed.y4m (video) cannot be resumed (a camera's or
+    stream's frames are not given again)`: a file, called a video, refused for a camera's
+    reason. It says the source is a FIFO."""
+    w, h = 32, 24
+    fifo = tmp_path / "feed.y4m"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with contextlib.suppress(BrokenPipeError), open(fifo, "wb") as f:
+            f.write(f"YUV4MPEG2 W{w} H{h} F10:1 Ip A1:1 C420jpeg\n".encode())
+            for i in range(5):
+                f.write(b"FRAME\n" + bytes([40 * i]) * (w * h * 3 // 2))
+
+    writer = threading.Thread(target=feed, daemon=True)
+    writer.start()
+    proc = _start("--model", str(model), "--source", str(fifo), "--out",
+                  str(tmp_path / "o.mkv"), "--resume", "--quiet")
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2, err
+    assert f"{fifo} (FIFO) cannot be resumed" in err and "camera's" not in err, err
