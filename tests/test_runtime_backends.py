@@ -1108,3 +1108,23 @@ def test_a_cpu_run_neither_makes_nor_locks_the_tensorrt_cache(onnx_model, tmp_pa
     with load_backend(onnx_model, providers="cpu") as b:
         assert b.provider == "CPUExecutionProvider"
     assert not (tmp_path / "trt").exists()
+
+
+def test_sharpen_models_names_an_nchw_tflites_height_and_width_where_they_are(tmp_path):
+    """A .tflite from another tool may take NCHW (the backend runs it, reading the layout from
+    the input's shape); its lines called the channel count H, the height W, and said the
+    file was NHWC with a 3xH size as loaded."""
+    tf = pytest.importorskip("tensorflow", reason="tensorflow is needed to build a .tflite model")
+    from runtime.backends.litert_backend import tflite_io_lines
+
+    @tf.function(input_signature=[tf.TensorSpec([1, 3, None, None], tf.float32)])
+    def nchw(x):
+        return tf.nn.relu(x - 0.5)
+
+    conv = tf.lite.TFLiteConverter.from_concrete_functions([nchw.get_concrete_function()], nchw)
+    path = tmp_path / "nchw.tflite"
+    path.write_bytes(conv.convert())
+    inp, out = tflite_io_lines(path, {})
+    assert "float32 [1, 3, H, W] NCHW RGB" in inp, inp
+    assert "(any size, 1x1 as loaded" in inp, inp
+    assert "[1, 3, H, W]" in out, out

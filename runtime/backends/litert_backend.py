@@ -319,9 +319,13 @@ def tflite_io_lines(path: Path, record: dict[str, Any]) -> list[str]:
         raise_if_interrupted(exc)
         return []
 
+    # Where H and W are: a .tflite of another tool may take NCHW, as the backend does.
+    nchw = len(inp["shape"]) == 4 and int(inp["shape"][-1]) != 3 and int(inp["shape"][1]) == 3
+    h_at = 2 if nchw else 1
+
     def shape(det: dict) -> str:
         sig = [int(d) for d in det.get("shape_signature", det["shape"])]
-        return "[" + ", ".join("HW"[i - 1] if d < 0 and i in (1, 2) else str(d)
+        return "[" + ", ".join("HW"[i - h_at] if d < 0 and i in (h_at, h_at + 1) else str(d)
                                for i, d in enumerate(sig)) + "]"
 
     def head(det: dict) -> str:
@@ -339,10 +343,11 @@ def tflite_io_lines(path: Path, record: dict[str, Any]) -> list[str]:
     except (TypeError, ValueError):   # a record another tool wrote: the shape still says it
         m = 1
     size = (f"H and W multiples of {m} " if m > 1 else "") + (
-        f"(any size, {int(inp['shape'][1])}x{int(inp['shape'][2])} as loaded: resize the "
-        "input tensor, then allocate tensors)" if dynamic
+        f"(any size, {int(inp['shape'][h_at])}x{int(inp['shape'][h_at + 1])} as loaded: "
+        "resize the input tensor, then allocate tensors)" if dynamic
         else "(fixed size)")
-    return [f"  input {head(inp)} {record.get('layout') or 'NHWC RGB'}, {size}, "
+    layout = record.get("layout") or ("NCHW RGB" if nchw else "NHWC RGB")
+    return [f"  input {head(inp)} {layout}, {size}, "
             + quant(inp, "q = round(x / scale) + zero point, x in [0,1]"),
             f"  output {head(out)}, "
             + quant(out, "x = (q - zero point) * scale, then clip to [0,1]")]
