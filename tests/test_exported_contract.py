@@ -406,3 +406,17 @@ def test_sharpen_models_gives_a_tflites_tensors_as_an_app_sets_them(student, tmp
         "x = (q - zero point) * scale" in said, said
     Path(f"{path}.json").unlink()   # copied alone: read from the file itself
     assert f"scale {s_out:.9g}, zero point {z_out}" in "\n".join(artifact_provenance(path))
+
+
+@pytest.mark.slow
+def test_sharpen_models_says_when_litert_cannot_open_a_tflite(tflite_path, tmp_path):
+    """A .tflite cut short gave no input/output lines and no word why (the lines above only
+    say that no export report records it); a sidecar-less file read 'NHWC RGB, (any size'."""
+    from runtime.backends.litert_backend import tflite_io_lines
+
+    cut = tmp_path / "cut.tflite"
+    cut.write_bytes(tflite_path.read_bytes()[:4000])
+    lines = tflite_io_lines(cut, {})
+    assert len(lines) == 1 and "LiteRT cannot open it" in lines[0], lines
+    said = tflite_io_lines(tflite_path, {})[0]
+    assert "NHWC RGB (any size, 256x256 as loaded" in said, said

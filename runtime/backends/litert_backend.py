@@ -310,14 +310,15 @@ def tflite_io_lines(path: Path, record: dict[str, Any]) -> list[str]:
     """The .tflite's input and output as an app sets and reads them (`sharpen models FILE`):
     name, dtype and shape from the interpreter (its shape signature: -1 is any size), the
     layout and size multiple from the export's `record`, and an integer tensor's scale and zero
-    point with the formula that applies them. [] where LiteRT cannot open the file."""
+    point with the formula that applies them; one line saying why where LiteRT cannot open
+    the file."""
     try:
         with quiet_native_stderr(TF_NOISE):
             interp = _interpreter_class()(model_path=str(path))
         inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
-    except Exception as exc:   # a damaged file or no LiteRT: the rest of the lines say so
+    except Exception as exc:   # a damaged file or no LiteRT: said, the other lines stand
         raise_if_interrupted(exc)
-        return []
+        return [f"  input and output: LiteRT cannot open it ({brief(exc)})"]
 
     # Where H and W are: a .tflite of another tool may take NCHW, as the backend does.
     nchw = len(inp["shape"]) == 4 and int(inp["shape"][-1]) != 3 and int(inp["shape"][1]) == 3
@@ -347,7 +348,7 @@ def tflite_io_lines(path: Path, record: dict[str, Any]) -> list[str]:
         "resize the input tensor, then allocate tensors)" if dynamic
         else "(fixed size)")
     layout = record.get("layout") or ("NCHW RGB" if nchw else "NHWC RGB")
-    return [f"  input {head(inp)} {layout}, {size}, "
+    return [f"  input {head(inp)} {layout}{', ' if m > 1 else ' '}{size}, "
             + quant(inp, "q = round(x / scale) + zero point, x in [0,1]"),
             f"  output {head(out)}, "
             + quant(out, "x = (q - zero point) * scale, then clip to [0,1]")]
