@@ -939,11 +939,13 @@ class Trainer:
                 t_ready = time.time()
             else:
                 self._text(f"finished at step {self.step}; {self.best_text()}")
-        except RuntimeError as e:
-            if not (self.dist.enabled and _peer_lost(e)):
-                # train.log's last word on the run (diverged, out of memory): without it the
-                # run read as killed, which the same command would resume as it was.
-                self._text(f"error: {first_line(e, None)}")
+        except Exception as e:   # not KeyboardInterrupt: a user's stop is no error of the run
+            if not (isinstance(e, RuntimeError) and self.dist.enabled and _peer_lost(e)):
+                # train.log's last word on the run (diverged, out of memory, a full disk, an
+                # image that no longer decodes): without it the run read as killed, which the
+                # same command would resume as it was. Never in place of the error itself.
+                with contextlib.suppress(OSError):
+                    self._text(f"error: {first_line(e, None)}")
                 raise
             # torchrun sends the others SIGTERM once it sees a worker gone, at any time from
             # here to the exit: ignored for good, or it cut this one off before its line (as

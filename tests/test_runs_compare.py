@@ -222,3 +222,40 @@ def test_metrics_jsonl_records_the_crops_seen_and_runs_draws_by_them(two_runs, t
     assert x_value(run, recs[-1], "samples") == 2 * recs[-1]["step"]
     assert x_value(run, {"step": 3}, "samples") == 3 * 99   # an older version's record
     assert x_value(run, recs[-1], "steps") == recs[-1]["step"]
+
+
+@pytest.mark.parametrize("error", [OSError(28, "No space left on device"),
+                                   ValueError("cannot decode crop.png")])
+def test_a_crash_of_any_kind_reads_failed_with_its_error_not_killed(tmp_path, capsys,
+                                                                    monkeypatch, error):
+    """A full disk at a save (OSError) or a training image that no longer decodes (the loader
+    re-raises a worker's ValueError as it was) ended with no word in train.log: read as
+    killed, "the same command resumes it", which meets the same error again."""
+    from distill.trainer import Trainer
+
+    def fails(self, *a, **k):
+        raise error
+    monkeypatch.setattr(Trainer, "save", fails)
+    with pytest.raises(type(error)):
+        train(tiny_cfg(tmp_path / "r", 4, ckpt_every=2), quiet=True)
+    code, text = runs(capsys, tmp_path / "r")
+    assert "failed" in rows(text)["r"], text
+    assert f"r: failed: {error}" in text, text
+
+
+def test_a_keyboard_interrupt_is_no_failure(tmp_path, capsys, monkeypatch):
+    """A KeyboardInterrupt outside the signal handlers (a debugger's, a second Ctrl-C) is the
+    user's stop, not an error of the run."""
+    from distill.trainer import Trainer
+    step = Trainer._train_step
+
+    def stops(self, batch):
+        if self.step == 2:
+            raise KeyboardInterrupt
+        return step(self, batch)
+    monkeypatch.setattr(Trainer, "_train_step", stops)
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_cfg(tmp_path / "r", 4), quiet=True)
+    assert "error:" not in (tmp_path / "r" / "train.log").read_text()
+    code, text = runs(capsys, tmp_path / "r")
+    assert "failed" not in text, text
