@@ -435,9 +435,18 @@ def pick_axis(runs: list[Run], axis: str) -> str:
 
 def plot(runs: list[Run], png: Path, axis: str) -> Path:
     """Training loss, validation PSNR and SSIM of every run, overlaid, to `png`."""
+    from runtime.atomic import atomic_file
+    fig = figure(runs, axis)
+    png.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_file(png) as f:
+        fig.savefig(f, format="png", dpi=100)
+    return png
+
+
+def figure(runs: list[Run], axis: str):
+    """The matplotlib Figure `plot` writes."""
     from matplotlib.figure import Figure
 
-    from runtime.atomic import atomic_file
     runs = [r for r in runs if not r.problem]
     fig = Figure(figsize=(15, 4.2))
     fig.subplots_adjust(left=0.05, right=0.99, bottom=0.13, top=0.9, wspace=0.22)
@@ -447,7 +456,9 @@ def plot(runs: list[Run], png: Path, axis: str) -> Path:
         tr = [(x_value(r, t, axis), t["loss"]) for t in r.train
               if isinstance(t.get("loss"), (int, float))]
         if tr:
-            ax[0].plot(*zip(*tr), lw=0.8, color=colour, label=r.label)
+            # a lone record (a run killed after its first log) is a line of no length
+            ax[0].plot(*zip(*tr), lw=0.8, color=colour, label=r.label,
+                       marker="." if len(tr) == 1 else None)
         key = r.score_key
         if key:
             for j, k in enumerate((key.replace("_ssim", "_psnr"), key)):
@@ -465,14 +476,13 @@ def plot(runs: list[Run], png: Path, axis: str) -> Path:
                               label="blurred input" if n == 0 else None)
     what = "crops seen (samples)" if axis == "samples" else "step"
     ax[0].set(title="training loss", xlabel=what)
-    if any(r.train for r in runs):
+    # Log only with a loss to scale: all NaN/inf/0 (a diverged run) made matplotlib warn.
+    if any(isinstance(t.get("loss"), (int, float)) and 0 < t["loss"] < math.inf
+           for r in runs for t in r.train):
         ax[0].set_yscale("log")
     ax[1].set(title="validation PSNR (dB)", xlabel=what)
     ax[2].set(title="validation SSIM", xlabel=what)
     for a in ax:
         if a.get_legend_handles_labels()[0]:
             a.legend(fontsize=8)
-    png.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_file(png) as f:
-        fig.savefig(f, format="png", dpi=100)
-    return png
+    return fig

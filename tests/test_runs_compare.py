@@ -259,3 +259,24 @@ def test_a_keyboard_interrupt_is_no_failure(tmp_path, capsys, monkeypatch):
     assert "error:" not in (tmp_path / "r" / "train.log").read_text()
     code, text = runs(capsys, tmp_path / "r")
     assert "failed" not in text, text
+
+
+def test_the_figure_shows_a_lone_loss_record_and_a_loss_with_nothing_to_log_scale(tmp_path,
+                                                                                  capsys):
+    """A run killed after its first loss record drew a line of one point (nothing to see)
+    under its name in the legend; a run whose losses are all NaN/inf/0 made matplotlib warn
+    at the user that the data 'cannot be log-scaled'."""
+    for name, losses in (("one", [0.25]), ("bad", [float("inf"), 0.0, float("nan")])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "metrics.jsonl").write_text("".join(
+            json.dumps({"step": i + 1, "loss": v, "time": 1.0}) + "\n"
+            for i, v in enumerate(losses)))
+    import warnings
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        code, text = runs(capsys, tmp_path / "bad", "--out", tmp_path / "cmp")
+    assert code == 0 and not [w for w in said if "log-scaled" in str(w.message)], said
+    from distill.runs_compare import figure, read_run
+    fig = figure([read_run(tmp_path / "one")], "steps")
+    line = fig.axes[0].get_lines()[0]
+    assert len(line.get_xdata()) == 1 and line.get_marker() not in (None, "None", ""), line
