@@ -222,11 +222,11 @@ def add_commands(sub) -> None:
                        "that differ, curves",
                        description="Compare training run folders (distill, train, "
                        "train-teacher out= folders), as an ablation is read: a row per run "
-                       "with its state (finished, stopped, interrupted, killed, running), "
-                       "steps, wall time, best and last validation SSIM and PSNR with the "
-                       "step of each, and the config.yaml keys that differ between the runs. "
-                       "A folder holding run folders (runs/) stands for every run in it. "
-                       "Runs being written are read as they are, without their lock. --out "
+                       "with its state (finished, stopped, interrupted, failed, killed, "
+                       "running), steps, wall time, best and last validation SSIM and PSNR "
+                       "with the step of each, and the config.yaml keys that differ between "
+                       "the runs. A folder holding run folders (runs/) stands for every run in "
+                       "it. Runs being written are read as they are, without their lock. --out "
                        "draws their training loss and validation curves overlaid in "
                        "OUT/runs.png and writes the table's numbers to OUT/runs.csv.")
     p.add_argument("runs", nargs="+", metavar="RUN",

@@ -26,6 +26,9 @@ RUN_FILES = ("metrics.jsonl", "train.log", "config.yaml", "last.pt", "best.pt")
 # Keys that name the run rather than what it trained (every run has its own out=).
 NOT_SETTINGS = {"out"}
 
+# Keys that choose the validation images: runs differing in one scored other images.
+VALIDATION_SET = ("data.val", "data.val_labels", "data.val_max_images", "data.val_max_side")
+
 # Keys that steer an invocation, not what it trains (log_every, ckpt_every, ...): an
 # ablation's columns are what it varied; these are said on a line of their own.
 CONTROL = RUN_CONTROL
@@ -344,9 +347,14 @@ def report(runs: list[Run]) -> str:
     header, rows = table_rows(runs)
     out = [format_table(header, rows)] if rows else []
     keys = {r.score_key for r in runs if r.score_key}
+    differ = differing_settings(runs)
+    images = [k for k in differ if k in VALIDATION_SET]
     if len(keys) > 1:
         out.append("note: the runs validate differently (" + ", ".join(sorted(keys)) + "): "
                    "their scores are not comparable")
+    elif images:
+        out.append(f"note: the runs validate on other images ({', '.join(images)}): their "
+                   "scores are not comparable")
     elif len(rows) > 1 and keys:
         key = keys.pop()
         scored = [(got, r) for r in runs if not r.problem and (got := _best(r, key))]
@@ -360,7 +368,6 @@ def report(runs: list[Run]) -> str:
             out.append(f"{r.path}: {r.problem}")
         for n in r.notes:
             out.append(f"{r.label}: {n}")
-    differ = differing_settings(runs)
     if control := [k for k in differ if k in CONTROL]:
         out.append("also differ, steering the runs rather than what they train: "
                    + ", ".join(control))

@@ -280,3 +280,19 @@ def test_the_figure_shows_a_lone_loss_record_and_a_loss_with_nothing_to_log_scal
     fig = figure([read_run(tmp_path / "one")], "steps")
     line = fig.axes[0].get_lines()[0]
     assert len(line.get_xdata()) == 1 and line.get_marker() not in (None, "None", ""), line
+
+
+def test_runs_validated_on_other_images_are_told_so_and_no_winner_is_named(two_runs, capsys,
+                                                                           tmp_path):
+    """An SSIM over 2 validation images against one over 8 (or another data.val) is no
+    comparison: "best:" crowned whichever set was easier."""
+    import yaml
+    fewer = tmp_path / "fewer"
+    shutil.copytree(two_runs / "a", fewer)
+    cfg = yaml.safe_load((fewer / "config.yaml").read_text())
+    cfg["data"]["val_max_images"] = 2
+    (fewer / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, text = runs(capsys, two_runs / "b", fewer)
+    assert code == 0 and "best:" not in text, text
+    assert "note: the runs validate on other images (data.val_max_images): their scores are " \
+        "not comparable" in text, text
