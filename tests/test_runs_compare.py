@@ -296,3 +296,19 @@ def test_runs_validated_on_other_images_are_told_so_and_no_winner_is_named(two_r
     assert code == 0 and "best:" not in text, text
     assert "note: the runs validate on other images (data.val_max_images): their scores are " \
         "not comparable" in text, text
+
+
+@pytest.mark.filterwarnings(   # the resume changes data.batch_size on purpose
+    "ignore:resuming .* with settings of its own changed:runtime.warn.SharpenWarning")
+def test_samples_go_on_from_the_checkpoint_after_a_resume_with_other_crops_a_step(tmp_path):
+    """A resume under another batch (or torchrun process count) takes other crops a step from
+    there on: samples count on from what the checkpoint had taken, not step x today's batch;
+    train.log's stretches give the same for a record without them."""
+    from distill.runs_compare import read_run, samples_axis
+    out = tmp_path / "r"
+    train(tiny_cfg(out, 4, stop_after=2), quiet=True)
+    train(tiny_cfg(out, 4, **{"data.batch_size": 4}), quiet=True)
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert {r["step"]: r["samples"] for r in recs} == {1: 2, 2: 4, 3: 8, 4: 12}, recs
+    run = read_run(out)
+    assert run.crops_per_step == [(0, 2), (2, 4)] and samples_axis(run, 4) == 12
