@@ -96,6 +96,10 @@ def _flatten(d: dict, prefix: str = "") -> dict:
     return out
 
 
+# Every flock on this host by device and inode (Linux); see _lock_held.
+PROC_LOCKS = Path("/proc/locks")
+
+
 def _lock_held(folder: Path) -> bool:
     """Whether a live process holds the run's lock (runtime.run_lock): read from /proc/locks,
     which lists every flock by inode, so that looking never takes the lock a run starting at
@@ -106,7 +110,7 @@ def _lock_held(folder: Path) -> bool:
     except OSError:
         return False
     try:
-        locks = Path("/proc/locks").read_text()
+        locks = PROC_LOCKS.read_text()
     except OSError:
         locks = None
     if locks is not None:
@@ -124,6 +128,8 @@ def _lock_held(folder: Path) -> bool:
     try:
         pid = int(path.read_text().split("\n", 1)[0])
         os.kill(pid, 0)
+    except PermissionError:   # alive, another user's
+        return True
     except (OSError, ValueError):
         return False
     return True

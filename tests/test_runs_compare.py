@@ -312,3 +312,40 @@ def test_samples_go_on_from_the_checkpoint_after_a_resume_with_other_crops_a_ste
     assert {r["step"]: r["samples"] for r in recs} == {1: 2, 2: 4, 3: 8, 4: 12}, recs
     run = read_run(out)
     assert run.crops_per_step == [(0, 2), (2, 4)] and samples_axis(run, 4) == 12
+
+
+def test_without_proc_locks_the_lock_files_process_says_whether_the_run_lives(tmp_path,
+                                                                              monkeypatch):
+    """Where /proc/locks is not there (macOS, a locked-down /proc) the lock file's process id
+    is asked: a live one, another user's too (kill(pid, 0) says EPERM for it), is running."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import distill.runs_compare as rc
+    monkeypatch.setattr(rc, "PROC_LOCKS", tmp_path / "no-proc-locks")
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".lock").write_text(f"{os.getpid()}\nrun\ntraining")
+    assert rc._lock_held(run)
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    (run / ".lock").write_text(f"{gone.pid}\nrun\ntraining")
+    assert not rc._lock_held(run)
+    if os.geteuid() != 0:
+        return   # becoming another user below needs root
+    other = Path(tempfile.mkdtemp(dir="/tmp"))   # one the other user can reach
+    try:
+        other.chmod(0o755)
+        (other / ".lock").write_text("1\nrun\ntraining")   # process 1: alive, root's
+        child = os.fork()
+        if child == 0:   # pragma: no cover (the child's exit status is the result)
+            try:
+                os.setuid(65534)
+                os._exit(0 if rc._lock_held(other) else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+    finally:
+        shutil.rmtree(other)
