@@ -354,7 +354,9 @@ def report(runs: list[Run]) -> str:
     out = [format_table(header, rows)] if rows else []
     keys = {r.score_key for r in runs if r.score_key}
     differ = differing_settings(runs)
-    images = [k for k in differ if k in VALIDATION_SET]
+    # among the runs that record the key: an older config.yaml without it is no other set
+    images = [k for k in VALIDATION_SET if len({
+        json.dumps(r.config[k], default=str) for r in runs if k in r.config}) > 1]
     if len(keys) > 1:
         out.append("note: the runs validate differently (" + ", ".join(sorted(keys)) + "): "
                    "their scores are not comparable")

@@ -296,6 +296,11 @@ def test_runs_validated_on_other_images_are_told_so_and_no_winner_is_named(two_r
     assert code == 0 and "best:" not in text, text
     assert "note: the runs validate on other images (data.val_max_images): their scores are " \
         "not comparable" in text, text
+    del cfg["data"]["val_max_side"]   # an older version's config.yaml: no other set for that
+    cfg["data"]["val_max_images"] = 1
+    (fewer / "config.yaml").write_text(yaml.safe_dump(cfg))
+    code, text = runs(capsys, two_runs / "b", fewer)
+    assert "best:" in text and "other images" not in text, text
 
 
 @pytest.mark.filterwarnings(   # the resume changes data.batch_size on purpose
