@@ -191,7 +191,17 @@ def _killed_note(path: Path) -> str:
 
 
 def read_run(path: Path) -> Run:
-    """One folder as `sharpen runs` shows it."""
+    """One folder as `sharpen runs` shows it; one that cannot be read (another user's) says
+    so in place of its row."""
+    try:
+        return _read_run(path)
+    except OSError as e:
+        return Run(path=path, label=path.name or str(path),
+                   problem=f"cannot be read: {e.strerror or e}"
+                   + (f" ({e.filename})" if e.filename else ""))
+
+
+def _read_run(path: Path) -> Run:
     run = Run(path=path, label=path.name or str(path))
     if not path.exists():
         run.problem = "no such folder"
@@ -254,15 +264,26 @@ def read_run(path: Path) -> Run:
     return run
 
 
+def _holds_run_files(folder: Path) -> bool:
+    """Whether `folder` has a run's files; True where it cannot be looked into (another
+    user's), so that it gets its line rather than vanish."""
+    try:
+        return any((folder / n).exists() for n in RUN_FILES)
+    except PermissionError:
+        return True
+
+
 def run_folders(paths: list[Path]) -> list[Path]:
     """The folders to compare: each given one, or, for a folder that is no run but holds
     runs (`runs/`, as `tensorboard --logdir runs` takes it), the runs in it."""
     out: list[Path] = []
     seen: set[str] = set()
     for p in paths:
-        inside = sorted(q for q in p.iterdir() if q.is_dir() and any(
-            (q / n).exists() for n in RUN_FILES)) if p.is_dir() and not any(
-                (p / n).exists() for n in RUN_FILES) else []
+        inside = []
+        # One that cannot be looked into is taken as given: its line says why (read_run).
+        with contextlib.suppress(OSError):
+            if p.is_dir() and not _holds_run_files(p):
+                inside = sorted(q for q in p.iterdir() if q.is_dir() and _holds_run_files(q))
         for q in inside or [p]:
             if (real := os.path.realpath(q)) not in seen:   # a run named twice is one row
                 seen.add(real)

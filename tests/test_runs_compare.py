@@ -354,3 +354,37 @@ def test_without_proc_locks_the_lock_files_process_says_whether_the_run_lives(tm
         assert os.waitstatus_to_exitcode(status) == 0, status
     finally:
         shutil.rmtree(other)
+
+
+def test_a_folder_that_cannot_be_read_gets_a_line_not_a_traceback(two_runs):
+    """Another user's run folder (mode 700) ended `sharpen runs runs/` in a PermissionError
+    traceback, the runs that could be read unshown."""
+    import tempfile
+    from pathlib import Path
+
+    from distill.runs_compare import read_run, run_folders
+    if os.geteuid() != 0:
+        pytest.skip("becoming another user needs root")
+    top = Path(tempfile.mkdtemp(dir="/tmp"))
+    try:
+        top.chmod(0o755)
+        shutil.copytree(two_runs / "a", top / "mine")
+        shutil.copytree(two_runs / "a", top / "theirs")
+        for p in (top / "mine").rglob("*"):
+            p.chmod(0o755 if p.is_dir() else 0o644)
+        (top / "mine").chmod(0o755)
+        (top / "theirs").chmod(0o700)
+        child = os.fork()
+        if child == 0:   # pragma: no cover (the child's exit status is the result)
+            try:
+                os.setuid(65534)
+                got = {p.name: read_run(p) for p in run_folders([top])}
+                ok = (set(got) == {"mine", "theirs"} and not got["mine"].problem
+                      and "cannot be read: Permission denied" in got["theirs"].problem)
+                os._exit(0 if ok else 1)
+            except BaseException:
+                os._exit(2)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0, status
+    finally:
+        shutil.rmtree(top)
