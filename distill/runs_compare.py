@@ -466,6 +466,7 @@ def pick_axis(runs: list[Run], axis: str) -> str:
     rates = {c for r in runs if not r.problem
              for c in ([c for _, c in r.crops_per_step]
                        or [r.config.get("data.batch_size")])}
+    rates.discard(None)   # a run with no batch to tell (no train.log, no config.yaml)
     return "samples" if len(rates) > 1 else "steps"
 
 

@@ -388,3 +388,15 @@ def test_a_folder_that_cannot_be_read_gets_a_line_not_a_traceback(two_runs):
         assert os.waitstatus_to_exitcode(status) == 0, status
     finally:
         shutil.rmtree(top)
+
+
+def test_a_run_whose_crops_a_step_are_unknown_does_not_switch_the_axis_to_samples(two_runs,
+                                                                                  tmp_path):
+    """An older run with metrics.jsonl alone (no train.log, no config.yaml) has no batch to
+    tell: taken as a batch of its own, it put every comparison on the samples axis, drawing
+    it at one crop a step."""
+    from distill.runs_compare import pick_axis, read_run
+    old = tmp_path / "old"
+    old.mkdir()
+    shutil.copy(two_runs / "a" / "metrics.jsonl", old / "metrics.jsonl")
+    assert pick_axis([read_run(two_runs / "a"), read_run(old)], "auto") == "steps"
