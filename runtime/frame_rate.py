@@ -24,8 +24,9 @@ from .iso_boxes import ISO_EXTS, Span, find_box, read_moov, tracks
 WINDOW_S = 1.0
 # Windows this close to the fastest count as its stretch.
 NEAR_PEAK = 0.97
-# A sample table this long (entries) is not read: an hour at 60 fps, each frame its own entry,
-# is 216000.
+# A sample table this long (entries, or the frames they count) is not read: an hour at 60 fps,
+# each frame its own entry, is 216000. One entry may count 4 billion frames, whose times took
+# 32 GiB: a damaged or hostile header's.
 MOST_ENTRIES = 4_000_000
 
 
@@ -56,6 +57,8 @@ def _times_in_moov(f: BinaryIO, moov: Span) -> Optional[np.ndarray]:
         if not timescale or not 0 < n <= MOST_ENTRIES or stts[1] - stts[0] < 8 + 8 * n:
             return None
         table = np.frombuffer(f.read(8 * n), ">u4").reshape(n, 2).astype(np.int64)
+        if table[:, 0].sum() > MOST_ENTRIES:
+            return None
         deltas = np.repeat(table[:, 1], table[:, 0])
         return np.concatenate([[0], np.cumsum(deltas)]) / timescale
     return None
