@@ -489,7 +489,8 @@ def handler(args: argparse.Namespace) -> int:
         print(f"sharpen run: the video repeats the frame before each drop "
               f"({summary['repeated_frames']} frames in all) so that it plays in real time",
               file=sys.stderr)
-    elif not summary.get("live") and (retimed := _retimed_note(summary, args.source)):
+    elif not summary.get("live") and (retimed := _retimed_note(summary, args.source,
+                                                                 args.fps)):
         print(f"sharpen run: {retimed}", file=sys.stderr)
     if summary.get("live") and summary.get("left_out_frames"):
         print(f"sharpen run: {_live_left_out_note(summary, args.fps)}", file=sys.stderr)
@@ -539,7 +540,7 @@ def _live_left_out_note(summary: dict, asked_fps: float) -> str:
             f"time: the source gave frames faster{sent} {why}")
 
 
-def _retimed_note(summary: dict, source: str) -> str:
+def _retimed_note(summary: dict, source: str, asked: float = 0.0) -> str:
     """What a video placing a file's frames by their times did to them ('' where nothing): the
     done: line counts the frames sharpened, which the video then does not hold one for one."""
     repeated, left_out = summary.get("repeated_frames", 0), summary.get("left_out_frames", 0)
@@ -547,8 +548,11 @@ def _retimed_note(summary: dict, source: str) -> str:
         return ""
     fps = (summary.get("source") or {}).get("fps") or 0
     average = (summary.get("source") or {}).get("average_fps")
-    rate = (f"{fps:g} fps video (the clip's peak rate; {average:.3g} on average)" if average
-            else f"{fps:g} fps video")
+    if average and asked and abs(asked - fps) > 1e-3 * fps:   # --fps of its average
+        rate = f"{asked:g} fps video (--fps; the clip's peak rate is {fps:g})"
+    else:
+        rate = (f"{fps:g} fps video (the clip's peak rate; {average:.3g} on average)"
+                if average else f"{fps:g} fps video")
     did = []
     if repeated:
         did.append(f"repeats the frame before each longer gap ({count(repeated, 'frame')} in "

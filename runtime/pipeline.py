@@ -608,7 +608,7 @@ class _Stream:
         # from the sound copied beside them (0.5 s by the middle of a clip). --fps other than
         # the file's plays it faster or slower on purpose: frame by frame, as before.
         self.timed = (isinstance(src, VideoSource) and src.kind == "video" and not src.live
-                      and bool(src.fps) and abs(self.video_fps - src.fps) <= 1e-3 * src.fps
+                      and bool(src.fps) and src.own_rate(self.video_fps)
                       and _writes_video(self.sink))
         self.frames = src.frames(self.stop)
         first = next(self.frames, None)
@@ -1359,7 +1359,8 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             file_sink.audio_source, file_sink.audio_live = str(src.target), src.live
             # The rate the sound is matched to: the file's, else --fps taken as the clip's; 0
             # where neither is known and the video's rate is a guess.
-            file_sink.source_fps = src.fps or fps_asked or 0.0
+            file_sink.source_fps = (fps_asked if fps_asked and src.own_rate(fps_asked)
+                                    else src.fps or fps_asked or 0.0)
         # What a camera or a pipe gave is not given again: an earlier run's recording is kept,
         # and its frames numbered on.
         once = src.live or getattr(src, "once", False)

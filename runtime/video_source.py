@@ -572,6 +572,11 @@ class VideoSource(Source):
         self.cap.release()
         self.closed = True
 
+    def own_rate(self, rate: float) -> bool:
+        """Whether a video at `rate` fps plays this file's frames in their own time: its rate,
+        or, where that is a variable-rate clip's peak, the average players give it (--fps)."""
+        return any(r and abs(rate - r) <= 1e-3 * r for r in (self.fps, self.average_fps))
+
     def describe(self) -> dict:
         d = super().describe()
         d.update(width=self.width, height=self.height)

@@ -411,6 +411,27 @@ def test_a_variable_frame_rate_clip_keeps_its_pictures_in_step_with_its_sound(
             "sound in step)") in err, err
 
 
+def test_fps_of_a_variable_rate_clips_average_keeps_its_sound_and_times(
+        tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
+    """--fps 13, the rate players and ffprobe give the clip above, asks for its own rate: its
+    frames are placed by their times and its sound kept, as before its video took the peak
+    rate. Compared with the peak, 20, it was taken as another rate: the video was written
+    frame by frame (the flash 0.5 s before the click) and silent, the warning naming a 20 fps
+    no player shows."""
+    monkeypatch.setenv("SHARPEN_FFMPEG", ffmpeg)
+    clip = _marked_clip(ffmpeg, tmp_path / "phone.mp4",
+                        "select='not(between(t,0.5,1.9))+not(mod(n,4))'")
+    out = tmp_path / "sharp.mp4"
+    rc, err = _run(capsys, "--model", str(onnx_model), "--source", str(clip),
+                   "--out", str(out), "--fps", "13")
+    assert rc == 0 and "warning" not in err, err
+    assert read_video(out)[1] == pytest.approx(13), read_video(out)[1]
+    flash, click, frame = _flash_and_click(ffmpeg, out)
+    assert click == pytest.approx(MARK_S, abs=0.01) and abs(flash - click) < frame, (flash,
+                                                                                      click)
+    assert "the 13 fps video (--fps; the clip's peak rate is 20) repeats" in err, err
+
+
 def test_a_constant_rate_clips_uneven_timestamps_move_no_frame(
         tmp_path, capsys, monkeypatch, onnx_model, ffmpeg):
     """Frames up to 0.4 of an interval off their slots (a recorder's clock, a timebase's
