@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import http.server
 import shutil
+import struct
 import subprocess
 import tempfile
 import sys
@@ -322,3 +323,23 @@ def camera_stream(folder: Path, frames: int, once: bool = False) -> Iterator[str
     finally:
         server.shutdown()
         server.server_close()
+
+
+def with_stts(clip: Path, entries: list[tuple[int, int]], out: Path) -> Path:
+    """`clip` (an MP4 OpenCV wrote) with its video track's sample table of times (stts)
+    replaced by `entries` ((count, delta) pairs), the boxes holding it resized to match: a
+    variable-rate clip, or a damaged one, without ffmpeg."""
+    data = bytearray(clip.read_bytes())
+    at = data.find(b"stts") - 4
+    old = struct.unpack(">I", data[at:at + 4])[0]
+    body = struct.pack(">II", 0, len(entries)) + b"".join(struct.pack(">II", *e)
+                                                          for e in entries)
+    new = struct.pack(">I", 8 + len(body)) + b"stts" + body
+    for name in (b"moov", b"trak", b"mdia", b"minf", b"stbl"):
+        # moov is after mdat in OpenCV's files: no chunk offset moves
+        head = data.rfind(name, 0, at) - 4
+        size = struct.unpack(">I", data[head:head + 4])[0]
+        struct.pack_into(">I", data, head, size + len(new) - old)
+    data[at:at + old] = new
+    out.write_bytes(data)
+    return out
