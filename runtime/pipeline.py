@@ -679,7 +679,7 @@ class _Stream:
                                    "compare": o.compare, "view": o.view if o.compare else None,
                                    "lossless": o.lossless and kind == "video",
                                    "quality": o.quality if kind == "images" else None},
-                                  kind)
+                                  kind, self.video_fps, getattr(src, "average_fps", None))
         self.output, self.resume_record = out, now
         self.progress = {"next": 0, "slots": 0}
         if kind == "images":

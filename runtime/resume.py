@@ -77,16 +77,22 @@ def frame_digest(img: np.ndarray) -> str:
 
 
 def identity(model: str | os.PathLike, source: str, frame_count: Optional[int],
-             options: dict[str, Any], output_kind: str) -> dict[str, Any]:
+             options: dict[str, Any], output_kind: str, fps: float = 0.0,
+             average_fps: Optional[float] = None) -> dict[str, Any]:
     """What must be the same for a resumed run's frames to match the stopped run's. The
     model's hash is left to `sealed` and `changes`: taken at every run's start, it cost each
-    video run 0.3 s per 100 MB of model, where few runs are ever stopped or resumed."""
+    video run 0.3 s per 100 MB of model, where few runs are ever stopped or resumed. A video's
+    `fps` is the rate it is written at, which for a variable-rate clip is its peak, not the
+    `average_fps` an older run took (runtime/frame_rate.py)."""
     st, mst = os.stat(source), os.stat(model)
+    src: dict[str, Any] = {"file": os.path.abspath(source), "size": st.st_size,
+                           "mtime_ns": st.st_mtime_ns, "frame_count": frame_count}
+    if output_kind == "video" and fps:
+        src.update(fps=fps, average_fps=average_fps)
     return {"model": {"file": os.path.abspath(model), "size": mst.st_size,
                       "mtime_ns": mst.st_mtime_ns},
-            "source": {"file": os.path.abspath(source), "size": st.st_size,
-                       "mtime_ns": st.st_mtime_ns, "frame_count": frame_count},
-            "options": {k: options.get(k) for k in SHAPING}, "output": output_kind}
+            "source": src, "options": {k: options.get(k) for k in SHAPING},
+            "output": output_kind}
 
 
 def library_identity(model: str | os.PathLike, spec: str,
@@ -143,6 +149,13 @@ def changes(recorded: dict[str, Any], now: dict[str, Any], flags: bool = False) 
         if rs.get(key) != ns[key]:
             said.append(f"the source's {what} was {rs.get(key)}, now {ns[key]}")
     ro = recorded.get("options", {})
+    if ns.get("fps"):
+        # A record from before the rate was kept: its video took --fps, else OpenCV's rate,
+        # a variable-rate clip's average. Joined at another, its frames play at the wrong pace.
+        then = rs.get("fps") or (ns["fps"] if ro.get("fps") else ns.get("average_fps")
+                                 or ns["fps"])
+        if abs(then - ns["fps"]) > 1e-3 * ns["fps"]:
+            said.append(f"the video's rate was {then:g} fps, now {ns['fps']:g} fps")
     for key in SHAPING:
         then = ro.get(key, UNRECORDED.get(key))
         if then != now["options"].get(key):

@@ -325,13 +325,19 @@ def camera_stream(folder: Path, frames: int, once: bool = False) -> Iterator[str
         server.server_close()
 
 
-def with_stts(clip: Path, entries: list[tuple[int, int]], out: Path) -> Path:
+def with_stts(clip: Path, entries: list[tuple[int, int]], out: Path, strict: bool = True
+              ) -> Path:
     """`clip` (an MP4 OpenCV wrote) with its video track's sample table of times (stts)
     replaced by `entries` ((count, delta) pairs), the boxes holding it resized to match: a
-    variable-rate clip, or a damaged one, without ffmpeg."""
+    variable-rate clip, or a damaged one, without ffmpeg. Frames past the clip's length (its
+    edit list's) are not read: `strict`, the entries must keep it."""
     data = bytearray(clip.read_bytes())
     at = data.find(b"stts") - 4
     old = struct.unpack(">I", data[at:at + 4])[0]
+    if strict:
+        n, = struct.unpack(">I", data[at + 12:at + 16])
+        was = np.frombuffer(bytes(data[at + 16:at + 16 + 8 * n]), ">u4").reshape(n, 2)
+        assert sum(c * d for c, d in entries) == int((was[:, 0] * was[:, 1]).sum()), entries
     body = struct.pack(">II", 0, len(entries)) + b"".join(struct.pack(">II", *e)
                                                           for e in entries)
     new = struct.pack(">I", 8 + len(body)) + b"stts" + body

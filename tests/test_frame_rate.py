@@ -24,10 +24,10 @@ def _clip(path: Path, frames: int = 60, fps: float = 20) -> Path:
 
 def test_a_clips_rewritten_table_gives_its_peak_rate(tmp_path):
     """The table's own rate is read (the helper's rewrite is believed): 1.5 s at 40 fps
-    between stretches at 20 fps."""
+    between slower stretches."""
     clip = _clip(tmp_path / "even.mp4", frames=130)
     assert peak_fps(clip) is None or abs(peak_fps(clip) - 20) < 0.1
-    vfr = with_stts(clip, [(30, 512), (60, 256), (40, 512)], tmp_path / "vfr.mp4")
+    vfr = with_stts(clip, [(30, 512), (60, 256), (40, 896)], tmp_path / "vfr.mp4")
     assert abs(peak_fps(vfr) - 40) < 0.1, peak_fps(vfr)
 
 
@@ -35,5 +35,5 @@ def test_a_sample_table_of_billions_of_frames_gives_no_rate(tmp_path):
     """A hostile or damaged table's one entry claiming 4 billion frames: expanded, its times
     asked for 32 GiB, and `sharpen run` of a clip OpenCV reads stopped "out of memory"."""
     clip = _clip(tmp_path / "even.mp4")
-    huge = with_stts(clip, [(0xFFFFFFFF, 512)], tmp_path / "huge.mp4")
+    huge = with_stts(clip, [(0xFFFFFFFF, 512)], tmp_path / "huge.mp4", strict=False)
     assert peak_fps(huge) is None

@@ -263,6 +263,42 @@ def test_a_changed_model_source_or_option_is_refused_naming_it(made, tmp_path):
     assert out.read_bytes() == kept
 
 
+def test_a_variable_rate_clips_run_stopped_at_another_video_rate_is_not_resumed(made,
+                                                                                 tmp_path):
+    """A phone's clip, 1.2 s at 50 fps then 2.4 s at 12.5 (25 on average): its video takes
+    the peak, 50. A run stopped when the video took another rate (a record without one:
+    before the peak was taken, its average) goes on at the same rate or is refused, naming
+    the rates: joined, the earlier part's frames, timed at 25, were played as 50 fps ones and
+    the part after overlapped them, its sound out of step."""
+    from runtime_fixtures import with_stts
+
+    even = made["clip"]
+    data = even.read_bytes()
+    delta = int.from_bytes(data[data.find(b"stts") + 16:data.find(b"stts") + 20], "big")
+    phone = with_stts(even, [(60, delta // 2), (30, 2 * delta)], tmp_path / "p.mp4")
+    out = tmp_path / "sharp.mp4"
+    argv = ["--model", str(made["model"]), "--source", str(phone), "--out", str(out)]
+    code, err = stopped(argv, 10, signal.SIGINT, _env(None))
+    assert code == 130, err
+    kept = out.read_bytes()
+    record_file = tmp_path / ".sharp.mp4.resume.json"
+    saved = record_file.read_text()
+    record = json.loads(saved)
+    assert record["source"]["fps"] == pytest.approx(2 * FPS), record["source"]
+    del record["source"]["fps"]
+    record_file.write_text(json.dumps(record))
+    r = sharpen(*argv, "--resume")
+    assert r.returncode == 2 and "the video's rate was 25 fps, now 50 fps" in r.stderr, \
+        r.stderr
+    assert out.read_bytes() == kept
+    record_file.write_text(saved)
+    r = sharpen(*argv, "--resume")
+    whole = tmp_path / "whole.mp4"
+    assert r.returncode == 0 and sharpen(*argv[:-1], str(whole)).returncode == 0, r.stderr
+    resumed, times, fps = frames_and_times(out)
+    assert fps == pytest.approx(2 * FPS) and len(resumed) == len(frames_and_times(whole)[0])
+
+
 def test_resume_without_a_stopped_run_or_from_a_camera_is_refused(made, tmp_path):
     out = tmp_path / "sharp.mp4"
     r = sharpen("--model", str(made["model"]), "--source", str(made["clip"]), "--out",
