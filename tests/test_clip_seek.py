@@ -107,3 +107,17 @@ def test_a_short_pause_late_in_a_long_clip_is_found_and_the_clip_decoded_forward
     for i, f in zip(order, got):
         assert np.array_equal(f, seq[i]), f"frame {i} is another frame"
     assert reader.seeks == 0
+
+
+def test_a_clip_found_unseekable_late_goes_on_from_where_it_was(tmp_path):
+    # Frames 0-40 read forward (too near for a seek), then frame 140: the one-time check finds
+    # the pause and rules seeking out. Reading on from frame 41 decodes 100 frames; the check
+    # had moved the capture, so the reader reopened the clip and decoded 0-140 again.
+    clip = _clip(tmp_path / "vfr.mp4", "-g", "10", "-bf", "0",
+                 vf="setpts=N/(30*TB)+gte(N\\,60)*0.5/TB")
+    seq = _sequential(clip)
+    order = [*range(41), 140]
+    got, reader = _read(clip, order)
+    assert all(np.array_equal(f, seq[i]) for i, f in zip(order, got))
+    assert reader.seeks == 0 and reader._seek.exact is False
+    assert reader.decoded == 141

@@ -648,7 +648,7 @@ class FrameReader:
     a fraction of a second, not the minutes decoding every frame before it takes); else, and
     on a clip where seeking is not frame-accurate (variable frame rate, timestamps out of
     step), frames are decoded forward; going back reopens the file. `seeks` counts the seeks
-    taken."""
+    taken, `decoded` the frames decoded forward."""
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
@@ -657,6 +657,7 @@ class FrameReader:
         self._decoded = -1   # the last frame decoded, for the message of one that is not
         self._seek = SeekCheck(self.path)
         self.seeks = 0
+        self.decoded = 0
 
     def _open(self) -> None:
         self.close()
@@ -672,11 +673,16 @@ class FrameReader:
 
     def _sought(self, index: int) -> Optional[np.ndarray]:
         """Frame `index` by a seek where the clip allows an exact one and it saves decoding;
-        None: read forward (from a reopened file where a check or seek moved the capture)."""
+        None: read forward (from a reopened file where a seek moved the capture)."""
         if self._seek.exact is None and self._seek.worth(self._next, index):
-            n = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-            exact = self._seek.check(self._cap, n, index)
-            self._open()
+            # On a capture of its own: where seeking is ruled out, reading goes on from the
+            # frame reached, not from frame 0 again.
+            cap = cv2.VideoCapture(str(self.path))
+            try:
+                n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+                exact = cap.isOpened() and self._seek.check(oriented(cap, self.path), n, index)
+            finally:
+                cap.release()
             if not exact:
                 return None
         if not self._seek.worth(self._next, index):
@@ -700,6 +706,7 @@ class FrameReader:
         # damaged one by a later frame's index, failed the clip's last frames as "not found"
         # and failed the frames after the damage too while skipping to them.
         # runtime.video_source counts the same way.
+        self.decoded += index + 1 - self._next
         while self._next < index:
             if self._cap.grab():
                 self._decoded = self._next
