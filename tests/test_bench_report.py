@@ -1584,6 +1584,32 @@ def test_real_nogt_takes_a_clips_frames_as_evaluate_picks_them(env, capsys):
         (env / "real-clip" / "report.md").read_text()
 
 
+def test_a_clips_frames_are_counted_once_by_the_bench_check_and_its_run(tmp_path):
+    """The bench's check of --real-nogt and its run each resolved the clip (three times in
+    all), and counting a long clip's frames takes a seek to its last frame: on a clip with a
+    keyframe every 5 minutes, 27-43 s each time. A clip unchanged since is counted once."""
+    import cv2
+
+    from benchmarks.report import _check_real_blur
+    from distill.data import sources
+    from distill.evaluate import source_items
+
+    clip = tmp_path / "dash.avi"
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 24))
+    for i in range(8):
+        vw.write(np.full((24, 32, 3), 30 * i, np.uint8))
+    vw.release()
+    sources._frame_count.cache_clear()
+    _check_real_blur("--real-nogt", [str(clip)], 4, need_gt=False, stride=2)
+    assert len(source_items(str(clip), clips=True, stride=2)) == 4
+    assert sources._frame_count.cache_info().misses == 1
+    vw = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10, (32, 24))
+    for i in range(4):   # rewritten: counted again
+        vw.write(np.full((24, 32, 3), 30 * i, np.uint8))
+    vw.release()
+    assert len(source_items(str(clip), clips=True, stride=2)) == 2
+
+
 def test_real_blur_sets_are_checked_before_the_long_work(env, capsys):
     nogt = _blurred_frames(env, "nogt-check")
     junk = env / "junk"

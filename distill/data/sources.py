@@ -19,6 +19,7 @@ This module needs only numpy and OpenCV (no torch).
 """
 from __future__ import annotations
 
+import functools
 import math
 import os
 import re
@@ -606,17 +607,31 @@ def _count_frames(path: Path) -> int:
         # data: the main rank says it, as train_data says its other warnings.
         if DistInfo.from_env().main and (hdr := hdr_warning(path, str(path), LABELLED)):
             warn(hdr, stacklevel=4)
+    finally:
+        cap.release()
+    st = path.stat()
+    n = _frame_count(str(path.resolve()), st.st_size, st.st_mtime_ns)
+    if n == 0:
+        raise SourceError(f"{path}: {NO_DECODABLE_FRAMES}")
+    return n
+
+
+@functools.lru_cache(maxsize=4096)
+def _frame_count(path: str, size: int, mtime_ns: int) -> int:
+    """The frames of the clip `path` is while it has this size and time. Cached: `sharpen
+    bench` resolves --real-nogt's clips in its check and again in its run, and the seek to the
+    last frame a count takes is tens of seconds on a long clip with keyframes minutes apart."""
+    cap = cv2.VideoCapture(path)
+    try:
         n = _checked_frame_count(cap)
         if n is None:
             cap.release()
-            cap = cv2.VideoCapture(str(path))   # from the start, whatever the seek did
+            cap = cv2.VideoCapture(path)   # from the start, whatever the seek did
             n = 0
             while cap.grab():
                 n += 1
     finally:
         cap.release()
-    if n == 0:
-        raise SourceError(f"{path}: {NO_DECODABLE_FRAMES}")
     return n
 
 
