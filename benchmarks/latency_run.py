@@ -91,7 +91,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     from runtime.host import default_threads
     from runtime.pipeline import StreamInterrupted
 
-    from .machine import blas_threads, load_average, machine_load, sgemm_peak_gmacs
+    from .machine import blas_threads, cpu_sample, machine_load, sgemm_peak_gmacs
 
     result = {"rows": rows, "stream": streams,
               "settings": {"sizes": [size_label(s) for s in sizes], "target_fps": target,
@@ -121,6 +121,9 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                                       + (f", tiles of {opts.tile}" if opts.tile else ""))}}
     if partial is not None:
         partial["latency"] = result
+    # Other processes on the CPU slow every timing below: the pick they lead to says so. The
+    # window's own CPU (these threads, the memory and --streams children) is not theirs.
+    window = cpu_sample()
 
     # ---- teacher: one timing per tile shape (frames smaller than a tile run one smaller
     # tile), scaled per size
@@ -162,8 +165,6 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     gmac = {k: g for k, (g, _) in budget.items()}
     too_big = _too_big(measured, sizes, budget, m.get("max_activation_gb"))
     cases = [(st, spec) for st in students for spec in BACKENDS]
-    # Other processes on the CPU slow every timing below: the pick they lead to says so.
-    load_before = load_average()
     bar = _bar((len(cases) + len(models)) * len(sizes), "latency", opts.quiet)
     clips = Clips()
     try:
@@ -236,7 +237,6 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
     finally:   # on Ctrl-C too: the bar's line is cleared before the last words
         bar(0, close=True)
         clips.close()
-    result["settings"]["load"] = machine_load(load_before, default_threads(opts.threads))
 
     # ---- streaming pipeline over a generated video (ONNX Runtime FP32 model)
     if m["stream_frames"]:
@@ -286,6 +286,7 @@ def run_latency(opts: "BenchOptions", students, artifact_sets: dict, teacher_til
                 except Exception as e:  # noqa: BLE001
                     streams.append(result_row(ms=None, status="error",
                                               reason=f"{type(e).__name__}: {e}", **base))
+    result["settings"]["load"] = machine_load(window, default_threads(opts.threads))
     return result
 
 

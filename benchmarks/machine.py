@@ -5,6 +5,8 @@ import os
 import platform
 import shutil
 import subprocess
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
@@ -68,30 +70,96 @@ def load_average() -> Optional[float]:
         return None
 
 
-def machine_load(before: Optional[float], threads: Optional[int] = None) -> Optional[dict]:
-    """The load average before and after the timings, against the machine's cores (the load
-    counts the whole machine's, not this process's share of them: a container's taskset
-    cores against the host's load would call every shared host busy), and the threads the
-    backends ran on (None: the engines' default, at most the cores); None where unknown."""
-    after = load_average()
-    if before is None or after is None:
+# Other processes' CPU beyond this, on average over the timings, slows them: half a core.
+OTHERS_SLACK = 0.5
+PROC_STAT = Path("/proc/stat")
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """One end of the timing window: the clock, the load average, the CPU seconds every
+    process on the machine has run (None where /proc/stat is not there to read: macOS,
+    Windows) and those of this process and its children that it has waited for."""
+    wall: float
+    load: Optional[float]
+    machine_s: Optional[float]
+    own_s: float
+
+
+def machine_cpu_seconds(stat: Path = PROC_STAT) -> Optional[float]:
+    """CPU seconds the machine's cores have run anything (the `cpu` line of /proc/stat less
+    idle and iowait; steal, another VM's turn on these cores, counts as taken); None where
+    unreadable."""
+    try:
+        with open(stat) as f:
+            fields = f.readline().split()
+        if fields[0] != "cpu":
+            return None
+        # user nice system idle iowait irq softirq steal (guest time is inside user and nice)
+        ticks = [int(v) for v in fields[1:9]]
+    except (OSError, ValueError, IndexError):
         return None
-    return {"before": before, "after": after, "cores": os.cpu_count() or 1, "threads": threads}
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    """CPU seconds of this process's threads and of the children it has waited for (the
+    bench's memory and --streams runs are waited for inside the timings)."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def cpu_sample() -> CpuSample:
+    return CpuSample(time.monotonic(), load_average(), machine_cpu_seconds(), own_cpu_seconds())
+
+
+def machine_load(before: CpuSample, threads: Optional[int] = None) -> Optional[dict]:
+    """What other processes took of the machine during the timings since `before`:
+    `others_cores`, the CPU seconds of every process less this one's and its children's, per
+    second of the window (`window_s`), against the machine's cores (the whole machine's, as
+    /proc/stat counts them) and the cores the timings ran on (`run_cores`: the backends'
+    `threads`, None for the engines' default, which is the usable cores). Also the load
+    average before and after (`before`, `after`), which decides where no CPU time can be read.
+    None where neither is known."""
+    after = cpu_sample()
+    cores = os.cpu_count() or 1
+    wall = after.wall - before.wall
+    others = None
+    if before.machine_s is not None and after.machine_s is not None and wall > 0:
+        taken = (after.machine_s - before.machine_s) - (after.own_s - before.own_s)
+        others = round(min(max(taken / wall, 0.0), cores), 2)
+    if others is None and (before.load is None or after.load is None):
+        return None
+    return {"before": before.load, "after": after.load, "cores": cores, "threads": threads,
+            "others_cores": others, "run_cores": min(cores, threads or usable_cores()),
+            "window_s": round(wall, 1)}
 
 
 def busy_text(load: Optional[dict]) -> Optional[str]:
-    """What to say of timings taken while other processes wanted the CPU: more runnable
-    threads than cores, beyond half a core of slack for the bench's own, or than the bench's
-    own threads where --threads (or OMP_NUM_THREADS) gave more than the cores; None
-    otherwise."""
+    """What to say of timings taken while other processes had the CPU; None otherwise.
+    Where their CPU time was measured (`others_cores`): more than half a core beyond the
+    cores the run left free. Else (macOS, Windows, reports of earlier versions) the load
+    average before or after: more runnable threads than the cores, or than the bench's own
+    threads where --threads (or OMP_NUM_THREADS) gave more, by over half a core."""
     if not load:
+        return None
+    cores = load["cores"]
+    rerun = "CPU time these timings did not get; rerun on a quiet machine before deciding"
+    if (others := load.get("others_cores")) is not None:
+        run = load.get("run_cores") or cores
+        if others <= cores - run + OTHERS_SLACK:
+            return None
+        mine = f" (this run's on {run})" if run < cores else ""
+        return (f"timed on a busy machine: other processes took {others:.1f} of {cores} cores "
+                f"during these timings{mine}, {rerun}")
+    if load.get("before") is None or load.get("after") is None:
         return None
     worst = max(load["before"], load["after"])
     own = load.get("threads") or 0
-    if worst <= max(load["cores"], own) + 0.5:
+    if worst <= max(cores, own) + OTHERS_SLACK:
         return None
-    mine = f" ({own} threads of this run's own)" if own > load["cores"] else ""
-    return (f"timed on a busy machine: load average {worst:g} (1 min) on {load['cores']} "
+    mine = f" ({own} threads of this run's own)" if own > cores else ""
+    return (f"timed on a busy machine: load average {worst:g} (1 min) on {cores} "
             f"cores{mine}, other processes took CPU time from these timings; rerun on a quiet "
             "machine before deciding")
 

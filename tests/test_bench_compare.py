@@ -128,6 +128,31 @@ def test_latency_timed_on_a_busy_machine_is_shown_not_gated():
     assert compare_reports(_report(), worse, TOL)["regressions"] == 1   # quality still gated
 
 
+def test_latency_on_a_quiet_runner_is_gated_whatever_its_own_load_average():
+    """A quiet 2-core CI runner timing at 2 threads reads a load average near 3 from the
+    bench's own threads and export: called busy, its latency was never gated. The CPU time
+    other processes took during the timings decides; a report without it, the load average."""
+    def run(ms, others):
+        rep = _report(ms=ms, p90=ms * 1.2)
+        rep["latency"]["settings"]["load"].update(before=2.9, after=3.1, others_cores=others,
+                                                  run_cores=2, window_s=40.0)
+        return rep
+
+    comp = compare_reports(run(8.0, 0.1), run(40.0, 0.2), TOL)
+    assert comp["regressions"] > 0 and "latency" not in comp["not_gated"], comp["not_gated"]
+    comp = compare_reports(run(8.0, 0.1), run(40.0, 1.7), TOL)
+    assert comp["regressions"] == 0
+    assert comp["not_gated"]["latency"] == [
+        "new timed on a busy machine: other processes took 1.7 of 2 cores during these "
+        "timings, CPU time these timings did not get"]
+    # an earlier version's baseline (load average only) against a new report
+    old = _report()
+    old["latency"]["settings"]["load"].update(before=2.9, after=3.1)
+    assert compare_reports(old, run(40.0, 0.1), TOL)["not_gated"]["latency"] == [
+        "baseline timed on a busy machine: load average 3.1 (1 min) on 2 cores, other "
+        "processes took CPU time from these timings"]
+
+
 def test_fail_on_is_checked_and_says_what_it_takes():
     assert parse_fail_on("none") == Tolerances()
     assert parse_fail_on("median:5%") == Tolerances(median=5.0)
