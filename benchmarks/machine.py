@@ -8,12 +8,13 @@ import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Optional, Sequence
 
 
 # Shared with export's up-to-date check (runtime.host), re-exported for the bench's modules.
 from runtime.host import (LIBRARIES, cgroup_cpu_limit, code_info, cpu_model,  # noqa: E402,F401
-                          dist_version, library_versions, parse_threads, usable_cores)
+                          dist_version, library_versions, parse_threads, scheduled_cpus,
+                          usable_cores)
 
 
 def peak_rss_mb(system: str | None = None) -> float | None:
@@ -77,29 +78,35 @@ PROC_STAT = Path("/proc/stat")
 
 @dataclass(frozen=True)
 class CpuSample:
-    """One end of the timing window: the clock, the load average, the CPU seconds every
-    process on the machine has run (None where /proc/stat is not there to read: macOS,
-    Windows) and those of this process and its children that it has waited for."""
+    """One end of the timing window: the clock, the load average, the CPU seconds any process
+    has run on `cpus`, the cores this process may run on (None where /proc/stat is not there
+    to read: macOS, Windows), and those of this process and the children it has waited for."""
     wall: float
     load: Optional[float]
+    cpus: tuple[int, ...]
     machine_s: Optional[float]
     own_s: float
 
 
-def machine_cpu_seconds(stat: Path = PROC_STAT) -> Optional[float]:
-    """CPU seconds the machine's cores have run anything (the `cpu` line of /proc/stat less
+def machine_cpu_seconds(cpus: Sequence[int], stat: Path = PROC_STAT) -> Optional[float]:
+    """CPU seconds the cores `cpus` have run anything (their `cpuN` lines of /proc/stat less
     idle and iowait; steal, another VM's turn on these cores, counts as taken); None where
     unreadable."""
+    wanted = {f"cpu{n}" for n in cpus}
+    total, seen = 0, 0
     try:
         with open(stat) as f:
-            fields = f.readline().split()
-        if fields[0] != "cpu":
-            return None
-        # user nice system idle iowait irq softirq steal (guest time is inside user and nice)
-        ticks = [int(v) for v in fields[1:9]]
+            for line in f:
+                fields = line.split()
+                if not fields or fields[0] not in wanted:
+                    continue
+                # user nice system idle iowait irq softirq steal (guest is inside user, nice)
+                ticks = [int(v) for v in fields[1:9]]
+                total += sum(ticks) - ticks[3] - ticks[4]
+                seen += 1
     except (OSError, ValueError, IndexError):
         return None
-    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    return total / os.sysconf("SC_CLK_TCK") if seen else None
 
 
 def own_cpu_seconds() -> float:
@@ -109,27 +116,32 @@ def own_cpu_seconds() -> float:
     return t.user + t.system + t.children_user + t.children_system
 
 
-def cpu_sample() -> CpuSample:
-    return CpuSample(time.monotonic(), load_average(), machine_cpu_seconds(), own_cpu_seconds())
+def cpu_sample(cpus: Optional[Sequence[int]] = None) -> CpuSample:
+    """Now, on `cpus` (default: the cores this process is scheduled on)."""
+    cpus = tuple(cpus if cpus is not None else scheduled_cpus())
+    return CpuSample(time.monotonic(), load_average(), cpus, machine_cpu_seconds(cpus),
+                     own_cpu_seconds())
 
 
 def machine_load(before: CpuSample, threads: Optional[int] = None) -> Optional[dict]:
-    """What other processes took of the machine during the timings since `before`:
-    `others_cores`, the CPU seconds of every process less this one's and its children's, per
-    second of the window (`window_s`), against the machine's cores (the whole machine's, as
-    /proc/stat counts them) and the cores the timings ran on (`run_cores`: the backends'
-    `threads`, None for the engines' default, which is the usable cores). Also the load
-    average before and after (`before`, `after`), which decides where no CPU time can be read.
-    None where neither is known."""
-    after = cpu_sample()
-    cores = os.cpu_count() or 1
+    """What other processes took of the cores this process may run on (taskset, a container's
+    cpuset: others on the rest take nothing from it) during the timings since `before`:
+    `others_cores`, those cores' CPU seconds less this process's and its children's, per
+    second of the window (`window_s`), of `cores`; `run_cores`, the cores the timings ran on
+    (the backends' `threads`, None for the engines' default: the usable cores). Also the
+    load average before and after (`before`, `after`), which decides where no CPU time can be
+    read, against the machine's cores then (the load is the whole machine's). None where
+    neither is known."""
+    after = cpu_sample(before.cpus)
     wall = after.wall - before.wall
-    others = None
     if before.machine_s is not None and after.machine_s is not None and wall > 0:
+        cores = len(before.cpus)
         taken = (after.machine_s - before.machine_s) - (after.own_s - before.own_s)
         others = round(min(max(taken / wall, 0.0), cores), 2)
-    if others is None and (before.load is None or after.load is None):
+    elif before.load is None or after.load is None:
         return None
+    else:
+        cores, others = os.cpu_count() or 1, None
     return {"before": before.load, "after": after.load, "cores": cores, "threads": threads,
             "others_cores": others, "run_cores": min(cores, threads or usable_cores()),
             "window_s": round(wall, 1)}

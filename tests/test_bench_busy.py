@@ -83,3 +83,22 @@ def test_a_high_load_average_from_the_bench_itself_is_not_busy():
     # where no CPU time could be read (macOS, Windows; older reports) the load average decides
     assert busy_text({**quiet, "others_cores": None}).startswith(
         "timed on a busy machine: load average 3.1 (1 min) on 2 cores")
+
+
+def test_only_the_cores_this_process_may_run_on_count(tmp_path):
+    """Under taskset or a container's cpuset, others on the host's other cores take nothing
+    from the timings: a 2-core slice of a busy 64-core host is not busy for them."""
+    import os
+
+    from benchmarks.machine import machine_cpu_seconds
+
+    stat = tmp_path / "stat"
+    stat.write_text("cpu  900 0 900 100 0 0 0 0 0 0\n"
+                    "cpu0 400 0 400 50 7 0 0 0 0 0\n"
+                    "cpu1 100 0 100 50 3 0 0 20 0 0\n"
+                    "intr 12345\n")
+    hz = os.sysconf("SC_CLK_TCK")
+    assert machine_cpu_seconds([1], stat) == 220 / hz   # user + system + steal of cpu1 only
+    assert machine_cpu_seconds([0, 1], stat) == 1020 / hz
+    assert machine_cpu_seconds([5], stat) is None
+    assert machine_cpu_seconds([0], tmp_path / "missing") is None
