@@ -29,13 +29,13 @@ from .warn import warn
 class ImageSource(Source):
     kind = "images"
 
-    def __init__(self, spec: str, paths: list[Path]) -> None:
+    def __init__(self, spec: str, paths: list[Path], root: Optional[Path] = None) -> None:
         super().__init__(spec)
         if not paths:
             raise SourceError(f"no images found in {spec!r} (extensions: "
                               f"{', '.join(sorted(IMAGE_EXTS))})")
         self.paths = paths
-        self.names = frame_names(paths)
+        self.names = frame_names(paths, root)
         self.frame_count = len(paths)
         self.skipped: list[str] = []
         # Set to {} by an output that writes each image back in its own channel layout (an
@@ -143,15 +143,35 @@ class Layout:
         return cls(icc=icc, exif=exif) if icc or exif else None
 
 
-def frame_names(paths: list[Path]) -> list[str]:
-    """Output names for image files: the path below the folders' common parent, so that images
-    from several folders (a glob such as 'photos/**/*') keep their subfolders, as a photo
-    library's year/month folders, and no output overwrites another; the file name alone for
-    one folder's images."""
-    if len({p.parent for p in paths}) <= 1:
-        return [p.name for p in paths]
-    root = Path(os.path.commonpath([str(p.parent.absolute()) for p in paths]))
-    return [p.absolute().relative_to(root).as_posix() for p in paths]
+def frame_names(paths: list[Path], root: Optional[Path] = None) -> list[str]:
+    """Output names for image files: the path below `root` (a glob's folder before its first
+    wildcard), so that images from several folders (a glob such as 'photos/**/*') keep their
+    subfolders, as a photo library's year/month folders, and no output overwrites another; the
+    file name alone for one folder's images. Below the folders' common parent where `root` is
+    not given or does not hold them all. Paths are taken as spelled, `..` folded, so that no
+    name leads out of the output folder."""
+    # Lexical, not resolved: a linked folder keeps the name it is reached by.
+    norm = [Path(os.path.normpath(p.absolute())) for p in paths]
+    if len({p.parent for p in norm}) <= 1:
+        return [p.name for p in norm]
+    # Not the photos' own common folder: a year's months came out as 01/, 02/ (the year lost),
+    # and the layout moved when the next year's photos were added.
+    base = Path(os.path.commonpath([str(p.parent) for p in norm]))
+    if root is not None:
+        fixed = Path(os.path.normpath(root.absolute()))
+        base = fixed if base.is_relative_to(fixed) else base
+    return [p.relative_to(base).as_posix() for p in norm]
+
+
+def glob_root(spec: str) -> Path:
+    """The folder a glob's wildcards start below: 'photos/**/*.jpg' -> photos."""
+    parts = Path(spec).parts
+    fixed = []
+    for part in parts[:-1]:
+        if any(c in part for c in "*?["):
+            break
+        fixed.append(part)
+    return Path(*fixed) if fixed else Path(".")
 
 
 def name_order(p: Path) -> tuple:

@@ -20,7 +20,7 @@ import cv2
 from .console import count
 from .image_sources import (ImageSource as ImageSource, Layout as Layout,
                             _folder_source, _image_list, _maybe_live,
-                            frame_names as frame_names, name_order,
+                            frame_names as frame_names, glob_root, name_order,
                             refuse_live_images as refuse_live_images,
                             warn_not_images as warn_not_images)
 from .imageio import IMAGE_EXTS, SIDECAR_EXTS, VIDEO_EXTS, shown_path, why_not_a_file
@@ -147,7 +147,7 @@ def open_source(spec: str, width: int = 1920, height: int = 1080, fps: float = 0
             warn_not_images(spec, [f.name for f in sorted(map(Path, found), key=name_order)
                                    if f.suffix.lower() not in IMAGE_EXTS | SIDECAR_EXTS
                                    and f.is_file()], "a glob source")
-        return _maybe_live(ImageSource(spec, images), live, flags)
+        return _maybe_live(ImageSource(spec, images, glob_root(spec)), live, flags)
     if not p.exists():
         if p.is_symlink():   # exists() follows it: a loop or a gone target is no file
             raise SourceError(f"{shown_path(spec)}: {why_not_a_file(p)}")

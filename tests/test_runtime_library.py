@@ -90,3 +90,29 @@ def test_jpeg_quality_is_settable_and_its_default_is_said(tmp_path, onnx_model):
     from runtime import SharpenWarning
     with pytest.warns(SharpenWarning, match="quality=80 sets JPEG .* does not apply"):
         run_stream(onnx_model, str(tmp_path / "lib"), tmp_path / "v.mp4", quality=80)
+
+
+def test_a_library_keeps_the_folders_below_the_glob_not_below_its_photos_common_one(
+        tmp_path, onnx_model):
+    """A library of one year's months came out as 01/, 02/ (its year lost, the common folder
+    of the photos taken as the root), and a later run with the next year's photos added wrote
+    2024/01/... beside them: the layout moved with the photos, so --resume redid them all."""
+    _library(tmp_path / "lib", ["2024/01/IMG_0001.jpg", "2024/02/IMG_0002.jpg"])
+    run_stream(onnx_model, str(tmp_path / "lib" / "**" / "*"), tmp_path / "out")
+    got = sorted(p.relative_to(tmp_path / "out").as_posix()
+                 for p in (tmp_path / "out").rglob("*") if p.is_file())
+    assert got == ["2024/01/IMG_0001.jpg", "2024/02/IMG_0002.jpg"]
+
+
+def test_a_glob_through_dot_dot_writes_nothing_outside_the_output_folder(tmp_path,
+                                                                          onnx_model):
+    """'lib/2024/*/../../*.jpg' named its outputs '01/../../top.jpg': written beside the
+    output folder, over whatever was there."""
+    _library(tmp_path / "lib", ["top.jpg", "2024/01/a.jpg", "2024/02/b.jpg"])
+    (tmp_path / "out").mkdir()
+    run_stream(onnx_model, str(tmp_path / "lib" / "2024" / "*" / ".." / ".." / "*.jpg"),
+               tmp_path / "out" / "sharp")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["lib", "out"]
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["sharp"]
+    for p in (tmp_path / "out").rglob("*"):
+        assert ".." not in p.relative_to(tmp_path / "out").parts, p
