@@ -107,6 +107,10 @@ def _metadata(data: bytes) -> tuple[Optional[bytes], Optional[bytes]]:
     """An encoded image's ICC profile and its EXIF, the latter's Orientation set to 1 since
     the decoded pixels were turned upright by it."""
     exif = exif_block(data) if data[:2] not in (b"II", b"MM") else None   # a TIFF's own tags
+    # Only a TIFF-structured block: other bytes copied made an output whose EXIF no reader
+    # parses (Pillow's getexif raised on such a PNG).
+    if exif is None or exif[:4] not in (b"II*\x00", b"MM\x00*"):
+        exif = None
     return icc_profile(data), upright_exif(exif) if exif else None
 
 

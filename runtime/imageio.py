@@ -310,12 +310,18 @@ def exif_block(data: bytes) -> Optional[bytes]:
     elif data[:8] == b"\x89PNG\r\n\x1a\n":
         for kind, body in _png_chunks(data):   # eXIf may come after the image data
             if kind == b"eXIf":
-                return body
+                return _unprefixed(body)
     elif data[:4] == b"RIFF" and data[8:12] == b"WEBP":
         for kind, block in _webp_chunks(data):
             if kind == b"EXIF":
-                return block[6:] if block[:6] == b"Exif\x00\x00" else block
+                return _unprefixed(block)
     return None
+
+
+def _unprefixed(block: bytes) -> bytes:
+    """A PNG's or WebP's EXIF without the JPEG segment's "Exif\\0\\0" that some writers put
+    before it (Pillow and exiftool read past it)."""
+    return block[6:] if block[:6] == b"Exif\x00\x00" else block
 
 
 _ICC_JPEG = b"ICC_PROFILE\x00"

@@ -74,3 +74,43 @@ def test_a_format_written_without_exif_says_so(tmp_path, onnx_model):
     _photo(src)
     with pytest.warns(SharpenWarning, match=r"sharp\.tif: its input's EXIF .* dropped"):
         run_stream(onnx_model, str(src), tmp_path / "sharp.tif")
+
+
+def _png_with_exif_chunk(path, body: bytes) -> None:
+    """A PNG whose eXIf chunk holds `body` as it is (a tool's bad one, or one prefixed with
+    JPEG's "Exif\\0\\0", which Pillow and exiftool read past)."""
+    import struct
+    import zlib
+
+    import cv2
+    ok, buf = cv2.imencode(".png", np.full((20, 24, 3), 90, np.uint8))
+    data = buf.tobytes()
+    at = 8 + 12 + struct.unpack(">I", data[8:12])[0]
+    chunk = (struct.pack(">I", len(body)) + b"eXIf" + body
+             + struct.pack(">I", zlib.crc32(b"eXIf" + body)))
+    path.write_bytes(data[:at] + chunk + data[at:])
+
+
+@pytest.mark.parametrize("out_ext", ["jpg", "png"])
+def test_an_eXIf_chunk_that_is_no_exif_is_not_copied(tmp_path, onnx_model, out_ext):
+    """A PNG's eXIf chunk of other bytes was copied as it was: a PNG output whose getexif()
+    raised in Pillow (and in a photo manager reading it)."""
+    _png_with_exif_chunk(tmp_path / "odd.png", b"not a TIFF header at all")
+    run_stream(onnx_model, str(tmp_path / "odd.png"), tmp_path / f"sharp.{out_ext}")
+    with Image.open(tmp_path / f"sharp.{out_ext}") as im:
+        assert not im.getexif()
+
+
+@pytest.mark.parametrize("out_ext", ["jpg", "png"])
+def test_a_png_exif_with_jpeg_s_prefix_is_read_and_written_without_it(tmp_path, onnx_model,
+                                                                       out_ext):
+    """"Exif\\0\\0" before a PNG's EXIF (some writers put it there) hid its Orientation: the
+    photo was not turned, and the block was copied with the prefix twice in a JPEG."""
+    from runtime.imageio import exif_block
+    e = _exif(6)
+    _png_with_exif_chunk(tmp_path / "p.png", b"Exif\x00\x00" + e.tobytes()[6:])
+    run_stream(onnx_model, str(tmp_path / "p.png"), tmp_path / f"sharp.{out_ext}")
+    with Image.open(tmp_path / f"sharp.{out_ext}") as im:
+        assert im.size == (20, 24)   # turned upright
+        assert im.getexif()[0x0112] == 1 and im.getexif()[0x0132] == DATE
+    assert exif_block((tmp_path / f"sharp.{out_ext}").read_bytes())[:4] == e.tobytes()[6:10]
