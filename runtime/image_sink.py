@@ -83,6 +83,8 @@ MAX_SIDE = {".webp": 16383, ".jpg": 65500, ".jpeg": 65500}
 
 # OpenCV's own JPEG quality, said and kept as the default; its WebP default is lossless.
 JPEG_QUALITY = 95
+# The formats --quality sets; the others are lossless or fixed.
+QUALITY_EXTS = frozenset({".jpg", ".jpeg", ".webp"})
 
 
 def _encoded(image: np.ndarray, target: Path, quality: Optional[int] = None) -> bytes:

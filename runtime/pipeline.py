@@ -30,7 +30,7 @@ from .cli_errors import drop_gone_outputs, signals_to_take
 from .compare_sink import CompareSink
 from .console import count
 from .host import check_threads
-from .image_sink import ImageSink
+from .image_sink import QUALITY_EXTS, ImageSink
 from .options import is_number, option, video_rate
 from .output_paths import make_folder, same_file
 from . import resume as resume_mod
@@ -1370,6 +1370,14 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
             file_sink.number_on = True
         if isinstance(file_sink, ImageSink):
             file_sink.quality = quality
+            # The formats written: the output's, else each image's own (a video's frames PNG)
+            exts = ({Path(output).suffix.lower()} if file_sink.single else
+                    {Path(n).suffix.lower() or ".png" for n in src.names}
+                    if isinstance(src, ImageSource) else {".png"})
+            if quality is not None and not exts & QUALITY_EXTS:
+                warn(f"{option('quality', quality, flags)} sets JPEG and WebP images' quality; "
+                     f"{option('output', output, flags)} is written as "
+                     f"{', '.join(sorted(exts))}, and it does not apply")
         elif quality is not None:
             warn(f"{option('quality', quality, flags)} sets JPEG and WebP images' quality; "
                  f"{option('output', output, flags)} is no image output, and it does not apply")

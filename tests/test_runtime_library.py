@@ -116,3 +116,26 @@ def test_a_glob_through_dot_dot_writes_nothing_outside_the_output_folder(tmp_pat
     assert [p.name for p in (tmp_path / "out").iterdir()] == ["sharp"]
     for p in (tmp_path / "out").rglob("*"):
         assert ".." not in p.relative_to(tmp_path / "out").parts, p
+
+
+def test_quality_for_an_output_it_does_not_apply_to_is_said(tmp_path, onnx_model):
+    """--quality 80 with a PNG or TIFF output (or a folder of PNG photos) was taken without a
+    word: the user believed the files had been made smaller."""
+    import warnings
+
+    import pytest
+
+    from runtime import SharpenWarning
+    _library(tmp_path / "png", ["a.png", "b.png"])
+    _library(tmp_path / "mixed", ["a.png", "b.jpg"])
+    for out in ("one.png", "one.tif"):
+        with pytest.warns(SharpenWarning, match=rf"quality=80 sets JPEG .*{out}.* does not"):
+            run_stream(onnx_model, str(tmp_path / "png" / "a.png"), tmp_path / out,
+                       quality=80)
+    with pytest.warns(SharpenWarning, match=r"quality=80 sets JPEG .*\.png.* does not apply"):
+        run_stream(onnx_model, str(tmp_path / "png"), tmp_path / "pngs", quality=80)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", SharpenWarning)   # its JPEG takes it: nothing to say
+        run_stream(onnx_model, str(tmp_path / "mixed"), tmp_path / "mixed-out", quality=80)
+        run_stream(onnx_model, str(tmp_path / "png" / "a.png"), tmp_path / "one.webp",
+                   quality=80)
