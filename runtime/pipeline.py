@@ -48,6 +48,7 @@ from .tiling import tiling_warnings
 from .segment_sink import SegmentSink, check_segment
 from .video_sink import VideoFileSink, refuse_lossless
 from .warn import warn
+from .walk import glob_reaches
 from .window_sink import WindowSink
 
 _END = object()  # end-of-stream marker passed down the queues
@@ -1269,6 +1270,24 @@ def _write_loop(q_out: FrameQueue, sink: Sink, stop: threading.Event, stats: Sta
             return
 
 
+def _refuse_output_the_glob_reaches(src: Source, output: Union[str, Path], single: bool,
+                                    flags: bool) -> None:
+    """SinkError where a glob source ('lib/**/*') would list the images written into the
+    output folder (lib/sharp): a rerun or --resume would read them as photos of the library
+    (and was refused as writing into an input folder), so a stopped run could not go on."""
+    if (single or type(src) is not ImageSource or not any(c in src.spec for c in "*?[")
+            or Path(src.spec).is_dir()
+            # an input folder itself: refuse_overwriting_inputs says so in its own words
+            or any(same_file(output, d) for d in {p.parent for p in src.paths})):
+        return
+    reached = next((n for n in src.names if glob_reaches(src.spec, Path(output) / n)), None)
+    if reached is not None:
+        raise SinkError(
+            f"{option('output', output, flags)} lies inside what the source {src.spec!r} "
+            f"reads: a rerun or {option('resume', True, flags)} would read its images "
+            f"({reached}) as photos again; choose a folder outside it")
+
+
 def _inner_sink(sink: Sink, kind: type) -> Optional[Any]:
     """The sink of that kind that `sink` is or holds (inside a comparison or a MultiSink)."""
     if isinstance(sink, kind):
@@ -1346,6 +1365,7 @@ def _output_sinks(src: Source, output: Optional[Union[str, Path, Sink]], view: s
     elif output:
         single = isinstance(src, ImageSource) and src.frame_count == 1
         dirs = {p.parent for p in src.paths} if isinstance(src, ImageSource) else ()
+        _refuse_output_the_glob_reaches(src, output, single, flags)
         file_sink = output_sink(output, fps, single, tuple(dirs),
                                 _input_files(src), flags=flags, lossless=lossless,
                                 segment=segment)

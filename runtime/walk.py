@@ -153,6 +153,14 @@ def glob_files(pattern: str) -> list[str]:
     return found
 
 
+def glob_reaches(pattern: str, path: str | os.PathLike) -> bool:
+    """Whether `glob_files(pattern)` would list a file at `path` (both taken as absolute,
+    `..` folded): an output folder's images that a rerun would read as its source's."""
+    def parts(p: str | os.PathLike) -> tuple[str, ...]:
+        return Path(os.path.normpath(os.path.abspath(p))).parts
+    return _matches(parts(path), parts(pattern))
+
+
 def _matches(parts: tuple[str, ...], pats: tuple[str, ...]) -> bool:
     """Whether a relative path's parts match a glob's: `**` stands for any number of folders
     (none hidden); a hidden name matches only a part that starts with '.', as in glob."""

@@ -139,3 +139,19 @@ def test_quality_for_an_output_it_does_not_apply_to_is_said(tmp_path, onnx_model
         run_stream(onnx_model, str(tmp_path / "mixed"), tmp_path / "mixed-out", quality=80)
         run_stream(onnx_model, str(tmp_path / "png" / "a.png"), tmp_path / "one.webp",
                    quality=80)
+
+
+def test_an_output_folder_the_glob_would_read_again_is_refused_before_the_run(tmp_path,
+                                                                               onnx_model):
+    """'lib/**/*' into lib/sharp ran once, then its rerun and its --resume were refused as
+    writing into 'an input folder' (its own results, read as photos): a stopped library run
+    could not go on. Refused at once instead; an output the glob does not reach is fine."""
+    import pytest
+
+    from runtime.sinks import SinkError
+    _library(tmp_path / "lib", ["a.jpg", "2024/01/b.jpg"])
+    with pytest.raises(SinkError, match=r"sharp.* the source .*\*\*.* would read .* again"):
+        run_stream(onnx_model, str(tmp_path / "lib" / "**" / "*"), tmp_path / "lib" / "sharp")
+    assert not (tmp_path / "lib" / "sharp").exists()
+    run_stream(onnx_model, str(tmp_path / "lib" / "*.jpg"), tmp_path / "lib" / "sharp")
+    assert [p.name for p in (tmp_path / "lib" / "sharp").iterdir()] == ["a.jpg"]
