@@ -667,6 +667,13 @@ class _Stream:
             self._resume_library(src, Path(output))
             return 0
         if not resumable:
+            if resume and isinstance(src, ImageSource) and not src.live:
+                raise resume_mod.ResumeError(
+                    f"{what}: {shown_url(src.spec)} cannot be resumed into "
+                    f"{option('output', output, self.flags)}: "
+                    + ("one image is written whole or not at all; run without " + what
+                       if src.frame_count == 1 else
+                       "a folder's or glob's images resume into an image folder"))
             if resume:
                 fifo = isinstance(src, VideoSource) and src.kind == "video" \
                     and not _regular_file(src.target)

@@ -719,3 +719,18 @@ def test_a_photo_library_resumes_past_the_images_written(made, tmp_path, signum)
     assert not list(tmp_path.glob(".*.resume.json")), "a finished run leaves no record"
     r = sharpen(*argv, "--resume")
     assert r.returncode == 2 and "no stopped run" in r.stderr, r.stderr
+
+
+def test_resume_of_one_image_or_of_images_into_a_video_says_why_not(made, tmp_path):
+    """One photo with --resume was refused as 'a camera's or stream's frames are not given
+    again': no camera was involved, and the user looked for one."""
+    lib = _photo_library(tmp_path / "lib", 2)
+    one = next(lib.rglob("*.png"))
+    for src, out, why in ((one, tmp_path / "x.png", "one image is written whole or not at all"),
+                          (lib / "**" / "*", tmp_path / "x.mp4",
+                           "images resume into an image folder")):
+        r = sharpen("--model", str(made["model"]), "--source", str(src), "--out", str(out),
+                    "--resume")
+        assert r.returncode == 2, r.stderr
+        assert why in r.stderr and "camera" not in r.stderr, r.stderr
+        assert not out.exists()
