@@ -1283,7 +1283,7 @@ def _refuse_output_the_glob_reaches(src: Source, output: Union[str, Path], singl
     output folder (lib/sharp): a rerun or --resume would read them as photos of the library
     (and was refused as writing into an input folder), so a stopped run could not go on."""
     if (single or type(src) is not ImageSource or not any(c in src.spec for c in "*?[")
-            or Path(src.spec).is_dir()
+            or Path(src.spec).is_dir() or _video_sink_for(Path(output))
             # an input folder itself: refuse_overwriting_inputs says so in its own words
             or any(same_file(output, d) for d in {p.parent for p in src.paths})):
         return

@@ -155,3 +155,6 @@ def test_an_output_folder_the_glob_would_read_again_is_refused_before_the_run(tm
     assert not (tmp_path / "lib" / "sharp").exists()
     run_stream(onnx_model, str(tmp_path / "lib" / "*.jpg"), tmp_path / "lib" / "sharp")
     assert [p.name for p in (tmp_path / "lib" / "sharp").iterdir()] == ["a.jpg"]
+    # A video there is no image folder the glob reads again.
+    run_stream(onnx_model, str(tmp_path / "lib" / "**" / "*"), tmp_path / "lib" / "v.mp4")
+    assert (tmp_path / "lib" / "v.mp4").stat().st_size > 0
